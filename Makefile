@@ -1,0 +1,43 @@
+# keel - thin wrapper over CMake. `make demo` and `make test` are the two commands in the README.
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+FUZZ_SECONDS ?= 60
+SOAK_SECONDS ?= 600
+
+.PHONY: all build deps test unit asan system demo bench fuzz soak clean format
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+
+build: $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+# Everything: release unit tests, the same under ASan+UBSan, then the system tests.
+test: deps
+	@bash scripts/test.sh
+
+demo: deps build
+	@bash scripts/demo.sh
+
+bench: build
+	@bash scripts/deps.sh --bench
+	@bash bench/run.sh
+
+fuzz:
+	@bash scripts/fuzz.sh $(FUZZ_SECONDS)
+
+soak: build
+	@bash scripts/soak.sh $(SOAK_SECONDS)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

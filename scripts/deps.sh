@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install every Debian package keel's build, tests and demo need.
+# Quiet when all are present; runs `apt-get update` first otherwise.
+# Usage: scripts/deps.sh [--bench]   (--bench adds the anchors: nginx, redis, etcd, wrk, haproxy)
+set -euo pipefail
+
+pkgs=(
+  build-essential cmake pkg-config clang libclang-rt-14-dev
+  libuv1-dev libhttp-parser-dev libjansson-dev libyaml-dev libsqlite3-dev libssl-dev
+  python3 python3-pytest python3-redis redis-tools curl prometheus iproute2 procps
+)
+if [ "${1:-}" = "--bench" ]; then
+  pkgs+=(wrk nginx-light redis-server etcd-server etcd-client haproxy)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "deps: installing ${missing[*]}" >&2
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The anchors are started by the benchmarks themselves; never leave them running as services.
+if [ "${1:-}" = "--bench" ]; then
+  for s in nginx redis-server etcd haproxy prometheus; do
+    $SUDO systemctl stop "$s" >/dev/null 2>&1 || true
+    $SUDO service "$s" stop >/dev/null 2>&1 || true
+  done
+fi

@@ -1,0 +1,14 @@
+/* cli.h - the keel command's subcommand table and entry points. */
+#ifndef KEEL_CLI_CLI_H
+#define KEEL_CLI_CLI_H
+
+#define KEEL_VERSION "0.1.0"
+
+typedef struct keel_cli_cmd {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv); /* argv[0] is the subcommand name */
+} keel_cli_cmd_t;
+
+
+#endif

@@ -1,0 +1,49 @@
+/* main.c - the keel command: dispatches `keel <command> [args]` through one table. */
+#include "cli/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static int cmd_version(int argc, char **argv);
+static int cmd_help(int argc, char **argv);
+
+/* Subcommands, as data (STYLE.md rule 10). Later issues add rows here. */
+static const keel_cli_cmd_t commands[] = {
+    {"version", "print the keel version", cmd_version},
+    {"help", "list the commands", cmd_help},
+};
+
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static int cmd_version(int argc, char **argv)
+{
+    printf("keel %s\n", KEEL_VERSION);
+    return 0;
+}
+
+static int cmd_help(int argc, char **argv)
+{
+    printf("usage: keel <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        printf("  %-12s %s\n", commands[i].name, commands[i].summary);
+    printf("\n`keel <command> --help` describes a command's options.\n");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        cmd_help(0, NULL);
+        return 2;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0)
+        name = "help";
+    if (strcmp(name, "--version") == 0)
+        name = "version";
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "keel: unknown command '%s' (try `keel help`)\n", argv[1]);
+    return 2;
+}
