@@ -39,8 +39,8 @@ uint32_t keel_crc32c_sw(uint32_t crc, const void *data, size_t n)
         memcpy(&w, p, 8);
         w ^= crc; /* little-endian: low 4 bytes xor the running crc */
         crc = table[7][w & 0xff] ^ table[6][(w >> 8) & 0xff] ^ table[5][(w >> 16) & 0xff] ^
-              table[4][(w >> 24) & 0xff] ^ table[3][(w >> 32) & 0xff] ^
-              table[2][(w >> 40) & 0xff] ^ table[1][(w >> 48) & 0xff] ^ table[0][w >> 56];
+              table[4][(w >> 24) & 0xff] ^ table[3][(w >> 32) & 0xff] ^ table[2][(w >> 40) & 0xff] ^
+              table[1][(w >> 48) & 0xff] ^ table[0][w >> 56];
         p += 8;
         n -= 8;
     }
@@ -62,8 +62,7 @@ int keel_crc32c_hw_available(void)
     return v;
 }
 
-__attribute__((target("sse4.2"))) uint32_t keel_crc32c_hw(uint32_t crc, const void *data,
-                                                          size_t n)
+__attribute__((target("sse4.2"))) uint32_t keel_crc32c_hw(uint32_t crc, const void *data, size_t n)
 {
     const uint8_t *p = data;
     uint64_t c = ~crc;

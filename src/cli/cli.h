@@ -10,5 +10,4 @@ typedef struct keel_cli_cmd {
     int (*run)(int argc, char **argv); /* argv[0] is the subcommand name */
 } keel_cli_cmd_t;
 
-
 #endif
