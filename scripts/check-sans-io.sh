@@ -3,8 +3,9 @@
 # include a header for sockets, files, processes, threads or libuv, nor call a clock.
 # Those layers take now_ms and inputs and return outputs; this is what makes the
 # deterministic simulator possible. Exit non-zero, naming each offence, if broken.
+# Usage: check-sans-io.sh [ROOT]   (ROOT defaults to the repository; tests pass a scratch tree)
 set -u
-cd "$(dirname "$0")/.."
+cd "${1:-$(dirname "$0")/..}"
 bad=0
 headers='uv\.h|unistd\.h|fcntl\.h|pthread\.h|threads\.h|sys/socket\.h|sys/stat\.h|sys/types\.h|sys/time\.h|sys/wait\.h|sys/mman\.h|sys/epoll\.h|sys/uio\.h|netinet/[a-z_]+\.h|arpa/inet\.h|netdb\.h|dirent\.h|signal\.h|time\.h|poll\.h|sqlite3\.h'
 calls='\b(time|clock_gettime|gettimeofday|clock|sleep|usleep|nanosleep|fopen|open|read|write|socket|connect|bind|fork|exec[lv]p?e?|pthread_create|getenv|rand|srand|random)[[:space:]]*\('
