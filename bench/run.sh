@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# make bench: every benchmark, each against its anchor in the same run where one exists.
+# Each part is bounded in time and prints its own table. Results are recorded by hand,
+# with the machine and the command, in bench/RESULTS.md.
+set -u
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
+echo "cpu: $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)  commit: $(git rev-parse --short HEAD 2>/dev/null)"
+rc=0
+section() { printf '\n==== %s ====\n' "$*"; }
+
+if [ -x "$BUILD/keel-microbench" ]; then
+  section "pure cores: ns per operation (keel-microbench)"
+  "$BUILD/keel-microbench" || rc=1
+fi
+if [ -x "$BUILD/keel-sim" ]; then
+  section "raft core and simulator (keel-sim --bench)"
+  "$BUILD/keel-sim" --bench || rc=1
+fi
+if [ -f bench/http.sh ]; then
+  section "HTTP server vs nginx (wrk)"
+  bash bench/http.sh || rc=1
+fi
+exit $rc

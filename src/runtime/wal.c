@@ -1,0 +1,669 @@
+/* wal.c - segmented write-ahead log with CRC32C records, recovery and group commit. */
+#include "runtime/wal.h"
+
+#include "base/crc32c.h"
+#include "base/log.h"
+
+#include <assert.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAGIC "KEELWAL1"
+#define VERSION 1u
+#define PATH_BYTES_MAX 4096
+
+/* A run of bytes of one group that goes to one segment at one offset. */
+typedef struct chunk {
+    uint64_t seq;
+    size_t off;       /* offset in the segment */
+    size_t buf_start; /* where the bytes start in the group's buffer */
+    size_t len;
+} chunk_t;
+
+typedef struct group {
+    keel_buf_t buf;
+    chunk_t *chunks;
+    size_t n_chunks, cap_chunks;
+} group_t;
+
+struct keel_wal {
+    char dir[PATH_BYTES_MAX];
+    keel_wal_config_t cfg;
+    int dir_fd;
+    /* Owner thread: where the next appended record goes. */
+    uint64_t next_seq;
+    size_t next_off;
+    uint64_t first_seq; /* oldest segment on disk */
+    group_t groups[2];
+    group_t *pending;  /* appends land here */
+    group_t *inflight; /* being written by sync_run, or NULL */
+    /* Sync side (owned by sync_run while a sync is in flight). */
+    int fd;
+    uint64_t fd_seq;
+    int sync_rc;
+    char sync_err[KEEL_ERRMSG_BYTES_MAX];
+    int failed;
+    keel_wal_stats_t stats;
+};
+
+static inline void put_u32(uint8_t *p, uint32_t v)
+{
+    memcpy(p, &v, 4); /* little-endian hosts only (asserted in open) */
+}
+
+static inline void put_u64(uint8_t *p, uint64_t v)
+{
+    memcpy(p, &v, 8);
+}
+
+static inline uint32_t get_u32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static inline uint64_t get_u64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static inline size_t pad8(size_t n)
+{
+    return (n + 7) & ~(size_t)7;
+}
+
+void keel_wal_config_default(keel_wal_config_t *cfg)
+{
+    cfg->segment_bytes = KEEL_WAL_SEGMENT_BYTES_DEFAULT;
+    cfg->record_bytes_max = KEEL_WAL_RECORD_BYTES_MAX;
+    cfg->preallocate = 1;
+    cfg->sync_enabled = 1;
+}
+
+int keel_wal_config_validate(const keel_wal_config_t *cfg, keel_errmsg_t *msg)
+{
+    if (cfg->segment_bytes < KEEL_WAL_SEGMENT_BYTES_MIN || cfg->segment_bytes > UINT32_MAX)
+        return keel_errf(msg, KEEL_EINVAL, "wal: segment_bytes %zu outside [%u, 4 GiB)",
+                         cfg->segment_bytes, KEEL_WAL_SEGMENT_BYTES_MIN);
+    if (cfg->record_bytes_max == 0 || cfg->record_bytes_max > KEEL_WAL_RECORD_BYTES_MAX)
+        return keel_errf(msg, KEEL_EINVAL, "wal: record_bytes_max %zu outside [1, %u]",
+                         cfg->record_bytes_max, KEEL_WAL_RECORD_BYTES_MAX);
+    if (pad8(KEEL_WAL_RECORD_HEADER_BYTES + cfg->record_bytes_max) >
+        cfg->segment_bytes - KEEL_WAL_HEADER_BYTES)
+        return keel_errf(msg, KEEL_EINVAL, "wal: record_bytes_max %zu does not fit a segment",
+                         cfg->record_bytes_max);
+    return 0;
+}
+
+static void seg_path(const keel_wal_t *w, uint64_t seq, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/wal-%016" PRIx64 ".log", w->dir, seq);
+}
+
+static const char *seg_name(uint64_t seq, char *out, size_t cap)
+{
+    snprintf(out, cap, "wal-%016" PRIx64 ".log", seq);
+    return out;
+}
+
+static int io_err(keel_errmsg_t *msg, const char *what, const char *path)
+{
+    return keel_errf(msg, KEEL_EIO, "wal: %s %s: %s", what, path, strerror(errno));
+}
+
+/* ---- segment creation (sync side, or open) --------------------------------- */
+
+static int create_segment(keel_wal_t *w, uint64_t seq, int *fd_out, keel_errmsg_t *msg)
+{
+    char path[PATH_BYTES_MAX + 32];
+    seg_path(w, seq, path, sizeof(path));
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return io_err(msg, "create", path);
+    if (w->cfg.preallocate) {
+        int prc = posix_fallocate(fd, 0, (off_t)w->cfg.segment_bytes);
+        if (prc != 0 && prc != EOPNOTSUPP && prc != EINVAL) {
+            errno = prc;
+            goto fail;
+        }
+    }
+    uint8_t hdr[KEEL_WAL_HEADER_BYTES] = {0};
+    memcpy(hdr, MAGIC, 8);
+    put_u32(hdr + 8, VERSION);
+    put_u64(hdr + 16, seq);
+    put_u32(hdr + 28, keel_crc32c(0, hdr, 28));
+    if (pwrite(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr))
+        goto fail;
+    if (w->cfg.sync_enabled && (fdatasync(fd) != 0 || fsync(w->dir_fd) != 0))
+        goto fail;
+    *fd_out = fd;
+    return 0;
+fail:
+    io_err(msg, "create", path);
+    close(fd);
+    unlink(path);
+    return KEEL_EIO;
+}
+
+/* ---- appending (owner thread) ---------------------------------------------- */
+
+static int group_add_chunk(group_t *g, uint64_t seq, size_t off)
+{
+    if (g->n_chunks > 0) {
+        chunk_t *last = &g->chunks[g->n_chunks - 1];
+        if (last->seq == seq && last->off + last->len == off)
+            return 0;
+    }
+    if (g->n_chunks == g->cap_chunks) {
+        size_t ncap = g->cap_chunks ? g->cap_chunks * 2 : 4;
+        chunk_t *nc = realloc(g->chunks, ncap * sizeof(*nc));
+        if (nc == NULL)
+            return KEEL_ENOMEM;
+        g->chunks = nc;
+        g->cap_chunks = ncap;
+    }
+    g->chunks[g->n_chunks++] = (chunk_t){seq, off, g->buf.len, 0};
+    return 0;
+}
+
+int keel_wal_append(keel_wal_t *w, uint8_t type, const void *payload, size_t len, uint64_t *lsn_out)
+{
+    size_t body = 1 + len;
+    if (body > w->cfg.record_bytes_max)
+        return KEEL_ETOOBIG;
+    size_t rec = pad8(KEEL_WAL_RECORD_HEADER_BYTES + body);
+    uint64_t seq = w->next_seq;
+    size_t off = w->next_off;
+    if (off + rec > w->cfg.segment_bytes) { /* cut: the record starts the next segment */
+        seq++;
+        off = KEEL_WAL_HEADER_BYTES;
+    }
+    group_t *g = w->pending;
+    size_t mark_len = g->buf.len, mark_chunks = g->n_chunks;
+    int rc = group_add_chunk(g, seq, off);
+    if (rc == 0)
+        rc = keel_buf_reserve(&g->buf, rec);
+    if (rc != 0) {
+        g->buf.len = mark_len;
+        g->n_chunks = mark_chunks;
+        return rc;
+    }
+    uint8_t *p = keel_buf_wptr(&g->buf);
+    p[8] = type;
+    memcpy(p + 9, payload, len);
+    memset(p + 8 + body, 0, rec - 8 - body);
+    put_u32(p, (uint32_t)body);
+    put_u32(p + 4, keel_crc32c(0, p + 8, body));
+    keel_buf_commit(&g->buf, rec);
+    g->chunks[g->n_chunks - 1].len += rec;
+    if (lsn_out)
+        *lsn_out = (seq << 32) | off;
+    w->next_seq = seq;
+    w->next_off = off + rec;
+    w->stats.records_appended++;
+    w->stats.bytes_appended += rec;
+    return 0;
+}
+
+size_t keel_wal_pending_bytes(const keel_wal_t *w)
+{
+    return w->pending->buf.len;
+}
+
+/* ---- syncing ---------------------------------------------------------------- */
+
+int keel_wal_sync_start(keel_wal_t *w, int *started)
+{
+    *started = 0;
+    if (w->failed)
+        return KEEL_EIO;
+    if (w->inflight != NULL)
+        return KEEL_EBUSY;
+    if (w->pending->buf.len == 0)
+        return 0;
+    w->inflight = w->pending;
+    w->pending = (w->pending == &w->groups[0]) ? &w->groups[1] : &w->groups[0];
+    w->sync_rc = 0;
+    *started = 1;
+    return 0;
+}
+
+static int write_chunk(keel_wal_t *w, const group_t *g, const chunk_t *c, keel_errmsg_t *msg)
+{
+    if (c->seq != w->fd_seq) {
+        assert(c->seq == w->fd_seq + 1);
+        /* The old segment's data is made durable before the new one is used. */
+        if (w->cfg.sync_enabled && fdatasync(w->fd) != 0)
+            return io_err(msg, "fdatasync", w->dir);
+        int nfd;
+        int rc = create_segment(w, c->seq, &nfd, msg);
+        if (rc != 0)
+            return rc;
+        close(w->fd);
+        w->fd = nfd;
+        w->fd_seq = c->seq;
+        w->stats.segments_cut++;
+    }
+    const uint8_t *p = g->buf.data + c->buf_start;
+    size_t left = c->len, off = c->off;
+    while (left > 0) {
+        ssize_t n = pwrite(w->fd, p, left, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return io_err(msg, "write", w->dir);
+        p += n;
+        off += (size_t)n;
+        left -= (size_t)n;
+    }
+    return 0;
+}
+
+void keel_wal_sync_run(keel_wal_t *w)
+{
+    group_t *g = w->inflight;
+    keel_errmsg_t m = {{0}};
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < g->n_chunks; i++)
+        rc = write_chunk(w, g, &g->chunks[i], &m);
+    if (rc == 0 && w->cfg.sync_enabled && fdatasync(w->fd) != 0)
+        rc = io_err(&m, "fdatasync", w->dir);
+    w->sync_rc = rc;
+    memcpy(w->sync_err, m.text, sizeof(w->sync_err));
+}
+
+int keel_wal_sync_finish(keel_wal_t *w, keel_errmsg_t *msg)
+{
+    group_t *g = w->inflight;
+    assert(g != NULL);
+    w->inflight = NULL;
+    keel_buf_reset(&g->buf);
+    g->n_chunks = 0;
+    if (w->sync_rc != 0) {
+        w->failed = 1;
+        return keel_errf(msg, w->sync_rc, "%s", w->sync_err);
+    }
+    w->stats.syncs++;
+    return 0;
+}
+
+int keel_wal_sync(keel_wal_t *w, keel_errmsg_t *msg)
+{
+    int started;
+    int rc = keel_wal_sync_start(w, &started);
+    if (rc != 0)
+        return keel_errf(msg, rc, "wal: sync refused: %s", keel_strerror(rc));
+    if (!started)
+        return 0;
+    keel_wal_sync_run(w);
+    return keel_wal_sync_finish(w, msg);
+}
+
+/* ---- recovery ---------------------------------------------------------------- */
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Lists segment seqs in DIR, sorted. */
+static int list_segments(keel_wal_t *w, uint64_t **out, size_t *n_out, keel_errmsg_t *msg)
+{
+    DIR *d = opendir(w->dir);
+    if (d == NULL)
+        return io_err(msg, "opendir", w->dir);
+    uint64_t *seqs = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        uint64_t seq;
+        char tail[8];
+        if (sscanf(e->d_name, "wal-%16" SCNx64 ".%3s", &seq, tail) != 2 ||
+            strcmp(tail, "log") != 0 || strlen(e->d_name) != 24)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            uint64_t *ns = realloc(seqs, cap * sizeof(*ns));
+            if (ns == NULL) {
+                free(seqs);
+                closedir(d);
+                return KEEL_ENOMEM;
+            }
+            seqs = ns;
+        }
+        seqs[n++] = seq;
+    }
+    closedir(d);
+    if (n > 1)
+        qsort(seqs, n, sizeof(*seqs), cmp_u64);
+    *out = seqs;
+    *n_out = n;
+    return 0;
+}
+
+static int read_file(const char *path, uint8_t **data, size_t *size, keel_errmsg_t *msg)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return io_err(msg, "open", path);
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return io_err(msg, "stat", path);
+    }
+    size_t n = (size_t)st.st_size;
+    uint8_t *p = malloc(n ? n : 1);
+    if (p == NULL) {
+        close(fd);
+        return KEEL_ENOMEM;
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(fd, p + got, n - got, (off_t)got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            free(p);
+            close(fd);
+            return io_err(msg, "read", path);
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    *data = p;
+    *size = n;
+    return 0;
+}
+
+/* Is there a valid record at p? Returns its full padded size, or 0. */
+static size_t valid_record_at(const uint8_t *data, size_t size, size_t p, size_t body_max)
+{
+    if (p + KEEL_WAL_RECORD_HEADER_BYTES > size)
+        return 0;
+    uint32_t body = get_u32(data + p);
+    if (body == 0 || body > body_max || p + KEEL_WAL_RECORD_HEADER_BYTES + body > size)
+        return 0;
+    if (keel_crc32c(0, data + p + 8, body) != get_u32(data + p + 4))
+        return 0;
+    return pad8(KEEL_WAL_RECORD_HEADER_BYTES + body);
+}
+
+static int all_zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != 0)
+            return 0;
+    return 1;
+}
+
+typedef struct scan {
+    size_t end;     /* offset after the last valid record */
+    size_t bad_off; /* first bad record, or 0 if none */
+    int later_valid;
+} scan_t;
+
+static int scan_segment(keel_wal_t *w, uint64_t seq, const uint8_t *data, size_t size,
+                        keel_wal_replay_fn replay, void *rd, scan_t *s)
+{
+    size_t p = KEEL_WAL_HEADER_BYTES;
+    memset(s, 0, sizeof(*s));
+    while (p + KEEL_WAL_RECORD_HEADER_BYTES <= size) {
+        size_t rec = valid_record_at(data, size, p, w->cfg.record_bytes_max);
+        if (rec == 0) {
+            if (all_zero(data + p, size - p))
+                break; /* the unused, preallocated end of the segment */
+            s->bad_off = p;
+            for (size_t q = p + 8; q + KEEL_WAL_RECORD_HEADER_BYTES <= size; q += 8)
+                if (valid_record_at(data, size, q, w->cfg.record_bytes_max)) {
+                    s->later_valid = 1;
+                    break;
+                }
+            break;
+        }
+        int rc = replay
+                     ? replay(rd, data[p + 8], data + p + 9, get_u32(data + p) - 1, (seq << 32) | p)
+                     : 0;
+        if (rc != 0)
+            return rc;
+        p += rec;
+    }
+    s->end = p;
+    return 0;
+}
+
+static int check_header(const uint8_t *data, size_t size, uint64_t seq)
+{
+    if (size < KEEL_WAL_HEADER_BYTES || memcmp(data, MAGIC, 8) != 0)
+        return 0;
+    if (get_u32(data + 28) != keel_crc32c(0, data, 28))
+        return 0;
+    return get_u32(data + 8) == VERSION && get_u64(data + 16) == seq;
+}
+
+/* Zeroes [from, size) of the last segment: a torn tail that was never acknowledged. */
+static int truncate_tail(keel_wal_t *w, const char *path, size_t from, size_t size,
+                         keel_errmsg_t *msg)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return io_err(msg, "open", path);
+    static const uint8_t zeros[4096];
+    for (size_t p = from; p < size;) {
+        size_t n = size - p < sizeof(zeros) ? size - p : sizeof(zeros);
+        if (pwrite(fd, zeros, n, (off_t)p) != (ssize_t)n) {
+            close(fd);
+            return io_err(msg, "truncate", path);
+        }
+        p += n;
+    }
+    int rc = fdatasync(fd) == 0 ? 0 : io_err(msg, "fdatasync", path);
+    close(fd);
+    return rc;
+}
+
+static int recover_segment(keel_wal_t *w, uint64_t seq, int is_last, keel_wal_replay_fn replay,
+                           void *rd, keel_errmsg_t *msg)
+{
+    char path[PATH_BYTES_MAX + 32], name[32];
+    seg_path(w, seq, path, sizeof(path));
+    seg_name(seq, name, sizeof(name));
+    uint8_t *data = NULL;
+    size_t size = 0;
+    int rc = read_file(path, &data, &size, msg);
+    if (rc != 0)
+        return rc;
+    if (!check_header(data, size, seq)) {
+        if (is_last &&
+            all_zero(data, size < KEEL_WAL_HEADER_BYTES ? size : KEEL_WAL_HEADER_BYTES)) {
+            /* Created but never written: the crash hit segment creation. */
+            keel_log_warn("wal: removing empty last segment", KF_STR("file", name));
+            free(data);
+            if (unlink(path) != 0)
+                return io_err(msg, "unlink", path);
+            return 1;
+        }
+        free(data);
+        return keel_errf(msg, KEEL_ECORRUPT, "wal: %s/%s: bad segment header at offset 0", w->dir,
+                         name);
+    }
+    scan_t s;
+    rc = scan_segment(w, seq, data, size, replay, rd, &s);
+    free(data);
+    if (rc != 0)
+        return keel_errf(msg, rc, "wal: replay stopped at %s", name);
+    if (s.bad_off != 0) {
+        if (!is_last || s.later_valid)
+            return keel_errf(msg, KEEL_ECORRUPT,
+                             "wal: %s/%s: corrupt record at offset %zu (valid records follow it; "
+                             "refusing to skip)",
+                             w->dir, name, s.bad_off);
+        keel_log_warn("wal: truncating torn tail", KF_STR("file", name),
+                      KF_INT("offset", s.bad_off), KF_INT("bytes", size - s.bad_off));
+        w->stats.torn_bytes_truncated = size - s.bad_off;
+        rc = truncate_tail(w, path, s.bad_off, size, msg);
+        if (rc != 0)
+            return rc;
+    }
+    w->next_seq = seq;
+    w->next_off = s.end;
+    return 0;
+}
+
+static int mkdir_p(const char *dir)
+{
+    char tmp[PATH_BYTES_MAX];
+    snprintf(tmp, sizeof(tmp), "%s", dir);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return (mkdir(tmp, 0755) != 0 && errno != EEXIST) ? -1 : 0;
+}
+
+static int recover_all(keel_wal_t *w, keel_wal_replay_fn replay, void *rd, keel_errmsg_t *msg)
+{
+    uint64_t *seqs = NULL;
+    size_t n = 0;
+    int rc = list_segments(w, &seqs, &n, msg);
+    if (rc != 0)
+        return rc;
+    for (size_t i = 1; i < n; i++)
+        if (seqs[i] != seqs[i - 1] + 1) {
+            rc = keel_errf(msg, KEEL_ECORRUPT, "wal: %s: segment %" PRIx64 " missing", w->dir,
+                           seqs[i - 1] + 1);
+            goto out;
+        }
+    w->first_seq = n ? seqs[0] : 1;
+    for (size_t i = 0; i < n; i++) {
+        rc = recover_segment(w, seqs[i], i == n - 1, replay, rd, msg);
+        if (rc == 1) { /* empty last segment removed */
+            n--;
+            rc = 0;
+            break;
+        }
+        if (rc != 0)
+            goto out;
+    }
+    if (n == 0) {
+        w->first_seq = w->next_seq = seqs && w->first_seq > 1 ? w->first_seq : 1;
+        rc = create_segment(w, w->next_seq, &w->fd, msg);
+        w->next_off = KEEL_WAL_HEADER_BYTES;
+    } else {
+        char path[PATH_BYTES_MAX + 32];
+        seg_path(w, w->next_seq, path, sizeof(path));
+        w->fd = open(path, O_RDWR | O_CLOEXEC);
+        rc = w->fd < 0 ? io_err(msg, "open", path) : 0;
+    }
+    w->fd_seq = w->next_seq;
+out:
+    free(seqs);
+    return rc;
+}
+
+int keel_wal_open(keel_wal_t **out, const char *dir, const keel_wal_config_t *cfg,
+                  keel_wal_replay_fn replay, void *replay_data, keel_errmsg_t *msg)
+{
+    const uint16_t probe = 1;
+    assert(*(const uint8_t *)&probe == 1 && "keel's on-disk formats are little-endian");
+    int rc = keel_wal_config_validate(cfg, msg);
+    if (rc != 0)
+        return rc;
+    if (strlen(dir) >= PATH_BYTES_MAX - 32)
+        return keel_errf(msg, KEEL_EINVAL, "wal: directory path too long");
+    keel_wal_t *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return KEEL_ENOMEM;
+    snprintf(w->dir, sizeof(w->dir), "%s", dir);
+    w->cfg = *cfg;
+    w->fd = -1;
+    w->dir_fd = -1;
+    for (int i = 0; i < 2; i++)
+        keel_buf_init(&w->groups[i].buf, 0);
+    w->pending = &w->groups[0];
+    if (mkdir_p(dir) != 0) {
+        rc = io_err(msg, "mkdir", dir);
+        goto fail;
+    }
+    w->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (w->dir_fd < 0) {
+        rc = io_err(msg, "open", dir);
+        goto fail;
+    }
+    rc = recover_all(w, replay, replay_data, msg);
+    if (rc != 0)
+        goto fail;
+    *out = w;
+    return 0;
+fail:
+    keel_wal_close(w);
+    return rc;
+}
+
+void keel_wal_close(keel_wal_t *w)
+{
+    if (w == NULL)
+        return;
+    assert(w->inflight == NULL && "close with a sync in flight");
+    if (w->fd >= 0)
+        close(w->fd);
+    if (w->dir_fd >= 0)
+        close(w->dir_fd);
+    for (int i = 0; i < 2; i++) {
+        keel_buf_free(&w->groups[i].buf);
+        free(w->groups[i].chunks);
+    }
+    free(w);
+}
+
+int keel_wal_release_before(keel_wal_t *w, uint64_t lsn, keel_errmsg_t *msg)
+{
+    uint64_t keep_seq = lsn >> 32;
+    if (keep_seq > w->fd_seq)
+        keep_seq = w->fd_seq; /* never the segment being written */
+    int removed = 0;
+    while (w->first_seq < keep_seq) {
+        char path[PATH_BYTES_MAX + 32];
+        seg_path(w, w->first_seq, path, sizeof(path));
+        if (unlink(path) != 0 && errno != ENOENT)
+            return io_err(msg, "unlink", path);
+        w->first_seq++;
+        removed = 1;
+    }
+    if (removed && w->cfg.sync_enabled && fsync(w->dir_fd) != 0)
+        return io_err(msg, "fsync", w->dir);
+    return 0;
+}
+
+void keel_wal_get_stats(const keel_wal_t *w, keel_wal_stats_t *out)
+{
+    *out = w->stats;
+}
+
+uint64_t keel_wal_disk_bytes(const keel_wal_t *w)
+{
+    uint64_t total = 0;
+    for (uint64_t seq = w->first_seq; seq <= w->fd_seq; seq++) {
+        char path[PATH_BYTES_MAX + 32];
+        struct stat st;
+        seg_path(w, seq, path, sizeof(path));
+        if (stat(path, &st) == 0)
+            total += (uint64_t)st.st_size;
+    }
+    return total;
+}

@@ -1,0 +1,353 @@
+/* test_wal.c - write-ahead log: replay, segment cuts, torn tails, corruption, crash safety. */
+#include "base/err.h"
+#include "base/rand.h"
+#include "ktest.h"
+#include "runtime/wal.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef struct seen {
+    size_t n;
+    uint8_t types[20000];
+    uint32_t ids[20000];
+    uint64_t lsns[20000];
+} seen_t;
+
+static int collect(void *data, uint8_t type, const uint8_t *payload, size_t len, uint64_t lsn)
+{
+    seen_t *s = data;
+    if (s->n >= 20000 || len < 4)
+        return KEEL_EINVAL;
+    s->types[s->n] = type;
+    memcpy(&s->ids[s->n], payload, 4);
+    /* the payload is the id repeated as bytes: check the whole body */
+    for (size_t i = 4; i < len; i++)
+        if (payload[i] != (uint8_t)(s->ids[s->n] + i))
+            return KEEL_ECORRUPT;
+    s->lsns[s->n] = lsn;
+    s->n++;
+    return 0;
+}
+
+static size_t make_payload(uint8_t *p, uint32_t id, size_t len)
+{
+    memcpy(p, &id, 4);
+    for (size_t i = 4; i < len; i++)
+        p[i] = (uint8_t)(id + i);
+    return len;
+}
+
+static void tmpdir(char *out, size_t cap)
+{
+    snprintf(out, cap, "/tmp/keel-test-wal-XXXXXX");
+    KT_CHECK(mkdtemp(out) != NULL);
+}
+
+static void rmrf(const char *dir)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    KT_EQ_INT(system(cmd), 0);
+}
+
+static keel_wal_config_t small_cfg(void)
+{
+    keel_wal_config_t c;
+    keel_wal_config_default(&c);
+    c.segment_bytes = 64 * 1024;
+    c.record_bytes_max = 8192;
+    return c;
+}
+
+static seen_t seen;
+
+static void replays_what_was_synced_in_order_across_segments(void)
+{
+    char dir[64];
+    tmpdir(dir, sizeof(dir));
+    keel_wal_config_t cfg = small_cfg();
+    keel_wal_t *w;
+    keel_errmsg_t m;
+    KT_EQ_INT(keel_wal_open(&w, dir, &cfg, NULL, NULL, &m), 0);
+    uint8_t buf[8192];
+    uint64_t lsns[3000];
+    for (uint32_t i = 0; i < 3000; i++) {
+        size_t len = 4 + (i * 37) % 900;
+        KT_EQ_INT(keel_wal_append(w, (uint8_t)(i % 7), buf, make_payload(buf, i, len), &lsns[i]),
+                  0);
+        if (i > 0)
+            KT_CHECK(lsns[i] > lsns[i - 1]);
+        if (i % 100 == 99)
+            KT_EQ_INT(keel_wal_sync(w, &m), 0);
+    }
+    keel_wal_stats_t st;
+    keel_wal_get_stats(w, &st);
+    KT_CHECK(st.segments_cut >= 10); /* ~1.4 MB over 64 KiB segments */
+    keel_wal_close(w);
+    memset(&seen, 0, sizeof(seen));
+    KT_EQ_INT(keel_wal_open(&w, dir, &cfg, collect, &seen, &m), 0);
+    KT_EQ_INT(seen.n, 3000);
+    for (uint32_t i = 0; i < 3000; i++) {
+        KT_EQ_INT(seen.ids[i], i);
+        KT_EQ_INT(seen.types[i], i % 7);
+        KT_EQ_U64(seen.lsns[i], lsns[i]);
+    }
+    /* appending after recovery continues the log */
+    uint64_t lsn;
+    KT_EQ_INT(keel_wal_append(w, 1, buf, make_payload(buf, 3000, 10), &lsn), 0);
+    KT_CHECK(lsn > lsns[2999]);
+    KT_EQ_INT(keel_wal_sync(w, &m), 0);
+    keel_wal_close(w);
+    memset(&seen, 0, sizeof(seen));
+    KT_EQ_INT(keel_wal_open(&w, dir, &cfg, collect, &seen, &m), 0);
+    KT_EQ_INT(seen.n, 3001);
+    keel_wal_close(w);
+    rmrf(dir);
+}
+
+static void unsynced_records_are_lost_like_in_a_crash(void)
+{
+    char dir[64];
+    tmpdir(dir, sizeof(dir));
+    keel_wal_config_t cfg = small_cfg();
+    keel_wal_t *w;
+    keel_errmsg_t m;
+    uint8_t buf[64];
+    KT_EQ_INT(keel_wal_open(&w, dir, &cfg, NULL, NULL, &m), 0);
+    KT_EQ_INT(keel_wal_append(w, 1, buf, make_payload(buf, 1, 20), NULL), 0);
+    KT_EQ_INT(keel_wal_sync(w, &m), 0);
+    KT_EQ_INT(keel_wal_append(w, 1, buf, make_payload(buf, 2, 20), NULL), 0);
+    KT_CHECK(keel_wal_pending_bytes(w) > 0);
+    keel_wal_close(w);
+    memset(&seen, 0, sizeof(seen));
+    KT_EQ_INT(keel_wal_open(&w, dir, &cfg, collect, &seen, &m), 0);
+    KT_EQ_INT(seen.n, 1);
+    keel_wal_close(w);
+    rmrf(dir);
+}
+
+static void rejects_records_over_the_limit(void)
+{
+    char dir[64];
+    tmpdir(dir, sizeof(dir));
+    keel_wal_config_t cfg = small_cfg();
+    keel_wal_t *w;
+    keel_errmsg_t m;
+    static uint8_t big[9000];
+    KT_EQ_INT(keel_wal_open(&w, dir, &cfg, NULL, NULL, &m), 0);
+    KT_EQ_INT(keel_wal_append(w, 1, big, 8192, NULL), KEEL_ETOOBIG); /* body = 1 + 8192 */
+    KT_EQ_INT(keel_wal_append(w, 1, big, 8191, NULL), 0);
+    KT_EQ_INT(keel_wal_sync(w, &m), 0);
+    keel_wal_close(w);
+    cfg.segment_bytes = 1000;
+    KT_EQ_INT(keel_wal_open(&w, dir, &cfg, NULL, NULL, &m), KEEL_EINVAL);
+    rmrf(dir);
+}
+
+/* Writes n records of 100 bytes, synced, and returns the path of the last segment. */
+static keel_wal_t *write_some(const char *dir, int n)
+{
+    keel_wal_config_t cfg = small_cfg();
+    keel_wal_t *w;
+    keel_errmsg_t m;
+    uint8_t buf[128];
+    KT_EQ_INT(keel_wal_open(&w, dir, &cfg, NULL, NULL, &m), 0);
+    for (int i = 0; i < n; i++)
+        KT_EQ_INT(keel_wal_append(w, 2, buf, make_payload(buf, (uint32_t)i, 100), NULL), 0);
+    KT_EQ_INT(keel_wal_sync(w, &m), 0);
+    return w;
+}
+
+static void flip_byte(const char *path, off_t off)
+{
+    int fd = open(path, O_RDWR);
+    KT_CHECK(fd >= 0);
+    uint8_t b;
+    KT_EQ_INT(pread(fd, &b, 1, off), 1);
+    b ^= 0x5a;
+    KT_EQ_INT(pwrite(fd, &b, 1, off), 1);
+    close(fd);
+}
+
+/* Records of a 100-byte payload take pad8(8 + 101) = 112 bytes after the 32-byte header. */
+#define REC 112
+#define HDR 32
+
+static void truncates_a_torn_tail_of_the_last_segment(void)
+{
+    char dir[64], path[128];
+    tmpdir(dir, sizeof(dir));
+    keel_wal_close(write_some(dir, 50));
+    snprintf(path, sizeof(path), "%s/wal-%016x.log", dir, 1);
+    flip_byte(path, HDR + 49 * REC + 40); /* inside the last record */
+    keel_wal_config_t cfg = small_cfg();
+    keel_wal_t *w;
+    keel_errmsg_t m;
+    memset(&seen, 0, sizeof(seen));
+    KT_EQ_INT(keel_wal_open(&w, dir, &cfg, collect, &seen, &m), 0);
+    KT_EQ_INT(seen.n, 49);
+    keel_wal_stats_t st;
+    keel_wal_get_stats(w, &st);
+    KT_CHECK(st.torn_bytes_truncated > 0);
+    /* the log goes on from the truncation point */
+    uint8_t buf[128];
+    KT_EQ_INT(keel_wal_append(w, 2, buf, make_payload(buf, 49, 100), NULL), 0);
+    KT_EQ_INT(keel_wal_sync(w, &m), 0);
+    keel_wal_close(w);
+    memset(&seen, 0, sizeof(seen));
+    KT_EQ_INT(keel_wal_open(&w, dir, &cfg, collect, &seen, &m), 0);
+    KT_EQ_INT(seen.n, 50);
+    keel_wal_close(w);
+    rmrf(dir);
+}
+
+static void refuses_to_start_on_corruption_in_the_middle(void)
+{
+    char dir[64], path[128];
+    tmpdir(dir, sizeof(dir));
+    keel_wal_close(write_some(dir, 50));
+    snprintf(path, sizeof(path), "%s/wal-%016x.log", dir, 1);
+    flip_byte(path, HDR + 20 * REC + 50);
+    keel_wal_config_t cfg = small_cfg();
+    keel_wal_t *w = NULL;
+    keel_errmsg_t m;
+    memset(&seen, 0, sizeof(seen));
+    KT_EQ_INT(keel_wal_open(&w, dir, &cfg, collect, &seen, &m), KEEL_ECORRUPT);
+    KT_CHECK(strstr(m.text, "wal-0000000000000001.log") != NULL);
+    char want[64];
+    snprintf(want, sizeof(want), "offset %d", HDR + 20 * REC);
+    KT_CHECK(strstr(m.text, want) != NULL);
+    rmrf(dir);
+}
+
+static void refuses_a_corrupt_record_in_an_older_segment(void)
+{
+    char dir[64], path[128];
+    tmpdir(dir, sizeof(dir));
+    keel_wal_close(write_some(dir, 1500)); /* 168 KB: three segments */
+    snprintf(path, sizeof(path), "%s/wal-%016x.log", dir, 1);
+    flip_byte(path, HDR + 3); /* the length of the first record */
+    keel_wal_config_t cfg = small_cfg();
+    keel_wal_t *w = NULL;
+    keel_errmsg_t m;
+    KT_EQ_INT(keel_wal_open(&w, dir, &cfg, NULL, NULL, &m), KEEL_ECORRUPT);
+    KT_CHECK(strstr(m.text, "offset 32") != NULL);
+    /* a missing middle segment is reported, not skipped */
+    flip_byte(path, HDR + 3);
+    KT_EQ_INT(keel_wal_open(&w, dir, &cfg, NULL, NULL, &m), 0);
+    keel_wal_close(w);
+    snprintf(path, sizeof(path), "%s/wal-%016x.log", dir, 2);
+    KT_EQ_INT(unlink(path), 0);
+    KT_EQ_INT(keel_wal_open(&w, dir, &cfg, NULL, NULL, &m), KEEL_ECORRUPT);
+    KT_CHECK(strstr(m.text, "missing") != NULL);
+    rmrf(dir);
+}
+
+static void releases_segments_behind_a_snapshot_point(void)
+{
+    char dir[64];
+    tmpdir(dir, sizeof(dir));
+    keel_wal_config_t cfg = small_cfg();
+    keel_wal_t *w;
+    keel_errmsg_t m;
+    uint8_t buf[128];
+    uint64_t lsn_mid = 0;
+    KT_EQ_INT(keel_wal_open(&w, dir, &cfg, NULL, NULL, &m), 0);
+    for (int i = 0; i < 2000; i++) {
+        uint64_t lsn;
+        KT_EQ_INT(keel_wal_append(w, 2, buf, make_payload(buf, (uint32_t)i, 100), &lsn), 0);
+        if (i == 1500)
+            lsn_mid = lsn;
+    }
+    KT_EQ_INT(keel_wal_sync(w, &m), 0);
+    uint64_t before = keel_wal_disk_bytes(w);
+    KT_EQ_INT(keel_wal_release_before(w, lsn_mid, &m), 0);
+    KT_CHECK(keel_wal_disk_bytes(w) < before);
+    keel_wal_close(w);
+    memset(&seen, 0, sizeof(seen));
+    KT_EQ_INT(keel_wal_open(&w, dir, &cfg, collect, &seen, &m), 0);
+    KT_CHECK(seen.n < 2000 && seen.n >= 500);
+    KT_EQ_INT(seen.ids[seen.n - 1], 1999);
+    KT_CHECK(seen.ids[0] <= 1500);
+    keel_wal_close(w);
+    rmrf(dir);
+}
+
+/*
+ * Crash safety: a child appends and syncs in a loop, reporting each acknowledged
+ * id on a pipe; SIGKILL lands at a random moment. Every acknowledged record must
+ * be replayed, in order, after restart.
+ */
+static void survives_sigkill_without_losing_acknowledged_records(void)
+{
+    for (int round = 0; round < 5; round++) {
+        char dir[64];
+        tmpdir(dir, sizeof(dir));
+        int fds[2];
+        KT_EQ_INT(pipe(fds), 0);
+        pid_t pid = fork();
+        KT_CHECK(pid >= 0);
+        if (pid == 0) {
+            close(fds[0]);
+            keel_wal_config_t cfg = small_cfg();
+            keel_wal_t *w;
+            keel_errmsg_t m;
+            uint8_t buf[2048];
+            if (keel_wal_open(&w, dir, &cfg, NULL, NULL, &m) != 0)
+                _exit(3);
+            for (uint32_t i = 0;; i++) {
+                keel_wal_append(w, 1, buf, make_payload(buf, i, 4 + (i * 131) % 1500), NULL);
+                if (i % 4 == 3) {
+                    if (keel_wal_sync(w, &m) != 0)
+                        _exit(4);
+                    uint32_t acked = i;
+                    if (write(fds[1], &acked, 4) != 4)
+                        _exit(5);
+                }
+            }
+        }
+        close(fds[1]);
+        usleep(30000 + (useconds_t)round * 40000);
+        kill(pid, SIGKILL);
+        int status;
+        waitpid(pid, &status, 0);
+        uint32_t acked = 0, v;
+        int any = 0;
+        while (read(fds[0], &v, 4) == 4) {
+            acked = v;
+            any = 1;
+        }
+        close(fds[0]);
+        KT_CHECK(any);
+        keel_wal_config_t cfg = small_cfg();
+        keel_wal_t *w;
+        keel_errmsg_t m;
+        memset(&seen, 0, sizeof(seen));
+        int rc = keel_wal_open(&w, dir, &cfg, collect, &seen, &m);
+        if (rc != 0)
+            KT_FAIL("reopen after kill: %s", m.text);
+        KT_CHECK(seen.n >= acked + 1);
+        for (size_t i = 0; i < seen.n; i++)
+            KT_EQ_INT(seen.ids[i], i);
+        keel_wal_close(w);
+        rmrf(dir);
+    }
+}
+
+int main(void)
+{
+    KT_RUN(replays_what_was_synced_in_order_across_segments);
+    KT_RUN(unsynced_records_are_lost_like_in_a_crash);
+    KT_RUN(rejects_records_over_the_limit);
+    KT_RUN(truncates_a_torn_tail_of_the_last_segment);
+    KT_RUN(refuses_to_start_on_corruption_in_the_middle);
+    KT_RUN(refuses_a_corrupt_record_in_an_older_segment);
+    KT_RUN(releases_segments_behind_a_snapshot_point);
+    KT_RUN(survives_sigkill_without_losing_acknowledged_records);
+    return kt_done();
+}
