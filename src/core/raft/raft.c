@@ -1,0 +1,517 @@
+/* raft.c - Raft core: configuration, role changes, ticks, message dispatch and the ready batch. */
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/raft/raft_int.h"
+
+void keel_raft_config_default(keel_raft_config_t *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->tick_ms = 10;
+    cfg->election_ticks_min = 10; /* 100..200 ms at 10 ms ticks (thesis §9.3: >> RTT) */
+    cfg->election_ticks_max = 20;
+    cfg->heartbeat_ticks = 2;
+    cfg->msg_entries_max = 1024;
+    cfg->msg_bytes_max = 1 << 20;
+    cfg->inflight_msgs_max = 64;
+    cfg->inflight_bytes_max = 16 << 20;
+    cfg->entry_bytes_max = 1 << 20;
+    cfg->reads_pending_max = 4096;
+    cfg->pre_vote = 1;
+    cfg->check_quorum = 1;
+}
+
+int keel_raft_config_validate(const keel_raft_config_t *c, keel_errmsg_t *msg)
+{
+    if (c->id == 0)
+        return keel_errf(msg, KEEL_EINVAL, "raft: id must be nonzero");
+    if (c->voters_n == 0 || c->voters_n > KEEL_RAFT_VOTERS_MAX)
+        return keel_errf(msg, KEEL_EINVAL, "raft: voters_n %zu not in 1..%d", c->voters_n,
+                         KEEL_RAFT_VOTERS_MAX);
+    int self = 0;
+    for (size_t i = 0; i < c->voters_n; i++) {
+        if (c->voters[i] == 0)
+            return keel_errf(msg, KEEL_EINVAL, "raft: voter id 0 at position %zu", i);
+        for (size_t j = 0; j < i; j++)
+            if (c->voters[j] == c->voters[i])
+                return keel_errf(msg, KEEL_EINVAL, "raft: voter %llu listed twice",
+                                 (unsigned long long)c->voters[i]);
+        self |= c->voters[i] == c->id;
+    }
+    if (!self)
+        return keel_errf(msg, KEEL_EINVAL, "raft: id %llu is not among the voters",
+                         (unsigned long long)c->id);
+    if (c->tick_ms <= 0)
+        return keel_errf(msg, KEEL_EINVAL, "raft: tick_ms must be > 0");
+    if (c->heartbeat_ticks == 0)
+        return keel_errf(msg, KEEL_EINVAL, "raft: heartbeat_ticks must be > 0");
+    if (c->election_ticks_min <= c->heartbeat_ticks)
+        return keel_errf(msg, KEEL_EINVAL,
+                         "raft: election_ticks_min (%u) must exceed heartbeat_ticks (%u)",
+                         c->election_ticks_min, c->heartbeat_ticks);
+    if (c->election_ticks_max < c->election_ticks_min)
+        return keel_errf(msg, KEEL_EINVAL,
+                         "raft: election_ticks_max (%u) < election_ticks_min (%u)",
+                         c->election_ticks_max, c->election_ticks_min);
+    if (c->msg_entries_max == 0 || c->msg_bytes_max == 0)
+        return keel_errf(msg, KEEL_EINVAL, "raft: msg_entries_max and msg_bytes_max must be > 0");
+    if (c->inflight_msgs_max == 0 || c->inflight_bytes_max == 0)
+        return keel_errf(msg, KEEL_EINVAL,
+                         "raft: inflight_msgs_max and inflight_bytes_max must be > 0");
+    if (c->entry_bytes_max == 0 || c->reads_pending_max == 0)
+        return keel_errf(msg, KEEL_EINVAL,
+                         "raft: entry_bytes_max and reads_pending_max must be > 0");
+    return 0;
+}
+
+static int restore_log(keel_raft_t *r, const keel_raft_restore_t *rs, keel_errmsg_t *msg)
+{
+    uint64_t prev_term = 0;
+    for (size_t i = 0; i < rs->entries_n; i++) {
+        const keel_raft_entry_t *e = &rs->entries[i];
+        if (e->index != i + 1 || e->term < prev_term || e->term > rs->hard_state.term)
+            return keel_errf(msg, KEEL_EINVAL, "raft: restored entry %zu has index %llu term %llu",
+                             i, (unsigned long long)e->index, (unsigned long long)e->term);
+        prev_term = e->term;
+        int rc = keel__raft_log_append(&r->log, e->term, e->type, e->data, e->len);
+        if (rc != 0)
+            return rc;
+    }
+    r->term = rs->hard_state.term;
+    r->vote = rs->hard_state.vote;
+    r->commit = rs->hard_state.commit;
+    if (r->commit > rs->entries_n)
+        return keel_errf(msg, KEEL_EINVAL, "raft: restored commit %llu beyond last index %zu",
+                         (unsigned long long)r->commit, rs->entries_n);
+    if (rs->applied > r->commit)
+        return keel_errf(msg, KEEL_EINVAL, "raft: applied %llu beyond commit %llu",
+                         (unsigned long long)rs->applied, (unsigned long long)r->commit);
+    r->applied = rs->applied;
+    r->stable = rs->entries_n;
+    r->persist_next = rs->entries_n + 1;
+    r->hs_handed = rs->hard_state;
+    return 0;
+}
+
+int keel_raft_new(keel_raft_t **out, const keel_raft_config_t *cfg,
+                  const keel_raft_restore_t *restore, keel_ms_t now_ms, keel_errmsg_t *msg)
+{
+    int rc = keel_raft_config_validate(cfg, msg);
+    if (rc != 0)
+        return rc;
+    keel_raft_t *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return KEEL_ENOMEM;
+    r->cfg = *cfg;
+    keel_rand_seed(&r->rand, keel_mix64(cfg->seed ^ cfg->id));
+    r->prs_n = cfg->voters_n;
+    r->quorum = cfg->voters_n / 2 + 1;
+    rc = KEEL_ENOMEM;
+    for (size_t i = 0; i < r->prs_n; i++) {
+        keel__raft_progress_t *p = &r->prs[i];
+        p->id = cfg->voters[i];
+        p->is_self = p->id == cfg->id;
+        p->infl_last = calloc(cfg->inflight_msgs_max, sizeof(uint64_t));
+        p->infl_bytes = calloc(cfg->inflight_msgs_max, sizeof(uint64_t));
+        if (p->infl_last == NULL || p->infl_bytes == NULL)
+            goto err_after_alloc;
+    }
+    r->reads_pending = calloc(cfg->reads_pending_max, sizeof(*r->reads_pending));
+    r->reads_out = calloc(cfg->reads_pending_max, sizeof(*r->reads_out));
+    if (r->reads_pending == NULL || r->reads_out == NULL)
+        goto err_after_alloc;
+    r->persist_next = 1;
+    if (restore != NULL && (rc = restore_log(r, restore, msg)) != 0)
+        goto err_after_alloc;
+    r->next_tick_ms = now_ms + cfg->tick_ms;
+    keel__raft_become_follower(r, r->term, 0);
+    *out = r;
+    return 0;
+err_after_alloc:
+    keel_raft_free(r);
+    return rc;
+}
+
+void keel_raft_free(keel_raft_t *r)
+{
+    if (r == NULL)
+        return;
+    for (size_t i = 0; i < r->prs_n; i++) {
+        free(r->prs[i].infl_last);
+        free(r->prs[i].infl_bytes);
+    }
+    free(r->reads_pending);
+    free(r->reads_out);
+    free(r->out_now.v);
+    free(r->out_after.v);
+    keel__raft_log_free(&r->log);
+    free(r);
+}
+
+keel__raft_progress_t *keel__raft_progress(keel_raft_t *r, uint64_t id)
+{
+    for (size_t i = 0; i < r->prs_n; i++)
+        if (r->prs[i].id == id)
+            return &r->prs[i];
+    return NULL;
+}
+
+/*
+ * Queues a message. The leader's replication traffic may leave before its own log
+ * write is durable; everything else (votes, acknowledgements) waits for durability.
+ */
+int keel__raft_send(keel_raft_t *r, const keel_raft_msg_t *m)
+{
+    int early = r->role == KEEL_RAFT_LEADER &&
+                (m->type == KEEL_RAFT_MSG_APPEND || m->type == KEEL_RAFT_MSG_HEARTBEAT ||
+                 m->type == KEEL_RAFT_MSG_TIMEOUT_NOW);
+    if (r->cfg.test_break == KEEL_RAFT_BREAK_ACK_UNDURABLE)
+        early = 1;
+    keel__raft_msgs_t *q = early ? &r->out_now : &r->out_after;
+    if (q->n == q->cap) {
+        size_t cap = q->cap ? q->cap * 2 : 16;
+        keel_raft_msg_t *v = realloc(q->v, cap * sizeof(*v));
+        if (v == NULL)
+            return KEEL_ENOMEM; /* the message is lost, as if by the network */
+        q->v = v;
+        q->cap = cap;
+    }
+    q->v[q->n] = *m;
+    q->v[q->n].from = r->cfg.id;
+    q->v[q->n].term = m->term ? m->term : r->term;
+    q->n++;
+    return 0;
+}
+
+void keel__raft_become_follower(keel_raft_t *r, uint64_t term, uint64_t leader)
+{
+    assert(term >= r->term);
+    if (term != r->term) {
+        r->term = term;
+        r->vote = 0;
+    }
+    if (r->role == KEEL_RAFT_LEADER)
+        keel__raft_reads_fail_all(r);
+    r->role = KEEL_RAFT_FOLLOWER;
+    r->leader = leader;
+    r->transfer_to = 0;
+    keel__raft_reset_election_timer(r);
+}
+
+void keel__raft_become_leader(keel_raft_t *r)
+{
+    assert(r->role == KEEL_RAFT_CANDIDATE);
+    r->role = KEEL_RAFT_LEADER;
+    r->leader = r->cfg.id;
+    r->transfer_to = 0;
+    r->heartbeat_elapsed = 0;
+    r->election_elapsed = 0;
+    keel__raft_progress_reset(r);
+    /* A no-op of the new term lets the leader commit earlier terms' entries (§3.6.2). */
+    int rc = keel__raft_log_append(&r->log, r->term, KEEL_RAFT_ENTRY_NOOP, NULL, 0);
+    if (rc != 0)
+        keel__raft_become_follower(r, r->term, 0); /* cannot lead without memory */
+}
+
+/* Follower log conflict: drop entries >= from_index, never a committed one (Raft §5.3). */
+void keel__raft_truncate(keel_raft_t *r, uint64_t from_index)
+{
+    assert(from_index > r->commit);
+    keel__raft_log_truncate(&r->log, from_index);
+    if (r->stable >= from_index)
+        r->stable = from_index - 1;
+    if (r->persist_next > from_index)
+        r->persist_next = from_index;
+}
+
+static void tick_once(keel_raft_t *r)
+{
+    r->election_elapsed++;
+    if (r->role != KEEL_RAFT_LEADER) {
+        if (r->election_elapsed >= r->election_timeout)
+            keel__raft_campaign(r, r->cfg.pre_vote, 0);
+        return;
+    }
+    if (r->transfer_to != 0 && ++r->transfer_elapsed >= r->cfg.election_ticks_min)
+        r->transfer_to = 0; /* target did not take over in time: resume (thesis §3.10) */
+    if (r->election_elapsed >= r->cfg.election_ticks_min) {
+        r->election_elapsed = 0;
+        if (r->cfg.check_quorum) {
+            size_t active = 0;
+            for (size_t i = 0; i < r->prs_n; i++) {
+                active += r->prs[i].is_self || r->prs[i].recent_active;
+                r->prs[i].recent_active = 0;
+            }
+            if (active < r->quorum) {
+                keel__raft_become_follower(r, r->term, 0);
+                return;
+            }
+        }
+    }
+    if (++r->heartbeat_elapsed >= r->cfg.heartbeat_ticks) {
+        r->heartbeat_elapsed = 0;
+        r->hb_pending = 1;
+    }
+}
+
+void keel_raft_tick(keel_raft_t *r, keel_ms_t now_ms)
+{
+    assert(!r->ready_out);
+    int n = 0;
+    while (now_ms >= r->next_tick_ms && n < KEEL_RAFT_TICKS_PER_CALL_MAX) {
+        tick_once(r);
+        r->next_tick_ms += r->cfg.tick_ms;
+        n++;
+    }
+    if (now_ms >= r->next_tick_ms) /* long pause: skip ahead rather than spin */
+        r->next_tick_ms = now_ms + r->cfg.tick_ms;
+}
+
+keel_ms_t keel_raft_next_deadline_ms(const keel_raft_t *r)
+{
+    return r->next_tick_ms;
+}
+
+static int is_leader_msg(keel_raft_msg_type_t t)
+{
+    return t == KEEL_RAFT_MSG_APPEND || t == KEEL_RAFT_MSG_HEARTBEAT ||
+           t == KEEL_RAFT_MSG_TIMEOUT_NOW;
+}
+
+/*
+ * Term rules (thesis §3.3, §9.6, etcd raft.Step). Returns 1 if the message is to be
+ * processed further, 0 if it was consumed or ignored.
+ */
+static int step_term(keel_raft_t *r, const keel_raft_msg_t *m)
+{
+    if (m->term > r->term) {
+        if (m->type == KEEL_RAFT_MSG_VOTE || m->type == KEEL_RAFT_MSG_PREVOTE) {
+            /* Leader stickiness: while a leader is heard from, ignore disruptive
+               campaigns, unless they come from a leadership transfer (thesis §4.2.3). */
+            int in_lease = r->cfg.check_quorum && r->leader != 0 &&
+                           r->election_elapsed < r->cfg.election_ticks_min;
+            if (in_lease && !m->transfer)
+                return 0;
+        }
+        if (m->type == KEEL_RAFT_MSG_PREVOTE ||
+            (m->type == KEEL_RAFT_MSG_PREVOTE_RESP && !m->reject))
+            return 1; /* pre-votes never change terms */
+        keel__raft_become_follower(r, m->term, is_leader_msg(m->type) ? m->from : 0);
+        return 1;
+    }
+    if (m->term < r->term) {
+        /* A stale leader must learn our term or it (and a pre-voting cluster) can be stuck:
+           the pre-vote + check-quorum pitfall (etcd #8501). Answer with our term. */
+        if ((r->cfg.check_quorum || r->cfg.pre_vote) &&
+            (m->type == KEEL_RAFT_MSG_APPEND || m->type == KEEL_RAFT_MSG_HEARTBEAT)) {
+            keel_raft_msg_t resp = {.type = KEEL_RAFT_MSG_APPEND_RESP, .to = m->from};
+            keel__raft_send(r, &resp);
+        } else if (m->type == KEEL_RAFT_MSG_PREVOTE) {
+            keel_raft_msg_t resp = {.type = KEEL_RAFT_MSG_PREVOTE_RESP, .to = m->from, .reject = 1};
+            keel__raft_send(r, &resp);
+        }
+        return 0;
+    }
+    return 1;
+}
+
+int keel_raft_step(keel_raft_t *r, const keel_raft_msg_t *m)
+{
+    assert(!r->ready_out);
+    if (m->to != r->cfg.id || keel__raft_progress(r, m->from) == NULL || m->from == r->cfg.id)
+        return KEEL_EINVAL;
+    if (m->type < KEEL_RAFT_MSG_APPEND || m->type > KEEL_RAFT_MSG_TIMEOUT_NOW)
+        return KEEL_EPROTO;
+    if (!step_term(r, m))
+        return 0;
+    switch (m->type) {
+    case KEEL_RAFT_MSG_PREVOTE:
+    case KEEL_RAFT_MSG_VOTE:
+        keel__raft_recv_vote(r, m);
+        return 0;
+    case KEEL_RAFT_MSG_PREVOTE_RESP:
+    case KEEL_RAFT_MSG_VOTE_RESP:
+        keel__raft_recv_vote_resp(r, m);
+        return 0;
+    case KEEL_RAFT_MSG_APPEND:
+    case KEEL_RAFT_MSG_HEARTBEAT:
+    case KEEL_RAFT_MSG_TIMEOUT_NOW:
+        assert(r->role != KEEL_RAFT_LEADER); /* election safety: one leader per term */
+        if (r->role != KEEL_RAFT_FOLLOWER || r->leader != m->from)
+            keel__raft_become_follower(r, r->term, m->from);
+        r->election_elapsed = 0;
+        if (m->type == KEEL_RAFT_MSG_APPEND)
+            return keel__raft_recv_append(r, m);
+        if (m->type == KEEL_RAFT_MSG_HEARTBEAT)
+            keel__raft_recv_heartbeat(r, m);
+        else
+            keel__raft_campaign(r, 0, 1);
+        return 0;
+    case KEEL_RAFT_MSG_APPEND_RESP:
+        if (r->role == KEEL_RAFT_LEADER)
+            keel__raft_recv_append_resp(r, m);
+        return 0;
+    case KEEL_RAFT_MSG_HEARTBEAT_RESP:
+        if (r->role == KEEL_RAFT_LEADER)
+            keel__raft_recv_heartbeat_resp(r, m);
+        return 0;
+    }
+    return KEEL_EPROTO;
+}
+
+int keel_raft_propose(keel_raft_t *r, const void *data, size_t len, uint64_t *index_out)
+{
+    assert(!r->ready_out);
+    if (r->role != KEEL_RAFT_LEADER)
+        return KEEL_ENOTLEADER;
+    if (r->transfer_to != 0)
+        return KEEL_EBUSY;
+    if (len > r->cfg.entry_bytes_max)
+        return KEEL_ETOOBIG;
+    int rc = keel__raft_log_append(&r->log, r->term, KEEL_RAFT_ENTRY_NORMAL, data, len);
+    if (rc != 0)
+        return rc;
+    if (index_out != NULL)
+        *index_out = keel__raft_log_last(&r->log);
+    return 0;
+}
+
+int keel_raft_transfer_leadership(keel_raft_t *r, uint64_t to)
+{
+    assert(!r->ready_out);
+    if (r->role != KEEL_RAFT_LEADER)
+        return KEEL_ENOTLEADER;
+    keel__raft_progress_t *p = keel__raft_progress(r, to);
+    if (p == NULL || p->is_self)
+        return KEEL_EINVAL;
+    if (r->transfer_to != 0)
+        return KEEL_EBUSY;
+    r->transfer_to = to;
+    r->transfer_elapsed = 0;
+    if (p->match == keel__raft_log_last(&r->log)) {
+        keel_raft_msg_t m = {.type = KEEL_RAFT_MSG_TIMEOUT_NOW, .to = to};
+        keel__raft_send(r, &m);
+    }
+    return 0;
+}
+
+int keel_raft_campaign(keel_raft_t *r)
+{
+    assert(!r->ready_out);
+    if (r->role == KEEL_RAFT_LEADER)
+        return KEEL_EINVAL;
+    keel__raft_campaign(r, r->cfg.pre_vote, 0);
+    return 0;
+}
+
+void keel_raft_persisted(keel_raft_t *r, uint64_t index, uint64_t term)
+{
+    assert(!r->ready_out);
+    /* Ignore reports about entries since replaced by a conflicting leader's. */
+    if (index <= r->stable || index >= r->persist_next ||
+        keel__raft_log_term(&r->log, index) != term)
+        return;
+    r->stable = index;
+    if (r->role == KEEL_RAFT_LEADER)
+        keel__raft_maybe_commit(r);
+}
+
+int keel_raft_ready(keel_raft_t *r, keel_raft_ready_t *rd)
+{
+    assert(!r->ready_out);
+    keel__raft_flush(r);
+    memset(rd, 0, sizeof(*rd));
+    keel_raft_hard_state_t hs = {r->term, r->vote, r->commit};
+    if (memcmp(&hs, &r->hs_handed, sizeof(hs)) != 0) {
+        rd->hard_state_changed = 1;
+        rd->hard_state = hs;
+    }
+    uint64_t last = keel__raft_log_last(&r->log);
+    if (r->persist_next <= last) {
+        rd->entries = keel__raft_log_at(&r->log, r->persist_next);
+        rd->entries_n = last - r->persist_next + 1;
+    }
+    rd->msgs = r->out_now.v;
+    rd->msgs_n = r->out_now.n;
+    rd->msgs_after_persist = r->out_after.v;
+    rd->msgs_after_persist_n = r->out_after.n;
+    uint64_t apply_to = r->commit < r->stable ? r->commit : r->stable;
+    if (apply_to > r->applied) {
+        rd->committed = keel__raft_log_at(&r->log, r->applied + 1);
+        rd->committed_n = apply_to - r->applied;
+    }
+    rd->reads = r->reads_out;
+    rd->reads_n = r->reads_out_n;
+    r->ready_out = rd->hard_state_changed || rd->entries_n || rd->msgs_n ||
+                   rd->msgs_after_persist_n || rd->committed_n || rd->reads_n;
+    return r->ready_out;
+}
+
+void keel_raft_advance(keel_raft_t *r)
+{
+    assert(r->ready_out);
+    r->ready_out = 0;
+    r->hs_handed = (keel_raft_hard_state_t){r->term, r->vote, r->commit};
+    r->persist_next = keel__raft_log_last(&r->log) + 1;
+    uint64_t apply_to = r->commit < r->stable ? r->commit : r->stable;
+    if (apply_to > r->applied)
+        r->applied = apply_to;
+    r->out_now.n = 0;
+    r->out_after.n = 0;
+    r->reads_out_n = 0;
+}
+
+keel_raft_role_t keel_raft_role(const keel_raft_t *r)
+{
+    return r->role;
+}
+
+uint64_t keel_raft_id(const keel_raft_t *r)
+{
+    return r->cfg.id;
+}
+
+uint64_t keel_raft_term(const keel_raft_t *r)
+{
+    return r->term;
+}
+
+uint64_t keel_raft_leader(const keel_raft_t *r)
+{
+    return r->leader;
+}
+
+uint64_t keel_raft_commit(const keel_raft_t *r)
+{
+    return r->commit;
+}
+
+uint64_t keel_raft_last_index(const keel_raft_t *r)
+{
+    return keel__raft_log_last(&r->log);
+}
+
+uint64_t keel_raft_stable_index(const keel_raft_t *r)
+{
+    return r->stable;
+}
+
+const keel_raft_entry_t *keel_raft_entry_at(const keel_raft_t *r, uint64_t index)
+{
+    return keel__raft_log_at(&r->log, index);
+}
+
+const char *keel_raft_role_name(keel_raft_role_t role)
+{
+    static const char *names[] = {"follower", "precandidate", "candidate", "leader"};
+    return (unsigned)role < 4 ? names[role] : "?";
+}
+
+const char *keel_raft_msg_type_name(keel_raft_msg_type_t t)
+{
+    static const char *names[] = {"?",         "append",     "append_resp",  "heartbeat",
+                                  "hb_resp",   "prevote",    "prevote_resp", "vote",
+                                  "vote_resp", "timeout_now"};
+    return (unsigned)t <= KEEL_RAFT_MSG_TIMEOUT_NOW ? names[t] : "?";
+}

@@ -1,0 +1,223 @@
+/* raft.h - Raft consensus core: a pure (sans-I/O) state machine in the etcd-raft "Ready" style. */
+#ifndef KEEL_CORE_RAFT_H
+#define KEEL_CORE_RAFT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+#include "base/ktime.h"
+
+/*
+ * keel's Raft (Ongaro, "Consensus: Bridging Theory and Practice", 2014; cited as
+ * "thesis §x") is a pure state machine. It never reads a clock, never does I/O and
+ * has no globals; its randomness is a keel_rand_t seeded from the config. The driver
+ * (the server's event loop in production, tests/sim in tests) feeds it inputs:
+ *
+ *   keel_raft_tick(r, now_ms)        time passes (the core counts ticks of tick_ms)
+ *   keel_raft_step(r, msg)           a message from a peer arrived
+ *   keel_raft_propose(r, data, len)  append a command (leader only)
+ *   keel_raft_read_index(r, ctx)     start a linearizable read (leader only, §6.4)
+ *   keel_raft_transfer_leadership()  hand leadership to a caught-up voter (§3.10)
+ *   keel_raft_persisted(r, i, t)     the log up to index i (term t) is now durable
+ *
+ * and collects the effects with keel_raft_ready() / keel_raft_advance().
+ *
+ * THE READY CONTRACT. `if (keel_raft_ready(r, &rd)) { ...; keel_raft_advance(r); }`.
+ * No other keel_raft_* call may happen between ready and advance: every pointer in rd
+ * points into core memory that stays valid and unchanged exactly until advance returns.
+ * The driver copies what it needs to keep longer (message entries included). For each
+ * ready, in this order:
+ *
+ *   1. Durability. Start writing rd.hard_state (if hard_state_changed) and rd.entries to
+ *      stable storage. rd.entries[0].index may be <= the last stored index: the stored
+ *      log is then truncated from that index first (a follower's conflict, thesis §3.5).
+ *      Writes of successive readies must become durable in order (a WAL does this). The
+ *      write may complete later (asynchronously); when the entries up to index i of term
+ *      t are durable, call keel_raft_persisted(r, i, t) (outside a ready/advance pair).
+ *   2. rd.msgs may be sent at once, before the write of step 1 is durable. They are the
+ *      leader's AppendEntries, heartbeats and TimeoutNow: the leader writes its own log in
+ *      parallel with replication and counts itself in the commit quorum only for entries
+ *      reported through keel_raft_persisted (thesis §10.2.1).
+ *   3. rd.msgs_after_persist may be sent only once the writes of this ready and of every
+ *      earlier ready are durable (votes, append acknowledgements, all follower traffic).
+ *   4. Apply rd.committed in order. They are committed and locally durable.
+ *   5. Answer rd.reads: a read with ok=1 may be served once the state machine has applied
+ *      index `index`; ok=0 means leadership was lost and the read must be retried.
+ *   6. keel_raft_advance(r).
+ *
+ * Ownership: payload bytes passed to propose/step are copied; the core owns its log.
+ * Limits: the in-memory log grows with the uncommitted+unsnapshotted suffix; snapshots
+ * and log compaction are not implemented yet (see docs/raft.md), so the log holds every
+ * entry since index 1. Membership is fixed at config time (voters only).
+ */
+
+#define KEEL_RAFT_VOTERS_MAX 9
+#define KEEL_RAFT_TICKS_PER_CALL_MAX 64 /* tick() catches up at most this many ticks */
+
+typedef enum {
+    KEEL_RAFT_FOLLOWER,
+    KEEL_RAFT_PRECANDIDATE,
+    KEEL_RAFT_CANDIDATE,
+    KEEL_RAFT_LEADER,
+} keel_raft_role_t;
+
+typedef enum {
+    KEEL_RAFT_ENTRY_NORMAL = 0,
+    KEEL_RAFT_ENTRY_NOOP = 1, /* appended by each new leader (thesis §3.6.2, §6.4) */
+} keel_raft_entry_type_t;
+
+typedef struct keel_raft_entry {
+    uint64_t term;
+    uint64_t index;
+    uint32_t type; /* keel_raft_entry_type_t */
+    uint32_t len;
+    uint8_t *data; /* len bytes, NULL when len == 0; owned by the array's owner */
+} keel_raft_entry_t;
+
+typedef struct keel_raft_hard_state {
+    uint64_t term;
+    uint64_t vote; /* node id voted for in term, 0 = none */
+    uint64_t commit;
+} keel_raft_hard_state_t;
+
+typedef enum {
+    KEEL_RAFT_MSG_APPEND = 1,
+    KEEL_RAFT_MSG_APPEND_RESP,
+    KEEL_RAFT_MSG_HEARTBEAT,
+    KEEL_RAFT_MSG_HEARTBEAT_RESP,
+    KEEL_RAFT_MSG_PREVOTE,
+    KEEL_RAFT_MSG_PREVOTE_RESP,
+    KEEL_RAFT_MSG_VOTE,
+    KEEL_RAFT_MSG_VOTE_RESP,
+    KEEL_RAFT_MSG_TIMEOUT_NOW,
+} keel_raft_msg_type_t;
+
+/*
+ * One peer message. Plain data: the wire encoding is the driver's. Field use by type:
+ *   APPEND       index/log_term = previous entry; commit; entries[entries_n]
+ *   APPEND_RESP  reject=0: index = follower's match index.
+ *                reject=1: index = the rejected previous index; hint_index/hint_term =
+ *                first index of the conflicting term and that term (thesis §5.3 end),
+ *                or hint_term = 0 and hint_index = follower's last index + 1.
+ *   HEARTBEAT    commit (already min(match, commit)), ctx = ReadIndex round
+ *   HEARTBEAT_RESP ctx echoed
+ *   (PRE)VOTE    index/log_term = candidate's last entry; transfer = 1 if the campaign
+ *                comes from a leadership transfer (ignores leader leases)
+ *   (PRE)VOTE_RESP reject
+ *   TIMEOUT_NOW  (leader -> transfer target: campaign now)
+ */
+typedef struct keel_raft_msg {
+    keel_raft_msg_type_t type;
+    uint64_t from, to, term;
+    uint64_t index, log_term;
+    uint64_t commit;
+    uint64_t ctx;
+    uint64_t hint_index, hint_term;
+    uint8_t reject;
+    uint8_t transfer;
+    const keel_raft_entry_t *entries;
+    size_t entries_n;
+} keel_raft_msg_t;
+
+typedef struct keel_raft_read_state {
+    uint64_t ctx;   /* the caller's context from keel_raft_read_index */
+    uint64_t index; /* serve the read once applied >= index */
+    int ok;         /* 0: leadership lost before confirmation; retry */
+} keel_raft_read_state_t;
+
+typedef struct keel_raft_ready {
+    int hard_state_changed;
+    keel_raft_hard_state_t hard_state;
+    const keel_raft_entry_t *entries;
+    size_t entries_n;
+    const keel_raft_msg_t *msgs;
+    size_t msgs_n;
+    const keel_raft_msg_t *msgs_after_persist;
+    size_t msgs_after_persist_n;
+    const keel_raft_entry_t *committed;
+    size_t committed_n;
+    const keel_raft_read_state_t *reads;
+    size_t reads_n;
+} keel_raft_ready_t;
+
+/*
+ * Deliberately broken rules for the simulator's "the checks bite" test. Never set
+ * outside tests: each one violates a Raft safety argument.
+ */
+typedef enum {
+    KEEL_RAFT_BREAK_NONE = 0,
+    KEEL_RAFT_BREAK_COMMIT_OLD_TERM, /* commit a previous term's entry by counting (§3.6.2) */
+    KEEL_RAFT_BREAK_VOTE_ANY_LOG,    /* grant votes without the up-to-date check (§3.6.1) */
+    KEEL_RAFT_BREAK_ACK_UNDURABLE,   /* acknowledge appends before they are durable */
+} keel_raft_break_t;
+
+typedef struct keel_raft_config {
+    uint64_t id; /* this node, nonzero, one of voters */
+    uint64_t voters[KEEL_RAFT_VOTERS_MAX];
+    size_t voters_n;
+    keel_ms_t tick_ms;           /* one logical tick */
+    uint32_t election_ticks_min; /* randomized election timeout in [min, max] ticks */
+    uint32_t election_ticks_max;
+    uint32_t heartbeat_ticks;     /* leader heartbeat interval */
+    uint32_t msg_entries_max;     /* entries per AppendEntries */
+    uint64_t msg_bytes_max;       /* payload bytes per AppendEntries (one entry may exceed) */
+    uint32_t inflight_msgs_max;   /* pipelined AppendEntries per follower */
+    uint64_t inflight_bytes_max;  /* pipelined payload bytes per follower */
+    uint32_t entry_bytes_max;     /* one proposal */
+    uint32_t reads_pending_max;   /* ReadIndex requests awaiting confirmation */
+    int pre_vote;                 /* thesis §9.6 */
+    int check_quorum;             /* leader steps down without a live majority; leases */
+    uint64_t seed;                /* election timeout randomness */
+    keel_raft_break_t test_break; /* tests only */
+} keel_raft_config_t;
+
+/* What the driver found on stable storage at restart. */
+typedef struct keel_raft_restore {
+    keel_raft_hard_state_t hard_state;
+    const keel_raft_entry_t *entries; /* indexes 1..entries_n, copied */
+    size_t entries_n;
+    uint64_t applied; /* state machine already reflects entries up to here */
+} keel_raft_restore_t;
+
+typedef struct keel_raft keel_raft_t;
+
+void keel_raft_config_default(keel_raft_config_t *cfg);
+int keel_raft_config_validate(const keel_raft_config_t *cfg, keel_errmsg_t *msg);
+
+/* restore may be NULL (empty storage). Returns 0, KEEL_EINVAL (msg says why) or KEEL_ENOMEM. */
+int keel_raft_new(keel_raft_t **out, const keel_raft_config_t *cfg,
+                  const keel_raft_restore_t *restore, keel_ms_t now_ms, keel_errmsg_t *msg);
+void keel_raft_free(keel_raft_t *r);
+
+void keel_raft_tick(keel_raft_t *r, keel_ms_t now_ms);
+keel_ms_t keel_raft_next_deadline_ms(const keel_raft_t *r);
+/* 0 (also for stale messages, which are ignored), KEEL_EPROTO, KEEL_EINVAL or KEEL_ENOMEM. */
+int keel_raft_step(keel_raft_t *r, const keel_raft_msg_t *m);
+/* Appends one entry. KEEL_ENOTLEADER, KEEL_EBUSY (transfer), KEEL_ETOOBIG, KEEL_ENOMEM. */
+int keel_raft_propose(keel_raft_t *r, const void *data, size_t len, uint64_t *index_out);
+/* KEEL_ENOTLEADER, KEEL_EAGAIN (no entry of this term committed yet), KEEL_EFULL. */
+int keel_raft_read_index(keel_raft_t *r, uint64_t ctx);
+/* KEEL_ENOTLEADER, KEEL_EINVAL (not a peer voter), KEEL_EBUSY (already transferring). */
+int keel_raft_transfer_leadership(keel_raft_t *r, uint64_t to);
+/* Start an election now (tests, operators). KEEL_EINVAL if already leader. */
+int keel_raft_campaign(keel_raft_t *r);
+void keel_raft_persisted(keel_raft_t *r, uint64_t index, uint64_t term);
+
+int keel_raft_ready(keel_raft_t *r, keel_raft_ready_t *rd);
+void keel_raft_advance(keel_raft_t *r);
+
+/* Inspection (tests, metrics, the simulator's checks). */
+keel_raft_role_t keel_raft_role(const keel_raft_t *r);
+uint64_t keel_raft_id(const keel_raft_t *r);
+uint64_t keel_raft_term(const keel_raft_t *r);
+uint64_t keel_raft_leader(const keel_raft_t *r);
+uint64_t keel_raft_commit(const keel_raft_t *r);
+uint64_t keel_raft_last_index(const keel_raft_t *r);
+uint64_t keel_raft_stable_index(const keel_raft_t *r);
+/* NULL if index is outside the log. Valid until the next mutating call. */
+const keel_raft_entry_t *keel_raft_entry_at(const keel_raft_t *r, uint64_t index);
+const char *keel_raft_role_name(keel_raft_role_t role);
+const char *keel_raft_msg_type_name(keel_raft_msg_type_t t);
+
+#endif

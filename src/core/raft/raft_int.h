@@ -1,0 +1,112 @@
+/* raft_int.h - internal state of the Raft core, shared by its files; not a public API. */
+#ifndef KEEL_CORE_RAFT_INT_H
+#define KEEL_CORE_RAFT_INT_H
+
+#include "base/rand.h"
+#include "core/raft/raft.h"
+
+/* The in-memory log: ents[k] holds index k + 1 (no compaction yet). */
+typedef struct keel__raft_log {
+    keel_raft_entry_t *ents;
+    size_t n, cap;
+} keel__raft_log_t;
+
+/* Leader's view of one voter (etcd's Progress; thesis §3.5, §10.2.1). */
+enum { KEEL__PR_PROBE, KEEL__PR_REPLICATE };
+
+typedef struct keel__raft_progress {
+    uint64_t id;
+    uint64_t match, next;
+    uint64_t commit_sent; /* highest commit this peer has been told */
+    uint64_t match_at_hb; /* match when the previous heartbeat answer came */
+    uint64_t read_acked;  /* highest ReadIndex round acknowledged */
+    int state;
+    int probe_sent;    /* PROBE: one message outstanding, wait for an answer */
+    int recent_active; /* heard from since the last check-quorum round */
+    int vote;          /* election tally: 0 none, 1 granted, -1 rejected */
+    int is_self;
+    /* Ring of in-flight AppendEntries (last index, bytes), capacity inflight_msgs_max. */
+    uint64_t *infl_last;
+    uint64_t *infl_bytes;
+    uint32_t infl_start, infl_count;
+    uint64_t infl_bytes_total;
+} keel__raft_progress_t;
+
+typedef struct keel__raft_read {
+    uint64_t ctx, index, seq;
+} keel__raft_read_t;
+
+typedef struct keel__raft_msgs {
+    keel_raft_msg_t *v;
+    size_t n, cap;
+} keel__raft_msgs_t;
+
+struct keel_raft {
+    keel_raft_config_t cfg;
+    keel_rand_t rand;
+    keel_raft_role_t role;
+    uint64_t term, vote, leader, commit;
+    keel__raft_log_t log;
+    uint64_t stable;       /* durable prefix of the log (keel_raft_persisted) */
+    uint64_t persist_next; /* first index not yet handed out in a ready */
+    uint64_t applied;      /* last index handed out for apply */
+    keel_raft_hard_state_t hs_handed;
+    int ready_out;
+
+    keel__raft_progress_t prs[KEEL_RAFT_VOTERS_MAX];
+    size_t prs_n;
+    size_t quorum;
+
+    uint32_t election_elapsed, heartbeat_elapsed, election_timeout;
+    keel_ms_t next_tick_ms;
+
+    uint64_t transfer_to; /* leader: transfer target, 0 = none */
+    uint32_t transfer_elapsed;
+
+    uint64_t read_seq; /* ReadIndex rounds (heartbeat ctx) */
+    int hb_pending;    /* leader: send heartbeats at the next flush */
+    keel__raft_read_t *reads_pending;
+    uint32_t reads_start, reads_count;
+    keel_raft_read_state_t *reads_out;
+    size_t reads_out_n;
+
+    keel__raft_msgs_t out_now, out_after;
+};
+
+/* log.c */
+void keel__raft_log_free(keel__raft_log_t *l);
+uint64_t keel__raft_log_last(const keel__raft_log_t *l);
+uint64_t keel__raft_log_term(const keel__raft_log_t *l, uint64_t index);
+keel_raft_entry_t *keel__raft_log_at(const keel__raft_log_t *l, uint64_t index);
+int keel__raft_log_append(keel__raft_log_t *l, uint64_t term, uint32_t type, const void *data,
+                          size_t len);
+void keel__raft_log_truncate(keel__raft_log_t *l, uint64_t from_index);
+
+/* raft.c */
+keel__raft_progress_t *keel__raft_progress(keel_raft_t *r, uint64_t id);
+int keel__raft_send(keel_raft_t *r, const keel_raft_msg_t *m);
+void keel__raft_become_follower(keel_raft_t *r, uint64_t term, uint64_t leader);
+void keel__raft_become_leader(keel_raft_t *r);
+void keel__raft_truncate(keel_raft_t *r, uint64_t from_index);
+
+/* election.c */
+void keel__raft_campaign(keel_raft_t *r, int pre_vote, int transfer);
+void keel__raft_recv_vote(keel_raft_t *r, const keel_raft_msg_t *m);
+void keel__raft_recv_vote_resp(keel_raft_t *r, const keel_raft_msg_t *m);
+void keel__raft_reset_election_timer(keel_raft_t *r);
+
+/* replication.c */
+void keel__raft_progress_reset(keel_raft_t *r);
+void keel__raft_flush(keel_raft_t *r);
+void keel__raft_bcast_heartbeat(keel_raft_t *r);
+void keel__raft_maybe_commit(keel_raft_t *r);
+int keel__raft_recv_append(keel_raft_t *r, const keel_raft_msg_t *m);
+void keel__raft_recv_append_resp(keel_raft_t *r, const keel_raft_msg_t *m);
+void keel__raft_recv_heartbeat(keel_raft_t *r, const keel_raft_msg_t *m);
+void keel__raft_recv_heartbeat_resp(keel_raft_t *r, const keel_raft_msg_t *m);
+
+/* readindex.c */
+void keel__raft_reads_release(keel_raft_t *r);
+void keel__raft_reads_fail_all(keel_raft_t *r);
+
+#endif
