@@ -392,6 +392,8 @@ int keel_raft_transfer_leadership(keel_raft_t *r, uint64_t to)
     if (p->match == keel__raft_log_last(&r->log)) {
         keel_raft_msg_t m = {.type = KEEL_RAFT_MSG_TIMEOUT_NOW, .to = to};
         keel__raft_send(r, &m);
+    } else {
+        keel__raft_become_probe(p, p->match + 1); /* catch it up now, not at a stall check */
     }
     return 0;
 }

@@ -97,6 +97,7 @@ void keel__raft_reset_election_timer(keel_raft_t *r);
 
 /* replication.c */
 void keel__raft_progress_reset(keel_raft_t *r);
+void keel__raft_become_probe(keel__raft_progress_t *p, uint64_t next);
 void keel__raft_flush(keel_raft_t *r);
 void keel__raft_bcast_heartbeat(keel_raft_t *r);
 void keel__raft_maybe_commit(keel_raft_t *r);

@@ -36,7 +36,7 @@ static void inflight_free_to(keel_raft_t *r, keel__raft_progress_t *p, uint64_t 
     }
 }
 
-static void become_probe(keel__raft_progress_t *p, uint64_t next)
+void keel__raft_become_probe(keel__raft_progress_t *p, uint64_t next)
 {
     p->state = KEEL__PR_PROBE;
     p->next = next;
@@ -49,7 +49,7 @@ void keel__raft_progress_reset(keel_raft_t *r)
     uint64_t last = keel__raft_log_last(&r->log);
     for (size_t i = 0; i < r->prs_n; i++) {
         keel__raft_progress_t *p = &r->prs[i];
-        become_probe(p, last + 1);
+        keel__raft_become_probe(p, last + 1);
         p->match = p->commit_sent = p->match_at_hb = p->read_acked = 0;
         p->recent_active = 1; /* give everyone one check-quorum round */
     }
@@ -250,7 +250,7 @@ static void back_off(keel_raft_t *r, keel__raft_progress_t *p, const keel_raft_m
         next = rejected;
     if (next < p->match + 1)
         next = p->match + 1;
-    become_probe(p, next);
+    keel__raft_become_probe(p, next);
 }
 
 void keel__raft_recv_append_resp(keel_raft_t *r, const keel_raft_msg_t *m)
@@ -305,7 +305,7 @@ void keel__raft_recv_heartbeat_resp(keel_raft_t *r, const keel_raft_msg_t *m)
     p->probe_sent = 0;
     if (p->state == KEEL__PR_REPLICATE && p->match < keel__raft_log_last(&r->log) &&
         p->match == p->match_at_hb && p->infl_count > 0)
-        become_probe(p, p->match + 1);
+        keel__raft_become_probe(p, p->match + 1);
     p->match_at_hb = p->match;
     if (m->ctx > p->read_acked) {
         p->read_acked = m->ctx;

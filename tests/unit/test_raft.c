@@ -1,0 +1,649 @@
+/* test_raft.c - Raft core scenarios on a tiny synchronous cluster, compared as traces. */
+#include "core/raft/raft.h"
+#include "ktest.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * The harness: up to 5 cores, a FIFO network of deep-copied messages, links that can
+ * be cut, and storage that is durable at once unless a node is marked `slow_disk`
+ * (then the test says when with cl_persist). Delivered messages are appended to a
+ * text trace ("1>2 append t1 i0/0 n1 c0") that scenario tests compare.
+ */
+#define NODES_MAX 5
+#define QUEUE_MAX 4096
+
+typedef struct qmsg {
+    keel_raft_msg_t m;
+    keel_raft_entry_t *ents;
+} qmsg_t;
+
+typedef struct cluster {
+    keel_raft_t *r[NODES_MAX + 1];
+    int n;
+    int cut[NODES_MAX + 1][NODES_MAX + 1];
+    int slow_disk[NODES_MAX + 1];
+    uint64_t unpersisted_index[NODES_MAX + 1], unpersisted_term[NODES_MAX + 1];
+    qmsg_t q[QUEUE_MAX];
+    int qn;
+    uint64_t applied[NODES_MAX + 1];
+    keel_raft_read_state_t reads[64];
+    int reads_n;
+    char trace[16384];
+    int tracing;
+    keel_ms_t now_ms;
+} cluster_t;
+
+static void tracef(cluster_t *c, const char *fmt, ...)
+{
+    if (!c->tracing)
+        return;
+    size_t len = strlen(c->trace);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->trace + len, sizeof(c->trace) - len, fmt, ap);
+    va_end(ap);
+}
+
+static void cfg_for(keel_raft_config_t *cfg, int n, int id)
+{
+    keel_raft_config_default(cfg);
+    cfg->id = (uint64_t)id;
+    cfg->voters_n = (size_t)n;
+    for (int i = 0; i < n; i++)
+        cfg->voters[i] = (uint64_t)(i + 1);
+    cfg->seed = 42;
+}
+
+static void cl_init(cluster_t *c, int n)
+{
+    memset(c, 0, sizeof(*c));
+    c->n = n;
+    for (int i = 1; i <= n; i++) {
+        keel_raft_config_t cfg;
+        cfg_for(&cfg, n, i);
+        keel_errmsg_t em;
+        KT_EQ_INT(keel_raft_new(&c->r[i], &cfg, NULL, 0, &em), 0);
+    }
+}
+
+static void cl_free(cluster_t *c)
+{
+    for (int i = 1; i <= c->n; i++)
+        keel_raft_free(c->r[i]);
+    for (int i = 0; i < c->qn; i++)
+        free(c->q[i].ents);
+}
+
+static void enqueue(cluster_t *c, const keel_raft_msg_t *m)
+{
+    KT_CHECK(c->qn < QUEUE_MAX);
+    qmsg_t *q = &c->q[c->qn++];
+    q->m = *m;
+    q->ents = NULL;
+    if (m->entries_n) {
+        /* payloads are not copied: the harness delivers before the sender's next
+           advance would matter only in cl_pump, where messages are copied first */
+        q->ents = malloc(m->entries_n * sizeof(*q->ents));
+        memcpy(q->ents, m->entries, m->entries_n * sizeof(*q->ents));
+        for (size_t k = 0; k < m->entries_n; k++) {
+            q->ents[k].data = m->entries[k].len ? malloc(m->entries[k].len) : NULL;
+            if (m->entries[k].len)
+                memcpy(q->ents[k].data, m->entries[k].data, m->entries[k].len);
+        }
+    }
+    q->m.entries = q->ents;
+}
+
+static void free_qmsg(qmsg_t *q)
+{
+    for (size_t k = 0; k < q->m.entries_n; k++)
+        free(q->ents[k].data);
+    free(q->ents);
+}
+
+/* Drains every node's ready once. Returns how many nodes had something. */
+static int cl_ready_all(cluster_t *c)
+{
+    int busy = 0;
+    for (int i = 1; i <= c->n; i++) {
+        keel_raft_ready_t rd;
+        if (!keel_raft_ready(c->r[i], &rd))
+            continue;
+        busy++;
+        for (size_t k = 0; k < rd.msgs_n; k++)
+            enqueue(c, &rd.msgs[k]);
+        int durable = !c->slow_disk[i];
+        if (durable)
+            for (size_t k = 0; k < rd.msgs_after_persist_n; k++)
+                enqueue(c, &rd.msgs_after_persist[k]);
+        else
+            KT_CHECK(rd.msgs_after_persist_n == 0 || keel_raft_role(c->r[i]) == KEEL_RAFT_LEADER);
+        uint64_t li = 0, lt = 0;
+        if (rd.entries_n) {
+            li = rd.entries[rd.entries_n - 1].index;
+            lt = rd.entries[rd.entries_n - 1].term;
+        }
+        for (size_t k = 0; k < rd.committed_n; k++) {
+            KT_EQ_U64(rd.committed[k].index, c->applied[i] + 1);
+            c->applied[i] = rd.committed[k].index;
+        }
+        for (size_t k = 0; k < rd.reads_n && c->reads_n < 64; k++)
+            c->reads[c->reads_n++] = rd.reads[k];
+        keel_raft_advance(c->r[i]);
+        if (li && durable)
+            keel_raft_persisted(c->r[i], li, lt);
+        else if (li) {
+            c->unpersisted_index[i] = li;
+            c->unpersisted_term[i] = lt;
+        }
+    }
+    return busy;
+}
+
+static void cl_persist(cluster_t *c, int i)
+{
+    keel_raft_persisted(c->r[i], c->unpersisted_index[i], c->unpersisted_term[i]);
+}
+
+static void trace_msg(cluster_t *c, const keel_raft_msg_t *m)
+{
+    tracef(c, "%llu>%llu %s t%llu", (unsigned long long)m->from, (unsigned long long)m->to,
+           keel_raft_msg_type_name(m->type), (unsigned long long)m->term);
+    if (m->type == KEEL_RAFT_MSG_APPEND)
+        tracef(c, " i%llu/%llu n%zu c%llu", (unsigned long long)m->index,
+               (unsigned long long)m->log_term, m->entries_n, (unsigned long long)m->commit);
+    if (m->type == KEEL_RAFT_MSG_APPEND_RESP)
+        tracef(c, " i%llu", (unsigned long long)m->index);
+    if (m->reject)
+        tracef(c, " reject hint %llu/%llu", (unsigned long long)m->hint_index,
+               (unsigned long long)m->hint_term);
+    tracef(c, "\n");
+}
+
+/* Runs readies and delivers messages until the cluster is quiet. */
+static void cl_pump(cluster_t *c)
+{
+    for (int round = 0; round < 1000; round++) {
+        int busy = cl_ready_all(c);
+        if (c->qn == 0 && busy == 0)
+            return;
+        qmsg_t batch[QUEUE_MAX];
+        int bn = c->qn;
+        memcpy(batch, c->q, sizeof(qmsg_t) * (size_t)bn);
+        c->qn = 0;
+        for (int k = 0; k < bn; k++) {
+            keel_raft_msg_t *m = &batch[k].m;
+            if (!c->cut[m->from][m->to]) {
+                trace_msg(c, m);
+                KT_EQ_INT(keel_raft_step(c->r[m->to], m), 0);
+            }
+            free_qmsg(&batch[k]);
+        }
+    }
+    KT_FAIL("cluster never went quiet");
+}
+
+static void cl_isolate(cluster_t *c, int i, int on)
+{
+    for (int j = 1; j <= c->n; j++)
+        c->cut[i][j] = c->cut[j][i] = on && i != j;
+}
+
+/* Advances node i's clock by `ticks` ticks, pumping after each. */
+static void cl_tick(cluster_t *c, int i, int ticks)
+{
+    for (int t = 0; t < ticks; t++) {
+        c->now_ms += 10;
+        for (int j = 1; j <= c->n; j++)
+            if (i == 0 || i == j)
+                keel_raft_tick(c->r[j], c->now_ms);
+        cl_pump(c);
+    }
+}
+
+static int leader_of(cluster_t *c)
+{
+    int l = 0;
+    for (int i = 1; i <= c->n; i++)
+        if (keel_raft_role(c->r[i]) == KEEL_RAFT_LEADER)
+            l = i;
+    return l;
+}
+
+static void cl_elect(cluster_t *c, int i)
+{
+    KT_EQ_INT(keel_raft_campaign(c->r[i]), 0);
+    cl_pump(c);
+    KT_EQ_INT(keel_raft_role(c->r[i]), KEEL_RAFT_LEADER);
+}
+
+/* ------------------------------------------------------------------------------- */
+
+static void config_validate_rejects_nonsense_with_a_reason(void)
+{
+    keel_raft_config_t cfg;
+    keel_errmsg_t em;
+    cfg_for(&cfg, 3, 1);
+    KT_EQ_INT(keel_raft_config_validate(&cfg, &em), 0);
+    cfg.id = 4;
+    KT_EQ_INT(keel_raft_config_validate(&cfg, &em), KEEL_EINVAL);
+    KT_CHECK(strstr(em.text, "not among the voters") != NULL);
+    cfg_for(&cfg, 3, 1);
+    cfg.election_ticks_min = 2;
+    KT_EQ_INT(keel_raft_config_validate(&cfg, &em), KEEL_EINVAL);
+    KT_CHECK(strstr(em.text, "heartbeat_ticks") != NULL);
+    cfg_for(&cfg, 3, 1);
+    cfg.election_ticks_max = 5;
+    KT_EQ_INT(keel_raft_config_validate(&cfg, &em), KEEL_EINVAL);
+    cfg_for(&cfg, 3, 1);
+    cfg.voters[2] = 2;
+    KT_EQ_INT(keel_raft_config_validate(&cfg, &em), KEEL_EINVAL);
+    KT_CHECK(strstr(em.text, "twice") != NULL);
+    cfg_for(&cfg, 3, 1);
+    cfg.inflight_msgs_max = 0;
+    KT_EQ_INT(keel_raft_config_validate(&cfg, &em), KEEL_EINVAL);
+}
+
+static void pre_vote_then_vote_elects_a_leader_and_commits_its_noop(void)
+{
+    cluster_t c;
+    cl_init(&c, 3);
+    c.tracing = 1;
+    cl_elect(&c, 1);
+    const char *want = "1>2 prevote t1\n"
+                       "1>3 prevote t1\n"
+                       "2>1 prevote_resp t1\n"
+                       "3>1 prevote_resp t1\n"
+                       "1>2 vote t1\n"
+                       "1>3 vote t1\n"
+                       "2>1 vote_resp t1\n"
+                       "3>1 vote_resp t1\n"
+                       "1>2 append t1 i0/0 n1 c0\n"
+                       "1>3 append t1 i0/0 n1 c0\n"
+                       "2>1 append_resp t1 i1\n"
+                       "3>1 append_resp t1 i1\n"
+                       "1>2 heartbeat t1\n"
+                       "1>3 heartbeat t1\n"
+                       "2>1 hb_resp t1\n"
+                       "3>1 hb_resp t1\n";
+    KT_EQ_STR(c.trace, want);
+    for (int i = 1; i <= 3; i++) {
+        KT_EQ_U64(keel_raft_commit(c.r[i]), 1);
+        KT_EQ_U64(c.applied[i], 1);
+        KT_EQ_U64(keel_raft_leader(c.r[i]), 1);
+    }
+    cl_free(&c);
+}
+
+static void election_timeout_starts_an_election_within_the_random_range(void)
+{
+    cluster_t c;
+    cl_init(&c, 3);
+    cl_tick(&c, 0, 20); /* election_ticks_max */
+    int l = leader_of(&c);
+    KT_CHECK(l != 0);
+    KT_EQ_U64(keel_raft_term(c.r[l]), 1);
+    cl_free(&c);
+}
+
+static void batches_many_proposals_into_one_append_per_follower(void)
+{
+    cluster_t c;
+    cl_init(&c, 3);
+    cl_elect(&c, 1);
+    for (int k = 0; k < 100; k++)
+        KT_EQ_INT(keel_raft_propose(c.r[1], "v", 1, NULL), 0);
+    c.tracing = 1;
+    cl_pump(&c);
+    KT_CHECK(strstr(c.trace, "1>2 append t1 i1/1 n100 c1\n") != NULL);
+    KT_CHECK(strstr(c.trace, "1>3 append t1 i1/1 n100 c1\n") != NULL);
+    KT_EQ_U64(keel_raft_commit(c.r[1]), 101);
+    KT_EQ_U64(c.applied[2], 101);
+    cl_free(&c);
+}
+
+static void pipelines_at_most_inflight_msgs_max_appends(void)
+{
+    cluster_t c;
+    cl_init(&c, 3);
+    cl_elect(&c, 1);
+    keel_raft_free(c.r[1]);
+    keel_raft_config_t cfg;
+    cfg_for(&cfg, 3, 1);
+    cfg.msg_entries_max = 1;
+    cfg.inflight_msgs_max = 3;
+    /* restart node 1 with tight limits and re-elect it at term 2 */
+    const keel_raft_entry_t *e = keel_raft_entry_at(c.r[2], 1);
+    keel_raft_restore_t rs = {.hard_state = {1, 1, 1}, .entries = e, .entries_n = 1, .applied = 1};
+    keel_errmsg_t em;
+    KT_EQ_INT(keel_raft_new(&c.r[1], &cfg, &rs, c.now_ms, &em), 0);
+    cl_tick(&c, 2, 25); /* node 1 is silent as a follower; node 2 or 3 takes over */
+    int l = leader_of(&c);
+    KT_CHECK(l == 2 || l == 3);
+    KT_EQ_INT(keel_raft_transfer_leadership(c.r[l], 1), 0);
+    cl_pump(&c);
+    KT_EQ_INT(leader_of(&c), 1);
+    for (int k = 0; k < 10; k++)
+        KT_EQ_INT(keel_raft_propose(c.r[1], "v", 1, NULL), 0);
+    keel_raft_ready_t rd;
+    KT_CHECK(keel_raft_ready(c.r[1], &rd));
+    int to2 = 0;
+    for (size_t k = 0; k < rd.msgs_n; k++) {
+        if (rd.msgs[k].to == 2 && rd.msgs[k].type == KEEL_RAFT_MSG_APPEND) {
+            KT_EQ_INT(rd.msgs[k].entries_n, 1);
+            to2++;
+        }
+    }
+    KT_EQ_INT(to2, 3);
+    for (size_t k = 0; k < rd.msgs_n; k++)
+        enqueue(&c, &rd.msgs[k]);
+    uint64_t li = rd.entries[rd.entries_n - 1].index, lt = rd.entries[rd.entries_n - 1].term;
+    keel_raft_advance(c.r[1]);
+    keel_raft_persisted(c.r[1], li, lt);
+    cl_pump(&c); /* acknowledgements open the window until all ten are through */
+    KT_EQ_U64(keel_raft_commit(c.r[1]), keel_raft_last_index(c.r[1]));
+    cl_free(&c);
+}
+
+static void leader_counts_itself_only_after_its_own_write_is_durable(void)
+{
+    cluster_t c;
+    cl_init(&c, 3);
+    cl_elect(&c, 1);
+    cl_isolate(&c, 3, 1);
+    c.slow_disk[1] = 1;
+    KT_EQ_INT(keel_raft_propose(c.r[1], "x", 1, NULL), 0);
+    cl_pump(&c);
+    /* node 2 acknowledged index 2, but 1 of 3 is not a majority without the leader */
+    KT_EQ_U64(keel_raft_commit(c.r[1]), 1);
+    cl_persist(&c, 1);
+    cl_pump(&c);
+    KT_EQ_U64(keel_raft_commit(c.r[1]), 2);
+    cl_free(&c);
+}
+
+/* Figure 8 of the Raft paper, reduced: entries of an earlier term are not committed by
+   counting replicas; only an entry of the leader's term commits (thesis §3.6.2). */
+static void commits_an_old_term_entry_only_through_a_current_term_entry(void)
+{
+    for (int broken = 0; broken <= 1; broken++) {
+        keel_raft_config_t cfg;
+        cfg_for(&cfg, 3, 1);
+        cfg.test_break = broken ? KEEL_RAFT_BREAK_COMMIT_OLD_TERM : KEEL_RAFT_BREAK_NONE;
+        keel_raft_entry_t ents[2] = {{.term = 1, .index = 1}, {.term = 1, .index = 2}};
+        keel_raft_restore_t rs = {.hard_state = {2, 0, 1}, .entries = ents, .entries_n = 2};
+        keel_raft_t *r;
+        keel_errmsg_t em;
+        KT_EQ_INT(keel_raft_new(&r, &cfg, &rs, 0, &em), 0);
+        KT_EQ_INT(keel_raft_campaign(r), 0);
+        keel_raft_msg_t g = {.type = KEEL_RAFT_MSG_PREVOTE_RESP, .from = 2, .to = 1, .term = 3};
+        KT_EQ_INT(keel_raft_step(r, &g), 0);
+        g.type = KEEL_RAFT_MSG_VOTE_RESP;
+        KT_EQ_INT(keel_raft_step(r, &g), 0);
+        KT_EQ_INT(keel_raft_role(r), KEEL_RAFT_LEADER);
+        keel_raft_ready_t rd;
+        KT_CHECK(keel_raft_ready(r, &rd));
+        keel_raft_advance(r);
+        keel_raft_persisted(r, 3, 3); /* the leader's noop at index 3 is durable */
+        keel_raft_msg_t ack = {
+            .type = KEEL_RAFT_MSG_APPEND_RESP, .from = 2, .to = 1, .term = 3, .index = 2};
+        KT_EQ_INT(keel_raft_step(r, &ack), 0);
+        KT_EQ_U64(keel_raft_commit(r), broken ? 2 : 1);
+        ack.index = 3;
+        KT_EQ_INT(keel_raft_step(r, &ack), 0);
+        KT_EQ_U64(keel_raft_commit(r), 3);
+        keel_raft_free(r);
+    }
+}
+
+static void follower_conflict_hint_skips_a_whole_term(void)
+{
+    /* leader log: t1 t3 t3 t3; follower 2: t1 t2 t2 t2 t2 (uncommitted, stale term) */
+    keel_raft_entry_t l[4] = {{1, 1, 0, 0, 0}, {3, 2, 0, 0, 0}, {3, 3, 0, 0, 0}, {3, 4, 0, 0, 0}};
+    keel_raft_entry_t f[5] = {
+        {1, 1, 0, 0, 0}, {2, 2, 0, 0, 0}, {2, 3, 0, 0, 0}, {2, 4, 0, 0, 0}, {2, 5, 0, 0, 0}};
+    cluster_t c;
+    memset(&c, 0, sizeof(c));
+    c.n = 3;
+    keel_errmsg_t em;
+    for (int i = 1; i <= 3; i++) {
+        keel_raft_config_t cfg;
+        cfg_for(&cfg, 3, i);
+        keel_raft_restore_t rs = {
+            .hard_state = {3, 0, 1}, .entries = i == 2 ? f : l, .entries_n = i == 2 ? 5 : 4};
+        KT_EQ_INT(keel_raft_new(&c.r[i], &cfg, &rs, 0, &em), 0);
+    }
+    cl_isolate(&c, 3, 1);
+    c.tracing = 1;
+    KT_EQ_INT(keel_raft_campaign(c.r[1]), 0);
+    cl_pump(&c);
+    KT_EQ_INT(keel_raft_role(c.r[1]), KEEL_RAFT_LEADER);
+    const char *want = "1>2 prevote t4\n"
+                       "2>1 prevote_resp t4\n"
+                       "1>2 vote t4\n"
+                       "2>1 vote_resp t4\n"
+                       "1>2 append t4 i4/3 n1 c1\n"
+                       "2>1 append_resp t4 i4 reject hint 2/2\n"
+                       "1>2 append t4 i1/1 n4 c1\n"
+                       "2>1 append_resp t4 i5\n"
+                       "1>2 heartbeat t4\n"
+                       "2>1 hb_resp t4\n";
+    KT_EQ_STR(c.trace, want);
+    KT_EQ_U64(keel_raft_entry_at(c.r[2], 5)->term, 4);
+    KT_EQ_U64(keel_raft_commit(c.r[2]), 5);
+    cl_free(&c);
+}
+
+static void vote_is_refused_to_a_candidate_with_a_stale_log(void)
+{
+    cluster_t c;
+    cl_init(&c, 3);
+    cl_elect(&c, 1);
+    cl_isolate(&c, 3, 1);
+    KT_EQ_INT(keel_raft_propose(c.r[1], "x", 1, NULL), 0);
+    cl_pump(&c);
+    /* 3 missed index 2: when 1 is gone, 3 cannot win against 2 */
+    cl_isolate(&c, 3, 0);
+    cl_isolate(&c, 1, 1);
+    KT_EQ_INT(keel_raft_campaign(c.r[3]), 0);
+    cl_tick(&c, 3, 1);
+    KT_CHECK(keel_raft_role(c.r[3]) != KEEL_RAFT_LEADER);
+    cl_tick(&c, 0, 60);
+    KT_EQ_INT(leader_of(&c) == 2 || leader_of(&c) == 1, 1);
+    KT_EQ_INT(keel_raft_role(c.r[2]), KEEL_RAFT_LEADER);
+    cl_free(&c);
+}
+
+static void check_quorum_makes_an_isolated_leader_step_down(void)
+{
+    cluster_t c;
+    cl_init(&c, 3);
+    cl_elect(&c, 1);
+    cl_isolate(&c, 1, 1);
+    cl_tick(&c, 1, 2 * 10 + 1); /* two check-quorum rounds of election_ticks_min */
+    KT_EQ_INT(keel_raft_role(c.r[1]), KEEL_RAFT_FOLLOWER);
+    cl_free(&c);
+}
+
+static void pre_vote_keeps_a_partitioned_node_from_raising_terms(void)
+{
+    cluster_t c;
+    cl_init(&c, 3);
+    cl_elect(&c, 1);
+    cl_isolate(&c, 3, 1);
+    cl_tick(&c, 0, 200);
+    KT_EQ_U64(keel_raft_term(c.r[3]), 1);
+    cl_isolate(&c, 3, 0);
+    cl_tick(&c, 0, 5);
+    KT_EQ_INT(leader_of(&c), 1);
+    KT_EQ_U64(keel_raft_term(c.r[1]), 1);
+    cl_free(&c);
+}
+
+static void leader_stickiness_ignores_votes_while_a_leader_is_heard(void)
+{
+    cluster_t c;
+    cl_init(&c, 3);
+    cl_elect(&c, 1);
+    keel_raft_msg_t v = {
+        .type = KEEL_RAFT_MSG_VOTE, .from = 3, .to = 2, .term = 5, .index = 1, .log_term = 1};
+    KT_EQ_INT(keel_raft_step(c.r[2], &v), 0);
+    KT_EQ_U64(keel_raft_term(c.r[2]), 1); /* ignored: 2 heard from 1 recently */
+    v.transfer = 1;
+    KT_EQ_INT(keel_raft_step(c.r[2], &v), 0);
+    KT_EQ_U64(keel_raft_term(c.r[2]), 5); /* a transfer campaign is honoured */
+    cl_free(&c);
+}
+
+/* The pre-vote + check-quorum pitfall: a node whose term ran ahead must not keep the
+   cluster from electing (etcd #8501). The stale leader learns the term and steps down. */
+static void a_node_with_a_higher_term_does_not_wedge_the_cluster(void)
+{
+    cluster_t c;
+    cl_init(&c, 3);
+    cl_elect(&c, 1);
+    keel_raft_free(c.r[3]);
+    keel_raft_config_t cfg;
+    cfg_for(&cfg, 3, 3);
+    keel_raft_restore_t rs = {.hard_state = {7, 0, 0}};
+    keel_errmsg_t em;
+    KT_EQ_INT(keel_raft_new(&c.r[3], &cfg, &rs, c.now_ms, &em), 0);
+    c.applied[3] = 0;
+    cl_tick(&c, 0, 80);
+    int l = leader_of(&c);
+    KT_CHECK(l != 0);
+    KT_CHECK(keel_raft_term(c.r[l]) > 7);
+    for (int i = 1; i <= 3; i++)
+        KT_EQ_U64(keel_raft_term(c.r[i]), keel_raft_term(c.r[l]));
+    KT_EQ_INT(keel_raft_propose(c.r[l], "y", 1, NULL), 0);
+    cl_pump(&c);
+    KT_EQ_U64(keel_raft_commit(c.r[3]), keel_raft_last_index(c.r[l]));
+    cl_free(&c);
+}
+
+static void read_index_waits_for_a_heartbeat_quorum(void)
+{
+    cluster_t c;
+    cl_init(&c, 3);
+    cl_elect(&c, 1);
+    cl_isolate(&c, 2, 1);
+    cl_isolate(&c, 3, 1);
+    KT_EQ_INT(keel_raft_read_index(c.r[1], 77), 0);
+    cl_pump(&c);
+    KT_EQ_INT(c.reads_n, 0); /* nobody confirmed leadership */
+    cl_isolate(&c, 2, 0);
+    cl_tick(&c, 1, 2); /* next heartbeat round */
+    KT_EQ_INT(c.reads_n, 1);
+    KT_EQ_U64(c.reads[0].ctx, 77);
+    KT_EQ_U64(c.reads[0].index, 1);
+    KT_EQ_INT(c.reads[0].ok, 1);
+    KT_EQ_INT(keel_raft_read_index(c.r[2], 1), KEEL_ENOTLEADER);
+    cl_free(&c);
+}
+
+static void read_index_is_refused_before_the_leader_commits_in_its_term(void)
+{
+    keel_raft_config_t cfg;
+    cfg_for(&cfg, 3, 1);
+    keel_raft_t *r;
+    keel_errmsg_t em;
+    KT_EQ_INT(keel_raft_new(&r, &cfg, NULL, 0, &em), 0);
+    KT_EQ_INT(keel_raft_campaign(r), 0);
+    keel_raft_msg_t g = {.type = KEEL_RAFT_MSG_PREVOTE_RESP, .from = 2, .to = 1, .term = 1};
+    KT_EQ_INT(keel_raft_step(r, &g), 0);
+    g.type = KEEL_RAFT_MSG_VOTE_RESP;
+    KT_EQ_INT(keel_raft_step(r, &g), 0);
+    KT_EQ_INT(keel_raft_role(r), KEEL_RAFT_LEADER);
+    KT_EQ_INT(keel_raft_read_index(r, 1), KEEL_EAGAIN);
+    keel_raft_free(r);
+}
+
+static void lost_leadership_fails_pending_reads(void)
+{
+    cluster_t c;
+    cl_init(&c, 3);
+    cl_elect(&c, 1);
+    cl_isolate(&c, 1, 1);
+    KT_EQ_INT(keel_raft_read_index(c.r[1], 5), 0);
+    cl_tick(&c, 1, 21);
+    KT_EQ_INT(keel_raft_role(c.r[1]), KEEL_RAFT_FOLLOWER);
+    KT_EQ_INT(c.reads_n, 1);
+    KT_EQ_INT(c.reads[0].ok, 0);
+    KT_EQ_U64(c.reads[0].ctx, 5);
+    cl_free(&c);
+}
+
+static void leadership_transfer_hands_over_to_a_caught_up_follower(void)
+{
+    cluster_t c;
+    cl_init(&c, 3);
+    cl_elect(&c, 1);
+    cl_isolate(&c, 3, 1);
+    KT_EQ_INT(keel_raft_propose(c.r[1], "z", 1, NULL), 0);
+    cl_pump(&c);
+    cl_isolate(&c, 3, 0);
+    KT_EQ_INT(keel_raft_transfer_leadership(c.r[1], 3), 0);
+    KT_EQ_INT(keel_raft_propose(c.r[1], "no", 2, NULL), KEEL_EBUSY);
+    cl_pump(&c); /* 3 catches up first, then gets TimeoutNow */
+    KT_EQ_INT(leader_of(&c), 3);
+    KT_EQ_U64(keel_raft_term(c.r[3]), 2);
+    KT_EQ_INT(keel_raft_transfer_leadership(c.r[1], 2), KEEL_ENOTLEADER);
+    cl_free(&c);
+}
+
+static void restart_reapplies_committed_entries_from_restored_storage(void)
+{
+    cluster_t c;
+    cl_init(&c, 3);
+    cl_elect(&c, 1);
+    for (int k = 0; k < 5; k++)
+        KT_EQ_INT(keel_raft_propose(c.r[1], "abc", 3, NULL), 0);
+    cl_pump(&c);
+    keel_raft_entry_t ents[6];
+    for (uint64_t i = 1; i <= 6; i++)
+        ents[i - 1] = *keel_raft_entry_at(c.r[2], i);
+    keel_raft_config_t cfg;
+    cfg_for(&cfg, 3, 2);
+    keel_raft_restore_t rs = {.hard_state = {1, 1, 6}, .entries = ents, .entries_n = 6};
+    keel_raft_t *r;
+    keel_errmsg_t em;
+    KT_EQ_INT(keel_raft_new(&r, &cfg, &rs, 0, &em), 0);
+    keel_raft_ready_t rd;
+    KT_CHECK(keel_raft_ready(r, &rd));
+    KT_EQ_INT(rd.entries_n, 0);
+    KT_EQ_INT(rd.hard_state_changed, 0);
+    KT_EQ_INT(rd.committed_n, 6);
+    KT_EQ_MEM(rd.committed[5].data, "abc", 3);
+    keel_raft_advance(r);
+    keel_raft_free(r);
+    rs.hard_state.commit = 9;
+    KT_EQ_INT(keel_raft_new(&r, &cfg, &rs, 0, &em), KEEL_EINVAL);
+    KT_CHECK(strstr(em.text, "commit") != NULL);
+    cl_free(&c);
+}
+
+int main(void)
+{
+    KT_RUN(config_validate_rejects_nonsense_with_a_reason);
+    KT_RUN(pre_vote_then_vote_elects_a_leader_and_commits_its_noop);
+    KT_RUN(election_timeout_starts_an_election_within_the_random_range);
+    KT_RUN(batches_many_proposals_into_one_append_per_follower);
+    KT_RUN(pipelines_at_most_inflight_msgs_max_appends);
+    KT_RUN(leader_counts_itself_only_after_its_own_write_is_durable);
+    KT_RUN(commits_an_old_term_entry_only_through_a_current_term_entry);
+    KT_RUN(follower_conflict_hint_skips_a_whole_term);
+    KT_RUN(vote_is_refused_to_a_candidate_with_a_stale_log);
+    KT_RUN(check_quorum_makes_an_isolated_leader_step_down);
+    KT_RUN(pre_vote_keeps_a_partitioned_node_from_raising_terms);
+    KT_RUN(leader_stickiness_ignores_votes_while_a_leader_is_heard);
+    KT_RUN(a_node_with_a_higher_term_does_not_wedge_the_cluster);
+    KT_RUN(read_index_waits_for_a_heartbeat_quorum);
+    KT_RUN(read_index_is_refused_before_the_leader_commits_in_its_term);
+    KT_RUN(lost_leadership_fails_pending_reads);
+    KT_RUN(leadership_transfer_hands_over_to_a_caught_up_follower);
+    KT_RUN(restart_reapplies_committed_entries_from_restored_storage);
+    return kt_done();
+}
