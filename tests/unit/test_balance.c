@@ -1,0 +1,385 @@
+/* test_balance.c - balancer sequences, distributions, P2C under a slow endpoint, ring and maglev
+ * remapping. */
+#include "core/balance.h"
+#include "ktest.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static void init(keel_balance_t *b, keel_balance_policy_t policy, uint32_t endpoints_max)
+{
+    keel_balance_config_t c;
+    keel_balance_config_default(&c);
+    c.policy = policy;
+    c.endpoints_max = endpoints_max;
+    keel_errmsg_t m;
+    if (keel_balance_init(b, &c, &m))
+        KT_FAIL("init: %s", m.text);
+}
+
+static uint64_t node_id(int set, int i)
+{
+    char name[64];
+    int n = snprintf(name, sizeof(name), "10.%d.%d.%d:8080", set, i / 250, i % 250 + 1);
+    return keel_balance_hash(name, (size_t)n);
+}
+
+static void set_nodes(keel_balance_t *b, int set, const int *which, uint32_t n)
+{
+    keel_balance_spec_t specs[2048];
+    KT_CHECK(n <= 2048);
+    for (uint32_t i = 0; i < n; i++)
+        specs[i] = (keel_balance_spec_t){node_id(set, which ? which[i] : (int)i), 1};
+    keel_errmsg_t m;
+    int err = keel_balance_set_endpoints(b, specs, n, &m);
+    if (err)
+        KT_FAIL("set_endpoints: %s", m.text);
+}
+
+static uint32_t pick(keel_balance_t *b, uint64_t key)
+{
+    uint32_t idx = UINT32_MAX;
+    KT_EQ_INT(keel_balance_pick(b, key, &idx), 0);
+    return idx;
+}
+
+static void smooth_wrr_gives_nginx_sequence_for_5_1_1(void)
+{
+    keel_balance_t b;
+    init(&b, KEEL_BALANCE_WEIGHTED_RR, 8);
+    keel_balance_spec_t s[] = {{'a', 5}, {'b', 1}, {'c', 1}};
+    KT_EQ_INT(keel_balance_set_endpoints(&b, s, 3, NULL), 0);
+    char got[15] = {0};
+    for (int i = 0; i < 14; i++)
+        got[i] = (char)b.ep[pick(&b, 0)].id;
+    KT_EQ_STR(got, "aabacaaaabacaa");
+    keel_balance_free(&b);
+}
+
+static void weighted_rr_matches_weights_over_a_million_picks(void)
+{
+    keel_balance_t b;
+    init(&b, KEEL_BALANCE_WEIGHTED_RR, 8);
+    const uint32_t w[] = {7, 5, 3, 2, 1, 1};
+    keel_balance_spec_t s[6];
+    for (int i = 0; i < 6; i++)
+        s[i] = (keel_balance_spec_t){(uint64_t)i + 100, w[i]};
+    KT_EQ_INT(keel_balance_set_endpoints(&b, s, 6, NULL), 0);
+    long count[6] = {0};
+    const int picks = 1000000;
+    for (int i = 0; i < picks; i++)
+        count[pick(&b, 0)]++;
+    for (int i = 0; i < 6; i++) {
+        double want = picks * (double)w[i] / 19.0;
+        KT_NEAR(count[i], want, want * 0.01);
+    }
+    keel_balance_free(&b);
+}
+
+static void random_and_p2c_spread_evenly_over_a_million_picks(void)
+{
+    const keel_balance_policy_t pol[] = {KEEL_BALANCE_RANDOM, KEEL_BALANCE_P2C,
+                                         KEEL_BALANCE_ROUND_ROBIN};
+    for (int p = 0; p < 3; p++) {
+        keel_balance_t b;
+        init(&b, pol[p], 16);
+        set_nodes(&b, 0, NULL, 10);
+        long count[10] = {0};
+        for (int i = 0; i < 1000000; i++)
+            count[pick(&b, 0)]++; /* nothing in flight: P2C ties, so it is random too */
+        for (int i = 0; i < 10; i++)
+            KT_NEAR(count[i], 100000, 1000);
+        keel_balance_free(&b);
+    }
+}
+
+/*
+ * 10 endpoints, one of them 10x slower (50 ms vs 5 ms per request), 2
+ * requests per ms for 20 simulated seconds; a request holds its endpoint for
+ * the service time. Round robin sends the slow one 10% regardless; P2C and
+ * least-conn see its in-flight count pile up and send it less.
+ */
+static double slow_endpoint_share(keel_balance_policy_t policy)
+{
+    enum { N = 10, WHEEL = 64 };
+    static uint32_t done_at[WHEEL][N];
+    memset(done_at, 0, sizeof(done_at));
+    keel_balance_t b;
+    init(&b, policy, N);
+    set_nodes(&b, 1, NULL, N);
+    long total = 0, slow = 0;
+    for (int t = 0; t < 20000; t++) {
+        for (int e = 0; e < N; e++) {
+            while (done_at[t % WHEEL][e] > 0) {
+                keel_balance_done(&b, (uint32_t)e);
+                done_at[t % WHEEL][e]--;
+            }
+        }
+        for (int k = 0; k < 2; k++) {
+            uint32_t i = pick(&b, 0);
+            keel_balance_start(&b, i);
+            done_at[(t + (i == 0 ? 50 : 5)) % WHEEL][i]++;
+            total++;
+            slow += i == 0;
+        }
+    }
+    keel_balance_free(&b);
+    return (double)slow / (double)total;
+}
+
+static void p2c_sends_less_to_a_slow_endpoint_than_round_robin(void)
+{
+    double rr = slow_endpoint_share(KEEL_BALANCE_ROUND_ROBIN);
+    double p2c = slow_endpoint_share(KEEL_BALANCE_P2C);
+    double lc = slow_endpoint_share(KEEL_BALANCE_LEAST_CONN);
+    fprintf(stderr, "     slow endpoint share: rr %.4f p2c %.4f least_conn %.4f\n", rr, p2c, lc);
+    KT_NEAR(rr, 0.10, 0.001);
+    KT_CHECK(p2c < rr * 0.7);
+    KT_CHECK(lc < rr * 0.7);
+}
+
+static void every_policy_skips_unavailable_and_reports_empty(void)
+{
+    for (int p = KEEL_BALANCE_ROUND_ROBIN; p <= KEEL_BALANCE_MAGLEV; p++) {
+        keel_balance_t b;
+        init(&b, (keel_balance_policy_t)p, 8);
+        uint32_t idx;
+        KT_EQ_INT(keel_balance_pick(&b, 1, &idx), KEEL_EEMPTY); /* no endpoints at all */
+        set_nodes(&b, 2, NULL, 5);
+        keel_balance_set_state(&b, 1, false, false); /* unhealthy */
+        keel_balance_set_state(&b, 3, true, true);   /* ejected */
+        for (uint64_t k = 0; k < 5000; k++) {
+            uint32_t i = pick(&b, keel_mix64(k));
+            if (i == 1 || i == 3)
+                KT_FAIL("%s picked unavailable endpoint %u", keel_balance_policy_name(p), i);
+        }
+        for (uint32_t i = 0; i < 5; i++)
+            keel_balance_set_state(&b, i, i % 2 == 0, i % 2 == 0);
+        KT_EQ_INT(keel_balance_pick(&b, 1, &idx), KEEL_EEMPTY);
+        keel_balance_set_state(&b, 4, true, false);
+        KT_EQ_INT(pick(&b, 12345), 4);
+        keel_balance_free(&b);
+    }
+}
+
+static void endpoint_updates_keep_inflight_counts_and_flags(void)
+{
+    keel_balance_t b;
+    init(&b, KEEL_BALANCE_LEAST_CONN, 8);
+    keel_balance_spec_t s1[] = {{11, 1}, {22, 1}, {33, 1}};
+    KT_EQ_INT(keel_balance_set_endpoints(&b, s1, 3, NULL), 0);
+    for (int i = 0; i < 5; i++)
+        keel_balance_start(&b, 1); /* 22 is busy */
+    keel_balance_start(&b, 2);
+    keel_balance_set_state(&b, 0, true, true); /* 11 ejected */
+    keel_balance_spec_t s2[] = {{33, 1}, {22, 2}, {11, 1}, {44, 1}};
+    KT_EQ_INT(keel_balance_set_endpoints(&b, s2, 4, NULL), 0);
+    KT_EQ_INT(b.ep[1].inflight, 5);
+    KT_EQ_INT(b.ep[1].weight, 2);
+    KT_EQ_INT(b.ep[0].inflight, 1);
+    KT_CHECK(b.ep[2].ejected);
+    KT_EQ_INT(b.ep[3].inflight, 0);
+    KT_CHECK(b.ep[3].healthy && !b.ep[3].ejected);
+    KT_EQ_INT(pick(&b, 0), 3); /* 44: idle; 11 ejected; 22 and 33 busy */
+    keel_balance_spec_t dup[] = {{1, 1}, {1, 1}};
+    keel_errmsg_t m;
+    KT_EQ_INT(keel_balance_set_endpoints(&b, dup, 2, &m), KEEL_EINVAL);
+    KT_EQ_INT(b.n, 4); /* old set kept */
+    keel_balance_spec_t zero[] = {{1, 0}};
+    KT_EQ_INT(keel_balance_set_endpoints(&b, zero, 1, &m), KEEL_EINVAL);
+    keel_balance_free(&b);
+}
+
+static void hash_keeps_keys_of_healthy_endpoints_in_place(void)
+{
+    keel_balance_t b;
+    init(&b, KEEL_BALANCE_HASH, 16);
+    set_nodes(&b, 3, NULL, 8);
+    static uint32_t before[20000];
+    for (uint64_t k = 0; k < 20000; k++)
+        before[k] = pick(&b, keel_mix64(k));
+    keel_balance_set_state(&b, 5, false, false);
+    for (uint64_t k = 0; k < 20000; k++) {
+        uint32_t now = pick(&b, keel_mix64(k));
+        KT_CHECK(before[k] == 5 ? now != 5 : now == before[k]);
+    }
+    keel_balance_free(&b);
+}
+
+/* Fraction of keys whose endpoint id changed between two lookups of the same keys. */
+enum { KEYS = 100000 };
+static uint64_t owner_before[KEYS];
+
+static void record_owners(keel_balance_t *b)
+{
+    for (uint64_t k = 0; k < KEYS; k++)
+        owner_before[k] = b->ep[pick(b, keel_mix64(k + 7))].id;
+}
+
+static double moved_fraction(keel_balance_t *b, uint64_t joined, uint64_t left, long *wrong)
+{
+    long moved = 0;
+    *wrong = 0;
+    for (uint64_t k = 0; k < KEYS; k++) {
+        uint64_t now = b->ep[pick(b, keel_mix64(k + 7))].id;
+        if (now != owner_before[k]) {
+            moved++;
+            /* a key may move only to the node that joined or off the node that left */
+            *wrong += !(now == joined || owner_before[k] == left);
+        }
+    }
+    return (double)moved / KEYS;
+}
+
+static void ring_remaps_about_one_nth_on_join_and_leave(void)
+{
+    keel_balance_t b;
+    init(&b, KEEL_BALANCE_RING, 16);
+    for (int set = 0; set < 5; set++) {
+        set_nodes(&b, set, NULL, 10);
+        record_owners(&b);
+        set_nodes(&b, set, NULL, 11); /* node 10 joins */
+        long wrong;
+        double join = moved_fraction(&b, node_id(set, 10), 0, &wrong);
+        KT_EQ_INT(wrong, 0);
+        set_nodes(&b, set, NULL, 10);
+        record_owners(&b);
+        const int without3[] = {0, 1, 2, 4, 5, 6, 7, 8, 9};
+        set_nodes(&b, set, without3, 9); /* node 3 leaves */
+        double leave = moved_fraction(&b, 0, node_id(set, 3), &wrong);
+        KT_EQ_INT(wrong, 0);
+        fprintf(stderr, "     ring N=10 set %d: join moved %.4f, leave moved %.4f\n", set, join,
+                leave);
+        KT_CHECK(join >= 0.07 && join <= 0.13);
+        KT_CHECK(leave >= 0.07 && leave <= 0.13);
+    }
+    keel_balance_free(&b);
+}
+
+/* Relative deviation of each node's key count from fair, for n nodes. */
+static void key_spread(keel_balance_t *b, uint32_t n, double *sd, double *worst)
+{
+    static long count[64];
+    memset(count, 0, sizeof(count));
+    for (uint64_t k = 0; k < KEYS; k++)
+        count[pick(b, keel_mix64(k + 99))]++;
+    double ss = 0;
+    *worst = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        double d = (double)count[i] * n / KEYS - 1.0;
+        ss += d * d;
+        *worst = fabs(d) > *worst ? fabs(d) : *worst;
+    }
+    *sd = sqrt(ss / n);
+}
+
+/*
+ * With k random points per node a node's share has a relative standard
+ * deviation of about sqrt((1 - 1/N) / k): 7.5% for k = 160, N = 10. So at 160
+ * virtual nodes the typical node is within 10% of fair, but across ten nodes
+ * the worst one often is not (we measured 90 of 100 random 10-node sets with
+ * a node outside +-10%). The test pins both facts: standard deviation under
+ * 10% at 160 points, every node within +-10% at 1600 points.
+ */
+static void ring_spreads_keys_near_fair_with_virtual_nodes(void)
+{
+    double sd_sum = 0;
+    for (int set = 0; set < 10; set++) {
+        keel_balance_t b;
+        init(&b, KEEL_BALANCE_RING, 16);
+        set_nodes(&b, 10 + set, NULL, 10);
+        double sd, worst;
+        key_spread(&b, 10, &sd, &worst);
+        KT_CHECK(sd < 0.13);
+        KT_CHECK(worst < 0.30);
+        sd_sum += sd;
+        keel_balance_free(&b);
+    }
+    fprintf(stderr, "     ring 160 vnodes: mean relative sd %.4f\n", sd_sum / 10);
+    KT_CHECK(sd_sum / 10 < 0.10);
+    for (int set = 0; set < 10; set++) {
+        keel_balance_config_t c;
+        keel_balance_config_default(&c);
+        c.policy = KEEL_BALANCE_RING;
+        c.endpoints_max = 16;
+        c.ring_vnodes = 1600;
+        keel_balance_t b;
+        KT_EQ_INT(keel_balance_init(&b, &c, NULL), 0);
+        set_nodes(&b, 10 + set, NULL, 10);
+        double sd, worst;
+        key_spread(&b, 10, &sd, &worst);
+        KT_CHECK(worst < 0.10);
+        keel_balance_free(&b);
+    }
+}
+
+static void maglev_remaps_little_beyond_ideal_on_one_removal(void)
+{
+    const uint32_t sizes[] = {10, 50};
+    for (int s = 0; s < 2; s++) {
+        uint32_t n = sizes[s];
+        keel_balance_t b;
+        init(&b, KEEL_BALANCE_MAGLEV, 64);
+        set_nodes(&b, 20 + s, NULL, n);
+        /* the table is balanced: slot counts differ by at most one */
+        uint32_t slots[64] = {0};
+        for (uint32_t i = 0; i < b.maglev.table_size; i++)
+            slots[b.maglev.table[i]]++;
+        uint32_t lo = UINT32_MAX, hi = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            lo = slots[i] < lo ? slots[i] : lo;
+            hi = slots[i] > hi ? slots[i] : hi;
+        }
+        KT_CHECK(hi - lo <= 1);
+        record_owners(&b);
+        int without[64], k = 0;
+        for (uint32_t i = 0; i < n; i++)
+            if (i != 4)
+                without[k++] = (int)i;
+        set_nodes(&b, 20 + s, without, n - 1);
+        long wrong;
+        double moved = moved_fraction(&b, 0, node_id(20 + s, 4), &wrong);
+        double ideal = 1.0 / n;
+        fprintf(stderr, "     maglev N=%u: removal moved %.4f (ideal %.4f), %ld keys not on it\n",
+                n, moved, ideal, wrong);
+        KT_CHECK(moved >= ideal * 0.9);
+        KT_CHECK(moved <= ideal + 0.03);
+        /* taking an endpoint out by health has the same effect as removing it */
+        set_nodes(&b, 20 + s, NULL, n);
+        keel_balance_set_state(&b, 4, false, false);
+        double moved_health = moved_fraction(&b, 0, node_id(20 + s, 4), &wrong);
+        KT_NEAR(moved_health, moved, 1e-9);
+        keel_balance_free(&b);
+    }
+}
+
+static void ring_lookup_walks_past_an_unavailable_owner(void)
+{
+    keel_balance_t b;
+    init(&b, KEEL_BALANCE_RING, 16);
+    set_nodes(&b, 30, NULL, 10);
+    record_owners(&b);
+    keel_balance_set_state(&b, 6, true, true);
+    long wrong;
+    double moved = moved_fraction(&b, 0, node_id(30, 6), &wrong);
+    KT_EQ_INT(wrong, 0);
+    KT_CHECK(moved > 0.05 && moved < 0.15);
+    keel_balance_free(&b);
+}
+
+int main(void)
+{
+    KT_RUN(smooth_wrr_gives_nginx_sequence_for_5_1_1);
+    KT_RUN(weighted_rr_matches_weights_over_a_million_picks);
+    KT_RUN(random_and_p2c_spread_evenly_over_a_million_picks);
+    KT_RUN(p2c_sends_less_to_a_slow_endpoint_than_round_robin);
+    KT_RUN(every_policy_skips_unavailable_and_reports_empty);
+    KT_RUN(endpoint_updates_keep_inflight_counts_and_flags);
+    KT_RUN(hash_keeps_keys_of_healthy_endpoints_in_place);
+    KT_RUN(ring_remaps_about_one_nth_on_join_and_leave);
+    KT_RUN(ring_spreads_keys_near_fair_with_virtual_nodes);
+    KT_RUN(maglev_remaps_little_beyond_ideal_on_one_removal);
+    KT_RUN(ring_lookup_walks_past_an_unavailable_owner);
+    return kt_done();
+}
