@@ -1,0 +1,82 @@
+/* bytes.h - little-endian integer encoding and a bounds-checked reader for binary formats. */
+#ifndef KEEL_BASE_BYTES_H
+#define KEEL_BASE_BYTES_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/*
+ * keel's on-disk and on-wire formats are little-endian (the only hosts we
+ * target). The reader never reads past its end: a short read sets `bad` and
+ * yields zeros, so a decoder checks `bad` once at the end instead of after
+ * every field, and a truncated input can never become an out-of-bounds read.
+ */
+static inline void keel_put_u32(uint8_t *p, uint32_t v)
+{
+    memcpy(p, &v, 4);
+}
+
+static inline void keel_put_u64(uint8_t *p, uint64_t v)
+{
+    memcpy(p, &v, 8);
+}
+
+static inline uint32_t keel_get_u32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static inline uint64_t keel_get_u64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+typedef struct keel_rd {
+    const uint8_t *p;
+    size_t left;
+    int bad; /* set by any read past the end */
+} keel_rd_t;
+
+static inline void keel_rd_init(keel_rd_t *r, const void *data, size_t len)
+{
+    r->p = data;
+    r->left = len;
+    r->bad = 0;
+}
+
+static inline const uint8_t *keel_rd_bytes(keel_rd_t *r, size_t n)
+{
+    if (r->bad || n > r->left) {
+        r->bad = 1;
+        return NULL;
+    }
+    const uint8_t *p = r->p;
+    r->p += n;
+    r->left -= n;
+    return p;
+}
+
+static inline uint8_t keel_rd_u8(keel_rd_t *r)
+{
+    const uint8_t *p = keel_rd_bytes(r, 1);
+    return p ? p[0] : 0;
+}
+
+static inline uint32_t keel_rd_u32(keel_rd_t *r)
+{
+    const uint8_t *p = keel_rd_bytes(r, 4);
+    return p ? keel_get_u32(p) : 0;
+}
+
+static inline uint64_t keel_rd_u64(keel_rd_t *r)
+{
+    const uint8_t *p = keel_rd_bytes(r, 8);
+    return p ? keel_get_u64(p) : 0;
+}
+
+#endif

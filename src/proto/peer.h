@@ -1,0 +1,77 @@
+/* peer.h - keel server peer messages: Raft traffic and follower-to-leader forwarding. */
+#ifndef KEEL_PROTO_PEER_H
+#define KEEL_PROTO_PEER_H
+
+#include "base/buf.h"
+#include "base/err.h"
+#include "core/raft/raft.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * Each peer message is one frame (proto/frame.h) whose type byte is a
+ * keel_peer_type_t. Payloads are little-endian:
+ *
+ *   HELLO        u64 cluster_id | u64 from | u64 to      first frame on every connection
+ *   RAFT         u8 msg type | u64 from,to,term,index,log_term,commit,ctx,hint_index,
+ *                hint_term | u8 reject | u8 transfer | u32 entries_n |
+ *                entries_n x (u64 term | u64 index | u32 type | u32 len | len bytes)
+ *   FWD_PROPOSE  u64 req_id | the command entry bytes (core/kv format)
+ *   FWD_REPLY    u64 req_id | u8 status | reply bytes (RESP, for status OK)
+ *   FWD_READ     u64 req_id
+ *   FWD_READ_OK  u64 req_id | u8 status | u64 read index
+ *
+ * A follower forwards a client's write to the leader with FWD_PROPOSE and
+ * relays the FWD_REPLY; for a linearizable read it asks the leader for a
+ * ReadIndex with FWD_READ, waits until it has applied that index, and serves
+ * the read from its own state (the etcd follower-read scheme).
+ */
+typedef enum keel_peer_type {
+    KEEL_PEER_HELLO = 1,
+    KEEL_PEER_RAFT = 2,
+    KEEL_PEER_FWD_PROPOSE = 3,
+    KEEL_PEER_FWD_REPLY = 4,
+    KEEL_PEER_FWD_READ = 5,
+    KEEL_PEER_FWD_READ_OK = 6,
+} keel_peer_type_t;
+
+typedef enum keel_peer_status {
+    KEEL_PEER_OK = 0,
+    KEEL_PEER_NOT_LEADER = 1, /* the receiver is not (or no longer) the leader: retry */
+    KEEL_PEER_FAILED = 2,     /* the leader could not take it (full, too big): reply error */
+} keel_peer_status_t;
+
+/* Entries per RAFT message a decoder accepts (the sender's msg_entries_max is lower). */
+#define KEEL_PEER_ENTRIES_MAX 65536u
+
+typedef struct keel_peer_hello {
+    uint64_t cluster_id, from, to;
+} keel_peer_hello_t;
+
+typedef struct keel_peer_fwd {
+    uint64_t req_id;
+    uint8_t status;
+    uint64_t index;       /* FWD_READ_OK */
+    const uint8_t *bytes; /* FWD_PROPOSE entry / FWD_REPLY reply, borrowed from the payload */
+    size_t bytes_len;
+} keel_peer_fwd_t;
+
+int keel_peer_encode_hello(keel_buf_t *out, const keel_peer_hello_t *h);
+int keel_peer_decode_hello(const uint8_t *p, size_t n, keel_peer_hello_t *h);
+
+/* Appends one whole RAFT frame for m. */
+int keel_peer_encode_raft(keel_buf_t *out, const keel_raft_msg_t *m);
+/*
+ * Decodes a RAFT payload into m. Entries go into *scratch (grown with realloc,
+ * owned by the caller, reused across calls); their data points into p. So m is
+ * valid while p and *scratch are. KEEL_EPROTO on any malformed field.
+ */
+int keel_peer_decode_raft(const uint8_t *p, size_t n, keel_raft_msg_t *m,
+                          keel_raft_entry_t **scratch, size_t *scratch_cap);
+
+/* FWD_* frames: type says which fields are written/read. */
+int keel_peer_encode_fwd(keel_buf_t *out, keel_peer_type_t type, const keel_peer_fwd_t *f);
+int keel_peer_decode_fwd(keel_peer_type_t type, const uint8_t *p, size_t n, keel_peer_fwd_t *f);
+
+#endif
