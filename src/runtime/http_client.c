@@ -1,0 +1,597 @@
+/* http_client.c - HTTP/1.1 client on libuv: per host:port keep-alive pools, deadlines, clear
+ * errors. */
+#include "runtime/http_client.h"
+
+#include "runtime/tcp.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define READ_CHUNK_BYTES (16u * 1024u)
+#define HOST_PORT_BYTES_MAX 64
+
+typedef struct keel__http_conn keel__http_conn_t;
+
+enum conn_state { C_CONNECTING, C_BUSY, C_IDLE };
+
+struct keel__http_conn {
+    uv_tcp_t tcp; /* first */
+    keel__http_pool_t *pool;
+    keel__http_conn_t *prev, *next; /* pool's list of all connections */
+    keel__http_call_t *call;        /* in progress, or NULL */
+    uv_connect_t creq;
+    uv_write_t wreq;
+    keel_http_parser_t parser;
+    keel_http_msg_t msg;
+    keel_buf_t in;
+    keel_ms_t idle_since_ms;
+    int state;
+    bool got_bytes; /* any response byte for the current call */
+    bool reused;    /* the current call runs on a pooled connection */
+    bool closing;
+};
+
+struct keel__http_pool {
+    keel__http_pool_t *next;
+    keel_http_client_t *cli;
+    char host_port[HOST_PORT_BYTES_MAX];
+    struct sockaddr_storage addr;
+    keel__http_conn_t *conns; /* all connections of this pool */
+    size_t conns_count, idle_count;
+    keel__http_call_t *queue_head, *queue_tail;
+    size_t queue_count;
+};
+
+struct keel__http_call {
+    keel__http_call_t *all_next;  /* client's list of every call object */
+    keel__http_call_t *free_next; /* free list */
+    keel__http_call_t *queue_next;
+    keel_http_client_t *cli;
+    keel__http_pool_t *pool;
+    keel__http_conn_t *conn;
+    keel_timer_t timer; /* the deadline; inited once, closed at client close */
+    keel_buf_t bytes;   /* the serialized request */
+    keel_http_client_cb cb;
+    void *data;
+    int method;
+    bool active;
+    bool queued;
+    bool retried;
+};
+
+keel_http_client_config_t keel_http_client_config_default(void)
+{
+    keel_http_client_config_t cfg = {
+        .limits = keel_http_limits_default(),
+        .conns_per_host_max = 64,
+        .idle_per_host_max = 16,
+        .queue_per_host_max = 1024,
+        .hosts_max = 256,
+        .idle_timeout_ms = 30000,
+    };
+    cfg.limits.body_bytes_max = 16 * 1024 * 1024;
+    return cfg;
+}
+
+int keel_http_client_config_validate(const keel_http_client_config_t *cfg, keel_errmsg_t *msg)
+{
+    int rc = keel_http_limits_validate(&cfg->limits, msg);
+    if (rc != 0)
+        return rc;
+    if (cfg->conns_per_host_max < 1 || cfg->hosts_max < 1)
+        return keel_errf(msg, KEEL_EINVAL, "conns_per_host_max and hosts_max must be >= 1");
+    if (cfg->idle_per_host_max > cfg->conns_per_host_max)
+        return keel_errf(msg, KEEL_EINVAL, "idle_per_host_max over conns_per_host_max");
+    if (cfg->idle_timeout_ms <= 0)
+        return keel_errf(msg, KEEL_EINVAL, "idle_timeout_ms must be > 0");
+    return 0;
+}
+
+static void on_sweep(keel_timer_t *t, void *data);
+
+int keel_http_client_init(keel_http_client_t *cli, keel_loop_t *loop,
+                          const keel_http_client_config_t *cfg, keel_errmsg_t *msg)
+{
+    memset(cli, 0, sizeof(*cli));
+    int rc = keel_http_client_config_validate(cfg, msg);
+    if (rc != 0)
+        return rc;
+    cli->loop = loop;
+    cli->cfg = *cfg;
+    keel_timer_init(loop, &cli->sweep);
+    cli->handles_open = 1;
+    keel_ms_t every_ms = keel_ms_max(10, keel_ms_min(1000, cfg->idle_timeout_ms / 4));
+    keel_timer_start(&cli->sweep, every_ms, every_ms, on_sweep, cli);
+    uv_unref((uv_handle_t *)&cli->sweep.uv); /* idle pools must not keep the loop alive */
+    return 0;
+}
+
+/* ---- connections --------------------------------------------------------------------------- */
+
+static void pump(keel__http_pool_t *pool);
+static void finish(keel__http_call_t *call, int err, const keel_http_msg_t *resp);
+static void maybe_done(keel_http_client_t *cli);
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    keel__http_conn_t *c = (keel__http_conn_t *)h;
+    keel__http_pool_t *pool = c->pool;
+    keel_http_client_t *cli = pool->cli;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        pool->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    pool->conns_count--;
+    if (c->state == C_IDLE)
+        pool->idle_count--;
+    keel_http_msg_free(&c->msg);
+    keel_buf_free(&c->in);
+    free(c);
+    cli->handles_open--;
+    if (cli->closing)
+        maybe_done(cli);
+    else
+        pump(pool);
+}
+
+static void conn_close(keel__http_conn_t *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+}
+
+static bool idempotent(int method)
+{
+    return method == HTTP_GET || method == HTTP_HEAD || method == HTTP_PUT ||
+           method == HTTP_DELETE || method == HTTP_OPTIONS;
+}
+
+static void assign(keel__http_call_t *call, bool fresh_only);
+
+/* The connection failed while carrying its call: retry once if that is safe, else report err. */
+static void conn_fail(keel__http_conn_t *c, int err)
+{
+    keel__http_call_t *call = c->call;
+    c->call = NULL;
+    conn_close(c);
+    if (call == NULL)
+        return;
+    call->conn = NULL;
+    if (c->reused && !c->got_bytes && !call->retried && idempotent(call->method) &&
+        !call->cli->closing) {
+        call->retried = true;
+        call->cli->stats.retries++;
+        assign(call, true);
+        return;
+    }
+    finish(call, err, NULL);
+}
+
+static void release(keel__http_conn_t *c, bool keep)
+{
+    keel__http_pool_t *pool = c->pool;
+    c->call = NULL;
+    if (!keep || pool->cli->closing || pool->idle_count >= pool->cli->cfg.idle_per_host_max) {
+        conn_close(c);
+        return;
+    }
+    c->state = C_IDLE;
+    c->idle_since_ms = keel_loop_now_ms(pool->cli->loop);
+    pool->idle_count++;
+    pump(pool);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    keel__http_conn_t *c = (keel__http_conn_t *)h;
+    if (keel_buf_reserve(&c->in, READ_CHUNK_BYTES) != 0) {
+        *buf = uv_buf_init(NULL, 0);
+        return;
+    }
+    *buf = uv_buf_init((char *)keel_buf_wptr(&c->in), (unsigned)(c->in.cap - c->in.len));
+}
+
+static int parse_error(const keel_http_parser_t *p)
+{
+    return p->error_code == KEEL_ETOOBIG ? KEEL_ETOOBIG : KEEL_EPROTO;
+}
+
+static void on_response(keel__http_conn_t *c)
+{
+    keel__http_call_t *call = c->call;
+    bool keep = c->msg.keep_alive && keel_buf_unread(&c->in) == 0;
+    call->conn = NULL;
+    c->call = NULL;
+    /* Pool first so the callback's next request can reuse this connection: c->msg stays intact
+     * until the next response byte is parsed, which cannot happen before the callback returns,
+     * and a closed connection's memory lives until its close callback. */
+    release(c, keep);
+    finish(call, 0, &c->msg);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    keel__http_conn_t *c = (keel__http_conn_t *)s;
+    if (nread == 0 || c->closing)
+        return;
+    if (c->state != C_BUSY || c->call == NULL) { /* idle: the server closed or misbehaved */
+        conn_close(c);
+        return;
+    }
+    if (nread < 0) {
+        int ev = nread == UV_EOF ? keel_http_parser_finish(&c->parser, &c->msg) : KEEL_HTTP_ERROR;
+        if (ev == KEEL_HTTP_MESSAGE) {
+            c->msg.keep_alive = false;
+            on_response(c);
+        } else {
+            conn_fail(c, nread == UV_EOF ? KEEL_ECONNRESET : keel_uv_err((int)nread));
+        }
+        return;
+    }
+    c->got_bytes = true;
+    keel_buf_commit(&c->in, (size_t)nread);
+    size_t used = 0;
+    int ev = keel_http_parser_feed(&c->parser, &c->msg, keel_buf_rptr(&c->in),
+                                   keel_buf_unread(&c->in), &used);
+    keel_buf_consume(&c->in, used);
+    if (ev == KEEL_HTTP_ERROR) {
+        int err = parse_error(&c->parser);
+        c->got_bytes = true; /* never retry after a bad response */
+        conn_fail(c, err);
+    } else if (ev == KEEL_HTTP_MESSAGE) {
+        on_response(c);
+    }
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    keel__http_conn_t *c = req->data;
+    if (status != 0 && !c->closing)
+        conn_fail(c, keel_uv_err(status));
+}
+
+static void send_call(keel__http_conn_t *c, keel__http_call_t *call)
+{
+    c->call = call;
+    call->conn = c;
+    c->state = C_BUSY;
+    c->got_bytes = false;
+    keel_buf_reset(&c->in);
+    keel_http_parser_init(&c->parser, KEEL_HTTP_RESPONSE, &call->cli->cfg.limits);
+    keel_http_parser_expect_no_body(&c->parser, call->method == HTTP_HEAD);
+    uv_buf_t b =
+        uv_buf_init((char *)keel_buf_rptr(&call->bytes), (unsigned)keel_buf_unread(&call->bytes));
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (n == (int)b.len)
+        return;
+    if (n < 0 && n != UV_EAGAIN) {
+        conn_fail(c, keel_uv_err(n));
+        return;
+    }
+    if (n > 0) {
+        b.base += n;
+        b.len -= (size_t)n;
+    }
+    c->wreq.data = c;
+    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (rc != 0)
+        conn_fail(c, keel_uv_err(rc));
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    keel__http_conn_t *c = req->data;
+    if (c->closing)
+        return;
+    if (status != 0) {
+        c->reused = false;
+        conn_fail(c, keel_uv_err(status));
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+        conn_fail(c, KEEL_EIO);
+        return;
+    }
+    keel__http_call_t *call = c->call;
+    if (call == NULL) { /* its call timed out while connecting: keep the connection */
+        c->state = C_BUSY;
+        release(c, true);
+        return;
+    }
+    send_call(c, call);
+}
+
+static keel__http_conn_t *conn_open(keel__http_pool_t *pool)
+{
+    keel_http_client_t *cli = pool->cli;
+    keel__http_conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->pool = pool;
+    uv_tcp_init(&cli->loop->uv, &c->tcp);
+    keel_http_msg_init(&c->msg);
+    keel_buf_init(&c->in, cli->cfg.limits.headers_bytes_max + cli->cfg.limits.body_bytes_max +
+                              2 * READ_CHUNK_BYTES);
+    c->state = C_CONNECTING;
+    c->next = pool->conns;
+    if (pool->conns)
+        pool->conns->prev = c;
+    pool->conns = c;
+    pool->conns_count++;
+    cli->handles_open++;
+    cli->stats.connects++;
+    c->creq.data = c;
+    int rc = uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&pool->addr, on_connect);
+    if (rc != 0) {
+        conn_close(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* ---- calls ------------------------------------------------------------------------------- */
+
+static void queue_remove(keel__http_call_t *call)
+{
+    keel__http_pool_t *pool = call->pool;
+    keel__http_call_t **pp = &pool->queue_head, *prev = NULL;
+    while (*pp && *pp != call) {
+        prev = *pp;
+        pp = &(*pp)->queue_next;
+    }
+    assert(*pp == call);
+    *pp = call->queue_next;
+    if (pool->queue_tail == call)
+        pool->queue_tail = prev;
+    pool->queue_count--;
+    call->queued = false;
+    call->queue_next = NULL;
+}
+
+static void finish(keel__http_call_t *call, int err, const keel_http_msg_t *resp)
+{
+    keel_http_client_t *cli = call->cli;
+    assert(call->active);
+    keel_timer_stop(&call->timer);
+    if (call->queued)
+        queue_remove(call);
+    call->active = false;
+    call->conn = NULL;
+    if (err != 0)
+        cli->stats.failures++;
+    keel_http_client_cb cb = call->cb;
+    void *data = call->data;
+    call->free_next = cli->free_calls;
+    cli->free_calls = call;
+    cb(err, resp, data);
+}
+
+static void on_deadline(keel_timer_t *t, void *data)
+{
+    keel__http_call_t *call = data;
+    keel__http_conn_t *c = call->conn;
+    if (c != NULL) {
+        c->call = NULL;
+        call->conn = NULL;
+        if (c->state != C_CONNECTING)
+            conn_close(c); /* a late response must not meet the next request */
+    }
+    finish(call, KEEL_ETIMEDOUT, NULL);
+}
+
+/* Picks a connection for call: pooled (unless fresh_only), new, or the queue. */
+static void assign(keel__http_call_t *call, bool fresh_only)
+{
+    keel__http_pool_t *pool = call->pool;
+    if (!fresh_only) {
+        for (keel__http_conn_t *c = pool->conns; c != NULL; c = c->next) {
+            if (c->state == C_IDLE && !c->closing) {
+                pool->idle_count--;
+                c->reused = true;
+                pool->cli->stats.reuses++;
+                send_call(c, call);
+                return;
+            }
+        }
+    }
+    if (pool->conns_count < pool->cli->cfg.conns_per_host_max) {
+        keel__http_conn_t *c = conn_open(pool);
+        if (c == NULL) {
+            finish(call, KEEL_ENOMEM, NULL);
+            return;
+        }
+        c->reused = false;
+        c->call = call;
+        call->conn = c;
+        return;
+    }
+    call->queued = true;
+    call->queue_next = NULL;
+    if (pool->queue_tail)
+        pool->queue_tail->queue_next = call;
+    else
+        pool->queue_head = call;
+    pool->queue_tail = call;
+    pool->queue_count++;
+}
+
+/* Moves queued calls onto connections that became available. */
+static void pump(keel__http_pool_t *pool)
+{
+    while (pool->queue_head != NULL && !pool->cli->closing &&
+           (pool->idle_count > 0 || pool->conns_count < pool->cli->cfg.conns_per_host_max)) {
+        keel__http_call_t *call = pool->queue_head;
+        queue_remove(call);
+        assign(call, false);
+    }
+}
+
+static keel__http_pool_t *pool_get(keel_http_client_t *cli, const char *host_port, int *err)
+{
+    for (keel__http_pool_t *p = cli->pools; p != NULL; p = p->next)
+        if (strcmp(p->host_port, host_port) == 0)
+            return p;
+    if (strlen(host_port) >= HOST_PORT_BYTES_MAX) {
+        *err = KEEL_EINVAL;
+        return NULL;
+    }
+    if (cli->pools_count >= cli->cfg.hosts_max) {
+        *err = KEEL_EFULL;
+        return NULL;
+    }
+    keel__http_pool_t *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        *err = KEEL_ENOMEM;
+        return NULL;
+    }
+    *err = keel_tcp_parse_addr(host_port, &p->addr, NULL);
+    if (*err != 0) {
+        free(p);
+        return NULL;
+    }
+    strcpy(p->host_port, host_port);
+    p->cli = cli;
+    p->next = cli->pools;
+    cli->pools = p;
+    cli->pools_count++;
+    return p;
+}
+
+static keel__http_call_t *call_get(keel_http_client_t *cli)
+{
+    keel__http_call_t *call = cli->free_calls;
+    if (call != NULL) {
+        cli->free_calls = call->free_next;
+        return call;
+    }
+    call = calloc(1, sizeof(*call));
+    if (call == NULL)
+        return NULL;
+    keel_timer_init(cli->loop, &call->timer);
+    keel_buf_init(&call->bytes, 0);
+    call->cli = cli;
+    call->all_next = cli->calls;
+    cli->calls = call;
+    cli->handles_open++;
+    return call;
+}
+
+int keel_http_client_request(keel_http_client_t *cli, const keel_http_client_request_t *req,
+                             keel_http_client_cb cb, void *data)
+{
+    assert(cb != NULL && req->timeout_ms > 0);
+    if (cli->closing)
+        return KEEL_ECLOSED;
+    int err = 0;
+    keel__http_pool_t *pool = pool_get(cli, req->host_port, &err);
+    if (pool == NULL)
+        return err;
+    if (pool->queue_count >= cli->cfg.queue_per_host_max && pool->idle_count == 0 &&
+        pool->conns_count >= cli->cfg.conns_per_host_max)
+        return KEEL_EBUSY;
+    keel__http_call_t *call = call_get(cli);
+    if (call == NULL)
+        return KEEL_ENOMEM;
+    keel_buf_reset(&call->bytes);
+    int rc = keel_http_write_request(&call->bytes, req->method, req->host_port, req->target,
+                                     req->headers, req->headers_count, req->body, req->body_len, 0);
+    if (rc != 0) {
+        call->free_next = cli->free_calls;
+        cli->free_calls = call;
+        return rc;
+    }
+    call->pool = pool;
+    call->conn = NULL;
+    call->cb = cb;
+    call->data = data;
+    call->method = req->method;
+    call->active = true;
+    call->queued = call->retried = false;
+    cli->stats.requests++;
+    keel_timer_start(&call->timer, req->timeout_ms, 0, on_deadline, call);
+    assign(call, false);
+    return 0;
+}
+
+/* ---- idle sweep and close ---------------------------------------------------------------- */
+
+static void on_sweep(keel_timer_t *t, void *data)
+{
+    keel_http_client_t *cli = data;
+    keel_ms_t now = keel_loop_now_ms(cli->loop);
+    for (keel__http_pool_t *p = cli->pools; p != NULL; p = p->next) {
+        keel__http_conn_t *next;
+        for (keel__http_conn_t *c = p->conns; c != NULL; c = next) {
+            next = c->next;
+            if (c->state == C_IDLE && now - c->idle_since_ms >= cli->cfg.idle_timeout_ms)
+                conn_close(c);
+        }
+    }
+}
+
+size_t keel_http_client_conns(const keel_http_client_t *cli, const char *host_port)
+{
+    for (keel__http_pool_t *p = cli->pools; p != NULL; p = p->next)
+        if (strcmp(p->host_port, host_port) == 0)
+            return p->conns_count;
+    return 0;
+}
+
+static void on_handle_closed(keel_timer_t *t)
+{
+    keel_http_client_t *cli = t->data;
+    cli->handles_open--;
+    maybe_done(cli);
+}
+
+static void maybe_done(keel_http_client_t *cli)
+{
+    if (cli->handles_open > 0)
+        return;
+    while (cli->pools) {
+        keel__http_pool_t *p = cli->pools;
+        cli->pools = p->next;
+        free(p);
+    }
+    while (cli->calls) {
+        keel__http_call_t *c = cli->calls;
+        cli->calls = c->all_next;
+        keel_buf_free(&c->bytes);
+        free(c);
+    }
+    cli->free_calls = NULL;
+    if (cli->done)
+        cli->done(cli, cli->done_data);
+}
+
+void keel_http_client_close(keel_http_client_t *cli,
+                            void (*done)(keel_http_client_t *cli, void *data), void *data)
+{
+    if (cli->closing)
+        return;
+    cli->closing = true;
+    cli->done = done;
+    cli->done_data = data;
+    for (keel__http_call_t *call = cli->calls; call != NULL; call = call->all_next) {
+        if (call->active) {
+            if (call->conn)
+                call->conn->call = NULL;
+            finish(call, KEEL_ECANCELED, NULL);
+        }
+    }
+    for (keel__http_pool_t *p = cli->pools; p != NULL; p = p->next)
+        for (keel__http_conn_t *c = p->conns; c != NULL; c = c->next)
+            conn_close(c);
+    for (keel__http_call_t *call = cli->calls; call != NULL; call = call->all_next) {
+        call->timer.data = cli;
+        keel_timer_close(&call->timer, on_handle_closed);
+    }
+    cli->sweep.data = cli;
+    keel_timer_close(&cli->sweep, on_handle_closed);
+}

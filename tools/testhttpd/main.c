@@ -1,0 +1,230 @@
+/* main.c - keel-testhttpd: a small HTTP server on keel's runtime for system tests and benchmarks.
+ */
+#include "base/err.h"
+#include "runtime/http_server.h"
+#include "runtime/loop.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * Routes: GET /health, GET /hello, POST /echo, GET /slow?ms=N (answered from a
+ * timer, N <= 60000), GET /metrics (the server's counters, Prometheus text).
+ * SIGTERM/SIGINT drain in-flight requests and exit 0. Prints
+ * "listening on HOST:PORT" on stdout once ready (port 0 picks a free one).
+ */
+
+#define SLOW_MS_MAX 60000
+
+static void health(keel_http_req_t *req, void *data)
+{
+    static const char body[] = "{\"status\":\"ok\"}";
+    keel_http_respond_body(req, 200, "application/json", body, sizeof(body) - 1);
+}
+
+static void hello(keel_http_req_t *req, void *data)
+{
+    keel_http_respond_body(req, 200, "text/plain", "hello", 5);
+}
+
+static void echo(keel_http_req_t *req, void *data)
+{
+    size_t ct_len = 0;
+    const char *ct = keel_http_msg_header(req->msg, "content-type", &ct_len);
+    keel_http_header_t h = {.name = "Content-Type",
+                            .name_len = 12,
+                            .value = ct ? ct : "application/octet-stream",
+                            .value_len = ct ? ct_len : 24};
+    keel_http_respond(req, 200, &h, 1, req->msg->body, req->msg->body_len);
+}
+
+/* Pending /slow replies, so a forced drain can release them and the loop can end. */
+typedef struct slow {
+    keel_timer_t timer;
+    keel_http_req_t *req;
+    long ms;
+    struct slow *prev, *next;
+} slow_t;
+
+static slow_t *slow_pending;
+
+static void slow_closed(keel_timer_t *t)
+{
+    free(t);
+}
+
+static void slow_unlink(slow_t *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        slow_pending = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+}
+
+static void slow_fire(keel_timer_t *t, void *data)
+{
+    slow_t *s = data;
+    slow_unlink(s);
+    char body[64];
+    int n = snprintf(body, sizeof(body), "{\"slept_ms\":%ld}", s->ms);
+    keel_http_respond_body(s->req, 200, "application/json", body, (size_t)n);
+    keel_timer_close(&s->timer, slow_closed);
+}
+
+static void slow(keel_http_req_t *req, void *data)
+{
+    keel_loop_t *loop = data;
+    long ms = 100;
+    const char *q = req->msg->query;
+    const char *p = strstr(q, "ms=");
+    if (p != NULL && (p == q || p[-1] == '&'))
+        ms = strtol(p + 3, NULL, 10);
+    if (ms < 0 || ms > SLOW_MS_MAX) {
+        keel_http_respond_error(req, 400, "ms must be in [0, 60000]");
+        return;
+    }
+    slow_t *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        keel_http_respond_error(req, 503, "out of memory");
+        return;
+    }
+    s->req = req;
+    s->ms = ms;
+    s->next = slow_pending;
+    if (slow_pending)
+        slow_pending->prev = s;
+    slow_pending = s;
+    keel_timer_init(loop, &s->timer);
+    keel_timer_start(&s->timer, ms, 0, slow_fire, s);
+}
+
+static void metrics(keel_http_req_t *req, void *data)
+{
+    const keel_http_server_stats_t *st = &req->server->stats;
+    char body[2048];
+    int n =
+        snprintf(body, sizeof(body),
+                 "# TYPE keel_http_connections_accepted_total counter\n"
+                 "keel_http_connections_accepted_total %llu\n"
+                 "# TYPE keel_http_connections_rejected_total counter\n"
+                 "keel_http_connections_rejected_total %llu\n"
+                 "# TYPE keel_http_connections_open gauge\n"
+                 "keel_http_connections_open %zu\n"
+                 "# TYPE keel_http_requests_total counter\n"
+                 "keel_http_requests_total %llu\n"
+                 "# TYPE keel_http_responses_total counter\n"
+                 "keel_http_responses_total{class=\"2xx\"} %llu\n"
+                 "keel_http_responses_total{class=\"4xx\"} %llu\n"
+                 "keel_http_responses_total{class=\"5xx\"} %llu\n"
+                 "# TYPE keel_http_parse_errors_total counter\n"
+                 "keel_http_parse_errors_total %llu\n"
+                 "# TYPE keel_http_timeouts_total counter\n"
+                 "keel_http_timeouts_total %llu\n",
+                 (unsigned long long)st->connections_accepted,
+                 (unsigned long long)st->connections_rejected, req->server->conns_count,
+                 (unsigned long long)st->requests, (unsigned long long)st->responses_by_class[2],
+                 (unsigned long long)st->responses_by_class[4],
+                 (unsigned long long)st->responses_by_class[5],
+                 (unsigned long long)st->parse_errors, (unsigned long long)st->timeouts);
+    keel_http_respond_body(req, 200, "text/plain; version=0.0.4", body, (size_t)n);
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: keel-testhttpd [--listen HOST:PORT] [--read-timeout-ms N]\n"
+                    "       [--idle-timeout-ms N] [--drain-timeout-ms N] [--body-bytes-max N]\n"
+                    "       [--headers-bytes-max N] [--connections-max N]\n");
+}
+
+static int parse_args(int argc, char **argv, const char **listen, keel_http_server_config_t *cfg)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (i + 1 >= argc) {
+            usage();
+            return -1;
+        }
+        const char *v = argv[++i];
+        long long n = strtoll(v, NULL, 10);
+        if (strcmp(a, "--listen") == 0)
+            *listen = v;
+        else if (strcmp(a, "--read-timeout-ms") == 0)
+            cfg->read_timeout_ms = n;
+        else if (strcmp(a, "--idle-timeout-ms") == 0)
+            cfg->idle_timeout_ms = n;
+        else if (strcmp(a, "--drain-timeout-ms") == 0)
+            cfg->drain_timeout_ms = n;
+        else if (strcmp(a, "--body-bytes-max") == 0)
+            cfg->limits.body_bytes_max = (size_t)n;
+        else if (strcmp(a, "--headers-bytes-max") == 0)
+            cfg->limits.headers_bytes_max = (size_t)n;
+        else if (strcmp(a, "--connections-max") == 0)
+            cfg->connections_max = (size_t)n;
+        else {
+            usage();
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void on_stopped(keel_http_server_t *srv, void *data)
+{
+    /* Requests the drain timeout cut off: their clients are gone; answering frees them. */
+    while (slow_pending) {
+        slow_t *s = slow_pending;
+        slow_unlink(s);
+        keel_http_respond_error(s->req, 503, "shutting down");
+        keel_timer_close(&s->timer, slow_closed);
+    }
+    fprintf(stderr, "keel-testhttpd: drained, exiting\n");
+}
+
+static void on_signal(void *data)
+{
+    fprintf(stderr, "keel-testhttpd: shutdown requested, draining\n");
+    keel_http_server_shutdown(data, on_stopped, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    const char *listen = "127.0.0.1:8080";
+    keel_http_server_config_t cfg = keel_http_server_config_default();
+    if (parse_args(argc, argv, &listen, &cfg) != 0)
+        return 2;
+    keel_loop_t loop;
+    keel_http_server_t srv;
+    keel_errmsg_t msg;
+    const keel_http_route_t routes[] = {
+        {HTTP_GET, "/health", health, NULL},   {HTTP_GET, "/hello", hello, NULL},
+        {HTTP_POST, "/echo", echo, NULL},      {HTTP_GET, "/slow", slow, &loop},
+        {HTTP_GET, "/metrics", metrics, NULL},
+    };
+    if (keel_loop_init(&loop) != 0)
+        return 1;
+    int rc =
+        keel_http_server_init(&srv, &loop, &cfg, routes, sizeof(routes) / sizeof(routes[0]), &msg);
+    if (rc == 0)
+        rc = keel_http_server_listen(&srv, listen, &msg);
+    if (rc != 0) {
+        fprintf(stderr, "keel-testhttpd: %s (%s)\n", msg.text, keel_strerror(rc));
+        return 1;
+    }
+    keel_loop_handle_signals(&loop);
+    keel_loop_on_shutdown(&loop, on_signal, &srv);
+    char host[128];
+    snprintf(host, sizeof(host), "%s", listen);
+    char *colon = strrchr(host, ':');
+    if (colon)
+        *colon = 0;
+    printf("listening on %s:%d\n", host, keel_http_server_port(&srv));
+    fflush(stdout);
+    keel_loop_run(&loop);
+    rc = keel_loop_close(&loop);
+    if (rc != 0)
+        fprintf(stderr, "keel-testhttpd: loop closed with handles open\n");
+    return rc == 0 ? 0 : 1;
+}
