@@ -53,6 +53,7 @@ typedef struct pop {
     int64_t call, ret; /* ret == NO_TS_MAX: UNKNOWN, no completion event */
     uint32_t orig;     /* index into the caller's ops[] */
     uint8_t kind;
+    uint8_t opt; /* straddles a window's left cut: took effect before it, or before ret */
 } pop_t;
 
 typedef struct ent {
@@ -79,8 +80,9 @@ typedef struct search {
     int32_t *op_call, *op_ret; /* entry positions per pop; -1: none */
     uint32_t *stk_op;
     int64_t *stk_state;
-    uint32_t *cand; /* scratch: the memo key being built */
-    size_t cap;     /* pops capacity of all arrays above */
+    uint8_t *stk_var; /* 0 placed with its effect, 1 placed as a no-op (optional ops) */
+    uint32_t *cand;   /* scratch: the memo key being built */
+    size_t cap;       /* pops capacity of all arrays above */
     /* memo */
     uint32_t *slots; /* 0 empty, else 1 + index into ments */
     size_t nslots;
@@ -92,6 +94,7 @@ typedef struct search {
     uint64_t steps, states;
     uint32_t stuck_pop; /* UINT32_MAX: none */
     uint32_t stuck_depth;
+    int wild_neq;
 } search_t;
 
 const char *keel_lc_fn_name(keel_lc_fn_t fn)
@@ -149,8 +152,8 @@ static int model_step(const pop_t *p, int64_t st, int64_t *out)
         *out = p->b;
         return 1;
     case P_CAS_NEQ:
-        /* From WILD this over-approximates (WILD stays WILD, not "WILD but != a"):
-         * it can only make a window look linearizable, never the reverse. */
+        /* From WILD this over-approximates (WILD stays WILD, not "WILD but != a");
+         * check_window() redoes such successes exactly. */
         if (st == p->a)
             return 0;
         *out = st;
@@ -172,6 +175,7 @@ static void search_free(search_t *s)
     free(s->op_ret);
     free(s->stk_op);
     free(s->stk_state);
+    free(s->stk_var);
     free(s->cand);
     free(s->slots);
     free(s->ments);
@@ -184,7 +188,7 @@ static int search_reserve(search_t *s, size_t nops)
     if (nops <= s->cap)
         return 0;
     size_t ne = 2 * nops + 1;
-    void *p[9];
+    void *p[10];
     p[0] = realloc(s->pops, nops * sizeof(pop_t));
     if (p[0])
         s->pops = p[0];
@@ -212,7 +216,10 @@ static int search_reserve(search_t *s, size_t nops)
     p[8] = realloc(s->cand, nops * sizeof(uint32_t));
     if (p[8])
         s->cand = p[8];
-    for (int i = 0; i < 9; i++)
+    p[9] = realloc(s->stk_var, nops);
+    if (p[9])
+        s->stk_var = p[9];
+    for (int i = 0; i < 10; i++)
         if (p[i] == NULL)
             return KEEL_ENOMEM;
     s->cap = nops;
@@ -388,8 +395,45 @@ static void note_stuck(search_t *s, uint32_t depth, uint32_t op)
 }
 
 /*
+ * Places op i (variant 0: its effect; 1: as a no-op, only for optional ops)
+ * if the model and the memo allow. Returns 1 placed, 0 not, or a KEEL_E*.
+ */
+static int try_place(search_t *s, uint32_t i, uint8_t variant, int64_t *state, uint32_t *remaining,
+                     uint32_t *sp)
+{
+    int64_t ns = *state;
+    if (variant == 0 && !model_step(&s->pops[i], *state, &ns))
+        return 0;
+    lift(s, i);
+    uint32_t left = *remaining - (s->pops[i].ret != NO_TS_MAX);
+    int fresh = left == 0 ? 1 : memo_visit(s, ns);
+    if (fresh <= 0) {
+        unlift(s, i);
+        return fresh;
+    }
+    s->stk_op[*sp] = i;
+    s->stk_var[*sp] = variant;
+    s->stk_state[(*sp)++] = *state;
+    *state = ns;
+    *remaining = left;
+    return 1;
+}
+
+/* Did the linearization on the stack use a failed-compare cas while the value was still WILD? */
+static int used_neq_on_wild(const search_t *s, uint32_t sp)
+{
+    for (uint32_t j = 0; j < sp; j++)
+        if (s->pops[s->stk_op[j]].kind == P_CAS_NEQ && s->stk_var[j] == 0 &&
+            s->stk_state[j] == WILD)
+            return 1;
+    return 0;
+}
+
+/*
  * The WGL loop over the prepared pops (already in s). Sets *lin to 1 or 0, or
- * returns a negative KEEL_E* (KEEL_ETOOBIG when a limit stops it).
+ * returns a negative KEEL_E* (KEEL_ETOOBIG when a limit stops it). On success
+ * s->wild_neq tells whether the linearization found leaned on WILD being
+ * "anything" for a failed-compare cas (then check_window() retries exactly).
  */
 static int search_run(search_t *s, int64_t init, int *lin)
 {
@@ -413,6 +457,7 @@ static int search_run(search_t *s, int64_t init, int *lin)
             break;
         }
         uint32_t i = s->ent[e].op;
+        int placed = 0;
         if (s->ent[e].is_ret) { /* op i can no longer be placed: undo the last choice */
             note_stuck(s, sp, i);
             if (sp == 0) {
@@ -423,30 +468,21 @@ static int search_run(search_t *s, int64_t init, int *lin)
             state = s->stk_state[sp];
             unlift(s, i);
             remaining += s->pops[i].ret != NO_TS_MAX;
-            e = s->next[s->op_call[i]];
-            continue;
+            if (s->stk_var[sp] == 0 && s->pops[i].opt)
+                placed = try_place(s, i, 1, &state, &remaining, &sp);
+            e = placed ? s->next[s->nent] : s->next[s->op_call[i]];
+        } else {
+            placed = try_place(s, i, 0, &state, &remaining, &sp);
+            if (placed == 0 && s->pops[i].opt)
+                placed = try_place(s, i, 1, &state, &remaining, &sp);
+            e = placed ? s->next[s->nent] : s->next[e];
         }
-        int64_t ns;
-        if (model_step(&s->pops[i], state, &ns)) {
-            lift(s, i);
-            uint32_t left = remaining - (s->pops[i].ret != NO_TS_MAX);
-            int fresh = left == 0 ? 1 : memo_visit(s, ns);
-            if (fresh < 0) {
-                rc = fresh;
-                break;
-            }
-            if (fresh) {
-                s->stk_op[sp] = i;
-                s->stk_state[sp++] = state;
-                state = ns;
-                remaining = left;
-                e = s->next[s->nent];
-                continue;
-            }
-            unlift(s, i);
+        if (placed < 0) {
+            rc = placed;
+            break;
         }
-        e = s->next[e];
     }
+    s->wild_neq = rc == 0 && *lin && init == WILD && used_neq_on_wild(s, sp);
     s->states = s->nments;
     return rc;
 }
@@ -494,9 +530,12 @@ static void prune_unobservable(search_t *s, int64_t *vals)
 /*
  * Fills s->pops with the ops of one key (idx[0..m) into ops) as seen in the
  * time window [lo, hi]: ops invoked after hi are dropped; ops that completed
- * before lo are absorbed into the (then unknown) initial value; ops that
- * straddle lo or complete after hi may or may not have taken effect inside the
- * window, so they become UNKNOWN. lo = INT64_MIN, hi = INT64_MAX: the whole key.
+ * before lo are absorbed into the (then unknown) initial value; ops still
+ * running at hi may or may not have taken effect by hi, so they become
+ * UNKNOWN; ops that straddle lo took effect before lo or inside the window
+ * before they completed, so they are "optional": placed with their effect or
+ * as a no-op, before their completion. lo = INT64_MIN, hi = INT64_MAX: the
+ * whole key. Each rule is exact, which makes window failure monotone.
  */
 static void prepare(search_t *s, const keel_lc_op_t *ops, const uint32_t *idx, size_t m, int64_t lo,
                     int64_t hi, int64_t *scratch)
@@ -509,10 +548,11 @@ static void prepare(search_t *s, const keel_lc_op_t *ops, const uint32_t *idx, s
         int unknown = o->outcome == KEEL_LC_UNKNOWN;
         if (!unknown && o->complete_ts < lo)
             continue;
-        if (!unknown && (o->complete_ts > hi || o->invoke_ts < lo))
+        if (!unknown && o->complete_ts > hi)
             unknown = 1;
         pop_t p = {.call = o->invoke_ts, .ret = unknown ? NO_TS_MAX : o->complete_ts};
         p.orig = idx[j];
+        p.opt = !unknown && o->invoke_ts < lo;
         if (o->fn == KEEL_LC_READ) {
             if (unknown)
                 continue;
@@ -551,14 +591,59 @@ typedef struct keyctx {
     keel_lc_result_t *out;
 } keyctx_t;
 
-/* Checks the key's ops inside [lo, hi]; *lin = 1/0, or a negative KEEL_E*. */
-static int check_window(keyctx_t *k, int64_t lo, int64_t hi, int *lin)
+static int run_counted(keyctx_t *k, int64_t init, int *lin)
 {
-    prepare(k->s, k->ops, k->idx, k->m, lo, hi, k->scratch);
-    int rc = search_run(k->s, lo == INT64_MIN ? 0 : WILD, lin);
+    int rc = search_run(k->s, init, lin);
     k->out->steps += k->s->steps;
     k->out->states += k->s->states;
     return rc;
+}
+
+static size_t uniq_i64(int64_t *v, size_t n);
+
+/*
+ * "Some initial value", exactly: tries each value the window mentions and
+ * one value it does not (all unmentioned values behave alike).
+ */
+static int check_each_initial(keyctx_t *k, int *lin)
+{
+    const search_t *s = k->s;
+    int64_t *v = malloc((2 * (size_t)s->npops + 1) * sizeof(int64_t));
+    if (v == NULL)
+        return KEEL_ENOMEM;
+    size_t nv = 0;
+    for (uint32_t i = 0; i < s->npops; i++) {
+        v[nv++] = s->pops[i].a;
+        if (s->pops[i].kind == P_CAS || s->pops[i].kind == P_UCAS)
+            v[nv++] = s->pops[i].b;
+    }
+    nv = uniq_i64(v, nv);
+    int64_t fresh = 1;
+    for (size_t j = 0; j < nv; j++)
+        fresh += v[j] == fresh;
+    v[nv++] = fresh;
+    int rc = 0;
+    *lin = 0;
+    for (size_t j = 0; j < nv && rc == 0 && !*lin; j++)
+        rc = run_counted(k, v[j], lin);
+    free(v);
+    return rc;
+}
+
+/*
+ * Checks the key's ops inside [lo, hi]; *lin = 1/0, or a negative KEEL_E*.
+ * From a cut (lo > INT64_MIN) the register starts as WILD, which binds to
+ * the first value an op needs. That is exact except for a failed-compare cas
+ * met while still WILD (WILD cannot remember "!= expect"), so a success that
+ * used one is re-checked value by value.
+ */
+static int check_window(keyctx_t *k, int64_t lo, int64_t hi, int *lin)
+{
+    prepare(k->s, k->ops, k->idx, k->m, lo, hi, k->scratch);
+    int rc = run_counted(k, lo == INT64_MIN ? 0 : WILD, lin);
+    if (rc < 0 || !*lin || !k->s->wild_neq)
+        return rc;
+    return check_each_initial(k, lin);
 }
 
 static size_t uniq_i64(int64_t *v, size_t n)
