@@ -1,0 +1,51 @@
+/* raftlog.h - the Raft log and hard state kept durable in the write-ahead log. */
+#ifndef KEEL_SERVER_RAFTLOG_H
+#define KEEL_SERVER_RAFTLOG_H
+
+#include "core/raft/raft.h"
+#include "runtime/wal.h"
+
+/*
+ * WAL record types:
+ *   ENTRY      u64 term | u64 index | u32 type | u32 reserved (0) | data
+ *   HARDSTATE  u64 term | u64 vote | u64 commit
+ * An ENTRY whose index is at or below the last one replayed replaces the log
+ * from that index on (a follower's conflict truncation, thesis §3.5), so the
+ * WAL never needs rewriting in place. An ENTRY that would leave a gap is
+ * corruption.
+ *
+ * Group commit: append() buffers into the WAL's pending group; the driver runs
+ * sync_start, sync_run (any thread), sync_finish, and sync_finish reports the
+ * last (index, term) of the entries that group made durable, for
+ * keel_raft_persisted(). Hard-state-only groups report index 0.
+ */
+typedef struct keel_raftlog keel_raftlog_t;
+
+enum { KEEL_RAFTLOG_REC_ENTRY = 1, KEEL_RAFTLOG_REC_HARDSTATE = 2 };
+
+/*
+ * Opens DIR and replays it into *restore (entries owned by the raftlog until
+ * keel_raftlog_drop_restore or close). KEEL_ECORRUPT with a message on a bad log.
+ */
+int keel_raftlog_open(keel_raftlog_t **out, const char *dir, const keel_wal_config_t *cfg,
+                      keel_raft_restore_t *restore, keel_errmsg_t *msg);
+/* Frees the replayed entries once the Raft core has copied them. */
+void keel_raftlog_drop_restore(keel_raftlog_t *rl);
+void keel_raftlog_close(keel_raftlog_t *rl);
+
+/* Buffers a ready's writes: hard state (may be NULL) then entries. */
+int keel_raftlog_append(keel_raftlog_t *rl, const keel_raft_hard_state_t *hs,
+                        const keel_raft_entry_t *entries, size_t n);
+int keel_raftlog_has_pending(const keel_raftlog_t *rl);
+
+int keel_raftlog_sync_start(keel_raftlog_t *rl, int *started);
+void keel_raftlog_sync_run(keel_raftlog_t *rl);
+/* On success *index and *term: last entry made durable by this group (0/0 if none). */
+int keel_raftlog_sync_finish(keel_raftlog_t *rl, uint64_t *index, uint64_t *term,
+                             keel_errmsg_t *msg);
+/* Blocking append + sync, for tests and tools. */
+int keel_raftlog_sync(keel_raftlog_t *rl, uint64_t *index, uint64_t *term, keel_errmsg_t *msg);
+
+keel_wal_t *keel_raftlog_wal(keel_raftlog_t *rl);
+
+#endif

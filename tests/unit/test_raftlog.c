@@ -1,0 +1,125 @@
+/* test_raftlog.c - Raft log persistence: replay, conflict truncation, gaps, group commit marks. */
+#include "ktest.h"
+#include "server/raftlog.h"
+
+#include <stdlib.h>
+
+static void tmpdir(char *out, size_t cap)
+{
+    snprintf(out, cap, "/tmp/keel-test-raftlog-XXXXXX");
+    KT_CHECK(mkdtemp(out) != NULL);
+}
+
+static void rmrf(const char *dir)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    KT_EQ_INT(system(cmd), 0);
+}
+
+static keel_raft_entry_t ent(uint64_t term, uint64_t index, const char *s)
+{
+    return (keel_raft_entry_t){term, index, 0, (uint32_t)strlen(s), (uint8_t *)s};
+}
+
+static void replays_entries_and_the_last_hard_state(void)
+{
+    char dir[64];
+    tmpdir(dir, sizeof(dir));
+    keel_wal_config_t cfg;
+    keel_wal_config_default(&cfg);
+    cfg.segment_bytes = 64 * 1024;
+    cfg.record_bytes_max = 8192;
+    keel_raftlog_t *rl;
+    keel_raft_restore_t rs;
+    keel_errmsg_t m;
+    KT_EQ_INT(keel_raftlog_open(&rl, dir, &cfg, &rs, &m), 0);
+    KT_EQ_INT(rs.entries_n, 0);
+    keel_raft_hard_state_t hs = {1, 1, 0};
+    keel_raft_entry_t e[3] = {ent(1, 1, ""), ent(1, 2, "b"), ent(1, 3, "cc")};
+    e[0].type = 1;
+    KT_EQ_INT(keel_raftlog_append(rl, &hs, e, 3), 0);
+    uint64_t idx, term;
+    KT_EQ_INT(keel_raftlog_sync(rl, &idx, &term, &m), 0);
+    KT_EQ_U64(idx, 3);
+    KT_EQ_U64(term, 1);
+    hs = (keel_raft_hard_state_t){2, 3, 2};
+    KT_EQ_INT(keel_raftlog_append(rl, &hs, NULL, 0), 0);
+    KT_EQ_INT(keel_raftlog_sync(rl, &idx, &term, &m), 0);
+    KT_EQ_U64(idx, 0); /* hard state only */
+    /* a conflict: index 3 rewritten in term 2, then 4 appended */
+    keel_raft_entry_t f[2] = {ent(2, 3, "new3"), ent(2, 4, "four")};
+    KT_EQ_INT(keel_raftlog_append(rl, NULL, f, 2), 0);
+    KT_EQ_INT(keel_raftlog_sync(rl, &idx, &term, &m), 0);
+    KT_EQ_U64(idx, 4);
+    KT_EQ_U64(term, 2);
+    keel_raftlog_close(rl);
+
+    KT_EQ_INT(keel_raftlog_open(&rl, dir, &cfg, &rs, &m), 0);
+    KT_EQ_INT(rs.entries_n, 4);
+    KT_EQ_U64(rs.hard_state.term, 2);
+    KT_EQ_U64(rs.hard_state.vote, 3);
+    KT_EQ_U64(rs.hard_state.commit, 2);
+    KT_EQ_INT(rs.entries[0].type, 1);
+    KT_EQ_INT(rs.entries[0].len, 0);
+    KT_EQ_MEM(rs.entries[1].data, "b", 1);
+    KT_EQ_U64(rs.entries[2].term, 2);
+    KT_EQ_INT(rs.entries[2].len, 4);
+    KT_EQ_MEM(rs.entries[2].data, "new3", 4);
+    KT_EQ_MEM(rs.entries[3].data, "four", 4);
+    keel_raftlog_drop_restore(rl);
+    keel_raftlog_close(rl);
+    rmrf(dir);
+}
+
+static void refuses_a_log_with_a_gap(void)
+{
+    char dir[64];
+    tmpdir(dir, sizeof(dir));
+    keel_wal_config_t cfg;
+    keel_wal_config_default(&cfg);
+    cfg.segment_bytes = 64 * 1024;
+    cfg.record_bytes_max = 8192;
+    keel_raftlog_t *rl;
+    keel_raft_restore_t rs;
+    keel_errmsg_t m;
+    KT_EQ_INT(keel_raftlog_open(&rl, dir, &cfg, &rs, &m), 0);
+    keel_raft_entry_t e[2] = {ent(1, 1, "a"), ent(1, 3, "c")};
+    KT_EQ_INT(keel_raftlog_append(rl, NULL, e, 2), 0);
+    uint64_t idx, term;
+    KT_EQ_INT(keel_raftlog_sync(rl, &idx, &term, &m), 0);
+    keel_raftlog_close(rl);
+    KT_EQ_INT(keel_raftlog_open(&rl, dir, &cfg, &rs, &m), KEEL_ECORRUPT);
+    KT_CHECK(strstr(m.text, "gap") != NULL);
+    rmrf(dir);
+}
+
+static void refuses_a_commit_index_beyond_the_log(void)
+{
+    char dir[64];
+    tmpdir(dir, sizeof(dir));
+    keel_wal_config_t cfg;
+    keel_wal_config_default(&cfg);
+    cfg.segment_bytes = 64 * 1024;
+    cfg.record_bytes_max = 8192;
+    keel_raftlog_t *rl;
+    keel_raft_restore_t rs;
+    keel_errmsg_t m;
+    KT_EQ_INT(keel_raftlog_open(&rl, dir, &cfg, &rs, &m), 0);
+    keel_raft_hard_state_t hs = {1, 1, 5};
+    KT_EQ_INT(keel_raftlog_append(rl, &hs, NULL, 0), 0);
+    uint64_t idx, term;
+    KT_EQ_INT(keel_raftlog_sync(rl, &idx, &term, &m), 0);
+    keel_raftlog_close(rl);
+    KT_EQ_INT(keel_raftlog_open(&rl, dir, &cfg, &rs, &m), KEEL_ECORRUPT);
+    KT_CHECK(strstr(m.text, "commit") != NULL);
+    rmrf(dir);
+}
+
+int main(void)
+{
+    KT_RUN(replays_entries_and_the_last_hard_state);
+    KT_RUN(refuses_a_log_with_a_gap);
+    KT_RUN(refuses_a_commit_index_beyond_the_log);
+    return kt_done();
+}
