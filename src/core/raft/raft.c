@@ -81,9 +81,11 @@ static int restore_log(keel_raft_t *r, const keel_raft_restore_t *rs, keel_errms
     r->term = rs->hard_state.term;
     r->vote = rs->hard_state.vote;
     r->commit = rs->hard_state.commit;
+    /* The commit index is volatile in Raft (thesis §3.8): persisting it only saves
+       re-learning it. A torn write can keep the hard state but lose some of the entries
+       written with it, so a commit beyond the stored log is lowered, not refused. */
     if (r->commit > rs->entries_n)
-        return keel_errf(msg, KEEL_EINVAL, "raft: restored commit %llu beyond last index %zu",
-                         (unsigned long long)r->commit, rs->entries_n);
+        r->commit = rs->entries_n;
     if (rs->applied > r->commit)
         return keel_errf(msg, KEEL_EINVAL, "raft: applied %llu beyond commit %llu",
                          (unsigned long long)rs->applied, (unsigned long long)r->commit);

@@ -1,0 +1,877 @@
+/* sim.c - the simulated world: nodes running the real Raft core, a faulty network and disk,
+   KV clients, and the safety, liveness and linearizability checks. */
+#include "sim.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/rand.h"
+#include "core/lincheck.h"
+
+/*
+ * Fault model (docs/raft.md): everything below is drawn from the run's seed, one
+ * millisecond at a time, in one thread. Messages are lost, duplicated and delayed
+ * (which reorders them); links are cut symmetrically (a split of the nodes into two
+ * sides) or in one direction only; nodes crash (losing every write not yet reported
+ * durable, except that an unreported prefix may have reached the disk, with a torn
+ * last batch) and restart with an empty state machine; a node's disk turns slow; a
+ * node pauses (a GC or SIGSTOP) for up to 1.5 s; the leader is asked to transfer
+ * leadership. After fault_end_ms every fault is healed and the cluster must make
+ * progress within LIVE_MS.
+ */
+#define KEYS 3
+#define CLIENTS 3
+#define RING 48
+#define CLIENT_TIMEOUT_MS 1000
+#define LIVE_MS 10000
+#define LOGCHECK_EVERY_MS 250
+#define NODES_MAX 9
+
+typedef struct payload {
+    uint32_t fn; /* keel_lc_fn_t */
+    uint32_t pad;
+    uint64_t key;
+    int64_t arg, expect;
+    uint64_t op;
+} payload_t;
+
+typedef struct nmsg {
+    keel_raft_msg_t m;
+    keel_raft_entry_t *ents;
+    keel_ms_t at_ms;
+} nmsg_t;
+
+typedef struct dwrite {
+    keel_ms_t done_ms;
+    int has_hs;
+    keel_raft_hard_state_t hs;
+    keel_raft_entry_t *ents;
+    size_t n;
+    nmsg_t *msgs;
+    size_t msgs_n;
+} dwrite_t;
+
+typedef struct pend {
+    uint64_t index, term; /* writes: log position; reads: index once confirmed */
+    uint64_t op;
+    int client, is_read, confirmed;
+} pend_t;
+
+typedef struct node {
+    uint64_t id;
+    keel_raft_t *r; /* NULL while crashed */
+    keel_ms_t restart_at_ms, paused_until_ms, disk_ms_max;
+    /* durable storage */
+    keel_raft_hard_state_t hs;
+    keel_raft_entry_t *log;
+    size_t log_n, log_cap;
+    dwrite_t *wq;
+    size_t wq_n, wq_cap;
+    /* state machine, volatile */
+    int64_t kv[KEYS + 1];
+    uint64_t applied;
+    pend_t *pend;
+    size_t pend_n, pend_cap;
+    keel_raft_role_t role_seen;
+    uint64_t term_seen;
+} node_t;
+
+typedef struct client {
+    uint64_t process;
+    int target, busy, delivered;
+    size_t op;
+    keel_ms_t deadline_ms, next_ms;
+    int64_t seen[KEYS + 1];
+} client_t;
+
+typedef struct committed {
+    uint64_t term, hash;
+} committed_t;
+
+typedef struct world {
+    uint64_t seed;
+    sim_opts_t o;
+    keel_rand_t rnd;
+    int n;
+    node_t nodes[NODES_MAX];
+    nmsg_t *net;
+    size_t net_n, net_cap;
+    int cut[NODES_MAX][NODES_MAX];
+    double p_loss, p_dup, p_fault;
+    keel_ms_t delay_ms_max, now_ms, fault_end_ms;
+    client_t cl[CLIENTS];
+    keel_lc_op_t *hist;
+    size_t hist_n, hist_cap;
+    int64_t ts, next_value;
+    uint64_t next_process;
+    uint64_t *lead_of_term;
+    size_t lot_cap;
+    committed_t *com;
+    size_t com_n, com_cap;
+    uint64_t live_index; /* log index of a write acknowledged after the heal */
+    char ring[RING][160];
+    int ring_pos, ring_n;
+    sim_result_t *res;
+} world_t;
+
+static void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (q == NULL) {
+        fprintf(stderr, "keel-sim: out of memory\n");
+        abort();
+    }
+    return q;
+}
+
+#define GROW(ptr, n, cap)                                                                          \
+    do {                                                                                           \
+        if ((n) == (cap)) {                                                                        \
+            (cap) = (cap) ? (cap)*2 : 16;                                                          \
+            (ptr) = xrealloc((ptr), (cap) * sizeof(*(ptr)));                                       \
+        }                                                                                          \
+    } while (0)
+
+__attribute__((format(printf, 2, 3))) static void event(world_t *w, const char *fmt, ...)
+{
+    char *slot = w->ring[w->ring_pos];
+    int k = snprintf(slot, 160, "%6" PRId64 "ms ", w->now_ms);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(slot + k, (size_t)(160 - k), fmt, ap);
+    va_end(ap);
+    if (w->o.trace)
+        printf("%s\n", slot);
+    w->ring_pos = (w->ring_pos + 1) % RING;
+    if (w->ring_n < RING)
+        w->ring_n++;
+}
+
+__attribute__((format(printf, 2, 3))) static void fail(world_t *w, const char *fmt, ...)
+{
+    if (w->res->failed)
+        return;
+    w->res->failed = 1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(w->res->why, sizeof(w->res->why), fmt, ap);
+    va_end(ap);
+}
+
+static uint64_t entry_hash(const keel_raft_entry_t *e)
+{
+    uint64_t h = 1469598103934665603ULL ^ e->term ^ ((uint64_t)e->type << 60);
+    for (uint32_t i = 0; i < e->len; i++)
+        h = (h ^ e->data[i]) * 1099511628211ULL;
+    return h;
+}
+
+static keel_raft_entry_t *copy_entries(const keel_raft_entry_t *src, size_t n)
+{
+    if (n == 0)
+        return NULL;
+    keel_raft_entry_t *v = xrealloc(NULL, n * sizeof(*v));
+    for (size_t k = 0; k < n; k++) {
+        v[k] = src[k];
+        v[k].data = NULL;
+        if (src[k].len) {
+            v[k].data = xrealloc(NULL, src[k].len);
+            memcpy(v[k].data, src[k].data, src[k].len);
+        }
+    }
+    return v;
+}
+
+static void free_entries(keel_raft_entry_t *v, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        free(v[k].data);
+    free(v);
+}
+
+/* ---- network ------------------------------------------------------------------ */
+
+static void net_put(world_t *w, const keel_raft_msg_t *m, const keel_raft_entry_t *ents)
+{
+    GROW(w->net, w->net_n, w->net_cap);
+    nmsg_t *q = &w->net[w->net_n++];
+    q->m = *m;
+    q->ents = copy_entries(ents, m->entries_n);
+    q->m.entries = q->ents;
+    q->at_ms = w->now_ms + 1 + (keel_ms_t)keel_rand_below(&w->rnd, (uint64_t)w->delay_ms_max);
+}
+
+static void net_send(world_t *w, const keel_raft_msg_t *m)
+{
+    if (keel_rand_chance(&w->rnd, w->p_loss))
+        return;
+    net_put(w, m, m->entries);
+    if (keel_rand_chance(&w->rnd, w->p_dup))
+        net_put(w, m, m->entries);
+}
+
+static void trace_msg(world_t *w, const keel_raft_msg_t *m)
+{
+    if (!w->o.trace)
+        return;
+    printf("%6" PRId64 "ms   %" PRIu64 ">%" PRIu64 " %s t%" PRIu64 " i%" PRIu64 "/%" PRIu64
+           " n%zu c%" PRIu64 "%s\n",
+           w->now_ms, m->from, m->to, keel_raft_msg_type_name(m->type), m->term, m->index,
+           m->log_term, m->entries_n, m->commit, m->reject ? " reject" : "");
+}
+
+static int node_live(const world_t *w, const node_t *nd)
+{
+    return nd->r != NULL && nd->paused_until_ms <= w->now_ms;
+}
+
+static void net_deliver(world_t *w)
+{
+    size_t keep = 0;
+    for (size_t k = 0; k < w->net_n; k++) {
+        nmsg_t *q = &w->net[k];
+        node_t *to = &w->nodes[q->m.to - 1];
+        int hold = q->at_ms > w->now_ms || (to->r != NULL && !node_live(w, to));
+        if (hold) {
+            w->net[keep++] = *q;
+            continue;
+        }
+        if (to->r != NULL && !w->cut[q->m.from - 1][q->m.to - 1]) {
+            trace_msg(w, &q->m);
+            int rc = keel_raft_step(to->r, &q->m);
+            if (rc != 0)
+                fail(w, "step returned %s for %s", keel_err_name(rc),
+                     keel_raft_msg_type_name(q->m.type));
+        }
+        free_entries(q->ents, q->m.entries_n);
+    }
+    w->net_n = keep;
+}
+
+/* ---- disk ------------------------------------------------------------------------ */
+
+static void disk_apply(node_t *nd, dwrite_t *d, size_t entries_n)
+{
+    if (d->has_hs)
+        nd->hs = d->hs;
+    if (entries_n == 0)
+        return;
+    uint64_t first = d->ents[0].index;
+    while (nd->log_n >= first) /* a follower's conflict truncates the stored log */
+        free(nd->log[--nd->log_n].data);
+    for (size_t k = 0; k < entries_n; k++) {
+        GROW(nd->log, nd->log_n, nd->log_cap);
+        nd->log[nd->log_n++] = d->ents[k];
+        d->ents[k].data = NULL;
+    }
+}
+
+static void dwrite_free(dwrite_t *d)
+{
+    free_entries(d->ents, d->n);
+    for (size_t k = 0; k < d->msgs_n; k++)
+        free_entries(d->msgs[k].ents, d->msgs[k].m.entries_n);
+    free(d->msgs);
+}
+
+static void disk_complete(world_t *w, node_t *nd)
+{
+    size_t done = 0;
+    while (done < nd->wq_n && nd->wq[done].done_ms <= w->now_ms) {
+        dwrite_t *d = &nd->wq[done++];
+        disk_apply(nd, d, d->n);
+        for (size_t k = 0; k < d->msgs_n; k++) {
+            net_send(w, &d->msgs[k].m);
+        }
+        if (d->n)
+            keel_raft_persisted(nd->r, d->ents[d->n - 1].index, d->ents[d->n - 1].term);
+        dwrite_free(d);
+    }
+    memmove(nd->wq, nd->wq + done, (nd->wq_n - done) * sizeof(*nd->wq));
+    nd->wq_n -= done;
+}
+
+/* ---- clients and the state machine ---------------------------------------------- */
+
+static void complete(world_t *w, int ci, keel_lc_outcome_t outcome, int64_t result)
+{
+    client_t *c = &w->cl[ci];
+    keel_lc_op_t *op = &w->hist[c->op];
+    op->outcome = outcome;
+    op->result = result;
+    op->complete_ts = ++w->ts;
+    c->busy = 0;
+    c->next_ms = w->now_ms + (keel_ms_t)keel_rand_below(&w->rnd, 20);
+    w->res->ops_ok += outcome == KEEL_LC_OK;
+    if (op->fn == KEEL_LC_READ && outcome == KEEL_LC_OK)
+        c->seen[op->key] = result;
+}
+
+static int waiting_for(const world_t *w, const pend_t *p)
+{
+    return w->cl[p->client].busy && w->cl[p->client].op == p->op;
+}
+
+static void redirect(world_t *w, client_t *c, node_t *nd)
+{
+    uint64_t l = keel_raft_leader(nd->r);
+    c->target = l ? (int)(l - 1) : (int)keel_rand_below(&w->rnd, (uint64_t)w->n);
+}
+
+static void client_issue(world_t *w, int ci)
+{
+    client_t *c = &w->cl[ci];
+    GROW(w->hist, w->hist_n, w->hist_cap);
+    keel_lc_op_t *op = &w->hist[w->hist_n];
+    memset(op, 0, sizeof(*op));
+    uint64_t pick = keel_rand_below(&w->rnd, 10);
+    op->fn = pick < 4 ? KEEL_LC_READ : pick < 8 ? KEEL_LC_WRITE : KEEL_LC_CAS;
+    op->key = 1 + keel_rand_below(&w->rnd, KEYS);
+    op->process = c->process;
+    op->outcome = KEEL_LC_UNKNOWN;
+    if (op->fn != KEEL_LC_READ)
+        op->arg = ++w->next_value;
+    if (op->fn == KEEL_LC_CAS)
+        op->expect = keel_rand_chance(&w->rnd, 0.7)
+                         ? c->seen[op->key]
+                         : (int64_t)keel_rand_below(&w->rnd, (uint64_t)w->next_value);
+    op->invoke_ts = ++w->ts;
+    c->op = w->hist_n++;
+    c->busy = 1;
+    c->delivered = 0;
+    c->deadline_ms = w->now_ms + CLIENT_TIMEOUT_MS;
+    w->res->ops++;
+    node_t *nd = &w->nodes[c->target];
+    if (!node_live(w, nd))
+        return; /* never arrives; the client will time out */
+    c->delivered = 1;
+    pend_t p = {.op = c->op, .client = ci, .is_read = op->fn == KEEL_LC_READ};
+    int rc;
+    if (p.is_read && w->o.stale_reads) { /* no ReadIndex: the lincheck must object */
+        complete(w, ci, KEEL_LC_OK, nd->kv[op->key]);
+        return;
+    }
+    if (p.is_read) {
+        rc = keel_raft_read_index(nd->r, c->op);
+    } else {
+        payload_t pl = {
+            .fn = op->fn, .key = op->key, .arg = op->arg, .expect = op->expect, .op = c->op};
+        rc = keel_raft_propose(nd->r, &pl, sizeof(pl), &p.index);
+        p.term = keel_raft_term(nd->r);
+    }
+    if (rc != 0) { /* refused: definitely not executed */
+        complete(w, ci, KEEL_LC_FAIL, 0);
+        redirect(w, c, nd);
+        return;
+    }
+    GROW(nd->pend, nd->pend_n, nd->pend_cap);
+    nd->pend[nd->pend_n++] = p;
+}
+
+static void clients_step(world_t *w)
+{
+    for (int ci = 0; ci < CLIENTS; ci++) {
+        client_t *c = &w->cl[ci];
+        if (c->busy && w->now_ms >= c->deadline_ms) {
+            /* No answer: the op may or may not have happened (Jepsen's :info), unless it
+               never reached a node. The process is retired; a fresh one continues. */
+            complete(w, ci, c->delivered ? KEEL_LC_UNKNOWN : KEEL_LC_FAIL, 0);
+            w->res->ops_unknown += c->delivered;
+            if (c->delivered)
+                c->process = w->next_process++;
+            c->target = (int)keel_rand_below(&w->rnd, (uint64_t)w->n);
+        }
+        if (!c->busy && w->now_ms >= c->next_ms)
+            client_issue(w, ci);
+    }
+}
+
+static void pend_remove(node_t *nd, size_t k)
+{
+    nd->pend[k] = nd->pend[--nd->pend_n];
+}
+
+static void apply_entry(world_t *w, node_t *nd, const keel_raft_entry_t *e)
+{
+    if (e->index != nd->applied + 1)
+        fail(w, "node %" PRIu64 " applied index %" PRIu64 " after %" PRIu64, nd->id, e->index,
+             nd->applied);
+    nd->applied = e->index;
+    /* State machine safety: every node applies the same entry at an index. */
+    uint64_t h = entry_hash(e);
+    if (e->index <= w->com_n) {
+        committed_t *c = &w->com[e->index - 1];
+        if (c->term != e->term || c->hash != h)
+            fail(w,
+                 "state machine safety: node %" PRIu64 " applied term %" PRIu64 " at index %" PRIu64
+                 ", another node applied term %" PRIu64,
+                 nd->id, e->term, e->index, c->term);
+    } else {
+        GROW(w->com, w->com_n, w->com_cap);
+        w->com[w->com_n++] = (committed_t){e->term, h};
+        w->res->entries_committed++;
+    }
+    int64_t result = 0;
+    if (e->type == KEEL_RAFT_ENTRY_NORMAL && e->len == sizeof(payload_t)) {
+        payload_t pl;
+        memcpy(&pl, e->data, sizeof(pl));
+        if (pl.fn == KEEL_LC_WRITE) {
+            nd->kv[pl.key] = pl.arg;
+        } else if (nd->kv[pl.key] == pl.expect) {
+            nd->kv[pl.key] = pl.arg;
+            result = 1;
+        }
+    }
+    for (size_t k = 0; k < nd->pend_n; k++) {
+        pend_t *p = &nd->pend[k];
+        if (p->is_read || p->index != e->index)
+            continue;
+        if (waiting_for(w, p)) {
+            /* Same index and term means same entry (Log Matching): ours committed.
+               Another term at our index means ours was dropped and never will commit. */
+            int ours = p->term == e->term;
+            complete(w, p->client, ours ? KEEL_LC_OK : KEEL_LC_FAIL, ours ? result : 0);
+            if (ours && w->now_ms > w->fault_end_ms && w->live_index == 0)
+                w->live_index = e->index;
+        }
+        pend_remove(nd, k--);
+    }
+}
+
+static void reads_answer(world_t *w, node_t *nd)
+{
+    for (size_t k = 0; k < nd->pend_n; k++) {
+        pend_t *p = &nd->pend[k];
+        if (!p->is_read || !p->confirmed || p->index > nd->applied)
+            continue;
+        if (waiting_for(w, p))
+            complete(w, p->client, KEEL_LC_OK, nd->kv[w->hist[p->op].key]);
+        pend_remove(nd, k--);
+    }
+}
+
+static void read_state(world_t *w, node_t *nd, const keel_raft_read_state_t *rs)
+{
+    for (size_t k = 0; k < nd->pend_n; k++) {
+        pend_t *p = &nd->pend[k];
+        if (!p->is_read || p->op != rs->ctx)
+            continue;
+        if (rs->ok) {
+            p->confirmed = 1;
+            p->index = rs->index;
+        } else {
+            if (waiting_for(w, p))
+                complete(w, p->client, KEEL_LC_FAIL, 0);
+            pend_remove(nd, k--);
+        }
+    }
+}
+
+/* ---- nodes -------------------------------------------------------------------- */
+
+static void make_config(world_t *w, node_t *nd, keel_raft_config_t *cfg)
+{
+    keel_raft_config_default(cfg);
+    cfg->id = nd->id;
+    cfg->voters_n = (size_t)w->n;
+    for (int i = 0; i < w->n; i++)
+        cfg->voters[i] = (uint64_t)(i + 1);
+    cfg->msg_entries_max = 64;
+    cfg->inflight_msgs_max = 8;
+    cfg->seed = keel_mix64(w->seed * 31 + nd->id + (uint64_t)w->now_ms);
+    cfg->test_break = w->o.brk;
+}
+
+static void node_start(world_t *w, node_t *nd)
+{
+    keel_raft_config_t cfg;
+    make_config(w, nd, &cfg);
+    keel_raft_restore_t rs = {.hard_state = nd->hs, .entries = nd->log, .entries_n = nd->log_n};
+    keel_errmsg_t em;
+    int rc = keel_raft_new(&nd->r, &cfg, &rs, w->now_ms, &em);
+    if (rc != 0) {
+        fail(w, "node %" PRIu64 " cannot restart: %s", nd->id, em.text);
+        return;
+    }
+    memset(nd->kv, 0, sizeof(nd->kv));
+    nd->applied = 0;
+    nd->role_seen = KEEL_RAFT_FOLLOWER;
+    nd->term_seen = nd->hs.term;
+}
+
+/* Crash: volatile state is gone; of the writes not yet reported durable, a prefix may
+   have reached the disk, the last of them torn (hard state and some of its entries). */
+static void node_crash(world_t *w, node_t *nd, keel_ms_t down_ms)
+{
+    size_t reached = (size_t)keel_rand_below(&w->rnd, nd->wq_n + 1);
+    for (size_t k = 0; k < nd->wq_n; k++) {
+        dwrite_t *d = &nd->wq[k];
+        if (k < reached)
+            disk_apply(nd, d, d->n);
+        else if (k == reached && d->n > 0)
+            disk_apply(nd, d, (size_t)keel_rand_below(&w->rnd, d->n + 1));
+        dwrite_free(d);
+    }
+    nd->wq_n = 0;
+    keel_raft_free(nd->r);
+    nd->r = NULL;
+    nd->pend_n = 0;
+    nd->restart_at_ms = w->now_ms + down_ms;
+    w->res->crashes++;
+    event(w, "n%" PRIu64 " CRASH (%zu of its unreported writes reached disk), down %" PRId64 "ms",
+          nd->id, reached, down_ms);
+}
+
+static void node_ready(world_t *w, node_t *nd)
+{
+    keel_raft_ready_t rd;
+    if (!keel_raft_ready(nd->r, &rd))
+        return;
+    for (size_t k = 0; k < rd.msgs_n; k++)
+        net_send(w, &rd.msgs[k]);
+    if (rd.hard_state_changed || rd.entries_n || rd.msgs_after_persist_n) {
+        GROW(nd->wq, nd->wq_n, nd->wq_cap);
+        dwrite_t *d = &nd->wq[nd->wq_n];
+        memset(d, 0, sizeof(*d));
+        keel_ms_t prev = nd->wq_n ? nd->wq[nd->wq_n - 1].done_ms : w->now_ms;
+        keel_ms_t lat = (rd.hard_state_changed || rd.entries_n)
+                            ? (keel_ms_t)keel_rand_below(&w->rnd, (uint64_t)nd->disk_ms_max + 1)
+                            : 0;
+        d->done_ms = keel_ms_max(prev, w->now_ms + lat);
+        d->has_hs = rd.hard_state_changed;
+        d->hs = rd.hard_state;
+        d->ents = copy_entries(rd.entries, rd.entries_n);
+        d->n = rd.entries_n;
+        if (rd.msgs_after_persist_n) {
+            d->msgs = xrealloc(NULL, rd.msgs_after_persist_n * sizeof(*d->msgs));
+            for (size_t k = 0; k < rd.msgs_after_persist_n; k++) {
+                d->msgs[k].m = rd.msgs_after_persist[k];
+                d->msgs[k].ents = copy_entries(rd.msgs_after_persist[k].entries,
+                                               rd.msgs_after_persist[k].entries_n);
+                d->msgs[k].m.entries = d->msgs[k].ents;
+            }
+            d->msgs_n = rd.msgs_after_persist_n;
+        }
+        nd->wq_n++;
+    }
+    for (size_t k = 0; k < rd.committed_n; k++)
+        apply_entry(w, nd, &rd.committed[k]);
+    for (size_t k = 0; k < rd.reads_n; k++)
+        read_state(w, nd, &rd.reads[k]);
+    reads_answer(w, nd);
+    keel_raft_advance(nd->r);
+}
+
+/* ---- checks -------------------------------------------------------------------------- */
+
+static void check_leader(world_t *w, node_t *nd)
+{
+    keel_raft_role_t role = keel_raft_role(nd->r);
+    uint64_t term = keel_raft_term(nd->r);
+    if (role == nd->role_seen && term == nd->term_seen)
+        return;
+    if (role != nd->role_seen)
+        event(w, "n%" PRIu64 " %s t%" PRIu64 " (last %" PRIu64 " commit %" PRIu64 ")", nd->id,
+              keel_raft_role_name(role), term, keel_raft_last_index(nd->r),
+              keel_raft_commit(nd->r));
+    if (term < nd->term_seen)
+        fail(w, "node %" PRIu64 " term went back from %" PRIu64 " to %" PRIu64, nd->id,
+             nd->term_seen, term);
+    nd->role_seen = role;
+    nd->term_seen = term;
+    if (role != KEEL_RAFT_LEADER)
+        return;
+    w->res->leaders++;
+    while (term >= w->lot_cap) {
+        size_t cap = w->lot_cap ? w->lot_cap * 2 : 64;
+        w->lead_of_term = xrealloc(w->lead_of_term, cap * sizeof(uint64_t));
+        memset(w->lead_of_term + w->lot_cap, 0, (cap - w->lot_cap) * sizeof(uint64_t));
+        w->lot_cap = cap;
+    }
+    if (w->lead_of_term[term] != 0 && w->lead_of_term[term] != nd->id)
+        fail(w, "election safety: nodes %" PRIu64 " and %" PRIu64 " both lead term %" PRIu64,
+             w->lead_of_term[term], nd->id, term);
+    w->lead_of_term[term] = nd->id;
+    /* Leader completeness: a new leader holds every entry applied anywhere. */
+    for (uint64_t i = 1; i <= w->com_n; i++) {
+        const keel_raft_entry_t *e = keel_raft_entry_at(nd->r, i);
+        if (e == NULL || e->term != w->com[i - 1].term || entry_hash(e) != w->com[i - 1].hash) {
+            fail(w,
+                 "leader completeness: leader %" PRIu64 " of term %" PRIu64
+                 " lacks committed index %" PRIu64,
+                 nd->id, term, i);
+            return;
+        }
+    }
+}
+
+/* Log matching: if two logs hold an entry with the same index and term, the logs are
+   identical up to it. Checked from the highest such index down. */
+static void check_log_matching(world_t *w)
+{
+    for (int a = 0; a < w->n; a++) {
+        for (int b = a + 1; b < w->n; b++) {
+            keel_raft_t *ra = w->nodes[a].r, *rb = w->nodes[b].r;
+            if (ra == NULL || rb == NULL)
+                continue;
+            uint64_t i = keel_raft_last_index(ra);
+            if (keel_raft_last_index(rb) < i)
+                i = keel_raft_last_index(rb);
+            while (i > 0 && keel_raft_entry_at(ra, i)->term != keel_raft_entry_at(rb, i)->term)
+                i--;
+            for (; i > 0; i--) {
+                const keel_raft_entry_t *x = keel_raft_entry_at(ra, i),
+                                        *y = keel_raft_entry_at(rb, i);
+                if (x->term != y->term || entry_hash(x) != entry_hash(y)) {
+                    fail(w, "log matching: nodes %d and %d differ at index %" PRIu64, a + 1, b + 1,
+                         i);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+static int live_done(world_t *w)
+{
+    if (w->live_index == 0)
+        return 0;
+    for (int i = 0; i < w->n; i++)
+        if (w->nodes[i].r == NULL || w->nodes[i].applied < w->live_index)
+            return 0;
+    return 1;
+}
+
+/* ---- faults ------------------------------------------------------------------------ */
+
+static node_t *leader_node(world_t *w)
+{
+    for (int i = 0; i < w->n; i++)
+        if (w->nodes[i].r && keel_raft_role(w->nodes[i].r) == KEEL_RAFT_LEADER)
+            return &w->nodes[i];
+    return NULL;
+}
+
+static void fault(world_t *w)
+{
+    int i = (int)keel_rand_below(&w->rnd, (uint64_t)w->n);
+    node_t *nd = &w->nodes[i];
+    switch (keel_rand_below(&w->rnd, 8)) {
+    case 0: { /* symmetric partition: a random split */
+        uint64_t side = keel_rand_u64(&w->rnd);
+        for (int a = 0; a < w->n; a++)
+            for (int b = 0; b < w->n; b++)
+                w->cut[a][b] = ((side >> a) & 1) != ((side >> b) & 1);
+        event(w, "PARTITION sides mask %#" PRIx64, side & ((1u << w->n) - 1));
+        break;
+    }
+    case 1: { /* one-way link cut */
+        int j = (int)keel_rand_below(&w->rnd, (uint64_t)w->n);
+        if (j != i) {
+            w->cut[i][j] = 1;
+            event(w, "CUT %d->%d only", i + 1, j + 1);
+        }
+        break;
+    }
+    case 2:
+        memset(w->cut, 0, sizeof(w->cut));
+        event(w, "HEAL network");
+        break;
+    case 3:
+        if (nd->r)
+            node_crash(w, nd, keel_rand_range(&w->rnd, 10, 800));
+        break;
+    case 4:
+        if (nd->r && nd->paused_until_ms <= w->now_ms) {
+            nd->paused_until_ms = w->now_ms + keel_rand_range(&w->rnd, 100, 1500);
+            event(w, "n%d PAUSE until %" PRId64 "ms", i + 1, nd->paused_until_ms);
+        }
+        break;
+    case 5: {
+        node_t *l = leader_node(w);
+        if (l && l->paused_until_ms <= w->now_ms && l->id != nd->id) {
+            int rc = keel_raft_transfer_leadership(l->r, nd->id);
+            event(w, "TRANSFER n%" PRIu64 " -> n%d: %s", l->id, i + 1, keel_err_name(rc));
+        }
+        break;
+    }
+    case 6:
+        nd->disk_ms_max = keel_rand_chance(&w->rnd, 0.5) ? keel_rand_range(&w->rnd, 20, 150) : 3;
+        event(w, "n%d disk latency up to %" PRId64 "ms", i + 1, nd->disk_ms_max);
+        break;
+    default:
+        w->p_loss = keel_rand_double(&w->rnd) * 0.2;
+        w->p_dup = keel_rand_double(&w->rnd) * 0.1;
+        w->delay_ms_max = keel_rand_range(&w->rnd, 2, 60);
+        event(w, "NET loss %.2f dup %.2f delay <= %" PRId64 "ms", w->p_loss, w->p_dup,
+              w->delay_ms_max);
+        break;
+    }
+}
+
+static void heal_all(world_t *w)
+{
+    memset(w->cut, 0, sizeof(w->cut));
+    w->p_loss = w->p_dup = 0;
+    w->delay_ms_max = 5;
+    for (int i = 0; i < w->n; i++) {
+        w->nodes[i].paused_until_ms = 0;
+        w->nodes[i].disk_ms_max = 3;
+        if (w->nodes[i].r == NULL)
+            w->nodes[i].restart_at_ms = w->now_ms;
+    }
+    event(w, "FAULTS END: network healed, nodes up, disks fast");
+}
+
+/* ---- the run ------------------------------------------------------------------------ */
+
+static void world_init(world_t *w, uint64_t seed, const sim_opts_t *o, sim_result_t *res)
+{
+    memset(w, 0, sizeof(*w));
+    w->seed = seed;
+    w->o = *o;
+    w->res = res;
+    w->n = o->nodes;
+    keel_rand_seed(&w->rnd, seed);
+    w->p_loss = keel_rand_double(&w->rnd) * 0.1;
+    w->p_dup = keel_rand_double(&w->rnd) * 0.05;
+    w->delay_ms_max = keel_rand_range(&w->rnd, 2, 30);
+    w->p_fault = 1.0 / (double)keel_rand_range(&w->rnd, 80, 400);
+    w->fault_end_ms = keel_rand_range(&w->rnd, 1500, 4000);
+    w->next_process = CLIENTS + 1;
+    for (int i = 0; i < w->n; i++) {
+        w->nodes[i].id = (uint64_t)(i + 1);
+        w->nodes[i].disk_ms_max = keel_rand_range(&w->rnd, 0, 10);
+        node_start(w, &w->nodes[i]);
+    }
+    for (int ci = 0; ci < CLIENTS; ci++) {
+        w->cl[ci].process = (uint64_t)(ci + 1);
+        w->cl[ci].target = (int)keel_rand_below(&w->rnd, (uint64_t)w->n);
+        w->cl[ci].next_ms = 300 + (keel_ms_t)keel_rand_below(&w->rnd, 100);
+    }
+}
+
+static void world_free(world_t *w)
+{
+    for (int i = 0; i < w->n; i++) {
+        node_t *nd = &w->nodes[i];
+        keel_raft_free(nd->r);
+        for (size_t k = 0; k < nd->wq_n; k++)
+            dwrite_free(&nd->wq[k]);
+        free(nd->wq);
+        free_entries(nd->log, nd->log_n);
+        free(nd->pend);
+    }
+    for (size_t k = 0; k < w->net_n; k++)
+        free_entries(w->net[k].ents, w->net[k].m.entries_n);
+    free(w->net);
+    free(w->hist);
+    free(w->lead_of_term);
+    free(w->com);
+}
+
+static void world_step(world_t *w)
+{
+    if (w->now_ms < w->fault_end_ms && keel_rand_chance(&w->rnd, w->p_fault))
+        fault(w);
+    if (w->now_ms == w->fault_end_ms)
+        heal_all(w);
+    for (int i = 0; i < w->n; i++) {
+        node_t *nd = &w->nodes[i];
+        if (nd->r == NULL && nd->restart_at_ms <= w->now_ms) {
+            node_start(w, nd);
+            event(w, "n%d RESTART (log %zu, term %" PRIu64 ", commit %" PRIu64 ")", i + 1,
+                  nd->log_n, nd->hs.term, nd->hs.commit);
+        }
+    }
+    net_deliver(w);
+    for (int i = 0; i < w->n; i++) {
+        node_t *nd = &w->nodes[i];
+        if (node_live(w, nd)) {
+            disk_complete(w, nd);
+            keel_raft_tick(nd->r, w->now_ms);
+        }
+    }
+    clients_step(w);
+    for (int i = 0; i < w->n; i++) {
+        node_t *nd = &w->nodes[i];
+        if (node_live(w, nd)) {
+            node_ready(w, nd);
+            check_leader(w, nd);
+        }
+    }
+    if (w->now_ms % LOGCHECK_EVERY_MS == 0)
+        check_log_matching(w);
+}
+
+static int write_history(world_t *w, const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (f == NULL)
+        return -1;
+    for (size_t k = 0; k < w->hist_n; k++) {
+        const keel_lc_op_t *op = &w->hist[k];
+        fprintf(f,
+                "{\"process\":%" PRIu64 ",\"op\":\"%s\",\"key\":%" PRIu64 ",\"arg\":%" PRId64
+                ",\"expect\":%" PRId64 ",\"result\":%" PRId64 ",\"outcome\":\"%s\""
+                ",\"invoke_ts\":%" PRId64 ",\"complete_ts\":%" PRId64 "}\n",
+                op->process, keel_lc_fn_name(op->fn), op->key, op->arg, op->expect, op->result,
+                keel_lc_outcome_name(op->outcome), op->invoke_ts, op->complete_ts);
+    }
+    return fclose(f);
+}
+
+static void check_history(world_t *w)
+{
+    /* ops still in flight at the end are unknown */
+    for (int ci = 0; ci < CLIENTS; ci++)
+        if (w->cl[ci].busy)
+            w->hist[w->cl[ci].op].outcome = KEEL_LC_UNKNOWN;
+    keel_lc_result_t lr;
+    int rc = keel_lincheck(w->hist, w->hist_n, NULL, &lr);
+    if (rc != 0 || lr.verdict < 0)
+        fail(w, "lincheck could not decide: %s (%s)", keel_err_name(rc ? rc : lr.verdict),
+             lr.explain);
+    else if (lr.verdict == 0)
+        fail(w, "linearizability: key %" PRIu64 ": %s", lr.key, lr.explain);
+}
+
+static void print_failure(world_t *w)
+{
+    printf("FAIL seed=%" PRIu64 " nodes=%d: %s\n", w->seed, w->n, w->res->why);
+    printf("  last events:\n");
+    for (int k = 0; k < w->ring_n; k++)
+        printf("    %s\n", w->ring[(w->ring_pos - w->ring_n + k + RING) % RING]);
+    printf("  reproduce: build/keel-sim --nodes %d --seed %" PRIu64 " --trace\n", w->n, w->seed);
+}
+
+int sim_run(uint64_t seed, const sim_opts_t *o, sim_result_t *res)
+{
+    memset(res, 0, sizeof(*res));
+    world_t *w = xrealloc(NULL, sizeof(*w));
+    world_init(w, seed, o, res);
+    keel_ms_t end_ms = w->fault_end_ms + LIVE_MS;
+    for (w->now_ms = 1; w->now_ms < end_ms && !res->failed; w->now_ms++) {
+        world_step(w);
+        if (w->now_ms > w->fault_end_ms && live_done(w))
+            break;
+    }
+    if (!res->failed && w->now_ms >= end_ms)
+        fail(w, "liveness: no write committed and applied everywhere within %d ms of the heal",
+             LIVE_MS);
+    if (!res->failed)
+        check_log_matching(w);
+    if (!res->failed)
+        check_history(w);
+    res->sim_ms = w->now_ms;
+    if (o->history_path && write_history(w, o->history_path) != 0)
+        fprintf(stderr, "keel-sim: cannot write %s\n", o->history_path);
+    if (res->failed)
+        print_failure(w);
+    world_free(w);
+    free(w);
+    return res->failed ? 1 : 0;
+}

@@ -1,0 +1,31 @@
+# tests/sim/tests.cmake - the deterministic Raft simulator (build/keel-sim) and its seed runs.
+file(GLOB KEEL_SIM_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/sim/*.c)
+add_executable(keel-sim ${KEEL_SIM_SOURCES})
+target_link_libraries(keel-sim keel)
+set_target_properties(keel-sim PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})
+
+# Seed ranges, split so that `ctest -j` spreads them over cores. Under ASan+UBSan only a
+# small range runs, to keep that pass fast.
+if(KEEL_SANITIZE)
+  set(KEEL_SIM_RANGES "3:1..100" "5:1..60")
+  set(KEEL_SIM_BITE_SEEDS "1..300")
+else()
+  set(KEEL_SIM_RANGES "3:1..1500" "3:1501..3000" "5:1..1000" "5:1001..2000")
+  set(KEEL_SIM_BITE_SEEDS "1..300")
+endif()
+foreach(r ${KEEL_SIM_RANGES})
+  string(REPLACE ":" ";" parts ${r})
+  list(GET parts 0 nodes)
+  list(GET parts 1 seeds)
+  string(REPLACE ".." "_" tag ${seeds})
+  add_test(NAME sim_${nodes}n_${tag} COMMAND keel-sim --nodes ${nodes} --seeds ${seeds})
+  set_tests_properties(sim_${nodes}n_${tag} PROPERTIES TIMEOUT 600)
+endforeach()
+
+# The checks bite: with a deliberately broken rule, some seed must fail.
+add_test(NAME sim_checks_bite_ack_undurable
+         COMMAND keel-sim --nodes 3 --seeds ${KEEL_SIM_BITE_SEEDS} --break ack-undurable --expect-failure)
+add_test(NAME sim_checks_bite_vote_any_log
+         COMMAND keel-sim --nodes 5 --seeds ${KEEL_SIM_BITE_SEEDS} --break vote-any-log --expect-failure)
+add_test(NAME sim_checks_bite_stale_reads
+         COMMAND keel-sim --nodes 3 --seeds ${KEEL_SIM_BITE_SEEDS} --stale-reads --expect-failure)
