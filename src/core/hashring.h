@@ -17,8 +17,12 @@
  * With k points per node the share of a node has a relative standard
  * deviation of about sqrt((1 - 1/N) / k): 7.5% for k = 160 and N = 10 (the
  * arcs follow a Dirichlet distribution). More points buy evenness at the cost
- * of memory (16 bytes a point) and build time (a sort); lookup is a binary
- * search, O(log(points)).
+ * of memory (16 bytes a point) and build time (a sort).
+ *
+ * Lookup is a binary search, O(log(points)), narrowed first by a prefix
+ * index: index[p] is the first point whose hash has top bits >= p, with
+ * about 4 points per prefix, so the search touches one index word and a
+ * handful of neighbouring points instead of ~18 scattered ones at 300k points.
  *
  * The ring holds positions only; the caller (balance.c) decides what to do
  * when the node at a position is unavailable (walk on clockwise).
@@ -33,9 +37,11 @@ typedef struct keel_hashring {
     keel_hashring_point_t *points; /* sorted by hash, then node */
     uint32_t points_n;
     uint32_t points_max;
+    uint32_t *index;     /* (1 << index_bits) + 1 entries */
+    uint32_t index_bits; /* fixed at init from points_max */
 } keel_hashring_t;
 
-/* Allocates room for points_max points (the only allocation). */
+/* Allocates room for points_max points and their prefix index (the only allocations). */
 int keel_hashring_init(keel_hashring_t *r, uint32_t points_max);
 void keel_hashring_free(keel_hashring_t *r);
 

@@ -368,6 +368,42 @@ static void ring_lookup_walks_past_an_unavailable_owner(void)
     keel_balance_free(&b);
 }
 
+/* The prefix-indexed search agrees with a plain lower bound, at point hashes and around the wrap.
+ */
+static void ring_find_returns_the_first_point_clockwise(void)
+{
+    const uint32_t sizes[] = {1, 3, 10, 1000};
+    for (int s = 0; s < 4; s++) {
+        keel_hashring_t r;
+        KT_EQ_INT(keel_hashring_init(&r, sizes[s] * 40), 0);
+        uint64_t ids[1000];
+        for (uint32_t i = 0; i < sizes[s]; i++)
+            ids[i] = node_id(40, (int)i);
+        KT_EQ_INT(keel_hashring_build(&r, ids, NULL, sizes[s], 40), 0);
+        KT_EQ_INT(keel_hashring_build(&r, ids, NULL, sizes[s], 41), KEEL_ETOOBIG);
+        KT_EQ_INT(r.points_n, sizes[s] * 40);
+        uint64_t keys = sizes[s] >= 1000 ? 2000 : 20000; /* the reference search is linear */
+        for (uint64_t k = 0; k < keys; k++) {
+            uint64_t h = keel_mix64(k);
+            if (k % 4 == 1)
+                h = r.points[k % r.points_n].hash; /* exactly on a point */
+            if (k % 4 == 2)
+                h = r.points[k % r.points_n].hash + 1;
+            if (k == 3)
+                h = UINT64_MAX;
+            if (k == 7)
+                h = 0;
+            uint32_t want = 0;
+            while (want < r.points_n && r.points[want].hash < h)
+                want++;
+            if (want == r.points_n)
+                want = 0;
+            KT_EQ_INT(keel_hashring_find(&r, h), want);
+        }
+        keel_hashring_free(&r);
+    }
+}
+
 int main(void)
 {
     KT_RUN(smooth_wrr_gives_nginx_sequence_for_5_1_1);
@@ -381,5 +417,6 @@ int main(void)
     KT_RUN(ring_spreads_keys_near_fair_with_virtual_nodes);
     KT_RUN(maglev_remaps_little_beyond_ideal_on_one_removal);
     KT_RUN(ring_lookup_walks_past_an_unavailable_owner);
+    KT_RUN(ring_find_returns_the_first_point_clockwise);
     return kt_done();
 }
