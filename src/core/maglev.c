@@ -55,25 +55,31 @@ void keel_maglev_build(keel_maglev_t *m, const uint64_t *ids, const uint8_t *inc
         /* two independent hashes of the id (the paper's h1 and h2) */
         m->offset[i] = keel_mix64(ids[i] ^ 0x6d61676c65763031ull) % size;
         m->skip[i] = keel_mix64(ids[i] ^ 0x6d61676c65763032ull) % (size - 1) + 1;
-        m->next[i] = 0;
+        m->next[i] = m->offset[i];
         in++;
     }
     m->nodes_n = in;
     memset(m->table, 0xff, sizeof(*m->table) * size);
     if (in == 0)
         return;
+    /*
+     * next[i] holds node i's next candidate slot (offset + j * skip mod M);
+     * stepping is an add and a conditional subtract instead of a multiply and a
+     * 64-bit modulo per probe (the table fill takes about M ln M probes).
+     */
     uint64_t filled = 0;
     for (;;) {
         for (uint32_t i = 0; i < n; i++) {
             if (include && !include[i])
                 continue;
-            uint64_t c = (m->offset[i] + m->next[i] * m->skip[i]) % size;
+            uint64_t c = m->next[i];
             while (m->table[c] != KEEL_MAGLEV_NONE) {
-                m->next[i]++;
-                c = (m->offset[i] + m->next[i] * m->skip[i]) % size;
+                c += m->skip[i];
+                c = c >= size ? c - size : c;
             }
             m->table[c] = i;
-            m->next[i]++;
+            c += m->skip[i];
+            m->next[i] = c >= size ? c - size : c;
             if (++filled == size)
                 return;
         }

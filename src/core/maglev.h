@@ -33,7 +33,7 @@ typedef struct keel_maglev {
     uint32_t table_size;
     uint32_t nodes_max;
     uint32_t nodes_n;               /* nodes included in the last build */
-    uint64_t *offset, *skip, *next; /* per node, scratch for builds */
+    uint64_t *offset, *skip, *next; /* per node, scratch for builds (next: next candidate slot) */
 } keel_maglev_t;
 
 /* table_size must be prime and > nodes_max; KEEL_EINVAL or KEEL_ENOMEM. */

@@ -37,14 +37,14 @@ typedef uint64_t (*bench_fn)(void *ctx, uint64_t start, uint64_t n);
 
 static void run(const char *name, bench_fn fn, void *ctx)
 {
-    uint64_t done = 0, batch = 1000, acc = 0;
+    uint64_t done = 0, batch = 1, acc = 0;
     double t0 = now_s(), t = t0;
     while (t - t0 < budget_s && done < ops_max) {
         acc += fn(ctx, done, batch);
         done += batch;
         t = now_s();
         if (batch < 1000000 && t - t0 < budget_s / 20)
-            batch *= 2;
+            batch *= 2; /* 1, 2, 4, ...: slow operations are not overshot by a big first batch */
     }
     sink += acc;
     printf("%-28s %9.1f %12llu\n", name, (t - t0) * 1e9 / (double)done, (unsigned long long)done);
@@ -175,6 +175,23 @@ static uint64_t b_maglev_lookup(void *ctx, uint64_t start, uint64_t n)
     return acc;
 }
 
+/* A whole table rebuild, as after an endpoint update or a health change. */
+static uint64_t b_maglev_build(void *ctx, uint64_t start, uint64_t n)
+{
+    keel_balance_t *b = ctx;
+    for (uint64_t i = start; i < start + n; i++)
+        keel_maglev_build(&b->maglev, b->ids, b->include, b->n);
+    return b->maglev.table[start % b->maglev.table_size];
+}
+
+static uint64_t b_ring_build(void *ctx, uint64_t start, uint64_t n)
+{
+    keel_balance_t *b = ctx;
+    for (uint64_t i = start; i < start + n; i++)
+        keel_hashring_build(&b->ring, b->ids, b->weights, b->n, b->cfg.ring_vnodes);
+    return b->ring.points[start % b->ring.points_n].hash;
+}
+
 static void die(const char *what, int err)
 {
     fprintf(stderr, "keel-microbench: %s: %s\n", what, keel_strerror(err));
@@ -210,10 +227,18 @@ static void bench_balancers(uint32_t n)
         if (p == KEEL_BALANCE_RING) {
             snprintf(name, sizeof(name), "ring_find_%u_%upts", n, b.ring.points_n);
             run(name, b_ring_find, &b.ring);
+            for (uint32_t i = 0; i < n; i++) {
+                b.ids[i] = specs[i].id;
+                b.weights[i] = specs[i].weight;
+            }
+            snprintf(name, sizeof(name), "ring_build_%u", n);
+            run(name, b_ring_build, &b);
         }
         if (p == KEEL_BALANCE_MAGLEV) {
             snprintf(name, sizeof(name), "maglev_lookup_%u", n);
             run(name, b_maglev_lookup, &b.maglev);
+            snprintf(name, sizeof(name), "maglev_build_%u_M%u", n, b.maglev.table_size);
+            run(name, b_maglev_build, &b);
         }
         keel_balance_free(&b);
     }
