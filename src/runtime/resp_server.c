@@ -1,0 +1,766 @@
+/* resp_server.c - RESP server on libuv: clients, pipelining, command table, deferred replies. */
+#include "runtime/resp_server.h"
+
+#include "runtime/tcp.h"
+
+#include <assert.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Bytes asked of the input buffer per read; also the size above which idle buffers are freed. */
+#define READ_CHUNK_BYTES (16u * 1024u)
+#define IDLE_BUF_KEEP_BYTES (256u * 1024u)
+
+struct keel_resp_deferred {
+    keel_resp_deferred_t *next;
+    keel_resp_client_t *client; /* NULL once the client is gone: an orphan */
+    bool done;
+    keel_buf_t out;
+};
+
+struct keel_resp_client {
+    uv_tcp_t tcp; /* first: the handle's data points back here too */
+    keel_resp_server_t *server;
+    keel_resp_client_t *next, *prev;   /* server->clients */
+    keel_resp_client_t *pnext, *pprev; /* server->pending */
+    bool in_pending, closing, writing, rejected;
+    bool close_after_reply; /* QUIT, EOF, protocol error, rejection */
+    bool stop_input;        /* no more commands will be parsed */
+    bool input_blocked;     /* paused: too many deferred replies outstanding */
+    bool resume_input;      /* parse buffered input on the next loop turn */
+    uint64_t id;
+    void *data;
+    keel_ms_t last_input_ms;
+    keel_resp_parser_t parser;
+    keel_buf_t in;   /* unparsed input */
+    keel_buf_t out;  /* replies ready to send */
+    keel_buf_t wbuf; /* bytes of the write in flight */
+    uv_write_t wreq;
+    keel_resp_deferred_t *qhead, *qtail; /* replies queued behind a deferred one */
+    size_t deferred_open;                /* slots in the queue not done yet */
+};
+
+/* ---- config --------------------------------------------------------------------- */
+
+keel_resp_server_config_t keel_resp_server_config_default(void)
+{
+    keel_resp_server_config_t c = {
+        .listen = "127.0.0.1:6379",
+        .backlog = 511,
+        .clients_max = 10000,
+        .reply_bytes_max = 64u * 1024u * 1024u,
+        .pending_replies_max = 1024,
+        .idle_timeout_ms = 0,
+        .resp = keel_resp_config_default(),
+    };
+    c.resp.bulk_bytes_max = 16u * 1024u * 1024u;
+    c.querybuf_bytes_max = 32u * 1024u * 1024u + 1024u;
+    return c;
+}
+
+int keel_resp_server_config_validate(const keel_resp_server_config_t *cfg, keel_errmsg_t *msg)
+{
+    int rc = keel_resp_config_validate(&cfg->resp, msg);
+    if (rc != 0)
+        return rc;
+    if (cfg->listen == NULL || cfg->listen[0] == '\0')
+        return keel_errf(msg, KEEL_EINVAL, "resp_server: listen address missing");
+    if (cfg->backlog < 1 || cfg->backlog > 65535)
+        return keel_errf(msg, KEEL_EINVAL, "resp_server: backlog %d not in 1..65535", cfg->backlog);
+    if (cfg->clients_max < 1 || cfg->clients_max > 1000000)
+        return keel_errf(msg, KEEL_EINVAL, "resp_server: clients_max %zu not in 1..1000000",
+                         cfg->clients_max);
+    if (cfg->querybuf_bytes_max < cfg->resp.bulk_bytes_max + 1024 ||
+        cfg->querybuf_bytes_max < cfg->resp.inline_bytes_max)
+        return keel_errf(msg, KEEL_EINVAL,
+                         "resp_server: querybuf_bytes_max %zu below bulk_bytes_max + 1 KiB "
+                         "or inline_bytes_max",
+                         cfg->querybuf_bytes_max);
+    if (cfg->reply_bytes_max < 1024)
+        return keel_errf(msg, KEEL_EINVAL, "resp_server: reply_bytes_max %zu below 1 KiB",
+                         cfg->reply_bytes_max);
+    if (cfg->pending_replies_max < 1 || cfg->pending_replies_max > 1000000)
+        return keel_errf(msg, KEEL_EINVAL, "resp_server: pending_replies_max %zu not in 1..1000000",
+                         cfg->pending_replies_max);
+    if (cfg->idle_timeout_ms < 0)
+        return keel_errf(msg, KEEL_EINVAL, "resp_server: idle_timeout_ms negative");
+    return 0;
+}
+
+/* ---- built-in commands ----------------------------------------------------------- */
+
+static int cmd_ping(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    if (argc > 2)
+        return keel_resp_client_errorf(c, "ERR wrong number of arguments for 'ping' command");
+    keel_buf_t *o = keel_resp_client_out(c);
+    if (o == NULL)
+        return KEEL_ENOMEM;
+    return argc == 2 ? keel_resp_write_bulk(o, argv[1].ptr, argv[1].len)
+                     : keel_resp_write_simple(o, "PONG");
+}
+
+static int cmd_echo(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    keel_buf_t *o = keel_resp_client_out(c);
+    return o ? keel_resp_write_bulk(o, argv[1].ptr, argv[1].len) : KEEL_ENOMEM;
+}
+
+static int cmd_quit(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    keel_buf_t *o = keel_resp_client_out(c);
+    keel_resp_client_close_after_reply(c);
+    return o ? keel_resp_write_simple(o, "OK") : KEEL_ENOMEM;
+}
+
+static const keel_resp_command_t builtins[] = {
+    {"PING", -1, KEEL_RESP_CMD_FAST, cmd_ping},
+    {"ECHO", 2, KEEL_RESP_CMD_FAST, cmd_echo},
+    {"QUIT", -1, KEEL_RESP_CMD_FAST, cmd_quit},
+};
+
+/* ---- command table ---------------------------------------------------------------- */
+
+static int cmd_cmp(const void *a, const void *b)
+{
+    return strcasecmp(((const keel_resp_command_t *)a)->name,
+                      ((const keel_resp_command_t *)b)->name);
+}
+
+static int check_command(const keel_resp_command_t *k, keel_errmsg_t *msg)
+{
+    size_t n = k->name ? strlen(k->name) : 0;
+    if (n == 0 || n > KEEL_RESP_CMD_NAME_BYTES_MAX)
+        return keel_errf(msg, KEEL_EINVAL, "resp_server: command name empty or over %d bytes",
+                         KEEL_RESP_CMD_NAME_BYTES_MAX);
+    if (k->arity == 0 || k->handler == NULL)
+        return keel_errf(msg, KEEL_EINVAL, "resp_server: command %s: arity 0 or no handler",
+                         k->name);
+    return 0;
+}
+
+static int find_in(const keel_resp_command_t *t, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcasecmp(t[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* The user's table plus the built-ins it does not replace, sorted for binary search. */
+static int build_table(keel_resp_server_t *s, const keel_resp_command_t *cmds, size_t n,
+                       keel_errmsg_t *msg)
+{
+    size_t nb = sizeof(builtins) / sizeof(builtins[0]);
+    if (n > KEEL_RESP_COMMANDS_MAX)
+        return keel_errf(msg, KEEL_EINVAL, "resp_server: %zu commands, limit %d", n,
+                         KEEL_RESP_COMMANDS_MAX);
+    for (size_t i = 0; i < n; i++) {
+        int rc = check_command(&cmds[i], msg);
+        if (rc != 0)
+            return rc;
+        if (find_in(cmds, i, cmds[i].name) >= 0)
+            return keel_errf(msg, KEEL_EINVAL, "resp_server: command %s listed twice",
+                             cmds[i].name);
+    }
+    s->cmds = malloc((n + nb) * sizeof(*s->cmds));
+    if (s->cmds == NULL)
+        return keel_errf(msg, KEEL_ENOMEM, "resp_server: out of memory");
+    memcpy(s->cmds, cmds, n * sizeof(*cmds));
+    s->cmds_len = n;
+    for (size_t i = 0; i < nb; i++)
+        if (find_in(cmds, n, builtins[i].name) < 0)
+            s->cmds[s->cmds_len++] = builtins[i];
+    qsort(s->cmds, s->cmds_len, sizeof(*s->cmds), cmd_cmp);
+    return 0;
+}
+
+/* Case-insensitive compare of a sent name (not NUL-terminated) with a table name. */
+static int name_cmp(const keel_resp_arg_t *a, const char *name)
+{
+    size_t i = 0;
+    for (; i < a->len && name[i] != '\0'; i++) {
+        int x = a->ptr[i] >= 'a' && a->ptr[i] <= 'z' ? a->ptr[i] - 32 : a->ptr[i];
+        int y = name[i] >= 'a' && name[i] <= 'z' ? name[i] - 32 : (unsigned char)name[i];
+        if (x != y)
+            return x - y;
+    }
+    return i < a->len ? 1 : name[i] != '\0' ? -1 : 0;
+}
+
+static const keel_resp_command_t *lookup(const keel_resp_server_t *s, const keel_resp_arg_t *a)
+{
+    if (a->len > KEEL_RESP_CMD_NAME_BYTES_MAX)
+        return NULL;
+    size_t lo = 0, hi = s->cmds_len;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = name_cmp(a, s->cmds[mid].name);
+        if (c == 0)
+            return &s->cmds[mid];
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
+/* ---- client lists ----------------------------------------------------------------- */
+
+static void mark_pending(keel_resp_client_t *c)
+{
+    keel_resp_server_t *s = c->server;
+    if (c->in_pending || c->closing)
+        return;
+    c->in_pending = true;
+    c->pprev = NULL;
+    c->pnext = s->pending;
+    if (s->pending)
+        s->pending->pprev = c;
+    s->pending = c;
+}
+
+static void pending_remove(keel_resp_client_t *c)
+{
+    if (!c->in_pending)
+        return;
+    if (c->pprev)
+        c->pprev->pnext = c->pnext;
+    else
+        c->server->pending = c->pnext;
+    if (c->pnext)
+        c->pnext->pprev = c->pprev;
+    c->in_pending = false;
+    c->pnext = c->pprev = NULL;
+}
+
+/* ---- closing ---------------------------------------------------------------------- */
+
+static void server_handle_closed(keel_resp_server_t *s)
+{
+    assert(s->handles_open > 0);
+    if (--s->handles_open == 0 && s->closing) {
+        free(s->cmds);
+        s->cmds = NULL;
+        if (s->closed)
+            s->closed(s);
+    }
+}
+
+static void free_slot(keel_resp_deferred_t *d)
+{
+    keel_buf_free(&d->out);
+    free(d);
+}
+
+static void on_client_closed(uv_handle_t *h)
+{
+    keel_resp_client_t *c = h->data;
+    keel_resp_server_t *s = c->server;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    keel_resp_parser_free(&c->parser);
+    keel_buf_free(&c->in);
+    keel_buf_free(&c->out);
+    keel_buf_free(&c->wbuf);
+    free(c);
+    server_handle_closed(s);
+}
+
+/* Closes now. Done slots are freed; open ones become orphans their owners free. */
+static void close_client(keel_resp_client_t *c)
+{
+    if (c->closing)
+        return;
+    keel_resp_server_t *s = c->server;
+    pending_remove(c);
+    c->closing = true;
+    for (keel_resp_deferred_t *d = c->qhead, *next; d != NULL; d = next) {
+        next = d->next;
+        d->next = NULL;
+        if (d->done)
+            free_slot(d);
+        else
+            d->client = NULL;
+    }
+    c->qhead = c->qtail = NULL;
+    c->deferred_open = 0;
+    if (!c->rejected)
+        s->clients_len--;
+    if (s->cfg.client_closed)
+        s->cfg.client_closed(c);
+    uv_close((uv_handle_t *)&c->tcp, on_client_closed);
+}
+
+static void start_reading(keel_resp_client_t *c);
+
+/* ---- output ----------------------------------------------------------------------- */
+
+static size_t output_bytes(const keel_resp_client_t *c)
+{
+    size_t n = keel_buf_unread(&c->out) + keel_buf_unread(&c->wbuf);
+    for (const keel_resp_deferred_t *d = c->qhead; d != NULL; d = d->next)
+        n += keel_buf_unread(&d->out);
+    return n;
+}
+
+/* Redis client-output-buffer-limit: a client that lets replies pile up is dropped. */
+static bool enforce_output_limit(keel_resp_client_t *c)
+{
+    if (c->closing || output_bytes(c) <= c->server->cfg.reply_bytes_max)
+        return false;
+    c->server->output_limit_closes_total++;
+    close_client(c);
+    return true;
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    keel_resp_client_t *c = req->data;
+    c->writing = false;
+    keel_buf_reset(&c->wbuf);
+    if (c->wbuf.cap > IDLE_BUF_KEEP_BYTES)
+        keel_buf_free(&c->wbuf);
+    if (c->closing)
+        return;
+    if (status < 0) {
+        close_client(c);
+        return;
+    }
+    if (keel_buf_unread(&c->out) > 0 || c->close_after_reply)
+        mark_pending(c);
+}
+
+/* One uv_write of everything ready, unless one is already in flight. */
+static void flush(keel_resp_client_t *c)
+{
+    if (c->writing || c->closing)
+        return;
+    if (keel_buf_unread(&c->out) == 0) {
+        if (c->close_after_reply && c->qhead == NULL)
+            close_client(c);
+        return;
+    }
+    keel_buf_t t = c->wbuf;
+    c->wbuf = c->out;
+    c->out = t;
+    uv_buf_t b = uv_buf_init((char *)keel_buf_rptr(&c->wbuf), (unsigned)keel_buf_unread(&c->wbuf));
+    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (rc != 0) {
+        close_client(c);
+        return;
+    }
+    c->writing = true;
+}
+
+keel_buf_t *keel_resp_client_out(keel_resp_client_t *c)
+{
+    if (c->qhead == NULL)
+        return &c->out;
+    if (c->qtail->done)
+        return &c->qtail->out;
+    /* behind an open deferred reply: queue a slot that is complete from the start */
+    keel_resp_deferred_t *d = keel_resp_client_defer(c);
+    if (d == NULL)
+        return NULL;
+    d->done = true;
+    c->deferred_open--;
+    return &d->out;
+}
+
+int keel_resp_client_errorf(keel_resp_client_t *c, const char *fmt, ...)
+{
+    keel_buf_t *o = keel_resp_client_out(c);
+    if (o == NULL)
+        return KEEL_ENOMEM;
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    return keel_resp_write_error(o, text);
+}
+
+keel_resp_deferred_t *keel_resp_client_defer(keel_resp_client_t *c)
+{
+    assert(!c->closing);
+    keel_resp_deferred_t *d = calloc(1, sizeof(*d));
+    if (d == NULL)
+        return NULL;
+    keel_buf_init(&d->out, c->server->cfg.reply_bytes_max);
+    d->client = c;
+    if (c->qtail)
+        c->qtail->next = d;
+    else
+        c->qhead = d;
+    c->qtail = d;
+    c->deferred_open++;
+    return d;
+}
+
+/* Moves the completed replies at the head of the queue into the output, in order. */
+static int drain_queue(keel_resp_client_t *c)
+{
+    while (c->qhead != NULL && c->qhead->done) {
+        keel_resp_deferred_t *d = c->qhead;
+        int rc = keel_buf_append(&c->out, keel_buf_rptr(&d->out), keel_buf_unread(&d->out));
+        if (rc != 0)
+            return rc;
+        c->qhead = d->next;
+        if (c->qhead == NULL)
+            c->qtail = NULL;
+        free_slot(d);
+    }
+    return 0;
+}
+
+keel_buf_t *keel_resp_deferred_out(keel_resp_deferred_t *d)
+{
+    return &d->out;
+}
+
+bool keel_resp_deferred_orphaned(const keel_resp_deferred_t *d)
+{
+    return d->client == NULL;
+}
+
+void keel_resp_deferred_done(keel_resp_deferred_t *d, int rc)
+{
+    assert(!d->done);
+    keel_resp_client_t *c = d->client;
+    if (c == NULL) {
+        free_slot(d);
+        return;
+    }
+    d->done = true;
+    assert(c->deferred_open > 0);
+    c->deferred_open--;
+    if (rc == 0)
+        rc = drain_queue(c);
+    if (rc != 0) {
+        if (rc == KEEL_ETOOBIG)
+            c->server->output_limit_closes_total++;
+        close_client(c);
+        return;
+    }
+    if (enforce_output_limit(c))
+        return;
+    if (c->input_blocked && c->deferred_open < c->server->cfg.pending_replies_max) {
+        c->input_blocked = false;
+        c->resume_input = true;
+        if (!c->stop_input)
+            start_reading(c);
+    }
+    mark_pending(c);
+}
+
+void keel_resp_client_close_after_reply(keel_resp_client_t *c)
+{
+    c->close_after_reply = true;
+    c->stop_input = true;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
+uint64_t keel_resp_client_id(const keel_resp_client_t *c)
+{
+    return c->id;
+}
+
+keel_resp_server_t *keel_resp_client_server(const keel_resp_client_t *c)
+{
+    return c->server;
+}
+
+void *keel_resp_client_data(const keel_resp_client_t *c)
+{
+    return c->data;
+}
+
+void keel_resp_client_set_data(keel_resp_client_t *c, void *data)
+{
+    c->data = data;
+}
+
+void *keel_resp_server_data(const keel_resp_server_t *s)
+{
+    return s->data;
+}
+
+/* ---- input ------------------------------------------------------------------------ */
+
+static int unknown_command(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    /* Redis 7 text: the name as sent and the first arguments, 128 bytes of each at most */
+    char args[160];
+    size_t n = 0;
+    args[0] = '\0';
+    for (size_t i = 1; i < argc && n < 128; i++) {
+        int w = snprintf(args + n, sizeof(args) - n, "'%.*s' ",
+                         (int)(argv[i].len < 128 - n ? argv[i].len : 128 - n),
+                         (const char *)argv[i].ptr);
+        if (w < 0)
+            break;
+        n += (size_t)w < sizeof(args) - n ? (size_t)w : sizeof(args) - n - 1;
+    }
+    return keel_resp_client_errorf(c, "ERR unknown command '%.*s', with args beginning with: %s",
+                                   (int)(argv[0].len < 128 ? argv[0].len : 128),
+                                   (const char *)argv[0].ptr, args);
+}
+
+static int dispatch(keel_resp_client_t *c, const keel_resp_cmd_t *cmd)
+{
+    const keel_resp_command_t *k = lookup(c->server, &cmd->argv[0]);
+    c->server->commands_total++;
+    if (k == NULL)
+        return unknown_command(c, cmd->argc, cmd->argv);
+    if ((k->arity > 0 && cmd->argc != (size_t)k->arity) ||
+        (k->arity < 0 && cmd->argc < (size_t)-k->arity)) {
+        char lower[KEEL_RESP_CMD_NAME_BYTES_MAX + 1];
+        size_t i = 0;
+        for (; k->name[i] != '\0'; i++)
+            lower[i] =
+                (char)(k->name[i] >= 'A' && k->name[i] <= 'Z' ? k->name[i] + 32 : k->name[i]);
+        lower[i] = '\0';
+        return keel_resp_client_errorf(c, "ERR wrong number of arguments for '%s' command", lower);
+    }
+    return k->handler(c, cmd->argc, cmd->argv);
+}
+
+static void protocol_error(keel_resp_client_t *c, const keel_errmsg_t *msg)
+{
+    c->server->protocol_errors_total++;
+    /* msg is "Protocol error: ..." as Redis words it; the reply is "-ERR Protocol error: ..." */
+    if (keel_resp_client_errorf(c, "ERR %s", msg->text) != 0) {
+        close_client(c);
+        return;
+    }
+    keel_resp_client_close_after_reply(c);
+}
+
+/* Runs every complete command in the input, in order, until one must wait. */
+static void process_input(keel_resp_client_t *c)
+{
+    keel_resp_server_t *s = c->server;
+    while (!c->closing && !c->stop_input) {
+        if (c->deferred_open >= s->cfg.pending_replies_max) {
+            c->input_blocked = true;
+            uv_read_stop((uv_stream_t *)&c->tcp);
+            break;
+        }
+        keel_resp_cmd_t cmd;
+        size_t used;
+        keel_errmsg_t msg;
+        int rc = keel_resp_parse_request(&c->parser, keel_buf_rptr(&c->in), keel_buf_unread(&c->in),
+                                         &cmd, &used, &msg);
+        if (rc == 0) {
+            rc = dispatch(c, &cmd);
+            keel_buf_consume(&c->in, used); /* after: argv pointed into it */
+            if (rc != 0) {
+                if (rc == KEEL_ETOOBIG)
+                    s->output_limit_closes_total++;
+                close_client(c);
+            }
+            continue;
+        }
+        keel_buf_consume(&c->in, used);
+        if (rc != KEEL_EAGAIN)
+            protocol_error(c, &msg);
+        break;
+    }
+    if (c->closing)
+        return;
+    if (keel_buf_unread(&c->in) == 0 && c->in.cap > IDLE_BUF_KEEP_BYTES)
+        keel_buf_free(&c->in);
+    if (!enforce_output_limit(c))
+        mark_pending(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    keel_resp_client_t *c = h->data;
+    size_t room = c->in.bytes_max - keel_buf_unread(&c->in);
+    size_t want = room < READ_CHUNK_BYTES ? room : READ_CHUNK_BYTES;
+    if (want == 0 || keel_buf_reserve(&c->in, want) != 0) {
+        *buf = uv_buf_init(NULL, 0); /* read_cb gets UV_ENOBUFS: query buffer limit */
+        return;
+    }
+    *buf = uv_buf_init((char *)keel_buf_wptr(&c->in), (unsigned)want);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    keel_resp_client_t *c = stream->data;
+    if (c->closing)
+        return;
+    if (nread > 0) {
+        keel_buf_commit(&c->in, (size_t)nread);
+        c->last_input_ms = (keel_ms_t)uv_now(stream->loop);
+        process_input(c);
+    } else if (nread == UV_EOF) {
+        /* the client is done sending: answer what it sent, then close */
+        keel_resp_client_close_after_reply(c);
+        mark_pending(c);
+    } else if (nread < 0) {
+        close_client(c);
+    }
+}
+
+static void start_reading(keel_resp_client_t *c)
+{
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+        close_client(c);
+}
+
+/* ---- loop turn, idle timer, accept -------------------------------------------------- */
+
+/* Once per loop turn, before the loop blocks: resume paused input, then write. */
+static void on_prepare(uv_prepare_t *h)
+{
+    keel_resp_server_t *s = h->data;
+    keel_resp_client_t *c;
+    while ((c = s->pending) != NULL) {
+        pending_remove(c);
+        if (c->resume_input) {
+            c->resume_input = false;
+            process_input(c);
+            pending_remove(c);
+        }
+        flush(c);
+    }
+}
+
+static void on_idle_timer(uv_timer_t *t)
+{
+    keel_resp_server_t *s = t->data;
+    keel_ms_t now = (keel_ms_t)uv_now(t->loop);
+    for (keel_resp_client_t *c = s->clients; c != NULL; c = c->next) {
+        /* a client waiting for a deferred reply or a write is not idle */
+        if (c->closing || c->qhead != NULL || c->writing)
+            continue;
+        if (now - c->last_input_ms >= s->cfg.idle_timeout_ms) {
+            s->idle_closes_total++;
+            close_client(c);
+        }
+    }
+}
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+    keel_resp_server_t *s = listener->data;
+    if (status < 0 || s->closing)
+        return;
+    keel_resp_client_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return;
+    if (uv_tcp_init(listener->loop, &c->tcp) != 0) {
+        free(c);
+        return;
+    }
+    c->tcp.data = c;
+    c->wreq.data = c;
+    c->server = s;
+    c->id = ++s->next_client_id;
+    c->last_input_ms = (keel_ms_t)uv_now(listener->loop);
+    keel_resp_parser_init(&c->parser, &s->cfg.resp);
+    keel_buf_init(&c->in, s->cfg.querybuf_bytes_max);
+    keel_buf_init(&c->out, s->cfg.reply_bytes_max);
+    keel_buf_init(&c->wbuf, s->cfg.reply_bytes_max);
+    c->next = s->clients;
+    if (s->clients)
+        s->clients->prev = c;
+    s->clients = c;
+    s->handles_open++;
+    c->rejected = s->clients_len >= s->cfg.clients_max;
+    if (!c->rejected)
+        s->clients_len++;
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+        close_client(c);
+        return;
+    }
+    s->connections_total++;
+    uv_tcp_nodelay(&c->tcp, 1);
+    if (c->rejected) {
+        s->rejected_total++;
+        keel_resp_write_error(&c->out, "ERR max number of clients reached");
+        keel_resp_client_close_after_reply(c);
+        mark_pending(c);
+        return;
+    }
+    start_reading(c);
+}
+
+/* ---- server lifecycle ----------------------------------------------------------------- */
+
+int keel_resp_server_init(keel_resp_server_t *s, keel_loop_t *loop,
+                          const keel_resp_server_config_t *cfg, const keel_resp_command_t *cmds,
+                          size_t cmds_len, void *data, keel_errmsg_t *msg)
+{
+    memset(s, 0, sizeof(*s));
+    s->cfg = cfg ? *cfg : keel_resp_server_config_default();
+    int rc = keel_resp_server_config_validate(&s->cfg, msg);
+    if (rc != 0)
+        return rc;
+    rc = build_table(s, cmds, cmds_len, msg);
+    if (rc != 0)
+        return rc;
+    s->loop = loop;
+    s->data = data;
+    uv_prepare_init(&loop->uv, &s->flusher);
+    s->flusher.data = s;
+    uv_prepare_start(&s->flusher, on_prepare);
+    uv_unref((uv_handle_t *)&s->flusher);
+    uv_timer_init(&loop->uv, &s->idle_timer);
+    s->idle_timer.data = s;
+    uv_unref((uv_handle_t *)&s->idle_timer);
+    if (s->cfg.idle_timeout_ms > 0) {
+        keel_ms_t every_ms = s->cfg.idle_timeout_ms / 4;
+        every_ms = every_ms < 10 ? 10 : every_ms > 1000 ? 1000 : every_ms;
+        uv_timer_start(&s->idle_timer, on_idle_timer, (uint64_t)every_ms, (uint64_t)every_ms);
+    }
+    s->handles_open = 2;
+    return 0;
+}
+
+int keel_resp_server_listen(keel_resp_server_t *s, keel_errmsg_t *msg)
+{
+    assert(!s->listening && !s->closing);
+    int rc =
+        keel_tcp_listen(s->loop, &s->listener, s->cfg.listen, s->cfg.backlog, on_connection, msg);
+    if (rc != 0)
+        return rc;
+    s->listener.data = s;
+    s->listening = true;
+    s->handles_open++;
+    return 0;
+}
+
+int keel_resp_server_port(const keel_resp_server_t *s)
+{
+    return s->listening ? keel_tcp_local_port(&s->listener) : KEEL_EINVAL;
+}
+
+static void on_server_handle_closed(uv_handle_t *h)
+{
+    server_handle_closed(h->data);
+}
+
+void keel_resp_server_close(keel_resp_server_t *s, void (*closed)(keel_resp_server_t *s))
+{
+    assert(!s->closing);
+    s->closing = true;
+    s->closed = closed;
+    if (s->listening)
+        uv_close((uv_handle_t *)&s->listener, on_server_handle_closed);
+    uv_close((uv_handle_t *)&s->flusher, on_server_handle_closed);
+    uv_close((uv_handle_t *)&s->idle_timer, on_server_handle_closed);
+    for (keel_resp_client_t *c = s->clients; c != NULL; c = c->next)
+        close_client(c);
+}

@@ -1,0 +1,180 @@
+/* resp_server.h - RESP server on libuv: clients, pipelining, command table, deferred replies. */
+#ifndef KEEL_RUNTIME_RESP_SERVER_H
+#define KEEL_RUNTIME_RESP_SERVER_H
+
+#include "base/buf.h"
+#include "base/err.h"
+#include "base/ktime.h"
+#include "proto/resp.h"
+#include "runtime/loop.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+/*
+ * The network half of keel server's client protocol, modelled on Redis's
+ * src/networking.c: accept, read, parse pipelined commands, look each up in a
+ * command table, run its handler, write the replies back.
+ *
+ * Ordering. RESP has no request ids: replies must leave in request order. A
+ * handler either writes its reply at once (into keel_resp_client_out()) or
+ * defers it (keel_resp_client_defer()), e.g. until Raft commits the entry.
+ * While a deferred reply is outstanding, later replies are held in order
+ * behind it and released when it completes, whatever order things finish in.
+ *
+ * Batching. Replies are appended to a per-client buffer; once per loop turn
+ * (a uv_prepare handle, before the loop blocks) every client with output gets
+ * one uv_write of everything pending, and never more than one write is in
+ * flight per client: while it is, new replies accumulate for the next one.
+ *
+ * Limits (each a config field):
+ *  - clients_max: one more connection is accepted only to be told
+ *    "-ERR max number of clients reached" and closed (as Redis does);
+ *  - querybuf_bytes_max: unparsed input per client; past it the client is
+ *    closed (Redis client-query-buffer-limit);
+ *  - reply_bytes_max: output held for a client (unsent plus queued behind a
+ *    deferred reply); past it the client is closed (Redis
+ *    client-output-buffer-limit), so a client that does not read cannot make
+ *    the server buffer without bound;
+ *  - pending_replies_max: deferred replies outstanding per client; at the
+ *    limit the server stops reading and parsing that client's input until
+ *    some complete (backpressure, not an error);
+ *  - idle_timeout_ms: a client with no input for that long and nothing
+ *    outstanding is closed (0 = never; Redis "timeout").
+ * A protocol error closes only the offending connection, after its earlier
+ * replies and the "-ERR Protocol error: ..." reply have been written.
+ */
+
+typedef struct keel_resp_server keel_resp_server_t;
+typedef struct keel_resp_client keel_resp_client_t;
+typedef struct keel_resp_deferred keel_resp_deferred_t;
+
+/*
+ * A command handler. argv[0] is the command name as sent; argv points into
+ * the input buffer and is valid only during the call (a handler that defers
+ * copies what it needs). It writes exactly one reply, into
+ * keel_resp_client_out(c) or later through a deferred slot, and returns 0 or
+ * the error of a failed write (KEEL_ETOOBIG: output limit, KEEL_ENOMEM);
+ * on an error the client is closed, since its reply stream is now broken.
+ */
+typedef int (*keel_resp_handler_fn)(keel_resp_client_t *c, size_t argc,
+                                    const keel_resp_arg_t *argv);
+
+/* Command flags, as in the JSON command table of Redis (src/commands/). */
+#define KEEL_RESP_CMD_WRITE 0x01u    /* changes data: goes through Raft */
+#define KEEL_RESP_CMD_READONLY 0x02u /* reads data */
+#define KEEL_RESP_CMD_FAST 0x04u     /* O(1) or O(log n), never blocks */
+#define KEEL_RESP_CMD_ADMIN 0x08u    /* server administration */
+
+typedef struct keel_resp_command {
+    const char *name; /* matched without regard to case; at most KEEL_RESP_CMD_NAME_BYTES_MAX */
+    int arity; /* Redis rule: N > 0 means exactly N arguments (name included), -N at least N */
+    uint32_t flags;
+    keel_resp_handler_fn handler;
+} keel_resp_command_t;
+
+#define KEEL_RESP_CMD_NAME_BYTES_MAX 64
+#define KEEL_RESP_COMMANDS_MAX 1024
+
+typedef struct keel_resp_server_config {
+    const char *listen;         /* "127.0.0.1:6379"; port 0 picks a free one */
+    int backlog;                /* listen(2) backlog */
+    size_t clients_max;         /* connected clients, 1..1000000 */
+    size_t querybuf_bytes_max;  /* >= resp.bulk_bytes_max + 1 KiB */
+    size_t reply_bytes_max;     /* >= 1 KiB */
+    size_t pending_replies_max; /* deferred replies outstanding per client, >= 1 */
+    keel_ms_t idle_timeout_ms;  /* 0 = none */
+    keel_resp_config_t resp;    /* parser limits */
+    /* Called when a client goes away (its data can be freed); may be NULL. */
+    void (*client_closed)(keel_resp_client_t *c);
+} keel_resp_server_config_t;
+
+/*
+ * clients_max 10000, querybuf 32 MiB + 1 KiB, reply 64 MiB, pending
+ * replies 1024, no idle timeout, bulk_bytes_max 16 MiB (well below the RESP
+ * cap of 512 MiB: keel values are small and Raft entries are bounded).
+ */
+keel_resp_server_config_t keel_resp_server_config_default(void);
+int keel_resp_server_config_validate(const keel_resp_server_config_t *cfg, keel_errmsg_t *msg);
+
+struct keel_resp_server {
+    keel_loop_t *loop;
+    keel_resp_server_config_t cfg;
+    void *data;                /* the user's, see keel_resp_server_data() */
+    keel_resp_command_t *cmds; /* owned, sorted by name */
+    size_t cmds_len;
+    uv_tcp_t listener;
+    uv_prepare_t flusher;
+    uv_timer_t idle_timer;
+    bool listening, closing;
+    int handles_open; /* listener, flusher, timer and clients not yet closed */
+    void (*closed)(keel_resp_server_t *s);
+    keel_resp_client_t *clients; /* all live clients (intrusive list) */
+    keel_resp_client_t *pending; /* clients with output to write or input to resume */
+    size_t clients_len;
+    uint64_t next_client_id;
+    /* counters, for metrics */
+    uint64_t connections_total, rejected_total, commands_total, protocol_errors_total;
+    uint64_t output_limit_closes_total, idle_closes_total;
+};
+
+/*
+ * Copies the config and the command table (PING, ECHO and QUIT are built in;
+ * an entry of the same name replaces one). KEEL_EINVAL for a bad config or
+ * table (bad arity, empty or duplicate name), KEEL_ENOMEM.
+ */
+int keel_resp_server_init(keel_resp_server_t *s, keel_loop_t *loop,
+                          const keel_resp_server_config_t *cfg, const keel_resp_command_t *cmds,
+                          size_t cmds_len, void *data, keel_errmsg_t *msg);
+/* Binds and listens on cfg.listen. */
+int keel_resp_server_listen(keel_resp_server_t *s, keel_errmsg_t *msg);
+/* The bound port (after listen), or a negative KEEL_E*. */
+int keel_resp_server_port(const keel_resp_server_t *s);
+/*
+ * Stops listening, closes every client (outstanding deferred slots become
+ * orphans, see below) and the server's handles; `closed` (may be NULL) runs
+ * when libuv is done with all of them, after which s may be freed. If init
+ * succeeded, close must be called, even if listen was not.
+ */
+void keel_resp_server_close(keel_resp_server_t *s, void (*closed)(keel_resp_server_t *s));
+void *keel_resp_server_data(const keel_resp_server_t *s);
+
+/* ---- inside a handler ----------------------------------------------------- */
+
+/*
+ * Where this command's reply goes: the client's output buffer, or, while an
+ * earlier deferred reply is outstanding, a buffer queued behind it. Call it
+ * for each write (it is cheap); NULL only on out-of-memory.
+ */
+keel_buf_t *keel_resp_client_out(keel_resp_client_t *c);
+/* Writes "-ERR Protocol error: ..."-style errors and the like; same rules as out(). */
+int keel_resp_client_errorf(keel_resp_client_t *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/*
+ * Reserves this command's place in the reply order and returns the slot to
+ * complete later (NULL on out-of-memory: reply with an error instead).
+ * The handler returns 0 without writing a reply.
+ */
+keel_resp_deferred_t *keel_resp_client_defer(keel_resp_client_t *c);
+/* Closes the connection once every reply so far is written (QUIT). */
+void keel_resp_client_close_after_reply(keel_resp_client_t *c);
+uint64_t keel_resp_client_id(const keel_resp_client_t *c);
+keel_resp_server_t *keel_resp_client_server(const keel_resp_client_t *c);
+void *keel_resp_client_data(const keel_resp_client_t *c);
+void keel_resp_client_set_data(keel_resp_client_t *c, void *data);
+
+/* ---- deferred replies --------------------------------------------------------- */
+
+/*
+ * A deferred slot belongs to whoever completes it, who must call
+ * keel_resp_deferred_done() exactly once, on the loop thread; done frees it.
+ * If the client disconnected meanwhile the slot is an orphan: writes into it
+ * still work and are dropped. rc is 0, or the error of a failed write into
+ * the slot (then the client is closed: its reply stream is broken).
+ */
+keel_buf_t *keel_resp_deferred_out(keel_resp_deferred_t *d);
+bool keel_resp_deferred_orphaned(const keel_resp_deferred_t *d);
+void keel_resp_deferred_done(keel_resp_deferred_t *d, int rc);
+
+#endif
