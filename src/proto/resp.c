@@ -415,10 +415,37 @@ static int step(keel_resp_parser_t *p, const uint8_t *d, size_t len, keel_errmsg
     return KEEL_EPROTO;
 }
 
+/*
+ * Between commands, memory grown for an unusually large one is given back, so
+ * one 1M-argument command does not pin 32 MB to a connection for its life.
+ * (Not at completion: the returned argv lives in these arrays until the next call.)
+ */
+#define ARGS_KEEP 1024u
+#define SCRATCH_KEEP_BYTES 4096u
+
+static void shrink_idle(keel_resp_parser_t *p)
+{
+    if (p->args_cap > ARGS_KEEP) {
+        free(p->arg_off);
+        free(p->arg_len);
+        free(p->argv);
+        p->arg_off = p->arg_len = NULL;
+        p->argv = NULL;
+        p->args_cap = 0;
+    }
+    if (p->scratch_cap > SCRATCH_KEEP_BYTES) {
+        free(p->scratch);
+        p->scratch = NULL;
+        p->scratch_cap = 0;
+    }
+}
+
 int keel_resp_parse_request(keel_resp_parser_t *p, const uint8_t *data, size_t len,
                             keel_resp_cmd_t *cmd, size_t *consumed, keel_errmsg_t *msg)
 {
     assert(p->pos <= len); /* the caller passed fewer bytes than last time */
+    if (p->state == ST_START)
+        shrink_idle(p);
     size_t skipped = 0;
     *consumed = 0;
     cmd->argc = 0;

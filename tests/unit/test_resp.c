@@ -328,6 +328,32 @@ static void oversized_requests_are_rejected_before_allocation(void)
     keel_resp_parser_free(&p);
 }
 
+static void memory_for_a_huge_command_is_released_before_the_next(void)
+{
+    keel_buf_t b;
+    keel_buf_init(&b, 0);
+    keel_resp_arg_t argv[3000];
+    for (size_t i = 0; i < 3000; i++)
+        argv[i] = (keel_resp_arg_t){(const uint8_t *)"x", 1};
+    keel_resp_write_command(&b, 3000, argv);
+    keel_buf_append_str(&b, "PING\r\n");
+    keel_resp_parser_t p;
+    keel_resp_parser_init(&p, NULL);
+    keel_resp_cmd_t cmd;
+    size_t used;
+    KT_EQ_INT(
+        keel_resp_parse_request(&p, keel_buf_rptr(&b), keel_buf_unread(&b), &cmd, &used, NULL), 0);
+    KT_EQ_INT(cmd.argc, 3000);
+    KT_CHECK(p.args_cap >= 3000);
+    keel_buf_consume(&b, used);
+    KT_EQ_INT(
+        keel_resp_parse_request(&p, keel_buf_rptr(&b), keel_buf_unread(&b), &cmd, &used, NULL), 0);
+    KT_EQ_INT(cmd.argc, 1);
+    KT_CHECK(p.args_cap <= 1024);
+    keel_resp_parser_free(&p);
+    keel_buf_free(&b);
+}
+
 static void config_validation_rejects_limits_above_the_caps(void)
 {
     keel_resp_config_t cfg = keel_resp_config_default();
@@ -548,6 +574,7 @@ int main(void)
     KT_RUN(a_big_bulk_is_not_rescanned_while_it_arrives);
     KT_RUN(malformed_requests_are_protocol_errors_with_redis_text);
     KT_RUN(oversized_requests_are_rejected_before_allocation);
+    KT_RUN(memory_for_a_huge_command_is_released_before_the_next);
     KT_RUN(config_validation_rejects_limits_above_the_caps);
     KT_RUN(random_commands_round_trip_through_random_chunks);
     KT_RUN(parses_every_reply_type);
