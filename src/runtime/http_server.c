@@ -611,7 +611,7 @@ void keel_http_server_shutdown_hook(void *srv)
 
 bool keel_http_req_gone(const keel_http_req_t *req)
 {
-    return req->conn->closing;
+    return req->conn->closing || req->conn->peer_eof;
 }
 
 int keel_http_respond(keel_http_req_t *req, int status, const keel_http_header_t *headers,

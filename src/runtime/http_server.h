@@ -129,7 +129,8 @@ int keel_http_respond_body(keel_http_req_t *req, int status, const char *content
                            const void *body, size_t body_len);
 /* {"error":{"code":status,"message":...}} as application/json. */
 int keel_http_respond_error(keel_http_req_t *req, int status, const char *message);
-/* True when the client connection of a pending request has closed. */
+/* True when the client of a pending request has closed or half-closed its connection (like
+ * nginx, a proxy may take this as an abort; an answer is still sent while the socket is open). */
 bool keel_http_req_gone(const keel_http_req_t *req);
 
 #endif
