@@ -245,18 +245,8 @@ static void bench_balancers(uint32_t n)
     free(specs);
 }
 
-int main(int argc, char **argv)
+static void bench_breaker_and_limiters(void)
 {
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--quick") == 0) {
-            budget_s = 0.01;
-            ops_max = 200000;
-        } else {
-            fprintf(stderr, "usage: keel-microbench [--quick]\n");
-            return 2;
-        }
-    }
-    printf("%-28s %9s %12s\n", "name", "ns/op", "ops");
     int err;
 
     keel_breaker_config_t bc;
@@ -290,7 +280,22 @@ int main(int argc, char **argv)
         die("keyed", err);
     run("ratelimit_keyed_take_1000keys", b_keyed, &kl);
     keel_ratelimit_keyed_free(&kl);
+}
 
+int main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0) {
+            budget_s = 0.01;
+            ops_max = 200000;
+        } else {
+            fprintf(stderr, "usage: keel-microbench [--quick]\n");
+            return 2;
+        }
+    }
+    printf("%-28s %9s %12s\n", "name", "ns/op", "ops");
+    bench_breaker_and_limiters();
+    int err;
     keel_retry_config_t rc;
     keel_retry_config_default(&rc);
     keel_retry_t rp;
