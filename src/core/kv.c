@@ -1,0 +1,520 @@
+/* kv.c - KV state machine: config, hash table with incremental rehash, entry codec, apply. */
+#include "core/kv_int.h"
+
+#include "base/hash.h"
+
+#include <stdlib.h>
+
+/* Smallest bucket array; tables never shrink below it. */
+#define TABLE_SIZE_MIN 16u
+/* Buckets moved per applied entry and per insert while rehashing. */
+#define REHASH_STEP_BUCKETS 1u
+/* Empty buckets a rehash step may skip per bucket it is asked to move (Redis: 10). */
+#define REHASH_EMPTY_VISITS 10u
+
+keel_kv_config_t keel_kv_config_default(void)
+{
+    return (keel_kv_config_t){
+        .key_bytes_max = 64u * 1024u,
+        .value_bytes_max = 1024u * 1024u,
+        .keys_max = 10u * 1000u * 1000u,
+        .argc_max = KEEL_KV_ARGC_MAX,
+        .hash_seed = 0x6b65656c6b763031ull, /* "keelkv01" */
+    };
+}
+
+int keel_kv_config_validate(const keel_kv_config_t *cfg, keel_errmsg_t *msg)
+{
+    if (cfg->key_bytes_max < 1 || cfg->key_bytes_max > KEEL_KV_KEY_BYTES_MAX)
+        return keel_errf(msg, KEEL_EINVAL, "key_bytes_max %zu not in 1..%u", cfg->key_bytes_max,
+                         KEEL_KV_KEY_BYTES_MAX);
+    if (cfg->value_bytes_max > KEEL_KV_VALUE_BYTES_MAX)
+        return keel_errf(msg, KEEL_EINVAL, "value_bytes_max %zu over %u", cfg->value_bytes_max,
+                         KEEL_KV_VALUE_BYTES_MAX);
+    /* INCR must be able to store "-9223372036854775808". */
+    if (cfg->value_bytes_max < 20)
+        return keel_errf(msg, KEEL_EINVAL, "value_bytes_max %zu under 20", cfg->value_bytes_max);
+    if (cfg->keys_max < 1 || cfg->keys_max > KEEL_KV_KEYS_MAX)
+        return keel_errf(msg, KEEL_EINVAL, "keys_max %zu not in 1..%zu", cfg->keys_max,
+                         (size_t)KEEL_KV_KEYS_MAX);
+    /* SCAN cursor [MATCH p] [COUNT n] [TYPE t] needs 8. */
+    if (cfg->argc_max < 8 || cfg->argc_max > KEEL_KV_ARGC_MAX)
+        return keel_errf(msg, KEEL_EINVAL, "argc_max %zu not in 8..%u", cfg->argc_max,
+                         KEEL_KV_ARGC_MAX);
+    return 0;
+}
+
+int keel_kv_init(keel_kv_t *kv, const keel_kv_config_t *cfg)
+{
+    memset(kv, 0, sizeof(*kv));
+    kv->cfg = cfg ? *cfg : keel_kv_config_default();
+    if (keel_kv_config_validate(&kv->cfg, NULL) != 0)
+        return KEEL_EINVAL;
+    kv->rehash_pos = -1;
+    kv->t[0].buckets = calloc(TABLE_SIZE_MIN, sizeof(*kv->t[0].buckets));
+    if (kv->t[0].buckets == NULL)
+        return KEEL_ENOMEM;
+    kv->t[0].mask = TABLE_SIZE_MIN - 1;
+    return 0;
+}
+
+void keel_kv_free(keel_kv_t *kv)
+{
+    keel__kv_clear(kv);
+    free(kv->t[0].buckets);
+    kv->t[0] = (keel__kv_table_t){0};
+    free(kv->argv);
+    free(kv->lens);
+    kv->argv = NULL;
+    kv->lens = NULL;
+    kv->argv_cap = 0;
+}
+
+uint64_t keel_kv_revision(const keel_kv_t *kv)
+{
+    return kv->revision;
+}
+
+size_t keel_kv_count(const keel_kv_t *kv)
+{
+    return kv->count;
+}
+
+uint64_t keel_kv_applied_index(const keel_kv_t *kv)
+{
+    return kv->applied_index;
+}
+
+/* ---- hash table ------------------------------------------------------------ */
+
+uint64_t keel__kv_hash(const keel_kv_t *kv, const void *key, size_t key_len)
+{
+    return keel_hash64(key, key_len, kv->cfg.hash_seed);
+}
+
+keel__kv_entry_t *keel__kv_find(const keel_kv_t *kv, const void *key, size_t key_len, uint64_t h,
+                                keel__kv_entry_t ***link)
+{
+    for (int i = 0; i < 2; i++) {
+        const keel__kv_table_t *t = &kv->t[i];
+        if (t->buckets == NULL)
+            break;
+        size_t b = h & t->mask;
+        /* Buckets of the old table below rehash_pos are empty: moved to t[1]. */
+        if (i == 0 && kv->rehash_pos >= 0 && b < (size_t)kv->rehash_pos)
+            continue;
+        for (keel__kv_entry_t **l = &t->buckets[b]; *l != NULL; l = &(*l)->next) {
+            keel__kv_entry_t *e = *l;
+            if (e->hash == h && e->key_len == key_len && memcmp(e->data, key, key_len) == 0) {
+                if (link)
+                    *link = l;
+                return e;
+            }
+        }
+        if (kv->rehash_pos < 0)
+            break;
+    }
+    return NULL;
+}
+
+keel__kv_entry_t *keel__kv_entry_new(const void *key, size_t key_len, uint64_t h, const void *val,
+                                     size_t val_len, size_t val_cap)
+{
+    assert(val_len <= val_cap && val_cap <= UINT32_MAX && key_len <= UINT32_MAX);
+    keel__kv_entry_t *e = malloc(sizeof(*e) + key_len + val_cap);
+    if (e == NULL)
+        return NULL;
+    e->next = NULL;
+    e->hash = h;
+    e->version = e->create_revision = 0;
+    e->key_len = (uint32_t)key_len;
+    e->val_len = (uint32_t)val_len;
+    e->val_cap = (uint32_t)val_cap;
+    memcpy(e->data, key, key_len);
+    if (val_len)
+        memcpy(e->data + key_len, val, val_len);
+    return e;
+}
+
+static uint64_t rev64(uint64_t v)
+{
+    v = ((v >> 1) & 0x5555555555555555ull) | ((v & 0x5555555555555555ull) << 1);
+    v = ((v >> 2) & 0x3333333333333333ull) | ((v & 0x3333333333333333ull) << 2);
+    v = ((v >> 4) & 0x0f0f0f0f0f0f0f0full) | ((v & 0x0f0f0f0f0f0f0f0full) << 4);
+    return __builtin_bswap64(v);
+}
+
+static size_t pow2_at_least(size_t n)
+{
+    size_t s = TABLE_SIZE_MIN;
+    while (s < n)
+        s *= 2;
+    return s;
+}
+
+/*
+ * Starts moving to a table of `size` buckets. A failed allocation is not an
+ * error: the table keeps working with longer chains and the next write tries
+ * again, so inserts never fail for want of a bigger table.
+ */
+static void resize_start(keel_kv_t *kv, size_t size)
+{
+    assert(kv->rehash_pos < 0);
+    keel__kv_entry_t **b = calloc(size, sizeof(*b));
+    if (b == NULL)
+        return;
+    kv->t[1] = (keel__kv_table_t){b, size - 1, 0};
+    kv->rehash_pos = 0;
+}
+
+static void maybe_resize(keel_kv_t *kv)
+{
+    if (kv->rehash_pos >= 0)
+        return;
+    size_t size = kv->t[0].mask + 1;
+    if (kv->count > size) /* load factor 1, like Redis */
+        resize_start(kv, pow2_at_least(kv->count * 2));
+    else if (size > TABLE_SIZE_MIN && kv->count < size / 8)
+        resize_start(kv, pow2_at_least(kv->count * 2));
+}
+
+void keel__kv_presize(keel_kv_t *kv, size_t n)
+{
+    assert(kv->count == 0 && kv->rehash_pos < 0);
+    size_t size = pow2_at_least(n);
+    if (size <= kv->t[0].mask + 1)
+        return;
+    keel__kv_entry_t **b = calloc(size, sizeof(*b));
+    if (b == NULL)
+        return; /* the table grows incrementally instead */
+    free(kv->t[0].buckets);
+    kv->t[0] = (keel__kv_table_t){b, size - 1, 0};
+}
+
+void keel__kv_rehash_step(keel_kv_t *kv, size_t n)
+{
+    if (kv->rehash_pos < 0)
+        return;
+    keel__kv_table_t *from = &kv->t[0], *to = &kv->t[1];
+    size_t size = from->mask + 1, pos = (size_t)kv->rehash_pos;
+    size_t empty_visits = n * REHASH_EMPTY_VISITS;
+    while (n > 0 && pos < size) {
+        keel__kv_entry_t *e = from->buckets[pos];
+        if (e == NULL) {
+            pos++;
+            if (--empty_visits == 0)
+                break;
+            continue;
+        }
+        while (e != NULL) {
+            keel__kv_entry_t *next = e->next;
+            size_t b = e->hash & to->mask;
+            e->next = to->buckets[b];
+            to->buckets[b] = e;
+            from->used--;
+            to->used++;
+            e = next;
+        }
+        from->buckets[pos++] = NULL;
+        n--;
+    }
+    kv->rehash_pos = (int64_t)pos;
+    if (pos == size) {
+        assert(from->used == 0);
+        free(from->buckets);
+        kv->t[0] = kv->t[1];
+        kv->t[1] = (keel__kv_table_t){0};
+        kv->rehash_pos = -1;
+    }
+}
+
+void keel__kv_insert(keel_kv_t *kv, keel__kv_entry_t *e)
+{
+    assert(kv->t[0].buckets != NULL);
+    keel__kv_table_t *t = kv->rehash_pos >= 0 ? &kv->t[1] : &kv->t[0];
+    size_t b = e->hash & t->mask;
+    e->next = t->buckets[b];
+    t->buckets[b] = e;
+    t->used++;
+    kv->count++;
+    kv->bytes += e->key_len + e->val_len;
+    if (kv->rehash_pos >= 0)
+        keel__kv_rehash_step(kv, REHASH_STEP_BUCKETS);
+    maybe_resize(kv);
+}
+
+/* The table holding e: while rehashing, t[0] if e is on its t[0] bucket's chain. */
+static keel__kv_table_t *table_of(keel_kv_t *kv, const keel__kv_entry_t *e)
+{
+    keel__kv_table_t *t = &kv->t[0];
+    size_t b = e->hash & t->mask;
+    if (kv->rehash_pos < 0)
+        return t;
+    if (b >= (size_t)kv->rehash_pos)
+        for (const keel__kv_entry_t *x = t->buckets[b]; x; x = x->next)
+            if (x == e)
+                return t;
+    return &kv->t[1];
+}
+
+void keel__kv_unlink(keel_kv_t *kv, keel__kv_entry_t **link)
+{
+    keel__kv_entry_t *e = *link;
+    keel__kv_table_t *t = table_of(kv, e);
+    *link = e->next;
+    t->used--;
+    kv->count--;
+    kv->bytes -= e->key_len + e->val_len;
+    free(e);
+    maybe_resize(kv);
+}
+
+void keel__kv_replace(keel_kv_t *kv, keel__kv_entry_t **link, keel__kv_entry_t *e)
+{
+    keel__kv_entry_t *old = *link;
+    assert(old->hash == e->hash && old->key_len == e->key_len);
+    e->next = old->next;
+    *link = e;
+    kv->bytes = kv->bytes - old->val_len + e->val_len;
+    free(old);
+}
+
+int keel__kv_reserve_value(keel_kv_t *kv, keel__kv_entry_t **link, size_t val_len, int grow)
+{
+    keel__kv_entry_t *e = *link;
+    size_t cap = e->val_cap;
+    if (val_len <= cap && (grow || cap <= 2 * val_len + 64))
+        return 0;
+    size_t ncap = val_len;
+    if (grow && val_len < UINT32_MAX / 2)
+        ncap = val_len + val_len / 2 + 16;
+    assert(ncap <= UINT32_MAX);
+    keel__kv_entry_t *n = realloc(e, sizeof(*e) + e->key_len + ncap);
+    if (n == NULL) {
+        /* Shrinking in place failed: keep the bigger block, it still fits. */
+        return val_len <= cap ? 0 : KEEL_ENOMEM;
+    }
+    n->val_cap = (uint32_t)ncap;
+    *link = n;
+    return 0;
+}
+
+uint64_t keel__kv_scan(const keel_kv_t *kv, uint64_t v,
+                       void (*fn)(void *data, const keel__kv_entry_t *e), void *data)
+{
+    /*
+     * Redis dictScan (dict.c): the cursor is a bucket index whose bits are
+     * incremented from the high end. Buckets of a table of size 2^k that share
+     * the cursor's low k bits are visited before the bucket with the next
+     * reversed value, so when the table doubles or halves between calls no
+     * bucket's content can be skipped: an entry present for the whole
+     * iteration is returned at least once (possibly more than once).
+     */
+    const keel__kv_table_t *t0 = &kv->t[0], *t1 = &kv->t[1];
+    if (kv->rehash_pos < 0) {
+        for (const keel__kv_entry_t *e = t0->buckets[v & t0->mask]; e; e = e->next)
+            fn(data, e);
+        v |= ~(uint64_t)t0->mask;
+        v = rev64(rev64(v) + 1);
+        return v;
+    }
+    if (t0->mask > t1->mask) {
+        const keel__kv_table_t *x = t0;
+        t0 = t1;
+        t1 = x;
+    }
+    uint64_t m0 = t0->mask, m1 = t1->mask;
+    for (const keel__kv_entry_t *e = t0->buckets[v & m0]; e; e = e->next)
+        fn(data, e);
+    do {
+        for (const keel__kv_entry_t *e = t1->buckets[v & m1]; e; e = e->next)
+            fn(data, e);
+        v |= ~m1;
+        v = rev64(rev64(v) + 1);
+    } while (v & (m0 ^ m1));
+    return v;
+}
+
+int keel__kv_each(const keel_kv_t *kv, int (*fn)(void *data, const keel__kv_entry_t *e), void *data)
+{
+    for (int i = 0; i < 2; i++) {
+        const keel__kv_table_t *t = &kv->t[i];
+        if (t->buckets == NULL)
+            continue;
+        for (size_t b = 0; b <= t->mask; b++)
+            for (const keel__kv_entry_t *e = t->buckets[b]; e; e = e->next) {
+                int rc = fn(data, e);
+                if (rc != 0)
+                    return rc;
+            }
+    }
+    return 0;
+}
+
+static void free_chains(keel__kv_table_t *t)
+{
+    for (size_t b = 0; t->buckets != NULL && b <= t->mask; b++) {
+        keel__kv_entry_t *e = t->buckets[b];
+        while (e != NULL) {
+            keel__kv_entry_t *next = e->next;
+            free(e);
+            e = next;
+        }
+        t->buckets[b] = NULL;
+    }
+    t->used = 0;
+}
+
+void keel__kv_clear(keel_kv_t *kv)
+{
+    free_chains(&kv->t[0]);
+    free_chains(&kv->t[1]);
+    free(kv->t[1].buckets);
+    kv->t[1] = (keel__kv_table_t){0};
+    kv->rehash_pos = -1;
+    kv->count = 0;
+    kv->bytes = 0;
+}
+
+int keel_kv_get(const keel_kv_t *kv, const void *key, size_t key_len, keel_kv_value_t *out)
+{
+    const keel__kv_entry_t *e =
+        keel__kv_find(kv, key, key_len, keel__kv_hash(kv, key, key_len), NULL);
+    if (e == NULL)
+        return KEEL_ENOTFOUND;
+    *out = (keel_kv_value_t){keel__kv_cval(e), e->val_len, e->version, e->create_revision};
+    return 0;
+}
+
+/* ---- command entries --------------------------------------------------------- */
+
+int keel_kv_entry_encode(keel_buf_t *out, uint64_t time_ms, int argc, const uint8_t *const *argv,
+                         const size_t *lens)
+{
+    if (argc < 1 || (size_t)argc > KEEL_KV_ARGC_MAX)
+        return KEEL_EINVAL;
+    size_t total = KEEL_KV_ENTRY_HEADER_BYTES;
+    for (int i = 0; i < argc; i++) {
+        if (lens[i] > KEEL_KV_VALUE_BYTES_MAX)
+            return KEEL_EINVAL;
+        total += 4 + lens[i]; /* cannot overflow: 2^20 x (4 + 2^29) < 2^50 */
+    }
+    int rc = keel_buf_reserve(out, total);
+    if (rc != 0)
+        return rc;
+    uint8_t *w = keel_buf_wptr(out);
+    w[0] = KEEL_KV_ENTRY_VERSION;
+    keel__kv_put_u64(w + 1, time_ms);
+    keel__kv_put_u32(w + 9, (uint32_t)argc);
+    w += KEEL_KV_ENTRY_HEADER_BYTES;
+    for (int i = 0; i < argc; i++) {
+        keel__kv_put_u32(w, (uint32_t)lens[i]);
+        if (lens[i])
+            memcpy(w + 4, argv[i], lens[i]);
+        w += 4 + lens[i];
+    }
+    assert((size_t)(w - keel_buf_wptr(out)) == total);
+    keel_buf_commit(out, total);
+    return 0;
+}
+
+int keel_kv_entry_decode(const uint8_t *entry, size_t len, uint64_t *time_ms, size_t argv_cap,
+                         const uint8_t **argv, size_t *lens, size_t *argc)
+{
+    if (len < KEEL_KV_ENTRY_HEADER_BYTES || entry[0] != KEEL_KV_ENTRY_VERSION)
+        return KEEL_EPROTO;
+    uint32_t n = keel__kv_get_u32(entry + 9);
+    if (n < 1 || n > KEEL_KV_ARGC_MAX)
+        return KEEL_EPROTO;
+    /* Walk every length first: the entry is valid or nothing is filled. */
+    size_t pos = KEEL_KV_ENTRY_HEADER_BYTES;
+    for (uint32_t i = 0; i < n; i++) {
+        if (len - pos < 4)
+            return KEEL_EPROTO;
+        uint32_t l = keel__kv_get_u32(entry + pos);
+        pos += 4;
+        if (l > len - pos)
+            return KEEL_EPROTO;
+        pos += l;
+    }
+    if (pos != len)
+        return KEEL_EPROTO;
+    *time_ms = keel__kv_get_u64(entry + 1);
+    *argc = n;
+    if (n > argv_cap)
+        return KEEL_ETOOBIG;
+    pos = KEEL_KV_ENTRY_HEADER_BYTES;
+    for (uint32_t i = 0; i < n; i++) {
+        lens[i] = keel__kv_get_u32(entry + pos);
+        argv[i] = entry + pos + 4;
+        pos += 4 + lens[i];
+    }
+    assert(pos == len);
+    return 0;
+}
+
+static int grow_argv(keel_kv_t *kv, size_t argc)
+{
+    assert(argc <= KEEL_KV_ARGC_MAX);
+    size_t cap = kv->argv_cap ? kv->argv_cap : 16;
+    while (cap < argc)
+        cap *= 2;
+    const uint8_t **a = realloc(kv->argv, cap * sizeof(*a));
+    if (a == NULL)
+        return KEEL_ENOMEM;
+    kv->argv = a;
+    size_t *l = realloc(kv->lens, cap * sizeof(*l));
+    if (l == NULL)
+        return KEEL_ENOMEM;
+    kv->lens = l;
+    kv->argv_cap = cap;
+    return 0;
+}
+
+int keel_kv_apply(keel_kv_t *kv, uint64_t index, const uint8_t *entry, size_t len,
+                  keel_buf_t *reply)
+{
+    assert(index > kv->applied_index);
+    uint64_t time_ms;
+    size_t argc;
+    int rc = keel_kv_entry_decode(entry, len, &time_ms, kv->argv_cap, kv->argv, kv->lens, &argc);
+    if (rc == KEEL_ETOOBIG) {
+        rc = grow_argv(kv, argc);
+        if (rc != 0)
+            return rc;
+        rc = keel_kv_entry_decode(entry, len, &time_ms, kv->argv_cap, kv->argv, kv->lens, &argc);
+        assert(rc != KEEL_ETOOBIG);
+    }
+    if (rc != 0)
+        return rc;
+    keel__kv_rehash_step(kv, REHASH_STEP_BUCKETS);
+    size_t mark = keel_buf_unread(reply);
+    rc = keel__kv_exec(kv, kv, argc, kv->argv, kv->lens, reply);
+    if (rc != 0) {
+        reply->len = reply->rpos + mark;
+        return rc;
+    }
+    kv->applied_index = index;
+    if (time_ms > kv->time_ms)
+        kv->time_ms = time_ms;
+    return 0;
+}
+
+void keel_kv_advance(keel_kv_t *kv, uint64_t index)
+{
+    assert(index > kv->applied_index);
+    kv->applied_index = index;
+}
+
+int keel_kv_read(const keel_kv_t *kv, int argc, const uint8_t *const *argv, const size_t *lens,
+                 keel_buf_t *reply)
+{
+    assert(argc >= 1);
+    if (keel_kv_command_flags(argv[0], lens[0]) == KEEL_KV_WRITE)
+        return KEEL_EINVAL;
+    size_t mark = keel_buf_unread(reply);
+    int rc = keel__kv_exec(NULL, kv, (size_t)argc, argv, lens, reply);
+    if (rc != 0)
+        reply->len = reply->rpos + mark;
+    return rc;
+}

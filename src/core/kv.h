@@ -1,0 +1,221 @@
+/* kv.h - keel server's replicated key-value state machine: Redis string commands, versions,
+ * snapshots. */
+#ifndef KEEL_CORE_KV_H
+#define KEEL_CORE_KV_H
+
+#include "base/buf.h"
+#include "base/err.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * The deterministic state machine that keel server applies committed Raft
+ * entries to (Raft thesis §3.1, "replicated state machines"): the same entries
+ * in the same order give the same state, byte for byte, on every node. It is
+ * a pure core (ARCHITECTURE.md): no clock, no I/O, no global state; the time a
+ * command was proposed travels inside the entry.
+ *
+ * Data model: binary-safe keys -> binary-safe values, each with two revisions
+ * in the style of etcd's mvccpb.KeyValue:
+ *   - revision          a global counter, +1 for every command that changes
+ *                       something (MSET of 10 keys is one change, like an
+ *                       etcd txn); commands that change nothing leave it;
+ *   - version           (per key) the revision of the key's last change
+ *                       (etcd's mod_revision);
+ *   - create_revision   (per key) the revision that created the key.
+ *
+ * Flow inside keel server:
+ *   client argv -> keel_kv_command_flags() -> keel_kv_check() (arity, syntax)
+ *     write: keel_kv_entry_encode() -> Raft propose -> commit ->
+ *            keel_kv_apply() on every node; the proposer sends `reply`.
+ *     read:  ReadIndex / lease -> keel_kv_read() on the leader.
+ *
+ * Replies are exact RESP2 bytes (https://redis.io/docs/reference/protocol-spec/)
+ * with the texts redis-server 7.0 uses. A command error (syntax, not an
+ * integer, limit exceeded) is a normal `-ERR` reply and changes nothing.
+ *
+ * Storage is a chained hash table with power-of-two bucket arrays and
+ * incremental rehashing (Redis dict.c's scheme), so that SCAN can use Redis's
+ * reverse-binary cursor, whose guarantee survives table growth and shrinking:
+ * a key present for the whole iteration is returned at least once.
+ */
+
+/* Hard caps; the config may only lower them. */
+#define KEEL_KV_KEY_BYTES_MAX (512u * 1024u * 1024u)   /* Redis proto-max-bulk-len */
+#define KEEL_KV_VALUE_BYTES_MAX (512u * 1024u * 1024u) /* Redis proto-max-bulk-len */
+#define KEEL_KV_KEYS_MAX ((size_t)1 << 32)
+#define KEEL_KV_ARGC_MAX (1024u * 1024u) /* as KEEL_RESP_ARRAY_LEN_MAX */
+
+/* Command entry format version (first byte of every entry). */
+#define KEEL_KV_ENTRY_VERSION 1
+/* u8 version | u64 time_ms | u32 argc */
+#define KEEL_KV_ENTRY_HEADER_BYTES 13u
+/* Snapshot format version. */
+#define KEEL_KV_SNAPSHOT_VERSION 1
+
+typedef struct keel_kv_config {
+    size_t key_bytes_max;   /* default 64 KiB */
+    size_t value_bytes_max; /* default 1 MiB */
+    size_t keys_max;        /* default 10 million */
+    size_t argc_max;        /* default KEEL_KV_ARGC_MAX */
+    uint64_t hash_seed;     /* hash-flooding defence; any value is deterministic */
+} keel_kv_config_t;
+
+keel_kv_config_t keel_kv_config_default(void);
+int keel_kv_config_validate(const keel_kv_config_t *cfg, keel_errmsg_t *msg);
+
+/* One stored key (internal layout; read it through keel_kv_get). */
+typedef struct keel__kv_entry keel__kv_entry_t;
+
+typedef struct keel__kv_table {
+    keel__kv_entry_t **buckets; /* owned; NULL when size is 0 */
+    size_t mask;                /* size - 1 */
+    size_t used;                /* entries in this table */
+} keel__kv_table_t;
+
+/*
+ * Caller-owned. Two tables while rehashing (t[0] old, t[1] new); buckets of
+ * t[0] below `rehash_pos` are already moved. Write commands move a few
+ * buckets each, so no single command pays for a whole resize.
+ */
+typedef struct keel_kv {
+    keel_kv_config_t cfg;
+    keel__kv_table_t t[2];
+    int64_t rehash_pos; /* -1: not rehashing */
+    size_t count;
+    uint64_t revision;
+    uint64_t applied_index;
+    uint64_t time_ms;     /* time_ms of the newest applied entry (for TTLs, issue 6) */
+    size_t bytes;         /* key + value bytes stored */
+    const uint8_t **argv; /* owned scratch for decoded entries */
+    size_t *lens;         /* owned */
+    size_t argv_cap;
+} keel_kv_t;
+
+/* cfg NULL means the defaults; an invalid cfg is KEEL_EINVAL. 0 or KEEL_ENOMEM. */
+int keel_kv_init(keel_kv_t *kv, const keel_kv_config_t *cfg);
+void keel_kv_free(keel_kv_t *kv);
+
+uint64_t keel_kv_revision(const keel_kv_t *kv);
+size_t keel_kv_count(const keel_kv_t *kv);
+uint64_t keel_kv_applied_index(const keel_kv_t *kv);
+
+/* A key's value, borrowed: valid until the next apply / decode / free. */
+typedef struct keel_kv_value {
+    const uint8_t *value;
+    size_t len;
+    uint64_t version;
+    uint64_t create_revision;
+} keel_kv_value_t;
+
+/* 0 and *out, or KEEL_ENOTFOUND. */
+int keel_kv_get(const keel_kv_t *kv, const void *key, size_t key_len, keel_kv_value_t *out);
+
+/* ---- command entries ------------------------------------------------------ */
+
+/*
+ * A Raft entry payload for a write, little-endian:
+ *   u8 version (=1) | u64 time_ms | u32 argc | argc x (u32 len | len bytes)
+ * time_ms is the leader's clock when it proposed (for expiry, issue 6).
+ * encode: 0, KEEL_EINVAL (argc < 1 or > KEEL_KV_ARGC_MAX, an arg over
+ * KEEL_KV_VALUE_BYTES_MAX), KEEL_ETOOBIG / KEEL_ENOMEM from the buffer (left
+ * as it was).
+ */
+int keel_kv_entry_encode(keel_buf_t *out, uint64_t time_ms, int argc, const uint8_t *const *argv,
+                         const size_t *lens);
+
+/*
+ * Validates a whole entry (version, argc in 1..KEEL_KV_ARGC_MAX, every length
+ * inside the payload, no trailing bytes) before filling anything: 0, or
+ * KEEL_EPROTO for any malformation. *argc is set whenever the header is valid;
+ * if it exceeds argv_cap the result is KEEL_ETOOBIG and nothing is filled
+ * (grow and call again). argv points into `entry` (borrowed).
+ */
+int keel_kv_entry_decode(const uint8_t *entry, size_t len, uint64_t *time_ms, size_t argv_cap,
+                         const uint8_t **argv, size_t *lens, size_t *argc);
+
+/* ---- commands ------------------------------------------------------------- */
+
+#define KEEL_KV_WRITE 1u /* propose through Raft, then keel_kv_apply */
+#define KEEL_KV_READ 2u  /* linearizable read with keel_kv_read */
+
+/* The command table, for a server that registers each name (COMMAND, its dispatcher). */
+typedef struct keel_kv_command_info {
+    const char *name; /* lower case */
+    int arity;        /* Redis arity: N exactly, -N at least N (name included) */
+    unsigned flags;   /* KEEL_KV_WRITE or KEEL_KV_READ */
+} keel_kv_command_info_t;
+size_t keel_kv_commands_count(void);
+void keel_kv_command_info(size_t i, keel_kv_command_info_t *out);
+
+/* KEEL_KV_WRITE, KEEL_KV_READ, or 0 for a command this module does not know. */
+unsigned keel_kv_command_flags(const uint8_t *name, size_t len);
+
+/*
+ * Everything that can be judged from argv alone, so the server can refuse a
+ * command before proposing it: unknown command, Redis arity, and each
+ * command's syntax (SET options, integer arguments, MSET pairs, SCAN
+ * options). 0 if fine; else KEEL_EINVAL with the RESP error appended to
+ * err_reply (KEEL_ENOMEM / KEEL_ETOOBIG if even that fails). Limits that
+ * depend on the config (key and value sizes) are judged by apply.
+ */
+int keel_kv_check(int argc, const uint8_t *const *argv, const size_t *lens, keel_buf_t *err_reply);
+
+/*
+ * Applies one committed command entry at Raft index `index` (> the previous
+ * one, asserted) and appends its exact RESP reply to `reply`. Read commands in
+ * an entry are executed too (log reads). Returns 0, also for command errors
+ * (`-ERR ...` reply, nothing changed). Returns KEEL_EPROTO for a malformed
+ * entry (the server's fatal corruption) or KEEL_ENOMEM / KEEL_ETOOBIG (from
+ * the reply buffer); then the state, applied_index included, is unchanged and
+ * `reply` is as it was.
+ */
+int keel_kv_apply(keel_kv_t *kv, uint64_t index, const uint8_t *entry, size_t len,
+                  keel_buf_t *reply);
+
+/* Records a Raft entry that is not a KV command (no-op, configuration). */
+void keel_kv_advance(keel_kv_t *kv, uint64_t index);
+
+/*
+ * Runs a read command on local state and appends its reply. 0 (command errors
+ * are replies), KEEL_EINVAL for a write command (nothing appended), or
+ * KEEL_ENOMEM / KEEL_ETOOBIG from `reply` (left as it was).
+ */
+int keel_kv_read(const keel_kv_t *kv, int argc, const uint8_t *const *argv, const size_t *lens,
+                 keel_buf_t *reply);
+
+/*
+ * Redis glob matching (stringmatchlen): `*`, `?`, `[abc]`, `[^a]`, `[a-z]`,
+ * `\x`. Iterative with one backtrack point, so O(pattern x string) time.
+ */
+int keel_kv_glob_match(const uint8_t *pat, size_t pat_len, const uint8_t *s, size_t s_len);
+
+/* ---- snapshots ------------------------------------------------------------ */
+
+/*
+ * Format, little-endian, version 1:
+ *   "KEELKVS" u8 version | u64 applied_index | u64 revision | u64 time_ms |
+ *   u64 count | count x (u32 key_len | u32 value_len | u64 version |
+ *   u64 create_revision | key | value) | u32 crc32c(all bytes before it)
+ * Keys appear in table order (not sorted); the content, not the byte order,
+ * is what must agree between nodes.
+ *
+ * The sink receives the snapshot in pieces; a non-zero return from it stops
+ * the walk and is returned. The state must not change during the walk.
+ */
+typedef int (*keel_kv_sink_fn)(void *data, const uint8_t *p, size_t n);
+int keel_kv_snapshot_write(const keel_kv_t *kv, keel_kv_sink_fn sink, void *data);
+/* Appends the whole snapshot to out (0, KEEL_ETOOBIG, KEEL_ENOMEM; out unchanged on error). */
+int keel_kv_snapshot_encode(const keel_kv_t *kv, keel_buf_t *out);
+/*
+ * Loads a snapshot into kv_new, which must be freshly initialized (empty,
+ * applied_index 0). Checks the CRC first, then every field: lengths inside
+ * the data and within kv_new's limits, revisions consistent (1 <=
+ * create_revision <= version <= revision), no duplicate keys, count exact, no
+ * trailing bytes. 0, or KEEL_ECORRUPT / KEEL_EPROTO / KEEL_ETOOBIG /
+ * KEEL_ENOMEM with text in msg, and kv_new empty again.
+ */
+int keel_kv_snapshot_decode(keel_kv_t *kv_new, const uint8_t *data, size_t len, keel_errmsg_t *msg);
+
+#endif

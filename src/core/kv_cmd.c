@@ -1,0 +1,970 @@
+/* kv_cmd.c - KV commands: one table (name, arity, flags, syntax, handler), RESP replies, glob. */
+#include "core/kv_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+/*
+ * Every command runs the same way (keel__kv_exec): look up, arity, argc
+ * limit, syntax (argv only, shared with keel_kv_check so the server can
+ * refuse before proposing), handler. A handler either writes a command error
+ * and changes nothing, or succeeds whole; when it fails with KEEL_ENOMEM /
+ * KEEL_ETOOBIG the state is unchanged and the caller drops its partial reply.
+ * That is why handlers write their reply before mutating, or reserve its
+ * bytes first when the reply depends on the outcome (DEL).
+ *
+ * Texts follow redis-server 7.0 (src/t_string.c, src/db.c, src/server.c),
+ * checked against a running redis-server 7.0.15.
+ */
+
+#define REPLIED 1 /* a syntax function wrote an error reply */
+
+typedef struct call {
+    keel_kv_t *w;        /* NULL for reads */
+    const keel_kv_t *kv; /* same object as w for writes */
+    size_t argc;
+    const uint8_t *const *argv;
+    const size_t *lens;
+    keel_buf_t *reply;
+} call_t;
+
+typedef int (*cmd_fn)(const call_t *c);
+
+typedef struct cmd {
+    const char *name;  /* upper case, as matched */
+    const char *lname; /* lower case, as Redis names it in errors */
+    int arity;         /* Redis arity: argc == n, or argc >= -n when negative */
+    unsigned flags;
+    cmd_fn syntax; /* may be NULL; 0, REPLIED or a negative error */
+    cmd_fn fn;
+} cmd_t;
+
+/* ---- RESP writers ---------------------------------------------------------- */
+
+/* ':' or '$' or '*', a sign, 20 digits, CRLF */
+#define HDR_BYTES_MAX 24u
+
+static size_t fmt_u64(char *out, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+static size_t fmt_i64(char *out, int64_t v)
+{
+    if (v >= 0)
+        return fmt_u64(out, (uint64_t)v);
+    out[0] = '-';
+    return 1 + fmt_u64(out + 1, (uint64_t)0 - (uint64_t)v);
+}
+
+static size_t put_hdr(uint8_t *w, char type, int64_t v)
+{
+    w[0] = (uint8_t)type;
+    size_t n = 1 + fmt_i64((char *)w + 1, v);
+    w[n++] = '\r';
+    w[n++] = '\n';
+    return n;
+}
+
+static int r_hdr(keel_buf_t *b, char type, int64_t v)
+{
+    int rc = keel_buf_reserve(b, HDR_BYTES_MAX);
+    if (rc != 0)
+        return rc;
+    keel_buf_commit(b, put_hdr(keel_buf_wptr(b), type, v));
+    return 0;
+}
+
+static int r_int(keel_buf_t *b, int64_t v)
+{
+    return r_hdr(b, ':', v);
+}
+
+static int r_array(keel_buf_t *b, size_t n)
+{
+    return r_hdr(b, '*', (int64_t)n);
+}
+
+static int r_bulk(keel_buf_t *b, const uint8_t *p, size_t n)
+{
+    int rc = keel_buf_reserve(b, HDR_BYTES_MAX + n + 2);
+    if (rc != 0)
+        return rc;
+    uint8_t *w = keel_buf_wptr(b);
+    size_t h = put_hdr(w, '$', (int64_t)n);
+    if (n)
+        memcpy(w + h, p, n);
+    w[h + n] = '\r';
+    w[h + n + 1] = '\n';
+    keel_buf_commit(b, h + n + 2);
+    return 0;
+}
+
+static int r_raw(keel_buf_t *b, const char *s)
+{
+    return keel_buf_append(b, s, strlen(s));
+}
+
+static int r_nil(keel_buf_t *b)
+{
+    return keel_buf_append(b, "$-1\r\n", 5);
+}
+
+static int r_ok(keel_buf_t *b)
+{
+    return keel_buf_append(b, "+OK\r\n", 5);
+}
+
+/* An error reply from a fixed text; returns REPLIED or the buffer's error. */
+static int r_err(keel_buf_t *b, const char *text)
+{
+    size_t n = strlen(text);
+    int rc = keel_buf_reserve(b, n + 3);
+    if (rc != 0)
+        return rc;
+    uint8_t *w = keel_buf_wptr(b);
+    w[0] = '-';
+    memcpy(w + 1, text, n);
+    w[n + 1] = '\r';
+    w[n + 2] = '\n';
+    keel_buf_commit(b, n + 3);
+    return REPLIED;
+}
+
+/* The bulk reply of an optional value: $-1 when e is NULL. */
+static int r_value(keel_buf_t *b, const keel__kv_entry_t *e)
+{
+    return e ? r_bulk(b, keel__kv_cval(e), e->val_len) : r_nil(b);
+}
+
+static const char ERR_SYNTAX[] = "ERR syntax error";
+static const char ERR_NOT_INT[] = "ERR value is not an integer or out of range";
+static const char ERR_OVERFLOW[] = "ERR increment or decrement would overflow";
+static const char ERR_VALUE_SIZE[] = "ERR string exceeds maximum allowed size";
+static const char ERR_KEY_SIZE[] = "ERR key exceeds maximum allowed size";
+static const char ERR_KEYS_MAX[] =
+    "OOM command not allowed when the number of keys would exceed 'keys_max'";
+static const char ERR_EXPIRY[] = "ERR expiry is not supported yet";
+
+/* ---- argument helpers ------------------------------------------------------ */
+
+static int upper(int c)
+{
+    return c >= 'a' && c <= 'z' ? c - 32 : c;
+}
+
+/* Case-insensitive equality of an argument with an upper-case word. */
+static int arg_is(const call_t *c, size_t i, const char *word)
+{
+    size_t n = c->lens[i];
+    const uint8_t *p = c->argv[i];
+    for (size_t k = 0; k < n; k++)
+        if (word[k] == '\0' || upper(p[k]) != word[k])
+            return 0;
+    return word[n] == '\0';
+}
+
+/*
+ * Redis string2ll (util.c): optional '-', no '+', no leading zeros, no
+ * spaces, "-0" refused, at most 20 bytes, within int64. 0 or -1.
+ */
+static int parse_i64(const uint8_t *p, size_t n, int64_t *out)
+{
+    if (n == 0 || n > 20)
+        return -1;
+    if (n == 1 && p[0] == '0') {
+        *out = 0;
+        return 0;
+    }
+    size_t i = p[0] == '-';
+    if (i == n || p[i] < '1' || p[i] > '9')
+        return -1;
+    uint64_t v = 0;
+    for (; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        uint64_t d = (uint64_t)(p[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    if (p[0] == '-') {
+        if (v > (uint64_t)INT64_MAX + 1)
+            return -1;
+        *out = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
+    } else {
+        if (v > (uint64_t)INT64_MAX)
+            return -1;
+        *out = (int64_t)v;
+    }
+    return 0;
+}
+
+/* Limits for a command that may create key i with a value of val_len bytes. */
+static int check_sizes(const call_t *c, size_t key_len, size_t val_len)
+{
+    if (key_len > c->kv->cfg.key_bytes_max)
+        return r_err(c->reply, ERR_KEY_SIZE);
+    if (val_len > c->kv->cfg.value_bytes_max)
+        return r_err(c->reply, ERR_VALUE_SIZE);
+    return 0;
+}
+
+static int check_room(const call_t *c, size_t new_keys)
+{
+    if (new_keys > c->kv->cfg.keys_max - c->kv->count)
+        return r_err(c->reply, ERR_KEYS_MAX);
+    return 0;
+}
+
+/* Replied errors are a success of apply: map REPLIED to 0. */
+static int done(int rc)
+{
+    return rc == REPLIED ? 0 : rc;
+}
+
+/* Creates key -> val at revision rev. 0 or KEEL_ENOMEM (nothing changed). */
+static int create(keel_kv_t *kv, const uint8_t *key, size_t key_len, uint64_t h, const uint8_t *val,
+                  size_t val_len, uint64_t rev)
+{
+    keel__kv_entry_t *e = keel__kv_entry_new(key, key_len, h, val, val_len, val_len);
+    if (e == NULL)
+        return KEEL_ENOMEM;
+    e->version = e->create_revision = rev;
+    keel__kv_insert(kv, e);
+    return 0;
+}
+
+/* Overwrites the value of the entry at *link. 0 or KEEL_ENOMEM (nothing changed). */
+static int overwrite(keel_kv_t *kv, keel__kv_entry_t **link, const uint8_t *val, size_t val_len,
+                     uint64_t rev)
+{
+    int rc = keel__kv_reserve_value(kv, link, val_len, 0);
+    if (rc != 0)
+        return rc;
+    keel__kv_entry_t *e = *link;
+    if (val_len)
+        memcpy(keel__kv_val(e), val, val_len);
+    kv->bytes = kv->bytes - e->val_len + val_len;
+    e->val_len = (uint32_t)val_len;
+    e->version = rev;
+    return 0;
+}
+
+/* ---- SET and GETSET --------------------------------------------------------- */
+
+enum {
+    SET_NX = 1,
+    SET_XX = 2,
+    SET_GET = 4,
+    SET_KEEPTTL = 8,
+    SET_EX = 16,
+    SET_PX = 32,
+    SET_EXAT = 64,
+    SET_PXAT = 128
+};
+#define SET_EXPIRE (SET_EX | SET_PX | SET_EXAT | SET_PXAT)
+
+/*
+ * SET key value [NX|XX] [GET] [EX s|PX ms|EXAT ts|PXAT ms-ts|KEEPTTL], parsed
+ * as Redis's parseExtendedStringArgumentsOrReply does (a repeated option is
+ * fine, conflicting ones are a syntax error, the last expire value counts).
+ * Expiry is parsed and validated, then refused: TTLs come with issue 6.
+ */
+static int set_parse(const call_t *c, unsigned *flags)
+{
+    static const struct {
+        const char *word;
+        unsigned flag;
+    } expire[] = {{"EX", SET_EX}, {"PX", SET_PX}, {"EXAT", SET_EXAT}, {"PXAT", SET_PXAT}};
+    unsigned f = 0;
+    size_t expire_arg = 0;
+    for (size_t i = 3; i < c->argc; i++) {
+        int more = i + 1 < c->argc, ok = 0;
+        if (arg_is(c, i, "NX") && !(f & SET_XX)) {
+            f |= SET_NX, ok = 1;
+        } else if (arg_is(c, i, "XX") && !(f & SET_NX)) {
+            f |= SET_XX, ok = 1;
+        } else if (arg_is(c, i, "GET")) {
+            f |= SET_GET, ok = 1;
+        } else if (arg_is(c, i, "KEEPTTL") && !(f & SET_EXPIRE)) {
+            f |= SET_KEEPTTL, ok = 1;
+        } else {
+            for (size_t k = 0; k < 4 && !ok; k++) {
+                unsigned other = SET_EXPIRE & ~expire[k].flag;
+                if (arg_is(c, i, expire[k].word) && !(f & (other | SET_KEEPTTL)) && more) {
+                    f |= expire[k].flag, ok = 1;
+                    expire_arg = ++i;
+                }
+            }
+        }
+        if (!ok)
+            return r_err(c->reply, ERR_SYNTAX);
+    }
+    if (f & SET_EXPIRE) {
+        int64_t t;
+        if (parse_i64(c->argv[expire_arg], c->lens[expire_arg], &t) != 0)
+            return r_err(c->reply, ERR_NOT_INT);
+        if (t <= 0 || ((f & (SET_EX | SET_EXAT)) && t > INT64_MAX / 1000))
+            return r_err(c->reply, "ERR invalid expire time in 'set' command");
+    }
+    if (f & (SET_EXPIRE | SET_KEEPTTL))
+        return r_err(c->reply, ERR_EXPIRY);
+    *flags = f;
+    return 0;
+}
+
+static int set_syntax(const call_t *c)
+{
+    unsigned f;
+    return set_parse(c, &f);
+}
+
+/* The common body of SET and GETSET. */
+static int set_value(const call_t *c, unsigned f)
+{
+    keel_kv_t *kv = c->w;
+    const uint8_t *key = c->argv[1], *val = c->argv[2];
+    size_t key_len = c->lens[1], val_len = c->lens[2];
+    int rc = check_sizes(c, key_len, val_len);
+    if (rc != 0)
+        return done(rc);
+    uint64_t h = keel__kv_hash(kv, key, key_len);
+    keel__kv_entry_t **link = NULL;
+    keel__kv_entry_t *e = keel__kv_find(kv, key, key_len, h, &link);
+    int skip = (f & SET_NX && e) || (f & SET_XX && !e);
+    if (!e && !skip && (rc = check_room(c, 1)) != 0)
+        return done(rc);
+    rc = (f & SET_GET) ? r_value(c->reply, e) : skip ? r_nil(c->reply) : r_ok(c->reply);
+    if (rc != 0 || skip)
+        return rc;
+    uint64_t rev = kv->revision + 1;
+    rc =
+        e ? overwrite(kv, link, val, val_len, rev) : create(kv, key, key_len, h, val, val_len, rev);
+    if (rc == 0)
+        kv->revision = rev;
+    return rc;
+}
+
+static int cmd_set(const call_t *c)
+{
+    unsigned f = 0;
+    int rc = set_parse(c, &f);
+    return rc != 0 ? done(rc) : set_value(c, f);
+}
+
+static int cmd_getset(const call_t *c)
+{
+    return set_value(c, SET_GET);
+}
+
+/* ---- MSET, DEL ---------------------------------------------------------------- */
+
+static int mset_syntax(const call_t *c)
+{
+    if (c->argc % 2 == 0)
+        return r_err(c->reply, "ERR wrong number of arguments for 'mset' command");
+    return 0;
+}
+
+/*
+ * All new entries are allocated before any is linked, so an MSET either
+ * happens whole or (ENOMEM) not at all. A repeated key is written in argument
+ * order, so the last value wins, as in Redis. keys_max counts every absent
+ * key, a repeated absent key twice (conservative, and deterministic).
+ */
+static int cmd_mset(const call_t *c)
+{
+    keel_kv_t *kv = c->w;
+    size_t pairs = (c->argc - 1) / 2, absent = 0;
+    int rc = 0;
+    for (size_t i = 0; i < pairs; i++) {
+        const uint8_t *key = c->argv[1 + 2 * i];
+        size_t key_len = c->lens[1 + 2 * i];
+        if ((rc = check_sizes(c, key_len, c->lens[2 + 2 * i])) != 0)
+            return done(rc);
+        absent += keel__kv_find(kv, key, key_len, keel__kv_hash(kv, key, key_len), NULL) == NULL;
+    }
+    if ((rc = check_room(c, absent)) != 0)
+        return done(rc);
+    keel__kv_entry_t **fresh = calloc(pairs, sizeof(*fresh));
+    if (fresh == NULL)
+        return KEEL_ENOMEM;
+    uint64_t rev = kv->revision + 1;
+    for (size_t i = 0; i < pairs && rc == 0; i++) {
+        const uint8_t *key = c->argv[1 + 2 * i], *val = c->argv[2 + 2 * i];
+        size_t key_len = c->lens[1 + 2 * i], val_len = c->lens[2 + 2 * i];
+        uint64_t h = keel__kv_hash(kv, key, key_len);
+        fresh[i] = keel__kv_entry_new(key, key_len, h, val, val_len, val_len);
+        rc = fresh[i] ? 0 : KEEL_ENOMEM;
+    }
+    if (rc == 0)
+        rc = r_ok(c->reply);
+    if (rc != 0)
+        goto err_after_fresh;
+    for (size_t i = 0; i < pairs; i++) {
+        keel__kv_entry_t *e = fresh[i], **link = NULL;
+        keel__kv_entry_t *old = keel__kv_find(kv, keel__kv_key(e), e->key_len, e->hash, &link);
+        e->version = rev;
+        e->create_revision = old ? old->create_revision : rev;
+        if (old)
+            keel__kv_replace(kv, link, e);
+        else
+            keel__kv_insert(kv, e);
+    }
+    kv->revision = rev;
+    free(fresh);
+    return 0;
+err_after_fresh:
+    for (size_t i = 0; i < pairs; i++)
+        free(fresh[i]);
+    free(fresh);
+    return rc;
+}
+
+static int cmd_del(const call_t *c)
+{
+    keel_kv_t *kv = c->w;
+    /* Reserve the reply first: deleting cannot fail, writing it then cannot either. */
+    int rc = keel_buf_reserve(c->reply, HDR_BYTES_MAX);
+    if (rc != 0)
+        return rc;
+    int64_t n = 0;
+    for (size_t i = 1; i < c->argc; i++) {
+        keel__kv_entry_t **link = NULL;
+        uint64_t h = keel__kv_hash(kv, c->argv[i], c->lens[i]);
+        if (keel__kv_find(kv, c->argv[i], c->lens[i], h, &link) != NULL) {
+            keel__kv_unlink(kv, link);
+            n++;
+        }
+    }
+    if (n > 0)
+        kv->revision++;
+    rc = r_int(c->reply, n);
+    assert(rc == 0);
+    return 0;
+}
+
+/* ---- INCR family, APPEND ------------------------------------------------------ */
+
+static int incrby_syntax(const call_t *c)
+{
+    int64_t d;
+    return parse_i64(c->argv[2], c->lens[2], &d) != 0 ? r_err(c->reply, ERR_NOT_INT) : 0;
+}
+
+static int decrby_syntax(const call_t *c)
+{
+    int64_t d;
+    if (parse_i64(c->argv[2], c->lens[2], &d) != 0)
+        return r_err(c->reply, ERR_NOT_INT);
+    return d == INT64_MIN ? r_err(c->reply, "ERR decrement would overflow") : 0;
+}
+
+/* Redis incrDecrCommand: the stored value must parse as an int64. */
+static int incr_by(const call_t *c, int64_t delta)
+{
+    keel_kv_t *kv = c->w;
+    const uint8_t *key = c->argv[1];
+    size_t key_len = c->lens[1];
+    uint64_t h = keel__kv_hash(kv, key, key_len);
+    keel__kv_entry_t **link = NULL;
+    keel__kv_entry_t *e = keel__kv_find(kv, key, key_len, h, &link);
+    int64_t v = 0;
+    int rc;
+    if (e && parse_i64(keel__kv_cval(e), e->val_len, &v) != 0)
+        return done(r_err(c->reply, ERR_NOT_INT));
+    if ((delta < 0 && v < 0 && delta < INT64_MIN - v) ||
+        (delta > 0 && v > 0 && delta > INT64_MAX - v))
+        return done(r_err(c->reply, ERR_OVERFLOW));
+    if (!e && ((rc = check_sizes(c, key_len, 20)) != 0 || (rc = check_room(c, 1)) != 0))
+        return done(rc);
+    v += delta;
+    char text[20];
+    size_t n = fmt_i64(text, v);
+    if ((rc = r_int(c->reply, v)) != 0)
+        return rc;
+    uint64_t rev = kv->revision + 1;
+    rc = e ? overwrite(kv, link, (const uint8_t *)text, n, rev)
+           : create(kv, key, key_len, h, (const uint8_t *)text, n, rev);
+    if (rc == 0)
+        kv->revision = rev;
+    return rc;
+}
+
+static int cmd_incr(const call_t *c)
+{
+    return incr_by(c, 1);
+}
+
+static int cmd_decr(const call_t *c)
+{
+    return incr_by(c, -1);
+}
+
+static int cmd_incrby(const call_t *c)
+{
+    int64_t d = 0;
+    int rc = parse_i64(c->argv[2], c->lens[2], &d);
+    assert(rc == 0); /* incrby_syntax ran */
+    return incr_by(c, d);
+}
+
+static int cmd_decrby(const call_t *c)
+{
+    int64_t d = 0;
+    int rc = parse_i64(c->argv[2], c->lens[2], &d);
+    assert(rc == 0 && d != INT64_MIN); /* decrby_syntax ran */
+    return incr_by(c, -d);
+}
+
+static int cmd_append(const call_t *c)
+{
+    keel_kv_t *kv = c->w;
+    const uint8_t *key = c->argv[1], *val = c->argv[2];
+    size_t key_len = c->lens[1], val_len = c->lens[2];
+    uint64_t h = keel__kv_hash(kv, key, key_len);
+    keel__kv_entry_t **link = NULL;
+    keel__kv_entry_t *e = keel__kv_find(kv, key, key_len, h, &link);
+    size_t total = (e ? e->val_len : 0) + val_len;
+    int rc = check_sizes(c, key_len, total);
+    if (rc == 0 && !e)
+        rc = check_room(c, 1);
+    if (rc != 0)
+        return done(rc);
+    if ((rc = r_int(c->reply, (int64_t)total)) != 0)
+        return rc;
+    uint64_t rev = kv->revision + 1;
+    if (!e) {
+        rc = create(kv, key, key_len, h, val, val_len, rev);
+    } else if ((rc = keel__kv_reserve_value(kv, link, total, 1)) == 0) {
+        e = *link;
+        if (val_len)
+            memcpy(keel__kv_val(e) + e->val_len, val, val_len);
+        e->val_len = (uint32_t)total;
+        e->version = rev;
+        kv->bytes += val_len;
+    }
+    if (rc == 0)
+        kv->revision = rev;
+    return rc;
+}
+
+/* ---- reads ------------------------------------------------------------------- */
+
+static const keel__kv_entry_t *lookup(const call_t *c, size_t i)
+{
+    const keel_kv_t *kv = c->kv;
+    return keel__kv_find(kv, c->argv[i], c->lens[i], keel__kv_hash(kv, c->argv[i], c->lens[i]),
+                         NULL);
+}
+
+static int cmd_get(const call_t *c)
+{
+    return r_value(c->reply, lookup(c, 1));
+}
+
+static int cmd_mget(const call_t *c)
+{
+    int rc = r_array(c->reply, c->argc - 1);
+    for (size_t i = 1; i < c->argc && rc == 0; i++)
+        rc = r_value(c->reply, lookup(c, i));
+    return rc;
+}
+
+static int cmd_exists(const call_t *c)
+{
+    int64_t n = 0;
+    for (size_t i = 1; i < c->argc; i++)
+        n += lookup(c, i) != NULL;
+    return r_int(c->reply, n);
+}
+
+static int cmd_strlen(const call_t *c)
+{
+    const keel__kv_entry_t *e = lookup(c, 1);
+    return r_int(c->reply, e ? e->val_len : 0);
+}
+
+static int cmd_dbsize(const call_t *c)
+{
+    return r_int(c->reply, (int64_t)c->kv->count);
+}
+
+/* KEEL.GETV key -> [value, version], or a null array when absent. */
+static int cmd_getv(const call_t *c)
+{
+    const keel__kv_entry_t *e = lookup(c, 1);
+    if (e == NULL)
+        return keel_buf_append(c->reply, "*-1\r\n", 5);
+    int rc = r_array(c->reply, 2);
+    if (rc == 0)
+        rc = r_value(c->reply, e);
+    if (rc == 0)
+        rc = r_int(c->reply, (int64_t)e->version);
+    return rc;
+}
+
+/* ---- SCAN ---------------------------------------------------------------------- */
+
+typedef struct scan_opts {
+    uint64_t cursor;
+    int64_t count;
+    const uint8_t *pat; /* NULL: every key */
+    size_t pat_len;
+    int type_ok; /* TYPE given and not "string": nothing matches */
+} scan_opts_t;
+
+/* Redis scanGenericCommand's option loop; cursor as parseScanCursorOrReply. */
+static int scan_parse(const call_t *c, scan_opts_t *o)
+{
+    int64_t neg;
+    *o = (scan_opts_t){.count = 10, .type_ok = 1};
+    const uint8_t *p = c->argv[1];
+    size_t n = c->lens[1];
+    int digits = n > 0 && n <= 20;
+    for (size_t i = 0; i < n && digits; i++)
+        digits = p[i] >= '0' && p[i] <= '9';
+    for (size_t i = 0; digits && i < n; i++) {
+        uint64_t d = (uint64_t)(p[i] - '0');
+        if (o->cursor > (UINT64_MAX - d) / 10)
+            digits = 0;
+        else
+            o->cursor = o->cursor * 10 + d;
+    }
+    if (!digits) {
+        if (parse_i64(p, n, &neg) != 0)
+            return r_err(c->reply, "ERR invalid cursor");
+        o->cursor = (uint64_t)neg; /* strtoul's wrap-around, as Redis */
+    }
+    for (size_t i = 2; i < c->argc; i += 2) {
+        if (c->argc - i < 2)
+            return r_err(c->reply, ERR_SYNTAX);
+        if (arg_is(c, i, "COUNT")) {
+            if (parse_i64(c->argv[i + 1], c->lens[i + 1], &o->count) != 0)
+                return r_err(c->reply, ERR_NOT_INT);
+            if (o->count < 1)
+                return r_err(c->reply, ERR_SYNTAX);
+        } else if (arg_is(c, i, "MATCH")) {
+            o->pat = c->argv[i + 1];
+            o->pat_len = c->lens[i + 1];
+            if (o->pat_len == 1 && o->pat[0] == '*')
+                o->pat = NULL;
+        } else if (arg_is(c, i, "TYPE")) {
+            o->type_ok = arg_is(c, i + 1, "STRING");
+        } else {
+            return r_err(c->reply, ERR_SYNTAX);
+        }
+    }
+    return 0;
+}
+
+static int scan_syntax(const call_t *c)
+{
+    scan_opts_t o;
+    return scan_parse(c, &o);
+}
+
+typedef struct scan_ctx {
+    const scan_opts_t *o;
+    keel_buf_t *reply;
+    int64_t visited, emitted;
+    int rc;
+} scan_ctx_t;
+
+static void scan_one(void *data, const keel__kv_entry_t *e)
+{
+    scan_ctx_t *s = data;
+    s->visited++;
+    if (s->rc != 0 || !s->o->type_ok)
+        return;
+    if (s->o->pat && !keel_kv_glob_match(s->o->pat, s->o->pat_len, keel__kv_key(e), e->key_len))
+        return;
+    s->rc = r_bulk(s->reply, keel__kv_key(e), e->key_len);
+    s->emitted++;
+}
+
+/*
+ * Like Redis: visit buckets until COUNT keys were seen (before MATCH filters
+ * them) or 10 x COUNT buckets were visited, so one call's work is bounded.
+ * Keys are written first, then the header is slid in front of them: no
+ * temporary list, and the state stays const.
+ */
+static int cmd_scan(const call_t *c)
+{
+    scan_opts_t o;
+    int rc = scan_parse(c, &o);
+    assert(rc == 0); /* scan_syntax ran */
+    keel_buf_t *b = c->reply;
+    size_t mark = keel_buf_unread(b);
+    scan_ctx_t s = {&o, b, 0, 0, 0};
+    int64_t iterations = o.count > INT64_MAX / 10 ? INT64_MAX : o.count * 10;
+    uint64_t cursor = o.cursor;
+    do {
+        cursor = keel__kv_scan(c->kv, cursor, scan_one, &s);
+    } while (cursor && iterations-- && s.visited < o.count && s.rc == 0);
+    if (s.rc != 0)
+        return s.rc;
+    uint8_t hdr[4 + 2 * HDR_BYTES_MAX + 20];
+    char digits[20];
+    size_t dn = fmt_u64(digits, cursor);
+    memcpy(hdr, "*2\r\n", 4);
+    size_t hn = 4 + put_hdr(hdr + 4, '$', (int64_t)dn);
+    memcpy(hdr + hn, digits, dn);
+    hn += dn;
+    hdr[hn++] = '\r';
+    hdr[hn++] = '\n';
+    hn += put_hdr(hdr + hn, '*', s.emitted);
+    if ((rc = keel_buf_reserve(b, hn)) != 0)
+        return rc;
+    uint8_t *start = b->data + b->rpos + mark;
+    size_t keys = (size_t)(keel_buf_wptr(b) - start);
+    memmove(start + hn, start, keys);
+    memcpy(start, hdr, hn);
+    keel_buf_commit(b, hn);
+    return 0;
+}
+
+/* ---- glob ---------------------------------------------------------------------- */
+
+/*
+ * One non-star token of a pattern against one byte, as Redis stringmatchlen
+ * reads it: `?`, `\x`, a class `[...]` (`^` negates, `a-z` ranges, either way
+ * round, `\]` escapes, an unclosed class runs to the end), or a literal.
+ * *adv gets the token's length.
+ */
+static int token_matches(const uint8_t *pat, size_t plen, size_t p, uint8_t ch, size_t *adv)
+{
+    if (pat[p] == '?') {
+        *adv = 1;
+        return 1;
+    }
+    if (pat[p] == '\\') {
+        *adv = plen - p >= 2 ? 2 : 1;
+        return pat[p + *adv - 1] == ch;
+    }
+    if (pat[p] != '[') {
+        *adv = 1;
+        return pat[p] == ch;
+    }
+    size_t q = p + 1;
+    int neg = q < plen && pat[q] == '^', match = 0;
+    q += neg;
+    while (q < plen) {
+        if (pat[q] == '\\' && plen - q >= 2) {
+            match |= pat[q + 1] == ch;
+            q += 2;
+        } else if (pat[q] == ']') {
+            q++;
+            break;
+        } else if (plen - q >= 3 && pat[q + 1] == '-') {
+            uint8_t lo = pat[q], hi = pat[q + 2];
+            if (lo > hi) {
+                uint8_t t = lo;
+                lo = hi;
+                hi = t;
+            }
+            match |= ch >= lo && ch <= hi;
+            q += 3;
+        } else {
+            match |= pat[q] == ch;
+            q++;
+        }
+    }
+    *adv = q - p;
+    return neg ? !match : match;
+}
+
+int keel_kv_glob_match(const uint8_t *pat, size_t plen, const uint8_t *s, size_t slen)
+{
+    /* Redis quirk kept for compatibility: an empty string matches only an empty pattern. */
+    if (slen == 0)
+        return plen == 0;
+    /* Greedy with one backtrack point: every non-star token eats exactly one
+     * byte, so retrying from the last star is enough (no exponential blow-up). */
+    size_t p = 0, i = 0, star_p = SIZE_MAX, star_i = 0, adv;
+    while (i < slen) {
+        if (p < plen && pat[p] == '*') {
+            while (p < plen && pat[p] == '*')
+                p++;
+            if (p == plen)
+                return 1;
+            star_p = p;
+            star_i = i;
+            continue;
+        }
+        if (p < plen && token_matches(pat, plen, p, s[i], &adv)) {
+            p += adv;
+            i++;
+            continue;
+        }
+        if (star_p == SIZE_MAX)
+            return 0;
+        p = star_p;
+        i = ++star_i;
+    }
+    while (p < plen && pat[p] == '*')
+        p++;
+    return p == plen;
+}
+
+/* ---- the table and dispatch --------------------------------------------------- */
+
+#define W KEEL_KV_WRITE
+#define R KEEL_KV_READ
+static const cmd_t COMMANDS[] = {
+    {"SET", "set", -3, W, set_syntax, cmd_set},
+    {"GET", "get", 2, R, NULL, cmd_get},
+    {"GETSET", "getset", 3, W, NULL, cmd_getset},
+    {"DEL", "del", -2, W, NULL, cmd_del},
+    {"INCR", "incr", 2, W, NULL, cmd_incr},
+    {"DECR", "decr", 2, W, NULL, cmd_decr},
+    {"INCRBY", "incrby", 3, W, incrby_syntax, cmd_incrby},
+    {"DECRBY", "decrby", 3, W, decrby_syntax, cmd_decrby},
+    {"APPEND", "append", 3, W, NULL, cmd_append},
+    {"MSET", "mset", -3, W, mset_syntax, cmd_mset},
+    {"MGET", "mget", -2, R, NULL, cmd_mget},
+    {"EXISTS", "exists", -2, R, NULL, cmd_exists},
+    {"STRLEN", "strlen", 2, R, NULL, cmd_strlen},
+    {"DBSIZE", "dbsize", 1, R, NULL, cmd_dbsize},
+    {"SCAN", "scan", -2, R, scan_syntax, cmd_scan},
+    {"KEEL.GETV", "keel.getv", 2, R, NULL, cmd_getv},
+};
+#undef W
+#undef R
+#define COMMANDS_LEN (sizeof(COMMANDS) / sizeof(COMMANDS[0]))
+
+static const cmd_t *find_cmd(const uint8_t *name, size_t len)
+{
+    if (len == 0 || len > 9)
+        return NULL;
+    int first = upper(name[0]);
+    for (size_t i = 0; i < COMMANDS_LEN; i++) {
+        const char *n = COMMANDS[i].name;
+        if (n[0] != first)
+            continue;
+        size_t k = 1;
+        while (k < len && n[k] != '\0' && upper(name[k]) == n[k])
+            k++;
+        if (k == len && n[k] == '\0')
+            return &COMMANDS[i];
+    }
+    return NULL;
+}
+
+unsigned keel_kv_command_flags(const uint8_t *name, size_t len)
+{
+    const cmd_t *cmd = find_cmd(name, len);
+    return cmd ? cmd->flags : 0;
+}
+
+/* Appends up to max bytes of p, stopping at a NUL like "%.*s", CR/LF as spaces. */
+static int r_text(keel_buf_t *b, const uint8_t *p, size_t n, size_t max)
+{
+    size_t k = 0;
+    while (k < n && k < max && p[k] != '\0')
+        k++;
+    int rc = keel_buf_reserve(b, k);
+    if (rc != 0)
+        return rc;
+    uint8_t *w = keel_buf_wptr(b);
+    for (size_t i = 0; i < k; i++)
+        w[i] = p[i] == '\r' || p[i] == '\n' ? ' ' : p[i];
+    keel_buf_commit(b, k);
+    return 0;
+}
+
+/* Redis processCommand: "-ERR unknown command 'x', with args beginning with: 'a' 'b' ". */
+static int r_unknown(keel_buf_t *b, size_t argc, const uint8_t *const *argv, const size_t *lens)
+{
+    size_t mark = keel_buf_unread(b), args = 0;
+    int rc = r_raw(b, "-ERR unknown command '");
+    if (rc == 0)
+        rc = r_text(b, argv[0], lens[0], 128);
+    if (rc == 0)
+        rc = r_raw(b, "', with args beginning with: ");
+    for (size_t i = 1; i < argc && args < 128 && rc == 0; i++) {
+        size_t before = keel_buf_unread(b);
+        rc = r_raw(b, "'");
+        if (rc == 0)
+            rc = r_text(b, argv[i], lens[i], 128 - args);
+        if (rc == 0)
+            rc = r_raw(b, "' ");
+        args += keel_buf_unread(b) - before;
+    }
+    if (rc == 0)
+        rc = r_raw(b, "\r\n");
+    if (rc != 0) {
+        b->len = b->rpos + mark;
+        return rc;
+    }
+    return REPLIED;
+}
+
+static int r_arity(keel_buf_t *b, const cmd_t *cmd)
+{
+    char text[96];
+    snprintf(text, sizeof(text), "ERR wrong number of arguments for '%s' command", cmd->lname);
+    return r_err(b, text);
+}
+
+/* Lookup, arity, argc limit and syntax: 0, REPLIED or a buffer error. */
+static int precheck(const call_t *c, size_t argc_max, const cmd_t **out)
+{
+    const cmd_t *cmd = find_cmd(c->argv[0], c->lens[0]);
+    if (cmd == NULL)
+        return r_unknown(c->reply, c->argc, c->argv, c->lens);
+    if ((cmd->arity > 0 && c->argc != (size_t)cmd->arity) ||
+        (cmd->arity < 0 && c->argc < (size_t)-cmd->arity))
+        return r_arity(c->reply, cmd);
+    if (c->argc > argc_max)
+        return r_err(c->reply, "ERR too many arguments (argc_max)");
+    *out = cmd;
+    return cmd->syntax ? cmd->syntax(c) : 0;
+}
+
+int keel_kv_check(int argc, const uint8_t *const *argv, const size_t *lens, keel_buf_t *err_reply)
+{
+    assert(argc >= 1);
+    call_t c = {NULL, NULL, (size_t)argc, argv, lens, err_reply};
+    const cmd_t *cmd = NULL;
+    int rc = precheck(&c, KEEL_KV_ARGC_MAX, &cmd);
+    return rc == REPLIED ? KEEL_EINVAL : rc;
+}
+
+int keel__kv_exec(keel_kv_t *writable, const keel_kv_t *kv, size_t argc, const uint8_t *const *argv,
+                  const size_t *lens, keel_buf_t *reply)
+{
+    assert(argc >= 1 && (writable == NULL || writable == kv));
+    call_t c = {writable, kv, argc, argv, lens, reply};
+    const cmd_t *cmd = NULL;
+    int rc = precheck(&c, kv->cfg.argc_max, &cmd);
+    if (rc != 0)
+        return done(rc);
+    if ((cmd->flags & KEEL_KV_WRITE) && writable == NULL)
+        return KEEL_EINVAL;
+    return done(cmd->fn(&c));
+}
+
+/* ---- the table, for the server's command registry (added by the server lead) ---- */
+
+size_t keel_kv_commands_count(void)
+{
+    return COMMANDS_LEN;
+}
+
+void keel_kv_command_info(size_t i, keel_kv_command_info_t *out)
+{
+    assert(i < COMMANDS_LEN);
+    out->name = COMMANDS[i].lname;
+    out->arity = COMMANDS[i].arity;
+    out->flags = COMMANDS[i].flags;
+}

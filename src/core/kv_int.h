@@ -1,0 +1,109 @@
+/* kv_int.h - internals shared by kv.c (table, entries), kv_cmd.c (commands) and kv_snap.c. */
+#ifndef KEEL_CORE_KV_INT_H
+#define KEEL_CORE_KV_INT_H
+
+#include "core/kv.h"
+
+#include <assert.h>
+#include <string.h>
+
+/*
+ * One allocation per key: header, key bytes, then value bytes with room for
+ * val_cap (SET of a same-size value rewrites in place; APPEND grows by half
+ * again, so repeated appends are amortized O(1) per byte).
+ */
+struct keel__kv_entry {
+    keel__kv_entry_t *next; /* bucket chain */
+    uint64_t hash;
+    uint64_t version;
+    uint64_t create_revision;
+    uint32_t key_len;
+    uint32_t val_len;
+    uint32_t val_cap;
+    uint8_t data[]; /* key_len bytes, then val_cap bytes */
+};
+
+static inline const uint8_t *keel__kv_key(const keel__kv_entry_t *e)
+{
+    return e->data;
+}
+static inline uint8_t *keel__kv_val(keel__kv_entry_t *e)
+{
+    return e->data + e->key_len;
+}
+static inline const uint8_t *keel__kv_cval(const keel__kv_entry_t *e)
+{
+    return e->data + e->key_len;
+}
+
+uint64_t keel__kv_hash(const keel_kv_t *kv, const void *key, size_t key_len);
+/*
+ * Finds key. Returns the entry or NULL; *link (if non-NULL) gets the pointer
+ * that holds it (valid until the next insert, unlink, value resize or rehash
+ * step).
+ */
+keel__kv_entry_t *keel__kv_find(const keel_kv_t *kv, const void *key, size_t key_len, uint64_t h,
+                                keel__kv_entry_t ***link);
+/* A new unlinked entry (version fields zero); NULL on ENOMEM. */
+keel__kv_entry_t *keel__kv_entry_new(const void *key, size_t key_len, uint64_t h, const void *val,
+                                     size_t val_len, size_t val_cap);
+/* Links a new entry (its key must be absent). Never fails; may start a resize. */
+void keel__kv_insert(keel_kv_t *kv, keel__kv_entry_t *e);
+/* Unlinks the entry held by *link and frees it. */
+void keel__kv_unlink(keel_kv_t *kv, keel__kv_entry_t **link);
+/* Replaces the entry held by *link with e (same key); frees the old one. */
+void keel__kv_replace(keel_kv_t *kv, keel__kv_entry_t **link, keel__kv_entry_t *e);
+/*
+ * Makes room for val_len value bytes in the entry held by *link (realloc;
+ * *link is updated). `grow` asks for slack (APPEND). 0 or KEEL_ENOMEM (entry
+ * untouched). The value bytes beyond the old length are uninitialized.
+ */
+int keel__kv_reserve_value(keel_kv_t *kv, keel__kv_entry_t **link, size_t val_len, int grow);
+/* On an empty kv: sizes the table for n keys at once (snapshot load); best effort. */
+void keel__kv_presize(keel_kv_t *kv, size_t n);
+/* Moves up to n buckets of an ongoing rehash. */
+void keel__kv_rehash_step(keel_kv_t *kv, size_t n);
+/*
+ * One step of Redis's reverse-binary cursor scan: calls fn on every entry of
+ * the bucket(s) under the cursor and returns the next cursor (0: done).
+ */
+uint64_t keel__kv_scan(const keel_kv_t *kv, uint64_t cursor,
+                       void (*fn)(void *data, const keel__kv_entry_t *e), void *data);
+/* Visits every entry (snapshots); stops at fn's first non-zero return and returns it. */
+int keel__kv_each(const keel_kv_t *kv, int (*fn)(void *data, const keel__kv_entry_t *e),
+                  void *data);
+/* Frees every entry (keeps the t[0] bucket array); the kv is then empty. */
+void keel__kv_clear(keel_kv_t *kv);
+
+/* Executes one command (argc >= 1). `writable` NULL: reads only. See kv_cmd.c. */
+int keel__kv_exec(keel_kv_t *writable, const keel_kv_t *kv, size_t argc, const uint8_t *const *argv,
+                  const size_t *lens, keel_buf_t *reply);
+
+/* ---- little-endian helpers ------------------------------------------------ */
+
+static inline void keel__kv_put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void keel__kv_put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint32_t keel__kv_get_u32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+static inline uint64_t keel__kv_get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+#endif

@@ -1,0 +1,195 @@
+/* kv_snap.c - KV snapshots: streaming CRC32C-sealed writer and a validating loader. */
+#include "core/kv_int.h"
+
+#include "base/crc32c.h"
+
+#include <stdlib.h>
+
+/*
+ * The snapshot is what a follower that fell behind the leader's log
+ * compaction receives instead of the entries (Raft thesis §5.1, §5.3): the
+ * whole state and the index it reflects. The loader trusts nothing: it checks
+ * the CRC over all bytes first, then every field, because a snapshot comes
+ * from disk or from a peer. Layout in kv.h.
+ */
+
+static const uint8_t MAGIC[7] = {'K', 'E', 'E', 'L', 'K', 'V', 'S'};
+#define HEADER_BYTES 40u /* magic, version, 4 x u64 */
+#define RECORD_HEADER_BYTES 24u
+#define TRAILER_BYTES 4u
+#define STAGE_BYTES 16384u
+
+typedef struct writer {
+    keel_kv_sink_fn sink;
+    void *data;
+    uint32_t crc;
+    size_t n;
+    uint8_t stage[STAGE_BYTES];
+} writer_t;
+
+static int flush(writer_t *w)
+{
+    if (w->n == 0)
+        return 0;
+    w->crc = keel_crc32c(w->crc, w->stage, w->n);
+    int rc = w->sink(w->data, w->stage, w->n);
+    w->n = 0;
+    return rc;
+}
+
+static int put(writer_t *w, const uint8_t *p, size_t n)
+{
+    if (n > STAGE_BYTES - w->n) {
+        int rc = flush(w);
+        if (rc != 0)
+            return rc;
+    }
+    if (n >= STAGE_BYTES) { /* big values go straight through */
+        w->crc = keel_crc32c(w->crc, p, n);
+        return w->sink(w->data, p, n);
+    }
+    if (n)
+        memcpy(w->stage + w->n, p, n);
+    w->n += n;
+    return 0;
+}
+
+static int put_record(void *data, const keel__kv_entry_t *e)
+{
+    writer_t *w = data;
+    uint8_t h[RECORD_HEADER_BYTES];
+    keel__kv_put_u32(h, e->key_len);
+    keel__kv_put_u32(h + 4, e->val_len);
+    keel__kv_put_u64(h + 8, e->version);
+    keel__kv_put_u64(h + 16, e->create_revision);
+    int rc = put(w, h, sizeof(h));
+    if (rc == 0)
+        rc = put(w, keel__kv_key(e), e->key_len);
+    if (rc == 0)
+        rc = put(w, keel__kv_cval(e), e->val_len);
+    return rc;
+}
+
+int keel_kv_snapshot_write(const keel_kv_t *kv, keel_kv_sink_fn sink, void *data)
+{
+    writer_t *w = malloc(sizeof(*w));
+    if (w == NULL)
+        return KEEL_ENOMEM;
+    w->sink = sink;
+    w->data = data;
+    w->crc = 0;
+    w->n = 0;
+    uint8_t h[HEADER_BYTES];
+    memcpy(h, MAGIC, sizeof(MAGIC));
+    h[7] = KEEL_KV_SNAPSHOT_VERSION;
+    keel__kv_put_u64(h + 8, kv->applied_index);
+    keel__kv_put_u64(h + 16, kv->revision);
+    keel__kv_put_u64(h + 24, kv->time_ms);
+    keel__kv_put_u64(h + 32, kv->count);
+    int rc = put(w, h, sizeof(h));
+    if (rc == 0)
+        rc = keel__kv_each(kv, put_record, w);
+    if (rc == 0)
+        rc = flush(w);
+    if (rc == 0) {
+        uint8_t t[TRAILER_BYTES];
+        keel__kv_put_u32(t, w->crc);
+        rc = sink(data, t, sizeof(t));
+    }
+    free(w);
+    return rc;
+}
+
+static int buf_sink(void *data, const uint8_t *p, size_t n)
+{
+    return keel_buf_append(data, p, n);
+}
+
+int keel_kv_snapshot_encode(const keel_kv_t *kv, keel_buf_t *out)
+{
+    size_t mark = keel_buf_unread(out);
+    int rc = keel_kv_snapshot_write(kv, buf_sink, out);
+    if (rc != 0)
+        out->len = out->rpos + mark;
+    return rc;
+}
+
+/* Reads and links one record at *pos. */
+static int load_record(keel_kv_t *kv, const uint8_t *data, size_t end, size_t *pos,
+                       keel_errmsg_t *msg)
+{
+    size_t p = *pos;
+    if (end - p < RECORD_HEADER_BYTES)
+        return keel_errf(msg, KEEL_EPROTO, "record at %zu truncated", p);
+    size_t key_len = keel__kv_get_u32(data + p), val_len = keel__kv_get_u32(data + p + 4);
+    uint64_t version = keel__kv_get_u64(data + p + 8);
+    uint64_t create_revision = keel__kv_get_u64(data + p + 16);
+    p += RECORD_HEADER_BYTES;
+    if (key_len > kv->cfg.key_bytes_max || val_len > kv->cfg.value_bytes_max)
+        return keel_errf(msg, KEEL_ETOOBIG, "record at %zu: key %zu / value %zu bytes over limits",
+                         *pos, key_len, val_len);
+    if (key_len > end - p || val_len > end - p - key_len)
+        return keel_errf(msg, KEEL_EPROTO, "record at %zu runs past the end", *pos);
+    if (create_revision < 1 || create_revision > version || version > kv->revision)
+        return keel_errf(msg, KEEL_EPROTO, "record at %zu: revisions %llu..%llu not in 1..%llu",
+                         *pos, (unsigned long long)create_revision, (unsigned long long)version,
+                         (unsigned long long)kv->revision);
+    const uint8_t *key = data + p, *val = data + p + key_len;
+    uint64_t h = keel__kv_hash(kv, key, key_len);
+    if (keel__kv_find(kv, key, key_len, h, NULL) != NULL)
+        return keel_errf(msg, KEEL_EPROTO, "record at %zu: duplicate key", *pos);
+    keel__kv_entry_t *e = keel__kv_entry_new(key, key_len, h, val, val_len, val_len);
+    if (e == NULL)
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory at record %zu", *pos);
+    e->version = version;
+    e->create_revision = create_revision;
+    keel__kv_insert(kv, e);
+    *pos = p + key_len + val_len;
+    return 0;
+}
+
+static int load(keel_kv_t *kv, const uint8_t *data, size_t len, keel_errmsg_t *msg)
+{
+    if (len < HEADER_BYTES + TRAILER_BYTES)
+        return keel_errf(msg, KEEL_ECORRUPT, "snapshot of %zu bytes is truncated", len);
+    size_t end = len - TRAILER_BYTES;
+    uint32_t crc = keel__kv_get_u32(data + end), want = keel_crc32c(0, data, end);
+    if (crc != want)
+        return keel_errf(msg, KEEL_ECORRUPT, "snapshot crc32c %08x, computed %08x", crc, want);
+    if (memcmp(data, MAGIC, sizeof(MAGIC)) != 0 || data[7] != KEEL_KV_SNAPSHOT_VERSION)
+        return keel_errf(msg, KEEL_EPROTO, "not a version %d kv snapshot",
+                         KEEL_KV_SNAPSHOT_VERSION);
+    uint64_t count = keel__kv_get_u64(data + 32);
+    kv->revision = keel__kv_get_u64(data + 16);
+    if (count > kv->cfg.keys_max)
+        return keel_errf(msg, KEEL_ETOOBIG, "%llu keys over keys_max %zu",
+                         (unsigned long long)count, kv->cfg.keys_max);
+    /* Size the table once, but only for a count the data can actually hold. */
+    if (count <= (end - HEADER_BYTES) / RECORD_HEADER_BYTES)
+        keel__kv_presize(kv, (size_t)count);
+    size_t pos = HEADER_BYTES;
+    for (uint64_t i = 0; i < count; i++) {
+        int rc = load_record(kv, data, end, &pos, msg);
+        if (rc != 0)
+            return rc;
+    }
+    if (pos != end)
+        return keel_errf(msg, KEEL_EPROTO, "%zu bytes after the last record", end - pos);
+    if (count > 0 && kv->revision == 0)
+        return keel_errf(msg, KEEL_EPROTO, "keys but revision 0");
+    kv->applied_index = keel__kv_get_u64(data + 8);
+    kv->time_ms = keel__kv_get_u64(data + 24);
+    return 0;
+}
+
+int keel_kv_snapshot_decode(keel_kv_t *kv_new, const uint8_t *data, size_t len, keel_errmsg_t *msg)
+{
+    if (kv_new->count != 0 || kv_new->revision != 0 || kv_new->applied_index != 0)
+        return keel_errf(msg, KEEL_EINVAL, "snapshot target is not a fresh kv");
+    int rc = load(kv_new, data, len, msg);
+    if (rc != 0) {
+        keel__kv_clear(kv_new);
+        kv_new->revision = kv_new->applied_index = kv_new->time_ms = 0;
+    }
+    return rc;
+}
