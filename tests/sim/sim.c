@@ -39,13 +39,16 @@ typedef struct payload {
 } payload_t;
 
 typedef struct nmsg {
-    keel_raft_msg_t m;
+    keel_raft_msg_t m; /* entries and data point at the copies below */
     keel_raft_entry_t *ents;
+    uint8_t *data;
     keel_ms_t at_ms;
 } nmsg_t;
 
 typedef struct dwrite {
     keel_ms_t done_ms;
+    uint64_t snap_index, snap_term; /* a snapshot from the leader, 0 = none */
+    int64_t snap_kv[KEYS + 1];
     int has_hs;
     keel_raft_hard_state_t hs;
     keel_raft_entry_t *ents;
@@ -64,8 +67,10 @@ typedef struct node {
     uint64_t id;
     keel_raft_t *r; /* NULL while crashed */
     keel_ms_t restart_at_ms, paused_until_ms, disk_ms_max;
-    /* durable storage */
+    /* durable storage: hard state, snapshot, log entries after the snapshot */
     keel_raft_hard_state_t hs;
+    uint64_t snap_index, snap_term;
+    int64_t snap_kv[KEYS + 1];
     keel_raft_entry_t *log;
     size_t log_n, log_cap;
     dwrite_t *wq;
@@ -89,6 +94,7 @@ typedef struct client {
 
 typedef struct committed {
     uint64_t term, hash;
+    uint64_t state_hash; /* state machine after applying it */
 } committed_t;
 
 typedef struct world {
@@ -111,7 +117,9 @@ typedef struct world {
     size_t lot_cap;
     committed_t *com;
     size_t com_n, com_cap;
-    uint64_t live_index; /* log index of a write acknowledged after the heal */
+    uint64_t live_index;      /* log index of a write acknowledged after the heal */
+    uint64_t compact_every;   /* entries between snapshots, 0 = never */
+    uint32_t trailing, chunk; /* log_trailing_entries, snapshot_chunk_bytes_max */
     char ring[RING][160];
     int ring_pos, ring_n;
     sim_result_t *res;
@@ -161,6 +169,14 @@ __attribute__((format(printf, 2, 3))) static void fail(world_t *w, const char *f
     va_end(ap);
 }
 
+static uint64_t kv_hash(const int64_t *kv)
+{
+    uint64_t h = 0;
+    for (int k = 0; k <= KEYS; k++)
+        h = keel_mix64(h ^ (uint64_t)kv[k]);
+    return h;
+}
+
 static uint64_t entry_hash(const keel_raft_entry_t *e)
 {
     uint64_t h = 1469598103934665603ULL ^ e->term ^ ((uint64_t)e->type << 60);
@@ -194,13 +210,31 @@ static void free_entries(keel_raft_entry_t *v, size_t n)
 
 /* ---- network ------------------------------------------------------------------ */
 
-static void net_put(world_t *w, const keel_raft_msg_t *m, const keel_raft_entry_t *ents)
+/* A message leaves its sender: deep copy (the ready's pointers die at advance). */
+static void msg_copy(nmsg_t *q, const keel_raft_msg_t *m)
+{
+    q->m = *m;
+    q->ents = copy_entries(m->entries, m->entries_n);
+    q->m.entries = q->ents;
+    q->data = NULL;
+    if (m->data_len) {
+        q->data = xrealloc(NULL, m->data_len);
+        memcpy(q->data, m->data, m->data_len);
+    }
+    q->m.data = q->data;
+}
+
+static void msg_free(nmsg_t *q)
+{
+    free_entries(q->ents, q->m.entries_n);
+    free(q->data);
+}
+
+static void net_put(world_t *w, const keel_raft_msg_t *m)
 {
     GROW(w->net, w->net_n, w->net_cap);
     nmsg_t *q = &w->net[w->net_n++];
-    q->m = *m;
-    q->ents = copy_entries(ents, m->entries_n);
-    q->m.entries = q->ents;
+    msg_copy(q, m);
     q->at_ms = w->now_ms + 1 + (keel_ms_t)keel_rand_below(&w->rnd, (uint64_t)w->delay_ms_max);
 }
 
@@ -208,9 +242,9 @@ static void net_send(world_t *w, const keel_raft_msg_t *m)
 {
     if (keel_rand_chance(&w->rnd, w->p_loss))
         return;
-    net_put(w, m, m->entries);
+    net_put(w, m);
     if (keel_rand_chance(&w->rnd, w->p_dup))
-        net_put(w, m, m->entries);
+        net_put(w, m);
 }
 
 static void trace_msg(world_t *w, const keel_raft_msg_t *m)
@@ -246,22 +280,33 @@ static void net_deliver(world_t *w)
                 fail(w, "step returned %s for %s", keel_err_name(rc),
                      keel_raft_msg_type_name(q->m.type));
         }
-        free_entries(q->ents, q->m.entries_n);
+        msg_free(q);
     }
     w->net_n = keep;
 }
 
 /* ---- disk ------------------------------------------------------------------------ */
 
-static void disk_apply(node_t *nd, dwrite_t *d, size_t entries_n)
+static void disk_apply(world_t *w, node_t *nd, dwrite_t *d, size_t entries_n)
 {
+    if (d->snap_index) { /* the snapshot replaces the whole stored log */
+        nd->snap_index = d->snap_index;
+        nd->snap_term = d->snap_term;
+        memcpy(nd->snap_kv, d->snap_kv, sizeof(nd->snap_kv));
+        while (nd->log_n > 0)
+            free(nd->log[--nd->log_n].data);
+    }
     if (d->has_hs)
         nd->hs = d->hs;
     if (entries_n == 0)
         return;
     uint64_t first = d->ents[0].index;
-    while (nd->log_n >= first) /* a follower's conflict truncates the stored log */
-        free(nd->log[--nd->log_n].data);
+    while (nd->log_n > 0 && nd->log[nd->log_n - 1].index >= first)
+        free(nd->log[--nd->log_n].data); /* a follower's conflict truncates the stored log */
+    uint64_t want = nd->log_n ? nd->log[nd->log_n - 1].index + 1 : nd->snap_index + 1;
+    if (first != want)
+        fail(w, "node %" PRIu64 " was asked to store index %" PRIu64 " after %" PRIu64, nd->id,
+             first, want - 1);
     for (size_t k = 0; k < entries_n; k++) {
         GROW(nd->log, nd->log_n, nd->log_cap);
         nd->log[nd->log_n++] = d->ents[k];
@@ -273,7 +318,7 @@ static void dwrite_free(dwrite_t *d)
 {
     free_entries(d->ents, d->n);
     for (size_t k = 0; k < d->msgs_n; k++)
-        free_entries(d->msgs[k].ents, d->msgs[k].m.entries_n);
+        msg_free(&d->msgs[k]);
     free(d->msgs);
 }
 
@@ -282,14 +327,18 @@ static void disk_complete(world_t *w, node_t *nd)
     size_t done = 0;
     while (done < nd->wq_n && nd->wq[done].done_ms <= w->now_ms) {
         dwrite_t *d = &nd->wq[done++];
-        disk_apply(nd, d, d->n);
+        disk_apply(w, nd, d, d->n);
         for (size_t k = 0; k < d->msgs_n; k++) {
             net_send(w, &d->msgs[k].m);
         }
+        if (d->snap_index)
+            keel_raft_persisted(nd->r, d->snap_index, d->snap_term);
         if (d->n)
             keel_raft_persisted(nd->r, d->ents[d->n - 1].index, d->ents[d->n - 1].term);
         dwrite_free(d);
     }
+    if (done == 0)
+        return;
     memmove(nd->wq, nd->wq + done, (nd->wq_n - done) * sizeof(*nd->wq));
     nd->wq_n -= done;
 }
@@ -411,7 +460,7 @@ static void apply_entry(world_t *w, node_t *nd, const keel_raft_entry_t *e)
                  nd->id, e->term, e->index, c->term);
     } else {
         GROW(w->com, w->com_n, w->com_cap);
-        w->com[w->com_n++] = (committed_t){e->term, h};
+        w->com[w->com_n++] = (committed_t){e->term, h, 0};
         w->res->entries_committed++;
     }
     int64_t result = 0;
@@ -425,6 +474,13 @@ static void apply_entry(world_t *w, node_t *nd, const keel_raft_entry_t *e)
             result = 1;
         }
     }
+    /* The state after an index is the same everywhere; snapshots are checked against it. */
+    uint64_t sh = kv_hash(nd->kv);
+    if (w->com[e->index - 1].state_hash == 0)
+        w->com[e->index - 1].state_hash = sh;
+    else if (w->com[e->index - 1].state_hash != sh)
+        fail(w, "state machine diverged on node %" PRIu64 " after index %" PRIu64, nd->id,
+             e->index);
     for (size_t k = 0; k < nd->pend_n; k++) {
         pend_t *p = &nd->pend[k];
         if (p->is_read || p->index != e->index)
@@ -482,6 +538,8 @@ static void make_config(world_t *w, node_t *nd, keel_raft_config_t *cfg)
     cfg->msg_entries_max = 64;
     cfg->inflight_msgs_max = 8;
     cfg->seed = keel_mix64(w->seed * 31 + nd->id + (uint64_t)w->now_ms);
+    cfg->snapshot_chunk_bytes_max = w->chunk;
+    cfg->log_trailing_entries = w->trailing;
     cfg->test_break = w->o.brk;
 }
 
@@ -489,15 +547,22 @@ static void node_start(world_t *w, node_t *nd)
 {
     keel_raft_config_t cfg;
     make_config(w, nd, &cfg);
-    keel_raft_restore_t rs = {.hard_state = nd->hs, .entries = nd->log, .entries_n = nd->log_n};
+    keel_raft_restore_t rs = {
+        .hard_state = nd->hs,
+        .snapshot = {nd->snap_index, nd->snap_term, (const uint8_t *)nd->snap_kv,
+                     nd->snap_index ? sizeof(nd->snap_kv) : 0},
+        .entries = nd->log,
+        .entries_n = nd->log_n,
+        .applied = nd->snap_index,
+    };
     keel_errmsg_t em;
     int rc = keel_raft_new(&nd->r, &cfg, &rs, w->now_ms, &em);
     if (rc != 0) {
         fail(w, "node %" PRIu64 " cannot restart: %s", nd->id, em.text);
         return;
     }
-    memset(nd->kv, 0, sizeof(nd->kv));
-    nd->applied = 0;
+    memcpy(nd->kv, nd->snap_kv, sizeof(nd->kv));
+    nd->applied = nd->snap_index;
     nd->role_seen = KEEL_RAFT_FOLLOWER;
     nd->term_seen = nd->hs.term;
 }
@@ -510,9 +575,9 @@ static void node_crash(world_t *w, node_t *nd, keel_ms_t down_ms)
     for (size_t k = 0; k < nd->wq_n; k++) {
         dwrite_t *d = &nd->wq[k];
         if (k < reached)
-            disk_apply(nd, d, d->n);
+            disk_apply(w, nd, d, d->n);
         else if (k == reached && d->n > 0)
-            disk_apply(nd, d, (size_t)keel_rand_below(&w->rnd, d->n + 1));
+            disk_apply(w, nd, d, (size_t)keel_rand_below(&w->rnd, d->n + 1));
         dwrite_free(d);
     }
     nd->wq_n = 0;
@@ -525,6 +590,53 @@ static void node_crash(world_t *w, node_t *nd, keel_ms_t down_ms)
           nd->id, reached, down_ms);
 }
 
+/* A snapshot from the leader: check it is the state every node had at its index. */
+static void install_snapshot(world_t *w, node_t *nd, const keel_raft_snapshot_t *sn)
+{
+    if (sn->data_len != sizeof(nd->kv) || sn->index > w->com_n) {
+        fail(w, "node %" PRIu64 " got a snapshot at %" PRIu64 " (%zu bytes), %zu applied anywhere",
+             nd->id, sn->index, sn->data_len, w->com_n);
+        return;
+    }
+    memcpy(nd->kv, sn->data, sizeof(nd->kv));
+    if (kv_hash(nd->kv) != w->com[sn->index - 1].state_hash)
+        fail(w, "node %" PRIu64 " installed a snapshot at %" PRIu64 " unlike the applied state",
+             nd->id, sn->index);
+    nd->applied = sn->index;
+    event(w, "n%" PRIu64 " INSTALL snapshot at %" PRIu64, nd->id, sn->index);
+}
+
+/* The application snapshots its state every compact_every entries; the snapshot is
+   durable at once (written before this call returns, as a real server would fsync). */
+static void maybe_compact(world_t *w, node_t *nd)
+{
+    if (w->compact_every == 0 || nd->applied < keel_raft_snapshot_index(nd->r) + w->compact_every)
+        return;
+    for (size_t k = 0; k < nd->wq_n; k++)
+        if (nd->wq[k].snap_index)
+            return; /* an installed snapshot is still being written: keep the order */
+    const keel_raft_entry_t *e = keel_raft_entry_at(nd->r, nd->applied);
+    if (e == NULL) {
+        fail(w, "node %" PRIu64 " lost applied entry %" PRIu64, nd->id, nd->applied);
+        return;
+    }
+    int rc = keel_raft_compact(nd->r, nd->applied, nd->kv, sizeof(nd->kv));
+    if (rc != 0) {
+        fail(w, "compact at %" PRIu64 ": %s", nd->applied, keel_err_name(rc));
+        return;
+    }
+    nd->snap_index = nd->applied;
+    nd->snap_term = e->term;
+    memcpy(nd->snap_kv, nd->kv, sizeof(nd->kv));
+    size_t drop = 0;
+    while (drop < nd->log_n && nd->log[drop].index <= nd->snap_index)
+        free(nd->log[drop++].data);
+    if (drop == 0)
+        return;
+    memmove(nd->log, nd->log + drop, (nd->log_n - drop) * sizeof(*nd->log));
+    nd->log_n -= drop;
+}
+
 static void node_ready(world_t *w, node_t *nd)
 {
     keel_raft_ready_t rd;
@@ -532,7 +644,12 @@ static void node_ready(world_t *w, node_t *nd)
         return;
     for (size_t k = 0; k < rd.msgs_n; k++)
         net_send(w, &rd.msgs[k]);
-    if (rd.hard_state_changed || rd.entries_n || rd.msgs_after_persist_n) {
+    if (rd.snapshot.index) {
+        install_snapshot(w, nd, &rd.snapshot);
+        if (w->res->failed)
+            return; /* the ready stays open; the run is over */
+    }
+    if (rd.snapshot.index || rd.hard_state_changed || rd.entries_n || rd.msgs_after_persist_n) {
         GROW(nd->wq, nd->wq_n, nd->wq_cap);
         dwrite_t *d = &nd->wq[nd->wq_n];
         memset(d, 0, sizeof(*d));
@@ -542,17 +659,18 @@ static void node_ready(world_t *w, node_t *nd)
                             : 0;
         d->done_ms = keel_ms_max(prev, w->now_ms + lat);
         d->has_hs = rd.hard_state_changed;
+        if (rd.snapshot.index) {
+            d->snap_index = rd.snapshot.index;
+            d->snap_term = rd.snapshot.term;
+            memcpy(d->snap_kv, rd.snapshot.data, sizeof(d->snap_kv));
+        }
         d->hs = rd.hard_state;
         d->ents = copy_entries(rd.entries, rd.entries_n);
         d->n = rd.entries_n;
         if (rd.msgs_after_persist_n) {
             d->msgs = xrealloc(NULL, rd.msgs_after_persist_n * sizeof(*d->msgs));
-            for (size_t k = 0; k < rd.msgs_after_persist_n; k++) {
-                d->msgs[k].m = rd.msgs_after_persist[k];
-                d->msgs[k].ents = copy_entries(rd.msgs_after_persist[k].entries,
-                                               rd.msgs_after_persist[k].entries_n);
-                d->msgs[k].m.entries = d->msgs[k].ents;
-            }
+            for (size_t k = 0; k < rd.msgs_after_persist_n; k++)
+                msg_copy(&d->msgs[k], &rd.msgs_after_persist[k]);
             d->msgs_n = rd.msgs_after_persist_n;
         }
         nd->wq_n++;
@@ -563,6 +681,7 @@ static void node_ready(world_t *w, node_t *nd)
         read_state(w, nd, &rd.reads[k]);
     reads_answer(w, nd);
     keel_raft_advance(nd->r);
+    maybe_compact(w, nd);
 }
 
 /* ---- checks -------------------------------------------------------------------------- */
@@ -596,7 +715,7 @@ static void check_leader(world_t *w, node_t *nd)
              w->lead_of_term[term], nd->id, term);
     w->lead_of_term[term] = nd->id;
     /* Leader completeness: a new leader holds every entry applied anywhere. */
-    for (uint64_t i = 1; i <= w->com_n; i++) {
+    for (uint64_t i = keel_raft_first_index(nd->r); i <= w->com_n; i++) {
         const keel_raft_entry_t *e = keel_raft_entry_at(nd->r, i);
         if (e == NULL || e->term != w->com[i - 1].term || entry_hash(e) != w->com[i - 1].hash) {
             fail(w,
@@ -617,12 +736,15 @@ static void check_log_matching(world_t *w)
             keel_raft_t *ra = w->nodes[a].r, *rb = w->nodes[b].r;
             if (ra == NULL || rb == NULL)
                 continue;
-            uint64_t i = keel_raft_last_index(ra);
+            /* compare where both still hold entries (compaction drops prefixes) */
+            uint64_t i = keel_raft_last_index(ra), lo = keel_raft_first_index(ra);
             if (keel_raft_last_index(rb) < i)
                 i = keel_raft_last_index(rb);
-            while (i > 0 && keel_raft_entry_at(ra, i)->term != keel_raft_entry_at(rb, i)->term)
+            if (keel_raft_first_index(rb) > lo)
+                lo = keel_raft_first_index(rb);
+            while (i >= lo && keel_raft_entry_at(ra, i)->term != keel_raft_entry_at(rb, i)->term)
                 i--;
-            for (; i > 0; i--) {
+            for (; i >= lo; i--) {
                 const keel_raft_entry_t *x = keel_raft_entry_at(ra, i),
                                         *y = keel_raft_entry_at(rb, i);
                 if (x->term != y->term || entry_hash(x) != entry_hash(y)) {
@@ -742,6 +864,10 @@ static void world_init(world_t *w, uint64_t seed, const sim_opts_t *o, sim_resul
     w->p_fault = 1.0 / (double)keel_rand_range(&w->rnd, 80, 400);
     w->fault_end_ms = keel_rand_range(&w->rnd, 1500, 4000);
     w->next_process = CLIENTS + 1;
+    w->compact_every =
+        keel_rand_chance(&w->rnd, 0.25) ? 0 : (uint64_t)keel_rand_range(&w->rnd, 5, 80);
+    w->trailing = (uint32_t)keel_rand_range(&w->rnd, 0, 20);
+    w->chunk = (uint32_t)keel_rand_range(&w->rnd, 8, 40);
     for (int i = 0; i < w->n; i++) {
         w->nodes[i].id = (uint64_t)(i + 1);
         w->nodes[i].disk_ms_max = keel_rand_range(&w->rnd, 0, 10);
@@ -766,7 +892,7 @@ static void world_free(world_t *w)
         free(nd->pend);
     }
     for (size_t k = 0; k < w->net_n; k++)
-        free_entries(w->net[k].ents, w->net[k].m.entries_n);
+        msg_free(&w->net[k]);
     free(w->net);
     free(w->hist);
     free(w->lead_of_term);

@@ -31,6 +31,8 @@ typedef struct cluster {
     uint64_t applied[NODES_MAX + 1];
     keel_raft_read_state_t reads[64];
     int reads_n;
+    char snap[NODES_MAX + 1][64]; /* last snapshot installed from a leader */
+    size_t snap_len[NODES_MAX + 1];
     char trace[16384];
     int tracing;
     keel_ms_t now_ms;
@@ -55,6 +57,8 @@ static void cfg_for(keel_raft_config_t *cfg, int n, int id)
     for (int i = 0; i < n; i++)
         cfg->voters[i] = (uint64_t)(i + 1);
     cfg->seed = 42;
+    cfg->snapshot_chunk_bytes_max = 8;
+    cfg->log_trailing_entries = 0;
 }
 
 static void cl_init(cluster_t *c, int n)
@@ -113,6 +117,12 @@ static int cl_ready_all(cluster_t *c)
         if (!keel_raft_ready(c->r[i], &rd))
             continue;
         busy++;
+        if (rd.snapshot.index) {
+            KT_CHECK(rd.snapshot.data_len <= sizeof(c->snap[i]));
+            memcpy(c->snap[i], rd.snapshot.data, rd.snapshot.data_len);
+            c->snap_len[i] = rd.snapshot.data_len;
+            c->applied[i] = rd.snapshot.index;
+        }
         for (size_t k = 0; k < rd.msgs_n; k++)
             enqueue(c, &rd.msgs[k]);
         int durable = !c->slow_disk[i];
@@ -133,6 +143,8 @@ static int cl_ready_all(cluster_t *c)
         for (size_t k = 0; k < rd.reads_n && c->reads_n < 64; k++)
             c->reads[c->reads_n++] = rd.reads[k];
         keel_raft_advance(c->r[i]);
+        if (rd.snapshot.index)
+            keel_raft_persisted(c->r[i], rd.snapshot.index, rd.snapshot.term);
         if (li && durable)
             keel_raft_persisted(c->r[i], li, lt);
         else if (li) {
@@ -157,6 +169,10 @@ static void trace_msg(cluster_t *c, const keel_raft_msg_t *m)
                (unsigned long long)m->log_term, m->entries_n, (unsigned long long)m->commit);
     if (m->type == KEEL_RAFT_MSG_APPEND_RESP)
         tracef(c, " i%llu", (unsigned long long)m->index);
+    if (m->type == KEEL_RAFT_MSG_SNAPSHOT || m->type == KEEL_RAFT_MSG_SNAPSHOT_RESP)
+        tracef(c, " i%llu off%llu", (unsigned long long)m->index, (unsigned long long)m->ctx);
+    if (m->type == KEEL_RAFT_MSG_SNAPSHOT)
+        tracef(c, " len%zu%s", m->data_len, m->last ? " last" : "");
     if (m->reject)
         tracef(c, " reject hint %llu/%llu", (unsigned long long)m->hint_index,
                (unsigned long long)m->hint_term);
@@ -632,6 +648,69 @@ static void restart_reapplies_committed_entries_from_restored_storage(void)
     cl_free(&c);
 }
 
+static void compacted_follower_catches_up_through_a_chunked_snapshot(void)
+{
+    cluster_t c;
+    cl_init(&c, 3);
+    cl_elect(&c, 1);
+    cl_isolate(&c, 3, 1);
+    for (int k = 0; k < 20; k++)
+        KT_EQ_INT(keel_raft_propose(c.r[1], "e", 1, NULL), 0);
+    cl_pump(&c);
+    KT_EQ_U64(c.applied[1], 21);
+    KT_EQ_INT(keel_raft_compact(c.r[1], 22, "x", 1), KEEL_EINVAL); /* not applied yet */
+    KT_EQ_INT(keel_raft_compact(c.r[1], 21, "SNAPSHOT-OF-21-ENTRIES", 22), 0);
+    KT_EQ_INT(keel_raft_compact(c.r[1], 21, "again", 5), KEEL_EINVAL);
+    KT_EQ_U64(keel_raft_first_index(c.r[1]), 22);
+    KT_EQ_U64(keel_raft_snapshot_index(c.r[1]), 21);
+    cl_isolate(&c, 3, 0);
+    c.tracing = 1;
+    cl_tick(&c, 1, 2); /* a heartbeat answer shows node 3 is back */
+    KT_CHECK(strstr(c.trace, "1>3 snapshot t1 i21 off0 len8\n"
+                             "3>1 snapshot_resp t1 i21 off8\n"
+                             "1>3 snapshot t1 i21 off8 len8\n"
+                             "3>1 snapshot_resp t1 i21 off16\n"
+                             "1>3 snapshot t1 i21 off16 len6 last\n"
+                             "3>1 append_resp t1 i21\n") != NULL);
+    KT_EQ_INT((int)c.snap_len[3], 22);
+    KT_EQ_MEM(c.snap[3], "SNAPSHOT-OF-21-ENTRIES", 22);
+    KT_EQ_U64(keel_raft_first_index(c.r[3]), 22);
+    KT_EQ_U64(keel_raft_commit(c.r[3]), 21);
+    KT_EQ_INT(keel_raft_propose(c.r[1], "after", 5, NULL), 0);
+    cl_pump(&c);
+    KT_EQ_U64(c.applied[3], 22);
+    KT_EQ_MEM(keel_raft_entry_at(c.r[3], 22)->data, "after", 5);
+    cl_free(&c);
+}
+
+static void snapshot_restart_restores_the_log_after_it(void)
+{
+    keel_raft_config_t cfg;
+    cfg_for(&cfg, 3, 2);
+    keel_raft_entry_t ents[2] = {{.term = 3, .index = 11}, {.term = 3, .index = 12}};
+    keel_raft_restore_t rs = {.hard_state = {3, 1, 12},
+                              .snapshot = {10, 2, (const uint8_t *)"S", 1},
+                              .entries = ents,
+                              .entries_n = 2,
+                              .applied = 10};
+    keel_raft_t *r;
+    keel_errmsg_t em;
+    KT_EQ_INT(keel_raft_new(&r, &cfg, &rs, 0, &em), 0);
+    KT_EQ_U64(keel_raft_first_index(r), 11);
+    KT_EQ_U64(keel_raft_last_index(r), 12);
+    keel_raft_ready_t rd;
+    KT_CHECK(keel_raft_ready(r, &rd));
+    KT_EQ_INT(rd.committed_n, 2);
+    KT_EQ_U64(rd.committed[0].index, 11);
+    keel_raft_advance(r);
+    keel_raft_free(r);
+    ents[0].index = 12; /* a gap after the snapshot */
+    KT_EQ_INT(keel_raft_new(&r, &cfg, &rs, 0, &em), KEEL_EINVAL);
+    ents[0].index = 11;
+    rs.applied = 9; /* the state machine cannot be behind its snapshot */
+    KT_EQ_INT(keel_raft_new(&r, &cfg, &rs, 0, &em), KEEL_EINVAL);
+}
+
 int main(void)
 {
     KT_RUN(config_validate_rejects_nonsense_with_a_reason);
@@ -652,5 +731,7 @@ int main(void)
     KT_RUN(lost_leadership_fails_pending_reads);
     KT_RUN(leadership_transfer_hands_over_to_a_caught_up_follower);
     KT_RUN(restart_reapplies_committed_entries_from_restored_storage);
+    KT_RUN(compacted_follower_catches_up_through_a_chunked_snapshot);
+    KT_RUN(snapshot_restart_restores_the_log_after_it);
     return kt_done();
 }

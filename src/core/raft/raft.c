@@ -18,6 +18,9 @@ void keel_raft_config_default(keel_raft_config_t *cfg)
     cfg->inflight_bytes_max = 16 << 20;
     cfg->entry_bytes_max = 1 << 20;
     cfg->reads_pending_max = 4096;
+    cfg->snapshot_chunk_bytes_max = 1 << 20;
+    cfg->snapshot_bytes_max = 1ULL << 32;
+    cfg->log_trailing_entries = 1024;
     cfg->pre_vote = 1;
     cfg->check_quorum = 1;
 }
@@ -59,6 +62,9 @@ int keel_raft_config_validate(const keel_raft_config_t *c, keel_errmsg_t *msg)
     if (c->inflight_msgs_max == 0 || c->inflight_bytes_max == 0)
         return keel_errf(msg, KEEL_EINVAL,
                          "raft: inflight_msgs_max and inflight_bytes_max must be > 0");
+    if (c->snapshot_chunk_bytes_max == 0 || c->snapshot_bytes_max == 0)
+        return keel_errf(msg, KEEL_EINVAL,
+                         "raft: snapshot_chunk_bytes_max and snapshot_bytes_max must be > 0");
     if (c->entry_bytes_max == 0 || c->reads_pending_max == 0)
         return keel_errf(msg, KEEL_EINVAL,
                          "raft: entry_bytes_max and reads_pending_max must be > 0");
@@ -67,10 +73,20 @@ int keel_raft_config_validate(const keel_raft_config_t *c, keel_errmsg_t *msg)
 
 static int restore_log(keel_raft_t *r, const keel_raft_restore_t *rs, keel_errmsg_t *msg)
 {
-    uint64_t prev_term = 0;
+    const keel_raft_snapshot_t *sn = &rs->snapshot;
+    if (sn->index != 0) {
+        if (sn->term == 0 || sn->term > rs->hard_state.term)
+            return keel_errf(msg, KEEL_EINVAL, "raft: restored snapshot term %llu invalid",
+                             (unsigned long long)sn->term);
+        int rc = keel__raft_snap_set(&r->snap, sn->index, sn->term, sn->data, sn->data_len);
+        if (rc != 0)
+            return rc;
+        keel__raft_log_reset(&r->log, sn->index, sn->term);
+    }
+    uint64_t prev_term = sn->term;
     for (size_t i = 0; i < rs->entries_n; i++) {
         const keel_raft_entry_t *e = &rs->entries[i];
-        if (e->index != i + 1 || e->term < prev_term || e->term > rs->hard_state.term)
+        if (e->index != sn->index + i + 1 || e->term < prev_term || e->term > rs->hard_state.term)
             return keel_errf(msg, KEEL_EINVAL, "raft: restored entry %zu has index %llu term %llu",
                              i, (unsigned long long)e->index, (unsigned long long)e->term);
         prev_term = e->term;
@@ -78,20 +94,25 @@ static int restore_log(keel_raft_t *r, const keel_raft_restore_t *rs, keel_errms
         if (rc != 0)
             return rc;
     }
+    uint64_t last = keel__raft_log_last(&r->log);
     r->term = rs->hard_state.term;
     r->vote = rs->hard_state.vote;
     r->commit = rs->hard_state.commit;
     /* The commit index is volatile in Raft (thesis §3.8): persisting it only saves
        re-learning it. A torn write can keep the hard state but lose some of the entries
        written with it, so a commit beyond the stored log is lowered, not refused. */
-    if (r->commit > rs->entries_n)
-        r->commit = rs->entries_n;
-    if (rs->applied > r->commit)
-        return keel_errf(msg, KEEL_EINVAL, "raft: applied %llu beyond commit %llu",
-                         (unsigned long long)rs->applied, (unsigned long long)r->commit);
+    if (r->commit > last)
+        r->commit = last;
+    if (r->commit < sn->index)
+        r->commit = sn->index;
+    if (rs->applied > r->commit || rs->applied < sn->index)
+        return keel_errf(msg, KEEL_EINVAL,
+                         "raft: applied %llu outside snapshot %llu .. commit %llu",
+                         (unsigned long long)rs->applied, (unsigned long long)sn->index,
+                         (unsigned long long)r->commit);
     r->applied = rs->applied;
-    r->stable = rs->entries_n;
-    r->persist_next = rs->entries_n + 1;
+    r->stable = last;
+    r->persist_next = last + 1;
     r->hs_handed = rs->hard_state;
     return 0;
 }
@@ -147,6 +168,8 @@ void keel_raft_free(keel_raft_t *r)
     free(r->reads_out);
     free(r->out_now.v);
     free(r->out_after.v);
+    free(r->snap.data);
+    free(r->snap_in.data);
     keel__raft_log_free(&r->log);
     free(r);
 }
@@ -167,7 +190,7 @@ int keel__raft_send(keel_raft_t *r, const keel_raft_msg_t *m)
 {
     int early = r->role == KEEL_RAFT_LEADER &&
                 (m->type == KEEL_RAFT_MSG_APPEND || m->type == KEEL_RAFT_MSG_HEARTBEAT ||
-                 m->type == KEEL_RAFT_MSG_TIMEOUT_NOW);
+                 m->type == KEEL_RAFT_MSG_TIMEOUT_NOW || m->type == KEEL_RAFT_MSG_SNAPSHOT);
     if (r->cfg.test_break == KEEL_RAFT_BREAK_ACK_UNDURABLE)
         early = 1;
     keel__raft_msgs_t *q = early ? &r->out_now : &r->out_after;
@@ -278,7 +301,7 @@ keel_ms_t keel_raft_next_deadline_ms(const keel_raft_t *r)
 static int is_leader_msg(keel_raft_msg_type_t t)
 {
     return t == KEEL_RAFT_MSG_APPEND || t == KEEL_RAFT_MSG_HEARTBEAT ||
-           t == KEEL_RAFT_MSG_TIMEOUT_NOW;
+           t == KEEL_RAFT_MSG_TIMEOUT_NOW || t == KEEL_RAFT_MSG_SNAPSHOT;
 }
 
 /*
@@ -306,7 +329,8 @@ static int step_term(keel_raft_t *r, const keel_raft_msg_t *m)
         /* A stale leader must learn our term or it (and a pre-voting cluster) can be stuck:
            the pre-vote + check-quorum pitfall (etcd #8501). Answer with our term. */
         if ((r->cfg.check_quorum || r->cfg.pre_vote) &&
-            (m->type == KEEL_RAFT_MSG_APPEND || m->type == KEEL_RAFT_MSG_HEARTBEAT)) {
+            (m->type == KEEL_RAFT_MSG_APPEND || m->type == KEEL_RAFT_MSG_HEARTBEAT ||
+             m->type == KEEL_RAFT_MSG_SNAPSHOT)) {
             keel_raft_msg_t resp = {.type = KEEL_RAFT_MSG_APPEND_RESP, .to = m->from};
             keel__raft_send(r, &resp);
         } else if (m->type == KEEL_RAFT_MSG_PREVOTE) {
@@ -323,7 +347,7 @@ int keel_raft_step(keel_raft_t *r, const keel_raft_msg_t *m)
     assert(!r->ready_out);
     if (m->to != r->cfg.id || keel__raft_progress(r, m->from) == NULL || m->from == r->cfg.id)
         return KEEL_EINVAL;
-    if (m->type < KEEL_RAFT_MSG_APPEND || m->type > KEEL_RAFT_MSG_TIMEOUT_NOW)
+    if (m->type < KEEL_RAFT_MSG_APPEND || m->type > KEEL_RAFT_MSG_SNAPSHOT_RESP)
         return KEEL_EPROTO;
     if (!step_term(r, m))
         return 0;
@@ -339,12 +363,15 @@ int keel_raft_step(keel_raft_t *r, const keel_raft_msg_t *m)
     case KEEL_RAFT_MSG_APPEND:
     case KEEL_RAFT_MSG_HEARTBEAT:
     case KEEL_RAFT_MSG_TIMEOUT_NOW:
+    case KEEL_RAFT_MSG_SNAPSHOT:
         assert(r->role != KEEL_RAFT_LEADER); /* election safety: one leader per term */
         if (r->role != KEEL_RAFT_FOLLOWER || r->leader != m->from)
             keel__raft_become_follower(r, r->term, m->from);
         r->election_elapsed = 0;
         if (m->type == KEEL_RAFT_MSG_APPEND)
             return keel__raft_recv_append(r, m);
+        if (m->type == KEEL_RAFT_MSG_SNAPSHOT)
+            return keel__raft_recv_snapshot(r, m);
         if (m->type == KEEL_RAFT_MSG_HEARTBEAT)
             keel__raft_recv_heartbeat(r, m);
         else
@@ -357,6 +384,10 @@ int keel_raft_step(keel_raft_t *r, const keel_raft_msg_t *m)
     case KEEL_RAFT_MSG_HEARTBEAT_RESP:
         if (r->role == KEEL_RAFT_LEADER)
             keel__raft_recv_heartbeat_resp(r, m);
+        return 0;
+    case KEEL_RAFT_MSG_SNAPSHOT_RESP:
+        if (r->role == KEEL_RAFT_LEADER)
+            keel__raft_recv_snapshot_resp(r, m);
         return 0;
     }
     return KEEL_EPROTO;
@@ -412,6 +443,11 @@ int keel_raft_campaign(keel_raft_t *r)
 void keel_raft_persisted(keel_raft_t *r, uint64_t index, uint64_t term)
 {
     assert(!r->ready_out);
+    if (r->snap_unpersisted) { /* only the installed snapshot's own report counts */
+        if (index == r->snap.index && term == r->snap.term)
+            r->snap_unpersisted = 0;
+        return;
+    }
     /* Ignore reports about entries since replaced by a conflicting leader's. */
     if (index <= r->stable || index >= r->persist_next ||
         keel__raft_log_term(&r->log, index) != term)
@@ -426,6 +462,9 @@ int keel_raft_ready(keel_raft_t *r, keel_raft_ready_t *rd)
     assert(!r->ready_out);
     keel__raft_flush(r);
     memset(rd, 0, sizeof(*rd));
+    if (r->snap_out)
+        rd->snapshot =
+            (keel_raft_snapshot_t){r->snap.index, r->snap.term, r->snap.data, r->snap.len};
     keel_raft_hard_state_t hs = {r->term, r->vote, r->commit};
     if (memcmp(&hs, &r->hs_handed, sizeof(hs)) != 0) {
         rd->hard_state_changed = 1;
@@ -447,7 +486,7 @@ int keel_raft_ready(keel_raft_t *r, keel_raft_ready_t *rd)
     }
     rd->reads = r->reads_out;
     rd->reads_n = r->reads_out_n;
-    r->ready_out = rd->hard_state_changed || rd->entries_n || rd->msgs_n ||
+    r->ready_out = r->snap_out || rd->hard_state_changed || rd->entries_n || rd->msgs_n ||
                    rd->msgs_after_persist_n || rd->committed_n || rd->reads_n;
     return r->ready_out;
 }
@@ -456,6 +495,7 @@ void keel_raft_advance(keel_raft_t *r)
 {
     assert(r->ready_out);
     r->ready_out = 0;
+    r->snap_out = 0;
     r->hs_handed = (keel_raft_hard_state_t){r->term, r->vote, r->commit};
     r->persist_next = keel__raft_log_last(&r->log) + 1;
     uint64_t apply_to = r->commit < r->stable ? r->commit : r->stable;
@@ -501,6 +541,16 @@ uint64_t keel_raft_stable_index(const keel_raft_t *r)
     return r->stable;
 }
 
+uint64_t keel_raft_first_index(const keel_raft_t *r)
+{
+    return r->log.offset + 1;
+}
+
+uint64_t keel_raft_snapshot_index(const keel_raft_t *r)
+{
+    return r->snap.index;
+}
+
 const keel_raft_entry_t *keel_raft_entry_at(const keel_raft_t *r, uint64_t index)
 {
     return keel__raft_log_at(&r->log, index);
@@ -514,8 +564,8 @@ const char *keel_raft_role_name(keel_raft_role_t role)
 
 const char *keel_raft_msg_type_name(keel_raft_msg_type_t t)
 {
-    static const char *names[] = {"?",         "append",     "append_resp",  "heartbeat",
-                                  "hb_resp",   "prevote",    "prevote_resp", "vote",
-                                  "vote_resp", "timeout_now"};
-    return (unsigned)t <= KEEL_RAFT_MSG_TIMEOUT_NOW ? names[t] : "?";
+    static const char *names[] = {"?",         "append",      "append_resp",  "heartbeat",
+                                  "hb_resp",   "prevote",     "prevote_resp", "vote",
+                                  "vote_resp", "timeout_now", "snapshot",     "snapshot_resp"};
+    return (unsigned)t <= KEEL_RAFT_MSG_SNAPSHOT_RESP ? names[t] : "?";
 }

@@ -20,6 +20,7 @@
  *   keel_raft_read_index(r, ctx)     start a linearizable read (leader only, §6.4)
  *   keel_raft_transfer_leadership()  hand leadership to a caught-up voter (§3.10)
  *   keel_raft_persisted(r, i, t)     the log up to index i (term t) is now durable
+ *   keel_raft_compact(r, i, snap)    the application took a snapshot at applied index i
  *
  * and collects the effects with keel_raft_ready() / keel_raft_advance().
  *
@@ -29,6 +30,10 @@
  * The driver copies what it needs to keep longer (message entries included). For each
  * ready, in this order:
  *
+ *   0. If rd.snapshot.index != 0: a snapshot from the leader replaces the log. Persist
+ *      it, discard the whole stored log (entries after it follow in this or later
+ *      readies), and restore the state machine from it before applying rd.committed;
+ *      the state machine is then at rd.snapshot.index.
  *   1. Durability. Start writing rd.hard_state (if hard_state_changed) and rd.entries to
  *      stable storage. rd.entries[0].index may be <= the last stored index: the stored
  *      log is then truncated from that index first (a follower's conflict, thesis §3.5).
@@ -47,9 +52,12 @@
  *   6. keel_raft_advance(r).
  *
  * Ownership: payload bytes passed to propose/step are copied; the core owns its log.
- * Limits: the in-memory log grows with the uncommitted+unsnapshotted suffix; snapshots
- * and log compaction are not implemented yet (see docs/raft.md), so the log holds every
- * entry since index 1. Membership is fixed at config time (voters only).
+ * Snapshots (thesis §5.1): the application snapshots its state machine at an applied
+ * index and hands the bytes to keel_raft_compact, which keeps a private copy (to send to
+ * lagging followers, in chunks of snapshot_chunk_bytes_max) and drops log entries up to
+ * index - log_trailing_entries. The in-memory log therefore holds the trailing window
+ * plus everything after the last snapshot. Membership is fixed at config time (voters
+ * only; learners and configuration changes are not implemented).
  */
 
 #define KEEL_RAFT_VOTERS_MAX 9
@@ -91,6 +99,8 @@ typedef enum {
     KEEL_RAFT_MSG_VOTE,
     KEEL_RAFT_MSG_VOTE_RESP,
     KEEL_RAFT_MSG_TIMEOUT_NOW,
+    KEEL_RAFT_MSG_SNAPSHOT,
+    KEEL_RAFT_MSG_SNAPSHOT_RESP,
 } keel_raft_msg_type_t;
 
 /*
@@ -106,6 +116,10 @@ typedef enum {
  *                comes from a leadership transfer (ignores leader leases)
  *   (PRE)VOTE_RESP reject
  *   TIMEOUT_NOW  (leader -> transfer target: campaign now)
+ *   SNAPSHOT     index/log_term = the snapshot's last entry; ctx = byte offset of this
+ *                chunk; data[data_len]; last = 1 on the final chunk
+ *   SNAPSHOT_RESP index = snapshot index; ctx = bytes the follower holds (next offset).
+ *                Once installed the follower answers APPEND_RESP index = snapshot index.
  */
 typedef struct keel_raft_msg {
     keel_raft_msg_type_t type;
@@ -116,8 +130,11 @@ typedef struct keel_raft_msg {
     uint64_t hint_index, hint_term;
     uint8_t reject;
     uint8_t transfer;
+    uint8_t last;
     const keel_raft_entry_t *entries;
     size_t entries_n;
+    const uint8_t *data; /* SNAPSHOT chunk bytes */
+    size_t data_len;
 } keel_raft_msg_t;
 
 typedef struct keel_raft_read_state {
@@ -126,7 +143,14 @@ typedef struct keel_raft_read_state {
     int ok;         /* 0: leadership lost before confirmation; retry */
 } keel_raft_read_state_t;
 
+typedef struct keel_raft_snapshot {
+    uint64_t index, term; /* last entry the snapshot covers; 0 = none */
+    const uint8_t *data;
+    size_t data_len;
+} keel_raft_snapshot_t;
+
 typedef struct keel_raft_ready {
+    keel_raft_snapshot_t snapshot; /* index 0: nothing to install */
     int hard_state_changed;
     keel_raft_hard_state_t hard_state;
     const keel_raft_entry_t *entries;
@@ -159,25 +183,29 @@ typedef struct keel_raft_config {
     keel_ms_t tick_ms;           /* one logical tick */
     uint32_t election_ticks_min; /* randomized election timeout in [min, max] ticks */
     uint32_t election_ticks_max;
-    uint32_t heartbeat_ticks;     /* leader heartbeat interval */
-    uint32_t msg_entries_max;     /* entries per AppendEntries */
-    uint64_t msg_bytes_max;       /* payload bytes per AppendEntries (one entry may exceed) */
-    uint32_t inflight_msgs_max;   /* pipelined AppendEntries per follower */
-    uint64_t inflight_bytes_max;  /* pipelined payload bytes per follower */
-    uint32_t entry_bytes_max;     /* one proposal */
-    uint32_t reads_pending_max;   /* ReadIndex requests awaiting confirmation */
-    int pre_vote;                 /* thesis §9.6 */
-    int check_quorum;             /* leader steps down without a live majority; leases */
-    uint64_t seed;                /* election timeout randomness */
-    keel_raft_break_t test_break; /* tests only */
+    uint32_t heartbeat_ticks;          /* leader heartbeat interval */
+    uint32_t msg_entries_max;          /* entries per AppendEntries */
+    uint64_t msg_bytes_max;            /* payload bytes per AppendEntries (one entry may exceed) */
+    uint32_t inflight_msgs_max;        /* pipelined AppendEntries per follower */
+    uint64_t inflight_bytes_max;       /* pipelined payload bytes per follower */
+    uint32_t entry_bytes_max;          /* one proposal */
+    uint32_t reads_pending_max;        /* ReadIndex requests awaiting confirmation */
+    uint32_t snapshot_chunk_bytes_max; /* InstallSnapshot chunk */
+    uint64_t snapshot_bytes_max;       /* largest snapshot accepted from a leader */
+    uint32_t log_trailing_entries;     /* kept behind a snapshot for slow followers */
+    int pre_vote;                      /* thesis §9.6 */
+    int check_quorum;                  /* leader steps down without a live majority; leases */
+    uint64_t seed;                     /* election timeout randomness */
+    keel_raft_break_t test_break;      /* tests only */
 } keel_raft_config_t;
 
 /* What the driver found on stable storage at restart. */
 typedef struct keel_raft_restore {
     keel_raft_hard_state_t hard_state;
-    const keel_raft_entry_t *entries; /* indexes 1..entries_n, copied */
+    keel_raft_snapshot_t snapshot;    /* index 0: none; data is copied */
+    const keel_raft_entry_t *entries; /* indexes snapshot.index + 1 ..., copied */
     size_t entries_n;
-    uint64_t applied; /* state machine already reflects entries up to here */
+    uint64_t applied; /* state machine already reflects entries up to here (>= snapshot) */
 } keel_raft_restore_t;
 
 typedef struct keel_raft keel_raft_t;
@@ -203,6 +231,10 @@ int keel_raft_transfer_leadership(keel_raft_t *r, uint64_t to);
 /* Start an election now (tests, operators). KEEL_EINVAL if already leader. */
 int keel_raft_campaign(keel_raft_t *r);
 void keel_raft_persisted(keel_raft_t *r, uint64_t index, uint64_t term);
+/* The state machine's snapshot at applied index `index` (data copied). KEEL_EINVAL if
+   index is beyond what was handed out for apply or not after the current snapshot;
+   KEEL_ETOOBIG beyond snapshot_bytes_max; KEEL_ENOMEM. */
+int keel_raft_compact(keel_raft_t *r, uint64_t index, const void *data, size_t len);
 
 int keel_raft_ready(keel_raft_t *r, keel_raft_ready_t *rd);
 void keel_raft_advance(keel_raft_t *r);
@@ -215,6 +247,8 @@ uint64_t keel_raft_leader(const keel_raft_t *r);
 uint64_t keel_raft_commit(const keel_raft_t *r);
 uint64_t keel_raft_last_index(const keel_raft_t *r);
 uint64_t keel_raft_stable_index(const keel_raft_t *r);
+uint64_t keel_raft_first_index(const keel_raft_t *r); /* first entry held in memory */
+uint64_t keel_raft_snapshot_index(const keel_raft_t *r);
 /* NULL if index is outside the log. Valid until the next mutating call. */
 const keel_raft_entry_t *keel_raft_entry_at(const keel_raft_t *r, uint64_t index);
 const char *keel_raft_role_name(keel_raft_role_t role);

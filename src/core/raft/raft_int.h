@@ -5,14 +5,23 @@
 #include "base/rand.h"
 #include "core/raft/raft.h"
 
-/* The in-memory log: ents[k] holds index k + 1 (no compaction yet). */
+/* The in-memory log: ents[k] holds index offset + 1 + k; offset/offset_term describe
+   the last entry dropped by compaction or covered by an installed snapshot. */
 typedef struct keel__raft_log {
     keel_raft_entry_t *ents;
     size_t n, cap;
+    uint64_t offset, offset_term;
 } keel__raft_log_t;
 
+/* A snapshot owned by the core: ours to send, or one being received in chunks. */
+typedef struct keel__raft_snap {
+    uint64_t index, term;
+    uint8_t *data;
+    size_t len, cap;
+} keel__raft_snap_t;
+
 /* Leader's view of one voter (etcd's Progress; thesis §3.5, §10.2.1). */
-enum { KEEL__PR_PROBE, KEEL__PR_REPLICATE };
+enum { KEEL__PR_PROBE, KEEL__PR_REPLICATE, KEEL__PR_SNAPSHOT };
 
 typedef struct keel__raft_progress {
     uint64_t id;
@@ -25,6 +34,8 @@ typedef struct keel__raft_progress {
     int recent_active; /* heard from since the last check-quorum round */
     int vote;          /* election tally: 0 none, 1 granted, -1 rejected */
     int is_self;
+    uint64_t snap_index, snap_acked; /* SNAPSHOT: which snapshot, bytes acknowledged */
+    int snap_sent;                   /* SNAPSHOT: a chunk is outstanding */
     /* Ring of in-flight AppendEntries (last index, bytes), capacity inflight_msgs_max. */
     uint64_t *infl_last;
     uint64_t *infl_bytes;
@@ -71,6 +82,11 @@ struct keel_raft {
     size_t reads_out_n;
 
     keel__raft_msgs_t out_now, out_after;
+
+    keel__raft_snap_t snap;    /* latest snapshot (compaction or installed) */
+    keel__raft_snap_t snap_in; /* follower: chunks received so far */
+    int snap_out;              /* snap must be handed out in the next ready */
+    int snap_unpersisted;      /* installed snapshot not yet reported durable */
 };
 
 /* log.c */
@@ -81,6 +97,10 @@ keel_raft_entry_t *keel__raft_log_at(const keel__raft_log_t *l, uint64_t index);
 int keel__raft_log_append(keel__raft_log_t *l, uint64_t term, uint32_t type, const void *data,
                           size_t len);
 void keel__raft_log_truncate(keel__raft_log_t *l, uint64_t from_index);
+void keel__raft_log_compact(keel__raft_log_t *l, uint64_t to_index);
+void keel__raft_log_reset(keel__raft_log_t *l, uint64_t index, uint64_t term);
+int keel__raft_snap_set(keel__raft_snap_t *s, uint64_t index, uint64_t term, const void *data,
+                        size_t len);
 
 /* raft.c */
 keel__raft_progress_t *keel__raft_progress(keel_raft_t *r, uint64_t id);
@@ -105,6 +125,11 @@ int keel__raft_recv_append(keel_raft_t *r, const keel_raft_msg_t *m);
 void keel__raft_recv_append_resp(keel_raft_t *r, const keel_raft_msg_t *m);
 void keel__raft_recv_heartbeat(keel_raft_t *r, const keel_raft_msg_t *m);
 void keel__raft_recv_heartbeat_resp(keel_raft_t *r, const keel_raft_msg_t *m);
+
+/* snapshot.c */
+int keel__raft_send_snapshot(keel_raft_t *r, keel__raft_progress_t *p);
+int keel__raft_recv_snapshot(keel_raft_t *r, const keel_raft_msg_t *m);
+void keel__raft_recv_snapshot_resp(keel_raft_t *r, const keel_raft_msg_t *m);
 
 /* readindex.c */
 void keel__raft_reads_release(keel_raft_t *r);

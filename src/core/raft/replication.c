@@ -64,6 +64,8 @@ void keel__raft_progress_reset(keel_raft_t *r)
 static int send_append(keel_raft_t *r, keel__raft_progress_t *p)
 {
     uint64_t last = keel__raft_log_last(&r->log);
+    if (p->state == KEEL__PR_SNAPSHOT || p->next - 1 < r->log.offset)
+        return keel__raft_send_snapshot(r, p); /* the entries it needs are compacted */
     if (p->state == KEEL__PR_PROBE ? p->probe_sent : (inflight_full(r, p) || p->next > last))
         return 0;
     uint64_t prev = p->next - 1, n = 0, bytes = 0;
@@ -235,6 +237,8 @@ int keel__raft_recv_append(keel_raft_t *r, const keel_raft_msg_t *m)
 static void back_off(keel_raft_t *r, keel__raft_progress_t *p, const keel_raft_msg_t *m)
 {
     uint64_t rejected = m->index;
+    if (p->state == KEEL__PR_SNAPSHOT)
+        return;
     if (p->state == KEEL__PR_REPLICATE ? rejected <= p->match : rejected != p->next - 1)
         return; /* stale rejection */
     uint64_t next = m->hint_index;
@@ -265,7 +269,7 @@ void keel__raft_recv_append_resp(keel_raft_t *r, const keel_raft_msg_t *m)
         return; /* cannot be: our own term's acknowledgement beyond our log */
     if (m->index > p->match) {
         p->match = m->index;
-        if (p->state == KEEL__PR_PROBE) {
+        if (p->state != KEEL__PR_REPLICATE) {
             p->state = KEEL__PR_REPLICATE;
             p->next = p->match + 1;
             inflight_clear(p);
@@ -303,6 +307,7 @@ void keel__raft_recv_heartbeat_resp(keel_raft_t *r, const keel_raft_msg_t *m)
     keel__raft_progress_t *p = keel__raft_progress(r, m->from);
     p->recent_active = 1;
     p->probe_sent = 0;
+    p->snap_sent = 0; /* SNAPSHOT: resend the unacknowledged chunk */
     if (p->state == KEEL__PR_REPLICATE && p->match < keel__raft_log_last(&r->log) &&
         p->match == p->match_at_hb && p->infl_count > 0)
         keel__raft_become_probe(p, p->match + 1);
