@@ -10,4 +10,6 @@ typedef struct keel_cli_cmd {
     int (*run)(int argc, char **argv); /* argv[0] is the subcommand name */
 } keel_cli_cmd_t;
 
+int keel_cli_server(int argc, char **argv);
+
 #endif

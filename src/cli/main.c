@@ -11,6 +11,7 @@ static int cmd_help(int argc, char **argv);
 static const keel_cli_cmd_t commands[] = {
     {"version", "print the keel version", cmd_version},
     {"help", "list the commands", cmd_help},
+    {"server", "run a keel server node (Raft-replicated KV over RESP)", keel_cli_server},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

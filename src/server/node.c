@@ -1,0 +1,1339 @@
+/* node.c - drives the Raft core on libuv: WAL group commit, peers, apply, forwarding. */
+#include "server/node.h"
+
+#include "base/hash.h"
+#include "base/log.h"
+#include "base/map.h"
+#include "proto/frame.h"
+#include "proto/peer.h"
+#include "runtime/clock.h"
+#include "runtime/tcp.h"
+#include "server/raftlog.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- requests ------------------------------------------------------------------ */
+
+typedef enum req_kind {
+    REQ_WRITE,        /* a local client's write */
+    REQ_READ,         /* a local client's linearizable read */
+    REQ_REMOTE_WRITE, /* leader: a write forwarded by a follower */
+    REQ_REMOTE_READ,  /* leader: a read index asked for by a follower */
+} req_kind_t;
+
+typedef struct request request_t;
+struct request {
+    req_kind_t kind;
+    keel_node_done_fn done; /* NULL once answered (a tombstone left in a queue) */
+    void *ctx;
+    keel_ms_t deadline_ms;
+    uint8_t *cmd; /* the command as a kv entry (writes: the proposal; reads: argv to run) */
+    size_t cmd_len;
+    uint64_t index, term;    /* writes: where proposed; reads: the read index */
+    uint64_t origin, req_id; /* remote: who asked, and their id; forwarded: our id */
+    keel_ms_t start_ms;
+    request_t *prev, *next; /* the all-requests list, in deadline order (local only) */
+    request_t *qnext;       /* the queue the request waits in */
+};
+
+typedef struct queue {
+    request_t *head, *tail;
+} queue_t;
+
+static void q_push(queue_t *q, request_t *r)
+{
+    r->qnext = NULL;
+    if (q->tail)
+        q->tail->qnext = r;
+    else
+        q->head = r;
+    q->tail = r;
+}
+
+static request_t *q_pop(queue_t *q)
+{
+    request_t *r = q->head;
+    if (r) {
+        q->head = r->qnext;
+        if (q->head == NULL)
+            q->tail = NULL;
+        r->qnext = NULL;
+    }
+    return r;
+}
+
+/* A ReadIndex round: reads that arrived in one loop turn share one. */
+typedef struct read_batch {
+    uint64_t ctx;
+    queue_t reqs;
+    struct read_batch *next;
+} read_batch_t;
+
+/* ---- peers ----------------------------------------------------------------------- */
+
+typedef struct held_mark {
+    uint64_t gen;
+    size_t end;
+} held_mark_t;
+
+typedef struct peer {
+    keel_node_t *node;
+    const keel_node_member_t *member;
+    keel_connector_t conn;
+    int connected;
+    keel_buf_t out;  /* frames ready to send */
+    keel_buf_t held; /* frames that wait for a WAL sync (msgs_after_persist) */
+    held_mark_t *marks;
+    size_t marks_n, marks_cap;
+    keel_buf_t wbuf; /* being written */
+    uv_write_t wreq;
+    uv_write_t hello_req;
+    uint8_t hello[64]; /* one HELLO frame: 34 bytes */
+    int writing;
+    keel_buf_t rbuf; /* outbound connections only watch for EOF */
+    keel_counter_t *bytes_out, *dropped;
+} peer_t;
+
+typedef struct inconn {
+    uv_tcp_t tcp;
+    keel_node_t *node;
+    keel_buf_t in;
+    keel_frame_decoder_t dec;
+    uint64_t from;
+    int closing;
+    struct inconn *prev, *next;
+} inconn_t;
+
+/* ---- the node ---------------------------------------------------------------------- */
+
+struct keel_node {
+    keel_loop_t *loop;
+    keel_node_config_t cfg;
+    keel_raft_t *raft;
+    keel_raftlog_t *log;
+    keel_kv_t kv;
+    peer_t peers[KEEL_RAFT_VOTERS_MAX]; /* indexed by member position; self unused */
+    uv_tcp_t listener;
+    inconn_t *inconns;
+    uv_check_t check;
+    keel_timer_t tick;
+    uv_work_t sync_work;
+    int sync_inflight;
+    keel_us_t sync_start_us;
+    /* sync groups are numbered 1, 2, ... in the order they start; they finish in order */
+    uint64_t gen_started, gen_durable, last_write_gen;
+    /* requests */
+    request_t *all_head, *all_tail;
+    size_t pending;
+    queue_t parked; /* waiting for a known leader */
+    queue_t writes; /* proposed, waiting for their index to apply; index-ordered */
+    queue_t reads_new;
+    read_batch_t *batches_head, *batches_tail;
+    queue_t reads_ready; /* read index known; waiting for applied >= index */
+    keel_map_t fwd;      /* req_id -> request forwarded to the leader */
+    uint64_t next_req_id, next_read_ctx;
+    uint64_t last_leader;
+    uint64_t leader_changes;
+    keel_buf_t scratch, reply;
+    keel_raft_entry_t *dec_scratch;
+    size_t dec_scratch_cap;
+    const uint8_t **argv;
+    size_t *lens;
+    size_t argv_cap;
+    int stopping, handles_open;
+    void (*closed)(void *data);
+    void *closed_data;
+    /* metrics */
+    keel_counter_t *m_proposals, *m_applied, *m_forwarded, *m_leader_changes, *m_timeouts;
+    keel_histogram_t *m_fsync, *m_commit, *m_batch;
+};
+
+static void process(keel_node_t *n);
+static void dispatch(keel_node_t *n, request_t *r);
+
+void keel_node_config_default(keel_node_config_t *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    keel_raft_config_default(&cfg->raft);
+    keel_wal_config_default(&cfg->wal);
+    cfg->kv = keel_kv_config_default();
+    cfg->requests_pending_max = 100000;
+    cfg->request_timeout_ms = 5000;
+    cfg->peer_buffer_bytes_max = 64u * 1024 * 1024;
+    cfg->peer_frame_bytes_max = 64u * 1024 * 1024;
+}
+
+int keel_node_config_validate(const keel_node_config_t *cfg, keel_errmsg_t *msg)
+{
+    if (cfg->members_n == 0 || cfg->members_n > KEEL_RAFT_VOTERS_MAX)
+        return keel_errf(msg, KEEL_EINVAL, "node: %zu members (1..%d allowed)", cfg->members_n,
+                         KEEL_RAFT_VOTERS_MAX);
+    int found = 0;
+    for (size_t i = 0; i < cfg->members_n; i++)
+        found |= cfg->members[i].id == cfg->id;
+    if (!found)
+        return keel_errf(msg, KEEL_EINVAL, "node: id %llu is not a member",
+                         (unsigned long long)cfg->id);
+    if (cfg->data_dir[0] == '\0')
+        return keel_errf(msg, KEEL_EINVAL, "node: data_dir is empty");
+    if (cfg->requests_pending_max == 0 || cfg->request_timeout_ms <= 0)
+        return keel_errf(msg, KEEL_EINVAL,
+                         "node: requests_pending_max and request_timeout_ms "
+                         "must be > 0");
+    if (cfg->peer_frame_bytes_max < cfg->raft.msg_bytes_max + 4096)
+        return keel_errf(msg, KEEL_EINVAL, "node: peer_frame_bytes_max below raft msg_bytes_max");
+    int rc = keel_kv_config_validate(&cfg->kv, msg);
+    if (rc == 0)
+        rc = keel_wal_config_validate(&cfg->wal, msg);
+    return rc;
+}
+
+/* ---- request bookkeeping ---------------------------------------------------------- */
+
+static request_t *req_new(keel_node_t *n, req_kind_t kind, keel_node_done_fn done, void *ctx)
+{
+    request_t *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    r->kind = kind;
+    r->done = done;
+    r->ctx = ctx;
+    r->start_ms = keel_loop_now_ms(n->loop);
+    r->deadline_ms = r->start_ms + n->cfg.request_timeout_ms;
+    n->pending++;
+    if (kind == REQ_WRITE || kind == REQ_READ) { /* remote ones are timed by their origin */
+        r->prev = n->all_tail;
+        if (n->all_tail)
+            n->all_tail->next = r;
+        else
+            n->all_head = r;
+        n->all_tail = r;
+    }
+    return r;
+}
+
+static void all_unlink(keel_node_t *n, request_t *r)
+{
+    if (r->kind != REQ_WRITE && r->kind != REQ_READ)
+        return;
+    if (r->prev)
+        r->prev->next = r->next;
+    else if (n->all_head == r)
+        n->all_head = r->next;
+    else
+        return; /* already unlinked */
+    if (r->next)
+        r->next->prev = r->prev;
+    else
+        n->all_tail = r->prev;
+    r->prev = r->next = NULL;
+}
+
+/* Answers a request once; the memory stays while a queue still holds it. */
+static void req_answer(keel_node_t *n, request_t *r, int status, const uint8_t *reply, size_t len)
+{
+    if (r->kind == REQ_REMOTE_WRITE || r->kind == REQ_REMOTE_READ)
+        r->done = NULL; /* the follower that asked times its own request out */
+    if (r->done == NULL)
+        return;
+    keel_node_done_fn done = r->done;
+    r->done = NULL;
+    all_unlink(n, r);
+    if (status == 0 && r->kind == REQ_WRITE && n->m_commit)
+        keel_histogram_observe(n->m_commit,
+                               (double)(keel_loop_now_ms(n->loop) - r->start_ms) / 1000.0);
+    done(r->ctx, status, reply, len);
+}
+
+static void req_free(keel_node_t *n, request_t *r)
+{
+    assert(r->done == NULL || r->kind == REQ_REMOTE_WRITE || r->kind == REQ_REMOTE_READ);
+    all_unlink(n, r);
+    free(r->cmd);
+    free(r);
+    n->pending--;
+}
+
+static int remote_done_marker;
+#define REMOTE_DONE ((keel_node_done_fn)(void *)&remote_done_marker)
+
+/* ---- peers: sending --------------------------------------------------------------- */
+
+static peer_t *peer_by_id(keel_node_t *n, uint64_t id)
+{
+    for (size_t i = 0; i < n->cfg.members_n; i++)
+        if (n->cfg.members[i].id == id && id != n->cfg.id)
+            return &n->peers[i];
+    return NULL;
+}
+
+static int peer_room(const peer_t *p, size_t more)
+{
+    return keel_buf_unread(&p->out) + keel_buf_unread(&p->held) + more <=
+           p->node->cfg.peer_buffer_bytes_max;
+}
+
+static void peer_flush(peer_t *p);
+
+static void on_peer_write(uv_write_t *req, int status)
+{
+    peer_t *p = req->data;
+    p->writing = 0;
+    keel_buf_reset(&p->wbuf);
+    if (status < 0) {
+        if (p->connected && !p->node->stopping) {
+            p->connected = 0;
+            keel_connector_lost(&p->conn);
+        }
+        return;
+    }
+    peer_flush(p);
+}
+
+static void peer_flush(peer_t *p)
+{
+    if (!p->connected || p->writing || keel_buf_unread(&p->out) == 0)
+        return;
+    keel_buf_t t = p->wbuf; /* swap: out becomes the write buffer */
+    p->wbuf = p->out;
+    p->out = t;
+    uv_buf_t b = uv_buf_init((char *)keel_buf_rptr(&p->wbuf), (unsigned)keel_buf_unread(&p->wbuf));
+    p->wreq.data = p;
+    if (p->bytes_out)
+        keel_counter_add(p->bytes_out, b.len);
+    if (uv_write(&p->wreq, keel_connector_stream(&p->conn), &b, 1, on_peer_write) == 0)
+        p->writing = 1;
+    else
+        keel_buf_reset(&p->wbuf);
+}
+
+/* Moves held frames whose sync group is now durable into the send buffer. */
+static void peer_release_held(peer_t *p, uint64_t gen_durable)
+{
+    size_t upto = 0, k = 0;
+    while (k < p->marks_n && p->marks[k].gen <= gen_durable)
+        upto = p->marks[k++].end;
+    if (k == 0)
+        return;
+    if (keel_buf_append(&p->out, keel_buf_rptr(&p->held), upto) != 0 && p->dropped)
+        keel_counter_inc(p->dropped);
+    keel_buf_consume(&p->held, upto);
+    for (size_t i = k; i < p->marks_n; i++)
+        p->marks[i - k] = (held_mark_t){p->marks[i].gen, p->marks[i].end - upto};
+    p->marks_n -= k;
+}
+
+static void send_raft(keel_node_t *n, const keel_raft_msg_t *m, int after_persist)
+{
+    peer_t *p = peer_by_id(n, m->to);
+    if (p == NULL)
+        return;
+    if (!peer_room(p, 64)) {
+        if (p->dropped)
+            keel_counter_inc(p->dropped); /* Raft retransmits; the bound protects memory */
+        return;
+    }
+    uint64_t tag = n->last_write_gen;
+    if (!after_persist || tag <= n->gen_durable) {
+        keel_peer_encode_raft(&p->out, m);
+        return;
+    }
+    if (keel_peer_encode_raft(&p->held, m) != 0)
+        return;
+    size_t end = keel_buf_unread(&p->held);
+    if (p->marks_n > 0 && p->marks[p->marks_n - 1].gen == tag) {
+        p->marks[p->marks_n - 1].end = end;
+        return;
+    }
+    if (p->marks_n == p->marks_cap) {
+        size_t ncap = p->marks_cap ? p->marks_cap * 2 : 8;
+        held_mark_t *nm = realloc(p->marks, ncap * sizeof(*nm));
+        if (nm == NULL)
+            return;
+        p->marks = nm;
+        p->marks_cap = ncap;
+    }
+    p->marks[p->marks_n++] = (held_mark_t){tag, end};
+}
+
+static void send_fwd(keel_node_t *n, uint64_t to, keel_peer_type_t type, const keel_peer_fwd_t *f)
+{
+    peer_t *p = peer_by_id(n, to);
+    if (p != NULL && peer_room(p, f->bytes_len + 64))
+        keel_peer_encode_fwd(&p->out, type, f);
+}
+
+/* ---- peers: connections --------------------------------------------------------- */
+
+/* The connector owns the stream's data pointer; the peer hangs off the connector. */
+static peer_t *stream_peer(const uv_handle_t *h)
+{
+    const keel_connector_t *c = h->data;
+    return c->data;
+}
+
+static void on_peer_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    peer_t *p = stream_peer((uv_handle_t *)s);
+    if (nread >= 0)
+        return; /* peers send nothing on our outbound connection; ignore */
+    if (p->connected && !p->node->stopping) {
+        p->connected = 0;
+        keel_connector_lost(&p->conn);
+    }
+}
+
+static void peer_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    peer_t *p = stream_peer(h);
+    keel_buf_reset(&p->rbuf);
+    if (keel_buf_reserve(&p->rbuf, 256) != 0) {
+        *buf = uv_buf_init(NULL, 0);
+        return;
+    }
+    *buf = uv_buf_init((char *)keel_buf_wptr(&p->rbuf), 256);
+}
+
+static void on_hello_written(uv_write_t *req, int status) {}
+
+static void on_peer_connected(keel_connector_t *c, void *data)
+{
+    peer_t *p = data;
+    keel_node_t *n = p->node;
+    uv_stream_t *s = keel_connector_stream(c);
+    p->connected = 1;
+    p->writing = 0;
+    keel_buf_reset(&p->wbuf);
+    keel_buf_t hb;
+    keel_buf_init(&hb, 64);
+    keel_peer_hello_t h = {n->cfg.cluster_id, n->cfg.id, p->member->id};
+    keel_peer_encode_hello(&hb, &h);
+    memcpy(p->hello, keel_buf_rptr(&hb), keel_buf_unread(&hb));
+    uv_buf_t b = uv_buf_init((char *)p->hello, (unsigned)keel_buf_unread(&hb));
+    keel_buf_free(&hb);
+    uv_write(&p->hello_req, s, &b, 1, on_hello_written);
+    uv_read_start(s, peer_alloc, on_peer_read);
+    keel_log_info("peer connected", KF_STR("peer", p->member->name));
+    peer_flush(p);
+}
+
+static void on_peer_failed(keel_connector_t *c, int err, keel_ms_t delay_ms, void *data)
+{
+    peer_t *p = data;
+    p->connected = 0;
+    keel_log_debug("peer connect failed", KF_STR("peer", p->member->name),
+                   KF_STR("error", keel_strerror(err)), KF_INT("retry_ms", delay_ms));
+}
+
+/* ---- peers: receiving ------------------------------------------------------------- */
+
+static void inconn_closed(uv_handle_t *h)
+{
+    inconn_t *c = h->data;
+    keel_node_t *n = c->node;
+    keel_buf_free(&c->in);
+    free(c);
+    n->handles_open--;
+    if (n->stopping)
+        process(n); /* may finish the stop */
+}
+
+static void inconn_close(inconn_t *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    keel_node_t *n = c->node;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        n->inconns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    uv_close((uv_handle_t *)&c->tcp, inconn_closed);
+}
+
+static void handle_fwd_propose(keel_node_t *n, uint64_t from, const keel_peer_fwd_t *f);
+static void handle_fwd_reply(keel_node_t *n, const keel_peer_fwd_t *f);
+static void handle_fwd_read(keel_node_t *n, uint64_t from, const keel_peer_fwd_t *f);
+static void handle_fwd_read_ok(keel_node_t *n, const keel_peer_fwd_t *f);
+
+static int handle_frame(inconn_t *c, const keel_frame_t *fr)
+{
+    keel_node_t *n = c->node;
+    if (c->from == 0) {
+        keel_peer_hello_t h;
+        if (fr->type != KEEL_PEER_HELLO ||
+            keel_peer_decode_hello(fr->payload, fr->payload_len, &h) != 0)
+            return KEEL_EPROTO;
+        if (h.cluster_id != n->cfg.cluster_id || h.to != n->cfg.id || !peer_by_id(n, h.from)) {
+            keel_log_warn("peer refused: wrong cluster or member", KF_INT("from", h.from));
+            return KEEL_EPROTO;
+        }
+        c->from = h.from;
+        return 0;
+    }
+    if (fr->type == KEEL_PEER_RAFT) {
+        keel_raft_msg_t m;
+        int rc = keel_peer_decode_raft(fr->payload, fr->payload_len, &m, &n->dec_scratch,
+                                       &n->dec_scratch_cap);
+        if (rc != 0 || m.from != c->from || m.to != n->cfg.id)
+            return KEEL_EPROTO;
+        keel_raft_step(n->raft, &m);
+        return 0;
+    }
+    keel_peer_fwd_t f;
+    if (keel_peer_decode_fwd((keel_peer_type_t)fr->type, fr->payload, fr->payload_len, &f) != 0)
+        return KEEL_EPROTO;
+    switch (fr->type) {
+    case KEEL_PEER_FWD_PROPOSE:
+        handle_fwd_propose(n, c->from, &f);
+        break;
+    case KEEL_PEER_FWD_REPLY:
+        handle_fwd_reply(n, &f);
+        break;
+    case KEEL_PEER_FWD_READ:
+        handle_fwd_read(n, c->from, &f);
+        break;
+    default:
+        handle_fwd_read_ok(n, &f);
+    }
+    return 0;
+}
+
+static void on_inconn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    inconn_t *c = s->data;
+    if (nread < 0) {
+        inconn_close(c);
+        return;
+    }
+    keel_buf_commit(&c->in, (size_t)nread);
+    for (;;) {
+        keel_frame_t fr;
+        size_t used;
+        keel_errmsg_t m;
+        int rc = keel_frame_decode(&c->dec, keel_buf_rptr(&c->in), keel_buf_unread(&c->in), &fr,
+                                   &used, &m);
+        if (rc == KEEL_EAGAIN)
+            break;
+        if (rc == 0)
+            rc = handle_frame(c, &fr);
+        if (rc != 0) {
+            keel_log_warn("peer connection closed on a bad frame", KF_INT("from", c->from),
+                          KF_STR("error", keel_strerror(rc)));
+            inconn_close(c);
+            return;
+        }
+        keel_buf_consume(&c->in, used);
+    }
+}
+
+static void inconn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    inconn_t *c = h->data;
+    size_t want = 64 * 1024;
+    if (c->dec.want_bytes > keel_buf_unread(&c->in))
+        want = c->dec.want_bytes - keel_buf_unread(&c->in);
+    if (keel_buf_reserve(&c->in, want) != 0) {
+        *buf = uv_buf_init(NULL, 0);
+        return;
+    }
+    *buf = uv_buf_init((char *)keel_buf_wptr(&c->in), (unsigned)(c->in.cap - c->in.len));
+}
+
+static void on_peer_connection(uv_stream_t *srv, int status)
+{
+    keel_node_t *n = srv->data;
+    if (status < 0 || n->stopping)
+        return;
+    inconn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return;
+    c->node = n;
+    keel_buf_init(&c->in, n->cfg.peer_frame_bytes_max + 64 * 1024);
+    keel_frame_decoder_init(&c->dec, n->cfg.peer_frame_bytes_max, NULL);
+    uv_tcp_init(&n->loop->uv, &c->tcp);
+    c->tcp.data = c;
+    n->handles_open++;
+    c->next = n->inconns;
+    if (n->inconns)
+        n->inconns->prev = c;
+    n->inconns = c;
+    if (uv_accept(srv, (uv_stream_t *)&c->tcp) != 0) {
+        inconn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_read_start((uv_stream_t *)&c->tcp, inconn_alloc, on_inconn_read);
+}
+
+/* ---- client requests ------------------------------------------------------------- */
+
+static int encode_cmd(keel_node_t *n, request_t *r, int argc, const uint8_t *const *argv,
+                      const size_t *lens)
+{
+    keel_buf_reset(&n->scratch);
+    int rc = keel_kv_entry_encode(&n->scratch, (uint64_t)keel_clock_unix_ms(), argc, argv, lens);
+    if (rc != 0)
+        return rc;
+    r->cmd_len = keel_buf_unread(&n->scratch);
+    r->cmd = malloc(r->cmd_len);
+    if (r->cmd == NULL)
+        return KEEL_ENOMEM;
+    memcpy(r->cmd, keel_buf_rptr(&n->scratch), r->cmd_len);
+    return 0;
+}
+
+static int submit(keel_node_t *n, req_kind_t kind, int argc, const uint8_t *const *argv,
+                  const size_t *lens, keel_node_done_fn done, void *ctx)
+{
+    if (n->stopping)
+        return KEEL_ECANCELED;
+    if (n->pending >= n->cfg.requests_pending_max)
+        return KEEL_EFULL;
+    request_t *r = req_new(n, kind, done, ctx);
+    if (r == NULL)
+        return KEEL_ENOMEM;
+    int rc = encode_cmd(n, r, argc, argv, lens);
+    if (rc != 0) {
+        r->done = NULL;
+        req_free(n, r);
+        return rc;
+    }
+    dispatch(n, r);
+    return 0;
+}
+
+int keel_node_write(keel_node_t *n, int argc, const uint8_t *const *argv, const size_t *lens,
+                    keel_node_done_fn done, void *ctx)
+{
+    return submit(n, REQ_WRITE, argc, argv, lens, done, ctx);
+}
+
+/* Decodes a request's command into the node's argv scratch. */
+static int cmd_argv(keel_node_t *n, const request_t *r, size_t *argc)
+{
+    uint64_t t;
+    int rc = keel_kv_entry_decode(r->cmd, r->cmd_len, &t, n->argv_cap, n->argv, n->lens, argc);
+    if (rc == KEEL_ETOOBIG) {
+        const uint8_t **na = realloc(n->argv, *argc * sizeof(*na));
+        size_t *nl = na ? realloc(n->lens, *argc * sizeof(*nl)) : NULL;
+        if (na)
+            n->argv = na;
+        if (nl == NULL)
+            return KEEL_ENOMEM;
+        n->lens = nl;
+        n->argv_cap = *argc;
+        rc = keel_kv_entry_decode(r->cmd, r->cmd_len, &t, n->argv_cap, n->argv, n->lens, argc);
+    }
+    return rc;
+}
+
+static void serve_read(keel_node_t *n, request_t *r)
+{
+    size_t argc;
+    keel_buf_reset(&n->reply);
+    int rc = cmd_argv(n, r, &argc);
+    if (rc == 0)
+        rc = keel_kv_read(&n->kv, (int)argc, n->argv, n->lens, &n->reply);
+    req_answer(n, r, rc, keel_buf_rptr(&n->reply), keel_buf_unread(&n->reply));
+}
+
+int keel_node_read(keel_node_t *n, int argc, const uint8_t *const *argv, const size_t *lens,
+                   int stale, keel_node_done_fn done, void *ctx)
+{
+    if (!stale)
+        return submit(n, REQ_READ, argc, argv, lens, done, ctx);
+    keel_buf_reset(&n->reply);
+    int rc = keel_kv_read(&n->kv, argc, argv, lens, &n->reply);
+    done(ctx, rc, keel_buf_rptr(&n->reply), keel_buf_unread(&n->reply));
+    return 0;
+}
+
+/*
+ * A new leader term proposed at `index` while older waiters sit at or past it:
+ * their entries are gone from our log (a leader's log is authoritative), so
+ * they were not applied and are proposed again. Keeps the queue index-ordered.
+ */
+static void requeue_from(keel_node_t *n, uint64_t index)
+{
+    request_t **pp = &n->writes.head, *last = NULL;
+    while (*pp && (*pp)->index < index) {
+        last = *pp;
+        pp = &(*pp)->qnext;
+    }
+    request_t *stale = *pp;
+    *pp = NULL;
+    n->writes.tail = last;
+    while (stale) {
+        request_t *next = stale->qnext;
+        q_push(&n->parked, stale);
+        stale = next;
+    }
+}
+
+/*
+ * Sends a request where it can make progress: proposes or starts a read on
+ * the leader, forwards from a follower, parks while no leader is known.
+ */
+static void dispatch(keel_node_t *n, request_t *r)
+{
+    if (r->done == NULL) {
+        req_free(n, r);
+        return;
+    }
+    uint64_t leader = keel_raft_leader(n->raft);
+    if (leader == n->cfg.id) {
+        if (r->kind == REQ_READ || r->kind == REQ_REMOTE_READ) {
+            q_push(&n->reads_new, r);
+            return;
+        }
+        uint64_t index;
+        int rc = keel_raft_propose(n->raft, r->cmd, r->cmd_len, &index);
+        if (rc == KEEL_ENOTLEADER || rc == KEEL_EBUSY) {
+            q_push(&n->parked, r);
+            return;
+        }
+        if (rc != 0) {
+            keel_buf_reset(&n->reply);
+            keel_buf_printf(&n->reply, "-ERR keel: proposal refused: %s\r\n", keel_strerror(rc));
+            if (r->kind == REQ_REMOTE_WRITE) {
+                keel_peer_fwd_t f = {.req_id = r->req_id,
+                                     .status = KEEL_PEER_OK,
+                                     .bytes = keel_buf_rptr(&n->reply),
+                                     .bytes_len = keel_buf_unread(&n->reply)};
+                send_fwd(n, r->origin, KEEL_PEER_FWD_REPLY, &f);
+                r->done = NULL;
+            } else {
+                req_answer(n, r, 0, keel_buf_rptr(&n->reply), keel_buf_unread(&n->reply));
+            }
+            req_free(n, r);
+            return;
+        }
+        if (n->m_proposals)
+            keel_counter_inc(n->m_proposals);
+        r->index = index;
+        r->term = keel_raft_term(n->raft);
+        if (n->writes.tail == NULL || n->writes.tail->index < index) {
+            q_push(&n->writes, r); /* the common case: the queue stays index-ordered */
+            return;
+        }
+        requeue_from(n, index);
+        q_push(&n->writes, r);
+        return;
+    }
+    if (r->kind == REQ_REMOTE_WRITE || r->kind == REQ_REMOTE_READ) {
+        /* We were asked as leader but are not: the follower retries elsewhere. */
+        keel_peer_fwd_t f = {.req_id = r->req_id, .status = KEEL_PEER_NOT_LEADER};
+        send_fwd(n, r->origin,
+                 r->kind == REQ_REMOTE_WRITE ? KEEL_PEER_FWD_REPLY : KEEL_PEER_FWD_READ_OK, &f);
+        r->done = NULL;
+        req_free(n, r);
+        return;
+    }
+    if (leader == 0 || peer_by_id(n, leader) == NULL) {
+        q_push(&n->parked, r);
+        return;
+    }
+    r->req_id = ++n->next_req_id;
+    r->origin = leader;
+    if (keel_map_put(&n->fwd, &r->req_id, sizeof(r->req_id), r, NULL) < 0) {
+        q_push(&n->parked, r);
+        return;
+    }
+    keel_peer_fwd_t f = {.req_id = r->req_id, .bytes = r->cmd, .bytes_len = r->cmd_len};
+    send_fwd(n, leader, r->kind == REQ_WRITE ? KEEL_PEER_FWD_PROPOSE : KEEL_PEER_FWD_READ, &f);
+    if (n->m_forwarded)
+        keel_counter_inc(n->m_forwarded);
+}
+
+/* ---- forwarding handlers ------------------------------------------------------------ */
+
+static void handle_fwd_propose(keel_node_t *n, uint64_t from, const keel_peer_fwd_t *f)
+{
+    request_t *r = req_new(n, REQ_REMOTE_WRITE, REMOTE_DONE, NULL);
+    if (r == NULL || (r->cmd = malloc(f->bytes_len ? f->bytes_len : 1)) == NULL) {
+        if (r)
+            req_free(n, r);
+        return;
+    }
+    memcpy(r->cmd, f->bytes, f->bytes_len);
+    r->cmd_len = f->bytes_len;
+    r->origin = from;
+    r->req_id = f->req_id;
+    dispatch(n, r);
+}
+
+static void handle_fwd_read(keel_node_t *n, uint64_t from, const keel_peer_fwd_t *f)
+{
+    request_t *r = req_new(n, REQ_REMOTE_READ, REMOTE_DONE, NULL);
+    if (r == NULL)
+        return;
+    r->origin = from;
+    r->req_id = f->req_id;
+    dispatch(n, r);
+}
+
+static request_t *fwd_take(keel_node_t *n, uint64_t req_id)
+{
+    void *v = NULL;
+    if (keel_map_del(&n->fwd, &req_id, sizeof(req_id), &v) != 0)
+        return NULL;
+    return v;
+}
+
+static void handle_fwd_reply(keel_node_t *n, const keel_peer_fwd_t *f)
+{
+    request_t *r = fwd_take(n, f->req_id);
+    if (r == NULL)
+        return; /* answered already (timeout) */
+    if (f->status == KEEL_PEER_NOT_LEADER) {
+        q_push(&n->parked, r); /* definitely not proposed: try again once a leader is known */
+        return;
+    }
+    req_answer(n, r, 0, f->bytes, f->bytes_len);
+    req_free(n, r);
+}
+
+static void handle_fwd_read_ok(keel_node_t *n, const keel_peer_fwd_t *f)
+{
+    request_t *r = fwd_take(n, f->req_id);
+    if (r == NULL)
+        return;
+    if (f->status != KEEL_PEER_OK) {
+        q_push(&n->parked, r);
+        return;
+    }
+    r->index = f->index;
+    q_push(&n->reads_ready, r);
+}
+
+/* ---- the ready pass ----------------------------------------------------------------- */
+
+static void apply_entry(keel_node_t *n, const keel_raft_entry_t *e)
+{
+    keel_buf_reset(&n->reply);
+    if (e->type == KEEL_RAFT_ENTRY_NORMAL && e->len > 0) {
+        int rc = keel_kv_apply(&n->kv, e->index, e->data, e->len, &n->reply);
+        if (rc != 0) {
+            keel_log_error("cannot apply a committed entry; stopping", KF_INT("index", e->index),
+                           KF_STR("error", keel_strerror(rc)));
+            abort(); /* a replica that cannot apply must not serve: fail loudly */
+        }
+    } else {
+        keel_kv_advance(&n->kv, e->index);
+    }
+    if (n->m_applied)
+        keel_counter_inc(n->m_applied);
+    while (n->writes.head && n->writes.head->index <= e->index) {
+        request_t *r = q_pop(&n->writes);
+        if (r->index != e->index || r->term != e->term) {
+            dispatch(n, r); /* overwritten by another leader's entry: not applied, retry */
+            continue;
+        }
+        if (r->kind == REQ_REMOTE_WRITE) {
+            keel_peer_fwd_t f = {.req_id = r->req_id,
+                                 .status = KEEL_PEER_OK,
+                                 .bytes = keel_buf_rptr(&n->reply),
+                                 .bytes_len = keel_buf_unread(&n->reply)};
+            send_fwd(n, r->origin, KEEL_PEER_FWD_REPLY, &f);
+            r->done = NULL;
+        } else {
+            req_answer(n, r, 0, keel_buf_rptr(&n->reply), keel_buf_unread(&n->reply));
+        }
+        req_free(n, r);
+    }
+}
+
+static void start_read_batch(keel_node_t *n)
+{
+    if (n->reads_new.head == NULL || keel_raft_leader(n->raft) != n->cfg.id)
+        return;
+    read_batch_t *b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return;
+    b->ctx = ++n->next_read_ctx;
+    if (keel_raft_read_index(n->raft, b->ctx) != 0) {
+        free(b); /* e.g. no entry of this term committed yet: retry next pass */
+        return;
+    }
+    b->reqs = n->reads_new;
+    n->reads_new = (queue_t){0};
+    if (n->batches_tail)
+        n->batches_tail->next = b;
+    else
+        n->batches_head = b;
+    n->batches_tail = b;
+}
+
+static void finish_read_batch(keel_node_t *n, const keel_raft_read_state_t *rs)
+{
+    read_batch_t **pp = &n->batches_head, *b;
+    while ((b = *pp) != NULL && b->ctx != rs->ctx)
+        pp = &b->next;
+    if (b == NULL)
+        return;
+    *pp = b->next;
+    if (n->batches_tail == b) {
+        n->batches_tail = NULL;
+        for (read_batch_t *x = n->batches_head; x; x = x->next)
+            n->batches_tail = x;
+    }
+    request_t *r;
+    while ((r = q_pop(&b->reqs)) != NULL) {
+        if (!rs->ok) {
+            dispatch(n, r); /* leadership lost: ask again wherever the leader is now */
+        } else if (r->kind == REQ_REMOTE_READ) {
+            keel_peer_fwd_t f = {.req_id = r->req_id, .status = KEEL_PEER_OK, .index = rs->index};
+            send_fwd(n, r->origin, KEEL_PEER_FWD_READ_OK, &f);
+            r->done = NULL;
+            req_free(n, r);
+        } else {
+            r->index = rs->index;
+            q_push(&n->reads_ready, r);
+        }
+    }
+    free(b);
+}
+
+static void serve_ready_reads(keel_node_t *n)
+{
+    uint64_t applied = keel_kv_applied_index(&n->kv);
+    /* Read indexes are not strictly ordered across followers' batches: scan all. */
+    queue_t keep = {0};
+    request_t *r;
+    while ((r = q_pop(&n->reads_ready)) != NULL) {
+        if (r->done == NULL) {
+            req_free(n, r);
+        } else if (r->index <= applied) {
+            serve_read(n, r);
+            req_free(n, r);
+        } else {
+            q_push(&keep, r);
+        }
+    }
+    n->reads_ready = keep;
+}
+
+static void sync_work_cb(uv_work_t *w)
+{
+    keel_node_t *n = w->data;
+    keel_raftlog_sync_run(n->log);
+}
+
+static void sync_after_cb(uv_work_t *w, int status)
+{
+    keel_node_t *n = w->data;
+    uint64_t index, term;
+    keel_errmsg_t m;
+    n->sync_inflight = 0;
+    int rc = keel_raftlog_sync_finish(n->log, &index, &term, &m);
+    if (rc != 0) {
+        /* fsync errors cannot be retried safely (the kernel may have dropped the pages). */
+        keel_log_error("WAL sync failed; stopping", KF_STR("error", m.text));
+        abort();
+    }
+    if (n->m_fsync)
+        keel_histogram_observe(n->m_fsync, (double)(keel_clock_now_us() - n->sync_start_us) / 1e6);
+    n->gen_durable++;
+    if (index != 0)
+        keel_raft_persisted(n->raft, index, term);
+    for (size_t i = 0; i < n->cfg.members_n; i++)
+        if (n->cfg.members[i].id != n->cfg.id)
+            peer_release_held(&n->peers[i], n->gen_durable);
+    process(n);
+}
+
+static void maybe_start_sync(keel_node_t *n)
+{
+    if (n->sync_inflight || n->stopping || !keel_raftlog_has_pending(n->log))
+        return;
+    int started;
+    if (keel_raftlog_sync_start(n->log, &started) != 0 || !started)
+        return;
+    n->gen_started++;
+    n->sync_inflight = 1;
+    n->sync_start_us = keel_clock_now_us();
+    n->sync_work.data = n;
+    uv_queue_work(&n->loop->uv, &n->sync_work, sync_work_cb, sync_after_cb);
+}
+
+static void handle_ready(keel_node_t *n, const keel_raft_ready_t *rd)
+{
+    if (rd->hard_state_changed || rd->entries_n > 0) {
+        int rc = keel_raftlog_append(n->log, rd->hard_state_changed ? &rd->hard_state : NULL,
+                                     rd->entries, rd->entries_n);
+        if (rc != 0) {
+            keel_log_error("WAL append failed; stopping", KF_STR("error", keel_strerror(rc)));
+            abort();
+        }
+        n->last_write_gen = n->gen_started + 1; /* the group that the next sync takes */
+        if (n->m_batch && rd->entries_n > 0)
+            keel_histogram_observe(n->m_batch, (double)rd->entries_n);
+    }
+    for (size_t i = 0; i < rd->msgs_n; i++)
+        send_raft(n, &rd->msgs[i], 0);
+    for (size_t i = 0; i < rd->msgs_after_persist_n; i++)
+        send_raft(n, &rd->msgs_after_persist[i], 1);
+    for (size_t i = 0; i < rd->committed_n; i++)
+        apply_entry(n, &rd->committed[i]);
+    for (size_t i = 0; i < rd->reads_n; i++)
+        finish_read_batch(n, &rd->reads[i]);
+}
+
+static void note_leader(keel_node_t *n)
+{
+    uint64_t leader = keel_raft_leader(n->raft);
+    if (leader == n->last_leader)
+        return;
+    n->last_leader = leader;
+    if (leader != 0) {
+        n->leader_changes++;
+        if (n->m_leader_changes)
+            keel_counter_inc(n->m_leader_changes);
+        keel_log_info("leader known", KF_STR("leader", keel_node_member_name(n, leader)),
+                      KF_INT("term", keel_raft_term(n->raft)));
+    }
+    /* A follower's forwarded requests went to a leader that may be gone: the
+     * writes' outcome is for the old leader to tell; reads are safe to resend. */
+}
+
+static void finish_stop(keel_node_t *n);
+
+static void process(keel_node_t *n)
+{
+    if (n->stopping) {
+        finish_stop(n);
+        return;
+    }
+    note_leader(n);
+    if (keel_raft_leader(n->raft) != 0 && n->parked.head) {
+        queue_t parked = n->parked;
+        n->parked = (queue_t){0};
+        request_t *r;
+        while ((r = q_pop(&parked)) != NULL)
+            dispatch(n, r);
+    }
+    start_read_batch(n);
+    keel_raft_ready_t rd;
+    while (keel_raft_ready(n->raft, &rd)) {
+        handle_ready(n, &rd);
+        keel_raft_advance(n->raft);
+    }
+    serve_ready_reads(n);
+    maybe_start_sync(n);
+    for (size_t i = 0; i < n->cfg.members_n; i++)
+        if (n->cfg.members[i].id != n->cfg.id)
+            peer_flush(&n->peers[i]);
+}
+
+static void on_check(uv_check_t *h)
+{
+    process(h->data);
+}
+
+static void expire_requests(keel_node_t *n)
+{
+    keel_ms_t now = keel_loop_now_ms(n->loop);
+    while (n->all_head && n->all_head->deadline_ms <= now) {
+        request_t *r = n->all_head;
+        if (n->m_timeouts)
+            keel_counter_inc(n->m_timeouts);
+        if (r->req_id != 0 && fwd_take(n, r->req_id) == r) {
+            req_answer(n, r, KEEL_ETIMEDOUT, NULL, 0);
+            req_free(n, r);
+            continue;
+        }
+        req_answer(n, r, KEEL_ETIMEDOUT, NULL, 0); /* its queue frees the tombstone */
+    }
+}
+
+static void on_tick(keel_timer_t *t, void *data)
+{
+    keel_node_t *n = data;
+    keel_raft_tick(n->raft, keel_loop_now_ms(n->loop));
+    expire_requests(n);
+    process(n);
+}
+
+/* ---- start and stop --------------------------------------------------------------- */
+
+static void register_metrics(keel_node_t *n)
+{
+    keel_metrics_t *m = n->cfg.metrics;
+    if (m == NULL)
+        return;
+    n->m_proposals = keel_metrics_counter(m, "keel_raft_proposals_total",
+                                          "Entries proposed by this node as leader.", NULL);
+    n->m_applied = keel_metrics_counter(m, "keel_raft_applied_total",
+                                        "Committed entries applied to the state machine.", NULL);
+    n->m_forwarded = keel_metrics_counter(m, "keel_forwarded_requests_total",
+                                          "Requests forwarded to the leader.", NULL);
+    n->m_leader_changes = keel_metrics_counter(m, "keel_raft_leader_changes_total",
+                                               "Times a new leader became known.", NULL);
+    n->m_timeouts = keel_metrics_counter(m, "keel_request_timeouts_total",
+                                         "Requests answered with a timeout.", NULL);
+    n->m_fsync = keel_metrics_histogram(m, "keel_wal_fsync_seconds",
+                                        "WAL group write + fdatasync latency.", NULL, NULL, 0);
+    n->m_commit = keel_metrics_histogram(m, "keel_write_commit_seconds",
+                                         "Client write latency, submit to apply.", NULL, NULL, 0);
+    static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
+    n->m_batch = keel_metrics_histogram(m, "keel_raft_batch_entries",
+                                        "Entries written per ready (proposal batch size).", NULL,
+                                        batch_bounds, sizeof(batch_bounds) / sizeof(double));
+}
+
+static int start_peers(keel_node_t *n, keel_errmsg_t *msg)
+{
+    keel_connector_config_t ccfg = keel_connector_config_default();
+    ccfg.backoff.base_ms = 50;
+    ccfg.backoff.max_ms = 1000;
+    ccfg.connect_timeout_ms = 1000;
+    for (size_t i = 0; i < n->cfg.members_n; i++) {
+        const keel_node_member_t *mb = &n->cfg.members[i];
+        if (mb->id == n->cfg.id)
+            continue;
+        peer_t *p = &n->peers[i];
+        p->node = n;
+        p->member = mb;
+        keel_buf_init(&p->out, 0);
+        keel_buf_init(&p->held, 0);
+        keel_buf_init(&p->wbuf, 0);
+        keel_buf_init(&p->rbuf, 4096);
+        if (n->cfg.metrics) {
+            char labels[128];
+            snprintf(labels, sizeof(labels), "peer=\"%s\"", mb->name);
+            p->bytes_out = keel_metrics_counter(n->cfg.metrics, "keel_peer_sent_bytes_total",
+                                                "Bytes sent to each peer.", labels);
+            p->dropped = keel_metrics_counter(n->cfg.metrics, "keel_peer_dropped_msgs_total",
+                                              "Peer messages dropped at the buffer limit.", labels);
+        }
+        ccfg.seed = n->cfg.raft.seed ^ mb->id;
+        keel_connector_callbacks_t cb = {on_peer_connected, on_peer_failed};
+        int rc = keel_connector_init(&p->conn, n->loop, mb->peer_addr, &ccfg, &cb, p, msg);
+        if (rc != 0)
+            return rc;
+        n->handles_open++;
+        keel_connector_start(&p->conn);
+    }
+    return 0;
+}
+
+static int open_storage(keel_node_t *n, keel_errmsg_t *msg)
+{
+    char waldir[KEEL_NODE_PATH_BYTES + 8];
+    snprintf(waldir, sizeof(waldir), "%s/wal", n->cfg.data_dir);
+    keel_raft_restore_t rs;
+    int rc = keel_raftlog_open(&n->log, waldir, &n->cfg.wal, &rs, msg);
+    if (rc != 0)
+        return rc;
+    keel_raft_config_t rc_cfg = n->cfg.raft;
+    rc_cfg.id = n->cfg.id;
+    rc_cfg.voters_n = n->cfg.members_n;
+    for (size_t i = 0; i < n->cfg.members_n; i++)
+        rc_cfg.voters[i] = n->cfg.members[i].id;
+    rc = keel_raft_new(&n->raft, &rc_cfg, &rs, keel_loop_now_ms(n->loop), msg);
+    keel_raftlog_drop_restore(n->log);
+    if (rc == 0)
+        keel_log_info("storage recovered", KF_INT("entries", rs.entries_n),
+                      KF_INT("term", rs.hard_state.term), KF_INT("commit", rs.hard_state.commit));
+    return rc;
+}
+
+int keel_node_start(keel_node_t **out, keel_loop_t *loop, const keel_node_config_t *cfg,
+                    keel_errmsg_t *msg)
+{
+    int rc = keel_node_config_validate(cfg, msg);
+    if (rc != 0)
+        return rc;
+    keel_node_t *n = calloc(1, sizeof(*n));
+    if (n == NULL)
+        return KEEL_ENOMEM;
+    n->loop = loop;
+    n->cfg = *cfg;
+    keel_buf_init(&n->scratch, 0);
+    keel_buf_init(&n->reply, 0);
+    rc = keel_kv_init(&n->kv, &cfg->kv);
+    if (rc == 0)
+        rc = keel_map_init(&n->fwd, 1024, cfg->requests_pending_max, cfg->id);
+    if (rc == 0)
+        rc = open_storage(n, msg);
+    if (rc != 0)
+        goto fail;
+    register_metrics(n);
+    n->listener.data = n;
+    rc = keel_tcp_listen(loop, &n->listener, cfg->listen_peer, 128, on_peer_connection, msg);
+    if (rc != 0)
+        goto fail;
+    n->listener.data = n;
+    n->handles_open++;
+    uv_check_init(&loop->uv, &n->check);
+    n->check.data = n;
+    uv_check_start(&n->check, on_check);
+    n->handles_open++;
+    keel_timer_init(loop, &n->tick);
+    keel_timer_start(&n->tick, cfg->raft.tick_ms, cfg->raft.tick_ms, on_tick, n);
+    n->handles_open++;
+    rc = start_peers(n, msg);
+    if (rc != 0) {
+        *out = n;
+        keel_node_stop(n, NULL, NULL);
+        return rc;
+    }
+    *out = n;
+    return 0;
+fail:
+    if (n->raft)
+        keel_raft_free(n->raft);
+    keel_raftlog_close(n->log);
+    keel_kv_free(&n->kv);
+    if (n->fwd.slots)
+        keel_map_free(&n->fwd, NULL);
+    keel_buf_free(&n->scratch);
+    keel_buf_free(&n->reply);
+    free(n);
+    return rc;
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    keel_node_t *n = h->data;
+    n->handles_open--;
+    finish_stop(n);
+}
+
+static void timer_closed(keel_timer_t *t)
+{
+    keel_node_t *n = t->data;
+    n->handles_open--;
+    finish_stop(n);
+}
+
+static void connector_closed(keel_connector_t *c)
+{
+    peer_t *p = c->data;
+    p->node->handles_open--;
+    finish_stop(p->node);
+}
+
+static void fail_queue(keel_node_t *n, queue_t *q)
+{
+    request_t *r;
+    while ((r = q_pop(q)) != NULL) {
+        req_answer(n, r, KEEL_ECANCELED, NULL, 0);
+        r->done = NULL;
+        req_free(n, r);
+    }
+}
+
+void keel_node_stop(keel_node_t *n, void (*closed)(void *data), void *data)
+{
+    n->stopping = 1;
+    n->closed = closed;
+    n->closed_data = data;
+    fail_queue(n, &n->parked);
+    fail_queue(n, &n->writes);
+    fail_queue(n, &n->reads_new);
+    fail_queue(n, &n->reads_ready);
+    while (n->batches_head) {
+        read_batch_t *b = n->batches_head;
+        n->batches_head = b->next;
+        fail_queue(n, &b->reqs);
+        free(b);
+    }
+    size_t pos = 0, kl;
+    const uint8_t *k;
+    void *v;
+    while (keel_map_next(&n->fwd, &pos, &k, &kl, &v)) {
+        request_t *r = v;
+        req_answer(n, r, KEEL_ECANCELED, NULL, 0);
+        req_free(n, r);
+    }
+    keel_map_free(&n->fwd, NULL);
+    n->fwd.slots = NULL;
+    uv_check_stop(&n->check);
+    uv_close((uv_handle_t *)&n->check, handle_closed);
+    keel_timer_close(&n->tick, timer_closed);
+    uv_close((uv_handle_t *)&n->listener, handle_closed);
+    while (n->inconns)
+        inconn_close(n->inconns);
+    for (size_t i = 0; i < n->cfg.members_n; i++)
+        if (n->cfg.members[i].id != n->cfg.id && n->peers[i].node)
+            keel_connector_close(&n->peers[i].conn, connector_closed);
+}
+
+static void finish_stop(keel_node_t *n)
+{
+    if (!n->stopping || n->handles_open > 0 || n->sync_inflight)
+        return;
+    for (size_t i = 0; i < n->cfg.members_n; i++) {
+        peer_t *p = &n->peers[i];
+        if (p->node == NULL)
+            continue;
+        keel_buf_free(&p->out);
+        keel_buf_free(&p->held);
+        keel_buf_free(&p->wbuf);
+        keel_buf_free(&p->rbuf);
+        free(p->marks);
+    }
+    keel_raft_free(n->raft);
+    keel_raftlog_close(n->log);
+    keel_kv_free(&n->kv);
+    keel_buf_free(&n->scratch);
+    keel_buf_free(&n->reply);
+    free(n->dec_scratch);
+    free(n->argv);
+    free(n->lens);
+    void (*closed)(void *) = n->closed;
+    void *data = n->closed_data;
+    free(n);
+    if (closed)
+        closed(data);
+}
+
+/* ---- inspection ------------------------------------------------------------------- */
+
+void keel_node_get_status(keel_node_t *n, keel_node_status_t *st)
+{
+    memset(st, 0, sizeof(*st));
+    st->role = keel_raft_role(n->raft);
+    st->id = n->cfg.id;
+    st->term = keel_raft_term(n->raft);
+    st->leader = keel_raft_leader(n->raft);
+    st->has_leader = st->leader != 0;
+    st->commit = keel_raft_commit(n->raft);
+    st->applied = keel_kv_applied_index(&n->kv);
+    st->last_index = keel_raft_last_index(n->raft);
+    st->revision = keel_kv_revision(&n->kv);
+    st->keys = keel_kv_count(&n->kv);
+    st->leader_changes = n->leader_changes;
+    st->wal_disk_bytes = keel_wal_disk_bytes(keel_raftlog_wal(n->log));
+    st->requests_pending = n->pending;
+}
+
+const keel_node_config_t *keel_node_config(const keel_node_t *n)
+{
+    return &n->cfg;
+}
+
+const char *keel_node_member_name(const keel_node_t *n, uint64_t id)
+{
+    for (size_t i = 0; i < n->cfg.members_n; i++)
+        if (n->cfg.members[i].id == id)
+            return n->cfg.members[i].name;
+    return "?";
+}
+
+const keel_kv_t *keel_node_kv(const keel_node_t *n)
+{
+    return &n->kv;
+}
+
+int keel_node_peer_port(const keel_node_t *n)
+{
+    return keel_tcp_local_port(&n->listener);
+}

@@ -1,0 +1,111 @@
+/* node.h - one keel server node: Raft core + WAL + KV state machine + peer transport on libuv. */
+#ifndef KEEL_SERVER_NODE_H
+#define KEEL_SERVER_NODE_H
+
+#include "base/metrics.h"
+#include "core/kv.h"
+#include "core/raft/raft.h"
+#include "runtime/loop.h"
+#include "runtime/wal.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * The node is the replication engine behind every client protocol. It drives
+ * the pure Raft core (core/raft) on the event loop:
+ *
+ *   - every loop turn ends in one pass (a uv_check handle) that drains
+ *     keel_raft_ready(): the turn's proposals become one batch of WAL records
+ *     and one AppendEntries per peer;
+ *   - WAL writes are group-committed on libuv's thread pool (write +
+ *     fdatasync) while the loop keeps serving; the messages that must wait for
+ *     durability (votes, append acknowledgements) are held per peer, tagged with
+ *     the sync group they depend on, and released when that group is durable;
+ *   - committed entries are applied to the KV state machine (core/kv) and the
+ *     waiting client gets the exact RESP reply the state machine produced.
+ *
+ * Any node accepts any command. A follower forwards writes to the leader
+ * (FWD_PROPOSE) and relays the reply; for a linearizable read it gets a read
+ * index from the leader (FWD_READ), waits until it has applied that index and
+ * answers from its own state (thesis §6.4 with the follower extension).
+ *
+ * Outcomes reported to `done`:
+ *   status 0            reply holds the RESP reply (which may be a -ERR of the command)
+ *   KEEL_ENOTLEADER     no leader is known right now; nothing was proposed
+ *   KEEL_ECONFLICT      the entry was overwritten by a new leader: not applied
+ *   KEEL_ETIMEDOUT      no answer within request_timeout_ms: outcome unknown
+ *   KEEL_EFULL/ETOOBIG  refused before proposing
+ * `done` is always called exactly once per accepted request (also at stop).
+ */
+#define KEEL_NODE_NAME_BYTES 64
+#define KEEL_NODE_ADDR_BYTES 128
+#define KEEL_NODE_PATH_BYTES 1024
+
+typedef struct keel_node_member {
+    uint64_t id; /* 1..n in --initial-cluster order */
+    char name[KEEL_NODE_NAME_BYTES];
+    char peer_addr[KEEL_NODE_ADDR_BYTES];
+} keel_node_member_t;
+
+typedef struct keel_node_config {
+    uint64_t id;
+    keel_node_member_t members[KEEL_RAFT_VOTERS_MAX];
+    size_t members_n;
+    uint64_t cluster_id; /* peers with another cluster id are refused */
+    char data_dir[KEEL_NODE_PATH_BYTES];
+    char listen_peer[KEEL_NODE_ADDR_BYTES];
+    keel_raft_config_t raft; /* id, voters and seed are filled from the above */
+    keel_wal_config_t wal;
+    keel_kv_config_t kv;
+    size_t requests_pending_max;  /* writes + reads waiting on this node */
+    keel_ms_t request_timeout_ms; /* outcome unknown after this */
+    size_t peer_buffer_bytes_max; /* queued bytes per peer before messages are dropped */
+    size_t peer_frame_bytes_max;  /* largest peer frame accepted */
+    keel_metrics_t *metrics;      /* may be NULL */
+} keel_node_config_t;
+
+void keel_node_config_default(keel_node_config_t *cfg);
+int keel_node_config_validate(const keel_node_config_t *cfg, keel_errmsg_t *msg);
+
+typedef struct keel_node keel_node_t;
+
+/* status 0: reply/len is the RESP reply; otherwise a KEEL_E* outcome (see above). */
+typedef void (*keel_node_done_fn)(void *ctx, int status, const uint8_t *reply, size_t len);
+
+int keel_node_start(keel_node_t **out, keel_loop_t *loop, const keel_node_config_t *cfg,
+                    keel_errmsg_t *msg);
+/* Fails pending requests (KEEL_ECANCELED), closes handles; closed runs when memory is freed. */
+void keel_node_stop(keel_node_t *n, void (*closed)(void *data), void *data);
+
+/*
+ * Submit a client command (argv borrowed for the call only). Returns 0 if
+ * accepted (done will be called, possibly before this returns) or a negative
+ * code with done not called: KEEL_EFULL (too many pending), KEEL_EINVAL.
+ */
+int keel_node_write(keel_node_t *n, int argc, const uint8_t *const *argv, const size_t *lens,
+                    keel_node_done_fn done, void *ctx);
+/* stale = 1 serves from local state at once (KEEL.READS stale). */
+int keel_node_read(keel_node_t *n, int argc, const uint8_t *const *argv, const size_t *lens,
+                   int stale, keel_node_done_fn done, void *ctx);
+
+typedef struct keel_node_status {
+    keel_raft_role_t role;
+    uint64_t id, term, leader, commit, applied, last_index;
+    uint64_t revision, keys;
+    uint64_t leader_changes;
+    uint64_t wal_disk_bytes;
+    size_t requests_pending;
+    int has_leader;
+} keel_node_status_t;
+
+void keel_node_get_status(keel_node_t *n, keel_node_status_t *st);
+const keel_node_config_t *keel_node_config(const keel_node_t *n);
+/* Name of member id, or "?". */
+const char *keel_node_member_name(const keel_node_t *n, uint64_t id);
+/* The state machine, for local (stale) inspection only. */
+const keel_kv_t *keel_node_kv(const keel_node_t *n);
+/* Port the peer listener bound (tests with port 0). */
+int keel_node_peer_port(const keel_node_t *n);
+
+#endif

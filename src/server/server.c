@@ -1,0 +1,636 @@
+/* server.c - keel server process: RESP front end, admin HTTP, and the node they share. */
+#include "server/server.h"
+
+#include "base/hash.h"
+#include "base/log.h"
+#include "base/map.h"
+#include "base/metrics.h"
+#include "runtime/clock.h"
+#include "runtime/http_server.h"
+
+#include <ctype.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SERVER_VERSION "0.1.0"
+#define CLIENT_NAME_BYTES_MAX 128
+#define CMD_STATS_MAX 64
+
+typedef struct cmd_stats {
+    keel_counter_t *calls, *errors;
+} cmd_stats_t;
+
+typedef struct server {
+    keel_server_config_t cfg;
+    keel_loop_t loop;
+    keel_metrics_t *metrics;
+    keel_node_t *node;
+    keel_resp_server_t resp;
+    keel_http_server_t http;
+    int resp_inited, http_inited;
+    keel_map_t cmd_stats; /* lower-case command name -> cmd_stats_t */
+    cmd_stats_t stats_store[CMD_STATS_MAX];
+    size_t stats_n;
+    keel_ms_t started_ms;
+    /* scratch for handlers */
+    const uint8_t **argv;
+    size_t *lens;
+    size_t argv_cap;
+    keel_buf_t buf;
+} server_t;
+
+typedef struct client_state {
+    int stale_reads;
+    char name[CLIENT_NAME_BYTES_MAX];
+} client_state_t;
+
+static server_t *srv_of(keel_resp_client_t *c)
+{
+    return keel_resp_server_data(keel_resp_client_server(c));
+}
+
+static client_state_t *state_of(keel_resp_client_t *c)
+{
+    client_state_t *st = keel_resp_client_data(c);
+    if (st == NULL) {
+        st = calloc(1, sizeof(*st));
+        keel_resp_client_set_data(c, st);
+    }
+    return st;
+}
+
+static void on_client_closed(keel_resp_client_t *c)
+{
+    free(keel_resp_client_data(c));
+}
+
+static int arg_is(const keel_resp_arg_t *a, const char *s)
+{
+    size_t n = strlen(s);
+    if (a->len != n)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (tolower(a->ptr[i]) != s[i])
+            return 0;
+    return 1;
+}
+
+static int reply(keel_resp_client_t *c, const char *resp)
+{
+    keel_buf_t *out = keel_resp_client_out(c);
+    return out ? keel_buf_append_str(out, resp) : KEEL_ENOMEM;
+}
+
+static int reply_bulk(keel_buf_t *out, const void *p, size_t n)
+{
+    int rc = keel_buf_printf(out, "$%zu\r\n", n);
+    if (rc == 0)
+        rc = keel_buf_append(out, p, n);
+    return rc == 0 ? keel_buf_append(out, "\r\n", 2) : rc;
+}
+
+/* ---- data commands: through the node ------------------------------------------- */
+
+static cmd_stats_t *stats_for(server_t *s, const keel_resp_arg_t *name)
+{
+    char low[32];
+    if (name->len >= sizeof(low))
+        return NULL;
+    for (size_t i = 0; i < name->len; i++)
+        low[i] = (char)tolower(name->ptr[i]);
+    void **v = keel_map_get(&s->cmd_stats, low, name->len);
+    return v ? *v : NULL;
+}
+
+static int ensure_argv(server_t *s, size_t argc)
+{
+    if (argc <= s->argv_cap)
+        return 0;
+    const uint8_t **na = realloc(s->argv, argc * sizeof(*na));
+    if (na == NULL)
+        return KEEL_ENOMEM;
+    s->argv = na;
+    size_t *nl = realloc(s->lens, argc * sizeof(*nl));
+    if (nl == NULL)
+        return KEEL_ENOMEM;
+    s->lens = nl;
+    s->argv_cap = argc;
+    return 0;
+}
+
+typedef struct pending_reply {
+    keel_resp_deferred_t *slot;
+    cmd_stats_t *stats;
+} pending_reply_t;
+
+static const char *outcome_error(int status)
+{
+    switch (status) {
+    case KEEL_ETIMEDOUT:
+        return "-TIMEOUT keel: no answer within the request timeout; a write may or may not "
+               "have been applied\r\n";
+    case KEEL_ENOTLEADER:
+        return "-TRYAGAIN keel: no leader is known; retry\r\n";
+    case KEEL_ECANCELED:
+        return "-ERR keel: server shutting down\r\n";
+    case KEEL_EFULL:
+        return "-ERR keel: too many requests pending on this node\r\n";
+    default:
+        return "-ERR keel: internal error\r\n";
+    }
+}
+
+static void on_node_done(void *ctx, int status, const uint8_t *resp, size_t len)
+{
+    pending_reply_t *pr = ctx;
+    keel_buf_t *out = keel_resp_deferred_out(pr->slot);
+    int rc;
+    if (status == 0)
+        rc = keel_buf_append(out, resp, len);
+    else
+        rc = keel_buf_append_str(out, outcome_error(status));
+    if (pr->stats && (status != 0 || (len > 0 && resp[0] == '-')))
+        keel_counter_inc(pr->stats->errors);
+    keel_resp_deferred_done(pr->slot, rc);
+    free(pr);
+}
+
+static int cmd_data(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    server_t *s = srv_of(c);
+    cmd_stats_t *st = stats_for(s, &argv[0]);
+    if (st)
+        keel_counter_inc(st->calls);
+    if (ensure_argv(s, argc) != 0)
+        return reply(c, "-ERR out of memory\r\n");
+    for (size_t i = 0; i < argc; i++) {
+        s->argv[i] = argv[i].ptr;
+        s->lens[i] = argv[i].len;
+    }
+    keel_buf_t *out = keel_resp_client_out(c);
+    if (out == NULL)
+        return KEEL_ENOMEM;
+    if (keel_kv_check((int)argc, s->argv, s->lens, out) != 0) {
+        if (st)
+            keel_counter_inc(st->errors);
+        return 0; /* the error reply is written */
+    }
+    unsigned flags = keel_kv_command_flags(argv[0].ptr, argv[0].len);
+    int stale = state_of(c)->stale_reads;
+    if ((flags & KEEL_KV_READ) && stale)
+        return keel_kv_read(keel_node_kv(s->node), (int)argc, s->argv, s->lens, out);
+    pending_reply_t *pr = malloc(sizeof(*pr));
+    keel_resp_deferred_t *slot = pr ? keel_resp_client_defer(c) : NULL;
+    if (slot == NULL) {
+        free(pr);
+        return reply(c, "-ERR out of memory\r\n");
+    }
+    pr->slot = slot;
+    pr->stats = st;
+    int rc = (flags & KEEL_KV_WRITE)
+                 ? keel_node_write(s->node, (int)argc, s->argv, s->lens, on_node_done, pr)
+                 : keel_node_read(s->node, (int)argc, s->argv, s->lens, 0, on_node_done, pr);
+    if (rc != 0)
+        on_node_done(pr, rc, NULL, 0);
+    return 0;
+}
+
+/* ---- connection commands ----------------------------------------------------------- */
+
+static int cmd_select(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    if (argv[1].len == 1 && argv[1].ptr[0] == '0')
+        return reply(c, "+OK\r\n");
+    return reply(c, "-ERR DB index is out of range\r\n");
+}
+
+static int cmd_client(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    client_state_t *st = state_of(c);
+    keel_buf_t *out = keel_resp_client_out(c);
+    if (st == NULL || out == NULL)
+        return KEEL_ENOMEM;
+    if (arg_is(&argv[1], "setname") && argc == 3) {
+        if (argv[2].len >= CLIENT_NAME_BYTES_MAX || memchr(argv[2].ptr, ' ', argv[2].len))
+            return reply(c, "-ERR Client names cannot contain spaces, newlines or special "
+                            "characters.\r\n");
+        memcpy(st->name, argv[2].ptr, argv[2].len);
+        st->name[argv[2].len] = '\0';
+        return reply(c, "+OK\r\n");
+    }
+    if (arg_is(&argv[1], "getname") && argc == 2)
+        return st->name[0] ? reply_bulk(out, st->name, strlen(st->name)) : reply(c, "$-1\r\n");
+    if (arg_is(&argv[1], "id") && argc == 2)
+        return keel_buf_printf(out, ":%llu\r\n", (unsigned long long)keel_resp_client_id(c));
+    if (arg_is(&argv[1], "setinfo") && argc == 4)
+        return reply(c, "+OK\r\n");
+    return keel_buf_printf(out,
+                           "-ERR unknown subcommand or wrong number of arguments for "
+                           "'%.*s'\r\n",
+                           (int)(argv[1].len > 64 ? 64 : argv[1].len), (const char *)argv[1].ptr);
+}
+
+static int cmd_keel_reads(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    client_state_t *st = state_of(c);
+    if (st == NULL)
+        return KEEL_ENOMEM;
+    if (arg_is(&argv[1], "stale"))
+        st->stale_reads = 1;
+    else if (arg_is(&argv[1], "linearizable"))
+        st->stale_reads = 0;
+    else
+        return reply(c, "-ERR KEEL.READS takes 'stale' or 'linearizable'\r\n");
+    return reply(c, "+OK\r\n");
+}
+
+static void info_raft(server_t *s, keel_buf_t *b)
+{
+    keel_node_status_t st;
+    keel_node_get_status(s->node, &st);
+    const keel_node_config_t *nc = keel_node_config(s->node);
+    keel_buf_printf(b,
+                    "# Raft\r\nrole:%s\r\nterm:%llu\r\nleader:%s\r\ncommit_index:%llu\r\n"
+                    "applied_index:%llu\r\nlast_index:%llu\r\nrevision:%llu\r\n"
+                    "leader_changes:%llu\r\nmembers:",
+                    keel_raft_role_name(st.role), (unsigned long long)st.term,
+                    st.has_leader ? keel_node_member_name(s->node, st.leader) : "",
+                    (unsigned long long)st.commit, (unsigned long long)st.applied,
+                    (unsigned long long)st.last_index, (unsigned long long)st.revision,
+                    (unsigned long long)st.leader_changes);
+    for (size_t i = 0; i < nc->members_n; i++)
+        keel_buf_printf(b, "%s%s=%s", i ? "," : "", nc->members[i].name, nc->members[i].peer_addr);
+    keel_buf_append_str(b, "\r\n");
+}
+
+static int cmd_info(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    server_t *s = srv_of(c);
+    keel_buf_t *b = &s->buf;
+    keel_buf_reset(b);
+    int all = argc == 1 || arg_is(&argv[1], "all") || arg_is(&argv[1], "everything") ||
+              arg_is(&argv[1], "default");
+    for (size_t i = 1; i < argc || (all && i == 1); i++) {
+        const keel_resp_arg_t *sec = i < argc ? &argv[i] : NULL;
+        if (all || arg_is(sec, "server"))
+            keel_buf_printf(b,
+                            "# Server\r\nredis_version:7.0.0\r\nkeel_version:%s\r\n"
+                            "redis_mode:keel-raft\r\nprocess_id:%d\r\nnode_name:%s\r\n"
+                            "tcp_port:%d\r\nuptime_in_seconds:%lld\r\n\r\n",
+                            SERVER_VERSION, (int)getpid(), s->cfg.name,
+                            keel_resp_server_port(&s->resp),
+                            (long long)((keel_clock_now_ms() - s->started_ms) / 1000));
+        if (all || arg_is(sec, "clients"))
+            keel_buf_printf(b, "# Clients\r\nconnected_clients:%zu\r\nmaxclients:%zu\r\n\r\n",
+                            s->resp.clients_len, s->cfg.resp.clients_max);
+        if (all || arg_is(sec, "stats"))
+            keel_buf_printf(b,
+                            "# Stats\r\ntotal_connections_received:%llu\r\n"
+                            "total_commands_processed:%llu\r\nrejected_connections:%llu\r\n"
+                            "protocol_errors:%llu\r\n\r\n",
+                            (unsigned long long)s->resp.connections_total,
+                            (unsigned long long)s->resp.commands_total,
+                            (unsigned long long)s->resp.rejected_total,
+                            (unsigned long long)s->resp.protocol_errors_total);
+        if (all || arg_is(sec, "raft")) {
+            info_raft(s, b);
+            keel_buf_append_str(b, "\r\n");
+        }
+        if (all)
+            break;
+    }
+    keel_buf_t *out = keel_resp_client_out(c);
+    if (out == NULL)
+        return KEEL_ENOMEM;
+    size_t n = keel_buf_unread(b);
+    if (n >= 2) /* drop the final blank line, as Redis does */
+        n -= 2;
+    return reply_bulk(out, keel_buf_rptr(b), n);
+}
+
+static int command_entry(keel_buf_t *out, const char *name, int arity, unsigned flags)
+{
+    int rc = keel_buf_printf(out, "*6\r\n$%zu\r\n%s\r\n:%d\r\n", strlen(name), name, arity);
+    if (rc == 0)
+        rc = keel_buf_append_str(out, (flags & KEEL_KV_WRITE)  ? "*1\r\n+write\r\n"
+                                      : (flags & KEEL_KV_READ) ? "*1\r\n+readonly\r\n"
+                                                               : "*0\r\n");
+    int keyed = flags != 0 && strcmp(name, "dbsize") != 0 && strcmp(name, "scan") != 0;
+    if (rc == 0)
+        rc = keel_buf_printf(out, ":%d\r\n:%d\r\n:%d\r\n", keyed, keyed ? (arity < 0 ? -1 : 1) : 0,
+                             keyed);
+    return rc;
+}
+
+static int cmd_command(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    server_t *s = srv_of(c);
+    keel_buf_t *out = keel_resp_client_out(c);
+    if (out == NULL)
+        return KEEL_ENOMEM;
+    size_t n = s->resp.cmds_len;
+    if (argc == 2 && arg_is(&argv[1], "count"))
+        return keel_buf_printf(out, ":%zu\r\n", n);
+    if (argc >= 2 && arg_is(&argv[1], "docs"))
+        return reply(c, "*0\r\n"); /* no documentation strings; redis-cli copes */
+    if (argc > 1)
+        return reply(c, "-ERR unknown subcommand for 'COMMAND'. Try COMMAND COUNT.\r\n");
+    int rc = keel_buf_printf(out, "*%zu\r\n", n);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const keel_resp_command_t *cmd = &s->resp.cmds[i];
+        char low[KEEL_RESP_CMD_NAME_BYTES_MAX];
+        size_t k = 0;
+        for (; cmd->name[k] && k + 1 < sizeof(low); k++)
+            low[k] = (char)tolower((unsigned char)cmd->name[k]);
+        low[k] = '\0';
+        unsigned f = keel_kv_command_flags((const uint8_t *)low, k);
+        rc = command_entry(out, low, cmd->arity, f);
+    }
+    return rc;
+}
+
+static const keel_resp_command_t connection_commands[] = {
+    {"SELECT", 2, KEEL_RESP_CMD_FAST, cmd_select},
+    {"CLIENT", -2, KEEL_RESP_CMD_FAST, cmd_client},
+    {"INFO", -1, 0, cmd_info},
+    {"COMMAND", -1, 0, cmd_command},
+    {"KEEL.READS", 2, KEEL_RESP_CMD_FAST, cmd_keel_reads},
+};
+
+#define N_CONN_CMDS (sizeof(connection_commands) / sizeof(connection_commands[0]))
+
+/* The command table: connection commands plus every command core/kv knows. */
+static int build_commands(server_t *s, keel_resp_command_t **out, size_t *n_out)
+{
+    size_t nkv = keel_kv_commands_count();
+    keel_resp_command_t *t = calloc(N_CONN_CMDS + nkv, sizeof(*t));
+    if (t == NULL)
+        return KEEL_ENOMEM;
+    memcpy(t, connection_commands, sizeof(connection_commands));
+    for (size_t i = 0; i < nkv; i++) {
+        keel_kv_command_info_t info;
+        keel_kv_command_info(i, &info);
+        keel_resp_command_t *c = &t[N_CONN_CMDS + i];
+        c->name = info.name;
+        c->arity = info.arity;
+        c->flags = (info.flags & KEEL_KV_WRITE) ? KEEL_RESP_CMD_WRITE : KEEL_RESP_CMD_READONLY;
+        c->handler = cmd_data;
+        if (s->stats_n < CMD_STATS_MAX) {
+            char labels[96], low[48];
+            size_t k = 0;
+            for (; info.name[k] && k + 1 < sizeof(low); k++)
+                low[k] = (char)tolower((unsigned char)info.name[k]);
+            low[k] = '\0';
+            snprintf(labels, sizeof(labels), "cmd=\"%s\"", low);
+            cmd_stats_t *st = &s->stats_store[s->stats_n++];
+            st->calls = keel_metrics_counter(s->metrics, "keel_commands_total",
+                                             "Data commands received, by command.", labels);
+            st->errors = keel_metrics_counter(s->metrics, "keel_command_errors_total",
+                                              "Data commands answered with an error.", labels);
+            keel_map_put(&s->cmd_stats, low, k, st, NULL);
+        }
+    }
+    *out = t;
+    *n_out = N_CONN_CMDS + nkv;
+    return 0;
+}
+
+/* ---- admin HTTP --------------------------------------------------------------------- */
+
+static void http_health(keel_http_req_t *req, void *data)
+{
+    server_t *s = data;
+    keel_node_status_t st;
+    keel_node_get_status(s->node, &st);
+    char body[256];
+    int ok = st.has_leader && st.applied >= st.commit;
+    if (ok)
+        snprintf(body, sizeof(body), "{\"status\":\"ok\",\"leader\":\"%s\",\"role\":\"%s\"}",
+                 keel_node_member_name(s->node, st.leader), keel_raft_role_name(st.role));
+    else
+        snprintf(body, sizeof(body), "{\"status\":\"unavailable\",\"reason\":\"%s\"}",
+                 !st.has_leader ? "no leader known" : "applying committed entries");
+    keel_http_respond_body(req, ok ? 200 : 503, "application/json", body, strlen(body));
+}
+
+static void http_status(keel_http_req_t *req, void *data)
+{
+    server_t *s = data;
+    keel_node_status_t st;
+    keel_node_get_status(s->node, &st);
+    const keel_node_config_t *nc = keel_node_config(s->node);
+    json_t *members = json_array();
+    for (size_t i = 0; i < nc->members_n; i++)
+        json_array_append_new(members, json_pack("{s:s,s:I,s:s}", "name", nc->members[i].name, "id",
+                                                 (json_int_t)nc->members[i].id, "peer_addr",
+                                                 nc->members[i].peer_addr));
+    json_t *j = json_pack(
+        "{s:s,s:I,s:s,s:I,s:s*,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "name", s->cfg.name, "id",
+        (json_int_t)st.id, "role", keel_raft_role_name(st.role), "term", (json_int_t)st.term,
+        "leader", st.has_leader ? keel_node_member_name(s->node, st.leader) : NULL, "commit_index",
+        (json_int_t)st.commit, "applied_index", (json_int_t)st.applied, "last_index",
+        (json_int_t)st.last_index, "revision", (json_int_t)st.revision, "keys", (json_int_t)st.keys,
+        "leader_changes", (json_int_t)st.leader_changes, "wal_bytes", (json_int_t)st.wal_disk_bytes,
+        "requests_pending", (json_int_t)st.requests_pending, "members", members);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    if (text)
+        keel_http_respond_body(req, 200, "application/json", text, strlen(text));
+    else
+        keel_http_respond_error(req, 500, "cannot render status");
+    free(text);
+    json_decref(j);
+}
+
+static void http_metrics(keel_http_req_t *req, void *data)
+{
+    server_t *s = data;
+    keel_buf_reset(&s->buf);
+    if (keel_metrics_render(s->metrics, &s->buf) != 0) {
+        keel_http_respond_error(req, 500, "cannot render metrics");
+        return;
+    }
+    keel_http_respond_body(req, 200, "text/plain; version=0.0.4", keel_buf_rptr(&s->buf),
+                           keel_buf_unread(&s->buf));
+}
+
+static double gauge_role(void *data)
+{
+    keel_node_status_t st;
+    keel_node_get_status(((server_t *)data)->node, &st);
+    return (double)st.role;
+}
+
+static double gauge_term(void *data)
+{
+    keel_node_status_t st;
+    keel_node_get_status(((server_t *)data)->node, &st);
+    return (double)st.term;
+}
+
+static double gauge_commit(void *data)
+{
+    keel_node_status_t st;
+    keel_node_get_status(((server_t *)data)->node, &st);
+    return (double)st.commit;
+}
+
+static double gauge_clients(void *data)
+{
+    return (double)((server_t *)data)->resp.clients_len;
+}
+
+static void register_gauges(server_t *s)
+{
+    keel_metrics_gauge_fn(s->metrics, "keel_raft_role",
+                          "0 follower, 1 pre-candidate, 2 candidate, 3 leader.", NULL, gauge_role,
+                          s);
+    keel_metrics_gauge_fn(s->metrics, "keel_raft_term", "Current Raft term.", NULL, gauge_term, s);
+    keel_metrics_gauge_fn(s->metrics, "keel_raft_commit_index", "Highest committed index.", NULL,
+                          gauge_commit, s);
+    keel_metrics_gauge_fn(s->metrics, "keel_connected_clients", "Open RESP connections.", NULL,
+                          gauge_clients, s);
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------- */
+
+void keel_server_config_default(keel_server_config_t *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    snprintf(cfg->name, sizeof(cfg->name), "n1");
+    snprintf(cfg->listen_client, sizeof(cfg->listen_client), "127.0.0.1:7001");
+    snprintf(cfg->listen_http, sizeof(cfg->listen_http), "127.0.0.1:7201");
+    keel_node_config_default(&cfg->node);
+    snprintf(cfg->node.data_dir, sizeof(cfg->node.data_dir), "keel-data/n1");
+    cfg->resp = keel_resp_server_config_default();
+}
+
+int keel_server_set_cluster(keel_server_config_t *cfg, const char *initial_cluster,
+                            keel_errmsg_t *msg)
+{
+    keel_node_config_t *nc = &cfg->node;
+    nc->members_n = 0;
+    nc->id = 0;
+    const char *p = initial_cluster;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *eq = memchr(p, '=', len);
+        if (eq == NULL || eq == p || (size_t)(eq - p) >= KEEL_NODE_NAME_BYTES ||
+            len - (size_t)(eq - p) - 1 >= KEEL_NODE_ADDR_BYTES || len - (size_t)(eq - p) < 2)
+            return keel_errf(msg, KEEL_EINVAL,
+                             "--initial-cluster: bad member '%.*s' "
+                             "(want name=host:port)",
+                             (int)len, p);
+        if (nc->members_n == KEEL_RAFT_VOTERS_MAX)
+            return keel_errf(msg, KEEL_EINVAL, "--initial-cluster: more than %d members",
+                             KEEL_RAFT_VOTERS_MAX);
+        keel_node_member_t *m = &nc->members[nc->members_n++];
+        m->id = nc->members_n;
+        snprintf(m->name, sizeof(m->name), "%.*s", (int)(eq - p), p);
+        snprintf(m->peer_addr, sizeof(m->peer_addr), "%.*s", (int)(len - (size_t)(eq - p) - 1),
+                 eq + 1);
+        for (size_t i = 0; i + 1 < nc->members_n; i++)
+            if (strcmp(nc->members[i].name, m->name) == 0)
+                return keel_errf(msg, KEEL_EINVAL, "--initial-cluster: '%s' named twice", m->name);
+        if (strcmp(m->name, cfg->name) == 0) {
+            nc->id = m->id;
+            if (nc->listen_peer[0] == '\0') /* unless --listen-peer said otherwise */
+                snprintf(nc->listen_peer, sizeof(nc->listen_peer), "%s", m->peer_addr);
+        }
+        p += len + (end ? 1 : 0);
+    }
+    if (nc->id == 0)
+        return keel_errf(msg, KEEL_EINVAL, "--initial-cluster does not name this node ('%s')",
+                         cfg->name);
+    nc->cluster_id = keel_hash64(initial_cluster, strlen(initial_cluster), 0x6b65656c);
+    nc->raft.seed = nc->cluster_id ^ (nc->id * 0x9e3779b97f4a7c15ULL);
+    return 0;
+}
+
+static void on_shutdown(void *data)
+{
+    server_t *s = data;
+    keel_log_info("shutting down", KF_STR("node", s->cfg.name));
+    if (s->resp_inited)
+        keel_resp_server_close(&s->resp, NULL);
+    if (s->http_inited)
+        keel_http_server_shutdown(&s->http, NULL, NULL);
+    if (s->node)
+        keel_node_stop(s->node, NULL, NULL);
+    s->node = NULL;
+}
+
+static int start_front_ends(server_t *s, keel_errmsg_t *msg)
+{
+    keel_resp_command_t *cmds;
+    size_t n;
+    int rc = build_commands(s, &cmds, &n);
+    if (rc != 0)
+        return rc;
+    s->cfg.resp.listen = s->cfg.listen_client;
+    s->cfg.resp.client_closed = on_client_closed;
+    rc = keel_resp_server_init(&s->resp, &s->loop, &s->cfg.resp, cmds, n, s, msg);
+    free(cmds);
+    if (rc != 0)
+        return rc;
+    s->resp_inited = 1;
+    rc = keel_resp_server_listen(&s->resp, msg);
+    if (rc != 0)
+        return rc;
+    const keel_http_route_t routes[] = {
+        {HTTP_GET, "/health", http_health, s},
+        {HTTP_GET, "/status", http_status, s},
+        {HTTP_GET, "/metrics", http_metrics, s},
+    };
+    keel_http_server_config_t hc = keel_http_server_config_default();
+    rc = keel_http_server_init(&s->http, &s->loop, &hc, routes, 3, msg);
+    if (rc != 0)
+        return rc;
+    s->http_inited = 1;
+    return keel_http_server_listen(&s->http, s->cfg.listen_http, msg);
+}
+
+int keel_server_run(const keel_server_config_t *cfg, keel_errmsg_t *msg)
+{
+    server_t *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return KEEL_ENOMEM;
+    s->cfg = *cfg;
+    s->started_ms = keel_clock_now_ms();
+    keel_buf_init(&s->buf, 0);
+    s->metrics = keel_metrics_new();
+    s->cfg.node.metrics = s->metrics;
+    int rc = s->metrics ? keel_map_init(&s->cmd_stats, 64, 0, 1) : KEEL_ENOMEM;
+    if (rc == 0)
+        rc = keel_loop_init(&s->loop);
+    if (rc != 0)
+        goto out;
+    keel_loop_handle_signals(&s->loop);
+    keel_loop_on_shutdown(&s->loop, on_shutdown, s);
+    rc = keel_node_start(&s->node, &s->loop, &s->cfg.node, msg);
+    if (rc == 0)
+        rc = start_front_ends(s, msg);
+    if (rc != 0) {
+        keel_loop_shutdown(&s->loop);
+        keel_loop_run(&s->loop);
+        keel_loop_close(&s->loop);
+        goto out;
+    }
+    register_gauges(s);
+    keel_log_info("keel server ready", KF_STR("node", s->cfg.name),
+                  KF_STR("client", s->cfg.listen_client), KF_STR("peer", s->cfg.node.listen_peer),
+                  KF_STR("http", s->cfg.listen_http));
+    rc = keel_loop_run(&s->loop);
+    keel_loop_close(&s->loop);
+out:
+    keel_map_free(&s->cmd_stats, NULL);
+    keel_metrics_free(s->metrics);
+    keel_buf_free(&s->buf);
+    free(s->argv);
+    free(s->lens);
+    free(s);
+    return rc;
+}

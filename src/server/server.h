@@ -1,0 +1,39 @@
+/* server.h - keel server: a node (Raft + KV) behind RESP for clients and HTTP for operators. */
+#ifndef KEEL_SERVER_SERVER_H
+#define KEEL_SERVER_SERVER_H
+
+#include "runtime/resp_server.h"
+#include "server/node.h"
+
+/*
+ * One process = one node. Clients speak RESP2 on listen_client (any Redis
+ * client works); operators and health checkers use HTTP on listen_http:
+ *   GET /health   200 when the node knows a leader and has applied all it knows
+ *                 committed, else 503; JSON body with the reason
+ *   GET /status   JSON: role, term, leader, indexes, revision, keys, members, WAL bytes
+ *   GET /metrics  Prometheus text exposition
+ * Data commands come from core/kv's table; connection commands (SELECT,
+ * CLIENT, INFO, COMMAND, KEEL.READS) live here.
+ */
+typedef struct keel_server_config {
+    char name[KEEL_NODE_NAME_BYTES];
+    char listen_client[KEEL_NODE_ADDR_BYTES];
+    char listen_http[KEEL_NODE_ADDR_BYTES];
+    keel_node_config_t node;
+    keel_resp_server_config_t resp;
+} keel_server_config_t;
+
+void keel_server_config_default(keel_server_config_t *cfg);
+
+/*
+ * Parses "--initial-cluster n1=127.0.0.1:7101,n2=..." into cfg->node.members and
+ * sets cfg->node.id from cfg->name, the cluster id from the whole string, and
+ * listen_peer from this node's entry unless it is already set.
+ */
+int keel_server_set_cluster(keel_server_config_t *cfg, const char *initial_cluster,
+                            keel_errmsg_t *msg);
+
+/* Runs until SIGTERM/SIGINT; returns 0 after a clean stop. */
+int keel_server_run(const keel_server_config_t *cfg, keel_errmsg_t *msg);
+
+#endif
