@@ -39,6 +39,11 @@
  *                 whenever availability changes. O(1) lookup; a rebuild is
  *                 O(M log M) with M = maglev_table_size. Weights are ignored.
  *
+ * Endpoint availability (every policy picks only AVAILABLE endpoints):
+ *
+ *   AVAILABLE <──set_state(healthy=1, ejected=0)──> UNAVAILABLE (unhealthy and/or ejected)
+ *   new id in set_endpoints(): AVAILABLE; id dropped: gone; id kept: unchanged
+ *
  * In-flight counts (for LEAST_CONN and P2C) are kept by the caller calling
  * keel_balance_start() when a request is sent and keel_balance_done() when it
  * ends. keel_balance_set_endpoints() replaces the set; an endpoint whose id is

@@ -47,6 +47,11 @@
  * RESET|GATEWAY_ERROR, idempotent_only true, budget_pct 20,
  * budget_retries_min_per_s 10, budget_window_ms 10000 (in 10 buckets).
  *
+ *   attempt n fails ──not in retry_on──────────────────────────────> DONE
+ *        │          ──n == attempts_max / not idempotent / start >= deadline
+ *        │            / budget spent──────────────────────────────────> GIVE_UP(reason)
+ *        └──otherwise──> RETRY(start_ms = now + backoff(n-1), try_timeout_ms) ──> attempt n+1
+ *
  * Per call:   keel_retry_begin(p, &call, now_ms, deadline_ms)  -> first try timeout
  *             ... attempt fails with outcome o ...
  *             keel_retry_next(p, &call, now_ms, &o, rand, &d)  -> d.verdict
