@@ -25,8 +25,11 @@ int keel_retry_config_validate(const keel_retry_config_t *cfg, keel_errmsg_t *ms
     if (cfg->attempts_max == 0 || cfg->attempts_max > KEEL_RETRY_ATTEMPTS_MAX)
         return keel_errf(msg, KEEL_EINVAL, "attempts_max must be in 1..%u",
                          KEEL_RETRY_ATTEMPTS_MAX);
-    if (cfg->backoff_base_ms < 0 || cfg->backoff_cap_ms < cfg->backoff_base_ms)
-        return keel_errf(msg, KEEL_EINVAL, "need 0 <= backoff_base_ms <= backoff_cap_ms");
+    if (cfg->backoff_base_ms < 0 || cfg->backoff_cap_ms < cfg->backoff_base_ms ||
+        cfg->backoff_cap_ms > KEEL_RETRY_BACKOFF_MS_MAX)
+        return keel_errf(msg, KEEL_EINVAL,
+                         "need 0 <= backoff_base_ms <= backoff_cap_ms <= %lld (a day)",
+                         (long long)KEEL_RETRY_BACKOFF_MS_MAX);
     if (cfg->jitter > KEEL_RETRY_JITTER_EQUAL)
         return keel_errf(msg, KEEL_EINVAL, "unknown jitter %d", (int)cfg->jitter);
     if (cfg->per_try_timeout_ms < 0)

@@ -113,6 +113,7 @@ typedef struct keel_retry_decision {
 
 #define KEEL_RETRY_ATTEMPTS_MAX 100u
 #define KEEL_RETRY_BUDGET_BUCKETS 10u
+#define KEEL_RETRY_BACKOFF_MS_MAX 86400000LL /* keeps base * 2^n far from overflow */
 
 typedef struct keel_retry_config {
     uint32_t attempts_max;
