@@ -1,4 +1,5 @@
 /* test_breaker.c - every circuit-breaker transition, driven by an injected clock. */
+#include "base/rand.h"
 #include "core/breaker.h"
 #include "ktest.h"
 
@@ -371,6 +372,173 @@ static void config_validation_names_the_bad_field(void)
     KT_EQ_INT(keel_breaker_config_validate(&c, &m), KEEL_EINVAL);
 }
 
+/*
+ * A naive reference breaker: the window is a plain list of calls, recounted
+ * on every result. Random runs drive it and the real breaker with the same
+ * calls and compare every answer, which checks the ring and bucket
+ * bookkeeping across many roll-overs and configurations.
+ */
+typedef struct ref_call {
+    keel_ms_t t_ms;
+    int failure, slow;
+} ref_call_t;
+
+typedef struct ref {
+    keel_breaker_config_t c;
+    keel_breaker_state_t state;
+    uint32_t epoch;
+    keel_ms_t open_until_ms;
+    ref_call_t calls[4096];
+    int n, consecutive;
+    uint32_t admitted, done, slow_probes;
+} ref_t;
+
+static void ref_to(ref_t *r, keel_breaker_state_t to, keel_ms_t now_ms)
+{
+    r->state = to;
+    r->epoch++;
+    if (to == KEEL_BREAKER_OPEN)
+        r->open_until_ms = now_ms + r->c.open_ms;
+    if (to != KEEL_BREAKER_HALF_OPEN)
+        r->n = r->consecutive = 0;
+    r->admitted = r->done = r->slow_probes = 0;
+}
+
+static int ref_allow(ref_t *r, keel_ms_t now_ms)
+{
+    if (r->state == KEEL_BREAKER_OPEN && now_ms >= r->open_until_ms)
+        ref_to(r, KEEL_BREAKER_HALF_OPEN, now_ms);
+    if (r->state == KEEL_BREAKER_OPEN)
+        return KEEL_EREJECTED;
+    if (r->state == KEEL_BREAKER_HALF_OPEN) {
+        if (r->admitted >= r->c.probes_max)
+            return KEEL_EREJECTED;
+        r->admitted++;
+    }
+    return (int)r->epoch;
+}
+
+static void ref_closed(ref_t *r, keel_ms_t now_ms, int failure, int slow)
+{
+    r->calls[r->n++] = (ref_call_t){now_ms, failure, slow};
+    int first = 0;
+    if (r->c.window_kind == KEEL_BREAKER_WINDOW_COUNT) {
+        first = r->n > (int)r->c.window_calls ? r->n - (int)r->c.window_calls : 0;
+    } else {
+        keel_ms_t bucket_ms = r->c.window_ms / r->c.window_buckets;
+        while (r->calls[first].t_ms / bucket_ms <= now_ms / bucket_ms - r->c.window_buckets)
+            first++;
+    }
+    memmove(r->calls, r->calls + first, sizeof(r->calls[0]) * (size_t)(r->n - first));
+    r->n -= first;
+    uint32_t f = 0, sl = 0, n = (uint32_t)r->n;
+    for (int i = 0; i < r->n; i++) {
+        f += r->calls[i].failure;
+        sl += r->calls[i].slow;
+    }
+    r->consecutive = failure ? r->consecutive + 1 : 0;
+    int trip =
+        r->c.consecutive_failures_max && r->consecutive >= (int)r->c.consecutive_failures_max;
+    if (n >= r->c.calls_min) {
+        trip |= r->c.failure_rate_pct && f * 100 >= r->c.failure_rate_pct * n;
+        trip |= r->c.slow_call_rate_pct && sl * 100 >= r->c.slow_call_rate_pct * n;
+    }
+    if (trip)
+        ref_to(r, KEEL_BREAKER_OPEN, now_ms);
+}
+
+static void ref_record(ref_t *r, keel_ms_t now_ms, int permit, keel_breaker_outcome_t o,
+                       keel_ms_t dur_ms)
+{
+    if ((uint32_t)permit != r->epoch)
+        return;
+    if (o == KEEL_BREAKER_IGNORED) {
+        r->admitted -= r->state == KEEL_BREAKER_HALF_OPEN;
+        return;
+    }
+    int failure = o == KEEL_BREAKER_FAILURE;
+    int slow = r->c.slow_call_rate_pct > 0 && dur_ms >= r->c.slow_call_ms;
+    if (r->state == KEEL_BREAKER_CLOSED) {
+        ref_closed(r, now_ms, failure, slow);
+    } else if (r->state == KEEL_BREAKER_HALF_OPEN) {
+        if (failure) {
+            ref_to(r, KEEL_BREAKER_OPEN, now_ms);
+            return;
+        }
+        r->done++;
+        r->slow_probes += slow;
+        if (r->done == r->c.probes_max)
+            ref_to(r,
+                   r->c.slow_call_rate_pct &&
+                           r->slow_probes * 100 >= r->c.slow_call_rate_pct * r->done
+                       ? KEEL_BREAKER_OPEN
+                       : KEEL_BREAKER_CLOSED,
+                   now_ms);
+    }
+}
+
+static void random_config(keel_rand_t *g, keel_breaker_config_t *c)
+{
+    keel_breaker_config_default(c);
+    c->window_kind =
+        keel_rand_chance(g, 0.5) ? KEEL_BREAKER_WINDOW_COUNT : KEEL_BREAKER_WINDOW_TIME;
+    c->window_calls = (uint32_t)keel_rand_range(g, 1, 20);
+    c->window_buckets = (uint32_t)keel_rand_range(g, 1, 6);
+    c->window_ms = c->window_buckets * keel_rand_range(g, 20, 400);
+    c->calls_min = (uint32_t)keel_rand_range(g, 1, (int64_t)c->window_calls);
+    c->failure_rate_pct = (uint32_t)keel_rand_range(g, 0, 100);
+    c->consecutive_failures_max = (uint32_t)keel_rand_range(g, 0, 6);
+    c->slow_call_rate_pct = keel_rand_chance(g, 0.5) ? 0 : (uint32_t)keel_rand_range(g, 1, 100);
+    c->slow_call_ms = keel_rand_range(g, 10, 200);
+    c->open_ms = keel_rand_range(g, 1, 1000);
+    c->probes_max = (uint32_t)keel_rand_range(g, 1, 5);
+}
+
+static void agrees_with_a_naive_reference_over_random_runs(void)
+{
+    uint64_t transitions = 0, half_opens = 0;
+    for (uint64_t seed = 1; seed <= 300; seed++) {
+        KT_SEED(seed);
+        keel_rand_t g;
+        keel_rand_seed(&g, seed);
+        static ref_t r;
+        memset(&r, 0, sizeof(r));
+        random_config(&g, &r.c);
+        r.state = KEEL_BREAKER_CLOSED;
+        keel_breaker_t b;
+        init(&b, &r.c);
+        int inflight[16], n_inflight = 0;
+        keel_ms_t now = 0;
+        for (int step = 0; step < 3000; step++) {
+            now += keel_rand_below(&g, 4) == 0 ? keel_rand_range(&g, 0, 300) : 0;
+            if (n_inflight < 16 && keel_rand_chance(&g, 0.55)) {
+                int p = keel_breaker_allow(&b, now);
+                KT_EQ_INT(p, ref_allow(&r, now));
+                if (p >= 0)
+                    inflight[n_inflight++] = p;
+            } else if (n_inflight > 0) {
+                int k = (int)keel_rand_below(&g, (uint64_t)n_inflight);
+                int p = inflight[k];
+                inflight[k] = inflight[--n_inflight];
+                keel_breaker_outcome_t o = (keel_breaker_outcome_t)keel_rand_below(&g, 3);
+                keel_ms_t dur = keel_rand_range(&g, 0, 250);
+                keel_breaker_record(&b, now, p, o, dur);
+                ref_record(&r, now, p, o, dur);
+            }
+            KT_EQ_INT(keel_breaker_state(&b), r.state);
+            keel_breaker_stats_t st;
+            keel_breaker_stats(&b, &st);
+            if (r.state == KEEL_BREAKER_CLOSED && r.c.window_kind == KEEL_BREAKER_WINDOW_COUNT)
+                KT_EQ_INT(st.window_calls, r.n);
+            half_opens += r.state == KEEL_BREAKER_HALF_OPEN;
+        }
+        transitions += b.stats.transitions;
+        keel_breaker_free(&b);
+    }
+    kt__seed_set = 0;
+    KT_CHECK(transitions > 10000 && half_opens > 10000); /* the runs do reach every state */
+}
+
 int main(void)
 {
     KT_RUN(opens_when_failure_rate_reaches_threshold_exactly);
@@ -389,5 +557,6 @@ int main(void)
     KT_RUN(recovers_with_a_fresh_window_after_closing);
     KT_RUN(forced_open_rejects_and_disabled_admits_everything);
     KT_RUN(config_validation_names_the_bad_field);
+    KT_RUN(agrees_with_a_naive_reference_over_random_runs);
     return kt_done();
 }
