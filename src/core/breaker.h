@@ -42,7 +42,7 @@
  *   failure_rate_pct        50 %: trips when failures*100 >= pct*calls (so exactly
  *                           at the threshold trips, as in resilience4j).
  *   consecutive_failures_max 0 (off): trips on this many failures in a row.
- *   slow_call_rate_pct      0 (off): trips when slow*100 >= pct*calls.
+ *   slow_call_rate_pct      0 (off; resilience4j: 100): trips when slow*100 >= pct*calls.
  *   slow_call_ms            60000 ms: a call at least this long is slow.
  *   open_ms                 60000 ms spent OPEN before probing.
  *   probes_max              10 calls admitted in HALF_OPEN (in flight or done).
