@@ -11,5 +11,8 @@ typedef struct keel_cli_cmd {
 } keel_cli_cmd_t;
 
 int keel_cli_server(int argc, char **argv);
+int keel_cli_up(int argc, char **argv);
+int keel_cli_down(int argc, char **argv);
+int keel_cli_status(int argc, char **argv);
 
 #endif

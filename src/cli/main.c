@@ -12,6 +12,9 @@ static const keel_cli_cmd_t commands[] = {
     {"version", "print the keel version", cmd_version},
     {"help", "list the commands", cmd_help},
     {"server", "run a keel server node (Raft-replicated KV over RESP)", keel_cli_server},
+    {"up", "start a local cluster of keel servers (writes DIR/cluster.json)", keel_cli_up},
+    {"down", "stop a cluster started with `keel up --detach`", keel_cli_down},
+    {"status", "show each node's role, term and indexes", keel_cli_status},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -1,0 +1,243 @@
+/* cluster.c - cluster.json, admin-HTTP status queries, stopping recorded processes. */
+#include "cli/cluster.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define STATUS_TIMEOUT_MS 1000
+
+static int fail(char *err, size_t cap, const char *fmt, const char *arg)
+{
+    snprintf(err, cap, fmt, arg);
+    return -1;
+}
+
+int keel_cluster_create(const char *dir, int n, int base, keel_cluster_t *cl, char *err,
+                        size_t err_cap)
+{
+    memset(cl, 0, sizeof(*cl));
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return fail(err, err_cap, "cannot create %s", dir);
+    if (realpath(dir, cl->dir) == NULL)
+        return fail(err, err_cap, "cannot resolve %s", dir);
+    cl->n = (size_t)n;
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        keel_cluster_node_t *nd = &cl->nodes[i];
+        snprintf(nd->name, sizeof(nd->name), "n%d", i + 1);
+        snprintf(nd->client, sizeof(nd->client), "127.0.0.1:%d", base + i);
+        snprintf(nd->peer, sizeof(nd->peer), "127.0.0.1:%d", base + 100 + i);
+        snprintf(nd->http, sizeof(nd->http), "127.0.0.1:%d", base + 200 + i);
+        snprintf(nd->data_dir, sizeof(nd->data_dir), "%.900s/%s", cl->dir, nd->name);
+        off += (size_t)snprintf(cl->initial_cluster + off, sizeof(cl->initial_cluster) - off,
+                                "%s%s=%s", i ? "," : "", nd->name, nd->peer);
+    }
+    return 0;
+}
+
+static void copy_str(char *dst, size_t cap, json_t *j)
+{
+    const char *s = json_string_value(j);
+    snprintf(dst, cap, "%s", s ? s : "");
+}
+
+int keel_cluster_load(const char *path, keel_cluster_t *cl, char *err, size_t err_cap)
+{
+    memset(cl, 0, sizeof(*cl));
+    char file[KEEL_CLUSTER_PATH_BYTES + 32];
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        snprintf(file, sizeof(file), "%.1000s/cluster.json", path);
+    else
+        snprintf(file, sizeof(file), "%.1000s", path);
+    json_error_t je;
+    json_t *root = json_load_file(file, 0, &je);
+    if (root == NULL)
+        return fail(err, err_cap, "cannot read %s", file);
+    copy_str(cl->dir, sizeof(cl->dir), json_object_get(root, "dir"));
+    copy_str(cl->initial_cluster, sizeof(cl->initial_cluster),
+             json_object_get(root, "initial_cluster"));
+    json_t *nodes = json_object_get(root, "nodes");
+    size_t i;
+    json_t *v;
+    json_array_foreach(nodes, i, v)
+    {
+        if (i >= KEEL_CLUSTER_NODES_MAX)
+            break;
+        keel_cluster_node_t *nd = &cl->nodes[cl->n++];
+        copy_str(nd->name, sizeof(nd->name), json_object_get(v, "name"));
+        copy_str(nd->client, sizeof(nd->client), json_object_get(v, "client"));
+        copy_str(nd->peer, sizeof(nd->peer), json_object_get(v, "peer"));
+        copy_str(nd->http, sizeof(nd->http), json_object_get(v, "http"));
+        copy_str(nd->data_dir, sizeof(nd->data_dir), json_object_get(v, "data_dir"));
+        nd->pid = (pid_t)json_integer_value(json_object_get(v, "pid"));
+    }
+    json_decref(root);
+    if (cl->n == 0 || cl->initial_cluster[0] == '\0')
+        return fail(err, err_cap, "%s describes no nodes", file);
+    return 0;
+}
+
+int keel_cluster_save(const keel_cluster_t *cl, char *err, size_t err_cap)
+{
+    json_t *nodes = json_array();
+    for (size_t i = 0; i < cl->n; i++) {
+        const keel_cluster_node_t *nd = &cl->nodes[i];
+        json_array_append_new(nodes,
+                              json_pack("{s:s,s:s,s:s,s:s,s:s,s:i}", "name", nd->name, "client",
+                                        nd->client, "peer", nd->peer, "http", nd->http, "data_dir",
+                                        nd->data_dir, "pid", (int)nd->pid));
+    }
+    json_t *root = json_pack("{s:s,s:s,s:o}", "dir", cl->dir, "initial_cluster",
+                             cl->initial_cluster, "nodes", nodes);
+    char file[KEEL_CLUSTER_PATH_BYTES + 32], tmp[KEEL_CLUSTER_PATH_BYTES + 40];
+    snprintf(file, sizeof(file), "%.1000s/cluster.json", cl->dir);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", file);
+    int rc = root ? json_dump_file(root, tmp, JSON_INDENT(2)) : -1;
+    json_decref(root);
+    if (rc != 0 || rename(tmp, file) != 0)
+        return fail(err, err_cap, "cannot write %s", file);
+    return 0;
+}
+
+int keel_cluster_split_addr(const char *addr, char *host, size_t host_cap, int *port)
+{
+    const char *colon = strrchr(addr, ':');
+    if (colon == NULL || (size_t)(colon - addr) >= host_cap)
+        return -1;
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    *port = atoi(colon + 1);
+    return *port > 0 && *port < 65536 ? 0 : -1;
+}
+
+/* A blocking HTTP/1.0 GET with a deadline; body into out (NUL-terminated). */
+static int http_get(const char *addr, const char *path, char *out, size_t cap)
+{
+    char host[64];
+    int port;
+    if (keel_cluster_split_addr(addr, host, sizeof(host), &port) != 0)
+        return -1;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+        return -1;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct timeval tv = {STATUS_TIMEOUT_MS / 1000, (STATUS_TIMEOUT_MS % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    char req[256];
+    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, addr);
+    size_t got = 0;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || write(fd, req, (size_t)n) != n)
+        goto fail;
+    for (;;) {
+        ssize_t k = read(fd, out + got, cap - 1 - got);
+        if (k < 0)
+            goto fail;
+        if (k == 0 || got + (size_t)k >= cap - 1) {
+            got += k > 0 ? (size_t)k : 0;
+            break;
+        }
+        got += (size_t)k;
+    }
+    close(fd);
+    out[got] = '\0';
+    char *body = strstr(out, "\r\n\r\n");
+    if (body == NULL)
+        return -1;
+    int status = atoi(out + 9);
+    memmove(out, body + 4, strlen(body + 4) + 1);
+    return status;
+fail:
+    close(fd);
+    return -1;
+}
+
+int keel_cluster_node_status(const keel_cluster_node_t *n, keel_cluster_status_t *s)
+{
+    char body[8192];
+    memset(s, 0, sizeof(*s));
+    if (http_get(n->http, "/status", body, sizeof(body)) != 200)
+        return -1;
+    json_error_t je;
+    json_t *j = json_loads(body, 0, &je);
+    if (j == NULL)
+        return -1;
+    copy_str(s->role, sizeof(s->role), json_object_get(j, "role"));
+    copy_str(s->leader, sizeof(s->leader), json_object_get(j, "leader"));
+    s->term = (uint64_t)json_integer_value(json_object_get(j, "term"));
+    s->commit = (uint64_t)json_integer_value(json_object_get(j, "commit_index"));
+    s->applied = (uint64_t)json_integer_value(json_object_get(j, "applied_index"));
+    s->keys = (uint64_t)json_integer_value(json_object_get(j, "keys"));
+    s->healthy = s->leader[0] != '\0' && s->applied >= s->commit;
+    json_decref(j);
+    return 0;
+}
+
+int keel_cluster_find_leader(const keel_cluster_t *cl)
+{
+    for (size_t i = 0; i < cl->n; i++) {
+        keel_cluster_status_t s;
+        if (keel_cluster_node_status(&cl->nodes[i], &s) == 0 && strcmp(s.role, "leader") == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+int keel_cluster_pid_is_node(pid_t pid)
+{
+    char path[64], cmd[512];
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return 0;
+    size_t n = fread(cmd, 1, sizeof(cmd) - 1, f);
+    fclose(f);
+    cmd[n] = '\0';
+    /* argv is NUL-separated: "keel\0server\0..." */
+    return n > 0 && strlen(cmd) + 1 < n && strcmp(cmd + strlen(cmd) + 1, "server") == 0;
+}
+
+static int alive(pid_t pid)
+{
+    int st;
+    if (waitpid(pid, &st, WNOHANG) == pid)
+        return 0; /* our child, now reaped */
+    return kill(pid, 0) == 0 && keel_cluster_pid_is_node(pid);
+}
+
+int keel_cluster_stop(keel_cluster_t *cl, int wait_ms)
+{
+    int running = 0;
+    for (size_t i = 0; i < cl->n; i++)
+        if (cl->nodes[i].pid > 0 && alive(cl->nodes[i].pid)) {
+            kill(cl->nodes[i].pid, SIGTERM);
+            running++;
+        }
+    for (int waited = 0; waited < wait_ms; waited += 50) {
+        int left = 0;
+        for (size_t i = 0; i < cl->n; i++)
+            left += cl->nodes[i].pid > 0 && alive(cl->nodes[i].pid);
+        if (left == 0)
+            return running;
+        usleep(50 * 1000);
+    }
+    for (size_t i = 0; i < cl->n; i++)
+        if (cl->nodes[i].pid > 0 && alive(cl->nodes[i].pid))
+            kill(cl->nodes[i].pid, SIGKILL);
+    return running;
+}

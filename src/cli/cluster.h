@@ -1,0 +1,49 @@
+/* cluster.h - the local cluster file (DIR/cluster.json) and talking to its nodes' admin HTTP. */
+#ifndef KEEL_CLI_CLUSTER_H
+#define KEEL_CLI_CLUSTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define KEEL_CLUSTER_NODES_MAX 9
+#define KEEL_CLUSTER_PATH_BYTES 1024
+
+typedef struct keel_cluster_node {
+    char name[32];
+    char client[64], peer[64], http[64];
+    char data_dir[KEEL_CLUSTER_PATH_BYTES];
+    pid_t pid;
+} keel_cluster_node_t;
+
+typedef struct keel_cluster {
+    char dir[KEEL_CLUSTER_PATH_BYTES];
+    char initial_cluster[KEEL_CLUSTER_NODES_MAX * 100];
+    keel_cluster_node_t nodes[KEEL_CLUSTER_NODES_MAX];
+    size_t n;
+} keel_cluster_t;
+
+/* A new cluster layout in dir (created): n nodes, ports from base (see up.c). */
+int keel_cluster_create(const char *dir, int n, int base_port, keel_cluster_t *cl, char *err,
+                        size_t err_cap);
+int keel_cluster_load(const char *dir_or_file, keel_cluster_t *cl, char *err, size_t err_cap);
+int keel_cluster_save(const keel_cluster_t *cl, char *err, size_t err_cap);
+
+typedef struct keel_cluster_status {
+    char role[16], leader[32];
+    uint64_t term, commit, applied, keys;
+    int healthy; /* knows a leader and has applied what it knows committed */
+} keel_cluster_status_t;
+
+/* GET /status on the node's admin port (timeout 1 s). 0 or -1. */
+int keel_cluster_node_status(const keel_cluster_node_t *n, keel_cluster_status_t *s);
+/* Index of the node that reports itself leader, or -1. */
+int keel_cluster_find_leader(const keel_cluster_t *cl);
+/* SIGTERM every recorded pid, SIGKILL after wait_ms; returns how many were running. */
+int keel_cluster_stop(keel_cluster_t *cl, int wait_ms);
+/* True if pid runs `keel server` (guards against a recycled pid). */
+int keel_cluster_pid_is_node(pid_t pid);
+/* Splits "host:port". 0 or -1. */
+int keel_cluster_split_addr(const char *addr, char *host, size_t host_cap, int *port);
+
+#endif
