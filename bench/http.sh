@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # bench/http.sh - keel-testhttpd vs nginx (one worker) on a small fixed body, loaded by wrk.
 #
-# Both servers answer "hello" (5 bytes) with keep-alive on 127.0.0.1. The
-# server runs pinned to CPU 0 and wrk (1 thread, 50 connections) to CPU 1, so
-# the two never share a core. Prints requests/s, p50 and p99 for both and the
-# keel/nginx ratios. Bounded: each run lasts BENCH_SECONDS (default 10).
+# Both servers answer "hello" (5 bytes) with keep-alive on 127.0.0.1. Both
+# run pinned to CPU 0 (only one is loaded at a time) and wrk (1 thread, 50
+# connections) to CPU 1, so server and load generator never share a core.
+# BENCH_ROUNDS rounds alternate nginx and keel, so background load on a shared
+# machine hits both alike; the table shows the median round of each, plus every
+# round. Bounded: each run lasts BENCH_SECONDS (default 10).
 #
 #   KEEL_BUILD=build bench/http.sh            # uses build/keel-testhttpd
-#   BENCH_SECONDS=5 BENCH_CONNECTIONS=50 bench/http.sh
+#   BENCH_SECONDS=5 BENCH_ROUNDS=3 BENCH_CONNECTIONS=50 bench/http.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${KEEL_BUILD:-build}
 SECONDS_RUN=${BENCH_SECONDS:-10}
 CONNS=${BENCH_CONNECTIONS:-50}
+ROUNDS=${BENCH_ROUNDS:-3}
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
 TESTHTTPD="$BUILD/keel-testhttpd"
@@ -65,7 +68,7 @@ print(f"{rps:.0f} {p50:.0f} {p99:.0f}")
 PY
 }
 
-# ---- nginx -----------------------------------------------------------------
+# ---- servers ----------------------------------------------------------------
 NGINX_PORT=$(free_port)
 mkdir -p "$TMP/nginx"
 cat >"$TMP/nginx/nginx.conf" <<CONF
@@ -91,23 +94,37 @@ http {
 CONF
 taskset -c "$SERVER_CPU" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" &
 PIDS+=($!)
-wait_port "$NGINX_PORT"
-echo "== nginx $(nginx -v 2>&1 | sed 's/.*\///') on 127.0.0.1:$NGINX_PORT" >&2
-read -r N_RPS N_P50 N_P99 < <(load "http://127.0.0.1:$NGINX_PORT/hello")
-kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
-
-# ---- keel ------------------------------------------------------------------
 KEEL_PORT=$(free_port)
 taskset -c "$SERVER_CPU" "$TESTHTTPD" --listen "127.0.0.1:$KEEL_PORT" >"$TMP/keel.out" 2>&1 &
 PIDS+=($!)
+wait_port "$NGINX_PORT"
 wait_port "$KEEL_PORT"
-echo "== keel-testhttpd on 127.0.0.1:$KEEL_PORT" >&2
-read -r K_RPS K_P50 K_P99 < <(load "http://127.0.0.1:$KEEL_PORT/hello")
+echo "== nginx $(nginx -v 2>&1 | sed 's/.*\///') on :$NGINX_PORT, keel-testhttpd on :$KEEL_PORT" >&2
+
+: >"$TMP/nginx.rounds"
+: >"$TMP/keel.rounds"
+for round in $(seq "$ROUNDS"); do
+  echo "== round $round: nginx" >&2
+  load "http://127.0.0.1:$NGINX_PORT/hello" >>"$TMP/nginx.rounds"
+  echo "== round $round: keel" >&2
+  load "http://127.0.0.1:$KEEL_PORT/hello" >>"$TMP/keel.rounds"
+done
 
 echo
-echo "wrk -t1 -c$CONNS -d${SECONDS_RUN}s --latency, server on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU"
-printf '%-8s %12s %10s %10s\n' server "requests/s" "p50 (us)" "p99 (us)"
-printf '%-8s %12s %10s %10s\n' nginx "$N_RPS" "$N_P50" "$N_P99"
-printf '%-8s %12s %10s %10s\n' keel "$K_RPS" "$K_P50" "$K_P99"
-python3 -c "import sys; k,n=float(sys.argv[1]),float(sys.argv[2]); kp,np_=float(sys.argv[3]),float(sys.argv[4]); print(f'keel/nginx: requests/s x{k/n:.2f}, p99 x{kp/np_:.2f} (lower is better)')" \
-  "$K_RPS" "$N_RPS" "$K_P99" "$N_P99"
+echo "wrk -t1 -c$CONNS -d${SECONDS_RUN}s --latency x $ROUNDS rounds (alternating), servers on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU"
+python3 - "$TMP/nginx.rounds" "$TMP/keel.rounds" <<'PY'
+import sys
+def rows(path):
+    return [tuple(float(x) for x in line.split()) for line in open(path) if line.strip()]
+def median_round(rs):
+    return sorted(rs, key=lambda r: r[0])[len(rs) // 2]
+n_all, k_all = rows(sys.argv[1]), rows(sys.argv[2])
+n, k = median_round(n_all), median_round(k_all)
+print(f"{'server':8} {'requests/s':>12} {'p50 (us)':>10} {'p99 (us)':>10}   (median round by requests/s)")
+print(f"{'nginx':8} {n[0]:12.0f} {n[1]:10.0f} {n[2]:10.0f}")
+print(f"{'keel':8} {k[0]:12.0f} {k[1]:10.0f} {k[2]:10.0f}")
+print(f"keel/nginx: requests/s x{k[0]/n[0]:.2f}, p99 x{k[2]/n[2]:.2f} (p99: lower is better)")
+print("all rounds (requests/s, p99 us):")
+for i, (a, b) in enumerate(zip(n_all, k_all), 1):
+    print(f"  round {i}: nginx {a[0]:.0f} / {a[2]:.0f}   keel {b[0]:.0f} / {b[2]:.0f}")
+PY

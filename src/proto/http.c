@@ -142,6 +142,10 @@ static int on_header_field(http_parser *hp, const char *at, size_t n)
 {
     keel_http_parser_t *p = P(hp);
     keel_http_msg_t *m = p->msg;
+    /* Trailer fields after a chunked body are dropped: appending them would move the head
+     * storage under the pointers handed out at headers-complete. */
+    if (p->last_cb == 3)
+        return 0;
     if (p->last_cb != 1) {
         if (end_field(p) != 0)
             return -1;
@@ -162,6 +166,8 @@ static int on_header_value(http_parser *hp, const char *at, size_t n)
 {
     keel_http_parser_t *p = P(hp);
     keel_http_msg_t *m = p->msg;
+    if (p->last_cb == 3)
+        return 0; /* trailer */
     assert(m->headers_count > 0);
     keel_http_header_t *h = &m->headers[m->headers_count - 1];
     if (p->last_cb == 1) {

@@ -137,6 +137,27 @@ static void parses_identically_under_any_split(void)
     }
 }
 
+static void drops_trailer_fields_and_keeps_the_headers_intact(void)
+{
+    fixture_t f;
+    fx_init(&f, KEEL_HTTP_REQUEST, NULL);
+    char req[4096];
+    /* Enough trailer bytes that appending them to the head storage would have moved it. */
+    int n = snprintf(req, sizeof(req),
+                     "POST /t HTTP/1.1\r\nTransfer-Encoding: chunked\r\nX-A: a\r\n\r\n"
+                     "2\r\nhi\r\n0\r\nT1: %01000d\r\nT2: %01000d\r\n\r\n",
+                     1, 2);
+    size_t used;
+    KT_EQ_INT(keel_http_parser_feed(&f.p, &f.m, (uint8_t *)req, (size_t)n, &used),
+              KEEL_HTTP_MESSAGE);
+    KT_EQ_INT(f.m.headers_count, 2);
+    KT_EQ_STR(f.m.url, "/t");
+    KT_EQ_STR(keel_http_msg_header(&f.m, "x-a", NULL), "a");
+    KT_CHECK(keel_http_msg_header(&f.m, "t1", NULL) == NULL);
+    KT_EQ_MEM(f.m.body, "hi", 2);
+    fx_free(&f);
+}
+
 static void answers_431_when_headers_exceed_their_limit(void)
 {
     keel_http_limits_t lim = keel_http_limits_default();
@@ -349,6 +370,7 @@ int main(void)
     KT_RUN(parses_a_simple_get);
     KT_RUN(stops_after_each_pipelined_request);
     KT_RUN(parses_identically_under_any_split);
+    KT_RUN(drops_trailer_fields_and_keeps_the_headers_intact);
     KT_RUN(answers_431_when_headers_exceed_their_limit);
     KT_RUN(answers_414_when_the_url_is_too_long);
     KT_RUN(answers_413_at_the_headers_when_content_length_is_too_big);
