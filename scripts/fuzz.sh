@@ -10,28 +10,38 @@
 # artifact, if any target crashed, leaked or produced a sanitizer report.
 #
 # Environment: FUZZ_JOBS (build parallelism, default 2), FUZZ_TARGETS (space-
-# separated names to run only some, e.g. "fuzz_resp"), FUZZ_ARGS (extra libFuzzer flags).
+# separated names to run only some, e.g. "fuzz_resp"), FUZZ_ARGS (extra libFuzzer
+# flags), FUZZ_BUILD_DIR (default build-fuzz).
 set -u
 cd "$(dirname "$0")/.."
 root=$(pwd)
 secs=${1:-60}
 case "$secs" in '' | *[!0-9]*) echo "usage: $0 [SECONDS]" >&2; exit 2 ;; esac
-bdir=$root/build-fuzz
+bdir=${FUZZ_BUILD_DIR:-$root/build-fuzz}
 
 command -v clang >/dev/null || { echo "fuzz.sh: clang not found" >&2; exit 2; }
 CC=clang cmake -S "$root" -B "$bdir" -DKEEL_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null ||
   { echo "fuzz.sh: cmake configure failed" >&2; exit 2; }
 
-targets=()
+wanted() { [ -z "${FUZZ_TARGETS:-}" ] || [[ " $FUZZ_TARGETS " == *" $1 "* ]]; }
+sources=()
 for src in "$root"/tests/fuzz/fuzz_*.c; do
   [ -e "$src" ] || continue
   name=$(basename "$src" .c)
-  if [ -n "${FUZZ_TARGETS:-}" ] && [[ " $FUZZ_TARGETS " != *" $name "* ]]; then continue; fi
-  targets+=("$name")
+  wanted "$name" && sources+=("$name")
+done
+if [ ${#sources[@]} -gt 0 ]; then
+  cmake --build "$bdir" -j"${FUZZ_JOBS:-2}" --target "${sources[@]}" ||
+    { echo "fuzz.sh: build failed" >&2; exit 2; }
+fi
+# run every fuzz binary in the build tree (a target may come from elsewhere than tests/fuzz)
+targets=()
+for bin in "$bdir"/fuzz/fuzz_*; do
+  [ -x "$bin" ] && [ -f "$bin" ] || continue
+  name=$(basename "$bin")
+  wanted "$name" && targets+=("$name")
 done
 [ ${#targets[@]} -gt 0 ] || { echo "fuzz.sh: no fuzz targets" >&2; exit 2; }
-cmake --build "$bdir" -j"${FUZZ_JOBS:-2}" --target "${targets[@]}" ||
-  { echo "fuzz.sh: build failed" >&2; exit 2; }
 
 failed=0
 for name in "${targets[@]}"; do
