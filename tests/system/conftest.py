@@ -52,6 +52,7 @@ class Proc:
         self.args = args
         self.log_path = log_path
         self.log = open(log_path, "wb")
+        self.may_exit = False  # set by tests that stop the process themselves
         self.p = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=self.log, env=env, start_new_session=True
         )
@@ -75,6 +76,7 @@ class Proc:
         return self.p.poll() is None
 
     def signal(self, sig):
+        self.may_exit = True
         if self.alive():
             self.p.send_signal(sig)
 
@@ -114,8 +116,13 @@ def procs(tmp_path):
 
     ps = Procs()
     yield ps
+    crashed = [p for p in ps.items if not p.may_exit and not p.alive()]
     for p in ps.items:
         p.kill()
+    # A server that died during a test (crash, sanitizer abort) fails it even if no request noticed.
+    assert not crashed, "; ".join(
+        f"{p.args[0]} exited {p.p.returncode} during the test: {p.output()[-2000:]}" for p in crashed
+    )
 
 
 def start_testhttpd(procs, *extra):
