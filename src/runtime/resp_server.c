@@ -79,8 +79,11 @@ int keel_resp_server_config_validate(const keel_resp_server_config_t *cfg, keel_
                          "resp_server: querybuf_bytes_max %zu below bulk_bytes_max + 1 KiB "
                          "or inline_bytes_max",
                          cfg->querybuf_bytes_max);
-    if (cfg->reply_bytes_max < 1024)
-        return keel_errf(msg, KEEL_EINVAL, "resp_server: reply_bytes_max %zu below 1 KiB",
+    if (cfg->querybuf_bytes_max > KEEL_RESP_SERVER_BUF_BYTES_MAX)
+        return keel_errf(msg, KEEL_EINVAL, "resp_server: querybuf_bytes_max %zu above 1 GiB",
+                         cfg->querybuf_bytes_max);
+    if (cfg->reply_bytes_max < 1024 || cfg->reply_bytes_max > KEEL_RESP_SERVER_BUF_BYTES_MAX)
+        return keel_errf(msg, KEEL_EINVAL, "resp_server: reply_bytes_max %zu not in 1 KiB..1 GiB",
                          cfg->reply_bytes_max);
     if (cfg->pending_replies_max < 1 || cfg->pending_replies_max > 1000000)
         return keel_errf(msg, KEEL_EINVAL, "resp_server: pending_replies_max %zu not in 1..1000000",

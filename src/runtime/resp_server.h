@@ -75,14 +75,16 @@ typedef struct keel_resp_command {
 } keel_resp_command_t;
 
 #define KEEL_RESP_CMD_NAME_BYTES_MAX 64
+/* Cap on querybuf_bytes_max and reply_bytes_max (a uv_buf_t length is 32-bit). */
+#define KEEL_RESP_SERVER_BUF_BYTES_MAX (1024u * 1024u * 1024u)
 #define KEEL_RESP_COMMANDS_MAX 1024
 
 typedef struct keel_resp_server_config {
     const char *listen;         /* "127.0.0.1:6379"; port 0 picks a free one */
     int backlog;                /* listen(2) backlog */
     size_t clients_max;         /* connected clients, 1..1000000 */
-    size_t querybuf_bytes_max;  /* >= resp.bulk_bytes_max + 1 KiB */
-    size_t reply_bytes_max;     /* >= 1 KiB */
+    size_t querybuf_bytes_max;  /* resp.bulk_bytes_max + 1 KiB .. 1 GiB */
+    size_t reply_bytes_max;     /* 1 KiB .. 1 GiB */
     size_t pending_replies_max; /* deferred replies outstanding per client, >= 1 */
     keel_ms_t idle_timeout_ms;  /* 0 = none */
     keel_resp_config_t resp;    /* parser limits */

@@ -513,6 +513,9 @@ static void rejects_bad_configs_and_command_tables(void)
     KT_EQ_INT(keel_resp_server_init(&s, &loop, &cfg, NULL, 0, NULL, &msg), KEEL_EINVAL);
     KT_CHECK(strstr(msg.text, "querybuf_bytes_max") != NULL);
     cfg = test_config();
+    cfg.reply_bytes_max = (size_t)KEEL_RESP_SERVER_BUF_BYTES_MAX + 1;
+    KT_EQ_INT(keel_resp_server_init(&s, &loop, &cfg, NULL, 0, NULL, &msg), KEEL_EINVAL);
+    cfg = test_config();
     keel_resp_command_t dup[] = {{"GET", 2, 0, cmd_big}, {"get", 2, 0, cmd_big}};
     KT_EQ_INT(keel_resp_server_init(&s, &loop, &cfg, dup, 2, NULL, &msg), KEEL_EINVAL);
     KT_CHECK(strstr(msg.text, "twice") != NULL);
