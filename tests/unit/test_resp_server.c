@@ -311,6 +311,35 @@ static void a_request_sent_one_byte_at_a_time_is_answered_once(void)
     stop(&f);
 }
 
+static void a_large_value_crosses_many_reads_and_writes_intact(void)
+{
+    fixture_t f;
+    keel_resp_server_config_t cfg = test_config();
+    start(&f, &cfg);
+    size_t n = 3u << 20; /* 3 MiB: ~200 reads of 16 KiB, several partial writes */
+    char *v = malloc(n + 1);
+    for (size_t i = 0; i < n; i++)
+        v[i] = (char)('a' + i % 26);
+    v[n] = '\0';
+    keel_buf_t req, want;
+    keel_buf_init(&req, 0);
+    keel_buf_init(&want, 0);
+    keel_resp_arg_t argv[2] = {{(const uint8_t *)"ECHO", 4}, {(const uint8_t *)v, n}};
+    keel_resp_write_command(&req, 2, argv);
+    keel_resp_write_command(&req, 1, argv); /* then a PING-like: ECHO alone is an arity error */
+    keel_resp_write_bulk(&want, v, n);
+    keel_buf_append_str(&want, "-ERR wrong number of arguments for 'echo' command\r\n");
+    keel_buf_append(&want, "", 1);
+    int fd = dial(f.port);
+    send_all(fd, keel_buf_rptr(&req), keel_buf_unread(&req));
+    expect(fd, (const char *)keel_buf_rptr(&want));
+    close(fd);
+    free(v);
+    keel_buf_free(&req);
+    keel_buf_free(&want);
+    stop(&f);
+}
+
 static void deferred_replies_keep_request_order(void)
 {
     fixture_t f;
@@ -530,6 +559,7 @@ int main(void)
     KT_RUN(unknown_commands_and_wrong_arity_get_redis_errors);
     KT_RUN(pipelined_commands_are_answered_in_order);
     KT_RUN(a_request_sent_one_byte_at_a_time_is_answered_once);
+    KT_RUN(a_large_value_crosses_many_reads_and_writes_intact);
     KT_RUN(deferred_replies_keep_request_order);
     KT_RUN(backpressure_pauses_a_client_with_too_many_deferred_replies);
     KT_RUN(a_deferred_reply_finishing_after_disconnect_is_dropped);

@@ -193,6 +193,52 @@ static void children_keep_the_trace_and_point_at_their_parent(void)
     }
 }
 
+/* Seeded: formatted contexts parse back; any one-character change parses or is rejected cleanly. */
+static void random_contexts_round_trip_and_mutations_never_crash(void)
+{
+    uint64_t seed = 424242;
+    KT_SEED(seed);
+    keel_rand_t r;
+    keel_rand_seed(&r, seed);
+    const char alphabet[] = "0123456789abcdefABCDEF-xz\0";
+    for (int i = 0; i < 20000; i++) {
+        keel_trace_ctx_t root, c, back;
+        keel_trace_new_root(&r, (int)keel_rand_below(&r, 2), &root);
+        keel_trace_child(&root, &r, &c);
+        char tp_s[KEEL_TRACEPARENT_LEN + 1], b3_s[KEEL_TRACE_B3_BYTES_MAX];
+        keel_trace_format_traceparent(&c, tp_s);
+        KT_EQ_INT(tp(tp_s, &back), 0);
+        KT_EQ_MEM(back.trace_id, c.trace_id, KEEL_TRACE_ID_BYTES);
+        KT_EQ_MEM(back.span_id, c.span_id, KEEL_SPAN_ID_BYTES);
+        KT_EQ_INT(back.flags, c.flags);
+        keel_trace_format_b3_single(&c, b3_s);
+        KT_EQ_INT(b3(b3_s, &back), 0);
+        KT_EQ_MEM(back.trace_id, c.trace_id, KEEL_TRACE_ID_BYTES);
+        KT_EQ_MEM(back.parent_id, c.parent_id, KEEL_SPAN_ID_BYTES);
+        KT_EQ_INT(back.flags, c.flags);
+        /* mutate one character and cut at a random length: must not crash or read past n */
+        size_t at = (size_t)keel_rand_below(&r, KEEL_TRACEPARENT_LEN);
+        tp_s[at] = alphabet[keel_rand_below(&r, sizeof(alphabet) - 1)];
+        size_t n = (size_t)keel_rand_below(&r, KEEL_TRACEPARENT_LEN + 1);
+        char *heap = malloc(n ? n : 1); /* exact size, so ASan sees any overread */
+        memcpy(heap, tp_s, n);
+        int rc = keel_trace_parse_traceparent(heap, n, &back);
+        KT_CHECK(rc == 0 || rc == KEEL_EPROTO);
+        if (rc == 0) { /* accepted: ids and flags are exactly what the text said */
+            char again[KEEL_TRACEPARENT_LEN + 1];
+            keel_trace_format_traceparent(&back, again);
+            KT_EQ_INT(n, KEEL_TRACEPARENT_LEN);
+            KT_EQ_MEM(again + 2, heap + 2, KEEL_TRACEPARENT_LEN - 2);
+        }
+        size_t m = strlen(b3_s);
+        size_t bn = (size_t)keel_rand_below(&r, m + 1);
+        memcpy(heap, b3_s, bn < n ? bn : n);
+        rc = keel_trace_parse_b3_single(heap, bn < n ? bn : n, &back);
+        KT_CHECK(rc == 0 || rc == KEEL_EPROTO || rc == KEEL_ENOTFOUND);
+        free(heap);
+    }
+}
+
 static json_t *render(const keel_span_t *s)
 {
     keel_buf_t b;
@@ -306,6 +352,7 @@ int main(void)
     KT_RUN(rejects_bad_b3_multi_headers);
     KT_RUN(accepts_the_single_b3_header);
     KT_RUN(children_keep_the_trace_and_point_at_their_parent);
+    KT_RUN(random_contexts_round_trip_and_mutations_never_crash);
     KT_RUN(renders_a_span_as_zipkin_v2_json);
     KT_RUN(a_root_span_without_duration_or_tags_omits_them);
     KT_RUN(span_attributes_are_bounded);
