@@ -15,6 +15,7 @@ static const keel_cli_cmd_t commands[] = {
     {"up", "start a local cluster of keel servers (writes DIR/cluster.json)", keel_cli_up},
     {"down", "stop a cluster started with `keel up --detach`", keel_cli_down},
     {"status", "show each node's role, term and indexes", keel_cli_status},
+    {"bench", "load generators: `keel bench kv` (RESP GET/SET, latency, history)", keel_cli_bench},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

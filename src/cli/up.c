@@ -37,7 +37,7 @@ static void usage_up(void)
            "clients on P+i, peers on P+100+i and HTTP on P+200+i (P defaults to 7001).\n"
            "Without --detach it stays in the foreground; Ctrl-C stops every node.\n"
            "On a DIR that already holds a cluster.json, the same cluster restarts from\n"
-           "its data (same names, ports and members).\n");
+           "its data (same names, ports and members); nodes still running are kept.\n");
 }
 
 static pid_t spawn_node(const keel_cluster_t *cl, size_t i, const char *log_level)
@@ -144,15 +144,18 @@ int keel_cli_up(int argc, char **argv)
         fprintf(stderr, "keel up: %s\n", err);
         return 1;
     }
-    for (size_t i = 0; i < cl.n; i++)
+    /* Nodes still running are kept: `keel up` brings the whole cluster up, so after a
+     * crash it restarts just the nodes that are down. */
+    int started = 0;
+    for (size_t i = 0; i < cl.n; i++) {
         if (cl.nodes[i].pid > 0 && kill(cl.nodes[i].pid, 0) == 0 &&
-            keel_cluster_pid_is_node(cl.nodes[i].pid)) {
-            fprintf(stderr, "keel up: %s is already running (pid %d); `keel down --dir %s`\n",
-                    cl.nodes[i].name, (int)cl.nodes[i].pid, dir);
-            return 1;
-        }
-    for (size_t i = 0; i < cl.n; i++)
+            keel_cluster_pid_is_node(cl.nodes[i].pid))
+            continue;
         cl.nodes[i].pid = spawn_node(&cl, i, log_level);
+        started++;
+    }
+    if (started < (int)cl.n)
+        printf("%d node(s) were running; started %d\n", (int)cl.n - started, started);
     if (keel_cluster_save(&cl, err, sizeof(err)) != 0)
         fprintf(stderr, "keel up: %s\n", err);
     int ok = wait_for_leader(&cl, UP_WAIT_MS) == 0;

@@ -998,8 +998,30 @@ static void note_leader(keel_node_t *n)
         keel_log_info("leader known", KF_STR("leader", keel_node_member_name(n, leader)),
                       KF_INT("term", keel_raft_term(n->raft)));
     }
-    /* A follower's forwarded requests went to a leader that may be gone: the
-     * writes' outcome is for the old leader to tell; reads are safe to resend. */
+    /*
+     * Requests forwarded to another leader will not be answered by it in time,
+     * if at all. Reads change nothing: ask again. A write may already be in the
+     * log that the new leader inherited, so proposing it again could apply it
+     * twice; its outcome is unknown and the client is told so now rather than
+     * after the request timeout.
+     */
+    queue_t moved = {0};
+    size_t pos = 0, kl;
+    const uint8_t *k;
+    void *v;
+    while (keel_map_next(&n->fwd, &pos, &k, &kl, &v))
+        if (((request_t *)v)->origin != leader)
+            q_push(&moved, v);
+    request_t *r;
+    while ((r = q_pop(&moved)) != NULL) {
+        fwd_take(n, r->req_id);
+        if (r->kind == REQ_READ) {
+            dispatch(n, r);
+        } else {
+            req_answer(n, r, KEEL_ECONNRESET, NULL, 0);
+            req_free(n, r);
+        }
+    }
 }
 
 static void finish_stop(keel_node_t *n);

@@ -35,6 +35,7 @@
  *   KEEL_ENOTLEADER     no leader is known right now; nothing was proposed
  *   KEEL_ECONFLICT      the entry was overwritten by a new leader: not applied
  *   KEEL_ETIMEDOUT      no answer within request_timeout_ms: outcome unknown
+ *   KEEL_ECONNRESET     forwarded to a leader that lost its place: outcome unknown
  *   KEEL_EFULL/ETOOBIG  refused before proposing
  * `done` is always called exactly once per accepted request (also at stop).
  */

@@ -132,6 +132,9 @@ static const char *outcome_error(int status)
     case KEEL_ETIMEDOUT:
         return "-TIMEOUT keel: no answer within the request timeout; a write may or may not "
                "have been applied\r\n";
+    case KEEL_ECONNRESET:
+        return "-UNKNOWN keel: the leader changed before it answered; the write may or may not "
+               "have been applied\r\n";
     case KEEL_ENOTLEADER:
         return "-TRYAGAIN keel: no leader is known; retry\r\n";
     case KEEL_ECANCELED:
