@@ -2,6 +2,7 @@
  */
 #include "runtime/http_server.h"
 
+#include "base/metrics.h"
 #include "runtime/tcp.h"
 
 #include <assert.h>
@@ -29,6 +30,7 @@ struct keel_http_conn {
     uv_shutdown_t sreq;
     keel_ms_t deadline_ms;
     keel_ms_t request_start_ms;
+    uint64_t request_start_ns; /* for the duration histogram, only with metrics */
     int deadline_kind;
     bool reading;
     bool writing;           /* uv_write in flight (wbuf) */
@@ -238,11 +240,18 @@ static void flush(keel_http_conn_t *c)
     after_output(c);
 }
 
+static inline void bump(uint64_t *stat, keel_counter_t *c)
+{
+    ++*stat;
+    if (c != NULL)
+        keel_counter_inc(c);
+}
+
 static void count_status(keel_http_server_t *srv, int status)
 {
     int cls = status / 100;
     if (cls >= 1 && cls <= 5)
-        srv->stats.responses_by_class[cls]++;
+        bump(&srv->stats.responses_by_class[cls], srv->m.responses[cls]);
 }
 
 /* A response the server makes itself (parse errors, 404, 405, 408): JSON, then close if asked. */
@@ -281,7 +290,7 @@ static void dispatch(keel_http_conn_t *c)
 {
     keel_http_server_t *srv = c->srv;
     const keel_http_msg_t *m = &c->msg;
-    srv->stats.requests++;
+    bump(&srv->stats.requests, srv->m.requests);
     bool path_seen = false;
     for (size_t i = 0; i < srv->routes_count; i++) {
         const keel_http_route_t *r = &srv->routes[i];
@@ -304,6 +313,8 @@ static void dispatch(keel_http_conn_t *c)
         write_error(c, 405, "method not allowed", !keep);
     else
         write_error(c, 404, "not found", !keep);
+    if (srv->m.duration != NULL)
+        keel_histogram_observe(srv->m.duration, (double)(uv_hrtime() - c->request_start_ns) / 1e9);
 }
 
 /* Parses buffered input and dispatches requests until one is pending or input runs out. */
@@ -316,14 +327,17 @@ static void process(keel_http_conn_t *c)
     while (!c->req_pending && !c->close_after_write && !c->lingering && !c->closing &&
            keel_buf_unread(&c->in) > 0 &&
            keel_buf_unread(&c->out) + keel_buf_unread(&c->wbuf) < srv->cfg.output_bytes_max) {
-        if (!keel_http_parser_mid_message(&c->parser))
+        if (!keel_http_parser_mid_message(&c->parser)) {
             c->request_start_ms = now_ms(c);
+            if (srv->m.duration != NULL)
+                c->request_start_ns = uv_hrtime();
+        }
         size_t used = 0;
         int ev = keel_http_parser_feed(&c->parser, &c->msg, keel_buf_rptr(&c->in),
                                        keel_buf_unread(&c->in), &used);
         keel_buf_consume(&c->in, used);
         if (ev == KEEL_HTTP_ERROR) {
-            srv->stats.parse_errors++;
+            bump(&srv->stats.parse_errors, srv->m.parse_errors);
             write_error(c, c->parser.error_status, c->parser.error_text, true);
             keel_buf_reset(&c->in);
             break;
@@ -422,7 +436,7 @@ static void on_connection(uv_stream_t *listener, int status)
         uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
         return;
     }
-    srv->stats.connections_accepted++;
+    bump(&srv->stats.connections_accepted, srv->m.accepted);
     c->next = srv->conns;
     if (srv->conns)
         srv->conns->prev = c;
@@ -434,7 +448,7 @@ static void on_connection(uv_stream_t *listener, int status)
     keel_buf_init(&c->out, 0);
     keel_buf_init(&c->wbuf, 0);
     if (srv->conns_count > srv->cfg.connections_max || srv->draining) {
-        srv->stats.connections_rejected++;
+        bump(&srv->stats.connections_rejected, srv->m.rejected);
         conn_close(c);
         return;
     }
@@ -454,7 +468,7 @@ static void on_sweep(keel_timer_t *t, void *data)
         if (c->closing || c->deadline_kind == DL_NONE || now < c->deadline_ms)
             continue;
         if (c->deadline_kind == DL_READ && !c->writing && !c->close_after_write) {
-            srv->stats.timeouts++;
+            bump(&srv->stats.timeouts, srv->m.timeouts);
             write_error(c, 408, "request timeout", true);
             c->deadline_kind = DL_NONE;
             flush(c);
@@ -463,7 +477,7 @@ static void on_sweep(keel_timer_t *t, void *data)
             continue;
         }
         if (c->deadline_kind == DL_WRITE)
-            srv->stats.timeouts++;
+            bump(&srv->stats.timeouts, srv->m.timeouts);
         conn_close(c);
     }
 }
@@ -475,6 +489,40 @@ static void free_routes(keel_http_server_t *srv)
     free(srv->routes);
     srv->routes = NULL;
     srv->routes_count = 0;
+}
+
+static double open_connections(void *data)
+{
+    return (double)((keel_http_server_t *)data)->conns_count;
+}
+
+/* Registers the server's series; labels are the caller's plus class="Nxx" for responses. */
+static void register_metrics(keel_http_server_t *srv)
+{
+    keel_metrics_t *reg = srv->cfg.metrics;
+    const char *l = srv->cfg.metrics_labels ? srv->cfg.metrics_labels : "";
+    keel__http_server_metrics_t *m = &srv->m;
+    m->accepted = keel_metrics_counter(reg, "keel_http_server_connections_accepted_total",
+                                       "Connections accepted.", l);
+    m->rejected = keel_metrics_counter(reg, "keel_http_server_connections_rejected_total",
+                                       "Connections closed at once (limit or draining).", l);
+    m->requests = keel_metrics_counter(reg, "keel_http_server_requests_total",
+                                       "Requests dispatched or answered 404/405.", l);
+    m->parse_errors = keel_metrics_counter(reg, "keel_http_server_parse_errors_total",
+                                           "Requests rejected by the parser (400/413/414/431).", l);
+    m->timeouts = keel_metrics_counter(reg, "keel_http_server_timeouts_total",
+                                       "Read (408) and write timeouts.", l);
+    for (int cls = 1; cls <= 5; cls++) {
+        char labels[KEEL_METRICS_LABELS_BYTES_MAX];
+        snprintf(labels, sizeof(labels), "%s%sclass=\"%dxx\"", l, l[0] ? "," : "", cls);
+        m->responses[cls] = keel_metrics_counter(reg, "keel_http_server_responses_total",
+                                                 "Responses by status class.", labels);
+    }
+    keel_metrics_gauge_fn(reg, "keel_http_server_connections_open", "Open connections.", l,
+                          open_connections, srv);
+    m->duration = keel_metrics_histogram(reg, "keel_http_server_request_duration_seconds",
+                                         "First request byte to response queued (routed requests).",
+                                         l, NULL, 0);
 }
 
 int keel_http_server_init(keel_http_server_t *srv, keel_loop_t *loop,
@@ -509,6 +557,8 @@ int keel_http_server_init(keel_http_server_t *srv, keel_loop_t *loop,
         smallest = keel_ms_min(smallest, cfg->linger_ms);
     srv->sweep_ms = keel_ms_max(5, keel_ms_min(1000, smallest / 4));
     srv->date_unix_s = -1;
+    if (cfg->metrics != NULL)
+        register_metrics(srv);
     return 0;
 }
 
@@ -639,6 +689,9 @@ int keel_http_respond(keel_http_req_t *req, int status, const keel_http_header_t
         write_error(c, 500, "response too large", true);
     } else {
         count_status(srv, status);
+        if (srv->m.duration != NULL)
+            keel_histogram_observe(srv->m.duration,
+                                   (double)(uv_hrtime() - c->request_start_ns) / 1e9);
         if (!keep)
             c->close_after_write = true;
     }

@@ -72,6 +72,12 @@ typedef struct keel_http_server_config {
     size_t input_bytes_max;     /* unparsed (pipelined) input held per connection, default 64 KiB */
     size_t output_bytes_max;    /* unsent output per connection before parsing pauses, 1 MiB */
     int backlog;                /* listen(2) backlog, default 511 */
+    /* Optional: register keel_http_server_* counters, a connections gauge and a request
+     * duration histogram (first byte to response written into the buffer) in this registry,
+     * each series with these preformatted labels (e.g. "server=\"admin\""; NULL for none).
+     * The connections gauge reads the server struct: render only while it is alive. */
+    struct keel_metrics *metrics;
+    const char *metrics_labels;
 } keel_http_server_config_t;
 
 keel_http_server_config_t keel_http_server_config_default(void);
@@ -85,6 +91,12 @@ typedef struct keel_http_server_stats {
     uint64_t parse_errors;
     uint64_t timeouts; /* read, idle (not counted: normal), write */
 } keel_http_server_stats_t;
+
+typedef struct keel__http_server_metrics {
+    struct keel_counter *accepted, *rejected, *requests, *parse_errors, *timeouts;
+    struct keel_counter *responses[6];
+    struct keel_histogram *duration;
+} keel__http_server_metrics_t;
 
 struct keel_http_server {
     keel_loop_t *loop;
@@ -104,6 +116,7 @@ struct keel_http_server {
     char date_line[64];
     int64_t date_unix_s;
     keel_http_server_stats_t stats;
+    keel__http_server_metrics_t m; /* all NULL without cfg.metrics */
 };
 
 /* Copies cfg and routes. On failure nothing needs freeing. */

@@ -94,6 +94,27 @@ def test_curl_gets_health_hello_and_echo(testhttpd):
     assert out == b"405"
 
 
+def test_metrics_count_requests_and_errors(testhttpd):
+    _, port = testhttpd
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(3):
+        curl(f"{base}/hello")
+    curl("-o", "/dev/null", f"{base}/nowhere")
+    request(port, b"GARBAGE\r\n\r\n")
+    text = curl(f"{base}/metrics").decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    assert values["keel_http_server_requests_total"] == 5  # 3 hello, 1 404, this scrape
+    assert values['keel_http_server_responses_total{class="2xx"}'] == 3
+    assert values['keel_http_server_responses_total{class="4xx"}'] == 2
+    assert values["keel_http_server_parse_errors_total"] == 1
+    assert values["keel_http_server_connections_open"] >= 1
+    assert values["keel_http_server_request_duration_seconds_count"] == 4
+
+
 def test_pipelined_requests_are_answered_in_order(testhttpd):
     _, port = testhttpd
     s = connect(port)

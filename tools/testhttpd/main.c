@@ -1,6 +1,7 @@
 /* main.c - keel-testhttpd: a small HTTP server on keel's runtime for system tests and benchmarks.
  */
 #include "base/err.h"
+#include "base/metrics.h"
 #include "runtime/http_server.h"
 #include "runtime/loop.h"
 
@@ -10,7 +11,7 @@
 
 /*
  * Routes: GET /health, GET /hello, POST /echo, GET /slow?ms=N (answered from a
- * timer, N <= 60000), GET /metrics (the server's counters, Prometheus text).
+ * timer, N <= 60000), GET /metrics (the server's metrics, Prometheus text).
  * SIGTERM/SIGINT drain in-flight requests and exit 0. Prints
  * "listening on HOST:PORT" on stdout once ready (port 0 picks a free one).
  */
@@ -103,33 +104,15 @@ static void slow(keel_http_req_t *req, void *data)
 
 static void metrics(keel_http_req_t *req, void *data)
 {
-    const keel_http_server_stats_t *st = &req->server->stats;
-    char body[2048];
-    int n =
-        snprintf(body, sizeof(body),
-                 "# TYPE keel_http_connections_accepted_total counter\n"
-                 "keel_http_connections_accepted_total %llu\n"
-                 "# TYPE keel_http_connections_rejected_total counter\n"
-                 "keel_http_connections_rejected_total %llu\n"
-                 "# TYPE keel_http_connections_open gauge\n"
-                 "keel_http_connections_open %zu\n"
-                 "# TYPE keel_http_requests_total counter\n"
-                 "keel_http_requests_total %llu\n"
-                 "# TYPE keel_http_responses_total counter\n"
-                 "keel_http_responses_total{class=\"2xx\"} %llu\n"
-                 "keel_http_responses_total{class=\"4xx\"} %llu\n"
-                 "keel_http_responses_total{class=\"5xx\"} %llu\n"
-                 "# TYPE keel_http_parse_errors_total counter\n"
-                 "keel_http_parse_errors_total %llu\n"
-                 "# TYPE keel_http_timeouts_total counter\n"
-                 "keel_http_timeouts_total %llu\n",
-                 (unsigned long long)st->connections_accepted,
-                 (unsigned long long)st->connections_rejected, req->server->conns_count,
-                 (unsigned long long)st->requests, (unsigned long long)st->responses_by_class[2],
-                 (unsigned long long)st->responses_by_class[4],
-                 (unsigned long long)st->responses_by_class[5],
-                 (unsigned long long)st->parse_errors, (unsigned long long)st->timeouts);
-    keel_http_respond_body(req, 200, "text/plain; version=0.0.4", body, (size_t)n);
+    keel_metrics_t *reg = data;
+    keel_buf_t out;
+    keel_buf_init(&out, 0);
+    if (keel_metrics_render(reg, &out) != 0)
+        keel_http_respond_error(req, 500, "cannot render metrics");
+    else
+        keel_http_respond_body(req, 200, "text/plain; version=0.0.4", keel_buf_rptr(&out),
+                               keel_buf_unread(&out));
+    keel_buf_free(&out);
 }
 
 static void usage(void)
@@ -198,10 +181,14 @@ int main(int argc, char **argv)
     keel_loop_t loop;
     keel_http_server_t srv;
     keel_errmsg_t msg;
+    keel_metrics_t *reg = keel_metrics_new();
+    if (reg == NULL)
+        return 1;
+    cfg.metrics = reg;
     const keel_http_route_t routes[] = {
-        {HTTP_GET, "/health", health, NULL},   {HTTP_GET, "/hello", hello, NULL},
-        {HTTP_POST, "/echo", echo, NULL},      {HTTP_GET, "/slow", slow, &loop},
-        {HTTP_GET, "/metrics", metrics, NULL},
+        {HTTP_GET, "/health", health, NULL},  {HTTP_GET, "/hello", hello, NULL},
+        {HTTP_POST, "/echo", echo, NULL},     {HTTP_GET, "/slow", slow, &loop},
+        {HTTP_GET, "/metrics", metrics, reg},
     };
     if (keel_loop_init(&loop) != 0)
         return 1;
@@ -226,5 +213,6 @@ int main(int argc, char **argv)
     rc = keel_loop_close(&loop);
     if (rc != 0)
         fprintf(stderr, "keel-testhttpd: loop closed with handles open\n");
+    keel_metrics_free(reg);
     return rc == 0 ? 0 : 1;
 }
