@@ -11,8 +11,11 @@
  * receiving core copies what it keeps, so no copy is made here), and entries carry a
  * 16-byte payload. What is measured is therefore the core's own work: proposal,
  * batching into AppendEntries, the follower's log append, acknowledgements, the
- * commit rule and handing entries out for apply.
+ * commit rule, handing entries out for apply, and log compaction every COMPACT_EVERY
+ * entries (so memory stays bounded, as in a long-running server).
  */
+#define COMPACT_EVERY 16384
+
 static void drain(keel_raft_t **r, int n, uint64_t *applied)
 {
     for (int pass = 0; pass < 8; pass++) {
@@ -31,10 +34,14 @@ static void drain(keel_raft_t **r, int n, uint64_t *applied)
                 li = rd.entries[rd.entries_n - 1].index;
                 lt = rd.entries[rd.entries_n - 1].term;
             }
+            uint64_t last_applied = rd.committed_n ? rd.committed[rd.committed_n - 1].index : 0;
             applied[i] += rd.committed_n;
             keel_raft_advance(r[i]);
             if (li)
                 keel_raft_persisted(r[i], li, lt);
+            /* like an application: snapshot now and then so the log stays bounded */
+            if (last_applied && last_applied >= keel_raft_snapshot_index(r[i]) + COMPACT_EVERY)
+                keel_raft_compact(r[i], last_applied, "snapshot", 8);
         }
         if (!busy)
             return;

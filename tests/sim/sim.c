@@ -620,13 +620,14 @@ static void maybe_compact(world_t *w, node_t *nd)
         fail(w, "node %" PRIu64 " lost applied entry %" PRIu64, nd->id, nd->applied);
         return;
     }
+    uint64_t term = e->term; /* read before compaction moves the log */
     int rc = keel_raft_compact(nd->r, nd->applied, nd->kv, sizeof(nd->kv));
     if (rc != 0) {
         fail(w, "compact at %" PRIu64 ": %s", nd->applied, keel_err_name(rc));
         return;
     }
     nd->snap_index = nd->applied;
-    nd->snap_term = e->term;
+    nd->snap_term = term;
     memcpy(nd->snap_kv, nd->kv, sizeof(nd->kv));
     size_t drop = 0;
     while (drop < nd->log_n && nd->log[drop].index <= nd->snap_index)
@@ -909,8 +910,10 @@ static void world_step(world_t *w)
         node_t *nd = &w->nodes[i];
         if (nd->r == NULL && nd->restart_at_ms <= w->now_ms) {
             node_start(w, nd);
-            event(w, "n%d RESTART (log %zu, term %" PRIu64 ", commit %" PRIu64 ")", i + 1,
-                  nd->log_n, nd->hs.term, nd->hs.commit);
+            event(w,
+                  "n%d RESTART (snapshot %" PRIu64 ", log %zu entries, term %" PRIu64
+                  ", commit %" PRIu64 ")",
+                  i + 1, nd->snap_index, nd->log_n, nd->hs.term, nd->hs.commit);
         }
     }
     net_deliver(w);
