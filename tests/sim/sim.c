@@ -936,20 +936,63 @@ static void world_step(world_t *w)
         check_log_matching(w);
 }
 
+typedef struct hev {
+    int64_t ts;
+    size_t op;
+    int done;
+} hev_t;
+
+static int hev_cmp(const void *a, const void *b)
+{
+    const hev_t *x = a, *y = b;
+    return x->ts < y->ts ? -1 : x->ts > y->ts;
+}
+
+/* A value as the history format spells it: 0 is "absent", written null. */
+static void put_value(FILE *f, int64_t v)
+{
+    if (v == 0)
+        fprintf(f, "null");
+    else
+        fprintf(f, "%" PRId64, v);
+}
+
+/* Jepsen-style JSON lines, one event per line in time order (docs/lincheck.md). */
 static int write_history(world_t *w, const char *path)
 {
     FILE *f = fopen(path, "w");
     if (f == NULL)
         return -1;
+    hev_t *ev = xrealloc(NULL, 2 * w->hist_n * sizeof(*ev));
     for (size_t k = 0; k < w->hist_n; k++) {
-        const keel_lc_op_t *op = &w->hist[k];
-        fprintf(f,
-                "{\"process\":%" PRIu64 ",\"op\":\"%s\",\"key\":%" PRIu64 ",\"arg\":%" PRId64
-                ",\"expect\":%" PRId64 ",\"result\":%" PRId64 ",\"outcome\":\"%s\""
-                ",\"invoke_ts\":%" PRId64 ",\"complete_ts\":%" PRId64 "}\n",
-                op->process, keel_lc_fn_name(op->fn), op->key, op->arg, op->expect, op->result,
-                keel_lc_outcome_name(op->outcome), op->invoke_ts, op->complete_ts);
+        ev[2 * k] = (hev_t){w->hist[k].invoke_ts, k, 0};
+        ev[2 * k + 1] = (hev_t){w->hist[k].complete_ts, k, 1};
     }
+    qsort(ev, 2 * w->hist_n, sizeof(*ev), hev_cmp);
+    static const char *type[] = {"ok", "fail", "info"};
+    for (size_t k = 0; k < 2 * w->hist_n; k++) {
+        const keel_lc_op_t *op = &w->hist[ev[k].op];
+        fprintf(f, "{\"process\":%" PRIu64 ",\"type\":\"%s\",\"f\":\"%s\",\"key\":%" PRIu64,
+                op->process, ev[k].done ? type[op->outcome] : "invoke", keel_lc_fn_name(op->fn),
+                op->key);
+        if (op->fn == KEEL_LC_WRITE) {
+            fprintf(f, ",\"value\":");
+            put_value(f, op->arg);
+        } else if (op->fn == KEEL_LC_CAS) {
+            fprintf(f, ",\"value\":[");
+            put_value(f, op->expect);
+            fprintf(f, ",");
+            put_value(f, op->arg);
+            fprintf(f, "]");
+            if (ev[k].done && op->outcome == KEEL_LC_OK)
+                fprintf(f, ",\"result\":%s", op->result ? "true" : "false");
+        } else if (ev[k].done && op->outcome == KEEL_LC_OK) {
+            fprintf(f, ",\"value\":");
+            put_value(f, op->result);
+        }
+        fprintf(f, ",\"time\":%" PRId64 "}\n", ev[k].ts);
+    }
+    free(ev);
     return fclose(f);
 }
 
@@ -957,8 +1000,10 @@ static void check_history(world_t *w)
 {
     /* ops still in flight at the end are unknown */
     for (int ci = 0; ci < CLIENTS; ci++)
-        if (w->cl[ci].busy)
+        if (w->cl[ci].busy) {
             w->hist[w->cl[ci].op].outcome = KEEL_LC_UNKNOWN;
+            w->hist[w->cl[ci].op].complete_ts = ++w->ts;
+        }
     keel_lc_result_t lr;
     int rc = keel_lincheck(w->hist, w->hist_n, NULL, &lr);
     if (rc != 0 || lr.verdict < 0)
