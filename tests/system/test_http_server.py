@@ -392,3 +392,32 @@ def test_drain_timeout_bounds_shutdown(procs):
     assert closed_by_peer(s)
     assert p.wait(5) == 0
     assert time.monotonic() - t0 < 3.0
+
+
+def test_unsupported_codings_upgrades_and_http10(testhttpd):
+    _, port = testhttpd
+    s = connect(port)
+    s.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\nabc")
+    assert read_response(s)[0] == 501
+    assert closed_by_peer(s)
+    s.close()
+    # An upgrade is not performed: the request is answered, then the connection closes.
+    s = connect(port)
+    s.sendall(b"GET /hello HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nxyz")
+    status, headers, body, _ = read_response(s)
+    assert (status, body, headers["connection"]) == (200, b"hello", "close")
+    assert closed_by_peer(s)
+    s.close()
+    # HTTP/1.0 closes unless asked to keep alive.
+    s = connect(port)
+    s.sendall(b"GET /hello HTTP/1.0\r\n\r\n")
+    assert read_response(s)[1]["connection"] == "close"
+    assert closed_by_peer(s)
+    s.close()
+    s = connect(port)
+    s.sendall(b"GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    assert read_response(s)[1]["connection"] == "keep-alive"
+    s.sendall(b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    assert read_response(s)[0] == 200
+    s.close()
+    assert_healthy(port)
