@@ -19,6 +19,10 @@ if [ -x "$BUILD/keel-sim" ]; then
   section "raft core and simulator (keel-sim --bench)"
   "$BUILD/keel-sim" --bench || rc=1
 fi
+if [ -f bench/kv.sh ]; then
+  section "keel server vs etcd and Redis"
+  bash bench/kv.sh || rc=1
+fi
 if [ -f bench/http.sh ]; then
   section "HTTP server vs nginx (wrk)"
   bash bench/http.sh || rc=1
