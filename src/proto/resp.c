@@ -450,6 +450,8 @@ int keel_resp_parse_request(keel_resp_parser_t *p, const uint8_t *data, size_t l
     *consumed = 0;
     cmd->argc = 0;
     cmd->argv = NULL;
+    if (len == 0)
+        return KEEL_EAGAIN; /* data may be NULL: no arithmetic on it */
     for (;;) {
         int rc = step(p, data + skipped, len - skipped, msg);
         if (rc == 0)

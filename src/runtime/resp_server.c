@@ -305,6 +305,12 @@ static void close_client(keel_resp_client_t *c)
 
 static void start_reading(keel_resp_client_t *c);
 
+/* keel_buf_rptr() of a buffer that never allocated is NULL + 0, which clang's UBSan flags. */
+static const uint8_t *unread_ptr(const keel_buf_t *b)
+{
+    return b->data ? keel_buf_rptr(b) : (const uint8_t *)"";
+}
+
 /* ---- output ----------------------------------------------------------------------- */
 
 static size_t output_bytes(const keel_resp_client_t *c)
@@ -414,7 +420,7 @@ static int drain_queue(keel_resp_client_t *c)
 {
     while (c->qhead != NULL && c->qhead->done) {
         keel_resp_deferred_t *d = c->qhead;
-        int rc = keel_buf_append(&c->out, keel_buf_rptr(&d->out), keel_buf_unread(&d->out));
+        int rc = keel_buf_append(&c->out, unread_ptr(&d->out), keel_buf_unread(&d->out));
         if (rc != 0)
             return rc;
         c->qhead = d->next;
@@ -561,7 +567,7 @@ static void process_input(keel_resp_client_t *c)
         keel_resp_cmd_t cmd;
         size_t used;
         keel_errmsg_t msg;
-        int rc = keel_resp_parse_request(&c->parser, keel_buf_rptr(&c->in), keel_buf_unread(&c->in),
+        int rc = keel_resp_parse_request(&c->parser, unread_ptr(&c->in), keel_buf_unread(&c->in),
                                          &cmd, &used, &msg);
         if (rc == 0) {
             rc = dispatch(c, &cmd);

@@ -7,6 +7,9 @@
 #include <jansson.h>
 #include <stdlib.h>
 
+/* keel_buf_rptr() of a never-allocated buffer is NULL + 0, which clang's UBSan flags. */
+#define RPTR(b) ((b)->data ? keel_buf_rptr(b) : (const uint8_t *)"")
+
 #define TP_OK "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 static int tp(const char *s, keel_trace_ctx_t *c)
@@ -245,10 +248,10 @@ static json_t *render(const keel_span_t *s)
     keel_buf_init(&b, 0);
     KT_EQ_INT(keel_span_to_zipkin_json(s, &b), 0);
     json_error_t err;
-    json_t *j = json_loadb((const char *)keel_buf_rptr(&b), keel_buf_unread(&b), 0, &err);
+    json_t *j = json_loadb((const char *)RPTR(&b), keel_buf_unread(&b), 0, &err);
     if (j == NULL)
         KT_FAIL("invalid JSON (%s): %.*s", err.text, (int)keel_buf_unread(&b),
-                (const char *)keel_buf_rptr(&b));
+                (const char *)RPTR(&b));
     keel_buf_free(&b);
     return j;
 }
