@@ -1,0 +1,251 @@
+"""test_server_commands.py - keel server's command replies, byte for byte against redis-server.
+
+The evidence is a table: every command sequence runs on a one-node keel
+server and on a real redis-server 7.0 (started on a free port, no
+persistence), and the raw RESP replies must be identical. Differences keel
+owns on purpose (SELECT 1, INFO, COMMAND, KEEL.*) are tested on their own.
+"""
+
+import redis
+
+from keelcluster import RespConn, make_cluster, redis_server, resp_command  # noqa: F401 (fixtures)
+
+I64_MAX = 9223372036854775807
+I64_MIN = -9223372036854775808
+
+# Each row: a name and the commands it sends, in order, on one connection. Keys are
+# prefixed per row so rows do not interfere; both servers start empty.
+SAME_AS_REDIS = [
+    ("ping", [["PING"], ["PING", "hello"], ["ping"], ["PING", "a", "b"]]),
+    ("echo", [["ECHO", "x"], ["ECHO", ""], ["ECHO", b"\x00\xff\r\n"], ["ECHO"], ["ECHO", "a", "b"]]),
+    ("get_set", [["GET", "gs:k"], ["SET", "gs:k", "v"], ["GET", "gs:k"], ["SET", "gs:k", ""],
+                 ["GET", "gs:k"], ["SET", "gs:b", b"\x00\r\n\xff"], ["GET", "gs:b"]]),
+    ("set_nx", [["SET", "nx:k", "1", "NX"], ["SET", "nx:k", "2", "NX"], ["GET", "nx:k"],
+                ["SET", "nx:k", "3", "nx"]]),
+    ("set_xx", [["SET", "xx:k", "1", "XX"], ["GET", "xx:k"], ["SET", "xx:k", "0"],
+                ["SET", "xx:k", "2", "XX"], ["GET", "xx:k"]]),
+    ("set_get", [["SET", "sg:k", "1", "GET"], ["SET", "sg:k", "2", "GET"], ["GET", "sg:k"],
+                 ["SET", "sg:k", "3", "NX", "GET"], ["SET", "sg:k", "4", "XX", "GET"],
+                 ["SET", "sg:m", "5", "XX", "GET"], ["GET", "sg:m"], ["SET", "sg:n", "6", "NX", "GET"]]),
+    ("set_syntax", [["SET", "sx:k", "v", "NX", "XX"], ["SET", "sx:k", "v", "XX", "NX"],
+                    ["SET", "sx:k", "v", "BOGUS"], ["SET", "sx:k", "v", "EX", "abc"],
+                    ["SET", "sx:k", "v", "EX", "0"], ["SET", "sx:k", "v", "EX"], ["SET", "sx:k"],
+                    ["EXISTS", "sx:k"]]),
+    ("getset", [["GETSET", "gt:k", "1"], ["GETSET", "gt:k", "2"], ["GET", "gt:k"], ["GETSET", "gt:k"]]),
+    ("del_exists", [["MSET", "de:a", "1", "de:b", "2"], ["EXISTS", "de:a", "de:a", "de:b", "de:c"],
+                    ["DEL", "de:a", "de:c", "de:a"], ["EXISTS", "de:a", "de:b"], ["DEL", "de:zz"],
+                    ["DEL"], ["EXISTS"]]),
+    ("incr_decr", [["INCR", "id:k"], ["INCR", "id:k"], ["INCRBY", "id:k", "10"], ["DECR", "id:k"],
+                   ["DECRBY", "id:k", "5"], ["INCRBY", "id:k", "-100"], ["DECRBY", "id:k", "-3"],
+                   ["GET", "id:k"], ["DECR", "id:new"], ["INCRBY", "id:n2", "0"]]),
+    ("incr_overflow", [["SET", "io:k", str(I64_MAX)], ["INCR", "io:k"], ["INCRBY", "io:k", "1"],
+                       ["GET", "io:k"], ["SET", "io:m", str(I64_MIN)], ["DECR", "io:m"],
+                       ["DECRBY", "io:m", "1"], ["INCRBY", "io:m", str(I64_MIN)],
+                       ["INCRBY", "io:z", str(I64_MAX)], ["INCRBY", "io:z", str(I64_MAX)],
+                       ["DECRBY", "io:d", str(I64_MIN)], ["INCRBY", "io:e", str(I64_MIN)],
+                       ["SET", "io:m1", str(-1)], ["DECRBY", "io:m1", str(I64_MAX)],
+                       ["DECRBY", "io:m1", "1"], ["DECR", "io:m1"]]),
+    ("incr_not_integer", [["SET", "ni:a", "abc"], ["INCR", "ni:a"], ["SET", "ni:b", "1.5"],
+                          ["INCR", "ni:b"], ["SET", "ni:c", " 1"], ["INCR", "ni:c"],
+                          ["SET", "ni:d", "+1"], ["INCR", "ni:d"], ["SET", "ni:e", "01"],
+                          ["INCR", "ni:e"], ["SET", "ni:f", "9223372036854775808"], ["INCR", "ni:f"],
+                          ["SET", "ni:g", ""], ["DECR", "ni:g"], ["SET", "ni:h", "-0"], ["INCR", "ni:h"],
+                          ["INCRBY", "ni:x", "abc"], ["INCRBY", "ni:x", "1.0"], ["DECRBY", "ni:x", ""],
+                          ["INCRBY", "ni:x", "99999999999999999999"], ["GET", "ni:a"], ["EXISTS", "ni:x"]]),
+    ("append_strlen", [["APPEND", "as:k", "ab"], ["APPEND", "as:k", "cde"], ["GET", "as:k"],
+                       ["STRLEN", "as:k"], ["STRLEN", "as:none"], ["APPEND", "as:k", ""],
+                       ["SET", "as:n", "12"], ["APPEND", "as:n", "3"], ["INCR", "as:n"]]),
+    ("mget_mset", [["MSET", "mm:a", "1", "mm:b", "2", "mm:a", "3"], ["MGET", "mm:a", "mm:b", "mm:c"],
+                   ["MSET", "mm:a"], ["MSET", "mm:a", "1", "mm:b"], ["MGET"], ["MGET", "mm:none"]]),
+    ("client_name", [["CLIENT", "GETNAME"], ["CLIENT", "SETNAME", "worker-1"], ["CLIENT", "GETNAME"],
+                     ["CLIENT", "SETNAME", "has space"], ["CLIENT", "GETNAME"]]),
+    ("select_0", [["SELECT", "0"], ["SELECT"]]),
+    ("unknown_and_arity", [["NOSUCHCMD"], ["NOSUCHCMD", "a", "b"], ["GET"], ["GET", "a", "b"],
+                           ["SET", "a"], ["STRLEN"], ["INCR"], ["INCRBY", "a"], ["DECRBY", "a"],
+                           ["GETSET", "a"], ["APPEND", "a"], ["DBSIZE", "x"]]),
+    ("case_insensitive", [["set", "ci:k", "v"], ["gEt", "ci:k"], ["Exists", "ci:k"]]),
+    ("dbsize", [["MSET", "db:1", "a", "db:2", "b", "db:3", "c"], ["DEL", "db:2"], ["DBSIZE"]]),
+]
+
+
+def run_rows(port, rows):
+    """Replies per row: {name: [reply bytes, ...]}; one connection per row."""
+    out = {}
+    for name, cmds in rows:
+        c = RespConn(port)
+        try:
+            out[name] = [c.call(*cmd) for cmd in cmds]
+        finally:
+            c.close()
+    return out
+
+
+def test_every_command_replies_byte_for_byte_like_redis(make_cluster, redis_server):
+    node = make_cluster(1).nodes[0]
+    keel = run_rows(node.client_port, SAME_AS_REDIS)
+    real = run_rows(redis_server.port, SAME_AS_REDIS)
+    diffs = []
+    for name, cmds in SAME_AS_REDIS:
+        for cmd, k, r in zip(cmds, keel[name], real[name]):
+            if k != r:
+                diffs.append(f"{name}: {cmd}: keel {k!r} redis {r!r}")
+    assert not diffs, "replies differ from redis-server:\n" + "\n".join(diffs)
+
+
+def full_scan(client, **kw):
+    keys, cursor, calls = [], 0, 0
+    while True:
+        cursor, batch = client.scan(cursor=cursor, **kw)
+        keys += batch
+        calls += 1
+        assert calls < 10000, "SCAN does not terminate"
+        if cursor == 0:
+            return keys, calls
+
+
+def test_scan_with_match_and_count_returns_every_key(make_cluster, redis_server):
+    node = make_cluster(1).nodes[0]
+    k, r = node.client(), redis_server.client()
+    keys = [f"user:{i}".encode() for i in range(300)] + [f"order:{i}".encode() for i in range(150)]
+    for c in (k, r):
+        for i in range(0, len(keys), 50):
+            c.mset({key: b"x" for key in keys[i : i + 50]})
+    for count in (1, 7, 100, 1000):
+        seen, calls = full_scan(k, count=count)
+        assert set(seen) == set(keys), f"COUNT {count}: missing {set(keys) - set(seen)}"
+        if count == 1:
+            assert calls > 10, "COUNT 1 returned everything at once"
+    for pattern in ("user:1*", "order:?5", "*:[0-2]", "user:[^1-9]*", "nomatch*"):
+        seen, _ = full_scan(k, match=pattern, count=20)
+        want, _ = full_scan(r, match=pattern, count=20)
+        assert set(seen) == set(want), f"MATCH {pattern}"
+        assert len(seen) == len(set(seen)) or len(set(seen)) <= len(seen)
+    # syntax errors as Redis
+    for args in (["SCAN", "0", "COUNT", "0"], ["SCAN", "0", "COUNT"], ["SCAN", "x"],
+                 ["SCAN", "0", "BOGUS", "1"], ["SCAN", "0", "COUNT", "a"]):  # fmt: skip
+        kc, rc = RespConn(node.client_port), RespConn(redis_server.port)
+        assert kc.call(*args) == rc.call(*args), args
+        kc.close()
+        rc.close()
+    assert k.dbsize() == r.dbsize() == len(keys)
+
+
+def test_info_has_server_clients_stats_and_raft_sections(make_cluster):
+    node = make_cluster(1).nodes[0]
+    c = node.client()
+    c.set("a", "1")
+    raw = RespConn(node.client_port)
+    text = raw.call("INFO").decode()
+    for section in ("# Server", "# Clients", "# Stats", "# Raft"):
+        assert section in text, text
+    payload = text.split("\r\n", 1)[1][:-2]  # the bulk string's content
+    assert payload.endswith("\r\n") and not payload.endswith("\r\n\r\n"), "blank line at the end"
+    raft = c.info("raft")
+    assert raft["role"] == "leader"
+    assert raft["leader"] == node.name
+    assert raft["term"] >= 1
+    assert raft["commit_index"] == raft["applied_index"] >= 2  # the no-op and the SET
+    assert raft["revision"] == 1
+    text = raw.call("INFO", "raft").decode()
+    assert text.split("\r\n", 1)[1].startswith("# Raft\r\n") and "# Server" not in text
+    server = c.info("server")
+    assert server["redis_mode"] == "keel-raft" and server["tcp_port"] == node.client_port
+    assert c.info("clients")["connected_clients"] >= 1
+    assert raw.call("INFO", "nosuchsection") == b"$0\r\n\r\n"
+
+
+def test_command_lists_every_command_with_redis_arity(make_cluster, redis_server):
+    node = make_cluster(1).nodes[0]
+    c = node.client()
+    names = {n: e["arity"] for n, e in c.command().items()}
+    assert RespConn(node.client_port).call("COMMAND", "COUNT") == b":%d\r\n" % len(names)
+    supported = ["ping", "echo", "get", "set", "getset", "del", "exists", "incr", "incrby", "decr",
+                 "decrby", "append", "strlen", "mget", "mset", "scan", "dbsize", "info",
+                 "command", "select", "client", "quit", "keel.getv", "keel.reads"]  # fmt: skip
+    missing = [n for n in supported if n not in names]
+    assert not missing, f"COMMAND lacks {missing}"
+    real = {n: e["arity"] for n, e in redis_server.client().command().items()}
+    wrong = {n: (names[n], real[n]) for n in supported if n in real and names[n] != real[n]}
+    assert not wrong, f"arity differs from redis (keel, redis): {wrong}"
+    err = RespConn(node.client_port).call("COMMAND", "NOSUCH")
+    assert err.startswith(b"-ERR")
+
+
+def test_select_accepts_only_database_zero(make_cluster):
+    node = make_cluster(1).nodes[0]
+    c = RespConn(node.client_port)
+    assert c.call("SELECT", "0") == b"+OK\r\n"
+    assert c.call("SELECT", "1") == b"-ERR DB index is out of range\r\n"
+    assert c.call("SELECT", "15") == b"-ERR DB index is out of range\r\n"
+    assert c.call("PING") == b"+PONG\r\n"
+
+
+def test_client_setname_is_per_connection(make_cluster):
+    node = make_cluster(1).nodes[0]
+    a, b = RespConn(node.client_port), RespConn(node.client_port)
+    assert a.call("CLIENT", "SETNAME", "alpha") == b"+OK\r\n"
+    assert a.call("CLIENT", "GETNAME") == b"$5\r\nalpha\r\n"
+    assert b.call("CLIENT", "GETNAME") == b"$-1\r\n"
+    assert a.call("CLIENT", "ID") != b.call("CLIENT", "ID")
+
+
+def test_quit_replies_ok_and_closes_only_that_connection(make_cluster, redis_server):
+    node = make_cluster(1).nodes[0]
+    other = RespConn(node.client_port)
+    for port in (node.client_port, redis_server.port):
+        c = RespConn(port)
+        c.send(resp_command("QUIT") + resp_command("PING"))
+        assert c.reply() == b"+OK\r\n"
+        assert c.closed_by_peer()
+        assert c.buf == b"", f"a reply after QUIT: {c.buf!r}"
+    assert other.call("PING") == b"+PONG\r\n"
+
+
+def test_keel_getv_returns_value_and_the_revision_of_its_last_change(make_cluster):
+    node = make_cluster(1).nodes[0]
+    c = node.client()
+    assert c.execute_command("KEEL.GETV", "none") is None
+    c.set("a", "1")
+    v1 = c.execute_command("KEEL.GETV", "a")
+    assert v1[0] == b"1"
+    c.set("b", "x")
+    assert c.execute_command("KEEL.GETV", "a") == v1  # another key's change leaves it
+    assert c.execute_command("KEEL.GETV", "b")[1] == v1[1] + 1
+    assert c.set("a", "2", nx=True) is None  # no change, no new version
+    assert c.execute_command("KEEL.GETV", "a") == v1
+    c.incr("b2")
+    c.mset({"a": "3", "c": "4"})  # one change: one revision for both keys
+    va, vc = c.execute_command("KEEL.GETV", "a"), c.execute_command("KEEL.GETV", "c")
+    assert va[0] == b"3" and va[1] == vc[1] == v1[1] + 3
+    assert c.info("raft")["revision"] == va[1]
+    c.delete("a")
+    assert c.execute_command("KEEL.GETV", "a") is None
+    assert c.info("raft")["revision"] == va[1] + 1
+
+
+def test_keel_reads_takes_stale_or_linearizable(make_cluster):
+    node = make_cluster(1).nodes[0]
+    c = RespConn(node.client_port)
+    assert c.call("SET", "k", "v") == b"+OK\r\n"
+    assert c.call("KEEL.READS", "stale") == b"+OK\r\n"
+    assert c.call("GET", "k") == b"$1\r\nv\r\n"
+    assert c.call("KEEL.READS", "LINEARIZABLE") == b"+OK\r\n"
+    assert c.call("GET", "k") == b"$1\r\nv\r\n"
+    assert c.call("KEEL.READS", "sometimes").startswith(b"-ERR")
+    assert c.call("KEEL.READS").startswith(b"-ERR wrong number of arguments")
+
+
+def test_redis_py_sees_redis_types(make_cluster):
+    node = make_cluster(1).nodes[0]
+    c = node.client(decode_responses=True)
+    assert c.ping() is True
+    assert c.set("t", "1") is True
+    assert c.incr("t") == 2
+    assert c.mget("t", "none") == ["2", None]
+    assert c.exists("t", "none") == 1
+    assert c.delete("t") == 1
+    try:
+        c.execute_command("INCRBY", "t", "x")
+        raise AssertionError("INCRBY x did not fail")
+    except redis.ResponseError as e:
+        assert "not an integer" in str(e)
