@@ -1,0 +1,178 @@
+"""test_server_cluster.py - a 3-node keel server cluster seen by clients: replication,
+forwarding, linearizable and stale reads, pipelining, and redis-cli.
+"""
+
+import subprocess
+import time
+
+import pytest
+import redis
+
+from keelcluster import RespConn, make_cluster, resp_command  # noqa: F401 (fixture)
+
+REDIS_CLI = "/usr/bin/redis-cli"
+
+
+def cli(port, *args, stdin=None):
+    r = subprocess.run(
+        [REDIS_CLI, "-h", "127.0.0.1", "-p", str(port), *args],
+        input=stdin, capture_output=True, timeout=30,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return r.stdout.decode()
+
+
+def test_a_write_on_any_node_is_read_at_once_on_every_node(make_cluster):
+    cl = make_cluster(3)
+    clients = [nd.client() for nd in cl.nodes]
+    for i in range(30):
+        writer = clients[i % 3]
+        assert writer.set("k", f"v{i}") is True
+        # no waiting: reads are linearizable by default, also on followers
+        for reader in clients:
+            assert reader.get("k") == f"v{i}".encode()
+    for c in clients:
+        assert c.incr("n") in range(1, 4)
+    assert [c.get("n") for c in clients] == [b"3"] * 3
+
+
+def test_writes_sent_to_followers_are_forwarded_to_the_leader(make_cluster):
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    before = leader.status()["commit_index"]
+    for f in cl.followers(leader):
+        c = f.client()
+        assert c.info("raft")["role"] == "follower"
+        assert c.set(f"from:{f.name}", f.name) is True
+        assert c.set(f"from:{f.name}", "again", nx=True) is None  # the leader's reply, relayed
+        assert c.incrby("ctr", 5) in (5, 10)
+    lc = leader.client()
+    for f in cl.followers(leader):
+        assert lc.get(f"from:{f.name}") == f.name.encode()
+    assert lc.get("ctr") == b"10"
+    assert leader.status()["commit_index"] >= before + 6
+    assert leader.status()["revision"] == 4  # two SETs and two INCRBYs changed something
+
+
+def test_a_pipeline_of_1000_commands_gets_its_replies_in_order(make_cluster):
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    for nd in (leader, cl.followers(leader)[0]):
+        c = nd.client()
+        # 1000 writes: INCR and APPEND replies show the order they were applied in
+        p = c.pipeline(transaction=False)
+        want = []
+        for i in range(250):
+            p.set(f"p:{nd.name}:{i}", str(i))
+            want.append(True)
+            p.incr(f"ctr:{nd.name}")
+            want.append(i + 1)
+            p.append(f"log:{nd.name}", "x")
+            want.append(i + 1)
+            p.set(f"p:{nd.name}:{i}", "again", nx=True)
+            want.append(None)
+        assert p.execute() == want
+        # 1000 reads of distinct values: each reply belongs to its own command
+        p = c.pipeline(transaction=False)
+        for i in range(1000):
+            p.get(f"p:{nd.name}:{i % 250}")
+        assert p.execute() == [str(i % 250).encode() for i in range(1000)]
+    for nd in cl.nodes:
+        assert nd.client().dbsize() == 2 * 252
+
+
+# Known bug (reported to the lead): a read pipelined behind a write on the same connection
+# runs on its own ReadIndex path, so it can miss that write or see a later one. Measured:
+# SET k a / GET k / SET k b pipelined 200 times: GET returned nil 129-200 times and "b"
+# 0-71 times (one node and three nodes). strict: the test fails once this is fixed, so the
+# marker gets removed.
+@pytest.mark.xfail(strict=True, reason="pipelined read does not see the write before it")
+def test_a_pipelined_read_sees_the_writes_before_it_and_not_after(make_cluster):
+    cl = make_cluster(3)
+    c = cl.wait_leader().client()
+    wrong = 0
+    for i in range(50):
+        p = c.pipeline(transaction=False)
+        p.set(f"rw{i}", "a")
+        p.get(f"rw{i}")
+        p.set(f"rw{i}", "b")
+        wrong += p.execute()[1] != b"a"
+    assert wrong == 0, f"{wrong} of 50 pipelined GETs did not return the SET before them"
+
+
+def test_redis_cli_commands_and_pipe_mass_insert(make_cluster):
+    cl = make_cluster(3)
+    a, b, c = cl.nodes
+    assert cli(a.client_port, "set", "greeting", "hello world").strip() == "OK"
+    assert cli(b.client_port, "get", "greeting").strip() == "hello world"
+    assert cli(c.client_port, "incr", "visits").strip() == "1"
+    assert cli(c.client_port, "get", "nosuchkey").strip() == ""
+    assert "role:" in cli(b.client_port, "info", "raft")
+    n = 5000
+    mass = b"".join(resp_command("SET", f"mass:{i}", f"value-{i}") for i in range(n))
+    out = cli(b.client_port, "--pipe", stdin=mass)
+    assert f"errors: 0, replies: {n}" in out, out
+    for nd in cl.nodes:
+        assert nd.client().dbsize() == n + 2
+    assert a.client().mget([f"mass:{i}" for i in range(0, n, 997)]) == [
+        f"value-{i}".encode() for i in range(0, n, 997)
+    ]
+
+
+def test_stale_reads_are_served_by_a_follower_without_a_leader(make_cluster):
+    cl = make_cluster(3, "--request-timeout-ms", "1000")
+    leader = cl.wait_leader()
+    f = cl.followers(leader)[0]
+    c = RespConn(f.client_port)
+    assert c.call("SET", "k", "v1") == b"+OK\r\n"
+    cl.wait_applied([f], leader.status()["commit_index"])  # stale reads do not wait for it
+    for other in cl.nodes:
+        if other is not f:
+            other.kill()
+    # a linearizable read cannot be served without a quorum: an error, after the timeout
+    t0 = time.monotonic()
+    reply = c.call("GET", "k")
+    assert reply.startswith(b"-TIMEOUT") or reply.startswith(b"-TRYAGAIN"), reply
+    assert time.monotonic() - t0 < 5
+    assert c.call("KEEL.READS", "stale") == b"+OK\r\n"
+    t0 = time.monotonic()
+    assert c.call("GET", "k") == b"$2\r\nv1\r\n"
+    assert c.call("MGET", "k", "none") == b"*2\r\n$2\r\nv1\r\n$-1\r\n"
+    assert c.call("DBSIZE") == b":1\r\n"
+    assert time.monotonic() - t0 < 0.5, "stale reads waited"
+    # writes still need the leader, also on a stale-reads connection
+    w = c.call("SET", "k", "v2")
+    assert w.startswith(b"-TIMEOUT") or w.startswith(b"-TRYAGAIN"), w
+    assert c.call("KEEL.READS", "linearizable") == b"+OK\r\n"
+    r = c.call("GET", "k")
+    assert r.startswith(b"-TIMEOUT") or r.startswith(b"-TRYAGAIN"), r
+
+
+def test_the_cluster_elects_a_new_leader_and_keeps_the_data(make_cluster):
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    c = cl.followers(leader)[0].client()
+    c.mset({f"k{i}": str(i) for i in range(100)})
+    leader.kill()
+    new = cl.wait_leader()
+    assert new is not leader
+    for nd in cl.followers(leader):
+        cc = nd.client(retry_on_timeout=False)
+        assert cc.mget([f"k{i}" for i in range(100)]) == [str(i).encode() for i in range(100)]
+        assert cc.set("after", nd.name) is True
+    leader.start()
+    cl.wait_applied([leader], new.status()["commit_index"])
+    assert leader.client().get("after") is not None
+    assert leader.client().info("raft")["role"] == "follower"
+
+
+def test_redis_py_errors_are_response_errors_not_disconnects(make_cluster):
+    cl = make_cluster(3)
+    c = cl.nodes[1].client()
+    c.set("s", "text")
+    try:
+        c.incr("s")
+        raise AssertionError("INCR on text succeeded")
+    except redis.ResponseError as e:
+        assert "not an integer" in str(e)
+    assert c.get("s") == b"text"
