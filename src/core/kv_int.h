@@ -81,29 +81,36 @@ int keel__kv_exec(keel_kv_t *writable, const keel_kv_t *kv, size_t argc, const u
 
 /* ---- little-endian helpers ------------------------------------------------ */
 
+/* memcpy loads compile to single moves; byte-swapped on a big-endian host. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define KEEL__KV_LE32(v) __builtin_bswap32(v)
+#define KEEL__KV_LE64(v) __builtin_bswap64(v)
+#else
+#define KEEL__KV_LE32(v) (v)
+#define KEEL__KV_LE64(v) (v)
+#endif
+
 static inline void keel__kv_put_u32(uint8_t *p, uint32_t v)
 {
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
+    v = KEEL__KV_LE32(v);
+    memcpy(p, &v, 4);
 }
 static inline void keel__kv_put_u64(uint8_t *p, uint64_t v)
 {
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
+    v = KEEL__KV_LE64(v);
+    memcpy(p, &v, 8);
 }
 static inline uint32_t keel__kv_get_u32(const uint8_t *p)
 {
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return KEEL__KV_LE32(v);
 }
 static inline uint64_t keel__kv_get_u64(const uint8_t *p)
 {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return KEEL__KV_LE64(v);
 }
 
 #endif
