@@ -623,28 +623,39 @@ typedef struct scan_opts {
     int type_ok; /* TYPE given and not "string": nothing matches */
 } scan_opts_t;
 
-/* Redis scanGenericCommand's option loop; cursor as parseScanCursorOrReply. */
+/*
+ * The cursor as Redis 7.0's parseScanCursorOrReply reads it with strtoul: an
+ * optional sign, decimal digits up to 2^64-1 (a '-' negates modulo 2^64), no
+ * leading space, nothing after; the empty string is cursor 0. 0 or -1.
+ */
+static int parse_cursor(const uint8_t *p, size_t n, uint64_t *out)
+{
+    size_t i = n > 0 && (p[0] == '+' || p[0] == '-');
+    if (n == 0) {
+        *out = 0;
+        return 0;
+    }
+    if (i == n)
+        return -1;
+    uint64_t v = 0;
+    for (; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        uint64_t d = (uint64_t)(p[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    *out = p[0] == '-' ? (uint64_t)0 - v : v;
+    return 0;
+}
+
+/* Redis scanGenericCommand's option loop. */
 static int scan_parse(const call_t *c, scan_opts_t *o)
 {
-    int64_t neg;
     *o = (scan_opts_t){.count = 10, .type_ok = 1};
-    const uint8_t *p = c->argv[1];
-    size_t n = c->lens[1];
-    int digits = n > 0 && n <= 20;
-    for (size_t i = 0; i < n && digits; i++)
-        digits = p[i] >= '0' && p[i] <= '9';
-    for (size_t i = 0; digits && i < n; i++) {
-        uint64_t d = (uint64_t)(p[i] - '0');
-        if (o->cursor > (UINT64_MAX - d) / 10)
-            digits = 0;
-        else
-            o->cursor = o->cursor * 10 + d;
-    }
-    if (!digits) {
-        if (parse_i64(p, n, &neg) != 0)
-            return r_err(c->reply, "ERR invalid cursor");
-        o->cursor = (uint64_t)neg; /* strtoul's wrap-around, as Redis */
-    }
+    if (parse_cursor(c->argv[1], c->lens[1], &o->cursor) != 0)
+        return r_err(c->reply, "ERR invalid cursor");
     for (size_t i = 2; i < c->argc; i += 2) {
         if (c->argc - i < 2)
             return r_err(c->reply, ERR_SYNTAX);

@@ -30,7 +30,19 @@ static void scan_replies_and_errors_match_redis(void)
     EXPECT("SCAN x", "-ERR invalid cursor\r\n");
     EXPECT("SCAN 18446744073709551616", "-ERR invalid cursor\r\n");
     EXPECT("SCAN 18446744073709551615", "*2\r\n$1\r\n0\r\n*0\r\n");
+    EXPECT("SCAN +0", "*2\r\n$1\r\n0\r\n*1\r\n$1\r\nk\r\n");
+    EXPECT("SCAN -0", "*2\r\n$1\r\n0\r\n*1\r\n$1\r\nk\r\n");
+    EXPECT("SCAN +", "-ERR invalid cursor\r\n");
+    EXPECT("SCAN -", "-ERR invalid cursor\r\n");
+    EXPECT("SCAN -18446744073709551616", "-ERR invalid cursor\r\n");
+    const uint8_t *empty[] = {(const uint8_t *)"SCAN", (const uint8_t *)""};
+    size_t empty_lens[] = {4, 0};
+    KT_EQ_STR(kvt_argv(&t, 2, empty, empty_lens), "*2\r\n$1\r\n0\r\n*1\r\n$1\r\nk\r\n");
     EXPECT("SCAN 0 MATCH", "-ERR syntax error\r\n");
+    EXPECT("SCAN 0 COUNT -1", "-ERR syntax error\r\n");
+    EXPECT("SCAN 0 COUNT 9223372036854775807", "*2\r\n$1\r\n0\r\n*1\r\n$1\r\nk\r\n");
+    EXPECT("SCAN 0 MATCH * MATCH b*", "*2\r\n$1\r\n0\r\n*0\r\n");
+    EXPECT("SCAN 0 TYPE foo", "*2\r\n$1\r\n0\r\n*0\r\n");
     EXPECT("SCAN 0 foo bar", "-ERR syntax error\r\n");
     EXPECT("SCAN", "-ERR wrong number of arguments for 'scan' command\r\n");
 }
