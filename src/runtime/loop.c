@@ -42,6 +42,9 @@ int keel_uv_err(int uv_err)
 int keel_loop_init(keel_loop_t *l)
 {
     memset(l, 0, sizeof(*l));
+    /* A write to a socket the peer has reset raises SIGPIPE, whose default action kills the
+     * process; libuv leaves it alone. Every keel process wants EPIPE returned instead. */
+    signal(SIGPIPE, SIG_IGN);
     return keel_uv_err(uv_loop_init(&l->uv));
 }
 

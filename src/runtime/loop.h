@@ -34,6 +34,7 @@ typedef struct keel_loop {
     int hooks_count;
 } keel_loop_t;
 
+/* Also sets SIGPIPE to SIG_IGN for the process (writes to reset sockets return EPIPE). */
 int keel_loop_init(keel_loop_t *l);
 /* Installs SIGTERM/SIGINT handling (idempotent). */
 int keel_loop_handle_signals(keel_loop_t *l);

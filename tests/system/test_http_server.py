@@ -321,6 +321,19 @@ def test_clients_that_disconnect_mid_body_do_not_hurt(testhttpd):
     assert_healthy(port)
 
 
+def test_writing_to_a_client_that_left_does_not_kill_the_server(testhttpd):
+    # Pipelined slow requests, then the client closes: the second answer is written to a
+    # socket the client has reset (EPIPE, which must not become a fatal SIGPIPE).
+    p, port = testhttpd
+    for _ in range(5):
+        s = connect(port)
+        s.sendall(b"GET /slow?ms=30 HTTP/1.1\r\nHost: t\r\n\r\n" * 3)
+        s.close()
+    time.sleep(0.4)
+    assert p.alive()
+    assert_healthy(port)
+
+
 def test_many_concurrent_connections(testhttpd):
     _, port = testhttpd
     n = 300
