@@ -6,6 +6,7 @@ checks that the server still answers a well-behaved client.
 """
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -433,4 +434,70 @@ def test_unsupported_codings_upgrades_and_http10(testhttpd):
     s.sendall(b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
     assert read_response(s)[0] == 200
     s.close()
+    assert_healthy(port)
+
+
+def test_random_abuse_keeps_the_server_up(procs):
+    """Seeded random clients for ~3 s: valid, pipelined, truncated, garbage, slow and reset
+    connections mixed. The server must stay up and keep answering; the seed is printed."""
+    import random
+
+    seed = int(os.environ.get("KEEL_TEST_SEED", time.time()))  # rerun a failure with its seed
+    print(f"seed {seed}")
+    p, port = start_testhttpd(procs, "--read-timeout-ms", "500", "--body-bytes-max", "4096")
+    valid = [
+        b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc",
+        b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+        b"GET /slow?ms=20 HTTP/1.1\r\n\r\n",
+        b"HEAD /hello HTTP/1.1\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nContent-Length: 5000\r\n\r\n" + b"b" * 5000,
+        b"GET /metrics HTTP/1.1\r\n\r\n",
+    ]
+    errors = []
+
+    def client(n):
+        rnd = random.Random(seed * 1000 + n)
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=2)
+                s.settimeout(2)
+                data = b"".join(rnd.choice(valid) for _ in range(rnd.randint(1, 4)))
+                kind = rnd.random()
+                if kind < 0.2:  # corrupt a byte
+                    i = rnd.randrange(len(data))
+                    data = data[:i] + bytes([rnd.randrange(256)]) + data[i + 1 :]
+                elif kind < 0.35:  # cut short
+                    data = data[: rnd.randrange(len(data))]
+                elif kind < 0.45:  # random garbage
+                    data = bytes(rnd.randrange(256) for _ in range(rnd.randint(1, 300)))
+                pos = 0
+                while pos < len(data):  # random splits, sometimes slow
+                    step = rnd.randint(1, 64)
+                    s.sendall(data[pos : pos + step])
+                    pos += step
+                    if rnd.random() < 0.05:
+                        time.sleep(0.002)
+                if rnd.random() < 0.3:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                elif rnd.random() < 0.5:
+                    try:
+                        s.recv(65536)
+                    except (socket.timeout, ConnectionResetError):
+                        pass
+                s.close()
+            except (ConnectionResetError, BrokenPipeError):
+                pass
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(repr(e))
+                return
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=15)
+    assert not errors, f"seed {seed}: {errors[:3]}"
+    assert p.alive(), f"seed {seed}: server died: {p.output()[-2000:]}"
     assert_healthy(port)
