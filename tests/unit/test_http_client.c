@@ -187,6 +187,51 @@ static void queued_requests_complete_in_order_on_one_connection(void)
     env_close(&e);
 }
 
+static void on_count(int err, const keel_http_msg_t *resp, void *data)
+{
+    result_t *r = data;
+    r->calls++;
+    if (err != 0 || resp->status != 200 || resp->body_len != 5)
+        r->err = err ? err : -1;
+}
+
+static void many_concurrent_requests_share_a_bounded_pool(void)
+{
+    keel_http_client_config_t cfg = keel_http_client_config_default();
+    cfg.conns_per_host_max = 8;
+    cfg.idle_per_host_max = 4;
+    env_t e;
+    env_init(&e, &cfg);
+    result_t r = {0};
+    keel_http_client_request_t req = get(e.addr, "/hello");
+    for (int i = 0; i < 1000; i++)
+        KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_count, &r), 0);
+    KT_EQ_INT(keel_http_client_conns(&e.cli, e.addr), 8);
+    run_until(&e.loop, &r.calls, 1000);
+    KT_EQ_INT(r.calls, 1000);
+    KT_EQ_INT(r.err, 0);
+    KT_EQ_U64(e.cli.stats.connects, 8);
+    /* once idle, only idle_per_host_max connections stay open */
+    for (int i = 0; i < 100; i++)
+        uv_run(&e.loop.uv, UV_RUN_NOWAIT);
+    KT_EQ_INT(keel_http_client_conns(&e.cli, e.addr), 4);
+    /* the queue is bounded */
+    cfg.queue_per_host_max = 2;
+    e.cli.cfg.queue_per_host_max = 2;
+    result_t r2 = {0};
+    int accepted = 0, busy = 0;
+    for (int i = 0; i < 20; i++) {
+        int rc = keel_http_client_request(&e.cli, &req, on_count, &r2);
+        accepted += rc == 0;
+        busy += rc == KEEL_EBUSY;
+    }
+    KT_EQ_INT(accepted, 8 + 2);
+    KT_EQ_INT(busy, 10);
+    run_until(&e.loop, &r2.calls, accepted);
+    KT_EQ_INT(r2.err, 0);
+    env_close(&e);
+}
+
 static void client_reports_connection_refused(void)
 {
     env_t e;
@@ -418,6 +463,7 @@ int main(void)
     KT_RUN(client_gets_a_response_and_reuses_the_connection);
     KT_RUN(client_posts_a_body_and_gets_404_for_unknown_paths);
     KT_RUN(queued_requests_complete_in_order_on_one_connection);
+    KT_RUN(many_concurrent_requests_share_a_bounded_pool);
     KT_RUN(client_reports_connection_refused);
     KT_RUN(client_times_out_and_a_late_answer_is_dropped);
     KT_RUN(shutdown_drains_an_in_flight_request);
