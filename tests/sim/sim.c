@@ -42,12 +42,14 @@ typedef struct nmsg {
     keel_raft_msg_t m; /* entries and data point at the copies below */
     keel_raft_entry_t *ents;
     uint8_t *data;
+    keel_raft_conf_t conf;
     keel_ms_t at_ms;
 } nmsg_t;
 
 typedef struct dwrite {
     keel_ms_t done_ms;
     uint64_t snap_index, snap_term; /* a snapshot from the leader, 0 = none */
+    keel_raft_conf_t snap_conf;
     int64_t snap_kv[KEYS + 1];
     int has_hs;
     keel_raft_hard_state_t hs;
@@ -70,6 +72,7 @@ typedef struct node {
     /* durable storage: hard state, snapshot, log entries after the snapshot */
     keel_raft_hard_state_t hs;
     uint64_t snap_index, snap_term;
+    keel_raft_conf_t snap_conf;
     int64_t snap_kv[KEYS + 1];
     keel_raft_entry_t *log;
     size_t log_n, log_cap;
@@ -101,7 +104,7 @@ typedef struct world {
     uint64_t seed;
     sim_opts_t o;
     keel_rand_t rnd;
-    int n;
+    int n, nv; /* nodes, of which the first nv are the bootstrap voters */
     node_t nodes[NODES_MAX];
     nmsg_t *net;
     size_t net_n, net_cap;
@@ -222,6 +225,10 @@ static void msg_copy(nmsg_t *q, const keel_raft_msg_t *m)
         memcpy(q->data, m->data, m->data_len);
     }
     q->m.data = q->data;
+    if (m->conf) {
+        q->conf = *m->conf;
+        q->m.conf = &q->conf;
+    }
 }
 
 static void msg_free(nmsg_t *q)
@@ -274,6 +281,8 @@ static void net_deliver(world_t *w)
             continue;
         }
         if (to->r != NULL && !w->cut[q->m.from - 1][q->m.to - 1]) {
+            if (q->m.conf)
+                q->m.conf = &q->conf; /* the array may have moved the copy */
             trace_msg(w, &q->m);
             int rc = keel_raft_step(to->r, &q->m);
             if (rc != 0)
@@ -292,6 +301,7 @@ static void disk_apply(world_t *w, node_t *nd, dwrite_t *d, size_t entries_n)
     if (d->snap_index) { /* the snapshot replaces the whole stored log */
         nd->snap_index = d->snap_index;
         nd->snap_term = d->snap_term;
+        nd->snap_conf = d->snap_conf;
         memcpy(nd->snap_kv, d->snap_kv, sizeof(nd->snap_kv));
         while (nd->log_n > 0)
             free(nd->log[--nd->log_n].data);
@@ -532,8 +542,9 @@ static void make_config(world_t *w, node_t *nd, keel_raft_config_t *cfg)
 {
     keel_raft_config_default(cfg);
     cfg->id = nd->id;
-    cfg->voters_n = (size_t)w->n;
-    for (int i = 0; i < w->n; i++)
+    /* the first nv nodes bootstrap the cluster; spares join when added as learners */
+    cfg->voters_n = nd->id <= (uint64_t)w->nv ? (size_t)w->nv : 0;
+    for (size_t i = 0; i < cfg->voters_n; i++)
         cfg->voters[i] = (uint64_t)(i + 1);
     cfg->msg_entries_max = 64;
     cfg->inflight_msgs_max = 8;
@@ -549,8 +560,11 @@ static void node_start(world_t *w, node_t *nd)
     make_config(w, nd, &cfg);
     keel_raft_restore_t rs = {
         .hard_state = nd->hs,
-        .snapshot = {nd->snap_index, nd->snap_term, (const uint8_t *)nd->snap_kv,
-                     nd->snap_index ? sizeof(nd->snap_kv) : 0},
+        .snapshot = {.index = nd->snap_index,
+                     .term = nd->snap_term,
+                     .conf = nd->snap_conf,
+                     .data = (const uint8_t *)nd->snap_kv,
+                     .data_len = nd->snap_index ? sizeof(nd->snap_kv) : 0},
         .entries = nd->log,
         .entries_n = nd->log_n,
         .applied = nd->snap_index,
@@ -628,6 +642,7 @@ static void maybe_compact(world_t *w, node_t *nd)
     }
     nd->snap_index = nd->applied;
     nd->snap_term = term;
+    nd->snap_conf = *keel_raft_snapshot_conf(nd->r);
     memcpy(nd->snap_kv, nd->kv, sizeof(nd->kv));
     size_t drop = 0;
     while (drop < nd->log_n && nd->log[drop].index <= nd->snap_index)
@@ -663,6 +678,7 @@ static void node_ready(world_t *w, node_t *nd)
         if (rd.snapshot.index) {
             d->snap_index = rd.snapshot.index;
             d->snap_term = rd.snapshot.term;
+            d->snap_conf = rd.snapshot.conf;
             memcpy(d->snap_kv, rd.snapshot.data, sizeof(d->snap_kv));
         }
         d->hs = rd.hard_state;
@@ -758,13 +774,24 @@ static void check_log_matching(world_t *w)
     }
 }
 
+static node_t *leader_node(world_t *w);
+
+/* Live: a write acknowledged after the heal is applied on every member of the current
+   leader's configuration (departed nodes legitimately stop at their removal). */
 static int live_done(world_t *w)
 {
     if (w->live_index == 0)
         return 0;
-    for (int i = 0; i < w->n; i++)
-        if (w->nodes[i].r == NULL || w->nodes[i].applied < w->live_index)
+    node_t *l = leader_node(w);
+    if (l == NULL)
+        return 0;
+    const keel_raft_conf_t *c = keel_raft_conf(l->r);
+    for (uint32_t k = 0; k < c->voters_n + c->learners_n; k++) {
+        uint64_t id = k < c->voters_n ? c->voters[k] : c->learners[k - c->voters_n];
+        node_t *nd = &w->nodes[id - 1];
+        if (nd->r == NULL || nd->applied < w->live_index)
             return 0;
+    }
     return 1;
 }
 
@@ -778,11 +805,67 @@ static node_t *leader_node(world_t *w)
     return NULL;
 }
 
+static int conf_has(const uint64_t *v, uint32_t n, uint64_t id)
+{
+    for (uint32_t k = 0; k < n; k++)
+        if (v[k] == id)
+            return 1;
+    return 0;
+}
+
+static void conf_drop(uint64_t *v, uint32_t *n, uint64_t id)
+{
+    for (uint32_t k = 0; k < *n; k++)
+        if (v[k] == id) {
+            v[k] = v[--*n];
+            return;
+        }
+}
+
+/* One membership step on the leader: add a learner, promote, demote or remove. */
+static void change_membership(world_t *w, uint64_t id)
+{
+    node_t *l = leader_node(w);
+    if (l == NULL || l->paused_until_ms > w->now_ms)
+        return;
+    keel_raft_conf_t c = *keel_raft_conf(l->r);
+    int voter = conf_has(c.voters, c.voters_n, id),
+        learner = conf_has(c.learners, c.learners_n, id);
+    const char *what;
+    if (!voter && !learner) {
+        c.learners[c.learners_n++] = id;
+        what = "add learner";
+    } else if (learner && keel_rand_chance(&w->rnd, 0.7)) {
+        conf_drop(c.learners, &c.learners_n, id);
+        c.voters[c.voters_n++] = id;
+        what = "promote";
+    } else if (learner) {
+        conf_drop(c.learners, &c.learners_n, id);
+        what = "remove learner";
+    } else if (c.voters_n > 2 && keel_rand_chance(&w->rnd, 0.5)) {
+        conf_drop(c.voters, &c.voters_n, id);
+        c.learners[c.learners_n++] = id;
+        what = "demote";
+    } else if (c.voters_n > 2) {
+        conf_drop(c.voters, &c.voters_n, id);
+        what = "remove voter";
+    } else {
+        return;
+    }
+    int rc = keel_raft_propose_conf(l->r, &c);
+    event(w, "CONF n%" PRIu64 ": %s n%" PRIu64 " -> %u voters %u learners: %s", l->id, what, id,
+          c.voters_n, c.learners_n, keel_err_name(rc));
+}
+
 static void fault(world_t *w)
 {
     int i = (int)keel_rand_below(&w->rnd, (uint64_t)w->n);
     node_t *nd = &w->nodes[i];
-    switch (keel_rand_below(&w->rnd, 8)) {
+    switch (keel_rand_below(&w->rnd, 10)) {
+    case 8:
+    case 9:
+        change_membership(w, (uint64_t)(i + 1));
+        break;
     case 0: { /* symmetric partition: a random split */
         uint64_t side = keel_rand_u64(&w->rnd);
         for (int a = 0; a < w->n; a++)
@@ -857,8 +940,11 @@ static void world_init(world_t *w, uint64_t seed, const sim_opts_t *o, sim_resul
     w->seed = seed;
     w->o = *o;
     w->res = res;
-    w->n = o->nodes;
     keel_rand_seed(&w->rnd, seed);
+    w->nv = o->nodes;
+    w->n = o->nodes + (int)keel_rand_below(&w->rnd, 3); /* 0..2 spares to add later */
+    if (w->n > NODES_MAX)
+        w->n = NODES_MAX;
     w->p_loss = keel_rand_double(&w->rnd) * 0.1;
     w->p_dup = keel_rand_double(&w->rnd) * 0.05;
     w->delay_ms_max = keel_rand_range(&w->rnd, 2, 30);
@@ -1015,11 +1101,12 @@ static void check_history(world_t *w)
 
 static void print_failure(world_t *w)
 {
-    printf("FAIL seed=%" PRIu64 " nodes=%d: %s\n", w->seed, w->n, w->res->why);
+    printf("FAIL seed=%" PRIu64 " nodes=%d (+%d spare): %s\n", w->seed, w->nv, w->n - w->nv,
+           w->res->why);
     printf("  last events:\n");
     for (int k = 0; k < w->ring_n; k++)
         printf("    %s\n", w->ring[(w->ring_pos - w->ring_n + k + RING) % RING]);
-    printf("  reproduce: build/keel-sim --nodes %d --seed %" PRIu64 " --trace\n", w->n, w->seed);
+    printf("  reproduce: build/keel-sim --nodes %d --seed %" PRIu64 " --trace\n", w->nv, w->seed);
 }
 
 int sim_run(uint64_t seed, const sim_opts_t *o, sim_result_t *res)

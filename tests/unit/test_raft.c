@@ -61,16 +61,24 @@ static void cfg_for(keel_raft_config_t *cfg, int n, int id)
     cfg->log_trailing_entries = 0;
 }
 
-static void cl_init(cluster_t *c, int n)
+/* n nodes; the first `voters` bootstrap the cluster, the others wait to join. */
+static void cl_init_joiners(cluster_t *c, int n, int voters)
 {
     memset(c, 0, sizeof(*c));
     c->n = n;
     for (int i = 1; i <= n; i++) {
         keel_raft_config_t cfg;
-        cfg_for(&cfg, n, i);
+        cfg_for(&cfg, voters, i);
+        if (i > voters)
+            cfg.voters_n = 0;
         keel_errmsg_t em;
         KT_EQ_INT(keel_raft_new(&c->r[i], &cfg, NULL, 0, &em), 0);
     }
+}
+
+static void cl_init(cluster_t *c, int n)
+{
+    cl_init_joiners(c, n, n);
 }
 
 static void cl_free(cluster_t *c)
@@ -689,7 +697,11 @@ static void snapshot_restart_restores_the_log_after_it(void)
     cfg_for(&cfg, 3, 2);
     keel_raft_entry_t ents[2] = {{.term = 3, .index = 11}, {.term = 3, .index = 12}};
     keel_raft_restore_t rs = {.hard_state = {3, 1, 12},
-                              .snapshot = {10, 2, (const uint8_t *)"S", 1},
+                              .snapshot = {.index = 10,
+                                           .term = 2,
+                                           .conf = {.voters = {1, 2, 3}, .voters_n = 3},
+                                           .data = (const uint8_t *)"S",
+                                           .data_len = 1},
                               .entries = ents,
                               .entries_n = 2,
                               .applied = 10};
@@ -709,6 +721,113 @@ static void snapshot_restart_restores_the_log_after_it(void)
     ents[0].index = 11;
     rs.applied = 9; /* the state machine cannot be behind its snapshot */
     KT_EQ_INT(keel_raft_new(&r, &cfg, &rs, 0, &em), KEEL_EINVAL);
+}
+
+static keel_raft_conf_t conf_of(const uint64_t *voters, uint32_t vn, const uint64_t *learners,
+                                uint32_t ln)
+{
+    keel_raft_conf_t c = {.voters_n = vn, .learners_n = ln};
+    memcpy(c.voters, voters, vn * sizeof(uint64_t));
+    if (ln)
+        memcpy(c.learners, learners, ln * sizeof(uint64_t));
+    return c;
+}
+
+static void learner_catches_up_without_voting_then_promotion_counts_it(void)
+{
+    cluster_t c;
+    cl_init_joiners(&c, 4, 3);
+    cl_elect(&c, 1);
+    uint64_t v3[] = {1, 2, 3}, v4[] = {1, 2, 3, 4}, l4[] = {4};
+    keel_raft_conf_t with_learner = conf_of(v3, 3, l4, 1);
+    KT_EQ_INT(keel_raft_propose_conf(c.r[1], &with_learner), 0);
+    KT_EQ_INT(keel_raft_propose_conf(c.r[1], &with_learner), KEEL_EBUSY); /* one at a time */
+    cl_pump(&c);
+    KT_EQ_U64(c.applied[4], keel_raft_commit(c.r[1])); /* it caught up from index 1 */
+    KT_EQ_INT(keel_raft_conf(c.r[4])->learners_n, 1);
+    cl_isolate(&c, 4, 1);
+    cl_tick(&c, 0, 100); /* a learner never campaigns; the leader does not need it */
+    KT_EQ_INT(keel_raft_role(c.r[1]), KEEL_RAFT_LEADER);
+    KT_EQ_INT(keel_raft_role(c.r[4]), KEEL_RAFT_FOLLOWER);
+    KT_EQ_U64(keel_raft_term(c.r[4]), 1);
+    cl_isolate(&c, 4, 0);
+    cl_pump(&c);
+    keel_raft_conf_t promoted = conf_of(v4, 4, NULL, 0);
+    KT_EQ_INT(keel_raft_propose_conf(c.r[1], &promoted), 0);
+    cl_pump(&c);
+    KT_EQ_INT(keel_raft_conf(c.r[4])->voters_n, 4);
+    /* 4 voters: 1 and 4 are not a majority without 2 or 3 */
+    cl_isolate(&c, 2, 1);
+    cl_isolate(&c, 3, 1);
+    uint64_t before = keel_raft_commit(c.r[1]);
+    KT_EQ_INT(keel_raft_propose(c.r[1], "x", 1, NULL), 0);
+    cl_pump(&c);
+    KT_EQ_U64(keel_raft_commit(c.r[1]), before);
+    cl_isolate(&c, 2, 0);
+    cl_tick(&c, 0, 6); /* the lost append is resent after a heartbeat round */
+    KT_EQ_U64(keel_raft_commit(c.r[1]), before + 1);
+    cl_free(&c);
+}
+
+static void conf_change_of_two_voters_or_before_a_commit_is_refused(void)
+{
+    cluster_t c;
+    cl_init(&c, 3);
+    uint64_t v1[] = {1}, v12[] = {1, 2}, l3[] = {3};
+    keel_raft_conf_t two = conf_of(v1, 1, NULL, 0), one = conf_of(v12, 2, l3, 1);
+    KT_EQ_INT(keel_raft_propose_conf(c.r[1], &one), KEEL_ENOTLEADER);
+    KT_EQ_INT(keel_raft_campaign(c.r[1]), 0);
+    cl_ready_all(&c); /* votes out, not yet answered */
+    KT_CHECK(keel_raft_role(c.r[1]) != KEEL_RAFT_LEADER);
+    cl_pump(&c);
+    KT_EQ_INT(keel_raft_propose_conf(c.r[1], &two), KEEL_EINVAL);
+    keel_raft_conf_t dup = one;
+    dup.learners[0] = 2;
+    KT_EQ_INT(keel_raft_propose_conf(c.r[1], &dup), KEEL_EINVAL);
+    KT_EQ_INT(keel_raft_propose_conf(c.r[1], &one), 0);
+    cl_free(&c);
+}
+
+static void leader_removing_itself_steps_down_once_the_change_commits(void)
+{
+    cluster_t c;
+    cl_init(&c, 3);
+    cl_elect(&c, 1);
+    uint64_t v23[] = {2, 3};
+    keel_raft_conf_t without_1 = conf_of(v23, 2, NULL, 0);
+    KT_EQ_INT(keel_raft_propose_conf(c.r[1], &without_1), 0);
+    KT_EQ_INT(keel_raft_role(c.r[1]), KEEL_RAFT_LEADER); /* until committed */
+    cl_pump(&c);
+    KT_EQ_INT(keel_raft_role(c.r[1]), KEEL_RAFT_FOLLOWER);
+    cl_tick(&c, 0, 60);
+    int l = leader_of(&c);
+    KT_CHECK(l == 2 || l == 3);
+    KT_EQ_INT(keel_raft_propose(c.r[l], "y", 1, NULL), 0);
+    cl_pump(&c);
+    KT_EQ_U64(keel_raft_commit(c.r[l]), keel_raft_last_index(c.r[l]));
+    cl_free(&c);
+}
+
+static void a_truncated_conf_entry_reverts_the_configuration(void)
+{
+    cluster_t c;
+    cl_init(&c, 3);
+    cl_elect(&c, 1);
+    cl_isolate(&c, 1, 1);
+    uint64_t v12[] = {1, 2};
+    keel_raft_conf_t smaller = conf_of(v12, 2, NULL, 0);
+    KT_EQ_INT(keel_raft_propose_conf(c.r[1], &smaller), 0);
+    cl_pump(&c); /* never leaves node 1 */
+    KT_EQ_INT(keel_raft_conf(c.r[1])->voters_n, 2);
+    cl_tick(&c, 0, 60); /* 2 and 3 elect a leader of term 2 without node 1 */
+    int l = leader_of(&c);
+    KT_CHECK(l == 2 || l == 3);
+    cl_isolate(&c, 1, 0);
+    cl_tick(&c, 0, 3);
+    KT_EQ_INT(keel_raft_role(c.r[1]), KEEL_RAFT_FOLLOWER);
+    KT_EQ_INT(keel_raft_conf(c.r[1])->voters_n, 3); /* its CONF entry was overwritten */
+    KT_CHECK(keel_raft_entry_at(c.r[1], 2)->term > 1);
+    cl_free(&c);
 }
 
 int main(void)
@@ -733,5 +852,9 @@ int main(void)
     KT_RUN(restart_reapplies_committed_entries_from_restored_storage);
     KT_RUN(compacted_follower_catches_up_through_a_chunked_snapshot);
     KT_RUN(snapshot_restart_restores_the_log_after_it);
+    KT_RUN(learner_catches_up_without_voting_then_promotion_counts_it);
+    KT_RUN(conf_change_of_two_voters_or_before_a_commit_is_refused);
+    KT_RUN(leader_removing_itself_steps_down_once_the_change_commits);
+    KT_RUN(a_truncated_conf_entry_reverts_the_configuration);
     return kt_done();
 }

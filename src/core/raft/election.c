@@ -14,7 +14,7 @@ void keel__raft_reset_election_timer(keel_raft_t *r)
 static void tally_reset(keel_raft_t *r)
 {
     for (size_t i = 0; i < r->prs_n; i++)
-        r->prs[i].vote = r->prs[i].is_self ? 1 : 0;
+        r->prs[i].vote = r->prs[i].is_self && r->prs[i].is_voter ? 1 : 0;
 }
 
 /* Counts the tally; acts when a majority granted (next phase) or rejected (give up). */
@@ -22,8 +22,8 @@ static void tally_decide(keel_raft_t *r, int transfer)
 {
     size_t granted = 0, rejected = 0;
     for (size_t i = 0; i < r->prs_n; i++) {
-        granted += r->prs[i].vote > 0;
-        rejected += r->prs[i].vote < 0;
+        granted += r->prs[i].is_voter && r->prs[i].vote > 0;
+        rejected += r->prs[i].is_voter && r->prs[i].vote < 0;
     }
     if (granted >= r->quorum) {
         if (r->role == KEEL_RAFT_PRECANDIDATE)
@@ -42,6 +42,8 @@ static void tally_decide(keel_raft_t *r, int transfer)
  */
 void keel__raft_campaign(keel_raft_t *r, int pre_vote, int transfer)
 {
+    if (!r->self_voter)
+        return;
     uint64_t vote_term;
     if (pre_vote) {
         r->role = KEEL_RAFT_PRECANDIDATE;
@@ -63,7 +65,7 @@ void keel__raft_campaign(keel_raft_t *r, int pre_vote, int transfer)
         .transfer = (uint8_t)transfer,
     };
     for (size_t i = 0; i < r->prs_n; i++) {
-        if (r->prs[i].is_self)
+        if (r->prs[i].is_self || !r->prs[i].is_voter)
             continue;
         m.to = r->prs[i].id;
         keel__raft_send(r, &m);
@@ -113,6 +115,8 @@ void keel__raft_recv_vote_resp(keel_raft_t *r, const keel_raft_msg_t *m)
     if (!pre && m->term != r->term)
         return;
     keel__raft_progress_t *p = keel__raft_progress(r, m->from);
+    if (p == NULL || !p->is_voter)
+        return; /* not a voter of our configuration */
     if (p->vote == 0)
         p->vote = m->reject ? -1 : 1;
     tally_decide(r, 0);

@@ -29,8 +29,8 @@ int keel_raft_config_validate(const keel_raft_config_t *c, keel_errmsg_t *msg)
 {
     if (c->id == 0)
         return keel_errf(msg, KEEL_EINVAL, "raft: id must be nonzero");
-    if (c->voters_n == 0 || c->voters_n > KEEL_RAFT_VOTERS_MAX)
-        return keel_errf(msg, KEEL_EINVAL, "raft: voters_n %zu not in 1..%d", c->voters_n,
+    if (c->voters_n > KEEL_RAFT_VOTERS_MAX)
+        return keel_errf(msg, KEEL_EINVAL, "raft: voters_n %zu not in 0..%d", c->voters_n,
                          KEEL_RAFT_VOTERS_MAX);
     int self = 0;
     for (size_t i = 0; i < c->voters_n; i++) {
@@ -42,7 +42,7 @@ int keel_raft_config_validate(const keel_raft_config_t *c, keel_errmsg_t *msg)
                                  (unsigned long long)c->voters[i]);
         self |= c->voters[i] == c->id;
     }
-    if (!self)
+    if (!self && c->voters_n > 0)
         return keel_errf(msg, KEEL_EINVAL, "raft: id %llu is not among the voters",
                          (unsigned long long)c->id);
     if (c->tick_ms <= 0)
@@ -78,9 +78,12 @@ static int restore_log(keel_raft_t *r, const keel_raft_restore_t *rs, keel_errms
         if (sn->term == 0 || sn->term > rs->hard_state.term)
             return keel_errf(msg, KEEL_EINVAL, "raft: restored snapshot term %llu invalid",
                              (unsigned long long)sn->term);
+        if (keel__raft_conf_check(&sn->conf) != 0)
+            return keel_errf(msg, KEEL_EINVAL, "raft: restored snapshot configuration invalid");
         int rc = keel__raft_snap_set(&r->snap, sn->index, sn->term, sn->data, sn->data_len);
         if (rc != 0)
             return rc;
+        r->base_conf = r->snap_conf = sn->conf;
         keel__raft_log_reset(&r->log, sn->index, sn->term);
     }
     uint64_t prev_term = sn->term;
@@ -128,13 +131,12 @@ int keel_raft_new(keel_raft_t **out, const keel_raft_config_t *cfg,
         return KEEL_ENOMEM;
     r->cfg = *cfg;
     keel_rand_seed(&r->rand, keel_mix64(cfg->seed ^ cfg->id));
-    r->prs_n = cfg->voters_n;
-    r->quorum = cfg->voters_n / 2 + 1;
+    for (size_t i = 0; i < cfg->voters_n; i++)
+        r->base_conf.voters[i] = cfg->voters[i];
+    r->base_conf.voters_n = (uint32_t)cfg->voters_n;
     rc = KEEL_ENOMEM;
-    for (size_t i = 0; i < r->prs_n; i++) {
+    for (size_t i = 0; i < KEEL_RAFT_MEMBERS_MAX; i++) {
         keel__raft_progress_t *p = &r->prs[i];
-        p->id = cfg->voters[i];
-        p->is_self = p->id == cfg->id;
         p->infl_last = calloc(cfg->inflight_msgs_max, sizeof(uint64_t));
         p->infl_bytes = calloc(cfg->inflight_msgs_max, sizeof(uint64_t));
         if (p->infl_last == NULL || p->infl_bytes == NULL)
@@ -147,6 +149,7 @@ int keel_raft_new(keel_raft_t **out, const keel_raft_config_t *cfg,
     r->persist_next = 1;
     if (restore != NULL && (rc = restore_log(r, restore, msg)) != 0)
         goto err_after_alloc;
+    keel__raft_conf_recompute(r);
     r->next_tick_ms = now_ms + cfg->tick_ms;
     keel__raft_become_follower(r, r->term, 0);
     *out = r;
@@ -160,7 +163,7 @@ void keel_raft_free(keel_raft_t *r)
 {
     if (r == NULL)
         return;
-    for (size_t i = 0; i < r->prs_n; i++) {
+    for (size_t i = 0; i < KEEL_RAFT_MEMBERS_MAX; i++) {
         free(r->prs[i].infl_last);
         free(r->prs[i].infl_bytes);
     }
@@ -244,6 +247,8 @@ void keel__raft_truncate(keel_raft_t *r, uint64_t from_index)
 {
     assert(from_index > r->commit);
     keel__raft_log_truncate(&r->log, from_index);
+    if (r->conf_index >= from_index)
+        keel__raft_conf_recompute(r); /* the configuration entry is gone: revert */
     if (r->stable >= from_index)
         r->stable = from_index - 1;
     if (r->persist_next > from_index)
@@ -254,8 +259,14 @@ static void tick_once(keel_raft_t *r)
 {
     r->election_elapsed++;
     if (r->role != KEEL_RAFT_LEADER) {
-        if (r->election_elapsed >= r->election_timeout)
-            keel__raft_campaign(r, r->cfg.pre_vote, 0);
+        /* Learners and departed nodes never campaign, but their timer still runs: a
+           node must not keep a dead leader's lease (and ignore votes) forever. */
+        if (r->election_elapsed >= r->election_timeout) {
+            if (r->self_voter)
+                keel__raft_campaign(r, r->cfg.pre_vote, 0);
+            else
+                r->election_elapsed = r->election_timeout;
+        }
         return;
     }
     if (r->transfer_to != 0 && ++r->transfer_elapsed >= r->cfg.election_ticks_min)
@@ -265,7 +276,7 @@ static void tick_once(keel_raft_t *r)
         if (r->cfg.check_quorum) {
             size_t active = 0;
             for (size_t i = 0; i < r->prs_n; i++) {
-                active += r->prs[i].is_self || r->prs[i].recent_active;
+                active += r->prs[i].is_voter && (r->prs[i].is_self || r->prs[i].recent_active);
                 r->prs[i].recent_active = 0;
             }
             if (active < r->quorum) {
@@ -345,7 +356,9 @@ static int step_term(keel_raft_t *r, const keel_raft_msg_t *m)
 int keel_raft_step(keel_raft_t *r, const keel_raft_msg_t *m)
 {
     assert(!r->ready_out);
-    if (m->to != r->cfg.id || keel__raft_progress(r, m->from) == NULL || m->from == r->cfg.id)
+    /* Any sender is heard: a joining node learns of its leader, a candidate may be
+       newer than our configuration. Answers are matched against progress below. */
+    if (m->to != r->cfg.id || m->from == 0 || m->from == r->cfg.id)
         return KEEL_EINVAL;
     if (m->type < KEEL_RAFT_MSG_APPEND || m->type > KEEL_RAFT_MSG_SNAPSHOT_RESP)
         return KEEL_EPROTO;
@@ -416,7 +429,7 @@ int keel_raft_transfer_leadership(keel_raft_t *r, uint64_t to)
     if (r->role != KEEL_RAFT_LEADER)
         return KEEL_ENOTLEADER;
     keel__raft_progress_t *p = keel__raft_progress(r, to);
-    if (p == NULL || p->is_self)
+    if (p == NULL || p->is_self || !p->is_voter)
         return KEEL_EINVAL;
     if (r->transfer_to != 0)
         return KEEL_EBUSY;
@@ -463,8 +476,8 @@ int keel_raft_ready(keel_raft_t *r, keel_raft_ready_t *rd)
     keel__raft_flush(r);
     memset(rd, 0, sizeof(*rd));
     if (r->snap_out)
-        rd->snapshot =
-            (keel_raft_snapshot_t){r->snap.index, r->snap.term, r->snap.data, r->snap.len};
+        rd->snapshot = (keel_raft_snapshot_t){r->snap.index, r->snap.term, r->snap_conf,
+                                              r->snap.data, r->snap.len};
     keel_raft_hard_state_t hs = {r->term, r->vote, r->commit};
     if (memcmp(&hs, &r->hs_handed, sizeof(hs)) != 0) {
         rd->hard_state_changed = 1;
@@ -549,6 +562,11 @@ uint64_t keel_raft_first_index(const keel_raft_t *r)
 uint64_t keel_raft_snapshot_index(const keel_raft_t *r)
 {
     return r->snap.index;
+}
+
+const keel_raft_conf_t *keel_raft_snapshot_conf(const keel_raft_t *r)
+{
+    return &r->snap_conf;
 }
 
 const keel_raft_entry_t *keel_raft_entry_at(const keel_raft_t *r, uint64_t index)

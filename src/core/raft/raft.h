@@ -56,11 +56,15 @@
  * index and hands the bytes to keel_raft_compact, which keeps a private copy (to send to
  * lagging followers, in chunks of snapshot_chunk_bytes_max) and drops log entries up to
  * index - log_trailing_entries. The in-memory log therefore holds the trailing window
- * plus everything after the last snapshot. Membership is fixed at config time (voters
- * only; learners and configuration changes are not implemented).
+ * plus everything after the last snapshot.
+ *
+ * Membership (thesis §4): CONF entries carry a whole configuration; the core applies
+ * the latest one in its log (reverting if a conflict truncates it) and reports them
+ * among committed entries, which the state machine skips.
  */
 
 #define KEEL_RAFT_VOTERS_MAX 9
+#define KEEL_RAFT_MEMBERS_MAX 9         /* voters + learners */
 #define KEEL_RAFT_TICKS_PER_CALL_MAX 64 /* tick() catches up at most this many ticks */
 
 typedef enum {
@@ -73,6 +77,7 @@ typedef enum {
 typedef enum {
     KEEL_RAFT_ENTRY_NORMAL = 0,
     KEEL_RAFT_ENTRY_NOOP = 1, /* appended by each new leader (thesis §3.6.2, §6.4) */
+    KEEL_RAFT_ENTRY_CONF = 2, /* a membership configuration, the core's own encoding */
 } keel_raft_entry_type_t;
 
 typedef struct keel_raft_entry {
@@ -82,6 +87,14 @@ typedef struct keel_raft_entry {
     uint32_t len;
     uint8_t *data; /* len bytes, NULL when len == 0; owned by the array's owner */
 } keel_raft_entry_t;
+
+/* A membership configuration: voters decide; learners only receive the log. */
+typedef struct keel_raft_conf {
+    uint64_t voters[KEEL_RAFT_MEMBERS_MAX];
+    uint32_t voters_n;
+    uint64_t learners[KEEL_RAFT_MEMBERS_MAX];
+    uint32_t learners_n;
+} keel_raft_conf_t;
 
 typedef struct keel_raft_hard_state {
     uint64_t term;
@@ -135,6 +148,7 @@ typedef struct keel_raft_msg {
     size_t entries_n;
     const uint8_t *data; /* SNAPSHOT chunk bytes */
     size_t data_len;
+    const keel_raft_conf_t *conf; /* SNAPSHOT: configuration at the snapshot index */
 } keel_raft_msg_t;
 
 typedef struct keel_raft_read_state {
@@ -144,7 +158,8 @@ typedef struct keel_raft_read_state {
 } keel_raft_read_state_t;
 
 typedef struct keel_raft_snapshot {
-    uint64_t index, term; /* last entry the snapshot covers; 0 = none */
+    uint64_t index, term;  /* last entry the snapshot covers; 0 = none */
+    keel_raft_conf_t conf; /* membership at index: persist it with the snapshot */
     const uint8_t *data;
     size_t data_len;
 } keel_raft_snapshot_t;
@@ -177,7 +192,10 @@ typedef enum {
 } keel_raft_break_t;
 
 typedef struct keel_raft_config {
-    uint64_t id; /* this node, nonzero, one of voters */
+    uint64_t id; /* this node, nonzero */
+    /* Bootstrap voters (the configuration before any CONF entry), including id; or
+       voters_n = 0 for a node that joins an existing cluster and learns its
+       configuration from the leader's log or snapshot. */
     uint64_t voters[KEEL_RAFT_VOTERS_MAX];
     size_t voters_n;
     keel_ms_t tick_ms;           /* one logical tick */
@@ -228,6 +246,17 @@ int keel_raft_propose(keel_raft_t *r, const void *data, size_t len, uint64_t *in
 int keel_raft_read_index(keel_raft_t *r, uint64_t ctx);
 /* KEEL_ENOTLEADER, KEEL_EINVAL (not a peer voter), KEEL_EBUSY (already transferring). */
 int keel_raft_transfer_leadership(keel_raft_t *r, uint64_t to);
+/*
+ * Membership change, one voter at a time (thesis §4.1): `next` may add or remove at
+ * most one voter relative to the current configuration and change learners freely
+ * (a learner catches up before it is promoted). A configuration takes effect on each
+ * node when its entry is appended, not when committed. KEEL_ENOTLEADER; KEEL_EBUSY
+ * while an earlier change is uncommitted or a transfer runs; KEEL_EAGAIN until the
+ * leader has committed an entry of its term (the single-server-change fix, raft-dev
+ * 2015); KEEL_EINVAL for a bad configuration or a change of more than one voter.
+ */
+int keel_raft_propose_conf(keel_raft_t *r, const keel_raft_conf_t *next);
+const keel_raft_conf_t *keel_raft_conf(const keel_raft_t *r);
 /* Start an election now (tests, operators). KEEL_EINVAL if already leader. */
 int keel_raft_campaign(keel_raft_t *r);
 void keel_raft_persisted(keel_raft_t *r, uint64_t index, uint64_t term);
@@ -249,6 +278,8 @@ uint64_t keel_raft_last_index(const keel_raft_t *r);
 uint64_t keel_raft_stable_index(const keel_raft_t *r);
 uint64_t keel_raft_first_index(const keel_raft_t *r); /* first entry held in memory */
 uint64_t keel_raft_snapshot_index(const keel_raft_t *r);
+/* Membership at the latest snapshot: persist it with the snapshot bytes after compact. */
+const keel_raft_conf_t *keel_raft_snapshot_conf(const keel_raft_t *r);
 /* NULL if index is outside the log. Valid until the next mutating call. */
 const keel_raft_entry_t *keel_raft_entry_at(const keel_raft_t *r, uint64_t index);
 const char *keel_raft_role_name(keel_raft_role_t role);

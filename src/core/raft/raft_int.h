@@ -34,6 +34,7 @@ typedef struct keel__raft_progress {
     int recent_active; /* heard from since the last check-quorum round */
     int vote;          /* election tally: 0 none, 1 granted, -1 rejected */
     int is_self;
+    int is_voter;
     uint64_t snap_index, snap_acked; /* SNAPSHOT: which snapshot, bytes acknowledged */
     int snap_sent;                   /* SNAPSHOT: a chunk is outstanding */
     /* Ring of in-flight AppendEntries (last index, bytes), capacity inflight_msgs_max. */
@@ -64,9 +65,14 @@ struct keel_raft {
     keel_raft_hard_state_t hs_handed;
     int ready_out;
 
-    keel__raft_progress_t prs[KEEL_RAFT_VOTERS_MAX];
+    keel__raft_progress_t prs[KEEL_RAFT_MEMBERS_MAX]; /* members; [prs_n..] spare slots */
     size_t prs_n;
-    size_t quorum;
+    size_t quorum;              /* of voters */
+    keel_raft_conf_t conf;      /* latest configuration in the log */
+    uint64_t conf_index;        /* its entry, 0 = base_conf */
+    keel_raft_conf_t base_conf; /* configuration at the log offset */
+    keel_raft_conf_t snap_conf; /* configuration at snap.index */
+    int self_voter;
 
     uint32_t election_elapsed, heartbeat_elapsed, election_timeout;
     keel_ms_t next_tick_ms;
@@ -125,6 +131,14 @@ int keel__raft_recv_append(keel_raft_t *r, const keel_raft_msg_t *m);
 void keel__raft_recv_append_resp(keel_raft_t *r, const keel_raft_msg_t *m);
 void keel__raft_recv_heartbeat(keel_raft_t *r, const keel_raft_msg_t *m);
 void keel__raft_recv_heartbeat_resp(keel_raft_t *r, const keel_raft_msg_t *m);
+
+/* membership.c */
+int keel__raft_conf_check(const keel_raft_conf_t *c);
+int keel__raft_conf_is_voter(const keel_raft_conf_t *c, uint64_t id);
+int keel__raft_conf_decode(const uint8_t *buf, size_t len, keel_raft_conf_t *c);
+void keel__raft_conf_set(keel_raft_t *r, const keel_raft_conf_t *c, uint64_t index);
+void keel__raft_conf_recompute(keel_raft_t *r);
+void keel__raft_conf_at(const keel_raft_t *r, uint64_t index, keel_raft_conf_t *out);
 
 /* snapshot.c */
 int keel__raft_send_snapshot(keel_raft_t *r, keel__raft_progress_t *p);

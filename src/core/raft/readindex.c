@@ -35,7 +35,7 @@ static size_t acks_for(const keel_raft_t *r, uint64_t seq)
 {
     size_t n = 0;
     for (size_t i = 0; i < r->prs_n; i++)
-        n += r->prs[i].is_self || r->prs[i].read_acked >= seq;
+        n += r->prs[i].is_voter && (r->prs[i].is_self || r->prs[i].read_acked >= seq);
     return n;
 }
 

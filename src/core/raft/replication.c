@@ -155,16 +155,23 @@ static int cmp_desc(const void *a, const void *b)
  */
 void keel__raft_maybe_commit(keel_raft_t *r)
 {
-    uint64_t m[KEEL_RAFT_VOTERS_MAX];
+    uint64_t m[KEEL_RAFT_MEMBERS_MAX];
+    size_t n = 0;
     for (size_t i = 0; i < r->prs_n; i++)
-        m[i] = r->prs[i].is_self ? r->stable : r->prs[i].match;
-    qsort(m, r->prs_n, sizeof(m[0]), cmp_desc);
+        if (r->prs[i].is_voter)
+            m[n++] = r->prs[i].is_self ? r->stable : r->prs[i].match;
+    if (n == 0)
+        return;
+    qsort(m, n, sizeof(m[0]), cmp_desc);
     uint64_t q = m[r->quorum - 1];
     if (q <= r->commit)
         return;
     if (keel__raft_log_term(&r->log, q) == r->term ||
         r->cfg.test_break == KEEL_RAFT_BREAK_COMMIT_OLD_TERM)
         r->commit = q;
+    /* A leader that removed itself hands over once the removal is committed (§4.2.2). */
+    if (!r->self_voter && r->conf_index <= r->commit)
+        keel__raft_become_follower(r, r->term, 0);
 }
 
 /* Follower: the conflict hint of thesis §5.3 (end): the conflicting term and the first
@@ -222,6 +229,10 @@ int keel__raft_recv_append(keel_raft_t *r, const keel_raft_msg_t *m)
             keel__raft_truncate(r, e->index);
         }
         rc = keel__raft_log_append(&r->log, e->term, e->type, e->data, e->len);
+        keel_raft_conf_t c;
+        if (rc == 0 && e->type == KEEL_RAFT_ENTRY_CONF &&
+            keel__raft_conf_decode(e->data, e->len, &c) == 0)
+            keel__raft_conf_set(r, &c, e->index); /* in force once appended (§4.1) */
     }
     if (rc != 0)
         return rc; /* a prefix was appended; no acknowledgement, the leader retries */
@@ -260,6 +271,8 @@ static void back_off(keel_raft_t *r, keel__raft_progress_t *p, const keel_raft_m
 void keel__raft_recv_append_resp(keel_raft_t *r, const keel_raft_msg_t *m)
 {
     keel__raft_progress_t *p = keel__raft_progress(r, m->from);
+    if (p == NULL)
+        return; /* no longer a member */
     p->recent_active = 1;
     if (m->reject) {
         back_off(r, p, m);
@@ -305,6 +318,8 @@ void keel__raft_recv_heartbeat(keel_raft_t *r, const keel_raft_msg_t *m)
 void keel__raft_recv_heartbeat_resp(keel_raft_t *r, const keel_raft_msg_t *m)
 {
     keel__raft_progress_t *p = keel__raft_progress(r, m->from);
+    if (p == NULL)
+        return;
     p->recent_active = 1;
     p->probe_sent = 0;
     p->snap_sent = 0; /* SNAPSHOT: resend the unacknowledged chunk */

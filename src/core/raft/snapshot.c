@@ -17,11 +17,14 @@ int keel_raft_compact(keel_raft_t *r, uint64_t index, const void *data, size_t l
     int rc = keel__raft_snap_set(&r->snap, index, term, data, len);
     if (rc != 0)
         return rc;
+    keel__raft_conf_at(r, index, &r->snap_conf);
     /* Keep a trailing window so a follower that is only a little behind still gets
        entries rather than the whole snapshot. */
     uint64_t trail = r->cfg.log_trailing_entries;
-    if (index > trail && index - trail > r->log.offset)
+    if (index > trail && index - trail > r->log.offset) {
+        keel__raft_conf_at(r, index - trail, &r->base_conf);
         keel__raft_log_compact(&r->log, index - trail);
+    }
     return 0;
 }
 
@@ -56,6 +59,7 @@ int keel__raft_send_snapshot(keel_raft_t *r, keel__raft_progress_t *p)
         .data_len = n,
         .last = off + n == r->snap.len,
         .commit = r->commit,
+        .conf = &r->snap_conf,
     };
     if (keel__raft_send(r, &m) == 0)
         p->snap_sent = 1;
@@ -65,6 +69,8 @@ int keel__raft_send_snapshot(keel_raft_t *r, keel__raft_progress_t *p)
 void keel__raft_recv_snapshot_resp(keel_raft_t *r, const keel_raft_msg_t *m)
 {
     keel__raft_progress_t *p = keel__raft_progress(r, m->from);
+    if (p == NULL)
+        return;
     p->recent_active = 1;
     if (p->state != KEEL__PR_SNAPSHOT || m->index != p->snap_index || m->ctx > r->snap.len)
         return;
@@ -79,7 +85,7 @@ void keel__raft_recv_snapshot_resp(keel_raft_t *r, const keel_raft_msg_t *m)
  * reports the snapshot durable (persisted(index, term)), reports about writes issued
  * before it are ignored: the snapshot's write discards them from storage.
  */
-static void install(keel_raft_t *r)
+static void install(keel_raft_t *r, const keel_raft_conf_t *conf)
 {
     keel__raft_snap_t *in = &r->snap_in;
     uint64_t index = in->index, term = in->term;
@@ -94,6 +100,8 @@ static void install(keel_raft_t *r)
         r->persist_next = index + 1;
         r->snap_out = 1;
         r->snap_unpersisted = 1;
+        r->base_conf = r->snap_conf = *conf;
+        keel__raft_conf_set(r, conf, 0);
     }
     in->index = in->term = 0;
     in->len = 0;
@@ -108,7 +116,8 @@ int keel__raft_recv_snapshot(keel_raft_t *r, const keel_raft_msg_t *m)
             .type = KEEL_RAFT_MSG_APPEND_RESP, .to = m->from, .index = r->commit};
         return keel__raft_send(r, &resp);
     }
-    if (m->index == 0 || m->log_term == 0 || m->log_term > m->term || (m->data_len && !m->data))
+    if (m->index == 0 || m->log_term == 0 || m->log_term > m->term || (m->data_len && !m->data) ||
+        m->conf == NULL || keel__raft_conf_check(m->conf) != 0)
         return KEEL_EPROTO;
     keel__raft_snap_t *in = &r->snap_in;
     if (m->ctx == 0) {
@@ -140,6 +149,6 @@ int keel__raft_recv_snapshot(keel_raft_t *r, const keel_raft_msg_t *m)
         resp.ctx = in->len;
         return keel__raft_send(r, &resp);
     }
-    install(r);
+    install(r, m->conf);
     return 0;
 }
