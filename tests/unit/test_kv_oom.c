@@ -1,0 +1,240 @@
+/* test_kv_oom.c - KV under allocation failure: every failing apply or load changes nothing. */
+#include "test_kv_util.h"
+
+#include <stdio.h>
+
+/*
+ * The test replaces malloc, calloc, realloc and free (glibc allows an
+ * executable to do so; see "Replacing malloc" in the glibc manual) with
+ * wrappers that can fail exactly the Nth allocation from now. Under ASan the
+ * sanitizer owns malloc, so the cases report themselves skipped there; the
+ * release build runs them.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define KVT_OOM 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KVT_OOM 0
+#endif
+#endif
+#ifndef KVT_OOM
+#define KVT_OOM 1
+#endif
+
+static long fail_in = -1; /* allocations left before the one that fails; -1: never */
+static long failures;
+
+#if KVT_OOM
+extern void *__libc_malloc(size_t n);
+extern void *__libc_calloc(size_t n, size_t size);
+extern void *__libc_realloc(void *p, size_t n);
+extern void __libc_free(void *p);
+
+static int fail_now(void)
+{
+    if (fail_in < 0)
+        return 0;
+    if (fail_in-- > 0)
+        return 0;
+    failures++;
+    return 1;
+}
+
+void *malloc(size_t n)
+{
+    return fail_now() ? NULL : __libc_malloc(n);
+}
+
+void *calloc(size_t n, size_t size)
+{
+    return fail_now() ? NULL : __libc_calloc(n, size);
+}
+
+void *realloc(void *p, size_t n)
+{
+    return fail_now() ? NULL : __libc_realloc(p, n);
+}
+
+void free(void *p)
+{
+    __libc_free(p);
+}
+#endif
+
+static kvt_t t;
+
+enum { KEYS = 40 };
+
+/* Content of the keyspace k0..k39 plus the counters, as one comparable string. */
+static void describe(const keel_kv_t *kv, char *out, size_t cap)
+{
+    size_t n = (size_t)snprintf(out, cap, "rev %llu count %zu applied %llu |",
+                                (unsigned long long)keel_kv_revision(kv), keel_kv_count(kv),
+                                (unsigned long long)keel_kv_applied_index(kv));
+    for (int i = 0; i < KEYS && n < cap; i++) {
+        char key[16];
+        int kl = snprintf(key, sizeof(key), "k%d", i);
+        keel_kv_value_t v;
+        if (keel_kv_get(kv, key, (size_t)kl, &v) != 0)
+            continue;
+        n += (size_t)snprintf(out + n, cap - n, " %s=%.*s@%llu/%llu", key, (int)v.len,
+                              (const char *)v.value, (unsigned long long)v.version,
+                              (unsigned long long)v.create_revision);
+    }
+}
+
+/*
+ * For N = 0, 1, ...: restores a copy of the current state from a snapshot,
+ * applies `line` to the copy with the Nth allocation failing, and checks that
+ * the result is either KEEL_ENOMEM with state and reply untouched, or success
+ * with the expected reply (a failure the code tolerates, such as a bigger
+ * table it could not get). Stops at the first N past the last allocation,
+ * then applies `line` to the real state.
+ */
+static void apply_under_failures(const char *line, const char *want, int *failed_attempts)
+{
+    static char before[1 << 14], after[1 << 14];
+    const uint8_t *argv[KVT_ARGS_MAX];
+    size_t lens[KVT_ARGS_MAX];
+    int argc = kvt_split(line, argv, lens);
+    keel_buf_reset(&t.entry);
+    KT_EQ_INT(keel_kv_entry_encode(&t.entry, 1, argc, argv, lens), 0);
+    keel_buf_t snap;
+    keel_buf_init(&snap, 0);
+    KT_EQ_INT(keel_kv_snapshot_encode(&t.kv, &snap), 0);
+    for (long n = 0;; n++) {
+        keel_kv_t copy;
+        KT_EQ_INT(keel_kv_init(&copy, NULL), 0);
+        KT_EQ_INT(
+            keel_kv_snapshot_decode(&copy, keel_buf_rptr(&snap), keel_buf_unread(&snap), NULL), 0);
+        describe(&copy, before, sizeof(before));
+        keel_buf_t reply; /* fresh each time, so its growth allocates too */
+        keel_buf_init(&reply, 0);
+        keel_buf_append(&reply, "x", 1);
+        long f0 = failures;
+        fail_in = n;
+        int rc = keel_kv_apply(&copy, t.index + 1, keel_buf_rptr(&t.entry),
+                               keel_buf_unread(&t.entry), &reply);
+        fail_in = -1;
+        int injected = failures != f0;
+        if (rc == 0) {
+            if (keel_buf_unread(&reply) != 1 + strlen(want))
+                KT_FAIL("%s (allocation %ld failing): %.*s", line, n, (int)keel_buf_unread(&reply),
+                        (const char *)keel_buf_rptr(&reply));
+            KT_EQ_MEM(keel_buf_rptr(&reply) + 1, want, strlen(want));
+        } else {
+            KT_EQ_INT(rc, KEEL_ENOMEM);
+            KT_CHECK(injected);
+            KT_EQ_INT(keel_buf_unread(&reply), 1);
+            describe(&copy, after, sizeof(after));
+            KT_EQ_STR(after, before);
+            (*failed_attempts)++;
+        }
+        keel_buf_free(&reply);
+        keel_kv_free(&copy);
+        if (!injected)
+            break;
+        KT_CHECK(n < 1000);
+    }
+    keel_buf_free(&snap);
+    KT_EQ_STR(kvt(&t, line), want);
+}
+
+static void failed_allocations_leave_the_state_as_it_was(void)
+{
+    if (!KVT_OOM) {
+        fprintf(stderr, "     (skipped under ASan: the sanitizer owns malloc)\n");
+        return;
+    }
+    kvt_free(&t);
+    kvt_init(&t, NULL);
+    int failed = 0;
+    char line[512], want[64];
+    /* new keys, growing the table through several resizes */
+    for (int i = 0; i < KEYS; i += 4) {
+        snprintf(line, sizeof(line), "MSET k%d a k%d bb k%d ccc k%d dddd", i, i + 1, i + 2, i + 3);
+        apply_under_failures(line, "+OK\r\n", &failed);
+    }
+    apply_under_failures("SET k0 a-much-longer-value-than-before-so-it-must-grow", "+OK\r\n",
+                         &failed);
+    apply_under_failures("SET k0 short", "+OK\r\n", &failed);
+    apply_under_failures("SET k0 q GET", "$5\r\nshort\r\n", &failed);
+    for (int i = 0; i < 20; i++) {
+        snprintf(want, sizeof(want), ":%d\r\n", 2 + (i + 1) * 7);
+        apply_under_failures("APPEND k1 1234567", want, &failed);
+    }
+    apply_under_failures("DEL k1", ":1\r\n", &failed);
+    apply_under_failures("INCR k1", ":1\r\n", &failed);
+    apply_under_failures("INCRBY k1 123456789012", ":123456789013\r\n", &failed);
+    apply_under_failures("GETSET k2 x", "$3\r\nccc\r\n", &failed);
+    apply_under_failures("MGET k2 k3", "*2\r\n$1\r\nx\r\n$4\r\ndddd\r\n", &failed);
+    /* deleting most keys shrinks the table */
+    for (int i = 2; i < KEYS - 2; i++) {
+        snprintf(line, sizeof(line), "DEL k%d", i);
+        apply_under_failures(line, ":1\r\n", &failed);
+    }
+    KT_CHECK(failed >= 40); /* the failure paths were really taken */
+    fprintf(stderr, "     %d failed attempts, each left state and reply untouched\n", failed);
+}
+
+static void a_failed_snapshot_load_leaves_the_target_empty(void)
+{
+    if (!KVT_OOM) {
+        fprintf(stderr, "     (skipped under ASan: the sanitizer owns malloc)\n");
+        return;
+    }
+    kvt_free(&t);
+    kvt_init(&t, NULL);
+    char line[64];
+    for (int i = 0; i < 300; i++) {
+        snprintf(line, sizeof(line), "SET k%d value%d", i, i);
+        kvt(&t, line);
+    }
+    keel_buf_t snap;
+    keel_buf_init(&snap, 0);
+    KT_EQ_INT(keel_kv_snapshot_encode(&t.kv, &snap), 0);
+    int failed = 0;
+    for (long n = 0;; n++) {
+        keel_kv_t fresh;
+        KT_EQ_INT(keel_kv_init(&fresh, NULL), 0);
+        keel_errmsg_t m;
+        long f0 = failures;
+        fail_in = n;
+        int rc = keel_kv_snapshot_decode(&fresh, keel_buf_rptr(&snap), keel_buf_unread(&snap), &m);
+        fail_in = -1;
+        if (rc == 0) {
+            KT_EQ_INT(keel_kv_count(&fresh), 300);
+            keel_kv_free(&fresh);
+            if (failures == f0)
+                break;
+            continue;
+        }
+        KT_EQ_INT(rc, KEEL_ENOMEM);
+        KT_EQ_INT(keel_kv_count(&fresh), 0);
+        KT_EQ_U64(keel_kv_revision(&fresh), 0);
+        KT_EQ_U64(keel_kv_applied_index(&fresh), 0);
+        keel_kv_free(&fresh);
+        failed++;
+        KT_CHECK(n < 1000);
+    }
+    KT_CHECK(failed >= 300); /* one allocation per key at least */
+    /* and a failing writer allocation fails the encode cleanly */
+    keel_buf_t out;
+    keel_buf_init(&out, 0);
+    fail_in = 0;
+    int rc = keel_kv_snapshot_encode(&t.kv, &out);
+    fail_in = -1;
+    KT_EQ_INT(rc, KEEL_ENOMEM);
+    KT_EQ_INT(keel_buf_unread(&out), 0);
+    keel_buf_free(&out);
+    keel_buf_free(&snap);
+}
+
+int main(void)
+{
+    kvt_init(&t, NULL);
+    KT_RUN(failed_allocations_leave_the_state_as_it_was);
+    KT_RUN(a_failed_snapshot_load_leaves_the_target_empty);
+    kvt_free(&t);
+    return kt_done();
+}
