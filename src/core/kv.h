@@ -46,6 +46,8 @@
 #define KEEL_KV_VALUE_BYTES_MAX (512u * 1024u * 1024u) /* Redis proto-max-bulk-len */
 #define KEEL_KV_KEYS_MAX ((size_t)1 << 32)
 #define KEEL_KV_ARGC_MAX (1024u * 1024u) /* as KEEL_RESP_ARRAY_LEN_MAX */
+/* A SCAN call stops walking buckets once its reply holds this much. */
+#define KEEL_KV_SCAN_REPLY_BYTES_MAX (4u * 1024u * 1024u)
 
 /* Command entry format version (first byte of every entry). */
 #define KEEL_KV_ENTRY_VERSION 1

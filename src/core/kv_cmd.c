@@ -706,6 +706,9 @@ static void scan_one(void *data, const keel__kv_entry_t *e)
 /*
  * Like Redis: visit buckets until COUNT keys were seen (before MATCH filters
  * them) or 10 x COUNT buckets were visited, so one call's work is bounded.
+ * Also stops after a bucket that brings the reply past
+ * KEEL_KV_SCAN_REPLY_BYTES_MAX: COUNT is a hint (Redis docs), so a huge COUNT
+ * over a big keyspace returns a cursor instead of one enormous reply.
  * Keys are written first, then the header is slid in front of them: no
  * temporary list, and the state stays const.
  */
@@ -721,7 +724,8 @@ static int cmd_scan(const call_t *c)
     uint64_t cursor = o.cursor;
     do {
         cursor = keel__kv_scan(c->kv, cursor, scan_one, &s);
-    } while (cursor && iterations-- && s.visited < o.count && s.rc == 0);
+    } while (cursor && iterations-- && s.visited < o.count && s.rc == 0 &&
+             keel_buf_unread(b) - mark < KEEL_KV_SCAN_REPLY_BYTES_MAX);
     if (s.rc != 0)
         return s.rc;
     uint8_t hdr[4 + 2 * HDR_BYTES_MAX + 20];
