@@ -299,11 +299,7 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     keel__http_call_t *call = c->call;
-    if (call == NULL) { /* its call timed out while connecting: keep the connection */
-        c->state = C_BUSY;
-        release(c, true);
-        return;
-    }
+    assert(call != NULL); /* a call that ends while connecting closes its connection */
     send_call(c, call);
 }
 
@@ -377,10 +373,11 @@ static void on_deadline(keel_timer_t *t, void *data)
     keel__http_call_t *call = data;
     keel__http_conn_t *c = call->conn;
     if (c != NULL) {
+        /* Closed even while connecting: a late response must not meet the next request, and a
+         * host that does not answer SYNs must not collect half-open connections. */
         c->call = NULL;
         call->conn = NULL;
-        if (c->state != C_CONNECTING)
-            conn_close(c); /* a late response must not meet the next request */
+        conn_close(c);
     }
     finish(call, KEEL_ETIMEDOUT, NULL);
 }
