@@ -2,6 +2,7 @@
  */
 #include "runtime/http_server.h"
 
+#include "base/log.h"
 #include "base/metrics.h"
 #include "runtime/tcp.h"
 
@@ -338,6 +339,8 @@ static void process(keel_http_conn_t *c)
         keel_buf_consume(&c->in, used);
         if (ev == KEEL_HTTP_ERROR) {
             bump(&srv->stats.parse_errors, srv->m.parse_errors);
+            keel_log_debug("http request rejected", KF_INT("status", c->parser.error_status),
+                           KF_STR("reason", c->parser.error_text));
             write_error(c, c->parser.error_status, c->parser.error_text, true);
             keel_buf_reset(&c->in);
             break;
@@ -425,8 +428,10 @@ static void read_start(keel_http_conn_t *c)
 static void on_connection(uv_stream_t *listener, int status)
 {
     keel_http_server_t *srv = listener->data;
-    if (status != 0)
+    if (status != 0) {
+        keel_log_warn("http accept failed", KF_STR("error", uv_strerror(status)));
         return;
+    }
     keel_http_conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return;
@@ -616,6 +621,9 @@ static void maybe_finish_shutdown(keel_http_server_t *srv)
 static void on_drain_timeout(keel_timer_t *t, void *data)
 {
     keel_http_server_t *srv = data;
+    keel_log_warn("http drain timeout, closing connections",
+                  KF_INT("connections", (int64_t)srv->conns_count),
+                  KF_INT("drain_timeout_ms", srv->cfg.drain_timeout_ms));
     keel_http_conn_t *next;
     for (keel_http_conn_t *c = srv->conns; c != NULL; c = next) {
         next = c->next;
@@ -635,6 +643,7 @@ void keel_http_server_shutdown(keel_http_server_t *srv,
     if (srv->draining)
         return;
     srv->draining = true;
+    keel_log_info("http server draining", KF_INT("connections", (int64_t)srv->conns_count));
     srv->done = done;
     srv->done_data = data;
     if (srv->listening) {

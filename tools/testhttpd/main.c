@@ -1,8 +1,10 @@
 /* main.c - keel-testhttpd: a small HTTP server on keel's runtime for system tests and benchmarks.
  */
 #include "base/err.h"
+#include "base/log.h"
 #include "base/metrics.h"
 #include "runtime/http_server.h"
+#include "runtime/logsink.h"
 #include "runtime/loop.h"
 
 #include <stdio.h>
@@ -163,12 +165,12 @@ static void on_stopped(keel_http_server_t *srv, void *data)
         keel_http_respond_error(s->req, 503, "shutting down");
         keel_timer_close(&s->timer, slow_closed);
     }
-    fprintf(stderr, "keel-testhttpd: drained, exiting\n");
+    keel_log_info("drained, exiting");
 }
 
 static void on_signal(void *data)
 {
-    fprintf(stderr, "keel-testhttpd: shutdown requested, draining\n");
+    keel_log_info("shutdown requested");
     keel_http_server_shutdown(data, on_stopped, NULL);
 }
 
@@ -178,6 +180,7 @@ int main(int argc, char **argv)
     keel_http_server_config_t cfg = keel_http_server_config_default();
     if (parse_args(argc, argv, &listen, &cfg) != 0)
         return 2;
+    keel_logsink_init_stderr(NULL);
     keel_loop_t loop;
     keel_http_server_t srv;
     keel_errmsg_t msg;
@@ -197,7 +200,8 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = keel_http_server_listen(&srv, listen, &msg);
     if (rc != 0) {
-        fprintf(stderr, "keel-testhttpd: %s (%s)\n", msg.text, keel_strerror(rc));
+        keel_log_error("cannot start", KF_STR("reason", msg.text),
+                       KF_STR("error", keel_strerror(rc)));
         return 1;
     }
     keel_loop_handle_signals(&loop);
@@ -207,12 +211,13 @@ int main(int argc, char **argv)
     char *colon = strrchr(host, ':');
     if (colon)
         *colon = 0;
+    keel_log_info("listening", KF_STR("host", host), KF_INT("port", keel_http_server_port(&srv)));
     printf("listening on %s:%d\n", host, keel_http_server_port(&srv));
     fflush(stdout);
     keel_loop_run(&loop);
     rc = keel_loop_close(&loop);
     if (rc != 0)
-        fprintf(stderr, "keel-testhttpd: loop closed with handles open\n");
+        keel_log_error("loop closed with handles open");
     keel_metrics_free(reg);
     return rc == 0 ? 0 : 1;
 }
