@@ -1,0 +1,205 @@
+"""test_server_cli.py - `keel up/status/down` on real processes, `keel server` options and YAML."""
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+import redis
+
+from conftest import binary, free_port, wait_port
+
+
+def port_free(p):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", p))
+            return True
+        except OSError:
+            return False
+
+
+def free_base_port(nodes):
+    """A base P with P+i, P+100+i and P+200+i free for every node i (keel up's layout)."""
+    rnd = random.Random()
+    for _ in range(50):
+        base = rnd.randrange(20000, 60000)
+        if all(port_free(base + off + i) for off in (0, 100, 200) for i in range(nodes)):
+            return base
+    pytest.skip("no free port range for keel up")
+
+
+def keel(*args, timeout_s=60):
+    r = subprocess.run([binary("keel"), *args], capture_output=True, timeout=timeout_s)
+    return r.returncode, r.stdout.decode(), r.stderr.decode()
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie of ours counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def up_dir(tmp_path):
+    """A directory for `keel up`; every pid recorded in its cluster.json is killed at teardown."""
+    d = tmp_path / "cluster"
+    yield str(d)
+    try:
+        with open(d / "cluster.json") as f:
+            pids = [n["pid"] for n in json.load(f)["nodes"]]
+    except (OSError, ValueError, KeyError):
+        return
+    for pid in pids:
+        if pid > 0 and pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def cluster_json(d):
+    with open(os.path.join(d, "cluster.json")) as f:
+        return json.load(f)
+
+
+def wait_gone(pids, timeout_s=15):
+    deadline = time.monotonic() + timeout_s
+    while any(pid_alive(p) for p in pids):
+        assert time.monotonic() < deadline, f"still running: {[p for p in pids if pid_alive(p)]}"
+        time.sleep(0.05)
+
+
+def test_up_status_down_and_up_again_keeps_the_data(up_dir):
+    base = free_base_port(3)
+    rc, out, err = keel("up", "--nodes", "3", "--dir", up_dir, "--base-port", str(base),
+                        "--detach")  # fmt: skip
+    assert rc == 0, out + err
+    assert "cluster file:" in out
+    cj = cluster_json(up_dir)
+    pids = [n["pid"] for n in cj["nodes"]]
+    assert len(pids) == 3 and all(pid_alive(p) for p in pids)
+    rc, out, _ = keel("status", "--dir", up_dir)
+    assert rc == 0, out
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert sorted(r[2] for r in rows) == ["follower", "follower", "leader"], out
+    assert all(r[-1] == "ok" for r in rows), out
+    c = redis.Redis(port=base + 1, socket_timeout=10)
+    assert c.set("kept", "yes") is True
+    # one node killed: status says so and `keel up` restarts just that one
+    os.kill(pids[2], signal.SIGKILL)
+    wait_gone([pids[2]])
+    rc, out, _ = keel("status", "--dir", up_dir)
+    assert rc == 1 and "unreachable" in out, out
+    rc, out, err = keel("up", "--dir", up_dir, "--detach")
+    assert rc == 0, out + err
+    assert "2 node(s) were running; started 1" in out, out
+    new_pids = [n["pid"] for n in cluster_json(up_dir)["nodes"]]
+    assert new_pids[:2] == pids[:2] and new_pids[2] != pids[2]
+    wait_port(base + 2)  # keel up waits for a leader, not for every node
+    assert redis.Redis(port=base + 2, socket_timeout=10).get("kept") == b"yes"
+    # down stops everything; up again restarts the same cluster from its data
+    rc, out, _ = keel("down", "--dir", up_dir)
+    assert rc == 0 and "stopped 3 node(s)" in out, out
+    wait_gone(new_pids)
+    rc, out, err = keel("up", "--dir", up_dir, "--detach")
+    assert rc == 0 and "restarting the cluster" in out, out + err
+    for i in range(3):
+        wait_port(base + i)
+        assert redis.Redis(port=base + i, socket_timeout=10).get("kept") == b"yes"
+    rc, out, _ = keel("down", "--dir", up_dir)
+    assert rc == 0
+    wait_gone([n["pid"] for n in cluster_json(up_dir)["nodes"]])
+
+
+def start_server(args, log):
+    with open(log, "wb") as f:
+        return subprocess.Popen([binary("keel"), "server", *args], stdout=f, stderr=f,
+                                stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+
+
+def wait_listening(p, port, log, timeout_s=10):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert p.poll() is None, open(log).read()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            assert time.monotonic() < deadline, open(log).read()
+            time.sleep(0.02)
+
+
+def test_server_reads_a_yaml_config_and_flags_override_it(tmp_path):
+    file_port, flag_port, http_port, peer_port = free_port(), free_port(), free_port(), free_port()
+    cfg = tmp_path / "n1.yaml"
+    cfg.write_text(
+        "# keel server config\n"
+        "name: n1\n"
+        f"data-dir: {tmp_path / 'data'}\n"
+        f"listen-client: 127.0.0.1:{file_port}\n"
+        f"listen-http: 127.0.0.1:{http_port}\n"
+        f"initial-cluster: n1=127.0.0.1:{peer_port}\n"
+        "value-bytes-max: 1k\n"
+        "wal-segment-bytes: 32m\n"
+    )
+    log = str(tmp_path / "n1.log")
+    p = start_server(["--config", str(cfg), "--listen-client", f"127.0.0.1:{flag_port}"], log)
+    try:
+        wait_listening(p, flag_port, log)
+        assert port_free(file_port), "the file's listen-client was used although a flag overrode it"
+        c = redis.Redis(port=flag_port, socket_timeout=10)
+        deadline = time.monotonic() + 10
+        while c.info("raft")["role"] != "leader":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert c.set("a", "x" * 1024) is True
+        with pytest.raises(redis.ResponseError, match="exceeds maximum allowed size"):
+            c.set("a", "x" * 1025)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=10) == 0, open(log).read()
+        assert os.path.isdir(tmp_path / "data" / "wal")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        (["--bogus", "1"], 2, "bad option '--bogus'"),
+        (["--value-bytes-max", "lots"], 2, "bad option '--value-bytes-max'"),
+        (["--name"], 2, "bad option '--name'"),
+        (["--name", "n1", "--initial-cluster", "n2=127.0.0.1:1"], 1, "does not name this node"),
+        (["--name", "n1", "--initial-cluster", "n1=127.0.0.1:1,n1=127.0.0.1:2"], 1, "named twice"),
+        (["--name", "n1", "--initial-cluster", "n1"], 1, "bad member"),
+        (["--config", "/nonexistent/keel.yaml"], 2, "cannot open /nonexistent/keel.yaml"),
+    ],
+)
+def test_bad_options_exit_non_zero_with_a_message(tmp_path, args, code, message):
+    r = subprocess.run([binary("keel"), "server", "--data-dir", str(tmp_path / "d"), *args],
+                       capture_output=True, timeout=10)  # fmt: skip
+    assert r.returncode == code, r.stderr
+    assert message in r.stderr.decode(), r.stderr
+
+
+def test_a_bad_yaml_config_names_the_problem(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("name: n1\nnested:\n  a: 1\n")
+    r = subprocess.run([binary("keel"), "server", "--config", str(cfg)], capture_output=True,
+                       timeout=10)  # fmt: skip
+    assert r.returncode != 0
+    assert str(cfg) in r.stderr.decode()
+    cfg.write_text("name: n1\nno-such-option: 3\n")
+    r = subprocess.run([binary("keel"), "server", "--config", str(cfg)], capture_output=True,
+                       timeout=10)  # fmt: skip
+    assert r.returncode != 0 and "bad option 'no-such-option: 3'" in r.stderr.decode()
