@@ -40,7 +40,8 @@ int keel_cluster_create(const char *dir, int n, int base, keel_cluster_t *cl, ch
         snprintf(nd->client, sizeof(nd->client), "127.0.0.1:%d", base + i);
         snprintf(nd->peer, sizeof(nd->peer), "127.0.0.1:%d", base + 100 + i);
         snprintf(nd->http, sizeof(nd->http), "127.0.0.1:%d", base + 200 + i);
-        snprintf(nd->data_dir, sizeof(nd->data_dir), "%.900s/%s", cl->dir, nd->name);
+        /* not "%s" of nd->name: GCC 12 -O0 sees two fields of *cl and fails -Werror=restrict */
+        snprintf(nd->data_dir, sizeof(nd->data_dir), "%.900s/n%d", cl->dir, i + 1);
         off += (size_t)snprintf(cl->initial_cluster + off, sizeof(cl->initial_cluster) - off,
                                 "%s%s=%s", i ? "," : "", nd->name, nd->peer);
     }

@@ -43,7 +43,7 @@ static void usage_up(void)
 static pid_t spawn_node(const keel_cluster_t *cl, size_t i, const char *log_level)
 {
     const keel_cluster_node_t *nd = &cl->nodes[i];
-    char log_path[KEEL_CLUSTER_PATH_BYTES + 16];
+    char log_path[KEEL_CLUSTER_PATH_BYTES + sizeof(nd->name) + 8]; /* dir/name.log */
     snprintf(log_path, sizeof(log_path), "%s/%s.log", cl->dir, nd->name);
     pid_t pid = fork();
     if (pid != 0)
