@@ -31,9 +31,12 @@
  * ready, in this order:
  *
  *   0. If rd.snapshot.index != 0: a snapshot from the leader replaces the log. Persist
- *      it, discard the whole stored log (entries after it follow in this or later
- *      readies), and restore the state machine from it before applying rd.committed;
- *      the state machine is then at rd.snapshot.index.
+ *      it with rd.snapshot.conf, in order with the writes of step 1 and before them;
+ *      discard the whole stored log (entries after it follow in this or later
+ *      readies); restore the state machine from it before applying rd.committed (it
+ *      is then at rd.snapshot.index). Once the snapshot is durable, call
+ *      keel_raft_persisted(r, rd.snapshot.index, rd.snapshot.term); until then reports
+ *      about other writes are ignored.
  *   1. Durability. Start writing rd.hard_state (if hard_state_changed) and rd.entries to
  *      stable storage. rd.entries[0].index may be <= the last stored index: the stored
  *      log is then truncated from that index first (a follower's conflict, thesis §3.5).
