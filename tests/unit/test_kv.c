@@ -586,7 +586,7 @@ static void random_commands_agree_with_a_simple_model(void)
 static double now_s(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts); /* CPU time: the machine is shared */
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
@@ -631,7 +631,8 @@ static void bench_keys(int keys, int ops)
     }
     double t2 = now_s();
     KT_EQ_INT(keel_kv_count(&t.kv), keys);
-    fprintf(stderr, "     %7d keys: encode+apply SET %4.0f ns/op, read GET %4.0f ns/op\n", keys,
+    fprintf(stderr,
+            "     %7d keys: encode+apply SET %4.0f ns/op, read GET %4.0f ns/op (CPU time)\n", keys,
             (t1 - t0) / ops * 1e9, (t2 - t1) / ops * 1e9);
     keel_buf_free(&reply);
     keel_buf_free(&entry);
