@@ -391,9 +391,36 @@ static size_t headers_bytes(const keel_http_header_t *headers, size_t n)
     return total;
 }
 
+static bool name_is(const keel_http_header_t *h, const char *name, size_t len)
+{
+    return h->name_len == len && strncasecmp(h->name, name, len) == 0;
+}
+
+bool keel_http_header_is_managed(const keel_http_header_t *h)
+{
+    switch (h->name_len) {
+    case 4:
+        return name_is(h, "host", 4) || name_is(h, "date", 4);
+    case 6:
+        return name_is(h, "server", 6);
+    case 10:
+        return name_is(h, "connection", 10) || name_is(h, "keep-alive", 10);
+    case 14:
+        return name_is(h, "content-length", 14);
+    case 17:
+        return name_is(h, "transfer-encoding", 17);
+    default:
+        return false;
+    }
+}
+
+/* Caller headers, minus the ones the writer owns (a second Content-Length would let two
+ * parsers disagree on where the message ends: request smuggling, RFC 9112 §11.2). */
 static char *put_headers(char *w, const keel_http_header_t *headers, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
+        if (keel_http_header_is_managed(&headers[i]))
+            continue;
         w = put(w, headers[i].name, headers[i].name_len);
         w = put(w, ": ", 2);
         w = put(w, headers[i].value, headers[i].value_len);

@@ -136,6 +136,11 @@ static inline void keel_http_parser_expect_no_body(keel_http_parser_t *p, bool y
 /* "Not Found" for 404, "Unknown" when http-parser has no name. */
 const char *keel_http_status_text(int status);
 
+/* True for the fields the writers set themselves and drop when a caller passes them:
+ * Content-Length, Transfer-Encoding, Connection, Keep-Alive, Host, Date, Server. A proxy can
+ * pass a received header list through unchanged. */
+bool keel_http_header_is_managed(const keel_http_header_t *h);
+
 /* Flags for the writers. */
 #define KEEL_HTTP_W_CLOSE 1u          /* add "Connection: close" */
 #define KEEL_HTTP_W_KEEPALIVE 1u << 1 /* add "Connection: keep-alive" (HTTP/1.0 peers) */

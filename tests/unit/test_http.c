@@ -352,6 +352,30 @@ static void writes_a_response_that_parses_back(void)
     KT_EQ_STR(keel_http_status_text(799), "Unknown");
 }
 
+static void writers_drop_framing_headers_passed_by_the_caller(void)
+{
+    keel_buf_t out;
+    keel_buf_init(&out, 0);
+    keel_http_header_t h[] = {
+        {.name = "Content-Length", .name_len = 14, .value = "999", .value_len = 3},
+        {.name = "transfer-encoding", .name_len = 17, .value = "chunked", .value_len = 7},
+        {.name = "Connection", .name_len = 10, .value = "keep-alive", .value_len = 10},
+        {.name = "X-Kept", .name_len = 6, .value = "yes", .value_len = 3},
+        {.name = "HOST", .name_len = 4, .value = "evil", .value_len = 4},
+    };
+    KT_EQ_INT(keel_http_write_response(&out, 200, h, 5, "ab", 2, 0, NULL), 0);
+    const char *want = "HTTP/1.1 200 OK\r\nServer: keel\r\nX-Kept: yes\r\n"
+                       "Content-Length: 2\r\n\r\nab";
+    KT_EQ_INT(keel_buf_unread(&out), strlen(want));
+    KT_EQ_MEM(keel_buf_rptr(&out), want, strlen(want));
+    keel_buf_reset(&out);
+    KT_EQ_INT(keel_http_write_request(&out, HTTP_GET, "up:80", "/", h, 5, NULL, 0, 0), 0);
+    want = "GET / HTTP/1.1\r\nHost: up:80\r\nX-Kept: yes\r\n\r\n";
+    KT_EQ_INT(keel_buf_unread(&out), strlen(want));
+    KT_EQ_MEM(keel_buf_rptr(&out), want, strlen(want));
+    keel_buf_free(&out);
+}
+
 static void limits_are_validated(void)
 {
     keel_http_limits_t lim = keel_http_limits_default();
@@ -379,6 +403,7 @@ int main(void)
     KT_RUN(http10_closes_unless_keep_alive_is_asked);
     KT_RUN(parses_responses_with_chunked_and_close_delimited_bodies);
     KT_RUN(writes_a_response_that_parses_back);
+    KT_RUN(writers_drop_framing_headers_passed_by_the_caller);
     KT_RUN(limits_are_validated);
     return kt_done();
 }
