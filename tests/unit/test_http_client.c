@@ -151,6 +151,40 @@ static void client_posts_a_body_and_gets_404_for_unknown_paths(void)
     env_close(&e);
 }
 
+static void on_head(int err, const keel_http_msg_t *resp, void *data)
+{
+    result_t *r = data;
+    r->calls++;
+    r->err = err;
+    if (err == 0) {
+        r->status = resp->status;
+        r->order[0] = (int)resp->body_len;
+        r->order[1] = (int)resp->content_length;
+    }
+}
+
+static void head_answers_have_no_body_and_keep_the_connection(void)
+{
+    env_t e;
+    env_init(&e, NULL);
+    result_t r = {0};
+    keel_http_client_request_t req = get(e.addr, "/hello");
+    req.method = HTTP_HEAD;
+    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_head, &r), 0);
+    run_until(&e.loop, &r.calls, 1);
+    KT_EQ_INT(r.err, 0);
+    KT_EQ_INT(r.status, 200);
+    KT_EQ_INT(r.order[0], 0);
+    KT_EQ_INT(r.order[1], 5);
+    result_t r2 = {0};
+    req.method = HTTP_GET;
+    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r2), 0);
+    run_until(&e.loop, &r2.calls, 1);
+    KT_EQ_STR(r2.body, "hello");
+    KT_EQ_U64(e.cli.stats.connects, 1);
+    env_close(&e);
+}
+
 static void on_ordered(int err, const keel_http_msg_t *resp, void *data)
 {
     result_t *r = data;
@@ -462,6 +496,7 @@ int main(void)
 {
     KT_RUN(client_gets_a_response_and_reuses_the_connection);
     KT_RUN(client_posts_a_body_and_gets_404_for_unknown_paths);
+    KT_RUN(head_answers_have_no_body_and_keep_the_connection);
     KT_RUN(queued_requests_complete_in_order_on_one_connection);
     KT_RUN(many_concurrent_requests_share_a_bounded_pool);
     KT_RUN(client_reports_connection_refused);
