@@ -15,14 +15,14 @@
 #include <time.h>
 
 /*
- * Each benchmark runs its loop in batches until a time budget is spent (0.25 s,
+ * Each benchmark runs its loop in batches until a time budget is spent (0.15 s,
  * or 0.02 s with --quick) or ops_max operations are done, then prints
  *     name  ns/op  ops
  * The clock is read once per batch, not per operation. Results feed
  * bench/RESULTS.md; single-threaded, so on a shared machine run it when idle.
  */
 
-static double budget_s = 0.25;
+static double budget_s = 0.15;
 static uint64_t ops_max = 20000000;
 static volatile uint64_t sink;
 
