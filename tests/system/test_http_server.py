@@ -335,6 +335,31 @@ def test_writing_to_a_client_that_left_does_not_kill_the_server(testhttpd):
     assert_healthy(port)
 
 
+def test_connections_over_the_limit_are_closed_at_once(procs):
+    _, port = start_testhttpd(procs, "--connections-max", "5")
+    held = [connect(port) for _ in range(5)]
+    for s in held:
+        s.sendall(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(s)[0] == 200
+    extra = connect(port)
+    try:
+        extra.sendall(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    assert closed_by_peer(extra)
+    extra.close()
+    held.pop().close()
+    time.sleep(0.1)
+    s = connect(port)
+    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+    status, _, body, _ = read_response(s)
+    assert status == 200
+    assert "keel_http_server_connections_rejected_total 1" in body.decode()
+    s.close()
+    for s in held:
+        s.close()
+
+
 def test_many_concurrent_connections(testhttpd):
     _, port = testhttpd
     n = 300
