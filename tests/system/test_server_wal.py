@@ -137,6 +137,39 @@ def test_a_bad_segment_header_stops_the_node(make_cluster):
     assert f"{seg}: bad segment header at offset 0" in log, log
 
 
+def test_segments_are_cut_replayed_and_damage_in_an_older_one_is_never_a_torn_tail(make_cluster):
+    # 17 MiB: the smallest segment that holds a largest (16 MiB) record
+    cl = make_cluster(3, segment_bytes="17m")
+    leader = cl.wait_leader()
+    big = lambda i: f"{i:08d}".encode() * 8192  # noqa: E731  (64 KiB)
+    c = leader.client(socket_timeout=60)
+    for start in range(0, 400, 25):
+        p = c.pipeline(transaction=False)
+        for i in range(start, start + 25):
+            p.set(f"big{i}", big(i))
+        assert all(r is True for r in p.execute())
+    cl.wait_applied(cl.nodes, leader.status()["commit_index"])
+    for nd in cl.nodes:
+        assert len(nd.wal_segments()) >= 2, f"{nd.name}: no segment was cut"
+    cl.kill_all()
+    cl.start()
+    cl.wait_leader()
+    for nd in cl.nodes:
+        r = nd.client(socket_timeout=60)
+        for start in range(0, 400, 50):
+            keys = [f"big{i}" for i in range(start, start + 50)]
+            assert r.mget(keys) == [big(i) for i in range(start, start + 50)], nd.name
+    leader = cl.wait_leader()
+    victim = cl.followers(leader)[0]
+    victim.kill()
+    first = victim.wal_segments()[0]
+    off, body = wal_records(first)[-1]  # the last record of a segment that is not the last
+    flip(first, off + 8 + body // 2, 4)
+    rc, log = victim.run_to_exit(timeout_s=30)
+    assert rc != 0, log
+    assert f"{first}: corrupt record at offset {off}" in log, log
+
+
 def catch_up(make_cluster, n):
     cl = make_cluster(3)
     leader = cl.wait_leader()
