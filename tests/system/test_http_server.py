@@ -304,6 +304,30 @@ def test_idle_keepalive_connection_is_closed(procs):
     s.close()
 
 
+def test_a_client_that_never_reads_is_cut_off_by_the_write_timeout(procs):
+    p, port = start_testhttpd(procs, "--write-timeout-ms", "300")
+    s = connect(port)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    body = b"w" * 65536
+    req = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 65536\r\n\r\n" + body
+    t0 = time.monotonic()
+    cut = False
+    try:
+        for _ in range(400):  # 26 MB of answers the client never reads
+            s.sendall(req)
+            if time.monotonic() - t0 > 8:
+                break
+    except (BrokenPipeError, ConnectionResetError):
+        cut = True  # (a socket.timeout here means the server kept the connection: failure)
+    if not cut:
+        cut = closed_by_peer(s)
+    assert cut
+    assert time.monotonic() - t0 < 8
+    s.close()
+    assert p.alive()
+    assert_healthy(port)
+
+
 def test_clients_that_disconnect_mid_body_do_not_hurt(testhttpd):
     _, port = testhttpd
     for i in range(50):

@@ -120,7 +120,8 @@ static void metrics(keel_http_req_t *req, void *data)
 static void usage(void)
 {
     fprintf(stderr, "usage: keel-testhttpd [--listen HOST:PORT] [--read-timeout-ms N]\n"
-                    "       [--idle-timeout-ms N] [--drain-timeout-ms N] [--body-bytes-max N]\n"
+                    "       [--idle-timeout-ms N] [--write-timeout-ms N] [--drain-timeout-ms N]\n"
+                    "       [--body-bytes-max N]"
                     "       [--headers-bytes-max N] [--connections-max N]\n");
 }
 
@@ -140,6 +141,8 @@ static int parse_args(int argc, char **argv, const char **listen, keel_http_serv
             cfg->read_timeout_ms = n;
         else if (strcmp(a, "--idle-timeout-ms") == 0)
             cfg->idle_timeout_ms = n;
+        else if (strcmp(a, "--write-timeout-ms") == 0)
+            cfg->write_timeout_ms = n;
         else if (strcmp(a, "--drain-timeout-ms") == 0)
             cfg->drain_timeout_ms = n;
         else if (strcmp(a, "--body-bytes-max") == 0)
