@@ -168,10 +168,13 @@ int keel_kv_check(int argc, const uint8_t *const *argv, const size_t *lens, keel
  * Applies one committed command entry at Raft index `index` (> the previous
  * one, asserted) and appends its exact RESP reply to `reply`. Read commands in
  * an entry are executed too (log reads). Returns 0, also for command errors
- * (`-ERR ...` reply, nothing changed). Returns KEEL_EPROTO for a malformed
- * entry (the server's fatal corruption) or KEEL_ENOMEM / KEEL_ETOOBIG (from
- * the reply buffer); then the state, applied_index included, is unchanged and
- * `reply` is as it was.
+ * (`-ERR ...` reply, nothing changed). The reply buffer never decides the
+ * outcome: if the reply does not fit `reply` (its bytes_max, or memory), the
+ * command still takes effect as on every other node, and the reply becomes
+ * `-ERR reply does not fit the reply buffer` (or nothing, if even that does
+ * not fit). Returns KEEL_EPROTO for a malformed entry (the server's fatal
+ * corruption) or KEEL_ENOMEM when the state could not get memory; then the
+ * state, applied_index included, is unchanged and `reply` is as it was.
  */
 int keel_kv_apply(keel_kv_t *kv, uint64_t index, const uint8_t *entry, size_t len,
                   keel_buf_t *reply);

@@ -25,7 +25,7 @@ typedef struct call {
     size_t argc;
     const uint8_t *const *argv;
     const size_t *lens;
-    keel_buf_t *reply;
+    struct reply *reply;
 } call_t;
 
 typedef int (*cmd_fn)(const call_t *c);
@@ -74,75 +74,110 @@ static size_t put_hdr(uint8_t *w, char type, int64_t v)
     return n;
 }
 
-static int r_hdr(keel_buf_t *b, char type, int64_t v)
+/*
+ * Replies go through a reply_t that remembers the first failure of the
+ * caller's buffer (its bytes_max, or memory) instead of returning it: a
+ * committed write must change the state on every node whatever room the
+ * proposer's reply buffer has, so no handler stops because of its reply.
+ * keel__kv_exec decides what a failed reply becomes. After a failure nothing
+ * more is written (the partial reply is dropped anyway).
+ */
+typedef struct reply {
+    keel_buf_t *b;
+    size_t mark; /* unread bytes before this command's reply */
+    int failed;  /* first KEEL_ETOOBIG / KEEL_ENOMEM from b, or 0 */
+} reply_t;
+
+/* n writable bytes at the end of the reply, or NULL (failure recorded). */
+static uint8_t *room(reply_t *o, size_t n)
 {
-    int rc = keel_buf_reserve(b, HDR_BYTES_MAX);
-    if (rc != 0)
-        return rc;
-    keel_buf_commit(b, put_hdr(keel_buf_wptr(b), type, v));
-    return 0;
+    if (o->failed)
+        return NULL;
+    int rc = keel_buf_reserve(o->b, n);
+    if (rc != 0) {
+        o->failed = rc;
+        return NULL;
+    }
+    return keel_buf_wptr(o->b);
 }
 
-static int r_int(keel_buf_t *b, int64_t v)
+static void r_mem(reply_t *o, const void *p, size_t n)
 {
-    return r_hdr(b, ':', v);
+    uint8_t *w = room(o, n);
+    if (w == NULL)
+        return;
+    if (n)
+        memcpy(w, p, n);
+    keel_buf_commit(o->b, n);
 }
 
-static int r_array(keel_buf_t *b, size_t n)
+static void r_hdr(reply_t *o, char type, int64_t v)
 {
-    return r_hdr(b, '*', (int64_t)n);
+    uint8_t *w = room(o, HDR_BYTES_MAX);
+    if (w)
+        keel_buf_commit(o->b, put_hdr(w, type, v));
 }
 
-static int r_bulk(keel_buf_t *b, const uint8_t *p, size_t n)
+static void r_int(reply_t *o, int64_t v)
 {
-    int rc = keel_buf_reserve(b, HDR_BYTES_MAX + n + 2);
-    if (rc != 0)
-        return rc;
-    uint8_t *w = keel_buf_wptr(b);
+    r_hdr(o, ':', v);
+}
+
+static void r_array(reply_t *o, size_t n)
+{
+    r_hdr(o, '*', (int64_t)n);
+}
+
+static void r_bulk(reply_t *o, const uint8_t *p, size_t n)
+{
+    uint8_t *w = room(o, HDR_BYTES_MAX + n + 2);
+    if (w == NULL)
+        return;
     size_t h = put_hdr(w, '$', (int64_t)n);
     if (n)
         memcpy(w + h, p, n);
     w[h + n] = '\r';
     w[h + n + 1] = '\n';
-    keel_buf_commit(b, h + n + 2);
-    return 0;
+    keel_buf_commit(o->b, h + n + 2);
 }
 
-static int r_raw(keel_buf_t *b, const char *s)
+static void r_raw(reply_t *o, const char *s)
 {
-    return keel_buf_append(b, s, strlen(s));
+    r_mem(o, s, strlen(s));
 }
 
-static int r_nil(keel_buf_t *b)
+static void r_nil(reply_t *o)
 {
-    return keel_buf_append(b, "$-1\r\n", 5);
+    r_mem(o, "$-1\r\n", 5);
 }
 
-static int r_ok(keel_buf_t *b)
+static void r_ok(reply_t *o)
 {
-    return keel_buf_append(b, "+OK\r\n", 5);
+    r_mem(o, "+OK\r\n", 5);
 }
 
-/* An error reply from a fixed text; returns REPLIED or the buffer's error. */
-static int r_err(keel_buf_t *b, const char *text)
+/* An error reply from a fixed text; REPLIED, so callers stop the command. */
+static int r_err(reply_t *o, const char *text)
 {
     size_t n = strlen(text);
-    int rc = keel_buf_reserve(b, n + 3);
-    if (rc != 0)
-        return rc;
-    uint8_t *w = keel_buf_wptr(b);
-    w[0] = '-';
-    memcpy(w + 1, text, n);
-    w[n + 1] = '\r';
-    w[n + 2] = '\n';
-    keel_buf_commit(b, n + 3);
+    uint8_t *w = room(o, n + 3);
+    if (w) {
+        w[0] = '-';
+        memcpy(w + 1, text, n);
+        w[n + 1] = '\r';
+        w[n + 2] = '\n';
+        keel_buf_commit(o->b, n + 3);
+    }
     return REPLIED;
 }
 
 /* The bulk reply of an optional value: $-1 when e is NULL. */
-static int r_value(keel_buf_t *b, const keel__kv_entry_t *e)
+static void r_value(reply_t *o, const keel__kv_entry_t *e)
 {
-    return e ? r_bulk(b, keel__kv_cval(e), e->val_len) : r_nil(b);
+    if (e)
+        r_bulk(o, keel__kv_cval(e), e->val_len);
+    else
+        r_nil(o);
 }
 
 static const char ERR_SYNTAX[] = "ERR syntax error";
@@ -343,9 +378,14 @@ static int set_value(const call_t *c, unsigned f)
     int skip = (f & SET_NX && e) || (f & SET_XX && !e);
     if (!e && !skip && (rc = check_room(c, 1)) != 0)
         return done(rc);
-    rc = (f & SET_GET) ? r_value(c->reply, e) : skip ? r_nil(c->reply) : r_ok(c->reply);
-    if (rc != 0 || skip)
-        return rc;
+    if (f & SET_GET)
+        r_value(c->reply, e);
+    else if (skip)
+        r_nil(c->reply);
+    else
+        r_ok(c->reply);
+    if (skip)
+        return 0;
     uint64_t rev = kv->revision + 1;
     rc =
         e ? overwrite(kv, link, val, val_len, rev) : create(kv, key, key_len, h, val, val_len, rev);
@@ -406,10 +446,9 @@ static int cmd_mset(const call_t *c)
         fresh[i] = keel__kv_entry_new(key, key_len, h, val, val_len, val_len);
         rc = fresh[i] ? 0 : KEEL_ENOMEM;
     }
-    if (rc == 0)
-        rc = r_ok(c->reply);
     if (rc != 0)
         goto err_after_fresh;
+    r_ok(c->reply);
     for (size_t i = 0; i < pairs; i++) {
         keel__kv_entry_t *e = fresh[i], **link = NULL;
         keel__kv_entry_t *old = keel__kv_find(kv, keel__kv_key(e), e->key_len, e->hash, &link);
@@ -433,10 +472,6 @@ err_after_fresh:
 static int cmd_del(const call_t *c)
 {
     keel_kv_t *kv = c->w;
-    /* Reserve the reply first: deleting cannot fail, writing it then cannot either. */
-    int rc = keel_buf_reserve(c->reply, HDR_BYTES_MAX);
-    if (rc != 0)
-        return rc;
     int64_t n = 0;
     for (size_t i = 1; i < c->argc; i++) {
         keel__kv_entry_t **link = NULL;
@@ -448,8 +483,7 @@ static int cmd_del(const call_t *c)
     }
     if (n > 0)
         kv->revision++;
-    rc = r_int(c->reply, n);
-    assert(rc == 0);
+    r_int(c->reply, n);
     return 0;
 }
 
@@ -490,8 +524,7 @@ static int incr_by(const call_t *c, int64_t delta)
     v += delta;
     char text[20];
     size_t n = fmt_i64(text, v);
-    if ((rc = r_int(c->reply, v)) != 0)
-        return rc;
+    r_int(c->reply, v);
     uint64_t rev = kv->revision + 1;
     rc = e ? overwrite(kv, link, (const uint8_t *)text, n, rev)
            : create(kv, key, key_len, h, (const uint8_t *)text, n, rev);
@@ -540,8 +573,7 @@ static int cmd_append(const call_t *c)
         rc = check_room(c, 1);
     if (rc != 0)
         return done(rc);
-    if ((rc = r_int(c->reply, (int64_t)total)) != 0)
-        return rc;
+    r_int(c->reply, (int64_t)total);
     uint64_t rev = kv->revision + 1;
     if (!e) {
         rc = create(kv, key, key_len, h, val, val_len, rev);
@@ -569,15 +601,16 @@ static const keel__kv_entry_t *lookup(const call_t *c, size_t i)
 
 static int cmd_get(const call_t *c)
 {
-    return r_value(c->reply, lookup(c, 1));
+    r_value(c->reply, lookup(c, 1));
+    return 0;
 }
 
 static int cmd_mget(const call_t *c)
 {
-    int rc = r_array(c->reply, c->argc - 1);
-    for (size_t i = 1; i < c->argc && rc == 0; i++)
-        rc = r_value(c->reply, lookup(c, i));
-    return rc;
+    r_array(c->reply, c->argc - 1);
+    for (size_t i = 1; i < c->argc && !c->reply->failed; i++)
+        r_value(c->reply, lookup(c, i));
+    return 0;
 }
 
 static int cmd_exists(const call_t *c)
@@ -585,32 +618,35 @@ static int cmd_exists(const call_t *c)
     int64_t n = 0;
     for (size_t i = 1; i < c->argc; i++)
         n += lookup(c, i) != NULL;
-    return r_int(c->reply, n);
+    r_int(c->reply, n);
+    return 0;
 }
 
 static int cmd_strlen(const call_t *c)
 {
     const keel__kv_entry_t *e = lookup(c, 1);
-    return r_int(c->reply, e ? e->val_len : 0);
+    r_int(c->reply, e ? e->val_len : 0);
+    return 0;
 }
 
 static int cmd_dbsize(const call_t *c)
 {
-    return r_int(c->reply, (int64_t)c->kv->count);
+    r_int(c->reply, (int64_t)c->kv->count);
+    return 0;
 }
 
 /* KEEL.GETV key -> [value, version], or a null array when absent. */
 static int cmd_getv(const call_t *c)
 {
     const keel__kv_entry_t *e = lookup(c, 1);
-    if (e == NULL)
-        return keel_buf_append(c->reply, "*-1\r\n", 5);
-    int rc = r_array(c->reply, 2);
-    if (rc == 0)
-        rc = r_value(c->reply, e);
-    if (rc == 0)
-        rc = r_int(c->reply, (int64_t)e->version);
-    return rc;
+    if (e == NULL) {
+        r_mem(c->reply, "*-1\r\n", 5);
+        return 0;
+    }
+    r_array(c->reply, 2);
+    r_value(c->reply, e);
+    r_int(c->reply, (int64_t)e->version);
+    return 0;
 }
 
 /* ---- SCAN ---------------------------------------------------------------------- */
@@ -686,20 +722,19 @@ static int scan_syntax(const call_t *c)
 
 typedef struct scan_ctx {
     const scan_opts_t *o;
-    keel_buf_t *reply;
+    reply_t *reply;
     int64_t visited, emitted;
-    int rc;
 } scan_ctx_t;
 
 static void scan_one(void *data, const keel__kv_entry_t *e)
 {
     scan_ctx_t *s = data;
     s->visited++;
-    if (s->rc != 0 || !s->o->type_ok)
+    if (s->reply->failed || !s->o->type_ok)
         return;
     if (s->o->pat && !keel_kv_glob_match(s->o->pat, s->o->pat_len, keel__kv_key(e), e->key_len))
         return;
-    s->rc = r_bulk(s->reply, keel__kv_key(e), e->key_len);
+    r_bulk(s->reply, keel__kv_key(e), e->key_len);
     s->emitted++;
 }
 
@@ -717,17 +752,15 @@ static int cmd_scan(const call_t *c)
     scan_opts_t o;
     int rc = scan_parse(c, &o);
     assert(rc == 0); /* scan_syntax ran */
-    keel_buf_t *b = c->reply;
+    keel_buf_t *b = c->reply->b;
     size_t mark = keel_buf_unread(b);
-    scan_ctx_t s = {&o, b, 0, 0, 0};
+    scan_ctx_t s = {&o, c->reply, 0, 0};
     int64_t iterations = o.count > INT64_MAX / 10 ? INT64_MAX : o.count * 10;
     uint64_t cursor = o.cursor;
     do {
         cursor = keel__kv_scan(c->kv, cursor, scan_one, &s);
-    } while (cursor && iterations-- && s.visited < o.count && s.rc == 0 &&
+    } while (cursor && iterations-- && s.visited < o.count && !c->reply->failed &&
              keel_buf_unread(b) - mark < KEEL_KV_SCAN_REPLY_BYTES_MAX);
-    if (s.rc != 0)
-        return s.rc;
     uint8_t hdr[4 + 2 * HDR_BYTES_MAX + 20];
     char digits[20];
     size_t dn = fmt_u64(digits, cursor);
@@ -738,8 +771,8 @@ static int cmd_scan(const call_t *c)
     hdr[hn++] = '\r';
     hdr[hn++] = '\n';
     hn += put_hdr(hdr + hn, '*', s.emitted);
-    if ((rc = keel_buf_reserve(b, hn)) != 0)
-        return rc;
+    if (room(c->reply, hn) == NULL)
+        return 0;
     uint8_t *start = b->data + b->rpos + mark;
     size_t keys = (size_t)(keel_buf_wptr(b) - start);
     memmove(start + hn, start, keys);
@@ -882,56 +915,45 @@ unsigned keel_kv_command_flags(const uint8_t *name, size_t len)
 }
 
 /* Appends up to max bytes of p, stopping at a NUL like "%.*s", CR/LF as spaces. */
-static int r_text(keel_buf_t *b, const uint8_t *p, size_t n, size_t max)
+static void r_text(reply_t *o, const uint8_t *p, size_t n, size_t max)
 {
     size_t k = 0;
     while (k < n && k < max && p[k] != '\0')
         k++;
-    int rc = keel_buf_reserve(b, k);
-    if (rc != 0)
-        return rc;
-    uint8_t *w = keel_buf_wptr(b);
+    uint8_t *w = room(o, k);
+    if (w == NULL)
+        return;
     for (size_t i = 0; i < k; i++)
         w[i] = p[i] == '\r' || p[i] == '\n' ? ' ' : p[i];
-    keel_buf_commit(b, k);
-    return 0;
+    keel_buf_commit(o->b, k);
 }
 
 /* Redis processCommand: "-ERR unknown command 'x', with args beginning with: 'a' 'b' ". */
-static int r_unknown(keel_buf_t *b, size_t argc, const uint8_t *const *argv, const size_t *lens)
+static int r_unknown(reply_t *o, size_t argc, const uint8_t *const *argv, const size_t *lens)
 {
-    size_t mark = keel_buf_unread(b), args = 0;
-    int rc = r_raw(b, "-ERR unknown command '");
-    if (rc == 0)
-        rc = r_text(b, argv[0], lens[0], 128);
-    if (rc == 0)
-        rc = r_raw(b, "', with args beginning with: ");
-    for (size_t i = 1; i < argc && args < 128 && rc == 0; i++) {
-        size_t before = keel_buf_unread(b);
-        rc = r_raw(b, "'");
-        if (rc == 0)
-            rc = r_text(b, argv[i], lens[i], 128 - args);
-        if (rc == 0)
-            rc = r_raw(b, "' ");
-        args += keel_buf_unread(b) - before;
+    size_t args = 0;
+    r_raw(o, "-ERR unknown command '");
+    r_text(o, argv[0], lens[0], 128);
+    r_raw(o, "', with args beginning with: ");
+    for (size_t i = 1; i < argc && args < 128 && !o->failed; i++) {
+        size_t before = keel_buf_unread(o->b);
+        r_raw(o, "'");
+        r_text(o, argv[i], lens[i], 128 - args);
+        r_raw(o, "' ");
+        args += keel_buf_unread(o->b) - before;
     }
-    if (rc == 0)
-        rc = r_raw(b, "\r\n");
-    if (rc != 0) {
-        b->len = b->rpos + mark;
-        return rc;
-    }
+    r_raw(o, "\r\n");
     return REPLIED;
 }
 
-static int r_arity(keel_buf_t *b, const cmd_t *cmd)
+static int r_arity(reply_t *o, const cmd_t *cmd)
 {
     char text[96];
     snprintf(text, sizeof(text), "ERR wrong number of arguments for '%s' command", cmd->lname);
-    return r_err(b, text);
+    return r_err(o, text);
 }
 
-/* Lookup, arity, argc limit and syntax: 0, REPLIED or a buffer error. */
+/* Lookup, arity, argc limit and syntax: 0 (go on) or REPLIED (an error reply). */
 static int precheck(const call_t *c, size_t argc_max, const cmd_t **out)
 {
     const cmd_t *cmd = find_cmd(c->argv[0], c->lens[0]);
@@ -946,27 +968,56 @@ static int precheck(const call_t *c, size_t argc_max, const cmd_t **out)
     return cmd->syntax ? cmd->syntax(c) : 0;
 }
 
+/* Drops this command's partial reply. */
+static void r_drop(reply_t *o)
+{
+    o->b->len = o->b->rpos + o->mark;
+}
+
 int keel_kv_check(int argc, const uint8_t *const *argv, const size_t *lens, keel_buf_t *err_reply)
 {
     assert(argc >= 1);
-    call_t c = {NULL, NULL, (size_t)argc, argv, lens, err_reply};
+    reply_t o = {err_reply, keel_buf_unread(err_reply), 0};
+    call_t c = {NULL, NULL, (size_t)argc, argv, lens, &o};
     const cmd_t *cmd = NULL;
     int rc = precheck(&c, KEEL_KV_ARGC_MAX, &cmd);
-    return rc == REPLIED ? KEEL_EINVAL : rc;
+    if (o.failed) {
+        r_drop(&o);
+        return o.failed;
+    }
+    return rc == REPLIED ? KEEL_EINVAL : 0;
 }
 
+/*
+ * A failed reply means different things on the two paths. Reading
+ * (writable NULL): nothing changed, so the failure is returned and the
+ * partial reply dropped. Applying: the command has taken effect, or not, the
+ * same way on every node, so it is not an apply failure; the reply becomes a
+ * short error if that fits, else nothing. A handler's own negative result is
+ * a failed state allocation (KEEL_ENOMEM) with nothing changed.
+ */
 int keel__kv_exec(keel_kv_t *writable, const keel_kv_t *kv, size_t argc, const uint8_t *const *argv,
                   const size_t *lens, keel_buf_t *reply)
 {
     assert(argc >= 1 && (writable == NULL || writable == kv));
-    call_t c = {writable, kv, argc, argv, lens, reply};
+    reply_t o = {reply, keel_buf_unread(reply), 0};
+    call_t c = {writable, kv, argc, argv, lens, &o};
     const cmd_t *cmd = NULL;
     int rc = precheck(&c, kv->cfg.argc_max, &cmd);
-    if (rc != 0)
+    if (rc == 0) {
+        if ((cmd->flags & KEEL_KV_WRITE) && writable == NULL)
+            return KEEL_EINVAL;
+        rc = done(cmd->fn(&c));
+        assert(rc == 0 || rc == KEEL_ENOMEM);
+    }
+    if (rc < 0 || !o.failed)
         return done(rc);
-    if ((cmd->flags & KEEL_KV_WRITE) && writable == NULL)
-        return KEEL_EINVAL;
-    return done(cmd->fn(&c));
+    r_drop(&o);
+    if (writable == NULL)
+        return o.failed;
+    static const char too_big[] = "-ERR reply does not fit the reply buffer\r\n";
+    keel_buf_append(reply, too_big, sizeof(too_big) - 1); /* best effort */
+    return 0;
 }
 
 /* ---- the table, for the server's command registry (added by the server lead) ---- */

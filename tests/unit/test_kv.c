@@ -351,6 +351,64 @@ static void command_table_is_exposed_for_the_server_registry(void)
     KT_CHECK(seen_set && seen_scan);
 }
 
+/* Applies `line` with `reply` as the reply buffer; returns apply's result. */
+static int apply_into(const char *line, keel_buf_t *reply)
+{
+    const uint8_t *argv[KVT_ARGS_MAX];
+    size_t lens[KVT_ARGS_MAX];
+    int argc = kvt_split(line, argv, lens);
+    keel_buf_reset(&t.entry);
+    if (keel_kv_entry_encode(&t.entry, 1, argc, argv, lens) != 0)
+        return -999;
+    return keel_kv_apply(&t.kv, ++t.index, keel_buf_rptr(&t.entry), keel_buf_unread(&t.entry),
+                         reply);
+}
+
+static void a_full_reply_buffer_never_changes_what_apply_does(void)
+{
+    fresh();
+    static uint8_t big[5000];
+    memset(big, 'b', sizeof(big));
+    const uint8_t *argv[] = {(const uint8_t *)"SET", (const uint8_t *)"k", big};
+    size_t lens[] = {3, 1, sizeof(big)};
+    KT_EQ_STR(kvt_argv(&t, 3, argv, lens), "+OK\r\n");
+    static const char too_big[] = "-ERR reply does not fit the reply buffer\r\n";
+    keel_buf_t small;
+    keel_buf_init(&small, 100);
+    keel_buf_append(&small, "pre", 3);
+    /* the old value does not fit: the SET happens anyway, the reply says why it is missing */
+    KT_EQ_INT(apply_into("SET k v GET", &small), 0);
+    KT_EQ_INT(keel_buf_unread(&small), 3 + strlen(too_big));
+    KT_EQ_MEM(keel_buf_rptr(&small), "pre", 3);
+    KT_EQ_MEM(keel_buf_rptr(&small) + 3, too_big, strlen(too_big));
+    KT_EQ_U64(keel_kv_applied_index(&t.kv), t.index);
+    EXPECT("GET k", "$1\r\nv\r\n");
+    KT_EQ_U64(keel_kv_revision(&t.kv), 2);
+    /* no room at all: still applied, reply untouched */
+    keel_buf_t full;
+    keel_buf_init(&full, 8);
+    keel_buf_append(&full, "12345678", 8);
+    KT_EQ_INT(apply_into("SET k w", &full), 0);
+    KT_EQ_INT(apply_into("DEL k", &full), 0);
+    KT_EQ_INT(apply_into("NOSUCH cmd", &full), 0);
+    KT_EQ_INT(keel_buf_unread(&full), 8);
+    KT_EQ_U64(keel_kv_revision(&t.kv), 4);
+    EXPECT("EXISTS k", ":0\r\n");
+    /* reads change nothing, so their reply failure is returned and the partial reply dropped */
+    KT_EQ_STR(kvt_argv(&t, 3, argv, lens), "+OK\r\n");
+    const uint8_t *mget[] = {(const uint8_t *)"MGET", (const uint8_t *)"x", (const uint8_t *)"k"};
+    size_t mget_lens[] = {4, 1, 1};
+    keel_buf_reset(&small);
+    keel_buf_append(&small, "pre", 3);
+    KT_EQ_INT(keel_kv_read(&t.kv, 3, mget, mget_lens, &small), KEEL_ETOOBIG);
+    KT_EQ_INT(keel_buf_unread(&small), 3);
+    const uint8_t *bad[] = {(const uint8_t *)"SET", (const uint8_t *)"k"};
+    KT_EQ_INT(keel_kv_check(2, bad, lens, &full), KEEL_ETOOBIG);
+    KT_EQ_INT(keel_buf_unread(&full), 8);
+    keel_buf_free(&small);
+    keel_buf_free(&full);
+}
+
 static void read_refuses_writes_and_apply_runs_logged_reads(void)
 {
     fresh();
@@ -659,6 +717,7 @@ int main(void)
     KT_RUN(limits_refuse_commands_without_changing_state);
     KT_RUN(command_flags_and_check_judge_before_proposing);
     KT_RUN(command_table_is_exposed_for_the_server_registry);
+    KT_RUN(a_full_reply_buffer_never_changes_what_apply_does);
     KT_RUN(read_refuses_writes_and_apply_runs_logged_reads);
     KT_RUN(entries_round_trip_and_every_truncation_is_refused);
     KT_RUN(malformed_entries_fail_apply_and_change_nothing);
