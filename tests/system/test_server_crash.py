@@ -13,6 +13,7 @@ it.
 
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -20,7 +21,7 @@ import time
 import redis
 
 from conftest import binary
-from keelcluster import make_cluster  # noqa: F401 (fixture)
+from keelcluster import RespConn, make_cluster, resp_command  # noqa: F401 (fixture)
 
 WRITERS = 6
 KEYS_PER_WRITER = 25
@@ -218,3 +219,64 @@ def test_a_history_through_a_leader_crash_is_linearizable(make_cluster, tmp_path
     code, out = lincheck(bad)
     assert code == 1, f"keel-lincheck accepted a tampered history (exit {code}): {out}"
     assert os.path.getsize(history) > 0
+
+
+def test_a_paused_old_leader_never_serves_a_stale_read(make_cluster):
+    """SIGSTOP the leader, write through the new one, SIGCONT: reads queued at the old
+    leader (and sent right after it wakes) see the new value or fail; never the old one."""
+    cl = make_cluster(3)
+    for round_ in range(3):
+        old = cl.wait_leader()
+        key = f"r{round_}"
+        assert old.client().set(key, "old") is True
+        cl.wait_applied(cl.nodes, old.status()["commit_index"])
+        queued = RespConn(old.client_port)
+        assert queued.call("PING") == b"+PONG\r\n"
+        old.proc.send_signal(signal.SIGSTOP)
+        try:
+            others = [nd for nd in cl.nodes if nd is not old]
+            new = cl.wait_leader(among=others)
+            assert new.client().set(key, "new") is True
+            queued.send(resp_command("GET", key))  # waits in the paused leader's socket
+        finally:
+            old.proc.send_signal(signal.SIGCONT)
+        reply = queued.reply()
+        print(f"round {round_}: queued GET at the old leader -> {reply!r}")
+        assert reply != b"$3\r\nold\r\n", f"round {round_}: stale read from the deposed leader"
+        assert reply == b"$3\r\nnew\r\n" or reply.startswith(b"-"), reply
+        fresh = RespConn(old.client_port)
+        r2 = fresh.call("GET", key)
+        assert r2 != b"$3\r\nold\r\n", f"round {round_}: stale read right after waking"
+        queued.close()
+        fresh.close()
+        cl.wait_leader()
+
+
+def test_a_history_through_leader_pauses_is_linearizable(make_cluster, tmp_path):
+    cl = make_cluster(3)
+    history = str(tmp_path / "history.jsonl")
+    args = [binary("keel"), "bench", "kv", "--duration", "5", "--connections", "6",
+            "--pipeline", "2", "--keys", "20", "--history", history, "--final-reads", "--quiet",
+            "--seed", "11"]  # fmt: skip
+    for nd in cl.nodes:
+        args += ["--addr", f"127.0.0.1:{nd.client_port}"]
+    with open(tmp_path / "bench.out", "wb") as out:
+        bench = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            for _ in range(2):
+                time.sleep(0.8)
+                leader = cl.wait_leader()
+                leader.proc.send_signal(signal.SIGSTOP)
+                try:
+                    cl.wait_leader(among=[nd for nd in cl.nodes if nd is not leader])
+                    time.sleep(0.5)
+                finally:
+                    leader.proc.send_signal(signal.SIGCONT)
+            rc = bench.wait(timeout=60)
+        finally:
+            if bench.poll() is None:
+                bench.kill()
+    report = open(tmp_path / "bench.out").read()
+    assert rc == 0, report
+    code, out = lincheck(history)
+    assert code == 0, f"keel-lincheck exit {code}:\n{out}\n{report}"
