@@ -280,3 +280,46 @@ def test_a_history_through_leader_pauses_is_linearizable(make_cluster, tmp_path)
     assert rc == 0, report
     code, out = lincheck(history)
     assert code == 0, f"keel-lincheck exit {code}:\n{out}\n{report}"
+
+
+def test_sigterm_under_load_stops_the_node_cleanly_and_loses_nothing(make_cluster):
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    ws = start_writers(cl)
+    try:
+        run_load(0.8)
+        for victim in (cl.followers(leader)[0], leader):
+            t0 = time.monotonic()
+            assert victim.stop(timeout_s=10) == 0, victim.log_tail()
+            assert time.monotonic() - t0 < 5, "clean stop took too long"
+            assert "shutting down" in victim.log_tail()
+            cl.wait_leader(among=[nd for nd in cl.nodes if nd.alive()])
+            run_load(0.5)
+            victim.start()
+            run_load(0.5)
+    finally:
+        stop_writers(ws)
+    leader = cl.wait_leader()
+    cl.wait_applied(cl.nodes, leader.status()["commit_index"])
+    for nd in cl.nodes:
+        check_acknowledged_writes(ws, nd)
+
+
+def test_a_node_with_another_cluster_configuration_is_refused_by_peers(make_cluster):
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    leader.client().set("k", "v")
+    f = cl.followers(leader)[0]
+    f.kill()
+    # same name and peer address, but a member list with an extra node: another cluster id
+    f.initial_cluster += ",n9=127.0.0.1:1"
+    term = leader.status()["term"]
+    log_from = f.log_size()
+    f.start()
+    time.sleep(1.0)
+    st = leader.status()
+    assert st["role"] == "leader" and st["term"] == term, "the stranger disturbed the leader"
+    assert f.status().get("leader") is None, "the stranger found a leader"
+    logs = leader.log_tail(20000) + cl.followers(leader)[1].log_tail(20000) + f.log_since(log_from)
+    assert "peer refused: wrong cluster or member" in logs
+    f.kill()
