@@ -123,6 +123,7 @@ typedef struct world {
     uint64_t live_index;      /* log index of a write acknowledged after the heal */
     uint64_t compact_every;   /* entries between snapshots, 0 = never */
     uint32_t trailing, chunk; /* log_trailing_entries, snapshot_chunk_bytes_max */
+    int lease_reads;          /* half of the runs serve reads from leader leases */
     char ring[RING][160];
     int ring_pos, ring_n;
     sim_result_t *res;
@@ -551,6 +552,7 @@ static void make_config(world_t *w, node_t *nd, keel_raft_config_t *cfg)
     cfg->seed = keel_mix64(w->seed * 31 + nd->id + (uint64_t)w->now_ms);
     cfg->snapshot_chunk_bytes_max = w->chunk;
     cfg->log_trailing_entries = w->trailing;
+    cfg->lease_reads = w->lease_reads;
     cfg->test_break = w->o.brk;
 }
 
@@ -955,6 +957,7 @@ static void world_init(world_t *w, uint64_t seed, const sim_opts_t *o, sim_resul
         keel_rand_chance(&w->rnd, 0.25) ? 0 : (uint64_t)keel_rand_range(&w->rnd, 5, 80);
     w->trailing = (uint32_t)keel_rand_range(&w->rnd, 0, 20);
     w->chunk = (uint32_t)keel_rand_range(&w->rnd, 8, 40);
+    w->lease_reads = keel_rand_chance(&w->rnd, 0.5);
     for (int i = 0; i < w->n; i++) {
         w->nodes[i].id = (uint64_t)(i + 1);
         w->nodes[i].disk_ms_max = keel_rand_range(&w->rnd, 0, 10);

@@ -49,6 +49,8 @@ static void tracef(cluster_t *c, const char *fmt, ...)
     va_end(ap);
 }
 
+static int g_lease_reads; /* cfg_for turns lease reads on for the next cluster */
+
 static void cfg_for(keel_raft_config_t *cfg, int n, int id)
 {
     keel_raft_config_default(cfg);
@@ -59,6 +61,7 @@ static void cfg_for(keel_raft_config_t *cfg, int n, int id)
     cfg->seed = 42;
     cfg->snapshot_chunk_bytes_max = 8;
     cfg->log_trailing_entries = 0;
+    cfg->lease_reads = g_lease_reads;
 }
 
 /* n nodes; the first `voters` bootstrap the cluster, the others wait to join. */
@@ -269,6 +272,11 @@ static void config_validate_rejects_nonsense_with_a_reason(void)
     cfg_for(&cfg, 3, 1);
     cfg.inflight_msgs_max = 0;
     KT_EQ_INT(keel_raft_config_validate(&cfg, &em), KEEL_EINVAL);
+    cfg_for(&cfg, 3, 1);
+    cfg.lease_reads = 1;
+    cfg.check_quorum = 0;
+    KT_EQ_INT(keel_raft_config_validate(&cfg, &em), KEEL_EINVAL);
+    KT_CHECK(strstr(em.text, "lease_reads needs check_quorum") != NULL);
 }
 
 static void pre_vote_then_vote_elects_a_leader_and_commits_its_noop(void)
@@ -830,6 +838,66 @@ static void a_truncated_conf_entry_reverts_the_configuration(void)
     cl_free(&c);
 }
 
+/* Lease clusters stay quiet for election_ticks_min after start; let them elect. */
+static int cl_lease_cluster(cluster_t *c)
+{
+    g_lease_reads = 1;
+    cl_init(c, 3);
+    g_lease_reads = 0;
+    cl_tick(c, 0, 40);
+    int l = leader_of(c);
+    KT_CHECK(l != 0);
+    return l;
+}
+
+static void lease_read_is_served_without_a_round_until_the_lease_runs_out(void)
+{
+    cluster_t c;
+    int l = cl_lease_cluster(&c);
+    cl_tick(&c, 0, 2); /* a heartbeat round acknowledged by both followers */
+    KT_EQ_INT(keel_raft_read_index(c.r[l], 9), 0);
+    keel_raft_ready_t rd;
+    KT_CHECK(keel_raft_ready(c.r[l], &rd));
+    KT_EQ_INT(rd.reads_n, 1); /* at once: no message had to travel */
+    KT_EQ_U64(rd.reads[0].ctx, 9);
+    KT_EQ_INT(rd.reads[0].ok, 1);
+    for (size_t k = 0; k < rd.msgs_n; k++)
+        enqueue(&c, &rd.msgs[k]);
+    keel_raft_advance(c.r[l]);
+    cl_isolate(&c, l, 1);
+    cl_tick(&c, l, 9); /* election_ticks_min (10) - drift (2) after the last round */
+    KT_EQ_INT(keel_raft_role(c.r[l]), KEEL_RAFT_LEADER);
+    KT_EQ_INT(keel_raft_read_index(c.r[l], 10), 0);
+    KT_CHECK(keel_raft_ready(c.r[l], &rd));
+    KT_EQ_INT(rd.reads_n, 0); /* lease over: back to a ReadIndex round */
+    keel_raft_advance(c.r[l]);
+    cl_free(&c);
+}
+
+static void lease_follower_ignores_votes_even_after_learning_a_newer_term(void)
+{
+    cluster_t c;
+    int l = cl_lease_cluster(&c);
+    int f = l == 1 ? 2 : 1, o = 6 - l - f;
+    /* f learns of term 50 from a stray answer: it still holds l's lease */
+    keel_raft_msg_t stray = {.type = KEEL_RAFT_MSG_VOTE_RESP,
+                             .from = (uint64_t)o,
+                             .to = (uint64_t)f,
+                             .term = 50,
+                             .reject = 1};
+    KT_EQ_INT(keel_raft_step(c.r[f], &stray), 0);
+    KT_EQ_U64(keel_raft_term(c.r[f]), 50);
+    keel_raft_msg_t v = {.type = KEEL_RAFT_MSG_VOTE,
+                         .from = (uint64_t)o,
+                         .to = (uint64_t)f,
+                         .term = 51,
+                         .index = 1,
+                         .log_term = 1};
+    KT_EQ_INT(keel_raft_step(c.r[f], &v), 0);
+    KT_EQ_U64(keel_raft_term(c.r[f]), 50); /* ignored */
+    cl_free(&c);
+}
+
 int main(void)
 {
     KT_RUN(config_validate_rejects_nonsense_with_a_reason);
@@ -856,5 +924,7 @@ int main(void)
     KT_RUN(conf_change_of_two_voters_or_before_a_commit_is_refused);
     KT_RUN(leader_removing_itself_steps_down_once_the_change_commits);
     KT_RUN(a_truncated_conf_entry_reverts_the_configuration);
+    KT_RUN(lease_read_is_served_without_a_round_until_the_lease_runs_out);
+    KT_RUN(lease_follower_ignores_votes_even_after_learning_a_newer_term);
     return kt_done();
 }

@@ -23,6 +23,8 @@ void keel_raft_config_default(keel_raft_config_t *cfg)
     cfg->log_trailing_entries = 1024;
     cfg->pre_vote = 1;
     cfg->check_quorum = 1;
+    cfg->lease_reads = 0;
+    cfg->lease_drift_ticks = 2;
 }
 
 int keel_raft_config_validate(const keel_raft_config_t *c, keel_errmsg_t *msg)
@@ -57,6 +59,11 @@ int keel_raft_config_validate(const keel_raft_config_t *c, keel_errmsg_t *msg)
         return keel_errf(msg, KEEL_EINVAL,
                          "raft: election_ticks_max (%u) < election_ticks_min (%u)",
                          c->election_ticks_max, c->election_ticks_min);
+    if (c->lease_reads && (!c->check_quorum || c->lease_drift_ticks >= c->election_ticks_min))
+        return keel_errf(msg, KEEL_EINVAL,
+                         "raft: lease_reads needs check_quorum and lease_drift_ticks (%u) < "
+                         "election_ticks_min (%u)",
+                         c->lease_drift_ticks, c->election_ticks_min);
     if (c->msg_entries_max == 0 || c->msg_bytes_max == 0)
         return keel_errf(msg, KEEL_EINVAL, "raft: msg_entries_max and msg_bytes_max must be > 0");
     if (c->inflight_msgs_max == 0 || c->inflight_bytes_max == 0)
@@ -233,6 +240,7 @@ void keel__raft_become_leader(keel_raft_t *r)
     r->role = KEEL_RAFT_LEADER;
     r->leader = r->cfg.id;
     r->transfer_to = 0;
+    r->lease_off = 0;
     r->heartbeat_elapsed = 0;
     r->election_elapsed = 0;
     keel__raft_progress_reset(r);
@@ -257,6 +265,9 @@ void keel__raft_truncate(keel_raft_t *r, uint64_t from_index)
 
 static void tick_once(keel_raft_t *r)
 {
+    r->ticks++;
+    if (r->heard_elapsed < UINT32_MAX)
+        r->heard_elapsed++;
     r->election_elapsed++;
     if (r->role != KEEL_RAFT_LEADER) {
         /* Learners and departed nodes never campaign, but their timer still runs: a
@@ -300,8 +311,10 @@ void keel_raft_tick(keel_raft_t *r, keel_ms_t now_ms)
         r->next_tick_ms += r->cfg.tick_ms;
         n++;
     }
-    if (now_ms >= r->next_tick_ms) /* long pause: skip ahead rather than spin */
+    if (now_ms >= r->next_tick_ms) { /* long pause: skip ahead rather than spin */
+        r->ticks += (uint64_t)((now_ms - r->next_tick_ms) / r->cfg.tick_ms) + 1;
         r->next_tick_ms = now_ms + r->cfg.tick_ms;
+    }
 }
 
 keel_ms_t keel_raft_next_deadline_ms(const keel_raft_t *r)
@@ -326,7 +339,12 @@ static int step_term(keel_raft_t *r, const keel_raft_msg_t *m)
             /* Leader stickiness: while a leader is heard from, ignore disruptive
                campaigns, unless they come from a leadership transfer (thesis §4.2.3). */
             int in_lease = r->cfg.check_quorum && r->leader != 0 &&
-                           r->election_elapsed < r->cfg.election_ticks_min;
+                           r->election_elapsed < r->cfg.election_ticks_min; /* With lease reads the
+    rule is strict: no vote within election_ticks_min of hearing from any leader, whatever happened
+    to terms meanwhile, and none in the first election_ticks_min after a start (a restarted node may
+    have acknowledged a lease it no longer remembers). */
+            if (r->cfg.lease_reads)
+                in_lease = r->heard_elapsed < r->cfg.election_ticks_min;
             if (in_lease && !m->transfer)
                 return 0;
         }
@@ -381,6 +399,7 @@ int keel_raft_step(keel_raft_t *r, const keel_raft_msg_t *m)
         if (r->role != KEEL_RAFT_FOLLOWER || r->leader != m->from)
             keel__raft_become_follower(r, r->term, m->from);
         r->election_elapsed = 0;
+        r->heard_elapsed = 0;
         if (m->type == KEEL_RAFT_MSG_APPEND)
             return keel__raft_recv_append(r, m);
         if (m->type == KEEL_RAFT_MSG_SNAPSHOT)
@@ -435,6 +454,7 @@ int keel_raft_transfer_leadership(keel_raft_t *r, uint64_t to)
         return KEEL_EBUSY;
     r->transfer_to = to;
     r->transfer_elapsed = 0;
+    r->lease_off = 1; /* the target's campaign will ignore follower leases */
     if (p->match == keel__raft_log_last(&r->log)) {
         keel_raft_msg_t m = {.type = KEEL_RAFT_MSG_TIMEOUT_NOW, .to = to};
         keel__raft_send(r, &m);

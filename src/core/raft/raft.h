@@ -190,8 +190,10 @@ typedef struct keel_raft_ready {
 typedef enum {
     KEEL_RAFT_BREAK_NONE = 0,
     KEEL_RAFT_BREAK_COMMIT_OLD_TERM, /* commit a previous term's entry by counting (§3.6.2) */
-    KEEL_RAFT_BREAK_VOTE_ANY_LOG,    /* grant votes without the up-to-date check (§3.6.1) */
-    KEEL_RAFT_BREAK_ACK_UNDURABLE,   /* acknowledge appends before they are durable */
+    KEEL_RAFT_BREAK_VOTE_ANY_LOG,
+    /* grant votes without the up-to-date check (§3.6.1) */
+    KEEL_RAFT_BREAK_ACK_UNDURABLE,
+    /* acknowledge appends before they are durable */
 } keel_raft_break_t;
 
 typedef struct keel_raft_config {
@@ -216,8 +218,16 @@ typedef struct keel_raft_config {
     uint32_t log_trailing_entries;     /* kept behind a snapshot for slow followers */
     int pre_vote;                      /* thesis §9.6 */
     int check_quorum;                  /* leader steps down without a live majority; leases */
-    uint64_t seed;                     /* election timeout randomness */
-    keel_raft_break_t test_break;      /* tests only */
+    /* Lease reads (thesis §6.4.1): serve a read at once while a majority acknowledged a
+       heartbeat sent less than election_ticks_min - lease_drift_ticks ago. CLOCK
+       DEPENDENT: correct only if tick rates differ by less than lease_drift_ticks per
+       election_ticks_min. Needs check_quorum. While on, a starting node ignores votes
+       for its first election_ticks_min ticks (it may have acknowledged a lease before
+       a crash). */
+    int lease_reads;
+    uint32_t lease_drift_ticks;
+    uint64_t seed;                /* election timeout randomness */
+    keel_raft_break_t test_break; /* tests only */
 } keel_raft_config_t;
 
 /* What the driver found on stable storage at restart. */

@@ -79,9 +79,13 @@ struct keel_raft {
 
     uint64_t transfer_to; /* leader: transfer target, 0 = none */
     uint32_t transfer_elapsed;
-
-    uint64_t read_seq; /* ReadIndex rounds (heartbeat ctx) */
-    int hb_pending;    /* leader: send heartbeats at the next flush */
+    uint64_t read_seq;      /* heartbeat rounds (ctx): ReadIndex and leases */
+    uint64_t ticks;         /* ticks since start, including skipped ones */
+    uint32_t heard_elapsed; /* ticks since a leader's message (lease reads) */
+#define KEEL__LEASE_ROUNDS 64
+    uint64_t round_tick[KEEL__LEASE_ROUNDS]; /* tick each recent round was sent */
+    int lease_off;                           /* leader sent TimeoutNow this term: no lease reads */
+    int hb_pending;                          /* leader: send heartbeats at the next flush */
     keel__raft_read_t *reads_pending;
     uint32_t reads_start, reads_count;
     keel_raft_read_state_t *reads_out;
@@ -148,5 +152,6 @@ void keel__raft_recv_snapshot_resp(keel_raft_t *r, const keel_raft_msg_t *m);
 /* readindex.c */
 void keel__raft_reads_release(keel_raft_t *r);
 void keel__raft_reads_fail_all(keel_raft_t *r);
+uint64_t keel__raft_new_round(keel_raft_t *r);
 
 #endif

@@ -110,6 +110,7 @@ static void send_heartbeat(keel_raft_t *r, keel__raft_progress_t *p)
 
 void keel__raft_bcast_heartbeat(keel_raft_t *r)
 {
+    keel__raft_new_round(r);
     for (size_t i = 0; i < r->prs_n; i++)
         if (!r->prs[i].is_self)
             send_heartbeat(r, &r->prs[i]);
