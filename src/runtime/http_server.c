@@ -4,6 +4,7 @@
 
 #include "base/log.h"
 #include "base/metrics.h"
+#include "runtime/clock.h"
 #include "runtime/tcp.h"
 
 #include <assert.h>
@@ -177,7 +178,7 @@ static void update_deadline(keel_http_conn_t *c)
 
 static void refresh_date(keel_http_server_t *srv)
 {
-    time_t t = time(NULL);
+    time_t t = (time_t)(keel_clock_unix_ms() / 1000);
     if ((int64_t)t == srv->date_unix_s)
         return;
     struct tm tm;
@@ -315,7 +316,8 @@ static void dispatch(keel_http_conn_t *c)
     else
         write_error(c, 404, "not found", !keep);
     if (srv->m.duration != NULL)
-        keel_histogram_observe(srv->m.duration, (double)(uv_hrtime() - c->request_start_ns) / 1e9);
+        keel_histogram_observe(srv->m.duration,
+                               (double)((uint64_t)keel_clock_now_ns() - c->request_start_ns) / 1e9);
 }
 
 /* Parses buffered input and dispatches requests until one is pending or input runs out. */
@@ -331,7 +333,7 @@ static void process(keel_http_conn_t *c)
         if (!keel_http_parser_mid_message(&c->parser)) {
             c->request_start_ms = now_ms(c);
             if (srv->m.duration != NULL)
-                c->request_start_ns = uv_hrtime();
+                c->request_start_ns = (uint64_t)keel_clock_now_ns();
         }
         size_t used = 0;
         int ev = keel_http_parser_feed(&c->parser, &c->msg, keel_buf_rptr(&c->in),
@@ -700,7 +702,8 @@ int keel_http_respond(keel_http_req_t *req, int status, const keel_http_header_t
         count_status(srv, status);
         if (srv->m.duration != NULL)
             keel_histogram_observe(srv->m.duration,
-                                   (double)(uv_hrtime() - c->request_start_ns) / 1e9);
+                                   (double)((uint64_t)keel_clock_now_ns() - c->request_start_ns) /
+                                       1e9);
         if (!keep)
             c->close_after_write = true;
     }
