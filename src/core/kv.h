@@ -1,5 +1,4 @@
-/* kv.h - keel server's replicated key-value state machine: Redis string commands, versions,
- * snapshots. */
+/* kv.h - keel server's replicated KV state machine: Redis strings, versions, snapshots. */
 #ifndef KEEL_CORE_KV_H
 #define KEEL_CORE_KV_H
 

@@ -8,10 +8,10 @@
  * Every command runs the same way (keel__kv_exec): look up, arity, argc
  * limit, syntax (argv only, shared with keel_kv_check so the server can
  * refuse before proposing), handler. A handler either writes a command error
- * and changes nothing, or succeeds whole; when it fails with KEEL_ENOMEM /
- * KEEL_ETOOBIG the state is unchanged and the caller drops its partial reply.
- * That is why handlers write their reply before mutating, or reserve its
- * bytes first when the reply depends on the outcome (DEL).
+ * and changes nothing, or succeeds whole, or fails with KEEL_ENOMEM having
+ * changed nothing (it allocates everything before it links anything: see
+ * cmd_mset). Reply writes cannot make a handler fail: they go through a
+ * reply_t that records the buffer's failure for keel__kv_exec to judge.
  *
  * Texts follow redis-server 7.0 (src/t_string.c, src/db.c, src/server.c),
  * checked against a running redis-server 7.0.15.
