@@ -21,6 +21,7 @@
  *   keel_raft_transfer_leadership()  hand leadership to a caught-up voter (§3.10)
  *   keel_raft_persisted(r, i, t)     the log up to index i (term t) is now durable
  *   keel_raft_compact(r, i, snap)    the application took a snapshot at applied index i
+ *   keel_raft_propose_conf(r, conf)  change membership, one voter at a time (§4.1)
  *
  * and collects the effects with keel_raft_ready() / keel_raft_advance().
  *
@@ -44,8 +45,9 @@
  *      write may complete later (asynchronously); when the entries up to index i of term
  *      t are durable, call keel_raft_persisted(r, i, t) (outside a ready/advance pair).
  *   2. rd.msgs may be sent at once, before the write of step 1 is durable. They are the
- *      leader's AppendEntries, heartbeats and TimeoutNow: the leader writes its own log in
- *      parallel with replication and counts itself in the commit quorum only for entries
+ *      leader's AppendEntries, heartbeats, snapshot chunks and TimeoutNow: the leader
+ *      writes its own log in parallel with replication and counts itself in the commit
+ *      quorum only for entries
  *      reported through keel_raft_persisted (thesis §10.2.1).
  *   3. rd.msgs_after_persist may be sent only once the writes of this ready and of every
  *      earlier ready are durable (votes, append acknowledgements, all follower traffic).
