@@ -47,8 +47,7 @@
  *   2. rd.msgs may be sent at once, before the write of step 1 is durable. They are the
  *      leader's AppendEntries, heartbeats, snapshot chunks and TimeoutNow: the leader
  *      writes its own log in parallel with replication and counts itself in the commit
- *      quorum only for entries
- *      reported through keel_raft_persisted (thesis §10.2.1).
+ *      quorum only for entries reported through keel_raft_persisted (thesis §10.2.1).
  *   3. rd.msgs_after_persist may be sent only once the writes of this ready and of every
  *      earlier ready are durable (votes, append acknowledgements, all follower traffic).
  *   4. Apply rd.committed in order. They are committed and locally durable.
