@@ -55,6 +55,7 @@ struct keel__http_call {
     keel_http_client_cb cb;
     void *data;
     int method;
+    uint64_t id; /* unique per request, for cancel */
     bool active;
     bool queued;
     bool retried;
@@ -480,7 +481,7 @@ static keel__http_call_t *call_get(keel_http_client_t *cli)
 }
 
 int keel_http_client_request(keel_http_client_t *cli, const keel_http_client_request_t *req,
-                             keel_http_client_cb cb, void *data)
+                             keel_http_client_cb cb, void *data, uint64_t *call_id)
 {
     assert(cb != NULL && req->timeout_ms > 0);
     if (cli->closing)
@@ -510,10 +511,30 @@ int keel_http_client_request(keel_http_client_t *cli, const keel_http_client_req
     call->method = req->method;
     call->active = true;
     call->queued = call->retried = false;
+    call->id = ++cli->next_call_id;
+    if (call_id != NULL)
+        *call_id = call->id;
     cli->stats.requests++;
     keel_timer_start(&call->timer, req->timeout_ms, 0, on_deadline, call);
     assign(call, false);
     return 0;
+}
+
+int keel_http_client_cancel(keel_http_client_t *cli, uint64_t call_id)
+{
+    for (keel__http_call_t *call = cli->calls; call != NULL; call = call->all_next) {
+        if (!call->active || call->id != call_id)
+            continue;
+        keel__http_conn_t *c = call->conn;
+        if (c != NULL) { /* mid-exchange: the connection cannot carry another request */
+            c->call = NULL;
+            call->conn = NULL;
+            conn_close(c);
+        }
+        finish(call, KEEL_ECANCELED, NULL);
+        return 0;
+    }
+    return KEEL_ENOTFOUND;
 }
 
 /* ---- idle sweep and close ---------------------------------------------------------------- */

@@ -80,6 +80,7 @@ typedef struct keel_http_client {
     keel_timer_t sweep;
     int handles_open;
     bool closing;
+    uint64_t next_call_id;
     void (*done)(struct keel_http_client *cli, void *data);
     void *done_data;
     keel_http_client_stats_t stats;
@@ -87,10 +88,14 @@ typedef struct keel_http_client {
 
 int keel_http_client_init(keel_http_client_t *cli, keel_loop_t *loop,
                           const keel_http_client_config_t *cfg, keel_errmsg_t *msg);
-/* 0: cb will run exactly once, later, from the loop. Negative: cb will not run
+/* 0: cb will run exactly once, later, from the loop (or from keel_http_client_cancel()), and
+ * *call_id (if non-NULL) names the request for cancel. Negative: cb will not run
  * (KEEL_EINVAL bad address, KEEL_EBUSY queue full, KEEL_ENOMEM, KEEL_ECLOSED after close). */
 int keel_http_client_request(keel_http_client_t *cli, const keel_http_client_request_t *req,
-                             keel_http_client_cb cb, void *data);
+                             keel_http_client_cb cb, void *data, uint64_t *call_id);
+/* Ends a request now: its callback runs before this returns, with KEEL_ECANCELED; a connection
+ * it was using is closed. KEEL_ENOTFOUND if it already finished (ids are never reused). */
+int keel_http_client_cancel(keel_http_client_t *cli, uint64_t call_id);
 /* Fails pending requests with KEEL_ECANCELED, closes every connection; done (may be NULL) runs
  * once all handles are closed and memory is freed. */
 void keel_http_client_close(keel_http_client_t *cli,

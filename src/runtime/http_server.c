@@ -44,6 +44,8 @@ struct keel_http_conn {
     bool continue_sent;
     bool closing; /* uv_close called */
     bool closed;  /* handle closed; memory kept only while req_pending */
+    void (*gone_fn)(keel_http_req_t *req, void *data);
+    void *gone_data;
 };
 
 keel_http_server_config_t keel_http_server_config_default(void)
@@ -113,8 +115,13 @@ static void on_conn_closed(uv_handle_t *h)
         c->next->prev = c->prev;
     srv->conns_count--;
     c->closed = true;
-    if (!c->req_pending) /* else freed when the handler answers */
+    if (!c->req_pending) { /* else freed when the handler answers */
         conn_free(c);
+    } else if (c->gone_fn != NULL) {
+        void (*fn)(keel_http_req_t *, void *) = c->gone_fn;
+        c->gone_fn = NULL;
+        fn(&c->req, c->gone_data); /* may answer, which frees c */
+    }
     maybe_finish_shutdown(srv);
 }
 
@@ -307,6 +314,7 @@ static void dispatch(keel_http_conn_t *c)
         c->req.route_data = r->data;
         c->req.conn = c;
         c->req_pending = true;
+        c->gone_fn = NULL;
         r->handler(&c->req, r->data);
         return;
     }
@@ -408,6 +416,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->peer_eof = true;
         uv_read_stop(s);
         c->reading = false;
+        if (c->req_pending && c->gone_fn != NULL) { /* like nginx: EOF while waiting = abort */
+            void (*fn)(keel_http_req_t *, void *) = c->gone_fn;
+            c->gone_fn = NULL;
+            fn(&c->req, c->gone_data);
+        }
         process(c);
         return;
     }
@@ -669,6 +682,14 @@ void keel_http_server_shutdown_hook(void *srv)
 }
 
 /* ---- responding ------------------------------------------------------------------------- */
+
+void keel_http_req_on_gone(keel_http_req_t *req, void (*fn)(keel_http_req_t *req, void *data),
+                           void *data)
+{
+    assert(req->conn->req_pending);
+    req->conn->gone_fn = fn;
+    req->conn->gone_data = data;
+}
 
 bool keel_http_req_gone(const keel_http_req_t *req)
 {

@@ -145,5 +145,11 @@ int keel_http_respond_error(keel_http_req_t *req, int status, const char *messag
 /* True when the client of a pending request has closed or half-closed its connection (like
  * nginx, a proxy may take this as an abort; an answer is still sent while the socket is open). */
 bool keel_http_req_gone(const keel_http_req_t *req);
+/* Calls fn(req, data) once if the client closes or half-closes its connection while req is
+ * unanswered (what keel_http_req_gone() reports), so an
+ * async handler can cancel its work (e.g. the upstream call of a proxy). req must still be
+ * answered, in fn or later; that only frees it. Replaces an earlier hook; fn NULL clears it. */
+void keel_http_req_on_gone(keel_http_req_t *req, void (*fn)(keel_http_req_t *req, void *data),
+                           void *data);
 
 #endif

@@ -114,7 +114,7 @@ static void client_gets_a_response_and_reuses_the_connection(void)
     for (int i = 0; i < 10; i++) {
         result_t r = {0};
         keel_http_client_request_t req = get(e.addr, "/hello");
-        KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r), 0);
+        KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r, NULL), 0);
         run_until(&e.loop, &r.calls, 1);
         KT_EQ_INT(r.calls, 1);
         KT_EQ_INT(r.err, 0);
@@ -138,13 +138,13 @@ static void client_posts_a_body_and_gets_404_for_unknown_paths(void)
                                       .body = "payload",
                                       .body_len = 7,
                                       .timeout_ms = 2000};
-    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r), 0);
+    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r, NULL), 0);
     run_until(&e.loop, &r.calls, 1);
     KT_EQ_INT(r.status, 201);
     KT_EQ_STR(r.body, "payload");
     result_t r2 = {0};
     req = get(e.addr, "/missing");
-    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r2), 0);
+    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r2, NULL), 0);
     run_until(&e.loop, &r2.calls, 1);
     KT_EQ_INT(r2.status, 404);
     KT_CHECK(strstr(r2.body, "\"code\":404") != NULL);
@@ -170,7 +170,7 @@ static void head_answers_have_no_body_and_keep_the_connection(void)
     result_t r = {0};
     keel_http_client_request_t req = get(e.addr, "/hello");
     req.method = HTTP_HEAD;
-    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_head, &r), 0);
+    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_head, &r, NULL), 0);
     run_until(&e.loop, &r.calls, 1);
     KT_EQ_INT(r.err, 0);
     KT_EQ_INT(r.status, 200);
@@ -178,7 +178,7 @@ static void head_answers_have_no_body_and_keep_the_connection(void)
     KT_EQ_INT(r.order[1], 5);
     result_t r2 = {0};
     req.method = HTTP_GET;
-    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r2), 0);
+    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r2, NULL), 0);
     run_until(&e.loop, &r2.calls, 1);
     KT_EQ_STR(r2.body, "hello");
     KT_EQ_U64(e.cli.stats.connects, 1);
@@ -210,7 +210,7 @@ static void queued_requests_complete_in_order_on_one_connection(void)
                                           .body = bodies[i],
                                           .body_len = strlen(bodies[i]),
                                           .timeout_ms = 2000};
-        KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_ordered, &r), 0);
+        KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_ordered, &r, NULL), 0);
     }
     run_until(&e.loop, &r.calls, 8);
     KT_EQ_INT(r.calls, 8);
@@ -239,7 +239,7 @@ static void many_concurrent_requests_share_a_bounded_pool(void)
     result_t r = {0};
     keel_http_client_request_t req = get(e.addr, "/hello");
     for (int i = 0; i < 1000; i++)
-        KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_count, &r), 0);
+        KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_count, &r, NULL), 0);
     KT_EQ_INT(keel_http_client_conns(&e.cli, e.addr), 8);
     run_until(&e.loop, &r.calls, 1000);
     KT_EQ_INT(r.calls, 1000);
@@ -255,7 +255,7 @@ static void many_concurrent_requests_share_a_bounded_pool(void)
     result_t r2 = {0};
     int accepted = 0, busy = 0;
     for (int i = 0; i < 20; i++) {
-        int rc = keel_http_client_request(&e.cli, &req, on_count, &r2);
+        int rc = keel_http_client_request(&e.cli, &req, on_count, &r2, NULL);
         accepted += rc == 0;
         busy += rc == KEEL_EBUSY;
     }
@@ -279,11 +279,11 @@ static void client_reports_connection_refused(void)
     uv_run(&e.loop.uv, UV_RUN_NOWAIT);
     result_t r = {0};
     keel_http_client_request_t req = get(addr, "/");
-    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r), 0);
+    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r, NULL), 0);
     run_until(&e.loop, &r.calls, 1);
     KT_EQ_INT(r.err, KEEL_ECONNREFUSED);
     req = get("not-an-address:80", "/");
-    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r), KEEL_EINVAL);
+    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r, NULL), KEEL_EINVAL);
     env_close(&e);
 }
 
@@ -295,7 +295,7 @@ static void client_times_out_and_a_late_answer_is_dropped(void)
     keel_http_client_request_t req = get(e.addr, "/hold");
     req.timeout_ms = 100;
     uint64_t t0 = uv_now(&e.loop.uv);
-    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r), 0);
+    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r, NULL), 0);
     run_until(&e.loop, &r.calls, 1);
     uint64_t waited = uv_now(&e.loop.uv) - t0;
     KT_EQ_INT(r.err, KEEL_ETIMEDOUT);
@@ -310,13 +310,64 @@ static void client_times_out_and_a_late_answer_is_dropped(void)
     env_close(&e);
 }
 
+static int gone_calls;
+
+static void on_gone(keel_http_req_t *req, void *data)
+{
+    gone_calls++;
+    KT_CHECK(data == &gone_calls);
+    keel_http_respond(req, 200, NULL, 0, NULL, 0); /* frees it */
+}
+
+static void cancel_ends_a_request_and_the_server_hears_the_client_go(void)
+{
+    env_t e;
+    env_init(&e, NULL);
+    gone_calls = 0;
+    result_t r = {0};
+    uint64_t id = 0;
+    keel_http_client_request_t req = get(e.addr, "/hold");
+    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r, &id), 0);
+    KT_CHECK(id != 0);
+    for (int i = 0; i < 1000 && held == NULL; i++)
+        uv_run(&e.loop.uv, UV_RUN_ONCE);
+    KT_CHECK(held != NULL);
+    keel_http_req_on_gone(held, on_gone, &gone_calls);
+    KT_EQ_INT(keel_http_client_cancel(&e.cli, id), 0);
+    KT_EQ_INT(r.calls, 1); /* synchronously */
+    KT_EQ_INT(r.err, KEEL_ECANCELED);
+    KT_EQ_INT(keel_http_client_cancel(&e.cli, id), KEEL_ENOTFOUND);
+    for (int i = 0; i < 1000 && gone_calls == 0; i++)
+        uv_run(&e.loop.uv, UV_RUN_ONCE);
+    KT_EQ_INT(gone_calls, 1);
+    /* a queued request is cancelled without touching any connection */
+    keel_http_client_config_t one = keel_http_client_config_default();
+    one.conns_per_host_max = 1;
+    one.idle_per_host_max = 1;
+    e.cli.cfg = one;
+    held = NULL;
+    result_t a = {0}, b = {0};
+    uint64_t ida, idb;
+    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &a, &ida), 0);
+    keel_http_client_request_t hello_req = get(e.addr, "/hello");
+    KT_EQ_INT(keel_http_client_request(&e.cli, &hello_req, on_result, &b, &idb), 0);
+    KT_EQ_INT(keel_http_client_cancel(&e.cli, idb), 0);
+    KT_EQ_INT(b.err, KEEL_ECANCELED);
+    for (int i = 0; i < 1000 && held == NULL; i++)
+        uv_run(&e.loop.uv, UV_RUN_ONCE);
+    KT_EQ_INT(keel_http_respond_body(held, 200, "text/plain", "held", 4), 0);
+    run_until(&e.loop, &a.calls, 1);
+    KT_EQ_STR(a.body, "held");
+    env_close(&e);
+}
+
 static void shutdown_drains_an_in_flight_request(void)
 {
     env_t e;
     env_init(&e, NULL);
     result_t r = {0};
     keel_http_client_request_t req = get(e.addr, "/hold");
-    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r), 0);
+    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r, NULL), 0);
     for (int i = 0; i < 1000 && held == NULL; i++)
         uv_run(&e.loop.uv, UV_RUN_ONCE);
     KT_CHECK(held != NULL);
@@ -331,7 +382,7 @@ static void shutdown_drains_an_in_flight_request(void)
     KT_EQ_INT(e.server_done, 1);
     /* a new request is refused now */
     result_t r2 = {0};
-    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r2), 0);
+    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r2, NULL), 0);
     run_until(&e.loop, &r2.calls, 1);
     KT_EQ_INT(r2.err, KEEL_ECONNREFUSED);
     keel_http_client_close(&e.cli, client_done, &e);
@@ -421,12 +472,12 @@ static void client_reports_malformed_and_truncated_responses(void)
     raw_start(&raw, &e.loop, 0, addr, sizeof(addr));
     result_t r = {0};
     keel_http_client_request_t req = get(addr, "/");
-    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r), 0);
+    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r, NULL), 0);
     run_until(&e.loop, &r.calls, 1);
     KT_EQ_INT(r.err, KEEL_EPROTO);
     raw.mode = 1;
     result_t r2 = {0};
-    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r2), 0);
+    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r2, NULL), 0);
     run_until(&e.loop, &r2.calls, 1);
     KT_EQ_INT(r2.err, KEEL_ECONNRESET);
     uv_close((uv_handle_t *)&raw.listener, NULL);
@@ -442,12 +493,12 @@ static void stale_pooled_connection_is_retried_once_for_get(void)
     raw_start(&raw, &e.loop, 2, addr, sizeof(addr));
     keel_http_client_request_t req = get(addr, "/");
     result_t r = {0};
-    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r), 0);
+    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r, NULL), 0);
     run_until(&e.loop, &r.calls, 1);
     KT_EQ_STR(r.body, "ok");
     /* The second GET goes to the pooled connection, which the server drops without a byte. */
     result_t r2 = {0};
-    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r2), 0);
+    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r2, NULL), 0);
     run_until(&e.loop, &r2.calls, 1);
     KT_EQ_INT(r2.err, 0);
     KT_EQ_STR(r2.body, "ok");
@@ -461,7 +512,7 @@ static void stale_pooled_connection_is_retried_once_for_get(void)
                                        .body_len = 1,
                                        .timeout_ms = 2000};
     result_t r3 = {0};
-    KT_EQ_INT(keel_http_client_request(&e.cli, &post, on_result, &r3), 0);
+    KT_EQ_INT(keel_http_client_request(&e.cli, &post, on_result, &r3, NULL), 0);
     run_until(&e.loop, &r3.calls, 1);
     KT_EQ_INT(r3.err, KEEL_ECONNRESET);
     KT_EQ_U64(e.cli.stats.retries, 1);
@@ -475,13 +526,13 @@ static void close_cancels_pending_requests(void)
     env_init(&e, NULL);
     result_t r = {0};
     keel_http_client_request_t req = get(e.addr, "/hold");
-    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r), 0);
+    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r, NULL), 0);
     for (int i = 0; i < 1000 && held == NULL; i++)
         uv_run(&e.loop.uv, UV_RUN_ONCE);
     keel_http_client_close(&e.cli, client_done, &e);
     KT_EQ_INT(r.calls, 1);
     KT_EQ_INT(r.err, KEEL_ECANCELED);
-    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r), KEEL_ECLOSED);
+    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r, NULL), KEEL_ECLOSED);
     for (int i = 0; i < 1000 && !keel_http_req_gone(held); i++)
         uv_run(&e.loop.uv, UV_RUN_ONCE);
     keel_http_respond(held, 200, NULL, 0, NULL, 0);
@@ -501,6 +552,7 @@ int main(void)
     KT_RUN(many_concurrent_requests_share_a_bounded_pool);
     KT_RUN(client_reports_connection_refused);
     KT_RUN(client_times_out_and_a_late_answer_is_dropped);
+    KT_RUN(cancel_ends_a_request_and_the_server_hears_the_client_go);
     KT_RUN(shutdown_drains_an_in_flight_request);
     KT_RUN(client_reports_malformed_and_truncated_responses);
     KT_RUN(stale_pooled_connection_is_retried_once_for_get);
