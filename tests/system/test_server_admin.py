@@ -4,6 +4,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import time
 
 import pytest
@@ -143,3 +144,42 @@ def test_admin_http_refuses_unknown_paths_and_methods(make_cluster):
                        capture_output=True, timeout=10)  # fmt: skip
     assert r.stdout == b"405"
     assert http_get(node.http_port, "/health")[0] == 200
+
+
+# Known bug (reported to the lead): /health is 503 "applying committed entries" whenever the
+# request lands in the loop turn where a new commit index arrived but was not applied yet, so
+# a healthy follower under a steady write load flaps. Measured: 150 of 2467 polls (6%) in 3 s
+# with two pipelined writers on the leader. strict: this fails once fixed (then drop the mark).
+@pytest.mark.xfail(strict=True, reason="/health flaps to 503 on a healthy follower under writes")
+def test_health_stays_200_on_a_follower_under_a_write_load(make_cluster):
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    f = cl.followers(leader)[0]
+    stop = threading.Event()
+
+    def load():
+        c = leader.client()
+        i = 0
+        while not stop.is_set():
+            p = c.pipeline(transaction=False)
+            for _ in range(20):
+                p.set(f"k{i % 100}", "v")
+                i += 1
+            p.execute()
+
+    ts = [threading.Thread(target=load) for _ in range(2)]
+    for t in ts:
+        t.start()
+    bad, polls = [], 0
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2:
+            code, body = f.health()
+            polls += 1
+            if code != 200:
+                bad.append(body)
+    finally:
+        stop.set()
+        for t in ts:
+            t.join(timeout=30)
+    assert not bad, f"{len(bad)} of {polls} polls were not 200, e.g. {bad[0]}"
