@@ -299,7 +299,7 @@ static void client_times_out_and_a_late_answer_is_dropped(void)
     run_until(&e.loop, &r.calls, 1);
     uint64_t waited = uv_now(&e.loop.uv) - t0;
     KT_EQ_INT(r.err, KEEL_ETIMEDOUT);
-    KT_CHECK(waited >= 100 && waited < 1000);
+    KT_CHECK(waited >= 100 && waited < 3000);
     /* the client closed its connection; the server notices */
     KT_CHECK(held != NULL);
     for (int i = 0; i < 1000 && !keel_http_req_gone(held); i++)
