@@ -35,8 +35,8 @@
  * 5. If a key fails, shrink a failing time window (find_window()).
  */
 
-/* A register value that stands for "any value" (the state at a window's left cut). */
-#define WILD INT64_MIN
+/* The value of every write whose value no op observes (simplify_unobserved()). */
+#define DEAD INT64_MIN
 #define NO_TS_MAX INT64_MAX
 
 enum pkind {
@@ -48,13 +48,29 @@ enum pkind {
     P_UCAS,    /* UNKNOWN cas a -> b: placed only where it would swap */
 };
 
+/*
+ * After prepare(), a and b hold value ids (indexes into search_t.vals), and
+ * the search state is an id too: below nvals a known value; nvals + x the
+ * unknown value at a window's left cut ("WILD"), known only to differ from
+ * the values in exclusion set x (failed compares seen so far; x = 0: none).
+ */
 typedef struct pop {
     int64_t a, b;
     int64_t call, ret; /* ret == NO_TS_MAX: UNKNOWN, no completion event */
     uint32_t orig;     /* index into the caller's ops[] */
     uint8_t kind;
-    uint8_t opt; /* straddles a window's left cut: took effect before it, or before ret */
+    uint8_t opt;     /* straddles a window's left cut: took effect before it, or before ret */
+    uint32_t obs_id; /* value it needs to see, as an index into search_t.vals; NO_ID: none */
+    uint32_t wr_id;  /* value it may write; NO_ID: none, or DEAD */
 } pop_t;
+
+#define NO_ID UINT32_MAX
+
+struct twin_key {
+    int64_t a, b, call;
+    uint32_t i;
+    uint8_t kind;
+};
 
 typedef struct ent {
     int64_t t;
@@ -69,6 +85,9 @@ typedef struct memo_ent {
     size_t off; /* into arena */
 } memo_ent_t;
 
+/* How an op on the search stack was placed. */
+enum { VAR_EFFECT, VAR_NOOP /* optional op, without its effect */, VAR_FORCED /* find_forced() */ };
+
 /* Buffers for one search, reused (and grown) across the searches of a check. */
 typedef struct search {
     const keel_lc_limits_t *lim;
@@ -78,9 +97,12 @@ typedef struct search {
     uint32_t nent;
     int32_t *next, *prev;      /* nent + 1 slots; slot nent is the list head */
     int32_t *op_call, *op_ret; /* entry positions per pop; -1: none */
+    uint32_t *twin;            /* per pop: the previous interchangeable UNKNOWN op; NO_ID */
+    uint8_t *placed;           /* per pop: lifted out of the list */
+    struct twin_key *tkeys;    /* scratch for find_twins() */
     uint32_t *stk_op;
     int64_t *stk_state;
-    uint8_t *stk_var; /* 0 placed with its effect, 1 placed as a no-op (optional ops) */
+    uint8_t *stk_var; /* VAR_* */
     uint32_t *cand;   /* scratch: the memo key being built */
     size_t cap;       /* pops capacity of all arrays above */
     /* memo */
@@ -94,7 +116,18 @@ typedef struct search {
     uint64_t steps, states;
     uint32_t stuck_pop; /* UINT32_MAX: none */
     uint32_t stuck_depth;
-    int wild_neq;
+    int has_neq; /* the prepared ops include a failed-compare cas */
+    /* The values of the prepared ops (sorted, distinct) and, per value, how
+     * many unplaced ops must still see it and how many may still write it. */
+    int64_t *vals;
+    uint32_t nvals;
+    uint32_t zero_id, dead_id; /* ids of 0 and DEAD (NO_ID if no op writes DEAD) */
+    uint32_t *obs_left, *wr_left;
+    /* WILD exclusion sets: set x is {xs_elem[x]} + set xs_parent[x]; set 0 is empty */
+    uint32_t *xs_parent, *xs_elem;
+    uint32_t xs_n, xs_cap;
+    uint32_t *xs_slots; /* hash of (parent, elem) -> 1 + set; 0 empty */
+    uint32_t xs_nslots;
 } search_t;
 
 const char *keel_lc_fn_name(keel_lc_fn_t fn)
@@ -130,14 +163,90 @@ void keel_lc_limits_default(keel_lc_limits_t *lim)
     lim->ops_per_key_max = 10 * 1000 * 1000;
 }
 
+static int cmp_i64(const void *pa, const void *pb)
+{
+    int64_t a = *(const int64_t *)pa, b = *(const int64_t *)pb;
+    return a < b ? -1 : (a > b);
+}
+
+static size_t uniq_i64(int64_t *v, size_t n);
+
 /* ---- the register model ---------------------------------------------------------------- */
 
-/* Applies p to state st; returns 1 and the next state if the register allows it there. */
-static int model_step(const pop_t *p, int64_t st, int64_t *out)
+/* Is value id v in WILD exclusion set x? */
+static int excluded(const search_t *s, uint32_t x, int64_t v)
 {
+    for (; x != 0; x = s->xs_parent[x])
+        if (s->xs_elem[x] == v)
+            return 1;
+    return 0;
+}
+
+static int xs_grow(search_t *s)
+{
+    uint32_t cap = s->xs_cap ? 2 * s->xs_cap : 64;
+    uint32_t *par = realloc(s->xs_parent, cap * sizeof(uint32_t));
+    if (par != NULL)
+        s->xs_parent = par;
+    uint32_t *el = realloc(s->xs_elem, cap * sizeof(uint32_t));
+    if (el != NULL)
+        s->xs_elem = el;
+    uint32_t *slots = calloc(2 * (size_t)cap, sizeof(uint32_t));
+    if (par == NULL || el == NULL || slots == NULL) {
+        free(slots);
+        return KEEL_ENOMEM;
+    }
+    free(s->xs_slots);
+    s->xs_slots = slots;
+    s->xs_nslots = 2 * cap;
+    s->xs_cap = cap;
+    for (uint32_t x = 1; x < s->xs_n; x++) {
+        uint32_t j = (uint32_t)keel_mix64((uint64_t)s->xs_parent[x] << 32 | s->xs_elem[x]);
+        for (j &= s->xs_nslots - 1; s->xs_slots[j] != 0; j = (j + 1) & (s->xs_nslots - 1))
+            ;
+        s->xs_slots[j] = x + 1;
+    }
+    return 0;
+}
+
+/* The exclusion set x + {v}, interned, so equal histories of failed compares meet in the memo. */
+static int xs_extend(search_t *s, uint32_t x, int64_t v, uint32_t *out)
+{
+    if (excluded(s, x, v)) {
+        *out = x;
+        return 0;
+    }
+    if (s->xs_n >= s->xs_cap && xs_grow(s) < 0)
+        return KEEL_ENOMEM;
+    uint32_t j = (uint32_t)keel_mix64((uint64_t)x << 32 | (uint32_t)v);
+    for (j &= s->xs_nslots - 1; s->xs_slots[j] != 0; j = (j + 1) & (s->xs_nslots - 1)) {
+        uint32_t y = s->xs_slots[j] - 1;
+        if (s->xs_parent[y] == x && s->xs_elem[y] == v) {
+            *out = y;
+            return 0;
+        }
+    }
+    uint32_t y = s->xs_n++;
+    s->xs_parent[y] = x;
+    s->xs_elem[y] = (uint32_t)v;
+    s->xs_slots[j] = y + 1;
+    *out = y;
+    return 0;
+}
+
+/*
+ * Applies p to state st. Returns 1 and the next state if the register allows
+ * it there, 0 if not, KEEL_ENOMEM. From WILD a read or swap binds the value
+ * (unless an earlier failed compare excluded it), and a failed compare adds
+ * its expected value to the exclusions: exact "some initial value".
+ */
+static int model_step(search_t *s, const pop_t *p, int64_t st, int64_t *out)
+{
+    int wild = st >= s->nvals;
+    uint32_t x = wild ? (uint32_t)(st - s->nvals) : 0;
     switch ((enum pkind)p->kind) {
     case P_READ:
-        if (st != p->a && st != WILD)
+        if (wild ? excluded(s, x, p->a) : st != p->a)
             return 0;
         *out = p->a;
         return 1;
@@ -147,16 +256,18 @@ static int model_step(const pop_t *p, int64_t st, int64_t *out)
         return 1;
     case P_CAS:
     case P_UCAS:
-        if (st != p->a && st != WILD)
+        if (wild ? excluded(s, x, p->a) : st != p->a)
             return 0;
         *out = p->b;
         return 1;
     case P_CAS_NEQ:
-        /* From WILD this over-approximates (WILD stays WILD, not "WILD but != a");
-         * check_window() redoes such successes exactly. */
-        if (st == p->a)
-            return 0;
-        *out = st;
+        if (!wild) {
+            *out = st;
+            return st != p->a;
+        }
+        if (xs_extend(s, x, p->a, &x) < 0)
+            return KEEL_ENOMEM;
+        *out = s->nvals + x;
         return 1;
     }
     assert(0 && "bad pkind");
@@ -176,6 +287,15 @@ static void search_free(search_t *s)
     free(s->stk_op);
     free(s->stk_state);
     free(s->stk_var);
+    free(s->vals);
+    free(s->twin);
+    free(s->placed);
+    free(s->tkeys);
+    free(s->xs_parent);
+    free(s->xs_elem);
+    free(s->xs_slots);
+    free(s->obs_left);
+    free(s->wr_left);
     free(s->cand);
     free(s->slots);
     free(s->ments);
@@ -188,7 +308,7 @@ static int search_reserve(search_t *s, size_t nops)
     if (nops <= s->cap)
         return 0;
     size_t ne = 2 * nops + 1;
-    void *p[10];
+    void *p[16];
     p[0] = realloc(s->pops, nops * sizeof(pop_t));
     if (p[0])
         s->pops = p[0];
@@ -219,7 +339,25 @@ static int search_reserve(search_t *s, size_t nops)
     p[9] = realloc(s->stk_var, nops);
     if (p[9])
         s->stk_var = p[9];
-    for (int i = 0; i < 10; i++)
+    p[10] = realloc(s->vals, ne * sizeof(int64_t));
+    if (p[10])
+        s->vals = p[10];
+    p[11] = realloc(s->obs_left, ne * sizeof(uint32_t));
+    if (p[11])
+        s->obs_left = p[11];
+    p[12] = realloc(s->wr_left, ne * sizeof(uint32_t));
+    if (p[12])
+        s->wr_left = p[12];
+    p[13] = realloc(s->twin, nops * sizeof(uint32_t));
+    if (p[13])
+        s->twin = p[13];
+    p[14] = realloc(s->placed, nops);
+    if (p[14])
+        s->placed = p[14];
+    p[15] = realloc(s->tkeys, nops * sizeof(struct twin_key));
+    if (p[15])
+        s->tkeys = p[15];
+    for (int i = 0; i < 16; i++)
         if (p[i] == NULL)
             return KEEL_ENOMEM;
     s->cap = nops;
@@ -372,16 +510,39 @@ static void relink_ent(search_t *s, int32_t e)
 /* Removes op i's events from the list; undone in reverse (LIFO) order by unlift(). */
 static void lift(search_t *s, uint32_t i)
 {
+    const pop_t *p = &s->pops[i];
+    s->placed[i] = 1;
     unlink_ent(s, s->op_call[i]);
     if (s->op_ret[i] >= 0)
         unlink_ent(s, s->op_ret[i]);
+    if (p->obs_id != NO_ID)
+        s->obs_left[p->obs_id]--;
+    if (p->wr_id != NO_ID)
+        s->wr_left[p->wr_id]--;
 }
 
 static void unlift(search_t *s, uint32_t i)
 {
+    const pop_t *p = &s->pops[i];
+    s->placed[i] = 0;
     if (s->op_ret[i] >= 0)
         relink_ent(s, s->op_ret[i]);
     relink_ent(s, s->op_call[i]);
+    if (p->obs_id != NO_ID)
+        s->obs_left[p->obs_id]++;
+    if (p->wr_id != NO_ID)
+        s->wr_left[p->wr_id]++;
+}
+
+/*
+ * True if value id v (not the current value) can never be current again while
+ * some unplaced op must still see it: no unplaced op may write it. Then the
+ * configuration is dead, found long before the search would reach that op's
+ * completion (this is what keeps high-concurrency keys tractable).
+ */
+static int value_lost(const search_t *s, int64_t v)
+{
+    return v < s->nvals && s->obs_left[v] > 0 && s->wr_left[v] == 0;
 }
 
 /* ---- the search ----------------------------------------------------------------------------- */
@@ -394,17 +555,50 @@ static void note_stuck(search_t *s, uint32_t depth, uint32_t op)
     }
 }
 
+static void search_reset(search_t *s)
+{
+    s->steps = 0;
+    s->nments = 0;
+    s->arena_len = 0;
+    s->stuck_pop = UINT32_MAX;
+    s->stuck_depth = 0;
+    if (s->nslots > 0)
+        memset(s->slots, 0, s->nslots * sizeof(uint32_t));
+    build_list(s);
+    memset(s->placed, 0, s->npops);
+    s->xs_n = 1; /* the empty exclusion set */
+    if (s->xs_nslots > 0)
+        memset(s->xs_slots, 0, s->xs_nslots * sizeof(uint32_t));
+    memset(s->obs_left, 0, s->nvals * sizeof(uint32_t));
+    memset(s->wr_left, 0, s->nvals * sizeof(uint32_t));
+    for (uint32_t i = 0; i < s->npops; i++) {
+        if (s->pops[i].obs_id != NO_ID)
+            s->obs_left[s->pops[i].obs_id]++;
+        if (s->pops[i].wr_id != NO_ID)
+            s->wr_left[s->pops[i].wr_id]++;
+    }
+}
+
 /*
- * Places op i (variant 0: its effect; 1: as a no-op, only for optional ops)
+ * Places op i (VAR_EFFECT or VAR_FORCED: with its effect; VAR_NOOP: without)
  * if the model and the memo allow. Returns 1 placed, 0 not, or a KEEL_E*.
  */
 static int try_place(search_t *s, uint32_t i, uint8_t variant, int64_t *state, uint32_t *remaining,
                      uint32_t *sp)
 {
     int64_t ns = *state;
-    if (variant == 0 && !model_step(&s->pops[i], *state, &ns))
-        return 0;
+    if (variant != VAR_NOOP) {
+        int ok = model_step(s, &s->pops[i], *state, &ns);
+        if (ok <= 0)
+            return ok;
+    }
     lift(s, i);
+    const pop_t *p = &s->pops[i];
+    if ((ns != *state && value_lost(s, *state)) ||
+        (p->wr_id != NO_ID && p->wr_id != ns && value_lost(s, p->wr_id))) {
+        unlift(s, i);
+        return 0;
+    }
     uint32_t left = *remaining - (s->pops[i].ret != NO_TS_MAX);
     int fresh = left == 0 ? 1 : memo_visit(s, ns);
     if (fresh <= 0) {
@@ -419,36 +613,66 @@ static int try_place(search_t *s, uint32_t i, uint8_t variant, int64_t *state, u
     return 1;
 }
 
-/* Did the linearization on the stack use a failed-compare cas while the value was still WILD? */
-static int used_neq_on_wild(const search_t *s, uint32_t sp)
+/*
+ * A read (or failed compare) enabled in the current state changes nothing,
+ * so placing it now is never worse than later: every op that must precede it
+ * is placed (it is a candidate), and none must follow it that is not already
+ * after its completion. So a configuration with one is linearizable iff the
+ * configuration with it placed is, and the search places it without
+ * branching ("forced"). Not at WILD, where a read binds the value.
+ * Likewise a write of DEAD while the value is DEAD, on a key without failed
+ * compares: moving it earlier, to where it changes nothing, only keeps some
+ * later value alive longer, between ops that all ran at DEAD before: writes
+ * and failed compares, and there are no failed compares.
+ */
+static int32_t find_forced(const search_t *s, int64_t state)
 {
-    for (uint32_t j = 0; j < sp; j++)
-        if (s->pops[s->stk_op[j]].kind == P_CAS_NEQ && s->stk_var[j] == 0 &&
-            s->stk_state[j] == WILD)
-            return 1;
-    return 0;
+    if (state >= s->nvals) /* WILD */
+        return -1;
+    int dead_writes = state == s->dead_id && !s->has_neq;
+    for (int32_t e = s->next[s->nent]; e >= 0 && !s->ent[e].is_ret; e = s->next[e]) {
+        const pop_t *p = &s->pops[s->ent[e].op];
+        if (p->opt)
+            continue;
+        if ((p->kind == P_READ && p->a == state) || (p->kind == P_CAS_NEQ && p->a != state))
+            return (int32_t)s->ent[e].op;
+        if (dead_writes && p->kind == P_WRITE && p->a == state)
+            return (int32_t)s->ent[e].op;
+    }
+    return -1;
 }
 
 /*
- * The WGL loop over the prepared pops (already in s). Sets *lin to 1 or 0, or
- * returns a negative KEEL_E* (KEEL_ETOOBIG when a limit stops it). On success
- * s->wild_neq tells whether the linearization found leaned on WILD being
- * "anything" for a failed-compare cas (then check_window() retries exactly).
+ * Pops the stack after a dead end: forced placements go too (their
+ * configuration is dead as well). Returns the op to continue after, or -1 if
+ * the stack ran out (not linearizable).
+ */
+static int64_t backtrack(search_t *s, int64_t *state, uint32_t *remaining, uint32_t *sp)
+{
+    uint32_t i;
+    do {
+        if (*sp == 0)
+            return -1;
+        i = s->stk_op[--*sp];
+        *state = s->stk_state[*sp];
+        unlift(s, i);
+        *remaining += s->pops[i].ret != NO_TS_MAX;
+    } while (s->stk_var[*sp] == VAR_FORCED);
+    return i;
+}
+
+/*
+ * The WGL loop over the prepared pops (already in s), from state init. Sets
+ * *lin to 1 or 0, or returns a negative KEEL_E* (KEEL_ETOOBIG when a limit
+ * stops it).
  */
 static int search_run(search_t *s, int64_t init, int *lin)
 {
-    s->steps = 0;
-    s->nments = 0;
-    s->arena_len = 0;
-    s->stuck_pop = UINT32_MAX;
-    s->stuck_depth = 0;
-    if (s->nslots > 0)
-        memset(s->slots, 0, s->nslots * sizeof(uint32_t));
-    build_list(s);
+    search_reset(s);
     uint32_t remaining = s->ndef, sp = 0;
     int64_t state = init;
     int32_t e = s->next[s->nent];
-    int rc = 0;
+    int rc = 0, fresh_conf = 1;
     *lin = 1;
     while (remaining > 0) {
         assert(e >= 0 && "a pending completion event stops every scan");
@@ -456,75 +680,157 @@ static int search_run(search_t *s, int64_t init, int *lin)
             rc = KEEL_ETOOBIG;
             break;
         }
-        uint32_t i = s->ent[e].op;
-        int placed = 0;
-        if (s->ent[e].is_ret) { /* op i can no longer be placed: undo the last choice */
-            note_stuck(s, sp, i);
-            if (sp == 0) {
+        int placed = 0, dead = 0;
+        int32_t x = fresh_conf ? find_forced(s, state) : -1;
+        fresh_conf = 0;
+        if (x >= 0) {
+            placed = try_place(s, (uint32_t)x, VAR_FORCED, &state, &remaining, &sp);
+            dead = placed == 0; /* seen before, so it failed */
+        } else if (!s->ent[e].is_ret) {
+            uint32_t i = s->ent[e].op;
+            if (s->twin[i] == NO_ID || s->placed[s->twin[i]])
+                placed = try_place(s, i, VAR_EFFECT, &state, &remaining, &sp);
+            if (placed == 0 && s->pops[i].opt)
+                placed = try_place(s, i, VAR_NOOP, &state, &remaining, &sp);
+            e = s->next[e];
+        } else {
+            note_stuck(s, sp, s->ent[e].op); /* that op can no longer be placed */
+            dead = 1;
+        }
+        if (dead) {
+            int64_t i = backtrack(s, &state, &remaining, &sp);
+            if (i < 0) {
                 *lin = 0;
                 break;
             }
-            i = s->stk_op[--sp];
-            state = s->stk_state[sp];
-            unlift(s, i);
-            remaining += s->pops[i].ret != NO_TS_MAX;
-            if (s->stk_var[sp] == 0 && s->pops[i].opt)
-                placed = try_place(s, i, 1, &state, &remaining, &sp);
-            e = placed ? s->next[s->nent] : s->next[s->op_call[i]];
-        } else {
-            placed = try_place(s, i, 0, &state, &remaining, &sp);
-            if (placed == 0 && s->pops[i].opt)
-                placed = try_place(s, i, 1, &state, &remaining, &sp);
-            e = placed ? s->next[s->nent] : s->next[e];
+            if (s->stk_var[sp] == VAR_EFFECT && s->pops[i].opt)
+                placed = try_place(s, (uint32_t)i, VAR_NOOP, &state, &remaining, &sp);
+            e = s->next[s->op_call[i]];
         }
         if (placed < 0) {
             rc = placed;
             break;
         }
+        if (placed) {
+            fresh_conf = 1;
+            e = s->next[s->nent];
+        }
     }
-    s->wild_neq = rc == 0 && *lin && init == WILD && used_neq_on_wild(s, sp);
     s->states = s->nments;
     return rc;
 }
 
 /* ---- preparing a (sub-)history of one key ------------------------------------------------- */
 
-static int cmp_i64(const void *pa, const void *pb)
-{
-    int64_t a = *(const int64_t *)pa, b = *(const int64_t *)pb;
-    return a < b ? -1 : (a > b);
-}
-
 /*
- * Drops UNKNOWN writes and cas whose new value v nothing can observe. Sound:
- * if a linearization places such an op, then until the next overwrite the
- * register holds v; no read returns v and no cas (definite or UNKNOWN)
- * expects v, and no failed-compare cas exists on the key, so the op right
- * after it (if any) is a write or UNKNOWN write, which overwrites v: deleting
- * the op leaves a valid linearization. Histories with a failed-compare cas
- * keep all their UNKNOWN ops. `vals` is scratch of npops entries.
+ * Values no operation observes (no read returns them, no cas expects them).
+ * 1. UNKNOWN writes and cas of such a value are dropped when the key has no
+ *    failed-compare cas. Sound: if a linearization places one, the register
+ *    holds its value v until the next overwrite; nothing reads or expects v,
+ *    so the op right after it (if any) is a write or UNKNOWN write, which
+ *    overwrites v: deleting the op leaves a valid linearization.
+ * 2. Every other write of such a value writes DEAD instead. Exact: every op
+ *    behaves the same on DEAD as on v (no read returns either; every cas
+ *    expectation differs from both), and it merges memo configurations that
+ *    differ only in which unobserved value is current.
+ * `vals` is scratch of npops entries.
  */
-static void prune_unobservable(search_t *s, int64_t *vals)
+static void simplify_unobserved(search_t *s, int64_t *vals)
 {
     size_t nv = 0;
+    int has_neq = 0;
     for (uint32_t i = 0; i < s->npops; i++) {
         uint8_t k = s->pops[i].kind;
-        if (k == P_CAS_NEQ)
-            return;
-        if (k == P_READ || k == P_CAS || k == P_UCAS)
+        has_neq |= k == P_CAS_NEQ;
+        if (k == P_READ || k == P_CAS || k == P_UCAS || k == P_CAS_NEQ)
             vals[nv++] = s->pops[i].a;
     }
     qsort(vals, nv, sizeof(int64_t), cmp_i64);
     uint32_t w = 0;
     for (uint32_t i = 0; i < s->npops; i++) {
-        const pop_t *p = &s->pops[i];
-        int64_t v = p->kind == P_UWRITE ? p->a : p->b;
-        if ((p->kind == P_UWRITE || p->kind == P_UCAS) &&
-            bsearch(&v, vals, nv, sizeof(int64_t), cmp_i64) == NULL)
-            continue;
-        s->pops[w++] = *p;
+        pop_t p = s->pops[i];
+        int64_t *v = p.kind == P_WRITE || p.kind == P_UWRITE ? &p.a : &p.b;
+        if (p.kind != P_READ && p.kind != P_CAS_NEQ &&
+            bsearch(v, vals, nv, sizeof(int64_t), cmp_i64) == NULL) {
+            if (!has_neq && (p.kind == P_UWRITE || p.kind == P_UCAS))
+                continue;
+            *v = DEAD;
+        }
+        s->pops[w++] = p;
     }
     s->npops = w;
+    s->has_neq = has_neq;
+}
+
+static uint32_t value_id(const search_t *s, int64_t v)
+{
+    const int64_t *f = bsearch(&v, s->vals, s->nvals, sizeof(int64_t), cmp_i64);
+    assert(f != NULL);
+    return (uint32_t)(f - s->vals);
+}
+
+/* Fills s->vals, turns each pop's values into ids, and sets obs_id / wr_id (value_lost()). */
+static void index_values(search_t *s)
+{
+    uint32_t nv = 0;
+    s->vals[nv++] = 0;
+    for (uint32_t i = 0; i < s->npops; i++) {
+        s->vals[nv++] = s->pops[i].a;
+        if (s->pops[i].kind == P_CAS || s->pops[i].kind == P_UCAS)
+            s->vals[nv++] = s->pops[i].b;
+    }
+    s->nvals = (uint32_t)uniq_i64(s->vals, nv);
+    s->zero_id = value_id(s, 0);
+    s->dead_id = s->vals[0] == DEAD ? 0 : NO_ID; /* DEAD is INT64_MIN: first if present */
+    for (uint32_t i = 0; i < s->npops; i++) {
+        pop_t *p = &s->pops[i];
+        int swap = p->kind == P_CAS || p->kind == P_UCAS;
+        p->a = value_id(s, p->a);
+        p->b = swap ? value_id(s, p->b) : 0;
+        int hard = !p->opt && (p->kind == P_READ || p->kind == P_CAS);
+        p->obs_id = hard ? (uint32_t)p->a : NO_ID;
+        int64_t w = p->kind == P_WRITE || p->kind == P_UWRITE ? p->a : swap ? p->b : -1;
+        p->wr_id = w < 0 || w == s->dead_id ? NO_ID : (uint32_t)w;
+    }
+}
+
+static int twin_cmp(const void *pa, const void *pb)
+{
+    const struct twin_key *x = pa, *y = pb;
+    if (x->kind != y->kind)
+        return x->kind < y->kind ? -1 : 1;
+    if (x->a != y->a)
+        return x->a < y->a ? -1 : 1;
+    if (x->b != y->b)
+        return x->b < y->b ? -1 : 1;
+    if (x->call != y->call)
+        return x->call < y->call ? -1 : 1;
+    return x->i < y->i ? -1 : (x->i > y->i);
+}
+
+/*
+ * UNKNOWN ops with the same effect (kind and values) are interchangeable
+ * except for their invocation times, and have no deadline: in any
+ * linearization, the earliest-invoked unplaced one can stand in for the one
+ * used (swap their roles; the later one is available whenever the earlier
+ * was used). So the search only tries one whose earlier twin is placed.
+ * Without this, many UNKNOWN writes (of DEAD, say) cost 2^n configurations.
+ */
+static void find_twins(search_t *s)
+{
+    uint32_t nt = 0;
+    for (uint32_t i = 0; i < s->npops; i++) {
+        const pop_t *p = &s->pops[i];
+        s->twin[i] = NO_ID;
+        if (p->kind == P_UWRITE || p->kind == P_UCAS)
+            s->tkeys[nt++] = (struct twin_key){p->a, p->b, p->call, i, p->kind};
+    }
+    qsort(s->tkeys, nt, sizeof(*s->tkeys), twin_cmp);
+    for (uint32_t j = 1; j < nt; j++) {
+        const struct twin_key *x = &s->tkeys[j - 1], *y = &s->tkeys[j];
+        if (x->kind == y->kind && x->a == y->a && x->b == y->b)
+            s->twin[y->i] = x->i;
+    }
 }
 
 /*
@@ -574,10 +880,12 @@ static void prepare(search_t *s, const keel_lc_op_t *ops, const uint32_t *idx, s
         s->pops[np++] = p;
     }
     s->npops = np;
-    prune_unobservable(s, scratch);
+    simplify_unobserved(s, scratch);
     for (uint32_t i = 0; i < s->npops; i++)
         ndef += s->pops[i].ret != NO_TS_MAX;
     s->ndef = ndef;
+    index_values(s);
+    find_twins(s);
 }
 
 /* ---- one key -------------------------------------------------------------------------------- */
@@ -589,6 +897,8 @@ typedef struct keyctx {
     search_t *s;
     int64_t *scratch;
     keel_lc_result_t *out;
+    uint64_t budget; /* search steps left for shrinking the failing window */
+    int cut_short;   /* a window check hit a limit or the budget */
 } keyctx_t;
 
 static int run_counted(keyctx_t *k, int64_t init, int *lin)
@@ -599,51 +909,14 @@ static int run_counted(keyctx_t *k, int64_t init, int *lin)
     return rc;
 }
 
-static size_t uniq_i64(int64_t *v, size_t n);
-
-/*
- * "Some initial value", exactly: tries each value the window mentions and
- * one value it does not (all unmentioned values behave alike).
- */
-static int check_each_initial(keyctx_t *k, int *lin)
-{
-    const search_t *s = k->s;
-    int64_t *v = malloc((2 * (size_t)s->npops + 1) * sizeof(int64_t));
-    if (v == NULL)
-        return KEEL_ENOMEM;
-    size_t nv = 0;
-    for (uint32_t i = 0; i < s->npops; i++) {
-        v[nv++] = s->pops[i].a;
-        if (s->pops[i].kind == P_CAS || s->pops[i].kind == P_UCAS)
-            v[nv++] = s->pops[i].b;
-    }
-    nv = uniq_i64(v, nv);
-    int64_t fresh = 1;
-    for (size_t j = 0; j < nv; j++)
-        fresh += v[j] == fresh;
-    v[nv++] = fresh;
-    int rc = 0;
-    *lin = 0;
-    for (size_t j = 0; j < nv && rc == 0 && !*lin; j++)
-        rc = run_counted(k, v[j], lin);
-    free(v);
-    return rc;
-}
-
 /*
  * Checks the key's ops inside [lo, hi]; *lin = 1/0, or a negative KEEL_E*.
- * From a cut (lo > INT64_MIN) the register starts as WILD, which binds to
- * the first value an op needs. That is exact except for a failed-compare cas
- * met while still WILD (WILD cannot remember "!= expect"), so a success that
- * used one is re-checked value by value.
+ * From a cut (lo > INT64_MIN) the register starts as WILD, "some value".
  */
 static int check_window(keyctx_t *k, int64_t lo, int64_t hi, int *lin)
 {
     prepare(k->s, k->ops, k->idx, k->m, lo, hi, k->scratch);
-    int rc = run_counted(k, lo == INT64_MIN ? 0 : WILD, lin);
-    if (rc < 0 || !*lin || !k->s->wild_neq)
-        return rc;
-    return check_each_initial(k, lin);
+    return run_counted(k, lo == INT64_MIN ? k->s->zero_id : k->s->nvals, lin);
 }
 
 static size_t uniq_i64(int64_t *v, size_t n)
@@ -657,63 +930,179 @@ static size_t uniq_i64(int64_t *v, size_t n)
 }
 
 /*
- * Shrinks the failing window of a key known to fail. Both ends are found by
- * binary search, which is valid because failure is monotone: if the window
- * [lo, hi] has a linearization, so does every window inside it (cut the
- * linearization at the two times). First hi: the earliest completion time at
- * which the history seen so far (from the start, initial value 0) already
- * fails. Then lo: the latest cut whose window [lo, hi], from ANY initial
- * value, still fails. Result: no time window strictly inside [lo, hi] fails.
- * Returns 0 and sets *minimal to 0 if a limit cut the shrinking short.
+ * Window [lo, hi] fails: 1, passes: 0, unknown: 2 (a limit or the shrinking
+ * budget stopped the search; sets cut_short), or a negative KEEL_E*.
  */
-static int find_window(keyctx_t *k, int64_t *lo_out, int64_t *hi_out, int *minimal)
+static int window_fails(keyctx_t *k, int64_t lo, int64_t hi)
 {
-    int64_t *t = k->scratch + k->m; /* scratch holds 3 * m values */
-    size_t nt = 0;
-    for (size_t j = 0; j < k->m; j++)
-        if (k->ops[k->idx[j]].outcome == KEEL_LC_OK)
-            t[nt++] = k->ops[k->idx[j]].complete_ts;
-    nt = uniq_i64(t, nt);
-    *minimal = 1;
-    size_t a = 0, b = nt; /* the answer is in t[a..b); b == nt stands for "whole key" */
-    while (a < b && *minimal) {
-        size_t mid = a + (b - a) / 2;
-        int lin, rc = check_window(k, INT64_MIN, t[mid], &lin);
-        if (rc == KEEL_ETOOBIG)
-            *minimal = 0;
-        else if (rc < 0)
-            return rc;
-        else if (lin)
-            a = mid + 1;
-        else
-            b = mid;
+    if (k->budget == 0) {
+        k->cut_short = 1;
+        return 2;
     }
-    int64_t hi = b < nt ? t[b] : INT64_MAX;
-    *hi_out = hi;
-    nt = 0;
+    const keel_lc_limits_t *lim = k->s->lim;
+    keel_lc_limits_t probe = *lim;
+    probe.steps_max = k->budget < lim->steps_max ? k->budget : lim->steps_max;
+    k->s->lim = &probe;
+    int lin, rc = check_window(k, lo, hi, &lin);
+    k->s->lim = lim;
+    k->budget -= k->s->steps < k->budget ? k->s->steps : k->budget;
+    if (rc == KEEL_ETOOBIG) {
+        k->cut_short = 1;
+        return 2;
+    }
+    return rc < 0 ? rc : !lin;
+}
+
+/* Distinct sorted event times in [from, hi] (completions only, or invocations too). */
+static size_t event_times(const keyctx_t *k, int64_t from, int64_t hi, int completions_only,
+                          int64_t *t)
+{
+    size_t nt = 0;
     for (size_t j = 0; j < k->m; j++) {
         const keel_lc_op_t *o = &k->ops[k->idx[j]];
-        if (o->outcome != KEEL_LC_FAIL && o->invoke_ts <= hi)
+        if (o->outcome == KEEL_LC_FAIL)
+            continue;
+        if (!completions_only && o->invoke_ts >= from && o->invoke_ts <= hi)
             t[nt++] = o->invoke_ts;
-        if (o->outcome == KEEL_LC_OK && o->complete_ts <= hi)
+        if (o->outcome == KEEL_LC_OK && o->complete_ts >= from && o->complete_ts <= hi)
             t[nt++] = o->complete_ts;
     }
-    nt = uniq_i64(t, nt);
-    /* known: lo = INT64_MIN fails. Find the last failing index in t (or none). */
-    size_t fa = 0, fb = nt; /* candidates t[fa..fb) not yet known; all before fa fail */
-    while (fa < fb && *minimal) {
-        size_t mid = fa + (fb - fa) / 2;
-        int lin, rc = check_window(k, t[mid], hi, &lin);
-        if (rc == KEEL_ETOOBIG)
-            *minimal = 0;
-        else if (rc < 0)
-            return rc;
-        else if (lin)
-            fb = mid;
-        else
-            fa = mid + 1;
+    return uniq_i64(t, nt);
+}
+
+/*
+ * The latest cut lo in (floor, hi] such that [lo, hi] fails, or floor itself
+ * (*found = 1 either way), or *found = 0 if not even [floor, hi] fails.
+ * floor_fails: [floor, hi] is already known to fail. Small windows are the
+ * cheap ones, so it gallops back from hi (1, 2, 4, ... events) and then
+ * bisects between the last passing and the first failing cut. A check that
+ * ends unknown stops it at the latest cut known to fail.
+ */
+static int latest_failing_lo(keyctx_t *k, int64_t floor, int floor_fails, int64_t hi, int64_t *lo,
+                             int *found)
+{
+    int64_t *t = k->scratch + k->m; /* scratch holds 3 * m values */
+    size_t nt = event_times(k, floor == INT64_MIN ? INT64_MIN : floor + 1, hi, 0, t);
+    size_t pass = nt, step = 1; /* cuts at index >= pass are known to pass */
+    long fail = -1;             /* largest index known to fail; -1: floor */
+    int f = 0;
+    while (fail < 0 && pass > 0 && f != 2) {
+        size_t j = pass > step ? pass - step : 0;
+        if ((f = window_fails(k, t[j], hi)) < 0)
+            return f;
+        if (f == 1)
+            fail = (long)j;
+        else if (f == 0)
+            pass = j;
+        step *= 2;
     }
-    *lo_out = fa == 0 ? INT64_MIN : t[fa - 1];
+    if (fail < 0 && !floor_fails && (f = window_fails(k, floor, hi)) != 1) {
+        *found = 0;
+        return f < 0 ? f : 0;
+    }
+    while ((size_t)(fail + 1) < pass && f != 2) {
+        size_t mid = (size_t)(fail + 1) + (pass - (size_t)(fail + 1)) / 2;
+        if ((f = window_fails(k, t[mid], hi)) < 0)
+            return f;
+        if (f == 1)
+            fail = (long)mid;
+        else if (f == 0)
+            pass = mid;
+    }
+    *found = 1;
+    *lo = fail < 0 ? floor : t[fail];
+    return 0;
+}
+
+/* The earliest completion time c in [lo, hi] such that [lo, c] fails ([lo, hi] does). */
+static int earliest_failing_hi(keyctx_t *k, int64_t lo, int64_t hi, int64_t *out)
+{
+    int64_t *t = k->scratch + k->m;
+    size_t nt = event_times(k, lo, hi, 1, t);
+    size_t a = 0, b = nt; /* answer in t[a..b); b == nt: hi itself */
+    while (a < b) {
+        size_t mid = a + (b - a) / 2;
+        int f = window_fails(k, lo, t[mid]);
+        if (f < 0)
+            return f;
+        if (f == 2)
+            break;
+        if (f)
+            b = mid;
+        else
+            a = mid + 1;
+    }
+    *out = b < nt ? t[b] : hi;
+    return 0;
+}
+
+/*
+ * The earliest completion time t such that the history up to t (from the
+ * start) fails, by bisection, as far as the budget allows (these searches
+ * must exhaust every configuration up to t, which is costly on keys with many
+ * concurrent ops). Returns in *hi the earliest t known to fail (INT64_MAX:
+ * the whole key).
+ */
+static int earliest_failing_prefix(keyctx_t *k, int64_t *hi)
+{
+    int64_t *t = k->scratch + k->m;
+    size_t nt = event_times(k, INT64_MIN, INT64_MAX, 1, t);
+    size_t a = 0, b = nt;
+    while (a < b) {
+        size_t mid = a + (b - a) / 2;
+        int f = window_fails(k, INT64_MIN, t[mid]);
+        if (f < 0)
+            return f;
+        if (f == 2)
+            break;
+        if (f)
+            b = mid;
+        else
+            a = mid + 1;
+    }
+    *hi = b < nt ? t[b] : INT64_MAX;
+    return 0;
+}
+
+/*
+ * Shrinks the failing window of a key known to fail, to one that fails while
+ * no time window strictly inside it does. Failure is monotone (if [lo, hi]
+ * has a linearization, so does every window inside it: cut the linearization
+ * at the two times; prepare() is exact), so each end is found by bisection:
+ *   1. hi = the earliest end of a failing prefix of the history, as far as
+ *      half the budget allows (else a later end known to fail);
+ *   2. lo = the latest cut with [lo, hi] failing (small windows first);
+ *   3. hi = the earliest completion with [lo, hi] failing (when step 1 ran
+ *      to the end, hi stays);
+ *   4. lo = the latest cut with [lo, hi] failing, again.
+ * Then [lo, hi] fails, [next cut after lo, hi] passes (step 4) and [lo,
+ * previous completion before hi] passes (it lies inside a window that passed
+ * in step 3). The budget is max(SHRINK_STEPS_MIN, 4 x the full search) steps
+ * in all; *minimal = 0 if it or a limit cut steps 2-4 short; the window
+ * reported then is still one that was seen to fail.
+ */
+#define SHRINK_STEPS_MIN (20 * 1000 * 1000)
+
+static int find_window(keyctx_t *k, uint64_t full_steps, int64_t *lo_out, int64_t *hi_out,
+                       int *minimal)
+{
+    int64_t lo = INT64_MIN, hi;
+    int found, rc;
+    uint64_t budget = 4 * full_steps > SHRINK_STEPS_MIN ? 4 * full_steps : SHRINK_STEPS_MIN;
+    k->budget = budget / 2;
+    if ((rc = earliest_failing_prefix(k, &hi)) < 0)
+        return rc;
+    k->budget += budget - budget / 2;
+    k->cut_short = 0;
+    if ((rc = latest_failing_lo(k, INT64_MIN, 1, hi, &lo, &found)) < 0)
+        return rc;
+    if ((rc = earliest_failing_hi(k, lo, hi, &hi)) < 0)
+        return rc;
+    if ((rc = latest_failing_lo(k, lo, 1, hi, &lo, &found)) < 0)
+        return rc;
+    *lo_out = lo;
+    *hi_out = hi;
+    *minimal = !k->cut_short;
     return 0;
 }
 
@@ -728,9 +1117,9 @@ static int validate(const keel_lc_op_t *ops, size_t n, keel_lc_result_t *out)
             why = "fn or outcome out of range";
         else if (o->outcome != KEEL_LC_UNKNOWN && o->complete_ts < o->invoke_ts)
             why = "completes before it is invoked";
-        else if ((o->fn != KEEL_LC_READ && o->arg == WILD) ||
-                 (o->fn == KEEL_LC_CAS && o->expect == WILD) ||
-                 (o->fn == KEEL_LC_READ && o->result == WILD))
+        else if ((o->fn != KEEL_LC_READ && o->arg == DEAD) ||
+                 (o->fn == KEEL_LC_CAS && o->expect == DEAD) ||
+                 (o->fn == KEEL_LC_READ && o->result == DEAD))
             why = "uses the reserved value INT64_MIN";
         else if (o->fn == KEEL_LC_CAS && o->outcome == KEEL_LC_OK && o->result != 0 &&
                  o->result != 1)
@@ -796,14 +1185,32 @@ static int report_failure(keyctx_t *k, uint64_t key)
     out->stuck_op = s->stuck_pop == UINT32_MAX ? SIZE_MAX : s->pops[s->stuck_pop].orig;
     int64_t lo, hi;
     int minimal, lin;
-    int rc = find_window(k, &lo, &hi, &minimal);
+    int rc = find_window(k, s->steps, &lo, &hi, &minimal);
     if (rc < 0)
         return rc;
-    rc = check_window(k, lo, hi, &lin);
-    if (rc < 0 && rc != KEEL_ETOOBIG)
-        return rc;
-    if (rc == 0 && !lin && s->stuck_pop != UINT32_MAX)
-        out->stuck_op = s->pops[s->stuck_pop].orig;
+    if (minimal) { /* small: search it again for the op it gets stuck on */
+        rc = check_window(k, lo, hi, &lin);
+        if (rc < 0 && rc != KEEL_ETOOBIG)
+            return rc;
+        if (rc == 0 && !lin && s->stuck_pop != UINT32_MAX)
+            out->stuck_op = s->pops[s->stuck_pop].orig;
+    } else {
+        prepare(s, k->ops, k->idx, k->m, lo, hi, k->scratch);
+        int inside = 0; /* name the full search's stuck op only if it is in the window */
+        for (uint32_t i = 0; i < s->npops; i++)
+            inside |= s->pops[i].orig == out->stuck_op;
+        if (!inside)
+            out->stuck_op = SIZE_MAX;
+    }
+    /* When the window is minimal, [lo, just before hi] had a linearization:
+     * an op completing at hi is the one that broke it. */
+    int stuck_ends_at_hi = out->stuck_op != SIZE_MAX && k->ops[out->stuck_op].complete_ts == hi &&
+                           k->ops[out->stuck_op].outcome == KEEL_LC_OK;
+    for (uint32_t i = 0; i < s->npops && minimal && !stuck_ends_at_hi; i++)
+        if (s->pops[i].ret == hi) {
+            out->stuck_op = s->pops[i].orig;
+            stuck_ends_at_hi = 1;
+        }
     qsort(s->pops, s->npops, sizeof(pop_t), pop_call_cmp);
     out->window_len = s->npops;
     for (uint32_t i = 0; i < s->npops && i < KEEL_LC_WINDOW_OPS_MAX; i++)
@@ -837,7 +1244,7 @@ static int check_keys(const keel_lc_op_t *ops, const keyidx_t *kv, uint32_t *idx
             rc = KEEL_ENOMEM;
             break;
         }
-        keyctx_t k = {ops, idx, m, s, scratch, out};
+        keyctx_t k = {ops, idx, m, s, scratch, out, 0, 0};
         int lin;
         rc = check_window(&k, INT64_MIN, INT64_MAX, &lin);
         out->ops_checked += s->npops;

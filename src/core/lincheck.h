@@ -81,8 +81,11 @@ typedef struct keel_lc_result {
     int64_t window_start_ts; /* INT64_MIN: from the start of the history */
     int64_t window_end_ts;
     int window_minimal;
-    /* The operation the full search could not linearize before it completed,
-     * at the deepest point it reached (an index into ops[]; SIZE_MAX if none). */
+    /* The operation that cannot be placed (an index into ops[]; SIZE_MAX if
+     * none): when the window is minimal, an op whose completion at
+     * window_end_ts made the history non-linearizable (the one the search got
+     * stuck on, if several complete then); otherwise where the deepest
+     * search got stuck. */
     size_t stuck_op;
     /* Statistics, summed over all keys and searches. */
     uint64_t keys;

@@ -259,12 +259,15 @@ static void bad_input_is_refused_with_an_explanation(void)
 
 static void search_gives_up_at_its_limit(void)
 {
-    /* 14 concurrent writes then a read of a value nobody wrote: proving that
-     * needs every subset of the writes, far more than 1000 states */
-    keel_lc_op_t h[15];
-    for (int i = 0; i < 14; i++)
-        h[i] = wr((uint64_t)i, i + 1, 0, 100);
-    h[14] = rd(99, 77, 0, 100);
+    /* 12 concurrent writes, each read by a concurrent read, and a read of a
+     * value nobody wrote: proving that takes every subset of the writes,
+     * about 2^12 configurations */
+    keel_lc_op_t h[25];
+    for (int i = 0; i < 12; i++) {
+        h[2 * i] = wr((uint64_t)i, i + 1, 0, 100);
+        h[2 * i + 1] = rd((uint64_t)(20 + i), i + 1, 0, 100);
+    }
+    h[24] = rd(99, 77, 0, 100);
     keel_lc_limits_t lim;
     keel_lc_limits_default(&lim);
     lim.states_max = 1000;
@@ -275,12 +278,15 @@ static void search_gives_up_at_its_limit(void)
     lim.states_max = 1000 * 1000;
     KT_EQ_INT(keel_lincheck(h, N_(h), &lim, &r), 0);
     KT_EQ_INT(r.verdict, 0);
+    /* without the impossible read it is linearizable */
+    KT_EQ_INT(keel_lincheck(h, 24, &lim, &r), 0);
+    KT_EQ_INT(r.verdict, 1);
     /* a failure on another key beats a give-up */
-    keel_lc_op_t g[17];
+    keel_lc_op_t g[27];
     memcpy(g, h, sizeof(h));
-    g[15] = wr(1, 1, 0, 10);
-    g[16] = rd(2, 2, 20, 30);
-    g[15].key = g[16].key = 2;
+    g[25] = wr(1, 1, 0, 10);
+    g[26] = rd(2, 2, 20, 30);
+    g[25].key = g[26].key = 2;
     lim.states_max = 1000;
     KT_EQ_INT(keel_lincheck(g, N_(g), &lim, &r), 0);
     KT_EQ_INT(r.verdict, 0);
@@ -465,6 +471,7 @@ static void agrees_with_brute_force_on_small_random_histories(void)
         /* the reported window fails and is minimal */
         KT_CHECK(res.window_minimal && res.window_len >= 1 && res.window_len <= n);
         check_window_is_minimal(h, n, &res);
+        KT_CHECK(res.stuck_op < n && h[res.stuck_op].complete_ts == res.window_end_ts);
     }
     fprintf(stderr, "     %d linearizable, %d not\n", lin, nonlin);
     KT_CHECK(lin > 500 && nonlin > 500);
@@ -623,6 +630,7 @@ static void checks_a_generated_history_over_fifty_keys_in_seconds(void)
     for (size_t i = 0; i < res.window_len && i < KEEL_LC_WINDOW_OPS_MAX; i++)
         found |= res.window_ops[i] == bad;
     KT_CHECK(found);
+    KT_EQ_U64(res.stuck_op, bad); /* the corrupted read is the op that breaks the history */
     fprintf(stderr, "     corrupted copy rejected in %.3f s, window of %zu ops: %s\n", t1 - t0,
             res.window_len, res.explain);
     KT_CHECK(t1 - t0 < 20.0);
