@@ -159,6 +159,25 @@ static void begin_linger(keel_http_conn_t *c)
     c->deadline_ms = now_ms(c) + c->srv->cfg.linger_ms;
 }
 
+/* Buffers that grew past this for one big request or response are released once the
+ * connection is idle, so a keep-alive connection holds a few KiB, not its largest message. */
+#define IDLE_BUF_BYTES_MAX (64u * 1024u)
+
+static void trim_idle(keel_http_conn_t *c)
+{
+    if (c->in.cap > IDLE_BUF_BYTES_MAX && keel_buf_unread(&c->in) == 0)
+        keel_buf_free(&c->in);
+    if (c->out.cap > IDLE_BUF_BYTES_MAX && keel_buf_unread(&c->out) == 0)
+        keel_buf_free(&c->out);
+    if (c->wbuf.cap > IDLE_BUF_BYTES_MAX && !c->writing)
+        keel_buf_free(&c->wbuf);
+    if (c->msg.body_buf.cap > IDLE_BUF_BYTES_MAX) {
+        keel_buf_free(&c->msg.body_buf);
+        c->msg.body = (const uint8_t *)"";
+        c->msg.body_len = 0;
+    }
+}
+
 /* Sets the deadline that applies to the connection's current state. */
 static void update_deadline(keel_http_conn_t *c)
 {
@@ -178,6 +197,7 @@ static void update_deadline(keel_http_conn_t *c)
     } else {
         c->deadline_kind = DL_IDLE;
         c->deadline_ms = now_ms(c) + cfg->idle_timeout_ms;
+        trim_idle(c);
     }
 }
 
