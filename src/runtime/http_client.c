@@ -10,6 +10,7 @@
 
 #define READ_CHUNK_BYTES (16u * 1024u)
 #define HOST_PORT_BYTES_MAX 64
+#define IDLE_BUF_BYTES_MAX (64u * 1024u)
 
 typedef struct keel__http_conn keel__http_conn_t;
 
@@ -547,8 +548,20 @@ static void on_sweep(keel_timer_t *t, void *data)
         keel__http_conn_t *next;
         for (keel__http_conn_t *c = p->conns; c != NULL; c = next) {
             next = c->next;
-            if (c->state == C_IDLE && now - c->idle_since_ms >= cli->cfg.idle_timeout_ms)
+            if (c->state != C_IDLE)
+                continue;
+            if (now - c->idle_since_ms >= cli->cfg.idle_timeout_ms) {
                 conn_close(c);
+                continue;
+            }
+            /* A pooled connection keeps a few KiB, not its largest response. */
+            if (c->in.cap > IDLE_BUF_BYTES_MAX && keel_buf_unread(&c->in) == 0)
+                keel_buf_free(&c->in);
+            if (c->msg.body_buf.cap > IDLE_BUF_BYTES_MAX) {
+                keel_buf_free(&c->msg.body_buf);
+                c->msg.body = (const uint8_t *)"";
+                c->msg.body_len = 0;
+            }
         }
     }
 }
