@@ -10,11 +10,11 @@
 # /proc/PID/stat), which background load disturbs far less than requests/s.
 # Bounded: each run lasts BENCH_SECONDS (default 10).
 #
-#   KEEL_BUILD=build bench/http.sh            # uses build/keel-testhttpd
+#   KEEL_BUILD=build bench/http.sh            # uses build/keel-testhttpd ($BUILD also works)
 #   BENCH_SECONDS=5 BENCH_ROUNDS=3 BENCH_CONNECTIONS=50 bench/http.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUILD=${KEEL_BUILD:-build}
+BUILD=${KEEL_BUILD:-${BUILD:-build}}
 SECONDS_RUN=${BENCH_SECONDS:-10}
 CONNS=${BENCH_CONNECTIONS:-50}
 ROUNDS=${BENCH_ROUNDS:-3}
