@@ -463,8 +463,12 @@ static void read_start(keel_http_conn_t *c)
 static void on_connection(uv_stream_t *listener, int status)
 {
     keel_http_server_t *srv = listener->data;
-    if (status != 0) {
-        keel_log_warn("http accept failed", KF_STR("error", uv_strerror(status)));
+    if (status != 0) { /* e.g. EMFILE: libuv sheds the connection; say so once a second */
+        keel_ms_t now = keel_loop_now_ms(srv->loop);
+        if (now - srv->accept_error_logged_ms >= 1000) {
+            srv->accept_error_logged_ms = now;
+            keel_log_warn("http accept failed", KF_STR("error", uv_strerror(status)));
+        }
         return;
     }
     keel_http_conn_t *c = calloc(1, sizeof(*c));
@@ -597,6 +601,7 @@ int keel_http_server_init(keel_http_server_t *srv, keel_loop_t *loop,
         smallest = keel_ms_min(smallest, cfg->linger_ms);
     srv->sweep_ms = keel_ms_max(5, keel_ms_min(1000, smallest / 4));
     srv->date_unix_s = -1;
+    srv->accept_error_logged_ms = INT64_MIN / 2;
     if (cfg->metrics != NULL)
         register_metrics(srv);
     return 0;

@@ -115,6 +115,7 @@ struct keel_http_server {
     void *done_data;
     char date_line[64];
     int64_t date_unix_s;
+    keel_ms_t accept_error_logged_ms;
     keel_http_server_stats_t stats;
     keel__http_server_metrics_t m; /* all NULL without cfg.metrics */
 };
