@@ -184,7 +184,7 @@ int keel_cluster_node_status(const keel_cluster_node_t *n, keel_cluster_status_t
     s->commit = (uint64_t)json_integer_value(json_object_get(j, "commit_index"));
     s->applied = (uint64_t)json_integer_value(json_object_get(j, "applied_index"));
     s->keys = (uint64_t)json_integer_value(json_object_get(j, "keys"));
-    s->healthy = s->leader[0] != '\0' && s->applied >= s->commit;
+    s->healthy = json_is_true(json_object_get(j, "healthy"));
     json_decref(j);
     return 0;
 }
@@ -199,9 +199,9 @@ int keel_cluster_find_leader(const keel_cluster_t *cl)
     return -1;
 }
 
-int keel_cluster_pid_is_node(pid_t pid)
+int keel_cluster_pid_is_node(pid_t pid, const char *data_dir)
 {
-    char path[64], cmd[512];
+    char path[64], cmd[4096];
     snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
     FILE *f = fopen(path, "rb");
     if (f == NULL)
@@ -209,36 +209,43 @@ int keel_cluster_pid_is_node(pid_t pid)
     size_t n = fread(cmd, 1, sizeof(cmd) - 1, f);
     fclose(f);
     cmd[n] = '\0';
-    /* argv is NUL-separated: "keel\0server\0..." */
-    return n > 0 && strlen(cmd) + 1 < n && strcmp(cmd + strlen(cmd) + 1, "server") == 0;
+    /* argv is NUL-separated: "keel\0server\0...\0--data-dir\0DIR\0..." */
+    if (n == 0 || strlen(cmd) + 1 >= n || strcmp(cmd + strlen(cmd) + 1, "server") != 0)
+        return 0;
+    for (size_t i = 0; i < n; i += strlen(cmd + i) + 1)
+        if (strcmp(cmd + i, "--data-dir") == 0 && i + 11 < n)
+            return strcmp(cmd + i + 11, data_dir) == 0;
+    return 0;
 }
 
-static int alive(pid_t pid)
+static int alive(const keel_cluster_node_t *nd)
 {
     int st;
-    if (waitpid(pid, &st, WNOHANG) == pid)
+    if (nd->pid <= 0)
+        return 0;
+    if (waitpid(nd->pid, &st, WNOHANG) == nd->pid)
         return 0; /* our child, now reaped */
-    return kill(pid, 0) == 0 && keel_cluster_pid_is_node(pid);
+    return kill(nd->pid, 0) == 0 && keel_cluster_pid_is_node(nd->pid, nd->data_dir);
 }
 
 int keel_cluster_stop(keel_cluster_t *cl, int wait_ms)
 {
     int running = 0;
     for (size_t i = 0; i < cl->n; i++)
-        if (cl->nodes[i].pid > 0 && alive(cl->nodes[i].pid)) {
+        if (alive(&cl->nodes[i])) {
             kill(cl->nodes[i].pid, SIGTERM);
             running++;
         }
     for (int waited = 0; waited < wait_ms; waited += 50) {
         int left = 0;
         for (size_t i = 0; i < cl->n; i++)
-            left += cl->nodes[i].pid > 0 && alive(cl->nodes[i].pid);
+            left += alive(&cl->nodes[i]);
         if (left == 0)
             return running;
         usleep(50 * 1000);
     }
     for (size_t i = 0; i < cl->n; i++)
-        if (cl->nodes[i].pid > 0 && alive(cl->nodes[i].pid))
+        if (alive(&cl->nodes[i]))
             kill(cl->nodes[i].pid, SIGKILL);
     return running;
 }

@@ -32,7 +32,7 @@ int keel_cluster_save(const keel_cluster_t *cl, char *err, size_t err_cap);
 typedef struct keel_cluster_status {
     char role[16], leader[32];
     uint64_t term, commit, applied, keys;
-    int healthy; /* knows a leader and has applied what it knows committed */
+    int healthy; /* the node's own verdict, as /health gives it */
 } keel_cluster_status_t;
 
 /* GET /status on the node's admin port (timeout 1 s). 0 or -1. */
@@ -41,8 +41,11 @@ int keel_cluster_node_status(const keel_cluster_node_t *n, keel_cluster_status_t
 int keel_cluster_find_leader(const keel_cluster_t *cl);
 /* SIGTERM every recorded pid, SIGKILL after wait_ms; returns how many were running. */
 int keel_cluster_stop(keel_cluster_t *cl, int wait_ms);
-/* True if pid runs `keel server` (guards against a recycled pid). */
-int keel_cluster_pid_is_node(pid_t pid);
+/*
+ * True if pid runs `keel server --data-dir data_dir` (guards against a recycled pid,
+ * also one now running another cluster's node: that one must not be signalled).
+ */
+int keel_cluster_pid_is_node(pid_t pid, const char *data_dir);
 /* Splits "host:port". 0 or -1. */
 int keel_cluster_split_addr(const char *addr, char *host, size_t host_cap, int *port);
 

@@ -149,7 +149,7 @@ int keel_cli_up(int argc, char **argv)
     int started = 0;
     for (size_t i = 0; i < cl.n; i++) {
         if (cl.nodes[i].pid > 0 && kill(cl.nodes[i].pid, 0) == 0 &&
-            keel_cluster_pid_is_node(cl.nodes[i].pid))
+            keel_cluster_pid_is_node(cl.nodes[i].pid, cl.nodes[i].data_dir))
             continue;
         cl.nodes[i].pid = spawn_node(&cl, i, log_level);
         started++;
