@@ -203,3 +203,44 @@ def test_a_bad_yaml_config_names_the_problem(tmp_path):
     r = subprocess.run([binary("keel"), "server", "--config", str(cfg)], capture_output=True,
                        timeout=10)  # fmt: skip
     assert r.returncode != 0 and "bad option 'no-such-option: 3'" in r.stderr.decode()
+
+
+def test_down_never_signals_a_recycled_pid_running_another_node(up_dir, tmp_path):
+    """cluster.json pids outlive their processes; a pid reused by another cluster's keel server
+    must not be stopped by `keel down` nor taken for a running node by `keel up`."""
+    base = free_base_port(1)
+    rc, out, err = keel("up", "--nodes", "1", "--dir", up_dir, "--base-port", str(base),
+                        "--detach")  # fmt: skip
+    assert rc == 0, out + err
+    rc, out, _ = keel("down", "--dir", up_dir)
+    assert rc == 0
+    wait_gone([cluster_json(up_dir)["nodes"][0]["pid"]])
+    # a stranger: another keel server with its own data directory
+    port, peer, http = free_port(), free_port(), free_port()
+    log = str(tmp_path / "stranger.log")
+    stranger = start_server(["--name", "s1", "--data-dir", str(tmp_path / "stranger"),
+                             "--listen-client", f"127.0.0.1:{port}",
+                             "--listen-http", f"127.0.0.1:{http}",
+                             "--initial-cluster", f"s1=127.0.0.1:{peer}",
+                             "--wal-segment-bytes", "32m"], log)  # fmt: skip
+    try:
+        wait_listening(stranger, port, log)
+        cj = cluster_json(up_dir)
+        cj["nodes"][0]["pid"] = stranger.pid  # as if the pid had been recycled
+        with open(os.path.join(up_dir, "cluster.json"), "w") as f:
+            json.dump(cj, f)
+        rc, out, _ = keel("down", "--dir", up_dir)
+        assert rc == 0 and "stopped 0 node(s)" in out, out
+        time.sleep(0.3)
+        assert stranger.poll() is None, "keel down stopped another cluster's node"
+        rc, out, err = keel("up", "--dir", up_dir, "--detach")
+        assert rc == 0 and "were running" not in out, out + err
+        assert cluster_json(up_dir)["nodes"][0]["pid"] != stranger.pid
+        wait_port(base)
+        assert redis.Redis(port=base, socket_timeout=10).ping()
+        rc, out, _ = keel("down", "--dir", up_dir)
+        assert rc == 0 and "stopped 1 node(s)" in out, out
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait(timeout=10)
