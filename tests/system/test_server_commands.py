@@ -249,3 +249,39 @@ def test_redis_py_sees_redis_types(make_cluster):
         raise AssertionError("INCRBY x did not fail")
     except redis.ResponseError as e:
         assert "not an integer" in str(e)
+
+
+def test_scan_returns_every_stable_key_while_the_table_grows_and_shrinks(make_cluster):
+    """Redis's SCAN guarantee through keel's incrementally rehashed table: a key present for
+    the whole iteration is returned at least once, while other keys come and go."""
+    import threading
+
+    node = make_cluster(1).nodes[0]
+    c = node.client()
+    stable = {f"stable:{i}".encode() for i in range(300)}
+    c.mset({k: b"s" for k in stable})
+    stop = threading.Event()
+    churned = [0]
+
+    def churn():
+        w = node.client()
+        n = 0
+        while not stop.is_set():
+            batch = [f"tmp:{n + i}" for i in range(1500)]
+            w.mset({k: "t" for k in batch})  # 300 -> 1800 keys: the table grows twice
+            w.delete(*batch)  # and shrinks again
+            n += 1500
+            churned[0] = n
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        for count in (3, 17):
+            for _ in range(3):
+                seen, _ = full_scan(c, count=count)
+                missing = stable - set(seen)
+                assert not missing, f"COUNT {count}: {len(missing)} stable keys never returned"
+    finally:
+        stop.set()
+        t.join(timeout=30)
+    assert churned[0] >= 3000, "the table did not churn during the scans"
