@@ -85,6 +85,7 @@ typedef struct node {
     size_t pend_n, pend_cap;
     keel_raft_role_t role_seen;
     uint64_t term_seen;
+    int64_t clock_ppm; /* this node's clock runs at 1e6 + clock_ppm parts per million */
 } node_t;
 
 typedef struct client {
@@ -539,6 +540,13 @@ static void read_state(world_t *w, node_t *nd, const keel_raft_read_state_t *rs)
 
 /* ---- nodes -------------------------------------------------------------------- */
 
+/* Each node's own clock: rates differ by up to +-2%, well inside the lease reads'
+   drift allowance (lease_drift_ticks 2 of election_ticks_min 10). */
+static keel_ms_t node_clock(const world_t *w, const node_t *nd)
+{
+    return w->now_ms + w->now_ms * nd->clock_ppm / 1000000;
+}
+
 static void make_config(world_t *w, node_t *nd, keel_raft_config_t *cfg)
 {
     keel_raft_config_default(cfg);
@@ -572,7 +580,7 @@ static void node_start(world_t *w, node_t *nd)
         .applied = nd->snap_index,
     };
     keel_errmsg_t em;
-    int rc = keel_raft_new(&nd->r, &cfg, &rs, w->now_ms, &em);
+    int rc = keel_raft_new(&nd->r, &cfg, &rs, node_clock(w, nd), &em);
     if (rc != 0) {
         fail(w, "node %" PRIu64 " cannot restart: %s", nd->id, em.text);
         return;
@@ -961,6 +969,7 @@ static void world_init(world_t *w, uint64_t seed, const sim_opts_t *o, sim_resul
     for (int i = 0; i < w->n; i++) {
         w->nodes[i].id = (uint64_t)(i + 1);
         w->nodes[i].disk_ms_max = keel_rand_range(&w->rnd, 0, 10);
+        w->nodes[i].clock_ppm = keel_rand_range(&w->rnd, -20000, 20000);
         node_start(w, &w->nodes[i]);
     }
     for (int ci = 0; ci < CLIENTS; ci++) {
@@ -1010,7 +1019,7 @@ static void world_step(world_t *w)
         node_t *nd = &w->nodes[i];
         if (node_live(w, nd)) {
             disk_complete(w, nd);
-            keel_raft_tick(nd->r, w->now_ms);
+            keel_raft_tick(nd->r, node_clock(w, nd));
         }
     }
     clients_step(w);
