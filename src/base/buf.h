@@ -35,7 +35,7 @@ int keel_buf_append_i64_dec(keel_buf_t *b, int64_t v);
 /* Unread bytes. */
 static inline const uint8_t *keel_buf_rptr(const keel_buf_t *b)
 {
-    return b->data + b->rpos;
+    return b->data ? b->data + b->rpos : b->data; /* no NULL + 0: UBSan flags it */
 }
 static inline size_t keel_buf_unread(const keel_buf_t *b)
 {
@@ -48,7 +48,7 @@ void keel_buf_reset(keel_buf_t *b);
 /* Writable tail after reserve(): data + len, and commit n written bytes. */
 static inline uint8_t *keel_buf_wptr(keel_buf_t *b)
 {
-    return b->data + b->len;
+    return b->data ? b->data + b->len : b->data;
 }
 void keel_buf_commit(keel_buf_t *b, size_t n);
 

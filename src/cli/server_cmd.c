@@ -59,6 +59,8 @@ static const opt_t opts[] = {
      "output buffered per client before it is disconnected (default 64 MiB)"},
     {"pipeline-max", OPT_U64, OFF(resp.pending_replies_max), SZ(resp.pending_replies_max),
      "outstanding replies per client before reading pauses (default 1024)"},
+    {"snapshot-entries", OPT_U64, OFF(node.snapshot_entries), SZ(node.snapshot_entries),
+     "snapshot the state machine every this many applied entries (default 100000)"},
     {"wal-segment-bytes", OPT_BYTES, OFF(node.wal.segment_bytes), SZ(node.wal.segment_bytes),
      "preallocated size of each WAL segment (default 64 MiB)"},
 };

@@ -7,7 +7,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RAFT_FIXED_BYTES (1 + 9 * 8 + 1 + 1 + 4)
+#define RAFT_FIXED_BYTES (1 + 9 * 8 + 1 + 1 + 1 + 4)
+
+void keel_peer_scratch_free(keel_peer_scratch_t *s)
+{
+    free(s->entries);
+    s->entries = NULL;
+    s->entries_cap = 0;
+}
+
+static size_t snapshot_tail_bytes(const keel_raft_msg_t *m)
+{
+    if (m->type != KEEL_RAFT_MSG_SNAPSHOT)
+        return 0;
+    size_t n = 1 + 4 + m->data_len;
+    if (m->conf)
+        n += 8 + 8u * (m->conf->voters_n + m->conf->learners_n);
+    return n;
+}
 #define ENTRY_FIXED_BYTES (8 + 8 + 4 + 4)
 
 int keel_peer_encode_hello(keel_buf_t *out, const keel_peer_hello_t *h)
@@ -31,7 +48,7 @@ int keel_peer_decode_hello(const uint8_t *p, size_t n, keel_peer_hello_t *h)
 
 int keel_peer_encode_raft(keel_buf_t *out, const keel_raft_msg_t *m)
 {
-    size_t bytes = RAFT_FIXED_BYTES;
+    size_t bytes = RAFT_FIXED_BYTES + snapshot_tail_bytes(m);
     for (size_t i = 0; i < m->entries_n; i++)
         bytes += ENTRY_FIXED_BYTES + m->entries[i].len;
     size_t mark;
@@ -51,6 +68,7 @@ int keel_peer_encode_raft(keel_buf_t *out, const keel_raft_msg_t *m)
         keel_put_u64(p, fixed[i]);
     *p++ = m->reject;
     *p++ = m->transfer;
+    *p++ = m->last;
     keel_put_u32(p, (uint32_t)m->entries_n);
     p += 4;
     for (size_t i = 0; i < m->entries_n; i++) {
@@ -64,6 +82,22 @@ int keel_peer_encode_raft(keel_buf_t *out, const keel_raft_msg_t *m)
             memcpy(p, e->data, e->len);
         p += e->len;
     }
+    if (m->type == KEEL_RAFT_MSG_SNAPSHOT) {
+        *p++ = m->conf != NULL;
+        if (m->conf) {
+            keel_put_u32(p, m->conf->voters_n);
+            keel_put_u32(p + 4, m->conf->learners_n);
+            p += 8;
+            for (uint32_t i = 0; i < m->conf->voters_n; i++, p += 8)
+                keel_put_u64(p, m->conf->voters[i]);
+            for (uint32_t i = 0; i < m->conf->learners_n; i++, p += 8)
+                keel_put_u64(p, m->conf->learners[i]);
+        }
+        keel_put_u32(p, (uint32_t)m->data_len);
+        p += 4;
+        if (m->data_len)
+            memcpy(p, m->data, m->data_len);
+    }
     keel_buf_commit(out, bytes);
     rc = keel_frame_end(out, mark);
     if (rc != 0)
@@ -71,14 +105,39 @@ int keel_peer_encode_raft(keel_buf_t *out, const keel_raft_msg_t *m)
     return rc;
 }
 
+/* The SNAPSHOT tail: configuration and chunk bytes. */
+static int decode_snapshot_tail(keel_rd_t *r, keel_raft_msg_t *m, keel_peer_scratch_t *s)
+{
+    uint8_t has_conf = keel_rd_u8(r);
+    if (has_conf > 1)
+        return KEEL_EPROTO;
+    if (has_conf) {
+        keel_raft_conf_t *c = &s->conf;
+        memset(c, 0, sizeof(*c));
+        c->voters_n = keel_rd_u32(r);
+        c->learners_n = keel_rd_u32(r);
+        if (r->bad || c->voters_n > KEEL_RAFT_MEMBERS_MAX || c->learners_n > KEEL_RAFT_MEMBERS_MAX)
+            return KEEL_EPROTO;
+        for (uint32_t i = 0; i < c->voters_n; i++)
+            c->voters[i] = keel_rd_u64(r);
+        for (uint32_t i = 0; i < c->learners_n; i++)
+            c->learners[i] = keel_rd_u64(r);
+        m->conf = c;
+    }
+    uint32_t len = keel_rd_u32(r);
+    m->data = len ? keel_rd_bytes(r, len) : NULL;
+    m->data_len = len;
+    return r->bad ? KEEL_EPROTO : 0;
+}
+
 int keel_peer_decode_raft(const uint8_t *p, size_t n, keel_raft_msg_t *m,
-                          keel_raft_entry_t **scratch, size_t *scratch_cap)
+                          keel_peer_scratch_t *scratch)
 {
     keel_rd_t r;
     keel_rd_init(&r, p, n);
     memset(m, 0, sizeof(*m));
     uint8_t type = keel_rd_u8(&r);
-    if (type < KEEL_RAFT_MSG_APPEND || type > KEEL_RAFT_MSG_TIMEOUT_NOW)
+    if (type < KEEL_RAFT_MSG_APPEND || type > KEEL_RAFT_MSG_SNAPSHOT_RESP)
         return KEEL_EPROTO;
     m->type = (keel_raft_msg_type_t)type;
     m->from = keel_rd_u64(&r);
@@ -92,32 +151,35 @@ int keel_peer_decode_raft(const uint8_t *p, size_t n, keel_raft_msg_t *m,
     m->hint_term = keel_rd_u64(&r);
     m->reject = keel_rd_u8(&r);
     m->transfer = keel_rd_u8(&r);
+    m->last = keel_rd_u8(&r);
     uint32_t count = keel_rd_u32(&r);
-    if (r.bad || m->reject > 1 || m->transfer > 1 || count > KEEL_PEER_ENTRIES_MAX ||
+    if (r.bad || m->reject > 1 || m->transfer > 1 || m->last > 1 || count > KEEL_PEER_ENTRIES_MAX ||
         (size_t)count * ENTRY_FIXED_BYTES > r.left)
         return KEEL_EPROTO;
-    if (count > *scratch_cap) {
-        keel_raft_entry_t *ns = realloc(*scratch, count * sizeof(*ns));
+    if (count > scratch->entries_cap) {
+        keel_raft_entry_t *ns = realloc(scratch->entries, count * sizeof(*ns));
         if (ns == NULL)
             return KEEL_ENOMEM;
-        *scratch = ns;
-        *scratch_cap = count;
+        scratch->entries = ns;
+        scratch->entries_cap = count;
     }
     for (uint32_t i = 0; i < count; i++) {
-        keel_raft_entry_t *e = &(*scratch)[i];
+        keel_raft_entry_t *e = &scratch->entries[i];
         e->term = keel_rd_u64(&r);
         e->index = keel_rd_u64(&r);
         e->type = keel_rd_u32(&r);
         e->len = keel_rd_u32(&r);
         e->data = e->len ? (uint8_t *)keel_rd_bytes(&r, e->len) : NULL;
-        if (r.bad || e->type > KEEL_RAFT_ENTRY_NOOP)
+        if (r.bad || e->type > KEEL_RAFT_ENTRY_CONF)
             return KEEL_EPROTO;
-        if (i > 0 && e->index != (*scratch)[i - 1].index + 1)
+        if (i > 0 && e->index != scratch->entries[i - 1].index + 1)
             return KEEL_EPROTO;
     }
+    if (m->type == KEEL_RAFT_MSG_SNAPSHOT && decode_snapshot_tail(&r, m, scratch) != 0)
+        return KEEL_EPROTO;
     if (r.left != 0)
         return KEEL_EPROTO;
-    m->entries = count ? *scratch : NULL;
+    m->entries = count ? scratch->entries : NULL;
     m->entries_n = count;
     return 0;
 }

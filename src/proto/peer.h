@@ -15,8 +15,10 @@
  *
  *   HELLO        u64 cluster_id | u64 from | u64 to      first frame on every connection
  *   RAFT         u8 msg type | u64 from,to,term,index,log_term,commit,ctx,hint_index,
- *                hint_term | u8 reject | u8 transfer | u32 entries_n |
- *                entries_n x (u64 term | u64 index | u32 type | u32 len | len bytes)
+ *                hint_term | u8 reject | u8 transfer | u8 last | u32 entries_n |
+ *                entries_n x (u64 term | u64 index | u32 type | u32 len | len bytes) |
+ *                SNAPSHOT only: u8 has_conf | [u32 voters_n | u32 learners_n |
+ *                (voters_n + learners_n) x u64 id] | u32 data_len | data
  *   FWD_PROPOSE  u64 req_id | the command entry bytes (core/kv format)
  *   FWD_REPLY    u64 req_id | u8 status | reply bytes (RESP, for status OK)
  *   FWD_READ     u64 req_id
@@ -45,6 +47,15 @@ typedef enum keel_peer_status {
 /* Entries per RAFT message a decoder accepts (the sender's msg_entries_max is lower). */
 #define KEEL_PEER_ENTRIES_MAX 65536u
 
+/* What a decoded RAFT message points into besides its payload; reused across calls. */
+typedef struct keel_peer_scratch {
+    keel_raft_entry_t *entries; /* grown with realloc; free with keel_peer_scratch_free */
+    size_t entries_cap;
+    keel_raft_conf_t conf;
+} keel_peer_scratch_t;
+
+void keel_peer_scratch_free(keel_peer_scratch_t *s);
+
 typedef struct keel_peer_hello {
     uint64_t cluster_id, from, to;
 } keel_peer_hello_t;
@@ -63,12 +74,12 @@ int keel_peer_decode_hello(const uint8_t *p, size_t n, keel_peer_hello_t *h);
 /* Appends one whole RAFT frame for m. */
 int keel_peer_encode_raft(keel_buf_t *out, const keel_raft_msg_t *m);
 /*
- * Decodes a RAFT payload into m. Entries go into *scratch (grown with realloc,
- * owned by the caller, reused across calls); their data points into p. So m is
- * valid while p and *scratch are. KEEL_EPROTO on any malformed field.
+ * Decodes a RAFT payload into m. Entries and a snapshot's configuration go into
+ * the scratch; entry and chunk data point into p. So m is valid while p and the
+ * scratch are. KEEL_EPROTO on any malformed field.
  */
 int keel_peer_decode_raft(const uint8_t *p, size_t n, keel_raft_msg_t *m,
-                          keel_raft_entry_t **scratch, size_t *scratch_cap);
+                          keel_peer_scratch_t *scratch);
 
 /* FWD_* frames: type says which fields are written/read. */
 int keel_peer_encode_fwd(keel_buf_t *out, keel_peer_type_t type, const keel_peer_fwd_t *f);

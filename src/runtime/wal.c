@@ -216,6 +216,11 @@ int keel_wal_append(keel_wal_t *w, uint8_t type, const void *payload, size_t len
     return 0;
 }
 
+uint64_t keel_wal_next_lsn(const keel_wal_t *w)
+{
+    return (w->next_seq << 32) | w->next_off;
+}
+
 size_t keel_wal_pending_bytes(const keel_wal_t *w)
 {
     return w->pending->buf.len;

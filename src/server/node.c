@@ -6,7 +6,9 @@
 #include "base/map.h"
 #include "proto/frame.h"
 #include "proto/peer.h"
+#include "base/bytes.h"
 #include "runtime/clock.h"
+#include "runtime/snapfile.h"
 #include "runtime/tcp.h"
 #include "server/raftlog.h"
 
@@ -138,15 +140,24 @@ struct keel_node {
     uint64_t last_leader;
     uint64_t leader_changes;
     keel_buf_t scratch, reply;
-    keel_raft_entry_t *dec_scratch;
-    size_t dec_scratch_cap;
+    keel_peer_scratch_t dec_scratch;
     const uint8_t **argv;
     size_t *lens;
     size_t argv_cap;
     int stopping, handles_open;
     void (*closed)(void *data);
     void *closed_data;
+    /* snapshots */
+    uint64_t snap_index; /* newest durable (or being written) snapshot */
+    uv_work_t snap_work;
+    int snap_inflight;
+    keel_buf_t snap_buf; /* the file's data: server header + kv snapshot */
+    uint64_t snap_job_index, snap_job_term;
+    int snap_job_rc;
+    char snap_job_err[KEEL_ERRMSG_BYTES_MAX];
+    uint64_t installed_index, installed_term; /* to report durable after the ready */
     /* metrics */
+    keel_counter_t *m_snapshots;
     keel_counter_t *m_proposals, *m_applied, *m_forwarded, *m_leader_changes, *m_timeouts;
     keel_histogram_t *m_fsync, *m_commit, *m_batch;
 };
@@ -164,10 +175,30 @@ void keel_node_config_default(keel_node_config_t *cfg)
     cfg->request_timeout_ms = 5000;
     cfg->peer_buffer_bytes_max = 64u * 1024 * 1024;
     cfg->peer_frame_bytes_max = 64u * 1024 * 1024;
+    cfg->snapshot_entries = 100000; /* etcd's default snapshot-count */
+    cfg->snapshots_keep = 2;
+}
+
+/*
+ * One Raft entry must hold the largest command a client may send: a value at the
+ * limit, its key, and the command encoding around them. Larger commands (a huge MSET)
+ * are refused at proposal with a clear error.
+ */
+static uint64_t entry_bytes_needed(const keel_node_config_t *cfg)
+{
+    uint64_t need = (uint64_t)cfg->kv.value_bytes_max + cfg->kv.key_bytes_max + 64 * 1024;
+    return need > cfg->raft.entry_bytes_max ? need : cfg->raft.entry_bytes_max;
 }
 
 int keel_node_config_validate(const keel_node_config_t *cfg, keel_errmsg_t *msg)
 {
+    if (entry_bytes_needed(cfg) + 64 > cfg->wal.record_bytes_max ||
+        entry_bytes_needed(cfg) + 4096 > cfg->peer_frame_bytes_max)
+        return keel_errf(msg, KEEL_EINVAL,
+                         "node: value_bytes_max %zu too large for the WAL record (%zu) or peer "
+                         "frame (%zu) limits",
+                         cfg->kv.value_bytes_max, cfg->wal.record_bytes_max,
+                         cfg->peer_frame_bytes_max);
     if (cfg->members_n == 0 || cfg->members_n > KEEL_RAFT_VOTERS_MAX)
         return keel_errf(msg, KEEL_EINVAL, "node: %zu members (1..%d allowed)", cfg->members_n,
                          KEEL_RAFT_VOTERS_MAX);
@@ -183,6 +214,8 @@ int keel_node_config_validate(const keel_node_config_t *cfg, keel_errmsg_t *msg)
         return keel_errf(msg, KEEL_EINVAL,
                          "node: requests_pending_max and request_timeout_ms "
                          "must be > 0");
+    if (cfg->snapshot_entries == 0 || cfg->snapshots_keep < 1)
+        return keel_errf(msg, KEEL_EINVAL, "node: snapshot_entries and snapshots_keep must be > 0");
     if (cfg->peer_frame_bytes_max < cfg->raft.msg_bytes_max + 4096)
         return keel_errf(msg, KEEL_EINVAL, "node: peer_frame_bytes_max below raft msg_bytes_max");
     int rc = keel_kv_config_validate(&cfg->kv, msg);
@@ -478,8 +511,7 @@ static int handle_frame(inconn_t *c, const keel_frame_t *fr)
     }
     if (fr->type == KEEL_PEER_RAFT) {
         keel_raft_msg_t m;
-        int rc = keel_peer_decode_raft(fr->payload, fr->payload_len, &m, &n->dec_scratch,
-                                       &n->dec_scratch_cap);
+        int rc = keel_peer_decode_raft(fr->payload, fr->payload_len, &m, &n->dec_scratch);
         if (rc != 0 || m.from != c->from || m.to != n->cfg.id)
             return KEEL_EPROTO;
         keel_raft_step(n->raft, &m);
@@ -962,8 +994,198 @@ static void maybe_start_sync(keel_node_t *n)
     uv_queue_work(&n->loop->uv, &n->sync_work, sync_work_cb, sync_after_cb);
 }
 
+/* ---- snapshots ------------------------------------------------------------------- */
+
+/*
+ * A snapshot file's data (runtime/snapfile.h frames it with index, term and a CRC):
+ *   u32 magic "KNS1" | u32 version | u64 lsn_floor | u32 voters_n | u32 learners_n |
+ *   (voters_n + learners_n) x u64 member id | core/kv snapshot
+ * The membership is the Raft configuration at the snapshot's index.
+ * lsn_floor is 0 for a node's own snapshot (its log before the snapshot is simply
+ * covered) and the WAL position at install time for a snapshot from the leader, whose
+ * log before it is discarded (server/raftlog.h).
+ */
+#define SNAP_MAGIC 0x314e534bu
+#define SNAP_VERSION 1u
+#define SNAP_HEADER_BYTES 24u /* before the member ids */
+
+static void snap_dir(const keel_node_t *n, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/snap", n->cfg.data_dir);
+}
+
+static size_t snap_header_len(const keel_raft_conf_t *c)
+{
+    return SNAP_HEADER_BYTES + 8u * (c->voters_n + c->learners_n);
+}
+
+static int snap_encode(keel_node_t *n, keel_buf_t *out, uint64_t lsn_floor,
+                       const keel_raft_conf_t *conf, const void *kv_bytes, size_t kv_len)
+{
+    uint8_t h[SNAP_HEADER_BYTES + 8 * 2 * KEEL_RAFT_MEMBERS_MAX];
+    keel_put_u32(h, SNAP_MAGIC);
+    keel_put_u32(h + 4, SNAP_VERSION);
+    keel_put_u64(h + 8, lsn_floor);
+    keel_put_u32(h + 16, conf->voters_n);
+    keel_put_u32(h + 20, conf->learners_n);
+    uint8_t *p = h + SNAP_HEADER_BYTES;
+    for (uint32_t i = 0; i < conf->voters_n; i++, p += 8)
+        keel_put_u64(p, conf->voters[i]);
+    for (uint32_t i = 0; i < conf->learners_n; i++, p += 8)
+        keel_put_u64(p, conf->learners[i]);
+    keel_buf_reset(out);
+    int rc = keel_buf_append(out, h, snap_header_len(conf));
+    if (rc == 0)
+        rc = kv_bytes ? keel_buf_append(out, kv_bytes, kv_len)
+                      : keel_kv_snapshot_encode(&n->kv, out);
+    return rc;
+}
+
+static int snap_parse(const uint8_t *p, size_t len, uint64_t *lsn_floor, keel_raft_conf_t *conf,
+                      const uint8_t **kv, size_t *kv_len)
+{
+    keel_rd_t r;
+    keel_rd_init(&r, p, len);
+    memset(conf, 0, sizeof(*conf));
+    uint32_t magic = keel_rd_u32(&r), version = keel_rd_u32(&r);
+    *lsn_floor = keel_rd_u64(&r);
+    conf->voters_n = keel_rd_u32(&r);
+    conf->learners_n = keel_rd_u32(&r);
+    if (r.bad || magic != SNAP_MAGIC || version != SNAP_VERSION ||
+        conf->voters_n > KEEL_RAFT_MEMBERS_MAX || conf->learners_n > KEEL_RAFT_MEMBERS_MAX)
+        return KEEL_ECORRUPT;
+    for (uint32_t i = 0; i < conf->voters_n; i++)
+        conf->voters[i] = keel_rd_u64(&r);
+    for (uint32_t i = 0; i < conf->learners_n; i++)
+        conf->learners[i] = keel_rd_u64(&r);
+    if (r.bad)
+        return KEEL_ECORRUPT;
+    *kv = r.p;
+    *kv_len = r.left;
+    return 0;
+}
+
+static void snap_work_cb(uv_work_t *w)
+{
+    keel_node_t *n = w->data;
+    char dir[KEEL_NODE_PATH_BYTES + 8];
+    keel_errmsg_t m = {{0}};
+    snap_dir(n, dir, sizeof(dir));
+    n->snap_job_rc =
+        keel_snap_write(dir, n->snap_job_index, n->snap_job_term, keel_buf_rptr(&n->snap_buf),
+                        keel_buf_unread(&n->snap_buf), &m);
+    memcpy(n->snap_job_err, m.text, sizeof(n->snap_job_err));
+}
+
+/* The snapshot is durable: WAL segments it covers and older snapshot files can go. */
+static void snap_done(keel_node_t *n, uint64_t index)
+{
+    char dir[KEEL_NODE_PATH_BYTES + 8];
+    keel_errmsg_t m = {{0}};
+    snap_dir(n, dir, sizeof(dir));
+    if (index > n->snap_index)
+        n->snap_index = index;
+    if (keel_raftlog_release(n->log, n->snap_index, &m) != 0 ||
+        keel_snap_prune(dir, n->cfg.snapshots_keep, &m) != 0)
+        keel_log_warn("cleanup after a snapshot failed", KF_STR("error", m.text));
+    if (n->m_snapshots)
+        keel_counter_inc(n->m_snapshots);
+}
+
+static void snap_after_cb(uv_work_t *w, int status)
+{
+    keel_node_t *n = w->data;
+    n->snap_inflight = 0;
+    if (n->snap_job_rc != 0) {
+        /* Not fatal: the log is still complete; the next attempt comes later. */
+        keel_log_error("snapshot write failed", KF_STR("error", n->snap_job_err));
+    } else {
+        snap_done(n, n->snap_job_index);
+        keel_log_info("snapshot taken", KF_INT("index", n->snap_job_index),
+                      KF_INT("bytes", keel_buf_unread(&n->snap_buf)));
+    }
+    keel_buf_free(&n->snap_buf); /* give the memory back between snapshots */
+    keel_buf_init(&n->snap_buf, 0);
+    process(n);
+}
+
+/* Every snapshot_entries applied entries: snapshot the KV state, compact the core's log. */
+static void maybe_snapshot(keel_node_t *n)
+{
+    uint64_t applied = keel_kv_applied_index(&n->kv);
+    if (n->snap_inflight || n->stopping || applied < n->snap_index + n->cfg.snapshot_entries)
+        return;
+    const keel_raft_entry_t *e = keel_raft_entry_at(n->raft, applied);
+    if (e == NULL)
+        return;
+    uint64_t term = e->term;
+    /* The core records the membership at the snapshot index; write it into the file. */
+    keel_buf_t kvb;
+    keel_buf_init(&kvb, 0);
+    int rc = keel_kv_snapshot_encode(&n->kv, &kvb);
+    if (rc == 0)
+        rc = keel_raft_compact(n->raft, applied, keel_buf_rptr(&kvb), keel_buf_unread(&kvb));
+    if (rc == 0)
+        rc = snap_encode(n, &n->snap_buf, 0, keel_raft_snapshot_conf(n->raft), keel_buf_rptr(&kvb),
+                         keel_buf_unread(&kvb));
+    keel_buf_free(&kvb);
+    if (rc != 0) {
+        keel_log_warn("snapshot skipped", KF_STR("error", keel_strerror(rc)));
+        n->snap_index = applied; /* do not retry at every turn */
+        return;
+    }
+    n->snap_job_index = applied;
+    n->snap_job_term = term;
+    n->snap_inflight = 1;
+    n->snap_work.data = n;
+    uv_queue_work(&n->loop->uv, &n->snap_work, snap_work_cb, snap_after_cb);
+}
+
+/*
+ * The leader sent a snapshot: it replaces the state machine and the whole log. The
+ * file is made durable here, before this ready's acknowledgements can go out.
+ */
+static void install_snapshot(keel_node_t *n, const keel_raft_snapshot_t *sn)
+{
+    keel_kv_t fresh;
+    keel_errmsg_t m = {{0}};
+    int rc = keel_kv_init(&fresh, &n->cfg.kv);
+    if (rc == 0)
+        rc = keel_kv_snapshot_decode(&fresh, sn->data, sn->data_len, &m);
+    keel_buf_t b;
+    keel_buf_init(&b, 0);
+    if (rc == 0)
+        rc = snap_encode(n, &b, keel_raftlog_next_lsn(n->log), &sn->conf, sn->data, sn->data_len);
+    char dir[KEEL_NODE_PATH_BYTES + 8];
+    snap_dir(n, dir, sizeof(dir));
+    if (rc == 0)
+        rc = keel_snap_write(dir, sn->index, sn->term, keel_buf_rptr(&b), keel_buf_unread(&b), &m);
+    keel_buf_free(&b);
+    if (rc != 0) {
+        keel_log_error("cannot install the leader's snapshot; stopping", KF_INT("index", sn->index),
+                       KF_STR("error", m.text[0] ? m.text : keel_strerror(rc)));
+        abort();
+    }
+    keel_kv_free(&n->kv);
+    n->kv = fresh;
+    snap_done(n, sn->index);
+    n->installed_index = sn->index; /* durable now; reported once the ready is advanced */
+    n->installed_term = sn->term;
+    keel_log_info("installed the leader's snapshot", KF_INT("index", sn->index),
+                  KF_INT("bytes", sn->data_len));
+    /* Writes waiting at covered indexes cannot tell whether their entry is in it. */
+    while (n->writes.head && n->writes.head->index <= sn->index) {
+        request_t *r = q_pop(&n->writes);
+        req_answer(n, r, KEEL_ECONNRESET, NULL, 0);
+        r->done = NULL;
+        req_free(n, r);
+    }
+}
+
 static void handle_ready(keel_node_t *n, const keel_raft_ready_t *rd)
 {
+    if (rd->snapshot.index != 0)
+        install_snapshot(n, &rd->snapshot);
     if (rd->hard_state_changed || rd->entries_n > 0) {
         int rc = keel_raftlog_append(n->log, rd->hard_state_changed ? &rd->hard_state : NULL,
                                      rd->entries, rd->entries_n);
@@ -1045,8 +1267,13 @@ static void process(keel_node_t *n)
     while (keel_raft_ready(n->raft, &rd)) {
         handle_ready(n, &rd);
         keel_raft_advance(n->raft);
+        if (n->installed_index != 0) {
+            keel_raft_persisted(n->raft, n->installed_index, n->installed_term);
+            n->installed_index = n->installed_term = 0;
+        }
     }
     serve_ready_reads(n);
+    maybe_snapshot(n);
     maybe_start_sync(n);
     for (size_t i = 0; i < n->cfg.members_n; i++)
         if (n->cfg.members[i].id != n->cfg.id)
@@ -1099,6 +1326,8 @@ static void register_metrics(keel_node_t *n)
                                                "Times a new leader became known.", NULL);
     n->m_timeouts = keel_metrics_counter(m, "keel_request_timeouts_total",
                                          "Requests answered with a timeout.", NULL);
+    n->m_snapshots = keel_metrics_counter(m, "keel_snapshots_total",
+                                          "Snapshots made durable (taken or installed).", NULL);
     n->m_fsync = keel_metrics_histogram(m, "keel_wal_fsync_seconds",
                                         "WAL group write + fdatasync latency.", NULL, NULL, 0);
     n->m_commit = keel_metrics_histogram(m, "keel_write_commit_seconds",
@@ -1145,30 +1374,75 @@ static int start_peers(keel_node_t *n, keel_errmsg_t *msg)
     return 0;
 }
 
+/* Loads the newest valid snapshot (if any) into the fresh state machine. */
+static int load_snapshot(keel_node_t *n, keel_snap_t *snap, uint64_t *lsn_floor,
+                         keel_raft_snapshot_t *out, keel_errmsg_t *msg)
+{
+    char dir[KEEL_NODE_PATH_BYTES + 8];
+    snap_dir(n, dir, sizeof(dir));
+    memset(out, 0, sizeof(*out));
+    *lsn_floor = 0;
+    int rc = keel_snap_load_latest(dir, snap, msg);
+    if (rc == KEEL_ENOTFOUND)
+        return 0;
+    if (rc != 0)
+        return rc;
+    const uint8_t *kv;
+    size_t kv_len;
+    keel_raft_conf_t conf;
+    rc = snap_parse(snap->data, snap->data_bytes, lsn_floor, &conf, &kv, &kv_len);
+    if (rc == 0)
+        rc = keel_kv_snapshot_decode(&n->kv, kv, kv_len, msg);
+    if (rc != 0)
+        return keel_errf(msg, rc, "snapshot %llu in %s does not decode: %s",
+                         (unsigned long long)snap->index, dir, msg->text);
+    *out = (keel_raft_snapshot_t){
+        .index = snap->index, .term = snap->term, .conf = conf, .data = kv, .data_len = kv_len};
+    n->snap_index = snap->index;
+    return 0;
+}
+
 static int open_storage(keel_node_t *n, keel_errmsg_t *msg)
 {
     char waldir[KEEL_NODE_PATH_BYTES + 8];
     snprintf(waldir, sizeof(waldir), "%s/wal", n->cfg.data_dir);
+    keel_snap_t snap;
+    keel_raft_snapshot_t rsnap;
+    uint64_t lsn_floor;
+    int rc = load_snapshot(n, &snap, &lsn_floor, &rsnap, msg);
     keel_raft_restore_t rs;
-    int rc = keel_raftlog_open(&n->log, waldir, &n->cfg.wal, &rs, msg);
-    if (rc != 0)
+    if (rc == 0)
+        rc = keel_raftlog_open(&n->log, waldir, &n->cfg.wal, rsnap.index, lsn_floor, &rs, msg);
+    if (rc != 0) {
+        keel_snap_free(&snap);
         return rc;
+    }
+    rs.snapshot = rsnap;
+    rs.applied = rsnap.index;
     keel_raft_config_t rc_cfg = n->cfg.raft;
     rc_cfg.id = n->cfg.id;
+    rc_cfg.entry_bytes_max = (uint32_t)entry_bytes_needed(&n->cfg);
     rc_cfg.voters_n = n->cfg.members_n;
     for (size_t i = 0; i < n->cfg.members_n; i++)
         rc_cfg.voters[i] = n->cfg.members[i].id;
     rc = keel_raft_new(&n->raft, &rc_cfg, &rs, keel_loop_now_ms(n->loop), msg);
     keel_raftlog_drop_restore(n->log);
+    keel_snap_free(&snap);
     if (rc == 0)
-        keel_log_info("storage recovered", KF_INT("entries", rs.entries_n),
-                      KF_INT("term", rs.hard_state.term), KF_INT("commit", rs.hard_state.commit));
+        keel_log_info("storage recovered", KF_INT("snapshot", rsnap.index),
+                      KF_INT("entries", rs.entries_n), KF_INT("term", rs.hard_state.term),
+                      KF_INT("commit", rs.hard_state.commit));
     return rc;
 }
 
-int keel_node_start(keel_node_t **out, keel_loop_t *loop, const keel_node_config_t *cfg,
+int keel_node_start(keel_node_t **out, keel_loop_t *loop, const keel_node_config_t *cfg_in,
                     keel_errmsg_t *msg)
 {
+    /* A WAL record holds one entry (or a hard state): size it from the entry limit, so a
+     * smaller segment size works without tuning a second knob. */
+    keel_node_config_t c = *cfg_in;
+    c.wal.record_bytes_max = (size_t)entry_bytes_needed(&c) + 64;
+    const keel_node_config_t *cfg = &c;
     int rc = keel_node_config_validate(cfg, msg);
     if (rc != 0)
         return rc;
@@ -1179,6 +1453,7 @@ int keel_node_start(keel_node_t **out, keel_loop_t *loop, const keel_node_config
     n->cfg = *cfg;
     keel_buf_init(&n->scratch, 0);
     keel_buf_init(&n->reply, 0);
+    keel_buf_init(&n->snap_buf, 0);
     rc = keel_kv_init(&n->kv, &cfg->kv);
     if (rc == 0)
         rc = keel_map_init(&n->fwd, 1024, cfg->requests_pending_max, cfg->id);
@@ -1290,8 +1565,9 @@ void keel_node_stop(keel_node_t *n, void (*closed)(void *data), void *data)
 
 static void finish_stop(keel_node_t *n)
 {
-    if (!n->stopping || n->handles_open > 0 || n->sync_inflight)
+    if (!n->stopping || n->handles_open > 0 || n->sync_inflight || n->snap_inflight)
         return;
+    keel_buf_free(&n->snap_buf);
     for (size_t i = 0; i < n->cfg.members_n; i++) {
         peer_t *p = &n->peers[i];
         if (p->node == NULL)
@@ -1307,7 +1583,7 @@ static void finish_stop(keel_node_t *n)
     keel_kv_free(&n->kv);
     keel_buf_free(&n->scratch);
     keel_buf_free(&n->reply);
-    free(n->dec_scratch);
+    keel_peer_scratch_free(&n->dec_scratch);
     free(n->argv);
     free(n->lens);
     void (*closed)(void *) = n->closed;
@@ -1334,6 +1610,10 @@ void keel_node_get_status(keel_node_t *n, keel_node_status_t *st)
     st->keys = keel_kv_count(&n->kv);
     st->leader_changes = n->leader_changes;
     st->wal_disk_bytes = keel_wal_disk_bytes(keel_raftlog_wal(n->log));
+    char dir[KEEL_NODE_PATH_BYTES + 8];
+    snap_dir(n, dir, sizeof(dir));
+    st->snapshot_index = n->snap_index;
+    st->snapshot_disk_bytes = keel_snap_disk_bytes(dir);
     st->requests_pending = n->pending;
 }
 

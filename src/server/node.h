@@ -63,6 +63,8 @@ typedef struct keel_node_config {
     keel_ms_t request_timeout_ms; /* outcome unknown after this */
     size_t peer_buffer_bytes_max; /* queued bytes per peer before messages are dropped */
     size_t peer_frame_bytes_max;  /* largest peer frame accepted */
+    uint64_t snapshot_entries;    /* snapshot the state machine every this many entries */
+    int snapshots_keep;           /* snapshot files kept on disk */
     keel_metrics_t *metrics;      /* may be NULL */
 } keel_node_config_t;
 
@@ -96,6 +98,7 @@ typedef struct keel_node_status {
     uint64_t revision, keys;
     uint64_t leader_changes;
     uint64_t wal_disk_bytes;
+    uint64_t snapshot_index, snapshot_disk_bytes;
     size_t requests_pending;
     int has_leader;
 } keel_node_status_t;

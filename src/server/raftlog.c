@@ -13,11 +13,21 @@ typedef struct last {
     uint64_t index, term;
 } last_t;
 
+/* Highest entry index written into each segment, to know when a segment may go. */
+typedef struct seg_max {
+    uint64_t seq, max_index;
+} seg_max_t;
+
 struct keel_raftlog {
     keel_wal_t *wal;
     /* replay state */
+    uint64_t base;      /* entries[0] is index base + 1 */
+    uint64_t lsn_floor; /* ENTRY records before this position are skipped */
     keel_raft_entry_t *entries;
     size_t n, cap;
+    uint64_t hs_seq; /* segment of the newest HARDSTATE record */
+    seg_max_t *segs; /* ascending seq */
+    size_t segs_n, segs_cap;
     keel_raft_hard_state_t hs;
     int bad_gap;
     uint64_t gap_index;
@@ -33,6 +43,26 @@ static void drop_from(keel_raftlog_t *rl, size_t keep)
     rl->n = keep;
 }
 
+static int note_segment(keel_raftlog_t *rl, uint64_t lsn, uint64_t index)
+{
+    uint64_t seq = lsn >> 32;
+    if (rl->segs_n > 0 && rl->segs[rl->segs_n - 1].seq == seq) {
+        seg_max_t *sm = &rl->segs[rl->segs_n - 1];
+        sm->max_index = index > sm->max_index ? index : sm->max_index;
+        return 0;
+    }
+    if (rl->segs_n == rl->segs_cap) {
+        size_t ncap = rl->segs_cap ? rl->segs_cap * 2 : 16;
+        seg_max_t *ns = realloc(rl->segs, ncap * sizeof(*ns));
+        if (ns == NULL)
+            return KEEL_ENOMEM;
+        rl->segs = ns;
+        rl->segs_cap = ncap;
+    }
+    rl->segs[rl->segs_n++] = (seg_max_t){seq, index};
+    return 0;
+}
+
 static int replay(void *data, uint8_t type, const uint8_t *p, size_t len, uint64_t lsn)
 {
     keel_raftlog_t *rl = data;
@@ -42,6 +72,9 @@ static int replay(void *data, uint8_t type, const uint8_t *p, size_t len, uint64
         rl->hs.term = keel_rd_u64(&r);
         rl->hs.vote = keel_rd_u64(&r);
         rl->hs.commit = keel_rd_u64(&r);
+        rl->hs_seq = lsn >> 32;
+        if (note_segment(rl, lsn, 0) != 0)
+            return KEEL_ENOMEM;
         return r.bad || r.left ? KEEL_ECORRUPT : 0;
     }
     if (type != KEEL_RAFTLOG_REC_ENTRY)
@@ -53,12 +86,16 @@ static int replay(void *data, uint8_t type, const uint8_t *p, size_t len, uint64
     uint32_t reserved = keel_rd_u32(&r);
     if (r.bad || e.index == 0 || reserved != 0)
         return KEEL_ECORRUPT;
-    if (e.index > rl->n + 1) {
+    if (note_segment(rl, lsn, e.index) != 0)
+        return KEEL_ENOMEM;
+    if (lsn < rl->lsn_floor || e.index <= rl->base)
+        return 0; /* covered by the snapshot this node starts from */
+    if (e.index > rl->base + rl->n + 1) {
         rl->bad_gap = 1;
         rl->gap_index = e.index;
         return KEEL_ECORRUPT;
     }
-    drop_from(rl, (size_t)(e.index - 1)); /* a later write of the same index wins */
+    drop_from(rl, (size_t)(e.index - rl->base - 1)); /* a later write of an index wins */
     if (rl->n == rl->cap) {
         size_t ncap = rl->cap ? rl->cap * 2 : 1024;
         keel_raft_entry_t *ne = realloc(rl->entries, ncap * sizeof(*ne));
@@ -79,11 +116,14 @@ static int replay(void *data, uint8_t type, const uint8_t *p, size_t len, uint64
 }
 
 int keel_raftlog_open(keel_raftlog_t **out, const char *dir, const keel_wal_config_t *cfg,
-                      keel_raft_restore_t *restore, keel_errmsg_t *msg)
+                      uint64_t snap_index, uint64_t lsn_floor, keel_raft_restore_t *restore,
+                      keel_errmsg_t *msg)
 {
     keel_raftlog_t *rl = calloc(1, sizeof(*rl));
     if (rl == NULL)
         return KEEL_ENOMEM;
+    rl->base = snap_index;
+    rl->lsn_floor = lsn_floor;
     keel_buf_init(&rl->scratch, 0);
     int rc = keel_wal_open(&rl->wal, dir, cfg, replay, rl, msg);
     if (rc != 0) {
@@ -93,12 +133,8 @@ int keel_raftlog_open(keel_raftlog_t **out, const char *dir, const keel_wal_conf
         keel_raftlog_close(rl);
         return rc;
     }
-    if (rl->hs.commit > rl->n) {
-        rc = keel_errf(msg, KEEL_ECORRUPT, "raft log in %s: commit %llu beyond last entry %zu", dir,
-                       (unsigned long long)rl->hs.commit, rl->n);
-        keel_raftlog_close(rl);
-        return rc;
-    }
+    /* A commit index beyond the stored log is possible after a torn tail (entries this
+     * node never acknowledged); the Raft core lowers it on restore. */
     memset(restore, 0, sizeof(*restore));
     restore->hard_state = rl->hs;
     restore->entries = rl->entries;
@@ -122,6 +158,7 @@ void keel_raftlog_close(keel_raftlog_t *rl)
     keel_raftlog_drop_restore(rl);
     keel_wal_close(rl->wal);
     keel_buf_free(&rl->scratch);
+    free(rl->segs);
     free(rl);
 }
 
@@ -133,9 +170,13 @@ int keel_raftlog_append(keel_raftlog_t *rl, const keel_raft_hard_state_t *hs,
         keel_put_u64(p, hs->term);
         keel_put_u64(p + 8, hs->vote);
         keel_put_u64(p + 16, hs->commit);
-        int rc = keel_wal_append(rl->wal, KEEL_RAFTLOG_REC_HARDSTATE, p, sizeof(p), NULL);
+        uint64_t lsn;
+        int rc = keel_wal_append(rl->wal, KEEL_RAFTLOG_REC_HARDSTATE, p, sizeof(p), &lsn);
+        if (rc == 0)
+            rc = note_segment(rl, lsn, 0);
         if (rc != 0)
             return rc;
+        rl->hs_seq = lsn >> 32;
     }
     for (size_t i = 0; i < n; i++) {
         const keel_raft_entry_t *e = &entries[i];
@@ -150,7 +191,10 @@ int keel_raftlog_append(keel_raftlog_t *rl, const keel_raft_hard_state_t *hs,
         keel_put_u32(p + 20, 0);
         if (e->len)
             memcpy(p + ENTRY_HEAD_BYTES, e->data, e->len);
-        rc = keel_wal_append(rl->wal, KEEL_RAFTLOG_REC_ENTRY, p, ENTRY_HEAD_BYTES + e->len, NULL);
+        uint64_t lsn;
+        rc = keel_wal_append(rl->wal, KEEL_RAFTLOG_REC_ENTRY, p, ENTRY_HEAD_BYTES + e->len, &lsn);
+        if (rc == 0)
+            rc = note_segment(rl, lsn, e->index);
         if (rc != 0)
             return rc;
         rl->pending_last = (last_t){e->index, e->term};
@@ -202,4 +246,27 @@ int keel_raftlog_sync(keel_raftlog_t *rl, uint64_t *index, uint64_t *term, keel_
 keel_wal_t *keel_raftlog_wal(keel_raftlog_t *rl)
 {
     return rl->wal;
+}
+
+uint64_t keel_raftlog_next_lsn(const keel_raftlog_t *rl)
+{
+    return keel_wal_next_lsn(rl->wal);
+}
+
+int keel_raftlog_release(keel_raftlog_t *rl, uint64_t snap_index, keel_errmsg_t *msg)
+{
+    /* Segments go in order while every entry in them is covered by the snapshot and the
+     * newest hard state is not among them. The newest segment always stays. */
+    size_t k = 0;
+    while (k + 1 < rl->segs_n && rl->segs[k].max_index <= snap_index &&
+           rl->segs[k].seq < rl->hs_seq)
+        k++;
+    if (k == 0)
+        return 0;
+    int rc = keel_wal_release_before(rl->wal, rl->segs[k].seq << 32, msg);
+    if (rc != 0)
+        return rc;
+    memmove(rl->segs, rl->segs + k, (rl->segs_n - k) * sizeof(*rl->segs));
+    rl->segs_n -= k;
+    return 0;
 }

@@ -14,6 +14,14 @@
  * WAL never needs rewriting in place. An ENTRY that would leave a gap is
  * corruption.
  *
+ * With snapshots, replay starts from the snapshot the node loaded (index
+ * `snap_index`): entries at or below it are skipped, and the first entry kept
+ * must be snap_index + 1. A snapshot installed from the leader replaces the
+ * whole log, so it carries `lsn_floor`, the WAL position when it was taken:
+ * ENTRY records before that position belong to the discarded log and are
+ * skipped (HARDSTATE records are history and always replayed). Segments whose
+ * entries are all covered by a durable snapshot are released (deleted).
+ *
  * Group commit: append() buffers into the WAL's pending group; the driver runs
  * sync_start, sync_run (any thread), sync_finish, and sync_finish reports the
  * last (index, term) of the entries that group made durable, for
@@ -28,7 +36,8 @@ enum { KEEL_RAFTLOG_REC_ENTRY = 1, KEEL_RAFTLOG_REC_HARDSTATE = 2 };
  * keel_raftlog_drop_restore or close). KEEL_ECORRUPT with a message on a bad log.
  */
 int keel_raftlog_open(keel_raftlog_t **out, const char *dir, const keel_wal_config_t *cfg,
-                      keel_raft_restore_t *restore, keel_errmsg_t *msg);
+                      uint64_t snap_index, uint64_t lsn_floor, keel_raft_restore_t *restore,
+                      keel_errmsg_t *msg);
 /* Frees the replayed entries once the Raft core has copied them. */
 void keel_raftlog_drop_restore(keel_raftlog_t *rl);
 void keel_raftlog_close(keel_raftlog_t *rl);
@@ -47,5 +56,9 @@ int keel_raftlog_sync_finish(keel_raftlog_t *rl, uint64_t *index, uint64_t *term
 int keel_raftlog_sync(keel_raftlog_t *rl, uint64_t *index, uint64_t *term, keel_errmsg_t *msg);
 
 keel_wal_t *keel_raftlog_wal(keel_raftlog_t *rl);
+/* The position the next record will take (an installed snapshot's lsn_floor). */
+uint64_t keel_raftlog_next_lsn(const keel_raftlog_t *rl);
+/* Deletes segments all of whose entries are at or below snap_index (durable snapshot). */
+int keel_raftlog_release(keel_raftlog_t *rl, uint64_t snap_index, keel_errmsg_t *msg);
 
 #endif

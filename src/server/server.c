@@ -42,9 +42,24 @@ typedef struct server {
     keel_buf_t buf;
 } server_t;
 
+typedef struct pending_reply pending_reply_t;
+
+/*
+ * Per-connection state. Redis runs a connection's commands in order, and clients rely
+ * on it inside a pipeline (SET then GET must see the SET). Writes go through the Raft
+ * log and reads through ReadIndex, so two commands of different kinds could otherwise
+ * finish out of order. Commands of the same kind run together (consecutive writes are
+ * ordered by the log, consecutive reads change nothing); a command of the other kind
+ * waits, held here, until the running ones are done.
+ */
 typedef struct client_state {
     int stale_reads;
     char name[CLIENT_NAME_BYTES_MAX];
+    int closed;      /* the connection is gone; freed when nothing is in flight */
+    int kind_write;  /* kind of the commands in flight */
+    size_t inflight; /* commands submitted to the node, not yet answered */
+    int releasing;
+    pending_reply_t *held_head, *held_tail;
 } client_state_t;
 
 static server_t *srv_of(keel_resp_client_t *c)
@@ -62,9 +77,17 @@ static client_state_t *state_of(keel_resp_client_t *c)
     return st;
 }
 
+static void drop_held(client_state_t *cs);
+
 static void on_client_closed(keel_resp_client_t *c)
 {
-    free(keel_resp_client_data(c));
+    client_state_t *cs = keel_resp_client_data(c);
+    if (cs == NULL)
+        return;
+    cs->closed = 1;
+    drop_held(cs);
+    if (cs->inflight == 0)
+        free(cs);
 }
 
 static int arg_is(const keel_resp_arg_t *a, const char *s)
@@ -121,10 +144,17 @@ static int ensure_argv(server_t *s, size_t argc)
     return 0;
 }
 
-typedef struct pending_reply {
+struct pending_reply {
+    pending_reply_t *next; /* in the client's held queue */
+    server_t *srv;
+    client_state_t *cs;
     keel_resp_deferred_t *slot;
     cmd_stats_t *stats;
-} pending_reply_t;
+    int is_write;
+    size_t argc;
+    const uint8_t **argv; /* the server's scratch, or (held) a copy after this struct */
+    size_t *lens;
+};
 
 static const char *outcome_error(int status)
 {
@@ -146,9 +176,12 @@ static const char *outcome_error(int status)
     }
 }
 
+static void release_held(client_state_t *cs);
+
 static void on_node_done(void *ctx, int status, const uint8_t *resp, size_t len)
 {
     pending_reply_t *pr = ctx;
+    client_state_t *cs = pr->cs;
     keel_buf_t *out = keel_resp_deferred_out(pr->slot);
     int rc;
     if (status == 0)
@@ -159,6 +192,92 @@ static void on_node_done(void *ctx, int status, const uint8_t *resp, size_t len)
         keel_counter_inc(pr->stats->errors);
     keel_resp_deferred_done(pr->slot, rc);
     free(pr);
+    cs->inflight--;
+    if (cs->inflight > 0 || cs->releasing)
+        return;
+    if (cs->closed)
+        free(cs);
+    else
+        release_held(cs);
+}
+
+/* Submits a command to the node (or, for stale reads, answers it from local state). */
+static void submit(pending_reply_t *pr)
+{
+    client_state_t *cs = pr->cs;
+    keel_node_t *node = pr->srv->node;
+    cs->inflight++;
+    cs->kind_write = pr->is_write;
+    int argc = (int)pr->argc, rc;
+    if (node == NULL)
+        rc = KEEL_ECANCELED;
+    else if (pr->is_write)
+        rc = keel_node_write(node, argc, pr->argv, pr->lens, on_node_done, pr);
+    else
+        rc = keel_node_read(node, argc, pr->argv, pr->lens, cs->stale_reads, on_node_done, pr);
+    if (rc != 0)
+        on_node_done(pr, rc, NULL, 0);
+}
+
+/* Nothing in flight: start the next run of same-kind commands from the held queue. */
+static void release_held(client_state_t *cs)
+{
+    cs->releasing = 1;
+    while (cs->inflight == 0 && cs->held_head != NULL) {
+        int kind = cs->held_head->is_write;
+        while (cs->held_head != NULL && cs->held_head->is_write == kind) {
+            pending_reply_t *pr = cs->held_head;
+            cs->held_head = pr->next;
+            if (cs->held_head == NULL)
+                cs->held_tail = NULL;
+            submit(pr);
+        }
+    }
+    cs->releasing = 0;
+    if (cs->inflight == 0 && cs->closed)
+        free(cs);
+}
+
+static void drop_held(client_state_t *cs)
+{
+    while (cs->held_head) {
+        pending_reply_t *pr = cs->held_head;
+        cs->held_head = pr->next;
+        keel_resp_deferred_done(pr->slot, 0); /* an orphan: nothing is written */
+        free(pr);
+    }
+    cs->held_tail = NULL;
+}
+
+/* A copy of argv that outlives the handler, after the pending_reply in one block. */
+static pending_reply_t *new_pending(server_t *s, size_t argc, int copy)
+{
+    size_t bytes = sizeof(pending_reply_t);
+    if (copy) {
+        bytes += argc * (sizeof(uint8_t *) + sizeof(size_t));
+        for (size_t i = 0; i < argc; i++)
+            bytes += s->lens[i];
+    }
+    pending_reply_t *pr = calloc(1, bytes);
+    if (pr == NULL)
+        return NULL;
+    pr->srv = s;
+    pr->argc = argc;
+    if (!copy) {
+        pr->argv = s->argv;
+        pr->lens = s->lens;
+        return pr;
+    }
+    pr->argv = (const uint8_t **)(pr + 1);
+    pr->lens = (size_t *)(pr->argv + argc);
+    uint8_t *data = (uint8_t *)(pr->lens + argc);
+    for (size_t i = 0; i < argc; i++) {
+        memcpy(data, s->argv[i], s->lens[i]);
+        pr->argv[i] = data;
+        pr->lens[i] = s->lens[i];
+        data += s->lens[i];
+    }
+    return pr;
 }
 
 static int cmd_data(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
@@ -182,10 +301,15 @@ static int cmd_data(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
         return 0; /* the error reply is written */
     }
     unsigned flags = keel_kv_command_flags(argv[0].ptr, argv[0].len);
-    int stale = state_of(c)->stale_reads;
-    if ((flags & KEEL_KV_READ) && stale)
+    int is_write = (flags & KEEL_KV_WRITE) != 0;
+    client_state_t *cs = state_of(c);
+    if (cs == NULL)
+        return reply(c, "-ERR out of memory\r\n");
+    int idle = cs->inflight == 0 && cs->held_head == NULL;
+    if (!is_write && cs->stale_reads && idle && s->node)
         return keel_kv_read(keel_node_kv(s->node), (int)argc, s->argv, s->lens, out);
-    pending_reply_t *pr = malloc(sizeof(*pr));
+    int go_now = cs->held_head == NULL && (cs->inflight == 0 || cs->kind_write == is_write);
+    pending_reply_t *pr = new_pending(s, argc, !go_now);
     keel_resp_deferred_t *slot = pr ? keel_resp_client_defer(c) : NULL;
     if (slot == NULL) {
         free(pr);
@@ -193,11 +317,16 @@ static int cmd_data(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
     }
     pr->slot = slot;
     pr->stats = st;
-    int rc = (flags & KEEL_KV_WRITE)
-                 ? keel_node_write(s->node, (int)argc, s->argv, s->lens, on_node_done, pr)
-                 : keel_node_read(s->node, (int)argc, s->argv, s->lens, 0, on_node_done, pr);
-    if (rc != 0)
-        on_node_done(pr, rc, NULL, 0);
+    pr->cs = cs;
+    pr->is_write = is_write;
+    if (go_now) {
+        submit(pr);
+    } else if (cs->held_tail) {
+        cs->held_tail->next = pr;
+        cs->held_tail = pr;
+    } else {
+        cs->held_head = cs->held_tail = pr;
+    }
     return 0;
 }
 
@@ -403,13 +532,26 @@ static int build_commands(server_t *s, keel_resp_command_t **out, size_t *n_out)
 
 /* ---- admin HTTP --------------------------------------------------------------------- */
 
+/*
+ * Healthy: the node knows a leader and is not behind on applying what it knows to be
+ * committed. "Behind" allows a small lag: a commit index often arrives in the same loop
+ * turn as a health check and is applied at the end of that turn, so requiring
+ * applied == commit would make a healthy follower under writes flap.
+ */
+#define HEALTH_APPLY_LAG_ENTRIES_MAX 1024
+
+static int node_healthy(const keel_node_status_t *st)
+{
+    return st->has_leader && st->commit - st->applied <= HEALTH_APPLY_LAG_ENTRIES_MAX;
+}
+
 static void http_health(keel_http_req_t *req, void *data)
 {
     server_t *s = data;
     keel_node_status_t st;
     keel_node_get_status(s->node, &st);
     char body[256];
-    int ok = st.has_leader && st.applied >= st.commit;
+    int ok = node_healthy(&st);
     if (ok)
         snprintf(body, sizeof(body), "{\"status\":\"ok\",\"leader\":\"%s\",\"role\":\"%s\"}",
                  keel_node_member_name(s->node, st.leader), keel_raft_role_name(st.role));
@@ -431,13 +573,17 @@ static void http_status(keel_http_req_t *req, void *data)
                                                  (json_int_t)nc->members[i].id, "peer_addr",
                                                  nc->members[i].peer_addr));
     json_t *j = json_pack(
-        "{s:s,s:I,s:s,s:I,s:s*,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "name", s->cfg.name, "id",
-        (json_int_t)st.id, "role", keel_raft_role_name(st.role), "term", (json_int_t)st.term,
+        "{s:s,s:I,s:s,s:I,s:s*,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "name", s->cfg.name,
+        "id", (json_int_t)st.id, "role", keel_raft_role_name(st.role), "term", (json_int_t)st.term,
         "leader", st.has_leader ? keel_node_member_name(s->node, st.leader) : NULL, "commit_index",
         (json_int_t)st.commit, "applied_index", (json_int_t)st.applied, "last_index",
         (json_int_t)st.last_index, "revision", (json_int_t)st.revision, "keys", (json_int_t)st.keys,
         "leader_changes", (json_int_t)st.leader_changes, "wal_bytes", (json_int_t)st.wal_disk_bytes,
-        "requests_pending", (json_int_t)st.requests_pending, "members", members);
+        "snapshot_index", (json_int_t)st.snapshot_index, "snapshot_bytes",
+        (json_int_t)st.snapshot_disk_bytes, "requests_pending", (json_int_t)st.requests_pending,
+        "members", members);
+    if (j)
+        json_object_set_new(j, "healthy", json_boolean(node_healthy(&st)));
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     if (text)
         keel_http_respond_body(req, 200, "application/json", text, strlen(text));

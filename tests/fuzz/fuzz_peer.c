@@ -7,8 +7,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static keel_raft_entry_t *scratch;
-    static size_t scratch_cap;
+    static keel_peer_scratch_t scratch;
     if (size < 1)
         return 0;
     keel_raft_msg_t m;
@@ -18,7 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = size - 1;
     switch (data[0] % 3) {
     case 0:
-        if (keel_peer_decode_raft(p, n, &m, &scratch, &scratch_cap) == 0) {
+        if (keel_peer_decode_raft(p, n, &m, &scratch) == 0) {
             /* re-encoding a decoded message must work */
             keel_buf_t b;
             keel_buf_init(&b, 0);

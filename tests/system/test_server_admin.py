@@ -146,11 +146,8 @@ def test_admin_http_refuses_unknown_paths_and_methods(make_cluster):
     assert http_get(node.http_port, "/health")[0] == 200
 
 
-# Known bug (reported to the lead): /health is 503 "applying committed entries" whenever the
-# request lands in the loop turn where a new commit index arrived but was not applied yet, so
-# a healthy follower under a steady write load flaps. Measured: 150 of 2467 polls (6%) in 3 s
-# with two pipelined writers on the leader. strict: this fails once fixed (then drop the mark).
-@pytest.mark.xfail(strict=True, reason="/health flaps to 503 on a healthy follower under writes")
+# A commit index often arrives in the loop turn of a health check and is applied at the end
+# of that turn; /health allows that small lag, so a healthy follower under writes stays 200.
 def test_health_stays_200_on_a_follower_under_a_write_load(make_cluster):
     cl = make_cluster(3)
     leader = cl.wait_leader()

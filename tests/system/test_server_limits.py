@@ -130,11 +130,8 @@ def test_values_and_keys_at_the_limit_pass_and_over_it_fail_without_closing(make
         assert r.dbsize() == 3
 
 
-# Known bug (reported to the lead): with the default --value-bytes-max (1 MiB) a SET of exactly
-# 1 MiB is refused with "-ERR keel: proposal refused: size limit exceeded", because Raft's
-# entry_bytes_max (1 MiB) must also hold the key and the command encoding. strict: fails
-# once fixed, so the marker gets removed.
-@pytest.mark.xfail(strict=True, reason="Raft entry limit refuses a value at --value-bytes-max")
+# A value of exactly --value-bytes-max (default 1 MiB) fits one Raft entry with its key and
+# the command encoding (node.c sizes the entry limit from the value and key limits).
 def test_a_value_of_exactly_the_default_limit_is_accepted(make_cluster):
     cl = make_cluster(3)
     c = RespConn(cl.wait_leader().client_port)
@@ -148,13 +145,24 @@ def test_clients_vanishing_mid_command_do_not_disturb_others(make_cluster):
     stop = threading.Event()
     errors = []
     done = [0]
+    unknown = [0]
+    changes_before = target.status()["leader_changes"]
 
     def steady():
         c = target.client()
         try:
             while not stop.is_set():
-                done[0] += 1
-                assert c.incr("steady") == done[0]
+                try:
+                    n = c.incr("steady")
+                except redis.ResponseError as e:
+                    # outcome unknown: allowed only with a leadership blip (checked below)
+                    if not str(e).startswith(("UNKNOWN", "TIMEOUT", "TRYAGAIN")):
+                        raise
+                    unknown[0] += 1
+                    continue
+                # each unknown INCR may or may not have counted
+                assert done[0] < n <= done[0] + 1 + unknown[0], f"INCR {n} after {done[0]}"
+                done[0] = n
         except Exception as e:  # reported by the main thread
             errors.append(repr(e))
 
@@ -172,15 +180,26 @@ def test_clients_vanishing_mid_command_do_not_disturb_others(make_cluster):
                 s.sendall(resp_command("GET", "steady") * 500)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             s.close()
-        time.sleep(0.3)
+        # the steady client goes on a little after the storm (bounded)
+        target_done = done[0] + 20
+        deadline = time.monotonic() + 10
+        while done[0] < target_done and not errors and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         stop.set()
         t.join(timeout=30)
     assert not errors, errors
-    assert done[0] > 0
+    print(f"steady client: {done[0]} INCRs, {unknown[0]} with an unknown outcome")
+    assert done[0] >= 20
+    if unknown[0]:
+        # seen under ASan on 2 busy cores: a follower that misses heartbeats turns
+        # pre-candidate, forgets the leader (same term) and fails its forwarded writes
+        assert target.status()["leader_changes"] > changes_before, (
+            f"{unknown[0]} outcome-unknown replies without any leader change"
+        )
     c = target.client()
     assert c.exists("cut") == 0, "a command cut short was executed"
-    assert c.get("steady") == str(done[0]).encode()
+    assert done[0] <= int(c.get("steady")) <= done[0] + unknown[0]
     # the complete writes of vanished clients were either applied or not; the node still works
     assert_serves(target)
     assert_serves(leader)

@@ -6,8 +6,7 @@
 
 #include <stdlib.h>
 
-static keel_raft_entry_t *scratch;
-static size_t scratch_cap;
+static keel_peer_scratch_t scratch;
 
 /* Decodes the single frame in b and returns its payload. */
 static const uint8_t *one_frame(keel_buf_t *b, uint8_t *type, size_t *n)
@@ -49,7 +48,7 @@ static void raft_messages_round_trip_with_entries(void)
     const uint8_t *p = one_frame(&b, &type, &n);
     KT_EQ_INT(type, KEEL_PEER_RAFT);
     keel_raft_msg_t g;
-    KT_EQ_INT(keel_peer_decode_raft(p, n, &g, &scratch, &scratch_cap), 0);
+    KT_EQ_INT(keel_peer_decode_raft(p, n, &g, &scratch), 0);
     KT_EQ_INT(g.type, m.type);
     KT_EQ_U64(g.from, 1);
     KT_EQ_U64(g.to, 3);
@@ -70,7 +69,7 @@ static void raft_messages_round_trip_with_entries(void)
     KT_EQ_U64(g.entries[2].term, 6);
     /* every truncation is rejected */
     for (size_t cut = 0; cut < n; cut++)
-        KT_EQ_INT(keel_peer_decode_raft(p, cut, &g, &scratch, &scratch_cap), KEEL_EPROTO);
+        KT_EQ_INT(keel_peer_decode_raft(p, cut, &g, &scratch), KEEL_EPROTO);
     keel_buf_free(&b);
 }
 
@@ -88,22 +87,69 @@ static void raft_decoder_rejects_bad_fields(void)
     memcpy(p, p0, n);
     keel_raft_msg_t g;
     p[0] = 0; /* unknown message type */
-    KT_EQ_INT(keel_peer_decode_raft(p, n, &g, &scratch, &scratch_cap), KEEL_EPROTO);
+    KT_EQ_INT(keel_peer_decode_raft(p, n, &g, &scratch), KEEL_EPROTO);
     p[0] = KEEL_RAFT_MSG_APPEND;
     p[73] = 2; /* reject must be 0 or 1 */
-    KT_EQ_INT(keel_peer_decode_raft(p, n, &g, &scratch, &scratch_cap), KEEL_EPROTO);
+    KT_EQ_INT(keel_peer_decode_raft(p, n, &g, &scratch), KEEL_EPROTO);
     p[73] = 0;
-    p[75] = 0xff; /* entry count far beyond the bytes present */
-    KT_EQ_INT(keel_peer_decode_raft(p, n, &g, &scratch, &scratch_cap), KEEL_EPROTO);
-    p[75] = 2;
-    p[79 + 24 + 8] = 7; /* second entry's index not contiguous */
-    KT_EQ_INT(keel_peer_decode_raft(p, n, &g, &scratch, &scratch_cap), KEEL_EPROTO);
-    p[79 + 24 + 8] = 2;
-    KT_EQ_INT(keel_peer_decode_raft(p, n, &g, &scratch, &scratch_cap), 0);
+    p[75] = 2; /* last must be 0 or 1 */
+    KT_EQ_INT(keel_peer_decode_raft(p, n, &g, &scratch), KEEL_EPROTO);
+    p[75] = 0;
+    p[76] = 0xff; /* entry count far beyond the bytes present */
+    KT_EQ_INT(keel_peer_decode_raft(p, n, &g, &scratch), KEEL_EPROTO);
+    p[76] = 2;
+    p[80 + 24 + 8] = 7; /* second entry's index not contiguous */
+    KT_EQ_INT(keel_peer_decode_raft(p, n, &g, &scratch), KEEL_EPROTO);
+    p[80 + 24 + 8] = 2;
+    KT_EQ_INT(keel_peer_decode_raft(p, n, &g, &scratch), 0);
     uint8_t longer[257];
     memcpy(longer, p, n);
     longer[n] = 0; /* trailing garbage */
-    KT_EQ_INT(keel_peer_decode_raft(longer, n + 1, &g, &scratch, &scratch_cap), KEEL_EPROTO);
+    KT_EQ_INT(keel_peer_decode_raft(longer, n + 1, &g, &scratch), KEEL_EPROTO);
+    keel_buf_free(&b);
+}
+
+static void snapshot_chunks_round_trip_with_their_configuration(void)
+{
+    keel_raft_conf_t conf = {.voters = {1, 2, 3}, .voters_n = 3, .learners = {4}, .learners_n = 1};
+    keel_raft_msg_t m = {.type = KEEL_RAFT_MSG_SNAPSHOT,
+                         .from = 1,
+                         .to = 4,
+                         .term = 3,
+                         .index = 500,
+                         .log_term = 2,
+                         .ctx = 1048576,
+                         .last = 1,
+                         .data = (const uint8_t *)"chunk",
+                         .data_len = 5,
+                         .conf = &conf};
+    keel_buf_t b;
+    keel_buf_init(&b, 0);
+    KT_EQ_INT(keel_peer_encode_raft(&b, &m), 0);
+    uint8_t type;
+    size_t n;
+    const uint8_t *p = one_frame(&b, &type, &n);
+    keel_raft_msg_t g;
+    KT_EQ_INT(keel_peer_decode_raft(p, n, &g, &scratch), 0);
+    KT_EQ_INT(g.type, KEEL_RAFT_MSG_SNAPSHOT);
+    KT_EQ_U64(g.index, 500);
+    KT_EQ_U64(g.ctx, 1048576);
+    KT_EQ_INT(g.last, 1);
+    KT_EQ_INT(g.data_len, 5);
+    KT_EQ_MEM(g.data, "chunk", 5);
+    KT_CHECK(g.conf != NULL);
+    KT_EQ_INT(g.conf->voters_n, 3);
+    KT_EQ_U64(g.conf->voters[2], 3);
+    KT_EQ_INT(g.conf->learners_n, 1);
+    KT_EQ_U64(g.conf->learners[0], 4);
+    for (size_t cut = 0; cut < n; cut++)
+        KT_EQ_INT(keel_peer_decode_raft(p, cut, &g, &scratch), KEEL_EPROTO);
+    m.conf = NULL; /* a chunk without a configuration */
+    keel_buf_reset(&b);
+    KT_EQ_INT(keel_peer_encode_raft(&b, &m), 0);
+    p = one_frame(&b, &type, &n);
+    KT_EQ_INT(keel_peer_decode_raft(p, n, &g, &scratch), 0);
+    KT_CHECK(g.conf == NULL);
     keel_buf_free(&b);
 }
 
@@ -160,10 +206,10 @@ static void random_bytes_never_crash_the_decoders(void)
         for (size_t k = 0; k < n; k++)
             buf[k] = (uint8_t)keel_rand_u64(&r);
         if (n > 0)
-            buf[0] = (uint8_t)(1 + keel_rand_below(&r, 9));
+            buf[0] = (uint8_t)(1 + keel_rand_below(&r, 11));
         keel_raft_msg_t g;
         keel_peer_fwd_t f;
-        (void)keel_peer_decode_raft(buf, n, &g, &scratch, &scratch_cap);
+        (void)keel_peer_decode_raft(buf, n, &g, &scratch);
         (void)keel_peer_decode_fwd((keel_peer_type_t)(1 + i % 6), buf, n, &f);
     }
 }
@@ -172,8 +218,9 @@ int main(void)
 {
     KT_RUN(raft_messages_round_trip_with_entries);
     KT_RUN(raft_decoder_rejects_bad_fields);
+    KT_RUN(snapshot_chunks_round_trip_with_their_configuration);
     KT_RUN(hello_and_forward_messages_round_trip);
     KT_RUN(random_bytes_never_crash_the_decoders);
-    free(scratch);
+    keel_peer_scratch_free(&scratch);
     return kt_done();
 }
