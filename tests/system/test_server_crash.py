@@ -323,3 +323,28 @@ def test_a_node_with_another_cluster_configuration_is_refused_by_peers(make_clus
     logs = leader.log_tail(20000) + cl.followers(leader)[1].log_tail(20000) + f.log_since(log_from)
     assert "peer refused: wrong cluster or member" in logs
     f.kill()
+
+
+def test_a_lagging_follower_never_serves_a_stale_linearizable_read(make_cluster):
+    """SIGSTOP a follower, write many times through the leader, SIGCONT: the follower's first
+    reads (one queued while it slept, one sent as it wakes) wait until it has caught up."""
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    f = cl.followers(leader)[0]
+    lc = leader.client()
+    lc.set("k", "0")
+    cl.wait_applied([f], leader.status()["commit_index"])
+    queued = RespConn(f.client_port)
+    assert queued.call("PING") == b"+PONG\r\n"
+    f.proc.send_signal(signal.SIGSTOP)
+    try:
+        for i in range(1, 301):
+            p = lc.pipeline(transaction=False)
+            p.set("k", str(i))
+            p.set(f"fill{i}", "x" * 1000)
+            p.execute()
+        queued.send(resp_command("GET", "k"))
+    finally:
+        f.proc.send_signal(signal.SIGCONT)
+    assert queued.reply() == b"$3\r\n300\r\n"
+    assert RespConn(f.client_port).call("GET", "k") == b"$3\r\n300\r\n"
