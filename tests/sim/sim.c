@@ -1118,7 +1118,11 @@ static void print_failure(world_t *w)
     printf("  last events:\n");
     for (int k = 0; k < w->ring_n; k++)
         printf("    %s\n", w->ring[(w->ring_pos - w->ring_n + k + RING) % RING]);
-    printf("  reproduce: build/keel-sim --nodes %d --seed %" PRIu64 " --trace\n", w->nv, w->seed);
+    static const char *brk[] = {"", " --break commit-old-term", " --break vote-any-log",
+                                " --break ack-undurable"};
+    printf("  reproduce: build/keel-sim --nodes %d --seed %" PRIu64 "%s%s --trace\n", w->nv,
+           w->seed, (unsigned)w->o.brk < 4 ? brk[w->o.brk] : "",
+           w->o.stale_reads ? " --stale-reads" : "");
 }
 
 int sim_run(uint64_t seed, const sim_opts_t *o, sim_result_t *res)
