@@ -1,6 +1,8 @@
 """test_lincheck_cli.py - keel-lincheck on small JSON-lines histories: verdicts, exit codes, output."""
 
 import json
+import os
+import random
 import subprocess
 
 import pytest
@@ -72,9 +74,9 @@ def test_stale_read_is_rejected_with_its_window(tmp_path):
     assert 'NOT linearizable: key "k1"' in r.stdout
     lines = r.stdout.splitlines()
     # the window is the second write (line 3) and the read (line 5), the read marked
-    assert any("line 3" in l and 'write "v2"' in l for l in lines)
-    assert any("line 5" in l and 'read -> "v1"' in l and "cannot be placed" in l for l in lines)
-    assert not any("line 1 " in l for l in lines)
+    assert any("lines 3-4" in l and 'write "v2"' in l for l in lines)
+    assert any("lines 5-6" in l and 'read -> "v1"' in l and "cannot be placed" in l for l in lines)
+    assert not any("lines 1-2" in l for l in lines)
 
 
 def test_json_output_names_the_window_by_file_line(tmp_path):
@@ -216,3 +218,65 @@ def test_gives_up_at_its_limit_with_exit_2(tmp_path):
     assert r.returncode == 2
     assert r.stdout.startswith('gave up on key "k"')
     assert check(tmp_path, h).returncode == 1
+
+
+def test_generated_history_passes_and_its_corrupted_copy_fails(tmp_path):
+    from lincheck_history import corrupt, run_lincheck, simulate, write_events
+
+    build = os.path.dirname(binary("keel-lincheck"))
+    events = simulate(20000, keys=10, clients=16, seed=7)
+    path = str(tmp_path / "gen.jsonl")
+    write_events(path, events)
+    out = run_lincheck(build, path)
+    assert out["exit"] == 0, out
+    assert out["verdict"] == "linearizable" and out["ops"] == 20000 and out["keys"] == 10
+
+    events, i = corrupt(events)
+    assert i is not None
+    write_events(path, events)
+    out = run_lincheck(build, path)
+    assert out["exit"] == 1, out
+    assert out["key"] == events[i]["key"]
+    assert i + 1 in [o.get("completion_line") for o in out["window"]["ops"]]
+
+
+def test_history_recorder_with_threads_checks_a_locked_dict(tmp_path):
+    import threading
+
+    from lincheck_history import History
+
+    h, store, lock = History(), {}, threading.Lock()
+
+    def client(p):
+        rnd = random.Random(p)
+        for i in range(300):
+            key = f"k{rnd.randrange(3)}"
+            f = rnd.choice(["read", "write", "cas"])
+            if f == "read":
+                with h.op(p, "read", key) as o:
+                    with lock:
+                        v = store.get(key)
+                    o.ok(v)
+            elif f == "write":
+                with h.op(p, "write", key, f"{p}-{i}") as o:
+                    with lock:
+                        store[key] = f"{p}-{i}"
+                    o.ok()
+            else:
+                with lock:
+                    seen = store.get(key)
+                with h.op(p, "cas", key, [seen, f"{p}-{i}"]) as o:
+                    with lock:
+                        swapped = store.get(key) == seen
+                        if swapped:
+                            store[key] = f"{p}-{i}"
+                    o.ok(result=swapped)
+
+    threads = [threading.Thread(target=client, args=(p,)) for p in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out = h.check(os.path.dirname(binary("keel-lincheck")), path=str(tmp_path / "rec.jsonl"))
+    assert out["exit"] == 0, out
+    assert out["ops"] == 6 * 300

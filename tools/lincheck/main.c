@@ -396,7 +396,12 @@ static void print_json_value(FILE *f, json_t *v)
 static void print_op(FILE *f, const hist_t *h, size_t i, int stuck)
 {
     const keel_lc_op_t *o = &h->ops[i];
-    fprintf(f, "  line %-6zu process ", h->line[i]);
+    char lines[48];
+    if (h->done_line[i] != 0)
+        snprintf(lines, sizeof(lines), "lines %zu-%zu", h->line[i], h->done_line[i]);
+    else
+        snprintf(lines, sizeof(lines), "line %zu", h->line[i]);
+    fprintf(f, "  %-18s process ", lines);
     print_json_value(f, names_json(&h->procs, (int64_t)o->process));
     fprintf(f, "  %s ", keel_lc_fn_name(o->fn));
     if (o->fn == KEEL_LC_READ) {
