@@ -735,6 +735,7 @@ static int start_front_ends(server_t *s, keel_errmsg_t *msg)
         {HTTP_GET, "/metrics", http_metrics, s},
     };
     keel_http_server_config_t hc = keel_http_server_config_default();
+    hc.metrics = s->metrics; /* the admin server's own request metrics */
     rc = keel_http_server_init(&s->http, &s->loop, &hc, routes, 3, msg);
     if (rc != 0)
         return rc;
