@@ -2,6 +2,7 @@
 forwarding, linearizable and stale reads, pipelining, and redis-cli.
 """
 
+import signal
 import subprocess
 import time
 
@@ -173,3 +174,37 @@ def test_redis_py_errors_are_response_errors_not_disconnects(make_cluster):
     except redis.ResponseError as e:
         assert "not an integer" in str(e)
     assert c.get("s") == b"text"
+
+
+# Known issue (reported to the lead): a follower that pauses past its election timeout (a
+# stop, a slow disk, a starved CPU) turns pre-candidate on waking, which clears its leader in
+# the same term, and node.c's note_leader then fails every forwarded write with -UNKNOWN,
+# although the leader, still in charge, applies them and its replies are already in the
+# socket. Measured: 7 of 10 rounds of 50 pipelined SETs answered -UNKNOWN (all 50 applied,
+# term unchanged). strict: fails once fixed, then drop the mark.
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="paused follower: -UNKNOWN")
+def test_a_follower_waking_from_a_pause_relays_the_leaders_replies(make_cluster):
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    f = cl.followers(leader)[0]
+    term = leader.status()["term"]
+    spurious = []
+    for rnd in range(10):
+        c = RespConn(f.client_port)
+        c.send(b"".join(resp_command("SET", f"p{rnd}:{i}", "v") for i in range(50)))
+        time.sleep(0.001)  # forwarded, not yet answered by the leader
+        f.proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.5)  # > the election timeout (100-200 ms)
+        f.proc.send_signal(signal.SIGCONT)
+        replies = [c.reply() for _ in range(50)]
+        c.close()
+        st = leader.status()
+        if st["term"] != term or st["role"] != "leader":
+            term = cl.wait_leader().status()["term"]
+            continue  # a real leader change: unknown outcomes are expected
+        unknown = sum(r.startswith(b"-UNKNOWN") for r in replies)
+        if unknown:
+            applied = leader.client().mget([f"p{rnd}:{i}" for i in range(50)]).count(b"v")
+            spurious.append(f"round {rnd}: {unknown} -UNKNOWN, {applied} of 50 applied")
+        time.sleep(0.2)
+    assert not spurious, "; ".join(spurious)
