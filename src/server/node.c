@@ -1119,16 +1119,35 @@ static void maybe_snapshot(keel_node_t *n)
     if (e == NULL)
         return;
     uint64_t term = e->term;
-    /* The core records the membership at the snapshot index; write it into the file. */
-    keel_buf_t kvb;
-    keel_buf_init(&kvb, 0);
-    int rc = keel_kv_snapshot_encode(&n->kv, &kvb);
+    /*
+     * The KV state is encoded once, straight into the file buffer after room for the
+     * largest header; the core copies it (to send to lagging followers) and records the
+     * membership at the index, which then fills the header just in front of the state.
+     */
+    const size_t room = SNAP_HEADER_BYTES + 8 * 2 * KEEL_RAFT_MEMBERS_MAX;
+    keel_buf_t *b = &n->snap_buf;
+    keel_buf_reset(b);
+    int rc = keel_buf_reserve(b, room);
+    if (rc == 0) {
+        memset(keel_buf_wptr(b), 0, room);
+        keel_buf_commit(b, room);
+        rc = keel_kv_snapshot_encode(&n->kv, b);
+    }
     if (rc == 0)
-        rc = keel_raft_compact(n->raft, applied, keel_buf_rptr(&kvb), keel_buf_unread(&kvb));
-    if (rc == 0)
-        rc = snap_encode(n, &n->snap_buf, 0, keel_raft_snapshot_conf(n->raft), keel_buf_rptr(&kvb),
-                         keel_buf_unread(&kvb));
-    keel_buf_free(&kvb);
+        rc =
+            keel_raft_compact(n->raft, applied, keel_buf_rptr(b) + room, keel_buf_unread(b) - room);
+    if (rc == 0) {
+        const keel_raft_conf_t *conf = keel_raft_snapshot_conf(n->raft);
+        size_t hl = snap_header_len(conf);
+        keel_buf_t hdr;
+        keel_buf_init(&hdr, 0);
+        rc = snap_encode(n, &hdr, 0, conf, "", 0);
+        if (rc == 0) {
+            memcpy((uint8_t *)keel_buf_rptr(b) + room - hl, keel_buf_rptr(&hdr), hl);
+            keel_buf_consume(b, room - hl);
+        }
+        keel_buf_free(&hdr);
+    }
     if (rc != 0) {
         keel_log_warn("snapshot skipped", KF_STR("error", keel_strerror(rc)));
         n->snap_index = applied; /* do not retry at every turn */
