@@ -310,6 +310,7 @@ static int peer_room(const peer_t *p, size_t more)
 }
 
 static void peer_flush(peer_t *p);
+static void peer_lost(peer_t *p);
 
 static void on_peer_write(uv_write_t *req, int status)
 {
@@ -317,10 +318,7 @@ static void on_peer_write(uv_write_t *req, int status)
     p->writing = 0;
     keel_buf_reset(&p->wbuf);
     if (status < 0) {
-        if (p->connected && !p->node->stopping) {
-            p->connected = 0;
-            keel_connector_lost(&p->conn);
-        }
+        peer_lost(p);
         return;
     }
     peer_flush(p);
@@ -413,10 +411,7 @@ static void on_peer_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     peer_t *p = stream_peer((uv_handle_t *)s);
     if (nread >= 0)
         return; /* peers send nothing on our outbound connection; ignore */
-    if (p->connected && !p->node->stopping) {
-        p->connected = 0;
-        keel_connector_lost(&p->conn);
-    }
+    peer_lost(p);
 }
 
 static void peer_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -489,6 +484,7 @@ static void inconn_close(inconn_t *c)
     uv_close((uv_handle_t *)&c->tcp, inconn_closed);
 }
 
+static void give_up_forwarded(keel_node_t *n, uint64_t keep, uint64_t only);
 static void handle_fwd_propose(keel_node_t *n, uint64_t from, const keel_peer_fwd_t *f);
 static void handle_fwd_reply(keel_node_t *n, const keel_peer_fwd_t *f);
 static void handle_fwd_read(keel_node_t *n, uint64_t from, const keel_peer_fwd_t *f);
@@ -816,6 +812,47 @@ static request_t *fwd_take(keel_node_t *n, uint64_t req_id)
     if (keel_map_del(&n->fwd, &req_id, sizeof(req_id), &v) != 0)
         return NULL;
     return v;
+}
+
+/*
+ * Forwarded requests whose leader will not answer them: those sent to another node
+ * than `keep` (a different leader is now known), or, with `only` set, those sent to
+ * `only` (the connection to it broke). Reads change nothing: they are asked again. A
+ * write may already be in the log that the new leader inherited, so proposing it again
+ * could apply it twice: its outcome is unknown, and the client is told so now rather
+ * than after the request timeout.
+ */
+static void give_up_forwarded(keel_node_t *n, uint64_t keep, uint64_t only)
+{
+    queue_t moved = {0};
+    size_t pos = 0, kl;
+    const uint8_t *k;
+    void *v;
+    while (keel_map_next(&n->fwd, &pos, &k, &kl, &v)) {
+        uint64_t origin = ((request_t *)v)->origin;
+        if (only ? origin == only : origin != keep)
+            q_push(&moved, v);
+    }
+    request_t *r;
+    while ((r = q_pop(&moved)) != NULL) {
+        fwd_take(n, r->req_id);
+        if (r->kind == REQ_READ) {
+            q_push(&n->parked, r); /* dispatched again at the end of this turn */
+        } else {
+            req_answer(n, r, KEEL_ECONNRESET, NULL, 0);
+            req_free(n, r);
+        }
+    }
+}
+
+/* Our connection to a peer broke: what we forwarded to it may never be answered. */
+static void peer_lost(peer_t *p)
+{
+    if (!p->connected || p->node->stopping)
+        return;
+    p->connected = 0;
+    keel_connector_lost(&p->conn);
+    give_up_forwarded(p->node, 0, p->member->id);
 }
 
 static void handle_fwd_reply(keel_node_t *n, const keel_peer_fwd_t *f)
@@ -1239,30 +1276,10 @@ static void note_leader(keel_node_t *n)
         keel_log_info("leader known", KF_STR("leader", keel_node_member_name(n, leader)),
                       KF_INT("term", keel_raft_term(n->raft)));
     }
-    /*
-     * Requests forwarded to another leader will not be answered by it in time,
-     * if at all. Reads change nothing: ask again. A write may already be in the
-     * log that the new leader inherited, so proposing it again could apply it
-     * twice; its outcome is unknown and the client is told so now rather than
-     * after the request timeout.
-     */
-    queue_t moved = {0};
-    size_t pos = 0, kl;
-    const uint8_t *k;
-    void *v;
-    while (keel_map_next(&n->fwd, &pos, &k, &kl, &v))
-        if (((request_t *)v)->origin != leader)
-            q_push(&moved, v);
-    request_t *r;
-    while ((r = q_pop(&moved)) != NULL) {
-        fwd_take(n, r->req_id);
-        if (r->kind == REQ_READ) {
-            dispatch(n, r);
-        } else {
-            req_answer(n, r, KEEL_ECONNRESET, NULL, 0);
-            req_free(n, r);
-        }
-    }
+    /* "No leader" for a moment (a pre-vote after a pause) changes nothing: the old
+     * leader may still answer. A different leader means it will not, in time. */
+    if (leader != 0)
+        give_up_forwarded(n, leader, 0);
 }
 
 static void finish_stop(keel_node_t *n);

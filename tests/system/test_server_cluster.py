@@ -176,13 +176,10 @@ def test_redis_py_errors_are_response_errors_not_disconnects(make_cluster):
     assert c.get("s") == b"text"
 
 
-# Known issue (reported to the lead): a follower that pauses past its election timeout (a
-# stop, a slow disk, a starved CPU) turns pre-candidate on waking, which clears its leader in
-# the same term, and node.c's note_leader then fails every forwarded write with -UNKNOWN,
-# although the leader, still in charge, applies them and its replies are already in the
-# socket. Measured: 7 of 10 rounds of 50 pipelined SETs answered -UNKNOWN (all 50 applied,
-# term unchanged). strict: fails once fixed, then drop the mark.
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="paused follower: -UNKNOWN")
+# A follower that pauses past its election timeout (a stop, a slow disk, a starved CPU)
+# turns pre-candidate on waking and knows no leader for a moment. Its forwarded writes are
+# still the leader's to answer: they are given up only when the connection to that leader
+# breaks or a different leader is known, so the leader's replies get through.
 def test_a_follower_waking_from_a_pause_relays_the_leaders_replies(make_cluster):
     cl = make_cluster(3)
     leader = cl.wait_leader()
