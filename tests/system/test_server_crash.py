@@ -18,6 +18,7 @@ import subprocess
 import threading
 import time
 
+import pytest
 import redis
 
 from conftest import binary
@@ -146,8 +147,12 @@ def test_acknowledged_writes_survive_a_leader_sigkill_and_restart(make_cluster):
           f"node {checked} keys hold their last acknowledged value, {by_unknown} an unknown one")
 
 
-def test_acknowledged_writes_survive_sigkill_of_every_node_at_once(make_cluster):
-    cl = make_cluster(3)
+@pytest.mark.parametrize("snapshots", ["default", "every_200_entries"])
+def test_acknowledged_writes_survive_sigkill_of_every_node_at_once(make_cluster, snapshots):
+    # every_200_entries: snapshots are written (and WAL segments released) all through the
+    # load, so the kill also lands in the middle of snapshot writes
+    extra = ["--snapshot-entries", "200"] if snapshots == "every_200_entries" else []
+    cl = make_cluster(3, *extra)
     cl.wait_leader()
     ws = start_writers(cl)
     try:
