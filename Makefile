@@ -30,7 +30,7 @@ bench: build
 	@bash scripts/deps.sh --bench
 	@bash bench/run.sh
 
-fuzz:
+fuzz: deps
 	@bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
 soak: build

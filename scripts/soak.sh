@@ -13,4 +13,9 @@ else
   echo "soak: build/keel-sim is not built; nothing to soak"
   rc=1
 fi
+echo "==== long system tests (marked slow) ===="
+KEEL_SLOW=1 KEEL_BUILD="$PWD/$BUILD" /usr/bin/python3 -m pytest -q -m slow tests/system
+st=$?
+# pytest exits 5 when nothing is marked slow: not a failure of the soak
+[ $st -ne 0 ] && [ $st -ne 5 ] && rc=1
 exit $rc
