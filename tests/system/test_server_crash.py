@@ -185,8 +185,10 @@ def lincheck(history):
     return r.returncode, r.stdout.decode() + r.stderr.decode()
 
 
-def test_a_history_through_a_leader_crash_is_linearizable(make_cluster, tmp_path):
-    cl = make_cluster(3)
+@pytest.mark.parametrize("snapshots", ["default", "every_300_entries"])
+def test_a_history_through_a_leader_crash_is_linearizable(make_cluster, tmp_path, snapshots):
+    extra = ["--snapshot-entries", "300"] if snapshots == "every_300_entries" else []
+    cl = make_cluster(3, *extra)
     leader = cl.wait_leader()
     history = str(tmp_path / "history.jsonl")
     args = [binary("keel"), "bench", "kv", "--duration", "4", "--connections", "6",
