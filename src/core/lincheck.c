@@ -59,10 +59,9 @@ typedef struct pop {
     int64_t call, ret; /* ret == NO_TS_MAX: UNKNOWN, no completion event */
     uint32_t orig;     /* index into the caller's ops[] */
     uint8_t kind;
-    uint8_t opt;       /* straddles a window's left cut: took effect before it, or before ret */
-    uint8_t wild_only; /* UNKNOWN cas that can fire only at WILD, to DEAD (skip_wild_only()) */
-    uint32_t obs_id;   /* value it needs to see, as an index into search_t.vals; NO_ID: none */
-    uint32_t wr_id;    /* value it may write; NO_ID: none, or DEAD */
+    uint8_t opt;     /* straddles a window's left cut: took effect before it, or before ret */
+    uint32_t obs_id; /* value it needs to see, as an index into search_t.vals; NO_ID: none */
+    uint32_t wr_id;  /* value it may write; NO_ID: none, or DEAD */
 } pop_t;
 
 #define NO_ID UINT32_MAX
@@ -665,8 +664,6 @@ static int64_t backtrack(search_t *s, int64_t *state, uint32_t *remaining, uint3
     return i;
 }
 
-static int skip_wild_only(const search_t *s, int32_t e, int64_t state);
-
 /*
  * The WGL loop over the prepared pops (already in s), from state init. Sets
  * *lin to 1 or 0, or returns a negative KEEL_E* (KEEL_ETOOBIG when a limit
@@ -694,8 +691,7 @@ static int search_run(search_t *s, int64_t init, int *lin)
             dead = placed == 0; /* seen before, so it failed */
         } else if (!s->ent[e].is_ret) {
             uint32_t i = s->ent[e].op;
-            if ((s->twin[i] == NO_ID || s->placed[s->twin[i]]) &&
-                !(s->pops[i].wild_only && skip_wild_only(s, e, state)))
+            if (s->twin[i] == NO_ID || s->placed[s->twin[i]])
                 placed = try_place(s, i, VAR_EFFECT, &state, &remaining, &sp);
             if (placed == 0 && s->pops[i].opt)
                 placed = try_place(s, i, VAR_NOOP, &state, &remaining, &sp);
@@ -802,43 +798,34 @@ static void index_values(search_t *s)
 }
 
 /*
- * Marks UNKNOWN cas ops to DEAD whose expected value no op in the window
- * writes (and that is not the concrete initial value): they can only fire
- * while the value is still WILD, and all end in DEAD. Uses wr_left as
- * scratch (search_reset() recounts it).
+ * Drops UNKNOWN cas ops to DEAD whose expected value e no op in the window
+ * writes, no read returns and no definite cas expects (and that is not the
+ * concrete initial value). The value can then only be e while still WILD (a
+ * window's unknown initial value): such a cas only turns WILD into DEAD,
+ * which is never useful, as WILD allows everything DEAD allows (no read or
+ * swap succeeds on DEAD; failed compares and writes succeed on both), so not
+ * firing it leaves a valid linearization. Uses wr_left as scratch
+ * (search_reset() recounts it).
  */
-static void mark_wild_only(search_t *s, int init_concrete)
+static void drop_wild_only(search_t *s, int init_concrete)
 {
     memset(s->wr_left, 0, s->nvals * sizeof(uint32_t));
-    for (uint32_t i = 0; i < s->npops; i++)
-        if (s->pops[i].wr_id != NO_ID)
-            s->wr_left[s->pops[i].wr_id]++;
     for (uint32_t i = 0; i < s->npops; i++) {
-        pop_t *p = &s->pops[i];
-        p->wild_only = p->kind == P_UCAS && s->dead_id != NO_ID && p->b == s->dead_id &&
-                       s->wr_left[p->a] == 0 && !(init_concrete && p->a == s->zero_id);
+        const pop_t *p = &s->pops[i];
+        if (p->wr_id != NO_ID)
+            s->wr_left[p->wr_id]++;
+        if (p->kind == P_READ || p->kind == P_CAS) /* may bind WILD to a */
+            s->wr_left[p->a]++;
     }
-}
-
-/*
- * At WILD with exclusions x, the first enabled wild_only candidate in the
- * list stands for all later ones: firing any of them makes the value DEAD,
- * and a linearization that fires a later one at some later point can fire
- * the first one now instead (in between there are only failed compares,
- * which DEAD satisfies, and placements that change nothing). So a later one
- * is skipped while an earlier one is enabled.
- */
-static int skip_wild_only(const search_t *s, int32_t e, int64_t state)
-{
-    if (state < s->nvals)
-        return 0; /* not enabled anyway: nobody writes its expected value */
-    uint32_t x = (uint32_t)(state - s->nvals);
-    for (int32_t f = s->next[s->nent]; f != e; f = s->next[f]) {
-        const pop_t *q = &s->pops[s->ent[f].op];
-        if (q->wild_only && !excluded(s, x, q->a))
-            return 1;
+    uint32_t w = 0;
+    for (uint32_t i = 0; i < s->npops; i++) {
+        const pop_t *p = &s->pops[i];
+        if (p->kind == P_UCAS && s->dead_id != NO_ID && p->b == s->dead_id &&
+            s->wr_left[p->a] == 0 && !(init_concrete && p->a == s->zero_id))
+            continue;
+        s->pops[w++] = *p;
     }
-    return 0;
+    s->npops = w;
 }
 
 static int twin_cmp(const void *pa, const void *pb)
@@ -932,7 +919,7 @@ static void prepare(search_t *s, const keel_lc_op_t *ops, const uint32_t *idx, s
         ndef += s->pops[i].ret != NO_TS_MAX;
     s->ndef = ndef;
     index_values(s);
-    mark_wild_only(s, lo == INT64_MIN);
+    drop_wild_only(s, lo == INT64_MIN);
     find_twins(s);
 }
 

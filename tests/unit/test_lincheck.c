@@ -385,8 +385,10 @@ static int window_passes(const keel_lc_op_t *h, size_t n, int64_t lo, int64_t hi
     size_t m = window_history(h, n, lo, hi, w);
     if (lo == INT64_MIN)
         return brute_from(w, m, 0);
-    for (int64_t init = 0; init <= 3; init++) /* values are 0..2; 3 stands for any other */
-        if (brute_from(w, m, init))
+    /* every value random_op() uses, and 99 for any other */
+    static const int64_t inits[] = {0, 1, 2, 3, 10, 11, 12, 13, 14, 15, 16, 17, 99};
+    for (size_t i = 0; i < N_(inits); i++)
+        if (brute_from(w, m, inits[i]))
             return 1;
     return 0;
 }
@@ -413,40 +415,46 @@ static void check_window_is_minimal(const keel_lc_op_t *h, size_t n, const keel_
         KT_CHECK(window_passes(h, n, lo, prev_hi));
 }
 
-static void random_op(keel_rand_t *r, keel_lc_op_t *o, uint64_t p)
+/*
+ * Values 0..2. "wide" histories also write values nobody reads (10 + p) and
+ * expect 3, which nobody writes, and have more UNKNOWN ops: that exercises
+ * the DEAD, twin and WILD-only reductions.
+ */
+static void random_op(keel_rand_t *r, keel_lc_op_t *o, uint64_t p, int wide)
 {
     int64_t t0 = keel_rand_range(r, 0, 40);
     int64_t t1 = t0 + keel_rand_range(r, 0, 15);
     int64_t v = keel_rand_range(r, 0, 2);
+    int64_t nv = wide && keel_rand_chance(r, 0.5) ? 10 + (int64_t)p : keel_rand_range(r, 1, 2);
+    int64_t ev = wide && keel_rand_chance(r, 0.3) ? 3 : v;
     switch (keel_rand_below(r, 3)) {
     case 0:
         *o = rd(p, v, t0, t1);
         break;
     case 1:
-        *o = wr(p, keel_rand_range(r, 1, 2), t0, t1);
+        *o = wr(p, nv, t0, t1);
         break;
     default:
-        *o = cas(p, v, keel_rand_range(r, 0, 2), (int)keel_rand_below(r, 2), t0, t1);
+        *o = cas(p, ev, wide ? nv : keel_rand_range(r, 0, 2), (int)keel_rand_below(r, 2), t0, t1);
     }
     uint64_t k = keel_rand_below(r, 10);
-    if (k == 0)
+    if (k < (wide ? 3u : 1u))
         o->outcome = KEEL_LC_UNKNOWN;
-    else if (k == 1)
+    else if (k == 9)
         o->outcome = KEEL_LC_FAIL;
 }
 
-static void agrees_with_brute_force_on_small_random_histories(void)
+static void agrees_with_brute_force(uint64_t seed, int iters, int wide)
 {
-    uint64_t seed = 20261122;
     KT_SEED(seed);
     keel_rand_t r;
     keel_rand_seed(&r, seed);
     int lin = 0, nonlin = 0;
-    for (int iter = 0; iter < 4000; iter++) {
+    for (int iter = 0; iter < iters; iter++) {
         keel_lc_op_t h[8];
         size_t n = 1 + keel_rand_below(&r, 8);
         for (size_t i = 0; i < n; i++)
-            random_op(&r, &h[i], i);
+            random_op(&r, &h[i], i, wide);
         int want = brute_check(h, n);
         keel_lc_result_t res;
         KT_EQ_INT(keel_lincheck(h, n, NULL, &res), 0);
@@ -463,7 +471,17 @@ static void agrees_with_brute_force_on_small_random_histories(void)
         KT_CHECK(res.stuck_op < n && h[res.stuck_op].complete_ts == res.window_end_ts);
     }
     fprintf(stderr, "     %d linearizable, %d not\n", lin, nonlin);
-    KT_CHECK(lin > 500 && nonlin > 500);
+    KT_CHECK(lin > iters / 8 && nonlin > iters / 8);
+}
+
+static void agrees_with_brute_force_on_small_random_histories(void)
+{
+    agrees_with_brute_force(20261122, 4000, 0);
+}
+
+static void agrees_with_brute_force_with_unread_values_and_unknown_ops(void)
+{
+    agrees_with_brute_force(777, 4000, 1);
 }
 
 /* ---- a large generated history --------------------------------------------------------- */
@@ -649,6 +667,7 @@ int main(void)
     KT_RUN(bad_input_is_refused_with_an_explanation);
     KT_RUN(search_gives_up_at_its_limit);
     KT_RUN(agrees_with_brute_force_on_small_random_histories);
+    KT_RUN(agrees_with_brute_force_with_unread_values_and_unknown_ops);
     KT_RUN(checks_a_generated_history_over_fifty_keys_in_seconds);
     return kt_done();
 }
