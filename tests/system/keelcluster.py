@@ -13,6 +13,7 @@ with the nodes' log tails instead of hanging the suite.
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -248,6 +249,11 @@ class Cluster:
             if nd.alive():
                 nd.proc.kill()
                 nd.proc.wait(timeout=10)
+        # Preallocated WAL segments take 17+ MiB per node and pytest keeps the last runs'
+        # directories: drop the data, keep the logs (KEEL_KEEP_DATA=1 keeps everything).
+        if os.environ.get("KEEL_KEEP_DATA") != "1":
+            for nd in self.nodes:
+                shutil.rmtree(nd.data_dir, ignore_errors=True)
         return crashed
 
 
@@ -257,7 +263,8 @@ def make_cluster(tmp_path):
     exe = binary("keel")
     made = []
 
-    def make(n=3, *extra, start=True, wait=True, segment_bytes="32m"):
+    def make(n=3, *extra, start=True, wait=True, segment_bytes="17m"):
+        # 17 MiB: the smallest segment that holds a largest (16 MiB) WAL record
         flags = ["--wal-segment-bytes", segment_bytes, *extra]
         cl = Cluster(exe, str(tmp_path / f"c{len(made)}"), n, flags)
         made.append(cl)
