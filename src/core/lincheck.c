@@ -16,8 +16,8 @@
  * 1. Validate, then group the operations by key (linearizability is
  *    compositional, so each key is checked alone).
  * 2. For one key, "prepare" a sub-history: drop FAIL ops and UNKNOWN reads,
- *    classify the rest (pkind below), and prune UNKNOWN writes whose value no
- *    operation could ever observe (sound: see prune_unobservable()).
+ *    classify the rest (pkind below), simplify values nobody observes
+ *    (simplify_unobserved(), drop_wild_only()) and turn values into ids.
  * 3. Sort invocation and completion events by time (invocation first on a
  *    tie: touching operations are concurrent) into a doubly linked list and
  *    run the WGL search: repeatedly take the first pending invocation that
@@ -32,7 +32,11 @@
  *    invocations still in the list before T". That gives an exact key of
  *    size O(concurrency) instead of an O(n) bitset (Porcupine stores the
  *    bitset): (value, position of T, ids of the pending invocations).
- * 5. If a key fails, shrink a failing time window (find_window()).
+ * 5. Exact reductions keep busy keys tractable: forced reads
+ *    (find_forced()), lost values (value_lost()), interchangeable UNKNOWN
+ *    ops (find_twins()). tests/unit/test_lincheck.c checks each against a
+ *    brute-force oracle.
+ * 6. If a key fails, shrink a failing time window (find_window()).
  */
 
 /* The value of every write whose value no op observes (simplify_unobserved()). */

@@ -70,12 +70,15 @@ typedef struct keel_lc_result {
      * up (KEEL_ETOOBIG: a limit was reached on some key and no key failed). */
     int verdict;
     uint64_t key; /* the failing key (verdict 0) or the key that hit a limit */
-    /* The failing window (verdict 0): the operations on `key` of the earliest
-     * time window [window_start_ts, window_end_ts] that is not linearizable,
-     * as indices into the caller's ops[], ordered by invocation. If more than
-     * KEEL_LC_WINDOW_OPS_MAX, only the first ones are listed. window_minimal
-     * is 1 when shrinking finished (no smaller time window inside it fails),
-     * 0 when a limit stopped the shrinking early. */
+    /* The failing window (verdict 0): a time window [window_start_ts,
+     * window_end_ts] of `key` that is not linearizable on its own, and its
+     * operations as indices into the caller's ops[], ordered by invocation
+     * (if more than KEEL_LC_WINDOW_OPS_MAX, only the first ones are listed).
+     * window_minimal is 1 when shrinking finished: no time window strictly
+     * inside it fails; it usually also ends at the earliest point where the
+     * history stopped being linearizable (docs/lincheck.md says exactly
+     * when). 0 when a limit or the shrinking budget stopped it early; the
+     * window still fails. */
     size_t window_ops[KEEL_LC_WINDOW_OPS_MAX];
     size_t window_len;       /* operations in the window (may exceed the list) */
     int64_t window_start_ts; /* INT64_MIN: from the start of the history */
@@ -83,9 +86,9 @@ typedef struct keel_lc_result {
     int window_minimal;
     /* The operation that cannot be placed (an index into ops[]; SIZE_MAX if
      * none): when the window is minimal, an op whose completion at
-     * window_end_ts made the history non-linearizable (the one the search got
-     * stuck on, if several complete then); otherwise where the deepest
-     * search got stuck. */
+     * window_end_ts left the window without a linearization (the one the
+     * search got stuck on, if several complete then); otherwise where the
+     * deepest search got stuck, if that op is in the window. */
     size_t stuck_op;
     /* Statistics, summed over all keys and searches. */
     uint64_t keys;

@@ -280,6 +280,13 @@ static void search_gives_up_at_its_limit(void)
     KT_EQ_INT(keel_lincheck(g, N_(g), &lim, &r), 0);
     KT_EQ_INT(r.verdict, 0);
     KT_EQ_U64(r.key, 2);
+    /* too many ops on one key is a give-up too */
+    keel_lc_limits_default(&lim);
+    lim.ops_per_key_max = 24;
+    KT_EQ_INT(keel_lincheck(h, N_(h), &lim, &r), 0);
+    KT_EQ_INT(r.verdict, KEEL_ETOOBIG);
+    KT_EQ_INT(keel_lincheck(h, 24, &lim, &r), 0);
+    KT_EQ_INT(r.verdict, 1);
 }
 
 /* ---- a brute-force oracle on small random histories ------------------------------------ */
