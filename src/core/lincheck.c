@@ -69,6 +69,10 @@ typedef struct pop {
 } pop_t;
 
 #define NO_ID UINT32_MAX
+/* Hard bounds behind the configurable limits: list positions are int32 and
+ * memo slots hold uint32 indexes. */
+#define OPS_PER_KEY_HARD_MAX (1u << 30)
+#define MEMO_STATES_HARD_MAX (UINT32_MAX - 1u)
 
 struct twin_key {
     int64_t a, b, call;
@@ -307,63 +311,36 @@ static void search_free(search_t *s)
     memset(s, 0, sizeof(*s));
 }
 
+/* Grows one per-op array of s to n elements (the old contents are kept). */
+#define GROW(field, n)                                                                             \
+    do {                                                                                           \
+        void *grown_ = realloc(s->field, (n) * sizeof(*s->field));                                 \
+        if (grown_ == NULL)                                                                        \
+            return KEEL_ENOMEM;                                                                    \
+        s->field = grown_;                                                                         \
+    } while (0)
+
 static int search_reserve(search_t *s, size_t nops)
 {
     if (nops <= s->cap)
         return 0;
-    size_t ne = 2 * nops + 1;
-    void *p[16];
-    p[0] = realloc(s->pops, nops * sizeof(pop_t));
-    if (p[0])
-        s->pops = p[0];
-    p[1] = realloc(s->ent, ne * sizeof(ent_t));
-    if (p[1])
-        s->ent = p[1];
-    p[2] = realloc(s->next, ne * sizeof(int32_t));
-    if (p[2])
-        s->next = p[2];
-    p[3] = realloc(s->prev, ne * sizeof(int32_t));
-    if (p[3])
-        s->prev = p[3];
-    p[4] = realloc(s->op_call, nops * sizeof(int32_t));
-    if (p[4])
-        s->op_call = p[4];
-    p[5] = realloc(s->op_ret, nops * sizeof(int32_t));
-    if (p[5])
-        s->op_ret = p[5];
-    p[6] = realloc(s->stk_op, nops * sizeof(uint32_t));
-    if (p[6])
-        s->stk_op = p[6];
-    p[7] = realloc(s->stk_state, nops * sizeof(int64_t));
-    if (p[7])
-        s->stk_state = p[7];
-    p[8] = realloc(s->cand, nops * sizeof(uint32_t));
-    if (p[8])
-        s->cand = p[8];
-    p[9] = realloc(s->stk_var, nops);
-    if (p[9])
-        s->stk_var = p[9];
-    p[10] = realloc(s->vals, ne * sizeof(int64_t));
-    if (p[10])
-        s->vals = p[10];
-    p[11] = realloc(s->obs_left, ne * sizeof(uint32_t));
-    if (p[11])
-        s->obs_left = p[11];
-    p[12] = realloc(s->wr_left, ne * sizeof(uint32_t));
-    if (p[12])
-        s->wr_left = p[12];
-    p[13] = realloc(s->twin, nops * sizeof(uint32_t));
-    if (p[13])
-        s->twin = p[13];
-    p[14] = realloc(s->placed, nops);
-    if (p[14])
-        s->placed = p[14];
-    p[15] = realloc(s->tkeys, nops * sizeof(struct twin_key));
-    if (p[15])
-        s->tkeys = p[15];
-    for (int i = 0; i < 16; i++)
-        if (p[i] == NULL)
-            return KEEL_ENOMEM;
+    size_t ne = 2 * nops + 1; /* events (and values) per op: two, plus the list head */
+    GROW(pops, nops);
+    GROW(ent, ne);
+    GROW(next, ne);
+    GROW(prev, ne);
+    GROW(op_call, nops);
+    GROW(op_ret, nops);
+    GROW(twin, nops);
+    GROW(placed, nops);
+    GROW(tkeys, nops);
+    GROW(stk_op, nops);
+    GROW(stk_state, nops);
+    GROW(stk_var, nops);
+    GROW(cand, nops);
+    GROW(vals, ne);
+    GROW(obs_left, ne);
+    GROW(wr_left, ne);
     s->cap = nops;
     return 0;
 }
@@ -452,7 +429,7 @@ static int memo_visit(search_t *s, int64_t state)
             memcmp(s->arena + m->off, s->cand, nc * sizeof(uint32_t)) == 0)
             return 0;
     }
-    if (s->nments >= s->lim->states_max)
+    if (s->nments >= s->lim->states_max || s->nments >= MEMO_STATES_HARD_MAX)
         return KEEL_ETOOBIG;
     int rc = memo_append(s, h, state, ret_pos, nc);
     if (rc < 0)
@@ -1272,7 +1249,7 @@ static int check_keys(const keel_lc_op_t *ops, const keyidx_t *kv, uint32_t *idx
             idx[b - a] = kv[b].idx;
         size_t m = b - a;
         out->keys++;
-        if (m > s->lim->ops_per_key_max) {
+        if (m > s->lim->ops_per_key_max || m > OPS_PER_KEY_HARD_MAX) {
             if (!gave_up++)
                 out->key = kv[a].key;
             continue;

@@ -92,7 +92,7 @@ typedef struct keel_lc_result {
     size_t stuck_op;
     /* Statistics, summed over all keys and searches. */
     uint64_t keys;
-    uint64_t ops_checked; /* operations that took part (FAIL and UNKNOWN reads excluded) */
+    uint64_t ops_checked; /* ops that took part (not FAIL, UNKNOWN reads, pruned UNKNOWN ops) */
     uint64_t steps;
     uint64_t states;
     char explain[KEEL_LC_EXPLAIN_BYTES_MAX]; /* one human sentence or two */
