@@ -280,3 +280,46 @@ def test_history_recorder_with_threads_checks_a_locked_dict(tmp_path):
     out = h.check(os.path.dirname(binary("keel-lincheck")), path=str(tmp_path / "rec.jsonl"))
     assert out["exit"] == 0, out
     assert out["ops"] == 6 * 300
+
+
+def test_random_event_soup_never_crashes(tmp_path):
+    """Random, often invalid, sequences of events: always a verdict or a clean exit 2."""
+    rnd = random.Random(2026)
+    fs = ["read", "write", "cas", "delete", None]
+    types = ["invoke", "ok", "fail", "info", "bogus", None]
+    values = [None, "a", "b", 1, 2, ["a", "b"], [None, "a"], [1], {"x": 1}, 1.5, True]
+    verdicts = set()
+    for n in range(150):
+        lines = []
+        if n % 2:  # well-formed pairs with random values and outcomes
+            for i in range(rnd.randrange(1, 12)):
+                f = rnd.choice(["read", "write", "cas"])
+                v = rnd.choice([None, "a", "b"]) if f != "cas" else [rnd.choice([None, "a"]), "b"]
+                t = 10 * i + rnd.randrange(0, 15)
+                kind = rnd.choice(["ok", "ok", "ok", "fail", "info"])
+                done = ev(i, kind, f, "k", v if f != "read" else rnd.choice([None, "a", "b"]), t + 5)
+                if f == "cas":
+                    done["result"] = rnd.random() < 0.5
+                lines += [json.dumps(ev(i, "invoke", f, "k", v, t)), json.dumps(done)]
+            lines.sort(key=lambda l: json.loads(l)["time"])
+        for _ in range(0 if n % 2 else rnd.randrange(1, 30)):
+            if rnd.random() < 0.03:
+                lines.append(rnd.choice(["", "{", "[]", "null", '{"process":}', "\x00"]))
+                continue
+            e = {"process": rnd.choice([0, 1, 2, "p", None]), "type": rnd.choice(types),
+                 "f": rnd.choice(fs), "key": rnd.choice(["k", 1, None, ["k"]]),
+                 "value": rnd.choice(values), "time": rnd.randrange(0, 50)}
+            if rnd.random() < 0.3:
+                e["result"] = rnd.choice([True, False, 1, None])
+            for field in list(e):
+                if rnd.random() < 0.05:
+                    del e[field]
+            lines.append(json.dumps(e))
+        path = tmp_path / f"soup{n}.jsonl"
+        path.write_text("\n".join(lines) + "\n")
+        r = run([str(path)])
+        assert r.returncode in (0, 1, 2), (r.returncode, r.stderr, lines)
+        verdicts.add(r.returncode)
+        if r.returncode == 2:
+            assert r.stderr.startswith("keel-lincheck: ") or r.stdout.startswith("gave up")
+    assert verdicts == {0, 1, 2}  # the soup reaches the checker, not only the parser
