@@ -682,6 +682,22 @@ int keel_node_read(keel_node_t *n, int argc, const uint8_t *const *argv, const s
     return 0;
 }
 
+/* A write has its reply in n->reply: to the local client, or back to the follower. */
+static void write_answered(keel_node_t *n, request_t *r)
+{
+    if (r->kind == REQ_REMOTE_WRITE) {
+        keel_peer_fwd_t f = {.req_id = r->req_id,
+                             .status = KEEL_PEER_OK,
+                             .bytes = keel_buf_rptr(&n->reply),
+                             .bytes_len = keel_buf_unread(&n->reply)};
+        send_fwd(n, r->origin, KEEL_PEER_FWD_REPLY, &f);
+        r->done = NULL;
+    } else {
+        req_answer(n, r, 0, keel_buf_rptr(&n->reply), keel_buf_unread(&n->reply));
+    }
+    req_free(n, r);
+}
+
 /*
  * A new leader term proposed at `index` while older waiters sit at or past it:
  * their entries are gone from our log (a leader's log is authoritative), so
@@ -729,17 +745,7 @@ static void dispatch(keel_node_t *n, request_t *r)
         if (rc != 0) {
             keel_buf_reset(&n->reply);
             keel_buf_printf(&n->reply, "-ERR keel: proposal refused: %s\r\n", keel_strerror(rc));
-            if (r->kind == REQ_REMOTE_WRITE) {
-                keel_peer_fwd_t f = {.req_id = r->req_id,
-                                     .status = KEEL_PEER_OK,
-                                     .bytes = keel_buf_rptr(&n->reply),
-                                     .bytes_len = keel_buf_unread(&n->reply)};
-                send_fwd(n, r->origin, KEEL_PEER_FWD_REPLY, &f);
-                r->done = NULL;
-            } else {
-                req_answer(n, r, 0, keel_buf_rptr(&n->reply), keel_buf_unread(&n->reply));
-            }
-            req_free(n, r);
+            write_answered(n, r);
             return;
         }
         if (n->m_proposals)
@@ -904,17 +910,7 @@ static void apply_entry(keel_node_t *n, const keel_raft_entry_t *e)
             dispatch(n, r); /* overwritten by another leader's entry: not applied, retry */
             continue;
         }
-        if (r->kind == REQ_REMOTE_WRITE) {
-            keel_peer_fwd_t f = {.req_id = r->req_id,
-                                 .status = KEEL_PEER_OK,
-                                 .bytes = keel_buf_rptr(&n->reply),
-                                 .bytes_len = keel_buf_unread(&n->reply)};
-            send_fwd(n, r->origin, KEEL_PEER_FWD_REPLY, &f);
-            r->done = NULL;
-        } else {
-            req_answer(n, r, 0, keel_buf_rptr(&n->reply), keel_buf_unread(&n->reply));
-        }
-        req_free(n, r);
+        write_answered(n, r);
     }
 }
 

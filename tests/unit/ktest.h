@@ -97,6 +97,22 @@ static inline void kt__fail_at(const char *file, int line)
         }                                                                                          \
     } while (0)
 
+/* A fresh scratch directory /tmp/keel-test-<tag>-XXXXXX (out: >= 64 bytes), and its removal. */
+#include <stdlib.h>
+static inline void kt__tmpdir(char *out, size_t cap, const char *tag)
+{
+    snprintf(out, cap, "/tmp/keel-test-%s-XXXXXX", tag);
+    if (mkdtemp(out) == NULL)
+        KT_FAIL("mkdtemp %s failed", out);
+}
+#define KT_TMPDIR(out, tag) kt__tmpdir((out), sizeof(out), (tag))
+#define KT_RMRF(dir)                                                                               \
+    do {                                                                                           \
+        char kt_cmd_[600];                                                                         \
+        snprintf(kt_cmd_, sizeof(kt_cmd_), "rm -rf '%s'", (dir));                                  \
+        KT_EQ_INT(system(kt_cmd_), 0);                                                             \
+    } while (0)
+
 static inline int kt_done(void)
 {
     printf("%d passed, %d failed\n", kt__passed, kt__failed);

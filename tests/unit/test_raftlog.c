@@ -4,19 +4,6 @@
 
 #include <stdlib.h>
 
-static void tmpdir(char *out, size_t cap)
-{
-    snprintf(out, cap, "/tmp/keel-test-raftlog-XXXXXX");
-    KT_CHECK(mkdtemp(out) != NULL);
-}
-
-static void rmrf(const char *dir)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    KT_EQ_INT(system(cmd), 0);
-}
-
 static keel_raft_entry_t ent(uint64_t term, uint64_t index, const char *s)
 {
     return (keel_raft_entry_t){term, index, 0, (uint32_t)strlen(s), (uint8_t *)s};
@@ -25,7 +12,7 @@ static keel_raft_entry_t ent(uint64_t term, uint64_t index, const char *s)
 static void replays_entries_and_the_last_hard_state(void)
 {
     char dir[64];
-    tmpdir(dir, sizeof(dir));
+    KT_TMPDIR(dir, "raftlog");
     keel_wal_config_t cfg;
     keel_wal_config_default(&cfg);
     cfg.segment_bytes = 64 * 1024;
@@ -69,13 +56,13 @@ static void replays_entries_and_the_last_hard_state(void)
     KT_EQ_MEM(rs.entries[3].data, "four", 4);
     keel_raftlog_drop_restore(rl);
     keel_raftlog_close(rl);
-    rmrf(dir);
+    KT_RMRF(dir);
 }
 
 static void refuses_a_log_with_a_gap(void)
 {
     char dir[64];
-    tmpdir(dir, sizeof(dir));
+    KT_TMPDIR(dir, "raftlog");
     keel_wal_config_t cfg;
     keel_wal_config_default(&cfg);
     cfg.segment_bytes = 64 * 1024;
@@ -91,13 +78,13 @@ static void refuses_a_log_with_a_gap(void)
     keel_raftlog_close(rl);
     KT_EQ_INT(keel_raftlog_open(&rl, dir, &cfg, 0, 0, &rs, &m), KEEL_ECORRUPT);
     KT_CHECK(strstr(m.text, "gap") != NULL);
-    rmrf(dir);
+    KT_RMRF(dir);
 }
 
 static void leaves_a_commit_index_beyond_the_log_to_the_core(void)
 {
     char dir[64];
-    tmpdir(dir, sizeof(dir));
+    KT_TMPDIR(dir, "raftlog");
     keel_wal_config_t cfg;
     keel_wal_config_default(&cfg);
     cfg.segment_bytes = 64 * 1024;
@@ -115,7 +102,7 @@ static void leaves_a_commit_index_beyond_the_log_to_the_core(void)
     KT_EQ_U64(rs.hard_state.commit, 5); /* keel_raft_new lowers it to the last entry */
     KT_EQ_INT(rs.entries_n, 0);
     keel_raftlog_close(rl);
-    rmrf(dir);
+    KT_RMRF(dir);
 }
 
 int main(void)

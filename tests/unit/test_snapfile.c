@@ -7,23 +7,10 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static void tmpdir(char *out, size_t cap)
-{
-    snprintf(out, cap, "/tmp/keel-test-snap-XXXXXX");
-    KT_CHECK(mkdtemp(out) != NULL);
-}
-
-static void rmrf(const char *dir)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    KT_EQ_INT(system(cmd), 0);
-}
-
 static void loads_the_newest_snapshot_written(void)
 {
     char dir[64];
-    tmpdir(dir, sizeof(dir));
+    KT_TMPDIR(dir, "snap");
     keel_errmsg_t m;
     keel_snap_t s;
     KT_EQ_INT(keel_snap_load_latest(dir, &s, &m), KEEL_ENOTFOUND);
@@ -42,13 +29,13 @@ static void loads_the_newest_snapshot_written(void)
     KT_EQ_U64(s.index, 250);
     keel_snap_free(&s);
     KT_CHECK(keel_snap_disk_bytes(dir) == 48 + 9);
-    rmrf(dir);
+    KT_RMRF(dir);
 }
 
 static void streams_large_snapshots_in_pieces(void)
 {
     char dir[64];
-    tmpdir(dir, sizeof(dir));
+    KT_TMPDIR(dir, "snap");
     keel_errmsg_t m;
     keel_snapw_t *w;
     KT_EQ_INT(keel_snapw_open(&w, dir, 7, 1, &m), 0);
@@ -71,13 +58,13 @@ static void streams_large_snapshots_in_pieces(void)
     KT_EQ_INT(keel_snap_load_latest(dir, &s, &m), 0);
     KT_EQ_U64(s.index, 7);
     keel_snap_free(&s);
-    rmrf(dir);
+    KT_RMRF(dir);
 }
 
 static void falls_back_to_an_older_snapshot_when_the_newest_is_corrupt(void)
 {
     char dir[64], path[160];
-    tmpdir(dir, sizeof(dir));
+    KT_TMPDIR(dir, "snap");
     keel_errmsg_t m;
     keel_snap_t s;
     KT_EQ_INT(keel_snap_write(dir, 10, 1, "older-state", 11, &m), 0);
@@ -101,7 +88,7 @@ static void falls_back_to_an_older_snapshot_when_the_newest_is_corrupt(void)
     KT_EQ_U64(s.index, 10);
     keel_snap_free(&s);
     KT_CHECK(access(path, F_OK) != 0);
-    rmrf(dir);
+    KT_RMRF(dir);
 }
 
 int main(void)

@@ -42,19 +42,6 @@ static size_t make_payload(uint8_t *p, uint32_t id, size_t len)
     return len;
 }
 
-static void tmpdir(char *out, size_t cap)
-{
-    snprintf(out, cap, "/tmp/keel-test-wal-XXXXXX");
-    KT_CHECK(mkdtemp(out) != NULL);
-}
-
-static void rmrf(const char *dir)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    KT_EQ_INT(system(cmd), 0);
-}
-
 static keel_wal_config_t small_cfg(void)
 {
     keel_wal_config_t c;
@@ -69,7 +56,7 @@ static seen_t seen;
 static void replays_what_was_synced_in_order_across_segments(void)
 {
     char dir[64];
-    tmpdir(dir, sizeof(dir));
+    KT_TMPDIR(dir, "wal");
     keel_wal_config_t cfg = small_cfg();
     keel_wal_t *w;
     keel_errmsg_t m;
@@ -107,13 +94,13 @@ static void replays_what_was_synced_in_order_across_segments(void)
     KT_EQ_INT(keel_wal_open(&w, dir, &cfg, collect, &seen, &m), 0);
     KT_EQ_INT(seen.n, 3001);
     keel_wal_close(w);
-    rmrf(dir);
+    KT_RMRF(dir);
 }
 
 static void unsynced_records_are_lost_like_in_a_crash(void)
 {
     char dir[64];
-    tmpdir(dir, sizeof(dir));
+    KT_TMPDIR(dir, "wal");
     keel_wal_config_t cfg = small_cfg();
     keel_wal_t *w;
     keel_errmsg_t m;
@@ -128,13 +115,13 @@ static void unsynced_records_are_lost_like_in_a_crash(void)
     KT_EQ_INT(keel_wal_open(&w, dir, &cfg, collect, &seen, &m), 0);
     KT_EQ_INT(seen.n, 1);
     keel_wal_close(w);
-    rmrf(dir);
+    KT_RMRF(dir);
 }
 
 static void rejects_records_over_the_limit(void)
 {
     char dir[64];
-    tmpdir(dir, sizeof(dir));
+    KT_TMPDIR(dir, "wal");
     keel_wal_config_t cfg = small_cfg();
     keel_wal_t *w;
     keel_errmsg_t m;
@@ -146,7 +133,7 @@ static void rejects_records_over_the_limit(void)
     keel_wal_close(w);
     cfg.segment_bytes = 1000;
     KT_EQ_INT(keel_wal_open(&w, dir, &cfg, NULL, NULL, &m), KEEL_EINVAL);
-    rmrf(dir);
+    KT_RMRF(dir);
 }
 
 /* Writes n records of 100 bytes, synced, and returns the path of the last segment. */
@@ -181,7 +168,7 @@ static void flip_byte(const char *path, off_t off)
 static void truncates_a_torn_tail_of_the_last_segment(void)
 {
     char dir[64], path[128];
-    tmpdir(dir, sizeof(dir));
+    KT_TMPDIR(dir, "wal");
     keel_wal_close(write_some(dir, 50));
     snprintf(path, sizeof(path), "%s/wal-%016x.log", dir, 1);
     flip_byte(path, HDR + 49 * REC + 40); /* inside the last record */
@@ -203,13 +190,13 @@ static void truncates_a_torn_tail_of_the_last_segment(void)
     KT_EQ_INT(keel_wal_open(&w, dir, &cfg, collect, &seen, &m), 0);
     KT_EQ_INT(seen.n, 50);
     keel_wal_close(w);
-    rmrf(dir);
+    KT_RMRF(dir);
 }
 
 static void refuses_to_start_on_corruption_in_the_middle(void)
 {
     char dir[64], path[128];
-    tmpdir(dir, sizeof(dir));
+    KT_TMPDIR(dir, "wal");
     keel_wal_close(write_some(dir, 50));
     snprintf(path, sizeof(path), "%s/wal-%016x.log", dir, 1);
     flip_byte(path, HDR + 20 * REC + 50);
@@ -222,13 +209,13 @@ static void refuses_to_start_on_corruption_in_the_middle(void)
     char want[64];
     snprintf(want, sizeof(want), "offset %d", HDR + 20 * REC);
     KT_CHECK(strstr(m.text, want) != NULL);
-    rmrf(dir);
+    KT_RMRF(dir);
 }
 
 static void refuses_a_corrupt_record_in_an_older_segment(void)
 {
     char dir[64], path[128];
-    tmpdir(dir, sizeof(dir));
+    KT_TMPDIR(dir, "wal");
     keel_wal_close(write_some(dir, 1500)); /* 168 KB: three segments */
     snprintf(path, sizeof(path), "%s/wal-%016x.log", dir, 1);
     flip_byte(path, HDR + 3); /* the length of the first record */
@@ -245,13 +232,13 @@ static void refuses_a_corrupt_record_in_an_older_segment(void)
     KT_EQ_INT(unlink(path), 0);
     KT_EQ_INT(keel_wal_open(&w, dir, &cfg, NULL, NULL, &m), KEEL_ECORRUPT);
     KT_CHECK(strstr(m.text, "missing") != NULL);
-    rmrf(dir);
+    KT_RMRF(dir);
 }
 
 static void releases_segments_behind_a_snapshot_point(void)
 {
     char dir[64];
-    tmpdir(dir, sizeof(dir));
+    KT_TMPDIR(dir, "wal");
     keel_wal_config_t cfg = small_cfg();
     keel_wal_t *w;
     keel_errmsg_t m;
@@ -275,7 +262,7 @@ static void releases_segments_behind_a_snapshot_point(void)
     KT_EQ_INT(seen.ids[seen.n - 1], 1999);
     KT_CHECK(seen.ids[0] <= 1500);
     keel_wal_close(w);
-    rmrf(dir);
+    KT_RMRF(dir);
 }
 
 /*
@@ -287,7 +274,7 @@ static void survives_sigkill_without_losing_acknowledged_records(void)
 {
     for (int round = 0; round < 5; round++) {
         char dir[64];
-        tmpdir(dir, sizeof(dir));
+        KT_TMPDIR(dir, "wal");
         int fds[2];
         KT_EQ_INT(pipe(fds), 0);
         pid_t pid = fork();
@@ -339,7 +326,7 @@ static void survives_sigkill_without_losing_acknowledged_records(void)
         for (size_t i = 0; i < seen.n; i++)
             KT_EQ_INT(seen.ids[i], i);
         keel_wal_close(w);
-        rmrf(dir);
+        KT_RMRF(dir);
     }
 }
 
