@@ -6,7 +6,6 @@ import signal
 import subprocess
 import time
 
-import pytest
 import redis
 
 from keelcluster import RespConn, make_cluster, resp_command  # noqa: F401 (fixture)
