@@ -1040,10 +1040,21 @@ typedef struct hev {
     int done;
 } hev_t;
 
+/*
+ * Time order, and at equal times: an operation's invocation before its own completion,
+ * other completions before invocations (a process's next invocation may share the time
+ * of its previous completion), then operation order, so the sort is total and stable.
+ */
 static int hev_cmp(const void *a, const void *b)
 {
     const hev_t *x = a, *y = b;
-    return x->ts < y->ts ? -1 : x->ts > y->ts;
+    if (x->ts != y->ts)
+        return x->ts < y->ts ? -1 : 1;
+    if (x->op == y->op)
+        return (int)x->done - (int)y->done;
+    if (x->done != y->done)
+        return x->done ? -1 : 1;
+    return x->op < y->op ? -1 : x->op > y->op;
 }
 
 /* A value as the history format spells it: 0 is "absent", written null. */
