@@ -355,3 +355,62 @@ def test_a_lagging_follower_never_serves_a_stale_linearizable_read(make_cluster)
         f.proc.send_signal(signal.SIGCONT)
     assert queued.reply() == b"$3\r\n300\r\n"
     assert RespConn(f.client_port).call("GET", "k") == b"$3\r\n300\r\n"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("KEEL_SLOW") != "1", reason="slow: set KEEL_SLOW=1")
+def test_a_history_through_random_faults_is_linearizable(make_cluster, tmp_path):
+    """30 s of load while a seeded nemesis SIGKILLs and restarts random nodes and pauses
+    leaders (SIGSTOP/SIGCONT), with snapshots every 500 entries; keel-lincheck must accept."""
+    import random
+
+    seed = int(os.environ.get("KEEL_SEED", random.randrange(1 << 30)))
+    print(f"nemesis seed {seed} (KEEL_SEED={seed} to repeat)")
+    rnd = random.Random(seed)
+    cl = make_cluster(3, "--snapshot-entries", "500")
+    history = str(tmp_path / "history.jsonl")
+    args = [binary("keel"), "bench", "kv", "--duration", "30", "--connections", "8",
+            "--pipeline", "2", "--keys", "40", "--history", history, "--final-reads", "--quiet",
+            "--seed", str(seed)]  # fmt: skip
+    for nd in cl.nodes:
+        args += ["--addr", f"127.0.0.1:{nd.client_port}"]
+    faults = []
+    with open(tmp_path / "bench.out", "wb") as out:
+        bench = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            t_end = time.monotonic() + 26
+            while time.monotonic() < t_end:
+                time.sleep(rnd.uniform(0.3, 1.5))
+                down = [nd for nd in cl.nodes if not nd.alive()]
+                if down:
+                    down[0].start()
+                    faults.append(f"start {down[0].name}")
+                    continue
+                victim = rnd.choice(cl.nodes)
+                if rnd.random() < 0.5:
+                    victim.kill()
+                    faults.append(f"kill {victim.name}")
+                else:
+                    victim.proc.send_signal(signal.SIGSTOP)
+                    time.sleep(rnd.uniform(0.1, 0.8))
+                    victim.proc.send_signal(signal.SIGCONT)
+                    faults.append(f"pause {victim.name}")
+            for nd in cl.nodes:
+                if not nd.alive():
+                    nd.start()
+            rc = bench.wait(timeout=90)
+        finally:
+            if bench.poll() is None:
+                bench.kill()
+    report = open(tmp_path / "bench.out").read()
+    print(", ".join(faults))
+    assert rc == 0, report
+    with open(history) as f:
+        oks = sum('"type":"ok"' in line for line in f)
+    assert oks > 1000, f"too few completed operations ({oks}):\n{report}"
+    code, out = lincheck(history)
+    assert code == 0, f"seed {seed}: keel-lincheck exit {code}:\n{out}\n{report}"
+    leader = cl.wait_leader()
+    cl.wait_applied(cl.nodes, leader.status()["commit_index"])
+    revs = {nd.status()["revision"] for nd in cl.nodes}
+    assert len(revs) == 1, f"nodes disagree after the faults: revisions {revs}"
