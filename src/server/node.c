@@ -169,6 +169,15 @@ void keel_node_config_default(keel_node_config_t *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     keel_raft_config_default(&cfg->raft);
+    /*
+     * The core's defaults (100-200 ms elections) suit the simulator. A real node shares
+     * its CPU and disk: an fsync stall or a snapshot on the loop must not look like a dead
+     * leader. As etcd does: heartbeats every 100 ms, elections after 0.5-1 s.
+     */
+    cfg->raft.tick_ms = 50;
+    cfg->raft.heartbeat_ticks = 2;
+    cfg->raft.election_ticks_min = 10;
+    cfg->raft.election_ticks_max = 20;
     keel_wal_config_default(&cfg->wal);
     cfg->kv = keel_kv_config_default();
     cfg->requests_pending_max = 100000;
