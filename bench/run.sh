@@ -17,7 +17,7 @@ if [ -x "$BUILD/keel-microbench" ]; then
 fi
 if [ -x "$BUILD/keel-sim" ]; then
   section "raft core and simulator (keel-sim --bench)"
-  "$BUILD/keel-sim" --bench || rc=1
+  "$BUILD/keel-sim" --bench 5000000 --batch 1000 || rc=1
 fi
 if [ -f bench/kv.sh ]; then
   section "keel server vs etcd and Redis"

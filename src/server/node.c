@@ -1147,7 +1147,7 @@ static void snap_after_cb(uv_work_t *w, int status)
                       KF_INT("bytes", keel_buf_unread(&n->snap_buf)));
     }
     keel_buf_free(&n->snap_buf); /* give the memory back between snapshots */
-    keel_buf_init(&n->snap_buf, 0);
+    keel_buf_init(&n->snap_buf, KEEL_SNAP_DATA_BYTES_MAX);
     process(n);
 }
 
@@ -1214,7 +1214,7 @@ static void install_snapshot(keel_node_t *n, const keel_raft_snapshot_t *sn)
     if (rc == 0)
         rc = keel_kv_snapshot_decode(&fresh, sn->data, sn->data_len, &m);
     keel_buf_t b;
-    keel_buf_init(&b, 0);
+    keel_buf_init(&b, KEEL_SNAP_DATA_BYTES_MAX);
     if (rc == 0)
         rc = snap_encode(n, &b, keel_raftlog_next_lsn(n->log), &sn->conf, sn->data, sn->data_len);
     char dir[KEEL_NODE_PATH_BYTES + 8];
@@ -1494,7 +1494,7 @@ int keel_node_start(keel_node_t **out, keel_loop_t *loop, const keel_node_config
     n->cfg = *cfg;
     keel_buf_init(&n->scratch, 0);
     keel_buf_init(&n->reply, 0);
-    keel_buf_init(&n->snap_buf, 0);
+    keel_buf_init(&n->snap_buf, KEEL_SNAP_DATA_BYTES_MAX);
     rc = keel_kv_init(&n->kv, &cfg->kv);
     if (rc == 0)
         rc = keel_map_init(&n->fwd, 1024, cfg->requests_pending_max, cfg->id);
