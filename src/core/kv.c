@@ -65,6 +65,9 @@ void keel_kv_free(keel_kv_t *kv)
     kv->t[0] = (keel__kv_table_t){0};
     free(kv->argv);
     free(kv->lens);
+    free(kv->heap);
+    kv->heap = NULL;
+    kv->heap_cap = 0;
     kv->argv = NULL;
     kv->lens = NULL;
     kv->argv_cap = 0;
@@ -127,6 +130,8 @@ keel__kv_entry_t *keel__kv_entry_new(const void *key, size_t key_len, uint64_t h
     e->next = NULL;
     e->hash = h;
     e->version = e->create_revision = 0;
+    e->expire_ms = 0;
+    e->heap_pos = 0;
     e->key_len = (uint32_t)key_len;
     e->val_len = (uint32_t)val_len;
     e->val_cap = (uint32_t)val_cap;
@@ -262,6 +267,8 @@ void keel__kv_unlink(keel_kv_t *kv, keel__kv_entry_t **link)
     keel__kv_entry_t *e = *link;
     keel__kv_table_t *t = table_of(kv, e);
     *link = e->next;
+    if (e->expire_ms)
+        keel__kv_set_expire(kv, e, 0);
     t->used--;
     kv->count--;
     kv->bytes -= e->key_len + e->val_len;
@@ -272,7 +279,9 @@ void keel__kv_unlink(keel_kv_t *kv, keel__kv_entry_t **link)
 void keel__kv_replace(keel_kv_t *kv, keel__kv_entry_t **link, keel__kv_entry_t *e)
 {
     keel__kv_entry_t *old = *link;
-    assert(old->hash == e->hash && old->key_len == e->key_len);
+    assert(old->hash == e->hash && old->key_len == e->key_len && e->expire_ms == 0);
+    if (old->expire_ms)
+        keel__kv_set_expire(kv, old, 0);
     e->next = old->next;
     *link = e;
     kv->bytes = kv->bytes - old->val_len + e->val_len;
@@ -295,6 +304,8 @@ int keel__kv_reserve_value(keel_kv_t *kv, keel__kv_entry_t **link, size_t val_le
         return val_len <= cap ? 0 : KEEL_ENOMEM;
     }
     n->val_cap = (uint32_t)ncap;
+    if (n->expire_ms)
+        kv->heap[n->heap_pos] = n;
     *link = n;
     return 0;
 }
@@ -374,6 +385,7 @@ void keel__kv_clear(keel_kv_t *kv)
     kv->rehash_pos = -1;
     kv->count = 0;
     kv->bytes = 0;
+    kv->heap_len = 0;
 }
 
 int keel_kv_get(const keel_kv_t *kv, const void *key, size_t key_len, keel_kv_value_t *out)
@@ -382,8 +394,100 @@ int keel_kv_get(const keel_kv_t *kv, const void *key, size_t key_len, keel_kv_va
         keel__kv_find(kv, key, key_len, keel__kv_hash(kv, key, key_len), NULL);
     if (e == NULL)
         return KEEL_ENOTFOUND;
-    *out = (keel_kv_value_t){keel__kv_cval(e), e->val_len, e->version, e->create_revision};
+    *out = (keel_kv_value_t){keel__kv_cval(e), e->val_len, e->version, e->create_revision,
+                             e->expire_ms};
     return 0;
+}
+
+/* ---- deadline index ---------------------------------------------------------- */
+
+/* Total order: (deadline, key bytes, key length). */
+static int heap_less(const keel__kv_entry_t *a, const keel__kv_entry_t *b)
+{
+    if (a->expire_ms != b->expire_ms)
+        return a->expire_ms < b->expire_ms;
+    size_t n = a->key_len < b->key_len ? a->key_len : b->key_len;
+    int c = memcmp(keel__kv_key(a), keel__kv_key(b), n);
+    return c != 0 ? c < 0 : a->key_len < b->key_len;
+}
+
+static void heap_place(keel_kv_t *kv, size_t i, keel__kv_entry_t *e)
+{
+    kv->heap[i] = e;
+    e->heap_pos = (uint32_t)i;
+}
+
+/* Moves the entry at i up or down to its place. */
+static void heap_fix(keel_kv_t *kv, size_t i)
+{
+    keel__kv_entry_t *e = kv->heap[i];
+    while (i > 0 && heap_less(e, kv->heap[(i - 1) / 2])) {
+        heap_place(kv, i, kv->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        keel__kv_entry_t *best = e;
+        if (l < kv->heap_len && heap_less(kv->heap[l], best))
+            m = l, best = kv->heap[l];
+        if (l + 1 < kv->heap_len && heap_less(kv->heap[l + 1], best))
+            m = l + 1, best = kv->heap[l + 1];
+        if (m == i)
+            break;
+        heap_place(kv, i, best);
+        i = m;
+    }
+    heap_place(kv, i, e);
+}
+
+int keel__kv_heap_reserve(keel_kv_t *kv, size_t n)
+{
+    if (kv->heap_cap - kv->heap_len >= n)
+        return 0;
+    size_t cap = kv->heap_cap ? kv->heap_cap : 16;
+    while (cap - kv->heap_len < n)
+        cap *= 2;
+    keel__kv_entry_t **h = realloc(kv->heap, cap * sizeof(*h));
+    if (h == NULL)
+        return KEEL_ENOMEM;
+    kv->heap = h;
+    kv->heap_cap = cap;
+    return 0;
+}
+
+void keel__kv_set_expire(keel_kv_t *kv, keel__kv_entry_t *e, uint64_t ms)
+{
+    if (e->expire_ms == 0 && ms == 0)
+        return;
+    if (e->expire_ms == 0) {
+        assert(kv->heap_len < kv->heap_cap);
+        e->expire_ms = ms;
+        heap_place(kv, kv->heap_len++, e);
+        heap_fix(kv, kv->heap_len - 1);
+        return;
+    }
+    size_t i = e->heap_pos;
+    assert(i < kv->heap_len && kv->heap[i] == e);
+    e->expire_ms = ms;
+    if (ms != 0) {
+        heap_fix(kv, i);
+        return;
+    }
+    keel__kv_entry_t *last = kv->heap[--kv->heap_len];
+    if (last != e) {
+        heap_place(kv, i, last);
+        heap_fix(kv, i);
+    }
+}
+
+keel__kv_entry_t *keel__kv_heap_top(const keel_kv_t *kv)
+{
+    return kv->heap_len ? kv->heap[0] : NULL;
+}
+
+uint64_t keel_kv_next_deadline_ms(const keel_kv_t *kv)
+{
+    return kv->heap_len ? kv->heap[0]->expire_ms : KEEL_KV_NO_DEADLINE;
 }
 
 /* ---- command entries --------------------------------------------------------- */
@@ -489,7 +593,10 @@ int keel_kv_apply(keel_kv_t *kv, uint64_t index, const uint8_t *entry, size_t le
         return rc;
     keel__kv_rehash_step(kv, REHASH_STEP_BUCKETS);
     size_t mark = keel_buf_unread(reply);
-    rc = keel__kv_exec(kv, kv, argc, kv->argv, kv->lens, reply);
+    /* The state's clock never runs backwards (a new leader's clock may be
+     * behind its predecessor's), so an expired key stays expired. */
+    uint64_t now_ms = time_ms > kv->time_ms ? time_ms : kv->time_ms;
+    rc = keel__kv_exec(kv, kv, now_ms, argc, kv->argv, kv->lens, reply);
     if (rc != 0) {
         reply->len = reply->rpos + mark;
         return rc;
@@ -509,11 +616,21 @@ void keel_kv_advance(keel_kv_t *kv, uint64_t index)
 int keel_kv_read(const keel_kv_t *kv, int argc, const uint8_t *const *argv, const size_t *lens,
                  keel_buf_t *reply)
 {
+    return keel_kv_read_at(kv, kv->time_ms, argc, argv, lens, reply);
+}
+
+int keel_kv_read_at(const keel_kv_t *kv, uint64_t now_ms, int argc, const uint8_t *const *argv,
+                    const size_t *lens, keel_buf_t *reply)
+{
     assert(argc >= 1);
     if (keel_kv_command_flags(argv[0], lens[0]) == KEEL_KV_WRITE)
         return KEEL_EINVAL;
     size_t mark = keel_buf_unread(reply);
-    int rc = keel__kv_exec(NULL, kv, (size_t)argc, argv, lens, reply);
+    /* Never before the state's clock: a key some applied entry already saw as
+     * expired must not reappear to a reader whose clock is behind. */
+    if (now_ms < kv->time_ms)
+        now_ms = kv->time_ms;
+    int rc = keel__kv_exec(NULL, kv, now_ms, (size_t)argc, argv, lens, reply);
     if (rc != 0)
         reply->len = reply->rpos + mark;
     return rc;

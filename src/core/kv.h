@@ -53,7 +53,9 @@
 /* u8 version | u64 time_ms | u32 argc */
 #define KEEL_KV_ENTRY_HEADER_BYTES 13u
 /* Snapshot format version. */
-#define KEEL_KV_SNAPSHOT_VERSION 1
+#define KEEL_KV_SNAPSHOT_VERSION 2
+/* keel_kv_next_deadline_ms() when no key has a deadline. */
+#define KEEL_KV_NO_DEADLINE UINT64_MAX
 
 typedef struct keel_kv_config {
     size_t key_bytes_max;   /* default 64 KiB */
@@ -87,11 +89,14 @@ typedef struct keel_kv {
     size_t count;
     uint64_t revision;
     uint64_t applied_index;
-    uint64_t time_ms;     /* time_ms of the newest applied entry (for TTLs, issue 6) */
+    uint64_t time_ms;     /* largest time_ms of the applied entries: the state's clock */
     size_t bytes;         /* key + value bytes stored */
     const uint8_t **argv; /* owned scratch for decoded entries */
     size_t *lens;         /* owned */
     size_t argv_cap;
+    keel__kv_entry_t **heap; /* owned: the deadline index (kv_int.h) */
+    size_t heap_len;
+    size_t heap_cap;
 } keel_kv_t;
 
 /* cfg NULL means the defaults; an invalid cfg is KEEL_EINVAL. 0 or KEEL_ENOMEM. */
@@ -108,9 +113,13 @@ typedef struct keel_kv_value {
     size_t len;
     uint64_t version;
     uint64_t create_revision;
+    uint64_t expire_ms; /* absolute deadline, 0: none */
 } keel_kv_value_t;
 
-/* 0 and *out, or KEEL_ENOTFOUND. */
+/*
+ * 0 and *out, or KEEL_ENOTFOUND. Raw: a key past its deadline but not yet
+ * swept is still returned (with its expire_ms); commands treat it as absent.
+ */
 int keel_kv_get(const keel_kv_t *kv, const void *key, size_t key_len, keel_kv_value_t *out);
 
 /* ---- command entries ------------------------------------------------------ */
@@ -190,6 +199,23 @@ int keel_kv_read(const keel_kv_t *kv, int argc, const uint8_t *const *argv, cons
                  keel_buf_t *reply);
 
 /*
+ * keel_kv_read as of max(now_ms, kv->time_ms): every key whose deadline is
+ * <= that is absent (GET, EXISTS, MGET, SCAN, TTL, ...); the state's clock is
+ * a floor so that a key an applied entry saw as expired never reappears. keel_kv_read is keel_kv_read_at with
+ * the state's own clock (kv->time_ms, the newest applied entry's time), which
+ * lags the real clock; a server passes its own clock (docs/kv.md, "Expiry").
+ */
+int keel_kv_read_at(const keel_kv_t *kv, uint64_t now_ms, int argc, const uint8_t *const *argv,
+                    const size_t *lens, keel_buf_t *reply);
+
+/*
+ * The earliest deadline of any stored key (swept or not), or
+ * KEEL_KV_NO_DEADLINE. O(1). A leader proposes KEEL.EXPIRE.SWEEP once its
+ * clock passes it.
+ */
+uint64_t keel_kv_next_deadline_ms(const keel_kv_t *kv);
+
+/*
  * Redis glob matching (stringmatchlen): `*`, `?`, `[abc]`, `[^a]`, `[a-z]`,
  * `\x`. Iterative with one backtrack point, so O(pattern x string) time.
  */
@@ -198,12 +224,13 @@ int keel_kv_glob_match(const uint8_t *pat, size_t pat_len, const uint8_t *s, siz
 /* ---- snapshots ------------------------------------------------------------ */
 
 /*
- * Format, little-endian, version 1:
+ * Format, little-endian, version 2:
  *   "KEELKVS" u8 version | u64 applied_index | u64 revision | u64 time_ms |
  *   u64 count | count x (u32 key_len | u32 value_len | u64 version |
- *   u64 create_revision | key | value) | u32 crc32c(all bytes before it)
- * Keys appear in table order (not sorted); the content, not the byte order,
- * is what must agree between nodes.
+ *   u64 create_revision | u64 expire_ms | key | value) | u32 crc32c(all bytes before it)
+ * Version 1 is the same without expire_ms; the loader reads both. Keys
+ * appear in table order (not sorted); the content, not the byte order, is
+ * what must agree between nodes.
  *
  * The sink receives the snapshot in pieces; a non-zero return from it stops
  * the walk and is returned. The state must not change during the walk.

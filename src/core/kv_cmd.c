@@ -22,10 +22,12 @@
 typedef struct call {
     keel_kv_t *w;        /* NULL for reads */
     const keel_kv_t *kv; /* same object as w for writes */
+    uint64_t now;        /* keys with a deadline <= now are absent */
     size_t argc;
     const uint8_t *const *argv;
     const size_t *lens;
     struct reply *reply;
+    const char *cmd_lname; /* the command's lower-case name, once looked up */
 } call_t;
 
 typedef int (*cmd_fn)(const call_t *c);
@@ -187,7 +189,6 @@ static const char ERR_VALUE_SIZE[] = "ERR string exceeds maximum allowed size";
 static const char ERR_KEY_SIZE[] = "ERR key exceeds maximum allowed size";
 static const char ERR_KEYS_MAX[] =
     "OOM command not allowed when the number of keys would exceed 'keys_max'";
-static const char ERR_EXPIRY[] = "ERR expiry is not supported yet";
 
 /* ---- argument helpers ------------------------------------------------------ */
 
@@ -266,15 +267,38 @@ static int done(int rc)
     return rc == REPLIED ? 0 : rc;
 }
 
-/* Creates key -> val at revision rev. 0 or KEEL_ENOMEM (nothing changed). */
-static int create(keel_kv_t *kv, const uint8_t *key, size_t key_len, uint64_t h, const uint8_t *val,
-                  size_t val_len, uint64_t rev)
+/*
+ * A write's view of a key: the live entry, or NULL. An entry past its
+ * deadline is absent to writes too; it stays linked (at *link, with *dead
+ * set) until the command replaces it (create) or a sweep removes it, so a
+ * command that then fails with KEEL_ENOMEM has changed nothing.
+ */
+static keel__kv_entry_t *wfind(const call_t *c, const uint8_t *key, size_t key_len, uint64_t h,
+                               keel__kv_entry_t ***link, int *dead)
+{
+    keel__kv_entry_t *e = keel__kv_find(c->w, key, key_len, h, link);
+    *dead = e != NULL && !keel__kv_live(e, c->now);
+    return *dead ? NULL : e;
+}
+
+/*
+ * Creates key -> val at revision rev, in place of the expired entry at *link
+ * if `dead`. 0 or KEEL_ENOMEM (nothing changed).
+ */
+static int create(keel_kv_t *kv, keel__kv_entry_t **link, int dead, const uint8_t *key,
+                  size_t key_len, uint64_t h, const uint8_t *val, size_t val_len, uint64_t rev,
+                  keel__kv_entry_t **made)
 {
     keel__kv_entry_t *e = keel__kv_entry_new(key, key_len, h, val, val_len, val_len);
     if (e == NULL)
         return KEEL_ENOMEM;
     e->version = e->create_revision = rev;
-    keel__kv_insert(kv, e);
+    if (dead)
+        keel__kv_replace(kv, link, e);
+    else
+        keel__kv_insert(kv, e);
+    if (made)
+        *made = e;
     return 0;
 }
 
@@ -312,9 +336,10 @@ enum {
  * SET key value [NX|XX] [GET] [EX s|PX ms|EXAT ts|PXAT ms-ts|KEEPTTL], parsed
  * as Redis's parseExtendedStringArgumentsOrReply does (a repeated option is
  * fine, conflicting ones are a syntax error, the last expire value counts).
- * Expiry is parsed and validated, then refused: TTLs come with issue 6.
+ * *when gets the expire argument in ms (EX/EXAT times 1000), relative for
+ * EX/PX, absolute for EXAT/PXAT.
  */
-static int set_parse(const call_t *c, unsigned *flags)
+static int set_parse(const call_t *c, unsigned *flags, int64_t *when)
 {
     static const struct {
         const char *word;
@@ -350,9 +375,8 @@ static int set_parse(const call_t *c, unsigned *flags)
             return r_err(c->reply, ERR_NOT_INT);
         if (t <= 0 || ((f & (SET_EX | SET_EXAT)) && t > INT64_MAX / 1000))
             return r_err(c->reply, "ERR invalid expire time in 'set' command");
+        *when = f & (SET_EX | SET_EXAT) ? t * 1000 : t;
     }
-    if (f & (SET_EXPIRE | SET_KEEPTTL))
-        return r_err(c->reply, ERR_EXPIRY);
     *flags = f;
     return 0;
 }
@@ -360,23 +384,62 @@ static int set_parse(const call_t *c, unsigned *flags)
 static int set_syntax(const call_t *c)
 {
     unsigned f;
-    return set_parse(c, &f);
+    int64_t when;
+    return set_parse(c, &f, &when);
 }
 
-/* The common body of SET and GETSET. */
-static int set_value(const call_t *c, unsigned f)
+/*
+ * Writes argv[1] -> argv[val_arg] as SET does (e, link, dead from wfind): the
+ * deadline becomes `expire_ms` (0: none), or stays with `keep_ttl`. The
+ * caller has checked sizes and room and replied. 0 or KEEL_ENOMEM (nothing
+ * changed).
+ */
+static int put_value(const call_t *c, size_t val_arg, keel__kv_entry_t **link, keel__kv_entry_t *e,
+                     int dead, uint64_t h, uint64_t expire_ms, int keep_ttl)
 {
     keel_kv_t *kv = c->w;
-    const uint8_t *key = c->argv[1], *val = c->argv[2];
-    size_t key_len = c->lens[1], val_len = c->lens[2];
-    int rc = check_sizes(c, key_len, val_len);
+    const uint8_t *key = c->argv[1], *val = c->argv[val_arg];
+    size_t key_len = c->lens[1], val_len = c->lens[val_arg];
+    uint64_t rev = kv->revision + 1;
+    keel__kv_entry_t *made = NULL;
+    int rc = expire_ms ? keel__kv_heap_reserve(kv, 1) : 0;
+    if (rc == 0 && e) {
+        rc = overwrite(kv, link, val, val_len, rev);
+        made = *link;
+    } else if (rc == 0) {
+        rc = create(kv, link, dead, key, key_len, h, val, val_len, rev, &made);
+    }
+    if (rc != 0)
+        return rc;
+    if (!keep_ttl)
+        keel__kv_set_expire(kv, made, expire_ms);
+    kv->revision = rev;
+    return 0;
+}
+
+/* The common body of SET and GETSET; `when` as set_parse gives it. */
+static int set_value(const call_t *c, unsigned f, int64_t when)
+{
+    keel_kv_t *kv = c->w;
+    const uint8_t *key = c->argv[1];
+    size_t key_len = c->lens[1];
+    int rc = check_sizes(c, key_len, c->lens[2]);
     if (rc != 0)
         return done(rc);
+    uint64_t expire_ms = 0;
+    if (f & (SET_EX | SET_PX)) {
+        if ((uint64_t)when > (uint64_t)INT64_MAX - c->now)
+            return done(r_err(c->reply, "ERR invalid expire time in 'set' command"));
+        expire_ms = c->now + (uint64_t)when;
+    } else if (f & (SET_EXAT | SET_PXAT)) {
+        expire_ms = (uint64_t)when;
+    }
     uint64_t h = keel__kv_hash(kv, key, key_len);
     keel__kv_entry_t **link = NULL;
-    keel__kv_entry_t *e = keel__kv_find(kv, key, key_len, h, &link);
+    int dead;
+    keel__kv_entry_t *e = wfind(c, key, key_len, h, &link, &dead);
     int skip = (f & SET_NX && e) || (f & SET_XX && !e);
-    if (!e && !skip && (rc = check_room(c, 1)) != 0)
+    if (!e && !dead && !skip && (rc = check_room(c, 1)) != 0)
         return done(rc);
     if (f & SET_GET)
         r_value(c->reply, e);
@@ -386,24 +449,20 @@ static int set_value(const call_t *c, unsigned f)
         r_ok(c->reply);
     if (skip)
         return 0;
-    uint64_t rev = kv->revision + 1;
-    rc =
-        e ? overwrite(kv, link, val, val_len, rev) : create(kv, key, key_len, h, val, val_len, rev);
-    if (rc == 0)
-        kv->revision = rev;
-    return rc;
+    return put_value(c, 2, link, e, dead, h, expire_ms, (f & SET_KEEPTTL) != 0);
 }
 
 static int cmd_set(const call_t *c)
 {
     unsigned f = 0;
-    int rc = set_parse(c, &f);
-    return rc != 0 ? done(rc) : set_value(c, f);
+    int64_t when = 0;
+    int rc = set_parse(c, &f, &when);
+    return rc != 0 ? done(rc) : set_value(c, f, when);
 }
 
 static int cmd_getset(const call_t *c)
 {
-    return set_value(c, SET_GET);
+    return set_value(c, SET_GET, 0);
 }
 
 /* ---- MSET, DEL ---------------------------------------------------------------- */
@@ -453,7 +512,7 @@ static int cmd_mset(const call_t *c)
         keel__kv_entry_t *e = fresh[i], **link = NULL;
         keel__kv_entry_t *old = keel__kv_find(kv, keel__kv_key(e), e->key_len, e->hash, &link);
         e->version = rev;
-        e->create_revision = old ? old->create_revision : rev;
+        e->create_revision = old && keel__kv_live(old, c->now) ? old->create_revision : rev;
         if (old)
             keel__kv_replace(kv, link, e);
         else
@@ -472,16 +531,19 @@ err_after_fresh:
 static int cmd_del(const call_t *c)
 {
     keel_kv_t *kv = c->w;
-    int64_t n = 0;
+    int64_t n = 0, removed = 0;
     for (size_t i = 1; i < c->argc; i++) {
         keel__kv_entry_t **link = NULL;
         uint64_t h = keel__kv_hash(kv, c->argv[i], c->lens[i]);
-        if (keel__kv_find(kv, c->argv[i], c->lens[i], h, &link) != NULL) {
+        keel__kv_entry_t *e = keel__kv_find(kv, c->argv[i], c->lens[i], h, &link);
+        if (e != NULL) {
+            /* an expired key is not counted, but goes (a change, like a sweep) */
+            n += keel__kv_live(e, c->now);
             keel__kv_unlink(kv, link);
-            n++;
+            removed++;
         }
     }
-    if (n > 0)
+    if (removed > 0)
         kv->revision++;
     r_int(c->reply, n);
     return 0;
@@ -511,7 +573,8 @@ static int incr_by(const call_t *c, int64_t delta)
     size_t key_len = c->lens[1];
     uint64_t h = keel__kv_hash(kv, key, key_len);
     keel__kv_entry_t **link = NULL;
-    keel__kv_entry_t *e = keel__kv_find(kv, key, key_len, h, &link);
+    int dead;
+    keel__kv_entry_t *e = wfind(c, key, key_len, h, &link, &dead);
     int64_t v = 0;
     int rc;
     if (e && parse_i64(keel__kv_cval(e), e->val_len, &v) != 0)
@@ -519,7 +582,7 @@ static int incr_by(const call_t *c, int64_t delta)
     if ((delta < 0 && v < 0 && delta < INT64_MIN - v) ||
         (delta > 0 && v > 0 && delta > INT64_MAX - v))
         return done(r_err(c->reply, ERR_OVERFLOW));
-    if (!e && ((rc = check_sizes(c, key_len, 20)) != 0 || (rc = check_room(c, 1)) != 0))
+    if (!e && ((rc = check_sizes(c, key_len, 20)) != 0 || (!dead && (rc = check_room(c, 1)) != 0)))
         return done(rc);
     v += delta;
     char text[20];
@@ -527,7 +590,7 @@ static int incr_by(const call_t *c, int64_t delta)
     r_int(c->reply, v);
     uint64_t rev = kv->revision + 1;
     rc = e ? overwrite(kv, link, (const uint8_t *)text, n, rev)
-           : create(kv, key, key_len, h, (const uint8_t *)text, n, rev);
+           : create(kv, link, dead, key, key_len, h, (const uint8_t *)text, n, rev, NULL);
     if (rc == 0)
         kv->revision = rev;
     return rc;
@@ -566,17 +629,18 @@ static int cmd_append(const call_t *c)
     size_t key_len = c->lens[1], val_len = c->lens[2];
     uint64_t h = keel__kv_hash(kv, key, key_len);
     keel__kv_entry_t **link = NULL;
-    keel__kv_entry_t *e = keel__kv_find(kv, key, key_len, h, &link);
+    int dead;
+    keel__kv_entry_t *e = wfind(c, key, key_len, h, &link, &dead);
     size_t total = (e ? e->val_len : 0) + val_len;
     int rc = check_sizes(c, key_len, total);
-    if (rc == 0 && !e)
+    if (rc == 0 && !e && !dead)
         rc = check_room(c, 1);
     if (rc != 0)
         return done(rc);
     r_int(c->reply, (int64_t)total);
     uint64_t rev = kv->revision + 1;
     if (!e) {
-        rc = create(kv, key, key_len, h, val, val_len, rev);
+        rc = create(kv, link, dead, key, key_len, h, val, val_len, rev, NULL);
     } else if ((rc = keel__kv_reserve_value(kv, link, total, 1)) == 0) {
         e = *link;
         if (val_len)
@@ -592,11 +656,13 @@ static int cmd_append(const call_t *c)
 
 /* ---- reads ------------------------------------------------------------------- */
 
+/* The live entry of key argv[i], or NULL (absent or past its deadline). */
 static const keel__kv_entry_t *lookup(const call_t *c, size_t i)
 {
     const keel_kv_t *kv = c->kv;
-    return keel__kv_find(kv, c->argv[i], c->lens[i], keel__kv_hash(kv, c->argv[i], c->lens[i]),
-                         NULL);
+    const keel__kv_entry_t *e =
+        keel__kv_find(kv, c->argv[i], c->lens[i], keel__kv_hash(kv, c->argv[i], c->lens[i]), NULL);
+    return e && keel__kv_live(e, c->now) ? e : NULL;
 }
 
 static int cmd_get(const call_t *c)
@@ -647,6 +713,272 @@ static int cmd_getv(const call_t *c)
     r_value(c->reply, e);
     r_int(c->reply, (int64_t)e->version);
     return 0;
+}
+
+static void r_text(reply_t *o, const uint8_t *p, size_t n, size_t max);
+
+/* ---- expiry ------------------------------------------------------------------ */
+
+/*
+ * Deadlines are absolute milliseconds on the leader's clock: relative times
+ * are added to the applying entry's time (c->now), so every node stores the
+ * same deadline. Texts and rules from Redis 7.0 expire.c.
+ */
+
+/* TTL / PTTL: -2 absent, -1 no deadline, else the time left (TTL rounds to seconds). */
+static int ttl_reply(const call_t *c, int ms)
+{
+    const keel__kv_entry_t *e = lookup(c, 1);
+    if (e == NULL) {
+        r_int(c->reply, -2);
+    } else if (e->expire_ms == 0) {
+        r_int(c->reply, -1);
+    } else {
+        uint64_t left = e->expire_ms - c->now; /* > 0: e is live */
+        if (left > INT64_MAX)
+            left = INT64_MAX;
+        r_int(c->reply, ms ? (int64_t)left : (int64_t)((left + 500) / 1000));
+    }
+    return 0;
+}
+
+static int cmd_ttl(const call_t *c)
+{
+    return ttl_reply(c, 0);
+}
+
+static int cmd_pttl(const call_t *c)
+{
+    return ttl_reply(c, 1);
+}
+
+enum { EXP_NX = 1, EXP_XX = 2, EXP_GT = 4, EXP_LT = 8 };
+
+/* Redis parseExtendedExpireArgumentsOrReply, then the integer argument. */
+static int expire_parse(const call_t *c, unsigned *flags, int64_t *when)
+{
+    unsigned f = 0;
+    for (size_t i = 3; i < c->argc; i++) {
+        if (arg_is(c, i, "NX")) {
+            f |= EXP_NX;
+        } else if (arg_is(c, i, "XX")) {
+            f |= EXP_XX;
+        } else if (arg_is(c, i, "GT")) {
+            f |= EXP_GT;
+        } else if (arg_is(c, i, "LT")) {
+            f |= EXP_LT;
+        } else {
+            r_raw(c->reply, "-ERR Unsupported option ");
+            r_text(c->reply, c->argv[i], c->lens[i], 128);
+            r_raw(c->reply, "\r\n");
+            return REPLIED;
+        }
+    }
+    if ((f & EXP_NX) && (f & (EXP_XX | EXP_GT | EXP_LT)))
+        return r_err(c->reply,
+                     "ERR NX and XX, GT or LT options at the same time are not compatible");
+    if ((f & EXP_GT) && (f & EXP_LT))
+        return r_err(c->reply, "ERR GT and LT options at the same time are not compatible");
+    if (parse_i64(c->argv[2], c->lens[2], when) != 0)
+        return r_err(c->reply, ERR_NOT_INT);
+    *flags = f;
+    return 0;
+}
+
+static int expire_syntax(const call_t *c)
+{
+    unsigned f;
+    int64_t when;
+    return expire_parse(c, &f, &when);
+}
+
+/* The argument in ms as an absolute deadline (Redis expireGenericCommand's checks). */
+static int expire_when(const call_t *c, int64_t when, int seconds, int relative, int64_t *out)
+{
+    char text[96];
+    if (seconds) {
+        if (when > INT64_MAX / 1000 || when < INT64_MIN / 1000)
+            goto invalid;
+        when *= 1000;
+    }
+    int64_t base = relative ? (int64_t)c->now : 0;
+    if (when > INT64_MAX - base)
+        goto invalid;
+    *out = when + base;
+    return 0;
+invalid:
+    snprintf(text, sizeof(text), "ERR invalid expire time in '%s' command", c->cmd_lname);
+    return r_err(c->reply, text);
+}
+
+/* a <= b for a signed deadline and a stored (unsigned) one. */
+static int le_u(int64_t a, uint64_t b)
+{
+    return a < 0 || (uint64_t)a <= b;
+}
+
+/* Removes the entry at *link as a change of its own (revision + 1). */
+static void delete_now(keel_kv_t *kv, keel__kv_entry_t **link)
+{
+    keel__kv_unlink(kv, link);
+    kv->revision++;
+}
+
+static int expire_generic(const call_t *c, int seconds, int relative)
+{
+    keel_kv_t *kv = c->w;
+    unsigned f = 0;
+    int64_t when = 0;
+    int rc = expire_parse(c, &f, &when);
+    assert(rc == 0); /* expire_syntax ran */
+    if ((rc = expire_when(c, when, seconds, relative, &when)) != 0)
+        return done(rc);
+    keel__kv_entry_t **link = NULL;
+    int dead;
+    uint64_t h = keel__kv_hash(kv, c->argv[1], c->lens[1]);
+    keel__kv_entry_t *e = wfind(c, c->argv[1], c->lens[1], h, &link, &dead);
+    if (e == NULL) {
+        r_int(c->reply, 0);
+        return 0;
+    }
+    /* No deadline counts as an infinite one for GT and LT. */
+    uint64_t cur = e->expire_ms;
+    if (((f & EXP_NX) && cur) || ((f & EXP_XX) && !cur) ||
+        ((f & EXP_GT) && (!cur || le_u(when, cur))) ||
+        ((f & EXP_LT) && cur && !le_u(when, cur - 1))) {
+        r_int(c->reply, 0);
+        return 0;
+    }
+    if (le_u(when, c->now)) { /* already expired: the key goes now */
+        delete_now(kv, link);
+        r_int(c->reply, 1);
+        return 0;
+    }
+    if (!cur && (rc = keel__kv_heap_reserve(kv, 1)) != 0)
+        return rc;
+    r_int(c->reply, 1);
+    e->version = ++kv->revision;
+    keel__kv_set_expire(kv, e, (uint64_t)when);
+    return 0;
+}
+
+static int cmd_expire(const call_t *c)
+{
+    return expire_generic(c, 1, 1);
+}
+
+static int cmd_pexpire(const call_t *c)
+{
+    return expire_generic(c, 0, 1);
+}
+
+static int cmd_expireat(const call_t *c)
+{
+    return expire_generic(c, 1, 0);
+}
+
+static int cmd_pexpireat(const call_t *c)
+{
+    return expire_generic(c, 0, 0);
+}
+
+static int cmd_persist(const call_t *c)
+{
+    keel_kv_t *kv = c->w;
+    keel__kv_entry_t **link = NULL;
+    int dead;
+    uint64_t h = keel__kv_hash(kv, c->argv[1], c->lens[1]);
+    keel__kv_entry_t *e = wfind(c, c->argv[1], c->lens[1], h, &link, &dead);
+    if (e == NULL || e->expire_ms == 0) {
+        r_int(c->reply, 0);
+        return 0;
+    }
+    r_int(c->reply, 1);
+    e->version = ++kv->revision;
+    keel__kv_set_expire(kv, e, 0);
+    return 0;
+}
+
+/* Two non-negative integers at argv[1] and argv[2]. */
+static int two_counts_syntax(const call_t *c)
+{
+    int64_t a, b;
+    if (parse_i64(c->argv[1], c->lens[1], &a) != 0 || a < 0 ||
+        parse_i64(c->argv[2], c->lens[2], &b) != 0 || b < 0)
+        return r_err(c->reply, ERR_NOT_INT);
+    return 0;
+}
+
+/*
+ * KEEL.EXPIRE.SWEEP now_ms max_keys: deletes up to max_keys keys whose
+ * deadline is <= min(now_ms, the entry's time), earliest deadline first (ties
+ * by key bytes: the heap's total order), and replies with the count. One
+ * change (revision + 1) if anything went, like a DEL of those keys. Bounded
+ * work per entry: O(max_keys log n).
+ */
+static int cmd_expire_sweep(const call_t *c)
+{
+    keel_kv_t *kv = c->w;
+    int64_t now_arg = 0, max = 0;
+    int rc = parse_i64(c->argv[1], c->lens[1], &now_arg);
+    rc |= parse_i64(c->argv[2], c->lens[2], &max);
+    assert(rc == 0);
+    uint64_t limit = (uint64_t)now_arg < c->now ? (uint64_t)now_arg : c->now;
+    int64_t n = 0;
+    keel__kv_entry_t *e;
+    while (n < max && (e = keel__kv_heap_top(kv)) != NULL && e->expire_ms <= limit) {
+        keel__kv_entry_t **link = NULL;
+        keel__kv_entry_t *f = keel__kv_find(kv, keel__kv_key(e), e->key_len, e->hash, &link);
+        assert(f == e);
+        keel__kv_unlink(kv, link);
+        n++;
+    }
+    if (n > 0)
+        kv->revision++;
+    r_int(c->reply, n);
+    return 0;
+}
+
+/* ---- KEEL.CAS ------------------------------------------------------------------ */
+
+static int cas_syntax(const call_t *c)
+{
+    int64_t v;
+    if (parse_i64(c->argv[2], c->lens[2], &v) != 0 || v < 0)
+        return r_err(c->reply, ERR_NOT_INT);
+    return 0;
+}
+
+/*
+ * KEEL.CAS key expected_version value: sets the value (dropping any deadline,
+ * as SET does) only if the key's version is expected_version (0: the key
+ * must not exist) and replies with the new version; else
+ * -CONFLICT expected version N, current M (M 0 when absent).
+ */
+static int cmd_cas(const call_t *c)
+{
+    keel_kv_t *kv = c->w;
+    int64_t want = 0;
+    int rc = parse_i64(c->argv[2], c->lens[2], &want);
+    assert(rc == 0 && want >= 0);
+    const uint8_t *key = c->argv[1];
+    size_t key_len = c->lens[1];
+    uint64_t h = keel__kv_hash(kv, key, key_len);
+    keel__kv_entry_t **link = NULL;
+    int dead;
+    keel__kv_entry_t *e = wfind(c, key, key_len, h, &link, &dead);
+    uint64_t cur = e ? e->version : 0;
+    if (cur != (uint64_t)want) {
+        char text[96];
+        snprintf(text, sizeof(text), "CONFLICT expected version %lld, current %llu",
+                 (long long)want, (unsigned long long)cur);
+        return done(r_err(c->reply, text));
+    }
+    if ((rc = check_sizes(c, key_len, c->lens[3])) != 0 ||
+        (!e && !dead && (rc = check_room(c, 1)) != 0))
+        return done(rc);
+    r_int(c->reply, (int64_t)(kv->revision + 1));
+    return put_value(c, 3, link, e, dead, h, 0, 0);
 }
 
 /* ---- SCAN ---------------------------------------------------------------------- */
@@ -723,6 +1055,7 @@ static int scan_syntax(const call_t *c)
 typedef struct scan_ctx {
     const scan_opts_t *o;
     reply_t *reply;
+    uint64_t now;
     int64_t visited, emitted;
 } scan_ctx_t;
 
@@ -730,7 +1063,7 @@ static void scan_one(void *data, const keel__kv_entry_t *e)
 {
     scan_ctx_t *s = data;
     s->visited++;
-    if (s->reply->failed || !s->o->type_ok)
+    if (s->reply->failed || !s->o->type_ok || !keel__kv_live(e, s->now))
         return;
     if (s->o->pat && !keel_kv_glob_match(s->o->pat, s->o->pat_len, keel__kv_key(e), e->key_len))
         return;
@@ -754,7 +1087,7 @@ static int cmd_scan(const call_t *c)
     assert(rc == 0); /* scan_syntax ran */
     keel_buf_t *b = c->reply->b;
     size_t mark = keel_buf_unread(b);
-    scan_ctx_t s = {&o, c->reply, 0, 0};
+    scan_ctx_t s = {&o, c->reply, c->now, 0, 0};
     int64_t iterations = o.count > INT64_MAX / 10 ? INT64_MAX : o.count * 10;
     uint64_t cursor = o.cursor;
     do {
@@ -866,6 +1199,8 @@ int keel_kv_glob_match(const uint8_t *pat, size_t plen, const uint8_t *s, size_t
 
 /* ---- the table and dispatch --------------------------------------------------- */
 
+/* The longest name in the table (KEEL.EXPIRE.SWEEP). */
+#define CMD_NAME_BYTES_MAX 17u
 #define W KEEL_KV_WRITE
 #define R KEEL_KV_READ
 static const cmd_t COMMANDS[] = {
@@ -885,6 +1220,15 @@ static const cmd_t COMMANDS[] = {
     {"DBSIZE", "dbsize", 1, R, NULL, cmd_dbsize},
     {"SCAN", "scan", -2, R, scan_syntax, cmd_scan},
     {"KEEL.GETV", "keel.getv", 2, R, NULL, cmd_getv},
+    {"TTL", "ttl", 2, R, NULL, cmd_ttl},
+    {"PTTL", "pttl", 2, R, NULL, cmd_pttl},
+    {"EXPIRE", "expire", -3, W, expire_syntax, cmd_expire},
+    {"PEXPIRE", "pexpire", -3, W, expire_syntax, cmd_pexpire},
+    {"EXPIREAT", "expireat", -3, W, expire_syntax, cmd_expireat},
+    {"PEXPIREAT", "pexpireat", -3, W, expire_syntax, cmd_pexpireat},
+    {"PERSIST", "persist", 2, W, NULL, cmd_persist},
+    {"KEEL.EXPIRE.SWEEP", "keel.expire.sweep", 3, W, two_counts_syntax, cmd_expire_sweep},
+    {"KEEL.CAS", "keel.cas", 4, W, cas_syntax, cmd_cas},
 };
 #undef W
 #undef R
@@ -892,7 +1236,7 @@ static const cmd_t COMMANDS[] = {
 
 static const cmd_t *find_cmd(const uint8_t *name, size_t len)
 {
-    if (len == 0 || len > 9)
+    if (len == 0 || len > CMD_NAME_BYTES_MAX)
         return NULL;
     int first = upper(name[0]);
     for (size_t i = 0; i < COMMANDS_LEN; i++) {
@@ -954,7 +1298,7 @@ static int r_arity(reply_t *o, const cmd_t *cmd)
 }
 
 /* Lookup, arity, argc limit and syntax: 0 (go on) or REPLIED (an error reply). */
-static int precheck(const call_t *c, size_t argc_max, const cmd_t **out)
+static int precheck(call_t *c, size_t argc_max, const cmd_t **out)
 {
     const cmd_t *cmd = find_cmd(c->argv[0], c->lens[0]);
     if (cmd == NULL)
@@ -965,6 +1309,7 @@ static int precheck(const call_t *c, size_t argc_max, const cmd_t **out)
     if (c->argc > argc_max)
         return r_err(c->reply, "ERR too many arguments (argc_max)");
     *out = cmd;
+    c->cmd_lname = cmd->lname;
     return cmd->syntax ? cmd->syntax(c) : 0;
 }
 
@@ -978,7 +1323,7 @@ int keel_kv_check(int argc, const uint8_t *const *argv, const size_t *lens, keel
 {
     assert(argc >= 1);
     reply_t o = {err_reply, keel_buf_unread(err_reply), 0};
-    call_t c = {NULL, NULL, (size_t)argc, argv, lens, &o};
+    call_t c = {NULL, NULL, 0, (size_t)argc, argv, lens, &o, NULL};
     const cmd_t *cmd = NULL;
     int rc = precheck(&c, KEEL_KV_ARGC_MAX, &cmd);
     if (o.failed) {
@@ -996,12 +1341,16 @@ int keel_kv_check(int argc, const uint8_t *const *argv, const size_t *lens, keel
  * short error if that fits, else nothing. A handler's own negative result is
  * a failed state allocation (KEEL_ENOMEM) with nothing changed.
  */
-int keel__kv_exec(keel_kv_t *writable, const keel_kv_t *kv, size_t argc, const uint8_t *const *argv,
-                  const size_t *lens, keel_buf_t *reply)
+int keel__kv_exec(keel_kv_t *writable, const keel_kv_t *kv, uint64_t now_ms, size_t argc,
+                  const uint8_t *const *argv, const size_t *lens, keel_buf_t *reply)
 {
     assert(argc >= 1 && (writable == NULL || writable == kv));
     reply_t o = {reply, keel_buf_unread(reply), 0};
-    call_t c = {writable, kv, argc, argv, lens, &o};
+    /* Entry times are any u64; past INT64_MAX they are clamped so that the
+     * Redis-style int64 deadline arithmetic below cannot overflow. */
+    if (now_ms > INT64_MAX)
+        now_ms = INT64_MAX;
+    call_t c = {writable, kv, now_ms, argc, argv, lens, &o, NULL};
     const cmd_t *cmd = NULL;
     int rc = precheck(&c, kv->cfg.argc_max, &cmd);
     if (rc == 0) {

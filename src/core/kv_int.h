@@ -20,7 +20,9 @@ struct keel__kv_entry {
     uint32_t key_len;
     uint32_t val_len;
     uint32_t val_cap;
-    uint8_t data[]; /* key_len bytes, then val_cap bytes */
+    uint32_t heap_pos;  /* index in kv->heap while expire_ms != 0 */
+    uint64_t expire_ms; /* absolute deadline (entry time base), 0: none */
+    uint8_t data[];     /* key_len bytes, then val_cap bytes */
 };
 
 static inline const uint8_t *keel__kv_key(const keel__kv_entry_t *e)
@@ -75,9 +77,34 @@ int keel__kv_each(const keel_kv_t *kv, int (*fn)(void *data, const keel__kv_entr
 /* Frees every entry (keeps the t[0] bucket array); the kv is then empty. */
 void keel__kv_clear(keel_kv_t *kv);
 
-/* Executes one command (argc >= 1). `writable` NULL: reads only. See kv_cmd.c. */
-int keel__kv_exec(keel_kv_t *writable, const keel_kv_t *kv, size_t argc, const uint8_t *const *argv,
-                  const size_t *lens, keel_buf_t *reply);
+/*
+ * The deadline index: a binary min-heap of the entries that have a deadline,
+ * ordered by (expire_ms, key bytes, key length). The order is total, so the
+ * keys a bounded sweep removes do not depend on the heap's shape, which
+ * differs between a node that built it entry by entry and one that loaded a
+ * snapshot. Every entry with expire_ms != 0 is in it at heap_pos.
+ */
+/* Room for n more heap slots: 0 or KEEL_ENOMEM (nothing changed). */
+int keel__kv_heap_reserve(keel_kv_t *kv, size_t n);
+/*
+ * Sets (ms != 0) or clears (ms == 0) e's deadline and fixes the heap. Adding
+ * a deadline to an entry that had none needs a reserved slot (asserted).
+ */
+void keel__kv_set_expire(keel_kv_t *kv, keel__kv_entry_t *e, uint64_t ms);
+/* The entry with the earliest deadline, or NULL. */
+keel__kv_entry_t *keel__kv_heap_top(const keel_kv_t *kv);
+/* A live entry: no deadline, or one after now_ms. */
+static inline int keel__kv_live(const keel__kv_entry_t *e, uint64_t now_ms)
+{
+    return e->expire_ms == 0 || e->expire_ms > now_ms;
+}
+
+/*
+ * Executes one command (argc >= 1) as of now_ms (keys whose deadline is <=
+ * now_ms are absent). `writable` NULL: reads only. See kv_cmd.c.
+ */
+int keel__kv_exec(keel_kv_t *writable, const keel_kv_t *kv, uint64_t now_ms, size_t argc,
+                  const uint8_t *const *argv, const size_t *lens, keel_buf_t *reply);
 
 /* ---- little-endian helpers ------------------------------------------------ */
 

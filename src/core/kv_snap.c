@@ -14,8 +14,9 @@
  */
 
 static const uint8_t MAGIC[7] = {'K', 'E', 'E', 'L', 'K', 'V', 'S'};
-#define HEADER_BYTES 40u /* magic, version, 4 x u64 */
-#define RECORD_HEADER_BYTES 24u
+#define HEADER_BYTES 40u           /* magic, version, 4 x u64 */
+#define RECORD_HEADER_BYTES_V1 24u /* key_len, value_len, version, create_revision */
+#define RECORD_HEADER_BYTES 32u    /* version 2 adds expire_ms */
 #define TRAILER_BYTES 4u
 #define STAGE_BYTES 16384u
 
@@ -62,6 +63,7 @@ static int put_record(void *data, const keel__kv_entry_t *e)
     keel__kv_put_u32(h + 4, e->val_len);
     keel__kv_put_u64(h + 8, e->version);
     keel__kv_put_u64(h + 16, e->create_revision);
+    keel__kv_put_u64(h + 24, e->expire_ms);
     int rc = put(w, h, sizeof(h));
     if (rc == 0)
         rc = put(w, keel__kv_key(e), e->key_len);
@@ -114,17 +116,18 @@ int keel_kv_snapshot_encode(const keel_kv_t *kv, keel_buf_t *out)
     return rc;
 }
 
-/* Reads and links one record at *pos. */
-static int load_record(keel_kv_t *kv, const uint8_t *data, size_t end, size_t *pos,
+/* Reads and links one record (rh bytes of header: version 1 or 2) at *pos. */
+static int load_record(keel_kv_t *kv, const uint8_t *data, size_t end, size_t rh, size_t *pos,
                        keel_errmsg_t *msg)
 {
     size_t p = *pos;
-    if (end - p < RECORD_HEADER_BYTES)
+    if (end - p < rh)
         return keel_errf(msg, KEEL_EPROTO, "record at %zu truncated", p);
     size_t key_len = keel__kv_get_u32(data + p), val_len = keel__kv_get_u32(data + p + 4);
     uint64_t version = keel__kv_get_u64(data + p + 8);
     uint64_t create_revision = keel__kv_get_u64(data + p + 16);
-    p += RECORD_HEADER_BYTES;
+    uint64_t expire_ms = rh > RECORD_HEADER_BYTES_V1 ? keel__kv_get_u64(data + p + 24) : 0;
+    p += rh;
     if (key_len > kv->cfg.key_bytes_max || val_len > kv->cfg.value_bytes_max)
         return keel_errf(msg, KEEL_ETOOBIG, "record at %zu: key %zu / value %zu bytes over limits",
                          *pos, key_len, val_len);
@@ -138,12 +141,15 @@ static int load_record(keel_kv_t *kv, const uint8_t *data, size_t end, size_t *p
     uint64_t h = keel__kv_hash(kv, key, key_len);
     if (keel__kv_find(kv, key, key_len, h, NULL) != NULL)
         return keel_errf(msg, KEEL_EPROTO, "record at %zu: duplicate key", *pos);
+    if (expire_ms && keel__kv_heap_reserve(kv, 1) != 0)
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory at record %zu", *pos);
     keel__kv_entry_t *e = keel__kv_entry_new(key, key_len, h, val, val_len, val_len);
     if (e == NULL)
         return keel_errf(msg, KEEL_ENOMEM, "out of memory at record %zu", *pos);
     e->version = version;
     e->create_revision = create_revision;
     keel__kv_insert(kv, e);
+    keel__kv_set_expire(kv, e, expire_ms);
     *pos = p + key_len + val_len;
     return 0;
 }
@@ -156,20 +162,23 @@ static int load(keel_kv_t *kv, const uint8_t *data, size_t len, keel_errmsg_t *m
     uint32_t crc = keel__kv_get_u32(data + end), want = keel_crc32c(0, data, end);
     if (crc != want)
         return keel_errf(msg, KEEL_ECORRUPT, "snapshot crc32c %08x, computed %08x", crc, want);
-    if (memcmp(data, MAGIC, sizeof(MAGIC)) != 0 || data[7] != KEEL_KV_SNAPSHOT_VERSION)
-        return keel_errf(msg, KEEL_EPROTO, "not a version %d kv snapshot",
+    /* Version 1 (no deadlines) is still read: its records are 8 bytes shorter. */
+    if (memcmp(data, MAGIC, sizeof(MAGIC)) != 0 || data[7] < 1 ||
+        data[7] > KEEL_KV_SNAPSHOT_VERSION)
+        return keel_errf(msg, KEEL_EPROTO, "not a version 1..%d kv snapshot",
                          KEEL_KV_SNAPSHOT_VERSION);
+    size_t rh = data[7] == 1 ? RECORD_HEADER_BYTES_V1 : RECORD_HEADER_BYTES;
     uint64_t count = keel__kv_get_u64(data + 32);
     kv->revision = keel__kv_get_u64(data + 16);
     if (count > kv->cfg.keys_max)
         return keel_errf(msg, KEEL_ETOOBIG, "%llu keys over keys_max %zu",
                          (unsigned long long)count, kv->cfg.keys_max);
     /* Size the table once, but only for a count the data can actually hold. */
-    if (count <= (end - HEADER_BYTES) / RECORD_HEADER_BYTES)
+    if (count <= (end - HEADER_BYTES) / rh)
         keel__kv_presize(kv, (size_t)count);
     size_t pos = HEADER_BYTES;
     for (uint64_t i = 0; i < count; i++) {
-        int rc = load_record(kv, data, end, &pos, msg);
+        int rc = load_record(kv, data, end, rh, &pos, msg);
         if (rc != 0)
             return rc;
     }

@@ -1,6 +1,7 @@
 /* fuzz_kv.c - libFuzzer target: KV command entries (decode + apply + reads) and snapshot decode. */
 #include "base/buf.h"
 #include "core/kv.h"
+#include "core/kv_int.h"
 
 #include <assert.h>
 #include <stdint.h>
@@ -16,10 +17,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
  *         KEEL_EPROTO; a refused entry changes nothing (revision, count,
  *         applied index, reply); an accepted one advances the index and
  *         writes a complete reply. Then a SCAN walk terminates and sees every
- *         key, and the state survives a snapshot round trip.
+ *         key, and the state survives a snapshot round trip. After every
+ *         entry the deadline index is a valid heap holding exactly the keys
+ *         with a deadline (issue 6: TTLs, KEEL.EXPIRE.SWEEP, KEEL.CAS).
  *   odd:  the rest is a snapshot. Properties: decode never crashes; a refused
  *         one leaves the target empty; an accepted one re-encodes to the same
- *         number of bytes and decodes again to the same counts.
+ *         number of bytes (8 more per key for a version-1 input) and decodes
+ *         again to the same counts.
  * Small limits (keys 64, values 256 bytes) keep each input cheap.
  */
 static keel_kv_config_t small_config(void)
@@ -30,6 +34,30 @@ static keel_kv_config_t small_config(void)
     cfg.keys_max = 64;
     cfg.argc_max = 32;
     return cfg;
+}
+
+static int count_deadline(void *data, const keel__kv_entry_t *e)
+{
+    size_t *n = data;
+    *n += e->expire_ms != 0;
+    return 0;
+}
+
+/* Heap order, back-pointers, and exactly the keys with a deadline in it. */
+static void check_heap(const keel_kv_t *kv)
+{
+    size_t with = 0;
+    keel__kv_each(kv, count_deadline, &with);
+    assert(with == kv->heap_len && kv->heap_len <= kv->heap_cap);
+    for (size_t i = 0; i < kv->heap_len; i++) {
+        const keel__kv_entry_t *e = kv->heap[i];
+        assert(e->heap_pos == i && e->expire_ms != 0);
+        assert(keel__kv_find(kv, keel__kv_key(e), e->key_len, e->hash, NULL) == e);
+        if (i > 0)
+            assert(kv->heap[(i - 1) / 2]->expire_ms <= e->expire_ms);
+    }
+    assert(keel_kv_next_deadline_ms(kv) ==
+           (kv->heap_len ? kv->heap[0]->expire_ms : KEEL_KV_NO_DEADLINE));
 }
 
 static void round_trip(const keel_kv_t *kv)
@@ -47,6 +75,8 @@ static void round_trip(const keel_kv_t *kv)
     assert(keel_kv_count(&copy) == keel_kv_count(kv));
     assert(keel_kv_revision(&copy) == keel_kv_revision(kv));
     assert(keel_kv_applied_index(&copy) == keel_kv_applied_index(kv));
+    assert(keel_kv_next_deadline_ms(&copy) == keel_kv_next_deadline_ms(kv));
+    check_heap(&copy);
     keel_kv_free(&copy);
     keel_buf_free(&snap);
 }
@@ -120,6 +150,7 @@ static void entries(const uint8_t *d, size_t n)
             assert(keel_kv_revision(&kv) == rev && keel_kv_count(&kv) == count);
             assert(keel_kv_applied_index(&kv) == applied);
         }
+        check_heap(&kv);
         d += len, n -= len;
     }
     scan_all(&kv);
@@ -142,7 +173,9 @@ static void snapshot(const uint8_t *d, size_t n)
         keel_buf_t again;
         keel_buf_init(&again, 0);
         rc = keel_kv_snapshot_encode(&kv, &again);
-        assert(rc == 0 && keel_buf_unread(&again) == n);
+        size_t want = d[7] == 1 ? n + 8 * keel_kv_count(&kv) : n;
+        assert(rc == 0 && keel_buf_unread(&again) == want);
+        check_heap(&kv);
         keel_buf_free(&again);
         round_trip(&kv);
         scan_all(&kv);

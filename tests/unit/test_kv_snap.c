@@ -12,7 +12,7 @@ static void random_writes(kvt_t *t, keel_rand_t *r, int n)
 {
     char line[160];
     for (int i = 0; i < n; i++) {
-        int k = (int)keel_rand_below(r, KEYSPACE), op = (int)keel_rand_below(r, 6);
+        int k = (int)keel_rand_below(r, KEYSPACE), op = (int)keel_rand_below(r, 9);
         switch (op) {
         case 0:
         case 1:
@@ -27,8 +27,18 @@ static void random_writes(kvt_t *t, keel_rand_t *r, int n)
         case 4:
             snprintf(line, sizeof(line), "APPEND k%d x", k);
             break;
-        default:
+        case 5:
             snprintf(line, sizeof(line), "MSET k%d a k%d b", k, (k + 1) % KEYSPACE);
+            break;
+        case 6:
+            snprintf(line, sizeof(line), "SET k%d v PX %d", k, 1 + (int)keel_rand_below(r, 3000));
+            break;
+        case 7:
+            snprintf(line, sizeof(line), "PEXPIRE n%d %d", k % 50,
+                     1 + (int)keel_rand_below(r, 3000));
+            break;
+        default: /* entry times are 1000 + index: the sweep is capped by them */
+            snprintf(line, sizeof(line), "KEEL.EXPIRE.SWEEP 99999999 %d", k % 4);
             break;
         }
         kvt(t, line);
@@ -57,9 +67,11 @@ static void expect_same_state(const keel_kv_t *a, const keel_kv_t *b)
             KT_EQ_MEM(va.value, vb.value, va.len);
             KT_EQ_U64(va.version, vb.version);
             KT_EQ_U64(va.create_revision, vb.create_revision);
+            KT_EQ_U64(va.expire_ms, vb.expire_ms);
         }
     }
     KT_EQ_INT(found, keel_kv_count(a));
+    KT_EQ_U64(keel_kv_next_deadline_ms(a), keel_kv_next_deadline_ms(b));
 }
 
 static void snapshots_round_trip_exactly_and_replay_identically(void)
@@ -282,6 +294,52 @@ static void sealed_but_inconsistent_snapshots_are_refused(void)
     kvt_free(&b);
 }
 
+/* Snapshots written before deadlines existed (version 1) still load, without deadlines. */
+static void a_version_1_snapshot_loads_and_is_rewritten_as_version_2(void)
+{
+    static kvt_t b;
+    uint8_t buf[256];
+    keel_errmsg_t m;
+    rec_t recs[] = {{"a", "1", 2, 1}, {"b", "2", 3, 3}};
+    size_t n = craft(buf, 3, 2, recs, 2, "");
+    KT_EQ_INT(buf[7], 1);
+    kvt_init(&b, NULL);
+    KT_EQ_INT(keel_kv_snapshot_decode(&b.kv, buf, n, &m), 0);
+    keel_kv_value_t v;
+    KT_EQ_INT(keel_kv_get(&b.kv, "b", 1, &v), 0);
+    KT_EQ_MEM(v.value, "2", 1);
+    KT_EQ_U64(v.version, 3);
+    KT_EQ_U64(v.expire_ms, 0);
+    KT_EQ_U64(keel_kv_next_deadline_ms(&b.kv), KEEL_KV_NO_DEADLINE);
+    /* a deadline set afterwards is in the version-2 snapshot */
+    b.index = 9;
+    KT_EQ_STR(kvt(&b, "PEXPIRE a 50"), ":1\r\n");
+    keel_buf_t out;
+    keel_buf_init(&out, 0);
+    KT_EQ_INT(keel_kv_snapshot_encode(&b.kv, &out), 0);
+    KT_EQ_INT(keel_buf_rptr(&out)[7], 2);
+    KT_EQ_INT(keel_buf_unread(&out), n + 2 * 8);
+    static kvt_t c;
+    kvt_init(&c, NULL);
+    KT_EQ_INT(keel_kv_snapshot_decode(&c.kv, keel_buf_rptr(&out), keel_buf_unread(&out), &m), 0);
+    KT_EQ_INT(keel_kv_get(&c.kv, "a", 1, &v), 0);
+    KT_EQ_U64(v.expire_ms, 1009 + 50); /* kvt proposes at 1000 + index */
+    KT_EQ_U64(keel_kv_next_deadline_ms(&c.kv), 1059);
+    /* a version this code does not know is refused */
+    uint8_t *w = out.data + out.rpos;
+    w[7] = 3;
+    uint32_t crc = keel_crc32c(0, w, keel_buf_unread(&out) - 4);
+    for (int k = 0; k < 4; k++)
+        w[keel_buf_unread(&out) - 4 + k] = (uint8_t)(crc >> (8 * k));
+    kvt_free(&c);
+    kvt_init(&c, NULL);
+    KT_EQ_INT(keel_kv_snapshot_decode(&c.kv, keel_buf_rptr(&out), keel_buf_unread(&out), &m),
+              KEEL_EPROTO);
+    keel_buf_free(&out);
+    kvt_free(&b);
+    kvt_free(&c);
+}
+
 static int failing_sink(void *data, const uint8_t *p, size_t n)
 {
     size_t *left = data;
@@ -313,6 +371,7 @@ int main(void)
     KT_RUN(big_values_and_empty_state_round_trip);
     KT_RUN(every_flipped_byte_and_every_truncation_is_refused);
     KT_RUN(sealed_but_inconsistent_snapshots_are_refused);
+    KT_RUN(a_version_1_snapshot_loads_and_is_rewritten_as_version_2);
     KT_RUN(a_failing_sink_stops_the_snapshot_with_its_error);
     return kt_done();
 }
