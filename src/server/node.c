@@ -13,6 +13,10 @@
 #include "server/raftlog.h"
 
 #include <assert.h>
+#include <errno.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,12 +153,10 @@ struct keel_node {
     void *closed_data;
     /* snapshots */
     uint64_t snap_index; /* newest durable (or being written) snapshot */
-    uv_work_t snap_work;
-    int snap_inflight;
-    keel_buf_t snap_buf; /* the file's data: server header + kv snapshot */
+    pid_t snap_child;    /* the process writing a snapshot, or 0 */
+    keel_us_t snap_started_us;
     uint64_t snap_job_index, snap_job_term;
-    int snap_job_rc;
-    char snap_job_err[KEEL_ERRMSG_BYTES_MAX];
+
     uint64_t installed_index, installed_term; /* to report durable after the ready */
     /* metrics */
     keel_counter_t *m_snapshots;
@@ -1107,18 +1109,6 @@ static int snap_parse(const uint8_t *p, size_t len, uint64_t *lsn_floor, keel_ra
     return 0;
 }
 
-static void snap_work_cb(uv_work_t *w)
-{
-    keel_node_t *n = w->data;
-    char dir[KEEL_NODE_PATH_BYTES + 8];
-    keel_errmsg_t m = {{0}};
-    snap_dir(n, dir, sizeof(dir));
-    n->snap_job_rc =
-        keel_snap_write(dir, n->snap_job_index, n->snap_job_term, keel_buf_rptr(&n->snap_buf),
-                        keel_buf_unread(&n->snap_buf), &m);
-    memcpy(n->snap_job_err, m.text, sizeof(n->snap_job_err));
-}
-
 /* The snapshot is durable: WAL segments it covers and older snapshot files can go. */
 static void snap_done(keel_node_t *n, uint64_t index)
 {
@@ -1134,72 +1124,101 @@ static void snap_done(keel_node_t *n, uint64_t index)
         keel_counter_inc(n->m_snapshots);
 }
 
-static void snap_after_cb(uv_work_t *w, int status)
+/*
+ * Taking a snapshot must not stall the loop: encoding a large state takes long enough
+ * (a second for tens of MB on a busy machine) for followers to start an election. So, as
+ * Redis's BGSAVE does, a forked child encodes the state it inherited (copy-on-write) and
+ * writes the file; the loop goes on. When the child has exited, the loop reads the file
+ * back, hands its state to the core (keel_raft_compact, which keeps it for lagging
+ * followers) and releases what it covers. Entries applied meanwhile stay in the log.
+ *
+ * The file records the membership in force when the child was forked. keel server does
+ * not change membership yet; when it does, this must be the configuration at the
+ * snapshot index.
+ */
+static int snap_child_main(keel_node_t *n, uint64_t index, uint64_t term)
 {
-    keel_node_t *n = w->data;
-    n->snap_inflight = 0;
-    if (n->snap_job_rc != 0) {
-        /* Not fatal: the log is still complete; the next attempt comes later. */
-        keel_log_error("snapshot write failed", KF_STR("error", n->snap_job_err));
-    } else {
-        snap_done(n, n->snap_job_index);
-        keel_log_info("snapshot taken", KF_INT("index", n->snap_job_index),
-                      KF_INT("bytes", keel_buf_unread(&n->snap_buf)));
-    }
-    keel_buf_free(&n->snap_buf); /* give the memory back between snapshots */
-    keel_buf_init(&n->snap_buf, KEEL_SNAP_DATA_BYTES_MAX);
-    process(n);
+    keel_buf_t b;
+    keel_buf_init(&b, KEEL_SNAP_DATA_BYTES_MAX);
+    int rc = snap_encode(n, &b, 0, keel_raft_conf(n->raft), NULL, 0);
+    char dir[KEEL_NODE_PATH_BYTES + 8];
+    snap_dir(n, dir, sizeof(dir));
+    keel_errmsg_t m = {{0}};
+    if (rc == 0)
+        rc = keel_snap_write(dir, index, term, keel_buf_rptr(&b), keel_buf_unread(&b), &m);
+    return rc == 0 ? 0 : 1;
 }
 
-/* Every snapshot_entries applied entries: snapshot the KV state, compact the core's log. */
+/* Every snapshot_entries applied entries: fork a child that writes the snapshot file. */
 static void maybe_snapshot(keel_node_t *n)
 {
     uint64_t applied = keel_kv_applied_index(&n->kv);
-    if (n->snap_inflight || n->stopping || applied < n->snap_index + n->cfg.snapshot_entries)
+    if (n->snap_child > 0 || n->stopping || applied < n->snap_index + n->cfg.snapshot_entries)
         return;
     const keel_raft_entry_t *e = keel_raft_entry_at(n->raft, applied);
     if (e == NULL)
         return;
-    uint64_t term = e->term;
-    /*
-     * The KV state is encoded once, straight into the file buffer after room for the
-     * largest header; the core copies it (to send to lagging followers) and records the
-     * membership at the index, which then fills the header just in front of the state.
-     */
-    const size_t room = SNAP_HEADER_BYTES + 8 * 2 * KEEL_RAFT_MEMBERS_MAX;
-    keel_buf_t *b = &n->snap_buf;
-    keel_buf_reset(b);
-    int rc = keel_buf_reserve(b, room);
-    if (rc == 0) {
-        memset(keel_buf_wptr(b), 0, room);
-        keel_buf_commit(b, room);
-        rc = keel_kv_snapshot_encode(&n->kv, b);
-    }
-    if (rc == 0)
-        rc =
-            keel_raft_compact(n->raft, applied, keel_buf_rptr(b) + room, keel_buf_unread(b) - room);
-    if (rc == 0) {
-        const keel_raft_conf_t *conf = keel_raft_snapshot_conf(n->raft);
-        size_t hl = snap_header_len(conf);
-        keel_buf_t hdr;
-        keel_buf_init(&hdr, 0);
-        rc = snap_encode(n, &hdr, 0, conf, "", 0);
-        if (rc == 0) {
-            memcpy((uint8_t *)keel_buf_rptr(b) + room - hl, keel_buf_rptr(&hdr), hl);
-            keel_buf_consume(b, room - hl);
-        }
-        keel_buf_free(&hdr);
-    }
-    if (rc != 0) {
-        keel_log_warn("snapshot skipped", KF_STR("error", keel_strerror(rc)));
+    pid_t pid = fork();
+    if (pid < 0) {
+        keel_log_warn("snapshot skipped: fork failed", KF_STR("error", strerror(errno)));
         n->snap_index = applied; /* do not retry at every turn */
         return;
     }
+    if (pid == 0)
+        _exit(snap_child_main(n, applied, e->term)); /* no atexit, no libuv in the child */
+    n->snap_child = pid;
     n->snap_job_index = applied;
-    n->snap_job_term = term;
-    n->snap_inflight = 1;
-    n->snap_work.data = n;
-    uv_queue_work(&n->loop->uv, &n->snap_work, snap_work_cb, snap_after_cb);
+    n->snap_job_term = e->term;
+    n->snap_started_us = keel_clock_now_us();
+}
+
+/* The child is done: compact the core's log with the file's state and clean up. */
+static void snapshot_written(keel_node_t *n)
+{
+    char dir[KEEL_NODE_PATH_BYTES + 8];
+    snap_dir(n, dir, sizeof(dir));
+    keel_snap_t snap;
+    keel_errmsg_t m = {{0}};
+    int rc = keel_snap_load_latest(dir, &snap, &m);
+    if (rc != 0 || snap.index != n->snap_job_index) {
+        if (rc == 0)
+            keel_snap_free(&snap); /* a newer snapshot came from the leader meanwhile */
+        return;
+    }
+    uint64_t floor;
+    keel_raft_conf_t conf;
+    const uint8_t *kv;
+    size_t kv_len;
+    rc = snap_parse(snap.data, snap.data_bytes, &floor, &conf, &kv, &kv_len);
+    if (rc == 0)
+        rc = keel_raft_compact(n->raft, snap.index, kv, kv_len);
+    if (rc == 0) {
+        snap_done(n, snap.index);
+        keel_log_info("snapshot taken", KF_INT("index", snap.index), KF_INT("bytes", kv_len),
+                      KF_INT("ms", (int64_t)((keel_clock_now_us() - n->snap_started_us) / 1000)));
+    } else if (snap.index > n->snap_index) {
+        keel_log_warn("snapshot not used", KF_STR("error", keel_strerror(rc)));
+    }
+    keel_snap_free(&snap);
+}
+
+/* Called every tick: has the snapshot child finished? */
+static void poll_snapshot_child(keel_node_t *n)
+{
+    if (n->snap_child <= 0)
+        return;
+    int status;
+    pid_t r = waitpid(n->snap_child, &status, WNOHANG);
+    if (r == 0)
+        return;
+    n->snap_child = 0;
+    if (r < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        /* Not fatal: the log is complete; the next attempt comes after more entries. */
+        keel_log_error("snapshot child failed", KF_INT("index", n->snap_job_index));
+        n->snap_index = n->snap_job_index;
+        return;
+    }
+    snapshot_written(n);
 }
 
 /*
@@ -1347,6 +1366,7 @@ static void on_tick(keel_timer_t *t, void *data)
     keel_node_t *n = data;
     keel_raft_tick(n->raft, keel_loop_now_ms(n->loop));
     expire_requests(n);
+    poll_snapshot_child(n);
     process(n);
 }
 
@@ -1494,7 +1514,7 @@ int keel_node_start(keel_node_t **out, keel_loop_t *loop, const keel_node_config
     n->cfg = *cfg;
     keel_buf_init(&n->scratch, 0);
     keel_buf_init(&n->reply, 0);
-    keel_buf_init(&n->snap_buf, KEEL_SNAP_DATA_BYTES_MAX);
+
     rc = keel_kv_init(&n->kv, &cfg->kv);
     if (rc == 0)
         rc = keel_map_init(&n->fwd, 1024, cfg->requests_pending_max, cfg->id);
@@ -1606,9 +1626,13 @@ void keel_node_stop(keel_node_t *n, void (*closed)(void *data), void *data)
 
 static void finish_stop(keel_node_t *n)
 {
-    if (!n->stopping || n->handles_open > 0 || n->sync_inflight || n->snap_inflight)
+    if (!n->stopping || n->handles_open > 0 || n->sync_inflight)
         return;
-    keel_buf_free(&n->snap_buf);
+    if (n->snap_child > 0) { /* its .tmp file is removed at the next start */
+        kill(n->snap_child, SIGKILL);
+        waitpid(n->snap_child, NULL, 0);
+        n->snap_child = 0;
+    }
     for (size_t i = 0; i < n->cfg.members_n; i++) {
         peer_t *p = &n->peers[i];
         if (p->node == NULL)
