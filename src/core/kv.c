@@ -172,14 +172,21 @@ static void resize_start(keel_kv_t *kv, size_t size)
     kv->rehash_pos = 0;
 }
 
-static void maybe_resize(keel_kv_t *kv)
+/*
+ * Inserts only grow the table and deletions only shrink it. Shrinking on an insert
+ * would undo keel__kv_presize: the first key loaded into a table sized for a whole
+ * snapshot would start a shrink to a few buckets, every later key would pile into
+ * that small table while the rehash crawls over the big empty one, and loading a
+ * snapshot would turn quadratic (measured: 15 s for 550,000 keys).
+ */
+static void maybe_resize(keel_kv_t *kv, int inserted)
 {
     if (kv->rehash_pos >= 0)
         return;
     size_t size = kv->t[0].mask + 1;
-    if (kv->count > size) /* load factor 1, like Redis */
+    if (inserted && kv->count > size) /* load factor 1, like Redis */
         resize_start(kv, pow2_at_least(kv->count * 2));
-    else if (size > TABLE_SIZE_MIN && kv->count < size / 8)
+    else if (!inserted && size > TABLE_SIZE_MIN && kv->count < size / 8)
         resize_start(kv, pow2_at_least(kv->count * 2));
 }
 
@@ -245,7 +252,7 @@ void keel__kv_insert(keel_kv_t *kv, keel__kv_entry_t *e)
     kv->bytes += e->key_len + e->val_len;
     if (kv->rehash_pos >= 0)
         keel__kv_rehash_step(kv, REHASH_STEP_BUCKETS);
-    maybe_resize(kv);
+    maybe_resize(kv, 1);
 }
 
 /* The table holding e: while rehashing, t[0] if e is on its t[0] bucket's chain. */
@@ -273,7 +280,7 @@ void keel__kv_unlink(keel_kv_t *kv, keel__kv_entry_t **link)
     kv->count--;
     kv->bytes -= e->key_len + e->val_len;
     free(e);
-    maybe_resize(kv);
+    maybe_resize(kv, 0);
 }
 
 void keel__kv_replace(keel_kv_t *kv, keel__kv_entry_t **link, keel__kv_entry_t *e)
