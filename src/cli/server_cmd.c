@@ -46,7 +46,7 @@ static const opt_t opts[] = {
     {"log-level", OPT_STR, SPECIAL, 0, "debug|info|warn|error (default: $KEEL_LOG or info)"},
     {"config", OPT_STR, SPECIAL, 0, "YAML file with any of these keys (flags win)"},
     {"tick-ms", OPT_MS, OFF(node.raft.tick_ms), SZ(node.raft.tick_ms),
-     "Raft tick in ms (default 50: heartbeat 2 ticks, election 10-20 ticks)"},
+     "Raft tick in ms (default 50: heartbeat 2 ticks, election 20-40 ticks)"},
     {"request-timeout-ms", OPT_MS, OFF(node.request_timeout_ms), SZ(node.request_timeout_ms),
      "a request with no outcome after this gets -TIMEOUT (default 5000)"},
     {"value-bytes-max", OPT_BYTES, OFF(node.kv.value_bytes_max), SZ(node.kv.value_bytes_max),

@@ -174,12 +174,13 @@ void keel_node_config_default(keel_node_config_t *cfg)
     /*
      * The core's defaults (100-200 ms elections) suit the simulator. A real node shares
      * its CPU and disk: an fsync stall or a snapshot on the loop must not look like a dead
-     * leader. As etcd does: heartbeats every 100 ms, elections after 0.5-1 s.
+     * leader. As etcd does: heartbeats every 100 ms, elections after 1-2 s (etcd's
+     * default election timeout, randomized up to twice).
      */
     cfg->raft.tick_ms = 50;
     cfg->raft.heartbeat_ticks = 2;
-    cfg->raft.election_ticks_min = 10;
-    cfg->raft.election_ticks_max = 20;
+    cfg->raft.election_ticks_min = 20;
+    cfg->raft.election_ticks_max = 40;
     keel_wal_config_default(&cfg->wal);
     cfg->kv = keel_kv_config_default();
     cfg->requests_pending_max = 100000;
