@@ -58,9 +58,20 @@ int keel_kv_init(keel_kv_t *kv, const keel_kv_config_t *cfg)
     return 0;
 }
 
+static void sub_free(keel_kv_t **sub)
+{
+    if (*sub == NULL)
+        return;
+    keel_kv_free(*sub);
+    free(*sub);
+    *sub = NULL;
+}
+
 void keel_kv_free(keel_kv_t *kv)
 {
     keel__kv_clear(kv);
+    sub_free(&kv->leases);
+    sub_free(&kv->locks);
     free(kv->t[0].buckets);
     kv->t[0] = (keel__kv_table_t){0};
     free(kv->argv);
@@ -132,6 +143,8 @@ keel__kv_entry_t *keel__kv_entry_new(const void *key, size_t key_len, uint64_t h
     e->version = e->create_revision = 0;
     e->expire_ms = 0;
     e->heap_pos = 0;
+    e->lprev = e->lnext = NULL;
+    e->lease_id = 0;
     e->key_len = (uint32_t)key_len;
     e->val_len = (uint32_t)val_len;
     e->val_cap = (uint32_t)val_cap;
@@ -276,6 +289,7 @@ void keel__kv_unlink(keel_kv_t *kv, keel__kv_entry_t **link)
     *link = e->next;
     if (e->expire_ms)
         keel__kv_set_expire(kv, e, 0);
+    keel__kv_detach(e);
     t->used--;
     kv->count--;
     kv->bytes -= e->key_len + e->val_len;
@@ -289,6 +303,7 @@ void keel__kv_replace(keel_kv_t *kv, keel__kv_entry_t **link, keel__kv_entry_t *
     assert(old->hash == e->hash && old->key_len == e->key_len && e->expire_ms == 0);
     if (old->expire_ms)
         keel__kv_set_expire(kv, old, 0);
+    keel__kv_detach(old);
     e->next = old->next;
     *link = e;
     kv->bytes = kv->bytes - old->val_len + e->val_len;
@@ -313,6 +328,11 @@ int keel__kv_reserve_value(keel_kv_t *kv, keel__kv_entry_t **link, size_t val_le
     n->val_cap = (uint32_t)ncap;
     if (n->expire_ms)
         kv->heap[n->heap_pos] = n;
+    if (n->lnext) {
+        assert(n->lnext != e); /* only lease entries are their own neighbours */
+        n->lprev->lnext = n;
+        n->lnext->lprev = n;
+    }
     *link = n;
     return 0;
 }
@@ -406,6 +426,73 @@ int keel_kv_get(const keel_kv_t *kv, const void *key, size_t key_len, keel_kv_va
     return 0;
 }
 
+/* ---- leases, locks ---------------------------------------------------------------- */
+
+keel__kv_entry_t *keel__kv_lease_find(const keel_kv_t *kv, uint64_t id, keel__kv_entry_t ***link)
+{
+    if (kv->leases == NULL || id == 0)
+        return NULL;
+    uint8_t k[KEEL__KV_LEASE_KEY_BYTES];
+    keel__kv_put_u64be(k, id);
+    return keel__kv_find(kv->leases, k, sizeof(k), keel__kv_hash(kv->leases, k, sizeof(k)), link);
+}
+
+int keel__kv_alive(const keel_kv_t *kv, const keel__kv_entry_t *e, uint64_t now_ms)
+{
+    if (!keel__kv_live(e, now_ms))
+        return 0;
+    if (e->lease_id == 0)
+        return 1;
+    const keel__kv_entry_t *l = keel__kv_lease_find(kv, e->lease_id, NULL);
+    assert(l != NULL); /* a key's lease exists until it is revoked, with its keys */
+    return keel__kv_live(l, now_ms);
+}
+
+void keel__kv_detach(keel__kv_entry_t *e)
+{
+    if (e->lnext == NULL)
+        return;
+    e->lprev->lnext = e->lnext;
+    e->lnext->lprev = e->lprev;
+    e->lprev = e->lnext = NULL;
+    e->lease_id = 0;
+}
+
+void keel__kv_attach(keel__kv_entry_t *e, keel__kv_entry_t *l, uint64_t lease_id)
+{
+    keel__kv_detach(e);
+    e->lnext = l->lnext;
+    e->lprev = l;
+    l->lnext->lprev = e;
+    l->lnext = e;
+    e->lease_id = lease_id;
+}
+
+int keel__kv_sub(keel_kv_t *kv, keel_kv_t **sub)
+{
+    if (*sub != NULL)
+        return 0;
+    keel_kv_t *s = malloc(sizeof(*s));
+    if (s == NULL)
+        return KEEL_ENOMEM;
+    if (keel_kv_init(s, &kv->cfg) != 0) {
+        keel_kv_free(s);
+        free(s);
+        return KEEL_ENOMEM;
+    }
+    *sub = s;
+    return 0;
+}
+
+void keel__kv_clear_all(keel_kv_t *kv)
+{
+    keel__kv_clear(kv);
+    if (kv->leases)
+        keel__kv_clear(kv->leases);
+    if (kv->locks)
+        keel__kv_clear(kv->locks);
+}
+
 /* ---- deadline index ---------------------------------------------------------- */
 
 /* Total order: (deadline, key bytes, key length). */
@@ -492,9 +579,20 @@ keel__kv_entry_t *keel__kv_heap_top(const keel_kv_t *kv)
     return kv->heap_len ? kv->heap[0] : NULL;
 }
 
+static uint64_t top_deadline(const keel_kv_t *kv)
+{
+    return kv && kv->heap_len ? kv->heap[0]->expire_ms : KEEL_KV_NO_DEADLINE;
+}
+
 uint64_t keel_kv_next_deadline_ms(const keel_kv_t *kv)
 {
-    return kv->heap_len ? kv->heap[0]->expire_ms : KEEL_KV_NO_DEADLINE;
+    uint64_t keys = top_deadline(kv), locks = top_deadline(kv->locks);
+    return keys < locks ? keys : locks;
+}
+
+uint64_t keel_kv_next_lease_deadline_ms(const keel_kv_t *kv)
+{
+    return top_deadline(kv->leases);
 }
 
 /* ---- command entries --------------------------------------------------------- */

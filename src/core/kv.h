@@ -53,7 +53,7 @@
 /* u8 version | u64 time_ms | u32 argc */
 #define KEEL_KV_ENTRY_HEADER_BYTES 13u
 /* Snapshot format version. */
-#define KEEL_KV_SNAPSHOT_VERSION 2
+#define KEEL_KV_SNAPSHOT_VERSION 3
 /* keel_kv_next_deadline_ms() when no key has a deadline. */
 #define KEEL_KV_NO_DEADLINE UINT64_MAX
 
@@ -97,6 +97,10 @@ typedef struct keel_kv {
     keel__kv_entry_t **heap; /* owned: the deadline index (kv_int.h) */
     size_t heap_len;
     size_t heap_cap;
+    struct keel_kv *leases; /* owned, NULL until the first lease: id -> ttl_ms, deadline */
+    struct keel_kv *locks;  /* owned, NULL until the first lock: name -> token, deadline */
+    uint64_t lease_id_last; /* the last lease id granted (ids are 1, 2, ...) */
+    uint64_t fence_last;    /* the last fencing token handed out (all locks share it) */
 } keel_kv_t;
 
 /* cfg NULL means the defaults; an invalid cfg is KEEL_EINVAL. 0 or KEEL_ENOMEM. */
@@ -201,19 +205,21 @@ int keel_kv_read(const keel_kv_t *kv, int argc, const uint8_t *const *argv, cons
 /*
  * keel_kv_read as of max(now_ms, kv->time_ms): every key whose deadline is
  * <= that is absent (GET, EXISTS, MGET, SCAN, TTL, ...); the state's clock is
- * a floor so that a key an applied entry saw as expired never reappears. keel_kv_read is keel_kv_read_at with
- * the state's own clock (kv->time_ms, the newest applied entry's time), which
+ * a floor so that a key an applied entry saw as expired never reappears. keel_kv_read is
+ * keel_kv_read_at with the state's own clock (kv->time_ms, the newest applied entry's time), which
  * lags the real clock; a server passes its own clock (docs/kv.md, "Expiry").
  */
 int keel_kv_read_at(const keel_kv_t *kv, uint64_t now_ms, int argc, const uint8_t *const *argv,
                     const size_t *lens, keel_buf_t *reply);
 
 /*
- * The earliest deadline of any stored key (swept or not), or
+ * The earliest deadline of any stored key or lock record (swept or not), or
  * KEEL_KV_NO_DEADLINE. O(1). A leader proposes KEEL.EXPIRE.SWEEP once its
  * clock passes it.
  */
 uint64_t keel_kv_next_deadline_ms(const keel_kv_t *kv);
+/* The earliest lease deadline, or KEEL_KV_NO_DEADLINE; O(1). For KEEL.LEASE.SWEEP. */
+uint64_t keel_kv_next_lease_deadline_ms(const keel_kv_t *kv);
 
 /*
  * Redis glob matching (stringmatchlen): `*`, `?`, `[abc]`, `[^a]`, `[a-z]`,
@@ -224,13 +230,17 @@ int keel_kv_glob_match(const uint8_t *pat, size_t pat_len, const uint8_t *s, siz
 /* ---- snapshots ------------------------------------------------------------ */
 
 /*
- * Format, little-endian, version 2:
+ * Format, little-endian, version 3:
  *   "KEELKVS" u8 version | u64 applied_index | u64 revision | u64 time_ms |
- *   u64 count | count x (u32 key_len | u32 value_len | u64 version |
- *   u64 create_revision | u64 expire_ms | key | value) | u32 crc32c(all bytes before it)
- * Version 1 is the same without expire_ms; the loader reads both. Keys
- * appear in table order (not sorted); the content, not the byte order, is
- * what must agree between nodes.
+ *   u64 count | u64 lease_id_last | u64 fence_last |
+ *   u64 lease_count | lease_count x (u64 id | u64 ttl_ms | u64 expire_ms) |
+ *   u64 lock_count | lock_count x (u32 name_len | u64 token | u64 expire_ms | name) |
+ *   count x (u32 key_len | u32 value_len | u64 version | u64 create_revision |
+ *            u64 expire_ms | u64 lease_id | key | value) |
+ *   u32 crc32c(all bytes before it)
+ * Version 2 has no counters nor sections and no lease_id; version 1 also no
+ * expire_ms. The loader reads all three. Entries appear in table order (not
+ * sorted); the content, not the byte order, is what must agree between nodes.
  *
  * The sink receives the snapshot in pieces; a non-zero return from it stops
  * the walk and is returned. The state must not change during the walk.

@@ -17,7 +17,8 @@
  * checked against a running redis-server 7.0.15.
  */
 
-#define REPLIED 1 /* a syntax function wrote an error reply */
+#define REPLIED 1      /* a syntax function wrote an error reply */
+#define CMD_NO_NEST 4u /* a command flag: may not run inside KEEL.FENCED or a transaction */
 
 typedef struct call {
     keel_kv_t *w;        /* NULL for reads */
@@ -27,7 +28,8 @@ typedef struct call {
     const uint8_t *const *argv;
     const size_t *lens;
     struct reply *reply;
-    const char *cmd_lname; /* the command's lower-case name, once looked up */
+    const char *cmd_lname;  /* the command's lower-case name, once looked up */
+    const struct cmd *self; /* the command, once looked up */
 } call_t;
 
 typedef int (*cmd_fn)(const call_t *c);
@@ -277,7 +279,7 @@ static keel__kv_entry_t *wfind(const call_t *c, const uint8_t *key, size_t key_l
                                keel__kv_entry_t ***link, int *dead)
 {
     keel__kv_entry_t *e = keel__kv_find(c->w, key, key_len, h, link);
-    *dead = e != NULL && !keel__kv_live(e, c->now);
+    *dead = e != NULL && !keel__kv_alive(c->w, e, c->now);
     return *dead ? NULL : e;
 }
 
@@ -411,8 +413,10 @@ static int put_value(const call_t *c, size_t val_arg, keel__kv_entry_t **link, k
     }
     if (rc != 0)
         return rc;
-    if (!keep_ttl)
+    if (!keep_ttl) {
         keel__kv_set_expire(kv, made, expire_ms);
+        keel__kv_detach(made); /* a write without the lease leaves it (as in etcd) */
+    }
     kv->revision = rev;
     return 0;
 }
@@ -512,7 +516,7 @@ static int cmd_mset(const call_t *c)
         keel__kv_entry_t *e = fresh[i], **link = NULL;
         keel__kv_entry_t *old = keel__kv_find(kv, keel__kv_key(e), e->key_len, e->hash, &link);
         e->version = rev;
-        e->create_revision = old && keel__kv_live(old, c->now) ? old->create_revision : rev;
+        e->create_revision = old && keel__kv_alive(kv, old, c->now) ? old->create_revision : rev;
         if (old)
             keel__kv_replace(kv, link, e);
         else
@@ -538,7 +542,7 @@ static int cmd_del(const call_t *c)
         keel__kv_entry_t *e = keel__kv_find(kv, c->argv[i], c->lens[i], h, &link);
         if (e != NULL) {
             /* an expired key is not counted, but goes (a change, like a sweep) */
-            n += keel__kv_live(e, c->now);
+            n += keel__kv_alive(kv, e, c->now);
             keel__kv_unlink(kv, link);
             removed++;
         }
@@ -662,7 +666,7 @@ static const keel__kv_entry_t *lookup(const call_t *c, size_t i)
     const keel_kv_t *kv = c->kv;
     const keel__kv_entry_t *e =
         keel__kv_find(kv, c->argv[i], c->lens[i], keel__kv_hash(kv, c->argv[i], c->lens[i]), NULL);
-    return e && keel__kv_live(e, c->now) ? e : NULL;
+    return e && keel__kv_alive(kv, e, c->now) ? e : NULL;
 }
 
 static int cmd_get(const call_t *c)
@@ -912,9 +916,10 @@ static int two_counts_syntax(const call_t *c)
 /*
  * KEEL.EXPIRE.SWEEP now_ms max_keys: deletes up to max_keys keys whose
  * deadline is <= min(now_ms, the entry's time), earliest deadline first (ties
- * by key bytes: the heap's total order), and replies with the count. One
- * change (revision + 1) if anything went, like a DEL of those keys. Bounded
- * work per entry: O(max_keys log n).
+ * by key bytes: the heap's total order), then, within the same budget,
+ * expired lock records (invisible: an expired lock is free anyway), and
+ * replies with the number removed. One change (revision + 1) if a key went,
+ * like a DEL of those keys. Bounded work per entry: O(max_keys log n).
  */
 static int cmd_expire_sweep(const call_t *c)
 {
@@ -924,16 +929,21 @@ static int cmd_expire_sweep(const call_t *c)
     rc |= parse_i64(c->argv[2], c->lens[2], &max);
     assert(rc == 0);
     uint64_t limit = (uint64_t)now_arg < c->now ? (uint64_t)now_arg : c->now;
-    int64_t n = 0;
+    int64_t n = 0, keys = 0;
     keel__kv_entry_t *e;
-    while (n < max && (e = keel__kv_heap_top(kv)) != NULL && e->expire_ms <= limit) {
-        keel__kv_entry_t **link = NULL;
-        keel__kv_entry_t *f = keel__kv_find(kv, keel__kv_key(e), e->key_len, e->hash, &link);
-        assert(f == e);
-        keel__kv_unlink(kv, link);
-        n++;
+    /* keys first, then expired lock records with what is left of the budget */
+    for (int i = 0; i < 2; i++) {
+        keel_kv_t *t = i == 0 ? kv : kv->locks;
+        while (t && n < max && (e = keel__kv_heap_top(t)) != NULL && e->expire_ms <= limit) {
+            keel__kv_entry_t **link = NULL;
+            keel__kv_entry_t *f = keel__kv_find(t, keel__kv_key(e), e->key_len, e->hash, &link);
+            assert(f == e);
+            keel__kv_unlink(t, link);
+            n++;
+            keys += i == 0;
+        }
     }
-    if (n > 0)
+    if (keys > 0)
         kv->revision++;
     r_int(c->reply, n);
     return 0;
@@ -979,6 +989,358 @@ static int cmd_cas(const call_t *c)
         return done(rc);
     r_int(c->reply, (int64_t)(kv->revision + 1));
     return put_value(c, 3, link, e, dead, h, 0, 0);
+}
+
+/* ---- leases ---------------------------------------------------------------------- */
+
+/*
+ * A lease (etcd's lease model, https://etcd.io/docs/v3.5/learning/api/#lease-api)
+ * has an id from the state's counter, a ttl_ms and a deadline (entry time +
+ * ttl_ms, renewed by KEEPALIVE). Keys attached with KEEL.SET ... LEASE id are
+ * absent once the lease's deadline passes, and are deleted with it by
+ * REVOKE or by the replicated KEEL.LEASE.SWEEP. Granting or renewing a lease
+ * is not a key change (no revision); deleting keys is.
+ */
+static const char ERR_NO_LEASE[] = "ERR no such lease";
+
+static uint64_t lease_ttl(const keel__kv_entry_t *l)
+{
+    return keel__kv_get_u64(keel__kv_cval(l));
+}
+
+static int lease_syntax(const call_t *c)
+{
+    int64_t v;
+    if (!arg_is(c, 1, "GRANT") && !arg_is(c, 1, "KEEPALIVE") && !arg_is(c, 1, "REVOKE") &&
+        !arg_is(c, 1, "TTL")) {
+        r_raw(c->reply, "-ERR unknown subcommand '");
+        r_text(c->reply, c->argv[1], c->lens[1], 128);
+        r_raw(c->reply, "' for 'keel.lease'\r\n");
+        return REPLIED;
+    }
+    if (parse_i64(c->argv[2], c->lens[2], &v) != 0 || v <= 0)
+        return r_err(c->reply, ERR_NOT_INT);
+    return 0;
+}
+
+/* now + ms, or 0 (and an error reply) when it would pass INT64_MAX. */
+static uint64_t deadline_after(const call_t *c, int64_t ms)
+{
+    if ((uint64_t)ms > (uint64_t)INT64_MAX - c->now) {
+        r_err(c->reply, "ERR invalid expire time");
+        return 0;
+    }
+    return c->now + (uint64_t)ms;
+}
+
+/* Deletes every key attached to lease entry l, then l itself; the number of keys. */
+static int64_t lease_drop(keel_kv_t *kv, keel__kv_entry_t **lease_link)
+{
+    keel__kv_entry_t *l = *lease_link;
+    int64_t n = 0;
+    while (l->lnext != l) {
+        keel__kv_entry_t *e = l->lnext, **link = NULL;
+        keel__kv_entry_t *f = keel__kv_find(kv, keel__kv_key(e), e->key_len, e->hash, &link);
+        assert(f == e);
+        keel__kv_unlink(kv, link); /* detaches it */
+        n++;
+    }
+    keel__kv_unlink(kv->leases, lease_link);
+    return n;
+}
+
+static int lease_grant(const call_t *c, int64_t ttl)
+{
+    keel_kv_t *kv = c->w;
+    uint64_t when = deadline_after(c, ttl);
+    if (when == 0)
+        return 0;
+    if (kv->leases && kv->leases->count >= kv->cfg.keys_max)
+        return done(r_err(c->reply, "OOM command not allowed when the number of leases would "
+                                    "exceed 'keys_max'"));
+    int rc = keel__kv_sub(kv, &kv->leases);
+    if (rc == 0)
+        rc = keel__kv_heap_reserve(kv->leases, 1);
+    if (rc != 0)
+        return rc;
+    uint64_t id = kv->lease_id_last + 1;
+    uint8_t k[KEEL__KV_LEASE_KEY_BYTES], v[KEEL__KV_LEASE_VALUE_BYTES];
+    keel__kv_put_u64be(k, id);
+    keel__kv_put_u64(v, (uint64_t)ttl);
+    keel__kv_entry_t *l =
+        keel__kv_entry_new(k, sizeof(k), keel__kv_hash(kv->leases, k, sizeof(k)), v, 8, 8);
+    if (l == NULL)
+        return KEEL_ENOMEM;
+    l->lprev = l->lnext = l; /* the empty list of its keys */
+    keel__kv_insert(kv->leases, l);
+    keel__kv_set_expire(kv->leases, l, when);
+    kv->lease_id_last = id;
+    r_int(c->reply, (int64_t)id);
+    return 0;
+}
+
+/* KEEL.LEASE GRANT ttl_ms | KEEPALIVE id | REVOKE id | TTL id */
+static int cmd_lease(const call_t *c)
+{
+    keel_kv_t *kv = c->w;
+    int64_t arg = 0;
+    int rc = parse_i64(c->argv[2], c->lens[2], &arg);
+    assert(rc == 0 && arg > 0);
+    if (arg_is(c, 1, "GRANT"))
+        return lease_grant(c, arg);
+    keel__kv_entry_t **link = NULL;
+    keel__kv_entry_t *l = keel__kv_lease_find(kv, (uint64_t)arg, &link);
+    int live = l && keel__kv_live(l, c->now);
+    if (arg_is(c, 1, "TTL")) {
+        r_int(c->reply, live ? (int64_t)(l->expire_ms - c->now) : -2);
+        return 0;
+    }
+    if (!live)
+        return done(r_err(c->reply, ERR_NO_LEASE));
+    if (arg_is(c, 1, "KEEPALIVE")) {
+        uint64_t when = deadline_after(c, (int64_t)lease_ttl(l));
+        if (when == 0)
+            return 0;
+        keel__kv_set_expire(kv->leases, l, when);
+        r_int(c->reply, (int64_t)lease_ttl(l));
+        return 0;
+    }
+    assert(arg_is(c, 1, "REVOKE"));
+    int64_t n = lease_drop(kv, link);
+    if (n > 0)
+        kv->revision++;
+    r_int(c->reply, n);
+    return 0;
+}
+
+/*
+ * KEEL.LEASE.SWEEP now_ms max_leases: ends up to max_leases leases whose
+ * deadline is <= min(now_ms, entry time), earliest first (ties by id),
+ * deleting their keys; replies with the number of leases ended. One change
+ * if any key went. Work: the leases ended plus their keys.
+ */
+static int cmd_lease_sweep(const call_t *c)
+{
+    keel_kv_t *kv = c->w;
+    int64_t now_arg = 0, max = 0;
+    int rc = parse_i64(c->argv[1], c->lens[1], &now_arg);
+    rc |= parse_i64(c->argv[2], c->lens[2], &max);
+    assert(rc == 0);
+    uint64_t limit = (uint64_t)now_arg < c->now ? (uint64_t)now_arg : c->now;
+    int64_t n = 0, keys = 0;
+    keel__kv_entry_t *l;
+    while (kv->leases && n < max && (l = keel__kv_heap_top(kv->leases)) != NULL &&
+           l->expire_ms <= limit) {
+        keel__kv_entry_t **link = NULL;
+        keel__kv_entry_t *f =
+            keel__kv_find(kv->leases, keel__kv_key(l), l->key_len, l->hash, &link);
+        assert(f == l);
+        keys += lease_drop(kv, link);
+        n++;
+    }
+    if (keys > 0)
+        kv->revision++;
+    r_int(c->reply, n);
+    return 0;
+}
+
+static int kset_syntax(const call_t *c)
+{
+    int64_t id;
+    if (c->argc != 5 || !arg_is(c, 3, "LEASE"))
+        return r_err(c->reply, ERR_SYNTAX);
+    if (parse_i64(c->argv[4], c->lens[4], &id) != 0 || id <= 0)
+        return r_err(c->reply, ERR_NOT_INT);
+    return 0;
+}
+
+/* KEEL.SET key value LEASE id: SET (no deadline of its own) attached to a live lease. */
+static int cmd_kset(const call_t *c)
+{
+    keel_kv_t *kv = c->w;
+    int64_t id = 0;
+    int rc = parse_i64(c->argv[4], c->lens[4], &id);
+    assert(rc == 0 && id > 0);
+    keel__kv_entry_t *l = keel__kv_lease_find(kv, (uint64_t)id, NULL);
+    if (l == NULL || !keel__kv_live(l, c->now))
+        return done(r_err(c->reply, ERR_NO_LEASE));
+    const uint8_t *key = c->argv[1];
+    size_t key_len = c->lens[1];
+    if ((rc = check_sizes(c, key_len, c->lens[2])) != 0)
+        return done(rc);
+    uint64_t h = keel__kv_hash(kv, key, key_len);
+    keel__kv_entry_t **link = NULL;
+    int dead;
+    keel__kv_entry_t *e = wfind(c, key, key_len, h, &link, &dead);
+    if (!e && !dead && (rc = check_room(c, 1)) != 0)
+        return done(rc);
+    rc = put_value(c, 2, link, e, dead, h, 0, 0);
+    if (rc != 0)
+        return rc;
+    e = keel__kv_find(kv, key, key_len, h, NULL);
+    keel__kv_attach(e, l, (uint64_t)id);
+    r_ok(c->reply);
+    return 0;
+}
+
+/* ---- locks with fencing tokens ------------------------------------------------------ */
+
+/*
+ * KEEL.LOCK name ttl_ms hands out a fencing token (Kleppmann, "How to do
+ * distributed locking", 2016): a number from one counter in the state that
+ * grows with every acquisition of any lock, so the tokens of successive
+ * holders of a lock strictly increase, across expiries, releases, leader
+ * changes and snapshots. KEEL.FENCED name token <write> runs the write only
+ * while token is the current, unexpired holder's: the check and the write are
+ * one entry, so a holder that paused past its TTL cannot write after the next
+ * holder got the lock. docs/kv.md ("Locks") has the reasoning.
+ */
+static uint64_t lock_token(const keel__kv_entry_t *l)
+{
+    return keel__kv_get_u64(keel__kv_cval(l));
+}
+
+/* The lock entry of argv[1] if it is held (unexpired) at now, else NULL; *link, *any as found. */
+static keel__kv_entry_t *lock_held(const call_t *c, keel__kv_entry_t ***link,
+                                   keel__kv_entry_t **any)
+{
+    const keel_kv_t *locks = c->kv->locks;
+    *any = NULL;
+    if (locks == NULL)
+        return NULL;
+    *any = keel__kv_find(locks, c->argv[1], c->lens[1],
+                         keel__kv_hash(locks, c->argv[1], c->lens[1]), link);
+    return *any && keel__kv_live(*any, c->now) ? *any : NULL;
+}
+
+static int lock_syntax(const call_t *c)
+{
+    int64_t v;
+    if (parse_i64(c->argv[2], c->lens[2], &v) != 0 || v <= 0)
+        return r_err(c->reply, ERR_NOT_INT);
+    return 0;
+}
+
+static int cmd_lock(const call_t *c)
+{
+    keel_kv_t *kv = c->w;
+    int64_t ttl = 0;
+    int rc = parse_i64(c->argv[2], c->lens[2], &ttl);
+    assert(rc == 0);
+    uint64_t when = deadline_after(c, ttl);
+    if (when == 0)
+        return 0;
+    if (c->lens[1] > kv->cfg.key_bytes_max)
+        return done(r_err(c->reply, ERR_KEY_SIZE));
+    keel__kv_entry_t **link = NULL, *any = NULL;
+    if (lock_held(c, &link, &any) != NULL) {
+        r_nil(c->reply);
+        return 0;
+    }
+    if (!any && kv->locks && kv->locks->count >= kv->cfg.keys_max)
+        return done(r_err(c->reply, "OOM command not allowed when the number of locks would "
+                                    "exceed 'keys_max'"));
+    if ((rc = keel__kv_sub(kv, &kv->locks)) != 0 || (rc = keel__kv_heap_reserve(kv->locks, 1)) != 0)
+        return rc;
+    uint64_t token = kv->fence_last + 1;
+    uint8_t v[KEEL__KV_LOCK_VALUE_BYTES];
+    keel__kv_put_u64(v, token);
+    if (any) { /* expired, not swept: reuse the entry (fixed-size value, no allocation) */
+        memcpy(keel__kv_val(any), v, sizeof(v));
+    } else {
+        uint64_t h = keel__kv_hash(kv->locks, c->argv[1], c->lens[1]);
+        any = keel__kv_entry_new(c->argv[1], c->lens[1], h, v, sizeof(v), sizeof(v));
+        if (any == NULL)
+            return KEEL_ENOMEM;
+        keel__kv_insert(kv->locks, any);
+    }
+    keel__kv_set_expire(kv->locks, any, when);
+    kv->fence_last = token;
+    r_int(c->reply, (int64_t)token);
+    return 0;
+}
+
+static int token_arg(const call_t *c, uint64_t *token)
+{
+    int64_t v;
+    if (parse_i64(c->argv[2], c->lens[2], &v) != 0 || v <= 0)
+        return -1;
+    *token = (uint64_t)v;
+    return 0;
+}
+
+static int unlock_syntax(const call_t *c)
+{
+    uint64_t t;
+    return token_arg(c, &t) != 0 ? r_err(c->reply, ERR_NOT_INT) : 0;
+}
+
+/* KEEL.UNLOCK name token: :1 if token held the lock (now released), else :0. */
+static int cmd_unlock(const call_t *c)
+{
+    keel__kv_entry_t **link = NULL, *any = NULL;
+    uint64_t token = 0;
+    int rc = token_arg(c, &token);
+    assert(rc == 0);
+    keel__kv_entry_t *l = lock_held(c, &link, &any);
+    int mine = l && lock_token(l) == token;
+    if (mine)
+        keel__kv_unlink(c->w->locks, link);
+    r_int(c->reply, mine);
+    return 0;
+}
+
+static const cmd_t *find_cmd(const uint8_t *name, size_t len);
+static int precheck(call_t *c, size_t argc_max, const cmd_t **out);
+
+/* The inner command of KEEL.FENCED (argv[3..]) as a call of its own. */
+static call_t inner_call(const call_t *c, size_t from)
+{
+    call_t in = *c;
+    in.argc = c->argc - from;
+    in.argv = c->argv + from;
+    in.lens = c->lens + from;
+    return in;
+}
+
+static int fenced_syntax(const call_t *c)
+{
+    uint64_t t;
+    if (token_arg(c, &t) != 0)
+        return r_err(c->reply, ERR_NOT_INT);
+    const cmd_t *cmd = find_cmd(c->argv[3], c->lens[3]);
+    if (cmd && !(cmd->flags & KEEL_KV_WRITE))
+        return r_err(c->reply, "ERR KEEL.FENCED runs write commands only");
+    if (cmd && (cmd->flags & CMD_NO_NEST))
+        return r_err(c->reply, "ERR KEEL.FENCED cannot wrap this command");
+    call_t in = inner_call(c, 3);
+    return precheck(&in, KEEL_KV_ARGC_MAX, &cmd);
+}
+
+/*
+ * KEEL.FENCED name token <write command ...>: the inner command's reply if
+ * token is the lock's current, unexpired holder, else
+ * -FENCED token T is not the holder of the lock (nothing runs).
+ */
+static int cmd_fenced(const call_t *c)
+{
+    keel__kv_entry_t **link = NULL, *any = NULL;
+    uint64_t token = 0;
+    int rc = token_arg(c, &token);
+    assert(rc == 0);
+    keel__kv_entry_t *l = lock_held(c, &link, &any);
+    if (l == NULL || lock_token(l) != token) {
+        char text[96];
+        snprintf(text, sizeof(text), "FENCED token %llu is not the holder of the lock",
+                 (unsigned long long)token);
+        return done(r_err(c->reply, text));
+    }
+    call_t in = inner_call(c, 3);
+    const cmd_t *cmd = NULL;
+    rc = precheck(&in, c->kv->cfg.argc_max, &cmd);
+    if (rc != 0)
+        return done(rc);
+    return cmd->fn(&in);
 }
 
 /* ---- SCAN ---------------------------------------------------------------------- */
@@ -1055,6 +1417,7 @@ static int scan_syntax(const call_t *c)
 typedef struct scan_ctx {
     const scan_opts_t *o;
     reply_t *reply;
+    const keel_kv_t *kv;
     uint64_t now;
     int64_t visited, emitted;
 } scan_ctx_t;
@@ -1063,7 +1426,7 @@ static void scan_one(void *data, const keel__kv_entry_t *e)
 {
     scan_ctx_t *s = data;
     s->visited++;
-    if (s->reply->failed || !s->o->type_ok || !keel__kv_live(e, s->now))
+    if (s->reply->failed || !s->o->type_ok || !keel__kv_alive(s->kv, e, s->now))
         return;
     if (s->o->pat && !keel_kv_glob_match(s->o->pat, s->o->pat_len, keel__kv_key(e), e->key_len))
         return;
@@ -1087,7 +1450,7 @@ static int cmd_scan(const call_t *c)
     assert(rc == 0); /* scan_syntax ran */
     keel_buf_t *b = c->reply->b;
     size_t mark = keel_buf_unread(b);
-    scan_ctx_t s = {&o, c->reply, c->now, 0, 0};
+    scan_ctx_t s = {&o, c->reply, c->kv, c->now, 0, 0};
     int64_t iterations = o.count > INT64_MAX / 10 ? INT64_MAX : o.count * 10;
     uint64_t cursor = o.cursor;
     do {
@@ -1203,6 +1566,7 @@ int keel_kv_glob_match(const uint8_t *pat, size_t plen, const uint8_t *s, size_t
 #define CMD_NAME_BYTES_MAX 17u
 #define W KEEL_KV_WRITE
 #define R KEEL_KV_READ
+#define NN CMD_NO_NEST
 static const cmd_t COMMANDS[] = {
     {"SET", "set", -3, W, set_syntax, cmd_set},
     {"GET", "get", 2, R, NULL, cmd_get},
@@ -1227,11 +1591,18 @@ static const cmd_t COMMANDS[] = {
     {"EXPIREAT", "expireat", -3, W, expire_syntax, cmd_expireat},
     {"PEXPIREAT", "pexpireat", -3, W, expire_syntax, cmd_pexpireat},
     {"PERSIST", "persist", 2, W, NULL, cmd_persist},
-    {"KEEL.EXPIRE.SWEEP", "keel.expire.sweep", 3, W, two_counts_syntax, cmd_expire_sweep},
+    {"KEEL.EXPIRE.SWEEP", "keel.expire.sweep", 3, W | NN, two_counts_syntax, cmd_expire_sweep},
     {"KEEL.CAS", "keel.cas", 4, W, cas_syntax, cmd_cas},
+    {"KEEL.LEASE", "keel.lease", 3, W, lease_syntax, cmd_lease},
+    {"KEEL.LEASE.SWEEP", "keel.lease.sweep", 3, W | NN, two_counts_syntax, cmd_lease_sweep},
+    {"KEEL.SET", "keel.set", 5, W, kset_syntax, cmd_kset},
+    {"KEEL.LOCK", "keel.lock", 3, W, lock_syntax, cmd_lock},
+    {"KEEL.UNLOCK", "keel.unlock", 3, W, unlock_syntax, cmd_unlock},
+    {"KEEL.FENCED", "keel.fenced", -5, W | NN, fenced_syntax, cmd_fenced},
 };
 #undef W
 #undef R
+#undef NN
 #define COMMANDS_LEN (sizeof(COMMANDS) / sizeof(COMMANDS[0]))
 
 static const cmd_t *find_cmd(const uint8_t *name, size_t len)
@@ -1255,7 +1626,7 @@ static const cmd_t *find_cmd(const uint8_t *name, size_t len)
 unsigned keel_kv_command_flags(const uint8_t *name, size_t len)
 {
     const cmd_t *cmd = find_cmd(name, len);
-    return cmd ? cmd->flags : 0;
+    return cmd ? cmd->flags & (KEEL_KV_WRITE | KEEL_KV_READ) : 0;
 }
 
 /* Appends up to max bytes of p, stopping at a NUL like "%.*s", CR/LF as spaces. */
@@ -1310,6 +1681,7 @@ static int precheck(call_t *c, size_t argc_max, const cmd_t **out)
         return r_err(c->reply, "ERR too many arguments (argc_max)");
     *out = cmd;
     c->cmd_lname = cmd->lname;
+    c->self = cmd;
     return cmd->syntax ? cmd->syntax(c) : 0;
 }
 
@@ -1323,7 +1695,7 @@ int keel_kv_check(int argc, const uint8_t *const *argv, const size_t *lens, keel
 {
     assert(argc >= 1);
     reply_t o = {err_reply, keel_buf_unread(err_reply), 0};
-    call_t c = {NULL, NULL, 0, (size_t)argc, argv, lens, &o, NULL};
+    call_t c = {NULL, NULL, 0, (size_t)argc, argv, lens, &o, NULL, NULL};
     const cmd_t *cmd = NULL;
     int rc = precheck(&c, KEEL_KV_ARGC_MAX, &cmd);
     if (o.failed) {
@@ -1350,7 +1722,7 @@ int keel__kv_exec(keel_kv_t *writable, const keel_kv_t *kv, uint64_t now_ms, siz
      * Redis-style int64 deadline arithmetic below cannot overflow. */
     if (now_ms > INT64_MAX)
         now_ms = INT64_MAX;
-    call_t c = {writable, kv, now_ms, argc, argv, lens, &o, NULL};
+    call_t c = {writable, kv, now_ms, argc, argv, lens, &o, NULL, NULL};
     const cmd_t *cmd = NULL;
     int rc = precheck(&c, kv->cfg.argc_max, &cmd);
     if (rc == 0) {
@@ -1381,5 +1753,5 @@ void keel_kv_command_info(size_t i, keel_kv_command_info_t *out)
     assert(i < COMMANDS_LEN);
     out->name = COMMANDS[i].lname;
     out->arity = COMMANDS[i].arity;
-    out->flags = COMMANDS[i].flags;
+    out->flags = COMMANDS[i].flags & (KEEL_KV_WRITE | KEEL_KV_READ);
 }

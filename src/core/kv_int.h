@@ -22,7 +22,16 @@ struct keel__kv_entry {
     uint32_t val_cap;
     uint32_t heap_pos;  /* index in kv->heap while expire_ms != 0 */
     uint64_t expire_ms; /* absolute deadline (entry time base), 0: none */
-    uint8_t data[];     /* key_len bytes, then val_cap bytes */
+    /*
+     * Lease membership: a circular doubly linked list through the keys
+     * attached to one lease, whose sentinel is the lease's own entry in
+     * kv->leases (an empty lease points at itself). NULL when not attached.
+     * Entries that move (realloc) fix their neighbours; lease entries never
+     * move (their value has a fixed size).
+     */
+    keel__kv_entry_t *lprev, *lnext;
+    uint64_t lease_id; /* 0: none */
+    uint8_t data[];    /* key_len bytes, then val_cap bytes */
 };
 
 static inline const uint8_t *keel__kv_key(const keel__kv_entry_t *e)
@@ -98,6 +107,33 @@ static inline int keel__kv_live(const keel__kv_entry_t *e, uint64_t now_ms)
 {
     return e->expire_ms == 0 || e->expire_ms > now_ms;
 }
+
+/* ---- leases and locks (sub-tables of kv, allocated on first use) ---------------- */
+
+/* Lease entries: key = id as 8 big-endian bytes, value = ttl_ms (u64 LE). */
+#define KEEL__KV_LEASE_KEY_BYTES 8u
+#define KEEL__KV_LEASE_VALUE_BYTES 8u
+/* Lock entries: key = name, value = the holder's fencing token (u64 LE). */
+#define KEEL__KV_LOCK_VALUE_BYTES 8u
+
+static inline void keel__kv_put_u64be(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+/* The lease entry for id, or NULL (*link as keel__kv_find). */
+keel__kv_entry_t *keel__kv_lease_find(const keel_kv_t *kv, uint64_t id, keel__kv_entry_t ***link);
+/* A key that is live at now_ms: its own deadline and its lease's (if any) both after now_ms. */
+int keel__kv_alive(const keel_kv_t *kv, const keel__kv_entry_t *e, uint64_t now_ms);
+/* Attaches key entry e to the lease entry l (detaching it from any other). */
+void keel__kv_attach(keel__kv_entry_t *e, keel__kv_entry_t *l, uint64_t lease_id);
+/* Detaches e from its lease list, if any. */
+void keel__kv_detach(keel__kv_entry_t *e);
+/* The sub-table *sub, created (empty, kv's config) if absent: 0 or KEEL_ENOMEM. */
+int keel__kv_sub(keel_kv_t *kv, keel_kv_t **sub);
+/* Frees every entry of kv and of its sub-tables (counters kept). */
+void keel__kv_clear_all(keel_kv_t *kv);
 
 /*
  * Executes one command (argc >= 1) as of now_ms (keys whose deadline is <=

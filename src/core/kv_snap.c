@@ -14,9 +14,12 @@
  */
 
 static const uint8_t MAGIC[7] = {'K', 'E', 'E', 'L', 'K', 'V', 'S'};
-#define HEADER_BYTES 40u           /* magic, version, 4 x u64 */
-#define RECORD_HEADER_BYTES_V1 24u /* key_len, value_len, version, create_revision */
-#define RECORD_HEADER_BYTES 32u    /* version 2 adds expire_ms */
+#define HEADER_BYTES 40u             /* magic, version, 4 x u64 */
+#define RECORD_HEADER_BYTES_V1 24u   /* key_len, value_len, version, create_revision */
+#define RECORD_HEADER_BYTES_V2 32u   /* + expire_ms */
+#define RECORD_HEADER_BYTES 40u      /* version 3: + lease_id */
+#define LEASE_RECORD_BYTES 24u       /* id, ttl_ms, expire_ms */
+#define LOCK_RECORD_HEADER_BYTES 20u /* name_len, token, expire_ms */
 #define TRAILER_BYTES 4u
 #define STAGE_BYTES 16384u
 
@@ -64,11 +67,52 @@ static int put_record(void *data, const keel__kv_entry_t *e)
     keel__kv_put_u64(h + 8, e->version);
     keel__kv_put_u64(h + 16, e->create_revision);
     keel__kv_put_u64(h + 24, e->expire_ms);
+    keel__kv_put_u64(h + 32, e->lease_id);
     int rc = put(w, h, sizeof(h));
     if (rc == 0)
         rc = put(w, keel__kv_key(e), e->key_len);
     if (rc == 0)
         rc = put(w, keel__kv_cval(e), e->val_len);
+    return rc;
+}
+
+static int put_lease(void *data, const keel__kv_entry_t *l)
+{
+    uint8_t r[LEASE_RECORD_BYTES];
+    uint64_t id = 0;
+    for (int i = 0; i < 8; i++)
+        id = id << 8 | keel__kv_key(l)[i];
+    keel__kv_put_u64(r, id);
+    memcpy(r + 8, keel__kv_cval(l), 8);
+    keel__kv_put_u64(r + 16, l->expire_ms);
+    return put(data, r, sizeof(r));
+}
+
+static int put_lock(void *data, const keel__kv_entry_t *l)
+{
+    uint8_t r[LOCK_RECORD_HEADER_BYTES];
+    keel__kv_put_u32(r, l->key_len);
+    memcpy(r + 4, keel__kv_cval(l), 8);
+    keel__kv_put_u64(r + 12, l->expire_ms);
+    int rc = put(data, r, sizeof(r));
+    return rc == 0 ? put(data, keel__kv_key(l), l->key_len) : rc;
+}
+
+/* Version 3: the lease and lock sections between the header and the key records. */
+static int put_sections(writer_t *w, const keel_kv_t *kv)
+{
+    uint8_t h[24];
+    keel__kv_put_u64(h, kv->lease_id_last);
+    keel__kv_put_u64(h + 8, kv->fence_last);
+    keel__kv_put_u64(h + 16, kv->leases ? kv->leases->count : 0);
+    int rc = put(w, h, sizeof(h));
+    if (rc == 0 && kv->leases)
+        rc = keel__kv_each(kv->leases, put_lease, w);
+    keel__kv_put_u64(h, kv->locks ? kv->locks->count : 0);
+    if (rc == 0)
+        rc = put(w, h, 8);
+    if (rc == 0 && kv->locks)
+        rc = keel__kv_each(kv->locks, put_lock, w);
     return rc;
 }
 
@@ -89,6 +133,8 @@ int keel_kv_snapshot_write(const keel_kv_t *kv, keel_kv_sink_fn sink, void *data
     keel__kv_put_u64(h + 24, kv->time_ms);
     keel__kv_put_u64(h + 32, kv->count);
     int rc = put(w, h, sizeof(h));
+    if (rc == 0)
+        rc = put_sections(w, kv);
     if (rc == 0)
         rc = keel__kv_each(kv, put_record, w);
     if (rc == 0)
@@ -127,6 +173,7 @@ static int load_record(keel_kv_t *kv, const uint8_t *data, size_t end, size_t rh
     uint64_t version = keel__kv_get_u64(data + p + 8);
     uint64_t create_revision = keel__kv_get_u64(data + p + 16);
     uint64_t expire_ms = rh > RECORD_HEADER_BYTES_V1 ? keel__kv_get_u64(data + p + 24) : 0;
+    uint64_t lease_id = rh > RECORD_HEADER_BYTES_V2 ? keel__kv_get_u64(data + p + 32) : 0;
     p += rh;
     if (key_len > kv->cfg.key_bytes_max || val_len > kv->cfg.value_bytes_max)
         return keel_errf(msg, KEEL_ETOOBIG, "record at %zu: key %zu / value %zu bytes over limits",
@@ -137,6 +184,10 @@ static int load_record(keel_kv_t *kv, const uint8_t *data, size_t end, size_t rh
         return keel_errf(msg, KEEL_EPROTO, "record at %zu: revisions %llu..%llu not in 1..%llu",
                          *pos, (unsigned long long)create_revision, (unsigned long long)version,
                          (unsigned long long)kv->revision);
+    keel__kv_entry_t *lease = keel__kv_lease_find(kv, lease_id, NULL);
+    if (lease_id != 0 && lease == NULL)
+        return keel_errf(msg, KEEL_EPROTO, "record at %zu: lease %llu does not exist", *pos,
+                         (unsigned long long)lease_id);
     const uint8_t *key = data + p, *val = data + p + key_len;
     uint64_t h = keel__kv_hash(kv, key, key_len);
     if (keel__kv_find(kv, key, key_len, h, NULL) != NULL)
@@ -150,7 +201,98 @@ static int load_record(keel_kv_t *kv, const uint8_t *data, size_t end, size_t rh
     e->create_revision = create_revision;
     keel__kv_insert(kv, e);
     keel__kv_set_expire(kv, e, expire_ms);
+    if (lease)
+        keel__kv_attach(e, lease, lease_id);
     *pos = p + key_len + val_len;
+    return 0;
+}
+
+/* One lease record at *pos into kv->leases (created by the caller). */
+static int load_lease(keel_kv_t *kv, const uint8_t *data, size_t end, size_t *pos,
+                      keel_errmsg_t *msg)
+{
+    if (end - *pos < LEASE_RECORD_BYTES)
+        return keel_errf(msg, KEEL_EPROTO, "lease at %zu truncated", *pos);
+    uint64_t id = keel__kv_get_u64(data + *pos), ttl = keel__kv_get_u64(data + *pos + 8);
+    uint64_t when = keel__kv_get_u64(data + *pos + 16);
+    if (id == 0 || id > kv->lease_id_last || ttl == 0 || ttl > INT64_MAX || when == 0)
+        return keel_errf(msg, KEEL_EPROTO, "lease at %zu: bad id, ttl or deadline", *pos);
+    if (keel__kv_lease_find(kv, id, NULL) != NULL)
+        return keel_errf(msg, KEEL_EPROTO, "lease at %zu: duplicate id", *pos);
+    uint8_t k[KEEL__KV_LEASE_KEY_BYTES];
+    keel__kv_put_u64be(k, id);
+    if (keel__kv_heap_reserve(kv->leases, 1) != 0)
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory at lease %zu", *pos);
+    keel__kv_entry_t *l =
+        keel__kv_entry_new(k, sizeof(k), keel__kv_hash(kv->leases, k, 8), data + *pos + 8, 8, 8);
+    if (l == NULL)
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory at lease %zu", *pos);
+    l->lprev = l->lnext = l;
+    keel__kv_insert(kv->leases, l);
+    keel__kv_set_expire(kv->leases, l, when);
+    *pos += LEASE_RECORD_BYTES;
+    return 0;
+}
+
+static int load_lock(keel_kv_t *kv, const uint8_t *data, size_t end, size_t *pos,
+                     keel_errmsg_t *msg)
+{
+    if (end - *pos < LOCK_RECORD_HEADER_BYTES)
+        return keel_errf(msg, KEEL_EPROTO, "lock at %zu truncated", *pos);
+    size_t n = keel__kv_get_u32(data + *pos);
+    uint64_t token = keel__kv_get_u64(data + *pos + 4), when = keel__kv_get_u64(data + *pos + 12);
+    const uint8_t *name = data + *pos + LOCK_RECORD_HEADER_BYTES;
+    if (n > end - *pos - LOCK_RECORD_HEADER_BYTES || n > kv->cfg.key_bytes_max)
+        return keel_errf(msg, KEEL_EPROTO, "lock at %zu: name runs past the end or the limit",
+                         *pos);
+    if (token == 0 || token > kv->fence_last || when == 0)
+        return keel_errf(msg, KEEL_EPROTO, "lock at %zu: bad token or deadline", *pos);
+    uint64_t h = keel__kv_hash(kv->locks, name, n);
+    if (keel__kv_find(kv->locks, name, n, h, NULL) != NULL)
+        return keel_errf(msg, KEEL_EPROTO, "lock at %zu: duplicate name", *pos);
+    if (keel__kv_heap_reserve(kv->locks, 1) != 0)
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory at lock %zu", *pos);
+    keel__kv_entry_t *l = keel__kv_entry_new(name, n, h, data + *pos + 4, 8, 8);
+    if (l == NULL)
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory at lock %zu", *pos);
+    keel__kv_insert(kv->locks, l);
+    keel__kv_set_expire(kv->locks, l, when);
+    *pos += LOCK_RECORD_HEADER_BYTES + n;
+    return 0;
+}
+
+/* Version 3's counters and its lease and lock sections, at *pos. */
+static int load_sections(keel_kv_t *kv, const uint8_t *data, size_t end, size_t *pos,
+                         keel_errmsg_t *msg)
+{
+    if (end - *pos < 24)
+        return keel_errf(msg, KEEL_EPROTO, "lease section truncated");
+    kv->lease_id_last = keel__kv_get_u64(data + *pos);
+    kv->fence_last = keel__kv_get_u64(data + *pos + 8);
+    uint64_t leases = keel__kv_get_u64(data + *pos + 16);
+    *pos += 24;
+    if (leases > kv->cfg.keys_max || leases > (end - *pos) / LEASE_RECORD_BYTES)
+        return keel_errf(msg, KEEL_EPROTO, "%llu leases do not fit", (unsigned long long)leases);
+    if (leases && keel__kv_sub(kv, &kv->leases) != 0)
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory for leases");
+    for (uint64_t i = 0; i < leases; i++) {
+        int rc = load_lease(kv, data, end, pos, msg);
+        if (rc != 0)
+            return rc;
+    }
+    if (end - *pos < 8)
+        return keel_errf(msg, KEEL_EPROTO, "lock section truncated");
+    uint64_t locks = keel__kv_get_u64(data + *pos);
+    *pos += 8;
+    if (locks > kv->cfg.keys_max || locks > (end - *pos) / LOCK_RECORD_HEADER_BYTES)
+        return keel_errf(msg, KEEL_EPROTO, "%llu locks do not fit", (unsigned long long)locks);
+    if (locks && keel__kv_sub(kv, &kv->locks) != 0)
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory for locks");
+    for (uint64_t i = 0; i < locks; i++) {
+        int rc = load_lock(kv, data, end, pos, msg);
+        if (rc != 0)
+            return rc;
+    }
     return 0;
 }
 
@@ -167,16 +309,23 @@ static int load(keel_kv_t *kv, const uint8_t *data, size_t len, keel_errmsg_t *m
         data[7] > KEEL_KV_SNAPSHOT_VERSION)
         return keel_errf(msg, KEEL_EPROTO, "not a version 1..%d kv snapshot",
                          KEEL_KV_SNAPSHOT_VERSION);
-    size_t rh = data[7] == 1 ? RECORD_HEADER_BYTES_V1 : RECORD_HEADER_BYTES;
+    size_t rh = data[7] == 1   ? RECORD_HEADER_BYTES_V1
+                : data[7] == 2 ? RECORD_HEADER_BYTES_V2
+                               : RECORD_HEADER_BYTES;
     uint64_t count = keel__kv_get_u64(data + 32);
     kv->revision = keel__kv_get_u64(data + 16);
     if (count > kv->cfg.keys_max)
         return keel_errf(msg, KEEL_ETOOBIG, "%llu keys over keys_max %zu",
                          (unsigned long long)count, kv->cfg.keys_max);
-    /* Size the table once, but only for a count the data can actually hold. */
-    if (count <= (end - HEADER_BYTES) / rh)
-        keel__kv_presize(kv, (size_t)count);
     size_t pos = HEADER_BYTES;
+    if (data[7] >= 3) {
+        int rc = load_sections(kv, data, end, &pos, msg);
+        if (rc != 0)
+            return rc;
+    }
+    /* Size the table once, but only for a count the data can actually hold. */
+    if (count <= (end - pos) / rh)
+        keel__kv_presize(kv, (size_t)count);
     for (uint64_t i = 0; i < count; i++) {
         int rc = load_record(kv, data, end, rh, &pos, msg);
         if (rc != 0)
@@ -197,8 +346,9 @@ int keel_kv_snapshot_decode(keel_kv_t *kv_new, const uint8_t *data, size_t len, 
         return keel_errf(msg, KEEL_EINVAL, "snapshot target is not a fresh kv");
     int rc = load(kv_new, data, len, msg);
     if (rc != 0) {
-        keel__kv_clear(kv_new);
+        keel__kv_clear_all(kv_new);
         kv_new->revision = kv_new->applied_index = kv_new->time_ms = 0;
+        kv_new->lease_id_last = kv_new->fence_last = 0;
     }
     return rc;
 }

@@ -347,7 +347,8 @@ static void sweep_deletes_due_keys_earliest_first_up_to_the_limit(void)
 static void random_deadlines_agree_with_a_model_and_survive_snapshots(void)
 {
     keel_rand_t r;
-    uint64_t seed = KT_SEED(0x6578706972ull);
+    uint64_t seed = 0x6578706972ull;
+    KT_SEED(seed);
     keel_rand_seed(&r, seed);
     static kvt_t a, b;
     kvt_init(&a, NULL);

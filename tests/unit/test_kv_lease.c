@@ -1,0 +1,306 @@
+/* test_kv_lease.c - KV state machine: leases with attached keys, locks with fencing tokens. */
+#include "base/rand.h"
+#include "test_kv_util.h"
+
+#include <stdio.h>
+
+static kvt_t t;
+
+static void fresh(void)
+{
+    kvt_free(&t);
+    kvt_init(&t, NULL);
+}
+
+/* Applies `line` as an entry proposed at time_ms. */
+static const char *at(kvt_t *x, uint64_t time_ms, const char *line)
+{
+    const uint8_t *argv[KVT_ARGS_MAX];
+    size_t lens[KVT_ARGS_MAX];
+    int argc = kvt_split(line, argv, lens);
+    keel_buf_reset(&x->entry);
+    keel_buf_reset(&x->reply);
+    if (keel_kv_entry_encode(&x->entry, time_ms, argc, argv, lens) != 0)
+        abort();
+    int rc = keel_kv_apply(&x->kv, ++x->index, keel_buf_rptr(&x->entry), keel_buf_unread(&x->entry),
+                           &x->reply);
+    if (rc != 0 || keel_buf_unread(&x->reply) >= sizeof(x->text))
+        return "(apply failed)";
+    memcpy(x->text, keel_buf_rptr(&x->reply), keel_buf_unread(&x->reply));
+    x->text[keel_buf_unread(&x->reply)] = '\0';
+    return x->text;
+}
+
+static const char *read_at(kvt_t *x, uint64_t now_ms, const char *line)
+{
+    const uint8_t *argv[KVT_ARGS_MAX];
+    size_t lens[KVT_ARGS_MAX];
+    int argc = kvt_split(line, argv, lens);
+    keel_buf_reset(&x->reply);
+    int rc = keel_kv_read_at(&x->kv, now_ms, argc, argv, lens, &x->reply);
+    if (rc != 0 || keel_buf_unread(&x->reply) >= sizeof(x->text))
+        return "(read failed)";
+    memcpy(x->text, keel_buf_rptr(&x->reply), keel_buf_unread(&x->reply));
+    x->text[keel_buf_unread(&x->reply)] = '\0';
+    return x->text;
+}
+
+#define AT(ms, line, want) KT_EQ_STR(at(&t, ms, line), want)
+#define READ(ms, line, want) KT_EQ_STR(read_at(&t, ms, line), want)
+
+/* ---- leases ---------------------------------------------------------------------- */
+
+static void lease_grant_keepalive_ttl_and_revoke_reply_exactly(void)
+{
+    fresh();
+    AT(1000, "KEEL.LEASE GRANT 5000", ":1\r\n");
+    AT(1000, "KEEL.LEASE GRANT 100", ":2\r\n");
+    KT_EQ_U64(keel_kv_revision(&t.kv), 0); /* not a key change */
+    AT(1000, "KEEL.LEASE TTL 1", ":5000\r\n");
+    AT(3000, "KEEL.LEASE TTL 1", ":3000\r\n");
+    AT(3000, "KEEL.LEASE KEEPALIVE 1", ":5000\r\n");
+    AT(3000, "KEEL.LEASE TTL 1", ":5000\r\n");
+    AT(3000, "KEEL.LEASE TTL 2", ":-2\r\n"); /* expired at 1100 */
+    AT(3000, "KEEL.LEASE KEEPALIVE 2", "-ERR no such lease\r\n");
+    AT(3000, "KEEL.LEASE REVOKE 2", "-ERR no such lease\r\n");
+    AT(3000, "KEEL.LEASE TTL 99", ":-2\r\n");
+    AT(3000, "KEEL.LEASE KEEPALIVE 99", "-ERR no such lease\r\n");
+    AT(3000, "KEEL.LEASE REVOKE 1", ":0\r\n");
+    AT(3000, "KEEL.LEASE TTL 1", ":-2\r\n");
+    AT(3000, "KEEL.LEASE GRANT 10", ":3\r\n"); /* ids are never reused */
+    AT(3000, "KEEL.LEASE GRANT 0", "-ERR value is not an integer or out of range\r\n");
+    AT(3000, "KEEL.LEASE GRANT x", "-ERR value is not an integer or out of range\r\n");
+    AT(3000, "KEEL.LEASE BOGUS 1", "-ERR unknown subcommand 'BOGUS' for 'keel.lease'\r\n");
+    AT(3000, "KEEL.LEASE GRANT", "-ERR wrong number of arguments for 'keel.lease' command\r\n");
+    AT(3000, "KEEL.LEASE GRANT 9223372036854775807", "-ERR invalid expire time\r\n");
+}
+
+static void leased_keys_vanish_with_their_lease(void)
+{
+    fresh();
+    AT(1000, "KEEL.LEASE GRANT 1000", ":1\r\n");
+    AT(1000, "KEEL.LEASE GRANT 9000", ":2\r\n");
+    AT(1000, "KEEL.SET a 1 LEASE 1", "+OK\r\n");
+    AT(1000, "KEEL.SET b 2 LEASE 1", "+OK\r\n");
+    AT(1000, "KEEL.SET c 3 LEASE 2", "+OK\r\n");
+    AT(1000, "SET d 4", "+OK\r\n");
+    AT(1000, "KEEL.SET d 5 LEASE 99", "-ERR no such lease\r\n");
+    AT(1000, "KEEL.SET d 5 LEASE x", "-ERR value is not an integer or out of range\r\n");
+    AT(1000, "KEEL.SET d 5 LEASES 1", "-ERR syntax error\r\n");
+    READ(1999, "MGET a b c d", "*4\r\n$1\r\n1\r\n$1\r\n2\r\n$1\r\n3\r\n$1\r\n4\r\n");
+    /* past lease 1's deadline its keys are absent to reads and writes, before any sweep */
+    READ(2000, "MGET a b c d", "*4\r\n$-1\r\n$-1\r\n$1\r\n3\r\n$1\r\n4\r\n");
+    READ(2000, "EXISTS a b c", ":1\r\n");
+    READ(2000, "SCAN 0 COUNT 100 MATCH [ab]", "*2\r\n$1\r\n0\r\n*0\r\n");
+    AT(2000, "SET b new NX", "+OK\r\n"); /* b was absent: replaced, no longer leased */
+    uint64_t rev = keel_kv_revision(&t.kv);
+    AT(2000, "KEEL.LEASE.SWEEP 2000 10", ":1\r\n");
+    KT_EQ_U64(keel_kv_revision(&t.kv), rev + 1); /* a went: one change */
+    KT_EQ_INT(keel_kv_count(&t.kv), 3);
+    READ(2000, "MGET a b c", "*3\r\n$-1\r\n$3\r\nnew\r\n$1\r\n3\r\n");
+    /* a write without LEASE detaches a key (as in etcd); KEEL.SET moves it between leases */
+    AT(2000, "KEEL.LEASE GRANT 500", ":3\r\n");
+    AT(2000, "KEEL.SET x 1 LEASE 2", "+OK\r\n");
+    AT(2000, "KEEL.SET x 2 LEASE 3", "+OK\r\n");
+    AT(2000, "KEEL.SET y 1 LEASE 3", "+OK\r\n");
+    AT(2000, "SET y 2", "+OK\r\n");
+    AT(2000, "KEEL.SET z 1 LEASE 3", "+OK\r\n");
+    AT(2000, "APPEND z 0123456789012345678901234567890123456789", ":41\r\n"); /* moves z */
+    AT(2000, "INCR w", ":1\r\n");
+    AT(2000, "KEEL.LEASE REVOKE 2", ":1\r\n"); /* c only: x moved to lease 3 */
+    AT(2000, "KEEL.LEASE REVOKE 3", ":2\r\n"); /* x and z; y was detached */
+    READ(2000, "MGET c x y z", "*4\r\n$-1\r\n$-1\r\n$1\r\n2\r\n$-1\r\n");
+    KT_EQ_INT(keel_kv_count(&t.kv), 4); /* b d y w */
+    /* DEL of a leased key leaves the lease usable */
+    AT(2000, "KEEL.LEASE GRANT 500", ":4\r\n");
+    AT(2000, "KEEL.SET p 1 LEASE 4", "+OK\r\n");
+    AT(2000, "DEL p", ":1\r\n");
+    AT(2000, "KEEL.LEASE REVOKE 4", ":0\r\n");
+}
+
+static void lease_sweep_ends_due_leases_earliest_first(void)
+{
+    fresh();
+    AT(1000, "KEEL.LEASE GRANT 300", ":1\r\n");
+    AT(1000, "KEEL.LEASE GRANT 100", ":2\r\n");
+    AT(1000, "KEEL.LEASE GRANT 200", ":3\r\n");
+    AT(1000, "KEEL.SET k1 v LEASE 1", "+OK\r\n");
+    AT(1000, "KEEL.SET k2 v LEASE 2", "+OK\r\n");
+    AT(1000, "KEEL.SET k3 v LEASE 3", "+OK\r\n");
+    AT(5000, "KEEL.LEASE.SWEEP 1099 10", ":0\r\n");
+    AT(5000, "KEEL.LEASE.SWEEP 5000 1", ":1\r\n");
+    READ(0, "EXISTS k2", ":0\r\n");
+    KT_EQ_INT(keel_kv_count(&t.kv), 2);
+    AT(5000, "KEEL.LEASE.SWEEP 5000 1", ":1\r\n");
+    KT_EQ_INT(keel_kv_count(&t.kv), 1); /* k3 (lease 3, deadline 1200) before k1 (1300) */
+    READ(0, "EXISTS k1", ":0\r\n");     /* k1's lease expired, so absent though stored */
+    AT(5000, "KEEL.LEASE.SWEEP 5000 10", ":1\r\n");
+    KT_EQ_INT(keel_kv_count(&t.kv), 0);
+    AT(5000, "KEEL.LEASE.SWEEP 5000 10", ":0\r\n");
+    /* now_ms beyond the entry's own time is capped by it */
+    AT(5000, "KEEL.LEASE GRANT 10", ":4\r\n");
+    AT(5005, "KEEL.LEASE.SWEEP 99999 10", ":0\r\n");
+    AT(5010, "KEEL.LEASE.SWEEP 99999 10", ":1\r\n");
+}
+
+/* ---- locks ------------------------------------------------------------------------- */
+
+static void lock_tokens_strictly_increase_across_holders(void)
+{
+    fresh();
+    AT(1000, "KEEL.LOCK L 100", ":1\r\n");
+    AT(1050, "KEEL.LOCK L 100", "$-1\r\n"); /* held */
+    AT(1050, "KEEL.LOCK M 100", ":2\r\n");  /* one counter for every lock */
+    AT(1100, "KEEL.LOCK L 100", ":3\r\n");  /* expired at 1100: the next holder */
+    AT(1100, "KEEL.UNLOCK L 1", ":0\r\n");  /* a stale holder cannot release it */
+    AT(1100, "KEEL.UNLOCK L 3", ":1\r\n");
+    AT(1100, "KEEL.UNLOCK L 3", ":0\r\n");
+    AT(1100, "KEEL.LOCK L 100", ":4\r\n");
+    AT(1100, "KEEL.UNLOCK nope 4", ":0\r\n");
+    AT(1100, "KEEL.LOCK L 0", "-ERR value is not an integer or out of range\r\n");
+    AT(1100, "KEEL.UNLOCK L x", "-ERR value is not an integer or out of range\r\n");
+    KT_EQ_U64(keel_kv_revision(&t.kv), 0); /* locks are not key changes */
+    /* expired lock records go with the key sweep, and count in the next deadline */
+    KT_EQ_U64(keel_kv_next_deadline_ms(&t.kv), 1150);
+}
+
+static void fenced_writes_run_only_for_the_current_holder(void)
+{
+    fresh();
+    AT(1000, "KEEL.LOCK L 100", ":1\r\n");
+    AT(1000, "KEEL.FENCED L 1 SET k a", "+OK\r\n");
+    AT(1000, "KEEL.FENCED L 1 INCR n", ":1\r\n");
+    AT(1000, "KEEL.FENCED L 2 SET k b", "-FENCED token 2 is not the holder of the lock\r\n");
+    /* holder 1 pauses past its TTL; holder 2 takes the lock */
+    AT(1100, "KEEL.LOCK L 100", ":2\r\n");
+    AT(1101, "KEEL.FENCED L 1 SET k stale", "-FENCED token 1 is not the holder of the lock\r\n");
+    AT(1101, "KEEL.FENCED L 2 SET k b", "+OK\r\n");
+    READ(1101, "GET k", "$1\r\nb\r\n");
+    /* an expired holder is not the holder even if nobody took the lock */
+    AT(1300, "KEEL.FENCED L 2 SET k c", "-FENCED token 2 is not the holder of the lock\r\n");
+    AT(1300, "KEEL.FENCED X 2 SET k c", "-FENCED token 2 is not the holder of the lock\r\n");
+    READ(1300, "GET k", "$1\r\nb\r\n");
+    /* the inner command is checked like any command, before proposing */
+    AT(1300, "KEEL.LOCK L 100", ":3\r\n");
+    AT(1300, "KEEL.FENCED L 3 SET k", "-ERR wrong number of arguments for 'set' command\r\n");
+    AT(1300, "KEEL.FENCED L 3 GET k", "-ERR KEEL.FENCED runs write commands only\r\n");
+    AT(1300, "KEEL.FENCED L 3 NOPE k",
+       "-ERR unknown command 'NOPE', with args beginning with: 'k' \r\n");
+    AT(1300, "KEEL.FENCED L 3 KEEL.FENCED L 3 SET k v",
+       "-ERR KEEL.FENCED cannot wrap this command\r\n");
+    AT(1300, "KEEL.FENCED L 3 KEEL.CAS k 0 v", "-CONFLICT expected version 0, current 3\r\n");
+    AT(1300, "KEEL.FENCED L 3 KEEL.CAS k 3 v", ":4\r\n");
+    keel_buf_t err;
+    keel_buf_init(&err, 0);
+    const uint8_t *argv[KVT_ARGS_MAX];
+    size_t lens[KVT_ARGS_MAX];
+    int argc = kvt_split("KEEL.FENCED L 3 SET k v BOGUS", argv, lens);
+    KT_EQ_INT(keel_kv_check(argc, argv, lens, &err), KEEL_EINVAL);
+    KT_EQ_MEM(keel_buf_rptr(&err), "-ERR syntax error\r\n", 19);
+    keel_buf_free(&err);
+}
+
+/*
+ * Many clients contend for one lock with short TTLs and random pauses; each
+ * writes its token through KEEL.FENCED. Afterwards, the value written last
+ * through the fence is never from a token older than one accepted before:
+ * accepted fenced writes carry non-decreasing tokens, and every accepted
+ * write came from the holder at that entry's time.
+ */
+static void contended_fenced_writes_never_accept_a_stale_token(void)
+{
+    keel_rand_t r;
+    uint64_t seed = 0x6c6f636bull;
+    KT_SEED(seed);
+    keel_rand_seed(&r, seed);
+    fresh();
+    enum { CLIENTS = 8 };
+    uint64_t token[CLIENTS] = {0}, now = 1000, last_accepted = 0, holder = 0, until = 0;
+    int accepted = 0, refused = 0;
+    char line[128];
+    for (int step = 0; step < 20000; step++) {
+        now += keel_rand_below(&r, 30);
+        int cl = (int)keel_rand_below(&r, CLIENTS);
+        if (keel_rand_below(&r, 3) == 0) {
+            const char *rep = at(&t, now, "KEEL.LOCK L 50");
+            if (rep[0] == ':') {
+                KT_CHECK(now >= until);
+                token[cl] = strtoull(rep + 1, NULL, 10);
+                KT_CHECK(token[cl] > holder);
+                holder = token[cl];
+                until = now + 50;
+            } else {
+                KT_CHECK(now < until);
+            }
+        } else if (token[cl]) {
+            snprintf(line, sizeof(line), "KEEL.FENCED L %llu SET v %llu",
+                     (unsigned long long)token[cl], (unsigned long long)token[cl]);
+            const char *rep = at(&t, now, line);
+            int ok = strcmp(rep, "+OK\r\n") == 0;
+            KT_EQ_INT(ok, token[cl] == holder && now < until);
+            if (ok) {
+                KT_CHECK(token[cl] >= last_accepted);
+                last_accepted = token[cl];
+                accepted++;
+            } else {
+                refused++;
+            }
+        }
+    }
+    KT_CHECK(accepted > 100 && refused > 100);
+}
+
+/* ---- snapshots ---------------------------------------------------------------------- */
+
+static void leases_and_locks_survive_a_snapshot(void)
+{
+    fresh();
+    AT(1000, "KEEL.LEASE GRANT 1000", ":1\r\n");
+    AT(1000, "KEEL.LEASE GRANT 5000", ":2\r\n");
+    AT(1000, "KEEL.SET a 1 LEASE 1", "+OK\r\n");
+    AT(1000, "KEEL.SET b 2 LEASE 1", "+OK\r\n");
+    AT(1000, "KEEL.SET c 3 LEASE 2", "+OK\r\n");
+    AT(1000, "KEEL.LOCK L 700", ":1\r\n");
+    AT(1000, "KEEL.LOCK M 200", ":2\r\n");
+    AT(1000, "SET e 1 PX 300", "+OK\r\n");
+    keel_buf_t snap;
+    keel_buf_init(&snap, 0);
+    KT_EQ_INT(keel_kv_snapshot_encode(&t.kv, &snap), 0);
+    static kvt_t b;
+    kvt_init(&b, NULL);
+    keel_errmsg_t m;
+    KT_EQ_INT(keel_kv_snapshot_decode(&b.kv, keel_buf_rptr(&snap), keel_buf_unread(&snap), &m), 0);
+    b.index = t.index;
+    KT_EQ_U64(keel_kv_next_deadline_ms(&b.kv), keel_kv_next_deadline_ms(&t.kv));
+    const char *next[] = {
+        "KEEL.LEASE TTL 1",          "KEEL.LEASE TTL 2",
+        "KEEL.LOCK L 100",           "KEEL.LOCK M 100",
+        "KEEL.FENCED L 1 SET x 1",   "KEEL.LEASE GRANT 10",
+        "KEEL.LEASE REVOKE 1",       "MGET a b c e",
+        "KEEL.LEASE.SWEEP 99999 10", "KEEL.EXPIRE.SWEEP 9999 9",
+        "KEEL.LOCK M 100",           "KEEL.LEASE KEEPALIVE 2",
+    };
+    for (size_t i = 0; i < sizeof(next) / sizeof(next[0]); i++) {
+        char want[256];
+        snprintf(want, sizeof(want), "%s", at(&t, 1200 + 100 * i, next[i]));
+        KT_EQ_STR(at(&b, 1200 + 100 * i, next[i]), want);
+    }
+    KT_EQ_U64(keel_kv_revision(&b.kv), keel_kv_revision(&t.kv));
+    KT_EQ_INT(keel_kv_count(&b.kv), keel_kv_count(&t.kv));
+    keel_buf_free(&snap);
+    kvt_free(&b);
+}
+
+int main(void)
+{
+    kvt_init(&t, NULL);
+    KT_RUN(lease_grant_keepalive_ttl_and_revoke_reply_exactly);
+    KT_RUN(leased_keys_vanish_with_their_lease);
+    KT_RUN(lease_sweep_ends_due_leases_earliest_first);
+    KT_RUN(lock_tokens_strictly_increase_across_holders);
+    KT_RUN(fenced_writes_run_only_for_the_current_holder);
+    KT_RUN(contended_fenced_writes_never_accept_a_stale_token);
+    KT_RUN(leases_and_locks_survive_a_snapshot);
+    kvt_free(&t);
+    return kt_done();
+}
