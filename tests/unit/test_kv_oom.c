@@ -68,9 +68,12 @@ enum { KEYS = 40 };
 /* Content of the keyspace k0..k39 plus the counters, as one comparable string. */
 static void describe(const keel_kv_t *kv, char *out, size_t cap)
 {
-    size_t n = (size_t)snprintf(out, cap, "rev %llu count %zu applied %llu |",
-                                (unsigned long long)keel_kv_revision(kv), keel_kv_count(kv),
-                                (unsigned long long)keel_kv_applied_index(kv));
+    size_t n = (size_t)snprintf(
+        out, cap, "rev %llu count %zu applied %llu leases %llu/%zu fence %llu/%zu next %llu |",
+        (unsigned long long)keel_kv_revision(kv), keel_kv_count(kv),
+        (unsigned long long)keel_kv_applied_index(kv), (unsigned long long)kv->lease_id_last,
+        kv->leases ? kv->leases->count : 0, (unsigned long long)kv->fence_last,
+        kv->locks ? kv->locks->count : 0, (unsigned long long)keel_kv_next_deadline_ms(kv));
     for (int i = 0; i < KEYS && n < cap; i++) {
         char key[16];
         int kl = snprintf(key, sizeof(key), "k%d", i);
@@ -182,6 +185,15 @@ static void failed_allocations_leave_the_state_as_it_was(void)
     snprintf(want, sizeof(want), ":%llu\r\n", (unsigned long long)keel_kv_revision(&t.kv) + 1);
     apply_under_failures("KEEL.CAS fresh 0 new", want, &failed);
     apply_under_failures("SET fresh w PX 100000000", "+OK\r\n", &failed);
+    /* leases and locks: the first of each creates its sub-table */
+    apply_under_failures("KEEL.LEASE GRANT 100000000", ":1\r\n", &failed);
+    apply_under_failures("KEEL.SET k38 leased LEASE 1", "+OK\r\n", &failed);
+    apply_under_failures("KEEL.SET newkey leased LEASE 1", "+OK\r\n", &failed);
+    apply_under_failures("KEEL.LEASE GRANT 100000000", ":2\r\n", &failed);
+    apply_under_failures("KEEL.LOCK L 100000000", ":1\r\n", &failed);
+    apply_under_failures("KEEL.LOCK M 100000000", ":2\r\n", &failed);
+    apply_under_failures("KEEL.FENCED L 1 SET fenced v", "+OK\r\n", &failed);
+    apply_under_failures("KEEL.LEASE REVOKE 1", ":2\r\n", &failed);
     /* deleting most keys shrinks the table */
     for (int i = 2; i < KEYS - 2; i++) {
         snprintf(line, sizeof(line), "DEL k%d", i);
