@@ -152,8 +152,9 @@ struct keel_node {
     void (*closed)(void *data);
     void *closed_data;
     /* snapshots */
-    uint64_t snap_index; /* newest durable (or being written) snapshot */
-    pid_t snap_child;    /* the process writing a snapshot, or 0 */
+    uint64_t snap_index;           /* newest durable (or being written) snapshot */
+    pid_t snap_child;              /* the process writing a snapshot, or 0 */
+    uint64_t log_bytes_since_snap; /* entry bytes applied since the last snapshot started */
     keel_us_t snap_started_us;
     uint64_t snap_job_index, snap_job_term;
 
@@ -916,6 +917,7 @@ static void apply_entry(keel_node_t *n, const keel_raft_entry_t *e)
     }
     if (n->m_applied)
         keel_counter_inc(n->m_applied);
+    n->log_bytes_since_snap += e->len;
     while (n->writes.head && n->writes.head->index <= e->index) {
         request_t *r = q_pop(&n->writes);
         if (r->index != e->index || r->term != e->term) {
@@ -1150,11 +1152,17 @@ static int snap_child_main(keel_node_t *n, uint64_t index, uint64_t term)
     return rc == 0 ? 0 : 1;
 }
 
-/* Every snapshot_entries applied entries: fork a child that writes the snapshot file. */
+/*
+ * Every snapshot_entries applied entries, but not before the log written since the
+ * last snapshot is as large as the state itself: a snapshot costs O(state), so this
+ * keeps its cost proportional to the writes (like Redis's auto-aof-rewrite-percentage
+ * 100) when a large state takes many small writes.
+ */
 static void maybe_snapshot(keel_node_t *n)
 {
     uint64_t applied = keel_kv_applied_index(&n->kv);
-    if (n->snap_child > 0 || n->stopping || applied < n->snap_index + n->cfg.snapshot_entries)
+    if (n->snap_child > 0 || n->stopping || applied < n->snap_index + n->cfg.snapshot_entries ||
+        n->log_bytes_since_snap < n->kv.bytes)
         return;
     const keel_raft_entry_t *e = keel_raft_entry_at(n->raft, applied);
     if (e == NULL)
@@ -1168,6 +1176,7 @@ static void maybe_snapshot(keel_node_t *n)
     if (pid == 0)
         _exit(snap_child_main(n, applied, e->term)); /* no atexit, no libuv in the child */
     n->snap_child = pid;
+    n->log_bytes_since_snap = 0;
     n->snap_job_index = applied;
     n->snap_job_term = e->term;
     n->snap_started_us = keel_clock_now_us();
