@@ -662,6 +662,85 @@ int keel_kv_entry_decode(const uint8_t *entry, size_t len, uint64_t *time_ms, si
     return 0;
 }
 
+/* Appends one argument (u32 len | bytes) at *w. */
+static uint8_t *put_arg(uint8_t *w, const void *p, size_t n)
+{
+    keel__kv_put_u32(w, (uint32_t)n);
+    if (n)
+        memcpy(w + 4, p, n);
+    return w + 4 + n;
+}
+
+static uint8_t *put_num(uint8_t *w, uint64_t v)
+{
+    char d[20];
+    size_t n = 0;
+    do {
+        d[19 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return put_arg(w, d + 20 - n, n);
+}
+
+int keel_kv_txn_encode(keel_buf_t *out, uint64_t time_ms, size_t nwatch,
+                       const uint8_t *const *wkeys, const size_t *wlens, const uint64_t *wversions,
+                       size_t ncmds, const keel_kv_txn_cmd_t *cmds)
+{
+    /* 24 bytes bound a u32 length and up to 20 digits */
+    size_t argc = 3 + 2 * nwatch + ncmds, total = KEEL_KV_ENTRY_HEADER_BYTES + 3 * 24;
+    if (nwatch > KEEL_KV_ARGC_MAX || ncmds > KEEL_KV_ARGC_MAX)
+        return KEEL_EINVAL;
+    for (size_t i = 0; i < nwatch; i++) {
+        if (wlens[i] > KEEL_KV_VALUE_BYTES_MAX || wversions[i] > INT64_MAX)
+            return KEEL_EINVAL;
+        total += 4 + wlens[i] + 24;
+    }
+    for (size_t k = 0; k < ncmds; k++) {
+        if (cmds[k].argc < 1 || (size_t)cmds[k].argc > KEEL_KV_ARGC_MAX)
+            return KEEL_EINVAL;
+        argc += (size_t)cmds[k].argc;
+        total += 24;
+        for (int i = 0; i < cmds[k].argc; i++) {
+            if (cmds[k].lens[i] > KEEL_KV_VALUE_BYTES_MAX)
+                return KEEL_EINVAL;
+            total += 4 + cmds[k].lens[i];
+        }
+    }
+    if (argc > KEEL_KV_ARGC_MAX)
+        return KEEL_EINVAL;
+    int rc = keel_buf_reserve(out, total);
+    if (rc != 0)
+        return rc;
+    uint8_t *start = keel_buf_wptr(out), *w = start + KEEL_KV_ENTRY_HEADER_BYTES;
+    start[0] = KEEL_KV_ENTRY_VERSION;
+    keel__kv_put_u64(start + 1, time_ms);
+    keel__kv_put_u32(start + 9, (uint32_t)argc);
+    w = put_arg(w, "KEEL.TXN", 8);
+    w = put_num(w, nwatch);
+    for (size_t i = 0; i < nwatch; i++) {
+        w = put_arg(w, wkeys[i], wlens[i]);
+        w = put_num(w, wversions[i]);
+    }
+    w = put_num(w, ncmds);
+    for (size_t k = 0; k < ncmds; k++) {
+        w = put_num(w, (uint64_t)cmds[k].argc);
+        for (int i = 0; i < cmds[k].argc; i++)
+            w = put_arg(w, cmds[k].argv[i], cmds[k].lens[i]);
+    }
+    assert((size_t)(w - start) <= total);
+    keel_buf_commit(out, (size_t)(w - start));
+    return 0;
+}
+
+uint64_t keel_kv_version_at(const keel_kv_t *kv, uint64_t now_ms, const void *key, size_t key_len)
+{
+    const keel__kv_entry_t *e =
+        keel__kv_find(kv, key, key_len, keel__kv_hash(kv, key, key_len), NULL);
+    if (now_ms < kv->time_ms)
+        now_ms = kv->time_ms;
+    return e && keel__kv_alive(kv, e, now_ms) ? e->version : 0;
+}
+
 static int grow_argv(keel_kv_t *kv, size_t argc)
 {
     assert(argc <= KEEL_KV_ARGC_MAX);

@@ -149,6 +149,23 @@ int keel_kv_entry_encode(keel_buf_t *out, uint64_t time_ms, int argc, const uint
 int keel_kv_entry_decode(const uint8_t *entry, size_t len, uint64_t *time_ms, size_t argv_cap,
                          const uint8_t **argv, size_t *lens, size_t *argc);
 
+/*
+ * A KEEL.TXN entry for WATCH/MULTI/EXEC (docs/kv.md, "Transactions"):
+ *   KEEL.TXN nwatch key1 ver1 ... ncmds argc1 arg... argc2 arg...
+ * wversions are the versions keel_kv_version_at gave at WATCH time (0:
+ * absent). 0, KEEL_EINVAL (an argc < 1, too many arguments in all, a
+ * version over INT64_MAX, an argument over KEEL_KV_VALUE_BYTES_MAX), or
+ * KEEL_ETOOBIG / KEEL_ENOMEM from the buffer (left as it was).
+ */
+typedef struct keel_kv_txn_cmd {
+    int argc;
+    const uint8_t *const *argv;
+    const size_t *lens;
+} keel_kv_txn_cmd_t;
+int keel_kv_txn_encode(keel_buf_t *out, uint64_t time_ms, size_t nwatch,
+                       const uint8_t *const *wkeys, const size_t *wlens, const uint64_t *wversions,
+                       size_t ncmds, const keel_kv_txn_cmd_t *cmds);
+
 /* ---- commands ------------------------------------------------------------- */
 
 #define KEEL_KV_WRITE 1u /* propose through Raft, then keel_kv_apply */
@@ -220,6 +237,12 @@ int keel_kv_read_at(const keel_kv_t *kv, uint64_t now_ms, int argc, const uint8_
 uint64_t keel_kv_next_deadline_ms(const keel_kv_t *kv);
 /* The earliest lease deadline, or KEEL_KV_NO_DEADLINE; O(1). For KEEL.LEASE.SWEEP. */
 uint64_t keel_kv_next_lease_deadline_ms(const keel_kv_t *kv);
+
+/*
+ * The version a WATCH records: the key's version if it is live as of
+ * max(now_ms, kv->time_ms), else 0 (absent, expired, or its lease expired).
+ */
+uint64_t keel_kv_version_at(const keel_kv_t *kv, uint64_t now_ms, const void *key, size_t key_len);
 
 /*
  * Redis glob matching (stringmatchlen): `*`, `?`, `[abc]`, `[^a]`, `[a-z]`,
