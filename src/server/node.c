@@ -21,6 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Keys (or leases) one sweep entry deletes at most: bounds the entry and its apply. */
+#define SWEEP_KEYS_MAX 1000u
+
 /* ---- requests ------------------------------------------------------------------ */
 
 typedef enum req_kind {
@@ -153,6 +156,7 @@ struct keel_node {
     void *closed_data;
     /* snapshots */
     uint64_t snap_index;           /* newest durable (or being written) snapshot */
+    int sweep_inflight;            /* an expiry or lease sweep is proposed */
     pid_t snap_child;              /* the process writing a snapshot, or 0 */
     uint64_t log_bytes_since_snap; /* entry bytes applied since the last snapshot started */
     keel_us_t snap_started_us;
@@ -674,13 +678,26 @@ static int cmd_argv(keel_node_t *n, const request_t *r, size_t *argc)
     return rc;
 }
 
+/*
+ * Expiry is judged against this node's clock, never earlier than the leader's time
+ * stamped on the newest applied entry: a read never goes back in replicated time. A key
+ * the leader has not swept yet is hidden as soon as this node's clock passes its
+ * deadline; how early or late that is depends on the clock skew between nodes
+ * (docs/kv.md).
+ */
+static uint64_t read_now_ms(const keel_node_t *n)
+{
+    uint64_t now = (uint64_t)keel_clock_unix_ms();
+    return now > n->kv.time_ms ? now : n->kv.time_ms;
+}
+
 static void serve_read(keel_node_t *n, request_t *r)
 {
     size_t argc;
     keel_buf_reset(&n->reply);
     int rc = cmd_argv(n, r, &argc);
     if (rc == 0)
-        rc = keel_kv_read(&n->kv, (int)argc, n->argv, n->lens, &n->reply);
+        rc = keel_kv_read_at(&n->kv, read_now_ms(n), (int)argc, n->argv, n->lens, &n->reply);
     req_answer(n, r, rc, keel_buf_rptr(&n->reply), keel_buf_unread(&n->reply));
 }
 
@@ -690,9 +707,15 @@ int keel_node_read(keel_node_t *n, int argc, const uint8_t *const *argv, const s
     if (!stale)
         return submit(n, REQ_READ, argc, argv, lens, done, ctx);
     keel_buf_reset(&n->reply);
-    int rc = keel_kv_read(&n->kv, argc, argv, lens, &n->reply);
+    int rc = keel_node_read_local(n, argc, argv, lens, &n->reply);
     done(ctx, rc, keel_buf_rptr(&n->reply), keel_buf_unread(&n->reply));
     return 0;
+}
+
+int keel_node_read_local(keel_node_t *n, int argc, const uint8_t *const *argv, const size_t *lens,
+                         keel_buf_t *reply)
+{
+    return keel_kv_read_at(&n->kv, read_now_ms(n), argc, argv, lens, reply);
 }
 
 /* A write has its reply in n->reply: to the local client, or back to the follower. */
@@ -749,6 +772,10 @@ static void dispatch(keel_node_t *n, request_t *r)
             q_push(&n->reads_new, r);
             return;
         }
+        /* The leader's clock stamps every entry (expiry deadlines derive from it),
+         * whichever node the client talked to: bytes 1..8 of the entry. */
+        if (r->cmd_len >= KEEL_KV_ENTRY_HEADER_BYTES && r->cmd[0] == KEEL_KV_ENTRY_VERSION)
+            keel_put_u64(r->cmd + 1, (uint64_t)keel_clock_unix_ms());
         uint64_t index;
         int rc = keel_raft_propose(n->raft, r->cmd, r->cmd_len, &index);
         if (rc == KEEL_ENOTLEADER || rc == KEEL_EBUSY) {
@@ -1371,10 +1398,45 @@ static void expire_requests(keel_node_t *n)
     }
 }
 
+static void sweep_done(void *ctx, int status, const uint8_t *reply, size_t len)
+{
+    keel_node_t *n = ctx;
+    n->sweep_inflight = 0;
+}
+
+/*
+ * Expiry is decided by the leader and replicated as ordinary deletions: once its own
+ * clock passes the earliest key or lease deadline, it proposes a sweep (bounded per
+ * entry). A new leader inherits the deadlines and sweeps only when its clock passes
+ * them. One sweep is in flight at a time.
+ */
+static void maybe_sweep(keel_node_t *n)
+{
+    if (n->sweep_inflight || keel_raft_leader(n->raft) != n->cfg.id)
+        return;
+    uint64_t now = (uint64_t)keel_clock_unix_ms();
+    const char *what = NULL;
+    if (keel_kv_next_deadline_ms(&n->kv) <= now)
+        what = "KEEL.EXPIRE.SWEEP";
+    else if (keel_kv_next_lease_deadline_ms(&n->kv) <= now)
+        what = "KEEL.LEASE.SWEEP";
+    if (what == NULL)
+        return;
+    char now_s[24], max_s[16];
+    snprintf(now_s, sizeof(now_s), "%llu", (unsigned long long)now);
+    snprintf(max_s, sizeof(max_s), "%u", SWEEP_KEYS_MAX);
+    const uint8_t *argv[3] = {(const uint8_t *)what, (const uint8_t *)now_s,
+                              (const uint8_t *)max_s};
+    size_t lens[3] = {strlen(what), strlen(now_s), strlen(max_s)};
+    if (submit(n, REQ_WRITE, 3, argv, lens, sweep_done, n) == 0)
+        n->sweep_inflight = 1;
+}
+
 static void on_tick(keel_timer_t *t, void *data)
 {
     keel_node_t *n = data;
     keel_raft_tick(n->raft, keel_loop_now_ms(n->loop));
+    maybe_sweep(n);
     expire_requests(n);
     poll_snapshot_child(n);
     process(n);

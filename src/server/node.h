@@ -88,6 +88,9 @@ void keel_node_stop(keel_node_t *n, void (*closed)(void *data), void *data);
  */
 int keel_node_write(keel_node_t *n, int argc, const uint8_t *const *argv, const size_t *lens,
                     keel_node_done_fn done, void *ctx);
+/* Runs a read on this node's state now, with no ReadIndex round (stale reads). */
+int keel_node_read_local(keel_node_t *n, int argc, const uint8_t *const *argv, const size_t *lens,
+                         keel_buf_t *reply);
 /* stale = 1 serves from local state at once (KEEL.READS stale). */
 int keel_node_read(keel_node_t *n, int argc, const uint8_t *const *argv, const size_t *lens,
                    int stale, keel_node_done_fn done, void *ctx);

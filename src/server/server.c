@@ -307,7 +307,7 @@ static int cmd_data(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
         return reply(c, "-ERR out of memory\r\n");
     int idle = cs->inflight == 0 && cs->held_head == NULL;
     if (!is_write && cs->stale_reads && idle && s->node)
-        return keel_kv_read(keel_node_kv(s->node), (int)argc, s->argv, s->lens, out);
+        return keel_node_read_local(s->node, (int)argc, s->argv, s->lens, out);
     int go_now = cs->held_head == NULL && (cs->inflight == 0 || cs->kind_write == is_write);
     pending_reply_t *pr = new_pending(s, argc, !go_now);
     keel_resp_deferred_t *slot = pr ? keel_resp_client_defer(c) : NULL;
@@ -502,10 +502,16 @@ static int build_commands(server_t *s, keel_resp_command_t **out, size_t *n_out)
     if (t == NULL)
         return KEEL_ENOMEM;
     memcpy(t, connection_commands, sizeof(connection_commands));
+    size_t j = N_CONN_CMDS;
     for (size_t i = 0; i < nkv; i++) {
         keel_kv_command_info_t info;
         keel_kv_command_info(i, &info);
-        keel_resp_command_t *c = &t[N_CONN_CMDS + i];
+        /* KEEL.EXPIRE.SWEEP and KEEL.LEASE.SWEEP are housekeeping the leader proposes with
+         * its own clock; a client choosing now_ms could expire keys early. */
+        size_t nl = strlen(info.name);
+        if (nl > 6 && strcmp(info.name + nl - 6, ".sweep") == 0)
+            continue;
+        keel_resp_command_t *c = &t[j++];
         c->name = info.name;
         c->arity = info.arity;
         c->flags = (info.flags & KEEL_KV_WRITE) ? KEEL_RESP_CMD_WRITE : KEEL_RESP_CMD_READONLY;
@@ -526,7 +532,7 @@ static int build_commands(server_t *s, keel_resp_command_t **out, size_t *n_out)
         }
     }
     *out = t;
-    *n_out = N_CONN_CMDS + nkv;
+    *n_out = j;
     return 0;
 }
 

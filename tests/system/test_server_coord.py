@@ -1,0 +1,112 @@
+"""test_server_coord.py - coordination commands through a real 3-node keel server cluster:
+expiry decided by the leader and replicated as deletions, leases, locks with fencing tokens,
+KEEL.CAS, and the sweep commands kept away from clients."""
+
+import time
+
+import pytest
+import redis
+from keelcluster import make_cluster  # noqa: F401 (fixture)
+
+
+def wait_until(pred, timeout_s=5.0, step_s=0.05):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step_s)
+    return pred()
+
+
+def test_keys_with_a_ttl_disappear_on_every_node_and_are_deleted(make_cluster):
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    f = cl.followers(leader)[0]
+    c = f.client()  # written through a follower: the leader stamps the deadline
+    assert c.set("short", "v", px=400)
+    assert c.set("long", "v", ex=60)
+    assert c.set("plain", "v")
+    assert 0 < c.pttl("short") <= 400
+    assert c.ttl("plain") == -1 and c.ttl("nope") == -2
+    for nd in cl.nodes:
+        assert nd.client().get("short") == b"v"
+    time.sleep(0.5)
+    for nd in cl.nodes:  # hidden on every node as soon as the deadline passed
+        r = nd.client()
+        assert r.get("short") is None
+        assert r.exists("short") == 0
+        assert r.get("long") == b"v"
+    # the leader's sweep deletes it for real: DBSIZE drops everywhere
+    assert wait_until(lambda: all(nd.client().dbsize() == 2 for nd in cl.nodes))
+
+
+def test_persist_and_expire_change_a_deadline(make_cluster):
+    cl = make_cluster(3)
+    c = cl.wait_leader().client()
+    c.set("k", "v", px=300)
+    assert c.persist("k") == 1
+    assert c.ttl("k") == -1
+    assert c.pexpire("k", 200) is True
+    time.sleep(0.35)
+    assert c.get("k") is None
+
+
+def test_a_lease_takes_its_keys_with_it(make_cluster):
+    cl = make_cluster(3)
+    c = cl.wait_leader().client()
+    lease = c.execute_command("KEEL.LEASE", "GRANT", 500)
+    assert isinstance(lease, int) and lease > 0
+    assert c.execute_command("KEEL.SET", "svc/a", "10.0.0.1", "LEASE", lease) == b"OK"
+    assert c.execute_command("KEEL.SET", "svc/b", "10.0.0.2", "LEASE", lease) == b"OK"
+    assert c.get("svc/a") == b"10.0.0.1"
+    keep = c.execute_command("KEEL.LEASE", "GRANT", 60000)
+    c.execute_command("KEEL.SET", "svc/c", "10.0.0.3", "LEASE", keep)
+    # gone everywhere once the lease expires and the leader sweeps it
+    assert wait_until(
+        lambda: all(nd.client().get("svc/a") is None and nd.client().get("svc/b") is None
+                    for nd in cl.nodes))
+    assert c.get("svc/c") == b"10.0.0.3"
+    assert c.execute_command("KEEL.LEASE", "REVOKE", keep)
+    assert c.get("svc/c") is None
+
+
+def test_fencing_tokens_refuse_a_stale_lock_holder(make_cluster):
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    a = leader.client()
+    b = cl.followers(leader)[0].client()
+    t1 = a.execute_command("KEEL.LOCK", "orders", 300)
+    assert isinstance(t1, int)
+    assert b.execute_command("KEEL.LOCK", "orders", 300) is None  # held
+    assert a.execute_command("KEEL.FENCED", "orders", t1, "SET", "stock", "9") == b"OK"
+    time.sleep(0.4)  # the holder "pauses" past its lease
+    t2 = b.execute_command("KEEL.LOCK", "orders", 5000)
+    assert isinstance(t2, int) and t2 > t1
+    assert b.execute_command("KEEL.FENCED", "orders", t2, "SET", "stock", "8") == b"OK"
+    with pytest.raises(redis.ResponseError) as e:  # the paused holder wakes up: refused
+        a.execute_command("KEEL.FENCED", "orders", t1, "SET", "stock", "100")
+    assert "FENCED" in str(e.value) or "holder" in str(e.value)
+    assert a.get("stock") == b"8"
+    assert b.execute_command("KEEL.UNLOCK", "orders", t2)
+
+
+def test_cas_on_versions(make_cluster):
+    cl = make_cluster(3)
+    c = cl.wait_leader().client()
+    v1 = c.execute_command("KEEL.CAS", "acct", 0, "100")
+    assert isinstance(v1, int) and v1 > 0
+    with pytest.raises(redis.ResponseError) as e:
+        c.execute_command("KEEL.CAS", "acct", 0, "200")  # must not exist: it does
+    assert "CONFLICT" in str(e.value)
+    v2 = c.execute_command("KEEL.CAS", "acct", v1, "90")
+    assert v2 > v1
+    assert c.get("acct") == b"90"
+
+
+def test_clients_cannot_call_the_leaders_sweeps(make_cluster):
+    cl = make_cluster(1)
+    c = cl.wait_leader().client()
+    for cmd in ("KEEL.EXPIRE.SWEEP", "KEEL.LEASE.SWEEP"):
+        with pytest.raises(redis.ResponseError) as e:
+            c.execute_command(cmd, 99999999999999, 1000)
+        assert "unknown command" in str(e.value)
