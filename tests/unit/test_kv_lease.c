@@ -1,4 +1,5 @@
 /* test_kv_lease.c - KV state machine: leases with attached keys, locks with fencing tokens. */
+#include "base/crc32c.h"
 #include "base/rand.h"
 #include "test_kv_util.h"
 
@@ -291,6 +292,55 @@ static void leases_and_locks_survive_a_snapshot(void)
     kvt_free(&b);
 }
 
+/* Rewrites the u64 at off and reseals the CRC; returns decode's result into a fresh kv. */
+static int decode_patched(const keel_buf_t *snap, size_t off, uint64_t v)
+{
+    static uint8_t buf[1024];
+    size_t n = keel_buf_unread(snap);
+    if (n > sizeof(buf))
+        abort();
+    memcpy(buf, keel_buf_rptr(snap), n);
+    for (int k = 0; k < 8; k++)
+        buf[off + (size_t)k] = (uint8_t)(v >> (8 * k));
+    uint32_t crc = keel_crc32c(0, buf, n - 4);
+    for (int k = 0; k < 4; k++)
+        buf[n - 4 + (size_t)k] = (uint8_t)(crc >> (8 * k));
+    static kvt_t b;
+    kvt_init(&b, NULL);
+    keel_errmsg_t m;
+    int rc = keel_kv_snapshot_decode(&b.kv, buf, n, &m);
+    if (rc != 0 && (keel_kv_count(&b.kv) != 0 || b.kv.lease_id_last || b.kv.fence_last))
+        rc = 999; /* a refused snapshot must leave the target empty */
+    kvt_free(&b);
+    return rc;
+}
+
+static void snapshots_whose_leases_and_locks_contradict_are_refused(void)
+{
+    fresh();
+    AT(1000, "KEEL.LEASE GRANT 1000", ":1\r\n");
+    AT(1000, "KEEL.LOCK L 700", ":1\r\n");
+    AT(1000, "KEEL.SET a 1 LEASE 1", "+OK\r\n");
+    keel_buf_t snap;
+    keel_buf_init(&snap, 0);
+    KT_EQ_INT(keel_kv_snapshot_encode(&t.kv, &snap), 0);
+    /* header 40 | lease_id_last 40 | fence_last 48 | lease_count 56 | lease 64 (id, ttl,
+     * deadline) | lock_count 88 | lock 96 (u32 len, token, deadline, "L") | key record 117 */
+    KT_EQ_INT(keel_buf_unread(&snap), 117 + 40 + 2 + 4);
+    KT_EQ_INT(decode_patched(&snap, 40, 1), 0);                 /* unchanged value: accepted */
+    KT_EQ_INT(decode_patched(&snap, 40, 0), KEEL_EPROTO);       /* lease id above lease_id_last */
+    KT_EQ_INT(decode_patched(&snap, 48, 0), KEEL_EPROTO);       /* token above fence_last */
+    KT_EQ_INT(decode_patched(&snap, 56, 2), KEEL_EPROTO);       /* lease count wrong */
+    KT_EQ_INT(decode_patched(&snap, 64, 0), KEEL_EPROTO);       /* lease id 0 */
+    KT_EQ_INT(decode_patched(&snap, 72, 0), KEEL_EPROTO);       /* ttl 0 */
+    KT_EQ_INT(decode_patched(&snap, 80, 0), KEEL_EPROTO);       /* lease deadline 0 */
+    KT_EQ_INT(decode_patched(&snap, 100, 0), KEEL_EPROTO);      /* token 0 */
+    KT_EQ_INT(decode_patched(&snap, 108, 0), KEEL_EPROTO);      /* lock deadline 0 */
+    KT_EQ_INT(decode_patched(&snap, 117 + 32, 7), KEEL_EPROTO); /* key on a missing lease */
+    KT_EQ_INT(decode_patched(&snap, 117 + 32, 0), 0);           /* key with no lease: fine */
+    keel_buf_free(&snap);
+}
+
 int main(void)
 {
     kvt_init(&t, NULL);
@@ -301,6 +351,7 @@ int main(void)
     KT_RUN(fenced_writes_run_only_for_the_current_holder);
     KT_RUN(contended_fenced_writes_never_accept_a_stale_token);
     KT_RUN(leases_and_locks_survive_a_snapshot);
+    KT_RUN(snapshots_whose_leases_and_locks_contradict_are_refused);
     kvt_free(&t);
     return kt_done();
 }
