@@ -712,6 +712,11 @@ int keel_node_read(keel_node_t *n, int argc, const uint8_t *const *argv, const s
     return 0;
 }
 
+uint64_t keel_node_key_version(keel_node_t *n, const void *key, size_t len)
+{
+    return keel_kv_version_at(&n->kv, read_now_ms(n), key, len);
+}
+
 int keel_node_read_local(keel_node_t *n, int argc, const uint8_t *const *argv, const size_t *lens,
                          keel_buf_t *reply)
 {

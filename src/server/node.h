@@ -88,6 +88,8 @@ void keel_node_stop(keel_node_t *n, void (*closed)(void *data), void *data);
  */
 int keel_node_write(keel_node_t *n, int argc, const uint8_t *const *argv, const size_t *lens,
                     keel_node_done_fn done, void *ctx);
+/* A key's version in this node's state now (0: absent or expired), for WATCH. */
+uint64_t keel_node_key_version(keel_node_t *n, const void *key, size_t len);
 /* Runs a read on this node's state now, with no ReadIndex round (stale reads). */
 int keel_node_read_local(keel_node_t *n, int argc, const uint8_t *const *argv, const size_t *lens,
                          keel_buf_t *reply);

@@ -60,6 +60,11 @@ typedef struct client_state {
     size_t inflight; /* commands submitted to the node, not yet answered */
     int releasing;
     pending_reply_t *held_head, *held_tail;
+    int in_multi, multi_dirty; /* MULTI ... EXEC */
+    pending_reply_t *queued_head, *queued_tail;
+    size_t nqueued;
+    struct watched **watch; /* WATCHed keys with the versions seen */
+    size_t nwatch;
 } client_state_t;
 
 static server_t *srv_of(keel_resp_client_t *c)
@@ -78,6 +83,11 @@ static client_state_t *state_of(keel_resp_client_t *c)
 }
 
 static void drop_held(client_state_t *cs);
+static void multi_reset(client_state_t *cs);
+static void watch_clear(client_state_t *cs);
+static int queue_in_multi(keel_resp_client_t *c, server_t *s, client_state_t *cs, size_t argc);
+static int submit_command(keel_resp_client_t *c, server_t *s, client_state_t *cs, size_t argc,
+                          int is_write, cmd_stats_t *st);
 
 static void on_client_closed(keel_resp_client_t *c)
 {
@@ -86,6 +96,8 @@ static void on_client_closed(keel_resp_client_t *c)
         return;
     cs->closed = 1;
     drop_held(cs);
+    multi_reset(cs);
+    watch_clear(cs);
     if (cs->inflight == 0)
         free(cs);
 }
@@ -280,6 +292,182 @@ static pending_reply_t *new_pending(server_t *s, size_t argc, int copy)
     return pr;
 }
 
+/* ---- transactions: MULTI / EXEC / DISCARD / WATCH / UNWATCH ------------------------ */
+
+/*
+ * Redis semantics on one Raft entry. Commands after MULTI are checked as they arrive
+ * (arity, syntax: a bad one is answered with its error and makes EXEC answer
+ * -EXECABORT) and queued with "+QUEUED". WATCH records each key's version as this node
+ * sees it. EXEC proposes a single KEEL.TXN entry carrying the watched versions and the
+ * queued commands: the state machine checks the versions and runs the commands in the
+ * same apply, so the transaction is all or nothing and EXEC answers *-1 when a watched
+ * key changed. A version read on a lagging follower can only be older than the truth,
+ * which can make EXEC abort when nothing changed after WATCH, never commit when
+ * something did. Connection commands (PING, INFO, ...) are not queued: they run at once.
+ */
+#define MULTI_COMMANDS_MAX 10000
+#define WATCH_KEYS_MAX 1024
+
+typedef struct watched {
+    uint64_t version;
+    size_t len;
+    uint8_t key[];
+} watched_t;
+
+static void multi_reset(client_state_t *cs)
+{
+    while (cs->queued_head) {
+        pending_reply_t *q = cs->queued_head;
+        cs->queued_head = q->next;
+        free(q);
+    }
+    cs->queued_tail = NULL;
+    cs->nqueued = 0;
+    cs->in_multi = cs->multi_dirty = 0;
+}
+
+static void watch_clear(client_state_t *cs)
+{
+    for (size_t i = 0; i < cs->nwatch; i++)
+        free(cs->watch[i]);
+    free(cs->watch);
+    cs->watch = NULL;
+    cs->nwatch = 0;
+}
+
+static int queue_in_multi(keel_resp_client_t *c, server_t *s, client_state_t *cs, size_t argc)
+{
+    if (cs->nqueued >= MULTI_COMMANDS_MAX) {
+        cs->multi_dirty = 1;
+        return reply(c, "-ERR keel: too many commands in one transaction\r\n");
+    }
+    pending_reply_t *q = new_pending(s, argc, 1);
+    if (q == NULL) {
+        cs->multi_dirty = 1;
+        return reply(c, "-ERR out of memory\r\n");
+    }
+    if (cs->queued_tail)
+        cs->queued_tail->next = q;
+    else
+        cs->queued_head = q;
+    cs->queued_tail = q;
+    cs->nqueued++;
+    return reply(c, "+QUEUED\r\n");
+}
+
+static int cmd_multi(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    client_state_t *cs = state_of(c);
+    if (cs == NULL)
+        return reply(c, "-ERR out of memory\r\n");
+    if (cs->in_multi)
+        return reply(c, "-ERR MULTI calls can not be nested\r\n");
+    cs->in_multi = 1;
+    return reply(c, "+OK\r\n");
+}
+
+static int cmd_discard(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    client_state_t *cs = state_of(c);
+    if (cs == NULL || !cs->in_multi)
+        return reply(c, "-ERR DISCARD without MULTI\r\n");
+    multi_reset(cs);
+    watch_clear(cs);
+    return reply(c, "+OK\r\n");
+}
+
+static int cmd_watch(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    server_t *s = srv_of(c);
+    client_state_t *cs = state_of(c);
+    if (cs == NULL)
+        return reply(c, "-ERR out of memory\r\n");
+    if (cs->in_multi)
+        return reply(c, "-ERR WATCH inside MULTI is not allowed\r\n");
+    if (cs->nwatch + argc - 1 > WATCH_KEYS_MAX)
+        return reply(c, "-ERR keel: too many watched keys\r\n");
+    watched_t **nw = realloc(cs->watch, (cs->nwatch + argc - 1) * sizeof(*nw));
+    if (nw == NULL)
+        return reply(c, "-ERR out of memory\r\n");
+    cs->watch = nw;
+    for (size_t i = 1; i < argc; i++) {
+        watched_t *w = malloc(sizeof(*w) + argv[i].len);
+        if (w == NULL)
+            return reply(c, "-ERR out of memory\r\n");
+        w->version = keel_node_key_version(s->node, argv[i].ptr, argv[i].len);
+        w->len = argv[i].len;
+        memcpy(w->key, argv[i].ptr, argv[i].len);
+        cs->watch[cs->nwatch++] = w;
+    }
+    return reply(c, "+OK\r\n");
+}
+
+static int cmd_unwatch(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    client_state_t *cs = state_of(c);
+    if (cs != NULL)
+        watch_clear(cs);
+    return reply(c, "+OK\r\n");
+}
+
+/* KEEL.TXN nwatch key ver ... ncmds argc args ... into s->argv, numbers in s->buf. */
+static int build_txn(server_t *s, client_state_t *cs, size_t *argc_out)
+{
+    size_t n = 3 + 2 * cs->nwatch;
+    for (pending_reply_t *q = cs->queued_head; q; q = q->next)
+        n += 1 + q->argc;
+    int rc = ensure_argv(s, n);
+    keel_buf_reset(&s->buf);
+    if (rc == 0) /* room for every number up front: the pointers into it must not move */
+        rc = keel_buf_reserve(&s->buf, 24 * (3 + cs->nwatch + cs->nqueued));
+    if (rc != 0)
+        return rc;
+    size_t k = 0;
+#define PUT_STR(p, l) (s->argv[k] = (const uint8_t *)(p), s->lens[k++] = (l))
+#define PUT_NUM(v)                                                                                 \
+    do {                                                                                           \
+        size_t at_ = s->buf.len;                                                                   \
+        keel_buf_append_u64_dec(&s->buf, (uint64_t)(v));                                           \
+        PUT_STR(s->buf.data + at_, s->buf.len - at_);                                              \
+    } while (0)
+    PUT_STR("KEEL.TXN", 8);
+    PUT_NUM(cs->nwatch);
+    for (size_t i = 0; i < cs->nwatch; i++) {
+        PUT_STR(cs->watch[i]->key, cs->watch[i]->len);
+        PUT_NUM(cs->watch[i]->version);
+    }
+    PUT_NUM(cs->nqueued);
+    for (pending_reply_t *q = cs->queued_head; q; q = q->next) {
+        PUT_NUM(q->argc);
+        for (size_t i = 0; i < q->argc; i++)
+            PUT_STR(q->argv[i], q->lens[i]);
+    }
+#undef PUT_NUM
+#undef PUT_STR
+    *argc_out = k;
+    return 0;
+}
+
+static int cmd_exec(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    server_t *s = srv_of(c);
+    client_state_t *cs = state_of(c);
+    if (cs == NULL || !cs->in_multi)
+        return reply(c, "-ERR EXEC without MULTI\r\n");
+    int rc;
+    if (cs->multi_dirty) {
+        rc = reply(c, "-EXECABORT Transaction discarded because of previous errors.\r\n");
+    } else {
+        size_t n;
+        rc = build_txn(s, cs, &n);
+        rc = rc == 0 ? submit_command(c, s, cs, n, 1, NULL) : reply(c, "-ERR out of memory\r\n");
+    }
+    multi_reset(cs); /* the node copied the entry; the queued copies can go */
+    watch_clear(cs);
+    return rc;
+}
+
+
 static int cmd_data(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
 {
     server_t *s = srv_of(c);
@@ -298,13 +486,30 @@ static int cmd_data(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
     if (keel_kv_check((int)argc, s->argv, s->lens, out) != 0) {
         if (st)
             keel_counter_inc(st->errors);
-        return 0; /* the error reply is written */
+        client_state_t *bad = keel_resp_client_data(c);
+        if (bad != NULL && bad->in_multi)
+            bad->multi_dirty = 1; /* EXEC will answer -EXECABORT */
+        return 0;                 /* the error reply is written */
     }
     unsigned flags = keel_kv_command_flags(argv[0].ptr, argv[0].len);
-    int is_write = (flags & KEEL_KV_WRITE) != 0;
     client_state_t *cs = state_of(c);
     if (cs == NULL)
         return reply(c, "-ERR out of memory\r\n");
+    if (cs->in_multi)
+        return queue_in_multi(c, s, cs, argc);
+    return submit_command(c, s, cs, argc, (flags & KEEL_KV_WRITE) != 0, st);
+}
+
+/*
+ * Sends the command in s->argv/s->lens to the node, keeping the connection's order
+ * (see client_state): now if it can run alongside what is in flight, else held.
+ */
+static int submit_command(keel_resp_client_t *c, server_t *s, client_state_t *cs, size_t argc,
+                          int is_write, cmd_stats_t *st)
+{
+    keel_buf_t *out = keel_resp_client_out(c);
+    if (out == NULL)
+        return KEEL_ENOMEM;
     int idle = cs->inflight == 0 && cs->held_head == NULL;
     if (!is_write && cs->stale_reads && idle && s->node)
         return keel_node_read_local(s->node, (int)argc, s->argv, s->lens, out);
@@ -490,6 +695,11 @@ static const keel_resp_command_t connection_commands[] = {
     {"INFO", -1, 0, cmd_info},
     {"COMMAND", -1, 0, cmd_command},
     {"KEEL.READS", 2, KEEL_RESP_CMD_FAST, cmd_keel_reads},
+    {"MULTI", 1, KEEL_RESP_CMD_FAST, cmd_multi},
+    {"EXEC", 1, KEEL_RESP_CMD_WRITE, cmd_exec},
+    {"DISCARD", 1, KEEL_RESP_CMD_FAST, cmd_discard},
+    {"WATCH", -2, KEEL_RESP_CMD_FAST, cmd_watch},
+    {"UNWATCH", 1, KEEL_RESP_CMD_FAST, cmd_unwatch},
 };
 
 #define N_CONN_CMDS (sizeof(connection_commands) / sizeof(connection_commands[0]))

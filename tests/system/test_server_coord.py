@@ -6,7 +6,7 @@ import time
 
 import pytest
 import redis
-from keelcluster import make_cluster  # noqa: F401 (fixture)
+from keelcluster import RespConn, make_cluster  # noqa: F401 (fixture)
 
 
 def wait_until(pred, timeout_s=5.0, step_s=0.05):
@@ -110,3 +110,60 @@ def test_clients_cannot_call_the_leaders_sweeps(make_cluster):
         with pytest.raises(redis.ResponseError) as e:
             c.execute_command(cmd, 99999999999999, 1000)
         assert "unknown command" in str(e.value)
+
+
+def test_a_transaction_runs_all_its_commands_in_one_entry(make_cluster):
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    for nd in (leader, cl.followers(leader)[0]):  # also through a follower
+        p = nd.client().pipeline(transaction=True)
+        p.set("t:a", "1")
+        p.incr("t:a")
+        p.get("t:a")
+        p.get("t:missing")
+        assert p.execute() == [True, 2, b"2", None]
+
+
+def test_exec_fails_when_a_watched_key_changed_and_runs_when_not(make_cluster):
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    a = RespConn(leader.client_port)  # raw RESP: one connection, replies as sent
+    b = cl.followers(leader)[0].client()
+    assert a.call("SET", "x", "1") == b"+OK\r\n"
+    assert a.call("WATCH", "x") == b"+OK\r\n"
+    b.set("x", "2")  # another client changes it after WATCH
+    assert a.call("MULTI") == b"+OK\r\n"
+    assert a.call("SET", "x", "3") == b"+QUEUED\r\n"
+    assert a.call("EXEC") == b"*-1\r\n"  # nil: nothing ran
+    assert b.get("x") == b"2"
+    assert a.call("WATCH", "x") == b"+OK\r\n"  # unchanged this time
+    assert a.call("MULTI") == b"+OK\r\n"
+    assert a.call("INCR", "x") == b"+QUEUED\r\n"
+    assert a.call("EXEC") == b"*1\r\n:3\r\n"
+
+    # redis-py's optimistic-locking helper (WATCH, read, MULTI, EXEC, retry on conflict)
+    def add_ten(pipe):
+        v = int(pipe.get("x"))
+        pipe.multi()
+        pipe.set("x", v + 10)
+
+    b.transaction(add_ten, "x")
+    assert b.get("x") == b"13"
+
+
+def test_a_queued_syntax_error_aborts_the_transaction(make_cluster):
+    cl = make_cluster(1)
+    c = RespConn(cl.wait_leader().client_port)
+    assert c.call("MULTI") == b"+OK\r\n"
+    assert c.call("SET", "y", "1") == b"+QUEUED\r\n"
+    assert c.call("INCRBY", "y", "not-a-number").startswith(b"-ERR")
+    assert c.call("EXEC").startswith(b"-EXECABORT")
+    assert c.call("GET", "y") == b"$-1\r\n"
+    assert c.call("EXEC") == b"-ERR EXEC without MULTI\r\n"
+    assert c.call("MULTI") == b"+OK\r\n"
+    assert c.call("MULTI") == b"-ERR MULTI calls can not be nested\r\n"
+    assert c.call("DISCARD") == b"+OK\r\n"
+    assert c.call("WATCH", "y") == b"+OK\r\n"
+    assert c.call("MULTI") == b"+OK\r\n"
+    assert c.call("WATCH", "y") == b"-ERR WATCH inside MULTI is not allowed\r\n"
+    assert c.call("EXEC") == b"*0\r\n"
