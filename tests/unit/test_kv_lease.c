@@ -251,6 +251,155 @@ static void contended_fenced_writes_never_accept_a_stale_token(void)
     KT_CHECK(accepted > 100 && refused > 100);
 }
 
+/*
+ * A random run against a model of leases and attached keys: after every
+ * command each key is visible exactly when the model says so (present, and
+ * its lease, if any, unexpired), the stored count and the next lease deadline
+ * agree, and a second state restored from a snapshot midway replies byte for
+ * byte the same to everything after.
+ */
+enum { MK = 16, ML = 4096 };
+typedef struct lmodel {
+    uint64_t deadline[ML], ttl[ML]; /* deadline 0: no such lease */
+    uint64_t next;
+    int present[MK];
+    uint64_t lease[MK];
+    char val[MK][16];
+} lmodel_t;
+
+static int lm_alive(const lmodel_t *m, int k, uint64_t now)
+{
+    return m->present[k] && (m->lease[k] == 0 || m->deadline[m->lease[k]] > now);
+}
+
+static void lm_end(lmodel_t *m, uint64_t id)
+{
+    m->deadline[id] = 0;
+    for (int k = 0; k < MK; k++)
+        if (m->present[k] && m->lease[k] == id)
+            m->present[k] = 0;
+}
+
+/* One random command line for the model at `now`, applying it to the model. */
+static void lm_step(lmodel_t *m, keel_rand_t *r, uint64_t now, int step, char *line, size_t cap)
+{
+    int k = (int)keel_rand_below(r, MK);
+    uint64_t id = 1 + keel_rand_below(r, m->next + 1);
+    int live = id <= m->next && m->deadline[id] > now;
+    switch (keel_rand_below(r, 8)) {
+    case 0:
+    case 1: {
+        uint64_t ttl = 1 + keel_rand_below(r, 300);
+        snprintf(line, cap, "KEEL.LEASE GRANT %llu", (unsigned long long)ttl);
+        m->next++;
+        m->deadline[m->next] = now + ttl;
+        m->ttl[m->next] = ttl;
+        break;
+    }
+    case 2:
+        snprintf(line, cap, "KEEL.LEASE KEEPALIVE %llu", (unsigned long long)id);
+        if (live)
+            m->deadline[id] = now + m->ttl[id];
+        break;
+    case 3:
+        snprintf(line, cap, "KEEL.LEASE REVOKE %llu", (unsigned long long)id);
+        if (live)
+            lm_end(m, id);
+        break;
+    case 4:
+    case 5:
+        snprintf(line, cap, "KEEL.SET k%02d v%d LEASE %llu", k, step, (unsigned long long)id);
+        if (live) {
+            m->present[k] = 1;
+            m->lease[k] = id;
+            snprintf(m->val[k], sizeof(m->val[k]), "v%d", step);
+        }
+        break;
+    case 6:
+        if (keel_rand_below(r, 2)) {
+            snprintf(line, cap, "SET k%02d w%d", k, step);
+            m->present[k] = 1;
+            m->lease[k] = 0;
+            snprintf(m->val[k], sizeof(m->val[k]), "w%d", step);
+        } else {
+            snprintf(line, cap, "DEL k%02d", k);
+            m->present[k] = 0;
+        }
+        break;
+    default: {
+        int max = (int)keel_rand_below(r, 4);
+        snprintf(line, cap, "KEEL.LEASE.SWEEP %llu %d", (unsigned long long)now, max);
+        for (int n = 0; n < max; n++) {
+            uint64_t best = 0;
+            for (uint64_t i = 1; i <= m->next; i++)
+                if (m->deadline[i] && m->deadline[i] <= now &&
+                    (best == 0 || m->deadline[i] < m->deadline[best]))
+                    best = i;
+            if (best == 0)
+                break;
+            lm_end(m, best);
+        }
+    }
+    }
+}
+
+static void random_leases_agree_with_a_model_and_survive_snapshots(void)
+{
+    keel_rand_t r;
+    uint64_t seed = 0x6c65617365ull;
+    KT_SEED(seed);
+    keel_rand_seed(&r, seed);
+    static lmodel_t m;
+    memset(&m, 0, sizeof(m));
+    static kvt_t b;
+    fresh();
+    kvt_init(&b, NULL);
+    keel_buf_t snap;
+    keel_buf_init(&snap, 0);
+    uint64_t now = 1000;
+    int restored = 0;
+    for (int step = 0; step < 8000 && m.next < ML - 2; step++) {
+        now += keel_rand_below(&r, 15);
+        char line[96], want[128];
+        lm_step(&m, &r, now, step, line, sizeof(line));
+        snprintf(want, sizeof(want), "%s", at(&t, now, line));
+        if (restored)
+            KT_EQ_STR(at(&b, now, line), want);
+        size_t present = 0;
+        uint64_t next = KEEL_KV_NO_DEADLINE;
+        for (uint64_t i = 1; i <= m.next; i++)
+            if (m.deadline[i] && m.deadline[i] < next)
+                next = m.deadline[i];
+        for (int k = 0; k < MK; k++) {
+            char get[16], exp[32];
+            snprintf(get, sizeof(get), "GET k%02d", k);
+            present += (size_t)m.present[k];
+            if (lm_alive(&m, k, now))
+                snprintf(exp, sizeof(exp), "$%zu\r\n%s\r\n", strlen(m.val[k]), m.val[k]);
+            else
+                snprintf(exp, sizeof(exp), "$-1\r\n");
+            const char *got = read_at(&t, now, get);
+            if (strcmp(got, exp) != 0)
+                KT_FAIL("step %d after %s: %s -> %s, model %s", step, line, get, got, exp);
+        }
+        KT_EQ_INT(keel_kv_count(&t.kv), present);
+        KT_EQ_U64(keel_kv_next_lease_deadline_ms(&t.kv), next);
+        if (step == 3000) {
+            KT_EQ_INT(keel_kv_snapshot_encode(&t.kv, &snap), 0);
+            keel_errmsg_t em;
+            KT_EQ_INT(
+                keel_kv_snapshot_decode(&b.kv, keel_buf_rptr(&snap), keel_buf_unread(&snap), &em),
+                0);
+            b.index = t.index;
+            restored = 1;
+        }
+    }
+    KT_CHECK(restored);
+    KT_EQ_U64(keel_kv_revision(&b.kv), keel_kv_revision(&t.kv));
+    keel_buf_free(&snap);
+    kvt_free(&b);
+}
+
 /* ---- snapshots ---------------------------------------------------------------------- */
 
 static void leases_and_locks_survive_a_snapshot(void)
@@ -350,6 +499,7 @@ int main(void)
     KT_RUN(lock_tokens_strictly_increase_across_holders);
     KT_RUN(fenced_writes_run_only_for_the_current_holder);
     KT_RUN(contended_fenced_writes_never_accept_a_stale_token);
+    KT_RUN(random_leases_agree_with_a_model_and_survive_snapshots);
     KT_RUN(leases_and_locks_survive_a_snapshot);
     KT_RUN(snapshots_whose_leases_and_locks_contradict_are_refused);
     kvt_free(&t);
