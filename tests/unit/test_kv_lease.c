@@ -371,7 +371,7 @@ static void random_leases_agree_with_a_model_and_survive_snapshots(void)
             if (m.deadline[i] && m.deadline[i] < next)
                 next = m.deadline[i];
         for (int k = 0; k < MK; k++) {
-            char get[16], exp[32];
+            char get[16], exp[64];
             snprintf(get, sizeof(get), "GET k%02d", k);
             present += (size_t)m.present[k];
             if (lm_alive(&m, k, now))
