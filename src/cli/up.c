@@ -90,13 +90,16 @@ static int wait_for_leader(keel_cluster_t *cl, int timeout_ms)
                 return -1;
             }
         }
+        /* Up means every node answers and knows the leader (a restarted node too). */
         keel_cluster_status_t s;
+        size_t ready = 0;
         for (size_t i = 0; i < cl->n; i++)
-            if (keel_cluster_node_status(&cl->nodes[i], &s) == 0 && s.leader[0] && s.healthy)
-                return 0;
+            ready += keel_cluster_node_status(&cl->nodes[i], &s) == 0 && s.leader[0] && s.healthy;
+        if (ready == cl->n)
+            return 0;
         usleep(100 * 1000);
     }
-    fprintf(stderr, "keel up: no leader after %d ms\n", timeout_ms);
+    fprintf(stderr, "keel up: not every node knows a leader after %d ms\n", timeout_ms);
     return -1;
 }
 

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #define SERVER_VERSION "0.1.0"
@@ -467,7 +468,6 @@ static int cmd_exec(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
     return rc;
 }
 
-
 static int cmd_data(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
 {
     server_t *s = srv_of(c);
@@ -612,6 +612,12 @@ static int cmd_info(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
               arg_is(&argv[1], "default");
     for (size_t i = 1; i < argc || (all && i == 1); i++) {
         const keel_resp_arg_t *sec = i < argc ? &argv[i] : NULL;
+        int again = 0; /* a section named twice is shown once, as Redis does */
+        for (size_t j = 1; sec && j < i; j++)
+            again |= argv[j].len == sec->len &&
+                     strncasecmp((const char *)argv[j].ptr, (const char *)sec->ptr, sec->len) == 0;
+        if (again)
+            continue;
         if (all || arg_is(sec, "server"))
             keel_buf_printf(b,
                             "# Server\r\nredis_version:7.0.0\r\nkeel_version:%s\r\n"
@@ -789,15 +795,16 @@ static void http_status(keel_http_req_t *req, void *data)
                                                  (json_int_t)nc->members[i].id, "peer_addr",
                                                  nc->members[i].peer_addr));
     json_t *j = json_pack(
-        "{s:s,s:I,s:s,s:I,s:s*,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "name", s->cfg.name,
+        "{s:s,s:I,s:s,s:I,s:o,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "name", s->cfg.name,
         "id", (json_int_t)st.id, "role", keel_raft_role_name(st.role), "term", (json_int_t)st.term,
-        "leader", st.has_leader ? keel_node_member_name(s->node, st.leader) : NULL, "commit_index",
-        (json_int_t)st.commit, "applied_index", (json_int_t)st.applied, "last_index",
-        (json_int_t)st.last_index, "revision", (json_int_t)st.revision, "keys", (json_int_t)st.keys,
-        "leader_changes", (json_int_t)st.leader_changes, "wal_bytes", (json_int_t)st.wal_disk_bytes,
-        "snapshot_index", (json_int_t)st.snapshot_index, "snapshot_bytes",
-        (json_int_t)st.snapshot_disk_bytes, "requests_pending", (json_int_t)st.requests_pending,
-        "members", members);
+        "leader",
+        st.has_leader ? json_string(keel_node_member_name(s->node, st.leader)) : json_null(),
+        "commit_index", (json_int_t)st.commit, "applied_index", (json_int_t)st.applied,
+        "last_index", (json_int_t)st.last_index, "revision", (json_int_t)st.revision, "keys",
+        (json_int_t)st.keys, "leader_changes", (json_int_t)st.leader_changes, "wal_bytes",
+        (json_int_t)st.wal_disk_bytes, "snapshot_index", (json_int_t)st.snapshot_index,
+        "snapshot_bytes", (json_int_t)st.snapshot_disk_bytes, "requests_pending",
+        (json_int_t)st.requests_pending, "members", members);
     if (j)
         json_object_set_new(j, "healthy", json_boolean(node_healthy(&st)));
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
