@@ -243,3 +243,42 @@ int keel_peer_decode_fwd(keel_peer_type_t type, const uint8_t *p, size_t n, keel
     }
     return 0;
 }
+
+int keel_peer_encode_publish(keel_buf_t *out, const uint8_t *ch, size_t ch_len, const uint8_t *msg,
+                             size_t msg_len)
+{
+    if (ch_len > UINT32_MAX)
+        return KEEL_ETOOBIG;
+    uint8_t head[4];
+    keel_put_u32(head, (uint32_t)ch_len);
+    size_t mark;
+    int rc = keel_frame_begin(out, KEEL_PEER_PUBLISH, &mark);
+    if (rc != 0)
+        return rc;
+    rc = keel_buf_append(out, head, sizeof(head));
+    if (rc == 0)
+        rc = keel_buf_append(out, ch, ch_len);
+    if (rc == 0)
+        rc = keel_buf_append(out, msg, msg_len);
+    if (rc == 0)
+        rc = keel_frame_end(out, mark);
+    if (rc != 0)
+        keel_frame_abort(out, mark);
+    return rc;
+}
+
+int keel_peer_decode_publish(const uint8_t *p, size_t n, const uint8_t **ch, size_t *ch_len,
+                             const uint8_t **msg, size_t *msg_len)
+{
+    keel_rd_t r;
+    keel_rd_init(&r, p, n);
+    uint32_t cl = keel_rd_u32(&r);
+    const uint8_t *c = keel_rd_bytes(&r, cl);
+    if (r.bad)
+        return KEEL_EPROTO;
+    *ch = c;
+    *ch_len = cl;
+    *msg = r.p;
+    *msg_len = r.left;
+    return 0;
+}

@@ -23,6 +23,7 @@
  *   FWD_REPLY    u64 req_id | u8 status | reply bytes (RESP, for status OK)
  *   FWD_READ     u64 req_id
  *   FWD_READ_OK  u64 req_id | u8 status | u64 read index
+ *   PUBLISH      u32 channel_len | channel | message
  *
  * A follower forwards a client's write to the leader with FWD_PROPOSE and
  * relays the FWD_REPLY; for a linearizable read it asks the leader for a
@@ -36,6 +37,7 @@ typedef enum keel_peer_type {
     KEEL_PEER_FWD_REPLY = 4,
     KEEL_PEER_FWD_READ = 5,
     KEEL_PEER_FWD_READ_OK = 6,
+    KEEL_PEER_PUBLISH = 7,
 } keel_peer_type_t;
 
 typedef enum keel_peer_status {
@@ -84,5 +86,14 @@ int keel_peer_decode_raft(const uint8_t *p, size_t n, keel_raft_msg_t *m,
 /* FWD_* frames: type says which fields are written/read. */
 int keel_peer_encode_fwd(keel_buf_t *out, keel_peer_type_t type, const keel_peer_fwd_t *f);
 int keel_peer_decode_fwd(keel_peer_type_t type, const uint8_t *p, size_t n, keel_peer_fwd_t *f);
+
+/*
+ * PUBLISH  u32 channel_len | channel | message    (pub/sub, broadcast to every peer as the
+ * Redis Cluster bus does: at most once, not through the log). Decoded fields borrow p.
+ */
+int keel_peer_encode_publish(keel_buf_t *out, const uint8_t *ch, size_t ch_len, const uint8_t *msg,
+                             size_t msg_len);
+int keel_peer_decode_publish(const uint8_t *p, size_t n, const uint8_t **ch, size_t *ch_len,
+                             const uint8_t **msg, size_t *msg_len);
 
 #endif

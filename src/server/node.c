@@ -530,6 +530,15 @@ static int handle_frame(inconn_t *c, const keel_frame_t *fr)
         keel_raft_step(n->raft, &m);
         return 0;
     }
+    if (fr->type == KEEL_PEER_PUBLISH) {
+        const uint8_t *ch, *msg;
+        size_t chl, msgl;
+        if (keel_peer_decode_publish(fr->payload, fr->payload_len, &ch, &chl, &msg, &msgl) != 0)
+            return KEEL_EPROTO;
+        if (n->cfg.on_publish)
+            n->cfg.on_publish(n->cfg.on_publish_data, ch, chl, msg, msgl);
+        return 0;
+    }
     keel_peer_fwd_t f;
     if (keel_peer_decode_fwd((keel_peer_type_t)fr->type, fr->payload, fr->payload_len, &f) != 0)
         return KEEL_EPROTO;
@@ -710,6 +719,20 @@ int keel_node_read(keel_node_t *n, int argc, const uint8_t *const *argv, const s
     int rc = keel_node_read_local(n, argc, argv, lens, &n->reply);
     done(ctx, rc, keel_buf_rptr(&n->reply), keel_buf_unread(&n->reply));
     return 0;
+}
+
+void keel_node_publish(keel_node_t *n, const uint8_t *ch, size_t ch_len, const uint8_t *msg,
+                       size_t msg_len)
+{
+    for (size_t i = 0; i < n->cfg.members_n; i++) {
+        peer_t *p = &n->peers[i];
+        if (n->cfg.members[i].id == n->cfg.id || p->node == NULL)
+            continue;
+        if (peer_room(p, ch_len + msg_len + 64))
+            keel_peer_encode_publish(&p->out, ch, ch_len, msg, msg_len);
+        else if (p->dropped)
+            keel_counter_inc(p->dropped);
+    }
 }
 
 uint64_t keel_node_key_version(keel_node_t *n, const void *key, size_t len)

@@ -66,6 +66,10 @@ typedef struct keel_node_config {
     uint64_t snapshot_entries;    /* snapshot the state machine every this many entries */
     int snapshots_keep;           /* snapshot files kept on disk */
     keel_metrics_t *metrics;      /* may be NULL */
+    /* A PUBLISH broadcast by a peer arrived (pub/sub); may be NULL. */
+    void (*on_publish)(void *data, const uint8_t *ch, size_t ch_len, const uint8_t *msg,
+                       size_t msg_len);
+    void *on_publish_data;
 } keel_node_config_t;
 
 void keel_node_config_default(keel_node_config_t *cfg);
@@ -88,6 +92,12 @@ void keel_node_stop(keel_node_t *n, void (*closed)(void *data), void *data);
  */
 int keel_node_write(keel_node_t *n, int argc, const uint8_t *const *argv, const size_t *lens,
                     keel_node_done_fn done, void *ctx);
+/*
+ * Pub/sub across the cluster: sends the message to every peer (at most once, like the
+ * Redis Cluster bus; a peer that is down misses it). Local subscribers are the caller's.
+ */
+void keel_node_publish(keel_node_t *n, const uint8_t *ch, size_t ch_len, const uint8_t *msg,
+                       size_t msg_len);
 /* A key's version in this node's state now (0: absent or expired), for WATCH. */
 uint64_t keel_node_key_version(keel_node_t *n, const void *key, size_t len);
 /* Runs a read on this node's state now, with no ReadIndex round (stale reads). */

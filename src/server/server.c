@@ -1,6 +1,8 @@
 /* server.c - keel server process: RESP front end, admin HTTP, and the node they share. */
 #include "server/server.h"
 
+#include "server/pubsub.h"
+
 #include "base/hash.h"
 #include "base/log.h"
 #include "base/map.h"
@@ -32,6 +34,7 @@ typedef struct server {
     keel_resp_server_t resp;
     keel_http_server_t http;
     int resp_inited, http_inited;
+    keel_pubsub_t *pubsub;
     keel_map_t cmd_stats; /* lower-case command name -> cmd_stats_t */
     cmd_stats_t stats_store[CMD_STATS_MAX];
     size_t stats_n;
@@ -96,6 +99,7 @@ static void on_client_closed(keel_resp_client_t *c)
     if (cs == NULL)
         return;
     cs->closed = 1;
+    keel_pubsub_drop(srv_of(c)->pubsub, c);
     drop_held(cs);
     multi_reset(cs);
     watch_clear(cs);
@@ -495,6 +499,12 @@ static int cmd_data(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
     client_state_t *cs = state_of(c);
     if (cs == NULL)
         return reply(c, "-ERR out of memory\r\n");
+    if (keel_pubsub_count(s->pubsub, c) > 0) /* RESP2 subscribed mode */
+        return keel_buf_printf(out,
+                               "-ERR Can't execute '%.*s': only (P)SUBSCRIBE / (P)UNSUBSCRIBE / "
+                               "PING / QUIT are allowed in this context\r\n",
+                               (int)(argv[0].len > 32 ? 32 : argv[0].len),
+                               (const char *)argv[0].ptr);
     if (cs->in_multi)
         return queue_in_multi(c, s, cs, argc);
     return submit_command(c, s, cs, argc, (flags & KEEL_KV_WRITE) != 0, st);
@@ -533,6 +543,126 @@ static int submit_command(keel_resp_client_t *c, server_t *s, client_state_t *cs
         cs->held_head = cs->held_tail = pr;
     }
     return 0;
+}
+
+/* ---- pub/sub ------------------------------------------------------------------------- */
+
+/*
+ * Redis pub/sub: a client that subscribes enters subscribed mode (only the subscribe
+ * commands, PING and QUIT until it unsubscribes from everything). PUBLISH delivers to
+ * this node's subscribers and broadcasts the message to every peer, which deliver to
+ * theirs, as the Redis Cluster bus does: at most once, in no order across publishers, not
+ * through the log. The reply counts the receivers on this node.
+ */
+static void push_message(void *data, void *sub, const uint8_t *pat, size_t pat_len,
+                         const uint8_t *ch, size_t ch_len, const uint8_t *msg, size_t msg_len)
+{
+    keel_resp_client_t *c = sub;
+    keel_resp_deferred_t *d = keel_resp_client_defer(c); /* a push: a slot done at once */
+    if (d == NULL)
+        return;
+    keel_buf_t *b = keel_resp_deferred_out(d);
+    int rc = pat ? keel_buf_append_str(b, "*4\r\n$8\r\npmessage\r\n") : 0;
+    if (rc == 0 && pat)
+        rc = reply_bulk(b, pat, pat_len);
+    if (rc == 0 && !pat)
+        rc = keel_buf_append_str(b, "*3\r\n$7\r\nmessage\r\n");
+    if (rc == 0)
+        rc = reply_bulk(b, ch, ch_len);
+    if (rc == 0)
+        rc = reply_bulk(b, msg, msg_len);
+    keel_resp_deferred_done(d, rc);
+}
+
+static void on_peer_publish(void *data, const uint8_t *ch, size_t ch_len, const uint8_t *msg,
+                            size_t msg_len)
+{
+    server_t *s = data;
+    keel_pubsub_publish(s->pubsub, ch, ch_len, msg, msg_len, push_message, s);
+}
+
+static int cmd_publish(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    server_t *s = srv_of(c);
+    size_t n = keel_pubsub_publish(s->pubsub, argv[1].ptr, argv[1].len, argv[2].ptr, argv[2].len,
+                                   push_message, s);
+    if (s->node)
+        keel_node_publish(s->node, argv[1].ptr, argv[1].len, argv[2].ptr, argv[2].len);
+    keel_buf_t *out = keel_resp_client_out(c);
+    return out ? keel_buf_printf(out, ":%zu\r\n", n) : KEEL_ENOMEM;
+}
+
+static int sub_reply(keel_resp_client_t *c, const char *kind, const uint8_t *name, size_t len,
+                     size_t count)
+{
+    keel_buf_t *out = keel_resp_client_out(c);
+    if (out == NULL)
+        return KEEL_ENOMEM;
+    int rc = keel_buf_printf(out, "*3\r\n$%zu\r\n%s\r\n", strlen(kind), kind);
+    if (rc == 0)
+        rc = name ? reply_bulk(out, name, len) : keel_buf_append_str(out, "$-1\r\n");
+    return rc == 0 ? keel_buf_printf(out, ":%zu\r\n", count) : rc;
+}
+
+static int subscribe(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv, int pat)
+{
+    server_t *s = srv_of(c);
+    if (state_of(c) == NULL)
+        return reply(c, "-ERR out of memory\r\n");
+    for (size_t i = 1; i < argc; i++) {
+        int rc = keel_pubsub_subscribe(s->pubsub, c, argv[i].ptr, argv[i].len, pat);
+        if (rc < 0)
+            return reply(c, rc == KEEL_EFULL ? "-ERR keel: too many subscriptions\r\n"
+                                             : "-ERR out of memory\r\n");
+        rc = sub_reply(c, pat ? "psubscribe" : "subscribe", argv[i].ptr, argv[i].len,
+                       keel_pubsub_count(s->pubsub, c));
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int unsubscribe(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv, int pat)
+{
+    server_t *s = srv_of(c);
+    const char *kind = pat ? "punsubscribe" : "unsubscribe";
+    int rc = 0;
+    if (argc == 1) { /* from everything of this kind */
+        const uint8_t *name;
+        size_t len, any = 0;
+        while (rc == 0 && keel_pubsub_nth(s->pubsub, c, pat, 0, &name, &len) == 0) {
+            /* reply first: name is freed by the unsubscribe */
+            rc = sub_reply(c, kind, name, len, keel_pubsub_count(s->pubsub, c) - 1);
+            keel_pubsub_unsubscribe(s->pubsub, c, name, len, pat);
+            any++;
+        }
+        return any || rc ? rc : sub_reply(c, kind, NULL, 0, keel_pubsub_count(s->pubsub, c));
+    }
+    for (size_t i = 1; rc == 0 && i < argc; i++) {
+        keel_pubsub_unsubscribe(s->pubsub, c, argv[i].ptr, argv[i].len, pat);
+        rc = sub_reply(c, kind, argv[i].ptr, argv[i].len, keel_pubsub_count(s->pubsub, c));
+    }
+    return rc;
+}
+
+static int cmd_subscribe(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    return subscribe(c, argc, argv, 0);
+}
+
+static int cmd_psubscribe(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    return subscribe(c, argc, argv, 1);
+}
+
+static int cmd_unsubscribe(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    return unsubscribe(c, argc, argv, 0);
+}
+
+static int cmd_punsubscribe(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    return unsubscribe(c, argc, argv, 1);
 }
 
 /* ---- connection commands ----------------------------------------------------------- */
@@ -706,6 +836,11 @@ static const keel_resp_command_t connection_commands[] = {
     {"DISCARD", 1, KEEL_RESP_CMD_FAST, cmd_discard},
     {"WATCH", -2, KEEL_RESP_CMD_FAST, cmd_watch},
     {"UNWATCH", 1, KEEL_RESP_CMD_FAST, cmd_unwatch},
+    {"SUBSCRIBE", -2, KEEL_RESP_CMD_FAST, cmd_subscribe},
+    {"UNSUBSCRIBE", -1, KEEL_RESP_CMD_FAST, cmd_unsubscribe},
+    {"PSUBSCRIBE", -2, KEEL_RESP_CMD_FAST, cmd_psubscribe},
+    {"PUNSUBSCRIBE", -1, KEEL_RESP_CMD_FAST, cmd_punsubscribe},
+    {"PUBLISH", 3, KEEL_RESP_CMD_FAST, cmd_publish},
 };
 
 #define N_CONN_CMDS (sizeof(connection_commands) / sizeof(connection_commands[0]))
@@ -976,7 +1111,10 @@ int keel_server_run(const keel_server_config_t *cfg, keel_errmsg_t *msg)
     keel_buf_init(&s->buf, 0);
     s->metrics = keel_metrics_new();
     s->cfg.node.metrics = s->metrics;
-    int rc = s->metrics ? keel_map_init(&s->cmd_stats, 64, 0, 1) : KEEL_ENOMEM;
+    s->cfg.node.on_publish = on_peer_publish;
+    s->cfg.node.on_publish_data = s;
+    s->pubsub = keel_pubsub_new();
+    int rc = s->metrics && s->pubsub ? keel_map_init(&s->cmd_stats, 64, 0, 1) : KEEL_ENOMEM;
     if (rc == 0)
         rc = keel_loop_init(&s->loop);
     if (rc != 0)
@@ -1001,6 +1139,7 @@ int keel_server_run(const keel_server_config_t *cfg, keel_errmsg_t *msg)
 out:
     keel_map_free(&s->cmd_stats, NULL);
     keel_metrics_free(s->metrics);
+    keel_pubsub_free(s->pubsub);
     keel_buf_free(&s->buf);
     free(s->argv);
     free(s->lens);

@@ -167,3 +167,47 @@ def test_a_queued_syntax_error_aborts_the_transaction(make_cluster):
     assert c.call("MULTI") == b"+OK\r\n"
     assert c.call("WATCH", "y") == b"-ERR WATCH inside MULTI is not allowed\r\n"
     assert c.call("EXEC") == b"*0\r\n"
+
+
+def next_message(ps, timeout_s=5.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        m = ps.get_message(ignore_subscribe_messages=True, timeout=0.2)
+        if m is not None:
+            return m
+    return None
+
+
+def test_publish_reaches_subscribers_on_every_node(make_cluster):
+    cl = make_cluster(3)
+    a, b, c = cl.nodes
+    subs = []
+    for nd in (a, b, c):
+        ps = nd.client().pubsub()
+        ps.subscribe("orders")
+        subs.append(ps)
+    pat = b.client().pubsub()
+    pat.psubscribe("order*")
+    time.sleep(0.2)  # subscriptions registered (replies read by redis-py lazily)
+    for ps in subs + [pat]:
+        assert ps.get_message(timeout=2)["type"] in ("subscribe", "psubscribe")
+    n = a.client().publish("orders", "order-42 created")
+    assert n == 1  # receivers on the publishing node
+    for ps in subs:
+        m = next_message(ps)
+        assert m and m["channel"] == b"orders" and m["data"] == b"order-42 created"
+    m = next_message(pat)
+    assert m and m["type"] == "pmessage" and m["pattern"] == b"order*"
+    assert c.client().publish("nobody-listens", "x") == 0
+
+
+def test_subscribed_mode_allows_only_subscription_commands(make_cluster):
+    cl = make_cluster(1)
+    c = RespConn(cl.wait_leader().client_port)
+    assert c.call("SUBSCRIBE", "a", "b") == (b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n")
+    # the second subscribe reply arrives in the same stream
+    assert c.reply() == b"*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n"
+    assert c.call("GET", "k").startswith(b"-ERR Can't execute 'GET'")
+    assert c.call("UNSUBSCRIBE", "a") == b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:1\r\n"
+    assert c.call("UNSUBSCRIBE") == b"*3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:0\r\n"
+    assert c.call("GET", "k") == b"$-1\r\n"  # back to normal

@@ -195,6 +195,28 @@ static void hello_and_forward_messages_round_trip(void)
     keel_buf_free(&b);
 }
 
+static void publish_frames_round_trip_and_refuse_truncation(void)
+{
+    keel_buf_t b;
+    keel_buf_init(&b, 0);
+    KT_EQ_INT(keel_peer_encode_publish(&b, (const uint8_t *)"news", 4, (const uint8_t *)"hi!", 3),
+              0);
+    uint8_t type;
+    size_t n;
+    const uint8_t *p = one_frame(&b, &type, &n);
+    KT_EQ_INT(type, KEEL_PEER_PUBLISH);
+    const uint8_t *ch, *msg;
+    size_t chl, msgl;
+    KT_EQ_INT(keel_peer_decode_publish(p, n, &ch, &chl, &msg, &msgl), 0);
+    KT_EQ_INT(chl, 4);
+    KT_EQ_MEM(ch, "news", 4);
+    KT_EQ_INT(msgl, 3);
+    KT_EQ_MEM(msg, "hi!", 3);
+    for (size_t cut = 0; cut < 8; cut++)
+        KT_EQ_INT(keel_peer_decode_publish(p, cut, &ch, &chl, &msg, &msgl), KEEL_EPROTO);
+    keel_buf_free(&b);
+}
+
 static void random_bytes_never_crash_the_decoders(void)
 {
     keel_rand_t r;
@@ -220,6 +242,7 @@ int main(void)
     KT_RUN(raft_decoder_rejects_bad_fields);
     KT_RUN(snapshot_chunks_round_trip_with_their_configuration);
     KT_RUN(hello_and_forward_messages_round_trip);
+    KT_RUN(publish_frames_round_trip_and_refuse_truncation);
     KT_RUN(random_bytes_never_crash_the_decoders);
     keel_peer_scratch_free(&scratch);
     return kt_done();
