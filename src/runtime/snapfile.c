@@ -147,7 +147,7 @@ void keel_snapw_abort(keel_snapw_t *w)
 int keel_snap_write(const char *dir, uint64_t index, uint64_t term, const void *data, size_t n,
                     keel_errmsg_t *msg)
 {
-    keel_snapw_t *w;
+    keel_snapw_t *w = NULL;
     int rc = keel_snapw_open(&w, dir, index, term, msg);
     if (rc != 0)
         return rc;

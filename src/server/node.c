@@ -735,6 +735,18 @@ void keel_node_publish(keel_node_t *n, const uint8_t *ch, size_t ch_len, const u
     }
 }
 
+int keel_node_transfer(keel_node_t *n, uint64_t to)
+{
+    if (keel_raft_leader(n->raft) != n->cfg.id)
+        return KEEL_ENOTLEADER;
+    if (to == n->cfg.id || peer_by_id(n, to) == NULL)
+        return KEEL_EINVAL;
+    int rc = keel_raft_transfer_leadership(n->raft, to);
+    if (rc == 0)
+        keel_log_info("leadership transfer started", KF_STR("to", keel_node_member_name(n, to)));
+    return rc;
+}
+
 uint64_t keel_node_key_version(keel_node_t *n, const void *key, size_t len)
 {
     return keel_kv_version_at(&n->kv, read_now_ms(n), key, len);

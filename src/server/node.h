@@ -98,6 +98,9 @@ int keel_node_write(keel_node_t *n, int argc, const uint8_t *const *argv, const 
  */
 void keel_node_publish(keel_node_t *n, const uint8_t *ch, size_t ch_len, const uint8_t *msg,
                        size_t msg_len);
+/* Leadership transfer to member id (thesis §3.10). KEEL_ENOTLEADER unless this node leads;
+ * KEEL_EINVAL for an unknown member or this node; KEEL_EBUSY while one is under way. */
+int keel_node_transfer(keel_node_t *n, uint64_t to);
 /* A key's version in this node's state now (0: absent or expired), for WATCH. */
 uint64_t keel_node_key_version(keel_node_t *n, const void *key, size_t len);
 /* Runs a read on this node's state now, with no ReadIndex round (stale reads). */

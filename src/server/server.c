@@ -825,6 +825,60 @@ static int cmd_command(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
     return rc;
 }
 
+/*
+ * KEEL.CLUSTER MEMBERS: one array per member: name, id, peer address, "voter", and 1 for
+ * the current leader. KEEL.CLUSTER TRANSFER name: hands leadership to that member (a
+ * graceful restart of the leader); it must be sent to the leader, and a follower answers
+ * with the leader's name. Adding and removing members at run time is not implemented.
+ */
+static int cmd_cluster(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    server_t *s = srv_of(c);
+    keel_buf_t *out = keel_resp_client_out(c);
+    if (out == NULL)
+        return KEEL_ENOMEM;
+    keel_node_status_t st;
+    keel_node_get_status(s->node, &st);
+    const keel_node_config_t *nc = keel_node_config(s->node);
+    if (argc == 2 && arg_is(&argv[1], "members")) {
+        int rc = keel_buf_printf(out, "*%zu\r\n", nc->members_n);
+        for (size_t i = 0; rc == 0 && i < nc->members_n; i++) {
+            const keel_node_member_t *m = &nc->members[i];
+            rc = keel_buf_printf(out, "*5\r\n");
+            if (rc == 0)
+                rc = reply_bulk(out, m->name, strlen(m->name));
+            if (rc == 0)
+                rc = keel_buf_printf(out, ":%llu\r\n", (unsigned long long)m->id);
+            if (rc == 0)
+                rc = reply_bulk(out, m->peer_addr, strlen(m->peer_addr));
+            if (rc == 0)
+                rc = keel_buf_printf(out, "$5\r\nvoter\r\n:%d\r\n", st.leader == m->id);
+        }
+        return rc;
+    }
+    if (argc == 3 && arg_is(&argv[1], "transfer")) {
+        uint64_t to = 0;
+        for (size_t i = 0; i < nc->members_n; i++)
+            if (strlen(nc->members[i].name) == argv[2].len &&
+                memcmp(nc->members[i].name, argv[2].ptr, argv[2].len) == 0)
+                to = nc->members[i].id;
+        if (to == 0)
+            return reply(c, "-ERR keel: no such member\r\n");
+        if (to == st.leader)
+            return reply(c, "+OK\r\n"); /* already leads */
+        int rc = keel_node_transfer(s->node, to);
+        if (rc == KEEL_ENOTLEADER)
+            return keel_buf_printf(out, "-ERR keel: not the leader; send it to %s\r\n",
+                                   st.has_leader ? keel_node_member_name(s->node, st.leader)
+                                                 : "the leader (none known yet)");
+        if (rc != 0)
+            return keel_buf_printf(out, "-ERR keel: transfer refused: %s\r\n", keel_strerror(rc));
+        return reply(c, "+OK\r\n");
+    }
+    return reply(c, "-ERR keel: KEEL.CLUSTER MEMBERS | TRANSFER name (ADD and REMOVE are not "
+                    "implemented)\r\n");
+}
+
 static const keel_resp_command_t connection_commands[] = {
     {"SELECT", 2, KEEL_RESP_CMD_FAST, cmd_select},
     {"CLIENT", -2, KEEL_RESP_CMD_FAST, cmd_client},
@@ -841,6 +895,7 @@ static const keel_resp_command_t connection_commands[] = {
     {"PSUBSCRIBE", -2, KEEL_RESP_CMD_FAST, cmd_psubscribe},
     {"PUNSUBSCRIBE", -1, KEEL_RESP_CMD_FAST, cmd_punsubscribe},
     {"PUBLISH", 3, KEEL_RESP_CMD_FAST, cmd_publish},
+    {"KEEL.CLUSTER", -2, KEEL_RESP_CMD_ADMIN, cmd_cluster},
 };
 
 #define N_CONN_CMDS (sizeof(connection_commands) / sizeof(connection_commands[0]))

@@ -211,3 +211,20 @@ def test_subscribed_mode_allows_only_subscription_commands(make_cluster):
     assert c.call("UNSUBSCRIBE", "a") == b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:1\r\n"
     assert c.call("UNSUBSCRIBE") == b"*3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:0\r\n"
     assert c.call("GET", "k") == b"$-1\r\n"  # back to normal
+
+
+def test_cluster_members_and_leadership_transfer(make_cluster):
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    f = cl.followers(leader)[0]
+    c = leader.client()
+    members = c.execute_command("KEEL.CLUSTER", "MEMBERS")
+    assert sorted(m[0] for m in members) == sorted(nd.name.encode() for nd in cl.nodes)
+    assert [m[0] for m in members if m[4] == 1] == [leader.name.encode()]
+    with pytest.raises(redis.ResponseError) as e:  # only the leader hands over
+        f.client().execute_command("KEEL.CLUSTER", "TRANSFER", f.name)
+    assert leader.name in str(e.value)
+    assert c.execute_command("KEEL.CLUSTER", "TRANSFER", f.name) == b"OK"
+    assert wait_until(lambda: f.status().get("role") == "leader", timeout_s=10)
+    assert f.client().set("after-transfer", "1")
+    assert leader.client().get("after-transfer") == b"1"
