@@ -12,42 +12,8 @@ static void fresh(void)
     kvt_init(&t, NULL);
 }
 
-/* Applies `line` as an entry proposed at time_ms (writes and logged reads alike). */
-static const char *at(kvt_t *x, uint64_t time_ms, const char *line)
-{
-    const uint8_t *argv[KVT_ARGS_MAX];
-    size_t lens[KVT_ARGS_MAX];
-    int argc = kvt_split(line, argv, lens);
-    keel_buf_reset(&x->entry);
-    keel_buf_reset(&x->reply);
-    if (keel_kv_entry_encode(&x->entry, time_ms, argc, argv, lens) != 0)
-        abort();
-    int rc = keel_kv_apply(&x->kv, ++x->index, keel_buf_rptr(&x->entry), keel_buf_unread(&x->entry),
-                           &x->reply);
-    if (rc != 0 || keel_buf_unread(&x->reply) >= sizeof(x->text))
-        return "(apply failed)";
-    memcpy(x->text, keel_buf_rptr(&x->reply), keel_buf_unread(&x->reply));
-    x->text[keel_buf_unread(&x->reply)] = '\0';
-    return x->text;
-}
-
-/* A read as of now_ms through keel_kv_read_at. */
-static const char *read_at(kvt_t *x, uint64_t now_ms, const char *line)
-{
-    const uint8_t *argv[KVT_ARGS_MAX];
-    size_t lens[KVT_ARGS_MAX];
-    int argc = kvt_split(line, argv, lens);
-    keel_buf_reset(&x->reply);
-    int rc = keel_kv_read_at(&x->kv, now_ms, argc, argv, lens, &x->reply);
-    if (rc != 0 || keel_buf_unread(&x->reply) >= sizeof(x->text))
-        return "(read failed)";
-    memcpy(x->text, keel_buf_rptr(&x->reply), keel_buf_unread(&x->reply));
-    x->text[keel_buf_unread(&x->reply)] = '\0';
-    return x->text;
-}
-
-#define AT(ms, line, want) KT_EQ_STR(at(&t, ms, line), want)
-#define READ(ms, line, want) KT_EQ_STR(read_at(&t, ms, line), want)
+#define AT(ms, line, want) KT_EQ_STR(kvt_at(&t, ms, line), want)
+#define READ(ms, line, want) KT_EQ_STR(kvt_read_at(&t, ms, line), want)
 
 static uint64_t expire_of(kvt_t *x, const char *key)
 {
@@ -111,9 +77,9 @@ static void set_deadlines_come_from_the_entry_time_on_every_node(void)
                            "GETSET px2 q",       "SET px2 v PX 3 GET", "SET px2 w GET"};
     /* b applies the same entries later (a slow follower): same deadlines */
     for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
-        at(&a, 1000000, lines[i]);
+        kvt_at(&a, 1000000, lines[i]);
     for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
-        at(&b, 1000000, lines[i]);
+        kvt_at(&b, 1000000, lines[i]);
     KT_EQ_U64(expire_of(&a, "ex"), 1010000);
     KT_EQ_U64(expire_of(&a, "px"), 1001500);
     KT_EQ_U64(expire_of(&a, "exat"), 5000000);
@@ -148,7 +114,7 @@ static void ttl_and_pttl_reply_like_redis(void)
     READ(2500, "TTL k", ":-2\r\n");
     /* keel_kv_read uses the state's own clock: the newest applied entry's time */
     KT_EQ_STR(kvt(&t, "PTTL k"), ":1500\r\n");
-    at(&t, 2400, "SET x y");
+    kvt_at(&t, 2400, "SET x y");
     KT_EQ_STR(kvt(&t, "PTTL k"), ":100\r\n");
 }
 
@@ -168,7 +134,7 @@ static void an_expired_key_is_absent_to_every_read(void)
         {"TTL k", ":0\r\n", ":-2\r\n"},
     };
     for (size_t i = 0; i < sizeof(reads) / sizeof(reads[0]); i++) {
-        const char *before = read_at(&t, 1099, reads[i][0]);
+        const char *before = kvt_read_at(&t, 1099, reads[i][0]);
         if (strncmp(before, reads[i][1], strlen(reads[i][1])) != 0)
             KT_FAIL("%s at 1099: %s", reads[i][0], before);
         READ(1100, reads[i][0], reads[i][2]);
@@ -407,11 +373,11 @@ static void random_deadlines_agree_with_a_model_and_survive_snapshots(void)
             }
         }
         }
-        const char *ra = at(&a, now, line);
+        const char *ra = kvt_at(&a, now, line);
         if (restored) {
             char copy[256];
-            snprintf(copy, sizeof(copy), "%s", ra);
-            if (strcmp(copy, at(&b, now, line)) != 0)
+            snprintf(copy, sizeof(copy), "%.255s", ra);
+            if (strcmp(copy, kvt_at(&b, now, line)) != 0)
                 KT_FAIL("step %d: %s: %s vs %s", step, line, copy, b.text);
         }
         uint64_t want = KEEL_KV_NO_DEADLINE;

@@ -13,41 +13,8 @@ static void fresh(void)
     kvt_init(&t, NULL);
 }
 
-/* Applies `line` as an entry proposed at time_ms. */
-static const char *at(kvt_t *x, uint64_t time_ms, const char *line)
-{
-    const uint8_t *argv[KVT_ARGS_MAX];
-    size_t lens[KVT_ARGS_MAX];
-    int argc = kvt_split(line, argv, lens);
-    keel_buf_reset(&x->entry);
-    keel_buf_reset(&x->reply);
-    if (keel_kv_entry_encode(&x->entry, time_ms, argc, argv, lens) != 0)
-        abort();
-    int rc = keel_kv_apply(&x->kv, ++x->index, keel_buf_rptr(&x->entry), keel_buf_unread(&x->entry),
-                           &x->reply);
-    if (rc != 0 || keel_buf_unread(&x->reply) >= sizeof(x->text))
-        return "(apply failed)";
-    memcpy(x->text, keel_buf_rptr(&x->reply), keel_buf_unread(&x->reply));
-    x->text[keel_buf_unread(&x->reply)] = '\0';
-    return x->text;
-}
-
-static const char *read_at(kvt_t *x, uint64_t now_ms, const char *line)
-{
-    const uint8_t *argv[KVT_ARGS_MAX];
-    size_t lens[KVT_ARGS_MAX];
-    int argc = kvt_split(line, argv, lens);
-    keel_buf_reset(&x->reply);
-    int rc = keel_kv_read_at(&x->kv, now_ms, argc, argv, lens, &x->reply);
-    if (rc != 0 || keel_buf_unread(&x->reply) >= sizeof(x->text))
-        return "(read failed)";
-    memcpy(x->text, keel_buf_rptr(&x->reply), keel_buf_unread(&x->reply));
-    x->text[keel_buf_unread(&x->reply)] = '\0';
-    return x->text;
-}
-
-#define AT(ms, line, want) KT_EQ_STR(at(&t, ms, line), want)
-#define READ(ms, line, want) KT_EQ_STR(read_at(&t, ms, line), want)
+#define AT(ms, line, want) KT_EQ_STR(kvt_at(&t, ms, line), want)
+#define READ(ms, line, want) KT_EQ_STR(kvt_read_at(&t, ms, line), want)
 
 /* ---- leases ---------------------------------------------------------------------- */
 
@@ -223,7 +190,7 @@ static void contended_fenced_writes_never_accept_a_stale_token(void)
         now += keel_rand_below(&r, 30);
         int cl = (int)keel_rand_below(&r, CLIENTS);
         if (keel_rand_below(&r, 3) == 0) {
-            const char *rep = at(&t, now, "KEEL.LOCK L 50");
+            const char *rep = kvt_at(&t, now, "KEEL.LOCK L 50");
             if (rep[0] == ':') {
                 KT_CHECK(now >= until);
                 token[cl] = strtoull(rep + 1, NULL, 10);
@@ -236,7 +203,7 @@ static void contended_fenced_writes_never_accept_a_stale_token(void)
         } else if (token[cl]) {
             snprintf(line, sizeof(line), "KEEL.FENCED L %llu SET v %llu",
                      (unsigned long long)token[cl], (unsigned long long)token[cl]);
-            const char *rep = at(&t, now, line);
+            const char *rep = kvt_at(&t, now, line);
             int ok = strcmp(rep, "+OK\r\n") == 0;
             KT_EQ_INT(ok, token[cl] == holder && now < until);
             if (ok) {
@@ -362,9 +329,9 @@ static void random_leases_agree_with_a_model_and_survive_snapshots(void)
         now += keel_rand_below(&r, 15);
         char line[96], want[128];
         lm_step(&m, &r, now, step, line, sizeof(line));
-        snprintf(want, sizeof(want), "%s", at(&t, now, line));
+        snprintf(want, sizeof(want), "%.127s", kvt_at(&t, now, line));
         if (restored)
-            KT_EQ_STR(at(&b, now, line), want);
+            KT_EQ_STR(kvt_at(&b, now, line), want);
         size_t present = 0;
         uint64_t next = KEEL_KV_NO_DEADLINE;
         for (uint64_t i = 1; i <= m.next; i++)
@@ -378,7 +345,7 @@ static void random_leases_agree_with_a_model_and_survive_snapshots(void)
                 snprintf(exp, sizeof(exp), "$%zu\r\n%s\r\n", strlen(m.val[k]), m.val[k]);
             else
                 snprintf(exp, sizeof(exp), "$-1\r\n");
-            const char *got = read_at(&t, now, get);
+            const char *got = kvt_read_at(&t, now, get);
             if (strcmp(got, exp) != 0)
                 KT_FAIL("step %d after %s: %s -> %s, model %s", step, line, get, got, exp);
         }
@@ -432,8 +399,8 @@ static void leases_and_locks_survive_a_snapshot(void)
     };
     for (size_t i = 0; i < sizeof(next) / sizeof(next[0]); i++) {
         char want[256];
-        snprintf(want, sizeof(want), "%s", at(&t, 1200 + 100 * i, next[i]));
-        KT_EQ_STR(at(&b, 1200 + 100 * i, next[i]), want);
+        snprintf(want, sizeof(want), "%.255s", kvt_at(&t, 1200 + 100 * i, next[i]));
+        KT_EQ_STR(kvt_at(&b, 1200 + 100 * i, next[i]), want);
     }
     KT_EQ_U64(keel_kv_revision(&b.kv), keel_kv_revision(&t.kv));
     KT_EQ_INT(keel_kv_count(&b.kv), keel_kv_count(&t.kv));

@@ -87,4 +87,38 @@ static inline const char *kvt(kvt_t *t, const char *line)
     return kvt_argv(t, argc, argv, lens);
 }
 
+/* Applies `line` as an entry proposed at time_ms; returns the reply as text. */
+static inline const char *kvt_at(kvt_t *x, uint64_t time_ms, const char *line)
+{
+    const uint8_t *argv[KVT_ARGS_MAX];
+    size_t lens[KVT_ARGS_MAX];
+    int argc = kvt_split(line, argv, lens);
+    keel_buf_reset(&x->entry);
+    keel_buf_reset(&x->reply);
+    if (keel_kv_entry_encode(&x->entry, time_ms, argc, argv, lens) != 0)
+        abort();
+    int rc = keel_kv_apply(&x->kv, ++x->index, keel_buf_rptr(&x->entry), keel_buf_unread(&x->entry),
+                           &x->reply);
+    if (rc != 0 || keel_buf_unread(&x->reply) >= sizeof(x->text))
+        return "(apply failed)";
+    memcpy(x->text, keel_buf_rptr(&x->reply), keel_buf_unread(&x->reply));
+    x->text[keel_buf_unread(&x->reply)] = '\0';
+    return x->text;
+}
+
+/* Runs a read `line` as of now_ms; returns the reply as text. */
+static inline const char *kvt_read_at(kvt_t *x, uint64_t now_ms, const char *line)
+{
+    const uint8_t *argv[KVT_ARGS_MAX];
+    size_t lens[KVT_ARGS_MAX];
+    int argc = kvt_split(line, argv, lens);
+    keel_buf_reset(&x->reply);
+    int rc = keel_kv_read_at(&x->kv, now_ms, argc, argv, lens, &x->reply);
+    if (rc != 0 || keel_buf_unread(&x->reply) >= sizeof(x->text))
+        return "(read failed)";
+    memcpy(x->text, keel_buf_rptr(&x->reply), keel_buf_unread(&x->reply));
+    x->text[keel_buf_unread(&x->reply)] = '\0';
+    return x->text;
+}
+
 #endif
