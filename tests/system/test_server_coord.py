@@ -228,3 +228,87 @@ def test_cluster_members_and_leadership_transfer(make_cluster):
     assert wait_until(lambda: f.status().get("role") == "leader", timeout_s=10)
     assert f.client().set("after-transfer", "1")
     assert leader.client().get("after-transfer") == b"1"
+
+
+def test_contending_lock_holders_never_write_with_a_stale_token(make_cluster):
+    """Six clients on three nodes contend for one lock with a short TTL for a few seconds;
+    some pause past their TTL between taking the lock and writing (a GC pause, a SIGSTOP).
+    Every accepted fenced write appends its token to a journal: the journal must never go
+    back (no stale token accepted), and some late writes must have been refused."""
+    import random
+    import threading
+
+    cl = make_cluster(3)
+    cl.wait_leader()
+    stop = threading.Event()
+    count_lock = threading.Lock()
+    refused = [0]
+    accepted = [0]
+    errors = []
+
+    def worker(seed):
+        rnd = random.Random(seed)
+        r = cl.nodes[seed % 3].client()
+        try:
+            while not stop.is_set():
+                tok = r.execute_command("KEEL.LOCK", "res", 150)
+                if tok is None:
+                    time.sleep(0.005)
+                    continue
+                if rnd.random() < 0.3:
+                    time.sleep(0.2)  # paused past the TTL: someone else may hold it now
+                for _ in range(3):
+                    try:
+                        r.execute_command("KEEL.FENCED", "res", tok, "APPEND", "journal",
+                                          f"{tok},")
+                        with count_lock:
+                            accepted[0] += 1
+                    except redis.ResponseError as e:
+                        assert "FENCED" in str(e), str(e)
+                        with count_lock:
+                            refused[0] += 1
+                        break
+                try:
+                    r.execute_command("KEEL.UNLOCK", "res", tok)
+                except redis.ResponseError:
+                    pass  # expired and taken by another: nothing to unlock
+        except Exception as e:  # reported by the main thread
+            errors.append(repr(e))
+
+    ts = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in ts:
+        t.start()
+    time.sleep(6)
+    stop.set()
+    for t in ts:
+        t.join(timeout=30)
+    assert not errors, errors[:3]
+    journal = [int(x) for x in cl.nodes[0].client().get("journal").decode().split(",") if x]
+    assert len(journal) == accepted[0] > 0
+    assert all(a <= b for a, b in zip(journal, journal[1:])), "a stale token's write was accepted"
+    assert refused[0] > 0, "no late write was refused: the test did not exercise fencing"
+    for nd in cl.nodes:  # every replica agrees
+        assert nd.client().get("journal") == cl.nodes[0].client().get("journal")
+
+
+def test_ttl_keys_and_leased_keys_expire_across_a_leader_change(make_cluster):
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    c = leader.client()
+    lease = c.execute_command("KEEL.LEASE", "GRANT", 1500)
+    for i in range(20):
+        c.set(f"ttl:{i}", "v", px=1500)
+        c.execute_command("KEEL.SET", f"leased:{i}", "v", "LEASE", lease)
+    c.set("forever", "v")
+    t0 = time.monotonic()
+    leader.kill()  # the leader that stamped the deadlines is gone
+    survivors = [nd for nd in cl.nodes if nd is not leader]
+    cl.wait_leader(among=survivors)
+    time.sleep(max(0.0, 1.5 + 0.2 - (time.monotonic() - t0)))
+    for nd in survivors:  # hidden at once past the deadline, on every live node
+        r = nd.client()
+        assert all(r.get(f"ttl:{i}") is None for i in range(20))
+        assert all(r.get(f"leased:{i}") is None for i in range(20))
+        assert r.get("forever") == b"v"
+    # and deleted for real by the new leader's sweeps, within a bound
+    assert wait_until(lambda: all(nd.client().dbsize() == 1 for nd in survivors), timeout_s=5)
