@@ -1,6 +1,8 @@
 /* kv_cmd.c - KV commands: one table (name, arity, flags, syntax, handler), RESP replies, glob. */
 #include "core/kv_int.h"
 
+#include "base/num.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -210,42 +212,6 @@ static int arg_is(const call_t *c, size_t i, const char *word)
     return word[n] == '\0';
 }
 
-/*
- * Redis string2ll (util.c): optional '-', no '+', no leading zeros, no
- * spaces, "-0" refused, at most 20 bytes, within int64. 0 or -1.
- */
-static int parse_i64(const uint8_t *p, size_t n, int64_t *out)
-{
-    if (n == 0 || n > 20)
-        return -1;
-    if (n == 1 && p[0] == '0') {
-        *out = 0;
-        return 0;
-    }
-    size_t i = p[0] == '-';
-    if (i == n || p[i] < '1' || p[i] > '9')
-        return -1;
-    uint64_t v = 0;
-    for (; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return -1;
-        uint64_t d = (uint64_t)(p[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return -1;
-        v = v * 10 + d;
-    }
-    if (p[0] == '-') {
-        if (v > (uint64_t)INT64_MAX + 1)
-            return -1;
-        *out = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
-    } else {
-        if (v > (uint64_t)INT64_MAX)
-            return -1;
-        *out = (int64_t)v;
-    }
-    return 0;
-}
-
 /* Limits for a command that may create key i with a value of val_len bytes. */
 static int check_sizes(const call_t *c, size_t key_len, size_t val_len)
 {
@@ -373,7 +339,7 @@ static int set_parse(const call_t *c, unsigned *flags, int64_t *when)
     }
     if (f & SET_EXPIRE) {
         int64_t t;
-        if (parse_i64(c->argv[expire_arg], c->lens[expire_arg], &t) != 0)
+        if (keel_parse_i64(c->argv[expire_arg], c->lens[expire_arg], &t) != 0)
             return r_err(c->reply, ERR_NOT_INT);
         if (t <= 0 || ((f & (SET_EX | SET_EXAT)) && t > INT64_MAX / 1000))
             return r_err(c->reply, "ERR invalid expire time in 'set' command");
@@ -558,13 +524,13 @@ static int cmd_del(const call_t *c)
 static int incrby_syntax(const call_t *c)
 {
     int64_t d;
-    return parse_i64(c->argv[2], c->lens[2], &d) != 0 ? r_err(c->reply, ERR_NOT_INT) : 0;
+    return keel_parse_i64(c->argv[2], c->lens[2], &d) != 0 ? r_err(c->reply, ERR_NOT_INT) : 0;
 }
 
 static int decrby_syntax(const call_t *c)
 {
     int64_t d;
-    if (parse_i64(c->argv[2], c->lens[2], &d) != 0)
+    if (keel_parse_i64(c->argv[2], c->lens[2], &d) != 0)
         return r_err(c->reply, ERR_NOT_INT);
     return d == INT64_MIN ? r_err(c->reply, "ERR decrement would overflow") : 0;
 }
@@ -581,7 +547,7 @@ static int incr_by(const call_t *c, int64_t delta)
     keel__kv_entry_t *e = wfind(c, key, key_len, h, &link, &dead);
     int64_t v = 0;
     int rc;
-    if (e && parse_i64(keel__kv_cval(e), e->val_len, &v) != 0)
+    if (e && keel_parse_i64(keel__kv_cval(e), e->val_len, &v) != 0)
         return done(r_err(c->reply, ERR_NOT_INT));
     if ((delta < 0 && v < 0 && delta < INT64_MIN - v) ||
         (delta > 0 && v > 0 && delta > INT64_MAX - v))
@@ -613,7 +579,7 @@ static int cmd_decr(const call_t *c)
 static int cmd_incrby(const call_t *c)
 {
     int64_t d = 0;
-    int rc = parse_i64(c->argv[2], c->lens[2], &d);
+    int rc = keel_parse_i64(c->argv[2], c->lens[2], &d);
     assert(rc == 0); /* incrby_syntax ran */
     return incr_by(c, d);
 }
@@ -621,7 +587,7 @@ static int cmd_incrby(const call_t *c)
 static int cmd_decrby(const call_t *c)
 {
     int64_t d = 0;
-    int rc = parse_i64(c->argv[2], c->lens[2], &d);
+    int rc = keel_parse_i64(c->argv[2], c->lens[2], &d);
     assert(rc == 0 && d != INT64_MIN); /* decrby_syntax ran */
     return incr_by(c, -d);
 }
@@ -783,7 +749,7 @@ static int expire_parse(const call_t *c, unsigned *flags, int64_t *when)
                      "ERR NX and XX, GT or LT options at the same time are not compatible");
     if ((f & EXP_GT) && (f & EXP_LT))
         return r_err(c->reply, "ERR GT and LT options at the same time are not compatible");
-    if (parse_i64(c->argv[2], c->lens[2], when) != 0)
+    if (keel_parse_i64(c->argv[2], c->lens[2], when) != 0)
         return r_err(c->reply, ERR_NOT_INT);
     *flags = f;
     return 0;
@@ -907,10 +873,23 @@ static int cmd_persist(const call_t *c)
 static int two_counts_syntax(const call_t *c)
 {
     int64_t a, b;
-    if (parse_i64(c->argv[1], c->lens[1], &a) != 0 || a < 0 ||
-        parse_i64(c->argv[2], c->lens[2], &b) != 0 || b < 0)
+    if (keel_parse_i64(c->argv[1], c->lens[1], &a) != 0 || a < 0 ||
+        keel_parse_i64(c->argv[2], c->lens[2], &b) != 0 || b < 0)
         return r_err(c->reply, ERR_NOT_INT);
     return 0;
+}
+
+/*
+ * A sweep's arguments (checked by two_counts_syntax): what is due is what the
+ * leader's now_ms and this entry's time both have passed; *max bounds the work.
+ */
+static uint64_t sweep_args(const call_t *c, int64_t *max)
+{
+    int64_t now_arg = 0;
+    int rc = keel_parse_i64(c->argv[1], c->lens[1], &now_arg);
+    rc |= keel_parse_i64(c->argv[2], c->lens[2], max);
+    assert(rc == 0);
+    return (uint64_t)now_arg < c->now ? (uint64_t)now_arg : c->now;
 }
 
 /*
@@ -924,11 +903,8 @@ static int two_counts_syntax(const call_t *c)
 static int cmd_expire_sweep(const call_t *c)
 {
     keel_kv_t *kv = c->w;
-    int64_t now_arg = 0, max = 0;
-    int rc = parse_i64(c->argv[1], c->lens[1], &now_arg);
-    rc |= parse_i64(c->argv[2], c->lens[2], &max);
-    assert(rc == 0);
-    uint64_t limit = (uint64_t)now_arg < c->now ? (uint64_t)now_arg : c->now;
+    int64_t max;
+    uint64_t limit = sweep_args(c, &max);
     int64_t n = 0, keys = 0;
     keel__kv_entry_t *e;
     /* keys first, then expired lock records with what is left of the budget */
@@ -954,7 +930,7 @@ static int cmd_expire_sweep(const call_t *c)
 static int cas_syntax(const call_t *c)
 {
     int64_t v;
-    if (parse_i64(c->argv[2], c->lens[2], &v) != 0 || v < 0)
+    if (keel_parse_i64(c->argv[2], c->lens[2], &v) != 0 || v < 0)
         return r_err(c->reply, ERR_NOT_INT);
     return 0;
 }
@@ -969,7 +945,7 @@ static int cmd_cas(const call_t *c)
 {
     keel_kv_t *kv = c->w;
     int64_t want = 0;
-    int rc = parse_i64(c->argv[2], c->lens[2], &want);
+    int rc = keel_parse_i64(c->argv[2], c->lens[2], &want);
     assert(rc == 0 && want >= 0);
     const uint8_t *key = c->argv[1];
     size_t key_len = c->lens[1];
@@ -1018,7 +994,7 @@ static int lease_syntax(const call_t *c)
         r_raw(c->reply, "' for 'keel.lease'\r\n");
         return REPLIED;
     }
-    if (parse_i64(c->argv[2], c->lens[2], &v) != 0 || v <= 0)
+    if (keel_parse_i64(c->argv[2], c->lens[2], &v) != 0 || v <= 0)
         return r_err(c->reply, ERR_NOT_INT);
     return 0;
 }
@@ -1084,7 +1060,7 @@ static int cmd_lease(const call_t *c)
 {
     keel_kv_t *kv = c->w;
     int64_t arg = 0;
-    int rc = parse_i64(c->argv[2], c->lens[2], &arg);
+    int rc = keel_parse_i64(c->argv[2], c->lens[2], &arg);
     assert(rc == 0 && arg > 0);
     if (arg_is(c, 1, "GRANT"))
         return lease_grant(c, arg);
@@ -1122,11 +1098,8 @@ static int cmd_lease(const call_t *c)
 static int cmd_lease_sweep(const call_t *c)
 {
     keel_kv_t *kv = c->w;
-    int64_t now_arg = 0, max = 0;
-    int rc = parse_i64(c->argv[1], c->lens[1], &now_arg);
-    rc |= parse_i64(c->argv[2], c->lens[2], &max);
-    assert(rc == 0);
-    uint64_t limit = (uint64_t)now_arg < c->now ? (uint64_t)now_arg : c->now;
+    int64_t max;
+    uint64_t limit = sweep_args(c, &max);
     int64_t n = 0, keys = 0;
     keel__kv_entry_t *l;
     while (kv->leases && n < max && (l = keel__kv_heap_top(kv->leases)) != NULL &&
@@ -1149,7 +1122,7 @@ static int kset_syntax(const call_t *c)
     int64_t id;
     if (c->argc != 5 || !arg_is(c, 3, "LEASE"))
         return r_err(c->reply, ERR_SYNTAX);
-    if (parse_i64(c->argv[4], c->lens[4], &id) != 0 || id <= 0)
+    if (keel_parse_i64(c->argv[4], c->lens[4], &id) != 0 || id <= 0)
         return r_err(c->reply, ERR_NOT_INT);
     return 0;
 }
@@ -1159,7 +1132,7 @@ static int cmd_kset(const call_t *c)
 {
     keel_kv_t *kv = c->w;
     int64_t id = 0;
-    int rc = parse_i64(c->argv[4], c->lens[4], &id);
+    int rc = keel_parse_i64(c->argv[4], c->lens[4], &id);
     assert(rc == 0 && id > 0);
     keel__kv_entry_t *l = keel__kv_lease_find(kv, (uint64_t)id, NULL);
     if (l == NULL || !keel__kv_live(l, c->now))
@@ -1216,7 +1189,7 @@ static keel__kv_entry_t *lock_held(const call_t *c, keel__kv_entry_t ***link,
 static int lock_syntax(const call_t *c)
 {
     int64_t v;
-    if (parse_i64(c->argv[2], c->lens[2], &v) != 0 || v <= 0)
+    if (keel_parse_i64(c->argv[2], c->lens[2], &v) != 0 || v <= 0)
         return r_err(c->reply, ERR_NOT_INT);
     return 0;
 }
@@ -1225,7 +1198,7 @@ static int cmd_lock(const call_t *c)
 {
     keel_kv_t *kv = c->w;
     int64_t ttl = 0;
-    int rc = parse_i64(c->argv[2], c->lens[2], &ttl);
+    int rc = keel_parse_i64(c->argv[2], c->lens[2], &ttl);
     assert(rc == 0);
     uint64_t when = deadline_after(c, ttl);
     if (when == 0)
@@ -1263,7 +1236,7 @@ static int cmd_lock(const call_t *c)
 static int token_arg(const call_t *c, uint64_t *token)
 {
     int64_t v;
-    if (parse_i64(c->argv[2], c->lens[2], &v) != 0 || v <= 0)
+    if (keel_parse_i64(c->argv[2], c->lens[2], &v) != 0 || v <= 0)
         return -1;
     *token = (uint64_t)v;
     return 0;
@@ -1361,7 +1334,7 @@ typedef struct txn {
 
 static int count_arg(const call_t *c, size_t i, int64_t min, int64_t *out)
 {
-    return i < c->argc && parse_i64(c->argv[i], c->lens[i], out) == 0 && *out >= min ? 0 : -1;
+    return i < c->argc && keel_parse_i64(c->argv[i], c->lens[i], out) == 0 && *out >= min ? 0 : -1;
 }
 
 /* Parses the layout; with `check`, also each queued command's syntax. */
@@ -1416,7 +1389,7 @@ static int cmd_txn(const call_t *c)
         const uint8_t *key = c->argv[t.watch_at + 2 * i];
         size_t key_len = c->lens[t.watch_at + 2 * i];
         int64_t want = 0;
-        parse_i64(c->argv[t.watch_at + 2 * i + 1], c->lens[t.watch_at + 2 * i + 1], &want);
+        keel_parse_i64(c->argv[t.watch_at + 2 * i + 1], c->lens[t.watch_at + 2 * i + 1], &want);
         const keel__kv_entry_t *e =
             keel__kv_find(kv, key, key_len, keel__kv_hash(kv, key, key_len), NULL);
         uint64_t cur = e && keel__kv_alive(kv, e, c->now) ? e->version : 0;
@@ -1429,7 +1402,7 @@ static int cmd_txn(const call_t *c)
     size_t at = t.cmds_at;
     for (size_t k = 0; k < t.ncmds; k++) {
         int64_t n = 0;
-        parse_i64(c->argv[at], c->lens[at], &n);
+        keel_parse_i64(c->argv[at], c->lens[at], &n);
         call_t in = inner_call(c, at + 1);
         in.argc = (size_t)n;
         const cmd_t *cmd = NULL;
@@ -1492,7 +1465,7 @@ static int scan_parse(const call_t *c, scan_opts_t *o)
         if (c->argc - i < 2)
             return r_err(c->reply, ERR_SYNTAX);
         if (arg_is(c, i, "COUNT")) {
-            if (parse_i64(c->argv[i + 1], c->lens[i + 1], &o->count) != 0)
+            if (keel_parse_i64(c->argv[i + 1], c->lens[i + 1], &o->count) != 0)
                 return r_err(c->reply, ERR_NOT_INT);
             if (o->count < 1)
                 return r_err(c->reply, ERR_SYNTAX);

@@ -1,6 +1,8 @@
 /* resp.c - RESP2 codec: incremental request parser, reply parser, writers (sans-I/O). */
 #include "proto/resp.h"
 
+#include "base/num.h"
+
 #include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -37,41 +39,6 @@ int keel_resp_config_validate(const keel_resp_config_t *cfg, keel_errmsg_t *msg)
 
 /* ---- shared helpers ------------------------------------------------------ */
 
-/*
- * Strict decimal int64 as Redis's string2ll(): optional '-', digits, no
- * leading zeros ("0" alone is fine, "-0" and "007" are not), no overflow.
- */
-static int parse_i64(const uint8_t *s, size_t n, int64_t *out)
-{
-    if (n == 0 || n > 20)
-        return -1;
-    int neg = s[0] == '-';
-    size_t i = neg ? 1 : 0;
-    if (i == n || s[i] < '0' || s[i] > '9')
-        return -1;
-    if (s[i] == '0')
-        return (n == i + 1 && !neg) ? (*out = 0, 0) : -1;
-    uint64_t v = 0;
-    for (; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        uint64_t d = (uint64_t)(s[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return -1;
-        v = v * 10 + d;
-    }
-    if (neg) {
-        if (v > (uint64_t)INT64_MAX + 1)
-            return -1;
-        *out = (int64_t)(0 - v);
-    } else {
-        if (v > (uint64_t)INT64_MAX)
-            return -1;
-        *out = (int64_t)v;
-    }
-    return 0;
-}
-
 enum { HDR_OK = 0, HDR_MORE = 1, HDR_BAD = -1 };
 
 /*
@@ -88,7 +55,7 @@ static int parse_header(const uint8_t *data, size_t avail, int64_t *value, size_
     size_t i = (size_t)(cr - data);
     if (i + 1 >= avail)
         return HDR_MORE;
-    if (data[i + 1] != '\n' || parse_i64(data + 1, i - 1, value) != 0)
+    if (data[i + 1] != '\n' || keel_parse_i64(data + 1, i - 1, value) != 0)
         return HDR_BAD;
     *line_len = i + 2;
     return HDR_OK;

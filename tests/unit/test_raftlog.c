@@ -4,6 +4,16 @@
 
 #include <stdlib.h>
 
+/* Small segments, so a few records cross segment boundaries. */
+static keel_wal_config_t small_cfg(void)
+{
+    keel_wal_config_t cfg;
+    keel_wal_config_default(&cfg);
+    cfg.segment_bytes = 64 * 1024;
+    cfg.record_bytes_max = 8192;
+    return cfg;
+}
+
 static keel_raft_entry_t ent(uint64_t term, uint64_t index, const char *s)
 {
     return (keel_raft_entry_t){term, index, 0, (uint32_t)strlen(s), (uint8_t *)s};
@@ -13,10 +23,7 @@ static void replays_entries_and_the_last_hard_state(void)
 {
     char dir[64];
     KT_TMPDIR(dir, "raftlog");
-    keel_wal_config_t cfg;
-    keel_wal_config_default(&cfg);
-    cfg.segment_bytes = 64 * 1024;
-    cfg.record_bytes_max = 8192;
+    keel_wal_config_t cfg = small_cfg();
     keel_raftlog_t *rl;
     keel_raft_restore_t rs;
     keel_errmsg_t m;
@@ -63,10 +70,7 @@ static void refuses_a_log_with_a_gap(void)
 {
     char dir[64];
     KT_TMPDIR(dir, "raftlog");
-    keel_wal_config_t cfg;
-    keel_wal_config_default(&cfg);
-    cfg.segment_bytes = 64 * 1024;
-    cfg.record_bytes_max = 8192;
+    keel_wal_config_t cfg = small_cfg();
     keel_raftlog_t *rl;
     keel_raft_restore_t rs;
     keel_errmsg_t m;
@@ -85,10 +89,7 @@ static void leaves_a_commit_index_beyond_the_log_to_the_core(void)
 {
     char dir[64];
     KT_TMPDIR(dir, "raftlog");
-    keel_wal_config_t cfg;
-    keel_wal_config_default(&cfg);
-    cfg.segment_bytes = 64 * 1024;
-    cfg.record_bytes_max = 8192;
+    keel_wal_config_t cfg = small_cfg();
     keel_raftlog_t *rl;
     keel_raft_restore_t rs;
     keel_errmsg_t m;
