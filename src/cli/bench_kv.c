@@ -3,6 +3,7 @@
 
 #include "base/buf.h"
 #include "base/rand.h"
+#include "cli/bench_contend.h"
 #include "cli/cluster.h"
 #include "proto/resp.h"
 #include "runtime/clock.h"
@@ -420,6 +421,7 @@ static void usage(void)
            "  --final-reads     after the load, read every key once (recorded too), so a\n"
            "                    lost acknowledged write shows in the history\n"
            "  --quiet           no per-second lines\n");
+    keel_bench_contend_usage();
 }
 
 static int parse(bench_t *b, int argc, char **argv)
@@ -441,7 +443,9 @@ static int parse(bench_t *b, int argc, char **argv)
         if (v == NULL)
             return -1;
         i++;
-        if (strcmp(a, "--cluster") == 0) {
+        if (strcmp(a, "--workload") == 0 && strcmp(v, "rw") == 0) {
+            continue;
+        } else if (strcmp(a, "--cluster") == 0) {
             char err[256];
             if (keel_cluster_load(v, &b->cluster, err, sizeof(err)) != 0) {
                 fprintf(stderr, "keel bench kv: %s\n", err);
@@ -569,6 +573,8 @@ static int bench_kv(int argc, char **argv)
 
 int keel_cli_bench(int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "kv") == 0 && keel_bench_contend_wanted(argc - 1, argv + 1))
+        return keel_bench_contend(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "kv") == 0)
         return bench_kv(argc - 1, argv + 1);
     fprintf(stderr, "usage: keel bench kv [options]   (keel bench kv --help)\n");

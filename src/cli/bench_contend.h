@@ -1,0 +1,12 @@
+/* bench_contend.h - `keel bench kv --workload cas|txn`: optimistic increments of hot counters. */
+#ifndef KEEL_CLI_BENCH_CONTEND_H
+#define KEEL_CLI_BENCH_CONTEND_H
+
+/* True if argv asks for a contention workload (--workload cas or txn). */
+int keel_bench_contend_wanted(int argc, char **argv);
+/* Runs it; argv[0] is "kv". Exit status: 0, 1 (failed run or counter check), 2 (usage). */
+int keel_bench_contend(int argc, char **argv);
+/* The usage lines of the contention options, for `keel bench kv --help`. */
+void keel_bench_contend_usage(void);
+
+#endif
