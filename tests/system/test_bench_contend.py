@@ -4,6 +4,7 @@ really conflict, every conflict is retried, and the counter ends exactly where t
 acknowledged increments put it. The same check must fail when the counter is changed
 behind the bench's back (an invented or a lost increment)."""
 
+import os
 import re
 import subprocess
 import threading
@@ -102,3 +103,28 @@ def test_the_txn_workload_runs_against_redis_server(redis_server):
     # KEEL.GETV / KEEL.CAS do not exist there: a clear failure, not a silent spin
     rc, report = run_bench([addr], "cas", "--duration", "1")
     assert rc == 1 and "does not know a command" in report, report
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("KEEL_SLOW") != "1", reason="slow: set KEEL_SLOW=1")
+@pytest.mark.parametrize("workload", ["cas", "txn"])
+def test_increments_across_a_leader_kill_stay_within_acked_and_indeterminate(
+    make_cluster, workload
+):
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+
+    def kill_and_restart_leader():
+        time.sleep(2.0)
+        leader.kill()
+        time.sleep(2.0)
+        leader.start()
+
+    rc, report = run_bench(cluster_addrs(cl), workload, "--connections", "32", "--hot-keys", "10",
+                           "--duration", "8", during=kill_and_restart_leader)  # fmt: skip
+    assert rc == 0, report
+    assert figure(report, r"increments:\s+(\d+) acknowledged") > 100, report
+    # the killed leader's clients lost requests in flight (the fault really hit the load)
+    m = re.search(r"connections lost: (\d+) reading, (\d+) committing", report)
+    assert m and int(m.group(1)) + int(m.group(2)) > 0, report
+    assert re.search(r"check: .*: OK", report), report
