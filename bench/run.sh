@@ -23,6 +23,10 @@ if [ -f bench/kv.sh ]; then
   section "keel server vs etcd and Redis"
   bash bench/kv.sh || rc=1
 fi
+if [ -f bench/contend.sh ]; then
+  section "hot counters under contention: KEEL.CAS and WATCH/MULTI/EXEC (keel vs Redis)"
+  bash bench/contend.sh || rc=1
+fi
 if [ -f bench/http.sh ]; then
   section "HTTP server vs nginx (wrk)"
   bash bench/http.sh || rc=1
