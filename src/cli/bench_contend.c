@@ -43,9 +43,10 @@
 #define CONTEND_PREFIX_BYTES_MAX 64
 #define CONTEND_SAMPLES_MAX (4u * 1024 * 1024) /* latencies kept (uint32 us each) */
 #define CONTEND_TICK_MS 100
-#define CONTEND_DRAIN_MS 7000     /* after --duration, commits in flight get this long */
-#define CONTEND_CHECK_MS 20000    /* reading every counter (before or after) must end within */
-#define CONTEND_PAUSE_MS 20       /* before retrying after -TRYAGAIN, an error or a reconnect */
+#define CONTEND_DRAIN_MS 7000  /* after --duration, commits in flight get this long */
+#define CONTEND_CHECK_MS 20000 /* reading every counter (before or after) must end within */
+#define CONTEND_PAUSE_MS 20    /* before retrying after -TRYAGAIN, an error or a reconnect */
+#define CONTEND_BACKOFF_MS_MAX 10000
 #define CONTEND_MGET_KEYS_MAX 100 /* counters per MGET of the check */
 #define CONTEND_READ_BYTES 16384
 
@@ -70,6 +71,7 @@ typedef struct client {
     int need_unwatch;       /* txn: a WATCH may be left over from a failed attempt */
     /* the increment in progress: its counter and when its first attempt started */
     int have_incr;
+    unsigned conflicts_in_row; /* of this increment, for --backoff-ms */
     uint64_t key;
     keel_ns_t incr_start_ns;
     /* what the batch in flight has said so far */
@@ -83,6 +85,7 @@ struct contend {
     char addrs[CONTEND_ADDRS_MAX][64];
     size_t n_addrs;
     int conns_n, hot_keys, quiet;
+    keel_backoff_config_t backoff; /* base_ms 0: retry a conflict at once */
     char prefix[CONTEND_PREFIX_BYTES_MAX + 1];
     keel_ms_t duration_ms;
     keel_rand_t rand;
@@ -96,6 +99,8 @@ struct contend {
     const char *fatal; /* why the run cannot be trusted */
     uint64_t acked, attempts, conflicts, not_run, indeterminate, lost_read, lost_commit;
     uint64_t errors[E_KINDS];
+    uint64_t acked_by_node[CONTEND_ADDRS_MAX];
+    keel_ns_t end_ns;
     uint64_t sec_acked, sec_attempts, sec_conflicts;
     uint32_t *lat_us;
     size_t lat_n;
@@ -273,6 +278,7 @@ static void send_read(client_t *c)
     char key[CONTEND_PREFIX_BYTES_MAX + 24];
     if (!c->have_incr) {
         c->have_incr = 1;
+        c->conflicts_in_row = 0;
         c->key = keel_rand_below(&b->rand, (uint64_t)b->hot_keys);
         c->incr_start_ns = keel_clock_now_ns();
     }
@@ -321,15 +327,24 @@ static void resume_later(keel_timer_t *t, void *data)
     client_resume(data);
 }
 
-/* Starts (or retries) an increment, unless the load is over. */
-static void next_attempt(client_t *c, int pause)
+/* Starts (or retries) an increment after pause_ms, unless the load is over. */
+static void next_attempt(client_t *c, keel_ms_t pause_ms)
 {
     c->phase = PH_IDLE;
     c->expect = c->got = 0;
-    if (pause)
-        keel_timer_start(&c->pause, CONTEND_PAUSE_MS, 0, resume_later, c);
+    if (pause_ms > 0)
+        keel_timer_start(&c->pause, pause_ms, 0, resume_later, c);
     else
         client_resume(c);
+}
+
+/* --backoff-ms B: the n-th conflict in a row waits [cap/2, cap], cap = min(B * 2^n, 32 B). */
+static keel_ms_t conflict_pause_ms(client_t *c)
+{
+    contend_t *b = c->b;
+    if (b->backoff.base_ms == 0)
+        return 0;
+    return keel_backoff_delay_ms(&b->backoff, c->conflicts_in_row++, &b->rand);
 }
 
 static int err_is(const keel_resp_value_t *v, const char *word)
@@ -430,7 +445,7 @@ static void read_done(client_t *c)
 {
     if (c->read_failed) {
         c->need_unwatch = 1;
-        next_attempt(c, 1);
+        next_attempt(c, CONTEND_PAUSE_MS);
     } else if (c->b->stopping || c->b->fatal) {
         next_attempt(c, 0); /* the increment is abandoned: nothing was written */
     } else {
@@ -444,6 +459,7 @@ static void commit_done(client_t *c)
     switch (c->outcome) {
     case OUT_OK:
         b->acked++;
+        b->acked_by_node[c->node]++;
         b->sec_acked++;
         if (b->lat_n < CONTEND_SAMPLES_MAX)
             b->lat_us[b->lat_n++] = (uint32_t)((keel_clock_now_ns() - c->incr_start_ns) / 1000);
@@ -453,18 +469,18 @@ static void commit_done(client_t *c)
     case OUT_CONFLICT:
         b->conflicts++;
         b->sec_conflicts++;
-        next_attempt(c, 0);
+        next_attempt(c, conflict_pause_ms(c));
         break;
     case OUT_NOT_RUN:
         b->not_run++;
         c->need_unwatch = 1;
-        next_attempt(c, 1);
+        next_attempt(c, CONTEND_PAUSE_MS);
         break;
     default:
         b->indeterminate++;
         c->have_incr = 0;
         c->need_unwatch = 1;
-        next_attempt(c, 1);
+        next_attempt(c, CONTEND_PAUSE_MS);
     }
 }
 
@@ -607,6 +623,7 @@ static void on_tick(keel_timer_t *t, void *data)
         if (now - b->start_ms >= b->duration_ms) {
             b->stopping = 1;
             b->end_ms = b->drain_from_ms = now;
+            b->end_ns = keel_clock_now_ns();
         }
         return;
     }
@@ -647,6 +664,8 @@ void keel_bench_contend_usage(void)
            "                    at the end that no acknowledged increment was lost or doubled\n"
            "  --hot-keys K      cas/txn: number of counters (default 1)\n"
            "  --key-prefix P    cas/txn: counter names P0..P{K-1} (default contend:)\n"
+           "  --backoff-ms B    cas/txn: after the n-th conflict in a row wait a random time in\n"
+           "                    [cap/2, cap], cap = min(B * 2^n, 32 B) ms (default 0: at once)\n"
            "  (cas/txn take --cluster, --addr, --connections, --duration, --seed, --quiet)\n");
 }
 
@@ -707,14 +726,18 @@ static int parse(contend_t *b, int argc, char **argv)
             snprintf(b->prefix, sizeof(b->prefix), "%s", v);
         else if (strcmp(a, "--seed") == 0)
             seed = strtoull(v, NULL, 10);
+        else if (strcmp(a, "--backoff-ms") == 0)
+            b->backoff.base_ms = atoi(v);
         else {
             fprintf(stderr, "keel bench kv: %s is not an option of --workload cas/txn\n", a);
             return -1;
         }
     }
     if (b->n_addrs == 0 || b->conns_n < 1 || b->conns_n > CONTEND_CONNS_MAX || b->hot_keys < 1 ||
-        b->hot_keys > CONTEND_HOT_KEYS_MAX || b->duration_ms <= 0)
+        b->hot_keys > CONTEND_HOT_KEYS_MAX || b->duration_ms <= 0 || b->backoff.base_ms < 0 ||
+        b->backoff.base_ms > CONTEND_BACKOFF_MS_MAX)
         return -1;
+    b->backoff.max_ms = 32 * b->backoff.base_ms;
     keel_rand_seed(&b->rand, seed);
     return 0;
 }
@@ -737,13 +760,42 @@ static double per_s(uint64_t n, double secs)
     return secs > 0 ? (double)n / secs : 0.0;
 }
 
+/*
+ * The latencies above count committed increments only: an increment still retrying when the
+ * load stopped is abandoned (nothing of it was written) and shows here, with the age of the
+ * oldest one, so that starved clients are not hidden. Then the share of each node's clients.
+ */
+static void report_unfinished(const contend_t *b)
+{
+    uint64_t n = 0;
+    keel_ns_t oldest_ns = 0;
+    for (int i = 0; i < b->conns_n; i++) {
+        const client_t *c = &b->clients[i];
+        if (!c->have_incr)
+            continue;
+        n++;
+        if (b->end_ns - c->incr_start_ns > oldest_ns)
+            oldest_ns = b->end_ns - c->incr_start_ns;
+    }
+    printf("  unfinished:    %llu increments still retrying at the end (abandoned), oldest "
+           "begun %.0f ms before it\n",
+           (unsigned long long)n, (double)oldest_ns / 1e6);
+    if (b->n_addrs < 2)
+        return;
+    printf("  acked by node: ");
+    for (size_t k = 0; k < b->n_addrs; k++)
+        printf(" %s %llu", b->addrs[k], (unsigned long long)b->acked_by_node[k]);
+    printf("\n");
+}
+
 /* Prints the figures and the check; 0 if the run passed. */
 static int report(contend_t *b)
 {
     qsort(b->lat_us, b->lat_n, sizeof(uint32_t), cmp_u32);
     double secs = (double)(b->end_ms - b->start_ms) / 1000.0;
-    printf("\nkeel bench kv --workload %s: %d connections, %d hot keys, %.1f s\n",
-           b->workload == WL_CAS ? "cas" : "txn", b->conns_n, b->hot_keys, secs);
+    printf("\nkeel bench kv --workload %s: %d connections, %d hot keys, backoff %lld ms, %.1f s\n",
+           b->workload == WL_CAS ? "cas" : "txn", b->conns_n, b->hot_keys,
+           (long long)b->backoff.base_ms, secs);
     printf("  increments:    %llu acknowledged (%.0f /s)\n", (unsigned long long)b->acked,
            per_s(b->acked, secs));
     printf("  attempts:      %llu (%.0f /s), %.2f per acknowledged increment\n",
@@ -762,6 +814,7 @@ static int report(contend_t *b)
            (unsigned long long)(b->lost_read), (unsigned long long)b->lost_commit);
     printf("  indeterminate: %llu (commit sent, outcome unknown)\n",
            (unsigned long long)b->indeterminate);
+    report_unfinished(b);
     if (b->fatal) {
         printf("  check:         FAILED: %s\n", b->fatal);
         return 1;

@@ -61,10 +61,10 @@ def test_contending_increments_conflict_retry_and_lose_nothing(make_cluster, wor
     assert acked <= final <= acked + figure(report, r"indeterminate:\s+(\d+)"), report
 
 
-def test_many_hot_keys_spread_the_increments(make_cluster):
+def test_many_hot_keys_with_backoff_spread_the_increments(make_cluster):
     cl = make_cluster(3)
     rc, report = run_bench(cluster_addrs(cl), "cas", "--connections", "8", "--hot-keys", "50",
-                           "--duration", "1.5", "--key-prefix", "spread:")  # fmt: skip
+                           "--duration", "1.5", "--key-prefix", "spread:", "--backoff-ms", "2")  # fmt: skip
     assert rc == 0, report
     c = cl.nodes[0].client()
     values = [int(v or 0) for v in c.mget([f"spread:{i}" for i in range(50)])]
