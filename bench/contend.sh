@@ -4,6 +4,9 @@
 # workload (WATCH/GET + MULTI/SET/EXEC) against redis-server with appendfsync always as
 # the anchor. Each run checks that the counters moved by exactly the acknowledged
 # increments (give or take the indeterminate ones); a failed check fails the script.
+# Columns: committed increments/s, commits tried/s, conflicts / tries, latency of a committed
+# increment including its retries, age of the oldest increment still retrying at the end
+# (a starved client), commits with an unknown outcome. "+backoff1ms": --backoff-ms 1.
 # Bounded: every run lasts CONTEND_SECONDS (default 10) seconds plus its drain.
 # Env: CONTEND_CLIENTS (default "16 64"), CONTEND_KEYS (default "1 10 1000").
 set -u
@@ -25,8 +28,8 @@ trap cleanup EXIT
 rc=0
 
 header() {
-  printf '  %-34s %7s %5s %9s %10s %9s %9s %9s %6s  %s\n' "system, workload" clients keys \
-    "incr/s" "attempts/s" conflicts "p50 ms" "p99 ms" indet check
+  printf '  %-26s %7s %5s %8s %10s %9s %8s %9s %9s %5s  %s\n' "system, workload" clients keys \
+    "incr/s" "attempts/s" conflicts "p50 ms" "p99 ms" "oldest ms" indet check
 }
 run() { # label, workload, clients, keys, addr args...
   local label=$1 w=$2 n=$3 k=$4; shift 4
@@ -41,9 +44,10 @@ run() { # label, workload, clients, keys, addr args...
     /conflicts:/ {conf=$3; gsub(/[(]/,"",conf)}
     /increment latency/ {p50=$7; p99=$9}
     /indeterminate:/ {ind=$2}
+    /unfinished:/ {old=$12}
     /check:/ {chk=$NF}
-    END {printf "  %-34s %7s %5s %9s %10s %9s %9s %9s %6s  %s\n", label, n, k, incr, att, conf,
-         p50, p99, ind, (status == 0 ? chk : "FAILED (exit " status ")")}' "$out"
+    END {printf "  %-26s %7s %5s %8s %10s %9s %8s %9s %9s %5s  %s\n", label, n, k, incr, att, conf,
+         p50, p99, old, ind, (status == 0 ? chk : "FAILED (exit " status ")")}' "$out"
   if [ $status -ne 0 ]; then sed 's/^/    | /' "$out"; fi
 }
 
@@ -55,6 +59,7 @@ for w in cas txn; do
   for n in $CLIENTS; do
     for k in $KEYS; do run keel3 "$w" "$n" "$k" "${addrs[@]}"; done
   done
+  run keel3+backoff1ms "$w" 64 1 "${addrs[@]}" --backoff-ms 1
 done
 "$KEEL" down --dir "$tmp/keel3" >/dev/null
 
@@ -68,5 +73,6 @@ if command -v redis-server >/dev/null; then
   for n in $CLIENTS; do
     for k in $KEYS; do run redis "txn" "$n" "$k" --addr 127.0.0.1:36401; done
   done
+  run redis+backoff1ms txn 64 1 --addr 127.0.0.1:36401 --backoff-ms 1
 fi
 exit $rc
