@@ -51,7 +51,8 @@ run() { # label, workload, clients, keys, addr args...
   if [ $status -ne 0 ]; then sed 's/^/    | /' "$out"; fi
 }
 
-echo "== keel server: 3 nodes (keel up), clients spread over the nodes; load $(cut -d' ' -f1-3 /proc/loadavg)"
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+echo "== keel server: 3 nodes (keel up), clients spread over the nodes; load $(load)"
 "$KEEL" up --nodes 3 --dir "$tmp/keel3" --base-port 36001 --detach >/dev/null || exit 1
 header
 addrs=(--addr 127.0.0.1:36001 --addr 127.0.0.1:36002 --addr 127.0.0.1:36003)
@@ -64,7 +65,8 @@ done
 "$KEEL" down --dir "$tmp/keel3" >/dev/null
 
 if command -v redis-server >/dev/null; then
-  echo "== Redis $(redis-server --version | awk '{print $3}' | cut -d= -f2): appendonly yes, appendfsync always; load $(cut -d' ' -f1-3 /proc/loadavg)"
+  ver=$(redis-server --version | awk '{print $3}' | cut -d= -f2)
+  echo "== Redis $ver: appendonly yes, appendfsync always; load $(load)"
   redis-server --port 36401 --bind 127.0.0.1 --save '' --appendonly yes --appendfsync always \
     --dir "$tmp" --daemonize no > "$tmp/redis.log" 2>&1 &
   redis_pid=$!

@@ -50,7 +50,7 @@ def cluster_addrs(cl):
 def test_contending_increments_conflict_retry_and_lose_nothing(make_cluster, workload):
     cl = make_cluster(3)
     rc, report = run_bench(cluster_addrs(cl), workload, "--connections", "24", "--hot-keys", "1",
-                           "--duration", "2", "--seed", "3")  # fmt: skip
+                           "--duration", "1.5", "--seed", "3")  # fmt: skip
     assert rc == 0, report
     acked = figure(report, r"increments:\s+(\d+) acknowledged")
     assert acked > 20, report
@@ -64,7 +64,8 @@ def test_contending_increments_conflict_retry_and_lose_nothing(make_cluster, wor
 def test_many_hot_keys_with_backoff_spread_the_increments(make_cluster):
     cl = make_cluster(3)
     rc, report = run_bench(cluster_addrs(cl), "cas", "--connections", "8", "--hot-keys", "50",
-                           "--duration", "1.5", "--key-prefix", "spread:", "--backoff-ms", "2")  # fmt: skip
+                           "--duration", "1", "--key-prefix", "spread:",
+                           "--backoff-ms", "2")  # fmt: skip
     assert rc == 0, report
     c = cl.nodes[0].client()
     values = [int(v or 0) for v in c.mget([f"spread:{i}" for i in range(50)])]
@@ -88,7 +89,8 @@ def test_a_counter_changed_behind_the_bench_fails_its_check(make_cluster, tamper
     rc, report = run_bench(cluster_addrs(cl), "txn", "--connections", "8", "--duration", "1.6",
                            during=change_counter)  # fmt: skip
     assert rc == 1, report
-    want = "increments applied twice or invented" if tamper == "invented" else "acknowledged increments lost"
+    want = {"invented": "increments applied twice or invented",
+            "lost": "acknowledged increments lost"}[tamper]
     assert f"FAILED ({want})" in report, report
 
 
@@ -128,3 +130,30 @@ def test_increments_across_a_leader_kill_stay_within_acked_and_indeterminate(
     m = re.search(r"connections lost: (\d+) reading, (\d+) committing", report)
     assert m and int(m.group(1)) + int(m.group(2)) > 0, report
     assert re.search(r"check: .*: OK", report), report
+
+
+@pytest.mark.parametrize(
+    "via",
+    [
+        "leader",
+        pytest.param(
+            "follower",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="server: WATCH on a follower records the follower's applied version "
+                "without waiting for a read index, so after this client's own acknowledged "
+                "EXEC the next WATCH can see the older version and EXEC aborts (~24% of "
+                "attempts measured); remove this mark once WATCH waits like a read",
+            ),
+        ),
+    ],
+)
+def test_a_lone_txn_client_never_conflicts(make_cluster, via):
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    nd = leader if via == "leader" else cl.followers(leader)[0]
+    rc, report = run_bench([f"127.0.0.1:{nd.client_port}"], "txn", "--connections", "1",
+                           "--duration", "1")  # fmt: skip
+    assert rc == 0, report
+    assert figure(report, r"increments:\s+(\d+) acknowledged") > 20, report
+    assert figure(report, r"conflicts:\s+(\d+)") == 0, report  # nobody else writes
