@@ -40,9 +40,9 @@ def distinct_ports(n):
     return ports
 
 
-def http_get(port, path, timeout_s=2.0):
-    """GET http://127.0.0.1:port/path; returns (status, body bytes, content-type)."""
-    url = f"http://127.0.0.1:{port}{path}"
+def http_get(port, path, timeout_s=2.0, host="127.0.0.1"):
+    """GET http://host:port/path; returns (status, body bytes, content-type)."""
+    url = f"http://{host}:{port}{path}"
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as r:
             return r.status, r.read(), r.headers.get("Content-Type", "")
@@ -67,17 +67,21 @@ class Node:
         self.expect_exit = False  # the test stopped it (or expects it to exit)
         self.initial_cluster = ""
         self.extra = []
+        # where it listens for clients and HTTP, and a command prefix (e.g. `ip netns exec NS`):
+        # tests/system/nemesis.py runs nodes inside network namespaces
+        self.host = "127.0.0.1"
+        self.prefix = []
         os.makedirs(self.dir, exist_ok=True)
 
     # -- process control --------------------------------------------------------------------
 
     def args(self):
         return [
-            self.exe, "server",
+            *self.prefix, self.exe, "server",
             "--name", self.name,
             "--data-dir", self.data_dir,
-            "--listen-client", f"127.0.0.1:{self.client_port}",
-            "--listen-http", f"127.0.0.1:{self.http_port}",
+            "--listen-client", f"{self.host}:{self.client_port}",
+            "--listen-http", f"{self.host}:{self.http_port}",
             "--initial-cluster", self.initial_cluster,
             *self.extra,
         ]  # fmt: skip
@@ -102,7 +106,7 @@ class Node:
                 self.expect_exit = True  # reported here, not again at teardown
                 raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.client_port), timeout=0.2):
+                with socket.create_connection((self.host, self.client_port), timeout=0.2):
                     return
             except OSError:
                 time.sleep(0.02)
@@ -140,10 +144,10 @@ class Node:
 
     def client(self, **kw):
         kw.setdefault("socket_timeout", 10)
-        return redis.Redis(host="127.0.0.1", port=self.client_port, **kw)
+        return redis.Redis(host=self.host, port=self.client_port, **kw)
 
     def status(self):
-        code, body, _ = http_get(self.http_port, "/status")
+        code, body, _ = http_get(self.http_port, "/status", host=self.host)
         assert code == 200, f"/status of {self.name}: {code} {body!r}"
         return json.loads(body)
 
@@ -154,7 +158,7 @@ class Node:
             return None
 
     def health(self):
-        code, body, _ = http_get(self.http_port, "/health")
+        code, body, _ = http_get(self.http_port, "/health", host=self.host)
         return code, json.loads(body)
 
     def log_size(self):

@@ -1,0 +1,684 @@
+"""nemesis.py - kill, pause and partition real keel server nodes under a recorded client load.
+
+A nemesis run (docs/consistency.md, "Fault model tested"):
+
+1. A cluster of `keel server` processes whose peer links can be cut and healed:
+   - mode "netns": each node in its own network namespace, joined by a veth pair to a bridge
+     in the root namespace; addresses in a private 10.213.X.0/24 (X free at setup); the
+     clients run in the root namespace on the bridge (address .254). Links are cut with
+     nftables rules inside the namespaces (packets silently dropped, as in a real partition;
+     TCP retransmits deliver them after the heal if the connection survived), and a node is
+     cut off from everyone, clients included, by taking its veth down. Needs root, `ip netns`
+     and `nft` (scripts/deps.sh installs iproute2 and nftables).
+   - mode "relay" (fallback where namespaces are unavailable): every node on 127.0.0.1; each
+     node's peer address in --initial-cluster is a relay in this process that reads the peer
+     hello frame (docs/protocols.md: it names the sending and receiving node) and forwards the
+     connection to the node's real --listen-peer port. A cut link stops forwarding in that
+     direction (bytes wait, as in a partition that TCP outlives). Clients are never cut.
+2. A client load (Load): several threads, each one lincheck process, doing GET, SET of a
+   unique value, and compare-and-set (KEEL.GETV, recorded as a read, then KEEL.CAS on the
+   version it returned: versions are the revision of a key's last change and every written
+   value is unique, so "the version matched" is "the value matched") over a few keys. A reply
+   is "ok"; -TRYAGAIN (nothing proposed) is "fail"; a timeout, a lost connection or any other
+   error is "info" (unknown outcome), never "fail".
+3. A seeded schedule of faults (Nemesis): SIGKILL + restart of the leader or a follower,
+   SIGSTOP/SIGCONT pauses longer than the election timeout, the leader isolated from its
+   peers (clients still reach it), a random minority split from the rest, a one-way cut
+   from the leader to one follower, and (netns) a node cut off from everyone.
+4. Then everything is healed and restarted, a leader awaited, every key read once more (so a
+   lost acknowledged write shows), and the history checked by keel-lincheck.
+
+Every name (bridge, namespaces, veths) carries a random tag, so runs by different people on
+one machine do not collide; teardown removes them even when the test fails.
+"""
+
+import asyncio
+import fcntl
+import ipaddress
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import redis
+
+from keelcluster import Cluster, distinct_ports, http_get
+from lincheck_history import History, run_lincheck
+
+ELECTION_TIMEOUT_MS_MAX = 2000  # keel server default: tick 50 ms x 40 ticks
+OP_TIMEOUT_S = 2.0  # a client gives up on a request after this (then: "info")
+CONNECT_TIMEOUT_S = 1.0
+STATUS_TIMEOUT_S = 0.5
+RECOVER_WAIT_S = 60.0  # generous: ASan builds and a loaded 2-core machine
+SUBNET_THIRD_OCTETS = range(1, 255)  # 10.213.X.0/24
+NET_LOCK = "/tmp/keel-nemesis-net.lock"
+
+
+def sh(*args, check=True):
+    """Runs a command; returns its stdout; raises with its stderr on failure (when check)."""
+    r = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: exit {r.returncode}: {r.stderr.strip()}")
+    return r.stdout
+
+
+def netns_unavailable_reason():
+    """None if network namespaces, veth, bridges and nft work here; else why not."""
+    if os.geteuid() != 0:
+        return "not root"
+    for tool in ("ip", "nft"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (scripts/deps.sh installs iproute2 and nftables)"
+    probe = f"keel-probe-{os.getpid()}"
+    try:
+        sh("ip", "netns", "add", probe)
+    except RuntimeError as e:
+        return f"ip netns add fails: {e}"
+    try:
+        sh("ip", "netns", "exec", probe, "nft", "add", "table", "inet", "probe")
+    except RuntimeError as e:
+        return f"nft does not work in a namespace: {e}"
+    finally:
+        sh("ip", "netns", "del", probe, check=False)
+    return None
+
+
+# -- network: namespaces ------------------------------------------------------------------------
+
+NFT_RULES = """
+table inet keel_nemesis {
+  set cut_in { type ipv4_addr; }
+  set cut_out { type ipv4_addr; }
+  chain input { type filter hook input priority 0; ip saddr @cut_in drop; }
+  chain output { type filter hook output priority 0; ip daddr @cut_out drop; }
+}
+"""
+
+
+class NetnsNet:
+    """n namespaces keel-<tag>-n1.. on a bridge kbr<tag>; node i has address 10.213.X.i."""
+
+    mode = "netns"
+
+    def __init__(self, n):
+        self.n = n
+        self.tag = "%06x" % random.SystemRandom().randrange(1 << 24)
+        self.bridge = f"kbr{self.tag}"
+        self.ns = [f"keel-{self.tag}-n{i + 1}" for i in range(n)]
+        self.veth = [f"kv{self.tag}{i + 1}" for i in range(n)]  # root side; 15 chars max
+        self.made_ns = []
+        self.made_bridge = False
+        self.subnet = None
+
+    def setup(self):
+        # The lock makes choosing a free /24 and claiming it (the bridge address) one step
+        # for every run on this machine.
+        with open(NET_LOCK, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.subnet = self._free_subnet()
+            sh("ip", "link", "add", self.bridge, "type", "bridge")
+            self.made_bridge = True
+            sh("ip", "addr", "add", f"{self.host(254)}/24", "dev", self.bridge)
+            sh("ip", "link", "set", self.bridge, "up")
+        for i in range(self.n):
+            self._add_node(i)
+        return self
+
+    def _free_subnet(self):
+        used = sh("ip", "-4", "route", "show")
+        nets = []
+        for line in used.splitlines():
+            word = line.split()[0]
+            try:
+                nets.append(ipaddress.ip_network(word if word != "default" else "0.0.0.0/32"))
+            except ValueError:
+                pass
+        octets = list(SUBNET_THIRD_OCTETS)
+        random.SystemRandom().shuffle(octets)
+        for x in octets:
+            net = ipaddress.ip_network(f"10.213.{x}.0/24")
+            if not any(net.overlaps(u) for u in nets if u.prefixlen > 0):
+                return x
+        raise RuntimeError("no free 10.213.X.0/24 for the nemesis bridge")
+
+    def host(self, last_octet):
+        return f"10.213.{self.subnet}.{last_octet}"
+
+    def address(self, i):
+        return self.host(i + 1)
+
+    def _add_node(self, i):
+        ns, veth, peer = self.ns[i], self.veth[i], f"kp{self.tag}{i + 1}"
+        sh("ip", "netns", "add", ns)
+        self.made_ns.append(ns)
+        sh("ip", "link", "add", veth, "type", "veth", "peer", "name", peer)
+        sh("ip", "link", "set", peer, "netns", ns)
+        inside = ("ip", "netns", "exec", ns)
+        sh(*inside, "ip", "link", "set", peer, "name", "eth0")
+        sh(*inside, "ip", "addr", "add", f"{self.address(i)}/24", "dev", "eth0")
+        sh(*inside, "ip", "link", "set", "eth0", "up")
+        sh(*inside, "ip", "link", "set", "lo", "up")
+        sh("ip", "link", "set", veth, "master", self.bridge)
+        sh("ip", "link", "set", veth, "up")
+        r = subprocess.run([*inside, "nft", "-f", "-"], input=NFT_RULES, capture_output=True,
+                           text=True, timeout=30)  # fmt: skip
+        if r.returncode != 0:
+            raise RuntimeError(f"nft in {ns}: {r.stderr}")
+
+    def prefix(self, i):
+        return ["ip", "netns", "exec", self.ns[i]]
+
+    def cut(self, a, b):
+        """Drops every packet from node a to node b (at a's output and b's input)."""
+        sh(*self.prefix(a), "nft", "add", "element", "inet", "keel_nemesis", "cut_out",
+           f"{{ {self.address(b)} }}")  # fmt: skip
+        sh(*self.prefix(b), "nft", "add", "element", "inet", "keel_nemesis", "cut_in",
+           f"{{ {self.address(a)} }}")  # fmt: skip
+
+    def isolate(self, i):
+        """Cuts node i off from everyone, clients included: its veth goes down."""
+        sh("ip", "link", "set", self.veth[i], "down")
+
+    def heal(self):
+        for i in range(self.n):
+            for s in ("cut_in", "cut_out"):
+                sh(*self.prefix(i), "nft", "flush", "set", "inet", "keel_nemesis", s)
+            sh("ip", "link", "set", self.veth[i], "up")
+
+    def teardown(self):
+        for ns in self.made_ns:  # deleting a namespace deletes its end of the veth, so the pair
+            sh("ip", "netns", "del", ns, check=False)
+        if self.made_bridge:
+            sh("ip", "link", "del", self.bridge, check=False)
+        self.made_ns, self.made_bridge = [], False
+
+
+# -- network: loopback relay --------------------------------------------------------------------
+
+HELLO_FRAME_BYTES = 4 + 1 + 1 + 24 + 4  # length, version, type, {cluster, from, to}, crc
+PEER_HELLO_TYPE = 1
+RELAY_CHUNK_BYTES = 64 * 1024
+
+
+class RelayNet:
+    """A relay per node on 127.0.0.1 in front of its peer port; links cut per direction.
+
+    Node ids are 1..n in --initial-cluster order; the hello frame that opens every peer
+    connection carries (cluster_id, from, to) as little-endian u64s (src/proto/peer.c).
+    A connection whose first frame is not a hello is forwarded as is, never cut.
+    """
+
+    mode = "relay"
+
+    def __init__(self, n):
+        self.n = n
+        ports = distinct_ports(2 * n)
+        self.relay_ports, self.peer_ports = ports[:n], ports[n:]
+        self.open = {}  # (from, to) 0-based -> asyncio.Event set while the link is up
+        self.loop = None
+        self.thread = None
+        self.servers = []
+
+    def setup(self):
+        ready = threading.Event()
+
+        def run():
+            self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+            for a in range(self.n):
+                for b in range(self.n):
+                    self.open[(a, b)] = asyncio.Event()
+                    self.open[(a, b)].set()
+            for i in range(self.n):
+                srv = self.loop.run_until_complete(
+                    asyncio.start_server(
+                        lambda r, w, i=i: self._serve(i, r, w), "127.0.0.1", self.relay_ports[i]
+                    )
+                )
+                self.servers.append(srv)
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert ready.wait(10), "relay did not start"
+        return self
+
+    def address(self, i):
+        return "127.0.0.1"
+
+    def prefix(self, i):
+        return []
+
+    async def _pipe(self, reader, writer, link):
+        try:
+            while True:
+                data = await reader.read(RELAY_CHUNK_BYTES)
+                if not data:
+                    break
+                if link is not None:
+                    await self.open[link].wait()  # a cut link holds the bytes (and, by not
+                    # reading on, the sender's socket buffer) until it heals
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _serve(self, i, reader, writer):
+        up_w = None
+        try:
+            hello = await asyncio.wait_for(reader.readexactly(HELLO_FRAME_BYTES), 10)
+            link = None
+            length, _version, ftype = struct.unpack_from("<IBB", hello)
+            if ftype == PEER_HELLO_TYPE and length == HELLO_FRAME_BYTES - 4:
+                _cluster, src, dst = struct.unpack_from("<QQQ", hello, 6)
+                if 1 <= src <= self.n and dst == i + 1:
+                    link = (src - 1, i)
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.peer_ports[i])
+            back = (link[1], link[0]) if link else None
+            if link is not None:
+                await self.open[link].wait()
+            up_w.write(hello)
+            await asyncio.gather(self._pipe(reader, up_w, link), self._pipe(up_r, writer, back))
+        except (ConnectionError, OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+            pass
+        finally:
+            writer.close()
+            if up_w is not None:
+                up_w.close()
+
+    def _call(self, fn):
+        done = threading.Event()
+
+        def wrapped():
+            fn()
+            done.set()
+
+        self.loop.call_soon_threadsafe(wrapped)
+        assert done.wait(10), "relay loop does not answer"
+
+    def cut(self, a, b):
+        self._call(lambda: self.open[(a, b)].clear())
+
+    def isolate(self, i):
+        """No client cut in this mode: every peer link of node i, both ways."""
+        for j in range(self.n):
+            if j != i:
+                self.cut(i, j)
+                self.cut(j, i)
+
+    def heal(self):
+        self._call(lambda: [e.set() for e in self.open.values()])
+
+    def teardown(self):
+        if self.loop is None:
+            return
+
+        def stop():
+            for s in self.servers:
+                s.close()
+            self.loop.stop()
+
+        self.loop.call_soon_threadsafe(stop)
+        self.thread.join(timeout=10)
+        self.loop = None
+
+
+def make_net(mode, n):
+    """A network for n nodes: "netns", "relay", or "auto" (netns if it works here)."""
+    if mode == "auto":
+        reason = netns_unavailable_reason()
+        mode = "netns" if reason is None else "relay"
+        if reason:
+            print(f"nemesis: network namespaces unavailable ({reason}); using the relay")
+    return NetnsNet(n) if mode == "netns" else RelayNet(n)
+
+
+def make_cluster(exe, base_dir, net, extra=()):
+    """A Cluster (keelcluster.py) whose nodes live on `net` (set up already)."""
+    cl = Cluster(exe, base_dir, net.n, ["--wal-segment-bytes", "17m", *extra])
+    members = []
+    for i, nd in enumerate(cl.nodes):
+        nd.host = net.address(i)
+        nd.prefix = net.prefix(i)
+        if isinstance(net, RelayNet):
+            members.append(f"{nd.name}=127.0.0.1:{net.relay_ports[i]}")
+            nd.extra += ["--listen-peer", f"127.0.0.1:{net.peer_ports[i]}"]
+        else:
+            members.append(f"{nd.name}={nd.host}:{nd.peer_port}")
+    for nd in cl.nodes:
+        nd.initial_cluster = ",".join(members)
+    return cl
+
+
+# -- client load --------------------------------------------------------------------------------
+
+
+def _decode(v):
+    return None if v is None else v.decode()
+
+
+class Client(threading.Thread):
+    """One lincheck process: GET / SET / GETV+CAS on random keys until the deadline."""
+
+    def __init__(self, load, idx):
+        super().__init__(daemon=True)
+        self.load, self.idx = load, idx
+        self.rnd = random.Random(load.seed * 1000 + idx)
+        self.node = self.rnd.randrange(len(load.nodes))
+        self.conn = None
+        self.seq = 0
+        self.counts = {}
+        self.unexpected = []
+
+    def _client(self):
+        if self.conn is None:
+            nd = self.load.nodes[self.node]
+            self.conn = redis.Redis(host=nd.host, port=nd.client_port, socket_timeout=OP_TIMEOUT_S,
+                                    socket_connect_timeout=CONNECT_TIMEOUT_S,
+                                    retry_on_timeout=False)  # fmt: skip
+        return self.conn
+
+    def _switch(self):
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = None
+        self.node = self.rnd.randrange(len(self.load.nodes))
+
+    def _count(self, f, outcome):
+        self.counts[(f, outcome)] = self.counts.get((f, outcome), 0) + 1
+
+    def _run_op(self, h, f, key, value, call):
+        """Records one op; call() returns (outcome, read value or cas result)."""
+        o = h.op(self.idx, f, key, value)
+        try:
+            outcome, res = call()
+        except redis.ResponseError as e:
+            msg = str(e)
+            if msg.startswith("TRYAGAIN"):
+                o.fail()  # no leader known; nothing was proposed
+                self._count(f, "fail")
+                time.sleep(0.05)
+                return None
+            if not msg.startswith(("TIMEOUT", "UNKNOWN")):
+                self.unexpected.append(f"{f} {key}: {msg}")
+            o.info()
+            self._count(f, "info")
+            return None
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            o.info()  # the request may have arrived: outcome unknown
+            self._count(f, "info")
+            self._switch()
+            time.sleep(0.02)
+            return None
+        if outcome == "ok":
+            if f == "cas":
+                o.ok(result=res)
+            else:
+                o.ok(res)
+        self._count(f, outcome)
+        return res if f != "cas" else outcome
+
+    def run(self):
+        h, keys = self.load.history, self.load.keys
+        while time.monotonic() < self.load.deadline:
+            key = self.rnd.choice(keys)
+            r = self.rnd.random()
+            if r < 0.35:
+                self._run_op(h, "read", key, None, lambda: ("ok", _decode(self._client().get(key))))
+            elif r < 0.65:
+                self.seq += 1
+                v = f"c{self.idx}-{self.seq}"
+                self._run_op(h, "write", key, v, lambda: ("ok", self._client().set(key, v)))
+            else:
+                self._cas(h, key)
+
+    def _cas(self, h, key):
+        got = {}
+
+        def getv():
+            r = self._client().execute_command("KEEL.GETV", key)
+            got["v"] = r
+            return "ok", None if r is None else r[0].decode()
+
+        if not self._run_op(h, "read", key, None, getv) and "v" not in got:
+            return
+        r = got["v"]
+        expected, version = (None, 0) if r is None else (r[0].decode(), int(r[1]))
+        self.seq += 1
+        new = f"c{self.idx}-{self.seq}"
+
+        def cas():
+            try:
+                self._client().execute_command("KEEL.CAS", key, version, new)
+                return "ok", True
+            except redis.ResponseError as e:
+                if str(e).startswith("CONFLICT"):
+                    return "ok", False
+                raise
+
+        self._run_op(h, "cas", key, [expected, new], cas)
+
+
+class Load:
+    """`clients` Client threads over `keys` keys until `deadline` (time.monotonic())."""
+
+    def __init__(self, nodes, keys, clients, seed, duration_s):
+        self.nodes, self.seed = nodes, seed
+        self.keys = [f"k{i}" for i in range(keys)]
+        self.history = History()
+        self.deadline = time.monotonic() + duration_s
+        self.clients = [Client(self, i) for i in range(clients)]
+
+    def start(self):
+        for c in self.clients:
+            c.start()
+        return self
+
+    def join(self):
+        for c in self.clients:
+            c.join(timeout=OP_TIMEOUT_S * 3 + CONNECT_TIMEOUT_S + 10)
+            assert not c.is_alive(), f"client {c.idx} hangs"
+
+    def counts(self):
+        total = {}
+        for c in self.clients:
+            for k, v in c.counts.items():
+                total[k] = total.get(k, 0) + v
+        return total
+
+    def unexpected(self):
+        return [u for c in self.clients for u in c.unexpected]
+
+    def final_reads(self, timeout_s=RECOVER_WAIT_S):
+        """Reads every key once (process "final"), retrying each until it completes ok."""
+        deadline = time.monotonic() + timeout_s
+        proc = len(self.clients)
+        for key in self.keys:
+            while True:
+                nd = self.nodes[random.randrange(len(self.nodes))]
+                with self.history.op(proc, "read", key) as o:
+                    try:
+                        c = nd.client(socket_timeout=5, socket_connect_timeout=CONNECT_TIMEOUT_S)
+                        o.ok(_decode(c.get(key)))
+                        c.close()
+                        break
+                    except (redis.RedisError, OSError) as e:
+                        o.info()
+                        if time.monotonic() > deadline:
+                            raise TimeoutError(f"final read of {key} keeps failing: {e}")
+                        time.sleep(0.2)
+
+
+# -- the nemesis --------------------------------------------------------------------------------
+
+FAULTS = ["kill-leader", "kill-follower", "pause-leader", "pause-follower",
+          "isolate-leader", "split", "one-way", "cut-off"]  # fmt: skip
+
+
+def schedule(seed, n, mode, count=200):
+    """The seeded fault sequence: (kind, pick, hold_s, gap_s); `pick` chooses among the
+    candidate nodes at run time (which node leads is only known then)."""
+    rnd = random.Random(seed)
+    kinds = [k for k in FAULTS if mode == "netns" or k != "cut-off"]
+    out = []
+    for _ in range(count):
+        kind = rnd.choice(kinds)
+        # pauses and cuts outlast the election timeout, so they force elections
+        hold = rnd.uniform(1.2, 2.5) * ELECTION_TIMEOUT_MS_MAX / 1000
+        out.append((kind, rnd.randrange(1 << 30), round(hold, 2), round(rnd.uniform(0.3, 1.5), 2)))
+    return out
+
+
+class Nemesis:
+    """Runs a schedule against a cluster on a net; records what it did."""
+
+    def __init__(self, cl, net, seed):
+        self.cl, self.net, self.seed = cl, net, seed
+        self.done = []  # "t=..s kind node(s)" lines
+        self.t0 = time.monotonic()
+        self.paused = set()
+
+    def _log(self, what):
+        self.done.append(f"t={time.monotonic() - self.t0:5.1f}s {what}")
+
+    def leader(self):
+        """The running, unpaused node that says it leads with the highest term, or None."""
+        best = None
+        for nd in self.cl.nodes:
+            if not nd.alive() or nd.name in self.paused:
+                continue
+            try:
+                code, body, _ = http_get(nd.http_port, "/status", STATUS_TIMEOUT_S, host=nd.host)
+                st = json.loads(body) if code == 200 else None
+            except (OSError, ValueError):
+                st = None
+            if st and st.get("role") == "leader" and (best is None or st["term"] > best[1]):
+                best = (nd, st["term"])
+        return best[0] if best else None
+
+    def _index(self, nd):
+        return self.cl.nodes.index(nd)
+
+    def _target(self, kind, pick):
+        nodes = self.cl.nodes
+        leader = self.leader()
+        if kind.endswith("leader") or kind == "one-way":
+            return leader or nodes[pick % len(nodes)]
+        if kind.endswith("follower"):
+            fs = [nd for nd in nodes if nd is not leader]
+            return fs[pick % len(fs)]
+        return nodes[pick % len(nodes)]
+
+    def run(self, sched, duration_s):
+        end = time.monotonic() + duration_s
+        for kind, pick, hold, gap in sched:
+            if time.monotonic() + hold > end:
+                break
+            self._fault(kind, pick, hold)
+            time.sleep(gap)
+
+    def _fault(self, kind, pick, hold):
+        nd = self._target(kind, pick)
+        i = self._index(nd)
+        if kind.startswith("kill"):
+            nd.kill()
+            self._log(f"{kind} {nd.name} (SIGKILL), restart after {hold}s")
+            time.sleep(hold)
+            nd.start(wait=False)
+            nd.wait_listening(timeout_s=RECOVER_WAIT_S)
+        elif kind.startswith("pause"):
+            nd.proc.send_signal(signal.SIGSTOP)
+            self.paused.add(nd.name)
+            self._log(f"{kind} {nd.name} (SIGSTOP) for {hold}s")
+            time.sleep(hold)
+            nd.proc.send_signal(signal.SIGCONT)
+            self.paused.discard(nd.name)
+        elif kind in ("isolate-leader", "split"):
+            n = len(self.cl.nodes)
+            rnd = random.Random(pick)
+            minority = [i] + rnd.sample([j for j in range(n) if j != i], (n - 1) // 2 - 1)
+            for a in minority:
+                for b in range(n):
+                    if b not in minority:
+                        self.net.cut(a, b)
+                        self.net.cut(b, a)
+            names = "+".join(self.cl.nodes[a].name for a in minority)
+            self._log(f"{kind}: {names} | the rest, for {hold}s")
+            time.sleep(hold)
+            self.net.heal()
+        elif kind == "one-way":
+            others = [j for j in range(len(self.cl.nodes)) if j != i]
+            j = others[pick % len(others)]
+            self.net.cut(i, j)
+            self._log(f"one-way: {nd.name} -> {self.cl.nodes[j].name} dropped for {hold}s")
+            time.sleep(hold)
+            self.net.heal()
+        elif kind == "cut-off":
+            self.net.isolate(i)
+            self._log(f"cut-off {nd.name} from peers and clients for {hold}s")
+            time.sleep(hold)
+            self.net.heal()
+
+    def heal_all(self):
+        """Heals the network, wakes paused nodes, restarts dead ones."""
+        self.net.heal()
+        for nd in self.cl.nodes:
+            if nd.alive() and nd.name in self.paused:
+                nd.proc.send_signal(signal.SIGCONT)
+        self.paused.clear()
+        for nd in self.cl.nodes:
+            if not nd.alive():
+                nd.start(wait=False)
+        for nd in self.cl.nodes:
+            nd.wait_listening(timeout_s=RECOVER_WAIT_S)
+        self._log("heal all")
+
+
+def run(exe, build_dir, base_dir, mode, seed, n=3, duration_s=20.0, clients=6, keys=5, calm_s=3.0,
+        extra=()):  # fmt: skip
+    """One nemesis run; returns a dict with the mode, faults, counts, history path and the
+    lincheck verdict. Network and processes are torn down before it returns or raises."""
+    net = make_net(mode, n)
+    cl = None
+    try:
+        net.setup()
+        cl = make_cluster(exe, base_dir, net, extra)
+        cl.start()
+        cl.wait_leader(timeout_s=RECOVER_WAIT_S)
+        load = Load(cl.nodes, keys, clients, seed, duration_s + calm_s).start()
+        nem = Nemesis(cl, net, seed)
+        try:
+            nem.run(schedule(seed, n, net.mode), duration_s)
+        finally:
+            nem.heal_all()
+        load.join()
+        leader = cl.wait_leader(timeout_s=RECOVER_WAIT_S)
+        load.final_reads()
+        cl.wait_applied(cl.nodes, leader.status()["commit_index"], timeout_s=RECOVER_WAIT_S)
+        revisions = {nd.name: nd.status()["revision"] for nd in cl.nodes}
+        history = os.path.join(base_dir, "history.jsonl")
+        load.history.write(history)
+        verdict = run_lincheck(build_dir, history)
+        return {
+            "mode": net.mode, "seed": seed, "faults": nem.done, "counts": load.counts(),
+            "unexpected": load.unexpected(), "history": history, "lincheck": verdict,
+            "revisions": revisions, "crashed": [],
+        }  # fmt: skip
+    finally:
+        crashed = []
+        if cl is not None:
+            crashed = cl.teardown()
+        net.teardown()
+        if crashed:
+            raise AssertionError("; ".join(
+                f"{nd.name} exited {nd.proc.returncode} during the run:\n{nd.log_tail()}"
+                for nd in crashed))  # fmt: skip
