@@ -8,6 +8,7 @@ pkgs=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   libuv1-dev libhttp-parser-dev libjansson-dev libyaml-dev libsqlite3-dev libssl-dev
   python3 python3-pytest python3-redis redis-tools curl prometheus iproute2 procps
+  nftables
 )
 if [ "${1:-}" = "--bench" ]; then
   pkgs+=(wrk nginx-light redis-server etcd-server etcd-client haproxy)

@@ -91,14 +91,21 @@ def netns_unavailable_reason():
 
 # -- network: namespaces ------------------------------------------------------------------------
 
-NFT_RULES = """
-table inet keel_nemesis {
-  set cut_in { type ipv4_addr; }
-  set cut_out { type ipv4_addr; }
-  chain input { type filter hook input priority 0; ip saddr @cut_in drop; }
-  chain output { type filter hook output priority 0; ip daddr @cut_out drop; }
-}
+LOSS_PCT = 30  # "lossy": this share of packets between peers is dropped
+NFT_RULES = f"""
+table inet keel_nemesis {{
+  set cut_in {{ type ipv4_addr; }}
+  set cut_out {{ type ipv4_addr; }}
+  set lossy_in {{ type ipv4_addr; }}
+  chain input {{
+    type filter hook input priority 0;
+    ip saddr @cut_in drop;
+    ip saddr @lossy_in numgen random mod 100 < {LOSS_PCT} drop;
+  }}
+  chain output {{ type filter hook output priority 0; ip daddr @cut_out drop; }}
+}}
 """
+NFT_SETS = ("cut_in", "cut_out", "lossy_in")
 
 
 class NetnsNet:
@@ -115,6 +122,7 @@ class NetnsNet:
         self.made_ns = []
         self.made_bridge = False
         self.subnet = None
+        self.down = set()  # nodes whose veth is down
 
     def setup(self):
         # The lock makes choosing a free /24 and claiming it (the bridge address) one step
@@ -181,15 +189,30 @@ class NetnsNet:
         sh(*self.prefix(b), "nft", "add", "element", "inet", "keel_nemesis", "cut_in",
            f"{{ {self.address(a)} }}")  # fmt: skip
 
+    def lossy(self):
+        """Every node drops LOSS_PCT % of the packets it receives from its peers."""
+        peers = ", ".join(self.address(j) for j in range(self.n))
+        for i in range(self.n):
+            sh(*self.prefix(i), "nft", "add", "element", "inet", "keel_nemesis", "lossy_in",
+               f"{{ {peers} }}")  # fmt: skip
+
     def isolate(self, i):
         """Cuts node i off from everyone, clients included: its veth goes down."""
         sh("ip", "link", "set", self.veth[i], "down")
+        self.down.add(i)
 
     def heal(self):
+        # one nft run per namespace (each command is a process; a loaded machine makes
+        # them slow, and the heal should be about one instant)
+        flush = "".join(f"flush set inet keel_nemesis {s}\n" for s in NFT_SETS)
         for i in range(self.n):
-            for s in ("cut_in", "cut_out"):
-                sh(*self.prefix(i), "nft", "flush", "set", "inet", "keel_nemesis", s)
+            r = subprocess.run([*self.prefix(i), "nft", "-f", "-"], input=flush,
+                               capture_output=True, text=True, timeout=30)  # fmt: skip
+            if r.returncode != 0:
+                raise RuntimeError(f"nft flush in {self.ns[i]}: {r.stderr}")
+        for i in self.down:
             sh("ip", "link", "set", self.veth[i], "up")
+        self.down = set()
 
     def teardown(self):
         for ns in self.made_ns:  # deleting a namespace deletes its end of the veth, so the pair
@@ -520,21 +543,25 @@ class Load:
 
 # -- the nemesis --------------------------------------------------------------------------------
 
-FAULTS = ["kill-leader", "kill-follower", "pause-leader", "pause-follower",
-          "isolate-leader", "split", "one-way", "cut-off"]  # fmt: skip
+FAULTS = ["kill-leader", "kill-follower", "pause-leader", "pause-follower", "isolate-leader",
+          "isolate-kill", "split", "one-way", "cut-off", "lossy"]  # fmt: skip
+NETNS_ONLY = ("cut-off", "lossy")
 
 
 def schedule(seed, n, mode, count=200):
     """The seeded fault sequence: (kind, pick, hold_s, gap_s); `pick` chooses among the
     candidate nodes at run time (which node leads is only known then)."""
     rnd = random.Random(seed)
-    kinds = [k for k in FAULTS if mode == "netns" or k != "cut-off"]
+    kinds = [k for k in FAULTS if mode == "netns" or k not in NETNS_ONLY]
     out = []
     for _ in range(count):
         kind = rnd.choice(kinds)
-        # pauses and cuts outlast the election timeout, so they force elections
-        hold = rnd.uniform(1.2, 2.5) * ELECTION_TIMEOUT_MS_MAX / 1000
-        out.append((kind, rnd.randrange(1 << 30), round(hold, 2), round(rnd.uniform(0.3, 1.5), 2)))
+        # pauses and cuts outlast the election timeout, so they force elections; a killed
+        # node stays down for a short or a long while
+        hold = rnd.uniform(1.2, 2.0) * ELECTION_TIMEOUT_MS_MAX / 1000
+        if kind.startswith("kill"):
+            hold = rnd.uniform(0.2, 3.0)
+        out.append((kind, rnd.randrange(1 << 30), round(hold, 2), round(rnd.uniform(0.2, 1.0), 2)))
     return out
 
 
@@ -551,16 +578,26 @@ class Nemesis:
         self.done.append(f"t={time.monotonic() - self.t0:5.1f}s {what}")
 
     def leader(self):
-        """The running, unpaused node that says it leads with the highest term, or None."""
-        best = None
-        for nd in self.cl.nodes:
-            if not nd.alive() or nd.name in self.paused:
-                continue
+        """The running, unpaused node that says it leads with the highest term, or None.
+        Nodes are asked in parallel: a slow or cut-off one costs STATUS_TIMEOUT_S once."""
+        sts = {}
+
+        def ask(nd):
             try:
                 code, body, _ = http_get(nd.http_port, "/status", STATUS_TIMEOUT_S, host=nd.host)
-                st = json.loads(body) if code == 200 else None
+                sts[nd.name] = json.loads(body) if code == 200 else None
             except (OSError, ValueError):
-                st = None
+                pass
+
+        live = [nd for nd in self.cl.nodes if nd.alive() and nd.name not in self.paused]
+        ts = [threading.Thread(target=ask, args=(nd,), daemon=True) for nd in live]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(timeout=STATUS_TIMEOUT_S * 4)
+        best = None
+        for nd in live:
+            st = sts.get(nd.name)
             if st and st.get("role") == "leader" and (best is None or st["term"] > best[1]):
                 best = (nd, st["term"])
         return best[0] if best else None
@@ -571,12 +608,24 @@ class Nemesis:
     def _target(self, kind, pick):
         nodes = self.cl.nodes
         leader = self.leader()
-        if kind.endswith("leader") or kind == "one-way":
+        if kind.endswith("leader") or kind in ("one-way", "isolate-kill"):
             return leader or nodes[pick % len(nodes)]
         if kind.endswith("follower"):
             fs = [nd for nd in nodes if nd is not leader]
             return fs[pick % len(fs)]
         return nodes[pick % len(nodes)]
+
+    def _split(self, i, pick):
+        """Cuts node i and a random minority containing it from the rest; returns its names."""
+        n = len(self.cl.nodes)
+        rnd = random.Random(pick)
+        minority = [i] + rnd.sample([j for j in range(n) if j != i], (n - 1) // 2 - 1)
+        for a in minority:
+            for b in range(n):
+                if b not in minority:
+                    self.net.cut(a, b)
+                    self.net.cut(b, a)
+        return "+".join(self.cl.nodes[a].name for a in minority)
 
     def run(self, sched, duration_s):
         end = time.monotonic() + duration_s
@@ -603,16 +652,25 @@ class Nemesis:
             nd.proc.send_signal(signal.SIGCONT)
             self.paused.discard(nd.name)
         elif kind in ("isolate-leader", "split"):
-            n = len(self.cl.nodes)
-            rnd = random.Random(pick)
-            minority = [i] + rnd.sample([j for j in range(n) if j != i], (n - 1) // 2 - 1)
-            for a in minority:
-                for b in range(n):
-                    if b not in minority:
-                        self.net.cut(a, b)
-                        self.net.cut(b, a)
-            names = "+".join(self.cl.nodes[a].name for a in minority)
+            names = self._split(i, pick)
             self._log(f"{kind}: {names} | the rest, for {hold}s")
+            time.sleep(hold)
+            self.net.heal()
+        elif kind == "isolate-kill":
+            # the old leader, cut off, is killed and restarted while the majority goes on:
+            # it comes back with its unacknowledged tail, inside the partition, then heals
+            names = self._split(i, pick)
+            self._log(f"isolate-kill: {names} | the rest; {nd.name} SIGKILLed and restarted "
+                      f"inside the partition, healed after {hold}s")  # fmt: skip
+            time.sleep(hold / 2)
+            nd.kill()
+            nd.start(wait=False)
+            nd.wait_listening(timeout_s=RECOVER_WAIT_S)
+            time.sleep(hold / 2)
+            self.net.heal()
+        elif kind == "lossy":
+            self.net.lossy()
+            self._log(f"lossy: {LOSS_PCT}% of peer packets dropped for {hold}s")
             time.sleep(hold)
             self.net.heal()
         elif kind == "one-way":
