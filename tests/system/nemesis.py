@@ -52,6 +52,7 @@ from keelcluster import Cluster, distinct_ports, http_get
 from lincheck_history import History, run_lincheck
 
 ELECTION_TIMEOUT_MS_MAX = 2000  # keel server default: tick 50 ms x 40 ticks
+PIPELINE_DEPTH = 3  # requests in flight per pipelined client
 OP_TIMEOUT_S = 2.0  # a client gives up on a request after this (then: "info")
 CONNECT_TIMEOUT_S = 1.0
 STATUS_TIMEOUT_S = 0.5
@@ -491,15 +492,88 @@ class Client(threading.Thread):
         self._run_op(h, "cas", key, [expected, new], cas)
 
 
+class PipelinedClient(Client):
+    """PIPELINE_DEPTH requests in flight on one connection (one RESP pipeline), each slot its
+    own lincheck process "<idx>.<slot>". Every request is recorded as invoked before the
+    pipeline is sent and completed when its replies are in. A CAS uses the (value, version)
+    of the key's last KEEL.GETV this client saw (older ones are still a valid compare: a
+    version names exactly one written value), or "absent" (version 0)."""
+
+    def run(self):
+        h, keys = self.load.history, self.load.keys
+        seen = {}
+        while time.monotonic() < self.load.deadline:
+            p = self._client().pipeline(transaction=False)
+            batch = []
+            for slot in range(PIPELINE_DEPTH):
+                batch.append(self._queue(h, p, f"{self.idx}.{slot}", self.rnd.choice(keys), seen))
+            try:
+                replies = p.execute(raise_on_error=False)
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                for o, _kind in batch:
+                    o.info()
+                    self._count(o.f, "info")
+                self._switch()
+                time.sleep(0.02)
+                continue
+            for (o, kind), r in zip(batch, replies):
+                self._complete(o, kind, r, seen)
+
+    def _queue(self, h, p, proc, key, seen):
+        r = self.rnd.random()
+        if r < 0.3:
+            p.get(key)
+            return h.op(proc, "read", key), "get"
+        if r < 0.5:
+            p.execute_command("KEEL.GETV", key)
+            return h.op(proc, "read", key), "getv"
+        self.seq += 1
+        new = f"c{self.idx}-{self.seq}"
+        if r < 0.8:
+            p.set(key, new)
+            return h.op(proc, "write", key, new), "set"
+        value, version = seen.get(key, (None, 0))
+        p.execute_command("KEEL.CAS", key, version, new)
+        return h.op(proc, "cas", key, [value, new]), "cas"
+
+    def _complete(self, o, kind, r, seen):
+        if isinstance(r, redis.ResponseError):
+            msg = str(r)
+            if kind == "cas" and msg.startswith("CONFLICT"):
+                o.ok(result=False)
+                self._count(o.f, "ok")
+                return
+            if msg.startswith("TRYAGAIN"):
+                o.fail()
+                self._count(o.f, "fail")
+                return
+            if not msg.startswith(("TIMEOUT", "UNKNOWN")):
+                self.unexpected.append(f"{kind} {o.key}: {msg}")
+            o.info()
+            self._count(o.f, "info")
+            return
+        if kind == "get":
+            o.ok(_decode(r))
+        elif kind == "getv":
+            o.ok(None if r is None else r[0].decode())
+            seen[o.key] = (None, 0) if r is None else (r[0].decode(), int(r[1]))
+        elif kind == "cas":
+            o.ok(result=True)
+        else:
+            o.ok()
+        self._count(o.f, "ok")
+
+
 class Load:
-    """`clients` Client threads over `keys` keys until `deadline` (time.monotonic())."""
+    """`clients` client threads (every second one pipelined) over `keys` keys until the
+    deadline (time.monotonic())."""
 
     def __init__(self, nodes, keys, clients, seed, duration_s):
         self.nodes, self.seed = nodes, seed
         self.keys = [f"k{i}" for i in range(keys)]
         self.history = History()
         self.deadline = time.monotonic() + duration_s
-        self.clients = [Client(self, i) for i in range(clients)]
+        self.clients = [(PipelinedClient if i % 2 else Client)(self, i) for i in range(clients)]
 
     def start(self):
         for c in self.clients:
