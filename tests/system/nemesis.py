@@ -59,6 +59,7 @@ STATUS_TIMEOUT_S = 0.5
 RECOVER_WAIT_S = 60.0  # generous: ASan builds and a loaded 2-core machine
 SUBNET_THIRD_OCTETS = range(1, 255)  # 10.213.X.0/24
 NET_LOCK = "/tmp/keel-nemesis-net.lock"
+NET_STATE_DIR = "/tmp/keel-nemesis"  # <tag>.json per netns run: owner pid, names to remove
 
 
 def sh(*args, check=True):
@@ -124,12 +125,17 @@ class NetnsNet:
         self.made_bridge = False
         self.subnet = None
         self.down = set()  # nodes whose veth is down
+        self.state_path = os.path.join(NET_STATE_DIR, f"{self.tag}.json")
 
     def setup(self):
         # The lock makes choosing a free /24 and claiming it (the bridge address) one step
         # for every run on this machine.
         with open(NET_LOCK, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            sweep_dead_runs()
+            os.makedirs(NET_STATE_DIR, exist_ok=True)
+            with open(self.state_path, "w") as f:
+                json.dump({"pid": os.getpid(), "tag": self.tag, "n": self.n}, f)
             self.subnet = self._free_subnet()
             sh("ip", "link", "add", self.bridge, "type", "bridge")
             self.made_bridge = True
@@ -216,11 +222,58 @@ class NetnsNet:
         self.down = set()
 
     def teardown(self):
-        for ns in self.made_ns:  # deleting a namespace deletes its end of the veth, so the pair
-            sh("ip", "netns", "del", ns, check=False)
-        if self.made_bridge:
-            sh("ip", "link", "del", self.bridge, check=False)
+        remove_net(self.tag, self.n)
         self.made_ns, self.made_bridge = [], False
+
+
+def remove_net(tag, n):
+    """Removes run `tag`'s namespaces (killing what still runs in them: its own servers),
+    veths and bridge; quiet about what is already gone."""
+    for i in range(n):
+        ns = f"keel-{tag}-n{i + 1}"
+        pids = sh("ip", "netns", "pids", ns, check=False).split()
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        # a namespace lives on while anything holds it, and its veth with it: delete the
+        # pair from the root side as well
+        sh("ip", "link", "del", f"kv{tag}{i + 1}", check=False)
+        sh("ip", "netns", "del", ns, check=False)
+    sh("ip", "link", "del", f"kbr{tag}", check=False)
+    try:
+        os.unlink(os.path.join(NET_STATE_DIR, f"{tag}.json"))
+    except FileNotFoundError:
+        pass
+
+
+def sweep_dead_runs():
+    """Removes the networks of earlier runs whose owning process is gone (a test runner
+    killed before its teardown). Runs of live processes, anyone's, are left alone."""
+    try:
+        names = os.listdir(NET_STATE_DIR)
+    except FileNotFoundError:
+        return
+    for name in names:
+        try:
+            with open(os.path.join(NET_STATE_DIR, name)) as f:
+                st = json.load(f)
+            if _alive(st["pid"]):
+                continue  # its owner lives
+            print(f"nemesis: removing the network of dead run {st['tag']} (pid {st['pid']})")
+            remove_net(st["tag"], st["n"])
+        except (OSError, ValueError, KeyError):
+            continue
+
+
+def _alive(pid):
+    """True if pid runs (a zombie, killed but not yet reaped, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
 
 
 # -- network: loopback relay --------------------------------------------------------------------
