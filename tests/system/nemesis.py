@@ -181,27 +181,34 @@ class NetnsNet:
         sh(*inside, "ip", "link", "set", "lo", "up")
         sh("ip", "link", "set", veth, "master", self.bridge)
         sh("ip", "link", "set", veth, "up")
-        r = subprocess.run([*inside, "nft", "-f", "-"], input=NFT_RULES, capture_output=True,
-                           text=True, timeout=30)  # fmt: skip
-        if r.returncode != 0:
-            raise RuntimeError(f"nft in {ns}: {r.stderr}")
+        self._nft(i, NFT_RULES)
 
     def prefix(self, i):
         return ["ip", "netns", "exec", self.ns[i]]
 
-    def cut(self, a, b):
-        """Drops every packet from node a to node b (at a's output and b's input)."""
-        sh(*self.prefix(a), "nft", "add", "element", "inet", "keel_nemesis", "cut_out",
-           f"{{ {self.address(b)} }}")  # fmt: skip
-        sh(*self.prefix(b), "nft", "add", "element", "inet", "keel_nemesis", "cut_in",
-           f"{{ {self.address(a)} }}")  # fmt: skip
+    def cut(self, pairs):
+        """Drops every packet from node a to node b, for each (a, b), at a's output and b's
+        input; one nft run per namespace touched."""
+        script = {}
+        for a, b in pairs:
+            script.setdefault(a, []).append(f"add element inet keel_nemesis cut_out "
+                                            f"{{ {self.address(b)} }}")  # fmt: skip
+            script.setdefault(b, []).append(f"add element inet keel_nemesis cut_in "
+                                            f"{{ {self.address(a)} }}")  # fmt: skip
+        for i, lines in script.items():
+            self._nft(i, "\n".join(lines) + "\n")
+
+    def _nft(self, i, script):
+        r = subprocess.run([*self.prefix(i), "nft", "-f", "-"], input=script,
+                           capture_output=True, text=True, timeout=30)  # fmt: skip
+        if r.returncode != 0:
+            raise RuntimeError(f"nft in {self.ns[i]}: {r.stderr}")
 
     def lossy(self):
         """Every node drops LOSS_PCT % of the packets it receives from its peers."""
         peers = ", ".join(self.address(j) for j in range(self.n))
         for i in range(self.n):
-            sh(*self.prefix(i), "nft", "add", "element", "inet", "keel_nemesis", "lossy_in",
-               f"{{ {peers} }}")  # fmt: skip
+            self._nft(i, f"add element inet keel_nemesis lossy_in {{ {peers} }}\n")
 
     def isolate(self, i):
         """Cuts node i off from everyone, clients included: its veth goes down."""
@@ -213,10 +220,7 @@ class NetnsNet:
         # them slow, and the heal should be about one instant)
         flush = "".join(f"flush set inet keel_nemesis {s}\n" for s in NFT_SETS)
         for i in range(self.n):
-            r = subprocess.run([*self.prefix(i), "nft", "-f", "-"], input=flush,
-                               capture_output=True, text=True, timeout=30)  # fmt: skip
-            if r.returncode != 0:
-                raise RuntimeError(f"nft flush in {self.ns[i]}: {r.stderr}")
+            self._nft(i, flush)
         for i in self.down:
             sh("ip", "link", "set", self.veth[i], "up")
         self.down = set()
@@ -382,15 +386,13 @@ class RelayNet:
         self.loop.call_soon_threadsafe(wrapped)
         assert done.wait(10), "relay loop does not answer"
 
-    def cut(self, a, b):
-        self._call(lambda: self.open[(a, b)].clear())
+    def cut(self, pairs):
+        """Stops forwarding from node a to node b, for each (a, b)."""
+        self._call(lambda: [self.open[p].clear() for p in pairs])
 
     def isolate(self, i):
         """No client cut in this mode: every peer link of node i, both ways."""
-        for j in range(self.n):
-            if j != i:
-                self.cut(i, j)
-                self.cut(j, i)
+        self.cut([p for j in range(self.n) if j != i for p in ((i, j), (j, i))])
 
     def heal(self):
         self._call(lambda: [e.set() for e in self.open.values()])
@@ -671,7 +673,8 @@ class Load:
 # -- the nemesis --------------------------------------------------------------------------------
 
 FAULTS = ["kill-leader", "kill-follower", "pause-leader", "pause-follower", "isolate-leader",
-          "isolate-kill", "split", "one-way", "cut-off", "lossy"]  # fmt: skip
+          "isolate-kill", "split", "split-pause", "flap", "one-way", "cut-off", "lossy"]  # fmt: skip
+FLAP_MS = 300  # "flap": the leader's links go down and up every this many ms
 NETNS_ONLY = ("cut-off", "lossy")
 
 
@@ -735,7 +738,7 @@ class Nemesis:
     def _target(self, kind, pick):
         nodes = self.cl.nodes
         leader = self.leader()
-        if kind.endswith("leader") or kind in ("one-way", "isolate-kill"):
+        if kind.endswith("leader") or kind in ("one-way", "isolate-kill", "flap"):
             return leader or nodes[pick % len(nodes)]
         if kind.endswith("follower"):
             fs = [nd for nd in nodes if nd is not leader]
@@ -747,11 +750,8 @@ class Nemesis:
         n = len(self.cl.nodes)
         rnd = random.Random(pick)
         minority = [i] + rnd.sample([j for j in range(n) if j != i], (n - 1) // 2 - 1)
-        for a in minority:
-            for b in range(n):
-                if b not in minority:
-                    self.net.cut(a, b)
-                    self.net.cut(b, a)
+        self.net.cut([p for a in minority for b in range(n) if b not in minority
+                      for p in ((a, b), (b, a))])  # fmt: skip
         return "+".join(self.cl.nodes[a].name for a in minority)
 
     def run(self, sched, duration_s):
@@ -795,6 +795,32 @@ class Nemesis:
             nd.wait_listening(timeout_s=RECOVER_WAIT_S)
             time.sleep(hold / 2)
             self.net.heal()
+        elif kind == "split-pause":
+            # a minority cut off and, meanwhile, one node of the majority paused: no quorum
+            # anywhere until the pause ends; the partition heals after the pause
+            names = self._split(i, pick)
+            rest = [nd2 for nd2 in self.cl.nodes if nd2.name not in names.split("+")]
+            victim = rest[pick % len(rest)]
+            victim.proc.send_signal(signal.SIGSTOP)
+            self.paused.add(victim.name)
+            self._log(f"split-pause: {names} | the rest, {victim.name} paused for {hold / 2:.2f}s "
+                      f"inside it, healed after {hold}s")  # fmt: skip
+            time.sleep(hold / 2)
+            victim.proc.send_signal(signal.SIGCONT)
+            self.paused.discard(victim.name)
+            time.sleep(hold / 2)
+            self.net.heal()
+        elif kind == "flap":
+            # shorter than an election timeout each: elections start, half finish
+            t_end, rounds = time.monotonic() + hold, 0
+            while time.monotonic() < t_end:
+                self._split(i, pick)
+                time.sleep(FLAP_MS / 1000)
+                self.net.heal()
+                time.sleep(FLAP_MS / 1000)
+                rounds += 1
+            self._log(f"flap: {nd.name} cut from its peers and healed {rounds} times, "
+                      f"{FLAP_MS} ms each way, for {hold}s")  # fmt: skip
         elif kind == "lossy":
             self.net.lossy()
             self._log(f"lossy: {LOSS_PCT}% of peer packets dropped for {hold}s")
@@ -803,7 +829,7 @@ class Nemesis:
         elif kind == "one-way":
             others = [j for j in range(len(self.cl.nodes)) if j != i]
             j = others[pick % len(others)]
-            self.net.cut(i, j)
+            self.net.cut([(i, j)])
             self._log(f"one-way: {nd.name} -> {self.cl.nodes[j].name} dropped for {hold}s")
             time.sleep(hold)
             self.net.heal()
