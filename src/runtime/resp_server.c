@@ -18,6 +18,7 @@ struct keel_resp_deferred {
     keel_resp_deferred_t *next;
     keel_resp_client_t *client; /* NULL once the client is gone: an orphan */
     bool done;
+    bool barrier; /* no later command of the client runs before this one is done */
     keel_buf_t out;
 };
 
@@ -31,6 +32,7 @@ struct keel_resp_client {
     bool stop_input;        /* no more commands will be parsed */
     bool input_blocked;     /* paused: too many deferred replies outstanding */
     bool resume_input;      /* parse buffered input on the next loop turn */
+    bool barrier_open;      /* a barrier slot is not done: input waits for it */
     uint64_t id;
     void *data;
     keel_ms_t last_input_ms;
@@ -415,6 +417,15 @@ keel_resp_deferred_t *keel_resp_client_defer(keel_resp_client_t *c)
     return d;
 }
 
+keel_resp_deferred_t *keel_resp_client_defer_barrier(keel_resp_client_t *c)
+{
+    assert(!c->barrier_open);
+    keel_resp_deferred_t *d = keel_resp_client_defer(c);
+    if (d != NULL)
+        d->barrier = c->barrier_open = true;
+    return d;
+}
+
 /* Moves the completed replies at the head of the queue into the output, in order. */
 static int drain_queue(keel_resp_client_t *c)
 {
@@ -452,6 +463,8 @@ void keel_resp_deferred_done(keel_resp_deferred_t *d, int rc)
     d->done = true;
     assert(c->deferred_open > 0);
     c->deferred_open--;
+    if (d->barrier)
+        c->barrier_open = false;
     if (rc == 0)
         rc = drain_queue(c);
     if (rc != 0) {
@@ -462,7 +475,8 @@ void keel_resp_deferred_done(keel_resp_deferred_t *d, int rc)
     }
     if (enforce_output_limit(c))
         return;
-    if (c->input_blocked && c->deferred_open < c->server->cfg.pending_replies_max) {
+    if (c->input_blocked && !c->barrier_open &&
+        c->deferred_open < c->server->cfg.pending_replies_max) {
         c->input_blocked = false;
         c->resume_input = true;
         if (!c->stop_input)
@@ -559,7 +573,7 @@ static void process_input(keel_resp_client_t *c)
 {
     keel_resp_server_t *s = c->server;
     while (!c->closing && !c->stop_input) {
-        if (c->deferred_open >= s->cfg.pending_replies_max) {
+        if (c->deferred_open >= s->cfg.pending_replies_max || c->barrier_open) {
             c->input_blocked = true;
             uv_read_stop((uv_stream_t *)&c->tcp);
             break;

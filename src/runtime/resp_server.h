@@ -159,6 +159,12 @@ int keel_resp_client_errorf(keel_resp_client_t *c, const char *fmt, ...)
  * The handler returns 0 without writing a reply.
  */
 keel_resp_deferred_t *keel_resp_client_defer(keel_resp_client_t *c);
+/*
+ * Like defer, but the client's later commands are not parsed until this slot is
+ * done: for a command whose effect on the connection's state (not only its reply)
+ * arrives later, e.g. WATCH waiting for a linearizable version. At most one at a time.
+ */
+keel_resp_deferred_t *keel_resp_client_defer_barrier(keel_resp_client_t *c);
 /* Closes the connection once every reply so far is written (QUIT). */
 void keel_resp_client_close_after_reply(keel_resp_client_t *c);
 uint64_t keel_resp_client_id(const keel_resp_client_t *c);

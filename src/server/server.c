@@ -89,9 +89,14 @@ static client_state_t *state_of(keel_resp_client_t *c)
 static void drop_held(client_state_t *cs);
 static void multi_reset(client_state_t *cs);
 static void watch_clear(client_state_t *cs);
+static int watch_add(server_t *s, client_state_t *cs, const uint8_t *const *keys,
+                     const size_t *lens, size_t n);
 static int queue_in_multi(keel_resp_client_t *c, server_t *s, client_state_t *cs, size_t argc);
+
+/* What a submitted command is: its kind decides the connection's ordering runs. */
+enum { RUN_READ = 0, RUN_WRITE = 1, RUN_WATCH = 2 /* a read that records WATCH versions */ };
 static int submit_command(keel_resp_client_t *c, server_t *s, client_state_t *cs, size_t argc,
-                          int is_write, cmd_stats_t *st);
+                          int run, cmd_stats_t *st);
 
 static void on_client_closed(keel_resp_client_t *c)
 {
@@ -168,6 +173,7 @@ struct pending_reply {
     keel_resp_deferred_t *slot;
     cmd_stats_t *stats;
     int is_write;
+    int watch; /* WATCH: on success record the keys' versions, reply +OK */
     size_t argc;
     const uint8_t **argv; /* the server's scratch, or (held) a copy after this struct */
     size_t *lens;
@@ -201,7 +207,16 @@ static void on_node_done(void *ctx, int status, const uint8_t *resp, size_t len)
     client_state_t *cs = pr->cs;
     keel_buf_t *out = keel_resp_deferred_out(pr->slot);
     int rc;
-    if (status == 0)
+    if (status == 0 && pr->watch && !cs->closed) {
+        /* The read ran at or after the leader's read index: versions seen now are at
+         * least as new as any write acknowledged before the WATCH arrived. */
+        if (len > 0 && resp[0] == '-')
+            rc = keel_buf_append(out, resp, len);
+        else if (watch_add(pr->srv, cs, pr->argv + 1, pr->lens + 1, pr->argc - 1) != 0)
+            rc = keel_buf_append_str(out, "-ERR out of memory\r\n");
+        else
+            rc = keel_buf_append_str(out, "+OK\r\n");
+    } else if (status == 0)
         rc = keel_buf_append(out, resp, len);
     else
         rc = keel_buf_append_str(out, outcome_error(status));
@@ -331,6 +346,25 @@ static void multi_reset(client_state_t *cs)
     cs->in_multi = cs->multi_dirty = 0;
 }
 
+static int watch_add(server_t *s, client_state_t *cs, const uint8_t *const *keys,
+                     const size_t *lens, size_t n)
+{
+    watched_t **nw = realloc(cs->watch, (cs->nwatch + n) * sizeof(*nw));
+    if (nw == NULL)
+        return KEEL_ENOMEM;
+    cs->watch = nw;
+    for (size_t i = 0; i < n; i++) {
+        watched_t *w = malloc(sizeof(*w) + lens[i]);
+        if (w == NULL)
+            return KEEL_ENOMEM;
+        w->version = keel_node_key_version(s->node, keys[i], lens[i]);
+        w->len = lens[i];
+        memcpy(w->key, keys[i], lens[i]);
+        cs->watch[cs->nwatch++] = w;
+    }
+    return 0;
+}
+
 static void watch_clear(client_state_t *cs)
 {
     for (size_t i = 0; i < cs->nwatch; i++)
@@ -391,20 +425,25 @@ static int cmd_watch(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *
         return reply(c, "-ERR WATCH inside MULTI is not allowed\r\n");
     if (cs->nwatch + argc - 1 > WATCH_KEYS_MAX)
         return reply(c, "-ERR keel: too many watched keys\r\n");
-    watched_t **nw = realloc(cs->watch, (cs->nwatch + argc - 1) * sizeof(*nw));
-    if (nw == NULL)
+    if (ensure_argv(s, argc) != 0)
         return reply(c, "-ERR out of memory\r\n");
-    cs->watch = nw;
+    s->argv[0] = (const uint8_t *)"EXISTS";
+    s->lens[0] = 6;
     for (size_t i = 1; i < argc; i++) {
-        watched_t *w = malloc(sizeof(*w) + argv[i].len);
-        if (w == NULL)
-            return reply(c, "-ERR out of memory\r\n");
-        w->version = keel_node_key_version(s->node, argv[i].ptr, argv[i].len);
-        w->len = argv[i].len;
-        memcpy(w->key, argv[i].ptr, argv[i].len);
-        cs->watch[cs->nwatch++] = w;
+        s->argv[i] = argv[i].ptr;
+        s->lens[i] = argv[i].len;
     }
-    return reply(c, "+OK\r\n");
+    /* KEEL.READS stale: this node's versions, at once. Otherwise the versions are read
+     * after a ReadIndex round, in the connection's order, and the connection's later
+     * commands wait for it: a follower that has not yet applied the client's own
+     * acknowledged write would otherwise hand EXEC an old version, and EXEC would abort
+     * although nothing else changed the key. */
+    if (cs->stale_reads || s->node == NULL) {
+        if (watch_add(s, cs, s->argv + 1, s->lens + 1, argc - 1) != 0)
+            return reply(c, "-ERR out of memory\r\n");
+        return reply(c, "+OK\r\n");
+    }
+    return submit_command(c, s, cs, argc, RUN_WATCH, NULL);
 }
 
 static int cmd_unwatch(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
@@ -465,7 +504,8 @@ static int cmd_exec(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
     } else {
         size_t n;
         rc = build_txn(s, cs, &n);
-        rc = rc == 0 ? submit_command(c, s, cs, n, 1, NULL) : reply(c, "-ERR out of memory\r\n");
+        rc = rc == 0 ? submit_command(c, s, cs, n, RUN_WRITE, NULL)
+                     : reply(c, "-ERR out of memory\r\n");
     }
     multi_reset(cs); /* the node copied the entry; the queued copies can go */
     watch_clear(cs);
@@ -507,7 +547,7 @@ static int cmd_data(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
                                (const char *)argv[0].ptr);
     if (cs->in_multi)
         return queue_in_multi(c, s, cs, argc);
-    return submit_command(c, s, cs, argc, (flags & KEEL_KV_WRITE) != 0, st);
+    return submit_command(c, s, cs, argc, (flags & KEEL_KV_WRITE) ? RUN_WRITE : RUN_READ, st);
 }
 
 /*
@@ -515,17 +555,21 @@ static int cmd_data(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
  * (see client_state): now if it can run alongside what is in flight, else held.
  */
 static int submit_command(keel_resp_client_t *c, server_t *s, client_state_t *cs, size_t argc,
-                          int is_write, cmd_stats_t *st)
+                          int run, cmd_stats_t *st)
 {
     keel_buf_t *out = keel_resp_client_out(c);
     if (out == NULL)
         return KEEL_ENOMEM;
+    int is_write = run == RUN_WRITE, watch = run == RUN_WATCH;
     int idle = cs->inflight == 0 && cs->held_head == NULL;
-    if (!is_write && cs->stale_reads && idle && s->node)
+    if (run == RUN_READ && cs->stale_reads && idle && s->node)
         return keel_node_read_local(s->node, (int)argc, s->argv, s->lens, out);
     int go_now = cs->held_head == NULL && (cs->inflight == 0 || cs->kind_write == is_write);
-    pending_reply_t *pr = new_pending(s, argc, !go_now);
-    keel_resp_deferred_t *slot = pr ? keel_resp_client_defer(c) : NULL;
+    /* WATCH needs its keys when the read completes: always a copy */
+    pending_reply_t *pr = new_pending(s, argc, !go_now || watch);
+    keel_resp_deferred_t *slot = NULL;
+    if (pr != NULL)
+        slot = watch ? keel_resp_client_defer_barrier(c) : keel_resp_client_defer(c);
     if (slot == NULL) {
         free(pr);
         return reply(c, "-ERR out of memory\r\n");
@@ -534,6 +578,7 @@ static int submit_command(keel_resp_client_t *c, server_t *s, client_state_t *cs
     pr->stats = st;
     pr->cs = cs;
     pr->is_write = is_write;
+    pr->watch = watch;
     if (go_now) {
         submit(pr);
     } else if (cs->held_tail) {

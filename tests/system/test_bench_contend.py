@@ -132,22 +132,7 @@ def test_increments_across_a_leader_kill_stay_within_acked_and_indeterminate(
     assert re.search(r"check: .*: OK", report), report
 
 
-@pytest.mark.parametrize(
-    "via",
-    [
-        "leader",
-        pytest.param(
-            "follower",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="server: WATCH on a follower records the follower's applied version "
-                "without waiting for a read index, so after this client's own acknowledged "
-                "EXEC the next WATCH can see the older version and EXEC aborts (~24% of "
-                "attempts measured); remove this mark once WATCH waits like a read",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("via", ["leader", "follower"])
 def test_a_lone_txn_client_never_conflicts(make_cluster, via):
     cl = make_cluster(3)
     leader = cl.wait_leader()

@@ -151,6 +151,35 @@ def test_exec_fails_when_a_watched_key_changed_and_runs_when_not(make_cluster):
     assert b.get("x") == b"13"
 
 
+def test_watch_on_a_follower_sees_the_connections_own_writes(make_cluster):
+    """WATCH reads versions through a read index, in the connection's order: a follower
+    that has not applied the client's own write yet must not hand EXEC an old version
+    (EXEC would then abort with nobody else writing). Pipelined, so WATCH arrives while
+    the SET and the previous EXEC are still in flight."""
+    from keelcluster import resp_command
+
+    cl = make_cluster(3)
+    f = cl.followers(cl.wait_leader())[0]
+    a = RespConn(f.client_port)
+    rounds = 50
+    batch = b"".join(
+        resp_command(*cmd)
+        for i in range(rounds)
+        for cmd in (("SET", "w", i), ("WATCH", "w"), ("MULTI",), ("INCR", "w"), ("EXEC",))
+    )
+    a.send(batch)
+    for i in range(rounds):
+        assert a.reply() == b"+OK\r\n"  # SET
+        assert a.reply() == b"+OK\r\n"  # WATCH
+        assert a.reply() == b"+OK\r\n"  # MULTI
+        assert a.reply() == b"+QUEUED\r\n"
+        assert a.reply() == b"*1\r\n:%d\r\n" % (i + 1), f"round {i}"  # EXEC ran
+    # KEEL.READS stale keeps the old, local WATCH (no read index): still answers
+    assert a.call("KEEL.READS", "stale") == b"+OK\r\n"
+    assert a.call("WATCH", "w") == b"+OK\r\n"
+    assert a.call("UNWATCH") == b"+OK\r\n"
+
+
 def test_a_queued_syntax_error_aborts_the_transaction(make_cluster):
     cl = make_cluster(1)
     c = RespConn(cl.wait_leader().client_port)
