@@ -625,7 +625,7 @@ class Load:
 
     def __init__(self, nodes, keys, clients, seed, duration_s):
         self.nodes, self.seed = nodes, seed
-        self.keys = [f"k{i}" for i in range(keys)]
+        self.keys = [f"nk{i}" for i in range(keys)]  # `keel bench kv` (Bench) uses k0, k1...
         self.history = History()
         self.deadline = time.monotonic() + duration_s
         self.clients = [(PipelinedClient if i % 2 else Client)(self, i) for i in range(clients)]
@@ -854,24 +854,58 @@ class Nemesis:
         self._log("heal all")
 
 
+class Bench:
+    """`keel bench kv --history` beside the Python load: many more GETs and SETs, pipelined,
+    on keys of its own (k0..), so its history is checked on its own. It has no client
+    timeout: a request to a cut-off node ends with the server's -TIMEOUT, or as "info" when
+    the load ends."""
+
+    def __init__(self, exe, base_dir, nodes, seed, duration_s):
+        self.history = os.path.join(base_dir, "bench-history.jsonl")
+        self.out_path = os.path.join(base_dir, "bench.out")
+        args = [exe, "bench", "kv", "--duration", str(duration_s), "--connections", "4",
+                "--pipeline", "2", "--keys", "20", "--value-bytes", "16", "--history",
+                self.history, "--final-reads", "--quiet", "--seed", str(seed)]  # fmt: skip
+        for nd in nodes:
+            args += ["--addr", f"{nd.host}:{nd.client_port}"]
+        with open(self.out_path, "wb") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+
+    def wait(self, timeout_s=120):
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None
+
+    def output(self):
+        with open(self.out_path) as f:
+            return f.read()
+
+
 def run(exe, build_dir, base_dir, mode, seed, n=3, duration_s=20.0, clients=6, keys=5, calm_s=3.0,
-        extra=()):  # fmt: skip
+        extra=(), bench=False):  # fmt: skip
     """One nemesis run; returns a dict with the mode, faults, counts, history path and the
-    lincheck verdict. Network and processes are torn down before it returns or raises."""
+    lincheck verdict (and, with bench=True, the same for a `keel bench kv` load run beside).
+    Network and processes are torn down before it returns or raises."""
     net = make_net(mode, n)
-    cl = None
+    cl = bn = None
     try:
         net.setup()
         cl = make_cluster(exe, base_dir, net, extra)
         cl.start()
         cl.wait_leader(timeout_s=RECOVER_WAIT_S)
         load = Load(cl.nodes, keys, clients, seed, duration_s + calm_s).start()
+        if bench:
+            bn = Bench(exe, base_dir, cl.nodes, seed, duration_s + calm_s)
         nem = Nemesis(cl, net, seed)
         try:
             nem.run(schedule(seed, n, net.mode), duration_s)
         finally:
             nem.heal_all()
         load.join()
+        bench_exit = bn.wait() if bn is not None else None  # before the nodes are compared
         leader = cl.wait_leader(timeout_s=RECOVER_WAIT_S)
         load.final_reads()
         cl.wait_applied(cl.nodes, leader.status()["commit_index"], timeout_s=RECOVER_WAIT_S)
@@ -879,13 +913,22 @@ def run(exe, build_dir, base_dir, mode, seed, n=3, duration_s=20.0, clients=6, k
         history = os.path.join(base_dir, "history.jsonl")
         load.history.write(history)
         verdict = run_lincheck(build_dir, history)
-        return {
+        res = {
             "mode": net.mode, "seed": seed, "faults": nem.done, "counts": load.counts(),
             "unexpected": load.unexpected(), "history": history, "lincheck": verdict,
-            "revisions": revisions, "crashed": [],
+            "revisions": revisions,
         }  # fmt: skip
+        if bn is not None:
+            res["bench_exit"] = bench_exit
+            res["bench_output"] = bn.output()
+            res["bench_history"] = bn.history
+            res["bench_lincheck"] = run_lincheck(build_dir, bn.history)
+        return res
     finally:
         crashed = []
+        if bn is not None and bn.proc.poll() is None:
+            bn.proc.kill()
+            bn.proc.wait()
         if cl is not None:
             crashed = cl.teardown()
         net.teardown()

@@ -47,6 +47,9 @@ def report(res, record_property):
     print("\n".join(res["faults"]))
     print(f"operations: {counts}")
     print(f"lincheck: {res['lincheck'].get('verdict')}, revisions {res['revisions']}")
+    if "bench_lincheck" in res:
+        print(f"keel bench kv history: {res['bench_lincheck'].get('verdict')} "
+              f"({res['bench_lincheck'].get('ops')} operations)")
 
 
 def check(res):
@@ -62,6 +65,13 @@ def check(res):
         f"{json.dumps(lc)[:4000]}\nhistory kept at {res['history']}"
     )
     assert len(set(res["revisions"].values())) == 1, f"nodes disagree: {res['revisions']}"
+    if "bench_lincheck" in res:
+        assert res["bench_exit"] == 0, f"seed {seed}: keel bench kv: {res['bench_output']}"
+        blc = res["bench_lincheck"]
+        assert blc["exit"] == 0, (
+            f"seed {seed} ({res['mode']}): keel-lincheck on the bench history exit "
+            f"{blc['exit']}: {json.dumps(blc)[:4000]}\nhistory kept at {res['bench_history']}"
+        )
 
 
 def run(tmp_path, mode, seed, **kw):
@@ -109,6 +119,6 @@ def test_long_histories_through_faults_are_linearizable(tmp_path, mode, nodes, r
     first = seed_from_env()
     for k in range(seeds):
         res = run(tmp_path / f"s{k}", mode, first + k, n=nodes, duration_s=60.0, clients=8,
-                  keys=6)  # fmt: skip
+                  keys=6, bench=True)  # fmt: skip
         report(res, record_property)
         check(res)
