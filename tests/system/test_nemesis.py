@@ -37,10 +37,12 @@ def require(mode):
             pytest.skip(f"network namespaces unavailable here: {reason} (the relay mode runs)")
 
 
-def report(res, record_property):
-    record_property("nemesis_mode", res["mode"])
-    record_property("nemesis_seed", res["seed"])
-    record_property("nemesis_faults", " | ".join(res["faults"]))
+def report(res, request, record_testsuite_property):
+    # testsuite properties: junit's default xunit2 family has no per-testcase properties
+    name = request.node.name
+    record_testsuite_property(f"{name} nemesis_mode", res["mode"])
+    record_testsuite_property(f"{name} nemesis_seed", res["seed"])
+    record_testsuite_property(f"{name} nemesis_faults", " | ".join(res["faults"]))
     counts = ", ".join(f"{f} {o} {n}" for (f, o), n in sorted(res["counts"].items()))
     print(f"\nnemesis mode {res['mode']}, seed {res['seed']} "
           f"(KEEL_SEED={res['seed']} repeats the schedule)")  # fmt: skip
@@ -81,12 +83,12 @@ def run(tmp_path, mode, seed, **kw):
 
 @pytest.mark.parametrize("mode", ["netns", "relay"])
 def test_a_history_through_kills_pauses_and_partitions_is_linearizable(
-    tmp_path, mode, record_property
+    tmp_path, mode, request, record_testsuite_property
 ):
     require(mode)
     binary("keel-lincheck")
     res = run(tmp_path, mode, seed_from_env(), duration_s=20.0)
-    report(res, record_property)
+    report(res, request, record_testsuite_property)
     check(res)
 
 
@@ -113,12 +115,14 @@ SLOW = pytest.mark.skipif(os.environ.get("KEEL_SLOW") != "1", reason="slow: set 
 @SLOW
 @pytest.mark.parametrize("mode", ["netns", "relay"])
 @pytest.mark.parametrize("nodes", [3, 5])
-def test_long_histories_through_faults_are_linearizable(tmp_path, mode, nodes, record_property):
+def test_long_histories_through_faults_are_linearizable(
+    tmp_path, mode, nodes, request, record_testsuite_property
+):
     require(mode)
     seeds = int(os.environ.get("KEEL_NEMESIS_SEEDS", "2"))
     first = seed_from_env()
     for k in range(seeds):
         res = run(tmp_path / f"s{k}", mode, first + k, n=nodes, duration_s=60.0, clients=8,
                   keys=6, bench=True)  # fmt: skip
-        report(res, record_property)
+        report(res, request, record_testsuite_property)
         check(res)
