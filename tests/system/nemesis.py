@@ -52,6 +52,7 @@ from keelcluster import Cluster, distinct_ports, http_get
 from lincheck_history import History, run_lincheck
 
 ELECTION_TIMEOUT_MS_MAX = 2000  # keel server default: tick 50 ms x 40 ticks
+WATCH_ABORTED = "Watched variable changed."  # redis-py's WatchError text for a nil EXEC
 PIPELINE_DEPTH = 3  # requests in flight per pipelined client
 OP_TIMEOUT_S = 2.0  # a client gives up on a request after this (then: "info")
 CONNECT_TIMEOUT_S = 1.0
@@ -475,9 +476,11 @@ class Client(threading.Thread):
     def _count(self, f, outcome):
         self.counts[(f, outcome)] = self.counts.get((f, outcome), 0) + 1
 
-    def _run_op(self, h, f, key, value, call):
-        """Records one op; call() returns (outcome, read value or cas result)."""
+    def _run_op(self, h, f, key, value, call, label=None):
+        """Records one op; call() returns (outcome, read value or cas result); counted under
+        (label or f, outcome)."""
         o = h.op(self.idx, f, key, value)
+        f_op, f = f, label or f
         try:
             outcome, res = call()
         except redis.ResponseError as e:
@@ -499,26 +502,70 @@ class Client(threading.Thread):
             time.sleep(0.02)
             return None
         if outcome == "ok":
-            if f == "cas":
+            if f_op == "cas":
                 o.ok(result=res)
             else:
                 o.ok(res)
+        else:
+            o.fail()
         self._count(f, outcome)
-        return res if f != "cas" else outcome
+        return res if f_op != "cas" else outcome
 
     def run(self):
         h, keys = self.load.history, self.load.keys
         while time.monotonic() < self.load.deadline:
             key = self.rnd.choice(keys)
             r = self.rnd.random()
-            if r < 0.35:
+            if r < 0.3:
                 self._run_op(h, "read", key, None, lambda: ("ok", _decode(self._client().get(key))))
-            elif r < 0.65:
+            elif r < 0.55:
                 self.seq += 1
                 v = f"c{self.idx}-{self.seq}"
                 self._run_op(h, "write", key, v, lambda: ("ok", self._client().set(key, v)))
-            else:
+            elif r < 0.8:
                 self._cas(h, key)
+            else:
+                self._txn(h, key)
+
+    def _txn(self, h, key):
+        """WATCH key, GET key (recorded as a read), MULTI, SET key new, EXEC. A committed EXEC
+        means the key did not change since the WATCH, so it still held the value the GET
+        read: `cas [read, new]` that swapped. An EXEC answered nil wrote nothing: "fail".
+        (Not a failed compare: WATCH also aborts on a change made between the WATCH and the
+        GET, and the key may still hold the value the GET read.) redis-py turns a lost
+        connection while watching into a WatchError too: that one is an unknown outcome."""
+        p = self._client().pipeline(transaction=True)
+        try:
+            got = {}
+
+            def watch_get():
+                try:
+                    p.watch(key)
+                    got["v"] = _decode(p.get(key))
+                except redis.WatchError as e:
+                    raise redis.ConnectionError(str(e))
+                return "ok", got["v"]
+
+            self._run_op(h, "read", key, None, watch_get)
+            if "v" not in got:
+                return
+            self.seq += 1
+            new = f"c{self.idx}-{self.seq}"
+
+            def exec_():
+                p.multi()
+                p.set(key, new)
+                try:
+                    p.execute()
+                    return "ok", True
+                except redis.WatchError as e:
+                    if str(e) == WATCH_ABORTED:
+                        return "fail", None
+                    raise redis.ConnectionError(str(e))  # lost while watching: unknown
+
+            self._run_op(h, "cas", key, [got["v"], new], exec_, label="txn")
+        finally:
+            p.reset()
 
     def _cas(self, h, key):
         got = {}

@@ -58,7 +58,7 @@ def check(res):
     seed, lc = res["seed"], res["lincheck"]
     assert not res["unexpected"], f"seed {seed}: unexpected replies {res['unexpected'][:5]}"
     c = res["counts"]
-    for f in ("read", "write", "cas"):
+    for f in ("read", "write", "cas", "txn"):
         assert c.get((f, "ok"), 0) >= 20, f"seed {seed}: too few completed {f}s: {c}"
     faults = [f for f in res["faults"] if not f.endswith("heal all")]
     assert len(faults) >= 3, f"seed {seed}: too few faults ran: {res['faults']}"
