@@ -40,7 +40,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import threading
@@ -719,8 +718,10 @@ class Load:
 
 # -- the nemesis --------------------------------------------------------------------------------
 
-FAULTS = ["kill-leader", "kill-follower", "pause-leader", "pause-follower", "isolate-leader",
-          "isolate-kill", "split", "split-pause", "flap", "one-way", "cut-off", "lossy"]  # fmt: skip
+FAULTS = [
+    "kill-leader", "kill-follower", "pause-leader", "pause-follower", "isolate-leader",
+    "isolate-kill", "split", "split-pause", "flap", "one-way", "cut-off", "lossy",
+]  # fmt: skip
 FLAP_MS = 300  # "flap": the leader's links go down and up every this many ms
 NETNS_ONLY = ("cut-off", "lossy")
 
