@@ -511,6 +511,12 @@ class Client(threading.Thread):
         return res if f_op != "cas" else outcome
 
     def run(self):
+        try:
+            self.work()
+        except Exception as e:  # a client that dies would silently thin the load
+            self.unexpected.append(f"client {self.idx} died: {e!r}")
+
+    def work(self):
         h, keys = self.load.history, self.load.keys
         while time.monotonic() < self.load.deadline:
             key = self.rnd.choice(keys)
@@ -600,7 +606,7 @@ class PipelinedClient(Client):
     of the key's last KEEL.GETV this client saw (older ones are still a valid compare: a
     version names exactly one written value), or "absent" (version 0)."""
 
-    def run(self):
+    def work(self):
         h, keys = self.load.history, self.load.keys
         seen = {}
         while time.monotonic() < self.load.deadline:
