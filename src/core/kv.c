@@ -20,6 +20,8 @@ keel_kv_config_t keel_kv_config_default(void)
         .keys_max = 10u * 1000u * 1000u,
         .argc_max = KEEL_KV_ARGC_MAX,
         .hash_seed = 0x6b65656c6b763031ull, /* "keelkv01" */
+        .history_changes_max = 100u * 1000u,
+        .history_bytes_max = 64u * 1024u * 1024u,
     };
 }
 
@@ -41,6 +43,12 @@ int keel_kv_config_validate(const keel_kv_config_t *cfg, keel_errmsg_t *msg)
     if (cfg->argc_max < 8 || cfg->argc_max > KEEL_KV_ARGC_MAX)
         return keel_errf(msg, KEEL_EINVAL, "argc_max %zu not in 8..%u", cfg->argc_max,
                          KEEL_KV_ARGC_MAX);
+    if (cfg->history_changes_max < 1 || cfg->history_changes_max > KEEL_KV_HISTORY_CHANGES_MAX)
+        return keel_errf(msg, KEEL_EINVAL, "history_changes_max %zu not in 1..%zu",
+                         cfg->history_changes_max, KEEL_KV_HISTORY_CHANGES_MAX);
+    if (cfg->history_bytes_max < 1024 || cfg->history_bytes_max > KEEL_KV_HISTORY_BYTES_MAX)
+        return keel_errf(msg, KEEL_EINVAL, "history_bytes_max %zu not in 1024..%zu",
+                         cfg->history_bytes_max, KEEL_KV_HISTORY_BYTES_MAX);
     return 0;
 }
 
@@ -51,6 +59,7 @@ int keel_kv_init(keel_kv_t *kv, const keel_kv_config_t *cfg)
     if (keel_kv_config_validate(&kv->cfg, NULL) != 0)
         return KEEL_EINVAL;
     kv->rehash_pos = -1;
+    keel__kv_hist_init(kv, 1);
     kv->t[0].buckets = calloc(TABLE_SIZE_MIN, sizeof(*kv->t[0].buckets));
     if (kv->t[0].buckets == NULL)
         return KEEL_ENOMEM;
@@ -70,6 +79,7 @@ static void sub_free(keel_kv_t **sub)
 void keel_kv_free(keel_kv_t *kv)
 {
     keel__kv_clear(kv);
+    keel__kv_hist_free(kv);
     sub_free(&kv->leases);
     sub_free(&kv->locks);
     free(kv->t[0].buckets);
@@ -286,6 +296,9 @@ void keel__kv_unlink(keel_kv_t *kv, keel__kv_entry_t **link)
 {
     keel__kv_entry_t *e = *link;
     keel__kv_table_t *t = table_of(kv, e);
+    /* Every unlink from the key table is a deletion the command then counts as
+     * its change (revision + 1): the one place deletions enter the history. */
+    keel__kv_hist_record(kv, kv->revision + 1, KEEL_KV_CHANGE_DEL, e);
     *link = e->next;
     if (e->expire_ms)
         keel__kv_set_expire(kv, e, 0);
@@ -480,6 +493,7 @@ int keel__kv_sub(keel_kv_t *kv, keel_kv_t **sub)
         free(s);
         return KEEL_ENOMEM;
     }
+    keel__kv_hist_init(s, 0); /* leases and locks are not key changes */
     *sub = s;
     return 0;
 }

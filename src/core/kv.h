@@ -54,6 +54,9 @@
 #define KEEL_KV_ENTRY_HEADER_BYTES 13u
 /* Snapshot format version. */
 #define KEEL_KV_SNAPSHOT_VERSION 3
+/* Caps on the change history's config (the defaults are far below). */
+#define KEEL_KV_HISTORY_CHANGES_MAX ((size_t)1 << 30)
+#define KEEL_KV_HISTORY_BYTES_MAX ((size_t)1 << 40)
 /* keel_kv_next_deadline_ms() when no key has a deadline. */
 #define KEEL_KV_NO_DEADLINE UINT64_MAX
 
@@ -63,6 +66,9 @@ typedef struct keel_kv_config {
     size_t keys_max;        /* default 10 million */
     size_t argc_max;        /* default KEEL_KV_ARGC_MAX */
     uint64_t hash_seed;     /* hash-flooding defence; any value is deterministic */
+    /* The change history KEEL.WATCH streams from (see "change history" below). */
+    size_t history_changes_max; /* default 100000; 1..KEEL_KV_HISTORY_CHANGES_MAX */
+    size_t history_bytes_max;   /* key + value + 32 bytes a change; default 64 MiB */
 } keel_kv_config_t;
 
 keel_kv_config_t keel_kv_config_default(void);
@@ -76,6 +82,23 @@ typedef struct keel__kv_table {
     size_t mask;                /* size - 1 */
     size_t used;                /* entries in this table */
 } keel__kv_table_t;
+
+/* One recorded change (internal layout; read it through keel_kv_history_at). */
+typedef struct keel__kv_change keel__kv_change_t;
+
+/*
+ * The change history: a ring of the newest changes, oldest at `head`. Every
+ * change of every revision >= first_rev is in it, and nothing older (a
+ * revision is kept whole or not at all). Internal: use keel_kv_history_*.
+ */
+typedef struct keel__kv_history {
+    keel__kv_change_t **ring; /* owned; cap slots */
+    size_t cap, head, len;
+    size_t bytes;       /* charged bytes of the changes held */
+    uint64_t first_rev; /* the oldest revision whose changes are all held */
+    uint64_t last_rev;  /* the newest revision recorded (held or dropped) */
+    int on;             /* 0 in the lease and lock sub-tables: they record nothing */
+} keel__kv_history_t;
 
 /*
  * Caller-owned. Two tables while rehashing (t[0] old, t[1] new); buckets of
@@ -101,6 +124,7 @@ typedef struct keel_kv {
     struct keel_kv *locks;  /* owned, NULL until the first lock: name -> token, deadline */
     uint64_t lease_id_last; /* the last lease id granted (ids are 1, 2, ...) */
     uint64_t fence_last;    /* the last fencing token handed out (all locks share it) */
+    keel__kv_history_t hist;
 } keel_kv_t;
 
 /* cfg NULL means the defaults; an invalid cfg is KEEL_EINVAL. 0 or KEEL_ENOMEM. */
@@ -249,6 +273,58 @@ uint64_t keel_kv_version_at(const keel_kv_t *kv, uint64_t now_ms, const void *ke
  * `\x`. Iterative with one backtrack point, so O(pattern x string) time.
  */
 int keel_kv_glob_match(const uint8_t *pat, size_t pat_len, const uint8_t *s, size_t s_len);
+
+/* ---- change history (KEEL.WATCH) -------------------------------------------- */
+
+/*
+ * Every change to a key is recorded as it is applied: a put (the key's value
+ * after the change; also a change of its deadline, which gives it a new
+ * version) or a delete (DEL, a sweep of expired keys or leases, a revoke).
+ * A change's revision is the state's revision after the command that made
+ * it, so one command's changes share a revision (MSET of 3 keys: 3 puts of
+ * revision r; a sweep that removes 10 keys: 10 deletes of one revision) and
+ * the history is in revision order, each revision's changes in the order
+ * they were made. Lease grants, keepalives and locks are not key changes and
+ * are not recorded (they do not move the revision either).
+ *
+ * Retention. The newest changes are kept, up to history_changes_max changes
+ * and history_bytes_max bytes; older ones are dropped a whole revision at a
+ * time, so "changes after revision r" is either complete or refused. A
+ * revision too big to hold (or one that met an allocation failure, which
+ * never fails the command) is dropped whole and moves the oldest revision
+ * past it. A loaded snapshot starts an empty history: oldest is then the
+ * snapshot's revision + 1 (the history is not part of snapshots; docs/kv.md
+ * says why).
+ */
+#define KEEL_KV_CHANGE_PUT 1
+#define KEEL_KV_CHANGE_DEL 2
+
+typedef struct keel_kv_change {
+    uint64_t revision;
+    int op; /* KEEL_KV_CHANGE_PUT or KEEL_KV_CHANGE_DEL */
+    const uint8_t *key;
+    size_t key_len;
+    const uint8_t *value; /* the value after a put; NULL for a delete */
+    size_t value_len;
+} keel_kv_change_t;
+
+/*
+ * The oldest revision whose changes are all retained: a reader may resume
+ * after any revision r >= oldest - 1. 1 while nothing was ever dropped.
+ */
+uint64_t keel_kv_history_oldest(const keel_kv_t *kv);
+/* Changes retained, and the bytes charged for them. */
+size_t keel_kv_history_len(const keel_kv_t *kv);
+size_t keel_kv_history_bytes(const keel_kv_t *kv);
+/*
+ * The position (0 = oldest retained) of the first change with a revision
+ * greater than `after`, or keel_kv_history_len() if there is none yet: 0.
+ * KEEL_ERANGE when some change after `after` is no longer retained (after + 1
+ * < oldest). O(log len). Positions are valid until the next apply.
+ */
+int keel_kv_history_seek(const keel_kv_t *kv, uint64_t after, size_t *pos);
+/* The change at pos (< len), borrowed: valid until the next apply / decode / free. */
+void keel_kv_history_at(const keel_kv_t *kv, size_t pos, keel_kv_change_t *out);
 
 /* ---- snapshots ------------------------------------------------------------ */
 

@@ -250,6 +250,18 @@ static keel__kv_entry_t *wfind(const call_t *c, const uint8_t *key, size_t key_l
 }
 
 /*
+ * Gives e its new version rev (the revision this command is making) and
+ * records the put in the change history: every change of a live key's value
+ * or deadline goes through here, as every deletion goes through
+ * keel__kv_unlink, so the history sees each change exactly once.
+ */
+static void set_version(keel_kv_t *kv, keel__kv_entry_t *e, uint64_t rev)
+{
+    e->version = rev;
+    keel__kv_hist_record(kv, rev, KEEL_KV_CHANGE_PUT, e);
+}
+
+/*
  * Creates key -> val at revision rev, in place of the expired entry at *link
  * if `dead`. 0 or KEEL_ENOMEM (nothing changed).
  */
@@ -260,7 +272,8 @@ static int create(keel_kv_t *kv, keel__kv_entry_t **link, int dead, const uint8_
     keel__kv_entry_t *e = keel__kv_entry_new(key, key_len, h, val, val_len, val_len);
     if (e == NULL)
         return KEEL_ENOMEM;
-    e->version = e->create_revision = rev;
+    e->create_revision = rev;
+    set_version(kv, e, rev);
     if (dead)
         keel__kv_replace(kv, link, e);
     else
@@ -282,7 +295,7 @@ static int overwrite(keel_kv_t *kv, keel__kv_entry_t **link, const uint8_t *val,
         memcpy(keel__kv_val(e), val, val_len);
     kv->bytes = kv->bytes - e->val_len + val_len;
     e->val_len = (uint32_t)val_len;
-    e->version = rev;
+    set_version(kv, e, rev);
     return 0;
 }
 
@@ -481,8 +494,8 @@ static int cmd_mset(const call_t *c)
     for (size_t i = 0; i < pairs; i++) {
         keel__kv_entry_t *e = fresh[i], **link = NULL;
         keel__kv_entry_t *old = keel__kv_find(kv, keel__kv_key(e), e->key_len, e->hash, &link);
-        e->version = rev;
         e->create_revision = old && keel__kv_alive(kv, old, c->now) ? old->create_revision : rev;
+        set_version(kv, e, rev);
         if (old)
             keel__kv_replace(kv, link, e);
         else
@@ -616,7 +629,7 @@ static int cmd_append(const call_t *c)
         if (val_len)
             memcpy(keel__kv_val(e) + e->val_len, val, val_len);
         e->val_len = (uint32_t)total;
-        e->version = rev;
+        set_version(kv, e, rev);
         kv->bytes += val_len;
     }
     if (rc == 0)
@@ -827,7 +840,8 @@ static int expire_generic(const call_t *c, int seconds, int relative)
     if (!cur && (rc = keel__kv_heap_reserve(kv, 1)) != 0)
         return rc;
     r_int(c->reply, 1);
-    e->version = ++kv->revision;
+    set_version(kv, e, kv->revision + 1);
+    kv->revision++;
     keel__kv_set_expire(kv, e, (uint64_t)when);
     return 0;
 }
@@ -864,7 +878,8 @@ static int cmd_persist(const call_t *c)
         return 0;
     }
     r_int(c->reply, 1);
-    e->version = ++kv->revision;
+    set_version(kv, e, kv->revision + 1);
+    kv->revision++;
     keel__kv_set_expire(kv, e, 0);
     return 0;
 }
@@ -1266,6 +1281,24 @@ static int cmd_unlock(const call_t *c)
 static const cmd_t *find_cmd(const uint8_t *name, size_t len);
 static int precheck(call_t *c, size_t argc_max, const cmd_t **out);
 
+/*
+ * Runs a handler (every call site: exec, KEEL.FENCED, KEEL.TXN). For a write
+ * it checks the change history's bookkeeping: a command that moved the
+ * revision recorded changes at exactly the new revision, and none beyond it,
+ * so a handler that changed a key without set_version or keel__kv_unlink
+ * fails here instead of silently leaving a hole in every watcher's stream.
+ */
+static int run(const cmd_t *cmd, const call_t *c)
+{
+    uint64_t before = c->w ? c->w->revision : 0;
+    int rc = cmd->fn(c);
+    if (c->w != NULL && c->w->hist.on) {
+        assert(c->w->hist.last_rev <= c->w->revision);
+        assert(c->w->revision == before || c->w->hist.last_rev == c->w->revision);
+    }
+    return rc;
+}
+
 /* The inner command of KEEL.FENCED (argv[3..]) as a call of its own. */
 static call_t inner_call(const call_t *c, size_t from)
 {
@@ -1313,7 +1346,7 @@ static int cmd_fenced(const call_t *c)
     rc = precheck(&in, c->kv->cfg.argc_max, &cmd);
     if (rc != 0)
         return done(rc);
-    return cmd->fn(&in);
+    return run(cmd, &in);
 }
 
 /* ---- transactions -------------------------------------------------------------------- */
@@ -1408,7 +1441,7 @@ static int cmd_txn(const call_t *c)
         const cmd_t *cmd = NULL;
         rc = precheck(&in, kv->cfg.argc_max, &cmd);
         if (rc == 0)
-            rc = done(cmd->fn(&in));
+            rc = done(run(cmd, &in));
         /* Out of memory part way: the commands before stay applied (the server
          * stops on any apply error; see docs/kv.md, "Transactions"). */
         if (rc < 0)
@@ -1804,7 +1837,7 @@ int keel__kv_exec(keel_kv_t *writable, const keel_kv_t *kv, uint64_t now_ms, siz
     if (rc == 0) {
         if ((cmd->flags & KEEL_KV_WRITE) && writable == NULL)
             return KEEL_EINVAL;
-        rc = done(cmd->fn(&c));
+        rc = done(run(cmd, &c));
         assert(rc == 0 || rc == KEEL_ENOMEM);
     }
     if (rc < 0 || !o.failed)

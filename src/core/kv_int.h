@@ -142,6 +142,21 @@ void keel__kv_clear_all(keel_kv_t *kv);
 int keel__kv_exec(keel_kv_t *writable, const keel_kv_t *kv, uint64_t now_ms, size_t argc,
                   const uint8_t *const *argv, const size_t *lens, keel_buf_t *reply);
 
+/* ---- change history (kv_hist.c) ----------------------------------------------------- */
+
+/* An empty history (on: record changes; off for sub-tables). */
+void keel__kv_hist_init(keel_kv_t *kv, int on);
+void keel__kv_hist_free(keel_kv_t *kv);
+/* Drops every change; the history restarts after kv->revision (snapshot load). */
+void keel__kv_hist_restart(keel_kv_t *kv);
+/*
+ * Records a change of key entry e at revision rev (the revision the current
+ * command is making: kv->revision + 1): op KEEL_KV_CHANGE_PUT with e's value,
+ * or KEEL_KV_CHANGE_DEL. Never fails: a change that cannot be held drops its
+ * whole revision (the oldest revision moves past it). No-op when off.
+ */
+void keel__kv_hist_record(keel_kv_t *kv, uint64_t rev, int op, const keel__kv_entry_t *e);
+
 /* ---- little-endian helpers ------------------------------------------------ */
 
 /* memcpy loads compile to single moves; byte-swapped on a big-endian host. */

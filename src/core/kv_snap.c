@@ -349,6 +349,8 @@ int keel_kv_snapshot_decode(keel_kv_t *kv_new, const uint8_t *data, size_t len, 
         keel__kv_clear_all(kv_new);
         kv_new->revision = kv_new->applied_index = kv_new->time_ms = 0;
         kv_new->lease_id_last = kv_new->fence_last = 0;
+        return rc;
     }
-    return rc;
+    keel__kv_hist_restart(kv_new); /* the history starts after the snapshot's revision */
+    return 0;
 }

@@ -21,7 +21,8 @@
 #define KVT_OOM 1
 #endif
 
-static long fail_in = -1; /* allocations left before the one that fails; -1: never */
+static long history_given_up; /* applies that kept their change but not its history */
+static long fail_in = -1;     /* allocations left before the one that fails; -1: never */
 static long failures;
 
 #if KVT_OOM
@@ -95,8 +96,29 @@ static void describe(const keel_kv_t *kv, char *out, size_t cap)
  * table it could not get). Stops at the first N past the last allocation,
  * then applies `line` to the real state.
  */
+/*
+ * The change history after an apply that succeeded: it holds every change of the new
+ * revision or none of them (a failed history allocation gives the revision up and moves
+ * the oldest revision past it); never a part. *held counts the changes held.
+ */
+static int history_whole(const keel_kv_t *kv, uint64_t rev_before, size_t *held)
+{
+    uint64_t rev = keel_kv_revision(kv);
+    *held = keel_kv_history_len(kv);
+    if (rev == rev_before)
+        return *held == 0 && keel_kv_history_oldest(kv) == rev + 1;
+    if (*held == 0)
+        return keel_kv_history_oldest(kv) == rev + 1;
+    keel_kv_change_t first, last;
+    keel_kv_history_at(kv, 0, &first);
+    keel_kv_history_at(kv, *held - 1, &last);
+    return keel_kv_history_oldest(kv) == rev_before + 1 && first.revision == rev_before + 1 &&
+           last.revision == rev;
+}
+
 static void apply_under_failures(const char *line, const char *want, int *failed_attempts)
 {
+    size_t held_whole = 0, held_partial = 0; /* changes held without / with an injected failure */
     static char before[1 << 14], after[1 << 14];
     const uint8_t *argv[KVT_ARGS_MAX];
     size_t lens[KVT_ARGS_MAX];
@@ -122,6 +144,14 @@ static void apply_under_failures(const char *line, const char *want, int *failed
         fail_in = -1;
         int injected = failures != f0;
         if (rc == 0) {
+            size_t held;
+            KT_CHECK(history_whole(&copy, keel_kv_revision(&t.kv), &held));
+            if (!injected)
+                held_whole = held;
+            else if (held != 0)
+                held_partial = held;
+            else if (keel_kv_revision(&copy) != keel_kv_revision(&t.kv))
+                history_given_up++;
             if (keel_buf_unread(&reply) != 1 + strlen(want))
                 KT_FAIL("%s (allocation %ld failing): %.*s", line, n, (int)keel_buf_unread(&reply),
                         (const char *)keel_buf_rptr(&reply));
@@ -143,6 +173,8 @@ static void apply_under_failures(const char *line, const char *want, int *failed
         KT_CHECK(n < 1000);
     }
     keel_buf_free(&snap);
+    /* a failure elsewhere (a bigger table) leaves the history whole: all of it or nothing */
+    KT_CHECK(held_partial == 0 || held_partial == held_whole);
     KT_EQ_STR(kvt(&t, line), want);
 }
 
@@ -200,7 +232,11 @@ static void failed_allocations_leave_the_state_as_it_was(void)
         apply_under_failures(line, ":1\r\n", &failed);
     }
     KT_CHECK(failed >= 40); /* the failure paths were really taken */
-    fprintf(stderr, "     %d failed attempts, each left state and reply untouched\n", failed);
+    KT_CHECK(history_given_up >= 40);
+    fprintf(stderr,
+            "     %d failed attempts, each left state and reply untouched; %ld applies gave up "
+            "their revision's history instead of failing\n",
+            failed, history_given_up);
 }
 
 static void a_failed_snapshot_load_leaves_the_target_empty(void)
