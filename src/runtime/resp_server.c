@@ -348,6 +348,8 @@ static void on_write(uv_write_t *req, int status)
     }
     if (keel_buf_unread(&c->out) > 0 || c->close_after_reply)
         mark_pending(c);
+    if (c->server->cfg.client_drained)
+        c->server->cfg.client_drained(c);
 }
 
 /* One uv_write of everything ready, unless one is already in flight. */
@@ -492,6 +494,11 @@ void keel_resp_client_close_after_reply(keel_resp_client_t *c)
     uv_read_stop((uv_stream_t *)&c->tcp);
 }
 
+size_t keel_resp_client_output_bytes(const keel_resp_client_t *c)
+{
+    return output_bytes(c);
+}
+
 uint64_t keel_resp_client_id(const keel_resp_client_t *c)
 {
     return c->id;
@@ -553,6 +560,11 @@ static int dispatch(keel_resp_client_t *c, const keel_resp_cmd_t *cmd)
                 (char)(k->name[i] >= 'A' && k->name[i] <= 'Z' ? k->name[i] + 32 : k->name[i]);
         lower[i] = '\0';
         return keel_resp_client_errorf(c, "ERR wrong number of arguments for '%s' command", lower);
+    }
+    if (c->server->cfg.before_command) {
+        int rc = c->server->cfg.before_command(c, k, cmd->argc, cmd->argv);
+        if (rc != 0)
+            return rc < 0 ? rc : 0;
     }
     return k->handler(c, cmd->argc, cmd->argv);
 }

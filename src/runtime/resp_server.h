@@ -90,6 +90,19 @@ typedef struct keel_resp_server_config {
     keel_resp_config_t resp;    /* parser limits */
     /* Called when a client goes away (its data can be freed); may be NULL. */
     void (*client_closed)(keel_resp_client_t *c);
+    /*
+     * Called before each command's handler, after lookup and arity (Redis's
+     * processCommand checks, e.g. which commands a connection in a push mode may
+     * send); may be NULL. 0 runs the command; 1 means the hook wrote the reply
+     * instead; a negative error closes the client, as from a handler.
+     */
+    int (*before_command)(keel_resp_client_t *c, const keel_resp_command_t *cmd, size_t argc,
+                          const keel_resp_arg_t *argv);
+    /*
+     * Called when a write to a client has completed and its output can take more
+     * (a producer that pushes at its own pace resumes here); may be NULL.
+     */
+    void (*client_drained)(keel_resp_client_t *c);
 } keel_resp_server_config_t;
 
 /*
@@ -168,6 +181,8 @@ keel_resp_deferred_t *keel_resp_client_defer_barrier(keel_resp_client_t *c);
 /* Closes the connection once every reply so far is written (QUIT). */
 void keel_resp_client_close_after_reply(keel_resp_client_t *c);
 uint64_t keel_resp_client_id(const keel_resp_client_t *c);
+/* Output held for the client: unsent, being written, and queued behind deferred replies. */
+size_t keel_resp_client_output_bytes(const keel_resp_client_t *c);
 keel_resp_server_t *keel_resp_client_server(const keel_resp_client_t *c);
 void *keel_resp_client_data(const keel_resp_client_t *c);
 void keel_resp_client_set_data(keel_resp_client_t *c, void *data);

@@ -1400,6 +1400,7 @@ static void process(keel_node_t *n)
             dispatch(n, r);
     }
     start_read_batch(n);
+    uint64_t applied_before = keel_kv_applied_index(&n->kv);
     keel_raft_ready_t rd;
     while (keel_raft_ready(n->raft, &rd)) {
         handle_ready(n, &rd);
@@ -1409,6 +1410,8 @@ static void process(keel_node_t *n)
             n->installed_index = n->installed_term = 0;
         }
     }
+    if (n->cfg.on_applied && keel_kv_applied_index(&n->kv) != applied_before)
+        n->cfg.on_applied(n->cfg.on_applied_data);
     serve_ready_reads(n);
     maybe_snapshot(n);
     maybe_start_sync(n);

@@ -70,6 +70,10 @@ typedef struct keel_node_config {
     void (*on_publish)(void *data, const uint8_t *ch, size_t ch_len, const uint8_t *msg,
                        size_t msg_len);
     void *on_publish_data;
+    /* Entries were applied (or a snapshot installed) in this pass; may be NULL. KEEL.WATCH
+     * pushes from here: keel_node_kv() shows the new state and its change history. */
+    void (*on_applied)(void *data);
+    void *on_applied_data;
 } keel_node_config_t;
 
 void keel_node_config_default(keel_node_config_t *cfg);

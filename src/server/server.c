@@ -7,6 +7,7 @@
 #include "base/log.h"
 #include "base/map.h"
 #include "base/metrics.h"
+#include "base/num.h"
 #include "runtime/clock.h"
 #include "runtime/http_server.h"
 
@@ -26,6 +27,8 @@ typedef struct cmd_stats {
     keel_counter_t *calls, *errors;
 } cmd_stats_t;
 
+typedef struct watcher watcher_t;
+
 typedef struct server {
     keel_server_config_t cfg;
     keel_loop_t loop;
@@ -35,6 +38,8 @@ typedef struct server {
     keel_http_server_t http;
     int resp_inited, http_inited;
     keel_pubsub_t *pubsub;
+    watcher_t *watchers; /* connections in KEEL.WATCH mode */
+    keel_counter_t *m_watch_lagged;
     keel_map_t cmd_stats; /* lower-case command name -> cmd_stats_t */
     cmd_stats_t stats_store[CMD_STATS_MAX];
     size_t stats_n;
@@ -69,6 +74,8 @@ typedef struct client_state {
     size_t nqueued;
     struct watched **watch; /* WATCHed keys with the versions seen */
     size_t nwatch;
+    watcher_t *stream; /* KEEL.WATCH: the connection is in push mode */
+    int stream_ended;  /* it was, and is closing (lagged): still no other commands */
 } client_state_t;
 
 static server_t *srv_of(keel_resp_client_t *c)
@@ -97,6 +104,7 @@ static int queue_in_multi(keel_resp_client_t *c, server_t *s, client_state_t *cs
 enum { RUN_READ = 0, RUN_WRITE = 1, RUN_WATCH = 2 /* a read that records WATCH versions */ };
 static int submit_command(keel_resp_client_t *c, server_t *s, client_state_t *cs, size_t argc,
                           int run, cmd_stats_t *st);
+static void stream_end(server_t *s, client_state_t *cs);
 
 static void on_client_closed(keel_resp_client_t *c)
 {
@@ -104,6 +112,7 @@ static void on_client_closed(keel_resp_client_t *c)
     if (cs == NULL)
         return;
     cs->closed = 1;
+    stream_end(srv_of(c), cs);
     keel_pubsub_drop(srv_of(c)->pubsub, c);
     drop_held(cs);
     multi_reset(cs);
@@ -710,6 +719,244 @@ static int cmd_punsubscribe(keel_resp_client_t *c, size_t argc, const keel_resp_
     return unsubscribe(c, argc, argv, 1);
 }
 
+/* ---- KEEL.WATCH: change streams ------------------------------------------------------ */
+
+/*
+ * KEEL.WATCH prefix [FROM revision] puts the connection in push mode (only PING and QUIT
+ * are accepted after it, as in Redis's subscribed mode) and streams every change to a key
+ * under the prefix from this node's change history (core/kv "change history"), in revision
+ * order, as this node applies the log: any node serves watches, a follower as it applies.
+ *
+ * Replies and pushes (RESP2, readable with any client's read_response):
+ *   *3 "watching" prefix :R          R: the stream starts after revision R (FROM, or the
+ *                                    revision this node has applied when no FROM)
+ *   *3 "watch" :rev *n (*3 "put" key value | *3 "del" key nil) x n
+ *                                    one push per revision: all of its changes under the
+ *                                    prefix, so a push is never split across a reconnect
+ *   -COMPACTED ...                   FROM r and changes after r are no longer all retained
+ *                                    here; names the oldest available revision
+ *   -LAGGED ... FROM R               sent before closing a watcher whose position left the
+ *                                    history while it was not reading; R is the last
+ *                                    revision it received whole
+ *
+ * The position "after R" means after every change of revision R: resuming with FROM R
+ * (the last push's revision) gives every later revision exactly once.
+ *
+ * Back-pressure. A watcher is a cursor (the revision it has been sent up to), not a copy
+ * of the changes: each pass appends revisions to its output until the output holds
+ * WATCH_OUTPUT_BYTES_HIGH, and continues when the socket drains (client_drained) or the
+ * node applies more (on_applied). A slow reader costs nothing beyond the shared history;
+ * once the history no longer reaches back to its position it is told where it stopped
+ * and closed, which is how it learns to resume (elsewhere, or after a resynchronization).
+ */
+#define WATCH_OUTPUT_BYTES_HIGH (1024u * 1024u)
+#define WATCH_PREFIX_BYTES_MAX 4096u
+
+struct watcher {
+    watcher_t *next, *prev; /* server->watchers */
+    keel_resp_client_t *client;
+    uint64_t after; /* every change up to this revision has been pushed (or skipped) */
+    size_t prefix_len;
+    uint8_t prefix[];
+};
+
+static void stream_end(server_t *s, client_state_t *cs)
+{
+    watcher_t *w = cs->stream;
+    if (w == NULL)
+        return;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        s->watchers = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    free(w);
+    cs->stream = NULL;
+}
+
+static int stream_match(const watcher_t *w, const keel_kv_change_t *ch)
+{
+    return ch->key_len >= w->prefix_len && memcmp(ch->key, w->prefix, w->prefix_len) == 0;
+}
+
+/* Appends the push for the changes of one revision at [from, to) that match. */
+static int push_revision(keel_buf_t *b, const keel_kv_t *kv, const watcher_t *w, size_t from,
+                         size_t to, size_t n, uint64_t rev)
+{
+    int rc =
+        keel_buf_printf(b, "*3\r\n$5\r\nwatch\r\n:%llu\r\n*%zu\r\n", (unsigned long long)rev, n);
+    for (size_t i = from; rc == 0 && i < to; i++) {
+        keel_kv_change_t ch;
+        keel_kv_history_at(kv, i, &ch);
+        if (!stream_match(w, &ch))
+            continue;
+        rc = keel_buf_append_str(b, ch.op == KEEL_KV_CHANGE_PUT ? "*3\r\n$3\r\nput\r\n"
+                                                                : "*3\r\n$3\r\ndel\r\n");
+        if (rc == 0)
+            rc = reply_bulk(b, ch.key, ch.key_len);
+        if (rc == 0)
+            rc = ch.value ? reply_bulk(b, ch.value, ch.value_len)
+                          : keel_buf_append_str(b, "$-1\r\n");
+    }
+    return rc;
+}
+
+/* The watcher's position left the history: say where it stopped, then close. */
+static void stream_lagged(server_t *s, client_state_t *cs, const keel_kv_t *kv)
+{
+    watcher_t *w = cs->stream;
+    keel_resp_client_t *c = w->client;
+    unsigned long long after = (unsigned long long)w->after;
+    unsigned long long oldest = (unsigned long long)keel_kv_history_oldest(kv);
+    stream_end(s, cs);
+    cs->stream_ended = 1;
+    if (s->m_watch_lagged)
+        keel_counter_inc(s->m_watch_lagged);
+    keel_resp_deferred_t *d = keel_resp_client_defer(c);
+    if (d == NULL)
+        return;
+    int rc = keel_buf_printf(keel_resp_deferred_out(d),
+                             "-LAGGED watcher fell behind this node's change history (oldest "
+                             "available revision %llu); resume with FROM %llu\r\n",
+                             oldest, after);
+    keel_resp_client_close_after_reply(c);
+    keel_resp_deferred_done(d, rc);
+}
+
+/*
+ * Pushes what the watcher has not been sent, whole revisions at a time, until its output
+ * holds WATCH_OUTPUT_BYTES_HIGH. The client may be closed (and cs freed) by the last call
+ * into resp_server here; nothing is touched after it.
+ */
+static void stream_pump(server_t *s, client_state_t *cs)
+{
+    watcher_t *w = cs->stream;
+    const keel_kv_t *kv = s->node ? keel_node_kv(s->node) : NULL;
+    size_t pos, len = kv ? keel_kv_history_len(kv) : 0;
+    if (kv == NULL)
+        return;
+    if (keel_kv_history_seek(kv, w->after, &pos) != 0) {
+        stream_lagged(s, cs, kv);
+        return;
+    }
+    size_t held = keel_resp_client_output_bytes(w->client);
+    if (pos == len || held >= WATCH_OUTPUT_BYTES_HIGH)
+        return;
+    keel_resp_deferred_t *d = keel_resp_client_defer(w->client); /* a push: done at once */
+    if (d == NULL)
+        return; /* out of memory: the next pass tries again */
+    keel_buf_t *b = keel_resp_deferred_out(d);
+    int rc = 0;
+    while (rc == 0 && pos < len && held + keel_buf_unread(b) < WATCH_OUTPUT_BYTES_HIGH) {
+        keel_kv_change_t ch;
+        keel_kv_history_at(kv, pos, &ch);
+        size_t end = pos, n = 0;
+        for (; end < len; end++) {
+            keel_kv_change_t x;
+            keel_kv_history_at(kv, end, &x);
+            if (x.revision != ch.revision)
+                break;
+            n += stream_match(w, &x);
+        }
+        if (n > 0)
+            rc = push_revision(b, kv, w, pos, end, n, ch.revision);
+        w->after = ch.revision;
+        pos = end;
+    }
+    keel_resp_deferred_done(d, rc); /* an error (output limit) closes the client */
+}
+
+static void on_applied(void *data)
+{
+    server_t *s = data;
+    for (watcher_t *w = s->watchers, *next; w != NULL; w = next) {
+        next = w->next; /* w may end (lagged, or its client closed) */
+        stream_pump(s, keel_resp_client_data(w->client));
+    }
+}
+
+static void on_client_drained(keel_resp_client_t *c)
+{
+    client_state_t *cs = keel_resp_client_data(c);
+    if (cs != NULL && cs->stream != NULL)
+        stream_pump(srv_of(c), cs);
+}
+
+/* Push mode: only PING and QUIT (and the connection can be closed). */
+static int before_command(keel_resp_client_t *c, const keel_resp_command_t *cmd, size_t argc,
+                          const keel_resp_arg_t *argv)
+{
+    client_state_t *cs = keel_resp_client_data(c);
+    if (cs == NULL || (cs->stream == NULL && !cs->stream_ended))
+        return 0;
+    if (strcasecmp(cmd->name, "PING") == 0 || strcasecmp(cmd->name, "QUIT") == 0)
+        return 0;
+    keel_buf_t *out = keel_resp_client_out(c);
+    if (out == NULL)
+        return KEEL_ENOMEM;
+    int rc = keel_buf_printf(out,
+                             "-ERR Can't execute '%.*s': only PING / QUIT are allowed while "
+                             "watching (KEEL.WATCH)\r\n",
+                             (int)(argv[0].len > 32 ? 32 : argv[0].len), (const char *)argv[0].ptr);
+    return rc == 0 ? 1 : rc;
+}
+
+/* KEEL.WATCH prefix [FROM revision] */
+static int cmd_keel_watch(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    server_t *s = srv_of(c);
+    client_state_t *cs = state_of(c);
+    keel_buf_t *out = keel_resp_client_out(c);
+    if (cs == NULL || out == NULL)
+        return KEEL_ENOMEM;
+    int64_t from = -1;
+    if (argc != 2 && (argc != 4 || !arg_is(&argv[2], "from")))
+        return reply(c, "-ERR syntax error: KEEL.WATCH prefix [FROM revision]\r\n");
+    if (argc == 4 && (keel_parse_i64(argv[3].ptr, argv[3].len, &from) != 0 || from < 0))
+        return reply(c, "-ERR value is not an integer or out of range\r\n");
+    if (cs->in_multi)
+        return reply(c, "-ERR KEEL.WATCH inside MULTI is not allowed\r\n");
+    if (keel_pubsub_count(s->pubsub, c) > 0)
+        return reply(c, "-ERR KEEL.WATCH is not allowed in subscribed mode\r\n");
+    if (argv[1].len > WATCH_PREFIX_BYTES_MAX)
+        return reply(c, "-ERR keel: watch prefix too long\r\n");
+    if (s->node == NULL)
+        return reply(c, "-ERR keel: server shutting down\r\n");
+    const keel_kv_t *kv = keel_node_kv(s->node);
+    uint64_t after = from >= 0 ? (uint64_t)from : keel_kv_revision(kv);
+    size_t pos;
+    if (keel_kv_history_seek(kv, after, &pos) != 0)
+        return keel_buf_printf(out,
+                               "-COMPACTED oldest available revision %llu on this node; changes "
+                               "after %llu are no longer all retained\r\n",
+                               (unsigned long long)keel_kv_history_oldest(kv),
+                               (unsigned long long)after);
+    watcher_t *w = calloc(1, sizeof(*w) + argv[1].len);
+    if (w == NULL)
+        return reply(c, "-ERR out of memory\r\n");
+    w->client = c;
+    w->after = after;
+    w->prefix_len = argv[1].len;
+    memcpy(w->prefix, argv[1].ptr, argv[1].len);
+    int rc = keel_buf_append_str(out, "*3\r\n$8\r\nwatching\r\n");
+    if (rc == 0)
+        rc = reply_bulk(out, argv[1].ptr, argv[1].len);
+    if (rc == 0)
+        rc = keel_buf_printf(out, ":%llu\r\n", (unsigned long long)after);
+    if (rc != 0) {
+        free(w);
+        return rc;
+    }
+    w->next = s->watchers;
+    if (s->watchers)
+        s->watchers->prev = w;
+    s->watchers = w;
+    cs->stream = w;
+    stream_pump(s, cs);
+    return 0;
+}
+
 /* ---- connection commands ----------------------------------------------------------- */
 
 static int cmd_select(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
@@ -941,6 +1188,7 @@ static const keel_resp_command_t connection_commands[] = {
     {"PUNSUBSCRIBE", -1, KEEL_RESP_CMD_FAST, cmd_punsubscribe},
     {"PUBLISH", 3, KEEL_RESP_CMD_FAST, cmd_publish},
     {"KEEL.CLUSTER", -2, KEEL_RESP_CMD_ADMIN, cmd_cluster},
+    {"KEEL.WATCH", -2, KEEL_RESP_CMD_FAST, cmd_keel_watch},
 };
 
 #define N_CONN_CMDS (sizeof(connection_commands) / sizeof(connection_commands[0]))
@@ -1089,8 +1337,23 @@ static double gauge_clients(void *data)
     return (double)((server_t *)data)->resp.clients_len;
 }
 
+static double gauge_watchers(void *data)
+{
+    size_t n = 0;
+    for (const watcher_t *w = ((server_t *)data)->watchers; w != NULL; w = w->next)
+        n++;
+    return (double)n;
+}
+
 static void register_gauges(server_t *s)
 {
+    keel_metrics_gauge_fn(s->metrics, "keel_watchers", "Connections streaming KEEL.WATCH.", NULL,
+                          gauge_watchers, s);
+    s->m_watch_lagged =
+        keel_metrics_counter(s->metrics, "keel_watch_lagged_total",
+                             "Watchers closed because this node's change history no longer "
+                             "reached back to their position.",
+                             NULL);
     keel_metrics_gauge_fn(s->metrics, "keel_raft_role",
                           "0 follower, 1 pre-candidate, 2 candidate, 3 leader.", NULL, gauge_role,
                           s);
@@ -1179,6 +1442,8 @@ static int start_front_ends(server_t *s, keel_errmsg_t *msg)
         return rc;
     s->cfg.resp.listen = s->cfg.listen_client;
     s->cfg.resp.client_closed = on_client_closed;
+    s->cfg.resp.before_command = before_command;
+    s->cfg.resp.client_drained = on_client_drained;
     rc = keel_resp_server_init(&s->resp, &s->loop, &s->cfg.resp, cmds, n, s, msg);
     free(cmds);
     if (rc != 0)
@@ -1213,6 +1478,8 @@ int keel_server_run(const keel_server_config_t *cfg, keel_errmsg_t *msg)
     s->cfg.node.metrics = s->metrics;
     s->cfg.node.on_publish = on_peer_publish;
     s->cfg.node.on_publish_data = s;
+    s->cfg.node.on_applied = on_applied;
+    s->cfg.node.on_applied_data = s;
     s->pubsub = keel_pubsub_new();
     int rc = s->metrics && s->pubsub ? keel_map_init(&s->cmd_stats, 64, 0, 1) : KEEL_ENOMEM;
     if (rc == 0)
