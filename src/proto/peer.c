@@ -22,7 +22,7 @@ static size_t snapshot_tail_bytes(const keel_raft_msg_t *m)
         return 0;
     size_t n = 1 + 4 + m->data_len;
     if (m->conf)
-        n += 8 + 8u * (m->conf->voters_n + m->conf->learners_n);
+        n += 8 + 8u * (m->conf->voters_n + m->conf->learners_n) + 4 + m->conf->ctx_len;
     return n;
 }
 #define ENTRY_FIXED_BYTES (8 + 8 + 4 + 4)
@@ -92,6 +92,10 @@ int keel_peer_encode_raft(keel_buf_t *out, const keel_raft_msg_t *m)
                 keel_put_u64(p, m->conf->voters[i]);
             for (uint32_t i = 0; i < m->conf->learners_n; i++, p += 8)
                 keel_put_u64(p, m->conf->learners[i]);
+            keel_put_u32(p, m->conf->ctx_len);
+            p += 4;
+            memcpy(p, m->conf->ctx, m->conf->ctx_len);
+            p += m->conf->ctx_len;
         }
         keel_put_u32(p, (uint32_t)m->data_len);
         p += 4;
@@ -122,6 +126,14 @@ static int decode_snapshot_tail(keel_rd_t *r, keel_raft_msg_t *m, keel_peer_scra
             c->voters[i] = keel_rd_u64(r);
         for (uint32_t i = 0; i < c->learners_n; i++)
             c->learners[i] = keel_rd_u64(r);
+        c->ctx_len = keel_rd_u32(r);
+        if (r->bad || c->ctx_len > KEEL_RAFT_CONF_CTX_BYTES_MAX)
+            return KEEL_EPROTO;
+        const uint8_t *ctx = c->ctx_len ? keel_rd_bytes(r, c->ctx_len) : NULL;
+        if (r->bad)
+            return KEEL_EPROTO;
+        if (ctx)
+            memcpy(c->ctx, ctx, c->ctx_len);
         m->conf = c;
     }
     uint32_t len = keel_rd_u32(r);

@@ -18,7 +18,8 @@
  *                hint_term | u8 reject | u8 transfer | u8 last | u32 entries_n |
  *                entries_n x (u64 term | u64 index | u32 type | u32 len | len bytes) |
  *                SNAPSHOT only: u8 has_conf | [u32 voters_n | u32 learners_n |
- *                (voters_n + learners_n) x u64 id] | u32 data_len | data
+ *                (voters_n + learners_n) x u64 id | u32 ctx_len | ctx] | u32 data_len |
+ *                data
  *   FWD_PROPOSE  u64 req_id | the command entry bytes (core/kv format)
  *   FWD_REPLY    u64 req_id | u8 status | reply bytes (RESP, for status OK)
  *   FWD_READ     u64 req_id

@@ -42,7 +42,7 @@ typedef struct nmsg {
     keel_raft_msg_t m; /* entries and data point at the copies below */
     keel_raft_entry_t *ents;
     uint8_t *data;
-    keel_raft_conf_t conf;
+    keel_raft_conf_t *conf; /* heap: a configuration is large (ctx), and rare in messages */
     keel_ms_t at_ms;
 } nmsg_t;
 
@@ -227,9 +227,11 @@ static void msg_copy(nmsg_t *q, const keel_raft_msg_t *m)
         memcpy(q->data, m->data, m->data_len);
     }
     q->m.data = q->data;
+    q->conf = NULL;
     if (m->conf) {
-        q->conf = *m->conf;
-        q->m.conf = &q->conf;
+        q->conf = xrealloc(NULL, sizeof(*q->conf));
+        *q->conf = *m->conf;
+        q->m.conf = q->conf;
     }
 }
 
@@ -237,6 +239,7 @@ static void msg_free(nmsg_t *q)
 {
     free_entries(q->ents, q->m.entries_n);
     free(q->data);
+    free(q->conf);
 }
 
 static void net_put(world_t *w, const keel_raft_msg_t *m)
@@ -283,8 +286,6 @@ static void net_deliver(world_t *w)
             continue;
         }
         if (to->r != NULL && !w->cut[q->m.from - 1][q->m.to - 1]) {
-            if (q->m.conf)
-                q->m.conf = &q->conf; /* the array may have moved the copy */
             trace_msg(w, &q->m);
             int rc = keel_raft_step(to->r, &q->m);
             if (rc != 0)

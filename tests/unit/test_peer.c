@@ -111,7 +111,9 @@ static void raft_decoder_rejects_bad_fields(void)
 
 static void snapshot_chunks_round_trip_with_their_configuration(void)
 {
-    keel_raft_conf_t conf = {.voters = {1, 2, 3}, .voters_n = 3, .learners = {4}, .learners_n = 1};
+    static keel_raft_conf_t conf = {
+        .voters = {1, 2, 3}, .voters_n = 3, .learners = {4}, .learners_n = 1, .ctx_len = 3};
+    memcpy(conf.ctx, "abc", 3);
     keel_raft_msg_t m = {.type = KEEL_RAFT_MSG_SNAPSHOT,
                          .from = 1,
                          .to = 4,
@@ -142,6 +144,8 @@ static void snapshot_chunks_round_trip_with_their_configuration(void)
     KT_EQ_U64(g.conf->voters[2], 3);
     KT_EQ_INT(g.conf->learners_n, 1);
     KT_EQ_U64(g.conf->learners[0], 4);
+    KT_EQ_INT(g.conf->ctx_len, 3);
+    KT_EQ_MEM(g.conf->ctx, "abc", 3);
     for (size_t cut = 0; cut < n; cut++)
         KT_EQ_INT(keel_peer_decode_raft(p, cut, &g, &scratch), KEEL_EPROTO);
     m.conf = NULL; /* a chunk without a configuration */

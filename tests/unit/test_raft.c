@@ -838,6 +838,58 @@ static void a_truncated_conf_entry_reverts_the_configuration(void)
     cl_free(&c);
 }
 
+static void conf_ctx_reaches_joiners_through_the_log_and_through_a_snapshot(void)
+{
+    cluster_t c;
+    cl_init_joiners(&c, 5, 3);
+    cl_elect(&c, 1);
+    uint64_t v3[] = {1, 2, 3}, l4[] = {4}, l45[] = {4, 5};
+    keel_raft_conf_t a = conf_of(v3, 3, l4, 1);
+    a.ctx_len = 5;
+    memcpy(a.ctx, "dir-A", 5);
+    KT_EQ_INT(keel_raft_propose_conf(c.r[1], &a), 0);
+    cl_pump(&c);
+    KT_EQ_INT(keel_raft_conf(c.r[4])->ctx_len, 5); /* learned from the CONF entry */
+    KT_EQ_MEM(keel_raft_conf(c.r[4])->ctx, "dir-A", 5);
+    const keel_raft_entry_t *e = keel_raft_entry_at(c.r[4], keel_raft_last_index(c.r[4]));
+    keel_raft_conf_t d;
+    KT_EQ_INT(keel_raft_conf_decode(e->data, e->len, &d), 0);
+    KT_EQ_MEM(d.ctx, "dir-A", 5);
+    cl_isolate(&c, 5, 1);
+    keel_raft_conf_t b = conf_of(v3, 3, l45, 2);
+    b.ctx_len = 5;
+    memcpy(b.ctx, "dir-B", 5);
+    KT_EQ_INT(keel_raft_propose_conf(c.r[1], &b), 0);
+    KT_EQ_INT(keel_raft_propose(c.r[1], "e", 1, NULL), 0);
+    cl_pump(&c);
+    KT_EQ_INT(keel_raft_compact(c.r[1], c.applied[1], "S", 1), 0);
+    KT_EQ_MEM(keel_raft_snapshot_conf(c.r[1])->ctx, "dir-B", 5);
+    cl_isolate(&c, 5, 0);
+    cl_tick(&c, 1, 2);
+    cl_pump(&c);
+    KT_EQ_INT(c.snap_len[5], 1); /* it could only catch up from the snapshot */
+    KT_EQ_INT(keel_raft_conf(c.r[5])->learners_n, 2);
+    KT_EQ_INT(keel_raft_conf(c.r[5])->ctx_len, 5);
+    KT_EQ_MEM(keel_raft_conf(c.r[5])->ctx, "dir-B", 5);
+    cl_free(&c);
+}
+
+static void conf_entry_without_ctx_still_decodes_and_oversized_ctx_is_refused(void)
+{
+    uint8_t old[16] = {1, 0, 0, 0, 0, 0, 0, 0, 7}; /* one voter, id 7, written before ctx */
+    keel_raft_conf_t d;
+    KT_EQ_INT(keel_raft_conf_decode(old, sizeof(old), &d), 0);
+    KT_EQ_INT(d.voters_n, 1);
+    KT_EQ_U64(d.voters[0], 7);
+    KT_EQ_INT(d.ctx_len, 0);
+    KT_EQ_INT(keel_raft_conf_decode(old, 7, &d), KEEL_EPROTO);
+    static uint8_t big[16 + KEEL_RAFT_CONF_CTX_BYTES_MAX + 1];
+    memcpy(big, old, sizeof(old));
+    KT_EQ_INT(keel_raft_conf_decode(big, sizeof(big), &d), KEEL_EPROTO);
+    KT_EQ_INT(keel_raft_conf_decode(big, sizeof(big) - 1, &d), 0);
+    KT_EQ_INT(d.ctx_len, KEEL_RAFT_CONF_CTX_BYTES_MAX);
+}
+
 /* Lease clusters stay quiet for election_ticks_min after start; let them elect. */
 static int cl_lease_cluster(cluster_t *c)
 {
@@ -924,6 +976,8 @@ int main(void)
     KT_RUN(conf_change_of_two_voters_or_before_a_commit_is_refused);
     KT_RUN(leader_removing_itself_steps_down_once_the_change_commits);
     KT_RUN(a_truncated_conf_entry_reverts_the_configuration);
+    KT_RUN(conf_ctx_reaches_joiners_through_the_log_and_through_a_snapshot);
+    KT_RUN(conf_entry_without_ctx_still_decodes_and_oversized_ctx_is_refused);
     KT_RUN(lease_read_is_served_without_a_round_until_the_lease_runs_out);
     KT_RUN(lease_follower_ignores_votes_even_after_learning_a_newer_term);
     return kt_done();

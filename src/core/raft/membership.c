@@ -4,8 +4,9 @@
 
 #include "core/raft/raft_int.h"
 
-/* CONF entry encoding, little endian: u32 voters_n, u32 learners_n, then u64 ids. */
-#define CONF_BYTES_MAX (8 + 8 * 2 * KEEL_RAFT_MEMBERS_MAX)
+/* CONF entry encoding, little endian: u32 voters_n, u32 learners_n, then u64 ids, then
+   the ctx bytes (whatever follows the ids; none in entries written before ctx existed). */
+#define CONF_BYTES_MAX (8 + 8 * 2 * KEEL_RAFT_MEMBERS_MAX + KEEL_RAFT_CONF_CTX_BYTES_MAX)
 
 static void put_u64(uint8_t *p, uint64_t v)
 {
@@ -29,7 +30,9 @@ static size_t conf_encode(const keel_raft_conf_t *c, uint8_t *buf)
         put_u64(buf + n, c->voters[i]);
     for (uint32_t i = 0; i < c->learners_n; i++, n += 8)
         put_u64(buf + n, c->learners[i]);
-    return n;
+    assert(c->ctx_len <= KEEL_RAFT_CONF_CTX_BYTES_MAX);
+    memcpy(buf + n, c->ctx, c->ctx_len);
+    return n + c->ctx_len;
 }
 
 int keel__raft_conf_decode(const uint8_t *buf, size_t len, keel_raft_conf_t *c)
@@ -39,7 +42,8 @@ int keel__raft_conf_decode(const uint8_t *buf, size_t len, keel_raft_conf_t *c)
         return KEEL_EPROTO;
     uint64_t h = get_u64(buf);
     uint64_t vn = h & 0xffffffffu, ln = h >> 32;
-    if (vn + ln > KEEL_RAFT_MEMBERS_MAX || len != 8 + 8 * (vn + ln))
+    if (vn + ln > KEEL_RAFT_MEMBERS_MAX || len < 8 + 8 * (vn + ln) ||
+        len - 8 - 8 * (vn + ln) > KEEL_RAFT_CONF_CTX_BYTES_MAX)
         return KEEL_EPROTO;
     c->voters_n = (uint32_t)vn;
     c->learners_n = (uint32_t)ln;
@@ -47,7 +51,14 @@ int keel__raft_conf_decode(const uint8_t *buf, size_t len, keel_raft_conf_t *c)
         c->voters[i] = get_u64(buf + 8 + 8 * i);
     for (uint64_t i = 0; i < ln; i++)
         c->learners[i] = get_u64(buf + 8 + 8 * (vn + i));
+    c->ctx_len = (uint32_t)(len - 8 - 8 * (vn + ln));
+    memcpy(c->ctx, buf + 8 + 8 * (vn + ln), c->ctx_len);
     return keel__raft_conf_check(c) == 0 ? 0 : KEEL_EPROTO;
+}
+
+int keel_raft_conf_decode(const uint8_t *data, size_t len, keel_raft_conf_t *out)
+{
+    return keel__raft_conf_decode(data, len, out);
 }
 
 int keel__raft_conf_is_voter(const keel_raft_conf_t *c, uint64_t id)
@@ -69,7 +80,8 @@ static int is_learner(const keel_raft_conf_t *c, uint64_t id)
 /* Ids nonzero and distinct, nobody both voter and learner, within the member limit. */
 int keel__raft_conf_check(const keel_raft_conf_t *c)
 {
-    if (c->voters_n + c->learners_n > KEEL_RAFT_MEMBERS_MAX)
+    if (c->voters_n + c->learners_n > KEEL_RAFT_MEMBERS_MAX ||
+        c->ctx_len > KEEL_RAFT_CONF_CTX_BYTES_MAX)
         return KEEL_EINVAL;
     uint64_t all[2 * KEEL_RAFT_MEMBERS_MAX];
     size_t n = 0;

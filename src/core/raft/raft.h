@@ -68,8 +68,9 @@
  */
 
 #define KEEL_RAFT_VOTERS_MAX 9
-#define KEEL_RAFT_MEMBERS_MAX 9         /* voters + learners */
-#define KEEL_RAFT_TICKS_PER_CALL_MAX 64 /* tick() catches up at most this many ticks */
+#define KEEL_RAFT_MEMBERS_MAX 9           /* voters + learners */
+#define KEEL_RAFT_CONF_CTX_BYTES_MAX 4096 /* opaque driver data carried by a configuration */
+#define KEEL_RAFT_TICKS_PER_CALL_MAX 64   /* tick() catches up at most this many ticks */
 
 typedef enum {
     KEEL_RAFT_FOLLOWER,
@@ -92,12 +93,20 @@ typedef struct keel_raft_entry {
     uint8_t *data; /* len bytes, NULL when len == 0; owned by the array's owner */
 } keel_raft_entry_t;
 
-/* A membership configuration: voters decide; learners only receive the log. */
+/*
+ * A membership configuration: voters decide; learners only receive the log. ctx is the
+ * driver's opaque data about the members (keel server: names and addresses), like the
+ * context of an etcd ConfChange: the core never reads it, but stores it in the CONF
+ * entry and hands it on with snapshots, so every node that learns a configuration (from
+ * the log, a snapshot or its own storage) learns the ctx that came with it.
+ */
 typedef struct keel_raft_conf {
     uint64_t voters[KEEL_RAFT_MEMBERS_MAX];
     uint32_t voters_n;
     uint64_t learners[KEEL_RAFT_MEMBERS_MAX];
     uint32_t learners_n;
+    uint32_t ctx_len; /* <= KEEL_RAFT_CONF_CTX_BYTES_MAX */
+    uint8_t ctx[KEEL_RAFT_CONF_CTX_BYTES_MAX];
 } keel_raft_conf_t;
 
 typedef struct keel_raft_hard_state {
@@ -271,6 +280,9 @@ int keel_raft_transfer_leadership(keel_raft_t *r, uint64_t to);
  */
 int keel_raft_propose_conf(keel_raft_t *r, const keel_raft_conf_t *next);
 const keel_raft_conf_t *keel_raft_conf(const keel_raft_t *r);
+/* Decodes a CONF entry's data (ctx included); KEEL_EPROTO if it is not a valid one. A CONF
+   entry written before ctx existed decodes with ctx_len = 0. */
+int keel_raft_conf_decode(const uint8_t *data, size_t len, keel_raft_conf_t *out);
 /* Start an election now (tests, operators). KEEL_EINVAL if already leader. */
 int keel_raft_campaign(keel_raft_t *r);
 void keel_raft_persisted(keel_raft_t *r, uint64_t index, uint64_t term);
