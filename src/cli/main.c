@@ -1,5 +1,6 @@
 /* main.c - the keel command: dispatches `keel <command> [args]` through one table. */
 #include "cli/cli.h"
+#include "cli/member.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -15,6 +16,7 @@ static const keel_cli_cmd_t commands[] = {
     {"up", "start a local cluster of keel servers (writes DIR/cluster.json)", keel_cli_up},
     {"down", "stop a cluster started with `keel up --detach`", keel_cli_down},
     {"status", "show each node's role, term and indexes", keel_cli_status},
+    {"member", "list, add, remove members or transfer leadership", keel_cli_member},
     {"bench", "load generators: `keel bench kv` (RESP GET/SET, latency, history)", keel_cli_bench},
 };
 

@@ -1,5 +1,6 @@
 /* server_cmd.c - `keel server`: flags (and the same keys in a YAML file) -> keel_server_run. */
 #include "cli/cli.h"
+#include "cli/member.h"
 
 #include "base/log.h"
 #include "runtime/logsink.h"
@@ -11,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <yaml.h>
 
 /*
@@ -43,6 +46,9 @@ static const opt_t opts[] = {
      "peer address (default: this node's address in --initial-cluster)"},
     {"initial-cluster", OPT_STR, SPECIAL, 0,
      "all members: name=host:port,... (peer addresses; ids follow this order)"},
+    {"join", OPT_STR, SPECIAL, 0,
+     "client address (host:port) of any member: ask to be added (first start only; needs "
+     "--listen-peer)"},
     {"log-level", OPT_STR, SPECIAL, 0, "debug|info|warn|error (default: $KEEL_LOG or info)"},
     {"config", OPT_STR, SPECIAL, 0, "YAML file with any of these keys (flags win)"},
     {"tick-ms", OPT_MS, OFF(node.raft.tick_ms), SZ(node.raft.tick_ms),
@@ -73,6 +79,7 @@ static const opt_t opts[] = {
 
 typedef struct special {
     char cluster[4096];
+    char join[KEEL_NODE_ADDR_BYTES];
     char log_level[16];
     char config[1024];
 } special_t;
@@ -111,9 +118,11 @@ static int set_opt(keel_server_config_t *cfg, special_t *sp, const opt_t *o, con
 {
     if (o->offset == SPECIAL) {
         char *dst = strcmp(o->name, "initial-cluster") == 0 ? sp->cluster
+                    : strcmp(o->name, "join") == 0          ? sp->join
                     : strcmp(o->name, "log-level") == 0     ? sp->log_level
                                                             : sp->config;
         size_t cap = strcmp(o->name, "initial-cluster") == 0 ? sizeof(sp->cluster)
+                     : strcmp(o->name, "join") == 0          ? sizeof(sp->join)
                      : strcmp(o->name, "log-level") == 0     ? sizeof(sp->log_level)
                                                              : sizeof(sp->config);
         if (strlen(v) >= cap)
@@ -234,6 +243,125 @@ static int parse_args(int argc, char **argv, keel_server_config_t *cfg, special_
     return 0;
 }
 
+/*
+ * --join: a node's identity (its id, the cluster id, the members it was told about) is
+ * kept in DATA_DIR/member.conf, written once the leader has added it. A restart finds
+ * the file and does not join again; its configuration comes back from its WAL and
+ * snapshot. Format, one item per line:
+ *   keel-member 1 | id N | cluster_id N | member NAME ID PEER CLIENT ("-" if unknown)
+ */
+#define MEMBER_FILE "member.conf"
+
+static int mkdirs(const char *path)
+{
+    char p[KEEL_NODE_PATH_BYTES];
+    snprintf(p, sizeof(p), "%s", path);
+    for (char *s = p + 1; *s; s++)
+        if (*s == '/') {
+            *s = '\0';
+            if (mkdir(p, 0755) != 0 && errno != EEXIST)
+                return -1;
+            *s = '/';
+        }
+    return mkdir(p, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+static int save_identity(const char *path, const keel_cli_join_t *j)
+{
+    char tmp[KEEL_NODE_PATH_BYTES + 32];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL)
+        return -1;
+    fprintf(f, "keel-member 1\nid %llu\ncluster_id %llu\n", (unsigned long long)j->id,
+            (unsigned long long)j->cluster_id);
+    for (size_t i = 0; i < j->members_n; i++) {
+        const keel_node_member_t *m = &j->members[i];
+        fprintf(f, "member %s %llu %s %s\n", m->name, (unsigned long long)m->id, m->peer_addr,
+                m->client_addr[0] ? m->client_addr : "-");
+    }
+    int ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok &= fclose(f) == 0;
+    return ok && rename(tmp, path) == 0 ? 0 : -1;
+}
+
+static int load_identity(const char *path, keel_cli_join_t *j)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    memset(j, 0, sizeof(*j));
+    char line[512];
+    int version = 0, bad = 0;
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long long a, b;
+        keel_node_member_t m = {0};
+        if (sscanf(line, "keel-member %d", &version) == 1)
+            continue;
+        if (sscanf(line, "id %llu", &a) == 1)
+            j->id = a;
+        else if (sscanf(line, "cluster_id %llu", &b) == 1)
+            j->cluster_id = b;
+        else if (sscanf(line, "member %63s %llu %127s %127s", m.name, &a, m.peer_addr,
+                        m.client_addr) == 4 &&
+                 j->members_n < KEEL_RAFT_MEMBERS_MAX) {
+            m.id = a;
+            if (strcmp(m.client_addr, "-") == 0)
+                m.client_addr[0] = '\0';
+            j->members[j->members_n++] = m;
+        } else
+            bad = 1;
+    }
+    fclose(f);
+    return version == 1 && !bad && j->id != 0 && j->members_n > 0 ? 0 : -1;
+}
+
+static int setup_join(keel_server_config_t *cfg, const char *join_addr, keel_errmsg_t *msg)
+{
+    keel_node_config_t *nc = &cfg->node;
+    char path[KEEL_NODE_PATH_BYTES + 16], wal[KEEL_NODE_PATH_BYTES + 8];
+    snprintf(path, sizeof(path), "%s/" MEMBER_FILE, nc->data_dir);
+    snprintf(wal, sizeof(wal), "%s/wal", nc->data_dir);
+    keel_cli_join_t j;
+    struct stat stt;
+    if (stat(path, &stt) == 0) {
+        if (load_identity(path, &j) != 0)
+            return keel_errf(msg, KEEL_ECORRUPT, "%s does not parse", path);
+        keel_log_info("joined earlier; not joining again", KF_INT("id", j.id));
+    } else {
+        if (stat(wal, &stt) == 0)
+            return keel_errf(msg, KEEL_EINVAL,
+                             "%s holds a WAL but no " MEMBER_FILE
+                             ": it was not started with --join; use its original flags",
+                             nc->data_dir);
+        if (nc->listen_peer[0] == '\0')
+            return keel_errf(msg, KEEL_EINVAL,
+                             "--join needs --listen-peer (the address members "
+                             "connect to)");
+        char err[256] = "";
+        if (keel_cli_join(join_addr, cfg->name, nc->listen_peer, cfg->listen_client, &j, err,
+                          sizeof(err)) != 0)
+            return keel_errf(msg, KEEL_EINVAL, "--join %s: %s", join_addr, err);
+        if (mkdirs(nc->data_dir) != 0 || save_identity(path, &j) != 0)
+            return keel_errf(msg, KEEL_EIO, "cannot write %s: %s", path, strerror(errno));
+        keel_log_info("joined the cluster as a learner", KF_INT("id", j.id),
+                      KF_STR("via", join_addr));
+    }
+    int self = 0;
+    for (size_t i = 0; i < j.members_n; i++)
+        self |= j.members[i].id == j.id;
+    if (!self)
+        return keel_errf(msg, KEEL_EINVAL, "%s: this node (id %llu) is not among its members", path,
+                         (unsigned long long)j.id);
+    nc->id = j.id;
+    nc->cluster_id = j.cluster_id;
+    nc->join = 1;
+    nc->members_n = j.members_n;
+    memcpy(nc->members, j.members, j.members_n * sizeof(j.members[0]));
+    nc->raft.seed = nc->cluster_id ^ (nc->id * 0x9e3779b97f4a7c15ULL);
+    return 0;
+}
+
 int keel_cli_server(int argc, char **argv)
 {
     keel_server_config_t cfg;
@@ -244,11 +372,18 @@ int keel_cli_server(int argc, char **argv)
         return 2;
     if (keel_logsink_init_stderr(sp.log_level[0] ? sp.log_level : NULL) != 0)
         fprintf(stderr, "keel server: unknown log level; using info\n");
-    if (sp.cluster[0] == '\0') /* a single-node cluster */
-        snprintf(sp.cluster, sizeof(sp.cluster), "%s=%s", cfg.name,
-                 cfg.node.listen_peer[0] ? cfg.node.listen_peer : "127.0.0.1:7101");
     keel_errmsg_t msg = {{0}};
-    int rc = keel_server_set_cluster(&cfg, sp.cluster, &msg);
+    int rc = 0;
+    if (sp.join[0] && sp.cluster[0])
+        rc = keel_errf(&msg, KEEL_EINVAL, "use --initial-cluster or --join, not both");
+    else if (sp.join[0])
+        rc = setup_join(&cfg, sp.join, &msg);
+    else {
+        if (sp.cluster[0] == '\0') /* a single-node cluster */
+            snprintf(sp.cluster, sizeof(sp.cluster), "%s=%s", cfg.name,
+                     cfg.node.listen_peer[0] ? cfg.node.listen_peer : "127.0.0.1:7101");
+        rc = keel_server_set_cluster(&cfg, sp.cluster, &msg);
+    }
     if (rc == 0)
         rc = keel_server_run(&cfg, &msg);
     if (rc != 0) {

@@ -294,3 +294,18 @@ int keel_peer_decode_publish(const uint8_t *p, size_t n, const uint8_t **ch, siz
     *msg_len = r.left;
     return 0;
 }
+
+int keel_peer_encode_removed(keel_buf_t *out, uint64_t id)
+{
+    uint8_t p[8];
+    keel_put_u64(p, id);
+    return keel_frame_encode(out, KEEL_PEER_REMOVED, p, sizeof(p));
+}
+
+int keel_peer_decode_removed(const uint8_t *p, size_t n, uint64_t *id)
+{
+    if (n != 8)
+        return KEEL_EPROTO;
+    *id = keel_get_u64(p);
+    return 0;
+}

@@ -25,6 +25,7 @@
  *   FWD_READ     u64 req_id
  *   FWD_READ_OK  u64 req_id | u8 status | u64 read index
  *   PUBLISH      u32 channel_len | channel | message
+ *   REMOVED      u64 member id    the receiver was removed by a committed configuration
  *
  * A follower forwards a client's write to the leader with FWD_PROPOSE and
  * relays the FWD_REPLY; for a linearizable read it asks the leader for a
@@ -39,6 +40,7 @@ typedef enum keel_peer_type {
     KEEL_PEER_FWD_READ = 5,
     KEEL_PEER_FWD_READ_OK = 6,
     KEEL_PEER_PUBLISH = 7,
+    KEEL_PEER_REMOVED = 8,
 } keel_peer_type_t;
 
 typedef enum keel_peer_status {
@@ -96,5 +98,9 @@ int keel_peer_encode_publish(keel_buf_t *out, const uint8_t *ch, size_t ch_len, 
                              size_t msg_len);
 int keel_peer_decode_publish(const uint8_t *p, size_t n, const uint8_t **ch, size_t *ch_len,
                              const uint8_t **msg, size_t *msg_len);
+
+/* REMOVED: tells member id it is no longer in the (committed) configuration. */
+int keel_peer_encode_removed(keel_buf_t *out, uint64_t id);
+int keel_peer_decode_removed(const uint8_t *p, size_t n, uint64_t *id);
 
 #endif

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Keys (or leases) one sweep entry deletes at most: bounds the entry and its apply. */
 #define SWEEP_KEYS_MAX 1000u
@@ -43,6 +44,7 @@ struct request {
     size_t cmd_len;
     uint64_t index, term;    /* writes: where proposed; reads: the read index */
     uint64_t origin, req_id; /* remote: who asked, and their id; forwarded: our id */
+    char *conf_reply;        /* membership change proposed here: its reply once committed */
     keel_ms_t start_ms;
     request_t *prev, *next; /* the all-requests list, in deadline order (local only) */
     request_t *qnext;       /* the queue the request waits in */
@@ -89,8 +91,10 @@ typedef struct held_mark {
 } held_mark_t;
 
 typedef struct peer {
-    keel_node_t *node;
-    const keel_node_member_t *member;
+    keel_node_t *node; /* NULL: a free slot */
+    keel_node_member_t member;
+    int closing;               /* the slot is free once the connector has closed */
+    keel_ms_t linger_until_ms; /* removed from the configuration: closes at this time */
     keel_connector_t conn;
     int connected;
     keel_buf_t out;  /* frames ready to send */
@@ -124,7 +128,15 @@ struct keel_node {
     keel_raft_t *raft;
     keel_raftlog_t *log;
     keel_kv_t kv;
-    peer_t peers[KEEL_RAFT_VOTERS_MAX]; /* indexed by member position; self unused */
+    /* One slot per member but this node; twice as many as members, so that peers of
+       removed members can finish closing while new members' peers open. */
+    peer_t peers[2 * KEEL_RAFT_MEMBERS_MAX];
+    keel_memberdir_t members;    /* the configuration in force, with names and addresses */
+    uint64_t members_conf_index; /* last index seen when members was computed */
+    int members_dirty;
+    int removed; /* the configuration in force does not include this node */
+    int evicted; /* a peer said a committed configuration removed us: for good */
+    int promote_inflight;
     uv_tcp_t listener;
     inconn_t *inconns;
     uv_check_t check;
@@ -161,6 +173,7 @@ struct keel_node {
     uint64_t log_bytes_since_snap; /* entry bytes applied since the last snapshot started */
     keel_us_t snap_started_us;
     uint64_t snap_job_index, snap_job_term;
+    keel_raft_conf_t snap_job_conf; /* the configuration at snap_job_index */
 
     uint64_t installed_index, installed_term; /* to report durable after the ready */
     /* metrics */
@@ -194,6 +207,10 @@ void keel_node_config_default(keel_node_config_t *cfg)
     cfg->peer_frame_bytes_max = 64u * 1024 * 1024;
     cfg->snapshot_entries = 100000; /* etcd's default snapshot-count */
     cfg->snapshots_keep = 2;
+    /* A learner this close to the leader's log catches up within a round trip or two,
+       so promoting it does not stall commits behind a slow new voter (etcd promotes at
+       90% of the leader's progress; a fixed distance is easier to reason about). */
+    cfg->promote_lag_entries_max = 1000;
 }
 
 /*
@@ -219,6 +236,8 @@ int keel_node_config_validate(const keel_node_config_t *cfg, keel_errmsg_t *msg)
     if (cfg->members_n == 0 || cfg->members_n > KEEL_RAFT_VOTERS_MAX)
         return keel_errf(msg, KEEL_EINVAL, "node: %zu members (1..%d allowed)", cfg->members_n,
                          KEEL_RAFT_VOTERS_MAX);
+    if (cfg->promote_lag_entries_max == 0)
+        return keel_errf(msg, KEEL_EINVAL, "node: promote_lag_entries_max must be > 0");
     int found = 0;
     for (size_t i = 0; i < cfg->members_n; i++)
         found |= cfg->members[i].id == cfg->id;
@@ -303,6 +322,7 @@ static void req_free(keel_node_t *n, request_t *r)
     assert(r->done == NULL || r->kind == REQ_REMOTE_WRITE || r->kind == REQ_REMOTE_READ);
     all_unlink(n, r);
     free(r->cmd);
+    free(r->conf_reply);
     free(r);
     n->pending--;
 }
@@ -312,10 +332,17 @@ static int remote_done_marker;
 
 /* ---- peers: sending --------------------------------------------------------------- */
 
+#define PEER_SLOTS (2 * KEEL_RAFT_MEMBERS_MAX)
+
+static int peer_live(const peer_t *p)
+{
+    return p->node != NULL && !p->closing;
+}
+
 static peer_t *peer_by_id(keel_node_t *n, uint64_t id)
 {
-    for (size_t i = 0; i < n->cfg.members_n; i++)
-        if (n->cfg.members[i].id == id && id != n->cfg.id)
+    for (size_t i = 0; i < PEER_SLOTS; i++)
+        if (peer_live(&n->peers[i]) && n->peers[i].member.id == id)
             return &n->peers[i];
     return NULL;
 }
@@ -454,14 +481,14 @@ static void on_peer_connected(keel_connector_t *c, void *data)
     keel_buf_reset(&p->wbuf);
     keel_buf_t hb;
     keel_buf_init(&hb, 64);
-    keel_peer_hello_t h = {n->cfg.cluster_id, n->cfg.id, p->member->id};
+    keel_peer_hello_t h = {n->cfg.cluster_id, n->cfg.id, p->member.id};
     keel_peer_encode_hello(&hb, &h);
     memcpy(p->hello, keel_buf_rptr(&hb), keel_buf_unread(&hb));
     uv_buf_t b = uv_buf_init((char *)p->hello, (unsigned)keel_buf_unread(&hb));
     keel_buf_free(&hb);
     uv_write(&p->hello_req, s, &b, 1, on_hello_written);
     uv_read_start(s, peer_alloc, on_peer_read);
-    keel_log_info("peer connected", KF_STR("peer", p->member->name));
+    keel_log_info("peer connected", KF_STR("peer", p->member.name));
     peer_flush(p);
 }
 
@@ -469,7 +496,7 @@ static void on_peer_failed(keel_connector_t *c, int err, keel_ms_t delay_ms, voi
 {
     peer_t *p = data;
     p->connected = 0;
-    keel_log_debug("peer connect failed", KF_STR("peer", p->member->name),
+    keel_log_debug("peer connect failed", KF_STR("peer", p->member.name),
                    KF_STR("error", keel_strerror(err)), KF_INT("retry_ms", delay_ms));
 }
 
@@ -515,7 +542,10 @@ static int handle_frame(inconn_t *c, const keel_frame_t *fr)
         if (fr->type != KEEL_PEER_HELLO ||
             keel_peer_decode_hello(fr->payload, fr->payload_len, &h) != 0)
             return KEEL_EPROTO;
-        if (h.cluster_id != n->cfg.cluster_id || h.to != n->cfg.id || !peer_by_id(n, h.from)) {
+        /* Any id of this cluster: a member added a moment ago may reach us before its
+           configuration entry does. Ids are never reused (server/memberdir.h). */
+        if (h.cluster_id != n->cfg.cluster_id || h.to != n->cfg.id || h.from == 0 ||
+            h.from == n->cfg.id) {
             keel_log_warn("peer refused: wrong cluster or member", KF_INT("from", h.from));
             return KEEL_EPROTO;
         }
@@ -528,6 +558,17 @@ static int handle_frame(inconn_t *c, const keel_frame_t *fr)
         if (rc != 0 || m.from != c->from || m.to != n->cfg.id)
             return KEEL_EPROTO;
         keel_raft_step(n->raft, &m);
+        return 0;
+    }
+    if (fr->type == KEEL_PEER_REMOVED) {
+        uint64_t id;
+        if (keel_peer_decode_removed(fr->payload, fr->payload_len, &id) != 0 || id != n->cfg.id)
+            return KEEL_EPROTO;
+        if (!n->evicted)
+            keel_log_warn("removed from the cluster by a committed configuration change; this "
+                          "node no longer campaigns or serves clients: stop it",
+                          KF_INT("id", id), KF_INT("by", c->from));
+        n->evicted = n->removed = 1;
         return 0;
     }
     if (fr->type == KEEL_PEER_PUBLISH) {
@@ -724,9 +765,9 @@ int keel_node_read(keel_node_t *n, int argc, const uint8_t *const *argv, const s
 void keel_node_publish(keel_node_t *n, const uint8_t *ch, size_t ch_len, const uint8_t *msg,
                        size_t msg_len)
 {
-    for (size_t i = 0; i < n->cfg.members_n; i++) {
+    for (size_t i = 0; i < PEER_SLOTS; i++) {
         peer_t *p = &n->peers[i];
-        if (n->cfg.members[i].id == n->cfg.id || p->node == NULL)
+        if (!peer_live(p))
             continue;
         if (peer_room(p, ch_len + msg_len + 64))
             keel_peer_encode_publish(&p->out, ch, ch_len, msg, msg_len);
@@ -796,6 +837,201 @@ static void requeue_from(keel_node_t *n, uint64_t index)
     }
 }
 
+/* A write is in the log at index (this term): it waits there for its entry to apply. */
+static void proposed(keel_node_t *n, request_t *r, uint64_t index)
+{
+    r->index = index;
+    r->term = keel_raft_term(n->raft);
+    if (n->writes.tail == NULL || n->writes.tail->index < index) {
+        q_push(&n->writes, r); /* the common case: the queue stays index-ordered */
+        return;
+    }
+    requeue_from(n, index);
+    q_push(&n->writes, r);
+}
+
+/* ---- membership changes (leader) --------------------------------------------------- */
+
+static void sync_members(keel_node_t *n);
+static void close_lingering(keel_node_t *n);
+
+/* A KEEL.CLUSTER command: argv[0] is the first thing in the entry (core/kv format). */
+static int is_conf_cmd(const request_t *r)
+{
+    static const char name[] = "KEEL.CLUSTER";
+    size_t h = KEEL_KV_ENTRY_HEADER_BYTES;
+    return r->cmd_len >= h + 4 + sizeof(name) - 1 && keel_get_u32(r->cmd + h) == sizeof(name) - 1 &&
+           strncasecmp((const char *)r->cmd + h + 4, name, sizeof(name) - 1) == 0;
+}
+
+static void conf_answer(keel_node_t *n, request_t *r, const char *text)
+{
+    keel_buf_reset(&n->reply);
+    keel_buf_append_str(&n->reply, text);
+    write_answered(n, r);
+}
+
+static int arg_eq(const uint8_t *a, size_t len, const char *s)
+{
+    return strlen(s) == len && strncasecmp((const char *)a, s, len) == 0;
+}
+
+static int copy_arg(char *dst, size_t cap, const uint8_t *a, size_t len)
+{
+    if (len >= cap || memchr(a, '\0', len))
+        return KEEL_EINVAL;
+    memcpy(dst, a, len);
+    dst[len] = '\0';
+    return 0;
+}
+
+/* JOIN's answer: [id, cluster id, [[name, id, peer, client, role], ...]] of conf c. */
+static char *join_reply(keel_node_t *n, uint64_t id, const keel_raft_conf_t *c)
+{
+    keel_memberdir_t d;
+    keel_memberdir_of_conf(c, n->cfg.members, n->cfg.members_n, &d);
+    keel_buf_t b;
+    keel_buf_init(&b, 0);
+    char cid[24];
+    snprintf(cid, sizeof(cid), "%llu", (unsigned long long)n->cfg.cluster_id);
+    keel_buf_printf(&b, "*3\r\n:%llu\r\n$%zu\r\n%s\r\n*%zu\r\n", (unsigned long long)id,
+                    strlen(cid), cid, d.n);
+    for (size_t i = 0; i < d.n; i++) {
+        const keel_node_member_t *m = &d.m[i];
+        keel_buf_printf(&b,
+                        "*5\r\n$%zu\r\n%s\r\n:%llu\r\n$%zu\r\n%s\r\n$%zu\r\n%s\r\n$%d\r\n%s\r\n",
+                        strlen(m->name), m->name, (unsigned long long)m->id, strlen(m->peer_addr),
+                        m->peer_addr, strlen(m->client_addr), m->client_addr, m->voter ? 5 : 7,
+                        m->voter ? "voter" : "learner");
+    }
+    char *out = malloc(keel_buf_unread(&b) + 1);
+    if (out) {
+        memcpy(out, keel_buf_rptr(&b), keel_buf_unread(&b));
+        out[keel_buf_unread(&b)] = '\0';
+    }
+    keel_buf_free(&b);
+    return out;
+}
+
+/*
+ * The leader removing itself hands leadership to another voter first, and the request
+ * waits (parked); the new leader then removes this node like any other. This avoids
+ * the thesis §4.2.2 window where a leader that removed itself steps down and the rest
+ * wait a whole election timeout for a new one.
+ */
+static int remove_self_first(keel_node_t *n, request_t *r)
+{
+    uint64_t to = 0;
+    for (size_t i = 0; i < n->members.n && to == 0; i++)
+        if (n->members.m[i].voter && n->members.m[i].id != n->cfg.id)
+            to = n->members.m[i].id;
+    if (to == 0)
+        return 0; /* the last voter: memberdir refuses it */
+    int rc = keel_raft_transfer_leadership(n->raft, to);
+    if (rc == 0)
+        keel_log_info("removing the leader: leadership transfer first",
+                      KF_STR("to", keel_node_member_name(n, to)));
+    q_push(&n->parked, r);
+    return 1;
+}
+
+/* The next configuration for ADD / JOIN / REMOVE / PROMOTE, or an error reply. */
+static int conf_next(keel_node_t *n, request_t *r, size_t argc, keel_raft_conf_t *next,
+                     char **reply, keel_errmsg_t *m)
+{
+    const keel_raft_conf_t *cur = keel_raft_conf(n->raft);
+    keel_memberdir_t dir = n->members;
+    keel_node_member_t *self = keel_memberdir_find_id(&dir, n->cfg.id);
+    if (self && self->client_addr[0] == '\0')
+        snprintf(self->client_addr, sizeof(self->client_addr), "%s", n->cfg.client_addr);
+    const uint8_t *const *av = n->argv;
+    const size_t *al = n->lens;
+    int join = arg_eq(av[1], al[1], "join");
+    if ((join || arg_eq(av[1], al[1], "add")) && argc == 5) {
+        keel_node_member_t who = {0};
+        if (copy_arg(who.name, sizeof(who.name), av[2], al[2]) != 0 ||
+            copy_arg(who.peer_addr, sizeof(who.peer_addr), av[3], al[3]) != 0 ||
+            copy_arg(who.client_addr, sizeof(who.client_addr), av[4], al[4]) != 0)
+            return keel_errf(m, KEEL_EINVAL, "name or address too long");
+        keel_node_member_t *was = keel_memberdir_find_name(&dir, who.name, strlen(who.name));
+        if (join && was && strcmp(was->peer_addr, who.peer_addr) == 0) {
+            *reply = join_reply(n, was->id, cur); /* asked again: it is in already */
+            return 1;
+        }
+        uint64_t id;
+        int rc = keel_memberdir_add(cur, &dir, &who, next, &id, m);
+        if (rc == 0) {
+            char t[32];
+            snprintf(t, sizeof(t), ":%llu\r\n", (unsigned long long)id);
+            *reply = join ? join_reply(n, id, next) : strdup(t);
+        }
+        return rc;
+    }
+    if ((arg_eq(av[1], al[1], "remove") || arg_eq(av[1], al[1], "promote")) && argc == 3) {
+        keel_node_member_t *who = keel_memberdir_find_name(&dir, (const char *)av[2], al[2]);
+        if (who == NULL)
+            return keel_errf(m, KEEL_ENOTFOUND, "no such member '%.*s'",
+                             (int)(al[2] > 64 ? 64 : al[2]), (const char *)av[2]);
+        int rc = arg_eq(av[1], al[1], "remove")
+                     ? keel_memberdir_remove(cur, &dir, who->id, next, m)
+                     : keel_memberdir_promote(cur, &dir, who->id, next, m);
+        if (rc == 0)
+            *reply = strdup("+OK\r\n");
+        return rc;
+    }
+    return keel_errf(m, KEEL_EINVAL, "unknown membership change");
+}
+
+/*
+ * Leader: a membership change becomes a configuration entry (one change at a time; the
+ * core refuses a second one while the first is uncommitted, and the request waits
+ * parked). The client's answer comes when that entry is applied, i.e. committed.
+ */
+static void conf_change(keel_node_t *n, request_t *r)
+{
+    static keel_raft_conf_t next; /* 4 KiB; the loop is single-threaded */
+    size_t argc;
+    char *reply = NULL;
+    keel_errmsg_t m = {{0}};
+    free(r->conf_reply);
+    r->conf_reply = NULL;
+    if (cmd_argv(n, r, &argc) != 0 || argc < 3) {
+        conf_answer(n, r, "-ERR keel: bad KEEL.CLUSTER command\r\n");
+        return;
+    }
+    if (arg_eq(n->argv[1], n->lens[1], "remove") && argc == 3) {
+        keel_node_member_t *who =
+            keel_memberdir_find_name(&n->members, (const char *)n->argv[2], n->lens[2]);
+        if (who && who->id == n->cfg.id && remove_self_first(n, r))
+            return;
+    }
+    int rc = conf_next(n, r, argc, &next, &reply, &m);
+    if (rc == 1) { /* answered without a change */
+        conf_answer(n, r, reply ? reply : "-ERR keel: out of memory\r\n");
+        free(reply);
+        return;
+    }
+    if (rc == 0)
+        rc = keel_raft_propose_conf(n->raft, &next);
+    if (rc == KEEL_EBUSY || rc == KEEL_EAGAIN || rc == KEEL_ENOTLEADER) {
+        free(reply);
+        q_push(&n->parked, r); /* an earlier change or a transfer is under way: wait */
+        return;
+    }
+    if (rc != 0 || reply == NULL) {
+        char t[KEEL_ERRMSG_BYTES_MAX + 64];
+        snprintf(t, sizeof(t), "-ERR keel: %s\r\n", m.text[0] ? m.text : keel_strerror(rc));
+        free(reply);
+        conf_answer(n, r, t);
+        return;
+    }
+    r->conf_reply = reply;
+    keel_log_info("membership change proposed", KF_STR("change", reply[0] == '*' ? "join" : "edit"),
+                  KF_INT("voters", next.voters_n), KF_INT("learners", next.learners_n));
+    proposed(n, r, keel_raft_last_index(n->raft));
+    sync_members(n);
+}
+
 /*
  * Sends a request where it can make progress: proposes or starts a read on
  * the leader, forwards from a follower, parks while no leader is known.
@@ -806,10 +1042,23 @@ static void dispatch(keel_node_t *n, request_t *r)
         req_free(n, r);
         return;
     }
+    if (n->removed && (r->kind == REQ_WRITE || r->kind == REQ_READ)) {
+        keel_buf_reset(&n->reply);
+        keel_buf_append_str(&n->reply, "-ERR keel: this node is not a member of the cluster "
+                                       "(removed, or not yet added)\r\n");
+        req_answer(n, r, 0, keel_buf_rptr(&n->reply), keel_buf_unread(&n->reply));
+        r->done = NULL;
+        req_free(n, r);
+        return;
+    }
     uint64_t leader = keel_raft_leader(n->raft);
     if (leader == n->cfg.id) {
         if (r->kind == REQ_READ || r->kind == REQ_REMOTE_READ) {
             q_push(&n->reads_new, r);
+            return;
+        }
+        if (is_conf_cmd(r)) {
+            conf_change(n, r);
             return;
         }
         /* The leader's clock stamps every entry (expiry deadlines derive from it),
@@ -830,14 +1079,7 @@ static void dispatch(keel_node_t *n, request_t *r)
         }
         if (n->m_proposals)
             keel_counter_inc(n->m_proposals);
-        r->index = index;
-        r->term = keel_raft_term(n->raft);
-        if (n->writes.tail == NULL || n->writes.tail->index < index) {
-            q_push(&n->writes, r); /* the common case: the queue stays index-ordered */
-            return;
-        }
-        requeue_from(n, index);
-        q_push(&n->writes, r);
+        proposed(n, r, index);
         return;
     }
     if (r->kind == REQ_REMOTE_WRITE || r->kind == REQ_REMOTE_READ) {
@@ -934,11 +1176,11 @@ static void give_up_forwarded(keel_node_t *n, uint64_t keep, uint64_t only)
 /* Our connection to a peer broke: what we forwarded to it may never be answered. */
 static void peer_lost(peer_t *p)
 {
-    if (!p->connected || p->node->stopping)
+    if (!p->connected || p->node->stopping || p->closing)
         return;
     p->connected = 0;
     keel_connector_lost(&p->conn);
-    give_up_forwarded(p->node, 0, p->member->id);
+    give_up_forwarded(p->node, 0, p->member.id);
 }
 
 static void handle_fwd_reply(keel_node_t *n, const keel_peer_fwd_t *f)
@@ -969,6 +1211,26 @@ static void handle_fwd_read_ok(keel_node_t *n, const keel_peer_fwd_t *f)
 
 /* ---- the ready pass ----------------------------------------------------------------- */
 
+/* A configuration entry committed: peers it removed learn it (they get no more log). */
+static void tell_removed(keel_node_t *n, const keel_raft_entry_t *e)
+{
+    static keel_raft_conf_t c; /* 4 KiB; the loop is single-threaded */
+    if (keel_raft_conf_decode(e->data, e->len, &c) != 0)
+        return;
+    for (size_t i = 0; i < PEER_SLOTS; i++) {
+        peer_t *p = &n->peers[i];
+        if (!peer_live(p) || p->linger_until_ms == 0)
+            continue;
+        int in = 0;
+        for (uint32_t k = 0; k < c.voters_n; k++)
+            in |= c.voters[k] == p->member.id;
+        for (uint32_t k = 0; k < c.learners_n; k++)
+            in |= c.learners[k] == p->member.id;
+        if (!in)
+            keel_peer_encode_removed(&p->out, p->member.id);
+    }
+}
+
 static void apply_entry(keel_node_t *n, const keel_raft_entry_t *e)
 {
     keel_buf_reset(&n->reply);
@@ -981,6 +1243,8 @@ static void apply_entry(keel_node_t *n, const keel_raft_entry_t *e)
         }
     } else {
         keel_kv_advance(&n->kv, e->index);
+        if (e->type == KEEL_RAFT_ENTRY_CONF)
+            tell_removed(n, e);
     }
     if (n->m_applied)
         keel_counter_inc(n->m_applied);
@@ -990,6 +1254,10 @@ static void apply_entry(keel_node_t *n, const keel_raft_entry_t *e)
         if (r->index != e->index || r->term != e->term) {
             dispatch(n, r); /* overwritten by another leader's entry: not applied, retry */
             continue;
+        }
+        if (r->conf_reply) { /* a membership change: committed */
+            keel_buf_reset(&n->reply);
+            keel_buf_append_str(&n->reply, r->conf_reply);
         }
         write_answered(n, r);
     }
@@ -1088,8 +1356,8 @@ static void sync_after_cb(uv_work_t *w, int status)
     n->gen_durable++;
     if (index != 0)
         keel_raft_persisted(n->raft, index, term);
-    for (size_t i = 0; i < n->cfg.members_n; i++)
-        if (n->cfg.members[i].id != n->cfg.id)
+    for (size_t i = 0; i < PEER_SLOTS; i++)
+        if (peer_live(&n->peers[i]))
             peer_release_held(&n->peers[i], n->gen_durable);
     process(n);
 }
@@ -1113,14 +1381,16 @@ static void maybe_start_sync(keel_node_t *n)
 /*
  * A snapshot file's data (runtime/snapfile.h frames it with index, term and a CRC):
  *   u32 magic "KNS1" | u32 version | u64 lsn_floor | u32 voters_n | u32 learners_n |
- *   (voters_n + learners_n) x u64 member id | core/kv snapshot
- * The membership is the Raft configuration at the snapshot's index.
+ *   (voters_n + learners_n) x u64 member id | u32 ctx_len | ctx | core/kv snapshot
+ * The membership is the Raft configuration at the snapshot's index, with its ctx (the
+ * member directory, server/memberdir.h). Version 1 files (before membership changes)
+ * have no ctx_len and ctx; they are still read.
  * lsn_floor is 0 for a node's own snapshot (its log before the snapshot is simply
  * covered) and the WAL position at install time for a snapshot from the leader, whose
  * log before it is discarded (server/raftlog.h).
  */
 #define SNAP_MAGIC 0x314e534bu
-#define SNAP_VERSION 1u
+#define SNAP_VERSION 2u
 #define SNAP_HEADER_BYTES 24u /* before the member ids */
 
 static void snap_dir(const keel_node_t *n, char *out, size_t cap)
@@ -1130,13 +1400,13 @@ static void snap_dir(const keel_node_t *n, char *out, size_t cap)
 
 static size_t snap_header_len(const keel_raft_conf_t *c)
 {
-    return SNAP_HEADER_BYTES + 8u * (c->voters_n + c->learners_n);
+    return SNAP_HEADER_BYTES + 8u * (c->voters_n + c->learners_n) + 4u + c->ctx_len;
 }
 
 static int snap_encode(keel_node_t *n, keel_buf_t *out, uint64_t lsn_floor,
                        const keel_raft_conf_t *conf, const void *kv_bytes, size_t kv_len)
 {
-    uint8_t h[SNAP_HEADER_BYTES + 8 * 2 * KEEL_RAFT_MEMBERS_MAX];
+    uint8_t h[SNAP_HEADER_BYTES + 8 * 2 * KEEL_RAFT_MEMBERS_MAX + 4 + KEEL_RAFT_CONF_CTX_BYTES_MAX];
     keel_put_u32(h, SNAP_MAGIC);
     keel_put_u32(h + 4, SNAP_VERSION);
     keel_put_u64(h + 8, lsn_floor);
@@ -1147,6 +1417,8 @@ static int snap_encode(keel_node_t *n, keel_buf_t *out, uint64_t lsn_floor,
         keel_put_u64(p, conf->voters[i]);
     for (uint32_t i = 0; i < conf->learners_n; i++, p += 8)
         keel_put_u64(p, conf->learners[i]);
+    keel_put_u32(p, conf->ctx_len);
+    memcpy(p + 4, conf->ctx, conf->ctx_len);
     keel_buf_reset(out);
     int rc = keel_buf_append(out, h, snap_header_len(conf));
     if (rc == 0)
@@ -1165,13 +1437,21 @@ static int snap_parse(const uint8_t *p, size_t len, uint64_t *lsn_floor, keel_ra
     *lsn_floor = keel_rd_u64(&r);
     conf->voters_n = keel_rd_u32(&r);
     conf->learners_n = keel_rd_u32(&r);
-    if (r.bad || magic != SNAP_MAGIC || version != SNAP_VERSION ||
+    if (r.bad || magic != SNAP_MAGIC || version < 1 || version > SNAP_VERSION ||
         conf->voters_n > KEEL_RAFT_MEMBERS_MAX || conf->learners_n > KEEL_RAFT_MEMBERS_MAX)
         return KEEL_ECORRUPT;
     for (uint32_t i = 0; i < conf->voters_n; i++)
         conf->voters[i] = keel_rd_u64(&r);
     for (uint32_t i = 0; i < conf->learners_n; i++)
         conf->learners[i] = keel_rd_u64(&r);
+    if (version >= 2) {
+        conf->ctx_len = keel_rd_u32(&r);
+        if (r.bad || conf->ctx_len > KEEL_RAFT_CONF_CTX_BYTES_MAX)
+            return KEEL_ECORRUPT;
+        const uint8_t *ctx = conf->ctx_len ? keel_rd_bytes(&r, conf->ctx_len) : NULL;
+        if (ctx)
+            memcpy(conf->ctx, ctx, conf->ctx_len);
+    }
     if (r.bad)
         return KEEL_ECORRUPT;
     *kv = r.p;
@@ -1202,15 +1482,14 @@ static void snap_done(keel_node_t *n, uint64_t index)
  * back, hands its state to the core (keel_raft_compact, which keeps it for lagging
  * followers) and releases what it covers. Entries applied meanwhile stay in the log.
  *
- * The file records the membership in force when the child was forked. keel server does
- * not change membership yet; when it does, this must be the configuration at the
- * snapshot index.
+ * The file records the configuration at the snapshot index (computed before the fork):
+ * the one in force may be newer, and even be truncated away later.
  */
 static int snap_child_main(keel_node_t *n, uint64_t index, uint64_t term)
 {
     keel_buf_t b;
     keel_buf_init(&b, KEEL_SNAP_DATA_BYTES_MAX);
-    int rc = snap_encode(n, &b, 0, keel_raft_conf(n->raft), NULL, 0);
+    int rc = snap_encode(n, &b, 0, &n->snap_job_conf, NULL, 0);
     char dir[KEEL_NODE_PATH_BYTES + 8];
     snap_dir(n, dir, sizeof(dir));
     keel_errmsg_t m = {{0}};
@@ -1234,6 +1513,7 @@ static void maybe_snapshot(keel_node_t *n)
     const keel_raft_entry_t *e = keel_raft_entry_at(n->raft, applied);
     if (e == NULL)
         return;
+    keel_raft_conf_at(n->raft, applied, &n->snap_job_conf);
     pid_t pid = fork();
     if (pid < 0) {
         keel_log_warn("snapshot skipped: fork failed", KF_STR("error", strerror(errno)));
@@ -1339,10 +1619,25 @@ static void install_snapshot(keel_node_t *n, const keel_raft_snapshot_t *sn)
     }
 }
 
+/* Can this ready have changed the configuration in force? (A CONF entry appended, one
+   truncated away by a conflict, or a snapshot.) Then peers must follow before sending. */
+static int ready_changes_conf(keel_node_t *n, const keel_raft_ready_t *rd)
+{
+    int changed = rd->snapshot.index != 0;
+    for (size_t i = 0; i < rd->entries_n && !changed; i++)
+        changed = rd->entries[i].type == KEEL_RAFT_ENTRY_CONF ||
+                  rd->entries[i].index <= n->members_conf_index;
+    if (rd->entries_n > 0)
+        n->members_conf_index = rd->entries[rd->entries_n - 1].index;
+    return changed;
+}
+
 static void handle_ready(keel_node_t *n, const keel_raft_ready_t *rd)
 {
     if (rd->snapshot.index != 0)
         install_snapshot(n, &rd->snapshot);
+    if (ready_changes_conf(n, rd))
+        sync_members(n);
     if (rd->hard_state_changed || rd->entries_n > 0) {
         int rc = keel_raftlog_append(n->log, rd->hard_state_changed ? &rd->hard_state : NULL,
                                      rd->entries, rd->entries_n);
@@ -1415,8 +1710,8 @@ static void process(keel_node_t *n)
     serve_ready_reads(n);
     maybe_snapshot(n);
     maybe_start_sync(n);
-    for (size_t i = 0; i < n->cfg.members_n; i++)
-        if (n->cfg.members[i].id != n->cfg.id)
+    for (size_t i = 0; i < PEER_SLOTS; i++)
+        if (peer_live(&n->peers[i]))
             peer_flush(&n->peers[i]);
 }
 
@@ -1475,11 +1770,53 @@ static void maybe_sweep(keel_node_t *n)
         n->sweep_inflight = 1;
 }
 
+static void promote_done(void *ctx, int status, const uint8_t *reply, size_t len)
+{
+    keel_node_t *n = ctx;
+    n->promote_inflight = 0;
+    if (status != 0 || (len > 0 && reply[0] == '-'))
+        keel_log_warn("learner promotion failed; retried at the next tick",
+                      KF_STR("error", status ? keel_strerror(status) : "refused"));
+}
+
+/*
+ * Leader, every tick: a learner whose log is within promote_lag_entries_max of ours
+ * becomes a voter (one at a time, through the same path as a client's change). A
+ * learner that has acknowledged nothing yet (match 0) is never promoted.
+ */
+static void maybe_promote(keel_node_t *n)
+{
+    if (n->promote_inflight || keel_raft_leader(n->raft) != n->cfg.id)
+        return;
+    const keel_raft_conf_t *c = keel_raft_conf(n->raft);
+    if (c->learners_n == 0 || c->voters_n >= KEEL_RAFT_VOTERS_MAX)
+        return;
+    uint64_t last = keel_raft_last_index(n->raft);
+    for (uint32_t i = 0; i < c->learners_n; i++) {
+        uint64_t match = keel_raft_match_index(n->raft, c->learners[i]);
+        if (match == 0 || match + n->cfg.promote_lag_entries_max < last)
+            continue;
+        const char *name = keel_node_member_name(n, c->learners[i]);
+        const uint8_t *argv[3] = {(const uint8_t *)"KEEL.CLUSTER", (const uint8_t *)"PROMOTE",
+                                  (const uint8_t *)name};
+        size_t lens[3] = {12, 7, strlen(name)};
+        if (submit(n, REQ_WRITE, 3, argv, lens, promote_done, n) == 0) {
+            n->promote_inflight = 1;
+            keel_log_info("promoting a caught-up learner", KF_STR("member", name),
+                          KF_INT("match", match), KF_INT("last", last));
+        }
+        return;
+    }
+}
+
 static void on_tick(keel_timer_t *t, void *data)
 {
     keel_node_t *n = data;
-    keel_raft_tick(n->raft, keel_loop_now_ms(n->loop));
+    if (!n->evicted) /* a removed node never campaigns */
+        keel_raft_tick(n->raft, keel_loop_now_ms(n->loop));
     maybe_sweep(n);
+    maybe_promote(n);
+    close_lingering(n);
     expire_requests(n);
     poll_snapshot_child(n);
     process(n);
@@ -1514,40 +1851,116 @@ static void register_metrics(keel_node_t *n)
                                         batch_bounds, sizeof(batch_bounds) / sizeof(double));
 }
 
-static int start_peers(keel_node_t *n, keel_errmsg_t *msg)
+static void connector_closed(keel_connector_t *c);
+
+static int peer_open(keel_node_t *n, const keel_node_member_t *mb, keel_errmsg_t *msg)
 {
+    peer_t *p = NULL;
+    for (size_t i = 0; i < PEER_SLOTS && p == NULL; i++)
+        if (n->peers[i].node == NULL)
+            p = &n->peers[i];
+    assert(p != NULL); /* at most MEMBERS_MAX live and MEMBERS_MAX closing */
+    memset(p, 0, sizeof(*p));
     keel_connector_config_t ccfg = keel_connector_config_default();
     ccfg.backoff.base_ms = 50;
     ccfg.backoff.max_ms = 1000;
     ccfg.connect_timeout_ms = 1000;
-    for (size_t i = 0; i < n->cfg.members_n; i++) {
-        const keel_node_member_t *mb = &n->cfg.members[i];
-        if (mb->id == n->cfg.id)
-            continue;
-        peer_t *p = &n->peers[i];
-        p->node = n;
-        p->member = mb;
-        keel_buf_init(&p->out, 0);
-        keel_buf_init(&p->held, 0);
-        keel_buf_init(&p->wbuf, 0);
-        keel_buf_init(&p->rbuf, 4096);
-        if (n->cfg.metrics) {
-            char labels[128];
-            snprintf(labels, sizeof(labels), "peer=\"%s\"", mb->name);
-            p->bytes_out = keel_metrics_counter(n->cfg.metrics, "keel_peer_sent_bytes_total",
-                                                "Bytes sent to each peer.", labels);
-            p->dropped = keel_metrics_counter(n->cfg.metrics, "keel_peer_dropped_msgs_total",
-                                              "Peer messages dropped at the buffer limit.", labels);
-        }
-        ccfg.seed = n->cfg.raft.seed ^ mb->id;
-        keel_connector_callbacks_t cb = {on_peer_connected, on_peer_failed};
-        int rc = keel_connector_init(&p->conn, n->loop, mb->peer_addr, &ccfg, &cb, p, msg);
-        if (rc != 0)
-            return rc;
-        n->handles_open++;
-        keel_connector_start(&p->conn);
+    ccfg.seed = n->cfg.raft.seed ^ mb->id;
+    p->member = *mb;
+    keel_connector_callbacks_t cb = {on_peer_connected, on_peer_failed};
+    int rc = keel_connector_init(&p->conn, n->loop, mb->peer_addr, &ccfg, &cb, p, msg);
+    if (rc != 0)
+        return rc;
+    p->node = n;
+    keel_buf_init(&p->out, 0);
+    keel_buf_init(&p->held, 0);
+    keel_buf_init(&p->wbuf, 0);
+    keel_buf_init(&p->rbuf, 4096);
+    if (n->cfg.metrics) {
+        char labels[128];
+        snprintf(labels, sizeof(labels), "peer=\"%s\"", mb->name);
+        p->bytes_out = keel_metrics_counter(n->cfg.metrics, "keel_peer_sent_bytes_total",
+                                            "Bytes sent to each peer.", labels);
+        p->dropped = keel_metrics_counter(n->cfg.metrics, "keel_peer_dropped_msgs_total",
+                                          "Peer messages dropped at the buffer limit.", labels);
     }
+    n->handles_open++;
+    keel_connector_start(&p->conn);
     return 0;
+}
+
+static void peer_close(peer_t *p)
+{
+    keel_node_t *n = p->node;
+    p->closing = 1;
+    give_up_forwarded(n, 0, p->member.id);
+    keel_connector_close(&p->conn, connector_closed);
+}
+
+/*
+ * A removed member's connection stays open a while: a reply to a request it forwarded
+ * (its own removal, when it led) must still reach it, and it is told REMOVED once the
+ * change commits (tell_removed). Then the connection closes (close_lingering).
+ */
+#define PEER_LINGER_EXTRA_MS 1000
+
+static void close_lingering(keel_node_t *n)
+{
+    keel_ms_t now = keel_loop_now_ms(n->loop);
+    for (size_t i = 0; i < PEER_SLOTS; i++) {
+        peer_t *p = &n->peers[i];
+        if (peer_live(p) && p->linger_until_ms != 0 && p->linger_until_ms <= now) {
+            keel_log_info("peer dropped", KF_STR("peer", p->member.name));
+            peer_close(p);
+        }
+    }
+}
+
+/*
+ * The configuration in the core changed (a CONF entry appended or truncated away, a
+ * snapshot installed, a restart): recompute the member list and make the peers match
+ * it. Until a joining node has any configuration, the directory it got when it joined
+ * stands in, so that it can answer the leader.
+ */
+static void sync_members(keel_node_t *n)
+{
+    const keel_raft_conf_t *c = keel_raft_conf(n->raft);
+    n->members_dirty = 0;
+    if (c->voters_n + c->learners_n == 0) {
+        memset(&n->members, 0, sizeof(n->members));
+        for (size_t i = 0; i < n->cfg.members_n; i++)
+            n->members.m[n->members.n++] = n->cfg.members[i];
+    } else {
+        keel_memberdir_of_conf(c, n->cfg.members, n->cfg.members_n, &n->members);
+    }
+    int removed = n->evicted || keel_memberdir_find_id(&n->members, n->cfg.id) == NULL;
+    if (removed != n->removed)
+        keel_log_warn(removed ? "this node is not a member of the configuration in force; it "
+                                "will not campaign and refuses client requests"
+                              : "this node is a member of the configuration in force",
+                      KF_INT("id", n->cfg.id));
+    n->removed = removed;
+    for (size_t i = 0; i < PEER_SLOTS; i++) {
+        peer_t *p = &n->peers[i];
+        if (!peer_live(p))
+            continue;
+        int member = keel_memberdir_find_id(&n->members, p->member.id) != NULL;
+        if (!member && p->linger_until_ms == 0) {
+            keel_log_info("peer leaving: no longer a member", KF_STR("peer", p->member.name));
+            p->linger_until_ms =
+                keel_loop_now_ms(n->loop) + n->cfg.request_timeout_ms + PEER_LINGER_EXTRA_MS;
+        } else if (member) {
+            p->linger_until_ms = 0; /* the change was truncated away */
+        }
+    }
+    for (size_t i = 0; i < n->members.n; i++) {
+        const keel_node_member_t *mb = &n->members.m[i];
+        if (mb->id == n->cfg.id || mb->peer_addr[0] == '\0' || peer_by_id(n, mb->id))
+            continue;
+        keel_errmsg_t m = {{0}};
+        if (peer_open(n, mb, &m) != 0)
+            keel_log_error("cannot open a peer", KF_STR("peer", mb->name), KF_STR("error", m.text));
+    }
 }
 
 /* Loads the newest valid snapshot (if any) into the fresh state machine. */
@@ -1598,8 +2011,8 @@ static int open_storage(keel_node_t *n, keel_errmsg_t *msg)
     keel_raft_config_t rc_cfg = n->cfg.raft;
     rc_cfg.id = n->cfg.id;
     rc_cfg.entry_bytes_max = (uint32_t)entry_bytes_needed(&n->cfg);
-    rc_cfg.voters_n = n->cfg.members_n;
-    for (size_t i = 0; i < n->cfg.members_n; i++)
+    rc_cfg.voters_n = n->cfg.join ? 0 : n->cfg.members_n;
+    for (size_t i = 0; i < rc_cfg.voters_n; i++)
         rc_cfg.voters[i] = n->cfg.members[i].id;
     rc = keel_raft_new(&n->raft, &rc_cfg, &rs, keel_loop_now_ms(n->loop), msg);
     keel_raftlog_drop_restore(n->log);
@@ -1651,12 +2064,8 @@ int keel_node_start(keel_node_t **out, keel_loop_t *loop, const keel_node_config
     keel_timer_init(loop, &n->tick);
     keel_timer_start(&n->tick, cfg->raft.tick_ms, cfg->raft.tick_ms, on_tick, n);
     n->handles_open++;
-    rc = start_peers(n, msg);
-    if (rc != 0) {
-        *out = n;
-        keel_node_stop(n, NULL, NULL);
-        return rc;
-    }
+    n->members_conf_index = keel_raft_last_index(n->raft);
+    sync_members(n);
     *out = n;
     return 0;
 fail:
@@ -1686,11 +2095,19 @@ static void timer_closed(keel_timer_t *t)
     finish_stop(n);
 }
 
+/* A peer's connector is closed: its slot is free again. */
 static void connector_closed(keel_connector_t *c)
 {
     peer_t *p = c->data;
-    p->node->handles_open--;
-    finish_stop(p->node);
+    keel_node_t *n = p->node;
+    n->handles_open--;
+    keel_buf_free(&p->out);
+    keel_buf_free(&p->held);
+    keel_buf_free(&p->wbuf);
+    keel_buf_free(&p->rbuf);
+    free(p->marks);
+    memset(p, 0, sizeof(*p));
+    finish_stop(n);
 }
 
 static void fail_queue(keel_node_t *n, queue_t *q)
@@ -1734,9 +2151,11 @@ void keel_node_stop(keel_node_t *n, void (*closed)(void *data), void *data)
     uv_close((uv_handle_t *)&n->listener, handle_closed);
     while (n->inconns)
         inconn_close(n->inconns);
-    for (size_t i = 0; i < n->cfg.members_n; i++)
-        if (n->cfg.members[i].id != n->cfg.id && n->peers[i].node)
+    for (size_t i = 0; i < PEER_SLOTS; i++)
+        if (peer_live(&n->peers[i])) {
+            n->peers[i].closing = 1;
             keel_connector_close(&n->peers[i].conn, connector_closed);
+        }
 }
 
 static void finish_stop(keel_node_t *n)
@@ -1747,16 +2166,6 @@ static void finish_stop(keel_node_t *n)
         kill(n->snap_child, SIGKILL);
         waitpid(n->snap_child, NULL, 0);
         n->snap_child = 0;
-    }
-    for (size_t i = 0; i < n->cfg.members_n; i++) {
-        peer_t *p = &n->peers[i];
-        if (p->node == NULL)
-            continue;
-        keel_buf_free(&p->out);
-        keel_buf_free(&p->held);
-        keel_buf_free(&p->wbuf);
-        keel_buf_free(&p->rbuf);
-        free(p->marks);
     }
     keel_raft_free(n->raft);
     keel_raftlog_close(n->log);
@@ -1804,10 +2213,21 @@ const keel_node_config_t *keel_node_config(const keel_node_t *n)
 
 const char *keel_node_member_name(const keel_node_t *n, uint64_t id)
 {
+    for (size_t i = 0; i < n->members.n; i++)
+        if (n->members.m[i].id == id)
+            return n->members.m[i].name;
+    for (size_t i = 0; i < PEER_SLOTS; i++) /* a member removed a moment ago */
+        if (n->peers[i].node && n->peers[i].member.id == id)
+            return n->peers[i].member.name;
     for (size_t i = 0; i < n->cfg.members_n; i++)
         if (n->cfg.members[i].id == id)
             return n->cfg.members[i].name;
     return "?";
+}
+
+const keel_memberdir_t *keel_node_members(const keel_node_t *n)
+{
+    return &n->members;
 }
 
 const keel_kv_t *keel_node_kv(const keel_node_t *n)

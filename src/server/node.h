@@ -7,6 +7,7 @@
 #include "core/raft/raft.h"
 #include "runtime/loop.h"
 #include "runtime/wal.h"
+#include "server/memberdir.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -39,21 +40,27 @@
  *   KEEL_EFULL/ETOOBIG  refused before proposing
  * `done` is always called exactly once per accepted request (also at stop).
  */
-#define KEEL_NODE_NAME_BYTES 64
-#define KEEL_NODE_ADDR_BYTES 128
 #define KEEL_NODE_PATH_BYTES 1024
 
-typedef struct keel_node_member {
-    uint64_t id; /* 1..n in --initial-cluster order */
-    char name[KEEL_NODE_NAME_BYTES];
-    char peer_addr[KEEL_NODE_ADDR_BYTES];
-} keel_node_member_t;
-
+/*
+ * Membership (docs/membership.md). `members` is where a node starts: the voters of
+ * --initial-cluster, or, for a node that joined (join = 1), the directory the leader
+ * sent back when it was added; such a node starts with no voters and learns its
+ * configuration from the leader's log or snapshot. From then on the configuration in
+ * the log (with its member directory, server/memberdir.h) decides: peers are connected
+ * and dropped as it changes. Changes are KEEL.CLUSTER ADD / REMOVE / JOIN commands sent
+ * through keel_node_write like any write; the leader turns them into configuration
+ * entries, and promotes a learner to voter on its own once the learner's log is within
+ * promote_lag_entries_max entries of its own.
+ */
 typedef struct keel_node_config {
     uint64_t id;
-    keel_node_member_t members[KEEL_RAFT_VOTERS_MAX];
+    keel_node_member_t members[KEEL_RAFT_MEMBERS_MAX];
     size_t members_n;
-    uint64_t cluster_id; /* peers with another cluster id are refused */
+    int join;                               /* members is a directory, not the voters */
+    char client_addr[KEEL_NODE_ADDR_BYTES]; /* this node's, written into the directory */
+    uint64_t promote_lag_entries_max;       /* learner -> voter once this close */
+    uint64_t cluster_id;                    /* peers with another cluster id are refused */
     char data_dir[KEEL_NODE_PATH_BYTES];
     char listen_peer[KEEL_NODE_ADDR_BYTES];
     keel_raft_config_t raft; /* id, voters and seed are filled from the above */
@@ -129,6 +136,8 @@ void keel_node_get_status(keel_node_t *n, keel_node_status_t *st);
 const keel_node_config_t *keel_node_config(const keel_node_t *n);
 /* Name of member id, or "?". */
 const char *keel_node_member_name(const keel_node_t *n, uint64_t id);
+/* The members of the configuration in force on this node (voters, then learners). */
+const keel_memberdir_t *keel_node_members(const keel_node_t *n);
 /* The state machine, for local (stale) inspection only. */
 const keel_kv_t *keel_node_kv(const keel_node_t *n);
 /* Port the peer listener bound (tests with port 0). */

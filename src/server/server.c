@@ -1010,7 +1010,7 @@ static void info_raft(server_t *s, keel_buf_t *b)
 {
     keel_node_status_t st;
     keel_node_get_status(s->node, &st);
-    const keel_node_config_t *nc = keel_node_config(s->node);
+    const keel_memberdir_t *d = keel_node_members(s->node);
     keel_buf_printf(b,
                     "# Raft\r\nrole:%s\r\nterm:%llu\r\nleader:%s\r\ncommit_index:%llu\r\n"
                     "applied_index:%llu\r\nlast_index:%llu\r\nrevision:%llu\r\n"
@@ -1020,8 +1020,8 @@ static void info_raft(server_t *s, keel_buf_t *b)
                     (unsigned long long)st.commit, (unsigned long long)st.applied,
                     (unsigned long long)st.last_index, (unsigned long long)st.revision,
                     (unsigned long long)st.leader_changes);
-    for (size_t i = 0; i < nc->members_n; i++)
-        keel_buf_printf(b, "%s%s=%s", i ? "," : "", nc->members[i].name, nc->members[i].peer_addr);
+    for (size_t i = 0; i < d->n; i++)
+        keel_buf_printf(b, "%s%s=%s", i ? "," : "", d->m[i].name, d->m[i].peer_addr);
     keel_buf_append_str(b, "\r\n");
 }
 
@@ -1118,11 +1118,61 @@ static int cmd_command(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
 }
 
 /*
- * KEEL.CLUSTER MEMBERS: one array per member: name, id, peer address, "voter", and 1 for
- * the current leader. KEEL.CLUSTER TRANSFER name: hands leadership to that member (a
- * graceful restart of the leader); it must be sent to the leader, and a follower answers
- * with the leader's name. Adding and removing members at run time is not implemented.
+ * KEEL.CLUSTER (docs/membership.md):
+ *   MEMBERS                     one array per member of the configuration in force on
+ *                               this node: name, id, peer address, "voter" or "learner",
+ *                               1 for the current leader, client address ("" if unknown)
+ *   ADD name peer_addr client_addr   add a learner; the leader promotes it to voter once
+ *                               it has caught up. Answers its id once the change commits.
+ *   JOIN name peer_addr client_addr  ADD for `keel server --join`: asking again with the
+ *                               same name and peer address is not an error; answers
+ *                               [id, cluster id, [member...]]
+ *   REMOVE name                 remove a voter or learner (the leader hands leadership
+ *                               over first if it is the one removed)
+ *   TRANSFER name               hand leadership to that member; must reach the leader
+ * ADD, JOIN and REMOVE go through the log like writes: any node takes them (a follower
+ * forwards to the leader), one change at a time (a second waits for the first).
  */
+static int members_reply(server_t *s, keel_buf_t *out, uint64_t leader)
+{
+    const keel_memberdir_t *d = keel_node_members(s->node);
+    int rc = keel_buf_printf(out, "*%zu\r\n", d->n);
+    for (size_t i = 0; rc == 0 && i < d->n; i++) {
+        const keel_node_member_t *m = &d->m[i];
+        rc = keel_buf_printf(out, "*6\r\n");
+        if (rc == 0)
+            rc = reply_bulk(out, m->name, strlen(m->name));
+        if (rc == 0)
+            rc = keel_buf_printf(out, ":%llu\r\n", (unsigned long long)m->id);
+        if (rc == 0)
+            rc = reply_bulk(out, m->peer_addr, strlen(m->peer_addr));
+        if (rc == 0)
+            rc = keel_buf_printf(out, "%s:%d\r\n",
+                                 m->voter ? "$5\r\nvoter\r\n" : "$7\r\nlearner\r\n",
+                                 leader == m->id);
+        if (rc == 0)
+            rc = reply_bulk(out, m->client_addr, strlen(m->client_addr));
+    }
+    return rc;
+}
+
+static int cluster_change(keel_resp_client_t *c, server_t *s, size_t argc,
+                          const keel_resp_arg_t *argv)
+{
+    if (ensure_argv(s, argc) != 0)
+        return reply(c, "-ERR out of memory\r\n");
+    for (size_t i = 0; i < argc; i++) {
+        s->argv[i] = argv[i].ptr;
+        s->lens[i] = argv[i].len;
+    }
+    client_state_t *cs = state_of(c);
+    if (cs == NULL)
+        return reply(c, "-ERR out of memory\r\n");
+    if (cs->in_multi)
+        return reply(c, "-ERR keel: KEEL.CLUSTER is not allowed inside MULTI\r\n");
+    return submit_command(c, s, cs, argc, 1, NULL);
+}
+
 static int cmd_cluster(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
 {
     server_t *s = srv_of(c);
@@ -1131,29 +1181,18 @@ static int cmd_cluster(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
         return KEEL_ENOMEM;
     keel_node_status_t st;
     keel_node_get_status(s->node, &st);
-    const keel_node_config_t *nc = keel_node_config(s->node);
-    if (argc == 2 && arg_is(&argv[1], "members")) {
-        int rc = keel_buf_printf(out, "*%zu\r\n", nc->members_n);
-        for (size_t i = 0; rc == 0 && i < nc->members_n; i++) {
-            const keel_node_member_t *m = &nc->members[i];
-            rc = keel_buf_printf(out, "*5\r\n");
-            if (rc == 0)
-                rc = reply_bulk(out, m->name, strlen(m->name));
-            if (rc == 0)
-                rc = keel_buf_printf(out, ":%llu\r\n", (unsigned long long)m->id);
-            if (rc == 0)
-                rc = reply_bulk(out, m->peer_addr, strlen(m->peer_addr));
-            if (rc == 0)
-                rc = keel_buf_printf(out, "$5\r\nvoter\r\n:%d\r\n", st.leader == m->id);
-        }
-        return rc;
-    }
+    if (argc == 2 && arg_is(&argv[1], "members"))
+        return members_reply(s, out, st.leader);
+    if ((argc == 5 && (arg_is(&argv[1], "add") || arg_is(&argv[1], "join"))) ||
+        (argc == 3 && arg_is(&argv[1], "remove")))
+        return cluster_change(c, s, argc, argv);
     if (argc == 3 && arg_is(&argv[1], "transfer")) {
+        const keel_memberdir_t *d = keel_node_members(s->node);
         uint64_t to = 0;
-        for (size_t i = 0; i < nc->members_n; i++)
-            if (strlen(nc->members[i].name) == argv[2].len &&
-                memcmp(nc->members[i].name, argv[2].ptr, argv[2].len) == 0)
-                to = nc->members[i].id;
+        for (size_t i = 0; i < d->n; i++)
+            if (strlen(d->m[i].name) == argv[2].len &&
+                memcmp(d->m[i].name, argv[2].ptr, argv[2].len) == 0)
+                to = d->m[i].id;
         if (to == 0)
             return reply(c, "-ERR keel: no such member\r\n");
         if (to == st.leader)
@@ -1167,8 +1206,8 @@ static int cmd_cluster(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
             return keel_buf_printf(out, "-ERR keel: transfer refused: %s\r\n", keel_strerror(rc));
         return reply(c, "+OK\r\n");
     }
-    return reply(c, "-ERR keel: KEEL.CLUSTER MEMBERS | TRANSFER name (ADD and REMOVE are not "
-                    "implemented)\r\n");
+    return reply(c, "-ERR keel: KEEL.CLUSTER MEMBERS | ADD name peer_addr client_addr | "
+                    "REMOVE name | TRANSFER name\r\n");
 }
 
 static const keel_resp_command_t connection_commands[] = {
@@ -1271,12 +1310,14 @@ static void http_status(keel_http_req_t *req, void *data)
     server_t *s = data;
     keel_node_status_t st;
     keel_node_get_status(s->node, &st);
-    const keel_node_config_t *nc = keel_node_config(s->node);
+    const keel_memberdir_t *d = keel_node_members(s->node);
     json_t *members = json_array();
-    for (size_t i = 0; i < nc->members_n; i++)
-        json_array_append_new(members, json_pack("{s:s,s:I,s:s}", "name", nc->members[i].name, "id",
-                                                 (json_int_t)nc->members[i].id, "peer_addr",
-                                                 nc->members[i].peer_addr));
+    for (size_t i = 0; i < d->n; i++)
+        json_array_append_new(members,
+                              json_pack("{s:s,s:I,s:s,s:s,s:s}", "name", d->m[i].name, "id",
+                                        (json_int_t)d->m[i].id, "peer_addr", d->m[i].peer_addr,
+                                        "client_addr", d->m[i].client_addr, "role",
+                                        d->m[i].voter ? "voter" : "learner"));
     json_t *j = json_pack(
         "{s:s,s:I,s:s,s:I,s:o,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "name", s->cfg.name,
         "id", (json_int_t)st.id, "role", keel_raft_role_name(st.role), "term", (json_int_t)st.term,
@@ -1480,6 +1521,9 @@ int keel_server_run(const keel_server_config_t *cfg, keel_errmsg_t *msg)
     s->cfg.node.on_publish_data = s;
     s->cfg.node.on_applied = on_applied;
     s->cfg.node.on_applied_data = s;
+    if (s->cfg.node.client_addr[0] == '\0')
+        snprintf(s->cfg.node.client_addr, sizeof(s->cfg.node.client_addr), "%s",
+                 s->cfg.listen_client);
     s->pubsub = keel_pubsub_new();
     int rc = s->metrics && s->pubsub ? keel_map_init(&s->cmd_stats, 64, 0, 1) : KEEL_ENOMEM;
     if (rc == 0)

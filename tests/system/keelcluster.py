@@ -66,6 +66,7 @@ class Node:
         self.proc = None
         self.expect_exit = False  # the test stopped it (or expects it to exit)
         self.initial_cluster = ""
+        self.join = ""  # a member's client address: start with --join instead
         self.extra = []
         # where it listens for clients and HTTP, and a command prefix (e.g. `ip netns exec NS`):
         # tests/system/nemesis.py runs nodes inside network namespaces
@@ -82,7 +83,8 @@ class Node:
             "--data-dir", self.data_dir,
             "--listen-client", f"{self.host}:{self.client_port}",
             "--listen-http", f"{self.host}:{self.http_port}",
-            "--initial-cluster", self.initial_cluster,
+            *(["--join", self.join, "--listen-peer", f"{self.host}:{self.peer_port}"] if self.join
+              else ["--initial-cluster", self.initial_cluster]),
             *self.extra,
         ]  # fmt: skip
 
@@ -208,6 +210,19 @@ class Cluster:
 
     def node(self, name):
         return next(nd for nd in self.nodes if nd.name == name)
+
+    def new_node(self, name, join=""):
+        """A node that is not in --initial-cluster, with fresh ports (not started). With
+        `join` (a member's client address) it starts with --join; otherwise add it with
+        KEEL.CLUSTER ADD first and set .join before starting it."""
+        exe, base_dir = self.nodes[0].exe, os.path.dirname(self.nodes[0].dir)
+        used = {p for nd in self.nodes for p in (nd.client_port, nd.peer_port, nd.http_port)}
+        ports = [p for p in distinct_ports(6) if p not in used][:3]
+        nd = Node(exe, name, base_dir, *ports)
+        nd.join = join
+        nd.extra = list(self.nodes[0].extra)
+        self.nodes.append(nd)
+        return nd
 
     def running(self):
         return [nd for nd in self.nodes if nd.alive()]

@@ -205,3 +205,19 @@ const keel_raft_conf_t *keel_raft_conf(const keel_raft_t *r)
 {
     return &r->conf;
 }
+
+void keel_raft_conf_at(const keel_raft_t *r, uint64_t index, keel_raft_conf_t *out)
+{
+    assert(index >= r->snap.index);
+    keel__raft_conf_at(r, index, out);
+}
+
+uint64_t keel_raft_match_index(const keel_raft_t *r, uint64_t id)
+{
+    if (r->role != KEEL_RAFT_LEADER)
+        return 0;
+    for (size_t i = 0; i < r->prs_n; i++)
+        if (r->prs[i].id == id)
+            return r->prs[i].match;
+    return 0;
+}

@@ -306,6 +306,11 @@ uint64_t keel_raft_first_index(const keel_raft_t *r); /* first entry held in mem
 uint64_t keel_raft_snapshot_index(const keel_raft_t *r);
 /* Membership at the latest snapshot: persist it with the snapshot bytes after compact. */
 const keel_raft_conf_t *keel_raft_snapshot_conf(const keel_raft_t *r);
+/* The configuration in force at index (its latest CONF entry at or before it); index must
+   be at least the snapshot index (a snapshot's configuration, before taking one). */
+void keel_raft_conf_at(const keel_raft_t *r, uint64_t index, keel_raft_conf_t *out);
+/* Leader: member id's match index (how much of our log it holds); 0 otherwise. */
+uint64_t keel_raft_match_index(const keel_raft_t *r, uint64_t id);
 /* NULL if index is outside the log. Valid until the next mutating call. */
 const keel_raft_entry_t *keel_raft_entry_at(const keel_raft_t *r, uint64_t index);
 const char *keel_raft_role_name(keel_raft_role_t role);

@@ -1,0 +1,316 @@
+/* member.c - `keel member list|add|remove|transfer` and the join of `keel server --join`. */
+#include "cli/cli.h"
+#include "cli/cluster.h"
+#include "cli/member.h"
+
+#include "base/buf.h"
+#include "proto/resp.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+/* One command's answer must come within this; a membership change waits for a commit. */
+#define MEMBER_CALL_TIMEOUT_MS 10000
+#define MEMBER_REPLY_BYTES_MAX (1024 * 1024)
+/* --join keeps asking this long (the cluster may be electing a leader). */
+#define JOIN_RETRY_MS 30000
+#define JOIN_RETRY_PAUSE_MS 500
+
+int keel_cli_resp_call(const char *addr, int argc, const char *const *argv, keel_cli_reply_t *out,
+                       char *err, size_t err_cap)
+{
+    memset(out, 0, sizeof(*out));
+    char host[64];
+    int port;
+    if (keel_cluster_split_addr(addr, host, sizeof(host), &port) != 0) {
+        snprintf(err, err_cap, "bad address '%s' (want host:port)", addr);
+        return -1;
+    }
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+        snprintf(err, err_cap, "bad IPv4 address '%s'", host);
+        return -1;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, err_cap, "socket: %s", strerror(errno));
+        return -1;
+    }
+    struct timeval tv = {MEMBER_CALL_TIMEOUT_MS / 1000, (MEMBER_CALL_TIMEOUT_MS % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    keel_buf_t req;
+    keel_buf_init(&req, 0);
+    keel_buf_printf(&req, "*%d\r\n", argc);
+    for (int i = 0; i < argc; i++)
+        keel_buf_printf(&req, "$%zu\r\n%s\r\n", strlen(argv[i]), argv[i]);
+    int rc = -1;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+        write(fd, keel_buf_rptr(&req), keel_buf_unread(&req)) != (ssize_t)keel_buf_unread(&req)) {
+        snprintf(err, err_cap, "%s: %s", addr, strerror(errno));
+        goto out;
+    }
+    keel_buf_init(&out->raw, 4096);
+    for (;;) {
+        size_t used;
+        keel_errmsg_t m = {{0}};
+        int prc = keel_resp_parse_reply(NULL, keel_buf_rptr(&out->raw), keel_buf_unread(&out->raw),
+                                        &out->v, &used, &m);
+        if (prc == 0) {
+            rc = 0;
+            break;
+        }
+        if (prc != KEEL_EAGAIN || keel_buf_unread(&out->raw) >= MEMBER_REPLY_BYTES_MAX) {
+            snprintf(err, err_cap, "%s: bad reply", addr);
+            break;
+        }
+        char chunk[4096];
+        ssize_t k = read(fd, chunk, sizeof(chunk));
+        if (k <= 0) {
+            snprintf(err, err_cap, "%s: %s", addr, k == 0 ? "connection closed" : strerror(errno));
+            break;
+        }
+        if (keel_buf_append(&out->raw, chunk, (size_t)k) != 0) {
+            snprintf(err, err_cap, "out of memory");
+            break;
+        }
+    }
+out:
+    keel_buf_free(&req);
+    close(fd);
+    if (rc != 0)
+        keel_cli_reply_free(out);
+    return rc;
+}
+
+static int has_text(const keel_resp_value_t *v, const char *text)
+{
+    size_t n = strlen(text);
+    for (size_t i = 0; i + n <= v->str.len; i++)
+        if (memcmp(v->str.ptr + i, text, n) == 0)
+            return 1;
+    return 0;
+}
+
+void keel_cli_reply_free(keel_cli_reply_t *r)
+{
+    keel_resp_value_free(r->v);
+    r->v = NULL;
+    keel_buf_free(&r->raw);
+}
+
+static void copy_str(char *dst, size_t cap, const keel_resp_value_t *v)
+{
+    size_t n = v->type == KEEL_RESP_BULK ? v->str.len : 0;
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, v->str.ptr, n);
+    dst[n] = '\0';
+}
+
+/* [id, cluster id, [[name, id, peer, client, role], ...]] -> out. */
+static int parse_join(const keel_resp_value_t *v, keel_cli_join_t *out, char *err, size_t cap)
+{
+    if (v->type == KEEL_RESP_ERROR) {
+        snprintf(err, cap, "%.*s", (int)v->str.len, (const char *)v->str.ptr);
+        return -1;
+    }
+    if (v->type != KEEL_RESP_ARRAY || v->elems_len != 3 || v->elems[0].type != KEEL_RESP_INT ||
+        v->elems[1].type != KEEL_RESP_BULK || v->elems[2].type != KEEL_RESP_ARRAY ||
+        v->elems[2].elems_len > KEEL_RAFT_MEMBERS_MAX) {
+        snprintf(err, cap, "unexpected reply to KEEL.CLUSTER JOIN");
+        return -1;
+    }
+    char cid[32];
+    copy_str(cid, sizeof(cid), &v->elems[1]);
+    out->id = (uint64_t)v->elems[0].integer;
+    out->cluster_id = strtoull(cid, NULL, 10);
+    out->members_n = 0;
+    for (size_t i = 0; i < v->elems[2].elems_len; i++) {
+        const keel_resp_value_t *m = &v->elems[2].elems[i];
+        if (m->type != KEEL_RESP_ARRAY || m->elems_len != 5 || m->elems[1].type != KEEL_RESP_INT) {
+            snprintf(err, cap, "unexpected member in the reply to KEEL.CLUSTER JOIN");
+            return -1;
+        }
+        keel_node_member_t *d = &out->members[out->members_n++];
+        memset(d, 0, sizeof(*d));
+        copy_str(d->name, sizeof(d->name), &m->elems[0]);
+        d->id = (uint64_t)m->elems[1].integer;
+        copy_str(d->peer_addr, sizeof(d->peer_addr), &m->elems[2]);
+        copy_str(d->client_addr, sizeof(d->client_addr), &m->elems[3]);
+        d->voter = m->elems[4].str.len == 5;
+    }
+    return 0;
+}
+
+static void pause_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/*
+ * Asks the member at addr to add this node (KEEL.CLUSTER JOIN, forwarded to the leader
+ * by a follower); retries while the cluster has no leader or is busy with another change.
+ * A refusal that retrying cannot fix (name taken by another address, cluster full) ends
+ * it at once.
+ */
+int keel_cli_join(const char *addr, const char *name, const char *peer_addr,
+                  const char *client_addr, keel_cli_join_t *out, char *err, size_t err_cap)
+{
+    const char *argv[] = {"KEEL.CLUSTER", "JOIN", name, peer_addr, client_addr};
+    for (long waited = 0;; waited += JOIN_RETRY_PAUSE_MS) {
+        keel_cli_reply_t r;
+        int rc = keel_cli_resp_call(addr, 5, argv, &r, err, err_cap);
+        if (rc == 0) {
+            int transient = r.v->type == KEEL_RESP_ERROR &&
+                            (r.v->str.len < 4 || memcmp(r.v->str.ptr, "ERR ", 4) != 0 ||
+                             has_text(r.v, "shutting down"));
+            if (!transient) {
+                rc = parse_join(r.v, out, err, err_cap);
+                keel_cli_reply_free(&r);
+                return rc;
+            }
+            snprintf(err, err_cap, "%.*s", (int)r.v->str.len, (const char *)r.v->str.ptr);
+            keel_cli_reply_free(&r);
+        }
+        if (waited >= JOIN_RETRY_MS)
+            return -1;
+        pause_ms(JOIN_RETRY_PAUSE_MS);
+    }
+}
+
+/* ---- keel member ---------------------------------------------------------------------- */
+
+static void member_usage(void)
+{
+    fprintf(stderr, "usage: keel member list|add|remove|transfer (--addr host:port | --cluster "
+                    "DIR)\n"
+                    "  list                               members, roles, the leader\n"
+                    "  add NAME PEER_ADDR CLIENT_ADDR     add a learner (promoted to voter "
+                    "once caught up)\n"
+                    "  remove NAME                        remove a member\n"
+                    "  transfer NAME                      hand leadership to NAME\n");
+}
+
+/* The addresses to try: --addr, or every client address in DIR/cluster.json. */
+static int targets(const char *addr, const char *dir, char list[][64], size_t *n, char *err,
+                   size_t cap)
+{
+    *n = 0;
+    if (addr) {
+        snprintf(list[(*n)++], 64, "%s", addr);
+        return 0;
+    }
+    keel_cluster_t cl;
+    if (keel_cluster_load(dir, &cl, err, cap) != 0)
+        return -1;
+    for (size_t i = 0; i < cl.n; i++)
+        snprintf(list[(*n)++], 64, "%s", cl.nodes[i].client);
+    return 0;
+}
+
+static int print_members(const keel_resp_value_t *v)
+{
+    if (v->type != KEEL_RESP_ARRAY)
+        return -1;
+    printf("%-12s %4s  %-8s %-22s %-22s %s\n", "NAME", "ID", "ROLE", "PEER", "CLIENT", "LEADER");
+    for (size_t i = 0; i < v->elems_len; i++) {
+        const keel_resp_value_t *m = &v->elems[i];
+        if (m->type != KEEL_RESP_ARRAY || m->elems_len != 6)
+            return -1;
+        printf("%-12.*s %4lld  %-8.*s %-22.*s %-22.*s %s\n", (int)m->elems[0].str.len,
+               (const char *)m->elems[0].str.ptr, (long long)m->elems[1].integer,
+               (int)m->elems[3].str.len, (const char *)m->elems[3].str.ptr,
+               (int)m->elems[2].str.len, (const char *)m->elems[2].str.ptr,
+               (int)m->elems[5].str.len, (const char *)m->elems[5].str.ptr,
+               m->elems[4].integer ? "*" : "");
+    }
+    return 0;
+}
+
+/* Sends the command to the first target that answers; TRANSFER to the one that leads. */
+static int member_run(char list[][64], size_t n, int argc, const char *const *argv)
+{
+    char err[256] = "";
+    for (size_t i = 0; i < n; i++) {
+        keel_cli_reply_t r;
+        if (keel_cli_resp_call(list[i], argc, argv, &r, err, sizeof(err)) != 0)
+            continue;
+        const keel_resp_value_t *v = r.v;
+        int is_transfer = strcmp(argv[1], "TRANSFER") == 0;
+        if (v->type == KEEL_RESP_ERROR && is_transfer && has_text(v, "not the leader") &&
+            i + 1 < n) {
+            keel_cli_reply_free(&r);
+            continue; /* another target may lead */
+        }
+        int rc = 0;
+        if (v->type == KEEL_RESP_ERROR) {
+            fprintf(stderr, "keel member: %.*s\n", (int)v->str.len, (const char *)v->str.ptr);
+            rc = 1;
+        } else if (strcmp(argv[1], "MEMBERS") == 0) {
+            rc = print_members(v) == 0 ? 0 : 1;
+        } else if (v->type == KEEL_RESP_INT) {
+            printf("added with id %lld (a learner until it catches up)\n", (long long)v->integer);
+        } else {
+            printf("OK\n");
+        }
+        keel_cli_reply_free(&r);
+        return rc;
+    }
+    fprintf(stderr, "keel member: no member answered (%s)\n", err);
+    return 1;
+}
+
+int keel_cli_member(int argc, char **argv)
+{
+    const char *addr = NULL, *dir = NULL, *pos[5];
+    size_t npos = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--addr") == 0 && i + 1 < argc)
+            addr = argv[++i];
+        else if (strcmp(argv[i], "--cluster") == 0 && i + 1 < argc)
+            dir = argv[++i];
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            member_usage();
+            return 0;
+        } else if (argv[i][0] != '-' && npos < 5)
+            pos[npos++] = argv[i];
+        else {
+            member_usage();
+            return 2;
+        }
+    }
+    if (npos == 0 || (addr == NULL) == (dir == NULL)) {
+        member_usage();
+        return 2;
+    }
+    const char *cmd[6] = {"KEEL.CLUSTER"};
+    int cargc;
+    if (strcmp(pos[0], "list") == 0 && npos == 1) {
+        cmd[1] = "MEMBERS", cargc = 2;
+    } else if (strcmp(pos[0], "add") == 0 && npos == 4) {
+        cmd[1] = "ADD", cmd[2] = pos[1], cmd[3] = pos[2], cmd[4] = pos[3], cargc = 5;
+    } else if ((strcmp(pos[0], "remove") == 0 || strcmp(pos[0], "transfer") == 0) && npos == 2) {
+        cmd[1] = strcmp(pos[0], "remove") == 0 ? "REMOVE" : "TRANSFER", cmd[2] = pos[1];
+        cargc = 3;
+    } else {
+        member_usage();
+        return 2;
+    }
+    char list[KEEL_CLUSTER_NODES_MAX][64], err[256];
+    size_t n;
+    if (targets(addr, dir, list, &n, err, sizeof(err)) != 0) {
+        fprintf(stderr, "keel member: %s\n", err);
+        return 1;
+    }
+    return member_run(list, n, cargc, cmd);
+}
