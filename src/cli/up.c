@@ -2,6 +2,7 @@
 #include "cli/cli.h"
 
 #include "cli/cluster.h"
+#include "cli/member.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -202,6 +203,41 @@ int keel_cli_down(int argc, char **argv)
     return 0;
 }
 
+/*
+ * The configuration as the first node that answers sees it: members added at run time
+ * (keel member add, keel server --join) are not in cluster.json but show here.
+ */
+static void print_members(const keel_cluster_t *cl)
+{
+    const char *argv[] = {"KEEL.CLUSTER", "MEMBERS"};
+    for (size_t i = 0; i < cl->n; i++) {
+        keel_cli_reply_t r;
+        char err[256];
+        if (keel_cli_resp_call(cl->nodes[i].client, 2, argv, &r, err, sizeof(err)) != 0)
+            continue;
+        const keel_resp_value_t *v = r.v;
+        if (v->type == KEEL_RESP_ARRAY) {
+            printf("\nmembers (as %s sees them):\n", cl->nodes[i].name);
+            for (size_t k = 0; k < v->elems_len; k++) {
+                const keel_resp_value_t *m = &v->elems[k];
+                if (m->type != KEEL_RESP_ARRAY || m->elems_len != 6)
+                    continue;
+                int known = 0;
+                for (size_t j = 0; j < cl->n; j++)
+                    known |=
+                        strlen(cl->nodes[j].name) == m->elems[0].str.len &&
+                        memcmp(cl->nodes[j].name, m->elems[0].str.ptr, m->elems[0].str.len) == 0;
+                printf("  %-8.*s %-8.*s client %-22.*s%s\n", (int)m->elems[0].str.len,
+                       (const char *)m->elems[0].str.ptr, (int)m->elems[3].str.len,
+                       (const char *)m->elems[3].str.ptr, (int)m->elems[5].str.len,
+                       (const char *)m->elems[5].str.ptr, known ? "" : "  (added at run time)");
+            }
+        }
+        keel_cli_reply_free(&r);
+        return;
+    }
+}
+
 int keel_cli_status(int argc, char **argv)
 {
     const char *dir = NULL;
@@ -233,5 +269,6 @@ int keel_cli_status(int argc, char **argv)
                (unsigned long long)s.commit, (unsigned long long)s.applied,
                (unsigned long long)s.keys, s.healthy ? "ok" : "unavailable");
     }
+    print_members(&cl);
     return down ? 1 : 0;
 }

@@ -82,9 +82,8 @@ def test_status_reports_role_indexes_keys_and_members(make_cluster):
         assert st["leader_changes"] >= 1
         assert st["wal_bytes"] > 0
         assert st["requests_pending"] == 0
-        assert st["members"] == [
-            {"name": m.name, "id": j + 1, "peer_addr": f"127.0.0.1:{m.peer_port}"}
-            for j, m in enumerate(cl.nodes)
+        assert [(m["name"], m["id"], m["peer_addr"], m["role"]) for m in st["members"]] == [
+            (m.name, j + 1, f"127.0.0.1:{m.peer_port}", "voter") for j, m in enumerate(cl.nodes)
         ]
         roles.append(st["role"])
     assert sorted(roles) == ["follower", "follower", "leader"]

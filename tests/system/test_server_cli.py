@@ -89,9 +89,11 @@ def test_up_status_down_and_up_again_keeps_the_data(up_dir):
     assert len(pids) == 3 and all(pid_alive(p) for p in pids)
     rc, out, _ = keel("status", "--dir", up_dir)
     assert rc == 0, out
-    rows = [line.split() for line in out.splitlines()[1:]]
+    table, _, members = out.partition("\n\n")
+    rows = [line.split() for line in table.splitlines()[1:]]
     assert sorted(r[2] for r in rows) == ["follower", "follower", "leader"], out
     assert all(r[-1] == "ok" for r in rows), out
+    assert members.startswith("members (as n") and members.count(" voter ") == 3, out
     c = redis.Redis(port=base + 1, socket_timeout=10)
     assert c.set("kept", "yes") is True
     # one node killed: status says so and `keel up` restarts just that one

@@ -157,6 +157,22 @@ static void snapshot_chunks_round_trip_with_their_configuration(void)
     keel_buf_free(&b);
 }
 
+static void removed_frame_round_trips_and_refuses_a_bad_length(void)
+{
+    keel_buf_t b;
+    keel_buf_init(&b, 0);
+    KT_EQ_INT(keel_peer_encode_removed(&b, 42), 0);
+    uint8_t type;
+    size_t n;
+    const uint8_t *p = one_frame(&b, &type, &n);
+    KT_EQ_INT(type, KEEL_PEER_REMOVED);
+    uint64_t id = 0;
+    KT_EQ_INT(keel_peer_decode_removed(p, n, &id), 0);
+    KT_EQ_U64(id, 42);
+    KT_EQ_INT(keel_peer_decode_removed(p, n - 1, &id), KEEL_EPROTO);
+    keel_buf_free(&b);
+}
+
 static void hello_and_forward_messages_round_trip(void)
 {
     keel_buf_t b;
@@ -248,6 +264,7 @@ int main(void)
     KT_RUN(hello_and_forward_messages_round_trip);
     KT_RUN(publish_frames_round_trip_and_refuse_truncation);
     KT_RUN(random_bytes_never_crash_the_decoders);
+    KT_RUN(removed_frame_round_trips_and_refuses_a_bad_length);
     keel_peer_scratch_free(&scratch);
     return kt_done();
 }

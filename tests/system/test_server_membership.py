@@ -1,0 +1,238 @@
+"""test_server_membership.py - members added and removed at run time, under load.
+
+The main test grows a 3-node cluster to 5 (n4 with `keel server --join`, n5 with
+KEEL.CLUSTER ADD and then --join), kills the leader in between, and removes two of
+the original nodes, all while `keel bench kv` writes and reads with a history;
+keel-lincheck must accept the history (its final reads check that every
+acknowledged write is there), the remaining members must agree, and a joined node
+restarted from its data must come back with its configuration (not join again).
+The short version runs in `make test`; a longer one is marked slow.
+"""
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+import redis
+
+from conftest import binary
+from keelcluster import make_cluster  # noqa: F401 (fixture)
+
+TRANSIENT = ("TIMEOUT", "UNKNOWN", "TRYAGAIN", "keel: server shutting down")
+
+
+def cluster_cmd(nodes, *args, timeout_s=30.0, unknown_ok=()):
+    """Sends KEEL.CLUSTER args to the first live node that gives a definite answer,
+    retrying transient outcomes. After an unknown outcome, an error containing one of
+    `unknown_ok` means the earlier attempt took effect (returned as None)."""
+    deadline = time.monotonic() + timeout_s
+    unknown, last = False, None
+    while time.monotonic() < deadline:
+        for nd in [n for n in nodes if n.alive()]:
+            try:
+                return nd.client(socket_timeout=8).execute_command("KEEL.CLUSTER", *args)
+            except redis.ResponseError as e:
+                last = e
+                if unknown and any(s in str(e) for s in unknown_ok):
+                    return None
+                if not str(e).startswith(TRANSIENT):
+                    raise
+                unknown = unknown or str(e).startswith(("TIMEOUT", "UNKNOWN"))
+            except (redis.ConnectionError, redis.TimeoutError) as e:
+                last, unknown = e, True
+        time.sleep(0.2)
+    raise TimeoutError(f"KEEL.CLUSTER {args}: no definite answer in {timeout_s}s ({last})")
+
+
+def members(node):
+    """{name: role} of the configuration in force on node."""
+    got = node.client(socket_timeout=5).execute_command("KEEL.CLUSTER", "MEMBERS")
+    return {m[0].decode(): m[3].decode() for m in got}
+
+
+def wait_members(node, want, timeout_s=30.0):
+    """Waits until node's MEMBERS is exactly want ({name: role})."""
+    deadline = time.monotonic() + timeout_s
+    seen = None
+    while time.monotonic() < deadline:
+        try:
+            seen = members(node)
+            if seen == want:
+                return
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as e:
+            seen = e
+        time.sleep(0.1)
+    raise TimeoutError(f"{node.name}: members {seen}, want {want}")
+
+
+def lincheck(history):
+    r = subprocess.run([binary("keel-lincheck"), history], capture_output=True, timeout=300)
+    return r.returncode, r.stdout.decode() + r.stderr.decode()
+
+
+def start_bench(cl, tmp_path, seconds, seed):
+    history = str(tmp_path / "history.jsonl")
+    args = [binary("keel"), "bench", "kv", "--duration", str(seconds), "--connections", "6",
+            "--pipeline", "2", "--keys", "30", "--history", history, "--final-reads", "--quiet",
+            "--seed", str(seed)]  # fmt: skip
+    for nd in cl.nodes:
+        args += ["--addr", f"127.0.0.1:{nd.client_port}"]
+    out = open(tmp_path / "bench.out", "wb")
+    return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT), history
+
+
+def grow_kill_shrink(cl, tmp_path, seconds, rounds):
+    """The scenario; returns the nodes that remain members."""
+    n1, n2, n3 = cl.nodes
+    bench, history = start_bench(cl, tmp_path, seconds, seed=11)
+    steps = []
+    try:
+        time.sleep(1.0)
+        # n4 joins through a follower's client port; it is promoted once caught up
+        leader = cl.wait_leader()
+        via = next(nd for nd in cl.nodes if nd is not leader)
+        n4 = cl.new_node("n4", join=f"127.0.0.1:{via.client_port}")
+        n4.start()
+        want = {"n1": "voter", "n2": "voter", "n3": "voter", "n4": "voter"}
+        wait_members(leader, want)
+        steps.append("n4 joined")
+        # n5 is added by an operator, then started with --join (which finds it added)
+        n5 = cl.new_node("n5")
+        r = cluster_cmd([n3, n2], "ADD", "n5", f"127.0.0.1:{n5.peer_port}",
+                        f"127.0.0.1:{n5.client_port}", unknown_ok=("exists already",))  # fmt: skip
+        assert r is None or r == 5, r
+        n5.join = f"127.0.0.1:{n3.client_port}"
+        n5.start()
+        want["n5"] = "voter"
+        wait_members(n3, want)
+        steps.append("n5 added")
+        for _ in range(rounds):
+            # the leader dies and comes back
+            leader = cl.wait_leader()
+            leader.kill()
+            steps.append(f"killed leader {leader.name}")
+            time.sleep(1.0)
+            leader.start()
+            cl.wait_leader()
+        # two of the original members go, one at a time (one of them may lead)
+        for gone in (n1, n2):
+            rest = [nd for nd in cl.nodes if nd.alive() and nd is not gone]
+            r = cluster_cmd(rest + [gone], "REMOVE", gone.name, unknown_ok=("no such member",))
+            assert r in (None, b"OK"), r
+            del want[gone.name]
+            wait_members(rest[0], want)
+            steps.append(f"removed {gone.name}")
+            gone.kill()
+        rc = bench.wait(timeout=seconds + 60)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+        print(", ".join(steps))
+    report = open(tmp_path / "bench.out").read()
+    assert rc == 0, report
+    with open(history) as f:
+        oks = sum('"type":"ok"' in line for line in f)
+    assert oks > 300, f"too few completed operations ({oks}):\n{report}"
+    code, out = lincheck(history)
+    assert code == 0, f"keel-lincheck exit {code}:\n{out}\n{report}\n{', '.join(steps)}"
+    return [n3, cl.node("n4"), cl.node("n5")]
+
+
+def check_remaining(cl, remaining):
+    want = {nd.name: "voter" for nd in remaining}
+    leader = cl.wait_leader(among=remaining)
+    for nd in remaining:
+        wait_members(nd, want)
+    cl.wait_applied(remaining, leader.status()["commit_index"])
+    revs = {nd.status()["revision"] for nd in remaining}
+    assert len(revs) == 1, f"members disagree: revisions {revs}"
+    # a joined node restarted from its data keeps its identity and configuration
+    n4 = cl.node("n4")
+    before = n4.log_size()
+    n4.kill()
+    n4.start()
+    wait_members(n4, want)
+    assert "joined earlier; not joining again" in n4.log_since(before)
+    leader = cl.wait_leader(among=remaining)
+    leader.client().set("after-restart", "1")
+    cl.wait_applied([n4], leader.status()["commit_index"])
+    assert n4.client().get("after-restart") == b"1"
+    # /status lists the members with their addresses and roles
+    st = n4.status()
+    assert sorted(m["name"] for m in st["members"]) == ["n3", "n4", "n5"]
+    m5 = next(m for m in st["members"] if m["name"] == "n5")
+    assert m5["role"] == "voter" and m5["client_addr"] == f"127.0.0.1:{cl.node('n5').client_port}"
+
+
+def test_grow_to_five_and_remove_two_under_load_with_a_leader_kill_stays_linearizable(
+    make_cluster, tmp_path
+):
+    cl = make_cluster(3, "--snapshot-entries", "300")
+    remaining = grow_kill_shrink(cl, tmp_path, seconds=14, rounds=1)
+    check_remaining(cl, remaining)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("KEEL_SLOW") != "1", reason="slow: set KEEL_SLOW=1")
+def test_membership_churn_with_repeated_leader_kills_stays_linearizable(make_cluster, tmp_path):
+    cl = make_cluster(3, "--snapshot-entries", "300")
+    remaining = grow_kill_shrink(cl, tmp_path, seconds=40, rounds=4)
+    check_remaining(cl, remaining)
+
+
+def test_membership_errors_are_clear_and_change_nothing(make_cluster):
+    cl = make_cluster(1)
+    n1 = cl.nodes[0]
+    c = n1.client()
+    with pytest.raises(redis.ResponseError, match="exists already"):
+        c.execute_command("KEEL.CLUSTER", "ADD", "n1", "127.0.0.1:1", "127.0.0.1:2")
+    with pytest.raises(redis.ResponseError, match="no such member 'nope'"):
+        c.execute_command("KEEL.CLUSTER", "REMOVE", "nope")
+    with pytest.raises(redis.ResponseError, match="last voter"):
+        c.execute_command("KEEL.CLUSTER", "REMOVE", "n1")
+    with pytest.raises(redis.ResponseError, match="KEEL.CLUSTER MEMBERS"):
+        c.execute_command("KEEL.CLUSTER", "ADD", "x")
+    # learners that never start do not count in the quorum: fill the cluster with them
+    for i in range(2, 10):
+        assert c.execute_command("KEEL.CLUSTER", "ADD", f"l{i}", f"127.0.0.1:{i}", "") == i
+    with pytest.raises(redis.ResponseError, match="9 members already"):
+        c.execute_command("KEEL.CLUSTER", "ADD", "l10", "127.0.0.1:10", "")
+    assert members(n1) == {"n1": "voter", **{f"l{i}": "learner" for i in range(2, 10)}}
+    assert c.set("still", "writable") is True
+    assert c.execute_command("KEEL.CLUSTER", "REMOVE", "l5") == b"OK"
+    assert "l5" not in members(n1)
+    # ids are never reused: the next member gets 10, not 5
+    assert c.execute_command("KEEL.CLUSTER", "ADD", "l10", "127.0.0.1:10", "") == 10
+
+
+def test_keel_member_cli_lists_adds_and_removes(make_cluster):
+    cl = make_cluster(3)
+    addr = f"127.0.0.1:{cl.nodes[1].client_port}"
+    keel = binary("keel")
+
+    def run(*args, at=addr):
+        r = subprocess.run([keel, "member", *args, "--addr", at], capture_output=True,
+                           timeout=30)  # fmt: skip
+        return r.returncode, r.stdout.decode(), r.stderr.decode()
+
+    rc, out, err = run("list")
+    assert rc == 0, err
+    assert out.split("\n")[0].split() == ["NAME", "ID", "ROLE", "PEER", "CLIENT", "LEADER"]
+    assert sum(line.startswith("n") and " voter " in line for line in out.splitlines()) == 3
+    rc, out, err = run("add", "spare", "127.0.0.1:1", "127.0.0.1:2")
+    assert rc == 0 and "added with id 4" in out, out + err
+    rc, out, err = run("add", "spare", "127.0.0.1:3", "127.0.0.1:4")
+    assert rc == 1 and "exists already" in err, out + err
+    leader = cl.wait_leader()
+    to = next(nd for nd in cl.nodes if nd is not leader)
+    rc, out, err = run("transfer", to.name, at=f"127.0.0.1:{leader.client_port}")
+    assert rc == 0, out + err
+    assert cl.wait_leader() is to
+    rc, out, err = run("remove", "spare")
+    assert rc == 0 and out.strip() == "OK", out + err
+    rc, out, err = run("list")
+    assert "spare" not in out
+    r = subprocess.run([keel, "member", "list"], capture_output=True, timeout=10)
+    assert r.returncode == 2
