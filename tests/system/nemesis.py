@@ -401,14 +401,22 @@ class RelayNet:
         if self.loop is None:
             return
 
-        def stop():
+        async def shutdown():
             for s in self.servers:
                 s.close()
-            self.loop.stop()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
-        self.loop.call_soon_threadsafe(stop)
-        self.thread.join(timeout=10)
-        self.loop = None
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=10)
+            if not self.thread.is_alive():
+                self.loop.close()
+            self.loop = None
 
 
 def make_net(mode, n):
