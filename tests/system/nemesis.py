@@ -765,6 +765,7 @@ class Nemesis:
         self.done = []  # "t=..s kind node(s)" lines
         self.t0 = time.monotonic()
         self.paused = set()
+        self.crashed = []
 
     def _log(self, what):
         self.done.append(f"t={time.monotonic() - self.t0:5.1f}s {what}")
@@ -824,7 +825,16 @@ class Nemesis:
             self._fault(kind, pick, hold)
             time.sleep(gap)
 
+    def check_crashes(self):
+        """Records nodes that died without the nemesis killing them (a crash, a sanitizer
+        abort): a later restart must not hide them."""
+        for nd in self.cl.nodes:
+            if nd.proc is not None and not nd.expect_exit and not nd.alive():
+                self.crashed.append(f"{nd.name} exited {nd.proc.returncode}:\n{nd.log_tail()}")
+                nd.expect_exit = True
+
     def _fault(self, kind, pick, hold):
+        self.check_crashes()
         nd = self._target(kind, pick)
         i = self._index(nd)
         if kind.startswith("kill"):
@@ -903,6 +913,7 @@ class Nemesis:
 
     def heal_all(self):
         """Heals the network, wakes paused nodes, restarts dead ones."""
+        self.check_crashes()
         self.net.heal()
         for nd in self.cl.nodes:
             if nd.alive() and nd.name in self.paused:
@@ -946,6 +957,23 @@ class Bench:
             return f.read()
 
 
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer")
+
+
+def sanitizer_reports(cl):
+    """Lines of the nodes' logs (all their lives: logs are appended across restarts) where a
+    sanitizer reported something, with the node's name."""
+    out = []
+    for nd in cl.nodes:
+        try:
+            with open(nd.log_path, errors="replace") as f:
+                out += [f"{nd.name}: {line.rstrip()}" for line in f
+                        if any(m in line for m in SANITIZER_MARKS)]  # fmt: skip
+        except OSError:
+            pass
+    return out
+
+
 def run(exe, build_dir, base_dir, mode, seed, n=3, duration_s=20.0, clients=6, keys=5, calm_s=3.0,
         extra=(), bench=False):  # fmt: skip
     """One nemesis run; returns a dict with the mode, faults, counts, history path and the
@@ -975,6 +1003,10 @@ def run(exe, build_dir, base_dir, mode, seed, n=3, duration_s=20.0, clients=6, k
         history = os.path.join(base_dir, "history.jsonl")
         load.history.write(history)
         verdict = run_lincheck(build_dir, history)
+        nem.check_crashes()
+        assert not nem.crashed, "nodes crashed during the run:\n" + "\n".join(nem.crashed)
+        reports = sanitizer_reports(cl)
+        assert not reports, "sanitizer reports in the node logs:\n" + "\n".join(reports)
         res = {
             "mode": net.mode, "seed": seed, "faults": nem.done, "counts": load.counts(),
             "unexpected": load.unexpected(), "history": history, "lincheck": verdict,
