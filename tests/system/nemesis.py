@@ -734,7 +734,8 @@ class Load:
 
 FAULTS = [
     "kill-leader", "kill-follower", "pause-leader", "pause-follower", "isolate-leader",
-    "isolate-kill", "split", "split-pause", "flap", "one-way", "cut-off", "lossy",
+    "isolate-kill", "split", "split-pause", "flap", "one-way", "cut-off", "lossy", "transfer",
+    "transfer-cut",
 ]  # fmt: skip
 FLAP_MS = 300  # "flap": the leader's links go down and up every this many ms
 NETNS_ONLY = ("cut-off", "lossy")
@@ -801,7 +802,8 @@ class Nemesis:
     def _target(self, kind, pick):
         nodes = self.cl.nodes
         leader = self.leader()
-        if kind.endswith("leader") or kind in ("one-way", "isolate-kill", "flap"):
+        if kind.endswith("leader") or kind in ("one-way", "isolate-kill", "flap") or \
+                kind.startswith("transfer"):
             return leader or nodes[pick % len(nodes)]
         if kind.endswith("follower"):
             fs = [nd for nd in nodes if nd is not leader]
@@ -893,6 +895,26 @@ class Nemesis:
                 rounds += 1
             self._log(f"flap: {nd.name} cut from its peers and healed {rounds} times, "
                       f"{FLAP_MS} ms each way, for {hold}s")  # fmt: skip
+        elif kind.startswith("transfer"):
+            # leadership transfer (thesis §3.10) to a random follower; "transfer-cut" cuts that
+            # follower from everyone at once, so the hand-over races a partition
+            others = [j for j in range(len(self.cl.nodes)) if j != i]
+            j = others[pick % len(others)]
+            to = self.cl.nodes[j]
+            try:
+                c = nd.client(socket_timeout=OP_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S)
+                r = c.execute_command("KEEL.CLUSTER", "TRANSFER", to.name)
+                c.close()
+            except (redis.RedisError, OSError) as e:
+                r = e
+            if kind == "transfer-cut":
+                self.net.cut([p for k in others if k != j for p in ((j, k), (k, j))] +
+                             [(i, j), (j, i)])  # fmt: skip
+            self._log(f"{kind} {nd.name} -> {to.name}: {r!r}"
+                      f"{', then ' + to.name + ' cut off' if kind == 'transfer-cut' else ''}"
+                      f" for {hold}s")  # fmt: skip
+            time.sleep(hold)
+            self.net.heal()
         elif kind == "lossy":
             self.net.lossy()
             self._log(f"lossy: {LOSS_PCT}% of peer packets dropped for {hold}s")
