@@ -449,6 +449,14 @@ def make_cluster(exe, base_dir, net, extra=()):
 # -- client load --------------------------------------------------------------------------------
 
 
+def _not_sent(e):
+    """True for redis-py's failure to connect: its request was never sent. (redis-py connects
+    a connection only before sending on it: "Error 111 connecting to host:port", "Timeout
+    connecting to server".)"""
+    conn_err = (redis.ConnectionError, redis.TimeoutError)
+    return isinstance(e, conn_err) and " connecting to " in str(e)
+
+
 def _decode(v):
     return None if v is None else v.decode()
 
@@ -502,9 +510,13 @@ class Client(threading.Thread):
             o.info()
             self._count(f, "info")
             return None
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
-            o.info()  # the request may have arrived: outcome unknown
-            self._count(f, "info")
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+            if _not_sent(e):
+                o.fail()
+                self._count(f, "fail")
+            else:
+                o.info()  # the request may have arrived: outcome unknown
+                self._count(f, "info")
             self._switch()
             time.sleep(0.02)
             return None
@@ -624,10 +636,11 @@ class PipelinedClient(Client):
                 batch.append(self._queue(h, p, f"{self.idx}.{slot}", self.rnd.choice(keys), seen))
             try:
                 replies = p.execute(raise_on_error=False)
-            except (redis.ConnectionError, redis.TimeoutError, OSError):
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+                outcome = "fail" if _not_sent(e) else "info"
                 for o, _kind in batch:
-                    o.info()
-                    self._count(o.f, "info")
+                    o.fail() if outcome == "fail" else o.info()
+                    self._count(o.f, outcome)
                 self._switch()
                 time.sleep(0.02)
                 continue
@@ -735,7 +748,7 @@ class Load:
 FAULTS = [
     "kill-leader", "kill-follower", "pause-leader", "pause-follower", "isolate-leader",
     "isolate-kill", "split", "split-pause", "flap", "one-way", "cut-off", "lossy", "transfer",
-    "transfer-cut",
+    "transfer-cut", "kill-all",
 ]  # fmt: skip
 FLAP_MS = 300  # "flap": the leader's links go down and up every this many ms
 NETNS_ONLY = ("cut-off", "lossy")
@@ -839,7 +852,18 @@ class Nemesis:
         self.check_crashes()
         nd = self._target(kind, pick)
         i = self._index(nd)
-        if kind.startswith("kill"):
+        if kind == "kill-all":
+            for x in self.cl.nodes:  # as close to simultaneous as signals get
+                x.proc.kill()
+            for x in self.cl.nodes:
+                x.kill()  # reaps, marks the exit as ours
+            self._log(f"kill-all (SIGKILL), restart after {hold}s")
+            time.sleep(hold)
+            for x in self.cl.nodes:
+                x.start(wait=False)
+            for x in self.cl.nodes:
+                x.wait_listening(timeout_s=RECOVER_WAIT_S)
+        elif kind.startswith("kill"):
             nd.kill()
             self._log(f"{kind} {nd.name} (SIGKILL), restart after {hold}s")
             time.sleep(hold)
