@@ -19,7 +19,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
  *         writes a complete reply. Then a SCAN walk terminates and sees every
  *         key, and the state survives a snapshot round trip. After every
  *         entry the deadline index is a valid heap holding exactly the keys
- *         with a deadline (issue 6: TTLs, KEEL.EXPIRE.SWEEP, KEEL.CAS).
+ *         with a deadline (issue 6: TTLs, KEEL.EXPIRE.SWEEP, KEEL.CAS), and the
+ *         change history holds whole revisions, in order, every revision from
+ *         its oldest to the current one, within its limits; at the end, if it
+ *         still reaches back to revision 1, replaying it onto an empty state
+ *         gives the final keys and values exactly (KEEL.WATCH).
  *   odd:  the rest is a snapshot. Properties: decode never crashes; a refused
  *         one leaves the target empty; an accepted one re-encodes to the same
  *         number of bytes (older versions: wider records and the version-3 sections) and decodes
@@ -33,6 +37,7 @@ static keel_kv_config_t small_config(void)
     cfg.value_bytes_max = 256;
     cfg.keys_max = 64;
     cfg.argc_max = 32;
+    cfg.history_changes_max = 200; /* long inputs also drop old revisions */
     return cfg;
 }
 
@@ -87,6 +92,64 @@ static void check_heap_of(const keel_kv_t *kv)
         if (i > 0)
             assert(kv->heap[(i - 1) / 2]->expire_ms <= e->expire_ms);
     }
+}
+
+/* Whole revisions, in order, no revision missing, within the limits. */
+static void check_history(const keel_kv_t *kv)
+{
+    uint64_t oldest = keel_kv_history_oldest(kv), prev = oldest - 1;
+    size_t n = keel_kv_history_len(kv), bytes = 0;
+    assert(n <= kv->cfg.history_changes_max &&
+           keel_kv_history_bytes(kv) <= kv->cfg.history_bytes_max);
+    for (size_t i = 0; i < n; i++) {
+        keel_kv_change_t c;
+        keel_kv_history_at(kv, i, &c);
+        assert(c.revision == prev + 1 || (i > 0 && c.revision == prev));
+        assert((c.op == KEEL_KV_CHANGE_PUT) == (c.value != NULL));
+        prev = c.revision;
+        bytes += c.key_len + c.value_len;
+    }
+    assert(bytes <= keel_kv_history_bytes(kv));
+    assert(n == 0 ? oldest == keel_kv_revision(kv) + 1 : prev == keel_kv_revision(kv));
+}
+
+/* Replays the whole history (from revision 1) into a fresh state: same keys, same values. */
+static int same_in(void *data, const keel__kv_entry_t *e)
+{
+    keel_kv_value_t v;
+    int rc = keel_kv_get(data, keel__kv_key(e), e->key_len, &v);
+    assert(rc == 0 && v.len == e->val_len && memcmp(v.value, keel__kv_cval(e), v.len) == 0);
+    return 0;
+}
+
+static void replay_history(const keel_kv_t *kv)
+{
+    if (keel_kv_history_oldest(kv) != 1)
+        return;
+    keel_kv_config_t cfg = small_config();
+    keel_kv_t r;
+    int rc = keel_kv_init(&r, &cfg);
+    assert(rc == 0);
+    keel_buf_t entry, reply;
+    keel_buf_init(&entry, 0);
+    keel_buf_init(&reply, 0);
+    for (size_t i = 0; i < keel_kv_history_len(kv); i++) {
+        keel_kv_change_t c;
+        keel_kv_history_at(kv, i, &c);
+        const uint8_t *argv[] = {c.value ? (const uint8_t *)"SET" : (const uint8_t *)"DEL", c.key,
+                                 c.value ? c.value : (const uint8_t *)""};
+        size_t lens[] = {3, c.key_len, c.value_len};
+        keel_buf_reset(&entry);
+        keel_buf_reset(&reply);
+        rc = keel_kv_entry_encode(&entry, 0, c.value ? 3 : 2, argv, lens);
+        rc |= keel_kv_apply(&r, i + 1, keel_buf_rptr(&entry), keel_buf_unread(&entry), &reply);
+        assert(rc == 0 && keel_buf_unread(&reply) > 0 && keel_buf_rptr(&reply)[0] != '-');
+    }
+    assert(keel_kv_count(&r) == keel_kv_count(kv));
+    keel__kv_each(kv, same_in, &r);
+    keel_buf_free(&entry);
+    keel_buf_free(&reply);
+    keel_kv_free(&r);
 }
 
 static void round_trip(const keel_kv_t *kv)
@@ -180,8 +243,10 @@ static void entries(const uint8_t *d, size_t n)
             assert(keel_kv_applied_index(&kv) == applied);
         }
         check_heap(&kv);
+        check_history(&kv);
         d += len, n -= len;
     }
+    replay_history(&kv);
     scan_all(&kv);
     round_trip(&kv);
     keel_buf_free(&reply);
