@@ -47,10 +47,12 @@ import time
 
 import redis
 
-from keelcluster import Cluster, distinct_ports, http_get
+from keelcluster import Cluster, Node, distinct_ports, http_get
 from lincheck_history import History, run_lincheck
 
 ELECTION_TIMEOUT_MS_MAX = 2000  # keel server default: tick 50 ms x 40 ticks
+# errors of a node that cannot serve now (recorded as unknown outcomes; the client moves on)
+ELSEWHERE = ("keel: this node is not a member", "keel: server shutting down")
 WATCH_ABORTED = "Watched variable changed."  # redis-py's WatchError text for a nil EXEC
 PIPELINE_DEPTH = 3  # requests in flight per pipelined client
 OP_TIMEOUT_S = 2.0  # a client gives up on a request after this (then: "info")
@@ -505,7 +507,9 @@ class Client(threading.Thread):
                 self._count(f, "fail")
                 time.sleep(0.05)
                 return None
-            if not msg.startswith(("TIMEOUT", "UNKNOWN")):
+            if msg.startswith(ELSEWHERE):
+                self._switch()  # this node cannot serve: try another
+            elif not msg.startswith(("TIMEOUT", "UNKNOWN")):
                 self.unexpected.append(f"{f} {key}: {msg}")
             o.info()
             self._count(f, "info")
@@ -644,8 +648,11 @@ class PipelinedClient(Client):
                 self._switch()
                 time.sleep(0.02)
                 continue
+            self.moved = False
             for (o, kind), r in zip(batch, replies):
                 self._complete(o, kind, r, seen)
+            if self.moved:
+                self._switch()
 
     def _queue(self, h, p, proc, key, seen):
         r = self.rnd.random()
@@ -675,7 +682,9 @@ class PipelinedClient(Client):
                 o.fail()
                 self._count(o.f, "fail")
                 return
-            if not msg.startswith(("TIMEOUT", "UNKNOWN")):
+            if msg.startswith(ELSEWHERE):
+                self.moved = True
+            elif not msg.startswith(("TIMEOUT", "UNKNOWN")):
                 self.unexpected.append(f"{kind} {o.key}: {msg}")
             o.info()
             self._count(o.f, "info")
@@ -748,10 +757,12 @@ class Load:
 FAULTS = [
     "kill-leader", "kill-follower", "pause-leader", "pause-follower", "isolate-leader",
     "isolate-kill", "split", "split-pause", "flap", "one-way", "cut-off", "lossy", "transfer",
-    "transfer-cut", "kill-all",
+    "transfer-cut", "kill-all", "replace",
 ]  # fmt: skip
 FLAP_MS = 300  # "flap": the leader's links go down and up every this many ms
-NETNS_ONLY = ("cut-off", "lossy")
+# replace: a joining node advertises its --listen-peer address, which the relay cannot stand in
+NETNS_ONLY = ("cut-off", "lossy", "replace")
+MEMBER_CHANGE_WAIT_S = 20.0
 
 
 def schedule(seed, n, mode, count=200):
@@ -780,6 +791,7 @@ class Nemesis:
         self.t0 = time.monotonic()
         self.paused = set()
         self.crashed = []
+        self.replaced = 0
 
     def _log(self, what):
         self.done.append(f"t={time.monotonic() - self.t0:5.1f}s {what}")
@@ -818,7 +830,7 @@ class Nemesis:
         if kind.endswith("leader") or kind in ("one-way", "isolate-kill", "flap") or \
                 kind.startswith("transfer"):
             return leader or nodes[pick % len(nodes)]
-        if kind.endswith("follower"):
+        if kind.endswith("follower") or kind == "replace":
             fs = [nd for nd in nodes if nd is not leader]
             return fs[pick % len(fs)]
         return nodes[pick % len(nodes)]
@@ -939,6 +951,8 @@ class Nemesis:
                       f" for {hold}s")  # fmt: skip
             time.sleep(hold)
             self.net.heal()
+        elif kind == "replace":
+            self._replace(nd, hold)
         elif kind == "lossy":
             self.net.lossy()
             self._log(f"lossy: {LOSS_PCT}% of peer packets dropped for {hold}s")
@@ -956,6 +970,46 @@ class Nemesis:
             self._log(f"cut-off {nd.name} from peers and clients for {hold}s")
             time.sleep(hold)
             self.net.heal()
+
+    def _member_cmd(self, *args):
+        """KEEL.CLUSTER args through any live node, retrying transient outcomes; returns the
+        reply or the last error."""
+        deadline, last = time.monotonic() + MEMBER_CHANGE_WAIT_S, None
+        while time.monotonic() < deadline:
+            for nd in self.cl.nodes:
+                if not nd.alive() or nd.name in self.paused:
+                    continue
+                try:
+                    c = nd.client(socket_timeout=8, socket_connect_timeout=CONNECT_TIMEOUT_S)
+                    return c.execute_command("KEEL.CLUSTER", *args)
+                except (redis.RedisError, OSError) as e:
+                    last = e
+                    if isinstance(e, redis.ResponseError) and "no such member" in str(e):
+                        return e  # an earlier try with an unknown outcome took effect
+            time.sleep(0.2)
+        return last
+
+    def _replace(self, old, hold):
+        """Follower `old` is removed from the configuration and stopped; a node with a new
+        name and an empty data directory joins (--join) in its place (same namespace,
+        address and ports), as a learner promoted once caught up (docs/membership.md)."""
+        r = self._member_cmd("REMOVE", old.name)
+        if r != b"OK" and not (isinstance(r, redis.ResponseError) and "no such" in str(r)):
+            self._log(f"replace {old.name}: REMOVE -> {r!r}; nothing replaced")
+            return
+        old.kill()
+        self.replaced += 1
+        base = old.name.split("r")[0]
+        new = Node(old.exe, f"{base}r{self.replaced}", os.path.dirname(old.dir), old.client_port,
+                   old.peer_port, old.http_port)  # fmt: skip
+        new.host, new.prefix, new.extra = old.host, old.prefix, list(old.extra)
+        via = next(nd for nd in self.cl.nodes if nd is not old and nd.alive())
+        new.join = f"{via.host}:{via.client_port}"
+        self.cl.nodes[self.cl.nodes.index(old)] = new  # the clients' list too
+        new.start(wait=False)
+        new.wait_listening(timeout_s=RECOVER_WAIT_S)
+        self._log(f"replace {old.name} by {new.name} (REMOVE, then --join via {via.name})")
+        time.sleep(hold)
 
     def heal_all(self):
         """Heals the network, wakes paused nodes, restarts dead ones."""
