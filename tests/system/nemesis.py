@@ -594,7 +594,10 @@ class Client(threading.Thread):
 
             self._run_op(h, "cas", key, [got["v"], new], exec_, label="txn")
         finally:
-            p.reset()
+            try:
+                p.reset()  # may send UNWATCH, and redis-py lets a timeout through
+            except (redis.RedisError, OSError):
+                self._switch()
 
     def _cas(self, h, key):
         got = {}
