@@ -524,6 +524,11 @@ class Client(threading.Thread):
             self._switch()
             time.sleep(0.02)
             return None
+        except redis.RedisError as e:  # a protocol error...: reported, and the op closed
+            self.unexpected.append(f"{f} {key}: {e!r}")
+            o.info()
+            self._switch()
+            return None
         if outcome == "ok":
             if f_op == "cas":
                 o.ok(result=res)
