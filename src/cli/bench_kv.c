@@ -542,6 +542,24 @@ static void report(bench_t *b)
                (long long)b->no_leader_ms);
 }
 
+/* Frees what setup_conns and parse allocated (the loop's handles are closed by then). */
+static void bench_free(bench_t *b)
+{
+    for (int i = 0; b->conns != NULL && i < b->conns_n; i++) {
+        conn_t *c = &b->conns[i];
+        keel_buf_free(&c->out);
+        keel_buf_free(&c->wbuf);
+        keel_buf_free(&c->in);
+        free(c->inflight);
+        free(c->slot_proc);
+    }
+    free(b->conns);
+    free(b->lat_us);
+    if (b->history)
+        fclose(b->history);
+    free(b);
+}
+
 static int bench_kv(int argc, char **argv)
 {
     bench_t *b = calloc(1, sizeof(*b));
@@ -549,11 +567,12 @@ static int bench_kv(int argc, char **argv)
         return 1;
     if (parse(b, argc, argv) != 0) {
         usage();
+        bench_free(b);
         return 2;
     }
     keel_loop_init(&b->loop);
     if (setup_conns(b) != 0)
-        return 1;
+        return 1; /* connectors may be started: exiting is the cleanup */
     b->start_ms = keel_loop_now_ms(&b->loop);
     keel_timer_init(&b->loop, &b->tick);
     keel_timer_start(&b->tick, 1000, 1000, on_tick, b);
@@ -565,9 +584,8 @@ static int bench_kv(int argc, char **argv)
         pthread_join(b->watcher, NULL);
     }
     report(b);
-    if (b->history)
-        fclose(b->history);
     keel_loop_close(&b->loop);
+    bench_free(b);
     return 0;
 }
 
