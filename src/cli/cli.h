@@ -15,5 +15,6 @@ int keel_cli_up(int argc, char **argv);
 int keel_cli_down(int argc, char **argv);
 int keel_cli_status(int argc, char **argv);
 int keel_cli_bench(int argc, char **argv);
+int keel_cli_watch(int argc, char **argv);
 
 #endif

@@ -5,10 +5,12 @@ reading, and a watcher that reconnects to random nodes with FROM across leader k
 import os
 import random
 import socket
+import subprocess
 import threading
 import time
 
 import pytest
+from conftest import binary
 from keelcluster import RespConn, http_get, make_cluster, resp_command  # noqa: F401 (fixture)
 
 SLOW = os.environ.get("KEEL_SLOW") == "1"
@@ -194,6 +196,34 @@ def test_a_watcher_that_stops_reading_is_closed_and_told_where_to_resume(make_cl
     assert w.closed_by_peer()
     again = Watch(node.client_port, "", frm=last)
     assert isinstance(again.first, RespError) and str(again.first).startswith("COMPACTED")
+
+
+def test_keel_watch_prints_every_revision_once_across_a_node_kill(make_cluster):
+    """`keel watch` starts on a follower, which is killed half way: it goes on at the next
+    address with FROM the last revision it printed; the 40 SETs come out once each, in order."""
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    first = cl.followers(leader)[0]
+    args = [binary("keel"), "watch", "--from", "0", "--count", "40", "--duration", "30"]
+    for nd in [first] + [nd for nd in cl.nodes if nd is not first]:
+        args += ["--addr", f"127.0.0.1:{nd.client_port}"]
+    proc = subprocess.Popen(args + ["k"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        c = leader.client()
+        c.set("other", "x")  # outside the prefix: revision 1 prints nothing
+        for i in range(20):
+            c.set(f"k{i}", str(i))
+        cl.wait_applied([first], leader.status()["commit_index"])
+        time.sleep(0.3)
+        first.kill()
+        for i in range(20, 40):
+            c.set(f"k{i}", str(i))
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert out.decode().splitlines() == [f"{i + 2} put k{i} {i}" for i in range(40)], err
 
 
 # -- a watcher reconnecting to random nodes across leader kills ---------------------------------
