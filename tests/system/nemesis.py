@@ -15,18 +15,23 @@ A nemesis run (docs/consistency.md, "Fault model tested"):
      hello frame (docs/protocols.md: it names the sending and receiving node) and forwards the
      connection to the node's real --listen-peer port. A cut link stops forwarding in that
      direction (bytes wait, as in a partition that TCP outlives). Clients are never cut.
-2. A client load (Load): several threads, each one lincheck process, doing GET, SET of a
-   unique value, and compare-and-set (KEEL.GETV, recorded as a read, then KEEL.CAS on the
-   version it returned: versions are the revision of a key's last change and every written
-   value is unique, so "the version matched" is "the value matched") over a few keys. A reply
-   is "ok"; -TRYAGAIN (nothing proposed) is "fail"; a timeout, a lost connection or any other
-   error is "info" (unknown outcome), never "fail".
-3. A seeded schedule of faults (Nemesis): SIGKILL + restart of the leader or a follower,
-   SIGSTOP/SIGCONT pauses longer than the election timeout, the leader isolated from its
-   peers (clients still reach it), a random minority split from the rest, a one-way cut
-   from the leader to one follower, and (netns) a node cut off from everyone.
+2. A client load (Load): several threads over a few keys, each one lincheck process (or, for
+   the pipelined ones, one per pipeline slot): GET, SET of a never-written value,
+   compare-and-set (KEEL.GETV, recorded as a read, then KEEL.CAS on the version it returned:
+   a version is the revision of a key's last change and every value is unique, so "the
+   version matched" is "the value matched"), and WATCH/GET/MULTI/SET/EXEC. A reply is "ok";
+   -TRYAGAIN (nothing proposed) and a failure to connect (nothing sent) are "fail"; a
+   timeout, a lost connection or an error reply is "info" (unknown outcome), never "fail".
+   Optionally `keel bench kv --history` runs beside it on keys of its own (Bench).
+3. A seeded schedule of faults (Nemesis, FAULTS): SIGKILL + restart of the leader, a follower
+   or every node; SIGSTOP/SIGCONT pauses longer than the election timeout; the leader isolated
+   from its peers (clients still reach it), then maybe killed inside the partition; a random
+   minority split from the rest, maybe with a majority node paused meanwhile; flapping links;
+   a one-way cut; leadership transfers, one racing a partition; and (netns) a node cut off
+   from everyone, lossy links, a follower replaced by a fresh node that joins.
 4. Then everything is healed and restarted, a leader awaited, every key read once more (so a
-   lost acknowledged write shows), and the history checked by keel-lincheck.
+   lost acknowledged write shows), the history checked by keel-lincheck, and the nodes' logs
+   searched for sanitizer reports; a node that died by itself fails the run.
 
 Every name (bridge, namespaces, veths) carries a random tag, so runs by different people on
 one machine do not collide; teardown removes them even when the test fails.
