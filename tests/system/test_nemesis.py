@@ -1,7 +1,7 @@
 """test_nemesis.py - histories through kills, pauses and network partitions are linearizable.
 
 Each run (tests/system/nemesis.py) puts a 3-node (slow: 5-node too) cluster on a network
-whose peer links can be cut, runs reads, writes and compare-and-sets from several clients
+whose peer links can be cut, runs reads, writes, compare-and-sets and transactions from clients
 while a seeded nemesis kills, pauses and partitions nodes, heals everything, reads every key
 once more, and asks keel-lincheck whether the history is linearizable (a lost acknowledged
 write makes the final reads, and so the history, fail).
