@@ -68,7 +68,7 @@ typedef struct keel_kv_config {
     uint64_t hash_seed;     /* hash-flooding defence; any value is deterministic */
     /* The change history KEEL.WATCH streams from (see "change history" below). */
     size_t history_changes_max; /* default 100000; 1..KEEL_KV_HISTORY_CHANGES_MAX */
-    size_t history_bytes_max;   /* key + value + 32 bytes a change; default 64 MiB */
+    size_t history_bytes_max;   /* key + value + a 24-byte header a change; default 64 MiB */
 } keel_kv_config_t;
 
 keel_kv_config_t keel_kv_config_default(void);

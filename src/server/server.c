@@ -750,6 +750,12 @@ static int cmd_punsubscribe(keel_resp_client_t *c, size_t argc, const keel_resp_
  * and closed, which is how it learns to resume (elsewhere, or after a resynchronization).
  */
 #define WATCH_OUTPUT_BYTES_HIGH (1024u * 1024u)
+/* ... or half the client output limit, if that is lower, so pushes never hit the limit. */
+static size_t watch_output_high(const server_t *s)
+{
+    size_t half = s->cfg.resp.reply_bytes_max / 2;
+    return half < WATCH_OUTPUT_BYTES_HIGH ? half : WATCH_OUTPUT_BYTES_HIGH;
+}
 #define WATCH_PREFIX_BYTES_MAX 4096u
 
 struct watcher {
@@ -841,14 +847,15 @@ static void stream_pump(server_t *s, client_state_t *cs)
         return;
     }
     size_t held = keel_resp_client_output_bytes(w->client);
-    if (pos == len || held >= WATCH_OUTPUT_BYTES_HIGH)
+    size_t high = watch_output_high(s);
+    if (pos == len || held >= high)
         return;
     keel_resp_deferred_t *d = keel_resp_client_defer(w->client); /* a push: done at once */
     if (d == NULL)
         return; /* out of memory: the next pass tries again */
     keel_buf_t *b = keel_resp_deferred_out(d);
     int rc = 0;
-    while (rc == 0 && pos < len && held + keel_buf_unread(b) < WATCH_OUTPUT_BYTES_HIGH) {
+    while (rc == 0 && pos < len && held + keel_buf_unread(b) < high) {
         keel_kv_change_t ch;
         keel_kv_history_at(kv, pos, &ch);
         size_t end = pos, n = 0;
