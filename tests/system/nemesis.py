@@ -1143,3 +1143,51 @@ def run(exe, build_dir, base_dir, mode, seed, n=3, duration_s=20.0, clients=6, k
             raise AssertionError("; ".join(
                 f"{nd.name} exited {nd.proc.returncode} during the run:\n{nd.log_tail()}"
                 for nd in crashed))  # fmt: skip
+
+
+def main(argv=None):
+    """Many seeds from the command line (the soak the tests sample): one line per run,
+    exit 1 if any run was not linearizable, disagreed, crashed or failed."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="kill, pause and partition keel server nodes "
+                                 "under load; check every history with keel-lincheck")
+    ap.add_argument("--build", default=os.environ.get("KEEL_BUILD", "build"))
+    ap.add_argument("--mode", default="auto", choices=["auto", "netns", "relay"])
+    ap.add_argument("--seeds", default="1..10", help="A..B (inclusive) or one seed")
+    ap.add_argument("--nodes", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=30.0, help="seconds of faults per run")
+    ap.add_argument("--bench", action="store_true", help="keel bench kv beside the load")
+    ap.add_argument("--dir", default="/tmp/keel-nemesis-runs", help="runs' files go here")
+    ap.add_argument("server_flags", nargs="*", help="after --: extra keel server flags")
+    a = ap.parse_args(argv)
+    lo, _, hi = a.seeds.partition("..")
+    build = os.path.abspath(a.build)
+    bad = 0
+    for seed in range(int(lo), int(hi or lo) + 1):
+        t0 = time.monotonic()
+        d = os.path.join(a.dir, f"{a.mode}-{a.nodes}-{seed}")
+        try:
+            res = run(os.path.join(build, "keel"), build, d, a.mode, seed, n=a.nodes,
+                      duration_s=a.duration, bench=a.bench, extra=a.server_flags)  # fmt: skip
+            lcs = [res["lincheck"]] + ([res["bench_lincheck"]] if a.bench else [])
+            agree = len(set(res["revisions"].values())) == 1
+            ok = (all(lc["exit"] == 0 for lc in lcs) and not res["unexpected"] and agree and
+                  res.get("bench_exit") in (0, None))  # fmt: skip
+            verdict = "ok" if ok else "PROBLEM"
+            detail = f"{len(res['faults']) - 1} faults, {sum(res['counts'].values())} ops"
+            if not ok:
+                detail += f"; lincheck {[lc['exit'] for lc in lcs]}, history {res['history']}, "
+                detail += f"unexpected {res['unexpected'][:3]}, revisions {res['revisions']}"
+        except Exception as e:  # a crash, a timeout: the run's files stay in d
+            verdict, detail, res = "PROBLEM", repr(e)[:2000], {"mode": a.mode}
+            ok = False
+        bad += not ok
+        print(f"seed {seed} {res['mode']} {a.nodes} nodes: {verdict} ({detail}) "
+              f"{time.monotonic() - t0:.0f}s", flush=True)
+    print(f"{bad} of the runs had a problem" if bad else "every run linearizable")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
