@@ -352,11 +352,30 @@ static void on_write(uv_write_t *req, int status)
         c->server->cfg.client_drained(c);
 }
 
-/* One uv_write of everything ready, unless one is already in flight. */
+/*
+ * Sends everything ready, unless a write is already in flight. First one direct write(2)
+ * (uv_try_write): a reply that fits the socket buffer, the common case, leaves at once
+ * with no write request, no callback and no poll change (libuv's uv_write re-arms epoll
+ * with an epoll_ctl after each completed write: one syscall per reply saved). What does
+ * not fit goes through one uv_write.
+ */
 static void flush(keel_resp_client_t *c)
 {
     if (c->writing || c->closing)
         return;
+    if (keel_buf_unread(&c->out) > 0) {
+        uv_buf_t d =
+            uv_buf_init((char *)keel_buf_rptr(&c->out), (unsigned)keel_buf_unread(&c->out));
+        int n = uv_try_write((uv_stream_t *)&c->tcp, &d, 1);
+        if (n < 0 && n != UV_EAGAIN && n != UV_ENOSYS) {
+            close_client(c);
+            return;
+        }
+        if (n > 0)
+            keel_buf_consume(&c->out, (size_t)n);
+        if (keel_buf_unread(&c->out) == 0 && c->out.cap > IDLE_BUF_KEEP_BYTES)
+            keel_buf_free(&c->out);
+    }
     if (keel_buf_unread(&c->out) == 0) {
         if (c->close_after_reply && c->qhead == NULL)
             close_client(c);

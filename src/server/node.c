@@ -372,6 +372,17 @@ static void peer_flush(peer_t *p)
 {
     if (!p->connected || p->writing || keel_buf_unread(&p->out) == 0)
         return;
+    /* One direct write(2) first (see resp_server.c flush): no write request, no epoll
+       re-arm when the turn's frames fit the socket buffer. The rest goes by uv_write. */
+    uv_buf_t d = uv_buf_init((char *)keel_buf_rptr(&p->out), (unsigned)keel_buf_unread(&p->out));
+    int sent = uv_try_write(keel_connector_stream(&p->conn), &d, 1);
+    if (sent > 0) { /* an error is left to uv_write below, which reports it as before */
+        if (p->bytes_out)
+            keel_counter_add(p->bytes_out, (uint64_t)sent);
+        keel_buf_consume(&p->out, (size_t)sent);
+        if (keel_buf_unread(&p->out) == 0)
+            return;
+    }
     keel_buf_t t = p->wbuf; /* swap: out becomes the write buffer */
     p->wbuf = p->out;
     p->out = t;
