@@ -71,6 +71,9 @@ static const opt_t opts[] = {
      "bytes of keys and values kept for KEEL.WATCH (default 64 MiB)"},
     {"snapshot-entries", OPT_U64, OFF(node.snapshot_entries), SZ(node.snapshot_entries),
      "snapshot the state machine every this many applied entries (default 100000)"},
+    {"snapshot-log-bytes-min", OPT_BYTES, OFF(node.snapshot_log_bytes_min),
+     SZ(node.snapshot_log_bytes_min),
+     "... and not before the log since the last snapshot holds this much (default 64 MiB)"},
     {"wal-segment-bytes", OPT_BYTES, OFF(node.wal.segment_bytes), SZ(node.wal.segment_bytes),
      "preallocated size of each WAL segment (default 64 MiB)"},
 };

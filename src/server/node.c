@@ -206,6 +206,10 @@ void keel_node_config_default(keel_node_config_t *cfg)
     cfg->peer_buffer_bytes_max = 64u * 1024 * 1024;
     cfg->peer_frame_bytes_max = 64u * 1024 * 1024;
     cfg->snapshot_entries = 100000; /* etcd's default snapshot-count */
+    /* Redis's auto-aof-rewrite-min-size: a snapshot costs O(state) (a fork, copy-on-write
+     * faults on every page the loop then writes, the file read back and handed to the core),
+     * so a small log is not worth one. */
+    cfg->snapshot_log_bytes_min = 64u * 1024 * 1024;
     cfg->snapshots_keep = 2;
     /* A learner this close to the leader's log catches up within a round trip or two,
        so promoting it does not stall commits behind a slow new voter (etcd promotes at
@@ -1511,15 +1515,18 @@ static int snap_child_main(keel_node_t *n, uint64_t index, uint64_t term)
 
 /*
  * Every snapshot_entries applied entries, but not before the log written since the
- * last snapshot is as large as the state itself: a snapshot costs O(state), so this
- * keeps its cost proportional to the writes (like Redis's auto-aof-rewrite-percentage
- * 100) when a large state takes many small writes.
+ * last snapshot is as large as the state itself and at least snapshot_log_bytes_min: a
+ * snapshot costs O(state), so this keeps its cost proportional to the writes (like
+ * Redis's auto-aof-rewrite-percentage 100 and auto-aof-rewrite-min-size 64mb) when a
+ * large state takes many small writes. The log kept in memory and in the WAL between
+ * snapshots is bounded by the larger of the state and that minimum.
  */
 static void maybe_snapshot(keel_node_t *n)
 {
     uint64_t applied = keel_kv_applied_index(&n->kv);
     if (n->snap_child > 0 || n->stopping || applied < n->snap_index + n->cfg.snapshot_entries ||
-        n->log_bytes_since_snap < n->kv.bytes)
+        n->log_bytes_since_snap < n->kv.bytes ||
+        n->log_bytes_since_snap < n->cfg.snapshot_log_bytes_min)
         return;
     const keel_raft_entry_t *e = keel_raft_entry_at(n->raft, applied);
     if (e == NULL)

@@ -66,13 +66,14 @@ typedef struct keel_node_config {
     keel_raft_config_t raft; /* id, voters and seed are filled from the above */
     keel_wal_config_t wal;
     keel_kv_config_t kv;
-    size_t requests_pending_max;  /* writes + reads waiting on this node */
-    keel_ms_t request_timeout_ms; /* outcome unknown after this */
-    size_t peer_buffer_bytes_max; /* queued bytes per peer before messages are dropped */
-    size_t peer_frame_bytes_max;  /* largest peer frame accepted */
-    uint64_t snapshot_entries;    /* snapshot the state machine every this many entries */
-    int snapshots_keep;           /* snapshot files kept on disk */
-    keel_metrics_t *metrics;      /* may be NULL */
+    size_t requests_pending_max;   /* writes + reads waiting on this node */
+    keel_ms_t request_timeout_ms;  /* outcome unknown after this */
+    size_t peer_buffer_bytes_max;  /* queued bytes per peer before messages are dropped */
+    size_t peer_frame_bytes_max;   /* largest peer frame accepted */
+    uint64_t snapshot_entries;     /* snapshot the state machine every this many entries */
+    size_t snapshot_log_bytes_min; /* ... once the log since the last one is this large */
+    int snapshots_keep;            /* snapshot files kept on disk */
+    keel_metrics_t *metrics;       /* may be NULL */
     /* A PUBLISH broadcast by a peer arrived (pub/sub); may be NULL. */
     void (*on_publish)(void *data, const uint8_t *ch, size_t ch_len, const uint8_t *msg,
                        size_t msg_len);

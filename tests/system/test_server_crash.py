@@ -151,7 +151,9 @@ def test_acknowledged_writes_survive_a_leader_sigkill_and_restart(make_cluster):
 def test_acknowledged_writes_survive_sigkill_of_every_node_at_once(make_cluster, snapshots):
     # every_200_entries: snapshots are written (and WAL segments released) all through the
     # load, so the kill also lands in the middle of snapshot writes
-    extra = ["--snapshot-entries", "200"] if snapshots == "every_200_entries" else []
+    extra = []
+    if snapshots == "every_200_entries":
+        extra = ["--snapshot-entries", "200", "--snapshot-log-bytes-min", "0"]
     cl = make_cluster(3, *extra)
     cl.wait_leader()
     ws = start_writers(cl)
@@ -187,7 +189,9 @@ def lincheck(history):
 
 @pytest.mark.parametrize("snapshots", ["default", "every_300_entries"])
 def test_a_history_through_a_leader_crash_is_linearizable(make_cluster, tmp_path, snapshots):
-    extra = ["--snapshot-entries", "300"] if snapshots == "every_300_entries" else []
+    extra = []
+    if snapshots == "every_300_entries":
+        extra = ["--snapshot-entries", "300", "--snapshot-log-bytes-min", "0"]
     cl = make_cluster(3, *extra)
     leader = cl.wait_leader()
     history = str(tmp_path / "history.jsonl")
@@ -367,7 +371,7 @@ def test_a_history_through_random_faults_is_linearizable(make_cluster, tmp_path)
     seed = int(os.environ.get("KEEL_SEED", random.randrange(1 << 30)))
     print(f"nemesis seed {seed} (KEEL_SEED={seed} to repeat)")
     rnd = random.Random(seed)
-    cl = make_cluster(3, "--snapshot-entries", "500")
+    cl = make_cluster(3, "--snapshot-entries", "500", "--snapshot-log-bytes-min", "0")
     history = str(tmp_path / "history.jsonl")
     args = [binary("keel"), "bench", "kv", "--duration", "30", "--connections", "8",
             "--pipeline", "2", "--keys", "40", "--history", history, "--final-reads", "--quiet",

@@ -178,7 +178,7 @@ def test_a_follower_behind_a_compacted_log_catches_up_from_the_leaders_snapshot(
     """With --snapshot-entries 1000 the leader compacts its log while a follower is down; the
     follower gets the leader's snapshot and the log after it. Then every node restarts from
     its own snapshot plus WAL tail. (Behaviour only: snapshot files are the server's business.)"""
-    cl = make_cluster(3, "--snapshot-entries", "1000")
+    cl = make_cluster(3, "--snapshot-entries", "1000", "--snapshot-log-bytes-min", "0")
     leader = cl.wait_leader()
     lagger = cl.followers(leader)[0]
     write_keys(leader, 500)
@@ -205,7 +205,9 @@ def test_a_follower_behind_a_compacted_log_catches_up_from_the_leaders_snapshot(
 
 
 def catch_up(make_cluster, n):
-    cl = make_cluster(3)
+    # snapshots at the default entry count, whatever the log's size (as before the 64 MiB
+    # minimum): a lagger behind 100,000 writes then needs the leader's snapshot
+    cl = make_cluster(3, "--snapshot-log-bytes-min", "0")
     leader = cl.wait_leader()
     lagger = cl.followers(leader)[0]
     write_keys(leader, 1000)
