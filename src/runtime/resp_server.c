@@ -363,6 +363,7 @@ static void flush(keel_resp_client_t *c)
 {
     if (c->writing || c->closing)
         return;
+    int sent_all = 0;
     if (keel_buf_unread(&c->out) > 0) {
         uv_buf_t d =
             uv_buf_init((char *)keel_buf_rptr(&c->out), (unsigned)keel_buf_unread(&c->out));
@@ -373,12 +374,15 @@ static void flush(keel_resp_client_t *c)
         }
         if (n > 0)
             keel_buf_consume(&c->out, (size_t)n);
-        if (keel_buf_unread(&c->out) == 0 && c->out.cap > IDLE_BUF_KEEP_BYTES)
+        sent_all = keel_buf_unread(&c->out) == 0;
+        if (sent_all && c->out.cap > IDLE_BUF_KEEP_BYTES)
             keel_buf_free(&c->out);
     }
     if (keel_buf_unread(&c->out) == 0) {
         if (c->close_after_reply && c->qhead == NULL)
             close_client(c);
+        else if (sent_all && c->server->cfg.client_drained)
+            c->server->cfg.client_drained(c); /* as after a completed uv_write */
         return;
     }
     keel_buf_t t = c->wbuf;
@@ -578,7 +582,11 @@ static int dispatch(keel_resp_client_t *c, const keel_resp_cmd_t *cmd)
             lower[i] =
                 (char)(k->name[i] >= 'A' && k->name[i] <= 'Z' ? k->name[i] + 32 : k->name[i]);
         lower[i] = '\0';
-        return keel_resp_client_errorf(c, "ERR wrong number of arguments for '%s' command", lower);
+        int rc =
+            keel_resp_client_errorf(c, "ERR wrong number of arguments for '%s' command", lower);
+        if (c->server->cfg.arity_error)
+            c->server->cfg.arity_error(c, k);
+        return rc;
     }
     if (c->server->cfg.before_command) {
         int rc = c->server->cfg.before_command(c, k, cmd->argc, cmd->argv);

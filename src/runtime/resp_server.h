@@ -103,6 +103,9 @@ typedef struct keel_resp_server_config {
      * (a producer that pushes at its own pace resumes here); may be NULL.
      */
     void (*client_drained)(keel_resp_client_t *c);
+    /* Called when a known command is refused for its argument count (after the error
+       reply is written), so the owner can count it; may be NULL. */
+    void (*arity_error)(keel_resp_client_t *c, const keel_resp_command_t *cmd);
 } keel_resp_server_config_t;
 
 /*

@@ -521,6 +521,24 @@ static int cmd_exec(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
     return rc;
 }
 
+static int cmd_data(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+
+/* A data command refused by the RESP layer for its argument count: a call and an error. */
+static void on_arity_error(keel_resp_client_t *c, const keel_resp_command_t *cmd)
+{
+    if (cmd->handler != cmd_data)
+        return;
+    keel_resp_arg_t name = {.ptr = (const uint8_t *)cmd->name, .len = strlen(cmd->name)};
+    cmd_stats_t *st = stats_for(srv_of(c), &name);
+    if (st) {
+        keel_counter_inc(st->calls);
+        keel_counter_inc(st->errors);
+    }
+    client_state_t *cs = keel_resp_client_data(c);
+    if (cs != NULL && cs->in_multi)
+        cs->multi_dirty = 1; /* as Redis: EXEC answers -EXECABORT */
+}
+
 static int cmd_data(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
 {
     server_t *s = srv_of(c);
@@ -1492,6 +1510,7 @@ static int start_front_ends(server_t *s, keel_errmsg_t *msg)
     s->cfg.resp.client_closed = on_client_closed;
     s->cfg.resp.before_command = before_command;
     s->cfg.resp.client_drained = on_client_drained;
+    s->cfg.resp.arity_error = on_arity_error;
     rc = keel_resp_server_init(&s->resp, &s->loop, &s->cfg.resp, cmds, n, s, msg);
     free(cmds);
     if (rc != 0)

@@ -112,6 +112,8 @@ def test_metrics_pass_promtool_and_count_commands(make_cluster):
     c.get("m0")
     with pytest.raises(redis.ResponseError):
         c.execute_command("INCR", "m1")  # redis-py's incr() would send INCRBY
+    with pytest.raises(redis.ResponseError, match="wrong number of arguments for 'get'"):
+        c.execute_command("GET")  # refused by its arity, before it reaches the node
     cl.wait_applied(cl.nodes, 9)  # the no-op, 7 SETs and the failed INCR
     for nd in cl.nodes:
         code, body, ctype = http_get(nd.http_port, "/metrics")
@@ -128,7 +130,8 @@ def test_metrics_pass_promtool_and_count_commands(make_cluster):
             assert m[name] > 0, name
     m = metrics_of(http_get(follower.http_port, "/metrics")[1].decode())
     assert m['keel_commands_total{cmd="set"}'] == 7
-    assert m['keel_commands_total{cmd="get"}'] == 1
+    assert m['keel_commands_total{cmd="get"}'] == 2
+    assert m['keel_command_errors_total{cmd="get"}'] == 1  # the arity error
     assert m['keel_command_errors_total{cmd="incr"}'] == 1
     assert m["keel_forwarded_requests_total"] >= 8
     assert m["keel_connected_clients"] >= 1

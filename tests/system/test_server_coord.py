@@ -198,6 +198,16 @@ def test_a_queued_syntax_error_aborts_the_transaction(make_cluster):
     assert c.call("EXEC") == b"*0\r\n"
 
 
+def test_a_queued_command_with_the_wrong_argument_count_aborts_the_transaction(make_cluster):
+    cl = make_cluster(1)
+    c = RespConn(cl.wait_leader().client_port)
+    assert c.call("MULTI") == b"+OK\r\n"
+    assert c.call("SET", "z", "1") == b"+QUEUED\r\n"
+    assert c.call("SET", "z") == b"-ERR wrong number of arguments for 'set' command\r\n"
+    assert c.call("EXEC").startswith(b"-EXECABORT")
+    assert c.call("GET", "z") == b"$-1\r\n"
+
+
 def next_message(ps, timeout_s=5.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
