@@ -78,7 +78,7 @@ def check(res):
 
 
 def run(tmp_path, mode, seed, **kw):
-    kw.setdefault("extra", ("--snapshot-entries", "500"))
+    kw.setdefault("extra", ("--snapshot-entries", "500", "--snapshot-log-bytes-min", "0"))
     return nemesis.run(binary("keel"), BUILD, str(tmp_path), mode, seed, **kw)
 
 
