@@ -194,13 +194,16 @@ keel__raft_progress_t *keel__raft_progress(keel_raft_t *r, uint64_t id)
 
 /*
  * Queues a message. The leader's replication traffic may leave before its own log
- * write is durable; everything else (votes, acknowledgements) waits for durability.
+ * write is durable; so may a heartbeat answer, which acknowledges no entry (docs/raft.md,
+ * "Heartbeat answers before persistence"). Everything else (votes, append
+ * acknowledgements) waits for durability.
  */
 int keel__raft_send(keel_raft_t *r, const keel_raft_msg_t *m)
 {
-    int early = r->role == KEEL_RAFT_LEADER &&
-                (m->type == KEEL_RAFT_MSG_APPEND || m->type == KEEL_RAFT_MSG_HEARTBEAT ||
-                 m->type == KEEL_RAFT_MSG_TIMEOUT_NOW || m->type == KEEL_RAFT_MSG_SNAPSHOT);
+    int early = (r->role == KEEL_RAFT_LEADER &&
+                 (m->type == KEEL_RAFT_MSG_APPEND || m->type == KEEL_RAFT_MSG_HEARTBEAT ||
+                  m->type == KEEL_RAFT_MSG_TIMEOUT_NOW || m->type == KEEL_RAFT_MSG_SNAPSHOT)) ||
+                m->type == KEEL_RAFT_MSG_HEARTBEAT_RESP;
     if (r->cfg.test_break == KEEL_RAFT_BREAK_ACK_UNDURABLE)
         early = 1;
     keel__raft_msgs_t *q = early ? &r->out_now : &r->out_after;

@@ -47,9 +47,11 @@
  *   2. rd.msgs may be sent at once, before the write of step 1 is durable. They are the
  *      leader's AppendEntries, heartbeats, snapshot chunks and TimeoutNow: the leader
  *      writes its own log in parallel with replication and counts itself in the commit
- *      quorum only for entries reported through keel_raft_persisted (thesis §10.2.1).
+ *      quorum only for entries reported through keel_raft_persisted (thesis §10.2.1);
+ *      and heartbeat answers, which acknowledge no entry (docs/raft.md).
  *   3. rd.msgs_after_persist may be sent only once the writes of this ready and of every
- *      earlier ready are durable (votes, append acknowledgements, all follower traffic).
+ *      earlier ready are durable (votes, append acknowledgements, all other follower
+ *      traffic).
  *   4. Apply rd.committed in order. They are committed and locally durable.
  *   5. Answer rd.reads: a read with ok=1 may be served once the state machine has applied
  *      index `index`; ok=0 means leadership was lost and the read must be retried.

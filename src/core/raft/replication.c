@@ -307,6 +307,7 @@ void keel__raft_recv_heartbeat(keel_raft_t *r, const keel_raft_msg_t *m)
     uint64_t c = m->commit < last ? m->commit : last;
     if (c > r->commit)
         r->commit = c;
+    /* Leaves before our pending writes are durable: it acknowledges none of them. */
     keel_raft_msg_t resp = {.type = KEEL_RAFT_MSG_HEARTBEAT_RESP, .to = m->from, .ctx = m->ctx};
     keel__raft_send(r, &resp);
 }
@@ -314,7 +315,9 @@ void keel__raft_recv_heartbeat(keel_raft_t *r, const keel_raft_msg_t *m)
 /*
  * A heartbeat answer proves the follower is alive. A probe is retried; a pipeline
  * whose match did not move over a whole heartbeat round while entries are due has
- * lost a message and falls back to probing from match + 1.
+ * lost a message (an entry or its acknowledgement) and falls back to probing from
+ * match + 1. Answers do not wait for the follower's disk, so a disk slower than a
+ * heartbeat interval also triggers this; the resent entries are then acknowledged twice.
  */
 void keel__raft_recv_heartbeat_resp(keel_raft_t *r, const keel_raft_msg_t *m)
 {
