@@ -22,6 +22,9 @@
 #include <string.h>
 #include <strings.h>
 
+/* Bytes of free room offered to each read of a peer connection. */
+#define PEER_READ_BYTES (64u * 1024u)
+
 /* Keys (or leases) one sweep entry deletes at most: bounds the entry and its apply. */
 #define SWEEP_KEYS_MAX 1000u
 
@@ -645,8 +648,11 @@ static void on_inconn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 static void inconn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     inconn_t *c = h->data;
-    size_t want = 64 * 1024;
-    if (c->dec.want_bytes > keel_buf_unread(&c->in))
+    /* Room for the rest of the current frame and at least PEER_READ_BYTES more: a read
+       that just fills the rest of a frame would make libuv read again at once (it loops
+       while reads fill the buffer), one syscall per small frame under load. */
+    size_t want = PEER_READ_BYTES;
+    if (c->dec.want_bytes > keel_buf_unread(&c->in) + want)
         want = c->dec.want_bytes - keel_buf_unread(&c->in);
     if (keel_buf_reserve(&c->in, want) != 0) {
         *buf = uv_buf_init(NULL, 0);
