@@ -298,6 +298,16 @@ int keel_snap_load_latest(const char *dir, keel_snap_t *snap, keel_errmsg_t *msg
     return rc;
 }
 
+int keel_snap_load(const char *dir, uint64_t index, uint64_t term, keel_snap_t *snap,
+                   keel_errmsg_t *msg)
+{
+    memset(snap, 0, sizeof(*snap));
+    snap_name_t name = {index, term};
+    char path[PATH_BYTES_MAX + 64];
+    snap_path(dir, &name, path, sizeof(path));
+    return load_one(path, &name, snap, msg);
+}
+
 void keel_snap_free(keel_snap_t *snap)
 {
     free(snap->data);

@@ -47,6 +47,10 @@ typedef struct keel_snap {
  * KEEL_ENOTFOUND when there is none (valid); stale .tmp files are removed.
  */
 int keel_snap_load_latest(const char *dir, keel_snap_t *snap, keel_errmsg_t *msg);
+/* Loads and verifies the snapshot (index, term) only: no fallback, no .tmp cleanup, so
+   it may run on another thread while the owner writes snapshots. */
+int keel_snap_load(const char *dir, uint64_t index, uint64_t term, keel_snap_t *snap,
+                   keel_errmsg_t *msg);
 void keel_snap_free(keel_snap_t *snap);
 /* Removes all but the keep newest snapshots. */
 int keel_snap_prune(const char *dir, int keep, keel_errmsg_t *msg);

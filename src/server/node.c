@@ -177,6 +177,11 @@ struct keel_node {
     keel_us_t snap_started_us;
     uint64_t snap_job_index, snap_job_term;
     keel_raft_conf_t snap_job_conf; /* the configuration at snap_job_index */
+    uv_work_t snap_load_work;       /* reads the child's file back off the loop */
+    int snap_loading;
+    int snap_load_rc;
+    uint8_t *snap_kv; /* the loaded state, handed to the core (owned until then) */
+    size_t snap_kv_len;
 
     uint64_t installed_index, installed_term; /* to report durable after the ready */
     /* metrics */
@@ -187,6 +192,7 @@ struct keel_node {
 
 static void process(keel_node_t *n);
 static void dispatch(keel_node_t *n, request_t *r);
+static void finish_stop(keel_node_t *n);
 
 void keel_node_config_default(keel_node_config_t *cfg)
 {
@@ -1527,12 +1533,25 @@ static int snap_child_main(keel_node_t *n, uint64_t index, uint64_t term)
  * large state takes many small writes. The log kept in memory and in the WAL between
  * snapshots is bounded by the larger of the state and that minimum.
  */
+static uint64_t snapshot_log_bytes_due(const keel_node_t *n)
+{
+    uint64_t need =
+        n->kv.bytes > n->cfg.snapshot_log_bytes_min ? n->kv.bytes : n->cfg.snapshot_log_bytes_min;
+    /* Staggered by member position (x1, x1.33, x1.67 for three): replicas that snapshot
+       the same state at the same index would fork and encode at once, each child taking
+       CPU from every loop on a small machine (elections followed). */
+    size_t pos = 0;
+    while (pos < n->cfg.members_n && n->cfg.members[pos].id != n->cfg.id)
+        pos++;
+    return need + need * pos / n->cfg.members_n;
+}
+
 static void maybe_snapshot(keel_node_t *n)
 {
     uint64_t applied = keel_kv_applied_index(&n->kv);
-    if (n->snap_child > 0 || n->stopping || applied < n->snap_index + n->cfg.snapshot_entries ||
-        n->log_bytes_since_snap < n->kv.bytes ||
-        n->log_bytes_since_snap < n->cfg.snapshot_log_bytes_min)
+    if (n->snap_child > 0 || n->snap_loading || n->stopping ||
+        applied < n->snap_index + n->cfg.snapshot_entries ||
+        n->log_bytes_since_snap < snapshot_log_bytes_due(n))
         return;
     const keel_raft_entry_t *e = keel_raft_entry_at(n->raft, applied);
     if (e == NULL)
@@ -1553,34 +1572,72 @@ static void maybe_snapshot(keel_node_t *n)
     n->snap_started_us = keel_clock_now_us();
 }
 
-/* The child is done: compact the core's log with the file's state and clean up. */
-static void snapshot_written(keel_node_t *n)
+/*
+ * The child is done. Its file is read back and verified on the thread pool (tens of MB:
+ * on the loop that stalled it past the election timeout of every node, since all of them
+ * snapshot at the same index), and only the state bytes come back here, handed to the
+ * core without a copy.
+ */
+static void snap_load_work_cb(uv_work_t *w)
 {
+    keel_node_t *n = w->data; /* only the job fields and the config: the loop waits */
     char dir[KEEL_NODE_PATH_BYTES + 8];
     snap_dir(n, dir, sizeof(dir));
     keel_snap_t snap;
     keel_errmsg_t m = {{0}};
-    int rc = keel_snap_load_latest(dir, &snap, &m);
-    if (rc != 0 || snap.index != n->snap_job_index) {
-        if (rc == 0)
-            keel_snap_free(&snap); /* a newer snapshot came from the leader meanwhile */
+    n->snap_kv = NULL;
+    n->snap_load_rc = keel_snap_load(dir, n->snap_job_index, n->snap_job_term, &snap, &m);
+    if (n->snap_load_rc != 0)
         return;
-    }
     uint64_t floor;
     keel_raft_conf_t conf;
     const uint8_t *kv;
     size_t kv_len;
-    rc = snap_parse(snap.data, snap.data_bytes, &floor, &conf, &kv, &kv_len);
-    if (rc == 0)
-        rc = keel_raft_compact(n->raft, snap.index, kv, kv_len);
+    n->snap_load_rc = snap_parse(snap.data, snap.data_bytes, &floor, &conf, &kv, &kv_len);
+    if (n->snap_load_rc != 0) {
+        keel_snap_free(&snap);
+        return;
+    }
+    memmove(snap.data, kv, kv_len); /* the buffer becomes the state bytes alone */
+    n->snap_kv = snap.data;
+    n->snap_kv_len = kv_len;
+}
+
+static void snap_load_after_cb(uv_work_t *w, int status)
+{
+    keel_node_t *n = w->data;
+    n->snap_loading = 0;
+    uint8_t *kv = n->snap_kv;
+    n->snap_kv = NULL;
+    if (n->stopping) {
+        free(kv);
+        finish_stop(n);
+        return;
+    }
+    int rc = status < 0 ? keel_uv_err(status) : n->snap_load_rc;
+    if (rc == 0) /* KEEL_EINVAL if the leader's newer snapshot was installed meanwhile */
+        rc = keel_raft_compact_owned(n->raft, n->snap_job_index, kv, n->snap_kv_len);
+    else
+        free(kv);
     if (rc == 0) {
-        snap_done(n, snap.index);
-        keel_log_info("snapshot taken", KF_INT("index", snap.index), KF_INT("bytes", kv_len),
+        snap_done(n, n->snap_job_index);
+        keel_log_info("snapshot taken", KF_INT("index", n->snap_job_index),
+                      KF_INT("bytes", n->snap_kv_len),
                       KF_INT("ms", (int64_t)((keel_clock_now_us() - n->snap_started_us) / 1000)));
-    } else if (snap.index > n->snap_index) {
+    } else if (n->snap_job_index > n->snap_index) {
         keel_log_warn("snapshot not used", KF_STR("error", keel_strerror(rc)));
     }
-    keel_snap_free(&snap);
+}
+
+static void snapshot_written(keel_node_t *n)
+{
+    n->snap_loading = 1;
+    n->snap_load_work.data = n;
+    int rc = uv_queue_work(&n->loop->uv, &n->snap_load_work, snap_load_work_cb, snap_load_after_cb);
+    if (rc != 0) {
+        n->snap_loading = 0;
+        keel_log_warn("snapshot not used", KF_STR("error", uv_strerror(rc)));
+    }
 }
 
 /* Called every tick: has the snapshot child finished? */
@@ -1701,8 +1758,6 @@ static void note_leader(keel_node_t *n)
     if (leader != 0)
         give_up_forwarded(n, leader, 0);
 }
-
-static void finish_stop(keel_node_t *n);
 
 static void process(keel_node_t *n)
 {
@@ -2184,7 +2239,7 @@ void keel_node_stop(keel_node_t *n, void (*closed)(void *data), void *data)
 
 static void finish_stop(keel_node_t *n)
 {
-    if (!n->stopping || n->handles_open > 0 || n->sync_inflight)
+    if (!n->stopping || n->handles_open > 0 || n->sync_inflight || n->snap_loading)
         return;
     if (n->snap_child > 0) { /* its .tmp file is removed at the next start */
         kill(n->snap_child, SIGKILL);

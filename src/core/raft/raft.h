@@ -292,6 +292,9 @@ void keel_raft_persisted(keel_raft_t *r, uint64_t index, uint64_t term);
    index is beyond what was handed out for apply or not after the current snapshot;
    KEEL_ETOOBIG beyond snapshot_bytes_max; KEEL_ENOMEM. */
 int keel_raft_compact(keel_raft_t *r, uint64_t index, const void *data, size_t len);
+/* The same, taking ownership of data (malloc'd, len bytes) instead of copying it: a large
+   snapshot is not copied on the caller's thread. data is freed on every return. */
+int keel_raft_compact_owned(keel_raft_t *r, uint64_t index, uint8_t *data, size_t len);
 
 int keel_raft_ready(keel_raft_t *r, keel_raft_ready_t *rd);
 void keel_raft_advance(keel_raft_t *r);

@@ -5,18 +5,47 @@
 
 #include "core/raft/raft_int.h"
 
-int keel_raft_compact(keel_raft_t *r, uint64_t index, const void *data, size_t len)
+static int compact_check(const keel_raft_t *r, uint64_t index, size_t len)
 {
     assert(!r->ready_out);
     if (index > r->applied || index <= r->snap.index)
         return KEEL_EINVAL;
-    if (len > r->cfg.snapshot_bytes_max)
-        return KEEL_ETOOBIG;
-    uint64_t term = keel__raft_log_term(&r->log, index);
-    assert(term != 0);
-    int rc = keel__raft_snap_set(&r->snap, index, term, data, len);
+    return len > r->cfg.snapshot_bytes_max ? KEEL_ETOOBIG : 0;
+}
+
+static int compact_log(keel_raft_t *r, uint64_t index);
+
+int keel_raft_compact(keel_raft_t *r, uint64_t index, const void *data, size_t len)
+{
+    int rc = compact_check(r, index, len);
     if (rc != 0)
         return rc;
+    uint64_t term = keel__raft_log_term(&r->log, index);
+    assert(term != 0);
+    rc = keel__raft_snap_set(&r->snap, index, term, data, len);
+    return rc != 0 ? rc : compact_log(r, index);
+}
+
+int keel_raft_compact_owned(keel_raft_t *r, uint64_t index, uint8_t *data, size_t len)
+{
+    int rc = compact_check(r, index, len);
+    if (rc != 0) {
+        free(data);
+        return rc;
+    }
+    uint64_t term = keel__raft_log_term(&r->log, index);
+    assert(term != 0);
+    free(r->snap.data);
+    r->snap.data = data;
+    r->snap.cap = r->snap.len = len;
+    r->snap.index = index;
+    r->snap.term = term;
+    return compact_log(r, index);
+}
+
+/* r->snap now holds the snapshot at index: drop the log behind it. */
+static int compact_log(keel_raft_t *r, uint64_t index)
+{
     keel__raft_conf_at(r, index, &r->snap_conf);
     /* Keep a trailing window so a follower that is only a little behind still gets
        entries rather than the whole snapshot. */
