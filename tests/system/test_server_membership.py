@@ -169,7 +169,7 @@ def check_remaining(cl, remaining):
 def test_grow_to_five_and_remove_two_under_load_with_a_leader_kill_stays_linearizable(
     make_cluster, tmp_path
 ):
-    cl = make_cluster(3, "--snapshot-entries", "300")
+    cl = make_cluster(3, "--snapshot-entries", "300", "--snapshot-log-bytes-min", "0")
     remaining = grow_kill_shrink(cl, tmp_path, seconds=14, rounds=1)
     check_remaining(cl, remaining)
 
@@ -177,7 +177,7 @@ def test_grow_to_five_and_remove_two_under_load_with_a_leader_kill_stays_lineari
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("KEEL_SLOW") != "1", reason="slow: set KEEL_SLOW=1")
 def test_membership_churn_with_repeated_leader_kills_stays_linearizable(make_cluster, tmp_path):
-    cl = make_cluster(3, "--snapshot-entries", "300")
+    cl = make_cluster(3, "--snapshot-entries", "300", "--snapshot-log-bytes-min", "0")
     remaining = grow_kill_shrink(cl, tmp_path, seconds=40, rounds=4)
     check_remaining(cl, remaining)
 

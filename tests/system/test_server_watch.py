@@ -379,5 +379,5 @@ def test_a_watcher_reconnecting_to_random_nodes_sees_every_revision_once_in_orde
 def test_a_watcher_follows_a_minute_of_leader_kills_with_snapshots(make_cluster):
     seed = int(os.environ.get("KEEL_SEED", random.randrange(1 << 30)))
     print(f"seed {seed} (KEEL_SEED={seed} to repeat)")
-    cl = make_cluster(3, "--snapshot-entries", "2000")
+    cl = make_cluster(3, "--snapshot-entries", "2000", "--snapshot-log-bytes-min", "0")
     watch_through_faults(cl, seconds=60, kills=6, seed=seed)
