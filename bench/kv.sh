@@ -21,6 +21,8 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
+# Every port below 32768, outside Linux's ephemeral range: a server started just after
+# the previous system's connections closed could find its port taken by one of them.
 
 record() { printf '  %-58s %10s req/s  p99 %8s ms\n' "$1" "$2" "$3"; }
 
@@ -43,56 +45,56 @@ wrk_run() { # script, url
 wait_http() { for _ in $(seq 1 100); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
 
 echo "== etcd $(etcd --version | head -1 | awk '{print $3}'): 3 members, fsync on (default)"
-cluster="e1=http://127.0.0.1:32380,e2=http://127.0.0.1:32382,e3=http://127.0.0.1:32384"
+cluster="e1=http://127.0.0.1:25380,e2=http://127.0.0.1:25382,e3=http://127.0.0.1:25384"
 for i in 1 2 3; do
-  cp=$((32377 + 2 * i)); pp=$((32378 + 2 * i))
+  cp=$((25377 + 2 * i)); pp=$((25378 + 2 * i))
   etcd --name "e$i" --data-dir "$tmp/etcd$i" --listen-client-urls "http://127.0.0.1:$cp" \
     --advertise-client-urls "http://127.0.0.1:$cp" --listen-peer-urls "http://127.0.0.1:$pp" \
     --initial-advertise-peer-urls "http://127.0.0.1:$pp" --initial-cluster "$cluster" \
     --initial-cluster-state new --log-level error > "$tmp/etcd$i.log" 2>&1 &
   pids+=($!)
 done
-wait_http http://127.0.0.1:32379/health && sleep 1
-read -r e_put e_put99 <<< "$(wrk_run bench/lua/etcd_put.lua http://127.0.0.1:32379)"
+wait_http http://127.0.0.1:25379/health && sleep 1
+read -r e_put e_put99 <<< "$(wrk_run bench/lua/etcd_put.lua http://127.0.0.1:25379)"
 record "etcd 3 members: put, 64 conns (wrk)" "$e_put" "$e_put99"
 /usr/bin/python3 - <<'PY'
 import base64, http.client, json
-c = http.client.HTTPConnection("127.0.0.1", 32379)
+c = http.client.HTTPConnection("127.0.0.1", 25379)
 for i in range(1000):
     k = base64.b64encode(b"rkey-%06d" % i).decode()
     v = base64.b64encode(b"v" * 100).decode()
     c.request("POST", "/v3/kv/put", json.dumps({"key": k, "value": v}))
     c.getresponse().read()
 PY
-read -r e_get e_get99 <<< "$(wrk_run bench/lua/etcd_range.lua http://127.0.0.1:32379)"
+read -r e_get e_get99 <<< "$(wrk_run bench/lua/etcd_range.lua http://127.0.0.1:25379)"
 record "etcd 3 members: linearizable range, 64 conns (wrk)" "$e_get" "$e_get99"
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
 wait 2>/dev/null; pids=()
 
 echo "== keel server: 3 nodes (keel up)"
-"$KEEL" up --nodes 3 --dir "$tmp/keel3" --base-port 33001 --detach >/dev/null || exit 1
-read -r k_set k_set99 <<< "$(rb 33001 -t set -c 64 -n "$N_SET")"
+"$KEEL" up --nodes 3 --dir "$tmp/keel3" --base-port 26001 --detach >/dev/null || exit 1
+read -r k_set k_set99 <<< "$(rb 26001 -t set -c 64 -n "$N_SET")"
 record "keel 3 nodes: SET, 64 conns, no pipelining (redis-benchmark)" "$k_set" "$k_set99"
-read -r k_get k_get99 <<< "$(rb 33001 -t get -c 64 -n "$N_SET")"
+read -r k_get k_get99 <<< "$(rb 26001 -t get -c 64 -n "$N_SET")"
 record "keel 3 nodes: linearizable GET, 64 conns" "$k_get" "$k_get99"
-read -r k_pipe k_pipe99 <<< "$(rb 33001 -t set -c 50 -P 16 -n "$N_PIPE")"
+read -r k_pipe k_pipe99 <<< "$(rb 26001 -t set -c 50 -P 16 -n "$N_PIPE")"
 record "keel 3 nodes: SET -P 16 -c 50" "$k_pipe" "$k_pipe99"
 "$KEEL" down --dir "$tmp/keel3" >/dev/null
 
 echo "== keel server: 1 node"
-"$KEEL" up --nodes 1 --dir "$tmp/keel1" --base-port 34001 --detach >/dev/null || exit 1
-read -r k1_pipe k1_pipe99 <<< "$(rb 34001 -t set -c 50 -P 16 -n "$N_PIPE")"
+"$KEEL" up --nodes 1 --dir "$tmp/keel1" --base-port 27001 --detach >/dev/null || exit 1
+read -r k1_pipe k1_pipe99 <<< "$(rb 27001 -t set -c 50 -P 16 -n "$N_PIPE")"
 record "keel 1 node: SET -P 16 -c 50" "$k1_pipe" "$k1_pipe99"
 "$KEEL" down --dir "$tmp/keel1" >/dev/null
 
 echo "== Redis $(redis-server --version | awk '{print $3}' | cut -d= -f2): appendonly yes, appendfsync always"
-redis-server --port 35001 --bind 127.0.0.1 --save '' --appendonly yes --appendfsync always \
+redis-server --port 28001 --bind 127.0.0.1 --save '' --appendonly yes --appendfsync always \
   --dir "$tmp" --daemonize no > "$tmp/redis.log" 2>&1 &
 pids+=($!)
 sleep 0.5
-read -r r_pipe r_pipe99 <<< "$(rb 35001 -t set -c 50 -P 16 -n "$N_PIPE")"
+read -r r_pipe r_pipe99 <<< "$(rb 28001 -t set -c 50 -P 16 -n "$N_PIPE")"
 record "redis 1 node, fsync always: SET -P 16 -c 50" "$r_pipe" "$r_pipe99"
-read -r r_set r_set99 <<< "$(rb 35001 -t set -c 64 -n "$N_SET")"
+read -r r_set r_set99 <<< "$(rb 28001 -t set -c 64 -n "$N_SET")"
 record "redis 1 node, fsync always: SET, 64 conns, no pipelining" "$r_set" "$r_set99"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }'; }
