@@ -144,6 +144,7 @@ struct keel_node {
     inconn_t *inconns;
     uv_check_t check;
     keel_timer_t tick;
+    keel_ms_t raft_ms; /* the core's clock: one tick per timer callback (on_tick) */
     uv_work_t sync_work;
     int sync_inflight;
     keel_us_t sync_start_us;
@@ -1888,11 +1889,24 @@ static void maybe_promote(keel_node_t *n)
     }
 }
 
+/*
+ * The core counts one tick per timer callback, as etcd's driver does, not the wall time
+ * since the last one. After the loop stalled (a starved CPU, a long fork), libuv runs
+ * timers before it polls the sockets: catching up a second of ticks at once would make a
+ * follower campaign, or a check-quorum leader step down, before reading the heartbeats
+ * and answers waiting in its sockets. Dropping the missed ticks only delays this node's
+ * own timeouts, which is safe for everything but lease reads (a leader whose clock runs
+ * slow would trust its lease too long), so with lease reads on the core gets wall time.
+ */
 static void on_tick(keel_timer_t *t, void *data)
 {
     keel_node_t *n = data;
+    keel_ms_t now = keel_loop_now_ms(n->loop);
+    n->raft_ms += n->cfg.raft.tick_ms;
+    if (n->cfg.raft.lease_reads || n->raft_ms > now)
+        n->raft_ms = now;
     if (!n->evicted) /* a removed node never campaigns */
-        keel_raft_tick(n->raft, keel_loop_now_ms(n->loop));
+        keel_raft_tick(n->raft, n->raft_ms);
     maybe_sweep(n);
     maybe_promote(n);
     close_lingering(n);
@@ -2093,7 +2107,8 @@ static int open_storage(keel_node_t *n, keel_errmsg_t *msg)
     rc_cfg.voters_n = n->cfg.join ? 0 : n->cfg.members_n;
     for (size_t i = 0; i < rc_cfg.voters_n; i++)
         rc_cfg.voters[i] = n->cfg.members[i].id;
-    rc = keel_raft_new(&n->raft, &rc_cfg, &rs, keel_loop_now_ms(n->loop), msg);
+    n->raft_ms = keel_loop_now_ms(n->loop);
+    rc = keel_raft_new(&n->raft, &rc_cfg, &rs, n->raft_ms, msg);
     keel_raftlog_drop_restore(n->log);
     keel_snap_free(&snap);
     if (rc == 0)

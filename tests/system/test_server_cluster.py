@@ -179,6 +179,26 @@ def test_redis_py_errors_are_response_errors_not_disconnects(make_cluster):
 # turns pre-candidate on waking and knows no leader for a moment. Its forwarded writes are
 # still the leader's to answer: they are given up only when the connection to that leader
 # breaks or a different leader is known, so the leader's replies get through.
+def test_a_node_waking_from_a_pause_reads_its_sockets_before_it_times_out(make_cluster):
+    """After a stall (SIGSTOP here; a starved CPU or a long fork in life) the timer runs
+    before the sockets are polled. The core gets one tick per timer callback, so a woken
+    follower reads the leader's waiting heartbeats instead of catching up a second of
+    ticks and campaigning at once (which made it forget the leader: leader_changes+1)."""
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    f = cl.followers(leader)[0]
+    term = leader.status()["term"]
+    before = int(f.client().info("raft")["leader_changes"])
+    for _ in range(2):
+        f.proc.send_signal(signal.SIGSTOP)
+        time.sleep(2.5)  # > the longest election timeout (40 ticks of 50 ms)
+        f.proc.send_signal(signal.SIGCONT)
+        time.sleep(0.5)
+    after = int(f.client().info("raft")["leader_changes"])
+    assert leader.status()["term"] == term and leader.status()["role"] == "leader"
+    assert after == before, f"the woken follower lost the leader {after - before} times"
+
+
 def test_a_follower_waking_from_a_pause_relays_the_leaders_replies(make_cluster):
     cl = make_cluster(3)
     leader = cl.wait_leader()
