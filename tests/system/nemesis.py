@@ -1011,6 +1011,8 @@ class Nemesis:
             self._log(f"replace {old.name}: REMOVE -> {r!r}; nothing replaced")
             return
         old.kill()
+        if os.environ.get("KEEL_KEEP_DATA") != "1":  # as Cluster.teardown does for members
+            shutil.rmtree(old.data_dir, ignore_errors=True)
         self.replaced += 1
         base = old.name.split("r")[0]
         new = Node(old.exe, f"{base}r{self.replaced}", os.path.dirname(old.dir), old.client_port,
