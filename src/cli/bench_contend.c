@@ -5,6 +5,7 @@
 #include "base/num.h"
 #include "base/rand.h"
 #include "cli/cluster.h"
+#include "cli/rconn.h"
 #include "proto/resp.h"
 #include "runtime/clock.h"
 #include "runtime/loop.h"
@@ -61,12 +62,9 @@ typedef struct contend contend_t;
 
 typedef struct client {
     contend_t *b;
-    int idx, node, is_checker;
-    keel_connector_t cc;
-    keel_timer_t pause;
-    int connected, writing, switching;
-    keel_buf_t out, wbuf, in;
-    uv_write_t wreq;
+    int idx, is_checker;
+    keel_rconn_t rc;        /* rc.out gathers requests */
+    keel_timer_t pause;     /* backoff before the next attempt */
     int phase, expect, got; /* replies due and received for the batch in flight */
     int need_unwatch;       /* txn: a WATCH may be left over from a failed attempt */
     /* the increment in progress: its counter and when its first attempt started */
@@ -106,140 +104,38 @@ struct contend {
     size_t lat_n;
 };
 
-/* ---- connection plumbing (as bench_kv.c: move to the next node on any failure) ---------- */
+/* ---- connection plumbing (cli/rconn: move to the next node on any failure) -------------- */
 
-static void conn_flush(client_t *c);
-static void conn_lost(client_t *c);
 static void client_resume(client_t *c);
 static void on_reply(client_t *c, const keel_resp_value_t *v);
 
-static void on_write(uv_write_t *req, int status)
-{
-    client_t *c = req->data;
-    c->writing = 0;
-    keel_buf_reset(&c->wbuf);
-    if (status == 0)
-        conn_flush(c);
-}
-
 static void conn_flush(client_t *c)
 {
-    if (!c->connected || c->writing || keel_buf_unread(&c->out) == 0)
-        return;
-    keel_buf_t t = c->wbuf;
-    c->wbuf = c->out;
-    c->out = t;
-    uv_buf_t ub = uv_buf_init((char *)keel_buf_rptr(&c->wbuf), (unsigned)keel_buf_unread(&c->wbuf));
-    c->wreq.data = c;
-    if (uv_write(&c->wreq, keel_connector_stream(&c->cc), &ub, 1, on_write) == 0)
-        c->writing = 1;
+    keel_rconn_flush(&c->rc);
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+static int conn_reply(keel_rconn_t *rc, const keel_resp_value_t *v)
 {
-    client_t *c = ((keel_connector_t *)s->data)->data;
-    if (nread < 0) {
-        conn_lost(c);
-        return;
-    }
-    keel_buf_commit(&c->in, (size_t)nread);
-    while (c->connected && !c->b->shutdown) {
-        keel_resp_value_t *v;
-        size_t used;
-        int rc = keel_resp_parse_reply(NULL, keel_buf_rptr(&c->in), keel_buf_unread(&c->in), &v,
-                                       &used, NULL);
-        if (rc == KEEL_EAGAIN)
-            break;
-        if (rc != 0 || c->got >= c->expect) { /* garbage, or a reply nobody asked for */
-            if (rc == 0)
-                keel_resp_value_free(v);
-            c->b->errors[E_OTHER]++;
-            conn_lost(c);
-            return;
-        }
-        on_reply(c, v);
-        keel_resp_value_free(v);
-        keel_buf_consume(&c->in, used);
-    }
-    conn_flush(c);
-}
-
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
-{
-    client_t *c = ((keel_connector_t *)h->data)->data;
-    if (keel_buf_reserve(&c->in, CONTEND_READ_BYTES) != 0) {
-        *buf = uv_buf_init(NULL, 0);
-        return;
-    }
-    *buf = uv_buf_init((char *)keel_buf_wptr(&c->in), (unsigned)(c->in.cap - c->in.len));
-}
-
-static void on_connected(keel_connector_t *cc, void *data)
-{
-    client_t *c = data;
-    c->connected = 1;
-    c->writing = 0;
-    c->need_unwatch = 0; /* a new connection has no WATCH */
-    keel_buf_reset(&c->in);
-    keel_buf_reset(&c->out);
-    keel_buf_reset(&c->wbuf);
-    uv_read_start(keel_connector_stream(cc), on_alloc, on_read);
-    client_resume(c);
-}
-
-static void on_failed(keel_connector_t *cc, int err, keel_ms_t delay_ms, void *data);
-
-static int conn_open(client_t *c)
-{
-    keel_connector_config_t cfg = keel_connector_config_default();
-    cfg.backoff.base_ms = 50;
-    cfg.backoff.max_ms = 500;
-    cfg.seed = (uint64_t)c->idx + 1;
-    keel_connector_callbacks_t cb = {on_connected, on_failed};
-    keel_errmsg_t m;
-    if (keel_connector_init(&c->cc, &c->b->loop, c->b->addrs[c->node], &cfg, &cb, c, &m) != 0) {
-        fprintf(stderr, "keel bench kv: %s\n", m.text);
+    client_t *c = rc->data;
+    if (v == NULL || c->got >= c->expect) { /* garbage, or a reply nobody asked for */
+        c->b->errors[E_OTHER]++;
         return -1;
     }
-    keel_connector_start(&c->cc);
+    on_reply(c, v);
     return 0;
 }
 
-static void reopen_now(keel_timer_t *t, void *data)
+static void conn_up(keel_rconn_t *rc)
 {
-    client_t *c = data;
-    if (c->b->shutdown)
-        return;
-    c->node = (c->node + 1) % (int)c->b->n_addrs;
-    if (conn_open(c) == 0)
-        c->switching = 0;
-}
-
-static void on_switch_closed(keel_connector_t *cc)
-{
-    client_t *c = cc->data;
-    if (!c->b->shutdown)
-        keel_timer_start(&c->pause, 100, 0, reopen_now, c);
-}
-
-static void conn_switch(client_t *c)
-{
-    if (c->switching || c->b->shutdown)
-        return;
-    c->switching = 1;
-    c->connected = 0;
-    keel_timer_stop(&c->pause);
-    keel_connector_close(&c->cc, on_switch_closed);
-}
-
-static void on_failed(keel_connector_t *cc, int err, keel_ms_t delay_ms, void *data)
-{
-    conn_switch(data);
+    client_t *c = rc->data;
+    c->need_unwatch = 0; /* a new connection has no WATCH */
+    client_resume(c);
 }
 
 /* The connection broke: a commit in flight has an unknown outcome; a read is just retried. */
-static void conn_lost(client_t *c)
+static void conn_lost_cb(keel_rconn_t *rc)
 {
+    client_t *c = rc->data;
     contend_t *b = c->b;
     if (c->phase == PH_COMMIT) {
         b->lost_commit++;
@@ -251,8 +147,14 @@ static void conn_lost(client_t *c)
     if (c->phase != PH_CHECK)
         c->phase = PH_IDLE; /* the checker resends its chunk once reconnected */
     c->expect = c->got = 0;
-    if (c->connected)
-        conn_switch(c);
+    keel_timer_stop(&c->pause);
+}
+
+static const keel_rconn_ops_t conn_ops = {conn_up, conn_reply, NULL, conn_lost_cb};
+
+static void conn_lost(client_t *c)
+{
+    keel_rconn_fail(&c->rc);
 }
 
 /* ---- the increment ---------------------------------------------------------------------- */
@@ -263,7 +165,7 @@ static void put_cmd(client_t *c, int argc, const char *const *argv)
     assert(argc <= 4);
     for (int i = 0; i < argc; i++)
         a[i] = (keel_resp_arg_t){(const uint8_t *)argv[i], strlen(argv[i])};
-    keel_resp_write_command(&c->out, (size_t)argc, a);
+    keel_resp_write_command(&c->rc.out, (size_t)argc, a);
     c->expect++;
 }
 
@@ -459,7 +361,7 @@ static void commit_done(client_t *c)
     switch (c->outcome) {
     case OUT_OK:
         b->acked++;
-        b->acked_by_node[c->node]++;
+        b->acked_by_node[c->rc.node]++;
         b->sec_acked++;
         if (b->lat_n < CONTEND_SAMPLES_MAX)
             b->lat_us[b->lat_n++] = (uint32_t)((keel_clock_now_ns() - c->incr_start_ns) / 1000);
@@ -502,7 +404,7 @@ static void send_check(client_t *c)
     c->phase = PH_CHECK;
     c->expect = 1;
     c->got = 0;
-    keel_resp_write_command(&c->out, 1 + n, a);
+    keel_resp_write_command(&c->rc.out, 1 + n, a);
     conn_flush(c);
 }
 
@@ -560,7 +462,7 @@ static void on_reply(client_t *c, const keel_resp_value_t *v)
 static void client_resume(client_t *c)
 {
     contend_t *b = c->b;
-    if (!c->connected || c->expect > 0 || b->shutdown)
+    if (!keel_rconn_connected(&c->rc) || c->expect > 0 || b->shutdown)
         return;
     if (c->is_checker) {
         if (b->check_stage >= 0 && b->check_next < (uint64_t)b->hot_keys)
@@ -638,18 +540,14 @@ static void on_tick(keel_timer_t *t, void *data)
     start_final_check(b, now);
 }
 
-static void closed_noop(keel_connector_t *cc) {}
-
 static void finish(contend_t *b)
 {
     if (b->shutdown)
         return;
     b->shutdown = 1;
     for (int i = 0; i <= b->conns_n; i++) {
-        client_t *c = &b->clients[i];
-        if (!c->switching)
-            keel_connector_close(&c->cc, closed_noop);
-        keel_timer_close(&c->pause, NULL);
+        keel_rconn_close(&b->clients[i].rc);
+        keel_timer_close(&b->clients[i].pause, NULL);
     }
     keel_timer_close(&b->tick, NULL);
 }
@@ -847,12 +745,10 @@ static int setup(contend_t *b)
         client_t *c = &b->clients[i];
         c->b = b;
         c->idx = i;
-        c->node = c->is_checker ? 0 : i % (int)b->n_addrs;
-        keel_buf_init(&c->out, 0);
-        keel_buf_init(&c->wbuf, 0);
-        keel_buf_init(&c->in, 0);
         keel_timer_init(&b->loop, &c->pause);
-        if (conn_open(c) != 0)
+        if (keel_rconn_open(&c->rc, &b->loop, b->addrs, b->n_addrs,
+                            c->is_checker ? 0 : i % (int)b->n_addrs, (uint64_t)i + 1,
+                            CONTEND_READ_BYTES, &conn_ops, c) != 0)
             return -1;
     }
     return 0;
@@ -860,11 +756,8 @@ static int setup(contend_t *b)
 
 static void cleanup(contend_t *b)
 {
-    for (int i = 0; b->clients && i <= b->conns_n; i++) {
-        keel_buf_free(&b->clients[i].out);
-        keel_buf_free(&b->clients[i].wbuf);
-        keel_buf_free(&b->clients[i].in);
-    }
+    for (int i = 0; b->clients && i <= b->conns_n; i++)
+        keel_rconn_free(&b->clients[i].rc);
     free(b->clients);
     free(b->lat_us);
     free(b);

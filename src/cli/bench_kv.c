@@ -5,6 +5,7 @@
 #include "base/rand.h"
 #include "cli/bench_contend.h"
 #include "cli/cluster.h"
+#include "cli/rconn.h"
 #include "proto/resp.h"
 #include "runtime/clock.h"
 #include "runtime/loop.h"
@@ -47,13 +48,9 @@ typedef struct bench bench_t;
 
 typedef struct conn {
     bench_t *b;
-    int idx, node;
-    keel_connector_t cc;
-    keel_timer_t retry;
-    int connected, writing, switching;
-    keel_buf_t out, wbuf, in;
-    uv_write_t wreq;
-    op_t *inflight; /* ring of pipeline ops, FIFO */
+    int idx;
+    keel_rconn_t rc; /* rc.out gathers requests */
+    op_t *inflight;  /* ring of pipeline ops, FIFO */
     size_t head, count;
     uint64_t *slot_proc; /* process id per free slot */
     size_t free_n;
@@ -69,7 +66,7 @@ struct bench {
     keel_rand_t rand;
     keel_timer_t tick;
     keel_ms_t start_ms, end_ms, drain_from_ms;
-    int stopping, shutdown;
+    int stopping;
     uint64_t next_process, next_value;
     FILE *history;
     uint32_t *lat_us;
@@ -106,8 +103,6 @@ static void hist_op(bench_t *b, const op_t *o, const char *type, const uint8_t *
     fprintf(b->history, ",\"time\":%lld}\n", (long long)t);
 }
 
-static void conn_flush(conn_t *c);
-
 static void send_one(conn_t *c)
 {
     bench_t *b = c->b;
@@ -126,13 +121,13 @@ static void send_one(conn_t *c)
     if (o->is_set) {
         o->value = ++b->next_value;
         int vl = snprintf(val, sizeof(val), "v%" PRIu64, o->value);
-        keel_buf_printf(&c->out, "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s", kl, key,
+        keel_buf_printf(&c->rc.out, "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s", kl, key,
                         b->value_bytes > vl ? b->value_bytes : vl, val);
         for (int i = vl; i < b->value_bytes; i++)
-            keel_buf_append(&c->out, "_", 1); /* padding after the unique id */
-        keel_buf_append(&c->out, "\r\n", 2);
+            keel_buf_append(&c->rc.out, "_", 1); /* padding after the unique id */
+        keel_buf_append(&c->rc.out, "\r\n", 2);
     } else {
-        keel_buf_printf(&c->out, "*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n", kl, key);
+        keel_buf_printf(&c->rc.out, "*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n", kl, key);
     }
     c->count++;
     hist_op(b, o, "invoke", NULL, 0, 0, o->invoke_ns);
@@ -141,7 +136,7 @@ static void send_one(conn_t *c)
 static int may_send(const conn_t *c)
 {
     const bench_t *b = c->b;
-    if (!c->connected || c->count >= (size_t)b->pipeline)
+    if (!keel_rconn_connected(&c->rc) || c->count >= (size_t)b->pipeline)
         return 0;
     if (b->final_phase)
         return c->idx == 0 && b->final_next < (uint64_t)b->keys;
@@ -152,29 +147,7 @@ static void fill(conn_t *c)
 {
     while (may_send(c))
         send_one(c);
-    conn_flush(c);
-}
-
-static void on_write(uv_write_t *req, int status)
-{
-    conn_t *c = req->data;
-    c->writing = 0;
-    keel_buf_reset(&c->wbuf);
-    if (status == 0)
-        conn_flush(c);
-}
-
-static void conn_flush(conn_t *c)
-{
-    if (!c->connected || c->writing || keel_buf_unread(&c->out) == 0)
-        return;
-    keel_buf_t t = c->wbuf;
-    c->wbuf = c->out;
-    c->out = t;
-    uv_buf_t ub = uv_buf_init((char *)keel_buf_rptr(&c->wbuf), (unsigned)keel_buf_unread(&c->wbuf));
-    c->wreq.data = c;
-    if (uv_write(&c->wreq, keel_connector_stream(&c->cc), &ub, 1, on_write) == 0)
-        c->writing = 1;
+    keel_rconn_flush(&c->rc);
 }
 
 static void complete(conn_t *c, const keel_resp_value_t *v)
@@ -208,109 +181,10 @@ static void complete(conn_t *c, const keel_resp_value_t *v)
         c->slot_proc[c->free_n++] = o->process;
 }
 
-static void conn_lost(conn_t *c);
-static void conn_switch(conn_t *c);
-
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
-{
-    conn_t *c = ((keel_connector_t *)s->data)->data;
-    if (nread < 0) {
-        conn_lost(c);
-        return;
-    }
-    keel_buf_commit(&c->in, (size_t)nread);
-    for (;;) {
-        keel_resp_value_t *v;
-        size_t used;
-        int rc = keel_resp_parse_reply(NULL, keel_buf_rptr(&c->in), keel_buf_unread(&c->in), &v,
-                                       &used, NULL);
-        if (rc == KEEL_EAGAIN)
-            break;
-        if (rc != 0 || c->count == 0) {
-            if (rc == 0)
-                keel_resp_value_free(v);
-            conn_lost(c);
-            return;
-        }
-        complete(c, v);
-        keel_resp_value_free(v);
-        keel_buf_consume(&c->in, used);
-    }
-    fill(c);
-}
-
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
-{
-    conn_t *c = ((keel_connector_t *)h->data)->data;
-    if (keel_buf_reserve(&c->in, 64 * 1024) != 0) {
-        *buf = uv_buf_init(NULL, 0);
-        return;
-    }
-    *buf = uv_buf_init((char *)keel_buf_wptr(&c->in), (unsigned)(c->in.cap - c->in.len));
-}
-
-static void on_connected(keel_connector_t *cc, void *data)
-{
-    conn_t *c = data;
-    c->connected = 1;
-    c->writing = 0;
-    keel_buf_reset(&c->in);
-    keel_buf_reset(&c->out);
-    keel_buf_reset(&c->wbuf);
-    uv_read_start(keel_connector_stream(cc), on_alloc, on_read);
-    fill(c);
-}
-
-static void on_failed(keel_connector_t *cc, int err, keel_ms_t delay_ms, void *data);
-
-static void reopen_now(keel_timer_t *t, void *data)
-{
-    conn_t *c = data;
-    bench_t *b = c->b;
-    if (b->shutdown)
-        return;
-    c->node = (c->node + 1) % (int)b->n_addrs;
-    keel_connector_config_t cfg = keel_connector_config_default();
-    cfg.backoff.base_ms = 50;
-    cfg.backoff.max_ms = 500;
-    cfg.seed = (uint64_t)c->idx + 1;
-    keel_connector_callbacks_t cb = {on_connected, on_failed};
-    keel_errmsg_t m;
-    if (keel_connector_init(&c->cc, &b->loop, b->addrs[c->node], &cfg, &cb, c, &m) == 0) {
-        c->switching = 0;
-        keel_connector_start(&c->cc);
-    }
-}
-
-static void on_switch_closed(keel_connector_t *cc)
-{
-    conn_t *c = cc->data;
-    if (!c->b->shutdown)
-        keel_timer_start(&c->retry, 100, 0, reopen_now, c);
-}
-
-/*
- * A node went away (or refused us): move this connection to the next node,
- * as a client library with a seed list does, after a short pause so that a
- * cluster with every node down is not hammered.
- */
-static void conn_switch(conn_t *c)
-{
-    if (c->switching || c->b->shutdown)
-        return;
-    c->switching = 1;
-    c->connected = 0;
-    keel_connector_close(&c->cc, on_switch_closed);
-}
-
-static void on_failed(keel_connector_t *cc, int err, keel_ms_t delay_ms, void *data)
-{
-    conn_switch(data);
-}
-
 /* In-flight requests on a broken connection have unknown outcomes. */
-static void conn_lost(conn_t *c)
+static void conn_lost(keel_rconn_t *rc)
 {
+    conn_t *c = rc->data;
     bench_t *b = c->b;
     keel_ns_t now = keel_clock_now_ns();
     while (c->count > 0) {
@@ -321,9 +195,23 @@ static void conn_lost(conn_t *c)
         c->head = (c->head + 1) % (size_t)b->pipeline;
         c->count--;
     }
-    if (c->connected)
-        conn_switch(c);
 }
+
+static int conn_reply(keel_rconn_t *rc, const keel_resp_value_t *v)
+{
+    conn_t *c = rc->data;
+    if (v == NULL || c->count == 0)
+        return -1; /* garbage, or a reply nobody asked for */
+    complete(c, v);
+    return 0;
+}
+
+static void conn_fill(keel_rconn_t *rc)
+{
+    fill(rc->data);
+}
+
+static const keel_rconn_ops_t conn_ops = {conn_fill, conn_reply, conn_fill, conn_lost};
 
 static int cmp_u32(const void *a, const void *b)
 {
@@ -371,18 +259,11 @@ static void on_tick(keel_timer_t *t, void *data)
         stop_all(b);
 }
 
-static void conn_closed(keel_connector_t *cc) {}
-
 static void stop_all(bench_t *b)
 {
-    for (int i = 0; i < b->conns_n; i++)
-        conn_lost(&b->conns[i]); /* may start a switch; shutdown below cancels its reopen */
-    b->shutdown = 1;
     for (int i = 0; i < b->conns_n; i++) {
-        conn_t *c = &b->conns[i];
-        if (!c->switching)
-            keel_connector_close(&c->cc, conn_closed);
-        keel_timer_close(&c->retry, NULL);
+        keel_rconn_fail(&b->conns[i].rc); /* what is in flight has an unknown outcome */
+        keel_rconn_close(&b->conns[i].rc);
     }
     keel_timer_close(&b->tick, NULL);
 }
@@ -493,32 +374,19 @@ static int setup_conns(bench_t *b)
     b->lat_us = malloc(SAMPLES_MAX * sizeof(uint32_t));
     if (b->conns == NULL || b->lat_us == NULL)
         return -1;
-    keel_connector_config_t cfg = keel_connector_config_default();
-    cfg.backoff.base_ms = 50;
-    cfg.backoff.max_ms = 500;
     for (int i = 0; i < b->conns_n; i++) {
         conn_t *c = &b->conns[i];
         c->b = b;
         c->idx = i;
-        c->node = i % (int)b->n_addrs;
-        keel_buf_init(&c->out, 0);
-        keel_buf_init(&c->wbuf, 0);
-        keel_buf_init(&c->in, 0);
         c->inflight = calloc((size_t)b->pipeline, sizeof(op_t));
         c->slot_proc = calloc((size_t)b->pipeline, sizeof(uint64_t));
         if (c->inflight == NULL || c->slot_proc == NULL)
             return -1;
         for (int k = 0; k < b->pipeline; k++)
             c->slot_proc[c->free_n++] = ++b->next_process;
-        cfg.seed = (uint64_t)i + 1;
-        keel_timer_init(&b->loop, &c->retry);
-        keel_connector_callbacks_t cb = {on_connected, on_failed};
-        keel_errmsg_t m;
-        if (keel_connector_init(&c->cc, &b->loop, b->addrs[c->node], &cfg, &cb, c, &m) != 0) {
-            fprintf(stderr, "keel bench kv: %s\n", m.text);
+        if (keel_rconn_open(&c->rc, &b->loop, b->addrs, b->n_addrs, i % (int)b->n_addrs,
+                            (uint64_t)i + 1, 64 * 1024, &conn_ops, c) != 0)
             return -1;
-        }
-        keel_connector_start(&c->cc);
     }
     return 0;
 }
@@ -547,9 +415,7 @@ static void bench_free(bench_t *b)
 {
     for (int i = 0; b->conns != NULL && i < b->conns_n; i++) {
         conn_t *c = &b->conns[i];
-        keel_buf_free(&c->out);
-        keel_buf_free(&c->wbuf);
-        keel_buf_free(&c->in);
+        keel_rconn_free(&c->rc);
         free(c->inflight);
         free(c->slot_proc);
     }
