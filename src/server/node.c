@@ -1431,10 +1431,9 @@ static size_t snap_header_len(const keel_raft_conf_t *c)
     return SNAP_HEADER_BYTES + 8u * (c->voters_n + c->learners_n) + 4u + c->ctx_len;
 }
 
-static int snap_encode(keel_node_t *n, keel_buf_t *out, uint64_t lsn_floor,
-                       const keel_raft_conf_t *conf, const void *kv_bytes, size_t kv_len)
+/* Fills h (room for the largest header) with the server header; returns its length. */
+static size_t snap_header_encode(uint8_t *h, uint64_t lsn_floor, const keel_raft_conf_t *conf)
 {
-    uint8_t h[SNAP_HEADER_BYTES + 8 * 2 * KEEL_RAFT_MEMBERS_MAX + 4 + KEEL_RAFT_CONF_CTX_BYTES_MAX];
     keel_put_u32(h, SNAP_MAGIC);
     keel_put_u32(h + 4, SNAP_VERSION);
     keel_put_u64(h + 8, lsn_floor);
@@ -1447,8 +1446,18 @@ static int snap_encode(keel_node_t *n, keel_buf_t *out, uint64_t lsn_floor,
         keel_put_u64(p, conf->learners[i]);
     keel_put_u32(p, conf->ctx_len);
     memcpy(p + 4, conf->ctx, conf->ctx_len);
+    return snap_header_len(conf);
+}
+
+#define SNAP_HEADER_ROOM_BYTES                                                                     \
+    (SNAP_HEADER_BYTES + 8 * 2 * KEEL_RAFT_MEMBERS_MAX + 4 + KEEL_RAFT_CONF_CTX_BYTES_MAX)
+
+static int snap_encode(keel_node_t *n, keel_buf_t *out, uint64_t lsn_floor,
+                       const keel_raft_conf_t *conf, const void *kv_bytes, size_t kv_len)
+{
+    uint8_t h[SNAP_HEADER_ROOM_BYTES];
     keel_buf_reset(out);
-    int rc = keel_buf_append(out, h, snap_header_len(conf));
+    int rc = keel_buf_append(out, h, snap_header_encode(h, lsn_floor, conf));
     if (rc == 0)
         rc = kv_bytes ? keel_buf_append(out, kv_bytes, kv_len)
                       : keel_kv_snapshot_encode(&n->kv, out);
@@ -1513,17 +1522,33 @@ static void snap_done(keel_node_t *n, uint64_t index)
  * The file records the configuration at the snapshot index (computed before the fork):
  * the one in force may be newer, and even be truncated away later.
  */
+static int snap_child_sink(void *data, const uint8_t *p, size_t len)
+{
+    keel_errmsg_t m = {{0}};
+    return keel_snapw_write(data, p, len, &m);
+}
+
+/* Streams the state into the file (no copy of it in memory: a buffer of the whole state
+   cost the child tens of MB of page faults and a second pass, and every millisecond the
+   child lives the parent pays copy-on-write faults on the pages it writes). */
 static int snap_child_main(keel_node_t *n, uint64_t index, uint64_t term)
 {
-    keel_buf_t b;
-    keel_buf_init(&b, KEEL_SNAP_DATA_BYTES_MAX);
-    int rc = snap_encode(n, &b, 0, &n->snap_job_conf, NULL, 0);
     char dir[KEEL_NODE_PATH_BYTES + 8];
     snap_dir(n, dir, sizeof(dir));
     keel_errmsg_t m = {{0}};
+    keel_snapw_t *w = NULL;
+    int rc = keel_snapw_open(&w, dir, index, term, &m);
+    if (rc != 0)
+        return 1;
+    uint8_t h[SNAP_HEADER_ROOM_BYTES];
+    rc = keel_snapw_write(w, h, snap_header_encode(h, 0, &n->snap_job_conf), &m);
     if (rc == 0)
-        rc = keel_snap_write(dir, index, term, keel_buf_rptr(&b), keel_buf_unread(&b), &m);
-    return rc == 0 ? 0 : 1;
+        rc = keel_kv_snapshot_write(&n->kv, snap_child_sink, w);
+    if (rc != 0) {
+        keel_snapw_abort(w);
+        return 1;
+    }
+    return keel_snapw_commit(w, &m) == 0 ? 0 : 1;
 }
 
 /*
