@@ -50,6 +50,7 @@ static void streams_large_snapshots_in_pieces(void)
     KT_EQ_INT(s.data_bytes, 256 * 4096);
     for (int i = 0; i < 256; i++)
         KT_EQ_INT(s.data[i * 4096 + 17], i);
+    KT_EQ_INT(s.data[256 * 4096 - 1], 255); /* 1 MiB: read into a prefaulted buffer */
     keel_snap_free(&s);
     /* an aborted writer leaves nothing behind */
     KT_EQ_INT(keel_snapw_open(&w, dir, 9, 1, &m), 0);
