@@ -5,10 +5,67 @@
 
 #include "core/raft/raft_int.h"
 
+/*
+ * Entry data is copied into blocks of KEEL__RAFT_BLOCK_BYTES filled in log order, not one
+ * malloc per entry. A compaction drops hundreds of thousands of entries at once; freed one
+ * by one they left small holes all over the heap, which the state machine's next
+ * allocations then filled one page apart, so while a snapshot child lived nearly every
+ * write copied a page (copy-on-write) and malloc spent its time walking bins. Whole blocks
+ * free into large holes that later allocations fill page by page (bench/RESULTS.md,
+ * "Snapshot cost"). Entries larger than a quarter block get a block of their own.
+ */
+#define KEEL__RAFT_BLOCK_BYTES (256u * 1024u)
+
+struct keel__raft_block {
+    size_t used, cap; /* bytes handed out, bytes of data[] */
+    size_t live;      /* entries of the log pointing into this block */
+    uint8_t data[];
+};
+
+static uint8_t *block_alloc(keel__raft_log_t *l, size_t len, keel__raft_block_t **out)
+{
+    keel__raft_block_t *b = l->fill;
+    if (b == NULL || b->cap - b->used < len) {
+        size_t cap = len > KEEL__RAFT_BLOCK_BYTES / 4 ? len : KEEL__RAFT_BLOCK_BYTES;
+        b = malloc(sizeof(*b) + cap);
+        if (b == NULL)
+            return NULL;
+        b->used = b->live = 0;
+        b->cap = cap;
+        if (cap == KEEL__RAFT_BLOCK_BYTES) {
+            if (l->fill != NULL && l->fill->live == 0)
+                free(l->fill);
+            l->fill = b;
+        }
+    }
+    uint8_t *p = b->data + b->used;
+    b->used += (len + 7) & ~(size_t)7; /* keeps every entry's data 8-byte aligned */
+    if (b->used > b->cap)
+        b->used = b->cap;
+    b->live++;
+    *out = b;
+    return p;
+}
+
+/* Entry k no longer points into its block. */
+static void block_release(keel__raft_log_t *l, size_t k)
+{
+    keel__raft_block_t *b = l->blocks[k];
+    l->blocks[k] = NULL;
+    if (b == NULL || --b->live > 0)
+        return;
+    if (b == l->fill)
+        b->used = 0; /* nothing points into it: refill from the start */
+    else
+        free(b);
+}
+
 void keel__raft_log_free(keel__raft_log_t *l)
 {
     keel__raft_log_truncate(l, l->offset + 1);
+    free(l->fill);
     free(l->ents);
+    free(l->blocks);
     memset(l, 0, sizeof(*l));
 }
 
@@ -47,11 +104,16 @@ int keel__raft_log_append(keel__raft_log_t *l, uint64_t term, uint32_t type, con
         if (v == NULL)
             return KEEL_ENOMEM;
         l->ents = v;
+        keel__raft_block_t **bv = realloc(l->blocks, cap * sizeof(*bv));
+        if (bv == NULL)
+            return KEEL_ENOMEM;
+        l->blocks = bv;
         l->cap = cap;
     }
     uint8_t *copy = NULL;
+    l->blocks[l->n] = NULL;
     if (len > 0) {
-        copy = malloc(len);
+        copy = block_alloc(l, len, &l->blocks[l->n]);
         if (copy == NULL)
             return KEEL_ENOMEM;
         memcpy(copy, data, len);
@@ -71,7 +133,7 @@ void keel__raft_log_truncate(keel__raft_log_t *l, uint64_t from_index)
 {
     assert(from_index > l->offset);
     while (keel__raft_log_last(l) >= from_index) {
-        free(l->ents[l->n - 1].data);
+        block_release(l, l->n - 1);
         l->n--;
     }
 }
@@ -82,10 +144,11 @@ void keel__raft_log_compact(keel__raft_log_t *l, uint64_t to_index)
     assert(to_index > l->offset && to_index <= keel__raft_log_last(l));
     size_t drop = (size_t)(to_index - l->offset);
     for (size_t k = 0; k < drop; k++)
-        free(l->ents[k].data);
+        block_release(l, k);
     l->offset_term = l->ents[drop - 1].term;
     l->offset = to_index;
     memmove(l->ents, l->ents + drop, (l->n - drop) * sizeof(*l->ents));
+    memmove(l->blocks, l->blocks + drop, (l->n - drop) * sizeof(*l->blocks));
     l->n -= drop;
 }
 

@@ -7,8 +7,14 @@
 
 /* The in-memory log: ents[k] holds index offset + 1 + k; offset/offset_term describe
    the last entry dropped by compaction or covered by an installed snapshot. */
+/* Entry data lives in blocks filled in log order (log.c); a block goes when its last entry
+   is compacted or truncated away. */
+typedef struct keel__raft_block keel__raft_block_t;
+
 typedef struct keel__raft_log {
     keel_raft_entry_t *ents;
+    keel__raft_block_t **blocks; /* blocks[i] holds ents[i].data (NULL when len is 0) */
+    keel__raft_block_t *fill;    /* the block new entries are copied into */
     size_t n, cap;
     uint64_t offset, offset_term;
 } keel__raft_log_t;
