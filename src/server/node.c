@@ -150,6 +150,7 @@ struct keel_node {
     keel_us_t sync_start_us;
     /* sync groups are numbered 1, 2, ... in the order they start; they finish in order */
     uint64_t gen_started, gen_durable, last_write_gen;
+    uint64_t hs_term, hs_vote; /* the last hard state appended to the WAL, minus commit */
     /* requests */
     request_t *all_head, *all_tail;
     size_t pending;
@@ -1392,7 +1393,8 @@ static void sync_after_cb(uv_work_t *w, int status)
 
 static void maybe_start_sync(keel_node_t *n)
 {
-    if (n->sync_inflight || n->stopping || !keel_raftlog_has_pending(n->log))
+    if (n->sync_inflight || n->stopping || !keel_raftlog_has_pending(n->log) ||
+        n->last_write_gen <= n->gen_started) /* nothing pending needs durability yet */
         return;
     int started;
     if (keel_raftlog_sync_start(n->log, &started) != 0 || !started)
@@ -1752,7 +1754,17 @@ static void handle_ready(keel_node_t *n, const keel_raft_ready_t *rd)
             keel_log_error("WAL append failed; stopping", KF_STR("error", keel_strerror(rc)));
             abort();
         }
-        n->last_write_gen = n->gen_started + 1; /* the group that the next sync takes */
+        /* Only entries, term and vote need a sync. The commit index is volatile in Raft
+         * (a restarted node learns it again from the leader), so a record that only moves
+         * it waits for the next group, as etcd's MustSync does: a follower otherwise paid
+         * one extra fdatasync per commit update, ahead of the next entries' sync. */
+        if (rd->entries_n > 0 || (rd->hard_state_changed && (rd->hard_state.term != n->hs_term ||
+                                                             rd->hard_state.vote != n->hs_vote)))
+            n->last_write_gen = n->gen_started + 1; /* the group that the next sync takes */
+        if (rd->hard_state_changed) {
+            n->hs_term = rd->hard_state.term;
+            n->hs_vote = rd->hard_state.vote;
+        }
         if (n->m_batch && rd->entries_n > 0)
             keel_histogram_observe(n->m_batch, (double)rd->entries_n);
     }
