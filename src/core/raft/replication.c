@@ -251,6 +251,15 @@ static void back_off(keel_raft_t *r, keel__raft_progress_t *p, const keel_raft_m
     uint64_t rejected = m->index;
     if (p->state == KEEL__PR_SNAPSHOT)
         return;
+    if (m->hint_term == 0 && m->hint_index <= p->match && rejected >= p->match) {
+        /* Its log ends before what it acknowledged: a restart truncated a damaged tail
+         * record (docs/wal.md, known limit). Waiting for match + 1 would stall it forever;
+         * send again from its end. Commit never moves back, so this costs only resends,
+         * even for a reordered old rejection. */
+        p->match = m->hint_index - 1;
+        keel__raft_become_probe(p, m->hint_index);
+        return;
+    }
     if (p->state == KEEL__PR_REPLICATE ? rejected <= p->match : rejected != p->next - 1)
         return; /* stale rejection */
     uint64_t next = m->hint_index;
