@@ -669,8 +669,18 @@ static void node_ready(world_t *w, node_t *nd)
     keel_raft_ready_t rd;
     if (!keel_raft_ready(nd->r, &rd))
         return;
-    for (size_t k = 0; k < rd.msgs_n; k++)
-        net_send(w, &rd.msgs[k]);
+    uint64_t stored = nd->log_n ? nd->log[nd->log_n - 1].index : nd->snap_index;
+    for (size_t k = 0; k < rd.msgs_n; k++) {
+        const keel_raft_msg_t *m = &rd.msgs[k];
+        /* Durability of acknowledgements, checked directly: the leader repairs a follower
+           that lost acknowledged entries, so a lost one no longer shows as a stall. */
+        if (m->type == KEEL_RAFT_MSG_APPEND_RESP && !m->reject && m->index > stored) {
+            fail(w, "node %" PRIu64 " acknowledged index %" PRIu64 " with %" PRIu64 " stored",
+                 nd->id, m->index, stored);
+            return;
+        }
+        net_send(w, m);
+    }
     if (rd.snapshot.index) {
         install_snapshot(w, nd, &rd.snapshot);
         if (w->res->failed)
