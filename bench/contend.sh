@@ -16,7 +16,7 @@ KEEL="$PWD/$BUILD/keel"
 SECS=${CONTEND_SECONDS:-10}
 CLIENTS=${CONTEND_CLIENTS:-16 64}
 KEYS=${CONTEND_KEYS:-1 10 1000}
-tmp=$(mktemp -d /tmp/keel-bench-contend-XXXXXX)
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/keel-bench-contend-XXXXXX")
 redis_pid=""
 cleanup() {
   "$KEEL" down --dir "$tmp/keel3" >/dev/null 2>&1

@@ -11,7 +11,7 @@ KEEL="$PWD/$BUILD/keel"
 SECS=${BENCH_SECONDS:-10}
 N_SET=${BENCH_N_SET:-100000}       # unpipelined SETs per run
 N_PIPE=${BENCH_N_PIPE:-1000000}    # pipelined SETs per run
-tmp=$(mktemp -d /tmp/keel-bench-kv-XXXXXX)
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/keel-bench-kv-XXXXXX")
 pids=()
 cleanup() {
   "$KEEL" down --dir "$tmp/keel3" >/dev/null 2>&1

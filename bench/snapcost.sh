@@ -9,7 +9,7 @@ LABEL=$2
 P=${3:-27301}
 shift 3 2>/dev/null || shift $#
 N=1000000
-d=$(mktemp -d /tmp/keel-snapcost.XXXX)
+d=$(mktemp -d "${TMPDIR:-/tmp}/keel-snapcost-XXXXXX")
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$d"' EXIT
 "$KEEL" server --name n1 --data-dir "$d/n1" --initial-cluster n1=127.0.0.1:$((P + 100)) \
     --listen-client 127.0.0.1:$P --listen-http 127.0.0.1:$((P + 200)) "$@" >"$d/n1.log" 2>&1 &

@@ -10,7 +10,7 @@ KEEL="$PWD/$BUILD/keel"
 LINCHECK="$PWD/$BUILD/keel-lincheck"
 SECS=${DEMO_SECONDS:-30}
 BASE=${DEMO_BASE_PORT:-27001}
-DIR=$(mktemp -d /tmp/keel-demo-XXXXXX)
+DIR=$(mktemp -d "${TMPDIR:-/tmp}/keel-demo-XXXXXX")
 trap '"$KEEL" down --dir "$DIR" >/dev/null 2>&1' EXIT
 
 echo "== keel demo: 3-node cluster in $DIR (client ports $BASE..$((BASE + 2)))"

@@ -45,6 +45,16 @@ def wait_port(port, timeout_s=5.0):
     raise TimeoutError(f"nothing listens on port {port} after {timeout_s}s")
 
 
+def wait_until(pred, timeout_s=5.0, step_s=0.05):
+    """Polls pred until it is true or timeout_s passes; returns its last value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step_s)
+    return pred()
+
+
 class Proc:
     """A started process with its combined output going to a log file."""
 

@@ -6,16 +6,8 @@ import time
 
 import pytest
 import redis
+from conftest import wait_until
 from keelcluster import RespConn, make_cluster  # noqa: F401 (fixture)
-
-
-def wait_until(pred, timeout_s=5.0, step_s=0.05):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step_s)
-    return pred()
 
 
 def test_keys_with_a_ttl_disappear_on_every_node_and_are_deleted(make_cluster):

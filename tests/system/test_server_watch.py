@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from conftest import binary
+from conftest import binary, wait_until
 from keelcluster import RespConn, http_get, make_cluster, resp_command  # noqa: F401 (fixture)
 
 SLOW = os.environ.get("KEEL_SLOW") == "1"
@@ -68,15 +68,6 @@ class Watch(RespConn):
 
     def next(self):
         return decode(self.reply())[0]
-
-
-def wait_until(pred, timeout_s=5.0, step_s=0.05):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step_s)
-    return pred()
 
 
 # -- behaviours ----------------------------------------------------------------------------------

@@ -97,11 +97,22 @@ static inline void kt__fail_at(const char *file, int line)
         }                                                                                          \
     } while (0)
 
-/* A fresh scratch directory /tmp/keel-test-<tag>-XXXXXX (out: >= 64 bytes), and its removal. */
+/*
+ * A fresh scratch directory $TMPDIR/keel-test-<tag>-<6 random characters> (mkdtemp fills
+ * in the X's; /tmp without TMPDIR), and its removal. A path that does not fit in out fails.
+ */
 #include <stdlib.h>
 static inline void kt__tmpdir(char *out, size_t cap, const char *tag)
 {
-    snprintf(out, cap, "/tmp/keel-test-%s-XXXXXX", tag);
+    const char *base = getenv("TMPDIR");
+    if (base == NULL || base[0] == '\0')
+        base = "/tmp";
+    int n = snprintf(out, cap, "%s/keel-test-%s-XXXXXX", base, tag);
+    if (n < 0 || (size_t)n >= cap) {
+        KT_FAIL("scratch path under %s does not fit in %zu bytes", base, cap);
+        out[0] = '\0';
+        return;
+    }
     if (mkdtemp(out) == NULL)
         KT_FAIL("mkdtemp %s failed", out);
 }
