@@ -7,6 +7,7 @@
 #include "proto/frame.h"
 #include "proto/peer.h"
 #include "base/bytes.h"
+#include "runtime/blockmem.h"
 #include "runtime/clock.h"
 #include "runtime/snapfile.h"
 #include "runtime/tcp.h"
@@ -27,6 +28,9 @@
 
 /* Keys (or leases) one sweep entry deletes at most: bounds the entry and its apply. */
 #define SWEEP_KEYS_MAX 1000u
+/* Freed Raft log blocks kept for reuse: the log regrows after every compaction to about
+   the size that triggers the next snapshot (snapshot_log_bytes_min, 64 MiB by default). */
+#define LOG_SPARE_BYTES_MAX (64u * 1024u * 1024u)
 
 /* ---- requests ------------------------------------------------------------------ */
 
@@ -129,6 +133,7 @@ struct keel_node {
     keel_loop_t *loop;
     keel_node_config_t cfg;
     keel_raft_t *raft;
+    keel_blockmem_t *log_mem; /* the core's log blocks (runtime/blockmem.h); outlives raft */
     keel_raftlog_t *log;
     keel_kv_t kv;
     /* One slot per member but this node; twice as many as members, so that peers of
@@ -2144,6 +2149,7 @@ static int open_storage(keel_node_t *n, keel_errmsg_t *msg)
     rc_cfg.voters_n = n->cfg.join ? 0 : n->cfg.members_n;
     for (size_t i = 0; i < rc_cfg.voters_n; i++)
         rc_cfg.voters[i] = n->cfg.members[i].id;
+    rc_cfg.mem = (keel_raft_mem_t){keel_blockmem_alloc, keel_blockmem_release, n->log_mem};
     n->raft_ms = keel_loop_now_ms(n->loop);
     rc = keel_raft_new(&n->raft, &rc_cfg, &rs, n->raft_ms, msg);
     keel_raftlog_drop_restore(n->log);
@@ -2176,6 +2182,8 @@ int keel_node_start(keel_node_t **out, keel_loop_t *loop, const keel_node_config
 
     rc = keel_kv_init(&n->kv, &cfg->kv);
     if (rc == 0)
+        rc = keel_blockmem_new(&n->log_mem, KEEL_RAFT_LOG_BLOCK_BYTES, LOG_SPARE_BYTES_MAX);
+    if (rc == 0)
         rc = keel_map_init(&n->fwd, 1024, cfg->requests_pending_max, cfg->id);
     if (rc == 0)
         rc = open_storage(n, msg);
@@ -2202,6 +2210,7 @@ int keel_node_start(keel_node_t **out, keel_loop_t *loop, const keel_node_config
 fail:
     if (n->raft)
         keel_raft_free(n->raft);
+    keel_blockmem_free(n->log_mem);
     keel_raftlog_close(n->log);
     keel_kv_free(&n->kv);
     if (n->fwd.slots)
@@ -2299,6 +2308,7 @@ static void finish_stop(keel_node_t *n)
         n->snap_child = 0;
     }
     keel_raft_free(n->raft);
+    keel_blockmem_free(n->log_mem);
     keel_raftlog_close(n->log);
     keel_kv_free(&n->kv);
     keel_buf_free(&n->scratch);

@@ -49,7 +49,8 @@ static void tracef(cluster_t *c, const char *fmt, ...)
     va_end(ap);
 }
 
-static int g_lease_reads; /* cfg_for turns lease reads on for the next cluster */
+static int g_lease_reads;     /* cfg_for turns lease reads on for the next cluster */
+static keel_raft_mem_t g_mem; /* and gives it this log block memory (zero: malloc) */
 
 static void cfg_for(keel_raft_config_t *cfg, int n, int id)
 {
@@ -62,6 +63,7 @@ static void cfg_for(keel_raft_config_t *cfg, int n, int id)
     cfg->snapshot_chunk_bytes_max = 8;
     cfg->log_trailing_entries = 0;
     cfg->lease_reads = g_lease_reads;
+    cfg->mem = g_mem;
 }
 
 /* n nodes; the first `voters` bootstrap the cluster, the others wait to join. */
@@ -703,6 +705,66 @@ static void compacted_follower_catches_up_through_a_chunked_snapshot(void)
     cl_free(&c);
 }
 
+/* Block memory that checks the core hands every block back, with the size it asked for. */
+typedef struct memcount {
+    long live, allocs, mismatched;
+} memcount_t;
+
+static void *mc_alloc(void *ctx, size_t bytes)
+{
+    memcount_t *m = ctx;
+    size_t *p = malloc(2 * sizeof(size_t) + bytes);
+    if (p == NULL)
+        return NULL;
+    p[0] = bytes;
+    m->live++;
+    m->allocs++;
+    return p + 2;
+}
+
+static void mc_free(void *ctx, void *block, size_t bytes)
+{
+    memcount_t *m = ctx;
+    size_t *p = (size_t *)block - 2;
+    m->mismatched += p[0] != bytes;
+    m->live--;
+    free(p);
+}
+
+static void log_blocks_come_from_the_configured_memory_and_all_go_back(void)
+{
+    memcount_t m = {0};
+    g_mem = (keel_raft_mem_t){mc_alloc, mc_free, &m};
+    cluster_t c;
+    cl_init(&c, 3);
+    g_mem = (keel_raft_mem_t){0};
+    cl_elect(&c, 1);
+    static uint8_t big[100 * 1024]; /* over a quarter block: a block of its own */
+    for (size_t i = 0; i < sizeof(big); i++)
+        big[i] = (uint8_t)(i * 7);
+    uint64_t last = 0;
+    for (int round = 0; round < 40; round++) {
+        for (int k = 0; k < 50; k++) {
+            char v[3000];
+            memset(v, 'a' + k % 26, sizeof(v));
+            KT_EQ_INT(keel_raft_propose(c.r[1], v, (size_t)(1 + (k * 61) % 3000), &last), 0);
+        }
+        KT_EQ_INT(keel_raft_propose(c.r[1], big, sizeof(big), &last), 0);
+        cl_pump(&c);
+    }
+    KT_EQ_U64(c.applied[1], last);
+    /* every node copied about 7 MB of entry data into blocks of at most 256 KiB */
+    KT_CHECK(m.allocs >= 3 * (40 * (50 * 1500 + (long)sizeof(big)) / (256 * 1024)));
+    long before = m.live;
+    for (int i = 1; i <= 3; i++)
+        KT_EQ_INT(keel_raft_compact(c.r[i], last - 10, "s", 1), 0);
+    KT_CHECK(m.live < before); /* compaction handed blocks back */
+    KT_EQ_MEM(keel_raft_entry_at(c.r[2], last)->data, big, sizeof(big));
+    cl_free(&c);
+    KT_EQ_INT((int)m.live, 0);
+    KT_EQ_INT((int)m.mismatched, 0);
+}
+
 static void snapshot_restart_restores_the_log_after_it(void)
 {
     keel_raft_config_t cfg;
@@ -984,5 +1046,6 @@ int main(void)
     KT_RUN(conf_entry_without_ctx_still_decodes_and_oversized_ctx_is_refused);
     KT_RUN(lease_read_is_served_without_a_round_until_the_lease_runs_out);
     KT_RUN(lease_follower_ignores_votes_even_after_learning_a_newer_term);
+    KT_RUN(log_blocks_come_from_the_configured_memory_and_all_go_back);
     return kt_done();
 }

@@ -14,7 +14,7 @@
  * free into large holes that later allocations fill page by page (bench/RESULTS.md,
  * "Snapshot cost"). Entries larger than a quarter block get a block of their own.
  */
-#define KEEL__RAFT_BLOCK_BYTES (256u * 1024u)
+#define KEEL__RAFT_BLOCK_BYTES KEEL_RAFT_LOG_BLOCK_BYTES
 
 struct keel__raft_block {
     size_t used, cap; /* bytes handed out, bytes of data[] */
@@ -22,19 +22,40 @@ struct keel__raft_block {
     uint8_t data[];
 };
 
+/* data[] of a standard block: the whole block, header included, is KEEL__RAFT_BLOCK_BYTES. */
+#define STD_CAP (KEEL__RAFT_BLOCK_BYTES - sizeof(keel__raft_block_t))
+
+static keel__raft_block_t *block_new(const keel__raft_log_t *l, size_t cap)
+{
+    size_t bytes = sizeof(keel__raft_block_t) + cap;
+    const keel_raft_mem_t *m = l->mem;
+    return m != NULL && m->block_alloc != NULL ? m->block_alloc(m->ctx, bytes) : malloc(bytes);
+}
+
+static void block_free(const keel__raft_log_t *l, keel__raft_block_t *b)
+{
+    if (b == NULL)
+        return;
+    const keel_raft_mem_t *m = l->mem;
+    if (m != NULL && m->block_free != NULL)
+        m->block_free(m->ctx, b, sizeof(*b) + b->cap);
+    else
+        free(b);
+}
+
 static uint8_t *block_alloc(keel__raft_log_t *l, size_t len, keel__raft_block_t **out)
 {
     keel__raft_block_t *b = l->fill;
     if (b == NULL || b->cap - b->used < len) {
-        size_t cap = len > KEEL__RAFT_BLOCK_BYTES / 4 ? len : KEEL__RAFT_BLOCK_BYTES;
-        b = malloc(sizeof(*b) + cap);
+        size_t cap = len > KEEL__RAFT_BLOCK_BYTES / 4 ? len : STD_CAP;
+        b = block_new(l, cap);
         if (b == NULL)
             return NULL;
         b->used = b->live = 0;
         b->cap = cap;
-        if (cap == KEEL__RAFT_BLOCK_BYTES) {
+        if (cap == STD_CAP) {
             if (l->fill != NULL && l->fill->live == 0)
-                free(l->fill);
+                block_free(l, l->fill);
             l->fill = b;
         }
     }
@@ -57,16 +78,18 @@ static void block_release(keel__raft_log_t *l, size_t k)
     if (b == l->fill)
         b->used = 0; /* nothing points into it: refill from the start */
     else
-        free(b);
+        block_free(l, b);
 }
 
 void keel__raft_log_free(keel__raft_log_t *l)
 {
     keel__raft_log_truncate(l, l->offset + 1);
-    free(l->fill);
+    block_free(l, l->fill);
     free(l->ents);
     free(l->blocks);
+    const keel_raft_mem_t *mem = l->mem;
     memset(l, 0, sizeof(*l));
+    l->mem = mem;
 }
 
 uint64_t keel__raft_log_last(const keel__raft_log_t *l)

@@ -137,6 +137,7 @@ int keel_raft_new(keel_raft_t **out, const keel_raft_config_t *cfg,
     if (r == NULL)
         return KEEL_ENOMEM;
     r->cfg = *cfg;
+    r->log.mem = &r->cfg.mem;
     keel_rand_seed(&r->rand, keel_mix64(cfg->seed ^ cfg->id));
     for (size_t i = 0; i < cfg->voters_n; i++)
         r->base_conf.voters[i] = cfg->voters[i];

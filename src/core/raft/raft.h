@@ -73,6 +73,9 @@
 #define KEEL_RAFT_MEMBERS_MAX 9           /* voters + learners */
 #define KEEL_RAFT_CONF_CTX_BYTES_MAX 4096 /* opaque driver data carried by a configuration */
 #define KEEL_RAFT_TICKS_PER_CALL_MAX 64   /* tick() catches up at most this many ticks */
+/* Entry data is copied into blocks of this size (header included), filled in log order; an
+   entry over a quarter of it gets a block of its own size (core/raft/log.c). */
+#define KEEL_RAFT_LOG_BLOCK_BYTES (256u * 1024u)
 
 typedef enum {
     KEEL_RAFT_FOLLOWER,
@@ -208,6 +211,18 @@ typedef enum {
     /* acknowledge appends before they are durable */
 } keel_raft_break_t;
 
+/*
+ * Where the log's entry data blocks come from. All NULL (the default): malloc and free.
+ * A driver may keep them apart from its heap (the server maps them itself, outside what
+ * its snapshot child inherits: runtime/blockmem.h). alloc returns at least `bytes`
+ * writable bytes or NULL; free gets back the pointer and the same `bytes`.
+ */
+typedef struct keel_raft_mem {
+    void *(*block_alloc)(void *ctx, size_t bytes);
+    void (*block_free)(void *ctx, void *block, size_t bytes);
+    void *ctx;
+} keel_raft_mem_t;
+
 typedef struct keel_raft_config {
     uint64_t id; /* this node, nonzero */
     /* Bootstrap voters (the configuration before any CONF entry), including id; or
@@ -239,6 +254,7 @@ typedef struct keel_raft_config {
     int lease_reads;
     uint32_t lease_drift_ticks;
     uint64_t seed;                /* election timeout randomness */
+    keel_raft_mem_t mem;          /* log block memory; zeroed = malloc/free */
     keel_raft_break_t test_break; /* tests only */
 } keel_raft_config_t;
 

@@ -15,6 +15,7 @@ typedef struct keel__raft_log {
     keel_raft_entry_t *ents;
     keel__raft_block_t **blocks; /* blocks[i] holds ents[i].data (NULL when len is 0) */
     keel__raft_block_t *fill;    /* the block new entries are copied into */
+    const keel_raft_mem_t *mem;  /* block memory (the config's) */
     size_t n, cap;
     uint64_t offset, offset_term;
 } keel__raft_log_t;
