@@ -90,6 +90,18 @@ typedef struct read_batch {
     struct read_batch *next;
 } read_batch_t;
 
+/*
+ * Follower: the linearizable reads of one loop turn ask the leader for one read index
+ * together (one FWD_READ frame, one FWD_READ_OK), not one frame each. Every read in
+ * the batch arrived before the frame left, so the index the leader confirms after
+ * receiving it covers every write acknowledged before any of them started.
+ */
+typedef struct fwd_reads {
+    uint64_t req_id, origin; /* our id for the batch; the leader it was sent to */
+    queue_t reqs;            /* requests answered meanwhile (timeouts) stay as tombstones */
+    struct fwd_reads *next;
+} fwd_reads_t;
+
 /* ---- peers ----------------------------------------------------------------------- */
 
 typedef struct held_mark {
@@ -166,6 +178,9 @@ struct keel_node {
     queue_t reads_ready; /* read index known; waiting for applied >= index */
     keel_map_t fwd;      /* req_id -> request forwarded to the leader */
     uint64_t next_req_id, next_read_ctx;
+
+    queue_t reads_fwd_new;  /* follower: reads of this turn, for the next FWD_READ */
+    fwd_reads_t *fwd_reads; /* follower: batches asked of the leader, unanswered */
     uint64_t last_leader;
     uint64_t leader_changes;
     keel_buf_t scratch, reply;
@@ -1129,6 +1144,10 @@ static void dispatch(keel_node_t *n, request_t *r)
         q_push(&n->parked, r);
         return;
     }
+    if (r->kind == REQ_READ) {
+        q_push(&n->reads_fwd_new, r); /* asked of the leader at the end of the turn */
+        return;
+    }
     r->req_id = ++n->next_req_id;
     r->origin = leader;
     if (keel_map_put(&n->fwd, &r->req_id, sizeof(r->req_id), r, NULL) < 0) {
@@ -1136,7 +1155,7 @@ static void dispatch(keel_node_t *n, request_t *r)
         return;
     }
     keel_peer_fwd_t f = {.req_id = r->req_id, .bytes = r->cmd, .bytes_len = r->cmd_len};
-    send_fwd(n, leader, r->kind == REQ_WRITE ? KEEL_PEER_FWD_PROPOSE : KEEL_PEER_FWD_READ, &f);
+    send_fwd(n, leader, KEEL_PEER_FWD_PROPOSE, &f);
     if (n->m_forwarded)
         keel_counter_inc(n->m_forwarded);
 }
@@ -1195,15 +1214,23 @@ static void give_up_forwarded(keel_node_t *n, uint64_t keep, uint64_t only)
         if (only ? origin == only : origin != keep)
             q_push(&moved, v);
     }
-    request_t *r;
-    while ((r = q_pop(&moved)) != NULL) {
-        fwd_take(n, r->req_id);
-        if (r->kind == REQ_READ) {
-            q_push(&n->parked, r); /* dispatched again at the end of this turn */
-        } else {
-            req_answer(n, r, KEEL_ECONNRESET, NULL, 0);
-            req_free(n, r);
+    fwd_reads_t **pp = &n->fwd_reads, *b;
+    while ((b = *pp) != NULL) {
+        if (only ? b->origin != only : b->origin == keep) {
+            pp = &b->next;
+            continue;
         }
+        *pp = b->next;
+        request_t *r;
+        while ((r = q_pop(&b->reqs)) != NULL)
+            q_push(&n->parked, r); /* reads change nothing: asked again */
+        free(b);
+    }
+    request_t *r;
+    while ((r = q_pop(&moved)) != NULL) { /* only writes: reads travel in batches */
+        fwd_take(n, r->req_id);
+        req_answer(n, r, KEEL_ECONNRESET, NULL, 0);
+        req_free(n, r);
     }
 }
 
@@ -1230,17 +1257,76 @@ static void handle_fwd_reply(keel_node_t *n, const keel_peer_fwd_t *f)
     req_free(n, r);
 }
 
+/* Follower: the leader answered a batch of reads with its read index (or refused). */
 static void handle_fwd_read_ok(keel_node_t *n, const keel_peer_fwd_t *f)
 {
-    request_t *r = fwd_take(n, f->req_id);
-    if (r == NULL)
+    fwd_reads_t **pp = &n->fwd_reads, *b;
+    while ((b = *pp) != NULL && b->req_id != f->req_id)
+        pp = &b->next;
+    if (b == NULL)
+        return; /* every read in it timed out, or it was asked again elsewhere */
+    *pp = b->next;
+    request_t *r;
+    while ((r = q_pop(&b->reqs)) != NULL) {
+        if (f->status != KEEL_PEER_OK) {
+            q_push(&n->parked, r); /* not a leader: ask again once one is known */
+        } else {
+            r->index = f->index;
+            q_push(&n->reads_ready, r); /* tombstones are freed there */
+        }
+    }
+    free(b);
+}
+
+/* Follower: this turn's linearizable reads ask the leader for one read index. */
+static void forward_reads(keel_node_t *n)
+{
+    if (n->reads_fwd_new.head == NULL)
         return;
-    if (f->status != KEEL_PEER_OK) {
-        q_push(&n->parked, r);
+    uint64_t leader = keel_raft_leader(n->raft);
+    fwd_reads_t *b = NULL;
+    if (leader != 0 && leader != n->cfg.id && peer_by_id(n, leader) != NULL)
+        b = calloc(1, sizeof(*b));
+    request_t *r;
+    if (b == NULL) { /* the leader changed during the turn (or no memory): dispatch again */
+        while ((r = q_pop(&n->reads_fwd_new)) != NULL)
+            q_push(&n->parked, r);
         return;
     }
-    r->index = f->index;
-    q_push(&n->reads_ready, r);
+    b->req_id = ++n->next_req_id;
+    b->origin = leader;
+    b->reqs = n->reads_fwd_new;
+    n->reads_fwd_new = (queue_t){0};
+    b->next = n->fwd_reads;
+    n->fwd_reads = b;
+    keel_peer_fwd_t f = {.req_id = b->req_id};
+    send_fwd(n, leader, KEEL_PEER_FWD_READ, &f);
+    if (n->m_forwarded)
+        for (r = b->reqs.head; r; r = r->qnext)
+            keel_counter_inc(n->m_forwarded);
+}
+
+/*
+ * Batches whose reads were all answered meanwhile (timeouts) are dropped, so a leader
+ * that keeps its connection but never answers costs no memory beyond the request
+ * timeout. A late answer to a dropped batch is ignored.
+ */
+static void prune_fwd_reads(keel_node_t *n)
+{
+    fwd_reads_t **pp = &n->fwd_reads, *b;
+    while ((b = *pp) != NULL) {
+        request_t *r = b->reqs.head;
+        while (r && r->done == NULL)
+            r = r->qnext;
+        if (r != NULL) {
+            pp = &b->next;
+            continue;
+        }
+        *pp = b->next;
+        while ((r = q_pop(&b->reqs)) != NULL)
+            req_free(n, r);
+        free(b);
+    }
 }
 
 /* ---- the ready pass ----------------------------------------------------------------- */
@@ -1832,6 +1918,7 @@ static void process(keel_node_t *n)
     serve_ready_reads(n);
     maybe_snapshot(n);
     maybe_start_sync(n);
+    forward_reads(n);
     for (size_t i = 0; i < PEER_SLOTS; i++)
         if (peer_live(&n->peers[i]))
             peer_flush(&n->peers[i]);
@@ -1953,6 +2040,7 @@ static void on_tick(keel_timer_t *t, void *data)
     maybe_promote(n);
     close_lingering(n);
     expire_requests(n);
+    prune_fwd_reads(n);
     poll_snapshot_child(n);
     process(n);
 }
@@ -2269,6 +2357,13 @@ void keel_node_stop(keel_node_t *n, void (*closed)(void *data), void *data)
     fail_queue(n, &n->writes);
     fail_queue(n, &n->reads_new);
     fail_queue(n, &n->reads_ready);
+    fail_queue(n, &n->reads_fwd_new);
+    while (n->fwd_reads) {
+        fwd_reads_t *b = n->fwd_reads;
+        n->fwd_reads = b->next;
+        fail_queue(n, &b->reqs);
+        free(b);
+    }
     while (n->batches_head) {
         read_batch_t *b = n->batches_head;
         n->batches_head = b->next;
