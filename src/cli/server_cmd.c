@@ -53,6 +53,9 @@ static const opt_t opts[] = {
     {"config", OPT_STR, SPECIAL, 0, "YAML file with any of these keys (flags win)"},
     {"tick-ms", OPT_MS, OFF(node.raft.tick_ms), SZ(node.raft.tick_ms),
      "Raft tick in ms (default 50: heartbeat 2 ticks, election 20-40 ticks)"},
+    {"lease-reads", OPT_U64, OFF(node.raft.lease_reads), SZ(node.raft.lease_reads),
+     "1: the leader answers linearizable reads under a lease, without a heartbeat round; "
+     "CLOCK DEPENDENT (docs/raft.md). Default 0: ReadIndex"},
     {"request-timeout-ms", OPT_MS, OFF(node.request_timeout_ms), SZ(node.request_timeout_ms),
      "a request with no outcome after this gets -TIMEOUT (default 5000)"},
     {"value-bytes-max", OPT_BYTES, OFF(node.kv.value_bytes_max), SZ(node.kv.value_bytes_max),

@@ -214,6 +214,7 @@ struct keel_node {
 
 static void process(keel_node_t *n);
 static void dispatch(keel_node_t *n, request_t *r);
+static void lease_clock(keel_node_t *n);
 static void finish_stop(keel_node_t *n);
 
 void keel_node_config_default(keel_node_config_t *cfg)
@@ -273,6 +274,9 @@ int keel_node_config_validate(const keel_node_config_t *cfg, keel_errmsg_t *msg)
                          KEEL_RAFT_VOTERS_MAX);
     if (cfg->promote_lag_entries_max == 0)
         return keel_errf(msg, KEEL_EINVAL, "node: promote_lag_entries_max must be > 0");
+    if (cfg->raft.lease_reads != 0 && cfg->raft.lease_reads != 1)
+        return keel_errf(msg, KEEL_EINVAL, "node: lease_reads must be 0 or 1, not %d",
+                         cfg->raft.lease_reads);
     int found = 0;
     for (size_t i = 0; i < cfg->members_n; i++)
         found |= cfg->members[i].id == cfg->id;
@@ -603,6 +607,7 @@ static int handle_frame(inconn_t *c, const keel_frame_t *fr)
         int rc = keel_peer_decode_raft(fr->payload, fr->payload_len, &m, &n->dec_scratch);
         if (rc != 0 || m.from != c->from || m.to != n->cfg.id)
             return KEEL_EPROTO;
+        lease_clock(n);
         keel_raft_step(n->raft, &m);
         return 0;
     }
@@ -1383,14 +1388,38 @@ static void apply_entry(keel_node_t *n, const keel_raft_entry_t *e)
     }
 }
 
+/*
+ * Lease reads (--lease-reads, off by default) are correct only if the core sees the
+ * real time when it judges a lease (docs/raft.md). The loop's cached time and the
+ * one-tick-per-callback clock both lag after a stall or a SIGSTOP: a leader woken inside
+ * epoll_wait would judge its lease by the time it went to sleep and could serve a read
+ * after a newer leader was elected, and a follower would date a heartbeat early and end
+ * its stickiness early. So with leases on, the core is ticked with the monotonic clock
+ * read now before a read asks for its index and before peer messages are stepped. The
+ * clock is read after the turn's requests were read, so the lease check happens after
+ * every read in the batch started.
+ */
+static void lease_clock(keel_node_t *n)
+{
+    if (!n->cfg.raft.lease_reads || n->evicted)
+        return;
+    keel_ms_t now = keel_clock_now_ms();
+    if (now > n->raft_ms)
+        n->raft_ms = now;
+    keel_raft_tick(n->raft, n->raft_ms);
+}
+
 static void start_read_batch(keel_node_t *n)
 {
     if (n->reads_new.head == NULL || keel_raft_leader(n->raft) != n->cfg.id)
         return;
+    if (n->batches_head != NULL)
+        return; /* EXPERIMENT: one round in flight */
     read_batch_t *b = calloc(1, sizeof(*b));
     if (b == NULL)
         return;
     b->ctx = ++n->next_read_ctx;
+    lease_clock(n);
     if (keel_raft_read_index(n->raft, b->ctx) != 0) {
         free(b); /* e.g. no entry of this term committed yet: retry next pass */
         return;

@@ -232,10 +232,20 @@ def test_a_history_through_a_leader_crash_is_linearizable(make_cluster, tmp_path
     assert os.path.getsize(history) > 0
 
 
-def test_a_paused_old_leader_never_serves_a_stale_read(make_cluster):
+# With lease reads the leader answers from its lease: it must judge the lease by the real
+# time when it wakes, not by the time it went to sleep (node.c, lease_clock).
+READ_MODES = pytest.mark.parametrize("reads", ["readindex", "lease"])
+
+
+def read_flags(reads):
+    return ["--lease-reads", "1" if reads == "lease" else "0"]
+
+
+@READ_MODES
+def test_a_paused_old_leader_never_serves_a_stale_read(make_cluster, reads):
     """SIGSTOP the leader, write through the new one, SIGCONT: reads queued at the old
     leader (and sent right after it wakes) see the new value or fail; never the old one."""
-    cl = make_cluster(3)
+    cl = make_cluster(3, *read_flags(reads))
     for round_ in range(3):
         old = cl.wait_leader()
         key = f"r{round_}"
@@ -263,8 +273,9 @@ def test_a_paused_old_leader_never_serves_a_stale_read(make_cluster):
         cl.wait_leader()
 
 
-def test_a_history_through_leader_pauses_is_linearizable(make_cluster, tmp_path):
-    cl = make_cluster(3)
+@READ_MODES
+def test_a_history_through_leader_pauses_is_linearizable(make_cluster, tmp_path, reads):
+    cl = make_cluster(3, *read_flags(reads))
     history = str(tmp_path / "history.jsonl")
     args = [binary("keel"), "bench", "kv", "--duration", "5", "--connections", "6",
             "--pipeline", "2", "--keys", "20", "--history", history, "--final-reads", "--quiet",
