@@ -4,7 +4,8 @@
 #
 # usage: bench/reads.sh [KEEL_BINARY] [-- keel server flags, e.g. --lease-reads 1]
 # env:   BASE_PORT (default 26501: clients P..P+2, peers P+100.., HTTP P+200..),
-#        N (GETs per run, default 200000), FILL (SETs before, default 50000), TMPDIR
+#        N (GETs per run, default 200000), FILL (SETs before, default 50000), TMPDIR,
+#        TARGETS (default "leader follower")
 #
 # Starts three `keel server` processes on 127.0.0.1 (directly, so that server flags can be
 # given), fills FILL keys with redis-benchmark, then runs `redis-benchmark -t get -c 64 -d 100
@@ -57,7 +58,7 @@ peer_bytes() {
 HZ=$(getconf CLK_TCK)
 SYSCALLS=raw_syscalls:sys_enter,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_epoll_wait
 
-for target in leader follower; do
+for target in ${TARGETS:-leader follower}; do
   port=$leader
   [ "$target" = follower ] && port=$follower
   declare -A c0 b0

@@ -22,6 +22,8 @@
  * `keel up` on a DIR that has one restarts that cluster from its data.
  */
 #define UP_WAIT_MS 15000
+/* keel server flags given after `--`, passed to every node as they are. */
+#define UP_SERVER_ARGS_MAX 64
 
 static volatile sig_atomic_t got_signal;
 
@@ -32,16 +34,20 @@ static void on_signal(int sig)
 
 static void usage_up(void)
 {
-    printf("usage: keel up [--nodes N] --dir DIR [--base-port P] [--detach] [--log-level L]\n\n"
+    printf("usage: keel up [--nodes N] --dir DIR [--base-port P] [--detach] [--log-level L]\n"
+           "               [-- keel server flags...]\n\n"
            "Starts N (default 3) keel server processes on 127.0.0.1, waits for a leader,\n"
            "prints the nodes and writes DIR/cluster.json. Node i (from 0) listens for\n"
            "clients on P+i, peers on P+100+i and HTTP on P+200+i (P defaults to 7001).\n"
            "Without --detach it stays in the foreground; Ctrl-C stops every node.\n"
            "On a DIR that already holds a cluster.json, the same cluster restarts from\n"
-           "its data (same names, ports and members); nodes still running are kept.\n");
+           "its data (same names, ports and members); nodes still running are kept.\n"
+           "Flags after -- go to every keel server (e.g. -- --lease-reads 1); they are\n"
+           "not recorded: give them again when restarting the cluster.\n");
 }
 
-static pid_t spawn_node(const keel_cluster_t *cl, size_t i, const char *log_level)
+static pid_t spawn_node(const keel_cluster_t *cl, size_t i, const char *log_level,
+                        char *const *extra, int extra_n)
 {
     const keel_cluster_node_t *nd = &cl->nodes[i];
     char log_path[KEEL_CLUSTER_PATH_BYTES + sizeof(nd->name) + 8]; /* dir/name.log */
@@ -59,21 +65,27 @@ static pid_t spawn_node(const keel_cluster_t *cl, size_t i, const char *log_leve
     int devnull = open("/dev/null", O_RDONLY);
     if (devnull >= 0)
         dup2(devnull, STDIN_FILENO);
-    char *args[] = {"keel",
-                    "server",
-                    "--name",
-                    (char *)nd->name,
-                    "--data-dir",
-                    (char *)nd->data_dir,
-                    "--listen-client",
-                    (char *)nd->client,
-                    "--listen-http",
-                    (char *)nd->http,
-                    "--initial-cluster",
-                    (char *)cl->initial_cluster,
-                    "--log-level",
-                    (char *)(log_level ? log_level : "info"),
-                    NULL};
+    char *fixed[] = {"keel",
+                     "server",
+                     "--name",
+                     (char *)nd->name,
+                     "--data-dir",
+                     (char *)nd->data_dir,
+                     "--listen-client",
+                     (char *)nd->client,
+                     "--listen-http",
+                     (char *)nd->http,
+                     "--initial-cluster",
+                     (char *)cl->initial_cluster,
+                     "--log-level",
+                     (char *)(log_level ? log_level : "info")};
+    char *args[sizeof(fixed) / sizeof(fixed[0]) + UP_SERVER_ARGS_MAX + 1];
+    size_t n = 0;
+    for (size_t k = 0; k < sizeof(fixed) / sizeof(fixed[0]); k++)
+        args[n++] = fixed[k];
+    for (int k = 0; k < extra_n; k++)
+        args[n++] = extra[k];
+    args[n] = NULL;
     execv("/proc/self/exe", args);
     fprintf(stderr, "keel up: exec failed: %s\n", strerror(errno));
     _exit(127);
@@ -119,7 +131,14 @@ int keel_cli_up(int argc, char **argv)
 {
     int nodes = 3, base = 7001, detach = 0;
     const char *dir = NULL, *log_level = NULL;
+    char *const *extra = NULL;
+    int extra_n = 0;
     for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) {
+            extra = argv + i + 1;
+            extra_n = argc - i - 1;
+            break;
+        }
         if (strcmp(argv[i], "--nodes") == 0 && i + 1 < argc)
             nodes = atoi(argv[++i]);
         else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
@@ -134,6 +153,10 @@ int keel_cli_up(int argc, char **argv)
             usage_up();
             return strcmp(argv[i], "--help") == 0 ? 0 : 2;
         }
+    }
+    if (extra_n > UP_SERVER_ARGS_MAX) {
+        fprintf(stderr, "keel up: at most %d server flags after --\n", UP_SERVER_ARGS_MAX);
+        return 2;
     }
     if (dir == NULL || nodes < 1 || nodes > KEEL_CLUSTER_NODES_MAX || base < 1 ||
         base + 200 + nodes > 65535) {
@@ -155,7 +178,7 @@ int keel_cli_up(int argc, char **argv)
         if (cl.nodes[i].pid > 0 && kill(cl.nodes[i].pid, 0) == 0 &&
             keel_cluster_pid_is_node(cl.nodes[i].pid, cl.nodes[i].data_dir))
             continue;
-        cl.nodes[i].pid = spawn_node(&cl, i, log_level);
+        cl.nodes[i].pid = spawn_node(&cl, i, log_level, extra, extra_n);
         started++;
     }
     if (started < (int)cl.n)

@@ -122,6 +122,25 @@ def test_up_status_down_and_up_again_keeps_the_data(up_dir):
     wait_gone([n["pid"] for n in cluster_json(up_dir)["nodes"]])
 
 
+def test_up_passes_flags_after_a_double_dash_to_every_server(up_dir):
+    base = free_base_port(3)
+    rc, out, err = keel("up", "--nodes", "3", "--dir", up_dir, "--base-port", str(base),
+                        "--detach", "--", "--value-bytes-max", "100", "--lease-reads", "1")  # fmt: skip
+    assert rc == 0, out + err
+    for i in range(3):  # each node got the limit, so each refuses a 101-byte value itself
+        c = redis.Redis(port=base + i, socket_timeout=10)
+        assert c.set(f"k{i}", "x" * 100) is True
+        with pytest.raises(redis.ResponseError):
+            c.set(f"k{i}", "x" * 101)
+        assert c.get(f"k{i}") == b"x" * 100  # a linearizable read with lease reads on
+    rc, out, _ = keel("down", "--dir", up_dir)
+    assert rc == 0, out
+    wait_gone([n["pid"] for n in cluster_json(up_dir)["nodes"]])
+    # a bad server flag stops the node, and keel up says so
+    rc, out, err = keel("up", "--dir", up_dir, "--detach", "--", "--lease-reads", "2")
+    assert rc != 0 and "exited early" in err, out + err
+
+
 def start_server(args, log):
     with open(log, "wb") as f:
         return subprocess.Popen([binary("keel"), "server", *args], stdout=f, stderr=f,
