@@ -79,6 +79,9 @@ static const opt_t opts[] = {
      "... and not before the log since the last snapshot holds this much (default 64 MiB)"},
     {"wal-segment-bytes", OPT_BYTES, OFF(node.wal.segment_bytes), SZ(node.wal.segment_bytes),
      "preallocated size of each WAL segment (default 64 MiB)"},
+    {"wal-sync-inline", OPT_U64, OFF(node.wal_sync_inline), SZ(node.wal_sync_inline),
+     "1: fdatasync on the event loop at the end of a turn instead of on the WAL's sync thread "
+     "(default 0)"},
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))

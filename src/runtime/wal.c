@@ -3,6 +3,7 @@
 
 #include "base/crc32c.h"
 #include "base/log.h"
+#include "runtime/clock.h"
 
 #include <assert.h>
 #include <dirent.h>
@@ -10,6 +11,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,16 +44,33 @@ struct keel_wal {
     uint64_t next_seq;
     size_t next_off;
     uint64_t first_seq; /* oldest segment on disk */
-    group_t groups[2];
-    group_t *pending;  /* appends land here */
-    group_t *inflight; /* being written by sync_run, or NULL */
-    /* Sync side (owned by sync_run while a sync is in flight). */
+    uint64_t submit_gen; /* groups handed over so far */
+    group_t groups[3];   /* rotate: pending -> handed -> writing -> pending... */
+    group_t *pending;    /* owner: appends land here */
+    /* Syncing side: the sync thread while it runs, else the thread in wait(). */
+    group_t *writing;
     int fd;
     uint64_t fd_seq;
-    int sync_rc;
-    char sync_err[KEEL_ERRMSG_BYTES_MAX];
+    /* Under mu. */
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv; /* handed became non-empty, or stop */
+    pthread_cond_t done_cv; /* durable_gen moved, or failed */
+    group_t *handed;        /* submitted, not yet taken by the syncing side */
+    uint64_t handed_gen;    /* newest gen merged into handed */
+    uint64_t durable_gen;
+    uint64_t written_seq; /* segment the syncing side last wrote: older ones are done */
+    int syncing;          /* the syncing side holds a group (writing) */
     int failed;
-    keel_wal_stats_t stats;
+    char sync_err[KEEL_ERRMSG_BYTES_MAX];
+    uint64_t syncs, segments_cut;
+    uint32_t times_us[KEEL_WAL_SYNC_TIMES_MAX];
+    size_t times_n;
+    int stop;
+    int thread_on;
+    pthread_t thread;
+    keel_wal_notify_fn notify;
+    void *notify_data;
+    keel_wal_stats_t stats; /* owner: appended; the rest is filled from above */
 };
 
 static inline void put_u32(uint8_t *p, uint32_t v)
@@ -228,20 +247,62 @@ size_t keel_wal_pending_bytes(const keel_wal_t *w)
 
 /* ---- syncing ---------------------------------------------------------------- */
 
-int keel_wal_sync_start(keel_wal_t *w, int *started)
+static void group_reset(group_t *g)
 {
-    *started = 0;
-    if (w->failed)
-        return KEEL_EIO;
-    if (w->inflight != NULL)
-        return KEEL_EBUSY;
+    keel_buf_reset(&g->buf);
+    g->n_chunks = 0;
+}
+
+/* Appends src's records after dst's (a turn handed over while the sync thread was busy). */
+static int group_merge(group_t *dst, const group_t *src)
+{
+    size_t base = dst->buf.len, mark_chunks = dst->n_chunks;
+    int rc = keel_buf_reserve(&dst->buf, src->buf.len);
+    for (size_t i = 0; rc == 0 && i < src->n_chunks; i++) {
+        const chunk_t *c = &src->chunks[i];
+        size_t before = dst->n_chunks;
+        rc = group_add_chunk(dst, c->seq, c->off);
+        if (rc != 0)
+            break;
+        chunk_t *d = &dst->chunks[dst->n_chunks - 1];
+        if (dst->n_chunks > before) /* a new run: its bytes start where src's do, shifted */
+            d->buf_start = base + c->buf_start;
+        d->len += c->len;
+    }
+    if (rc != 0) {
+        dst->n_chunks = mark_chunks;
+        return rc;
+    }
+    memcpy(keel_buf_wptr(&dst->buf), src->buf.data, src->buf.len);
+    keel_buf_commit(&dst->buf, src->buf.len);
+    assert(dst->buf.len == base + src->buf.len);
+    return 0;
+}
+
+int keel_wal_submit(keel_wal_t *w, uint64_t *gen)
+{
+    *gen = 0;
     if (w->pending->buf.len == 0)
         return 0;
-    w->inflight = w->pending;
-    w->pending = (w->pending == &w->groups[0]) ? &w->groups[1] : &w->groups[0];
-    w->sync_rc = 0;
-    *started = 1;
-    return 0;
+    int rc = 0;
+    pthread_mutex_lock(&w->mu);
+    if (w->failed) {
+        rc = KEEL_EIO;
+    } else if (w->handed->buf.len == 0) { /* the common case: a swap, no copy */
+        group_t *t = w->handed;
+        w->handed = w->pending;
+        w->pending = t;
+    } else {
+        rc = group_merge(w->handed, w->pending);
+        if (rc == 0)
+            group_reset(w->pending);
+    }
+    if (rc == 0) {
+        *gen = w->handed_gen = ++w->submit_gen;
+        pthread_cond_signal(&w->work_cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return rc;
 }
 
 static int write_chunk(keel_wal_t *w, const group_t *g, const chunk_t *c, keel_errmsg_t *msg)
@@ -258,7 +319,9 @@ static int write_chunk(keel_wal_t *w, const group_t *g, const chunk_t *c, keel_e
         close(w->fd);
         w->fd = nfd;
         w->fd_seq = c->seq;
-        w->stats.segments_cut++;
+        pthread_mutex_lock(&w->mu);
+        w->segments_cut++;
+        pthread_mutex_unlock(&w->mu);
     }
     const uint8_t *p = g->buf.data + c->buf_start;
     size_t left = c->len, off = c->off;
@@ -275,44 +338,134 @@ static int write_chunk(keel_wal_t *w, const group_t *g, const chunk_t *c, keel_e
     return 0;
 }
 
-void keel_wal_sync_run(keel_wal_t *w)
+/*
+ * One sync, called with mu held and a non-empty handed group: takes it, writes it
+ * and fdatasyncs without the lock, then publishes the result. Returns with mu held.
+ */
+static void sync_once_locked(keel_wal_t *w)
 {
-    group_t *g = w->inflight;
+    group_t *g = w->handed;
+    uint64_t gen = w->handed_gen;
+    w->handed = w->writing;
+    w->writing = g;
+    w->syncing = 1;
+    pthread_mutex_unlock(&w->mu);
+
     keel_errmsg_t m = {{0}};
+    keel_us_t t0 = keel_clock_now_us();
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < g->n_chunks; i++)
         rc = write_chunk(w, g, &g->chunks[i], &m);
     if (rc == 0 && w->cfg.sync_enabled && fdatasync(w->fd) != 0)
         rc = io_err(&m, "fdatasync", w->dir);
-    w->sync_rc = rc;
-    memcpy(w->sync_err, m.text, sizeof(w->sync_err));
+    keel_us_t took = keel_clock_now_us() - t0;
+    group_reset(g);
+
+    pthread_mutex_lock(&w->mu);
+    w->syncing = 0;
+    w->written_seq = w->fd_seq;
+    if (rc != 0) {
+        w->failed = rc;
+        memcpy(w->sync_err, m.text, sizeof(w->sync_err));
+    } else {
+        w->durable_gen = gen;
+        w->syncs++;
+        if (w->times_n == KEEL_WAL_SYNC_TIMES_MAX) { /* not drained: drop the oldest */
+            memmove(w->times_us, w->times_us + 1, (w->times_n - 1) * sizeof(w->times_us[0]));
+            w->times_n--;
+        }
+        w->times_us[w->times_n++] = took > UINT32_MAX ? UINT32_MAX : (uint32_t)took;
+    }
+    pthread_cond_broadcast(&w->done_cv);
 }
 
-int keel_wal_sync_finish(keel_wal_t *w, keel_errmsg_t *msg)
+/* The sync thread: back-to-back syncs while groups are handed over. */
+static void *sync_main(void *arg)
 {
-    group_t *g = w->inflight;
-    assert(g != NULL);
-    w->inflight = NULL;
-    keel_buf_reset(&g->buf);
-    g->n_chunks = 0;
-    if (w->sync_rc != 0) {
-        w->failed = 1;
-        return keel_errf(msg, w->sync_rc, "%s", w->sync_err);
+    keel_wal_t *w = arg;
+    pthread_mutex_lock(&w->mu);
+    while (!w->stop && !w->failed) {
+        if (w->handed->buf.len == 0) {
+            pthread_cond_wait(&w->work_cv, &w->mu);
+            continue;
+        }
+        sync_once_locked(w);
+        pthread_mutex_unlock(&w->mu);
+        w->notify(w->notify_data);
+        pthread_mutex_lock(&w->mu);
     }
-    w->stats.syncs++;
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+int keel_wal_syncer_start(keel_wal_t *w, keel_wal_notify_fn notify, void *data,
+                          keel_errmsg_t *msg)
+{
+    assert(!w->thread_on && notify != NULL);
+    w->notify = notify;
+    w->notify_data = data;
+    w->stop = 0;
+    int prc = pthread_create(&w->thread, NULL, sync_main, w);
+    if (prc != 0)
+        return keel_errf(msg, KEEL_EIO, "wal: cannot start the sync thread: %s", strerror(prc));
+    w->thread_on = 1;
     return 0;
+}
+
+void keel_wal_syncer_stop(keel_wal_t *w)
+{
+    if (!w->thread_on)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->stop = 1;
+    pthread_cond_signal(&w->work_cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    w->thread_on = 0;
+}
+
+int keel_wal_durable(keel_wal_t *w, uint64_t *gen, keel_errmsg_t *msg)
+{
+    pthread_mutex_lock(&w->mu);
+    *gen = w->durable_gen;
+    int rc = w->failed ? keel_errf(msg, w->failed, "%s", w->sync_err) : 0;
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+int keel_wal_wait(keel_wal_t *w, uint64_t gen, keel_errmsg_t *msg)
+{
+    pthread_mutex_lock(&w->mu);
+    assert(gen <= w->submit_gen);
+    while (w->durable_gen < gen && !w->failed) {
+        if (w->thread_on || w->syncing)
+            pthread_cond_wait(&w->done_cv, &w->mu);
+        else
+            sync_once_locked(w);
+    }
+    int rc = w->failed && w->durable_gen < gen ? keel_errf(msg, w->failed, "%s", w->sync_err)
+                                                : 0;
+    pthread_mutex_unlock(&w->mu);
+    return rc;
 }
 
 int keel_wal_sync(keel_wal_t *w, keel_errmsg_t *msg)
 {
-    int started;
-    int rc = keel_wal_sync_start(w, &started);
+    uint64_t gen;
+    int rc = keel_wal_submit(w, &gen);
     if (rc != 0)
         return keel_errf(msg, rc, "wal: sync refused: %s", keel_strerror(rc));
-    if (!started)
-        return 0;
-    keel_wal_sync_run(w);
-    return keel_wal_sync_finish(w, msg);
+    return gen == 0 ? 0 : keel_wal_wait(w, gen, msg);
+}
+
+size_t keel_wal_take_sync_times(keel_wal_t *w, uint32_t *us, size_t cap)
+{
+    pthread_mutex_lock(&w->mu);
+    size_t n = w->times_n < cap ? w->times_n : cap;
+    memcpy(us, w->times_us, n * sizeof(*us));
+    w->times_n = 0;
+    pthread_mutex_unlock(&w->mu);
+    return n;
 }
 
 /* ---- recovery ---------------------------------------------------------------- */
@@ -575,7 +728,7 @@ static int recover_all(keel_wal_t *w, keel_wal_replay_fn replay, void *rd, keel_
         w->fd = open(path, O_RDWR | O_CLOEXEC);
         rc = w->fd < 0 ? io_err(msg, "open", path) : 0;
     }
-    w->fd_seq = w->next_seq;
+    w->fd_seq = w->written_seq = w->next_seq;
 out:
     free(seqs);
     return rc;
@@ -598,9 +751,14 @@ int keel_wal_open(keel_wal_t **out, const char *dir, const keel_wal_config_t *cf
     w->cfg = *cfg;
     w->fd = -1;
     w->dir_fd = -1;
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 3; i++)
         keel_buf_init(&w->groups[i].buf, 0);
     w->pending = &w->groups[0];
+    w->handed = &w->groups[1];
+    w->writing = &w->groups[2];
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->work_cv, NULL);
+    pthread_cond_init(&w->done_cv, NULL);
     if (mkdir_p(dir) != 0) {
         rc = io_err(msg, "mkdir", dir);
         goto fail;
@@ -624,23 +782,30 @@ void keel_wal_close(keel_wal_t *w)
 {
     if (w == NULL)
         return;
-    assert(w->inflight == NULL && "close with a sync in flight");
+    keel_wal_syncer_stop(w);
+    assert(!w->syncing && "close with a sync in flight");
     if (w->fd >= 0)
         close(w->fd);
     if (w->dir_fd >= 0)
         close(w->dir_fd);
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 3; i++) {
         keel_buf_free(&w->groups[i].buf);
         free(w->groups[i].chunks);
     }
+    pthread_cond_destroy(&w->done_cv);
+    pthread_cond_destroy(&w->work_cv);
+    pthread_mutex_destroy(&w->mu);
     free(w);
 }
 
 int keel_wal_release_before(keel_wal_t *w, uint64_t lsn, keel_errmsg_t *msg)
 {
     uint64_t keep_seq = lsn >> 32;
-    if (keep_seq > w->fd_seq)
-        keep_seq = w->fd_seq; /* never the segment being written */
+    pthread_mutex_lock(&w->mu);
+    uint64_t written_seq = w->written_seq;
+    pthread_mutex_unlock(&w->mu);
+    if (keep_seq > written_seq)
+        keep_seq = written_seq; /* never the segment the syncing side writes */
     int removed = 0;
     while (w->first_seq < keep_seq) {
         char path[PATH_BYTES_MAX + 32];
@@ -655,15 +820,22 @@ int keel_wal_release_before(keel_wal_t *w, uint64_t lsn, keel_errmsg_t *msg)
     return 0;
 }
 
-void keel_wal_get_stats(const keel_wal_t *w, keel_wal_stats_t *out)
+void keel_wal_get_stats(keel_wal_t *w, keel_wal_stats_t *out)
 {
     *out = w->stats;
+    pthread_mutex_lock(&w->mu);
+    out->syncs = w->syncs;
+    out->segments_cut = w->segments_cut;
+    pthread_mutex_unlock(&w->mu);
 }
 
-uint64_t keel_wal_disk_bytes(const keel_wal_t *w)
+uint64_t keel_wal_disk_bytes(keel_wal_t *w)
 {
     uint64_t total = 0;
-    for (uint64_t seq = w->first_seq; seq <= w->fd_seq; seq++) {
+    pthread_mutex_lock(&w->mu);
+    uint64_t last_seq = w->written_seq;
+    pthread_mutex_unlock(&w->mu);
+    for (uint64_t seq = w->first_seq; seq <= last_seq; seq++) {
         char path[PATH_BYTES_MAX + 32];
         struct stat st;
         seg_path(w, seq, path, sizeof(path));

@@ -21,12 +21,30 @@
  * (little-endian). A record's position is its LSN: (seq << 32) | offset, so
  * LSNs grow with the log and segments are at most 4 GiB.
  *
- * Durability: append() only buffers. sync() (blocking) or sync_start() +
- * sync_finish() (the write and fdatasync run on another thread while the
- * caller goes on; see runtime users) make every record appended before the
- * call durable; only then may the caller acknowledge them. Records appended
- * while a sync is in flight form the next group: one fdatasync covers all
- * appends of a loop turn (group commit).
+ * Durability: append() only buffers. submit() hands everything appended so
+ * far to the syncing side as one group and numbers it (its "gen", 1, 2, 3...);
+ * the syncing side writes every group handed over so far with pwrite and makes
+ * them durable with one fdatasync (group commit), in order, and publishes the
+ * newest durable gen; durable() reads it. Only then may the caller acknowledge
+ * the records of those groups. Two ways to run the syncing side:
+ *   - a sync thread (keel_wal_syncer_start): syncs back to back, starting the
+ *     next one at once if more was handed over meanwhile, and calls notify()
+ *     after each (from the sync thread: it must only wake the owner, e.g.
+ *     uv_async_send, which coalesces);
+ *   - on the caller's thread: wait() runs the sync inline (no thread started).
+ * sync() = submit() + wait(), blocking, for tests and tools.
+ *
+ * Who touches what while a sync thread runs (the rule the old one-sync-in-
+ * flight flag kept): the owner thread appends to its own pending group and
+ * takes the lock only in submit/durable/wait/stats/release_before; the sync
+ * thread alone uses the segment file descriptors and creates segments. The
+ * sync thread only ever writes the segment it last wrote or newer ones, so the
+ * owner may delete segments older than the one the sync thread last reported
+ * (release_before reads that under the lock). close() and syncer_stop() join
+ * the thread (waiting for a sync in flight to end) before anything is freed.
+ * A failed write or fdatasync stops the syncing side for good: durable() and
+ * submit() then return KEEL_EIO and the caller must stop, as fsync errors
+ * cannot be retried safely (the kernel may have dropped the dirty pages).
  *
  * Recovery (keel_wal_open) reads every record of every segment and checks its
  * CRC. The first bad record (bad CRC, impossible length, or running past the
@@ -89,25 +107,36 @@ size_t keel_wal_pending_bytes(const keel_wal_t *w);
 int keel_wal_sync(keel_wal_t *w, keel_errmsg_t *msg);
 
 /*
- * Split sync for event loops. sync_start() takes the pending group (returns
- * KEEL_EBUSY if a sync is already in flight, 0 with nothing to do if the group
- * is empty: *started = 0). sync_run() does the write + fdatasync and may run
- * on any one thread; it touches only the group and the file descriptors, which
- * the WAL does not use until sync_finish(). sync_finish() runs back on the
- * owner thread and returns the sync's result; on success every record appended
- * before sync_start() is durable. After a failed sync the WAL refuses further
- * syncs (KEEL_EIO): the caller must stop, as fsync errors cannot be retried
- * safely (the kernel may have dropped the dirty pages).
+ * Hands the pending group to the syncing side. *gen gets its number (the
+ * previous gen plus one), or 0 if nothing was pending. KEEL_EIO after a failed
+ * sync; KEEL_ENOMEM leaves the pending group as it was.
  */
-int keel_wal_sync_start(keel_wal_t *w, int *started);
-void keel_wal_sync_run(keel_wal_t *w);
-int keel_wal_sync_finish(keel_wal_t *w, keel_errmsg_t *msg);
+int keel_wal_submit(keel_wal_t *w, uint64_t *gen);
+/* Every group up to *gen is durable. KEEL_EIO (msg says why) once a sync has failed. */
+int keel_wal_durable(keel_wal_t *w, uint64_t *gen, keel_errmsg_t *msg);
+/* Blocks until group gen is durable; without a sync thread, syncs on this thread. */
+int keel_wal_wait(keel_wal_t *w, uint64_t gen, keel_errmsg_t *msg);
+
+/* Called by the sync thread after each sync (or failure); must not block. */
+typedef void (*keel_wal_notify_fn)(void *data);
+int keel_wal_syncer_start(keel_wal_t *w, keel_wal_notify_fn notify, void *data,
+                          keel_errmsg_t *msg);
+/* Joins the sync thread (a sync in flight ends first); groups not yet taken stay unsynced. */
+void keel_wal_syncer_stop(keel_wal_t *w);
+
+/*
+ * Durations of the write + fdatasync of recent syncs, in microseconds, oldest
+ * first, measured on the syncing side; at most KEEL_WAL_SYNC_TIMES_MAX are kept
+ * between two calls (older ones are dropped). Returns how many were copied.
+ */
+#define KEEL_WAL_SYNC_TIMES_MAX 64u
+size_t keel_wal_take_sync_times(keel_wal_t *w, uint32_t *us, size_t cap);
 
 /* Deletes whole segments all of whose records lie before lsn (after a snapshot). */
 int keel_wal_release_before(keel_wal_t *w, uint64_t lsn, keel_errmsg_t *msg);
 
-void keel_wal_get_stats(const keel_wal_t *w, keel_wal_stats_t *out);
+void keel_wal_get_stats(keel_wal_t *w, keel_wal_stats_t *out);
 /* Total bytes of segment files on disk. */
-uint64_t keel_wal_disk_bytes(const keel_wal_t *w);
+uint64_t keel_wal_disk_bytes(keel_wal_t *w);
 
 #endif

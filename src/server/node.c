@@ -31,6 +31,9 @@
 /* Freed Raft log blocks kept for reuse: the log regrows after every compaction to about
    the size that triggers the next snapshot (snapshot_log_bytes_min, 64 MiB by default). */
 #define LOG_SPARE_BYTES_MAX (64u * 1024u * 1024u)
+/* Handoff times kept for keel_wal_fsync_seconds: groups awaiting durability beyond this
+ * many (never seen: one sync takes every group handed over) are not observed. */
+#define SYNC_SUBMIT_TIMES_MAX 64u
 
 /* ---- requests ------------------------------------------------------------------ */
 
@@ -162,11 +165,11 @@ struct keel_node {
     uv_check_t check;
     keel_timer_t tick;
     keel_ms_t raft_ms; /* the core's clock: one tick per timer callback (on_tick) */
-    uv_work_t sync_work;
-    int sync_inflight;
-    keel_us_t sync_start_us;
-    /* sync groups are numbered 1, 2, ... in the order they start; they finish in order */
+    uv_async_t sync_async; /* the WAL's sync thread made groups durable (wal.h) */
+    /* sync groups are numbered 1, 2, ... in the order they are handed to the WAL; they
+       become durable in order. gen_started: handed over; gen_durable: seen durable. */
     uint64_t gen_started, gen_durable, last_write_gen;
+    keel_us_t sync_submit_us[SYNC_SUBMIT_TIMES_MAX]; /* by gen % max, for m_fsync */
     uint64_t hs_term, hs_vote; /* the last hard state appended to the WAL, minus commit */
     /* requests */
     request_t *all_head, *all_tail;
@@ -209,7 +212,7 @@ struct keel_node {
     /* metrics */
     keel_counter_t *m_snapshots;
     keel_counter_t *m_proposals, *m_applied, *m_forwarded, *m_leader_changes, *m_timeouts;
-    keel_histogram_t *m_fsync, *m_commit, *m_batch;
+    keel_histogram_t *m_fsync, *m_fdatasync, *m_commit, *m_batch;
 };
 
 static void process(keel_node_t *n);
@@ -291,6 +294,8 @@ int keel_node_config_validate(const keel_node_config_t *cfg, keel_errmsg_t *msg)
                          "must be > 0");
     if (cfg->snapshot_entries == 0 || cfg->snapshots_keep < 1)
         return keel_errf(msg, KEEL_EINVAL, "node: snapshot_entries and snapshots_keep must be > 0");
+    if (cfg->wal_sync_inline != 0 && cfg->wal_sync_inline != 1)
+        return keel_errf(msg, KEEL_EINVAL, "node: wal_sync_inline must be 0 or 1");
     if (cfg->peer_frame_bytes_max < cfg->raft.msg_bytes_max + 4096)
         return keel_errf(msg, KEEL_EINVAL, "node: peer_frame_bytes_max below raft msg_bytes_max");
     int rc = keel_kv_config_validate(&cfg->kv, msg);
@@ -1482,27 +1487,46 @@ static void serve_ready_reads(keel_node_t *n)
     n->reads_ready = keep;
 }
 
-static void sync_work_cb(uv_work_t *w)
+/*
+ * Durability (docs/wal.md). At the end of each turn the pending group, if it holds entries or
+ * a new term or vote, is handed to the WAL's sync thread, which syncs back to back: it takes
+ * everything handed over so far, writes and fdatasyncs it, publishes the durable gen, wakes
+ * the loop (sync_async, coalesced) and starts on what was handed over meanwhile without
+ * waiting for the loop. With --wal-sync-inline the loop syncs itself at the end of the turn,
+ * after the peer frames have left (Redis's appendfsync always).
+ */
+static void sync_observe(keel_node_t *n, uint64_t from_gen, uint64_t to_gen)
 {
-    keel_node_t *n = w->data;
-    keel_raftlog_sync_run(n->log);
+    uint32_t us[KEEL_WAL_SYNC_TIMES_MAX];
+    size_t k = keel_wal_take_sync_times(keel_raftlog_wal(n->log), us, KEEL_WAL_SYNC_TIMES_MAX);
+    if (n->m_fdatasync)
+        for (size_t i = 0; i < k; i++)
+            keel_histogram_observe(n->m_fdatasync, (double)us[i] / 1e6);
+    if (n->m_fsync == NULL)
+        return;
+    keel_us_t now = keel_clock_now_us();
+    if (to_gen - from_gen > SYNC_SUBMIT_TIMES_MAX) /* older times were overwritten */
+        from_gen = to_gen - SYNC_SUBMIT_TIMES_MAX;
+    for (uint64_t g = from_gen + 1; g <= to_gen; g++)
+        keel_histogram_observe(n->m_fsync,
+                               (double)(now - n->sync_submit_us[g % SYNC_SUBMIT_TIMES_MAX]) / 1e6);
 }
 
-static void sync_after_cb(uv_work_t *w, int status)
+/* Groups became durable: tell the core, release held messages, run the turn's pass. */
+static void sync_done(keel_node_t *n)
 {
-    keel_node_t *n = w->data;
-    uint64_t index, term;
-    keel_errmsg_t m;
-    n->sync_inflight = 0;
-    int rc = keel_raftlog_sync_finish(n->log, &index, &term, &m);
+    uint64_t gen, index, term;
+    keel_errmsg_t m = {{0}};
+    int rc = keel_raftlog_durable(n->log, &gen, &index, &term, &m);
     if (rc != 0) {
         /* fsync errors cannot be retried safely (the kernel may have dropped the pages). */
         keel_log_error("WAL sync failed; stopping", KF_STR("error", m.text));
         abort();
     }
-    if (n->m_fsync)
-        keel_histogram_observe(n->m_fsync, (double)(keel_clock_now_us() - n->sync_start_us) / 1e6);
-    n->gen_durable++;
+    if (gen == n->gen_durable)
+        return;
+    sync_observe(n, n->gen_durable, gen);
+    n->gen_durable = gen;
     if (index != 0)
         keel_raft_persisted(n->raft, index, term);
     for (size_t i = 0; i < PEER_SLOTS; i++)
@@ -1511,19 +1535,47 @@ static void sync_after_cb(uv_work_t *w, int status)
     process(n);
 }
 
-static void maybe_start_sync(keel_node_t *n)
+static void on_sync_async(uv_async_t *h)
 {
-    if (n->sync_inflight || n->stopping || !keel_raftlog_has_pending(n->log) ||
+    keel_node_t *n = h->data;
+    if (!n->stopping)
+        sync_done(n);
+}
+
+/* Called from the WAL's sync thread: only wakes the loop. */
+static void sync_notify(void *data)
+{
+    keel_node_t *n = data;
+    uv_async_send(&n->sync_async);
+}
+
+/* Hands the pending group to the WAL if it needs durability; 1 if it did. */
+static int maybe_start_sync(keel_node_t *n)
+{
+    if (n->stopping || !keel_raftlog_has_pending(n->log) ||
         n->last_write_gen <= n->gen_started) /* nothing pending needs durability yet */
-        return;
-    int started;
-    if (keel_raftlog_sync_start(n->log, &started) != 0 || !started)
-        return;
-    n->gen_started++;
-    n->sync_inflight = 1;
-    n->sync_start_us = keel_clock_now_us();
-    n->sync_work.data = n;
-    uv_queue_work(&n->loop->uv, &n->sync_work, sync_work_cb, sync_after_cb);
+        return 0;
+    uint64_t gen;
+    int rc = keel_raftlog_submit(n->log, &gen);
+    if (rc != 0) {
+        keel_log_error("WAL submit failed; stopping", KF_STR("error", keel_strerror(rc)));
+        abort();
+    }
+    assert(gen == n->gen_started + 1 && gen == n->last_write_gen);
+    n->gen_started = gen;
+    n->sync_submit_us[gen % SYNC_SUBMIT_TIMES_MAX] = keel_clock_now_us();
+    return 1;
+}
+
+/* --wal-sync-inline: the turn's sync on the loop thread, after its peer frames left. */
+static void sync_inline(keel_node_t *n)
+{
+    keel_errmsg_t m = {{0}};
+    if (keel_wal_wait(keel_raftlog_wal(n->log), n->gen_started, &m) != 0) {
+        keel_log_error("WAL sync failed; stopping", KF_STR("error", m.text));
+        abort();
+    }
+    sync_done(n);
 }
 
 /* ---- snapshots ------------------------------------------------------------------- */
@@ -1946,11 +1998,13 @@ static void process(keel_node_t *n)
         n->cfg.on_applied(n->cfg.on_applied_data);
     serve_ready_reads(n);
     maybe_snapshot(n);
-    maybe_start_sync(n);
+    int submitted = maybe_start_sync(n);
     forward_reads(n);
     for (size_t i = 0; i < PEER_SLOTS; i++)
         if (peer_live(&n->peers[i]))
             peer_flush(&n->peers[i]);
+    if (submitted && n->cfg.wal_sync_inline)
+        sync_inline(n);
 }
 
 static void on_check(uv_check_t *h)
@@ -2093,8 +2147,15 @@ static void register_metrics(keel_node_t *n)
                                          "Requests answered with a timeout.", NULL);
     n->m_snapshots = keel_metrics_counter(m, "keel_snapshots_total",
                                           "Snapshots made durable (taken or installed).", NULL);
-    n->m_fsync = keel_metrics_histogram(m, "keel_wal_fsync_seconds",
-                                        "WAL group write + fdatasync latency.", NULL, NULL, 0);
+    n->m_fsync = keel_metrics_histogram(
+        m, "keel_wal_fsync_seconds",
+        "WAL group durability latency: from the end of the turn that appended it to the loop "
+        "seeing it durable.",
+        NULL, NULL, 0);
+    n->m_fdatasync = keel_metrics_histogram(
+        m, "keel_wal_fdatasync_seconds",
+        "WAL sync time on the syncing thread: pwrite of the groups taken plus fdatasync.", NULL,
+        NULL, 0);
     n->m_commit = keel_metrics_histogram(m, "keel_write_commit_seconds",
                                          "Client write latency, submit to apply.", NULL, NULL, 0);
     static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
@@ -2307,6 +2368,10 @@ int keel_node_start(keel_node_t **out, keel_loop_t *loop, const keel_node_config
     if (rc != 0)
         goto fail;
     register_metrics(n);
+    if (!cfg->wal_sync_inline)
+        rc = keel_wal_syncer_start(keel_raftlog_wal(n->log), sync_notify, n, msg);
+    if (rc != 0)
+        goto fail;
     n->listener.data = n;
     rc = keel_tcp_listen(loop, &n->listener, cfg->listen_peer, 128, on_peer_connection, msg);
     if (rc != 0)
@@ -2316,6 +2381,9 @@ int keel_node_start(keel_node_t **out, keel_loop_t *loop, const keel_node_config
     uv_check_init(&loop->uv, &n->check);
     n->check.data = n;
     uv_check_start(&n->check, on_check);
+    n->handles_open++;
+    uv_async_init(&loop->uv, &n->sync_async, on_sync_async); /* sent only after a submit */
+    n->sync_async.data = n;
     n->handles_open++;
     keel_timer_init(loop, &n->tick);
     keel_timer_start(&n->tick, cfg->raft.tick_ms, cfg->raft.tick_ms, on_tick, n);
@@ -2411,6 +2479,9 @@ void keel_node_stop(keel_node_t *n, void (*closed)(void *data), void *data)
     n->fwd.slots = NULL;
     uv_check_stop(&n->check);
     uv_close((uv_handle_t *)&n->check, handle_closed);
+    /* The sync thread ends (after a sync in flight) before the handle it wakes is closed. */
+    keel_wal_syncer_stop(keel_raftlog_wal(n->log));
+    uv_close((uv_handle_t *)&n->sync_async, handle_closed);
     keel_timer_close(&n->tick, timer_closed);
     uv_close((uv_handle_t *)&n->listener, handle_closed);
     while (n->inconns)
@@ -2424,7 +2495,7 @@ void keel_node_stop(keel_node_t *n, void (*closed)(void *data), void *data)
 
 static void finish_stop(keel_node_t *n)
 {
-    if (!n->stopping || n->handles_open > 0 || n->sync_inflight || n->snap_loading)
+    if (!n->stopping || n->handles_open > 0 || n->snap_loading)
         return;
     if (n->snap_child > 0) { /* its .tmp file is removed at the next start */
         kill(n->snap_child, SIGKILL);

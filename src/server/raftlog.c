@@ -3,6 +3,7 @@
 
 #include "base/bytes.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,8 +32,13 @@ struct keel_raftlog {
     keel_raft_hard_state_t hs;
     int bad_gap;
     uint64_t gap_index;
-    /* group commit bookkeeping */
-    last_t pending_last, inflight_last;
+    /* group commit bookkeeping: the last entry of each submitted group holding entries */
+    last_t pending_last;
+    struct {
+        uint64_t gen;
+        last_t last;
+    } *subs;
+    size_t subs_head, subs_n, subs_cap; /* subs[subs_head .. subs_n) await durability */
     keel_buf_t scratch;
 };
 
@@ -159,6 +165,7 @@ void keel_raftlog_close(keel_raftlog_t *rl)
     keel_wal_close(rl->wal);
     keel_buf_free(&rl->scratch);
     free(rl->segs);
+    free(rl->subs);
     free(rl);
 }
 
@@ -207,40 +214,67 @@ int keel_raftlog_has_pending(const keel_raftlog_t *rl)
     return keel_wal_pending_bytes(rl->wal) > 0;
 }
 
-int keel_raftlog_sync_start(keel_raftlog_t *rl, int *started)
+/* Room for one more submitted group in subs. */
+static int subs_reserve(keel_raftlog_t *rl)
 {
-    int rc = keel_wal_sync_start(rl->wal, started);
-    if (rc == 0 && *started) {
-        rl->inflight_last = rl->pending_last;
-        rl->pending_last = (last_t){0, 0};
+    if (rl->subs_head > 0) { /* slide the groups still waiting down */
+        memmove(rl->subs, rl->subs + rl->subs_head,
+                (rl->subs_n - rl->subs_head) * sizeof(*rl->subs));
+        rl->subs_n -= rl->subs_head;
+        rl->subs_head = 0;
     }
-    return rc;
+    if (rl->subs_n < rl->subs_cap)
+        return 0;
+    size_t ncap = rl->subs_cap ? rl->subs_cap * 2 : 16;
+    void *ns = realloc(rl->subs, ncap * sizeof(*rl->subs));
+    if (ns == NULL)
+        return KEEL_ENOMEM;
+    rl->subs = ns;
+    rl->subs_cap = ncap;
+    return 0;
 }
 
-void keel_raftlog_sync_run(keel_raftlog_t *rl)
+int keel_raftlog_submit(keel_raftlog_t *rl, uint64_t *gen)
 {
-    keel_wal_sync_run(rl->wal);
+    int has_entries = rl->pending_last.index != 0;
+    int rc = has_entries ? subs_reserve(rl) : 0; /* first, so a failure submits nothing */
+    if (rc == 0)
+        rc = keel_wal_submit(rl->wal, gen);
+    if (rc != 0 || *gen == 0 || !has_entries)
+        return rc;
+    assert(rl->subs_n < rl->subs_cap);
+    rl->subs[rl->subs_n].gen = *gen;
+    rl->subs[rl->subs_n].last = rl->pending_last;
+    rl->subs_n++;
+    rl->pending_last = (last_t){0, 0};
+    return 0;
 }
 
-int keel_raftlog_sync_finish(keel_raftlog_t *rl, uint64_t *index, uint64_t *term,
-                             keel_errmsg_t *msg)
+int keel_raftlog_durable(keel_raftlog_t *rl, uint64_t *gen, uint64_t *index, uint64_t *term,
+                         keel_errmsg_t *msg)
 {
-    int rc = keel_wal_sync_finish(rl->wal, msg);
-    *index = rc == 0 ? rl->inflight_last.index : 0;
-    *term = rc == 0 ? rl->inflight_last.term : 0;
-    rl->inflight_last = (last_t){0, 0};
-    return rc;
+    *index = *term = 0;
+    int rc = keel_wal_durable(rl->wal, gen, msg);
+    if (rc != 0)
+        return rc;
+    while (rl->subs_head < rl->subs_n && rl->subs[rl->subs_head].gen <= *gen) {
+        *index = rl->subs[rl->subs_head].last.index;
+        *term = rl->subs[rl->subs_head].last.term;
+        rl->subs_head++;
+    }
+    return 0;
 }
 
 int keel_raftlog_sync(keel_raftlog_t *rl, uint64_t *index, uint64_t *term, keel_errmsg_t *msg)
 {
-    int started;
+    uint64_t gen;
     *index = *term = 0;
-    int rc = keel_raftlog_sync_start(rl, &started);
-    if (rc != 0 || !started)
-        return rc;
-    keel_raftlog_sync_run(rl);
-    return keel_raftlog_sync_finish(rl, index, term, msg);
+    int rc = keel_raftlog_submit(rl, &gen);
+    if (rc == 0 && gen != 0)
+        rc = keel_wal_wait(rl->wal, gen, msg);
+    if (rc == 0 && gen != 0)
+        rc = keel_raftlog_durable(rl, &gen, index, term, msg);
+    return rc;
 }
 
 keel_wal_t *keel_raftlog_wal(keel_raftlog_t *rl)

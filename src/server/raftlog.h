@@ -22,10 +22,12 @@
  * skipped (HARDSTATE records are history and always replayed). Segments whose
  * entries are all covered by a durable snapshot are released (deleted).
  *
- * Group commit: append() buffers into the WAL's pending group; the driver runs
- * sync_start, sync_run (any thread), sync_finish, and sync_finish reports the
- * last (index, term) of the entries that group made durable, for
- * keel_raft_persisted(). Hard-state-only groups report index 0.
+ * Group commit: append() buffers into the WAL's pending group; submit() hands
+ * it to the WAL's syncing side (runtime/wal.h: a sync thread, or wait() on the
+ * caller's thread) and returns its gen; durable() returns the newest durable
+ * gen and the last (index, term) of the entries made durable since the last
+ * call, for keel_raft_persisted(); index 0 if those groups held no entries
+ * (hard state only).
  */
 typedef struct keel_raftlog keel_raftlog_t;
 
@@ -47,11 +49,11 @@ int keel_raftlog_append(keel_raftlog_t *rl, const keel_raft_hard_state_t *hs,
                         const keel_raft_entry_t *entries, size_t n);
 int keel_raftlog_has_pending(const keel_raftlog_t *rl);
 
-int keel_raftlog_sync_start(keel_raftlog_t *rl, int *started);
-void keel_raftlog_sync_run(keel_raftlog_t *rl);
-/* On success *index and *term: last entry made durable by this group (0/0 if none). */
-int keel_raftlog_sync_finish(keel_raftlog_t *rl, uint64_t *index, uint64_t *term,
-                             keel_errmsg_t *msg);
+/* See keel_wal_submit: *gen is 0 if nothing was pending. */
+int keel_raftlog_submit(keel_raftlog_t *rl, uint64_t *gen);
+/* *gen: newest durable group; *index, *term: last entry made durable since the last call. */
+int keel_raftlog_durable(keel_raftlog_t *rl, uint64_t *gen, uint64_t *index, uint64_t *term,
+                         keel_errmsg_t *msg);
 /* Blocking append + sync, for tests and tools. */
 int keel_raftlog_sync(keel_raftlog_t *rl, uint64_t *index, uint64_t *term, keel_errmsg_t *msg);
 

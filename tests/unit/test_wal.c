@@ -5,10 +5,12 @@
 #include "runtime/wal.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct seen {
@@ -297,6 +299,7 @@ static void survives_sigkill_without_losing_acknowledged_records(void)
                         _exit(5);
                 }
             }
+            pause(); /* all written: wait for the kill */
         }
         close(fds[1]);
         /* Kill only once the child has acknowledged something (slow under sanitizers),
@@ -306,6 +309,240 @@ static void survives_sigkill_without_losing_acknowledged_records(void)
         if (any)
             acked = v;
         usleep(10000 + (useconds_t)round * 30000);
+        kill(pid, SIGKILL);
+        int status;
+        waitpid(pid, &status, 0);
+        while (read(fds[0], &v, 4) == 4) {
+            acked = v;
+            any = 1;
+        }
+        close(fds[0]);
+        KT_CHECK(any);
+        keel_wal_config_t cfg = small_cfg();
+        keel_wal_t *w;
+        keel_errmsg_t m;
+        memset(&seen, 0, sizeof(seen));
+        int rc = keel_wal_open(&w, dir, &cfg, collect, &seen, &m);
+        if (rc != 0)
+            KT_FAIL("reopen after kill: %s", m.text);
+        KT_CHECK(seen.n >= acked + 1);
+        for (size_t i = 0; i < seen.n; i++)
+            KT_EQ_INT(seen.ids[i], i);
+        keel_wal_close(w);
+        KT_RMRF(dir);
+    }
+}
+
+/* What the sync thread's notify callback saw: every durable gen, in call order. */
+typedef struct notes {
+    keel_wal_t *w;
+    pthread_mutex_t mu;
+    size_t n;
+    uint64_t gens[100000];
+    int failed;
+} notes_t;
+
+static notes_t notes;
+
+static void note_durable(void *data)
+{
+    notes_t *nt = data;
+    uint64_t gen;
+    keel_errmsg_t m;
+    int rc = keel_wal_durable(nt->w, &gen, &m);
+    pthread_mutex_lock(&nt->mu);
+    if (rc != 0)
+        nt->failed = 1;
+    else if (nt->n < sizeof(nt->gens) / sizeof(nt->gens[0]))
+        nt->gens[nt->n++] = gen;
+    pthread_mutex_unlock(&nt->mu);
+}
+
+static void start_noting(keel_wal_t *w)
+{
+    memset(&notes, 0, sizeof(notes));
+    pthread_mutex_init(&notes.mu, NULL);
+    notes.w = w;
+    keel_errmsg_t m;
+    KT_EQ_INT(keel_wal_syncer_start(w, note_durable, &notes, &m), 0);
+}
+
+/*
+ * The sync thread: groups handed over while it syncs are taken together by the next
+ * sync, durable gens only grow, and every record comes back in order, across segment
+ * cuts and a release_before made while the thread runs.
+ */
+static void the_sync_thread_makes_groups_durable_in_order_while_appends_go_on(void)
+{
+    char dir[64];
+    KT_TMPDIR(dir, "wal");
+    keel_wal_config_t cfg = small_cfg();
+    keel_wal_t *w;
+    keel_errmsg_t m;
+    KT_EQ_INT(keel_wal_open(&w, dir, &cfg, NULL, NULL, &m), 0);
+    start_noting(w);
+    uint8_t buf[1024];
+    uint64_t gen = 0, last_gen = 0, durable = 0, lsn_mid = 0;
+    const uint32_t records = 4000;
+    for (uint32_t i = 0; i < records; i++) {
+        uint64_t lsn;
+        KT_EQ_INT(keel_wal_append(w, 3, buf, make_payload(buf, i, 4 + (i * 53) % 600), &lsn), 0);
+        if (i == records / 2)
+            lsn_mid = lsn;
+        if (i % 10 != 9)
+            continue;
+        KT_EQ_INT(keel_wal_submit(w, &gen), 0);
+        KT_EQ_U64(gen, last_gen + 1); /* gens count the handoffs */
+        last_gen = gen;
+        uint64_t d;
+        KT_EQ_INT(keel_wal_durable(w, &d, &m), 0);
+        KT_CHECK(d >= durable && d <= gen);
+        durable = d;
+        if (i != records * 3 / 4 + 9)
+            continue;
+        /* Segments behind the midpoint go while the thread runs: once the midpoint is
+         * durable (before that, the one the thread last wrote bounds what may go). */
+        KT_EQ_INT(keel_wal_wait(w, gen, &m), 0);
+        KT_EQ_INT(keel_wal_append(w, 3, buf, make_payload(buf, ++i, 100), NULL), 0);
+        KT_EQ_INT(keel_wal_submit(w, &gen), 0);
+        last_gen = gen;
+        KT_EQ_INT(keel_wal_release_before(w, lsn_mid, &m), 0);
+    }
+    KT_EQ_INT(keel_wal_submit(w, &gen), 0);
+    KT_EQ_U64(gen, 0); /* nothing pending */
+    KT_EQ_INT(keel_wal_wait(w, last_gen, &m), 0);
+    keel_wal_stats_t st;
+    keel_wal_get_stats(w, &st);
+    KT_CHECK(st.syncs >= 1 && st.syncs < last_gen); /* handoffs made during a sync merged */
+    KT_CHECK(st.segments_cut >= 10);
+    uint32_t us[KEEL_WAL_SYNC_TIMES_MAX];
+    size_t k = keel_wal_take_sync_times(w, us, KEEL_WAL_SYNC_TIMES_MAX);
+    KT_CHECK(k >= 1 && k <= st.syncs);
+    keel_wal_syncer_stop(w);
+    pthread_mutex_lock(&notes.mu);
+    KT_CHECK(notes.n >= 1 && !notes.failed);
+    for (size_t i = 1; i < notes.n; i++)
+        KT_CHECK(notes.gens[i] >= notes.gens[i - 1]);
+    KT_EQ_U64(notes.gens[notes.n - 1], last_gen);
+    pthread_mutex_unlock(&notes.mu);
+    keel_wal_close(w);
+    memset(&seen, 0, sizeof(seen));
+    KT_EQ_INT(keel_wal_open(&w, dir, &cfg, collect, &seen, &m), 0);
+    KT_CHECK(seen.n >= records / 2 && seen.n < records);
+    uint32_t first = seen.ids[0];
+    KT_CHECK(first <= records / 2);
+    for (size_t i = 0; i < seen.n; i++)
+        KT_EQ_INT(seen.ids[i], first + i);
+    keel_wal_close(w);
+    KT_RMRF(dir);
+}
+
+/*
+ * A failed write stops the syncing side for good: the notify callback sees the
+ * failure, durable() and wait() report it with the cause, and no later submit is
+ * accepted (an fsync error cannot be retried). The failure is a segment cut whose
+ * file already exists (creation is O_EXCL).
+ */
+static void a_failed_sync_stops_the_wal_for_good(void)
+{
+    char dir[64], path[128];
+    KT_TMPDIR(dir, "wal");
+    keel_wal_config_t cfg = small_cfg();
+    keel_wal_t *w;
+    keel_errmsg_t m;
+    KT_EQ_INT(keel_wal_open(&w, dir, &cfg, NULL, NULL, &m), 0);
+    start_noting(w);
+    uint8_t buf[1024];
+    uint64_t gen, ok_gen;
+    KT_EQ_INT(keel_wal_append(w, 1, buf, make_payload(buf, 0, 100), NULL), 0);
+    KT_EQ_INT(keel_wal_submit(w, &ok_gen), 0);
+    KT_EQ_INT(keel_wal_wait(w, ok_gen, &m), 0);
+    snprintf(path, sizeof(path), "%s/wal-%016x.log", dir, 2);
+    int fd = open(path, O_CREAT | O_WRONLY, 0644);
+    KT_CHECK(fd >= 0);
+    close(fd);
+    for (uint32_t i = 1; i < 200; i++) /* ~200 KB: past the 64 KiB segment */
+        KT_EQ_INT(keel_wal_append(w, 1, buf, make_payload(buf, i, 1000), NULL), 0);
+    KT_EQ_INT(keel_wal_submit(w, &gen), 0);
+    KT_EQ_INT(keel_wal_wait(w, gen, &m), KEEL_EIO);
+    KT_CHECK(strstr(m.text, "create") != NULL);
+    uint64_t d;
+    KT_EQ_INT(keel_wal_durable(w, &d, &m), KEEL_EIO);
+    KT_EQ_U64(d, ok_gen); /* what was durable stays reported, nothing more */
+    KT_EQ_INT(keel_wal_append(w, 1, buf, make_payload(buf, 500, 100), NULL), 0);
+    KT_EQ_INT(keel_wal_submit(w, &gen), KEEL_EIO);
+    KT_CHECK(keel_wal_pending_bytes(w) > 0); /* refused, not dropped */
+    for (int i = 0; i < 100; i++) { /* the callback runs after wait() returned */
+        pthread_mutex_lock(&notes.mu);
+        int f = notes.failed;
+        pthread_mutex_unlock(&notes.mu);
+        if (f)
+            break;
+        usleep(10000);
+    }
+    KT_CHECK(notes.failed);
+    keel_wal_close(w);
+    KT_RMRF(dir);
+}
+
+/*
+ * Crash safety with the sync thread: a child appends, submits without waiting, and
+ * reports records acknowledged as soon as durable() covers their group; SIGKILL lands
+ * at a random moment. Every acknowledged record must be replayed, in order.
+ */
+static void sync_thread_survives_sigkill_without_losing_acknowledged_records(void)
+{
+    uint64_t seed = (uint64_t)getpid() ^ (uint64_t)time(NULL);
+    KT_SEED(seed);
+    keel_rand_t rng;
+    keel_rand_seed(&rng, seed);
+    for (int round = 0; round < 5; round++) {
+        char dir[64];
+        KT_TMPDIR(dir, "wal");
+        int fds[2];
+        KT_EQ_INT(pipe(fds), 0);
+        pid_t pid = fork();
+        KT_CHECK(pid >= 0);
+        if (pid == 0) {
+            close(fds[0]);
+            keel_wal_config_t cfg = small_cfg();
+            keel_wal_t *w;
+            keel_errmsg_t m;
+            uint8_t buf[2048];
+            static uint32_t last_of_gen[1u << 16]; /* last id of each gen, by gen % size */
+            if (keel_wal_open(&w, dir, &cfg, NULL, NULL, &m) != 0)
+                _exit(3);
+            memset(&notes, 0, sizeof(notes));
+            notes.w = w;
+            pthread_mutex_init(&notes.mu, NULL);
+            if (keel_wal_syncer_start(w, note_durable, &notes, &m) != 0)
+                _exit(3);
+            uint64_t acked_gen = 0;
+            for (uint32_t i = 0; i < 12000; i++) { /* replay collects at most 20,000 */
+                keel_wal_append(w, 1, buf, make_payload(buf, i, 4 + (i * 131) % 1500), NULL);
+                if (i % 4 != 3)
+                    continue;
+                uint64_t gen, d;
+                if (keel_wal_submit(w, &gen) != 0 || keel_wal_durable(w, &d, &m) != 0)
+                    _exit(4);
+                last_of_gen[gen % (1u << 16)] = i;
+                if (gen - d > 4 && keel_wal_wait(w, gen - 4, &m) == 0) /* a bounded backlog */
+                    keel_wal_durable(w, &d, &m);
+                if (d > acked_gen) {
+                    acked_gen = d;
+                    uint32_t acked = last_of_gen[d % (1u << 16)];
+                    if (write(fds[1], &acked, 4) != 4)
+                        _exit(5);
+                }
+            }
+            pause(); /* all written: wait for the kill */
+        }
+        close(fds[1]);
+        uint32_t acked = 0, v;
+        int any = read(fds[0], &v, 4) == 4;
+        if (any)
+            acked = v;
+        usleep(5000 + (useconds_t)keel_rand_below(&rng, 150000));
         kill(pid, SIGKILL);
         int status;
         waitpid(pid, &status, 0);
@@ -340,5 +577,8 @@ int main(void)
     KT_RUN(refuses_a_corrupt_record_in_an_older_segment);
     KT_RUN(releases_segments_behind_a_snapshot_point);
     KT_RUN(survives_sigkill_without_losing_acknowledged_records);
+    KT_RUN(the_sync_thread_makes_groups_durable_in_order_while_appends_go_on);
+    KT_RUN(a_failed_sync_stops_the_wal_for_good);
+    KT_RUN(sync_thread_survives_sigkill_without_losing_acknowledged_records);
     return kt_done();
 }
