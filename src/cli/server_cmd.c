@@ -79,6 +79,10 @@ static const opt_t opts[] = {
      "... and not before the log since the last snapshot holds this much (default 64 MiB)"},
     {"wal-segment-bytes", OPT_BYTES, OFF(node.wal.segment_bytes), SZ(node.wal.segment_bytes),
      "preallocated size of each WAL segment (default 64 MiB)"},
+    {"wal-zero-ahead-bytes", OPT_BYTES, OFF(node.wal.zero_ahead_bytes),
+     SZ(node.wal.zero_ahead_bytes),
+     "zeros written ahead of the WAL data, so fdatasync skips extent conversion (default 1M; "
+     "0: off)"},
     {"wal-sync-inline", OPT_U64, OFF(node.wal_sync_inline), SZ(node.wal_sync_inline),
      "1: fdatasync on the event loop at the end of a turn instead of on the WAL's sync thread "
      "(default 0)"},

@@ -1,4 +1,5 @@
 /* wal.c - segmented write-ahead log with CRC32C records, recovery and group commit. */
+#define _GNU_SOURCE /* sync_file_range */
 #include "runtime/wal.h"
 
 #include "base/crc32c.h"
@@ -43,7 +44,7 @@ struct keel_wal {
     /* Owner thread: where the next appended record goes. */
     uint64_t next_seq;
     size_t next_off;
-    uint64_t first_seq; /* oldest segment on disk */
+    uint64_t first_seq;  /* oldest segment on disk */
     uint64_t submit_gen; /* groups handed over so far */
     group_t groups[3];   /* rotate: pending -> handed -> writing -> pending... */
     group_t *pending;    /* owner: appends land here */
@@ -51,6 +52,7 @@ struct keel_wal {
     group_t *writing;
     int fd;
     uint64_t fd_seq;
+    size_t zero_end; /* in fd_seq: zeros written up to here (zero-ahead, wal.h) */
     /* Under mu. */
     pthread_mutex_t mu;
     pthread_cond_t work_cv; /* handed became non-empty, or stop */
@@ -107,6 +109,7 @@ void keel_wal_config_default(keel_wal_config_t *cfg)
     cfg->segment_bytes = KEEL_WAL_SEGMENT_BYTES_DEFAULT;
     cfg->record_bytes_max = KEEL_WAL_RECORD_BYTES_MAX;
     cfg->preallocate = 1;
+    cfg->zero_ahead_bytes = KEEL_WAL_ZERO_AHEAD_BYTES_DEFAULT;
     cfg->sync_enabled = 1;
 }
 
@@ -305,6 +308,36 @@ int keel_wal_submit(keel_wal_t *w, uint64_t *gen)
     return rc;
 }
 
+/*
+ * Zero-ahead (wal.h): once the data reaches the second half of the zeroed window, the
+ * next window is written with zeros and its writeback started. Only offsets past
+ * everything written so far are zeroed, and only this thread writes the file, so no
+ * record is ever overwritten. A failure here is an I/O error like any other.
+ */
+static int zero_ahead(keel_wal_t *w, size_t data_end, keel_errmsg_t *msg)
+{
+    size_t win = w->cfg.zero_ahead_bytes;
+    if (!w->cfg.preallocate || win == 0 || data_end + win / 2 <= w->zero_end)
+        return 0;
+    static const uint8_t zeros[64 * 1024];
+    size_t from = data_end > w->zero_end ? data_end : w->zero_end;
+    size_t to = from + win < w->cfg.segment_bytes ? from + win : w->cfg.segment_bytes;
+    for (size_t p = from; p < to;) {
+        size_t n = to - p < sizeof(zeros) ? to - p : sizeof(zeros);
+        ssize_t k = pwrite(w->fd, zeros, n, (off_t)p);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return io_err(msg, "write", w->dir);
+        p += (size_t)k;
+    }
+    if (to > from && w->cfg.sync_enabled &&
+        sync_file_range(w->fd, (off_t)from, (off_t)(to - from), SYNC_FILE_RANGE_WRITE) != 0)
+        return io_err(msg, "sync_file_range", w->dir);
+    w->zero_end = to;
+    return 0;
+}
+
 static int write_chunk(keel_wal_t *w, const group_t *g, const chunk_t *c, keel_errmsg_t *msg)
 {
     if (c->seq != w->fd_seq) {
@@ -319,6 +352,7 @@ static int write_chunk(keel_wal_t *w, const group_t *g, const chunk_t *c, keel_e
         close(w->fd);
         w->fd = nfd;
         w->fd_seq = c->seq;
+        w->zero_end = KEEL_WAL_HEADER_BYTES;
         pthread_mutex_lock(&w->mu);
         w->segments_cut++;
         pthread_mutex_unlock(&w->mu);
@@ -335,7 +369,7 @@ static int write_chunk(keel_wal_t *w, const group_t *g, const chunk_t *c, keel_e
         off += (size_t)n;
         left -= (size_t)n;
     }
-    return 0;
+    return zero_ahead(w, off, msg);
 }
 
 /*
@@ -398,8 +432,7 @@ static void *sync_main(void *arg)
     return NULL;
 }
 
-int keel_wal_syncer_start(keel_wal_t *w, keel_wal_notify_fn notify, void *data,
-                          keel_errmsg_t *msg)
+int keel_wal_syncer_start(keel_wal_t *w, keel_wal_notify_fn notify, void *data, keel_errmsg_t *msg)
 {
     assert(!w->thread_on && notify != NULL);
     w->notify = notify;
@@ -443,8 +476,7 @@ int keel_wal_wait(keel_wal_t *w, uint64_t gen, keel_errmsg_t *msg)
         else
             sync_once_locked(w);
     }
-    int rc = w->failed && w->durable_gen < gen ? keel_errf(msg, w->failed, "%s", w->sync_err)
-                                                : 0;
+    int rc = w->failed && w->durable_gen < gen ? keel_errf(msg, w->failed, "%s", w->sync_err) : 0;
     pthread_mutex_unlock(&w->mu);
     return rc;
 }
@@ -729,6 +761,7 @@ static int recover_all(keel_wal_t *w, keel_wal_replay_fn replay, void *rd, keel_
         rc = w->fd < 0 ? io_err(msg, "open", path) : 0;
     }
     w->fd_seq = w->written_seq = w->next_seq;
+    w->zero_end = w->next_off; /* past the tail: unwritten extents, or zeros */
 out:
     free(seqs);
     return rc;

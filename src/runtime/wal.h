@@ -61,11 +61,21 @@
 #define KEEL_WAL_RECORD_BYTES_MAX (16u * 1024u * 1024u)
 #define KEEL_WAL_HEADER_BYTES 32u
 #define KEEL_WAL_RECORD_HEADER_BYTES 8u
+/*
+ * Zero-ahead: fallocate leaves unwritten extents, and every fdatasync that writes into
+ * one also converts it, which rewrites the inode synchronously: two device writes per
+ * sync instead of one (measured here: 0.28 vs 0.19 ms per fdatasync of 60 KB alone,
+ * and 2.0 vs 1.0 block requests per sync). So the syncing side writes zeros this far
+ * past the data it writes, a window at a time, and starts their writeback at once
+ * (sync_file_range): the conversion then happens off the sync path, once per window.
+ */
+#define KEEL_WAL_ZERO_AHEAD_BYTES_DEFAULT (1024u * 1024u)
 
 typedef struct keel_wal_config {
     size_t segment_bytes;    /* preallocated size of each segment */
     size_t record_bytes_max; /* largest body accepted (type byte + payload) */
     int preallocate;         /* 1: fallocate each new segment to segment_bytes */
+    size_t zero_ahead_bytes; /* with preallocate: zeros written this far past the data */
     int sync_enabled;        /* 0 only for benchmarks that say so: no fdatasync */
 } keel_wal_config_t;
 
@@ -119,8 +129,7 @@ int keel_wal_wait(keel_wal_t *w, uint64_t gen, keel_errmsg_t *msg);
 
 /* Called by the sync thread after each sync (or failure); must not block. */
 typedef void (*keel_wal_notify_fn)(void *data);
-int keel_wal_syncer_start(keel_wal_t *w, keel_wal_notify_fn notify, void *data,
-                          keel_errmsg_t *msg);
+int keel_wal_syncer_start(keel_wal_t *w, keel_wal_notify_fn notify, void *data, keel_errmsg_t *msg);
 /* Joins the sync thread (a sync in flight ends first); groups not yet taken stay unsynced. */
 void keel_wal_syncer_stop(keel_wal_t *w);
 

@@ -164,7 +164,7 @@ struct keel_node {
     inconn_t *inconns;
     uv_check_t check;
     keel_timer_t tick;
-    keel_ms_t raft_ms; /* the core's clock: one tick per timer callback (on_tick) */
+    keel_ms_t raft_ms;     /* the core's clock: one tick per timer callback (on_tick) */
     uv_async_t sync_async; /* the WAL's sync thread made groups durable (wal.h) */
     /* sync groups are numbered 1, 2, ... in the order they are handed to the WAL; they
        become durable in order. gen_started: handed over; gen_durable: seen durable. */

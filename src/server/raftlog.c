@@ -37,7 +37,7 @@ struct keel_raftlog {
     struct {
         uint64_t gen;
         last_t last;
-    } *subs;
+    } * subs;
     size_t subs_head, subs_n, subs_cap; /* subs[subs_head .. subs_n) await durability */
     keel_buf_t scratch;
 };

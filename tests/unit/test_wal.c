@@ -472,7 +472,7 @@ static void a_failed_sync_stops_the_wal_for_good(void)
     KT_EQ_INT(keel_wal_append(w, 1, buf, make_payload(buf, 500, 100), NULL), 0);
     KT_EQ_INT(keel_wal_submit(w, &gen), KEEL_EIO);
     KT_CHECK(keel_wal_pending_bytes(w) > 0); /* refused, not dropped */
-    for (int i = 0; i < 100; i++) { /* the callback runs after wait() returned */
+    for (int i = 0; i < 100; i++) {          /* the callback runs after wait() returned */
         pthread_mutex_lock(&notes.mu);
         int f = notes.failed;
         pthread_mutex_unlock(&notes.mu);
