@@ -14,6 +14,12 @@ typedef struct last {
     uint64_t index, term;
 } last_t;
 
+/* A submitted group holding entries: its gen and its last entry. */
+typedef struct sub {
+    uint64_t gen;
+    last_t last;
+} sub_t;
+
 /* Highest entry index written into each segment, to know when a segment may go. */
 typedef struct seg_max {
     uint64_t seq, max_index;
@@ -34,10 +40,7 @@ struct keel_raftlog {
     uint64_t gap_index;
     /* group commit bookkeeping: the last entry of each submitted group holding entries */
     last_t pending_last;
-    struct {
-        uint64_t gen;
-        last_t last;
-    } * subs;
+    sub_t *subs;
     size_t subs_head, subs_n, subs_cap; /* subs[subs_head .. subs_n) await durability */
     keel_buf_t scratch;
 };
@@ -226,7 +229,7 @@ static int subs_reserve(keel_raftlog_t *rl)
     if (rl->subs_n < rl->subs_cap)
         return 0;
     size_t ncap = rl->subs_cap ? rl->subs_cap * 2 : 16;
-    void *ns = realloc(rl->subs, ncap * sizeof(*rl->subs));
+    sub_t *ns = realloc(rl->subs, ncap * sizeof(*ns));
     if (ns == NULL)
         return KEEL_ENOMEM;
     rl->subs = ns;
