@@ -83,9 +83,6 @@ static const opt_t opts[] = {
      SZ(node.wal.zero_ahead_bytes),
      "zeros written ahead of the WAL data, so fdatasync skips extent conversion (default 1M; "
      "0: off)"},
-    {"wal-sync-inline", OPT_U64, OFF(node.wal_sync_inline), SZ(node.wal_sync_inline),
-     "1: fdatasync on the event loop at the end of a turn instead of on the WAL's sync thread "
-     "(default 0)"},
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))

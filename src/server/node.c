@@ -294,8 +294,6 @@ int keel_node_config_validate(const keel_node_config_t *cfg, keel_errmsg_t *msg)
                          "must be > 0");
     if (cfg->snapshot_entries == 0 || cfg->snapshots_keep < 1)
         return keel_errf(msg, KEEL_EINVAL, "node: snapshot_entries and snapshots_keep must be > 0");
-    if (cfg->wal_sync_inline != 0 && cfg->wal_sync_inline != 1)
-        return keel_errf(msg, KEEL_EINVAL, "node: wal_sync_inline must be 0 or 1");
     if (cfg->peer_frame_bytes_max < cfg->raft.msg_bytes_max + 4096)
         return keel_errf(msg, KEEL_EINVAL, "node: peer_frame_bytes_max below raft msg_bytes_max");
     int rc = keel_kv_config_validate(&cfg->kv, msg);
@@ -1492,8 +1490,8 @@ static void serve_ready_reads(keel_node_t *n)
  * a new term or vote, is handed to the WAL's sync thread, which syncs back to back: it takes
  * everything handed over so far, writes and fdatasyncs it, publishes the durable gen, wakes
  * the loop (sync_async, coalesced) and starts on what was handed over meanwhile without
- * waiting for the loop. With --wal-sync-inline the loop syncs itself at the end of the turn,
- * after the peer frames have left (Redis's appendfsync always).
+ * waiting for the loop. (Syncing on the loop at the end of the turn, as Redis's appendfsync
+ * always does, saved CPU but lost throughput and p99: bench/RESULTS.md, the sync round.)
  */
 static void sync_observe(keel_node_t *n, uint64_t from_gen, uint64_t to_gen)
 {
@@ -1549,12 +1547,12 @@ static void sync_notify(void *data)
     uv_async_send(&n->sync_async);
 }
 
-/* Hands the pending group to the WAL if it needs durability; 1 if it did. */
-static int maybe_start_sync(keel_node_t *n)
+/* Hands the pending group to the WAL's sync thread if it needs durability. */
+static void maybe_start_sync(keel_node_t *n)
 {
     if (n->stopping || !keel_raftlog_has_pending(n->log) ||
         n->last_write_gen <= n->gen_started) /* nothing pending needs durability yet */
-        return 0;
+        return;
     uint64_t gen;
     int rc = keel_raftlog_submit(n->log, &gen);
     if (rc != 0) {
@@ -1564,18 +1562,6 @@ static int maybe_start_sync(keel_node_t *n)
     assert(gen == n->gen_started + 1 && gen == n->last_write_gen);
     n->gen_started = gen;
     n->sync_submit_us[gen % SYNC_SUBMIT_TIMES_MAX] = keel_clock_now_us();
-    return 1;
-}
-
-/* --wal-sync-inline: the turn's sync on the loop thread, after its peer frames left. */
-static void sync_inline(keel_node_t *n)
-{
-    keel_errmsg_t m = {{0}};
-    if (keel_wal_wait(keel_raftlog_wal(n->log), n->gen_started, &m) != 0) {
-        keel_log_error("WAL sync failed; stopping", KF_STR("error", m.text));
-        abort();
-    }
-    sync_done(n);
 }
 
 /* ---- snapshots ------------------------------------------------------------------- */
@@ -1998,13 +1984,11 @@ static void process(keel_node_t *n)
         n->cfg.on_applied(n->cfg.on_applied_data);
     serve_ready_reads(n);
     maybe_snapshot(n);
-    int submitted = maybe_start_sync(n);
+    maybe_start_sync(n);
     forward_reads(n);
     for (size_t i = 0; i < PEER_SLOTS; i++)
         if (peer_live(&n->peers[i]))
             peer_flush(&n->peers[i]);
-    if (submitted && n->cfg.wal_sync_inline)
-        sync_inline(n);
 }
 
 static void on_check(uv_check_t *h)
@@ -2368,8 +2352,7 @@ int keel_node_start(keel_node_t **out, keel_loop_t *loop, const keel_node_config
     if (rc != 0)
         goto fail;
     register_metrics(n);
-    if (!cfg->wal_sync_inline)
-        rc = keel_wal_syncer_start(keel_raftlog_wal(n->log), sync_notify, n, msg);
+    rc = keel_wal_syncer_start(keel_raftlog_wal(n->log), sync_notify, n, msg);
     if (rc != 0)
         goto fail;
     n->listener.data = n;

@@ -73,8 +73,7 @@ typedef struct keel_node_config {
     uint64_t snapshot_entries;     /* snapshot the state machine every this many entries */
     size_t snapshot_log_bytes_min; /* ... once the log since the last one is this large */
     int snapshots_keep;            /* snapshot files kept on disk */
-    int wal_sync_inline;     /* 1: fdatasync on the loop thread at the end of a turn, no thread */
-    keel_metrics_t *metrics; /* may be NULL */
+    keel_metrics_t *metrics;       /* may be NULL */
     /* A PUBLISH broadcast by a peer arrived (pub/sub); may be NULL. */
     void (*on_publish)(void *data, const uint8_t *ch, size_t ch_len, const uint8_t *msg,
                        size_t msg_len);
