@@ -13,6 +13,13 @@
 /* Bytes asked of the input buffer per read; also the size above which idle buffers are freed. */
 #define READ_CHUNK_BYTES (16u * 1024u)
 #define IDLE_BUF_KEEP_BYTES (256u * 1024u)
+/*
+ * Finished deferred slots kept for reuse, and the reply buffer size a kept slot may
+ * keep. A pipelined client takes a slot per command: malloc and free of the slot and
+ * of its buffer were four calls per command, in sizes above glibc's fast bins.
+ */
+#define SLOT_POOL_SLOTS_MAX 4096u
+#define SLOT_POOL_BUF_KEEP_BYTES (4u * 1024u)
 
 struct keel_resp_deferred {
     keel_resp_deferred_t *next;
@@ -245,21 +252,43 @@ static void pending_remove(keel_resp_client_t *c)
 
 /* ---- closing ---------------------------------------------------------------------- */
 
+static void slot_destroy(keel_resp_deferred_t *d)
+{
+    keel_buf_free(&d->out);
+    free(d);
+}
+
 static void server_handle_closed(keel_resp_server_t *s)
 {
     assert(s->handles_open > 0);
     if (--s->handles_open == 0 && s->closing) {
         free(s->cmds);
         s->cmds = NULL;
+        while (s->slot_pool != NULL) {
+            keel_resp_deferred_t *d = s->slot_pool;
+            s->slot_pool = d->next;
+            slot_destroy(d);
+        }
+        s->slot_pool_len = 0;
         if (s->closed)
             s->closed(s);
     }
 }
 
-static void free_slot(keel_resp_deferred_t *d)
+/* A finished slot of a live server's client goes back to the pool (orphans: s NULL). */
+static void free_slot(keel_resp_server_t *s, keel_resp_deferred_t *d)
 {
-    keel_buf_free(&d->out);
-    free(d);
+    if (s == NULL || s->closing || s->slot_pool_len >= SLOT_POOL_SLOTS_MAX) {
+        slot_destroy(d);
+        return;
+    }
+    if (d->out.cap > SLOT_POOL_BUF_KEEP_BYTES)
+        keel_buf_free(&d->out);
+    else
+        keel_buf_reset(&d->out);
+    d->next = s->slot_pool;
+    s->slot_pool = d;
+    s->slot_pool_len++;
 }
 
 static void on_client_closed(uv_handle_t *h)
@@ -292,7 +321,7 @@ static void close_client(keel_resp_client_t *c)
         next = d->next;
         d->next = NULL;
         if (d->done)
-            free_slot(d);
+            free_slot(s, d);
         else
             d->client = NULL;
     }
@@ -428,10 +457,20 @@ int keel_resp_client_errorf(keel_resp_client_t *c, const char *fmt, ...)
 keel_resp_deferred_t *keel_resp_client_defer(keel_resp_client_t *c)
 {
     assert(!c->closing);
-    keel_resp_deferred_t *d = calloc(1, sizeof(*d));
-    if (d == NULL)
-        return NULL;
-    keel_buf_init(&d->out, c->server->cfg.reply_bytes_max);
+    keel_resp_server_t *s = c->server;
+    keel_resp_deferred_t *d = s->slot_pool;
+    if (d != NULL) {
+        s->slot_pool = d->next;
+        s->slot_pool_len--;
+        assert(keel_buf_unread(&d->out) == 0 && d->out.bytes_max == s->cfg.reply_bytes_max);
+        d->next = NULL;
+        d->done = d->barrier = false;
+    } else {
+        d = calloc(1, sizeof(*d));
+        if (d == NULL)
+            return NULL;
+        keel_buf_init(&d->out, s->cfg.reply_bytes_max);
+    }
     d->client = c;
     if (c->qtail)
         c->qtail->next = d;
@@ -462,7 +501,7 @@ static int drain_queue(keel_resp_client_t *c)
         c->qhead = d->next;
         if (c->qhead == NULL)
             c->qtail = NULL;
-        free_slot(d);
+        free_slot(c->server, d);
     }
     return 0;
 }
@@ -482,7 +521,7 @@ void keel_resp_deferred_done(keel_resp_deferred_t *d, int rc)
     assert(!d->done);
     keel_resp_client_t *c = d->client;
     if (c == NULL) {
-        free_slot(d);
+        free_slot(NULL, d);
         return;
     }
     d->done = true;

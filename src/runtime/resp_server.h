@@ -132,6 +132,8 @@ struct keel_resp_server {
     keel_resp_client_t *pending; /* clients with output to write or input to resume */
     size_t clients_len;
     uint64_t next_client_id;
+    keel_resp_deferred_t *slot_pool; /* finished deferred slots kept for reuse (owned) */
+    size_t slot_pool_len;
     /* counters, for metrics */
     uint64_t connections_total, rejected_total, commands_total, protocol_errors_total;
     uint64_t output_limit_closes_total, idle_closes_total;

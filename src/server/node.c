@@ -57,8 +57,18 @@ struct request {
     char *conf_reply;        /* membership change proposed here: its reply once committed */
     keel_ms_t start_ms;
     request_t *prev, *next; /* the all-requests list, in deadline order (local only) */
-    request_t *qnext;       /* the queue the request waits in */
+    request_t *qnext;       /* the queue the request waits in; the pool's list when free */
+    uint8_t cmd_inline[];   /* REQ_CMD_INLINE_BYTES: cmd points here when it fits */
 };
+
+/*
+ * Freed requests are kept for reuse (up to REQ_POOL_MAX), each with room for a command
+ * of REQ_CMD_INLINE_BYTES (a SET of a 100-byte value encodes to ~150): a write took a
+ * calloc and a malloc of sizes above glibc's fast bins, and their frees, per command.
+ */
+#define REQ_POOL_MAX 1024u
+#define REQ_CMD_INLINE_BYTES 256u
+#define REQ_ALLOC_BYTES (sizeof(request_t) + REQ_CMD_INLINE_BYTES)
 
 typedef struct queue {
     request_t *head, *tail;
@@ -180,6 +190,8 @@ struct keel_node {
     read_batch_t *batches_head, *batches_tail;
     queue_t reads_ready; /* read index known; waiting for applied >= index */
     keel_map_t fwd;      /* req_id -> request forwarded to the leader */
+    request_t *req_pool; /* freed requests kept for reuse (qnext-linked) */
+    size_t req_pool_len;
     uint64_t next_req_id, next_read_ctx;
 
     queue_t reads_fwd_new;  /* follower: reads of this turn, for the next FWD_READ */
@@ -306,9 +318,14 @@ int keel_node_config_validate(const keel_node_config_t *cfg, keel_errmsg_t *msg)
 
 static request_t *req_new(keel_node_t *n, req_kind_t kind, keel_node_done_fn done, void *ctx)
 {
-    request_t *r = calloc(1, sizeof(*r));
-    if (r == NULL)
+    request_t *r = n->req_pool;
+    if (r != NULL) {
+        n->req_pool = r->qnext;
+        n->req_pool_len--;
+    } else if ((r = malloc(REQ_ALLOC_BYTES)) == NULL) {
         return NULL;
+    }
+    memset(r, 0, sizeof(*r));
     r->kind = kind;
     r->done = done;
     r->ctx = ctx;
@@ -363,10 +380,36 @@ static void req_free(keel_node_t *n, request_t *r)
 {
     assert(r->done == NULL || r->kind == REQ_REMOTE_WRITE || r->kind == REQ_REMOTE_READ);
     all_unlink(n, r);
-    free(r->cmd);
+    if (r->cmd != r->cmd_inline)
+        free(r->cmd);
     free(r->conf_reply);
-    free(r);
     n->pending--;
+    if (n->req_pool_len >= REQ_POOL_MAX) {
+        free(r);
+        return;
+    }
+    r->qnext = n->req_pool;
+    n->req_pool = r;
+    n->req_pool_len++;
+}
+
+/* Room for the request's command of len bytes: inside the request when it fits. */
+static uint8_t *req_cmd_alloc(request_t *r, size_t len)
+{
+    assert(r->cmd == NULL);
+    r->cmd = len <= REQ_CMD_INLINE_BYTES ? r->cmd_inline : malloc(len ? len : 1);
+    r->cmd_len = r->cmd ? len : 0;
+    return r->cmd;
+}
+
+static void req_pool_free(keel_node_t *n)
+{
+    while (n->req_pool != NULL) {
+        request_t *r = n->req_pool;
+        n->req_pool = r->qnext;
+        free(r);
+    }
+    n->req_pool_len = 0;
 }
 
 static int remote_done_marker;
@@ -732,9 +775,7 @@ static int encode_cmd(keel_node_t *n, request_t *r, int argc, const uint8_t *con
     int rc = keel_kv_entry_encode(&n->scratch, (uint64_t)keel_clock_unix_ms(), argc, argv, lens);
     if (rc != 0)
         return rc;
-    r->cmd_len = keel_buf_unread(&n->scratch);
-    r->cmd = malloc(r->cmd_len);
-    if (r->cmd == NULL)
+    if (req_cmd_alloc(r, keel_buf_unread(&n->scratch)) == NULL)
         return KEEL_ENOMEM;
     memcpy(r->cmd, keel_buf_rptr(&n->scratch), r->cmd_len);
     return 0;
@@ -1173,13 +1214,12 @@ static void dispatch(keel_node_t *n, request_t *r)
 static void handle_fwd_propose(keel_node_t *n, uint64_t from, const keel_peer_fwd_t *f)
 {
     request_t *r = req_new(n, REQ_REMOTE_WRITE, REMOTE_DONE, NULL);
-    if (r == NULL || (r->cmd = malloc(f->bytes_len ? f->bytes_len : 1)) == NULL) {
+    if (r == NULL || req_cmd_alloc(r, f->bytes_len) == NULL) {
         if (r)
             req_free(n, r);
         return;
     }
     memcpy(r->cmd, f->bytes, f->bytes_len);
-    r->cmd_len = f->bytes_len;
     r->origin = from;
     r->req_id = f->req_id;
     dispatch(n, r);
@@ -2489,6 +2529,7 @@ static void finish_stop(keel_node_t *n)
     keel_blockmem_free(n->log_mem);
     keel_raftlog_close(n->log);
     keel_kv_free(&n->kv);
+    req_pool_free(n);
     keel_buf_free(&n->scratch);
     keel_buf_free(&n->reply);
     keel_peer_scratch_free(&n->dec_scratch);

@@ -49,6 +49,8 @@ typedef struct server {
     size_t *lens;
     size_t argv_cap;
     keel_buf_t buf;
+    struct pending_reply *pr_pool; /* pending replies without a copy, kept for reuse */
+    size_t pr_pool_len;
 } server_t;
 
 typedef struct pending_reply pending_reply_t;
@@ -182,7 +184,8 @@ struct pending_reply {
     keel_resp_deferred_t *slot;
     cmd_stats_t *stats;
     int is_write;
-    int watch; /* WATCH: on success record the keys' versions, reply +OK */
+    int watch;  /* WATCH: on success record the keys' versions, reply +OK */
+    int pooled; /* no argv copy: goes back to srv->pr_pool */
     size_t argc;
     const uint8_t **argv; /* the server's scratch, or (held) a copy after this struct */
     size_t *lens;
@@ -210,6 +213,21 @@ static const char *outcome_error(int status)
 
 static void release_held(client_state_t *cs);
 
+/* Pending replies kept for reuse: one per submitted command otherwise costs a calloc. */
+#define PR_POOL_MAX 4096u
+
+static void pending_free(pending_reply_t *pr)
+{
+    server_t *s = pr->srv;
+    if (!pr->pooled || s->pr_pool_len >= PR_POOL_MAX) {
+        free(pr);
+        return;
+    }
+    pr->next = s->pr_pool;
+    s->pr_pool = pr;
+    s->pr_pool_len++;
+}
+
 static void on_node_done(void *ctx, int status, const uint8_t *resp, size_t len)
 {
     pending_reply_t *pr = ctx;
@@ -232,7 +250,7 @@ static void on_node_done(void *ctx, int status, const uint8_t *resp, size_t len)
     if (pr->stats && (status != 0 || (len > 0 && resp[0] == '-')))
         keel_counter_inc(pr->stats->errors);
     keel_resp_deferred_done(pr->slot, rc);
-    free(pr);
+    pending_free(pr);
     cs->inflight--;
     if (cs->inflight > 0 || cs->releasing)
         return;
@@ -285,7 +303,7 @@ static void drop_held(client_state_t *cs)
         pending_reply_t *pr = cs->held_head;
         cs->held_head = pr->next;
         keel_resp_deferred_done(pr->slot, 0); /* an orphan: nothing is written */
-        free(pr);
+        pending_free(pr);
     }
     cs->held_tail = NULL;
 }
@@ -294,6 +312,14 @@ static void drop_held(client_state_t *cs)
 static pending_reply_t *new_pending(server_t *s, size_t argc, int copy)
 {
     size_t bytes = sizeof(pending_reply_t);
+    if (!copy && s->pr_pool != NULL) {
+        pending_reply_t *pr = s->pr_pool;
+        s->pr_pool = pr->next;
+        s->pr_pool_len--;
+        *pr = (pending_reply_t){
+            .srv = s, .pooled = 1, .argc = argc, .argv = s->argv, .lens = s->lens};
+        return pr;
+    }
     if (copy) {
         bytes += argc * (sizeof(uint8_t *) + sizeof(size_t));
         for (size_t i = 0; i < argc; i++)
@@ -305,6 +331,7 @@ static pending_reply_t *new_pending(server_t *s, size_t argc, int copy)
     pr->srv = s;
     pr->argc = argc;
     if (!copy) {
+        pr->pooled = 1;
         pr->argv = s->argv;
         pr->lens = s->lens;
         return pr;
@@ -551,22 +578,30 @@ static int cmd_data(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
         s->argv[i] = argv[i].ptr;
         s->lens[i] = argv[i].len;
     }
-    keel_buf_t *out = keel_resp_client_out(c);
-    if (out == NULL)
-        return KEEL_ENOMEM;
-    if (keel_kv_check((int)argc, s->argv, s->lens, out) != 0) {
+    /*
+     * The check's error goes to a scratch buffer first: asking for the client's output
+     * behind an open deferred reply (every pipelined command after the first) queues a
+     * slot of its own, which a command that passes would leave empty.
+     */
+    keel_buf_reset(&s->buf);
+    if (keel_kv_check((int)argc, s->argv, s->lens, &s->buf) != 0) {
         if (st)
             keel_counter_inc(st->errors);
         client_state_t *bad = keel_resp_client_data(c);
         if (bad != NULL && bad->in_multi)
             bad->multi_dirty = 1; /* EXEC will answer -EXECABORT */
-        return 0;                 /* the error reply is written */
+        keel_buf_t *out = keel_resp_client_out(c);
+        return out ? keel_buf_append(out, keel_buf_rptr(&s->buf), keel_buf_unread(&s->buf))
+                   : KEEL_ENOMEM;
     }
     unsigned flags = keel_kv_command_flags(argv[0].ptr, argv[0].len);
     client_state_t *cs = state_of(c);
     if (cs == NULL)
         return reply(c, "-ERR out of memory\r\n");
-    if (keel_pubsub_count(s->pubsub, c) > 0) /* RESP2 subscribed mode */
+    keel_buf_t *out = NULL;
+    if (keel_pubsub_count(s->pubsub, c) > 0 && (out = keel_resp_client_out(c)) == NULL)
+        return KEEL_ENOMEM;
+    if (out != NULL) /* RESP2 subscribed mode */
         return keel_buf_printf(out,
                                "-ERR Can't execute '%.*s': only (P)SUBSCRIBE / (P)UNSUBSCRIBE / "
                                "PING / QUIT are allowed in this context\r\n",
@@ -584,13 +619,12 @@ static int cmd_data(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
 static int submit_command(keel_resp_client_t *c, server_t *s, client_state_t *cs, size_t argc,
                           int run, cmd_stats_t *st)
 {
-    keel_buf_t *out = keel_resp_client_out(c);
-    if (out == NULL)
-        return KEEL_ENOMEM;
     int is_write = run == RUN_WRITE, watch = run == RUN_WATCH;
     int idle = cs->inflight == 0 && cs->held_head == NULL;
-    if (run == RUN_READ && cs->stale_reads && idle && s->node)
-        return keel_node_read_local(s->node, (int)argc, s->argv, s->lens, out);
+    if (run == RUN_READ && cs->stale_reads && idle && s->node) {
+        keel_buf_t *out = keel_resp_client_out(c);
+        return out ? keel_node_read_local(s->node, (int)argc, s->argv, s->lens, out) : KEEL_ENOMEM;
+    }
     int go_now = cs->held_head == NULL && (cs->inflight == 0 || cs->kind_write == is_write);
     /* WATCH needs its keys when the read completes: always a copy */
     pending_reply_t *pr = new_pending(s, argc, !go_now || watch);
@@ -598,7 +632,8 @@ static int submit_command(keel_resp_client_t *c, server_t *s, client_state_t *cs
     if (pr != NULL)
         slot = watch ? keel_resp_client_defer_barrier(c) : keel_resp_client_defer(c);
     if (slot == NULL) {
-        free(pr);
+        if (pr != NULL)
+            pending_free(pr);
         return reply(c, "-ERR out of memory\r\n");
     }
     pr->slot = slot;
@@ -1578,6 +1613,11 @@ out:
     keel_metrics_free(s->metrics);
     keel_pubsub_free(s->pubsub);
     keel_buf_free(&s->buf);
+    while (s->pr_pool != NULL) {
+        pending_reply_t *pr = s->pr_pool;
+        s->pr_pool = pr->next;
+        free(pr);
+    }
     free(s->argv);
     free(s->lens);
     free(s);
