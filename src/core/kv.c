@@ -254,6 +254,9 @@ void keel__kv_rehash_step(keel_kv_t *kv, size_t n)
         n--;
     }
     kv->rehash_pos = (int64_t)pos;
+    /* The next step reads the next chain's first entry (its hash): start that miss now. */
+    if (pos < size && from->buckets[pos] != NULL)
+        __builtin_prefetch(from->buckets[pos]);
     if (pos == size) {
         assert(from->used == 0);
         free(from->buckets);
@@ -771,6 +774,37 @@ static int grow_argv(keel_kv_t *kv, size_t argc)
     kv->lens = l;
     kv->argv_cap = cap;
     return 0;
+}
+
+void keel_kv_prefetch(const keel_kv_t *kv, const uint8_t *entry, size_t len, int stage)
+{
+    /* argv[1], the first key of every keyed command: after the header and argv[0] */
+    size_t pos = KEEL_KV_ENTRY_HEADER_BYTES;
+    if (len < pos + 4 || entry[0] != KEEL_KV_ENTRY_VERSION || keel__kv_get_u32(entry + 9) < 2)
+        return;
+    size_t name_len = keel__kv_get_u32(entry + pos);
+    if (name_len > len - pos - 4 || len - pos - 4 - name_len < 4)
+        return;
+    pos += 4 + name_len;
+    size_t key_len = keel__kv_get_u32(entry + pos);
+    if (key_len > len - pos - 4)
+        return;
+    uint64_t h = keel__kv_hash(kv, entry + pos + 4, key_len);
+    for (int i = 0; i < 2; i++) {
+        const keel__kv_table_t *t = &kv->t[i];
+        if (t->buckets == NULL)
+            break;
+        keel__kv_entry_t *const *slot = &t->buckets[h & t->mask];
+        if (stage == 0) {
+            __builtin_prefetch(slot);
+        } else if (*slot != NULL) {
+            /* the header, and the key bytes that follow it on the next line */
+            __builtin_prefetch(*slot);
+            __builtin_prefetch((const uint8_t *)*slot + 64);
+        }
+        if (kv->rehash_pos < 0)
+            break;
+    }
 }
 
 int keel_kv_apply(keel_kv_t *kv, uint64_t index, const uint8_t *entry, size_t len,

@@ -218,6 +218,17 @@ unsigned keel_kv_command_flags(const uint8_t *name, size_t len);
 int keel_kv_check(int argc, const uint8_t *const *argv, const size_t *lens, keel_buf_t *err_reply);
 
 /*
+ * A hint, no effect on the state: starts loading the memory keel_kv_apply of
+ * `entry` (a command entry) will read for its first key. `stage` 0 fetches the
+ * key's bucket slots; stage 1 reads the slot (fetched by an earlier stage 0)
+ * and fetches the entry it points to. A caller applying a batch in order runs
+ * stage 0 a few entries ahead and stage 1 one or two ahead, so that the cache
+ * misses of a hash table larger than the cache overlap instead of adding up.
+ * Malformed or key-less entries are ignored.
+ */
+void keel_kv_prefetch(const keel_kv_t *kv, const uint8_t *entry, size_t len, int stage);
+
+/*
  * Applies one committed command entry at Raft index `index` (> the previous
  * one, asserted) and appends its exact RESP reply to `reply`. Read commands in
  * an entry are executed too (log reads). Returns 0, also for command errors
