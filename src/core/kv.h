@@ -92,12 +92,14 @@ typedef struct keel__kv_change keel__kv_change_t;
  * revision is kept whole or not at all). Internal: use keel_kv_history_*.
  */
 typedef struct keel__kv_history {
-    keel__kv_change_t **ring; /* owned; cap slots */
+    keel__kv_change_t **ring; /* owned; cap slots, pointing into arena */
     size_t cap, head, len;
-    size_t bytes;       /* charged bytes of the changes held */
-    uint64_t first_rev; /* the oldest revision whose changes are all held */
-    uint64_t last_rev;  /* the newest revision recorded (held or dropped) */
-    int on;             /* 0 in the lease and lock sub-tables: they record nothing */
+    uint8_t *arena;               /* owned: the changes' bytes, a circular buffer in ring order */
+    size_t arena_cap, arena_tail; /* bytes; where the next change goes */
+    size_t bytes;                 /* charged bytes of the changes held */
+    uint64_t first_rev;           /* the oldest revision whose changes are all held */
+    uint64_t last_rev;            /* the newest revision recorded (held or dropped) */
+    int on;                       /* 0 in the lease and lock sub-tables: they record nothing */
 } keel__kv_history_t;
 
 /*

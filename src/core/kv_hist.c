@@ -1,13 +1,19 @@
 /* kv_hist.c - KV change history: a bounded ring of the newest key changes, for KEEL.WATCH. */
 #include "core/kv_int.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 
 /*
- * One allocation per change: header, key, then value (puts only). The ring
- * holds pointers, so eviction frees the oldest change in O(1) and a reader
- * finds "the first change after revision r" by binary search over the ring's
- * positions (revisions never decrease along the ring).
+ * Each change is header, key, then value (puts only), copied into a circular
+ * byte arena in ring order: the newest goes after the previous one (or at the
+ * arena's start when the end has no room), eviction just moves past the
+ * oldest. No malloc or free per change (they were one each per write, and
+ * freeing a change recorded 100,000 writes ago was a cache miss); the arena
+ * only grows, by doubling, when the changes held do not fit, so it stays
+ * within about twice history_bytes_max. The ring holds pointers into the
+ * arena, so a reader finds "the first change after revision r" by binary
+ * search over the ring's positions (revisions never decrease along the ring).
  */
 struct keel__kv_change {
     uint64_t revision;
@@ -19,6 +25,8 @@ struct keel__kv_change {
 
 /* The ring's first size; it doubles up to history_changes_max. */
 #define RING_SLOTS_MIN 64u
+/* The arena's first size; it doubles while the changes held do not fit. */
+#define ARENA_BYTES_MIN (64u * 1024u)
 
 void keel__kv_hist_init(keel_kv_t *kv, int on)
 {
@@ -37,13 +45,18 @@ static size_t charge(const keel__kv_change_t *c)
     return sizeof(*c) + c->key_len + c->value_len;
 }
 
+/* Arena bytes a change takes: 8-byte aligned, so every header is. */
+static size_t footprint(size_t key_len, size_t value_len)
+{
+    return (offsetof(keel__kv_change_t, data) + key_len + value_len + 7) & ~(size_t)7;
+}
+
 static void pop_oldest(keel__kv_history_t *h)
 {
     keel__kv_change_t *c = slot(h, 0);
     h->bytes -= charge(c);
     h->head = (h->head + 1) & (h->cap - 1);
     h->len--;
-    free(c);
 }
 
 /* Makes first_rev at least rev and drops what is older (whole revisions). */
@@ -61,8 +74,10 @@ void keel__kv_hist_free(keel_kv_t *kv)
     while (h->len > 0)
         pop_oldest(h);
     free(h->ring);
+    free(h->arena);
     h->ring = NULL;
-    h->cap = h->head = 0;
+    h->arena = NULL;
+    h->cap = h->head = h->arena_cap = h->arena_tail = 0;
     assert(h->bytes == 0);
 }
 
@@ -89,6 +104,64 @@ static int grow(keel__kv_history_t *h)
     return 0;
 }
 
+/*
+ * A new arena of at least `need` more bytes than the changes held, which move to its
+ * start in order (the ring's pointers follow). 0 or KEEL_ENOMEM (nothing changed).
+ */
+static int arena_grow(keel__kv_history_t *h, size_t need)
+{
+    size_t used = 0;
+    for (size_t i = 0; i < h->len; i++)
+        used += footprint(slot(h, i)->key_len, slot(h, i)->value_len);
+    size_t cap = h->arena_cap ? h->arena_cap * 2 : ARENA_BYTES_MIN;
+    while (cap < used + need)
+        cap *= 2;
+    uint8_t *a = malloc(cap);
+    if (a == NULL)
+        return KEEL_ENOMEM;
+    size_t at = 0;
+    for (size_t i = 0; i < h->len; i++) {
+        keel__kv_change_t *c = slot(h, i);
+        size_t n = footprint(c->key_len, c->value_len);
+        memcpy(a + at, c, n);
+        h->ring[(h->head + i) & (h->cap - 1)] = (keel__kv_change_t *)(a + at);
+        at += n;
+    }
+    free(h->arena);
+    h->arena = a;
+    h->arena_cap = cap;
+    h->arena_tail = at;
+    return 0;
+}
+
+/*
+ * Room for n bytes after the newest change: at the tail, else (when the arena's end
+ * is short) at its start if the oldest change begins at least n bytes in, else in a
+ * bigger arena. NULL on ENOMEM.
+ */
+static keel__kv_change_t *arena_take(keel__kv_history_t *h, size_t n)
+{
+    if (h->len == 0)
+        h->arena_tail = 0;
+    size_t tail = h->arena_tail;
+    size_t head = h->len ? (size_t)((uint8_t *)slot(h, 0) - h->arena) : 0;
+    int wrapped = h->len > 0 && tail <= head; /* held: [head, end) then [0, tail) */
+    if (h->arena == NULL) {
+        if (arena_grow(h, n) != 0)
+            return NULL;
+    } else if (wrapped ? head - tail >= n : h->arena_cap - tail >= n) {
+        /* fits at the tail */
+    } else if (!wrapped && head >= n) {
+        h->arena_tail = 0;
+    } else if (arena_grow(h, n) != 0) {
+        return NULL;
+    }
+    keel__kv_change_t *c = (keel__kv_change_t *)(h->arena + h->arena_tail);
+    h->arena_tail += n;
+    assert(h->arena_tail <= h->arena_cap);
+    return c;
+}
+
 void keel__kv_hist_record(keel_kv_t *kv, uint64_t rev, int op, const keel__kv_entry_t *e)
 {
     keel__kv_history_t *h = &kv->hist;
@@ -110,7 +183,7 @@ void keel__kv_hist_record(keel_kv_t *kv, uint64_t rev, int op, const keel__kv_en
         return; /* making room took this revision's own first changes: it is incomplete */
     keel__kv_change_t *c = NULL;
     if (need <= cfg->history_bytes_max && (h->len < h->cap || grow(h) == 0))
-        c = malloc(need);
+        c = arena_take(h, footprint(e->key_len, value_len));
     if (c == NULL) {
         /* Too big to hold, or no memory: the command has taken effect and must
          * not fail, so the history gives up this revision instead. */

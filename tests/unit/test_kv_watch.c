@@ -157,6 +157,63 @@ static void the_history_stays_within_its_byte_limit(void)
     KT_EQ_INT(keel_kv_history_len(&t.kv), 0);
 }
 
+/*
+ * The history's bytes live in a circular arena that wraps and grows (kv_hist.c): with
+ * values of random sizes, every change held reads back exactly as written, whatever
+ * the arena did in between. Small values first, then values up to VALUE_BYTES_MAX.
+ */
+enum { ARENA_STEPS = 1500, VALUE_BYTES_MAX = 6000 };
+
+static void write_and_read_back(keel_rand_t *r, size_t history_bytes_max)
+{
+    keel_kv_config_t cfg = keel_kv_config_default();
+    cfg.history_changes_max = 200;
+    cfg.history_bytes_max = history_bytes_max;
+    fresh(&cfg);
+    static char line[VALUE_BYTES_MAX + 64];
+    static size_t vlen[ARENA_STEPS + 1], klen[ARENA_STEPS + 1];
+    for (int rev = 1; rev <= ARENA_STEPS; rev++) {
+        size_t cap = rev < ARENA_STEPS / 5 ? 200 : VALUE_BYTES_MAX;
+        vlen[rev] = 1 + keel_rand_below(r, cap);
+        int n = snprintf(line, sizeof(line), "SET k%0*d ", 1 + (int)keel_rand_below(r, 30), rev);
+        klen[rev] = (size_t)n - 5;
+        for (size_t i = 0; i < vlen[rev]; i++)
+            line[(size_t)n + i] = (char)('a' + (rev + (int)i) % 26);
+        line[(size_t)n + vlen[rev]] = '\0';
+        KT_EQ_STR(kvt(&t, line), "+OK\r\n");
+        size_t len = keel_kv_history_len(&t.kv);
+        KT_CHECK(len >= 1 && keel_kv_history_oldest(&t.kv) == (uint64_t)rev - len + 1);
+        for (size_t pos = 0; pos < len; pos++) {
+            keel_kv_change_t c;
+            keel_kv_history_at(&t.kv, pos, &c);
+            int at = rev - (int)len + 1 + (int)pos;
+            KT_EQ_U64(c.revision, (uint64_t)at);
+            KT_CHECK(c.op == KEEL_KV_CHANGE_PUT && c.key_len == klen[at] &&
+                     c.value_len == vlen[at]);
+            KT_CHECK(c.key[0] == 'k' && atoi((const char *)c.key + 1) == at);
+            for (size_t i = 0; i < c.value_len; i++)
+                if (c.value[i] != (uint8_t)('a' + (at + (int)i) % 26))
+                    KT_FAIL("step %d: change %d value byte %zu differs", rev, at, i);
+        }
+    }
+}
+
+static void changes_of_mixed_sizes_read_back_exactly_as_the_arena_wraps_and_grows(void)
+{
+    uint64_t seed = 0x6172656eull;
+    KT_SEED(seed);
+    keel_rand_t r;
+    keel_rand_seed(&r, seed);
+    /*
+     * Byte limits around the arena's first size (64 KiB) make it wrap with little room
+     * to spare, or grow, also while wrapped; the last one makes it grow twice more.
+     */
+    for (size_t limit = 54000; limit <= 74000; limit += 2500)
+        write_and_read_back(&r, limit);
+    write_and_read_back(&r, 250000);
+    KT_CHECK(t.kv.hist.arena_cap > 64 * 1024);
+}
+
 static void a_loaded_snapshot_starts_the_history_after_its_revision(void)
 {
     fresh(NULL);
@@ -308,6 +365,7 @@ int main(void)
     KT_RUN(from_a_revision_means_after_all_of_its_changes);
     KT_RUN(the_history_keeps_the_newest_whole_revisions_within_its_count);
     KT_RUN(the_history_stays_within_its_byte_limit);
+    KT_RUN(changes_of_mixed_sizes_read_back_exactly_as_the_arena_wraps_and_grows);
     KT_RUN(a_loaded_snapshot_starts_the_history_after_its_revision);
     KT_RUN(replaying_the_history_onto_an_old_state_gives_the_current_one);
     kvt_free(&t);
