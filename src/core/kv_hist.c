@@ -108,13 +108,23 @@ static int grow(keel__kv_history_t *h)
  * A new arena of at least `need` more bytes than the changes held, which move to its
  * start in order (the ring's pointers follow). 0 or KEEL_ENOMEM (nothing changed).
  */
-static int arena_grow(keel__kv_history_t *h, size_t need)
+static int arena_grow(keel__kv_history_t *h, const keel_kv_config_t *cfg, size_t need)
 {
     size_t used = 0;
     for (size_t i = 0; i < h->len; i++)
         used += footprint(slot(h, i)->key_len, slot(h, i)->value_len);
+    /*
+     * Straight to what history_changes_max changes of the average size so far take
+     * (at most history_bytes_max: the footprints held never exceed their charge): each
+     * step copies everything held into pages never touched before, which cost a fault
+     * each, while pages of a big arena that are never written cost nothing.
+     */
+    size_t avg = (used + need) / (h->len + 1) + 1;
+    size_t want = cfg->history_changes_max < cfg->history_bytes_max / avg
+                      ? cfg->history_changes_max * avg
+                      : cfg->history_bytes_max;
     size_t cap = h->arena_cap ? h->arena_cap * 2 : ARENA_BYTES_MIN;
-    while (cap < used + need)
+    while (cap < used + need || cap < want)
         cap *= 2;
     uint8_t *a = malloc(cap);
     if (a == NULL)
@@ -139,7 +149,7 @@ static int arena_grow(keel__kv_history_t *h, size_t need)
  * is short) at its start if the oldest change begins at least n bytes in, else in a
  * bigger arena. NULL on ENOMEM.
  */
-static keel__kv_change_t *arena_take(keel__kv_history_t *h, size_t n)
+static keel__kv_change_t *arena_take(keel__kv_history_t *h, const keel_kv_config_t *cfg, size_t n)
 {
     if (h->len == 0)
         h->arena_tail = 0;
@@ -147,13 +157,13 @@ static keel__kv_change_t *arena_take(keel__kv_history_t *h, size_t n)
     size_t head = h->len ? (size_t)((uint8_t *)slot(h, 0) - h->arena) : 0;
     int wrapped = h->len > 0 && tail <= head; /* held: [head, end) then [0, tail) */
     if (h->arena == NULL) {
-        if (arena_grow(h, n) != 0)
+        if (arena_grow(h, cfg, n) != 0)
             return NULL;
     } else if (wrapped ? head - tail >= n : h->arena_cap - tail >= n) {
         /* fits at the tail */
     } else if (!wrapped && head >= n) {
         h->arena_tail = 0;
-    } else if (arena_grow(h, n) != 0) {
+    } else if (arena_grow(h, cfg, n) != 0) {
         return NULL;
     }
     keel__kv_change_t *c = (keel__kv_change_t *)(h->arena + h->arena_tail);
@@ -183,7 +193,7 @@ void keel__kv_hist_record(keel_kv_t *kv, uint64_t rev, int op, const keel__kv_en
         return; /* making room took this revision's own first changes: it is incomplete */
     keel__kv_change_t *c = NULL;
     if (need <= cfg->history_bytes_max && (h->len < h->cap || grow(h) == 0))
-        c = arena_take(h, footprint(e->key_len, value_len));
+        c = arena_take(h, cfg, footprint(e->key_len, value_len));
     if (c == NULL) {
         /* Too big to hold, or no memory: the command has taken effect and must
          * not fail, so the history gives up this revision instead. */
