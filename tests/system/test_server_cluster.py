@@ -81,6 +81,30 @@ def test_a_pipeline_of_1000_commands_gets_its_replies_in_order(make_cluster):
         assert nd.client().dbsize() == 2 * 252
 
 
+# A command refused by its check (here SET's syntax) behind writes still in flight gets its
+# error in its own place in the pipeline (server.c writes it to the client's output only
+# when it fails, which behind an open deferred reply queues a slot of its own).
+def test_pipelined_syntax_errors_between_writes_answer_in_place(make_cluster):
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    for nd in (leader, cl.followers(leader)[0]):
+        p = nd.client().pipeline(transaction=False)
+        for i in range(200):
+            p.incr(f"se:{nd.name}")
+            if i % 3 == 0:
+                p.execute_command("SET", f"se:{nd.name}:{i}", "v", "NX", "XX")
+        got = p.execute(raise_on_error=False)
+        want_incr = iter(range(1, 201))
+        for i, r in enumerate(got):
+            if isinstance(r, Exception):
+                assert "syntax error" in str(r), r
+            else:
+                assert r == next(want_incr), (i, r)
+        assert len(got) == 200 + 67 and sum(isinstance(r, Exception) for r in got) == 67
+        # and in place: an error right after every INCR whose index i % 3 == 0
+        assert all(isinstance(got[k], Exception) for k in range(1, len(got), 4)[:67])
+
+
 # Redis runs a connection's commands in order: a GET pipelined between two SETs of the same
 # key sees the first and not the second, although writes go through the Raft log and reads
 # through ReadIndex (server.c holds a command of the other kind until the running ones end).
