@@ -271,6 +271,42 @@ static void releases_segments_behind_a_snapshot_point(void)
 }
 
 /*
+ * The parent's side of the crash tests: once the child (writing to the WAL in dir) has
+ * acknowledged a record on the pipe (slow under sanitizers), waits delay_us, SIGKILLs it,
+ * reads every acknowledgement it sent, reopens the WAL and checks that every acknowledged
+ * record, and all before it, is replayed in order.
+ */
+static void kill_then_check_acknowledged(pid_t pid, int acks_fd, char *dir, useconds_t delay_us)
+{
+    uint32_t acked = 0, v;
+    int any = read(acks_fd, &v, 4) == 4;
+    if (any)
+        acked = v;
+    usleep(delay_us);
+    kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+    while (read(acks_fd, &v, 4) == 4) {
+        acked = v;
+        any = 1;
+    }
+    close(acks_fd);
+    KT_CHECK(any);
+    keel_wal_config_t cfg = small_cfg();
+    keel_wal_t *w;
+    keel_errmsg_t m;
+    memset(&seen, 0, sizeof(seen));
+    int rc = keel_wal_open(&w, dir, &cfg, collect, &seen, &m);
+    if (rc != 0)
+        KT_FAIL("reopen after kill: %s", m.text);
+    KT_CHECK(seen.n >= acked + 1);
+    for (size_t i = 0; i < seen.n; i++)
+        KT_EQ_INT(seen.ids[i], i);
+    keel_wal_close(w);
+    KT_RMRF(dir);
+}
+
+/*
  * Crash safety: a child appends and syncs in a loop, reporting each acknowledged
  * id on a pipe; SIGKILL lands at a random moment. Every acknowledged record must
  * be replayed, in order, after restart.
@@ -305,34 +341,7 @@ static void survives_sigkill_without_losing_acknowledged_records(void)
             pause(); /* all written: wait for the kill */
         }
         close(fds[1]);
-        /* Kill only once the child has acknowledged something (slow under sanitizers),
-         * then at a moment that differs from round to round. */
-        uint32_t acked = 0, v;
-        int any = read(fds[0], &v, 4) == 4;
-        if (any)
-            acked = v;
-        usleep(10000 + (useconds_t)round * 30000);
-        kill(pid, SIGKILL);
-        int status;
-        waitpid(pid, &status, 0);
-        while (read(fds[0], &v, 4) == 4) {
-            acked = v;
-            any = 1;
-        }
-        close(fds[0]);
-        KT_CHECK(any);
-        keel_wal_config_t cfg = small_cfg();
-        keel_wal_t *w;
-        keel_errmsg_t m;
-        memset(&seen, 0, sizeof(seen));
-        int rc = keel_wal_open(&w, dir, &cfg, collect, &seen, &m);
-        if (rc != 0)
-            KT_FAIL("reopen after kill: %s", m.text);
-        KT_CHECK(seen.n >= acked + 1);
-        for (size_t i = 0; i < seen.n; i++)
-            KT_EQ_INT(seen.ids[i], i);
-        keel_wal_close(w);
-        KT_RMRF(dir);
+        kill_then_check_acknowledged(pid, fds[0], dir, 10000 + (useconds_t)round * 30000);
     }
 }
 
@@ -541,32 +550,8 @@ static void sync_thread_survives_sigkill_without_losing_acknowledged_records(voi
             pause(); /* all written: wait for the kill */
         }
         close(fds[1]);
-        uint32_t acked = 0, v;
-        int any = read(fds[0], &v, 4) == 4;
-        if (any)
-            acked = v;
-        usleep(5000 + (useconds_t)keel_rand_below(&rng, 150000));
-        kill(pid, SIGKILL);
-        int status;
-        waitpid(pid, &status, 0);
-        while (read(fds[0], &v, 4) == 4) {
-            acked = v;
-            any = 1;
-        }
-        close(fds[0]);
-        KT_CHECK(any);
-        keel_wal_config_t cfg = small_cfg();
-        keel_wal_t *w;
-        keel_errmsg_t m;
-        memset(&seen, 0, sizeof(seen));
-        int rc = keel_wal_open(&w, dir, &cfg, collect, &seen, &m);
-        if (rc != 0)
-            KT_FAIL("reopen after kill: %s", m.text);
-        KT_CHECK(seen.n >= acked + 1);
-        for (size_t i = 0; i < seen.n; i++)
-            KT_EQ_INT(seen.ids[i], i);
-        keel_wal_close(w);
-        KT_RMRF(dir);
+        kill_then_check_acknowledged(pid, fds[0], dir,
+                                     5000 + (useconds_t)keel_rand_below(&rng, 150000));
     }
 }
 
