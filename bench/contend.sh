@@ -10,13 +10,14 @@
 # Bounded: every run lasts CONTEND_SECONDS (default 10) seconds plus its drain.
 # Env: CONTEND_CLIENTS (default "16 64"), CONTEND_KEYS (default "1 10 1000").
 set -u
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/scratch.sh"
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 KEEL="$PWD/$BUILD/keel"
 SECS=${CONTEND_SECONDS:-10}
 CLIENTS=${CONTEND_CLIENTS:-16 64}
 KEYS=${CONTEND_KEYS:-1 10 1000}
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/keel-bench-contend-XXXXXX")
+tmp=$(keel_scratch bench-contend)
 redis_pid=""
 cleanup() {
   "$KEEL" down --dir "$tmp/keel3" >/dev/null 2>&1

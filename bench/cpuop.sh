@@ -9,10 +9,11 @@
 # three nodes give each node's share (the leader named). Keys -r 1000000 (one) or 100000 (three),
 # values 100 B; GET runs preload 100,000 SETs. Fresh data directory each run, removed after.
 # Alternate the binaries back to back: the machine is shared (bench/RESULTS.md).
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/scratch.sh"
 MODE=$1 KEEL=$2 LABEL=$3 P=$4
 tick=$(getconf CLK_TCK)
 per() { echo "$1*1000000/$tick/$2" | bc -l | cut -c1-5; }
-d=$(mktemp -d "${TMPDIR:-/tmp}/keel-cpuop-XXXXXX")
+d=$(keel_scratch cpuop)
 if [ "$MODE" = one ]; then
     N=${5:-400000}
     "$KEEL" server --name n1 --data-dir "$d/n1" --initial-cluster n1=127.0.0.1:$((P + 100)) \

@@ -5,13 +5,14 @@
 # its JSON gateway (base64 keys and values). Prints a table with ratios. Bounded: each run
 # is a fixed request count or BENCH_SECONDS (default 10) seconds.
 set -u
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/scratch.sh"
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 KEEL="$PWD/$BUILD/keel"
 SECS=${BENCH_SECONDS:-10}
 N_SET=${BENCH_N_SET:-100000}       # unpipelined SETs per run
 N_PIPE=${BENCH_N_PIPE:-1000000}    # pipelined SETs per run
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/keel-bench-kv-XXXXXX")
+tmp=$(keel_scratch bench-kv)
 pids=()
 cleanup() {
   "$KEEL" down --dir "$tmp/keel3" >/dev/null 2>&1

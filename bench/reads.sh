@@ -14,6 +14,7 @@
 # GET (perf stat, if perf is there) and peer bytes sent per GET (from /metrics). Bounded:
 # two runs of N requests; every process it started is stopped on exit.
 set -u
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/scratch.sh"
 cd "$(dirname "$0")/.."
 KEEL=${1:-$PWD/build/keel}
 shift $(($# > 0 ? 1 : 0))
@@ -21,7 +22,7 @@ shift $(($# > 0 ? 1 : 0))
 BP=${BASE_PORT:-26501}
 N=${N:-200000}
 FILL=${FILL:-50000}
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/keel-bench-reads-XXXXXX")
+tmp=$(keel_scratch bench-reads)
 pids=()
 perfs=()
 cleanup() {

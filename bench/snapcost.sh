@@ -4,12 +4,13 @@
 # Prints requests/s, CPU us per SET of the serving process (utime+stime) and of its reaped
 # snapshot children (cutime+cstime), and the serving process's page faults (perf stat
 # --no-inherit). Run two binaries alternately, back to back: this machine is shared.
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/scratch.sh"
 KEEL=$1
 LABEL=$2
 P=${3:-27301}
 shift 3 2>/dev/null || shift $#
 N=1000000
-d=$(mktemp -d "${TMPDIR:-/tmp}/keel-snapcost-XXXXXX")
+d=$(keel_scratch snapcost)
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$d"' EXIT
 "$KEEL" server --name n1 --data-dir "$d/n1" --initial-cluster n1=127.0.0.1:$((P + 100)) \
     --listen-client 127.0.0.1:$P --listen-http 127.0.0.1:$((P + 200)) "$@" >"$d/n1.log" 2>&1 &

@@ -6,8 +6,9 @@
 # usage: bench/syncab.sh BIN NODES PORTBASE "REDIS-BENCHMARK ARGS (with -n N)" [server flags...]
 # Ports: PORTBASE+i (clients), +100+i (peers), +200+i (HTTP). Alternate binaries back to back.
 set -u
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/scratch.sh"
 BIN=$1; NODES=$2; PB=$3; LOAD=$4; shift 4
-D=$(mktemp -d "${TMPDIR:-/tmp}/keel-syncab-XXXXXX")
+D=$(keel_scratch syncab)
 cl=""
 for i in $(seq 1 "$NODES"); do cl="$cl${cl:+,}n$i=127.0.0.1:$((PB + 100 + i))"; done
 pids=()

@@ -4,13 +4,14 @@
 # per second, latency, errors, time without a leader and the linearizability verdict on the
 # recorded history. Exits non-zero if the history is not linearizable.
 set -u
+. "$(dirname "${BASH_SOURCE[0]}")/scratch.sh"
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 KEEL="$PWD/$BUILD/keel"
 LINCHECK="$PWD/$BUILD/keel-lincheck"
 SECS=${DEMO_SECONDS:-30}
 BASE=${DEMO_BASE_PORT:-27001}
-DIR=$(mktemp -d "${TMPDIR:-/tmp}/keel-demo-XXXXXX")
+DIR=$(keel_scratch demo)
 trap '"$KEEL" down --dir "$DIR" >/dev/null 2>&1' EXIT
 
 echo "== keel demo: 3-node cluster in $DIR (client ports $BASE..$((BASE + 2)))"

@@ -13,6 +13,7 @@
 # separated names to run only some, e.g. "fuzz_resp"), FUZZ_ARGS (extra libFuzzer
 # flags), FUZZ_BUILD_DIR (default build-fuzz).
 set -u
+. "$(dirname "${BASH_SOURCE[0]}")/scratch.sh"
 cd "$(dirname "$0")/.."
 root=$(pwd)
 secs=${1:-60}
@@ -49,7 +50,7 @@ for name in "${targets[@]}"; do
   [ -x "$bin" ] || { echo "FAIL $name: binary $bin missing"; failed=1; continue; }
   seeds=$root/tests/fuzz/corpus/$name
   mkdir -p "$seeds"
-  work=$(mktemp -d "${TMPDIR:-/tmp}/keel-fuzz-$name.XXXXXX")
+  work=$(keel_scratch "fuzz-$name")
   arts=$bdir/artifacts/$name
   mkdir -p "$arts"
   log=$bdir/artifacts/$name.log

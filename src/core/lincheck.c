@@ -3,6 +3,7 @@
 
 #include "base/err.h"
 #include "base/rand.h"
+#include "base/vec.h"
 
 #include <assert.h>
 #include <inttypes.h>
@@ -376,24 +377,9 @@ static int memo_grow(search_t *s)
 
 static int memo_append(search_t *s, uint64_t h, int64_t state, uint32_t ret_pos, uint32_t nc)
 {
-    if (s->nments == s->ments_cap) {
-        size_t cap = s->ments_cap ? s->ments_cap * 2 : 1024;
-        memo_ent_t *m = realloc(s->ments, cap * sizeof(*m));
-        if (m == NULL)
-            return KEEL_ENOMEM;
-        s->ments = m;
-        s->ments_cap = cap;
-    }
-    if (s->arena_len + nc > s->arena_cap) {
-        size_t cap = s->arena_cap ? s->arena_cap * 2 : 4096;
-        while (cap < s->arena_len + nc)
-            cap *= 2;
-        uint32_t *a = realloc(s->arena, cap * sizeof(*a));
-        if (a == NULL)
-            return KEEL_ENOMEM;
-        s->arena = a;
-        s->arena_cap = cap;
-    }
+    if (keel_vec_grow(&s->ments, &s->ments_cap, s->nments + 1, sizeof(*s->ments), 1024) != 0 ||
+        keel_vec_grow(&s->arena, &s->arena_cap, s->arena_len + nc, sizeof(*s->arena), 4096) != 0)
+        return KEEL_ENOMEM;
     memcpy(s->arena + s->arena_len, s->cand, nc * sizeof(uint32_t));
     s->ments[s->nments] = (memo_ent_t){h, state, ret_pos, nc, s->arena_len};
     s->arena_len += nc;

@@ -3,6 +3,7 @@
 
 #include "base/crc32c.h"
 #include "base/log.h"
+#include "base/vec.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -194,15 +195,10 @@ static int list_snaps(const char *dir, snap_name_t **out, size_t *n_out, keel_er
         if (len != 43 ||
             sscanf(e->d_name, "snap-%16" SCNx64 "-%16" SCNx64 ".snap", &s.index, &s.term) != 2)
             continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 8;
-            snap_name_t *nv = realloc(v, cap * sizeof(*nv));
-            if (nv == NULL) {
-                free(v);
-                closedir(d);
-                return KEEL_ENOMEM;
-            }
-            v = nv;
+        if (keel_vec_grow(&v, &cap, n + 1, sizeof(*v), 8) != 0) {
+            free(v);
+            closedir(d);
+            return KEEL_ENOMEM;
         }
         v[n++] = s;
     }

@@ -4,6 +4,7 @@
 
 #include "base/crc32c.h"
 #include "base/log.h"
+#include "base/vec.h"
 #include "runtime/clock.h"
 
 #include <assert.h>
@@ -523,15 +524,10 @@ static int list_segments(keel_wal_t *w, uint64_t **out, size_t *n_out, keel_errm
         if (sscanf(e->d_name, "wal-%16" SCNx64 ".%3s", &seq, tail) != 2 ||
             strcmp(tail, "log") != 0 || strlen(e->d_name) != 24)
             continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            uint64_t *ns = realloc(seqs, cap * sizeof(*ns));
-            if (ns == NULL) {
-                free(seqs);
-                closedir(d);
-                return KEEL_ENOMEM;
-            }
-            seqs = ns;
+        if (keel_vec_grow(&seqs, &cap, n + 1, sizeof(*seqs), 16) != 0) {
+            free(seqs);
+            closedir(d);
+            return KEEL_ENOMEM;
         }
         seqs[n++] = seq;
     }

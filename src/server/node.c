@@ -7,6 +7,7 @@
 #include "proto/frame.h"
 #include "proto/peer.h"
 #include "base/bytes.h"
+#include "base/vec.h"
 #include "runtime/blockmem.h"
 #include "runtime/clock.h"
 #include "runtime/snapfile.h"
@@ -519,14 +520,8 @@ static void send_raft(keel_node_t *n, const keel_raft_msg_t *m, int after_persis
         p->marks[p->marks_n - 1].end = end;
         return;
     }
-    if (p->marks_n == p->marks_cap) {
-        size_t ncap = p->marks_cap ? p->marks_cap * 2 : 8;
-        held_mark_t *nm = realloc(p->marks, ncap * sizeof(*nm));
-        if (nm == NULL)
-            return;
-        p->marks = nm;
-        p->marks_cap = ncap;
-    }
+    if (keel_vec_grow(&p->marks, &p->marks_cap, p->marks_n + 1, sizeof(*p->marks), 8) != 0)
+        return;
     p->marks[p->marks_n++] = (held_mark_t){tag, end};
 }
 

@@ -3,6 +3,7 @@
 
 #include "base/err.h"
 #include "base/map.h"
+#include "base/vec.h"
 #include "core/kv.h"
 
 #include <stdlib.h>
@@ -38,19 +39,6 @@ struct keel_pubsub {
     psub_t *pats;
     size_t npats, cap_pats;
 };
-
-static int grow(void **v, size_t *cap, size_t n, size_t elem)
-{
-    if (n < *cap)
-        return 0;
-    size_t ncap = *cap ? *cap * 2 : 4;
-    void *nv = realloc(*v, ncap * elem);
-    if (nv == NULL)
-        return KEEL_ENOMEM;
-    *v = nv;
-    *cap = ncap;
-    return 0;
-}
 
 keel_pubsub_t *keel_pubsub_new(void)
 {
@@ -124,14 +112,15 @@ int keel_pubsub_subscribe(keel_pubsub_t *ps, void *sub, const uint8_t *name, siz
     if (r->n >= KEEL_PUBSUB_SUBS_MAX)
         return KEEL_EFULL;
     uint8_t *copy = malloc(len ? len : 1);
-    if (copy == NULL || grow((void **)&r->v, &r->cap, r->n, sizeof(name_t)) != 0) {
+    if (copy == NULL || keel_vec_grow(&r->v, &r->cap, r->n + 1, sizeof(name_t), 4) != 0) {
         free(copy);
         return KEEL_ENOMEM;
     }
     memcpy(copy, name, len);
     if (pattern) {
         uint8_t *pc = malloc(len ? len : 1);
-        if (pc == NULL || grow((void **)&ps->pats, &ps->cap_pats, ps->npats, sizeof(psub_t))) {
+        if (pc == NULL ||
+            keel_vec_grow(&ps->pats, &ps->cap_pats, ps->npats + 1, sizeof(psub_t), 4)) {
             free(pc);
             free(copy);
             return KEEL_ENOMEM;
@@ -142,7 +131,7 @@ int keel_pubsub_subscribe(keel_pubsub_t *ps, void *sub, const uint8_t *name, siz
         void **cv = keel_map_get(&ps->chans, name, len);
         chan_t *c = cv ? *cv : calloc(1, sizeof(chan_t));
         if (c == NULL || (cv == NULL && keel_map_put(&ps->chans, name, len, c, NULL) < 0) ||
-            grow((void **)&c->v, &c->cap, c->n, sizeof(void *)) != 0) {
+            keel_vec_grow(&c->v, &c->cap, c->n + 1, sizeof(void *), 4) != 0) {
             if (cv == NULL)
                 free(c);
             free(copy);

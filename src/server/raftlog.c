@@ -2,6 +2,7 @@
 #include "server/raftlog.h"
 
 #include "base/bytes.h"
+#include "base/vec.h"
 
 #include <assert.h>
 #include <stdlib.h>
@@ -60,14 +61,9 @@ static int note_segment(keel_raftlog_t *rl, uint64_t lsn, uint64_t index)
         sm->max_index = index > sm->max_index ? index : sm->max_index;
         return 0;
     }
-    if (rl->segs_n == rl->segs_cap) {
-        size_t ncap = rl->segs_cap ? rl->segs_cap * 2 : 16;
-        seg_max_t *ns = realloc(rl->segs, ncap * sizeof(*ns));
-        if (ns == NULL)
-            return KEEL_ENOMEM;
-        rl->segs = ns;
-        rl->segs_cap = ncap;
-    }
+    int rc = keel_vec_grow(&rl->segs, &rl->segs_cap, rl->segs_n + 1, sizeof(*rl->segs), 16);
+    if (rc != 0)
+        return rc;
     rl->segs[rl->segs_n++] = (seg_max_t){seq, index};
     return 0;
 }
@@ -105,14 +101,8 @@ static int replay(void *data, uint8_t type, const uint8_t *p, size_t len, uint64
         return KEEL_ECORRUPT;
     }
     drop_from(rl, (size_t)(e.index - rl->base - 1)); /* a later write of an index wins */
-    if (rl->n == rl->cap) {
-        size_t ncap = rl->cap ? rl->cap * 2 : 1024;
-        keel_raft_entry_t *ne = realloc(rl->entries, ncap * sizeof(*ne));
-        if (ne == NULL)
-            return KEEL_ENOMEM;
-        rl->entries = ne;
-        rl->cap = ncap;
-    }
+    if (keel_vec_grow(&rl->entries, &rl->cap, rl->n + 1, sizeof(*rl->entries), 1024) != 0)
+        return KEEL_ENOMEM;
     e.len = (uint32_t)r.left;
     if (e.len) {
         e.data = malloc(e.len);
@@ -226,15 +216,7 @@ static int subs_reserve(keel_raftlog_t *rl)
         rl->subs_n -= rl->subs_head;
         rl->subs_head = 0;
     }
-    if (rl->subs_n < rl->subs_cap)
-        return 0;
-    size_t ncap = rl->subs_cap ? rl->subs_cap * 2 : 16;
-    sub_t *ns = realloc(rl->subs, ncap * sizeof(*ns));
-    if (ns == NULL)
-        return KEEL_ENOMEM;
-    rl->subs = ns;
-    rl->subs_cap = ncap;
-    return 0;
+    return keel_vec_grow(&rl->subs, &rl->subs_cap, rl->subs_n + 1, sizeof(*rl->subs), 16);
 }
 
 int keel_raftlog_submit(keel_raftlog_t *rl, uint64_t *gen)

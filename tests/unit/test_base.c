@@ -3,6 +3,7 @@
 #include "base/crc32c.h"
 #include "base/err.h"
 #include "base/rand.h"
+#include "base/vec.h"
 #include "ktest.h"
 
 #include <stdlib.h>
@@ -126,6 +127,29 @@ static void crc32c_paths_agree_and_compose_over_splits(void)
     KT_CHECK(keel_crc32c(0, data, sizeof(data)) != whole);
 }
 
+static void vec_grows_by_doubling_and_fails_without_touching_the_array(void)
+{
+    int *v = NULL;
+    size_t cap = 0;
+    KT_EQ_INT(keel_vec_grow(&v, &cap, 1, sizeof(*v), 4), 0);
+    KT_EQ_INT((int)cap, 4);
+    for (int i = 0; i < 4; i++)
+        v[i] = i;
+    KT_EQ_INT(keel_vec_grow(&v, &cap, 4, sizeof(*v), 4), 0); /* fits: nothing to do */
+    KT_EQ_INT((int)cap, 4);
+    KT_EQ_INT(keel_vec_grow(&v, &cap, 5, sizeof(*v), 4), 0);
+    KT_EQ_INT((int)cap, 8);
+    KT_EQ_INT(keel_vec_grow(&v, &cap, 33, sizeof(*v), 4), 0); /* doubles until it fits */
+    KT_EQ_INT((int)cap, 64);
+    for (int i = 0; i < 4; i++)
+        KT_EQ_INT(v[i], i); /* kept across the reallocs */
+    int *before = v;
+    KT_EQ_INT(keel_vec_grow(&v, &cap, SIZE_MAX / 2, sizeof(*v), 4), KEEL_ENOMEM);
+    KT_CHECK(v == before);
+    KT_EQ_INT((int)cap, 64);
+    free(v);
+}
+
 int main(void)
 {
     KT_RUN(error_codes_are_negative_and_named);
@@ -134,5 +158,6 @@ int main(void)
     KT_RUN(buf_grows_consumes_and_honours_its_limit);
     KT_RUN(crc32c_matches_the_standard_check_value);
     KT_RUN(crc32c_paths_agree_and_compose_over_splits);
+    KT_RUN(vec_grows_by_doubling_and_fails_without_touching_the_array);
     return kt_done();
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/raft/raft_int.h"
+#include "base/vec.h"
 
 void keel_raft_config_default(keel_raft_config_t *cfg)
 {
@@ -208,14 +209,8 @@ int keel__raft_send(keel_raft_t *r, const keel_raft_msg_t *m)
     if (r->cfg.test_break == KEEL_RAFT_BREAK_ACK_UNDURABLE)
         early = 1;
     keel__raft_msgs_t *q = early ? &r->out_now : &r->out_after;
-    if (q->n == q->cap) {
-        size_t cap = q->cap ? q->cap * 2 : 16;
-        keel_raft_msg_t *v = realloc(q->v, cap * sizeof(*v));
-        if (v == NULL)
-            return KEEL_ENOMEM; /* the message is lost, as if by the network */
-        q->v = v;
-        q->cap = cap;
-    }
+    if (keel_vec_grow(&q->v, &q->cap, q->n + 1, sizeof(*q->v), 16) != 0)
+        return KEEL_ENOMEM; /* the message is lost, as if by the network */
     q->v[q->n] = *m;
     q->v[q->n].from = r->cfg.id;
     q->v[q->n].term = m->term ? m->term : r->term;
