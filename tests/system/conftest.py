@@ -26,6 +26,22 @@ def binary(name):
     return path
 
 
+def lincheck(history, timeout_s=300):
+    """keel-lincheck's exit code (0 linearizable, 1 not) and its text output for a history."""
+    r = subprocess.run([binary("keel-lincheck"), history], capture_output=True, timeout=timeout_s)
+    return r.returncode, r.stdout.decode() + r.stderr.decode()
+
+
+def assert_bench_history_linearizable(history, oks_min, context):
+    """A `keel bench kv --history` file completed more than oks_min operations and
+    keel-lincheck accepts it; context (the bench report, the faults) goes into failures."""
+    with open(history) as f:
+        oks = sum('"type":"ok"' in line for line in f)
+    assert oks > oks_min, f"too few completed operations ({oks}):\n{context}"
+    code, out = lincheck(history)
+    assert code == 0, f"keel-lincheck exit {code}:\n{out}\n{context}"
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

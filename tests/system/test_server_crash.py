@@ -21,7 +21,7 @@ import time
 import pytest
 import redis
 
-from conftest import binary
+from conftest import assert_bench_history_linearizable, binary, lincheck
 from keelcluster import RespConn, make_cluster, resp_command  # noqa: F401 (fixture)
 
 WRITERS = 6
@@ -180,11 +180,6 @@ def test_acknowledged_writes_survive_sigkill_of_every_node_at_once(make_cluster,
         checked, _ = check_acknowledged_writes(ws, nd)
         assert checked > WRITERS * KEYS_PER_WRITER // 2
         assert "storage recovered" in nd.log_tail(100000)
-
-
-def lincheck(history):
-    r = subprocess.run([binary("keel-lincheck"), history], capture_output=True, timeout=120)
-    return r.returncode, r.stdout.decode() + r.stderr.decode()
 
 
 @pytest.mark.parametrize("snapshots", ["default", "every_300_entries"])
@@ -420,11 +415,7 @@ def test_a_history_through_random_faults_is_linearizable(make_cluster, tmp_path)
     report = open(tmp_path / "bench.out").read()
     print(", ".join(faults))
     assert rc == 0, report
-    with open(history) as f:
-        oks = sum('"type":"ok"' in line for line in f)
-    assert oks > 1000, f"too few completed operations ({oks}):\n{report}"
-    code, out = lincheck(history)
-    assert code == 0, f"seed {seed}: keel-lincheck exit {code}:\n{out}\n{report}"
+    assert_bench_history_linearizable(history, 1000, f"seed {seed}\n{report}")
     leader = cl.wait_leader()
     cl.wait_applied(cl.nodes, leader.status()["commit_index"])
     revs = {nd.status()["revision"] for nd in cl.nodes}

@@ -17,7 +17,7 @@ import time
 import pytest
 import redis
 
-from conftest import binary
+from conftest import assert_bench_history_linearizable, binary
 from keelcluster import make_cluster  # noqa: F401 (fixture)
 
 TRANSIENT = ("TIMEOUT", "UNKNOWN", "TRYAGAIN", "keel: server shutting down")
@@ -65,11 +65,6 @@ def wait_members(node, want, timeout_s=30.0):
             seen = e
         time.sleep(0.1)
     raise TimeoutError(f"{node.name}: members {seen}, want {want}")
-
-
-def lincheck(history):
-    r = subprocess.run([binary("keel-lincheck"), history], capture_output=True, timeout=300)
-    return r.returncode, r.stdout.decode() + r.stderr.decode()
 
 
 def start_bench(cl, tmp_path, seconds, seed):
@@ -132,11 +127,7 @@ def grow_kill_shrink(cl, tmp_path, seconds, rounds):
         print(", ".join(steps))
     report = open(tmp_path / "bench.out").read()
     assert rc == 0, report
-    with open(history) as f:
-        oks = sum('"type":"ok"' in line for line in f)
-    assert oks > 300, f"too few completed operations ({oks}):\n{report}"
-    code, out = lincheck(history)
-    assert code == 0, f"keel-lincheck exit {code}:\n{out}\n{report}\n{', '.join(steps)}"
+    assert_bench_history_linearizable(history, 300, f"{report}\n{', '.join(steps)}")
     return [n3, cl.node("n4"), cl.node("n5")]
 
 
