@@ -186,6 +186,10 @@ struct keel_node {
     request_t *all_head, *all_tail;
     size_t pending;
     queue_t parked; /* waiting for a known leader */
+    /* Requests submitted while a Ready is being handled (a request's answer can make its
+       client submit the next one at once): the core takes no proposal until advance(). */
+    queue_t in_ready;
+    int handling_ready;
     queue_t writes; /* proposed, waiting for their index to apply; index-ordered */
     queue_t reads_new;
     read_batch_t *batches_head, *batches_tail;
@@ -1135,6 +1139,10 @@ static void dispatch(keel_node_t *n, request_t *r)
         req_free(n, r);
         return;
     }
+    if (n->handling_ready) {
+        q_push(&n->in_ready, r);
+        return;
+    }
     if (n->removed && (r->kind == REQ_WRITE || r->kind == REQ_READ)) {
         keel_buf_reset(&n->reply);
         keel_buf_append_str(&n->reply, "-ERR keel: this node is not a member of the cluster "
@@ -2028,13 +2036,24 @@ static void process(keel_node_t *n)
     start_read_batch(n);
     uint64_t applied_before = keel_kv_applied_index(&n->kv);
     keel_raft_ready_t rd;
-    while (keel_raft_ready(n->raft, &rd)) {
-        handle_ready(n, &rd);
-        keel_raft_advance(n->raft);
-        if (n->installed_index != 0) {
-            keel_raft_persisted(n->raft, n->installed_index, n->installed_term);
-            n->installed_index = n->installed_term = 0;
+    for (;;) {
+        while (keel_raft_ready(n->raft, &rd)) {
+            n->handling_ready = 1;
+            handle_ready(n, &rd);
+            n->handling_ready = 0;
+            keel_raft_advance(n->raft);
+            if (n->installed_index != 0) {
+                keel_raft_persisted(n->raft, n->installed_index, n->installed_term);
+                n->installed_index = n->installed_term = 0;
+            }
         }
+        if (n->in_ready.head == NULL)
+            break;
+        queue_t later = n->in_ready; /* submitted by answers inside handle_ready */
+        n->in_ready = (queue_t){0};
+        request_t *r;
+        while ((r = q_pop(&later)) != NULL)
+            dispatch(n, r);
     }
     if (n->cfg.on_applied && keel_kv_applied_index(&n->kv) != applied_before)
         n->cfg.on_applied(n->cfg.on_applied_data);
@@ -2490,6 +2509,7 @@ void keel_node_stop(keel_node_t *n, void (*closed)(void *data), void *data)
     n->closed = closed;
     n->closed_data = data;
     fail_queue(n, &n->parked);
+    fail_queue(n, &n->in_ready);
     fail_queue(n, &n->writes);
     fail_queue(n, &n->reads_new);
     fail_queue(n, &n->reads_ready);

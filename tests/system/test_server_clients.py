@@ -74,3 +74,27 @@ def test_a_long_pipeline_runs_past_pipeline_max_in_order(make_cluster):
     replies = [c.reply() for _ in range(n)]
     assert replies == [b":%d\r\n" % (i + 1) for i in range(n)]
     assert c.call("GET", "n") == b"$4\r\n2000\r\n"
+
+
+def test_a_write_released_by_an_answer_waits_for_the_next_turn_on_every_node(make_cluster):
+    # A connection's commands of the other kind wait for those in flight (reads behind
+    # writes); with KEEL.READS stale a read is answered at once, so the answer to a SET,
+    # given while the node applies a batch, released the next SET in the middle of that
+    # batch: the leader crashed on an assertion (a proposal while the core's Ready was out).
+    cl = make_cluster(3)
+    cl.wait_leader()
+    for nd in cl.nodes:
+        r = nd.client()
+        r.execute_command("KEEL.READS", "stale")
+        for i in range(20):
+            pipe = r.pipeline(transaction=False)
+            for j in range(10):
+                pipe.set(f"{nd.name}-k{j}", f"v{i}")
+                pipe.get(f"{nd.name}-k{j}")
+            replies = pipe.execute()
+            assert all(ok is True for ok in replies[0::2])
+    for nd in cl.nodes:
+        assert nd.alive(), nd.log_tail()
+    leader = cl.wait_leader()
+    r = leader.client()
+    assert [r.get(f"{nd.name}-k{j}") for nd in cl.nodes for j in range(10)] == [b"v19"] * 30
