@@ -108,6 +108,21 @@ record "redis 1 node, fsync always: SET -P 16 -c 50" "$r_pipe" "$r_pipe99"
 read -r r_set r_set99 <<< "$(rb 28001 -t set -c 64 -n "$N_SET")"
 record "redis 1 node, fsync always: SET, 64 conns, no pipelining" "$r_set" "$r_set99"
 
+kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; pids=()
+
+# The ceiling: the cheapest server redis-benchmark can drive with this shape on this machine,
+# Redis with no persistence at all, one node. No durable, replicated server can beat it here;
+# it says how far a 10x etcd target is from what the machine (client included) can do.
+echo "== Redis, no persistence (appendonly no, no RDB): the load generator's ceiling"
+redis-server --port 28002 --bind 127.0.0.1 --save '' --appendonly no \
+  --dir "$tmp" --daemonize no > "$tmp/redis-mem.log" 2>&1 &
+pids+=($!)
+sleep 0.5
+read -r m_set m_set99 <<< "$(rb 28002 -t set -c 64 -n "$N_SET")"
+record "redis 1 node, in memory: SET, 64 conns, no pipelining" "$m_set" "$m_set99"
+read -r m_get m_get99 <<< "$(rb 28002 -t get -c 64 -n "$N_SET")"
+record "redis 1 node, in memory: GET, 64 conns, no pipelining" "$m_get" "$m_get99"
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }'; }
 echo
 echo "== ratios"
@@ -116,3 +131,5 @@ echo "  keel 3 GET vs etcd 3 range (reads/s):           $(ratio "$k_get" "$e_get
 echo "  keel 3 GET, --lease-reads 1, vs etcd 3 range:   $(ratio "$k_lget" "$e_get")   (not the default; for comparison)"
 echo "  keel 3 SET -P16 vs redis fsync-always -P16:     $(ratio "$k_pipe" "$r_pipe")   (target >= 0.5x)"
 echo "  keel 1 SET -P16 vs redis fsync-always -P16:     $(ratio "$k1_pipe" "$r_pipe")   (target >= 1x)"
+echo "  ceiling: in-memory redis SET vs etcd 3 put:      $(ratio "$m_set" "$e_put")   (keel 3 SET is $(ratio "$k_set" "$m_set") of it)"
+echo "  ceiling: in-memory redis GET vs etcd 3 range:    $(ratio "$m_get" "$e_get")   (keel 3 GET is $(ratio "$k_get" "$m_get") of it)"

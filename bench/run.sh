@@ -11,6 +11,10 @@ echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)  commit: $(git rev-parse --short HEAD
 rc=0
 section() { printf '\n==== %s ====\n' "$*"; }
 
+if [ -x "$BUILD/keel-sysprobe" ]; then
+  section "what the kernel charges on this machine (keel-sysprobe)"
+  "$BUILD/keel-sysprobe" --dir "${TMPDIR:-/tmp}" || rc=1
+fi
 if [ -x "$BUILD/keel-microbench" ]; then
   section "pure cores: ns per operation (keel-microbench)"
   "$BUILD/keel-microbench" || rc=1
