@@ -27,6 +27,8 @@
  *   PUBLISH      u32 channel_len | channel | message
  *   REMOVED      u64 member id    the receiver was removed by a committed configuration
  *
+ * Every frame goes from the connecting node to the accepting one, except REMOVED, which
+ * a member may also write back on a connection that a removed node opened to it.
  * A follower forwards a client's write to the leader with FWD_PROPOSE and
  * relays the FWD_REPLY; for a linearizable read it asks the leader for a
  * ReadIndex with FWD_READ, waits until it has applied that index, and serves

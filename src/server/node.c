@@ -26,6 +26,8 @@
 
 /* Bytes of free room offered to each read of a peer connection. */
 #define PEER_READ_BYTES (64u * 1024u)
+/* The largest frame a peer writes back on our outbound connection (REMOVED: 18 bytes). */
+#define PEER_BACK_FRAME_BYTES_MAX 64u
 
 /* Keys (or leases) one sweep entry deletes at most: bounds the entry and its apply. */
 #define SWEEP_KEYS_MAX 1000u
@@ -139,7 +141,8 @@ typedef struct peer {
     uv_write_t hello_req;
     uint8_t hello[64]; /* one HELLO frame: 34 bytes */
     int writing;
-    keel_buf_t rbuf; /* outbound connections only watch for EOF */
+    keel_buf_t rbuf;               /* outbound: the only frame a peer sends back is REMOVED */
+    keel_frame_decoder_t back_dec; /* ... decoded here, PEER_BACK_FRAME_BYTES_MAX at most */
     keel_counter_t *bytes_out, *dropped;
 } peer_t;
 
@@ -150,6 +153,9 @@ typedef struct inconn {
     keel_frame_decoder_t dec;
     uint64_t from;
     int closing;
+    int told_removed;        /* from was removed for good: told so, its frames are dropped */
+    uint8_t removed_out[32]; /* that REMOVED frame (18 bytes), written once */
+    uv_write_t removed_req;
     struct inconn *prev, *next;
 } inconn_t;
 
@@ -545,23 +551,54 @@ static peer_t *stream_peer(const uv_handle_t *h)
     return c->data;
 }
 
+static void evict(keel_node_t *n, uint64_t by);
+
+/*
+ * The outbound connection carries our frames to the peer. The peer writes back at most
+ * one kind of frame: REMOVED, when a committed configuration removed us (a node that was
+ * down when it was removed learns it this way as soon as it reconnects). Anything else
+ * is a protocol error and the connection is dropped (and made again).
+ */
 static void on_peer_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     peer_t *p = stream_peer((uv_handle_t *)s);
-    if (nread >= 0)
-        return; /* peers send nothing on our outbound connection; ignore */
-    peer_lost(p);
+    if (nread < 0) {
+        peer_lost(p);
+        return;
+    }
+    keel_buf_commit(&p->rbuf, (size_t)nread);
+    for (;;) {
+        keel_frame_t fr;
+        size_t used;
+        keel_errmsg_t m;
+        uint64_t id = 0;
+        int rc = keel_frame_decode(&p->back_dec, keel_buf_rptr(&p->rbuf),
+                                   keel_buf_unread(&p->rbuf), &fr, &used, &m);
+        if (rc == KEEL_EAGAIN)
+            return;
+        if (rc == 0 && (fr.type != KEEL_PEER_REMOVED ||
+                        keel_peer_decode_removed(fr.payload, fr.payload_len, &id) != 0 ||
+                        id != p->node->cfg.id))
+            rc = KEEL_EPROTO;
+        if (rc != 0) {
+            keel_log_warn("peer connection dropped: the peer sent back a bad frame",
+                          KF_STR("peer", p->member.name), KF_STR("error", keel_strerror(rc)));
+            peer_lost(p);
+            return;
+        }
+        keel_buf_consume(&p->rbuf, used);
+        evict(p->node, p->member.id);
+    }
 }
 
 static void peer_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     peer_t *p = stream_peer(h);
-    keel_buf_reset(&p->rbuf);
-    if (keel_buf_reserve(&p->rbuf, 256) != 0) {
+    if (keel_buf_reserve(&p->rbuf, PEER_BACK_FRAME_BYTES_MAX) != 0) {
         *buf = uv_buf_init(NULL, 0);
         return;
     }
-    *buf = uv_buf_init((char *)keel_buf_wptr(&p->rbuf), 256);
+    *buf = uv_buf_init((char *)keel_buf_wptr(&p->rbuf), (unsigned)(p->rbuf.cap - p->rbuf.len));
 }
 
 static void on_hello_written(uv_write_t *req, int status) {}
@@ -582,6 +619,8 @@ static void on_peer_connected(keel_connector_t *c, void *data)
     uv_buf_t b = uv_buf_init((char *)p->hello, (unsigned)keel_buf_unread(&hb));
     keel_buf_free(&hb);
     uv_write(&p->hello_req, s, &b, 1, on_hello_written);
+    keel_buf_reset(&p->rbuf); /* a new stream: nothing of the last one's is kept */
+    keel_frame_decoder_init(&p->back_dec, PEER_BACK_FRAME_BYTES_MAX, NULL);
     uv_read_start(s, peer_alloc, on_peer_read);
     keel_log_info("peer connected", KF_STR("peer", p->member.name));
     peer_flush(p);
@@ -623,6 +662,64 @@ static void inconn_close(inconn_t *c)
     uv_close((uv_handle_t *)&c->tcp, inconn_closed);
 }
 
+/* A peer said a committed configuration removed us: for good (the state is not persisted:
+   a restart comes back with the old configuration and is told again, see tell_inconn_removed). */
+static void evict(keel_node_t *n, uint64_t by)
+{
+    if (!n->evicted)
+        keel_log_warn("removed from the cluster by a committed configuration change; this "
+                      "node no longer campaigns or serves clients: stop it",
+                      KF_INT("id", n->cfg.id), KF_INT("by", by));
+    n->evicted = n->removed = 1;
+}
+
+/*
+ * True when a committed configuration removed member id: the applied configuration has
+ * handed out ids past it and does not list it. Ids are never reused (memberdir.h), so
+ * such a node can never be a member again. A node that joins later has an id at or past
+ * our applied next_id until we apply its addition, so it is never taken for a removed one.
+ * Only a node that is itself in its applied configuration judges: a joiner that has no
+ * configuration yet knows nobody (and would take every member for a removed one).
+ */
+static int removed_for_good(keel_node_t *n, uint64_t id)
+{
+    static keel_raft_conf_t c; /* 4 KiB each; the loop is single-threaded */
+    static keel_memberdir_t d;
+    uint64_t at = keel_kv_applied_index(&n->kv);
+    if (at < keel_raft_snapshot_index(n->raft))
+        at = keel_raft_snapshot_index(n->raft); /* a snapshot is committed state too */
+    keel_raft_conf_at(n->raft, at, &c);
+    if (c.voters_n == 0)
+        return 0;
+    keel_memberdir_of_conf(&c, n->cfg.members, n->cfg.members_n, &d);
+    return keel_memberdir_find_id(&d, n->cfg.id) != NULL && id < d.next_id &&
+           keel_memberdir_find_id(&d, id) == NULL;
+}
+
+static void on_removed_written(uv_write_t *req, int status) {}
+
+/*
+ * A node removed while it was down (or restarted since) never got tell_removed's frame and
+ * still thinks it is a member. It connects to us: we answer on its own connection, and
+ * drop whatever else it sends. It stops campaigning and serving as soon as it reads it.
+ */
+static void tell_inconn_removed(inconn_t *c)
+{
+    keel_buf_t b;
+    keel_buf_init(&b, 32);
+    int rc = keel_peer_encode_removed(&b, c->from);
+    if (rc == 0 && keel_buf_unread(&b) <= sizeof(c->removed_out)) {
+        memcpy(c->removed_out, keel_buf_rptr(&b), keel_buf_unread(&b));
+        uv_buf_t ub = uv_buf_init((char *)c->removed_out, (unsigned)keel_buf_unread(&b));
+        if (uv_write(&c->removed_req, (uv_stream_t *)&c->tcp, &ub, 1, on_removed_written) == 0) {
+            c->told_removed = 1;
+            keel_log_info("a removed member connected; told it that it was removed",
+                          KF_INT("id", c->from));
+        }
+    }
+    keel_buf_free(&b);
+}
+
 static void give_up_forwarded(keel_node_t *n, uint64_t keep, uint64_t only);
 static void handle_fwd_propose(keel_node_t *n, uint64_t from, const keel_peer_fwd_t *f);
 static void handle_fwd_reply(keel_node_t *n, const keel_peer_fwd_t *f);
@@ -645,8 +742,12 @@ static int handle_frame(inconn_t *c, const keel_frame_t *fr)
             return KEEL_EPROTO;
         }
         c->from = h.from;
+        if (removed_for_good(n, h.from))
+            tell_inconn_removed(c);
         return 0;
     }
+    if (c->told_removed)
+        return 0; /* nothing a removed node says matters any more */
     if (fr->type == KEEL_PEER_RAFT) {
         keel_raft_msg_t m;
         int rc = keel_peer_decode_raft(fr->payload, fr->payload_len, &m, &n->dec_scratch);
@@ -660,11 +761,7 @@ static int handle_frame(inconn_t *c, const keel_frame_t *fr)
         uint64_t id;
         if (keel_peer_decode_removed(fr->payload, fr->payload_len, &id) != 0 || id != n->cfg.id)
             return KEEL_EPROTO;
-        if (!n->evicted)
-            keel_log_warn("removed from the cluster by a committed configuration change; this "
-                          "node no longer campaigns or serves clients: stop it",
-                          KF_INT("id", id), KF_INT("by", c->from));
-        n->evicted = n->removed = 1;
+        evict(n, c->from);
         return 0;
     }
     if (fr->type == KEEL_PEER_PUBLISH) {
@@ -2247,7 +2344,7 @@ static int peer_open(keel_node_t *n, const keel_node_member_t *mb, keel_errmsg_t
     keel_buf_init(&p->out, 0);
     keel_buf_init(&p->held, 0);
     keel_buf_init(&p->wbuf, 0);
-    keel_buf_init(&p->rbuf, 4096);
+    keel_buf_init(&p->rbuf, PEER_BACK_FRAME_BYTES_MAX);
     if (n->cfg.metrics) {
         char labels[128];
         snprintf(labels, sizeof(labels), "peer=\"%s\"", mb->name);

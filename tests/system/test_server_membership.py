@@ -17,7 +17,7 @@ import time
 import pytest
 import redis
 
-from conftest import assert_bench_history_linearizable, binary
+from conftest import assert_bench_history_linearizable, binary, wait_until
 from keelcluster import make_cluster  # noqa: F401 (fixture)
 
 TRANSIENT = ("TIMEOUT", "UNKNOWN", "TRYAGAIN", "keel: server shutting down")
@@ -227,3 +227,53 @@ def test_keel_member_cli_lists_adds_and_removes(make_cluster):
     assert "spare" not in out
     r = subprocess.run([keel, "member", "list"], capture_output=True, timeout=10)
     assert r.returncode == 2
+
+
+def test_a_node_removed_while_down_learns_it_on_restart_and_disturbs_nobody(make_cluster):
+    """A follower is killed, removed while down, and restarted from its data: it comes back
+    with its old configuration (it never saw the removal). The members it connects to tell
+    it that a committed configuration removed it (ids are never reused, so its id below
+    the directory's next id, absent from it, means removed for good). It must then refuse
+    clients with the not-a-member error and never campaign; the members keep their leader
+    and term."""
+    # Members keep a removed peer's connection for request_timeout + 1 s and send REMOVED
+    # on it when the change commits, which a node back within that time still reads. This
+    # node stays down longer, so only the members' answer to its reconnection can tell it.
+    cl = make_cluster(3, "--request-timeout-ms", "1000")
+    leader = cl.wait_leader()
+    gone = next(nd for nd in cl.followers(leader))
+    rest = [nd for nd in cl.nodes if nd is not gone]
+    leader.client().set("before", "1")
+    gone.kill()
+    assert cluster_cmd(rest, "REMOVE", gone.name) == b"OK"
+    wait_members(leader, {nd.name: "voter" for nd in rest})
+    term = leader.status()["term"]
+    offsets = {nd.name: nd.log_size() for nd in rest}
+    time.sleep(3)  # past the lingering connection (1 s + 1 s)
+
+    gone.start()
+    removed_error = "this node is not a member of the cluster"
+
+    def refuses():
+        try:
+            gone.client(socket_timeout=2).set("after", "1")
+        except redis.ResponseError as e:
+            return removed_error in str(e)
+        except (redis.ConnectionError, redis.TimeoutError):
+            pass
+        return False
+
+    assert wait_until(refuses, timeout_s=10), gone.log_tail()
+    assert "removed from the cluster by a committed configuration change" in gone.log_tail(20000)
+    told = [nd.name for nd in rest if "told it that it was removed" in nd.log_since(offsets[nd.name])]
+    assert told, "no member logged telling the removed node"
+    with pytest.raises(redis.ResponseError, match=removed_error):
+        gone.client().get("before")
+
+    time.sleep(3)  # more than an election timeout (1-2 s): it must not have campaigned
+    assert cl.wait_leader(among=rest) is leader
+    for nd in rest:
+        st = nd.status()
+        assert st["term"] == term, (nd.name, st)
+    assert leader.client().get("before") == b"1"
+    assert gone.status()["term"] <= term  # pre-votes never raise a term
