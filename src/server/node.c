@@ -563,6 +563,9 @@ static void on_peer_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     peer_t *p = stream_peer((uv_handle_t *)s);
     if (nread < 0) {
+        if (nread == UV_ENOBUFS) /* peer_alloc found no room: more than a frame pending */
+            keel_log_warn("peer connection dropped: the peer sent back more than a frame",
+                          KF_STR("peer", p->member.name));
         peer_lost(p);
         return;
     }
@@ -674,14 +677,12 @@ static void evict(keel_node_t *n, uint64_t by)
 }
 
 /*
- * True when a committed configuration removed member id: the applied configuration has
- * handed out ids past it and does not list it. Ids are never reused (memberdir.h), so
- * such a node can never be a member again. A node that joins later has an id at or past
- * our applied next_id until we apply its addition, so it is never taken for a removed one.
- * Only a node that is itself in its applied configuration judges: a joiner that has no
- * configuration yet knows nobody (and would take every member for a removed one).
+ * The directory of the applied (so committed) configuration, or NULL when this node cannot
+ * judge who was removed: a node judges only while it is in its own applied configuration
+ * (a joiner that has no configuration yet knows nobody, and would take every member for
+ * a removed one).
  */
-static int removed_for_good(keel_node_t *n, uint64_t id)
+static keel_memberdir_t *applied_members(keel_node_t *n)
 {
     static keel_raft_conf_t c; /* 4 KiB each; the loop is single-threaded */
     static keel_memberdir_t d;
@@ -690,10 +691,20 @@ static int removed_for_good(keel_node_t *n, uint64_t id)
         at = keel_raft_snapshot_index(n->raft); /* a snapshot is committed state too */
     keel_raft_conf_at(n->raft, at, &c);
     if (c.voters_n == 0)
-        return 0;
+        return NULL;
     keel_memberdir_of_conf(&c, n->cfg.members, n->cfg.members_n, &d);
-    return keel_memberdir_find_id(&d, n->cfg.id) != NULL && id < d.next_id &&
-           keel_memberdir_find_id(&d, id) == NULL;
+    return keel_memberdir_find_id(&d, n->cfg.id) != NULL ? &d : NULL;
+}
+
+/*
+ * True when a committed configuration removed member id: the applied directory d has
+ * handed out ids past it and does not list it. Ids are never reused (memberdir.h), so
+ * such a node can never be a member again. A node that joins later has an id at or past
+ * our applied next_id until we apply its addition, so it is never taken for a removed one.
+ */
+static int removed_for_good(keel_memberdir_t *d, uint64_t id)
+{
+    return d != NULL && id < d->next_id && keel_memberdir_find_id(d, id) == NULL;
 }
 
 static void on_removed_written(uv_write_t *req, int status) {}
@@ -720,6 +731,19 @@ static void tell_inconn_removed(inconn_t *c)
     keel_buf_free(&b);
 }
 
+/*
+ * Judges every connected node again: after a configuration entry is applied or a snapshot
+ * installed. A HELLO is judged against what was applied when it came, which after a
+ * restart is the configuration of the flags or of the last snapshot.
+ */
+static void judge_inconns(keel_node_t *n)
+{
+    keel_memberdir_t *d = applied_members(n);
+    for (inconn_t *c = n->inconns; c != NULL && d != NULL; c = c->next)
+        if (c->from != 0 && !c->told_removed && !c->closing && removed_for_good(d, c->from))
+            tell_inconn_removed(c);
+}
+
 static void give_up_forwarded(keel_node_t *n, uint64_t keep, uint64_t only);
 static void handle_fwd_propose(keel_node_t *n, uint64_t from, const keel_peer_fwd_t *f);
 static void handle_fwd_reply(keel_node_t *n, const keel_peer_fwd_t *f);
@@ -742,7 +766,7 @@ static int handle_frame(inconn_t *c, const keel_frame_t *fr)
             return KEEL_EPROTO;
         }
         c->from = h.from;
-        if (removed_for_good(n, h.from))
+        if (removed_for_good(applied_members(n), h.from))
             tell_inconn_removed(c);
         return 0;
     }
@@ -1529,8 +1553,10 @@ static void apply_entry(keel_node_t *n, const keel_raft_entry_t *e)
         }
     } else {
         keel_kv_advance(&n->kv, e->index);
-        if (e->type == KEEL_RAFT_ENTRY_CONF)
+        if (e->type == KEEL_RAFT_ENTRY_CONF) {
             tell_removed(n, e);
+            judge_inconns(n);
+        }
     }
     if (n->m_applied)
         keel_counter_inc(n->m_applied);
@@ -2031,6 +2057,7 @@ static void install_snapshot(keel_node_t *n, const keel_raft_snapshot_t *sn)
     keel_kv_free(&n->kv);
     n->kv = fresh;
     snap_done(n, sn->index);
+    judge_inconns(n);
     n->installed_index = sn->index; /* durable now; reported once the ready is advanced */
     n->installed_term = sn->term;
     keel_log_info("installed the leader's snapshot", KF_INT("index", sn->index),
@@ -2344,7 +2371,7 @@ static int peer_open(keel_node_t *n, const keel_node_member_t *mb, keel_errmsg_t
     keel_buf_init(&p->out, 0);
     keel_buf_init(&p->held, 0);
     keel_buf_init(&p->wbuf, 0);
-    keel_buf_init(&p->rbuf, PEER_BACK_FRAME_BYTES_MAX);
+    keel_buf_init(&p->rbuf, 2 * PEER_BACK_FRAME_BYTES_MAX); /* a partial frame + a read */
     if (n->cfg.metrics) {
         char labels[128];
         snprintf(labels, sizeof(labels), "peer=\"%s\"", mb->name);

@@ -277,3 +277,18 @@ def test_a_node_removed_while_down_learns_it_on_restart_and_disturbs_nobody(make
         assert st["term"] == term, (nd.name, st)
     assert leader.client().get("before") == b"1"
     assert gone.status()["term"] <= term  # pre-votes never raise a term
+
+    # Everyone restarts at once: a member's HELLO check then sees the configuration of its
+    # flags (nothing applied yet), which still lists the node. Once the member applies the
+    # removal from its log, it judges its connections again and tells it.
+    for nd in cl.nodes:
+        nd.kill()
+    offsets = {nd.name: nd.log_size() for nd in cl.nodes}
+    for nd in cl.nodes:
+        nd.start(wait=False)
+    for nd in cl.nodes:
+        nd.wait_listening()
+    assert wait_until(refuses, timeout_s=15), gone.log_since(offsets[gone.name])[-3000:]
+    assert "removed from the cluster" in gone.log_since(offsets[gone.name])
+    cl.wait_leader(among=rest)
+    assert rest[0].client().get("before") == b"1"
