@@ -193,6 +193,21 @@ int keel_memberdir_remove(const keel_raft_conf_t *cur, const keel_memberdir_t *d
     return conf_from_dir(&d, next, msg);
 }
 
+int keel_memberdir_set_client(const keel_raft_conf_t *cur, const keel_memberdir_t *dir,
+                              uint64_t id, const char *client_addr, keel_raft_conf_t *next,
+                              keel_errmsg_t *msg)
+{
+    keel_memberdir_t d = *dir;
+    keel_node_member_t *m = keel_memberdir_find_id(&d, id);
+    if (m == NULL)
+        return keel_errf(msg, KEEL_ENOTFOUND, "no member with id %llu", (unsigned long long)id);
+    if (strnlen(client_addr, sizeof(m->client_addr)) >= sizeof(m->client_addr))
+        return keel_errf(msg, KEEL_EINVAL, "client address too long");
+    memcpy(m->client_addr, client_addr, strlen(client_addr) + 1);
+    *next = *cur;
+    return conf_from_dir(&d, next, msg);
+}
+
 int keel_memberdir_promote(const keel_raft_conf_t *cur, const keel_memberdir_t *dir, uint64_t id,
                            keel_raft_conf_t *next, keel_errmsg_t *msg)
 {

@@ -22,7 +22,8 @@
  * that is still running can never be mistaken for a newer member.
  *
  * The bootstrap configuration (from --initial-cluster) has no ctx: its directory is the
- * flags' (ids 1..n in order), with client addresses unknown ("") until a change rewrites
+ * flags' (ids 1..n in order), with client addresses unknown ("") until each node publishes
+ * its own (KEEL.CLUSTER UPDATE, node.c maybe_update_client_addr), which rewrites
  * it. The functions here are pure: they compute the next configuration; the node
  * proposes it.
  */
@@ -69,6 +70,8 @@ void keel_memberdir_of_conf(const keel_raft_conf_t *c, const keel_node_member_t 
  *   add:     the new member is a learner with id dir->next_id (returned in *id).
  *   remove:  drops a voter or a learner.
  *   promote: learner id becomes a voter.
+ *   set_client: member id's client address becomes client_addr (the members stay as they
+ *            are; the bootstrap directory has none, and --listen-client may change).
  */
 int keel_memberdir_add(const keel_raft_conf_t *cur, const keel_memberdir_t *dir,
                        const keel_node_member_t *who, keel_raft_conf_t *next, uint64_t *id,
@@ -77,5 +80,8 @@ int keel_memberdir_remove(const keel_raft_conf_t *cur, const keel_memberdir_t *d
                           keel_raft_conf_t *next, keel_errmsg_t *msg);
 int keel_memberdir_promote(const keel_raft_conf_t *cur, const keel_memberdir_t *dir, uint64_t id,
                            keel_raft_conf_t *next, keel_errmsg_t *msg);
+int keel_memberdir_set_client(const keel_raft_conf_t *cur, const keel_memberdir_t *dir,
+                              uint64_t id, const char *client_addr, keel_raft_conf_t *next,
+                              keel_errmsg_t *msg);
 
 #endif

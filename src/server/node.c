@@ -177,6 +177,8 @@ struct keel_node {
     int removed; /* the configuration in force does not include this node */
     int evicted; /* a peer said a committed configuration removed us: for good */
     int promote_inflight;
+    int client_addr_inflight;       /* KEEL.CLUSTER UPDATE of our client address */
+    keel_ms_t client_addr_next_ms;  /* not asked again before this */
     uv_tcp_t listener;
     inconn_t *inconns;
     uv_check_t check;
@@ -1193,6 +1195,23 @@ static int conf_next(keel_node_t *n, request_t *r, size_t argc, keel_raft_conf_t
         int rc = arg_eq(av[1], al[1], "remove")
                      ? keel_memberdir_remove(cur, &dir, who->id, next, m)
                      : keel_memberdir_promote(cur, &dir, who->id, next, m);
+        if (rc == 0)
+            *reply = strdup("+OK\r\n");
+        return rc;
+    }
+    if (arg_eq(av[1], al[1], "update") && argc == 4) {
+        keel_node_member_t *who = keel_memberdir_find_name(&dir, (const char *)av[2], al[2]);
+        char addr[KEEL_NODE_ADDR_BYTES];
+        if (who == NULL)
+            return keel_errf(m, KEEL_ENOTFOUND, "no such member '%.*s'",
+                             (int)(al[2] > 64 ? 64 : al[2]), (const char *)av[2]);
+        if (copy_arg(addr, sizeof(addr), av[3], al[3]) != 0)
+            return keel_errf(m, KEEL_EINVAL, "client address too long");
+        if (strcmp(who->client_addr, addr) == 0) {
+            *reply = strdup("+OK\r\n"); /* nothing to change */
+            return 1;
+        }
+        int rc = keel_memberdir_set_client(cur, &dir, who->id, addr, next, m);
         if (rc == 0)
             *reply = strdup("+OK\r\n");
         return rc;
@@ -2284,6 +2303,40 @@ static void maybe_promote(keel_node_t *n)
     }
 }
 
+static void client_addr_done(void *ctx, int status, const uint8_t *reply, size_t len)
+{
+    keel_node_t *n = ctx;
+    n->client_addr_inflight = 0;
+    if (status != 0 || (len > 0 && reply[0] == '-'))
+        keel_log_warn("publishing this node's client address failed; retried later",
+                      KF_STR("error", status ? keel_strerror(status) : "refused"));
+}
+
+/*
+ * Every tick: the configuration's directory should hold this node's client address, for
+ * KEEL.CLUSTER MEMBERS, `keel member list` and `keel status`. The bootstrap directory
+ * (--initial-cluster) has none, and --listen-client may differ after a restart. A member
+ * whose entry shows another address asks for KEEL.CLUSTER UPDATE, through the log like
+ * any change, one request at a time and at most every CLIENT_ADDR_RETRY_MS.
+ */
+#define CLIENT_ADDR_RETRY_MS 1000
+
+static void maybe_update_client_addr(keel_node_t *n, keel_ms_t now)
+{
+    if (n->client_addr_inflight || n->removed || n->cfg.client_addr[0] == '\0' ||
+        now < n->client_addr_next_ms || keel_raft_leader(n->raft) == 0)
+        return;
+    const keel_node_member_t *self = keel_memberdir_find_id(&n->members, n->cfg.id);
+    if (self == NULL || strcmp(self->client_addr, n->cfg.client_addr) == 0)
+        return;
+    const uint8_t *argv[4] = {(const uint8_t *)"KEEL.CLUSTER", (const uint8_t *)"UPDATE",
+                              (const uint8_t *)self->name, (const uint8_t *)n->cfg.client_addr};
+    size_t lens[4] = {12, 6, strlen(self->name), strlen(n->cfg.client_addr)};
+    n->client_addr_next_ms = now + CLIENT_ADDR_RETRY_MS;
+    if (submit(n, REQ_WRITE, 4, argv, lens, client_addr_done, n) == 0)
+        n->client_addr_inflight = 1;
+}
+
 /*
  * The core counts one tick per timer callback, as etcd's driver does, not the wall time
  * since the last one. After the loop stalled (a starved CPU, a long fork), libuv runs
@@ -2304,6 +2357,7 @@ static void on_tick(keel_timer_t *t, void *data)
         keel_raft_tick(n->raft, n->raft_ms);
     maybe_sweep(n);
     maybe_promote(n);
+    maybe_update_client_addr(n, now);
     close_lingering(n);
     expire_requests(n);
     prune_fwd_reads(n);

@@ -1190,8 +1190,10 @@ static int cmd_command(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
  *   REMOVE name                 remove a voter or learner (the leader hands leadership
  *                               over first if it is the one removed)
  *   TRANSFER name               hand leadership to that member; must reach the leader
- * ADD, JOIN and REMOVE go through the log like writes: any node takes them (a follower
- * forwards to the leader), one change at a time (a second waits for the first).
+ *   UPDATE name client_addr     set a member's client address (each node publishes its
+ *                               own this way on its own; the bootstrap directory has none)
+ * ADD, JOIN, REMOVE and UPDATE go through the log like writes: any node takes them (a
+ * follower forwards to the leader), one change at a time (a second waits for the first).
  */
 static int members_reply(server_t *s, keel_buf_t *out, uint64_t leader)
 {
@@ -1244,7 +1246,7 @@ static int cmd_cluster(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
     if (argc == 2 && arg_is(&argv[1], "members"))
         return members_reply(s, out, st.leader);
     if ((argc == 5 && (arg_is(&argv[1], "add") || arg_is(&argv[1], "join"))) ||
-        (argc == 3 && arg_is(&argv[1], "remove")))
+        (argc == 3 && arg_is(&argv[1], "remove")) || (argc == 4 && arg_is(&argv[1], "update")))
         return cluster_change(c, s, argc, argv);
     if (argc == 3 && arg_is(&argv[1], "transfer")) {
         const keel_memberdir_t *d = keel_node_members(s->node);
@@ -1267,7 +1269,7 @@ static int cmd_cluster(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
         return reply(c, "+OK\r\n");
     }
     return reply(c, "-ERR keel: KEEL.CLUSTER MEMBERS | ADD name peer_addr client_addr | "
-                    "REMOVE name | TRANSFER name\r\n");
+                    "REMOVE name | TRANSFER name | UPDATE name client_addr\r\n");
 }
 
 static const keel_resp_command_t connection_commands[] = {

@@ -17,7 +17,7 @@ import time
 import pytest
 import redis
 
-from conftest import assert_bench_history_linearizable, binary, wait_until
+from conftest import assert_bench_history_linearizable, binary, free_port, wait_until
 from keelcluster import make_cluster  # noqa: F401 (fixture)
 
 TRANSIENT = ("TIMEOUT", "UNKNOWN", "TRYAGAIN", "keel: server shutting down")
@@ -292,3 +292,35 @@ def test_a_node_removed_while_down_learns_it_on_restart_and_disturbs_nobody(make
     assert "removed from the cluster" in gone.log_since(offsets[gone.name])
     cl.wait_leader(among=rest)
     assert rest[0].client().get("before") == b"1"
+
+
+def client_addrs(node):
+    got = node.client(socket_timeout=5).execute_command("KEEL.CLUSTER", "MEMBERS")
+    return {m[0].decode(): m[5].decode() for m in got}
+
+
+def test_every_member_publishes_its_client_address_and_an_update_after_a_restart(make_cluster):
+    """--initial-cluster names peer addresses only; each node fills in its own client address
+    (KEEL.CLUSTER UPDATE through the log), and again when it restarts on another port."""
+    cl = make_cluster(3)
+
+    def want():
+        return {nd.name: f"127.0.0.1:{nd.client_port}" for nd in cl.nodes}
+
+    def published():
+        try:
+            return all(client_addrs(nd) == want() for nd in cl.nodes)
+        except (redis.ConnectionError, redis.TimeoutError):
+            return False
+
+    assert wait_until(published, timeout_s=15), {nd.name: client_addrs(nd) for nd in cl.nodes}
+    moved = cl.nodes[2]
+    moved.kill()
+    moved.client_port = free_port()
+    moved.start()
+    assert wait_until(published, timeout_s=15), {nd.name: client_addrs(nd) for nd in cl.nodes}
+    c = cl.nodes[0].client()
+    with pytest.raises(redis.ResponseError, match="no such member"):
+        c.execute_command("KEEL.CLUSTER", "UPDATE", "nope", "127.0.0.1:1")
+    assert c.execute_command("KEEL.CLUSTER", "UPDATE", moved.name, moved.name) == b"OK"
+    assert wait_until(published, timeout_s=15)  # the node puts its own address back

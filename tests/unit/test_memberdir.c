@@ -128,6 +128,34 @@ static void remove_refuses_unknown_ids_and_the_last_voter(void)
     KT_EQ_INT(keel_memberdir_promote(&c, &d, 1, &next, &m), KEEL_ENOTFOUND); /* not a learner */
 }
 
+static void set_client_fills_in_one_address_and_keeps_the_members(void)
+{
+    keel_node_member_t boot[3];
+    static keel_raft_conf_t c, next;
+    boot3(boot, &c);
+    keel_memberdir_t d;
+    keel_memberdir_of_conf(&c, boot, 3, &d);
+    KT_EQ_STR(d.m[1].client_addr, ""); /* the flags give no client addresses */
+    keel_errmsg_t m = {{0}};
+    KT_EQ_INT(keel_memberdir_set_client(&c, &d, 2, "127.0.0.1:7002", &next, &m), 0);
+    KT_EQ_INT(next.voters_n, 3);
+    KT_EQ_INT(next.learners_n, 0);
+    for (uint32_t i = 0; i < 3; i++)
+        KT_EQ_U64(next.voters[i], c.voters[i]);
+    keel_memberdir_t d2;
+    keel_memberdir_of_conf(&next, NULL, 0, &d2);
+    KT_EQ_INT(d2.n, 3);
+    KT_EQ_U64(d2.next_id, 4);
+    KT_EQ_STR(keel_memberdir_find_id(&d2, 2)->client_addr, "127.0.0.1:7002");
+    KT_EQ_STR(keel_memberdir_find_id(&d2, 1)->client_addr, "");
+    KT_EQ_STR(keel_memberdir_find_id(&d2, 3)->peer_addr, "127.0.0.1:7103");
+    KT_EQ_INT(keel_memberdir_set_client(&c, &d, 9, "127.0.0.1:1", &next, &m), KEEL_ENOTFOUND);
+    char longaddr[KEEL_NODE_ADDR_BYTES + 8];
+    memset(longaddr, 'a', sizeof(longaddr) - 1);
+    longaddr[sizeof(longaddr) - 1] = '\0';
+    KT_EQ_INT(keel_memberdir_set_client(&c, &d, 2, longaddr, &next, &m), KEEL_EINVAL);
+}
+
 static void malformed_ctx_is_refused_at_every_cut(void)
 {
     keel_node_member_t boot[3];
@@ -161,6 +189,7 @@ int main(void)
     KT_RUN(add_then_promote_then_remove_round_trip_through_ctx);
     KT_RUN(add_refuses_taken_names_addresses_and_a_full_cluster);
     KT_RUN(remove_refuses_unknown_ids_and_the_last_voter);
+    KT_RUN(set_client_fills_in_one_address_and_keeps_the_members);
     KT_RUN(malformed_ctx_is_refused_at_every_cut);
     return kt_done();
 }
