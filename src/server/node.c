@@ -2264,13 +2264,18 @@ static void maybe_sweep(keel_node_t *n)
         n->sweep_inflight = 1;
 }
 
+/* The answer to a change the node asked for itself: logged when it failed (it is retried). */
+static void warn_if_refused(const char *what, int status, const uint8_t *reply, size_t len)
+{
+    if (status != 0 || (len > 0 && reply[0] == '-'))
+        keel_log_warn(what, KF_STR("error", status ? keel_strerror(status) : "refused"));
+}
+
 static void promote_done(void *ctx, int status, const uint8_t *reply, size_t len)
 {
     keel_node_t *n = ctx;
     n->promote_inflight = 0;
-    if (status != 0 || (len > 0 && reply[0] == '-'))
-        keel_log_warn("learner promotion failed; retried at the next tick",
-                      KF_STR("error", status ? keel_strerror(status) : "refused"));
+    warn_if_refused("learner promotion failed; retried at the next tick", status, reply, len);
 }
 
 /*
@@ -2307,9 +2312,8 @@ static void client_addr_done(void *ctx, int status, const uint8_t *reply, size_t
 {
     keel_node_t *n = ctx;
     n->client_addr_inflight = 0;
-    if (status != 0 || (len > 0 && reply[0] == '-'))
-        keel_log_warn("publishing this node's client address failed; retried later",
-                      KF_STR("error", status ? keel_strerror(status) : "refused"));
+    warn_if_refused("publishing this node's client address failed; retried later", status,
+                    reply, len);
 }
 
 /*
