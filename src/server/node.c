@@ -1207,7 +1207,10 @@ static int conf_next(keel_node_t *n, request_t *r, size_t argc, keel_raft_conf_t
                              (int)(al[2] > 64 ? 64 : al[2]), (const char *)av[2]);
         if (copy_arg(addr, sizeof(addr), av[3], al[3]) != 0)
             return keel_errf(m, KEEL_EINVAL, "client address too long");
-        if (strcmp(who->client_addr, addr) == 0) {
+        /* Compared with the configuration in force, not dir: dir has the leader's own
+           address filled in already, which an UPDATE for the leader must still write. */
+        const keel_node_member_t *in_force = keel_memberdir_find_id(&n->members, who->id);
+        if (in_force && strcmp(in_force->client_addr, addr) == 0) {
             *reply = strdup("+OK\r\n"); /* nothing to change */
             return 1;
         }

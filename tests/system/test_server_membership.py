@@ -324,3 +324,11 @@ def test_every_member_publishes_its_client_address_and_an_update_after_a_restart
         c.execute_command("KEEL.CLUSTER", "UPDATE", "nope", "127.0.0.1:1")
     assert c.execute_command("KEEL.CLUSTER", "UPDATE", moved.name, moved.name) == b"OK"
     assert wait_until(published, timeout_s=15)  # the node puts its own address back
+
+
+def test_a_lone_node_publishes_its_own_client_address(make_cluster):
+    """The leader's own entry: one node, so no follower's change writes it in passing."""
+    cl = make_cluster(1)
+    nd = cl.nodes[0]
+    want = {nd.name: f"127.0.0.1:{nd.client_port}"}
+    assert wait_until(lambda: client_addrs(nd) == want, timeout_s=10), client_addrs(nd)
