@@ -2,8 +2,9 @@
  * keel-sysprobe - what this machine charges for the kernel work every server pays per request:
  * a null system call, a small write and read over a local socket (Unix and TCP loopback), a
  * thread wake-up, and a small fdatasync in a directory. Printed by `make bench` before the
- * server benchmarks, because on a virtual machine these can cost 10-20x native hardware and
- * they bound every unpipelined figure below them (bench/RESULTS.md).
+ * server benchmarks, because they differ a lot between machines (a virtual machine's guest
+ * pays for every kernel entry and cross-core wake-up) and they bound every unpipelined
+ * figure below them (bench/RESULTS.md).
  *
  *   keel-sysprobe [--dir DIR] [--rounds N]
  */
