@@ -193,9 +193,8 @@ int keel_memberdir_remove(const keel_raft_conf_t *cur, const keel_memberdir_t *d
     return conf_from_dir(&d, next, msg);
 }
 
-int keel_memberdir_set_client(const keel_raft_conf_t *cur, const keel_memberdir_t *dir,
-                              uint64_t id, const char *client_addr, keel_raft_conf_t *next,
-                              keel_errmsg_t *msg)
+int keel_memberdir_set_client(const keel_raft_conf_t *cur, const keel_memberdir_t *dir, uint64_t id,
+                              const char *client_addr, keel_raft_conf_t *next, keel_errmsg_t *msg)
 {
     keel_memberdir_t d = *dir;
     keel_node_member_t *m = keel_memberdir_find_id(&d, id);

@@ -80,8 +80,7 @@ int keel_memberdir_remove(const keel_raft_conf_t *cur, const keel_memberdir_t *d
                           keel_raft_conf_t *next, keel_errmsg_t *msg);
 int keel_memberdir_promote(const keel_raft_conf_t *cur, const keel_memberdir_t *dir, uint64_t id,
                            keel_raft_conf_t *next, keel_errmsg_t *msg);
-int keel_memberdir_set_client(const keel_raft_conf_t *cur, const keel_memberdir_t *dir,
-                              uint64_t id, const char *client_addr, keel_raft_conf_t *next,
-                              keel_errmsg_t *msg);
+int keel_memberdir_set_client(const keel_raft_conf_t *cur, const keel_memberdir_t *dir, uint64_t id,
+                              const char *client_addr, keel_raft_conf_t *next, keel_errmsg_t *msg);
 
 #endif

@@ -177,8 +177,8 @@ struct keel_node {
     int removed; /* the configuration in force does not include this node */
     int evicted; /* a peer said a committed configuration removed us: for good */
     int promote_inflight;
-    int client_addr_inflight;       /* KEEL.CLUSTER UPDATE of our client address */
-    keel_ms_t client_addr_next_ms;  /* not asked again before this */
+    int client_addr_inflight;      /* KEEL.CLUSTER UPDATE of our client address */
+    keel_ms_t client_addr_next_ms; /* not asked again before this */
     uv_tcp_t listener;
     inconn_t *inconns;
     uv_check_t check;
@@ -577,8 +577,8 @@ static void on_peer_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         size_t used;
         keel_errmsg_t m;
         uint64_t id = 0;
-        int rc = keel_frame_decode(&p->back_dec, keel_buf_rptr(&p->rbuf),
-                                   keel_buf_unread(&p->rbuf), &fr, &used, &m);
+        int rc = keel_frame_decode(&p->back_dec, keel_buf_rptr(&p->rbuf), keel_buf_unread(&p->rbuf),
+                                   &fr, &used, &m);
         if (rc == KEEL_EAGAIN)
             return;
         if (rc == 0 && (fr.type != KEEL_PEER_REMOVED ||
@@ -2315,8 +2315,8 @@ static void client_addr_done(void *ctx, int status, const uint8_t *reply, size_t
 {
     keel_node_t *n = ctx;
     n->client_addr_inflight = 0;
-    warn_if_refused("publishing this node's client address failed; retried later", status,
-                    reply, len);
+    warn_if_refused("publishing this node's client address failed; retried later", status, reply,
+                    len);
 }
 
 /*
