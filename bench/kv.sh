@@ -14,12 +14,16 @@ N_SET=${BENCH_N_SET:-100000}       # unpipelined SETs per run
 N_PIPE=${BENCH_N_PIPE:-1000000}    # pipelined SETs per run
 tmp=$(keel_scratch bench-kv)
 pids=()
+stop_started() { # the etcd and Redis processes started so far
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  pids=()
+}
 cleanup() {
   "$KEEL" down --dir "$tmp/keel3" >/dev/null 2>&1
   "$KEEL" down --dir "$tmp/keel1" >/dev/null 2>&1
   "$KEEL" down --dir "$tmp/keel3l" >/dev/null 2>&1
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-  wait 2>/dev/null
+  stop_started
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -42,6 +46,14 @@ wrk_run() { # script, url
     $1=="99%" {v=$2; u=v; gsub(/[0-9.]/,"",u); gsub(/[a-z]/,"",v);
                if (u=="us") v=v/1000; else if (u=="s") v=v*1000; p99=v}
     END {printf "%.0f %.2f\n", rps, p99}'
+}
+
+start_redis() { # port, log name, persistence flags...
+  local port=$1 log=$2; shift 2
+  redis-server --port "$port" --bind 127.0.0.1 --save '' "$@" --dir "$tmp" --daemonize no \
+    > "$tmp/$log" 2>&1 &
+  pids+=($!)
+  sleep 0.5
 }
 
 wait_http() { for _ in $(seq 1 100); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
@@ -70,8 +82,7 @@ for i in range(1000):
 PY
 read -r e_get e_get99 <<< "$(wrk_run bench/lua/etcd_range.lua http://127.0.0.1:25379)"
 record "etcd 3 members: linearizable range, 64 conns (wrk)" "$e_get" "$e_get99"
-for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-wait 2>/dev/null; pids=()
+stop_started
 
 echo "== keel server: 3 nodes (keel up)"
 "$KEEL" up --nodes 3 --dir "$tmp/keel3" --base-port 26001 --detach >/dev/null || exit 1
@@ -99,25 +110,19 @@ record "keel 1 node: SET -P 16 -c 50" "$k1_pipe" "$k1_pipe99"
 "$KEEL" down --dir "$tmp/keel1" >/dev/null
 
 echo "== Redis $(redis-server --version | awk '{print $3}' | cut -d= -f2): appendonly yes, appendfsync always"
-redis-server --port 28001 --bind 127.0.0.1 --save '' --appendonly yes --appendfsync always \
-  --dir "$tmp" --daemonize no > "$tmp/redis.log" 2>&1 &
-pids+=($!)
-sleep 0.5
+start_redis 28001 redis.log --appendonly yes --appendfsync always
 read -r r_pipe r_pipe99 <<< "$(rb 28001 -t set -c 50 -P 16 -n "$N_PIPE")"
 record "redis 1 node, fsync always: SET -P 16 -c 50" "$r_pipe" "$r_pipe99"
 read -r r_set r_set99 <<< "$(rb 28001 -t set -c 64 -n "$N_SET")"
 record "redis 1 node, fsync always: SET, 64 conns, no pipelining" "$r_set" "$r_set99"
 
-kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; pids=()
+stop_started
 
 # The ceiling: the cheapest server redis-benchmark can drive with this shape on this machine,
 # Redis with no persistence at all, one node. No durable, replicated server can beat it here;
 # it says how far a 10x etcd target is from what the machine (client included) can do.
 echo "== Redis, no persistence (appendonly no, no RDB): the load generator's ceiling"
-redis-server --port 28002 --bind 127.0.0.1 --save '' --appendonly no \
-  --dir "$tmp" --daemonize no > "$tmp/redis-mem.log" 2>&1 &
-pids+=($!)
-sleep 0.5
+start_redis 28002 redis-mem.log --appendonly no
 read -r m_set m_set99 <<< "$(rb 28002 -t set -c 64 -n "$N_SET")"
 record "redis 1 node, in memory: SET, 64 conns, no pipelining" "$m_set" "$m_set99"
 read -r m_get m_get99 <<< "$(rb 28002 -t get -c 64 -n "$N_SET")"

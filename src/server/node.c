@@ -556,6 +556,42 @@ static peer_t *stream_peer(const uv_handle_t *h)
 static void evict(keel_node_t *n, uint64_t by);
 
 /*
+ * Decodes and handles, in order, every whole frame in `in` (a partial one stays for the
+ * next read); both directions of a peer connection read this way. 0, or the first
+ * decoding or handling error: the stream is then out of sync and the caller drops it.
+ */
+typedef int (*frame_fn)(void *ctx, const keel_frame_t *fr);
+
+static int take_frames(keel_buf_t *in, keel_frame_decoder_t *dec, frame_fn fn, void *ctx)
+{
+    for (;;) {
+        keel_frame_t fr;
+        size_t used;
+        keel_errmsg_t m;
+        int rc = keel_frame_decode(dec, keel_buf_rptr(in), keel_buf_unread(in), &fr, &used, &m);
+        if (rc == KEEL_EAGAIN)
+            return 0;
+        if (rc == 0)
+            rc = fn(ctx, &fr);
+        if (rc != 0)
+            return rc;
+        keel_buf_consume(in, used);
+    }
+}
+
+/* A frame written back on our outbound connection: only REMOVED, naming us. */
+static int handle_back_frame(void *ctx, const keel_frame_t *fr)
+{
+    peer_t *p = ctx;
+    uint64_t id;
+    if (fr->type != KEEL_PEER_REMOVED ||
+        keel_peer_decode_removed(fr->payload, fr->payload_len, &id) != 0 || id != p->node->cfg.id)
+        return KEEL_EPROTO;
+    evict(p->node, p->member.id);
+    return 0;
+}
+
+/*
  * The outbound connection carries our frames to the peer. The peer writes back at most
  * one kind of frame: REMOVED, when a committed configuration removed us (a node that was
  * down when it was removed learns it this way as soon as it reconnects). Anything else
@@ -572,27 +608,11 @@ static void on_peer_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     keel_buf_commit(&p->rbuf, (size_t)nread);
-    for (;;) {
-        keel_frame_t fr;
-        size_t used;
-        keel_errmsg_t m;
-        uint64_t id = 0;
-        int rc = keel_frame_decode(&p->back_dec, keel_buf_rptr(&p->rbuf), keel_buf_unread(&p->rbuf),
-                                   &fr, &used, &m);
-        if (rc == KEEL_EAGAIN)
-            return;
-        if (rc == 0 && (fr.type != KEEL_PEER_REMOVED ||
-                        keel_peer_decode_removed(fr.payload, fr.payload_len, &id) != 0 ||
-                        id != p->node->cfg.id))
-            rc = KEEL_EPROTO;
-        if (rc != 0) {
-            keel_log_warn("peer connection dropped: the peer sent back a bad frame",
-                          KF_STR("peer", p->member.name), KF_STR("error", keel_strerror(rc)));
-            peer_lost(p);
-            return;
-        }
-        keel_buf_consume(&p->rbuf, used);
-        evict(p->node, p->member.id);
+    int rc = take_frames(&p->rbuf, &p->back_dec, handle_back_frame, p);
+    if (rc != 0) {
+        keel_log_warn("peer connection dropped: the peer sent back a bad frame",
+                      KF_STR("peer", p->member.name), KF_STR("error", keel_strerror(rc)));
+        peer_lost(p);
     }
 }
 
@@ -752,8 +772,9 @@ static void handle_fwd_reply(keel_node_t *n, const keel_peer_fwd_t *f);
 static void handle_fwd_read(keel_node_t *n, uint64_t from, const keel_peer_fwd_t *f);
 static void handle_fwd_read_ok(keel_node_t *n, const keel_peer_fwd_t *f);
 
-static int handle_frame(inconn_t *c, const keel_frame_t *fr)
+static int handle_frame(void *ctx, const keel_frame_t *fr)
 {
+    inconn_t *c = ctx;
     keel_node_t *n = c->node;
     if (c->from == 0) {
         keel_peer_hello_t h;
@@ -826,23 +847,11 @@ static void on_inconn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     keel_buf_commit(&c->in, (size_t)nread);
-    for (;;) {
-        keel_frame_t fr;
-        size_t used;
-        keel_errmsg_t m;
-        int rc = keel_frame_decode(&c->dec, keel_buf_rptr(&c->in), keel_buf_unread(&c->in), &fr,
-                                   &used, &m);
-        if (rc == KEEL_EAGAIN)
-            break;
-        if (rc == 0)
-            rc = handle_frame(c, &fr);
-        if (rc != 0) {
-            keel_log_warn("peer connection closed on a bad frame", KF_INT("from", c->from),
-                          KF_STR("error", keel_strerror(rc)));
-            inconn_close(c);
-            return;
-        }
-        keel_buf_consume(&c->in, used);
+    int rc = take_frames(&c->in, &c->dec, handle_frame, c);
+    if (rc != 0) {
+        keel_log_warn("peer connection closed on a bad frame", KF_INT("from", c->from),
+                      KF_STR("error", keel_strerror(rc)));
+        inconn_close(c);
     }
 }
 

@@ -15,8 +15,8 @@ static keel_node_member_t member(uint64_t id, const char *name, const char *peer
     return m;
 }
 
-/* The bootstrap cluster n1..n3 as --initial-cluster gives it: no ctx. */
-static void boot3(keel_node_member_t boot[3], keel_raft_conf_t *c)
+/* The bootstrap cluster n1..n3 as --initial-cluster gives it (no ctx), and its directory. */
+static void boot3(keel_node_member_t boot[3], keel_raft_conf_t *c, keel_memberdir_t *d)
 {
     boot[0] = member(1, "n1", "127.0.0.1:7101", "");
     boot[1] = member(2, "n2", "127.0.0.1:7102", "");
@@ -25,15 +25,15 @@ static void boot3(keel_node_member_t boot[3], keel_raft_conf_t *c)
     c->voters_n = 3;
     for (int i = 0; i < 3; i++)
         c->voters[i] = (uint64_t)(i + 1);
+    keel_memberdir_of_conf(c, boot, 3, d);
 }
 
 static void bootstrap_conf_without_ctx_lists_the_flags_members(void)
 {
     keel_node_member_t boot[3];
     static keel_raft_conf_t c;
-    boot3(boot, &c);
     keel_memberdir_t d;
-    keel_memberdir_of_conf(&c, boot, 3, &d);
+    boot3(boot, &c, &d);
     KT_EQ_INT(d.n, 3);
     KT_EQ_U64(d.next_id, 4);
     KT_EQ_STR(d.m[1].name, "n2");
@@ -44,9 +44,8 @@ static void add_then_promote_then_remove_round_trip_through_ctx(void)
 {
     keel_node_member_t boot[3];
     static keel_raft_conf_t c, next, next2, next3;
-    boot3(boot, &c);
     keel_memberdir_t d;
-    keel_memberdir_of_conf(&c, boot, 3, &d);
+    boot3(boot, &c, &d);
     keel_node_member_t who = member(0, "n4", "127.0.0.1:7104", "127.0.0.1:7004");
     uint64_t id = 0;
     keel_errmsg_t m = {{0}};
@@ -84,9 +83,8 @@ static void add_refuses_taken_names_addresses_and_a_full_cluster(void)
 {
     keel_node_member_t boot[3];
     static keel_raft_conf_t c, next;
-    boot3(boot, &c);
     keel_memberdir_t d;
-    keel_memberdir_of_conf(&c, boot, 3, &d);
+    boot3(boot, &c, &d);
     uint64_t id;
     keel_errmsg_t m = {{0}};
     keel_node_member_t who = member(0, "n2", "127.0.0.1:9999", "");
@@ -132,9 +130,8 @@ static void set_client_fills_in_one_address_and_keeps_the_members(void)
 {
     keel_node_member_t boot[3];
     static keel_raft_conf_t c, next;
-    boot3(boot, &c);
     keel_memberdir_t d;
-    keel_memberdir_of_conf(&c, boot, 3, &d);
+    boot3(boot, &c, &d);
     KT_EQ_STR(d.m[1].client_addr, ""); /* the flags give no client addresses */
     keel_errmsg_t m = {{0}};
     KT_EQ_INT(keel_memberdir_set_client(&c, &d, 2, "127.0.0.1:7002", &next, &m), 0);
@@ -160,9 +157,8 @@ static void malformed_ctx_is_refused_at_every_cut(void)
 {
     keel_node_member_t boot[3];
     static keel_raft_conf_t c, next, cut;
-    boot3(boot, &c);
     keel_memberdir_t d;
-    keel_memberdir_of_conf(&c, boot, 3, &d);
+    boot3(boot, &c, &d);
     uint64_t id;
     keel_node_member_t who = member(0, "n4", "127.0.0.1:7104", "127.0.0.1:7004");
     KT_EQ_INT(keel_memberdir_add(&c, &d, &who, &next, &id, NULL), 0);
