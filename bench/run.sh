@@ -27,6 +27,10 @@ if [ -f bench/kv.sh ]; then
   section "keel server vs etcd and Redis"
   bash bench/kv.sh || rc=1
 fi
+if [ -f bench/mixed.sh ]; then
+  section "a pipeline of SET/GET pairs vs the same pipeline of SETs (keel, one connection)"
+  bash bench/mixed.sh || rc=1
+fi
 if [ -f bench/contend.sh ]; then
   section "hot counters under contention: KEEL.CAS and WATCH/MULTI/EXEC (keel vs Redis)"
   bash bench/contend.sh || rc=1

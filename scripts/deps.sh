@@ -9,9 +9,10 @@ pkgs=(
   libuv1-dev libhttp-parser-dev libjansson-dev libyaml-dev libsqlite3-dev libssl-dev
   python3 python3-pytest python3-redis redis-tools curl prometheus iproute2 procps
   nftables
+  redis-server # the peer: the system tests compare keel's replies with a real Redis
 )
 if [ "${1:-}" = "--bench" ]; then
-  pkgs+=(wrk nginx-light redis-server etcd-server etcd-client haproxy)
+  pkgs+=(wrk nginx-light etcd-server etcd-client haproxy)
 fi
 
 missing=()
@@ -28,10 +29,8 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# The anchors are started by the benchmarks themselves; never leave them running as services.
-if [ "${1:-}" = "--bench" ]; then
-  for s in nginx redis-server etcd haproxy prometheus; do
-    $SUDO systemctl stop "$s" >/dev/null 2>&1 || true
-    $SUDO service "$s" stop >/dev/null 2>&1 || true
-  done
-fi
+# Tests and benchmarks start the peers themselves; never leave them running as services.
+for s in nginx redis-server etcd haproxy prometheus; do
+  $SUDO systemctl stop "$s" >/dev/null 2>&1 || true
+  $SUDO service "$s" stop >/dev/null 2>&1 || true
+done

@@ -199,9 +199,12 @@ int keel_kv_txn_encode(keel_buf_t *out, uint64_t time_ms, size_t nwatch,
 
 /* The command table, for a server that registers each name (COMMAND, its dispatcher). */
 typedef struct keel_kv_command_info {
-    const char *name; /* lower case */
-    int arity;        /* Redis arity: N exactly, -N at least N (name included) */
-    unsigned flags;   /* KEEL_KV_WRITE or KEEL_KV_READ */
+    const char *name;                  /* lower case */
+    int arity;                         /* Redis arity: N exactly, -N at least N (name included) */
+    unsigned flags;                    /* KEEL_KV_WRITE or KEEL_KV_READ */
+    int first_key, last_key, key_step; /* key positions as COMMAND shows them; 0s: none */
+    const char *summary;               /* one line */
+    int internal; /* proposed by the leader itself with its clock (sweeps), never by clients */
 } keel_kv_command_info_t;
 size_t keel_kv_commands_count(void);
 void keel_kv_command_info(size_t i, keel_kv_command_info_t *out);

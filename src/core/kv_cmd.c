@@ -19,8 +19,9 @@
  * checked against a running redis-server 7.0.15.
  */
 
-#define REPLIED 1      /* a syntax function wrote an error reply */
-#define CMD_NO_NEST 4u /* a command flag: may not run inside KEEL.FENCED or a transaction */
+#define REPLIED 1       /* a syntax function wrote an error reply */
+#define CMD_NO_NEST 4u  /* a command flag: may not run inside KEEL.FENCED or a transaction */
+#define CMD_INTERNAL 8u /* housekeeping the leader proposes with its own clock, never a client */
 
 typedef struct call {
     keel_kv_t *w;        /* NULL for reads */
@@ -43,6 +44,8 @@ typedef struct cmd {
     unsigned flags;
     cmd_fn syntax; /* may be NULL; 0, REPLIED or a negative error */
     cmd_fn fn;
+    signed char first_key, last_key, key_step; /* as COMMAND shows them; 0s: no key */
+    const char *summary;
 } cmd_t;
 
 /* ---- RESP writers ---------------------------------------------------------- */
@@ -1676,38 +1679,54 @@ int keel_kv_glob_match(const uint8_t *pat, size_t plen, const uint8_t *s, size_t
 #define R KEEL_KV_READ
 #define NN CMD_NO_NEST
 static const cmd_t COMMANDS[] = {
-    {"SET", "set", -3, W, set_syntax, cmd_set},
-    {"GET", "get", 2, R, NULL, cmd_get},
-    {"GETSET", "getset", 3, W, NULL, cmd_getset},
-    {"DEL", "del", -2, W, NULL, cmd_del},
-    {"INCR", "incr", 2, W, NULL, cmd_incr},
-    {"DECR", "decr", 2, W, NULL, cmd_decr},
-    {"INCRBY", "incrby", 3, W, incrby_syntax, cmd_incrby},
-    {"DECRBY", "decrby", 3, W, decrby_syntax, cmd_decrby},
-    {"APPEND", "append", 3, W, NULL, cmd_append},
-    {"MSET", "mset", -3, W, mset_syntax, cmd_mset},
-    {"MGET", "mget", -2, R, NULL, cmd_mget},
-    {"EXISTS", "exists", -2, R, NULL, cmd_exists},
-    {"STRLEN", "strlen", 2, R, NULL, cmd_strlen},
-    {"DBSIZE", "dbsize", 1, R, NULL, cmd_dbsize},
-    {"SCAN", "scan", -2, R, scan_syntax, cmd_scan},
-    {"KEEL.GETV", "keel.getv", 2, R, NULL, cmd_getv},
-    {"TTL", "ttl", 2, R, NULL, cmd_ttl},
-    {"PTTL", "pttl", 2, R, NULL, cmd_pttl},
-    {"EXPIRE", "expire", -3, W, expire_syntax, cmd_expire},
-    {"PEXPIRE", "pexpire", -3, W, expire_syntax, cmd_pexpire},
-    {"EXPIREAT", "expireat", -3, W, expire_syntax, cmd_expireat},
-    {"PEXPIREAT", "pexpireat", -3, W, expire_syntax, cmd_pexpireat},
-    {"PERSIST", "persist", 2, W, NULL, cmd_persist},
-    {"KEEL.EXPIRE.SWEEP", "keel.expire.sweep", 3, W | NN, two_counts_syntax, cmd_expire_sweep},
-    {"KEEL.CAS", "keel.cas", 4, W, cas_syntax, cmd_cas},
-    {"KEEL.LEASE", "keel.lease", 3, W, lease_syntax, cmd_lease},
-    {"KEEL.LEASE.SWEEP", "keel.lease.sweep", 3, W | NN, two_counts_syntax, cmd_lease_sweep},
-    {"KEEL.SET", "keel.set", 5, W, kset_syntax, cmd_kset},
-    {"KEEL.LOCK", "keel.lock", 3, W, lock_syntax, cmd_lock},
-    {"KEEL.UNLOCK", "keel.unlock", 3, W, unlock_syntax, cmd_unlock},
-    {"KEEL.FENCED", "keel.fenced", -5, W | NN, fenced_syntax, cmd_fenced},
-    {"KEEL.TXN", "keel.txn", -3, W | NN, txn_syntax, cmd_txn},
+    {"SET", "set", -3, W, set_syntax, cmd_set, 1, 1, 1,
+     "Set a key to a value, with expiry and conditions"},
+    {"GET", "get", 2, R, NULL, cmd_get, 1, 1, 1, "Get the value of a key"},
+    {"GETSET", "getset", 3, W, NULL, cmd_getset, 1, 1, 1, "Set a key and return its old value"},
+    {"DEL", "del", -2, W, NULL, cmd_del, 1, -1, 1, "Delete keys"},
+    {"INCR", "incr", 2, W, NULL, cmd_incr, 1, 1, 1, "Increment the integer value of a key by one"},
+    {"DECR", "decr", 2, W, NULL, cmd_decr, 1, 1, 1, "Decrement the integer value of a key by one"},
+    {"INCRBY", "incrby", 3, W, incrby_syntax, cmd_incrby, 1, 1, 1,
+     "Increment the integer value of a key by a number"},
+    {"DECRBY", "decrby", 3, W, decrby_syntax, cmd_decrby, 1, 1, 1,
+     "Decrement the integer value of a key by a number"},
+    {"APPEND", "append", 3, W, NULL, cmd_append, 1, 1, 1, "Append to the value of a key"},
+    {"MSET", "mset", -3, W, mset_syntax, cmd_mset, 1, -1, 2, "Set several keys in one entry"},
+    {"MGET", "mget", -2, R, NULL, cmd_mget, 1, -1, 1, "Get the values of several keys"},
+    {"EXISTS", "exists", -2, R, NULL, cmd_exists, 1, -1, 1, "Count how many of the keys exist"},
+    {"STRLEN", "strlen", 2, R, NULL, cmd_strlen, 1, 1, 1, "Length of the value of a key"},
+    {"DBSIZE", "dbsize", 1, R, NULL, cmd_dbsize, 0, 0, 0, "Number of keys"},
+    {"SCAN", "scan", -2, R, scan_syntax, cmd_scan, 0, 0, 0, "Iterate over the keys with a cursor"},
+    {"KEEL.GETV", "keel.getv", 2, R, NULL, cmd_getv, 1, 1, 1,
+     "Get the value of a key with its version"},
+    {"TTL", "ttl", 2, R, NULL, cmd_ttl, 1, 1, 1, "Seconds a key has left to live"},
+    {"PTTL", "pttl", 2, R, NULL, cmd_pttl, 1, 1, 1, "Milliseconds a key has left to live"},
+    {"EXPIRE", "expire", -3, W, expire_syntax, cmd_expire, 1, 1, 1,
+     "Set a key to expire in seconds"},
+    {"PEXPIRE", "pexpire", -3, W, expire_syntax, cmd_pexpire, 1, 1, 1,
+     "Set a key to expire in milliseconds"},
+    {"EXPIREAT", "expireat", -3, W, expire_syntax, cmd_expireat, 1, 1, 1,
+     "Set a key to expire at a Unix time in seconds"},
+    {"PEXPIREAT", "pexpireat", -3, W, expire_syntax, cmd_pexpireat, 1, 1, 1,
+     "Set a key to expire at a Unix time in milliseconds"},
+    {"PERSIST", "persist", 2, W, NULL, cmd_persist, 1, 1, 1, "Remove the expiry of a key"},
+    {"KEEL.EXPIRE.SWEEP", "keel.expire.sweep", 3, W | NN | CMD_INTERNAL, two_counts_syntax,
+     cmd_expire_sweep, 0, 0, 0, "Internal: delete expired keys (proposed by the leader)"},
+    {"KEEL.CAS", "keel.cas", 4, W, cas_syntax, cmd_cas, 1, 1, 1,
+     "Set a key if its version is the one given"},
+    {"KEEL.LEASE", "keel.lease", 3, W, lease_syntax, cmd_lease, 0, 0, 0,
+     "Grant, keep alive, revoke or inspect a lease"},
+    {"KEEL.LEASE.SWEEP", "keel.lease.sweep", 3, W | NN | CMD_INTERNAL, two_counts_syntax,
+     cmd_lease_sweep, 0, 0, 0, "Internal: revoke expired leases (proposed by the leader)"},
+    {"KEEL.SET", "keel.set", 5, W, kset_syntax, cmd_kset, 1, 1, 1, "Set a key attached to a lease"},
+    {"KEEL.LOCK", "keel.lock", 3, W, lock_syntax, cmd_lock, 1, 1, 1,
+     "Take a lock with a lease; returns a fencing token"},
+    {"KEEL.UNLOCK", "keel.unlock", 3, W, unlock_syntax, cmd_unlock, 1, 1, 1,
+     "Release a lock held with a fencing token"},
+    {"KEEL.FENCED", "keel.fenced", -5, W | NN, fenced_syntax, cmd_fenced, 1, 1, 1,
+     "Run a write only if a lock is still held with the token"},
+    {"KEEL.TXN", "keel.txn", -3, W | NN, txn_syntax, cmd_txn, 0, 0, 0,
+     "A MULTI/EXEC transaction as one entry (what EXEC proposes)"},
 };
 #undef W
 #undef R
@@ -1863,4 +1882,9 @@ void keel_kv_command_info(size_t i, keel_kv_command_info_t *out)
     out->name = COMMANDS[i].lname;
     out->arity = COMMANDS[i].arity;
     out->flags = COMMANDS[i].flags & (KEEL_KV_WRITE | KEEL_KV_READ);
+    out->first_key = COMMANDS[i].first_key;
+    out->last_key = COMMANDS[i].last_key;
+    out->key_step = COMMANDS[i].key_step;
+    out->summary = COMMANDS[i].summary;
+    out->internal = (COMMANDS[i].flags & CMD_INTERNAL) != 0;
 }

@@ -172,13 +172,13 @@ static int step_multibulk(keel_resp_parser_t *p, const uint8_t *d, size_t len, k
     int h = parse_header(d, len, &n, &hl);
     if (h == HDR_MORE)
         return KEEL_EAGAIN;
-    if (h == HDR_BAD || n < -1)
+    if (h == HDR_BAD)
         return keel_errf(msg, KEEL_EPROTO, "Protocol error: invalid multibulk length");
     if ((uint64_t)n > p->cfg.array_len_max && n > 0)
         return keel_errf(msg, KEEL_ETOOBIG, "Protocol error: invalid multibulk length");
     p->pos = hl;
     if (n <= 0)
-        return STEP_EMPTY; /* "*0" and "*-1": nothing to run, like Redis */
+        return STEP_EMPTY; /* "*0", "*-1", any count <= 0: nothing to run, as in Redis */
     p->args_want = n;
     p->state = ST_BULK_HDR;
     return 0;

@@ -50,6 +50,8 @@ struct keel_resp_client {
     uv_write_t wreq;
     keel_resp_deferred_t *qhead, *qtail; /* replies queued behind a deferred one */
     size_t deferred_open;                /* slots in the queue not done yet */
+    const keel_resp_command_t *cmd;      /* the row being run */
+    keel_buf_t *out_override;            /* keel_resp_client_set_out */
 };
 
 /* ---- config --------------------------------------------------------------------- */
@@ -129,9 +131,11 @@ static int cmd_quit(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
 }
 
 static const keel_resp_command_t builtins[] = {
-    {"PING", -1, KEEL_RESP_CMD_FAST, cmd_ping},
-    {"ECHO", 2, KEEL_RESP_CMD_FAST, cmd_echo},
-    {"QUIT", -1, KEEL_RESP_CMD_FAST, cmd_quit},
+    {"ping", -1, KEEL_RESP_CMD_FAST | KEEL_RESP_CMD_SUBSCRIBED, cmd_ping,
+     .summary = "Ping the server"},
+    {"echo", 2, KEEL_RESP_CMD_FAST, cmd_echo, .summary = "Return the message"},
+    {"quit", -1, KEEL_RESP_CMD_FAST | KEEL_RESP_CMD_SUBSCRIBED | KEEL_RESP_CMD_NOQUEUE, cmd_quit,
+     .summary = "Close the connection"},
 };
 
 /* ---- command table ---------------------------------------------------------------- */
@@ -219,6 +223,13 @@ static const keel_resp_command_t *lookup(const keel_resp_server_t *s, const keel
             lo = mid + 1;
     }
     return NULL;
+}
+
+const keel_resp_command_t *keel_resp_server_find(const keel_resp_server_t *s, const uint8_t *name,
+                                                 size_t len)
+{
+    keel_resp_arg_t a = {.ptr = name, .len = len};
+    return lookup(s, &a);
 }
 
 /* ---- client lists ----------------------------------------------------------------- */
@@ -428,6 +439,8 @@ static void flush(keel_resp_client_t *c)
 
 keel_buf_t *keel_resp_client_out(keel_resp_client_t *c)
 {
+    if (c->out_override != NULL)
+        return c->out_override;
     if (c->qhead == NULL)
         return &c->out;
     if (c->qtail->done)
@@ -549,6 +562,16 @@ void keel_resp_deferred_done(keel_resp_deferred_t *d, int rc)
     mark_pending(c);
 }
 
+const keel_resp_command_t *keel_resp_client_command(const keel_resp_client_t *c)
+{
+    return c->cmd;
+}
+
+void keel_resp_client_set_out(keel_resp_client_t *c, keel_buf_t *out)
+{
+    c->out_override = out;
+}
+
 void keel_resp_client_close_after_reply(keel_resp_client_t *c)
 {
     c->close_after_reply = true;
@@ -611,8 +634,12 @@ static int dispatch(keel_resp_client_t *c, const keel_resp_cmd_t *cmd)
 {
     const keel_resp_command_t *k = lookup(c->server, &cmd->argv[0]);
     c->server->commands_total++;
-    if (k == NULL)
-        return unknown_command(c, cmd->argc, cmd->argv);
+    if (k == NULL) {
+        int rc = unknown_command(c, cmd->argc, cmd->argv);
+        if (c->server->cfg.command_refused)
+            c->server->cfg.command_refused(c, NULL);
+        return rc;
+    }
     if ((k->arity > 0 && cmd->argc != (size_t)k->arity) ||
         (k->arity < 0 && cmd->argc < (size_t)-k->arity)) {
         char lower[KEEL_RESP_CMD_NAME_BYTES_MAX + 1];
@@ -623,16 +650,18 @@ static int dispatch(keel_resp_client_t *c, const keel_resp_cmd_t *cmd)
         lower[i] = '\0';
         int rc =
             keel_resp_client_errorf(c, "ERR wrong number of arguments for '%s' command", lower);
-        if (c->server->cfg.arity_error)
-            c->server->cfg.arity_error(c, k);
+        if (c->server->cfg.command_refused)
+            c->server->cfg.command_refused(c, k);
         return rc;
     }
-    if (c->server->cfg.before_command) {
-        int rc = c->server->cfg.before_command(c, k, cmd->argc, cmd->argv);
-        if (rc != 0)
-            return rc < 0 ? rc : 0;
-    }
-    return k->handler(c, cmd->argc, cmd->argv);
+    c->cmd = k;
+    int rc = 0;
+    if (c->server->cfg.before_command)
+        rc = c->server->cfg.before_command(c, k, cmd->argc, cmd->argv);
+    if (rc == 0)
+        rc = k->handler(c, cmd->argc, cmd->argv);
+    c->cmd = NULL;
+    return rc < 0 ? rc : 0;
 }
 
 static void protocol_error(keel_resp_client_t *c, const keel_errmsg_t *msg)

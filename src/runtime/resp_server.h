@@ -62,16 +62,29 @@ typedef int (*keel_resp_handler_fn)(keel_resp_client_t *c, size_t argc,
                                     const keel_resp_arg_t *argv);
 
 /* Command flags, as in the JSON command table of Redis (src/commands/). */
-#define KEEL_RESP_CMD_WRITE 0x01u    /* changes data: goes through Raft */
-#define KEEL_RESP_CMD_READONLY 0x02u /* reads data */
-#define KEEL_RESP_CMD_FAST 0x04u     /* O(1) or O(log n), never blocks */
-#define KEEL_RESP_CMD_ADMIN 0x08u    /* server administration */
+#define KEEL_RESP_CMD_WRITE 0x01u      /* changes data: goes through Raft */
+#define KEEL_RESP_CMD_READONLY 0x02u   /* reads data */
+#define KEEL_RESP_CMD_FAST 0x04u       /* O(1) or O(log n), never blocks */
+#define KEEL_RESP_CMD_ADMIN 0x08u      /* server administration */
+#define KEEL_RESP_CMD_SUBSCRIBED 0x10u /* allowed in RESP2 subscribed mode */
+#define KEEL_RESP_CMD_NOQUEUE 0x20u    /* runs at once inside MULTI instead of being queued */
+#define KEEL_RESP_CMD_NOMULTI 0x40u    /* refused inside MULTI (Redis: no-multi) */
 
+/*
+ * One row of the command table (Redis's src/commands/<name>.json as C data). The
+ * server looks a command's name up once per request and hands its handler the row
+ * (keel_resp_client_command); COMMAND answers from the same rows.
+ */
 typedef struct keel_resp_command {
     const char *name; /* matched without regard to case; at most KEEL_RESP_CMD_NAME_BYTES_MAX */
     int arity; /* Redis rule: N > 0 means exactly N arguments (name included), -N at least N */
     uint32_t flags;
     keel_resp_handler_fn handler;
+    /* Key positions, as COMMAND reports them: first, last (-1: the last argument), step;
+       0, 0, 0 for a command that takes no key. */
+    int first_key, last_key, key_step;
+    const char *summary; /* one line, for COMMAND DOCS; may be NULL */
+    void *data;          /* the owner's, per row (keel server: the row's statistics) */
 } keel_resp_command_t;
 
 #define KEEL_RESP_CMD_NAME_BYTES_MAX 64
@@ -103,9 +116,10 @@ typedef struct keel_resp_server_config {
      * (a producer that pushes at its own pace resumes here); may be NULL.
      */
     void (*client_drained)(keel_resp_client_t *c);
-    /* Called when a known command is refused for its argument count (after the error
-       reply is written), so the owner can count it; may be NULL. */
-    void (*arity_error)(keel_resp_client_t *c, const keel_resp_command_t *cmd);
+    /* Called when a command is refused before its handler: unknown (cmd NULL) or the
+       wrong argument count (after the error reply is written), so the owner can count it
+       and, inside MULTI, make EXEC fail as Redis does; may be NULL. */
+    void (*command_refused)(keel_resp_client_t *c, const keel_resp_command_t *cmd);
 } keel_resp_server_config_t;
 
 /*
@@ -147,6 +161,9 @@ struct keel_resp_server {
 int keel_resp_server_init(keel_resp_server_t *s, keel_loop_t *loop,
                           const keel_resp_server_config_t *cfg, const keel_resp_command_t *cmds,
                           size_t cmds_len, void *data, keel_errmsg_t *msg);
+/* The row of a command name (any case), or NULL: the server's own copy of the table. */
+const keel_resp_command_t *keel_resp_server_find(const keel_resp_server_t *s, const uint8_t *name,
+                                                 size_t len);
 /* Binds and listens on cfg.listen. */
 int keel_resp_server_listen(keel_resp_server_t *s, keel_errmsg_t *msg);
 /* The bound port (after listen), or a negative KEEL_E*. */
@@ -183,6 +200,15 @@ keel_resp_deferred_t *keel_resp_client_defer(keel_resp_client_t *c);
  * arrives later, e.g. WATCH waiting for a linearizable version. At most one at a time.
  */
 keel_resp_deferred_t *keel_resp_client_defer_barrier(keel_resp_client_t *c);
+/* The row of the command being run (inside a handler or before_command), or NULL. */
+const keel_resp_command_t *keel_resp_client_command(const keel_resp_client_t *c);
+/*
+ * Makes keel_resp_client_out() return `out` until called again with NULL: for running a
+ * handler whose reply belongs inside another reply (EXEC running queued commands). Such
+ * a handler must write its reply, not defer it (a push deferred meanwhile, e.g. a message
+ * to a channel the client subscribed to, still queues behind the open reply, in order).
+ */
+void keel_resp_client_set_out(keel_resp_client_t *c, keel_buf_t *out);
 /* Closes the connection once every reply so far is written (QUIT). */
 void keel_resp_client_close_after_reply(keel_resp_client_t *c);
 uint64_t keel_resp_client_id(const keel_resp_client_t *c);

@@ -1627,20 +1627,25 @@ static void lease_clock(keel_node_t *n)
     keel_raft_tick(n->raft, n->raft_ms);
 }
 
-static void start_read_batch(keel_node_t *n)
+/*
+ * Leader: the reads that arrived since the last round share one ReadIndex round. One
+ * round is in flight at a time (reads arriving meanwhile wait for the next, which starts
+ * as soon as this one is confirmed). 1 if a round started.
+ */
+static int start_read_batch(keel_node_t *n)
 {
     if (n->reads_new.head == NULL || keel_raft_leader(n->raft) != n->cfg.id)
-        return;
+        return 0;
     if (n->batches_head != NULL)
-        return; /* EXPERIMENT: one round in flight */
+        return 0;
     read_batch_t *b = calloc(1, sizeof(*b));
     if (b == NULL)
-        return;
+        return 0;
     b->ctx = ++n->next_read_ctx;
     lease_clock(n);
     if (keel_raft_read_index(n->raft, b->ctx) != 0) {
         free(b); /* e.g. no entry of this term committed yet: retry next pass */
-        return;
+        return 0;
     }
     b->reqs = n->reads_new;
     n->reads_new = (queue_t){0};
@@ -1649,6 +1654,7 @@ static void start_read_batch(keel_node_t *n)
     else
         n->batches_head = b;
     n->batches_tail = b;
+    return 1;
 }
 
 static void finish_read_batch(keel_node_t *n, const keel_raft_read_state_t *rs)
@@ -1681,8 +1687,10 @@ static void finish_read_batch(keel_node_t *n, const keel_raft_read_state_t *rs)
     free(b);
 }
 
-static void serve_ready_reads(keel_node_t *n)
+/* Serves the reads whose index is applied; returns how many were answered. */
+static size_t serve_ready_reads(keel_node_t *n)
 {
+    size_t served = 0;
     uint64_t applied = keel_kv_applied_index(&n->kv);
     /* Read indexes are not strictly ordered across followers' batches: scan all. */
     queue_t keep = {0};
@@ -1693,11 +1701,13 @@ static void serve_ready_reads(keel_node_t *n)
         } else if (r->index <= applied) {
             serve_read(n, r);
             req_free(n, r);
+            served++;
         } else {
             q_push(&keep, r);
         }
     }
     n->reads_ready = keep;
+    return served;
 }
 
 /*
@@ -2188,10 +2198,17 @@ static void process(keel_node_t *n)
         while ((r = q_pop(&parked)) != NULL)
             dispatch(n, r);
     }
-    start_read_batch(n);
     uint64_t applied_before = keel_kv_applied_index(&n->kv);
     keel_raft_ready_t rd;
+    /*
+     * Until nothing moves: an answer given in this pass can make its client submit the
+     * next request at once (a connection's read held behind its write, then its next
+     * write behind that read), and that request must start now, not at the next tick:
+     * a read's ReadIndex round (on one node it is confirmed at once), a proposal made
+     * while serving reads (it reaches the WAL through the next ready).
+     */
     for (;;) {
+        int moved = start_read_batch(n);
         while (keel_raft_ready(n->raft, &rd)) {
             n->handling_ready = 1;
             handle_ready(n, &rd);
@@ -2202,17 +2219,20 @@ static void process(keel_node_t *n)
                 n->installed_index = n->installed_term = 0;
             }
         }
-        if (n->in_ready.head == NULL)
+        if (n->in_ready.head != NULL) {
+            queue_t later = n->in_ready; /* submitted by answers inside handle_ready */
+            n->in_ready = (queue_t){0};
+            request_t *r;
+            while ((r = q_pop(&later)) != NULL)
+                dispatch(n, r);
+            moved = 1;
+        }
+        moved |= serve_ready_reads(n) > 0;
+        if (!moved)
             break;
-        queue_t later = n->in_ready; /* submitted by answers inside handle_ready */
-        n->in_ready = (queue_t){0};
-        request_t *r;
-        while ((r = q_pop(&later)) != NULL)
-            dispatch(n, r);
     }
     if (n->cfg.on_applied && keel_kv_applied_index(&n->kv) != applied_before)
         n->cfg.on_applied(n->cfg.on_applied_data);
-    serve_ready_reads(n);
     maybe_snapshot(n);
     maybe_start_sync(n);
     forward_reads(n);

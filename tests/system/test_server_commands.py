@@ -65,6 +65,26 @@ SAME_AS_REDIS = [
                            ["GETSET", "a"], ["APPEND", "a"], ["DBSIZE", "x"]]),
     ("case_insensitive", [["set", "ci:k", "v"], ["gEt", "ci:k"], ["Exists", "ci:k"]]),
     ("dbsize", [["MSET", "db:1", "a", "db:2", "b", "db:3", "c"], ["DEL", "db:2"], ["DBSIZE"]]),
+    # MULTI: an unknown command aborts the transaction like a wrong arity does
+    ("multi_unknown_aborts", [["MULTI"], ["SET", "mu:a", "1"], ["NOSUCH", "x"], ["SET", "mu:b", "2"],
+                              ["EXEC"], ["EXISTS", "mu:a", "mu:b"]]),
+    ("multi_arity_aborts", [["MULTI"], ["SET", "ma:a"], ["SET", "ma:b", "2"], ["EXEC"],
+                            ["EXISTS", "ma:b"]]),
+    # MULTI: connection commands are queued and run inside EXEC, in their places
+    ("multi_queues_everything", [["MULTI"], ["PING"], ["ECHO", "x"], ["SET", "mq:a", "1"],
+                                 ["SELECT", "0"], ["CLIENT", "SETNAME", "mq-client"],
+                                 ["GET", "mq:a"], ["PUBLISH", "mq:ch", "m"], ["PING", "hi"],
+                                 ["INCR", "mq:a"], ["EXEC"], ["CLIENT", "GETNAME"]]),
+    ("multi_only_connection_commands", [["MULTI"], ["PING"], ["ECHO", "e"], ["EXEC"]]),
+    ("multi_empty", [["MULTI"], ["EXEC"], ["EXEC"], ["DISCARD"]]),
+    ("multi_nested_and_watch", [["MULTI"], ["MULTI"], ["WATCH", "mw:a"], ["SET", "mw:a", "1"],
+                                ["EXEC"], ["GET", "mw:a"]]),
+    ("multi_discard", [["MULTI"], ["PING"], ["SET", "md:a", "1"], ["DISCARD"], ["EXISTS", "md:a"]]),
+    # RESP2 subscribed mode: PING answers in the push shape, the rest is refused
+    ("subscribed_mode", [["SUBSCRIBE", "sm:ch"], ["PING"], ["PING", "x"], ["ECHO", "x"],
+                         ["PUBLISH", "sm:ch", "m"], ["MULTI"], ["EXEC"], ["GET", "sm:k"],
+                         ["SELECT", "0"], ["PSUBSCRIBE", "sm:*"], ["UNSUBSCRIBE", "sm:ch"],
+                         ["PUNSUBSCRIBE", "sm:*"], ["PING"], ["ECHO", "back"]]),
 ]
 
 
@@ -90,6 +110,49 @@ def test_every_command_replies_byte_for_byte_like_redis(make_cluster, redis_serv
             if k != r:
                 diffs.append(f"{name}: {cmd}: keel {k!r} redis {r!r}")
     assert not diffs, "replies differ from redis-server:\n" + "\n".join(diffs)
+
+
+def test_a_negative_multibulk_count_is_ignored_like_redis(make_cluster, redis_server):
+    node = make_cluster(1).nodes[0]
+    for port in (node.client_port, redis_server.port):
+        c = RespConn(port)
+        c.send(b"*-10\r\n*-1\r\n*0\r\n" + resp_command("PING"))
+        assert c.reply() == b"+PONG\r\n", port
+        c.close()
+
+
+def test_info_and_command_inside_multi_are_queued_and_answered_by_exec(make_cluster):
+    node = make_cluster(1).nodes[0]
+    c = RespConn(node.client_port)
+    assert c.call("MULTI") == b"+OK\r\n"
+    assert c.call("INFO", "raft") == b"+QUEUED\r\n"
+    assert c.call("COMMAND", "COUNT") == b"+QUEUED\r\n"
+    assert c.call("KEEL.WATCH", "x").startswith(b"-ERR Command not allowed inside a transaction")
+    assert c.call("EXEC").startswith(b"-EXECABORT")
+    assert c.call("MULTI") == b"+OK\r\n"
+    c.call("INFO", "raft")
+    c.call("COMMAND", "COUNT")
+    reply = c.call("EXEC")
+    assert reply.startswith(b"*2\r\n$") and b"# Raft" in reply, reply
+    assert reply.split(b"\r\n")[-2].startswith(b":"), reply
+
+
+def test_command_info_and_docs_come_from_the_table(make_cluster, redis_server):
+    node = make_cluster(1).nodes[0]
+    c = node.client()
+    raw = RespConn(node.client_port).call("COMMAND", "INFO", "nosuch", "get")
+    assert raw.startswith(b"*2\r\n*-1\r\n*10\r\n$3\r\nget\r\n"), raw  # nil for unknown names
+    info = c.execute_command("COMMAND", "INFO", "get", "mset")  # redis-py: {name: {...}}
+    real = redis_server.client().execute_command("COMMAND", "INFO", "get", "mset")
+    for name in ("get", "mset"):
+        for field in ("arity", "first_key_pos", "last_key_pos", "step_count"):
+            assert info[name][field] == real[name][field], (name, field)
+    assert "readonly" in info["get"]["flags"] and "write" in info["mset"]["flags"]
+    raw = RespConn(node.client_port)
+    docs = raw.call("COMMAND", "DOCS", "set", "nosuch")  # RESP2: a flat map, known names only
+    assert docs.startswith(b"*2\r\n$3\r\nset\r\n*2\r\n$7\r\nsummary\r\n$"), docs
+    count = int(raw.call("COMMAND", "COUNT")[1:-2])
+    assert raw.call("COMMAND", "DOCS").startswith(b"*%d\r\n" % (2 * count))
 
 
 def full_scan(client, **kw):

@@ -127,6 +127,8 @@ static void parses_inline_commands_like_redis_cli(void)
 static void skips_empty_commands_and_consumes_them(void)
 {
     expect_parse("\r\n\n*0\r\n*-1\r\n   \r\nPING\r\n", "PING\n");
+    /* Redis ignores any multibulk count <= 0, not only 0 and -1 */
+    expect_parse("*-10\r\n*-9223372036854775807\r\nPING\r\n", "PING\n");
     keel_resp_parser_t p;
     keel_resp_parser_init(&p, NULL);
     keel_resp_cmd_t cmd;
@@ -282,7 +284,6 @@ static void expect_error(const keel_resp_config_t *cfg, const char *data, size_t
 static void malformed_requests_are_protocol_errors_with_redis_text(void)
 {
     EXPECT_ERROR("*abc\r\n", KEEL_EPROTO, "Protocol error: invalid multibulk length");
-    EXPECT_ERROR("*-2\r\n", KEEL_EPROTO, "Protocol error: invalid multibulk length");
     EXPECT_ERROR("*01\r\n", KEEL_EPROTO, "Protocol error: invalid multibulk length");
     EXPECT_ERROR("*1\n$4\r\n", KEEL_EPROTO, "Protocol error: invalid multibulk length");
     EXPECT_ERROR("*1\r\n$4\rxPING\r\n", KEEL_EPROTO, "Protocol error: invalid bulk length");

@@ -85,9 +85,9 @@ static void on_client_closed(keel_resp_client_t *c)
 }
 
 static const keel_resp_command_t test_cmds[] = {
-    {"BIG", 2, 0, cmd_big},
-    {"defer", 3, 0, cmd_defer},
-    {"DeferNow", 2, 0, cmd_defernow},
+    {"BIG", 2, 0, cmd_big, .summary = NULL},
+    {"defer", 3, 0, cmd_defer, .summary = NULL},
+    {"DeferNow", 2, 0, cmd_defernow, .summary = NULL},
 };
 
 /* ---- fixture: a server and its loop on a thread ---------------------------------------- */
@@ -562,10 +562,11 @@ static void rejects_bad_configs_and_command_tables(void)
     cfg.reply_bytes_max = (size_t)KEEL_RESP_SERVER_BUF_BYTES_MAX + 1;
     KT_EQ_INT(keel_resp_server_init(&s, &loop, &cfg, NULL, 0, NULL, &msg), KEEL_EINVAL);
     cfg = test_config();
-    keel_resp_command_t dup[] = {{"GET", 2, 0, cmd_big}, {"get", 2, 0, cmd_big}};
+    keel_resp_command_t dup[] = {{"GET", 2, 0, cmd_big, .summary = NULL},
+                                 {"get", 2, 0, cmd_big, .summary = NULL}};
     KT_EQ_INT(keel_resp_server_init(&s, &loop, &cfg, dup, 2, NULL, &msg), KEEL_EINVAL);
     KT_CHECK(strstr(msg.text, "twice") != NULL);
-    keel_resp_command_t zero[] = {{"GET", 0, 0, cmd_big}};
+    keel_resp_command_t zero[] = {{"GET", 0, 0, cmd_big, .summary = NULL}};
     KT_EQ_INT(keel_resp_server_init(&s, &loop, &cfg, zero, 1, NULL, &msg), KEEL_EINVAL);
     KT_EQ_INT(keel_loop_close(&loop), 0);
 }

@@ -1,0 +1,155 @@
+/* admin.c - the admin HTTP listener (/health, /status, /metrics) and the server's gauges. */
+#include "server/server_int.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * Healthy: the node knows a leader and is not behind on applying what it knows to be
+ * committed. "Behind" allows a small lag: a commit index often arrives in the same loop
+ * turn as a health check and is applied at the end of that turn, so requiring
+ * applied == commit would make a healthy follower under writes flap.
+ */
+#define HEALTH_APPLY_LAG_ENTRIES_MAX 1024
+
+static int node_healthy(const keel_node_status_t *st)
+{
+    return st->has_leader && st->commit - st->applied <= HEALTH_APPLY_LAG_ENTRIES_MAX;
+}
+
+static void http_health(keel_http_req_t *req, void *data)
+{
+    server_t *s = data;
+    keel_node_status_t st;
+    keel_node_get_status(s->node, &st);
+    char body[256];
+    int ok = node_healthy(&st);
+    if (ok)
+        snprintf(body, sizeof(body), "{\"status\":\"ok\",\"leader\":\"%s\",\"role\":\"%s\"}",
+                 keel_node_member_name(s->node, st.leader), keel_raft_role_name(st.role));
+    else
+        snprintf(body, sizeof(body), "{\"status\":\"unavailable\",\"reason\":\"%s\"}",
+                 !st.has_leader ? "no leader known" : "applying committed entries");
+    keel_http_respond_body(req, ok ? 200 : 503, "application/json", body, strlen(body));
+}
+
+static void http_status(keel_http_req_t *req, void *data)
+{
+    server_t *s = data;
+    keel_node_status_t st;
+    keel_node_get_status(s->node, &st);
+    const keel_memberdir_t *d = keel_node_members(s->node);
+    json_t *members = json_array();
+    for (size_t i = 0; i < d->n; i++)
+        json_array_append_new(members,
+                              json_pack("{s:s,s:I,s:s,s:s,s:s}", "name", d->m[i].name, "id",
+                                        (json_int_t)d->m[i].id, "peer_addr", d->m[i].peer_addr,
+                                        "client_addr", d->m[i].client_addr, "role",
+                                        d->m[i].voter ? "voter" : "learner"));
+    json_t *j = json_pack(
+        "{s:s,s:I,s:s,s:I,s:o,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "name", s->cfg.name,
+        "id", (json_int_t)st.id, "role", keel_raft_role_name(st.role), "term", (json_int_t)st.term,
+        "leader",
+        st.has_leader ? json_string(keel_node_member_name(s->node, st.leader)) : json_null(),
+        "commit_index", (json_int_t)st.commit, "applied_index", (json_int_t)st.applied,
+        "last_index", (json_int_t)st.last_index, "revision", (json_int_t)st.revision, "keys",
+        (json_int_t)st.keys, "leader_changes", (json_int_t)st.leader_changes, "wal_bytes",
+        (json_int_t)st.wal_disk_bytes, "snapshot_index", (json_int_t)st.snapshot_index,
+        "snapshot_bytes", (json_int_t)st.snapshot_disk_bytes, "requests_pending",
+        (json_int_t)st.requests_pending, "members", members);
+    if (j)
+        json_object_set_new(j, "healthy", json_boolean(node_healthy(&st)));
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    if (text)
+        keel_http_respond_body(req, 200, "application/json", text, strlen(text));
+    else
+        keel_http_respond_error(req, 500, "cannot render status");
+    free(text);
+    json_decref(j);
+}
+
+static void http_metrics(keel_http_req_t *req, void *data)
+{
+    server_t *s = data;
+    keel_buf_reset(&s->buf);
+    if (keel_metrics_render(s->metrics, &s->buf) != 0) {
+        keel_http_respond_error(req, 500, "cannot render metrics");
+        return;
+    }
+    keel_http_respond_body(req, 200, "text/plain; version=0.0.4", keel_buf_rptr(&s->buf),
+                           keel_buf_unread(&s->buf));
+}
+
+static double gauge_role(void *data)
+{
+    keel_node_status_t st;
+    keel_node_get_status(((server_t *)data)->node, &st);
+    return (double)st.role;
+}
+
+static double gauge_term(void *data)
+{
+    keel_node_status_t st;
+    keel_node_get_status(((server_t *)data)->node, &st);
+    return (double)st.term;
+}
+
+static double gauge_commit(void *data)
+{
+    keel_node_status_t st;
+    keel_node_get_status(((server_t *)data)->node, &st);
+    return (double)st.commit;
+}
+
+static double gauge_clients(void *data)
+{
+    return (double)((server_t *)data)->resp.clients_len;
+}
+
+static double gauge_watchers(void *data)
+{
+    return (double)((server_t *)data)->watchers_n;
+}
+
+static void register_gauges(server_t *s)
+{
+    keel_metrics_gauge_fn(s->metrics, "keel_watchers", "Connections streaming KEEL.WATCH.", NULL,
+                          gauge_watchers, s);
+    s->m_watch_lagged =
+        keel_metrics_counter(s->metrics, "keel_watch_lagged_total",
+                             "Watchers closed because this node's change history no longer "
+                             "reached back to their position.",
+                             NULL);
+    keel_metrics_gauge_fn(s->metrics, "keel_raft_role",
+                          "0 follower, 1 pre-candidate, 2 candidate, 3 leader.", NULL, gauge_role,
+                          s);
+    keel_metrics_gauge_fn(s->metrics, "keel_raft_term", "Current Raft term.", NULL, gauge_term, s);
+    keel_metrics_gauge_fn(s->metrics, "keel_raft_commit_index", "Highest committed index.", NULL,
+                          gauge_commit, s);
+    keel_metrics_gauge_fn(s->metrics, "keel_connected_clients", "Open RESP connections.", NULL,
+                          gauge_clients, s);
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------- */
+
+/* The admin listener on cfg.listen_http, and the server's gauges. */
+int keel__srv_admin_start(server_t *s, keel_errmsg_t *msg)
+{
+    const keel_http_route_t routes[] = {
+        {HTTP_GET, "/health", http_health, s},
+        {HTTP_GET, "/status", http_status, s},
+        {HTTP_GET, "/metrics", http_metrics, s},
+    };
+    keel_http_server_config_t hc = keel_http_server_config_default();
+    hc.metrics = s->metrics; /* the admin server's own request metrics */
+    int rc = keel_http_server_init(&s->http, &s->loop, &hc, routes, 3, msg);
+    if (rc != 0)
+        return rc;
+    s->http_inited = 1;
+    rc = keel_http_server_listen(&s->http, s->cfg.listen_http, msg);
+    if (rc == 0)
+        register_gauges(s);
+    return rc;
+}

@@ -1,0 +1,432 @@
+/* commands.c - the command table and the connection commands (INFO, COMMAND, CLIENT, ...). */
+#include "server/server_int.h"
+
+#include "base/num.h"
+#include "proto/resp.h"
+#include "runtime/clock.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+/* ---- connection commands ----------------------------------------------------------- */
+
+int keel__srv_cmd_select(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    if (argv[1].len == 1 && argv[1].ptr[0] == '0')
+        return keel__srv_reply(c, "+OK\r\n");
+    return keel__srv_reply(c, "-ERR DB index is out of range\r\n");
+}
+
+int keel__srv_cmd_client(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    client_state_t *st = keel__srv_state(c);
+    keel_buf_t *out = keel_resp_client_out(c);
+    if (st == NULL || out == NULL)
+        return KEEL_ENOMEM;
+    if (keel__srv_arg_is(&argv[1], "setname") && argc == 3) {
+        if (argv[2].len >= CLIENT_NAME_BYTES_MAX || memchr(argv[2].ptr, ' ', argv[2].len))
+            return keel__srv_reply(c,
+                                   "-ERR Client names cannot contain spaces, newlines or special "
+                                   "characters.\r\n");
+        memcpy(st->name, argv[2].ptr, argv[2].len);
+        st->name[argv[2].len] = '\0';
+        return keel__srv_reply(c, "+OK\r\n");
+    }
+    if (keel__srv_arg_is(&argv[1], "getname") && argc == 2)
+        return st->name[0] ? keel_resp_write_bulk(out, st->name, strlen(st->name))
+                           : keel__srv_reply(c, "$-1\r\n");
+    if (keel__srv_arg_is(&argv[1], "id") && argc == 2)
+        return keel_buf_printf(out, ":%llu\r\n", (unsigned long long)keel_resp_client_id(c));
+    if (keel__srv_arg_is(&argv[1], "setinfo") && argc == 4)
+        return keel__srv_reply(c, "+OK\r\n");
+    return keel_buf_printf(out,
+                           "-ERR unknown subcommand or wrong number of arguments for "
+                           "'%.*s'\r\n",
+                           (int)(argv[1].len > 64 ? 64 : argv[1].len), (const char *)argv[1].ptr);
+}
+
+int keel__srv_cmd_keel_reads(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    client_state_t *st = keel__srv_state(c);
+    if (st == NULL)
+        return KEEL_ENOMEM;
+    if (keel__srv_arg_is(&argv[1], "stale"))
+        st->stale_reads = 1;
+    else if (keel__srv_arg_is(&argv[1], "linearizable"))
+        st->stale_reads = 0;
+    else
+        return keel__srv_reply(c, "-ERR KEEL.READS takes 'stale' or 'linearizable'\r\n");
+    return keel__srv_reply(c, "+OK\r\n");
+}
+
+static void info_raft(server_t *s, keel_buf_t *b)
+{
+    keel_node_status_t st;
+    keel_node_get_status(s->node, &st);
+    const keel_memberdir_t *d = keel_node_members(s->node);
+    keel_buf_printf(b,
+                    "# Raft\r\nrole:%s\r\nterm:%llu\r\nleader:%s\r\ncommit_index:%llu\r\n"
+                    "applied_index:%llu\r\nlast_index:%llu\r\nrevision:%llu\r\n"
+                    "leader_changes:%llu\r\nmembers:",
+                    keel_raft_role_name(st.role), (unsigned long long)st.term,
+                    st.has_leader ? keel_node_member_name(s->node, st.leader) : "",
+                    (unsigned long long)st.commit, (unsigned long long)st.applied,
+                    (unsigned long long)st.last_index, (unsigned long long)st.revision,
+                    (unsigned long long)st.leader_changes);
+    for (size_t i = 0; i < d->n; i++)
+        keel_buf_printf(b, "%s%s=%s", i ? "," : "", d->m[i].name, d->m[i].peer_addr);
+    keel_buf_append_str(b, "\r\n");
+}
+
+int keel__srv_cmd_info(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    server_t *s = keel__srv_of(c);
+    keel_buf_t *b = &s->buf;
+    keel_buf_reset(b);
+    int all = argc == 1 || keel__srv_arg_is(&argv[1], "all") ||
+              keel__srv_arg_is(&argv[1], "everything") || keel__srv_arg_is(&argv[1], "default");
+    for (size_t i = 1; i < argc || (all && i == 1); i++) {
+        const keel_resp_arg_t *sec = i < argc ? &argv[i] : NULL;
+        int again = 0; /* a section named twice is shown once, as Redis does */
+        for (size_t j = 1; sec && j < i; j++)
+            again |= argv[j].len == sec->len &&
+                     strncasecmp((const char *)argv[j].ptr, (const char *)sec->ptr, sec->len) == 0;
+        if (again)
+            continue;
+        if (all || keel__srv_arg_is(sec, "server"))
+            keel_buf_printf(b,
+                            "# Server\r\nredis_version:7.0.0\r\nkeel_version:%s\r\n"
+                            "redis_mode:keel-raft\r\nprocess_id:%d\r\nnode_name:%s\r\n"
+                            "tcp_port:%d\r\nuptime_in_seconds:%lld\r\n\r\n",
+                            SERVER_VERSION, (int)getpid(), s->cfg.name,
+                            keel_resp_server_port(&s->resp),
+                            (long long)((keel_clock_now_ms() - s->started_ms) / 1000));
+        if (all || keel__srv_arg_is(sec, "clients"))
+            keel_buf_printf(b, "# Clients\r\nconnected_clients:%zu\r\nmaxclients:%zu\r\n\r\n",
+                            s->resp.clients_len, s->cfg.resp.clients_max);
+        if (all || keel__srv_arg_is(sec, "stats"))
+            keel_buf_printf(b,
+                            "# Stats\r\ntotal_connections_received:%llu\r\n"
+                            "total_commands_processed:%llu\r\nrejected_connections:%llu\r\n"
+                            "protocol_errors:%llu\r\n\r\n",
+                            (unsigned long long)s->resp.connections_total,
+                            (unsigned long long)s->resp.commands_total,
+                            (unsigned long long)s->resp.rejected_total,
+                            (unsigned long long)s->resp.protocol_errors_total);
+        if (all || keel__srv_arg_is(sec, "raft")) {
+            info_raft(s, b);
+            keel_buf_append_str(b, "\r\n");
+        }
+        if (all)
+            break;
+    }
+    keel_buf_t *out = keel_resp_client_out(c);
+    if (out == NULL)
+        return KEEL_ENOMEM;
+    size_t n = keel_buf_unread(b);
+    if (n >= 2) /* drop the final blank line, as Redis does */
+        n -= 2;
+    return keel_resp_write_bulk(out, keel_buf_rptr(b), n);
+}
+
+/* Redis 7's COMMAND entry: name, arity, flags, first key, last key, step, ACL categories,
+ * tips, key specs, subcommands (the last four empty here; redis-py reads 6 or 10). */
+static int command_entry(keel_buf_t *out, const keel_resp_command_t *row)
+{
+    static const struct {
+        uint32_t flag;
+        const char *name;
+    } names[] = {{KEEL_RESP_CMD_WRITE, "write"},
+                 {KEEL_RESP_CMD_READONLY, "readonly"},
+                 {KEEL_RESP_CMD_ADMIN, "admin"},
+                 {KEEL_RESP_CMD_FAST, "fast"},
+                 {KEEL_RESP_CMD_NOMULTI, "no_multi"}};
+    size_t nf = 0;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        nf += (row->flags & names[i].flag) != 0;
+    int rc = keel_resp_write_array_header(out, 10);
+    if (rc == 0)
+        rc = keel_resp_write_bulk_str(out, row->name);
+    if (rc == 0)
+        rc = keel_resp_write_int(out, row->arity);
+    if (rc == 0)
+        rc = keel_resp_write_array_header(out, nf);
+    for (size_t i = 0; rc == 0 && i < sizeof(names) / sizeof(names[0]); i++)
+        if (row->flags & names[i].flag)
+            rc = keel_resp_write_simple(out, names[i].name);
+    if (rc == 0)
+        rc = keel_resp_write_int(out, row->first_key);
+    if (rc == 0)
+        rc = keel_resp_write_int(out, row->last_key);
+    if (rc == 0)
+        rc = keel_resp_write_int(out, row->key_step);
+    for (int i = 0; rc == 0 && i < 4; i++)
+        rc = keel_resp_write_array_header(out, 0);
+    return rc;
+}
+
+/* COMMAND DOCS's entry (RESP2: a flat map): name, then [summary, text] or []. */
+static int docs_entry(keel_buf_t *out, const keel_resp_command_t *row)
+{
+    int rc = keel_resp_write_bulk_str(out, row->name);
+    if (rc == 0)
+        rc = keel_resp_write_array_header(out, row->summary ? 2 : 0);
+    if (rc == 0 && row->summary)
+        rc = keel_resp_write_bulk_str(out, "summary");
+    if (rc == 0 && row->summary)
+        rc = keel_resp_write_bulk_str(out, row->summary);
+    return rc;
+}
+
+/* COMMAND [COUNT | INFO name... | DOCS [name...]], from the rows of the table. */
+int keel__srv_cmd_command(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    server_t *s = keel__srv_of(c);
+    keel_buf_t *out = keel_resp_client_out(c);
+    if (out == NULL)
+        return KEEL_ENOMEM;
+    size_t n = s->resp.cmds_len;
+    if (argc == 2 && keel__srv_arg_is(&argv[1], "count"))
+        return keel_resp_write_int(out, (int64_t)n);
+    int info = argc >= 2 && keel__srv_arg_is(&argv[1], "info");
+    int docs = argc >= 2 && keel__srv_arg_is(&argv[1], "docs");
+    if (argc > 1 && !info && !docs)
+        return keel_resp_write_errorf(out, "ERR unknown subcommand '%.*s'. Try COMMAND HELP.",
+                                      (int)(argv[1].len > 64 ? 64 : argv[1].len),
+                                      (const char *)argv[1].ptr);
+    if (argc <= 2 && !info) { /* every row */
+        int rc = keel_resp_write_array_header(out, docs ? 2 * n : n);
+        for (size_t i = 0; rc == 0 && i < n; i++)
+            rc = docs ? docs_entry(out, &s->resp.cmds[i]) : command_entry(out, &s->resp.cmds[i]);
+        return rc;
+    }
+    size_t found = 0; /* DOCS lists only the rows it knows; INFO answers nil for the rest */
+    for (size_t i = 2; i < argc; i++)
+        found += keel_resp_server_find(&s->resp, argv[i].ptr, argv[i].len) != NULL;
+    int rc = keel_resp_write_array_header(out, info ? argc - 2 : 2 * found);
+    for (size_t i = 2; rc == 0 && i < argc; i++) {
+        const keel_resp_command_t *row = keel_resp_server_find(&s->resp, argv[i].ptr, argv[i].len);
+        if (row != NULL)
+            rc = info ? command_entry(out, row) : docs_entry(out, row);
+        else if (info)
+            rc = keel_resp_write_nil_array(out);
+    }
+    return rc;
+}
+
+int keel__srv_cmd_echo(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    keel_buf_t *out = keel_resp_client_out(c);
+    return out ? keel_resp_write_bulk(out, argv[1].ptr, argv[1].len) : KEEL_ENOMEM;
+}
+
+int keel__srv_cmd_quit(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    keel_buf_t *out = keel_resp_client_out(c);
+    keel_resp_client_close_after_reply(c);
+    return out ? keel_resp_write_simple(out, "OK") : KEEL_ENOMEM;
+}
+
+/*
+ * KEEL.CLUSTER (docs/membership.md):
+ *   MEMBERS                     one array per member of the configuration in force on
+ *                               this node: name, id, peer address, "voter" or "learner",
+ *                               1 for the current leader, client address ("" if unknown)
+ *   ADD name peer_addr client_addr   add a learner; the leader promotes it to voter once
+ *                               it has caught up. Answers its id once the change commits.
+ *   JOIN name peer_addr client_addr  ADD for `keel server --join`: asking again with the
+ *                               same name and peer address is not an error; answers
+ *                               [id, cluster id, [member...]]
+ *   REMOVE name                 remove a voter or learner (the leader hands leadership
+ *                               over first if it is the one removed)
+ *   TRANSFER name               hand leadership to that member; must reach the leader
+ *   UPDATE name client_addr     set a member's client address (each node publishes its
+ *                               own this way on its own; the bootstrap directory has none)
+ * ADD, JOIN, REMOVE and UPDATE go through the log like writes: any node takes them (a
+ * follower forwards to the leader), one change at a time (a second waits for the first).
+ */
+static int members_reply(server_t *s, keel_buf_t *out, uint64_t leader)
+{
+    const keel_memberdir_t *d = keel_node_members(s->node);
+    int rc = keel_buf_printf(out, "*%zu\r\n", d->n);
+    for (size_t i = 0; rc == 0 && i < d->n; i++) {
+        const keel_node_member_t *m = &d->m[i];
+        rc = keel_buf_printf(out, "*6\r\n");
+        if (rc == 0)
+            rc = keel_resp_write_bulk(out, m->name, strlen(m->name));
+        if (rc == 0)
+            rc = keel_buf_printf(out, ":%llu\r\n", (unsigned long long)m->id);
+        if (rc == 0)
+            rc = keel_resp_write_bulk(out, m->peer_addr, strlen(m->peer_addr));
+        if (rc == 0)
+            rc = keel_buf_printf(out, "%s:%d\r\n",
+                                 m->voter ? "$5\r\nvoter\r\n" : "$7\r\nlearner\r\n",
+                                 leader == m->id);
+        if (rc == 0)
+            rc = keel_resp_write_bulk(out, m->client_addr, strlen(m->client_addr));
+    }
+    return rc;
+}
+
+static int cluster_change(keel_resp_client_t *c, server_t *s, size_t argc,
+                          const keel_resp_arg_t *argv)
+{
+    if (keel__srv_ensure_argv(s, argc) != 0)
+        return keel__srv_reply(c, "-ERR out of memory\r\n");
+    for (size_t i = 0; i < argc; i++) {
+        s->argv[i] = argv[i].ptr;
+        s->lens[i] = argv[i].len;
+    }
+    client_state_t *cs = keel__srv_state(c);
+    if (cs == NULL)
+        return keel__srv_reply(c, "-ERR out of memory\r\n");
+    return keel__srv_submit(c, s, cs, argc, RUN_WRITE, NULL); /* NOMULTI: never in MULTI */
+}
+
+int keel__srv_cmd_cluster(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    server_t *s = keel__srv_of(c);
+    keel_buf_t *out = keel_resp_client_out(c);
+    if (out == NULL)
+        return KEEL_ENOMEM;
+    keel_node_status_t st;
+    keel_node_get_status(s->node, &st);
+    if (argc == 2 && keel__srv_arg_is(&argv[1], "members"))
+        return members_reply(s, out, st.leader);
+    if ((argc == 5 && (keel__srv_arg_is(&argv[1], "add") || keel__srv_arg_is(&argv[1], "join"))) ||
+        (argc == 3 && keel__srv_arg_is(&argv[1], "remove")) ||
+        (argc == 4 && keel__srv_arg_is(&argv[1], "update")))
+        return cluster_change(c, s, argc, argv);
+    if (argc == 3 && keel__srv_arg_is(&argv[1], "transfer")) {
+        const keel_memberdir_t *d = keel_node_members(s->node);
+        uint64_t to = 0;
+        for (size_t i = 0; i < d->n; i++)
+            if (strlen(d->m[i].name) == argv[2].len &&
+                memcmp(d->m[i].name, argv[2].ptr, argv[2].len) == 0)
+                to = d->m[i].id;
+        if (to == 0)
+            return keel__srv_reply(c, "-ERR keel: no such member\r\n");
+        if (to == st.leader)
+            return keel__srv_reply(c, "+OK\r\n"); /* already leads */
+        int rc = keel_node_transfer(s->node, to);
+        if (rc == KEEL_ENOTLEADER)
+            return keel_buf_printf(out, "-ERR keel: not the leader; send it to %s\r\n",
+                                   st.has_leader ? keel_node_member_name(s->node, st.leader)
+                                                 : "the leader (none known yet)");
+        if (rc != 0)
+            return keel_buf_printf(out, "-ERR keel: transfer refused: %s\r\n", keel_strerror(rc));
+        return keel__srv_reply(c, "+OK\r\n");
+    }
+    return keel__srv_reply(c, "-ERR keel: KEEL.CLUSTER MEMBERS | ADD name peer_addr client_addr | "
+                              "REMOVE name | TRANSFER name | UPDATE name client_addr\r\n");
+}
+
+/* ---- the table ------------------------------------------------------------------- */
+
+#define FAST KEEL_RESP_CMD_FAST
+#define SUBSCRIBED KEEL_RESP_CMD_SUBSCRIBED
+#define NOQUEUE KEEL_RESP_CMD_NOQUEUE
+#define NOMULTI KEEL_RESP_CMD_NOMULTI
+/*
+ * The connection commands: one row each (name, arity, flags, handler, key positions,
+ * summary). The data commands' rows come from the state machine's table (core/kv) and
+ * share one handler (conn.c's keel__srv_cmd_data). The flags decide the rules of
+ * subscribed mode and MULTI (conn.c's keel__srv_before_command).
+ */
+static const keel_resp_command_t connection_commands[] = {
+    {"ping", -1, FAST | SUBSCRIBED, keel__srv_cmd_ping, .summary = "Ping the server"},
+    {"echo", 2, FAST, keel__srv_cmd_echo, .summary = "Return the message"},
+    {"quit", -1, FAST | SUBSCRIBED | NOQUEUE, keel__srv_cmd_quit,
+     .summary = "Close the connection"},
+    {"select", 2, FAST, keel__srv_cmd_select, .summary = "Select database 0 (the only one)"},
+    {"client", -2, FAST, keel__srv_cmd_client,
+     .summary = "CLIENT SETNAME, GETNAME, ID and SETINFO"},
+    {"info", -1, 0, keel__srv_cmd_info, .summary = "Server, clients, stats and Raft sections"},
+    {"command", -1, 0, keel__srv_cmd_command, .summary = "The command table: COUNT, INFO, DOCS"},
+    {"keel.reads", 2, FAST, keel__srv_cmd_keel_reads,
+     .summary = "This connection's reads: stale or linearizable"},
+    {"multi", 1, FAST | NOQUEUE, keel__srv_cmd_multi, .summary = "Start a transaction"},
+    {"exec", 1, KEEL_RESP_CMD_WRITE | NOQUEUE, keel__srv_cmd_exec,
+     .summary = "Run the queued commands as one Raft entry"},
+    {"discard", 1, FAST | NOQUEUE, keel__srv_cmd_discard, .summary = "Drop the queued commands"},
+    {"watch", -2, FAST | NOQUEUE, keel__srv_cmd_watch, 1, -1, 1,
+     .summary = "Make EXEC fail if one of the keys changes"},
+    {"unwatch", 1, FAST, keel__srv_cmd_unwatch, .summary = "Forget the watched keys"},
+    {"subscribe", -2, SUBSCRIBED, keel__srv_cmd_subscribe, .summary = "Listen to channels"},
+    {"unsubscribe", -1, SUBSCRIBED, keel__srv_cmd_unsubscribe, .summary = "Stop listening"},
+    {"psubscribe", -2, SUBSCRIBED, keel__srv_cmd_psubscribe,
+     .summary = "Listen to channel patterns"},
+    {"punsubscribe", -1, SUBSCRIBED, keel__srv_cmd_punsubscribe,
+     .summary = "Stop listening to patterns"},
+    {"publish", 3, FAST, keel__srv_cmd_publish,
+     .summary = "Send a message to a channel's subscribers on every node"},
+    {"keel.cluster", -2, KEEL_RESP_CMD_ADMIN | NOMULTI, keel__srv_cmd_cluster,
+     .summary = "Membership: MEMBERS, ADD, JOIN, REMOVE, TRANSFER, UPDATE"},
+    {"keel.watch", -2, NOMULTI, keel__srv_cmd_keel_watch,
+     .summary = "A feed of every change under a prefix"},
+};
+#undef FAST
+#undef SUBSCRIBED
+#undef NOQUEUE
+#undef NOMULTI
+
+#define N_CONN_CMDS (sizeof(connection_commands) / sizeof(connection_commands[0]))
+
+/* One row's statistics: Prometheus counters labelled with the command's name. */
+static void stats_init(server_t *s, cmd_stats_t *st, const char *name)
+{
+    char labels[96];
+    snprintf(labels, sizeof(labels), "cmd=\"%s\"", name);
+    st->calls = keel_metrics_counter(s->metrics, "keel_commands_total",
+                                     "Commands received, by command.", labels);
+    st->errors =
+        keel_metrics_counter(s->metrics, "keel_command_errors_total",
+                             "Commands refused or answered with an error, by command.", labels);
+}
+
+/*
+ * The command table: the connection commands plus every command core/kv knows but the
+ * internal ones (KEEL.EXPIRE.SWEEP and KEEL.LEASE.SWEEP are housekeeping the leader
+ * proposes with its own clock; a client choosing now_ms could expire keys early). Each
+ * row's data is its statistics, kept in s->stats.
+ */
+int keel__srv_commands_build(server_t *s, keel_resp_command_t **out, size_t *n_out)
+{
+    size_t nkv = keel_kv_commands_count(), n = N_CONN_CMDS + nkv;
+    keel_resp_command_t *t = calloc(n, sizeof(*t));
+    s->stats = calloc(n, sizeof(*s->stats));
+    if (t == NULL || s->stats == NULL) {
+        free(t);
+        return KEEL_ENOMEM;
+    }
+    memcpy(t, connection_commands, sizeof(connection_commands));
+    size_t j = N_CONN_CMDS;
+    for (size_t i = 0; i < nkv; i++) {
+        keel_kv_command_info_t info;
+        keel_kv_command_info(i, &info);
+        if (info.internal)
+            continue;
+        t[j++] = (keel_resp_command_t){
+            .name = info.name,
+            .arity = info.arity,
+            .flags = (info.flags & KEEL_KV_WRITE) ? KEEL_RESP_CMD_WRITE : KEEL_RESP_CMD_READONLY,
+            .handler = keel__srv_cmd_data,
+            .first_key = info.first_key,
+            .last_key = info.last_key,
+            .key_step = info.key_step,
+            .summary = info.summary,
+        };
+    }
+    for (size_t i = 0; i < j; i++) {
+        stats_init(s, &s->stats[i], t[i].name);
+        t[i].data = &s->stats[i];
+    }
+    s->stats_n = j;
+    *out = t;
+    *n_out = j;
+    return 0;
+}

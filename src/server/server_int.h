@@ -1,0 +1,179 @@
+/* server_int.h - keel server's front end inside: the server, its connections, shared helpers. */
+#ifndef KEEL_SERVER_SERVER_INT_H
+#define KEEL_SERVER_SERVER_INT_H
+
+#include "base/buf.h"
+#include "base/metrics.h"
+#include "runtime/http_server.h"
+#include "runtime/resp_server.h"
+#include "server/node.h"
+#include "server/pubsub.h"
+#include "server/server.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * The front end is split by job, one file each:
+ *   server.c     the process: config, start, stop
+ *   commands.c   the command table (one row per command: name, arity, flags, key
+ *                positions, summary, handler, statistics) and the connection commands
+ *                (SELECT, CLIENT, INFO, COMMAND, KEEL.READS, KEEL.CLUSTER)
+ *   conn.c       a connection's state, the rules applied before every command
+ *                (subscribed mode, MULTI queueing, feeds), data commands sent to the
+ *                node in the connection's order, and their replies
+ *   txn.c        MULTI / EXEC / DISCARD / WATCH / UNWATCH
+ *   subscribe.c  SUBSCRIBE / PUBLISH and friends (the registry is pubsub.c)
+ *   feed.c       KEEL.WATCH change feeds
+ *   admin.c      the admin HTTP listener (/health, /status, /metrics) and gauges
+ */
+
+#define SERVER_VERSION "0.1.0"
+#define CLIENT_NAME_BYTES_MAX 128
+
+/* A command row's statistics (keel_resp_command_t.data): Prometheus counters. */
+typedef struct cmd_stats {
+    keel_counter_t *calls, *errors;
+} cmd_stats_t;
+
+typedef struct watcher watcher_t;
+typedef struct pending_reply pending_reply_t;
+
+typedef struct server {
+    keel_server_config_t cfg;
+    keel_loop_t loop;
+    keel_metrics_t *metrics;
+    keel_node_t *node;
+    keel_resp_server_t resp;
+    keel_http_server_t http;
+    int resp_inited, http_inited;
+    keel_pubsub_t *pubsub;
+    watcher_t *watchers; /* connections in KEEL.WATCH mode */
+    size_t watchers_n;
+    keel_counter_t *m_watch_lagged;
+    cmd_stats_t *stats; /* one per command row, owned */
+    size_t stats_n;
+    keel_ms_t started_ms;
+    /* scratch for handlers */
+    const uint8_t **argv;
+    size_t *lens;
+    size_t argv_cap;
+    keel_buf_t buf;
+    pending_reply_t *pr_pool; /* pending replies without a copy, kept for reuse */
+    size_t pr_pool_len;
+} server_t;
+
+/*
+ * Per-connection state. Redis runs a connection's commands in order, and clients rely
+ * on it inside a pipeline (SET then GET must see the SET). Writes go through the Raft
+ * log and reads through ReadIndex, so two commands of different kinds could otherwise
+ * finish out of order. Commands of the same kind run together (consecutive writes are
+ * ordered by the log, consecutive reads change nothing); a command of the other kind
+ * waits, held here, until the running ones are done.
+ */
+typedef struct client_state {
+    int stale_reads;
+    char name[CLIENT_NAME_BYTES_MAX];
+    int closed;      /* the connection is gone; freed when nothing is in flight */
+    int kind_write;  /* kind of the commands in flight */
+    size_t inflight; /* commands submitted to the node, not yet answered */
+    int releasing;
+    pending_reply_t *held_head, *held_tail;
+    int in_multi, multi_dirty; /* MULTI ... EXEC */
+    pending_reply_t *queued_head, *queued_tail;
+    size_t nqueued;
+    struct watched **watch; /* WATCHed keys with the versions seen */
+    size_t nwatch;
+    watcher_t *feed; /* KEEL.WATCH: the connection is in push mode */
+    int feed_ended;  /* it was, and is closing (lagged): still no other commands */
+} client_state_t;
+
+/*
+ * A command on its way: a data command sent to the node (its reply slot, its kind), or
+ * a command queued inside MULTI (then `row` is its table row and slot is unused).
+ */
+struct pending_reply {
+    pending_reply_t *next; /* in the client's held or queued list */
+    server_t *srv;
+    client_state_t *cs;
+    keel_resp_deferred_t *slot;
+    cmd_stats_t *stats;
+    const keel_resp_command_t *row; /* queued in MULTI: the command's row */
+    pending_reply_t *exec_queued;   /* EXEC: the queued commands, run when it commits */
+    keel_resp_client_t *client;     /* EXEC with exec_queued: the connection (cs->closed
+                                       says whether it is still there) */
+    int is_write;
+    int watch;  /* WATCH: on success record the keys' versions, reply +OK */
+    int pooled; /* no argv copy: goes back to srv->pr_pool */
+    size_t argc;
+    const uint8_t **argv; /* the server's scratch, or (held) a copy after this struct */
+    size_t *lens;
+};
+
+/* What a submitted command is: its kind decides the connection's ordering runs. */
+enum { RUN_READ = 0, RUN_WRITE = 1, RUN_WATCH = 2 /* a read that records WATCH versions */ };
+
+/* conn.c */
+server_t *keel__srv_of(keel_resp_client_t *c);
+client_state_t *keel__srv_state(keel_resp_client_t *c);
+int keel__srv_arg_is(const keel_resp_arg_t *a, const char *s);
+int keel__srv_reply(keel_resp_client_t *c, const char *resp);
+int keel__srv_ensure_argv(server_t *s, size_t argc);
+pending_reply_t *keel__srv_pending_new(server_t *s, size_t argc, int copy);
+void keel__srv_pending_free(pending_reply_t *pr);
+int keel__srv_submit(keel_resp_client_t *c, server_t *s, client_state_t *cs, size_t argc, int run,
+                     cmd_stats_t *st);
+int keel__srv_submit_exec(keel_resp_client_t *c, server_t *s, client_state_t *cs, size_t argc,
+                          pending_reply_t *queued);
+void keel__srv_client_closed(keel_resp_client_t *c);
+int keel__srv_before_command(keel_resp_client_t *c, const keel_resp_command_t *cmd, size_t argc,
+                             const keel_resp_arg_t *argv);
+void keel__srv_command_refused(keel_resp_client_t *c, const keel_resp_command_t *cmd);
+int keel__srv_cmd_data(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_ping(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+
+/* txn.c */
+void keel__srv_multi_reset(client_state_t *cs);
+void keel__srv_queued_free(pending_reply_t *q);
+int keel__srv_multi_queue(keel_resp_client_t *c, server_t *s, client_state_t *cs,
+                          const keel_resp_command_t *row, size_t argc);
+int keel__srv_exec_finish(pending_reply_t *pr, keel_buf_t *out, const uint8_t *resp, size_t len);
+int keel__srv_watch_add(server_t *s, client_state_t *cs, const uint8_t *const *keys,
+                        const size_t *lens, size_t n);
+void keel__srv_watch_clear(client_state_t *cs);
+int keel__srv_cmd_multi(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_exec(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_discard(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_watch(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_unwatch(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+
+/* subscribe.c */
+void keel__srv_on_peer_publish(void *data, const uint8_t *ch, size_t ch_len, const uint8_t *msg,
+                               size_t msg_len);
+int keel__srv_cmd_publish(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_subscribe(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_psubscribe(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_unsubscribe(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_punsubscribe(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+
+/* feed.c */
+void keel__srv_feed_end(server_t *s, client_state_t *cs);
+void keel__srv_feed_on_applied(void *data);
+void keel__srv_feed_drained(keel_resp_client_t *c);
+int keel__srv_cmd_keel_watch(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+
+/* commands.c */
+int keel__srv_cmd_echo(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_quit(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_select(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_client(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_keel_reads(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_info(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_command(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_cluster(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_commands_build(server_t *s, keel_resp_command_t **out, size_t *n_out);
+
+/* admin.c */
+int keel__srv_admin_start(server_t *s, keel_errmsg_t *msg);
+
+#endif
