@@ -205,16 +205,50 @@ int keel_cli_up(int argc, char **argv)
     return 0;
 }
 
-int keel_cli_down(int argc, char **argv)
+/*
+ * `keel down` and `keel status` take one option, --dir DIR. Returns DIR; NULL when the
+ * caller should return *code (0 after --help, 2 after a usage error).
+ */
+static const char *dir_only(int argc, char **argv, const char *usage, int *code)
 {
     const char *dir = NULL;
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], "--dir") == 0)
-            dir = argv[i + 1];
-    if (dir == NULL) {
-        fprintf(stderr, "usage: keel down --dir DIR\n");
-        return 2;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("%s", usage);
+            *code = 0;
+            return NULL;
+        }
+        if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) {
+            dir = argv[++i];
+            continue;
+        }
+        if (strcmp(argv[i], "--dir") == 0) {
+            fprintf(stderr, "keel %s: --dir needs a value (DIR)\n", argv[0]);
+            *code = 2;
+            return NULL;
+        }
+        fprintf(stderr, "keel %s: unexpected argument '%s'\n%s", argv[0], argv[i], usage);
+        *code = 2;
+        return NULL;
     }
+    if (dir == NULL) {
+        fprintf(stderr, "keel %s: --dir DIR is required\n%s", argv[0], usage);
+        *code = 2;
+    }
+    return dir;
+}
+
+int keel_cli_down(int argc, char **argv)
+{
+    int code;
+    const char *dir =
+        dir_only(argc, argv,
+                 "usage: keel down --dir DIR\n\n"
+                 "Stops the nodes of the cluster recorded in DIR/cluster.json (started with\n"
+                 "`keel up --detach`): SIGTERM, then SIGKILL after 10 s. Its data is kept.\n",
+                 &code);
+    if (dir == NULL)
+        return code;
     keel_cluster_t cl;
     char err[256];
     if (keel_cluster_load(dir, &cl, err, sizeof(err)) != 0) {
@@ -263,14 +297,16 @@ static void print_members(const keel_cluster_t *cl)
 
 int keel_cli_status(int argc, char **argv)
 {
-    const char *dir = NULL;
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], "--dir") == 0)
-            dir = argv[i + 1];
-    if (dir == NULL) {
-        fprintf(stderr, "usage: keel status --dir DIR\n");
-        return 2;
-    }
+    int code;
+    const char *dir =
+        dir_only(argc, argv,
+                 "usage: keel status --dir DIR\n\n"
+                 "Shows each node of the cluster recorded in DIR/cluster.json: role, term,\n"
+                 "leader, indexes, keys and health, then the members as a node sees them.\n"
+                 "Exits 1 if a node does not answer.\n",
+                 &code);
+    if (dir == NULL)
+        return code;
     keel_cluster_t cl;
     char err[256];
     if (keel_cluster_load(dir, &cl, err, sizeof(err)) != 0) {

@@ -15,6 +15,26 @@ def run(args, cwd=None, timeout_s=10):
     return r.returncode, r.stdout.decode(), r.stderr.decode()
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["-h"],
+        ["help"],
+        ["server", "--help"],
+        ["up", "--help"],
+        ["down", "--help"],
+        ["status", "--help"],
+        ["version", "--help"],
+    ],
+)
+def test_every_command_answers_help_with_usage_on_stdout_and_status_0(args):
+    code, out, err = run(args)
+    assert code == 0, out + err
+    assert out.startswith("usage: keel"), out
+    assert err == "", err
+
+
 def test_server_help_gives_every_options_value_and_default():
     code, out, _ = run(["server", "--help"])
     assert code == 0
