@@ -124,6 +124,25 @@ int keel_cluster_split_addr(const char *addr, char *host, size_t host_cap, int *
     return *port > 0 && *port < 65536 ? 0 : -1;
 }
 
+int keel_cluster_port_free(const char *addr)
+{
+    char host[64];
+    int port;
+    if (keel_cluster_split_addr(addr, host, sizeof(host), &port) != 0)
+        return -1;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+        return -1;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 ? 1 : errno == EADDRINUSE ? 0 : -1;
+    close(fd);
+    return rc;
+}
+
 /* A blocking HTTP/1.0 GET with a deadline; body into out (NUL-terminated). */
 static int http_get(const char *addr, const char *path, char *out, size_t cap)
 {

@@ -46,6 +46,12 @@ int keel_cluster_stop(keel_cluster_t *cl, int wait_ms);
  * also one now running another cluster's node: that one must not be signalled).
  */
 int keel_cluster_pid_is_node(pid_t pid, const char *data_dir);
+/*
+ * 1 if a keel server could listen on addr now (bound with SO_REUSEADDR, as libuv binds,
+ * so a port held only by TIME_WAIT connections counts as free), 0 if another socket
+ * holds it (EADDRINUSE), -1 if addr does not parse or bind fails for another reason.
+ */
+int keel_cluster_port_free(const char *addr);
 /* Splits "host:port". 0 or -1. */
 int keel_cluster_split_addr(const char *addr, char *host, size_t host_cap, int *port);
 

@@ -24,8 +24,21 @@ static const keel_cli_cmd_t commands[] = {
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 
+/* True if the command's arguments ask for help (`keel <command> --help`). */
+static int wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return 1;
+    return 0;
+}
+
 static int cmd_version(int argc, char **argv)
 {
+    if (wants_help(argc, argv)) {
+        printf("usage: keel version\n\nPrints the keel version (also `keel --version`).\n");
+        return 0;
+    }
     printf("keel %s\n", KEEL_VERSION);
     return 0;
 }

@@ -3,89 +3,54 @@
 #include "cli/member.h"
 
 #include "base/log.h"
+#include "core/kv.h"
 #include "runtime/logsink.h"
+#include "runtime/tcp.h"
+#include "runtime/wal.h"
 #include "server/server.h"
 
+#include <assert.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml.h>
 
 /*
- * Every option is one row: its flag name (also its YAML key), what it sets,
- * and its help line. Flags override the file: the file is read first.
+ * Every option is one row: its flag name (also its YAML key), where its value goes, the
+ * value's name and allowed range (checked here, before anything starts, so a bad value
+ * is reported against the flag that carried it), and its help line. The default shown
+ * by --help is read from keel_server_config_default, or given as text where the value
+ * is computed at start. Flags override the file: the file is read first.
  */
-typedef enum { OPT_STR, OPT_U64, OPT_MS, OPT_BYTES } opt_kind_t;
+typedef enum {
+    OPT_STR,   /* any text that fits */
+    OPT_NAME,  /* letters, digits, '-', '_', '.' (also a member name in --initial-cluster) */
+    OPT_ADDR,  /* IPv4 or IPv6 host:port, as keel_tcp_parse_addr reads it */
+    OPT_INT,   /* decimal integer in [min, max] */
+    OPT_BYTES, /* decimal integer, optional suffix k, m or g (KiB, MiB, GiB), in [min, max] */
+    OPT_LEVEL, /* a log level name */
+} opt_kind_t;
+
+typedef enum { IN_CFG, IN_SPECIAL } opt_where_t;
 
 typedef struct opt {
     const char *name;
     opt_kind_t kind;
-    size_t offset; /* into keel_server_config_t; SIZE_MAX for special options */
-    size_t size;   /* string capacity, or integer width */
+    opt_where_t where;
+    size_t offset;     /* into keel_server_config_t or special_t */
+    size_t size;       /* string capacity, or integer width (4 or 8) */
+    const char *value; /* the value's name in --help */
+    uint64_t min, max; /* integer kinds: the allowed range */
+    const char *dflt;  /* the default as text; NULL: read it from keel_server_config_default */
     const char *help;
 } opt_t;
-
-#define OFF(f) offsetof(keel_server_config_t, f)
-#define SZ(f) sizeof(((keel_server_config_t *)0)->f)
-#define SPECIAL SIZE_MAX
-
-static const opt_t opts[] = {
-    {"name", OPT_STR, OFF(name), SZ(name), "this node's name; must appear in --initial-cluster"},
-    {"data-dir", OPT_STR, OFF(node.data_dir), SZ(node.data_dir),
-     "directory for the WAL (created if missing)"},
-    {"listen-client", OPT_STR, OFF(listen_client), SZ(listen_client),
-     "RESP address for clients (default 127.0.0.1:7001)"},
-    {"listen-http", OPT_STR, OFF(listen_http), SZ(listen_http),
-     "HTTP admin address: /health /status /metrics (default 127.0.0.1:7201)"},
-    {"listen-peer", OPT_STR, OFF(node.listen_peer), SZ(node.listen_peer),
-     "peer address (default: this node's address in --initial-cluster)"},
-    {"initial-cluster", OPT_STR, SPECIAL, 0,
-     "all members: name=host:port,... (peer addresses; ids follow this order)"},
-    {"join", OPT_STR, SPECIAL, 0,
-     "client address (host:port) of any member: ask to be added (first start only; needs "
-     "--listen-peer)"},
-    {"log-level", OPT_STR, SPECIAL, 0, "debug|info|warn|error (default: $KEEL_LOG or info)"},
-    {"config", OPT_STR, SPECIAL, 0, "YAML file with any of these keys (flags win)"},
-    {"tick-ms", OPT_MS, OFF(node.raft.tick_ms), SZ(node.raft.tick_ms),
-     "Raft tick in ms (default 50: heartbeat 2 ticks, election 20-40 ticks)"},
-    {"lease-reads", OPT_U64, OFF(node.raft.lease_reads), SZ(node.raft.lease_reads),
-     "1: the leader answers linearizable reads under a lease, without a heartbeat round; "
-     "CLOCK DEPENDENT (docs/raft.md). Default 0: ReadIndex"},
-    {"request-timeout-ms", OPT_MS, OFF(node.request_timeout_ms), SZ(node.request_timeout_ms),
-     "a request with no outcome after this gets -TIMEOUT (default 5000)"},
-    {"value-bytes-max", OPT_BYTES, OFF(node.kv.value_bytes_max), SZ(node.kv.value_bytes_max),
-     "largest value accepted (default 1048576)"},
-    {"key-bytes-max", OPT_BYTES, OFF(node.kv.key_bytes_max), SZ(node.kv.key_bytes_max),
-     "largest key accepted (default 65536)"},
-    {"clients-max", OPT_U64, OFF(resp.clients_max), SZ(resp.clients_max),
-     "connected clients (default 10000)"},
-    {"reply-bytes-max", OPT_BYTES, OFF(resp.reply_bytes_max), SZ(resp.reply_bytes_max),
-     "output buffered per client before it is disconnected (default 64 MiB)"},
-    {"pipeline-max", OPT_U64, OFF(resp.pending_replies_max), SZ(resp.pending_replies_max),
-     "outstanding replies per client before reading pauses (default 1024)"},
-    {"history-changes-max", OPT_U64, OFF(node.kv.history_changes_max),
-     SZ(node.kv.history_changes_max), "changes kept for KEEL.WATCH ... FROM (default 100000)"},
-    {"history-bytes-max", OPT_BYTES, OFF(node.kv.history_bytes_max), SZ(node.kv.history_bytes_max),
-     "bytes of keys and values kept for KEEL.WATCH (default 64 MiB)"},
-    {"snapshot-entries", OPT_U64, OFF(node.snapshot_entries), SZ(node.snapshot_entries),
-     "snapshot the state machine every this many applied entries (default 100000)"},
-    {"snapshot-log-bytes-min", OPT_BYTES, OFF(node.snapshot_log_bytes_min),
-     SZ(node.snapshot_log_bytes_min),
-     "... and not before the log since the last snapshot holds this much (default 64 MiB)"},
-    {"wal-segment-bytes", OPT_BYTES, OFF(node.wal.segment_bytes), SZ(node.wal.segment_bytes),
-     "preallocated size of each WAL segment (default 64 MiB)"},
-    {"wal-zero-ahead-bytes", OPT_BYTES, OFF(node.wal.zero_ahead_bytes),
-     SZ(node.wal.zero_ahead_bytes),
-     "zeros written ahead of the WAL data, so fdatasync skips extent conversion (default 1M; "
-     "0: off)"},
-};
-
-#define N_OPTS (sizeof(opts) / sizeof(opts[0]))
 
 typedef struct special {
     char cluster[4096];
@@ -94,12 +59,157 @@ typedef struct special {
     char config[1024];
 } special_t;
 
+#define OFF(f) offsetof(keel_server_config_t, f), sizeof(((keel_server_config_t *)0)->f)
+#define SP(f) offsetof(special_t, f), sizeof(((special_t *)0)->f)
+#define KIB 1024ull
+#define MIB (1024ull * 1024)
+#define GIB (1024ull * 1024 * 1024)
+#define NO_RANGE 0, 0
+
+static const opt_t opts[] = {
+    {"name", OPT_NAME, IN_CFG, OFF(name), "NAME", NO_RANGE, NULL,
+     "this node's name; must appear in --initial-cluster"},
+    {"data-dir", OPT_STR, IN_CFG, OFF(node.data_dir), "DIR", NO_RANGE, NULL,
+     "WAL and snapshots (created if missing); relative to the current directory; logged at "
+     "start"},
+    {"listen-client", OPT_ADDR, IN_CFG, OFF(listen_client), "HOST:PORT", NO_RANGE, NULL,
+     "RESP address for clients"},
+    {"listen-http", OPT_ADDR, IN_CFG, OFF(listen_http), "HOST:PORT", NO_RANGE, NULL,
+     "HTTP admin address: /health /status /metrics"},
+    {"listen-peer", OPT_ADDR, IN_CFG, OFF(node.listen_peer), "HOST:PORT", NO_RANGE,
+     "this node's address in --initial-cluster", "peer address"},
+    {"initial-cluster", OPT_STR, IN_SPECIAL, SP(cluster), "NAME=HOST:PORT,...", NO_RANGE,
+     "NAME=127.0.0.1:7101 (one node)",
+     "all members with their peer addresses; ids follow this order"},
+    {"join", OPT_ADDR, IN_SPECIAL, SP(join), "HOST:PORT", NO_RANGE, "none",
+     "client address of any member: ask to be added (first start only; needs --listen-peer)"},
+    {"log-level", OPT_LEVEL, IN_SPECIAL, SP(log_level), "debug|info|warn|error", NO_RANGE,
+     "$KEEL_LOG, else info", "least severe message logged (to stderr)"},
+    {"config", OPT_STR, IN_SPECIAL, SP(config), "FILE", NO_RANGE, "none",
+     "YAML file with any of these options as keys (flags win)"},
+    {"tick-ms", OPT_INT, IN_CFG, OFF(node.raft.tick_ms), "MS", 1, 60000, NULL,
+     "Raft tick (heartbeat every 2 ticks, election after 20-40 ticks)"},
+    {"lease-reads", OPT_INT, IN_CFG, OFF(node.raft.lease_reads), "0|1", 0, 1, NULL,
+     "1: the leader answers linearizable reads under a lease, without a heartbeat round; "
+     "CLOCK DEPENDENT (docs/raft.md). 0: ReadIndex"},
+    {"request-timeout-ms", OPT_INT, IN_CFG, OFF(node.request_timeout_ms), "MS", 1, 3600000, NULL,
+     "a request with no outcome after this gets -TIMEOUT"},
+    {"value-bytes-max", OPT_BYTES, IN_CFG, OFF(node.kv.value_bytes_max), "BYTES", 20,
+     KEEL_KV_VALUE_BYTES_MAX, NULL, "largest value accepted"},
+    {"key-bytes-max", OPT_BYTES, IN_CFG, OFF(node.kv.key_bytes_max), "BYTES", 1,
+     KEEL_KV_KEY_BYTES_MAX, NULL, "largest key accepted"},
+    {"clients-max", OPT_INT, IN_CFG, OFF(resp.clients_max), "N", 1, 1000000, NULL,
+     "connected clients"},
+    {"reply-bytes-max", OPT_BYTES, IN_CFG, OFF(resp.reply_bytes_max), "BYTES", KIB, GIB, NULL,
+     "output buffered per client before it is disconnected"},
+    {"pipeline-max", OPT_INT, IN_CFG, OFF(resp.pending_replies_max), "N", 1, 1000000, NULL,
+     "outstanding replies per client before reading pauses"},
+    {"history-changes-max", OPT_INT, IN_CFG, OFF(node.kv.history_changes_max), "N", 1,
+     KEEL_KV_HISTORY_CHANGES_MAX, NULL, "changes kept for KEEL.WATCH ... FROM"},
+    {"history-bytes-max", OPT_BYTES, IN_CFG, OFF(node.kv.history_bytes_max), "BYTES", KIB,
+     KEEL_KV_HISTORY_BYTES_MAX, NULL, "bytes of keys and values kept for KEEL.WATCH"},
+    {"snapshot-entries", OPT_INT, IN_CFG, OFF(node.snapshot_entries), "N", 1, UINT64_MAX, NULL,
+     "snapshot the state machine every this many applied entries"},
+    {"snapshot-log-bytes-min", OPT_BYTES, IN_CFG, OFF(node.snapshot_log_bytes_min), "BYTES", 0,
+     1024 * GIB, NULL, "... and not before the log since the last snapshot holds this much"},
+    {"wal-segment-bytes", OPT_BYTES, IN_CFG, OFF(node.wal.segment_bytes), "BYTES",
+     KEEL_WAL_SEGMENT_BYTES_MIN, UINT32_MAX, NULL, "preallocated size of each WAL segment"},
+    {"wal-zero-ahead-bytes", OPT_BYTES, IN_CFG, OFF(node.wal.zero_ahead_bytes), "BYTES", 0, GIB,
+     NULL, "zeros written ahead of the WAL data, so fdatasync skips extent conversion (0: off)"},
+};
+
+#define N_OPTS (sizeof(opts) / sizeof(opts[0]))
+
+/* "64m" for 64 MiB, "1k", else the plain number: sizes as a user would type them. */
+static void fmt_bytes(uint64_t x, char *out, size_t cap)
+{
+    if (x != 0 && x % GIB == 0)
+        snprintf(out, cap, "%llug", (unsigned long long)(x / GIB));
+    else if (x != 0 && x % MIB == 0)
+        snprintf(out, cap, "%llum", (unsigned long long)(x / MIB));
+    else if (x != 0 && x % KIB == 0)
+        snprintf(out, cap, "%lluk", (unsigned long long)(x / KIB));
+    else
+        snprintf(out, cap, "%llu", (unsigned long long)x);
+}
+
+static uint64_t get_int(const keel_server_config_t *cfg, const opt_t *o)
+{
+    const char *field = (const char *)cfg + o->offset;
+    if (o->size == 4) {
+        uint32_t y;
+        memcpy(&y, field, 4);
+        return y;
+    }
+    assert(o->size == 8);
+    uint64_t x;
+    memcpy(&x, field, 8);
+    return x;
+}
+
+static void fmt_default(const keel_server_config_t *dcfg, const opt_t *o, char *out, size_t cap)
+{
+    if (o->dflt != NULL)
+        snprintf(out, cap, "%s", o->dflt);
+    else if (o->kind == OPT_INT)
+        snprintf(out, cap, "%llu", (unsigned long long)get_int(dcfg, o));
+    else if (o->kind == OPT_BYTES)
+        fmt_bytes(get_int(dcfg, o), out, cap);
+    else
+        snprintf(out, cap, "%s", (const char *)dcfg + o->offset);
+}
+
+/* What a value of o may be, for --help and error messages: "an integer in 1..60000". */
+static void fmt_allowed(const opt_t *o, char *out, size_t cap)
+{
+    char lo[32], hi[32];
+    switch (o->kind) {
+    case OPT_STR:
+        snprintf(out, cap, "at most %zu bytes", o->size - 1);
+        break;
+    case OPT_NAME:
+        snprintf(out, cap, "1 to %zu letters, digits, '-', '_' or '.'", o->size - 1);
+        break;
+    case OPT_ADDR:
+        snprintf(out, cap, "HOST:PORT with a numeric IPv4 or IPv6 host, e.g. 127.0.0.1:7001");
+        break;
+    case OPT_LEVEL:
+        snprintf(out, cap, "one of debug, info, warn, error");
+        break;
+    case OPT_INT:
+        if (o->max == UINT64_MAX)
+            snprintf(out, cap, "an integer >= %llu", (unsigned long long)o->min);
+        else
+            snprintf(out, cap, "an integer in %llu..%llu", (unsigned long long)o->min,
+                     (unsigned long long)o->max);
+        break;
+    case OPT_BYTES:
+        fmt_bytes(o->min, lo, sizeof(lo));
+        fmt_bytes(o->max, hi, sizeof(hi));
+        snprintf(out, cap, "a size in %s..%s (bytes; suffix k, m or g for KiB, MiB, GiB)", lo, hi);
+        break;
+    }
+}
+
 static void usage(void)
 {
-    printf("usage: keel server [options]\n\n"
-           "Runs one node of a Raft-replicated key-value server that speaks RESP.\n\n");
-    for (size_t i = 0; i < N_OPTS; i++)
-        printf("  --%-20s %s\n", opts[i].name, opts[i].help);
+    keel_server_config_t dcfg;
+    keel_server_config_default(&dcfg);
+    printf("usage: keel server [--option VALUE | --option=VALUE]...\n\n"
+           "Runs one node of a Raft-replicated key-value server that speaks RESP.\n"
+           "Every option takes a value; the same names are keys in a --config YAML file.\n\n");
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const opt_t *o = &opts[i];
+        char dflt[256], allowed[160];
+        fmt_default(&dcfg, o, dflt, sizeof(dflt));
+        printf("  --%s %s\n      %s\n", o->name, o->value, o->help);
+        if (o->kind == OPT_INT || o->kind == OPT_BYTES) {
+            fmt_allowed(o, allowed, sizeof(allowed));
+            printf("      %s; default %s\n", allowed, dflt);
+        } else {
+            printf("      default: %s\n", dflt);
+        }
+    }
     printf("\nexample (one node):\n  keel server --name n1 --data-dir /tmp/n1 "
            "--initial-cluster n1=127.0.0.1:7101\n");
 }
@@ -109,54 +219,64 @@ static int parse_u64(const char *v, int bytes, uint64_t *out)
     char *end;
     errno = 0;
     unsigned long long x = strtoull(v, &end, 10);
-    if (errno != 0 || end == v || v[0] == '-')
+    if (errno != 0 || end == v || v[0] < '0' || v[0] > '9')
         return -1;
     uint64_t mul = 1;
     if (bytes && (*end == 'k' || *end == 'K'))
-        mul = 1024, end++;
+        mul = KIB, end++;
     else if (bytes && (*end == 'm' || *end == 'M'))
-        mul = 1024 * 1024, end++;
+        mul = MIB, end++;
     else if (bytes && (*end == 'g' || *end == 'G'))
-        mul = 1024ull * 1024 * 1024, end++;
+        mul = GIB, end++;
     if (*end != '\0' || x > UINT64_MAX / mul)
         return -1;
     *out = x * mul;
     return 0;
 }
 
+static int valid_name(const char *v)
+{
+    if (v[0] == '\0')
+        return 0;
+    for (const char *p = v; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
+            return 0;
+    return 1;
+}
+
+/* Checks v against o and stores it; -1 if it is not allowed (the caller says why). */
 static int set_opt(keel_server_config_t *cfg, special_t *sp, const opt_t *o, const char *v)
 {
-    if (o->offset == SPECIAL) {
-        char *dst = strcmp(o->name, "initial-cluster") == 0 ? sp->cluster
-                    : strcmp(o->name, "join") == 0          ? sp->join
-                    : strcmp(o->name, "log-level") == 0     ? sp->log_level
-                                                            : sp->config;
-        size_t cap = strcmp(o->name, "initial-cluster") == 0 ? sizeof(sp->cluster)
-                     : strcmp(o->name, "join") == 0          ? sizeof(sp->join)
-                     : strcmp(o->name, "log-level") == 0     ? sizeof(sp->log_level)
-                                                             : sizeof(sp->config);
-        if (strlen(v) >= cap)
+    char *field = (o->where == IN_CFG ? (char *)cfg : (char *)sp) + o->offset;
+    if (o->kind == OPT_INT || o->kind == OPT_BYTES) {
+        uint64_t x;
+        if (parse_u64(v, o->kind == OPT_BYTES, &x) != 0 || x < o->min || x > o->max)
             return -1;
-        snprintf(dst, cap, "%s", v);
+        assert(o->size == 8 || (o->size == 4 && o->max <= INT32_MAX));
+        if (o->size == 4) {
+            uint32_t y = (uint32_t)x;
+            memcpy(field, &y, 4);
+        } else {
+            memcpy(field, &x, 8);
+        }
         return 0;
     }
-    char *field = (char *)cfg + o->offset;
-    if (o->kind == OPT_STR) {
-        if (strlen(v) >= o->size)
+    if (strlen(v) >= o->size)
+        return -1;
+    if (o->kind == OPT_NAME && !valid_name(v))
+        return -1;
+    if (o->kind == OPT_ADDR) {
+        struct sockaddr_storage ss;
+        keel_errmsg_t msg = {{0}};
+        if (keel_tcp_parse_addr(v, &ss, &msg) != 0)
             return -1;
-        snprintf(field, o->size, "%s", v);
-        return 0;
     }
-    uint64_t x;
-    if (parse_u64(v, o->kind == OPT_BYTES, &x) != 0)
-        return -1;
-    if (o->size == 8)
-        memcpy(field, &x, 8);
-    else if (o->size == 4 && x <= UINT32_MAX) {
-        uint32_t y = (uint32_t)x;
-        memcpy(field, &y, 4);
-    } else
-        return -1;
+    if (o->kind == OPT_LEVEL) {
+        keel_log_level_t level;
+        if (keel_log_level_parse(v, &level) != 0)
+            return -1;
+    }
+    snprintf(field, o->size, "%s", v);
     return 0;
 }
 
@@ -168,19 +288,28 @@ static const opt_t *find_opt(const char *name)
     return NULL;
 }
 
-/* A flat YAML mapping of option names to scalars. */
+/* One line on stderr: where the value came from (a flag, or FILE:LINE: key), it, what is allowed.
+ */
+static void bad_value(const char *where, const opt_t *o, const char *v)
+{
+    char allowed[160];
+    fmt_allowed(o, allowed, sizeof(allowed));
+    fprintf(stderr, "keel server: %s '%s': expected %s\n", where, v, allowed);
+}
+
+/* A flat YAML mapping of option names to scalars; errors name the file, line and key. */
 static int load_yaml(const char *path, keel_server_config_t *cfg, special_t *sp)
 {
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
-        fprintf(stderr, "keel server: cannot open %s: %s\n", path, strerror(errno));
+        fprintf(stderr, "keel server: --config: cannot open %s: %s\n", path, strerror(errno));
         return -1;
     }
     yaml_parser_t p;
     yaml_parser_initialize(&p);
     yaml_parser_set_input_file(&p, f);
     char key[64] = "";
-    int depth = 0, rc = 0, done = 0;
+    int depth = 0, rc = 0, done = 0, have_key = 0;
     while (!done && rc == 0) {
         yaml_event_t ev;
         if (!yaml_parser_parse(&p, &ev)) {
@@ -189,22 +318,32 @@ static int load_yaml(const char *path, keel_server_config_t *cfg, special_t *sp)
             rc = -1;
             break;
         }
+        size_t line = ev.start_mark.line + 1;
         if (ev.type == YAML_MAPPING_START_EVENT || ev.type == YAML_SEQUENCE_START_EVENT) {
             if (++depth > 1) {
-                fprintf(stderr, "keel server: %s: only a flat mapping of options\n", path);
+                fprintf(stderr, "keel server: %s:%zu: %s: only a flat mapping of options\n", path,
+                        line, have_key ? key : "(top)");
                 rc = -1;
             }
         } else if (ev.type == YAML_SCALAR_EVENT) {
             const char *v = (const char *)ev.data.scalar.value;
-            if (key[0] == '\0') {
+            if (!have_key) {
                 snprintf(key, sizeof(key), "%s", v);
+                have_key = 1;
             } else {
                 const opt_t *o = find_opt(key);
-                if (o == NULL || strcmp(key, "config") == 0 || set_opt(cfg, sp, o, v) != 0) {
-                    fprintf(stderr, "keel server: %s: bad option '%s: %s'\n", path, key, v);
+                char where[1200];
+                snprintf(where, sizeof(where), "%s:%zu: %s", path, line, key);
+                if (o == NULL || strcmp(key, "config") == 0) {
+                    fprintf(stderr,
+                            "keel server: %s:%zu: unknown key '%s' (see keel server --help)\n",
+                            path, line, key);
+                    rc = -1;
+                } else if (set_opt(cfg, sp, o, v) != 0) {
+                    bad_value(where, o, v);
                     rc = -1;
                 }
-                key[0] = '\0';
+                have_key = 0;
             }
         } else if (ev.type == YAML_STREAM_END_EVENT) {
             done = 1;
@@ -216,39 +355,66 @@ static int load_yaml(const char *path, keel_server_config_t *cfg, special_t *sp)
     return rc;
 }
 
+/*
+ * The flag at argv[*i] as its option and value ("--name V" or "--name=V"); advances *i
+ * past what it used. 0, or -1 after one line on stderr.
+ */
+static int next_flag(int argc, char **argv, int *i, const opt_t **o, const char **val)
+{
+    const char *a = argv[*i];
+    if (strncmp(a, "--", 2) != 0) {
+        fprintf(stderr,
+                "keel server: unexpected argument '%s' (options start with --; see keel "
+                "server --help)\n",
+                a);
+        return -1;
+    }
+    const char *eq = strchr(a, '=');
+    char name[64];
+    snprintf(name, sizeof(name), "%.*s", eq ? (int)(eq - a - 2) : (int)strlen(a + 2), a + 2);
+    *o = find_opt(name);
+    if (*o == NULL) {
+        fprintf(stderr, "keel server: unknown option '--%s' (see keel server --help)\n", name);
+        return -1;
+    }
+    if (eq) {
+        *val = eq + 1;
+    } else if (*i + 1 < argc) {
+        *val = argv[++*i];
+    } else {
+        fprintf(stderr, "keel server: --%s needs a value (%s)\n", name, (*o)->value);
+        return -1;
+    }
+    ++*i;
+    return 0;
+}
+
+/* Flags over the --config file over the defaults. 0; -1 after one line on stderr. */
 static int parse_args(int argc, char **argv, keel_server_config_t *cfg, special_t *sp)
 {
-    /* the config file first, so that flags override it */
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], "--config") == 0 && load_yaml(argv[i + 1], cfg, sp) != 0)
-            return -1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage();
             exit(0);
         }
-        const char *eq = strchr(a, '=');
-        char name[64];
-        const char *val;
-        if (strncmp(a, "--", 2) != 0)
-            goto bad;
-        if (eq) {
-            snprintf(name, sizeof(name), "%.*s", (int)(eq - a - 2), a + 2);
-            val = eq + 1;
-        } else {
-            snprintf(name, sizeof(name), "%s", a + 2);
-            if (i + 1 >= argc)
-                goto bad;
-            val = argv[++i];
+    /* two passes: the config file first, so that flags override it */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 1; i < argc;) {
+            const opt_t *o;
+            const char *val;
+            if (next_flag(argc, argv, &i, &o, &val) != 0)
+                return -1;
+            if ((strcmp(o->name, "config") == 0) != (pass == 0))
+                continue;
+            char where[80];
+            snprintf(where, sizeof(where), "--%s", o->name);
+            if (set_opt(cfg, sp, o, val) != 0) {
+                bad_value(where, o, val);
+                return -1;
+            }
+            if (pass == 0 && load_yaml(sp->config, cfg, sp) != 0)
+                return -1;
         }
-        const opt_t *o = find_opt(name);
-        if (o == NULL || set_opt(cfg, sp, o, val) != 0)
-            goto bad;
-        continue;
-    bad:
-        fprintf(stderr, "keel server: bad option '%s' (see keel server --help)\n", a);
-        return -1;
     }
     return 0;
 }
@@ -372,28 +538,52 @@ static int setup_join(keel_server_config_t *cfg, const char *join_addr, keel_err
     return 0;
 }
 
+/*
+ * Logs the data directory in use as an absolute path, and whether it is the default: a
+ * node started without --data-dir writes under the current directory, which is easy to
+ * miss (and two nodes started there share it).
+ */
+static void log_data_dir(const keel_node_config_t *nc, int from_default)
+{
+    char cwd[KEEL_NODE_PATH_BYTES], abs[2 * KEEL_NODE_PATH_BYTES + 2];
+    if (nc->data_dir[0] != '/' && getcwd(cwd, sizeof(cwd)) != NULL)
+        snprintf(abs, sizeof(abs), "%s/%s", cwd, nc->data_dir);
+    else
+        snprintf(abs, sizeof(abs), "%s", nc->data_dir);
+    keel_log_info("data directory", KF_STR("path", abs),
+                  KF_STR("from", from_default ? "default (no --data-dir)" : "--data-dir"));
+}
+
 int keel_cli_server(int argc, char **argv)
 {
-    keel_server_config_t cfg;
+    keel_server_config_t cfg, dcfg;
     keel_server_config_default(&cfg);
+    keel_server_config_default(&dcfg);
     special_t sp;
     memset(&sp, 0, sizeof(sp));
     if (parse_args(argc, argv, &cfg, &sp) != 0)
         return 2;
     if (keel_logsink_init_stderr(sp.log_level[0] ? sp.log_level : NULL) != 0)
-        fprintf(stderr, "keel server: unknown log level; using info\n");
+        fprintf(stderr, "keel server: $KEEL_LOG is not one of debug, info, warn, error; using "
+                        "info\n");
+    /* Checks across options, still before anything starts: a usage error, exit status 2. */
     keel_errmsg_t msg = {{0}};
     int rc = 0;
     if (sp.join[0] && sp.cluster[0])
         rc = keel_errf(&msg, KEEL_EINVAL, "use --initial-cluster or --join, not both");
-    else if (sp.join[0])
-        rc = setup_join(&cfg, sp.join, &msg);
-    else {
+    else if (sp.join[0] == '\0') {
         if (sp.cluster[0] == '\0') /* a single-node cluster */
             snprintf(sp.cluster, sizeof(sp.cluster), "%s=%s", cfg.name,
                      cfg.node.listen_peer[0] ? cfg.node.listen_peer : "127.0.0.1:7101");
         rc = keel_server_set_cluster(&cfg, sp.cluster, &msg);
     }
+    if (rc != 0) {
+        fprintf(stderr, "keel server: %s\n", msg.text[0] ? msg.text : keel_strerror(rc));
+        return 2;
+    }
+    log_data_dir(&cfg.node, strcmp(cfg.node.data_dir, dcfg.node.data_dir) == 0);
+    if (sp.join[0])
+        rc = setup_join(&cfg, sp.join, &msg);
     if (rc == 0)
         rc = keel_server_run(&cfg, &msg);
     if (rc != 0) {

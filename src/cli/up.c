@@ -91,28 +91,147 @@ static pid_t spawn_node(const keel_cluster_t *cl, size_t i, const char *log_leve
     _exit(127);
 }
 
-static int wait_for_leader(keel_cluster_t *cl, int timeout_ms)
+#define NODE_ADDRS 3
+static const char *const addr_flags[NODE_ADDRS] = {"--listen-client", "--listen-peer",
+                                                   "--listen-http"};
+
+/* The node's k-th address with the keel server flag that sets it. */
+static const char *node_addr(const keel_cluster_node_t *nd, int k, const char **flag)
 {
-    for (int waited = 0; waited < timeout_ms; waited += 100) {
-        for (size_t i = 0; i < cl->n; i++) {
-            int st = 0;
-            if (cl->nodes[i].pid > 0 && waitpid(cl->nodes[i].pid, &st, WNOHANG) > 0) {
-                fprintf(stderr, "keel up: node %s exited early; see %s/%s.log\n", cl->nodes[i].name,
-                        cl->dir, cl->nodes[i].name);
-                cl->nodes[i].pid = 0;
-                return -1;
-            }
+    *flag = addr_flags[k];
+    return k == 0 ? nd->client : k == 1 ? nd->peer : nd->http;
+}
+
+/*
+ * Says which of the node's ports another process holds; 1 if one does. Run before a
+ * node starts (nothing is started if one is taken) and after one exits early.
+ */
+static int report_taken_ports(const keel_cluster_node_t *nd)
+{
+    int taken = 0;
+    for (int k = 0; k < NODE_ADDRS; k++) {
+        const char *flag, *addr = node_addr(nd, k, &flag);
+        if (keel_cluster_port_free(addr) == 0) {
+            fprintf(stderr, "keel up: %s (node %s's %s) is already in use by another process\n",
+                    addr, nd->name, flag);
+            taken = 1;
         }
-        /* Up means every node answers and knows the leader (a restarted node too). */
-        keel_cluster_status_t s;
+    }
+    return taken;
+}
+
+/* The last non-empty line of DIR/NAME.log, where a node that exited said why. */
+static void last_log_line(const keel_cluster_t *cl, const keel_cluster_node_t *nd, char *out,
+                          size_t cap)
+{
+    char path[KEEL_CLUSTER_PATH_BYTES + sizeof(nd->name) + 8];
+    snprintf(path, sizeof(path), "%s/%s.log", cl->dir, nd->name);
+    out[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return;
+    char line[1024];
+    while (fgets(line, sizeof(line), f))
+        if (line[0] != '\n') {
+            size_t n = strcspn(line, "\n");
+            n = n < cap - 1 ? n : cap - 1;
+            memcpy(out, line, n);
+            out[n] = '\0';
+        }
+    fclose(f);
+}
+
+/* The pid that answers on the node's client port (INFO server's process_id), or -1. */
+static pid_t answering_pid(const keel_cluster_node_t *nd)
+{
+    const char *argv[] = {"INFO", "server"};
+    keel_cli_reply_t r;
+    char err[256];
+    if (keel_cli_resp_call(nd->client, 2, argv, &r, err, sizeof(err)) != 0)
+        return -1;
+    pid_t pid = -1;
+    const keel_resp_value_t *v = r.v;
+    if (v->type == KEEL_RESP_BULK) {
+        char text[1024];
+        snprintf(text, sizeof(text), "%.*s", (int)v->str.len, (const char *)v->str.ptr);
+        const char *p = strstr(text, "process_id:");
+        if (p != NULL)
+            pid = (pid_t)atoi(p + strlen("process_id:"));
+    }
+    keel_cli_reply_free(&r);
+    return pid;
+}
+
+/*
+ * 1 while node i's process runs: a node this `keel up` started must still be its child
+ * (waitpid reaps it otherwise, and it is reported); a node kept from before must still
+ * be a keel server on the node's data directory.
+ */
+static int node_running(const keel_cluster_t *cl, size_t i, int ours)
+{
+    const keel_cluster_node_t *nd = &cl->nodes[i];
+    if (!ours)
+        return kill(nd->pid, 0) == 0 && keel_cluster_pid_is_node(nd->pid, nd->data_dir);
+    int st = 0;
+    pid_t r = waitpid(nd->pid, &st, WNOHANG);
+    if (r == 0)
+        return 1;
+    char line[512];
+    last_log_line(cl, nd, line, sizeof(line));
+    fprintf(
+        stderr, "keel up: node %s (pid %d) exited early (%s %d); last line of %s/%s.log:\n  %s\n",
+        nd->name, (int)nd->pid, r > 0 && WIFSIGNALED(st) ? "signal" : "status",
+        r > 0 ? (WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st)) : -1, cl->dir, nd->name, line);
+    report_taken_ports(nd);
+    return 0;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Up means every node is running, answers on its own ports (its client port answers
+ * with its own pid: a server binds all three ports before it answers anything, so
+ * another cluster answering on these ports is never taken for this one) and knows the
+ * leader. Bounded by timeout_ms, plus one status query's own timeout.
+ */
+static int wait_until_up(const keel_cluster_t *cl, const int *ours, int timeout_ms)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+    char why[KEEL_CLUSTER_NODES_MAX][160];
+    for (;;) {
         size_t ready = 0;
-        for (size_t i = 0; i < cl->n; i++)
-            ready += keel_cluster_node_status(&cl->nodes[i], &s) == 0 && s.leader[0] && s.healthy;
+        for (size_t i = 0; i < cl->n; i++) {
+            const keel_cluster_node_t *nd = &cl->nodes[i];
+            keel_cluster_status_t s;
+            pid_t answers;
+            if (!node_running(cl, i, ours[i]))
+                return -1;
+            if (keel_cluster_node_status(nd, &s) != 0)
+                snprintf(why[i], sizeof(why[i]), "no answer on %s (HTTP)", nd->http);
+            else if (!s.healthy || s.leader[0] == '\0')
+                snprintf(why[i], sizeof(why[i]), "no leader known");
+            else if ((answers = answering_pid(nd)) != nd->pid)
+                snprintf(why[i], sizeof(why[i]), "%s answers as pid %d, not pid %d", nd->client,
+                         (int)answers, (int)nd->pid);
+            else if (node_running(cl, i, ours[i]) && snprintf(why[i], sizeof(why[i]), "up") > 0)
+                ready++;
+            else
+                return -1;
+        }
         if (ready == cl->n)
             return 0;
+        if (now_ms() >= deadline)
+            break;
         usleep(100 * 1000);
     }
-    fprintf(stderr, "keel up: not every node knows a leader after %d ms\n", timeout_ms);
+    fprintf(stderr, "keel up: the cluster is not up after %d ms (UP_WAIT_MS):\n", timeout_ms);
+    for (size_t i = 0; i < cl->n; i++)
+        fprintf(stderr, "  %s (pid %d): %s\n", cl->nodes[i].name, (int)cl->nodes[i].pid, why[i]);
     return -1;
 }
 
@@ -127,71 +246,133 @@ static void print_table(const keel_cluster_t *cl)
     fflush(stdout);
 }
 
-int keel_cli_up(int argc, char **argv)
+/* Parses `keel up` flags; 0, or the exit status (0 after --help, 2 after a usage error). */
+typedef struct up_args {
+    int nodes, base, detach;
+    const char *dir, *log_level;
+    char *const *extra; /* keel server flags after `--` */
+    int extra_n;
+} up_args_t;
+
+static int parse_up(int argc, char **argv, up_args_t *a, int *code)
 {
-    int nodes = 3, base = 7001, detach = 0;
-    const char *dir = NULL, *log_level = NULL;
-    char *const *extra = NULL;
-    int extra_n = 0;
+    *a = (up_args_t){.nodes = 3, .base = 7001};
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--") == 0) {
-            extra = argv + i + 1;
-            extra_n = argc - i - 1;
+        const char *f = argv[i];
+        char *end = NULL;
+        if (strcmp(f, "--") == 0) {
+            a->extra = argv + i + 1;
+            a->extra_n = argc - i - 1;
             break;
         }
-        if (strcmp(argv[i], "--nodes") == 0 && i + 1 < argc)
-            nodes = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
-            dir = argv[++i];
-        else if (strcmp(argv[i], "--base-port") == 0 && i + 1 < argc)
-            base = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--log-level") == 0 && i + 1 < argc)
-            log_level = argv[++i];
-        else if (strcmp(argv[i], "--detach") == 0)
-            detach = 1;
-        else {
+        if (strcmp(f, "--help") == 0 || strcmp(f, "-h") == 0) {
             usage_up();
-            return strcmp(argv[i], "--help") == 0 ? 0 : 2;
+            *code = 0;
+            return -1;
+        }
+        if (strcmp(f, "--detach") == 0) {
+            a->detach = 1;
+            continue;
+        }
+        int takes = strcmp(f, "--nodes") == 0 || strcmp(f, "--dir") == 0 ||
+                    strcmp(f, "--base-port") == 0 || strcmp(f, "--log-level") == 0;
+        if (!takes) {
+            fprintf(stderr, "keel up: unknown option '%s' (see keel up --help)\n", f);
+            goto usage_error;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "keel up: %s needs a value\n", f);
+            goto usage_error;
+        }
+        const char *v = argv[++i];
+        long x = strtol(v, &end, 10);
+        if (strcmp(f, "--dir") == 0)
+            a->dir = v;
+        else if (strcmp(f, "--log-level") == 0)
+            a->log_level = v;
+        else if (strcmp(f, "--nodes") == 0 && *end == '\0' && x >= 1 && x <= KEEL_CLUSTER_NODES_MAX)
+            a->nodes = (int)x;
+        else if (strcmp(f, "--base-port") == 0 && *end == '\0' && x >= 1 && x <= 65535 - 200 - 9)
+            a->base = (int)x;
+        else {
+            fprintf(stderr, "keel up: %s '%s': expected an integer in %s\n", f, v,
+                    strcmp(f, "--nodes") == 0 ? "1..9" : "1..65326");
+            goto usage_error;
         }
     }
-    if (extra_n > UP_SERVER_ARGS_MAX) {
+    if (a->extra_n > UP_SERVER_ARGS_MAX) {
         fprintf(stderr, "keel up: at most %d server flags after --\n", UP_SERVER_ARGS_MAX);
-        return 2;
+        goto usage_error;
     }
-    if (dir == NULL || nodes < 1 || nodes > KEEL_CLUSTER_NODES_MAX || base < 1 ||
-        base + 200 + nodes > 65535) {
-        usage_up();
-        return 2;
+    if (a->dir == NULL) {
+        fprintf(stderr, "keel up: --dir DIR is required (see keel up --help)\n");
+        goto usage_error;
     }
+    return 0;
+usage_error:
+    *code = 2;
+    return -1;
+}
+
+int keel_cli_up(int argc, char **argv)
+{
+    up_args_t a;
+    int code;
+    if (parse_up(argc, argv, &a, &code) != 0)
+        return code;
     keel_cluster_t cl;
     char err[256];
-    if (keel_cluster_load(dir, &cl, err, sizeof(err)) == 0) {
-        printf("restarting the cluster recorded in %s/cluster.json\n", dir);
-    } else if (keel_cluster_create(dir, nodes, base, &cl, err, sizeof(err)) != 0) {
+    if (keel_cluster_load(a.dir, &cl, err, sizeof(err)) == 0) {
+        printf("restarting the cluster recorded in %s/cluster.json\n", a.dir);
+    } else if (keel_cluster_create(a.dir, a.nodes, a.base, &cl, err, sizeof(err)) != 0) {
         fprintf(stderr, "keel up: %s\n", err);
         return 1;
     }
     /* Nodes still running are kept: `keel up` brings the whole cluster up, so after a
-     * crash it restarts just the nodes that are down. */
-    int started = 0;
+     * crash it restarts just the nodes that are down. The ports of the others must be
+     * free: nothing is started if one is taken. */
+    int ours[KEEL_CLUSTER_NODES_MAX] = {0}, started = 0, taken = 0;
     for (size_t i = 0; i < cl.n; i++) {
-        if (cl.nodes[i].pid > 0 && kill(cl.nodes[i].pid, 0) == 0 &&
-            keel_cluster_pid_is_node(cl.nodes[i].pid, cl.nodes[i].data_dir))
-            continue;
-        cl.nodes[i].pid = spawn_node(&cl, i, log_level, extra, extra_n);
-        started++;
+        ours[i] = !(cl.nodes[i].pid > 0 && kill(cl.nodes[i].pid, 0) == 0 &&
+                    keel_cluster_pid_is_node(cl.nodes[i].pid, cl.nodes[i].data_dir));
+        if (ours[i])
+            taken |= report_taken_ports(&cl.nodes[i]);
     }
+    if (taken) {
+        fprintf(stderr,
+                "keel up: nothing started; stop what holds the port%s or choose another "
+                "--base-port (with a new --dir)\n",
+                cl.n > 1 ? "s" : "");
+        return 1;
+    }
+    for (size_t i = 0; i < cl.n; i++)
+        if (ours[i]) {
+            cl.nodes[i].pid = spawn_node(&cl, i, a.log_level, a.extra, a.extra_n);
+            started++;
+        }
     if (started < (int)cl.n)
         printf("%d node(s) were running; started %d\n", (int)cl.n - started, started);
     if (keel_cluster_save(&cl, err, sizeof(err)) != 0)
         fprintf(stderr, "keel up: %s\n", err);
-    int ok = wait_for_leader(&cl, UP_WAIT_MS) == 0;
-    print_table(&cl);
-    if (!ok) {
-        keel_cluster_stop(&cl, 5000);
+    if (wait_until_up(&cl, ours, UP_WAIT_MS) != 0) {
+        /* Stop what this run started (the nodes kept from before stay), and record no
+         * pid for it: `keel status` must not show a dead process as a node. */
+        keel_cluster_t mine = cl;
+        for (size_t i = 0; i < cl.n; i++) {
+            if (!ours[i])
+                mine.nodes[i].pid = 0;
+            else
+                cl.nodes[i].pid = 0;
+        }
+        keel_cluster_stop(&mine, 5000);
+        if (keel_cluster_save(&cl, err, sizeof(err)) != 0)
+            fprintf(stderr, "keel up: %s\n", err);
+        fprintf(stderr, "keel up: stopped the %d node(s) it started; logs in %s\n", started,
+                cl.dir);
         return 1;
     }
-    if (detach)
+    print_table(&cl);
+    if (a.detach)
         return 0;
     printf("cluster is up; Ctrl-C stops it\n");
     fflush(stdout);
@@ -205,16 +386,50 @@ int keel_cli_up(int argc, char **argv)
     return 0;
 }
 
-int keel_cli_down(int argc, char **argv)
+/*
+ * `keel down` and `keel status` take one option, --dir DIR. Returns DIR; NULL when the
+ * caller should return *code (0 after --help, 2 after a usage error).
+ */
+static const char *dir_only(int argc, char **argv, const char *usage, int *code)
 {
     const char *dir = NULL;
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], "--dir") == 0)
-            dir = argv[i + 1];
-    if (dir == NULL) {
-        fprintf(stderr, "usage: keel down --dir DIR\n");
-        return 2;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("%s", usage);
+            *code = 0;
+            return NULL;
+        }
+        if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) {
+            dir = argv[++i];
+            continue;
+        }
+        if (strcmp(argv[i], "--dir") == 0) {
+            fprintf(stderr, "keel %s: --dir needs a value (DIR)\n", argv[0]);
+            *code = 2;
+            return NULL;
+        }
+        fprintf(stderr, "keel %s: unexpected argument '%s'\n%s", argv[0], argv[i], usage);
+        *code = 2;
+        return NULL;
     }
+    if (dir == NULL) {
+        fprintf(stderr, "keel %s: --dir DIR is required\n%s", argv[0], usage);
+        *code = 2;
+    }
+    return dir;
+}
+
+int keel_cli_down(int argc, char **argv)
+{
+    int code;
+    const char *dir =
+        dir_only(argc, argv,
+                 "usage: keel down --dir DIR\n\n"
+                 "Stops the nodes of the cluster recorded in DIR/cluster.json (started with\n"
+                 "`keel up --detach`): SIGTERM, then SIGKILL after 10 s. Its data is kept.\n",
+                 &code);
+    if (dir == NULL)
+        return code;
     keel_cluster_t cl;
     char err[256];
     if (keel_cluster_load(dir, &cl, err, sizeof(err)) != 0) {
@@ -263,14 +478,16 @@ static void print_members(const keel_cluster_t *cl)
 
 int keel_cli_status(int argc, char **argv)
 {
-    const char *dir = NULL;
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], "--dir") == 0)
-            dir = argv[i + 1];
-    if (dir == NULL) {
-        fprintf(stderr, "usage: keel status --dir DIR\n");
-        return 2;
-    }
+    int code;
+    const char *dir =
+        dir_only(argc, argv,
+                 "usage: keel status --dir DIR\n\n"
+                 "Shows each node of the cluster recorded in DIR/cluster.json: role, term,\n"
+                 "leader, indexes, keys and health, then the members as a node sees them.\n"
+                 "Exits 1 if a node does not answer.\n",
+                 &code);
+    if (dir == NULL)
+        return code;
     keel_cluster_t cl;
     char err[256];
     if (keel_cluster_load(dir, &cl, err, sizeof(err)) != 0) {

@@ -11,7 +11,7 @@ import time
 import pytest
 import redis
 
-from conftest import binary, free_port, wait_port
+from conftest import binary, free_port, wait_port, wait_until
 
 
 def port_free(p):
@@ -197,12 +197,12 @@ def test_server_reads_a_yaml_config_and_flags_override_it(tmp_path):
 @pytest.mark.parametrize(
     "args,code,message",
     [
-        (["--bogus", "1"], 2, "bad option '--bogus'"),
-        (["--value-bytes-max", "lots"], 2, "bad option '--value-bytes-max'"),
-        (["--name"], 2, "bad option '--name'"),
-        (["--name", "n1", "--initial-cluster", "n2=127.0.0.1:1"], 1, "does not name this node"),
-        (["--name", "n1", "--initial-cluster", "n1=127.0.0.1:1,n1=127.0.0.1:2"], 1, "named twice"),
-        (["--name", "n1", "--initial-cluster", "n1"], 1, "bad member"),
+        (["--bogus", "1"], 2, "unknown option '--bogus'"),
+        (["--value-bytes-max", "lots"], 2, "--value-bytes-max 'lots': expected a size in"),
+        (["--name"], 2, "--name needs a value (NAME)"),
+        (["--name", "n1", "--initial-cluster", "n2=127.0.0.1:1"], 2, "does not name this node"),
+        (["--name", "n1", "--initial-cluster", "n1=127.0.0.1:1,n1=127.0.0.1:2"], 2, "named twice"),
+        (["--name", "n1", "--initial-cluster", "n1"], 2, "bad member"),
         (["--config", "/nonexistent/keel.yaml"], 2, "cannot open /nonexistent/keel.yaml"),
     ],
 )
@@ -223,7 +223,7 @@ def test_a_bad_yaml_config_names_the_problem(tmp_path):
     cfg.write_text("name: n1\nno-such-option: 3\n")
     r = subprocess.run([binary("keel"), "server", "--config", str(cfg)], capture_output=True,
                        timeout=10)  # fmt: skip
-    assert r.returncode != 0 and "bad option 'no-such-option: 3'" in r.stderr.decode()
+    assert r.returncode == 2 and "bad.yaml:2: unknown key 'no-such-option'" in r.stderr.decode()
 
 
 def test_down_never_signals_a_recycled_pid_running_another_node(up_dir, tmp_path):
@@ -265,3 +265,50 @@ def test_down_never_signals_a_recycled_pid_running_another_node(up_dir, tmp_path
     finally:
         stranger.kill()
         stranger.wait(timeout=10)
+
+
+def test_up_on_ports_another_cluster_holds_fails_and_names_the_ports(up_dir, tmp_path):
+    """The other cluster answers on these ports: keel up must not take it for its own."""
+    base = free_base_port(1)
+    other = str(tmp_path / "other")
+    try:
+        rc, out, err = keel("up", "--nodes", "1", "--dir", other, "--base-port", str(base),
+                            "--detach")  # fmt: skip
+        assert rc == 0, out + err
+        other_pid = cluster_json(other)["nodes"][0]["pid"]
+        started = time.monotonic()
+        rc, out, err = keel("up", "--nodes", "1", "--dir", up_dir, "--base-port", str(base),
+                            "--detach")  # fmt: skip
+        assert rc == 1, out + err
+        assert time.monotonic() - started < 20
+        assert f"127.0.0.1:{base} (node n1's --listen-client) is already in use" in err, err
+        assert f"127.0.0.1:{base + 200} (node n1's --listen-http) is already in use" in err, err
+        assert "PID" not in out, out  # no table of nodes that are not its own
+        assert pid_alive(other_pid)
+        if os.path.exists(os.path.join(up_dir, "cluster.json")):
+            assert all(n["pid"] == 0 for n in cluster_json(up_dir)["nodes"])
+    finally:
+        keel("down", "--dir", other)
+
+
+def test_up_stops_what_it_started_when_a_node_cannot_listen(up_dir):
+    base = free_base_port(3)  # nodes at base and base + 1
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", base + 100))  # n1's peer port
+        held.listen()
+        rc, out, err = keel("up", "--nodes", "2", "--dir", up_dir, "--base-port", str(base),
+                            "--detach")  # fmt: skip
+        assert rc == 1, out + err
+        assert f"127.0.0.1:{base + 100} (node n1's --listen-peer) is already in use" in err, err
+        assert "nothing started" in err, err
+        assert all(port_free(base + off + i) for off in (0, 200) for i in range(2))
+        # a port the layout does not know about, given to every server after --: both
+        # servers cannot listen; keel up says why and stops the one still running
+        port = held.getsockname()[1]
+        rc, out, err = keel("up", "--nodes", "2", "--dir", up_dir, "--base-port", str(base + 1),
+                            "--detach", "--", "--listen-http", f"127.0.0.1:{port}")  # fmt: skip
+        assert rc == 1, out + err
+        assert "exited early" in err and f"listen on 127.0.0.1:{port}" in err, err
+        assert "address already in use" in err, err
+        assert all(n["pid"] == 0 for n in cluster_json(up_dir)["nodes"]), cluster_json(up_dir)
+        assert wait_until(lambda: all(port_free(base + 1 + i) for i in range(2)), timeout_s=10)
