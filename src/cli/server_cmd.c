@@ -71,7 +71,7 @@ static const opt_t opts[] = {
      "this node's name; must appear in --initial-cluster"},
     {"data-dir", OPT_STR, IN_CFG, OFF(node.data_dir), "DIR", NO_RANGE, NULL,
      "WAL and snapshots (created if missing); relative to the current directory; logged at "
-     "start"},
+     "start; without it keel-data/NAME, NAME being --name"},
     {"listen-client", OPT_ADDR, IN_CFG, OFF(listen_client), "HOST:PORT", NO_RANGE, NULL,
      "RESP address for clients"},
     {"listen-http", OPT_ADDR, IN_CFG, OFF(listen_http), "HOST:PORT", NO_RANGE, NULL,
@@ -581,7 +581,10 @@ int keel_cli_server(int argc, char **argv)
         fprintf(stderr, "keel server: %s\n", msg.text[0] ? msg.text : keel_strerror(rc));
         return 2;
     }
-    log_data_dir(&cfg.node, strcmp(cfg.node.data_dir, dcfg.node.data_dir) == 0);
+    int default_dir = strcmp(cfg.node.data_dir, dcfg.node.data_dir) == 0;
+    if (default_dir) /* keel-data/NAME: two nodes started with their own names never share one */
+        snprintf(cfg.node.data_dir, sizeof(cfg.node.data_dir), "keel-data/%s", cfg.name);
+    log_data_dir(&cfg.node, default_dir);
     if (sp.join[0])
         rc = setup_join(&cfg, sp.join, &msg);
     if (rc == 0)

@@ -66,7 +66,8 @@ int keel_server_set_cluster(keel_server_config_t *cfg, const char *initial_clust
 static void on_shutdown(void *data)
 {
     server_t *s = data;
-    keel_log_info("shutting down", KF_STR("node", s->cfg.name));
+    if (s->ready) /* a start that failed says why, not "shutting down" first */
+        keel_log_info("shutting down", KF_STR("node", s->cfg.name));
     if (s->resp_inited)
         keel_resp_server_close(&s->resp, NULL);
     if (s->http_inited)
@@ -131,6 +132,7 @@ int keel_server_run(const keel_server_config_t *cfg, keel_errmsg_t *msg)
         keel_loop_close(&s->loop);
         goto out;
     }
+    s->ready = 1;
     keel_log_info("keel server ready", KF_STR("node", s->cfg.name),
                   KF_STR("client", s->cfg.listen_client), KF_STR("peer", s->cfg.node.listen_peer),
                   KF_STR("http", s->cfg.listen_http));

@@ -47,6 +47,7 @@ typedef struct server {
     keel_resp_server_t resp;
     keel_http_server_t http;
     int resp_inited, http_inited;
+    int ready; /* started: every listener open */
     keel_pubsub_t *pubsub;
     watcher_t *watchers; /* connections in KEEL.WATCH mode */
     size_t watchers_n;
