@@ -1,6 +1,8 @@
 /* buf.c - growable byte buffer. */
 #include "base/buf.h"
 
+#include "base/num.h"
+
 #include "base/err.h"
 
 #include <assert.h>
@@ -96,24 +98,14 @@ int keel_buf_printf(keel_buf_t *b, const char *fmt, ...)
 
 int keel_buf_append_u64_dec(keel_buf_t *b, uint64_t v)
 {
-    char tmp[24];
-    size_t i = sizeof(tmp);
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    return keel_buf_append(b, tmp + i, sizeof(tmp) - i);
+    char tmp[KEEL_DEC_BYTES_MAX];
+    return keel_buf_append(b, tmp, keel_fmt_u64(tmp, v));
 }
 
 int keel_buf_append_i64_dec(keel_buf_t *b, int64_t v)
 {
-    if (v < 0) {
-        int rc = keel_buf_append(b, "-", 1);
-        if (rc != 0)
-            return rc;
-        return keel_buf_append_u64_dec(b, (uint64_t)0 - (uint64_t)v);
-    }
-    return keel_buf_append_u64_dec(b, (uint64_t)v);
+    char tmp[KEEL_DEC_BYTES_MAX];
+    return keel_buf_append(b, tmp, keel_fmt_i64(tmp, v));
 }
 
 void keel_buf_consume(keel_buf_t *b, size_t n)

@@ -12,13 +12,24 @@
  * yields zeros, so a decoder checks `bad` once at the end instead of after
  * every field, and a truncated input can never become an out-of-bounds read.
  */
+/* memcpy loads and stores compile to single moves; byte-swapped on a big-endian host. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define KEEL_LE32(v) __builtin_bswap32(v)
+#define KEEL_LE64(v) __builtin_bswap64(v)
+#else
+#define KEEL_LE32(v) (v)
+#define KEEL_LE64(v) (v)
+#endif
+
 static inline void keel_put_u32(uint8_t *p, uint32_t v)
 {
+    v = KEEL_LE32(v);
     memcpy(p, &v, 4);
 }
 
 static inline void keel_put_u64(uint8_t *p, uint64_t v)
 {
+    v = KEEL_LE64(v);
     memcpy(p, &v, 8);
 }
 
@@ -26,13 +37,14 @@ static inline uint32_t keel_get_u32(const uint8_t *p)
 {
     uint32_t v;
     memcpy(&v, p, 4);
-    return v;
+    return KEEL_LE32(v);
 }
 
 static inline uint64_t keel_get_u64(const uint8_t *p)
 {
     uint64_t v;
     memcpy(&v, p, 8);
+    v = KEEL_LE64(v);
     return v;
 }
 

@@ -31,3 +31,24 @@ int keel_parse_i64(const uint8_t *s, size_t n, int64_t *out)
     }
     return 0;
 }
+
+size_t keel_fmt_u64(char *out, uint64_t v)
+{
+    char rev[KEEL_DEC_BYTES_MAX];
+    size_t n = 0;
+    do {
+        rev[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        out[i] = rev[n - 1 - i];
+    return n;
+}
+
+size_t keel_fmt_i64(char *out, int64_t v)
+{
+    if (v >= 0)
+        return keel_fmt_u64(out, (uint64_t)v);
+    out[0] = '-';
+    return 1 + keel_fmt_u64(out + 1, (uint64_t)0 - (uint64_t)v);
+}

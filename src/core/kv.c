@@ -630,11 +630,11 @@ int keel_kv_entry_encode(keel_buf_t *out, uint64_t time_ms, int argc, const uint
         return rc;
     uint8_t *w = keel_buf_wptr(out);
     w[0] = KEEL_KV_ENTRY_VERSION;
-    keel__kv_put_u64(w + 1, time_ms);
-    keel__kv_put_u32(w + 9, (uint32_t)argc);
+    keel_put_u64(w + 1, time_ms);
+    keel_put_u32(w + 9, (uint32_t)argc);
     w += KEEL_KV_ENTRY_HEADER_BYTES;
     for (int i = 0; i < argc; i++) {
-        keel__kv_put_u32(w, (uint32_t)lens[i]);
+        keel_put_u32(w, (uint32_t)lens[i]);
         if (lens[i])
             memcpy(w + 4, argv[i], lens[i]);
         w += 4 + lens[i];
@@ -649,7 +649,7 @@ int keel_kv_entry_decode(const uint8_t *entry, size_t len, uint64_t *time_ms, si
 {
     if (len < KEEL_KV_ENTRY_HEADER_BYTES || entry[0] != KEEL_KV_ENTRY_VERSION)
         return KEEL_EPROTO;
-    uint32_t n = keel__kv_get_u32(entry + 9);
+    uint32_t n = keel_get_u32(entry + 9);
     if (n < 1 || n > KEEL_KV_ARGC_MAX)
         return KEEL_EPROTO;
     /* Walk every length first: the entry is valid or nothing is filled. */
@@ -657,7 +657,7 @@ int keel_kv_entry_decode(const uint8_t *entry, size_t len, uint64_t *time_ms, si
     for (uint32_t i = 0; i < n; i++) {
         if (len - pos < 4)
             return KEEL_EPROTO;
-        uint32_t l = keel__kv_get_u32(entry + pos);
+        uint32_t l = keel_get_u32(entry + pos);
         pos += 4;
         if (l > len - pos)
             return KEEL_EPROTO;
@@ -665,13 +665,13 @@ int keel_kv_entry_decode(const uint8_t *entry, size_t len, uint64_t *time_ms, si
     }
     if (pos != len)
         return KEEL_EPROTO;
-    *time_ms = keel__kv_get_u64(entry + 1);
+    *time_ms = keel_get_u64(entry + 1);
     *argc = n;
     if (n > argv_cap)
         return KEEL_ETOOBIG;
     pos = KEEL_KV_ENTRY_HEADER_BYTES;
     for (uint32_t i = 0; i < n; i++) {
-        lens[i] = keel__kv_get_u32(entry + pos);
+        lens[i] = keel_get_u32(entry + pos);
         argv[i] = entry + pos + 4;
         pos += 4 + lens[i];
     }
@@ -682,7 +682,7 @@ int keel_kv_entry_decode(const uint8_t *entry, size_t len, uint64_t *time_ms, si
 /* Appends one argument (u32 len | bytes) at *w. */
 static uint8_t *put_arg(uint8_t *w, const void *p, size_t n)
 {
-    keel__kv_put_u32(w, (uint32_t)n);
+    keel_put_u32(w, (uint32_t)n);
     if (n)
         memcpy(w + 4, p, n);
     return w + 4 + n;
@@ -730,8 +730,8 @@ int keel_kv_txn_encode(keel_buf_t *out, uint64_t time_ms, size_t nwatch,
         return rc;
     uint8_t *start = keel_buf_wptr(out), *w = start + KEEL_KV_ENTRY_HEADER_BYTES;
     start[0] = KEEL_KV_ENTRY_VERSION;
-    keel__kv_put_u64(start + 1, time_ms);
-    keel__kv_put_u32(start + 9, (uint32_t)argc);
+    keel_put_u64(start + 1, time_ms);
+    keel_put_u32(start + 9, (uint32_t)argc);
     w = put_arg(w, "KEEL.TXN", 8);
     w = put_num(w, nwatch);
     for (size_t i = 0; i < nwatch; i++) {
@@ -780,13 +780,13 @@ void keel_kv_prefetch(const keel_kv_t *kv, const uint8_t *entry, size_t len, int
 {
     /* argv[1], the first key of every keyed command: after the header and argv[0] */
     size_t pos = KEEL_KV_ENTRY_HEADER_BYTES;
-    if (len < pos + 4 || entry[0] != KEEL_KV_ENTRY_VERSION || keel__kv_get_u32(entry + 9) < 2)
+    if (len < pos + 4 || entry[0] != KEEL_KV_ENTRY_VERSION || keel_get_u32(entry + 9) < 2)
         return;
-    size_t name_len = keel__kv_get_u32(entry + pos);
+    size_t name_len = keel_get_u32(entry + pos);
     if (name_len > len - pos - 4 || len - pos - 4 - name_len < 4)
         return;
     pos += 4 + name_len;
-    size_t key_len = keel__kv_get_u32(entry + pos);
+    size_t key_len = keel_get_u32(entry + pos);
     if (key_len > len - pos - 4)
         return;
     uint64_t h = keel__kv_hash(kv, entry + pos + 4, key_len);

@@ -53,31 +53,10 @@ typedef struct cmd {
 /* ':' or '$' or '*', a sign, 20 digits, CRLF */
 #define HDR_BYTES_MAX 24u
 
-static size_t fmt_u64(char *out, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        out[i] = tmp[n - 1 - i];
-    return n;
-}
-
-static size_t fmt_i64(char *out, int64_t v)
-{
-    if (v >= 0)
-        return fmt_u64(out, (uint64_t)v);
-    out[0] = '-';
-    return 1 + fmt_u64(out + 1, (uint64_t)0 - (uint64_t)v);
-}
-
 static size_t put_hdr(uint8_t *w, char type, int64_t v)
 {
     w[0] = (uint8_t)type;
-    size_t n = 1 + fmt_i64((char *)w + 1, v);
+    size_t n = 1 + keel_fmt_i64((char *)w + 1, v);
     w[n++] = '\r';
     w[n++] = '\n';
     return n;
@@ -572,7 +551,7 @@ static int incr_by(const call_t *c, int64_t delta)
         return done(rc);
     v += delta;
     char text[20];
-    size_t n = fmt_i64(text, v);
+    size_t n = keel_fmt_i64(text, v);
     r_int(c->reply, v);
     uint64_t rev = kv->revision + 1;
     rc = e ? overwrite(kv, link, (const uint8_t *)text, n, rev)
@@ -999,7 +978,7 @@ static const char ERR_NO_LEASE[] = "ERR no such lease";
 
 static uint64_t lease_ttl(const keel__kv_entry_t *l)
 {
-    return keel__kv_get_u64(keel__kv_cval(l));
+    return keel_get_u64(keel__kv_cval(l));
 }
 
 static int lease_syntax(const call_t *c)
@@ -1060,7 +1039,7 @@ static int lease_grant(const call_t *c, int64_t ttl)
     uint64_t id = kv->lease_id_last + 1;
     uint8_t k[KEEL__KV_LEASE_KEY_BYTES], v[KEEL__KV_LEASE_VALUE_BYTES];
     keel__kv_put_u64be(k, id);
-    keel__kv_put_u64(v, (uint64_t)ttl);
+    keel_put_u64(v, (uint64_t)ttl);
     keel__kv_entry_t *l =
         keel__kv_entry_new(k, sizeof(k), keel__kv_hash(kv->leases, k, sizeof(k)), v, 8, 8);
     if (l == NULL)
@@ -1188,7 +1167,7 @@ static int cmd_kset(const call_t *c)
  */
 static uint64_t lock_token(const keel__kv_entry_t *l)
 {
-    return keel__kv_get_u64(keel__kv_cval(l));
+    return keel_get_u64(keel__kv_cval(l));
 }
 
 /* The lock entry of argv[1] if it is held (unexpired) at now, else NULL; *link, *any as found. */
@@ -1235,7 +1214,7 @@ static int cmd_lock(const call_t *c)
         return rc;
     uint64_t token = kv->fence_last + 1;
     uint8_t v[KEEL__KV_LOCK_VALUE_BYTES];
-    keel__kv_put_u64(v, token);
+    keel_put_u64(v, token);
     if (any) { /* expired, not swept: reuse the entry (fixed-size value, no allocation) */
         memcpy(keel__kv_val(any), v, sizeof(v));
     } else {
@@ -1570,7 +1549,7 @@ static int cmd_scan(const call_t *c)
              keel_buf_unread(b) - mark < KEEL_KV_SCAN_REPLY_BYTES_MAX);
     uint8_t hdr[4 + 2 * HDR_BYTES_MAX + 20];
     char digits[20];
-    size_t dn = fmt_u64(digits, cursor);
+    size_t dn = keel_fmt_u64(digits, cursor);
     memcpy(hdr, "*2\r\n", 4);
     size_t hn = 4 + put_hdr(hdr + 4, '$', (int64_t)dn);
     memcpy(hdr + hn, digits, dn);

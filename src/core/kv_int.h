@@ -2,6 +2,7 @@
 #ifndef KEEL_CORE_KV_INT_H
 #define KEEL_CORE_KV_INT_H
 
+#include "base/bytes.h"
 #include "core/kv.h"
 
 #include <assert.h>
@@ -156,39 +157,5 @@ void keel__kv_hist_restart(keel_kv_t *kv);
  * whole revision (the oldest revision moves past it). No-op when off.
  */
 void keel__kv_hist_record(keel_kv_t *kv, uint64_t rev, int op, const keel__kv_entry_t *e);
-
-/* ---- little-endian helpers ------------------------------------------------ */
-
-/* memcpy loads compile to single moves; byte-swapped on a big-endian host. */
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-#define KEEL__KV_LE32(v) __builtin_bswap32(v)
-#define KEEL__KV_LE64(v) __builtin_bswap64(v)
-#else
-#define KEEL__KV_LE32(v) (v)
-#define KEEL__KV_LE64(v) (v)
-#endif
-
-static inline void keel__kv_put_u32(uint8_t *p, uint32_t v)
-{
-    v = KEEL__KV_LE32(v);
-    memcpy(p, &v, 4);
-}
-static inline void keel__kv_put_u64(uint8_t *p, uint64_t v)
-{
-    v = KEEL__KV_LE64(v);
-    memcpy(p, &v, 8);
-}
-static inline uint32_t keel__kv_get_u32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return KEEL__KV_LE32(v);
-}
-static inline uint64_t keel__kv_get_u64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return KEEL__KV_LE64(v);
-}
 
 #endif

@@ -62,12 +62,12 @@ static int put_record(void *data, const keel__kv_entry_t *e)
 {
     writer_t *w = data;
     uint8_t h[RECORD_HEADER_BYTES];
-    keel__kv_put_u32(h, e->key_len);
-    keel__kv_put_u32(h + 4, e->val_len);
-    keel__kv_put_u64(h + 8, e->version);
-    keel__kv_put_u64(h + 16, e->create_revision);
-    keel__kv_put_u64(h + 24, e->expire_ms);
-    keel__kv_put_u64(h + 32, e->lease_id);
+    keel_put_u32(h, e->key_len);
+    keel_put_u32(h + 4, e->val_len);
+    keel_put_u64(h + 8, e->version);
+    keel_put_u64(h + 16, e->create_revision);
+    keel_put_u64(h + 24, e->expire_ms);
+    keel_put_u64(h + 32, e->lease_id);
     int rc = put(w, h, sizeof(h));
     if (rc == 0)
         rc = put(w, keel__kv_key(e), e->key_len);
@@ -82,18 +82,18 @@ static int put_lease(void *data, const keel__kv_entry_t *l)
     uint64_t id = 0;
     for (int i = 0; i < 8; i++)
         id = id << 8 | keel__kv_key(l)[i];
-    keel__kv_put_u64(r, id);
+    keel_put_u64(r, id);
     memcpy(r + 8, keel__kv_cval(l), 8);
-    keel__kv_put_u64(r + 16, l->expire_ms);
+    keel_put_u64(r + 16, l->expire_ms);
     return put(data, r, sizeof(r));
 }
 
 static int put_lock(void *data, const keel__kv_entry_t *l)
 {
     uint8_t r[LOCK_RECORD_HEADER_BYTES];
-    keel__kv_put_u32(r, l->key_len);
+    keel_put_u32(r, l->key_len);
     memcpy(r + 4, keel__kv_cval(l), 8);
-    keel__kv_put_u64(r + 12, l->expire_ms);
+    keel_put_u64(r + 12, l->expire_ms);
     int rc = put(data, r, sizeof(r));
     return rc == 0 ? put(data, keel__kv_key(l), l->key_len) : rc;
 }
@@ -102,13 +102,13 @@ static int put_lock(void *data, const keel__kv_entry_t *l)
 static int put_sections(writer_t *w, const keel_kv_t *kv)
 {
     uint8_t h[24];
-    keel__kv_put_u64(h, kv->lease_id_last);
-    keel__kv_put_u64(h + 8, kv->fence_last);
-    keel__kv_put_u64(h + 16, kv->leases ? kv->leases->count : 0);
+    keel_put_u64(h, kv->lease_id_last);
+    keel_put_u64(h + 8, kv->fence_last);
+    keel_put_u64(h + 16, kv->leases ? kv->leases->count : 0);
     int rc = put(w, h, sizeof(h));
     if (rc == 0 && kv->leases)
         rc = keel__kv_each(kv->leases, put_lease, w);
-    keel__kv_put_u64(h, kv->locks ? kv->locks->count : 0);
+    keel_put_u64(h, kv->locks ? kv->locks->count : 0);
     if (rc == 0)
         rc = put(w, h, 8);
     if (rc == 0 && kv->locks)
@@ -128,10 +128,10 @@ int keel_kv_snapshot_write(const keel_kv_t *kv, keel_kv_sink_fn sink, void *data
     uint8_t h[HEADER_BYTES];
     memcpy(h, MAGIC, sizeof(MAGIC));
     h[7] = KEEL_KV_SNAPSHOT_VERSION;
-    keel__kv_put_u64(h + 8, kv->applied_index);
-    keel__kv_put_u64(h + 16, kv->revision);
-    keel__kv_put_u64(h + 24, kv->time_ms);
-    keel__kv_put_u64(h + 32, kv->count);
+    keel_put_u64(h + 8, kv->applied_index);
+    keel_put_u64(h + 16, kv->revision);
+    keel_put_u64(h + 24, kv->time_ms);
+    keel_put_u64(h + 32, kv->count);
     int rc = put(w, h, sizeof(h));
     if (rc == 0)
         rc = put_sections(w, kv);
@@ -141,7 +141,7 @@ int keel_kv_snapshot_write(const keel_kv_t *kv, keel_kv_sink_fn sink, void *data
         rc = flush(w);
     if (rc == 0) {
         uint8_t t[TRAILER_BYTES];
-        keel__kv_put_u32(t, w->crc);
+        keel_put_u32(t, w->crc);
         rc = sink(data, t, sizeof(t));
     }
     free(w);
@@ -169,11 +169,11 @@ static int load_record(keel_kv_t *kv, const uint8_t *data, size_t end, size_t rh
     size_t p = *pos;
     if (end - p < rh)
         return keel_errf(msg, KEEL_EPROTO, "record at %zu truncated", p);
-    size_t key_len = keel__kv_get_u32(data + p), val_len = keel__kv_get_u32(data + p + 4);
-    uint64_t version = keel__kv_get_u64(data + p + 8);
-    uint64_t create_revision = keel__kv_get_u64(data + p + 16);
-    uint64_t expire_ms = rh > RECORD_HEADER_BYTES_V1 ? keel__kv_get_u64(data + p + 24) : 0;
-    uint64_t lease_id = rh > RECORD_HEADER_BYTES_V2 ? keel__kv_get_u64(data + p + 32) : 0;
+    size_t key_len = keel_get_u32(data + p), val_len = keel_get_u32(data + p + 4);
+    uint64_t version = keel_get_u64(data + p + 8);
+    uint64_t create_revision = keel_get_u64(data + p + 16);
+    uint64_t expire_ms = rh > RECORD_HEADER_BYTES_V1 ? keel_get_u64(data + p + 24) : 0;
+    uint64_t lease_id = rh > RECORD_HEADER_BYTES_V2 ? keel_get_u64(data + p + 32) : 0;
     p += rh;
     if (key_len > kv->cfg.key_bytes_max || val_len > kv->cfg.value_bytes_max)
         return keel_errf(msg, KEEL_ETOOBIG, "record at %zu: key %zu / value %zu bytes over limits",
@@ -213,8 +213,8 @@ static int load_lease(keel_kv_t *kv, const uint8_t *data, size_t end, size_t *po
 {
     if (end - *pos < LEASE_RECORD_BYTES)
         return keel_errf(msg, KEEL_EPROTO, "lease at %zu truncated", *pos);
-    uint64_t id = keel__kv_get_u64(data + *pos), ttl = keel__kv_get_u64(data + *pos + 8);
-    uint64_t when = keel__kv_get_u64(data + *pos + 16);
+    uint64_t id = keel_get_u64(data + *pos), ttl = keel_get_u64(data + *pos + 8);
+    uint64_t when = keel_get_u64(data + *pos + 16);
     if (id == 0 || id > kv->lease_id_last || ttl == 0 || ttl > INT64_MAX || when == 0)
         return keel_errf(msg, KEEL_EPROTO, "lease at %zu: bad id, ttl or deadline", *pos);
     if (keel__kv_lease_find(kv, id, NULL) != NULL)
@@ -239,8 +239,8 @@ static int load_lock(keel_kv_t *kv, const uint8_t *data, size_t end, size_t *pos
 {
     if (end - *pos < LOCK_RECORD_HEADER_BYTES)
         return keel_errf(msg, KEEL_EPROTO, "lock at %zu truncated", *pos);
-    size_t n = keel__kv_get_u32(data + *pos);
-    uint64_t token = keel__kv_get_u64(data + *pos + 4), when = keel__kv_get_u64(data + *pos + 12);
+    size_t n = keel_get_u32(data + *pos);
+    uint64_t token = keel_get_u64(data + *pos + 4), when = keel_get_u64(data + *pos + 12);
     const uint8_t *name = data + *pos + LOCK_RECORD_HEADER_BYTES;
     if (n > end - *pos - LOCK_RECORD_HEADER_BYTES || n > kv->cfg.key_bytes_max)
         return keel_errf(msg, KEEL_EPROTO, "lock at %zu: name runs past the end or the limit",
@@ -267,9 +267,9 @@ static int load_sections(keel_kv_t *kv, const uint8_t *data, size_t end, size_t 
 {
     if (end - *pos < 24)
         return keel_errf(msg, KEEL_EPROTO, "lease section truncated");
-    kv->lease_id_last = keel__kv_get_u64(data + *pos);
-    kv->fence_last = keel__kv_get_u64(data + *pos + 8);
-    uint64_t leases = keel__kv_get_u64(data + *pos + 16);
+    kv->lease_id_last = keel_get_u64(data + *pos);
+    kv->fence_last = keel_get_u64(data + *pos + 8);
+    uint64_t leases = keel_get_u64(data + *pos + 16);
     *pos += 24;
     if (leases > kv->cfg.keys_max || leases > (end - *pos) / LEASE_RECORD_BYTES)
         return keel_errf(msg, KEEL_EPROTO, "%llu leases do not fit", (unsigned long long)leases);
@@ -282,7 +282,7 @@ static int load_sections(keel_kv_t *kv, const uint8_t *data, size_t end, size_t 
     }
     if (end - *pos < 8)
         return keel_errf(msg, KEEL_EPROTO, "lock section truncated");
-    uint64_t locks = keel__kv_get_u64(data + *pos);
+    uint64_t locks = keel_get_u64(data + *pos);
     *pos += 8;
     if (locks > kv->cfg.keys_max || locks > (end - *pos) / LOCK_RECORD_HEADER_BYTES)
         return keel_errf(msg, KEEL_EPROTO, "%llu locks do not fit", (unsigned long long)locks);
@@ -301,7 +301,7 @@ static int load(keel_kv_t *kv, const uint8_t *data, size_t len, keel_errmsg_t *m
     if (len < HEADER_BYTES + TRAILER_BYTES)
         return keel_errf(msg, KEEL_ECORRUPT, "snapshot of %zu bytes is truncated", len);
     size_t end = len - TRAILER_BYTES;
-    uint32_t crc = keel__kv_get_u32(data + end), want = keel_crc32c(0, data, end);
+    uint32_t crc = keel_get_u32(data + end), want = keel_crc32c(0, data, end);
     if (crc != want)
         return keel_errf(msg, KEEL_ECORRUPT, "snapshot crc32c %08x, computed %08x", crc, want);
     /* Version 1 (no deadlines) is still read: its records are 8 bytes shorter. */
@@ -312,8 +312,8 @@ static int load(keel_kv_t *kv, const uint8_t *data, size_t len, keel_errmsg_t *m
     size_t rh = data[7] == 1   ? RECORD_HEADER_BYTES_V1
                 : data[7] == 2 ? RECORD_HEADER_BYTES_V2
                                : RECORD_HEADER_BYTES;
-    uint64_t count = keel__kv_get_u64(data + 32);
-    kv->revision = keel__kv_get_u64(data + 16);
+    uint64_t count = keel_get_u64(data + 32);
+    kv->revision = keel_get_u64(data + 16);
     if (count > kv->cfg.keys_max)
         return keel_errf(msg, KEEL_ETOOBIG, "%llu keys over keys_max %zu",
                          (unsigned long long)count, kv->cfg.keys_max);
@@ -335,8 +335,8 @@ static int load(keel_kv_t *kv, const uint8_t *data, size_t len, keel_errmsg_t *m
         return keel_errf(msg, KEEL_EPROTO, "%zu bytes after the last record", end - pos);
     if (count > 0 && kv->revision == 0)
         return keel_errf(msg, KEEL_EPROTO, "keys but revision 0");
-    kv->applied_index = keel__kv_get_u64(data + 8);
-    kv->time_ms = keel__kv_get_u64(data + 24);
+    kv->applied_index = keel_get_u64(data + 8);
+    kv->time_ms = keel_get_u64(data + 24);
     return 0;
 }
 

@@ -1,23 +1,12 @@
 /* frame.c - peer frame codec: length-prefixed, versioned, CRC32C-checked binary frames. */
 #include "proto/frame.h"
 
+#include "base/bytes.h"
+
 #include "base/crc32c.h"
 
 #include <assert.h>
 #include <string.h>
-
-static void put_u32le(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t get_u32le(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 int keel_frame_encode(keel_buf_t *b, uint8_t type, const void *payload, size_t payload_len)
 {
@@ -28,13 +17,13 @@ int keel_frame_encode(keel_buf_t *b, uint8_t type, const void *payload, size_t p
     if (rc != 0)
         return rc;
     uint8_t *w = keel_buf_wptr(b);
-    put_u32le(w, (uint32_t)(total - 4));
+    keel_put_u32(w, (uint32_t)(total - 4));
     w[4] = KEEL_FRAME_VERSION;
     w[5] = type;
     if (payload_len > 0)
         memcpy(w + KEEL_FRAME_HEADER_BYTES, payload, payload_len);
     size_t body = KEEL_FRAME_HEADER_BYTES + payload_len;
-    put_u32le(w + body, keel_crc32c(0, w, body));
+    keel_put_u32(w + body, keel_crc32c(0, w, body));
     keel_buf_commit(b, total);
     return 0;
 }
@@ -47,7 +36,7 @@ int keel_frame_begin(keel_buf_t *b, uint8_t type, size_t *mark)
         return rc;
     *mark = keel_buf_unread(b);
     uint8_t *w = keel_buf_wptr(b);
-    put_u32le(w, 0);
+    keel_put_u32(w, 0);
     w[4] = KEEL_FRAME_VERSION;
     w[5] = type;
     keel_buf_commit(b, KEEL_FRAME_HEADER_BYTES);
@@ -65,8 +54,8 @@ int keel_frame_end(keel_buf_t *b, size_t mark)
         return rc;
     uint8_t *f = b->data + b->rpos + mark; /* after reserve: it may have moved */
     assert(f[4] == KEEL_FRAME_VERSION);
-    put_u32le(f, (uint32_t)(body + KEEL_FRAME_TRAILER_BYTES - 4));
-    put_u32le(f + body, keel_crc32c(0, f, body));
+    keel_put_u32(f, (uint32_t)(body + KEEL_FRAME_TRAILER_BYTES - 4));
+    keel_put_u32(f + body, keel_crc32c(0, f, body));
     keel_buf_commit(b, KEEL_FRAME_TRAILER_BYTES);
     return 0;
 }
@@ -109,7 +98,7 @@ int keel_frame_decode(keel_frame_decoder_t *d, const uint8_t *data, size_t len, 
         d->want_bytes = KEEL_FRAME_OVERHEAD_BYTES;
         return KEEL_EAGAIN;
     }
-    uint32_t length = get_u32le(data);
+    uint32_t length = keel_get_u32(data);
     if (length < KEEL_FRAME_LENGTH_MIN)
         return fail(d, msg, KEEL_EPROTO, "length below minimum", length, KEEL_FRAME_LENGTH_MIN);
     if ((uint64_t)length + 4 > d->frame_bytes_max)
@@ -122,7 +111,7 @@ int keel_frame_decode(keel_frame_decoder_t *d, const uint8_t *data, size_t len, 
     if (len < total)
         return KEEL_EAGAIN;
     size_t body = total - KEEL_FRAME_TRAILER_BYTES;
-    uint32_t want = get_u32le(data + body), got = keel_crc32c(0, data, body);
+    uint32_t want = keel_get_u32(data + body), got = keel_crc32c(0, data, body);
     if (want != got) {
         d->error = KEEL_ECORRUPT;
         return keel_errf(msg, KEEL_ECORRUPT,

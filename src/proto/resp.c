@@ -61,28 +61,6 @@ static int parse_header(const uint8_t *data, size_t avail, int64_t *value, size_
     return HDR_OK;
 }
 
-static size_t fmt_u64(char *tmp /* [24] */, uint64_t v)
-{
-    char rev[24];
-    size_t n = 0;
-    do {
-        rev[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    for (size_t i = 0; i < n; i++)
-        tmp[i] = rev[n - 1 - i];
-    return n;
-}
-
-static size_t fmt_i64(char *tmp /* [24] */, int64_t v)
-{
-    if (v < 0) {
-        tmp[0] = '-';
-        return 1 + fmt_u64(tmp + 1, (uint64_t)0 - (uint64_t)v);
-    }
-    return fmt_u64(tmp, (uint64_t)v);
-}
-
 static void printable(char *out /* [8] */, uint8_t c)
 {
     if (c >= 0x20 && c < 0x7f)
@@ -661,7 +639,7 @@ int keel_resp_write_errorf(keel_buf_t *b, const char *fmt, ...)
 static size_t fmt_header(uint8_t *w, char type, int64_t v)
 {
     char num[24];
-    size_t n = fmt_i64(num, v);
+    size_t n = keel_fmt_i64(num, v);
     w[0] = (uint8_t)type;
     memcpy(w + 1, num, n);
     w[n + 1] = '\r';

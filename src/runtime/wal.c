@@ -2,6 +2,8 @@
 #define _GNU_SOURCE /* sync_file_range */
 #include "runtime/wal.h"
 
+#include "base/bytes.h"
+
 #include "base/crc32c.h"
 #include "base/log.h"
 #include "base/vec.h"
@@ -76,30 +78,6 @@ struct keel_wal {
     keel_wal_stats_t stats; /* owner: appended; the rest is filled from above */
 };
 
-static inline void put_u32(uint8_t *p, uint32_t v)
-{
-    memcpy(p, &v, 4); /* little-endian hosts only (asserted in open) */
-}
-
-static inline void put_u64(uint8_t *p, uint64_t v)
-{
-    memcpy(p, &v, 8);
-}
-
-static inline uint32_t get_u32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-static inline uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
-
 static inline size_t pad8(size_t n)
 {
     return (n + 7) & ~(size_t)7;
@@ -163,9 +141,9 @@ static int create_segment(keel_wal_t *w, uint64_t seq, int *fd_out, keel_errmsg_
     }
     uint8_t hdr[KEEL_WAL_HEADER_BYTES] = {0};
     memcpy(hdr, MAGIC, 8);
-    put_u32(hdr + 8, VERSION);
-    put_u64(hdr + 16, seq);
-    put_u32(hdr + 28, keel_crc32c(0, hdr, 28));
+    keel_put_u32(hdr + 8, VERSION);
+    keel_put_u64(hdr + 16, seq);
+    keel_put_u32(hdr + 28, keel_crc32c(0, hdr, 28));
     if (pwrite(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr))
         goto fail;
     if (w->cfg.sync_enabled && (fdatasync(fd) != 0 || fsync(w->dir_fd) != 0))
@@ -226,8 +204,8 @@ int keel_wal_append(keel_wal_t *w, uint8_t type, const void *payload, size_t len
     p[8] = type;
     memcpy(p + 9, payload, len);
     memset(p + 8 + body, 0, rec - 8 - body);
-    put_u32(p, (uint32_t)body);
-    put_u32(p + 4, keel_crc32c(0, p + 8, body));
+    keel_put_u32(p, (uint32_t)body);
+    keel_put_u32(p + 4, keel_crc32c(0, p + 8, body));
     keel_buf_commit(&g->buf, rec);
     g->chunks[g->n_chunks - 1].len += rec;
     if (lsn_out)
@@ -578,10 +556,10 @@ static size_t valid_record_at(const uint8_t *data, size_t size, size_t p, size_t
 {
     if (p + KEEL_WAL_RECORD_HEADER_BYTES > size)
         return 0;
-    uint32_t body = get_u32(data + p);
+    uint32_t body = keel_get_u32(data + p);
     if (body == 0 || body > body_max || p + KEEL_WAL_RECORD_HEADER_BYTES + body > size)
         return 0;
-    if (keel_crc32c(0, data + p + 8, body) != get_u32(data + p + 4))
+    if (keel_crc32c(0, data + p + 8, body) != keel_get_u32(data + p + 4))
         return 0;
     return pad8(KEEL_WAL_RECORD_HEADER_BYTES + body);
 }
@@ -618,9 +596,9 @@ static int scan_segment(keel_wal_t *w, uint64_t seq, const uint8_t *data, size_t
                 }
             break;
         }
-        int rc = replay
-                     ? replay(rd, data[p + 8], data + p + 9, get_u32(data + p) - 1, (seq << 32) | p)
-                     : 0;
+        int rc = replay ? replay(rd, data[p + 8], data + p + 9, keel_get_u32(data + p) - 1,
+                                 (seq << 32) | p)
+                        : 0;
         if (rc != 0)
             return rc;
         p += rec;
@@ -633,9 +611,9 @@ static int check_header(const uint8_t *data, size_t size, uint64_t seq)
 {
     if (size < KEEL_WAL_HEADER_BYTES || memcmp(data, MAGIC, 8) != 0)
         return 0;
-    if (get_u32(data + 28) != keel_crc32c(0, data, 28))
+    if (keel_get_u32(data + 28) != keel_crc32c(0, data, 28))
         return 0;
-    return get_u32(data + 8) == VERSION && get_u64(data + 16) == seq;
+    return keel_get_u32(data + 8) == VERSION && keel_get_u64(data + 16) == seq;
 }
 
 /* Zeroes [from, size) of the last segment: a torn tail that was never acknowledged. */

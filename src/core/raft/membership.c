@@ -2,34 +2,21 @@
 #include <assert.h>
 #include <string.h>
 
+#include "base/bytes.h"
 #include "core/raft/raft_int.h"
 
 /* CONF entry encoding, little endian: u32 voters_n, u32 learners_n, then u64 ids, then
    the ctx bytes (whatever follows the ids; none in entries written before ctx existed). */
 #define CONF_BYTES_MAX (8 + 8 * 2 * KEEL_RAFT_MEMBERS_MAX + KEEL_RAFT_CONF_CTX_BYTES_MAX)
 
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
 static size_t conf_encode(const keel_raft_conf_t *c, uint8_t *buf)
 {
-    put_u64(buf, (uint64_t)c->voters_n | ((uint64_t)c->learners_n << 32));
+    keel_put_u64(buf, (uint64_t)c->voters_n | ((uint64_t)c->learners_n << 32));
     size_t n = 8;
     for (uint32_t i = 0; i < c->voters_n; i++, n += 8)
-        put_u64(buf + n, c->voters[i]);
+        keel_put_u64(buf + n, c->voters[i]);
     for (uint32_t i = 0; i < c->learners_n; i++, n += 8)
-        put_u64(buf + n, c->learners[i]);
+        keel_put_u64(buf + n, c->learners[i]);
     assert(c->ctx_len <= KEEL_RAFT_CONF_CTX_BYTES_MAX);
     memcpy(buf + n, c->ctx, c->ctx_len);
     return n + c->ctx_len;
@@ -40,7 +27,7 @@ int keel__raft_conf_decode(const uint8_t *buf, size_t len, keel_raft_conf_t *c)
     memset(c, 0, sizeof(*c));
     if (len < 8)
         return KEEL_EPROTO;
-    uint64_t h = get_u64(buf);
+    uint64_t h = keel_get_u64(buf);
     uint64_t vn = h & 0xffffffffu, ln = h >> 32;
     if (vn + ln > KEEL_RAFT_MEMBERS_MAX || len < 8 + 8 * (vn + ln) ||
         len - 8 - 8 * (vn + ln) > KEEL_RAFT_CONF_CTX_BYTES_MAX)
@@ -48,9 +35,9 @@ int keel__raft_conf_decode(const uint8_t *buf, size_t len, keel_raft_conf_t *c)
     c->voters_n = (uint32_t)vn;
     c->learners_n = (uint32_t)ln;
     for (uint64_t i = 0; i < vn; i++)
-        c->voters[i] = get_u64(buf + 8 + 8 * i);
+        c->voters[i] = keel_get_u64(buf + 8 + 8 * i);
     for (uint64_t i = 0; i < ln; i++)
-        c->learners[i] = get_u64(buf + 8 + 8 * (vn + i));
+        c->learners[i] = keel_get_u64(buf + 8 + 8 * (vn + i));
     c->ctx_len = (uint32_t)(len - 8 - 8 * (vn + ln));
     memcpy(c->ctx, buf + 8 + 8 * (vn + ln), c->ctx_len);
     return keel__raft_conf_check(c) == 0 ? 0 : KEEL_EPROTO;
