@@ -234,9 +234,9 @@ static void print_members(const keel_cluster_t *cl)
 {
     const char *argv[] = {"KEEL.CLUSTER", "MEMBERS"};
     for (size_t i = 0; i < cl->n; i++) {
-        keel_cli_reply_t r;
+        keel_client_reply_t r;
         char err[256];
-        if (keel_cli_resp_call(cl->nodes[i].client, 2, argv, &r, err, sizeof(err)) != 0)
+        if (keel_cli_call(cl->nodes[i].client, 2, argv, &r, err, sizeof(err)) != 0)
             continue;
         const keel_resp_value_t *v = r.v;
         if (v->type == KEEL_RESP_ARRAY) {
@@ -256,7 +256,7 @@ static void print_members(const keel_cluster_t *cl)
                        (const char *)m->elems[5].str.ptr, known ? "" : "  (added at run time)");
             }
         }
-        keel_cli_reply_free(&r);
+        keel_client_reply_free(&r);
         return;
     }
 }
@@ -264,9 +264,16 @@ static void print_members(const keel_cluster_t *cl)
 int keel_cli_status(int argc, char **argv)
 {
     const char *dir = NULL;
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], "--dir") == 0)
-            dir = argv[i + 1];
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: keel status --dir DIR\n"
+                   "Each node's role, term and indexes (admin HTTP), then the members as the\n"
+                   "first node that answers sees them (KEEL.CLUSTER MEMBERS over RESP).\n");
+            return 0;
+        }
+        if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
+            dir = argv[++i];
+    }
     if (dir == NULL) {
         fprintf(stderr, "usage: keel status --dir DIR\n");
         return 2;
