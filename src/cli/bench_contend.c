@@ -742,17 +742,10 @@ static int report(contend_t *b)
 
 static int open_client(contend_t *b, client_t *c)
 {
-    keel_client_config_t cfg = keel_client_config_default();
-    for (size_t k = 0; k < b->n_addrs; k++)
-        cfg.seeds[k] = b->addrs[k];
-    cfg.seeds_n = b->n_addrs;
-    cfg.first_seed = c->is_checker ? 0 : (size_t)c->idx % b->n_addrs;
-    cfg.request_timeout_ms = 0; /* the server's -TIMEOUT is an outcome of its own */
-    cfg.retry_tryagain = false; /* the workload retries the whole attempt */
-    cfg.session_bound = true;   /* WATCH and MULTI live on one connection */
+    size_t first = c->is_checker ? 0 : (size_t)c->idx % b->n_addrs;
+    keel_client_config_t cfg =
+        keel_bench_client_config(b->addrs, b->n_addrs, first, (uint64_t)c->idx + 1);
     cfg.requests_max = cfg.inflight_max = CONTEND_BATCH_MAX;
-    cfg.backoff.backoff_cap_ms = 500;
-    cfg.seed = (uint64_t)c->idx + 1;
     cfg.on_event = conn_event;
     cfg.data = c;
     keel_errmsg_t m;
@@ -761,6 +754,22 @@ static int open_client(contend_t *b, client_t *c)
         return -1;
     }
     return 0;
+}
+
+keel_client_config_t keel_bench_client_config(const char (*addrs)[64], size_t n, size_t first,
+                                              uint64_t seed)
+{
+    keel_client_config_t cfg = keel_client_config_default();
+    for (size_t k = 0; k < n; k++)
+        cfg.seeds[k] = addrs[k];
+    cfg.seeds_n = n;
+    cfg.first_seed = first;
+    cfg.request_timeout_ms = 0; /* the server's -TIMEOUT is an outcome of its own */
+    cfg.retry_tryagain = false; /* recorded (rw) or retried as a whole attempt (cas, txn) */
+    cfg.session_bound = true;   /* WATCH and MULTI live on one connection */
+    cfg.backoff.backoff_cap_ms = 500;
+    cfg.seed = seed;
+    return cfg;
 }
 
 static int setup(contend_t *b)

@@ -379,18 +379,10 @@ static int parse(bench_t *b, int argc, char **argv)
 
 static int open_conn(bench_t *b, conn_t *c, int i)
 {
-    keel_client_config_t cfg = keel_client_config_default();
-    for (size_t k = 0; k < b->n_addrs; k++)
-        cfg.seeds[k] = b->addrs[k];
-    cfg.seeds_n = b->n_addrs;
-    cfg.first_seed = (size_t)i % b->n_addrs;
-    cfg.request_timeout_ms = 0; /* the server's own -TIMEOUT is what is measured */
-    cfg.retry_tryagain = false; /* recorded as "fail" instead */
-    cfg.session_bound = true;
+    keel_client_config_t cfg =
+        keel_bench_client_config(b->addrs, b->n_addrs, (size_t)i % b->n_addrs, (uint64_t)i + 1);
     cfg.requests_max = cfg.inflight_max = (uint32_t)b->pipeline;
     cfg.request_bytes_max = (size_t)b->value_bytes + 256;
-    cfg.backoff.backoff_cap_ms = 500;
-    cfg.seed = (uint64_t)i + 1;
     cfg.on_event = on_event;
     cfg.data = c;
     keel_errmsg_t m;
