@@ -525,8 +525,10 @@ static void on_wake(keel_timer_t *t, void *data)
         r->expired = true; /* its reply, if it comes, is dropped */
         cl->stats.timeouts++;
         r->fn(cl, r->ctx, KEEL_ETIMEDOUT, NULL);
-        if (cl->closing)
+        if (cl->closing || r->where != WHERE_INFLIGHT) {
+            next = now; /* the callback closed or moved the client: look again at once */
             break;
+        }
     }
     cl->stats.timeouts += dead.n;
     fail_queue(cl, &dead, KEEL_ETIMEDOUT);

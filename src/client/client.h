@@ -52,8 +52,8 @@
  *
  * Following the leader. Only requests that certainly were not applied are sent again:
  *   -TRYAGAIN ...            (keel: no leader known; nothing was proposed) is resent to the
- *                            same connection after a backoff, until the request's deadline,
- *                            when `retry_tryagain` is set;
+ *                            same connection after a backoff, until the request's deadline
+ *                            (for ever if it has none), when `retry_tryagain` is set;
  *   -MOVED <slot> <host:port> / -REDIRECT <host:port> ...
  *                            (a node naming the one to ask) moves the connection there once
  *                            the replies in flight are in, and resends the request, at most

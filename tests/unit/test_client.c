@@ -7,6 +7,7 @@
 #include "runtime/loop.h"
 #include "runtime/tcp.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 
 /*
@@ -536,13 +537,91 @@ static void a_watch_resumes_on_the_next_node_from_the_last_revision(void)
     env_free(e);
 }
 
+static void a_reply_past_reply_bytes_max_breaks_only_that_link(void)
+{
+    env_t *e = env_new();
+    keel_client_config_t cfg = config(e, e->a.addr, NULL);
+    cfg.reply_bytes_max = 64;
+    cfg.read_bytes = 32;
+    KT_EQ_INT(keel_client_init(&e->cl, &e->loop, &cfg, NULL), 0);
+    char big[200];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    KT_EQ_INT(cmd(e, "ECHO", big), 0);
+    run_until(e, 1);
+    KT_EQ_INT(e->statuses[0], KEEL_ECONNRESET);
+    KT_EQ_INT(cmd(e, "ECHO", "small"), 0); /* the client goes on, on a new connection */
+    run_until(e, 2);
+    KT_EQ_INT(e->statuses[1], 0);
+    KT_EQ_STR(e->replies[1], "small");
+    KT_EQ_INT(keel_client_stats(&e->cl)->losses, 1);
+    env_free(e);
+}
+
+static void a_session_bound_client_fails_queued_requests_on_a_failed_connect(void)
+{
+    env_t *e = env_new();
+    char dead[64];
+    dead_addr(&e->loop, dead, sizeof(dead));
+    keel_client_config_t cfg = config(e, dead, NULL);
+    cfg.session_bound = true;
+    KT_EQ_INT(keel_client_init(&e->cl, &e->loop, &cfg, NULL), 0);
+    KT_EQ_INT(cmd(e, "PING", NULL), 0);
+    run_until(e, 1);
+    KT_EQ_INT(e->statuses[0], KEEL_ECONNRESET); /* not kept for a later connection */
+    env_free(e);
+}
+
+/* A fake on a loop of its own, in a thread, for the blocking call. */
+typedef struct fake_thread {
+    keel_loop_t loop;
+    fake_t f;
+    uv_async_t stop;
+    pthread_t th;
+} fake_thread_t;
+
+static void on_stop(uv_async_t *a)
+{
+    fake_thread_t *t = a->data;
+    fake_stop(&t->f);
+    uv_close((uv_handle_t *)a, NULL);
+}
+
+static void *fake_thread_main(void *arg)
+{
+    fake_thread_t *t = arg;
+    uv_run(&t->loop.uv, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+static void the_blocking_call_returns_a_copy_of_the_reply(void)
+{
+    fake_thread_t *t = calloc(1, sizeof(*t));
+    KT_EQ_INT(keel_loop_init(&t->loop), 0);
+    fake_start(&t->f, &t->loop);
+    uv_async_init(&t->loop.uv, &t->stop, on_stop);
+    t->stop.data = t;
+    KT_EQ_INT(pthread_create(&t->th, NULL, fake_thread_main, t), 0);
+    const char *seeds[] = {t->f.addr};
+    const char *argv[] = {"ECHO", "hello"};
+    keel_client_reply_t r;
+    keel_errmsg_t m;
+    int rc = keel_client_call(seeds, 1, 2, argv, 2000, &r, &m);
+    uv_async_send(&t->stop);
+    pthread_join(t->th, NULL);
+    KT_EQ_INT(keel_loop_close(&t->loop), 0);
+    free(t);
+    KT_EQ_INT(rc, 0);
+    KT_EQ_INT(r.v->type, KEEL_RESP_BULK);
+    KT_EQ_MEM(r.v->str.ptr, "hello", 5);
+    keel_client_reply_free(&r);
+}
+
 static void the_blocking_call_returns_the_reply_or_refusal(void)
 {
     env_t *e = env_new();
     char dead[64];
     dead_addr(&e->loop, dead, sizeof(dead));
-    /* the fake runs on e->loop: serve it from a thread-free trick is not possible, so the
-     * blocking call is tried against the dead address only, then its copy helper */
     const char *seeds[] = {dead};
     const char *argv[] = {"PING"};
     keel_client_reply_t r;
@@ -580,6 +659,9 @@ int main(void)
     KT_RUN(an_unknown_outcome_is_handed_back_not_resent);
     KT_RUN(close_cancels_every_pending_request);
     KT_RUN(a_watch_resumes_on_the_next_node_from_the_last_revision);
+    KT_RUN(a_reply_past_reply_bytes_max_breaks_only_that_link);
+    KT_RUN(a_session_bound_client_fails_queued_requests_on_a_failed_connect);
     KT_RUN(the_blocking_call_returns_the_reply_or_refusal);
+    KT_RUN(the_blocking_call_returns_a_copy_of_the_reply);
     return kt_done();
 }
