@@ -97,6 +97,7 @@ struct contend {
     const char *fatal; /* why the run cannot be trusted */
     uint64_t acked, attempts, conflicts, not_run, indeterminate, lost_read, lost_commit;
     uint64_t errors[E_KINDS];
+    uint64_t connect_failures; /* attempts that did not connect, all clients together */
     uint64_t acked_by_node[CONTEND_ADDRS_MAX];
     keel_ns_t end_ns;
     uint64_t sec_acked, sec_attempts, sec_conflicts;
@@ -146,6 +147,7 @@ static void conn_reply(keel_client_t *cl, void *ctx, int status, const keel_resp
 static void conn_event(keel_client_t *cl, int event, int err, void *data)
 {
     client_t *c = data;
+    c->b->connect_failures += event == KEEL_CLIENT_CONNECT_ERR;
     if (event != KEEL_CLIENT_UP)
         return;
     c->need_unwatch = 0; /* a new connection has no WATCH */
@@ -715,8 +717,9 @@ static int report(contend_t *b)
     printf("  errors:       ");
     for (int k = 0; k < E_KINDS; k++)
         printf(" %s %llu", err_names[k], (unsigned long long)b->errors[k]);
-    printf("  connections lost: %llu reading, %llu committing\n",
-           (unsigned long long)(b->lost_read), (unsigned long long)b->lost_commit);
+    printf("  connections lost: %llu reading, %llu committing; failed attempts %llu\n",
+           (unsigned long long)(b->lost_read), (unsigned long long)b->lost_commit,
+           (unsigned long long)b->connect_failures);
     printf("  indeterminate: %llu (commit sent, outcome unknown)\n",
            (unsigned long long)b->indeterminate);
     report_unfinished(b);
