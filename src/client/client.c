@@ -587,7 +587,9 @@ int keel_client_command_timeout(keel_client_t *cl, size_t argc, const char *cons
         return KEEL_ECLOSED;
     if (cl->cfg.on_push)
         return KEEL_EINVAL;
-    if (cl->free.n == 0 || argc > KEEL_RESP_ARRAY_LEN_MAX)
+    if (argc > KEEL_RESP_ARRAY_LEN_MAX)
+        return KEEL_ETOOBIG;
+    if (cl->free.n == 0)
         return KEEL_EFULL;
     int32_t i = q_pop(cl, &cl->free);
     keel_client__req_t *r = &cl->reqs[i];
