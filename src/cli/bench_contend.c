@@ -751,12 +751,7 @@ static int open_client(contend_t *b, client_t *c)
     cfg.requests_max = cfg.inflight_max = CONTEND_BATCH_MAX;
     cfg.on_event = conn_event;
     cfg.data = c;
-    keel_errmsg_t m;
-    if (keel_client_init(&c->cl, &b->loop, &cfg, &m) != 0) {
-        fprintf(stderr, "keel bench kv: %s\n", m.text);
-        return -1;
-    }
-    return 0;
+    return keel_bench_client_open(&c->cl, &b->loop, &cfg);
 }
 
 keel_client_config_t keel_bench_client_config(const char (*addrs)[64], size_t n, size_t first,
@@ -773,6 +768,16 @@ keel_client_config_t keel_bench_client_config(const char (*addrs)[64], size_t n,
     cfg.backoff.backoff_cap_ms = 500;
     cfg.seed = seed;
     return cfg;
+}
+
+int keel_bench_client_open(keel_client_t *cl, keel_loop_t *loop, const keel_client_config_t *cfg)
+{
+    keel_errmsg_t m;
+    if (keel_client_init(cl, loop, cfg, &m) != 0) {
+        fprintf(stderr, "keel bench kv: %s\n", m.text);
+        return -1;
+    }
+    return 0;
 }
 
 static int setup(contend_t *b)

@@ -17,5 +17,7 @@ void keel_bench_contend_usage(void);
  * -TRYAGAIN resend (each outcome is the server's own), session-bound. */
 keel_client_config_t keel_bench_client_config(const char (*addrs)[64], size_t n, size_t first,
                                               uint64_t seed);
+/* keel_client_init, with the reason on stderr when it fails. 0 or -1. */
+int keel_bench_client_open(keel_client_t *cl, keel_loop_t *loop, const keel_client_config_t *cfg);
 
 #endif

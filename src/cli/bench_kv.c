@@ -385,12 +385,7 @@ static int open_conn(bench_t *b, conn_t *c, int i)
     cfg.request_bytes_max = (size_t)b->value_bytes + 256;
     cfg.on_event = on_event;
     cfg.data = c;
-    keel_errmsg_t m;
-    if (keel_client_init(&c->cl, &b->loop, &cfg, &m) != 0) {
-        fprintf(stderr, "keel bench kv: %s\n", m.text);
-        return -1;
-    }
-    return 0;
+    return keel_bench_client_open(&c->cl, &b->loop, &cfg);
 }
 
 static int setup_conns(bench_t *b)
