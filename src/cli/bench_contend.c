@@ -5,7 +5,7 @@
 #include "base/num.h"
 #include "base/rand.h"
 #include "cli/cluster.h"
-#include "cli/rconn.h"
+#include "client/client.h"
 #include "proto/resp.h"
 #include "runtime/clock.h"
 #include "runtime/loop.h"
@@ -49,7 +49,7 @@
 #define CONTEND_PAUSE_MS 20    /* before retrying after -TRYAGAIN, an error or a reconnect */
 #define CONTEND_BACKOFF_MS_MAX 10000
 #define CONTEND_MGET_KEYS_MAX 100 /* counters per MGET of the check */
-#define CONTEND_READ_BYTES 16384
+#define CONTEND_BATCH_MAX 4       /* requests of one attempt (UNWATCH WATCH GET, MULTI SET EXEC) */
 
 enum workload { WL_CAS, WL_TXN };
 enum phase { PH_IDLE, PH_READ, PH_COMMIT, PH_CHECK };
@@ -63,7 +63,7 @@ typedef struct contend contend_t;
 typedef struct client {
     contend_t *b;
     int idx, is_checker;
-    keel_rconn_t rc;        /* rc.out gathers requests */
+    keel_client_t cl;       /* session_bound: a loss fails the batch */
     keel_timer_t pause;     /* backoff before the next attempt */
     int phase, expect, got; /* replies due and received for the batch in flight */
     int need_unwatch;       /* txn: a WATCH may be left over from a failed attempt */
@@ -97,6 +97,7 @@ struct contend {
     const char *fatal; /* why the run cannot be trusted */
     uint64_t acked, attempts, conflicts, not_run, indeterminate, lost_read, lost_commit;
     uint64_t errors[E_KINDS];
+    uint64_t connect_failures; /* attempts that did not connect, all clients together */
     uint64_t acked_by_node[CONTEND_ADDRS_MAX];
     keel_ns_t end_ns;
     uint64_t sec_acked, sec_attempts, sec_conflicts;
@@ -104,38 +105,14 @@ struct contend {
     size_t lat_n;
 };
 
-/* ---- connection plumbing (cli/rconn: move to the next node on any failure) -------------- */
+/* ---- connection plumbing (client/client.h: move to the next node on any failure) --------- */
 
 static void client_resume(client_t *c);
 static void on_reply(client_t *c, const keel_resp_value_t *v);
 
-static void conn_flush(client_t *c)
-{
-    keel_rconn_flush(&c->rc);
-}
-
-static int conn_reply(keel_rconn_t *rc, const keel_resp_value_t *v)
-{
-    client_t *c = rc->data;
-    if (v == NULL || c->got >= c->expect) { /* garbage, or a reply nobody asked for */
-        c->b->errors[E_OTHER]++;
-        return -1;
-    }
-    on_reply(c, v);
-    return 0;
-}
-
-static void conn_up(keel_rconn_t *rc)
-{
-    client_t *c = rc->data;
-    c->need_unwatch = 0; /* a new connection has no WATCH */
-    client_resume(c);
-}
-
 /* The connection broke: a commit in flight has an unknown outcome; a read is just retried. */
-static void conn_lost_cb(keel_rconn_t *rc)
+static void batch_lost(client_t *c)
 {
-    client_t *c = rc->data;
     contend_t *b = c->b;
     if (c->phase == PH_COMMIT) {
         b->lost_commit++;
@@ -150,22 +127,56 @@ static void conn_lost_cb(keel_rconn_t *rc)
     keel_timer_stop(&c->pause);
 }
 
-static const keel_rconn_ops_t conn_ops = {conn_up, conn_reply, NULL, conn_lost_cb};
+/* Every request of a batch failing together (session_bound) ends the batch once. */
+static void conn_reply(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
+{
+    client_t *c = ctx;
+    if (status != 0) {
+        if (c->expect > 0)
+            batch_lost(c);
+        return;
+    }
+    if (c->got >= c->expect) { /* a reply nobody asked for */
+        c->b->errors[E_OTHER]++;
+        keel_client_move(cl);
+        return;
+    }
+    on_reply(c, v);
+}
 
+static void conn_event(keel_client_t *cl, int event, int err, void *data)
+{
+    client_t *c = data;
+    c->b->connect_failures += event == KEEL_CLIENT_CONNECT_ERR;
+    if (event != KEEL_CLIENT_UP)
+        return;
+    c->need_unwatch = 0; /* a new connection has no WATCH */
+    client_resume(c);
+}
+
+/* Gives up on the connection: what is in flight fails (batch_lost), the next node follows. */
 static void conn_lost(client_t *c)
 {
-    keel_rconn_fail(&c->rc);
+    keel_client_move(&c->cl);
+}
+
+/* Index of the address in use among b->addrs, or -1 (a node named by a redirect). */
+static int node_of(client_t *c)
+{
+    const char *addr = keel_client_addr(&c->cl);
+    for (size_t i = 0; i < c->b->n_addrs; i++)
+        if (strcmp(c->b->addrs[i], addr) == 0)
+            return (int)i;
+    return -1;
 }
 
 /* ---- the increment ---------------------------------------------------------------------- */
 
 static void put_cmd(client_t *c, int argc, const char *const *argv)
 {
-    keel_resp_arg_t a[4];
     assert(argc <= 4);
-    for (int i = 0; i < argc; i++)
-        a[i] = (keel_resp_arg_t){(const uint8_t *)argv[i], strlen(argv[i])};
-    keel_resp_write_command(&c->rc.out, (size_t)argc, a);
+    int rc = keel_client_command(&c->cl, (size_t)argc, argv, NULL, conn_reply, c);
+    assert(rc == 0); /* a batch is at most CONTEND_BATCH_MAX requests, the client's limit */
     c->expect++;
 }
 
@@ -198,7 +209,6 @@ static void send_read(client_t *c)
         put_cmd(c, 2, (const char *[]){"WATCH", key});
         put_cmd(c, 2, (const char *[]){"GET", key});
     }
-    conn_flush(c);
 }
 
 static void send_commit(client_t *c)
@@ -221,7 +231,6 @@ static void send_commit(client_t *c)
     }
     b->attempts++;
     b->sec_attempts++;
-    conn_flush(c);
 }
 
 static void resume_later(keel_timer_t *t, void *data)
@@ -361,7 +370,8 @@ static void commit_done(client_t *c)
     switch (c->outcome) {
     case OUT_OK:
         b->acked++;
-        b->acked_by_node[c->rc.node]++;
+        if (node_of(c) >= 0)
+            b->acked_by_node[node_of(c)]++;
         b->sec_acked++;
         if (b->lat_n < CONTEND_SAMPLES_MAX)
             b->lat_us[b->lat_n++] = (uint32_t)((keel_clock_now_ns() - c->incr_start_ns) / 1000);
@@ -395,17 +405,16 @@ static void send_check(client_t *c)
     if (n > CONTEND_MGET_KEYS_MAX)
         n = CONTEND_MGET_KEYS_MAX;
     char keys[CONTEND_MGET_KEYS_MAX][CONTEND_PREFIX_BYTES_MAX + 24];
-    keel_resp_arg_t a[1 + CONTEND_MGET_KEYS_MAX];
-    a[0] = (keel_resp_arg_t){(const uint8_t *)"MGET", 4};
+    const char *argv[1 + CONTEND_MGET_KEYS_MAX] = {"MGET"};
     for (uint64_t i = 0; i < n; i++) {
         key_name(b, b->check_next + i, keys[i], sizeof(keys[i]));
-        a[1 + i] = (keel_resp_arg_t){(const uint8_t *)keys[i], strlen(keys[i])};
+        argv[1 + i] = keys[i];
     }
     c->phase = PH_CHECK;
     c->expect = 1;
     c->got = 0;
-    keel_resp_write_command(&c->rc.out, 1 + n, a);
-    conn_flush(c);
+    int rc = keel_client_command(&c->cl, 1 + n, argv, NULL, conn_reply, c);
+    assert(rc == 0); /* the client is idle between batches */
 }
 
 static void start_load(contend_t *b);
@@ -462,7 +471,7 @@ static void on_reply(client_t *c, const keel_resp_value_t *v)
 static void client_resume(client_t *c)
 {
     contend_t *b = c->b;
-    if (!keel_rconn_connected(&c->rc) || c->expect > 0 || b->shutdown)
+    if (!keel_client_connected(&c->cl) || c->expect > 0 || b->shutdown)
         return;
     if (c->is_checker) {
         if (b->check_stage >= 0 && b->check_next < (uint64_t)b->hot_keys)
@@ -546,7 +555,7 @@ static void finish(contend_t *b)
         return;
     b->shutdown = 1;
     for (int i = 0; i <= b->conns_n; i++) {
-        keel_rconn_close(&b->clients[i].rc);
+        keel_client_close(&b->clients[i].cl, NULL);
         keel_timer_close(&b->clients[i].pause, NULL);
     }
     keel_timer_close(&b->tick, NULL);
@@ -708,8 +717,9 @@ static int report(contend_t *b)
     printf("  errors:       ");
     for (int k = 0; k < E_KINDS; k++)
         printf(" %s %llu", err_names[k], (unsigned long long)b->errors[k]);
-    printf("  connections lost: %llu reading, %llu committing\n",
-           (unsigned long long)(b->lost_read), (unsigned long long)b->lost_commit);
+    printf("  connections lost: %llu reading, %llu committing; failed attempts %llu\n",
+           (unsigned long long)(b->lost_read), (unsigned long long)b->lost_commit,
+           (unsigned long long)b->connect_failures);
     printf("  indeterminate: %llu (commit sent, outcome unknown)\n",
            (unsigned long long)b->indeterminate);
     report_unfinished(b);
@@ -733,6 +743,43 @@ static int report(contend_t *b)
     return ok ? 0 : 1;
 }
 
+static int open_client(contend_t *b, client_t *c)
+{
+    size_t first = c->is_checker ? 0 : (size_t)c->idx % b->n_addrs;
+    keel_client_config_t cfg =
+        keel_bench_client_config(b->addrs, b->n_addrs, first, (uint64_t)c->idx + 1);
+    cfg.requests_max = cfg.inflight_max = CONTEND_BATCH_MAX;
+    cfg.on_event = conn_event;
+    cfg.data = c;
+    return keel_bench_client_open(&c->cl, &b->loop, &cfg);
+}
+
+keel_client_config_t keel_bench_client_config(const char (*addrs)[64], size_t n, size_t first,
+                                              uint64_t seed)
+{
+    keel_client_config_t cfg = keel_client_config_default();
+    for (size_t k = 0; k < n; k++)
+        cfg.seeds[k] = addrs[k];
+    cfg.seeds_n = n;
+    cfg.first_seed = first;
+    cfg.request_timeout_ms = 0; /* the server's -TIMEOUT is an outcome of its own */
+    cfg.retry_tryagain = false; /* recorded (rw) or retried as a whole attempt (cas, txn) */
+    cfg.session_bound = true;   /* WATCH and MULTI live on one connection */
+    cfg.backoff.backoff_cap_ms = 500;
+    cfg.seed = seed;
+    return cfg;
+}
+
+int keel_bench_client_open(keel_client_t *cl, keel_loop_t *loop, const keel_client_config_t *cfg)
+{
+    keel_errmsg_t m;
+    if (keel_client_init(cl, loop, cfg, &m) != 0) {
+        fprintf(stderr, "keel bench kv: %s\n", m.text);
+        return -1;
+    }
+    return 0;
+}
+
 static int setup(contend_t *b)
 {
     b->clients = calloc((size_t)b->conns_n + 1, sizeof(client_t));
@@ -746,9 +793,7 @@ static int setup(contend_t *b)
         c->b = b;
         c->idx = i;
         keel_timer_init(&b->loop, &c->pause);
-        if (keel_rconn_open(&c->rc, &b->loop, b->addrs, b->n_addrs,
-                            c->is_checker ? 0 : i % (int)b->n_addrs, (uint64_t)i + 1,
-                            CONTEND_READ_BYTES, &conn_ops, c) != 0)
+        if (open_client(b, c) != 0)
             return -1;
     }
     return 0;
@@ -756,8 +801,6 @@ static int setup(contend_t *b)
 
 static void cleanup(contend_t *b)
 {
-    for (int i = 0; b->clients && i <= b->conns_n; i++)
-        keel_rconn_free(&b->clients[i].rc);
     free(b->clients);
     free(b->lat_us);
     free(b);

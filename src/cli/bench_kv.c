@@ -5,12 +5,13 @@
 #include "base/rand.h"
 #include "cli/bench_contend.h"
 #include "cli/cluster.h"
-#include "cli/rconn.h"
+#include "client/client.h"
 #include "proto/resp.h"
 #include "runtime/clock.h"
 #include "runtime/loop.h"
 #include "runtime/tcp.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -30,6 +31,11 @@
  * Outcomes: a reply is "ok"; -TRYAGAIN (nothing proposed) is "fail"; any
  * other error or a lost connection is "info" (the write may or may not have
  * happened).
+ *
+ * Each connection is a client/client.h client over every address (starting at a
+ * different one per connection), with no deadline and no -TRYAGAIN resend, so every
+ * outcome is recorded as the server gave it. Failed connection attempts are counted and
+ * reported; a run that completed no operation exits 1 (nothing was measured).
  */
 #define ADDRS_MAX KEEL_CLUSTER_NODES_MAX
 #define CONNS_MAX 4096
@@ -38,6 +44,7 @@
 #define DRAIN_MS 7000
 
 typedef struct op {
+    struct conn *c;
     int is_set;
     uint64_t key, value; /* value: the written value's id */
     uint64_t process;
@@ -49,11 +56,13 @@ typedef struct bench bench_t;
 typedef struct conn {
     bench_t *b;
     int idx;
-    keel_rconn_t rc; /* rc.out gathers requests */
-    op_t *inflight;  /* ring of pipeline ops, FIFO */
-    size_t head, count;
+    keel_client_t cl;
+    op_t *ops;           /* pipeline slots */
+    size_t *op_free;     /* indexes of free slots in ops (a stack) */
+    size_t count;        /* ops in flight */
     uint64_t *slot_proc; /* process id per free slot */
     size_t free_n;
+    size_t pipeline_free; /* entries in op_free */
 } conn_t;
 
 struct bench {
@@ -72,6 +81,8 @@ struct bench {
     uint32_t *lat_us;
     size_t lat_n;
     uint64_t ok, errors_reply, errors_tryagain, errors_timeout, lost, sec_ok;
+    uint64_t connect_failures, links_lost;
+    char *value; /* value_bytes of '_' padding; each SET writes its id over the front */
     int quiet;
     int final_reads, final_phase; /* after the load: one GET of every key, on connection 0 */
     uint64_t final_next;
@@ -103,10 +114,13 @@ static void hist_op(bench_t *b, const op_t *o, const char *type, const uint8_t *
     fprintf(b->history, ",\"time\":%lld}\n", (long long)t);
 }
 
+static void on_reply(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v);
+
 static void send_one(conn_t *c)
 {
     bench_t *b = c->b;
-    op_t *o = &c->inflight[(c->head + c->count) % (size_t)b->pipeline];
+    op_t *o = &c->ops[c->op_free[--c->pipeline_free]];
+    o->c = c;
     if (b->final_phase) {
         o->is_set = 0;
         o->key = b->final_next++;
@@ -116,19 +130,17 @@ static void send_one(conn_t *c)
     }
     o->process = c->slot_proc[--c->free_n];
     o->invoke_ns = keel_clock_now_ns();
-    char key[32], val[64];
-    int kl = snprintf(key, sizeof(key), "k%" PRIu64, o->key);
+    char key[32], id[32];
+    const char *argv[3] = {o->is_set ? "SET" : "GET", key, b->value};
+    size_t lens[3] = {3, (size_t)snprintf(key, sizeof(key), "k%" PRIu64, o->key), 0};
     if (o->is_set) {
         o->value = ++b->next_value;
-        int vl = snprintf(val, sizeof(val), "v%" PRIu64, o->value);
-        keel_buf_printf(&c->rc.out, "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s", kl, key,
-                        b->value_bytes > vl ? b->value_bytes : vl, val);
-        for (int i = vl; i < b->value_bytes; i++)
-            keel_buf_append(&c->rc.out, "_", 1); /* padding after the unique id */
-        keel_buf_append(&c->rc.out, "\r\n", 2);
-    } else {
-        keel_buf_printf(&c->rc.out, "*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n", kl, key);
+        int vl = snprintf(id, sizeof(id), "v%" PRIu64, o->value);
+        memcpy(b->value, id, (size_t)vl); /* padding after the unique id */
+        lens[2] = b->value_bytes > vl ? (size_t)b->value_bytes : (size_t)vl;
     }
+    int rc = keel_client_command(&c->cl, o->is_set ? 3 : 2, argv, lens, on_reply, o);
+    assert(rc == 0); /* requests_max is the pipeline depth, which count stays under */
     c->count++;
     hist_op(b, o, "invoke", NULL, 0, 0, o->invoke_ns);
 }
@@ -136,7 +148,7 @@ static void send_one(conn_t *c)
 static int may_send(const conn_t *c)
 {
     const bench_t *b = c->b;
-    if (!keel_rconn_connected(&c->rc) || c->count >= (size_t)b->pipeline)
+    if (!keel_client_connected(&c->cl) || c->count >= (size_t)b->pipeline)
         return 0;
     if (b->final_phase)
         return c->idx == 0 && b->final_next < (uint64_t)b->keys;
@@ -147,15 +159,19 @@ static void fill(conn_t *c)
 {
     while (may_send(c))
         send_one(c);
-    keel_rconn_flush(&c->rc);
 }
 
-static void complete(conn_t *c, const keel_resp_value_t *v)
+/* Gives the op's slot back; its process id too, unless its outcome is unknown. */
+static void release(conn_t *c, op_t *o, int unknown)
+{
+    c->op_free[c->pipeline_free++] = (size_t)(o - c->ops);
+    c->count--;
+    c->slot_proc[c->free_n++] = unknown ? ++c->b->next_process : o->process;
+}
+
+static void complete(conn_t *c, op_t *o, const keel_resp_value_t *v)
 {
     bench_t *b = c->b;
-    op_t *o = &c->inflight[c->head];
-    c->head = (c->head + 1) % (size_t)b->pipeline;
-    c->count--;
     keel_ns_t now = keel_clock_now_ns();
     const char *type = "ok";
     if (v->type == KEEL_RESP_ERROR) {
@@ -175,43 +191,34 @@ static void complete(conn_t *c, const keel_resp_value_t *v)
             b->lat_us[b->lat_n++] = (uint32_t)((now - o->invoke_ns) / 1000);
     }
     hist_op(b, o, type, v->str.ptr, v->str.len, v->type == KEEL_RESP_NIL, now);
-    if (strcmp(type, "info") == 0)
-        c->slot_proc[c->free_n++] = ++b->next_process; /* an unknown outcome retires the id */
-    else
-        c->slot_proc[c->free_n++] = o->process;
+    release(c, o, strcmp(type, "info") == 0); /* an unknown outcome retires the id */
 }
 
-/* In-flight requests on a broken connection have unknown outcomes. */
-static void conn_lost(keel_rconn_t *rc)
+/* A request on a broken (or closed) connection has an unknown outcome. */
+static void on_reply(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
 {
-    conn_t *c = rc->data;
-    bench_t *b = c->b;
-    keel_ns_t now = keel_clock_now_ns();
-    while (c->count > 0) {
-        op_t *o = &c->inflight[c->head];
-        hist_op(b, o, "info", NULL, 0, 0, now);
-        b->lost++;
-        c->slot_proc[c->free_n++] = ++b->next_process;
-        c->head = (c->head + 1) % (size_t)b->pipeline;
-        c->count--;
+    op_t *o = ctx;
+    conn_t *c = o->c;
+    if (status == 0) {
+        complete(c, o, v);
+        fill(c);
+        return;
     }
+    hist_op(c->b, o, "info", NULL, 0, 0, keel_clock_now_ns());
+    c->b->lost++;
+    release(c, o, 1);
 }
 
-static int conn_reply(keel_rconn_t *rc, const keel_resp_value_t *v)
+static void on_event(keel_client_t *cl, int event, int err, void *data)
 {
-    conn_t *c = rc->data;
-    if (v == NULL || c->count == 0)
-        return -1; /* garbage, or a reply nobody asked for */
-    complete(c, v);
-    return 0;
+    conn_t *c = data;
+    if (event == KEEL_CLIENT_UP)
+        fill(c);
+    else if (event == KEEL_CLIENT_CONNECT_ERR)
+        c->b->connect_failures++;
+    else
+        c->b->links_lost++;
 }
-
-static void conn_fill(keel_rconn_t *rc)
-{
-    fill(rc->data);
-}
-
-static const keel_rconn_ops_t conn_ops = {conn_fill, conn_reply, conn_fill, conn_lost};
 
 static int cmp_u32(const void *a, const void *b)
 {
@@ -261,10 +268,8 @@ static void on_tick(keel_timer_t *t, void *data)
 
 static void stop_all(bench_t *b)
 {
-    for (int i = 0; i < b->conns_n; i++) {
-        keel_rconn_fail(&b->conns[i].rc); /* what is in flight has an unknown outcome */
-        keel_rconn_close(&b->conns[i].rc);
-    }
+    for (int i = 0; i < b->conns_n; i++) /* what is in flight has an unknown outcome */
+        keel_client_close(&b->conns[i].cl, NULL);
     keel_timer_close(&b->tick, NULL);
 }
 
@@ -361,11 +366,26 @@ static int parse(bench_t *b, int argc, char **argv)
         b->value_bytes < 1 || b->value_bytes > 1024 * 1024 || b->duration_ms <= 0)
         return -1;
     keel_rand_seed(&b->rand, seed);
+    b->value = malloc((size_t)b->value_bytes + 32);
+    if (b->value == NULL)
+        return -1;
+    memset(b->value, '_', (size_t)b->value_bytes + 32);
     if (history && (b->history = fopen(history, "w")) == NULL) {
         fprintf(stderr, "keel bench kv: cannot write %s\n", history);
         return -1;
     }
     return 0;
+}
+
+static int open_conn(bench_t *b, conn_t *c, int i)
+{
+    keel_client_config_t cfg =
+        keel_bench_client_config(b->addrs, b->n_addrs, (size_t)i % b->n_addrs, (uint64_t)i + 1);
+    cfg.requests_max = cfg.inflight_max = (uint32_t)b->pipeline;
+    cfg.request_bytes_max = (size_t)b->value_bytes + 256;
+    cfg.on_event = on_event;
+    cfg.data = c;
+    return keel_bench_client_open(&c->cl, &b->loop, &cfg);
 }
 
 static int setup_conns(bench_t *b)
@@ -378,14 +398,16 @@ static int setup_conns(bench_t *b)
         conn_t *c = &b->conns[i];
         c->b = b;
         c->idx = i;
-        c->inflight = calloc((size_t)b->pipeline, sizeof(op_t));
+        c->ops = calloc((size_t)b->pipeline, sizeof(op_t));
+        c->op_free = calloc((size_t)b->pipeline, sizeof(size_t));
         c->slot_proc = calloc((size_t)b->pipeline, sizeof(uint64_t));
-        if (c->inflight == NULL || c->slot_proc == NULL)
+        if (c->ops == NULL || c->op_free == NULL || c->slot_proc == NULL)
             return -1;
-        for (int k = 0; k < b->pipeline; k++)
+        for (int k = 0; k < b->pipeline; k++) {
             c->slot_proc[c->free_n++] = ++b->next_process;
-        if (keel_rconn_open(&c->rc, &b->loop, b->addrs, b->n_addrs, i % (int)b->n_addrs,
-                            (uint64_t)i + 1, 64 * 1024, &conn_ops, c) != 0)
+            c->op_free[c->pipeline_free++] = (size_t)k;
+        }
+        if (open_conn(b, c, i) != 0)
             return -1;
     }
     return 0;
@@ -405,6 +427,8 @@ static void report(bench_t *b)
     printf("  errors:        tryagain %llu  timeout %llu  other %llu  lost-in-flight %llu\n",
            (unsigned long long)b->errors_tryagain, (unsigned long long)b->errors_timeout,
            (unsigned long long)b->errors_reply, (unsigned long long)b->lost);
+    printf("  connections:   failed attempts %llu  lost %llu\n",
+           (unsigned long long)b->connect_failures, (unsigned long long)b->links_lost);
     if (b->have_cluster)
         printf("  time without a leader: %lld ms (polled every 100 ms)\n",
                (long long)b->no_leader_ms);
@@ -415,12 +439,13 @@ static void bench_free(bench_t *b)
 {
     for (int i = 0; b->conns != NULL && i < b->conns_n; i++) {
         conn_t *c = &b->conns[i];
-        keel_rconn_free(&c->rc);
-        free(c->inflight);
+        free(c->ops);
+        free(c->op_free);
         free(c->slot_proc);
     }
     free(b->conns);
     free(b->lat_us);
+    free(b->value);
     if (b->history)
         fclose(b->history);
     free(b);
@@ -450,13 +475,31 @@ static int bench_kv(int argc, char **argv)
         pthread_join(b->watcher, NULL);
     }
     report(b);
+    int rc = 0;
+    if (b->ok == 0) {
+        fprintf(stderr, "keel bench kv: no operation completed (%llu failed connection attempts)\n",
+                (unsigned long long)b->connect_failures);
+        rc = 1;
+    }
     keel_loop_close(&b->loop);
     bench_free(b);
+    return rc;
+}
+
+static int wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return 1;
     return 0;
 }
 
 int keel_cli_bench(int argc, char **argv)
 {
+    if (wants_help(argc, argv)) {
+        usage();
+        return 0;
+    }
     if (argc >= 2 && strcmp(argv[1], "kv") == 0 && keel_bench_contend_wanted(argc - 1, argv + 1))
         return keel_bench_contend(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "kv") == 0)

@@ -3,92 +3,25 @@
 #include "cli/cluster.h"
 #include "cli/member.h"
 
-#include "base/buf.h"
+#include "client/blocking.h"
 #include "proto/resp.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <time.h>
-#include <unistd.h>
-
-/* One command's answer must come within this; a membership change waits for a commit. */
-#define MEMBER_CALL_TIMEOUT_MS 10000
-#define MEMBER_REPLY_BYTES_MAX (1024 * 1024)
 /* --join keeps asking this long (the cluster may be electing a leader). */
 #define JOIN_RETRY_MS 30000
 #define JOIN_RETRY_PAUSE_MS 500
 
-int keel_cli_resp_call(const char *addr, int argc, const char *const *argv, keel_cli_reply_t *out,
-                       char *err, size_t err_cap)
+int keel_cli_call(const char *addr, size_t argc, const char *const *argv, keel_client_reply_t *out,
+                  char *err, size_t err_cap)
 {
-    memset(out, 0, sizeof(*out));
-    char host[64];
-    int port;
-    if (keel_cluster_split_addr(addr, host, sizeof(host), &port) != 0) {
-        snprintf(err, err_cap, "bad address '%s' (want host:port)", addr);
-        return -1;
-    }
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
-        snprintf(err, err_cap, "bad IPv4 address '%s'", host);
-        return -1;
-    }
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        snprintf(err, err_cap, "socket: %s", strerror(errno));
-        return -1;
-    }
-    struct timeval tv = {MEMBER_CALL_TIMEOUT_MS / 1000, (MEMBER_CALL_TIMEOUT_MS % 1000) * 1000};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    keel_buf_t req;
-    keel_buf_init(&req, 0);
-    keel_buf_printf(&req, "*%d\r\n", argc);
-    for (int i = 0; i < argc; i++)
-        keel_buf_printf(&req, "$%zu\r\n%s\r\n", strlen(argv[i]), argv[i]);
-    int rc = -1;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-        write(fd, keel_buf_rptr(&req), keel_buf_unread(&req)) != (ssize_t)keel_buf_unread(&req)) {
-        snprintf(err, err_cap, "%s: %s", addr, strerror(errno));
-        goto out;
-    }
-    keel_buf_init(&out->raw, 4096);
-    for (;;) {
-        size_t used;
-        keel_errmsg_t m = {{0}};
-        int prc = keel_resp_parse_reply(NULL, keel_buf_rptr(&out->raw), keel_buf_unread(&out->raw),
-                                        &out->v, &used, &m);
-        if (prc == 0) {
-            rc = 0;
-            break;
-        }
-        if (prc != KEEL_EAGAIN || keel_buf_unread(&out->raw) >= MEMBER_REPLY_BYTES_MAX) {
-            snprintf(err, err_cap, "%s: bad reply", addr);
-            break;
-        }
-        char chunk[4096];
-        ssize_t k = read(fd, chunk, sizeof(chunk));
-        if (k <= 0) {
-            snprintf(err, err_cap, "%s: %s", addr, k == 0 ? "connection closed" : strerror(errno));
-            break;
-        }
-        if (keel_buf_append(&out->raw, chunk, (size_t)k) != 0) {
-            snprintf(err, err_cap, "out of memory");
-            break;
-        }
-    }
-out:
-    keel_buf_free(&req);
-    close(fd);
+    keel_errmsg_t m;
+    int rc = keel_client_call(&addr, 1, argc, argv, KEEL_CLI_CALL_TIMEOUT_MS, out, &m);
     if (rc != 0)
-        keel_cli_reply_free(out);
-    return rc;
+        snprintf(err, err_cap, "%s", m.text);
+    return rc == 0 ? 0 : -1;
 }
 
 static int has_text(const keel_resp_value_t *v, const char *text)
@@ -98,13 +31,6 @@ static int has_text(const keel_resp_value_t *v, const char *text)
         if (memcmp(v->str.ptr + i, text, n) == 0)
             return 1;
     return 0;
-}
-
-void keel_cli_reply_free(keel_cli_reply_t *r)
-{
-    keel_resp_value_free(r->v);
-    r->v = NULL;
-    keel_buf_free(&r->raw);
 }
 
 static void copy_str(char *dst, size_t cap, const keel_resp_value_t *v)
@@ -168,19 +94,19 @@ int keel_cli_join(const char *addr, const char *name, const char *peer_addr,
 {
     const char *argv[] = {"KEEL.CLUSTER", "JOIN", name, peer_addr, client_addr};
     for (long waited = 0;; waited += JOIN_RETRY_PAUSE_MS) {
-        keel_cli_reply_t r;
-        int rc = keel_cli_resp_call(addr, 5, argv, &r, err, err_cap);
+        keel_client_reply_t r;
+        int rc = keel_cli_call(addr, 5, argv, &r, err, err_cap);
         if (rc == 0) {
             int transient = r.v->type == KEEL_RESP_ERROR &&
                             (r.v->str.len < 4 || memcmp(r.v->str.ptr, "ERR ", 4) != 0 ||
                              has_text(r.v, "shutting down"));
             if (!transient) {
                 rc = parse_join(r.v, out, err, err_cap);
-                keel_cli_reply_free(&r);
+                keel_client_reply_free(&r);
                 return rc;
             }
             snprintf(err, err_cap, "%.*s", (int)r.v->str.len, (const char *)r.v->str.ptr);
-            keel_cli_reply_free(&r);
+            keel_client_reply_free(&r);
         }
         if (waited >= JOIN_RETRY_MS)
             return -1;
@@ -242,14 +168,14 @@ static int member_run(char list[][64], size_t n, int argc, const char *const *ar
 {
     char err[256] = "";
     for (size_t i = 0; i < n; i++) {
-        keel_cli_reply_t r;
-        if (keel_cli_resp_call(list[i], argc, argv, &r, err, sizeof(err)) != 0)
+        keel_client_reply_t r;
+        if (keel_cli_call(list[i], (size_t)argc, argv, &r, err, sizeof(err)) != 0)
             continue;
         const keel_resp_value_t *v = r.v;
         int is_transfer = strcmp(argv[1], "TRANSFER") == 0;
         if (v->type == KEEL_RESP_ERROR && is_transfer && has_text(v, "not the leader") &&
             i + 1 < n) {
-            keel_cli_reply_free(&r);
+            keel_client_reply_free(&r);
             continue; /* another target may lead */
         }
         int rc = 0;
@@ -263,7 +189,7 @@ static int member_run(char list[][64], size_t n, int argc, const char *const *ar
         } else {
             printf("OK\n");
         }
-        keel_cli_reply_free(&r);
+        keel_client_reply_free(&r);
         return rc;
     }
     fprintf(stderr, "keel member: no member answered (%s)\n", err);

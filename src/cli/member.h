@@ -1,23 +1,22 @@
-/* member.h - a blocking one-command RESP client, and the join of `keel server --join`. */
+/* member.h - `keel member`, one blocking command for the CLI, and the join of `keel server --join`.
+ */
 #ifndef KEEL_CLI_MEMBER_H
 #define KEEL_CLI_MEMBER_H
 
-#include "base/buf.h"
+#include "client/blocking.h"
 #include "proto/resp.h"
 #include "server/memberdir.h"
 
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct keel_cli_reply {
-    keel_resp_value_t *v; /* points into raw */
-    keel_buf_t raw;
-} keel_cli_reply_t;
+/* One command's answer must come within this; a membership change waits for a commit. */
+#define KEEL_CLI_CALL_TIMEOUT_MS 10000
 
-/* Sends one command to addr and reads its reply (10 s at most). 0, or -1 with err set. */
-int keel_cli_resp_call(const char *addr, int argc, const char *const *argv, keel_cli_reply_t *out,
-                       char *err, size_t err_cap);
-void keel_cli_reply_free(keel_cli_reply_t *r);
+/* One command to addr through client/blocking.h (10 s at most). 0, or -1 with err set;
+ * free the reply with keel_client_reply_free. */
+int keel_cli_call(const char *addr, size_t argc, const char *const *argv, keel_client_reply_t *out,
+                  char *err, size_t err_cap);
 
 typedef struct keel_cli_join {
     uint64_t id, cluster_id;

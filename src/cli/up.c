@@ -145,9 +145,9 @@ static void last_log_line(const keel_cluster_t *cl, const keel_cluster_node_t *n
 static pid_t answering_pid(const keel_cluster_node_t *nd)
 {
     const char *argv[] = {"INFO", "server"};
-    keel_cli_reply_t r;
+    keel_client_reply_t r;
     char err[256];
-    if (keel_cli_resp_call(nd->client, 2, argv, &r, err, sizeof(err)) != 0)
+    if (keel_cli_call(nd->client, 2, argv, &r, err, sizeof(err)) != 0)
         return -1;
     pid_t pid = -1;
     const keel_resp_value_t *v = r.v;
@@ -158,7 +158,7 @@ static pid_t answering_pid(const keel_cluster_node_t *nd)
         if (p != NULL)
             pid = (pid_t)atoi(p + strlen("process_id:"));
     }
-    keel_cli_reply_free(&r);
+    keel_client_reply_free(&r);
     return pid;
 }
 
@@ -449,9 +449,9 @@ static void print_members(const keel_cluster_t *cl)
 {
     const char *argv[] = {"KEEL.CLUSTER", "MEMBERS"};
     for (size_t i = 0; i < cl->n; i++) {
-        keel_cli_reply_t r;
+        keel_client_reply_t r;
         char err[256];
-        if (keel_cli_resp_call(cl->nodes[i].client, 2, argv, &r, err, sizeof(err)) != 0)
+        if (keel_cli_call(cl->nodes[i].client, 2, argv, &r, err, sizeof(err)) != 0)
             continue;
         const keel_resp_value_t *v = r.v;
         if (v->type == KEEL_RESP_ARRAY) {
@@ -471,7 +471,7 @@ static void print_members(const keel_cluster_t *cl)
                        (const char *)m->elems[5].str.ptr, known ? "" : "  (added at run time)");
             }
         }
-        keel_cli_reply_free(&r);
+        keel_client_reply_free(&r);
         return;
     }
 }
@@ -483,7 +483,8 @@ int keel_cli_status(int argc, char **argv)
         dir_only(argc, argv,
                  "usage: keel status --dir DIR\n\n"
                  "Shows each node of the cluster recorded in DIR/cluster.json: role, term,\n"
-                 "leader, indexes, keys and health, then the members as a node sees them.\n"
+                 "leader, indexes, keys and health (admin HTTP), then the members as the\n"
+                 "first node that answers sees them (KEEL.CLUSTER MEMBERS over RESP).\n"
                  "Exits 1 if a node does not answer.\n",
                  &code);
     if (dir == NULL)
