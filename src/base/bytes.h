@@ -21,6 +21,17 @@
 #define KEEL_LE64(v) (v)
 #endif
 
+static inline void keel_put_u16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static inline uint16_t keel_get_u16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | p[1] << 8);
+}
+
 static inline void keel_put_u32(uint8_t *p, uint32_t v)
 {
     v = KEEL_LE32(v);
@@ -77,6 +88,12 @@ static inline uint8_t keel_rd_u8(keel_rd_t *r)
 {
     const uint8_t *p = keel_rd_bytes(r, 1);
     return p ? p[0] : 0;
+}
+
+static inline uint16_t keel_rd_u16(keel_rd_t *r)
+{
+    const uint8_t *p = keel_rd_bytes(r, 2);
+    return p ? keel_get_u16(p) : 0;
 }
 
 static inline uint32_t keel_rd_u32(keel_rd_t *r)

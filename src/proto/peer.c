@@ -207,7 +207,8 @@ int keel_peer_encode_fwd(keel_buf_t *out, keel_peer_type_t type, const keel_peer
         keel_put_u64(head + head_n, f->index);
         head_n += 8;
     }
-    int with_bytes = type == KEEL_PEER_FWD_PROPOSE || type == KEEL_PEER_FWD_REPLY;
+    int with_bytes =
+        type == KEEL_PEER_FWD_PROPOSE || type == KEEL_PEER_FWD_CONF || type == KEEL_PEER_FWD_REPLY;
     size_t mark;
     int rc = keel_frame_begin(out, (uint8_t)type, &mark);
     if (rc != 0)
@@ -230,6 +231,7 @@ int keel_peer_decode_fwd(keel_peer_type_t type, const uint8_t *p, size_t n, keel
     f->req_id = keel_rd_u64(&r);
     switch (type) {
     case KEEL_PEER_FWD_PROPOSE:
+    case KEEL_PEER_FWD_CONF:
         break;
     case KEEL_PEER_FWD_REPLY:
         f->status = keel_rd_u8(&r);
@@ -249,7 +251,8 @@ int keel_peer_decode_fwd(keel_peer_type_t type, const uint8_t *p, size_t n, keel
     }
     if (r.bad || f->status > KEEL_PEER_FAILED)
         return KEEL_EPROTO;
-    if (type == KEEL_PEER_FWD_PROPOSE || type == KEEL_PEER_FWD_REPLY) {
+    if (type == KEEL_PEER_FWD_PROPOSE || type == KEEL_PEER_FWD_CONF ||
+        type == KEEL_PEER_FWD_REPLY) {
         f->bytes = r.p;
         f->bytes_len = r.left;
     }

@@ -20,12 +20,14 @@
  *                SNAPSHOT only: u8 has_conf | [u32 voters_n | u32 learners_n |
  *                (voters_n + learners_n) x u64 id | u32 ctx_len | ctx] | u32 data_len |
  *                data
- *   FWD_PROPOSE  u64 req_id | the command entry bytes (core/kv format)
+ *   FWD_PROPOSE  u64 req_id | the command entry bytes (the state machine's format)
  *   FWD_REPLY    u64 req_id | u8 status | reply bytes (RESP, for status OK)
  *   FWD_READ     u64 req_id
  *   FWD_READ_OK  u64 req_id | u8 status | u64 read index
  *   PUBLISH      u32 channel_len | channel | message
  *   REMOVED      u64 member id    the receiver was removed by a committed configuration
+ *   FWD_CONF     u64 req_id | a membership change (server/node.h's encoding); answered
+ *                with FWD_REPLY like FWD_PROPOSE
  *
  * Every frame goes from the connecting node to the accepting one, except REMOVED, which
  * a member may also write back on a connection that a removed node opened to it.
@@ -43,6 +45,7 @@ typedef enum keel_peer_type {
     KEEL_PEER_FWD_READ_OK = 6,
     KEEL_PEER_PUBLISH = 7,
     KEEL_PEER_REMOVED = 8,
+    KEEL_PEER_FWD_CONF = 9,
 } keel_peer_type_t;
 
 typedef enum keel_peer_status {

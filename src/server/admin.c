@@ -54,11 +54,12 @@ static void http_status(keel_http_req_t *req, void *data)
         "leader",
         st.has_leader ? json_string(keel_node_member_name(s->node, st.leader)) : json_null(),
         "commit_index", (json_int_t)st.commit, "applied_index", (json_int_t)st.applied,
-        "last_index", (json_int_t)st.last_index, "revision", (json_int_t)st.revision, "keys",
-        (json_int_t)st.keys, "leader_changes", (json_int_t)st.leader_changes, "wal_bytes",
-        (json_int_t)st.wal_disk_bytes, "snapshot_index", (json_int_t)st.snapshot_index,
-        "snapshot_bytes", (json_int_t)st.snapshot_disk_bytes, "requests_pending",
-        (json_int_t)st.requests_pending, "members", members);
+        "last_index", (json_int_t)st.last_index, "revision",
+        (json_int_t)keel_kv_revision(&s->kv.kv), "keys", (json_int_t)keel_kv_count(&s->kv.kv),
+        "leader_changes", (json_int_t)st.leader_changes, "wal_bytes", (json_int_t)st.wal_disk_bytes,
+        "snapshot_index", (json_int_t)st.snapshot_index, "snapshot_bytes",
+        (json_int_t)st.snapshot_disk_bytes, "requests_pending", (json_int_t)st.requests_pending,
+        "members", members);
     if (j)
         json_object_set_new(j, "healthy", json_boolean(node_healthy(&st)));
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;

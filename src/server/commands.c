@@ -75,7 +75,8 @@ static void info_raft(server_t *s, keel_buf_t *b)
                     keel_raft_role_name(st.role), (unsigned long long)st.term,
                     st.has_leader ? keel_node_member_name(s->node, st.leader) : "",
                     (unsigned long long)st.commit, (unsigned long long)st.applied,
-                    (unsigned long long)st.last_index, (unsigned long long)st.revision,
+                    (unsigned long long)st.last_index,
+                    (unsigned long long)keel_kv_revision(&s->kv.kv),
                     (unsigned long long)st.leader_changes);
     for (size_t i = 0; i < d->n; i++)
         keel_buf_printf(b, "%s%s=%s", i ? "," : "", d->m[i].name, d->m[i].peer_addr);
@@ -272,6 +273,43 @@ static int members_reply(server_t *s, keel_buf_t *out, uint64_t leader)
     return rc;
 }
 
+static int copy_arg(char *dst, size_t cap, const uint8_t *a, size_t len)
+{
+    if (len >= cap || memchr(a, '\0', len))
+        return KEEL_EINVAL;
+    memcpy(dst, a, len);
+    dst[len] = '\0';
+    return 0;
+}
+
+/* KEEL.CLUSTER ADD|JOIN name peer client, REMOVE name, UPDATE name client as a typed change. */
+int keel__srv_conf_parse(size_t argc, const uint8_t *const *argv, const size_t *lens,
+                         keel_node_conf_change_t *c)
+{
+    static const struct {
+        const char *word;
+        keel_node_conf_op_t op;
+        size_t argc;
+    } ops[] = {{"add", KEEL_NODE_CONF_ADD, 5},
+               {"join", KEEL_NODE_CONF_JOIN, 5},
+               {"remove", KEEL_NODE_CONF_REMOVE, 3},
+               {"update", KEEL_NODE_CONF_UPDATE, 4}};
+    memset(c, 0, sizeof(*c));
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+        keel_resp_arg_t w = {.ptr = argv[1], .len = lens[1]};
+        if (argc != ops[i].argc || !keel__srv_arg_is(&w, ops[i].word))
+            continue;
+        c->op = ops[i].op;
+        int rc = copy_arg(c->name, sizeof(c->name), argv[2], lens[2]);
+        if (rc == 0 && argc == 5)
+            rc = copy_arg(c->peer_addr, sizeof(c->peer_addr), argv[3], lens[3]);
+        if (rc == 0 && argc >= 4)
+            rc = copy_arg(c->client_addr, sizeof(c->client_addr), argv[argc - 1], lens[argc - 1]);
+        return rc;
+    }
+    return KEEL_ENOTFOUND;
+}
+
 static int cluster_change(keel_resp_client_t *c, server_t *s, size_t argc,
                           const keel_resp_arg_t *argv)
 {
@@ -281,10 +319,13 @@ static int cluster_change(keel_resp_client_t *c, server_t *s, size_t argc,
         s->argv[i] = argv[i].ptr;
         s->lens[i] = argv[i].len;
     }
+    keel_node_conf_change_t chg;
+    if (keel__srv_conf_parse(argc, s->argv, s->lens, &chg) != 0)
+        return keel__srv_reply(c, "-ERR keel: name or address too long\r\n");
     client_state_t *cs = keel__srv_state(c);
     if (cs == NULL)
         return keel__srv_reply(c, "-ERR out of memory\r\n");
-    return keel__srv_submit(c, s, cs, argc, RUN_WRITE, NULL); /* NOMULTI: never in MULTI */
+    return keel__srv_submit(c, s, cs, argc, RUN_CONF, NULL); /* NOMULTI: never in MULTI */
 }
 
 int keel__srv_cmd_cluster(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)

@@ -158,8 +158,13 @@ static void submit(pending_reply_t *pr)
     cs->inflight++;
     cs->kind_write = pr->is_write;
     int argc = (int)pr->argc, rc;
+    keel_node_conf_change_t chg;
     if (node == NULL)
         rc = KEEL_ECANCELED;
+    else if (pr->conf)
+        rc = keel__srv_conf_parse(pr->argc, pr->argv, pr->lens, &chg) == 0
+                 ? keel_node_change(node, &chg, on_node_done, pr)
+                 : KEEL_EINVAL; /* parsed when it arrived: never */
     else if (pr->is_write)
         rc = keel_node_write(node, argc, pr->argv, pr->lens, on_node_done, pr);
     else
@@ -396,7 +401,7 @@ int keel__srv_cmd_data(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
 static int submit_queued(keel_resp_client_t *c, server_t *s, client_state_t *cs, size_t argc,
                          int run, cmd_stats_t *st, pending_reply_t *queued)
 {
-    int is_write = run == RUN_WRITE, watch = run == RUN_WATCH;
+    int is_write = run == RUN_WRITE || run == RUN_CONF, watch = run == RUN_WATCH;
     int idle = cs->inflight == 0 && cs->held_head == NULL;
     if (run == RUN_READ && cs->stale_reads && idle && s->node) {
         keel_buf_t *out = keel_resp_client_out(c);
@@ -419,6 +424,7 @@ static int submit_queued(keel_resp_client_t *c, server_t *s, client_state_t *cs,
     pr->cs = cs;
     pr->is_write = is_write;
     pr->watch = watch;
+    pr->conf = run == RUN_CONF;
     pr->exec_queued = queued;
     pr->client = c;
     if (go_now) {

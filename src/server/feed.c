@@ -125,7 +125,7 @@ static void feed_lagged(server_t *s, client_state_t *cs, const keel_kv_t *kv)
 static void feed_pump(server_t *s, client_state_t *cs)
 {
     watcher_t *w = cs->feed;
-    const keel_kv_t *kv = s->node ? keel_node_kv(s->node) : NULL;
+    const keel_kv_t *kv = s->node ? &s->kv.kv : NULL;
     size_t pos, len = kv ? keel_kv_history_len(kv) : 0;
     if (kv == NULL)
         return;
@@ -196,7 +196,7 @@ int keel__srv_cmd_keel_watch(keel_resp_client_t *c, size_t argc, const keel_resp
         return keel__srv_reply(c, "-ERR keel: watch prefix too long\r\n");
     if (s->node == NULL)
         return keel__srv_reply(c, "-ERR keel: server shutting down\r\n");
-    const keel_kv_t *kv = keel_node_kv(s->node);
+    const keel_kv_t *kv = &s->kv.kv;
     uint64_t after = from >= 0 ? (uint64_t)from : keel_kv_revision(kv);
     size_t pos;
     if (keel_kv_history_seek(kv, after, &pos) != 0)

@@ -29,8 +29,6 @@
 /* The largest frame a peer writes back on our outbound connection (REMOVED: 18 bytes). */
 #define PEER_BACK_FRAME_BYTES_MAX 64u
 
-/* Keys (or leases) one sweep entry deletes at most: bounds the entry and its apply. */
-#define SWEEP_KEYS_MAX 1000u
 /* Freed Raft log blocks kept for reuse: the log regrows after every compaction to about
    the size that triggers the next snapshot (snapshot_log_bytes_min, 64 MiB by default). */
 #define LOG_SPARE_BYTES_MAX (64u * 1024u * 1024u)
@@ -53,11 +51,13 @@ struct request {
     keel_node_done_fn done; /* NULL once answered (a tombstone left in a queue) */
     void *ctx;
     keel_ms_t deadline_ms;
-    uint8_t *cmd; /* the command as a kv entry (writes: the proposal; reads: argv to run) */
+    uint8_t *cmd; /* the state machine's entry (writes: the proposal; reads: what to run),
+                     or, for a membership change, keel_node_conf_encode's bytes */
     size_t cmd_len;
     uint64_t index, term;    /* writes: where proposed; reads: the read index */
     uint64_t origin, req_id; /* remote: who asked, and their id; forwarded: our id */
     char *conf_reply;        /* membership change proposed here: its reply once committed */
+    int is_conf;             /* cmd is a membership change (keel_node_change) */
     keel_ms_t start_ms;
     request_t *prev, *next; /* the all-requests list, in deadline order (local only) */
     request_t *qnext;       /* the queue the request waits in; the pool's list when free */
@@ -167,11 +167,15 @@ struct keel_node {
     keel_raft_t *raft;
     keel_blockmem_t *log_mem; /* the core's log blocks (runtime/blockmem.h); outlives raft */
     keel_raftlog_t *log;
-    keel_kv_t kv;
+    keel_sm_t sm; /* the data (sm/sm.h), the owner's */
     /* One slot per member but this node; twice as many as members, so that peers of
        removed members can finish closing while new members' peers open. */
     peer_t peers[2 * KEEL_RAFT_MEMBERS_MAX];
-    keel_memberdir_t members;    /* the configuration in force, with names and addresses */
+    keel_memberdir_t members; /* the configuration in force, with names and addresses */
+    /* Scratch for one configuration at a time (4 KiB each: not on the stack, and not in
+       function statics, so that two nodes can live in one process). */
+    keel_raft_conf_t conf_scratch, applied_conf;
+    keel_memberdir_t applied_dir;
     uint64_t members_conf_index; /* last index seen when members was computed */
     int members_dirty;
     int removed; /* the configuration in force does not include this node */
@@ -213,9 +217,6 @@ struct keel_node {
     uint64_t leader_changes;
     keel_buf_t scratch, reply;
     keel_peer_scratch_t dec_scratch;
-    const uint8_t **argv;
-    size_t *lens;
-    size_t argv_cap;
     int stopping, handles_open;
     void (*closed)(void *data);
     void *closed_data;
@@ -230,8 +231,8 @@ struct keel_node {
     uv_work_t snap_load_work;       /* reads the child's file back off the loop */
     int snap_loading;
     int snap_load_rc;
-    uint8_t *snap_kv; /* the loaded state, handed to the core (owned until then) */
-    size_t snap_kv_len;
+    uint8_t *snap_sm; /* the loaded state, handed to the core (owned until then) */
+    size_t snap_sm_len;
 
     uint64_t installed_index, installed_term; /* to report durable after the ready */
     /* metrics */
@@ -260,7 +261,6 @@ void keel_node_config_default(keel_node_config_t *cfg)
     cfg->raft.election_ticks_min = 20;
     cfg->raft.election_ticks_max = 40;
     keel_wal_config_default(&cfg->wal);
-    cfg->kv = keel_kv_config_default();
     cfg->requests_pending_max = 100000;
     cfg->request_timeout_ms = 5000;
     cfg->peer_buffer_bytes_max = 64u * 1024 * 1024;
@@ -284,7 +284,7 @@ void keel_node_config_default(keel_node_config_t *cfg)
  */
 static uint64_t entry_bytes_needed(const keel_node_config_t *cfg)
 {
-    uint64_t need = (uint64_t)cfg->kv.value_bytes_max + cfg->kv.key_bytes_max + 64 * 1024;
+    uint64_t need = cfg->command_bytes_max;
     return need > cfg->raft.entry_bytes_max ? need : cfg->raft.entry_bytes_max;
 }
 
@@ -293,9 +293,9 @@ int keel_node_config_validate(const keel_node_config_t *cfg, keel_errmsg_t *msg)
     if (entry_bytes_needed(cfg) + 64 > cfg->wal.record_bytes_max ||
         entry_bytes_needed(cfg) + 4096 > cfg->peer_frame_bytes_max)
         return keel_errf(msg, KEEL_EINVAL,
-                         "node: value_bytes_max %zu too large for the WAL record (%zu) or peer "
+                         "node: commands of %llu bytes do not fit the WAL record (%zu) or peer "
                          "frame (%zu) limits",
-                         cfg->kv.value_bytes_max, cfg->wal.record_bytes_max,
+                         (unsigned long long)cfg->command_bytes_max, cfg->wal.record_bytes_max,
                          cfg->peer_frame_bytes_max);
     if (cfg->members_n == 0 || cfg->members_n > KEEL_RAFT_VOTERS_MAX)
         return keel_errf(msg, KEEL_EINVAL, "node: %zu members (1..%d allowed)", cfg->members_n,
@@ -321,10 +321,9 @@ int keel_node_config_validate(const keel_node_config_t *cfg, keel_errmsg_t *msg)
         return keel_errf(msg, KEEL_EINVAL, "node: snapshot_entries and snapshots_keep must be > 0");
     if (cfg->peer_frame_bytes_max < cfg->raft.msg_bytes_max + 4096)
         return keel_errf(msg, KEEL_EINVAL, "node: peer_frame_bytes_max below raft msg_bytes_max");
-    int rc = keel_kv_config_validate(&cfg->kv, msg);
-    if (rc == 0)
-        rc = keel_wal_config_validate(&cfg->wal, msg);
-    return rc;
+    if (cfg->sm.ops == NULL)
+        return keel_errf(msg, KEEL_EINVAL, "node: no state machine");
+    return keel_wal_config_validate(&cfg->wal, msg);
 }
 
 /* ---- request bookkeeping ---------------------------------------------------------- */
@@ -425,8 +424,10 @@ static void req_pool_free(keel_node_t *n)
     n->req_pool_len = 0;
 }
 
-static int remote_done_marker;
-#define REMOTE_DONE ((keel_node_done_fn)(void *)&remote_done_marker)
+/* The done of a request a follower forwarded: never called (the follower times its own
+   request out); its address marks the request as remote. */
+static void remote_done(void *ctx, int status, const uint8_t *reply, size_t len) {}
+#define REMOTE_DONE remote_done
 
 /* ---- peers: sending --------------------------------------------------------------- */
 
@@ -706,16 +707,16 @@ static void evict(keel_node_t *n, uint64_t by)
  */
 static keel_memberdir_t *applied_members(keel_node_t *n)
 {
-    static keel_raft_conf_t c; /* 4 KiB each; the loop is single-threaded */
-    static keel_memberdir_t d;
-    uint64_t at = keel_kv_applied_index(&n->kv);
+    keel_raft_conf_t *c = &n->applied_conf;
+    keel_memberdir_t *d = &n->applied_dir;
+    uint64_t at = n->sm.ops->applied_index(n->sm.data);
     if (at < keel_raft_snapshot_index(n->raft))
         at = keel_raft_snapshot_index(n->raft); /* a snapshot is committed state too */
-    keel_raft_conf_at(n->raft, at, &c);
-    if (c.voters_n == 0)
+    keel_raft_conf_at(n->raft, at, c);
+    if (c->voters_n == 0)
         return NULL;
-    keel_memberdir_of_conf(&c, n->cfg.members, n->cfg.members_n, &d);
-    return keel_memberdir_find_id(&d, n->cfg.id) != NULL ? &d : NULL;
+    keel_memberdir_of_conf(c, n->cfg.members, n->cfg.members_n, d);
+    return keel_memberdir_find_id(d, n->cfg.id) != NULL ? d : NULL;
 }
 
 /*
@@ -767,7 +768,8 @@ static void judge_inconns(keel_node_t *n)
 }
 
 static void give_up_forwarded(keel_node_t *n, uint64_t keep, uint64_t only);
-static void handle_fwd_propose(keel_node_t *n, uint64_t from, const keel_peer_fwd_t *f);
+static void handle_fwd_propose(keel_node_t *n, uint64_t from, const keel_peer_fwd_t *f,
+                               int is_conf);
 static void handle_fwd_reply(keel_node_t *n, const keel_peer_fwd_t *f);
 static void handle_fwd_read(keel_node_t *n, uint64_t from, const keel_peer_fwd_t *f);
 static void handle_fwd_read_ok(keel_node_t *n, const keel_peer_fwd_t *f);
@@ -825,7 +827,8 @@ static int handle_frame(void *ctx, const keel_frame_t *fr)
         return KEEL_EPROTO;
     switch (fr->type) {
     case KEEL_PEER_FWD_PROPOSE:
-        handle_fwd_propose(n, c->from, &f);
+    case KEEL_PEER_FWD_CONF:
+        handle_fwd_propose(n, c->from, &f, fr->type == KEEL_PEER_FWD_CONF);
         break;
     case KEEL_PEER_FWD_REPLY:
         handle_fwd_reply(n, &f);
@@ -899,21 +902,9 @@ static void on_peer_connection(uv_stream_t *srv, int status)
 
 /* ---- client requests ------------------------------------------------------------- */
 
-static int encode_cmd(keel_node_t *n, request_t *r, int argc, const uint8_t *const *argv,
-                      const size_t *lens)
-{
-    keel_buf_reset(&n->scratch);
-    int rc = keel_kv_entry_encode(&n->scratch, (uint64_t)keel_clock_unix_ms(), argc, argv, lens);
-    if (rc != 0)
-        return rc;
-    if (req_cmd_alloc(r, keel_buf_unread(&n->scratch)) == NULL)
-        return KEEL_ENOMEM;
-    memcpy(r->cmd, keel_buf_rptr(&n->scratch), r->cmd_len);
-    return 0;
-}
-
-static int submit(keel_node_t *n, req_kind_t kind, int argc, const uint8_t *const *argv,
-                  const size_t *lens, keel_node_done_fn done, void *ctx)
+/* Takes a request of kind for the entry in n->scratch (or cmd/len when given). */
+static int submit_bytes(keel_node_t *n, req_kind_t kind, const uint8_t *cmd, size_t len,
+                        int is_conf, keel_node_done_fn done, void *ctx)
 {
     if (n->stopping)
         return KEEL_ECANCELED;
@@ -922,14 +913,29 @@ static int submit(keel_node_t *n, req_kind_t kind, int argc, const uint8_t *cons
     request_t *r = req_new(n, kind, done, ctx);
     if (r == NULL)
         return KEEL_ENOMEM;
-    int rc = encode_cmd(n, r, argc, argv, lens);
-    if (rc != 0) {
+    if (req_cmd_alloc(r, len) == NULL) {
         r->done = NULL;
         req_free(n, r);
-        return rc;
+        return KEEL_ENOMEM;
     }
+    memcpy(r->cmd, cmd, len);
+    r->is_conf = is_conf;
     dispatch(n, r);
     return 0;
+}
+
+/* A client's command: the state machine makes it an entry stamped with this node's clock
+ * (the leader stamps it again with its own before proposing). */
+static int submit(keel_node_t *n, req_kind_t kind, int argc, const uint8_t *const *argv,
+                  const size_t *lens, keel_node_done_fn done, void *ctx)
+{
+    keel_buf_reset(&n->scratch);
+    int rc = n->sm.ops->encode(n->sm.data, (uint64_t)keel_clock_unix_ms(), argc, argv, lens,
+                               &n->scratch);
+    if (rc != 0)
+        return rc;
+    return submit_bytes(n, kind, keel_buf_rptr(&n->scratch), keel_buf_unread(&n->scratch), 0, done,
+                        ctx);
 }
 
 int keel_node_write(keel_node_t *n, int argc, const uint8_t *const *argv, const size_t *lens,
@@ -938,23 +944,11 @@ int keel_node_write(keel_node_t *n, int argc, const uint8_t *const *argv, const 
     return submit(n, REQ_WRITE, argc, argv, lens, done, ctx);
 }
 
-/* Decodes a request's command into the node's argv scratch. */
-static int cmd_argv(keel_node_t *n, const request_t *r, size_t *argc)
+int keel_node_change(keel_node_t *n, const keel_node_conf_change_t *c, keel_node_done_fn done,
+                     void *ctx)
 {
-    uint64_t t;
-    int rc = keel_kv_entry_decode(r->cmd, r->cmd_len, &t, n->argv_cap, n->argv, n->lens, argc);
-    if (rc == KEEL_ETOOBIG) {
-        const uint8_t **na = realloc(n->argv, *argc * sizeof(*na));
-        size_t *nl = na ? realloc(n->lens, *argc * sizeof(*nl)) : NULL;
-        if (na)
-            n->argv = na;
-        if (nl == NULL)
-            return KEEL_ENOMEM;
-        n->lens = nl;
-        n->argv_cap = *argc;
-        rc = keel_kv_entry_decode(r->cmd, r->cmd_len, &t, n->argv_cap, n->argv, n->lens, argc);
-    }
-    return rc;
+    uint8_t b[KEEL_NODE_CONF_BYTES_MAX];
+    return submit_bytes(n, REQ_WRITE, b, keel_node_conf_encode(c, b), 1, done, ctx);
 }
 
 /*
@@ -964,19 +958,16 @@ static int cmd_argv(keel_node_t *n, const request_t *r, size_t *argc)
  * deadline; how early or late that is depends on the clock skew between nodes
  * (docs/kv.md).
  */
-static uint64_t read_now_ms(const keel_node_t *n)
+uint64_t keel_node_read_now_ms(const keel_node_t *n)
 {
-    uint64_t now = (uint64_t)keel_clock_unix_ms();
-    return now > n->kv.time_ms ? now : n->kv.time_ms;
+    uint64_t now = (uint64_t)keel_clock_unix_ms(), applied = n->sm.ops->time_ms(n->sm.data);
+    return now > applied ? now : applied;
 }
 
 static void serve_read(keel_node_t *n, request_t *r)
 {
-    size_t argc;
     keel_buf_reset(&n->reply);
-    int rc = cmd_argv(n, r, &argc);
-    if (rc == 0)
-        rc = keel_kv_read_at(&n->kv, read_now_ms(n), (int)argc, n->argv, n->lens, &n->reply);
+    int rc = n->sm.ops->read(n->sm.data, keel_node_read_now_ms(n), r->cmd, r->cmd_len, &n->reply);
     req_answer(n, r, rc, keel_buf_rptr(&n->reply), keel_buf_unread(&n->reply));
 }
 
@@ -1017,15 +1008,16 @@ int keel_node_transfer(keel_node_t *n, uint64_t to)
     return rc;
 }
 
-uint64_t keel_node_key_version(keel_node_t *n, const void *key, size_t len)
-{
-    return keel_kv_version_at(&n->kv, read_now_ms(n), key, len);
-}
-
 int keel_node_read_local(keel_node_t *n, int argc, const uint8_t *const *argv, const size_t *lens,
                          keel_buf_t *reply)
 {
-    return keel_kv_read_at(&n->kv, read_now_ms(n), argc, argv, lens, reply);
+    uint64_t now = keel_node_read_now_ms(n);
+    keel_buf_reset(&n->scratch);
+    int rc = n->sm.ops->encode(n->sm.data, now, argc, argv, lens, &n->scratch);
+    if (rc == 0)
+        rc = n->sm.ops->read(n->sm.data, now, keel_buf_rptr(&n->scratch),
+                             keel_buf_unread(&n->scratch), reply);
+    return rc;
 }
 
 /* A write has its reply in n->reply: to the local client, or back to the follower. */
@@ -1084,15 +1076,6 @@ static void proposed(keel_node_t *n, request_t *r, uint64_t index)
 static void sync_members(keel_node_t *n);
 static void close_lingering(keel_node_t *n);
 
-/* A KEEL.CLUSTER command: argv[0] is the first thing in the entry (core/kv format). */
-static int is_conf_cmd(const request_t *r)
-{
-    static const char name[] = "KEEL.CLUSTER";
-    size_t h = KEEL_KV_ENTRY_HEADER_BYTES;
-    return r->cmd_len >= h + 4 + sizeof(name) - 1 && keel_get_u32(r->cmd + h) == sizeof(name) - 1 &&
-           strncasecmp((const char *)r->cmd + h + 4, name, sizeof(name) - 1) == 0;
-}
-
 static void conf_answer(keel_node_t *n, request_t *r, const char *text)
 {
     keel_buf_reset(&n->reply);
@@ -1100,17 +1083,51 @@ static void conf_answer(keel_node_t *n, request_t *r, const char *text)
     write_answered(n, r);
 }
 
-static int arg_eq(const uint8_t *a, size_t len, const char *s)
+static size_t put_field(uint8_t *w, const char *s)
 {
-    return strlen(s) == len && strncasecmp((const char *)a, s, len) == 0;
+    size_t len = strlen(s);
+    keel_put_u16(w, (uint16_t)len);
+    memcpy(w + 2, s, len);
+    return 2 + len;
 }
 
-static int copy_arg(char *dst, size_t cap, const uint8_t *a, size_t len)
+size_t keel_node_conf_encode(const keel_node_conf_change_t *c, uint8_t *out)
 {
-    if (len >= cap || memchr(a, '\0', len))
-        return KEEL_EINVAL;
-    memcpy(dst, a, len);
+    assert(strlen(c->name) < sizeof(c->name) && strlen(c->peer_addr) < sizeof(c->peer_addr) &&
+           strlen(c->client_addr) < sizeof(c->client_addr));
+    size_t n = 0;
+    out[n++] = (uint8_t)c->op;
+    n += put_field(out + n, c->name);
+    n += put_field(out + n, c->peer_addr);
+    n += put_field(out + n, c->client_addr);
+    assert(n <= KEEL_NODE_CONF_BYTES_MAX);
+    return n;
+}
+
+static int take_field(keel_rd_t *r, char *dst, size_t cap)
+{
+    size_t len = keel_rd_u16(r);
+    const uint8_t *p = len ? keel_rd_bytes(r, len) : NULL;
+    if (r->bad || len >= cap || (len && memchr(p, '\0', len)))
+        return KEEL_EPROTO;
+    if (len)
+        memcpy(dst, p, len);
     dst[len] = '\0';
+    return 0;
+}
+
+int keel_node_conf_decode(const uint8_t *p, size_t len, keel_node_conf_change_t *c)
+{
+    keel_rd_t r;
+    keel_rd_init(&r, p, len);
+    memset(c, 0, sizeof(*c));
+    uint8_t op = keel_rd_u8(&r);
+    if (op < KEEL_NODE_CONF_ADD || op > KEEL_NODE_CONF_UPDATE ||
+        take_field(&r, c->name, sizeof(c->name)) != 0 ||
+        take_field(&r, c->peer_addr, sizeof(c->peer_addr)) != 0 ||
+        take_field(&r, c->client_addr, sizeof(c->client_addr)) != 0 || r.left != 0)
+        return KEEL_EPROTO;
+    c->op = (keel_node_conf_op_t)op;
     return 0;
 }
 
@@ -1164,8 +1181,8 @@ static int remove_self_first(keel_node_t *n, request_t *r)
     return 1;
 }
 
-/* The next configuration for ADD / JOIN / REMOVE / PROMOTE, or an error reply. */
-static int conf_next(keel_node_t *n, request_t *r, size_t argc, keel_raft_conf_t *next,
+/* The next configuration for the change c, or an error (1: answered without a change). */
+static int conf_next(keel_node_t *n, const keel_node_conf_change_t *c, keel_raft_conf_t *next,
                      char **reply, keel_errmsg_t *m)
 {
     const keel_raft_conf_t *cur = keel_raft_conf(n->raft);
@@ -1173,15 +1190,12 @@ static int conf_next(keel_node_t *n, request_t *r, size_t argc, keel_raft_conf_t
     keel_node_member_t *self = keel_memberdir_find_id(&dir, n->cfg.id);
     if (self && self->client_addr[0] == '\0')
         snprintf(self->client_addr, sizeof(self->client_addr), "%s", n->cfg.client_addr);
-    const uint8_t *const *av = n->argv;
-    const size_t *al = n->lens;
-    int join = arg_eq(av[1], al[1], "join");
-    if ((join || arg_eq(av[1], al[1], "add")) && argc == 5) {
+    int join = c->op == KEEL_NODE_CONF_JOIN;
+    if (join || c->op == KEEL_NODE_CONF_ADD) {
         keel_node_member_t who = {0};
-        if (copy_arg(who.name, sizeof(who.name), av[2], al[2]) != 0 ||
-            copy_arg(who.peer_addr, sizeof(who.peer_addr), av[3], al[3]) != 0 ||
-            copy_arg(who.client_addr, sizeof(who.client_addr), av[4], al[4]) != 0)
-            return keel_errf(m, KEEL_EINVAL, "name or address too long");
+        memcpy(who.name, c->name, sizeof(who.name));
+        memcpy(who.peer_addr, c->peer_addr, sizeof(who.peer_addr));
+        memcpy(who.client_addr, c->client_addr, sizeof(who.client_addr));
         keel_node_member_t *was = keel_memberdir_find_name(&dir, who.name, strlen(who.name));
         if (join && was && strcmp(was->peer_addr, who.peer_addr) == 0) {
             *reply = join_reply(n, was->id, cur); /* asked again: it is in already */
@@ -1196,39 +1210,26 @@ static int conf_next(keel_node_t *n, request_t *r, size_t argc, keel_raft_conf_t
         }
         return rc;
     }
-    if ((arg_eq(av[1], al[1], "remove") || arg_eq(av[1], al[1], "promote")) && argc == 3) {
-        keel_node_member_t *who = keel_memberdir_find_name(&dir, (const char *)av[2], al[2]);
-        if (who == NULL)
-            return keel_errf(m, KEEL_ENOTFOUND, "no such member '%.*s'",
-                             (int)(al[2] > 64 ? 64 : al[2]), (const char *)av[2]);
-        int rc = arg_eq(av[1], al[1], "remove")
-                     ? keel_memberdir_remove(cur, &dir, who->id, next, m)
-                     : keel_memberdir_promote(cur, &dir, who->id, next, m);
-        if (rc == 0)
-            *reply = strdup("+OK\r\n");
-        return rc;
-    }
-    if (arg_eq(av[1], al[1], "update") && argc == 4) {
-        keel_node_member_t *who = keel_memberdir_find_name(&dir, (const char *)av[2], al[2]);
-        char addr[KEEL_NODE_ADDR_BYTES];
-        if (who == NULL)
-            return keel_errf(m, KEEL_ENOTFOUND, "no such member '%.*s'",
-                             (int)(al[2] > 64 ? 64 : al[2]), (const char *)av[2]);
-        if (copy_arg(addr, sizeof(addr), av[3], al[3]) != 0)
-            return keel_errf(m, KEEL_EINVAL, "client address too long");
+    keel_node_member_t *who = keel_memberdir_find_name(&dir, c->name, strlen(c->name));
+    if (who == NULL)
+        return keel_errf(m, KEEL_ENOTFOUND, "no such member '%.64s'", c->name);
+    int rc;
+    if (c->op == KEEL_NODE_CONF_UPDATE) {
         /* Compared with the configuration in force, not dir: dir has the leader's own
            address filled in already, which an UPDATE for the leader must still write. */
         const keel_node_member_t *in_force = keel_memberdir_find_id(&n->members, who->id);
-        if (in_force && strcmp(in_force->client_addr, addr) == 0) {
+        if (in_force && strcmp(in_force->client_addr, c->client_addr) == 0) {
             *reply = strdup("+OK\r\n"); /* nothing to change */
             return 1;
         }
-        int rc = keel_memberdir_set_client(cur, &dir, who->id, addr, next, m);
-        if (rc == 0)
-            *reply = strdup("+OK\r\n");
-        return rc;
+        rc = keel_memberdir_set_client(cur, &dir, who->id, c->client_addr, next, m);
+    } else {
+        rc = c->op == KEEL_NODE_CONF_REMOVE ? keel_memberdir_remove(cur, &dir, who->id, next, m)
+                                            : keel_memberdir_promote(cur, &dir, who->id, next, m);
     }
-    return keel_errf(m, KEEL_EINVAL, "unknown membership change");
+    if (rc == 0)
+        *reply = strdup("+OK\r\n");
+    return rc;
 }
 
 /*
@@ -1238,30 +1239,29 @@ static int conf_next(keel_node_t *n, request_t *r, size_t argc, keel_raft_conf_t
  */
 static void conf_change(keel_node_t *n, request_t *r)
 {
-    static keel_raft_conf_t next; /* 4 KiB; the loop is single-threaded */
-    size_t argc;
+    keel_raft_conf_t *next = &n->conf_scratch;
+    keel_node_conf_change_t c;
     char *reply = NULL;
     keel_errmsg_t m = {{0}};
     free(r->conf_reply);
     r->conf_reply = NULL;
-    if (cmd_argv(n, r, &argc) != 0 || argc < 3) {
-        conf_answer(n, r, "-ERR keel: bad KEEL.CLUSTER command\r\n");
+    if (keel_node_conf_decode(r->cmd, r->cmd_len, &c) != 0) {
+        conf_answer(n, r, "-ERR keel: bad membership change\r\n");
         return;
     }
-    if (arg_eq(n->argv[1], n->lens[1], "remove") && argc == 3) {
-        keel_node_member_t *who =
-            keel_memberdir_find_name(&n->members, (const char *)n->argv[2], n->lens[2]);
+    if (c.op == KEEL_NODE_CONF_REMOVE) {
+        keel_node_member_t *who = keel_memberdir_find_name(&n->members, c.name, strlen(c.name));
         if (who && who->id == n->cfg.id && remove_self_first(n, r))
             return;
     }
-    int rc = conf_next(n, r, argc, &next, &reply, &m);
+    int rc = conf_next(n, &c, next, &reply, &m);
     if (rc == 1) { /* answered without a change */
         conf_answer(n, r, reply ? reply : "-ERR keel: out of memory\r\n");
         free(reply);
         return;
     }
     if (rc == 0)
-        rc = keel_raft_propose_conf(n->raft, &next);
+        rc = keel_raft_propose_conf(n->raft, next);
     if (rc == KEEL_EBUSY || rc == KEEL_EAGAIN || rc == KEEL_ENOTLEADER) {
         free(reply);
         q_push(&n->parked, r); /* an earlier change or a transfer is under way: wait */
@@ -1276,7 +1276,7 @@ static void conf_change(keel_node_t *n, request_t *r)
     }
     r->conf_reply = reply;
     keel_log_info("membership change proposed", KF_STR("change", reply[0] == '*' ? "join" : "edit"),
-                  KF_INT("voters", next.voters_n), KF_INT("learners", next.learners_n));
+                  KF_INT("voters", next->voters_n), KF_INT("learners", next->learners_n));
     proposed(n, r, keel_raft_last_index(n->raft));
     sync_members(n);
 }
@@ -1310,14 +1310,13 @@ static void dispatch(keel_node_t *n, request_t *r)
             q_push(&n->reads_new, r);
             return;
         }
-        if (is_conf_cmd(r)) {
+        if (r->is_conf) {
             conf_change(n, r);
             return;
         }
         /* The leader's clock stamps every entry (expiry deadlines derive from it),
-         * whichever node the client talked to: bytes 1..8 of the entry. */
-        if (r->cmd_len >= KEEL_KV_ENTRY_HEADER_BYTES && r->cmd[0] == KEEL_KV_ENTRY_VERSION)
-            keel_put_u64(r->cmd + 1, (uint64_t)keel_clock_unix_ms());
+         * whichever node the client talked to. */
+        n->sm.ops->stamp(n->sm.data, r->cmd, r->cmd_len, (uint64_t)keel_clock_unix_ms());
         uint64_t index;
         int rc = keel_raft_propose(n->raft, r->cmd, r->cmd_len, &index);
         if (rc == KEEL_ENOTLEADER || rc == KEEL_EBUSY) {
@@ -1359,14 +1358,14 @@ static void dispatch(keel_node_t *n, request_t *r)
         return;
     }
     keel_peer_fwd_t f = {.req_id = r->req_id, .bytes = r->cmd, .bytes_len = r->cmd_len};
-    send_fwd(n, leader, KEEL_PEER_FWD_PROPOSE, &f);
+    send_fwd(n, leader, r->is_conf ? KEEL_PEER_FWD_CONF : KEEL_PEER_FWD_PROPOSE, &f);
     if (n->m_forwarded)
         keel_counter_inc(n->m_forwarded);
 }
 
 /* ---- forwarding handlers ------------------------------------------------------------ */
 
-static void handle_fwd_propose(keel_node_t *n, uint64_t from, const keel_peer_fwd_t *f)
+static void handle_fwd_propose(keel_node_t *n, uint64_t from, const keel_peer_fwd_t *f, int is_conf)
 {
     request_t *r = req_new(n, REQ_REMOTE_WRITE, REMOTE_DONE, NULL);
     if (r == NULL || req_cmd_alloc(r, f->bytes_len) == NULL) {
@@ -1375,6 +1374,7 @@ static void handle_fwd_propose(keel_node_t *n, uint64_t from, const keel_peer_fw
         return;
     }
     memcpy(r->cmd, f->bytes, f->bytes_len);
+    r->is_conf = is_conf;
     r->origin = from;
     r->req_id = f->req_id;
     dispatch(n, r);
@@ -1537,28 +1537,28 @@ static void prune_fwd_reads(keel_node_t *n)
 /* A configuration entry committed: peers it removed learn it (they get no more log). */
 static void tell_removed(keel_node_t *n, const keel_raft_entry_t *e)
 {
-    static keel_raft_conf_t c; /* 4 KiB; the loop is single-threaded */
-    if (keel_raft_conf_decode(e->data, e->len, &c) != 0)
+    keel_raft_conf_t *c = &n->conf_scratch;
+    if (keel_raft_conf_decode(e->data, e->len, c) != 0)
         return;
     for (size_t i = 0; i < PEER_SLOTS; i++) {
         peer_t *p = &n->peers[i];
         if (!peer_live(p) || p->linger_until_ms == 0)
             continue;
         int in = 0;
-        for (uint32_t k = 0; k < c.voters_n; k++)
-            in |= c.voters[k] == p->member.id;
-        for (uint32_t k = 0; k < c.learners_n; k++)
-            in |= c.learners[k] == p->member.id;
+        for (uint32_t k = 0; k < c->voters_n; k++)
+            in |= c->voters[k] == p->member.id;
+        for (uint32_t k = 0; k < c->learners_n; k++)
+            in |= c->learners[k] == p->member.id;
         if (!in)
             keel_peer_encode_removed(&p->out, p->member.id);
     }
 }
 
 /*
- * Applying a batch touches the KV table at random: a bucket slot, then an entry, each
- * a cache miss once the table outgrows the cache. Hinting entries ahead of the one
- * being applied overlaps those misses (keel_kv_prefetch): the slot this many entries
- * ahead, the entry it points to (slot already fetched) this many ahead.
+ * Applying a batch touches the state at random (the KV table: a bucket slot, then an
+ * entry, each a cache miss once the table outgrows the cache). Hinting entries ahead of
+ * the one being applied overlaps those misses (the state machine's prefetch): stage 0
+ * this many entries ahead, stage 1 (its record, the slot already fetched) this many.
  */
 #define APPLY_PREFETCH_SLOT_AHEAD 4u
 #define APPLY_PREFETCH_ENTRY_AHEAD 2u
@@ -1569,21 +1569,21 @@ static void prefetch_entry(keel_node_t *n, const keel_raft_ready_t *rd, size_t i
         return;
     const keel_raft_entry_t *e = &rd->committed[i];
     if (e->type == KEEL_RAFT_ENTRY_NORMAL)
-        keel_kv_prefetch(&n->kv, e->data, e->len, stage);
+        n->sm.ops->prefetch(n->sm.data, e->data, e->len, stage);
 }
 
 static void apply_entry(keel_node_t *n, const keel_raft_entry_t *e)
 {
     keel_buf_reset(&n->reply);
     if (e->type == KEEL_RAFT_ENTRY_NORMAL && e->len > 0) {
-        int rc = keel_kv_apply(&n->kv, e->index, e->data, e->len, &n->reply);
+        int rc = n->sm.ops->apply(n->sm.data, e->index, e->data, e->len, &n->reply);
         if (rc != 0) {
             keel_log_error("cannot apply a committed entry; stopping", KF_INT("index", e->index),
                            KF_STR("error", keel_strerror(rc)));
             abort(); /* a replica that cannot apply must not serve: fail loudly */
         }
     } else {
-        keel_kv_advance(&n->kv, e->index);
+        n->sm.ops->advance(n->sm.data, e->index);
         if (e->type == KEEL_RAFT_ENTRY_CONF) {
             tell_removed(n, e);
             judge_inconns(n);
@@ -1691,7 +1691,7 @@ static void finish_read_batch(keel_node_t *n, const keel_raft_read_state_t *rs)
 static size_t serve_ready_reads(keel_node_t *n)
 {
     size_t served = 0;
-    uint64_t applied = keel_kv_applied_index(&n->kv);
+    uint64_t applied = n->sm.ops->applied_index(n->sm.data);
     /* Read indexes are not strictly ordered across followers' batches: scan all. */
     queue_t keep = {0};
     request_t *r;
@@ -1794,7 +1794,8 @@ static void maybe_start_sync(keel_node_t *n)
 /*
  * A snapshot file's data (runtime/snapfile.h frames it with index, term and a CRC):
  *   u32 magic "KNS1" | u32 version | u64 lsn_floor | u32 voters_n | u32 learners_n |
- *   (voters_n + learners_n) x u64 member id | u32 ctx_len | ctx | core/kv snapshot
+ *   (voters_n + learners_n) x u64 member id | u32 ctx_len | ctx | the state machine's
+ *   snapshot (sm/sm.h)
  * The membership is the Raft configuration at the snapshot's index, with its ctx (the
  * member directory, server/memberdir.h). Version 1 files (before membership changes)
  * have no ctx_len and ctx; they are still read.
@@ -1837,16 +1838,13 @@ static size_t snap_header_encode(uint8_t *h, uint64_t lsn_floor, const keel_raft
 #define SNAP_HEADER_ROOM_BYTES                                                                     \
     (SNAP_HEADER_BYTES + 8 * 2 * KEEL_RAFT_MEMBERS_MAX + 4 + KEEL_RAFT_CONF_CTX_BYTES_MAX)
 
-static int snap_encode(keel_node_t *n, keel_buf_t *out, uint64_t lsn_floor,
-                       const keel_raft_conf_t *conf, const void *kv_bytes, size_t kv_len)
+static int snap_encode(keel_buf_t *out, uint64_t lsn_floor, const keel_raft_conf_t *conf,
+                       const void *sm_bytes, size_t sm_len)
 {
     uint8_t h[SNAP_HEADER_ROOM_BYTES];
     keel_buf_reset(out);
     int rc = keel_buf_append(out, h, snap_header_encode(h, lsn_floor, conf));
-    if (rc == 0)
-        rc = kv_bytes ? keel_buf_append(out, kv_bytes, kv_len)
-                      : keel_kv_snapshot_encode(&n->kv, out);
-    return rc;
+    return rc == 0 ? keel_buf_append(out, sm_bytes, sm_len) : rc;
 }
 
 static int snap_parse(const uint8_t *p, size_t len, uint64_t *lsn_floor, keel_raft_conf_t *conf,
@@ -1928,7 +1926,7 @@ static int snap_child_main(keel_node_t *n, uint64_t index, uint64_t term)
     uint8_t h[SNAP_HEADER_ROOM_BYTES];
     rc = keel_snapw_write(w, h, snap_header_encode(h, 0, &n->snap_job_conf), &m);
     if (rc == 0)
-        rc = keel_kv_snapshot_write(&n->kv, snap_child_sink, w);
+        rc = n->sm.ops->snapshot_write(n->sm.data, snap_child_sink, w);
     if (rc != 0) {
         keel_snapw_abort(w);
         return 1;
@@ -1946,8 +1944,8 @@ static int snap_child_main(keel_node_t *n, uint64_t index, uint64_t term)
  */
 static uint64_t snapshot_log_bytes_due(const keel_node_t *n)
 {
-    uint64_t need =
-        n->kv.bytes > n->cfg.snapshot_log_bytes_min ? n->kv.bytes : n->cfg.snapshot_log_bytes_min;
+    uint64_t state = n->sm.ops->state_bytes(n->sm.data);
+    uint64_t need = state > n->cfg.snapshot_log_bytes_min ? state : n->cfg.snapshot_log_bytes_min;
     /* Staggered by member position (x1, x1.33, x1.67 for three): replicas that snapshot
        the same state at the same index would fork and encode at once, each child taking
        CPU from every loop on a small machine (elections followed). */
@@ -1959,7 +1957,7 @@ static uint64_t snapshot_log_bytes_due(const keel_node_t *n)
 
 static void maybe_snapshot(keel_node_t *n)
 {
-    uint64_t applied = keel_kv_applied_index(&n->kv);
+    uint64_t applied = n->sm.ops->applied_index(n->sm.data);
     if (n->snap_child > 0 || n->snap_loading || n->stopping ||
         applied < n->snap_index + n->cfg.snapshot_entries ||
         n->log_bytes_since_snap < snapshot_log_bytes_due(n))
@@ -1996,7 +1994,7 @@ static void snap_load_work_cb(uv_work_t *w)
     snap_dir(n, dir, sizeof(dir));
     keel_snap_t snap;
     keel_errmsg_t m = {{0}};
-    n->snap_kv = NULL;
+    n->snap_sm = NULL;
     n->snap_load_rc = keel_snap_load(dir, n->snap_job_index, n->snap_job_term, &snap, &m);
     if (n->snap_load_rc != 0)
         return;
@@ -2010,16 +2008,16 @@ static void snap_load_work_cb(uv_work_t *w)
         return;
     }
     memmove(snap.data, kv, kv_len); /* the buffer becomes the state bytes alone */
-    n->snap_kv = snap.data;
-    n->snap_kv_len = kv_len;
+    n->snap_sm = snap.data;
+    n->snap_sm_len = kv_len;
 }
 
 static void snap_load_after_cb(uv_work_t *w, int status)
 {
     keel_node_t *n = w->data;
     n->snap_loading = 0;
-    uint8_t *kv = n->snap_kv;
-    n->snap_kv = NULL;
+    uint8_t *kv = n->snap_sm;
+    n->snap_sm = NULL;
     if (n->stopping) {
         free(kv);
         finish_stop(n);
@@ -2027,13 +2025,13 @@ static void snap_load_after_cb(uv_work_t *w, int status)
     }
     int rc = status < 0 ? keel_uv_err(status) : n->snap_load_rc;
     if (rc == 0) /* KEEL_EINVAL if the leader's newer snapshot was installed meanwhile */
-        rc = keel_raft_compact_owned(n->raft, n->snap_job_index, kv, n->snap_kv_len);
+        rc = keel_raft_compact_owned(n->raft, n->snap_job_index, kv, n->snap_sm_len);
     else
         free(kv);
     if (rc == 0) {
         snap_done(n, n->snap_job_index);
         keel_log_info("snapshot taken", KF_INT("index", n->snap_job_index),
-                      KF_INT("bytes", n->snap_kv_len),
+                      KF_INT("bytes", n->snap_sm_len),
                       KF_INT("ms", (int64_t)((keel_clock_now_us() - n->snap_started_us) / 1000)));
     } else if (n->snap_job_index > n->snap_index) {
         keel_log_warn("snapshot not used", KF_STR("error", keel_strerror(rc)));
@@ -2076,15 +2074,13 @@ static void poll_snapshot_child(keel_node_t *n)
  */
 static void install_snapshot(keel_node_t *n, const keel_raft_snapshot_t *sn)
 {
-    keel_kv_t fresh;
     keel_errmsg_t m = {{0}};
-    int rc = keel_kv_init(&fresh, &n->cfg.kv);
-    if (rc == 0)
-        rc = keel_kv_snapshot_decode(&fresh, sn->data, sn->data_len, &m);
+    /* The state first: a snapshot that does not load is never written to disk. */
+    int rc = n->sm.ops->snapshot_load(n->sm.data, sn->data, sn->data_len, &m);
     keel_buf_t b;
     keel_buf_init(&b, KEEL_SNAP_DATA_BYTES_MAX);
     if (rc == 0)
-        rc = snap_encode(n, &b, keel_raftlog_next_lsn(n->log), &sn->conf, sn->data, sn->data_len);
+        rc = snap_encode(&b, keel_raftlog_next_lsn(n->log), &sn->conf, sn->data, sn->data_len);
     char dir[KEEL_NODE_PATH_BYTES + 8];
     snap_dir(n, dir, sizeof(dir));
     if (rc == 0)
@@ -2095,8 +2091,6 @@ static void install_snapshot(keel_node_t *n, const keel_raft_snapshot_t *sn)
                        KF_STR("error", m.text[0] ? m.text : keel_strerror(rc)));
         abort();
     }
-    keel_kv_free(&n->kv);
-    n->kv = fresh;
     snap_done(n, sn->index);
     judge_inconns(n);
     n->installed_index = sn->index; /* durable now; reported once the ready is advanced */
@@ -2198,7 +2192,7 @@ static void process(keel_node_t *n)
         while ((r = q_pop(&parked)) != NULL)
             dispatch(n, r);
     }
-    uint64_t applied_before = keel_kv_applied_index(&n->kv);
+    uint64_t applied_before = n->sm.ops->applied_index(n->sm.data);
     keel_raft_ready_t rd;
     /*
      * Until nothing moves: an answer given in this pass can make its client submit the
@@ -2231,7 +2225,7 @@ static void process(keel_node_t *n)
         if (!moved)
             break;
     }
-    if (n->cfg.on_applied && keel_kv_applied_index(&n->kv) != applied_before)
+    if (n->cfg.on_applied && n->sm.ops->applied_index(n->sm.data) != applied_before)
         n->cfg.on_applied(n->cfg.on_applied_data);
     maybe_snapshot(n);
     maybe_start_sync(n);
@@ -2269,30 +2263,23 @@ static void sweep_done(void *ctx, int status, const uint8_t *reply, size_t len)
 }
 
 /*
- * Expiry is decided by the leader and replicated as ordinary deletions: once its own
- * clock passes the earliest key or lease deadline, it proposes a sweep (bounded per
- * entry). A new leader inherits the deadlines and sweeps only when its clock passes
- * them. One sweep is in flight at a time.
+ * Leader: the housekeeping the state machine asks for (expiry sweeps) is proposed with
+ * this node's clock once it passes the state's next deadline, one entry in flight at a
+ * time, like any write.
  */
 static void maybe_sweep(keel_node_t *n)
 {
     if (n->sweep_inflight || keel_raft_leader(n->raft) != n->cfg.id)
         return;
     uint64_t now = (uint64_t)keel_clock_unix_ms();
-    const char *what = NULL;
-    if (keel_kv_next_deadline_ms(&n->kv) <= now)
-        what = "KEEL.EXPIRE.SWEEP";
-    else if (keel_kv_next_lease_deadline_ms(&n->kv) <= now)
-        what = "KEEL.LEASE.SWEEP";
-    if (what == NULL)
+    if (n->sm.ops->next_deadline_ms(n->sm.data) > now)
         return;
-    char now_s[24], max_s[16];
-    snprintf(now_s, sizeof(now_s), "%llu", (unsigned long long)now);
-    snprintf(max_s, sizeof(max_s), "%u", SWEEP_KEYS_MAX);
-    const uint8_t *argv[3] = {(const uint8_t *)what, (const uint8_t *)now_s,
-                              (const uint8_t *)max_s};
-    size_t lens[3] = {strlen(what), strlen(now_s), strlen(max_s)};
-    if (submit(n, REQ_WRITE, 3, argv, lens, sweep_done, n) == 0)
+    keel_buf_reset(&n->scratch);
+    if (n->sm.ops->housekeeping(n->sm.data, now, &n->scratch) != 0 ||
+        keel_buf_unread(&n->scratch) == 0)
+        return;
+    if (submit_bytes(n, REQ_WRITE, keel_buf_rptr(&n->scratch), keel_buf_unread(&n->scratch), 0,
+                     sweep_done, n) == 0)
         n->sweep_inflight = 1;
 }
 
@@ -2328,10 +2315,9 @@ static void maybe_promote(keel_node_t *n)
         if (match == 0 || match + n->cfg.promote_lag_entries_max < last)
             continue;
         const char *name = keel_node_member_name(n, c->learners[i]);
-        const uint8_t *argv[3] = {(const uint8_t *)"KEEL.CLUSTER", (const uint8_t *)"PROMOTE",
-                                  (const uint8_t *)name};
-        size_t lens[3] = {12, 7, strlen(name)};
-        if (submit(n, REQ_WRITE, 3, argv, lens, promote_done, n) == 0) {
+        keel_node_conf_change_t chg = {.op = KEEL_NODE_CONF_PROMOTE};
+        snprintf(chg.name, sizeof(chg.name), "%s", name);
+        if (keel_node_change(n, &chg, promote_done, n) == 0) {
             n->promote_inflight = 1;
             keel_log_info("promoting a caught-up learner", KF_STR("member", name),
                           KF_INT("match", match), KF_INT("last", last));
@@ -2365,11 +2351,11 @@ static void maybe_update_client_addr(keel_node_t *n, keel_ms_t now)
     const keel_node_member_t *self = keel_memberdir_find_id(&n->members, n->cfg.id);
     if (self == NULL || strcmp(self->client_addr, n->cfg.client_addr) == 0)
         return;
-    const uint8_t *argv[4] = {(const uint8_t *)"KEEL.CLUSTER", (const uint8_t *)"UPDATE",
-                              (const uint8_t *)self->name, (const uint8_t *)n->cfg.client_addr};
-    size_t lens[4] = {12, 6, strlen(self->name), strlen(n->cfg.client_addr)};
+    keel_node_conf_change_t chg = {.op = KEEL_NODE_CONF_UPDATE};
+    snprintf(chg.name, sizeof(chg.name), "%s", self->name);
+    snprintf(chg.client_addr, sizeof(chg.client_addr), "%s", n->cfg.client_addr);
     n->client_addr_next_ms = now + CLIENT_ADDR_RETRY_MS;
-    if (submit(n, REQ_WRITE, 4, argv, lens, client_addr_done, n) == 0)
+    if (keel_node_change(n, &chg, client_addr_done, n) == 0)
         n->client_addr_inflight = 1;
 }
 
@@ -2567,7 +2553,7 @@ static int load_snapshot(keel_node_t *n, keel_snap_t *snap, uint64_t *lsn_floor,
     keel_raft_conf_t conf;
     rc = snap_parse(snap->data, snap->data_bytes, lsn_floor, &conf, &kv, &kv_len);
     if (rc == 0)
-        rc = keel_kv_snapshot_decode(&n->kv, kv, kv_len, msg);
+        rc = n->sm.ops->snapshot_load(n->sm.data, kv, kv_len, msg);
     if (rc != 0)
         return keel_errf(msg, rc, "snapshot %llu in %s does not decode: %s",
                          (unsigned long long)snap->index, dir, msg->text);
@@ -2631,9 +2617,8 @@ int keel_node_start(keel_node_t **out, keel_loop_t *loop, const keel_node_config
     keel_buf_init(&n->scratch, 0);
     keel_buf_init(&n->reply, 0);
 
-    rc = keel_kv_init(&n->kv, &cfg->kv);
-    if (rc == 0)
-        rc = keel_blockmem_new(&n->log_mem, KEEL_RAFT_LOG_BLOCK_BYTES, LOG_SPARE_BYTES_MAX);
+    n->sm = cfg->sm;
+    rc = keel_blockmem_new(&n->log_mem, KEEL_RAFT_LOG_BLOCK_BYTES, LOG_SPARE_BYTES_MAX);
     if (rc == 0)
         rc = keel_map_init(&n->fwd, 1024, cfg->requests_pending_max, cfg->id);
     if (rc == 0)
@@ -2669,7 +2654,6 @@ fail:
         keel_raft_free(n->raft);
     keel_blockmem_free(n->log_mem);
     keel_raftlog_close(n->log);
-    keel_kv_free(&n->kv);
     if (n->fwd.slots)
         keel_map_free(&n->fwd, NULL);
     keel_buf_free(&n->scratch);
@@ -2778,13 +2762,10 @@ static void finish_stop(keel_node_t *n)
     keel_raft_free(n->raft);
     keel_blockmem_free(n->log_mem);
     keel_raftlog_close(n->log);
-    keel_kv_free(&n->kv);
     req_pool_free(n);
     keel_buf_free(&n->scratch);
     keel_buf_free(&n->reply);
     keel_peer_scratch_free(&n->dec_scratch);
-    free(n->argv);
-    free(n->lens);
     void (*closed)(void *) = n->closed;
     void *data = n->closed_data;
     free(n);
@@ -2803,10 +2784,8 @@ void keel_node_get_status(keel_node_t *n, keel_node_status_t *st)
     st->leader = keel_raft_leader(n->raft);
     st->has_leader = st->leader != 0;
     st->commit = keel_raft_commit(n->raft);
-    st->applied = keel_kv_applied_index(&n->kv);
+    st->applied = n->sm.ops->applied_index(n->sm.data);
     st->last_index = keel_raft_last_index(n->raft);
-    st->revision = keel_kv_revision(&n->kv);
-    st->keys = keel_kv_count(&n->kv);
     st->leader_changes = n->leader_changes;
     st->wal_disk_bytes = keel_wal_disk_bytes(keel_raftlog_wal(n->log));
     char dir[KEEL_NODE_PATH_BYTES + 8];
@@ -2838,11 +2817,6 @@ const char *keel_node_member_name(const keel_node_t *n, uint64_t id)
 const keel_memberdir_t *keel_node_members(const keel_node_t *n)
 {
     return &n->members;
-}
-
-const keel_kv_t *keel_node_kv(const keel_node_t *n)
-{
-    return &n->kv;
 }
 
 int keel_node_peer_port(const keel_node_t *n)

@@ -3,11 +3,11 @@
 #define KEEL_SERVER_NODE_H
 
 #include "base/metrics.h"
-#include "core/kv.h"
 #include "core/raft/raft.h"
 #include "runtime/loop.h"
 #include "runtime/wal.h"
 #include "server/memberdir.h"
+#include "sm/sm.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -23,8 +23,9 @@
  *     fdatasync) while the loop keeps serving; the messages that must wait for
  *     durability (votes, append acknowledgements) are held per peer, tagged with
  *     the sync group they depend on, and released when that group is durable;
- *   - committed entries are applied to the KV state machine (core/kv) and the
- *     waiting client gets the exact RESP reply the state machine produced.
+ *   - committed entries are applied to the state machine (sm/sm.h: the engine knows
+ *     nothing of keys, values or RESP) and the waiting client gets the exact reply the
+ *     state machine produced.
  *
  * Any node accepts any command. A follower forwards writes to the leader
  * (FWD_PROPOSE) and relays the reply; for a linearizable read it gets a read
@@ -53,6 +54,29 @@
  * entries, and promotes a learner to voter on its own once the learner's log is within
  * promote_lag_entries_max entries of its own.
  */
+
+/* A membership change (KEEL.CLUSTER's ADD, JOIN, REMOVE, UPDATE; PROMOTE is the leader's). */
+typedef enum keel_node_conf_op {
+    KEEL_NODE_CONF_ADD = 1,
+    KEEL_NODE_CONF_JOIN,    /* ADD for `keel server --join`: asking twice is fine */
+    KEEL_NODE_CONF_REMOVE,  /* name only */
+    KEEL_NODE_CONF_PROMOTE, /* name only: learner to voter */
+    KEEL_NODE_CONF_UPDATE,  /* name and client_addr */
+} keel_node_conf_op_t;
+
+typedef struct keel_node_conf_change {
+    keel_node_conf_op_t op;
+    char name[KEEL_NODE_NAME_BYTES];
+    char peer_addr[KEEL_NODE_ADDR_BYTES];
+    char client_addr[KEEL_NODE_ADDR_BYTES];
+} keel_node_conf_change_t;
+
+/* Bytes of an encoded change, at most (FWD_CONF's payload). */
+#define KEEL_NODE_CONF_BYTES_MAX (1 + 3 * 2 + KEEL_NODE_NAME_BYTES + 2 * KEEL_NODE_ADDR_BYTES)
+/* u8 op | 3 x (u16 len | bytes): name, peer address, client address. Returns its length. */
+size_t keel_node_conf_encode(const keel_node_conf_change_t *c, uint8_t *out);
+/* 0, or KEEL_EPROTO for bytes that are not a change (a field too long included). */
+int keel_node_conf_decode(const uint8_t *p, size_t len, keel_node_conf_change_t *c);
 typedef struct keel_node_config {
     uint64_t id;
     keel_node_member_t members[KEEL_RAFT_MEMBERS_MAX];
@@ -65,7 +89,8 @@ typedef struct keel_node_config {
     char listen_peer[KEEL_NODE_ADDR_BYTES];
     keel_raft_config_t raft; /* id, voters and seed are filled from the above */
     keel_wal_config_t wal;
-    keel_kv_config_t kv;
+    keel_sm_t sm;                  /* the data: the owner's, outlives the node */
+    uint64_t command_bytes_max;    /* the largest entry sm's encode makes of a client command */
     size_t requests_pending_max;   /* writes + reads waiting on this node */
     keel_ms_t request_timeout_ms;  /* outcome unknown after this */
     size_t peer_buffer_bytes_max;  /* queued bytes per peer before messages are dropped */
@@ -79,7 +104,7 @@ typedef struct keel_node_config {
                        size_t msg_len);
     void *on_publish_data;
     /* Entries were applied (or a snapshot installed) in this pass; may be NULL. KEEL.WATCH
-     * pushes from here: keel_node_kv() shows the new state and its change history. */
+     * pushes from here: the state machine shows the new state and its change history. */
     void (*on_applied)(void *data);
     void *on_applied_data;
 } keel_node_config_t;
@@ -113,8 +138,13 @@ void keel_node_publish(keel_node_t *n, const uint8_t *ch, size_t ch_len, const u
 /* Leadership transfer to member id (thesis §3.10). KEEL_ENOTLEADER unless this node leads;
  * KEEL_EINVAL for an unknown member or this node; KEEL_EBUSY while one is under way. */
 int keel_node_transfer(keel_node_t *n, uint64_t to);
-/* A key's version in this node's state now (0: absent or expired), for WATCH. */
-uint64_t keel_node_key_version(keel_node_t *n, const void *key, size_t len);
+/* A membership change through the log (any node: a follower forwards it). done gets the
+ * reply once the configuration entry commits, or the change's error. */
+int keel_node_change(keel_node_t *n, const keel_node_conf_change_t *c, keel_node_done_fn done,
+                     void *ctx);
+/* The wall-clock time reads judge expiry by: this node's clock, never earlier than the
+ * newest applied entry's stamp (a read never goes back in replicated time). */
+uint64_t keel_node_read_now_ms(const keel_node_t *n);
 /* Runs a read on this node's state now, with no ReadIndex round (stale reads). */
 int keel_node_read_local(keel_node_t *n, int argc, const uint8_t *const *argv, const size_t *lens,
                          keel_buf_t *reply);
@@ -125,7 +155,6 @@ int keel_node_read(keel_node_t *n, int argc, const uint8_t *const *argv, const s
 typedef struct keel_node_status {
     keel_raft_role_t role;
     uint64_t id, term, leader, commit, applied, last_index;
-    uint64_t revision, keys;
     uint64_t leader_changes;
     uint64_t wal_disk_bytes;
     uint64_t snapshot_index, snapshot_disk_bytes;
@@ -139,8 +168,6 @@ const keel_node_config_t *keel_node_config(const keel_node_t *n);
 const char *keel_node_member_name(const keel_node_t *n, uint64_t id);
 /* The members of the configuration in force on this node (voters, then learners). */
 const keel_memberdir_t *keel_node_members(const keel_node_t *n);
-/* The state machine, for local (stale) inspection only. */
-const keel_kv_t *keel_node_kv(const keel_node_t *n);
 /* Port the peer listener bound (tests with port 0). */
 int keel_node_peer_port(const keel_node_t *n);
 

@@ -16,6 +16,7 @@ void keel_server_config_default(keel_server_config_t *cfg)
     snprintf(cfg->listen_client, sizeof(cfg->listen_client), "127.0.0.1:7001");
     snprintf(cfg->listen_http, sizeof(cfg->listen_http), "127.0.0.1:7201");
     keel_node_config_default(&cfg->node);
+    cfg->kv = keel_kv_config_default();
     snprintf(cfg->node.data_dir, sizeof(cfg->node.data_dir), "keel-data/n1");
     cfg->resp = keel_resp_server_config_default();
 }
@@ -118,7 +119,14 @@ int keel_server_run(const keel_server_config_t *cfg, keel_errmsg_t *msg)
         snprintf(s->cfg.node.client_addr, sizeof(s->cfg.node.client_addr), "%s",
                  s->cfg.listen_client);
     s->pubsub = keel_pubsub_new();
-    int rc = s->metrics && s->pubsub ? keel_loop_init(&s->loop) : KEEL_ENOMEM;
+    int rc = s->metrics && s->pubsub ? keel_kv_config_validate(&s->cfg.kv, msg) : KEEL_ENOMEM;
+    if (rc == 0)
+        rc = keel_kv_sm_init(&s->kv, &s->cfg.kv);
+    s->kv_inited = rc == 0;
+    s->cfg.node.sm = keel_kv_sm(&s->kv);
+    s->cfg.node.command_bytes_max = keel_kv_sm_entry_bytes_max(&s->cfg.kv);
+    if (rc == 0)
+        rc = keel_loop_init(&s->loop);
     if (rc != 0)
         goto out;
     keel_loop_handle_signals(&s->loop);
@@ -140,6 +148,8 @@ int keel_server_run(const keel_server_config_t *cfg, keel_errmsg_t *msg)
     keel_loop_close(&s->loop);
 out:
     free(s->stats);
+    if (s->kv_inited)
+        keel_kv_sm_free(&s->kv);
     keel_metrics_free(s->metrics);
     keel_pubsub_free(s->pubsub);
     keel_buf_free(&s->buf);

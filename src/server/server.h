@@ -3,6 +3,7 @@
 #define KEEL_SERVER_SERVER_H
 
 #include "runtime/resp_server.h"
+#include "core/kv.h"
 #include "server/node.h"
 
 /*
@@ -19,7 +20,8 @@ typedef struct keel_server_config {
     char name[KEEL_NODE_NAME_BYTES];
     char listen_client[KEEL_NODE_ADDR_BYTES];
     char listen_http[KEEL_NODE_ADDR_BYTES];
-    keel_node_config_t node;
+    keel_node_config_t node; /* node.sm and node.command_bytes_max are filled from kv */
+    keel_kv_config_t kv;     /* the strings/KV store's limits (core/kv) */
     keel_resp_server_config_t resp;
 } keel_server_config_t;
 

@@ -9,6 +9,7 @@
 #include "server/node.h"
 #include "server/pubsub.h"
 #include "server/server.h"
+#include "sm/kv_sm.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -44,6 +45,8 @@ typedef struct server {
     keel_loop_t loop;
     keel_metrics_t *metrics;
     keel_node_t *node;
+    keel_kv_sm_t kv; /* the data: the state machine the node applies to */
+    int kv_inited;
     keel_resp_server_t resp;
     keel_http_server_t http;
     int resp_inited, http_inited;
@@ -105,6 +108,7 @@ struct pending_reply {
                                        says whether it is still there) */
     int is_write;
     int watch;  /* WATCH: on success record the keys' versions, reply +OK */
+    int conf;   /* KEEL.CLUSTER ADD/JOIN/REMOVE/UPDATE: argv parsed again when submitted */
     int pooled; /* no argv copy: goes back to srv->pr_pool */
     size_t argc;
     const uint8_t **argv; /* the server's scratch, or (held) a copy after this struct */
@@ -112,7 +116,12 @@ struct pending_reply {
 };
 
 /* What a submitted command is: its kind decides the connection's ordering runs. */
-enum { RUN_READ = 0, RUN_WRITE = 1, RUN_WATCH = 2 /* a read that records WATCH versions */ };
+enum {
+    RUN_READ = 0,
+    RUN_WRITE = 1,
+    RUN_WATCH = 2, /* a read that records WATCH versions */
+    RUN_CONF = 3,  /* a membership change (KEEL.CLUSTER): a write, keel_node_change */
+};
 
 /* conn.c */
 server_t *keel__srv_of(keel_resp_client_t *c);
@@ -164,6 +173,8 @@ void keel__srv_feed_drained(keel_resp_client_t *c);
 int keel__srv_cmd_keel_watch(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 
 /* commands.c */
+int keel__srv_conf_parse(size_t argc, const uint8_t *const *argv, const size_t *lens,
+                         keel_node_conf_change_t *c);
 int keel__srv_cmd_echo(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 int keel__srv_cmd_quit(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 int keel__srv_cmd_select(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);

@@ -63,7 +63,8 @@ int keel__srv_watch_add(server_t *s, client_state_t *cs, const uint8_t *const *k
         watched_t *w = malloc(sizeof(*w) + lens[i]);
         if (w == NULL)
             return KEEL_ENOMEM;
-        w->version = keel_node_key_version(s->node, keys[i], lens[i]);
+        w->version =
+            keel_kv_version_at(&s->kv.kv, keel_node_read_now_ms(s->node), keys[i], lens[i]);
         w->len = lens[i];
         memcpy(w->key, keys[i], lens[i]);
         cs->watch[cs->nwatch++] = w;

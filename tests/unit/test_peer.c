@@ -188,8 +188,9 @@ static void hello_and_forward_messages_round_trip(void)
     KT_EQ_INT(keel_peer_decode_hello(p, n - 1, &hg), KEEL_EPROTO);
 
     const keel_peer_type_t types[] = {KEEL_PEER_FWD_PROPOSE, KEEL_PEER_FWD_REPLY,
-                                      KEEL_PEER_FWD_READ, KEEL_PEER_FWD_READ_OK};
-    for (size_t i = 0; i < 4; i++) {
+                                      KEEL_PEER_FWD_READ, KEEL_PEER_FWD_READ_OK,
+                                      KEEL_PEER_FWD_CONF};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         keel_buf_reset(&b);
         keel_peer_fwd_t f = {.req_id = 99 + i,
                              .status = KEEL_PEER_NOT_LEADER,
@@ -206,7 +207,8 @@ static void hello_and_forward_messages_round_trip(void)
             KT_EQ_INT(g.status, KEEL_PEER_NOT_LEADER);
         if (types[i] == KEEL_PEER_FWD_READ_OK)
             KT_EQ_U64(g.index, 1234);
-        if (types[i] == KEEL_PEER_FWD_PROPOSE || types[i] == KEEL_PEER_FWD_REPLY) {
+        if (types[i] == KEEL_PEER_FWD_PROPOSE || types[i] == KEEL_PEER_FWD_REPLY ||
+            types[i] == KEEL_PEER_FWD_CONF) {
             KT_EQ_INT(g.bytes_len, 5);
             KT_EQ_MEM(g.bytes, "+OK\r\n", 5);
         }

@@ -1,0 +1,176 @@
+/* kv_sm.c - the strings/KV store (core/kv) behind the state-machine interface. */
+#include "sm/kv_sm.h"
+
+#include "base/bytes.h"
+#include "base/num.h"
+#include "base/vec.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+uint64_t keel_kv_sm_entry_bytes_max(const keel_kv_config_t *cfg)
+{
+    return (uint64_t)cfg->value_bytes_max + cfg->key_bytes_max + 64 * 1024;
+}
+
+static int kv_encode(void *sm, uint64_t now_ms, int argc, const uint8_t *const *argv,
+                     const size_t *lens, keel_buf_t *out)
+{
+    (void)sm;
+    return keel_kv_entry_encode(out, now_ms, argc, argv, lens);
+}
+
+/* The entry's time: bytes 1..8 after the version byte (core/kv's entry format). */
+static void kv_stamp(void *sm, uint8_t *entry, size_t len, uint64_t now_ms)
+{
+    if (len >= KEEL_KV_ENTRY_HEADER_BYTES && entry[0] == KEEL_KV_ENTRY_VERSION)
+        keel_put_u64(entry + 1, now_ms);
+}
+
+static int kv_apply(void *sm, uint64_t index, const uint8_t *entry, size_t len, keel_buf_t *reply)
+{
+    return keel_kv_apply(&((keel_kv_sm_t *)sm)->kv, index, entry, len, reply);
+}
+
+static void kv_advance(void *sm, uint64_t index)
+{
+    keel_kv_advance(&((keel_kv_sm_t *)sm)->kv, index);
+}
+
+static uint64_t kv_applied_index(const void *sm)
+{
+    return keel_kv_applied_index(&((const keel_kv_sm_t *)sm)->kv);
+}
+
+static void kv_prefetch(void *sm, const uint8_t *entry, size_t len, int stage)
+{
+    keel_kv_prefetch(&((keel_kv_sm_t *)sm)->kv, entry, len, stage);
+}
+
+/* Decodes an entry's argv into the module's scratch, growing it for a long command. */
+static int entry_argv(keel_kv_sm_t *k, const uint8_t *entry, size_t len, size_t *argc)
+{
+    uint64_t t;
+    int rc = keel_kv_entry_decode(entry, len, &t, k->argv_cap, k->argv, k->lens, argc);
+    if (rc != KEEL_ETOOBIG)
+        return rc;
+    size_t cap = k->argv_cap;
+    if (keel_vec_grow(&k->argv, &cap, *argc, sizeof(*k->argv), 16) != 0)
+        return KEEL_ENOMEM;
+    cap = k->argv_cap;
+    if (keel_vec_grow(&k->lens, &cap, *argc, sizeof(*k->lens), 16) != 0)
+        return KEEL_ENOMEM;
+    k->argv_cap = cap;
+    return keel_kv_entry_decode(entry, len, &t, k->argv_cap, k->argv, k->lens, argc);
+}
+
+static int kv_read(void *sm, uint64_t now_ms, const uint8_t *entry, size_t len, keel_buf_t *reply)
+{
+    keel_kv_sm_t *k = sm;
+    size_t argc;
+    int rc = entry_argv(k, entry, len, &argc);
+    return rc == 0 ? keel_kv_read_at(&k->kv, now_ms, (int)argc, k->argv, k->lens, reply) : rc;
+}
+
+static uint64_t kv_time_ms(const void *sm)
+{
+    return ((const keel_kv_sm_t *)sm)->kv.time_ms;
+}
+
+static uint64_t kv_state_bytes(const void *sm)
+{
+    return ((const keel_kv_sm_t *)sm)->kv.bytes;
+}
+
+static int kv_snapshot_write(const void *sm, keel_sm_sink_fn sink, void *sink_data)
+{
+    return keel_kv_snapshot_write(&((const keel_kv_sm_t *)sm)->kv, sink, sink_data);
+}
+
+static int kv_snapshot_load(void *sm, const uint8_t *p, size_t len, keel_errmsg_t *msg)
+{
+    keel_kv_sm_t *k = sm;
+    keel_kv_t fresh;
+    int rc = keel_kv_init(&fresh, &k->cfg);
+    if (rc != 0)
+        return rc;
+    rc = keel_kv_snapshot_decode(&fresh, p, len, msg);
+    if (rc != 0) {
+        keel_kv_free(&fresh);
+        return rc;
+    }
+    keel_kv_free(&k->kv);
+    k->kv = fresh;
+    return 0;
+}
+
+static uint64_t kv_next_deadline_ms(const void *sm)
+{
+    const keel_kv_t *kv = &((const keel_kv_sm_t *)sm)->kv;
+    uint64_t keys = keel_kv_next_deadline_ms(kv), leases = keel_kv_next_lease_deadline_ms(kv);
+    return keys < leases ? keys : leases;
+}
+
+/*
+ * Expiry is decided by the leader and replicated as ordinary deletions: once its clock
+ * passes the earliest key (or lease) deadline, it proposes a sweep of at most
+ * KEEL_KV_SM_SWEEP_KEYS_MAX. A new leader inherits the deadlines and sweeps only when its
+ * own clock passes them.
+ */
+static int kv_housekeeping(void *sm, uint64_t now_ms, keel_buf_t *out)
+{
+    const keel_kv_t *kv = &((keel_kv_sm_t *)sm)->kv;
+    const char *what = NULL;
+    if (keel_kv_next_deadline_ms(kv) <= now_ms)
+        what = "KEEL.EXPIRE.SWEEP";
+    else if (keel_kv_next_lease_deadline_ms(kv) <= now_ms)
+        what = "KEEL.LEASE.SWEEP";
+    if (what == NULL)
+        return 0;
+    char now_s[KEEL_DEC_BYTES_MAX], max_s[KEEL_DEC_BYTES_MAX];
+    size_t now_n = keel_fmt_u64(now_s, now_ms),
+           max_n = keel_fmt_u64(max_s, KEEL_KV_SM_SWEEP_KEYS_MAX);
+    const uint8_t *argv[3] = {(const uint8_t *)what, (const uint8_t *)now_s,
+                              (const uint8_t *)max_s};
+    size_t lens[3] = {strlen(what), now_n, max_n};
+    return keel_kv_entry_encode(out, now_ms, 3, argv, lens);
+}
+
+const keel_sm_ops_t keel_kv_sm_ops = {
+    .name = "kv",
+    .encode = kv_encode,
+    .stamp = kv_stamp,
+    .apply = kv_apply,
+    .advance = kv_advance,
+    .applied_index = kv_applied_index,
+    .prefetch = kv_prefetch,
+    .read = kv_read,
+    .time_ms = kv_time_ms,
+    .state_bytes = kv_state_bytes,
+    .snapshot_write = kv_snapshot_write,
+    .snapshot_load = kv_snapshot_load,
+    .next_deadline_ms = kv_next_deadline_ms,
+    .housekeeping = kv_housekeeping,
+};
+
+int keel_kv_sm_init(keel_kv_sm_t *k, const keel_kv_config_t *cfg)
+{
+    memset(k, 0, sizeof(*k));
+    k->cfg = *cfg;
+    return keel_kv_init(&k->kv, cfg);
+}
+
+void keel_kv_sm_free(keel_kv_sm_t *k)
+{
+    keel_kv_free(&k->kv);
+    free(k->argv);
+    free(k->lens);
+    memset(k, 0, sizeof(*k));
+}
+
+keel_sm_t keel_kv_sm(keel_kv_sm_t *k)
+{
+    return (keel_sm_t){&keel_kv_sm_ops, k};
+}

@@ -1,0 +1,31 @@
+/* kv_sm.h - the strings/KV store (core/kv) behind the state-machine interface. */
+#ifndef KEEL_SM_KV_SM_H
+#define KEEL_SM_KV_SM_H
+
+#include "core/kv.h"
+#include "sm/sm.h"
+
+/* Keys (or leases) one housekeeping entry deletes at most: bounds the entry and its apply. */
+#define KEEL_KV_SM_SWEEP_KEYS_MAX 1000u
+
+/* The module's data: the store, its limits, and scratch for decoding entries. */
+typedef struct keel_kv_sm {
+    keel_kv_t kv; /* the state: read it directly for feeds and WATCH (loop thread only) */
+    keel_kv_config_t cfg;
+    const uint8_t **argv;
+    size_t *lens;
+    size_t argv_cap;
+} keel_kv_sm_t;
+
+extern const keel_sm_ops_t keel_kv_sm_ops;
+
+int keel_kv_sm_init(keel_kv_sm_t *k, const keel_kv_config_t *cfg);
+void keel_kv_sm_free(keel_kv_sm_t *k);
+/* The table and k, for the node engine (k stays the caller's). */
+keel_sm_t keel_kv_sm(keel_kv_sm_t *k);
+
+/* The largest entry a client command can make under cfg: a value at the limit, its key
+ * and the encoding around them. */
+uint64_t keel_kv_sm_entry_bytes_max(const keel_kv_config_t *cfg);
+
+#endif
