@@ -13,6 +13,7 @@
 #include "runtime/snapfile.h"
 #include "runtime/tcp.h"
 #include "server/raftlog.h"
+#include "server/requests.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -35,88 +36,6 @@
 /* Handoff times kept for keel_wal_fsync_seconds: groups awaiting durability beyond this
  * many (never seen: one sync takes every group handed over) are not observed. */
 #define SYNC_SUBMIT_TIMES_MAX 64u
-
-/* ---- requests ------------------------------------------------------------------ */
-
-typedef enum req_kind {
-    REQ_WRITE,        /* a local client's write */
-    REQ_READ,         /* a local client's linearizable read */
-    REQ_REMOTE_WRITE, /* leader: a write forwarded by a follower */
-    REQ_REMOTE_READ,  /* leader: a read index asked for by a follower */
-} req_kind_t;
-
-typedef struct request request_t;
-struct request {
-    req_kind_t kind;
-    keel_node_done_fn done; /* NULL once answered (a tombstone left in a queue) */
-    void *ctx;
-    keel_ms_t deadline_ms;
-    uint8_t *cmd; /* the state machine's entry (writes: the proposal; reads: what to run),
-                     or, for a membership change, keel_node_conf_encode's bytes */
-    size_t cmd_len;
-    uint64_t index, term;    /* writes: where proposed; reads: the read index */
-    uint64_t origin, req_id; /* remote: who asked, and their id; forwarded: our id */
-    char *conf_reply;        /* membership change proposed here: its reply once committed */
-    int is_conf;             /* cmd is a membership change (keel_node_change) */
-    keel_ms_t start_ms;
-    request_t *prev, *next; /* the all-requests list, in deadline order (local only) */
-    request_t *qnext;       /* the queue the request waits in; the pool's list when free */
-    uint8_t cmd_inline[];   /* REQ_CMD_INLINE_BYTES: cmd points here when it fits */
-};
-
-/*
- * Freed requests are kept for reuse (up to REQ_POOL_MAX), each with room for a command
- * of REQ_CMD_INLINE_BYTES (a SET of a 100-byte value encodes to ~150): a write took a
- * calloc and a malloc of sizes above glibc's fast bins, and their frees, per command.
- */
-#define REQ_POOL_MAX 1024u
-#define REQ_CMD_INLINE_BYTES 256u
-#define REQ_ALLOC_BYTES (sizeof(request_t) + REQ_CMD_INLINE_BYTES)
-
-typedef struct queue {
-    request_t *head, *tail;
-} queue_t;
-
-static void q_push(queue_t *q, request_t *r)
-{
-    r->qnext = NULL;
-    if (q->tail)
-        q->tail->qnext = r;
-    else
-        q->head = r;
-    q->tail = r;
-}
-
-static request_t *q_pop(queue_t *q)
-{
-    request_t *r = q->head;
-    if (r) {
-        q->head = r->qnext;
-        if (q->head == NULL)
-            q->tail = NULL;
-        r->qnext = NULL;
-    }
-    return r;
-}
-
-/* A ReadIndex round: reads that arrived in one loop turn share one. */
-typedef struct read_batch {
-    uint64_t ctx;
-    queue_t reqs;
-    struct read_batch *next;
-} read_batch_t;
-
-/*
- * Follower: the linearizable reads of one loop turn ask the leader for one read index
- * together (one FWD_READ frame, one FWD_READ_OK), not one frame each. Every read in
- * the batch arrived before the frame left, so the index the leader confirms after
- * receiving it covers every write acknowledged before any of them started.
- */
-typedef struct fwd_reads {
-    uint64_t req_id, origin; /* our id for the batch; the leader it was sent to */
-    queue_t reqs;            /* requests answered meanwhile (timeouts) stay as tombstones */
-    struct fwd_reads *next;
-} fwd_reads_t;
 
 /* ---- peers ----------------------------------------------------------------------- */
 
@@ -178,7 +97,6 @@ struct keel_node {
     keel_memberdir_t applied_dir;
     uint64_t members_conf_index; /* last index seen when members was computed */
     int members_dirty;
-    int removed; /* the configuration in force does not include this node */
     int evicted; /* a peer said a committed configuration removed us: for good */
     int promote_inflight;
     int client_addr_inflight;      /* KEEL.CLUSTER UPDATE of our client address */
@@ -194,25 +112,8 @@ struct keel_node {
     uint64_t gen_started, gen_durable, last_write_gen;
     keel_us_t sync_submit_us[SYNC_SUBMIT_TIMES_MAX]; /* by gen % max, for m_fsync */
     uint64_t hs_term, hs_vote; /* the last hard state appended to the WAL, minus commit */
-    /* requests */
-    request_t *all_head, *all_tail;
-    size_t pending;
-    queue_t parked; /* waiting for a known leader */
-    /* Requests submitted while a Ready is being handled (a request's answer can make its
-       client submit the next one at once): the core takes no proposal until advance(). */
-    queue_t in_ready;
-    int handling_ready;
-    queue_t writes; /* proposed, waiting for their index to apply; index-ordered */
-    queue_t reads_new;
-    read_batch_t *batches_head, *batches_tail;
-    queue_t reads_ready; /* read index known; waiting for applied >= index */
-    keel_map_t fwd;      /* req_id -> request forwarded to the leader */
-    request_t *req_pool; /* freed requests kept for reuse (qnext-linked) */
-    size_t req_pool_len;
-    uint64_t next_req_id, next_read_ctx;
-
-    queue_t reads_fwd_new;  /* follower: reads of this turn, for the next FWD_READ */
-    fwd_reads_t *fwd_reads; /* follower: batches asked of the leader, unanswered */
+    keel_reqs_t reqs;          /* client requests (server/requests.h), no libuv inside */
+    int reqs_inited;
     uint64_t last_leader;
     uint64_t leader_changes;
     keel_buf_t scratch, reply;
@@ -237,12 +138,11 @@ struct keel_node {
     uint64_t installed_index, installed_term; /* to report durable after the ready */
     /* metrics */
     keel_counter_t *m_snapshots;
-    keel_counter_t *m_proposals, *m_applied, *m_forwarded, *m_leader_changes, *m_timeouts;
-    keel_histogram_t *m_fsync, *m_fdatasync, *m_commit, *m_batch;
+    keel_counter_t *m_applied, *m_leader_changes;
+    keel_histogram_t *m_fsync, *m_fdatasync, *m_batch;
 };
 
 static void process(keel_node_t *n);
-static void dispatch(keel_node_t *n, request_t *r);
 static void lease_clock(keel_node_t *n);
 static void finish_stop(keel_node_t *n);
 
@@ -325,109 +225,6 @@ int keel_node_config_validate(const keel_node_config_t *cfg, keel_errmsg_t *msg)
         return keel_errf(msg, KEEL_EINVAL, "node: no state machine");
     return keel_wal_config_validate(&cfg->wal, msg);
 }
-
-/* ---- request bookkeeping ---------------------------------------------------------- */
-
-static request_t *req_new(keel_node_t *n, req_kind_t kind, keel_node_done_fn done, void *ctx)
-{
-    request_t *r = n->req_pool;
-    if (r != NULL) {
-        n->req_pool = r->qnext;
-        n->req_pool_len--;
-    } else if ((r = malloc(REQ_ALLOC_BYTES)) == NULL) {
-        return NULL;
-    }
-    memset(r, 0, sizeof(*r));
-    r->kind = kind;
-    r->done = done;
-    r->ctx = ctx;
-    r->start_ms = keel_loop_now_ms(n->loop);
-    r->deadline_ms = r->start_ms + n->cfg.request_timeout_ms;
-    n->pending++;
-    if (kind == REQ_WRITE || kind == REQ_READ) { /* remote ones are timed by their origin */
-        r->prev = n->all_tail;
-        if (n->all_tail)
-            n->all_tail->next = r;
-        else
-            n->all_head = r;
-        n->all_tail = r;
-    }
-    return r;
-}
-
-static void all_unlink(keel_node_t *n, request_t *r)
-{
-    if (r->kind != REQ_WRITE && r->kind != REQ_READ)
-        return;
-    if (r->prev)
-        r->prev->next = r->next;
-    else if (n->all_head == r)
-        n->all_head = r->next;
-    else
-        return; /* already unlinked */
-    if (r->next)
-        r->next->prev = r->prev;
-    else
-        n->all_tail = r->prev;
-    r->prev = r->next = NULL;
-}
-
-/* Answers a request once; the memory stays while a queue still holds it. */
-static void req_answer(keel_node_t *n, request_t *r, int status, const uint8_t *reply, size_t len)
-{
-    if (r->kind == REQ_REMOTE_WRITE || r->kind == REQ_REMOTE_READ)
-        r->done = NULL; /* the follower that asked times its own request out */
-    if (r->done == NULL)
-        return;
-    keel_node_done_fn done = r->done;
-    r->done = NULL;
-    all_unlink(n, r);
-    if (status == 0 && r->kind == REQ_WRITE && n->m_commit)
-        keel_histogram_observe(n->m_commit,
-                               (double)(keel_loop_now_ms(n->loop) - r->start_ms) / 1000.0);
-    done(r->ctx, status, reply, len);
-}
-
-static void req_free(keel_node_t *n, request_t *r)
-{
-    assert(r->done == NULL || r->kind == REQ_REMOTE_WRITE || r->kind == REQ_REMOTE_READ);
-    all_unlink(n, r);
-    if (r->cmd != r->cmd_inline)
-        free(r->cmd);
-    free(r->conf_reply);
-    n->pending--;
-    if (n->req_pool_len >= REQ_POOL_MAX) {
-        free(r);
-        return;
-    }
-    r->qnext = n->req_pool;
-    n->req_pool = r;
-    n->req_pool_len++;
-}
-
-/* Room for the request's command of len bytes: inside the request when it fits. */
-static uint8_t *req_cmd_alloc(request_t *r, size_t len)
-{
-    assert(r->cmd == NULL);
-    r->cmd = len <= REQ_CMD_INLINE_BYTES ? r->cmd_inline : malloc(len ? len : 1);
-    r->cmd_len = r->cmd ? len : 0;
-    return r->cmd;
-}
-
-static void req_pool_free(keel_node_t *n)
-{
-    while (n->req_pool != NULL) {
-        request_t *r = n->req_pool;
-        n->req_pool = r->qnext;
-        free(r);
-    }
-    n->req_pool_len = 0;
-}
-
-/* The done of a request a follower forwarded: never called (the follower times its own
-   request out); its address marks the request as remote. */
-static void remote_done(void *ctx, int status, const uint8_t *reply, size_t len) {}
-#define REMOTE_DONE remote_done
 
 /* ---- peers: sending --------------------------------------------------------------- */
 
@@ -696,7 +493,7 @@ static void evict(keel_node_t *n, uint64_t by)
         keel_log_warn("removed from the cluster by a committed configuration change; this "
                       "node no longer campaigns or serves clients: stop it",
                       KF_INT("id", n->cfg.id), KF_INT("by", by));
-    n->evicted = n->removed = 1;
+    n->evicted = n->reqs.removed = 1;
 }
 
 /*
@@ -767,13 +564,6 @@ static void judge_inconns(keel_node_t *n)
             tell_inconn_removed(c);
 }
 
-static void give_up_forwarded(keel_node_t *n, uint64_t keep, uint64_t only);
-static void handle_fwd_propose(keel_node_t *n, uint64_t from, const keel_peer_fwd_t *f,
-                               int is_conf);
-static void handle_fwd_reply(keel_node_t *n, const keel_peer_fwd_t *f);
-static void handle_fwd_read(keel_node_t *n, uint64_t from, const keel_peer_fwd_t *f);
-static void handle_fwd_read_ok(keel_node_t *n, const keel_peer_fwd_t *f);
-
 static int handle_frame(void *ctx, const keel_frame_t *fr)
 {
     inconn_t *c = ctx;
@@ -825,20 +615,7 @@ static int handle_frame(void *ctx, const keel_frame_t *fr)
     keel_peer_fwd_t f;
     if (keel_peer_decode_fwd((keel_peer_type_t)fr->type, fr->payload, fr->payload_len, &f) != 0)
         return KEEL_EPROTO;
-    switch (fr->type) {
-    case KEEL_PEER_FWD_PROPOSE:
-    case KEEL_PEER_FWD_CONF:
-        handle_fwd_propose(n, c->from, &f, fr->type == KEEL_PEER_FWD_CONF);
-        break;
-    case KEEL_PEER_FWD_REPLY:
-        handle_fwd_reply(n, &f);
-        break;
-    case KEEL_PEER_FWD_READ:
-        handle_fwd_read(n, c->from, &f);
-        break;
-    default:
-        handle_fwd_read_ok(n, &f);
-    }
+    keel_reqs_on_fwd(&n->reqs, c->from, (keel_peer_type_t)fr->type, &f);
     return 0;
 }
 
@@ -900,82 +677,32 @@ static void on_peer_connection(uv_stream_t *srv, int status)
     uv_read_start((uv_stream_t *)&c->tcp, inconn_alloc, on_inconn_read);
 }
 
-/* ---- client requests ------------------------------------------------------------- */
-
-/* Takes a request of kind for the entry in n->scratch (or cmd/len when given). */
-static int submit_bytes(keel_node_t *n, req_kind_t kind, const uint8_t *cmd, size_t len,
-                        int is_conf, keel_node_done_fn done, void *ctx)
-{
-    if (n->stopping)
-        return KEEL_ECANCELED;
-    if (n->pending >= n->cfg.requests_pending_max)
-        return KEEL_EFULL;
-    request_t *r = req_new(n, kind, done, ctx);
-    if (r == NULL)
-        return KEEL_ENOMEM;
-    if (req_cmd_alloc(r, len) == NULL) {
-        r->done = NULL;
-        req_free(n, r);
-        return KEEL_ENOMEM;
-    }
-    memcpy(r->cmd, cmd, len);
-    r->is_conf = is_conf;
-    dispatch(n, r);
-    return 0;
-}
-
-/* A client's command: the state machine makes it an entry stamped with this node's clock
- * (the leader stamps it again with its own before proposing). */
-static int submit(keel_node_t *n, req_kind_t kind, int argc, const uint8_t *const *argv,
-                  const size_t *lens, keel_node_done_fn done, void *ctx)
-{
-    keel_buf_reset(&n->scratch);
-    int rc = n->sm.ops->encode(n->sm.data, (uint64_t)keel_clock_unix_ms(), argc, argv, lens,
-                               &n->scratch);
-    if (rc != 0)
-        return rc;
-    return submit_bytes(n, kind, keel_buf_rptr(&n->scratch), keel_buf_unread(&n->scratch), 0, done,
-                        ctx);
-}
+/* ---- client requests (server/requests.c) -------------------------------------------- */
 
 int keel_node_write(keel_node_t *n, int argc, const uint8_t *const *argv, const size_t *lens,
                     keel_node_done_fn done, void *ctx)
 {
-    return submit(n, REQ_WRITE, argc, argv, lens, done, ctx);
+    return keel_reqs_submit(&n->reqs, KEEL_REQ_WRITE, argc, argv, lens, done, ctx);
 }
 
 int keel_node_change(keel_node_t *n, const keel_node_conf_change_t *c, keel_node_done_fn done,
                      void *ctx)
 {
     uint8_t b[KEEL_NODE_CONF_BYTES_MAX];
-    return submit_bytes(n, REQ_WRITE, b, keel_node_conf_encode(c, b), 1, done, ctx);
+    return keel_reqs_submit_entry(&n->reqs, KEEL_REQ_WRITE, b, keel_node_conf_encode(c, b), 1, done,
+                                  ctx);
 }
 
-/*
- * Expiry is judged against this node's clock, never earlier than the leader's time
- * stamped on the newest applied entry: a read never goes back in replicated time. A key
- * the leader has not swept yet is hidden as soon as this node's clock passes its
- * deadline; how early or late that is depends on the clock skew between nodes
- * (docs/kv.md).
- */
 uint64_t keel_node_read_now_ms(const keel_node_t *n)
 {
-    uint64_t now = (uint64_t)keel_clock_unix_ms(), applied = n->sm.ops->time_ms(n->sm.data);
-    return now > applied ? now : applied;
-}
-
-static void serve_read(keel_node_t *n, request_t *r)
-{
-    keel_buf_reset(&n->reply);
-    int rc = n->sm.ops->read(n->sm.data, keel_node_read_now_ms(n), r->cmd, r->cmd_len, &n->reply);
-    req_answer(n, r, rc, keel_buf_rptr(&n->reply), keel_buf_unread(&n->reply));
+    return keel_reqs_read_now_ms(&n->reqs);
 }
 
 int keel_node_read(keel_node_t *n, int argc, const uint8_t *const *argv, const size_t *lens,
                    int stale, keel_node_done_fn done, void *ctx)
 {
     if (!stale)
-        return submit(n, REQ_READ, argc, argv, lens, done, ctx);
+        return keel_reqs_submit(&n->reqs, KEEL_REQ_READ, argc, argv, lens, done, ctx);
     keel_buf_reset(&n->reply);
     int rc = keel_node_read_local(n, argc, argv, lens, &n->reply);
     done(ctx, rc, keel_buf_rptr(&n->reply), keel_buf_unread(&n->reply));
@@ -1020,67 +747,14 @@ int keel_node_read_local(keel_node_t *n, int argc, const uint8_t *const *argv, c
     return rc;
 }
 
-/* A write has its reply in n->reply: to the local client, or back to the follower. */
-static void write_answered(keel_node_t *n, request_t *r)
-{
-    if (r->kind == REQ_REMOTE_WRITE) {
-        keel_peer_fwd_t f = {.req_id = r->req_id,
-                             .status = KEEL_PEER_OK,
-                             .bytes = keel_buf_rptr(&n->reply),
-                             .bytes_len = keel_buf_unread(&n->reply)};
-        send_fwd(n, r->origin, KEEL_PEER_FWD_REPLY, &f);
-        r->done = NULL;
-    } else {
-        req_answer(n, r, 0, keel_buf_rptr(&n->reply), keel_buf_unread(&n->reply));
-    }
-    req_free(n, r);
-}
-
-/*
- * A new leader term proposed at `index` while older waiters sit at or past it:
- * their entries are gone from our log (a leader's log is authoritative), so
- * they were not applied and are proposed again. Keeps the queue index-ordered.
- */
-static void requeue_from(keel_node_t *n, uint64_t index)
-{
-    request_t **pp = &n->writes.head, *last = NULL;
-    while (*pp && (*pp)->index < index) {
-        last = *pp;
-        pp = &(*pp)->qnext;
-    }
-    request_t *stale = *pp;
-    *pp = NULL;
-    n->writes.tail = last;
-    while (stale) {
-        request_t *next = stale->qnext;
-        q_push(&n->parked, stale);
-        stale = next;
-    }
-}
-
-/* A write is in the log at index (this term): it waits there for its entry to apply. */
-static void proposed(keel_node_t *n, request_t *r, uint64_t index)
-{
-    r->index = index;
-    r->term = keel_raft_term(n->raft);
-    if (n->writes.tail == NULL || n->writes.tail->index < index) {
-        q_push(&n->writes, r); /* the common case: the queue stays index-ordered */
-        return;
-    }
-    requeue_from(n, index);
-    q_push(&n->writes, r);
-}
-
 /* ---- membership changes (leader) --------------------------------------------------- */
 
 static void sync_members(keel_node_t *n);
 static void close_lingering(keel_node_t *n);
 
-static void conf_answer(keel_node_t *n, request_t *r, const char *text)
+static void conf_answer(keel_node_t *n, keel_req_t *r, const char *text)
 {
-    keel_buf_reset(&n->reply);
-    keel_buf_append_str(&n->reply, text);
-    write_answered(n, r);
+    keel_reqs_answer_write(&n->reqs, r, (const uint8_t *)text, strlen(text));
 }
 
 static size_t put_field(uint8_t *w, const char *s)
@@ -1165,7 +839,7 @@ static char *join_reply(keel_node_t *n, uint64_t id, const keel_raft_conf_t *c)
  * the thesis §4.2.2 window where a leader that removed itself steps down and the rest
  * wait a whole election timeout for a new one.
  */
-static int remove_self_first(keel_node_t *n, request_t *r)
+static int remove_self_first(keel_node_t *n, keel_req_t *r)
 {
     uint64_t to = 0;
     for (size_t i = 0; i < n->members.n && to == 0; i++)
@@ -1177,7 +851,7 @@ static int remove_self_first(keel_node_t *n, request_t *r)
     if (rc == 0)
         keel_log_info("removing the leader: leadership transfer first",
                       KF_STR("to", keel_node_member_name(n, to)));
-    q_push(&n->parked, r);
+    keel_reqs_park(&n->reqs, r);
     return 1;
 }
 
@@ -1237,7 +911,7 @@ static int conf_next(keel_node_t *n, const keel_node_conf_change_t *c, keel_raft
  * core refuses a second one while the first is uncommitted, and the request waits
  * parked). The client's answer comes when that entry is applied, i.e. committed.
  */
-static void conf_change(keel_node_t *n, request_t *r)
+static void conf_change(keel_node_t *n, keel_req_t *r)
 {
     keel_raft_conf_t *next = &n->conf_scratch;
     keel_node_conf_change_t c;
@@ -1264,7 +938,7 @@ static void conf_change(keel_node_t *n, request_t *r)
         rc = keel_raft_propose_conf(n->raft, next);
     if (rc == KEEL_EBUSY || rc == KEEL_EAGAIN || rc == KEEL_ENOTLEADER) {
         free(reply);
-        q_push(&n->parked, r); /* an earlier change or a transfer is under way: wait */
+        keel_reqs_park(&n->reqs, r); /* an earlier change or a transfer is under way: wait */
         return;
     }
     if (rc != 0 || reply == NULL) {
@@ -1277,164 +951,8 @@ static void conf_change(keel_node_t *n, request_t *r)
     r->conf_reply = reply;
     keel_log_info("membership change proposed", KF_STR("change", reply[0] == '*' ? "join" : "edit"),
                   KF_INT("voters", next->voters_n), KF_INT("learners", next->learners_n));
-    proposed(n, r, keel_raft_last_index(n->raft));
+    keel_reqs_proposed(&n->reqs, r, keel_raft_last_index(n->raft));
     sync_members(n);
-}
-
-/*
- * Sends a request where it can make progress: proposes or starts a read on
- * the leader, forwards from a follower, parks while no leader is known.
- */
-static void dispatch(keel_node_t *n, request_t *r)
-{
-    if (r->done == NULL) {
-        req_free(n, r);
-        return;
-    }
-    if (n->handling_ready) {
-        q_push(&n->in_ready, r);
-        return;
-    }
-    if (n->removed && (r->kind == REQ_WRITE || r->kind == REQ_READ)) {
-        keel_buf_reset(&n->reply);
-        keel_buf_append_str(&n->reply, "-ERR keel: this node is not a member of the cluster "
-                                       "(removed, or not yet added)\r\n");
-        req_answer(n, r, 0, keel_buf_rptr(&n->reply), keel_buf_unread(&n->reply));
-        r->done = NULL;
-        req_free(n, r);
-        return;
-    }
-    uint64_t leader = keel_raft_leader(n->raft);
-    if (leader == n->cfg.id) {
-        if (r->kind == REQ_READ || r->kind == REQ_REMOTE_READ) {
-            q_push(&n->reads_new, r);
-            return;
-        }
-        if (r->is_conf) {
-            conf_change(n, r);
-            return;
-        }
-        /* The leader's clock stamps every entry (expiry deadlines derive from it),
-         * whichever node the client talked to. */
-        n->sm.ops->stamp(n->sm.data, r->cmd, r->cmd_len, (uint64_t)keel_clock_unix_ms());
-        uint64_t index;
-        int rc = keel_raft_propose(n->raft, r->cmd, r->cmd_len, &index);
-        if (rc == KEEL_ENOTLEADER || rc == KEEL_EBUSY) {
-            q_push(&n->parked, r);
-            return;
-        }
-        if (rc != 0) {
-            keel_buf_reset(&n->reply);
-            keel_buf_printf(&n->reply, "-ERR keel: proposal refused: %s\r\n", keel_strerror(rc));
-            write_answered(n, r);
-            return;
-        }
-        if (n->m_proposals)
-            keel_counter_inc(n->m_proposals);
-        proposed(n, r, index);
-        return;
-    }
-    if (r->kind == REQ_REMOTE_WRITE || r->kind == REQ_REMOTE_READ) {
-        /* We were asked as leader but are not: the follower retries elsewhere. */
-        keel_peer_fwd_t f = {.req_id = r->req_id, .status = KEEL_PEER_NOT_LEADER};
-        send_fwd(n, r->origin,
-                 r->kind == REQ_REMOTE_WRITE ? KEEL_PEER_FWD_REPLY : KEEL_PEER_FWD_READ_OK, &f);
-        r->done = NULL;
-        req_free(n, r);
-        return;
-    }
-    if (leader == 0 || peer_by_id(n, leader) == NULL) {
-        q_push(&n->parked, r);
-        return;
-    }
-    if (r->kind == REQ_READ) {
-        q_push(&n->reads_fwd_new, r); /* asked of the leader at the end of the turn */
-        return;
-    }
-    r->req_id = ++n->next_req_id;
-    r->origin = leader;
-    if (keel_map_put(&n->fwd, &r->req_id, sizeof(r->req_id), r, NULL) < 0) {
-        q_push(&n->parked, r);
-        return;
-    }
-    keel_peer_fwd_t f = {.req_id = r->req_id, .bytes = r->cmd, .bytes_len = r->cmd_len};
-    send_fwd(n, leader, r->is_conf ? KEEL_PEER_FWD_CONF : KEEL_PEER_FWD_PROPOSE, &f);
-    if (n->m_forwarded)
-        keel_counter_inc(n->m_forwarded);
-}
-
-/* ---- forwarding handlers ------------------------------------------------------------ */
-
-static void handle_fwd_propose(keel_node_t *n, uint64_t from, const keel_peer_fwd_t *f, int is_conf)
-{
-    request_t *r = req_new(n, REQ_REMOTE_WRITE, REMOTE_DONE, NULL);
-    if (r == NULL || req_cmd_alloc(r, f->bytes_len) == NULL) {
-        if (r)
-            req_free(n, r);
-        return;
-    }
-    memcpy(r->cmd, f->bytes, f->bytes_len);
-    r->is_conf = is_conf;
-    r->origin = from;
-    r->req_id = f->req_id;
-    dispatch(n, r);
-}
-
-static void handle_fwd_read(keel_node_t *n, uint64_t from, const keel_peer_fwd_t *f)
-{
-    request_t *r = req_new(n, REQ_REMOTE_READ, REMOTE_DONE, NULL);
-    if (r == NULL)
-        return;
-    r->origin = from;
-    r->req_id = f->req_id;
-    dispatch(n, r);
-}
-
-static request_t *fwd_take(keel_node_t *n, uint64_t req_id)
-{
-    void *v = NULL;
-    if (keel_map_del(&n->fwd, &req_id, sizeof(req_id), &v) != 0)
-        return NULL;
-    return v;
-}
-
-/*
- * Forwarded requests whose leader will not answer them: those sent to another node
- * than `keep` (a different leader is now known), or, with `only` set, those sent to
- * `only` (the connection to it broke). Reads change nothing: they are asked again. A
- * write may already be in the log that the new leader inherited, so proposing it again
- * could apply it twice: its outcome is unknown, and the client is told so now rather
- * than after the request timeout.
- */
-static void give_up_forwarded(keel_node_t *n, uint64_t keep, uint64_t only)
-{
-    queue_t moved = {0};
-    size_t pos = 0, kl;
-    const uint8_t *k;
-    void *v;
-    while (keel_map_next(&n->fwd, &pos, &k, &kl, &v)) {
-        uint64_t origin = ((request_t *)v)->origin;
-        if (only ? origin == only : origin != keep)
-            q_push(&moved, v);
-    }
-    fwd_reads_t **pp = &n->fwd_reads, *b;
-    while ((b = *pp) != NULL) {
-        if (only ? b->origin != only : b->origin == keep) {
-            pp = &b->next;
-            continue;
-        }
-        *pp = b->next;
-        request_t *r;
-        while ((r = q_pop(&b->reqs)) != NULL)
-            q_push(&n->parked, r); /* reads change nothing: asked again */
-        free(b);
-    }
-    request_t *r;
-    while ((r = q_pop(&moved)) != NULL) { /* only writes: reads travel in batches */
-        fwd_take(n, r->req_id);
-        req_answer(n, r, KEEL_ECONNRESET, NULL, 0);
-        req_free(n, r);
-    }
 }
 
 /* Our connection to a peer broke: what we forwarded to it may never be answered. */
@@ -1444,92 +962,7 @@ static void peer_lost(peer_t *p)
         return;
     p->connected = 0;
     keel_connector_lost(&p->conn);
-    give_up_forwarded(p->node, 0, p->member.id);
-}
-
-static void handle_fwd_reply(keel_node_t *n, const keel_peer_fwd_t *f)
-{
-    request_t *r = fwd_take(n, f->req_id);
-    if (r == NULL)
-        return; /* answered already (timeout) */
-    if (f->status == KEEL_PEER_NOT_LEADER) {
-        q_push(&n->parked, r); /* definitely not proposed: try again once a leader is known */
-        return;
-    }
-    req_answer(n, r, 0, f->bytes, f->bytes_len);
-    req_free(n, r);
-}
-
-/* Follower: the leader answered a batch of reads with its read index (or refused). */
-static void handle_fwd_read_ok(keel_node_t *n, const keel_peer_fwd_t *f)
-{
-    fwd_reads_t **pp = &n->fwd_reads, *b;
-    while ((b = *pp) != NULL && b->req_id != f->req_id)
-        pp = &b->next;
-    if (b == NULL)
-        return; /* every read in it timed out, or it was asked again elsewhere */
-    *pp = b->next;
-    request_t *r;
-    while ((r = q_pop(&b->reqs)) != NULL) {
-        if (f->status != KEEL_PEER_OK) {
-            q_push(&n->parked, r); /* not a leader: ask again once one is known */
-        } else {
-            r->index = f->index;
-            q_push(&n->reads_ready, r); /* tombstones are freed there */
-        }
-    }
-    free(b);
-}
-
-/* Follower: this turn's linearizable reads ask the leader for one read index. */
-static void forward_reads(keel_node_t *n)
-{
-    if (n->reads_fwd_new.head == NULL)
-        return;
-    uint64_t leader = keel_raft_leader(n->raft);
-    fwd_reads_t *b = NULL;
-    if (leader != 0 && leader != n->cfg.id && peer_by_id(n, leader) != NULL)
-        b = calloc(1, sizeof(*b));
-    request_t *r;
-    if (b == NULL) { /* the leader changed during the turn (or no memory): dispatch again */
-        while ((r = q_pop(&n->reads_fwd_new)) != NULL)
-            q_push(&n->parked, r);
-        return;
-    }
-    b->req_id = ++n->next_req_id;
-    b->origin = leader;
-    b->reqs = n->reads_fwd_new;
-    n->reads_fwd_new = (queue_t){0};
-    b->next = n->fwd_reads;
-    n->fwd_reads = b;
-    keel_peer_fwd_t f = {.req_id = b->req_id};
-    send_fwd(n, leader, KEEL_PEER_FWD_READ, &f);
-    if (n->m_forwarded)
-        for (r = b->reqs.head; r; r = r->qnext)
-            keel_counter_inc(n->m_forwarded);
-}
-
-/*
- * Batches whose reads were all answered meanwhile (timeouts) are dropped, so a leader
- * that keeps its connection but never answers costs no memory beyond the request
- * timeout. A late answer to a dropped batch is ignored.
- */
-static void prune_fwd_reads(keel_node_t *n)
-{
-    fwd_reads_t **pp = &n->fwd_reads, *b;
-    while ((b = *pp) != NULL) {
-        request_t *r = b->reqs.head;
-        while (r && r->done == NULL)
-            r = r->qnext;
-        if (r != NULL) {
-            pp = &b->next;
-            continue;
-        }
-        *pp = b->next;
-        while ((r = q_pop(&b->reqs)) != NULL)
-            req_free(n, r);
-        free(b);
-    }
+    keel_reqs_peer_lost(&p->node->reqs, p->member.id);
 }
 
 /* ---- the ready pass ----------------------------------------------------------------- */
@@ -1592,18 +1025,7 @@ static void apply_entry(keel_node_t *n, const keel_raft_entry_t *e)
     if (n->m_applied)
         keel_counter_inc(n->m_applied);
     n->log_bytes_since_snap += e->len;
-    while (n->writes.head && n->writes.head->index <= e->index) {
-        request_t *r = q_pop(&n->writes);
-        if (r->index != e->index || r->term != e->term) {
-            dispatch(n, r); /* overwritten by another leader's entry: not applied, retry */
-            continue;
-        }
-        if (r->conf_reply) { /* a membership change: committed */
-            keel_buf_reset(&n->reply);
-            keel_buf_append_str(&n->reply, r->conf_reply);
-        }
-        write_answered(n, r);
-    }
+    keel_reqs_applied(&n->reqs, e, &n->reply);
 }
 
 /*
@@ -1625,89 +1047,6 @@ static void lease_clock(keel_node_t *n)
     if (now > n->raft_ms)
         n->raft_ms = now;
     keel_raft_tick(n->raft, n->raft_ms);
-}
-
-/*
- * Leader: the reads that arrived since the last round share one ReadIndex round. One
- * round is in flight at a time (reads arriving meanwhile wait for the next, which starts
- * as soon as this one is confirmed). 1 if a round started.
- */
-static int start_read_batch(keel_node_t *n)
-{
-    if (n->reads_new.head == NULL || keel_raft_leader(n->raft) != n->cfg.id)
-        return 0;
-    if (n->batches_head != NULL)
-        return 0;
-    read_batch_t *b = calloc(1, sizeof(*b));
-    if (b == NULL)
-        return 0;
-    b->ctx = ++n->next_read_ctx;
-    lease_clock(n);
-    if (keel_raft_read_index(n->raft, b->ctx) != 0) {
-        free(b); /* e.g. no entry of this term committed yet: retry next pass */
-        return 0;
-    }
-    b->reqs = n->reads_new;
-    n->reads_new = (queue_t){0};
-    if (n->batches_tail)
-        n->batches_tail->next = b;
-    else
-        n->batches_head = b;
-    n->batches_tail = b;
-    return 1;
-}
-
-static void finish_read_batch(keel_node_t *n, const keel_raft_read_state_t *rs)
-{
-    read_batch_t **pp = &n->batches_head, *b;
-    while ((b = *pp) != NULL && b->ctx != rs->ctx)
-        pp = &b->next;
-    if (b == NULL)
-        return;
-    *pp = b->next;
-    if (n->batches_tail == b) {
-        n->batches_tail = NULL;
-        for (read_batch_t *x = n->batches_head; x; x = x->next)
-            n->batches_tail = x;
-    }
-    request_t *r;
-    while ((r = q_pop(&b->reqs)) != NULL) {
-        if (!rs->ok) {
-            dispatch(n, r); /* leadership lost: ask again wherever the leader is now */
-        } else if (r->kind == REQ_REMOTE_READ) {
-            keel_peer_fwd_t f = {.req_id = r->req_id, .status = KEEL_PEER_OK, .index = rs->index};
-            send_fwd(n, r->origin, KEEL_PEER_FWD_READ_OK, &f);
-            r->done = NULL;
-            req_free(n, r);
-        } else {
-            r->index = rs->index;
-            q_push(&n->reads_ready, r);
-        }
-    }
-    free(b);
-}
-
-/* Serves the reads whose index is applied; returns how many were answered. */
-static size_t serve_ready_reads(keel_node_t *n)
-{
-    size_t served = 0;
-    uint64_t applied = n->sm.ops->applied_index(n->sm.data);
-    /* Read indexes are not strictly ordered across followers' batches: scan all. */
-    queue_t keep = {0};
-    request_t *r;
-    while ((r = q_pop(&n->reads_ready)) != NULL) {
-        if (r->done == NULL) {
-            req_free(n, r);
-        } else if (r->index <= applied) {
-            serve_read(n, r);
-            req_free(n, r);
-            served++;
-        } else {
-            q_push(&keep, r);
-        }
-    }
-    n->reads_ready = keep;
-    return served;
 }
 
 /*
@@ -2098,12 +1437,7 @@ static void install_snapshot(keel_node_t *n, const keel_raft_snapshot_t *sn)
     keel_log_info("installed the leader's snapshot", KF_INT("index", sn->index),
                   KF_INT("bytes", sn->data_len));
     /* Writes waiting at covered indexes cannot tell whether their entry is in it. */
-    while (n->writes.head && n->writes.head->index <= sn->index) {
-        request_t *r = q_pop(&n->writes);
-        req_answer(n, r, KEEL_ECONNRESET, NULL, 0);
-        r->done = NULL;
-        req_free(n, r);
-    }
+    keel_reqs_snapshot_installed(&n->reqs, sn->index);
 }
 
 /* Can this ready have changed the configuration in force? (A CONF entry appended, one
@@ -2156,26 +1490,22 @@ static void handle_ready(keel_node_t *n, const keel_raft_ready_t *rd)
         apply_entry(n, &rd->committed[i]);
     }
     for (size_t i = 0; i < rd->reads_n; i++)
-        finish_read_batch(n, &rd->reads[i]);
+        keel_reqs_read_state(&n->reqs, &rd->reads[i]);
 }
 
 static void note_leader(keel_node_t *n)
 {
     uint64_t leader = keel_raft_leader(n->raft);
-    if (leader == n->last_leader)
-        return;
+    int changed = leader != n->last_leader;
     n->last_leader = leader;
-    if (leader != 0) {
+    if (changed && leader != 0) {
         n->leader_changes++;
         if (n->m_leader_changes)
             keel_counter_inc(n->m_leader_changes);
         keel_log_info("leader known", KF_STR("leader", keel_node_member_name(n, leader)),
                       KF_INT("term", keel_raft_term(n->raft)));
     }
-    /* "No leader" for a moment (a pre-vote after a pause) changes nothing: the old
-     * leader may still answer. A different leader means it will not, in time. */
-    if (leader != 0)
-        give_up_forwarded(n, leader, 0);
+    keel_reqs_leader_known(&n->reqs, leader, changed);
 }
 
 static void process(keel_node_t *n)
@@ -2185,13 +1515,6 @@ static void process(keel_node_t *n)
         return;
     }
     note_leader(n);
-    if (keel_raft_leader(n->raft) != 0 && n->parked.head) {
-        queue_t parked = n->parked;
-        n->parked = (queue_t){0};
-        request_t *r;
-        while ((r = q_pop(&parked)) != NULL)
-            dispatch(n, r);
-    }
     uint64_t applied_before = n->sm.ops->applied_index(n->sm.data);
     keel_raft_ready_t rd;
     /*
@@ -2202,34 +1525,24 @@ static void process(keel_node_t *n)
      * while serving reads (it reaches the WAL through the next ready).
      */
     for (;;) {
-        int moved = start_read_batch(n);
         while (keel_raft_ready(n->raft, &rd)) {
-            n->handling_ready = 1;
+            keel_reqs_ready_begin(&n->reqs);
             handle_ready(n, &rd);
-            n->handling_ready = 0;
+            keel_reqs_ready_end(&n->reqs);
             keel_raft_advance(n->raft);
             if (n->installed_index != 0) {
                 keel_raft_persisted(n->raft, n->installed_index, n->installed_term);
                 n->installed_index = n->installed_term = 0;
             }
         }
-        if (n->in_ready.head != NULL) {
-            queue_t later = n->in_ready; /* submitted by answers inside handle_ready */
-            n->in_ready = (queue_t){0};
-            request_t *r;
-            while ((r = q_pop(&later)) != NULL)
-                dispatch(n, r);
-            moved = 1;
-        }
-        moved |= serve_ready_reads(n) > 0;
-        if (!moved)
+        if (!keel_reqs_step(&n->reqs))
             break;
     }
     if (n->cfg.on_applied && n->sm.ops->applied_index(n->sm.data) != applied_before)
         n->cfg.on_applied(n->cfg.on_applied_data);
     maybe_snapshot(n);
     maybe_start_sync(n);
-    forward_reads(n);
+    keel_reqs_end_pass(&n->reqs);
     for (size_t i = 0; i < PEER_SLOTS; i++)
         if (peer_live(&n->peers[i]))
             peer_flush(&n->peers[i]);
@@ -2238,22 +1551,6 @@ static void process(keel_node_t *n)
 static void on_check(uv_check_t *h)
 {
     process(h->data);
-}
-
-static void expire_requests(keel_node_t *n)
-{
-    keel_ms_t now = keel_loop_now_ms(n->loop);
-    while (n->all_head && n->all_head->deadline_ms <= now) {
-        request_t *r = n->all_head;
-        if (n->m_timeouts)
-            keel_counter_inc(n->m_timeouts);
-        if (r->req_id != 0 && fwd_take(n, r->req_id) == r) {
-            req_answer(n, r, KEEL_ETIMEDOUT, NULL, 0);
-            req_free(n, r);
-            continue;
-        }
-        req_answer(n, r, KEEL_ETIMEDOUT, NULL, 0); /* its queue frees the tombstone */
-    }
 }
 
 static void sweep_done(void *ctx, int status, const uint8_t *reply, size_t len)
@@ -2278,8 +1575,8 @@ static void maybe_sweep(keel_node_t *n)
     if (n->sm.ops->housekeeping(n->sm.data, now, &n->scratch) != 0 ||
         keel_buf_unread(&n->scratch) == 0)
         return;
-    if (submit_bytes(n, REQ_WRITE, keel_buf_rptr(&n->scratch), keel_buf_unread(&n->scratch), 0,
-                     sweep_done, n) == 0)
+    if (keel_reqs_submit_entry(&n->reqs, KEEL_REQ_WRITE, keel_buf_rptr(&n->scratch),
+                               keel_buf_unread(&n->scratch), 0, sweep_done, n) == 0)
         n->sweep_inflight = 1;
 }
 
@@ -2345,7 +1642,7 @@ static void client_addr_done(void *ctx, int status, const uint8_t *reply, size_t
 
 static void maybe_update_client_addr(keel_node_t *n, keel_ms_t now)
 {
-    if (n->client_addr_inflight || n->removed || n->cfg.client_addr[0] == '\0' ||
+    if (n->client_addr_inflight || n->reqs.removed || n->cfg.client_addr[0] == '\0' ||
         now < n->client_addr_next_ms || keel_raft_leader(n->raft) == 0)
         return;
     const keel_node_member_t *self = keel_memberdir_find_id(&n->members, n->cfg.id);
@@ -2381,8 +1678,7 @@ static void on_tick(keel_timer_t *t, void *data)
     maybe_promote(n);
     maybe_update_client_addr(n, now);
     close_lingering(n);
-    expire_requests(n);
-    prune_fwd_reads(n);
+    keel_reqs_tick(&n->reqs);
     poll_snapshot_child(n);
     process(n);
 }
@@ -2394,16 +1690,10 @@ static void register_metrics(keel_node_t *n)
     keel_metrics_t *m = n->cfg.metrics;
     if (m == NULL)
         return;
-    n->m_proposals = keel_metrics_counter(m, "keel_raft_proposals_total",
-                                          "Entries proposed by this node as leader.", NULL);
     n->m_applied = keel_metrics_counter(m, "keel_raft_applied_total",
                                         "Committed entries applied to the state machine.", NULL);
-    n->m_forwarded = keel_metrics_counter(m, "keel_forwarded_requests_total",
-                                          "Requests forwarded to the leader.", NULL);
     n->m_leader_changes = keel_metrics_counter(m, "keel_raft_leader_changes_total",
                                                "Times a new leader became known.", NULL);
-    n->m_timeouts = keel_metrics_counter(m, "keel_request_timeouts_total",
-                                         "Requests answered with a timeout.", NULL);
     n->m_snapshots = keel_metrics_counter(m, "keel_snapshots_total",
                                           "Snapshots made durable (taken or installed).", NULL);
     n->m_fsync = keel_metrics_histogram(
@@ -2415,8 +1705,6 @@ static void register_metrics(keel_node_t *n)
         m, "keel_wal_fdatasync_seconds",
         "WAL sync time on the syncing thread: pwrite of the groups taken plus fdatasync.", NULL,
         NULL, 0);
-    n->m_commit = keel_metrics_histogram(m, "keel_write_commit_seconds",
-                                         "Client write latency, submit to apply.", NULL, NULL, 0);
     static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
     n->m_batch = keel_metrics_histogram(m, "keel_raft_batch_entries",
                                         "Entries written per ready (proposal batch size).", NULL,
@@ -2465,7 +1753,7 @@ static void peer_close(peer_t *p)
 {
     keel_node_t *n = p->node;
     p->closing = 1;
-    give_up_forwarded(n, 0, p->member.id);
+    keel_reqs_peer_lost(&n->reqs, p->member.id);
     keel_connector_close(&p->conn, connector_closed);
 }
 
@@ -2506,12 +1794,12 @@ static void sync_members(keel_node_t *n)
         keel_memberdir_of_conf(c, n->cfg.members, n->cfg.members_n, &n->members);
     }
     int removed = n->evicted || keel_memberdir_find_id(&n->members, n->cfg.id) == NULL;
-    if (removed != n->removed)
+    if (removed != n->reqs.removed)
         keel_log_warn(removed ? "this node is not a member of the configuration in force; it "
                                 "will not campaign and refuses client requests"
                               : "this node is a member of the configuration in force",
                       KF_INT("id", n->cfg.id));
-    n->removed = removed;
+    n->reqs.removed = removed;
     for (size_t i = 0; i < PEER_SLOTS; i++) {
         peer_t *p = &n->peers[i];
         if (!peer_live(p))
@@ -2598,6 +1886,56 @@ static int open_storage(keel_node_t *n, keel_errmsg_t *msg)
     return rc;
 }
 
+/* ---- the requests' world (server/requests.h) ---------------------------------------- */
+
+static keel_ms_t env_now_ms(void *data)
+{
+    return keel_loop_now_ms(((keel_node_t *)data)->loop);
+}
+
+static uint64_t env_unix_ms(void *data)
+{
+    return (uint64_t)keel_clock_unix_ms();
+}
+
+static int env_peer_up(void *data, uint64_t id)
+{
+    return peer_by_id(data, id) != NULL;
+}
+
+static void env_send_fwd(void *data, uint64_t to, keel_peer_type_t type, const keel_peer_fwd_t *f)
+{
+    send_fwd(data, to, type, f);
+}
+
+static void env_conf_change(void *data, keel_req_t *r)
+{
+    conf_change(data, r);
+}
+
+static void env_before_read_index(void *data)
+{
+    lease_clock(data);
+}
+
+static int reqs_start(keel_node_t *n)
+{
+    keel_reqs_config_t rc = {.id = n->cfg.id,
+                             .pending_max = n->cfg.requests_pending_max,
+                             .timeout_ms = n->cfg.request_timeout_ms,
+                             .metrics = n->cfg.metrics};
+    keel_reqs_env_t env = {.data = n,
+                           .now_ms = env_now_ms,
+                           .unix_ms = env_unix_ms,
+                           .peer_up = env_peer_up,
+                           .send_fwd = env_send_fwd,
+                           .conf_change = env_conf_change,
+                           .before_read_index = env_before_read_index};
+    int err = keel_reqs_init(&n->reqs, &rc, &env, n->raft, n->sm);
+    n->reqs_inited = err == 0;
+    return err;
+}
+
 int keel_node_start(keel_node_t **out, keel_loop_t *loop, const keel_node_config_t *cfg_in,
                     keel_errmsg_t *msg)
 {
@@ -2620,9 +1958,9 @@ int keel_node_start(keel_node_t **out, keel_loop_t *loop, const keel_node_config
     n->sm = cfg->sm;
     rc = keel_blockmem_new(&n->log_mem, KEEL_RAFT_LOG_BLOCK_BYTES, LOG_SPARE_BYTES_MAX);
     if (rc == 0)
-        rc = keel_map_init(&n->fwd, 1024, cfg->requests_pending_max, cfg->id);
-    if (rc == 0)
         rc = open_storage(n, msg);
+    if (rc == 0)
+        rc = reqs_start(n);
     if (rc != 0)
         goto fail;
     register_metrics(n);
@@ -2654,8 +1992,8 @@ fail:
         keel_raft_free(n->raft);
     keel_blockmem_free(n->log_mem);
     keel_raftlog_close(n->log);
-    if (n->fwd.slots)
-        keel_map_free(&n->fwd, NULL);
+    if (n->reqs_inited)
+        keel_reqs_free(&n->reqs);
     keel_buf_free(&n->scratch);
     keel_buf_free(&n->reply);
     free(n);
@@ -2691,49 +2029,12 @@ static void connector_closed(keel_connector_t *c)
     finish_stop(n);
 }
 
-static void fail_queue(keel_node_t *n, queue_t *q)
-{
-    request_t *r;
-    while ((r = q_pop(q)) != NULL) {
-        req_answer(n, r, KEEL_ECANCELED, NULL, 0);
-        r->done = NULL;
-        req_free(n, r);
-    }
-}
-
 void keel_node_stop(keel_node_t *n, void (*closed)(void *data), void *data)
 {
     n->stopping = 1;
     n->closed = closed;
     n->closed_data = data;
-    fail_queue(n, &n->parked);
-    fail_queue(n, &n->in_ready);
-    fail_queue(n, &n->writes);
-    fail_queue(n, &n->reads_new);
-    fail_queue(n, &n->reads_ready);
-    fail_queue(n, &n->reads_fwd_new);
-    while (n->fwd_reads) {
-        fwd_reads_t *b = n->fwd_reads;
-        n->fwd_reads = b->next;
-        fail_queue(n, &b->reqs);
-        free(b);
-    }
-    while (n->batches_head) {
-        read_batch_t *b = n->batches_head;
-        n->batches_head = b->next;
-        fail_queue(n, &b->reqs);
-        free(b);
-    }
-    size_t pos = 0, kl;
-    const uint8_t *k;
-    void *v;
-    while (keel_map_next(&n->fwd, &pos, &k, &kl, &v)) {
-        request_t *r = v;
-        req_answer(n, r, KEEL_ECANCELED, NULL, 0);
-        req_free(n, r);
-    }
-    keel_map_free(&n->fwd, NULL);
-    n->fwd.slots = NULL;
+    keel_reqs_cancel_all(&n->reqs);
     uv_check_stop(&n->check);
     uv_close((uv_handle_t *)&n->check, handle_closed);
     /* The sync thread ends (after a sync in flight) before the handle it wakes is closed. */
@@ -2762,7 +2063,7 @@ static void finish_stop(keel_node_t *n)
     keel_raft_free(n->raft);
     keel_blockmem_free(n->log_mem);
     keel_raftlog_close(n->log);
-    req_pool_free(n);
+    keel_reqs_free(&n->reqs);
     keel_buf_free(&n->scratch);
     keel_buf_free(&n->reply);
     keel_peer_scratch_free(&n->dec_scratch);
@@ -2792,7 +2093,7 @@ void keel_node_get_status(keel_node_t *n, keel_node_status_t *st)
     snap_dir(n, dir, sizeof(dir));
     st->snapshot_index = n->snap_index;
     st->snapshot_disk_bytes = keel_snap_disk_bytes(dir);
-    st->requests_pending = n->pending;
+    st->requests_pending = n->reqs.pending;
 }
 
 const keel_node_config_t *keel_node_config(const keel_node_t *n)

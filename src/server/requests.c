@@ -1,0 +1,811 @@
+/* requests.c - a node's client requests: propose, forward, ReadIndex batches, park, answer. */
+#include "server/requests.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A ReadIndex round: reads that arrived in one pass share one. */
+struct read_batch {
+    uint64_t ctx;
+    keel_req_queue_t reqs;
+    read_batch_t *next;
+};
+
+/*
+ * Follower: the linearizable reads of one pass ask the leader for one read index
+ * together (one FWD_READ frame, one FWD_READ_OK), not one frame each. Every read in
+ * the batch arrived before the frame left, so the index the leader confirms after
+ * receiving it covers every write acknowledged before any of them started.
+ */
+struct fwd_reads {
+    uint64_t req_id, origin; /* our id for the batch; the leader it was sent to */
+    keel_req_queue_t reqs;   /* requests answered meanwhile (timeouts) stay as tombstones */
+    fwd_reads_t *next;
+};
+
+void keel_req_push(keel_req_queue_t *q, keel_req_t *r)
+{
+    r->qnext = NULL;
+    if (q->tail)
+        q->tail->qnext = r;
+    else
+        q->head = r;
+    q->tail = r;
+}
+
+keel_req_t *keel_req_pop(keel_req_queue_t *q)
+{
+    keel_req_t *r = q->head;
+    if (r) {
+        q->head = r->qnext;
+        if (q->head == NULL)
+            q->tail = NULL;
+        r->qnext = NULL;
+    }
+    return r;
+}
+
+static void dispatch(keel_reqs_t *q, keel_req_t *r);
+
+/* ---- request bookkeeping ---------------------------------------------------------- */
+
+static keel_req_t *req_new(keel_reqs_t *q, keel_req_kind_t kind, keel_reqs_done_fn done, void *ctx)
+{
+    keel_req_t *r = q->pool;
+    if (r != NULL) {
+        q->pool = r->qnext;
+        q->pool_len--;
+    } else if ((r = malloc((sizeof(keel_req_t) + KEEL_REQ_CMD_INLINE_BYTES))) == NULL) {
+        return NULL;
+    }
+    memset(r, 0, sizeof(*r));
+    r->kind = kind;
+    r->done = done;
+    r->ctx = ctx;
+    r->start_ms = q->env.now_ms(q->env.data);
+    r->deadline_ms = r->start_ms + q->cfg.timeout_ms;
+    q->pending++;
+    if (kind == KEEL_REQ_WRITE ||
+        kind == KEEL_REQ_READ) { /* remote ones are timed by their origin */
+        r->prev = q->all_tail;
+        if (q->all_tail)
+            q->all_tail->next = r;
+        else
+            q->all_head = r;
+        q->all_tail = r;
+    }
+    return r;
+}
+
+static void all_unlink(keel_reqs_t *q, keel_req_t *r)
+{
+    if (r->kind != KEEL_REQ_WRITE && r->kind != KEEL_REQ_READ)
+        return;
+    if (r->prev)
+        r->prev->next = r->next;
+    else if (q->all_head == r)
+        q->all_head = r->next;
+    else
+        return; /* already unlinked */
+    if (r->next)
+        r->next->prev = r->prev;
+    else
+        q->all_tail = r->prev;
+    r->prev = r->next = NULL;
+}
+
+/* Answers a request once; the memory stays while a queue still holds it. */
+static void req_answer(keel_reqs_t *q, keel_req_t *r, int status, const uint8_t *reply, size_t len)
+{
+    if (r->kind == KEEL_REQ_REMOTE_WRITE || r->kind == KEEL_REQ_REMOTE_READ)
+        r->done = NULL; /* the follower that asked times its own request out */
+    if (r->done == NULL)
+        return;
+    keel_reqs_done_fn done = r->done;
+    r->done = NULL;
+    all_unlink(q, r);
+    if (status == 0 && r->kind == KEEL_REQ_WRITE && q->m_commit)
+        keel_histogram_observe(q->m_commit,
+                               (double)(q->env.now_ms(q->env.data) - r->start_ms) / 1000.0);
+    done(r->ctx, status, reply, len);
+}
+
+static void req_free(keel_reqs_t *q, keel_req_t *r)
+{
+    assert(r->done == NULL || r->kind == KEEL_REQ_REMOTE_WRITE || r->kind == KEEL_REQ_REMOTE_READ);
+    all_unlink(q, r);
+    if (r->cmd != r->cmd_inline)
+        free(r->cmd);
+    free(r->conf_reply);
+    q->pending--;
+    if (q->pool_len >= KEEL_REQ_POOL_MAX) {
+        free(r);
+        return;
+    }
+    r->qnext = q->pool;
+    q->pool = r;
+    q->pool_len++;
+}
+
+/* Room for the request's command of len bytes: inside the request when it fits. */
+static uint8_t *req_cmd_alloc(keel_req_t *r, size_t len)
+{
+    assert(r->cmd == NULL);
+    r->cmd = len <= KEEL_REQ_CMD_INLINE_BYTES ? r->cmd_inline : malloc(len ? len : 1);
+    r->cmd_len = r->cmd ? len : 0;
+    return r->cmd;
+}
+
+static void req_pool_free(keel_reqs_t *q)
+{
+    while (q->pool != NULL) {
+        keel_req_t *r = q->pool;
+        q->pool = r->qnext;
+        free(r);
+    }
+    q->pool_len = 0;
+}
+
+/* The done of a request a follower forwarded: never called (the follower times its own
+   request out); its address marks the request as remote. */
+static void remote_done(void *ctx, int status, const uint8_t *reply, size_t len) {}
+#define REMOTE_DONE remote_done
+
+int keel_reqs_submit_entry(keel_reqs_t *q, keel_req_kind_t kind, const uint8_t *cmd, size_t len,
+                           int is_conf, keel_reqs_done_fn done, void *ctx)
+{
+    if (q->stopped)
+        return KEEL_ECANCELED;
+    if (q->pending >= q->cfg.pending_max)
+        return KEEL_EFULL;
+    keel_req_t *r = req_new(q, kind, done, ctx);
+    if (r == NULL)
+        return KEEL_ENOMEM;
+    if (req_cmd_alloc(r, len) == NULL) {
+        r->done = NULL;
+        req_free(q, r);
+        return KEEL_ENOMEM;
+    }
+    memcpy(r->cmd, cmd, len);
+    r->is_conf = is_conf;
+    dispatch(q, r);
+    return 0;
+}
+
+/* A client's command: the state machine makes it an entry stamped with this node's clock
+ * (the leader stamps it again with its own before proposing). */
+int keel_reqs_submit(keel_reqs_t *q, keel_req_kind_t kind, int argc, const uint8_t *const *argv,
+                     const size_t *lens, keel_reqs_done_fn done, void *ctx)
+{
+    keel_buf_reset(&q->scratch);
+    int rc =
+        q->sm.ops->encode(q->sm.data, q->env.unix_ms(q->env.data), argc, argv, lens, &q->scratch);
+    if (rc != 0)
+        return rc;
+    return keel_reqs_submit_entry(q, kind, keel_buf_rptr(&q->scratch), keel_buf_unread(&q->scratch),
+                                  0, done, ctx);
+}
+
+/*
+ * Expiry is judged against this node's clock, never earlier than the leader's time
+ * stamped on the newest applied entry: a read never goes back in replicated time. A key
+ * the leader has not swept yet is hidden as soon as this node's clock passes its
+ * deadline; how early or late that is depends on the clock skew between nodes
+ * (docs/kv.md).
+ */
+uint64_t keel_reqs_read_now_ms(const keel_reqs_t *q)
+{
+    uint64_t now = q->env.unix_ms(q->env.data), applied = q->sm.ops->time_ms(q->sm.data);
+    return now > applied ? now : applied;
+}
+
+#define read_now_ms keel_reqs_read_now_ms
+
+static void serve_read(keel_reqs_t *q, keel_req_t *r)
+{
+    keel_buf_reset(&q->reply);
+    int rc = q->sm.ops->read(q->sm.data, read_now_ms(q), r->cmd, r->cmd_len, &q->reply);
+    req_answer(q, r, rc, keel_buf_rptr(&q->reply), keel_buf_unread(&q->reply));
+}
+
+void keel_reqs_answer_write(keel_reqs_t *q, keel_req_t *r, const uint8_t *reply, size_t len)
+{
+    if (r->kind == KEEL_REQ_REMOTE_WRITE) {
+        keel_peer_fwd_t f = {
+            .req_id = r->req_id, .status = KEEL_PEER_OK, .bytes = reply, .bytes_len = len};
+        q->env.send_fwd(q->env.data, r->origin, KEEL_PEER_FWD_REPLY, &f);
+        r->done = NULL;
+    } else {
+        req_answer(q, r, 0, reply, len);
+    }
+    req_free(q, r);
+}
+
+/* A write has its reply in q->reply: to the local client, or back to the follower. */
+static void write_answered(keel_reqs_t *q, keel_req_t *r)
+{
+    keel_reqs_answer_write(q, r, keel_buf_rptr(&q->reply), keel_buf_unread(&q->reply));
+}
+
+/*
+ * A new leader term proposed at `index` while older waiters sit at or past it:
+ * their entries are gone from our log (a leader's log is authoritative), so
+ * they were not applied and are proposed again. Keeps the queue index-ordered.
+ */
+static void requeue_from(keel_reqs_t *q, uint64_t index)
+{
+    keel_req_t **pp = &q->writes.head, *last = NULL;
+    while (*pp && (*pp)->index < index) {
+        last = *pp;
+        pp = &(*pp)->qnext;
+    }
+    keel_req_t *stale = *pp;
+    *pp = NULL;
+    q->writes.tail = last;
+    while (stale) {
+        keel_req_t *next = stale->qnext;
+        keel_req_push(&q->parked, stale);
+        stale = next;
+    }
+}
+
+/* A write is in the log at index (this term): it waits there for its entry to apply. */
+static void proposed(keel_reqs_t *q, keel_req_t *r, uint64_t index)
+{
+    r->index = index;
+    r->term = keel_raft_term(q->raft);
+    if (q->writes.tail == NULL || q->writes.tail->index < index) {
+        keel_req_push(&q->writes, r); /* the common case: the queue stays index-ordered */
+        return;
+    }
+    requeue_from(q, index);
+    keel_req_push(&q->writes, r);
+}
+
+/*
+ * Sends a request where it can make progress: proposes or starts a read on
+ * the leader, forwards from a follower, parks while no leader is known.
+ */
+static void dispatch(keel_reqs_t *q, keel_req_t *r)
+{
+    if (r->done == NULL) {
+        req_free(q, r);
+        return;
+    }
+    if (q->handling_ready) {
+        keel_req_push(&q->in_ready, r);
+        return;
+    }
+    if (q->removed && (r->kind == KEEL_REQ_WRITE || r->kind == KEEL_REQ_READ)) {
+        keel_buf_reset(&q->reply);
+        keel_buf_append_str(&q->reply, "-ERR keel: this node is not a member of the cluster "
+                                       "(removed, or not yet added)\r\n");
+        req_answer(q, r, 0, keel_buf_rptr(&q->reply), keel_buf_unread(&q->reply));
+        r->done = NULL;
+        req_free(q, r);
+        return;
+    }
+    uint64_t leader = keel_raft_leader(q->raft);
+    if (leader == q->cfg.id) {
+        if (r->kind == KEEL_REQ_READ || r->kind == KEEL_REQ_REMOTE_READ) {
+            keel_req_push(&q->reads_new, r);
+            return;
+        }
+        if (r->is_conf) {
+            q->env.conf_change(q->env.data, r);
+            return;
+        }
+        /* The leader's clock stamps every entry (expiry deadlines derive from it),
+         * whichever node the client talked to. */
+        q->sm.ops->stamp(q->sm.data, r->cmd, r->cmd_len, q->env.unix_ms(q->env.data));
+        uint64_t index;
+        int rc = keel_raft_propose(q->raft, r->cmd, r->cmd_len, &index);
+        if (rc == KEEL_ENOTLEADER || rc == KEEL_EBUSY) {
+            keel_req_push(&q->parked, r);
+            return;
+        }
+        if (rc != 0) {
+            keel_buf_reset(&q->reply);
+            keel_buf_printf(&q->reply, "-ERR keel: proposal refused: %s\r\n", keel_strerror(rc));
+            write_answered(q, r);
+            return;
+        }
+        if (q->m_proposals)
+            keel_counter_inc(q->m_proposals);
+        proposed(q, r, index);
+        return;
+    }
+    if (r->kind == KEEL_REQ_REMOTE_WRITE || r->kind == KEEL_REQ_REMOTE_READ) {
+        /* We were asked as leader but are not: the follower retries elsewhere. */
+        keel_peer_fwd_t f = {.req_id = r->req_id, .status = KEEL_PEER_NOT_LEADER};
+        q->env.send_fwd(
+            q->env.data, r->origin,
+            r->kind == KEEL_REQ_REMOTE_WRITE ? KEEL_PEER_FWD_REPLY : KEEL_PEER_FWD_READ_OK, &f);
+        r->done = NULL;
+        req_free(q, r);
+        return;
+    }
+    if (leader == 0 || !q->env.peer_up(q->env.data, leader)) {
+        keel_req_push(&q->parked, r);
+        return;
+    }
+    if (r->kind == KEEL_REQ_READ) {
+        keel_req_push(&q->reads_fwd_new, r); /* asked of the leader at the end of the turn */
+        return;
+    }
+    r->req_id = ++q->next_req_id;
+    r->origin = leader;
+    if (keel_map_put(&q->fwd, &r->req_id, sizeof(r->req_id), r, NULL) < 0) {
+        keel_req_push(&q->parked, r);
+        return;
+    }
+    keel_peer_fwd_t f = {.req_id = r->req_id, .bytes = r->cmd, .bytes_len = r->cmd_len};
+    q->env.send_fwd(q->env.data, leader, r->is_conf ? KEEL_PEER_FWD_CONF : KEEL_PEER_FWD_PROPOSE,
+                    &f);
+    if (q->m_forwarded)
+        keel_counter_inc(q->m_forwarded);
+}
+
+/* ---- forwarding handlers ------------------------------------------------------------ */
+
+static void handle_fwd_propose(keel_reqs_t *q, uint64_t from, const keel_peer_fwd_t *f, int is_conf)
+{
+    keel_req_t *r = req_new(q, KEEL_REQ_REMOTE_WRITE, REMOTE_DONE, NULL);
+    if (r == NULL || req_cmd_alloc(r, f->bytes_len) == NULL) {
+        if (r)
+            req_free(q, r);
+        return;
+    }
+    memcpy(r->cmd, f->bytes, f->bytes_len);
+    r->is_conf = is_conf;
+    r->origin = from;
+    r->req_id = f->req_id;
+    dispatch(q, r);
+}
+
+static void handle_fwd_read(keel_reqs_t *q, uint64_t from, const keel_peer_fwd_t *f)
+{
+    keel_req_t *r = req_new(q, KEEL_REQ_REMOTE_READ, REMOTE_DONE, NULL);
+    if (r == NULL)
+        return;
+    r->origin = from;
+    r->req_id = f->req_id;
+    dispatch(q, r);
+}
+
+static keel_req_t *fwd_take(keel_reqs_t *q, uint64_t req_id)
+{
+    void *v = NULL;
+    if (keel_map_del(&q->fwd, &req_id, sizeof(req_id), &v) != 0)
+        return NULL;
+    return v;
+}
+
+/*
+ * Forwarded requests whose leader will not answer them: those sent to another node
+ * than `keep` (a different leader is now known), or, with `only` set, those sent to
+ * `only` (the connection to it broke). Reads change nothing: they are asked again. A
+ * write may already be in the log that the new leader inherited, so proposing it again
+ * could apply it twice: its outcome is unknown, and the client is told so now rather
+ * than after the request timeout.
+ */
+static void give_up_forwarded(keel_reqs_t *q, uint64_t keep, uint64_t only)
+{
+    keel_req_queue_t moved = {0};
+    size_t pos = 0, kl;
+    const uint8_t *k;
+    void *v;
+    while (keel_map_next(&q->fwd, &pos, &k, &kl, &v)) {
+        uint64_t origin = ((keel_req_t *)v)->origin;
+        if (only ? origin == only : origin != keep)
+            keel_req_push(&moved, v);
+    }
+    fwd_reads_t **pp = &q->fwd_reads, *b;
+    while ((b = *pp) != NULL) {
+        if (only ? b->origin != only : b->origin == keep) {
+            pp = &b->next;
+            continue;
+        }
+        *pp = b->next;
+        keel_req_t *r;
+        while ((r = keel_req_pop(&b->reqs)) != NULL)
+            keel_req_push(&q->parked, r); /* reads change nothing: asked again */
+        free(b);
+    }
+    keel_req_t *r;
+    while ((r = keel_req_pop(&moved)) != NULL) { /* only writes: reads travel in batches */
+        fwd_take(q, r->req_id);
+        req_answer(q, r, KEEL_ECONNRESET, NULL, 0);
+        req_free(q, r);
+    }
+}
+
+static void handle_fwd_reply(keel_reqs_t *q, const keel_peer_fwd_t *f);
+static void handle_fwd_read(keel_reqs_t *q, uint64_t from, const keel_peer_fwd_t *f);
+static void handle_fwd_read_ok(keel_reqs_t *q, const keel_peer_fwd_t *f);
+
+static void handle_fwd_reply(keel_reqs_t *q, const keel_peer_fwd_t *f)
+{
+    keel_req_t *r = fwd_take(q, f->req_id);
+    if (r == NULL)
+        return; /* answered already (timeout) */
+    if (f->status == KEEL_PEER_NOT_LEADER) {
+        keel_req_push(&q->parked,
+                      r); /* definitely not proposed: try again once a leader is known */
+        return;
+    }
+    req_answer(q, r, 0, f->bytes, f->bytes_len);
+    req_free(q, r);
+}
+
+/* Follower: the leader answered a batch of reads with its read index (or refused). */
+static void handle_fwd_read_ok(keel_reqs_t *q, const keel_peer_fwd_t *f)
+{
+    fwd_reads_t **pp = &q->fwd_reads, *b;
+    while ((b = *pp) != NULL && b->req_id != f->req_id)
+        pp = &b->next;
+    if (b == NULL)
+        return; /* every read in it timed out, or it was asked again elsewhere */
+    *pp = b->next;
+    keel_req_t *r;
+    while ((r = keel_req_pop(&b->reqs)) != NULL) {
+        if (f->status != KEEL_PEER_OK) {
+            keel_req_push(&q->parked, r); /* not a leader: ask again once one is known */
+        } else {
+            r->index = f->index;
+            keel_req_push(&q->reads_ready, r); /* tombstones are freed there */
+        }
+    }
+    free(b);
+}
+
+/* Follower: this turn's linearizable reads ask the leader for one read index. */
+static void forward_reads(keel_reqs_t *q)
+{
+    if (q->reads_fwd_new.head == NULL)
+        return;
+    uint64_t leader = keel_raft_leader(q->raft);
+    fwd_reads_t *b = NULL;
+    if (leader != 0 && leader != q->cfg.id && q->env.peer_up(q->env.data, leader))
+        b = calloc(1, sizeof(*b));
+    keel_req_t *r;
+    if (b == NULL) { /* the leader changed during the turn (or no memory): dispatch again */
+        while ((r = keel_req_pop(&q->reads_fwd_new)) != NULL)
+            keel_req_push(&q->parked, r);
+        return;
+    }
+    b->req_id = ++q->next_req_id;
+    b->origin = leader;
+    b->reqs = q->reads_fwd_new;
+    q->reads_fwd_new = (keel_req_queue_t){0};
+    b->next = q->fwd_reads;
+    q->fwd_reads = b;
+    keel_peer_fwd_t f = {.req_id = b->req_id};
+    q->env.send_fwd(q->env.data, leader, KEEL_PEER_FWD_READ, &f);
+    if (q->m_forwarded)
+        for (r = b->reqs.head; r; r = r->qnext)
+            keel_counter_inc(q->m_forwarded);
+}
+
+/*
+ * Batches whose reads were all answered meanwhile (timeouts) are dropped, so a leader
+ * that keeps its connection but never answers costs no memory beyond the request
+ * timeout. A late answer to a dropped batch is ignored.
+ */
+static void prune_fwd_reads(keel_reqs_t *q)
+{
+    fwd_reads_t **pp = &q->fwd_reads, *b;
+    while ((b = *pp) != NULL) {
+        keel_req_t *r = b->reqs.head;
+        while (r && r->done == NULL)
+            r = r->qnext;
+        if (r != NULL) {
+            pp = &b->next;
+            continue;
+        }
+        *pp = b->next;
+        while ((r = keel_req_pop(&b->reqs)) != NULL)
+            req_free(q, r);
+        free(b);
+    }
+}
+
+/*
+ * Leader: the reads that arrived since the last round share one ReadIndex round. One
+ * round is in flight at a time (reads arriving meanwhile wait for the next, which starts
+ * as soon as this one is confirmed). 1 if a round started.
+ */
+static int start_read_batch(keel_reqs_t *q)
+{
+    if (q->reads_new.head == NULL || keel_raft_leader(q->raft) != q->cfg.id)
+        return 0;
+    if (q->batches_head != NULL)
+        return 0;
+    read_batch_t *b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return 0;
+    b->ctx = ++q->next_read_ctx;
+    if (q->env.before_read_index)
+        q->env.before_read_index(q->env.data);
+    if (keel_raft_read_index(q->raft, b->ctx) != 0) {
+        free(b); /* e.g. no entry of this term committed yet: retry next pass */
+        return 0;
+    }
+    b->reqs = q->reads_new;
+    q->reads_new = (keel_req_queue_t){0};
+    if (q->batches_tail)
+        q->batches_tail->next = b;
+    else
+        q->batches_head = b;
+    q->batches_tail = b;
+    return 1;
+}
+
+static void finish_read_batch(keel_reqs_t *q, const keel_raft_read_state_t *rs)
+{
+    read_batch_t **pp = &q->batches_head, *b;
+    while ((b = *pp) != NULL && b->ctx != rs->ctx)
+        pp = &b->next;
+    if (b == NULL)
+        return;
+    *pp = b->next;
+    if (q->batches_tail == b) {
+        q->batches_tail = NULL;
+        for (read_batch_t *x = q->batches_head; x; x = x->next)
+            q->batches_tail = x;
+    }
+    keel_req_t *r;
+    while ((r = keel_req_pop(&b->reqs)) != NULL) {
+        if (!rs->ok) {
+            dispatch(q, r); /* leadership lost: ask again wherever the leader is now */
+        } else if (r->kind == KEEL_REQ_REMOTE_READ) {
+            keel_peer_fwd_t f = {.req_id = r->req_id, .status = KEEL_PEER_OK, .index = rs->index};
+            q->env.send_fwd(q->env.data, r->origin, KEEL_PEER_FWD_READ_OK, &f);
+            r->done = NULL;
+            req_free(q, r);
+        } else {
+            r->index = rs->index;
+            keel_req_push(&q->reads_ready, r);
+        }
+    }
+    free(b);
+}
+
+/* Serves the reads whose index is applied; returns how many were answered. */
+static size_t serve_ready_reads(keel_reqs_t *q)
+{
+    size_t served = 0;
+    uint64_t applied = q->sm.ops->applied_index(q->sm.data);
+    /* Read indexes are not strictly ordered across followers' batches: scan all. */
+    keel_req_queue_t keep = {0};
+    keel_req_t *r;
+    while ((r = keel_req_pop(&q->reads_ready)) != NULL) {
+        if (r->done == NULL) {
+            req_free(q, r);
+        } else if (r->index <= applied) {
+            serve_read(q, r);
+            req_free(q, r);
+            served++;
+        } else {
+            keel_req_push(&keep, r);
+        }
+    }
+    q->reads_ready = keep;
+    return served;
+}
+
+static void expire_requests(keel_reqs_t *q)
+{
+    keel_ms_t now = q->env.now_ms(q->env.data);
+    while (q->all_head && q->all_head->deadline_ms <= now) {
+        keel_req_t *r = q->all_head;
+        if (q->m_timeouts)
+            keel_counter_inc(q->m_timeouts);
+        if (r->req_id != 0 && fwd_take(q, r->req_id) == r) {
+            req_answer(q, r, KEEL_ETIMEDOUT, NULL, 0);
+            req_free(q, r);
+            continue;
+        }
+        req_answer(q, r, KEEL_ETIMEDOUT, NULL, 0); /* its queue frees the tombstone */
+    }
+}
+
+/* ---- the node's interface --------------------------------------------------------- */
+
+int keel_reqs_init(keel_reqs_t *q, const keel_reqs_config_t *cfg, const keel_reqs_env_t *env,
+                   keel_raft_t *raft, keel_sm_t sm)
+{
+    memset(q, 0, sizeof(*q));
+    q->cfg = *cfg;
+    q->env = *env;
+    q->raft = raft;
+    q->sm = sm;
+    keel_buf_init(&q->scratch, 0);
+    keel_buf_init(&q->reply, 0);
+    keel_metrics_t *m = cfg->metrics;
+    if (m != NULL) {
+        q->m_proposals = keel_metrics_counter(m, "keel_raft_proposals_total",
+                                              "Entries proposed by this node as leader.", NULL);
+        q->m_forwarded = keel_metrics_counter(m, "keel_forwarded_requests_total",
+                                              "Requests forwarded to the leader.", NULL);
+        q->m_timeouts = keel_metrics_counter(m, "keel_request_timeouts_total",
+                                             "Requests answered with a timeout.", NULL);
+        q->m_commit =
+            keel_metrics_histogram(m, "keel_write_commit_seconds",
+                                   "Client write latency, submit to apply.", NULL, NULL, 0);
+    }
+    return keel_map_init(&q->fwd, 1024, cfg->pending_max, cfg->id);
+}
+
+static void fail_queue(keel_reqs_t *q, keel_req_queue_t *w)
+{
+    keel_req_t *r;
+    while ((r = keel_req_pop(w)) != NULL) {
+        req_answer(q, r, KEEL_ECANCELED, NULL, 0);
+        r->done = NULL;
+        req_free(q, r);
+    }
+}
+
+void keel_reqs_cancel_all(keel_reqs_t *q)
+{
+    q->stopped = 1;
+    fail_queue(q, &q->parked);
+    fail_queue(q, &q->in_ready);
+    fail_queue(q, &q->writes);
+    fail_queue(q, &q->reads_new);
+    fail_queue(q, &q->reads_ready);
+    fail_queue(q, &q->reads_fwd_new);
+    while (q->fwd_reads) {
+        fwd_reads_t *b = q->fwd_reads;
+        q->fwd_reads = b->next;
+        fail_queue(q, &b->reqs);
+        free(b);
+    }
+    while (q->batches_head) {
+        read_batch_t *b = q->batches_head;
+        q->batches_head = b->next;
+        fail_queue(q, &b->reqs);
+        free(b);
+    }
+    q->batches_tail = NULL;
+    size_t pos = 0, kl;
+    const uint8_t *k;
+    void *v;
+    while (keel_map_next(&q->fwd, &pos, &k, &kl, &v)) {
+        keel_req_t *r = v;
+        req_answer(q, r, KEEL_ECANCELED, NULL, 0);
+        req_free(q, r);
+    }
+    keel_map_free(&q->fwd, NULL);
+    q->fwd.slots = NULL;
+}
+
+void keel_reqs_free(keel_reqs_t *q)
+{
+    assert(q->pending == 0 || !q->stopped);
+    if (q->fwd.slots)
+        keel_map_free(&q->fwd, NULL);
+    req_pool_free(q);
+    keel_buf_free(&q->scratch);
+    keel_buf_free(&q->reply);
+}
+
+void keel_reqs_on_fwd(keel_reqs_t *q, uint64_t from, keel_peer_type_t type,
+                      const keel_peer_fwd_t *f)
+{
+    switch (type) {
+    case KEEL_PEER_FWD_PROPOSE:
+    case KEEL_PEER_FWD_CONF:
+        handle_fwd_propose(q, from, f, type == KEEL_PEER_FWD_CONF);
+        break;
+    case KEEL_PEER_FWD_REPLY:
+        handle_fwd_reply(q, f);
+        break;
+    case KEEL_PEER_FWD_READ:
+        handle_fwd_read(q, from, f);
+        break;
+    default:
+        assert(type == KEEL_PEER_FWD_READ_OK);
+        handle_fwd_read_ok(q, f);
+    }
+}
+
+void keel_reqs_peer_lost(keel_reqs_t *q, uint64_t id)
+{
+    give_up_forwarded(q, 0, id);
+}
+
+void keel_reqs_leader_known(keel_reqs_t *q, uint64_t leader, int changed)
+{
+    /* "No leader" for a moment (a pre-vote after a pause) changes nothing: the old
+     * leader may still answer. A different leader means it will not, in time. */
+    if (changed && leader != 0)
+        give_up_forwarded(q, leader, 0);
+    if (leader == 0 || q->parked.head == NULL)
+        return;
+    keel_req_queue_t parked = q->parked;
+    q->parked = (keel_req_queue_t){0};
+    keel_req_t *r;
+    while ((r = keel_req_pop(&parked)) != NULL)
+        dispatch(q, r);
+}
+
+void keel_reqs_ready_begin(keel_reqs_t *q)
+{
+    assert(!q->handling_ready);
+    q->handling_ready = 1;
+}
+
+void keel_reqs_ready_end(keel_reqs_t *q)
+{
+    assert(q->handling_ready);
+    q->handling_ready = 0;
+}
+
+void keel_reqs_applied(keel_reqs_t *q, const keel_raft_entry_t *e, const keel_buf_t *reply)
+{
+    while (q->writes.head && q->writes.head->index <= e->index) {
+        keel_req_t *r = keel_req_pop(&q->writes);
+        if (r->index != e->index || r->term != e->term) {
+            dispatch(q, r); /* overwritten by another leader's entry: not applied, retry */
+            continue;
+        }
+        if (r->conf_reply) /* a membership change: committed */
+            keel_reqs_answer_write(q, r, (const uint8_t *)r->conf_reply, strlen(r->conf_reply));
+        else
+            keel_reqs_answer_write(q, r, keel_buf_rptr(reply), keel_buf_unread(reply));
+    }
+}
+
+void keel_reqs_read_state(keel_reqs_t *q, const keel_raft_read_state_t *rs)
+{
+    finish_read_batch(q, rs);
+}
+
+void keel_reqs_snapshot_installed(keel_reqs_t *q, uint64_t index)
+{
+    while (q->writes.head && q->writes.head->index <= index) {
+        keel_req_t *r = keel_req_pop(&q->writes);
+        req_answer(q, r, KEEL_ECONNRESET, NULL, 0);
+        r->done = NULL;
+        req_free(q, r);
+    }
+}
+
+int keel_reqs_step(keel_reqs_t *q)
+{
+    int moved = start_read_batch(q);
+    if (q->in_ready.head != NULL) {
+        keel_req_queue_t later = q->in_ready; /* submitted by answers inside the ready */
+        q->in_ready = (keel_req_queue_t){0};
+        keel_req_t *r;
+        while ((r = keel_req_pop(&later)) != NULL)
+            dispatch(q, r);
+        moved = 1;
+    }
+    return serve_ready_reads(q) > 0 || moved;
+}
+
+void keel_reqs_end_pass(keel_reqs_t *q)
+{
+    forward_reads(q);
+}
+
+void keel_reqs_tick(keel_reqs_t *q)
+{
+    expire_requests(q);
+    prune_fwd_reads(q);
+}
+
+void keel_reqs_park(keel_reqs_t *q, keel_req_t *r)
+{
+    keel_req_push(&q->parked, r);
+}
+
+void keel_reqs_proposed(keel_reqs_t *q, keel_req_t *r, uint64_t index)
+{
+    proposed(q, r, index);
+}
