@@ -36,14 +36,21 @@ static int cursor_set_endpoints(void *data, const keel_balance_t *b,
     return 0;
 }
 
+/* The cursor's position mod m, then one step on (wrapping at m). */
+static uint32_t cursor_take(cursor_t *c, uint32_t m)
+{
+    uint32_t at = c->next++ % m;
+    if (c->next >= m)
+        c->next = 0;
+    return at;
+}
+
 static uint32_t pick_rr(void *data, keel_balance_t *b, const keel_balance_ctx_t *ctx)
 {
     (void)ctx;
     cursor_t *c = data;
     for (;;) { /* terminates: avail_n > 0 */
-        uint32_t i = c->next++ % b->n;
-        if (c->next >= b->n)
-            c->next = 0;
+        uint32_t i = cursor_take(c, b->n);
         if (keel_balance_available(b, i))
             return i;
     }
@@ -83,9 +90,7 @@ static uint32_t pick_least_conn(void *data, keel_balance_t *b, const keel_balanc
 {
     (void)ctx;
     cursor_t *c = data;
-    uint32_t start = c->next++ % b->avail_n;
-    if (c->next >= b->avail_n)
-        c->next = 0;
+    uint32_t start = cursor_take(c, b->avail_n);
     uint32_t best = b->avail[start];
     for (uint32_t k = 1; k < b->avail_n; k++) {
         uint32_t i = b->avail[(start + k) % b->avail_n];
