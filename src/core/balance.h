@@ -1,5 +1,4 @@
-/* balance.h - load balancers over a set of endpoints: RR, smooth WRR, least-conn, P2C, random,
- * hash, ring, maglev. */
+/* balance.h - load balancers over a set of endpoints; each policy is a table of functions. */
 #ifndef KEEL_CORE_BALANCE_H
 #define KEEL_CORE_BALANCE_H
 
@@ -14,74 +13,78 @@
 
 /*
  * One balancer holds the endpoint set of one upstream and picks an endpoint
- * per request. Every policy skips endpoints that are unhealthy (active health
- * checks) or ejected (outlier detection), and every policy answers
- * KEEL_EEMPTY when no endpoint is available.
+ * per request. The balancer keeps the bookkeeping every policy shares (the
+ * endpoint set, health and ejection, in-flight counts, the list of available
+ * endpoints, the PRNG); a policy (keel_balance_policy_t, below) only picks.
+ * Every policy skips endpoints that are unhealthy (active health checks) or
+ * ejected (outlier detection), and keel_balance_pick() answers KEEL_EEMPTY
+ * when no endpoint is available, before any policy is asked.
  *
- *   ROUND_ROBIN   next available endpoint in order; O(1) when all are up.
- *   WEIGHTED_RR   nginx's smooth weighted round robin (ngx_http_upstream_round_robin.c):
- *                 each pick adds weight to every endpoint's current, takes the
- *                 largest current and subtracts the total. Weights 5,1,1 give
- *                 a a b a c a a: exact proportions, spread out. O(n) a pick.
- *   LEAST_CONN    fewest in-flight requests per unit of weight (nginx least_conn);
- *                 ties rotate. O(n) a pick.
- *   P2C           power of two choices (Mitzenmacher 2001; Envoy LEAST_REQUEST
- *                 with choice_count 2): two distinct random available endpoints,
- *                 the one with fewer in-flight requests per weight. O(1).
- *   RANDOM        uniform over available endpoints. O(1).
- *   HASH          key_hash mod n over all endpoints (nginx ip_hash); if that one
- *                 is unavailable, rehash up to 20 times, then pick among the
- *                 available ones. O(1).
- *   RING          consistent hash ring (hashring.h), ring_vnodes points per unit
- *                 of weight; an unavailable owner passes the key clockwise to
- *                 the next available node. O(log points).
- *   MAGLEV        Maglev table (maglev.h) rebuilt over the available endpoints
- *                 whenever availability changes. O(1) lookup; a rebuild is
- *                 O(M log M) with M = maglev_table_size. Weights are ignored.
+ * Built-in policies (exported tables; name as in config files):
+ *
+ *   keel_balance_round_robin  "round_robin"  next available endpoint in order;
+ *                 O(1) when all are up.
+ *   keel_balance_weighted_rr  "weighted_rr"  nginx's smooth weighted round robin
+ *                 (ngx_http_upstream_round_robin.c): each pick adds weight to
+ *                 every endpoint's current, takes the largest current and
+ *                 subtracts the total. Weights 5,1,1 give a a b a c a a: exact
+ *                 proportions, spread out. O(n) a pick.
+ *   keel_balance_least_conn   "least_conn"   fewest in-flight requests per unit
+ *                 of weight (nginx least_conn); ties rotate. O(n) a pick.
+ *   keel_balance_p2c          "p2c"          power of two choices (Mitzenmacher
+ *                 2001; Envoy LEAST_REQUEST with choice_count 2): two distinct
+ *                 random available endpoints, the one with fewer in-flight
+ *                 requests per weight. O(1).
+ *   keel_balance_random       "random"       uniform over available endpoints. O(1).
+ *   keel_balance_hash_mod     "hash"         key_hash mod n over all endpoints
+ *                 (nginx ip_hash); if that one is unavailable, rehash up to 20
+ *                 times, then pick among the available ones. O(1).
+ *   keel_balance_ring         "ring"         consistent hash ring (hashring.h),
+ *                 ring_vnodes points per unit of weight; an unavailable owner
+ *                 passes the key clockwise to the next available node.
+ *                 O(log points). Weights must be <= ring_weight_max.
+ *   keel_balance_maglev       "maglev"       Maglev table (maglev.h) rebuilt over
+ *                 the available endpoints whenever availability changes. O(1)
+ *                 lookup; a rebuild is O(M log M) with M = maglev_table_size.
+ *                 Weights are ignored.
  *
  * Endpoint availability (every policy picks only AVAILABLE endpoints):
  *
  *   AVAILABLE <──set_state(healthy=1, ejected=0)──> UNAVAILABLE (unhealthy and/or ejected)
  *   new id in set_endpoints(): AVAILABLE; id dropped: gone; id kept: unchanged
  *
- * In-flight counts (for LEAST_CONN and P2C) are kept by the caller calling
+ * In-flight counts (for least_conn and p2c) are kept by the caller calling
  * keel_balance_start() when a request is sent and keel_balance_done() when it
  * ends. keel_balance_set_endpoints() replaces the set; an endpoint whose id is
- * in both the old and new sets keeps its in-flight count, smooth-WRR state,
- * health and ejection, and its ring points and maglev preferences (they are
- * functions of the id), so an update moves only the keys it must.
+ * in both the old and new sets keeps its in-flight count, policy word (smooth
+ * WRR state), health and ejection, and its ring points and maglev preferences
+ * (they are functions of the id), so an update moves only the keys it must.
  *
- * Memory: all arrays are allocated at init from endpoints_max (and ring
- * points_max = endpoints_max * ring_vnodes * ring_weight_max, maglev M); no
- * call allocates afterwards. Randomness comes from the balancer's own PRNG,
- * seeded from cfg.seed.
+ * Memory: all arrays are allocated at init from endpoints_max (and, by the
+ * ring, points_max = endpoints_max * ring_vnodes * ring_weight_max; by
+ * maglev, M); no call allocates afterwards. Randomness comes from the
+ * balancer's own PRNG, seeded from cfg.seed and lent to the policy per pick.
  *
- * Defaults (keel_balance_config_default): ROUND_ROBIN, endpoints_max 1024,
+ * Defaults (keel_balance_config_default): round_robin, endpoints_max 1024,
  * ring_vnodes 160 (ketama's figure), ring_weight_max 1 (ring points are
  * reserved for weight <= this), maglev_table_size 65537, seed 1.
  */
 
-typedef enum keel_balance_policy {
-    KEEL_BALANCE_ROUND_ROBIN,
-    KEEL_BALANCE_WEIGHTED_RR,
-    KEEL_BALANCE_LEAST_CONN,
-    KEEL_BALANCE_P2C,
-    KEEL_BALANCE_RANDOM,
-    KEEL_BALANCE_HASH,
-    KEEL_BALANCE_RING,
-    KEEL_BALANCE_MAGLEV,
-} keel_balance_policy_t;
-
 #define KEEL_BALANCE_ENDPOINTS_MAX 65536u
 #define KEEL_BALANCE_WEIGHT_MAX 1000u
 #define KEEL_BALANCE_HASH_TRIES 20u
+#define KEEL_BALANCE_POLICY_NAME_BYTES_MAX 32u
+
+typedef struct keel_balance keel_balance_t;
+typedef struct keel_balance_policy keel_balance_policy_t;
 
 typedef struct keel_balance_config {
-    keel_balance_policy_t policy;
+    const keel_balance_policy_t *policy; /* borrowed; must outlive the balancer */
+    void *policy_arg;                    /* handed to policy->init; borrowed; built-ins: NULL */
     uint32_t endpoints_max;
-    uint32_t ring_vnodes;
-    uint32_t ring_weight_max;
-    uint32_t maglev_table_size;
+    uint32_t ring_vnodes;       /* ring only */
+    uint32_t ring_weight_max;   /* ring only; <= KEEL_BALANCE_WEIGHT_MAX */
+    uint32_t maglev_table_size; /* maglev only */
     uint64_t seed;
 } keel_balance_config_t;
 
@@ -95,25 +98,99 @@ typedef struct keel_balance_endpoint {
     uint64_t id;
     uint32_t weight;
     uint32_t inflight;   /* requests started and not done */
-    int64_t wrr_current; /* smooth WRR state */
+    int64_t policy_word; /* the policy's own per-endpoint state (smooth WRR: current weight) */
     bool healthy, ejected;
 } keel_balance_endpoint_t;
 
-typedef struct keel_balance {
+/* What a policy is given for one pick. */
+typedef struct keel_balance_ctx {
+    uint64_t key_hash; /* request affinity key (hash, ring, maglev); 0 when there is none */
+    int64_t now_ms;    /* the caller's clock; no built-in reads it */
+    keel_rand_t *rand; /* the balancer's PRNG; the only source of randomness */
+} keel_balance_ctx_t;
+
+/* How a request ended, for keel_balance_report(). */
+typedef struct keel_balance_result {
+    bool ok;             /* false: failed (5xx, reset, timeout) */
+    uint32_t latency_ms; /* from send to response */
+    int64_t now_ms;
+} keel_balance_result_t;
+
+/*
+ * A policy: a table of functions plus the void *data its init returns (the
+ * shape of h2o's h2o_balancer_callbacks_t). Add one by writing a const table
+ * in its own file and putting it in keel_balance_config_t.policy; balance.c
+ * never changes. Only name and pick are required; every other entry may be
+ * NULL. The balancer calls them in this order:
+ *
+ *   validate(cfg)             from keel_balance_config_validate(), before init
+ *   init(cfg, &data)          once, from keel_balance_init(); allocate here
+ *   set_endpoints(specs, n)   after the core has checked specs (count, weights
+ *                             1..KEEL_BALANCE_WEIGHT_MAX, unique ids) and
+ *                             before they take effect: an error keeps the old
+ *                             set; 0 commits it. May not allocate.
+ *   refresh()                 after every committed set_endpoints and every
+ *                             availability change; b->avail is up to date
+ *   pick(ctx)                 only when b->avail_n > 0; returns the index of
+ *                             an AVAILABLE endpoint (asserted)
+ *   on_start / on_release     after the core has counted the request in / out
+ *   on_result                 from keel_balance_report()
+ *   free(data)                once, from keel_balance_free()
+ *
+ * A policy may read everything in keel_balance_t and may write only
+ * ep[i].policy_word, which the core zeroes for a new id and keeps by id.
+ */
+struct keel_balance_policy {
+    const char *name; /* for config files: [a-z0-9_], < KEEL_BALANCE_POLICY_NAME_BYTES_MAX */
+    int (*validate)(const keel_balance_config_t *cfg, keel_errmsg_t *msg);
+    int (*init)(const keel_balance_config_t *cfg, void **data, keel_errmsg_t *msg);
+    void (*free)(void *data);
+    int (*set_endpoints)(void *data, const keel_balance_t *b, const keel_balance_spec_t *specs,
+                         uint32_t n, keel_errmsg_t *msg);
+    void (*refresh)(void *data, const keel_balance_t *b);
+    uint32_t (*pick)(void *data, keel_balance_t *b, const keel_balance_ctx_t *ctx);
+    void (*on_start)(void *data, const keel_balance_t *b, uint32_t idx);
+    void (*on_release)(void *data, const keel_balance_t *b, uint32_t idx);
+    void (*on_result)(void *data, const keel_balance_t *b, uint32_t idx,
+                      const keel_balance_result_t *r);
+};
+
+struct keel_balance {
     keel_balance_config_t cfg;
+    const keel_balance_policy_t *policy; /* cfg.policy */
+    void *data;                          /* the policy's, from its init */
     keel_balance_endpoint_t *ep;
     keel_balance_endpoint_t *scratch; /* for set_endpoints */
     uint32_t n;
-    uint32_t *avail; /* indexes of available endpoints */
+    uint32_t *avail; /* indexes of available endpoints, in index order */
     uint32_t avail_n;
-    uint32_t cursor; /* round robin / least-conn tie rotation */
     keel_rand_t rand;
-    keel_hashring_t ring;
-    keel_maglev_t maglev;
-    uint64_t *ids; /* scratch for ring/maglev builds */
-    uint32_t *weights;
-    uint8_t *include;
-} keel_balance_t;
+};
+
+extern const keel_balance_policy_t keel_balance_round_robin;
+extern const keel_balance_policy_t keel_balance_weighted_rr;
+extern const keel_balance_policy_t keel_balance_least_conn;
+extern const keel_balance_policy_t keel_balance_p2c;
+extern const keel_balance_policy_t keel_balance_random;
+extern const keel_balance_policy_t keel_balance_hash_mod;
+extern const keel_balance_policy_t keel_balance_ring;
+extern const keel_balance_policy_t keel_balance_maglev;
+
+/* The ring / maglev table of a balancer running that policy, else NULL (for tests and benches). */
+const keel_hashring_t *keel_balance_ring_of(const keel_balance_t *b);
+const keel_maglev_t *keel_balance_maglev_of(const keel_balance_t *b);
+
+/* The built-in policies above, in that order, NULL-terminated. */
+extern const keel_balance_policy_t *const keel_balance_builtin[];
+
+/*
+ * Finds the policy called name (a config-file value) among extra[0..extra_n)
+ * first, then the built-ins; extra lets a proxy offer its own policies by
+ * name. KEEL_ENOTFOUND, with the known names in msg, when none matches.
+ */
+int keel_balance_policy_find(const char *name, const keel_balance_policy_t *const *extra,
+                             uint32_t extra_n, const keel_balance_policy_t **out,
+                             keel_errmsg_t *msg);
 
 void keel_balance_config_default(keel_balance_config_t *cfg);
 int keel_balance_config_validate(const keel_balance_config_t *cfg, keel_errmsg_t *msg);
@@ -121,7 +198,7 @@ int keel_balance_init(keel_balance_t *b, const keel_balance_config_t *cfg, keel_
 void keel_balance_free(keel_balance_t *b);
 
 /*
- * Replaces the endpoint set (order matters only for ROUND_ROBIN/WRR and for
+ * Replaces the endpoint set (order matters only for round robin / WRR and for
  * the indexes returned by pick). KEEL_EINVAL for a duplicate id, a zero or too
  * large weight; KEEL_ETOOBIG for more than endpoints_max endpoints or ring
  * points. On error the old set stays.
@@ -133,18 +210,29 @@ void keel_balance_set_state(keel_balance_t *b, uint32_t idx, bool healthy, bool 
 /* Index of the endpoint with this id, or KEEL_ENOTFOUND. */
 int keel_balance_find(const keel_balance_t *b, uint64_t id);
 
-/* Picks an endpoint into *idx; key_hash is used by HASH, RING and MAGLEV. 0 or KEEL_EEMPTY. */
-int keel_balance_pick(keel_balance_t *b, uint64_t key_hash, uint32_t *idx);
+/*
+ * Picks an endpoint into *idx; key_hash is the request's affinity key (used by
+ * hash, ring, maglev), now_ms the caller's clock. 0 or KEEL_EEMPTY.
+ */
+int keel_balance_pick(keel_balance_t *b, uint64_t key_hash, int64_t now_ms, uint32_t *idx);
 void keel_balance_start(keel_balance_t *b, uint32_t idx);
 void keel_balance_done(keel_balance_t *b, uint32_t idx);
+/* Tells the policy how a request to idx ended (for latency- or error-aware policies). */
+void keel_balance_report(keel_balance_t *b, uint32_t idx, const keel_balance_result_t *r);
 
 static inline bool keel_balance_available(const keel_balance_t *b, uint32_t idx)
 {
     return b->ep[idx].healthy && !b->ep[idx].ejected;
 }
 
+/* a carries less load per unit of weight than x: a.inflight/a.w < x.inflight/x.w */
+static inline bool keel_balance_lighter(const keel_balance_endpoint_t *a,
+                                        const keel_balance_endpoint_t *x)
+{
+    return (uint64_t)a->inflight * x->weight < (uint64_t)x->inflight * a->weight;
+}
+
 /* A 64-bit hash of bytes (8-byte words through the splitmix64 finaliser); not cryptographic. */
 uint64_t keel_balance_hash(const void *data, size_t n);
-const char *keel_balance_policy_name(keel_balance_policy_t p);
 
 #endif

@@ -6,8 +6,9 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
-static void init(keel_balance_t *b, keel_balance_policy_t policy, uint32_t endpoints_max)
+static void init(keel_balance_t *b, const keel_balance_policy_t *policy, uint32_t endpoints_max)
 {
     keel_balance_config_t c;
     keel_balance_config_default(&c);
@@ -40,14 +41,14 @@ static void set_nodes(keel_balance_t *b, int set, const int *which, uint32_t n)
 static uint32_t pick(keel_balance_t *b, uint64_t key)
 {
     uint32_t idx = UINT32_MAX;
-    KT_EQ_INT(keel_balance_pick(b, key, &idx), 0);
+    KT_EQ_INT(keel_balance_pick(b, key, 0, &idx), 0);
     return idx;
 }
 
 static void smooth_wrr_gives_nginx_sequence_for_5_1_1(void)
 {
     keel_balance_t b;
-    init(&b, KEEL_BALANCE_WEIGHTED_RR, 8);
+    init(&b, &keel_balance_weighted_rr, 8);
     keel_balance_spec_t s[] = {{'a', 5}, {'b', 1}, {'c', 1}};
     KT_EQ_INT(keel_balance_set_endpoints(&b, s, 3, NULL), 0);
     char got[15] = {0};
@@ -60,7 +61,7 @@ static void smooth_wrr_gives_nginx_sequence_for_5_1_1(void)
 static void weighted_rr_matches_weights_over_a_million_picks(void)
 {
     keel_balance_t b;
-    init(&b, KEEL_BALANCE_WEIGHTED_RR, 8);
+    init(&b, &keel_balance_weighted_rr, 8);
     const uint32_t w[] = {7, 5, 3, 2, 1, 1};
     keel_balance_spec_t s[6];
     for (int i = 0; i < 6; i++)
@@ -79,8 +80,8 @@ static void weighted_rr_matches_weights_over_a_million_picks(void)
 
 static void random_and_p2c_spread_evenly_over_a_million_picks(void)
 {
-    const keel_balance_policy_t pol[] = {KEEL_BALANCE_RANDOM, KEEL_BALANCE_P2C,
-                                         KEEL_BALANCE_ROUND_ROBIN};
+    const keel_balance_policy_t *pol[] = {&keel_balance_random, &keel_balance_p2c,
+                                          &keel_balance_round_robin};
     for (int p = 0; p < 3; p++) {
         keel_balance_t b;
         init(&b, pol[p], 16);
@@ -100,7 +101,7 @@ static void random_and_p2c_spread_evenly_over_a_million_picks(void)
  * the service time. Round robin sends the slow one 10% regardless; P2C and
  * least-conn see its in-flight count pile up and send it less.
  */
-static double slow_endpoint_share(keel_balance_policy_t policy)
+static double slow_endpoint_share(const keel_balance_policy_t *policy)
 {
     enum { N = 10, WHEEL = 64 };
     static uint32_t done_at[WHEEL][N];
@@ -130,9 +131,9 @@ static double slow_endpoint_share(keel_balance_policy_t policy)
 
 static void p2c_sends_less_to_a_slow_endpoint_than_round_robin(void)
 {
-    double rr = slow_endpoint_share(KEEL_BALANCE_ROUND_ROBIN);
-    double p2c = slow_endpoint_share(KEEL_BALANCE_P2C);
-    double lc = slow_endpoint_share(KEEL_BALANCE_LEAST_CONN);
+    double rr = slow_endpoint_share(&keel_balance_round_robin);
+    double p2c = slow_endpoint_share(&keel_balance_p2c);
+    double lc = slow_endpoint_share(&keel_balance_least_conn);
     fprintf(stderr, "     slow endpoint share: rr %.4f p2c %.4f least_conn %.4f\n", rr, p2c, lc);
     KT_NEAR(rr, 0.10, 0.001);
     KT_CHECK(p2c < rr * 0.7);
@@ -141,22 +142,22 @@ static void p2c_sends_less_to_a_slow_endpoint_than_round_robin(void)
 
 static void every_policy_skips_unavailable_and_reports_empty(void)
 {
-    for (int p = KEEL_BALANCE_ROUND_ROBIN; p <= KEEL_BALANCE_MAGLEV; p++) {
+    for (const keel_balance_policy_t *const *p = keel_balance_builtin; *p; p++) {
         keel_balance_t b;
-        init(&b, (keel_balance_policy_t)p, 8);
+        init(&b, *p, 8);
         uint32_t idx;
-        KT_EQ_INT(keel_balance_pick(&b, 1, &idx), KEEL_EEMPTY); /* no endpoints at all */
+        KT_EQ_INT(keel_balance_pick(&b, 1, 0, &idx), KEEL_EEMPTY); /* no endpoints at all */
         set_nodes(&b, 2, NULL, 5);
         keel_balance_set_state(&b, 1, false, false); /* unhealthy */
         keel_balance_set_state(&b, 3, true, true);   /* ejected */
         for (uint64_t k = 0; k < 5000; k++) {
             uint32_t i = pick(&b, keel_mix64(k));
             if (i == 1 || i == 3)
-                KT_FAIL("%s picked unavailable endpoint %u", keel_balance_policy_name(p), i);
+                KT_FAIL("%s picked unavailable endpoint %u", (*p)->name, i);
         }
         for (uint32_t i = 0; i < 5; i++)
             keel_balance_set_state(&b, i, i % 2 == 0, i % 2 == 0);
-        KT_EQ_INT(keel_balance_pick(&b, 1, &idx), KEEL_EEMPTY);
+        KT_EQ_INT(keel_balance_pick(&b, 1, 0, &idx), KEEL_EEMPTY);
         keel_balance_set_state(&b, 4, true, false);
         KT_EQ_INT(pick(&b, 12345), 4);
         keel_balance_free(&b);
@@ -166,7 +167,7 @@ static void every_policy_skips_unavailable_and_reports_empty(void)
 static void endpoint_updates_keep_inflight_counts_and_flags(void)
 {
     keel_balance_t b;
-    init(&b, KEEL_BALANCE_LEAST_CONN, 8);
+    init(&b, &keel_balance_least_conn, 8);
     keel_balance_spec_t s1[] = {{11, 1}, {22, 1}, {33, 1}};
     KT_EQ_INT(keel_balance_set_endpoints(&b, s1, 3, NULL), 0);
     for (int i = 0; i < 5; i++)
@@ -194,7 +195,7 @@ static void endpoint_updates_keep_inflight_counts_and_flags(void)
 static void hash_keeps_keys_of_healthy_endpoints_in_place(void)
 {
     keel_balance_t b;
-    init(&b, KEEL_BALANCE_HASH, 16);
+    init(&b, &keel_balance_hash_mod, 16);
     set_nodes(&b, 3, NULL, 8);
     static uint32_t before[20000];
     for (uint64_t k = 0; k < 20000; k++)
@@ -235,7 +236,7 @@ static double moved_fraction(keel_balance_t *b, uint64_t joined, uint64_t left, 
 static void ring_remaps_about_one_nth_on_join_and_leave(void)
 {
     keel_balance_t b;
-    init(&b, KEEL_BALANCE_RING, 16);
+    init(&b, &keel_balance_ring, 16);
     for (int set = 0; set < 5; set++) {
         set_nodes(&b, set, NULL, 10);
         record_owners(&b);
@@ -287,7 +288,7 @@ static void ring_spreads_keys_near_fair_with_virtual_nodes(void)
     double sd_sum = 0;
     for (int set = 0; set < 10; set++) {
         keel_balance_t b;
-        init(&b, KEEL_BALANCE_RING, 16);
+        init(&b, &keel_balance_ring, 16);
         set_nodes(&b, 10 + set, NULL, 10);
         double sd, worst;
         key_spread(&b, 10, &sd, &worst);
@@ -301,7 +302,7 @@ static void ring_spreads_keys_near_fair_with_virtual_nodes(void)
     for (int set = 0; set < 10; set++) {
         keel_balance_config_t c;
         keel_balance_config_default(&c);
-        c.policy = KEEL_BALANCE_RING;
+        c.policy = &keel_balance_ring;
         c.endpoints_max = 16;
         c.ring_vnodes = 1600;
         keel_balance_t b;
@@ -320,12 +321,13 @@ static void maglev_remaps_little_beyond_ideal_on_one_removal(void)
     for (int s = 0; s < 2; s++) {
         uint32_t n = sizes[s];
         keel_balance_t b;
-        init(&b, KEEL_BALANCE_MAGLEV, 64);
+        init(&b, &keel_balance_maglev, 64);
         set_nodes(&b, 20 + s, NULL, n);
         /* the table is balanced: slot counts differ by at most one */
+        const keel_maglev_t *mg = keel_balance_maglev_of(&b);
         uint32_t slots[64] = {0};
-        for (uint32_t i = 0; i < b.maglev.table_size; i++)
-            slots[b.maglev.table[i]]++;
+        for (uint32_t i = 0; i < mg->table_size; i++)
+            slots[mg->table[i]]++;
         uint32_t lo = UINT32_MAX, hi = 0;
         for (uint32_t i = 0; i < n; i++) {
             lo = slots[i] < lo ? slots[i] : lo;
@@ -357,7 +359,7 @@ static void maglev_remaps_little_beyond_ideal_on_one_removal(void)
 static void ring_lookup_walks_past_an_unavailable_owner(void)
 {
     keel_balance_t b;
-    init(&b, KEEL_BALANCE_RING, 16);
+    init(&b, &keel_balance_ring, 16);
     set_nodes(&b, 30, NULL, 10);
     record_owners(&b);
     keel_balance_set_state(&b, 6, true, true);
@@ -404,6 +406,151 @@ static void ring_find_returns_the_first_point_clockwise(void)
     }
 }
 
+/*
+ * A policy written outside balance.c, as a proxy would: pick the available
+ * endpoint with the fewest failures reported through keel_balance_report(),
+ * ties to the lowest index. Its per-endpoint counts live in the data its init
+ * allocates; the caller's policy_arg collects what the hooks saw.
+ */
+typedef struct hook_log {
+    int inits, frees, starts, releases, results;
+    int64_t last_now_ms;
+} hook_log_t;
+
+typedef struct fewest_failures {
+    hook_log_t *log;
+    uint32_t *failures; /* by endpoint id slot: id % endpoints_max */
+    uint32_t endpoints_max;
+} fewest_failures_t;
+
+static int ff_init(const keel_balance_config_t *cfg, void **data, keel_errmsg_t *msg)
+{
+    fewest_failures_t *f = calloc(1, sizeof(*f));
+    uint32_t *failures = calloc(cfg->endpoints_max, sizeof(*failures));
+    if (!f || !failures) {
+        free(f);
+        free(failures);
+        return keel_errf(msg, KEEL_ENOMEM, "fewest_failures");
+    }
+    *f = (fewest_failures_t){cfg->policy_arg, failures, cfg->endpoints_max};
+    f->log->inits++;
+    *data = f;
+    return 0;
+}
+
+static void ff_free(void *data)
+{
+    fewest_failures_t *f = data;
+    f->log->frees++;
+    free(f->failures);
+    free(f);
+}
+
+static uint32_t ff_pick(void *data, keel_balance_t *b, const keel_balance_ctx_t *ctx)
+{
+    fewest_failures_t *f = data;
+    f->log->last_now_ms = ctx->now_ms;
+    uint32_t best = b->avail[0];
+    for (uint32_t k = 1; k < b->avail_n; k++) {
+        uint32_t i = b->avail[k];
+        if (f->failures[b->ep[i].id % f->endpoints_max] <
+            f->failures[b->ep[best].id % f->endpoints_max])
+            best = i;
+    }
+    return best;
+}
+
+static void ff_start(void *data, const keel_balance_t *b, uint32_t idx)
+{
+    (void)b, (void)idx;
+    ((fewest_failures_t *)data)->log->starts++;
+}
+
+static void ff_release(void *data, const keel_balance_t *b, uint32_t idx)
+{
+    (void)b, (void)idx;
+    ((fewest_failures_t *)data)->log->releases++;
+}
+
+static void ff_result(void *data, const keel_balance_t *b, uint32_t idx,
+                      const keel_balance_result_t *r)
+{
+    fewest_failures_t *f = data;
+    f->log->results++;
+    f->failures[b->ep[idx].id % f->endpoints_max] += !r->ok;
+}
+
+static const keel_balance_policy_t fewest_failures = {
+    .name = "fewest_failures",
+    .init = ff_init,
+    .free = ff_free,
+    .pick = ff_pick,
+    .on_start = ff_start,
+    .on_release = ff_release,
+    .on_result = ff_result,
+};
+
+static void a_policy_defined_outside_balance_c_plugs_in_through_its_table(void)
+{
+    hook_log_t log = {0};
+    keel_balance_config_t c;
+    keel_balance_config_default(&c);
+    c.policy = &fewest_failures;
+    c.policy_arg = &log;
+    c.endpoints_max = 8;
+    keel_balance_t b;
+    KT_EQ_INT(keel_balance_init(&b, &c, NULL), 0);
+    KT_EQ_INT(log.inits, 1);
+    keel_balance_spec_t s[] = {{1, 1}, {2, 1}, {3, 1}};
+    KT_EQ_INT(keel_balance_set_endpoints(&b, s, 3, NULL), 0);
+    uint32_t idx;
+    KT_EQ_INT(keel_balance_pick(&b, 0, 1000, &idx), 0);
+    KT_EQ_INT(idx, 0);
+    KT_EQ_INT(log.last_now_ms, 1000);
+    keel_balance_start(&b, idx);
+    keel_balance_report(&b, idx, &(keel_balance_result_t){.ok = false, .latency_ms = 30});
+    keel_balance_done(&b, idx);
+    KT_EQ_INT(pick(&b, 0), 1); /* endpoint 0 failed once: the others come first */
+    keel_balance_report(&b, 1, &(keel_balance_result_t){.ok = false});
+    keel_balance_set_state(&b, 2, false, false); /* the core still filters availability */
+    KT_EQ_INT(pick(&b, 0), 0);
+    KT_EQ_INT(log.starts, 1);
+    KT_EQ_INT(log.releases, 1);
+    KT_EQ_INT(log.results, 2);
+    KT_EQ_INT(b.ep[0].inflight, 0);
+    keel_balance_free(&b);
+    KT_EQ_INT(log.frees, 1);
+}
+
+static void policies_are_found_by_their_config_file_names(void)
+{
+    const keel_balance_policy_t *got = NULL;
+    int n = 0;
+    for (const keel_balance_policy_t *const *p = keel_balance_builtin; *p; p++, n++) {
+        KT_EQ_INT(keel_balance_policy_find((*p)->name, NULL, 0, &got, NULL), 0);
+        KT_CHECK(got == *p);
+    }
+    KT_EQ_INT(n, 8);
+    KT_EQ_INT(keel_balance_policy_find("round_robin", NULL, 0, &got, NULL), 0);
+    KT_CHECK(got == &keel_balance_round_robin);
+    keel_errmsg_t m;
+    got = NULL;
+    KT_EQ_INT(keel_balance_policy_find("least_request", NULL, 0, &got, &m), KEEL_ENOTFOUND);
+    KT_CHECK(got == NULL);
+    KT_CHECK(strstr(m.text, "unknown balancer policy \"least_request\"") != NULL);
+    KT_CHECK(strstr(m.text, "least_conn") && strstr(m.text, "maglev"));
+    const keel_balance_policy_t *extra[] = {&fewest_failures};
+    KT_EQ_INT(keel_balance_policy_find("fewest_failures", NULL, 0, &got, &m), KEEL_ENOTFOUND);
+    KT_EQ_INT(keel_balance_policy_find("fewest_failures", extra, 1, &got, NULL), 0);
+    KT_CHECK(got == &fewest_failures);
+    KT_EQ_INT(keel_balance_policy_find("nope", extra, 1, &got, &m), KEEL_ENOTFOUND);
+    KT_CHECK(strstr(m.text, "fewest_failures, round_robin") != NULL);
+    keel_balance_config_t c;
+    keel_balance_config_default(&c);
+    c.policy = NULL;
+    KT_EQ_INT(keel_balance_config_validate(&c, &m), KEEL_EINVAL);
+}
+
 int main(void)
 {
     KT_RUN(smooth_wrr_gives_nginx_sequence_for_5_1_1);
@@ -418,5 +565,7 @@ int main(void)
     KT_RUN(maglev_remaps_little_beyond_ideal_on_one_removal);
     KT_RUN(ring_lookup_walks_past_an_unavailable_owner);
     KT_RUN(ring_find_returns_the_first_point_clockwise);
+    KT_RUN(a_policy_defined_outside_balance_c_plugs_in_through_its_table);
+    KT_RUN(policies_are_found_by_their_config_file_names);
     return kt_done();
 }

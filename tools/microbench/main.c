@@ -151,7 +151,7 @@ static uint64_t b_pick(void *ctx, uint64_t start, uint64_t n)
     uint64_t acc = 0;
     uint32_t idx;
     for (uint64_t i = start; i < start + n; i++) {
-        keel_balance_pick(b, i * 0x9e3779b97f4a7c15ull, &idx);
+        keel_balance_pick(b, i * 0x9e3779b97f4a7c15ull, 0, &idx);
         acc += idx;
     }
     return acc;
@@ -159,7 +159,7 @@ static uint64_t b_pick(void *ctx, uint64_t start, uint64_t n)
 
 static uint64_t b_ring_find(void *ctx, uint64_t start, uint64_t n)
 {
-    keel_hashring_t *r = ctx;
+    const keel_hashring_t *r = ctx;
     uint64_t acc = 0;
     for (uint64_t i = start; i < start + n; i++)
         acc += r->points[keel_hashring_find(r, i * 0x9e3779b97f4a7c15ull)].node;
@@ -168,34 +168,73 @@ static uint64_t b_ring_find(void *ctx, uint64_t start, uint64_t n)
 
 static uint64_t b_maglev_lookup(void *ctx, uint64_t start, uint64_t n)
 {
-    keel_maglev_t *m = ctx;
+    const keel_maglev_t *m = ctx;
     uint64_t acc = 0;
     for (uint64_t i = start; i < start + n; i++)
         acc += keel_maglev_lookup(m, i * 0x9e3779b97f4a7c15ull);
     return acc;
 }
 
+/* Build inputs for the ring and maglev rebuild benches, outside any balancer. */
+typedef struct build_bench {
+    keel_hashring_t ring;
+    keel_maglev_t maglev;
+    uint64_t *ids;
+    uint32_t *weights;
+    uint8_t *include;
+    uint32_t n, vnodes;
+} build_bench_t;
+
 /* A whole table rebuild, as after an endpoint update or a health change. */
 static uint64_t b_maglev_build(void *ctx, uint64_t start, uint64_t n)
 {
-    keel_balance_t *b = ctx;
+    build_bench_t *bb = ctx;
     for (uint64_t i = start; i < start + n; i++)
-        keel_maglev_build(&b->maglev, b->ids, b->include, b->n);
-    return b->maglev.table[start % b->maglev.table_size];
+        keel_maglev_build(&bb->maglev, bb->ids, bb->include, bb->n);
+    return bb->maglev.table[start % bb->maglev.table_size];
 }
 
 static uint64_t b_ring_build(void *ctx, uint64_t start, uint64_t n)
 {
-    keel_balance_t *b = ctx;
+    build_bench_t *bb = ctx;
     for (uint64_t i = start; i < start + n; i++)
-        keel_hashring_build(&b->ring, b->ids, b->weights, b->n, b->cfg.ring_vnodes);
-    return b->ring.points[start % b->ring.points_n].hash;
+        keel_hashring_build(&bb->ring, bb->ids, bb->weights, bb->n, bb->vnodes);
+    return bb->ring.points[start % bb->ring.points_n].hash;
 }
 
 static void die(const char *what, int err)
 {
     fprintf(stderr, "keel-microbench: %s: %s\n", what, keel_strerror(err));
     exit(1);
+}
+
+/* Ring and maglev rebuilds over the same endpoints, on their own structs as the policies use. */
+static void bench_rebuilds(const keel_balance_spec_t *specs, const keel_balance_config_t *c)
+{
+    uint32_t n = c->endpoints_max;
+    build_bench_t bb = {.n = n, .vnodes = c->ring_vnodes};
+    bb.ids = calloc(n, sizeof(*bb.ids));
+    bb.weights = calloc(n, sizeof(*bb.weights));
+    bb.include = calloc(n, sizeof(*bb.include));
+    if (!bb.ids || !bb.weights || !bb.include ||
+        keel_hashring_init(&bb.ring, n * c->ring_vnodes * c->ring_weight_max) ||
+        keel_maglev_init(&bb.maglev, c->maglev_table_size, n))
+        die("rebuild bench", KEEL_ENOMEM);
+    for (uint32_t i = 0; i < n; i++) {
+        bb.ids[i] = specs[i].id;
+        bb.weights[i] = specs[i].weight;
+        bb.include[i] = 1;
+    }
+    char name[64];
+    snprintf(name, sizeof(name), "ring_build_%u", n);
+    run(name, b_ring_build, &bb);
+    snprintf(name, sizeof(name), "maglev_build_%u_M%u", n, bb.maglev.table_size);
+    run(name, b_maglev_build, &bb);
+    keel_hashring_free(&bb.ring);
+    keel_maglev_free(&bb.maglev);
+    free(bb.ids);
+    free(bb.weights);
+    free(bb.include);
 }
 
 static void bench_balancers(uint32_t n)
@@ -205,10 +244,10 @@ static void bench_balancers(uint32_t n)
         die("calloc", KEEL_ENOMEM);
     for (uint32_t i = 0; i < n; i++)
         specs[i] = (keel_balance_spec_t){keel_mix64(i + 1), 1 + i % 3};
-    for (int p = KEEL_BALANCE_ROUND_ROBIN; p <= KEEL_BALANCE_MAGLEV; p++) {
-        keel_balance_config_t c;
+    keel_balance_config_t c;
+    for (const keel_balance_policy_t *const *p = keel_balance_builtin; *p; p++) {
         keel_balance_config_default(&c);
-        c.policy = (keel_balance_policy_t)p;
+        c.policy = *p;
         c.endpoints_max = n;
         c.ring_weight_max = 3;
         c.maglev_table_size = n > 600 ? 655373 : 65537;
@@ -217,31 +256,26 @@ static void bench_balancers(uint32_t n)
         if (!err)
             err = keel_balance_set_endpoints(&b, specs, n, NULL);
         if (err)
-            die(keel_balance_policy_name(c.policy), err);
+            die((*p)->name, err);
         for (uint32_t i = 0; i < n; i++) /* some load for least-conn and P2C to compare */
             for (uint32_t k = 0; k < i % 4; k++)
                 keel_balance_start(&b, i);
         char name[64];
-        snprintf(name, sizeof(name), "pick_%s_%u", keel_balance_policy_name(c.policy), n);
+        snprintf(name, sizeof(name), "pick_%s_%u", (*p)->name, n);
         run(name, b_pick, &b);
-        if (p == KEEL_BALANCE_RING) {
-            snprintf(name, sizeof(name), "ring_find_%u_%upts", n, b.ring.points_n);
-            run(name, b_ring_find, &b.ring);
-            for (uint32_t i = 0; i < n; i++) {
-                b.ids[i] = specs[i].id;
-                b.weights[i] = specs[i].weight;
-            }
-            snprintf(name, sizeof(name), "ring_build_%u", n);
-            run(name, b_ring_build, &b);
+        const keel_hashring_t *ring = keel_balance_ring_of(&b);
+        if (ring) {
+            snprintf(name, sizeof(name), "ring_find_%u_%upts", n, ring->points_n);
+            run(name, b_ring_find, (void *)ring);
         }
-        if (p == KEEL_BALANCE_MAGLEV) {
+        const keel_maglev_t *maglev = keel_balance_maglev_of(&b);
+        if (maglev) {
             snprintf(name, sizeof(name), "maglev_lookup_%u", n);
-            run(name, b_maglev_lookup, &b.maglev);
-            snprintf(name, sizeof(name), "maglev_build_%u_M%u", n, b.maglev.table_size);
-            run(name, b_maglev_build, &b);
+            run(name, b_maglev_lookup, (void *)maglev);
         }
         keel_balance_free(&b);
     }
+    bench_rebuilds(specs, &c);
     free(specs);
 }
 
