@@ -100,6 +100,18 @@ static inline void keel_list_remove(keel_list_t *n)
     n->prev = n;
 }
 
+/*
+ * Node n was linked and its memory has just moved (realloc): points its neighbours at its
+ * new address. Its own pointers, copied with it, still name the neighbours. A node that
+ * was in no list pointed at its old address instead: keel_list_init it, do not call this.
+ */
+static inline void keel_list_moved(keel_list_t *n)
+{
+    assert(n->next != NULL && n->prev != NULL && n->next != n && n->prev != n);
+    n->prev->next = n;
+    n->next->prev = n;
+}
+
 /* The first element of head, or NULL when it is empty. */
 static inline keel_list_t *keel_list_first(const keel_list_t *head)
 {

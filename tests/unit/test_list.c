@@ -141,6 +141,32 @@ static void safe_iteration_may_remove_and_free_the_current_node(void)
     KT_CHECK(keel_list_empty(&head));
 }
 
+static void a_linked_node_that_moved_is_found_again_by_its_neighbours(void)
+{
+    keel_list_t head;
+    keel_list_init(&head);
+    item_t it[2];
+    items_init(it, 2);
+    item_t *m = malloc(sizeof(*m));
+    KT_CHECK(m != NULL);
+    m->id = 7;
+    keel_list_init(&m->link);
+    keel_list_insert_tail(&head, &it[0].link);
+    keel_list_insert_tail(&head, &m->link);
+    keel_list_insert_tail(&head, &it[1].link);
+    item_t *moved = malloc(sizeof(*moved)); /* what realloc does when it cannot grow in place */
+    KT_CHECK(moved != NULL);
+    memcpy(moved, m, sizeof(*m));
+    free(m);
+    keel_list_moved(&moved->link);
+    int got[4];
+    KT_EQ_INT(ids(&head, got, 4), 3);
+    KT_EQ_INT(got[1], 7);
+    keel_list_remove(&moved->link);
+    free(moved);
+    KT_EQ_INT(ids(&head, got, 4), 2);
+}
+
 /* Runs fn in a child process; whether it died of SIGABRT (a failed assert). */
 static int aborts(void (*fn)(void))
 {
@@ -248,6 +274,7 @@ int main(void)
     KT_RUN(removing_first_middle_and_last_leaves_the_rest_in_order);
     KT_RUN(a_removed_node_is_unlinked_and_removing_it_again_does_nothing);
     KT_RUN(safe_iteration_may_remove_and_free_the_current_node);
+    KT_RUN(a_linked_node_that_moved_is_found_again_by_its_neighbours);
     KT_RUN(inserting_a_linked_or_uninitialised_node_asserts);
     KT_RUN(random_operations_match_an_array_model);
     return kt_done();
