@@ -153,7 +153,7 @@ keel__kv_entry_t *keel__kv_entry_new(const void *key, size_t key_len, uint64_t h
     e->version = e->create_revision = 0;
     e->expire_ms = 0;
     e->heap_pos = 0;
-    e->lprev = e->lnext = NULL;
+    keel_list_init(&e->lease_link);
     e->lease_id = 0;
     e->key_len = (uint32_t)key_len;
     e->val_len = (uint32_t)val_len;
@@ -344,11 +344,10 @@ int keel__kv_reserve_value(keel_kv_t *kv, keel__kv_entry_t **link, size_t val_le
     n->val_cap = (uint32_t)ncap;
     if (n->expire_ms)
         kv->heap[n->heap_pos] = n;
-    if (n->lnext) {
-        assert(n->lnext != e); /* only lease entries are their own neighbours */
-        n->lprev->lnext = n;
-        n->lnext->lprev = n;
-    }
+    if (n->lease_id != 0)
+        keel_list_moved(&n->lease_link);
+    else
+        keel_list_init(&n->lease_link); /* it pointed at its old address */
     *link = n;
     return 0;
 }
@@ -466,21 +465,19 @@ int keel__kv_alive(const keel_kv_t *kv, const keel__kv_entry_t *e, uint64_t now_
 
 void keel__kv_detach(keel__kv_entry_t *e)
 {
-    if (e->lnext == NULL)
+    /* a key is linked exactly while it has a lease; a lease entry only when empty */
+    assert(keel_list_linked(&e->lease_link) == (e->lease_id != 0));
+    if (e->lease_id == 0)
         return;
-    e->lprev->lnext = e->lnext;
-    e->lnext->lprev = e->lprev;
-    e->lprev = e->lnext = NULL;
+    keel_list_remove(&e->lease_link);
     e->lease_id = 0;
 }
 
 void keel__kv_attach(keel__kv_entry_t *e, keel__kv_entry_t *l, uint64_t lease_id)
 {
+    assert(lease_id != 0 && l->lease_id == 0);
     keel__kv_detach(e);
-    e->lnext = l->lnext;
-    e->lprev = l;
-    l->lnext->lprev = e;
-    l->lnext = e;
+    keel_list_insert_head(&l->lease_link, &e->lease_link);
     e->lease_id = lease_id;
 }
 

@@ -1011,8 +1011,9 @@ static int64_t lease_drop(keel_kv_t *kv, keel__kv_entry_t **lease_link)
 {
     keel__kv_entry_t *l = *lease_link;
     int64_t n = 0;
-    while (l->lnext != l) {
-        keel__kv_entry_t *e = l->lnext, **link = NULL;
+    keel_list_t *it;
+    while ((it = keel_list_first(&l->lease_link)) != NULL) {
+        keel__kv_entry_t *e = KEEL_LIST_ENTRY(it, keel__kv_entry_t, lease_link), **link = NULL;
         keel__kv_entry_t *f = keel__kv_find(kv, keel__kv_key(e), e->key_len, e->hash, &link);
         assert(f == e);
         keel__kv_unlink(kv, link); /* detaches it */
@@ -1044,7 +1045,7 @@ static int lease_grant(const call_t *c, int64_t ttl)
         keel__kv_entry_new(k, sizeof(k), keel__kv_hash(kv->leases, k, sizeof(k)), v, 8, 8);
     if (l == NULL)
         return KEEL_ENOMEM;
-    l->lprev = l->lnext = l; /* the empty list of its keys */
+    assert(keel_list_empty(&l->lease_link)); /* the empty list of its keys */
     keel__kv_insert(kv->leases, l);
     keel__kv_set_expire(kv->leases, l, when);
     kv->lease_id_last = id;

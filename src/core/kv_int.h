@@ -3,6 +3,7 @@
 #define KEEL_CORE_KV_INT_H
 
 #include "base/bytes.h"
+#include "base/list.h"
 #include "core/kv.h"
 
 #include <assert.h>
@@ -24,13 +25,12 @@ struct keel__kv_entry {
     uint32_t heap_pos;  /* index in kv->heap while expire_ms != 0 */
     uint64_t expire_ms; /* absolute deadline (entry time base), 0: none */
     /*
-     * Lease membership: a circular doubly linked list through the keys
-     * attached to one lease, whose sentinel is the lease's own entry in
-     * kv->leases (an empty lease points at itself). NULL when not attached.
-     * Entries that move (realloc) fix their neighbours; lease entries never
-     * move (their value has a fixed size).
+     * Lease membership: on a lease's own entry in kv->leases, the head of the list of
+     * the keys attached to it; on a key, its link in that list (linked exactly when
+     * lease_id != 0). Entries that move (realloc) fix their neighbours; lease entries
+     * never move (their value has a fixed size).
      */
-    keel__kv_entry_t *lprev, *lnext;
+    keel_list_t lease_link;
     uint64_t lease_id; /* 0: none */
     uint8_t data[];    /* key_len bytes, then val_cap bytes */
 };

@@ -227,7 +227,7 @@ static int load_lease(keel_kv_t *kv, const uint8_t *data, size_t end, size_t *po
         keel__kv_entry_new(k, sizeof(k), keel__kv_hash(kv->leases, k, 8), data + *pos + 8, 8, 8);
     if (l == NULL)
         return keel_errf(msg, KEEL_ENOMEM, "out of memory at lease %zu", *pos);
-    l->lprev = l->lnext = l;
+    assert(keel_list_empty(&l->lease_link)); /* the empty list of its keys */
     keel__kv_insert(kv->leases, l);
     keel__kv_set_expire(kv->leases, l, when);
     *pos += LEASE_RECORD_BYTES;

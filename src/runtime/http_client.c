@@ -2,6 +2,7 @@
  * errors. */
 #include "runtime/http_client.h"
 
+#include "base/list.h"
 #include "runtime/tcp.h"
 
 #include <assert.h>
@@ -19,8 +20,8 @@ enum conn_state { C_CONNECTING, C_BUSY, C_IDLE };
 struct keel__http_conn {
     uv_tcp_t tcp; /* first */
     keel__http_pool_t *pool;
-    keel__http_conn_t *prev, *next; /* pool's list of all connections */
-    keel__http_call_t *call;        /* in progress, or NULL */
+    keel_list_t link;        /* pool->conns */
+    keel__http_call_t *call; /* in progress, or NULL */
     uv_connect_t creq;
     uv_write_t wreq;
     keel_http_parser_t parser;
@@ -38,16 +39,16 @@ struct keel__http_pool {
     keel_http_client_t *cli;
     char host_port[HOST_PORT_BYTES_MAX];
     struct sockaddr_storage addr;
-    keel__http_conn_t *conns; /* all connections of this pool */
+    keel_list_t conns; /* all connections of this pool (keel__http_conn_t.link), newest first */
     size_t conns_count, idle_count;
-    keel__http_call_t *queue_head, *queue_tail;
+    keel_list_t queue; /* calls waiting for a connection (keel__http_call_t.qlink), FIFO */
     size_t queue_count;
 };
 
 struct keel__http_call {
     keel__http_call_t *all_next;  /* client's list of every call object */
     keel__http_call_t *free_next; /* free list */
-    keel__http_call_t *queue_next;
+    keel_list_t qlink;            /* pool->queue while queued */
     keel_http_client_t *cli;
     keel__http_pool_t *pool;
     keel__http_conn_t *conn;
@@ -58,7 +59,6 @@ struct keel__http_call {
     int method;
     uint64_t id; /* unique per request, for cancel */
     bool active;
-    bool queued;
     bool retried;
 };
 
@@ -120,12 +120,7 @@ static void on_conn_closed(uv_handle_t *h)
     keel__http_conn_t *c = (keel__http_conn_t *)h;
     keel__http_pool_t *pool = c->pool;
     keel_http_client_t *cli = pool->cli;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        pool->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    keel_list_remove(&c->link);
     pool->conns_count--;
     if (c->state == C_IDLE)
         pool->idle_count--;
@@ -312,15 +307,13 @@ static keel__http_conn_t *conn_open(keel__http_pool_t *pool)
     if (c == NULL)
         return NULL;
     c->pool = pool;
+    keel_list_init(&c->link);
     uv_tcp_init(&cli->loop->uv, &c->tcp);
     keel_http_msg_init(&c->msg);
     keel_buf_init(&c->in, cli->cfg.limits.headers_bytes_max + cli->cfg.limits.body_bytes_max +
                               2 * READ_CHUNK_BYTES);
     c->state = C_CONNECTING;
-    c->next = pool->conns;
-    if (pool->conns)
-        pool->conns->prev = c;
-    pool->conns = c;
+    keel_list_insert_head(&pool->conns, &c->link);
     pool->conns_count++;
     cli->handles_open++;
     cli->stats.connects++;
@@ -338,18 +331,9 @@ static keel__http_conn_t *conn_open(keel__http_pool_t *pool)
 static void queue_remove(keel__http_call_t *call)
 {
     keel__http_pool_t *pool = call->pool;
-    keel__http_call_t **pp = &pool->queue_head, *prev = NULL;
-    while (*pp && *pp != call) {
-        prev = *pp;
-        pp = &(*pp)->queue_next;
-    }
-    assert(*pp == call);
-    *pp = call->queue_next;
-    if (pool->queue_tail == call)
-        pool->queue_tail = prev;
+    assert(keel_list_linked(&call->qlink) && pool->queue_count > 0);
+    keel_list_remove(&call->qlink);
     pool->queue_count--;
-    call->queued = false;
-    call->queue_next = NULL;
 }
 
 static void finish(keel__http_call_t *call, int err, const keel_http_msg_t *resp)
@@ -357,7 +341,7 @@ static void finish(keel__http_call_t *call, int err, const keel_http_msg_t *resp
     keel_http_client_t *cli = call->cli;
     assert(call->active);
     keel_timer_stop(&call->timer);
-    if (call->queued)
+    if (keel_list_linked(&call->qlink))
         queue_remove(call);
     call->active = false;
     call->conn = NULL;
@@ -389,7 +373,10 @@ static void assign(keel__http_call_t *call, bool fresh_only)
 {
     keel__http_pool_t *pool = call->pool;
     if (!fresh_only) {
-        for (keel__http_conn_t *c = pool->conns; c != NULL; c = c->next) {
+        keel_list_t *it;
+        KEEL_LIST_FOREACH(it, &pool->conns)
+        {
+            keel__http_conn_t *c = KEEL_LIST_ENTRY(it, keel__http_conn_t, link);
             if (c->state == C_IDLE && !c->closing) {
                 pool->idle_count--;
                 c->reused = true;
@@ -410,22 +397,17 @@ static void assign(keel__http_call_t *call, bool fresh_only)
         call->conn = c;
         return;
     }
-    call->queued = true;
-    call->queue_next = NULL;
-    if (pool->queue_tail)
-        pool->queue_tail->queue_next = call;
-    else
-        pool->queue_head = call;
-    pool->queue_tail = call;
+    keel_list_insert_tail(&pool->queue, &call->qlink);
     pool->queue_count++;
 }
 
 /* Moves queued calls onto connections that became available. */
 static void pump(keel__http_pool_t *pool)
 {
-    while (pool->queue_head != NULL && !pool->cli->closing &&
+    while (!keel_list_empty(&pool->queue) && !pool->cli->closing &&
            (pool->idle_count > 0 || pool->conns_count < pool->cli->cfg.conns_per_host_max)) {
-        keel__http_call_t *call = pool->queue_head;
+        keel__http_call_t *call =
+            KEEL_LIST_ENTRY(keel_list_first(&pool->queue), keel__http_call_t, qlink);
         queue_remove(call);
         assign(call, false);
     }
@@ -456,6 +438,8 @@ static keel__http_pool_t *pool_get(keel_http_client_t *cli, const char *host_por
     }
     strcpy(p->host_port, host_port);
     p->cli = cli;
+    keel_list_init(&p->conns);
+    keel_list_init(&p->queue);
     p->next = cli->pools;
     cli->pools = p;
     cli->pools_count++;
@@ -474,6 +458,7 @@ static keel__http_call_t *call_get(keel_http_client_t *cli)
         return NULL;
     keel_timer_init(cli->loop, &call->timer);
     keel_buf_init(&call->bytes, 0);
+    keel_list_init(&call->qlink);
     call->cli = cli;
     call->all_next = cli->calls;
     cli->calls = call;
@@ -511,7 +496,8 @@ int keel_http_client_request(keel_http_client_t *cli, const keel_http_client_req
     call->data = data;
     call->method = req->method;
     call->active = true;
-    call->queued = call->retried = false;
+    call->retried = false;
+    assert(!keel_list_linked(&call->qlink));
     call->id = ++cli->next_call_id;
     if (call_id != NULL)
         *call_id = call->id;
@@ -545,9 +531,10 @@ static void on_sweep(keel_timer_t *t, void *data)
     keel_http_client_t *cli = data;
     keel_ms_t now = keel_loop_now_ms(cli->loop);
     for (keel__http_pool_t *p = cli->pools; p != NULL; p = p->next) {
-        keel__http_conn_t *next;
-        for (keel__http_conn_t *c = p->conns; c != NULL; c = next) {
-            next = c->next;
+        keel_list_t *it, *tmp;
+        KEEL_LIST_FOREACH_SAFE(it, tmp, &p->conns)
+        {
+            keel__http_conn_t *c = KEEL_LIST_ENTRY(it, keel__http_conn_t, link);
             if (c->state != C_IDLE)
                 continue;
             if (now - c->idle_since_ms >= cli->cfg.idle_timeout_ms) {
@@ -616,9 +603,11 @@ void keel_http_client_close(keel_http_client_t *cli,
             finish(call, KEEL_ECANCELED, NULL);
         }
     }
-    for (keel__http_pool_t *p = cli->pools; p != NULL; p = p->next)
-        for (keel__http_conn_t *c = p->conns; c != NULL; c = c->next)
-            conn_close(c);
+    for (keel__http_pool_t *p = cli->pools; p != NULL; p = p->next) {
+        keel_list_t *it, *tmp;
+        KEEL_LIST_FOREACH_SAFE(it, tmp, &p->conns)
+        conn_close(KEEL_LIST_ENTRY(it, keel__http_conn_t, link));
+    }
     for (keel__http_call_t *call = cli->calls; call != NULL; call = call->all_next) {
         call->timer.data = cli;
         keel_timer_close(&call->timer, on_handle_closed);

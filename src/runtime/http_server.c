@@ -21,7 +21,7 @@ enum deadline_kind { DL_NONE, DL_IDLE, DL_READ, DL_WRITE, DL_LINGER };
 struct keel_http_conn {
     uv_tcp_t tcp; /* first: the handle's address is the connection's */
     keel_http_server_t *srv;
-    keel_http_conn_t *prev, *next;
+    keel_list_t link; /* srv->conns */
     keel_http_parser_t parser;
     keel_http_msg_t msg;
     keel_http_req_t req;
@@ -107,12 +107,7 @@ static void on_conn_closed(uv_handle_t *h)
 {
     keel_http_conn_t *c = (keel_http_conn_t *)h;
     keel_http_server_t *srv = c->srv;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        srv->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    keel_list_remove(&c->link);
     srv->conns_count--;
     c->closed = true;
     if (!c->req_pending) { /* else freed when the handler answers */
@@ -475,16 +470,14 @@ static void on_connection(uv_stream_t *listener, int status)
     if (c == NULL)
         return;
     c->srv = srv;
+    keel_list_init(&c->link);
     uv_tcp_init(&srv->loop->uv, &c->tcp);
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
         uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
         return;
     }
     bump(&srv->stats.connections_accepted, srv->m.accepted);
-    c->next = srv->conns;
-    if (srv->conns)
-        srv->conns->prev = c;
-    srv->conns = c;
+    keel_list_insert_head(&srv->conns, &c->link);
     srv->conns_count++;
     keel_http_parser_init(&c->parser, KEEL_HTTP_REQUEST, &srv->cfg.limits);
     keel_http_msg_init(&c->msg);
@@ -506,9 +499,10 @@ static void on_sweep(keel_timer_t *t, void *data)
 {
     keel_http_server_t *srv = data;
     keel_ms_t now = keel_loop_now_ms(srv->loop);
-    keel_http_conn_t *next;
-    for (keel_http_conn_t *c = srv->conns; c != NULL; c = next) {
-        next = c->next;
+    keel_list_t *it, *tmp;
+    KEEL_LIST_FOREACH_SAFE(it, tmp, &srv->conns)
+    {
+        keel_http_conn_t *c = KEEL_LIST_ENTRY(it, keel_http_conn_t, link);
         if (c->closing || c->deadline_kind == DL_NONE || now < c->deadline_ms)
             continue;
         if (c->deadline_kind == DL_READ && !c->writing && !c->close_after_write) {
@@ -574,6 +568,7 @@ int keel_http_server_init(keel_http_server_t *srv, keel_loop_t *loop,
                           size_t routes_count, keel_errmsg_t *msg)
 {
     memset(srv, 0, sizeof(*srv));
+    keel_list_init(&srv->conns);
     int rc = keel_http_server_config_validate(cfg, msg);
     if (rc != 0)
         return rc;
@@ -664,9 +659,10 @@ static void on_drain_timeout(keel_timer_t *t, void *data)
     keel_log_warn("http drain timeout, closing connections",
                   KF_INT("connections", (int64_t)srv->conns_count),
                   KF_INT("drain_timeout_ms", srv->cfg.drain_timeout_ms));
-    keel_http_conn_t *next;
-    for (keel_http_conn_t *c = srv->conns; c != NULL; c = next) {
-        next = c->next;
+    keel_list_t *it, *tmp;
+    KEEL_LIST_FOREACH_SAFE(it, tmp, &srv->conns)
+    {
+        keel_http_conn_t *c = KEEL_LIST_ENTRY(it, keel_http_conn_t, link);
         conn_close(c);
     }
 }
@@ -690,9 +686,10 @@ void keel_http_server_shutdown(keel_http_server_t *srv,
         srv->listening = false;
         uv_close((uv_handle_t *)&srv->listener, on_handle_closed);
     }
-    keel_http_conn_t *next;
-    for (keel_http_conn_t *c = srv->conns; c != NULL; c = next) {
-        next = c->next;
+    keel_list_t *it, *tmp;
+    KEEL_LIST_FOREACH_SAFE(it, tmp, &srv->conns)
+    {
+        keel_http_conn_t *c = KEEL_LIST_ENTRY(it, keel_http_conn_t, link);
         if (conn_idle(c))
             conn_close(c);
     }

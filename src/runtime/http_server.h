@@ -5,6 +5,7 @@
 
 #include "base/err.h"
 #include "base/ktime.h"
+#include "base/list.h"
 #include "proto/http.h"
 #include "runtime/loop.h"
 
@@ -107,7 +108,7 @@ struct keel_http_server {
     bool listening;
     keel_timer_t sweep, drain;
     keel_ms_t sweep_ms;
-    keel_http_conn_t *conns; /* doubly linked, open connections */
+    keel_list_t conns; /* open connections (keel_http_conn_t.link), newest first */
     size_t conns_count;
     bool draining;
     int handles_open; /* listener + timers still to close during shutdown */

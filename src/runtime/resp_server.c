@@ -32,9 +32,9 @@ struct keel_resp_deferred {
 struct keel_resp_client {
     uv_tcp_t tcp; /* first: the handle's data points back here too */
     keel_resp_server_t *server;
-    keel_resp_client_t *next, *prev;   /* server->clients */
-    keel_resp_client_t *pnext, *pprev; /* server->pending */
-    bool in_pending, closing, writing, rejected;
+    keel_list_t link;  /* server->clients */
+    keel_list_t plink; /* server->pending, while in it */
+    bool closing, writing, rejected;
     bool close_after_reply; /* QUIT, EOF, protocol error, rejection */
     bool stop_input;        /* no more commands will be parsed */
     bool input_blocked;     /* paused: too many deferred replies outstanding */
@@ -237,28 +237,14 @@ const keel_resp_command_t *keel_resp_server_find(const keel_resp_server_t *s, co
 static void mark_pending(keel_resp_client_t *c)
 {
     keel_resp_server_t *s = c->server;
-    if (c->in_pending || c->closing)
+    if (keel_list_linked(&c->plink) || c->closing)
         return;
-    c->in_pending = true;
-    c->pprev = NULL;
-    c->pnext = s->pending;
-    if (s->pending)
-        s->pending->pprev = c;
-    s->pending = c;
+    keel_list_insert_head(&s->pending, &c->plink);
 }
 
 static void pending_remove(keel_resp_client_t *c)
 {
-    if (!c->in_pending)
-        return;
-    if (c->pprev)
-        c->pprev->pnext = c->pnext;
-    else
-        c->server->pending = c->pnext;
-    if (c->pnext)
-        c->pnext->pprev = c->pprev;
-    c->in_pending = false;
-    c->pnext = c->pprev = NULL;
+    keel_list_remove(&c->plink); /* a no-op when c is not pending */
 }
 
 /* ---- closing ---------------------------------------------------------------------- */
@@ -306,12 +292,8 @@ static void on_client_closed(uv_handle_t *h)
 {
     keel_resp_client_t *c = h->data;
     keel_resp_server_t *s = c->server;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->clients = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    assert(!keel_list_linked(&c->plink)); /* close_client took it off */
+    keel_list_remove(&c->link);
     keel_resp_parser_free(&c->parser);
     keel_buf_free(&c->in);
     keel_buf_free(&c->out);
@@ -755,8 +737,9 @@ static void start_reading(keel_resp_client_t *c)
 static void on_prepare(uv_prepare_t *h)
 {
     keel_resp_server_t *s = h->data;
-    keel_resp_client_t *c;
-    while ((c = s->pending) != NULL) {
+    keel_list_t *it;
+    while ((it = keel_list_first(&s->pending)) != NULL) {
+        keel_resp_client_t *c = KEEL_LIST_ENTRY(it, keel_resp_client_t, plink);
         pending_remove(c);
         if (c->resume_input) {
             c->resume_input = false;
@@ -771,7 +754,10 @@ static void on_idle_timer(uv_timer_t *t)
 {
     keel_resp_server_t *s = t->data;
     keel_ms_t now = (keel_ms_t)uv_now(t->loop);
-    for (keel_resp_client_t *c = s->clients; c != NULL; c = c->next) {
+    keel_list_t *it;
+    KEEL_LIST_FOREACH(it, &s->clients)
+    {
+        keel_resp_client_t *c = KEEL_LIST_ENTRY(it, keel_resp_client_t, link);
         /* a client waiting for a deferred reply or a write is not idle */
         if (c->closing || c->qhead != NULL || c->writing)
             continue;
@@ -797,16 +783,15 @@ static void on_connection(uv_stream_t *listener, int status)
     c->tcp.data = c;
     c->wreq.data = c;
     c->server = s;
+    keel_list_init(&c->link);
+    keel_list_init(&c->plink);
     c->id = ++s->next_client_id;
     c->last_input_ms = (keel_ms_t)uv_now(listener->loop);
     keel_resp_parser_init(&c->parser, &s->cfg.resp);
     keel_buf_init(&c->in, s->cfg.querybuf_bytes_max);
     keel_buf_init(&c->out, s->cfg.reply_bytes_max);
     keel_buf_init(&c->wbuf, s->cfg.reply_bytes_max);
-    c->next = s->clients;
-    if (s->clients)
-        s->clients->prev = c;
-    s->clients = c;
+    keel_list_insert_head(&s->clients, &c->link);
     s->handles_open++;
     c->rejected = s->clients_len >= s->cfg.clients_max;
     if (!c->rejected)
@@ -834,6 +819,8 @@ int keel_resp_server_init(keel_resp_server_t *s, keel_loop_t *loop,
                           size_t cmds_len, void *data, keel_errmsg_t *msg)
 {
     memset(s, 0, sizeof(*s));
+    keel_list_init(&s->clients);
+    keel_list_init(&s->pending);
     s->cfg = cfg ? *cfg : keel_resp_server_config_default();
     int rc = keel_resp_server_config_validate(&s->cfg, msg);
     if (rc != 0)
@@ -891,6 +878,7 @@ void keel_resp_server_close(keel_resp_server_t *s, void (*closed)(keel_resp_serv
         uv_close((uv_handle_t *)&s->listener, on_server_handle_closed);
     uv_close((uv_handle_t *)&s->flusher, on_server_handle_closed);
     uv_close((uv_handle_t *)&s->idle_timer, on_server_handle_closed);
-    for (keel_resp_client_t *c = s->clients; c != NULL; c = c->next)
-        close_client(c);
+    keel_list_t *it;
+    KEEL_LIST_FOREACH(it, &s->clients) /* close_client unlinks nothing: on_client_closed does */
+    close_client(KEEL_LIST_ENTRY(it, keel_resp_client_t, link));
 }

@@ -5,6 +5,7 @@
 #include "base/buf.h"
 #include "base/err.h"
 #include "base/ktime.h"
+#include "base/list.h"
 #include "proto/resp.h"
 #include "runtime/loop.h"
 
@@ -142,8 +143,8 @@ struct keel_resp_server {
     bool listening, closing;
     int handles_open; /* listener, flusher, timer and clients not yet closed */
     void (*closed)(keel_resp_server_t *s);
-    keel_resp_client_t *clients; /* all live clients (intrusive list) */
-    keel_resp_client_t *pending; /* clients with output to write or input to resume */
+    keel_list_t clients; /* all live clients (keel_resp_client_t.link), newest first */
+    keel_list_t pending; /* clients with output to write or input to resume (.plink) */
     size_t clients_len;
     uint64_t next_client_id;
     keel_resp_deferred_t *slot_pool; /* finished deferred slots kept for reuse (owned) */

@@ -45,7 +45,7 @@ static size_t watch_output_high(const server_t *s)
 #define WATCH_PREFIX_BYTES_MAX 4096u
 
 struct watcher {
-    watcher_t *next, *prev; /* server->watchers */
+    keel_list_t link; /* server->watchers */
     keel_resp_client_t *client;
     uint64_t after; /* every change up to this revision has been pushed (or skipped) */
     size_t prefix_len;
@@ -57,12 +57,7 @@ void keel__srv_feed_end(server_t *s, client_state_t *cs)
     watcher_t *w = cs->feed;
     if (w == NULL)
         return;
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        s->watchers = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
+    keel_list_remove(&w->link);
     free(w);
     s->watchers_n--;
     cs->feed = NULL;
@@ -164,8 +159,10 @@ static void feed_pump(server_t *s, client_state_t *cs)
 void keel__srv_feed_on_applied(void *data)
 {
     server_t *s = data;
-    for (watcher_t *w = s->watchers, *next; w != NULL; w = next) {
-        next = w->next; /* w may end (lagged, or its client closed) */
+    keel_list_t *it, *tmp;
+    KEEL_LIST_FOREACH_SAFE(it, tmp, &s->watchers)
+    { /* w may end (lagged, or client closed) */
+        watcher_t *w = KEEL_LIST_ENTRY(it, watcher_t, link);
         feed_pump(s, keel_resp_client_data(w->client));
     }
 }
@@ -208,6 +205,7 @@ int keel__srv_cmd_keel_watch(keel_resp_client_t *c, size_t argc, const keel_resp
     watcher_t *w = calloc(1, sizeof(*w) + argv[1].len);
     if (w == NULL)
         return keel__srv_reply(c, "-ERR out of memory\r\n");
+    keel_list_init(&w->link);
     w->client = c;
     w->after = after;
     w->prefix_len = argv[1].len;
@@ -221,10 +219,7 @@ int keel__srv_cmd_keel_watch(keel_resp_client_t *c, size_t argc, const keel_resp
         free(w);
         return rc;
     }
-    w->next = s->watchers;
-    if (s->watchers)
-        s->watchers->prev = w;
-    s->watchers = w;
+    keel_list_insert_head(&s->watchers, &w->link);
     s->watchers_n++;
     cs->feed = w;
     feed_pump(s, cs);

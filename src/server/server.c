@@ -108,6 +108,7 @@ int keel_server_run(const keel_server_config_t *cfg, keel_errmsg_t *msg)
         return KEEL_ENOMEM;
     s->cfg = *cfg;
     s->started_ms = keel_clock_now_ms();
+    keel_list_init(&s->watchers);
     keel_buf_init(&s->buf, 0);
     s->metrics = keel_metrics_new();
     s->cfg.node.metrics = s->metrics;

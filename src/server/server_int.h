@@ -3,6 +3,7 @@
 #define KEEL_SERVER_SERVER_INT_H
 
 #include "base/buf.h"
+#include "base/list.h"
 #include "base/metrics.h"
 #include "runtime/http_server.h"
 #include "runtime/resp_server.h"
@@ -52,7 +53,7 @@ typedef struct server {
     int resp_inited, http_inited;
     int ready; /* started: every listener open */
     keel_pubsub_t *pubsub;
-    watcher_t *watchers; /* connections in KEEL.WATCH mode */
+    keel_list_t watchers; /* connections in KEEL.WATCH mode (watcher_t.link) */
     size_t watchers_n;
     keel_counter_t *m_watch_lagged;
     cmd_stats_t *stats; /* one per command row, owned */

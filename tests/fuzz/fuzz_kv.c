@@ -53,16 +53,17 @@ static int check_leased(void *data, const keel__kv_entry_t *e)
 {
     const keel_kv_t *kv = data;
     if (e->lease_id == 0) {
-        assert(e->lnext == NULL && e->lprev == NULL);
+        assert(!keel_list_linked(&e->lease_link));
         return 0;
     }
     const keel__kv_entry_t *l = keel__kv_lease_find(kv, e->lease_id, NULL);
-    assert(l != NULL && e->lnext->lprev == e && e->lprev->lnext == e);
-    const keel__kv_entry_t *x = e->lnext;
+    assert(l != NULL && keel_list_linked(&e->lease_link));
+    const keel_list_t *x = e->lease_link.next;
     size_t steps = 0;
-    while (x != l) {
-        assert(x->lease_id == e->lease_id && ++steps <= kv->count);
-        x = x->lnext;
+    while (x != &l->lease_link) {
+        assert(KEEL_LIST_ENTRY(x, keel__kv_entry_t, lease_link)->lease_id == e->lease_id &&
+               ++steps <= kv->count);
+        x = x->next;
     }
     return 0;
 }

@@ -1,6 +1,7 @@
 /* main.c - keel-testhttpd: a small HTTP server on keel's runtime for system tests and benchmarks.
  */
 #include "base/err.h"
+#include "base/list.h"
 #include "base/log.h"
 #include "base/metrics.h"
 #include "runtime/http_server.h"
@@ -47,30 +48,20 @@ typedef struct slow {
     keel_timer_t timer;
     keel_http_req_t *req;
     long ms;
-    struct slow *prev, *next;
+    keel_list_t link; /* slow_pending */
 } slow_t;
 
-static slow_t *slow_pending;
+static keel_list_t slow_pending = KEEL_LIST_INIT(slow_pending);
 
 static void slow_closed(keel_timer_t *t)
 {
     free(t);
 }
 
-static void slow_unlink(slow_t *s)
-{
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        slow_pending = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-}
-
 static void slow_fire(keel_timer_t *t, void *data)
 {
     slow_t *s = data;
-    slow_unlink(s);
+    keel_list_remove(&s->link);
     char body[64];
     int n = snprintf(body, sizeof(body), "{\"slept_ms\":%ld}", s->ms);
     keel_http_respond_body(s->req, 200, "application/json", body, (size_t)n);
@@ -96,10 +87,8 @@ static void slow(keel_http_req_t *req, void *data)
     }
     s->req = req;
     s->ms = ms;
-    s->next = slow_pending;
-    if (slow_pending)
-        slow_pending->prev = s;
-    slow_pending = s;
+    keel_list_init(&s->link);
+    keel_list_insert_head(&slow_pending, &s->link);
     keel_timer_init(loop, &s->timer);
     keel_timer_start(&s->timer, ms, 0, slow_fire, s);
 }
@@ -162,9 +151,10 @@ static int parse_args(int argc, char **argv, const char **listen, keel_http_serv
 static void on_stopped(keel_http_server_t *srv, void *data)
 {
     /* Requests the drain timeout cut off: their clients are gone; answering frees them. */
-    while (slow_pending) {
-        slow_t *s = slow_pending;
-        slow_unlink(s);
+    keel_list_t *it;
+    while ((it = keel_list_first(&slow_pending)) != NULL) {
+        slow_t *s = KEEL_LIST_ENTRY(it, slow_t, link);
+        keel_list_remove(&s->link);
         keel_http_respond_error(s->req, 503, "shutting down");
         keel_timer_close(&s->timer, slow_closed);
     }
