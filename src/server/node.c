@@ -577,6 +577,7 @@ int keel_node_start(keel_node_t **out, keel_loop_t *loop, const keel_node_config
         return KEEL_ENOMEM;
     n->loop = loop;
     n->cfg = *cfg;
+    keel_list_init(&n->inconns);
     keel_buf_init(&n->scratch, 0);
     keel_buf_init(&n->reply, 0);
 
@@ -654,8 +655,9 @@ void keel_node_stop(keel_node_t *n, void (*closed)(void *data), void *data)
     uv_close((uv_handle_t *)&n->sync_async, handle_closed);
     keel_timer_close(&n->tick, timer_closed);
     uv_close((uv_handle_t *)&n->listener, handle_closed);
-    while (n->inconns)
-        keel__node_inconn_close(n->inconns);
+    keel_list_t *l;
+    while ((l = keel_list_first(&n->inconns)) != NULL)
+        keel__node_inconn_close(KEEL_LIST_ENTRY(l, inconn_t, link));
     for (size_t i = 0; i < PEER_SLOTS; i++)
         if (keel__node_peer_live(&n->peers[i])) {
             n->peers[i].closing = 1;

@@ -16,6 +16,7 @@
  *                installing the leader's
  * Functions shared between them are keel__node_*, declared at the end of this file.
  */
+#include "base/list.h"
 #include "server/node.h"
 #include "server/raftlog.h"
 #include "server/requests.h"
@@ -78,7 +79,7 @@ typedef struct inconn {
     int told_removed;        /* from was removed for good: told so, its frames are dropped */
     uint8_t removed_out[32]; /* that REMOVED frame (18 bytes), written once */
     uv_write_t removed_req;
-    struct inconn *prev, *next;
+    keel_list_t link; /* in keel_node.inconns */
 } inconn_t;
 
 /* ---- the node ---------------------------------------------------------------------- */
@@ -105,7 +106,7 @@ struct keel_node {
     int client_addr_inflight;      /* KEEL.CLUSTER UPDATE of our client address */
     keel_ms_t client_addr_next_ms; /* not asked again before this */
     uv_tcp_t listener;
-    inconn_t *inconns;
+    keel_list_t inconns; /* inbound peer connections (inconn_t.link) */
     uv_check_t check;
     keel_timer_t tick;
     keel_ms_t raft_ms;     /* the core's clock: one tick per timer callback (on_tick) */

@@ -266,13 +266,7 @@ void keel__node_inconn_close(inconn_t *c)
     if (c->closing)
         return;
     c->closing = 1;
-    keel_node_t *n = c->node;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        n->inconns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    keel_list_remove(&c->link);
     uv_close((uv_handle_t *)&c->tcp, inconn_closed);
 }
 
@@ -350,10 +344,16 @@ static void tell_inconn_removed(inconn_t *c)
 void keel__node_judge_inconns(keel_node_t *n)
 {
     keel_memberdir_t *d = keel__node_applied_members(n);
-    for (inconn_t *c = n->inconns; c != NULL && d != NULL; c = c->next)
+    if (d == NULL)
+        return;
+    keel_list_t *it;
+    KEEL_LIST_FOREACH(it, &n->inconns)
+    {
+        inconn_t *c = KEEL_LIST_ENTRY(it, inconn_t, link);
         if (c->from != 0 && !c->told_removed && !c->closing &&
             keel__node_removed_for_good(d, c->from))
             tell_inconn_removed(c);
+    }
 }
 
 static int handle_frame(void *ctx, const keel_frame_t *fr)
@@ -457,10 +457,8 @@ void keel__node_on_peer_connection(uv_stream_t *srv, int status)
     uv_tcp_init(&n->loop->uv, &c->tcp);
     c->tcp.data = c;
     n->handles_open++;
-    c->next = n->inconns;
-    if (n->inconns)
-        n->inconns->prev = c;
-    n->inconns = c;
+    keel_list_init(&c->link);
+    keel_list_insert_head(&n->inconns, &c->link);
     if (uv_accept(srv, (uv_stream_t *)&c->tcp) != 0) {
         keel__node_inconn_close(c);
         return;

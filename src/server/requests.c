@@ -67,15 +67,9 @@ static keel_req_t *req_new(keel_reqs_t *q, keel_req_kind_t kind, keel_reqs_done_
     r->start_ms = q->env.now_ms(q->env.data);
     r->deadline_ms = r->start_ms + q->cfg.timeout_ms;
     q->pending++;
-    if (kind == KEEL_REQ_WRITE ||
-        kind == KEEL_REQ_READ) { /* remote ones are timed by their origin */
-        r->prev = q->all_tail;
-        if (q->all_tail)
-            q->all_tail->next = r;
-        else
-            q->all_head = r;
-        q->all_tail = r;
-    }
+    keel_list_init(&r->all);
+    if (kind == KEEL_REQ_WRITE || kind == KEEL_REQ_READ) /* remote ones: timed by their origin */
+        keel_list_insert_tail(&q->all, &r->all);
     return r;
 }
 
@@ -83,17 +77,7 @@ static void all_unlink(keel_reqs_t *q, keel_req_t *r)
 {
     if (r->kind != KEEL_REQ_WRITE && r->kind != KEEL_REQ_READ)
         return;
-    if (r->prev)
-        r->prev->next = r->next;
-    else if (q->all_head == r)
-        q->all_head = r->next;
-    else
-        return; /* already unlinked */
-    if (r->next)
-        r->next->prev = r->prev;
-    else
-        q->all_tail = r->prev;
-    r->prev = r->next = NULL;
+    keel_list_remove(&r->all); /* a no-op once unlinked */
 }
 
 /* Answers a request once; the memory stays while a queue still holds it. */
@@ -599,8 +583,10 @@ static size_t serve_ready_reads(keel_reqs_t *q)
 static void expire_requests(keel_reqs_t *q)
 {
     keel_ms_t now = q->env.now_ms(q->env.data);
-    while (q->all_head && q->all_head->deadline_ms <= now) {
-        keel_req_t *r = q->all_head;
+    keel_list_t *l;
+    while ((l = keel_list_first(&q->all)) != NULL &&
+           KEEL_LIST_ENTRY(l, keel_req_t, all)->deadline_ms <= now) {
+        keel_req_t *r = KEEL_LIST_ENTRY(l, keel_req_t, all);
         if (q->m_timeouts)
             keel_counter_inc(q->m_timeouts);
         if (r->req_id != 0 && fwd_take(q, r->req_id) == r) {
@@ -622,6 +608,7 @@ int keel_reqs_init(keel_reqs_t *q, const keel_reqs_config_t *cfg, const keel_req
     q->env = *env;
     q->raft = raft;
     q->sm = sm;
+    keel_list_init(&q->all);
     keel_buf_init(&q->scratch, 0);
     keel_buf_init(&q->reply, 0);
     keel_metrics_t *m = cfg->metrics;

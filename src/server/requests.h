@@ -3,6 +3,7 @@
 #define KEEL_SERVER_REQUESTS_H
 
 #include "base/buf.h"
+#include "base/list.h"
 #include "base/ktime.h"
 #include "base/map.h"
 #include "base/metrics.h"
@@ -57,9 +58,9 @@ struct keel_req {
     char *conf_reply;        /* membership change proposed here: its reply once committed */
     int is_conf;             /* cmd is a membership change */
     keel_ms_t start_ms;
-    keel_req_t *prev, *next; /* the all-requests list, in deadline order (local only) */
-    keel_req_t *qnext;       /* the queue the request waits in; the pool's list when free */
-    uint8_t cmd_inline[];    /* KEEL_REQ_CMD_INLINE_BYTES: cmd points here when it fits */
+    keel_list_t all;      /* in keel_reqs_t.all, in deadline order (local ones only) */
+    keel_req_t *qnext;    /* the queue the request waits in; the pool's list when free */
+    uint8_t cmd_inline[]; /* KEEL_REQ_CMD_INLINE_BYTES: cmd points here when it fits */
 };
 
 /*
@@ -107,9 +108,9 @@ typedef struct keel_reqs {
     keel_reqs_env_t env;
     keel_raft_t *raft;
     keel_sm_t sm;
-    int removed; /* the node is not a member: requests are refused */
-    int stopped; /* keel_reqs_cancel_all ran: nothing more is taken */
-    keel_req_t *all_head, *all_tail;
+    int removed;     /* the node is not a member: requests are refused */
+    int stopped;     /* keel_reqs_cancel_all ran: nothing more is taken */
+    keel_list_t all; /* local requests not yet answered, oldest (first deadline) first */
     size_t pending;
     keel_req_queue_t parked; /* waiting for a known leader */
     /* Requests submitted while a Ready is being handled (a request's answer can make its
