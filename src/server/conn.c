@@ -91,6 +91,8 @@ static const char *outcome_error(int status)
         return "-TRYAGAIN keel: no leader is known; retry\r\n";
     case KEEL_ECANCELED:
         return "-ERR keel: server shutting down\r\n";
+    case KEEL_ETOOBIG: /* the command as a whole is larger than one Raft entry */
+        return "-ERR string exceeds maximum allowed size\r\n";
     case KEEL_EFULL:
         return "-ERR keel: too many requests pending on this node\r\n";
     default:
@@ -119,6 +121,7 @@ static void on_node_done(void *ctx, int status, const uint8_t *resp, size_t len)
 {
     pending_reply_t *pr = ctx;
     client_state_t *cs = pr->cs;
+    assert(cs->inflight > 0 && pr->slot != NULL);
     keel_buf_t *out = keel_resp_deferred_out(pr->slot);
     int rc;
     if (status == 0 && pr->watch && !cs->closed) {
@@ -155,6 +158,9 @@ static void submit(pending_reply_t *pr)
 {
     client_state_t *cs = pr->cs;
     keel_node_t *node = pr->srv->node;
+    /* the connection's order: only commands of the kind in flight run together */
+    assert(cs->inflight == 0 || cs->kind_write == pr->is_write);
+    assert(!cs->closed);
     cs->inflight++;
     cs->kind_write = pr->is_write;
     int argc = (int)pr->argc, rc;
@@ -176,6 +182,7 @@ static void submit(pending_reply_t *pr)
 /* Nothing in flight: start the next run of same-kind commands from the held queue. */
 static void release_held(client_state_t *cs)
 {
+    assert(!cs->releasing && (cs->held_head == NULL) == (cs->held_tail == NULL));
     cs->releasing = 1;
     while (cs->inflight == 0 && cs->held_head != NULL) {
         int kind = cs->held_head->is_write;

@@ -548,6 +548,7 @@ static int reqs_start(keel_node_t *n)
     keel_reqs_config_t rc = {.id = n->cfg.id,
                              .pending_max = n->cfg.requests_pending_max,
                              .timeout_ms = n->cfg.request_timeout_ms,
+                             .entry_bytes_max = (size_t)entry_bytes_needed(&n->cfg),
                              .metrics = n->cfg.metrics};
     keel_reqs_env_t env = {.data = n,
                            .now_ms = env_now_ms,

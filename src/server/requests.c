@@ -140,6 +140,8 @@ static void remote_done(void *ctx, int status, const uint8_t *reply, size_t len)
 int keel_reqs_submit_entry(keel_reqs_t *q, keel_req_kind_t kind, const uint8_t *cmd, size_t len,
                            int is_conf, keel_reqs_done_fn done, void *ctx)
 {
+    if (len > q->cfg.entry_bytes_max)
+        return KEEL_ETOOBIG;
     if (q->stopped)
         return KEEL_ECANCELED;
     if (q->pending >= q->cfg.pending_max)
@@ -238,6 +240,8 @@ static void requeue_from(keel_reqs_t *q, uint64_t index)
 /* A write is in the log at index (this term): it waits there for its entry to apply. */
 static void proposed(keel_reqs_t *q, keel_req_t *r, uint64_t index)
 {
+    assert(r->kind == KEEL_REQ_WRITE || r->kind == KEEL_REQ_REMOTE_WRITE);
+    assert(keel_raft_leader(q->raft) == q->cfg.id && index > 0);
     r->index = index;
     r->term = keel_raft_term(q->raft);
     if (q->writes.tail == NULL || q->writes.tail->index < index) {
@@ -246,6 +250,7 @@ static void proposed(keel_reqs_t *q, keel_req_t *r, uint64_t index)
     }
     requeue_from(q, index);
     keel_req_push(&q->writes, r);
+    assert(q->writes.head == r || q->writes.head->index < index); /* index-ordered */
 }
 
 /*
@@ -254,6 +259,7 @@ static void proposed(keel_reqs_t *q, keel_req_t *r, uint64_t index)
  */
 static void dispatch(keel_reqs_t *q, keel_req_t *r)
 {
+    assert(r->qnext == NULL); /* in no queue while being dispatched */
     if (r->done == NULL) {
         req_free(q, r);
         return;
@@ -569,6 +575,7 @@ static size_t serve_ready_reads(keel_reqs_t *q)
         if (r->done == NULL) {
             req_free(q, r);
         } else if (r->index <= applied) {
+            assert(r->kind == KEEL_REQ_READ && r->index <= applied);
             serve_read(q, r);
             req_free(q, r);
             served++;
@@ -764,6 +771,7 @@ void keel_reqs_snapshot_installed(keel_reqs_t *q, uint64_t index)
 
 int keel_reqs_step(keel_reqs_t *q)
 {
+    assert(!q->handling_ready);
     int moved = start_read_batch(q);
     if (q->in_ready.head != NULL) {
         keel_req_queue_t later = q->in_ready; /* submitted by answers inside the ready */

@@ -97,6 +97,8 @@ typedef struct keel_reqs_config {
     uint64_t id;             /* this node's member id */
     size_t pending_max;      /* writes + reads waiting on this node */
     keel_ms_t timeout_ms;    /* outcome unknown after this */
+    size_t entry_bytes_max;  /* the largest entry the Raft core takes: larger commands are
+                                refused at submission with KEEL_ETOOBIG */
     keel_metrics_t *metrics; /* may be NULL */
 } keel_reqs_config_t;
 
@@ -139,7 +141,8 @@ void keel_reqs_cancel_all(keel_reqs_t *q);
 void keel_reqs_free(keel_reqs_t *q);
 
 /* A client's command (argv borrowed): 0 (done will be called, maybe before this returns),
- * or KEEL_EFULL / KEEL_ECANCELED / KEEL_ENOMEM / the encoding's error, done not called. */
+ * or KEEL_EFULL / KEEL_ECANCELED / KEEL_ENOMEM / KEEL_ETOOBIG (the entry would be larger
+ * than entry_bytes_max) / the encoding's error, done not called. */
 int keel_reqs_submit(keel_reqs_t *q, keel_req_kind_t kind, int argc, const uint8_t *const *argv,
                      const size_t *lens, keel_reqs_done_fn done, void *ctx);
 /* The same for an entry already encoded (housekeeping) or a membership change. */

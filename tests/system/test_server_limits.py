@@ -120,6 +120,10 @@ def test_values_and_keys_at_the_limit_pass_and_over_it_fail_without_closing(make
         assert c.call("MSET", "ok1", "1", key, b"d" * (vmax + 1)).startswith(b"-ERR string exceeds")
         assert c.call("EXISTS", "ok1") == b":0\r\n", "a failed MSET set some keys"
         assert c.call("GET", key) == b"$%d\r\n%s\r\n" % (vmax, b"a" * vmax)
+        # each value within the limit, the whole larger than one Raft entry: the same error
+        many = [x for i in range(20) for x in (f"big{i}", b"e" * vmax)]
+        assert c.call("MSET", *many) == b"-ERR string exceeds maximum allowed size\r\n"
+        assert c.call("EXISTS", "big0") == b":0\r\n"
         big_key = b"k" * kmax
         assert c.call("SET", big_key, "1") == b"+OK\r\n"
         assert c.call("SET", big_key + b"k", "1") == b"-ERR key exceeds maximum allowed size\r\n"
