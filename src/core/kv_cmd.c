@@ -1,5 +1,6 @@
 /* kv_cmd.c - KV commands: one table (name, arity, flags, syntax, handler), RESP replies, glob. */
 #include "core/kv_int.h"
+#include "proto/resp.h"
 
 #include "base/num.h"
 
@@ -50,25 +51,14 @@ typedef struct cmd {
 
 /* ---- RESP writers ---------------------------------------------------------- */
 
-/* ':' or '$' or '*', a sign, 20 digits, CRLF */
-#define HDR_BYTES_MAX 24u
-
-static size_t put_hdr(uint8_t *w, char type, int64_t v)
-{
-    w[0] = (uint8_t)type;
-    size_t n = 1 + keel_fmt_i64((char *)w + 1, v);
-    w[n++] = '\r';
-    w[n++] = '\n';
-    return n;
-}
-
 /*
  * Replies go through a reply_t that remembers the first failure of the
  * caller's buffer (its bytes_max, or memory) instead of returning it: a
  * committed write must change the state on every node whatever room the
  * proposer's reply buffer has, so no handler stops because of its reply.
  * keel__kv_exec decides what a failed reply becomes. After a failure nothing
- * more is written (the partial reply is dropped anyway).
+ * more is written (the partial reply is dropped anyway). Every reply is written
+ * by proto/resp's writers.
  */
 typedef struct reply {
     keel_buf_t *b;
@@ -76,86 +66,62 @@ typedef struct reply {
     int failed;  /* first KEEL_ETOOBIG / KEEL_ENOMEM from b, or 0 */
 } reply_t;
 
-/* n writable bytes at the end of the reply, or NULL (failure recorded). */
-static uint8_t *room(reply_t *o, size_t n)
+static void track(reply_t *o, int rc)
 {
-    if (o->failed)
-        return NULL;
-    int rc = keel_buf_reserve(o->b, n);
-    if (rc != 0) {
+    if (rc != 0 && o->failed == 0)
         o->failed = rc;
-        return NULL;
-    }
-    return keel_buf_wptr(o->b);
-}
-
-static void r_mem(reply_t *o, const void *p, size_t n)
-{
-    uint8_t *w = room(o, n);
-    if (w == NULL)
-        return;
-    if (n)
-        memcpy(w, p, n);
-    keel_buf_commit(o->b, n);
-}
-
-static void r_hdr(reply_t *o, char type, int64_t v)
-{
-    uint8_t *w = room(o, HDR_BYTES_MAX);
-    if (w)
-        keel_buf_commit(o->b, put_hdr(w, type, v));
 }
 
 static void r_int(reply_t *o, int64_t v)
 {
-    r_hdr(o, ':', v);
+    if (!o->failed)
+        track(o, keel_resp_write_int(o->b, v));
 }
 
 static void r_array(reply_t *o, size_t n)
 {
-    r_hdr(o, '*', (int64_t)n);
+    if (!o->failed)
+        track(o, keel_resp_write_array_header(o->b, n));
 }
 
 static void r_bulk(reply_t *o, const uint8_t *p, size_t n)
 {
-    uint8_t *w = room(o, HDR_BYTES_MAX + n + 2);
-    if (w == NULL)
-        return;
-    size_t h = put_hdr(w, '$', (int64_t)n);
-    if (n)
-        memcpy(w + h, p, n);
-    w[h + n] = '\r';
-    w[h + n + 1] = '\n';
-    keel_buf_commit(o->b, h + n + 2);
-}
-
-static void r_raw(reply_t *o, const char *s)
-{
-    r_mem(o, s, strlen(s));
+    if (!o->failed)
+        track(o, keel_resp_write_bulk(o->b, p, n));
 }
 
 static void r_nil(reply_t *o)
 {
-    r_mem(o, "$-1\r\n", 5);
+    if (!o->failed)
+        track(o, keel_resp_write_nil(o->b));
+}
+
+static void r_nil_array(reply_t *o)
+{
+    if (!o->failed)
+        track(o, keel_resp_write_nil_array(o->b));
 }
 
 static void r_ok(reply_t *o)
 {
-    r_mem(o, "+OK\r\n", 5);
+    if (!o->failed)
+        track(o, keel_resp_write_simple(o->b, "OK"));
 }
 
 /* An error reply from a fixed text; REPLIED, so callers stop the command. */
 static int r_err(reply_t *o, const char *text)
 {
-    size_t n = strlen(text);
-    uint8_t *w = room(o, n + 3);
-    if (w) {
-        w[0] = '-';
-        memcpy(w + 1, text, n);
-        w[n + 1] = '\r';
-        w[n + 2] = '\n';
-        keel_buf_commit(o->b, n + 3);
-    }
+    if (!o->failed)
+        track(o, keel_resp_write_error(o->b, text));
+    return REPLIED;
+}
+
+/* An error naming a client's argument (at most 128 bytes of it, as Redis shows them). */
+static int r_err_arg(reply_t *o, const char *before, const uint8_t *p, size_t n, const char *after)
+{
+    if (!o->failed)
+        track(o, keel_resp_write_errorf(o->b, "%s%.*s%s", before, (int)(n < 128 ? n : 128),
+                                        (const char *)p, after));
     return REPLIED;
 }
 
@@ -671,7 +637,7 @@ static int cmd_getv(const call_t *c)
 {
     const keel__kv_entry_t *e = lookup(c, 1);
     if (e == NULL) {
-        r_mem(c->reply, "*-1\r\n", 5);
+        r_nil_array(c->reply);
         return 0;
     }
     r_array(c->reply, 2);
@@ -679,8 +645,6 @@ static int cmd_getv(const call_t *c)
     r_int(c->reply, (int64_t)e->version);
     return 0;
 }
-
-static void r_text(reply_t *o, const uint8_t *p, size_t n, size_t max);
 
 /* ---- expiry ------------------------------------------------------------------ */
 
@@ -733,10 +697,7 @@ static int expire_parse(const call_t *c, unsigned *flags, int64_t *when)
         } else if (arg_is(c, i, "LT")) {
             f |= EXP_LT;
         } else {
-            r_raw(c->reply, "-ERR Unsupported option ");
-            r_text(c->reply, c->argv[i], c->lens[i], 128);
-            r_raw(c->reply, "\r\n");
-            return REPLIED;
+            return r_err_arg(c->reply, "ERR Unsupported option ", c->argv[i], c->lens[i], "");
         }
     }
     if ((f & EXP_NX) && (f & (EXP_XX | EXP_GT | EXP_LT)))
@@ -986,10 +947,8 @@ static int lease_syntax(const call_t *c)
     int64_t v;
     if (!arg_is(c, 1, "GRANT") && !arg_is(c, 1, "KEEPALIVE") && !arg_is(c, 1, "REVOKE") &&
         !arg_is(c, 1, "TTL")) {
-        r_raw(c->reply, "-ERR unknown subcommand '");
-        r_text(c->reply, c->argv[1], c->lens[1], 128);
-        r_raw(c->reply, "' for 'keel.lease'\r\n");
-        return REPLIED;
+        return r_err_arg(c->reply, "ERR unknown subcommand '", c->argv[1], c->lens[1],
+                         "' for 'keel.lease'");
     }
     if (keel_parse_i64(c->argv[2], c->lens[2], &v) != 0 || v <= 0)
         return r_err(c->reply, ERR_NOT_INT);
@@ -1410,7 +1369,7 @@ static int cmd_txn(const call_t *c)
             keel__kv_find(kv, key, key_len, keel__kv_hash(kv, key, key_len), NULL);
         uint64_t cur = e && keel__kv_alive(kv, e, c->now) ? e->version : 0;
         if (cur != (uint64_t)want) {
-            r_mem(c->reply, "*-1\r\n", 5);
+            r_nil_array(c->reply);
             return 0;
         }
     }
@@ -1548,23 +1507,23 @@ static int cmd_scan(const call_t *c)
         cursor = keel__kv_scan(c->kv, cursor, scan_one, &s);
     } while (cursor && iterations-- && s.visited < o.count && !c->reply->failed &&
              keel_buf_unread(b) - mark < KEEL_KV_SCAN_REPLY_BYTES_MAX);
-    uint8_t hdr[4 + 2 * HDR_BYTES_MAX + 20];
-    char digits[20];
+    /* The header goes first but is known last: written after the keys, then rotated in
+       front of them (it is a few dozen bytes). */
+    size_t keys = keel_buf_unread(b) - mark;
+    char digits[KEEL_DEC_BYTES_MAX];
     size_t dn = keel_fmt_u64(digits, cursor);
-    memcpy(hdr, "*2\r\n", 4);
-    size_t hn = 4 + put_hdr(hdr + 4, '$', (int64_t)dn);
-    memcpy(hdr + hn, digits, dn);
-    hn += dn;
-    hdr[hn++] = '\r';
-    hdr[hn++] = '\n';
-    hn += put_hdr(hdr + hn, '*', s.emitted);
-    if (room(c->reply, hn) == NULL)
+    r_array(c->reply, 2);
+    r_bulk(c->reply, (const uint8_t *)digits, dn);
+    r_array(c->reply, s.emitted);
+    if (c->reply->failed)
         return 0;
+    uint8_t hdr[4 * KEEL_RESP_HEADER_BYTES_MAX + KEEL_DEC_BYTES_MAX];
+    size_t hn = keel_buf_unread(b) - mark - keys;
+    assert(hn <= sizeof(hdr));
     uint8_t *start = b->data + b->rpos + mark;
-    size_t keys = (size_t)(keel_buf_wptr(b) - start);
+    memcpy(hdr, start + keys, hn);
     memmove(start + hn, start, keys);
     memcpy(start, hdr, hn);
-    keel_buf_commit(b, hn);
     return 0;
 }
 
@@ -1737,35 +1696,11 @@ unsigned keel_kv_command_flags(const uint8_t *name, size_t len)
     return cmd ? cmd->flags & (KEEL_KV_WRITE | KEEL_KV_READ) : 0;
 }
 
-/* Appends up to max bytes of p, stopping at a NUL like "%.*s", CR/LF as spaces. */
-static void r_text(reply_t *o, const uint8_t *p, size_t n, size_t max)
-{
-    size_t k = 0;
-    while (k < n && k < max && p[k] != '\0')
-        k++;
-    uint8_t *w = room(o, k);
-    if (w == NULL)
-        return;
-    for (size_t i = 0; i < k; i++)
-        w[i] = p[i] == '\r' || p[i] == '\n' ? ' ' : p[i];
-    keel_buf_commit(o->b, k);
-}
-
 /* Redis processCommand: "-ERR unknown command 'x', with args beginning with: 'a' 'b' ". */
 static int r_unknown(reply_t *o, size_t argc, const uint8_t *const *argv, const size_t *lens)
 {
-    size_t args = 0;
-    r_raw(o, "-ERR unknown command '");
-    r_text(o, argv[0], lens[0], 128);
-    r_raw(o, "', with args beginning with: ");
-    for (size_t i = 1; i < argc && args < 128 && !o->failed; i++) {
-        size_t before = keel_buf_unread(o->b);
-        r_raw(o, "'");
-        r_text(o, argv[i], lens[i], 128 - args);
-        r_raw(o, "' ");
-        args += keel_buf_unread(o->b) - before;
-    }
-    r_raw(o, "\r\n");
+    if (!o->failed)
+        track(o, keel_resp_write_unknown_command(o->b, argc, argv, lens));
     return REPLIED;
 }
 

@@ -792,3 +792,21 @@ int keel_resp_write_value(keel_buf_t *b, const keel_resp_value_t *v)
     keel_buf_commit(b, n);
     return 0;
 }
+
+int keel_resp_write_unknown_command(keel_buf_t *b, size_t argc, const uint8_t *const *argv,
+                                    const size_t *lens)
+{
+    char args[160];
+    size_t n = 0;
+    args[0] = '\0';
+    for (size_t i = 1; i < argc && n < 128; i++) {
+        int w = snprintf(args + n, sizeof(args) - n, "'%.*s' ",
+                         (int)(lens[i] < 128 - n ? lens[i] : 128 - n), (const char *)argv[i]);
+        if (w < 0)
+            break;
+        n += (size_t)w < sizeof(args) - n ? (size_t)w : sizeof(args) - n - 1;
+    }
+    return keel_resp_write_errorf(b, "ERR unknown command '%.*s', with args beginning with: %s",
+                                  (int)(lens[0] < 128 ? lens[0] : 128), (const char *)argv[0],
+                                  args);
+}

@@ -169,6 +169,13 @@ int keel_resp_write_nil_array(keel_buf_t *b); /* *-1 */
 int keel_resp_write_array_header(keel_buf_t *b, size_t n);
 /* A client command: an array of argc bulk strings. */
 int keel_resp_write_command(keel_buf_t *b, size_t argc, const keel_resp_arg_t *argv);
+/*
+ * Redis 7's error for a command it does not know: "ERR unknown command 'x', with args
+ * beginning with: 'a' 'b' " (the name and the arguments cut at 128 bytes each, as
+ * processCommand words it). The one place this text is written.
+ */
+int keel_resp_write_unknown_command(keel_buf_t *b, size_t argc, const uint8_t *const *argv,
+                                    const size_t *lens);
 /* Any parsed value, recursively (depth <= KEEL_RESP_NESTING_MAX, asserted). */
 int keel_resp_write_value(keel_buf_t *b, const keel_resp_value_t *v);
 

@@ -593,23 +593,20 @@ void *keel_resp_server_data(const keel_resp_server_t *s)
 
 /* ---- input ------------------------------------------------------------------------ */
 
+/* The arguments the unknown-command error can show: 128 bytes, so at most this many. */
+#define UNKNOWN_ARGS_SHOWN_MAX 64
+
 static int unknown_command(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
 {
-    /* Redis 7 text: the name as sent and the first arguments, 128 bytes of each at most */
-    char args[160];
-    size_t n = 0;
-    args[0] = '\0';
-    for (size_t i = 1; i < argc && n < 128; i++) {
-        int w = snprintf(args + n, sizeof(args) - n, "'%.*s' ",
-                         (int)(argv[i].len < 128 - n ? argv[i].len : 128 - n),
-                         (const char *)argv[i].ptr);
-        if (w < 0)
-            break;
-        n += (size_t)w < sizeof(args) - n ? (size_t)w : sizeof(args) - n - 1;
+    const uint8_t *av[UNKNOWN_ARGS_SHOWN_MAX];
+    size_t lens[UNKNOWN_ARGS_SHOWN_MAX];
+    size_t n = argc < UNKNOWN_ARGS_SHOWN_MAX ? argc : UNKNOWN_ARGS_SHOWN_MAX;
+    for (size_t i = 0; i < n; i++) {
+        av[i] = argv[i].ptr;
+        lens[i] = argv[i].len;
     }
-    return keel_resp_client_errorf(c, "ERR unknown command '%.*s', with args beginning with: %s",
-                                   (int)(argv[0].len < 128 ? argv[0].len : 128),
-                                   (const char *)argv[0].ptr, args);
+    keel_buf_t *o = keel_resp_client_out(c);
+    return o ? keel_resp_write_unknown_command(o, n, av, lens) : KEEL_ENOMEM;
 }
 
 static int dispatch(keel_resp_client_t *c, const keel_resp_cmd_t *cmd)

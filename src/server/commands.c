@@ -17,8 +17,8 @@
 int keel__srv_cmd_select(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
 {
     if (argv[1].len == 1 && argv[1].ptr[0] == '0')
-        return keel__srv_reply(c, "+OK\r\n");
-    return keel__srv_reply(c, "-ERR DB index is out of range\r\n");
+        return keel__srv_simple(c, "OK");
+    return keel__srv_error(c, "ERR DB index is out of range");
 }
 
 int keel__srv_cmd_client(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
@@ -29,24 +29,22 @@ int keel__srv_cmd_client(keel_resp_client_t *c, size_t argc, const keel_resp_arg
         return KEEL_ENOMEM;
     if (keel__srv_arg_is(&argv[1], "setname") && argc == 3) {
         if (argv[2].len >= CLIENT_NAME_BYTES_MAX || memchr(argv[2].ptr, ' ', argv[2].len))
-            return keel__srv_reply(c,
-                                   "-ERR Client names cannot contain spaces, newlines or special "
-                                   "characters.\r\n");
+            return keel__srv_error(
+                c, "ERR Client names cannot contain spaces, newlines or special characters.");
         memcpy(st->name, argv[2].ptr, argv[2].len);
         st->name[argv[2].len] = '\0';
-        return keel__srv_reply(c, "+OK\r\n");
+        return keel__srv_simple(c, "OK");
     }
     if (keel__srv_arg_is(&argv[1], "getname") && argc == 2)
         return st->name[0] ? keel_resp_write_bulk(out, st->name, strlen(st->name))
-                           : keel__srv_reply(c, "$-1\r\n");
+                           : keel_resp_write_nil(out);
     if (keel__srv_arg_is(&argv[1], "id") && argc == 2)
-        return keel_buf_printf(out, ":%llu\r\n", (unsigned long long)keel_resp_client_id(c));
+        return keel_resp_write_int(out, (int64_t)keel_resp_client_id(c));
     if (keel__srv_arg_is(&argv[1], "setinfo") && argc == 4)
-        return keel__srv_reply(c, "+OK\r\n");
-    return keel_buf_printf(out,
-                           "-ERR unknown subcommand or wrong number of arguments for "
-                           "'%.*s'\r\n",
-                           (int)(argv[1].len > 64 ? 64 : argv[1].len), (const char *)argv[1].ptr);
+        return keel__srv_simple(c, "OK");
+    return keel_resp_write_errorf(
+        out, "ERR unknown subcommand or wrong number of arguments for '%.*s'",
+        (int)(argv[1].len > 64 ? 64 : argv[1].len), (const char *)argv[1].ptr);
 }
 
 int keel__srv_cmd_keel_reads(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
@@ -59,8 +57,8 @@ int keel__srv_cmd_keel_reads(keel_resp_client_t *c, size_t argc, const keel_resp
     else if (keel__srv_arg_is(&argv[1], "linearizable"))
         st->stale_reads = 0;
     else
-        return keel__srv_reply(c, "-ERR KEEL.READS takes 'stale' or 'linearizable'\r\n");
-    return keel__srv_reply(c, "+OK\r\n");
+        return keel__srv_error(c, "ERR KEEL.READS takes 'stale' or 'linearizable'");
+    return keel__srv_simple(c, "OK");
 }
 
 static void info_raft(server_t *s, keel_buf_t *b)
@@ -253,20 +251,20 @@ int keel__srv_cmd_quit(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
 static int members_reply(server_t *s, keel_buf_t *out, uint64_t leader)
 {
     const keel_memberdir_t *d = keel_node_members(s->node);
-    int rc = keel_buf_printf(out, "*%zu\r\n", d->n);
+    int rc = keel_resp_write_array_header(out, d->n);
     for (size_t i = 0; rc == 0 && i < d->n; i++) {
         const keel_node_member_t *m = &d->m[i];
-        rc = keel_buf_printf(out, "*6\r\n");
+        rc = keel_resp_write_array_header(out, 6);
         if (rc == 0)
             rc = keel_resp_write_bulk(out, m->name, strlen(m->name));
         if (rc == 0)
-            rc = keel_buf_printf(out, ":%llu\r\n", (unsigned long long)m->id);
+            rc = keel_resp_write_int(out, (int64_t)m->id);
         if (rc == 0)
             rc = keel_resp_write_bulk(out, m->peer_addr, strlen(m->peer_addr));
         if (rc == 0)
-            rc = keel_buf_printf(out, "%s:%d\r\n",
-                                 m->voter ? "$5\r\nvoter\r\n" : "$7\r\nlearner\r\n",
-                                 leader == m->id);
+            rc = keel_resp_write_bulk_str(out, m->voter ? "voter" : "learner");
+        if (rc == 0)
+            rc = keel_resp_write_int(out, leader == m->id);
         if (rc == 0)
             rc = keel_resp_write_bulk(out, m->client_addr, strlen(m->client_addr));
     }
@@ -314,17 +312,17 @@ static int cluster_change(keel_resp_client_t *c, server_t *s, size_t argc,
                           const keel_resp_arg_t *argv)
 {
     if (keel__srv_ensure_argv(s, argc) != 0)
-        return keel__srv_reply(c, "-ERR out of memory\r\n");
+        return keel__srv_oom(c);
     for (size_t i = 0; i < argc; i++) {
         s->argv[i] = argv[i].ptr;
         s->lens[i] = argv[i].len;
     }
     keel_node_conf_change_t chg;
     if (keel__srv_conf_parse(argc, s->argv, s->lens, &chg) != 0)
-        return keel__srv_reply(c, "-ERR keel: name or address too long\r\n");
+        return keel__srv_error(c, "ERR keel: name or address too long");
     client_state_t *cs = keel__srv_state(c);
     if (cs == NULL)
-        return keel__srv_reply(c, "-ERR out of memory\r\n");
+        return keel__srv_oom(c);
     return keel__srv_submit(c, s, cs, argc, RUN_CONF, NULL); /* NOMULTI: never in MULTI */
 }
 
@@ -350,20 +348,20 @@ int keel__srv_cmd_cluster(keel_resp_client_t *c, size_t argc, const keel_resp_ar
                 memcmp(d->m[i].name, argv[2].ptr, argv[2].len) == 0)
                 to = d->m[i].id;
         if (to == 0)
-            return keel__srv_reply(c, "-ERR keel: no such member\r\n");
+            return keel__srv_error(c, "ERR keel: no such member");
         if (to == st.leader)
-            return keel__srv_reply(c, "+OK\r\n"); /* already leads */
+            return keel__srv_simple(c, "OK"); /* already leads */
         int rc = keel_node_transfer(s->node, to);
         if (rc == KEEL_ENOTLEADER)
-            return keel_buf_printf(out, "-ERR keel: not the leader; send it to %s\r\n",
-                                   st.has_leader ? keel_node_member_name(s->node, st.leader)
-                                                 : "the leader (none known yet)");
+            return keel_resp_write_errorf(out, "ERR keel: not the leader; send it to %s",
+                                          st.has_leader ? keel_node_member_name(s->node, st.leader)
+                                                        : "the leader (none known yet)");
         if (rc != 0)
-            return keel_buf_printf(out, "-ERR keel: transfer refused: %s\r\n", keel_strerror(rc));
-        return keel__srv_reply(c, "+OK\r\n");
+            return keel_resp_write_errorf(out, "ERR keel: transfer refused: %s", keel_strerror(rc));
+        return keel__srv_simple(c, "OK");
     }
-    return keel__srv_reply(c, "-ERR keel: KEEL.CLUSTER MEMBERS | ADD name peer_addr client_addr | "
-                              "REMOVE name | TRANSFER name | UPDATE name client_addr\r\n");
+    return keel__srv_error(c, "ERR keel: KEEL.CLUSTER MEMBERS | ADD name peer_addr client_addr | "
+                              "REMOVE name | TRANSFER name | UPDATE name client_addr");
 }
 
 /* ---- the table ------------------------------------------------------------------- */

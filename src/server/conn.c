@@ -54,10 +54,21 @@ int keel__srv_arg_is(const keel_resp_arg_t *a, const char *s)
     return 1;
 }
 
-int keel__srv_reply(keel_resp_client_t *c, const char *resp)
+int keel__srv_error(keel_resp_client_t *c, const char *err)
 {
     keel_buf_t *out = keel_resp_client_out(c);
-    return out ? keel_buf_append_str(out, resp) : KEEL_ENOMEM;
+    return out ? keel_resp_write_error(out, err) : KEEL_ENOMEM;
+}
+
+int keel__srv_simple(keel_resp_client_t *c, const char *text)
+{
+    keel_buf_t *out = keel_resp_client_out(c);
+    return out ? keel_resp_write_simple(out, text) : KEEL_ENOMEM;
+}
+
+int keel__srv_oom(keel_resp_client_t *c)
+{
+    return keel__srv_error(c, KEEL_SRV_ERR_OOM);
 }
 
 /* ---- data commands: through the node ------------------------------------------- */
@@ -78,25 +89,26 @@ int keel__srv_ensure_argv(server_t *s, size_t argc)
     return 0;
 }
 
+/* The error for a request the node could not answer with the command's own reply. */
 static const char *outcome_error(int status)
 {
     switch (status) {
     case KEEL_ETIMEDOUT:
-        return "-TIMEOUT keel: no answer within the request timeout; a write may or may not "
-               "have been applied\r\n";
+        return "TIMEOUT keel: no answer within the request timeout; a write may or may not "
+               "have been applied";
     case KEEL_ECONNRESET:
-        return "-UNKNOWN keel: the leader changed before it answered; the write may or may not "
-               "have been applied\r\n";
+        return "UNKNOWN keel: the leader changed before it answered; the write may or may not "
+               "have been applied";
     case KEEL_ENOTLEADER:
-        return "-TRYAGAIN keel: no leader is known; retry\r\n";
+        return "TRYAGAIN keel: no leader is known; retry";
     case KEEL_ECANCELED:
-        return "-ERR keel: server shutting down\r\n";
+        return "ERR keel: server shutting down";
     case KEEL_ETOOBIG: /* the command as a whole is larger than one Raft entry */
-        return "-ERR string exceeds maximum allowed size\r\n";
+        return "ERR string exceeds maximum allowed size";
     case KEEL_EFULL:
-        return "-ERR keel: too many requests pending on this node\r\n";
+        return "ERR keel: too many requests pending on this node";
     default:
-        return "-ERR keel: internal error\r\n";
+        return "ERR keel: internal error";
     }
 }
 
@@ -130,15 +142,15 @@ static void on_node_done(void *ctx, int status, const uint8_t *resp, size_t len)
         if (len > 0 && resp[0] == '-')
             rc = keel_buf_append(out, resp, len);
         else if (keel__srv_watch_add(pr->srv, cs, pr->argv + 1, pr->lens + 1, pr->argc - 1) != 0)
-            rc = keel_buf_append_str(out, "-ERR out of memory\r\n");
+            rc = keel_resp_write_error(out, KEEL_SRV_ERR_OOM);
         else
-            rc = keel_buf_append_str(out, "+OK\r\n");
+            rc = keel_resp_write_simple(out, "OK");
     } else if (status == 0 && pr->exec_queued != NULL) {
         rc = keel__srv_exec_finish(pr, out, resp, len);
     } else if (status == 0)
         rc = keel_buf_append(out, resp, len);
     else
-        rc = keel_buf_append_str(out, outcome_error(status));
+        rc = keel_resp_write_error(out, outcome_error(status));
     if (pr->stats && (status != 0 || (len > 0 && resp[0] == '-')))
         keel_counter_inc(pr->stats->errors);
     keel_resp_deferred_done(pr->slot, rc);
@@ -371,7 +383,7 @@ int keel__srv_cmd_data(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
     assert(row != NULL && row->handler == keel__srv_cmd_data);
     cmd_stats_t *st = row->data;
     if (keel__srv_ensure_argv(s, argc) != 0)
-        return keel__srv_reply(c, "-ERR out of memory\r\n");
+        return keel__srv_oom(c);
     for (size_t i = 0; i < argc; i++) {
         s->argv[i] = argv[i].ptr;
         s->lens[i] = argv[i].len;
@@ -394,7 +406,7 @@ int keel__srv_cmd_data(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
     }
     client_state_t *cs = keel__srv_state(c);
     if (cs == NULL)
-        return keel__srv_reply(c, "-ERR out of memory\r\n");
+        return keel__srv_oom(c);
     if (cs->in_multi)
         return keel__srv_multi_queue(c, s, cs, row, argc);
     return keel__srv_submit(c, s, cs, argc,
@@ -424,7 +436,7 @@ static int submit_queued(keel_resp_client_t *c, server_t *s, client_state_t *cs,
         if (pr != NULL)
             keel__srv_pending_free(pr);
         keel__srv_queued_free(queued);
-        return keel__srv_reply(c, "-ERR out of memory\r\n");
+        return keel__srv_oom(c);
     }
     pr->slot = slot;
     pr->stats = st;

@@ -72,20 +72,26 @@ static int feed_match(const watcher_t *w, const keel_kv_change_t *ch)
 static int push_revision(keel_buf_t *b, const keel_kv_t *kv, const watcher_t *w, size_t from,
                          size_t to, size_t n, uint64_t rev)
 {
-    int rc =
-        keel_buf_printf(b, "*3\r\n$5\r\nwatch\r\n:%llu\r\n*%zu\r\n", (unsigned long long)rev, n);
+    int rc = keel_resp_write_array_header(b, 3);
+    if (rc == 0)
+        rc = keel_resp_write_bulk_str(b, "watch");
+    if (rc == 0)
+        rc = keel_resp_write_int(b, (int64_t)rev);
+    if (rc == 0)
+        rc = keel_resp_write_array_header(b, n);
     for (size_t i = from; rc == 0 && i < to; i++) {
         keel_kv_change_t ch;
         keel_kv_history_at(kv, i, &ch);
         if (!feed_match(w, &ch))
             continue;
-        rc = keel_buf_append_str(b, ch.op == KEEL_KV_CHANGE_PUT ? "*3\r\n$3\r\nput\r\n"
-                                                                : "*3\r\n$3\r\ndel\r\n");
+        rc = keel_resp_write_array_header(b, 3);
+        if (rc == 0)
+            rc = keel_resp_write_bulk_str(b, ch.op == KEEL_KV_CHANGE_PUT ? "put" : "del");
         if (rc == 0)
             rc = keel_resp_write_bulk(b, ch.key, ch.key_len);
         if (rc == 0)
-            rc = ch.value ? keel_resp_write_bulk(b, ch.value, ch.value_len)
-                          : keel_buf_append_str(b, "$-1\r\n");
+            rc =
+                ch.value ? keel_resp_write_bulk(b, ch.value, ch.value_len) : keel_resp_write_nil(b);
     }
     return rc;
 }
@@ -104,10 +110,10 @@ static void feed_lagged(server_t *s, client_state_t *cs, const keel_kv_t *kv)
     keel_resp_deferred_t *d = keel_resp_client_defer(c);
     if (d == NULL)
         return;
-    int rc = keel_buf_printf(keel_resp_deferred_out(d),
-                             "-LAGGED watcher fell behind this node's change history (oldest "
-                             "available revision %llu); resume with FROM %llu\r\n",
-                             oldest, after);
+    int rc = keel_resp_write_errorf(keel_resp_deferred_out(d),
+                                    "LAGGED watcher fell behind this node's change history "
+                                    "(oldest available revision %llu); resume with FROM %llu",
+                                    oldest, after);
     keel_resp_client_close_after_reply(c);
     keel_resp_deferred_done(d, rc);
 }
@@ -184,37 +190,39 @@ int keel__srv_cmd_keel_watch(keel_resp_client_t *c, size_t argc, const keel_resp
         return KEEL_ENOMEM;
     int64_t from = -1;
     if (argc != 2 && (argc != 4 || !keel__srv_arg_is(&argv[2], "from")))
-        return keel__srv_reply(c, "-ERR syntax error: KEEL.WATCH prefix [FROM revision]\r\n");
+        return keel__srv_error(c, "ERR syntax error: KEEL.WATCH prefix [FROM revision]");
     if (argc == 4 && (keel_parse_i64(argv[3].ptr, argv[3].len, &from) != 0 || from < 0))
-        return keel__srv_reply(c, "-ERR value is not an integer or out of range\r\n");
+        return keel__srv_error(c, "ERR value is not an integer or out of range");
     if (keel_pubsub_count(s->pubsub, c) > 0)
-        return keel__srv_reply(c, "-ERR KEEL.WATCH is not allowed in subscribed mode\r\n");
+        return keel__srv_error(c, "ERR KEEL.WATCH is not allowed in subscribed mode");
     if (argv[1].len > WATCH_PREFIX_BYTES_MAX)
-        return keel__srv_reply(c, "-ERR keel: watch prefix too long\r\n");
+        return keel__srv_error(c, "ERR keel: watch prefix too long");
     if (s->node == NULL)
-        return keel__srv_reply(c, "-ERR keel: server shutting down\r\n");
+        return keel__srv_error(c, "ERR keel: server shutting down");
     const keel_kv_t *kv = &s->kv.kv;
     uint64_t after = from >= 0 ? (uint64_t)from : keel_kv_revision(kv);
     size_t pos;
     if (keel_kv_history_seek(kv, after, &pos) != 0)
-        return keel_buf_printf(out,
-                               "-COMPACTED oldest available revision %llu on this node; changes "
-                               "after %llu are no longer all retained\r\n",
-                               (unsigned long long)keel_kv_history_oldest(kv),
-                               (unsigned long long)after);
+        return keel_resp_write_errorf(out,
+                                      "COMPACTED oldest available revision %llu on this node; "
+                                      "changes after %llu are no longer all retained",
+                                      (unsigned long long)keel_kv_history_oldest(kv),
+                                      (unsigned long long)after);
     watcher_t *w = calloc(1, sizeof(*w) + argv[1].len);
     if (w == NULL)
-        return keel__srv_reply(c, "-ERR out of memory\r\n");
+        return keel__srv_oom(c);
     keel_list_init(&w->link);
     w->client = c;
     w->after = after;
     w->prefix_len = argv[1].len;
     memcpy(w->prefix, argv[1].ptr, argv[1].len);
-    int rc = keel_buf_append_str(out, "*3\r\n$8\r\nwatching\r\n");
+    int rc = keel_resp_write_array_header(out, 3);
+    if (rc == 0)
+        rc = keel_resp_write_bulk_str(out, "watching");
     if (rc == 0)
         rc = keel_resp_write_bulk(out, argv[1].ptr, argv[1].len);
     if (rc == 0)
-        rc = keel_buf_printf(out, ":%llu\r\n", (unsigned long long)after);
+        rc = keel_resp_write_int(out, (int64_t)after);
     if (rc != 0) {
         free(w);
         return rc;

@@ -1,6 +1,9 @@
 /* members.c - membership administration: changes, promotion, the directory, who left. */
 #include "server/node_int.h"
 
+#include "base/num.h"
+#include "proto/resp.h"
+
 #include "base/bytes.h"
 #include "base/hash.h"
 #include "base/log.h"
@@ -78,6 +81,33 @@ int keel_node_conf_decode(const uint8_t *p, size_t len, keel_node_conf_change_t 
     return 0;
 }
 
+/* The reply in b as an owned NUL-terminated string (RESP replies here hold no NUL); b is
+ * freed. NULL without memory, or if a write into b failed (rc). */
+static char *reply_text(keel_buf_t *b, int rc)
+{
+    char *out = rc == 0 ? malloc(keel_buf_unread(b) + 1) : NULL;
+    if (out) {
+        memcpy(out, keel_buf_rptr(b), keel_buf_unread(b));
+        out[keel_buf_unread(b)] = '\0';
+    }
+    keel_buf_free(b);
+    return out;
+}
+
+static char *reply_ok(void)
+{
+    keel_buf_t b;
+    keel_buf_init(&b, 0);
+    return reply_text(&b, keel_resp_write_simple(&b, "OK"));
+}
+
+static char *reply_int(uint64_t v)
+{
+    keel_buf_t b;
+    keel_buf_init(&b, 0);
+    return reply_text(&b, keel_resp_write_int(&b, (int64_t)v));
+}
+
 /* JOIN's answer: [id, cluster id, [[name, id, peer, client, role], ...]] of conf c. */
 static char *join_reply(keel_node_t *n, uint64_t id, const keel_raft_conf_t *c)
 {
@@ -85,25 +115,38 @@ static char *join_reply(keel_node_t *n, uint64_t id, const keel_raft_conf_t *c)
     keel_memberdir_of_conf(c, n->cfg.members, n->cfg.members_n, &d);
     keel_buf_t b;
     keel_buf_init(&b, 0);
-    char cid[24];
-    snprintf(cid, sizeof(cid), "%llu", (unsigned long long)n->cfg.cluster_id);
-    keel_buf_printf(&b, "*3\r\n:%llu\r\n$%zu\r\n%s\r\n*%zu\r\n", (unsigned long long)id,
-                    strlen(cid), cid, d.n);
-    for (size_t i = 0; i < d.n; i++) {
+    char cid[KEEL_DEC_BYTES_MAX];
+    size_t cid_n = keel_fmt_u64(cid, n->cfg.cluster_id);
+    int rc = keel_resp_write_array_header(&b, 3);
+    if (rc == 0)
+        rc = keel_resp_write_int(&b, (int64_t)id);
+    if (rc == 0)
+        rc = keel_resp_write_bulk(&b, cid, cid_n);
+    if (rc == 0)
+        rc = keel_resp_write_array_header(&b, d.n);
+    for (size_t i = 0; rc == 0 && i < d.n; i++) {
         const keel_node_member_t *m = &d.m[i];
-        keel_buf_printf(&b,
-                        "*5\r\n$%zu\r\n%s\r\n:%llu\r\n$%zu\r\n%s\r\n$%zu\r\n%s\r\n$%d\r\n%s\r\n",
-                        strlen(m->name), m->name, (unsigned long long)m->id, strlen(m->peer_addr),
-                        m->peer_addr, strlen(m->client_addr), m->client_addr, m->voter ? 5 : 7,
-                        m->voter ? "voter" : "learner");
+        rc = keel_resp_write_array_header(&b, 5);
+        if (rc == 0)
+            rc = keel_resp_write_bulk_str(&b, m->name);
+        if (rc == 0)
+            rc = keel_resp_write_int(&b, (int64_t)m->id);
+        if (rc == 0)
+            rc = keel_resp_write_bulk_str(&b, m->peer_addr);
+        if (rc == 0)
+            rc = keel_resp_write_bulk_str(&b, m->client_addr);
+        if (rc == 0)
+            rc = keel_resp_write_bulk_str(&b, m->voter ? "voter" : "learner");
     }
-    char *out = malloc(keel_buf_unread(&b) + 1);
-    if (out) {
-        memcpy(out, keel_buf_rptr(&b), keel_buf_unread(&b));
-        out[keel_buf_unread(&b)] = '\0';
-    }
-    keel_buf_free(&b);
-    return out;
+    return reply_text(&b, rc);
+}
+
+/* A refused change: "-ERR keel: ..." as an owned string. */
+static char *reply_error(const char *text)
+{
+    keel_buf_t b;
+    keel_buf_init(&b, 0);
+    return reply_text(&b, keel_resp_write_errorf(&b, "ERR keel: %s", text));
 }
 
 /*
@@ -150,11 +193,8 @@ static int conf_next(keel_node_t *n, const keel_node_conf_change_t *c, keel_raft
         }
         uint64_t id;
         int rc = keel_memberdir_add(cur, &dir, &who, next, &id, m);
-        if (rc == 0) {
-            char t[32];
-            snprintf(t, sizeof(t), ":%llu\r\n", (unsigned long long)id);
-            *reply = join ? join_reply(n, id, next) : strdup(t);
-        }
+        if (rc == 0)
+            *reply = join ? join_reply(n, id, next) : reply_int(id);
         return rc;
     }
     keel_node_member_t *who = keel_memberdir_find_name(&dir, c->name, strlen(c->name));
@@ -166,7 +206,7 @@ static int conf_next(keel_node_t *n, const keel_node_conf_change_t *c, keel_raft
            address filled in already, which an UPDATE for the leader must still write. */
         const keel_node_member_t *in_force = keel_memberdir_find_id(&n->members, who->id);
         if (in_force && strcmp(in_force->client_addr, c->client_addr) == 0) {
-            *reply = strdup("+OK\r\n"); /* nothing to change */
+            *reply = reply_ok(); /* nothing to change */
             return 1;
         }
         rc = keel_memberdir_set_client(cur, &dir, who->id, c->client_addr, next, m);
@@ -175,7 +215,7 @@ static int conf_next(keel_node_t *n, const keel_node_conf_change_t *c, keel_raft
                                             : keel_memberdir_promote(cur, &dir, who->id, next, m);
     }
     if (rc == 0)
-        *reply = strdup("+OK\r\n");
+        *reply = reply_ok();
     return rc;
 }
 
@@ -193,7 +233,9 @@ void keel__node_conf_change(keel_node_t *n, keel_req_t *r)
     free(r->conf_reply);
     r->conf_reply = NULL;
     if (keel_node_conf_decode(r->cmd, r->cmd_len, &c) != 0) {
-        conf_answer(n, r, "-ERR keel: bad membership change\r\n");
+        reply = reply_error("bad membership change");
+        conf_answer(n, r, reply ? reply : "-ERR out of memory\r\n");
+        free(reply);
         return;
     }
     if (c.op == KEEL_NODE_CONF_REMOVE) {
@@ -203,7 +245,7 @@ void keel__node_conf_change(keel_node_t *n, keel_req_t *r)
     }
     int rc = conf_next(n, &c, next, &reply, &m);
     if (rc == 1) { /* answered without a change */
-        conf_answer(n, r, reply ? reply : "-ERR keel: out of memory\r\n");
+        conf_answer(n, r, reply ? reply : "-ERR out of memory\r\n");
         free(reply);
         return;
     }
@@ -215,10 +257,10 @@ void keel__node_conf_change(keel_node_t *n, keel_req_t *r)
         return;
     }
     if (rc != 0 || reply == NULL) {
-        char t[KEEL_ERRMSG_BYTES_MAX + 64];
-        snprintf(t, sizeof(t), "-ERR keel: %s\r\n", m.text[0] ? m.text : keel_strerror(rc));
         free(reply);
-        conf_answer(n, r, t);
+        reply = reply_error(m.text[0] ? m.text : keel_strerror(rc));
+        conf_answer(n, r, reply ? reply : "-ERR out of memory\r\n");
+        free(reply);
         return;
     }
     r->conf_reply = reply;

@@ -1,6 +1,8 @@
 /* requests.c - a node's client requests: propose, forward, ReadIndex batches, park, answer. */
 #include "server/requests.h"
 
+#include "proto/resp.h"
+
 #include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -270,8 +272,8 @@ static void dispatch(keel_reqs_t *q, keel_req_t *r)
     }
     if (q->removed && (r->kind == KEEL_REQ_WRITE || r->kind == KEEL_REQ_READ)) {
         keel_buf_reset(&q->reply);
-        keel_buf_append_str(&q->reply, "-ERR keel: this node is not a member of the cluster "
-                                       "(removed, or not yet added)\r\n");
+        keel_resp_write_error(&q->reply, "ERR keel: this node is not a member of the cluster "
+                                         "(removed, or not yet added)");
         req_answer(q, r, 0, keel_buf_rptr(&q->reply), keel_buf_unread(&q->reply));
         r->done = NULL;
         req_free(q, r);
@@ -298,7 +300,7 @@ static void dispatch(keel_reqs_t *q, keel_req_t *r)
         }
         if (rc != 0) {
             keel_buf_reset(&q->reply);
-            keel_buf_printf(&q->reply, "-ERR keel: proposal refused: %s\r\n", keel_strerror(rc));
+            keel_resp_write_errorf(&q->reply, "ERR keel: proposal refused: %s", keel_strerror(rc));
             write_answered(q, r);
             return;
         }

@@ -32,6 +32,7 @@
 
 #define SERVER_VERSION "0.1.0"
 #define CLIENT_NAME_BYTES_MAX 128
+#define KEEL_SRV_ERR_OOM "ERR out of memory"
 
 /* A command row's statistics (keel_resp_command_t.data): Prometheus counters. */
 typedef struct cmd_stats {
@@ -128,7 +129,11 @@ enum {
 server_t *keel__srv_of(keel_resp_client_t *c);
 client_state_t *keel__srv_state(keel_resp_client_t *c);
 int keel__srv_arg_is(const keel_resp_arg_t *a, const char *s);
-int keel__srv_reply(keel_resp_client_t *c, const char *resp);
+/* Replies, written through proto/resp: an error ("ERR ..." without the '-'), a simple
+ * string, and the out-of-memory error every handler may need. */
+int keel__srv_error(keel_resp_client_t *c, const char *err);
+int keel__srv_simple(keel_resp_client_t *c, const char *text);
+int keel__srv_oom(keel_resp_client_t *c);
 int keel__srv_ensure_argv(server_t *s, size_t argc);
 pending_reply_t *keel__srv_pending_new(server_t *s, size_t argc, int copy);
 void keel__srv_pending_free(pending_reply_t *pr);

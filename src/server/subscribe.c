@@ -25,11 +25,11 @@ static void push_message(void *data, void *sub, const uint8_t *pat, size_t pat_l
     if (d == NULL)
         return;
     keel_buf_t *b = keel_resp_deferred_out(d);
-    int rc = pat ? keel_buf_append_str(b, "*4\r\n$8\r\npmessage\r\n") : 0;
+    int rc = keel_resp_write_array_header(b, pat ? 4 : 3);
+    if (rc == 0)
+        rc = keel_resp_write_bulk_str(b, pat ? "pmessage" : "message");
     if (rc == 0 && pat)
         rc = keel_resp_write_bulk(b, pat, pat_len);
-    if (rc == 0 && !pat)
-        rc = keel_buf_append_str(b, "*3\r\n$7\r\nmessage\r\n");
     if (rc == 0)
         rc = keel_resp_write_bulk(b, ch, ch_len);
     if (rc == 0)
@@ -52,7 +52,7 @@ int keel__srv_cmd_publish(keel_resp_client_t *c, size_t argc, const keel_resp_ar
     if (s->node)
         keel_node_publish(s->node, argv[1].ptr, argv[1].len, argv[2].ptr, argv[2].len);
     keel_buf_t *out = keel_resp_client_out(c);
-    return out ? keel_buf_printf(out, ":%zu\r\n", n) : KEEL_ENOMEM;
+    return out ? keel_resp_write_int(out, (int64_t)n) : KEEL_ENOMEM;
 }
 
 static int sub_reply(keel_resp_client_t *c, const char *kind, const uint8_t *name, size_t len,
@@ -61,22 +61,24 @@ static int sub_reply(keel_resp_client_t *c, const char *kind, const uint8_t *nam
     keel_buf_t *out = keel_resp_client_out(c);
     if (out == NULL)
         return KEEL_ENOMEM;
-    int rc = keel_buf_printf(out, "*3\r\n$%zu\r\n%s\r\n", strlen(kind), kind);
+    int rc = keel_resp_write_array_header(out, 3);
     if (rc == 0)
-        rc = name ? keel_resp_write_bulk(out, name, len) : keel_buf_append_str(out, "$-1\r\n");
-    return rc == 0 ? keel_buf_printf(out, ":%zu\r\n", count) : rc;
+        rc = keel_resp_write_bulk_str(out, kind);
+    if (rc == 0)
+        rc = name ? keel_resp_write_bulk(out, name, len) : keel_resp_write_nil(out);
+    return rc == 0 ? keel_resp_write_int(out, (int64_t)count) : rc;
 }
 
 static int subscribe(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv, int pat)
 {
     server_t *s = keel__srv_of(c);
     if (keel__srv_state(c) == NULL)
-        return keel__srv_reply(c, "-ERR out of memory\r\n");
+        return keel__srv_oom(c);
     for (size_t i = 1; i < argc; i++) {
         int rc = keel_pubsub_subscribe(s->pubsub, c, argv[i].ptr, argv[i].len, pat);
         if (rc < 0)
-            return keel__srv_reply(c, rc == KEEL_EFULL ? "-ERR keel: too many subscriptions\r\n"
-                                                       : "-ERR out of memory\r\n");
+            return rc == KEEL_EFULL ? keel__srv_error(c, "ERR keel: too many subscriptions")
+                                    : keel__srv_oom(c);
         rc = sub_reply(c, pat ? "psubscribe" : "subscribe", argv[i].ptr, argv[i].len,
                        keel_pubsub_count(s->pubsub, c));
         if (rc != 0)

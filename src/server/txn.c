@@ -92,12 +92,12 @@ int keel__srv_multi_queue(keel_resp_client_t *c, server_t *s, client_state_t *cs
 {
     if (cs->nqueued >= MULTI_COMMANDS_MAX) {
         cs->multi_dirty = 1;
-        return keel__srv_reply(c, "-ERR keel: too many commands in one transaction\r\n");
+        return keel__srv_error(c, "ERR keel: too many commands in one transaction");
     }
     pending_reply_t *q = keel__srv_pending_new(s, argc, 1);
     if (q == NULL) {
         cs->multi_dirty = 1;
-        return keel__srv_reply(c, "-ERR out of memory\r\n");
+        return keel__srv_oom(c);
     }
     q->row = row;
     if (cs->queued_tail)
@@ -106,28 +106,28 @@ int keel__srv_multi_queue(keel_resp_client_t *c, server_t *s, client_state_t *cs
         cs->queued_head = q;
     cs->queued_tail = q;
     cs->nqueued++;
-    return keel__srv_reply(c, "+QUEUED\r\n");
+    return keel__srv_simple(c, "QUEUED");
 }
 
 int keel__srv_cmd_multi(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
 {
     client_state_t *cs = keel__srv_state(c);
     if (cs == NULL)
-        return keel__srv_reply(c, "-ERR out of memory\r\n");
+        return keel__srv_oom(c);
     if (cs->in_multi)
-        return keel__srv_reply(c, "-ERR MULTI calls can not be nested\r\n");
+        return keel__srv_error(c, "ERR MULTI calls can not be nested");
     cs->in_multi = 1;
-    return keel__srv_reply(c, "+OK\r\n");
+    return keel__srv_simple(c, "OK");
 }
 
 int keel__srv_cmd_discard(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
 {
     client_state_t *cs = keel__srv_state(c);
     if (cs == NULL || !cs->in_multi)
-        return keel__srv_reply(c, "-ERR DISCARD without MULTI\r\n");
+        return keel__srv_error(c, "ERR DISCARD without MULTI");
     keel__srv_multi_reset(cs);
     keel__srv_watch_clear(cs);
-    return keel__srv_reply(c, "+OK\r\n");
+    return keel__srv_simple(c, "OK");
 }
 
 int keel__srv_cmd_watch(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
@@ -135,13 +135,13 @@ int keel__srv_cmd_watch(keel_resp_client_t *c, size_t argc, const keel_resp_arg_
     server_t *s = keel__srv_of(c);
     client_state_t *cs = keel__srv_state(c);
     if (cs == NULL)
-        return keel__srv_reply(c, "-ERR out of memory\r\n");
+        return keel__srv_oom(c);
     if (cs->in_multi)
-        return keel__srv_reply(c, "-ERR WATCH inside MULTI is not allowed\r\n");
+        return keel__srv_error(c, "ERR WATCH inside MULTI is not allowed");
     if (cs->nwatch + argc - 1 > WATCH_KEYS_MAX)
-        return keel__srv_reply(c, "-ERR keel: too many watched keys\r\n");
+        return keel__srv_error(c, "ERR keel: too many watched keys");
     if (keel__srv_ensure_argv(s, argc) != 0)
-        return keel__srv_reply(c, "-ERR out of memory\r\n");
+        return keel__srv_oom(c);
     s->argv[0] = (const uint8_t *)"EXISTS";
     s->lens[0] = 6;
     for (size_t i = 1; i < argc; i++) {
@@ -155,8 +155,8 @@ int keel__srv_cmd_watch(keel_resp_client_t *c, size_t argc, const keel_resp_arg_
      * although nothing else changed the key. */
     if (cs->stale_reads || s->node == NULL) {
         if (keel__srv_watch_add(s, cs, s->argv + 1, s->lens + 1, argc - 1) != 0)
-            return keel__srv_reply(c, "-ERR out of memory\r\n");
-        return keel__srv_reply(c, "+OK\r\n");
+            return keel__srv_oom(c);
+        return keel__srv_simple(c, "OK");
     }
     return keel__srv_submit(c, s, cs, argc, RUN_WATCH, NULL);
 }
@@ -166,7 +166,7 @@ int keel__srv_cmd_unwatch(keel_resp_client_t *c, size_t argc, const keel_resp_ar
     client_state_t *cs = keel__srv_state(c);
     if (cs != NULL)
         keel__srv_watch_clear(cs);
-    return keel__srv_reply(c, "+OK\r\n");
+    return keel__srv_simple(c, "OK");
 }
 
 /* KEEL.TXN nwatch key ver ... ncmds argc args ... (the queued data commands) into s->argv,
@@ -218,10 +218,10 @@ int keel__srv_cmd_exec(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
     server_t *s = keel__srv_of(c);
     client_state_t *cs = keel__srv_state(c);
     if (cs == NULL || !cs->in_multi)
-        return keel__srv_reply(c, "-ERR EXEC without MULTI\r\n");
+        return keel__srv_error(c, "ERR EXEC without MULTI");
     int rc;
     if (cs->multi_dirty) {
-        rc = keel__srv_reply(c, "-EXECABORT Transaction discarded because of previous errors.\r\n");
+        rc = keel__srv_error(c, "EXECABORT Transaction discarded because of previous errors.");
     } else {
         size_t n;
         pending_reply_t *queued = NULL; /* handed to the reply when some are not data */
@@ -231,8 +231,7 @@ int keel__srv_cmd_exec(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
         rc = build_txn(s, cs, &n);
         if (rc == 0 && queued != NULL)
             cs->queued_head = cs->queued_tail = NULL; /* argv points into them until sent */
-        rc = rc == 0 ? keel__srv_submit_exec(c, s, cs, n, queued)
-                     : keel__srv_reply(c, "-ERR out of memory\r\n");
+        rc = rc == 0 ? keel__srv_submit_exec(c, s, cs, n, queued) : keel__srv_oom(c);
     }
     keel__srv_multi_reset(cs); /* the node copied the entry; the queued copies can go */
     keel__srv_watch_clear(cs);
