@@ -124,16 +124,23 @@ int keel_cluster_split_addr(const char *addr, char *host, size_t host_cap, int *
     return *port > 0 && *port < 65536 ? 0 : -1;
 }
 
-int keel_cluster_port_free(const char *addr)
+/* A TCP socket and the IPv4 address of "host:port"; the socket, or -1. */
+static int socket_for(const char *addr, struct sockaddr_in *sa)
 {
     char host[64];
     int port;
     if (keel_cluster_split_addr(addr, host, sizeof(host), &port) != 0)
         return -1;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+    *sa = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
         return -1;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    return socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+}
+
+int keel_cluster_port_free(const char *addr)
+{
+    struct sockaddr_in sa;
+    int fd = socket_for(addr, &sa);
     if (fd < 0)
         return -1;
     int one = 1;
@@ -146,14 +153,8 @@ int keel_cluster_port_free(const char *addr)
 /* A blocking HTTP/1.0 GET with a deadline; body into out (NUL-terminated). */
 static int http_get(const char *addr, const char *path, char *out, size_t cap)
 {
-    char host[64];
-    int port;
-    if (keel_cluster_split_addr(addr, host, sizeof(host), &port) != 0)
-        return -1;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
-        return -1;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa;
+    int fd = socket_for(addr, &sa);
     if (fd < 0)
         return -1;
     struct timeval tv = {STATUS_TIMEOUT_MS / 1000, (STATUS_TIMEOUT_MS % 1000) * 1000};
