@@ -255,6 +255,38 @@ static void proposed(keel_reqs_t *q, keel_req_t *r, uint64_t index)
     assert(q->writes.head == r || q->writes.head->index < index); /* index-ordered */
 }
 
+/* Leader: a read joins the next ReadIndex round, a membership change becomes a
+ * configuration entry, a write is stamped with the leader's clock and proposed. */
+static void on_leader(keel_reqs_t *q, keel_req_t *r)
+{
+    if (r->kind == KEEL_REQ_READ || r->kind == KEEL_REQ_REMOTE_READ) {
+        keel_req_push(&q->reads_new, r);
+        return;
+    }
+    if (r->is_conf) {
+        q->env.conf_change(q->env.data, r);
+        return;
+    }
+    /* The leader's clock stamps every entry (expiry deadlines derive from it),
+     * whichever node the client talked to. */
+    q->sm.ops->stamp(q->sm.data, r->cmd, r->cmd_len, q->env.unix_ms(q->env.data));
+    uint64_t index;
+    int rc = keel_raft_propose(q->raft, r->cmd, r->cmd_len, &index);
+    if (rc == KEEL_ENOTLEADER || rc == KEEL_EBUSY) {
+        keel_req_push(&q->parked, r);
+        return;
+    }
+    if (rc != 0) {
+        keel_buf_reset(&q->reply);
+        keel_resp_write_errorf(&q->reply, "ERR keel: proposal refused: %s", keel_strerror(rc));
+        write_answered(q, r);
+        return;
+    }
+    if (q->m_proposals)
+        keel_counter_inc(q->m_proposals);
+    proposed(q, r, index);
+}
+
 /*
  * Sends a request where it can make progress: proposes or starts a read on
  * the leader, forwards from a follower, parks while no leader is known.
@@ -281,32 +313,7 @@ static void dispatch(keel_reqs_t *q, keel_req_t *r)
     }
     uint64_t leader = keel_raft_leader(q->raft);
     if (leader == q->cfg.id) {
-        if (r->kind == KEEL_REQ_READ || r->kind == KEEL_REQ_REMOTE_READ) {
-            keel_req_push(&q->reads_new, r);
-            return;
-        }
-        if (r->is_conf) {
-            q->env.conf_change(q->env.data, r);
-            return;
-        }
-        /* The leader's clock stamps every entry (expiry deadlines derive from it),
-         * whichever node the client talked to. */
-        q->sm.ops->stamp(q->sm.data, r->cmd, r->cmd_len, q->env.unix_ms(q->env.data));
-        uint64_t index;
-        int rc = keel_raft_propose(q->raft, r->cmd, r->cmd_len, &index);
-        if (rc == KEEL_ENOTLEADER || rc == KEEL_EBUSY) {
-            keel_req_push(&q->parked, r);
-            return;
-        }
-        if (rc != 0) {
-            keel_buf_reset(&q->reply);
-            keel_resp_write_errorf(&q->reply, "ERR keel: proposal refused: %s", keel_strerror(rc));
-            write_answered(q, r);
-            return;
-        }
-        if (q->m_proposals)
-            keel_counter_inc(q->m_proposals);
-        proposed(q, r, index);
+        on_leader(q, r);
         return;
     }
     if (r->kind == KEEL_REQ_REMOTE_WRITE || r->kind == KEEL_REQ_REMOTE_READ) {

@@ -101,11 +101,9 @@ static int start_front_ends(server_t *s, keel_errmsg_t *msg)
     return keel__srv_admin_start(s, msg);
 }
 
-int keel_server_run(const keel_server_config_t *cfg, keel_errmsg_t *msg)
+/* The server's parts before anything listens: metrics, pub/sub, the data, the loop. */
+static int server_init(server_t *s, const keel_server_config_t *cfg, keel_errmsg_t *msg)
 {
-    server_t *s = calloc(1, sizeof(*s));
-    if (s == NULL)
-        return KEEL_ENOMEM;
     s->cfg = *cfg;
     s->started_ms = keel_clock_now_ms();
     keel_list_init(&s->watchers);
@@ -126,28 +124,11 @@ int keel_server_run(const keel_server_config_t *cfg, keel_errmsg_t *msg)
     s->kv_inited = rc == 0;
     s->cfg.node.sm = keel_kv_sm(&s->kv);
     s->cfg.node.command_bytes_max = keel_kv_sm_entry_bytes_max(&s->cfg.kv);
-    if (rc == 0)
-        rc = keel_loop_init(&s->loop);
-    if (rc != 0)
-        goto out;
-    keel_loop_handle_signals(&s->loop);
-    keel_loop_on_shutdown(&s->loop, on_shutdown, s);
-    rc = keel_node_start(&s->node, &s->loop, &s->cfg.node, msg);
-    if (rc == 0)
-        rc = start_front_ends(s, msg);
-    if (rc != 0) {
-        keel_loop_shutdown(&s->loop);
-        keel_loop_run(&s->loop);
-        keel_loop_close(&s->loop);
-        goto out;
-    }
-    s->ready = 1;
-    keel_log_info("keel server ready", KF_STR("node", s->cfg.name),
-                  KF_STR("client", s->cfg.listen_client), KF_STR("peer", s->cfg.node.listen_peer),
-                  KF_STR("http", s->cfg.listen_http));
-    rc = keel_loop_run(&s->loop);
-    keel_loop_close(&s->loop);
-out:
+    return rc == 0 ? keel_loop_init(&s->loop) : rc;
+}
+
+static void server_free(server_t *s)
+{
     free(s->stats);
     if (s->kv_inited)
         keel_kv_sm_free(&s->kv);
@@ -162,5 +143,34 @@ out:
     free(s->argv);
     free(s->lens);
     free(s);
+}
+
+int keel_server_run(const keel_server_config_t *cfg, keel_errmsg_t *msg)
+{
+    server_t *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return KEEL_ENOMEM;
+    int rc = server_init(s, cfg, msg);
+    if (rc != 0) {
+        server_free(s);
+        return rc;
+    }
+    keel_loop_handle_signals(&s->loop);
+    keel_loop_on_shutdown(&s->loop, on_shutdown, s);
+    rc = keel_node_start(&s->node, &s->loop, &s->cfg.node, msg);
+    if (rc == 0)
+        rc = start_front_ends(s, msg);
+    if (rc == 0) {
+        s->ready = 1;
+        keel_log_info("keel server ready", KF_STR("node", s->cfg.name),
+                      KF_STR("client", s->cfg.listen_client),
+                      KF_STR("peer", s->cfg.node.listen_peer), KF_STR("http", s->cfg.listen_http));
+        rc = keel_loop_run(&s->loop);
+    } else {
+        keel_loop_shutdown(&s->loop);
+        keel_loop_run(&s->loop);
+    }
+    keel_loop_close(&s->loop);
+    server_free(s);
     return rc;
 }
