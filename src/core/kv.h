@@ -284,12 +284,6 @@ uint64_t keel_kv_next_lease_deadline_ms(const keel_kv_t *kv);
  */
 uint64_t keel_kv_version_at(const keel_kv_t *kv, uint64_t now_ms, const void *key, size_t key_len);
 
-/*
- * Redis glob matching (stringmatchlen): `*`, `?`, `[abc]`, `[^a]`, `[a-z]`,
- * `\x`. Iterative with one backtrack point, so O(pattern x string) time.
- */
-int keel_kv_glob_match(const uint8_t *pat, size_t pat_len, const uint8_t *s, size_t s_len);
-
 /* ---- change history (KEEL.WATCH) -------------------------------------------- */
 
 /*

@@ -1,4 +1,5 @@
-/* kv_int.h - internals shared by kv.c (table, entries), kv_cmd.c (commands) and kv_snap.c. */
+/* kv_int.h - internals shared by kv.c (table, entries), the command files (kv_cmd_int.h) and
+ * kv_snap.c. */
 #ifndef KEEL_CORE_KV_INT_H
 #define KEEL_CORE_KV_INT_H
 

@@ -1,4 +1,5 @@
 /* pubsub.c - channel and pattern subscriptions, per subscriber and per channel. */
+#include "base/glob.h"
 #include "server/pubsub.h"
 
 #include "base/err.h"
@@ -236,7 +237,7 @@ size_t keel_pubsub_publish(keel_pubsub_t *ps, const uint8_t *ch, size_t ch_len, 
     for (size_t i = 0; c && i < c->n; i++)
         hits[n++] = (psub_t){NULL, 0, c->v[i]};
     for (size_t i = 0; i < ps->npats; i++)
-        if (keel_kv_glob_match(ps->pats[i].pat, ps->pats[i].len, ch, ch_len))
+        if (keel_glob_match(ps->pats[i].pat, ps->pats[i].len, ch, ch_len))
             hits[n++] = ps->pats[i];
     size_t delivered = 0;
     for (size_t i = 0; i < n; i++) {

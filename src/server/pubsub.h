@@ -7,7 +7,7 @@
 
 /*
  * Subscribers are opaque pointers (the server's clients). Channels are exact byte
- * strings; patterns are Redis globs (core/kv's keel_kv_glob_match). Each subscriber may
+ * strings; patterns are Redis globs (base/glob.h). Each subscriber may
  * hold at most KEEL_PUBSUB_SUBS_MAX subscriptions; over it subscribe returns KEEL_EFULL.
  * Publishing visits the channel's subscribers, then every pattern (O(patterns)), as Redis
  * does.

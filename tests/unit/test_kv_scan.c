@@ -1,4 +1,5 @@
 /* test_kv_scan.c - SCAN replies and its guarantee under concurrent change; Redis glob matching. */
+#include "base/glob.h"
 #include "base/rand.h"
 #include "test_kv_util.h"
 
@@ -283,7 +284,7 @@ static void glob_matches_like_redis_stringmatchlen(void)
         {"user:*:name", "user:42:nam", 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        int got = keel_kv_glob_match((const uint8_t *)cases[i].pat, strlen(cases[i].pat),
+        int got = keel_glob_match((const uint8_t *)cases[i].pat, strlen(cases[i].pat),
                                      (const uint8_t *)cases[i].s, strlen(cases[i].s));
         if (got != cases[i].want)
             KT_FAIL("'%s' vs '%s': %d, Redis says %d", cases[i].pat, cases[i].s, got,
@@ -297,7 +298,7 @@ static void glob_matches_like_redis_stringmatchlen(void)
         p[2 * i] = '*', p[2 * i + 1] = 'a';
     p[198] = 'b';
     p[199] = '\0';
-    KT_EQ_INT(keel_kv_glob_match((const uint8_t *)p, 199, (const uint8_t *)s, 4000), 0);
+    KT_EQ_INT(keel_glob_match((const uint8_t *)p, 199, (const uint8_t *)s, 4000), 0);
 }
 
 int main(void)

@@ -1,0 +1,204 @@
+/* kv_cmd_int.h - what core/kv's command files share: the call, the table row, replies. */
+#ifndef KEEL_CORE_KV_CMD_INT_H
+#define KEEL_CORE_KV_CMD_INT_H
+
+#include "core/kv_int.h"
+#include "proto/resp.h"
+
+/*
+ * The commands are split by family, one file each: kv_strings.c, kv_expire.c,
+ * kv_leases.c (leases, locks, KEEL.FENCED), kv_txn.c, kv_scan.c; kv_cmd.c holds the table
+ * and the one way every command runs. The glob matcher is base/glob.
+ */
+#define REPLIED 1       /* a syntax function wrote an error reply */
+#define CMD_NO_NEST 4u  /* a command flag: may not run inside KEEL.FENCED or a transaction */
+#define CMD_INTERNAL 8u /* housekeeping the leader proposes with its own clock, never a client */
+
+typedef struct call {
+    keel_kv_t *w;        /* NULL for reads */
+    const keel_kv_t *kv; /* same object as w for writes */
+    uint64_t now;        /* keys with a deadline <= now are absent */
+    size_t argc;
+    const uint8_t *const *argv;
+    const size_t *lens;
+    struct reply *reply;
+    const char *cmd_lname;  /* the command's lower-case name, once looked up */
+    const struct cmd *self; /* the command, once looked up */
+} call_t;
+
+typedef int (*cmd_fn)(const call_t *c);
+
+typedef struct cmd {
+    const char *name;  /* upper case, as matched */
+    const char *lname; /* lower case, as Redis names it in errors */
+    int arity;         /* Redis arity: argc == n, or argc >= -n when negative */
+    unsigned flags;
+    cmd_fn syntax; /* may be NULL; 0, REPLIED or a negative error */
+    cmd_fn fn;
+    signed char first_key, last_key, key_step; /* as COMMAND shows them; 0s: no key */
+    const char *summary;
+} cmd_t;
+
+#define ERR_SYNTAX "ERR syntax error"
+#define ERR_NOT_INT "ERR value is not an integer or out of range"
+#define ERR_OVERFLOW "ERR increment or decrement would overflow"
+#define ERR_VALUE_SIZE "ERR string exceeds maximum allowed size"
+#define ERR_KEY_SIZE "ERR key exceeds maximum allowed size"
+#define ERR_KEYS_MAX "OOM command not allowed when the number of keys would exceed 'keys_max'"
+
+/* ---- RESP writers ---------------------------------------------------------- */
+
+/*
+ * Replies go through a reply_t that remembers the first failure of the
+ * caller's buffer (its bytes_max, or memory) instead of returning it: a
+ * committed write must change the state on every node whatever room the
+ * proposer's reply buffer has, so no handler stops because of its reply.
+ * keel__kv_exec decides what a failed reply becomes. After a failure nothing
+ * more is written (the partial reply is dropped anyway). Every reply is written
+ * by proto/resp's writers.
+ */
+typedef struct reply {
+    keel_buf_t *b;
+    size_t mark; /* unread bytes before this command's reply */
+    int failed;  /* first KEEL_ETOOBIG / KEEL_ENOMEM from b, or 0 */
+} reply_t;
+
+static inline void track(reply_t *o, int rc)
+{
+    if (rc != 0 && o->failed == 0)
+        o->failed = rc;
+}
+
+static inline void r_int(reply_t *o, int64_t v)
+{
+    if (!o->failed)
+        track(o, keel_resp_write_int(o->b, v));
+}
+
+static inline void r_array(reply_t *o, size_t n)
+{
+    if (!o->failed)
+        track(o, keel_resp_write_array_header(o->b, n));
+}
+
+static inline void r_bulk(reply_t *o, const uint8_t *p, size_t n)
+{
+    if (!o->failed)
+        track(o, keel_resp_write_bulk(o->b, p, n));
+}
+
+static inline void r_nil(reply_t *o)
+{
+    if (!o->failed)
+        track(o, keel_resp_write_nil(o->b));
+}
+
+static inline void r_nil_array(reply_t *o)
+{
+    if (!o->failed)
+        track(o, keel_resp_write_nil_array(o->b));
+}
+
+static inline void r_ok(reply_t *o)
+{
+    if (!o->failed)
+        track(o, keel_resp_write_simple(o->b, "OK"));
+}
+
+/* An error reply from a fixed text; REPLIED, so callers stop the command. */
+static inline int r_err(reply_t *o, const char *text)
+{
+    if (!o->failed)
+        track(o, keel_resp_write_error(o->b, text));
+    return REPLIED;
+}
+
+/* An error naming a client's argument (at most 128 bytes of it, as Redis shows them). */
+static inline int r_err_arg(reply_t *o, const char *before, const uint8_t *p, size_t n,
+                            const char *after)
+{
+    if (!o->failed)
+        track(o, keel_resp_write_errorf(o->b, "%s%.*s%s", before, (int)(n < 128 ? n : 128),
+                                        (const char *)p, after));
+    return REPLIED;
+}
+
+/* The bulk reply of an optional value: $-1 when e is NULL. */
+static inline void r_value(reply_t *o, const keel__kv_entry_t *e)
+{
+    if (e)
+        r_bulk(o, keel__kv_cval(e), e->val_len);
+    else
+        r_nil(o);
+}
+
+/* Shared between the command files (keel__kvc_*). */
+int keel__kvc_arg_is(const call_t *c, size_t i, const char *word);
+int keel__kvc_check_sizes(const call_t *c, size_t key_len, size_t val_len);
+int keel__kvc_check_room(const call_t *c, size_t new_keys);
+int keel__kvc_done(int rc);
+keel__kv_entry_t *keel__kvc_wfind(const call_t *c, const uint8_t *key, size_t key_len, uint64_t h,
+                                  keel__kv_entry_t ***link, int *dead);
+void keel__kvc_set_version(keel_kv_t *kv, keel__kv_entry_t *e, uint64_t rev);
+int keel__kvc_create(keel_kv_t *kv, keel__kv_entry_t **link, int dead, const uint8_t *key,
+                     size_t key_len, uint64_t h, const uint8_t *val, size_t val_len, uint64_t rev,
+                     keel__kv_entry_t **made);
+int keel__kvc_overwrite(keel_kv_t *kv, keel__kv_entry_t **link, const uint8_t *val, size_t val_len,
+                        uint64_t rev);
+int keel__kvc_run(const cmd_t *cmd, const call_t *c);
+call_t keel__kvc_inner_call(const call_t *c, size_t from);
+const cmd_t *keel__kvc_find_cmd(const uint8_t *name, size_t len);
+int keel__kvc_precheck(call_t *c, size_t argc_max, const cmd_t **out);
+int keel__kvc_set_syntax(const call_t *c);
+int keel__kvc_put_value(const call_t *c, size_t val_arg, keel__kv_entry_t **link,
+                        keel__kv_entry_t *e, int dead, uint64_t h, uint64_t expire_ms,
+                        int keep_ttl);
+int keel__kvc_cmd_set(const call_t *c);
+int keel__kvc_cmd_getset(const call_t *c);
+int keel__kvc_mset_syntax(const call_t *c);
+int keel__kvc_cmd_mset(const call_t *c);
+int keel__kvc_cmd_del(const call_t *c);
+int keel__kvc_incrby_syntax(const call_t *c);
+int keel__kvc_decrby_syntax(const call_t *c);
+int keel__kvc_cmd_incr(const call_t *c);
+int keel__kvc_cmd_decr(const call_t *c);
+int keel__kvc_cmd_incrby(const call_t *c);
+int keel__kvc_cmd_decrby(const call_t *c);
+int keel__kvc_cmd_append(const call_t *c);
+const keel__kv_entry_t *keel__kvc_lookup(const call_t *c, size_t i);
+int keel__kvc_cmd_get(const call_t *c);
+int keel__kvc_cmd_mget(const call_t *c);
+int keel__kvc_cmd_exists(const call_t *c);
+int keel__kvc_cmd_strlen(const call_t *c);
+int keel__kvc_cmd_dbsize(const call_t *c);
+int keel__kvc_cmd_getv(const call_t *c);
+int keel__kvc_cas_syntax(const call_t *c);
+int keel__kvc_cmd_cas(const call_t *c);
+int keel__kvc_cmd_ttl(const call_t *c);
+int keel__kvc_cmd_pttl(const call_t *c);
+int keel__kvc_expire_syntax(const call_t *c);
+int keel__kvc_cmd_expire(const call_t *c);
+int keel__kvc_cmd_pexpire(const call_t *c);
+int keel__kvc_cmd_expireat(const call_t *c);
+int keel__kvc_cmd_pexpireat(const call_t *c);
+int keel__kvc_cmd_persist(const call_t *c);
+int keel__kvc_two_counts_syntax(const call_t *c);
+uint64_t keel__kvc_sweep_args(const call_t *c, int64_t *max);
+int keel__kvc_cmd_expire_sweep(const call_t *c);
+int keel__kvc_lease_syntax(const call_t *c);
+int keel__kvc_cmd_lease(const call_t *c);
+int keel__kvc_cmd_lease_sweep(const call_t *c);
+int keel__kvc_kset_syntax(const call_t *c);
+int keel__kvc_cmd_kset(const call_t *c);
+int keel__kvc_lock_syntax(const call_t *c);
+int keel__kvc_cmd_lock(const call_t *c);
+int keel__kvc_unlock_syntax(const call_t *c);
+int keel__kvc_cmd_unlock(const call_t *c);
+int keel__kvc_fenced_syntax(const call_t *c);
+int keel__kvc_cmd_fenced(const call_t *c);
+int keel__kvc_txn_syntax(const call_t *c);
+int keel__kvc_cmd_txn(const call_t *c);
+int keel__kvc_scan_syntax(const call_t *c);
+int keel__kvc_cmd_scan(const call_t *c);
+
+#endif

@@ -1,0 +1,347 @@
+/* kv_leases.c - leases, KEEL.SET on a lease, locks with fencing tokens, KEEL.FENCED. */
+#include "core/kv_cmd_int.h"
+
+#include "base/num.h"
+#include "proto/resp.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- leases ---------------------------------------------------------------------- */
+
+/*
+ * A lease (etcd's lease model, https://etcd.io/docs/v3.5/learning/api/#lease-api)
+ * has an id from the state's counter, a ttl_ms and a deadline (entry time +
+ * ttl_ms, renewed by KEEPALIVE). Keys attached with KEEL.SET ... LEASE id are
+ * absent once the lease's deadline passes, and are deleted with it by
+ * REVOKE or by the replicated KEEL.LEASE.SWEEP. Granting or renewing a lease
+ * is not a key change (no revision); deleting keys is.
+ */
+static const char ERR_NO_LEASE[] = "ERR no such lease";
+
+static uint64_t lease_ttl(const keel__kv_entry_t *l)
+{
+    return keel_get_u64(keel__kv_cval(l));
+}
+
+int keel__kvc_lease_syntax(const call_t *c)
+{
+    int64_t v;
+    if (!keel__kvc_arg_is(c, 1, "GRANT") && !keel__kvc_arg_is(c, 1, "KEEPALIVE") &&
+        !keel__kvc_arg_is(c, 1, "REVOKE") && !keel__kvc_arg_is(c, 1, "TTL")) {
+        return r_err_arg(c->reply, "ERR unknown subcommand '", c->argv[1], c->lens[1],
+                         "' for 'keel.lease'");
+    }
+    if (keel_parse_i64(c->argv[2], c->lens[2], &v) != 0 || v <= 0)
+        return r_err(c->reply, ERR_NOT_INT);
+    return 0;
+}
+
+/* now + ms, or 0 (and an error reply) when it would pass INT64_MAX. */
+static uint64_t deadline_after(const call_t *c, int64_t ms)
+{
+    if ((uint64_t)ms > (uint64_t)INT64_MAX - c->now) {
+        r_err(c->reply, "ERR invalid expire time");
+        return 0;
+    }
+    return c->now + (uint64_t)ms;
+}
+
+/* Deletes every key attached to lease entry l, then l itself; the number of keys. */
+static int64_t lease_drop(keel_kv_t *kv, keel__kv_entry_t **lease_link)
+{
+    keel__kv_entry_t *l = *lease_link;
+    int64_t n = 0;
+    keel_list_t *it;
+    while ((it = keel_list_first(&l->lease_link)) != NULL) {
+        keel__kv_entry_t *e = KEEL_LIST_ENTRY(it, keel__kv_entry_t, lease_link), **link = NULL;
+        keel__kv_entry_t *f = keel__kv_find(kv, keel__kv_key(e), e->key_len, e->hash, &link);
+        assert(f == e);
+        keel__kv_unlink(kv, link); /* detaches it */
+        n++;
+    }
+    keel__kv_unlink(kv->leases, lease_link);
+    return n;
+}
+
+static int lease_grant(const call_t *c, int64_t ttl)
+{
+    keel_kv_t *kv = c->w;
+    uint64_t when = deadline_after(c, ttl);
+    if (when == 0)
+        return 0;
+    if (kv->leases && kv->leases->count >= kv->cfg.keys_max)
+        return keel__kvc_done(r_err(c->reply,
+                                    "OOM command not allowed when the number of leases would "
+                                    "exceed 'keys_max'"));
+    int rc = keel__kv_sub(kv, &kv->leases);
+    if (rc == 0)
+        rc = keel__kv_heap_reserve(kv->leases, 1);
+    if (rc != 0)
+        return rc;
+    uint64_t id = kv->lease_id_last + 1;
+    uint8_t k[KEEL__KV_LEASE_KEY_BYTES], v[KEEL__KV_LEASE_VALUE_BYTES];
+    keel__kv_put_u64be(k, id);
+    keel_put_u64(v, (uint64_t)ttl);
+    keel__kv_entry_t *l =
+        keel__kv_entry_new(k, sizeof(k), keel__kv_hash(kv->leases, k, sizeof(k)), v, 8, 8);
+    if (l == NULL)
+        return KEEL_ENOMEM;
+    assert(keel_list_empty(&l->lease_link)); /* the empty list of its keys */
+    keel__kv_insert(kv->leases, l);
+    keel__kv_set_expire(kv->leases, l, when);
+    kv->lease_id_last = id;
+    r_int(c->reply, (int64_t)id);
+    return 0;
+}
+
+/* KEEL.LEASE GRANT ttl_ms | KEEPALIVE id | REVOKE id | TTL id */
+int keel__kvc_cmd_lease(const call_t *c)
+{
+    keel_kv_t *kv = c->w;
+    int64_t arg = 0;
+    int rc = keel_parse_i64(c->argv[2], c->lens[2], &arg);
+    assert(rc == 0 && arg > 0);
+    if (keel__kvc_arg_is(c, 1, "GRANT"))
+        return lease_grant(c, arg);
+    keel__kv_entry_t **link = NULL;
+    keel__kv_entry_t *l = keel__kv_lease_find(kv, (uint64_t)arg, &link);
+    int live = l && keel__kv_live(l, c->now);
+    if (keel__kvc_arg_is(c, 1, "TTL")) {
+        r_int(c->reply, live ? (int64_t)(l->expire_ms - c->now) : -2);
+        return 0;
+    }
+    if (!live)
+        return keel__kvc_done(r_err(c->reply, ERR_NO_LEASE));
+    if (keel__kvc_arg_is(c, 1, "KEEPALIVE")) {
+        uint64_t when = deadline_after(c, (int64_t)lease_ttl(l));
+        if (when == 0)
+            return 0;
+        keel__kv_set_expire(kv->leases, l, when);
+        r_int(c->reply, (int64_t)lease_ttl(l));
+        return 0;
+    }
+    assert(keel__kvc_arg_is(c, 1, "REVOKE"));
+    int64_t n = lease_drop(kv, link);
+    if (n > 0)
+        kv->revision++;
+    r_int(c->reply, n);
+    return 0;
+}
+
+/*
+ * KEEL.LEASE.SWEEP now_ms max_leases: ends up to max_leases leases whose
+ * deadline is <= min(now_ms, entry time), earliest first (ties by id),
+ * deleting their keys; replies with the number of leases ended. One change
+ * if any key went. Work: the leases ended plus their keys.
+ */
+int keel__kvc_cmd_lease_sweep(const call_t *c)
+{
+    keel_kv_t *kv = c->w;
+    int64_t max;
+    uint64_t limit = keel__kvc_sweep_args(c, &max);
+    int64_t n = 0, keys = 0;
+    keel__kv_entry_t *l;
+    while (kv->leases && n < max && (l = keel__kv_heap_top(kv->leases)) != NULL &&
+           l->expire_ms <= limit) {
+        keel__kv_entry_t **link = NULL;
+        keel__kv_entry_t *f =
+            keel__kv_find(kv->leases, keel__kv_key(l), l->key_len, l->hash, &link);
+        assert(f == l);
+        keys += lease_drop(kv, link);
+        n++;
+    }
+    if (keys > 0)
+        kv->revision++;
+    r_int(c->reply, n);
+    return 0;
+}
+
+int keel__kvc_kset_syntax(const call_t *c)
+{
+    int64_t id;
+    if (c->argc != 5 || !keel__kvc_arg_is(c, 3, "LEASE"))
+        return r_err(c->reply, ERR_SYNTAX);
+    if (keel_parse_i64(c->argv[4], c->lens[4], &id) != 0 || id <= 0)
+        return r_err(c->reply, ERR_NOT_INT);
+    return 0;
+}
+
+/* KEEL.SET key value LEASE id: SET (no deadline of its own) attached to a live lease. */
+int keel__kvc_cmd_kset(const call_t *c)
+{
+    keel_kv_t *kv = c->w;
+    int64_t id = 0;
+    int rc = keel_parse_i64(c->argv[4], c->lens[4], &id);
+    assert(rc == 0 && id > 0);
+    keel__kv_entry_t *l = keel__kv_lease_find(kv, (uint64_t)id, NULL);
+    if (l == NULL || !keel__kv_live(l, c->now))
+        return keel__kvc_done(r_err(c->reply, ERR_NO_LEASE));
+    const uint8_t *key = c->argv[1];
+    size_t key_len = c->lens[1];
+    if ((rc = keel__kvc_check_sizes(c, key_len, c->lens[2])) != 0)
+        return keel__kvc_done(rc);
+    uint64_t h = keel__kv_hash(kv, key, key_len);
+    keel__kv_entry_t **link = NULL;
+    int dead;
+    keel__kv_entry_t *e = keel__kvc_wfind(c, key, key_len, h, &link, &dead);
+    if (!e && !dead && (rc = keel__kvc_check_room(c, 1)) != 0)
+        return keel__kvc_done(rc);
+    rc = keel__kvc_put_value(c, 2, link, e, dead, h, 0, 0);
+    if (rc != 0)
+        return rc;
+    e = keel__kv_find(kv, key, key_len, h, NULL);
+    keel__kv_attach(e, l, (uint64_t)id);
+    r_ok(c->reply);
+    return 0;
+}
+
+/* ---- locks with fencing tokens ------------------------------------------------------ */
+
+/*
+ * KEEL.LOCK name ttl_ms hands out a fencing token (Kleppmann, "How to do
+ * distributed locking", 2016): a number from one counter in the state that
+ * grows with every acquisition of any lock, so the tokens of successive
+ * holders of a lock strictly increase, across expiries, releases, leader
+ * changes and snapshots. KEEL.FENCED name token <write> runs the write only
+ * while token is the current, unexpired holder's: the check and the write are
+ * one entry, so a holder that paused past its TTL cannot write after the next
+ * holder got the lock. docs/kv.md ("Locks") has the reasoning.
+ */
+static uint64_t lock_token(const keel__kv_entry_t *l)
+{
+    return keel_get_u64(keel__kv_cval(l));
+}
+
+/* The lock entry of argv[1] if it is held (unexpired) at now, else NULL; *link, *any as found. */
+static keel__kv_entry_t *lock_held(const call_t *c, keel__kv_entry_t ***link,
+                                   keel__kv_entry_t **any)
+{
+    const keel_kv_t *locks = c->kv->locks;
+    *any = NULL;
+    if (locks == NULL)
+        return NULL;
+    *any = keel__kv_find(locks, c->argv[1], c->lens[1],
+                         keel__kv_hash(locks, c->argv[1], c->lens[1]), link);
+    return *any && keel__kv_live(*any, c->now) ? *any : NULL;
+}
+
+int keel__kvc_lock_syntax(const call_t *c)
+{
+    int64_t v;
+    if (keel_parse_i64(c->argv[2], c->lens[2], &v) != 0 || v <= 0)
+        return r_err(c->reply, ERR_NOT_INT);
+    return 0;
+}
+
+int keel__kvc_cmd_lock(const call_t *c)
+{
+    keel_kv_t *kv = c->w;
+    int64_t ttl = 0;
+    int rc = keel_parse_i64(c->argv[2], c->lens[2], &ttl);
+    assert(rc == 0);
+    uint64_t when = deadline_after(c, ttl);
+    if (when == 0)
+        return 0;
+    if (c->lens[1] > kv->cfg.key_bytes_max)
+        return keel__kvc_done(r_err(c->reply, ERR_KEY_SIZE));
+    keel__kv_entry_t **link = NULL, *any = NULL;
+    if (lock_held(c, &link, &any) != NULL) {
+        r_nil(c->reply);
+        return 0;
+    }
+    if (!any && kv->locks && kv->locks->count >= kv->cfg.keys_max)
+        return keel__kvc_done(r_err(c->reply,
+                                    "OOM command not allowed when the number of locks would "
+                                    "exceed 'keys_max'"));
+    if ((rc = keel__kv_sub(kv, &kv->locks)) != 0 || (rc = keel__kv_heap_reserve(kv->locks, 1)) != 0)
+        return rc;
+    uint64_t token = kv->fence_last + 1;
+    uint8_t v[KEEL__KV_LOCK_VALUE_BYTES];
+    keel_put_u64(v, token);
+    if (any) { /* expired, not swept: reuse the entry (fixed-size value, no allocation) */
+        memcpy(keel__kv_val(any), v, sizeof(v));
+    } else {
+        uint64_t h = keel__kv_hash(kv->locks, c->argv[1], c->lens[1]);
+        any = keel__kv_entry_new(c->argv[1], c->lens[1], h, v, sizeof(v), sizeof(v));
+        if (any == NULL)
+            return KEEL_ENOMEM;
+        keel__kv_insert(kv->locks, any);
+    }
+    keel__kv_set_expire(kv->locks, any, when);
+    kv->fence_last = token;
+    r_int(c->reply, (int64_t)token);
+    return 0;
+}
+
+static int token_arg(const call_t *c, uint64_t *token)
+{
+    int64_t v;
+    if (keel_parse_i64(c->argv[2], c->lens[2], &v) != 0 || v <= 0)
+        return -1;
+    *token = (uint64_t)v;
+    return 0;
+}
+
+int keel__kvc_unlock_syntax(const call_t *c)
+{
+    uint64_t t;
+    return token_arg(c, &t) != 0 ? r_err(c->reply, ERR_NOT_INT) : 0;
+}
+
+/* KEEL.UNLOCK name token: :1 if token held the lock (now released), else :0. */
+int keel__kvc_cmd_unlock(const call_t *c)
+{
+    keel__kv_entry_t **link = NULL, *any = NULL;
+    uint64_t token = 0;
+    int rc = token_arg(c, &token);
+    assert(rc == 0);
+    keel__kv_entry_t *l = lock_held(c, &link, &any);
+    int mine = l && lock_token(l) == token;
+    if (mine)
+        keel__kv_unlink(c->w->locks, link);
+    r_int(c->reply, mine);
+    return 0;
+}
+
+int keel__kvc_fenced_syntax(const call_t *c)
+{
+    uint64_t t;
+    if (token_arg(c, &t) != 0)
+        return r_err(c->reply, ERR_NOT_INT);
+    const cmd_t *cmd = keel__kvc_find_cmd(c->argv[3], c->lens[3]);
+    if (cmd && !(cmd->flags & KEEL_KV_WRITE))
+        return r_err(c->reply, "ERR KEEL.FENCED runs write commands only");
+    if (cmd && (cmd->flags & CMD_NO_NEST))
+        return r_err(c->reply, "ERR KEEL.FENCED cannot wrap this command");
+    call_t in = keel__kvc_inner_call(c, 3);
+    return keel__kvc_precheck(&in, KEEL_KV_ARGC_MAX, &cmd);
+}
+
+/*
+ * KEEL.FENCED name token <write command ...>: the inner command's reply if
+ * token is the lock's current, unexpired holder, else
+ * -FENCED token T is not the holder of the lock (nothing runs).
+ */
+int keel__kvc_cmd_fenced(const call_t *c)
+{
+    keel__kv_entry_t **link = NULL, *any = NULL;
+    uint64_t token = 0;
+    int rc = token_arg(c, &token);
+    assert(rc == 0);
+    keel__kv_entry_t *l = lock_held(c, &link, &any);
+    if (l == NULL || lock_token(l) != token) {
+        char text[96];
+        snprintf(text, sizeof(text), "FENCED token %llu is not the holder of the lock",
+                 (unsigned long long)token);
+        return keel__kvc_done(r_err(c->reply, text));
+    }
+    call_t in = keel__kvc_inner_call(c, 3);
+    const cmd_t *cmd = NULL;
+    rc = keel__kvc_precheck(&in, c->kv->cfg.argc_max, &cmd);
+    if (rc != 0)
+        return keel__kvc_done(rc);
+    return keel__kvc_run(cmd, &in);
+}
