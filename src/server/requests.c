@@ -568,7 +568,7 @@ static size_t serve_ready_reads(keel_reqs_t *q)
     while ((r = keel_req_pop(&q->reads_ready)) != NULL) {
         if (r->done == NULL) {
             req_free(q, r);
-        } else if (r->index <= applied) {
+        } else if (r->index <= applied || q->cfg.test_serve_reads_early) {
             serve_read(q, r);
             req_free(q, r);
             served++;
