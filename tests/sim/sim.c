@@ -487,6 +487,8 @@ static void complete(world_t *w, int ci, keel_lc_outcome_t outcome, int64_t resu
     c->busy = 0;
     c->next_ms = w->now_ms + (keel_ms_t)keel_rand_below(&w->rnd, 20);
     w->res->ops_ok += outcome == KEEL_LC_OK;
+    if (outcome != KEEL_LC_OK) /* an error or no answer: the client tries another node */
+        c->target = (int)keel_rand_below(&w->rnd, (uint64_t)w->n);
     if (outcome == KEEL_LC_UNKNOWN) {
         /* The op may or may not have happened (Jepsen's :info): the process is retired and a
            fresh one continues. */
@@ -652,7 +654,6 @@ static void clients_step(world_t *w)
         if (c->busy && w->now_ms >= c->deadline_ms) {
             /* No answer: unknown, unless it never reached a node. */
             complete(w, ci, c->delivered ? KEEL_LC_UNKNOWN : KEEL_LC_FAIL, 0);
-            c->target = (int)keel_rand_below(&w->rnd, (uint64_t)w->n);
         }
         if (!c->busy && w->now_ms >= c->next_ms)
             client_issue(w, ci);
