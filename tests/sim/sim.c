@@ -885,7 +885,8 @@ static void install_snapshot(world_t *w, node_t *nd, const keel_raft_snapshot_t 
     if (state_hash(nd) != w->com[sn->index - 1].state_hash)
         fail(w, "node %" PRIu64 " installed a snapshot at %" PRIu64 " unlike the applied state",
              nd->id, sn->index);
-    event(w, "n%" PRIu64 " INSTALL snapshot at %" PRIu64, nd->id, sn->index);
+    event(w, "n%" PRIu64 " INSTALL snapshot at %" PRIu64 " (%zu bytes)", nd->id, sn->index,
+          sn->data_len);
     keel_reqs_snapshot_installed(&nd->reqs, sn->index);
 }
 
@@ -1283,7 +1284,8 @@ static void world_init(world_t *w, uint64_t seed, const sim_opts_t *o, sim_resul
     w->compact_every =
         keel_rand_chance(&w->rnd, 0.25) ? 0 : (uint64_t)keel_rand_range(&w->rnd, 5, 80);
     w->trailing = (uint32_t)keel_rand_range(&w->rnd, 0, 20);
-    w->chunk = (uint32_t)keel_rand_range(&w->rnd, 8, 40);
+    /* the KV snapshot of three keys is about 120..210 bytes: 1..5 chunks */
+    w->chunk = (uint32_t)keel_rand_range(&w->rnd, 40, 200);
     w->lease_reads = keel_rand_chance(&w->rnd, 0.5);
     for (int i = 0; i < w->n; i++) {
         w->nodes[i].id = (uint64_t)(i + 1);
