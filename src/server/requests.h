@@ -100,6 +100,9 @@ typedef struct keel_reqs_config {
     size_t entry_bytes_max;  /* the largest entry the Raft core takes: larger commands are
                                 refused at submission with KEEL_ETOOBIG */
     keel_metrics_t *metrics; /* may be NULL */
+    /* Tests only (the simulator's "checks bite" run, tests/sim): serve a read as soon as its
+       read index is known, without waiting for this node to apply it. Never set in a server. */
+    int test_serve_reads_early;
 } keel_reqs_config_t;
 
 typedef struct read_batch read_batch_t;

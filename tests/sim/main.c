@@ -13,7 +13,8 @@ static void usage(void)
                     "                [--trace] [--history FILE] [--break NAME] [--stale-reads]\n"
                     "                [--expect-failure]\n"
                     "       keel-sim --bench ENTRIES [--batch N]\n"
-                    "  --break: commit-old-term | vote-any-log | ack-undurable (tests only)\n"
+                    "  --break: commit-old-term | vote-any-log | ack-undurable (Raft core) |\n"
+                    "           serve-reads-early (the request path) (tests only)\n"
                     "  --stale-reads: serve reads from any node's local state (tests only)\n"
                     "  --expect-failure: exit 0 only if some seed fails (the checks bite)\n");
 }
@@ -96,6 +97,8 @@ int main(int argc, char **argv)
             soak_s = atof(val), i++;
         } else if (strcmp(arg, "--history") == 0) {
             o.history_path = val, i++;
+        } else if (strcmp(arg, "--break") == 0 && strcmp(val, "serve-reads-early") == 0) {
+            o.serve_reads_early = 1, i++;
         } else if (strcmp(arg, "--break") == 0) {
             if (parse_break(val, &o.brk) != 0) {
                 usage();

@@ -13,6 +13,8 @@ typedef struct sim_opts {
     int trace;                /* print every event as it happens */
     const char *history_path; /* write the client history as JSON lines */
     int stale_reads;          /* broken on purpose: serve reads from local state */
+    int serve_reads_early;    /* broken on purpose: requests.c serves a read before its read
+                                 index is applied (keel_reqs_config_t.test_serve_reads_early) */
 } sim_opts_t;
 
 typedef struct sim_result {

@@ -30,3 +30,11 @@ add_test(NAME sim_checks_bite_vote_any_log
          COMMAND keel-sim --nodes 5 --seeds ${KEEL_SIM_BITE_SEEDS} --break vote-any-log --expect-failure)
 add_test(NAME sim_checks_bite_stale_reads
          COMMAND keel-sim --nodes 3 --seeds ${KEEL_SIM_BITE_SEEDS} --stale-reads --expect-failure)
+# The request path (server/requests.c) answering a read before its read index is applied.
+add_test(NAME sim_checks_bite_request_path
+         COMMAND keel-sim --nodes 3 --seeds ${KEEL_SIM_BITE_SEEDS} --break serve-reads-early --expect-failure)
+
+# The simulator drives server/requests.c without an event loop: keep it (and everything it
+# includes) free of libuv.
+add_test(NAME sim_request_path_has_no_libuv
+         COMMAND sh -c "d=$(${CMAKE_C_COMPILER} -I${CMAKE_SOURCE_DIR}/src -M ${CMAKE_SOURCE_DIR}/src/server/requests.c) || exit 2; case \"$d\" in */uv.h*) echo 'requests.c includes uv.h'; exit 1;; esac")
