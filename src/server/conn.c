@@ -417,10 +417,29 @@ int keel__srv_cmd_data(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
  * Sends the command in s->argv/s->lens to the node, keeping the connection's order
  * (see client_state): now if it can run alongside what is in flight, else held.
  */
+/* The connection's last command (held, else in flight) is a write. */
+static int writes_ahead(const client_state_t *cs)
+{
+    return cs->held_tail ? cs->held_tail->is_write : cs->inflight > 0 && cs->kind_write;
+}
+
 static int submit_queued(keel_resp_client_t *c, server_t *s, client_state_t *cs, size_t argc,
                          int run, cmd_stats_t *st, pending_reply_t *queued)
 {
-    int is_write = run == RUN_WRITE || run == RUN_CONF, watch = run == RUN_WATCH;
+    /*
+     * A linearizable read behind a write of the same connection goes through the log, as
+     * one more entry after that write (a read through the log is linearizable like a
+     * write: thesis section 6.4): it is answered at its place between the connection's
+     * writes, so a pipeline of writes and reads runs as one run of entries instead of
+     * waiting for each read before the next write may go (one WAL sync and one round
+     * trip per SET/GET pair). A read with no write ahead of it takes the ReadIndex path,
+     * which writes nothing to the log. The state machine answers the read when the entry
+     * applies, on every node; only this one sends the answer.
+     */
+    if (run == RUN_READ && !cs->stale_reads && writes_ahead(cs))
+        run = RUN_LOG_READ;
+    int is_write = run == RUN_WRITE || run == RUN_CONF || run == RUN_LOG_READ;
+    int watch = run == RUN_WATCH;
     int idle = cs->inflight == 0 && cs->held_head == NULL;
     if (run == RUN_READ && cs->stale_reads && idle && s->node) {
         keel_buf_t *out = keel_resp_client_out(c);

@@ -121,8 +121,9 @@ struct pending_reply {
 enum {
     RUN_READ = 0,
     RUN_WRITE = 1,
-    RUN_WATCH = 2, /* a read that records WATCH versions */
-    RUN_CONF = 3,  /* a membership change (KEEL.CLUSTER): a write, keel_node_change */
+    RUN_WATCH = 2,    /* a read that records WATCH versions */
+    RUN_CONF = 3,     /* a membership change (KEEL.CLUSTER): a write, keel_node_change */
+    RUN_LOG_READ = 4, /* a read behind a write of the connection: an entry in the log */
 };
 
 /* conn.c */

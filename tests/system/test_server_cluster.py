@@ -248,3 +248,32 @@ def test_a_follower_waking_from_a_pause_relays_the_leaders_replies(make_cluster)
             spurious.append(f"round {rnd}: {unknown} -UNKNOWN, {applied} of 50 applied")
         time.sleep(0.2)
     assert not spurious, "; ".join(spurious)
+
+
+def test_a_pipeline_of_writes_and_reads_answers_each_read_after_the_writes_before_it(make_cluster):
+    """SET/GET pairs in one pipeline (a read behind a write goes through the log): every GET
+    sees the SET just before it on its connection, on the leader and on a follower."""
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    for nd in (leader, cl.followers(leader)[0]):
+        c = RespConn(nd.client_port)
+        n = 2000
+        cmds = []
+        for i in range(n):
+            cmds.append(resp_command("SET", f"mp:{i % 7}", f"{nd.name}-{i}"))
+            cmds.append(resp_command("GET", f"mp:{i % 7}"))
+            if i % 100 == 0:  # a read after a read, and a write after reads
+                cmds.append(resp_command("GET", f"mp:{i % 7}"))
+                cmds.append(resp_command("INCR", "mp:count"))
+        c.send(b"".join(cmds))
+        count = None
+        for i in range(n):
+            assert c.reply() == b"+OK\r\n"
+            want = f"{nd.name}-{i}".encode()
+            assert c.reply() == b"$%d\r\n%s\r\n" % (len(want), want), f"pair {i} on {nd.name}"
+            if i % 100 == 0:
+                assert c.reply() == b"$%d\r\n%s\r\n" % (len(want), want)
+                got = int(c.reply()[1:-2])
+                assert count is None or got == count + 1
+                count = got
+        c.close()
