@@ -1,4 +1,4 @@
-/* watch.c - `keel watch`: print a KEEL.WATCH stream, resuming on another node with FROM. */
+/* watch.c - `keel watch`: print a KEEL.WATCH feed, resuming on another node with FROM. */
 #include "cli/cli.h"
 #include "cli/cluster.h"
 

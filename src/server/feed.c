@@ -14,7 +14,7 @@
  * order, as this node applies the log: any node serves watches, a follower as it applies.
  *
  * Replies and pushes (RESP2, readable with any client's read_response):
- *   *3 "watching" prefix :R          R: the stream starts after revision R (FROM, or the
+ *   *3 "watching" prefix :R          R: the feed starts after revision R (FROM, or the
  *                                    revision this node has applied when no FROM)
  *   *3 "watch" :rev *n (*3 "put" key value | *3 "del" key nil) x n
  *                                    one push per revision: all of its changes under the

@@ -129,5 +129,3 @@ int keel__srv_cmd_punsubscribe(keel_resp_client_t *c, size_t argc, const keel_re
 {
     return unsubscribe(c, argc, argv, 1);
 }
-
-/* ---- KEEL.WATCH: change streams ------------------------------------------------------ */
