@@ -30,7 +30,8 @@
     X(RANGE, "value out of range")                                                                 \
     X(UNSUPPORTED, "not supported")                                                                \
     X(REJECTED, "rejected by policy")                                                              \
-    X(CONFLICT, "conflict")
+    X(CONFLICT, "conflict")                                                                        \
+    X(NOTMEMBER, "not a member of the cluster")
 
 enum keel__err_index {
 #define KEEL__ERR_IDX(name, msg) KEEL__EIDX_##name,

@@ -107,8 +107,12 @@ static const char *outcome_error(int status)
         return "ERR string exceeds maximum allowed size";
     case KEEL_EFULL:
         return "ERR keel: too many requests pending on this node";
+    case KEEL_ENOTMEMBER:
+        return "ERR keel: this node is not a member of the cluster (removed, or not yet added)";
+    case KEEL_EREJECTED:
+        return "ERR keel: the leader refused the proposal";
     default:
-        return "ERR keel: internal error";
+        return NULL; /* another refusal of the Raft core: named by write_outcome */
     }
 }
 
@@ -150,7 +154,9 @@ static void on_node_done(void *ctx, int status, const uint8_t *resp, size_t len)
     } else if (status == 0)
         rc = keel_buf_append(out, resp, len);
     else
-        rc = keel_resp_write_error(out, outcome_error(status));
+        rc = outcome_error(status) ? keel_resp_write_error(out, outcome_error(status))
+                                   : keel_resp_write_errorf(out, "ERR keel: request refused: %s",
+                                                            keel_strerror(status));
     if (pr->stats && (status != 0 || (len > 0 && resp[0] == '-')))
         keel_counter_inc(pr->stats->errors);
     keel_resp_deferred_done(pr->slot, rc);

@@ -211,12 +211,6 @@ void keel_reqs_answer_write(keel_reqs_t *q, keel_req_t *r, const uint8_t *reply,
     req_free(q, r);
 }
 
-/* A write has its reply in q->reply: to the local client, or back to the follower. */
-static void write_answered(keel_reqs_t *q, keel_req_t *r)
-{
-    keel_reqs_answer_write(q, r, keel_buf_rptr(&q->reply), keel_buf_unread(&q->reply));
-}
-
 /*
  * A new leader term proposed at `index` while older waiters sit at or past it:
  * their entries are gone from our log (a leader's log is authoritative), so
@@ -276,10 +270,15 @@ static void on_leader(keel_reqs_t *q, keel_req_t *r)
         keel_req_push(&q->parked, r);
         return;
     }
-    if (rc != 0) {
-        keel_buf_reset(&q->reply);
-        keel_resp_write_errorf(&q->reply, "ERR keel: proposal refused: %s", keel_strerror(rc));
-        write_answered(q, r);
+    if (rc != 0) { /* the core refused it: nothing was proposed */
+        if (r->kind == KEEL_REQ_REMOTE_WRITE) {
+            keel_peer_fwd_t f = {.req_id = r->req_id, .status = KEEL_PEER_FAILED};
+            q->env.send_fwd(q->env.data, r->origin, KEEL_PEER_FWD_REPLY, &f);
+            r->done = NULL;
+        } else {
+            req_answer(q, r, rc, NULL, 0);
+        }
+        req_free(q, r);
         return;
     }
     if (q->m_proposals)
@@ -303,10 +302,7 @@ static void dispatch(keel_reqs_t *q, keel_req_t *r)
         return;
     }
     if (q->removed && (r->kind == KEEL_REQ_WRITE || r->kind == KEEL_REQ_READ)) {
-        keel_buf_reset(&q->reply);
-        keel_resp_write_error(&q->reply, "ERR keel: this node is not a member of the cluster "
-                                         "(removed, or not yet added)");
-        req_answer(q, r, 0, keel_buf_rptr(&q->reply), keel_buf_unread(&q->reply));
+        req_answer(q, r, KEEL_ENOTMEMBER, NULL, 0);
         r->done = NULL;
         req_free(q, r);
         return;
@@ -431,8 +427,13 @@ static void handle_fwd_reply(keel_reqs_t *q, const keel_peer_fwd_t *f)
     if (r == NULL)
         return; /* answered already (timeout) */
     if (f->status == KEEL_PEER_NOT_LEADER) {
-        keel_req_push(&q->parked,
-                      r); /* definitely not proposed: try again once a leader is known */
+        /* definitely not proposed: try again once a leader is known */
+        keel_req_push(&q->parked, r);
+        return;
+    }
+    if (f->status == KEEL_PEER_FAILED) { /* the leader's core refused it */
+        req_answer(q, r, KEEL_EREJECTED, NULL, 0);
+        req_free(q, r);
         return;
     }
     req_answer(q, r, 0, f->bytes, f->bytes_len);

@@ -34,6 +34,8 @@
  *   KEEL_ETIMEDOUT      no answer within timeout_ms: outcome unknown
  *   KEEL_ECONNRESET     forwarded to a leader that lost its place: outcome unknown
  *   KEEL_ECANCELED      the node stopped
+ *   KEEL_ENOTMEMBER     this node is not a member of the configuration in force
+ *   KEEL_EREJECTED, or another code the Raft core gave: refused, nothing was proposed
  */
 typedef void (*keel_reqs_done_fn)(void *ctx, int status, const uint8_t *reply, size_t len);
 

@@ -552,6 +552,10 @@ static void sreq_done(void *ctx, int status, const uint8_t *reply, size_t len)
     free(t);
     if (w->ending || !c->busy || c->op != op)
         return; /* the client gave up on it already */
+    if (status == KEEL_ENOTMEMBER || status == KEEL_EREJECTED) {
+        complete(w, ci, KEEL_LC_FAIL, 0); /* refused: nothing was proposed */
+        return;
+    }
     if (status != 0) {
         if (status != KEEL_ETIMEDOUT && status != KEEL_ECONNRESET && status != KEEL_ECANCELED)
             fail(w, "a request was answered %s", keel_err_name(status));
