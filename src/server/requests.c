@@ -1,7 +1,6 @@
 /* requests.c - a node's client requests: propose, forward, ReadIndex batches, park, answer. */
 #include "server/requests.h"
 
-
 #include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
