@@ -271,6 +271,59 @@ static int members_reply(server_t *s, keel_buf_t *out, uint64_t leader)
     return rc;
 }
 
+static int join_reply(keel_buf_t *out, const keel_node_conf_result_t *res)
+{
+    char cid[KEEL_DEC_BYTES_MAX];
+    size_t cid_n = keel_fmt_u64(cid, res->cluster_id);
+    int rc = keel_resp_write_array_header(out, 3);
+    if (rc == 0)
+        rc = keel_resp_write_int(out, (int64_t)res->id);
+    if (rc == 0)
+        rc = keel_resp_write_bulk(out, cid, cid_n);
+    if (rc == 0)
+        rc = keel_resp_write_array_header(out, res->dir.n);
+    for (size_t i = 0; rc == 0 && i < res->dir.n; i++) {
+        const keel_node_member_t *m = &res->dir.m[i];
+        rc = keel_resp_write_array_header(out, 5);
+        if (rc == 0)
+            rc = keel_resp_write_bulk_str(out, m->name);
+        if (rc == 0)
+            rc = keel_resp_write_int(out, (int64_t)m->id);
+        if (rc == 0)
+            rc = keel_resp_write_bulk_str(out, m->peer_addr);
+        if (rc == 0)
+            rc = keel_resp_write_bulk_str(out, m->client_addr);
+        if (rc == 0)
+            rc = keel_resp_write_bulk_str(out, m->voter ? "voter" : "learner");
+    }
+    return rc;
+}
+
+/*
+ * A membership change's result (server/node.h), worded as keel server always answered:
+ * +OK; the new member's id; JOIN's [id, cluster id, [[name, id, peer, client, role], ...]];
+ * -ERR keel: why it was refused.
+ */
+int keel__srv_conf_reply(keel_buf_t *out, const uint8_t *p, size_t len)
+{
+    keel_node_conf_result_t *res = malloc(sizeof(*res));
+    if (res == NULL)
+        return keel_resp_write_error(out, KEEL_SRV_ERR_OOM);
+    int rc = keel_node_conf_result_decode(p, len, res);
+    if (rc != 0)
+        rc = keel_resp_write_error(out, "ERR keel: bad membership result");
+    else if (res->kind == KEEL_NODE_CONF_DONE)
+        rc = keel_resp_write_simple(out, "OK");
+    else if (res->kind == KEEL_NODE_CONF_ID)
+        rc = keel_resp_write_int(out, (int64_t)res->id);
+    else if (res->kind == KEEL_NODE_CONF_REFUSED)
+        rc = keel_resp_write_errorf(out, "ERR keel: %s", res->error);
+    else
+        rc = join_reply(out, res);
+    free(res);
+    return rc;
+}
+
 static int copy_arg(char *dst, size_t cap, const uint8_t *a, size_t len)
 {
     if (len >= cap || memchr(a, '\0', len))

@@ -149,6 +149,8 @@ static void on_node_done(void *ctx, int status, const uint8_t *resp, size_t len)
             rc = keel_resp_write_error(out, KEEL_SRV_ERR_OOM);
         else
             rc = keel_resp_write_simple(out, "OK");
+    } else if (status == 0 && pr->conf) {
+        rc = keel__srv_conf_reply(out, resp, len);
     } else if (status == 0 && pr->exec_queued != NULL) {
         rc = keel__srv_exec_finish(pr, out, resp, len);
     } else if (status == 0)

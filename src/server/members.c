@@ -2,7 +2,6 @@
 #include "server/node_int.h"
 
 #include "base/num.h"
-#include "proto/resp.h"
 
 #include "base/bytes.h"
 #include "base/hash.h"
@@ -27,11 +26,6 @@
 #include <unistd.h>
 
 /* ---- membership changes (leader) --------------------------------------------------- */
-
-static void conf_answer(keel_node_t *n, keel_req_t *r, const char *text)
-{
-    keel_reqs_answer_write(&n->reqs, r, (const uint8_t *)text, strlen(text));
-}
 
 static size_t put_field(uint8_t *w, const char *s)
 {
@@ -81,72 +75,143 @@ int keel_node_conf_decode(const uint8_t *p, size_t len, keel_node_conf_change_t 
     return 0;
 }
 
-/* The reply in b as an owned NUL-terminated string (RESP replies here hold no NUL); b is
- * freed. NULL without memory, or if a write into b failed (rc). */
-static char *reply_text(keel_buf_t *b, int rc)
+/*
+ * A change's result (keel_node_conf_result_t), encoded:
+ *   u8 kind | ID: u64 id | JOINED: u64 id | u64 cluster id | u32 n |
+ *   n x (u64 id | u8 voter | name | peer address | client address) | REFUSED: text
+ * with every string as u16 length | bytes. One allocation, owned by the request.
+ */
+typedef struct conf_result {
+    uint8_t *p;
+    size_t len;
+} conf_result_t;
+
+static conf_result_t result_end(keel_buf_t *b, int rc)
 {
-    char *out = rc == 0 ? malloc(keel_buf_unread(b) + 1) : NULL;
-    if (out) {
-        memcpy(out, keel_buf_rptr(b), keel_buf_unread(b));
-        out[keel_buf_unread(b)] = '\0';
+    conf_result_t out = {NULL, 0};
+    if (rc == 0 && (out.p = malloc(keel_buf_unread(b) ? keel_buf_unread(b) : 1)) != NULL) {
+        out.len = keel_buf_unread(b);
+        memcpy(out.p, keel_buf_rptr(b), out.len);
     }
     keel_buf_free(b);
     return out;
 }
 
-static char *reply_ok(void)
+static int put_str(keel_buf_t *b, const char *s)
+{
+    uint8_t w[2];
+    size_t len = strlen(s);
+    assert(len <= UINT16_MAX);
+    keel_put_u16(w, (uint16_t)len);
+    int rc = keel_buf_append(b, w, 2);
+    return rc == 0 ? keel_buf_append(b, s, len) : rc;
+}
+
+static int put_u64(keel_buf_t *b, uint64_t v)
+{
+    uint8_t w[8];
+    keel_put_u64(w, v);
+    return keel_buf_append(b, w, 8);
+}
+
+static conf_result_t result_simple(keel_node_conf_kind_t kind, uint64_t id, const char *error)
 {
     keel_buf_t b;
     keel_buf_init(&b, 0);
-    return reply_text(&b, keel_resp_write_simple(&b, "OK"));
+    uint8_t k = (uint8_t)kind;
+    int rc = keel_buf_append(&b, &k, 1);
+    if (rc == 0 && kind == KEEL_NODE_CONF_ID)
+        rc = put_u64(&b, id);
+    if (rc == 0 && kind == KEEL_NODE_CONF_REFUSED)
+        rc = put_str(&b, error);
+    return result_end(&b, rc);
 }
 
-static char *reply_int(uint64_t v)
-{
-    keel_buf_t b;
-    keel_buf_init(&b, 0);
-    return reply_text(&b, keel_resp_write_int(&b, (int64_t)v));
-}
-
-/* JOIN's answer: [id, cluster id, [[name, id, peer, client, role], ...]] of conf c. */
-static char *join_reply(keel_node_t *n, uint64_t id, const keel_raft_conf_t *c)
+/* JOIN's answer: the new member's id, the cluster id, and the directory of conf c. */
+static conf_result_t result_join(keel_node_t *n, uint64_t id, const keel_raft_conf_t *c)
 {
     keel_memberdir_t d;
     keel_memberdir_of_conf(c, n->cfg.members, n->cfg.members_n, &d);
     keel_buf_t b;
     keel_buf_init(&b, 0);
-    char cid[KEEL_DEC_BYTES_MAX];
-    size_t cid_n = keel_fmt_u64(cid, n->cfg.cluster_id);
-    int rc = keel_resp_write_array_header(&b, 3);
-    if (rc == 0)
-        rc = keel_resp_write_int(&b, (int64_t)id);
-    if (rc == 0)
-        rc = keel_resp_write_bulk(&b, cid, cid_n);
-    if (rc == 0)
-        rc = keel_resp_write_array_header(&b, d.n);
+    uint8_t head[1 + 8 + 8 + 4];
+    head[0] = KEEL_NODE_CONF_JOINED;
+    keel_put_u64(head + 1, id);
+    keel_put_u64(head + 9, n->cfg.cluster_id);
+    keel_put_u32(head + 17, (uint32_t)d.n);
+    int rc = keel_buf_append(&b, head, sizeof(head));
     for (size_t i = 0; rc == 0 && i < d.n; i++) {
         const keel_node_member_t *m = &d.m[i];
-        rc = keel_resp_write_array_header(&b, 5);
+        uint8_t voter = (uint8_t)(m->voter != 0);
+        rc = put_u64(&b, m->id);
         if (rc == 0)
-            rc = keel_resp_write_bulk_str(&b, m->name);
+            rc = keel_buf_append(&b, &voter, 1);
         if (rc == 0)
-            rc = keel_resp_write_int(&b, (int64_t)m->id);
+            rc = put_str(&b, m->name);
         if (rc == 0)
-            rc = keel_resp_write_bulk_str(&b, m->peer_addr);
+            rc = put_str(&b, m->peer_addr);
         if (rc == 0)
-            rc = keel_resp_write_bulk_str(&b, m->client_addr);
-        if (rc == 0)
-            rc = keel_resp_write_bulk_str(&b, m->voter ? "voter" : "learner");
+            rc = put_str(&b, m->client_addr);
     }
-    return reply_text(&b, rc);
+    return result_end(&b, rc);
 }
 
-/* A refused change: "-ERR keel: ..." as an owned string. */
-static char *reply_error(const char *text)
+int keel_node_conf_result_decode(const uint8_t *p, size_t len, keel_node_conf_result_t *out)
 {
-    keel_buf_t b;
-    keel_buf_init(&b, 0);
-    return reply_text(&b, keel_resp_write_errorf(&b, "ERR keel: %s", text));
+    keel_rd_t r;
+    keel_rd_init(&r, p, len);
+    memset(out, 0, sizeof(*out));
+    uint8_t kind = keel_rd_u8(&r);
+    if (kind > KEEL_NODE_CONF_REFUSED)
+        return KEEL_EPROTO;
+    out->kind = (keel_node_conf_kind_t)kind;
+    if (kind == KEEL_NODE_CONF_ID || kind == KEEL_NODE_CONF_JOINED)
+        out->id = keel_rd_u64(&r);
+    if (kind == KEEL_NODE_CONF_REFUSED && take_field(&r, out->error, sizeof(out->error)) != 0)
+        return KEEL_EPROTO;
+    if (kind == KEEL_NODE_CONF_JOINED) {
+        out->cluster_id = keel_rd_u64(&r);
+        uint32_t n = keel_rd_u32(&r);
+        if (n > KEEL_RAFT_MEMBERS_MAX)
+            return KEEL_EPROTO;
+        for (uint32_t i = 0; i < n && !r.bad; i++) {
+            keel_node_member_t *m = &out->dir.m[i];
+            m->id = keel_rd_u64(&r);
+            m->voter = keel_rd_u8(&r) != 0;
+            if (take_field(&r, m->name, sizeof(m->name)) != 0 ||
+                take_field(&r, m->peer_addr, sizeof(m->peer_addr)) != 0 ||
+                take_field(&r, m->client_addr, sizeof(m->client_addr)) != 0)
+                return KEEL_EPROTO;
+        }
+        out->dir.n = n;
+    }
+    return r.bad || r.left != 0 ? KEEL_EPROTO : 0;
+}
+
+/* Answers a change now (refused, or nothing to change) with its result; frees it. */
+static void conf_answer(keel_node_t *n, keel_req_t *r, conf_result_t res)
+{
+    static const uint8_t oom[] = {KEEL_NODE_CONF_REFUSED,
+                                  13,
+                                  0,
+                                  'o',
+                                  'u',
+                                  't',
+                                  ' ',
+                                  'o',
+                                  'f',
+                                  ' ',
+                                  'm',
+                                  'e',
+                                  'm',
+                                  'o',
+                                  'r',
+                                  'y'};
+    if (res.p == NULL)
+        keel_reqs_answer_write(&n->reqs, r, oom, sizeof(oom));
+    else
+        keel_reqs_answer_write(&n->reqs, r, res.p, res.len);
+    free(res.p);
 }
 
 /*
@@ -173,7 +238,7 @@ static int remove_self_first(keel_node_t *n, keel_req_t *r)
 
 /* The next configuration for the change c, or an error (1: answered without a change). */
 static int conf_next(keel_node_t *n, const keel_node_conf_change_t *c, keel_raft_conf_t *next,
-                     char **reply, keel_errmsg_t *m)
+                     conf_result_t *reply, keel_errmsg_t *m)
 {
     const keel_raft_conf_t *cur = keel_raft_conf(n->raft);
     keel_memberdir_t dir = n->members;
@@ -188,13 +253,13 @@ static int conf_next(keel_node_t *n, const keel_node_conf_change_t *c, keel_raft
         memcpy(who.client_addr, c->client_addr, sizeof(who.client_addr));
         keel_node_member_t *was = keel_memberdir_find_name(&dir, who.name, strlen(who.name));
         if (join && was && strcmp(was->peer_addr, who.peer_addr) == 0) {
-            *reply = join_reply(n, was->id, cur); /* asked again: it is in already */
+            *reply = result_join(n, was->id, cur); /* asked again: it is in already */
             return 1;
         }
         uint64_t id;
         int rc = keel_memberdir_add(cur, &dir, &who, next, &id, m);
         if (rc == 0)
-            *reply = join ? join_reply(n, id, next) : reply_int(id);
+            *reply = join ? result_join(n, id, next) : result_simple(KEEL_NODE_CONF_ID, id, NULL);
         return rc;
     }
     keel_node_member_t *who = keel_memberdir_find_name(&dir, c->name, strlen(c->name));
@@ -206,7 +271,7 @@ static int conf_next(keel_node_t *n, const keel_node_conf_change_t *c, keel_raft
            address filled in already, which an UPDATE for the leader must still write. */
         const keel_node_member_t *in_force = keel_memberdir_find_id(&n->members, who->id);
         if (in_force && strcmp(in_force->client_addr, c->client_addr) == 0) {
-            *reply = reply_ok(); /* nothing to change */
+            *reply = result_simple(KEEL_NODE_CONF_DONE, 0, NULL); /* nothing to change */
             return 1;
         }
         rc = keel_memberdir_set_client(cur, &dir, who->id, c->client_addr, next, m);
@@ -215,7 +280,7 @@ static int conf_next(keel_node_t *n, const keel_node_conf_change_t *c, keel_raft
                                             : keel_memberdir_promote(cur, &dir, who->id, next, m);
     }
     if (rc == 0)
-        *reply = reply_ok();
+        *reply = result_simple(KEEL_NODE_CONF_DONE, 0, NULL);
     return rc;
 }
 
@@ -228,14 +293,12 @@ void keel__node_conf_change(keel_node_t *n, keel_req_t *r)
 {
     keel_raft_conf_t *next = &n->conf_scratch;
     keel_node_conf_change_t c;
-    char *reply = NULL;
+    conf_result_t reply = {NULL, 0};
     keel_errmsg_t m = {{0}};
     free(r->conf_reply);
     r->conf_reply = NULL;
     if (keel_node_conf_decode(r->cmd, r->cmd_len, &c) != 0) {
-        reply = reply_error("bad membership change");
-        conf_answer(n, r, reply ? reply : "-ERR out of memory\r\n");
-        free(reply);
+        conf_answer(n, r, result_simple(KEEL_NODE_CONF_REFUSED, 0, "bad membership change"));
         return;
     }
     if (c.op == KEEL_NODE_CONF_REMOVE) {
@@ -245,26 +308,27 @@ void keel__node_conf_change(keel_node_t *n, keel_req_t *r)
     }
     int rc = conf_next(n, &c, next, &reply, &m);
     if (rc == 1) { /* answered without a change */
-        conf_answer(n, r, reply ? reply : "-ERR out of memory\r\n");
-        free(reply);
+        conf_answer(n, r, reply);
         return;
     }
     if (rc == 0)
         rc = keel_raft_propose_conf(n->raft, next);
     if (rc == KEEL_EBUSY || rc == KEEL_EAGAIN || rc == KEEL_ENOTLEADER) {
-        free(reply);
+        free(reply.p);
         keel_reqs_park(&n->reqs, r); /* an earlier change or a transfer is under way: wait */
         return;
     }
-    if (rc != 0 || reply == NULL) {
-        free(reply);
-        reply = reply_error(m.text[0] ? m.text : keel_strerror(rc));
-        conf_answer(n, r, reply ? reply : "-ERR out of memory\r\n");
-        free(reply);
+    if (rc != 0 || reply.p == NULL) {
+        free(reply.p);
+        conf_answer(n, r,
+                    result_simple(KEEL_NODE_CONF_REFUSED, 0,
+                                  m.text[0] ? m.text : keel_strerror(rc ? rc : KEEL_ENOMEM)));
         return;
     }
-    r->conf_reply = reply;
-    keel_log_info("membership change proposed", KF_STR("change", reply[0] == '*' ? "join" : "edit"),
+    r->conf_reply = reply.p;
+    r->conf_reply_len = reply.len;
+    keel_log_info("membership change proposed",
+                  KF_STR("change", c.op == KEEL_NODE_CONF_JOIN ? "join" : "edit"),
                   KF_INT("voters", next->voters_n), KF_INT("learners", next->learners_n));
     keel_reqs_proposed(&n->reqs, r, keel_raft_last_index(n->raft));
     keel__node_sync_members(n);
@@ -292,8 +356,15 @@ void keel__node_tell_removed(keel_node_t *n, const keel_raft_entry_t *e)
 
 static void warn_if_refused(const char *what, int status, const uint8_t *reply, size_t len)
 {
-    if (status != 0 || (len > 0 && reply[0] == '-'))
-        keel_log_warn(what, KF_STR("error", status ? keel_strerror(status) : "refused"));
+    if (status != 0) {
+        keel_log_warn(what, KF_STR("error", keel_strerror(status)));
+        return;
+    }
+    keel_node_conf_result_t *res = malloc(sizeof(*res));
+    if (res != NULL && keel_node_conf_result_decode(reply, len, res) == 0 &&
+        res->kind == KEEL_NODE_CONF_REFUSED)
+        keel_log_warn(what, KF_STR("error", res->error));
+    free(res);
 }
 
 static void promote_done(void *ctx, int status, const uint8_t *reply, size_t len)

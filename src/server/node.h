@@ -77,6 +77,27 @@ typedef struct keel_node_conf_change {
 size_t keel_node_conf_encode(const keel_node_conf_change_t *c, uint8_t *out);
 /* 0, or KEEL_EPROTO for bytes that are not a change (a field too long included). */
 int keel_node_conf_decode(const uint8_t *p, size_t len, keel_node_conf_change_t *c);
+
+/*
+ * A membership change's answer: keel_node_change's done gets it encoded (status 0), and
+ * keel_node_conf_result_decode reads it back; the front end words it for its clients.
+ */
+typedef enum keel_node_conf_kind {
+    KEEL_NODE_CONF_DONE = 0,    /* committed (or nothing to change) */
+    KEEL_NODE_CONF_ID = 1,      /* ADD committed: the new member's id */
+    KEEL_NODE_CONF_JOINED = 2,  /* JOIN: id, cluster id and the directory with the member */
+    KEEL_NODE_CONF_REFUSED = 3, /* refused: error says why */
+} keel_node_conf_kind_t;
+
+typedef struct keel_node_conf_result {
+    keel_node_conf_kind_t kind;
+    uint64_t id, cluster_id;
+    keel_memberdir_t dir; /* JOINED */
+    char error[KEEL_ERRMSG_BYTES_MAX];
+} keel_node_conf_result_t;
+
+/* 0, or KEEL_EPROTO for bytes that are not a result. */
+int keel_node_conf_result_decode(const uint8_t *p, size_t len, keel_node_conf_result_t *out);
 typedef struct keel_node_config {
     uint64_t id;
     keel_node_member_t members[KEEL_RAFT_MEMBERS_MAX];

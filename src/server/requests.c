@@ -767,7 +767,7 @@ void keel_reqs_applied(keel_reqs_t *q, const keel_raft_entry_t *e, const keel_bu
             continue;
         }
         if (r->conf_reply) /* a membership change: committed */
-            keel_reqs_answer_write(q, r, (const uint8_t *)r->conf_reply, strlen(r->conf_reply));
+            keel_reqs_answer_write(q, r, r->conf_reply, r->conf_reply_len);
         else
             keel_reqs_answer_write(q, r, keel_buf_rptr(reply), keel_buf_unread(reply));
     }

@@ -57,7 +57,8 @@ struct keel_req {
     size_t cmd_len;
     uint64_t index, term;    /* writes: where proposed; reads: the read index */
     uint64_t origin, req_id; /* remote: who asked, and their id; forwarded: our id */
-    char *conf_reply;        /* membership change proposed here: its reply once committed */
+    uint8_t *conf_reply;     /* membership change proposed here: its result once committed */
+    size_t conf_reply_len;   /* (keel_node_conf_result_t's encoding, server/node.h) */
     int is_conf;             /* cmd is a membership change */
     keel_ms_t start_ms;
     keel_list_t all;      /* in keel_reqs_t.all, in deadline order (local ones only) */

@@ -182,6 +182,8 @@ int keel__srv_cmd_keel_watch(keel_resp_client_t *c, size_t argc, const keel_resp
 /* commands.c */
 int keel__srv_conf_parse(size_t argc, const uint8_t *const *argv, const size_t *lens,
                          keel_node_conf_change_t *c);
+/* A membership change's result (keel_node_change's reply) as a RESP reply into out. */
+int keel__srv_conf_reply(keel_buf_t *out, const uint8_t *p, size_t len);
 int keel__srv_cmd_echo(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 int keel__srv_cmd_quit(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 int keel__srv_cmd_select(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);

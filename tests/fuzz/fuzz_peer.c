@@ -18,7 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     keel_peer_hello_t h;
     const uint8_t *p = data + 1;
     size_t n = size - 1;
-    switch (data[0] % 4) {
+    switch (data[0] % 5) {
     case 0:
         if (keel_peer_decode_raft(p, n, &m, &scratch) == 0) {
             /* re-encoding a decoded message must work */
@@ -39,6 +39,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (keel_node_conf_decode(p, n, &c) == 0 &&
             (keel_node_conf_encode(&c, back) != n || memcmp(back, p, n) != 0))
             abort();
+        break;
+    }
+    case 3: {
+        /* the result a FWD_REPLY carries back for a membership change */
+        static keel_node_conf_result_t res;
+        (void)keel_node_conf_result_decode(p, n, &res);
         break;
     }
     default:
