@@ -49,10 +49,10 @@
  * sent back when it was added; such a node starts with no voters and learns its
  * configuration from the leader's log or snapshot. From then on the configuration in
  * the log (with its member directory, server/memberdir.h) decides: peers are connected
- * and dropped as it changes. Changes are KEEL.CLUSTER ADD / REMOVE / JOIN commands sent
- * through keel_node_write like any write; the leader turns them into configuration
- * entries, and promotes a learner to voter on its own once the learner's log is within
- * promote_lag_entries_max entries of its own.
+ * and dropped as it changes. Changes are typed (keel_node_conf_change_t) and go through
+ * keel_node_change, from any node (a follower forwards them in FWD_CONF); the leader turns
+ * them into configuration entries, one at a time, and promotes a learner to voter on its
+ * own once the learner's log is within promote_lag_entries_max entries of its own.
  */
 
 /* A membership change (KEEL.CLUSTER's ADD, JOIN, REMOVE, UPDATE; PROMOTE is the leader's). */
