@@ -23,7 +23,7 @@
  *
  * The bootstrap configuration (from --initial-cluster) has no ctx: its directory is the
  * flags' (ids 1..n in order), with client addresses unknown ("") until each node publishes
- * its own (KEEL.CLUSTER UPDATE, node.c maybe_update_client_addr), which rewrites
+ * its own (KEEL.CLUSTER UPDATE, members.c keel__node_maybe_update_client_addr), which rewrites
  * it. The functions here are pure: they compute the next configuration; the node
  * proposes it.
  */
