@@ -382,6 +382,12 @@ static int cluster_change(keel_resp_client_t *c, server_t *s, size_t argc,
 int keel__srv_cmd_cluster(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
 {
     server_t *s = keel__srv_of(c);
+    /* a change defers its reply: the output is asked for only by the other branches (asked
+       behind an open deferred reply, it queues a slot of its own) */
+    if ((argc == 5 && (keel__srv_arg_is(&argv[1], "add") || keel__srv_arg_is(&argv[1], "join"))) ||
+        (argc == 3 && keel__srv_arg_is(&argv[1], "remove")) ||
+        (argc == 4 && keel__srv_arg_is(&argv[1], "update")))
+        return cluster_change(c, s, argc, argv);
     keel_buf_t *out = keel_resp_client_out(c);
     if (out == NULL)
         return KEEL_ENOMEM;
@@ -389,10 +395,6 @@ int keel__srv_cmd_cluster(keel_resp_client_t *c, size_t argc, const keel_resp_ar
     keel_node_get_status(s->node, &st);
     if (argc == 2 && keel__srv_arg_is(&argv[1], "members"))
         return members_reply(s, out, st.leader);
-    if ((argc == 5 && (keel__srv_arg_is(&argv[1], "add") || keel__srv_arg_is(&argv[1], "join"))) ||
-        (argc == 3 && keel__srv_arg_is(&argv[1], "remove")) ||
-        (argc == 4 && keel__srv_arg_is(&argv[1], "update")))
-        return cluster_change(c, s, argc, argv);
     if (argc == 3 && keel__srv_arg_is(&argv[1], "transfer")) {
         const keel_memberdir_t *d = keel_node_members(s->node);
         uint64_t to = 0;

@@ -155,6 +155,9 @@ static void on_node_done(void *ctx, int status, const uint8_t *resp, size_t len)
         rc = keel__srv_exec_finish(pr, out, resp, len);
     } else if (status == 0)
         rc = keel_buf_append(out, resp, len);
+    else if (pr->log_read && status == KEEL_ECONNRESET) /* a read: nothing to be unsure of */
+        rc = keel_resp_write_error(out, "TRYAGAIN keel: the leader changed before it answered "
+                                        "the read; retry");
     else
         rc = outcome_error(status) ? keel_resp_write_error(out, outcome_error(status))
                                    : keel_resp_write_errorf(out, "ERR keel: request refused: %s",
@@ -417,8 +420,15 @@ int keel__srv_cmd_data(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
         return keel__srv_oom(c);
     if (cs->in_multi)
         return keel__srv_multi_queue(c, s, cs, row, argc);
+    /* Only a read of one key may go through the log behind a write (its reply is bounded by
+       one value); a read of many keys (MGET, SCAN) waits for the write instead, so that a
+       follower never asks the leader for a reply larger than a peer frame. */
+    int one_key = row->first_key > 0 && row->first_key == row->last_key;
     return keel__srv_submit(c, s, cs, argc,
-                            (row->flags & KEEL_RESP_CMD_WRITE) ? RUN_WRITE : RUN_READ, st);
+                            (row->flags & KEEL_RESP_CMD_WRITE) ? RUN_WRITE
+                            : one_key                          ? RUN_READ
+                                                               : RUN_READ_HELD,
+                            st);
 }
 
 /*
@@ -446,6 +456,8 @@ static int submit_queued(keel_resp_client_t *c, server_t *s, client_state_t *cs,
      */
     if (run == RUN_READ && !cs->stale_reads && writes_ahead(cs))
         run = RUN_LOG_READ;
+    if (run == RUN_READ_HELD)
+        run = RUN_READ;
     int is_write = run == RUN_WRITE || run == RUN_CONF || run == RUN_LOG_READ;
     int watch = run == RUN_WATCH;
     int idle = cs->inflight == 0 && cs->held_head == NULL;
@@ -471,6 +483,7 @@ static int submit_queued(keel_resp_client_t *c, server_t *s, client_state_t *cs,
     pr->is_write = is_write;
     pr->watch = watch;
     pr->conf = run == RUN_CONF;
+    pr->log_read = run == RUN_LOG_READ;
     pr->exec_queued = queued;
     pr->client = c;
     if (go_now) {

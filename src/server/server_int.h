@@ -109,9 +109,10 @@ struct pending_reply {
     keel_resp_client_t *client;     /* EXEC with exec_queued: the connection (cs->closed
                                        says whether it is still there) */
     int is_write;
-    int watch;  /* WATCH: on success record the keys' versions, reply +OK */
-    int conf;   /* KEEL.CLUSTER ADD/JOIN/REMOVE/UPDATE: argv parsed again when submitted */
-    int pooled; /* no argv copy: goes back to srv->pr_pool */
+    int watch;    /* WATCH: on success record the keys' versions, reply +OK */
+    int conf;     /* KEEL.CLUSTER ADD/JOIN/REMOVE/UPDATE: argv parsed again when submitted */
+    int log_read; /* a read sent through the log (RUN_LOG_READ) */
+    int pooled;   /* no argv copy: goes back to srv->pr_pool */
     size_t argc;
     const uint8_t **argv; /* the server's scratch, or (held) a copy after this struct */
     size_t *lens;
@@ -121,9 +122,10 @@ struct pending_reply {
 enum {
     RUN_READ = 0,
     RUN_WRITE = 1,
-    RUN_WATCH = 2,    /* a read that records WATCH versions */
-    RUN_CONF = 3,     /* a membership change (KEEL.CLUSTER): a write, keel_node_change */
-    RUN_LOG_READ = 4, /* a read behind a write of the connection: an entry in the log */
+    RUN_WATCH = 2,     /* a read that records WATCH versions */
+    RUN_CONF = 3,      /* a membership change (KEEL.CLUSTER): a write, keel_node_change */
+    RUN_LOG_READ = 4,  /* a read behind a write of the connection: an entry in the log */
+    RUN_READ_HELD = 5, /* a read of many keys: waits behind a write, never through the log */
 };
 
 /* conn.c */

@@ -72,8 +72,11 @@ static int sub_reply(keel_resp_client_t *c, const char *kind, const uint8_t *nam
 static int subscribe(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv, int pat)
 {
     server_t *s = keel__srv_of(c);
-    if (keel__srv_state(c) == NULL)
+    client_state_t *cs = keel__srv_state(c);
+    if (cs == NULL)
         return keel__srv_oom(c);
+    if (cs->closed) /* gone meanwhile (run inside EXEC): never back in the registry */
+        return 0;
     for (size_t i = 1; i < argc; i++) {
         int rc = keel_pubsub_subscribe(s->pubsub, c, argv[i].ptr, argv[i].len, pat);
         if (rc < 0)

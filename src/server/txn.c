@@ -273,7 +273,9 @@ int keel__srv_exec_finish(pending_reply_t *pr, keel_buf_t *out, const uint8_t *r
     for (pending_reply_t *q = pr->exec_queued; q; q = q->next)
         n++;
     int rc = keel_resp_write_array_header(out, n);
-    for (pending_reply_t *q = pr->exec_queued; q && rc == 0; q = q->next) {
+    /* A queued command can close the connection (a PUBLISH to a channel it subscribed to
+       in the same transaction, past its output limit): nothing more runs for it then. */
+    for (pending_reply_t *q = pr->exec_queued; q && rc == 0 && !pr->cs->closed; q = q->next) {
         if (!is_data(q))
             rc = run_queued(pr->client, q, out);
         else if (k < v->elems_len)
@@ -281,7 +283,7 @@ int keel__srv_exec_finish(pending_reply_t *pr, keel_buf_t *out, const uint8_t *r
         else
             rc = keel_resp_write_error(out, "ERR keel: transaction reply too short");
     }
-    assert(rc != 0 || k == v->elems_len);
+    assert(rc != 0 || pr->cs->closed || k == v->elems_len);
     keel_resp_value_free(v);
     return rc;
 }

@@ -7,7 +7,7 @@ import time
 import pytest
 import redis
 from conftest import wait_until
-from keelcluster import RespConn, make_cluster  # noqa: F401 (fixture)
+from keelcluster import RespConn, resp_command, make_cluster  # noqa: F401 (fixture)
 
 
 def test_keys_with_a_ttl_disappear_on_every_node_and_are_deleted(make_cluster):
@@ -343,3 +343,19 @@ def test_ttl_keys_and_leased_keys_expire_across_a_leader_change(make_cluster):
         assert r.get("forever") == b"v"
     # and deleted for real by the new leader's sweeps, within a bound
     assert wait_until(lambda: all(nd.client().dbsize() == 1 for nd in survivors), timeout_s=5)
+
+
+def test_a_connection_closed_by_a_command_inside_exec_runs_nothing_more(make_cluster):
+    """MULTI; SUBSCRIBE a; PUBLISH a <past the output limit>; SUBSCRIBE b; EXEC: the PUBLISH
+    closes the connection, and the later SUBSCRIBE must not put the gone client back in the
+    registry (a PUBLISH to b then used freed memory)."""
+    cl = make_cluster(1, "--reply-bytes-max", "1k")
+    node = cl.wait_leader()
+    c = RespConn(node.client_port)
+    c.send(resp_command("MULTI") + resp_command("SUBSCRIBE", "a")
+           + resp_command("PUBLISH", "a", b"x" * 3000) + resp_command("SUBSCRIBE", "b")
+           + resp_command("PING") + resp_command("EXEC"))
+    assert c.closed_by_peer()
+    other = RespConn(node.client_port)
+    assert other.call("PUBLISH", "b", "hello") == b":0\r\n"
+    assert other.call("PING") == b"+PONG\r\n"
