@@ -17,8 +17,7 @@ static const keel_cli_cmd_t commands[] = {
     {"down", "stop a cluster started with `keel up --detach`", keel_cli_down},
     {"status", "show each node's role, term and indexes", keel_cli_status},
     {"member", "list, add, remove members or transfer leadership", keel_cli_member},
-    {"watch", "print a KEEL.WATCH change feed, resuming on another node with FROM",
-     keel_cli_watch},
+    {"watch", "print a KEEL.WATCH change feed, resuming on another node with FROM", keel_cli_watch},
     {"bench", "load generators: `keel bench kv` (RESP GET/SET, latency, history)", keel_cli_bench},
 };
 

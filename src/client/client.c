@@ -11,8 +11,8 @@
  * Requests live in one array allocated at init (requests_max slots) and move between
  * four singly linked queues: free, unsent (FIFO, written at the next flush), inflight
  * (FIFO, written and waiting for their replies in order) and held (resent after a
- * -TRYAGAIN backoff). A request timed out while in flight stays in the inflight queue
- * as a placeholder (`expired`) so that the replies that follow still pair up.
+ * -TRYAGAIN backoff). A request timed out while in flight stays in the inflight queue,
+ * marked `expired`, holding its place so that the replies that follow still pair up.
  */
 enum { WHERE_FREE, WHERE_UNSENT, WHERE_INFLIGHT, WHERE_HELD };
 

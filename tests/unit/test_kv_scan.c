@@ -285,7 +285,7 @@ static void glob_matches_like_redis_stringmatchlen(void)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int got = keel_glob_match((const uint8_t *)cases[i].pat, strlen(cases[i].pat),
-                                     (const uint8_t *)cases[i].s, strlen(cases[i].s));
+                                  (const uint8_t *)cases[i].s, strlen(cases[i].s));
         if (got != cases[i].want)
             KT_FAIL("'%s' vs '%s': %d, Redis says %d", cases[i].pat, cases[i].s, got,
                     cases[i].want);
