@@ -1,0 +1,296 @@
+/* sim_client.c - the simulated clients: real commands through the request path, and the
+   history that keel-lincheck judges. */
+#include "sim_int.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- clients ------------------------------------------------------------------------ */
+
+uint64_t sim__node_applied(const node_t *nd)
+{
+    return nd->sm.ops->applied_index(nd->sm.data);
+}
+
+static void complete(world_t *w, int ci, keel_lc_outcome_t outcome, int64_t result)
+{
+    client_t *c = &w->cl[ci];
+    keel_lc_op_t *op = &w->hist[c->op];
+    op->outcome = outcome;
+    op->result = result;
+    op->complete_ts = ++w->ts;
+    c->busy = 0;
+    c->next_ms = w->now_ms + (keel_ms_t)keel_rand_below(&w->rnd, 20);
+    w->res->ops_ok += outcome == KEEL_LC_OK;
+    if (outcome != KEEL_LC_OK) /* an error or no answer: the client tries another node */
+        c->target = (int)keel_rand_below(&w->rnd, (uint64_t)w->n);
+    if (outcome == KEEL_LC_UNKNOWN) {
+        /* The op may or may not have happened (Jepsen's :info): the process is retired and a
+           fresh one continues. */
+        w->res->ops_unknown++;
+        c->process = w->next_process++;
+    }
+    if (outcome == KEEL_LC_OK && op->fn != KEEL_LC_READ && w->now_ms > w->fault_end_ms &&
+        w->live_index == 0) {
+        /* acknowledged after the heal: its entry is at or below every applied index seen */
+        for (int i = 0; i < w->n; i++)
+            if (w->nodes[i].r && sim__node_applied(&w->nodes[i]) > w->live_index)
+                w->live_index = sim__node_applied(&w->nodes[i]);
+    }
+}
+
+/* A reply (RESP from the KV state machine, maybe relayed by the leader) as lincheck's
+   outcome. An error reply means the command changed nothing (refused, or not a member). */
+static keel_lc_outcome_t parse_reply(world_t *w, cmd_kind_t cmd, const uint8_t *p, size_t len,
+                                     int64_t *result)
+{
+    keel_resp_config_t cfg = keel_resp_config_default();
+    keel_resp_value_t *v;
+    size_t used;
+    keel_errmsg_t em = {{0}};
+    *result = 0;
+    if (keel_resp_parse_reply(&cfg, p, len, &v, &used, &em) != 0 || used != len) {
+        sim__fail(w, "a client cannot parse its reply (%zu bytes): %s", len, em.text);
+        return KEEL_LC_UNKNOWN;
+    }
+    keel_lc_outcome_t out = KEEL_LC_OK;
+    int ok;
+    if (v->type == KEEL_RESP_ERROR) {
+        out = KEEL_LC_FAIL;
+        ok = 1;
+    } else if (cmd == CMD_GET) {
+        ok = v->type == KEEL_RESP_NIL ||
+             (v->type == KEEL_RESP_BULK && keel_parse_i64(v->str.ptr, v->str.len, result) == 0);
+    } else if (cmd == CMD_SETNX) {
+        ok = v->type == KEEL_RESP_NIL || v->type == KEEL_RESP_SIMPLE;
+        *result = v->type == KEEL_RESP_SIMPLE;
+    } else {
+        ok = v->type == (cmd == CMD_SET ? KEEL_RESP_SIMPLE : KEEL_RESP_INT);
+    }
+    if (!ok)
+        sim__fail(w, "a client got an unexpected reply of type %d to command %d", (int)v->type,
+                  (int)cmd);
+    keel_resp_value_free(v);
+    return out;
+}
+
+static void client_issue(world_t *w, int ci);
+
+/* A request's answer from the node's request path (exactly once per accepted request). */
+static void sreq_done(void *ctx, int status, const uint8_t *reply, size_t len)
+{
+    sreq_t *t = ctx;
+    world_t *w = t->w;
+    int ci = t->client;
+    client_t *c = &w->cl[ci];
+    size_t op = t->op;
+    free(t);
+    if (w->ending || !c->busy || c->op != op)
+        return; /* the client gave up on it already */
+    if (status == KEEL_ENOTMEMBER || status == KEEL_EREJECTED) {
+        complete(w, ci, KEEL_LC_FAIL, 0); /* refused: nothing was proposed */
+        return;
+    }
+    if (status != 0) {
+        if (status != KEEL_ETIMEDOUT && status != KEEL_ECONNRESET && status != KEEL_ECANCELED)
+            sim__fail(w, "a request was answered %s", keel_err_name(status));
+        complete(w, ci, KEEL_LC_UNKNOWN, 0);
+        return;
+    }
+    int64_t result;
+    keel_lc_outcome_t o = parse_reply(w, c->cmd, reply, len, &result);
+    complete(w, ci, o, result);
+    /* Sometimes the next command goes at once, from inside the answer, as a pipelining
+       connection's would: the request path must take it mid-pass (in_ready). */
+    if (w->issue_depth == 0 && keel_rand_chance(&w->rnd, 0.25)) {
+        w->issue_depth++;
+        client_issue(w, ci);
+        w->issue_depth--;
+    }
+}
+
+/* --stale-reads: a read served from the node's local state, asking nobody. */
+static void read_stale(world_t *w, int ci, node_t *nd, int argc, const uint8_t *const *argv,
+                       const size_t *lens)
+{
+    keel_buf_t enc;
+    keel_buf_init(&enc, 0);
+    uint64_t now = keel_reqs_read_now_ms(&nd->reqs);
+    keel_buf_reset(&nd->reply);
+    int rc = nd->sm.ops->encode(nd->sm.data, now, argc, argv, lens, &enc);
+    if (rc == 0)
+        rc = nd->sm.ops->read(nd->sm.data, now, keel_buf_rptr(&enc), keel_buf_unread(&enc),
+                              &nd->reply);
+    keel_buf_free(&enc);
+    if (rc != 0) {
+        sim__fail(w, "a local read failed: %s", keel_err_name(rc));
+        return;
+    }
+    int64_t result;
+    keel_lc_outcome_t o =
+        parse_reply(w, CMD_GET, keel_buf_rptr(&nd->reply), keel_buf_unread(&nd->reply), &result);
+    complete(w, ci, o, result);
+}
+
+/*
+ * A client sends GET / SET / SET NX / DEL on one of three keys to a node (any node:
+ * followers forward writes and ask the leader for read indexes), through the node's
+ * request path, as a client connection does (server/conn.c calls keel_node_write/read).
+ */
+static void client_issue(world_t *w, int ci)
+{
+    client_t *c = &w->cl[ci];
+    GROW(w->hist, w->hist_n, w->hist_cap);
+    keel_lc_op_t *op = &w->hist[w->hist_n];
+    memset(op, 0, sizeof(*op));
+    uint64_t pick = keel_rand_below(&w->rnd, 20);
+    c->cmd = pick < 8 ? CMD_GET : pick < 15 ? CMD_SET : pick < 18 ? CMD_SETNX : CMD_DEL;
+    static const keel_lc_fn_t fn[] = {KEEL_LC_READ, KEEL_LC_WRITE, KEEL_LC_CAS, KEEL_LC_WRITE};
+    op->fn = fn[c->cmd];
+    op->key = 1 + keel_rand_below(&w->rnd, KEYS);
+    op->process = c->process;
+    op->outcome = KEEL_LC_UNKNOWN;
+    if (c->cmd == CMD_SET || c->cmd == CMD_SETNX)
+        op->arg = ++w->next_value; /* DEL writes "absent" (0); SET NX expects it */
+    op->invoke_ts = ++w->ts;
+    c->op = w->hist_n++;
+    c->busy = 1;
+    c->delivered = 0;
+    c->deadline_ms = w->now_ms + CLIENT_TIMEOUT_MS;
+    w->res->ops++;
+    if (keel_rand_chance(&w->rnd, 0.3))
+        c->target = (int)keel_rand_below(&w->rnd, (uint64_t)w->n);
+    node_t *nd = &w->nodes[c->target];
+    if (!sim__node_live(w, nd))
+        return; /* never arrives; the client will time out */
+    c->delivered = 1;
+    static const char *name[] = {"GET", "SET", "SET", "DEL"};
+    char key[8], val[24];
+    const uint8_t *argv[4] = {(const uint8_t *)name[c->cmd], (const uint8_t *)key,
+                              (const uint8_t *)val, (const uint8_t *)"NX"};
+    size_t lens[4] = {3, sim__key_name(key, op->key),
+                      (size_t)snprintf(val, sizeof(val), "%" PRId64, op->arg), 2};
+    int argc = c->cmd == CMD_SET ? 3 : c->cmd == CMD_SETNX ? 4 : 2;
+    if (c->cmd == CMD_GET && w->o.stale_reads) {
+        read_stale(w, ci, nd, argc, argv, lens);
+        return;
+    }
+    /* A quarter of the reads go through the log, as the server sends a read that follows a
+       write of the same connection (server/conn.c): answered when its entry applies. */
+    int log_read = c->cmd == CMD_GET && keel_rand_chance(&w->rnd, 0.25);
+    sreq_t *t = sim__xrealloc(NULL, sizeof(*t));
+    *t = (sreq_t){w, ci, c->op};
+    int rc =
+        keel_reqs_submit(&nd->reqs, c->cmd == CMD_GET && !log_read ? KEEL_REQ_READ : KEEL_REQ_WRITE,
+                         argc, argv, lens, sreq_done, t);
+    if (rc != 0) { /* refused at the door (full, stopping): definitely not executed */
+        free(t);
+        complete(w, ci, KEEL_LC_FAIL, 0);
+    }
+    /* op may be stale here: the answer can come (and the next op start) before this returns */
+}
+
+void sim__clients_step(world_t *w)
+{
+    for (int ci = 0; ci < CLIENTS; ci++) {
+        client_t *c = &w->cl[ci];
+        if (c->busy && w->now_ms >= c->deadline_ms) {
+            /* No answer: unknown, unless it never reached a node. */
+            complete(w, ci, c->delivered ? KEEL_LC_UNKNOWN : KEEL_LC_FAIL, 0);
+        }
+        if (!c->busy && w->now_ms >= c->next_ms)
+            client_issue(w, ci);
+    }
+}
+
+/* One end of an operation in the history, for writing it in time order. */
+typedef struct hev {
+    int64_t ts;
+    size_t op;
+    int done;
+} hev_t;
+
+/*
+ * Time order, and at equal times: an operation's invocation before its own completion,
+ * other completions before invocations (a process's next invocation may share the time
+ * of its previous completion), then operation order, so the sort is total and stable.
+ */
+static int hev_cmp(const void *a, const void *b)
+{
+    const hev_t *x = a, *y = b;
+    if (x->ts != y->ts)
+        return x->ts < y->ts ? -1 : 1;
+    if (x->op == y->op)
+        return (int)x->done - (int)y->done;
+    if (x->done != y->done)
+        return x->done ? -1 : 1;
+    return x->op < y->op ? -1 : x->op > y->op;
+}
+
+/* A value as the history format spells it: 0 is "absent", written null. */
+static void put_value(FILE *f, int64_t v)
+{
+    if (v == 0)
+        fprintf(f, "null");
+    else
+        fprintf(f, "%" PRId64, v);
+}
+
+/* Jepsen-style JSON lines, one sim__event per line in time order (docs/lincheck.md). */
+int sim__write_history(world_t *w, const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (f == NULL)
+        return -1;
+    hev_t *ev = sim__xrealloc(NULL, 2 * w->hist_n * sizeof(*ev));
+    for (size_t k = 0; k < w->hist_n; k++) {
+        ev[2 * k] = (hev_t){w->hist[k].invoke_ts, k, 0};
+        ev[2 * k + 1] = (hev_t){w->hist[k].complete_ts, k, 1};
+    }
+    qsort(ev, 2 * w->hist_n, sizeof(*ev), hev_cmp);
+    static const char *type[] = {"ok", "sim__fail", "info"};
+    for (size_t k = 0; k < 2 * w->hist_n; k++) {
+        const keel_lc_op_t *op = &w->hist[ev[k].op];
+        fprintf(f, "{\"process\":%" PRIu64 ",\"type\":\"%s\",\"f\":\"%s\",\"key\":%" PRIu64,
+                op->process, ev[k].done ? type[op->outcome] : "invoke", keel_lc_fn_name(op->fn),
+                op->key);
+        if (op->fn == KEEL_LC_WRITE) {
+            fprintf(f, ",\"value\":");
+            put_value(f, op->arg);
+        } else if (op->fn == KEEL_LC_CAS) {
+            fprintf(f, ",\"value\":[");
+            put_value(f, op->expect);
+            fprintf(f, ",");
+            put_value(f, op->arg);
+            fprintf(f, "]");
+            if (ev[k].done && op->outcome == KEEL_LC_OK)
+                fprintf(f, ",\"result\":%s", op->result ? "true" : "false");
+        } else if (ev[k].done && op->outcome == KEEL_LC_OK) {
+            fprintf(f, ",\"value\":");
+            put_value(f, op->result);
+        }
+        fprintf(f, ",\"time\":%" PRId64 "}\n", ev[k].ts);
+    }
+    free(ev);
+    return fclose(f);
+}
+
+void sim__check_history(world_t *w)
+{
+    /* ops still in flight at the end are unknown */
+    for (int ci = 0; ci < CLIENTS; ci++)
+        if (w->cl[ci].busy) {
+            w->hist[w->cl[ci].op].outcome = KEEL_LC_UNKNOWN;
+            w->hist[w->cl[ci].op].complete_ts = ++w->ts;
+        }
+    keel_lc_result_t lr;
+    int rc = keel_lincheck(w->hist, w->hist_n, NULL, &lr);
+    if (rc != 0 || lr.verdict < 0)
+        sim__fail(w, "lincheck could not decide: %s (%s)", keel_err_name(rc ? rc : lr.verdict),
+                  lr.explain);
+    else if (lr.verdict == 0)
+        sim__fail(w, "linearizability: key %" PRIu64 ": %s", lr.key, lr.explain);
+}
