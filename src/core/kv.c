@@ -804,20 +804,37 @@ void keel_kv_prefetch(const keel_kv_t *kv, const uint8_t *entry, size_t len, int
     }
 }
 
+/* Decodes an entry's argv into kv's scratch (kv->argv, kv->lens), growing it if needed. */
+static int decode_entry(keel_kv_t *kv, const uint8_t *entry, size_t len, uint64_t *time_ms,
+                        size_t *argc)
+{
+    int rc = keel_kv_entry_decode(entry, len, time_ms, kv->argv_cap, kv->argv, kv->lens, argc);
+    if (rc == KEEL_ETOOBIG) {
+        rc = grow_argv(kv, *argc);
+        if (rc != 0)
+            return rc;
+        rc = keel_kv_entry_decode(entry, len, time_ms, kv->argv_cap, kv->argv, kv->lens, argc);
+        assert(rc != KEEL_ETOOBIG);
+    }
+    return rc;
+}
+
+int keel_kv_read_entry(keel_kv_t *kv, uint64_t now_ms, const uint8_t *entry, size_t len,
+                       keel_buf_t *reply)
+{
+    uint64_t time_ms;
+    size_t argc;
+    int rc = decode_entry(kv, entry, len, &time_ms, &argc);
+    return rc == 0 ? keel_kv_read_at(kv, now_ms, (int)argc, kv->argv, kv->lens, reply) : rc;
+}
+
 int keel_kv_apply(keel_kv_t *kv, uint64_t index, const uint8_t *entry, size_t len,
                   keel_buf_t *reply)
 {
     assert(index > kv->applied_index);
     uint64_t time_ms;
     size_t argc;
-    int rc = keel_kv_entry_decode(entry, len, &time_ms, kv->argv_cap, kv->argv, kv->lens, &argc);
-    if (rc == KEEL_ETOOBIG) {
-        rc = grow_argv(kv, argc);
-        if (rc != 0)
-            return rc;
-        rc = keel_kv_entry_decode(entry, len, &time_ms, kv->argv_cap, kv->argv, kv->lens, &argc);
-        assert(rc != KEEL_ETOOBIG);
-    }
+    int rc = decode_entry(kv, entry, len, &time_ms, &argc);
     if (rc != 0)
         return rc;
     keel__kv_rehash_step(kv, REHASH_STEP_BUCKETS);

@@ -268,6 +268,10 @@ int keel_kv_read(const keel_kv_t *kv, int argc, const uint8_t *const *argv, cons
  */
 int keel_kv_read_at(const keel_kv_t *kv, uint64_t now_ms, int argc, const uint8_t *const *argv,
                     const size_t *lens, keel_buf_t *reply);
+/* The same for a read command encoded as an entry (keel_kv_entry_encode), decoded into kv's
+ * own scratch (hence not const); the entry's time is not used, now_ms is. */
+int keel_kv_read_entry(keel_kv_t *kv, uint64_t now_ms, const uint8_t *entry, size_t len,
+                       keel_buf_t *reply);
 
 /*
  * The earliest deadline of any stored key or lock record (swept or not), or

@@ -90,8 +90,10 @@ int keel__srv_ensure_argv(server_t *s, size_t argc)
 }
 
 /* The error for a request the node could not answer with the command's own reply. */
-static const char *outcome_error(int status)
+static const char *outcome_error(int status, int log_read)
 {
+    if (log_read && status == KEEL_ECONNRESET) /* a read: nothing to be unsure of */
+        return "TRYAGAIN keel: the leader changed before it answered the read; retry";
     switch (status) {
     case KEEL_ETIMEDOUT:
         return "TIMEOUT keel: no answer within the request timeout; a write may or may not "
@@ -155,13 +157,10 @@ static void on_node_done(void *ctx, int status, const uint8_t *resp, size_t len)
         rc = keel__srv_exec_finish(pr, out, resp, len);
     } else if (status == 0)
         rc = keel_buf_append(out, resp, len);
-    else if (pr->log_read && status == KEEL_ECONNRESET) /* a read: nothing to be unsure of */
-        rc = keel_resp_write_error(out, "TRYAGAIN keel: the leader changed before it answered "
-                                        "the read; retry");
+    else if (outcome_error(status, pr->log_read) != NULL)
+        rc = keel_resp_write_error(out, outcome_error(status, pr->log_read));
     else
-        rc = outcome_error(status) ? keel_resp_write_error(out, outcome_error(status))
-                                   : keel_resp_write_errorf(out, "ERR keel: request refused: %s",
-                                                            keel_strerror(status));
+        rc = keel_resp_write_errorf(out, "ERR keel: request refused: %s", keel_strerror(status));
     if (pr->stats && (status != 0 || (len > 0 && resp[0] == '-')))
         keel_counter_inc(pr->stats->errors);
     keel_resp_deferred_done(pr->slot, rc);
@@ -174,6 +173,13 @@ static void on_node_done(void *ctx, int status, const uint8_t *resp, size_t len)
         free(cs);
     else
         release_held(cs);
+}
+
+/* KEEL.READS stale: this node's state now, with no ReadIndex round (the server owns it). */
+static int read_stale(server_t *s, size_t argc, const uint8_t *const *argv, const size_t *lens,
+                      keel_buf_t *out)
+{
+    return keel_kv_read_at(&s->kv.kv, keel_node_read_now_ms(s->node), (int)argc, argv, lens, out);
 }
 
 /* Submits a command to the node (or, for stale reads, answers it from local state). */
@@ -196,8 +202,15 @@ static void submit(pending_reply_t *pr)
                  : KEEL_EINVAL; /* parsed when it arrived: never */
     else if (pr->is_write)
         rc = keel_node_write(node, argc, pr->argv, pr->lens, on_node_done, pr);
-    else
-        rc = keel_node_read(node, argc, pr->argv, pr->lens, cs->stale_reads, on_node_done, pr);
+    else if (!cs->stale_reads)
+        rc = keel_node_read(node, argc, pr->argv, pr->lens, on_node_done, pr);
+    else { /* KEEL.READS stale, held behind a write: answered at its turn, from here */
+        server_t *s = pr->srv;
+        keel_buf_reset(&s->stale);
+        rc = read_stale(s, pr->argc, pr->argv, pr->lens, &s->stale);
+        on_node_done(pr, rc, keel_buf_rptr(&s->stale), keel_buf_unread(&s->stale));
+        return;
+    }
     if (rc != 0)
         on_node_done(pr, rc, NULL, 0);
 }
@@ -463,7 +476,7 @@ static int submit_queued(keel_resp_client_t *c, server_t *s, client_state_t *cs,
     int idle = cs->inflight == 0 && cs->held_head == NULL;
     if (run == RUN_READ && cs->stale_reads && idle && s->node) {
         keel_buf_t *out = keel_resp_client_out(c);
-        return out ? keel_node_read_local(s->node, (int)argc, s->argv, s->lens, out) : KEEL_ENOMEM;
+        return out ? read_stale(s, argc, s->argv, s->lens, out) : KEEL_ENOMEM;
     }
     int go_now = cs->held_head == NULL && (cs->inflight == 0 || cs->kind_write == is_write);
     /* WATCH needs its keys when the read completes: always a copy */

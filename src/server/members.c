@@ -86,74 +86,70 @@ typedef struct conf_result {
     size_t len;
 } conf_result_t;
 
-static conf_result_t result_end(keel_buf_t *b, int rc)
+/* An owned copy of an encoded result (p NULL: no memory). */
+static conf_result_t result_copy(const uint8_t *w, size_t n)
 {
-    conf_result_t out = {NULL, 0};
-    if (rc == 0 && (out.p = malloc(keel_buf_unread(b) ? keel_buf_unread(b) : 1)) != NULL) {
-        out.len = keel_buf_unread(b);
-        memcpy(out.p, keel_buf_rptr(b), out.len);
-    }
-    keel_buf_free(b);
+    conf_result_t out = {malloc(n), n};
+    if (out.p != NULL)
+        memcpy(out.p, w, n);
+    else
+        out.len = 0;
     return out;
 }
 
-static int put_str(keel_buf_t *b, const char *s)
-{
-    uint8_t w[2];
-    size_t len = strlen(s);
-    assert(len <= UINT16_MAX);
-    keel_put_u16(w, (uint16_t)len);
-    int rc = keel_buf_append(b, w, 2);
-    return rc == 0 ? keel_buf_append(b, s, len) : rc;
-}
+/* A result with no directory (done, an id, a refusal), into w; returns its length. */
+#define SIMPLE_RESULT_BYTES_MAX (1 + 8 + 2 + KEEL_ERRMSG_BYTES_MAX)
 
-static int put_u64(keel_buf_t *b, uint64_t v)
+static size_t encode_simple(uint8_t *w, keel_node_conf_kind_t kind, uint64_t id, const char *error)
 {
-    uint8_t w[8];
-    keel_put_u64(w, v);
-    return keel_buf_append(b, w, 8);
+    size_t n = 0;
+    w[n++] = (uint8_t)kind;
+    if (kind == KEEL_NODE_CONF_ID) {
+        keel_put_u64(w + n, id);
+        n += 8;
+    }
+    if (kind == KEEL_NODE_CONF_REFUSED) {
+        size_t len = strnlen(error, KEEL_ERRMSG_BYTES_MAX - 1);
+        keel_put_u16(w + n, (uint16_t)len);
+        memcpy(w + n + 2, error, len);
+        n += 2 + len;
+    }
+    assert(n <= SIMPLE_RESULT_BYTES_MAX);
+    return n;
 }
 
 static conf_result_t result_simple(keel_node_conf_kind_t kind, uint64_t id, const char *error)
 {
-    keel_buf_t b;
-    keel_buf_init(&b, 0);
-    uint8_t k = (uint8_t)kind;
-    int rc = keel_buf_append(&b, &k, 1);
-    if (rc == 0 && kind == KEEL_NODE_CONF_ID)
-        rc = put_u64(&b, id);
-    if (rc == 0 && kind == KEEL_NODE_CONF_REFUSED)
-        rc = put_str(&b, error);
-    return result_end(&b, rc);
+    uint8_t w[SIMPLE_RESULT_BYTES_MAX];
+    return result_copy(w, encode_simple(w, kind, id, error));
 }
 
 /* JOIN's answer: the new member's id, the cluster id, and the directory of conf c. */
+#define JOIN_RESULT_BYTES_MAX                                                                      \
+    (1 + 8 + 8 + 4 +                                                                               \
+     KEEL_RAFT_MEMBERS_MAX * (8 + 1 + 3 * 2 + KEEL_NODE_NAME_BYTES + 2 * KEEL_NODE_ADDR_BYTES))
+
 static conf_result_t result_join(keel_node_t *n, uint64_t id, const keel_raft_conf_t *c)
 {
     keel_memberdir_t d;
     keel_memberdir_of_conf(c, n->cfg.members, n->cfg.members_n, &d);
-    keel_buf_t b;
-    keel_buf_init(&b, 0);
-    uint8_t head[1 + 8 + 8 + 4];
-    head[0] = KEEL_NODE_CONF_JOINED;
-    keel_put_u64(head + 1, id);
-    keel_put_u64(head + 9, n->cfg.cluster_id);
-    keel_put_u32(head + 17, (uint32_t)d.n);
-    int rc = keel_buf_append(&b, head, sizeof(head));
-    for (size_t i = 0; rc == 0 && i < d.n; i++) {
+    uint8_t w[JOIN_RESULT_BYTES_MAX];
+    w[0] = KEEL_NODE_CONF_JOINED;
+    keel_put_u64(w + 1, id);
+    keel_put_u64(w + 9, n->cfg.cluster_id);
+    keel_put_u32(w + 17, (uint32_t)d.n);
+    size_t k = 21;
+    for (size_t i = 0; i < d.n; i++) {
         const keel_node_member_t *m = &d.m[i];
-        uint8_t voter = (uint8_t)(m->voter != 0);
-        rc = put_u64(&b, m->id);
-        if (rc == 0)
-            rc = keel_buf_append(&b, &voter, 1);
-        if (rc == 0)
-            rc = put_str(&b, m->name);
-        if (rc == 0)
-            rc = put_str(&b, m->peer_addr);
-        if (rc == 0)
-            rc = put_str(&b, m->client_addr);
+        keel_put_u64(w + k, m->id);
+        w[k + 8] = (uint8_t)(m->voter != 0);
+        k += 9;
+        k += put_field(w + k, m->name);
+        k += put_field(w + k, m->peer_addr);
+        k += put_field(w + k, m->client_addr);
     }
-    return result_end(&b, rc);
+    assert(k <= sizeof(w));
+    return result_copy(w, k);
 }
 
 int keel_node_conf_result_decode(const uint8_t *p, size_t len, keel_node_conf_result_t *out)
@@ -191,24 +187,10 @@ int keel_node_conf_result_decode(const uint8_t *p, size_t len, keel_node_conf_re
 /* Answers a change now (refused, or nothing to change) with its result; frees it. */
 static void conf_answer(keel_node_t *n, keel_req_t *r, conf_result_t res)
 {
-    static const uint8_t oom[] = {KEEL_NODE_CONF_REFUSED,
-                                  13,
-                                  0,
-                                  'o',
-                                  'u',
-                                  't',
-                                  ' ',
-                                  'o',
-                                  'f',
-                                  ' ',
-                                  'm',
-                                  'e',
-                                  'm',
-                                  'o',
-                                  'r',
-                                  'y'};
-    if (res.p == NULL)
-        keel_reqs_answer_write(&n->reqs, r, oom, sizeof(oom));
+    uint8_t oom[SIMPLE_RESULT_BYTES_MAX];
+    if (res.p == NULL) /* no memory for the result: say so without any */
+        keel_reqs_answer_write(&n->reqs, r, oom,
+                               encode_simple(oom, KEEL_NODE_CONF_REFUSED, 0, "out of memory"));
     else
         keel_reqs_answer_write(&n->reqs, r, res.p, res.len);
     free(res.p);

@@ -125,26 +125,9 @@ uint64_t keel_node_read_now_ms(const keel_node_t *n)
 }
 
 int keel_node_read(keel_node_t *n, int argc, const uint8_t *const *argv, const size_t *lens,
-                   int stale, keel_node_done_fn done, void *ctx)
+                   keel_node_done_fn done, void *ctx)
 {
-    if (!stale)
-        return keel_reqs_submit(&n->reqs, KEEL_REQ_READ, argc, argv, lens, done, ctx);
-    keel_buf_reset(&n->reply);
-    int rc = keel_node_read_local(n, argc, argv, lens, &n->reply);
-    done(ctx, rc, keel_buf_rptr(&n->reply), keel_buf_unread(&n->reply));
-    return 0;
-}
-
-int keel_node_read_local(keel_node_t *n, int argc, const uint8_t *const *argv, const size_t *lens,
-                         keel_buf_t *reply)
-{
-    uint64_t now = keel_node_read_now_ms(n);
-    keel_buf_reset(&n->scratch);
-    int rc = n->sm.ops->encode(n->sm.data, now, argc, argv, lens, &n->scratch);
-    if (rc == 0)
-        rc = n->sm.ops->read(n->sm.data, now, keel_buf_rptr(&n->scratch),
-                             keel_buf_unread(&n->scratch), reply);
-    return rc;
+    return keel_reqs_submit(&n->reqs, KEEL_REQ_READ, argc, argv, lens, done, ctx);
 }
 
 /* ---- the ready pass ----------------------------------------------------------------- */

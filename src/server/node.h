@@ -166,12 +166,10 @@ int keel_node_change(keel_node_t *n, const keel_node_conf_change_t *c, keel_node
 /* The wall-clock time reads judge expiry by: this node's clock, never earlier than the
  * newest applied entry's stamp (a read never goes back in replicated time). */
 uint64_t keel_node_read_now_ms(const keel_node_t *n);
-/* Runs a read on this node's state now, with no ReadIndex round (stale reads). */
-int keel_node_read_local(keel_node_t *n, int argc, const uint8_t *const *argv, const size_t *lens,
-                         keel_buf_t *reply);
-/* stale = 1 serves from local state at once (KEEL.READS stale). */
+/* A linearizable read (ReadIndex, also on a follower). A stale read is the state machine's
+ * own business: its owner reads it at keel_node_read_now_ms. */
 int keel_node_read(keel_node_t *n, int argc, const uint8_t *const *argv, const size_t *lens,
-                   int stale, keel_node_done_fn done, void *ctx);
+                   keel_node_done_fn done, void *ctx);
 
 typedef struct keel_node_status {
     keel_raft_role_t role;

@@ -108,6 +108,7 @@ static int server_init(server_t *s, const keel_server_config_t *cfg, keel_errmsg
     s->started_ms = keel_clock_now_ms();
     keel_list_init(&s->watchers);
     keel_buf_init(&s->buf, 0);
+    keel_buf_init(&s->stale, 0);
     s->metrics = keel_metrics_new();
     s->cfg.node.metrics = s->metrics;
     s->cfg.node.on_publish = keel__srv_on_peer_publish;
@@ -135,6 +136,7 @@ static void server_free(server_t *s)
     keel_metrics_free(s->metrics);
     keel_pubsub_free(s->pubsub);
     keel_buf_free(&s->buf);
+    keel_buf_free(&s->stale);
     while (s->pr_pool != NULL) {
         pending_reply_t *pr = s->pr_pool;
         s->pr_pool = pr->next;

@@ -65,6 +65,7 @@ typedef struct server {
     size_t *lens;
     size_t argv_cap;
     keel_buf_t buf;
+    keel_buf_t stale;         /* a held KEEL.READS stale read's reply */
     pending_reply_t *pr_pool; /* pending replies without a copy, kept for reuse */
     size_t pr_pool_len;
 } server_t;

@@ -3,7 +3,6 @@
 
 #include "base/bytes.h"
 #include "base/num.h"
-#include "base/vec.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -49,29 +48,9 @@ static void kv_prefetch(void *sm, const uint8_t *entry, size_t len, int stage)
     keel_kv_prefetch(&((keel_kv_sm_t *)sm)->kv, entry, len, stage);
 }
 
-/* Decodes an entry's argv into the module's scratch, growing it for a long command. */
-static int entry_argv(keel_kv_sm_t *k, const uint8_t *entry, size_t len, size_t *argc)
-{
-    uint64_t t;
-    int rc = keel_kv_entry_decode(entry, len, &t, k->argv_cap, k->argv, k->lens, argc);
-    if (rc != KEEL_ETOOBIG)
-        return rc;
-    size_t cap = k->argv_cap;
-    if (keel_vec_grow(&k->argv, &cap, *argc, sizeof(*k->argv), 16) != 0)
-        return KEEL_ENOMEM;
-    cap = k->argv_cap;
-    if (keel_vec_grow(&k->lens, &cap, *argc, sizeof(*k->lens), 16) != 0)
-        return KEEL_ENOMEM;
-    k->argv_cap = cap;
-    return keel_kv_entry_decode(entry, len, &t, k->argv_cap, k->argv, k->lens, argc);
-}
-
 static int kv_read(void *sm, uint64_t now_ms, const uint8_t *entry, size_t len, keel_buf_t *reply)
 {
-    keel_kv_sm_t *k = sm;
-    size_t argc;
-    int rc = entry_argv(k, entry, len, &argc);
-    return rc == 0 ? keel_kv_read_at(&k->kv, now_ms, (int)argc, k->argv, k->lens, reply) : rc;
+    return keel_kv_read_entry(&((keel_kv_sm_t *)sm)->kv, now_ms, entry, len, reply);
 }
 
 static uint64_t kv_time_ms(const void *sm)
@@ -165,8 +144,6 @@ int keel_kv_sm_init(keel_kv_sm_t *k, const keel_kv_config_t *cfg)
 void keel_kv_sm_free(keel_kv_sm_t *k)
 {
     keel_kv_free(&k->kv);
-    free(k->argv);
-    free(k->lens);
     memset(k, 0, sizeof(*k));
 }
 

@@ -8,13 +8,10 @@
 /* Keys (or leases) one housekeeping entry deletes at most: bounds the entry and its apply. */
 #define KEEL_KV_SM_SWEEP_KEYS_MAX 1000u
 
-/* The module's data: the store, its limits, and scratch for decoding entries. */
+/* The module's data: the store and its limits (a snapshot load builds a fresh store). */
 typedef struct keel_kv_sm {
     keel_kv_t kv; /* the state: read it directly for feeds and WATCH (loop thread only) */
     keel_kv_config_t cfg;
-    const uint8_t **argv;
-    size_t *lens;
-    size_t argv_cap;
 } keel_kv_sm_t;
 
 extern const keel_sm_ops_t keel_kv_sm_ops;
