@@ -419,23 +419,32 @@ static const char *dir_only(int argc, char **argv, const char *usage, int *code)
     return dir;
 }
 
-int keel_cli_down(int argc, char **argv)
+/* dir_only, then the cluster recorded in DIR: 0, or the exit code to return. */
+static int cluster_arg(int argc, char **argv, const char *usage, keel_cluster_t *cl)
 {
     int code;
-    const char *dir =
-        dir_only(argc, argv,
-                 "usage: keel down --dir DIR\n\n"
-                 "Stops the nodes of the cluster recorded in DIR/cluster.json (started with\n"
-                 "`keel up --detach`): SIGTERM, then SIGKILL after 10 s. Its data is kept.\n",
-                 &code);
+    const char *dir = dir_only(argc, argv, usage, &code);
     if (dir == NULL)
-        return code;
-    keel_cluster_t cl;
+        return code == 0 ? -1 : code; /* -1: --help was answered */
     char err[256];
-    if (keel_cluster_load(dir, &cl, err, sizeof(err)) != 0) {
-        fprintf(stderr, "keel down: %s\n", err);
+    if (keel_cluster_load(dir, cl, err, sizeof(err)) != 0) {
+        fprintf(stderr, "keel %s: %s\n", argv[0], err);
         return 1;
     }
+    return 0;
+}
+
+int keel_cli_down(int argc, char **argv)
+{
+    keel_cluster_t cl;
+    int rc = cluster_arg(argc, argv,
+                         "usage: keel down --dir DIR\n\n"
+                         "Stops the nodes of the cluster recorded in DIR/cluster.json (started "
+                         "with\n`keel up --detach`): SIGTERM, then SIGKILL after 10 s. Its data is "
+                         "kept.\n",
+                         &cl);
+    if (rc != 0)
+        return rc < 0 ? 0 : rc;
     int stopped = keel_cluster_stop(&cl, 10000);
     printf("stopped %d node(s)\n", stopped);
     return 0;
@@ -478,23 +487,16 @@ static void print_members(const keel_cluster_t *cl)
 
 int keel_cli_status(int argc, char **argv)
 {
-    int code;
-    const char *dir =
-        dir_only(argc, argv,
-                 "usage: keel status --dir DIR\n\n"
-                 "Shows each node of the cluster recorded in DIR/cluster.json: role, term,\n"
-                 "leader, indexes, keys and health (admin HTTP), then the members as the\n"
-                 "first node that answers sees them (KEEL.CLUSTER MEMBERS over RESP).\n"
-                 "Exits 1 if a node does not answer.\n",
-                 &code);
-    if (dir == NULL)
-        return code;
     keel_cluster_t cl;
-    char err[256];
-    if (keel_cluster_load(dir, &cl, err, sizeof(err)) != 0) {
-        fprintf(stderr, "keel status: %s\n", err);
-        return 1;
-    }
+    int rc = cluster_arg(argc, argv,
+                         "usage: keel status --dir DIR\n\n"
+                         "Shows each node of the cluster recorded in DIR/cluster.json: role, "
+                         "term,\nleader, indexes, keys and health (admin HTTP), then the members "
+                         "as the\nfirst node that answers sees them (KEEL.CLUSTER MEMBERS over "
+                         "RESP).\nExits 1 if a node does not answer.\n",
+                         &cl);
+    if (rc != 0)
+        return rc < 0 ? 0 : rc;
     printf("%-6s %-8s %-12s %-6s %-8s %-10s %-10s %-10s %s\n", "NAME", "PID", "ROLE", "TERM",
            "LEADER", "COMMIT", "APPLIED", "KEYS", "HEALTH");
     int down = 0;
