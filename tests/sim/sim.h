@@ -15,12 +15,15 @@ typedef struct sim_opts {
     int stale_reads;          /* broken on purpose: serve reads from local state */
     int serve_reads_early;    /* broken on purpose: requests.c serves a read before its read
                                  index is applied (keel_reqs_config_t.test_serve_reads_early) */
+    int serve_ordered_late;   /* broken on purpose: requests.c serves a read ordered before a
+                                 write after that write applied (test_serve_ordered_late) */
 } sim_opts_t;
 
 typedef struct sim_result {
     int failed;
     char why[256];
     uint64_t ops, ops_ok, ops_unknown, entries_committed, leaders, crashes;
+    uint64_t pipes; /* pipelined rounds checked (sim_client.c) */
     keel_ms_t sim_ms;
 } sim_result_t;
 
