@@ -49,6 +49,20 @@ keel_req_t *keel_req_pop(keel_req_queue_t *q)
 
 static void dispatch(keel_reqs_t *q, keel_req_t *r);
 
+/* A write or an ordered read of a client (not a membership change): what keeps its place
+ * among its connection's others. */
+static int write_kind(const keel_req_t *r)
+{
+    return (r->kind == KEEL_REQ_WRITE || r->kind == KEEL_REQ_REMOTE_WRITE) && !r->is_conf;
+}
+
+/* Waits for a known leader (keel_reqs_leader_known dispatches the queue again). */
+static void park(keel_reqs_t *q, keel_req_t *r)
+{
+    q->parked_writes += write_kind(r);
+    keel_req_push(&q->parked, r);
+}
+
 /* ---- request bookkeeping ---------------------------------------------------------- */
 
 static keel_req_t *req_new(keel_reqs_t *q, keel_req_kind_t kind, keel_reqs_done_fn done, void *ctx)
@@ -132,6 +146,14 @@ static void req_pool_free(keel_reqs_t *q)
     q->pool_len = 0;
 }
 
+/* Every write-kind request takes a number when it is accepted: a request refused or
+ * overwritten is sent again only if it still has the newest (redo_write). */
+static void accepted(keel_reqs_t *q, keel_req_t *r)
+{
+    if (write_kind(r))
+        r->seq = ++q->write_seq;
+}
+
 /* The done of a request a follower forwarded: never called (the follower times its own
    request out); its address marks the request as remote. */
 static void remote_done(void *ctx, int status, const uint8_t *reply, size_t len) {}
@@ -156,6 +178,7 @@ int keel_reqs_submit_entry(keel_reqs_t *q, keel_req_kind_t kind, const uint8_t *
     }
     memcpy(r->cmd, cmd, len);
     r->is_conf = is_conf;
+    accepted(q, r);
     dispatch(q, r);
     return 0;
 }
@@ -318,10 +341,11 @@ static void release_before(keel_reqs_t *q, keel_req_t *r, int status)
 
 /*
  * A write proposed here whose place in the log another leader's entry took: it was not
- * applied. Proposed again only if no write went after it (proposed or forwarded by this
- * node since): else it would land behind a later write of its connection, out of order.
- * Then it fails, definitely not applied (KEEL_ECONFLICT), and so do the reads ordered before
- * it. Found by the simulator's pipelining client.
+ * applied. Proposed again only if no write-kind request was accepted by this node after
+ * it (proposed, forwarded, parked or waiting in a chain): else it could land behind a
+ * later command of its connection, out of order. Then it fails, definitely not applied
+ * (KEEL_ECONFLICT), and so do the reads ordered before it. Found by the simulator's
+ * pipelining client; the review found that counting only what was sent was not enough.
  */
 static void redo_write(keel_reqs_t *q, keel_req_t *r)
 {
@@ -336,9 +360,9 @@ static void redo_write(keel_reqs_t *q, keel_req_t *r)
 
 /*
  * A new leader term proposed at `index` while older waiters sit at or past it: their
- * entries are gone from our log (a leader's log is authoritative), so they were not
- * applied; a write went after them (the one just proposed). Keeps the queue
- * index-ordered.
+ * entries are gone from this log, but not necessarily from every log (another node that
+ * holds them could still win an election and commit them), and a write went after them
+ * (the one just proposed): their outcome is unknown. Keeps the queue index-ordered.
  */
 static void requeue_from(keel_reqs_t *q, uint64_t index)
 {
@@ -352,8 +376,8 @@ static void requeue_from(keel_reqs_t *q, uint64_t index)
     q->writes.tail = last;
     while (stale) {
         keel_req_t *next = stale->qnext;
-        assert(stale->seq != q->write_seq);
-        redo_write(q, stale);
+        release_before(q, stale, KEEL_ECONNRESET);
+        answer_not_applied(q, stale, KEEL_ECONNRESET);
         stale = next;
     }
 }
@@ -364,8 +388,10 @@ static void park_write(keel_reqs_t *q, keel_req_t *r)
     keel_req_queue_t *t = chain_tail(q, chain_origin(r), 0);
     keel_req_t *b;
     while (t != NULL && (b = keel_req_pop(t)) != NULL)
-        keel_req_push(&q->parked, b);
-    keel_req_push(&q->parked, r);
+        park(q, b);
+    while ((b = keel_req_pop(&r->before)) != NULL) /* flush_chains' reads ahead of r */
+        park(q, b);
+    park(q, r);
 }
 
 /* A write is in the log at index (this term): it waits there for its entry to apply,
@@ -376,11 +402,13 @@ static void proposed(keel_reqs_t *q, keel_req_t *r, uint64_t index)
     assert(keel_raft_leader(q->raft) == q->cfg.id && index > 0);
     r->index = index;
     r->term = keel_raft_term(q->raft);
-    r->seq = ++q->write_seq;
     keel_req_queue_t *t = chain_tail(q, chain_origin(r), 0);
     if (t != NULL && t->head != NULL) {
-        assert(r->before.head == NULL);
-        r->before = *t;
+        if (r->before.tail != NULL)
+            r->before.tail->qnext = t->head;
+        else
+            r->before.head = t->head;
+        r->before.tail = t->tail;
         *t = (keel_req_queue_t){0};
     }
     if (q->writes.tail == NULL || q->writes.tail->index < index) {
@@ -405,6 +433,8 @@ static void propose_write(keel_reqs_t *q, keel_req_t *r)
         return;
     }
     if (rc != 0) { /* the core refused it: nothing was proposed */
+        for (keel_req_t *b; (b = keel_req_pop(&r->before)) != NULL;)
+            refuse_write(q, b, rc); /* flush_chains' reads that rode on it */
         refuse_write(q, r, rc);
         return;
     }
@@ -423,31 +453,36 @@ static void chain_read(keel_reqs_t *q, keel_req_t *r)
         keel_req_push(t, r);
 }
 
-/* End of a pass: the last read of each chain goes through the log, the others with it. */
+/*
+ * End of a pass: the last live read of each chain goes through the log, carrying the
+ * others (answered just before it applies). Each chain leaves the table before anything
+ * runs: answering a read can make its client submit another, which starts a new chain.
+ */
 static int flush_chains(keel_reqs_t *q)
 {
     int moved = 0;
-    for (size_t i = 0; i < q->chains_n; i++) {
-        keel_req_queue_t *t = &q->chains[i].tail;
-        while (t->head != NULL) {
-            keel_req_t *last = t->tail, *p = t->head;
-            if (p == last) {
-                t->head = t->tail = NULL;
-            } else {
-                while (p->qnext != last)
-                    p = p->qnext;
-                p->qnext = NULL;
-                t->tail = p;
-            }
-            if (last->done == NULL) { /* timed out meanwhile */
-                req_free(q, last);
+    while (q->chains_n > 0) {
+        keel_req_queue_t tail = q->chains[--q->chains_n].tail, rest = {0};
+        keel_req_t *last = NULL, *b;
+        while ((b = keel_req_pop(&tail)) != NULL) {
+            if (b->done == NULL) { /* timed out meanwhile: freed where it waits */
+                keel_req_push(&rest, b);
                 continue;
             }
-            propose_write(q, last); /* takes the rest of the tail, parked or proposed */
-            moved = 1;
+            if (last != NULL)
+                keel_req_push(&rest, last);
+            last = b;
         }
+        if (last == NULL) {
+            while ((b = keel_req_pop(&rest)) != NULL)
+                req_free(q, b);
+            continue;
+        }
+        assert(last->before.head == NULL);
+        last->before = rest;
+        propose_write(q, last);
+        moved = 1;
     }
-    q->chains_n = 0;
     return moved;
 }
 
@@ -492,8 +527,8 @@ static void dispatch(keel_reqs_t *q, keel_req_t *r)
         req_free(q, r);
         return;
     }
-    if (q->parked.head != NULL) {
-        keel_req_push(&q->parked, r); /* behind what was sent before it */
+    if (q->parked_writes > 0 && write_kind(r)) {
+        park(q, r); /* behind what its connection sent before it */
         return;
     }
     uint64_t leader = keel_raft_leader(q->raft);
@@ -512,7 +547,7 @@ static void dispatch(keel_reqs_t *q, keel_req_t *r)
         return;
     }
     if (leader == 0 || !q->env.peer_up(q->env.data, leader)) {
-        keel_req_push(&q->parked, r);
+        park(q, r);
         return;
     }
     if (r->kind == KEEL_REQ_READ) {
@@ -521,9 +556,8 @@ static void dispatch(keel_reqs_t *q, keel_req_t *r)
     }
     r->req_id = ++q->next_req_id;
     r->origin = leader;
-    r->seq = ++q->write_seq;
     if (keel_map_put(&q->fwd, &r->req_id, sizeof(r->req_id), r, NULL) < 0) {
-        keel_req_push(&q->parked, r);
+        park(q, r);
         return;
     }
     keel_peer_fwd_t f = {.req_id = r->req_id, .bytes = r->cmd, .bytes_len = r->cmd_len};
@@ -547,6 +581,7 @@ static void handle_fwd_propose(keel_reqs_t *q, uint64_t from, const keel_peer_fw
     r->is_conf = is_conf;
     r->origin = from;
     r->req_id = f->req_id;
+    accepted(q, r);
     dispatch(q, r);
 }
 
@@ -596,7 +631,7 @@ static void give_up_forwarded(keel_reqs_t *q, uint64_t keep, uint64_t only)
         *pp = b->next;
         keel_req_t *r;
         while ((r = keel_req_pop(&b->reqs)) != NULL)
-            keel_req_push(&q->parked, r); /* reads change nothing: asked again */
+            park(q, r); /* reads change nothing: asked again */
         free(b);
     }
     keel_req_t *r;
@@ -624,7 +659,7 @@ static void handle_fwd_reply(keel_reqs_t *q, const keel_peer_fwd_t *f)
          * (found by the simulator's pipelining client). Then it fails, not applied.
          */
         if (r->seq == q->write_seq) {
-            keel_req_push(&q->parked, r);
+            park(q, r);
         } else {
             req_answer(q, r, KEEL_ENOTLEADER, NULL, 0);
             req_free(q, r);
@@ -652,7 +687,7 @@ static void handle_fwd_read_ok(keel_reqs_t *q, const keel_peer_fwd_t *f)
     keel_req_t *r;
     while ((r = keel_req_pop(&b->reqs)) != NULL) {
         if (f->status != KEEL_PEER_OK) {
-            keel_req_push(&q->parked, r); /* not a leader: ask again once one is known */
+            park(q, r); /* not a leader: ask again once one is known */
         } else {
             r->index = f->index;
             keel_req_push(&q->reads_ready, r); /* tombstones are freed there */
@@ -673,7 +708,7 @@ static void forward_reads(keel_reqs_t *q)
     keel_req_t *r;
     if (b == NULL) { /* the leader changed during the turn (or no memory): dispatch again */
         while ((r = keel_req_pop(&q->reads_fwd_new)) != NULL)
-            keel_req_push(&q->parked, r);
+            park(q, r);
         return;
     }
     b->req_id = ++q->next_req_id;
@@ -869,6 +904,7 @@ void keel_reqs_cancel_all(keel_reqs_t *q)
 {
     q->stopped = 1;
     fail_queue(q, &q->parked);
+    q->parked_writes = 0;
     fail_queue(q, &q->in_ready);
     fail_queue(q, &q->writes);
     fail_queue(q, &q->reads_new);
@@ -948,6 +984,7 @@ void keel_reqs_leader_known(keel_reqs_t *q, uint64_t leader, int changed)
         return;
     keel_req_queue_t parked = q->parked;
     q->parked = (keel_req_queue_t){0};
+    q->parked_writes = 0;
     keel_req_t *r;
     while ((r = keel_req_pop(&parked)) != NULL)
         dispatch(q, r); /* parked again (in order) if it cannot go yet */
@@ -1042,7 +1079,7 @@ void keel_reqs_tick(keel_reqs_t *q)
 
 void keel_reqs_park(keel_reqs_t *q, keel_req_t *r)
 {
-    keel_req_push(&q->parked, r);
+    park(q, r);
 }
 
 void keel_reqs_proposed(keel_reqs_t *q, keel_req_t *r, uint64_t index)

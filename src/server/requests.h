@@ -67,7 +67,7 @@ struct keel_req {
     size_t cmd_len;
     uint64_t index, term;    /* writes: where proposed; reads: the read index */
     uint64_t origin, req_id; /* remote: who asked, and their id; forwarded: our id */
-    uint64_t seq;            /* proposed or forwarded: keel_reqs_t.write_seq then */
+    uint64_t seq;            /* write-kind: keel_reqs_t.write_seq when it was accepted */
     uint8_t *conf_reply;     /* membership change proposed here: its result once committed */
     size_t conf_reply_len;   /* (keel_node_conf_result_t's encoding, server/node.h) */
     int is_conf;             /* cmd is a membership change */
@@ -141,9 +141,10 @@ typedef struct keel_reqs {
     int stopped;     /* keel_reqs_cancel_all ran: nothing more is taken */
     keel_list_t all; /* local requests not yet answered, oldest (first deadline) first */
     size_t pending;
-    keel_req_queue_t parked; /* waiting for a known leader; while any request waits here,
-                                new ones wait behind it (a connection's order) */
-    uint64_t write_seq;      /* writes proposed or forwarded by this node so far */
+    keel_req_queue_t parked; /* waiting for a known leader */
+    size_t parked_writes;    /* write-kind requests in parked: while there are any, new
+                                write-kind requests wait behind them (a connection's order) */
+    uint64_t write_seq;      /* write-kind requests accepted by this node so far */
     /* Requests submitted while a Ready is being handled (a request's answer can make its
        client submit the next one at once): the core takes no proposal until advance(). */
     keel_req_queue_t in_ready;

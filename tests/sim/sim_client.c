@@ -248,25 +248,19 @@ static void preq_done(void *ctx, int status, const uint8_t *reply, size_t len)
         pipe_check(w);
 }
 
-static void pipe_issue(world_t *w)
+/* Sends the round's commands that are due: all at once, or each a while after the one
+ * before it (a later command then meets the earlier one parked, forwarded, in a chain or
+ * overwritten: found by review). A node down when its command is due never gets it. */
+static void pipe_send_due(world_t *w)
 {
     pipe_client_t *p = &w->pipe;
-    node_t *nd = &w->nodes[keel_rand_below(&w->rnd, (uint64_t)w->n)];
-    p->next_ms = w->now_ms + 10;
-    if (!sim__node_live(w, nd))
-        return;
-    p->round++;
-    p->busy = p->issuing = 1;
-    p->left = PIPE_OPS;
-    p->deadline_ms = w->now_ms + 4 * CLIENT_TIMEOUT_MS;
-    for (int k = 0; k < PIPE_OPS; k++) {
-        p->v[k] = k % 2 ? 0 : ++w->next_value;
-        p->ok[k] = p->unsure[k] = 0;
-        p->got[k] = 0;
-    }
+    node_t *nd = &w->nodes[p->target];
     char key[24];
     size_t key_len = (size_t)snprintf(key, sizeof(key), "pipe%" PRIu64, p->key);
-    for (int k = 0; k < PIPE_OPS; k++) {
+    p->issuing = 1;
+    while (p->sent < PIPE_OPS && w->now_ms >= p->op_at_ms) {
+        int k = p->sent++;
+        p->op_at_ms = w->now_ms + (p->spread ? (keel_ms_t)keel_rand_below(&w->rnd, 400) : 0);
         char val[24];
         const uint8_t *argv[3] = {(const uint8_t *)(k % 2 ? "GET" : "SET"), (const uint8_t *)key,
                                   (const uint8_t *)val};
@@ -274,17 +268,39 @@ static void pipe_issue(world_t *w)
         preq_t *t = sim__xrealloc(NULL, sizeof(*t));
         *t = (preq_t){w, p->round, k};
         /* every one a write: the GETs keep their place between the SETs */
-        if (keel_reqs_submit(&nd->reqs, KEEL_REQ_WRITE, k % 2 ? 2 : 3, argv, lens, preq_done, t) !=
-            0) {
+        if (!sim__node_live(w, nd) || keel_reqs_submit(&nd->reqs, KEEL_REQ_WRITE, k % 2 ? 2 : 3,
+                                                       argv, lens, preq_done, t) != 0) {
             free(t);
             p->left--;
         }
     }
-    sim__event(w, "pipe round %" PRIu64 " to n%" PRIu64 ": SET %" PRId64 " GET SET %" PRId64 " GET",
-               p->round, nd->id, p->v[0], p->v[2]);
     p->issuing = 0;
     if (p->left == 0 && p->busy)
         pipe_check(w);
+}
+
+static void pipe_issue(world_t *w)
+{
+    pipe_client_t *p = &w->pipe;
+    p->next_ms = w->now_ms + 10;
+    p->target = (int)keel_rand_below(&w->rnd, (uint64_t)w->n);
+    if (!sim__node_live(w, &w->nodes[p->target]))
+        return;
+    p->round++;
+    p->busy = 1;
+    p->left = PIPE_OPS;
+    p->sent = 0;
+    p->spread = keel_rand_chance(&w->rnd, 0.5);
+    p->op_at_ms = w->now_ms;
+    p->deadline_ms = w->now_ms + 4 * CLIENT_TIMEOUT_MS + PIPE_OPS * 400;
+    for (int k = 0; k < PIPE_OPS; k++) {
+        p->v[k] = k % 2 ? 0 : ++w->next_value;
+        p->ok[k] = p->unsure[k] = 0;
+        p->got[k] = 0;
+    }
+    sim__event(w, "pipe round %" PRIu64 " to n%d%s: SET %" PRId64 " GET SET %" PRId64 " GET",
+               p->round, p->target + 1, p->spread ? " (spread)" : "", p->v[0], p->v[2]);
+    pipe_send_due(w);
 }
 
 void sim__clients_step(world_t *w)
@@ -292,7 +308,9 @@ void sim__clients_step(world_t *w)
     pipe_client_t *p = &w->pipe;
     if (p->busy && w->now_ms >= p->deadline_ms)
         p->busy = 0; /* given up: late answers are ignored */
-    if (!p->busy && w->now_ms >= p->next_ms && w->now_ms >= 300)
+    if (p->busy && p->sent < PIPE_OPS)
+        pipe_send_due(w);
+    else if (!p->busy && w->now_ms >= p->next_ms && w->now_ms >= 300)
         pipe_issue(w);
     for (int ci = 0; ci < CLIENTS; ci++) {
         client_t *c = &w->cl[ci];

@@ -128,6 +128,9 @@ typedef struct client {
 #define PIPE_OPS 4
 typedef struct pipe_client {
     int busy, issuing, left;
+    int target;       /* the node, by position */
+    int sent, spread; /* commands sent so far; each sent a while after the one before */
+    keel_ms_t op_at_ms;
     uint64_t round;
     int64_t v[PIPE_OPS]; /* SETs: the value written */
     int ok[PIPE_OPS];    /* answered: a SET applied, a GET's value in got */
