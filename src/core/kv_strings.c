@@ -244,6 +244,59 @@ int keel__kvc_cmd_del(const call_t *c)
     return 0;
 }
 
+/* ---- FLUSHALL, FLUSHDB ---------------------------------------------------------- */
+
+/* [ASYNC | SYNC]: both mean "now", in the entry that applies it. */
+int keel__kvc_flush_syntax(const call_t *c)
+{
+    if (c->argc == 1 ||
+        (c->argc == 2 && (keel__kvc_arg_is(c, 1, "ASYNC") || keel__kvc_arg_is(c, 1, "SYNC"))))
+        return 0;
+    return r_err(c->reply, "ERR syntax error");
+}
+
+typedef struct flush_list {
+    const keel__kv_entry_t **e;
+    size_t n;
+} flush_list_t;
+
+static int flush_collect(void *data, const keel__kv_entry_t *e)
+{
+    flush_list_t *l = data;
+    l->e[l->n++] = e;
+    return 0;
+}
+
+/*
+ * Every key goes, one deletion each in the change history (a watcher sees them all), at
+ * one revision. The keys are listed first and deleted by lookup: deleting shrinks the
+ * table, which a walk of its buckets would not survive. Leases and locks are not keys and
+ * stay (their keys go).
+ */
+int keel__kvc_cmd_flushall(const call_t *c)
+{
+    keel_kv_t *kv = c->w;
+    flush_list_t l = {NULL, 0};
+    if (kv->count > 0) {
+        l.e = malloc(kv->count * sizeof(*l.e));
+        if (l.e == NULL)
+            return KEEL_ENOMEM;
+        keel__kv_each(kv, flush_collect, &l);
+    }
+    for (size_t i = 0; i < l.n; i++) {
+        keel__kv_entry_t **link = NULL;
+        keel__kv_entry_t *e =
+            keel__kv_find(kv, keel__kv_key(l.e[i]), l.e[i]->key_len, l.e[i]->hash, &link);
+        assert(e == l.e[i]);
+        keel__kv_unlink(kv, link);
+    }
+    free(l.e);
+    if (l.n > 0)
+        kv->revision++;
+    r_ok(c->reply);
+    return 0;
+}
+
 /* ---- INCR family, APPEND ------------------------------------------------------ */
 
 int keel__kvc_incrby_syntax(const call_t *c)

@@ -43,7 +43,8 @@ struct keel_resp_client {
     bool barrier_open;      /* a barrier slot is not done: input waits for it */
     uint64_t id;
     void *data;
-    keel_ms_t last_input_ms;
+    keel_ms_t last_input_ms, created_ms;
+    const char *last_cmd; /* the last command's name (CLIENT LIST's cmd=), a table row's */
     keel_resp_parser_t parser;
     keel_buf_t in;   /* unparsed input */
     keel_buf_t out;  /* replies ready to send */
@@ -590,6 +591,70 @@ size_t keel_resp_client_output_bytes(const keel_resp_client_t *c)
     return output_bytes(c);
 }
 
+/* "ip:port" of a sockaddr (v4 or v6), or "?" */
+static void addr_text(const struct sockaddr_storage *ss, char *out, size_t n)
+{
+    char ip[64] = "?";
+    int port = 0;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        uv_ip4_name(a, ip, sizeof(ip));
+        port = ntohs(a->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        uv_ip6_name(a, ip, sizeof(ip));
+        port = ntohs(a->sin6_port);
+    }
+    snprintf(out, n, "%s:%d", ip, port);
+}
+
+void keel_resp_client_info(const keel_resp_client_t *c, keel_resp_client_info_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    memset(&ss, 0, sizeof(ss));
+    uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len);
+    addr_text(&ss, out->addr, sizeof(out->addr));
+    len = sizeof(ss);
+    memset(&ss, 0, sizeof(ss));
+    uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len);
+    addr_text(&ss, out->laddr, sizeof(out->laddr));
+    uv_os_fd_t fd = -1;
+    out->fd = uv_fileno((const uv_handle_t *)&c->tcp, &fd) == 0 ? (int)fd : -1;
+    keel_ms_t now = (keel_ms_t)uv_now(c->tcp.loop);
+    out->age_ms = now - c->created_ms;
+    out->idle_ms = now - c->last_input_ms;
+    out->qbuf = keel_buf_unread(&c->in);
+    out->out_bytes = output_bytes(c);
+    out->pending = c->deferred_open;
+    out->last_cmd = c->last_cmd;
+}
+
+keel_resp_client_t *keel_resp_server_next_client(const keel_resp_server_t *s,
+                                                 const keel_resp_client_t *after)
+{
+    const keel_list_t *l = after ? after->link.next : s->clients.next;
+    for (; l != &s->clients; l = l->next) {
+        keel_resp_client_t *c = KEEL_LIST_ENTRY(l, keel_resp_client_t, link);
+        if (!c->closing && !c->rejected)
+            return c;
+    }
+    return NULL;
+}
+
+void keel_resp_client_kill(keel_resp_client_t *c)
+{
+    keel_resp_client_close_after_reply(c);
+    mark_pending(c);
+}
+
+void keel_resp_server_reset_stats(keel_resp_server_t *s)
+{
+    s->connections_total = s->rejected_total = s->commands_total = 0;
+    s->protocol_errors_total = s->output_limit_closes_total = s->idle_closes_total = 0;
+}
+
 uint64_t keel_resp_client_id(const keel_resp_client_t *c)
 {
     return c->id;
@@ -658,6 +723,7 @@ static int dispatch(keel_resp_client_t *c, const keel_resp_cmd_t *cmd)
         return rc;
     }
     c->cmd = k;
+    c->last_cmd = k->name;
     int rc = 0;
     if (c->server->cfg.before_command)
         rc = c->server->cfg.before_command(c, k, cmd->argc, cmd->argv);
@@ -789,6 +855,18 @@ static void on_idle_timer(uv_timer_t *t)
     }
 }
 
+void keel_resp_server_set_idle_timeout(keel_resp_server_t *s, keel_ms_t ms)
+{
+    assert(ms >= 0);
+    s->cfg.idle_timeout_ms = ms;
+    uv_timer_stop(&s->idle_timer);
+    if (ms > 0) { /* checked four times per timeout, between 10 ms and 1 s apart */
+        keel_ms_t every_ms = ms / 4;
+        every_ms = every_ms < 10 ? 10 : every_ms > 1000 ? 1000 : every_ms;
+        uv_timer_start(&s->idle_timer, on_idle_timer, (uint64_t)every_ms, (uint64_t)every_ms);
+    }
+}
+
 static void on_connection(uv_stream_t *listener, int status)
 {
     keel_resp_server_t *s = listener->data;
@@ -807,7 +885,7 @@ static void on_connection(uv_stream_t *listener, int status)
     keel_list_init(&c->link);
     keel_list_init(&c->plink);
     c->id = ++s->next_client_id;
-    c->last_input_ms = (keel_ms_t)uv_now(listener->loop);
+    c->last_input_ms = c->created_ms = (keel_ms_t)uv_now(listener->loop);
     keel_resp_parser_init(&c->parser, &s->cfg.resp);
     keel_buf_init(&c->in, s->cfg.querybuf_bytes_max);
     keel_buf_init(&c->out, s->cfg.reply_bytes_max);
@@ -858,11 +936,7 @@ int keel_resp_server_init(keel_resp_server_t *s, keel_loop_t *loop,
     uv_timer_init(&loop->uv, &s->idle_timer);
     s->idle_timer.data = s;
     uv_unref((uv_handle_t *)&s->idle_timer);
-    if (s->cfg.idle_timeout_ms > 0) {
-        keel_ms_t every_ms = s->cfg.idle_timeout_ms / 4;
-        every_ms = every_ms < 10 ? 10 : every_ms > 1000 ? 1000 : every_ms;
-        uv_timer_start(&s->idle_timer, on_idle_timer, (uint64_t)every_ms, (uint64_t)every_ms);
-    }
+    keel_resp_server_set_idle_timeout(s, s->cfg.idle_timeout_ms);
     s->handles_open = 2;
     return 0;
 }

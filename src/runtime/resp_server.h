@@ -216,6 +216,29 @@ uint64_t keel_resp_client_id(const keel_resp_client_t *c);
 /* Output held for the client: unsent, being written, and queued behind deferred replies. */
 size_t keel_resp_client_output_bytes(const keel_resp_client_t *c);
 keel_resp_server_t *keel_resp_client_server(const keel_resp_client_t *c);
+
+/* What CLIENT LIST shows of a connection. */
+#define KEEL_RESP_ADDR_BYTES_MAX 80u
+typedef struct keel_resp_client_info {
+    char addr[KEEL_RESP_ADDR_BYTES_MAX];  /* the peer, "ip:port" */
+    char laddr[KEEL_RESP_ADDR_BYTES_MAX]; /* this end */
+    int fd;
+    keel_ms_t age_ms, idle_ms; /* since it connected; since its last input */
+    size_t qbuf;               /* input not parsed yet */
+    size_t out_bytes;          /* output held (keel_resp_client_output_bytes) */
+    size_t pending;            /* deferred replies not done */
+    const char *last_cmd;      /* the last command's name, or NULL */
+} keel_resp_client_info_t;
+void keel_resp_client_info(const keel_resp_client_t *c, keel_resp_client_info_t *out);
+/* The live clients, newest first: NULL starts, NULL ends. Rejected ones are skipped. */
+keel_resp_client_t *keel_resp_server_next_client(const keel_resp_server_t *s,
+                                                 const keel_resp_client_t *after);
+/* Closes the connection after the replies it has so far (CLIENT KILL). */
+void keel_resp_client_kill(keel_resp_client_t *c);
+/* CONFIG SET timeout: idle_timeout_ms from now on (0: never). */
+void keel_resp_server_set_idle_timeout(keel_resp_server_t *s, keel_ms_t ms);
+/* CONFIG RESETSTAT: the counters INFO shows start again from zero. */
+void keel_resp_server_reset_stats(keel_resp_server_t *s);
 void *keel_resp_client_data(const keel_resp_client_t *c);
 void keel_resp_client_set_data(keel_resp_client_t *c, void *data);
 

@@ -21,32 +21,6 @@ int keel__srv_cmd_select(keel_resp_client_t *c, size_t argc, const keel_resp_arg
     return keel__srv_error(c, "ERR DB index is out of range");
 }
 
-int keel__srv_cmd_client(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
-{
-    client_state_t *st = keel__srv_state(c);
-    keel_buf_t *out = keel_resp_client_out(c);
-    if (st == NULL || out == NULL)
-        return KEEL_ENOMEM;
-    if (keel__srv_arg_is(&argv[1], "setname") && argc == 3) {
-        if (argv[2].len >= CLIENT_NAME_BYTES_MAX || memchr(argv[2].ptr, ' ', argv[2].len))
-            return keel__srv_error(
-                c, "ERR Client names cannot contain spaces, newlines or special characters.");
-        memcpy(st->name, argv[2].ptr, argv[2].len);
-        st->name[argv[2].len] = '\0';
-        return keel__srv_simple(c, "OK");
-    }
-    if (keel__srv_arg_is(&argv[1], "getname") && argc == 2)
-        return st->name[0] ? keel_resp_write_bulk(out, st->name, strlen(st->name))
-                           : keel_resp_write_nil(out);
-    if (keel__srv_arg_is(&argv[1], "id") && argc == 2)
-        return keel_resp_write_int(out, (int64_t)keel_resp_client_id(c));
-    if (keel__srv_arg_is(&argv[1], "setinfo") && argc == 4)
-        return keel__srv_simple(c, "OK");
-    return keel_resp_write_errorf(
-        out, "ERR unknown subcommand or wrong number of arguments for '%.*s'",
-        (int)(argv[1].len > 64 ? 64 : argv[1].len), (const char *)argv[1].ptr);
-}
-
 int keel__srv_cmd_keel_reads(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
 {
     client_state_t *st = keel__srv_state(c);
@@ -181,7 +155,34 @@ static int docs_entry(keel_buf_t *out, const keel_resp_command_t *row)
     return rc;
 }
 
-/* COMMAND [COUNT | INFO name... | DOCS [name...]], from the rows of the table. */
+/* COMMAND GETKEYS cmd arg...: the key arguments, by the row's first/last/step. */
+static int command_getkeys(server_t *s, size_t argc, const keel_resp_arg_t *argv, keel_buf_t *out)
+{
+    if (argc < 4)
+        return keel_resp_write_error(out,
+                                     "ERR wrong number of arguments for 'command|getkeys' command");
+    const keel_resp_command_t *row = keel_resp_server_find(&s->resp, argv[2].ptr, argv[2].len);
+    if (row == NULL)
+        return keel_resp_write_error(out, "ERR Invalid command specified");
+    size_t cargc = argc - 2;
+    if ((row->arity > 0 && cargc != (size_t)row->arity) ||
+        (row->arity < 0 && cargc < (size_t)-row->arity))
+        return keel_resp_write_error(out, "ERR Invalid number of arguments specified for command");
+    if (row->first_key <= 0)
+        return keel_resp_write_error(out, "ERR The command has no key arguments");
+    int last = row->last_key < 0 ? (int)cargc + row->last_key : row->last_key;
+    int step = row->key_step > 0 ? row->key_step : 1;
+    size_t nkeys = 0;
+    for (int i = row->first_key; i <= last && (size_t)i < cargc; i += step)
+        nkeys++;
+    int rc = keel_resp_write_array_header(out, nkeys);
+    for (int i = row->first_key; rc == 0 && i <= last && (size_t)i < cargc; i += step)
+        rc = keel_resp_write_bulk(out, argv[2 + i].ptr, argv[2 + i].len);
+    return rc;
+}
+
+/* COMMAND [COUNT | LIST | INFO name... | DOCS [name...] | GETKEYS cmd arg...], from the
+ * rows of the table. */
 int keel__srv_cmd_command(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
 {
     server_t *s = keel__srv_of(c);
@@ -191,6 +192,16 @@ int keel__srv_cmd_command(keel_resp_client_t *c, size_t argc, const keel_resp_ar
     size_t n = s->resp.cmds_len;
     if (argc == 2 && keel__srv_arg_is(&argv[1], "count"))
         return keel_resp_write_int(out, (int64_t)n);
+    if (argc >= 2 && keel__srv_arg_is(&argv[1], "list")) {
+        if (argc != 2) /* FILTERBY is not built */
+            return keel_resp_write_error(out, "ERR syntax error");
+        int rc = keel_resp_write_array_header(out, n);
+        for (size_t i = 0; rc == 0 && i < n; i++)
+            rc = keel_resp_write_bulk_str(out, s->resp.cmds[i].name);
+        return rc;
+    }
+    if (argc >= 2 && keel__srv_arg_is(&argv[1], "getkeys"))
+        return command_getkeys(s, argc, argv, out);
     int info = argc >= 2 && keel__srv_arg_is(&argv[1], "info");
     int docs = argc >= 2 && keel__srv_arg_is(&argv[1], "docs");
     if (argc > 1 && !info && !docs)
@@ -438,9 +449,16 @@ static const keel_resp_command_t connection_commands[] = {
      .summary = "Close the connection"},
     {"select", 2, FAST, keel__srv_cmd_select, .summary = "Select database 0 (the only one)"},
     {"client", -2, FAST, keel__srv_cmd_client,
-     .summary = "CLIENT SETNAME, GETNAME, ID and SETINFO"},
+     .summary = "CLIENT SETNAME, GETNAME, ID, SETINFO, LIST, INFO, KILL, NO-EVICT"},
+    {"hello", -1, FAST, keel__srv_cmd_hello, .summary = "Handshake: RESP2, SETNAME"},
+    {"reset", 1, FAST | SUBSCRIBED | NOQUEUE, keel__srv_cmd_reset,
+     .summary = "The connection as new: no MULTI, WATCH, subscriptions or name"},
+    {"time", 1, FAST, keel__srv_cmd_time, .summary = "This node's clock: seconds, microseconds"},
+    {"config", -2, KEEL_RESP_CMD_ADMIN, keel__srv_cmd_config,
+     .summary = "CONFIG GET, SET (maxclients, timeout) and RESETSTAT"},
     {"info", -1, 0, keel__srv_cmd_info, .summary = "Server, clients, stats and Raft sections"},
-    {"command", -1, 0, keel__srv_cmd_command, .summary = "The command table: COUNT, INFO, DOCS"},
+    {"command", -1, 0, keel__srv_cmd_command,
+     .summary = "The command table: COUNT, INFO, DOCS, LIST, GETKEYS"},
     {"keel.reads", 2, FAST, keel__srv_cmd_keel_reads,
      .summary = "This connection's reads: stale or linearizable"},
     {"multi", 1, FAST | NOQUEUE, keel__srv_cmd_multi, .summary = "Start a transaction"},

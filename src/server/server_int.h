@@ -20,7 +20,8 @@
  *   server.c     the process: config, start, stop
  *   commands.c   the command table (one row per command: name, arity, flags, key
  *                positions, summary, handler, statistics) and the connection commands
- *                (SELECT, CLIENT, INFO, COMMAND, KEEL.READS, KEEL.CLUSTER)
+ *                (SELECT, INFO, COMMAND, KEEL.READS, KEEL.CLUSTER)
+ *   clientcmds.c CLIENT, HELLO, RESET, TIME and CONFIG
  *   conn.c       a connection's state, the rules applied before every command
  *                (subscribed mode, MULTI queueing, feeds), data commands sent to the
  *                node in the connection's order, and their replies
@@ -190,7 +191,12 @@ int keel__srv_conf_reply(keel_buf_t *out, const uint8_t *p, size_t len);
 int keel__srv_cmd_echo(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 int keel__srv_cmd_quit(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 int keel__srv_cmd_select(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+/* clientcmds.c */
 int keel__srv_cmd_client(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_hello(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_reset(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_time(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_config(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 int keel__srv_cmd_keel_reads(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 int keel__srv_cmd_info(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 int keel__srv_cmd_command(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);

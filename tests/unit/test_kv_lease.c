@@ -457,6 +457,37 @@ static void snapshots_whose_leases_and_locks_contradict_are_refused(void)
     keel_buf_free(&snap);
 }
 
+/* FLUSHALL: every key goes (plain, expiring, leased) in one revision, through a table
+ * that shrinks under the deletions; leases and locks are not keys and stay. */
+static void flushall_deletes_every_key_and_keeps_leases(void)
+{
+    fresh();
+    AT(1000, "KEEL.LEASE GRANT 9000", ":1\r\n");
+    AT(1000, "KEEL.SET leased 1 LEASE 1", "+OK\r\n");
+    AT(1000, "SET expiring 1 PX 5000", "+OK\r\n");
+    for (int i = 0; i < 5000; i++) {
+        char line[64];
+        snprintf(line, sizeof(line), "SET k%d %d", i, i);
+        AT(1000, line, "+OK\r\n");
+    }
+    KT_EQ_U64(keel_kv_count(&t.kv), 5002);
+    uint64_t rev = keel_kv_revision(&t.kv);
+    AT(1000, "FLUSHALL BOGUS", "-ERR syntax error\r\n");
+    AT(1000, "FLUSHALL", "+OK\r\n");
+    KT_EQ_U64(keel_kv_count(&t.kv), 0);
+    KT_EQ_U64(keel_kv_revision(&t.kv), rev + 1);
+    KT_EQ_U64(keel_kv_next_deadline_ms(&t.kv), KEEL_KV_NO_DEADLINE);
+    READ(1000, "DBSIZE", ":0\r\n");
+    READ(1000, "MGET leased expiring k0 k4999", "*4\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n");
+    AT(1000, "KEEL.LEASE TTL 1", ":9000\r\n");
+    AT(1000, "KEEL.SET again 2 LEASE 1", "+OK\r\n");
+    AT(1000, "FLUSHDB ASYNC", "+OK\r\n");
+    KT_EQ_U64(keel_kv_revision(&t.kv), rev + 3); /* the SET, then its deletion */
+    AT(1000, "FLUSHALL SYNC", "+OK\r\n");      /* nothing left: no change */
+    KT_EQ_U64(keel_kv_revision(&t.kv), rev + 3);
+    AT(1000, "KEEL.LEASE REVOKE 1", ":0\r\n");
+}
+
 int main(void)
 {
     kvt_init(&t, NULL);
@@ -469,6 +500,7 @@ int main(void)
     KT_RUN(random_leases_agree_with_a_model_and_survive_snapshots);
     KT_RUN(leases_and_locks_survive_a_snapshot);
     KT_RUN(snapshots_whose_leases_and_locks_contradict_are_refused);
+    KT_RUN(flushall_deletes_every_key_and_keeps_leases);
     kvt_free(&t);
     return kt_done();
 }
