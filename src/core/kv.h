@@ -53,7 +53,7 @@
 /* u8 version | u64 time_ms | u32 argc */
 #define KEEL_KV_ENTRY_HEADER_BYTES 13u
 /* Snapshot format version. */
-#define KEEL_KV_SNAPSHOT_VERSION 3
+#define KEEL_KV_SNAPSHOT_VERSION 4
 /* Caps on the change history's config (the defaults are far below). */
 #define KEEL_KV_HISTORY_CHANGES_MAX ((size_t)1 << 30)
 #define KEEL_KV_HISTORY_BYTES_MAX ((size_t)1 << 40)
@@ -288,6 +288,28 @@ uint64_t keel_kv_next_lease_deadline_ms(const keel_kv_t *kv);
  */
 uint64_t keel_kv_version_at(const keel_kv_t *kv, uint64_t now_ms, const void *key, size_t key_len);
 
+/* ---- streams: what a server needs to block (docs/streams.md) ------------------------- */
+
+/*
+ * For XREAD and XREADGROUP with a valid BLOCK ms: 1 (XREAD) or 2 (XREADGROUP) and *ms;
+ * 0 for anything else (no BLOCK, another command, a syntax error the command answers).
+ */
+int keel_kv_block_ms(int argc, const uint8_t *const *argv, const size_t *lens, int64_t *ms);
+/*
+ * XREAD as an entry (keel_kv_entry_encode) with every '$' id replaced by its stream's last
+ * id now, so that asking again later reads what arrived after the call: 0, KEEL_EINVAL
+ * (not a valid XREAD), KEEL_ENOMEM / KEEL_ETOOBIG from out.
+ */
+int keel_kv_xread_resolve(const keel_kv_t *kv, int argc, const uint8_t *const *argv,
+                          const size_t *lens, keel_buf_t *out);
+/*
+ * XREADGROUP: 1 if applying it now would answer something (entries after a group's last
+ * delivered id, a history read, or an error), 0 if it would answer nil (a blocked
+ * consumer waits). Reads only.
+ */
+int keel_kv_xreadgroup_ready(const keel_kv_t *kv, int argc, const uint8_t *const *argv,
+                             const size_t *lens);
+
 /* ---- change history (KEEL.WATCH) -------------------------------------------- */
 
 /*
@@ -343,17 +365,21 @@ void keel_kv_history_at(const keel_kv_t *kv, size_t pos, keel_kv_change_t *out);
 /* ---- snapshots ------------------------------------------------------------ */
 
 /*
- * Format, little-endian, version 3:
+ * Format, little-endian, version 4:
  *   "KEELKVS" u8 version | u64 applied_index | u64 revision | u64 time_ms |
  *   u64 count | u64 lease_id_last | u64 fence_last |
  *   u64 lease_count | lease_count x (u64 id | u64 ttl_ms | u64 expire_ms) |
  *   u64 lock_count | lock_count x (u32 name_len | u64 token | u64 expire_ms | name) |
  *   count x (u32 key_len | u32 value_len | u64 version | u64 create_revision |
- *            u64 expire_ms | u64 lease_id | key | value) |
+ *            u64 expire_ms | u64 lease_id | key | value) |          (the strings)
+ *   u64 typed | typed x (u32 key_len | u8 type | u64 version | u64 create_revision |
+ *            u64 expire_ms | u64 lease_id | u64 body_len | key | body) (version 4: the
+ *            keys of other types, each body written by its type's module, e.g. a stream's
+ *            as core/stream.h says) |
  *   u32 crc32c(all bytes before it)
- * Version 2 has no counters nor sections and no lease_id; version 1 also no
- * expire_ms. The loader reads all three. Entries appear in table order (not
- * sorted); the content, not the byte order, is what must agree between nodes.
+ * Version 3 has no typed section; version 2 no counters nor sections and no lease_id; version 1
+ * also no expire_ms. The loader reads all three. Entries appear in table order (not sorted); the
+ * content, not the byte order, is what must agree between nodes.
  *
  * The sink receives the snapshot in pieces; a non-zero return from it stops
  * the walk and is returned. The state must not change during the walk.
