@@ -205,6 +205,7 @@ typedef struct keel_kv_command_info {
     int first_key, last_key, key_step; /* key positions as COMMAND shows them; 0s: none */
     const char *summary;               /* one line */
     int internal; /* proposed by the leader itself with its clock (sweeps), never by clients */
+    int blocking; /* takes BLOCK ms (XREAD, XREADGROUP): see keel_kv_block_ms */
 } keel_kv_command_info_t;
 size_t keel_kv_commands_count(void);
 void keel_kv_command_info(size_t i, keel_kv_command_info_t *out);

@@ -421,4 +421,5 @@ void keel_kv_command_info(size_t i, keel_kv_command_info_t *out)
     out->key_step = COMMANDS[i].key_step;
     out->summary = COMMANDS[i].summary;
     out->internal = (COMMANDS[i].flags & CMD_INTERNAL) != 0;
+    out->blocking = (COMMANDS[i].flags & CMD_BLOCKING) != 0;
 }
