@@ -579,8 +579,11 @@ int keel__xs_cmd_xclaim(const call_t *c)
         }
     }
     size_t before = keel__xs_bytes(s);
-    if (keel_stream_id_cmp(lastid, keel_stream_group_last_id(g)) > 0)
+    int changed = 0; /* only a change makes a new version (a WATCH of the key sees it) */
+    if (keel_stream_id_cmp(lastid, keel_stream_group_last_id(g)) > 0) {
         keel_stream_group_set_last(g, lastid, keel_stream_group_entries_read(g));
+        changed = 1;
+    }
     if (deliverytime < 0 || deliverytime > (int64_t)now)
         deliverytime = (int64_t)now;
     keel_stream_consumer_t *cons = NULL;
@@ -591,11 +594,12 @@ int keel__xs_cmd_xclaim(const call_t *c)
         keel_stream_pending_t *p = keel_stream_pel_find(g, id);
         if (!keel_stream_exists(s, id)) { /* gone from the stream: gone from the PEL */
             if (p)
-                keel_stream_pel_remove(s, g, id);
+                changed = keel_stream_pel_remove(s, g, id);
             continue;
         }
         if (force && p == NULL && (rc = keel_stream_pel_add(s, g, id, &p)) != 0)
             break;
+        changed |= force;
         if (p == NULL || (p->owner && minidle && idle_of(now, p->delivery_ms) < minidle))
             continue;
         if (cons == NULL) {
@@ -611,7 +615,8 @@ int keel__xs_cmd_xclaim(const call_t *c)
         d.n++;
     }
     defer_end(c, &d);
-    keel__xs_changed(c, 1, before);
+    if (changed || d.n > 0)
+        keel__xs_changed(c, 1, before);
     return rc;
 }
 
@@ -693,9 +698,11 @@ int keel__xs_cmd_xautoclaim(const call_t *c)
         next = keel_stream_pel_at(g, i)->id;
     r_array(c->reply, 3);
     keel__xs_id(c->reply, next);
+    int changed = claimed.n > 0 || deleted.n > 0;
     defer_end(c, &claimed);
     defer_end(c, &deleted);
-    keel__xs_changed(c, 1, before);
+    if (changed)
+        keel__xs_changed(c, 1, before);
     return rc;
 }
 
