@@ -211,6 +211,8 @@ typedef struct add_args {
     int nomkstream, id_given, seq_star;
     keel_stream_id_t id;
     size_t field_pos;
+    size_t producer_pos; /* KEEL.PRODUCER pid seq: the pid's index, 0: none */
+    uint64_t producer_seq;
 } add_args_t;
 
 /* The default LIMIT of '~' trimming: Redis's 100 x stream-node-max-entries. */
@@ -265,6 +267,15 @@ static int add_parse(const call_t *c, int xadd, add_args_t *a)
             i++;
         } else if (xadd && keel__kvc_arg_is(c, i, "NOMKSTREAM")) {
             a->nomkstream = 1;
+        } else if (xadd && keel__kvc_arg_is(c, i, "KEEL.PRODUCER") && more >= 2) {
+            int64_t seq;
+            if (c->lens[i + 1] > KEEL_STREAM_PRODUCER_ID_BYTES_MAX)
+                return r_err(c->reply, "ERR keel: producer id longer than 64 bytes");
+            if (keel_parse_i64(c->argv[i + 2], c->lens[i + 2], &seq) != 0 || seq < 1)
+                return r_err(c->reply, "ERR keel: producer sequence must be an integer >= 1");
+            a->producer_pos = i + 1;
+            a->producer_seq = (uint64_t)seq;
+            i += 2;
         } else if (xadd) {
             if (keel_stream_id_parse(p, n, 0, 1, &a->seq_star, &a->id) != 0)
                 return r_err(c->reply, ERR_XID);
@@ -354,6 +365,19 @@ int keel__xs_cmd_xadd(const call_t *c)
         r_nil(c->reply);
         return 0;
     }
+    uint64_t last_seq;
+    keel_stream_id_t last_added;
+    if (s && a.producer_pos &&
+        keel_stream_producer_get(s, c->argv[a.producer_pos], c->lens[a.producer_pos], &last_seq,
+                                 &last_added) &&
+        a.producer_seq <= last_seq) {
+        if (a.producer_seq < last_seq) /* an older retry: its answer is gone */
+            return keel__kvc_done(
+                keel__xs_errf(c, "ERR keel: producer sequence %llu is behind the last one, %llu",
+                              (unsigned long long)a.producer_seq, (unsigned long long)last_seq));
+        keel__xs_id(c->reply, last_added); /* the same append again: its first answer */
+        return 0;
+    }
     keel_stream_info_t in = {0};
     if (s)
         keel_stream_get_info(s, &in);
@@ -374,6 +398,9 @@ int keel__xs_cmd_xadd(const call_t *c)
     size_t before = fresh ? 0 : keel__xs_bytes(s);
     rc = keel_stream_append(s, id, (c->argc - a.field_pos) / 2, c->argv + a.field_pos,
                             c->lens + a.field_pos);
+    if (rc == 0 && a.producer_pos) /* before linking: a failure must change nothing */
+        rc = keel_stream_producer_set(s, c->argv[a.producer_pos], c->lens[a.producer_pos],
+                                      a.producer_seq, id);
     if (rc == 0 && fresh)
         rc = keel__xs_link(c, 1, fresh);
     if (rc != 0) {

@@ -48,6 +48,13 @@ struct keel_stream_group {
     uint8_t name[];
 };
 
+typedef struct producer {
+    uint64_t seq;
+    keel_stream_id_t id;
+    uint8_t len;
+    uint8_t pid[KEEL_STREAM_PRODUCER_ID_BYTES_MAX];
+} producer_t;
+
 struct keel_stream {
     sblock_t **blocks; /* blocks[head .. len), sorted by id */
     size_t head, len, cap;
@@ -55,6 +62,8 @@ struct keel_stream {
     keel_stream_id_t last_id, max_deleted;
     keel_stream_group_t **groups; /* sorted by name */
     size_t ngroups, gcap;
+    producer_t *producers; /* sorted by pid */
+    size_t nproducers, pcap;
     size_t bytes;
 };
 
@@ -377,6 +386,7 @@ void keel_stream_free(keel_stream_t *s)
     for (size_t i = 0; i < s->ngroups; i++)
         group_free(s->groups[i]);
     free(s->groups);
+    free(s->producers);
     free(s);
 }
 
@@ -1147,6 +1157,83 @@ int keel_stream_pel_remove(keel_stream_t *s, keel_stream_group_t *g, keel_stream
     return 1;
 }
 
+/* ---- idempotent producers ------------------------------------------------------------ */
+
+static size_t producer_index(const keel_stream_t *s, const uint8_t *pid, size_t n, int *found)
+{
+    size_t lo = 0, hi = s->nproducers;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = name_cmp(s->producers[mid].pid, s->producers[mid].len, pid, n);
+        if (c == 0) {
+            *found = 1;
+            return mid;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = 0;
+    return lo;
+}
+
+int keel_stream_producer_get(const keel_stream_t *s, const uint8_t *pid, size_t n, uint64_t *seq,
+                             keel_stream_id_t *id)
+{
+    int found;
+    size_t i = producer_index(s, pid, n, &found);
+    if (!found)
+        return 0;
+    *seq = s->producers[i].seq;
+    *id = s->producers[i].id;
+    return 1;
+}
+
+int keel_stream_producer_set(keel_stream_t *s, const uint8_t *pid, size_t n, uint64_t seq,
+                             keel_stream_id_t id)
+{
+    assert(n <= KEEL_STREAM_PRODUCER_ID_BYTES_MAX);
+    int found;
+    size_t i = producer_index(s, pid, n, &found);
+    if (!found && s->nproducers == KEEL_STREAM_PRODUCERS_MAX) {
+        /* evict the producer whose last append is the oldest (ids are unique: one) */
+        size_t old = 0;
+        for (size_t k = 1; k < s->nproducers; k++)
+            if (keel_stream_id_cmp(s->producers[k].id, s->producers[old].id) < 0)
+                old = k;
+        memmove(s->producers + old, s->producers + old + 1,
+                (s->nproducers - old - 1) * sizeof(*s->producers));
+        s->nproducers--;
+        i = producer_index(s, pid, n, &found);
+    }
+    if (!found) {
+        if (s->nproducers == s->pcap) {
+            size_t cap = s->pcap ? s->pcap * 2 : 4;
+            producer_t *np = realloc(s->producers, cap * sizeof(*np));
+            if (np == NULL)
+                return KEEL_ENOMEM;
+            s->bytes += (cap - s->pcap) * sizeof(*np);
+            s->producers = np;
+            s->pcap = cap;
+        }
+        memmove(s->producers + i + 1, s->producers + i,
+                (s->nproducers - i) * sizeof(*s->producers));
+        s->nproducers++;
+        s->producers[i].len = (uint8_t)n;
+        if (n)
+            memcpy(s->producers[i].pid, pid, n);
+    }
+    s->producers[i].seq = seq;
+    s->producers[i].id = id;
+    return 0;
+}
+
+size_t keel_stream_producers_count(const keel_stream_t *s)
+{
+    return s->nproducers;
+}
+
 /* ---- snapshots ------------------------------------------------------------------- */
 
 static int put_u64(keel_stream_sink_fn sink, void *data, uint64_t v)
@@ -1246,6 +1333,18 @@ int keel_stream_encode(const keel_stream_t *s, keel_stream_sink_fn sink, void *d
         rc = put_u32(sink, data, (uint32_t)s->ngroups);
     for (size_t i = 0; rc == 0 && i < s->ngroups; i++)
         rc = encode_group(s->groups[i], sink, data);
+    if (rc == 0)
+        rc = put_u32(sink, data, (uint32_t)s->nproducers);
+    for (size_t i = 0; rc == 0 && i < s->nproducers; i++) {
+        const producer_t *p = &s->producers[i];
+        rc = put_bytes(sink, data, p->pid, p->len);
+        if (rc == 0)
+            rc = put_u64(sink, data, p->seq);
+        if (rc == 0)
+            rc = put_u64(sink, data, p->id.ms);
+        if (rc == 0)
+            rc = put_u64(sink, data, p->id.seq);
+    }
     return rc;
 }
 
@@ -1397,6 +1496,21 @@ int keel_stream_decode(const uint8_t *p, size_t len, keel_stream_t **out)
         rc = KEEL_EPROTO;
     for (uint32_t i = 0; rc == 0 && i < ngroups; i++)
         rc = decode_group(&r, s);
+    uint32_t np = rc == 0 ? rd_u32(&r) : 0;
+    if (rc == 0 && (r.bad || np > KEEL_STREAM_PRODUCERS_MAX))
+        rc = KEEL_EPROTO;
+    for (uint32_t i = 0; rc == 0 && i < np; i++) {
+        size_t n;
+        const uint8_t *pid = rd_bytes(&r, &n);
+        uint64_t seq = rd_u64(&r);
+        keel_stream_id_t pidid = {rd_u64(&r), rd_u64(&r)};
+        int found = 0;
+        if (r.bad || n > KEEL_STREAM_PRODUCER_ID_BYTES_MAX || seq == 0 ||
+            producer_index(s, pid, n, &found) != i || found)
+            rc = KEEL_EPROTO; /* sorted, unique */
+        else
+            rc = keel_stream_producer_set(s, pid, n, seq, pidid);
+    }
     if (rc == 0 && r.left != 0)
         rc = KEEL_EPROTO;
     if (rc != 0) {

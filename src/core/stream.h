@@ -219,6 +219,25 @@ void keel_stream_pel_assign(keel_stream_pending_t *p, keel_stream_consumer_t *c)
 /* Removes id from the PEL: 1 if it was pending. */
 int keel_stream_pel_remove(keel_stream_t *s, keel_stream_group_t *g, keel_stream_id_t id);
 
+/* ---- idempotent producers (keel, beyond Redis) -------------------------------------- */
+
+/*
+ * XADD ... KEEL.PRODUCER pid seq: each stream remembers, per producer id, the sequence
+ * number and id of its last append, so a retried append (same pid, same seq) after a lost
+ * reply is answered with the first one's id instead of appending twice (Kafka's idempotent
+ * producer, with a window of one append per producer). At most KEEL_STREAM_PRODUCERS_MAX
+ * producers per stream: a new one evicts the producer whose last append is the oldest.
+ */
+#define KEEL_STREAM_PRODUCERS_MAX 1024u
+#define KEEL_STREAM_PRODUCER_ID_BYTES_MAX 64u
+/* The last append of producer pid: 1 with *seq and *id, or 0 if it is not remembered. */
+int keel_stream_producer_get(const keel_stream_t *s, const uint8_t *pid, size_t n, uint64_t *seq,
+                             keel_stream_id_t *id);
+/* Remembers pid's append (n <= KEEL_STREAM_PRODUCER_ID_BYTES_MAX): 0 or KEEL_ENOMEM. */
+int keel_stream_producer_set(keel_stream_t *s, const uint8_t *pid, size_t n, uint64_t seq,
+                             keel_stream_id_t id);
+size_t keel_stream_producers_count(const keel_stream_t *s);
+
 /* ---- snapshots ------------------------------------------------------------------- */
 
 /*
@@ -228,7 +247,8 @@ int keel_stream_pel_remove(keel_stream_t *s, keel_stream_group_t *g, keel_stream
  *   u32 len | value)) | u32 groups | groups x (u32 name_len | name | u64 last ms | u64 seq |
  *   i64 entries_read | u32 consumers | consumers x (u32 len | name | u64 seen_ms) |
  *   u64 pending | pending x (u64 ms | u64 seq | u32 consumer index | u64 delivery_ms |
- *   u64 delivery_count))
+ *   u64 delivery_count)) | u32 producers | producers x (u32 len | pid | u64 seq |
+ *   u64 ms | u64 seq of its last id), sorted by pid
  * Entries are re-encoded (not the blocks' bytes), so the block layout may change freely.
  */
 typedef int (*keel_stream_sink_fn)(void *data, const uint8_t *p, size_t n);

@@ -318,6 +318,37 @@ static void a_stream_with_groups_round_trips_and_bad_bodies_are_refused(void)
     keel_stream_free(s);
 }
 
+static void producers_are_remembered_up_to_the_limit_and_the_oldest_goes_first(void)
+{
+    keel_stream_t *s = keel_stream_new();
+    char pid[16];
+    for (unsigned i = 0; i < KEEL_STREAM_PRODUCERS_MAX + 10; i++) {
+        int n = snprintf(pid, sizeof(pid), "p%u", i);
+        KT_EQ_INT(keel_stream_producer_set(s, (const uint8_t *)pid, (size_t)n, 7, id(i + 1, 0)), 0);
+    }
+    KT_EQ_U64(keel_stream_producers_count(s), KEEL_STREAM_PRODUCERS_MAX);
+    uint64_t seq;
+    keel_stream_id_t last;
+    KT_EQ_INT(keel_stream_producer_get(s, (const uint8_t *)"p3", 2, &seq, &last), 0); /* evicted */
+    KT_EQ_INT(keel_stream_producer_get(s, (const uint8_t *)"p10", 3, &seq, &last), 1);
+    KT_CHECK(seq == 7 && last.ms == 11);
+    /* renewing one keeps it: the next eviction takes another */
+    KT_EQ_INT(keel_stream_producer_set(s, (const uint8_t *)"p10", 3, 8, id(5000, 0)), 0);
+    KT_EQ_INT(keel_stream_producer_set(s, (const uint8_t *)"new", 3, 1, id(5001, 0)), 0);
+    KT_EQ_INT(keel_stream_producer_get(s, (const uint8_t *)"p10", 3, &seq, &last), 1);
+    KT_EQ_INT(keel_stream_producer_get(s, (const uint8_t *)"p11", 3, &seq, &last), 0);
+    static uint8_t body[1 << 20];
+    uint8_t *w = body;
+    KT_EQ_INT(keel_stream_encode(s, buf_sink, &w), 0);
+    keel_stream_t *t = NULL;
+    KT_EQ_INT(keel_stream_decode(body, (size_t)(w - body), &t), 0);
+    KT_EQ_U64(keel_stream_producers_count(t), KEEL_STREAM_PRODUCERS_MAX);
+    KT_EQ_INT(keel_stream_producer_get(t, (const uint8_t *)"p10", 3, &seq, &last), 1);
+    KT_CHECK(seq == 8 && last.ms == 5000);
+    keel_stream_free(t);
+    keel_stream_free(s);
+}
+
 int main(void)
 {
     KT_RUN(ids_parse_and_format_as_redis_does);
@@ -327,5 +358,6 @@ int main(void)
     KT_RUN(random_operations_match_a_simple_model);
     KT_RUN(groups_consumers_and_pending_lists_keep_their_counts);
     KT_RUN(a_stream_with_groups_round_trips_and_bad_bodies_are_refused);
+    KT_RUN(producers_are_remembered_up_to_the_limit_and_the_oldest_goes_first);
     return kt_done();
 }
