@@ -304,12 +304,12 @@ int keel_kv_block_ms(int argc, const uint8_t *const *argv, const size_t *lens, i
 int keel_kv_xread_resolve(const keel_kv_t *kv, int argc, const uint8_t *const *argv,
                           const size_t *lens, keel_buf_t *out);
 /*
- * XREADGROUP: 1 if applying it now would answer something (entries after a group's last
- * delivered id, a history read, or an error), 0 if it would answer nil (a blocked
- * consumer waits). Reads only.
+ * XREADGROUP: 1 if applying it at now_ms would answer something (entries after a group's
+ * last delivered id or returned by KEEL.XNACK and due, a history read, or an error), 0 if
+ * it would answer nil (a blocked consumer waits). Reads only.
  */
-int keel_kv_xreadgroup_ready(const keel_kv_t *kv, int argc, const uint8_t *const *argv,
-                             const size_t *lens);
+int keel_kv_xreadgroup_ready(const keel_kv_t *kv, uint64_t now_ms, int argc,
+                             const uint8_t *const *argv, const size_t *lens);
 
 /* ---- change history (KEEL.WATCH) -------------------------------------------- */
 

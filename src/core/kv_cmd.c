@@ -256,6 +256,10 @@ static const cmd_t COMMANDS[] = {
      "Take over pending entries idle long enough, with a cursor"},
     {"XINFO", "xinfo", -2, R, keel__xs_xinfo_syntax, keel__xs_cmd_xinfo, 2, 2, 1,
      "Stream, group and consumer information"},
+    {"KEEL.XNACK", "keel.xnack", -4, W, keel__xs_xnack_syntax, keel__xs_cmd_xnack, 1, 1, 1,
+     "Return pending entries to their group, redelivered after a delay or a backoff"},
+    {"KEEL.XDEADLETTER", "keel.xdeadletter", -4, W, keel__xs_xdeadletter_syntax,
+     keel__xs_cmd_xdeadletter, 1, 1, 1, "A group's maximum deliveries and dead-letter stream"},
 };
 #undef BL
 #undef W

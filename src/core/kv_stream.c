@@ -154,9 +154,12 @@ int keel__xs_write_lookup(const call_t *c, size_t i, keel__kv_entry_t ***link, k
 
 int keel__xs_link(const call_t *c, size_t i, keel_stream_t *s)
 {
+    return keel__xs_link_key(c, c->argv[i], c->lens[i], s);
+}
+
+int keel__xs_link_key(const call_t *c, const uint8_t *key, size_t key_len, keel_stream_t *s)
+{
     keel_kv_t *kv = c->w;
-    const uint8_t *key = c->argv[i];
-    size_t key_len = c->lens[i];
     uint64_t h = keel__kv_hash(kv, key, key_len);
     int dead;
     keel__kv_entry_t **l = NULL;
@@ -186,17 +189,19 @@ int keel__xs_check_new(const call_t *c, size_t i)
     return rc;
 }
 
-void keel__xs_changed(const call_t *c, size_t i, size_t bytes_before)
+void keel__xs_touch(const call_t *c, const uint8_t *key, size_t len, size_t bytes_before)
 {
     keel_kv_t *kv = c->w;
-    keel__kv_entry_t **link = NULL;
-    keel__kv_entry_t *e =
-        keel__kv_find(kv, c->argv[i], c->lens[i], keel__kv_hash(kv, c->argv[i], c->lens[i]), &link);
+    keel__kv_entry_t *e = keel__kv_find(kv, key, len, keel__kv_hash(kv, key, len), NULL);
     assert(e != NULL && e->type == KEEL__KV_TYPE_STREAM);
     kv->bytes = kv->bytes - bytes_before + obj_bytes(keel__kv_obj(e));
-    uint64_t rev = kv->revision + 1;
-    keel__kvc_set_version(kv, e, rev);
-    kv->revision = rev;
+    keel__kvc_set_version(kv, e, kv->revision + 1);
+}
+
+void keel__xs_changed(const call_t *c, size_t i, size_t bytes_before)
+{
+    keel__xs_touch(c, c->argv[i], c->lens[i], bytes_before);
+    c->w->revision++;
 }
 
 size_t keel__xs_bytes(const keel_stream_t *s)
@@ -315,6 +320,16 @@ int keel__xs_xadd_syntax(const call_t *c)
     return 0;
 }
 
+int keel__xs_auto_id(const call_t *c, keel_stream_id_t last, keel_stream_id_t *out)
+{
+    if (c->now > last.ms) {
+        *out = (keel_stream_id_t){c->now, 0};
+        return 0;
+    }
+    *out = last;
+    return keel_stream_id_incr(out);
+}
+
 /* The id XADD appends with, or REPLIED (Redis streamAppendItem's refusals). */
 static int next_id(const call_t *c, const add_args_t *a, keel_stream_id_t last,
                    keel_stream_id_t *out)
@@ -323,14 +338,9 @@ static int next_id(const call_t *c, const add_args_t *a, keel_stream_id_t last,
         "ERR The ID specified in XADD is equal or smaller than the target stream top item";
     keel_stream_id_t id = a->id;
     if (!a->id_given) {
-        if (c->now > last.ms) {
-            id = (keel_stream_id_t){c->now, 0};
-        } else {
-            id = last;
-            if (keel_stream_id_incr(&id) != 0)
-                return r_err(c->reply, "ERR The stream has exhausted the last possible ID, "
-                                       "unable to add more items");
-        }
+        if (keel__xs_auto_id(c, last, &id) != 0)
+            return r_err(c->reply, "ERR The stream has exhausted the last possible ID, "
+                                   "unable to add more items");
     } else if (a->seq_star) {
         if (id.ms == last.ms) {
             if (last.seq == UINT64_MAX)

@@ -3,8 +3,10 @@
 #include "core/kv_stream_int.h"
 
 #include "base/num.h"
+#include "base/rand.h"
 
 #include <assert.h>
+#include <stdlib.h>
 #include <string.h>
 
 /*
@@ -20,6 +22,37 @@ static int nogroup(const call_t *c, size_t key, size_t group, const char *where)
                          (int)(c->lens[group] > 200 ? 200 : c->lens[group]),
                          (const char *)c->argv[group], where);
 }
+
+/*
+ * An array whose length is known only once its items are written (Redis's
+ * addReplyDeferredLen): the items go to a scratch buffer, then the header and the items to
+ * the reply. A failure of either is the reply's failure, as for every reply.
+ */
+typedef struct deferred {
+    keel_buf_t buf;
+    reply_t r;
+    size_t n;
+} deferred_t;
+
+static void defer_begin(const call_t *c, deferred_t *d)
+{
+    keel_buf_init(&d->buf, c->reply->b->bytes_max);
+    d->r = (reply_t){&d->buf, 0, c->reply->failed};
+    d->n = 0;
+}
+
+static void defer_end(const call_t *c, deferred_t *d)
+{
+    r_array(c->reply, d->n);
+    track(c->reply, d->r.failed);
+    if (!c->reply->failed)
+        track(c->reply,
+              keel_buf_append(c->reply->b, keel_buf_rptr(&d->buf), keel_buf_unread(&d->buf)));
+    keel_buf_free(&d->buf);
+}
+
+static int over_limit(const call_t *c, size_t key, keel_stream_t *s, keel_stream_group_t *g,
+                      const keel_stream_pending_t *p, const uint8_t *err, size_t err_len);
 
 /* The group argv[gi] of stream key argv[ki] for a write: 0 and *s, *g (NULL if absent), or
  * REPLIED (WRONGTYPE). */
@@ -189,6 +222,23 @@ static int is_gt(const call_t *c, size_t i)
     return c->lens[i] == 1 && c->argv[i][0] == '>';
 }
 
+/* '>' would deliver something at now_ms: entries after the group's last id, or an entry
+ * KEEL.XNACK returned whose delay has passed (a walk of the PEL). */
+static int has_work(const keel_stream_t *s, const keel_stream_group_t *g, uint64_t now_ms)
+{
+    keel_stream_info_t in;
+    keel_stream_get_info(s, &in);
+    if (in.length > 0 &&
+        keel_stream_id_cmp(keel_stream_last_live_id(s), keel_stream_group_last_id(g)) > 0)
+        return 1;
+    for (size_t i = 0, n = keel_stream_pel_count(g); i < n; i++) {
+        const keel_stream_pending_t *p = keel_stream_pel_at(g, i);
+        if (p->due_ms != 0 && p->due_ms <= now_ms)
+            return 1;
+    }
+    return 0;
+}
+
 /* A consumer's history from `from`: its pending entries, each counted as delivered again. */
 static void history(const call_t *c, keel_stream_t *s, keel_stream_group_t *g,
                     keel_stream_consumer_t *cons, keel_stream_id_t from, uint64_t count)
@@ -216,33 +266,54 @@ static void history(const call_t *c, keel_stream_t *s, keel_stream_group_t *g,
     }
 }
 
-/* New entries after the group's last id: delivered to cons (unless NOACK). 0 or ENOMEM. */
+/*
+ * What '>' delivers to cons: first the entries KEEL.XNACK returned to the group whose delay
+ * has passed (keel; in id order, each counted as one more delivery), then the entries after
+ * the group's last id (added to the PEL unless NOACK; NOACK also acknowledges a returned
+ * one). 0 or ENOMEM.
+ */
 static int deliver_new(const call_t *c, keel_stream_t *s, keel_stream_group_t *g,
                        keel_stream_consumer_t *cons, uint64_t count, int noack)
 {
+    deferred_t d;
+    defer_begin(c, &d);
+    for (size_t i = 0; i < keel_stream_pel_count(g) && (!count || d.n < count);) {
+        keel_stream_pending_t *p = keel_stream_pel_at(g, i);
+        keel_stream_entry_t e;
+        if (p->due_ms == 0 || p->due_ms > c->now) {
+            i++;
+        } else if (!keel_stream_get(s, p->id, &e)) {
+            keel_stream_pel_remove(s, g, p->id); /* deleted meanwhile: nothing to deliver */
+        } else {
+            keel__xs_entry(&d.r, &e);
+            d.n++;
+            if (noack) {
+                keel_stream_pel_remove(s, g, p->id);
+                continue;
+            }
+            keel_stream_pel_assign(p, cons);
+            p->due_ms = 0;
+            p->delivery_ms = c->now;
+            p->delivery_count++;
+            i++;
+        }
+    }
     keel_stream_id_t start = keel_stream_group_last_id(g);
-    keel_stream_id_incr(&start);
-    keel_stream_id_t end = {UINT64_MAX, UINT64_MAX};
-    keel_stream_iter_t it;
-    keel_stream_entry_t e;
-    size_t n = 0;
-    keel_stream_iter_init(&it, s, start, end, 0);
-    while ((!count || n < count) && keel_stream_iter_next(&it, &e))
-        n++;
-    /* the PEL first (it may need memory), then the reply and the group's position */
-    if (!noack) {
-        keel_stream_iter_init(&it, s, start, end, 0);
-        for (size_t i = 0; i < n && keel_stream_iter_next(&it, &e); i++)
-            if (keel_stream_pel_deliver(s, g, cons, e.id, c->now) != 0)
-                return KEEL_ENOMEM;
+    int rc = 0;
+    if (keel_stream_id_incr(&start) == 0) {
+        keel_stream_iter_t it;
+        keel_stream_entry_t e;
+        keel_stream_iter_init(&it, s, start, (keel_stream_id_t){UINT64_MAX, UINT64_MAX}, 0);
+        while ((!count || d.n < count) && keel_stream_iter_next(&it, &e)) {
+            if (!noack && (rc = keel_stream_pel_deliver(s, g, cons, e.id, c->now)) != 0)
+                break;
+            keel__xs_entry(&d.r, &e);
+            d.n++;
+            keel_stream_group_delivered(s, g, e.id);
+        }
     }
-    r_array(c->reply, n);
-    keel_stream_iter_init(&it, s, start, end, 0);
-    for (size_t i = 0; i < n && keel_stream_iter_next(&it, &e); i++) {
-        keel__xs_entry(c->reply, &e);
-        keel_stream_group_delivered(s, g, e.id);
-    }
-    return 0;
+    defer_end(c, &d);
+    return rc;
 }
 
 int keel__xs_cmd_xreadgroup(const call_t *c)
@@ -277,13 +348,7 @@ int keel__xs_cmd_xreadgroup(const call_t *c)
         keel_stream_t *s;
         keel_stream_group_t *g;
         wgroup(c, a.streams_pos + k, gi, &s, &g);
-        int yes = !is_gt(c, ids + k);
-        if (!yes) {
-            keel_stream_info_t in;
-            keel_stream_get_info(s, &in);
-            yes = in.length > 0 &&
-                  keel_stream_id_cmp(keel_stream_last_live_id(s), keel_stream_group_last_id(g)) > 0;
-        }
+        int yes = !is_gt(c, ids + k) || has_work(s, g, c->now);
         if (k < sizeof(serve))
             serve[k] = (uint8_t)yes;
         served += (size_t)yes;
@@ -298,13 +363,8 @@ int keel__xs_cmd_xreadgroup(const call_t *c)
         keel_stream_group_t *g;
         wgroup(c, a.streams_pos + k, gi, &s, &g);
         int yes = k < sizeof(serve) ? serve[k] : 1;
-        if (k >= sizeof(serve)) { /* recomputed past the small table (argc bounds it) */
-            keel_stream_info_t in;
-            keel_stream_get_info(s, &in);
-            yes = !is_gt(c, ids + k) ||
-                  (in.length > 0 && keel_stream_id_cmp(keel_stream_last_live_id(s),
-                                                       keel_stream_group_last_id(g)) > 0);
-        }
+        if (k >= sizeof(serve)) /* recomputed past the small table (argc bounds it) */
+            yes = !is_gt(c, ids + k) || has_work(s, g, c->now);
         if (!yes)
             continue;
         size_t before = keel__xs_bytes(s);
@@ -316,8 +376,10 @@ int keel__xs_cmd_xreadgroup(const call_t *c)
         r_array(c->reply, 2);
         r_bulk(c->reply, c->argv[a.streams_pos + k], c->lens[a.streams_pos + k]);
         if (is_gt(c, ids + k)) {
-            if ((rc = deliver_new(c, s, g, cons, a.count, a.noack)) != 0)
+            if ((rc = deliver_new(c, s, g, cons, a.count, a.noack)) != 0) {
+                c->w->revision++; /* the streams before this one did change */
                 return rc;
+            }
         } else {
             keel_stream_id_t from; /* entries after the id, as XREAD's */
             keel_stream_id_parse(c->argv[ids + k], c->lens[ids + k], 0, 1, NULL, &from);
@@ -326,8 +388,9 @@ int keel__xs_cmd_xreadgroup(const call_t *c)
             else
                 history(c, s, g, cons, from, a.count);
         }
-        keel__xs_changed(c, a.streams_pos + k, before);
+        keel__xs_touch(c, c->argv[a.streams_pos + k], c->lens[a.streams_pos + k], before);
     }
+    c->w->revision++;
     return 0;
 }
 
@@ -470,34 +533,6 @@ int keel__xs_cmd_xpending(const call_t *c)
 
 /* ---- XCLAIM, XAUTOCLAIM -------------------------------------------------------------- */
 
-/*
- * An array whose length is known only once its items are written (Redis's
- * addReplyDeferredLen): the items go to a scratch buffer, then the header and the items to
- * the reply. A failure of either is the reply's failure, as for every reply.
- */
-typedef struct deferred {
-    keel_buf_t buf;
-    reply_t r;
-    size_t n;
-} deferred_t;
-
-static void defer_begin(const call_t *c, deferred_t *d)
-{
-    keel_buf_init(&d->buf, c->reply->b->bytes_max);
-    d->r = (reply_t){&d->buf, 0, c->reply->failed};
-    d->n = 0;
-}
-
-static void defer_end(const call_t *c, deferred_t *d)
-{
-    r_array(c->reply, d->n);
-    track(c->reply, d->r.failed);
-    if (!c->reply->failed)
-        track(c->reply,
-              keel_buf_append(c->reply->b, keel_buf_rptr(&d->buf), keel_buf_unread(&d->buf)));
-    keel_buf_free(&d->buf);
-}
-
 /* Moves pending p to cons as a claim does, and replies with the entry (or its id). */
 static void claim_one(reply_t *o, const keel_stream_t *s, keel_stream_pending_t *p,
                       keel_stream_consumer_t *cons, uint64_t delivery_ms, int64_t retrycount,
@@ -602,6 +637,12 @@ int keel__xs_cmd_xclaim(const call_t *c)
         changed |= force;
         if (p == NULL || (p->owner && minidle && idle_of(now, p->delivery_ms) < minidle))
             continue;
+        int moved = over_limit(c, 1, s, g, p, NULL, 0); /* keel: its last chance was used */
+        if (moved != 0) {
+            rc = moved < 0 ? moved : 0;
+            changed = 1;
+            continue;
+        }
         if (cons == NULL) {
             cons = keel_stream_consumer_get(s, g, c->argv[3], c->lens[3], now, NULL);
             if (cons == NULL) {
@@ -677,9 +718,22 @@ int keel__xs_cmd_xautoclaim(const call_t *c)
             left--;
             continue;
         }
-        i++;
-        if (minidle && idle_of(now, p->delivery_ms) < minidle)
+        if (minidle && idle_of(now, p->delivery_ms) < minidle) {
+            i++;
             continue;
+        }
+        int moved = over_limit(c, 1, s, g, p, NULL, 0); /* keel: gone to the dead letters */
+        if (moved < 0) {
+            rc = moved;
+            break;
+        }
+        if (moved) {
+            keel__xs_id(&deleted.r, id);
+            deleted.n++;
+            left--;
+            continue;
+        }
+        i++;
         if (cons == NULL) {
             cons = keel_stream_consumer_get(s, g, c->argv[3], c->lens[3], now, NULL);
             if (cons == NULL) {
@@ -704,6 +758,240 @@ int keel__xs_cmd_xautoclaim(const call_t *c)
     if (changed)
         keel__xs_changed(c, 1, before);
     return rc;
+}
+
+/* ---- dead letters and KEEL.XNACK (keel, beyond Redis) -------------------------------- */
+
+/* Exponential backoff with full jitter (AWS architecture blog, "Exponential Backoff And
+ * Jitter"): a delay in [0, min(cap, base x 2^(deliveries - 1))], its randomness a hash of
+ * the entry and its delivery count, so that every replica computes the same delay. */
+#define NACK_BACKOFF_BASE_MS 1000u
+#define NACK_BACKOFF_MAX_MS (3600u * 1000u)
+static uint64_t nack_backoff_ms(keel_stream_id_t id, uint64_t deliveries)
+{
+    uint64_t shift = deliveries > 1 ? deliveries - 1 : 0;
+    uint64_t cap = shift >= 12 ? NACK_BACKOFF_MAX_MS : (uint64_t)NACK_BACKOFF_BASE_MS << shift;
+    if (cap > NACK_BACKOFF_MAX_MS)
+        cap = NACK_BACKOFF_MAX_MS;
+    return keel_mix64(id.ms ^ keel_mix64(id.seq ^ (deliveries << 32))) % (cap + 1);
+}
+
+/*
+ * Moves the pending entry id of group g (stream s at key argv[key]) to the group's
+ * dead-letter stream, as a new entry (id from the entry's time, as XADD *) with the
+ * original fields followed by keel-stream, keel-group, keel-id, keel-deliveries and
+ * keel-error, and removes it from the PEL: acknowledged in the source group, all in this
+ * one command. 1 moved; 0 not (no dead-letter stream, its key holds another type, no room
+ * for a new key, or its ids are exhausted: the entry stays pending); or KEEL_ENOMEM. The
+ * caller gives the source key its new version and steps the revision.
+ */
+static int dead_letter(const call_t *c, size_t key, keel_stream_t *s, keel_stream_group_t *g,
+                       keel_stream_id_t id, const uint8_t *err, size_t err_len)
+{
+    size_t dlen;
+    const uint8_t *dkey = keel_stream_group_deadletter(g, &dlen);
+    keel_stream_pending_t *p = keel_stream_pel_find(g, id);
+    if (dkey == NULL || p == NULL)
+        return 0;
+    keel_kv_t *kv = c->w;
+    keel__kv_entry_t *e = keel__kv_find(kv, dkey, dlen, keel__kv_hash(kv, dkey, dlen), NULL);
+    if (e && (e->type != KEEL__KV_TYPE_STREAM || !keel__kv_alive(kv, e, c->now)))
+        return 0;
+    if (e == NULL && kv->count >= kv->cfg.keys_max)
+        return 0;
+    keel_stream_t *d = e ? keel__kv_obj(e) : NULL;
+    assert(d != s); /* KEEL.XDEADLETTER refuses the stream itself */
+    keel_stream_info_t in = {0};
+    if (d)
+        keel_stream_get_info(d, &in);
+    keel_stream_id_t nid;
+    if (keel__xs_auto_id(c, in.last_id, &nid) != 0)
+        return 0;
+    keel_stream_entry_t ent;
+    size_t orig = keel_stream_get(s, id, &ent) ? ent.nfields : 0, nf = orig + 5;
+    const uint8_t **fv = malloc(2 * nf * sizeof(*fv));
+    size_t *lens = malloc(2 * nf * sizeof(*lens));
+    int rc = fv && lens ? 0 : KEEL_ENOMEM;
+    char idt[KEEL_STREAM_ID_TEXT_BYTES_MAX + 1], cnt[KEEL_DEC_BYTES_MAX];
+    if (rc == 0) {
+        keel_stream_field_cursor_t cur;
+        if (orig)
+            keel_stream_fields_begin(&ent, &cur);
+        for (size_t i = 0; i < orig; i++)
+            keel_stream_field_next(&cur, &fv[2 * i], &lens[2 * i], &fv[2 * i + 1],
+                                   &lens[2 * i + 1]);
+        size_t gl;
+        const uint8_t *gname = keel_stream_group_name(g, &gl);
+        size_t idn = keel_stream_id_format(idt, id), cn = keel_fmt_u64(cnt, p->delivery_count);
+        const struct {
+            const char *f;
+            const uint8_t *v;
+            size_t n;
+        } meta[5] = {{"keel-stream", c->argv[key], c->lens[key]},
+                     {"keel-group", gname, gl},
+                     {"keel-id", (const uint8_t *)idt, idn},
+                     {"keel-deliveries", (const uint8_t *)cnt, cn},
+                     {"keel-error", err ? err : (const uint8_t *)"", err ? err_len : 0}};
+        for (size_t i = 0; i < 5; i++) {
+            fv[2 * (orig + i)] = (const uint8_t *)meta[i].f;
+            lens[2 * (orig + i)] = strlen(meta[i].f);
+            fv[2 * (orig + i) + 1] = meta[i].v;
+            lens[2 * (orig + i) + 1] = meta[i].n;
+        }
+        keel_stream_t *fresh = d ? NULL : keel_stream_new();
+        size_t before = keel__xs_bytes(d);
+        if (d == NULL && fresh == NULL)
+            rc = KEEL_ENOMEM;
+        if (rc == 0)
+            rc = keel_stream_append(d ? d : fresh, nid, nf, fv, lens);
+        if (rc == 0 && fresh)
+            rc = keel__xs_link_key(c, dkey, dlen, fresh);
+        if (rc != 0)
+            keel_stream_free(fresh);
+        else
+            keel__xs_touch(c, dkey, dlen, before);
+    }
+    free(fv);
+    free(lens);
+    if (rc != 0)
+        return rc;
+    keel_stream_pel_remove(s, g, id);
+    return 1;
+}
+
+/* An entry at its group's limit (KEEL.XDEADLETTER) goes to the dead-letter stream instead
+ * of being delivered or returned again: 1 moved, 0 not, or ENOMEM. */
+static int over_limit(const call_t *c, size_t key, keel_stream_t *s, keel_stream_group_t *g,
+                      const keel_stream_pending_t *p, const uint8_t *err, size_t err_len)
+{
+    uint64_t max = keel_stream_group_max_deliveries(g);
+    if (max == 0 || p->delivery_count < max)
+        return 0;
+    return dead_letter(c, key, s, g, p->id, err, err_len);
+}
+
+/* KEEL.XNACK key group id [id ...] [DELAY ms] [ERROR text]: the ids' arguments end at the
+ * first option; 0 or REPLIED. */
+static int xnack_parse(const call_t *c, size_t *ids_end, int64_t *delay, size_t *err_arg)
+{
+    size_t i = 3;
+    keel_stream_id_t id;
+    while (i < c->argc && !keel__kvc_arg_is(c, i, "DELAY") && !keel__kvc_arg_is(c, i, "ERROR")) {
+        if (keel__xs_parse_id(c, i, 0, 1, &id) != 0)
+            return REPLIED;
+        i++;
+    }
+    *ids_end = i;
+    *delay = -1;
+    *err_arg = 0;
+    if (i == 3)
+        return r_err(c->reply, ERR_SYNTAX);
+    for (; i < c->argc; i += 2) {
+        if (i + 1 >= c->argc)
+            return r_err(c->reply, ERR_SYNTAX);
+        if (keel__kvc_arg_is(c, i, "DELAY")) {
+            if (keel_parse_i64(c->argv[i + 1], c->lens[i + 1], delay) != 0 || *delay < 0)
+                return r_err(c->reply, "ERR keel: DELAY must be an integer >= 0 (ms)");
+        } else if (keel__kvc_arg_is(c, i, "ERROR")) {
+            *err_arg = i + 1;
+        } else {
+            return r_err(c->reply, ERR_SYNTAX);
+        }
+    }
+    return 0;
+}
+
+int keel__xs_xnack_syntax(const call_t *c)
+{
+    size_t end, err;
+    int64_t delay;
+    return xnack_parse(c, &end, &delay, &err);
+}
+
+/*
+ * KEEL.XNACK: each pending id goes back to the group, to be delivered by '>' to the next
+ * reader once DELAY ms (or, without DELAY, an exponential backoff with full jitter on its
+ * delivery count) have passed, not before; one that has reached the group's maximum
+ * delivery count goes to its dead-letter stream instead, with ERROR's text. Replies with
+ * how many pending entries it returned or dead-lettered (ids not pending are ignored).
+ */
+int keel__xs_cmd_xnack(const call_t *c)
+{
+    size_t end, err_arg;
+    int64_t delay;
+    int rc = xnack_parse(c, &end, &delay, &err_arg);
+    assert(rc == 0);
+    keel_stream_t *s;
+    keel_stream_group_t *g;
+    if ((rc = wgroup(c, 1, 2, &s, &g)) != 0)
+        return keel__kvc_done(rc);
+    if (g == NULL)
+        return keel__kvc_done(nogroup(c, 1, 2, ""));
+    size_t before = keel__xs_bytes(s);
+    int64_t n = 0;
+    for (size_t i = 3; i < end && rc >= 0; i++) {
+        keel_stream_id_t id;
+        keel_stream_id_parse(c->argv[i], c->lens[i], 0, 1, NULL, &id);
+        keel_stream_pending_t *p = keel_stream_pel_find(g, id);
+        if (p == NULL)
+            continue;
+        n++;
+        rc = over_limit(c, 1, s, g, p, err_arg ? c->argv[err_arg] : NULL,
+                        err_arg ? c->lens[err_arg] : 0);
+        if (rc != 0)
+            continue;
+        uint64_t wait = delay >= 0 ? (uint64_t)delay : nack_backoff_ms(id, p->delivery_count);
+        p->due_ms = wait <= UINT64_MAX - c->now ? c->now + wait : UINT64_MAX;
+        if (p->due_ms == 0)
+            p->due_ms = 1;
+    }
+    r_int(c->reply, n);
+    if (n > 0)
+        keel__xs_changed(c, 1, before);
+    return rc < 0 ? rc : 0;
+}
+
+int keel__xs_xdeadletter_syntax(const call_t *c)
+{
+    if (c->argc == 4 && keel__kvc_arg_is(c, 3, "OFF"))
+        return 0;
+    int64_t n;
+    if (c->argc != 7 || !keel__kvc_arg_is(c, 3, "MAXDELIVERIES") ||
+        !keel__kvc_arg_is(c, 5, "STREAM"))
+        return r_err(c->reply, "ERR syntax error: KEEL.XDEADLETTER key group MAXDELIVERIES n "
+                               "STREAM key | OFF");
+    if (keel_parse_i64(c->argv[4], c->lens[4], &n) != 0 || n < 1)
+        return r_err(c->reply, "ERR keel: MAXDELIVERIES must be an integer >= 1");
+    if (c->lens[6] == c->lens[1] && memcmp(c->argv[6], c->argv[1], c->lens[1]) == 0)
+        return r_err(c->reply, "ERR keel: a stream cannot be its own dead-letter stream");
+    return 0;
+}
+
+/* KEEL.XDEADLETTER key group MAXDELIVERIES n STREAM dlq | OFF: the group's dead letters. */
+int keel__xs_cmd_xdeadletter(const call_t *c)
+{
+    keel_stream_t *s;
+    keel_stream_group_t *g;
+    int rc = wgroup(c, 1, 2, &s, &g);
+    if (rc != 0)
+        return keel__kvc_done(rc);
+    if (g == NULL)
+        return keel__kvc_done(nogroup(c, 1, 2, ""));
+    if (c->argc == 7 && c->lens[6] > c->kv->cfg.key_bytes_max)
+        return keel__kvc_done(r_err(c->reply, ERR_KEY_SIZE));
+    size_t before = keel__xs_bytes(s);
+    int64_t n = 0;
+    if (c->argc == 7)
+        keel_parse_i64(c->argv[4], c->lens[4], &n);
+    if (c->argc == 7)
+        rc = keel_stream_group_set_deadletter(s, g, (uint64_t)n, c->argv[6], c->lens[6]);
+    else
+        rc = keel_stream_group_set_deadletter(s, g, 0, NULL, 0);
+    if (rc != 0)
+        return rc;
+    r_ok(c->reply);
+    keel__xs_changed(c, 1, before);
+    return 0;
 }
 
 /* ---- XINFO --------------------------------------------------------------------------- */
@@ -931,8 +1219,8 @@ int keel__xs_cmd_xinfo(const call_t *c)
 
 /* ---- for the server: a blocked consumer's wake-up test -------------------------------- */
 
-int keel_kv_xreadgroup_ready(const keel_kv_t *kv, int argc, const uint8_t *const *argv,
-                             const size_t *lens)
+int keel_kv_xreadgroup_ready(const keel_kv_t *kv, uint64_t now_ms, int argc,
+                             const uint8_t *const *argv, const size_t *lens)
 {
     keel_buf_t scratch;
     keel_buf_init(&scratch, 4096);
@@ -951,9 +1239,7 @@ int keel_kv_xreadgroup_ready(const keel_kv_t *kv, int argc, const uint8_t *const
             keel_stream_group_find(s, argv[a.group_pos], lens[a.group_pos]);
         keel_stream_info_t in;
         keel_stream_get_info(s, &in);
-        ready = g == NULL ||
-                (in.length > 0 &&
-                 keel_stream_id_cmp(keel_stream_last_live_id(s), keel_stream_group_last_id(g)) > 0);
+        ready = g == NULL || has_work(s, g, now_ms);
     }
     keel_buf_free(&scratch);
     return ready;

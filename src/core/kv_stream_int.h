@@ -28,8 +28,14 @@ int keel__xs_write_lookup(const call_t *c, size_t i, keel__kv_entry_t ***link, k
 int keel__xs_check_new(const call_t *c, size_t i);
 /* Links the new stream s (built whole) as key argv[i]: 0 (s owned by the key) or ENOMEM. */
 int keel__xs_link(const call_t *c, size_t i, keel_stream_t *s);
-/* The stream at argv[i] changed: memory accounting, a new version, the revision. */
+int keel__xs_link_key(const call_t *c, const uint8_t *key, size_t len, keel_stream_t *s);
+/* The stream at argv[i] changed: memory accounting, a new version, the revision + 1. */
 void keel__xs_changed(const call_t *c, size_t i, size_t bytes_before);
+/* The same for a key without the revision step: a command that changes several keys makes
+ * each a version of revision + 1 and then steps the revision once. */
+void keel__xs_touch(const call_t *c, const uint8_t *key, size_t len, size_t bytes_before);
+/* The id XADD * gives at the entry's time after last: 0, or KEEL_ERANGE (ids exhausted). */
+int keel__xs_auto_id(const call_t *c, keel_stream_id_t last, keel_stream_id_t *out);
 size_t keel__xs_bytes(const keel_stream_t *s);
 
 typedef struct xread_args {
@@ -59,5 +65,9 @@ int keel__xs_cmd_xpending(const call_t *c);
 int keel__xs_cmd_xclaim(const call_t *c);
 int keel__xs_cmd_xautoclaim(const call_t *c);
 int keel__xs_cmd_xinfo(const call_t *c);
+int keel__xs_xnack_syntax(const call_t *c);
+int keel__xs_cmd_xnack(const call_t *c);
+int keel__xs_xdeadletter_syntax(const call_t *c);
+int keel__xs_cmd_xdeadletter(const call_t *c);
 
 #endif

@@ -40,6 +40,9 @@ struct keel_stream_consumer {
 struct keel_stream_group {
     keel_stream_id_t last_id;
     int64_t entries_read;
+    uint64_t max_deliveries; /* dead letters: 0 off */
+    uint8_t *dlq;            /* the dead-letter stream's key (owned), dlq_len bytes */
+    size_t dlq_len;
     keel_stream_pending_t *pel; /* pel[pel_head .. pel_head + pel_len), sorted by id */
     size_t pel_head, pel_len, pel_cap;
     keel_stream_consumer_t **cons; /* sorted by name */
@@ -373,6 +376,7 @@ static void group_free(keel_stream_group_t *g)
         free(g->cons[i]);
     free(g->cons);
     free(g->pel);
+    free(g->dlq);
     free(g);
 }
 
@@ -867,6 +871,33 @@ void keel_stream_group_set_last(keel_stream_group_t *g, keel_stream_id_t id, int
     g->entries_read = entries_read;
 }
 
+int keel_stream_group_set_deadletter(keel_stream_t *s, keel_stream_group_t *g,
+                                     uint64_t max_deliveries, const uint8_t *dlq, size_t len)
+{
+    uint8_t *copy = NULL;
+    if (len > 0 && (copy = malloc(len)) == NULL)
+        return KEEL_ENOMEM;
+    if (len > 0)
+        memcpy(copy, dlq, len);
+    s->bytes = s->bytes - g->dlq_len + len;
+    free(g->dlq);
+    g->dlq = copy;
+    g->dlq_len = len;
+    g->max_deliveries = max_deliveries;
+    return 0;
+}
+
+uint64_t keel_stream_group_max_deliveries(const keel_stream_group_t *g)
+{
+    return g->max_deliveries;
+}
+
+const uint8_t *keel_stream_group_deadletter(const keel_stream_group_t *g, size_t *len)
+{
+    *len = g->dlq_len;
+    return g->dlq;
+}
+
 /* Redis streamRangeHasTombstones(s, start, NULL). */
 static int has_tombstones_from(const keel_stream_t *s, keel_stream_id_t start)
 {
@@ -1123,6 +1154,7 @@ int keel_stream_pel_deliver(keel_stream_t *s, keel_stream_group_t *g, keel_strea
     keel_stream_pel_assign(p, c);
     p->delivery_ms = now_ms;
     p->delivery_count = 1;
+    p->due_ms = 0;
     return 0;
 }
 
@@ -1134,6 +1166,7 @@ int keel_stream_pel_add(keel_stream_t *s, keel_stream_group_t *g, keel_stream_id
     if (rc == 0) {
         (*out)->delivery_ms = 0;
         (*out)->delivery_count = 0;
+        (*out)->due_ms = 0;
     }
     return rc;
 }
@@ -1293,6 +1326,10 @@ static int encode_group(const keel_stream_group_t *g, keel_stream_sink_fn sink, 
     if (rc == 0)
         rc = put_u64(sink, data, (uint64_t)g->entries_read);
     if (rc == 0)
+        rc = put_u64(sink, data, g->max_deliveries);
+    if (rc == 0)
+        rc = put_bytes(sink, data, g->dlq, g->dlq_len);
+    if (rc == 0)
         rc = put_u32(sink, data, (uint32_t)g->ncons);
     for (size_t i = 0; rc == 0 && i < g->ncons; i++) {
         rc = put_bytes(sink, data, g->cons[i]->name, g->cons[i]->name_len);
@@ -1303,10 +1340,9 @@ static int encode_group(const keel_stream_group_t *g, keel_stream_sink_fn sink, 
         rc = put_u64(sink, data, g->pel_len);
     for (size_t i = 0; rc == 0 && i < g->pel_len; i++) {
         const keel_stream_pending_t *p = &g->pel[g->pel_head + i];
-        uint32_t owner = UINT32_MAX;
         int found = 0;
-        if (p->owner)
-            owner = (uint32_t)cons_index(g, p->owner->name, p->owner->name_len, &found);
+        assert(p->owner != NULL); /* a pending entry always has an owner between commands */
+        uint32_t owner = (uint32_t)cons_index(g, p->owner->name, p->owner->name_len, &found);
         rc = put_u64(sink, data, p->id.ms);
         if (rc == 0)
             rc = put_u64(sink, data, p->id.seq);
@@ -1316,6 +1352,8 @@ static int encode_group(const keel_stream_group_t *g, keel_stream_sink_fn sink, 
             rc = put_u64(sink, data, p->delivery_ms);
         if (rc == 0)
             rc = put_u64(sink, data, p->delivery_count);
+        if (rc == 0)
+            rc = put_u64(sink, data, p->due_ms);
     }
     return rc;
 }
@@ -1438,6 +1476,9 @@ static int decode_group(rd_t *r, keel_stream_t *s)
     const uint8_t *name = rd_bytes(r, &n);
     keel_stream_id_t last = {rd_u64(r), rd_u64(r)};
     int64_t er = (int64_t)rd_u64(r);
+    uint64_t maxdel = rd_u64(r);
+    size_t dlq_len;
+    const uint8_t *dlq = rd_bytes(r, &dlq_len);
     uint32_t ncons = rd_u32(r);
     if (r->bad || (er < 0 && er != KEEL_STREAM_ENTRIES_READ_UNKNOWN) || ncons > r->left / 12)
         return KEEL_EPROTO;
@@ -1445,6 +1486,8 @@ static int decode_group(rd_t *r, keel_stream_t *s)
     int rc = keel_stream_group_create(s, name, n, last, er, &g);
     if (rc != 0)
         return rc == KEEL_EEXISTS ? KEEL_EPROTO : rc;
+    if ((rc = keel_stream_group_set_deadletter(s, g, maxdel, dlq, dlq_len)) != 0)
+        return rc;
     for (uint32_t i = 0; i < ncons; i++) {
         const uint8_t *cn = rd_bytes(r, &n);
         uint64_t seen = rd_u64(r);
@@ -1458,22 +1501,22 @@ static int decode_group(rd_t *r, keel_stream_t *s)
             return KEEL_EPROTO;
     }
     uint64_t npel = rd_u64(r);
-    if (r->bad || npel > r->left / 36)
+    if (r->bad || npel > r->left / 44)
         return KEEL_EPROTO;
     keel_stream_id_t prev = {0, 0};
     for (uint64_t i = 0; i < npel; i++) {
         keel_stream_id_t id = {rd_u64(r), rd_u64(r)};
         uint32_t owner = rd_u32(r);
-        uint64_t when = rd_u64(r), count = rd_u64(r);
-        if (r->bad || (i > 0 && keel_stream_id_cmp(id, prev) <= 0) ||
-            (owner != UINT32_MAX && owner >= g->ncons))
+        uint64_t when = rd_u64(r), count = rd_u64(r), due = rd_u64(r);
+        if (r->bad || (i > 0 && keel_stream_id_cmp(id, prev) <= 0) || owner >= g->ncons)
             return KEEL_EPROTO;
         keel_stream_pending_t *p;
         if ((rc = keel_stream_pel_add(s, g, id, &p)) != 0)
             return rc;
-        keel_stream_pel_assign(p, owner == UINT32_MAX ? NULL : g->cons[owner]);
+        keel_stream_pel_assign(p, g->cons[owner]);
         p->delivery_ms = when;
         p->delivery_count = count;
+        p->due_ms = due;
         prev = id;
     }
     return 0;

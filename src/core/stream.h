@@ -157,6 +157,7 @@ typedef struct keel_stream_pending {
     keel_stream_consumer_t *owner;
     uint64_t delivery_ms;
     uint64_t delivery_count;
+    uint64_t due_ms; /* KEEL.XNACK: returned to the group, '>' redelivers it from then; 0: not */
 } keel_stream_pending_t;
 
 /* Groups are kept sorted by name (the order XINFO GROUPS answers in, as Redis's rax). */
@@ -174,6 +175,14 @@ const uint8_t *keel_stream_group_name(const keel_stream_group_t *g, size_t *len)
 keel_stream_id_t keel_stream_group_last_id(const keel_stream_group_t *g);
 int64_t keel_stream_group_entries_read(const keel_stream_group_t *g);
 void keel_stream_group_set_last(keel_stream_group_t *g, keel_stream_id_t id, int64_t entries_read);
+/*
+ * Dead letters (keel): an entry whose delivery count has reached max_deliveries when it is
+ * NACKed or claimed again moves to the stream named dlq (0: off). 0 or KEEL_ENOMEM.
+ */
+int keel_stream_group_set_deadletter(keel_stream_t *s, keel_stream_group_t *g,
+                                     uint64_t max_deliveries, const uint8_t *dlq, size_t len);
+uint64_t keel_stream_group_max_deliveries(const keel_stream_group_t *g);
+const uint8_t *keel_stream_group_deadletter(const keel_stream_group_t *g, size_t *len);
 /* Redis's lag (XINFO GROUPS): 1 and *lag when it can be known, else 0 (nil). */
 int keel_stream_group_lag(const keel_stream_t *s, const keel_stream_group_t *g, int64_t *lag);
 /* The group moves past a delivered id (Redis streamReplyWithRange's entries_read rule). */
@@ -245,9 +254,10 @@ size_t keel_stream_producers_count(const keel_stream_t *s);
  *   u64 last ms | u64 last seq | u64 max-deleted ms | u64 seq | u64 entries_added |
  *   u64 length | length x (u64 ms | u64 seq | u32 nfields | nfields x (u32 len | field |
  *   u32 len | value)) | u32 groups | groups x (u32 name_len | name | u64 last ms | u64 seq |
- *   i64 entries_read | u32 consumers | consumers x (u32 len | name | u64 seen_ms) |
+ *   i64 entries_read | u64 max_deliveries | u32 len | dead-letter key |
+ *   u32 consumers | consumers x (u32 len | name | u64 seen_ms) |
  *   u64 pending | pending x (u64 ms | u64 seq | u32 consumer index | u64 delivery_ms |
- *   u64 delivery_count)) | u32 producers | producers x (u32 len | pid | u64 seq |
+ *   u64 delivery_count | u64 due_ms)) | u32 producers | producers x (u32 len | pid | u64 seq |
  *   u64 ms | u64 seq of its last id), sorted by pid
  * Entries are re-encoded (not the blocks' bytes), so the block layout may change freely.
  */

@@ -89,11 +89,19 @@ static void on_written(void *ctx, int status, const uint8_t *resp, size_t len)
         xb_finish(b, resp, len);
         return;
     }
-    keel_buf_t *out = keel_resp_deferred_out(b->slot);
-    int rc =
-        status == KEEL_ENOTLEADER
-            ? keel_resp_write_error(out, "TRYAGAIN keel: no leader is known; retry")
-            : keel_resp_write_errorf(out, "ERR keel: request refused: %s", keel_strerror(status));
+    /* the texts conn.c gives a write the node could not answer */
+    const char *text = "ERR keel: request refused";
+    if (status == KEEL_ENOTLEADER)
+        text = "TRYAGAIN keel: no leader is known; retry";
+    else if (status == KEEL_ECONNRESET)
+        text = "UNKNOWN keel: the leader changed before it answered; the write may or may not "
+               "have been applied";
+    else if (status == KEEL_ETIMEDOUT)
+        text = "TIMEOUT keel: no answer within the request timeout; a write may or may not "
+               "have been applied";
+    else if (status == KEEL_ECANCELED)
+        text = "ERR keel: server shutting down";
+    int rc = keel_resp_write_error(keel_resp_deferred_out(b->slot), text);
     keel_resp_deferred_done(b->slot, rc);
     xb_free(b);
 }
@@ -114,7 +122,8 @@ static int xb_try(xblocked_t *b)
     server_t *s = b->srv;
     keel_kv_t *kv = &s->kv.kv;
     if (b->group) {
-        if (!keel_kv_xreadgroup_ready(kv, (int)b->argc, b->argv, b->lens))
+        if (!keel_kv_xreadgroup_ready(kv, keel_node_read_now_ms(s->node), (int)b->argc, b->argv,
+                                      b->lens))
             return 0;
         xb_submit(b);
         return 1;
@@ -161,6 +170,8 @@ static void on_tick(keel_timer_t *t, void *data)
             xb_free(b);
         } else if (b->deadline_ms != 0 && now >= b->deadline_ms) {
             xb_finish(b, NIL_ARRAY, sizeof(NIL_ARRAY) - 1);
+        } else if (b->group && s->node != NULL) {
+            xb_try(b); /* an entry KEEL.XNACK returned may have come due with no apply */
         }
     }
     if (s->xblocked_n == 0)
@@ -223,9 +234,6 @@ int keel__srv_cmd_xblock(keel_resp_client_t *c, size_t argc, const keel_resp_arg
     client_state_t *cs = keel__srv_state(c);
     if (kind == 0 || cs == NULL || cs->in_multi || s->node == NULL || s->xblocked_n >= XBLOCKED_MAX)
         return keel__srv_cmd_data(c, argc, argv);
-    cmd_stats_t *st = keel_resp_client_command(c)->data;
-    if (st)
-        keel_counter_inc(st->calls);
     xblocked_t *b;
     if (xb_new(c, s, kind == 2, ms, argc, &b) != 0)
         return keel__srv_oom(c);

@@ -25,9 +25,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
  */
 #define ARGS_MAX 24
 
-static const char *const CMDS[] = {"XADD",     "XLEN",   "XRANGE",     "XREVRANGE",  "XDEL",
-                                   "XTRIM",    "XREAD",  "XGROUP",     "XREADGROUP", "XACK",
-                                   "XPENDING", "XCLAIM", "XAUTOCLAIM", "XINFO",      "TYPE"};
+static const char *const CMDS[] = {"XADD",
+                                   "XLEN",
+                                   "XRANGE",
+                                   "XREVRANGE",
+                                   "XDEL",
+                                   "XTRIM",
+                                   "XREAD",
+                                   "XGROUP",
+                                   "XREADGROUP",
+                                   "XACK",
+                                   "XPENDING",
+                                   "XCLAIM",
+                                   "XAUTOCLAIM",
+                                   "XINFO",
+                                   "TYPE",
+                                   "KEEL.XNACK",
+                                   "KEEL.XDEADLETTER"};
 #define NCMDS (sizeof(CMDS) / sizeof(CMDS[0]))
 
 static void ids(const uint8_t *d, size_t n)

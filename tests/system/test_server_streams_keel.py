@@ -45,3 +45,58 @@ def test_redis_refuses_the_keel_option_so_it_cannot_be_mistaken(redis_server):
         raise AssertionError("redis took KEEL.PRODUCER")
     except redis.ResponseError as e:
         assert "Invalid stream ID" in str(e)
+
+
+def test_a_nacked_entry_wakes_a_blocked_consumer_after_its_delay(make_cluster):
+    import threading
+    import time
+    node = make_cluster(1).nodes[0]
+    c = node.client()
+    c.xgroup_create("s", "g", id="0", mkstream=True)
+    c.xadd("s", {"f": "v"}, id="1-1")
+    assert c.xreadgroup("g", "a", {"s": ">"}) == [[b"s", [(b"1-1", {b"f": b"v"})]]]
+    got = {}
+
+    def consumer():
+        got["r"] = node.client().xreadgroup("g", "b", {"s": ">"}, block=5000)
+        got["t"] = time.monotonic()
+
+    th = threading.Thread(target=consumer)
+    th.start()
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    assert c.execute_command("KEEL.XNACK", "s", "g", "1-1", "DELAY", "400") == 1
+    th.join(10)
+    assert got["r"] == [[b"s", [(b"1-1", {b"f": b"v"})]]]
+    assert 0.35 <= got["t"] - t0 < 1.5  # after the delay, not before
+    pend = c.xpending_range("s", "g", "-", "+", 10)
+    assert [(p["consumer"], p["times_delivered"]) for p in pend] == [(b"b", 2)]
+
+
+def test_dead_letters_survive_a_restart(make_cluster):
+    node = make_cluster(1).nodes[0]
+    c = node.client()
+    c.xgroup_create("jobs", "workers", id="0", mkstream=True)
+    assert c.execute_command("KEEL.XDEADLETTER", "jobs", "workers", "MAXDELIVERIES", "2",
+                             "STREAM", "jobs:dead") == b"OK"
+    c.xadd("jobs", {"job": "1"}, id="1-1")
+    for attempt in range(2):
+        assert c.xreadgroup("workers", "w", {"jobs": ">"})
+        assert c.execute_command("KEEL.XNACK", "jobs", "workers", "1-1", "DELAY", "0",
+                                 "ERROR", f"failed {attempt}") == 1
+    dead = c.xrange("jobs:dead")
+    assert len(dead) == 1
+    fields = dead[0][1]
+    assert fields[b"job"] == b"1" and fields[b"keel-id"] == b"1-1"
+    assert fields[b"keel-deliveries"] == b"2" and fields[b"keel-error"] == b"failed 1"
+    assert c.xpending("jobs", "workers")["pending"] == 0
+    node.stop()
+    node.start()
+    c = node.client()
+    assert c.xrange("jobs:dead") == dead
+    c.xadd("jobs", {"job": "2"}, id="2-1")
+    c.xreadgroup("workers", "w", {"jobs": ">"})
+    c.execute_command("KEEL.XNACK", "jobs", "workers", "2-1", "DELAY", "0")
+    c.xreadgroup("workers", "w", {"jobs": ">"})
+    c.execute_command("KEEL.XNACK", "jobs", "workers", "2-1")
+    assert c.xlen("jobs:dead") == 2  # the limit is kept through the restart

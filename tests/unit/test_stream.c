@@ -278,7 +278,10 @@ static void a_stream_with_groups_round_trips_and_bad_bodies_are_refused(void)
     keel_stream_consumer_t *c = keel_stream_consumer_get(s, g, (const uint8_t *)"c", 1, 5, NULL);
     keel_stream_pel_deliver(s, g, c, id(3, 3), 77);
     keel_stream_pending_t *p;
-    keel_stream_pel_add(s, g, id(9, 9), &p); /* FORCE: no owner */
+    keel_stream_pel_add(s, g, id(9, 9), &p); /* as XCLAIM FORCE, then nacked */
+    keel_stream_pel_assign(p, c);
+    p->due_ms = 12345;
+    KT_EQ_INT(keel_stream_group_set_deadletter(s, g, 3, (const uint8_t *)"dlq", 3), 0);
     static uint8_t body[1 << 20];
     uint8_t *w = body;
     KT_EQ_INT(keel_stream_encode(s, buf_sink, &w), 0);
@@ -295,7 +298,10 @@ static void a_stream_with_groups_round_trips_and_bad_bodies_are_refused(void)
     keel_stream_group_t *tg = keel_stream_group_find(t, (const uint8_t *)"g", 1);
     KT_CHECK(tg != NULL && keel_stream_pel_count(tg) == 2);
     KT_CHECK(keel_stream_pel_at(tg, 0)->delivery_ms == 77 &&
-             keel_stream_pel_at(tg, 1)->owner == NULL);
+             keel_stream_pel_at(tg, 1)->due_ms == 12345);
+    size_t dl;
+    const uint8_t *dq = keel_stream_group_deadletter(tg, &dl);
+    KT_CHECK(keel_stream_group_max_deliveries(tg) == 3 && dl == 3 && memcmp(dq, "dlq", 3) == 0);
     /* the same body again is the same bytes */
     static uint8_t again[1 << 20];
     w = again;

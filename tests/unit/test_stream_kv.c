@@ -122,10 +122,61 @@ static void replicas_that_apply_the_same_entries_agree_and_snapshots_carry_strea
     kvt_free(&b);
 }
 
+static void nacked_entries_come_back_after_their_delay_and_dead_letter_at_the_limit(void)
+{
+    kvt_init(&a, NULL);
+    kvt_at(&a, 1000, "XADD s 1-1 f v");
+    kvt_at(&a, 1000, "XADD s 2-1 f w");
+    kvt_at(&a, 1000, "XGROUP CREATE s g 0");
+    kvt_at(&a, 1000, "XREADGROUP GROUP g c1 STREAMS s >");
+    KT_EQ_STR(kvt_at(&a, 1100, "KEEL.XNACK s g 1-1 9-9 DELAY 500"), ":1\r\n");
+    KT_EQ_STR(kvt_at(&a, 1599, "XREADGROUP GROUP g c2 STREAMS s >"), "*-1\r\n"); /* not before */
+    KT_EQ_STR(kvt_at(&a, 1600, "XREADGROUP GROUP g c2 STREAMS s >"),
+              "*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-1\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n");
+    KT_EQ_STR(kvt_read_at(&a, 1600, "XPENDING s g - + 10"),
+              "*2\r\n*4\r\n$3\r\n1-1\r\n$2\r\nc2\r\n:0\r\n:2\r\n"
+              "*4\r\n$3\r\n2-1\r\n$2\r\nc1\r\n:600\r\n:1\r\n");
+    KT_EQ_STR(kvt_at(&a, 1600, "KEEL.XDEADLETTER s g MAXDELIVERIES 2 STREAM dlq"), "+OK\r\n");
+    KT_EQ_STR(kvt_at(&a, 1600, "KEEL.XDEADLETTER s g MAXDELIVERIES 2 STREAM s"),
+              "-ERR keel: a stream cannot be its own dead-letter stream\r\n");
+    KT_EQ_STR(kvt_at(&a, 1700, "KEEL.XNACK s g 1-1 ERROR boom"), ":1\r\n");
+    KT_EQ_STR(kvt_read_at(&a, 1700, "XPENDING s g - + 10"),
+              "*1\r\n*4\r\n$3\r\n2-1\r\n$2\r\nc1\r\n:700\r\n:1\r\n");
+    KT_EQ_STR(kvt_read_at(&a, 1700, "XRANGE dlq - +"),
+              "*1\r\n*2\r\n$6\r\n1700-0\r\n*12\r\n$1\r\nf\r\n$1\r\nv\r\n"
+              "$11\r\nkeel-stream\r\n$1\r\ns\r\n$10\r\nkeel-group\r\n$1\r\ng\r\n"
+              "$7\r\nkeel-id\r\n$3\r\n1-1\r\n$15\r\nkeel-deliveries\r\n$1\r\n2\r\n"
+              "$10\r\nkeel-error\r\n$4\r\nboom\r\n");
+    /* without DELAY: a backoff within [0, 1000] ms for a first delivery */
+    KT_EQ_STR(kvt_at(&a, 2000, "KEEL.XNACK s g 2-1"), ":1\r\n");
+    KT_EQ_STR(kvt_at(&a, 3001, "XREADGROUP GROUP g c3 COUNT 5 STREAMS s >"),
+              "*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n2-1\r\n*2\r\n$1\r\nf\r\n$1\r\nw\r\n");
+    /* a claim of an entry at its limit dead-letters it instead */
+    KT_EQ_STR(kvt_at(&a, 4000, "XAUTOCLAIM s g c4 0 0"),
+              "*3\r\n$3\r\n0-0\r\n*0\r\n*1\r\n$3\r\n2-1\r\n");
+    KT_EQ_STR(kvt_read_at(&a, 4000, "XLEN dlq"), ":2\r\n");
+    KT_EQ_STR(kvt_read_at(&a, 4000, "XPENDING s g"), "*4\r\n:0\r\n$-1\r\n$-1\r\n*-1\r\n");
+    KT_EQ_STR(kvt_at(&a, 4000, "KEEL.XNACK s nog 1-1"),
+              "-NOGROUP No such key 's' or consumer group 'nog'\r\n");
+    KT_EQ_STR(kvt_at(&a, 4000, "KEEL.XNACK s g DELAY 5"), "-ERR syntax error\r\n");
+    KT_EQ_STR(kvt_at(&a, 4000, "KEEL.XNACK s g 1-1 DELAY -5"),
+              "-ERR keel: DELAY must be an integer >= 0 (ms)\r\n");
+    KT_EQ_STR(kvt_at(&a, 4000, "KEEL.XDEADLETTER s g OFF"), "+OK\r\n");
+    /* DELAY 0: due at once, in the same millisecond */
+    kvt_at(&a, 5000, "XADD t 1-1 f v");
+    kvt_at(&a, 5000, "XGROUP CREATE t g 0");
+    kvt_at(&a, 5000, "XREADGROUP GROUP g c STREAMS t >");
+    KT_EQ_STR(kvt_at(&a, 5000, "KEEL.XNACK t g 1-1 DELAY 0"), ":1\r\n");
+    KT_EQ_STR(kvt_at(&a, 5000, "XREADGROUP GROUP g d STREAMS t >"),
+              "*1\r\n*2\r\n$1\r\nt\r\n*1\r\n*2\r\n$3\r\n1-1\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n");
+    kvt_free(&a);
+}
+
 int main(void)
 {
     KT_RUN(a_key_holds_one_type_and_set_replaces_a_stream);
     KT_RUN(star_ids_and_delivery_times_are_the_entry_stamps);
     KT_RUN(replicas_that_apply_the_same_entries_agree_and_snapshots_carry_streams);
+    KT_RUN(nacked_entries_come_back_after_their_delay_and_dead_letter_at_the_limit);
     return kt_done();
 }
