@@ -466,8 +466,9 @@ int keel_kv_get(const keel_kv_t *kv, const void *key, size_t key_len, keel_kv_va
         keel__kv_find(kv, key, key_len, keel__kv_hash(kv, key, key_len), NULL);
     if (e == NULL)
         return KEEL_ENOTFOUND;
-    *out = (keel_kv_value_t){keel__kv_cval(e), e->val_len, e->version, e->create_revision,
-                             e->expire_ms};
+    /* a key of another type (a stream) has no bytes to show here: an empty value */
+    size_t n = e->type == KEEL__KV_TYPE_STRING ? e->val_len : 0;
+    *out = (keel_kv_value_t){keel__kv_cval(e), n, e->version, e->create_revision, e->expire_ms};
     return 0;
 }
 

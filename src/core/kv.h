@@ -127,6 +127,10 @@ typedef struct keel_kv {
     uint64_t lease_id_last; /* the last lease id granted (ids are 1, 2, ...) */
     uint64_t fence_last;    /* the last fencing token handed out (all locks share it) */
     keel__kv_history_t hist;
+    /* Streams' events as this node applied them (metrics; not in snapshots, so they restart
+     * from 0 on a node that loads one): entries KEEL.XNACK returned that were delivered
+     * again, and entries moved to a dead-letter stream. */
+    uint64_t stream_redeliveries, stream_dead_letters;
 } keel_kv_t;
 
 /* cfg NULL means the defaults; an invalid cfg is KEEL_EINVAL. 0 or KEEL_ENOMEM. */
@@ -148,7 +152,8 @@ typedef struct keel_kv_value {
 
 /*
  * 0 and *out, or KEEL_ENOTFOUND. Raw: a key past its deadline but not yet
- * swept is still returned (with its expire_ms); commands treat it as absent.
+ * swept is still returned (with its expire_ms); commands treat it as absent. A key
+ * of another type than string (a stream) is returned with an empty value.
  */
 int keel_kv_get(const keel_kv_t *kv, const void *key, size_t key_len, keel_kv_value_t *out);
 

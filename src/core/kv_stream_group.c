@@ -295,6 +295,7 @@ static int deliver_new(const call_t *c, keel_stream_t *s, keel_stream_group_t *g
             p->due_ms = 0;
             p->delivery_ms = c->now;
             p->delivery_count++;
+            c->w->stream_redeliveries++;
             i++;
         }
     }
@@ -856,6 +857,7 @@ static int dead_letter(const call_t *c, size_t key, keel_stream_t *s, keel_strea
     if (rc != 0)
         return rc;
     keel_stream_pel_remove(s, g, id);
+    c->w->stream_dead_letters++;
     return 1;
 }
 

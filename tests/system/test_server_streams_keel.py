@@ -7,7 +7,7 @@ sequence is refused; the memory is kept through restarts (it is part of the stre
 
 import redis
 
-from keelcluster import RespConn, make_cluster, redis_server  # noqa: F401 (fixtures)
+from keelcluster import RespConn, http_get, make_cluster, redis_server  # noqa: F401 (fixtures)
 
 
 def test_a_retried_append_is_answered_with_the_first_id(make_cluster):
@@ -90,6 +90,9 @@ def test_dead_letters_survive_a_restart(make_cluster):
     assert fields[b"job"] == b"1" and fields[b"keel-id"] == b"1-1"
     assert fields[b"keel-deliveries"] == b"2" and fields[b"keel-error"] == b"failed 1"
     assert c.xpending("jobs", "workers")["pending"] == 0
+    metrics = http_get(node.http_port, "/metrics")[1]
+    metrics = metrics.decode() if isinstance(metrics, bytes) else metrics
+    assert "keel_stream_dead_letters 1" in metrics and "keel_stream_redeliveries 1" in metrics
     node.stop()
     node.start()
     c = node.client()
