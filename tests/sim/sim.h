@@ -15,12 +15,16 @@ typedef struct sim_opts {
     int stale_reads;          /* broken on purpose: serve reads from local state */
     int serve_reads_early;    /* broken on purpose: requests.c serves a read before its read
                                  index is applied (keel_reqs_config_t.test_serve_reads_early) */
+    int streams;              /* also send stream commands (XADD, XREADGROUP, XACK, KEEL.XNACK,
+                                 XAUTOCLAIM, XTRIM on "s" with a group and a dead-letter stream) and
+                                 check every node's stream and group state at every index */
 } sim_opts_t;
 
 typedef struct sim_result {
     int failed;
     char why[256];
     uint64_t ops, ops_ok, ops_unknown, entries_committed, leaders, crashes;
+    uint64_t stream_cmds, stream_ok; /* --streams: commands sent, answered without error */
     keel_ms_t sim_ms;
 } sim_result_t;
 
