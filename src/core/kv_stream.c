@@ -579,6 +579,13 @@ int keel__xs_read_parse(const call_t *c, int group, xread_args_t *a)
                 return r_err(c->reply, "ERR The NOACK option is only supported by XREADGROUP. "
                                        "You called XREAD instead.");
             a->noack = 1;
+        } else if (group && keel__kvc_arg_is(c, i, "KEEL.PRIORITY")) {
+            a->priority = 1;
+        } else if (group && keel__kvc_arg_is(c, i, "KEEL.STARVE") && more) {
+            i++;
+            if (keel_parse_i64(c->argv[i], c->lens[i], &a->starve) != 0 || a->starve < 1)
+                return r_err(c->reply, "ERR keel: KEEL.STARVE must be an integer >= 1");
+            a->priority = 1;
         } else {
             return r_err(c->reply, ERR_SYNTAX);
         }

@@ -317,6 +317,91 @@ static int deliver_new(const call_t *c, keel_stream_t *s, keel_stream_group_t *g
     return rc;
 }
 
+/* How many entries '>' would deliver now, at most cap: due returned ones, then new ones. */
+static uint64_t work_count(const keel_stream_t *s, const keel_stream_group_t *g, uint64_t now_ms,
+                           uint64_t cap)
+{
+    uint64_t n = 0;
+    for (size_t i = 0, pel = keel_stream_pel_count(g); i < pel && n < cap; i++) {
+        const keel_stream_pending_t *p = keel_stream_pel_at(g, i);
+        n += p->due_ms != 0 && p->due_ms <= now_ms && keel_stream_exists(s, p->id);
+    }
+    keel_stream_id_t start = keel_stream_group_last_id(g);
+    if (n < cap && keel_stream_id_incr(&start) == 0) {
+        keel_stream_iter_t it;
+        keel_stream_entry_t e;
+        keel_stream_iter_init(&it, s, start, (keel_stream_id_t){UINT64_MAX, UINT64_MAX}, 0);
+        while (n < cap && keel_stream_iter_next(&it, &e))
+            n++;
+    }
+    return n;
+}
+
+/* The consumer of the first stream's group: its KEEL.PRIORITY reads count the starvation
+ * guard's turns (NULL before its first read). */
+static keel_stream_consumer_t *priority_consumer(const call_t *c, const xread_args_t *a)
+{
+    keel_stream_t *s;
+    keel_stream_group_t *g;
+    wgroup(c, a->streams_pos, a->group_pos, &s, &g);
+    return keel_stream_consumer_find(g, c->argv[a->group_pos + 1], c->lens[a->group_pos + 1]);
+}
+
+/* This read is the starvation guard's turn: every KEEL.STARVE-th priority read. */
+static int starving(const call_t *c, const xread_args_t *a)
+{
+    if (a->starve == 0)
+        return 0;
+    const keel_stream_consumer_t *cons = priority_consumer(c, a);
+    uint64_t done = cons ? keel_stream_consumer_priority_reads(cons) : 0;
+    return (done + 1) % (uint64_t)a->starve == 0;
+}
+
+/* Counts a served priority read on its consumer (created if new): 0 or ENOMEM. */
+static int priority_turn(const call_t *c, const xread_args_t *a)
+{
+    keel_stream_t *s;
+    keel_stream_group_t *g;
+    wgroup(c, a->streams_pos, a->group_pos, &s, &g);
+    keel_stream_consumer_t *cons = keel_stream_consumer_get(
+        s, g, c->argv[a->group_pos + 1], c->lens[a->group_pos + 1], c->now, NULL);
+    if (cons == NULL)
+        return KEEL_ENOMEM;
+    keel_stream_consumer_priority_read(cons);
+    return 0;
+}
+
+/*
+ * Which streams are served and how many entries each may take (limit[k]: 0 not served,
+ * UINT64_MAX no limit); returns how many are served. Redis: a history read always, '>'
+ * when the group has work, each up to COUNT. KEEL.PRIORITY (keel): the streams in the
+ * order named (reversed on the starvation guard's turn) share COUNT, the first ones first;
+ * without COUNT only the first stream with work is served.
+ */
+static size_t plan(const call_t *c, const xread_args_t *a, uint64_t *limit)
+{
+    size_t ids = a->streams_pos + a->nstreams, served = 0;
+    uint64_t left = a->count ? a->count : UINT64_MAX;
+    int reverse = a->priority && starving(c, a);
+    for (size_t j = 0; j < a->nstreams; j++) {
+        size_t k = reverse ? a->nstreams - 1 - j : j;
+        keel_stream_t *s;
+        keel_stream_group_t *g;
+        wgroup(c, a->streams_pos + k, a->group_pos, &s, &g);
+        limit[k] = 0;
+        if (!a->priority) {
+            if (!is_gt(c, ids + k) || has_work(s, g, c->now))
+                limit[k] = a->count ? a->count : UINT64_MAX;
+        } else if (left > 0 && (limit[k] = work_count(s, g, c->now, left)) > 0) {
+            left = a->count ? left - limit[k] : 0;
+            if (!a->count)
+                limit[k] = UINT64_MAX;
+        }
+        served += limit[k] > 0;
+    }
+    return served;
+}
+
 int keel__xs_cmd_xreadgroup(const call_t *c)
 {
     xread_args_t a;
@@ -342,32 +427,32 @@ int keel__xs_cmd_xreadgroup(const call_t *c)
         if (!is_gt(c, i) && keel__xs_parse_id(c, i, 0, 1, &id) != 0)
             return 0;
     }
-    /* which streams are served: history always, '>' when the group is behind the stream */
-    size_t served = 0;
-    uint8_t serve[64];
-    for (size_t k = 0; k < a.nstreams; k++) {
-        keel_stream_t *s;
-        keel_stream_group_t *g;
-        wgroup(c, a.streams_pos + k, gi, &s, &g);
-        int yes = !is_gt(c, ids + k) || has_work(s, g, c->now);
-        if (k < sizeof(serve))
-            serve[k] = (uint8_t)yes;
-        served += (size_t)yes;
-    }
+    if (a.priority)
+        for (size_t k = 0; k < a.nstreams; k++)
+            if (!is_gt(c, ids + k))
+                return keel__kvc_done(r_err(c->reply, "ERR keel: KEEL.PRIORITY reads new "
+                                                      "entries only: use '>' for every stream"));
+    uint64_t *limit = malloc(a.nstreams * sizeof(*limit));
+    if (limit == NULL)
+        return KEEL_ENOMEM;
+    size_t served = plan(c, &a, limit);
     if (served == 0) {
+        free(limit);
         r_nil_array(c->reply);
         return 0;
+    }
+    if (a.priority && (rc = priority_turn(c, &a)) != 0) {
+        free(limit);
+        return rc;
     }
     r_array(c->reply, served);
     for (size_t k = 0; k < a.nstreams; k++) {
         keel_stream_t *s;
         keel_stream_group_t *g;
         wgroup(c, a.streams_pos + k, gi, &s, &g);
-        int yes = k < sizeof(serve) ? serve[k] : 1;
-        if (k >= sizeof(serve)) /* recomputed past the small table (argc bounds it) */
-            yes = !is_gt(c, ids + k) || has_work(s, g, c->now);
-        if (!yes)
+        if (limit[k] == 0)
             continue;
+        uint64_t count = limit[k] == UINT64_MAX ? 0 : limit[k];
         size_t before = keel__xs_bytes(s);
         keel_stream_consumer_t *cons =
             keel_stream_consumer_get(s, g, c->argv[ci], c->lens[ci], c->now, NULL);
@@ -377,7 +462,8 @@ int keel__xs_cmd_xreadgroup(const call_t *c)
         r_array(c->reply, 2);
         r_bulk(c->reply, c->argv[a.streams_pos + k], c->lens[a.streams_pos + k]);
         if (is_gt(c, ids + k)) {
-            if ((rc = deliver_new(c, s, g, cons, a.count, a.noack)) != 0) {
+            if ((rc = deliver_new(c, s, g, cons, count, a.noack)) != 0) {
+                free(limit);
                 c->w->revision++; /* the streams before this one did change */
                 return rc;
             }
@@ -387,10 +473,11 @@ int keel__xs_cmd_xreadgroup(const call_t *c)
             if (keel_stream_id_incr(&from) != 0)
                 r_array(c->reply, 0);
             else
-                history(c, s, g, cons, from, a.count);
+                history(c, s, g, cons, from, count);
         }
         keel__xs_touch(c, c->argv[a.streams_pos + k], c->lens[a.streams_pos + k], before);
     }
+    free(limit);
     c->w->revision++;
     return 0;
 }

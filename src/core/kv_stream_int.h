@@ -43,6 +43,8 @@ typedef struct xread_args {
     uint64_t count;   /* 0: all */
     size_t streams_pos, nstreams, group_pos;
     int noack;
+    int priority;   /* KEEL.PRIORITY: COUNT shared by the streams in their order (keel) */
+    int64_t starve; /* KEEL.STARVE n: every n-th such read serves them in reverse; 0: never */
 } xread_args_t;
 /* XREAD / XREADGROUP options (Redis xreadCommand's parse): 0 or REPLIED. */
 int keel__xs_read_parse(const call_t *c, int group, xread_args_t *a);

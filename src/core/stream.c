@@ -33,6 +33,7 @@ typedef struct sblock {
 struct keel_stream_consumer {
     uint64_t seen_ms;
     uint64_t pending;
+    uint64_t priority_reads;
     size_t name_len;
     uint8_t name[];
 };
@@ -1073,6 +1074,16 @@ void keel_stream_consumer_seen(keel_stream_consumer_t *c, uint64_t now_ms)
     c->seen_ms = now_ms;
 }
 
+uint64_t keel_stream_consumer_priority_reads(const keel_stream_consumer_t *c)
+{
+    return c->priority_reads;
+}
+
+void keel_stream_consumer_priority_read(keel_stream_consumer_t *c)
+{
+    c->priority_reads++;
+}
+
 /* ---- the PEL ---------------------------------------------------------------------- */
 
 size_t keel_stream_pel_count(const keel_stream_group_t *g)
@@ -1335,6 +1346,8 @@ static int encode_group(const keel_stream_group_t *g, keel_stream_sink_fn sink, 
         rc = put_bytes(sink, data, g->cons[i]->name, g->cons[i]->name_len);
         if (rc == 0)
             rc = put_u64(sink, data, g->cons[i]->seen_ms);
+        if (rc == 0)
+            rc = put_u64(sink, data, g->cons[i]->priority_reads);
     }
     if (rc == 0)
         rc = put_u64(sink, data, g->pel_len);
@@ -1480,7 +1493,7 @@ static int decode_group(rd_t *r, keel_stream_t *s)
     size_t dlq_len;
     const uint8_t *dlq = rd_bytes(r, &dlq_len);
     uint32_t ncons = rd_u32(r);
-    if (r->bad || (er < 0 && er != KEEL_STREAM_ENTRIES_READ_UNKNOWN) || ncons > r->left / 12)
+    if (r->bad || (er < 0 && er != KEEL_STREAM_ENTRIES_READ_UNKNOWN) || ncons > r->left / 20)
         return KEEL_EPROTO;
     keel_stream_group_t *g;
     int rc = keel_stream_group_create(s, name, n, last, er, &g);
@@ -1490,7 +1503,7 @@ static int decode_group(rd_t *r, keel_stream_t *s)
         return rc;
     for (uint32_t i = 0; i < ncons; i++) {
         const uint8_t *cn = rd_bytes(r, &n);
-        uint64_t seen = rd_u64(r);
+        uint64_t seen = rd_u64(r), preads = rd_u64(r);
         if (r->bad)
             return KEEL_EPROTO;
         int created;
@@ -1499,6 +1512,7 @@ static int decode_group(rd_t *r, keel_stream_t *s)
             return KEEL_ENOMEM;
         if (!created)
             return KEEL_EPROTO;
+        c->priority_reads = preads;
     }
     uint64_t npel = rd_u64(r);
     if (r->bad || npel > r->left / 44)

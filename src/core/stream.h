@@ -206,6 +206,9 @@ uint64_t keel_stream_consumer_delete(keel_stream_t *s, keel_stream_group_t *g,
 const uint8_t *keel_stream_consumer_name(const keel_stream_consumer_t *c, size_t *len);
 uint64_t keel_stream_consumer_pending(const keel_stream_consumer_t *c);
 uint64_t keel_stream_consumer_seen_ms(const keel_stream_consumer_t *c);
+/* KEEL.PRIORITY reads this consumer made (the starvation guard's turn counter). */
+uint64_t keel_stream_consumer_priority_reads(const keel_stream_consumer_t *c);
+void keel_stream_consumer_priority_read(keel_stream_consumer_t *c);
 void keel_stream_consumer_seen(keel_stream_consumer_t *c, uint64_t now_ms);
 
 /* The PEL, sorted by id: count, the entry at i, the first index with id >= from. */
@@ -255,7 +258,7 @@ size_t keel_stream_producers_count(const keel_stream_t *s);
  *   u64 length | length x (u64 ms | u64 seq | u32 nfields | nfields x (u32 len | field |
  *   u32 len | value)) | u32 groups | groups x (u32 name_len | name | u64 last ms | u64 seq |
  *   i64 entries_read | u64 max_deliveries | u32 len | dead-letter key |
- *   u32 consumers | consumers x (u32 len | name | u64 seen_ms) |
+ *   u32 consumers | consumers x (u32 len | name | u64 seen_ms | u64 priority_reads) |
  *   u64 pending | pending x (u64 ms | u64 seq | u32 consumer index | u64 delivery_ms |
  *   u64 delivery_count | u64 due_ms)) | u32 producers | producers x (u32 len | pid | u64 seq |
  *   u64 ms | u64 seq of its last id), sorted by pid

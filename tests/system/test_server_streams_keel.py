@@ -103,3 +103,19 @@ def test_dead_letters_survive_a_restart(make_cluster):
     c.xreadgroup("workers", "w", {"jobs": ">"})
     c.execute_command("KEEL.XNACK", "jobs", "workers", "2-1")
     assert c.xlen("jobs:dead") == 2  # the limit is kept through the restart
+
+
+def test_priority_reads_serve_the_first_streams_first(make_cluster):
+    c = make_cluster(1).nodes[0].client()
+    for key in ("high", "low"):
+        c.xgroup_create(key, "g", id="0", mkstream=True)
+    for i in range(1, 4):
+        c.xadd("low", {"n": i}, id=f"{i}-1")
+    c.xadd("high", {"n": 1}, id="9-1")
+    got = c.execute_command("XREADGROUP", "GROUP", "g", "w", "COUNT", "2", "KEEL.PRIORITY",
+                            "STREAMS", "high", "low", ">", ">")
+    assert [(s, [e[0] for e in entries]) for s, entries in got] == [
+        (b"high", [b"9-1"]), (b"low", [b"1-1"])]
+    got = c.execute_command("XREADGROUP", "GROUP", "g", "w", "KEEL.PRIORITY", "BLOCK", "100",
+                            "STREAMS", "high", "low", ">", ">")
+    assert [(s, [e[0] for e in entries]) for s, entries in got] == [(b"low", [b"2-1", b"3-1"])]

@@ -172,11 +172,56 @@ static void nacked_entries_come_back_after_their_delay_and_dead_letter_at_the_li
     kvt_free(&a);
 }
 
+static int starts(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static void priority_reads_fill_count_from_the_first_streams_and_the_guard_turns(void)
+{
+    kvt_init(&a, NULL);
+    kvt_at(&a, 1000, "XADD hi 1-1 f h1");
+    kvt_at(&a, 1000, "XADD hi 2-1 f h2");
+    for (int i = 1; i <= 5; i++) {
+        char line[64];
+        snprintf(line, sizeof(line), "XADD lo %d-1 f l%d", i, i);
+        kvt_at(&a, 1000, line);
+    }
+    kvt_at(&a, 1000, "XGROUP CREATE hi g 0");
+    kvt_at(&a, 1000, "XGROUP CREATE lo g 0");
+    /* COUNT 3: both of hi's, then one of lo's */
+    const char *r =
+        kvt_at(&a, 1000, "XREADGROUP GROUP g c COUNT 3 KEEL.PRIORITY STREAMS hi lo > >");
+    KT_CHECK(starts(r, "*2\r\n*2\r\n$2\r\nhi\r\n*2\r\n"));
+    KT_CHECK(strstr(r, "$2\r\nlo\r\n*1\r\n") != NULL);
+    /* no COUNT: only the first stream with work, all of it */
+    r = kvt_at(&a, 1000, "XREADGROUP GROUP g c KEEL.PRIORITY STREAMS hi lo > >");
+    KT_CHECK(starts(r, "*1\r\n*2\r\n$2\r\nlo\r\n*4\r\n"));
+    KT_EQ_STR(kvt_at(&a, 1000, "XREADGROUP GROUP g c KEEL.PRIORITY STREAMS hi lo > >"), "*-1\r\n");
+    KT_EQ_STR(kvt_at(&a, 1000, "XREADGROUP GROUP g c KEEL.PRIORITY STREAMS hi lo > 0"),
+              "-ERR keel: KEEL.PRIORITY reads new entries only: use '>' for every stream\r\n");
+    KT_EQ_STR(kvt_at(&a, 1000, "XREADGROUP GROUP g c KEEL.STARVE 0 STREAMS hi >"),
+              "-ERR keel: KEEL.STARVE must be an integer >= 1\r\n");
+    /* the guard: c has made 2 priority reads; with STARVE 2 the 4th serves lo first */
+    kvt_at(&a, 2000, "XADD hi 3-1 f h3");
+    kvt_at(&a, 2000, "XADD hi 4-1 f h4");
+    kvt_at(&a, 2000, "XADD lo 6-1 f l6");
+    kvt_at(&a, 2000, "XADD lo 7-1 f l7");
+    r = kvt_at(&a, 2000, "XREADGROUP GROUP g c COUNT 1 KEEL.STARVE 2 STREAMS hi lo > >");
+    KT_CHECK(strstr(r, "$2\r\nhi\r\n") != NULL && strstr(r, "$2\r\nlo\r\n") == NULL);
+    r = kvt_at(&a, 2000, "XREADGROUP GROUP g c COUNT 1 KEEL.STARVE 2 STREAMS hi lo > >");
+    KT_CHECK(strstr(r, "$2\r\nlo\r\n") != NULL && strstr(r, "$2\r\nhi\r\n") == NULL);
+    r = kvt_at(&a, 2000, "XREADGROUP GROUP g c COUNT 1 KEEL.STARVE 2 STREAMS hi lo > >");
+    KT_CHECK(strstr(r, "$2\r\nhi\r\n") != NULL);
+    kvt_free(&a);
+}
+
 int main(void)
 {
     KT_RUN(a_key_holds_one_type_and_set_replaces_a_stream);
     KT_RUN(star_ids_and_delivery_times_are_the_entry_stamps);
     KT_RUN(replicas_that_apply_the_same_entries_agree_and_snapshots_carry_streams);
     KT_RUN(nacked_entries_come_back_after_their_delay_and_dead_letter_at_the_limit);
+    KT_RUN(priority_reads_fill_count_from_the_first_streams_and_the_guard_turns);
     return kt_done();
 }
