@@ -707,6 +707,17 @@ int keel_kv_entry_decode(const uint8_t *entry, size_t len, uint64_t *time_ms, si
     return 0;
 }
 
+int keel_kv_entry_is_read(const uint8_t *entry, size_t len)
+{
+    size_t pos = KEEL_KV_ENTRY_HEADER_BYTES;
+    if (len < pos + 4 || entry[0] != KEEL_KV_ENTRY_VERSION || keel_get_u32(entry + 9) < 1)
+        return 0;
+    size_t name_len = keel_get_u32(entry + pos);
+    if (name_len > len - pos - 4)
+        return 0;
+    return keel_kv_command_flags(entry + pos + 4, name_len) == KEEL_KV_READ;
+}
+
 /* Appends one argument (u32 len | bytes) at *w. */
 static uint8_t *put_arg(uint8_t *w, const void *p, size_t n)
 {

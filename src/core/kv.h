@@ -180,6 +180,10 @@ int keel_kv_entry_encode(keel_buf_t *out, uint64_t time_ms, int argc, const uint
 int keel_kv_entry_decode(const uint8_t *entry, size_t len, uint64_t *time_ms, size_t argv_cap,
                          const uint8_t **argv, size_t *lens, size_t *argc);
 
+/* 1 if the entry's command only reads (a read sent through the log behind a write, see
+ * server/requests.c), 0 if it writes or is malformed. Looks at the command's name only. */
+int keel_kv_entry_is_read(const uint8_t *entry, size_t len);
+
 /*
  * A KEEL.TXN entry for WATCH/MULTI/EXEC (docs/kv.md, "Transactions"):
  *   KEEL.TXN nwatch key1 ver1 ... ncmds argc1 arg... argc2 arg...

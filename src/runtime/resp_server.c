@@ -27,6 +27,7 @@ struct keel_resp_deferred {
     bool done;
     bool barrier; /* no later command of the client runs before this one is done */
     keel_buf_t out;
+    size_t counted; /* of out's bytes, those in the client's qbytes */
 };
 
 struct keel_resp_client {
@@ -50,8 +51,11 @@ struct keel_resp_client {
     uv_write_t wreq;
     keel_resp_deferred_t *qhead, *qtail; /* replies queued behind a deferred one */
     size_t deferred_open;                /* slots in the queue not done yet */
-    const keel_resp_command_t *cmd;      /* the row being run */
-    keel_buf_t *out_override;            /* keel_resp_client_set_out */
+    size_t qbytes; /* bytes of the done slots in the queue (their `counted`): the output
+                      limit is checked after every reply, and walking a long pipeline's
+                      queue each time made a pipeline's cost grow with its square */
+    const keel_resp_command_t *cmd; /* the row being run */
+    keel_buf_t *out_override;       /* keel_resp_client_set_out */
 };
 
 /* ---- config --------------------------------------------------------------------- */
@@ -320,6 +324,7 @@ static void close_client(keel_resp_client_t *c)
     }
     c->qhead = c->qtail = NULL;
     c->deferred_open = 0;
+    c->qbytes = 0;
     if (!c->rejected)
         s->clients_len--;
     if (s->cfg.client_closed)
@@ -337,11 +342,24 @@ static const uint8_t *unread_ptr(const keel_buf_t *b)
 
 /* ---- output ----------------------------------------------------------------------- */
 
+/* A done slot's bytes into the client's count. Only two kinds of slot take bytes: one not
+ * done yet (its owner writes, then says done) and the done tail (keel_resp_client_out), so
+ * settling a slot when it is done and when another is queued behind it counts them all. */
+static void settle(keel_resp_client_t *c, keel_resp_deferred_t *d)
+{
+    size_t n = keel_buf_unread(&d->out);
+    assert(d->done && n >= d->counted);
+    c->qbytes += n - d->counted;
+    d->counted = n;
+}
+
+/* Replies waiting to leave: ready, in flight, and queued done (replies still being made
+ * count once they are done). */
 static size_t output_bytes(const keel_resp_client_t *c)
 {
-    size_t n = keel_buf_unread(&c->out) + keel_buf_unread(&c->wbuf);
-    for (const keel_resp_deferred_t *d = c->qhead; d != NULL; d = d->next)
-        n += keel_buf_unread(&d->out);
+    size_t n = keel_buf_unread(&c->out) + keel_buf_unread(&c->wbuf) + c->qbytes;
+    if (c->qtail != NULL && c->qtail->done)
+        n += keel_buf_unread(&c->qtail->out) - c->qtail->counted;
     return n;
 }
 
@@ -460,6 +478,7 @@ keel_resp_deferred_t *keel_resp_client_defer(keel_resp_client_t *c)
         assert(keel_buf_unread(&d->out) == 0 && d->out.bytes_max == s->cfg.reply_bytes_max);
         d->next = NULL;
         d->done = d->barrier = false;
+        d->counted = 0;
     } else {
         d = calloc(1, sizeof(*d));
         if (d == NULL)
@@ -467,6 +486,8 @@ keel_resp_deferred_t *keel_resp_client_defer(keel_resp_client_t *c)
         keel_buf_init(&d->out, s->cfg.reply_bytes_max);
     }
     d->client = c;
+    if (c->qtail && c->qtail->done)
+        settle(c, c->qtail); /* it takes no more bytes */
     if (c->qtail)
         c->qtail->next = d;
     else
@@ -493,6 +514,8 @@ static int drain_queue(keel_resp_client_t *c)
         int rc = keel_buf_append(&c->out, unread_ptr(&d->out), keel_buf_unread(&d->out));
         if (rc != 0)
             return rc;
+        settle(c, d);
+        c->qbytes -= d->counted;
         c->qhead = d->next;
         if (c->qhead == NULL)
             c->qtail = NULL;
@@ -520,6 +543,7 @@ void keel_resp_deferred_done(keel_resp_deferred_t *d, int rc)
         return;
     }
     d->done = true;
+    settle(c, d);
     assert(c->deferred_open > 0);
     c->deferred_open--;
     if (d->barrier)

@@ -102,7 +102,9 @@ static const char *outcome_error(int status, int log_read)
         return "UNKNOWN keel: the leader changed before it answered; the write may or may not "
                "have been applied";
     case KEEL_ENOTLEADER:
-        return "TRYAGAIN keel: no leader is known; retry";
+    case KEEL_ECONFLICT:
+        return "TRYAGAIN keel: the leader changed before it ran the command, which was not "
+               "applied; retry";
     case KEEL_ECANCELED:
         return "ERR keel: server shutting down";
     case KEEL_ETOOBIG: /* the command as a whole is larger than one Raft entry */
@@ -458,14 +460,14 @@ static int submit_queued(keel_resp_client_t *c, server_t *s, client_state_t *cs,
                          int run, cmd_stats_t *st, pending_reply_t *queued)
 {
     /*
-     * A linearizable read behind a write of the same connection goes through the log, as
-     * one more entry after that write (a read through the log is linearizable like a
-     * write: thesis section 6.4): it is answered at its place between the connection's
-     * writes, so a pipeline of writes and reads runs as one run of entries instead of
-     * waiting for each read before the next write may go (one WAL sync and one round
-     * trip per SET/GET pair). A read with no write ahead of it takes the ReadIndex path,
-     * which writes nothing to the log. The state machine answers the read when the entry
-     * applies, on every node; only this one sends the answer.
+     * A linearizable read behind a write of the same connection is sent as a write whose
+     * entry only reads, so that it keeps its place among the connection's writes: the
+     * leader answers it just before the connection's next write applies, with no entry of
+     * its own, or through the log if no write follows it in the same pass (requests.c,
+     * "ordered reads"). A pipeline of writes and reads thus runs as one run of writes
+     * instead of waiting for each read before the next write may go (one WAL sync and one
+     * round trip per SET/GET pair). A read with no write ahead of it takes the ReadIndex
+     * path.
      */
     if (run == RUN_READ && !cs->stale_reads && writes_ahead(cs))
         run = RUN_LOG_READ;

@@ -153,6 +153,7 @@ static void prefetch_entry(keel_node_t *n, const keel_raft_ready_t *rd, size_t i
 
 static void apply_entry(keel_node_t *n, const keel_raft_entry_t *e)
 {
+    keel_reqs_before_apply(&n->reqs, e);
     keel_buf_reset(&n->reply);
     if (e->type == KEEL_RAFT_ENTRY_NORMAL && e->len > 0) {
         int rc = n->sm.ops->apply(n->sm.data, e->index, e->data, e->len, &n->reply);

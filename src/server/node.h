@@ -34,8 +34,10 @@
  *
  * Outcomes reported to `done`:
  *   status 0            reply holds the RESP reply (which may be a -ERR of the command)
- *   KEEL_ENOTLEADER     no leader is known right now; nothing was proposed
- *   KEEL_ECONFLICT      the entry was overwritten by a new leader: not applied
+ *   KEEL_ENOTLEADER     refused by a node that no longer led, with a later write of this
+ *                       node already on its way: nothing was applied (server/requests.h)
+ *   KEEL_ECONFLICT      the entry was overwritten by a new leader's, with a later write
+ *                       already proposed: not applied
  *   KEEL_ETIMEDOUT      no answer within request_timeout_ms: outcome unknown
  *   KEEL_ECONNRESET     forwarded to a leader that lost its place: outcome unknown
  *   KEEL_EFULL/ETOOBIG  refused before proposing

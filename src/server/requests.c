@@ -49,6 +49,20 @@ keel_req_t *keel_req_pop(keel_req_queue_t *q)
 
 static void dispatch(keel_reqs_t *q, keel_req_t *r);
 
+/* A write or an ordered read of a client (not a membership change): what keeps its place
+ * among its connection's others. */
+static int write_kind(const keel_req_t *r)
+{
+    return (r->kind == KEEL_REQ_WRITE || r->kind == KEEL_REQ_REMOTE_WRITE) && !r->is_conf;
+}
+
+/* Waits for a known leader (keel_reqs_leader_known dispatches the queue again). */
+static void park(keel_reqs_t *q, keel_req_t *r)
+{
+    q->parked_writes += write_kind(r);
+    keel_req_push(&q->parked, r);
+}
+
 /* ---- request bookkeeping ---------------------------------------------------------- */
 
 static keel_req_t *req_new(keel_reqs_t *q, keel_req_kind_t kind, keel_reqs_done_fn done, void *ctx)
@@ -132,6 +146,14 @@ static void req_pool_free(keel_reqs_t *q)
     q->pool_len = 0;
 }
 
+/* Every write-kind request takes a number when it is accepted: a request refused or
+ * overwritten is sent again only if it still has the newest (redo_write). */
+static void accepted(keel_reqs_t *q, keel_req_t *r)
+{
+    if (write_kind(r))
+        r->seq = ++q->write_seq;
+}
+
 /* The done of a request a follower forwarded: never called (the follower times its own
    request out); its address marks the request as remote. */
 static void remote_done(void *ctx, int status, const uint8_t *reply, size_t len) {}
@@ -156,6 +178,7 @@ int keel_reqs_submit_entry(keel_reqs_t *q, keel_req_kind_t kind, const uint8_t *
     }
     memcpy(r->cmd, cmd, len);
     r->is_conf = is_conf;
+    accepted(q, r);
     dispatch(q, r);
     return 0;
 }
@@ -209,10 +232,137 @@ void keel_reqs_answer_write(keel_reqs_t *q, keel_req_t *r, const uint8_t *reply,
     req_free(q, r);
 }
 
+/* ---- ordered reads ------------------------------------------------------------------ */
+
 /*
- * A new leader term proposed at `index` while older waiters sit at or past it:
- * their entries are gone from our log (a leader's log is authoritative), so
- * they were not applied and are proposed again. Keeps the queue index-ordered.
+ * A connection that pipelines SET k v / GET k pairs needs each GET to see its SET and
+ * not the SET after it. The server sends such a read as a write whose entry only reads
+ * (server/conn.c), so that it keeps its place among the connection's writes; sending it
+ * through the log costs one entry per read, twice the entries of the writes alone.
+ *
+ * The leader appends no entry for it. The read R waits, in its origin's chain (this
+ * node's clients, or the follower that forwarded it), for that origin's next write W2,
+ * and is answered from the state just before W2's entry applies, if that entry is still
+ * W2 (the same term). That state holds every write acknowledged before R arrived (they
+ * are committed at indexes below W2's, which was appended after R arrived) and the
+ * origin's writes sent before R, and none sent after it. W2's commit in the term it was
+ * proposed in proves that no other leader could have acknowledged a write since before
+ * R arrived: a majority accepted W2 from this leader after R arrived, and a newer
+ * leader's voters would have refused it. If W2's place went to another leader's entry,
+ * R is dispatched again, ahead of W2. A read that no write follows in the same pass (the
+ * end of a pipeline) goes through the log as before, carrying the chain's other reads
+ * with it; one entry per pass instead of one per read.
+ */
+static uint64_t chain_origin(const keel_req_t *r)
+{
+    return r->kind == KEEL_REQ_REMOTE_WRITE ? r->origin : 0;
+}
+
+static keel_req_queue_t *chain_tail(keel_reqs_t *q, uint64_t origin, int create)
+{
+    for (size_t i = 0; i < q->chains_n; i++)
+        if (q->chains[i].origin == origin)
+            return &q->chains[i].tail;
+    if (!create)
+        return NULL;
+    if (q->chains_n == q->chains_cap) {
+        size_t cap = q->chains_cap ? q->chains_cap * 2 : 4;
+        keel_req_chain_t *c = realloc(q->chains, cap * sizeof(*c));
+        if (c == NULL)
+            return NULL;
+        q->chains = c;
+        q->chains_cap = cap;
+    }
+    q->chains[q->chains_n] = (keel_req_chain_t){.origin = origin};
+    return &q->chains[q->chains_n++].tail;
+}
+
+/* The request's entry is a read sent to keep its place among writes. */
+static int ordered_read(const keel_reqs_t *q, const keel_req_t *r)
+{
+    return (r->kind == KEEL_REQ_WRITE || r->kind == KEEL_REQ_REMOTE_WRITE) && !r->is_conf &&
+           q->sm.ops->is_read != NULL && q->sm.ops->is_read(q->sm.data, r->cmd, r->cmd_len);
+}
+
+/* A remote write the core refused: the follower answers its client. */
+static void refuse_write(keel_reqs_t *q, keel_req_t *r, int rc)
+{
+    if (r->kind == KEEL_REQ_REMOTE_WRITE) {
+        keel_peer_fwd_t f = {.req_id = r->req_id, .status = KEEL_PEER_FAILED};
+        q->env.send_fwd(q->env.data, r->origin, KEEL_PEER_FWD_REPLY, &f);
+        r->done = NULL;
+    } else {
+        req_answer(q, r, rc, NULL, 0);
+    }
+    req_free(q, r);
+}
+
+/* Answers an ordered read from the state now (just before the write behind it applies). */
+static void serve_ordered(keel_reqs_t *q, keel_req_t *r)
+{
+    if (r->done == NULL) { /* timed out meanwhile */
+        req_free(q, r);
+        return;
+    }
+    keel_buf_reset(&q->reply);
+    int rc = q->sm.ops->read(q->sm.data, read_now_ms(q), r->cmd, r->cmd_len, &q->reply);
+    if (rc != 0)
+        refuse_write(q, r, rc);
+    else
+        keel_reqs_answer_write(q, r, keel_buf_rptr(&q->reply), keel_buf_unread(&q->reply));
+}
+
+/* A write (or ordered read) that was not and will not be applied here: a follower's is
+ * told NOT_LEADER (its node decides whether to send it again), a local one `status`. */
+static void answer_not_applied(keel_reqs_t *q, keel_req_t *r, int status)
+{
+    if (r->kind == KEEL_REQ_REMOTE_WRITE && r->done != NULL) {
+        keel_peer_fwd_t f = {.req_id = r->req_id, .status = KEEL_PEER_NOT_LEADER};
+        q->env.send_fwd(q->env.data, r->origin, KEEL_PEER_FWD_REPLY, &f);
+        r->done = NULL;
+    }
+    req_answer(q, r, status, NULL, 0);
+    r->done = NULL;
+    req_free(q, r);
+}
+
+/* The reads ordered before r will not be served at r's place: each is answered status,
+ * or, with status 0, dispatched again (ahead of r, which the caller dispatches next). */
+static void release_before(keel_reqs_t *q, keel_req_t *r, int status)
+{
+    keel_req_t *b;
+    while ((b = keel_req_pop(&r->before)) != NULL) {
+        if (status == 0)
+            dispatch(q, b);
+        else
+            answer_not_applied(q, b, status);
+    }
+}
+
+/*
+ * A write proposed here whose place in the log another leader's entry took: it was not
+ * applied. Proposed again only if no write-kind request was accepted by this node after
+ * it (proposed, forwarded, parked or waiting in a chain): else it could land behind a
+ * later command of its connection, out of order. Then it fails, definitely not applied
+ * (KEEL_ECONFLICT), and so do the reads ordered before it. Found by the simulator's
+ * pipelining client; the review found that counting only what was sent was not enough.
+ */
+static void redo_write(keel_reqs_t *q, keel_req_t *r)
+{
+    if (r->seq == q->write_seq) {
+        release_before(q, r, 0);
+        dispatch(q, r);
+        return;
+    }
+    release_before(q, r, KEEL_ECONNRESET);
+    answer_not_applied(q, r, KEEL_ECONFLICT);
+}
+
+/*
+ * A new leader term proposed at `index` while older waiters sit at or past it: their
+ * entries are gone from this log, but not necessarily from every log (another node that
+ * holds them could still win an election and commit them), and a write went after them
+ * (the one just proposed): their outcome is unknown. Keeps the queue index-ordered.
  */
 static void requeue_from(keel_reqs_t *q, uint64_t index)
 {
@@ -226,18 +376,41 @@ static void requeue_from(keel_reqs_t *q, uint64_t index)
     q->writes.tail = last;
     while (stale) {
         keel_req_t *next = stale->qnext;
-        keel_req_push(&q->parked, stale);
+        release_before(q, stale, KEEL_ECONNRESET);
+        answer_not_applied(q, stale, KEEL_ECONNRESET);
         stale = next;
     }
 }
 
-/* A write is in the log at index (this term): it waits there for its entry to apply. */
+/* A write waits for a leader: the reads its origin sent before it wait ahead of it. */
+static void park_write(keel_reqs_t *q, keel_req_t *r)
+{
+    keel_req_queue_t *t = chain_tail(q, chain_origin(r), 0);
+    keel_req_t *b;
+    while (t != NULL && (b = keel_req_pop(t)) != NULL)
+        park(q, b);
+    while ((b = keel_req_pop(&r->before)) != NULL) /* flush_chains' reads ahead of r */
+        park(q, b);
+    park(q, r);
+}
+
+/* A write is in the log at index (this term): it waits there for its entry to apply,
+ * with the reads its origin sent since its previous write. */
 static void proposed(keel_reqs_t *q, keel_req_t *r, uint64_t index)
 {
     assert(r->kind == KEEL_REQ_WRITE || r->kind == KEEL_REQ_REMOTE_WRITE);
     assert(keel_raft_leader(q->raft) == q->cfg.id && index > 0);
     r->index = index;
     r->term = keel_raft_term(q->raft);
+    keel_req_queue_t *t = chain_tail(q, chain_origin(r), 0);
+    if (t != NULL && t->head != NULL) {
+        if (r->before.tail != NULL)
+            r->before.tail->qnext = t->head;
+        else
+            r->before.head = t->head;
+        r->before.tail = t->tail;
+        *t = (keel_req_queue_t){0};
+    }
     if (q->writes.tail == NULL || q->writes.tail->index < index) {
         keel_req_push(&q->writes, r); /* the common case: the queue stays index-ordered */
         return;
@@ -247,8 +420,75 @@ static void proposed(keel_reqs_t *q, keel_req_t *r, uint64_t index)
     assert(q->writes.head == r || q->writes.head->index < index); /* index-ordered */
 }
 
+/* Leader: a write is stamped with the leader's clock and proposed. */
+static void propose_write(keel_reqs_t *q, keel_req_t *r)
+{
+    /* The leader's clock stamps every entry (expiry deadlines derive from it),
+     * whichever node the client talked to. */
+    q->sm.ops->stamp(q->sm.data, r->cmd, r->cmd_len, q->env.unix_ms(q->env.data));
+    uint64_t index;
+    int rc = keel_raft_propose(q->raft, r->cmd, r->cmd_len, &index);
+    if (rc == KEEL_ENOTLEADER || rc == KEEL_EBUSY) {
+        park_write(q, r);
+        return;
+    }
+    if (rc != 0) { /* the core refused it: nothing was proposed */
+        for (keel_req_t *b; (b = keel_req_pop(&r->before)) != NULL;)
+            refuse_write(q, b, rc); /* flush_chains' reads that rode on it */
+        refuse_write(q, r, rc);
+        return;
+    }
+    if (q->m_proposals)
+        keel_counter_inc(q->m_proposals);
+    proposed(q, r, index);
+}
+
+/* Leader: an ordered read waits for its origin's next write. */
+static void chain_read(keel_reqs_t *q, keel_req_t *r)
+{
+    keel_req_queue_t *t = chain_tail(q, chain_origin(r), 1);
+    if (t == NULL)
+        propose_write(q, r); /* no memory for a chain: through the log */
+    else
+        keel_req_push(t, r);
+}
+
+/*
+ * End of a pass: the last live read of each chain goes through the log, carrying the
+ * others (answered just before it applies). Each chain leaves the table before anything
+ * runs: answering a read can make its client submit another, which starts a new chain.
+ */
+static int flush_chains(keel_reqs_t *q)
+{
+    int moved = 0;
+    while (q->chains_n > 0) {
+        keel_req_queue_t tail = q->chains[--q->chains_n].tail, rest = {0};
+        keel_req_t *last = NULL, *b;
+        while ((b = keel_req_pop(&tail)) != NULL) {
+            if (b->done == NULL) { /* timed out meanwhile: freed where it waits */
+                keel_req_push(&rest, b);
+                continue;
+            }
+            if (last != NULL)
+                keel_req_push(&rest, last);
+            last = b;
+        }
+        if (last == NULL) {
+            while ((b = keel_req_pop(&rest)) != NULL)
+                req_free(q, b);
+            continue;
+        }
+        assert(last->before.head == NULL);
+        last->before = rest;
+        propose_write(q, last);
+        moved = 1;
+    }
+    return moved;
+}
+
 /* Leader: a read joins the next ReadIndex round, a membership change becomes a
- * configuration entry, a write is stamped with the leader's clock and proposed. */
+ * configuration entry, an ordered read waits for its origin's next write, a write is
+ * proposed. */
 static void on_leader(keel_reqs_t *q, keel_req_t *r)
 {
     if (r->kind == KEEL_REQ_READ || r->kind == KEEL_REQ_REMOTE_READ) {
@@ -259,29 +499,11 @@ static void on_leader(keel_reqs_t *q, keel_req_t *r)
         q->env.conf_change(q->env.data, r);
         return;
     }
-    /* The leader's clock stamps every entry (expiry deadlines derive from it),
-     * whichever node the client talked to. */
-    q->sm.ops->stamp(q->sm.data, r->cmd, r->cmd_len, q->env.unix_ms(q->env.data));
-    uint64_t index;
-    int rc = keel_raft_propose(q->raft, r->cmd, r->cmd_len, &index);
-    if (rc == KEEL_ENOTLEADER || rc == KEEL_EBUSY) {
-        keel_req_push(&q->parked, r);
+    if (ordered_read(q, r)) {
+        chain_read(q, r);
         return;
     }
-    if (rc != 0) { /* the core refused it: nothing was proposed */
-        if (r->kind == KEEL_REQ_REMOTE_WRITE) {
-            keel_peer_fwd_t f = {.req_id = r->req_id, .status = KEEL_PEER_FAILED};
-            q->env.send_fwd(q->env.data, r->origin, KEEL_PEER_FWD_REPLY, &f);
-            r->done = NULL;
-        } else {
-            req_answer(q, r, rc, NULL, 0);
-        }
-        req_free(q, r);
-        return;
-    }
-    if (q->m_proposals)
-        keel_counter_inc(q->m_proposals);
-    proposed(q, r, index);
+    propose_write(q, r);
 }
 
 /*
@@ -305,6 +527,10 @@ static void dispatch(keel_reqs_t *q, keel_req_t *r)
         req_free(q, r);
         return;
     }
+    if (q->parked_writes > 0 && write_kind(r)) {
+        park(q, r); /* behind what its connection sent before it */
+        return;
+    }
     uint64_t leader = keel_raft_leader(q->raft);
     if (leader == q->cfg.id) {
         on_leader(q, r);
@@ -321,7 +547,7 @@ static void dispatch(keel_reqs_t *q, keel_req_t *r)
         return;
     }
     if (leader == 0 || !q->env.peer_up(q->env.data, leader)) {
-        keel_req_push(&q->parked, r);
+        park(q, r);
         return;
     }
     if (r->kind == KEEL_REQ_READ) {
@@ -331,7 +557,7 @@ static void dispatch(keel_reqs_t *q, keel_req_t *r)
     r->req_id = ++q->next_req_id;
     r->origin = leader;
     if (keel_map_put(&q->fwd, &r->req_id, sizeof(r->req_id), r, NULL) < 0) {
-        keel_req_push(&q->parked, r);
+        park(q, r);
         return;
     }
     keel_peer_fwd_t f = {.req_id = r->req_id, .bytes = r->cmd, .bytes_len = r->cmd_len};
@@ -355,6 +581,7 @@ static void handle_fwd_propose(keel_reqs_t *q, uint64_t from, const keel_peer_fw
     r->is_conf = is_conf;
     r->origin = from;
     r->req_id = f->req_id;
+    accepted(q, r);
     dispatch(q, r);
 }
 
@@ -404,7 +631,7 @@ static void give_up_forwarded(keel_reqs_t *q, uint64_t keep, uint64_t only)
         *pp = b->next;
         keel_req_t *r;
         while ((r = keel_req_pop(&b->reqs)) != NULL)
-            keel_req_push(&q->parked, r); /* reads change nothing: asked again */
+            park(q, r); /* reads change nothing: asked again */
         free(b);
     }
     keel_req_t *r;
@@ -425,8 +652,18 @@ static void handle_fwd_reply(keel_reqs_t *q, const keel_peer_fwd_t *f)
     if (r == NULL)
         return; /* answered already (timeout) */
     if (f->status == KEEL_PEER_NOT_LEADER) {
-        /* definitely not proposed: try again once a leader is known */
-        keel_req_push(&q->parked, r);
+        /*
+         * Definitely not applied. Sent again once a leader is known, unless a write went
+         * after it (forwarded, or proposed here): that one may be in the log already, and
+         * this one, proposed now, would come after it, out of its connection's order
+         * (found by the simulator's pipelining client). Then it fails, not applied.
+         */
+        if (r->seq == q->write_seq) {
+            park(q, r);
+        } else {
+            req_answer(q, r, KEEL_ENOTLEADER, NULL, 0);
+            req_free(q, r);
+        }
         return;
     }
     if (f->status == KEEL_PEER_FAILED) { /* the leader's core refused it */
@@ -450,7 +687,7 @@ static void handle_fwd_read_ok(keel_reqs_t *q, const keel_peer_fwd_t *f)
     keel_req_t *r;
     while ((r = keel_req_pop(&b->reqs)) != NULL) {
         if (f->status != KEEL_PEER_OK) {
-            keel_req_push(&q->parked, r); /* not a leader: ask again once one is known */
+            park(q, r); /* not a leader: ask again once one is known */
         } else {
             r->index = f->index;
             keel_req_push(&q->reads_ready, r); /* tombstones are freed there */
@@ -471,7 +708,7 @@ static void forward_reads(keel_reqs_t *q)
     keel_req_t *r;
     if (b == NULL) { /* the leader changed during the turn (or no memory): dispatch again */
         while ((r = keel_req_pop(&q->reads_fwd_new)) != NULL)
-            keel_req_push(&q->parked, r);
+            park(q, r);
         return;
     }
     b->req_id = ++q->next_req_id;
@@ -656,6 +893,7 @@ static void fail_queue(keel_reqs_t *q, keel_req_queue_t *w)
 {
     keel_req_t *r;
     while ((r = keel_req_pop(w)) != NULL) {
+        release_before(q, r, KEEL_ECANCELED);
         req_answer(q, r, KEEL_ECANCELED, NULL, 0);
         r->done = NULL;
         req_free(q, r);
@@ -666,11 +904,15 @@ void keel_reqs_cancel_all(keel_reqs_t *q)
 {
     q->stopped = 1;
     fail_queue(q, &q->parked);
+    q->parked_writes = 0;
     fail_queue(q, &q->in_ready);
     fail_queue(q, &q->writes);
     fail_queue(q, &q->reads_new);
     fail_queue(q, &q->reads_ready);
     fail_queue(q, &q->reads_fwd_new);
+    for (size_t i = 0; i < q->chains_n; i++)
+        fail_queue(q, &q->chains[i].tail);
+    q->chains_n = 0;
     while (q->fwd_reads) {
         fwd_reads_t *b = q->fwd_reads;
         q->fwd_reads = b->next;
@@ -702,6 +944,7 @@ void keel_reqs_free(keel_reqs_t *q)
     if (q->fwd.slots)
         keel_map_free(&q->fwd, NULL);
     req_pool_free(q);
+    free(q->chains);
     keel_buf_free(&q->scratch);
     keel_buf_free(&q->reply);
 }
@@ -741,9 +984,10 @@ void keel_reqs_leader_known(keel_reqs_t *q, uint64_t leader, int changed)
         return;
     keel_req_queue_t parked = q->parked;
     q->parked = (keel_req_queue_t){0};
+    q->parked_writes = 0;
     keel_req_t *r;
     while ((r = keel_req_pop(&parked)) != NULL)
-        dispatch(q, r);
+        dispatch(q, r); /* parked again (in order) if it cannot go yet */
 }
 
 void keel_reqs_ready_begin(keel_reqs_t *q)
@@ -758,13 +1002,30 @@ void keel_reqs_ready_end(keel_reqs_t *q)
     q->handling_ready = 0;
 }
 
+void keel_reqs_before_apply(keel_reqs_t *q, const keel_raft_entry_t *e)
+{
+    if (q->cfg.test_serve_ordered_late)
+        return; /* keel_reqs_applied serves them, one entry too late */
+    for (keel_req_t *r = q->writes.head; r != NULL && r->index <= e->index; r = r->qnext) {
+        if (r->index != e->index || r->term != e->term)
+            continue; /* not ours: keel_reqs_applied dispatches it and its reads again */
+        keel_req_t *b;
+        while ((b = keel_req_pop(&r->before)) != NULL)
+            serve_ordered(q, b);
+    }
+}
+
 void keel_reqs_applied(keel_reqs_t *q, const keel_raft_entry_t *e, const keel_buf_t *reply)
 {
     while (q->writes.head && q->writes.head->index <= e->index) {
         keel_req_t *r = keel_req_pop(&q->writes);
         if (r->index != e->index || r->term != e->term) {
-            dispatch(q, r); /* overwritten by another leader's entry: not applied, retry */
+            redo_write(q, r); /* overwritten by another leader's entry: not applied */
             continue;
+        }
+        for (keel_req_t *b; (b = keel_req_pop(&r->before)) != NULL;) {
+            assert(q->cfg.test_serve_ordered_late); /* else keel_reqs_before_apply served it */
+            serve_ordered(q, b);
         }
         if (r->conf_reply) /* a membership change: committed */
             keel_reqs_answer_write(q, r, r->conf_reply, r->conf_reply_len);
@@ -782,6 +1043,7 @@ void keel_reqs_snapshot_installed(keel_reqs_t *q, uint64_t index)
 {
     while (q->writes.head && q->writes.head->index <= index) {
         keel_req_t *r = keel_req_pop(&q->writes);
+        release_before(q, r, KEEL_ECONNRESET); /* reads: TRYAGAIN */
         req_answer(q, r, KEEL_ECONNRESET, NULL, 0);
         r->done = NULL;
         req_free(q, r);
@@ -800,6 +1062,7 @@ int keel_reqs_step(keel_reqs_t *q)
             dispatch(q, r);
         moved = 1;
     }
+    moved |= flush_chains(q);
     return serve_ready_reads(q) > 0 || moved;
 }
 
@@ -816,7 +1079,7 @@ void keel_reqs_tick(keel_reqs_t *q)
 
 void keel_reqs_park(keel_reqs_t *q, keel_req_t *r)
 {
-    keel_req_push(&q->parked, r);
+    park(q, r);
 }
 
 void keel_reqs_proposed(keel_reqs_t *q, keel_req_t *r, uint64_t index)

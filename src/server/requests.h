@@ -23,7 +23,9 @@
  *   leader:   a write is proposed to the Raft core and answered when its entry applies
  *             (keel_reqs_applied); reads that arrive together share one ReadIndex round
  *             (at most one in flight) and are served once the state has applied the
- *             round's index.
+ *             round's index. A write whose entry only reads (a read a connection sent
+ *             behind its write) is an ordered read: served just before the next write of
+ *             its origin applies, with no entry of its own (see requests.c).
  *   follower: a write is forwarded to the leader (FWD_PROPOSE, FWD_CONF) and the leader's
  *             reply relayed; the reads of one pass ask the leader for one read index
  *             (FWD_READ) and are served from this node's state once it has applied it.
@@ -35,6 +37,10 @@
  *   KEEL_ECONNRESET     forwarded to a leader that lost its place: outcome unknown
  *   KEEL_ECANCELED      the node stopped
  *   KEEL_ENOTMEMBER     this node is not a member of the configuration in force
+ *   KEEL_ENOTLEADER     a leader refused it (it no longer led), and a later write of
+ *                       this node went ahead of it: not applied, not sent again (order)
+ *   KEEL_ECONFLICT      its entry was overwritten by a new leader's, and a later write
+ *                       went ahead of it: not applied, not proposed again (order)
  *   KEEL_EREJECTED, or another code the Raft core gave: refused, nothing was proposed
  */
 typedef void (*keel_reqs_done_fn)(void *ctx, int status, const uint8_t *reply, size_t len);
@@ -47,6 +53,10 @@ typedef enum keel_req_kind {
 } keel_req_kind_t;
 
 typedef struct keel_req keel_req_t;
+typedef struct keel_req_queue {
+    keel_req_t *head, *tail;
+} keel_req_queue_t;
+
 struct keel_req {
     keel_req_kind_t kind;
     keel_reqs_done_fn done; /* NULL once answered (a tombstone left in a queue) */
@@ -57,13 +67,16 @@ struct keel_req {
     size_t cmd_len;
     uint64_t index, term;    /* writes: where proposed; reads: the read index */
     uint64_t origin, req_id; /* remote: who asked, and their id; forwarded: our id */
+    uint64_t seq;            /* write-kind: keel_reqs_t.write_seq when it was accepted */
     uint8_t *conf_reply;     /* membership change proposed here: its result once committed */
     size_t conf_reply_len;   /* (keel_node_conf_result_t's encoding, server/node.h) */
     int is_conf;             /* cmd is a membership change */
     keel_ms_t start_ms;
-    keel_list_t all;      /* in keel_reqs_t.all, in deadline order (local ones only) */
-    keel_req_t *qnext;    /* the queue the request waits in; the pool's list when free */
-    uint8_t cmd_inline[]; /* KEEL_REQ_CMD_INLINE_BYTES: cmd points here when it fits */
+    keel_req_queue_t before; /* leader, a write: the reads ordered just before it, served
+                                from the state its entry is applied to (see ordered reads) */
+    keel_list_t all;         /* in keel_reqs_t.all, in deadline order (local ones only) */
+    keel_req_t *qnext;       /* the queue the request waits in; the pool's list when free */
+    uint8_t cmd_inline[];    /* KEEL_REQ_CMD_INLINE_BYTES: cmd points here when it fits */
 };
 
 /*
@@ -73,10 +86,6 @@ struct keel_req {
  */
 #define KEEL_REQ_POOL_MAX 1024u
 #define KEEL_REQ_CMD_INLINE_BYTES 256u
-
-typedef struct keel_req_queue {
-    keel_req_t *head, *tail;
-} keel_req_queue_t;
 
 void keel_req_push(keel_req_queue_t *q, keel_req_t *r);
 keel_req_t *keel_req_pop(keel_req_queue_t *q);
@@ -106,7 +115,19 @@ typedef struct keel_reqs_config {
     /* Tests only (the simulator's "checks bite" run, tests/sim): serve a read as soon as its
        read index is known, without waiting for this node to apply it. Never set in a server. */
     int test_serve_reads_early;
+    /* Tests only: serve a read ordered before a write after that write applied. */
+    int test_serve_ordered_late;
 } keel_reqs_config_t;
+
+/*
+ * Leader: the reads of one origin (this node's clients: 0; or a follower's member id)
+ * that are ordered behind that origin's writes and that no write of it has followed yet.
+ * Kept for one pass at most (keel_reqs_step proposes what is left).
+ */
+typedef struct keel_req_chain {
+    uint64_t origin;
+    keel_req_queue_t tail;
+} keel_req_chain_t;
 
 typedef struct read_batch read_batch_t;
 typedef struct fwd_reads fwd_reads_t;
@@ -121,6 +142,9 @@ typedef struct keel_reqs {
     keel_list_t all; /* local requests not yet answered, oldest (first deadline) first */
     size_t pending;
     keel_req_queue_t parked; /* waiting for a known leader */
+    size_t parked_writes;    /* write-kind requests in parked: while there are any, new
+                                write-kind requests wait behind them (a connection's order) */
+    uint64_t write_seq;      /* write-kind requests accepted by this node so far */
     /* Requests submitted while a Ready is being handled (a request's answer can make its
        client submit the next one at once): the core takes no proposal until advance(). */
     keel_req_queue_t in_ready;
@@ -129,8 +153,10 @@ typedef struct keel_reqs {
     keel_req_queue_t reads_new;
     read_batch_t *batches_head, *batches_tail;
     keel_req_queue_t reads_ready; /* read index known; waiting for applied >= index */
-    keel_map_t fwd;               /* req_id -> request forwarded to the leader */
-    keel_req_t *pool;             /* freed requests kept for reuse (qnext-linked) */
+    keel_req_chain_t *chains;     /* ordered reads waiting for their origin's next write */
+    size_t chains_n, chains_cap;
+    keel_map_t fwd;   /* req_id -> request forwarded to the leader */
+    keel_req_t *pool; /* freed requests kept for reuse (qnext-linked) */
     size_t pool_len;
     uint64_t next_req_id, next_read_ctx;
     keel_req_queue_t reads_fwd_new; /* follower: reads of this pass, for the next FWD_READ */
@@ -167,6 +193,8 @@ void keel_reqs_leader_known(keel_reqs_t *q, uint64_t leader, int changed);
 /* In the node's ready pass: */
 void keel_reqs_ready_begin(keel_reqs_t *q);
 void keel_reqs_ready_end(keel_reqs_t *q);
+/* The committed entry e is about to be applied: serve the reads ordered just before it. */
+void keel_reqs_before_apply(keel_reqs_t *q, const keel_raft_entry_t *e);
 /* The committed entry e was applied (its reply in `reply`): answer the writes waiting at
  * or before its index. */
 void keel_reqs_applied(keel_reqs_t *q, const keel_raft_entry_t *e, const keel_buf_t *reply);

@@ -91,8 +91,9 @@ static void on_written(void *ctx, int status, const uint8_t *resp, size_t len)
     }
     /* the texts conn.c gives a write the node could not answer */
     const char *text = "ERR keel: request refused";
-    if (status == KEEL_ENOTLEADER)
-        text = "TRYAGAIN keel: no leader is known; retry";
+    if (status == KEEL_ENOTLEADER || status == KEEL_ECONFLICT)
+        text = "TRYAGAIN keel: the leader changed before it ran the command, which was not "
+               "applied; retry";
     else if (status == KEEL_ECONNRESET)
         text = "UNKNOWN keel: the leader changed before it answered; the write may or may not "
                "have been applied";

@@ -53,6 +53,12 @@ static int kv_read(void *sm, uint64_t now_ms, const uint8_t *entry, size_t len, 
     return keel_kv_read_entry(&((keel_kv_sm_t *)sm)->kv, now_ms, entry, len, reply);
 }
 
+static int kv_is_read(const void *sm, const uint8_t *entry, size_t len)
+{
+    (void)sm;
+    return keel_kv_entry_is_read(entry, len);
+}
+
 static uint64_t kv_time_ms(const void *sm)
 {
     return ((const keel_kv_sm_t *)sm)->kv.time_ms;
@@ -126,6 +132,7 @@ const keel_sm_ops_t keel_kv_sm_ops = {
     .applied_index = kv_applied_index,
     .prefetch = kv_prefetch,
     .read = kv_read,
+    .is_read = kv_is_read,
     .time_ms = kv_time_ms,
     .state_bytes = kv_state_bytes,
     .snapshot_write = kv_snapshot_write,

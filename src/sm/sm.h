@@ -42,6 +42,9 @@ typedef struct keel_sm_ops {
     void (*prefetch)(void *sm, const uint8_t *entry, size_t len, int stage);
     /* Answers a read-only entry from the state now, judging expiry at now_ms. */
     int (*read)(void *sm, uint64_t now_ms, const uint8_t *entry, size_t len, keel_buf_t *reply);
+    /* 1 if the entry only reads: the engine may answer it with `read` at its place in
+     * the log instead of appending it (server/requests.c, reads ordered behind writes). */
+    int (*is_read)(const void *sm, const uint8_t *entry, size_t len);
     /* The newest applied entry's stamp: reads never judge expiry earlier than this. */
     uint64_t (*time_ms)(const void *sm);
     /* Bytes of state, which a snapshot costs (decides when one is worth taking). */

@@ -14,7 +14,8 @@ static void usage(void)
                     "                [--streams] [--expect-failure]\n"
                     "       keel-sim --bench ENTRIES [--batch N]\n"
                     "  --break: commit-old-term | vote-any-log | ack-undurable (Raft core) |\n"
-                    "           serve-reads-early (the request path) (tests only)\n"
+                    "           serve-reads-early | serve-ordered-late (the request path)\n"
+                    "           (tests only)\n"
                     "  --stale-reads: serve reads from any node's local state (tests only)\n"
                     "  --streams: stream commands beside the KV workload, every node's stream\n"
                     "             and group state checked at every index\n"
@@ -64,9 +65,9 @@ static void run_one(uint64_t seed, const sim_opts_t *o, totals_t *t)
     if (o->trace || o->history_path)
         printf("seed %" PRIu64 ": %s; %" PRIu64 " ops (%" PRIu64 " ok, %" PRIu64
                " unknown), %" PRIu64 " entries committed, %" PRIu64 " leaderships, %" PRIu64
-               " crashes, %" PRId64 " ms simulated\n",
+               " crashes, %" PRIu64 " pipelined rounds checked, %" PRId64 " ms simulated\n",
                seed, res.failed ? "FAILED" : "ok", res.ops, res.ops_ok, res.ops_unknown,
-               res.entries_committed, res.leaders, res.crashes, res.sim_ms);
+               res.entries_committed, res.leaders, res.crashes, res.pipes, res.sim_ms);
 }
 
 int main(int argc, char **argv)
@@ -105,6 +106,8 @@ int main(int argc, char **argv)
             o.history_path = val, i++;
         } else if (strcmp(arg, "--break") == 0 && strcmp(val, "serve-reads-early") == 0) {
             o.serve_reads_early = 1, i++;
+        } else if (strcmp(arg, "--break") == 0 && strcmp(val, "serve-ordered-late") == 0) {
+            o.serve_ordered_late = 1, i++;
         } else if (strcmp(arg, "--break") == 0) {
             if (parse_break(val, &o.brk) != 0) {
                 usage();

@@ -695,7 +695,9 @@ static void print_failure(world_t *w)
     printf("  reproduce: build/keel-sim --nodes %d --seed %" PRIu64 "%s%s%s%s --trace\n", w->nv,
            w->seed, (unsigned)w->o.brk < 4 ? brk[w->o.brk] : "",
            w->o.stale_reads ? " --stale-reads" : "",
-           w->o.serve_reads_early ? " --break serve-reads-early" : "",
+           w->o.serve_reads_early    ? " --break serve-reads-early"
+           : w->o.serve_ordered_late ? " --break serve-ordered-late"
+                                     : "",
            w->o.streams ? " --streams" : "");
 }
 
@@ -711,8 +713,10 @@ int sim_run(uint64_t seed, const sim_opts_t *o, sim_result_t *res)
             break;
     }
     if (!res->failed && w->now_ms >= end_ms)
-        sim__fail(w, "liveness: no write committed and applied everywhere within %d ms of the heal",
-                  LIVE_MS);
+        sim__fail(w,
+                  "liveness: no write committed and applied everywhere within %d ms of the heal "
+                  "(live index %" PRIu64 ")",
+                  LIVE_MS, w->live_index);
     if (!res->failed)
         check_log_matching(w);
     if (!res->failed)

@@ -118,6 +118,34 @@ typedef struct client {
     keel_ms_t deadline_ms, next_ms;
 } client_t;
 
+/*
+ * A pipelining connection: SET p v1, GET p, SET p v2, GET p sent together to one node,
+ * on a key of its own (a fresh one after a round whose outcome was unsure), the GETs as writes that
+ * only read (as server/conn.c sends a read behind a write of the connection). Each GET must see
+ * exactly the writes sent before it: the per-connection order that lincheck's sequential clients
+ * cannot show.
+ */
+#define PIPE_OPS 4
+typedef struct pipe_client {
+    int busy, issuing, left;
+    int target;       /* the node, by position */
+    int sent, spread; /* commands sent so far; each sent a while after the one before */
+    keel_ms_t op_at_ms;
+    uint64_t round;
+    int64_t v[PIPE_OPS]; /* SETs: the value written */
+    int ok[PIPE_OPS];    /* answered: a SET applied, a GET's value in got */
+    int64_t got[PIPE_OPS];
+    int unsure[PIPE_OPS]; /* outcome unknown: it may still be applied, later */
+    uint64_t key;         /* the key's number: a fresh one after a round with an unsure op */
+    keel_ms_t next_ms, deadline_ms;
+} pipe_client_t;
+
+typedef struct preq {
+    world_t *w;
+    uint64_t round;
+    int slot;
+} preq_t;
+
 /* The ctx of one submitted request: freed by its done, which keel_reqs calls exactly once
    (an ASan leak here would show a request answered never). */
 typedef struct sreq {
@@ -141,10 +169,12 @@ struct world {
     size_t net_n, net_cap;
     fmsg_t *fwd;
     size_t fwd_n, fwd_cap;
+    keel_ms_t fwd_last_ms[NODES_MAX][NODES_MAX]; /* per link: frames stay in order */
     int cut[NODES_MAX][NODES_MAX];
     double p_loss, p_dup, p_fault;
     keel_ms_t delay_ms_max, now_ms, fault_end_ms;
     client_t cl[CLIENTS];
+    pipe_client_t pipe;
     keel_lc_op_t *hist;
     size_t hist_n, hist_cap;
     int64_t ts, next_value;

@@ -30,6 +30,7 @@ static void apply_entry(world_t *w, node_t *nd, const keel_raft_entry_t *e)
         w->com[w->com_n++] = (committed_t){e->term, h, 0};
         w->res->entries_committed++;
     }
+    keel_reqs_before_apply(&nd->reqs, e);
     keel_buf_reset(&nd->reply);
     if (e->type == KEEL_RAFT_ENTRY_NORMAL && e->len > 0) {
         int rc = nd->sm.ops->apply(nd->sm.data, e->index, e->data, e->len, &nd->reply);
@@ -103,6 +104,11 @@ static void env_send_fwd(void *data, uint64_t to, keel_peer_type_t type, const k
     q->bytes = f->bytes_len ? sim__copy_bytes(f->bytes, f->bytes_len) : NULL;
     q->f.bytes = q->bytes;
     q->at_ms = w->now_ms + 1 + (keel_ms_t)keel_rand_below(&w->rnd, (uint64_t)w->delay_ms_max);
+    /* One connection per pair of nodes (TCP): frames arrive in the order they were sent. */
+    keel_ms_t *last = &w->fwd_last_ms[nd->id - 1][to - 1];
+    if (q->at_ms < *last)
+        q->at_ms = *last;
+    *last = q->at_ms;
 }
 
 /* Lease reads judge the lease by the core's clock: tick it now (server/node.c does too). */
@@ -163,7 +169,8 @@ void sim__node_start(world_t *w, node_t *nd)
                              .pending_max = REQUESTS_PENDING_MAX,
                              .timeout_ms = REQUEST_TIMEOUT_MS,
                              .entry_bytes_max = rdef.entry_bytes_max,
-                             .test_serve_reads_early = w->o.serve_reads_early};
+                             .test_serve_reads_early = w->o.serve_reads_early,
+                             .test_serve_ordered_late = w->o.serve_ordered_late};
     keel_reqs_env_t env = {.data = nd,
                            .now_ms = env_now_ms,
                            .unix_ms = env_unix_ms,

@@ -50,6 +50,11 @@ add_test(NAME sim_checks_bite_stale_reads
 add_test(NAME sim_checks_bite_request_path
          COMMAND keel-sim --nodes 3 --seeds ${KEEL_SIM_BITE_SEEDS} --break serve-reads-early --expect-failure)
 
+# The request path serving a read it orders before a write only after that write applied
+# (the pipelining client's GET then sees the SET sent after it).
+add_test(NAME sim_checks_bite_ordered_reads
+         COMMAND keel-sim --nodes 3 --seeds ${KEEL_SIM_BITE_SEEDS} --break serve-ordered-late --expect-failure)
+
 # The simulator drives server/requests.c without an event loop: keep it (and everything it
 # includes) free of libuv.
 add_test(NAME sim_request_path_has_no_libuv
