@@ -27,6 +27,10 @@ if [ -f bench/kv.sh ]; then
   section "keel server vs etcd and Redis"
   bash bench/kv.sh || rc=1
 fi
+if [ -f bench/streams.sh ]; then
+  section "streams: XADD vs Redis (appendfsync always), memory per entry vs Redis"
+  bash bench/streams.sh || rc=1
+fi
 if [ -f bench/mixed.sh ]; then
   section "a pipeline of SET/GET pairs vs the same pipeline of SETs (keel, one connection)"
   bash bench/mixed.sh || rc=1

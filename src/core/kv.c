@@ -155,6 +155,7 @@ keel__kv_entry_t *keel__kv_entry_new(const void *key, size_t key_len, uint64_t h
     e->heap_pos = 0;
     keel_list_init(&e->lease_link);
     e->lease_id = 0;
+    e->type = KEEL__KV_TYPE_STRING;
     e->key_len = (uint32_t)key_len;
     e->val_len = (uint32_t)val_len;
     e->val_cap = (uint32_t)val_cap;
@@ -162,6 +163,33 @@ keel__kv_entry_t *keel__kv_entry_new(const void *key, size_t key_len, uint64_t h
     if (val_len)
         memcpy(e->data + key_len, val, val_len);
     return e;
+}
+
+keel__kv_entry_t *keel__kv_entry_new_obj(const void *key, size_t key_len, uint64_t h, int type,
+                                         void *obj)
+{
+    assert(type != KEEL__KV_TYPE_STRING && type < KEEL__KV_TYPES);
+    keel__kv_entry_t *e = keel__kv_entry_new(key, key_len, h, &obj, sizeof(obj), sizeof(obj));
+    if (e)
+        e->type = (uint8_t)type;
+    return e;
+}
+
+const keel__kv_type_t *keel__kv_type(int type)
+{
+    assert(type >= 0 && type < KEEL__KV_TYPES);
+    return type == KEEL__KV_TYPE_STREAM ? &keel__kv_type_stream : NULL;
+}
+
+size_t keel__kv_obj_free(keel__kv_entry_t *e)
+{
+    if (e->type == KEEL__KV_TYPE_STRING)
+        return 0;
+    const keel__kv_type_t *t = keel__kv_type(e->type);
+    void *o = keel__kv_obj(e);
+    size_t n = t->bytes(o);
+    t->free(o);
+    return n;
 }
 
 static uint64_t rev64(uint64_t v)
@@ -308,7 +336,7 @@ void keel__kv_unlink(keel_kv_t *kv, keel__kv_entry_t **link)
     keel__kv_detach(e);
     t->used--;
     kv->count--;
-    kv->bytes -= e->key_len + e->val_len;
+    kv->bytes -= e->key_len + e->val_len + keel__kv_obj_free(e);
     free(e);
     maybe_resize(kv, 0);
 }
@@ -323,6 +351,7 @@ void keel__kv_replace(keel_kv_t *kv, keel__kv_entry_t **link, keel__kv_entry_t *
     e->next = old->next;
     *link = e;
     kv->bytes = kv->bytes - old->val_len + e->val_len;
+    kv->bytes -= keel__kv_obj_free(old);
     free(old);
 }
 
@@ -410,6 +439,7 @@ static void free_chains(keel__kv_table_t *t)
         keel__kv_entry_t *e = t->buckets[b];
         while (e != NULL) {
             keel__kv_entry_t *next = e->next;
+            keel__kv_obj_free(e);
             free(e);
             e = next;
         }
@@ -436,8 +466,9 @@ int keel_kv_get(const keel_kv_t *kv, const void *key, size_t key_len, keel_kv_va
         keel__kv_find(kv, key, key_len, keel__kv_hash(kv, key, key_len), NULL);
     if (e == NULL)
         return KEEL_ENOTFOUND;
-    *out = (keel_kv_value_t){keel__kv_cval(e), e->val_len, e->version, e->create_revision,
-                             e->expire_ms};
+    /* a key of another type (a stream) has no bytes to show here: an empty value */
+    size_t n = e->type == KEEL__KV_TYPE_STRING ? e->val_len : 0;
+    *out = (keel_kv_value_t){keel__kv_cval(e), n, e->version, e->create_revision, e->expire_ms};
     return 0;
 }
 

@@ -53,7 +53,7 @@
 /* u8 version | u64 time_ms | u32 argc */
 #define KEEL_KV_ENTRY_HEADER_BYTES 13u
 /* Snapshot format version. */
-#define KEEL_KV_SNAPSHOT_VERSION 3
+#define KEEL_KV_SNAPSHOT_VERSION 4
 /* Caps on the change history's config (the defaults are far below). */
 #define KEEL_KV_HISTORY_CHANGES_MAX ((size_t)1 << 30)
 #define KEEL_KV_HISTORY_BYTES_MAX ((size_t)1 << 40)
@@ -127,6 +127,10 @@ typedef struct keel_kv {
     uint64_t lease_id_last; /* the last lease id granted (ids are 1, 2, ...) */
     uint64_t fence_last;    /* the last fencing token handed out (all locks share it) */
     keel__kv_history_t hist;
+    /* Streams' events as this node applied them (metrics; not in snapshots, so they restart
+     * from 0 on a node that loads one): entries KEEL.XNACK returned that were delivered
+     * again, and entries moved to a dead-letter stream. */
+    uint64_t stream_redeliveries, stream_dead_letters;
 } keel_kv_t;
 
 /* cfg NULL means the defaults; an invalid cfg is KEEL_EINVAL. 0 or KEEL_ENOMEM. */
@@ -148,7 +152,8 @@ typedef struct keel_kv_value {
 
 /*
  * 0 and *out, or KEEL_ENOTFOUND. Raw: a key past its deadline but not yet
- * swept is still returned (with its expire_ms); commands treat it as absent.
+ * swept is still returned (with its expire_ms); commands treat it as absent. A key
+ * of another type than string (a stream) is returned with an empty value.
  */
 int keel_kv_get(const keel_kv_t *kv, const void *key, size_t key_len, keel_kv_value_t *out);
 
@@ -209,6 +214,7 @@ typedef struct keel_kv_command_info {
     int first_key, last_key, key_step; /* key positions as COMMAND shows them; 0s: none */
     const char *summary;               /* one line */
     int internal; /* proposed by the leader itself with its clock (sweeps), never by clients */
+    int blocking; /* takes BLOCK ms (XREAD, XREADGROUP): see keel_kv_block_ms */
 } keel_kv_command_info_t;
 size_t keel_kv_commands_count(void);
 void keel_kv_command_info(size_t i, keel_kv_command_info_t *out);
@@ -292,6 +298,28 @@ uint64_t keel_kv_next_lease_deadline_ms(const keel_kv_t *kv);
  */
 uint64_t keel_kv_version_at(const keel_kv_t *kv, uint64_t now_ms, const void *key, size_t key_len);
 
+/* ---- streams: what a server needs to block (docs/streams.md) ------------------------- */
+
+/*
+ * For XREAD and XREADGROUP with a valid BLOCK ms: 1 (XREAD) or 2 (XREADGROUP) and *ms;
+ * 0 for anything else (no BLOCK, another command, a syntax error the command answers).
+ */
+int keel_kv_block_ms(int argc, const uint8_t *const *argv, const size_t *lens, int64_t *ms);
+/*
+ * XREAD as an entry (keel_kv_entry_encode) with every '$' id replaced by its stream's last
+ * id now, so that asking again later reads what arrived after the call: 0, KEEL_EINVAL
+ * (not a valid XREAD), KEEL_ENOMEM / KEEL_ETOOBIG from out.
+ */
+int keel_kv_xread_resolve(const keel_kv_t *kv, int argc, const uint8_t *const *argv,
+                          const size_t *lens, keel_buf_t *out);
+/*
+ * XREADGROUP: 1 if applying it at now_ms would answer something (entries after a group's
+ * last delivered id or returned by KEEL.XNACK and due, a history read, or an error), 0 if
+ * it would answer nil (a blocked consumer waits). Reads only.
+ */
+int keel_kv_xreadgroup_ready(const keel_kv_t *kv, uint64_t now_ms, int argc,
+                             const uint8_t *const *argv, const size_t *lens);
+
 /* ---- change history (KEEL.WATCH) -------------------------------------------- */
 
 /*
@@ -347,17 +375,21 @@ void keel_kv_history_at(const keel_kv_t *kv, size_t pos, keel_kv_change_t *out);
 /* ---- snapshots ------------------------------------------------------------ */
 
 /*
- * Format, little-endian, version 3:
+ * Format, little-endian, version 4:
  *   "KEELKVS" u8 version | u64 applied_index | u64 revision | u64 time_ms |
  *   u64 count | u64 lease_id_last | u64 fence_last |
  *   u64 lease_count | lease_count x (u64 id | u64 ttl_ms | u64 expire_ms) |
  *   u64 lock_count | lock_count x (u32 name_len | u64 token | u64 expire_ms | name) |
  *   count x (u32 key_len | u32 value_len | u64 version | u64 create_revision |
- *            u64 expire_ms | u64 lease_id | key | value) |
+ *            u64 expire_ms | u64 lease_id | key | value) |          (the strings)
+ *   u64 typed | typed x (u32 key_len | u8 type | u64 version | u64 create_revision |
+ *            u64 expire_ms | u64 lease_id | u64 body_len | key | body) (version 4: the
+ *            keys of other types, each body written by its type's module, e.g. a stream's
+ *            as core/stream.h says) |
  *   u32 crc32c(all bytes before it)
- * Version 2 has no counters nor sections and no lease_id; version 1 also no
- * expire_ms. The loader reads all three. Entries appear in table order (not
- * sorted); the content, not the byte order, is what must agree between nodes.
+ * Version 3 has no typed section; version 2 no counters nor sections and no lease_id; version 1
+ * also no expire_ms. The loader reads all three. Entries appear in table order (not sorted); the
+ * content, not the byte order, is what must agree between nodes.
  *
  * The sink receives the snapshot in pieces; a non-zero return from it stops
  * the walk and is returned. The state must not change during the walk.

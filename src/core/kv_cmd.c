@@ -1,6 +1,7 @@
 /* kv_cmd.c - KV commands: the table (name, arity, flags, syntax, handler, key positions,
    summary), lookup, checks and the one way every command runs. */
 #include "core/kv_cmd_int.h"
+#include "core/kv_stream_int.h"
 
 #include "base/num.h"
 #include "proto/resp.h"
@@ -120,6 +121,10 @@ int keel__kvc_overwrite(keel_kv_t *kv, keel__kv_entry_t **link, const uint8_t *v
     if (rc != 0)
         return rc;
     keel__kv_entry_t *e = *link;
+    if (e->type != KEEL__KV_TYPE_STRING) { /* SET over another type replaces it, as in Redis */
+        kv->bytes -= keel__kv_obj_free(e);
+        e->type = KEEL__KV_TYPE_STRING;
+    }
     if (val_len)
         memcpy(keel__kv_val(e), val, val_len);
     kv->bytes = kv->bytes - e->val_len + val_len;
@@ -162,6 +167,7 @@ call_t keel__kvc_inner_call(const call_t *c, size_t from)
 #define W KEEL_KV_WRITE
 #define R KEEL_KV_READ
 #define NN CMD_NO_NEST
+#define BL CMD_BLOCKING
 static const cmd_t COMMANDS[] = {
     {"SET", "set", -3, W, keel__kvc_set_syntax, keel__kvc_cmd_set, 1, 1, 1,
      "Set a key to a value, with expiry and conditions"},
@@ -226,7 +232,40 @@ static const cmd_t COMMANDS[] = {
      1, "Run a write only if a lock is still held with the token"},
     {"KEEL.TXN", "keel.txn", -3, W | NN, keel__kvc_txn_syntax, keel__kvc_cmd_txn, 0, 0, 0,
      "A MULTI/EXEC transaction as one entry (what EXEC proposes)"},
+    {"TYPE", "type", 2, R, NULL, keel__kvc_cmd_type, 1, 1, 1, "The type of the value of a key"},
+    /* streams (kv_stream.c, kv_stream_group.c; docs/streams.md) */
+    {"XADD", "xadd", -5, W, keel__xs_xadd_syntax, keel__xs_cmd_xadd, 1, 1, 1,
+     "Append an entry to a stream"},
+    {"XLEN", "xlen", 2, R, NULL, keel__xs_cmd_xlen, 1, 1, 1, "Number of entries in a stream"},
+    {"XRANGE", "xrange", -4, R, NULL, keel__xs_cmd_xrange, 1, 1, 1,
+     "Entries of a stream in an id range"},
+    {"XREVRANGE", "xrevrange", -4, R, NULL, keel__xs_cmd_xrevrange, 1, 1, 1,
+     "Entries of a stream in an id range, newest first"},
+    {"XDEL", "xdel", -3, W, NULL, keel__xs_cmd_xdel, 1, 1, 1, "Delete entries of a stream"},
+    {"XTRIM", "xtrim", -4, W, keel__xs_xtrim_syntax, keel__xs_cmd_xtrim, 1, 1, 1,
+     "Trim a stream by length or minimum id"},
+    {"XREAD", "xread", -4, R | BL, keel__xs_xread_syntax, keel__xs_cmd_xread, 0, 0, 0,
+     "Read entries after ids from streams, optionally waiting"},
+    {"XGROUP", "xgroup", -2, W, keel__xs_xgroup_syntax, keel__xs_cmd_xgroup, 2, 2, 1,
+     "Create, move, destroy consumer groups and their consumers"},
+    {"XREADGROUP", "xreadgroup", -7, W | BL, keel__xs_xreadgroup_syntax, keel__xs_cmd_xreadgroup, 0,
+     0, 0, "Read entries as a consumer of a group (a write: the pending list changes)"},
+    {"XACK", "xack", -4, W, NULL, keel__xs_cmd_xack, 1, 1, 1,
+     "Acknowledge entries pending in a group"},
+    {"XPENDING", "xpending", -3, R, NULL, keel__xs_cmd_xpending, 1, 1, 1,
+     "Entries pending in a group"},
+    {"XCLAIM", "xclaim", -6, W, NULL, keel__xs_cmd_xclaim, 1, 1, 1,
+     "Take over pending entries of a group"},
+    {"XAUTOCLAIM", "xautoclaim", -6, W, NULL, keel__xs_cmd_xautoclaim, 1, 1, 1,
+     "Take over pending entries idle long enough, with a cursor"},
+    {"XINFO", "xinfo", -2, R, keel__xs_xinfo_syntax, keel__xs_cmd_xinfo, 2, 2, 1,
+     "Stream, group and consumer information"},
+    {"KEEL.XNACK", "keel.xnack", -4, W, keel__xs_xnack_syntax, keel__xs_cmd_xnack, 1, 1, 1,
+     "Return pending entries to their group, redelivered after a delay or a backoff"},
+    {"KEEL.XDEADLETTER", "keel.xdeadletter", -4, W, keel__xs_xdeadletter_syntax,
+     keel__xs_cmd_xdeadletter, 1, 1, 1, "A group's maximum deliveries and dead-letter stream"},
 };
+#undef BL
 #undef W
 #undef R
 #undef NN
@@ -344,6 +383,34 @@ int keel__kv_exec(keel_kv_t *writable, const keel_kv_t *kv, uint64_t now_ms, siz
     return 0;
 }
 
+/* ---- the keyspace's types ----------------------------------------------------------- */
+
+int keel__kvc_cmd_type(const call_t *c)
+{
+    const keel__kv_entry_t *e = keel__kvc_lookup(c, 1);
+    const char *name = e == NULL                         ? "none"
+                       : e->type == KEEL__KV_TYPE_STRING ? "string"
+                                                         : keel__kv_type(e->type)->name;
+    if (!c->reply->failed)
+        track(c->reply, keel_resp_write_simple(c->reply->b, name));
+    return 0;
+}
+
+int keel__kvc_type_of_name(const call_t *c, size_t i)
+{
+    if (keel__kvc_arg_is(c, i, "STRING"))
+        return KEEL__KV_TYPE_STRING;
+    for (int t = 1; t < KEEL__KV_TYPES; t++) {
+        const char *n = keel__kv_type(t)->name;
+        size_t k = 0;
+        while (n[k] && k < c->lens[i] && (c->argv[i][k] | 0x20) == n[k])
+            k++;
+        if (n[k] == '\0' && k == c->lens[i])
+            return t;
+    }
+    return -2;
+}
+
 /* ---- the table, for the server's command registry (added by the server lead) ---- */
 
 size_t keel_kv_commands_count(void)
@@ -362,4 +429,5 @@ void keel_kv_command_info(size_t i, keel_kv_command_info_t *out)
     out->key_step = COMMANDS[i].key_step;
     out->summary = COMMANDS[i].summary;
     out->internal = (COMMANDS[i].flags & CMD_INTERNAL) != 0;
+    out->blocking = (COMMANDS[i].flags & CMD_BLOCKING) != 0;
 }

@@ -10,9 +10,10 @@
  * kv_leases.c (leases, locks, KEEL.FENCED), kv_txn.c, kv_scan.c; kv_cmd.c holds the table
  * and the one way every command runs. The glob matcher is base/glob.
  */
-#define REPLIED 1       /* a syntax function wrote an error reply */
-#define CMD_NO_NEST 4u  /* a command flag: may not run inside KEEL.FENCED or a transaction */
-#define CMD_INTERNAL 8u /* housekeeping the leader proposes with its own clock, never a client */
+#define REPLIED 1        /* a syntax function wrote an error reply */
+#define CMD_NO_NEST 4u   /* a command flag: may not run inside KEEL.FENCED or a transaction */
+#define CMD_INTERNAL 8u  /* housekeeping the leader proposes with its own clock, never a client */
+#define CMD_BLOCKING 16u /* takes BLOCK ms: the server may wait for entries (XREAD, XREADGROUP) */
 
 typedef struct call {
     keel_kv_t *w;        /* NULL for reads */
@@ -201,6 +202,12 @@ int keel__kvc_cmd_fenced(const call_t *c);
 int keel__kvc_txn_syntax(const call_t *c);
 int keel__kvc_cmd_txn(const call_t *c);
 int keel__kvc_scan_syntax(const call_t *c);
+/* TYPE key; and a TYPE name argument (SCAN TYPE) as KEEL__KV_TYPE_*, or -2 for none. */
+int keel__kvc_cmd_type(const call_t *c);
+int keel__kvc_type_of_name(const call_t *c, size_t i);
+/* The stream commands' syntax functions with a table row (kv_stream*.c). */
+int keel__xs_xgroup_syntax(const call_t *c);
+int keel__xs_xinfo_syntax(const call_t *c);
 int keel__kvc_cmd_scan(const call_t *c);
 
 #endif

@@ -183,7 +183,8 @@ void keel__kv_hist_record(keel_kv_t *kv, uint64_t rev, int op, const keel__kv_en
     h->last_rev = rev;
     if (rev < h->first_rev)
         return; /* part of this revision was dropped already: the rest goes too */
-    size_t value_len = op == KEEL_KV_CHANGE_PUT ? e->val_len : 0;
+    /* a typed key's change carries no value: the feed says the key changed */
+    size_t value_len = op == KEEL_KV_CHANGE_PUT && e->type == KEEL__KV_TYPE_STRING ? e->val_len : 0;
     size_t need = sizeof(keel__kv_change_t) + e->key_len + value_len;
     const keel_kv_config_t *cfg = &kv->cfg;
     while (h->len > 0 &&

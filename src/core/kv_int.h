@@ -33,8 +33,49 @@ struct keel__kv_entry {
      */
     keel_list_t lease_link;
     uint64_t lease_id; /* 0: none */
+    uint8_t type;      /* KEEL__KV_TYPE_*: a string's value is its bytes; any other type's
+                          value is one pointer to its object (keel__kv_obj), owned */
     uint8_t data[];    /* key_len bytes, then val_cap bytes */
 };
+
+/*
+ * The typed keyspace. A key holds one type; the string is the entry's own bytes, every
+ * other type (streams now; hashes, lists, sets, sorted sets next, issue 19) is an object
+ * behind one pointer in the value area, created by the type's commands and described by a
+ * row of keel__kv_types: its TYPE name, how to free it, its memory, and its snapshot
+ * section. The key table, expiry, leases, DEL, EXISTS, SCAN, WATCH versions and the change
+ * history are the same for every type.
+ */
+#define KEEL__KV_TYPE_STRING 0
+#define KEEL__KV_TYPE_STREAM 1
+#define KEEL__KV_TYPES 2
+#define ERR_WRONGTYPE "WRONGTYPE Operation against a key holding the wrong kind of value"
+
+typedef struct keel__kv_type {
+    const char *name; /* TYPE's answer */
+    void (*free)(void *obj);
+    size_t (*bytes)(const void *obj); /* memory held by the object */
+    /* The snapshot body of one object: the sink as keel_kv_sink_fn. */
+    int (*snap_write)(const void *obj, keel_kv_sink_fn sink, void *data);
+    /* Rebuilds an object from its body: 0 or KEEL_EPROTO / KEEL_ENOMEM, *obj owned. */
+    int (*snap_load)(const uint8_t *p, size_t len, void **obj);
+} keel__kv_type_t;
+extern const keel__kv_type_t keel__kv_type_stream;
+/* The row of a type (NULL for strings, which are no object). */
+const keel__kv_type_t *keel__kv_type(int type);
+
+static inline void *keel__kv_obj(const keel__kv_entry_t *e)
+{
+    void *o;
+    assert(e->type != KEEL__KV_TYPE_STRING && e->val_len == sizeof(o));
+    memcpy(&o, e->data + e->key_len, sizeof(o));
+    return o;
+}
+/* Frees a typed entry's object (nothing for a string); returns the object's bytes. */
+size_t keel__kv_obj_free(keel__kv_entry_t *e);
+/* A new entry of a typed key holding obj (owned from here on); NULL on ENOMEM. */
+keel__kv_entry_t *keel__kv_entry_new_obj(const void *key, size_t key_len, uint64_t h, int type,
+                                         void *obj);
 
 static inline const uint8_t *keel__kv_key(const keel__kv_entry_t *e)
 {

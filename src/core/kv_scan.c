@@ -17,7 +17,7 @@ typedef struct scan_opts {
     int64_t count;
     const uint8_t *pat; /* NULL: every key */
     size_t pat_len;
-    int type_ok; /* TYPE given and not "string": nothing matches */
+    int type; /* TYPE given: the KEEL__KV_TYPE_* to keep; -1: any; -2: no such type (none) */
 } scan_opts_t;
 
 /*
@@ -50,7 +50,7 @@ static int parse_cursor(const uint8_t *p, size_t n, uint64_t *out)
 /* Redis scanGenericCommand's option loop. */
 static int scan_parse(const call_t *c, scan_opts_t *o)
 {
-    *o = (scan_opts_t){.count = 10, .type_ok = 1};
+    *o = (scan_opts_t){.count = 10, .type = -1};
     if (parse_cursor(c->argv[1], c->lens[1], &o->cursor) != 0)
         return r_err(c->reply, "ERR invalid cursor");
     for (size_t i = 2; i < c->argc; i += 2) {
@@ -67,7 +67,7 @@ static int scan_parse(const call_t *c, scan_opts_t *o)
             if (o->pat_len == 1 && o->pat[0] == '*')
                 o->pat = NULL;
         } else if (keel__kvc_arg_is(c, i, "TYPE")) {
-            o->type_ok = keel__kvc_arg_is(c, i + 1, "STRING");
+            o->type = keel__kvc_type_of_name(c, i + 1);
         } else {
             return r_err(c->reply, ERR_SYNTAX);
         }
@@ -93,7 +93,8 @@ static void scan_one(void *data, const keel__kv_entry_t *e)
 {
     scan_ctx_t *s = data;
     s->visited++;
-    if (s->reply->failed || !s->o->type_ok || !keel__kv_alive(s->kv, e, s->now))
+    if (s->reply->failed || (s->o->type != -1 && s->o->type != e->type) ||
+        !keel__kv_alive(s->kv, e, s->now))
         return;
     if (s->o->pat && !keel_glob_match(s->o->pat, s->o->pat_len, keel__kv_key(e), e->key_len))
         return;

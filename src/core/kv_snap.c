@@ -20,6 +20,8 @@ static const uint8_t MAGIC[7] = {'K', 'E', 'E', 'L', 'K', 'V', 'S'};
 #define RECORD_HEADER_BYTES 40u      /* version 3: + lease_id */
 #define LEASE_RECORD_BYTES 24u       /* id, ttl_ms, expire_ms */
 #define LOCK_RECORD_HEADER_BYTES 20u /* name_len, token, expire_ms */
+/* version 4: key_len, type, version, create_revision, expire_ms, lease_id, body_len */
+#define TYPED_RECORD_HEADER_BYTES 45u
 #define TRAILER_BYTES 4u
 #define STAGE_BYTES 16384u
 
@@ -61,6 +63,8 @@ static int put(writer_t *w, const uint8_t *p, size_t n)
 static int put_record(void *data, const keel__kv_entry_t *e)
 {
     writer_t *w = data;
+    if (e->type != KEEL__KV_TYPE_STRING)
+        return 0; /* in the typed section */
     uint8_t h[RECORD_HEADER_BYTES];
     keel_put_u32(h, e->key_len);
     keel_put_u32(h + 4, e->val_len);
@@ -98,6 +102,46 @@ static int put_lock(void *data, const keel__kv_entry_t *l)
     return rc == 0 ? put(data, keel__kv_key(l), l->key_len) : rc;
 }
 
+static int count_sink(void *data, const uint8_t *p, size_t n)
+{
+    (void)p;
+    *(uint64_t *)data += n;
+    return 0;
+}
+
+static int put_sink(void *data, const uint8_t *p, size_t n)
+{
+    return put(data, p, n);
+}
+
+/* Version 4: a typed key's record, its object's body written by its type's row. */
+static int put_typed(void *data, const keel__kv_entry_t *e)
+{
+    if (e->type == KEEL__KV_TYPE_STRING)
+        return 0;
+    const keel__kv_type_t *t = keel__kv_type(e->type);
+    uint64_t body = 0;
+    t->snap_write(keel__kv_obj(e), count_sink, &body);
+    uint8_t h[TYPED_RECORD_HEADER_BYTES];
+    keel_put_u32(h, e->key_len);
+    h[4] = e->type;
+    keel_put_u64(h + 5, e->version);
+    keel_put_u64(h + 13, e->create_revision);
+    keel_put_u64(h + 21, e->expire_ms);
+    keel_put_u64(h + 29, e->lease_id);
+    keel_put_u64(h + 37, body);
+    int rc = put(data, h, sizeof(h));
+    if (rc == 0)
+        rc = put(data, keel__kv_key(e), e->key_len);
+    return rc == 0 ? t->snap_write(keel__kv_obj(e), put_sink, data) : rc;
+}
+
+static int count_typed(void *data, const keel__kv_entry_t *e)
+{
+    *(uint64_t *)data += e->type != KEEL__KV_TYPE_STRING;
+    return 0;
+}
+
 /* Version 3: the lease and lock sections between the header and the key records. */
 static int put_sections(writer_t *w, const keel_kv_t *kv)
 {
@@ -131,12 +175,20 @@ int keel_kv_snapshot_write(const keel_kv_t *kv, keel_kv_sink_fn sink, void *data
     keel_put_u64(h + 8, kv->applied_index);
     keel_put_u64(h + 16, kv->revision);
     keel_put_u64(h + 24, kv->time_ms);
-    keel_put_u64(h + 32, kv->count);
+    uint64_t typed = 0;
+    keel__kv_each(kv, count_typed, &typed);
+    keel_put_u64(h + 32, kv->count - typed); /* the string records */
     int rc = put(w, h, sizeof(h));
     if (rc == 0)
         rc = put_sections(w, kv);
     if (rc == 0)
         rc = keel__kv_each(kv, put_record, w);
+    uint8_t n[8];
+    keel_put_u64(n, typed);
+    if (rc == 0)
+        rc = put(w, n, sizeof(n));
+    if (rc == 0)
+        rc = keel__kv_each(kv, put_typed, w);
     if (rc == 0)
         rc = flush(w);
     if (rc == 0) {
@@ -204,6 +256,56 @@ static int load_record(keel_kv_t *kv, const uint8_t *data, size_t end, size_t rh
     if (lease)
         keel__kv_attach(e, lease, lease_id);
     *pos = p + key_len + val_len;
+    return 0;
+}
+
+/* Version 4: one typed key's record at *pos. */
+static int load_typed(keel_kv_t *kv, const uint8_t *data, size_t end, size_t *pos,
+                      keel_errmsg_t *msg)
+{
+    size_t p = *pos;
+    if (end - p < TYPED_RECORD_HEADER_BYTES)
+        return keel_errf(msg, KEEL_EPROTO, "typed record at %zu truncated", p);
+    size_t key_len = keel_get_u32(data + p);
+    int type = data[p + 4];
+    uint64_t version = keel_get_u64(data + p + 5), create_revision = keel_get_u64(data + p + 13);
+    uint64_t expire_ms = keel_get_u64(data + p + 21), lease_id = keel_get_u64(data + p + 29);
+    uint64_t body = keel_get_u64(data + p + 37);
+    p += TYPED_RECORD_HEADER_BYTES;
+    if (type == KEEL__KV_TYPE_STRING || type >= KEEL__KV_TYPES)
+        return keel_errf(msg, KEEL_EPROTO, "typed record at %zu: type %d", *pos, type);
+    if (key_len > kv->cfg.key_bytes_max || key_len > end - p || body > end - p - key_len)
+        return keel_errf(msg, KEEL_EPROTO, "typed record at %zu runs past the end or limits", *pos);
+    if (create_revision < 1 || create_revision > version || version > kv->revision)
+        return keel_errf(msg, KEEL_EPROTO, "typed record at %zu: bad revisions", *pos);
+    keel__kv_entry_t *lease = keel__kv_lease_find(kv, lease_id, NULL);
+    if (lease_id != 0 && lease == NULL)
+        return keel_errf(msg, KEEL_EPROTO, "typed record at %zu: no lease %llu", *pos,
+                         (unsigned long long)lease_id);
+    const uint8_t *key = data + p;
+    uint64_t h = keel__kv_hash(kv, key, key_len);
+    if (keel__kv_find(kv, key, key_len, h, NULL) != NULL)
+        return keel_errf(msg, KEEL_EPROTO, "typed record at %zu: duplicate key", *pos);
+    if (expire_ms && keel__kv_heap_reserve(kv, 1) != 0)
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory at record %zu", *pos);
+    const keel__kv_type_t *t = keel__kv_type(type);
+    void *obj = NULL;
+    int rc = t->snap_load(data + p + key_len, (size_t)body, &obj);
+    if (rc != 0)
+        return keel_errf(msg, rc, "typed record at %zu: bad %s body", *pos, t->name);
+    keel__kv_entry_t *e = keel__kv_entry_new_obj(key, key_len, h, type, obj);
+    if (e == NULL) {
+        t->free(obj);
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory at record %zu", *pos);
+    }
+    e->version = version;
+    e->create_revision = create_revision;
+    keel__kv_insert(kv, e);
+    kv->bytes += t->bytes(obj);
+    keel__kv_set_expire(kv, e, expire_ms);
+    if (lease)
+        keel__kv_attach(e, lease, lease_id);
+    *pos = p + key_len + (size_t)body;
     return 0;
 }
 
@@ -330,6 +432,21 @@ static int load(keel_kv_t *kv, const uint8_t *data, size_t len, keel_errmsg_t *m
         int rc = load_record(kv, data, end, rh, &pos, msg);
         if (rc != 0)
             return rc;
+    }
+    if (data[7] >= 4) {
+        if (end - pos < 8)
+            return keel_errf(msg, KEEL_EPROTO, "typed section truncated");
+        uint64_t typed = keel_get_u64(data + pos);
+        pos += 8;
+        if (typed > kv->cfg.keys_max - count || typed > (end - pos) / TYPED_RECORD_HEADER_BYTES)
+            return keel_errf(msg, KEEL_EPROTO, "%llu typed keys do not fit",
+                             (unsigned long long)typed);
+        for (uint64_t i = 0; i < typed; i++) {
+            int rc = load_typed(kv, data, end, &pos, msg);
+            if (rc != 0)
+                return rc;
+        }
+        count += typed;
     }
     if (pos != end)
         return keel_errf(msg, KEEL_EPROTO, "%zu bytes after the last record", end - pos);

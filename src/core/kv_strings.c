@@ -133,6 +133,8 @@ static int set_value(const call_t *c, unsigned f, int64_t when)
     keel__kv_entry_t **link = NULL;
     int dead;
     keel__kv_entry_t *e = keel__kvc_wfind(c, key, key_len, h, &link, &dead);
+    if ((f & SET_GET) && e && e->type != KEEL__KV_TYPE_STRING)
+        return keel__kvc_done(r_err(c->reply, ERR_WRONGTYPE));
     int skip = (f & SET_NX && e) || (f & SET_XX && !e);
     if (!e && !dead && !skip && (rc = keel__kvc_check_room(c, 1)) != 0)
         return keel__kvc_done(rc);
@@ -325,6 +327,8 @@ static int incr_by(const call_t *c, int64_t delta)
     keel__kv_entry_t *e = keel__kvc_wfind(c, key, key_len, h, &link, &dead);
     int64_t v = 0;
     int rc;
+    if (e && e->type != KEEL__KV_TYPE_STRING)
+        return keel__kvc_done(r_err(c->reply, ERR_WRONGTYPE));
     if (e && keel_parse_i64(keel__kv_cval(e), e->val_len, &v) != 0)
         return keel__kvc_done(r_err(c->reply, ERR_NOT_INT));
     if ((delta < 0 && v < 0 && delta < INT64_MIN - v) ||
@@ -380,6 +384,8 @@ int keel__kvc_cmd_append(const call_t *c)
     keel__kv_entry_t **link = NULL;
     int dead;
     keel__kv_entry_t *e = keel__kvc_wfind(c, key, key_len, h, &link, &dead);
+    if (e && e->type != KEEL__KV_TYPE_STRING)
+        return keel__kvc_done(r_err(c->reply, ERR_WRONGTYPE));
     size_t total = (e ? e->val_len : 0) + val_len;
     int rc = keel__kvc_check_sizes(c, key_len, total);
     if (rc == 0 && !e && !dead)
@@ -414,17 +420,32 @@ const keel__kv_entry_t *keel__kvc_lookup(const call_t *c, size_t i)
     return e && keel__kv_alive(kv, e, c->now) ? e : NULL;
 }
 
+/* A string command's view of key argv[i]: 0 and *out (NULL when absent), or REPLIED after
+ * WRONGTYPE (the key holds another type). */
+static int lookup_string(const call_t *c, size_t i, const keel__kv_entry_t **out)
+{
+    const keel__kv_entry_t *e = keel__kvc_lookup(c, i);
+    if (e && e->type != KEEL__KV_TYPE_STRING)
+        return r_err(c->reply, ERR_WRONGTYPE);
+    *out = e;
+    return 0;
+}
+
 int keel__kvc_cmd_get(const call_t *c)
 {
-    r_value(c->reply, keel__kvc_lookup(c, 1));
+    const keel__kv_entry_t *e;
+    if (lookup_string(c, 1, &e) == 0)
+        r_value(c->reply, e);
     return 0;
 }
 
 int keel__kvc_cmd_mget(const call_t *c)
 {
     r_array(c->reply, c->argc - 1);
-    for (size_t i = 1; i < c->argc && !c->reply->failed; i++)
-        r_value(c->reply, keel__kvc_lookup(c, i));
+    for (size_t i = 1; i < c->argc && !c->reply->failed; i++) {
+        const keel__kv_entry_t *e = keel__kvc_lookup(c, i);
+        r_value(c->reply, e && e->type == KEEL__KV_TYPE_STRING ? e : NULL); /* Redis: nil */
+    }
     return 0;
 }
 
@@ -439,8 +460,9 @@ int keel__kvc_cmd_exists(const call_t *c)
 
 int keel__kvc_cmd_strlen(const call_t *c)
 {
-    const keel__kv_entry_t *e = keel__kvc_lookup(c, 1);
-    r_int(c->reply, e ? e->val_len : 0);
+    const keel__kv_entry_t *e;
+    if (lookup_string(c, 1, &e) == 0)
+        r_int(c->reply, e ? e->val_len : 0);
     return 0;
 }
 
@@ -453,7 +475,9 @@ int keel__kvc_cmd_dbsize(const call_t *c)
 /* KEEL.GETV key -> [value, version], or a null array when absent. */
 int keel__kvc_cmd_getv(const call_t *c)
 {
-    const keel__kv_entry_t *e = keel__kvc_lookup(c, 1);
+    const keel__kv_entry_t *e;
+    if (lookup_string(c, 1, &e) != 0)
+        return 0;
     if (e == NULL) {
         r_nil_array(c->reply);
         return 0;

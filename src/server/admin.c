@@ -114,8 +114,34 @@ static double gauge_watchers(void *data)
     return (double)((server_t *)data)->watchers_n;
 }
 
+static double gauge_xblocked(void *data)
+{
+    return (double)((server_t *)data)->xblocked_n;
+}
+
+static double gauge_redeliveries(void *data)
+{
+    return (double)((server_t *)data)->kv.kv.stream_redeliveries;
+}
+
+static double gauge_dead_letters(void *data)
+{
+    return (double)((server_t *)data)->kv.kv.stream_dead_letters;
+}
+
 static void register_gauges(server_t *s)
 {
+    keel_metrics_gauge_fn(s->metrics, "keel_stream_blocked_reads",
+                          "XREAD / XREADGROUP waiting with BLOCK on this node.", NULL,
+                          gauge_xblocked, s);
+    keel_metrics_gauge_fn(s->metrics, "keel_stream_redeliveries",
+                          "Entries returned by KEEL.XNACK and delivered again, as applied "
+                          "here since start or the last snapshot load.",
+                          NULL, gauge_redeliveries, s);
+    keel_metrics_gauge_fn(s->metrics, "keel_stream_dead_letters",
+                          "Entries moved to a dead-letter stream, as applied here since start or "
+                          "the last snapshot load.",
+                          NULL, gauge_dead_letters, s);
     keel_metrics_gauge_fn(s->metrics, "keel_watchers", "Connections streaming KEEL.WATCH.", NULL,
                           gauge_watchers, s);
     s->m_watch_lagged =

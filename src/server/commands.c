@@ -55,6 +55,26 @@ static void info_raft(server_t *s, keel_buf_t *b)
     keel_buf_append_str(b, "\r\n");
 }
 
+/*
+ * Redis's used_memory_rss (the process's resident bytes, from /proc/self/statm) and
+ * keel's own count of the state's bytes (keys, values, streams' blocks and groups: what a
+ * snapshot costs), which has no Redis twin; used_memory is not reported (keel does not
+ * wrap malloc).
+ */
+static void info_memory(server_t *s, keel_buf_t *b)
+{
+    unsigned long long pages = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f != NULL) {
+        if (fscanf(f, "%llu %llu", &pages, &rss) != 2)
+            rss = 0;
+        fclose(f);
+    }
+    keel_buf_printf(b, "# Memory\r\nused_memory_rss:%llu\r\nkeel_state_bytes:%llu\r\n\r\n",
+                    rss * (unsigned long long)sysconf(_SC_PAGESIZE),
+                    (unsigned long long)s->kv.kv.bytes);
+}
+
 int keel__srv_cmd_info(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
 {
     server_t *s = keel__srv_of(c);
@@ -81,6 +101,8 @@ int keel__srv_cmd_info(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
         if (all || keel__srv_arg_is(sec, "clients"))
             keel_buf_printf(b, "# Clients\r\nconnected_clients:%zu\r\nmaxclients:%zu\r\n\r\n",
                             s->resp.clients_len, s->cfg.resp.clients_max);
+        if (all || keel__srv_arg_is(sec, "memory"))
+            info_memory(s, b);
         if (all || keel__srv_arg_is(sec, "stats"))
             keel_buf_printf(b,
                             "# Stats\r\ntotal_connections_received:%llu\r\n"
@@ -526,7 +548,7 @@ int keel__srv_commands_build(server_t *s, keel_resp_command_t **out, size_t *n_o
             .name = info.name,
             .arity = info.arity,
             .flags = (info.flags & KEEL_KV_WRITE) ? KEEL_RESP_CMD_WRITE : KEEL_RESP_CMD_READONLY,
-            .handler = keel__srv_cmd_data,
+            .handler = info.blocking ? keel__srv_cmd_xblock : keel__srv_cmd_data,
             .first_key = info.first_key,
             .last_key = info.last_key,
             .key_step = info.key_step,

@@ -355,7 +355,7 @@ int keel__srv_before_command(keel_resp_client_t *c, const keel_resp_command_t *c
         return 0;
     if (cmd->flags & KEEL_RESP_CMD_NOMULTI)
         return refuse(c, cmd, "ERR Command not allowed inside a transaction");
-    if (cmd->handler == keel__srv_cmd_data)
+    if (keel__srv_is_data_row(cmd))
         return 0; /* checked, then queued, by the handler */
     if (keel__srv_ensure_argv(s, argc) != 0)
         return KEEL_ENOMEM;
@@ -406,7 +406,7 @@ int keel__srv_cmd_data(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
 {
     server_t *s = keel__srv_of(c);
     const keel_resp_command_t *row = keel_resp_client_command(c);
-    assert(row != NULL && row->handler == keel__srv_cmd_data);
+    assert(row != NULL && keel__srv_is_data_row(row));
     cmd_stats_t *st = row->data;
     if (keel__srv_ensure_argv(s, argc) != 0)
         return keel__srv_oom(c);

@@ -64,6 +64,13 @@ int keel_server_set_cluster(keel_server_config_t *cfg, const char *initial_clust
     return 0;
 }
 
+/* The node applied entries: watchers and blocked stream reads look again. */
+static void on_applied(void *data)
+{
+    keel__srv_feed_on_applied(data);
+    keel__srv_xblock_on_applied(data);
+}
+
 static void on_shutdown(void *data)
 {
     server_t *s = data;
@@ -73,6 +80,7 @@ static void on_shutdown(void *data)
         keel_resp_server_close(&s->resp, NULL);
     if (s->http_inited)
         keel_http_server_shutdown(&s->http, NULL, NULL);
+    keel__srv_xblock_close(s);
     if (s->node)
         keel_node_stop(s->node, NULL, NULL);
     s->node = NULL;
@@ -113,7 +121,7 @@ static int server_init(server_t *s, const keel_server_config_t *cfg, keel_errmsg
     s->cfg.node.metrics = s->metrics;
     s->cfg.node.on_publish = keel__srv_on_peer_publish;
     s->cfg.node.on_publish_data = s;
-    s->cfg.node.on_applied = keel__srv_feed_on_applied;
+    s->cfg.node.on_applied = on_applied;
     s->cfg.node.on_applied_data = s;
     if (s->cfg.node.client_addr[0] == '\0')
         snprintf(s->cfg.node.client_addr, sizeof(s->cfg.node.client_addr), "%s",
@@ -125,7 +133,9 @@ static int server_init(server_t *s, const keel_server_config_t *cfg, keel_errmsg
     s->kv_inited = rc == 0;
     s->cfg.node.sm = keel_kv_sm(&s->kv);
     s->cfg.node.command_bytes_max = keel_kv_sm_entry_bytes_max(&s->cfg.kv);
-    return rc == 0 ? keel_loop_init(&s->loop) : rc;
+    if (rc == 0)
+        rc = keel_loop_init(&s->loop);
+    return rc == 0 ? keel__srv_xblock_init(s) : rc;
 }
 
 static void server_free(server_t *s)

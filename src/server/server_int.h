@@ -28,6 +28,7 @@
  *   txn.c        MULTI / EXEC / DISCARD / WATCH / UNWATCH
  *   subscribe.c  SUBSCRIBE / PUBLISH and friends (the registry is pubsub.c)
  *   feed.c       KEEL.WATCH change feeds
+ *   xblock.c     XREAD / XREADGROUP with BLOCK: waits for entries on any node
  *   admin.c      the admin HTTP listener (/health, /status, /metrics) and gauges
  */
 
@@ -41,6 +42,7 @@ typedef struct cmd_stats {
 } cmd_stats_t;
 
 typedef struct watcher watcher_t;
+typedef struct xblocked xblocked_t;
 typedef struct pending_reply pending_reply_t;
 
 typedef struct server {
@@ -58,6 +60,10 @@ typedef struct server {
     keel_list_t watchers; /* connections in KEEL.WATCH mode (watcher_t.link) */
     size_t watchers_n;
     keel_counter_t *m_watch_lagged;
+    keel_list_t xblocked; /* XREAD / XREADGROUP waiting with BLOCK (xblocked_t.link) */
+    size_t xblocked_n;
+    keel_timer_t xblock_timer; /* their deadlines, while any waits */
+    int xblock_timer_inited, xblock_closing;
     cmd_stats_t *stats; /* one per command row, owned */
     size_t stats_n;
     keel_ms_t started_ms;
@@ -182,6 +188,18 @@ void keel__srv_feed_end(server_t *s, client_state_t *cs);
 void keel__srv_feed_on_applied(void *data);
 void keel__srv_feed_drained(keel_resp_client_t *c);
 int keel__srv_cmd_keel_watch(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+
+/* xblock.c */
+int keel__srv_xblock_init(server_t *s);
+void keel__srv_xblock_close(server_t *s);
+void keel__srv_xblock_on_applied(server_t *s);
+int keel__srv_cmd_xblock(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+
+/* A data command's row: the state machine's (one handler, or xblock.c's for BLOCK). */
+static inline int keel__srv_is_data_row(const keel_resp_command_t *row)
+{
+    return row->handler == keel__srv_cmd_data || row->handler == keel__srv_cmd_xblock;
+}
 
 /* commands.c */
 int keel__srv_conf_parse(size_t argc, const uint8_t *const *argv, const size_t *lens,

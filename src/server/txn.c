@@ -83,7 +83,7 @@ void keel__srv_watch_clear(client_state_t *cs)
 
 static int is_data(const pending_reply_t *q)
 {
-    return q->row->handler == keel__srv_cmd_data;
+    return keel__srv_is_data_row(q->row);
 }
 
 /* Queues the command in s->argv (a copy) with its row; answers +QUEUED. */

@@ -11,12 +11,14 @@ static void usage(void)
 {
     fprintf(stderr, "usage: keel-sim [--nodes N] (--seed S | --seeds A..B | --soak SECONDS)\n"
                     "                [--trace] [--history FILE] [--break NAME] [--stale-reads]\n"
-                    "                [--expect-failure]\n"
+                    "                [--streams] [--expect-failure]\n"
                     "       keel-sim --bench ENTRIES [--batch N]\n"
                     "  --break: commit-old-term | vote-any-log | ack-undurable (Raft core) |\n"
                     "           serve-reads-early | serve-ordered-late (the request path)\n"
                     "           (tests only)\n"
                     "  --stale-reads: serve reads from any node's local state (tests only)\n"
+                    "  --streams: stream commands beside the KV workload, every node's stream\n"
+                    "             and group state checked at every index\n"
                     "  --expect-failure: exit 0 only if some seed fails (the checks bite)\n");
 }
 
@@ -45,7 +47,7 @@ static int parse_break(const char *s, keel_raft_break_t *out)
 }
 
 typedef struct totals {
-    uint64_t seeds, failed, ops, ops_ok, entries, crashes;
+    uint64_t seeds, failed, ops, ops_ok, entries, crashes, stream_cmds, stream_ok;
 } totals_t;
 
 static void run_one(uint64_t seed, const sim_opts_t *o, totals_t *t)
@@ -57,6 +59,8 @@ static void run_one(uint64_t seed, const sim_opts_t *o, totals_t *t)
     t->ops += res.ops;
     t->ops_ok += res.ops_ok;
     t->entries += res.entries_committed;
+    t->stream_cmds += res.stream_cmds;
+    t->stream_ok += res.stream_ok;
     t->crashes += res.crashes;
     if (o->trace || o->history_path)
         printf("seed %" PRIu64 ": %s; %" PRIu64 " ops (%" PRIu64 " ok, %" PRIu64
@@ -79,6 +83,8 @@ int main(int argc, char **argv)
             o.trace = 1;
         } else if (strcmp(arg, "--stale-reads") == 0) {
             o.stale_reads = 1;
+        } else if (strcmp(arg, "--streams") == 0) {
+            o.streams = 1;
         } else if (strcmp(arg, "--expect-failure") == 0) {
             expect_failure = 1;
         } else if (val == NULL) {
@@ -156,6 +162,9 @@ int main(int argc, char **argv)
            " ok), %" PRIu64 " entries committed, %" PRIu64 " crashes; %.2f s, %.1f seeds/s\n",
            t.seeds, t.failed, t.ops, t.ops_ok, t.entries, t.crashes, dt,
            dt > 0 ? (double)t.seeds / dt : 0.0);
+    if (o.streams)
+        printf("keel-sim: %" PRIu64 " stream commands sent, %" PRIu64 " answered without error\n",
+               t.stream_cmds, t.stream_ok);
     if (expect_failure) {
         printf("keel-sim: expected a failure: %s\n", t.failed ? "found one (checks bite)" : "NONE");
         return t.failed ? 0 : 1;

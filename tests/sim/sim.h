@@ -17,13 +17,17 @@ typedef struct sim_opts {
                                  index is applied (keel_reqs_config_t.test_serve_reads_early) */
     int serve_ordered_late;   /* broken on purpose: requests.c serves a read ordered before a
                                  write after that write applied (test_serve_ordered_late) */
+    int streams;              /* also send stream commands (XADD, XREADGROUP, XACK, KEEL.XNACK,
+                                 XAUTOCLAIM, XTRIM on "s" with a group and a dead-letter stream) and
+                                 check every node's stream and group state at every index */
 } sim_opts_t;
 
 typedef struct sim_result {
     int failed;
     char why[256];
     uint64_t ops, ops_ok, ops_unknown, entries_committed, leaders, crashes;
-    uint64_t pipes; /* pipelined rounds checked (sim_client.c) */
+    uint64_t pipes;                  /* pipelined rounds checked (sim_client.c) */
+    uint64_t stream_cmds, stream_ok; /* --streams: commands sent, answered without error */
     keel_ms_t sim_ms;
 } sim_result_t;
 

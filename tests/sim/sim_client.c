@@ -194,6 +194,89 @@ static void client_issue(world_t *w, int ci)
     /* op may be stale here: the answer can come (and the next op start) before this returns */
 }
 
+/* --streams: a stream command's answer; any answer is fine but a failure of the path. */
+static void stream_done(void *ctx, int status, const uint8_t *reply, size_t len)
+{
+    world_t *w = ctx;
+    if (w->ending)
+        return;
+    w->stream_inflight--;
+    if (status == 0) {
+        w->res->stream_ok += len > 0 && reply[0] != '-';
+        return;
+    }
+    if (status != KEEL_ETIMEDOUT && status != KEEL_ECONNRESET && status != KEEL_ECANCELED &&
+        status != KEEL_ENOTMEMBER && status != KEEL_EREJECTED && status != KEEL_ENOTLEADER &&
+        status != KEEL_ECONFLICT)
+        sim__fail(w, "a stream request was answered %s", keel_err_name(status));
+}
+
+/*
+ * --streams: every 5..25 ms a stream command goes to a random node: appends with explicit
+ * increasing ids (so later commands can name them), group reads by four consumers, acks,
+ * NACKs with short delays (some reach the dead-letter limit of 3), claims of idle entries
+ * and exact trims. Their answers are not checked (no model); the state they make is, through
+ * the state hash every node must agree on at every index, snapshots and restarts included.
+ */
+void sim__streams_step(world_t *w)
+{
+    if (!w->o.streams || w->now_ms < w->stream_next_ms || w->stream_inflight >= 2)
+        return;
+    w->stream_next_ms = w->now_ms + 5 + (keel_ms_t)keel_rand_below(&w->rnd, 20);
+    node_t *nd = &w->nodes[keel_rand_below(&w->rnd, (uint64_t)w->n)];
+    if (!sim__node_live(w, nd))
+        return;
+    char id[32], who[8], num[24];
+    uint64_t pick = keel_rand_below(&w->rnd, 10);
+    uint64_t some = 1 + keel_rand_below(&w->rnd, w->stream_id + 1);
+    snprintf(who, sizeof(who), "c%d", (int)keel_rand_below(&w->rnd, 4));
+    snprintf(num, sizeof(num), "%d", (int)keel_rand_below(&w->rnd, 50));
+    const char *cmd[12] = {NULL};
+    if (w->res->stream_cmds == 0 || pick == 9) {
+        const char *c[] = {"XGROUP", "CREATE", "s", "g", "0", "MKSTREAM", NULL};
+        memcpy(cmd, c, sizeof(c));
+    } else if (pick == 8) {
+        const char *c[] = {"KEEL.XDEADLETTER", "s",    "g", "MAXDELIVERIES", "3",
+                           "STREAM",           "dead", NULL};
+        memcpy(cmd, c, sizeof(c));
+    } else if (pick < 3) {
+        snprintf(id, sizeof(id), "%" PRIu64 "-1", some = ++w->stream_id);
+        const char *c[] = {"XADD", "s", id, "f", id, NULL};
+        memcpy(cmd, c, sizeof(c));
+    } else if (pick < 5) {
+        const char *c[] = {"XREADGROUP", "GROUP",   "g", who, "COUNT",
+                           "2",          "STREAMS", "s", ">", NULL};
+        memcpy(cmd, c, sizeof(c));
+    } else {
+        snprintf(id, sizeof(id), "%" PRIu64 "-1", some);
+        const char *acks[][12] = {
+            {"XACK", "s", "g", id, NULL},
+            {"KEEL.XNACK", "s", "g", id, "DELAY", num, "ERROR", "sim", NULL},
+            {"XAUTOCLAIM", "s", "g", who, num, "0", "COUNT", "3", NULL},
+        };
+        if (pick == 7 && keel_rand_chance(&w->rnd, 0.5)) {
+            /* exact trims keep the streams (and so the snapshots the simulator sends in
+               chunks of 40..200 bytes) small */
+            const char *c[] = {
+                "XTRIM", keel_rand_chance(&w->rnd, 0.5) ? "s" : "dead", "MAXLEN", "=", "30", NULL};
+            memcpy(cmd, c, sizeof(c));
+        } else {
+            memcpy(cmd, acks[pick - 5], sizeof(acks[0]));
+        }
+    }
+    const uint8_t *argv[12];
+    size_t lens[12];
+    int argc = 0;
+    for (; cmd[argc]; argc++) {
+        argv[argc] = (const uint8_t *)cmd[argc];
+        lens[argc] = strlen(cmd[argc]);
+    }
+    w->res->stream_cmds++;
+    w->stream_inflight++;
+    if (keel_reqs_submit(&nd->reqs, KEEL_REQ_WRITE, argc, argv, lens, stream_done, w) != 0)
+        w->stream_inflight--; /* refused at the door: no answer will come */
+}
+
 /* ---- the pipelining connection (sim_int.h) --------------------------------------- */
 
 static void pipe_check(world_t *w)

@@ -189,6 +189,10 @@ struct world {
     int lease_reads;          /* half of the runs serve reads from leader leases */
     int ending;               /* world_free: answers only free their ctx */
     int issue_depth;          /* clients issuing from inside an answer (bounded) */
+    keel_ms_t stream_next_ms; /* --streams: when the next stream command goes */
+    uint64_t stream_id;       /* --streams: the last explicit id XADD was sent with */
+    int stream_inflight;      /* --streams: commands not answered yet (at most 2, as one
+                                 connection pipelining a little) */
     char ring[RING][160];
     int ring_pos, ring_n;
     sim_result_t *res;
@@ -224,6 +228,8 @@ void sim__node_crash(world_t *w, node_t *nd, keel_ms_t down_ms);
 void sim__node_process(world_t *w, node_t *nd);
 uint64_t sim__node_applied(const node_t *nd);
 void sim__clients_step(world_t *w);
+/* --streams: sends the next stream command when it is due (sim_client.c). */
+void sim__streams_step(world_t *w);
 int sim__write_history(world_t *w, const char *path);
 void sim__check_history(world_t *w);
 

@@ -22,6 +22,22 @@ foreach(r ${KEEL_SIM_RANGES})
   set_tests_properties(sim_${nodes}n_${tag} PROPERTIES TIMEOUT 600)
 endforeach()
 
+# With stream commands beside the KV workload (--streams): every node's stream and group
+# state must agree at every index, through crashes, snapshots and membership changes.
+if(KEEL_SANITIZE)
+  set(KEEL_SIM_STREAM_RANGES "3:1..60")
+else()
+  set(KEEL_SIM_STREAM_RANGES "3:1..1000" "5:1..400")
+endif()
+foreach(r ${KEEL_SIM_STREAM_RANGES})
+  string(REPLACE ":" ";" parts ${r})
+  list(GET parts 0 nodes)
+  list(GET parts 1 seeds)
+  string(REPLACE ".." "_" tag ${seeds})
+  add_test(NAME sim_streams_${nodes}n_${tag} COMMAND keel-sim --nodes ${nodes} --seeds ${seeds} --streams)
+  set_tests_properties(sim_streams_${nodes}n_${tag} PROPERTIES TIMEOUT 600)
+endforeach()
+
 # The checks bite: with a deliberately broken rule, some seed in the range must fail (the
 # run stops at the first failing seed, which it prints with its trace).
 add_test(NAME sim_checks_bite_ack_undurable

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# bench/streams.sh - streams (issue 15): XADD throughput of keel (3 nodes, 1 node) against
+# redis-server with appendfsync always, and memory per 100-byte entry after STREAM_ENTRIES
+# (default 1,000,000) XADDs against Redis (INFO memory on both). Same load shape for each:
+# redis-benchmark XADD s * f <100 bytes>, all on 127.0.0.1.
+set -u
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/scratch.sh"
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+KEEL="$PWD/$BUILD/keel"
+N_ADD=${BENCH_N_XADD:-100000}     # unpipelined XADDs per run
+N_PIPE=${BENCH_N_XADD_PIPE:-500000} # pipelined XADDs per run
+N_MEM=${STREAM_ENTRIES:-1000000}
+tmp=$(keel_scratch bench-streams)
+pids=()
+cleanup() {
+  "$KEEL" down --dir "$tmp/keel3" >/dev/null 2>&1
+  "$KEEL" down --dir "$tmp/keel1" >/dev/null 2>&1
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+VAL=$(head -c 100 /dev/zero | tr '\0' 'x')
+
+record() { printf '  %-58s %10s req/s  p99 %8s ms\n' "$1" "$2" "$3"; }
+rb() { # port, extra args...: "rps p99"
+  local port=$1; shift
+  timeout 300 redis-benchmark -p "$port" --csv "$@" XADD bench:s '*' f "$VAL" 2>/dev/null |
+    awk -F'","' 'NR==2 {print $2, $7}'
+}
+start_redis() { # port, log, flags...
+  local port=$1 log=$2; shift 2
+  redis-server --port "$port" --bind 127.0.0.1 --save '' "$@" --dir "$tmp" --daemonize no \
+    > "$tmp/$log" 2>&1 &
+  pids+=($!)
+  sleep 0.5
+}
+info() { # port, field
+  redis-cli -p "$1" INFO memory | tr -d '\r' | awk -F: -v f="$2" '$1==f {print $2}'
+}
+# N_MEM XADDs of 100-byte values through pipelines of 1000 (ids from the server's clock)
+load() {
+  /usr/bin/python3 - "$1" "$N_MEM" <<'PY'
+import sys, redis
+port, n = int(sys.argv[1]), int(sys.argv[2])
+c = redis.Redis(port=port)
+v = b"x" * 100
+done = 0
+while done < n:
+    p = c.pipeline(transaction=False)
+    for _ in range(min(1000, n - done)):
+        p.xadd("mem:s", {"f": v})
+    p.execute()
+    done += min(1000, n - done)
+assert c.xlen("mem:s") == n
+PY
+}
+per_entry() { awk -v a="$1" -v b="$2" -v n="$N_MEM" 'BEGIN { printf "%.1f", (b - a) / n }'; }
+
+echo "== keel server: 3 nodes (keel up)"
+"$KEEL" up --nodes 3 --dir "$tmp/keel3" --base-port 26101 --detach >/dev/null || exit 1
+read -r k_add k_add99 <<< "$(rb 26101 -c 64 -n "$N_ADD")"
+record "keel 3 nodes: XADD, 64 conns, no pipelining" "$k_add" "$k_add99"
+read -r k_pipe k_pipe99 <<< "$(rb 26101 -c 50 -P 16 -n "$N_PIPE")"
+record "keel 3 nodes: XADD -P 16 -c 50" "$k_pipe" "$k_pipe99"
+"$KEEL" down --dir "$tmp/keel3" >/dev/null
+
+echo "== keel server: 1 node"
+"$KEEL" up --nodes 1 --dir "$tmp/keel1" --base-port 27101 --detach >/dev/null || exit 1
+read -r k1_pipe k1_pipe99 <<< "$(rb 27101 -c 50 -P 16 -n "$N_PIPE")"
+record "keel 1 node: XADD -P 16 -c 50" "$k1_pipe" "$k1_pipe99"
+ks0=$(info 27101 keel_state_bytes); kr0=$(info 27101 used_memory_rss)
+load 27101 || exit 1
+ks1=$(info 27101 keel_state_bytes); kr1=$(info 27101 used_memory_rss)
+"$KEEL" down --dir "$tmp/keel1" >/dev/null
+
+echo "== Redis $(redis-server --version | awk '{print $3}' | cut -d= -f2): appendonly yes, appendfsync always"
+start_redis 28101 redis.log --appendonly yes --appendfsync always
+read -r r_pipe r_pipe99 <<< "$(rb 28101 -c 50 -P 16 -n "$N_PIPE")"
+record "redis, fsync always: XADD -P 16 -c 50" "$r_pipe" "$r_pipe99"
+read -r r_add r_add99 <<< "$(rb 28101 -c 64 -n "$N_ADD")"
+record "redis, fsync always: XADD, 64 conns, no pipelining" "$r_add" "$r_add99"
+rm0=$(info 28101 used_memory); rr0=$(info 28101 used_memory_rss)
+load 28101 || exit 1
+rm1=$(info 28101 used_memory); rr1=$(info 28101 used_memory_rss)
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }'; }
+echo
+echo "== memory after $N_MEM XADDs of one 100-byte field (bytes per entry)"
+echo "  keel keel_state_bytes (the stream object):  $(per_entry "$ks0" "$ks1")"
+echo "  keel used_memory_rss (whole process; the Raft log in memory included): $(per_entry "$kr0" "$kr1")"
+echo "  redis used_memory:                          $(per_entry "$rm0" "$rm1")"
+echo "  redis used_memory_rss:                      $(per_entry "$rr0" "$rr1")"
+echo
+echo "== ratios"
+echo "  keel 3 XADD -P16 vs redis fsync-always -P16:   $(ratio "$k_pipe" "$r_pipe")   (target >= 0.5x)"
+echo "  keel 1 XADD -P16 vs redis fsync-always -P16:   $(ratio "$k1_pipe" "$r_pipe")   (target >= 1x)"
+echo "  keel 3 XADD vs redis fsync-always, unpipelined: $(ratio "$k_add" "$r_add")"
+echo "  keel state bytes vs redis used_memory per entry: $(awk -v a="$(per_entry "$ks0" "$ks1")" -v b="$(per_entry "$rm0" "$rm1")" 'BEGIN {printf "%.2fx", a / b}')   (target <= 1.5x)"

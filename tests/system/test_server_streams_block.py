@@ -1,0 +1,67 @@
+"""test_server_streams_block.py - XREAD and XREADGROUP BLOCK: on one node, on followers.
+
+A blocked read waits on the node that took it, leader or follower, as that node applies the
+log: it wakes when an append is applied there, answers nil at its timeout like Redis, and
+holds nothing of Raft's while it waits (docs/streams.md, "Blocking reads").
+"""
+
+import threading
+import time
+
+from keelcluster import RespConn, make_cluster  # noqa: F401 (fixtures)
+
+
+def test_xread_block_waits_for_an_append_and_times_out_with_nil(make_cluster):
+    node = make_cluster(1).nodes[0]
+    c = node.client()
+    c.xadd("s", {"f": "old"}, id="1-0")
+    t0 = time.monotonic()
+    assert c.xread({"s": "$"}, block=300) == []  # redis-py: nil -> []
+    assert 0.25 <= time.monotonic() - t0 < 2.0
+    got = {}
+
+    def reader():
+        got["r"] = node.client().xread({"s": "$"}, block=10000)
+        got["t"] = time.monotonic()
+
+    th = threading.Thread(target=reader)
+    th.start()
+    time.sleep(0.3)
+    t_add = time.monotonic()
+    c.xadd("s", {"f": "new"}, id="2-0")
+    th.join(10)
+    assert got["r"] == [[b"s", [(b"2-0", {b"f": b"new"})]]]
+    assert got["t"] - t_add < 0.5
+    # BLOCK 0 waits until something comes
+    raw = RespConn(node.client_port)
+    raw.send(b"*6\r\n$5\r\nXREAD\r\n$5\r\nBLOCK\r\n$1\r\n0\r\n$7\r\nSTREAMS\r\n$2\r\nzz\r\n$1\r\n$\r\n")
+    time.sleep(0.3)
+    c.xadd("zz", {"a": "b"}, id="7-7")
+    assert raw.reply() == b"*1\r\n*2\r\n$2\r\nzz\r\n*1\r\n*2\r\n$3\r\n7-7\r\n*2\r\n$1\r\na\r\n$1\r\nb\r\n"
+
+
+def test_xreadgroup_block_delivers_to_one_waiting_consumer(make_cluster):
+    node = make_cluster(1).nodes[0]
+    c = node.client()
+    c.xgroup_create("s", "g", id="$", mkstream=True)
+    t0 = time.monotonic()
+    assert c.xreadgroup("g", "a", {"s": ">"}, block=200) == []
+    assert time.monotonic() - t0 >= 0.18
+    got = []
+
+    def consumer(name):
+        r = node.client().xreadgroup("g", name, {"s": ">"}, count=1, block=3000)
+        got.append((name, r))
+
+    ths = [threading.Thread(target=consumer, args=(n,)) for n in ("a", "b")]
+    for th in ths:
+        th.start()
+    time.sleep(0.3)
+    c.xadd("s", {"f": "1"}, id="1-0")
+    for th in ths:
+        th.join(10)
+    delivered = [r for _, r in got if r]
+    assert delivered == [[[b"s", [(b"1-0", {b"f": b"1"})]]]]
+    assert c.xpending("s", "g")["pending"] == 1
+
+
