@@ -52,8 +52,10 @@
 #define KEEL_KV_ENTRY_VERSION 1
 /* u8 version | u64 time_ms | u32 argc */
 #define KEEL_KV_ENTRY_HEADER_BYTES 13u
-/* Snapshot format version. */
+/* Snapshot format version; version 4 (3 plus tagged sections: the registry) is written only
+ * by a store that holds a registry. */
 #define KEEL_KV_SNAPSHOT_VERSION 3
+#define KEEL_KV_SNAPSHOT_VERSION_SECTIONS 4
 /* Caps on the change history's config (the defaults are far below). */
 #define KEEL_KV_HISTORY_CHANGES_MAX ((size_t)1 << 30)
 #define KEEL_KV_HISTORY_BYTES_MAX ((size_t)1 << 40)
@@ -127,6 +129,7 @@ typedef struct keel_kv {
     uint64_t lease_id_last; /* the last lease id granted (ids are 1, 2, ...) */
     uint64_t fence_last;    /* the last fencing token handed out (all locks share it) */
     keel__kv_history_t hist;
+    struct keel_reg *reg; /* owned, NULL until the first registration (core/registry) */
 } keel_kv_t;
 
 /* cfg NULL means the defaults; an invalid cfg is KEEL_EINVAL. 0 or KEEL_ENOMEM. */
@@ -208,7 +211,8 @@ typedef struct keel_kv_command_info {
     unsigned flags;                    /* KEEL_KV_WRITE or KEEL_KV_READ */
     int first_key, last_key, key_step; /* key positions as COMMAND shows them; 0s: none */
     const char *summary;               /* one line */
-    int internal; /* proposed by the leader itself with its clock (sweeps), never by clients */
+    int internal; /* proposed by the leader itself with its clock (sweeps), or sent by another
+                     front-end command (KEEL.REG's), never by clients under this name */
 } keel_kv_command_info_t;
 size_t keel_kv_commands_count(void);
 void keel_kv_command_info(size_t i, keel_kv_command_info_t *out);
@@ -285,6 +289,12 @@ int keel_kv_read_entry(keel_kv_t *kv, uint64_t now_ms, const uint8_t *entry, siz
 uint64_t keel_kv_next_deadline_ms(const keel_kv_t *kv);
 /* The earliest lease deadline, or KEEL_KV_NO_DEADLINE; O(1). For KEEL.LEASE.SWEEP. */
 uint64_t keel_kv_next_lease_deadline_ms(const keel_kv_t *kv);
+/* The earliest lapse of a registry instance, or KEEL_KV_NO_DEADLINE; O(1). For
+ * KEEL.REG.SWEEP (core/kv_registry.c). */
+uint64_t keel_kv_next_registry_deadline_ms(const keel_kv_t *kv);
+/* KEEL.REG's subcommand (REGISTER, SERVICES, ...): KEEL_KV_WRITE (send it as
+ * KEEL.REG.WRITE), KEEL_KV_READ (as KEEL.REG.READ), or 0 if unknown. */
+unsigned keel_kv_registry_kind(const uint8_t *sub, size_t len);
 
 /*
  * The version a WATCH records: the key's version if it is live as of
@@ -354,7 +364,10 @@ void keel_kv_history_at(const keel_kv_t *kv, size_t pos, keel_kv_change_t *out);
  *   u64 lock_count | lock_count x (u32 name_len | u64 token | u64 expire_ms | name) |
  *   count x (u32 key_len | u32 value_len | u64 version | u64 create_revision |
  *            u64 expire_ms | u64 lease_id | key | value) |
+ *   [version 4: u32 sections (1) | sections x (u32 tag | u64 len | len bytes)] |
  *   u32 crc32c(all bytes before it)
+ * Version 4's one section is the service registry's (tag 1, core/registry.h's layout), so a
+ * torn or corrupt registry fails the snapshot's CRC like any other byte.
  * Version 2 has no counters nor sections and no lease_id; version 1 also no
  * expire_ms. The loader reads all three. Entries appear in table order (not
  * sorted); the content, not the byte order, is what must agree between nodes.

@@ -222,6 +222,14 @@ static const cmd_t COMMANDS[] = {
      1, "Run a write only if a lock is still held with the token"},
     {"KEEL.TXN", "keel.txn", -3, W | NN, keel__kvc_txn_syntax, keel__kvc_cmd_txn, 0, 0, 0,
      "A MULTI/EXEC transaction as one entry (what EXEC proposes)"},
+    /* the service registry (kv_registry.c): clients send KEEL.REG (server/registry_cmd.c) */
+    {"KEEL.REG.WRITE", "keel.reg.write", -3, W | NN | CMD_HIDDEN, keel__kvc_reg_write_syntax,
+     keel__kvc_cmd_reg_write, 0, 0, 0, "Registry: a KEEL.REG write (REGISTER, PASS, ...)"},
+    {"KEEL.REG.READ", "keel.reg.read", -2, R | NN | CMD_HIDDEN, keel__kvc_reg_read_syntax,
+     keel__kvc_cmd_reg_read, 0, 0, 0, "Registry: a KEEL.REG read (SERVICES, INSTANCES, ...)"},
+    {"KEEL.REG.SWEEP", "keel.reg.sweep", 3, W | NN | CMD_INTERNAL, keel__kvc_two_counts_syntax,
+     keel__kvc_cmd_reg_sweep, 0, 0, 0,
+     "Internal: remove lapsed registry instances (proposed by the leader)"},
 };
 #undef W
 #undef R
@@ -357,5 +365,5 @@ void keel_kv_command_info(size_t i, keel_kv_command_info_t *out)
     out->last_key = COMMANDS[i].last_key;
     out->key_step = COMMANDS[i].key_step;
     out->summary = COMMANDS[i].summary;
-    out->internal = (COMMANDS[i].flags & CMD_INTERNAL) != 0;
+    out->internal = (COMMANDS[i].flags & (CMD_INTERNAL | CMD_HIDDEN)) != 0;
 }

@@ -13,6 +13,7 @@
 #define REPLIED 1       /* a syntax function wrote an error reply */
 #define CMD_NO_NEST 4u  /* a command flag: may not run inside KEEL.FENCED or a transaction */
 #define CMD_INTERNAL 8u /* housekeeping the leader proposes with its own clock, never a client */
+#define CMD_HIDDEN 16u  /* not a client command: what a front-end command sends (KEEL.REG) */
 
 typedef struct call {
     keel_kv_t *w;        /* NULL for reads */
@@ -200,5 +201,10 @@ int keel__kvc_txn_syntax(const call_t *c);
 int keel__kvc_cmd_txn(const call_t *c);
 int keel__kvc_scan_syntax(const call_t *c);
 int keel__kvc_cmd_scan(const call_t *c);
+int keel__kvc_reg_write_syntax(const call_t *c);
+int keel__kvc_cmd_reg_write(const call_t *c);
+int keel__kvc_reg_read_syntax(const call_t *c);
+int keel__kvc_cmd_reg_read(const call_t *c);
+int keel__kvc_cmd_reg_sweep(const call_t *c);
 
 #endif

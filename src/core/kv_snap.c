@@ -2,6 +2,7 @@
 #include "core/kv_int.h"
 
 #include "base/crc32c.h"
+#include "core/registry.h"
 
 #include <stdlib.h>
 
@@ -21,6 +22,8 @@ static const uint8_t MAGIC[7] = {'K', 'E', 'E', 'L', 'K', 'V', 'S'};
 #define LEASE_RECORD_BYTES 24u       /* id, ttl_ms, expire_ms */
 #define LOCK_RECORD_HEADER_BYTES 20u /* name_len, token, expire_ms */
 #define TRAILER_BYTES 4u
+#define SECTION_HEADER_BYTES 12u /* version 4: u32 tag | u64 len */
+#define SECTION_REGISTRY 1u      /* core/registry's section */
 #define STAGE_BYTES 16384u
 
 typedef struct writer {
@@ -116,6 +119,26 @@ static int put_sections(writer_t *w, const keel_kv_t *kv)
     return rc;
 }
 
+static int reg_sink(void *data, const uint8_t *p, size_t n)
+{
+    return put(data, p, n);
+}
+
+/*
+ * Version 4: tagged sections after the key records, for state beside the keyspace (the
+ * service registry). Written only when there is such state, so a store without it still
+ * writes version 3: u32 count (>= 1) | count x (u32 tag | u64 len | len bytes).
+ */
+static int put_tagged(writer_t *w, const keel_kv_t *kv)
+{
+    uint8_t h[4 + SECTION_HEADER_BYTES];
+    keel_put_u32(h, 1);
+    keel_put_u32(h + 4, SECTION_REGISTRY);
+    keel_put_u64(h + 8, keel_reg_snapshot_bytes(kv->reg));
+    int rc = put(w, h, sizeof(h));
+    return rc == 0 ? keel_reg_snapshot_write(kv->reg, reg_sink, w) : rc;
+}
+
 int keel_kv_snapshot_write(const keel_kv_t *kv, keel_kv_sink_fn sink, void *data)
 {
     writer_t *w = malloc(sizeof(*w));
@@ -127,7 +150,7 @@ int keel_kv_snapshot_write(const keel_kv_t *kv, keel_kv_sink_fn sink, void *data
     w->n = 0;
     uint8_t h[HEADER_BYTES];
     memcpy(h, MAGIC, sizeof(MAGIC));
-    h[7] = KEEL_KV_SNAPSHOT_VERSION;
+    h[7] = kv->reg != NULL ? KEEL_KV_SNAPSHOT_VERSION_SECTIONS : KEEL_KV_SNAPSHOT_VERSION;
     keel_put_u64(h + 8, kv->applied_index);
     keel_put_u64(h + 16, kv->revision);
     keel_put_u64(h + 24, kv->time_ms);
@@ -137,6 +160,8 @@ int keel_kv_snapshot_write(const keel_kv_t *kv, keel_kv_sink_fn sink, void *data
         rc = put_sections(w, kv);
     if (rc == 0)
         rc = keel__kv_each(kv, put_record, w);
+    if (rc == 0 && kv->reg != NULL)
+        rc = put_tagged(w, kv);
     if (rc == 0)
         rc = flush(w);
     if (rc == 0) {
@@ -296,6 +321,41 @@ static int load_sections(keel_kv_t *kv, const uint8_t *data, size_t end, size_t 
     return 0;
 }
 
+/* Version 4's tagged sections at *pos, up to end: each tag at most once, none unknown. */
+static int load_tagged(keel_kv_t *kv, const uint8_t *data, size_t end, size_t *pos,
+                       keel_errmsg_t *msg)
+{
+    if (end - *pos < 4)
+        return keel_errf(msg, KEEL_EPROTO, "section count truncated");
+    uint32_t n = keel_get_u32(data + *pos);
+    *pos += 4;
+    if (n < 1 || n > 1)
+        return keel_errf(msg, KEEL_EPROTO, "%u sections (this version knows 1)", n);
+    if (end - *pos < SECTION_HEADER_BYTES)
+        return keel_errf(msg, KEEL_EPROTO, "section header truncated");
+    uint32_t tag = keel_get_u32(data + *pos);
+    uint64_t len = keel_get_u64(data + *pos + 4);
+    *pos += SECTION_HEADER_BYTES;
+    if (tag != SECTION_REGISTRY)
+        return keel_errf(msg, KEEL_EPROTO, "unknown section %u", tag);
+    if (len > end - *pos)
+        return keel_errf(msg, KEEL_EPROTO, "section %u runs past the end", tag);
+    keel_reg_t *reg = malloc(sizeof(*reg));
+    if (reg == NULL || keel_reg_init(reg, NULL) != 0) {
+        free(reg);
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory for the registry");
+    }
+    int rc = keel_reg_snapshot_load(reg, data + *pos, (size_t)len, msg);
+    if (rc != 0) {
+        keel_reg_free(reg);
+        free(reg);
+        return rc;
+    }
+    kv->reg = reg;
+    *pos += (size_t)len;
+    return 0;
+}
+
 static int load(keel_kv_t *kv, const uint8_t *data, size_t len, keel_errmsg_t *msg)
 {
     if (len < HEADER_BYTES + TRAILER_BYTES)
@@ -306,9 +366,9 @@ static int load(keel_kv_t *kv, const uint8_t *data, size_t len, keel_errmsg_t *m
         return keel_errf(msg, KEEL_ECORRUPT, "snapshot crc32c %08x, computed %08x", crc, want);
     /* Version 1 (no deadlines) is still read: its records are 8 bytes shorter. */
     if (memcmp(data, MAGIC, sizeof(MAGIC)) != 0 || data[7] < 1 ||
-        data[7] > KEEL_KV_SNAPSHOT_VERSION)
+        data[7] > KEEL_KV_SNAPSHOT_VERSION_SECTIONS)
         return keel_errf(msg, KEEL_EPROTO, "not a version 1..%d kv snapshot",
-                         KEEL_KV_SNAPSHOT_VERSION);
+                         KEEL_KV_SNAPSHOT_VERSION_SECTIONS);
     size_t rh = data[7] == 1   ? RECORD_HEADER_BYTES_V1
                 : data[7] == 2 ? RECORD_HEADER_BYTES_V2
                                : RECORD_HEADER_BYTES;
@@ -331,6 +391,11 @@ static int load(keel_kv_t *kv, const uint8_t *data, size_t len, keel_errmsg_t *m
         if (rc != 0)
             return rc;
     }
+    if (data[7] >= KEEL_KV_SNAPSHOT_VERSION_SECTIONS) {
+        int rc = load_tagged(kv, data, end, &pos, msg);
+        if (rc != 0)
+            return rc;
+    }
     if (pos != end)
         return keel_errf(msg, KEEL_EPROTO, "%zu bytes after the last record", end - pos);
     if (count > 0 && kv->revision == 0)
@@ -347,6 +412,7 @@ int keel_kv_snapshot_decode(keel_kv_t *kv_new, const uint8_t *data, size_t len, 
     int rc = load(kv_new, data, len, msg);
     if (rc != 0) {
         keel__kv_clear_all(kv_new);
+        keel__kv_reg_free(kv_new);
         kv_new->revision = kv_new->applied_index = kv_new->time_ms = 0;
         kv_new->lease_id_last = kv_new->fence_last = 0;
         return rc;
