@@ -145,7 +145,8 @@ int keel__srv_admin_start(server_t *s, keel_errmsg_t *msg)
     };
     size_t nroutes = 3 + keel__srv_reg_routes(s, routes + 3); /* the registry (/v1/...) */
     keel_http_server_config_t hc = keel_http_server_config_default();
-    hc.metrics = s->metrics; /* the admin server's own request metrics */
+    hc.metrics = s->metrics;                         /* the admin server's own request metrics */
+    hc.connections_max += KEEL_SRV_REG_WATCHERS_MAX; /* blocked registry queries hold one each */
     int rc = keel__srv_reg_http_start(s);
     if (rc != 0)
         return keel_errf(msg, rc, "registry HTTP API: %s", keel_strerror(rc));

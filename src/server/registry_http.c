@@ -35,11 +35,11 @@
  * answered with the same index (a tick every REG_WAIT_TICK_MS looks for them); one whose
  * client goes away leaves its list at once.
  */
-#define REG_WAIT_MS_DEFAULT (5u * 60u * 1000u) /* Consul's default wait */
-#define REG_WAIT_MS_MAX (10u * 60u * 1000u)    /* Consul's cap; longer asks are cut */
-#define REG_WAITERS_MAX 16384u                 /* blocked queries on one node */
-#define REG_WAIT_TICK_MS 100u                  /* a wait ends at most this late */
-#define REG_NAME_BYTES_MAX 512u                /* a decoded path segment or tag */
+#define REG_WAIT_MS_DEFAULT (5u * 60u * 1000u)    /* Consul's default wait */
+#define REG_WAIT_MS_MAX (10u * 60u * 1000u)       /* Consul's cap; longer asks are cut */
+#define REG_WAITERS_MAX KEEL_SRV_REG_WATCHERS_MAX /* blocked queries on one node */
+#define REG_WAIT_TICK_MS 100u                     /* a wait ends at most this late */
+#define REG_NAME_BYTES_MAX 512u                   /* a decoded path segment or tag */
 
 enum { HQ_HEALTH, HQ_CATALOG, HQ_REGISTER, HQ_DEREGISTER, HQ_CHECK };
 
@@ -182,13 +182,15 @@ static const keel_reg_t *registry(server_t *s)
     return s->kv.kv.reg;
 }
 
-/* The index an answer to q carries now. */
+/* The index an answer carries now: never 0, which Consul's clients take as "no index"
+ * (an empty registry answers 1; every change is at a Raft index above 1). */
 static uint64_t current_index(server_t *s, const char *name, size_t name_len, int catalog)
 {
     const keel_reg_t *reg = registry(s);
-    if (reg == NULL)
-        return 0;
-    return catalog ? reg->index : keel_reg_service_index(reg, (const uint8_t *)name, name_len);
+    uint64_t ix = reg == NULL ? 0
+                  : catalog   ? reg->index
+                              : keel_reg_service_index(reg, (const uint8_t *)name, name_len);
+    return ix ? ix : 1;
 }
 
 static char *render_health(server_t *s, const hq_t *q)
@@ -443,7 +445,7 @@ void keel__srv_reg_on_applied(server_t *s)
     if (ix == rh->seen_index)
         return;
     rh->seen_index = ix;
-    if (rh->catalog && rh->catalog->index != ix)
+    if (rh->catalog && rh->catalog->index != current_index(s, NULL, 0, 1))
         wake_list(rh, rh->catalog);
     /* Lists to wake are collected first: waking one deletes it from the map. */
     size_t n = rh->lists.count, k = 0, pos = 0;

@@ -207,6 +207,9 @@ int keel__srv_cmd_reg(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t 
 /* registry_http.c: the Consul-shaped routes (KEEL_SRV_REG_ROUTES of them, into out), their
  * state and wait lists (start before listening), the wake-up after each apply pass, free. */
 #define KEEL_SRV_REG_ROUTES 5
+/* Blocked registry queries on one node (watchers_max); the admin listener takes this many
+ * connections more than its default. */
+#define KEEL_SRV_REG_WATCHERS_MAX 16384u
 size_t keel__srv_reg_routes(server_t *s, keel_http_route_t *out);
 int keel__srv_reg_http_start(server_t *s);
 void keel__srv_reg_on_applied(server_t *s);
