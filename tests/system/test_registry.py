@@ -321,3 +321,30 @@ def test_registrations_survive_a_leader_kill_and_expired_ones_stay_gone(make_clu
     register(leader.http_port, "orders", "late", ttl="30s")
     for nd in cl.nodes:
         assert "late" in ids(health(nd.http_port, "orders")[0])
+
+
+def test_blocked_queries_are_answered_when_the_server_stops(make_cluster):
+    cl = make_cluster(1)
+    nd = cl.nodes[0]
+    register(nd.http_port, "pay", "pay-1")
+    _, ix = health(nd.http_port, "pay")
+    results = []
+
+    def watch():
+        results.append(req(nd.http_port, "GET", f"/v1/health/service/pay?index={ix}&wait=60s"))
+
+    threads = [threading.Thread(target=watch) for _ in range(5)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while metric(nd.http_port, "keel_registry_blocked_queries") < 5:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    nd.expect_exit = True
+    assert nd.stop() == 0
+    for t in threads:
+        t.join(timeout=10)
+    assert time.monotonic() - t0 < 5.0  # not the 60 s wait, nor the drain timeout
+    assert len(results) == 5 and all(code == 200 for code, _, _ in results)
+    assert all(int(h["x-keel-index"]) == ix for _, _, h in results)
