@@ -569,6 +569,39 @@ static int check_room(const keel_reg_t *reg, const keel_reg_spec_t *sp, const ke
     return 0;
 }
 
+/* A live instance registered again in its own service: the definition is replaced, the
+ * health kept (unless the spec names a status), the TTL restarted. */
+static int redefine(keel_reg_t *reg, keel_reg_instance_t *old, const keel_reg_spec_t *sp,
+                    uint64_t now_ms, uint64_t index, keel_errmsg_t *msg)
+{
+    keel_reg_instance_t *in = inst_new(sp);
+    if (in == NULL)
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory");
+    int same = inst_same(old, in) && (sp->status < 0 || (int)old->status == sp->status);
+    /* swap the definition into old (old stays linked where it is); in frees the old one */
+    keel_reg_instance_t tmp = *old;
+    old->address = in->address, old->version = in->version, old->tags = in->tags;
+    old->tags_n = in->tags_n, old->meta = in->meta, old->meta_n = in->meta_n;
+    old->port = in->port, old->weight_passing = in->weight_passing;
+    old->weight_warning = in->weight_warning, old->ttl_ms = in->ttl_ms;
+    old->dca_ms = in->dca_ms, old->success_before_passing = in->success_before_passing;
+    old->failures_before_critical = in->failures_before_critical;
+    in->address = tmp.address, in->version = tmp.version, in->tags = tmp.tags;
+    in->tags_n = tmp.tags_n, in->meta = tmp.meta, in->meta_n = tmp.meta_n;
+    inst_free(in);
+    if (sp->status >= 0 && (int)old->status != sp->status) {
+        set_status(old, (keel_reg_status_t)sp->status, now_ms);
+        old->flips++;
+    }
+    old->ttl_deadline_ms = old->ttl_ms ? now_ms + old->ttl_ms : 0;
+    inst_deadline(reg, old, 1);
+    if (!same) {
+        old->modify_index = index;
+        touch(reg, old->svc, index);
+    }
+    return 0;
+}
+
 int keel_reg_register(keel_reg_t *reg, const keel_reg_spec_t *sp, uint64_t now_ms, uint64_t index,
                       keel_errmsg_t *msg)
 {
@@ -583,33 +616,8 @@ int keel_reg_register(keel_reg_t *reg, const keel_reg_spec_t *sp, uint64_t now_m
     int svc_found;
     size_t svc_at = svc_pos(reg, sp->service, sp->service_len, &svc_found);
     keel_reg_service_t *s = svc_found ? reg->svc[svc_at] : NULL;
-    if (old != NULL && old->svc == s) {
-        /* The same service: the definition is replaced, the health kept. */
-        keel_reg_instance_t *in = inst_new(sp);
-        if (in == NULL)
-            return keel_errf(msg, KEEL_ENOMEM, "out of memory");
-        int same = inst_same(old, in) && sp->status < 0;
-        /* swap the definition into old (old stays linked where it is) */
-        keel_reg_instance_t tmp = *old;
-        old->address = in->address, old->version = in->version, old->tags = in->tags;
-        old->tags_n = in->tags_n, old->meta = in->meta, old->meta_n = in->meta_n;
-        old->port = in->port, old->weight_passing = in->weight_passing;
-        old->weight_warning = in->weight_warning, old->ttl_ms = in->ttl_ms;
-        old->dca_ms = in->dca_ms, old->success_before_passing = in->success_before_passing;
-        old->failures_before_critical = in->failures_before_critical;
-        in->address = tmp.address, in->version = tmp.version, in->tags = tmp.tags;
-        in->tags_n = tmp.tags_n, in->meta = tmp.meta, in->meta_n = tmp.meta_n;
-        inst_free(in);
-        if (sp->status >= 0)
-            set_status(old, (keel_reg_status_t)sp->status, now_ms);
-        old->ttl_deadline_ms = old->ttl_ms ? now_ms + old->ttl_ms : 0;
-        inst_deadline(reg, old, 1);
-        if (!same) {
-            old->modify_index = index;
-            touch(reg, s, index);
-        }
-        return 0;
-    }
+    if (old != NULL && old->svc == s)
+        return redefine(reg, old, sp, now_ms, index, msg);
     rc = check_room(reg, sp, s, old, msg);
     if (rc != 0)
         return rc;

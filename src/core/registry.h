@@ -157,9 +157,10 @@ typedef struct keel_reg_spec {
  * Registers, or replaces the definition of the live instance with that id (moving it to
  * another service if the service differs). A replaced instance keeps its health, flips
  * and create index unless spec->status is given; its TTL starts again. The indexes move
- * only if something other than the deadline changed. 0; KEEL_EINVAL (a field malformed,
- * duplicate metadata key), KEEL_ETOOBIG (a size limit) or KEEL_EFULL (a count limit), each
- * with text in msg and nothing changed; KEEL_ENOMEM (nothing changed).
+ * only if something other than the deadline changed; a status the spec changes is a flip. A
+ * lapsed instance with that id is removed first, as a sweep would. 0; KEEL_EINVAL (a field
+ * malformed, duplicate metadata key), KEEL_ETOOBIG (a size limit) or KEEL_EFULL (a count
+ * limit), each with text in msg and nothing else changed; KEEL_ENOMEM (likewise).
  */
 int keel_reg_register(keel_reg_t *reg, const keel_reg_spec_t *spec, uint64_t now_ms, uint64_t index,
                       keel_errmsg_t *msg);

@@ -245,18 +245,31 @@ static void re_registering_keeps_health_and_moves_the_index_only_on_change(void)
     KT_EQ_U64(in->create_index, 1);
     KT_EQ_U64(in->modify_index, 4);
     KT_EQ_U64(r.index, 4);
+    /* naming the status it has changes nothing; naming another is a flip */
+    sp = spec(&b, "a", "a1", 1000, NULL, NULL);
+    sp->port = 9090;
+    sp->status = KEEL_REG_WARNING;
+    KT_EQ_INT(keel_reg_register(&r, sp, 610, 5, &m), 0);
+    KT_EQ_U64(r.index, 4);
+    sp->status = KEEL_REG_CRITICAL;
+    KT_EQ_INT(keel_reg_register(&r, sp, 620, 5, &m), 0);
+    KT_EQ_U64(r.index, 5);
+    KT_EQ_INT(in->status, KEEL_REG_CRITICAL);
+    KT_EQ_U64(in->flips, 2);
+    sp->status = KEEL_REG_WARNING;
+    KT_EQ_INT(keel_reg_register(&r, sp, 630, 5, &m), 0);
     /* the same id under another service moves there, health and all */
-    reg(&r, "b", "a1", 1000, 700, 5);
+    reg(&r, "b", "a1", 1000, 700, 6);
     KT_CHECK(keel_reg_service(&r, ID("a")) == NULL);
     in = keel_reg_find(&r, ID("a1"), 700);
     KT_EQ_MEM(in->svc->name.p, "b", 1);
     KT_EQ_INT(in->status, KEEL_REG_WARNING);
     KT_EQ_INT(r.instances, 1);
     /* a lapsed id registers anew */
-    reg(&r, "b", "a1", 1000, 5000, 6);
+    reg(&r, "b", "a1", 1000, 5000, 7);
     in = keel_reg_find(&r, ID("a1"), 5000);
     KT_EQ_INT(in->status, KEEL_REG_PASSING);
-    KT_EQ_U64(in->create_index, 6);
+    KT_EQ_U64(in->create_index, 7);
     keel_reg_free(&r);
 }
 
