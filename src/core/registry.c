@@ -868,7 +868,7 @@ typedef struct load_scratch {
 } load_scratch_t;
 
 static int load_inst(keel_reg_t *reg, keel_rd_t *r, keel_reg_service_t **svc, size_t svc_at,
-                     const keel_reg_str_t *svc_name, uint64_t svc_create, load_scratch_t *sc,
+                     const keel_reg_str_t *svc_name, load_scratch_t *sc,
                      const keel_reg_instance_t *prev, keel_errmsg_t *msg)
 {
     const keel_reg_config_t *c = &reg->cfg;
@@ -910,7 +910,8 @@ static int load_inst(keel_reg_t *reg, keel_rd_t *r, keel_reg_service_t **svc, si
         return keel_errf(msg, KEEL_EPROTO, "registry section: instance truncated");
     if (status > KEEL_REG_CRITICAL || pending > 2 || sp.success_before_passing == 0 ||
         sp.failures_before_critical == 0 || sp.weight_passing == 0 || sp.weight_warning == 0 ||
-        (pending == 0) != (pending_count == 0) || create < svc_create || create > modify ||
+        (pending == 0) != (pending_count == 0) ||
+        create > modify || /* moved: older than its service */
         modify > reg->index || (sp.ttl_ms == 0) != (ttl_deadline == 0) ||
         (status != KEEL_REG_CRITICAL && critical_since != 0))
         return keel_errf(msg, KEEL_EPROTO, "registry section: instance fields inconsistent");
@@ -979,8 +980,7 @@ static int load(keel_reg_t *reg, const uint8_t *p, size_t len, keel_errmsg_t *ms
         }
         keel_reg_service_t *s = NULL;
         for (uint32_t k = 0; rc == 0 && k < n; k++)
-            rc = load_inst(reg, &r, &s, reg->svc_n, &name, create, sc, k ? s->inst[k - 1] : NULL,
-                           msg);
+            rc = load_inst(reg, &r, &s, reg->svc_n, &name, sc, k ? s->inst[k - 1] : NULL, msg);
         if (rc == 0) {
             s->create_index = create;
             s->modify_index = modify;

@@ -1,8 +1,10 @@
 /* test_registry.c - the pure service registry (core/registry): lifetimes, health, limits. */
 #include "base/buf.h"
+#include "base/rand.h"
 #include "core/registry.h"
 #include "ktest.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -409,6 +411,130 @@ static void a_malformed_section_is_refused_and_leaves_the_registry_empty(void)
     keel_reg_free(&a);
 }
 
+/* ---- randomized: the registry against a plain model ------------------------------------- */
+
+#define MODEL_IDS 40
+
+typedef struct model_inst {
+    int live;
+    int svc;
+    uint64_t ttl_ms, ttl_deadline;
+    int status;
+} model_inst_t;
+
+/* Every structural invariant, and agreement with the model at now. */
+static void check_against(const keel_reg_t *r, const model_inst_t *m, uint64_t now)
+{
+    size_t total = 0;
+    uint64_t first = KEEL_REG_NO_DEADLINE;
+    for (size_t i = 0; i < r->svc_n; i++) {
+        const keel_reg_service_t *s = r->svc[i];
+        KT_CHECK(s->n > 0);
+        if (i > 0)
+            KT_CHECK(strcmp((const char *)r->svc[i - 1]->name.p, (const char *)s->name.p) < 0);
+        for (size_t k = 0; k < s->n; k++) {
+            KT_CHECK(s->inst[k]->svc == s);
+            KT_CHECK(s->inst[k]->modify_index <= s->modify_index);
+            KT_CHECK(s->modify_index <= r->index);
+            if (k > 0)
+                KT_CHECK(
+                    strcmp((const char *)s->inst[k - 1]->id.p, (const char *)s->inst[k]->id.p) < 0);
+            if (s->inst[k]->deadline_ms < first)
+                first = s->inst[k]->deadline_ms;
+        }
+        total += s->n;
+    }
+    KT_EQ_INT(total, r->instances);
+    KT_EQ_U64(keel_reg_next_deadline_ms(r), first);
+    for (size_t i = 0; i < r->heap_n; i++) {
+        KT_EQ_INT(r->heap[i]->heap_pos, i);
+        if (i > 0)
+            KT_CHECK(r->heap[(i - 1) / 2]->deadline_ms <= r->heap[i]->deadline_ms);
+    }
+    for (int id = 0; id < MODEL_IDS; id++) {
+        char name[16];
+        snprintf(name, sizeof(name), "id%02d", id);
+        const keel_reg_instance_t *in = keel_reg_find(r, ID(name), now);
+        int alive = m[id].live && (m[id].ttl_ms == 0 || m[id].ttl_deadline > now);
+        if (alive != (in != NULL))
+            KT_FAIL("%s: model says %s at %llu", name, alive ? "alive" : "gone",
+                    (unsigned long long)now);
+        if (in) {
+            KT_EQ_INT(in->status, m[id].status);
+            KT_EQ_INT(in->svc->name.p[1] - '0', m[id].svc);
+        }
+    }
+}
+
+static void random_operations_keep_the_registry_consistent_with_a_model(void)
+{
+    for (uint64_t seed = 1; seed <= 40; seed++) {
+        KT_SEED(seed);
+        keel_rand_t rng;
+        keel_rand_seed(&rng, seed);
+        keel_reg_t r;
+        KT_EQ_INT(keel_reg_init(&r, NULL), 0);
+        model_inst_t m[MODEL_IDS] = {{0}};
+        uint64_t now = 1000, index = 1;
+        for (int step = 0; step < 2000; step++) {
+            now += keel_rand_below(&rng, 40);
+            index++;
+            int id = (int)keel_rand_below(&rng, MODEL_IDS);
+            char name[16], svc[8];
+            snprintf(name, sizeof(name), "id%02d", id);
+            int alive = m[id].live && (m[id].ttl_ms == 0 || m[id].ttl_deadline > now);
+            uint64_t op = keel_rand_below(&rng, 10);
+            if (op < 3) { /* register (maybe elsewhere) */
+                int sv = (int)keel_rand_below(&rng, 4);
+                snprintf(svc, sizeof(svc), "s%d", sv);
+                uint64_t ttl = keel_rand_chance(&rng, 0.2) ? 0 : 50 + keel_rand_below(&rng, 400);
+                reg(&r, svc, name, ttl, now, index);
+                if (!alive)
+                    m[id].status = KEEL_REG_PASSING;
+                m[id] = (model_inst_t){1, sv, ttl, now + ttl, m[id].status};
+            } else if (op < 6) { /* heartbeat */
+                KT_EQ_INT(keel_reg_heartbeat(&r, ID(name), now), alive ? 0 : KEEL_ENOTFOUND);
+                if (alive)
+                    m[id].ttl_deadline = now + m[id].ttl_ms;
+            } else if (op < 8) { /* a check result (no damping: default counts) */
+                keel_reg_status_t st = (keel_reg_status_t)keel_rand_below(&rng, 3), got;
+                KT_EQ_INT(keel_reg_report(&r, ID(name), st, ID("o"), now, index, &got),
+                          alive ? 0 : KEEL_ENOTFOUND);
+                if (alive) {
+                    m[id].status = (int)st;
+                    m[id].ttl_deadline = now + m[id].ttl_ms;
+                }
+            } else if (op < 9) {
+                KT_EQ_INT(keel_reg_deregister(&r, ID(name), now, index),
+                          alive ? 0 : KEEL_ENOTFOUND);
+                m[id].live = 0;
+            } else { /* the leader's sweep, bounded */
+                keel_reg_sweep(&r, now, keel_rand_below(&rng, 5), index);
+            }
+            if (!alive && m[id].live && op >= 3)
+                m[id].live = 0; /* lapsed: absent whatever was asked */
+            check_against(&r, m, now);
+        }
+        keel_buf_t a, b;
+        keel_buf_init(&a, 0);
+        keel_buf_init(&b, 0);
+        KT_EQ_INT(keel_reg_snapshot_write(&r, buf_sink, &a), 0);
+        keel_reg_t back;
+        keel_errmsg_t msg;
+        KT_EQ_INT(keel_reg_init(&back, NULL), 0);
+        if (keel_reg_snapshot_load(&back, keel_buf_rptr(&a), keel_buf_unread(&a), &msg) != 0)
+            KT_FAIL("the snapshot does not load: %s", msg.text);
+        KT_EQ_INT(keel_reg_snapshot_write(&back, buf_sink, &b), 0);
+        KT_EQ_INT(keel_buf_unread(&a), keel_buf_unread(&b));
+        KT_EQ_MEM(keel_buf_rptr(&a), keel_buf_rptr(&b), keel_buf_unread(&a));
+        check_against(&back, m, now);
+        keel_buf_free(&a);
+        keel_buf_free(&b);
+        keel_reg_free(&back);
+        keel_reg_free(&r);
+    }
+}
+
 int main(void)
 {
     KT_RUN(a_registered_instance_is_found_with_its_definition);
@@ -422,5 +548,6 @@ int main(void)
     KT_RUN(every_limit_refuses_with_a_clear_error_and_changes_nothing);
     KT_RUN(a_snapshot_section_round_trips_byte_for_byte);
     KT_RUN(a_malformed_section_is_refused_and_leaves_the_registry_empty);
+    KT_RUN(random_operations_keep_the_registry_consistent_with_a_model);
     return kt_done();
 }
