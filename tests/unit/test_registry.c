@@ -420,7 +420,37 @@ typedef struct model_inst {
     int svc;
     uint64_t ttl_ms, ttl_deadline;
     int status;
+    uint32_t fbc, sbp; /* damping counts */
+    int pend_dir;      /* +1 worse, -1 better */
+    uint32_t pend_n;
+    uint64_t dca_ms, crit_since;
 } model_inst_t;
+
+static int model_alive(const model_inst_t *x, uint64_t now)
+{
+    if (!x->live || (x->ttl_ms && x->ttl_deadline <= now))
+        return 0;
+    return !(x->dca_ms && x->status == KEEL_REG_CRITICAL && x->crit_since + x->dca_ms <= now);
+}
+
+/* registry.h's damping rule, restated. */
+static void model_report(model_inst_t *x, int st, uint64_t now)
+{
+    if (x->ttl_ms)
+        x->ttl_deadline = now + x->ttl_ms;
+    if (st == x->status) {
+        x->pend_dir = 0, x->pend_n = 0;
+        return;
+    }
+    int dir = st > x->status ? 1 : -1;
+    if (x->pend_dir != dir)
+        x->pend_dir = dir, x->pend_n = 0;
+    if (++x->pend_n < (dir > 0 ? x->fbc : x->sbp))
+        return;
+    x->status = st;
+    x->crit_since = st == KEEL_REG_CRITICAL ? now : 0;
+    x->pend_dir = 0, x->pend_n = 0;
+}
 
 /* Every structural invariant, and agreement with the model at now. */
 static void check_against(const keel_reg_t *r, const model_inst_t *m, uint64_t now)
@@ -455,7 +485,7 @@ static void check_against(const keel_reg_t *r, const model_inst_t *m, uint64_t n
         char name[16];
         snprintf(name, sizeof(name), "id%02d", id);
         const keel_reg_instance_t *in = keel_reg_find(r, ID(name), now);
-        int alive = m[id].live && (m[id].ttl_ms == 0 || m[id].ttl_deadline > now);
+        int alive = model_alive(&m[id], now);
         if (alive != (in != NULL))
             KT_FAIL("%s: model says %s at %llu", name, alive ? "alive" : "gone",
                     (unsigned long long)now);
@@ -474,7 +504,8 @@ static void random_operations_keep_the_registry_consistent_with_a_model(void)
         keel_rand_seed(&rng, seed);
         keel_reg_t r;
         KT_EQ_INT(keel_reg_init(&r, NULL), 0);
-        model_inst_t m[MODEL_IDS] = {{0}};
+        model_inst_t m[MODEL_IDS];
+        memset(m, 0, sizeof(m));
         uint64_t now = 1000, index = 1;
         for (int step = 0; step < 2000; step++) {
             now += keel_rand_below(&rng, 40);
@@ -482,27 +513,41 @@ static void random_operations_keep_the_registry_consistent_with_a_model(void)
             int id = (int)keel_rand_below(&rng, MODEL_IDS);
             char name[16], svc[8];
             snprintf(name, sizeof(name), "id%02d", id);
-            int alive = m[id].live && (m[id].ttl_ms == 0 || m[id].ttl_deadline > now);
+            int alive = model_alive(&m[id], now);
             uint64_t op = keel_rand_below(&rng, 10);
-            if (op < 3) { /* register (maybe elsewhere) */
+            if (!alive)
+                m[id].live = 0; /* lapsed: absent whatever is asked */
+            if (op < 3) {       /* register (maybe in another service) */
                 int sv = (int)keel_rand_below(&rng, 4);
                 snprintf(svc, sizeof(svc), "s%d", sv);
-                uint64_t ttl = keel_rand_chance(&rng, 0.2) ? 0 : 50 + keel_rand_below(&rng, 400);
-                reg(&r, svc, name, ttl, now, index);
-                if (!alive)
-                    m[id].status = KEEL_REG_PASSING;
-                m[id] = (model_inst_t){1, sv, ttl, now + ttl, m[id].status};
-            } else if (op < 6) { /* heartbeat */
+                spec_buf_t b;
+                keel_errmsg_t em;
+                keel_reg_spec_t *sp = spec(&b, svc, name, 0, NULL, NULL);
+                sp->ttl_ms = keel_rand_chance(&rng, 0.2) ? 0 : 50 + keel_rand_below(&rng, 400);
+                sp->failures_before_critical = (uint32_t)keel_rand_below(&rng, 4);
+                sp->success_before_passing = (uint32_t)keel_rand_below(&rng, 4);
+                sp->dca_ms = keel_rand_chance(&rng, 0.5) ? 0 : 30 + keel_rand_below(&rng, 200);
+                KT_EQ_INT(keel_reg_register(&r, sp, now, index, &em), 0);
+                model_inst_t *x = &m[id];
+                if (!alive) /* a new instance */
+                    *x = (model_inst_t){.status = KEEL_REG_PASSING};
+                else if (x->svc != sv) /* moved: health kept, damping progress not */
+                    x->pend_dir = 0, x->pend_n = 0;
+                x->live = 1, x->svc = sv, x->ttl_ms = sp->ttl_ms, x->dca_ms = sp->dca_ms;
+                x->ttl_deadline = now + sp->ttl_ms;
+                x->fbc = sp->failures_before_critical ? sp->failures_before_critical : 1;
+                x->sbp = sp->success_before_passing ? sp->success_before_passing : 1;
+            } else if (op < 5) { /* heartbeat */
                 KT_EQ_INT(keel_reg_heartbeat(&r, ID(name), now), alive ? 0 : KEEL_ENOTFOUND);
-                if (alive)
+                if (alive && m[id].ttl_ms)
                     m[id].ttl_deadline = now + m[id].ttl_ms;
-            } else if (op < 8) { /* a check result (no damping: default counts) */
+            } else if (op < 8) { /* a check result */
                 keel_reg_status_t st = (keel_reg_status_t)keel_rand_below(&rng, 3), got;
                 KT_EQ_INT(keel_reg_report(&r, ID(name), st, ID("o"), now, index, &got),
                           alive ? 0 : KEEL_ENOTFOUND);
                 if (alive) {
-                    m[id].status = (int)st;
-                    m[id].ttl_deadline = now + m[id].ttl_ms;
+                    model_report(&m[id], (int)st, now);
+                    KT_EQ_INT(got, m[id].status);
                 }
             } else if (op < 9) {
                 KT_EQ_INT(keel_reg_deregister(&r, ID(name), now, index),
@@ -511,8 +556,6 @@ static void random_operations_keep_the_registry_consistent_with_a_model(void)
             } else { /* the leader's sweep, bounded */
                 keel_reg_sweep(&r, now, keel_rand_below(&rng, 5), index);
             }
-            if (!alive && m[id].live && op >= 3)
-                m[id].live = 0; /* lapsed: absent whatever was asked */
             check_against(&r, m, now);
         }
         keel_buf_t a, b;
