@@ -357,6 +357,10 @@ static void on_gone(keel_http_req_t *req, void *data)
 static void block(reg_http_t *rh, hq_t *q, uint64_t ix)
 {
     server_t *s = rh->s;
+    if (keel_http_req_gone(q->req)) { /* left during the read round: no hook would fire */
+        answer_read(q);
+        return;
+    }
     if (rh->waiters_n >= REG_WAITERS_MAX) {
         char text[128];
         snprintf(text, sizeof(text),

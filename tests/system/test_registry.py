@@ -348,3 +348,37 @@ def test_blocked_queries_are_answered_when_the_server_stops(make_cluster):
     assert time.monotonic() - t0 < 5.0  # not the 60 s wait, nor the drain timeout
     assert len(results) == 5 and all(code == 200 for code, _, _ in results)
     assert all(int(h["x-keel-index"]) == ix for _, _, h in results)
+
+
+def test_a_watcher_that_hangs_up_leaves_its_wait_list(make_cluster):
+    import socket
+
+    cl = make_cluster(1)
+    p = cl.nodes[0].http_port
+    register(p, "pay", "pay-1")
+    _, ix = health(p, "pay")
+    socks = []
+    for _ in range(3):
+        s = socket.create_connection(("127.0.0.1", p))
+        s.sendall(f"GET /v1/health/service/pay?index={ix}&wait=60s HTTP/1.1\r\nHost: x\r\n\r\n"
+                  .encode())
+        socks.append(s)
+    deadline = time.monotonic() + 10
+    while metric(p, "keel_registry_blocked_queries") < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for s in socks[:2]:
+        s.close()
+    deadline = time.monotonic() + 5
+    while metric(p, "keel_registry_blocked_queries") != 1:
+        assert time.monotonic() < deadline, "closed watchers stayed blocked"
+        time.sleep(0.05)
+    # the one left is still woken by a change
+    register(p, "pay", "pay-2")
+    socks[2].settimeout(5)
+    got = b""
+    while b"pay-2" not in got:
+        chunk = socks[2].recv(65536)
+        assert chunk, got
+        got += chunk
+    socks[2].close()
