@@ -39,6 +39,10 @@ if [ -f bench/contend.sh ]; then
   section "hot counters under contention: KEEL.CAS and WATCH/MULTI/EXEC (keel vs Redis)"
   bash bench/contend.sh || rc=1
 fi
+if [ -f bench/registry.sh ]; then
+  section "service registry: registrations/s, one change to 1,000 and 10,000 blocked watchers"
+  bash bench/registry.sh || rc=1
+fi
 if [ -f bench/http.sh ]; then
   section "HTTP server vs nginx (wrk)"
   bash bench/http.sh || rc=1

@@ -82,6 +82,7 @@ void keel_kv_free(keel_kv_t *kv)
     keel__kv_hist_free(kv);
     sub_free(&kv->leases);
     sub_free(&kv->locks);
+    keel__kv_reg_free(kv);
     free(kv->t[0].buckets);
     kv->t[0] = (keel__kv_table_t){0};
     free(kv->argv);

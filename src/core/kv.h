@@ -52,8 +52,11 @@
 #define KEEL_KV_ENTRY_VERSION 1
 /* u8 version | u64 time_ms | u32 argc */
 #define KEEL_KV_ENTRY_HEADER_BYTES 13u
-/* Snapshot format version. */
-#define KEEL_KV_SNAPSHOT_VERSION 4
+/* Snapshot format version: 4 added the keys of other types (streams), 5 the tagged
+ * sections after them (the registry). Older versions are still read. */
+#define KEEL_KV_SNAPSHOT_VERSION 5
+#define KEEL_KV_SNAPSHOT_VERSION_TYPED 4
+#define KEEL_KV_SNAPSHOT_VERSION_SECTIONS 5
 /* Caps on the change history's config (the defaults are far below). */
 #define KEEL_KV_HISTORY_CHANGES_MAX ((size_t)1 << 30)
 #define KEEL_KV_HISTORY_BYTES_MAX ((size_t)1 << 40)
@@ -131,6 +134,7 @@ typedef struct keel_kv {
      * from 0 on a node that loads one): entries KEEL.XNACK returned that were delivered
      * again, and entries moved to a dead-letter stream. */
     uint64_t stream_redeliveries, stream_dead_letters;
+    struct keel_reg *reg; /* owned, NULL until the first registration (core/registry) */
 } keel_kv_t;
 
 /* cfg NULL means the defaults; an invalid cfg is KEEL_EINVAL. 0 or KEEL_ENOMEM. */
@@ -213,7 +217,8 @@ typedef struct keel_kv_command_info {
     unsigned flags;                    /* KEEL_KV_WRITE or KEEL_KV_READ */
     int first_key, last_key, key_step; /* key positions as COMMAND shows them; 0s: none */
     const char *summary;               /* one line */
-    int internal; /* proposed by the leader itself with its clock (sweeps), never by clients */
+    int internal; /* proposed by the leader itself with its clock (sweeps), or sent by another
+                     front-end command (KEEL.REG's), never by clients under this name */
     int blocking; /* takes BLOCK ms (XREAD, XREADGROUP): see keel_kv_block_ms */
 } keel_kv_command_info_t;
 size_t keel_kv_commands_count(void);
@@ -291,6 +296,12 @@ int keel_kv_read_entry(keel_kv_t *kv, uint64_t now_ms, const uint8_t *entry, siz
 uint64_t keel_kv_next_deadline_ms(const keel_kv_t *kv);
 /* The earliest lease deadline, or KEEL_KV_NO_DEADLINE; O(1). For KEEL.LEASE.SWEEP. */
 uint64_t keel_kv_next_lease_deadline_ms(const keel_kv_t *kv);
+/* The earliest lapse of a registry instance, or KEEL_KV_NO_DEADLINE; O(1). For
+ * KEEL.REG.SWEEP (core/kv_registry.c). */
+uint64_t keel_kv_next_registry_deadline_ms(const keel_kv_t *kv);
+/* KEEL.REG's subcommand (REGISTER, SERVICES, ...): KEEL_KV_WRITE (send it as
+ * KEEL.REG.WRITE), KEEL_KV_READ (as KEEL.REG.READ), or 0 if unknown. */
+unsigned keel_kv_registry_kind(const uint8_t *sub, size_t len);
 
 /*
  * The version a WATCH records: the key's version if it is live as of
@@ -375,7 +386,7 @@ void keel_kv_history_at(const keel_kv_t *kv, size_t pos, keel_kv_change_t *out);
 /* ---- snapshots ------------------------------------------------------------ */
 
 /*
- * Format, little-endian, version 4:
+ * Format, little-endian, version 5:
  *   "KEELKVS" u8 version | u64 applied_index | u64 revision | u64 time_ms |
  *   u64 count | u64 lease_id_last | u64 fence_last |
  *   u64 lease_count | lease_count x (u64 id | u64 ttl_ms | u64 expire_ms) |
@@ -386,10 +397,13 @@ void keel_kv_history_at(const keel_kv_t *kv, size_t pos, keel_kv_change_t *out);
  *            u64 expire_ms | u64 lease_id | u64 body_len | key | body) (version 4: the
  *            keys of other types, each body written by its type's module, e.g. a stream's
  *            as core/stream.h says) |
+ *   u32 sections (0 or 1) | sections x (u32 tag | u64 len | len bytes) (version 5: state
+ *            beside the keyspace; tag 1 is the service registry, core/registry.h's layout) |
  *   u32 crc32c(all bytes before it)
- * Version 3 has no typed section; version 2 no counters nor sections and no lease_id; version 1
- * also no expire_ms. The loader reads all three. Entries appear in table order (not sorted); the
- * content, not the byte order, is what must agree between nodes.
+ * A torn or corrupt section fails the snapshot's CRC like any other byte. Version 4 has no
+ * sections, version 3 no typed keys; version 2 no counters nor sections and no lease_id;
+ * version 1 also no expire_ms. The loader reads them all. Entries appear in table order (not
+ * sorted); the content, not the byte order, is what must agree between nodes.
  *
  * The sink receives the snapshot in pieces; a non-zero return from it stops
  * the walk and is returned. The state must not change during the walk.

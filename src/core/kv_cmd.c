@@ -264,6 +264,14 @@ static const cmd_t COMMANDS[] = {
      "Return pending entries to their group, redelivered after a delay or a backoff"},
     {"KEEL.XDEADLETTER", "keel.xdeadletter", -4, W, keel__xs_xdeadletter_syntax,
      keel__xs_cmd_xdeadletter, 1, 1, 1, "A group's maximum deliveries and dead-letter stream"},
+    /* the service registry (kv_registry.c): clients send KEEL.REG (server/registry_cmd.c) */
+    {"KEEL.REG.WRITE", "keel.reg.write", -3, W | NN | CMD_HIDDEN, keel__kvc_reg_write_syntax,
+     keel__kvc_cmd_reg_write, 0, 0, 0, "Registry: a KEEL.REG write (REGISTER, PASS, ...)"},
+    {"KEEL.REG.READ", "keel.reg.read", -2, R | NN | CMD_HIDDEN, keel__kvc_reg_read_syntax,
+     keel__kvc_cmd_reg_read, 0, 0, 0, "Registry: a KEEL.REG read (SERVICES, INSTANCES, ...)"},
+    {"KEEL.REG.SWEEP", "keel.reg.sweep", 3, W | NN | CMD_INTERNAL, keel__kvc_two_counts_syntax,
+     keel__kvc_cmd_reg_sweep, 0, 0, 0,
+     "Internal: remove lapsed registry instances (proposed by the leader)"},
 };
 #undef BL
 #undef W
@@ -428,6 +436,6 @@ void keel_kv_command_info(size_t i, keel_kv_command_info_t *out)
     out->last_key = COMMANDS[i].last_key;
     out->key_step = COMMANDS[i].key_step;
     out->summary = COMMANDS[i].summary;
-    out->internal = (COMMANDS[i].flags & CMD_INTERNAL) != 0;
+    out->internal = (COMMANDS[i].flags & (CMD_INTERNAL | CMD_HIDDEN)) != 0;
     out->blocking = (COMMANDS[i].flags & CMD_BLOCKING) != 0;
 }

@@ -14,6 +14,7 @@
 #define CMD_NO_NEST 4u   /* a command flag: may not run inside KEEL.FENCED or a transaction */
 #define CMD_INTERNAL 8u  /* housekeeping the leader proposes with its own clock, never a client */
 #define CMD_BLOCKING 16u /* takes BLOCK ms: the server may wait for entries (XREAD, XREADGROUP) */
+#define CMD_HIDDEN 32u   /* not a client command: what a front-end command sends (KEEL.REG) */
 
 typedef struct call {
     keel_kv_t *w;        /* NULL for reads */
@@ -209,5 +210,10 @@ int keel__kvc_type_of_name(const call_t *c, size_t i);
 int keel__xs_xgroup_syntax(const call_t *c);
 int keel__xs_xinfo_syntax(const call_t *c);
 int keel__kvc_cmd_scan(const call_t *c);
+int keel__kvc_reg_write_syntax(const call_t *c);
+int keel__kvc_cmd_reg_write(const call_t *c);
+int keel__kvc_reg_read_syntax(const call_t *c);
+int keel__kvc_cmd_reg_read(const call_t *c);
+int keel__kvc_cmd_reg_sweep(const call_t *c);
 
 #endif

@@ -91,6 +91,8 @@ static inline const uint8_t *keel__kv_cval(const keel__kv_entry_t *e)
 }
 
 uint64_t keel__kv_hash(const keel_kv_t *kv, const void *key, size_t key_len);
+/* Frees kv->reg, the registry (kv_registry.c). */
+void keel__kv_reg_free(keel_kv_t *kv);
 /*
  * Finds key. Returns the entry or NULL; *link (if non-NULL) gets the pointer
  * that holds it (valid until the next insert, unlink, value resize or rehash

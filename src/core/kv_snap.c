@@ -2,6 +2,7 @@
 #include "core/kv_int.h"
 
 #include "base/crc32c.h"
+#include "core/registry.h"
 
 #include <stdlib.h>
 
@@ -23,6 +24,8 @@ static const uint8_t MAGIC[7] = {'K', 'E', 'E', 'L', 'K', 'V', 'S'};
 /* version 4: key_len, type, version, create_revision, expire_ms, lease_id, body_len */
 #define TYPED_RECORD_HEADER_BYTES 45u
 #define TRAILER_BYTES 4u
+#define SECTION_HEADER_BYTES 12u /* version 4: u32 tag | u64 len */
+#define SECTION_REGISTRY 1u      /* core/registry's section */
 #define STAGE_BYTES 16384u
 
 typedef struct writer {
@@ -160,6 +163,27 @@ static int put_sections(writer_t *w, const keel_kv_t *kv)
     return rc;
 }
 
+static int reg_sink(void *data, const uint8_t *p, size_t n)
+{
+    return put(data, p, n);
+}
+
+/*
+ * Version 5: tagged sections after the key records, for state beside the keyspace (the
+ * service registry): u32 count (0 or 1) | count x (u32 tag | u64 len | len bytes).
+ */
+static int put_tagged(writer_t *w, const keel_kv_t *kv)
+{
+    uint8_t h[4 + SECTION_HEADER_BYTES];
+    keel_put_u32(h, kv->reg != NULL);
+    if (kv->reg == NULL)
+        return put(w, h, 4);
+    keel_put_u32(h + 4, SECTION_REGISTRY);
+    keel_put_u64(h + 8, keel_reg_snapshot_bytes(kv->reg));
+    int rc = put(w, h, sizeof(h));
+    return rc == 0 ? keel_reg_snapshot_write(kv->reg, reg_sink, w) : rc;
+}
+
 int keel_kv_snapshot_write(const keel_kv_t *kv, keel_kv_sink_fn sink, void *data)
 {
     writer_t *w = malloc(sizeof(*w));
@@ -189,6 +213,8 @@ int keel_kv_snapshot_write(const keel_kv_t *kv, keel_kv_sink_fn sink, void *data
         rc = put(w, n, sizeof(n));
     if (rc == 0)
         rc = keel__kv_each(kv, put_typed, w);
+    if (rc == 0)
+        rc = put_tagged(w, kv);
     if (rc == 0)
         rc = flush(w);
     if (rc == 0) {
@@ -398,6 +424,43 @@ static int load_sections(keel_kv_t *kv, const uint8_t *data, size_t end, size_t 
     return 0;
 }
 
+/* Version 4's tagged sections at *pos, up to end: each tag at most once, none unknown. */
+static int load_tagged(keel_kv_t *kv, const uint8_t *data, size_t end, size_t *pos,
+                       keel_errmsg_t *msg)
+{
+    if (end - *pos < 4)
+        return keel_errf(msg, KEEL_EPROTO, "section count truncated");
+    uint32_t n = keel_get_u32(data + *pos);
+    *pos += 4;
+    if (n > 1)
+        return keel_errf(msg, KEEL_EPROTO, "%u sections (this version knows 1)", n);
+    if (n == 0)
+        return 0;
+    if (end - *pos < SECTION_HEADER_BYTES)
+        return keel_errf(msg, KEEL_EPROTO, "section header truncated");
+    uint32_t tag = keel_get_u32(data + *pos);
+    uint64_t len = keel_get_u64(data + *pos + 4);
+    *pos += SECTION_HEADER_BYTES;
+    if (tag != SECTION_REGISTRY)
+        return keel_errf(msg, KEEL_EPROTO, "unknown section %u", tag);
+    if (len > end - *pos)
+        return keel_errf(msg, KEEL_EPROTO, "section %u runs past the end", tag);
+    keel_reg_t *reg = malloc(sizeof(*reg));
+    if (reg == NULL || keel_reg_init(reg, NULL) != 0) {
+        free(reg);
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory for the registry");
+    }
+    int rc = keel_reg_snapshot_load(reg, data + *pos, (size_t)len, msg);
+    if (rc != 0) {
+        keel_reg_free(reg);
+        free(reg);
+        return rc;
+    }
+    kv->reg = reg;
+    *pos += (size_t)len;
+    return 0;
+}
+
 static int load(keel_kv_t *kv, const uint8_t *data, size_t len, keel_errmsg_t *msg)
 {
     if (len < HEADER_BYTES + TRAILER_BYTES)
@@ -433,7 +496,7 @@ static int load(keel_kv_t *kv, const uint8_t *data, size_t len, keel_errmsg_t *m
         if (rc != 0)
             return rc;
     }
-    if (data[7] >= 4) {
+    if (data[7] >= KEEL_KV_SNAPSHOT_VERSION_TYPED) {
         if (end - pos < 8)
             return keel_errf(msg, KEEL_EPROTO, "typed section truncated");
         uint64_t typed = keel_get_u64(data + pos);
@@ -447,6 +510,11 @@ static int load(keel_kv_t *kv, const uint8_t *data, size_t len, keel_errmsg_t *m
                 return rc;
         }
         count += typed;
+    }
+    if (data[7] >= KEEL_KV_SNAPSHOT_VERSION_SECTIONS) {
+        int rc = load_tagged(kv, data, end, &pos, msg);
+        if (rc != 0)
+            return rc;
     }
     if (pos != end)
         return keel_errf(msg, KEEL_EPROTO, "%zu bytes after the last record", end - pos);
@@ -464,6 +532,7 @@ int keel_kv_snapshot_decode(keel_kv_t *kv_new, const uint8_t *data, size_t len, 
     int rc = load(kv_new, data, len, msg);
     if (rc != 0) {
         keel__kv_clear_all(kv_new);
+        keel__kv_reg_free(kv_new);
         kv_new->revision = kv_new->applied_index = kv_new->time_ms = 0;
         kv_new->lease_id_last = kv_new->fence_last = 0;
         return rc;

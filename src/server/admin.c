@@ -164,14 +164,19 @@ static void register_gauges(server_t *s)
 /* The admin listener on cfg.listen_http, and the server's gauges. */
 int keel__srv_admin_start(server_t *s, keel_errmsg_t *msg)
 {
-    const keel_http_route_t routes[] = {
+    keel_http_route_t routes[3 + KEEL_SRV_REG_ROUTES] = {
         {HTTP_GET, "/health", http_health, s},
         {HTTP_GET, "/status", http_status, s},
         {HTTP_GET, "/metrics", http_metrics, s},
     };
+    size_t nroutes = 3 + keel__srv_reg_routes(s, routes + 3); /* the registry (/v1/...) */
     keel_http_server_config_t hc = keel_http_server_config_default();
-    hc.metrics = s->metrics; /* the admin server's own request metrics */
-    int rc = keel_http_server_init(&s->http, &s->loop, &hc, routes, 3, msg);
+    hc.metrics = s->metrics;                         /* the admin server's own request metrics */
+    hc.connections_max += KEEL_SRV_REG_WATCHERS_MAX; /* blocked registry queries hold one each */
+    int rc = keel__srv_reg_http_start(s);
+    if (rc != 0)
+        return keel_errf(msg, rc, "registry HTTP API: %s", keel_strerror(rc));
+    rc = keel_http_server_init(&s->http, &s->loop, &hc, routes, nroutes, msg);
     if (rc != 0)
         return rc;
     s->http_inited = 1;

@@ -502,6 +502,9 @@ static const keel_resp_command_t connection_commands[] = {
      .summary = "Membership: MEMBERS, ADD, JOIN, REMOVE, TRANSFER, UPDATE"},
     {"keel.watch", -2, NOMULTI, keel__srv_cmd_keel_watch,
      .summary = "A feed of every change under a prefix"},
+    {"keel.reg", -2, NOMULTI, keel__srv_cmd_reg,
+     .summary = "Service registry: REGISTER, DEREGISTER, PASS, WARN, FAIL, HEARTBEAT, SERVICES, "
+                "INSTANCES, GET, INDEX"},
 };
 #undef FAST
 #undef SUBSCRIBED

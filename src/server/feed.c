@@ -171,6 +171,7 @@ void keel__srv_feed_on_applied(void *data)
         watcher_t *w = KEEL_LIST_ENTRY(it, watcher_t, link);
         feed_pump(s, keel_resp_client_data(w->client));
     }
+    keel__srv_reg_on_applied(s); /* the registry's blocked HTTP queries (registry_http.c) */
 }
 
 void keel__srv_feed_drained(keel_resp_client_t *c)

@@ -141,6 +141,7 @@ static int server_init(server_t *s, const keel_server_config_t *cfg, keel_errmsg
 static void server_free(server_t *s)
 {
     free(s->stats);
+    keel__srv_reg_http_free(s);
     if (s->kv_inited)
         keel_kv_sm_free(&s->kv);
     keel_metrics_free(s->metrics);

@@ -44,6 +44,7 @@ typedef struct cmd_stats {
 typedef struct watcher watcher_t;
 typedef struct xblocked xblocked_t;
 typedef struct pending_reply pending_reply_t;
+typedef struct reg_http reg_http_t; /* registry_http.c */
 
 typedef struct server {
     keel_server_config_t cfg;
@@ -75,6 +76,7 @@ typedef struct server {
     keel_buf_t stale;         /* a held KEEL.READS stale read's reply */
     pending_reply_t *pr_pool; /* pending replies without a copy, kept for reuse */
     size_t pr_pool_len;
+    reg_http_t *reg_http; /* the registry's HTTP API and its blocked queries, owned */
 } server_t;
 
 /*
@@ -223,5 +225,18 @@ int keel__srv_commands_build(server_t *s, keel_resp_command_t **out, size_t *n_o
 
 /* admin.c */
 int keel__srv_admin_start(server_t *s, keel_errmsg_t *msg);
+
+/* registry_cmd.c: KEEL.REG, sent on as KEEL.REG.WRITE or KEEL.REG.READ */
+int keel__srv_cmd_reg(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+/* registry_http.c: the Consul-shaped routes (KEEL_SRV_REG_ROUTES of them, into out), their
+ * state and wait lists (start before listening), the wake-up after each apply pass, free. */
+#define KEEL_SRV_REG_ROUTES 5
+/* Blocked registry queries on one node (watchers_max); the admin listener takes this many
+ * connections more than its default. */
+#define KEEL_SRV_REG_WATCHERS_MAX 16384u
+size_t keel__srv_reg_routes(server_t *s, keel_http_route_t *out);
+int keel__srv_reg_http_start(server_t *s);
+void keel__srv_reg_on_applied(server_t *s);
+void keel__srv_reg_http_free(server_t *s);
 
 #endif

@@ -95,7 +95,9 @@ static uint64_t kv_next_deadline_ms(const void *sm)
 {
     const keel_kv_t *kv = &((const keel_kv_sm_t *)sm)->kv;
     uint64_t keys = keel_kv_next_deadline_ms(kv), leases = keel_kv_next_lease_deadline_ms(kv);
-    return keys < leases ? keys : leases;
+    uint64_t reg = keel_kv_next_registry_deadline_ms(kv);
+    uint64_t first = keys < leases ? keys : leases;
+    return reg < first ? reg : first;
 }
 
 /*
@@ -112,6 +114,8 @@ static int kv_housekeeping(void *sm, uint64_t now_ms, keel_buf_t *out)
         what = "KEEL.EXPIRE.SWEEP";
     else if (keel_kv_next_lease_deadline_ms(kv) <= now_ms)
         what = "KEEL.LEASE.SWEEP";
+    else if (keel_kv_next_registry_deadline_ms(kv) <= now_ms)
+        what = "KEEL.REG.SWEEP"; /* lapsed registry instances (core/kv_registry.c) */
     if (what == NULL)
         return 0;
     char now_s[KEEL_DEC_BYTES_MAX], max_s[KEEL_DEC_BYTES_MAX];

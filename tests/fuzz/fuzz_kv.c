@@ -272,10 +272,12 @@ static void snapshot(const uint8_t *d, size_t n)
         keel_buf_t again;
         keel_buf_init(&again, 0);
         rc = keel_kv_snapshot_encode(&kv, &again);
-        /* older versions: wider records, the version-3 sections, version 4's typed count */
-        size_t want = d[7] == 1   ? n + 16 * keel_kv_count(&kv) + 32 + 8
-                      : d[7] == 2 ? n + 8 * keel_kv_count(&kv) + 32 + 8
-                      : d[7] == 3 ? n + 8
+        /* older versions: wider records, the version-3 sections, version 4's typed count,
+           version 5's section count */
+        size_t want = d[7] == 1   ? n + 16 * keel_kv_count(&kv) + 32 + 8 + 4
+                      : d[7] == 2 ? n + 8 * keel_kv_count(&kv) + 32 + 8 + 4
+                      : d[7] == 3 ? n + 8 + 4
+                      : d[7] == 4 ? n + 4
                                   : n;
         assert(rc == 0 && keel_buf_unread(&again) == want);
         check_heap(&kv);

@@ -442,8 +442,8 @@ static void snapshots_whose_leases_and_locks_contradict_are_refused(void)
     KT_EQ_INT(keel_kv_snapshot_encode(&t.kv, &snap), 0);
     /* header 40 | lease_id_last 40 | fence_last 48 | lease_count 56 | lease 64 (id, ttl,
      * deadline) | lock_count 88 | lock 96 (u32 len, token, deadline, "L") | key record 117 |
-     * typed count (version 4) */
-    KT_EQ_INT(keel_buf_unread(&snap), 117 + 40 + 2 + 8 + 4);
+     * typed count (version 4) | section count (version 5) */
+    KT_EQ_INT(keel_buf_unread(&snap), 117 + 40 + 2 + 8 + 4 + 4);
     KT_EQ_INT(decode_patched(&snap, 40, 1), 0);                 /* unchanged value: accepted */
     KT_EQ_INT(decode_patched(&snap, 40, 0), KEEL_EPROTO);       /* lease id above lease_id_last */
     KT_EQ_INT(decode_patched(&snap, 48, 0), KEEL_EPROTO);       /* token above fence_last */

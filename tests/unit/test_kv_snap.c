@@ -131,7 +131,7 @@ static void big_values_and_empty_state_round_trip(void)
     keel_buf_init(&snap, 0);
     keel_errmsg_t m;
     KT_EQ_INT(keel_kv_snapshot_encode(&a.kv, &snap), 0);
-    KT_EQ_INT(keel_buf_unread(&snap), 84); /* header, counters, empty sections, CRC */
+    KT_EQ_INT(keel_buf_unread(&snap), 88); /* header, counters, empty sections, CRC */
     KT_EQ_INT(keel_kv_snapshot_decode(&b.kv, keel_buf_rptr(&snap), keel_buf_unread(&snap), &m), 0);
     KT_EQ_INT(keel_kv_count(&b.kv), 0);
     kvt_free(&b);
@@ -295,7 +295,7 @@ static void sealed_but_inconsistent_snapshots_are_refused(void)
 }
 
 /* Snapshots written before deadlines existed (version 1) still load, without deadlines. */
-static void a_version_1_snapshot_loads_and_is_rewritten_as_version_4(void)
+static void a_version_1_snapshot_loads_and_is_rewritten_as_version_5(void)
 {
     static kvt_t b;
     uint8_t buf[256];
@@ -311,15 +311,16 @@ static void a_version_1_snapshot_loads_and_is_rewritten_as_version_4(void)
     KT_EQ_U64(v.version, 3);
     KT_EQ_U64(v.expire_ms, 0);
     KT_EQ_U64(keel_kv_next_deadline_ms(&b.kv), KEEL_KV_NO_DEADLINE);
-    /* a deadline set afterwards is in the version-4 snapshot */
+    /* a deadline set afterwards is in the version-5 snapshot */
     b.index = 9;
     KT_EQ_STR(kvt(&b, "PEXPIRE a 50"), ":1\r\n");
     keel_buf_t out;
     keel_buf_init(&out, 0);
     KT_EQ_INT(keel_kv_snapshot_encode(&b.kv, &out), 0);
-    KT_EQ_INT(keel_buf_rptr(&out)[7], 4);
-    /* wider records; counters, sections; the typed section's count */
-    KT_EQ_INT(keel_buf_unread(&out), n + 2 * 16 + 32 + 8);
+    KT_EQ_INT(keel_buf_rptr(&out)[7], 5);
+    /* wider records; counters, sections; the typed section's count; the tagged sections'
+       count */
+    KT_EQ_INT(keel_buf_unread(&out), n + 2 * 16 + 32 + 8 + 4);
     static kvt_t c;
     kvt_init(&c, NULL);
     KT_EQ_INT(keel_kv_snapshot_decode(&c.kv, keel_buf_rptr(&out), keel_buf_unread(&out), &m), 0);
@@ -328,7 +329,7 @@ static void a_version_1_snapshot_loads_and_is_rewritten_as_version_4(void)
     KT_EQ_U64(keel_kv_next_deadline_ms(&c.kv), 1059);
     /* a version this code does not know is refused */
     uint8_t *w = out.data + out.rpos;
-    w[7] = 5;
+    w[7] = 6;
     uint32_t crc = keel_crc32c(0, w, keel_buf_unread(&out) - 4);
     for (int k = 0; k < 4; k++)
         w[keel_buf_unread(&out) - 4 + k] = (uint8_t)(crc >> (8 * k));
@@ -372,7 +373,7 @@ int main(void)
     KT_RUN(big_values_and_empty_state_round_trip);
     KT_RUN(every_flipped_byte_and_every_truncation_is_refused);
     KT_RUN(sealed_but_inconsistent_snapshots_are_refused);
-    KT_RUN(a_version_1_snapshot_loads_and_is_rewritten_as_version_4);
+    KT_RUN(a_version_1_snapshot_loads_and_is_rewritten_as_version_5);
     KT_RUN(a_failing_sink_stops_the_snapshot_with_its_error);
     return kt_done();
 }

@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""bench/registry.py - the service registry's figures on a running cluster (bench/registry.sh).
+
+  registry.py regs   RESP_PORT HTTP_PORT N       registrations/s: KEEL.REG REGISTER over RESP
+                                                 (pipelined, 8 connections) and Consul-shaped
+                                                 PUT /v1/agent/service/register over HTTP
+                                                 (16 keep-alive connections)
+  registry.py fanout WATCH_HTTP WRITE_HTTP W     W blocked GET /v1/health/service/fan?index=N on
+                                                 WATCH_HTTP; one registration through
+                                                 WRITE_HTTP; the time until the first and the
+                                                 last watcher has its answer
+Every wait is bounded (DEADLINE_S); a run that cannot finish says so and exits 1.
+"""
+
+import http.client
+import json
+import re
+import selectors
+import socket
+import sys
+import threading
+import time
+
+import redis
+
+DEADLINE_S = 120
+
+
+def put(conn, path, body):
+    conn.request("PUT", path, body=json.dumps(body))
+    r = conn.getresponse()
+    r.read()
+    return r.status, r.getheader("X-Keel-Index")
+
+
+def regs(resp_port, http_port, n):
+    conns = 8
+    per = n // conns
+
+    def resp_worker(k):
+        c = redis.Redis(port=resp_port, socket_timeout=30)
+        p = c.pipeline(transaction=False)
+        for i in range(per):
+            p.execute_command("KEEL.REG", "REGISTER", f"svc{i % 100}", f"r{k}-{i}",
+                              "10.0.0.1", "8080", "TTL", "600000", "TAGS", "1", "v1")
+        out = p.execute()
+        assert all(isinstance(x, int) for x in out), out[:3]
+
+    t0 = time.monotonic()
+    ts = [threading.Thread(target=resp_worker, args=(k,)) for k in range(conns)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(DEADLINE_S)
+    took = time.monotonic() - t0
+    print(f"KEEL.REG REGISTER over RESP, 8 connections, pipelined: {per * conns} in "
+          f"{took:.2f} s = {per * conns / took:,.0f} registrations/s")
+
+    hn = max(n // 10, 16)
+    threads = 16
+    hper = hn // threads
+    errors = []
+
+    def http_worker(k):
+        c = http.client.HTTPConnection("127.0.0.1", http_port, timeout=30)
+        for i in range(hper):
+            st, _ = put(c, "/v1/agent/service/register",
+                        {"Name": f"h{i % 100}", "ID": f"h{k}-{i}", "Address": "10.0.0.2",
+                         "Port": 80, "Tags": ["v1"], "Check": {"TTL": "10m", "Status": "passing"}})
+            if st != 200:
+                errors.append(st)
+        c.close()
+
+    t0 = time.monotonic()
+    ts = [threading.Thread(target=http_worker, args=(k,)) for k in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(DEADLINE_S)
+    took = time.monotonic() - t0
+    assert not errors, errors[:5]
+    print(f"PUT /v1/agent/service/register, 16 keep-alive connections (a Python client): "
+          f"{hper * threads} in {took:.2f} s = {hper * threads / took:,.0f} registrations/s")
+
+
+def metric(port, name):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", "/metrics")
+    body = c.getresponse().read().decode()
+    c.close()
+    m = re.search(rf"^{name} (\S+)$", body, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def fanout(watch_port, write_port, w):
+    run = f"{time.time_ns()}"  # each run changes the service anew
+    c = http.client.HTTPConnection("127.0.0.1", write_port, timeout=30)
+    put(c, "/v1/agent/service/register", {"Name": "fan", "ID": f"fan-0-{run}", "Port": 1})
+    c.request("GET", "/v1/health/service/fan")  # linearizable: sees the registration
+    r = c.getresponse()
+    r.read()
+    c.close()
+    c = http.client.HTTPConnection("127.0.0.1", watch_port, timeout=30)
+    c.request("GET", "/v1/health/service/fan")
+    r = c.getresponse()
+    r.read()
+    ix = r.getheader("X-Keel-Index")
+    c.close()
+    sel = selectors.DefaultSelector()
+    req = (f"GET /v1/health/service/fan?index={ix}&wait=5m HTTP/1.1\r\n"
+           f"Host: x\r\n\r\n").encode()
+    socks = []
+    for _ in range(w):
+        s = socket.create_connection(("127.0.0.1", watch_port))
+        s.sendall(req)
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+        socks.append(s)
+    deadline = time.monotonic() + DEADLINE_S
+    while metric(watch_port, "keel_registry_blocked_queries") < w:
+        if time.monotonic() > deadline:
+            print(f"only {metric(watch_port, 'keel_registry_blocked_queries'):.0f} of {w} blocked")
+            sys.exit(1)
+        time.sleep(0.1)
+    wakeups = metric(watch_port, "keel_registry_wakeups_total")
+    c = http.client.HTTPConnection("127.0.0.1", write_port, timeout=30)
+    t0 = time.monotonic()
+    put(c, "/v1/agent/service/register", {"Name": "fan", "ID": f"fan-1-{run}", "Port": 1})
+    acked = time.monotonic() - t0
+    done, first, last = 0, None, None
+    while done < w and time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=1.0):
+            data = key.fileobj.recv(65536)
+            if f"fan-1-{run}".encode() in data or not data:
+                sel.unregister(key.fileobj)
+                done += 1
+                now = time.monotonic() - t0
+                first = now if first is None else first
+                last = now
+    for s in socks:
+        s.close()
+    if done < w:
+        print(f"only {done} of {w} watchers answered")
+        sys.exit(1)
+    woke = metric(watch_port, "keel_registry_wakeups_total") - wakeups
+    print(f"{w} blocked watchers: write acknowledged after {acked * 1000:.1f} ms; first answer "
+          f"{first * 1000:.1f} ms, last {last * 1000:.1f} ms after the write was sent "
+          f"({woke:.0f} wake-up of the wait list)")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "regs":
+        regs(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    elif len(sys.argv) == 5 and sys.argv[1] == "fanout":
+        fanout(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    else:
+        print(__doc__)
+        sys.exit(2)
