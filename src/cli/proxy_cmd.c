@@ -1,0 +1,149 @@
+/* proxy_cmd.c - `keel proxy --config FILE` runs the proxy; `keel proxy --check FILE` validates. */
+#include "base/log.h"
+#include "cli/cli.h"
+#include "proxy/config.h"
+#include "proxy/proxy.h"
+#include "runtime/logsink.h"
+#include "runtime/loop.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage[] =
+    "usage: keel proxy --config FILE.yaml [--log-level LEVEL]\n"
+    "       keel proxy --check FILE.yaml\n"
+    "\n"
+    "Runs keel proxy, the HTTP/1.1 gateway, with the listeners, routes, clusters and\n"
+    "policies of FILE.yaml (docs/proxy.md). --check validates the file and exits: 0 when\n"
+    "it is valid, 1 with one line per error (FILE:LINE: message) otherwise.\n"
+    "Once listening it prints one line per listener, `listening NAME on HOST:PORT`, and\n"
+    "`admin on HOST:PORT`. SIGTERM or SIGINT closes it.\n";
+
+/* Reads the whole file, up to the config ceiling (plus one byte to notice a larger one). */
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    size_t cap = KEEL_PROXY_CONFIG_BYTES_MAX + 1;
+    char *buf = malloc(cap + 1);
+    if (buf == NULL) {
+        fclose(f);
+        return NULL;
+    }
+    *len = fread(buf, 1, cap, f);
+    buf[*len] = 0;
+    fclose(f);
+    return buf;
+}
+
+/* Parses FILE into a heap config; prints every error as FILE:LINE: text. */
+static keel_proxy_config_t *load(const char *path, char **text, size_t *len)
+{
+    *text = read_file(path, len);
+    if (*text == NULL) {
+        fprintf(stderr, "keel proxy: cannot read %s\n", path);
+        return NULL;
+    }
+    keel_proxy_config_t *cfg = malloc(sizeof(*cfg));
+    keel_proxy_errors_t *errs = malloc(sizeof(*errs));
+    if (cfg == NULL || errs == NULL) {
+        fprintf(stderr, "keel proxy: out of memory\n");
+        free(cfg);
+        free(errs);
+        return NULL;
+    }
+    if (keel_proxy_config_parse(*text, *len, cfg, errs) != 0) {
+        for (uint32_t i = 0; i < errs->count; i++)
+            fprintf(stderr, "%s:%d: %s\n", path, errs->e[i].line, errs->e[i].text);
+        if (errs->dropped > 0)
+            fprintf(stderr, "%s: %u more errors\n", path, errs->dropped);
+        free(cfg);
+        cfg = NULL;
+    }
+    free(errs);
+    return cfg;
+}
+
+int keel_cli_proxy(int argc, char **argv)
+{
+    const char *config = NULL, *check = NULL, *level = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(usage, stdout);
+            return 0;
+        }
+        const char **slot = strcmp(argv[i], "--config") == 0      ? &config
+                            : strcmp(argv[i], "--check") == 0     ? &check
+                            : strcmp(argv[i], "--log-level") == 0 ? &level
+                                                                  : NULL;
+        if (slot == NULL || i + 1 >= argc) {
+            fprintf(stderr, "keel proxy: %s '%s'\n%s",
+                    slot ? "missing value after" : "unknown option", argv[i], usage);
+            return 2;
+        }
+        *slot = argv[++i];
+    }
+    if ((config == NULL) == (check == NULL)) {
+        fprintf(stderr, "keel proxy: give --config FILE or --check FILE\n%s", usage);
+        return 2;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    keel_proxy_config_t *cfg = load(check ? check : config, &text, &len);
+    if (check != NULL) {
+        if (cfg != NULL) {
+            printf("%s: ok (%u listeners, %u routes, %u clusters)\n", check, cfg->listeners_count,
+                   cfg->routes_count, cfg->clusters_count);
+            keel_proxy_config_free(cfg);
+            free(cfg);
+        }
+        free(text);
+        return cfg != NULL ? 0 : 1;
+    }
+    if (cfg == NULL) {
+        free(text);
+        return 1;
+    }
+    if (keel_logsink_init_stderr(level) != 0) {
+        fprintf(stderr, "keel proxy: bad --log-level '%s'\n", level);
+        keel_proxy_config_free(cfg);
+        free(cfg);
+        free(text);
+        return 2;
+    }
+    keel_loop_t loop;
+    if (keel_loop_init(&loop) != 0) {
+        fprintf(stderr, "keel proxy: cannot start the event loop\n");
+        return 1;
+    }
+    keel_proxy_t *p = NULL;
+    keel_errmsg_t msg;
+    int rc = keel_proxy_start(&loop, cfg, text, len, &p, &msg);
+    free(text);
+    if (rc != 0) {
+        fprintf(stderr, "keel proxy: %s (%s)\n", msg.text, keel_strerror(rc));
+        keel_loop_run(&loop); /* lets the partial start close its handles */
+        keel_loop_close(&loop);
+        return 1;
+    }
+    keel_loop_handle_signals(&loop);
+    keel_loop_on_shutdown(&loop, keel_proxy_shutdown_hook, p);
+    /* the config is owned by the proxy now; read the names back through it */
+    for (uint32_t i = 0;; i++) {
+        int port = keel_proxy_listener_port(p, i);
+        if (port < 0)
+            break;
+        printf("listening %s on 127.0.0.1:%d\n", "listener", port);
+        keel_log_info("proxy listening", KF_INT("port", port));
+    }
+    if (keel_proxy_admin_port(p) > 0)
+        printf("admin on 127.0.0.1:%d\n", keel_proxy_admin_port(p));
+    fflush(stdout);
+    keel_loop_run(&loop);
+    rc = keel_loop_close(&loop);
+    if (rc != 0)
+        keel_log_error("proxy: loop closed with handles open");
+    return rc == 0 ? 0 : 1;
+}

@@ -1,0 +1,611 @@
+/* proxy.c - keel proxy's setup and teardown: clusters, policies, listeners, health checks, admin.
+ */
+#include "proxy/proxy_int.h"
+
+#include "base/crc32c.h"
+#include "base/log.h"
+#include "runtime/clock.h"
+#include "runtime/tcp.h"
+
+#include <assert.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static double breaker_state_value(void *data)
+{
+    keel__pcluster_t *cl = data;
+    if (!cl->cfg->breaker_enabled)
+        return 0;
+    return (double)keel_breaker_state(&cl->breaker); /* 0 closed, 1 open, 2 half-open */
+}
+
+static double hosts_available_value(void *data)
+{
+    keel__pcluster_t *cl = data;
+    return (double)cl->lb.avail_n;
+}
+
+static double active_requests_value(void *data)
+{
+    keel__pcluster_t *cl = data;
+    return (double)cl->active_requests;
+}
+
+static const char *const class_names[6] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
+
+/* ---- host state: health checks and outlier ejection meet here ---------------------------- */
+
+void keel__proxy_apply_state(keel__pcluster_t *cl, uint32_t idx)
+{
+    keel__phost_t *h = &cl->hosts[idx];
+    bool ej = cl->cfg->outlier_enabled && keel_outlier_is_ejected(&cl->outlier, idx);
+    if (ej && !cl->lb.ep[idx].ejected) {
+        uint32_t others = cl->lb.avail_n - (keel_balance_available(&cl->lb, idx) ? 1u : 0u);
+        if (others == 0) {
+            /* never eject the last host that can take traffic: an outage of every host is
+             * better served by trying than by answering 503 at once (Envoy's panic mode) */
+            keel_log_warn("proxy: not ejecting the last available host",
+                          KF_STR("cluster", cl->cfg->name), KF_STR("host", h->address));
+            ej = false;
+        }
+    }
+    keel_balance_set_state(&cl->lb, idx, h->healthy, ej);
+}
+
+static void on_outlier_change(void *data, uint32_t idx, bool ejected, keel_ms_t now)
+{
+    keel__pcluster_t *cl = data;
+    keel__phost_t *h = &cl->hosts[idx];
+    if (ejected) {
+        h->ejections++;
+        keel_counter_inc(cl->m_ejections);
+    }
+    keel_log_info(ejected ? "proxy: host ejected" : "proxy: host returned",
+                  KF_STR("cluster", cl->cfg->name), KF_STR("host", h->address));
+    keel__proxy_apply_state(cl, idx);
+}
+
+static void on_breaker_transition(void *data, keel_breaker_state_t from, keel_breaker_state_t to,
+                                  keel_ms_t now)
+{
+    keel__pcluster_t *cl = data;
+    keel_log_info("proxy: circuit breaker", KF_STR("cluster", cl->cfg->name),
+                  KF_STR("from", keel_breaker_state_name(from)),
+                  KF_STR("to", keel_breaker_state_name(to)));
+}
+
+typedef struct hc_call {
+    keel__phost_t *host;
+} hc_call_t;
+
+static void hc_done(int err, const keel_http_msg_t *resp, void *data)
+{
+    keel__phost_t *h = data;
+    keel__pcluster_t *cl = h->cl;
+    h->hc_inflight = false;
+    if (cl->p->stopping || err == KEEL_ECANCELED)
+        return;
+    bool ok = err == 0 && resp->status >= 200 && resp->status < 300;
+    const keel_proxy_health_t *hc = &cl->cfg->health;
+    if (ok) {
+        h->hc_ok_run++;
+        h->hc_fail_run = 0;
+        if (!h->healthy && h->hc_ok_run >= hc->healthy_threshold) {
+            h->healthy = true;
+            keel_log_info("proxy: host healthy", KF_STR("cluster", cl->cfg->name),
+                          KF_STR("host", h->address));
+            keel__proxy_apply_state(cl, h->idx);
+        }
+    } else {
+        h->hc_fail_run++;
+        h->hc_ok_run = 0;
+        if (h->healthy && h->hc_fail_run >= hc->unhealthy_threshold) {
+            h->healthy = false;
+            keel_log_warn("proxy: host unhealthy", KF_STR("cluster", cl->cfg->name),
+                          KF_STR("host", h->address),
+                          KF_STR("error", err ? keel_strerror(err) : "status"));
+            keel__proxy_apply_state(cl, h->idx);
+        }
+    }
+}
+
+static void hc_tick(keel_timer_t *t, void *data)
+{
+    keel__pcluster_t *cl = data;
+    if (cl->p->stopping)
+        return;
+    for (uint32_t i = 0; i < cl->cfg->hosts_count; i++) {
+        keel__phost_t *h = &cl->hosts[i];
+        if (h->hc_inflight)
+            continue;
+        keel_http_client_request_t rq = {HTTP_GET, h->address, cl->cfg->health.path,      NULL, 0,
+                                         NULL,     0,          cl->cfg->health.timeout_ms};
+        if (keel_http_client_request(&cl->p->hc, &rq, hc_done, h, NULL) == 0)
+            h->hc_inflight = true;
+        else
+            hc_done(KEEL_EBUSY, NULL, h);
+    }
+}
+
+/* ---- setup ------------------------------------------------------------------------------- */
+
+static void labels_for(char *out, size_t cap, const char *key, const char *value)
+{
+    char esc[KEEL_PROXY_NAME_BYTES_MAX * 2 + 8];
+    if (keel_metrics_label_escape(esc, sizeof(esc), value) != 0)
+        snprintf(esc, sizeof(esc), "?");
+    snprintf(out, cap, "%s=\"%s\"", key, esc);
+}
+
+static int cluster_init(keel_proxy_t *p, keel__pcluster_t *cl, uint32_t idx, keel_errmsg_t *msg)
+{
+    const keel_proxy_cluster_t *c = &p->cfg->clusters[idx];
+    cl->p = p;
+    cl->cfg = c;
+    cl->idx = idx;
+    cl->hosts = calloc(c->hosts_count, sizeof(*cl->hosts));
+    if (cl->hosts == NULL)
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory");
+    keel_balance_spec_t specs[KEEL_PROXY_HOSTS_MAX];
+    uint64_t ids[KEEL_PROXY_HOSTS_MAX];
+    uint32_t weight_max = 1;
+    for (uint32_t i = 0; i < c->hosts_count; i++) {
+        keel__phost_t *h = &cl->hosts[i];
+        h->cl = cl;
+        h->idx = i;
+        h->address = c->hosts[i].address;
+        h->healthy = true;
+        keel_list_init(&h->idle);
+        if (keel_tcp_parse_addr(h->address, &h->addr, msg) != 0)
+            return keel_errf(msg, KEEL_EINVAL, "cluster %s: host %s: %s", c->name, h->address,
+                             msg->text);
+        ids[i] = keel_balance_hash(h->address, strlen(h->address));
+        specs[i] = (keel_balance_spec_t){ids[i], c->hosts[i].weight};
+        if (c->hosts[i].weight > weight_max)
+            weight_max = c->hosts[i].weight;
+    }
+    keel_balance_config_t bc;
+    keel_balance_config_default(&bc);
+    if (keel_balance_policy_find(c->balance, NULL, 0, &bc.policy, msg) != 0)
+        return KEEL_EINVAL;
+    bc.endpoints_max = c->hosts_count;
+    bc.ring_weight_max = weight_max;
+    bc.seed = keel_rand_u64(&p->rand);
+    int rc = keel_balance_init(&cl->lb, &bc, msg);
+    if (rc != 0)
+        return rc;
+    rc = keel_balance_set_endpoints(&cl->lb, specs, c->hosts_count, msg);
+    if (rc != 0)
+        return rc;
+    if (c->breaker_enabled) {
+        keel_breaker_config_t b;
+        keel_breaker_config_default(&b);
+        b.window_kind = KEEL_BREAKER_WINDOW_COUNT;
+        b.window_calls = c->breaker_window_calls;
+        b.calls_min = c->breaker_calls_min < c->breaker_window_calls ? c->breaker_calls_min
+                                                                     : c->breaker_window_calls;
+        b.failure_rate_pct = c->breaker_failure_rate_pct;
+        b.consecutive_failures_max = c->breaker_consecutive_failures;
+        b.open_ms = c->breaker_open_ms;
+        b.probes_max = c->breaker_probes;
+        b.on_transition = on_breaker_transition;
+        b.on_transition_data = cl;
+        if ((rc = keel_breaker_init(&cl->breaker, &b, msg)) != 0)
+            return rc;
+    }
+    if (c->outlier_enabled) {
+        keel_outlier_config_t o;
+        keel_outlier_config_default(&o);
+        o.consecutive_5xx = c->outlier_consecutive_5xx;
+        o.consecutive_gateway = c->outlier_consecutive_gateway;
+        o.consecutive_local_origin = c->outlier_consecutive_local;
+        o.interval_ms = c->outlier_interval_ms;
+        o.base_ejection_ms = c->outlier_base_ejection_ms;
+        o.max_ejection_ms = c->outlier_max_ejection_ms < c->outlier_base_ejection_ms
+                                ? c->outlier_base_ejection_ms
+                                : c->outlier_max_ejection_ms;
+        o.max_ejection_pct = c->outlier_max_ejection_pct;
+        o.on_change = on_outlier_change;
+        o.on_change_data = cl;
+        rc = keel_outlier_init(&cl->outlier, &o, c->hosts_count, keel_loop_now_ms(p->loop), msg);
+        if (rc == 0)
+            rc = keel_outlier_set_endpoints(&cl->outlier, ids, c->hosts_count);
+        if (rc != 0)
+            return rc;
+    }
+    char lab[KEEL_METRICS_LABELS_BYTES_MAX - 32];
+    labels_for(lab, sizeof(lab), "cluster", c->name);
+    keel_metrics_t *m = p->metrics;
+    cl->m_attempts = keel_metrics_counter(m, "keel_proxy_upstream_requests_total",
+                                          "Attempts sent to the cluster (retries included).", lab);
+    cl->m_retries = keel_metrics_counter(m, "keel_proxy_upstream_retries_total", "Retries.", lab);
+    cl->m_budget_exhausted =
+        keel_metrics_counter(m, "keel_proxy_retry_budget_exhausted_total",
+                             "Retries refused because the retry budget was spent.", lab);
+    cl->m_breaker_rejected = keel_metrics_counter(m, "keel_proxy_breaker_rejected_total",
+                                                  "Requests refused by an open breaker.", lab);
+    cl->m_bulkhead_rejected = keel_metrics_counter(m, "keel_proxy_bulkhead_rejected_total",
+                                                   "Requests refused at max_requests.", lab);
+    cl->m_ejections =
+        keel_metrics_counter(m, "keel_proxy_ejections_total", "Outlier ejections.", lab);
+    cl->m_connect_errors = keel_metrics_counter(m, "keel_proxy_upstream_connect_errors_total",
+                                                "Failed upstream connects.", lab);
+    cl->m_resets =
+        keel_metrics_counter(m, "keel_proxy_upstream_resets_total",
+                             "Upstream connections lost before the response ended.", lab);
+    cl->m_timeouts = keel_metrics_counter(m, "keel_proxy_upstream_timeouts_total",
+                                          "Attempts that timed out.", lab);
+    cl->m_bad_responses = keel_metrics_counter(m, "keel_proxy_upstream_bad_responses_total",
+                                               "Malformed or oversized upstream responses.", lab);
+    for (int k = 0; k < 6; k++) {
+        char l2[KEEL_METRICS_LABELS_BYTES_MAX];
+        snprintf(l2, sizeof(l2), "%s,class=\"%s\"", lab, class_names[k]);
+        cl->m_class[k] = keel_metrics_counter(m, "keel_proxy_upstream_responses_total",
+                                              "Upstream responses by status class.", l2);
+    }
+    cl->m_conns = keel_metrics_gauge(m, "keel_proxy_upstream_connections",
+                                     "Open upstream connections (busy or idle).", lab);
+    keel_metrics_gauge_fn(m, "keel_proxy_breaker_state",
+                          "Circuit breaker: 0 closed, 1 open, 2 half-open.", lab,
+                          breaker_state_value, cl);
+    keel_metrics_gauge_fn(m, "keel_proxy_hosts_available", "Hosts healthy and not ejected.", lab,
+                          hosts_available_value, cl);
+    keel_metrics_gauge_fn(m, "keel_proxy_upstream_active_requests",
+                          "Requests in flight to the cluster.", lab, active_requests_value, cl);
+    if (c->health.enabled) {
+        keel_timer_init(p->loop, &cl->hc_timer);
+        cl->hc_timer_on = true;
+        p->handles_open++;
+        keel_timer_start(&cl->hc_timer, 1, c->health.interval_ms, hc_tick, cl);
+    }
+    return 0;
+}
+
+static int route_init(keel_proxy_t *p, keel__proute_t *rt, uint32_t idx, keel_errmsg_t *msg)
+{
+    const keel_proxy_route_t *r = &p->cfg->routes[idx];
+    rt->cfg = r;
+    keel_retry_config_t rc;
+    keel_retry_config_default(&rc);
+    rc.attempts_max = r->retry.attempts_max;
+    rc.backoff_base_ms = r->retry.backoff_base_ms;
+    rc.backoff_cap_ms = r->retry.backoff_cap_ms;
+    rc.jitter = KEEL_RETRY_JITTER_FULL;
+    rc.per_try_timeout_ms = r->per_try_timeout_ms;
+    /* the proxy decides which outcomes are retryable (route.retry_on and statuses) and hands
+     * core/retry only those, so it accepts every class */
+    rc.retry_on = KEEL_RETRY_ON_CONNECT_FAILURE | KEEL_RETRY_ON_RESET | KEEL_RETRY_ON_TIMEOUT |
+                  KEEL_RETRY_ON_5XX | KEEL_RETRY_ON_GATEWAY_ERROR | KEEL_RETRY_ON_503;
+    rc.idempotent_only = r->retry.idempotent_only;
+    rc.budget_pct = 0; /* the budget is Envoy's concurrency budget, in route.c */
+    int err = keel_retry_init(&rt->retry, &rc, msg);
+    if (err != 0)
+        return keel_errf(msg, err, "route %s: %s", r->name, msg->text);
+    if (r->ratelimit.enabled) {
+        keel_ratelimit_keyed_config_t kc;
+        keel_ratelimit_keyed_config_default(&kc);
+        kc.bucket.tokens_per_period = r->ratelimit.requests_per_s;
+        kc.bucket.period_ms = 1000;
+        kc.bucket.burst = r->ratelimit.burst;
+        kc.keys_max = r->ratelimit.keys_max;
+        kc.idle_ms = 0;
+        if ((err = keel_ratelimit_keyed_init(&rt->rl, &kc, msg)) != 0)
+            return keel_errf(msg, err, "route %s: rate_limit: %s", r->name, msg->text);
+        rt->rl_on = true;
+    }
+    char lab[KEEL_METRICS_LABELS_BYTES_MAX - 32];
+    labels_for(lab, sizeof(lab), "route", r->name);
+    keel_metrics_t *m = p->metrics;
+    rt->m_requests =
+        keel_metrics_counter(m, "keel_proxy_requests_total", "Requests matched to the route.", lab);
+    rt->m_rate_limited = keel_metrics_counter(m, "keel_proxy_rate_limited_total",
+                                              "Requests answered 429 by the rate limit.", lab);
+    for (int k = 0; k < 6; k++) {
+        char l2[KEEL_METRICS_LABELS_BYTES_MAX];
+        snprintf(l2, sizeof(l2), "%s,class=\"%s\"", lab, class_names[k]);
+        rt->m_class[k] = keel_metrics_counter(m, "keel_proxy_responses_total",
+                                              "Responses to clients by status class.", l2);
+    }
+    rt->m_duration = keel_metrics_histogram(m, "keel_proxy_request_duration_seconds",
+                                            "From the request head to the response queued in full.",
+                                            lab, NULL, 0);
+    return 0;
+}
+
+static void on_sweep(keel_timer_t *t, void *data)
+{
+    keel_proxy_t *p = data;
+    keel_ms_t now = keel_loop_now_ms(p->loop);
+    keel__proxy_sweep_pool(p, now);
+    for (uint32_t c = 0; c < p->cfg->clusters_count; c++)
+        if (p->cfg->clusters[c].outlier_enabled)
+            keel_outlier_tick(&p->clusters[c].outlier, now);
+}
+
+/* ---- admin ------------------------------------------------------------------------------- */
+
+static void admin_metrics(keel_http_req_t *req, void *data)
+{
+    keel_proxy_t *p = data;
+    keel_buf_t out;
+    keel_buf_init(&out, 0);
+    if (keel_metrics_render(p->metrics, &out) != 0)
+        keel_http_respond_error(req, 500, "metrics too large");
+    else
+        keel_http_respond_body(req, 200, "text/plain; version=0.0.4", keel_buf_rptr(&out),
+                               keel_buf_unread(&out));
+    keel_buf_free(&out);
+}
+
+static void admin_clusters(keel_http_req_t *req, void *data)
+{
+    keel_proxy_t *p = data;
+    json_t *arr = json_array();
+    for (uint32_t c = 0; c < p->cfg->clusters_count; c++) {
+        keel__pcluster_t *cl = &p->clusters[c];
+        json_t *hosts = json_array();
+        for (uint32_t i = 0; i < cl->cfg->hosts_count; i++) {
+            keel__phost_t *h = &cl->hosts[i];
+            json_array_append_new(
+                hosts,
+                json_pack("{s:s, s:i, s:b, s:b, s:b, s:I, s:I, s:I, s:I}", "address", h->address,
+                          "weight", (int)cl->cfg->hosts[i].weight, "healthy", h->healthy, "ejected",
+                          cl->lb.ep[i].ejected, "available", keel_balance_available(&cl->lb, i),
+                          "active_requests", (json_int_t)h->active, "connections",
+                          (json_int_t)h->conns, "idle_connections", (json_int_t)h->idle_count,
+                          "ejections", (json_int_t)h->ejections));
+        }
+        const char *bs = cl->cfg->breaker_enabled
+                             ? keel_breaker_state_name(keel_breaker_state(&cl->breaker))
+                             : "disabled";
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:I, s:I, s:o}", "name",
+                                             cl->cfg->name, "balance", cl->cfg->balance, "breaker",
+                                             bs, "active_requests", (json_int_t)cl->active_requests,
+                                             "active_retries", (json_int_t)cl->active_retries,
+                                             "hosts", hosts));
+    }
+    json_t *root = json_pack("{s:o}", "clusters", arr);
+    char *text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    if (text == NULL) {
+        keel_http_respond_error(req, 500, "out of memory");
+        return;
+    }
+    keel_http_respond_body(req, 200, "application/json", text, strlen(text));
+    free(text);
+}
+
+static void admin_config(keel_http_req_t *req, void *data)
+{
+    keel_proxy_t *p = data;
+    char version[32];
+    snprintf(version, sizeof(version), "%08llx", (unsigned long long)p->config_version);
+    keel_http_header_t hdrs[2] = {
+        {"Content-Type", 12, "application/yaml", 16, 0, 0},
+        {"X-Keel-Config-Version", 21, version, strlen(version), 0, 0},
+    };
+    keel_http_respond(req, 200, hdrs, 2, p->config_text, strlen(p->config_text));
+}
+
+static int admin_start(keel_proxy_t *p, keel_errmsg_t *msg)
+{
+    keel_http_route_t routes[] = {
+        {HTTP_GET, "/metrics", admin_metrics, p},
+        {HTTP_GET, "/clusters", admin_clusters, p},
+        {HTTP_GET, "/config", admin_config, p},
+    };
+    keel_http_server_config_t sc = keel_http_server_config_default();
+    sc.connections_max = 64;
+    int rc = keel_http_server_init(&p->admin, p->loop, &sc, routes, 3, msg);
+    if (rc != 0)
+        return rc;
+    p->admin_on = true;
+    p->handles_open++;
+    rc = keel_http_server_listen(&p->admin, p->cfg->admin_address, msg);
+    if (rc != 0)
+        return rc;
+    p->admin_port = keel_http_server_port(&p->admin);
+    return 0;
+}
+
+/* ---- start and stop ---------------------------------------------------------------------- */
+
+static void proxy_free(keel_proxy_t *p)
+{
+    if (p->clusters != NULL)
+        for (uint32_t c = 0; c < p->cfg->clusters_count; c++) {
+            keel__pcluster_t *cl = &p->clusters[c];
+            if (cl->cfg == NULL)
+                continue;
+            keel_balance_free(&cl->lb);
+            if (cl->cfg->breaker_enabled)
+                keel_breaker_free(&cl->breaker);
+            if (cl->cfg->outlier_enabled)
+                keel_outlier_free(&cl->outlier);
+            free(cl->hosts);
+        }
+    if (p->routes != NULL)
+        for (uint32_t r = 0; r < p->cfg->routes_count; r++)
+            if (p->routes[r].rl_on)
+                keel_ratelimit_keyed_free(&p->routes[r].rl);
+    free(p->clusters);
+    free(p->routes);
+    keel_metrics_free(p->metrics);
+    keel_proxy_config_free(p->cfg);
+    free(p->cfg);
+    free(p->config_text);
+    void (*done)(keel_proxy_t *, void *) = p->done;
+    void *done_data = p->done_data;
+    free(p);
+    if (done != NULL)
+        done(NULL, done_data);
+}
+
+void keel__proxy_handle_closed(keel_proxy_t *p)
+{
+    assert(p->handles_open > 0);
+    p->handles_open--;
+    if (p->stopping && p->handles_open == 0)
+        proxy_free(p);
+}
+
+static void listener_closed(uv_handle_t *h)
+{
+    keel__plistener_t *l = h->data;
+    keel__proxy_handle_closed(l->p);
+}
+
+static void timer_closed(keel_timer_t *t)
+{
+    keel_proxy_t *p = t->data;
+    keel__proxy_handle_closed(p);
+}
+
+static void cluster_timer_closed(keel_timer_t *t)
+{
+    keel__pcluster_t *cl = KEEL_LIST_ENTRY(t, keel__pcluster_t, hc_timer);
+    keel__proxy_handle_closed(cl->p);
+}
+
+static void admin_closed(keel_http_server_t *srv, void *data)
+{
+    keel__proxy_handle_closed(data);
+}
+
+static void hc_closed(keel_http_client_t *cli, void *data)
+{
+    keel__proxy_handle_closed(data);
+}
+
+void keel_proxy_shutdown(keel_proxy_t *p, void (*done)(keel_proxy_t *p, void *data), void *data)
+{
+    if (p->stopping)
+        return;
+    p->stopping = true;
+    p->done = done;
+    p->done_data = data;
+    p->handles_open++; /* held until every close below has been started */
+    for (uint32_t i = 0; i < KEEL_PROXY_LISTENERS_MAX; i++)
+        if (p->listeners[i].open) {
+            p->listeners[i].open = false;
+            uv_close((uv_handle_t *)&p->listeners[i].tcp, listener_closed);
+        }
+    keel__proxy_close_all(p);
+    p->sweep.data = p;
+    keel_timer_close(&p->sweep, timer_closed);
+    for (uint32_t c = 0; p->clusters && c < p->cfg->clusters_count; c++)
+        if (p->clusters[c].hc_timer_on) {
+            p->clusters[c].hc_timer_on = false;
+            keel_timer_close(&p->clusters[c].hc_timer, cluster_timer_closed);
+        }
+    if (p->admin_on) {
+        p->admin_on = false;
+        keel_http_server_shutdown(&p->admin, admin_closed, p);
+    }
+    if (p->hc_on) {
+        p->hc_on = false;
+        keel_http_client_close(&p->hc, hc_closed, p);
+    }
+    keel__proxy_handle_closed(p);
+}
+
+void keel_proxy_shutdown_hook(void *p)
+{
+    keel_proxy_shutdown(p, NULL, NULL);
+}
+
+int keel_proxy_start(keel_loop_t *loop, keel_proxy_config_t *cfg, const char *text, size_t len,
+                     keel_proxy_t **out, keel_errmsg_t *msg)
+{
+    keel_proxy_t *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        keel_proxy_config_free(cfg);
+        free(cfg);
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory");
+    }
+    p->loop = loop;
+    p->cfg = cfg;
+    keel_list_init(&p->dconns);
+    p->config_text = malloc(len + 1);
+    p->metrics = keel_metrics_new();
+    p->clusters = calloc(cfg->clusters_count ? cfg->clusters_count : 1, sizeof(*p->clusters));
+    p->routes = calloc(cfg->routes_count ? cfg->routes_count : 1, sizeof(*p->routes));
+    keel_timer_init(loop, &p->sweep);
+    p->handles_open++;
+    int rc = 0;
+    if (p->config_text == NULL || p->metrics == NULL || p->clusters == NULL || p->routes == NULL) {
+        rc = keel_errf(msg, KEEL_ENOMEM, "out of memory");
+        goto fail;
+    }
+    memcpy(p->config_text, text, len);
+    p->config_text[len] = 0;
+    p->config_version = keel_crc32c(0, text, len);
+    keel_rand_seed(&p->rand, (uint64_t)keel_clock_now_ns() ^ ((uint64_t)getpid() << 32));
+    p->req_lim = (keel_h1_limits_t){cfg->limits.uri_bytes_max, cfg->limits.header_bytes_max,
+                                    cfg->limits.header_count_max};
+    p->resp_lim = (keel_h1_limits_t){cfg->limits.uri_bytes_max, cfg->limits.header_bytes_max,
+                                     KEEL_H1_HEADERS_CEILING};
+    snprintf(p->via_line, sizeof(p->via_line), "Via: 1.1 %s\r\n", cfg->via);
+    p->m_conns_total = keel_metrics_counter(p->metrics, "keel_proxy_connections_total",
+                                            "Client connections accepted.", NULL);
+    p->m_conns_open = keel_metrics_gauge(p->metrics, "keel_proxy_connections_active",
+                                         "Client connections open.", NULL);
+    p->m_no_route = keel_metrics_counter(p->metrics, "keel_proxy_no_route_total",
+                                         "Requests no route matched (404).", NULL);
+    p->m_bad_requests =
+        keel_metrics_counter(p->metrics, "keel_proxy_bad_requests_total",
+                             "Requests refused as malformed or over a limit.", NULL);
+    for (uint32_t c = 0; c < cfg->clusters_count; c++)
+        if ((rc = cluster_init(p, &p->clusters[c], c, msg)) != 0)
+            goto fail;
+    for (uint32_t r = 0; r < cfg->routes_count; r++)
+        if ((rc = route_init(p, &p->routes[r], r, msg)) != 0)
+            goto fail;
+    for (uint32_t c = 0; c < cfg->clusters_count; c++)
+        if (cfg->clusters[c].health.enabled && !p->hc_on) {
+            keel_http_client_config_t hc = keel_http_client_config_default();
+            if ((rc = keel_http_client_init(&p->hc, loop, &hc, msg)) != 0)
+                goto fail;
+            p->hc_on = true;
+            p->handles_open++;
+        }
+    for (uint32_t i = 0; i < cfg->listeners_count; i++) {
+        keel__plistener_t *l = &p->listeners[i];
+        l->p = p;
+        l->cfg = &cfg->listeners[i];
+        rc = keel_tcp_listen(loop, &l->tcp, l->cfg->address, 511, keel__proxy_on_connection, msg);
+        if (rc != 0) {
+            rc = keel_errf(msg, rc, "listener %s: %s", l->cfg->address, msg->text);
+            goto fail;
+        }
+        l->tcp.data = l;
+        l->open = true;
+        p->handles_open++;
+        l->port = keel_tcp_local_port(&l->tcp);
+    }
+    if (cfg->admin_address != NULL && (rc = admin_start(p, msg)) != 0) {
+        rc = keel_errf(msg, rc, "admin %s: %s", cfg->admin_address, msg->text);
+        goto fail;
+    }
+    keel_timer_start(&p->sweep, KEEL_PROXY_SWEEP_MS, KEEL_PROXY_SWEEP_MS, on_sweep, p);
+    *out = p;
+    return 0;
+fail:
+    keel_proxy_shutdown(p, NULL, NULL); /* frees p (and cfg) once the handles have closed */
+    return rc;
+}
+
+int keel_proxy_listener_port(const keel_proxy_t *p, uint32_t i)
+{
+    if (i >= p->cfg->listeners_count || !p->listeners[i].open)
+        return KEEL_ENOTFOUND;
+    return p->listeners[i].port;
+}
+
+int keel_proxy_admin_port(const keel_proxy_t *p)
+{
+    return p->admin_on ? p->admin_port : KEEL_ENOTFOUND;
+}

@@ -1,0 +1,207 @@
+/* proxy_int.h - keel proxy's runtime types, shared by proxy.c (setup, clusters, admin) and
+ * proxy_conn.c (the data path). Not a public header. */
+#ifndef KEEL_PROXY_PROXY_INT_H
+#define KEEL_PROXY_PROXY_INT_H
+
+#include "base/buf.h"
+#include "base/list.h"
+#include "base/metrics.h"
+#include "base/rand.h"
+#include "core/balance.h"
+#include "core/breaker.h"
+#include "core/outlier.h"
+#include "core/ratelimit.h"
+#include "core/retry.h"
+#include "proxy/config.h"
+#include "proxy/h1.h"
+#include "proxy/proxy.h"
+#include "runtime/http_client.h"
+#include "runtime/http_server.h"
+#include "runtime/loop.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* Bytes read from a socket per read callback (libuv asks for a buffer of this size). */
+#define KEEL_PROXY_READ_BYTES 65536u
+/* Beyond the head limit, the unparsed input one client connection may hold (pipelined bytes). */
+#define KEEL_PROXY_PIPELINE_BYTES_MAX 65536u
+/* The housekeeping tick: idle pooled connections, outlier ticks, breaker gauges. */
+#define KEEL_PROXY_SWEEP_MS 100
+/* Retry-After and RateLimit-Reset are whole seconds, at least this many. */
+#define KEEL_PROXY_RETRY_AFTER_S_MIN 1
+
+typedef struct keel__pcluster keel__pcluster_t;
+typedef struct keel__phost keel__phost_t;
+typedef struct keel__uconn keel__uconn_t;
+typedef struct keel__dconn keel__dconn_t;
+
+enum { KEEL__CONN_DOWN = 1, KEEL__CONN_UP = 2 };
+
+struct keel__phost {
+    keel__pcluster_t *cl;
+    uint32_t idx; /* in the cluster, the balancer and the outlier detector */
+    const char *address;
+    struct sockaddr_storage addr;
+    keel_list_t idle; /* idle pooled keel__uconn_t.link, most recent first */
+    uint32_t idle_count;
+    uint32_t conns;  /* open, busy or idle */
+    uint32_t active; /* requests in flight */
+    bool healthy;
+    uint32_t hc_ok_run, hc_fail_run;
+    bool hc_inflight;
+    uint64_t ejections;
+};
+
+struct keel__pcluster {
+    keel_proxy_t *p;
+    const keel_proxy_cluster_t *cfg;
+    uint32_t idx;
+    keel__phost_t *hosts;
+    keel_balance_t lb;
+    keel_breaker_t breaker;
+    keel_outlier_t outlier;
+    uint64_t active_requests, active_retries;
+    keel_timer_t hc_timer;
+    bool hc_timer_on;
+    /* metrics */
+    keel_counter_t *m_attempts, *m_retries, *m_budget_exhausted, *m_breaker_rejected,
+        *m_bulkhead_rejected, *m_ejections, *m_connect_errors, *m_resets, *m_timeouts,
+        *m_bad_responses;
+    keel_counter_t *m_class[6];
+    keel_gauge_t *m_conns;
+};
+
+typedef struct keel__proute {
+    const keel_proxy_route_t *cfg;
+    keel_retry_t retry;
+    keel_ratelimit_keyed_t rl;
+    bool rl_on;
+    keel_counter_t *m_requests, *m_rate_limited;
+    keel_counter_t *m_class[6];
+    keel_histogram_t *m_duration;
+} keel__proute_t;
+
+typedef struct keel__plistener {
+    keel_proxy_t *p;
+    const keel_proxy_listener_t *cfg;
+    uv_tcp_t tcp;
+    bool open;
+    int port;
+} keel__plistener_t;
+
+/* An upstream connection: in a host's idle list, or serving one exchange. */
+struct keel__uconn {
+    int kind; /* KEEL__CONN_UP */
+    uv_tcp_t tcp;
+    uv_connect_t connect_req;
+    keel__phost_t *host;
+    keel_list_t link; /* host->idle while idle */
+    keel__dconn_t *d; /* the exchange served, NULL when idle */
+    keel_buf_t in, out;
+    size_t scan;
+    uint32_t requests;
+    keel_ms_t idle_since_ms;
+    bool connected, closing, reading, idle;
+};
+
+typedef enum keel__dstate {
+    KEEL__D_HEAD,    /* waiting for (the rest of) a request head */
+    KEEL__D_BUSY,    /* an exchange is in progress */
+    KEEL__D_CLOSING, /* closing after the output drains, or closed */
+} keel__dstate_t;
+
+/* One request and its response, embedded in the client connection (one at a time). */
+typedef struct keel__xch {
+    keel__proute_t *route;
+    keel__pcluster_t *cl;
+    keel__phost_t *host;
+    keel__uconn_t *u;
+    int method_kind; /* 1 HEAD, 2 idempotent, 0 other */
+    bool client_keepalive;
+    bool expect_continue;
+    keel_buf_t up_head; /* the request head as sent upstream (kept for retries) */
+    /* request body */
+    keel_h1_body_t req_body;
+    uint64_t req_remaining; /* LENGTH */
+    uint64_t req_bytes;
+    keel_h1_chunked_t req_ck;
+    bool req_done;   /* the whole request body has been read from the client */
+    bool req_sent;   /* ... and queued toward the upstream */
+    bool body_began; /* some body byte went upstream: no retry possible */
+    /* response */
+    bool resp_head; /* a response head went to the client */
+    int status;
+    keel_h1_body_t resp_body;
+    uint64_t resp_remaining;
+    keel_h1_chunked_t resp_ck;
+    bool resp_chunk_out; /* we frame the response with chunked toward the client */
+    bool resp_close_out; /* the client connection ends the response */
+    bool resp_done;
+    bool up_keepalive;
+    /* attempts */
+    keel_retry_call_t call;
+    keel_ms_t start_ms, try_start_ms, try_deadline_ms, connect_deadline_ms, retry_at_ms;
+    int permit;    /* breaker permit, or -1 */
+    bool counted;  /* counted in cl->active_requests */
+    bool retrying; /* counted in cl->active_retries */
+    bool balance_started;
+    uint64_t key_hash; /* the balancer's affinity key (hash_on) */
+} keel__xch_t;
+
+struct keel__dconn {
+    int kind; /* KEEL__CONN_DOWN */
+    uv_tcp_t tcp;
+    keel_proxy_t *p;
+    keel_list_t link;
+    keel_buf_t in, out;
+    size_t scan;
+    keel__dstate_t state;
+    keel_ms_t head_start_ms; /* first byte of the head being read, 0 when none */
+    keel_ms_t active_ms;     /* last progress on this connection */
+    char peer[64];           /* client IP, for X-Forwarded-For and keys */
+    bool reading, closing, eof;
+    bool processing; /* inside d_process: x_complete must not re-enter it */
+    keel_timer_t timer;
+    keel_ms_t timer_at_ms;
+    keel__xch_t x;
+};
+
+struct keel_proxy {
+    keel_loop_t *loop;
+    keel_proxy_config_t *cfg;
+    char *config_text;
+    uint64_t config_version;
+    keel_h1_limits_t req_lim, resp_lim;
+    keel__plistener_t listeners[KEEL_PROXY_LISTENERS_MAX];
+    keel__pcluster_t *clusters;
+    keel__proute_t *routes;
+    keel_list_t dconns;
+    uint32_t dconns_count;
+    keel_rand_t rand;
+    keel_timer_t sweep;
+    keel_metrics_t *metrics;
+    keel_http_server_t admin;
+    bool admin_on;
+    int admin_port;
+    keel_http_client_t hc; /* health checks */
+    bool hc_on;
+    bool stopping;
+    int handles_open;
+    void (*done)(keel_proxy_t *p, void *data);
+    void *done_data;
+    keel_counter_t *m_conns_total, *m_no_route, *m_bad_requests;
+    keel_gauge_t *m_conns_open;
+    char via_line[KEEL_PROXY_NAME_BYTES_MAX + 16];
+};
+
+/* proxy_conn.c */
+void keel__proxy_on_connection(uv_stream_t *server, int status);
+void keel__proxy_sweep_pool(keel_proxy_t *p, keel_ms_t now_ms);
+void keel__proxy_close_all(keel_proxy_t *p);
+/* proxy.c */
+void keel__proxy_handle_closed(keel_proxy_t *p);
+void keel__proxy_apply_state(keel__pcluster_t *cl, uint32_t idx);
+
+#endif
