@@ -374,11 +374,11 @@ static void load_host(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
     cl->hosts_count = i + 1;
     if (item->type == YAML_SCALAR_NODE) { /* "- 127.0.0.1:9001" shorthand */
         to_address(c, item, "hosts", &h->address);
-        return;
+    } else {
+        load_fields(c, item, host_fields, N(host_fields), h, "host");
+        if (h->address == NULL)
+            ERR(c, item, "host: 'address' is required");
     }
-    load_fields(c, item, host_fields, N(host_fields), h, "host");
-    if (h->address == NULL)
-        ERR(c, item, "host: 'address' is required");
     for (uint32_t k = 0; h->address && k < i; k++)
         if (cl->hosts[k].address && strcmp(cl->hosts[k].address, h->address) == 0)
             ERR(c, item, "host: %s is listed twice", h->address);
