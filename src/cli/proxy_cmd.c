@@ -17,8 +17,8 @@ static const char usage[] =
     "Runs keel proxy, the HTTP/1.1 gateway, with the listeners, routes, clusters and\n"
     "policies of FILE.yaml (docs/proxy.md). --check validates the file and exits: 0 when\n"
     "it is valid, 1 with one line per error (FILE:LINE: message) otherwise.\n"
-    "Once listening it prints one line per listener, `listening NAME on HOST:PORT`, and\n"
-    "`admin on HOST:PORT`. SIGTERM or SIGINT closes it.\n";
+    "Once listening it prints `listening I on port P` for the I-th listener (0 first) and\n"
+    "`admin on port P`. SIGTERM or SIGINT closes it.\n";
 
 /* Reads the whole file, up to the config ceiling (plus one byte to notice a larger one). */
 static char *read_file(const char *path, size_t *len)
@@ -130,16 +130,16 @@ int keel_cli_proxy(int argc, char **argv)
     }
     keel_loop_handle_signals(&loop);
     keel_loop_on_shutdown(&loop, keel_proxy_shutdown_hook, p);
-    /* the config is owned by the proxy now; read the names back through it */
+    /* the ports in use (a listener on port 0 gets one from the kernel) */
     for (uint32_t i = 0;; i++) {
         int port = keel_proxy_listener_port(p, i);
         if (port < 0)
             break;
-        printf("listening %s on 127.0.0.1:%d\n", "listener", port);
-        keel_log_info("proxy listening", KF_INT("port", port));
+        printf("listening %u on port %d\n", i, port);
+        keel_log_info("proxy listening", KF_INT("listener", i), KF_INT("port", port));
     }
     if (keel_proxy_admin_port(p) > 0)
-        printf("admin on 127.0.0.1:%d\n", keel_proxy_admin_port(p));
+        printf("admin on port %d\n", keel_proxy_admin_port(p));
     fflush(stdout);
     keel_loop_run(&loop);
     rc = keel_loop_close(&loop);

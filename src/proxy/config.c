@@ -171,16 +171,17 @@ static bool to_header_value(ctx_t *c, yaml_node_t *n, const char *key, char **ou
     return true;
 }
 
-/* "host:port" with a port in 1..65535; the runtime resolves nothing, so hosts are numeric. */
-static bool to_address(ctx_t *c, yaml_node_t *n, const char *key, char **out)
+/* "host:port" with a port in 1..65535 (0 too where any_port: a listener the kernel places);
+ * the runtime resolves nothing, so hosts are numeric. */
+static bool to_address(ctx_t *c, yaml_node_t *n, const char *key, bool any_port, char **out)
 {
     if (!to_str(c, n, key, false, out))
         return false;
     const char *colon = strrchr(*out, ':');
     long port = colon ? strtol(colon + 1, NULL, 10) : 0;
     bool digits = colon && colon[1] != 0 && strspn(colon + 1, "0123456789") == strlen(colon + 1);
-    if (colon == NULL || colon == *out || !digits || port < 1 || port > 65535) {
-        ERR(c, n, "%s: '%s' is not host:port (port 1..65535)", key, *out);
+    if (colon == NULL || colon == *out || !digits || port < (any_port ? 0 : 1) || port > 65535) {
+        ERR(c, n, "%s: '%s' is not host:port (port %d..65535)", key, *out, any_port ? 0 : 1);
         return false;
     }
     return true;
@@ -314,7 +315,7 @@ static void limits_default(keel_proxy_limits_t *l)
 
 static void listener_address(ctx_t *c, yaml_node_t *v, void *base)
 {
-    to_address(c, v, "address", &((keel_proxy_listener_t *)base)->address);
+    to_address(c, v, "address", true, &((keel_proxy_listener_t *)base)->address);
 }
 
 static const field_t listener_fields[] = {
@@ -339,7 +340,7 @@ static void top_listeners(ctx_t *c, yaml_node_t *v, void *base)
 
 static void admin_address(ctx_t *c, yaml_node_t *v, void *base)
 {
-    to_address(c, v, "address", &((keel_proxy_config_t *)base)->admin_address);
+    to_address(c, v, "address", true, &((keel_proxy_config_t *)base)->admin_address);
 }
 
 static void top_admin(ctx_t *c, yaml_node_t *v, void *base)
@@ -358,7 +359,7 @@ static void top_limits(ctx_t *c, yaml_node_t *v, void *base)
 
 static void host_address(ctx_t *c, yaml_node_t *v, void *base)
 {
-    to_address(c, v, "address", &((keel_proxy_host_t *)base)->address);
+    to_address(c, v, "address", false, &((keel_proxy_host_t *)base)->address);
 }
 
 static const field_t host_fields[] = {
@@ -373,7 +374,7 @@ static void load_host(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
     h->weight = 1;
     cl->hosts_count = i + 1;
     if (item->type == YAML_SCALAR_NODE) { /* "- 127.0.0.1:9001" shorthand */
-        to_address(c, item, "hosts", &h->address);
+        to_address(c, item, "hosts", false, &h->address);
     } else {
         load_fields(c, item, host_fields, N(host_fields), h, "host");
         if (h->address == NULL)
@@ -1123,7 +1124,8 @@ static void load_document(ctx_ext_t *x, route_load_t *rl)
     for (uint32_t i = 0; i < c->cfg->listeners_count; i++)
         for (uint32_t k = 0; k < i; k++) {
             keel_proxy_listener_t *a = &c->cfg->listeners[i], *b = &c->cfg->listeners[k];
-            if (a->address && b->address && strcmp(a->address, b->address) == 0)
+            if (a->address && b->address && strcmp(a->address, b->address) == 0 &&
+                strcmp(strrchr(a->address, ':'), ":0") != 0)
                 errl(c, a->line, "listener address %s is used twice", a->address);
         }
 }

@@ -358,9 +358,13 @@ static void admin_clusters(keel_http_req_t *req, void *data)
                           (json_int_t)h->conns, "idle_connections", (json_int_t)h->idle_count,
                           "ejections", (json_int_t)h->ejections));
         }
-        const char *bs = cl->cfg->breaker_enabled
-                             ? keel_breaker_state_name(keel_breaker_state(&cl->breaker))
-                             : "disabled";
+        char bs[24] = "disabled"; /* the state's name in lower case, as JSON values go */
+        if (cl->cfg->breaker_enabled) {
+            snprintf(bs, sizeof(bs), "%s",
+                     keel_breaker_state_name(keel_breaker_state(&cl->breaker)));
+            for (char *q = bs; *q; q++)
+                *q = (char)(*q >= 'A' && *q <= 'Z' ? *q + 32 : *q);
+        }
         json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:I, s:I, s:o}", "name",
                                              cl->cfg->name, "balance", cl->cfg->balance, "breaker",
                                              bs, "active_requests", (json_int_t)cl->active_requests,

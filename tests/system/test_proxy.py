@@ -1,0 +1,635 @@
+"""test_proxy.py - keel proxy against fake upstreams that behave and misbehave, and hostile clients.
+
+Each failure mode gets its documented status (docs/proxy.md, "What happens to a request"), and
+after each one a well-behaved request through the same proxy still works. Every socket has a
+timeout and every wait is bounded.
+"""
+
+import json
+import re
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from conftest import binary, wait_until
+from proxyfake import (
+    FakeUpstream,
+    closed_by_peer,
+    connect,
+    read_response,
+    request,
+    start_proxy,
+)
+
+
+def config(up, extra_clusters="", extra_routes="", limits=""):
+    return f"""
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+admin:
+  address: 127.0.0.1:0
+limits:
+  header_timeout_ms: 500
+  uri_bytes_max: 1024
+  header_count_max: 30
+  header_bytes_max: 8192
+  body_bytes_max: 100000
+{limits}
+clusters:
+  - name: app
+    hosts: [{up.addr}]
+    connect_timeout_ms: 500
+{extra_clusters}
+routes:
+  - name: direct
+    match: {{exact: /direct}}
+    direct_response: {{status: 201, body: "made here", content_type: text/plain}}
+  - name: moved
+    match: {{prefix: /old/}}
+    redirect: {{status: 301, location: /new/}}
+  - name: timeouts
+    match: {{prefix: /hang}}
+    cluster: app
+    timeout_ms: 400
+{extra_routes}
+  - name: rewrite
+    match: {{prefix: /rw/}}
+    rewrite_prefix: /echo/
+    request_headers_add: [{{name: x-added, value: yes}}]
+    request_headers_remove: [x-drop]
+    response_headers_add: [{{name: x-resp, value: added}}]
+    response_headers_remove: [server]
+    cluster: app
+  - name: app
+    match: {{prefix: /}}
+    cluster: app
+"""
+
+
+@pytest.fixture
+def up():
+    u = FakeUpstream("app")
+    yield u
+    u.close()
+
+
+@pytest.fixture
+def proxy(procs, tmp_path, up):
+    p, port, admin = start_proxy(procs, tmp_path, config(up))
+    return port, admin
+
+
+def metrics(admin):
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def metric(text, name, labels):
+    m = re.search(r"^" + re.escape(name) + r"\{" + re.escape(labels) + r"\} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def clusters(admin):
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/clusters", timeout=5) as r:
+        return {c["name"]: c for c in json.loads(r.read())["clusters"]}
+
+
+def still_works(port):
+    st, _, body = request(port, "GET", "/echo/ok")
+    assert st == 200 and json.loads(body)["upstream"]
+
+
+# ---- forwarding ---------------------------------------------------------------------------
+
+
+def test_forwards_requests_over_keepalive_on_both_sides(proxy, up):
+    port, _ = proxy
+    s = connect(port)
+    buf = b""
+    for i in range(5):
+        s.sendall(f"GET /echo/{i}?q=1 HTTP/1.1\r\nHost: example\r\n\r\n".encode())
+        st, h, body, buf = read_response(s, buf)
+        assert st == 200
+        info = json.loads(body)
+        assert info["target"] == f"/echo/{i}?q=1"
+        assert h["via"] == ["1.1 keel"]
+    s.close()
+    assert up.count == 5
+    assert up.connections == 1  # the pooled upstream connection served all five
+
+
+def test_sets_forwarding_headers_and_drops_hop_by_hop_ones(proxy, up):
+    port, _ = proxy
+    st, h, body = request(
+        port,
+        "GET",
+        "/echo",
+        {
+            "X-Forwarded-For": "10.0.0.1",
+            "Connection": "close, X-Secret",
+            "X-Secret": "hop",
+            "Keep-Alive": "timeout=5",
+            "Proxy-Connection": "keep-alive",
+            "TE": "trailers",
+            "Upgrade": "websocket",
+            "X-End": "kept",
+        },
+    )
+    assert st == 200
+    got = {k.lower(): v for k, v in json.loads(body)["headers"]}
+    assert got["x-forwarded-for"] == "10.0.0.1, 127.0.0.1"
+    assert got["x-forwarded-proto"] == "http"
+    assert got["via"] == "1.1 keel"
+    assert got["host"] == "test"
+    assert got["x-end"] == "kept"
+    for hop in ("x-secret", "keep-alive", "proxy-connection", "te", "upgrade", "connection"):
+        assert hop not in got, hop
+
+
+def test_streams_chunked_bodies_both_ways(proxy, up):
+    port, _ = proxy
+    s = connect(port)
+    data = bytes(range(256)) * 100
+    chunks = b"".join(b"%x\r\n" % len(data[i : i + 1000]) + data[i : i + 1000] + b"\r\n" for i in range(0, 25600, 1000))
+    s.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks[:5000])
+    time.sleep(0.05)
+    s.sendall(chunks[5000:] + b"0\r\n\r\n")
+    st, h, body, buf = read_response(s)
+    assert st == 200
+    info = json.loads(body)
+    assert info["body_len"] == 25600
+    assert info["body_sha"] == __import__("hashlib").sha256(data).hexdigest()
+    # a chunked response comes back chunked to an HTTP/1.1 client
+    s.sendall(b"GET /chunked/50000 HTTP/1.1\r\nHost: t\r\n\r\n")
+    st, h, body, buf = read_response(s, buf)
+    assert st == 200 and h["transfer-encoding"] == ["chunked"]
+    assert body == bytes(i % 251 for i in range(50000))
+    s.close()
+
+
+def test_answers_expect_100_continue(proxy, up):
+    port, _ = proxy
+    s = connect(port)
+    s.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    st, _, _, buf = read_response(s)
+    assert st == 100
+    s.sendall(b"hello")
+    st, _, body, _ = read_response(s, buf)
+    assert st == 200 and json.loads(body)["body_len"] == 5
+    s.close()
+
+
+def test_large_body_arrives_intact(proxy, up):
+    port, _ = proxy
+    st, h, body = request(port, "GET", "/big/8000000")
+    assert st == 200 and len(body) == 8000000
+    assert body == (bytes(range(256)) * 256 * 123)[:8000000]
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+
+def test_slow_client_does_not_make_the_proxy_buffer_the_body(procs, tmp_path, up):
+    p, port, _ = start_proxy(procs, tmp_path, config(up))
+    base = rss_kib(p.p.pid)
+    s = connect(port)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.sendall(b"GET /big/67108864 HTTP/1.1\r\nHost: t\r\n\r\n")
+    got = 0
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:  # a slow reader: 64 KiB every 50 ms
+        got += len(s.recv(65536))
+        time.sleep(0.05)
+    grown = rss_kib(p.p.pid) - base
+    # the upstream is held back too: it cannot have written the whole 64 MiB
+    assert up.bytes_sent < 16 * 1024 * 1024, up.bytes_sent
+    assert grown < 8 * 1024, f"proxy RSS grew by {grown} KiB while streaming to a slow client"
+    assert got < 8 * 1024 * 1024
+    s.close()
+    still_works(port)
+
+
+# ---- the proxy's own answers ----------------------------------------------------------------
+
+
+def test_direct_response_redirect_and_no_route(procs, tmp_path, up):
+    cfg = config(up).replace("  - name: app\n    match: {prefix: /}\n    cluster: app\n", "")
+    _, port, _ = start_proxy(procs, tmp_path, cfg)
+    st, h, body = request(port, "GET", "/direct")
+    assert (st, body, h["content-type"]) == (201, b"made here", ["text/plain"])
+    st, h, _ = request(port, "GET", "/old/x")
+    assert st == 301 and h["location"] == ["/new/"]
+    st, h, body = request(port, "GET", "/nowhere")
+    assert st == 404 and json.loads(body)["error"]["code"] == 404
+    assert up.count == 0
+
+
+def test_rewrites_prefix_and_edits_headers(proxy, up):
+    port, _ = proxy
+    st, h, body = request(port, "GET", "/rw/a/b?x=1", {"X-Drop": "1"})
+    assert st == 200
+    info = json.loads(body)
+    assert info["target"] == "/echo/a/b?x=1"
+    got = {k.lower(): v for k, v in info["headers"]}
+    assert got["x-added"] == "yes" and "x-drop" not in got
+    assert h["x-resp"] == ["added"] and "server" not in h
+
+
+# ---- upstream failures ----------------------------------------------------------------------
+
+
+def test_upstream_failures_get_their_status_and_others_are_unaffected(proxy, up):
+    port, _ = proxy
+    cases = [
+        ("/reset", 502),
+        ("/garbage", 502),
+        ("/bigheaders", 502),
+        ("/hang", 504),
+        ("/status/503", 503),  # an upstream's own answer passes through
+    ]
+    for path, want in cases:
+        st, _, _ = request(port, "GET", path)
+        assert st == want, path
+        still_works(port)
+
+
+def test_upstream_refusing_connections_gets_503(procs, tmp_path):
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    addr = "127.0.0.1:%d" % dead.getsockname()[1]
+    dead.close()  # nothing listens there now
+
+    class Dead:
+        pass
+
+    d = Dead()
+    d.addr = addr
+    _, port, _ = start_proxy(procs, tmp_path, config(d))
+    st, h, body = request(port, "GET", "/echo")
+    assert st == 503 and h["x-keel-reason"] == ["connect-failed"]
+    st, _, body = request(port, "GET", "/direct")
+    assert st == 201
+
+
+def test_upstream_closing_mid_body_closes_the_client_connection(proxy, up):
+    port, _ = proxy
+    s = connect(port)
+    s.sendall(b"GET /midbody HTTP/1.1\r\nHost: t\r\n\r\n")
+    got = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    except ConnectionResetError:
+        pass
+    head, body = got.split(b"\r\n\r\n", 1)
+    assert b"Content-Length: 1000" in head
+    assert len(body) == 10  # the client sees a short body and a closed connection: incomplete
+    s.close()
+    still_works(port)
+
+
+def test_upstream_timeout_is_504(proxy, up):
+    port, _ = proxy
+    t0 = time.monotonic()
+    st, h, _ = request(port, "GET", "/hang")
+    assert st == 504 and h["x-keel-reason"] == ["upstream-timeout"]
+    assert 0.3 < time.monotonic() - t0 < 3.0
+
+
+# ---- hostile clients -------------------------------------------------------------------------
+
+
+SMUGGLING = [
+    b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nhello",
+    b"GET /echo HTTP/1.1\r\nHost: t\r\nX-A: 1\r\n folded\r\n\r\n",
+    b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    b"GET /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding : chunked\r\n\r\n",
+    b"GET /echo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("raw", SMUGGLING, ids=["cl+te", "dup-cl", "obs-fold", "bad-chunk", "space-colon", "two-hosts"])
+def test_request_smuggling_shapes_get_400_and_close(proxy, up, raw):
+    port, _ = proxy
+    before = up.count
+    s = connect(port)
+    s.sendall(raw)
+    st, h, _, _ = read_response(s)
+    assert st == 400
+    assert h["connection"] == ["close"]
+    assert closed_by_peer(s)
+    s.close()
+    # a request that could have been smuggled never reached the upstream
+    assert up.count == before
+    still_works(port)
+
+
+def test_limits_get_414_431_413(proxy, up):
+    port, _ = proxy
+    st, h, _ = request(port, "GET", "/" + "a" * 2000)
+    assert st == 414
+    st, h, _ = request(port, "GET", "/echo", {f"X-H{i}": "v" for i in range(40)})
+    assert st == 431
+    st, h, _ = request(port, "GET", "/echo", {"X-Big": "v" * 9000})
+    assert st == 431
+    st, h, _ = request(port, "POST", "/echo", body=b"x" * 100001)
+    assert st == 413
+    # a chunked body is cut when it passes the limit
+    s = connect(port)
+    s.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+    try:
+        for _ in range(30):
+            s.sendall(b"2710\r\n" + b"y" * 10000 + b"\r\n")
+    except OSError:
+        pass
+    st, _, _, _ = read_response(s)
+    assert st == 413
+    s.close()
+    still_works(port)
+
+
+def test_slowloris_gets_408(proxy, up):
+    port, _ = proxy
+    s = connect(port)
+    s.sendall(b"GET /echo HTTP/1.1\r\nHost: t\r\n")
+    t0 = time.monotonic()
+    for _ in range(3):
+        time.sleep(0.2)
+        try:
+            s.sendall(b"X-Slow: 1\r\n")
+        except OSError:
+            break
+    st, h, _, _ = read_response(s)
+    assert st == 408
+    assert time.monotonic() - t0 < 2.0
+    assert closed_by_peer(s)
+    still_works(port)
+
+
+# ---- policies ---------------------------------------------------------------------------------
+
+
+def test_breaker_opens_and_closes_again(procs, tmp_path, up):
+    clusters_yaml = f"""
+  - name: fragile
+    hosts: [{up.addr}]
+    circuit_breaker: {{consecutive_failures: 3, open_ms: 500, probes: 1, calls_min: 100}}
+"""
+    routes_yaml = """
+  - name: fragile
+    match: {prefix: /fragile}
+    cluster: fragile
+"""
+    _, port, admin = start_proxy(procs, tmp_path, config(up, clusters_yaml, routes_yaml))
+    up.fail_status = 500
+    for _ in range(3):
+        assert request(port, "GET", "/fragile")[0] == 500
+    seen = up.count
+    st, h, _ = request(port, "GET", "/fragile")
+    assert st == 503 and h["x-keel-reason"] == ["circuit-open"]
+    assert up.count == seen  # rejected without touching the upstream
+    assert clusters(admin)["fragile"]["breaker"] == "open"
+    assert metric(metrics(admin), "keel_proxy_breaker_state", 'cluster="fragile"') == 1
+    up.fail_status = None
+    time.sleep(0.6)
+    st, _, _ = request(port, "GET", "/fragile")  # the half-open probe succeeds
+    assert st == 200
+    assert clusters(admin)["fragile"]["breaker"] == "closed"
+    assert request(port, "GET", "/fragile")[0] == 200
+    m = metrics(admin)
+    assert metric(m, "keel_proxy_breaker_state", 'cluster="fragile"') == 0
+    assert metric(m, "keel_proxy_breaker_rejected_total", 'cluster="fragile"') == 1
+
+
+def test_outlier_detection_ejects_a_failing_host_and_restores_it(procs, tmp_path, up):
+    bad = FakeUpstream("bad")
+    try:
+        clusters_yaml = f"""
+  - name: pair
+    hosts: [{up.addr}, {bad.addr}]
+    outlier_detection: {{consecutive_5xx: 2, interval_ms: 100, base_ejection_ms: 800, max_ejection_pct: 50}}
+"""
+        routes_yaml = """
+  - name: pair
+    match: {prefix: /pair}
+    cluster: pair
+"""
+        _, port, admin = start_proxy(procs, tmp_path, config(up, clusters_yaml, routes_yaml))
+        bad.fail_status = 500
+        for _ in range(6):
+            request(port, "GET", "/pair")
+        hosts = {h["address"]: h for h in clusters(admin)["pair"]["hosts"]}
+        assert hosts[bad.addr]["ejected"] and not hosts[up.addr]["ejected"]
+        assert bad.count == 2
+        for _ in range(6):  # while ejected, every request goes to the good host
+            assert request(port, "GET", "/pair")[0] == 200
+        assert bad.count == 2
+        assert metric(metrics(admin), "keel_proxy_ejections_total", 'cluster="pair"') == 1
+        bad.fail_status = None
+        assert wait_until(
+            lambda: not {h["address"]: h for h in clusters(admin)["pair"]["hosts"]}[bad.addr]["ejected"],
+            timeout_s=3.0,
+        )
+        for _ in range(6):
+            assert request(port, "GET", "/pair")[0] == 200
+        assert bad.count > 2  # back in rotation
+    finally:
+        bad.close()
+
+
+def test_outlier_detection_never_ejects_the_last_host(procs, tmp_path, up):
+    clusters_yaml = f"""
+  - name: single
+    hosts: [{up.addr}]
+    outlier_detection: {{consecutive_5xx: 2, base_ejection_ms: 5000, max_ejection_pct: 100}}
+"""
+    routes_yaml = """
+  - name: single
+    match: {prefix: /single}
+    cluster: single
+"""
+    _, port, admin = start_proxy(procs, tmp_path, config(up, clusters_yaml, routes_yaml))
+    up.fail_status = 500
+    for _ in range(5):
+        assert request(port, "GET", "/single")[0] == 500  # the upstream's answer, not our 503
+    assert up.count == 5
+    assert clusters(admin)["single"]["hosts"][0]["available"]
+
+
+def storm(port, n, path):
+    results = []
+
+    def one():
+        try:
+            results.append(request(port, "GET", path)[0])
+        except OSError as e:
+            results.append(str(e))
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    return results
+
+
+def retry_routes(budget_pct):
+    return f"""
+  - name: retried
+    match: {{prefix: /retried}}
+    cluster: app
+    retry: {{attempts_max: 5, retry_on: [gateway-error], backoff_base_ms: 50, backoff_cap_ms: 50, budget_percent: {budget_pct}, budget_min: 3}}
+"""
+
+
+def test_retries_recover_from_a_transient_failure(procs, tmp_path, up):
+    _, port, admin = start_proxy(procs, tmp_path, config(up, "", retry_routes(20)))
+    up.fail_status = 503
+    threading.Timer(0.06, lambda: setattr(up, "fail_status", None)).start()
+    st, _, _ = request(port, "GET", "/retried")
+    assert st == 200
+    assert up.count >= 2
+    assert metric(metrics(admin), "keel_proxy_upstream_retries_total", 'cluster="app"') >= 1
+
+
+def test_retry_budget_stops_a_retry_storm(procs, tmp_path, up):
+    n = 40
+    # without a budget every request is tried attempts_max times
+    p1, port, _ = start_proxy(procs, tmp_path, config(up, "", retry_routes(0)), "nobudget.yaml")
+    up.fail_status = 503
+    assert all(r == 503 for r in storm(port, n, "/retried"))
+    unbounded = up.count
+    assert unbounded == n * 5
+    p1.signal(15)
+    p1.wait(5)
+    # with the default budget (20% of active requests, at least 3) retries stay bounded
+    up.count = 0
+    _, port, admin = start_proxy(procs, tmp_path, config(up, "", retry_routes(20)), "budget.yaml")
+    assert all(r == 503 for r in storm(port, n, "/retried"))
+    bounded = up.count
+    m = metrics(admin)
+    assert metric(m, "keel_proxy_retry_budget_exhausted_total", 'cluster="app"') > 0
+    assert bounded < unbounded * 0.6, (bounded, unbounded)
+
+
+def test_bulkhead_answers_503_with_a_reason_when_full(procs, tmp_path, up):
+    clusters_yaml = f"""
+  - name: narrow
+    hosts: [{up.addr}]
+    max_requests: 1
+"""
+    routes_yaml = """
+  - name: narrow
+    match: {prefix: /slow}
+    cluster: narrow
+"""
+    _, port, _ = start_proxy(procs, tmp_path, config(up, clusters_yaml, routes_yaml))
+    first = []
+    t = threading.Thread(target=lambda: first.append(request(port, "GET", "/slow/600")[0]))
+    t.start()
+    assert wait_until(lambda: up.count == 1, timeout_s=3)
+    st, h, _ = request(port, "GET", "/slow/1")
+    assert st == 503 and h["x-keel-reason"] == ["bulkhead-full"]
+    t.join(5)
+    assert first == [200]
+    assert request(port, "GET", "/slow/1")[0] == 200
+
+
+def test_rate_limit_answers_429_with_retry_after(procs, tmp_path, up):
+    routes_yaml = """
+  - name: limited
+    match: {prefix: /limited}
+    cluster: app
+    rate_limit: {key: "header:x-api-key", requests_per_s: 1, burst: 3}
+"""
+    _, port, admin = start_proxy(procs, tmp_path, config(up, "", routes_yaml))
+    codes = [request(port, "GET", "/limited", {"X-Api-Key": "k1"})[0] for _ in range(3)]
+    assert codes == [200, 200, 200]
+    st, h, body = request(port, "GET", "/limited", {"X-Api-Key": "k1"})
+    assert st == 429
+    assert int(h["retry-after"][0]) >= 1
+    assert h["ratelimit-limit"] == ["3"] and h["ratelimit-remaining"] == ["0"]
+    assert int(h["ratelimit-reset"][0]) >= 1
+    # another key has its own bucket
+    assert request(port, "GET", "/limited", {"X-Api-Key": "k2"})[0] == 200
+    assert metric(metrics(admin), "keel_proxy_rate_limited_total", 'route="limited"') == 1
+
+
+def test_health_checks_take_a_host_out_and_back(procs, tmp_path, up):
+    other = FakeUpstream("other")
+    try:
+        clusters_yaml = f"""
+  - name: checked
+    hosts: [{up.addr}, {other.addr}]
+    health_check: {{path: /health, interval_ms: 100, timeout_ms: 80, healthy_threshold: 2, unhealthy_threshold: 2}}
+"""
+        routes_yaml = """
+  - name: checked
+    match: {prefix: /checked}
+    cluster: checked
+"""
+        _, port, admin = start_proxy(procs, tmp_path, config(up, clusters_yaml, routes_yaml))
+        other.healthy = False
+
+        def other_healthy():
+            return {h["address"]: h for h in clusters(admin)["checked"]["hosts"]}[other.addr]["healthy"]
+
+        assert wait_until(lambda: not other_healthy(), timeout_s=3)
+        before = other.paths.count("/checked")
+        for _ in range(6):
+            assert request(port, "GET", "/checked")[0] == 200
+        assert other.paths.count("/checked") == before
+        other.healthy = True
+        assert wait_until(other_healthy, timeout_s=3)
+        for _ in range(6):
+            request(port, "GET", "/checked")
+        assert other.paths.count("/checked") > before
+    finally:
+        other.close()
+
+
+# ---- admin and the command line ---------------------------------------------------------------
+
+
+def test_admin_serves_metrics_clusters_and_config(proxy, up):
+    port, admin = proxy
+    request(port, "GET", "/echo")
+    request(port, "GET", "/status/404")
+    m = metrics(admin)
+    assert metric(m, "keel_proxy_requests_total", 'route="app"') == 2
+    assert metric(m, "keel_proxy_responses_total", 'route="app",class="2xx"') == 1
+    assert metric(m, "keel_proxy_responses_total", 'route="app",class="4xx"') == 1
+    assert metric(m, "keel_proxy_upstream_requests_total", 'cluster="app"') == 2
+    assert re.search(r'keel_proxy_request_duration_seconds_count\{route="app"\} 2', m)
+    c = clusters(admin)["app"]
+    assert c["hosts"][0]["address"] == up.addr and c["hosts"][0]["healthy"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/config", timeout=5) as r:
+        text = r.read().decode()
+        assert "name: app" in text and re.fullmatch(r"[0-9a-f]{8}", r.headers["X-Keel-Config-Version"])
+
+
+def test_check_names_the_line_of_each_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("listeners:\n  - address: nowhere\nroutes:\n  - match: {prefix: /}\n    cluster: ghost\n")
+    r = subprocess.run([binary("keel"), "proxy", "--check", str(bad)], capture_output=True, timeout=10)
+    assert r.returncode == 1
+    err = r.stderr.decode()
+    assert f"{bad}:2: " in err and "host:port" in err
+    assert f"{bad}:5: " in err and "ghost" in err
+    good = tmp_path / "good.yaml"
+    good.write_text("listeners: [{address: 127.0.0.1:0}]\nroutes:\n  - {match: {prefix: /}, direct_response: {status: 200}}\n")
+    r = subprocess.run([binary("keel"), "proxy", "--check", str(good)], capture_output=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([binary("keel"), "proxy", "--config", str(bad)], capture_output=True, timeout=10)
+    assert r.returncode == 1 and b":5: " in r.stderr
