@@ -3,7 +3,7 @@
 FakeUpstream is a small HTTP/1.1 server on a thread per connection whose behaviour is chosen
 by the request path, so one upstream can be well-behaved and hostile in turn:
 
-  /echo...          200, JSON of the method, path, headers and body length it received
+  any other path    200, JSON of the method, target, headers and body length and hash received
   /status/N         answer with status N (and a short body)
   /reset            read the request, then close with a TCP reset
   /hang             read the request, never answer (until the test ends)
@@ -14,7 +14,7 @@ by the request path, so one upstream can be well-behaved and hostile in turn:
   /big/N            N bytes of body (Content-Length), written as fast as the peer reads
   /chunked/N        N bytes of body, chunked in 1000-byte chunks
   /health           200, or 503 while `healthy` is False
-Any other path: 200 "ok". When `fail_status` is set, every path but /health answers it.
+When `fail_status` is set, every path but /health answers it.
 Every request is counted (`count`, `paths`), every connection too (`connections`).
 """
 
@@ -162,7 +162,8 @@ class FakeUpstream:
             b = b"failing"
             self._send(conn, f"HTTP/1.1 {self.fail_status} Failing\r\nContent-Length: {len(b)}\r\n\r\n".encode() + b)
             return True
-        if path.startswith("/echo") or path.startswith("/api") or path == "/":
+        special = re.match(r"/(status|reset|hang|slow|garbage|midbody|bigheaders|big|chunked)(/|$)", path)
+        if not special:
             info = {
                 "upstream": self.name,
                 "method": method,
@@ -224,7 +225,7 @@ class FakeUpstream:
             out.append(b"0\r\n\r\n")
             self._send(conn, b"".join(out))
             return True
-        self._send(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self._send(conn, b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno")
         return True
 
 
