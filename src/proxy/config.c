@@ -1113,8 +1113,11 @@ static void load_document(ctx_ext_t *x, route_load_t *rl)
     for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top;
          p++) {
         const char *key = scalar(node_at(c, p->key));
-        if (key && strcmp(key, "clusters") == 0)
+        if (key && strcmp(key, "clusters") == 0) {
+            /* the first only: a repeated key is an error load_fields reports below */
             top_clusters(c, node_at(c, p->value), c->cfg);
+            break;
+        }
     }
     x->rl = rl;
     load_fields(c, root, top_fields, N(top_fields), c->cfg, "top level");
@@ -1124,8 +1127,9 @@ static void load_document(ctx_ext_t *x, route_load_t *rl)
     for (uint32_t i = 0; i < c->cfg->listeners_count; i++)
         for (uint32_t k = 0; k < i; k++) {
             keel_proxy_listener_t *a = &c->cfg->listeners[i], *b = &c->cfg->listeners[k];
-            if (a->address && b->address && strcmp(a->address, b->address) == 0 &&
-                strcmp(strrchr(a->address, ':'), ":0") != 0)
+            const char *port = a->address ? strrchr(a->address, ':') : NULL;
+            if (port && b->address && strcmp(a->address, b->address) == 0 &&
+                strcmp(port, ":0") != 0)
                 errl(c, a->line, "listener address %s is used twice", a->address);
         }
 }

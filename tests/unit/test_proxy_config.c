@@ -184,6 +184,17 @@ static void refuses_duplicate_keys_and_duplicate_names(void)
     KT_CHECK(has_error(6, "listed twice"));
 }
 
+/* Found by fuzz_proxy_config: a second `clusters:` list used to be loaded over the first. */
+static void a_repeated_top_level_section_is_an_error_not_a_leak(void)
+{
+    static const char twice[] = "listeners: [{address: 127.0.0.1:1}]\n"
+                                "clusters: [{name: a, hosts: [127.0.0.1:5]}, {name: b, hosts: "
+                                "[127.0.0.1:6]}]\n"
+                                "clusters: [{name: c, hosts: [127.0.0.1:7]}]\n";
+    KT_EQ_INT(parse(twice), KEEL_EINVAL);
+    KT_CHECK(has_error(3, "given twice"));
+}
+
 static void refuses_header_values_that_would_split_a_message(void)
 {
     static const char crlf[] = "listeners: [{address: 127.0.0.1:1}]\n"
@@ -256,6 +267,7 @@ int main(void)
     KT_RUN(names_the_line_of_every_error);
     KT_RUN(reports_a_yaml_syntax_error_at_its_line);
     KT_RUN(refuses_duplicate_keys_and_duplicate_names);
+    KT_RUN(a_repeated_top_level_section_is_an_error_not_a_leak);
     KT_RUN(refuses_header_values_that_would_split_a_message);
     KT_RUN(needs_a_listener_and_a_mapping_at_the_top);
     KT_RUN(keeps_at_most_the_error_ceiling_and_counts_the_rest);
