@@ -115,7 +115,7 @@ HAPROXY_PORT=$(free_port)
 cat >"$TMP/haproxy.cfg" <<CONF
 global
     nbthread 1
-    maxconn 20000
+    maxconn 4096
 defaults
     mode http
     timeout connect 5s

@@ -127,6 +127,29 @@ static void alloc_into(keel_buf_t *in, uv_buf_t *buf)
     *buf = uv_buf_init((char *)keel_buf_wptr(in), (unsigned)(in->cap - in->len));
 }
 
+/* Appends "<hex>\r\n", a chunk-size line (no printf on the data path). */
+static void append_chunk_size(keel_buf_t *o, size_t n)
+{
+    char tmp[24];
+    int i = (int)sizeof(tmp);
+    tmp[--i] = '\n';
+    tmp[--i] = '\r';
+    do {
+        tmp[--i] = "0123456789abcdef"[n & 15];
+        n >>= 4;
+    } while (n > 0);
+    keel_buf_append(o, tmp + i, sizeof(tmp) - (size_t)i);
+}
+
+/* Appends "Content-Length: n\r\n". */
+static int append_length(keel_buf_t *o, uint64_t n)
+{
+    int rc = keel_buf_append(o, "Content-Length: ", 16);
+    rc |= keel_buf_append_u64_dec(o, n);
+    rc |= keel_buf_append(o, "\r\n", 2);
+    return rc;
+}
+
 /* ---- exchange bookkeeping ---------------------------------------------------------------- */
 
 static int status_class(int status)
@@ -458,23 +481,17 @@ static void d_process(keel__dconn_t *d)
             }
             break;
         }
-        keel_h1_head_t *h = malloc(sizeof(*h));
-        if (h == NULL) {
-            d_close(d);
-            return;
-        }
+        keel_h1_head_t *h = &p->req_head;
         int st = keel_h1_parse_request(base, end, &p->req_lim, h);
         d->scan = 0;
         d->head_start_ms = 0;
         if (st != 0) {
-            free(h);
             keel_counter_inc(p->m_bad_requests);
             x_local(d, st, NULL, NULL, NULL, NULL, 0);
             break;
         }
         d->state = KEEL__D_BUSY;
         x_begin(d, base, h); /* consumes the head from d->in */
-        free(h);
     }
     d->processing = false;
     if (!d->closing && d->state == KEEL__D_BUSY)
@@ -673,14 +690,17 @@ static int build_up_head(keel__dconn_t *d, const char *base, const keel_h1_head_
         rc |= keel_buf_printf(o, "Host: %s\r\n", x->cl->hosts[0].address);
     if (xff != NULL)
         rc |= keel_buf_printf(o, "X-Forwarded-For: %.*s, %s\r\n", (int)xff_len, xff, d->peer);
-    else
-        rc |= keel_buf_printf(o, "X-Forwarded-For: %s\r\n", d->peer);
+    else {
+        rc |= keel_buf_append(o, "X-Forwarded-For: ", 17);
+        rc |= keel_buf_append_str(o, d->peer);
+        rc |= keel_buf_append(o, "\r\n", 2);
+    }
     rc |= keel_buf_append_str(o, "X-Forwarded-Proto: http\r\n");
     rc |= keel_buf_append_str(o, d->p->via_line);
     for (uint32_t i = 0; i < r->req_add_count; i++)
         rc |= keel_buf_printf(o, "%s: %s\r\n", r->req_add[i].name, r->req_add[i].value);
     if (h->body == KEEL_H1_BODY_LENGTH)
-        rc |= keel_buf_printf(o, "Content-Length: %llu\r\n", (unsigned long long)h->content_length);
+        rc |= append_length(o, h->content_length);
     else if (h->body == KEEL_H1_BODY_CHUNKED)
         rc |= keel_buf_append_str(o, "Transfer-Encoding: chunked\r\n");
     else if (had_length)
@@ -1047,7 +1067,7 @@ static void d_pump_req_body(keel__dconn_t *d)
                 x_local(d, 413, NULL, NULL, NULL, NULL, 0);
                 return;
             }
-            keel_buf_printf(&u->out, "%zx\r\n", len);
+            append_chunk_size(&u->out, len);
             keel_buf_append(&u->out, in + off, len);
             keel_buf_append(&u->out, "\r\n", 2);
         }
@@ -1195,11 +1215,14 @@ static void send_resp_head(keel__dconn_t *d, const char *base, const keel_h1_hea
     keel__xch_t *x = &d->x;
     const keel_proxy_route_t *r = x->route->cfg;
     keel_buf_t *o = &d->out;
+    keel_buf_append(o, "HTTP/1.1 ", 9);
+    keel_buf_append_u64_dec(o, (uint64_t)h->status);
+    keel_buf_append(o, " ", 1);
     if (h->reason.len > 0)
-        keel_buf_printf(o, "HTTP/1.1 %d %.*s\r\n", h->status, (int)h->reason.len,
-                        base + h->reason.off);
+        keel_buf_append(o, base + h->reason.off, h->reason.len);
     else
-        keel_buf_printf(o, "HTTP/1.1 %d %s\r\n", h->status, keel_http_status_text(h->status));
+        keel_buf_append_str(o, keel_http_status_text(h->status));
+    keel_buf_append(o, "\r\n", 2);
     for (uint32_t i = 0; i < h->fields_count; i++) {
         keel_h1_span_t nm = h->fields[i].name, v = h->fields[i].value;
         bool passthrough_length =
@@ -1219,7 +1242,7 @@ static void send_resp_head(keel__dconn_t *d, const char *base, const keel_h1_hea
     x->resp_remaining = h->content_length;
     keel_h1_chunked_init(&x->resp_ck);
     if (h->body == KEEL_H1_BODY_LENGTH) {
-        keel_buf_printf(o, "Content-Length: %llu\r\n", (unsigned long long)h->content_length);
+        append_length(o, h->content_length);
     } else if (h->body == KEEL_H1_BODY_CHUNKED || h->body == KEEL_H1_BODY_CLOSE) {
         if (x->client_keepalive) {
             keel_buf_append_str(o, "Transfer-Encoding: chunked\r\n");
@@ -1260,22 +1283,16 @@ static void u_process(keel__uconn_t *u)
             }
             return;
         }
-        keel_h1_head_t *h = malloc(sizeof(*h));
-        if (h == NULL) {
-            d_close(d);
-            return;
-        }
+        keel_h1_head_t *h = &p->resp_head;
         int st = keel_h1_parse_response(base, end, &p->resp_lim, x->method_kind == 1, h);
         u->scan = 0;
         if (st != 0 || h->status == 101) {
-            free(h);
             keel_counter_inc(x->cl->m_bad_responses);
             x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_NONE, 502, 502, "upstream-bad-response");
             return;
         }
         if (h->status < 200) { /* 1xx: interim, dropped (we answered 100-continue ourselves) */
             keel_buf_consume(&u->in, end);
-            free(h);
             continue;
         }
         const keel_proxy_retry_t *rt = &x->route->cfg->retry;
@@ -1287,7 +1304,6 @@ static void u_process(keel__uconn_t *u)
             u->d = NULL;
             x_end_attempt(d, status >= 500 ? 0 : 1, status, false);
             if (x_try_again(d, KEEL_RETRY_FAIL_NONE, status)) {
-                free(h);
                 u_close(u);
                 return;
             }
@@ -1296,7 +1312,6 @@ static void u_process(keel__uconn_t *u)
         }
         send_resp_head(d, base, h);
         keel_buf_consume(&u->in, end);
-        free(h);
     }
     u_pump_resp_body(u);
 }
@@ -1331,7 +1346,7 @@ static void u_pump_resp_body(keel__uconn_t *u)
         }
         if (len > 0) {
             if (x->resp_chunk_out)
-                keel_buf_printf(&d->out, "%zx\r\n", len);
+                append_chunk_size(&d->out, len);
             keel_buf_append(&d->out, in + off, len);
             if (x->resp_chunk_out)
                 keel_buf_append(&d->out, "\r\n", 2);

@@ -194,6 +194,9 @@ struct keel_proxy {
     keel_counter_t *m_conns_total, *m_no_route, *m_bad_requests;
     keel_gauge_t *m_conns_open;
     char via_line[KEEL_PROXY_NAME_BYTES_MAX + 16];
+    /* Parse scratch (one loop thread): a request head is used only inside d_process and a
+     * response head only inside u_process, and neither calls the other's parser. */
+    keel_h1_head_t req_head, resp_head;
 };
 
 /* proxy_conn.c */
