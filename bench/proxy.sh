@@ -76,10 +76,19 @@ http {
 CONF
 }
 
-# Runs wrk with $2 connections against $1; prints "rps p50_us p99_us".
+# CPU time (user+system, clock ticks) a process has used so far.
+cpu_ticks() {
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+# Runs wrk with $2 connections against $1 while measuring process $3; prints
+# "rps p50_us p99_us cpu_us_per_request".
 load() {
-  local url=$1 conns=$2 out="$TMP/wrk.$RANDOM"
+  local url=$1 conns=$2 pid=$3 out="$TMP/wrk.$RANDOM" before after
+  before=$(cpu_ticks "$pid")
   taskset -c "$OTHER_CPU" wrk -t1 -c"$conns" -d"${SECONDS_RUN}s" --latency "$url" >"$out"
+  after=$(cpu_ticks "$pid")
+  echo "cpu_ticks $((after - before)) $(getconf CLK_TCK)" >>"$out"
   cat "$out" >&2
   python3 - "$out" <<'PY'
 import re, sys
@@ -94,7 +103,9 @@ bad = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", text)
 if bad:
     print("bench/proxy.sh: errors reported by wrk: " + bad.group(0), file=sys.stderr)
     sys.exit(1)
-print(f"{rps:.0f} {p50:.0f} {p99:.0f}")
+total = int(re.search(r"(\d+) requests in", text).group(1))
+ticks, hz = map(int, re.search(r"cpu_ticks (\d+) (\d+)", text).groups())
+print(f"{rps:.0f} {p50:.0f} {p99:.0f} {ticks * 1e6 / hz / max(total, 1):.2f}")
 PY
 }
 
@@ -102,6 +113,7 @@ PY
 BACK_PORT=$(free_port)
 nginx_conf "$TMP/backend" "$BACK_PORT" "" "location / { return 200 'hello'; }"
 taskset -c "$OTHER_CPU" "$NGINX" -p "$TMP/backend" -c "$TMP/backend/nginx.conf" &
+DIRECT_PID=$!
 PIDS+=($!)
 
 NGINX_PORT=$(free_port)
@@ -109,6 +121,7 @@ nginx_conf "$TMP/nginx" "$NGINX_PORT" \
   "upstream backend { server 127.0.0.1:$BACK_PORT; keepalive 128; keepalive_requests 1000000; }" \
   "location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; }"
 taskset -c "$PROXY_CPU" "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" &
+NGINX_PID=$!
 PIDS+=($!)
 
 HAPROXY_PORT=$(free_port)
@@ -130,6 +143,7 @@ backend be
     server s1 127.0.0.1:$BACK_PORT
 CONF
 taskset -c "$PROXY_CPU" "$HAPROXY" -f "$TMP/haproxy.cfg" -db >"$TMP/haproxy.log" 2>&1 &
+HAPROXY_PID=$!
 PIDS+=($!)
 
 KEEL_PORT=$(free_port)
@@ -145,6 +159,7 @@ routes:
     cluster: backend
 CONF
 taskset -c "$PROXY_CPU" "$KEEL" proxy --config "$TMP/keel.yaml" --log-level warn >"$TMP/keel.out" 2>&1 &
+KEEL_PID=$!
 PIDS+=($!)
 
 for port in "$BACK_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$KEEL_PORT"; do wait_port "$port"; done
@@ -155,12 +170,13 @@ for c in 64 1; do
   for round in $(seq "$ROUNDS"); do
     for name in keel nginx haproxy; do
       port_var="${name^^}_PORT"
+      pid_var="${name^^}_PID"
       echo "== c=$c round $round: $name" >&2
-      load "http://127.0.0.1:${!port_var}/hello" "$c" >>"$TMP/$name.$c"
+      load "http://127.0.0.1:${!port_var}/hello" "$c" "${!pid_var}" >>"$TMP/$name.$c"
     done
     if [ "$c" = 1 ]; then
       echo "== c=$c round $round: backend directly" >&2
-      load "http://127.0.0.1:$BACK_PORT/hello" "$c" >>"$TMP/direct.$c"
+      load "http://127.0.0.1:$BACK_PORT/hello" "$c" "$DIRECT_PID" >>"$TMP/direct.$c"
     fi
   done
 done
@@ -177,22 +193,24 @@ def median(rs):
     return sorted(rs, key=lambda r: r[0])[len(rs) // 2]
 for c in (64, 1):
     print(f"\n{c} connection{'s' if c > 1 else ''}:")
-    print(f"  {'proxy':10} {'requests/s':>12} {'p50 (us)':>10} {'p99 (us)':>10}   (median round by requests/s)")
+    print(f"  {'proxy':10} {'requests/s':>12} {'p50 (us)':>10} {'p99 (us)':>10} {'CPU us/req':>11}"
+          "   (median round by requests/s; CPU: the proxy's, or the backend's without one)")
     med = {}
     names = ["keel", "nginx", "haproxy"] + (["direct"] if c == 1 else [])
     for n in names:
         rs = rows(n, c)
         med[n] = median(rs)
         label = "no proxy" if n == "direct" else n
-        print(f"  {label:10} {med[n][0]:12.0f} {med[n][1]:10.0f} {med[n][2]:10.0f}")
+        print(f"  {label:10} {med[n][0]:12.0f} {med[n][1]:10.0f} {med[n][2]:10.0f} {med[n][3]:11.2f}")
     k = med["keel"]
     for other in ("nginx", "haproxy"):
         o = med[other]
-        print(f"  keel/{other}: requests/s x{k[0]/o[0]:.2f}, p50 x{k[1]/o[1]:.2f}, p99 x{k[2]/o[2]:.2f}")
+        print(f"  keel/{other}: requests/s x{k[0]/o[0]:.2f}, p50 x{k[1]/o[1]:.2f}, p99 x{k[2]/o[2]:.2f},"
+              f" CPU per request x{k[3]/o[3]:.2f}")
     if c == 1:
         d = med["direct"]
         for n in ("keel", "nginx", "haproxy"):
             print(f"  {n} adds {med[n][1] - d[1]:.0f} us to the p50 of a direct request")
-    print("  all rounds (requests/s / p99 us): " + "; ".join(
-        f"{n} " + ", ".join(f"{r[0]:.0f}/{r[2]:.0f}" for r in rows(n, c)) for n in names))
+    print("  all rounds (requests/s / p99 us / CPU us per request): " + "; ".join(
+        f"{n} " + ", ".join(f"{r[0]:.0f}/{r[2]:.0f}/{r[3]:.1f}" for r in rows(n, c)) for n in names))
 PY
