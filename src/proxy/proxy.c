@@ -149,6 +149,8 @@ static int cluster_init(keel_proxy_t *p, keel__pcluster_t *cl, uint32_t idx, kee
     cl->hosts = calloc(c->hosts_count, sizeof(*cl->hosts));
     if (cl->hosts == NULL)
         return keel_errf(msg, KEEL_ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < c->hosts_count; i++)
+        keel_list_init(&cl->hosts[i].idle); /* before anything can fail: shutdown walks them */
     keel_balance_spec_t specs[KEEL_PROXY_HOSTS_MAX];
     uint64_t ids[KEEL_PROXY_HOSTS_MAX];
     uint32_t weight_max = 1;
@@ -158,7 +160,6 @@ static int cluster_init(keel_proxy_t *p, keel__pcluster_t *cl, uint32_t idx, kee
         h->idx = i;
         h->address = c->hosts[i].address;
         h->healthy = true;
-        keel_list_init(&h->idle);
         if (keel_tcp_parse_addr(h->address, &h->addr, msg) != 0)
             return keel_errf(msg, KEEL_EINVAL, "cluster %s: host %s: %s", c->name, h->address,
                              msg->text);

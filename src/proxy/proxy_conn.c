@@ -286,7 +286,8 @@ static void d_on_drained(keel__dconn_t *d)
         return;
     if (d->state == KEEL__D_CLOSING) {
         d->active_ms = now_ms(d->p); /* the client is reading: progress */
-        if (pending(&d->tcp, &d->out) == 0 && !uv_is_closing((uv_handle_t *)&d->tcp)) {
+        if (pending(&d->tcp, &d->out) == 0 && !d->shut) {
+            d->shut = true;
             uv_shutdown_t *req = malloc(sizeof(*req));
             if (req == NULL || uv_shutdown(req, (uv_stream_t *)&d->tcp, on_shutdown) != 0) {
                 free(req);
@@ -1427,7 +1428,8 @@ static void x_complete(keel__dconn_t *d)
             u_close(u);
         }
     }
-    bool again = x->client_keepalive && x->req_done && !x->resp_close_out && !p->stopping;
+    bool again =
+        x->client_keepalive && x->req_done && !x->resp_close_out && !p->stopping && !d->eof;
     x_release(d);
     if (!again) {
         d_finish(d);
@@ -1467,9 +1469,9 @@ void keel__proxy_close_all(keel_proxy_t *p)
     keel_list_t *it;
     while ((it = keel_list_first(&p->dconns)) != NULL)
         d_close(KEEL_LIST_ENTRY(it, keel__dconn_t, link));
-    for (uint32_t c = 0; c < p->cfg->clusters_count; c++) {
+    for (uint32_t c = 0; p->clusters != NULL && c < p->cfg->clusters_count; c++) {
         keel__pcluster_t *cl = &p->clusters[c];
-        for (uint32_t i = 0; i < cl->cfg->hosts_count; i++)
+        for (uint32_t i = 0; cl->hosts != NULL && i < cl->cfg->hosts_count; i++)
             while ((it = keel_list_first(&cl->hosts[i].idle)) != NULL)
                 u_close(KEEL_LIST_ENTRY(it, keel__uconn_t, link));
     }

@@ -163,6 +163,7 @@ struct keel__dconn {
     char peer[64];           /* client IP, for X-Forwarded-For and keys */
     bool reading, closing, eof;
     bool processing; /* inside d_process: x_complete must not re-enter it */
+    bool shut;       /* our side is half-closed (uv_shutdown started) */
     keel_timer_t timer;
     keel_ms_t timer_at_ms;
     keel__xch_t x;

@@ -633,3 +633,77 @@ def test_check_names_the_line_of_each_error(tmp_path):
     assert r.returncode == 0, r.stderr
     r = subprocess.run([binary("keel"), "proxy", "--config", str(bad)], capture_output=True, timeout=10)
     assert r.returncode == 1 and b":5: " in r.stderr
+
+
+def test_sigterm_closes_everything_and_exits_0(procs, tmp_path, up):
+    p, port, admin = start_proxy(procs, tmp_path, config(up))
+    idle = connect(port)  # a client connection with nothing in flight
+    for _ in range(3):
+        request(port, "GET", "/echo")  # leaves a pooled upstream connection
+    hung = connect(port)
+    hung.sendall(b"GET /hang HTTP/1.1\r\nHost: t\r\n\r\n")  # a request in flight
+    assert wait_until(lambda: "/hang" in up.paths, timeout_s=3)
+    p.signal(15)
+    assert p.wait(5) == 0, p.output()[-2000:]
+    assert "Sanitizer" not in p.output()
+    assert closed_by_peer(idle, 2) and closed_by_peer(hung, 2)
+    idle.close()
+    hung.close()
+
+
+def test_a_listener_that_cannot_bind_fails_the_start(procs, tmp_path, up):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    cfg = config(up).replace("address: 127.0.0.1:0\nadmin", f"address: 127.0.0.1:{taken.getsockname()[1]}\nadmin", 1)
+    path = tmp_path / "taken.yaml"
+    path.write_text(cfg)
+    r = subprocess.run([binary("keel"), "proxy", "--config", str(path)], capture_output=True, timeout=10)
+    taken.close()
+    assert r.returncode == 1
+    assert b"listener" in r.stderr and b"Sanitizer" not in r.stderr
+
+
+def test_post_is_not_retried_after_it_may_have_been_seen(procs, tmp_path, up):
+    _, port, _ = start_proxy(procs, tmp_path, config(up, "", retry_routes(20)))
+    up.fail_status = 503
+    st, _, _ = request(port, "POST", "/retried", body=b"pay once")
+    assert st == 503
+    assert up.count == 1  # a 503 means the upstream saw it: POST is not idempotent
+    st, _, _ = request(port, "GET", "/retried")
+    assert up.count == 1 + 5  # GET is: attempts_max tries
+
+
+def test_per_try_timeout_retries_on_another_attempt(procs, tmp_path, up):
+    routes_yaml = """
+  - name: pertry
+    match: {prefix: /slow}
+    cluster: app
+    timeout_ms: 3000
+    per_try_timeout_ms: 200
+    retry: {attempts_max: 3, retry_on: [timeout], backoff_base_ms: 1, backoff_cap_ms: 1}
+"""
+    _, port, admin = start_proxy(procs, tmp_path, config(up, "", routes_yaml))
+    t0 = time.monotonic()
+    st, h, _ = request(port, "GET", "/slow/1000")
+    assert st == 504
+    assert up.paths.count("/slow/1000") == 3
+    assert 0.5 < time.monotonic() - t0 < 2.0  # three tries of 200 ms, not the 3 s deadline
+    assert metric(metrics(admin), "keel_proxy_upstream_timeouts_total", 'cluster="app"') == 3
+
+
+def test_pooled_connections_are_retired_after_max_requests(procs, tmp_path, up):
+    clusters_yaml = f"""
+  - name: short
+    hosts: [{up.addr}]
+    pool: {{requests_per_connection_max: 2, idle_max: 4}}
+"""
+    routes_yaml = """
+  - name: short
+    match: {prefix: /short}
+    cluster: short
+"""
+    _, port, _ = start_proxy(procs, tmp_path, config(up, clusters_yaml, routes_yaml))
+    for _ in range(6):
+        assert request(port, "GET", "/short")[0] == 200
+    assert up.connections == 3
