@@ -673,6 +673,7 @@ static int build_up_head(keel__dconn_t *d, const char *base, const keel_h1_head_
             had_length = true;
         if (keel_h1_is_hop_by_hop(base, h, nm) || keel_h1_span_is(base, nm, "expect") ||
             keel_h1_span_is(base, nm, "x-forwarded-proto") ||
+            keel_h1_span_is(base, nm, "x-keel-timeout-ms") ||
             edit_lists(r->req_remove, r->req_remove_count, base, nm))
             continue;
         if (keel_h1_span_is(base, nm, "x-forwarded-for")) {
@@ -706,7 +707,7 @@ static int build_up_head(keel__dconn_t *d, const char *base, const keel_h1_head_
         rc |= keel_buf_append_str(o, "Transfer-Encoding: chunked\r\n");
     else if (had_length)
         rc |= keel_buf_append_str(o, "Content-Length: 0\r\n");
-    rc |= keel_buf_append_str(o, "\r\n");
+    /* the empty line is added per attempt, after X-Keel-Timeout-Ms (u_send) */
     return rc;
 }
 
@@ -1184,6 +1185,16 @@ static void u_send(keel__uconn_t *u)
     keel_buf_reset(&u->in);
     u->scan = 0;
     keel_buf_append(&u->out, keel_buf_rptr(&x->up_head), keel_buf_unread(&x->up_head));
+    /* the time this attempt has left, so the service can give up when we will (Envoy's
+     * x-envoy-expected-rq-timeout-ms); absent when the route has no timeout */
+    keel_ms_t until = keel_ms_min(x->call.deadline_ms, x->try_deadline_ms);
+    if (until < KEEL_MS_NEVER / 2) {
+        keel_ms_t now = now_ms(d->p);
+        keel_buf_append_str(&u->out, "X-Keel-Timeout-Ms: ");
+        keel_buf_append_u64_dec(&u->out, (uint64_t)(until > now ? until - now : 1));
+        keel_buf_append(&u->out, "\r\n", 2);
+    }
+    keel_buf_append(&u->out, "\r\n", 2);
     if (x->expect_continue && !x->body_began) {
         /* we want the body now: say so to the client ourselves (RFC 9110 §10.1.1) */
         keel_buf_append_str(&d->out, "HTTP/1.1 100 Continue\r\n\r\n");

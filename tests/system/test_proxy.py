@@ -138,10 +138,12 @@ def test_sets_forwarding_headers_and_drops_hop_by_hop_ones(proxy, up):
             "TE": "trailers",
             "Upgrade": "websocket",
             "X-End": "kept",
+            "X-Keel-Timeout-Ms": "999999",
         },
     )
     assert st == 200
     got = {k.lower(): v for k, v in json.loads(body)["headers"]}
+    assert 14000 < int(got["x-keel-timeout-ms"]) <= 15000  # the route's 15 s, not the client's
     assert got["x-forwarded-for"] == "10.0.0.1, 127.0.0.1"
     assert got["x-forwarded-proto"] == "http"
     assert got["via"] == "1.1 keel"
