@@ -1060,9 +1060,13 @@ static void top_skip(ctx_t *c, yaml_node_t *v, void *base)
 }
 
 static const field_t top_fields[] = {
-    {"listeners", F_FN, 0, 0, 0, top_listeners}, {"admin", F_FN, 0, 0, 0, top_admin},
-    {"limits", F_FN, 0, 0, 0, top_limits},       {"clusters", F_FN, 0, 0, 0, top_skip},
-    {"routes", F_FN, 0, 0, 0, top_routes},       {"via", F_FN, 0, 0, 0, top_via},
+    {"listeners", F_FN, 0, 0, 0, top_listeners},
+    {"admin", F_FN, 0, 0, 0, top_admin},
+    {"limits", F_FN, 0, 0, 0, top_limits},
+    {"clusters", F_FN, 0, 0, 0, top_skip},
+    {"routes", F_FN, 0, 0, 0, top_routes},
+    {"via", F_FN, 0, 0, 0, top_via},
+    {"access_log", F_BOOL, offsetof(keel_proxy_config_t, access_log), 0, 0, NULL},
 };
 
 /* ---- the whole document ------------------------------------------------------------------ */

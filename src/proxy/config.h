@@ -226,7 +226,8 @@ typedef struct keel_proxy_config {
     uint32_t clusters_count;
     keel_proxy_route_t routes[KEEL_PROXY_ROUTES_MAX];
     uint32_t routes_count;
-    char *via; /* the Via pseudonym; default "keel" */
+    char *via;       /* the Via pseudonym; default "keel" */
+    bool access_log; /* one JSON line per request on the log (stderr); default off */
 } keel_proxy_config_t;
 
 /*

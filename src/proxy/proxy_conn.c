@@ -190,6 +190,19 @@ static void x_end_attempt(keel__dconn_t *d, int ok, int status, bool local_failu
     x->host = NULL;
 }
 
+/* One JSON line per answered request (docs/proxy.md, "Access log"). */
+static void access_log(keel__dconn_t *d)
+{
+    keel__xch_t *x = &d->x;
+    keel_log_info("access", KF_STR("client", d->peer), KF_STR("method", x->method),
+                  KF_STR("target", x->target),
+                  KF_STR("route", x->route ? x->route->cfg->name : "-"),
+                  KF_STR("cluster", x->cl ? x->cl->cfg->name : "-"),
+                  KF_STR("upstream", x->upstream ? x->upstream : "-"), KF_INT("status", x->status),
+                  KF_INT("bytes", x->resp_bytes), KF_INT("attempts", x->attempts),
+                  KF_INT("duration_ms", now_ms(d->p) - x->start_ms));
+}
+
 /* Releases everything the exchange holds (the upstream connection is closed if still
  * attached) and resets it for the next request. */
 static void x_release(keel__dconn_t *d)
@@ -210,6 +223,8 @@ static void x_release(keel__dconn_t *d)
         x->cl->active_requests--;
         x->counted = false;
     }
+    if (x->status > 0 && d->p->cfg->access_log)
+        access_log(d);
     if (x->route != NULL && x->status > 0) {
         keel_counter_inc(x->route->m_class[status_class(x->status)]);
         keel_histogram_observe(x->route->m_duration, (double)(now_ms(d->p) - x->start_ms) / 1000.0);
@@ -595,8 +610,10 @@ static void x_local(keel__dconn_t *d, int status, const char *reason, const char
     if (!keep)
         keel_buf_append_str(o, "Connection: close\r\n");
     keel_buf_append_str(o, "\r\n");
-    if (x->method_kind != 1)
+    if (x->method_kind != 1) {
         keel_buf_append(o, body, body_len);
+        x->resp_bytes = body_len;
+    }
     x->status = status;
     x->resp_head = true;
     x->resp_done = true;
@@ -762,6 +779,10 @@ static void x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
     x->start_ms = now_ms(p);
     x->permit = -1;
     x->method_kind = method_kind(base, h->method);
+    if (p->cfg->access_log) {
+        snprintf(x->method, sizeof(x->method), "%.*s", (int)h->method.len, base + h->method.off);
+        snprintf(x->target, sizeof(x->target), "%.*s", (int)h->target.len, base + h->target.off);
+    }
     x->client_keepalive = h->keep_alive && h->version_minor == 1 && !p->stopping;
     x->req_body = h->body;
     x->req_remaining = h->content_length;
@@ -909,6 +930,8 @@ static void x_attempt(keel__dconn_t *d)
     x->host = host;
     host->active++;
     x->try_start_ms = now;
+    x->attempts++;
+    x->upstream = host->address;
     keel_counter_inc(cl->m_attempts);
     keel__uconn_t *u = NULL;
     keel_list_t *it = keel_list_first(&host->idle);
@@ -1357,6 +1380,7 @@ static void u_pump_resp_body(keel__uconn_t *u)
                 len = 0;
         }
         if (len > 0) {
+            x->resp_bytes += len;
             if (x->resp_chunk_out)
                 append_chunk_size(&d->out, len);
             keel_buf_append(&d->out, in + off, len);

@@ -29,6 +29,9 @@
 #define KEEL_PROXY_PIPELINE_BYTES_MAX 65536u
 /* The housekeeping tick: idle pooled connections, outlier ticks, breaker gauges. */
 #define KEEL_PROXY_SWEEP_MS 100
+/* The access log keeps this much of a request's method and target (longer ones are cut). */
+#define KEEL_PROXY_LOG_METHOD_BYTES 16
+#define KEEL_PROXY_LOG_TARGET_BYTES 256
 /* Retry-After and RateLimit-Reset are whole seconds, at least this many. */
 #define KEEL_PROXY_RETRY_AFTER_S_MIN 1
 
@@ -148,6 +151,12 @@ typedef struct keel__xch {
     bool retrying; /* counted in cl->active_retries */
     bool balance_started;
     uint64_t key_hash; /* the balancer's affinity key (hash_on) */
+    /* for the access log (filled only when it is on) */
+    uint64_t resp_bytes; /* body bytes queued to the client */
+    uint32_t attempts;
+    const char *upstream; /* address of the last host tried */
+    char method[KEEL_PROXY_LOG_METHOD_BYTES];
+    char target[KEEL_PROXY_LOG_TARGET_BYTES];
 } keel__xch_t;
 
 struct keel__dconn {

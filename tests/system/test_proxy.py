@@ -709,3 +709,19 @@ def test_pooled_connections_are_retired_after_max_requests(procs, tmp_path, up):
     for _ in range(6):
         assert request(port, "GET", "/short")[0] == 200
     assert up.connections == 3
+
+
+def test_access_log_has_one_json_line_per_request(procs, tmp_path, up):
+    p, port, _ = start_proxy(procs, tmp_path, "access_log: true\n" + config(up))
+    request(port, "GET", "/echo/logged?x=1")
+    request(port, "GET", "/direct")
+
+    def lines():
+        return [json.loads(l) for l in p.output().splitlines() if '"msg":"access"' in l]
+
+    assert wait_until(lambda: len(lines()) == 2, timeout_s=3)
+    a, b = lines()
+    assert (a["method"], a["target"], a["route"], a["cluster"], a["status"]) == (
+        "GET", "/echo/logged?x=1", "app", "app", 200)
+    assert a["upstream"] == up.addr and a["attempts"] == 1 and a["bytes"] > 0
+    assert (b["route"], b["status"], b["bytes"], b["upstream"]) == ("direct", 201, 9, "-")
