@@ -10,6 +10,7 @@ by the request path, so one upstream can be well-behaved and hostile in turn:
   /slow/MS          answer 200 after MS milliseconds
   /garbage          answer bytes that are not HTTP
   /midbody          promise 1000 bytes, send 10, close
+  /close-delimited  3000 bytes of body delimited by closing the connection
   /bigheaders       a response head of ~100 KiB
   /big/N            N bytes of body (Content-Length), written as fast as the peer reads
   /chunked/N        N bytes of body, chunked in 1000-byte chunks
@@ -162,7 +163,8 @@ class FakeUpstream:
             b = b"failing"
             self._send(conn, f"HTTP/1.1 {self.fail_status} Failing\r\nContent-Length: {len(b)}\r\n\r\n".encode() + b)
             return True
-        special = re.match(r"/(status|reset|hang|slow|garbage|midbody|bigheaders|big|chunked)(/|$)", path)
+        special = re.match(
+            r"/(status|reset|hang|slow|garbage|midbody|bigheaders|big|chunked|close-delimited)(/|$)", path)
         if not special:
             info = {
                 "upstream": self.name,
@@ -192,6 +194,9 @@ class FakeUpstream:
             time.sleep(int(m.group(1)) / 1000.0)
             self._send(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow")
             return True
+        if path == "/close-delimited":  # HTTP/1.0 style: the body ends when the connection does
+            self._send(conn, b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"z" * 3000)
+            return False
         if path == "/garbage":
             self._send(conn, b"THIS IS NOT HTTP AT ALL\r\n\r\n")
             return False

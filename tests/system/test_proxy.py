@@ -725,3 +725,69 @@ def test_access_log_has_one_json_line_per_request(procs, tmp_path, up):
         "GET", "/echo/logged?x=1", "app", "app", 200)
     assert a["upstream"] == up.addr and a["attempts"] == 1 and a["bytes"] > 0
     assert (b["route"], b["status"], b["bytes"], b["upstream"]) == ("direct", 201, 9, "-")
+
+
+def test_pipelined_requests_are_answered_in_order(proxy, up):
+    port, _ = proxy
+    s = connect(port)
+    s.sendall(b"".join(f"GET /echo/{i} HTTP/1.1\r\nHost: t\r\n\r\n".encode() for i in range(5))
+              + b"GET /direct HTTP/1.1\r\nHost: t\r\n\r\n")
+    buf = b""
+    for i in range(5):
+        st, _, body, buf = read_response(s, buf)
+        assert st == 200 and json.loads(body)["target"] == f"/echo/{i}"
+    st, _, body, buf = read_response(s, buf)
+    assert (st, body) == (201, b"made here")
+    s.close()
+
+
+def test_http10_client_gets_a_closed_connection_and_a_whole_body(proxy, up):
+    port, _ = proxy
+    s = connect(port)
+    s.sendall(b"GET /chunked/5000 HTTP/1.0\r\n\r\n")
+    st, h, body, _ = read_response(s)  # no Content-Length, not chunked: read until close
+    assert st == 200 and "transfer-encoding" not in h and h["connection"] == ["close"]
+    assert body == bytes(i % 251 for i in range(5000))
+    s.close()
+
+
+def test_head_and_bodiless_statuses_keep_the_connection_in_step(proxy, up):
+    port, _ = proxy
+    s = connect(port)
+    s.sendall(b"HEAD /big/1000 HTTP/1.1\r\nHost: t\r\n\r\n")
+    st, h, body, buf = read_response(s, head_request=True)
+    assert st == 200 and h["content-length"] == ["1000"] and body == b""
+    s.sendall(b"GET /status/204 HTTP/1.1\r\nHost: t\r\n\r\nGET /status/304 HTTP/1.1\r\nHost: t\r\n\r\n")
+    st, _, body, buf = read_response(s, buf)
+    assert st == 204 and body == b""
+    st, _, body, buf = read_response(s, buf)
+    assert st == 304 and body == b""
+    s.sendall(b"GET /echo/after HTTP/1.1\r\nHost: t\r\n\r\n")
+    st, _, body, _ = read_response(s, buf)
+    assert st == 200 and json.loads(body)["target"] == "/echo/after"
+    s.close()
+
+
+def test_a_close_delimited_response_reaches_an_http11_client_chunked(proxy, up):
+    port, _ = proxy
+    s = connect(port)
+    s.sendall(b"GET /close-delimited HTTP/1.1\r\nHost: t\r\n\r\n")
+    st, h, body, buf = read_response(s)
+    assert st == 200 and h["transfer-encoding"] == ["chunked"] and body == b"z" * 3000
+    s.sendall(b"GET /echo/next HTTP/1.1\r\nHost: t\r\n\r\n")  # still usable
+    st, _, _, _ = read_response(s, buf)
+    assert st == 200
+    s.close()
+
+
+def test_a_client_that_vanishes_mid_exchange_leaves_the_rest_alone(proxy, up):
+    port, admin = proxy
+    for path in ("/slow/300", "/big/30000000"):
+        s = connect(port)
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        time.sleep(0.1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, __import__("struct").pack("ii", 1, 0))
+        s.close()  # a reset, mid-wait and mid-body
+        still_works(port)
+    assert wait_until(lambda: clusters(admin)["app"]["active_requests"] == 0, timeout_s=3)
+    assert wait_until(lambda: re.search(r"^keel_proxy_connections_active 0$", metrics(admin), re.M), timeout_s=3)
