@@ -6,9 +6,11 @@
 #include "runtime/logsink.h"
 #include "runtime/loop.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
 static const char usage[] =
     "usage: keel proxy --config FILE.yaml [--log-level LEVEL]\n"
@@ -18,7 +20,8 @@ static const char usage[] =
     "policies of FILE.yaml (docs/proxy.md). --check validates the file and exits: 0 when\n"
     "it is valid, 1 with one line per error (FILE:LINE: message) otherwise.\n"
     "Once listening it prints `listening I on port P` for the I-th listener (0 first) and\n"
-    "`admin on port P`. SIGTERM or SIGINT closes it.\n";
+    "`admin on port P`. SIGHUP reloads FILE (a bad file is refused and logged; the old\n"
+    "config keeps serving). SIGTERM or SIGINT closes it.\n";
 
 /* Reads the whole file, up to the config ceiling (plus one byte to notice a larger one). */
 static char *read_file(const char *path, size_t *len)
@@ -64,6 +67,48 @@ static keel_proxy_config_t *load(const char *path, char **text, size_t *len)
     }
     free(errs);
     return cfg;
+}
+
+/* SIGHUP reloads the file the proxy was started with (docs/proxy.md, "Reload"). */
+typedef struct reloader {
+    uv_signal_t sig;
+    keel_proxy_t *p;
+    const char *path;
+} reloader_t;
+
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    reloader_t *r = h->data;
+    size_t len = 0;
+    char *text = read_file(r->path, &len);
+    keel_proxy_errors_t *errs = malloc(sizeof(*errs));
+    if (text == NULL || errs == NULL) {
+        keel_log_error("proxy: reload refused, the old config keeps serving",
+                       KF_STR("file", r->path), KF_STR("reason", "cannot read the file"));
+        free(text);
+        free(errs);
+        return;
+    }
+    keel_errmsg_t msg;
+    int rc = keel_proxy_reload(r->p, text, len, errs, &msg);
+    if (rc == 0) {
+        keel_log_info("proxy: config reloaded", KF_STR("file", r->path));
+    } else {
+        keel_log_error("proxy: reload refused, the old config keeps serving",
+                       KF_STR("file", r->path), KF_STR("reason", msg.text));
+        for (uint32_t i = 0; i < errs->count; i++)
+            keel_log_error("proxy: config error", KF_STR("file", r->path),
+                           KF_INT("line", errs->e[i].line), KF_STR("error", errs->e[i].text));
+    }
+    free(text);
+    free(errs);
+}
+
+static void on_stop(void *data)
+{
+    reloader_t *r = data;
+    uv_close((uv_handle_t *)&r->sig, NULL);
+    keel_proxy_shutdown(r->p, NULL, NULL);
 }
 
 int keel_cli_proxy(int argc, char **argv)
@@ -129,7 +174,11 @@ int keel_cli_proxy(int argc, char **argv)
         return 1;
     }
     keel_loop_handle_signals(&loop);
-    keel_loop_on_shutdown(&loop, keel_proxy_shutdown_hook, p);
+    reloader_t reloader = {.p = p, .path = config};
+    uv_signal_init(&loop.uv, &reloader.sig);
+    reloader.sig.data = &reloader;
+    uv_signal_start(&reloader.sig, on_sighup, SIGHUP);
+    keel_loop_on_shutdown(&loop, on_stop, &reloader);
     /* the ports in use (a listener on port 0 gets one from the kernel) */
     for (uint32_t i = 0;; i++) {
         int port = keel_proxy_listener_port(p, i);

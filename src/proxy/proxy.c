@@ -77,18 +77,11 @@ static void on_breaker_transition(void *data, keel_breaker_state_t from, keel_br
                   KF_STR("to", keel_breaker_state_name(to)));
 }
 
-typedef struct hc_call {
-    keel__phost_t *host;
-} hc_call_t;
-
-static void hc_done(int err, const keel_http_msg_t *resp, void *data)
+/* A health check's verdict on host h: err 0 with the status, or the error. */
+static void hc_result(keel__phost_t *h, int err, int status)
 {
-    keel__phost_t *h = data;
     keel__pcluster_t *cl = h->cl;
-    h->hc_inflight = false;
-    if (cl->p->stopping || err == KEEL_ECANCELED)
-        return;
-    bool ok = err == 0 && resp->status >= 200 && resp->status < 300;
+    bool ok = err == 0 && status >= 200 && status < 300;
     const keel_proxy_health_t *hc = &cl->cfg->health;
     if (ok) {
         h->hc_ok_run++;
@@ -112,10 +105,20 @@ static void hc_done(int err, const keel_http_msg_t *resp, void *data)
     }
 }
 
+static void hc_done(int err, const keel_http_msg_t *resp, void *data)
+{
+    keel__phost_t *h = data;
+    keel__pgen_t *gen = h->cl->gen;
+    h->hc_inflight = false;
+    if (!gen->retired && err != KEEL_ECANCELED)
+        hc_result(h, err, err == 0 ? resp->status : 0);
+    keel__gen_unref(gen); /* taken when the check was sent */
+}
+
 static void hc_tick(keel_timer_t *t, void *data)
 {
     keel__pcluster_t *cl = data;
-    if (cl->p->stopping)
+    if (cl->p->stopping || cl->gen->retired)
         return;
     for (uint32_t i = 0; i < cl->cfg->hosts_count; i++) {
         keel__phost_t *h = &cl->hosts[i];
@@ -123,10 +126,13 @@ static void hc_tick(keel_timer_t *t, void *data)
             continue;
         keel_http_client_request_t rq = {HTTP_GET, h->address, cl->cfg->health.path,      NULL, 0,
                                          NULL,     0,          cl->cfg->health.timeout_ms};
-        if (keel_http_client_request(&cl->p->hc, &rq, hc_done, h, NULL) == 0)
+        int rc = keel_http_client_request(&cl->p->hc, &rq, hc_done, h, NULL);
+        if (rc == 0) {
             h->hc_inflight = true;
-        else
-            hc_done(KEEL_EBUSY, NULL, h);
+            keel__gen_ref(cl->gen); /* the host must outlive the check */
+        } else {
+            hc_result(h, rc, 0);
+        }
     }
 }
 
@@ -140,10 +146,12 @@ static void labels_for(char *out, size_t cap, const char *key, const char *value
     snprintf(out, cap, "%s=\"%s\"", key, esc);
 }
 
-static int cluster_init(keel_proxy_t *p, keel__pcluster_t *cl, uint32_t idx, keel_errmsg_t *msg)
+static int cluster_init(keel__pgen_t *gen, keel__pcluster_t *cl, uint32_t idx, keel_errmsg_t *msg)
 {
-    const keel_proxy_cluster_t *c = &p->cfg->clusters[idx];
+    keel_proxy_t *p = gen->p;
+    const keel_proxy_cluster_t *c = &gen->cfg->clusters[idx];
     cl->p = p;
+    cl->gen = gen;
     cl->cfg = c;
     cl->idx = idx;
     cl->hosts = calloc(c->hosts_count, sizeof(*cl->hosts));
@@ -249,25 +257,30 @@ static int cluster_init(keel_proxy_t *p, keel__pcluster_t *cl, uint32_t idx, kee
     }
     cl->m_conns = keel_metrics_gauge(m, "keel_proxy_upstream_connections",
                                      "Open upstream connections (busy or idle).", lab);
-    keel_metrics_gauge_fn(m, "keel_proxy_breaker_state",
-                          "Circuit breaker: 0 closed, 1 open, 2 half-open.", lab,
-                          breaker_state_value, cl);
-    keel_metrics_gauge_fn(m, "keel_proxy_hosts_available", "Hosts healthy and not ejected.", lab,
-                          hosts_available_value, cl);
-    keel_metrics_gauge_fn(m, "keel_proxy_upstream_active_requests",
-                          "Requests in flight to the cluster.", lab, active_requests_value, cl);
+    /* re-registering a series re-binds it: the newest generation's cluster is rendered */
+    cl->g_breaker = keel_metrics_gauge_fn(m, "keel_proxy_breaker_state",
+                                          "Circuit breaker: 0 closed, 1 open, 2 half-open.", lab,
+                                          breaker_state_value, cl);
+    cl->g_available =
+        keel_metrics_gauge_fn(m, "keel_proxy_hosts_available", "Hosts healthy and not ejected.",
+                              lab, hosts_available_value, cl);
+    cl->g_active =
+        keel_metrics_gauge_fn(m, "keel_proxy_upstream_active_requests",
+                              "Requests in flight to the cluster.", lab, active_requests_value, cl);
     if (c->health.enabled) {
         keel_timer_init(p->loop, &cl->hc_timer);
         cl->hc_timer_on = true;
         p->handles_open++;
+        keel__gen_ref(gen); /* until the timer has closed */
         keel_timer_start(&cl->hc_timer, 1, c->health.interval_ms, hc_tick, cl);
     }
     return 0;
 }
 
-static int route_init(keel_proxy_t *p, keel__proute_t *rt, uint32_t idx, keel_errmsg_t *msg)
+static int route_init(keel__pgen_t *gen, keel__proute_t *rt, uint32_t idx, keel_errmsg_t *msg)
 {
-    const keel_proxy_route_t *r = &p->cfg->routes[idx];
+    keel_proxy_t *p = gen->p;
+    const keel_proxy_route_t *r = &gen->cfg->routes[idx];
     rt->cfg = r;
     keel_retry_config_t rc;
     keel_retry_config_default(&rc);
@@ -321,9 +334,10 @@ static void on_sweep(keel_timer_t *t, void *data)
     keel_proxy_t *p = data;
     keel_ms_t now = keel_loop_now_ms(p->loop);
     keel__proxy_sweep_pool(p, now);
-    for (uint32_t c = 0; c < p->cfg->clusters_count; c++)
-        if (p->cfg->clusters[c].outlier_enabled)
-            keel_outlier_tick(&p->clusters[c].outlier, now);
+    keel__pgen_t *gen = p->gen;
+    for (uint32_t c = 0; c < gen->cfg->clusters_count; c++)
+        if (gen->cfg->clusters[c].outlier_enabled)
+            keel_outlier_tick(&gen->clusters[c].outlier, now);
 }
 
 /* ---- admin ------------------------------------------------------------------------------- */
@@ -345,8 +359,9 @@ static void admin_clusters(keel_http_req_t *req, void *data)
 {
     keel_proxy_t *p = data;
     json_t *arr = json_array();
-    for (uint32_t c = 0; c < p->cfg->clusters_count; c++) {
-        keel__pcluster_t *cl = &p->clusters[c];
+    keel__pgen_t *gen = p->gen;
+    for (uint32_t c = 0; c < gen->cfg->clusters_count; c++) {
+        keel__pcluster_t *cl = &gen->clusters[c];
         json_t *hosts = json_array();
         for (uint32_t i = 0; i < cl->cfg->hosts_count; i++) {
             keel__phost_t *h = &cl->hosts[i];
@@ -387,12 +402,12 @@ static void admin_config(keel_http_req_t *req, void *data)
 {
     keel_proxy_t *p = data;
     char version[32];
-    snprintf(version, sizeof(version), "%08llx", (unsigned long long)p->config_version);
+    snprintf(version, sizeof(version), "%08llx", (unsigned long long)p->gen->version);
     keel_http_header_t hdrs[2] = {
         {"Content-Type", 12, "application/yaml", 16, 0, 0},
         {"X-Keel-Config-Version", 21, version, strlen(version), 0, 0},
     };
-    keel_http_respond(req, 200, hdrs, 2, p->config_text, strlen(p->config_text));
+    keel_http_respond(req, 200, hdrs, 2, p->gen->text, strlen(p->gen->text));
 }
 
 static int admin_start(keel_proxy_t *p, keel_errmsg_t *msg)
@@ -409,39 +424,147 @@ static int admin_start(keel_proxy_t *p, keel_errmsg_t *msg)
         return rc;
     p->admin_on = true;
     p->handles_open++;
-    rc = keel_http_server_listen(&p->admin, p->cfg->admin_address, msg);
+    rc = keel_http_server_listen(&p->admin, p->gen->cfg->admin_address, msg);
     if (rc != 0)
         return rc;
     p->admin_port = keel_http_server_port(&p->admin);
     return 0;
 }
 
-/* ---- start and stop ---------------------------------------------------------------------- */
+/* ---- generations ------------------------------------------------------------------------- */
+
+static void gen_free(keel__pgen_t *g)
+{
+    assert(g->refs == 0);
+    for (uint32_t c = 0; g->clusters != NULL && c < g->cfg->clusters_count; c++) {
+        keel__pcluster_t *cl = &g->clusters[c];
+        if (cl->cfg == NULL)
+            continue;
+        keel_balance_free(&cl->lb);
+        if (cl->cfg->breaker_enabled)
+            keel_breaker_free(&cl->breaker);
+        if (cl->cfg->outlier_enabled)
+            keel_outlier_free(&cl->outlier);
+        free(cl->hosts);
+    }
+    for (uint32_t r = 0; g->routes != NULL && r < g->cfg->routes_count; r++)
+        if (g->routes[r].rl_on)
+            keel_ratelimit_keyed_free(&g->routes[r].rl);
+    free(g->clusters);
+    free(g->routes);
+    keel_proxy_config_free(g->cfg);
+    free(g->cfg);
+    free(g->text);
+    free(g);
+}
+
+void keel__gen_ref(keel__pgen_t *g)
+{
+    g->refs++;
+}
+
+void keel__gen_unref(keel__pgen_t *g)
+{
+    assert(g->refs > 0);
+    if (--g->refs == 0 && g->retired && g != g->p->gen) {
+        keel_list_remove(&g->link);
+        gen_free(g);
+    }
+}
+
+static void cluster_timer_closed(keel_timer_t *t)
+{
+    keel__pcluster_t *cl = KEEL_LIST_ENTRY(t, keel__pcluster_t, hc_timer);
+    keel_proxy_t *p = cl->p;
+    keel__gen_unref(cl->gen);
+    keel__proxy_handle_closed(p);
+}
+
+static double gauge_zero(void *data)
+{
+    return 0;
+}
+
+/* Takes a generation out of service: its health checks stop, its idle connections close, its
+ * gauges stop reading it; it is freed once nothing references it. */
+static void gen_retire(keel__pgen_t *g)
+{
+    keel_proxy_t *p = g->p;
+    assert(!g->retired);
+    g->retired = true;
+    g->refs++; /* held while closing below */
+    for (uint32_t c = 0; g->clusters != NULL && c < g->cfg->clusters_count; c++) {
+        keel__pcluster_t *cl = &g->clusters[c];
+        if (cl->hc_timer_on) {
+            cl->hc_timer_on = false;
+            keel_timer_close(&cl->hc_timer, cluster_timer_closed);
+        }
+        keel_gauge_t *gs[3] = {cl->g_breaker, cl->g_available, cl->g_active};
+        for (int k = 0; k < 3; k++)
+            if (gs[k] != NULL && gs[k]->fn_data == cl) { /* not re-bound by a newer generation */
+                gs[k]->fn = gauge_zero;
+                gs[k]->fn_data = NULL;
+            }
+    }
+    keel__proxy_close_idle(g);
+    if (g != p->gen)
+        keel_list_insert_tail(&p->retired, &g->link);
+    keel__gen_unref(g);
+}
+
+/* Builds a generation from a parsed config (taken) and its text (copied). */
+static int gen_build(keel_proxy_t *p, keel_proxy_config_t *cfg, const char *text, size_t len,
+                     keel__pgen_t **out, keel_errmsg_t *msg)
+{
+    keel__pgen_t *g = calloc(1, sizeof(*g));
+    if (g == NULL) {
+        keel_proxy_config_free(cfg);
+        free(cfg);
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory");
+    }
+    g->p = p;
+    g->cfg = cfg;
+    keel_list_init(&g->link);
+    g->text = malloc(len + 1);
+    g->clusters = calloc(cfg->clusters_count ? cfg->clusters_count : 1, sizeof(*g->clusters));
+    g->routes = calloc(cfg->routes_count ? cfg->routes_count : 1, sizeof(*g->routes));
+    int rc = 0;
+    if (g->text == NULL || g->clusters == NULL || g->routes == NULL) {
+        rc = keel_errf(msg, KEEL_ENOMEM, "out of memory");
+        goto fail;
+    }
+    memcpy(g->text, text, len);
+    g->text[len] = 0;
+    g->version = keel_crc32c(0, text, len);
+    g->req_lim = (keel_h1_limits_t){cfg->limits.uri_bytes_max, cfg->limits.header_bytes_max,
+                                    cfg->limits.header_count_max};
+    g->resp_lim = (keel_h1_limits_t){cfg->limits.uri_bytes_max, cfg->limits.header_bytes_max,
+                                     KEEL_H1_HEADERS_CEILING};
+    for (uint32_t c = 0; c < cfg->clusters_count; c++)
+        if ((rc = cluster_init(g, &g->clusters[c], c, msg)) != 0)
+            goto fail;
+    for (uint32_t r = 0; r < cfg->routes_count; r++)
+        if ((rc = route_init(g, &g->routes[r], r, msg)) != 0)
+            goto fail;
+    *out = g;
+    return 0;
+fail:
+    gen_retire(g); /* closes the health-check timers it started; freed when they have closed */
+    return rc;
+}
+
+/* ---- start, reload and stop -------------------------------------------------------------- */
 
 static void proxy_free(keel_proxy_t *p)
 {
-    if (p->clusters != NULL)
-        for (uint32_t c = 0; c < p->cfg->clusters_count; c++) {
-            keel__pcluster_t *cl = &p->clusters[c];
-            if (cl->cfg == NULL)
-                continue;
-            keel_balance_free(&cl->lb);
-            if (cl->cfg->breaker_enabled)
-                keel_breaker_free(&cl->breaker);
-            if (cl->cfg->outlier_enabled)
-                keel_outlier_free(&cl->outlier);
-            free(cl->hosts);
-        }
-    if (p->routes != NULL)
-        for (uint32_t r = 0; r < p->cfg->routes_count; r++)
-            if (p->routes[r].rl_on)
-                keel_ratelimit_keyed_free(&p->routes[r].rl);
-    free(p->clusters);
-    free(p->routes);
+    keel__pgen_t *g = p->gen;
+    p->gen = NULL;
+    if (g != NULL) {
+        assert(g->refs == 0); /* every reference went with the closed handles */
+        gen_free(g);
+    }
+    assert(keel_list_empty(&p->retired));
     keel_metrics_free(p->metrics);
-    keel_proxy_config_free(p->cfg);
-    free(p->cfg);
-    free(p->config_text);
     void (*done)(keel_proxy_t *, void *) = p->done;
     void *done_data = p->done_data;
     free(p);
@@ -467,12 +590,6 @@ static void timer_closed(keel_timer_t *t)
 {
     keel_proxy_t *p = t->data;
     keel__proxy_handle_closed(p);
-}
-
-static void cluster_timer_closed(keel_timer_t *t)
-{
-    keel__pcluster_t *cl = KEEL_LIST_ENTRY(t, keel__pcluster_t, hc_timer);
-    keel__proxy_handle_closed(cl->p);
 }
 
 static void admin_closed(keel_http_server_t *srv, void *data)
@@ -501,11 +618,8 @@ void keel_proxy_shutdown(keel_proxy_t *p, void (*done)(keel_proxy_t *p, void *da
     keel__proxy_close_all(p);
     p->sweep.data = p;
     keel_timer_close(&p->sweep, timer_closed);
-    for (uint32_t c = 0; p->clusters && c < p->cfg->clusters_count; c++)
-        if (p->clusters[c].hc_timer_on) {
-            p->clusters[c].hc_timer_on = false;
-            keel_timer_close(&p->clusters[c].hc_timer, cluster_timer_closed);
-        }
+    if (p->gen != NULL && !p->gen->retired)
+        gen_retire(p->gen); /* stays p->gen (freed last) so late callbacks can read it */
     if (p->admin_on) {
         p->admin_on = false;
         keel_http_server_shutdown(&p->admin, admin_closed, p);
@@ -522,6 +636,73 @@ void keel_proxy_shutdown_hook(void *p)
     keel_proxy_shutdown(p, NULL, NULL);
 }
 
+static bool same_addresses(const keel_proxy_config_t *a, const keel_proxy_config_t *b)
+{
+    if (a->listeners_count != b->listeners_count ||
+        (a->admin_address == NULL) != (b->admin_address == NULL) ||
+        (a->admin_address && strcmp(a->admin_address, b->admin_address) != 0))
+        return false;
+    for (uint32_t i = 0; i < a->listeners_count; i++)
+        if (strcmp(a->listeners[i].address, b->listeners[i].address) != 0)
+            return false;
+    return true;
+}
+
+static int ensure_health_client(keel_proxy_t *p, const keel_proxy_config_t *cfg, keel_errmsg_t *msg)
+{
+    for (uint32_t c = 0; c < cfg->clusters_count && !p->hc_on; c++)
+        if (cfg->clusters[c].health.enabled) {
+            keel_http_client_config_t hc = keel_http_client_config_default();
+            int rc = keel_http_client_init(&p->hc, p->loop, &hc, msg);
+            if (rc != 0)
+                return rc;
+            p->hc_on = true;
+            p->handles_open++;
+        }
+    return 0;
+}
+
+int keel_proxy_reload(keel_proxy_t *p, const char *text, size_t len, keel_proxy_errors_t *errs,
+                      keel_errmsg_t *msg)
+{
+    memset(errs, 0, sizeof(*errs));
+    msg->text[0] = 0;
+    if (p->stopping)
+        return keel_errf(msg, KEEL_ECLOSED, "the proxy is stopping");
+    keel_proxy_config_t *cfg = malloc(sizeof(*cfg));
+    if (cfg == NULL)
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory");
+    int rc = keel_proxy_config_parse(text, len, cfg, errs);
+    if (rc != 0) {
+        free(cfg);
+        keel_counter_inc(p->m_reloads_failed);
+        return keel_errf(msg, rc, "the new config has %u errors", errs->count + errs->dropped);
+    }
+    if (!same_addresses(cfg, p->gen->cfg)) {
+        keel_proxy_config_free(cfg);
+        free(cfg);
+        keel_counter_inc(p->m_reloads_failed);
+        return keel_errf(msg, KEEL_EINVAL,
+                         "listener or admin addresses changed: a restart is needed for that");
+    }
+    keel__pgen_t *g;
+    if ((rc = ensure_health_client(p, cfg, msg)) != 0) {
+        keel_proxy_config_free(cfg);
+        free(cfg);
+        keel_counter_inc(p->m_reloads_failed);
+        return rc;
+    }
+    if ((rc = gen_build(p, cfg, text, len, &g, msg)) != 0) {
+        keel_counter_inc(p->m_reloads_failed);
+        return rc;
+    }
+    keel__pgen_t *old = p->gen;
+    p->gen = g;
+    gen_retire(old);
+    keel_counter_inc(p->m_reloads_ok);
+    return 0;
+}
+
 int keel_proxy_start(keel_loop_t *loop, keel_proxy_config_t *cfg, const char *text, size_t len,
                      keel_proxy_t **out, keel_errmsg_t *msg)
 {
@@ -532,28 +713,20 @@ int keel_proxy_start(keel_loop_t *loop, keel_proxy_config_t *cfg, const char *te
         return keel_errf(msg, KEEL_ENOMEM, "out of memory");
     }
     p->loop = loop;
-    p->cfg = cfg;
     keel_list_init(&p->dconns);
-    p->config_text = malloc(len + 1);
+    keel_list_init(&p->retired);
     p->metrics = keel_metrics_new();
-    p->clusters = calloc(cfg->clusters_count ? cfg->clusters_count : 1, sizeof(*p->clusters));
-    p->routes = calloc(cfg->routes_count ? cfg->routes_count : 1, sizeof(*p->routes));
     keel_timer_init(loop, &p->sweep);
     p->handles_open++;
+    keel_rand_seed(&p->rand, (uint64_t)keel_clock_now_ns() ^ ((uint64_t)getpid() << 32));
+    snprintf(p->via_line, sizeof(p->via_line), "Via: 1.1 %s\r\n", cfg->via);
     int rc = 0;
-    if (p->config_text == NULL || p->metrics == NULL || p->clusters == NULL || p->routes == NULL) {
+    if (p->metrics == NULL) {
+        keel_proxy_config_free(cfg);
+        free(cfg);
         rc = keel_errf(msg, KEEL_ENOMEM, "out of memory");
         goto fail;
     }
-    memcpy(p->config_text, text, len);
-    p->config_text[len] = 0;
-    p->config_version = keel_crc32c(0, text, len);
-    keel_rand_seed(&p->rand, (uint64_t)keel_clock_now_ns() ^ ((uint64_t)getpid() << 32));
-    p->req_lim = (keel_h1_limits_t){cfg->limits.uri_bytes_max, cfg->limits.header_bytes_max,
-                                    cfg->limits.header_count_max};
-    p->resp_lim = (keel_h1_limits_t){cfg->limits.uri_bytes_max, cfg->limits.header_bytes_max,
-                                     KEEL_H1_HEADERS_CEILING};
-    snprintf(p->via_line, sizeof(p->via_line), "Via: 1.1 %s\r\n", cfg->via);
     p->m_conns_total = keel_metrics_counter(p->metrics, "keel_proxy_connections_total",
                                             "Client connections accepted.", NULL);
     p->m_conns_open = keel_metrics_gauge(p->metrics, "keel_proxy_connections_active",
@@ -563,49 +736,47 @@ int keel_proxy_start(keel_loop_t *loop, keel_proxy_config_t *cfg, const char *te
     p->m_bad_requests =
         keel_metrics_counter(p->metrics, "keel_proxy_bad_requests_total",
                              "Requests refused as malformed or over a limit.", NULL);
-    for (uint32_t c = 0; c < cfg->clusters_count; c++)
-        if ((rc = cluster_init(p, &p->clusters[c], c, msg)) != 0)
-            goto fail;
-    for (uint32_t r = 0; r < cfg->routes_count; r++)
-        if ((rc = route_init(p, &p->routes[r], r, msg)) != 0)
-            goto fail;
-    for (uint32_t c = 0; c < cfg->clusters_count; c++)
-        if (cfg->clusters[c].health.enabled && !p->hc_on) {
-            keel_http_client_config_t hc = keel_http_client_config_default();
-            if ((rc = keel_http_client_init(&p->hc, loop, &hc, msg)) != 0)
-                goto fail;
-            p->hc_on = true;
-            p->handles_open++;
-        }
-    for (uint32_t i = 0; i < cfg->listeners_count; i++) {
+    p->m_reloads_ok = keel_metrics_counter(p->metrics, "keel_proxy_reloads_total",
+                                           "Config reloads.", "result=\"ok\"");
+    p->m_reloads_failed = keel_metrics_counter(p->metrics, "keel_proxy_reloads_total",
+                                               "Config reloads.", "result=\"refused\"");
+    if ((rc = ensure_health_client(p, cfg, msg)) != 0) {
+        keel_proxy_config_free(cfg);
+        free(cfg);
+        goto fail;
+    }
+    if ((rc = gen_build(p, cfg, text, len, &p->gen, msg)) != 0)
+        goto fail;
+    for (uint32_t i = 0; i < p->gen->cfg->listeners_count; i++) {
         keel__plistener_t *l = &p->listeners[i];
+        const char *addr = p->gen->cfg->listeners[i].address;
         l->p = p;
-        l->cfg = &cfg->listeners[i];
-        rc = keel_tcp_listen(loop, &l->tcp, l->cfg->address, 511, keel__proxy_on_connection, msg);
+        rc = keel_tcp_listen(loop, &l->tcp, addr, 511, keel__proxy_on_connection, msg);
         if (rc != 0) {
-            rc = keel_errf(msg, rc, "listener %s: %s", l->cfg->address, msg->text);
+            rc = keel_errf(msg, rc, "listener %s: %s", addr, msg->text);
             goto fail;
         }
         l->tcp.data = l;
         l->open = true;
         p->handles_open++;
+        p->listeners_count = i + 1;
         l->port = keel_tcp_local_port(&l->tcp);
     }
-    if (cfg->admin_address != NULL && (rc = admin_start(p, msg)) != 0) {
-        rc = keel_errf(msg, rc, "admin %s: %s", cfg->admin_address, msg->text);
+    if (p->gen->cfg->admin_address != NULL && (rc = admin_start(p, msg)) != 0) {
+        rc = keel_errf(msg, rc, "admin %s: %s", p->gen->cfg->admin_address, msg->text);
         goto fail;
     }
     keel_timer_start(&p->sweep, KEEL_PROXY_SWEEP_MS, KEEL_PROXY_SWEEP_MS, on_sweep, p);
     *out = p;
     return 0;
 fail:
-    keel_proxy_shutdown(p, NULL, NULL); /* frees p (and cfg) once the handles have closed */
+    keel_proxy_shutdown(p, NULL, NULL); /* frees p once the handles have closed */
     return rc;
 }
 
 int keel_proxy_listener_port(const keel_proxy_t *p, uint32_t i)
 {
-    if (i >= p->cfg->listeners_count || !p->listeners[i].open)
+    if (i >= p->listeners_count || !p->listeners[i].open)
         return KEEL_ENOTFOUND;
     return p->listeners[i].port;
 }

@@ -23,6 +23,15 @@ typedef struct keel_proxy keel_proxy_t;
  * admin's /config). On failure cfg is freed too and msg says why. */
 int keel_proxy_start(keel_loop_t *loop, keel_proxy_config_t *cfg, const char *text, size_t len,
                      keel_proxy_t **out, keel_errmsg_t *msg);
+/*
+ * Replaces the config with text[0..len) (copied) if it is valid: requests that start afterwards
+ * use it, requests in flight finish on the one they started with. Listener and admin addresses
+ * cannot change (KEEL_EINVAL: restart for that). A config with errors is refused (KEEL_EINVAL,
+ * errs filled) and the old one keeps serving. Breaker, outlier, pool and rate-limit state start
+ * afresh in the new config.
+ */
+int keel_proxy_reload(keel_proxy_t *p, const char *text, size_t len, keel_proxy_errors_t *errs,
+                      keel_errmsg_t *msg);
 /* The port listener i listens on, or a negative KEEL_E*. */
 int keel_proxy_listener_port(const keel_proxy_t *p, uint32_t i);
 /* The admin listener's port, or KEEL_ENOTFOUND when there is none. */

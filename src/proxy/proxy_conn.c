@@ -223,17 +223,20 @@ static void x_release(keel__dconn_t *d)
         x->cl->active_requests--;
         x->counted = false;
     }
-    if (x->status > 0 && d->p->cfg->access_log)
+    if (x->status > 0 && d->p->gen->cfg->access_log)
         access_log(d);
     if (x->route != NULL && x->status > 0) {
         keel_counter_inc(x->route->m_class[status_class(x->status)]);
         keel_histogram_observe(x->route->m_duration, (double)(now_ms(d->p) - x->start_ms) / 1000.0);
     }
+    keel__pgen_t *gen = x->gen;
     keel_buf_t head = x->up_head;
     keel_buf_reset(&head);
     memset(x, 0, sizeof(*x));
     x->up_head = head;
     x->permit = -1;
+    if (gen != NULL)
+        keel__gen_unref(gen); /* last: the route and cluster above belong to it */
 }
 
 /* ---- client connections ------------------------------------------------------------------ */
@@ -322,7 +325,7 @@ static void d_on_drained(keel__dconn_t *d)
 static keel_ms_t d_deadline(keel__dconn_t *d)
 {
     keel_proxy_t *p = d->p;
-    const keel_proxy_limits_t *lim = &p->cfg->limits;
+    const keel_proxy_limits_t *lim = &p->gen->cfg->limits;
     keel__xch_t *x = &d->x;
     keel_ms_t t = KEEL_MS_NEVER;
     switch (d->state) {
@@ -373,7 +376,7 @@ static void d_on_timer(keel_timer_t *t, void *data)
 {
     keel__dconn_t *d = data;
     keel_proxy_t *p = d->p;
-    const keel_proxy_limits_t *lim = &p->cfg->limits;
+    const keel_proxy_limits_t *lim = &p->gen->cfg->limits;
     keel__xch_t *x = &d->x;
     keel_ms_t now = now_ms(p);
     switch (d->state) {
@@ -454,7 +457,7 @@ static void d_update_reading(keel__dconn_t *d)
     if (d->closing || d->eof)
         return;
     keel__xch_t *x = &d->x;
-    const keel_proxy_limits_t *lim = &d->p->cfg->limits;
+    const keel_proxy_limits_t *lim = &d->p->gen->cfg->limits;
     bool want = true;
     if (d->state == KEEL__D_BUSY) {
         if (!x->req_done)
@@ -490,7 +493,7 @@ static void d_process(keel__dconn_t *d)
         }
         size_t end = keel_h1_head_end(base, n, &d->scan);
         if (end == 0) {
-            int st = keel_h1_request_overflow(base, n, &p->req_lim);
+            int st = keel_h1_request_overflow(base, n, &p->gen->req_lim);
             if (st != 0) {
                 keel_counter_inc(p->m_bad_requests);
                 x_local(d, st, NULL, NULL, NULL, NULL, 0);
@@ -498,7 +501,7 @@ static void d_process(keel__dconn_t *d)
             break;
         }
         keel_h1_head_t *h = &p->req_head;
-        int st = keel_h1_parse_request(base, end, &p->req_lim, h);
+        int st = keel_h1_parse_request(base, end, &p->gen->req_lim, h);
         d->scan = 0;
         d->head_start_ms = 0;
         if (st != 0) {
@@ -532,15 +535,16 @@ void keel__proxy_on_connection(uv_stream_t *server, int status)
     p->handles_open++;
     keel_timer_init(p->loop, &d->timer);
     if (uv_accept(server, (uv_stream_t *)&d->tcp) != 0 ||
-        p->dconns_count >= p->cfg->limits.connections_max) {
+        p->dconns_count >= p->gen->cfg->limits.connections_max) {
         d->closing = true;
         keel_timer_close(&d->timer, d_timer_closed);
         return;
     }
-    keel_buf_init(&d->in, p->req_lim.head_bytes_max + KEEL_PROXY_PIPELINE_BYTES_MAX +
+    /* sized for the largest head any config may allow: a reload may raise the limit */
+    keel_buf_init(&d->in, KEEL_H1_HEAD_BYTES_CEILING + KEEL_PROXY_PIPELINE_BYTES_MAX +
                               2 * KEEL_PROXY_READ_BYTES);
     keel_buf_init(&d->out, 0);
-    keel_buf_init(&d->x.up_head, p->req_lim.head_bytes_max + 4096);
+    keel_buf_init(&d->x.up_head, KEEL_H1_HEAD_BYTES_CEILING + 4096);
     d->x.permit = -1;
     struct sockaddr_storage ss;
     int len = sizeof(ss);
@@ -776,10 +780,13 @@ static void x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
 {
     keel_proxy_t *p = d->p;
     keel__xch_t *x = &d->x;
+    keel__pgen_t *gen = p->gen;
+    x->gen = gen;
+    keel__gen_ref(gen); /* the exchange finishes on the config it started with */
     x->start_ms = now_ms(p);
     x->permit = -1;
     x->method_kind = method_kind(base, h->method);
-    if (p->cfg->access_log) {
+    if (gen->cfg->access_log) {
         snprintf(x->method, sizeof(x->method), "%.*s", (int)h->method.len, base + h->method.off);
         snprintf(x->target, sizeof(x->target), "%.*s", (int)h->target.len, base + h->target.off);
     }
@@ -805,10 +812,10 @@ static void x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
         view.host = base + h->fields[h->host_field].value.off;
         view.host_len = h->fields[h->host_field].value.len;
     }
-    uint64_t body_max = p->cfg->limits.body_bytes_max;
-    int route = target_ok ? keel_proxy_route_match(p->cfg, &view) : -1;
+    uint64_t body_max = gen->cfg->limits.body_bytes_max;
+    int route = target_ok ? keel_proxy_route_match(gen->cfg, &view) : -1;
     if (route >= 0) {
-        x->route = &p->routes[route];
+        x->route = &gen->routes[route];
         keel_counter_inc(x->route->m_requests);
     }
     int build = 0;
@@ -816,7 +823,7 @@ static void x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
     const keel_proxy_route_t *r = x->route ? x->route->cfg : NULL;
     if (r != NULL && r->action == KEEL_PROXY_ACTION_FORWARD) {
         x->cl =
-            &p->clusters[r->clusters[keel_proxy_route_pick(r, keel_rand_u64(&p->rand))].cluster];
+            &gen->clusters[r->clusters[keel_proxy_route_pick(r, keel_rand_u64(&p->rand))].cluster];
         build = build_up_head(d, base, h, path, path_len, query, query_len);
     }
     /* key for hash balancing, computed while the head is at hand */
@@ -882,7 +889,8 @@ static keel__uconn_t *u_new(keel__phost_t *host)
     u->kind = KEEL__CONN_UP;
     u->host = host;
     keel_list_init(&u->link);
-    keel_buf_init(&u->in, p->resp_lim.head_bytes_max + KEEL_PROXY_READ_BYTES * 2);
+    keel_buf_init(&u->in, KEEL_H1_HEAD_BYTES_CEILING + KEEL_PROXY_READ_BYTES * 2);
+    keel__gen_ref(host->cl->gen); /* until the connection is closed */
     keel_buf_init(&u->out, 0);
     uv_tcp_init(&p->loop->uv, &u->tcp);
     u->tcp.data = u;
@@ -1058,7 +1066,7 @@ static void d_pump_req_body(keel__dconn_t *d)
 {
     keel__xch_t *x = &d->x;
     keel__uconn_t *u = x->u;
-    const keel_proxy_limits_t *lim = &d->p->cfg->limits;
+    const keel_proxy_limits_t *lim = &d->p->gen->cfg->limits;
     if (x->req_done || u == NULL || !u->connected) {
         d_update_reading(d);
         return;
@@ -1116,9 +1124,11 @@ static void u_handle_closed(uv_handle_t *h)
 {
     keel__uconn_t *u = h->data;
     keel_proxy_t *p = u->host->cl->p;
+    keel__pgen_t *gen = u->host->cl->gen;
     keel_buf_free(&u->in);
     keel_buf_free(&u->out);
     free(u);
+    keel__gen_unref(gen);
     keel__proxy_handle_closed(p);
 }
 
@@ -1172,7 +1182,8 @@ static void u_update_reading(keel__uconn_t *u)
     bool want = true;
     if (u->d != NULL) {
         keel__dconn_t *d = u->d;
-        want = !d->x.resp_done && pending(&d->tcp, &d->out) < d->p->cfg->limits.buffer_bytes_max &&
+        want = !d->x.resp_done &&
+               pending(&d->tcp, &d->out) < d->p->gen->cfg->limits.buffer_bytes_max &&
                keel_buf_unread(&u->in) < KEEL_PROXY_READ_BYTES;
     }
     if (want && !u->reading)
@@ -1310,7 +1321,7 @@ static void u_process(keel__uconn_t *u)
         size_t n = keel_buf_unread(&u->in);
         size_t end = keel_h1_head_end(base, n, &u->scan);
         if (end == 0) {
-            if (n > p->resp_lim.head_bytes_max) {
+            if (n > x->gen->resp_lim.head_bytes_max) {
                 keel_counter_inc(x->cl->m_bad_responses);
                 x->up_keepalive = false;
                 x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_NONE, 502, 502,
@@ -1319,7 +1330,7 @@ static void u_process(keel__uconn_t *u)
             return;
         }
         keel_h1_head_t *h = &p->resp_head;
-        int st = keel_h1_parse_response(base, end, &p->resp_lim, x->method_kind == 1, h);
+        int st = keel_h1_parse_response(base, end, &x->gen->resp_lim, x->method_kind == 1, h);
         u->scan = 0;
         if (st != 0 || h->status == 101) {
             keel_counter_inc(x->cl->m_bad_responses);
@@ -1357,7 +1368,7 @@ static void u_pump_resp_body(keel__uconn_t *u)
     if (d == NULL)
         return;
     keel__xch_t *x = &d->x;
-    const keel_proxy_limits_t *lim = &d->p->cfg->limits;
+    const keel_proxy_limits_t *lim = &d->p->gen->cfg->limits;
     while (!x->resp_done && keel_buf_unread(&u->in) > 0 &&
            pending(&d->tcp, &d->out) < lim->buffer_bytes_max) {
         const uint8_t *in = keel_buf_rptr(&u->in);
@@ -1448,7 +1459,7 @@ static void x_complete(keel__dconn_t *d)
     if (u != NULL) {
         const keel_proxy_cluster_t *cc = x->cl->cfg;
         bool reuse = x->up_keepalive && x->req_sent && keel_buf_unread(&u->in) == 0 &&
-                     keel_buf_unread(&u->out) == 0 && !p->stopping &&
+                     keel_buf_unread(&u->out) == 0 && !p->stopping && !x->gen->retired &&
                      (cc->requests_per_conn_max == 0 || u->requests < cc->requests_per_conn_max) &&
                      u->host->idle_count < cc->idle_max;
         x->u = NULL;
@@ -1483,8 +1494,9 @@ static void x_complete(keel__dconn_t *d)
 
 void keel__proxy_sweep_pool(keel_proxy_t *p, keel_ms_t now)
 {
-    for (uint32_t c = 0; c < p->cfg->clusters_count; c++) {
-        keel__pcluster_t *cl = &p->clusters[c];
+    keel__pgen_t *gen = p->gen; /* a retired generation pools nothing */
+    for (uint32_t c = 0; c < gen->cfg->clusters_count; c++) {
+        keel__pcluster_t *cl = &gen->clusters[c];
         for (uint32_t i = 0; i < cl->cfg->hosts_count; i++) {
             keel__phost_t *h = &cl->hosts[i];
             keel_list_t *it;
@@ -1499,15 +1511,21 @@ void keel__proxy_sweep_pool(keel_proxy_t *p, keel_ms_t now)
     }
 }
 
+void keel__proxy_close_idle(keel__pgen_t *gen)
+{
+    keel_list_t *it;
+    for (uint32_t c = 0; gen->clusters != NULL && c < gen->cfg->clusters_count; c++) {
+        keel__pcluster_t *cl = &gen->clusters[c];
+        for (uint32_t i = 0; cl->hosts != NULL && i < cl->cfg->hosts_count; i++)
+            while ((it = keel_list_first(&cl->hosts[i].idle)) != NULL)
+                u_close(KEEL_LIST_ENTRY(it, keel__uconn_t, link));
+    }
+}
+
 void keel__proxy_close_all(keel_proxy_t *p)
 {
     keel_list_t *it;
     while ((it = keel_list_first(&p->dconns)) != NULL)
         d_close(KEEL_LIST_ENTRY(it, keel__dconn_t, link));
-    for (uint32_t c = 0; p->clusters != NULL && c < p->cfg->clusters_count; c++) {
-        keel__pcluster_t *cl = &p->clusters[c];
-        for (uint32_t i = 0; cl->hosts != NULL && i < cl->cfg->hosts_count; i++)
-            while ((it = keel_list_first(&cl->hosts[i].idle)) != NULL)
-                u_close(KEEL_LIST_ENTRY(it, keel__uconn_t, link));
-    }
+    keel__proxy_close_idle(p->gen); /* retired generations closed theirs when retired */
 }

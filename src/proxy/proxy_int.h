@@ -35,6 +35,7 @@
 /* Retry-After and RateLimit-Reset are whole seconds, at least this many. */
 #define KEEL_PROXY_RETRY_AFTER_S_MIN 1
 
+typedef struct keel__pgen keel__pgen_t;
 typedef struct keel__pcluster keel__pcluster_t;
 typedef struct keel__phost keel__phost_t;
 typedef struct keel__uconn keel__uconn_t;
@@ -59,6 +60,7 @@ struct keel__phost {
 
 struct keel__pcluster {
     keel_proxy_t *p;
+    keel__pgen_t *gen;
     const keel_proxy_cluster_t *cfg;
     uint32_t idx;
     keel__phost_t *hosts;
@@ -74,6 +76,7 @@ struct keel__pcluster {
         *m_bad_responses;
     keel_counter_t *m_class[6];
     keel_gauge_t *m_conns;
+    keel_gauge_t *g_breaker, *g_available, *g_active; /* read this cluster at render time */
 };
 
 typedef struct keel__proute {
@@ -86,9 +89,29 @@ typedef struct keel__proute {
     keel_histogram_t *m_duration;
 } keel__proute_t;
 
+/*
+ * A generation: one loaded config and everything built from it (clusters with their balancers,
+ * breakers, outlier detectors, pools and health checks; routes with their retry policies and
+ * rate limiters). A reload builds a new generation and retires the old one: new requests use
+ * the new one, while exchanges that started on the old one finish on it (they hold a
+ * reference, as do its upstream connections and health-check timers); the old generation is
+ * freed when its last reference goes.
+ */
+struct keel__pgen {
+    keel_proxy_t *p;
+    keel_proxy_config_t *cfg;
+    char *text; /* the YAML it was loaded from, for /config */
+    uint64_t version;
+    keel_h1_limits_t req_lim, resp_lim;
+    keel__pcluster_t *clusters;
+    keel__proute_t *routes;
+    uint64_t refs;
+    bool retired;
+    keel_list_t link; /* p->retired while retired and referenced */
+};
+
 typedef struct keel__plistener {
     keel_proxy_t *p;
-    const keel_proxy_listener_t *cfg;
     uv_tcp_t tcp;
     bool open;
     int port;
@@ -117,6 +140,7 @@ typedef enum keel__dstate {
 
 /* One request and its response, embedded in the client connection (one at a time). */
 typedef struct keel__xch {
+    keel__pgen_t *gen; /* referenced while the exchange lives */
     keel__proute_t *route;
     keel__pcluster_t *cl;
     keel__phost_t *host;
@@ -180,13 +204,10 @@ struct keel__dconn {
 
 struct keel_proxy {
     keel_loop_t *loop;
-    keel_proxy_config_t *cfg;
-    char *config_text;
-    uint64_t config_version;
-    keel_h1_limits_t req_lim, resp_lim;
+    keel__pgen_t *gen;   /* the generation new requests use */
+    keel_list_t retired; /* older generations still referenced */
     keel__plistener_t listeners[KEEL_PROXY_LISTENERS_MAX];
-    keel__pcluster_t *clusters;
-    keel__proute_t *routes;
+    uint32_t listeners_count;
     keel_list_t dconns;
     uint32_t dconns_count;
     keel_rand_t rand;
@@ -201,7 +222,7 @@ struct keel_proxy {
     int handles_open;
     void (*done)(keel_proxy_t *p, void *data);
     void *done_data;
-    keel_counter_t *m_conns_total, *m_no_route, *m_bad_requests;
+    keel_counter_t *m_conns_total, *m_no_route, *m_bad_requests, *m_reloads_ok, *m_reloads_failed;
     keel_gauge_t *m_conns_open;
     char via_line[KEEL_PROXY_NAME_BYTES_MAX + 16];
     /* Parse scratch (one loop thread): a request head is used only inside d_process and a
@@ -213,8 +234,11 @@ struct keel_proxy {
 void keel__proxy_on_connection(uv_stream_t *server, int status);
 void keel__proxy_sweep_pool(keel_proxy_t *p, keel_ms_t now_ms);
 void keel__proxy_close_all(keel_proxy_t *p);
+void keel__proxy_close_idle(keel__pgen_t *gen);
 /* proxy.c */
 void keel__proxy_handle_closed(keel_proxy_t *p);
 void keel__proxy_apply_state(keel__pcluster_t *cl, uint32_t idx);
+void keel__gen_ref(keel__pgen_t *g);
+void keel__gen_unref(keel__pgen_t *g);
 
 #endif

@@ -791,3 +791,111 @@ def test_a_client_that_vanishes_mid_exchange_leaves_the_rest_alone(proxy, up):
         still_works(port)
     assert wait_until(lambda: clusters(admin)["app"]["active_requests"] == 0, timeout_s=3)
     assert wait_until(lambda: re.search(r"^keel_proxy_connections_active 0$", metrics(admin), re.M), timeout_s=3)
+
+
+# ---- reload --------------------------------------------------------------------------------
+
+
+def reload_config(up, body, header_value="one"):
+    # a health-checked cluster too, so reloads retire health checks in flight
+    checked = f"""
+  - name: checked
+    hosts: [{up.addr}]
+    health_check: {{path: /health, interval_ms: 20, timeout_ms: 20}}
+"""
+    return config(up, checked, f"""
+  - name: version
+    match: {{exact: /version}}
+    direct_response: {{status: 200, body: "{body}"}}
+  - name: tagged
+    match: {{prefix: /tagged}}
+    request_headers_add: [{{name: x-config, value: {header_value}}}]
+    cluster: app
+""")
+
+
+def config_version(admin):
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/config", timeout=5) as r:
+        return r.headers["X-Keel-Config-Version"]
+
+
+def test_sighup_reloads_and_a_bad_file_is_refused(procs, tmp_path, up):
+    p, port, admin = start_proxy(procs, tmp_path, reload_config(up, "v1"))
+    path = tmp_path / "proxy.yaml"
+    assert request(port, "GET", "/version")[2] == b"v1"
+    v1 = config_version(admin)
+    path.write_text(reload_config(up, "v2"))
+    p.signal(1)
+    p.may_exit = False
+    assert wait_until(lambda: request(port, "GET", "/version")[2] == b"v2", timeout_s=3)
+    assert config_version(admin) != v1
+    path.write_text(reload_config(up, "v3") + "  - name: broken\n    match: {regex: \"([\"}\n    cluster: app\n")
+    p.signal(1)
+    p.may_exit = False
+    assert wait_until(lambda: "reload refused" in p.output(), timeout_s=3)
+    assert '"line":' in p.output() and "regex" in p.output()
+    assert request(port, "GET", "/version")[2] == b"v2"  # the old config keeps serving
+    path.write_text(reload_config(up, "v4").replace("address: 127.0.0.1:0\nadmin", "address: 127.0.0.1:1\nadmin", 1))
+    p.signal(1)
+    p.may_exit = False
+    assert wait_until(lambda: "restart is needed" in p.output(), timeout_s=3)
+    assert request(port, "GET", "/version")[2] == b"v2"
+    m = metrics(admin)
+    assert metric(m, "keel_proxy_reloads_total", 'result="ok"') == 1
+    assert metric(m, "keel_proxy_reloads_total", 'result="refused"') == 2
+
+
+def test_ten_reloads_under_load_fail_no_request(procs, tmp_path, up):
+    p, port, admin = start_proxy(procs, tmp_path, reload_config(up, "v0"))
+    path = tmp_path / "proxy.yaml"
+    stop = threading.Event()
+    failures, done = [], [0]
+
+    def keepalive_client():
+        s, buf = connect(port), b""
+        while not stop.is_set():
+            try:
+                s.sendall(b"GET /tagged/x HTTP/1.1\r\nHost: t\r\n\r\n")
+                st, _, _, buf = read_response(s, buf)
+                if st != 200:
+                    failures.append(st)
+                done[0] += 1
+            except OSError as e:
+                failures.append(repr(e))
+                s, buf = connect(port), b""
+        s.close()
+
+    def slow_client():  # requests in flight while the config changes under them
+        while not stop.is_set():
+            try:
+                st = request(port, "GET", "/slow/150")[0]
+                if st != 200:
+                    failures.append(st)
+                done[0] += 1
+            except OSError as e:
+                failures.append(repr(e))
+
+    threads = [threading.Thread(target=keepalive_client) for _ in range(3)]
+    threads += [threading.Thread(target=slow_client) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(1, 11):
+            time.sleep(0.2)
+            path.write_text(reload_config(up, f"v{i}", header_value=f"gen{i}"))
+            p.signal(1)
+            p.may_exit = False
+            assert wait_until(lambda: request(port, "GET", "/version")[2] == f"v{i}".encode(), timeout_s=3)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert failures == []
+    assert done[0] > 100
+    assert metric(metrics(admin), "keel_proxy_reloads_total", 'result="ok"') == 10
+    # requests now carry the last config's header
+    st, _, body = request(port, "GET", "/tagged/last")
+    assert dict((k.lower(), v) for k, v in json.loads(body)["headers"])["x-config"] == "gen10"
+    p.signal(15)
+    assert p.wait(5) == 0
