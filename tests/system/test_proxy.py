@@ -899,3 +899,39 @@ def test_ten_reloads_under_load_fail_no_request(procs, tmp_path, up):
     assert dict((k.lower(), v) for k, v in json.loads(body)["headers"])["x-config"] == "gen10"
     p.signal(15)
     assert p.wait(5) == 0
+
+
+def test_a_body_is_replayed_to_another_host_after_a_connect_failure(procs, tmp_path, up):
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead_addr = "127.0.0.1:%d" % dead.getsockname()[1]
+    dead.close()
+    clusters_yaml = f"""
+  - name: half
+    hosts: [{dead_addr}, {up.addr}]
+"""
+    routes_yaml = """
+  - name: half
+    match: {prefix: /half}
+    cluster: half
+    retry: {attempts_max: 2, retry_on: [connect-failure], backoff_base_ms: 1, backoff_cap_ms: 1}
+"""
+    _, port, admin = start_proxy(procs, tmp_path, config(up, clusters_yaml, routes_yaml))
+    body = bytes(range(256)) * 40
+    for _ in range(4):  # round robin: some of these try the dead host first
+        st, _, got = request(port, "POST", "/half/echo", body=body)
+        assert st == 200
+        info = json.loads(got)
+        assert info["body_len"] == len(body)
+        assert info["body_sha"] == __import__("hashlib").sha256(body).hexdigest()
+    assert metric(metrics(admin), "keel_proxy_upstream_retries_total", 'cluster="half"') >= 1
+
+
+def test_proxy_help_and_bad_arguments(tmp_path):
+    r = subprocess.run([binary("keel"), "proxy", "--help"], capture_output=True, timeout=10)
+    assert r.returncode == 0 and b"usage: keel proxy --config" in r.stdout
+    r = subprocess.run([binary("keel"), "proxy"], capture_output=True, timeout=10)
+    assert r.returncode == 2 and b"--config" in r.stderr
+    r = subprocess.run([binary("keel"), "proxy", "--config", str(tmp_path / "missing.yaml")],
+                       capture_output=True, timeout=10)
+    assert r.returncode == 1 and b"cannot read" in r.stderr
