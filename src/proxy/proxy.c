@@ -108,17 +108,17 @@ static void hc_result(keel__phost_t *h, int err, int status)
 static void hc_done(int err, const keel_http_msg_t *resp, void *data)
 {
     keel__phost_t *h = data;
-    keel__pgen_t *gen = h->cl->gen;
+    keel__pcluster_t *cl = h->cl;
     h->hc_inflight = false;
-    if (!gen->retired && err != KEEL_ECANCELED)
+    if (!cl->retired && err != KEEL_ECANCELED)
         hc_result(h, err, err == 0 ? resp->status : 0);
-    keel__gen_unref(gen); /* taken when the check was sent */
+    keel__cluster_unref(cl); /* taken when the check was sent */
 }
 
 static void hc_tick(keel_timer_t *t, void *data)
 {
     keel__pcluster_t *cl = data;
-    if (cl->p->stopping || cl->gen->retired)
+    if (cl->p->stopping || cl->retired)
         return;
     for (uint32_t i = 0; i < cl->cfg->hosts_count; i++) {
         keel__phost_t *h = &cl->hosts[i];
@@ -129,7 +129,7 @@ static void hc_tick(keel_timer_t *t, void *data)
         int rc = keel_http_client_request(&cl->p->hc, &rq, hc_done, h, NULL);
         if (rc == 0) {
             h->hc_inflight = true;
-            keel__gen_ref(cl->gen); /* the host must outlive the check */
+            keel__cluster_ref(cl); /* the host must outlive the check */
         } else {
             hc_result(h, rc, 0);
         }
@@ -146,14 +146,113 @@ static void labels_for(char *out, size_t cap, const char *key, const char *value
     snprintf(out, cap, "%s=\"%s\"", key, esc);
 }
 
-static int cluster_init(keel__pgen_t *gen, keel__pcluster_t *cl, uint32_t idx, keel_errmsg_t *msg)
+static bool str_eq(const char *a, const char *b)
 {
-    keel_proxy_t *p = gen->p;
-    const keel_proxy_cluster_t *c = &gen->cfg->clusters[idx];
+    return a == NULL || b == NULL ? a == b : strcmp(a, b) == 0;
+}
+
+/* Whether two cluster configs are the same in everything but their line in the file. */
+static bool cluster_same(const keel_proxy_cluster_t *a, const keel_proxy_cluster_t *b)
+{
+    if (!str_eq(a->name, b->name) || !str_eq(a->balance, b->balance) ||
+        !str_eq(a->hash_header, b->hash_header) || !str_eq(a->health.path, b->health.path) ||
+        a->hosts_count != b->hosts_count)
+        return false;
+    for (uint32_t i = 0; i < a->hosts_count; i++)
+        if (!str_eq(a->hosts[i].address, b->hosts[i].address) ||
+            a->hosts[i].weight != b->hosts[i].weight)
+            return false;
+    /* the rest is numbers and flags; both structs come from zeroed memory (padding included) */
+    keel_proxy_cluster_t x = *a, y = *b;
+    x.name = y.name = x.balance = y.balance = x.hash_header = y.hash_header = NULL;
+    x.health.path = y.health.path = NULL;
+    x.line = y.line = 0;
+    for (uint32_t i = 0; i < KEEL_PROXY_HOSTS_MAX; i++)
+        x.hosts[i].address = y.hosts[i].address = NULL;
+    return memcmp(&x, &y, sizeof(x)) == 0;
+}
+
+static void cluster_cfg_free(keel_proxy_cluster_t *c)
+{
+    free(c->name);
+    free(c->balance);
+    free(c->hash_header);
+    free(c->health.path);
+    for (uint32_t i = 0; i < c->hosts_count; i++)
+        free(c->hosts[i].address);
+}
+
+static int cluster_cfg_copy(keel_proxy_cluster_t *dst, const keel_proxy_cluster_t *src)
+{
+    *dst = *src;
+    dst->name = strdup(src->name);
+    dst->balance = strdup(src->balance);
+    dst->hash_header = src->hash_header ? strdup(src->hash_header) : NULL;
+    dst->health.path = src->health.path ? strdup(src->health.path) : NULL;
+    bool ok = dst->name && dst->balance && (dst->hash_header || !src->hash_header) &&
+              (dst->health.path || !src->health.path);
+    for (uint32_t i = 0; i < src->hosts_count; i++)
+        ok &= (dst->hosts[i].address = strdup(src->hosts[i].address)) != NULL;
+    if (!ok) {
+        cluster_cfg_free(dst);
+        return KEEL_ENOMEM;
+    }
+    return 0;
+}
+
+static void cluster_free(keel__pcluster_t *cl)
+{
+    assert(cl->refs == 0 && !cl->hc_timer_on);
+    keel_balance_free(&cl->lb);
+    if (cl->cfg->breaker_enabled)
+        keel_breaker_free(&cl->breaker);
+    if (cl->cfg->outlier_enabled)
+        keel_outlier_free(&cl->outlier);
+    free(cl->hosts);
+    cluster_cfg_free(&cl->own);
+    free(cl);
+}
+
+void keel__cluster_ref(keel__pcluster_t *cl)
+{
+    cl->refs++;
+}
+
+void keel__cluster_unref(keel__pcluster_t *cl)
+{
+    assert(cl->refs > 0);
+    if (--cl->refs == 0)
+        cluster_free(cl);
+}
+
+static int cluster_setup(keel_proxy_t *p, keel__pcluster_t *cl, keel_errmsg_t *msg);
+
+/* A new cluster for config c, with one reference (the caller's generation's). */
+static int cluster_new(keel_proxy_t *p, const keel_proxy_cluster_t *c, keel__pcluster_t **out,
+                       keel_errmsg_t *msg)
+{
+    keel__pcluster_t *cl = calloc(1, sizeof(*cl));
+    if (cl == NULL || cluster_cfg_copy(&cl->own, c) != 0) {
+        free(cl);
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory");
+    }
     cl->p = p;
-    cl->gen = gen;
-    cl->cfg = c;
-    cl->idx = idx;
+    cl->cfg = &cl->own;
+    cl->refs = 1;
+    int rc = cluster_setup(p, cl, msg);
+    if (rc != 0) {
+        cl->retired = true;
+        keel__cluster_unref(cl);
+        return rc;
+    }
+    *out = cl;
+    return 0;
+}
+
+/* Builds a cluster's hosts, balancer, breaker, outlier detector, metrics and health checks. */
+static int cluster_setup(keel_proxy_t *p, keel__pcluster_t *cl, keel_errmsg_t *msg)
+{
+    const keel_proxy_cluster_t *c = cl->cfg;
     cl->hosts = calloc(c->hosts_count, sizeof(*cl->hosts));
     if (cl->hosts == NULL)
         return keel_errf(msg, KEEL_ENOMEM, "out of memory");
@@ -271,7 +370,7 @@ static int cluster_init(keel__pgen_t *gen, keel__pcluster_t *cl, uint32_t idx, k
         keel_timer_init(p->loop, &cl->hc_timer);
         cl->hc_timer_on = true;
         p->handles_open++;
-        keel__gen_ref(gen); /* until the timer has closed */
+        keel__cluster_ref(cl); /* until the timer has closed */
         keel_timer_start(&cl->hc_timer, 1, c->health.interval_ms, hc_tick, cl);
     }
     return 0;
@@ -337,7 +436,7 @@ static void on_sweep(keel_timer_t *t, void *data)
     keel__pgen_t *gen = p->gen;
     for (uint32_t c = 0; c < gen->cfg->clusters_count; c++)
         if (gen->cfg->clusters[c].outlier_enabled)
-            keel_outlier_tick(&gen->clusters[c].outlier, now);
+            keel_outlier_tick(&gen->clusters[c]->outlier, now);
 }
 
 /* ---- admin ------------------------------------------------------------------------------- */
@@ -361,7 +460,7 @@ static void admin_clusters(keel_http_req_t *req, void *data)
     json_t *arr = json_array();
     keel__pgen_t *gen = p->gen;
     for (uint32_t c = 0; c < gen->cfg->clusters_count; c++) {
-        keel__pcluster_t *cl = &gen->clusters[c];
+        keel__pcluster_t *cl = gen->clusters[c];
         json_t *hosts = json_array();
         for (uint32_t i = 0; i < cl->cfg->hosts_count; i++) {
             keel__phost_t *h = &cl->hosts[i];
@@ -436,17 +535,9 @@ static int admin_start(keel_proxy_t *p, keel_errmsg_t *msg)
 static void gen_free(keel__pgen_t *g)
 {
     assert(g->refs == 0);
-    for (uint32_t c = 0; g->clusters != NULL && c < g->cfg->clusters_count; c++) {
-        keel__pcluster_t *cl = &g->clusters[c];
-        if (cl->cfg == NULL)
-            continue;
-        keel_balance_free(&cl->lb);
-        if (cl->cfg->breaker_enabled)
-            keel_breaker_free(&cl->breaker);
-        if (cl->cfg->outlier_enabled)
-            keel_outlier_free(&cl->outlier);
-        free(cl->hosts);
-    }
+    for (uint32_t c = 0; g->clusters != NULL && c < g->cfg->clusters_count; c++)
+        if (g->clusters[c] != NULL)
+            keel__cluster_unref(g->clusters[c]);
     for (uint32_t r = 0; g->routes != NULL && r < g->cfg->routes_count; r++)
         if (g->routes[r].rl_on)
             keel_ratelimit_keyed_free(&g->routes[r].rl);
@@ -476,7 +567,7 @@ static void cluster_timer_closed(keel_timer_t *t)
 {
     keel__pcluster_t *cl = KEEL_LIST_ENTRY(t, keel__pcluster_t, hc_timer);
     keel_proxy_t *p = cl->p;
-    keel__gen_unref(cl->gen);
+    keel__cluster_unref(cl);
     keel__proxy_handle_closed(p);
 }
 
@@ -485,8 +576,37 @@ static double gauge_zero(void *data)
     return 0;
 }
 
-/* Takes a generation out of service: its health checks stop, its idle connections close, its
- * gauges stop reading it; it is freed once nothing references it. */
+/* Whether cl serves the current generation (other than g itself). */
+static bool in_current(keel_proxy_t *p, keel__pgen_t *g, keel__pcluster_t *cl)
+{
+    if (p->gen == NULL || p->gen == g || p->stopping)
+        return false;
+    for (uint32_t c = 0; c < p->gen->cfg->clusters_count; c++)
+        if (p->gen->clusters[c] == cl)
+            return true;
+    return false;
+}
+
+/* Takes a cluster out of service: health checks stop, idle connections close, gauges stop
+ * reading it; it is freed with its last reference. */
+static void cluster_retire(keel__pcluster_t *cl)
+{
+    cl->retired = true;
+    if (cl->hc_timer_on) {
+        cl->hc_timer_on = false;
+        keel_timer_close(&cl->hc_timer, cluster_timer_closed);
+    }
+    keel_gauge_t *gs[3] = {cl->g_breaker, cl->g_available, cl->g_active};
+    for (int k = 0; k < 3; k++)
+        if (gs[k] != NULL && gs[k]->fn_data == cl) { /* not re-bound by a newer cluster */
+            gs[k]->fn = gauge_zero;
+            gs[k]->fn_data = NULL;
+        }
+    keel__proxy_close_idle(cl);
+}
+
+/* Takes a generation out of service: its clusters that the current generation does not share
+ * are retired; it is freed once nothing references it. */
 static void gen_retire(keel__pgen_t *g)
 {
     keel_proxy_t *p = g->p;
@@ -494,19 +614,11 @@ static void gen_retire(keel__pgen_t *g)
     g->retired = true;
     g->refs++; /* held while closing below */
     for (uint32_t c = 0; g->clusters != NULL && c < g->cfg->clusters_count; c++) {
-        keel__pcluster_t *cl = &g->clusters[c];
-        if (cl->hc_timer_on) {
-            cl->hc_timer_on = false;
-            keel_timer_close(&cl->hc_timer, cluster_timer_closed);
-        }
-        keel_gauge_t *gs[3] = {cl->g_breaker, cl->g_available, cl->g_active};
-        for (int k = 0; k < 3; k++)
-            if (gs[k] != NULL && gs[k]->fn_data == cl) { /* not re-bound by a newer generation */
-                gs[k]->fn = gauge_zero;
-                gs[k]->fn_data = NULL;
-            }
+        keel__pcluster_t *cl = g->clusters[c];
+        if (cl == NULL || cl->retired || in_current(p, g, cl))
+            continue; /* carried over to the current generation: it keeps its state */
+        cluster_retire(cl);
     }
-    keel__proxy_close_idle(g);
     if (g != p->gen)
         keel_list_insert_tail(&p->retired, &g->link);
     keel__gen_unref(g);
@@ -540,9 +652,18 @@ static int gen_build(keel_proxy_t *p, keel_proxy_config_t *cfg, const char *text
                                     cfg->limits.header_count_max};
     g->resp_lim = (keel_h1_limits_t){cfg->limits.uri_bytes_max, cfg->limits.header_bytes_max,
                                      KEEL_H1_HEADERS_CEILING};
-    for (uint32_t c = 0; c < cfg->clusters_count; c++)
-        if ((rc = cluster_init(g, &g->clusters[c], c, msg)) != 0)
+    for (uint32_t c = 0; c < cfg->clusters_count; c++) {
+        /* an unchanged cluster is shared with the current generation, state and all */
+        keel__pcluster_t *same = NULL;
+        for (uint32_t k = 0; p->gen != NULL && k < p->gen->cfg->clusters_count && !same; k++)
+            if (cluster_same(p->gen->clusters[k]->cfg, &cfg->clusters[c]))
+                same = p->gen->clusters[k];
+        if (same != NULL)
+            keel__cluster_ref(same);
+        else if ((rc = cluster_new(p, &cfg->clusters[c], &same, msg)) != 0)
             goto fail;
+        g->clusters[c] = same;
+    }
     for (uint32_t r = 0; r < cfg->routes_count; r++)
         if ((rc = route_init(g, &g->routes[r], r, msg)) != 0)
             goto fail;

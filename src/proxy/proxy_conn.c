@@ -823,7 +823,7 @@ static void x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
     const keel_proxy_route_t *r = x->route ? x->route->cfg : NULL;
     if (r != NULL && r->action == KEEL_PROXY_ACTION_FORWARD) {
         x->cl =
-            &gen->clusters[r->clusters[keel_proxy_route_pick(r, keel_rand_u64(&p->rand))].cluster];
+            gen->clusters[r->clusters[keel_proxy_route_pick(r, keel_rand_u64(&p->rand))].cluster];
         build = build_up_head(d, base, h, path, path_len, query, query_len);
     }
     /* key for hash balancing, computed while the head is at hand */
@@ -890,7 +890,7 @@ static keel__uconn_t *u_new(keel__phost_t *host)
     u->host = host;
     keel_list_init(&u->link);
     keel_buf_init(&u->in, KEEL_H1_HEAD_BYTES_CEILING + KEEL_PROXY_READ_BYTES * 2);
-    keel__gen_ref(host->cl->gen); /* until the connection is closed */
+    keel__cluster_ref(host->cl); /* until the connection is closed */
     keel_buf_init(&u->out, 0);
     uv_tcp_init(&p->loop->uv, &u->tcp);
     u->tcp.data = u;
@@ -1124,11 +1124,11 @@ static void u_handle_closed(uv_handle_t *h)
 {
     keel__uconn_t *u = h->data;
     keel_proxy_t *p = u->host->cl->p;
-    keel__pgen_t *gen = u->host->cl->gen;
+    keel__pcluster_t *cl = u->host->cl;
     keel_buf_free(&u->in);
     keel_buf_free(&u->out);
     free(u);
-    keel__gen_unref(gen);
+    keel__cluster_unref(cl);
     keel__proxy_handle_closed(p);
 }
 
@@ -1459,7 +1459,7 @@ static void x_complete(keel__dconn_t *d)
     if (u != NULL) {
         const keel_proxy_cluster_t *cc = x->cl->cfg;
         bool reuse = x->up_keepalive && x->req_sent && keel_buf_unread(&u->in) == 0 &&
-                     keel_buf_unread(&u->out) == 0 && !p->stopping && !x->gen->retired &&
+                     keel_buf_unread(&u->out) == 0 && !p->stopping && !u->host->cl->retired &&
                      (cc->requests_per_conn_max == 0 || u->requests < cc->requests_per_conn_max) &&
                      u->host->idle_count < cc->idle_max;
         x->u = NULL;
@@ -1494,9 +1494,9 @@ static void x_complete(keel__dconn_t *d)
 
 void keel__proxy_sweep_pool(keel_proxy_t *p, keel_ms_t now)
 {
-    keel__pgen_t *gen = p->gen; /* a retired generation pools nothing */
+    keel__pgen_t *gen = p->gen; /* a retired cluster pools nothing */
     for (uint32_t c = 0; c < gen->cfg->clusters_count; c++) {
-        keel__pcluster_t *cl = &gen->clusters[c];
+        keel__pcluster_t *cl = gen->clusters[c];
         for (uint32_t i = 0; i < cl->cfg->hosts_count; i++) {
             keel__phost_t *h = &cl->hosts[i];
             keel_list_t *it;
@@ -1511,15 +1511,12 @@ void keel__proxy_sweep_pool(keel_proxy_t *p, keel_ms_t now)
     }
 }
 
-void keel__proxy_close_idle(keel__pgen_t *gen)
+void keel__proxy_close_idle(keel__pcluster_t *cl)
 {
     keel_list_t *it;
-    for (uint32_t c = 0; gen->clusters != NULL && c < gen->cfg->clusters_count; c++) {
-        keel__pcluster_t *cl = &gen->clusters[c];
-        for (uint32_t i = 0; cl->hosts != NULL && i < cl->cfg->hosts_count; i++)
-            while ((it = keel_list_first(&cl->hosts[i].idle)) != NULL)
-                u_close(KEEL_LIST_ENTRY(it, keel__uconn_t, link));
-    }
+    for (uint32_t i = 0; cl->hosts != NULL && i < cl->cfg->hosts_count; i++)
+        while ((it = keel_list_first(&cl->hosts[i].idle)) != NULL)
+            u_close(KEEL_LIST_ENTRY(it, keel__uconn_t, link));
 }
 
 void keel__proxy_close_all(keel_proxy_t *p)
@@ -1527,5 +1524,4 @@ void keel__proxy_close_all(keel_proxy_t *p)
     keel_list_t *it;
     while ((it = keel_list_first(&p->dconns)) != NULL)
         d_close(KEEL_LIST_ENTRY(it, keel__dconn_t, link));
-    keel__proxy_close_idle(p->gen); /* retired generations closed theirs when retired */
 }

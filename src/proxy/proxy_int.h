@@ -58,10 +58,18 @@ struct keel__phost {
     uint64_t ejections;
 };
 
+/*
+ * A cluster lives on its own (refcounted): a reload whose new config has a cluster with the same
+ * name and the same settings shares this object, so its pools, breaker, outlier detector,
+ * health state and balancer carry over. References: each generation that lists it, each
+ * upstream connection, each health check in flight and the health-check timer.
+ */
 struct keel__pcluster {
     keel_proxy_t *p;
-    keel__pgen_t *gen;
-    const keel_proxy_cluster_t *cfg;
+    uint64_t refs;
+    bool retired;                    /* in no current generation: no health checks, no pooling */
+    keel_proxy_cluster_t own;        /* a deep copy of its config: it may outlive the file's */
+    const keel_proxy_cluster_t *cfg; /* &own */
     uint32_t idx;
     keel__phost_t *hosts;
     keel_balance_t lb;
@@ -103,7 +111,7 @@ struct keel__pgen {
     char *text; /* the YAML it was loaded from, for /config */
     uint64_t version;
     keel_h1_limits_t req_lim, resp_lim;
-    keel__pcluster_t *clusters;
+    keel__pcluster_t **clusters; /* cfg->clusters_count, each referenced */
     keel__proute_t *routes;
     uint64_t refs;
     bool retired;
@@ -234,11 +242,13 @@ struct keel_proxy {
 void keel__proxy_on_connection(uv_stream_t *server, int status);
 void keel__proxy_sweep_pool(keel_proxy_t *p, keel_ms_t now_ms);
 void keel__proxy_close_all(keel_proxy_t *p);
-void keel__proxy_close_idle(keel__pgen_t *gen);
+void keel__proxy_close_idle(keel__pcluster_t *cl);
 /* proxy.c */
 void keel__proxy_handle_closed(keel_proxy_t *p);
 void keel__proxy_apply_state(keel__pcluster_t *cl, uint32_t idx);
 void keel__gen_ref(keel__pgen_t *g);
 void keel__gen_unref(keel__pgen_t *g);
+void keel__cluster_ref(keel__pcluster_t *cl);
+void keel__cluster_unref(keel__pcluster_t *cl);
 
 #endif

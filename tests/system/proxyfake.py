@@ -15,7 +15,8 @@ by the request path, so one upstream can be well-behaved and hostile in turn:
   /big/N            N bytes of body (Content-Length), written as fast as the peer reads
   /chunked/N        N bytes of body, chunked in 1000-byte chunks
   /health           200, or 503 while `healthy` is False
-When `fail_status` is set, every path but /health answers it.
+When `fail_status` is set, every path but /health answers it (only the next `fail_next`
+requests when that is set).
 Every request is counted (`count`, `paths`), every connection too (`connections`).
 """
 
@@ -94,6 +95,7 @@ class FakeUpstream:
         self.paths = []
         self.connections = 0
         self.fail_status = None
+        self.fail_next = 0  # with fail_status: only this many requests fail, then all succeed
         self.healthy = True
         self.bytes_sent = 0
         self.lock = threading.Lock()
@@ -159,9 +161,15 @@ class FakeUpstream:
             status = 200 if self.healthy else 503
             self._send(conn, f"HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\nhc".encode())
             return True
-        if self.fail_status is not None:
+        with self.lock:
+            status = self.fail_status
+            if status is not None and self.fail_next > 0:
+                self.fail_next -= 1
+                if self.fail_next == 0:
+                    self.fail_status = None  # this is the last failure
+        if status is not None:
             b = b"failing"
-            self._send(conn, f"HTTP/1.1 {self.fail_status} Failing\r\nContent-Length: {len(b)}\r\n\r\n".encode() + b)
+            self._send(conn, f"HTTP/1.1 {status} Failing\r\nContent-Length: {len(b)}\r\n\r\n".encode() + b)
             return True
         special = re.match(
             r"/(status|reset|hang|slow|garbage|midbody|bigheaders|big|chunked|close-delimited)(/|$)", path)
@@ -212,6 +220,8 @@ class FakeUpstream:
         if m:
             n = int(m.group(1))
             self._send(conn, f"HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n".encode())
+            if method == "HEAD":  # the length of what a GET would get, and no body
+                return True
             block = bytes(range(256)) * 256
             left = n
             while left > 0:

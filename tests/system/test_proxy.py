@@ -420,7 +420,7 @@ def test_outlier_detection_ejects_a_failing_host_and_restores_it(procs, tmp_path
         clusters_yaml = f"""
   - name: pair
     hosts: [{up.addr}, {bad.addr}]
-    outlier_detection: {{consecutive_5xx: 2, interval_ms: 100, base_ejection_ms: 800, max_ejection_pct: 50}}
+    outlier_detection: {{consecutive_5xx: 2, interval_ms: 100, base_ejection_ms: 1500, max_ejection_pct: 50}}
 """
         routes_yaml = """
   - name: pair
@@ -441,7 +441,7 @@ def test_outlier_detection_ejects_a_failing_host_and_restores_it(procs, tmp_path
         bad.fail_status = None
         assert wait_until(
             lambda: not {h["address"]: h for h in clusters(admin)["pair"]["hosts"]}[bad.addr]["ejected"],
-            timeout_s=3.0,
+            timeout_s=5.0,
         )
         for _ in range(6):
             assert request(port, "GET", "/pair")[0] == 200
@@ -497,11 +497,10 @@ def retry_routes(budget_pct):
 
 def test_retries_recover_from_a_transient_failure(procs, tmp_path, up):
     _, port, admin = start_proxy(procs, tmp_path, config(up, "", retry_routes(20)))
-    up.fail_status = 503
-    threading.Timer(0.06, lambda: setattr(up, "fail_status", None)).start()
+    up.fail_status, up.fail_next = 503, 2
     st, _, _ = request(port, "GET", "/retried")
     assert st == 200
-    assert up.count >= 2
+    assert up.count == 3  # two failures, then the third attempt succeeds
     assert metric(metrics(admin), "keel_proxy_upstream_retries_total", 'cluster="app"') >= 1
 
 
@@ -669,8 +668,8 @@ def test_a_listener_that_cannot_bind_fails_the_start(procs, tmp_path, up):
 def test_post_is_not_retried_after_it_may_have_been_seen(procs, tmp_path, up):
     _, port, _ = start_proxy(procs, tmp_path, config(up, "", retry_routes(20)))
     up.fail_status = 503
-    st, _, _ = request(port, "POST", "/retried", body=b"pay once")
-    assert st == 503
+    st, h, _ = request(port, "POST", "/retried", body=b"pay once")
+    assert st == 503, h
     assert up.count == 1  # a 503 means the upstream saw it: POST is not idempotent
     st, _, _ = request(port, "GET", "/retried")
     assert up.count == 1 + 5  # GET is: attempts_max tries
@@ -690,7 +689,7 @@ def test_per_try_timeout_retries_on_another_attempt(procs, tmp_path, up):
     st, h, _ = request(port, "GET", "/slow/1000")
     assert st == 504
     assert up.paths.count("/slow/1000") == 3
-    assert 0.5 < time.monotonic() - t0 < 2.0  # three tries of 200 ms, not the 3 s deadline
+    assert 0.5 < time.monotonic() - t0 < 2.5  # three tries of 200 ms, not the 3 s deadline
     assert metric(metrics(admin), "keel_proxy_upstream_timeouts_total", 'cluster="app"') == 3
 
 
@@ -935,3 +934,43 @@ def test_proxy_help_and_bad_arguments(tmp_path):
     r = subprocess.run([binary("keel"), "proxy", "--config", str(tmp_path / "missing.yaml")],
                        capture_output=True, timeout=10)
     assert r.returncode == 1 and b"cannot read" in r.stderr
+
+
+def test_a_reload_keeps_the_state_of_unchanged_clusters(procs, tmp_path, up):
+    def cfg(body, open_ms):
+        return reload_config(up, body).replace(
+            "  - name: checked\n",
+            f"""  - name: fragile
+    hosts: [{up.addr}]
+    circuit_breaker: {{consecutive_failures: 2, open_ms: {open_ms}, calls_min: 100}}
+  - name: checked\n""",
+        ).replace("  - name: version\n", "  - name: fragile\n    match: {prefix: /fragile}\n    cluster: fragile\n  - name: version\n")
+
+    p, port, admin = start_proxy(procs, tmp_path, cfg("v1", 60000))
+    path = tmp_path / "proxy.yaml"
+    s = connect(port)  # a keep-alive client: its upstream connection is pooled
+    s.sendall(b"GET /echo/a HTTP/1.1\r\nHost: t\r\n\r\n")
+    st, _, _, buf = read_response(s)
+    up.fail_status = 500
+    for _ in range(2):
+        assert request(port, "GET", "/fragile")[0] == 500
+    up.fail_status = None
+    assert request(port, "GET", "/fragile")[0] == 503  # open
+    path.write_text(cfg("v2", 60000))  # another route changes; the clusters do not
+    p.signal(1)
+    p.may_exit = False
+    assert wait_until(lambda: request(port, "GET", "/version")[2] == b"v2", timeout_s=3)
+    st, h, _ = request(port, "GET", "/fragile")
+    assert st == 503 and h["x-keel-reason"] == ["circuit-open"]  # the breaker's state carried over
+    s.sendall(b"GET /echo/b HTTP/1.1\r\nHost: t\r\n\r\n")
+    st, _, _, buf = read_response(s, buf)
+    assert st == 200
+    path.write_text(cfg("v3", 59000))  # the fragile cluster changes: a fresh breaker
+    p.signal(1)
+    p.may_exit = False
+    assert wait_until(lambda: request(port, "GET", "/version")[2] == b"v3", timeout_s=3)
+    assert request(port, "GET", "/fragile")[0] == 200
+    assert clusters(admin)["fragile"]["breaker"] == "closed"
+    s.close()
+    p.signal(15)
+    assert p.wait(5) == 0
