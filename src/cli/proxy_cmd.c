@@ -1,4 +1,5 @@
 /* proxy_cmd.c - `keel proxy --config FILE` runs the proxy; `keel proxy --check FILE` validates. */
+#include "base/crc32c.h"
 #include "base/log.h"
 #include "cli/cli.h"
 #include "proxy/config.h"
@@ -20,8 +21,8 @@ static const char usage[] =
     "policies of FILE.yaml (docs/proxy.md). --check validates the file and exits: 0 when\n"
     "it is valid, 1 with one line per error (FILE:LINE: message) otherwise.\n"
     "Once listening it prints `listening I on port P` for the I-th listener (0 first) and\n"
-    "`admin on port P`. SIGHUP reloads FILE (a bad file is refused and logged; the old\n"
-    "config keeps serving). SIGTERM or SIGINT closes it.\n";
+    "`admin on port P`. SIGHUP or a change to FILE reloads it (a bad file is refused and\n"
+    "logged; the old config keeps serving). SIGTERM or SIGINT closes it.\n";
 
 /* Reads the whole file, up to the config ceiling (plus one byte to notice a larger one). */
 static char *read_file(const char *path, size_t *len)
@@ -69,16 +70,26 @@ static keel_proxy_config_t *load(const char *path, char **text, size_t *len)
     return cfg;
 }
 
-/* SIGHUP reloads the file the proxy was started with (docs/proxy.md, "Reload"). */
+/* How long a changed file must stay quiet before it is reloaded (editors write in steps). */
+#define RELOAD_SETTLE_MS 100
+
+/* SIGHUP, or a change to the file, reloads the file the proxy was started with (docs/proxy.md,
+ * "Reload"). */
 typedef struct reloader {
     uv_signal_t sig;
+    uv_fs_event_t watch; /* the file's directory: editors replace files by renaming */
+    uv_timer_t settle;
+    bool watching;
     keel_proxy_t *p;
     const char *path;
+    char name[256];    /* the file's name in its directory */
+    uint32_t last_crc; /* of the text last tried: a touch without a change reloads nothing */
 } reloader_t;
 
-static void on_sighup(uv_signal_t *h, int signum)
+/* Loads the file unless its text is the one last tried (loaded or refused): a SIGHUP and the
+ * watcher may both see one change. */
+static void reload(reloader_t *r)
 {
-    reloader_t *r = h->data;
     size_t len = 0;
     char *text = read_file(r->path, &len);
     keel_proxy_errors_t *errs = malloc(sizeof(*errs));
@@ -89,6 +100,13 @@ static void on_sighup(uv_signal_t *h, int signum)
         free(errs);
         return;
     }
+    uint32_t crc = keel_crc32c(0, text, len);
+    if (crc == r->last_crc) {
+        free(text);
+        free(errs);
+        return;
+    }
+    r->last_crc = crc;
     keel_errmsg_t msg;
     int rc = keel_proxy_reload(r->p, text, len, errs, &msg);
     if (rc == 0) {
@@ -104,10 +122,56 @@ static void on_sighup(uv_signal_t *h, int signum)
     free(errs);
 }
 
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    reload(h->data);
+}
+
+static void on_settled(uv_timer_t *t)
+{
+    reload(t->data);
+}
+
+static void on_file_event(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+    reloader_t *r = h->data;
+    if (status == 0 && filename != NULL && strcmp(filename, r->name) == 0)
+        uv_timer_start(&r->settle, on_settled, RELOAD_SETTLE_MS, 0); /* restarts while busy */
+}
+
+/* Watches the config file's directory for changes to the file. Failing to watch is logged and
+ * leaves SIGHUP. */
+static void watch_file(keel_loop_t *loop, reloader_t *r)
+{
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s", r->path);
+    char *slash = strrchr(dir, '/');
+    snprintf(r->name, sizeof(r->name), "%s", slash ? slash + 1 : r->path);
+    if (slash == NULL)
+        snprintf(dir, sizeof(dir), ".");
+    else if (slash == dir)
+        dir[1] = 0;
+    else
+        *slash = 0;
+    uv_timer_init(&loop->uv, &r->settle);
+    r->settle.data = r;
+    uv_fs_event_init(&loop->uv, &r->watch);
+    r->watch.data = r;
+    int rc = uv_fs_event_start(&r->watch, on_file_event, dir, 0);
+    if (rc != 0)
+        keel_log_warn("proxy: cannot watch the config file; reload with SIGHUP", KF_STR("dir", dir),
+                      KF_STR("error", uv_strerror(rc)));
+    r->watching = true;
+}
+
 static void on_stop(void *data)
 {
     reloader_t *r = data;
     uv_close((uv_handle_t *)&r->sig, NULL);
+    if (r->watching) {
+        uv_close((uv_handle_t *)&r->watch, NULL);
+        uv_close((uv_handle_t *)&r->settle, NULL);
+    }
     keel_proxy_shutdown(r->p, NULL, NULL);
 }
 
@@ -165,6 +229,7 @@ int keel_cli_proxy(int argc, char **argv)
     }
     keel_proxy_t *p = NULL;
     keel_errmsg_t msg;
+    uint32_t crc = keel_crc32c(0, text, len);
     int rc = keel_proxy_start(&loop, cfg, text, len, &p, &msg);
     free(text);
     if (rc != 0) {
@@ -174,10 +239,11 @@ int keel_cli_proxy(int argc, char **argv)
         return 1;
     }
     keel_loop_handle_signals(&loop);
-    reloader_t reloader = {.p = p, .path = config};
+    reloader_t reloader = {.p = p, .path = config, .last_crc = crc};
     uv_signal_init(&loop.uv, &reloader.sig);
     reloader.sig.data = &reloader;
     uv_signal_start(&reloader.sig, on_sighup, SIGHUP);
+    watch_file(&loop, &reloader);
     keel_loop_on_shutdown(&loop, on_stop, &reloader);
     /* the ports in use (a listener on port 0 gets one from the kernel) */
     for (uint32_t i = 0;; i++) {

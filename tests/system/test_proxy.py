@@ -974,3 +974,18 @@ def test_a_reload_keeps_the_state_of_unchanged_clusters(procs, tmp_path, up):
     s.close()
     p.signal(15)
     assert p.wait(5) == 0
+
+
+def test_a_change_to_the_file_reloads_it_without_a_signal(procs, tmp_path, up):
+    p, port, admin = start_proxy(procs, tmp_path, reload_config(up, "v1"))
+    path = tmp_path / "proxy.yaml"
+    tmp = tmp_path / "proxy.yaml.new"
+    tmp.write_text(reload_config(up, "v2"))
+    tmp.rename(path)  # as editors and config managers do
+    assert wait_until(lambda: request(port, "GET", "/version")[2] == b"v2", timeout_s=3)
+    path.write_text(reload_config(up, "v3"))  # and in place
+    assert wait_until(lambda: request(port, "GET", "/version")[2] == b"v3", timeout_s=3)
+    before = metric(metrics(admin), "keel_proxy_reloads_total", 'result="ok"')
+    path.write_text(reload_config(up, "v3"))  # the same text again: nothing to do
+    time.sleep(0.4)
+    assert metric(metrics(admin), "keel_proxy_reloads_total", 'result="ok"') == before == 2
