@@ -194,8 +194,11 @@ static void x_end_attempt(keel__dconn_t *d, int ok, int status, bool local_failu
 static void access_log(keel__dconn_t *d)
 {
     keel__xch_t *x = &d->x;
-    keel_log_info("access", KF_STR("client", d->peer), KF_STR("method", x->method),
-                  KF_STR("target", x->target),
+    char trace_id[2 * KEEL_TRACE_ID_BYTES + 1] = "-";
+    if (x->cl != NULL) /* forwarded: the trace the upstream saw */
+        keel_trace_id_hex(&x->trace, trace_id);
+    keel_log_info("access", KF_STR("trace_id", trace_id), KF_STR("client", d->peer),
+                  KF_STR("method", x->method), KF_STR("target", x->target),
                   KF_STR("route", x->route ? x->route->cfg->name : "-"),
                   KF_STR("cluster", x->cl ? x->cl->cfg->name : "-"),
                   KF_STR("upstream", x->upstream ? x->upstream : "-"), KF_INT("status", x->status),
@@ -656,6 +659,52 @@ static bool edit_lists(const keel_proxy_header_edit_t *e, uint32_t n, const char
     return false;
 }
 
+static const char *const trace_fields[] = {"traceparent", "b3",           "x-b3-traceid",
+                                           "x-b3-spanid", "x-b3-sampled", "x-b3-parentspanid",
+                                           "x-b3-flags"};
+
+static bool is_trace_field(const char *base, keel_h1_span_t nm)
+{
+    for (size_t i = 0; i < sizeof(trace_fields) / sizeof(trace_fields[0]); i++)
+        if (keel_h1_span_is(base, nm, trace_fields[i]))
+            return true;
+    return false;
+}
+
+static keel_trace_str_t field_str(const char *base, const keel_h1_head_t *h, const char *name)
+{
+    int i = keel_h1_find(base, h, name);
+    if (i < 0)
+        return (keel_trace_str_t){NULL, 0};
+    return (keel_trace_str_t){base + h->fields[i].value.off, h->fields[i].value.len};
+}
+
+/* The client's trace context (traceparent, else B3 single, else B3 multi) continued by a child
+ * span for the upstream call; a new root trace (not sampled: no spans are recorded yet) when
+ * the client sent none or an invalid one. */
+static void trace_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
+{
+    keel__xch_t *x = &d->x;
+    keel_trace_ctx_t in;
+    keel_trace_str_t tp = field_str(base, h, "traceparent");
+    keel_trace_str_t b3 = field_str(base, h, "b3");
+    keel_trace_b3_t multi = {field_str(base, h, "x-b3-traceid"), field_str(base, h, "x-b3-spanid"),
+                             field_str(base, h, "x-b3-parentspanid"),
+                             field_str(base, h, "x-b3-sampled"), field_str(base, h, "x-b3-flags")};
+    x->b3 = false;
+    int rc = KEEL_EPROTO;
+    if (tp.ptr != NULL)
+        rc = keel_trace_parse_traceparent(tp.ptr, tp.len, &in);
+    if (rc != 0 && b3.ptr != NULL && (rc = keel_trace_parse_b3_single(b3.ptr, b3.len, &in)) == 0)
+        x->b3 = true;
+    if (rc != 0 && multi.trace_id.ptr != NULL && (rc = keel_trace_parse_b3_multi(&multi, &in)) == 0)
+        x->b3 = true;
+    if (rc == 0)
+        keel_trace_child(&in, &d->p->rand, &x->trace);
+    else
+        keel_trace_new_root(&d->p->rand, 0, &x->trace);
+}
+
 /* The request head as it goes upstream: origin-form target (prefix rewritten), end-to-end
  * fields, X-Forwarded-For/-Proto, Via, the route's edits and our own framing. */
 static int build_up_head(keel__dconn_t *d, const char *base, const keel_h1_head_t *h,
@@ -694,7 +743,7 @@ static int build_up_head(keel__dconn_t *d, const char *base, const keel_h1_head_
             had_length = true;
         if (keel_h1_is_hop_by_hop(base, h, nm) || keel_h1_span_is(base, nm, "expect") ||
             keel_h1_span_is(base, nm, "x-forwarded-proto") ||
-            keel_h1_span_is(base, nm, "x-keel-timeout-ms") ||
+            keel_h1_span_is(base, nm, "x-keel-timeout-ms") || is_trace_field(base, nm) ||
             edit_lists(r->req_remove, r->req_remove_count, base, nm))
             continue;
         if (keel_h1_span_is(base, nm, "x-forwarded-for")) {
@@ -719,6 +768,17 @@ static int build_up_head(keel__dconn_t *d, const char *base, const keel_h1_head_
         rc |= keel_buf_append(o, "\r\n", 2);
     }
     rc |= keel_buf_append_str(o, "X-Forwarded-Proto: http\r\n");
+    char tp[KEEL_TRACE_B3_BYTES_MAX];
+    keel_trace_format_traceparent(&x->trace, tp);
+    rc |= keel_buf_append(o, "traceparent: ", 13);
+    rc |= keel_buf_append_str(o, tp);
+    rc |= keel_buf_append(o, "\r\n", 2);
+    if (x->b3) {
+        keel_trace_format_b3_single(&x->trace, tp);
+        rc |= keel_buf_append(o, "b3: ", 4);
+        rc |= keel_buf_append_str(o, tp);
+        rc |= keel_buf_append(o, "\r\n", 2);
+    }
     rc |= keel_buf_append_str(o, d->p->via_line);
     for (uint32_t i = 0; i < r->req_add_count; i++)
         rc |= keel_buf_printf(o, "%s: %s\r\n", r->req_add[i].name, r->req_add[i].value);
@@ -824,6 +884,7 @@ static void x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
     if (r != NULL && r->action == KEEL_PROXY_ACTION_FORWARD) {
         x->cl =
             gen->clusters[r->clusters[keel_proxy_route_pick(r, keel_rand_u64(&p->rand))].cluster];
+        trace_begin(d, base, h);
         build = build_up_head(d, base, h, path, path_len, query, query_len);
     }
     /* key for hash balancing, computed while the head is at hand */

@@ -13,6 +13,7 @@
 #include "core/ratelimit.h"
 #include "core/retry.h"
 #include "proxy/config.h"
+#include "proto/trace.h"
 #include "proxy/h1.h"
 #include "proxy/proxy.h"
 #include "runtime/http_client.h"
@@ -182,7 +183,9 @@ typedef struct keel__xch {
     bool counted;  /* counted in cl->active_requests */
     bool retrying; /* counted in cl->active_retries */
     bool balance_started;
-    uint64_t key_hash; /* the balancer's affinity key (hash_on) */
+    uint64_t key_hash;      /* the balancer's affinity key (hash_on) */
+    keel_trace_ctx_t trace; /* the proxy's span toward the upstream (a child of the client's) */
+    bool b3;                /* the client spoke B3: the upstream gets B3 too */
     /* for the access log (filled only when it is on) */
     uint64_t resp_bytes; /* body bytes queued to the client */
     uint32_t attempts;

@@ -723,6 +723,7 @@ def test_access_log_has_one_json_line_per_request(procs, tmp_path, up):
     assert (a["method"], a["target"], a["route"], a["cluster"], a["status"]) == (
         "GET", "/echo/logged?x=1", "app", "app", 200)
     assert a["upstream"] == up.addr and a["attempts"] == 1 and a["bytes"] > 0
+    assert re.fullmatch(r"[0-9a-f]{32}", a["trace_id"]) and b["trace_id"] == "-"
     assert (b["route"], b["status"], b["bytes"], b["upstream"]) == ("direct", 201, 9, "-")
 
 
@@ -989,3 +990,27 @@ def test_a_change_to_the_file_reloads_it_without_a_signal(procs, tmp_path, up):
     path.write_text(reload_config(up, "v3"))  # the same text again: nothing to do
     time.sleep(0.4)
     assert metric(metrics(admin), "keel_proxy_reloads_total", 'result="ok"') == before == 2
+
+
+def test_trace_context_is_continued_or_started(proxy, up):
+    port, _ = proxy
+    trace, span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+    def sent(headers):
+        st, _, body = request(port, "GET", "/echo", headers)
+        assert st == 200
+        return {k.lower(): v for k, v in json.loads(body)["headers"]}
+
+    got = sent({"traceparent": f"00-{trace}-{span}-01", "tracestate": "k=v"})
+    m = re.fullmatch(r"00-([0-9a-f]{32})-([0-9a-f]{16})-01", got["traceparent"])
+    assert m and m.group(1) == trace and m.group(2) != span  # same trace, the proxy's own span
+    assert got["tracestate"] == "k=v" and "b3" not in got
+    got = sent({})  # no context: a new trace, not sampled
+    m = re.fullmatch(r"00-([0-9a-f]{32})-([0-9a-f]{16})-00", got["traceparent"])
+    assert m and m.group(1) != "0" * 32
+    got = sent({"traceparent": "00-" + "0" * 32 + f"-{span}-01"})  # invalid: replaced
+    assert not got["traceparent"].startswith("00-" + "0" * 32)
+    got = sent({"b3": f"{trace}-{span}-1"})  # B3 in: B3 out as well
+    assert got["traceparent"].startswith(f"00-{trace}-") and got["b3"].startswith(f"{trace}-")
+    got = sent({"X-B3-TraceId": trace, "X-B3-SpanId": span, "X-B3-Sampled": "1"})
+    assert got["traceparent"].startswith(f"00-{trace}-") and "x-b3-traceid" not in got
