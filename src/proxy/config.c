@@ -445,6 +445,10 @@ static void cluster_breaker(ctx_t *c, yaml_node_t *v, void *base)
          offsetof(keel_proxy_cluster_t, breaker_consecutive_failures), 0, 100000, NULL},
         {"open_ms", F_MS, offsetof(keel_proxy_cluster_t, breaker_open_ms), 1, DAY_MS, NULL},
         {"probes", F_U32, offsetof(keel_proxy_cluster_t, breaker_probes), 1, 1000, NULL},
+        {"slow_call_rate_pct", F_U32, offsetof(keel_proxy_cluster_t, breaker_slow_call_rate_pct), 0,
+         100, NULL},
+        {"slow_call_ms", F_MS, offsetof(keel_proxy_cluster_t, breaker_slow_call_ms), 1, DAY_MS,
+         NULL},
     };
     ((keel_proxy_cluster_t *)base)->breaker_enabled = true;
     load_fields(c, v, f, N(f), base, "circuit_breaker");
@@ -468,6 +472,12 @@ static void cluster_outlier(ctx_t *c, yaml_node_t *v, void *base)
          DAY_MS, NULL},
         {"max_ejection_pct", F_U32, offsetof(keel_proxy_cluster_t, outlier_max_ejection_pct), 0,
          100, NULL},
+        {"success_rate_stdev_factor", F_U32,
+         offsetof(keel_proxy_cluster_t, outlier_sr_stdev_factor), 0, 100000, NULL},
+        {"success_rate_minimum_hosts", F_U32,
+         offsetof(keel_proxy_cluster_t, outlier_sr_minimum_hosts), 1, KEEL_PROXY_HOSTS_MAX, NULL},
+        {"success_rate_request_volume", F_U32,
+         offsetof(keel_proxy_cluster_t, outlier_sr_request_volume), 1, 1000000, NULL},
     };
     ((keel_proxy_cluster_t *)base)->outlier_enabled = true;
     load_fields(c, v, f, N(f), base, "outlier_detection");
@@ -532,6 +542,11 @@ static void cluster_default(keel_proxy_cluster_t *cl)
     cl->outlier_base_ejection_ms = 30000;
     cl->outlier_max_ejection_ms = 300000;
     cl->outlier_max_ejection_pct = 50;
+    cl->outlier_sr_stdev_factor = 0;
+    cl->outlier_sr_minimum_hosts = 5;
+    cl->outlier_sr_request_volume = 100;
+    cl->breaker_slow_call_rate_pct = 0;
+    cl->breaker_slow_call_ms = 60000;
     cl->health.interval_ms = 5000;
     cl->health.timeout_ms = 1000;
     cl->health.healthy_threshold = 2;

@@ -106,11 +106,15 @@ typedef struct keel_proxy_cluster {
     uint32_t breaker_failure_rate_pct, breaker_calls_min, breaker_window_calls,
         breaker_consecutive_failures, breaker_probes;
     keel_ms_t breaker_open_ms;
+    uint32_t breaker_slow_call_rate_pct; /* 0: slow calls do not trip it */
+    keel_ms_t breaker_slow_call_ms;
     /* outlier detection (core/outlier) */
     bool outlier_enabled;
     uint32_t outlier_consecutive_5xx, outlier_consecutive_gateway, outlier_consecutive_local,
         outlier_max_ejection_pct;
     keel_ms_t outlier_interval_ms, outlier_base_ejection_ms, outlier_max_ejection_ms;
+    uint32_t outlier_sr_stdev_factor; /* thousandths; 0: no success-rate ejection */
+    uint32_t outlier_sr_minimum_hosts, outlier_sr_request_volume;
     keel_proxy_health_t health;
 } keel_proxy_cluster_t;
 

@@ -299,6 +299,8 @@ static int cluster_setup(keel_proxy_t *p, keel__pcluster_t *cl, keel_errmsg_t *m
         b.consecutive_failures_max = c->breaker_consecutive_failures;
         b.open_ms = c->breaker_open_ms;
         b.probes_max = c->breaker_probes;
+        b.slow_call_rate_pct = c->breaker_slow_call_rate_pct;
+        b.slow_call_ms = c->breaker_slow_call_ms;
         b.on_transition = on_breaker_transition;
         b.on_transition_data = cl;
         if ((rc = keel_breaker_init(&cl->breaker, &b, msg)) != 0)
@@ -316,6 +318,9 @@ static int cluster_setup(keel_proxy_t *p, keel__pcluster_t *cl, keel_errmsg_t *m
                                 ? c->outlier_base_ejection_ms
                                 : c->outlier_max_ejection_ms;
         o.max_ejection_pct = c->outlier_max_ejection_pct;
+        o.sr_stdev_factor = c->outlier_sr_stdev_factor;
+        o.sr_minimum_hosts = c->outlier_sr_minimum_hosts;
+        o.sr_request_volume = c->outlier_sr_request_volume;
         o.on_change = on_outlier_change;
         o.on_change_data = cl;
         rc = keel_outlier_init(&cl->outlier, &o, c->hosts_count, keel_loop_now_ms(p->loop), msg);

@@ -72,8 +72,9 @@ static const char full[] =
     "        weight: 3\n"
     "      - 127.0.0.1:9002\n"
     "    balance: p2c\n"
-    "    circuit_breaker: {failure_rate_pct: 40, calls_min: 10}\n"
-    "    outlier_detection: {consecutive_5xx: 3}\n"
+    "    circuit_breaker: {failure_rate_pct: 40, calls_min: 10, slow_call_rate_pct: 80, "
+    "slow_call_ms: 250}\n"
+    "    outlier_detection: {consecutive_5xx: 3, success_rate_stdev_factor: 1900}\n"
     "    health_check: {path: /healthz, interval_ms: 1000, timeout_ms: 200}\n"
     "  - name: v2\n"
     "    hosts: [127.0.0.1:9003]\n"
@@ -130,6 +131,10 @@ static void loads_every_section_of_a_full_config(void)
     KT_EQ_INT(c->breaker_failure_rate_pct, 40);
     KT_CHECK(c->outlier_enabled);
     KT_EQ_INT(c->outlier_consecutive_5xx, 3);
+    KT_EQ_INT(c->outlier_sr_stdev_factor, 1900);
+    KT_EQ_INT(c->outlier_sr_minimum_hosts, 5); /* a default */
+    KT_EQ_INT(c->breaker_slow_call_rate_pct, 80);
+    KT_EQ_INT(c->breaker_slow_call_ms, 250);
     KT_CHECK(c->health.enabled);
     KT_EQ_STR(c->health.path, "/healthz");
     KT_EQ_STR(cfg.clusters[1].balance, "ring"); /* hash_on picks a consistent-hash default */
