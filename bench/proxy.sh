@@ -6,9 +6,12 @@
 # HAProxy (mode http, one thread, http-reuse always); each with one worker/thread, keep-alive
 # on both sides. The proxy runs pinned to CPU 0; the backend and wrk share CPU 1 (a 2-core
 # machine has no third core). wrk runs with 64 connections and with 1, BENCH_ROUNDS rounds
-# alternating the three proxies so background load hits them alike; the table shows the median
+# alternating the proxies so background load hits them alike; the table shows the median
 # round of each (by requests/s) and the ratios. The 1-connection run also loads the backend
-# directly, so the latency a proxy adds to p50 is shown. Bounded: each run lasts BENCH_SECONDS.
+# directly, so the latency a proxy adds to p50 is shown. "keel+pol" is keel proxy with its
+# policies on (retries and their budget, a breaker, outlier detection, a rate limit set far above
+# the load, health checks), compared with keel with them off. Bounded: each run lasts
+# BENCH_SECONDS.
 #
 #   bench/proxy.sh                         # BENCH_SECONDS=10 BENCH_ROUNDS=3
 #   BENCH_SECONDS=5 BENCH_ROUNDS=1 bench/proxy.sh
@@ -162,13 +165,38 @@ taskset -c "$PROXY_CPU" "$KEEL" proxy --config "$TMP/keel.yaml" --log-level warn
 KEEL_PID=$!
 PIDS+=($!)
 
-for port in "$BACK_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$KEEL_PORT"; do wait_port "$port"; done
+# The same with the policies on: retries with the budget, a breaker, outlier detection, a rate
+# limit set far above the load, health checks; trace context is always propagated.
+FEAT_PORT=$(free_port)
+cat >"$TMP/feat.yaml" <<CONF
+listeners:
+  - address: 127.0.0.1:$FEAT_PORT
+clusters:
+  - name: backend
+    hosts: [127.0.0.1:$BACK_PORT]
+    pool: {idle_max: 128}
+    circuit_breaker: {failure_rate_pct: 50, calls_min: 100}
+    outlier_detection: {consecutive_5xx: 5}
+    health_check: {path: /hello, interval_ms: 1000, timeout_ms: 500}
+routes:
+  - match: {prefix: /}
+    cluster: backend
+    retry: {attempts_max: 3, retry_on: [connect-failure, reset, gateway-error]}
+    rate_limit: {key: source_address, requests_per_s: 10000000, burst: 10000000}
+CONF
+taskset -c "$PROXY_CPU" "$KEEL" proxy --config "$TMP/feat.yaml" --log-level warn >"$TMP/feat.out" 2>&1 &
+FEAT_PID=$!
+PIDS+=($!)
+
+for port in "$BACK_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$KEEL_PORT" "$FEAT_PORT"; do
+  wait_port "$port"
+done
 echo "== backend nginx :$BACK_PORT; proxies: keel :$KEEL_PORT, nginx :$NGINX_PORT, haproxy :$HAPROXY_PORT" >&2
 
 for c in 64 1; do
-  for name in keel nginx haproxy direct; do : >"$TMP/$name.$c"; done
+  for name in keel feat nginx haproxy direct; do : >"$TMP/$name.$c"; done
   for round in $(seq "$ROUNDS"); do
-    for name in keel nginx haproxy; do
+    for name in keel feat nginx haproxy; do
       port_var="${name^^}_PORT"
       pid_var="${name^^}_PID"
       echo "== c=$c round $round: $name" >&2
@@ -196,17 +224,20 @@ for c in (64, 1):
     print(f"  {'proxy':10} {'requests/s':>12} {'p50 (us)':>10} {'p99 (us)':>10} {'CPU us/req':>11}"
           "   (median round by requests/s; CPU: the proxy's, or the backend's without one)")
     med = {}
-    names = ["keel", "nginx", "haproxy"] + (["direct"] if c == 1 else [])
+    names = ["keel", "feat", "nginx", "haproxy"] + (["direct"] if c == 1 else [])
     for n in names:
         rs = rows(n, c)
         med[n] = median(rs)
-        label = "no proxy" if n == "direct" else n
+        label = {"direct": "no proxy", "feat": "keel+pol"}.get(n, n)
         print(f"  {label:10} {med[n][0]:12.0f} {med[n][1]:10.0f} {med[n][2]:10.0f} {med[n][3]:11.2f}")
     k = med["keel"]
     for other in ("nginx", "haproxy"):
         o = med[other]
         print(f"  keel/{other}: requests/s x{k[0]/o[0]:.2f}, p50 x{k[1]/o[1]:.2f}, p99 x{k[2]/o[2]:.2f},"
               f" CPU per request x{k[3]/o[3]:.2f}")
+    f = med["feat"]
+    print(f"  keel with policies on / off: requests/s x{f[0]/k[0]:.2f}, p99 x{f[2]/k[2]:.2f},"
+          f" CPU per request x{f[3]/k[3]:.2f}")
     if c == 1:
         d = med["direct"]
         for n in ("keel", "nginx", "haproxy"):
