@@ -47,4 +47,8 @@ if [ -f bench/http.sh ]; then
   section "HTTP server vs nginx (wrk)"
   bash bench/http.sh || rc=1
 fi
+if [ -f bench/proxy.sh ]; then
+  section "keel proxy vs nginx and HAProxy as reverse proxies (wrk, 64 and 1 connections)"
+  bash bench/proxy.sh || rc=1
+fi
 exit $rc

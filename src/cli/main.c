@@ -18,6 +18,8 @@ static const keel_cli_cmd_t commands[] = {
     {"status", "show each node's role, term and indexes", keel_cli_status},
     {"member", "list, add, remove members or transfer leadership", keel_cli_member},
     {"watch", "print a KEEL.WATCH change feed, resuming on another node with FROM", keel_cli_watch},
+    {"proxy", "run keel proxy, the HTTP/1.1 gateway (--config FILE) or check a config (--check)",
+     keel_cli_proxy},
     {"bench", "load generators: `keel bench kv` (RESP GET/SET, latency, history)", keel_cli_bench},
 };
 

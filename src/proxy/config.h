@@ -1,0 +1,248 @@
+/* config.h - keel proxy's configuration: a pure function from YAML text to a checked struct. */
+#ifndef KEEL_PROXY_CONFIG_H
+#define KEEL_PROXY_CONFIG_H
+
+#include "base/ktime.h"
+
+#include <regex.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * keel_proxy_config_parse() reads one YAML document (docs/proxy.md has the
+ * full schema and an example) and either fills a keel_proxy_config_t or
+ * collects every error it finds, each with the line it is on, so
+ * `keel proxy --check` can list them all at once. It touches no file, socket
+ * or clock (the fuzz target feeds it arbitrary bytes). Regular expressions are
+ * compiled here (POSIX extended, regcomp), so a bad one is a config error and
+ * matching never fails at run time.
+ *
+ * Every list has a named ceiling below; a config over one is refused.
+ */
+
+#define KEEL_PROXY_CONFIG_BYTES_MAX (1u << 20)
+#define KEEL_PROXY_LISTENERS_MAX 16u
+#define KEEL_PROXY_CLUSTERS_MAX 64u
+#define KEEL_PROXY_HOSTS_MAX 64u /* per cluster */
+#define KEEL_PROXY_ROUTES_MAX 256u
+#define KEEL_PROXY_MATCH_FIELDS_MAX 8u /* header or query conditions per route */
+#define KEEL_PROXY_METHODS_MAX 8u
+#define KEEL_PROXY_HEADER_EDITS_MAX 8u /* per list (add or remove, request or response) */
+#define KEEL_PROXY_WEIGHTED_MAX 8u     /* weighted clusters per route */
+#define KEEL_PROXY_STATUSES_MAX 8u     /* retry_on status codes */
+#define KEEL_PROXY_NAME_BYTES_MAX 64u
+#define KEEL_PROXY_VALUE_BYTES_MAX 1024u /* any string value */
+#define KEEL_PROXY_ERRORS_MAX 32u
+#define KEEL_PROXY_ERROR_BYTES_MAX 200u
+#define KEEL_PROXY_WEIGHT_MAX 10000u
+
+typedef struct keel_proxy_error {
+    int line; /* 1-based; 0 when the error is not tied to a line */
+    char text[KEEL_PROXY_ERROR_BYTES_MAX];
+} keel_proxy_error_t;
+
+typedef struct keel_proxy_errors {
+    uint32_t count;   /* errors kept */
+    uint32_t dropped; /* errors past KEEL_PROXY_ERRORS_MAX */
+    keel_proxy_error_t e[KEEL_PROXY_ERRORS_MAX];
+} keel_proxy_errors_t;
+
+/* Limits on what clients may send and how long they may take (each answered with its status). */
+typedef struct keel_proxy_limits {
+    uint32_t uri_bytes_max;             /* 414; default 8192 */
+    uint32_t header_bytes_max;          /* whole head; 431; default 16384 */
+    uint32_t header_count_max;          /* 431; default 100 */
+    uint64_t body_bytes_max;            /* request body; 413; default 64 MiB; 0 = no limit */
+    keel_ms_t header_timeout_ms;        /* first byte to end of head (slowloris); 408; 10000 */
+    keel_ms_t client_idle_timeout_ms;   /* between keep-alive requests and while a body stalls;
+                                           60000 */
+    keel_ms_t upstream_idle_timeout_ms; /* a streaming upstream body that stalls; 60000 */
+    uint32_t buffer_bytes_max; /* unsent bytes queued toward one side before the other side's
+                                  reads pause (backpressure); default 65536 */
+    uint32_t connections_max;  /* client connections; over it new ones are closed; 10000 */
+} keel_proxy_limits_t;
+
+typedef struct keel_proxy_listener {
+    char *name;
+    char *address; /* "127.0.0.1:8080" */
+    int line;
+} keel_proxy_listener_t;
+
+typedef struct keel_proxy_host {
+    char *address; /* "127.0.0.1:9001" */
+    uint32_t weight;
+} keel_proxy_host_t;
+
+typedef enum keel_proxy_hash_on {
+    KEEL_PROXY_HASH_NONE,
+    KEEL_PROXY_HASH_HEADER,
+    KEEL_PROXY_HASH_SOURCE,
+} keel_proxy_hash_on_t;
+
+typedef struct keel_proxy_health {
+    bool enabled;
+    char *path;
+    keel_ms_t interval_ms, timeout_ms;
+    uint32_t healthy_threshold, unhealthy_threshold;
+} keel_proxy_health_t;
+
+typedef struct keel_proxy_cluster {
+    char *name;
+    int line;
+    keel_proxy_host_t hosts[KEEL_PROXY_HOSTS_MAX];
+    uint32_t hosts_count;
+    char *balance; /* a core/balance policy name */
+    keel_proxy_hash_on_t hash_on;
+    char *hash_header; /* lower-case, for HASH_HEADER */
+    keel_ms_t connect_timeout_ms;
+    /* pool */
+    uint32_t idle_max;              /* idle connections kept per host */
+    uint32_t requests_per_conn_max; /* 0: unlimited */
+    keel_ms_t idle_timeout_ms;      /* an idle pooled connection is closed after it */
+    uint32_t max_requests;          /* bulkhead: active requests; 0 = unlimited */
+    /* breaker (core/breaker) */
+    bool breaker_enabled;
+    uint32_t breaker_failure_rate_pct, breaker_calls_min, breaker_window_calls,
+        breaker_consecutive_failures, breaker_probes;
+    keel_ms_t breaker_open_ms;
+    uint32_t breaker_slow_call_rate_pct; /* 0: slow calls do not trip it */
+    keel_ms_t breaker_slow_call_ms;
+    /* outlier detection (core/outlier) */
+    bool outlier_enabled;
+    uint32_t outlier_consecutive_5xx, outlier_consecutive_gateway, outlier_consecutive_local,
+        outlier_max_ejection_pct;
+    keel_ms_t outlier_interval_ms, outlier_base_ejection_ms, outlier_max_ejection_ms;
+    uint32_t outlier_sr_stdev_factor; /* thousandths; 0: no success-rate ejection */
+    uint32_t outlier_sr_minimum_hosts, outlier_sr_request_volume;
+    keel_proxy_health_t health;
+} keel_proxy_cluster_t;
+
+typedef enum keel_proxy_path_kind {
+    KEEL_PROXY_PATH_ANY,
+    KEEL_PROXY_PATH_EXACT,
+    KEEL_PROXY_PATH_PREFIX,
+    KEEL_PROXY_PATH_REGEX,
+} keel_proxy_path_kind_t;
+
+/* A condition on a header or query parameter: present, absent, equal to value, or matching. */
+typedef struct keel_proxy_field_match {
+    char *name;  /* headers: lower-case */
+    char *value; /* NULL: presence only */
+    bool absent; /* the field must not be there */
+    bool has_regex;
+    regex_t regex;
+} keel_proxy_field_match_t;
+
+typedef struct keel_proxy_header_edit {
+    char *name;
+    char *value; /* NULL in remove lists */
+} keel_proxy_header_edit_t;
+
+typedef struct keel_proxy_weighted {
+    uint32_t cluster; /* index into clusters */
+    uint32_t weight;
+} keel_proxy_weighted_t;
+
+typedef enum keel_proxy_action {
+    KEEL_PROXY_ACTION_FORWARD,
+    KEEL_PROXY_ACTION_DIRECT,
+    KEEL_PROXY_ACTION_REDIRECT,
+} keel_proxy_action_t;
+
+#define KEEL_PROXY_RETRY_ON_CONNECT 1u
+#define KEEL_PROXY_RETRY_ON_RESET 2u
+#define KEEL_PROXY_RETRY_ON_TIMEOUT 4u
+#define KEEL_PROXY_RETRY_ON_5XX 8u
+#define KEEL_PROXY_RETRY_ON_GATEWAY 16u
+
+typedef struct keel_proxy_retry {
+    uint32_t attempts_max; /* first try included; 1 = no retries */
+    unsigned retry_on;     /* KEEL_PROXY_RETRY_ON_* */
+    int statuses[KEEL_PROXY_STATUSES_MAX];
+    uint32_t statuses_count;
+    bool idempotent_only;
+    keel_ms_t backoff_base_ms, backoff_cap_ms;
+    uint32_t budget_pct; /* retries in flight <= pct% of active requests ... */
+    uint32_t budget_min; /* ... or this many, whichever is larger; pct 0: no budget */
+} keel_proxy_retry_t;
+
+typedef enum keel_proxy_rl_key {
+    KEEL_PROXY_RL_SOURCE,
+    KEEL_PROXY_RL_HEADER,
+} keel_proxy_rl_key_t;
+
+typedef struct keel_proxy_ratelimit {
+    bool enabled;
+    keel_proxy_rl_key_t key;
+    char *header; /* lower-case, for RL_HEADER */
+    uint64_t requests_per_s;
+    uint64_t burst;
+    uint32_t keys_max;
+} keel_proxy_ratelimit_t;
+
+typedef struct keel_proxy_route {
+    char *name;
+    int line;
+    /* match */
+    char *host; /* lower-case, no port; NULL: any */
+    keel_proxy_path_kind_t path_kind;
+    char *path;
+    regex_t path_regex; /* PATH_REGEX */
+    char *methods[KEEL_PROXY_METHODS_MAX];
+    uint32_t methods_count;
+    keel_proxy_field_match_t headers[KEEL_PROXY_MATCH_FIELDS_MAX];
+    uint32_t headers_count;
+    keel_proxy_field_match_t query[KEEL_PROXY_MATCH_FIELDS_MAX];
+    uint32_t query_count;
+    /* action */
+    keel_proxy_action_t action;
+    keel_proxy_weighted_t clusters[KEEL_PROXY_WEIGHTED_MAX]; /* one for `cluster:` */
+    uint32_t clusters_count;
+    uint32_t weight_total;
+    char *rewrite_prefix; /* replaces a matched PATH_PREFIX */
+    int direct_status;
+    char *direct_body;
+    char *direct_content_type;
+    int redirect_status;
+    char *redirect_location;
+    keel_proxy_header_edit_t req_add[KEEL_PROXY_HEADER_EDITS_MAX];
+    uint32_t req_add_count;
+    keel_proxy_header_edit_t req_remove[KEEL_PROXY_HEADER_EDITS_MAX];
+    uint32_t req_remove_count;
+    keel_proxy_header_edit_t resp_add[KEEL_PROXY_HEADER_EDITS_MAX];
+    uint32_t resp_add_count;
+    keel_proxy_header_edit_t resp_remove[KEEL_PROXY_HEADER_EDITS_MAX];
+    uint32_t resp_remove_count;
+    /* policies */
+    keel_ms_t timeout_ms;         /* request start to the response head; 0 = none */
+    keel_ms_t per_try_timeout_ms; /* one attempt, connect to the response head; 0 = none */
+    keel_proxy_retry_t retry;
+    keel_proxy_ratelimit_t ratelimit;
+} keel_proxy_route_t;
+
+typedef struct keel_proxy_config {
+    keel_proxy_listener_t listeners[KEEL_PROXY_LISTENERS_MAX];
+    uint32_t listeners_count;
+    char *admin_address; /* NULL: no admin listener */
+    keel_proxy_limits_t limits;
+    keel_proxy_cluster_t clusters[KEEL_PROXY_CLUSTERS_MAX];
+    uint32_t clusters_count;
+    keel_proxy_route_t routes[KEEL_PROXY_ROUTES_MAX];
+    uint32_t routes_count;
+    char *via;       /* the Via pseudonym; default "keel" */
+    bool access_log; /* one JSON line per request on the log (stderr); default off */
+} keel_proxy_config_t;
+
+/*
+ * Parses text[0..len) into *cfg (which the caller provides; it is large, so
+ * allocate it). 0 on success: free with keel_proxy_config_free(). KEEL_EINVAL
+ * with errs filled (count >= 1) on any error: cfg holds nothing to free then.
+ */
+int keel_proxy_config_parse(const char *text, size_t len, keel_proxy_config_t *cfg,
+                            keel_proxy_errors_t *errs);
+void keel_proxy_config_free(keel_proxy_config_t *cfg);
+/* Index of the cluster called name, or -1. */
+int keel_proxy_config_cluster(const keel_proxy_config_t *cfg, const char *name);
+
+#endif

@@ -1,0 +1,913 @@
+/* proxy.c - keel proxy's setup and teardown: clusters, policies, listeners, health checks, admin.
+ */
+#include "proxy/proxy_int.h"
+
+#include "base/crc32c.h"
+#include "base/log.h"
+#include "runtime/clock.h"
+#include "runtime/tcp.h"
+
+#include <assert.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static double breaker_state_value(void *data)
+{
+    keel__pcluster_t *cl = data;
+    if (!cl->cfg->breaker_enabled)
+        return 0;
+    return (double)keel_breaker_state(&cl->breaker); /* 0 closed, 1 open, 2 half-open */
+}
+
+static double hosts_available_value(void *data)
+{
+    keel__pcluster_t *cl = data;
+    return (double)cl->lb.avail_n;
+}
+
+static double active_requests_value(void *data)
+{
+    keel__pcluster_t *cl = data;
+    return (double)cl->active_requests;
+}
+
+static const char *const class_names[6] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
+
+/* ---- host state: health checks and outlier ejection meet here ---------------------------- */
+
+void keel__proxy_apply_state(keel__pcluster_t *cl, uint32_t idx)
+{
+    keel__phost_t *h = &cl->hosts[idx];
+    bool ej = cl->cfg->outlier_enabled && keel_outlier_is_ejected(&cl->outlier, idx);
+    if (ej && !cl->lb.ep[idx].ejected) {
+        uint32_t others = cl->lb.avail_n - (keel_balance_available(&cl->lb, idx) ? 1u : 0u);
+        if (others == 0) {
+            /* never eject the last host that can take traffic: an outage of every host is
+             * better served by trying than by answering 503 at once (Envoy's panic mode) */
+            keel_log_warn("proxy: not ejecting the last available host",
+                          KF_STR("cluster", cl->cfg->name), KF_STR("host", h->address));
+            ej = false;
+        }
+    }
+    keel_balance_set_state(&cl->lb, idx, h->healthy, ej);
+}
+
+static void on_outlier_change(void *data, uint32_t idx, bool ejected, keel_ms_t now)
+{
+    keel__pcluster_t *cl = data;
+    keel__phost_t *h = &cl->hosts[idx];
+    if (ejected) {
+        h->ejections++;
+        keel_counter_inc(cl->m_ejections);
+    }
+    keel_log_info(ejected ? "proxy: host ejected" : "proxy: host returned",
+                  KF_STR("cluster", cl->cfg->name), KF_STR("host", h->address));
+    keel__proxy_apply_state(cl, idx);
+}
+
+static void on_breaker_transition(void *data, keel_breaker_state_t from, keel_breaker_state_t to,
+                                  keel_ms_t now)
+{
+    keel__pcluster_t *cl = data;
+    keel_log_info("proxy: circuit breaker", KF_STR("cluster", cl->cfg->name),
+                  KF_STR("from", keel_breaker_state_name(from)),
+                  KF_STR("to", keel_breaker_state_name(to)));
+}
+
+/* A health check's verdict on host h: err 0 with the status, or the error. */
+static void hc_result(keel__phost_t *h, int err, int status)
+{
+    keel__pcluster_t *cl = h->cl;
+    bool ok = err == 0 && status >= 200 && status < 300;
+    const keel_proxy_health_t *hc = &cl->cfg->health;
+    if (ok) {
+        h->hc_ok_run++;
+        h->hc_fail_run = 0;
+        if (!h->healthy && h->hc_ok_run >= hc->healthy_threshold) {
+            h->healthy = true;
+            keel_log_info("proxy: host healthy", KF_STR("cluster", cl->cfg->name),
+                          KF_STR("host", h->address));
+            keel__proxy_apply_state(cl, h->idx);
+        }
+    } else {
+        h->hc_fail_run++;
+        h->hc_ok_run = 0;
+        if (h->healthy && h->hc_fail_run >= hc->unhealthy_threshold) {
+            h->healthy = false;
+            keel_log_warn("proxy: host unhealthy", KF_STR("cluster", cl->cfg->name),
+                          KF_STR("host", h->address),
+                          KF_STR("error", err ? keel_strerror(err) : "status"));
+            keel__proxy_apply_state(cl, h->idx);
+        }
+    }
+}
+
+static void hc_done(int err, const keel_http_msg_t *resp, void *data)
+{
+    keel__phost_t *h = data;
+    keel__pcluster_t *cl = h->cl;
+    h->hc_inflight = false;
+    if (!cl->retired && err != KEEL_ECANCELED)
+        hc_result(h, err, err == 0 ? resp->status : 0);
+    keel__cluster_unref(cl); /* taken when the check was sent */
+}
+
+static void hc_tick(keel_timer_t *t, void *data)
+{
+    keel__pcluster_t *cl = data;
+    if (cl->p->stopping || cl->retired)
+        return;
+    for (uint32_t i = 0; i < cl->cfg->hosts_count; i++) {
+        keel__phost_t *h = &cl->hosts[i];
+        if (h->hc_inflight)
+            continue;
+        keel_http_client_request_t rq = {HTTP_GET, h->address, cl->cfg->health.path,      NULL, 0,
+                                         NULL,     0,          cl->cfg->health.timeout_ms};
+        int rc = keel_http_client_request(&cl->p->hc, &rq, hc_done, h, NULL);
+        if (rc == 0) {
+            h->hc_inflight = true;
+            keel__cluster_ref(cl); /* the host must outlive the check */
+        } else {
+            hc_result(h, rc, 0);
+        }
+    }
+}
+
+/* ---- setup ------------------------------------------------------------------------------- */
+
+static void labels_for(char *out, size_t cap, const char *key, const char *value)
+{
+    char esc[KEEL_PROXY_NAME_BYTES_MAX * 2 + 8];
+    if (keel_metrics_label_escape(esc, sizeof(esc), value) != 0)
+        snprintf(esc, sizeof(esc), "?");
+    snprintf(out, cap, "%s=\"%s\"", key, esc);
+}
+
+static bool str_eq(const char *a, const char *b)
+{
+    return a == NULL || b == NULL ? a == b : strcmp(a, b) == 0;
+}
+
+/* Whether two cluster configs are the same in everything but their line in the file. */
+static bool cluster_same(const keel_proxy_cluster_t *a, const keel_proxy_cluster_t *b)
+{
+    if (!str_eq(a->name, b->name) || !str_eq(a->balance, b->balance) ||
+        !str_eq(a->hash_header, b->hash_header) || !str_eq(a->health.path, b->health.path) ||
+        a->hosts_count != b->hosts_count)
+        return false;
+    for (uint32_t i = 0; i < a->hosts_count; i++)
+        if (!str_eq(a->hosts[i].address, b->hosts[i].address) ||
+            a->hosts[i].weight != b->hosts[i].weight)
+            return false;
+    /* the rest is numbers and flags; both structs come from zeroed memory (padding included) */
+    keel_proxy_cluster_t x = *a, y = *b;
+    x.name = y.name = x.balance = y.balance = x.hash_header = y.hash_header = NULL;
+    x.health.path = y.health.path = NULL;
+    x.line = y.line = 0;
+    for (uint32_t i = 0; i < KEEL_PROXY_HOSTS_MAX; i++)
+        x.hosts[i].address = y.hosts[i].address = NULL;
+    return memcmp(&x, &y, sizeof(x)) == 0;
+}
+
+static void cluster_cfg_free(keel_proxy_cluster_t *c)
+{
+    free(c->name);
+    free(c->balance);
+    free(c->hash_header);
+    free(c->health.path);
+    for (uint32_t i = 0; i < c->hosts_count; i++)
+        free(c->hosts[i].address);
+}
+
+static int cluster_cfg_copy(keel_proxy_cluster_t *dst, const keel_proxy_cluster_t *src)
+{
+    *dst = *src;
+    dst->name = strdup(src->name);
+    dst->balance = strdup(src->balance);
+    dst->hash_header = src->hash_header ? strdup(src->hash_header) : NULL;
+    dst->health.path = src->health.path ? strdup(src->health.path) : NULL;
+    bool ok = dst->name && dst->balance && (dst->hash_header || !src->hash_header) &&
+              (dst->health.path || !src->health.path);
+    for (uint32_t i = 0; i < src->hosts_count; i++)
+        ok &= (dst->hosts[i].address = strdup(src->hosts[i].address)) != NULL;
+    if (!ok) {
+        cluster_cfg_free(dst);
+        return KEEL_ENOMEM;
+    }
+    return 0;
+}
+
+static void cluster_free(keel__pcluster_t *cl)
+{
+    assert(cl->refs == 0 && !cl->hc_timer_on);
+    keel_balance_free(&cl->lb);
+    if (cl->cfg->breaker_enabled)
+        keel_breaker_free(&cl->breaker);
+    if (cl->cfg->outlier_enabled)
+        keel_outlier_free(&cl->outlier);
+    free(cl->hosts);
+    cluster_cfg_free(&cl->own);
+    free(cl);
+}
+
+void keel__cluster_ref(keel__pcluster_t *cl)
+{
+    cl->refs++;
+}
+
+void keel__cluster_unref(keel__pcluster_t *cl)
+{
+    assert(cl->refs > 0);
+    if (--cl->refs == 0)
+        cluster_free(cl);
+}
+
+static int cluster_setup(keel_proxy_t *p, keel__pcluster_t *cl, keel_errmsg_t *msg);
+
+/* A new cluster for config c, with one reference (the caller's generation's). */
+static int cluster_new(keel_proxy_t *p, const keel_proxy_cluster_t *c, keel__pcluster_t **out,
+                       keel_errmsg_t *msg)
+{
+    keel__pcluster_t *cl = calloc(1, sizeof(*cl));
+    if (cl == NULL || cluster_cfg_copy(&cl->own, c) != 0) {
+        free(cl);
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory");
+    }
+    cl->p = p;
+    cl->cfg = &cl->own;
+    cl->refs = 1;
+    int rc = cluster_setup(p, cl, msg);
+    if (rc != 0) {
+        cl->retired = true;
+        keel__cluster_unref(cl);
+        return rc;
+    }
+    *out = cl;
+    return 0;
+}
+
+/* Builds a cluster's hosts, balancer, breaker, outlier detector, metrics and health checks. */
+static int cluster_setup(keel_proxy_t *p, keel__pcluster_t *cl, keel_errmsg_t *msg)
+{
+    const keel_proxy_cluster_t *c = cl->cfg;
+    cl->hosts = calloc(c->hosts_count, sizeof(*cl->hosts));
+    if (cl->hosts == NULL)
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < c->hosts_count; i++)
+        keel_list_init(&cl->hosts[i].idle); /* before anything can fail: shutdown walks them */
+    keel_balance_spec_t specs[KEEL_PROXY_HOSTS_MAX];
+    uint64_t ids[KEEL_PROXY_HOSTS_MAX];
+    uint32_t weight_max = 1;
+    for (uint32_t i = 0; i < c->hosts_count; i++) {
+        keel__phost_t *h = &cl->hosts[i];
+        h->cl = cl;
+        h->idx = i;
+        h->address = c->hosts[i].address;
+        h->healthy = true;
+        if (keel_tcp_parse_addr(h->address, &h->addr, msg) != 0)
+            return keel_errf(msg, KEEL_EINVAL, "cluster %s: host %s: %s", c->name, h->address,
+                             msg->text);
+        ids[i] = keel_balance_hash(h->address, strlen(h->address));
+        specs[i] = (keel_balance_spec_t){ids[i], c->hosts[i].weight};
+        if (c->hosts[i].weight > weight_max)
+            weight_max = c->hosts[i].weight;
+    }
+    keel_balance_config_t bc;
+    keel_balance_config_default(&bc);
+    if (keel_balance_policy_find(c->balance, NULL, 0, &bc.policy, msg) != 0)
+        return KEEL_EINVAL;
+    bc.endpoints_max = c->hosts_count;
+    bc.ring_weight_max = weight_max;
+    bc.seed = keel_rand_u64(&p->rand);
+    int rc = keel_balance_init(&cl->lb, &bc, msg);
+    if (rc != 0)
+        return rc;
+    rc = keel_balance_set_endpoints(&cl->lb, specs, c->hosts_count, msg);
+    if (rc != 0)
+        return rc;
+    if (c->breaker_enabled) {
+        keel_breaker_config_t b;
+        keel_breaker_config_default(&b);
+        b.window_kind = KEEL_BREAKER_WINDOW_COUNT;
+        b.window_calls = c->breaker_window_calls;
+        b.calls_min = c->breaker_calls_min < c->breaker_window_calls ? c->breaker_calls_min
+                                                                     : c->breaker_window_calls;
+        b.failure_rate_pct = c->breaker_failure_rate_pct;
+        b.consecutive_failures_max = c->breaker_consecutive_failures;
+        b.open_ms = c->breaker_open_ms;
+        b.probes_max = c->breaker_probes;
+        b.slow_call_rate_pct = c->breaker_slow_call_rate_pct;
+        b.slow_call_ms = c->breaker_slow_call_ms;
+        b.on_transition = on_breaker_transition;
+        b.on_transition_data = cl;
+        if ((rc = keel_breaker_init(&cl->breaker, &b, msg)) != 0)
+            return rc;
+    }
+    if (c->outlier_enabled) {
+        keel_outlier_config_t o;
+        keel_outlier_config_default(&o);
+        o.consecutive_5xx = c->outlier_consecutive_5xx;
+        o.consecutive_gateway = c->outlier_consecutive_gateway;
+        o.consecutive_local_origin = c->outlier_consecutive_local;
+        o.interval_ms = c->outlier_interval_ms;
+        o.base_ejection_ms = c->outlier_base_ejection_ms;
+        o.max_ejection_ms = c->outlier_max_ejection_ms < c->outlier_base_ejection_ms
+                                ? c->outlier_base_ejection_ms
+                                : c->outlier_max_ejection_ms;
+        o.max_ejection_pct = c->outlier_max_ejection_pct;
+        o.sr_stdev_factor = c->outlier_sr_stdev_factor;
+        o.sr_minimum_hosts = c->outlier_sr_minimum_hosts;
+        o.sr_request_volume = c->outlier_sr_request_volume;
+        o.on_change = on_outlier_change;
+        o.on_change_data = cl;
+        rc = keel_outlier_init(&cl->outlier, &o, c->hosts_count, keel_loop_now_ms(p->loop), msg);
+        if (rc == 0)
+            rc = keel_outlier_set_endpoints(&cl->outlier, ids, c->hosts_count);
+        if (rc != 0)
+            return rc;
+    }
+    char lab[KEEL_METRICS_LABELS_BYTES_MAX - 32];
+    labels_for(lab, sizeof(lab), "cluster", c->name);
+    keel_metrics_t *m = p->metrics;
+    cl->m_attempts = keel_metrics_counter(m, "keel_proxy_upstream_requests_total",
+                                          "Attempts sent to the cluster (retries included).", lab);
+    cl->m_retries = keel_metrics_counter(m, "keel_proxy_upstream_retries_total", "Retries.", lab);
+    cl->m_budget_exhausted =
+        keel_metrics_counter(m, "keel_proxy_retry_budget_exhausted_total",
+                             "Retries refused because the retry budget was spent.", lab);
+    cl->m_breaker_rejected = keel_metrics_counter(m, "keel_proxy_breaker_rejected_total",
+                                                  "Requests refused by an open breaker.", lab);
+    cl->m_bulkhead_rejected = keel_metrics_counter(m, "keel_proxy_bulkhead_rejected_total",
+                                                   "Requests refused at max_requests.", lab);
+    cl->m_ejections =
+        keel_metrics_counter(m, "keel_proxy_ejections_total", "Outlier ejections.", lab);
+    cl->m_connect_errors = keel_metrics_counter(m, "keel_proxy_upstream_connect_errors_total",
+                                                "Failed upstream connects.", lab);
+    cl->m_resets =
+        keel_metrics_counter(m, "keel_proxy_upstream_resets_total",
+                             "Upstream connections lost before the response ended.", lab);
+    cl->m_timeouts = keel_metrics_counter(m, "keel_proxy_upstream_timeouts_total",
+                                          "Attempts that timed out.", lab);
+    cl->m_bad_responses = keel_metrics_counter(m, "keel_proxy_upstream_bad_responses_total",
+                                               "Malformed or oversized upstream responses.", lab);
+    for (int k = 0; k < 6; k++) {
+        char l2[KEEL_METRICS_LABELS_BYTES_MAX];
+        snprintf(l2, sizeof(l2), "%s,class=\"%s\"", lab, class_names[k]);
+        cl->m_class[k] = keel_metrics_counter(m, "keel_proxy_upstream_responses_total",
+                                              "Upstream responses by status class.", l2);
+    }
+    cl->m_conns = keel_metrics_gauge(m, "keel_proxy_upstream_connections",
+                                     "Open upstream connections (busy or idle).", lab);
+    /* re-registering a series re-binds it: the newest generation's cluster is rendered */
+    cl->g_breaker = keel_metrics_gauge_fn(m, "keel_proxy_breaker_state",
+                                          "Circuit breaker: 0 closed, 1 open, 2 half-open.", lab,
+                                          breaker_state_value, cl);
+    cl->g_available =
+        keel_metrics_gauge_fn(m, "keel_proxy_hosts_available", "Hosts healthy and not ejected.",
+                              lab, hosts_available_value, cl);
+    cl->g_active =
+        keel_metrics_gauge_fn(m, "keel_proxy_upstream_active_requests",
+                              "Requests in flight to the cluster.", lab, active_requests_value, cl);
+    if (c->health.enabled) {
+        keel_timer_init(p->loop, &cl->hc_timer);
+        cl->hc_timer_on = true;
+        p->handles_open++;
+        keel__cluster_ref(cl); /* until the timer has closed */
+        keel_timer_start(&cl->hc_timer, 1, c->health.interval_ms, hc_tick, cl);
+    }
+    return 0;
+}
+
+static int route_init(keel__pgen_t *gen, keel__proute_t *rt, uint32_t idx, keel_errmsg_t *msg)
+{
+    keel_proxy_t *p = gen->p;
+    const keel_proxy_route_t *r = &gen->cfg->routes[idx];
+    rt->cfg = r;
+    keel_retry_config_t rc;
+    keel_retry_config_default(&rc);
+    rc.attempts_max = r->retry.attempts_max;
+    rc.backoff_base_ms = r->retry.backoff_base_ms;
+    rc.backoff_cap_ms = r->retry.backoff_cap_ms;
+    rc.jitter = KEEL_RETRY_JITTER_FULL;
+    rc.per_try_timeout_ms = r->per_try_timeout_ms;
+    /* the proxy decides which outcomes are retryable (route.retry_on and statuses) and hands
+     * core/retry only those, so it accepts every class */
+    rc.retry_on = KEEL_RETRY_ON_CONNECT_FAILURE | KEEL_RETRY_ON_RESET | KEEL_RETRY_ON_TIMEOUT |
+                  KEEL_RETRY_ON_5XX | KEEL_RETRY_ON_GATEWAY_ERROR | KEEL_RETRY_ON_503;
+    rc.idempotent_only = r->retry.idempotent_only;
+    rc.budget_pct = 0; /* the budget is Envoy's concurrency budget, in route.c */
+    int err = keel_retry_init(&rt->retry, &rc, msg);
+    if (err != 0)
+        return keel_errf(msg, err, "route %s: %s", r->name, msg->text);
+    if (r->ratelimit.enabled) {
+        keel_ratelimit_keyed_config_t kc;
+        keel_ratelimit_keyed_config_default(&kc);
+        kc.bucket.tokens_per_period = r->ratelimit.requests_per_s;
+        kc.bucket.period_ms = 1000;
+        kc.bucket.burst = r->ratelimit.burst;
+        kc.keys_max = r->ratelimit.keys_max;
+        kc.idle_ms = 0;
+        if ((err = keel_ratelimit_keyed_init(&rt->rl, &kc, msg)) != 0)
+            return keel_errf(msg, err, "route %s: rate_limit: %s", r->name, msg->text);
+        rt->rl_on = true;
+    }
+    char lab[KEEL_METRICS_LABELS_BYTES_MAX - 32];
+    labels_for(lab, sizeof(lab), "route", r->name);
+    keel_metrics_t *m = p->metrics;
+    rt->m_requests =
+        keel_metrics_counter(m, "keel_proxy_requests_total", "Requests matched to the route.", lab);
+    rt->m_rate_limited = keel_metrics_counter(m, "keel_proxy_rate_limited_total",
+                                              "Requests answered 429 by the rate limit.", lab);
+    for (int k = 0; k < 6; k++) {
+        char l2[KEEL_METRICS_LABELS_BYTES_MAX];
+        snprintf(l2, sizeof(l2), "%s,class=\"%s\"", lab, class_names[k]);
+        rt->m_class[k] = keel_metrics_counter(m, "keel_proxy_responses_total",
+                                              "Responses to clients by status class.", l2);
+    }
+    rt->m_duration = keel_metrics_histogram(m, "keel_proxy_request_duration_seconds",
+                                            "From the request head to the response queued in full.",
+                                            lab, NULL, 0);
+    return 0;
+}
+
+static void on_sweep(keel_timer_t *t, void *data)
+{
+    keel_proxy_t *p = data;
+    keel_ms_t now = keel_loop_now_ms(p->loop);
+    keel__proxy_sweep_pool(p, now);
+    keel__pgen_t *gen = p->gen;
+    for (uint32_t c = 0; c < gen->cfg->clusters_count; c++)
+        if (gen->cfg->clusters[c].outlier_enabled)
+            keel_outlier_tick(&gen->clusters[c]->outlier, now);
+}
+
+/* ---- admin ------------------------------------------------------------------------------- */
+
+static void admin_metrics(keel_http_req_t *req, void *data)
+{
+    keel_proxy_t *p = data;
+    keel_buf_t out;
+    keel_buf_init(&out, 0);
+    if (keel_metrics_render(p->metrics, &out) != 0)
+        keel_http_respond_error(req, 500, "metrics too large");
+    else
+        keel_http_respond_body(req, 200, "text/plain; version=0.0.4", keel_buf_rptr(&out),
+                               keel_buf_unread(&out));
+    keel_buf_free(&out);
+}
+
+static void admin_clusters(keel_http_req_t *req, void *data)
+{
+    keel_proxy_t *p = data;
+    json_t *arr = json_array();
+    keel__pgen_t *gen = p->gen;
+    for (uint32_t c = 0; c < gen->cfg->clusters_count; c++) {
+        keel__pcluster_t *cl = gen->clusters[c];
+        json_t *hosts = json_array();
+        for (uint32_t i = 0; i < cl->cfg->hosts_count; i++) {
+            keel__phost_t *h = &cl->hosts[i];
+            json_array_append_new(
+                hosts,
+                json_pack("{s:s, s:i, s:b, s:b, s:b, s:I, s:I, s:I, s:I}", "address", h->address,
+                          "weight", (int)cl->cfg->hosts[i].weight, "healthy", h->healthy, "ejected",
+                          cl->lb.ep[i].ejected, "available", keel_balance_available(&cl->lb, i),
+                          "active_requests", (json_int_t)h->active, "connections",
+                          (json_int_t)h->conns, "idle_connections", (json_int_t)h->idle_count,
+                          "ejections", (json_int_t)h->ejections));
+        }
+        char bs[24] = "disabled"; /* the state's name in lower case, as JSON values go */
+        if (cl->cfg->breaker_enabled) {
+            snprintf(bs, sizeof(bs), "%s",
+                     keel_breaker_state_name(keel_breaker_state(&cl->breaker)));
+            for (char *q = bs; *q; q++)
+                *q = (char)(*q >= 'A' && *q <= 'Z' ? *q + 32 : *q);
+        }
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:I, s:I, s:o}", "name",
+                                             cl->cfg->name, "balance", cl->cfg->balance, "breaker",
+                                             bs, "active_requests", (json_int_t)cl->active_requests,
+                                             "active_retries", (json_int_t)cl->active_retries,
+                                             "hosts", hosts));
+    }
+    json_t *root = json_pack("{s:o}", "clusters", arr);
+    char *text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    if (text == NULL) {
+        keel_http_respond_error(req, 500, "out of memory");
+        return;
+    }
+    keel_http_respond_body(req, 200, "application/json", text, strlen(text));
+    free(text);
+}
+
+static void admin_config(keel_http_req_t *req, void *data)
+{
+    keel_proxy_t *p = data;
+    char version[32];
+    snprintf(version, sizeof(version), "%08llx", (unsigned long long)p->gen->version);
+    keel_http_header_t hdrs[2] = {
+        {"Content-Type", 12, "application/yaml", 16, 0, 0},
+        {"X-Keel-Config-Version", 21, version, strlen(version), 0, 0},
+    };
+    keel_http_respond(req, 200, hdrs, 2, p->gen->text, strlen(p->gen->text));
+}
+
+static int admin_start(keel_proxy_t *p, keel_errmsg_t *msg)
+{
+    keel_http_route_t routes[] = {
+        {HTTP_GET, "/metrics", admin_metrics, p},
+        {HTTP_GET, "/clusters", admin_clusters, p},
+        {HTTP_GET, "/config", admin_config, p},
+    };
+    keel_http_server_config_t sc = keel_http_server_config_default();
+    sc.connections_max = 64;
+    int rc = keel_http_server_init(&p->admin, p->loop, &sc, routes, 3, msg);
+    if (rc != 0)
+        return rc;
+    p->admin_on = true;
+    p->handles_open++;
+    rc = keel_http_server_listen(&p->admin, p->gen->cfg->admin_address, msg);
+    if (rc != 0)
+        return rc;
+    p->admin_port = keel_http_server_port(&p->admin);
+    return 0;
+}
+
+/* ---- generations ------------------------------------------------------------------------- */
+
+static void gen_free(keel__pgen_t *g)
+{
+    assert(g->refs == 0);
+    for (uint32_t c = 0; g->clusters != NULL && c < g->cfg->clusters_count; c++)
+        if (g->clusters[c] != NULL)
+            keel__cluster_unref(g->clusters[c]);
+    for (uint32_t r = 0; g->routes != NULL && r < g->cfg->routes_count; r++)
+        if (g->routes[r].rl_on)
+            keel_ratelimit_keyed_free(&g->routes[r].rl);
+    free(g->clusters);
+    free(g->routes);
+    keel_proxy_config_free(g->cfg);
+    free(g->cfg);
+    free(g->text);
+    free(g);
+}
+
+void keel__gen_ref(keel__pgen_t *g)
+{
+    g->refs++;
+}
+
+void keel__gen_unref(keel__pgen_t *g)
+{
+    assert(g->refs > 0);
+    if (--g->refs == 0 && g->retired && g != g->p->gen) {
+        keel_list_remove(&g->link);
+        gen_free(g);
+    }
+}
+
+static void cluster_timer_closed(keel_timer_t *t)
+{
+    keel__pcluster_t *cl = KEEL_LIST_ENTRY(t, keel__pcluster_t, hc_timer);
+    keel_proxy_t *p = cl->p;
+    keel__cluster_unref(cl);
+    keel__proxy_handle_closed(p);
+}
+
+static double gauge_zero(void *data)
+{
+    return 0;
+}
+
+/* Whether cl serves the current generation (other than g itself). */
+static bool in_current(keel_proxy_t *p, keel__pgen_t *g, keel__pcluster_t *cl)
+{
+    if (p->gen == NULL || p->gen == g || p->stopping)
+        return false;
+    for (uint32_t c = 0; c < p->gen->cfg->clusters_count; c++)
+        if (p->gen->clusters[c] == cl)
+            return true;
+    return false;
+}
+
+/* Takes a cluster out of service: health checks stop, idle connections close, gauges stop
+ * reading it; it is freed with its last reference. */
+static void cluster_retire(keel__pcluster_t *cl)
+{
+    cl->retired = true;
+    if (cl->hc_timer_on) {
+        cl->hc_timer_on = false;
+        keel_timer_close(&cl->hc_timer, cluster_timer_closed);
+    }
+    keel_gauge_t *gs[3] = {cl->g_breaker, cl->g_available, cl->g_active};
+    for (int k = 0; k < 3; k++)
+        if (gs[k] != NULL && gs[k]->fn_data == cl) { /* not re-bound by a newer cluster */
+            gs[k]->fn = gauge_zero;
+            gs[k]->fn_data = NULL;
+        }
+    keel__proxy_close_idle(cl);
+}
+
+/* Takes a generation out of service: its clusters that the current generation does not share
+ * are retired; it is freed once nothing references it. */
+static void gen_retire(keel__pgen_t *g)
+{
+    keel_proxy_t *p = g->p;
+    assert(!g->retired);
+    g->retired = true;
+    g->refs++; /* held while closing below */
+    for (uint32_t c = 0; g->clusters != NULL && c < g->cfg->clusters_count; c++) {
+        keel__pcluster_t *cl = g->clusters[c];
+        if (cl == NULL || cl->retired || in_current(p, g, cl))
+            continue; /* carried over to the current generation: it keeps its state */
+        cluster_retire(cl);
+    }
+    if (g != p->gen)
+        keel_list_insert_tail(&p->retired, &g->link);
+    keel__gen_unref(g);
+}
+
+/* Builds a generation from a parsed config (taken) and its text (copied). */
+static int gen_build(keel_proxy_t *p, keel_proxy_config_t *cfg, const char *text, size_t len,
+                     keel__pgen_t **out, keel_errmsg_t *msg)
+{
+    keel__pgen_t *g = calloc(1, sizeof(*g));
+    if (g == NULL) {
+        keel_proxy_config_free(cfg);
+        free(cfg);
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory");
+    }
+    g->p = p;
+    g->cfg = cfg;
+    keel_list_init(&g->link);
+    g->text = malloc(len + 1);
+    g->clusters = calloc(cfg->clusters_count ? cfg->clusters_count : 1, sizeof(*g->clusters));
+    g->routes = calloc(cfg->routes_count ? cfg->routes_count : 1, sizeof(*g->routes));
+    int rc = 0;
+    if (g->text == NULL || g->clusters == NULL || g->routes == NULL) {
+        rc = keel_errf(msg, KEEL_ENOMEM, "out of memory");
+        goto fail;
+    }
+    memcpy(g->text, text, len);
+    g->text[len] = 0;
+    g->version = keel_crc32c(0, text, len);
+    g->req_lim = (keel_h1_limits_t){cfg->limits.uri_bytes_max, cfg->limits.header_bytes_max,
+                                    cfg->limits.header_count_max};
+    g->resp_lim = (keel_h1_limits_t){cfg->limits.uri_bytes_max, cfg->limits.header_bytes_max,
+                                     KEEL_H1_HEADERS_CEILING};
+    for (uint32_t c = 0; c < cfg->clusters_count; c++) {
+        /* an unchanged cluster is shared with the current generation, state and all */
+        keel__pcluster_t *same = NULL;
+        for (uint32_t k = 0; p->gen != NULL && k < p->gen->cfg->clusters_count && !same; k++)
+            if (cluster_same(p->gen->clusters[k]->cfg, &cfg->clusters[c]))
+                same = p->gen->clusters[k];
+        if (same != NULL)
+            keel__cluster_ref(same);
+        else if ((rc = cluster_new(p, &cfg->clusters[c], &same, msg)) != 0)
+            goto fail;
+        g->clusters[c] = same;
+    }
+    for (uint32_t r = 0; r < cfg->routes_count; r++)
+        if ((rc = route_init(g, &g->routes[r], r, msg)) != 0)
+            goto fail;
+    *out = g;
+    return 0;
+fail:
+    gen_retire(g); /* closes the health-check timers it started; freed when they have closed */
+    return rc;
+}
+
+/* ---- start, reload and stop -------------------------------------------------------------- */
+
+static void proxy_free(keel_proxy_t *p)
+{
+    keel__pgen_t *g = p->gen;
+    p->gen = NULL;
+    if (g != NULL) {
+        assert(g->refs == 0); /* every reference went with the closed handles */
+        gen_free(g);
+    }
+    assert(keel_list_empty(&p->retired));
+    keel_metrics_free(p->metrics);
+    void (*done)(keel_proxy_t *, void *) = p->done;
+    void *done_data = p->done_data;
+    free(p);
+    if (done != NULL)
+        done(NULL, done_data);
+}
+
+void keel__proxy_handle_closed(keel_proxy_t *p)
+{
+    assert(p->handles_open > 0);
+    p->handles_open--;
+    if (p->stopping && p->handles_open == 0)
+        proxy_free(p);
+}
+
+static void listener_closed(uv_handle_t *h)
+{
+    keel__plistener_t *l = h->data;
+    keel__proxy_handle_closed(l->p);
+}
+
+static void timer_closed(keel_timer_t *t)
+{
+    keel_proxy_t *p = t->data;
+    keel__proxy_handle_closed(p);
+}
+
+static void admin_closed(keel_http_server_t *srv, void *data)
+{
+    keel__proxy_handle_closed(data);
+}
+
+static void hc_closed(keel_http_client_t *cli, void *data)
+{
+    keel__proxy_handle_closed(data);
+}
+
+void keel_proxy_shutdown(keel_proxy_t *p, void (*done)(keel_proxy_t *p, void *data), void *data)
+{
+    if (p->stopping)
+        return;
+    p->stopping = true;
+    p->done = done;
+    p->done_data = data;
+    p->handles_open++; /* held until every close below has been started */
+    for (uint32_t i = 0; i < KEEL_PROXY_LISTENERS_MAX; i++)
+        if (p->listeners[i].open) {
+            p->listeners[i].open = false;
+            uv_close((uv_handle_t *)&p->listeners[i].tcp, listener_closed);
+        }
+    keel__proxy_close_all(p);
+    p->sweep.data = p;
+    keel_timer_close(&p->sweep, timer_closed);
+    if (p->gen != NULL && !p->gen->retired)
+        gen_retire(p->gen); /* stays p->gen (freed last) so late callbacks can read it */
+    if (p->admin_on) {
+        p->admin_on = false;
+        keel_http_server_shutdown(&p->admin, admin_closed, p);
+    }
+    if (p->hc_on) {
+        p->hc_on = false;
+        keel_http_client_close(&p->hc, hc_closed, p);
+    }
+    keel__proxy_handle_closed(p);
+}
+
+void keel_proxy_shutdown_hook(void *p)
+{
+    keel_proxy_shutdown(p, NULL, NULL);
+}
+
+static bool same_addresses(const keel_proxy_config_t *a, const keel_proxy_config_t *b)
+{
+    if (a->listeners_count != b->listeners_count ||
+        (a->admin_address == NULL) != (b->admin_address == NULL) ||
+        (a->admin_address && strcmp(a->admin_address, b->admin_address) != 0))
+        return false;
+    for (uint32_t i = 0; i < a->listeners_count; i++)
+        if (strcmp(a->listeners[i].address, b->listeners[i].address) != 0)
+            return false;
+    return true;
+}
+
+static int ensure_health_client(keel_proxy_t *p, const keel_proxy_config_t *cfg, keel_errmsg_t *msg)
+{
+    for (uint32_t c = 0; c < cfg->clusters_count && !p->hc_on; c++)
+        if (cfg->clusters[c].health.enabled) {
+            keel_http_client_config_t hc = keel_http_client_config_default();
+            int rc = keel_http_client_init(&p->hc, p->loop, &hc, msg);
+            if (rc != 0)
+                return rc;
+            p->hc_on = true;
+            p->handles_open++;
+        }
+    return 0;
+}
+
+int keel_proxy_reload(keel_proxy_t *p, const char *text, size_t len, keel_proxy_errors_t *errs,
+                      keel_errmsg_t *msg)
+{
+    memset(errs, 0, sizeof(*errs));
+    msg->text[0] = 0;
+    if (p->stopping)
+        return keel_errf(msg, KEEL_ECLOSED, "the proxy is stopping");
+    keel_proxy_config_t *cfg = malloc(sizeof(*cfg));
+    if (cfg == NULL)
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory");
+    int rc = keel_proxy_config_parse(text, len, cfg, errs);
+    if (rc != 0) {
+        free(cfg);
+        keel_counter_inc(p->m_reloads_failed);
+        return keel_errf(msg, rc, "the new config has %u errors", errs->count + errs->dropped);
+    }
+    if (!same_addresses(cfg, p->gen->cfg)) {
+        keel_proxy_config_free(cfg);
+        free(cfg);
+        keel_counter_inc(p->m_reloads_failed);
+        return keel_errf(msg, KEEL_EINVAL,
+                         "listener or admin addresses changed: a restart is needed for that");
+    }
+    keel__pgen_t *g;
+    if ((rc = ensure_health_client(p, cfg, msg)) != 0) {
+        keel_proxy_config_free(cfg);
+        free(cfg);
+        keel_counter_inc(p->m_reloads_failed);
+        return rc;
+    }
+    if ((rc = gen_build(p, cfg, text, len, &g, msg)) != 0) {
+        keel_counter_inc(p->m_reloads_failed);
+        return rc;
+    }
+    keel__pgen_t *old = p->gen;
+    p->gen = g;
+    gen_retire(old);
+    keel_counter_inc(p->m_reloads_ok);
+    return 0;
+}
+
+int keel_proxy_start(keel_loop_t *loop, keel_proxy_config_t *cfg, const char *text, size_t len,
+                     keel_proxy_t **out, keel_errmsg_t *msg)
+{
+    keel_proxy_t *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        keel_proxy_config_free(cfg);
+        free(cfg);
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory");
+    }
+    p->loop = loop;
+    keel_list_init(&p->dconns);
+    keel_list_init(&p->retired);
+    p->metrics = keel_metrics_new();
+    keel_timer_init(loop, &p->sweep);
+    p->handles_open++;
+    keel_rand_seed(&p->rand, (uint64_t)keel_clock_now_ns() ^ ((uint64_t)getpid() << 32));
+    snprintf(p->via_line, sizeof(p->via_line), "Via: 1.1 %s\r\n", cfg->via);
+    int rc = 0;
+    if (p->metrics == NULL) {
+        keel_proxy_config_free(cfg);
+        free(cfg);
+        rc = keel_errf(msg, KEEL_ENOMEM, "out of memory");
+        goto fail;
+    }
+    p->m_conns_total = keel_metrics_counter(p->metrics, "keel_proxy_connections_total",
+                                            "Client connections accepted.", NULL);
+    p->m_conns_open = keel_metrics_gauge(p->metrics, "keel_proxy_connections_active",
+                                         "Client connections open.", NULL);
+    p->m_no_route = keel_metrics_counter(p->metrics, "keel_proxy_no_route_total",
+                                         "Requests no route matched (404).", NULL);
+    p->m_bad_requests =
+        keel_metrics_counter(p->metrics, "keel_proxy_bad_requests_total",
+                             "Requests refused as malformed or over a limit.", NULL);
+    p->m_reloads_ok = keel_metrics_counter(p->metrics, "keel_proxy_reloads_total",
+                                           "Config reloads.", "result=\"ok\"");
+    p->m_reloads_failed = keel_metrics_counter(p->metrics, "keel_proxy_reloads_total",
+                                               "Config reloads.", "result=\"refused\"");
+    if ((rc = ensure_health_client(p, cfg, msg)) != 0) {
+        keel_proxy_config_free(cfg);
+        free(cfg);
+        goto fail;
+    }
+    if ((rc = gen_build(p, cfg, text, len, &p->gen, msg)) != 0)
+        goto fail;
+    for (uint32_t i = 0; i < p->gen->cfg->listeners_count; i++) {
+        keel__plistener_t *l = &p->listeners[i];
+        const char *addr = p->gen->cfg->listeners[i].address;
+        l->p = p;
+        rc = keel_tcp_listen(loop, &l->tcp, addr, 511, keel__proxy_on_connection, msg);
+        if (rc != 0) {
+            rc = keel_errf(msg, rc, "listener %s: %s", addr, msg->text);
+            goto fail;
+        }
+        l->tcp.data = l;
+        l->open = true;
+        p->handles_open++;
+        p->listeners_count = i + 1;
+        l->port = keel_tcp_local_port(&l->tcp);
+    }
+    if (p->gen->cfg->admin_address != NULL && (rc = admin_start(p, msg)) != 0) {
+        rc = keel_errf(msg, rc, "admin %s: %s", p->gen->cfg->admin_address, msg->text);
+        goto fail;
+    }
+    keel_timer_start(&p->sweep, KEEL_PROXY_SWEEP_MS, KEEL_PROXY_SWEEP_MS, on_sweep, p);
+    *out = p;
+    return 0;
+fail:
+    keel_proxy_shutdown(p, NULL, NULL); /* frees p once the handles have closed */
+    return rc;
+}
+
+int keel_proxy_listener_port(const keel_proxy_t *p, uint32_t i)
+{
+    if (i >= p->listeners_count || !p->listeners[i].open)
+        return KEEL_ENOTFOUND;
+    return p->listeners[i].port;
+}
+
+int keel_proxy_admin_port(const keel_proxy_t *p)
+{
+    return p->admin_on ? p->admin_port : KEEL_ENOTFOUND;
+}

@@ -1,0 +1,257 @@
+/* proxy_int.h - keel proxy's runtime types, shared by proxy.c (setup, clusters, admin) and
+ * proxy_conn.c (the data path). Not a public header. */
+#ifndef KEEL_PROXY_PROXY_INT_H
+#define KEEL_PROXY_PROXY_INT_H
+
+#include "base/buf.h"
+#include "base/list.h"
+#include "base/metrics.h"
+#include "base/rand.h"
+#include "core/balance.h"
+#include "core/breaker.h"
+#include "core/outlier.h"
+#include "core/ratelimit.h"
+#include "core/retry.h"
+#include "proxy/config.h"
+#include "proto/trace.h"
+#include "proxy/h1.h"
+#include "proxy/proxy.h"
+#include "runtime/http_client.h"
+#include "runtime/http_server.h"
+#include "runtime/loop.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* Bytes read from a socket per read callback (libuv asks for a buffer of this size). */
+#define KEEL_PROXY_READ_BYTES 65536u
+/* Beyond the head limit, the unparsed input one client connection may hold (pipelined bytes). */
+#define KEEL_PROXY_PIPELINE_BYTES_MAX 65536u
+/* The housekeeping tick: idle pooled connections, outlier ticks, breaker gauges. */
+#define KEEL_PROXY_SWEEP_MS 100
+/* The access log keeps this much of a request's method and target (longer ones are cut). */
+#define KEEL_PROXY_LOG_METHOD_BYTES 16
+#define KEEL_PROXY_LOG_TARGET_BYTES 256
+/* Retry-After and RateLimit-Reset are whole seconds, at least this many. */
+#define KEEL_PROXY_RETRY_AFTER_S_MIN 1
+
+typedef struct keel__pgen keel__pgen_t;
+typedef struct keel__pcluster keel__pcluster_t;
+typedef struct keel__phost keel__phost_t;
+typedef struct keel__uconn keel__uconn_t;
+typedef struct keel__dconn keel__dconn_t;
+
+enum { KEEL__CONN_DOWN = 1, KEEL__CONN_UP = 2 };
+
+struct keel__phost {
+    keel__pcluster_t *cl;
+    uint32_t idx; /* in the cluster, the balancer and the outlier detector */
+    const char *address;
+    struct sockaddr_storage addr;
+    keel_list_t idle; /* idle pooled keel__uconn_t.link, most recent first */
+    uint32_t idle_count;
+    uint32_t conns;  /* open, busy or idle */
+    uint32_t active; /* requests in flight */
+    bool healthy;
+    uint32_t hc_ok_run, hc_fail_run;
+    bool hc_inflight;
+    uint64_t ejections;
+};
+
+/*
+ * A cluster lives on its own (refcounted): a reload whose new config has a cluster with the same
+ * name and the same settings shares this object, so its pools, breaker, outlier detector,
+ * health state and balancer carry over. References: each generation that lists it, each
+ * upstream connection, each health check in flight and the health-check timer.
+ */
+struct keel__pcluster {
+    keel_proxy_t *p;
+    uint64_t refs;
+    bool retired;                    /* in no current generation: no health checks, no pooling */
+    keel_proxy_cluster_t own;        /* a deep copy of its config: it may outlive the file's */
+    const keel_proxy_cluster_t *cfg; /* &own */
+    uint32_t idx;
+    keel__phost_t *hosts;
+    keel_balance_t lb;
+    keel_breaker_t breaker;
+    keel_outlier_t outlier;
+    uint64_t active_requests, active_retries;
+    keel_timer_t hc_timer;
+    bool hc_timer_on;
+    /* metrics */
+    keel_counter_t *m_attempts, *m_retries, *m_budget_exhausted, *m_breaker_rejected,
+        *m_bulkhead_rejected, *m_ejections, *m_connect_errors, *m_resets, *m_timeouts,
+        *m_bad_responses;
+    keel_counter_t *m_class[6];
+    keel_gauge_t *m_conns;
+    keel_gauge_t *g_breaker, *g_available, *g_active; /* read this cluster at render time */
+};
+
+typedef struct keel__proute {
+    const keel_proxy_route_t *cfg;
+    keel_retry_t retry;
+    keel_ratelimit_keyed_t rl;
+    bool rl_on;
+    keel_counter_t *m_requests, *m_rate_limited;
+    keel_counter_t *m_class[6];
+    keel_histogram_t *m_duration;
+} keel__proute_t;
+
+/*
+ * A generation: one loaded config and everything built from it (clusters with their balancers,
+ * breakers, outlier detectors, pools and health checks; routes with their retry policies and
+ * rate limiters). A reload builds a new generation and retires the old one: new requests use
+ * the new one, while exchanges that started on the old one finish on it (they hold a
+ * reference, as do its upstream connections and health-check timers); the old generation is
+ * freed when its last reference goes.
+ */
+struct keel__pgen {
+    keel_proxy_t *p;
+    keel_proxy_config_t *cfg;
+    char *text; /* the YAML it was loaded from, for /config */
+    uint64_t version;
+    keel_h1_limits_t req_lim, resp_lim;
+    keel__pcluster_t **clusters; /* cfg->clusters_count, each referenced */
+    keel__proute_t *routes;
+    uint64_t refs;
+    bool retired;
+    keel_list_t link; /* p->retired while retired and referenced */
+};
+
+typedef struct keel__plistener {
+    keel_proxy_t *p;
+    uv_tcp_t tcp;
+    bool open;
+    int port;
+} keel__plistener_t;
+
+/* An upstream connection: in a host's idle list, or serving one exchange. */
+struct keel__uconn {
+    int kind; /* KEEL__CONN_UP */
+    uv_tcp_t tcp;
+    uv_connect_t connect_req;
+    keel__phost_t *host;
+    keel_list_t link; /* host->idle while idle */
+    keel__dconn_t *d; /* the exchange served, NULL when idle */
+    keel_buf_t in, out;
+    size_t scan;
+    uint32_t requests;
+    keel_ms_t idle_since_ms;
+    bool connected, closing, reading, idle;
+};
+
+typedef enum keel__dstate {
+    KEEL__D_HEAD,    /* waiting for (the rest of) a request head */
+    KEEL__D_BUSY,    /* an exchange is in progress */
+    KEEL__D_CLOSING, /* closing after the output drains, or closed */
+} keel__dstate_t;
+
+/* One request and its response, embedded in the client connection (one at a time). */
+typedef struct keel__xch {
+    keel__pgen_t *gen; /* referenced while the exchange lives */
+    keel__proute_t *route;
+    keel__pcluster_t *cl;
+    keel__phost_t *host;
+    keel__uconn_t *u;
+    int method_kind; /* 1 HEAD, 2 idempotent, 0 other */
+    bool client_keepalive;
+    bool expect_continue;
+    keel_buf_t up_head; /* the request head as sent upstream (kept for retries) */
+    /* request body */
+    keel_h1_body_t req_body;
+    uint64_t req_remaining; /* LENGTH */
+    uint64_t req_bytes;
+    keel_h1_chunked_t req_ck;
+    bool req_done;   /* the whole request body has been read from the client */
+    bool req_sent;   /* ... and queued toward the upstream */
+    bool body_began; /* some body byte went upstream: no retry possible */
+    /* response */
+    bool resp_head; /* a response head went to the client */
+    int status;
+    keel_h1_body_t resp_body;
+    uint64_t resp_remaining;
+    keel_h1_chunked_t resp_ck;
+    bool resp_chunk_out; /* we frame the response with chunked toward the client */
+    bool resp_close_out; /* the client connection ends the response */
+    bool resp_done;
+    bool up_keepalive;
+    /* attempts */
+    keel_retry_call_t call;
+    keel_ms_t start_ms, try_start_ms, try_deadline_ms, connect_deadline_ms, retry_at_ms;
+    int permit;    /* breaker permit, or -1 */
+    bool counted;  /* counted in cl->active_requests */
+    bool retrying; /* counted in cl->active_retries */
+    bool balance_started;
+    uint64_t key_hash;      /* the balancer's affinity key (hash_on) */
+    keel_trace_ctx_t trace; /* the proxy's span toward the upstream (a child of the client's) */
+    bool b3;                /* the client spoke B3: the upstream gets B3 too */
+    /* for the access log (filled only when it is on) */
+    uint64_t resp_bytes; /* body bytes queued to the client */
+    uint32_t attempts;
+    const char *upstream; /* address of the last host tried */
+    char method[KEEL_PROXY_LOG_METHOD_BYTES];
+    char target[KEEL_PROXY_LOG_TARGET_BYTES];
+} keel__xch_t;
+
+struct keel__dconn {
+    int kind; /* KEEL__CONN_DOWN */
+    uv_tcp_t tcp;
+    keel_proxy_t *p;
+    keel_list_t link;
+    keel_buf_t in, out;
+    size_t scan;
+    keel__dstate_t state;
+    keel_ms_t head_start_ms; /* first byte of the head being read, 0 when none */
+    keel_ms_t active_ms;     /* last progress on this connection */
+    char peer[64];           /* client IP, for X-Forwarded-For and keys */
+    bool reading, closing, eof;
+    bool processing; /* inside d_process: x_complete must not re-enter it */
+    bool shut;       /* our side is half-closed (uv_shutdown started) */
+    keel_timer_t timer;
+    keel_ms_t timer_at_ms;
+    keel__xch_t x;
+};
+
+struct keel_proxy {
+    keel_loop_t *loop;
+    keel__pgen_t *gen;   /* the generation new requests use */
+    keel_list_t retired; /* older generations still referenced */
+    keel__plistener_t listeners[KEEL_PROXY_LISTENERS_MAX];
+    uint32_t listeners_count;
+    keel_list_t dconns;
+    uint32_t dconns_count;
+    keel_rand_t rand;
+    keel_timer_t sweep;
+    keel_metrics_t *metrics;
+    keel_http_server_t admin;
+    bool admin_on;
+    int admin_port;
+    keel_http_client_t hc; /* health checks */
+    bool hc_on;
+    bool stopping;
+    int handles_open;
+    void (*done)(keel_proxy_t *p, void *data);
+    void *done_data;
+    keel_counter_t *m_conns_total, *m_no_route, *m_bad_requests, *m_reloads_ok, *m_reloads_failed;
+    keel_gauge_t *m_conns_open;
+    char via_line[KEEL_PROXY_NAME_BYTES_MAX + 16];
+    /* Parse scratch (one loop thread): a request head is used only inside d_process and a
+     * response head only inside u_process, and neither calls the other's parser. */
+    keel_h1_head_t req_head, resp_head;
+};
+
+/* proxy_conn.c */
+void keel__proxy_on_connection(uv_stream_t *server, int status);
+void keel__proxy_sweep_pool(keel_proxy_t *p, keel_ms_t now_ms);
+void keel__proxy_close_all(keel_proxy_t *p);
+void keel__proxy_close_idle(keel__pcluster_t *cl);
+/* proxy.c */
+void keel__proxy_handle_closed(keel_proxy_t *p);
+void keel__proxy_apply_state(keel__pcluster_t *cl, uint32_t idx);
+void keel__gen_ref(keel__pgen_t *g);
+void keel__gen_unref(keel__pgen_t *g);
+void keel__cluster_ref(keel__pcluster_t *cl);
+void keel__cluster_unref(keel__pcluster_t *cl);
+
+#endif

@@ -1,0 +1,187 @@
+/* route.c - first-match routing over host, path, method, headers and query; weighted picks. */
+#include "proxy/route.h"
+
+#include <assert.h>
+#include <string.h>
+
+static unsigned char lower(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+}
+
+/* a[0..n) equals the NUL-terminated lower-case s, ignoring the case of a. */
+static bool eq_ci(const char *a, size_t n, const char *s)
+{
+    size_t m = strlen(s);
+    if (n != m)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (lower((unsigned char)a[i]) != (unsigned char)s[i])
+            return false;
+    return true;
+}
+
+static bool eq(const char *a, size_t n, const char *s)
+{
+    return strlen(s) == n && memcmp(a, s, n) == 0;
+}
+
+/* regexec wants a C string: copy into a bounded buffer; too long never matches. */
+static bool regex_ok(const regex_t *re, const char *s, size_t n)
+{
+    char buf[KEEL_PROXY_MATCH_BYTES_MAX + 1];
+    if (n > KEEL_PROXY_MATCH_BYTES_MAX || memchr(s, 0, n) != NULL)
+        return false;
+    memcpy(buf, s, n);
+    buf[n] = 0;
+    return regexec(re, buf, 0, NULL, 0) == 0;
+}
+
+/* Whether a value that is there (or not: v == NULL) satisfies m. */
+static bool value_ok(const keel_proxy_field_match_t *m, const char *v, size_t n)
+{
+    if (m->absent)
+        return v == NULL;
+    if (v == NULL)
+        return false;
+    if (m->value != NULL)
+        return eq(v, n, m->value);
+    if (m->has_regex)
+        return regex_ok(&m->regex, v, n);
+    return true;
+}
+
+static bool header_ok(const keel_proxy_field_match_t *m, const keel_proxy_req_view_t *req)
+{
+    for (size_t i = 0; i < req->headers_count; i++) {
+        const keel_proxy_header_view_t *h = &req->headers[i];
+        if (eq_ci(h->name, h->name_len, m->name))
+            return value_ok(m, h->value, h->value_len);
+    }
+    return value_ok(m, NULL, 0);
+}
+
+static bool query_ok(const keel_proxy_field_match_t *m, const keel_proxy_req_view_t *req)
+{
+    const char *q = req->query, *end = req->query + req->query_len;
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *pe = amp ? amp : end;
+        const char *eqs = memchr(q, '=', (size_t)(pe - q));
+        const char *ne = eqs ? eqs : pe;
+        if (eq(q, (size_t)(ne - q), m->name)) {
+            const char *v = eqs ? eqs + 1 : pe;
+            return value_ok(m, v, (size_t)(pe - v));
+        }
+        q = pe + 1;
+    }
+    return value_ok(m, NULL, 0);
+}
+
+static bool host_ok(const char *want, const keel_proxy_req_view_t *req)
+{
+    if (req->host == NULL)
+        return false;
+    size_t n = req->host_len;
+    /* strip ":port" (not inside an IPv6 literal's brackets) */
+    for (size_t i = n; i > 0; i--) {
+        if (req->host[i - 1] == ']')
+            break;
+        if (req->host[i - 1] == ':') {
+            n = i - 1;
+            break;
+        }
+    }
+    return eq_ci(req->host, n, want);
+}
+
+static bool path_ok(const keel_proxy_route_t *r, const keel_proxy_req_view_t *req)
+{
+    switch (r->path_kind) {
+    case KEEL_PROXY_PATH_ANY:
+        return true;
+    case KEEL_PROXY_PATH_EXACT:
+        return eq(req->path, req->path_len, r->path);
+    case KEEL_PROXY_PATH_PREFIX: {
+        size_t n = strlen(r->path);
+        return req->path_len >= n && memcmp(req->path, r->path, n) == 0;
+    }
+    case KEEL_PROXY_PATH_REGEX:
+        return regex_ok(&r->path_regex, req->path, req->path_len);
+    }
+    return false;
+}
+
+bool keel_proxy_route_matches(const keel_proxy_route_t *r, const keel_proxy_req_view_t *req)
+{
+    if (r->host != NULL && !host_ok(r->host, req))
+        return false;
+    if (!path_ok(r, req))
+        return false;
+    if (r->methods_count > 0) {
+        bool any = false;
+        for (uint32_t i = 0; i < r->methods_count && !any; i++)
+            any = eq(req->method, req->method_len, r->methods[i]);
+        if (!any)
+            return false;
+    }
+    for (uint32_t i = 0; i < r->headers_count; i++)
+        if (!header_ok(&r->headers[i], req))
+            return false;
+    for (uint32_t i = 0; i < r->query_count; i++)
+        if (!query_ok(&r->query[i], req))
+            return false;
+    return true;
+}
+
+int keel_proxy_route_match(const keel_proxy_config_t *cfg, const keel_proxy_req_view_t *req)
+{
+    for (uint32_t i = 0; i < cfg->routes_count; i++)
+        if (keel_proxy_route_matches(&cfg->routes[i], req))
+            return (int)i;
+    return -1;
+}
+
+bool keel_proxy_split_target(const char *target, size_t len, const char **path, size_t *path_len,
+                             const char **query, size_t *query_len)
+{
+    const char *p = target, *end = target + len;
+    if (len >= 7 && (memcmp(p, "http://", 7) == 0 || memcmp(p, "HTTP://", 7) == 0)) {
+        p = memchr(p + 7, '/', (size_t)(end - p - 7));
+        if (p == NULL)
+            return false;
+    }
+    if (p == end || *p != '/')
+        return false;
+    const char *q = memchr(p, '?', (size_t)(end - p));
+    *path = p;
+    *path_len = (size_t)((q ? q : end) - p);
+    *query = q ? q + 1 : end;
+    *query_len = q ? (size_t)(end - q - 1) : 0;
+    return true;
+}
+
+uint32_t keel_proxy_route_pick(const keel_proxy_route_t *r, uint64_t rnd)
+{
+    assert(r->clusters_count > 0 && r->weight_total > 0);
+    /* x uniform in [0, weight_total): the high 64 bits of rnd * total (Lemire's reduction) */
+    uint64_t x = (uint64_t)(((unsigned __int128)rnd * r->weight_total) >> 64);
+    for (uint32_t i = 0; i < r->clusters_count; i++) {
+        if (x < r->clusters[i].weight)
+            return i;
+        x -= r->clusters[i].weight;
+    }
+    assert(0 && "weights add up to weight_total");
+    return 0;
+}
+
+bool keel_proxy_retry_budget_allows(const keel_proxy_retry_t *rt, uint64_t active_requests,
+                                    uint64_t active_retries)
+{
+    if (rt->budget_pct == 0)
+        return true;
+    uint64_t cap = active_requests * rt->budget_pct / 100;
+    if (cap < rt->budget_min)
+        cap = rt->budget_min;
+    return active_retries < cap;
+}

@@ -1,0 +1,74 @@
+/* route.h - route matching, weighted cluster choice and the retry budget: pure functions. */
+#ifndef KEEL_PROXY_ROUTE_H
+#define KEEL_PROXY_ROUTE_H
+
+#include "proxy/config.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * What the matcher sees of a request: views into the parsed head, nothing
+ * owned. Routes are tried in file order and the first whose every condition
+ * holds wins (Envoy's and nginx's `location =`/prefix order is the user's to
+ * choose here). Conditions:
+ *   host     equal, case-insensitively, to the Host field without its port
+ *   exact    path == value;  prefix: path starts with value;  regex: regexec
+ *            on the path (without the query) matches
+ *   methods  the method is one of them
+ *   headers  each: present / absent / value equal / regex matching (first field
+ *            of that name)
+ *   query    each: the first parameter of that name is present / absent / equal
+ *            to value / matching (raw, not percent-decoded)
+ */
+typedef struct keel_proxy_header_view {
+    const char *name; /* not NUL-terminated */
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+} keel_proxy_header_view_t;
+
+typedef struct keel_proxy_req_view {
+    const char *method;
+    size_t method_len;
+    const char *host; /* may include ":port"; NULL when absent */
+    size_t host_len;
+    const char *path;
+    size_t path_len;
+    const char *query; /* after '?', without it; may be empty */
+    size_t query_len;
+    const keel_proxy_header_view_t *headers;
+    size_t headers_count;
+} keel_proxy_req_view_t;
+
+/* Longest path or value the regex conditions look at; longer ones do not match a regex. */
+#define KEEL_PROXY_MATCH_BYTES_MAX 8192u
+
+/* Index of the first matching route, or -1. */
+int keel_proxy_route_match(const keel_proxy_config_t *cfg, const keel_proxy_req_view_t *req);
+/* Whether route r matches (what keel_proxy_route_match tries in order). */
+bool keel_proxy_route_matches(const keel_proxy_route_t *r, const keel_proxy_req_view_t *req);
+
+/* Splits a request target into path and query (origin form; absolute form "http://h/p" gives
+ * its path). Returns false for a target that is neither (asterisk form, garbage). */
+bool keel_proxy_split_target(const char *target, size_t len, const char **path, size_t *path_len,
+                             const char **query, size_t *query_len);
+
+/*
+ * Weighted choice among a route's clusters: rnd uniform in [0, 2^64) picks
+ * cluster k with probability weight_k / weight_total exactly up to 2^-64
+ * (multiply-shift, no modulo bias worth the name). Returns the index into
+ * r->clusters.
+ */
+uint32_t keel_proxy_route_pick(const keel_proxy_route_t *r, uint64_t rnd);
+
+/*
+ * Envoy's retry budget: a retry may start only while the retries in flight are
+ * fewer than max(budget_min, budget_pct% of the active requests). With
+ * budget_pct 0 there is no budget (only attempts_max).
+ */
+bool keel_proxy_retry_budget_allows(const keel_proxy_retry_t *rt, uint64_t active_requests,
+                                    uint64_t active_retries);
+
+#endif

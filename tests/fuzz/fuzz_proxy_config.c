@@ -1,0 +1,35 @@
+/* fuzz_proxy_config.c - libFuzzer target: arbitrary bytes through keel proxy's YAML loader. */
+#include "proxy/config.h"
+
+#include <assert.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/*
+ * The loader must either build a config or report at least one error, never both and never
+ * crash or leak; a config it accepts must satisfy the invariants the runtime relies on
+ * (routes that forward name existing clusters with a positive total weight).
+ */
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static keel_proxy_config_t cfg;
+    static keel_proxy_errors_t errs;
+    int rc = keel_proxy_config_parse((const char *)data, size, &cfg, &errs);
+    if (rc != 0) {
+        assert(errs.count > 0);
+        return 0;
+    }
+    assert(errs.count == 0 && cfg.listeners_count > 0);
+    for (uint32_t i = 0; i < cfg.routes_count; i++) {
+        const keel_proxy_route_t *r = &cfg.routes[i];
+        if (r->action != KEEL_PROXY_ACTION_FORWARD)
+            continue;
+        assert(r->clusters_count > 0 && r->weight_total > 0);
+        for (uint32_t k = 0; k < r->clusters_count; k++)
+            assert(r->clusters[k].cluster < cfg.clusters_count);
+    }
+    keel_proxy_config_free(&cfg);
+    return 0;
+}

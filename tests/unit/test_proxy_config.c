@@ -1,0 +1,282 @@
+/* test_proxy_config.c - keel proxy's YAML loader: the schema, defaults, and errors with lines. */
+#include "ktest.h"
+#include "base/err.h"
+#include "proxy/config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static keel_proxy_config_t cfg;
+static keel_proxy_errors_t errs;
+
+static int parse(const char *text)
+{
+    return keel_proxy_config_parse(text, strlen(text), &cfg, &errs);
+}
+
+/* Whether some error is on `line` and contains `needle`. */
+static int has_error(int line, const char *needle)
+{
+    for (uint32_t i = 0; i < errs.count; i++)
+        if (errs.e[i].line == line && strstr(errs.e[i].text, needle) != NULL)
+            return 1;
+    return 0;
+}
+
+static void dump_errors(void)
+{
+    for (uint32_t i = 0; i < errs.count; i++)
+        fprintf(stderr, "  line %d: %s\n", errs.e[i].line, errs.e[i].text);
+}
+
+static const char full[] =
+    "listeners:\n"
+    "  - name: public\n"
+    "    address: 127.0.0.1:8080\n"
+    "admin:\n"
+    "  address: 127.0.0.1:9901\n"
+    "limits:\n"
+    "  header_count_max: 50\n"
+    "  body_bytes_max: 1048576\n"
+    "routes:\n"
+    "  - name: canary\n"
+    "    match:\n"
+    "      prefix: /api/\n"
+    "      methods: [GET, POST]\n"
+    "      headers:\n"
+    "        - name: X-Canary\n"
+    "          value: \"true\"\n"
+    "      query:\n"
+    "        - name: debug\n"
+    "    rewrite_prefix: /\n"
+    "    cluster: v2\n"
+    "    timeout_ms: 2000\n"
+    "    per_try_timeout_ms: 500\n"
+    "    retry:\n"
+    "      attempts_max: 4\n"
+    "      retry_on: [5xx, reset]\n"
+    "      statuses: [429]\n"
+    "    rate_limit: {key: \"header:X-Api-Key\", requests_per_s: 10}\n"
+    "  - name: split\n"
+    "    match: {regex: \"^/items/[0-9]+$\"}\n"
+    "    weighted_clusters:\n"
+    "      - {cluster: v1, weight: 90}\n"
+    "      - {cluster: v2, weight: 10}\n"
+    "  - name: old\n"
+    "    match: {exact: /old}\n"
+    "    redirect: {status: 308, location: /new}\n"
+    "clusters:\n"
+    "  - name: v1\n"
+    "    hosts:\n"
+    "      - address: 127.0.0.1:9001\n"
+    "        weight: 3\n"
+    "      - 127.0.0.1:9002\n"
+    "    balance: p2c\n"
+    "    circuit_breaker: {failure_rate_pct: 40, calls_min: 10, slow_call_rate_pct: 80, "
+    "slow_call_ms: 250}\n"
+    "    outlier_detection: {consecutive_5xx: 3, success_rate_stdev_factor: 1900}\n"
+    "    health_check: {path: /healthz, interval_ms: 1000, timeout_ms: 200}\n"
+    "  - name: v2\n"
+    "    hosts: [127.0.0.1:9003]\n"
+    "    hash_on: source_address\n";
+
+static void loads_every_section_of_a_full_config(void)
+{
+    if (parse(full) != 0) {
+        dump_errors();
+        KT_FAIL("the full config did not load");
+    }
+    KT_EQ_INT(cfg.listeners_count, 1);
+    KT_EQ_STR(cfg.listeners[0].address, "127.0.0.1:8080");
+    KT_EQ_STR(cfg.admin_address, "127.0.0.1:9901");
+    KT_EQ_INT(cfg.limits.header_count_max, 50);
+    KT_EQ_U64(cfg.limits.body_bytes_max, 1048576);
+    KT_EQ_INT(cfg.limits.uri_bytes_max, 8192); /* a default */
+    KT_EQ_INT(cfg.routes_count, 3);
+    const keel_proxy_route_t *r = &cfg.routes[0];
+    KT_EQ_STR(r->name, "canary");
+    KT_EQ_INT(r->path_kind, KEEL_PROXY_PATH_PREFIX);
+    KT_EQ_STR(r->path, "/api/");
+    KT_EQ_INT(r->methods_count, 2);
+    KT_EQ_STR(r->headers[0].name, "x-canary"); /* stored lower-case */
+    KT_EQ_STR(r->headers[0].value, "true");
+    KT_EQ_STR(r->query[0].name, "debug");
+    KT_CHECK(r->query[0].value == NULL);
+    KT_EQ_STR(r->rewrite_prefix, "/");
+    KT_EQ_INT(r->clusters_count, 1);
+    KT_EQ_INT(r->clusters[0].cluster, 1); /* v2, declared after the routes */
+    KT_EQ_INT(r->timeout_ms, 2000);
+    KT_EQ_INT(r->retry.attempts_max, 4);
+    KT_EQ_INT(r->retry.retry_on, KEEL_PROXY_RETRY_ON_5XX | KEEL_PROXY_RETRY_ON_RESET);
+    KT_EQ_INT(r->retry.statuses[0], 429);
+    KT_EQ_INT(r->retry.budget_pct, 20); /* the budget is on by default */
+    KT_EQ_INT(r->retry.budget_min, 3);
+    KT_CHECK(r->ratelimit.enabled);
+    KT_EQ_INT(r->ratelimit.key, KEEL_PROXY_RL_HEADER);
+    KT_EQ_STR(r->ratelimit.header, "x-api-key");
+    KT_EQ_U64(r->ratelimit.burst, 10);
+    r = &cfg.routes[1];
+    KT_EQ_INT(r->path_kind, KEEL_PROXY_PATH_REGEX);
+    KT_EQ_INT(r->clusters_count, 2);
+    KT_EQ_INT(r->weight_total, 100);
+    KT_EQ_INT(cfg.routes[2].action, KEEL_PROXY_ACTION_REDIRECT);
+    KT_EQ_INT(cfg.routes[2].redirect_status, 308);
+    const keel_proxy_cluster_t *c = &cfg.clusters[0];
+    KT_EQ_INT(c->hosts_count, 2);
+    KT_EQ_INT(c->hosts[0].weight, 3);
+    KT_EQ_STR(c->hosts[1].address, "127.0.0.1:9002");
+    KT_EQ_INT(c->hosts[1].weight, 1);
+    KT_EQ_STR(c->balance, "p2c");
+    KT_CHECK(c->breaker_enabled);
+    KT_EQ_INT(c->breaker_failure_rate_pct, 40);
+    KT_CHECK(c->outlier_enabled);
+    KT_EQ_INT(c->outlier_consecutive_5xx, 3);
+    KT_EQ_INT(c->outlier_sr_stdev_factor, 1900);
+    KT_EQ_INT(c->outlier_sr_minimum_hosts, 5); /* a default */
+    KT_EQ_INT(c->breaker_slow_call_rate_pct, 80);
+    KT_EQ_INT(c->breaker_slow_call_ms, 250);
+    KT_CHECK(c->health.enabled);
+    KT_EQ_STR(c->health.path, "/healthz");
+    KT_EQ_STR(cfg.clusters[1].balance, "ring"); /* hash_on picks a consistent-hash default */
+    keel_proxy_config_free(&cfg);
+}
+
+static void names_the_line_of_every_error(void)
+{
+    static const char bad[] = "listeners:\n"                    /* 1 */
+                              "  - address: 127.0.0.1:99999\n"  /* 2 bad port */
+                              "routes:\n"                       /* 3 */
+                              "  - match: {regex: \"([a-z\"}\n" /* 4 bad regex */
+                              "    cluster: nowhere\n"          /* 5 no such cluster */
+                              "    timeout_ms: soon\n"          /* 6 not a number */
+                              "  - match: {prefix: /}\n"        /* 7 no action */
+                              "    colour: blue\n"              /* 8 unknown key */
+                              "clusters:\n"                     /* 9 */
+                              "  - name: c\n"                   /* 10 */
+                              "    hosts: []\n"                 /* 11 */
+                              "    balance: fastest\n";         /* 12 unknown policy */
+    KT_EQ_INT(parse(bad), KEEL_EINVAL);
+    KT_CHECK(has_error(2, "port"));
+    KT_CHECK(has_error(4, "regex"));
+    KT_CHECK(has_error(5, "no cluster named 'nowhere'"));
+    KT_CHECK(has_error(6, "not a whole number"));
+    KT_CHECK(has_error(7, "exactly one of"));
+    KT_CHECK(has_error(8, "unknown key 'colour'"));
+    KT_CHECK(has_error(10, "at least one host"));
+    KT_CHECK(has_error(12, "fastest"));
+    KT_EQ_INT(errs.count, 8);
+}
+
+static void reports_a_yaml_syntax_error_at_its_line(void)
+{
+    KT_EQ_INT(parse("listeners:\n  - address: 127.0.0.1:1\nroutes: [\n  {a: b\n"), KEEL_EINVAL);
+    KT_EQ_INT(errs.count, 1);
+    KT_CHECK(strstr(errs.e[0].text, "YAML") != NULL);
+    KT_CHECK(errs.e[0].line >= 3);
+}
+
+static void refuses_duplicate_keys_and_duplicate_names(void)
+{
+    static const char dup[] = "listeners:\n"
+                              "  - address: 127.0.0.1:1\n"
+                              "    address: 127.0.0.1:2\n"
+                              "clusters:\n"
+                              "  - {name: a, hosts: [127.0.0.1:5]}\n"
+                              "  - {name: a, hosts: [127.0.0.1:5, 127.0.0.1:5]}\n";
+    KT_EQ_INT(parse(dup), KEEL_EINVAL);
+    KT_CHECK(has_error(3, "given twice"));
+    KT_CHECK(has_error(6, "defined twice"));
+    KT_CHECK(has_error(6, "listed twice"));
+}
+
+/* Found by fuzz_proxy_config: a second `clusters:` list used to be loaded over the first. */
+static void a_repeated_top_level_section_is_an_error_not_a_leak(void)
+{
+    static const char twice[] = "listeners: [{address: 127.0.0.1:1}]\n"
+                                "clusters: [{name: a, hosts: [127.0.0.1:5]}, {name: b, hosts: "
+                                "[127.0.0.1:6]}]\n"
+                                "clusters: [{name: c, hosts: [127.0.0.1:7]}]\n";
+    KT_EQ_INT(parse(twice), KEEL_EINVAL);
+    KT_CHECK(has_error(3, "given twice"));
+}
+
+static void refuses_header_values_that_would_split_a_message(void)
+{
+    static const char crlf[] = "listeners: [{address: 127.0.0.1:1}]\n"
+                               "routes:\n"
+                               "  - match: {prefix: /}\n"
+                               "    direct_response: {status: 200}\n"
+                               "    request_headers_add:\n"
+                               "      - {name: x-a, value: \"ok\\r\\nInjected: yes\"}\n"
+                               "      - {name: \"bad name\", value: v}\n";
+    KT_EQ_INT(parse(crlf), KEEL_EINVAL);
+    KT_CHECK(has_error(6, "control character"));
+    KT_CHECK(has_error(7, "not a header name"));
+}
+
+static void needs_a_listener_and_a_mapping_at_the_top(void)
+{
+    KT_EQ_INT(parse(""), KEEL_EINVAL);
+    KT_CHECK(has_error(1, "empty"));
+    KT_EQ_INT(parse("- a\n- b\n"), KEEL_EINVAL);
+    KT_CHECK(has_error(1, "mapping"));
+    KT_EQ_INT(parse("routes: []\n"), KEEL_EINVAL);
+    KT_CHECK(has_error(1, "listener"));
+}
+
+static void keeps_at_most_the_error_ceiling_and_counts_the_rest(void)
+{
+    char text[8192];
+    size_t n =
+        (size_t)snprintf(text, sizeof(text), "listeners: [{address: 127.0.0.1:1}]\nlimits:\n");
+    for (int i = 0; i < 40; i++)
+        n += (size_t)snprintf(text + n, sizeof(text) - n, "  nope%d: 1\n", i);
+    KT_EQ_INT(parse(text), KEEL_EINVAL);
+    KT_EQ_INT(errs.count, KEEL_PROXY_ERRORS_MAX);
+    KT_EQ_INT(errs.dropped, 40 - KEEL_PROXY_ERRORS_MAX);
+}
+
+static void checks_ranges_of_limits(void)
+{
+    KT_EQ_INT(parse("listeners: [{address: 127.0.0.1:1}]\nlimits: {header_count_max: 100000}\n"),
+              KEEL_EINVAL);
+    KT_CHECK(has_error(2, "out of range"));
+}
+
+/* The example in docs/proxy.md is the documentation's promise: it must load. */
+static void loads_the_example_in_the_docs(void)
+{
+    FILE *f = fopen("docs/proxy.md", "rb");
+    KT_CHECK(f != NULL);
+    static char doc[65536];
+    size_t n = fread(doc, 1, sizeof(doc) - 1, f);
+    fclose(f);
+    doc[n] = 0;
+    const char *start = strstr(doc, "```yaml\n# keel-proxy-example\n");
+    KT_CHECK(start != NULL);
+    start += strlen("```yaml\n");
+    const char *end = strstr(start, "```");
+    KT_CHECK(end != NULL);
+    if (keel_proxy_config_parse(start, (size_t)(end - start), &cfg, &errs) != 0) {
+        dump_errors();
+        KT_FAIL("the example in docs/proxy.md does not load");
+    }
+    KT_CHECK(cfg.routes_count >= 5);
+    KT_CHECK(cfg.clusters_count >= 2);
+    keel_proxy_config_free(&cfg);
+}
+
+int main(void)
+{
+    KT_RUN(loads_every_section_of_a_full_config);
+    KT_RUN(names_the_line_of_every_error);
+    KT_RUN(reports_a_yaml_syntax_error_at_its_line);
+    KT_RUN(refuses_duplicate_keys_and_duplicate_names);
+    KT_RUN(a_repeated_top_level_section_is_an_error_not_a_leak);
+    KT_RUN(refuses_header_values_that_would_split_a_message);
+    KT_RUN(needs_a_listener_and_a_mapping_at_the_top);
+    KT_RUN(keeps_at_most_the_error_ceiling_and_counts_the_rest);
+    KT_RUN(checks_ranges_of_limits);
+    KT_RUN(loads_the_example_in_the_docs);
+    return kt_done();
+}

@@ -1,0 +1,200 @@
+/* test_proxy_route.c - route matching, the weighted cluster picker and the retry budget. */
+#include "ktest.h"
+#include "base/rand.h"
+#include "proxy/config.h"
+#include "proxy/route.h"
+
+#include <string.h>
+
+static keel_proxy_config_t cfg;
+static keel_proxy_errors_t errs;
+
+static const char routes_yaml[] =
+    "listeners: [{address: 127.0.0.1:1}]\n"
+    "clusters:\n"
+    "  - {name: v1, hosts: [127.0.0.1:2]}\n"
+    "  - {name: v2, hosts: [127.0.0.1:3]}\n"
+    "routes:\n"
+    "  - name: health\n" /* 0 */
+    "    match: {exact: /health}\n"
+    "    direct_response: {status: 200, body: ok}\n"
+    "  - name: admin-host\n" /* 1 */
+    "    match: {host: Admin.Example.com, prefix: /}\n"
+    "    cluster: v1\n"
+    "  - name: item\n" /* 2 */
+    "    match: {regex: \"^/items/[0-9]+$\", methods: [GET, HEAD]}\n"
+    "    cluster: v1\n"
+    "  - name: canary\n" /* 3 */
+    "    match:\n"
+    "      prefix: /api/\n"
+    "      headers: [{name: x-canary, value: \"true\"}]\n"
+    "    cluster: v2\n"
+    "  - name: debug\n" /* 4 */
+    "    match:\n"
+    "      prefix: /api/\n"
+    "      query: [{name: debug, value: \"1\"}, {name: trace}]\n"
+    "    cluster: v2\n"
+    "  - name: no-cookie\n" /* 5 */
+    "    match:\n"
+    "      prefix: /api/\n"
+    "      headers: [{name: cookie, present: false}, {name: user-agent, regex: \"^curl/\"}]\n"
+    "    cluster: v1\n"
+    "  - name: api\n" /* 6 */
+    "    match: {prefix: /api/}\n"
+    "    weighted_clusters: [{cluster: v1, weight: 90}, {cluster: v2, weight: 10}]\n";
+
+static void load(void)
+{
+    if (keel_proxy_config_parse(routes_yaml, strlen(routes_yaml), &cfg, &errs) != 0) {
+        for (uint32_t i = 0; i < errs.count; i++)
+            fprintf(stderr, "line %d: %s\n", errs.e[i].line, errs.e[i].text);
+        KT_FAIL("routes_yaml does not load");
+    }
+}
+
+/* Routes a request line plus headers ("name: value" strings). */
+static int route(const char *method, const char *target, const char *host, const char **hdrs,
+                 size_t nh)
+{
+    keel_proxy_header_view_t views[8];
+    for (size_t i = 0; i < nh; i++) {
+        const char *colon = strchr(hdrs[i], ':');
+        views[i] = (keel_proxy_header_view_t){hdrs[i], (size_t)(colon - hdrs[i]), colon + 2,
+                                              strlen(colon + 2)};
+    }
+    keel_proxy_req_view_t v;
+    memset(&v, 0, sizeof(v));
+    v.method = method;
+    v.method_len = strlen(method);
+    v.host = host;
+    v.host_len = host ? strlen(host) : 0;
+    KT_CHECK(keel_proxy_split_target(target, strlen(target), &v.path, &v.path_len, &v.query,
+                                     &v.query_len));
+    v.headers = views;
+    v.headers_count = nh;
+    return keel_proxy_route_match(&cfg, &v);
+}
+
+static void first_matching_route_wins(void)
+{
+    load();
+    KT_EQ_INT(route("GET", "/health", "a", NULL, 0), 0);
+    KT_EQ_INT(route("GET", "/health/x", "a", NULL, 0), -1); /* exact means exact */
+    KT_EQ_INT(route("GET", "/health", "admin.example.com", NULL, 0), 0);
+    KT_EQ_INT(route("GET", "/x", "ADMIN.example.COM:8080", NULL, 0), 1); /* port, case */
+    KT_EQ_INT(route("GET", "/x", "admin.example.com.evil", NULL, 0), -1);
+    KT_EQ_INT(route("GET", "/items/42", "a", NULL, 0), 2);
+    KT_EQ_INT(route("GET", "/items/42?x=1", "a", NULL, 0), 2); /* the query is not the path */
+    KT_EQ_INT(route("POST", "/items/42", "a", NULL, 0), -1);   /* method */
+    KT_EQ_INT(route("GET", "/items/4x", "a", NULL, 0), -1);
+    KT_EQ_INT(route("GET", "http://a/items/7", "a", NULL, 0), 2); /* absolute form */
+    keel_proxy_config_free(&cfg);
+}
+
+static void header_routing_sends_canary_requests_to_v2(void)
+{
+    load();
+    const char *canary[] = {"X-Canary: true", "cookie: c=1"};
+    const char *not_canary[] = {"X-Canary: false", "cookie: c=1"};
+    KT_EQ_INT(route("GET", "/api/a", "a", canary, 2), 3);
+    KT_EQ_INT(route("GET", "/api/a", "a", not_canary, 2), 6);
+    KT_EQ_STR(cfg.clusters[cfg.routes[3].clusters[0].cluster].name, "v2");
+    keel_proxy_config_free(&cfg);
+}
+
+static void query_and_absence_conditions_hold(void)
+{
+    load();
+    const char *ck[] = {"cookie: a=b"};
+    const char *curl[] = {"User-Agent: curl/8.0"};
+    const char *other[] = {"User-Agent: wget"};
+    KT_EQ_INT(route("GET", "/api/a?debug=1&trace", "a", ck, 1), 4);
+    KT_EQ_INT(route("GET", "/api/a?trace&debug=1", "a", ck, 1), 4);
+    KT_EQ_INT(route("GET", "/api/a?debug=10&trace", "a", ck, 1), 6); /* value is exact */
+    KT_EQ_INT(route("GET", "/api/a?debug=1", "a", ck, 1), 6);        /* trace is missing */
+    KT_EQ_INT(route("GET", "/api/a", "a", curl, 1), 5);              /* no cookie, curl */
+    KT_EQ_INT(route("GET", "/api/a", "a", other, 1), 6);
+    keel_proxy_config_free(&cfg);
+}
+
+/* 90/10 over 100k picks lands within 1% of 10% (a seeded PRNG: the same run every time). */
+static void weighted_split_is_ninety_ten_within_one_percent(void)
+{
+    load();
+    const keel_proxy_route_t *r = &cfg.routes[6];
+    keel_rand_t rand;
+    uint64_t seed = 20261204;
+    KT_SEED(seed);
+    keel_rand_seed(&rand, seed);
+    uint32_t n[2] = {0, 0};
+    for (int i = 0; i < 100000; i++)
+        n[keel_proxy_route_pick(r, keel_rand_u64(&rand))]++;
+    KT_EQ_INT(n[0] + n[1], 100000);
+    KT_NEAR((double)n[1] / 100000.0, 0.10, 0.01);
+    /* and exactly: rnd at the midpoints of 1000 equal slices of [0, 2^64) gives 900/100 */
+    uint32_t exact[2] = {0, 0};
+    for (uint64_t i = 0; i < 1000; i++)
+        exact[keel_proxy_route_pick(r,
+                                    (uint64_t)(((unsigned __int128)(2 * i + 1) << 64) / 2000))]++;
+    KT_EQ_INT(exact[0], 900);
+    KT_EQ_INT(exact[1], 100);
+    keel_proxy_config_free(&cfg);
+}
+
+static void a_zero_weight_cluster_never_gets_picked(void)
+{
+    keel_proxy_route_t r;
+    memset(&r, 0, sizeof(r));
+    r.clusters_count = 3;
+    r.clusters[0].weight = 0;
+    r.clusters[1].weight = 5;
+    r.clusters[2].weight = 0;
+    r.weight_total = 5;
+    keel_rand_t rand;
+    keel_rand_seed(&rand, 7);
+    for (int i = 0; i < 10000; i++)
+        KT_EQ_INT(keel_proxy_route_pick(&r, keel_rand_u64(&rand)), 1);
+    KT_EQ_INT(keel_proxy_route_pick(&r, UINT64_MAX), 1);
+    KT_EQ_INT(keel_proxy_route_pick(&r, 0), 1);
+}
+
+static void retry_budget_is_twenty_percent_of_active_with_a_floor_of_three(void)
+{
+    keel_proxy_retry_t rt;
+    memset(&rt, 0, sizeof(rt));
+    rt.budget_pct = 20;
+    rt.budget_min = 3;
+    KT_CHECK(keel_proxy_retry_budget_allows(&rt, 1, 0));
+    KT_CHECK(keel_proxy_retry_budget_allows(&rt, 1, 2));
+    KT_CHECK(!keel_proxy_retry_budget_allows(&rt, 1, 3)); /* the floor */
+    KT_CHECK(keel_proxy_retry_budget_allows(&rt, 100, 19));
+    KT_CHECK(!keel_proxy_retry_budget_allows(&rt, 100, 20)); /* 20% of 100 */
+    rt.budget_pct = 0;                                       /* no budget */
+    KT_CHECK(keel_proxy_retry_budget_allows(&rt, 1, 1000));
+}
+
+static void splits_targets_into_path_and_query(void)
+{
+    const char *p, *q;
+    size_t pl, ql;
+    KT_CHECK(keel_proxy_split_target("/a/b?x=1", 8, &p, &pl, &q, &ql));
+    KT_EQ_INT(pl, 4);
+    KT_EQ_INT(ql, 3);
+    KT_CHECK(keel_proxy_split_target("/", 1, &p, &pl, &q, &ql));
+    KT_EQ_INT(ql, 0);
+    KT_CHECK(!keel_proxy_split_target("*", 1, &p, &pl, &q, &ql));
+    KT_CHECK(!keel_proxy_split_target("a/b", 3, &p, &pl, &q, &ql));
+    KT_CHECK(!keel_proxy_split_target("http://host", 11, &p, &pl, &q, &ql));
+}
+
+int main(void)
+{
+    KT_RUN(first_matching_route_wins);
+    KT_RUN(header_routing_sends_canary_requests_to_v2);
+    KT_RUN(query_and_absence_conditions_hold);
+    KT_RUN(weighted_split_is_ninety_ten_within_one_percent);
+    KT_RUN(a_zero_weight_cluster_never_gets_picked);
+    KT_RUN(retry_budget_is_twenty_percent_of_active_with_a_floor_of_three);
+    KT_RUN(splits_targets_into_path_and_query);
+    return kt_done();
+}
