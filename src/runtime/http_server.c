@@ -46,6 +46,8 @@ struct keel_http_conn {
     bool closed;  /* handle closed; memory kept only while req_pending */
     void (*gone_fn)(keel_http_req_t *req, void *data);
     void *gone_data;
+    void (*answer_fn)(keel_http_req_t *req, int status, void *data);
+    void *answer_data;
 };
 
 keel_http_server_config_t keel_http_server_config_default(void)
@@ -330,6 +332,7 @@ static void dispatch(keel_http_conn_t *c)
         c->req.conn = c;
         c->req_pending = true;
         c->gone_fn = NULL;
+        c->answer_fn = NULL;
         r->handler(&c->req, r->data);
         return;
     }
@@ -713,6 +716,14 @@ void keel_http_req_on_gone(keel_http_req_t *req, void (*fn)(keel_http_req_t *req
     req->conn->gone_data = data;
 }
 
+void keel_http_req_on_answer(keel_http_req_t *req,
+                             void (*fn)(keel_http_req_t *req, int status, void *data), void *data)
+{
+    assert(req->conn->req_pending);
+    req->conn->answer_fn = fn;
+    req->conn->answer_data = data;
+}
+
 bool keel_http_req_gone(const keel_http_req_t *req)
 {
     return req->conn->closing || req->conn->peer_eof;
@@ -723,6 +734,11 @@ int keel_http_respond(keel_http_req_t *req, int status, const keel_http_header_t
 {
     keel_http_conn_t *c = req->conn;
     assert(c->req_pending && &c->req == req);
+    if (c->answer_fn != NULL) { /* before anything can free the request */
+        void (*fn)(keel_http_req_t *, int, void *) = c->answer_fn;
+        c->answer_fn = NULL;
+        fn(req, status, c->answer_data);
+    }
     c->req_pending = false;
     if (c->closed) {
         conn_free(c);

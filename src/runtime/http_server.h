@@ -154,4 +154,10 @@ bool keel_http_req_gone(const keel_http_req_t *req);
 void keel_http_req_on_gone(keel_http_req_t *req, void (*fn)(keel_http_req_t *req, void *data),
                            void *data);
 
+/* Calls fn(req, status, data) once, as req is answered (with the status given, whether or
+ * not the client is still there): per-route metrics of async handlers. Replaces an earlier
+ * hook; fn NULL clears it. */
+void keel_http_req_on_answer(keel_http_req_t *req,
+                             void (*fn)(keel_http_req_t *req, int status, void *data), void *data);
+
 #endif

@@ -1,0 +1,185 @@
+/* notes - an example service on the keel service kit: a small HTTP API of notes kept in
+ * memory. The template the shop's services start from (docs/kit.md).
+ *
+ *   keel-example-notes [--listen host:port]
+ *
+ *   PUT    /notes/:id     the body becomes note id          204
+ *   GET    /notes/:id     {"id": ..., "text": ...}          200, or 404
+ *   DELETE /notes/:id                                       204, or 404
+ *   GET    /notes         {"count": n}
+ *   GET    /slow/:ms      answers after ms milliseconds (an async handler: the drain test)
+ *   plus the kit's /health/live, /health/ready and /metrics.
+ * SIGTERM: ready turns 503, requests in flight finish, then it exits 0.
+ */
+#include "base/map.h"
+#include "base/num.h"
+#include "kit/service.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NOTES_MAX 100000u
+#define NOTE_BYTES_MAX (64u * 1024u)
+#define SLOW_MS_MAX 60000
+
+typedef struct app {
+    keel_map_t notes; /* id -> json string (owned) */
+    keel_loop_t *loop;
+} app_t;
+
+static const keel_route_param_t *param(const keel_service_req_t *r, const char *name)
+{
+    for (size_t i = 0; i < r->route.n; i++)
+        if (r->route.params[i].name_len == strlen(name) &&
+            memcmp(r->route.params[i].name, name, r->route.params[i].name_len) == 0)
+            return &r->route.params[i];
+    return NULL;
+}
+
+static void put_note(keel_service_req_t *r, void *data)
+{
+    app_t *a = data;
+    const keel_route_param_t *id = param(r, "id");
+    const keel_http_msg_t *m = r->http->msg;
+    if (m->body_len > NOTE_BYTES_MAX) {
+        keel_http_respond_error(r->http, 413, "a note is at most 64 KiB");
+        return;
+    }
+    char *text = malloc(m->body_len + 1);
+    if (text == NULL) {
+        keel_http_respond_error(r->http, 503, "out of memory");
+        return;
+    }
+    memcpy(text, m->body, m->body_len);
+    text[m->body_len] = '\0';
+    void *old = NULL;
+    int rc = keel_map_put(&a->notes, id->value, id->value_len, text, &old);
+    if (rc < 0) {
+        free(text);
+        keel_http_respond_error(r->http, 507, "too many notes");
+        return;
+    }
+    free(old);
+    keel_http_respond(r->http, 204, NULL, 0, NULL, 0);
+}
+
+static void get_note(keel_service_req_t *r, void *data)
+{
+    app_t *a = data;
+    const keel_route_param_t *id = param(r, "id");
+    void **v = keel_map_get(&a->notes, id->value, id->value_len);
+    if (v == NULL) {
+        keel_http_respond_error(r->http, 404, "no such note");
+        return;
+    }
+    json_t *o = json_pack("{s:s%, s:s}", "id", id->value, id->value_len, "text", (char *)*v);
+    keel_service_respond_json(r, 200, o);
+    json_decref(o);
+}
+
+static void delete_note(keel_service_req_t *r, void *data)
+{
+    app_t *a = data;
+    const keel_route_param_t *id = param(r, "id");
+    void *old = NULL;
+    if (keel_map_del(&a->notes, id->value, id->value_len, &old) != 0) {
+        keel_http_respond_error(r->http, 404, "no such note");
+        return;
+    }
+    free(old);
+    keel_http_respond(r->http, 204, NULL, 0, NULL, 0);
+}
+
+static void count_notes(keel_service_req_t *r, void *data)
+{
+    app_t *a = data;
+    json_t *o = json_pack("{s:I}", "count", (json_int_t)a->notes.count);
+    keel_service_respond_json(r, 200, o);
+    json_decref(o);
+}
+
+typedef struct slow {
+    keel_timer_t t;
+    keel_service_req_t *req;
+} slow_t;
+
+static void slow_closed(keel_timer_t *t)
+{
+    free(t);
+}
+
+static void slow_fire(keel_timer_t *t, void *data)
+{
+    slow_t *s = data;
+    keel_http_respond_body(s->req->http, 200, "text/plain", "slow done\n", 10);
+    keel_timer_close(&s->t, slow_closed);
+}
+
+static void slow(keel_service_req_t *r, void *data)
+{
+    app_t *a = data;
+    const keel_route_param_t *p = param(r, "ms");
+    int64_t ms;
+    if (keel_parse_i64((const uint8_t *)p->value, p->value_len, &ms) != 0 || ms < 0 ||
+        ms > SLOW_MS_MAX) {
+        keel_http_respond_error(r->http, 400, "ms: 0 to 60000");
+        return;
+    }
+    slow_t *s = calloc(1, sizeof(*s));
+    if (s == NULL || keel_timer_init(a->loop, &s->t) != 0) {
+        free(s);
+        keel_http_respond_error(r->http, 503, "out of memory");
+        return;
+    }
+    s->req = r;
+    keel_timer_start(&s->t, (keel_ms_t)ms, 0, slow_fire, s);
+}
+
+int main(int argc, char **argv)
+{
+    const char *listen = "127.0.0.1:8080";
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
+            listen = argv[++i];
+        } else {
+            fprintf(stderr, "usage: keel-example-notes [--listen host:port]\n");
+            return 2;
+        }
+    }
+    keel_loop_t loop;
+    if (keel_loop_init(&loop) != 0 || keel_loop_handle_signals(&loop) != 0)
+        return 1;
+    app_t app = {.loop = &loop};
+    if (keel_map_init(&app.notes, 64, NOTES_MAX, 7) != 0)
+        return 1;
+    keel_service_t svc;
+    keel_service_config_t cfg = keel_service_config_default("notes");
+    cfg.listen = listen;
+    keel_errmsg_t msg = {{0}};
+    int rc = keel_service_init(&svc, &loop, &cfg, &msg);
+    const struct {
+        const char *method, *pattern;
+        keel_service_handler_fn fn;
+    } routes[] = {{"PUT", "/notes/:id", put_note},
+                  {"GET", "/notes/:id", get_note},
+                  {"DELETE", "/notes/:id", delete_note},
+                  {"GET", "/notes", count_notes},
+                  {"GET", "/slow/:ms", slow}};
+    for (size_t i = 0; rc == 0 && i < sizeof(routes) / sizeof(routes[0]); i++)
+        rc =
+            keel_service_route(&svc, routes[i].method, routes[i].pattern, routes[i].fn, &app, &msg);
+    if (rc == 0)
+        rc = keel_service_start(&svc, &msg);
+    if (rc != 0) {
+        fprintf(stderr, "notes: %s\n", msg.text);
+        return 1;
+    }
+    printf("notes: listening on port %d\n", keel_service_port(&svc));
+    fflush(stdout);
+    keel_loop_run(&loop);
+    keel_service_free(&svc);
+    keel_map_free(&app.notes, free);
+    keel_loop_close(&loop);
+    return 0;
+}

@@ -1,0 +1,106 @@
+/* service.h - the service kit: a microservice's HTTP server with routes, health, metrics
+ * and a graceful drain. The manual for a service author; docs/kit.md has the design. */
+#ifndef KEEL_KIT_SERVICE_H
+#define KEEL_KIT_SERVICE_H
+
+#include "base/err.h"
+#include "base/ktime.h"
+#include "base/metrics.h"
+#include "proto/router.h"
+#include "runtime/http_server.h"
+#include "runtime/loop.h"
+
+#include <jansson.h>
+
+#include <stdbool.h>
+
+/*
+ * Writing a service:
+ *
+ *   keel_service_t svc;
+ *   keel_service_config_t cfg = keel_service_config_default("orders");
+ *   cfg.listen = "127.0.0.1:8080";
+ *   keel_service_init(&svc, &loop, &cfg, &msg);
+ *   keel_service_route(&svc, "GET", "/orders/:id", get_order, app, &msg);
+ *   keel_service_start(&svc, &msg);       // listens; ready from now on
+ *   keel_loop_run(&loop);                  // until SIGTERM/SIGINT and the drain end
+ *
+ * A handler gets a keel_service_req_t: the HTTP request, the route's parameters, and
+ * answers with keel_http_respond*() (now, or later from a callback: async is fine).
+ *
+ * Built in, always:
+ *   GET /health/live   200 while the process runs
+ *   GET /health/ready  200 once started and until the drain starts (and while the service
+ *                      says it is ready: keel_service_set_ready), else 503
+ *   GET /metrics       Prometheus text: per route, requests by status class and a latency
+ *                      histogram (the golden signals: traffic, errors, latency), in-flight
+ *                      requests (saturation)
+ * On SIGTERM or SIGINT (keel_loop_handle_signals): ready turns 503, the service's
+ * on_drain runs (deregister here: callers stop picking this instance), new connections
+ * are refused, requests in flight finish within drain_timeout_ms, then the loop stops.
+ */
+
+#define KEEL_SERVICE_NAME_BYTES_MAX 64u
+
+typedef struct keel_service keel_service_t;
+
+typedef struct keel_service_req {
+    keel_http_req_t *http; /* answer with keel_http_respond*(req->http, ...) */
+    keel_service_t *svc;
+    keel_route_match_t route; /* params: route.params[0..route.n) */
+} keel_service_req_t;
+
+typedef void (*keel_service_handler_fn)(keel_service_req_t *req, void *data);
+
+typedef struct keel_service_config {
+    const char *name;   /* the service's name (metrics label, registry name) */
+    const char *listen; /* host:port, port 0 for any */
+    keel_ms_t drain_timeout_ms;
+    keel_http_server_config_t http; /* limits and timeouts */
+    /* Called once the drain starts (before new connections are refused), e.g. to
+     * deregister; may be NULL. */
+    void (*on_drain)(keel_service_t *svc, void *data);
+    void *on_drain_data;
+} keel_service_config_t;
+
+/* One route's metrics. */
+typedef struct keel_service_route {
+    keel_service_handler_fn fn;
+    void *data;
+    keel_counter_t *by_class[6]; /* [2] 2xx ... [5] 5xx */
+    keel_histogram_t *latency;
+} keel_service_route_t;
+
+struct keel_service {
+    keel_service_config_t cfg;
+    char name[KEEL_SERVICE_NAME_BYTES_MAX];
+    keel_loop_t *loop;
+    keel_http_server_t http;
+    keel_router_t router;
+    keel_service_route_t *routes; /* by router position */
+    size_t routes_n, routes_cap;
+    keel_metrics_t *metrics;
+    keel_gauge_t *inflight;
+    bool started, draining, app_ready, stopped;
+};
+
+keel_service_config_t keel_service_config_default(const char *name);
+int keel_service_init(keel_service_t *s, keel_loop_t *loop, const keel_service_config_t *cfg,
+                      keel_errmsg_t *msg);
+/* A route: method ("GET", ..., or "*"), pattern (proto/router.h). Before start. */
+int keel_service_route(keel_service_t *s, const char *method, const char *pattern,
+                       keel_service_handler_fn fn, void *data, keel_errmsg_t *msg);
+/* Listens, registers the drain on the loop's shutdown hooks and turns ready. */
+int keel_service_start(keel_service_t *s, keel_errmsg_t *msg);
+int keel_service_port(keel_service_t *s);
+/* The service's own readiness (e.g. false while a dependency is down). Default true. */
+void keel_service_set_ready(keel_service_t *s, bool ready);
+/* Starts the drain now (what SIGTERM does). */
+void keel_service_drain(keel_service_t *s);
+/* After the loop ended. */
+void keel_service_free(keel_service_t *s);
+
+/* Answers req with a JSON body (application/json); the json is not consumed. */
+int keel_service_respond_json(keel_service_req_t *req, int status, const json_t *json);
+
+#endif
