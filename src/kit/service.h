@@ -6,6 +6,7 @@
 #include "base/err.h"
 #include "base/ktime.h"
 #include "base/metrics.h"
+#include "client/client.h"
 #include "proto/router.h"
 #include "runtime/http_server.h"
 #include "runtime/loop.h"
@@ -57,11 +58,22 @@ typedef struct keel_service_config {
     const char *listen; /* host:port, port 0 for any */
     keel_ms_t drain_timeout_ms;
     keel_http_server_config_t http; /* limits and timeouts */
-    /* Called once the drain starts (before new connections are refused), e.g. to
-     * deregister; may be NULL. */
+    /* Called once the drain starts (before new connections are refused); may be NULL. */
     void (*on_drain)(keel_service_t *svc, void *data);
     void *on_drain_data;
+    /* Registration in keel server's registry (docs/registry.md); registry NULL: none.
+     * The instance is registered once listening, kept alive by a heartbeat every ttl_ms / 3
+     * (registered again if the registry forgot it), and deregistered first thing in the
+     * drain, before the listener closes: callers stop picking it while it still answers. */
+    const char *registry;         /* "host:port,host:port": keel server client addresses */
+    const char *instance_id;      /* default "<name>-<host>-<port>" */
+    const char *advertise;        /* the address callers use; default the listen host */
+    keel_ms_t ttl_ms;             /* default 5000 */
+    keel_ms_t deregister_wait_ms; /* the drain waits this long for DEREGISTER; default 2000 */
 } keel_service_config_t;
+
+#define KEEL_SERVICE_REGISTRY_SEEDS_MAX KEEL_CLIENT_SEEDS_MAX
+#define KEEL_SERVICE_ID_BYTES_MAX 160u
 
 /* One route's metrics. */
 typedef struct keel_service_route {
@@ -82,6 +94,14 @@ struct keel_service {
     keel_metrics_t *metrics;
     keel_gauge_t *inflight;
     bool started, draining, app_ready, stopped;
+    /* registration */
+    keel_client_t *reg;     /* NULL without a registry */
+    keel_timer_t reg_timer; /* heartbeats, then the drain's wait for DEREGISTER */
+    bool reg_timer_on, registered, reg_pending, shutdown_started;
+    char instance_id[KEEL_SERVICE_ID_BYTES_MAX];
+    char advertise[64];
+    char seeds_text[512];
+    keel_counter_t *m_heartbeat_failures;
 };
 
 keel_service_config_t keel_service_config_default(const char *name);
@@ -99,6 +119,10 @@ void keel_service_set_ready(keel_service_t *s, bool ready);
 void keel_service_drain(keel_service_t *s);
 /* After the loop ended. */
 void keel_service_free(keel_service_t *s);
+
+/* Whether the registry has acknowledged this instance's registration (and it has not been
+ * deregistered since). */
+bool keel_service_registered(const keel_service_t *s);
 
 /* Answers req with a JSON body (application/json); the json is not consumed. */
 int keel_service_respond_json(keel_service_req_t *req, int status, const json_t *json);

@@ -9,6 +9,7 @@ import threading
 import time
 
 from conftest import binary, free_port, wait_port  # noqa: F401
+from keelcluster import make_cluster  # noqa: F401 (fixture)
 
 
 def start(procs):
@@ -84,3 +85,43 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits(procs):
     assert p.wait(10) == 0
     assert refused, "a connection made during the drain was served"
     assert time.monotonic() - t0 >= 1.0  # it waited for the request, not killed it
+
+
+def instances(node, passing=False):
+    """The ids of service notes's instances in the registry (KEEL.REG INSTANCES)."""
+    args = ["KEEL.REG", "INSTANCES", "notes"] + (["PASSING"] if passing else [])
+    reply = node.client().execute_command(*args)
+    return sorted(inst[1].decode() for inst in reply[1])
+
+
+def test_the_service_registers_heartbeats_and_deregisters_before_it_stops(make_cluster, procs):
+    from conftest import wait_until
+
+    node = make_cluster(1).nodes[0]
+    reg = f"127.0.0.1:{node.client_port}"
+    ports = [free_port(), free_port()]
+    a = procs.start([binary("keel-example-notes"), "--listen", f"127.0.0.1:{ports[0]}",
+                     "--registry", reg, "--ttl", "2000", "--id", "notes-a"])
+    b = procs.start([binary("keel-example-notes"), "--listen", f"127.0.0.1:{ports[1]}",
+                     "--registry", reg, "--ttl", "2000", "--id", "notes-b"])
+    for p in (a, b):
+        p.read_line(r"listening on port")
+    wait_until(lambda: instances(node, passing=True) == ["notes-a", "notes-b"], 5)
+    time.sleep(3)  # past the TTL: the heartbeats keep both
+    assert instances(node, passing=True) == ["notes-a", "notes-b"]
+    # SIGTERM: deregistered while it still answers (the drain waits for a request in flight)
+    done = {}
+    t = threading.Thread(target=lambda: done.setdefault("r", call(ports[1], "GET", "/slow/1500")))
+    t.start()
+    time.sleep(0.3)
+    b.signal(signal.SIGTERM)
+    wait_until(lambda: instances(node) == ["notes-a"], 1.0)
+    assert b.alive(), "deregistration comes before the process ends"
+    t.join(10)
+    assert done["r"][0] == 200 and b.wait(10) == 0
+    # SIGKILL: no deregistration; gone from PASSING answers within 2x the TTL
+    a.may_exit = True
+    a.kill()
+    t0 = time.monotonic()
+    wait_until(lambda: instances(node, passing=True) == [], 4.5)
+    assert time.monotonic() - t0 <= 4.5

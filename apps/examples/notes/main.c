@@ -1,7 +1,7 @@
 /* notes - an example service on the keel service kit: a small HTTP API of notes kept in
  * memory. The template the shop's services start from (docs/kit.md).
  *
- *   keel-example-notes [--listen host:port]
+ *   keel-example-notes [--listen host:port] [--registry host:port,...] [--ttl ms] [--id id]
  *
  *   PUT    /notes/:id     the body becomes note id          204
  *   GET    /notes/:id     {"id": ..., "text": ...}          200, or 404
@@ -9,7 +9,9 @@
  *   GET    /notes         {"count": n}
  *   GET    /slow/:ms      answers after ms milliseconds (an async handler: the drain test)
  *   plus the kit's /health/live, /health/ready and /metrics.
- * SIGTERM: ready turns 503, requests in flight finish, then it exits 0.
+ * With --registry it registers in keel server's registry as service "notes" (TTL --ttl ms,
+ * default 5000), heartbeats, and deregisters first thing on SIGTERM. SIGTERM: ready turns
+ * 503, it deregisters, the listener closes, requests in flight finish, then it exits 0.
  */
 #include "base/map.h"
 #include "base/num.h"
@@ -138,12 +140,22 @@ static void slow(keel_service_req_t *r, void *data)
 
 int main(int argc, char **argv)
 {
-    const char *listen = "127.0.0.1:8080";
+    const char *listen = "127.0.0.1:8080", *registry = NULL, *id = NULL;
+    int64_t ttl = 5000;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
             listen = argv[++i];
+        } else if (strcmp(argv[i], "--registry") == 0 && i + 1 < argc) {
+            registry = argv[++i];
+        } else if (strcmp(argv[i], "--id") == 0 && i + 1 < argc) {
+            id = argv[++i];
+        } else if (strcmp(argv[i], "--ttl") == 0 && i + 1 < argc &&
+                   keel_parse_i64((const uint8_t *)argv[i + 1], strlen(argv[i + 1]), &ttl) == 0 &&
+                   ttl >= 100) {
+            i++;
         } else {
-            fprintf(stderr, "usage: keel-example-notes [--listen host:port]\n");
+            fprintf(stderr, "usage: keel-example-notes [--listen host:port] "
+                            "[--registry host:port,...] [--ttl ms (>= 100)] [--id id]\n");
             return 2;
         }
     }
@@ -156,6 +168,9 @@ int main(int argc, char **argv)
     keel_service_t svc;
     keel_service_config_t cfg = keel_service_config_default("notes");
     cfg.listen = listen;
+    cfg.registry = registry;
+    cfg.instance_id = id;
+    cfg.ttl_ms = (keel_ms_t)ttl;
     keel_errmsg_t msg = {{0}};
     int rc = keel_service_init(&svc, &loop, &cfg, &msg);
     const struct {
