@@ -35,7 +35,8 @@
  * all the waiters that asked for it. So a change costs one comparison per watched service and
  * one JSON rendering per filter, not one query per watcher. A waiter whose wait ends is
  * answered with the same index (a tick every REG_WAIT_TICK_MS looks for them); one whose
- * client goes away leaves its list at once.
+ * client goes away leaves its list at once. KEEL.REG WAIT (the same over RESP, below) waits
+ * on the same lists, its answer rendered as KEEL.REG INSTANCES by core/kv.
  */
 #define REG_WAIT_MS_DEFAULT (5u * 60u * 1000u)    /* Consul's default wait */
 #define REG_WAIT_MS_MAX (10u * 60u * 1000u)       /* Consul's cap; longer asks are cut */
