@@ -9,6 +9,8 @@
                                                  WATCH_HTTP; one registration through
                                                  WRITE_HTTP; the time until the first and the
                                                  last watcher has its answer
+  registry.py removal WRITE_HTTP READ_HTTP RUNS  a 2 s TTL instance stops heartbeating: the
+                                                 time until ?passing on READ_HTTP drops it
   registry.py etcd_regs   ETCD_PORT N          the anchor: lease grant + put per registration
                                                  on etcd's JSON gateway, 16 connections
   registry.py etcd_fanout WATCH WRITE W          W watch streams (/v3/watch) on a prefix; one
@@ -153,6 +155,38 @@ def fanout(watch_port, write_port, w):
           f"({woke:.0f} wake-up of the wait list)")
 
 
+def removal(write_port, read_port, runs):
+    """An instance with a 2 s TTL heartbeats, then stops (as a SIGKILLed one would): the time
+    from its last heartbeat until ?passing on another node no longer lists it."""
+    c = http.client.HTTPConnection("127.0.0.1", write_port, timeout=30)
+    r = http.client.HTTPConnection("127.0.0.1", read_port, timeout=30)
+    took = []
+    for k in range(runs):
+        iid = f"dead-{time.time_ns()}"
+        st, _ = put(c, "/v1/agent/service/register",
+                    {"Name": "dead", "ID": iid, "Port": 1,
+                     "Check": {"TTL": "2s", "Status": "passing"}})
+        assert st == 200, st
+        for _ in range(3):
+            time.sleep(0.3)
+            st, _ = put(c, f"/v1/agent/check/pass/service:{iid}", {})
+            assert st == 200, st
+        last = time.monotonic()
+        while time.monotonic() - last < 10:
+            r.request("GET", "/v1/health/service/dead?passing")
+            body = r.getresponse().read()
+            if iid.encode() not in body:
+                took.append(time.monotonic() - last)
+                break
+            time.sleep(0.02)
+        else:
+            print(f"{iid} still listed 10 s after its last heartbeat")
+            sys.exit(1)
+    took.sort()
+    print(f"a stopped instance (TTL 2 s) left ?passing on a follower after "
+          f"{', '.join(f'{t:.2f}' for t in took)} s ({runs} runs; bound 2x TTL = 4 s)")
+
+
 # ---- the anchor: the same workload on etcd's leases (its JSON gateway) ----------------------
 
 def b64(x):
@@ -253,6 +287,8 @@ if __name__ == "__main__":
         regs(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
     elif len(sys.argv) == 5 and sys.argv[1] == "fanout":
         fanout(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    elif len(sys.argv) == 5 and sys.argv[1] == "removal":
+        removal(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
     elif len(sys.argv) == 4 and sys.argv[1] == "etcd_regs":
         etcd_regs(int(sys.argv[2]), int(sys.argv[3]))
     elif len(sys.argv) == 5 and sys.argv[1] == "etcd_fanout":

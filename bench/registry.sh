@@ -2,7 +2,8 @@
 # bench/registry.sh - the service registry (docs/registry.md) on a 3-node cluster:
 # registrations/s (KEEL.REG over RESP, Consul-shaped HTTP) and the time for one change to
 # reach REG_WATCHERS (default 1000; REG_WATCHERS_BIG, default 10000, too) blocked watchers,
-# on the leader and on a follower; then the same workload on a 3-member etcd (a lease grant
+# on the leader and on a follower, and how long a stopped 2 s TTL instance stays in ?passing;
+# then the same workload on a 3-member etcd (a lease grant
 # and a put per registration; watch streams on a prefix) as the anchor, with the ratios.
 # Each part is bounded in time (bench/registry.py). REG_ETCD=0 skips etcd.
 set -u
@@ -42,6 +43,8 @@ for w in "$W" "$WBIG"; do
   echo "-- one change (written on the leader) to $w blocked watchers on a follower"
   py fanout "$fh" "$lh" "$w" || rc=1
 done
+echo "-- dead-instance removal: TTL 2 s, heartbeats stop, ?passing read on a follower"
+py removal "$lh" "$fh" 3 || rc=1
 "$KEEL" down --dir "$tmp/k3" >/dev/null 2>&1
 [ "${REG_ETCD:-1}" = 1 ] && command -v etcd >/dev/null || exit $rc
 
