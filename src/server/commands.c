@@ -504,7 +504,7 @@ static const keel_resp_command_t connection_commands[] = {
      .summary = "A feed of every change under a prefix"},
     {"keel.reg", -2, NOMULTI, keel__srv_cmd_reg,
      .summary = "Service registry: REGISTER, DEREGISTER, PASS, WARN, FAIL, HEARTBEAT, SERVICES, "
-                "INSTANCES, GET, INDEX"},
+                "INSTANCES, GET, INDEX, WAIT"},
 };
 #undef FAST
 #undef SUBSCRIBED

@@ -13,19 +13,29 @@
  * KEEL.REG.WRITE (through the Raft log, like SET) or KEEL.REG.READ (ReadIndex from any
  * node, or this node's state under KEEL.READS stale, like GET), in the connection's order.
  * A read waits behind the connection's writes rather than going through the log: its reply
- * can be as large as a service's instances.
+ * can be as large as a service's instances. KEEL.REG WAIT, the blocking query, is the front
+ * end's own (registry_http.c's wait lists, shared with the HTTP API).
  */
 int keel__srv_cmd_reg(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
 {
     server_t *s = keel__srv_of(c);
     const keel_resp_command_t *row = keel_resp_client_command(c);
     cmd_stats_t *st = row ? row->data : NULL;
+    if (keel__srv_arg_is(&argv[1], "wait")) {
+        client_state_t *cs = keel__srv_state(c);
+        if (cs == NULL)
+            return keel__srv_oom(c);
+        if (cs->inflight > 0 || cs->held_head != NULL) /* it answers from the state now */
+            return keel__srv_error(c, "ERR KEEL.REG WAIT must not follow commands still "
+                                      "running on this connection: wait for their replies");
+        return keel__srv_reg_wait(c, argc, argv, cs->stale_reads);
+    }
     unsigned kind = keel_kv_registry_kind(argv[1].ptr, argv[1].len);
     if (kind == 0) {
         if (st)
             keel_counter_inc(st->errors);
         return keel__srv_error(c, "ERR unknown KEEL.REG subcommand: REGISTER, DEREGISTER, PASS, "
-                                  "WARN, FAIL, HEARTBEAT, SERVICES, INSTANCES, GET, INDEX");
+                                  "WARN, FAIL, HEARTBEAT, SERVICES, INSTANCES, GET, INDEX, WAIT");
     }
     if (keel__srv_ensure_argv(s, argc) != 0)
         return keel__srv_oom(c);

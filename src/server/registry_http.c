@@ -4,7 +4,9 @@
 
 #include "base/map.h"
 #include "core/registry.h"
+#include "base/num.h"
 #include "proto/reg_json.h"
+#include "proto/resp.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -33,7 +35,8 @@
  * all the waiters that asked for it. So a change costs one comparison per watched service and
  * one JSON rendering per filter, not one query per watcher. A waiter whose wait ends is
  * answered with the same index (a tick every REG_WAIT_TICK_MS looks for them); one whose
- * client goes away leaves its list at once.
+ * client goes away leaves its list at once. KEEL.REG WAIT (the same over RESP, below) waits
+ * on the same lists, its answer rendered as KEEL.REG INSTANCES by core/kv.
  */
 #define REG_WAIT_MS_DEFAULT (5u * 60u * 1000u)    /* Consul's default wait */
 #define REG_WAIT_MS_MAX (10u * 60u * 1000u)       /* Consul's cap; longer asks are cut */
@@ -41,7 +44,7 @@
 #define REG_WAIT_TICK_MS 100u                     /* a wait ends at most this late */
 #define REG_NAME_BYTES_MAX 512u                   /* a decoded path segment or tag */
 
-enum { HQ_HEALTH, HQ_CATALOG, HQ_REGISTER, HQ_DEREGISTER, HQ_CHECK };
+enum { HQ_HEALTH, HQ_CATALOG, HQ_REGISTER, HQ_DEREGISTER, HQ_CHECK, HQ_RESP };
 
 typedef struct waitlist {
     keel_list_t waiters; /* hq_t.link */
@@ -57,7 +60,8 @@ typedef struct hq {
     keel_list_t all;  /* in reg_http.all (the tick's walk) */
     waitlist_t *list;
     server_t *s;
-    keel_http_req_t *req;
+    keel_http_req_t *req;       /* an HTTP query, or */
+    keel_resp_deferred_t *slot; /* KEEL.REG WAIT's reply (HQ_RESP), a barrier slot */
     int kind;
     int has_index, passing, has_tag;
     uint64_t index;
@@ -114,6 +118,17 @@ static void respond_error(keel_http_req_t *req, int status, const char *text)
         keel_http_respond_error(req, status, "out of memory");
     free(body);
     json_decref(j);
+}
+
+/* An error for either kind of query: HTTP status and JSON, or a RESP error. */
+static void q_error(const hq_t *q, int status, const char *text)
+{
+    if (q->slot == NULL) {
+        respond_error(q->req, status, text);
+        return;
+    }
+    keel_buf_t *out = keel_resp_deferred_out(q->slot);
+    keel_resp_deferred_done(q->slot, keel_resp_write_errorf(out, "ERR keel: %s", text));
 }
 
 /* A JSON string of arbitrary bytes: non-UTF-8 bytes become '?', so the answer stays JSON. */
@@ -258,10 +273,36 @@ static char *render_catalog(server_t *s)
     return text;
 }
 
+/* KEEL.REG WAIT's answer: what KEEL.REG INSTANCES answers, read from this node's store as
+ * a stale read is (conn.c's read_stale), into out. */
+static int render_resp(server_t *s, const hq_t *q, keel_buf_t *out)
+{
+    static const char cmd[] = "KEEL.REG.READ", sub[] = "INSTANCES";
+    const uint8_t *argv[6] = {(const uint8_t *)cmd, (const uint8_t *)sub, (const uint8_t *)q->name};
+    size_t lens[6] = {sizeof(cmd) - 1, sizeof(sub) - 1, q->name_len};
+    int argc = 3;
+    if (q->passing) {
+        argv[argc] = (const uint8_t *)"PASSING";
+        lens[argc++] = 7;
+    }
+    if (q->has_tag) {
+        argv[argc] = (const uint8_t *)"TAG";
+        lens[argc++] = 3;
+        argv[argc] = (const uint8_t *)q->tag;
+        lens[argc++] = q->tag_len;
+    }
+    return keel_kv_read_at(&s->kv.kv, now_ms(s), argc, argv, lens, out);
+}
+
 /* Answers a read now from this node's registry (and frees q). */
 static void answer_read(hq_t *q)
 {
     server_t *s = q->s;
+    if (q->slot != NULL) {
+        keel_resp_deferred_done(q->slot, render_resp(s, q, keel_resp_deferred_out(q->slot)));
+        hq_free(q);
+        return;
+    }
     uint64_t ix = current_index(s, q->name, q->name_len, q->kind == HQ_CATALOG);
     char *body = q->kind == HQ_CATALOG ? render_catalog(s) : render_health(s, q);
     if (body)
@@ -270,6 +311,12 @@ static void answer_read(hq_t *q)
         respond_error(q->req, 500, "cannot render the answer");
     free(body);
     hq_free(q);
+}
+
+/* Waiters gone before their answer: an HTTP client that left, a RESP slot orphaned. */
+static int q_gone(const hq_t *q)
+{
+    return q->slot ? keel_resp_deferred_orphaned(q->slot) : keel_http_req_gone(q->req);
 }
 
 /* ---- wait lists --------------------------------------------------------------------------- */
@@ -285,7 +332,8 @@ static void unblock(reg_http_t *rh, hq_t *q)
     q->list = NULL;
     l->n--;
     rh->waiters_n--;
-    keel_http_req_on_gone(q->req, NULL, NULL);
+    if (q->req)
+        keel_http_req_on_gone(q->req, NULL, NULL);
     if (l->n == 0) {
         if (l->catalog) {
             rh->catalog = NULL;
@@ -311,12 +359,38 @@ static void wake_list(reg_http_t *rh, waitlist_t *l)
     server_t *s = rh->s;
     uint64_t ix = current_index(s, l->name, l->name_len, l->catalog);
     char *shared[2] = {NULL, NULL};
+    keel_buf_t resp[2]; /* KEEL.REG WAIT's shared answers */
+    int resp_ok[2] = {-1, -1};
+    keel_buf_init(&resp[0], 0);
+    keel_buf_init(&resp[1], 0);
     if (rh->m_wakeups)
         keel_counter_inc(rh->m_wakeups);
     while (!keel_list_empty(&l->waiters)) {
         hq_t *q = KEEL_LIST_ENTRY(keel_list_first(&l->waiters), hq_t, link);
         int last = l->n == 1;
         unblock(rh, q); /* frees l with the last waiter */
+        if (rh->m_woken)
+            keel_counter_inc(rh->m_woken);
+        if (q->slot != NULL && !q->has_tag) {
+            if (resp_ok[q->passing] < 0)
+                resp_ok[q->passing] = render_resp(s, q, &resp[q->passing]);
+            keel_buf_t *b = &resp[q->passing];
+            int rc = resp_ok[q->passing];
+            if (rc == 0)
+                rc = keel_buf_append(keel_resp_deferred_out(q->slot), keel_buf_rptr(b),
+                                     keel_buf_unread(b));
+            keel_resp_deferred_done(q->slot, rc);
+            hq_free(q);
+            if (last)
+                break;
+            continue;
+        }
+        if (q->slot != NULL) {
+            answer_read(q);
+            if (last)
+                break;
+            continue;
+        }
         char *body, *own = NULL;
         if (q->kind == HQ_CATALOG) {
             if (shared[0] == NULL)
@@ -333,8 +407,6 @@ static void wake_list(reg_http_t *rh, waitlist_t *l)
             respond(q->req, 200, body, strlen(body), 1, ix);
         else
             respond_error(q->req, 500, "cannot render the answer");
-        if (rh->m_woken)
-            keel_counter_inc(rh->m_woken);
         free(own);
         hq_free(q);
         if (last)
@@ -342,6 +414,8 @@ static void wake_list(reg_http_t *rh, waitlist_t *l)
     }
     free(shared[0]);
     free(shared[1]);
+    keel_buf_free(&resp[0]);
+    keel_buf_free(&resp[1]);
 }
 
 static void on_gone(keel_http_req_t *req, void *data)
@@ -357,7 +431,7 @@ static void on_gone(keel_http_req_t *req, void *data)
 static void block(reg_http_t *rh, hq_t *q, uint64_t ix)
 {
     server_t *s = rh->s;
-    if (keel_http_req_gone(q->req)) { /* left during the read round: no hook would fire */
+    if (q_gone(q)) { /* left during the read round: no hook would fire */
         answer_read(q);
         return;
     }
@@ -366,7 +440,7 @@ static void block(reg_http_t *rh, hq_t *q, uint64_t ix)
         snprintf(text, sizeof(text),
                  "too many blocked queries on this node (watchers_max %u); retry without index",
                  REG_WAITERS_MAX);
-        respond_error(q->req, 429, text);
+        q_error(q, 429, text);
         hq_free(q);
         return;
     }
@@ -384,7 +458,7 @@ static void block(reg_http_t *rh, hq_t *q, uint64_t ix)
         if (l == NULL ||
             (!catalog && keel_map_put(&rh->lists, q->name, q->name_len, l, NULL) < 0)) {
             free(l);
-            respond_error(q->req, 503, "out of memory for the wait list");
+            q_error(q, 503, "out of memory for the wait list");
             hq_free(q);
             return;
         }
@@ -402,7 +476,8 @@ static void block(reg_http_t *rh, hq_t *q, uint64_t ix)
     rh->waiters_n++;
     q->list = l;
     q->deadline_ms = keel_loop_now_ms(&s->loop) + q->wait_ms;
-    keel_http_req_on_gone(q->req, on_gone, q);
+    if (q->req)
+        keel_http_req_on_gone(q->req, on_gone, q);
     if (!rh->tick_on && rh->tick_inited) {
         keel_timer_start(&rh->tick, REG_WAIT_TICK_MS, REG_WAIT_TICK_MS, tick_fn, rh);
         rh->tick_on = 1;
@@ -418,7 +493,7 @@ static void tick_fn(keel_timer_t *t, void *data)
     KEEL_LIST_FOREACH_SAFE(it, tmp, &rh->all)
     {
         hq_t *q = KEEL_LIST_ENTRY(it, hq_t, all);
-        if (q->deadline_ms > now)
+        if (q->deadline_ms > now && !(q->slot && keel_resp_deferred_orphaned(q->slot)))
             continue;
         unblock(rh, q); /* tmp is another waiter: still linked */
         if (rh->m_timeouts)
@@ -589,7 +664,7 @@ static void on_read_done(void *ctx, int status, const uint8_t *reply, size_t len
         char text[160];
         snprintf(text, sizeof(text), "no linearizable read: %s; retry, or ask with ?stale",
                  status ? keel_strerror(status) : "refused");
-        respond_error(q->req, status == KEEL_ETIMEDOUT ? 504 : 503, text);
+        q_error(q, status == KEEL_ETIMEDOUT ? 504 : 503, text);
         hq_free(q);
         return;
     }
@@ -600,7 +675,7 @@ static void start_read(hq_t *q, int stale)
 {
     server_t *s = q->s;
     if (s->node == NULL || s->reg_http->closing) {
-        respond_error(q->req, 503, "server shutting down");
+        q_error(q, 503, "server shutting down");
         hq_free(q);
         return;
     }
@@ -652,6 +727,60 @@ static void http_catalog_services(keel_http_req_t *req, void *data)
         return;
     }
     start_read(q, stale);
+}
+
+/*
+ * KEEL.REG WAIT service index timeout_ms [PASSING] [TAG tag]: the blocking query over RESP,
+ * on the same wait lists. Answers what KEEL.REG INSTANCES answers once the service's index
+ * is not `index` (at once if it already is not), or when timeout_ms ends (the same index).
+ * Its reply slot is a barrier: the connection's later commands wait, as behind Redis's
+ * BLPOP. The read round is linearizable unless the connection asked KEEL.READS stale.
+ */
+int keel__srv_reg_wait(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv, int stale)
+{
+    server_t *s = keel__srv_of(c);
+    int64_t ix, ms;
+    int passing = 0;
+    size_t tag = 0;
+    int ok = argc >= 5 && argv[2].len > 0 && argv[2].len <= REG_NAME_BYTES_MAX &&
+             keel_parse_i64(argv[3].ptr, argv[3].len, &ix) == 0 && ix >= 0 &&
+             keel_parse_i64(argv[4].ptr, argv[4].len, &ms) == 0 && ms >= 0;
+    for (size_t i = 5; ok && i < argc; i++) {
+        if (keel__srv_arg_is(&argv[i], "passing"))
+            passing = 1;
+        else if (keel__srv_arg_is(&argv[i], "tag") && i + 1 < argc &&
+                 argv[i + 1].len <= REG_NAME_BYTES_MAX)
+            tag = ++i;
+        else
+            ok = 0;
+    }
+    if (!ok)
+        return keel__srv_error(
+            c, "ERR syntax error: KEEL.REG WAIT service index timeout_ms [PASSING] [TAG tag]");
+    hq_t *q = calloc(1, sizeof(*q));
+    keel_resp_deferred_t *slot = q ? keel_resp_client_defer_barrier(c) : NULL;
+    if (slot == NULL) {
+        free(q);
+        return keel__srv_oom(c);
+    }
+    keel_list_init(&q->link);
+    keel_list_init(&q->all);
+    q->s = s;
+    q->slot = slot;
+    q->kind = HQ_RESP;
+    q->has_index = 1;
+    q->index = (uint64_t)ix;
+    q->wait_ms = (uint64_t)ms > REG_WAIT_MS_MAX ? REG_WAIT_MS_MAX : (uint64_t)ms;
+    q->passing = passing;
+    memcpy(q->name, argv[2].ptr, argv[2].len);
+    q->name_len = argv[2].len;
+    if (tag) {
+        memcpy(q->tag, argv[tag].ptr, argv[tag].len);
+        q->tag_len = argv[tag].len;
+        q->has_tag = 1;
+    }
+    start_read(q, stale);
+    return 0;
 }
 
 /* ---- writes ------------------------------------------------------------------------------- */

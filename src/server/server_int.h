@@ -238,5 +238,7 @@ size_t keel__srv_reg_routes(server_t *s, keel_http_route_t *out);
 int keel__srv_reg_http_start(server_t *s);
 void keel__srv_reg_on_applied(server_t *s);
 void keel__srv_reg_http_free(server_t *s);
+/* KEEL.REG WAIT service index timeout_ms [PASSING] [TAG tag] (registry_http.c's wait lists) */
+int keel__srv_reg_wait(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv, int stale);
 
 #endif

@@ -382,3 +382,43 @@ def test_a_watcher_that_hangs_up_leaves_its_wait_list(make_cluster):
         assert chunk, got
         got += chunk
     socks[2].close()
+
+
+def test_keel_reg_wait_blocks_over_resp_until_the_service_changes(make_cluster):
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    f = cl.followers(leader)[0].client()
+    w = leader.client()
+    ix = f.execute_command("KEEL.REG", "REGISTER", "q", "q-1", "h", "1")
+    sindex = f.execute_command("KEEL.REG", "INDEX", "q")
+    # an index that already moved answers at once, as INSTANCES would
+    t0 = time.monotonic()
+    got = f.execute_command("KEEL.REG", "WAIT", "q", sindex - 1, 10000)
+    assert got[0] == sindex and len(got[1]) == 1 and time.monotonic() - t0 < 1.0
+    # the wait ends with the same index
+    t0 = time.monotonic()
+    got = f.execute_command("KEEL.REG", "WAIT", "q", sindex, 800)
+    took = time.monotonic() - t0
+    assert got[0] == sindex and 0.7 < took < 3.0, took
+    # a change through another node wakes it early; its filters apply
+    t = threading.Timer(0.4, lambda: w.execute_command("KEEL.REG", "REGISTER", "q", "q-2", "h",
+                                                       "2", "STATUS", "critical"))
+    t.start()
+    t0 = time.monotonic()
+    got = f.execute_command("KEEL.REG", "WAIT", "q", sindex, 10000, "PASSING")
+    took = time.monotonic() - t0
+    t.join()
+    assert got[0] > sindex and 0.2 < took < 3.0, took
+    assert [dict(zip(i[::2], i[1::2]))[b"id"] for i in got[1]] == [b"q-1"]
+    # a pipeline waits behind it (the reply slot is a barrier), in order
+    p = f.pipeline(transaction=False)
+    p.execute_command("KEEL.REG", "WAIT", "q", got[0], 300)
+    p.execute_command("KEEL.REG", "INDEX", "q")
+    r = p.execute()
+    assert r[0][0] == got[0] and r[1] == got[0]
+    try:
+        f.execute_command("KEEL.REG", "WAIT", "q", "x", 10)
+        raise AssertionError("a malformed WAIT was accepted")
+    except redis.ResponseError as e:
+        assert "KEEL.REG WAIT service index timeout_ms" in str(e)
+    assert ix > 0
