@@ -1545,6 +1545,10 @@ static void x_complete(keel__dconn_t *d)
     d->state = KEEL__D_HEAD;
     d->active_ms = now_ms(p);
     d->scan = 0;
+    if (keel_buf_unread(&d->in) == 0 && d->in.cap > KEEL_PROXY_IDLE_BUFFER_BYTES_MAX)
+        keel_buf_free(&d->in); /* keeps its limit; the next read allocates again */
+    if (keel_buf_unread(&d->out) == 0 && d->out.cap > KEEL_PROXY_IDLE_BUFFER_BYTES_MAX)
+        keel_buf_free(&d->out); /* unsent output lives in write requests, not here */
     d_arm(d);
     /* pipelined bytes: parse them now, unless we are inside d_process already (it loops) */
     if (!d->processing)

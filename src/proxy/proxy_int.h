@@ -28,6 +28,10 @@
 #define KEEL_PROXY_READ_BYTES 65536u
 /* Beyond the head limit, the unparsed input one client connection may hold (pipelined bytes). */
 #define KEEL_PROXY_PIPELINE_BYTES_MAX 65536u
+/* A client connection waiting for its next request keeps at most this much buffer memory; more
+ * (the read buffer, a large response's staging) is released, so idle keep-alive connections
+ * cost little (nginx frees its buffers between requests too). */
+#define KEEL_PROXY_IDLE_BUFFER_BYTES_MAX 4096u
 /* The housekeeping tick: idle pooled connections, outlier ticks, breaker gauges. */
 #define KEEL_PROXY_SWEEP_MS 100
 /* The access log keeps this much of a request's method and target (longer ones are cut). */
