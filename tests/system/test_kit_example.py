@@ -125,3 +125,28 @@ def test_the_service_registers_heartbeats_and_deregisters_before_it_stops(make_c
     t0 = time.monotonic()
     wait_until(lambda: instances(node, passing=True) == [], 4.5)
     assert time.monotonic() - t0 <= 4.5
+
+
+def test_discovery_follows_changes_and_keeps_the_last_list_through_a_registry_outage(
+        make_cluster, procs):
+    node = make_cluster(1).nodes[0]
+    c = node.client()
+    c.execute_command("KEEL.REG", "REGISTER", "shop", "s1", "10.0.0.1", "8001")
+    d = procs.start([binary("keel-discover"), "--registry", f"127.0.0.1:{node.client_port}", "shop"])
+    assert d.read_line(r"^index \d+: (.*)$").group(1) == "s1@10.0.0.1:8001"
+    c.execute_command("KEEL.REG", "REGISTER", "shop", "s2", "10.0.0.2", "8002")
+    assert d.read_line(r"^index \d+: (.*)$").group(1) == "s1@10.0.0.1:8001 s2@10.0.0.2:8002"
+    c.execute_command("KEEL.REG", "DEREGISTER", "s1")
+    assert d.read_line(r"^index \d+: (.*)$").group(1) == "s2@10.0.0.2:8002"
+    # the registry goes away and comes back: the list is kept meanwhile, so the next line
+    # is the next real change (an emptied list would have printed "index N: -" first)
+    node.kill()
+    time.sleep(1.5)
+    node.start()
+    c = node.client()
+    c.execute_command("KEEL.REG", "REGISTER", "shop", "s3", "10.0.0.3", "8003")
+    line = d.read_line(r"^index \d+: (.*)$", timeout_s=15).group(1)
+    assert line == "s2@10.0.0.2:8002 s3@10.0.0.3:8003", line
+    c.execute_command("KEEL.REG", "DEREGISTER", "s2")
+    c.execute_command("KEEL.REG", "DEREGISTER", "s3")
+    assert d.read_line(r"^index \d+: (.*)$").group(1) in ("s3@10.0.0.3:8003", "-")
