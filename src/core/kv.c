@@ -145,7 +145,7 @@ keel__kv_entry_t *keel__kv_entry_new(const void *key, size_t key_len, uint64_t h
                                      size_t val_len, size_t val_cap)
 {
     assert(val_len <= val_cap && val_cap <= UINT32_MAX && key_len <= UINT32_MAX);
-    keel__kv_entry_t *e = malloc(sizeof(*e) + key_len + val_cap);
+    keel__kv_entry_t *e = malloc(KEEL__KV_ENTRY_HEADER_BYTES + key_len + val_cap);
     if (e == NULL)
         return NULL;
     e->next = NULL;
@@ -365,7 +365,7 @@ int keel__kv_reserve_value(keel_kv_t *kv, keel__kv_entry_t **link, size_t val_le
     if (grow && val_len < UINT32_MAX / 2)
         ncap = val_len + val_len / 2 + 16;
     assert(ncap <= UINT32_MAX);
-    keel__kv_entry_t *n = realloc(e, sizeof(*e) + e->key_len + ncap);
+    keel__kv_entry_t *n = realloc(e, KEEL__KV_ENTRY_HEADER_BYTES + e->key_len + ncap);
     if (n == NULL) {
         /* Shrinking in place failed: keep the bigger block, it still fits. */
         return val_len <= cap ? 0 : KEEL_ENOMEM;

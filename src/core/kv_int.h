@@ -8,6 +8,7 @@
 #include "core/kv.h"
 
 #include <assert.h>
+#include <stddef.h>
 #include <string.h>
 
 /*
@@ -37,6 +38,9 @@ struct keel__kv_entry {
                           value is one pointer to its object (keel__kv_obj), owned */
     uint8_t data[];    /* key_len bytes, then val_cap bytes */
 };
+
+/* An entry's bytes before its key: the type byte is not followed by sizeof's padding. */
+#define KEEL__KV_ENTRY_HEADER_BYTES offsetof(keel__kv_entry_t, data)
 
 /*
  * The typed keyspace. A key holds one type; the string is the entry's own bytes, every
