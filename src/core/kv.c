@@ -82,6 +82,7 @@ void keel_kv_free(keel_kv_t *kv)
     keel__kv_hist_free(kv);
     sub_free(&kv->leases);
     sub_free(&kv->locks);
+    sub_free(&kv->retained);
     free(kv->t[0].buckets);
     kv->t[0] = (keel__kv_table_t){0};
     free(kv->argv);
@@ -536,6 +537,8 @@ void keel__kv_clear_all(keel_kv_t *kv)
         keel__kv_clear(kv->leases);
     if (kv->locks)
         keel__kv_clear(kv->locks);
+    if (kv->retained)
+        keel__kv_clear(kv->retained);
 }
 
 /* ---- deadline index ---------------------------------------------------------- */

@@ -162,8 +162,8 @@ call_t keel__kvc_inner_call(const call_t *c, size_t from)
 }
 /* ---- the table and dispatch --------------------------------------------------- */
 
-/* The longest name in the table (KEEL.EXPIRE.SWEEP). */
-#define CMD_NAME_BYTES_MAX 17u
+/* The longest name in the table (KEEL.XRETAIN.SWEEP). */
+#define CMD_NAME_BYTES_MAX 18u
 #define W KEEL_KV_WRITE
 #define R KEEL_KV_READ
 #define NN CMD_NO_NEST
@@ -260,6 +260,11 @@ static const cmd_t COMMANDS[] = {
      "Return pending entries to their group, redelivered after a delay or a backoff"},
     {"KEEL.XDEADLETTER", "keel.xdeadletter", -4, W, keel__xs_xdeadletter_syntax,
      keel__xs_cmd_xdeadletter, 1, 1, 1, "A group's maximum deliveries and dead-letter stream"},
+    {"KEEL.XRETAIN", "keel.xretain", -3, W, keel__xs_xretain_syntax, keel__xs_cmd_xretain, 1, 1, 1,
+     "A stream's retention by age (the leader trims older entries)"},
+    {"KEEL.XRETAIN.SWEEP", "keel.xretain.sweep", -3, W | NN | CMD_INTERNAL,
+     keel__xs_xretain_sweep_syntax, keel__xs_cmd_xretain_sweep, 0, 0, 0,
+     "Internal: trim streams past their retention (proposed by the leader)"},
 };
 #undef BL
 #undef W

@@ -179,6 +179,8 @@ void keel__kv_attach(keel__kv_entry_t *e, keel__kv_entry_t *l, uint64_t lease_id
 void keel__kv_detach(keel__kv_entry_t *e);
 /* The sub-table *sub, created (empty, kv's config) if absent: 0 or KEEL_ENOMEM. */
 int keel__kv_sub(keel_kv_t *kv, keel_kv_t **sub);
+/* Rebuilds the retention index (kv->retained) from the streams (after a snapshot load). */
+void keel__xs_index_all(keel_kv_t *kv);
 /* Frees every entry of kv and of its sub-tables (counters kept). */
 void keel__kv_clear_all(keel_kv_t *kv);
 
