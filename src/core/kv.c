@@ -83,6 +83,7 @@ void keel_kv_free(keel_kv_t *kv)
     sub_free(&kv->leases);
     sub_free(&kv->locks);
     keel__kv_reg_free(kv);
+    sub_free(&kv->retained);
     free(kv->t[0].buckets);
     kv->t[0] = (keel__kv_table_t){0};
     free(kv->argv);
@@ -146,7 +147,7 @@ keel__kv_entry_t *keel__kv_entry_new(const void *key, size_t key_len, uint64_t h
                                      size_t val_len, size_t val_cap)
 {
     assert(val_len <= val_cap && val_cap <= UINT32_MAX && key_len <= UINT32_MAX);
-    keel__kv_entry_t *e = malloc(sizeof(*e) + key_len + val_cap);
+    keel__kv_entry_t *e = malloc(KEEL__KV_ENTRY_HEADER_BYTES + key_len + val_cap);
     if (e == NULL)
         return NULL;
     e->next = NULL;
@@ -366,7 +367,7 @@ int keel__kv_reserve_value(keel_kv_t *kv, keel__kv_entry_t **link, size_t val_le
     if (grow && val_len < UINT32_MAX / 2)
         ncap = val_len + val_len / 2 + 16;
     assert(ncap <= UINT32_MAX);
-    keel__kv_entry_t *n = realloc(e, sizeof(*e) + e->key_len + ncap);
+    keel__kv_entry_t *n = realloc(e, KEEL__KV_ENTRY_HEADER_BYTES + e->key_len + ncap);
     if (n == NULL) {
         /* Shrinking in place failed: keep the bigger block, it still fits. */
         return val_len <= cap ? 0 : KEEL_ENOMEM;
@@ -537,6 +538,8 @@ void keel__kv_clear_all(keel_kv_t *kv)
         keel__kv_clear(kv->leases);
     if (kv->locks)
         keel__kv_clear(kv->locks);
+    if (kv->retained)
+        keel__kv_clear(kv->retained);
 }
 
 /* ---- deadline index ---------------------------------------------------------- */

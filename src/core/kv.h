@@ -127,6 +127,10 @@ typedef struct keel_kv {
     size_t heap_cap;
     struct keel_kv *leases; /* owned, NULL until the first lease: id -> ttl_ms, deadline */
     struct keel_kv *locks;  /* owned, NULL until the first lock: name -> token, deadline */
+    /* owned, NULL until the first KEEL.XRETAIN: stream key -> its retention deadline (an
+     * index for the leader's sweeps, derived from the streams: not in snapshots, rebuilt on
+     * load; no apply reads it) */
+    struct keel_kv *retained;
     uint64_t lease_id_last; /* the last lease id granted (ids are 1, 2, ...) */
     uint64_t fence_last;    /* the last fencing token handed out (all locks share it) */
     keel__kv_history_t hist;
@@ -330,6 +334,16 @@ int keel_kv_xread_resolve(const keel_kv_t *kv, int argc, const uint8_t *const *a
  */
 int keel_kv_xreadgroup_ready(const keel_kv_t *kv, uint64_t now_ms, int argc,
                              const uint8_t *const *argv, const size_t *lens);
+
+/*
+ * Retention by age (KEEL.XRETAIN): the earliest time a stream's oldest entry reaches its
+ * age, or KEEL_KV_NO_DEADLINE; O(1). Once the leader's clock passes it, it proposes the
+ * entry keel_kv_retention_sweep_encode makes (KEEL.XRETAIN.SWEEP now key...: the streams
+ * due at now, at most KEEL_KV_RETENTION_SWEEP_KEYS_MAX), or nothing (out left empty).
+ */
+#define KEEL_KV_RETENTION_SWEEP_KEYS_MAX 64u
+uint64_t keel_kv_next_retention_ms(const keel_kv_t *kv);
+int keel_kv_retention_sweep_encode(const keel_kv_t *kv, uint64_t now_ms, keel_buf_t *out);
 
 /* ---- change history (KEEL.WATCH) -------------------------------------------- */
 

@@ -162,8 +162,8 @@ call_t keel__kvc_inner_call(const call_t *c, size_t from)
 }
 /* ---- the table and dispatch --------------------------------------------------- */
 
-/* The longest name in the table (KEEL.EXPIRE.SWEEP). */
-#define CMD_NAME_BYTES_MAX 17u
+/* The longest name in the table (KEEL.XRETAIN.SWEEP). */
+#define CMD_NAME_BYTES_MAX 18u
 #define W KEEL_KV_WRITE
 #define R KEEL_KV_READ
 #define NN CMD_NO_NEST
@@ -272,6 +272,11 @@ static const cmd_t COMMANDS[] = {
     {"KEEL.REG.SWEEP", "keel.reg.sweep", 3, W | NN | CMD_INTERNAL, keel__kvc_two_counts_syntax,
      keel__kvc_cmd_reg_sweep, 0, 0, 0,
      "Internal: remove lapsed registry instances (proposed by the leader)"},
+    {"KEEL.XRETAIN", "keel.xretain", -3, W, keel__xs_xretain_syntax, keel__xs_cmd_xretain, 1, 1, 1,
+     "A stream's retention by age (the leader trims older entries)"},
+    {"KEEL.XRETAIN.SWEEP", "keel.xretain.sweep", -3, W | NN | CMD_INTERNAL,
+     keel__xs_xretain_sweep_syntax, keel__xs_cmd_xretain_sweep, 0, 0, 0,
+     "Internal: trim streams past their retention (proposed by the leader)"},
 };
 #undef BL
 #undef W

@@ -8,6 +8,7 @@
 #include "core/kv.h"
 
 #include <assert.h>
+#include <stddef.h>
 #include <string.h>
 
 /*
@@ -37,6 +38,9 @@ struct keel__kv_entry {
                           value is one pointer to its object (keel__kv_obj), owned */
     uint8_t data[];    /* key_len bytes, then val_cap bytes */
 };
+
+/* An entry's bytes before its key: the type byte is not followed by sizeof's padding. */
+#define KEEL__KV_ENTRY_HEADER_BYTES offsetof(keel__kv_entry_t, data)
 
 /*
  * The typed keyspace. A key holds one type; the string is the entry's own bytes, every
@@ -177,6 +181,8 @@ void keel__kv_attach(keel__kv_entry_t *e, keel__kv_entry_t *l, uint64_t lease_id
 void keel__kv_detach(keel__kv_entry_t *e);
 /* The sub-table *sub, created (empty, kv's config) if absent: 0 or KEEL_ENOMEM. */
 int keel__kv_sub(keel_kv_t *kv, keel_kv_t **sub);
+/* Rebuilds the retention index (kv->retained) from the streams (after a snapshot load). */
+void keel__xs_index_all(keel_kv_t *kv);
 /* Frees every entry of kv and of its sub-tables (counters kept). */
 void keel__kv_clear_all(keel_kv_t *kv);
 

@@ -538,5 +538,6 @@ int keel_kv_snapshot_decode(keel_kv_t *kv_new, const uint8_t *data, size_t len, 
         return rc;
     }
     keel__kv_hist_restart(kv_new); /* the history starts after the snapshot's revision */
+    keel__xs_index_all(kv_new);
     return 0;
 }

@@ -189,6 +189,168 @@ int keel__xs_check_new(const call_t *c, size_t i)
     return rc;
 }
 
+/* ---- retention by age: the leader's index ------------------------------------------- */
+
+/*
+ * kv->retained maps a stream key to its retention deadline (the entry's expire_ms, in the
+ * sub-table's deadline heap), so the leader finds the streams due in O(1). It is derived
+ * state: every stream change refreshes its row, a snapshot load rebuilds it, and no apply
+ * decides anything from it (the sweep names its keys and each is judged from its stream),
+ * so a row it could not allocate, or a stale row of a deleted key, changes no replica's
+ * state: at worst a stream is swept at its next change instead of on time.
+ */
+static void index_update(keel_kv_t *kv, const uint8_t *key, size_t len, const keel_stream_t *s)
+{
+    uint64_t when = s ? keel_stream_retention_deadline(s) : 0;
+    if (kv->retained == NULL && (when == 0 || keel__kv_sub(kv, &kv->retained) != 0))
+        return;
+    keel_kv_t *r = kv->retained;
+    uint64_t h = keel__kv_hash(r, key, len);
+    keel__kv_entry_t **link = NULL;
+    keel__kv_entry_t *e = keel__kv_find(r, key, len, h, &link);
+    if (when == 0) {
+        if (e)
+            keel__kv_unlink(r, link);
+        return;
+    }
+    if (e == NULL) {
+        static const uint8_t none[8];
+        if (keel__kv_heap_reserve(r, 1) != 0 ||
+            (e = keel__kv_entry_new(key, len, h, none, sizeof(none), sizeof(none))) == NULL)
+            return;
+        keel__kv_insert(r, e);
+    }
+    keel__kv_set_expire(r, e, when);
+}
+
+static int index_one(void *data, const keel__kv_entry_t *e)
+{
+    if (e->type == KEEL__KV_TYPE_STREAM)
+        index_update(data, keel__kv_key(e), e->key_len, keel__kv_obj(e));
+    return 0;
+}
+
+void keel__xs_index_all(keel_kv_t *kv)
+{
+    keel__kv_each(kv, index_one, kv);
+}
+
+uint64_t keel_kv_next_retention_ms(const keel_kv_t *kv)
+{
+    const keel__kv_entry_t *top = kv->retained ? keel__kv_heap_top(kv->retained) : NULL;
+    return top ? top->expire_ms : KEEL_KV_NO_DEADLINE;
+}
+
+/* The heap's entries due at now_ms (a walk that skips subtrees not due), at most max. */
+static size_t due(const keel_kv_t *r, size_t i, uint64_t now_ms, const uint8_t **keys, size_t *lens,
+                  size_t n, size_t max)
+{
+    if (i >= r->heap_len || n >= max || r->heap[i]->expire_ms > now_ms)
+        return n;
+    keys[n] = keel__kv_key(r->heap[i]);
+    lens[n++] = r->heap[i]->key_len;
+    n = due(r, 2 * i + 1, now_ms, keys, lens, n, max);
+    return due(r, 2 * i + 2, now_ms, keys, lens, n, max);
+}
+
+int keel_kv_retention_sweep_encode(const keel_kv_t *kv, uint64_t now_ms, keel_buf_t *out)
+{
+    const uint8_t *argv[2 + KEEL_KV_RETENTION_SWEEP_KEYS_MAX];
+    size_t lens[2 + KEEL_KV_RETENTION_SWEEP_KEYS_MAX];
+    char now_s[KEEL_DEC_BYTES_MAX];
+    if (kv->retained == NULL)
+        return 0;
+    size_t n =
+        due(kv->retained, 0, now_ms, argv + 2, lens + 2, 0, KEEL_KV_RETENTION_SWEEP_KEYS_MAX);
+    if (n == 0)
+        return 0;
+    argv[0] = (const uint8_t *)"KEEL.XRETAIN.SWEEP";
+    lens[0] = strlen("KEEL.XRETAIN.SWEEP");
+    lens[1] = keel_fmt_u64(now_s, now_ms);
+    argv[1] = (const uint8_t *)now_s;
+    return keel_kv_entry_encode(out, now_ms, (int)(n + 2), argv, lens);
+}
+
+/* KEEL.XRETAIN key MAXAGE ms | OFF: the stream's retention by age. */
+int keel__xs_xretain_syntax(const call_t *c)
+{
+    int64_t ms;
+    if (c->argc == 3 && keel__kvc_arg_is(c, 2, "OFF"))
+        return 0;
+    if (c->argc != 4 || !keel__kvc_arg_is(c, 2, "MAXAGE"))
+        return r_err(c->reply, "ERR syntax error: KEEL.XRETAIN key MAXAGE ms | OFF");
+    if (keel_parse_i64(c->argv[3], c->lens[3], &ms) != 0 || ms < 1)
+        return r_err(c->reply, "ERR keel: MAXAGE must be an integer >= 1 (ms)");
+    return 0;
+}
+
+int keel__xs_cmd_xretain(const call_t *c)
+{
+    keel__kv_entry_t **link;
+    keel_stream_t *s;
+    int rc = keel__xs_write_lookup(c, 1, &link, &s);
+    if (rc != 0)
+        return keel__kvc_done(rc);
+    if (s == NULL)
+        return keel__kvc_done(r_err(c->reply, "ERR no such key"));
+    int64_t ms = 0;
+    if (c->argc == 4)
+        keel_parse_i64(c->argv[3], c->lens[3], &ms);
+    size_t before = keel__xs_bytes(s);
+    keel_stream_set_max_age(s, (uint64_t)ms);
+    r_ok(c->reply);
+    keel__xs_changed(c, 1, before);
+    return 0;
+}
+
+int keel__xs_xretain_sweep_syntax(const call_t *c)
+{
+    int64_t now;
+    if (keel_parse_i64(c->argv[1], c->lens[1], &now) != 0 || now < 0)
+        return r_err(c->reply, ERR_NOT_INT);
+    return 0;
+}
+
+/*
+ * KEEL.XRETAIN.SWEEP now key... (the leader's, with its clock): each key that is a stream
+ * with a retention loses its entries whose age has reached it as of min(now, the entry's
+ * time) (a new leader whose clock is behind trims later, never earlier). :n entries removed.
+ */
+int keel__xs_cmd_xretain_sweep(const call_t *c)
+{
+    int64_t arg = 0;
+    keel_parse_i64(c->argv[1], c->lens[1], &arg);
+    uint64_t now = (uint64_t)arg < c->now ? (uint64_t)arg : c->now;
+    uint64_t removed = 0;
+    int changed = 0;
+    for (size_t i = 2; i < c->argc; i++) {
+        const keel__kv_entry_t *e = keel__kv_find(
+            c->w, c->argv[i], c->lens[i], keel__kv_hash(c->w, c->argv[i], c->lens[i]), NULL);
+        keel_stream_t *s = e && e->type == KEEL__KV_TYPE_STREAM && keel__kv_alive(c->w, e, c->now)
+                               ? keel__kv_obj(e)
+                               : NULL;
+        uint64_t age = s ? keel_stream_max_age(s) : 0;
+        if (s == NULL || age == 0 || now < age) {
+            index_update(c->w, c->argv[i], c->lens[i], s);
+            continue;
+        }
+        keel_stream_trim_t t = {.strategy = KEEL_STREAM_TRIM_MINID, .minid = {now - age + 1, 0}};
+        size_t before = keel__xs_bytes(s);
+        uint64_t n = keel_stream_trim(s, &t);
+        removed += n;
+        if (n > 0) {
+            keel__xs_touch(c, c->argv[i], c->lens[i], before);
+            changed = 1;
+        } else {
+            index_update(c->w, c->argv[i], c->lens[i], s);
+        }
+    }
+    if (changed)
+        c->w->revision++;
+    r_int(c->reply, (int64_t)removed);
+    return 0;
+}
+
 void keel__xs_touch(const call_t *c, const uint8_t *key, size_t len, size_t bytes_before)
 {
     keel_kv_t *kv = c->w;
@@ -196,6 +358,7 @@ void keel__xs_touch(const call_t *c, const uint8_t *key, size_t len, size_t byte
     assert(e != NULL && e->type == KEEL__KV_TYPE_STREAM);
     kv->bytes = kv->bytes - bytes_before + obj_bytes(keel__kv_obj(e));
     keel__kvc_set_version(kv, e, kv->revision + 1);
+    index_update(kv, key, len, keel__kv_obj(e));
 }
 
 void keel__xs_changed(const call_t *c, size_t i, size_t bytes_before)

@@ -70,6 +70,10 @@ int keel__xs_cmd_xinfo(const call_t *c);
 int keel__xs_xnack_syntax(const call_t *c);
 int keel__xs_cmd_xnack(const call_t *c);
 int keel__xs_xdeadletter_syntax(const call_t *c);
+int keel__xs_xretain_syntax(const call_t *c);
+int keel__xs_cmd_xretain(const call_t *c);
+int keel__xs_xretain_sweep_syntax(const call_t *c);
+int keel__xs_cmd_xretain_sweep(const call_t *c);
 int keel__xs_cmd_xdeadletter(const call_t *c);
 
 #endif

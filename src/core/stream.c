@@ -68,6 +68,7 @@ struct keel_stream {
     size_t ngroups, gcap;
     producer_t *producers; /* sorted by pid */
     size_t nproducers, pcap;
+    uint64_t max_age_ms; /* retention by age: 0 off */
     size_t bytes;
 };
 
@@ -1278,6 +1279,24 @@ size_t keel_stream_producers_count(const keel_stream_t *s)
     return s->nproducers;
 }
 
+uint64_t keel_stream_max_age(const keel_stream_t *s)
+{
+    return s->max_age_ms;
+}
+
+void keel_stream_set_max_age(keel_stream_t *s, uint64_t max_age_ms)
+{
+    s->max_age_ms = max_age_ms;
+}
+
+uint64_t keel_stream_retention_deadline(const keel_stream_t *s)
+{
+    if (s->max_age_ms == 0 || s->length == 0)
+        return 0;
+    uint64_t first = edge_id(s, 0).ms;
+    return first > UINT64_MAX - s->max_age_ms ? UINT64_MAX : first + s->max_age_ms;
+}
+
 /* ---- snapshots ------------------------------------------------------------------- */
 
 static int put_u64(keel_stream_sink_fn sink, void *data, uint64_t v)
@@ -1396,6 +1415,8 @@ int keel_stream_encode(const keel_stream_t *s, keel_stream_sink_fn sink, void *d
         if (rc == 0)
             rc = put_u64(sink, data, p->id.seq);
     }
+    if (rc == 0)
+        rc = put_u64(sink, data, s->max_age_ms);
     return rc;
 }
 
@@ -1568,13 +1589,15 @@ int keel_stream_decode(const uint8_t *p, size_t len, keel_stream_t **out)
         else
             rc = keel_stream_producer_set(s, pid, n, seq, pidid);
     }
-    if (rc == 0 && r.left != 0)
+    uint64_t max_age = rc == 0 ? rd_u64(&r) : 0;
+    if (rc == 0 && (r.bad || r.left != 0))
         rc = KEEL_EPROTO;
     if (rc != 0) {
         keel_stream_free(s);
         return rc;
     }
     keel_stream_set_meta(s, last, maxdel, added);
+    s->max_age_ms = max_age;
     *out = s;
     return 0;
 }

@@ -250,6 +250,14 @@ int keel_stream_producer_set(keel_stream_t *s, const uint8_t *pid, size_t n, uin
                              keel_stream_id_t id);
 size_t keel_stream_producers_count(const keel_stream_t *s);
 
+/* ---- retention by age (keel) ---------------------------------------------------------- */
+
+/* Entries older than max_age_ms (by their id's ms) are trimmed by the leader's sweeps. 0: off. */
+uint64_t keel_stream_max_age(const keel_stream_t *s);
+void keel_stream_set_max_age(keel_stream_t *s, uint64_t max_age_ms);
+/* When the oldest entry reaches its age (first id ms + max age), or 0 (off, or empty). */
+uint64_t keel_stream_retention_deadline(const keel_stream_t *s);
+
 /* ---- snapshots ------------------------------------------------------------------- */
 
 /*
@@ -261,7 +269,7 @@ size_t keel_stream_producers_count(const keel_stream_t *s);
  *   u32 consumers | consumers x (u32 len | name | u64 seen_ms | u64 priority_reads) |
  *   u64 pending | pending x (u64 ms | u64 seq | u32 consumer index | u64 delivery_ms |
  *   u64 delivery_count | u64 due_ms)) | u32 producers | producers x (u32 len | pid | u64 seq |
- *   u64 ms | u64 seq of its last id), sorted by pid
+ *   u64 ms | u64 seq of its last id), sorted by pid | u64 max_age_ms
  * Entries are re-encoded (not the blocks' bytes), so the block layout may change freely.
  */
 typedef int (*keel_stream_sink_fn)(void *data, const uint8_t *p, size_t n);

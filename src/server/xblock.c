@@ -179,8 +179,9 @@ static void on_tick(keel_timer_t *t, void *data)
         keel_timer_stop(&s->xblock_timer);
 }
 
-static int xb_new(keel_resp_client_t *c, server_t *s, int group, int64_t ms, size_t argc,
-                  xblocked_t **out)
+/* A blocked read of the command in s->argv: XREADGROUP keeps a copy of it, XREAD its
+ * resolved form (keel_kv_xread_resolve). 0 or KEEL_ENOMEM. */
+static int xb_new(server_t *s, int group, int64_t ms, size_t argc, xblocked_t **out)
 {
     size_t bytes = sizeof(xblocked_t);
     if (group) {
@@ -212,7 +213,6 @@ static int xb_new(keel_resp_client_t *c, server_t *s, int group, int64_t ms, siz
         free(b);
         return KEEL_ENOMEM;
     }
-    (void)c;
     *out = b;
     return 0;
 }
@@ -236,7 +236,7 @@ int keel__srv_cmd_xblock(keel_resp_client_t *c, size_t argc, const keel_resp_arg
     if (kind == 0 || cs == NULL || cs->in_multi || s->node == NULL || s->xblocked_n >= XBLOCKED_MAX)
         return keel__srv_cmd_data(c, argc, argv);
     xblocked_t *b;
-    if (xb_new(c, s, kind == 2, ms, argc, &b) != 0)
+    if (xb_new(s, kind == 2, ms, argc, &b) != 0)
         return keel__srv_oom(c);
     b->slot = keel_resp_client_defer_barrier(c);
     if (b->slot == NULL) {

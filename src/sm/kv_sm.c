@@ -96,8 +96,10 @@ static uint64_t kv_next_deadline_ms(const void *sm)
     const keel_kv_t *kv = &((const keel_kv_sm_t *)sm)->kv;
     uint64_t keys = keel_kv_next_deadline_ms(kv), leases = keel_kv_next_lease_deadline_ms(kv);
     uint64_t reg = keel_kv_next_registry_deadline_ms(kv);
+    uint64_t retention = keel_kv_next_retention_ms(kv);
     uint64_t first = keys < leases ? keys : leases;
-    return reg < first ? reg : first;
+    first = reg < first ? reg : first;
+    return first < retention ? first : retention;
 }
 
 /*
@@ -116,6 +118,8 @@ static int kv_housekeeping(void *sm, uint64_t now_ms, keel_buf_t *out)
         what = "KEEL.LEASE.SWEEP";
     else if (keel_kv_next_registry_deadline_ms(kv) <= now_ms)
         what = "KEEL.REG.SWEEP"; /* lapsed registry instances (core/kv_registry.c) */
+    else if (keel_kv_next_retention_ms(kv) <= now_ms) /* streams' retention by age */
+        return keel_kv_retention_sweep_encode(kv, now_ms, out);
     if (what == NULL)
         return 0;
     char now_s[KEEL_DEC_BYTES_MAX], max_s[KEEL_DEC_BYTES_MAX];

@@ -41,7 +41,8 @@ static const char *const CMDS[] = {"XADD",
                                    "XINFO",
                                    "TYPE",
                                    "KEEL.XNACK",
-                                   "KEEL.XDEADLETTER"};
+                                   "KEEL.XDEADLETTER",
+                                   "KEEL.XRETAIN"};
 #define NCMDS (sizeof(CMDS) / sizeof(CMDS[0]))
 
 static void ids(const uint8_t *d, size_t n)

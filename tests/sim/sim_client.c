@@ -214,9 +214,10 @@ static void stream_done(void *ctx, int status, const uint8_t *reply, size_t len)
 /*
  * --streams: every 5..25 ms a stream command goes to a random node: appends with explicit
  * increasing ids (so later commands can name them), group reads by four consumers, acks,
- * NACKs with short delays (some reach the dead-letter limit of 3), claims of idle entries
- * and exact trims. Their answers are not checked (no model); the state they make is, through
- * the state hash every node must agree on at every index, snapshots and restarts included.
+ * NACKs with short delays (some reach the dead-letter limit of 3), claims of idle entries,
+ * exact trims and retention settings. Their answers are not checked (no model);
+ * the state they make is, through the state hash every node must agree on at every index, snapshots
+ * and restarts included.
  */
 void sim__streams_step(world_t *w)
 {
@@ -234,6 +235,12 @@ void sim__streams_step(world_t *w)
     const char *cmd[12] = {NULL};
     if (w->res->stream_cmds == 0 || pick == 9) {
         const char *c[] = {"XGROUP", "CREATE", "s", "g", "0", "MKSTREAM", NULL};
+        memcpy(cmd, c, sizeof(c));
+    } else if (pick == 8 && keel_rand_chance(&w->rnd, 0.3)) {
+        /* the setting is replicated state; the simulator proposes no housekeeping (no
+           expiry sweeps either), so the leader's retention sweeps are tested elsewhere */
+        const char *c[] = {"KEEL.XRETAIN", "s", "MAXAGE",
+                           keel_rand_chance(&w->rnd, 0.5) ? "3000" : "8000", NULL};
         memcpy(cmd, c, sizeof(c));
     } else if (pick == 8) {
         const char *c[] = {"KEEL.XDEADLETTER", "s",    "g", "MAXDELIVERIES", "3",

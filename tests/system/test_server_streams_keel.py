@@ -119,3 +119,22 @@ def test_priority_reads_serve_the_first_streams_first(make_cluster):
     got = c.execute_command("XREADGROUP", "GROUP", "g", "w", "KEEL.PRIORITY", "BLOCK", "100",
                             "STREAMS", "high", "low", ">", ">")
     assert [(s, [e[0] for e in entries]) for s, entries in got] == [(b"low", [b"2-1", b"3-1"])]
+
+
+def test_the_leader_trims_entries_past_their_retention_age(make_cluster):
+    import time
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    c = leader.client()
+    old = int(time.time() * 1000) - 10000
+    for i in range(5):
+        c.xadd("s", {"n": i}, id=f"{old + i}-0")
+    c.xadd("s", {"n": "new"})
+    assert c.execute_command("KEEL.XRETAIN", "s", "MAXAGE", "3000") == b"OK"
+    deadline = time.monotonic() + 5
+    while c.xlen("s") != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert c.xlen("s") == 1  # no command asked for it: the leader's sweep did it
+    cl.wait_applied(cl.nodes, leader.status()["commit_index"])
+    for nd in cl.nodes:
+        assert nd.client().xlen("s") == 1

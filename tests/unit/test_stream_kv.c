@@ -216,6 +216,64 @@ static void priority_reads_fill_count_from_the_first_streams_and_the_guard_turns
     kvt_free(&a);
 }
 
+/* Applies the retention sweep the leader would propose at now_ms; returns its reply. */
+static const char *sweep_at(kvt_t *t, uint64_t now_ms)
+{
+    keel_buf_reset(&t->entry);
+    keel_buf_reset(&t->reply);
+    if (keel_kv_retention_sweep_encode(&t->kv, now_ms, &t->entry) != 0)
+        return "(encode failed)";
+    if (keel_buf_unread(&t->entry) == 0)
+        return "(nothing due)";
+    if (keel_kv_apply(&t->kv, ++t->index, keel_buf_rptr(&t->entry), keel_buf_unread(&t->entry),
+                      &t->reply) != 0)
+        return "(apply failed)";
+    memcpy(t->text, keel_buf_rptr(&t->reply), keel_buf_unread(&t->reply));
+    t->text[keel_buf_unread(&t->reply)] = '\0';
+    return t->text;
+}
+
+static void retention_by_age_is_swept_by_the_leader_and_survives_a_snapshot(void)
+{
+    kvt_init(&a, NULL);
+    KT_EQ_U64(keel_kv_next_retention_ms(&a.kv), KEEL_KV_NO_DEADLINE);
+    KT_EQ_STR(kvt_at(&a, 1000, "KEEL.XRETAIN s MAXAGE 500"), "-ERR no such key\r\n");
+    kvt_at(&a, 1000, "XADD s 1000-0 f v");
+    kvt_at(&a, 1200, "XADD s 1200-0 f v");
+    kvt_at(&a, 1400, "XADD s 1400-0 f v");
+    KT_EQ_STR(kvt_at(&a, 1400, "KEEL.XRETAIN s MAXAGE 500"), "+OK\r\n");
+    KT_EQ_U64(keel_kv_next_retention_ms(&a.kv), 1500); /* the oldest entry's 1000 + 500 */
+    KT_EQ_STR(sweep_at(&a, 1499), "(nothing due)");
+    KT_EQ_STR(sweep_at(&a, 1700), ":2\r\n"); /* 1000 and 1200 are 500 ms old at 1700 */
+    KT_EQ_STR(kvt_read_at(&a, 1700, "XLEN s"), ":1\r\n");
+    KT_EQ_U64(keel_kv_next_retention_ms(&a.kv), 1900);
+    /* a snapshot carries the setting; the loader rebuilds the index */
+    keel_buf_t snap;
+    keel_buf_init(&snap, 0);
+    KT_EQ_INT(keel_kv_snapshot_write(&a.kv, sink, &snap), 0);
+    kvt_init(&b, NULL);
+    keel_errmsg_t m;
+    KT_EQ_INT(keel_kv_snapshot_decode(&b.kv, keel_buf_rptr(&snap), keel_buf_unread(&snap), &m), 0);
+    KT_EQ_U64(keel_kv_next_retention_ms(&b.kv), 1900);
+    b.index = a.index;
+    KT_EQ_STR(sweep_at(&b, 2000), ":1\r\n");
+    KT_EQ_STR(kvt_read_at(&b, 2000, "EXISTS s"), ":1\r\n"); /* an empty stream stays */
+    KT_EQ_U64(keel_kv_next_retention_ms(&b.kv), KEEL_KV_NO_DEADLINE);
+    /* a deleted stream's row goes at its sweep; OFF stops it */
+    KT_EQ_STR(kvt_at(&a, 1700, "DEL s"), ":1\r\n");
+    KT_EQ_STR(sweep_at(&a, 1900), ":0\r\n");
+    KT_EQ_U64(keel_kv_next_retention_ms(&a.kv), KEEL_KV_NO_DEADLINE);
+    kvt_at(&a, 2000, "XADD t 2000-0 f v");
+    KT_EQ_STR(kvt_at(&a, 2000, "KEEL.XRETAIN t MAXAGE 10"), "+OK\r\n");
+    KT_EQ_STR(kvt_at(&a, 2000, "KEEL.XRETAIN t OFF"), "+OK\r\n");
+    KT_EQ_U64(keel_kv_next_retention_ms(&a.kv), KEEL_KV_NO_DEADLINE);
+    KT_EQ_STR(kvt_at(&a, 2000, "KEEL.XRETAIN t MAXAGE 0"),
+              "-ERR keel: MAXAGE must be an integer >= 1 (ms)\r\n");
+    keel_buf_free(&snap);
+    kvt_free(&a);
+    kvt_free(&b);
+}
+
 int main(void)
 {
     KT_RUN(a_key_holds_one_type_and_set_replaces_a_stream);
@@ -223,5 +281,6 @@ int main(void)
     KT_RUN(replicas_that_apply_the_same_entries_agree_and_snapshots_carry_streams);
     KT_RUN(nacked_entries_come_back_after_their_delay_and_dead_letter_at_the_limit);
     KT_RUN(priority_reads_fill_count_from_the_first_streams_and_the_guard_turns);
+    KT_RUN(retention_by_age_is_swept_by_the_leader_and_survives_a_snapshot);
     return kt_done();
 }
