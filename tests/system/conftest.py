@@ -143,12 +143,13 @@ def procs(tmp_path):
     ps = Procs()
     yield ps
     crashed = [p for p in ps.items if not p.may_exit and not p.alive()]
+    why = "; ".join(
+        f"{p.args[0]} exited {p.p.returncode} during the test: {p.output()[-2000:]}" for p in crashed
+    )
     for p in ps.items:
         p.kill()
     # A server that died during a test (crash, sanitizer abort) fails it even if no request noticed.
-    assert not crashed, "; ".join(
-        f"{p.args[0]} exited {p.p.returncode} during the test: {p.output()[-2000:]}" for p in crashed
-    )
+    assert not crashed, why
 
 
 def start_testhttpd(procs, *extra):

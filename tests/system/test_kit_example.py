@@ -150,3 +150,36 @@ def test_discovery_follows_changes_and_keeps_the_last_list_through_a_registry_ou
     c.execute_command("KEEL.REG", "DEREGISTER", "s2")
     c.execute_command("KEEL.REG", "DEREGISTER", "s3")
     assert d.read_line(r"^index \d+: (.*)$").group(1) in ("s3@10.0.0.3:8003", "-")
+
+
+def test_calls_by_name_survive_a_killed_instance(make_cluster, procs):
+    """keel-call calls service notes by name (registry discovery, p2c, a breaker per
+    instance, retries inside the deadline) while one of its two instances is SIGKILLed
+    (no deregistration: it stays in the registry until its TTL lapses): every call is
+    answered, the survivor takes the traffic."""
+    from conftest import wait_until
+
+    node = make_cluster(1).nodes[0]
+    reg = f"127.0.0.1:{node.client_port}"
+    ports = [free_port(), free_port()]
+    inst = []
+    for i, port in enumerate(ports):
+        p = procs.start([binary("keel-example-notes"), "--listen", f"127.0.0.1:{port}",
+                         "--registry", reg, "--ttl", "3000", "--id", f"notes-{i}"])
+        p.read_line(r"listening on port")
+        inst.append(p)
+    wait_until(lambda: instances(node, passing=True) == ["notes-0", "notes-1"], 5)
+    caller = procs.start([binary("keel-call"), "--registry", reg, "notes", "GET", "/notes",
+                          "--count", "400", "--rate", "200", "--timeout", "2000"])
+    caller.may_exit = True
+    time.sleep(0.8)
+    inst[1].may_exit = True
+    inst[1].kill()
+    rc = caller.wait(20)
+    out = caller.p.stdout.read().decode()
+    assert rc == 0, out + caller.output()
+    assert "status 200: 400" in out and "ok 400 failed 0" in out, out
+    _, _, metrics = call(ports[0], "GET", "/metrics")
+    served = sum(int(float(m)) for m in re.findall(
+        rb'keel_service_requests_total\{[^}]*route="/notes",code="2xx"\} (\S+)', metrics))
+    assert 200 <= served < 400, served  # the survivor took its half and then the rest
