@@ -40,6 +40,23 @@ keel_client_config_t keel_client_config_default(void)
     return c;
 }
 
+int keel_client_config_seeds(keel_client_config_t *cfg, char *text, const char *who,
+                             keel_errmsg_t *msg)
+{
+    cfg->seeds_n = 0;
+    for (char *p = text, *tok; (tok = strsep(&p, ",")) != NULL;) {
+        if (*tok == '\0')
+            continue;
+        if (cfg->seeds_n == KEEL_CLIENT_SEEDS_MAX)
+            return keel_errf(msg, KEEL_EINVAL, "%s: more than %u addresses", who,
+                             KEEL_CLIENT_SEEDS_MAX);
+        cfg->seeds[cfg->seeds_n++] = tok;
+    }
+    if (cfg->seeds_n == 0)
+        return keel_errf(msg, KEEL_EINVAL, "%s: no address", who);
+    return 0;
+}
+
 int keel_client_config_validate(const keel_client_config_t *c, keel_errmsg_t *msg)
 {
     if (c->seeds_n < 1 || c->seeds_n > KEEL_CLIENT_SEEDS_MAX || c->first_seed >= c->seeds_n)

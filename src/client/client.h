@@ -172,6 +172,11 @@ struct keel_client {
 
 keel_client_config_t keel_client_config_default(void);
 int keel_client_config_validate(const keel_client_config_t *cfg, keel_errmsg_t *msg);
+/* Splits "host:port,host:port" (text is cut in place and must live until init) into
+ * cfg->seeds; empty items are skipped. KEEL_EINVAL, worded with `who`, if there is none or
+ * more than KEEL_CLIENT_SEEDS_MAX. */
+int keel_client_config_seeds(keel_client_config_t *cfg, char *text, const char *who,
+                             keel_errmsg_t *msg);
 
 /* Starts connecting. On failure nothing is left open. */
 int keel_client_init(keel_client_t *cl, keel_loop_t *loop, const keel_client_config_t *cfg,

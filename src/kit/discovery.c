@@ -144,16 +144,9 @@ int keel_discovery_start(keel_discovery_t *d, keel_loop_t *loop, const char *reg
     d->data = data;
     keel_client_config_t cc = keel_client_config_default();
     snprintf(d->seeds_text, sizeof(d->seeds_text), "%s", registry);
-    for (char *p = d->seeds_text, *tok; (tok = strsep(&p, ",")) != NULL;) {
-        if (*tok == '\0')
-            continue;
-        if (cc.seeds_n == KEEL_CLIENT_SEEDS_MAX)
-            return keel_errf(msg, KEEL_EINVAL, "discovery: more than %u registry addresses",
-                             KEEL_CLIENT_SEEDS_MAX);
-        cc.seeds[cc.seeds_n++] = tok;
-    }
-    if (cc.seeds_n == 0)
-        return keel_errf(msg, KEEL_EINVAL, "discovery: no registry address");
+    int rc = keel_client_config_seeds(&cc, d->seeds_text, "discovery: registry", msg);
+    if (rc != 0)
+        return rc;
     if (metrics != NULL) {
         char labels[160];
         snprintf(labels, sizeof(labels), "service=\"%s\"", d->service);
@@ -163,7 +156,7 @@ int keel_discovery_start(keel_discovery_t *d, keel_loop_t *loop, const char *reg
     }
     if ((d->cl = calloc(1, sizeof(*d->cl))) == NULL)
         return KEEL_ENOMEM;
-    int rc = keel_client_init(d->cl, loop, &cc, msg);
+    rc = keel_client_init(d->cl, loop, &cc, msg);
     if (rc == 0)
         rc = keel_timer_init(loop, &d->retry);
     if (rc != 0) {

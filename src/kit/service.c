@@ -80,20 +80,13 @@ static int reg_start(keel_service_t *s, keel_errmsg_t *msg)
 {
     keel_client_config_t cc = keel_client_config_default();
     snprintf(s->seeds_text, sizeof(s->seeds_text), "%s", s->cfg.registry);
-    for (char *p = s->seeds_text, *tok; (tok = strsep(&p, ",")) != NULL;) {
-        if (*tok == '\0')
-            continue;
-        if (cc.seeds_n == KEEL_SERVICE_REGISTRY_SEEDS_MAX)
-            return keel_errf(msg, KEEL_EINVAL, "service: more than %u registry addresses",
-                             KEEL_SERVICE_REGISTRY_SEEDS_MAX);
-        cc.seeds[cc.seeds_n++] = tok;
-    }
-    if (cc.seeds_n == 0)
-        return keel_errf(msg, KEEL_EINVAL, "service: registry: no address");
+    int rc = keel_client_config_seeds(&cc, s->seeds_text, "service: registry", msg);
+    if (rc != 0)
+        return rc;
     cc.request_timeout_ms = s->cfg.ttl_ms / 3 > 0 ? s->cfg.ttl_ms / 3 : 1;
     if ((s->reg = calloc(1, sizeof(*s->reg))) == NULL)
         return KEEL_ENOMEM;
-    int rc = keel_client_init(s->reg, s->loop, &cc, msg);
+    rc = keel_client_init(s->reg, s->loop, &cc, msg);
     if (rc != 0) {
         free(s->reg);
         s->reg = NULL;
