@@ -626,9 +626,8 @@ keel_call_t keel_call_from(const keel_service_req_t *in, int method, const char 
     if (v != NULL && keel_parse_i64((const uint8_t *)v, n, &left) == 0 && left > 0 &&
         left <= KEEL_CALLER_TIMEOUT_MS_MAX)
         call.deadline_ms = keel_loop_now_ms(in->svc->loop) + (keel_ms_t)left;
-    v = keel_http_msg_header(m, "traceparent", &n);
-    if (v != NULL && keel_trace_parse_traceparent(v, n, &call.trace) == 0)
-        call.has_trace = true;
+    call.trace = in->trace; /* the served request's span: outbound calls are its children */
+    call.has_trace = true;
     return call;
 }
 

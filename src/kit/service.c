@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define SERVICE_ROUTES_MAX KEEL_ROUTER_ROUTES_MAX
 
@@ -161,6 +162,8 @@ static void answered(keel_http_req_t *hr, int status, void *data)
                                (double)((uint64_t)keel_clock_now_ns() - p->start_ns) / 1e9);
     keel_gauge_add(s->inflight, -1);
     free(p);
+    if (!s->in_handler) /* an async answer: its continuation's lines were this request's */
+        keel_log_set_trace_id(NULL);
 }
 
 static int respond_text(keel_http_req_t *hr, int status, const char *text)
@@ -228,11 +231,28 @@ static void dispatch(keel_http_req_t *hr, void *data)
         return;
     }
     p->req = (keel_service_req_t){.http = hr, .svc = s, .route = match};
+    keel_trace_ctx_t parent;
+    size_t tn;
+    const char *tp = keel_http_msg_header(m, "traceparent", &tn);
+    if (tp != NULL && keel_trace_parse_traceparent(tp, tn, &parent) == 0)
+        keel_trace_child(&parent, &s->rand, &p->req.trace);
+    else
+        keel_trace_new_root(&s->rand, 0, &p->req.trace);
+    keel_trace_id_hex(&p->req.trace, p->req.trace_id);
     p->route = &s->routes[match.route];
     p->start_ns = (uint64_t)keel_clock_now_ns();
     keel_gauge_add(s->inflight, 1);
     keel_http_req_on_answer(hr, answered, p);
-    p->route->fn(&p->req, p->route->data);
+    keel_log_set_trace_id(p->req.trace_id);
+    s->in_handler = true;
+    p->route->fn(&p->req, p->route->data); /* p may be freed from here on */
+    s->in_handler = false;
+    keel_log_set_trace_id(NULL);
+}
+
+void keel_service_req_enter(const keel_service_req_t *req)
+{
+    keel_log_set_trace_id(req->trace_id);
 }
 
 int keel_service_init(keel_service_t *s, keel_loop_t *loop, const keel_service_config_t *cfg,
@@ -252,6 +272,8 @@ int keel_service_init(keel_service_t *s, keel_loop_t *loop, const keel_service_c
     s->cfg.name = s->name;
     s->loop = loop;
     s->app_ready = true;
+    keel_rand_seed(&s->rand, (uint64_t)keel_clock_unix_ms() ^ (uint64_t)getpid() << 40 ^
+                                 (uint64_t)(uintptr_t)s);
     keel_router_init(&s->router);
     if ((s->metrics = keel_metrics_new()) == NULL)
         return KEEL_ENOMEM;

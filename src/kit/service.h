@@ -5,9 +5,12 @@
 
 #include "base/err.h"
 #include "base/ktime.h"
+#include "base/log.h"
 #include "base/metrics.h"
+#include "base/rand.h"
 #include "client/client.h"
 #include "proto/router.h"
+#include "proto/trace.h"
 #include "runtime/http_server.h"
 #include "runtime/loop.h"
 
@@ -49,6 +52,11 @@ typedef struct keel_service_req {
     keel_http_req_t *http; /* answer with keel_http_respond*(req->http, ...) */
     keel_service_t *svc;
     keel_route_match_t route; /* params: route.params[0..route.n) */
+    /* This request's span: a child of the caller's `traceparent`, or a new trace. Its trace
+     * id is on every log line the handler writes (and keel_call_from() makes outbound calls
+     * its children). An async continuation calls keel_service_req_enter() first. */
+    keel_trace_ctx_t trace;
+    char trace_id[KEEL_LOG_TRACE_ID_BYTES + 1];
 } keel_service_req_t;
 
 typedef void (*keel_service_handler_fn)(keel_service_req_t *req, void *data);
@@ -93,7 +101,8 @@ struct keel_service {
     size_t routes_n, routes_cap;
     keel_metrics_t *metrics;
     keel_gauge_t *inflight;
-    bool started, draining, app_ready, stopped;
+    keel_rand_t rand; /* span ids */
+    bool started, draining, app_ready, stopped, in_handler;
     /* registration */
     keel_client_t *reg;     /* NULL without a registry */
     keel_timer_t reg_timer; /* heartbeats, then the drain's wait for DEREGISTER */
@@ -123,6 +132,10 @@ void keel_service_free(keel_service_t *s);
 /* Whether the registry has acknowledged this instance's registration (and it has not been
  * deregistered since). */
 bool keel_service_registered(const keel_service_t *s);
+
+/* Puts req's trace id on this thread's log lines again (for a handler's async
+ * continuation; the kit clears it when the handler returns and when req is answered). */
+void keel_service_req_enter(const keel_service_req_t *req);
 
 /* Answers req with a JSON body (application/json); the json is not consumed. */
 int keel_service_respond_json(keel_service_req_t *req, int status, const json_t *json);

@@ -183,3 +183,30 @@ def test_calls_by_name_survive_a_killed_instance(make_cluster, procs):
     served = sum(int(float(m)) for m in re.findall(
         rb'keel_service_requests_total\{[^}]*route="/notes",code="2xx"\} (\S+)', metrics))
     assert 200 <= served < 400, served  # the survivor took its half and then the rest
+
+
+def test_settings_from_file_environment_and_flags(procs, tmp_path):
+    """kit/config: a flag beats the environment, which beats the file, which beats the
+    default; a bad value is one line naming its source, exit 2, before anything starts."""
+    import os
+    import subprocess
+
+    port = free_port()
+    conf = tmp_path / "notes.yaml"
+    conf.write_text(f"listen: 127.0.0.1:{port}\nttl: 900\nid: from-file\n")
+    env = dict(os.environ, NOTES_CONFIG=str(conf), NOTES_TTL="1200")
+    out = subprocess.run([binary("keel-example-notes"), "--id", "from-flag", "--print-config"],
+                         env=env, capture_output=True, timeout=10)
+    assert out.returncode == 0, out
+    text = out.stdout.decode()
+    assert f"listen = 127.0.0.1:{port}  (file {conf})" in text, text
+    assert "ttl = 1200  (environment)" in text, text
+    assert "id = from-flag  (flag)" in text, text
+    p = procs.start([binary("keel-example-notes")], env=env)
+    p.read_line(r"listening on port")
+    assert call(port, "GET", "/notes")[0] == 200
+    bad = subprocess.run([binary("keel-example-notes")], env=dict(env, NOTES_TTL="soon"),
+                         capture_output=True, timeout=10)
+    assert bad.returncode == 2
+    assert bad.stderr.decode().strip() == (
+        "keel-example-notes: environment NOTES_TTL 'soon': expected an integer in 100..600000")

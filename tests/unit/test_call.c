@@ -2,7 +2,9 @@
  * to a healthy instance, a breaker takes a failing one out, POST is not retried after it may
  * have been seen, the deadline bounds a call, the trace and the time left travel, no instance
  * is an error. */
+#include "base/log.h"
 #include "kit/call.h"
+#include "kit/service.h"
 #include "ktest.h"
 #include "runtime/http_server.h"
 
@@ -248,6 +250,109 @@ static void the_deadline_bounds_a_call_and_travels_with_the_trace(void)
     env_finish(&e);
 }
 
+/* A service in the middle: its handler logs a line and calls "good" with keel_call_from. */
+typedef struct middle {
+    keel_service_t svc;
+    keel_caller_t to_good;
+    keel_service_req_t *req;
+    char log[2048];
+    size_t log_len;
+} middle_t;
+
+static void log_sink(void *data, const char *line, size_t len)
+{
+    middle_t *m = data;
+    if (m->log_len + len < sizeof(m->log)) {
+        memcpy(m->log + m->log_len, line, len);
+        m->log_len += len;
+        m->log[m->log_len] = '\0';
+    }
+}
+
+static int64_t log_clock(void *data)
+{
+    (void)data;
+    return 0;
+}
+
+static void middle_got(int err, const keel_http_msg_t *resp, void *data)
+{
+    middle_t *m = data;
+    keel_service_req_enter(m->req); /* an async continuation */
+    keel_log_info("good answered", KF_INT("err", err));
+    if (resp == NULL)
+        keel_http_respond_error(m->req->http, 502, "good failed");
+    else
+        keel_http_respond_body(m->req->http, 200, "text/plain", resp->body, resp->body_len);
+}
+
+static void middle_handle(keel_service_req_t *req, void *data)
+{
+    middle_t *m = data;
+    m->req = req;
+    keel_log_info("handling");
+    keel_call_t c = keel_call_from(req, HTTP_GET, "/from-middle");
+    KT_EQ_INT(keel_caller_call(&m->to_good, &c, middle_got, m), 0);
+}
+
+static void middle_caller_closed(keel_caller_t *c, void *data)
+{
+    (void)c;
+    (void)data;
+}
+
+static void a_service_logs_and_calls_with_its_callers_trace(void)
+{
+    env_t e;
+    start(&e);
+    serve(&e, "good", 200);
+    middle_t *m = calloc(1, sizeof(*m));
+    keel_errmsg_t msg;
+    keel_service_config_t sc = keel_service_config_default("middle");
+    sc.drain_timeout_ms = 100;
+    KT_EQ_INT(keel_service_init(&m->svc, &e.loop, &sc, &msg), 0);
+    KT_EQ_INT(keel_service_route(&m->svc, "GET", "/m", middle_handle, m, &msg), 0);
+    KT_EQ_INT(keel_service_start(&m->svc, &msg), 0);
+    keel_caller_config_t gc = keel_caller_config_default("good");
+    gc.endpoints = e.srv[0].addr;
+    KT_EQ_INT(keel_caller_init(&m->to_good, &e.loop, &gc, NULL, &msg), 0);
+    char maddr[64];
+    snprintf(maddr, sizeof(maddr), "127.0.0.1:%d", keel_service_port(&m->svc));
+    caller(&e, maddr, NULL);
+    keel_log_configure(KEEL_LOG_INFO, log_sink, log_clock, m);
+
+    keel_trace_ctx_t parent;
+    keel_rand_t rnd;
+    keel_rand_seed(&rnd, 11);
+    keel_trace_new_root(&rnd, 1, &parent);
+    char trace_hex[33];
+    keel_trace_id_hex(&parent, trace_hex);
+    result_t r = {.e = &e};
+    keel_call_t c = {.method = HTTP_GET, .target = "/m", .has_trace = true, .trace = parent};
+    KT_EQ_INT(keel_caller_call(&e.caller, &c, on_call, &r), 0);
+    run_until(&e, 1);
+    keel_log_configure(KEEL_LOG_INFO, NULL, NULL, NULL);
+    KT_EQ_INT(r.status, 200);
+    /* good saw the same trace, through the middle's own span */
+    char want[64];
+    snprintf(want, sizeof(want), "good 00-%s-", trace_hex);
+    KT_CHECK(strncmp(r.body, want, strlen(want)) == 0);
+    /* both of the handler's lines, the synchronous and the async one, carry it */
+    char field[64];
+    snprintf(field, sizeof(field), "\"trace_id\":\"%s\"", trace_hex);
+    const char *l1 = strstr(m->log, "\"handling\"");
+    const char *l2 = strstr(m->log, "\"good answered\"");
+    KT_CHECK(l1 != NULL && l2 != NULL);
+    const char *f1 = strstr(m->log, field);
+    KT_CHECK(f1 != NULL && f1 < l2 && strstr(f1 + 1, field) != NULL);
+
+    keel_caller_close(&m->to_good, middle_caller_closed, NULL);
+    keel_service_drain(&m->svc);
+    env_finish(&e);
+    keel_service_free(&m->svc);
+    free(m);
+}
+
 static void no_instance_is_an_error(void)
 {
     env_t e;
@@ -281,6 +386,7 @@ int main(void)
     KT_RUN(retries_move_to_a_healthy_instance_and_a_breaker_opens);
     KT_RUN(post_is_not_retried_once_it_may_have_been_seen);
     KT_RUN(the_deadline_bounds_a_call_and_travels_with_the_trace);
+    KT_RUN(a_service_logs_and_calls_with_its_callers_trace);
     KT_RUN(no_instance_is_an_error);
     return kt_done();
 }

@@ -2,6 +2,10 @@
  * memory. The template the shop's services start from (docs/kit.md).
  *
  *   keel-example-notes [--listen host:port] [--registry host:port,...] [--ttl ms] [--id id]
+ *                      [--config notes.yaml] [--print-config] [--help]
+ * Each setting also comes from the environment (NOTES_LISTEN, NOTES_REGISTRY, NOTES_TTL,
+ * NOTES_ID) or a YAML file (listen: ..., ttl: ...): a flag beats the environment, which beats
+ * the file, which beats the default (kit/config.h).
  *
  *   PUT    /notes/:id     the body becomes note id          204
  *   GET    /notes/:id     {"id": ..., "text": ...}          200, or 404
@@ -15,6 +19,7 @@
  */
 #include "base/map.h"
 #include "base/num.h"
+#include "kit/config.h"
 #include "kit/service.h"
 
 #include <stdio.h>
@@ -142,22 +147,21 @@ int main(int argc, char **argv)
 {
     const char *listen = "127.0.0.1:8080", *registry = NULL, *id = NULL;
     int64_t ttl = 5000;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
-            listen = argv[++i];
-        } else if (strcmp(argv[i], "--registry") == 0 && i + 1 < argc) {
-            registry = argv[++i];
-        } else if (strcmp(argv[i], "--id") == 0 && i + 1 < argc) {
-            id = argv[++i];
-        } else if (strcmp(argv[i], "--ttl") == 0 && i + 1 < argc &&
-                   keel_parse_i64((const uint8_t *)argv[i + 1], strlen(argv[i + 1]), &ttl) == 0 &&
-                   ttl >= 100) {
-            i++;
-        } else {
-            fprintf(stderr, "usage: keel-example-notes [--listen host:port] "
-                            "[--registry host:port,...] [--ttl ms (>= 100)] [--id id]\n");
-            return 2;
-        }
+    const keel_opt_t opts[] = {
+        {"listen", KEEL_OPT_STR, &listen, 0, 0, "host:port to serve on (port 0: any)"},
+        {"registry", KEEL_OPT_STR, &registry, 0, 0,
+         "keel server host:port,... to register in as service notes"},
+        {"id", KEEL_OPT_STR, &id, 0, 0, "instance id (default notes-<host>-<port>)"},
+        {"ttl", KEEL_OPT_INT, &ttl, 100, 600000, "registration TTL in ms"},
+    };
+    keel_config_t conf;
+    keel_errmsg_t cmsg = {{0}};
+    int crc = keel_config_load(&conf, "keel-example-notes", "NOTES", opts,
+                               sizeof(opts) / sizeof(opts[0]), argc, argv, NULL, &cmsg);
+    if (crc != 0) {
+        if (crc < 0)
+            fprintf(stderr, "keel-example-notes: %s\n", cmsg.text);
+        return crc < 0 ? 2 : 0;
     }
     keel_loop_t loop;
     if (keel_loop_init(&loop) != 0 || keel_loop_handle_signals(&loop) != 0)
@@ -196,5 +200,6 @@ int main(int argc, char **argv)
     keel_service_free(&svc);
     keel_map_free(&app.notes, free);
     keel_loop_close(&loop);
+    keel_config_free(&conf);
     return 0;
 }
