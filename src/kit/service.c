@@ -345,6 +345,8 @@ static void drained(keel_http_server_t *srv, void *data)
 {
     keel_service_t *s = data;
     s->stopped = true;
+    if (s->cfg.on_stopped != NULL)
+        s->cfg.on_stopped(s, s->cfg.on_drain_data);
 }
 
 /* After deregistration (or without a registry): the listener closes, requests finish. */

@@ -68,6 +68,10 @@ typedef struct keel_service_config {
     keel_http_server_config_t http; /* limits and timeouts */
     /* Called once the drain starts (before new connections are refused); may be NULL. */
     void (*on_drain)(keel_service_t *svc, void *data);
+    /* Called once the drain is over (every request answered, or drain_timeout_ms passed):
+     * close what the handlers used (clients, timers) so that the loop can end. May be NULL;
+     * it gets on_drain_data too. */
+    void (*on_stopped)(keel_service_t *svc, void *data);
     void *on_drain_data;
     /* Registration in keel server's registry (docs/registry.md); registry NULL: none.
      * The instance is registered once listening, kept alive by a heartbeat every ttl_ms / 3

@@ -2,6 +2,7 @@
  */
 #include "runtime/http_server.h"
 
+#include "base/json.h"
 #include "base/log.h"
 #include "base/metrics.h"
 #include "runtime/clock.h"
@@ -783,10 +784,11 @@ int keel_http_respond_body(keel_http_req_t *req, int status, const char *content
 
 int keel_http_respond_error(keel_http_req_t *req, int status, const char *message)
 {
-    char body[512];
+    /* the message is escaped (and cut at an escape boundary): the body is always valid JSON */
+    char esc[384], body[512];
+    size_t esc_len;
+    keel_json_escape(esc, sizeof(esc), message, strlen(message), &esc_len);
     int n = snprintf(body, sizeof(body), "{\"error\":{\"code\":%d,\"message\":\"%s\"}}", status,
-                     message);
-    if (n < 0 || (size_t)n >= sizeof(body))
-        n = (int)sizeof(body) - 1;
+                     esc);
     return keel_http_respond_body(req, status, "application/json", body, (size_t)n);
 }

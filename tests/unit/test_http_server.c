@@ -3,7 +3,9 @@
 #include "runtime/http_server.h"
 #include "ktest.h"
 
+#include <jansson.h>
 #include <stdlib.h>
+#include <string.h>
 
 static void named(keel_http_req_t *req, void *data)
 {
@@ -15,7 +17,7 @@ static void named(keel_http_req_t *req, void *data)
 
 typedef struct answer {
     int calls, err, status;
-    char body[256];
+    char body[1024];
 } answer_t;
 
 static void on_answer(int err, const keel_http_msg_t *resp, void *data)
@@ -112,14 +114,26 @@ static void routes_match_by_method_and_path_prefix_in_table_order(void)
     env_close(&e);
 }
 
+/* An error message with quotes, a newline and more than the body holds. */
+static void quoted(keel_http_req_t *req, void *data)
+{
+    (void)data;
+    char msg[700];
+    memset(msg, 'x', sizeof(msg) - 1);
+    msg[sizeof(msg) - 1] = '\0';
+    memcpy(msg, "say \"no\"\n", 9);
+    keel_http_respond_error(req, 400, msg);
+}
+
 static void with_no_route_for_a_path_the_answer_is_404_json(void)
 {
-    static const keel_http_route_t routes[] = {{HTTP_GET, "/only", named, "only"}};
+    static const keel_http_route_t routes[] = {{HTTP_GET, "/only", named, "only"},
+                                               {HTTP_GET, "/quoted", quoted, NULL}};
     env_t e;
     memset(&e, 0, sizeof(e));
     KT_EQ_INT(keel_loop_init(&e.loop), 0);
     keel_http_server_config_t cfg = keel_http_server_config_default();
-    KT_EQ_INT(keel_http_server_init(&e.srv, &e.loop, &cfg, routes, 1, NULL), 0);
+    KT_EQ_INT(keel_http_server_init(&e.srv, &e.loop, &cfg, routes, 2, NULL), 0);
     KT_EQ_INT(keel_http_server_listen(&e.srv, "127.0.0.1:0", NULL), 0);
     snprintf(e.addr, sizeof(e.addr), "127.0.0.1:%d", keel_http_server_port(&e.srv));
     keel_http_client_config_t ccfg = keel_http_client_config_default();
@@ -127,6 +141,14 @@ static void with_no_route_for_a_path_the_answer_is_404_json(void)
     answer_t a = ask(&e, HTTP_GET, "/other");
     KT_EQ_INT(a.status, 404);
     KT_EQ_STR(a.body, "{\"error\":{\"code\":404,\"message\":\"not found\"}}");
+    /* a message is escaped and cut, never breaking the JSON */
+    a = ask(&e, HTTP_GET, "/quoted");
+    KT_EQ_INT(a.status, 400);
+    json_t *j = json_loads(a.body, 0, NULL);
+    KT_CHECK(j != NULL);
+    const char *m = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+    KT_CHECK(m != NULL && strncmp(m, "say \"no\"\nxxx", 12) == 0 && strlen(m) < 700);
+    json_decref(j);
     env_close(&e);
 }
 

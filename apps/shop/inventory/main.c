@@ -1,0 +1,1135 @@
+/* inventory - the shop's stock service: stock per product in keel server, reservations that
+ * expire with their keys' TTL (the reservation's lease), no oversell under any interleaving.
+ *
+ *   keel-shop-inventory --keel host:port,... [--listen host:port] [--registry host:port,...]
+ *                       [--reservation-ttl-ms 900000] [--id ID]  (also INVENTORY_* and a file)
+ *
+ *   POST   /products/:id/restock       {"qty": n}                 200 {"id", "stock"}
+ *   GET    /products/:id                                           200 {"id", "stock",
+ *                                                                      "reserved", "available"}
+ *   PUT    /reservations/:order        {"items": [{"product", "qty"}, ...]}
+ *            201 reserved; 200 the same order again (reserved or confirmed); 409 not enough
+ *            stock (nothing reserved) or the order was released; 422 other items under the
+ *            same order id
+ *   POST   /reservations/:order/confirm  200 (again: 200); 410 the reservation expired or
+ *                                        never was; 409 released
+ *   DELETE /reservations/:order        204 released (again, or never reserved: 204, and a
+ *                                        late reserve of it is refused); 409 confirmed
+ *   GET    /reservations/:order        200 {"status": reserved|confirmed|released|none, ...}
+ *
+ * Data in keel server (docs/shop.md has the reasoning):
+ *   inv:stock:P         units on hand (not yet sold); reservations are not subtracted
+ *   inv:rlist:P         the orders that may hold a reservation of P (stale ids pruned)
+ *   inv:resv:P:O        O's reserved quantity of P, with PX = the reservation TTL
+ *   inv:order:O         O's items (JSON), same PX: O is reserved while it lives
+ *   inv:sold:O          O's items once confirmed (no TTL)
+ *   inv:released:O      O was released (PX 24 h): a late reserve of O is refused
+ * available(P) = stock(P) - the sum of P's live reservations. A reservation's expiry is its
+ * keys' TTL, applied by keel's leader: nothing has to notice it, so nothing can miss it.
+ * Every change is one KEEL.TXN whose watched versions are those of the keys it read
+ * (stock and rlist of each product, the order's keys): any concurrent change to them makes it
+ * fail as a whole and the operation starts again (at most ATTEMPTS_MAX times, with backoff).
+ * So a reserve that saw enough stock commits only if nobody reserved, confirmed or restocked
+ * those products in between, and a confirm only if its reservation still lives.
+ */
+#include "base/list.h"
+#include "base/log.h"
+#include "base/num.h"
+#include "base/rand.h"
+#include "client/client.h"
+#include "kit/config.h"
+#include "kit/service.h"
+#include "runtime/clock.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ITEMS_MAX 32
+#define ID_BYTES_MAX 64
+#define QTY_MAX 1000000000LL
+#define OPEN_RESERVATIONS_MAX 10000 /* per product: ids in inv:rlist:P */
+#define ATTEMPTS_MAX 12
+#define RELEASED_TTL_MS 86400000LL
+#define BODY_BYTES_MAX 65536
+#define SLOTS_MAX (3 + 3 * ITEMS_MAX)
+
+typedef struct app {
+    keel_loop_t *loop;
+    keel_client_t keel;
+    keel_service_t svc;
+    int64_t ttl_ms;
+    keel_rand_t rand;
+    keel_list_t waiting; /* ops waiting out a backoff */
+    keel_timer_t tick;
+    keel_counter_t *m_conflicts, *m_oversell_refusals, *m_expired_confirms;
+} app_t;
+
+typedef struct item {
+    char product[ID_BYTES_MAX + 1];
+    int64_t qty;
+} item_t;
+
+/* One read's answer: GETV (value and version) or MGET (integers, -1 for nil). */
+typedef struct slot {
+    int status; /* 0, or an error (transport, error reply, bad shape) */
+    bool present;
+    int64_t version;
+    char *val;
+    size_t len;
+    int64_t *ints; /* MGET */
+    size_t n;
+} slot_t;
+
+enum op_kind { RESERVE, CONFIRM, RELEASE, PRODUCT, SHOW };
+
+typedef struct op op_t;
+struct op {
+    app_t *app;
+    keel_service_req_t *req;
+    enum op_kind kind;
+    char order[ID_BYTES_MAX + 1];
+    item_t items[ITEMS_MAX];
+    size_t n_items;
+    char *items_json; /* canonical: sorted, merged */
+    int attempt, pending;
+    slot_t slots[SLOTS_MAX];
+    size_t n_slots;
+    void (*next)(op_t *o);
+    keel_list_t link;
+    keel_ms_t due_ms;
+};
+
+/* ---- answers -------------------------------------------------------------------------- */
+
+static void slots_clear(op_t *o)
+{
+    for (size_t i = 0; i < o->n_slots; i++) {
+        free(o->slots[i].val);
+        free(o->slots[i].ints);
+    }
+    memset(o->slots, 0, sizeof(o->slots[0]) * o->n_slots);
+    o->n_slots = 0;
+}
+
+static void op_free(op_t *o)
+{
+    slots_clear(o);
+    free(o->items_json);
+    keel_list_remove(&o->link);
+    free(o);
+}
+
+static void answer(op_t *o, int status, json_t *body)
+{
+    keel_service_req_enter(o->req);
+    keel_service_respond_json(o->req, status, body);
+    json_decref(body);
+    op_free(o);
+}
+
+static void answer_error(op_t *o, int status, const char *why)
+{
+    answer(o, status, json_pack("{s:s, s:s}", "error", why, "order", o->order));
+}
+
+/* ---- reads: a batch of commands whose answers land in slots ---------------------------- */
+
+typedef struct slot_ref {
+    op_t *o;
+    size_t i;
+} slot_ref_t;
+
+static void batch_done(op_t *o)
+{
+    if (--o->pending == 0)
+        o->next(o);
+}
+
+static void on_getv(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *r)
+{
+    slot_ref_t *ref = ctx;
+    op_t *o = ref->o;
+    slot_t *s = &o->slots[ref->i];
+    (void)cl;
+    free(ref);
+    if (status != 0) {
+        s->status = status;
+    } else if (r->type == KEEL_RESP_NIL || r->type == KEEL_RESP_NIL_ARRAY) {
+        s->present = false;
+    } else if (r->type == KEEL_RESP_ARRAY && r->elems_len == 2 &&
+               r->elems[0].type == KEEL_RESP_BULK && r->elems[1].type == KEEL_RESP_INT) {
+        s->present = true;
+        s->version = r->elems[1].integer;
+        s->len = r->elems[0].str.len;
+        if ((s->val = malloc(s->len + 1)) == NULL) {
+            s->status = KEEL_ENOMEM;
+        } else {
+            memcpy(s->val, r->elems[0].str.ptr, s->len);
+            s->val[s->len] = '\0';
+        }
+    } else {
+        s->status = KEEL_EPROTO;
+    }
+    batch_done(o);
+}
+
+static void on_mget(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *r)
+{
+    slot_ref_t *ref = ctx;
+    op_t *o = ref->o;
+    slot_t *s = &o->slots[ref->i];
+    (void)cl;
+    free(ref);
+    if (status != 0 || r->type != KEEL_RESP_ARRAY) {
+        s->status = status ? status : KEEL_EPROTO;
+    } else if ((s->ints = calloc(r->elems_len ? r->elems_len : 1, sizeof(int64_t))) == NULL) {
+        s->status = KEEL_ENOMEM;
+    } else {
+        s->n = r->elems_len;
+        for (size_t i = 0; i < r->elems_len; i++) {
+            const keel_resp_value_t *e = &r->elems[i];
+            int64_t q = -1;
+            if (e->type == KEEL_RESP_BULK &&
+                (keel_parse_i64(e->str.ptr, e->str.len, &q) != 0 || q < 0))
+                s->status = KEEL_ECORRUPT;
+            s->ints[i] = e->type == KEEL_RESP_BULK ? q : -1;
+        }
+    }
+    batch_done(o);
+}
+
+/* Queues one read into the next slot; the op's `next` runs once all of the batch are in. */
+static void read_cmd(op_t *o, size_t argc, const char *const *argv, bool mget)
+{
+    size_t i = o->n_slots++;
+    slot_ref_t *ref = malloc(sizeof(*ref));
+    o->pending++;
+    if (ref == NULL) {
+        o->slots[i].status = KEEL_ENOMEM;
+        o->pending--;
+        return;
+    }
+    *ref = (slot_ref_t){o, i};
+    int rc = keel_client_command(&o->app->keel, argc, argv, NULL, mget ? on_mget : on_getv, ref);
+    if (rc != 0) {
+        free(ref);
+        o->slots[i].status = rc;
+        o->pending--;
+    }
+}
+
+static void getv(op_t *o, const char *key)
+{
+    const char *argv[] = {"KEEL.GETV", key};
+    read_cmd(o, 2, argv, false);
+}
+
+/* Starts a batch: `first` queues its reads, then `next` runs when they are in. */
+static void batch(op_t *o, void (*queue)(op_t *o), void (*next)(op_t *o))
+{
+    o->next = next;
+    o->pending = 1; /* held until everything is queued */
+    queue(o);
+    batch_done(o);
+}
+
+static int slots_status(const op_t *o)
+{
+    for (size_t i = 0; i < o->n_slots; i++)
+        if (o->slots[i].status != 0)
+            return o->slots[i].status;
+    return 0;
+}
+
+/* ---- the transaction ------------------------------------------------------------------- */
+
+/* KEEL.TXN nwatch (key ver)* ncmds (argc arg*)* - built as words. */
+typedef struct txn {
+    const char *w[1024];
+    size_t n;
+    char nums[256][24];
+    size_t nn;
+    size_t nwatch_at, ncmds_at, nwatch, ncmds;
+} txn_t;
+
+static const char *txn_num(txn_t *t, int64_t v)
+{
+    char *s = t->nums[t->nn++];
+    snprintf(s, 24, "%lld", (long long)v);
+    return s;
+}
+
+static void txn_begin(txn_t *t)
+{
+    t->n = t->nn = t->nwatch = t->ncmds = 0;
+    t->w[t->n++] = "KEEL.TXN";
+    t->nwatch_at = t->n++;
+}
+
+static void txn_watch(txn_t *t, const char *key, const slot_t *s)
+{
+    t->w[t->n++] = key;
+    t->w[t->n++] = txn_num(t, s->present ? s->version : 0);
+    t->nwatch++;
+}
+
+static void txn_cmds(txn_t *t)
+{
+    t->w[t->nwatch_at] = txn_num(t, (int64_t)t->nwatch);
+    t->ncmds_at = t->n++;
+}
+
+static void txn_cmd(txn_t *t, size_t argc, const char *const *argv)
+{
+    t->w[t->n++] = txn_num(t, (int64_t)argc);
+    for (size_t i = 0; i < argc; i++)
+        t->w[t->n++] = argv[i];
+    t->ncmds++;
+}
+
+static void txn_end(txn_t *t)
+{
+    t->w[t->ncmds_at] = txn_num(t, (int64_t)t->ncmds);
+}
+
+static void restart(op_t *o);
+static void tick(keel_timer_t *t, void *data);
+
+static void on_txn(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *r)
+{
+    op_t *o = ctx;
+    (void)cl;
+    if (status != 0 || r->type == KEEL_RESP_ERROR) {
+        /* unknown outcome: the caller retries with the same order id, which is idempotent */
+        answer_error(o, 503, "keel server did not answer; retry with the same order id");
+        return;
+    }
+    if (r->type == KEEL_RESP_NIL || r->type == KEEL_RESP_NIL_ARRAY) { /* a watched key moved: read again */
+        if (o->app->m_conflicts)
+            keel_counter_inc(o->app->m_conflicts);
+        restart(o);
+        return;
+    }
+    o->next(o);
+}
+
+static void txn_send(op_t *o, txn_t *t, void (*then)(op_t *o))
+{
+    txn_end(t);
+    o->next = then;
+    if (keel_client_command(&o->app->keel, t->n, t->w, NULL, on_txn, o) != 0)
+        answer_error(o, 503, "keel client queue full");
+}
+
+/* ---- keys and items ------------------------------------------------------------------ */
+
+static void key(char *out, size_t cap, const char *kind, const char *a, const char *b)
+{
+    if (b)
+        snprintf(out, cap, "inv:%s:%s:%s", kind, a, b);
+    else
+        snprintf(out, cap, "inv:%s:%s", kind, a);
+}
+#define KEY_BYTES (16 + 2 * ID_BYTES_MAX)
+
+static bool id_valid(const char *s, size_t n)
+{
+    if (n == 0 || n > ID_BYTES_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+static int item_cmp(const void *a, const void *b)
+{
+    return strcmp(((const item_t *)a)->product, ((const item_t *)b)->product);
+}
+
+/* Items from JSON [{"product","qty"}...]: sorted, merged. NULL, or the reason. */
+static const char *items_parse(op_t *o, const json_t *arr)
+{
+    if (!json_is_array(arr) || json_array_size(arr) == 0 || json_array_size(arr) > ITEMS_MAX)
+        return "items: an array of 1 to 32 {\"product\", \"qty\"}";
+    o->n_items = 0;
+    size_t i;
+    const json_t *it;
+    json_array_foreach(arr, i, it)
+    {
+        const json_t *p = json_object_get(it, "product"), *q = json_object_get(it, "qty");
+        if (!json_is_string(p) || !id_valid(json_string_value(p), json_string_length(p)))
+            return "items: product ids of 1 to 64 of [A-Za-z0-9._-]";
+        if (!json_is_integer(q) || json_integer_value(q) < 1 || json_integer_value(q) > QTY_MAX)
+            return "items: qty an integer from 1 to 1000000000";
+        item_t *x = &o->items[o->n_items++];
+        snprintf(x->product, sizeof(x->product), "%s", json_string_value(p));
+        x->qty = json_integer_value(q);
+    }
+    qsort(o->items, o->n_items, sizeof(item_t), item_cmp);
+    size_t k = 0;
+    for (i = 0; i < o->n_items; i++) {
+        if (k > 0 && strcmp(o->items[k - 1].product, o->items[i].product) == 0) {
+            o->items[k - 1].qty += o->items[i].qty;
+            if (o->items[k - 1].qty > QTY_MAX)
+                return "items: qty an integer from 1 to 1000000000";
+        } else {
+            o->items[k++] = o->items[i];
+        }
+    }
+    o->n_items = k;
+    json_t *canon = json_array();
+    for (i = 0; i < o->n_items; i++)
+        json_array_append_new(canon, json_pack("{s:s, s:I}", "product", o->items[i].product, "qty",
+                                               (json_int_t)o->items[i].qty));
+    o->items_json = json_dumps(canon, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(canon);
+    return o->items_json ? NULL : "out of memory";
+}
+
+/* Items stored by us: parse them back (a corrupt value is an error, never guessed at). */
+static int items_load(op_t *o, const slot_t *s)
+{
+    json_t *arr = json_loadb(s->val, s->len, 0, NULL);
+    free(o->items_json);
+    o->items_json = NULL;
+    const char *why = arr ? items_parse(o, arr) : "bad JSON";
+    json_decref(arr);
+    return why ? KEEL_ECORRUPT : 0;
+}
+
+/* ---- reserve -------------------------------------------------------------------------- */
+/* slots: 0 order, 1 sold, 2 released, then per item: 3+2i stock, 4+2i rlist; then per item
+ * with a non-empty rlist, one MGET (slot 3+2n+i). */
+
+static void reserve_read(op_t *o);
+
+static void reserve_queue_state(op_t *o)
+{
+    char k[KEY_BYTES];
+    key(k, sizeof(k), "order", o->order, NULL);
+    getv(o, k);
+    key(k, sizeof(k), "sold", o->order, NULL);
+    getv(o, k);
+    key(k, sizeof(k), "released", o->order, NULL);
+    getv(o, k);
+    for (size_t i = 0; i < o->n_items; i++) {
+        key(k, sizeof(k), "stock", o->items[i].product, NULL);
+        getv(o, k);
+        key(k, sizeof(k), "rlist", o->items[i].product, NULL);
+        getv(o, k);
+    }
+}
+
+/* The ids in an rlist value, at most OPEN_RESERVATIONS_MAX: count, or -1. */
+static int rlist_ids(const slot_t *s, const char **ids, size_t *lens, size_t cap)
+{
+    size_t n = 0;
+    if (!s->present)
+        return 0;
+    for (const char *p = s->val, *end = s->val + s->len; p < end;) {
+        const char *sp = memchr(p, ' ', (size_t)(end - p));
+        size_t len = sp ? (size_t)(sp - p) : (size_t)(end - p);
+        if (len > 0) {
+            if (n == cap)
+                return -1;
+            ids[n] = p;
+            lens[n++] = len;
+        }
+        p += len + 1;
+    }
+    return (int)n;
+}
+
+static void reserve_queue_resv(op_t *o)
+{
+    static const char *ids[OPEN_RESERVATIONS_MAX];
+    static size_t lens[OPEN_RESERVATIONS_MAX];
+    for (size_t i = 0; i < o->n_items; i++) {
+        int n = rlist_ids(&o->slots[4 + 2 * i], ids, lens, OPEN_RESERVATIONS_MAX);
+        size_t at = o->n_slots;
+        if (n <= 0) { /* nothing to read: an empty answer */
+            o->n_slots++;
+            continue;
+        }
+        const char **argv = malloc(sizeof(char *) * ((size_t)n + 1));
+        char *keys = malloc((size_t)n * KEY_BYTES);
+        if (argv == NULL || keys == NULL) {
+            free(argv);
+            free(keys);
+            o->slots[o->n_slots++].status = KEEL_ENOMEM;
+            continue;
+        }
+        argv[0] = "MGET";
+        for (int j = 0; j < n; j++) {
+            char *kk = keys + (size_t)j * KEY_BYTES;
+            snprintf(kk, KEY_BYTES, "inv:resv:%s:%.*s", o->items[i].product, (int)lens[j], ids[j]);
+            argv[j + 1] = kk;
+        }
+        read_cmd(o, (size_t)n + 1, argv, true);
+        (void)at;
+        free(argv);
+        free(keys);
+    }
+}
+
+static void reserved(op_t *o)
+{
+    answer(o, 201,
+           json_pack("{s:s, s:s, s:I}", "order", o->order, "status", "reserved", "expires_in_ms",
+                     (json_int_t)o->app->ttl_ms));
+}
+
+static void reserve_decide(op_t *o)
+{
+    static const char *ids[OPEN_RESERVATIONS_MAX];
+    static size_t lens[OPEN_RESERVATIONS_MAX];
+    if (slots_status(o) != 0) {
+        answer_error(o, 503, "keel server read failed");
+        return;
+    }
+    app_t *a = o->app;
+    size_t n = o->n_items;
+    /* the live reservations of each product, and what is available */
+    char *rl[ITEMS_MAX] = {0};
+    for (size_t i = 0; i < n; i++) {
+        const slot_t *stock = &o->slots[3 + 2 * i], *list = &o->slots[4 + 2 * i];
+        const slot_t *qtys = &o->slots[3 + 2 * n + i];
+        int m = rlist_ids(list, ids, lens, OPEN_RESERVATIONS_MAX);
+        int64_t have = 0, held = 0;
+        if (stock->present && keel_parse_i64((const uint8_t *)stock->val, stock->len, &have) != 0)
+            m = -2;
+        if (m < 0 || (m > 0 && qtys->n != (size_t)m)) {
+            for (size_t j = 0; j < i; j++)
+                free(rl[j]);
+            answer_error(o, 503,
+                         m == -1 ? "too many open reservations of a product"
+                                 : "corrupt inventory data");
+            return;
+        }
+        /* the new list: live ids (not this order: it holds none yet) and this order */
+        size_t cap = (list->present ? list->len : 0) + ID_BYTES_MAX + 2, len = 0;
+        rl[i] = malloc(cap);
+        if (rl[i] == NULL) {
+            for (size_t j = 0; j < i; j++)
+                free(rl[j]);
+            answer_error(o, 503, "out of memory");
+            return;
+        }
+        for (int j = 0; j < m; j++) {
+            if (qtys->ints[j] < 0)
+                continue; /* expired (or released, or confirmed): pruned */
+            held += qtys->ints[j];
+            memcpy(rl[i] + len, ids[j], lens[j]);
+            len += lens[j];
+            rl[i][len++] = ' ';
+        }
+        memcpy(rl[i] + len, o->order, strlen(o->order) + 1);
+        if (have - held < o->items[i].qty) {
+            for (size_t j = 0; j <= i; j++)
+                free(rl[j]);
+            if (a->m_oversell_refusals)
+                keel_counter_inc(a->m_oversell_refusals);
+            answer(o, 409,
+                   json_pack("{s:s, s:s, s:s, s:I, s:I}", "error", "insufficient stock", "order",
+                             o->order, "product", o->items[i].product, "available",
+                             (json_int_t)(have - held), "requested", (json_int_t)o->items[i].qty));
+            return;
+        }
+    }
+    txn_t *t = malloc(sizeof(*t));
+    char(*keys)[KEY_BYTES] = malloc(sizeof(*keys) * (3 + 4 * n));
+    char qty[ITEMS_MAX][24], px[24], okey[KEY_BYTES];
+    if (t == NULL || keys == NULL) {
+        free(t);
+        free(keys);
+        for (size_t j = 0; j < n; j++)
+            free(rl[j]);
+        answer_error(o, 503, "out of memory");
+        return;
+    }
+    snprintf(px, sizeof(px), "%lld", (long long)a->ttl_ms);
+    txn_begin(t);
+    key(keys[0], KEY_BYTES, "order", o->order, NULL);
+    key(keys[1], KEY_BYTES, "sold", o->order, NULL);
+    key(keys[2], KEY_BYTES, "released", o->order, NULL);
+    for (size_t k = 0; k < 3; k++)
+        txn_watch(t, keys[k], &o->slots[k]);
+    for (size_t i = 0; i < n; i++) {
+        key(keys[3 + 4 * i], KEY_BYTES, "stock", o->items[i].product, NULL);
+        key(keys[4 + 4 * i], KEY_BYTES, "rlist", o->items[i].product, NULL);
+        txn_watch(t, keys[3 + 4 * i], &o->slots[3 + 2 * i]);
+        txn_watch(t, keys[4 + 4 * i], &o->slots[4 + 2 * i]);
+    }
+    txn_cmds(t);
+    for (size_t i = 0; i < n; i++) {
+        key(keys[5 + 4 * i], KEY_BYTES, "resv", o->items[i].product, o->order);
+        snprintf(qty[i], sizeof(qty[i]), "%lld", (long long)o->items[i].qty);
+        const char *set_list[] = {"SET", keys[4 + 4 * i], rl[i]};
+        const char *set_resv[] = {"SET", keys[5 + 4 * i], qty[i], "PX", px};
+        txn_cmd(t, 3, set_list);
+        txn_cmd(t, 5, set_resv);
+    }
+    snprintf(okey, sizeof(okey), "%s", keys[0]);
+    const char *set_order[] = {"SET", okey, o->items_json, "PX", px};
+    txn_cmd(t, 5, set_order);
+    txn_send(o, t, reserved);
+    free(t);
+    free(keys);
+    for (size_t j = 0; j < n; j++)
+        free(rl[j]);
+}
+
+static void reserve_have_state(op_t *o)
+{
+    if (slots_status(o) != 0) {
+        answer_error(o, 503, "keel server read failed");
+        return;
+    }
+    const slot_t *order = &o->slots[0], *sold = &o->slots[1], *rel = &o->slots[2];
+    const slot_t *mine = sold->present ? sold : order->present ? order : NULL;
+    if (mine != NULL) { /* the same order again */
+        bool same =
+            mine->len == strlen(o->items_json) && memcmp(mine->val, o->items_json, mine->len) == 0;
+        if (!same) {
+            answer_error(o, 422, "this order id was reserved with other items");
+            return;
+        }
+        answer(o, 200,
+               json_pack("{s:s, s:s}", "order", o->order, "status",
+                         sold->present ? "confirmed" : "reserved"));
+        return;
+    }
+    if (rel->present) {
+        answer_error(o, 409, "this order was released");
+        return;
+    }
+    batch(o, reserve_queue_resv, reserve_decide);
+}
+
+static void reserve_read(op_t *o)
+{
+    slots_clear(o);
+    batch(o, reserve_queue_state, reserve_have_state);
+}
+
+/* ---- confirm and release ------------------------------------------------------------- */
+/* slots: 0 order, 1 sold, 2 released; then per item 3+2i stock, 4+2i resv. */
+
+static void order_queue(op_t *o)
+{
+    char k[KEY_BYTES];
+    key(k, sizeof(k), "order", o->order, NULL);
+    getv(o, k);
+    key(k, sizeof(k), "sold", o->order, NULL);
+    getv(o, k);
+    key(k, sizeof(k), "released", o->order, NULL);
+    getv(o, k);
+}
+
+static void items_queue(op_t *o)
+{
+    char k[KEY_BYTES];
+    for (size_t i = 0; i < o->n_items; i++) {
+        key(k, sizeof(k), "stock", o->items[i].product, NULL);
+        getv(o, k);
+        key(k, sizeof(k), "resv", o->items[i].product, o->order);
+        getv(o, k);
+    }
+}
+
+static void confirmed(op_t *o)
+{
+    answer(o, 200, json_pack("{s:s, s:s}", "order", o->order, "status", "confirmed"));
+}
+
+static void confirm_commit(op_t *o)
+{
+    if (slots_status(o) != 0) {
+        answer_error(o, 503, "keel server read failed");
+        return;
+    }
+    size_t n = o->n_items;
+    for (size_t i = 0; i < n; i++)
+        if (!o->slots[4 + 2 * i].present) { /* expired between the reads: the next TXN fails */
+            restart(o);
+            return;
+        }
+    txn_t *t = malloc(sizeof(*t));
+    char(*keys)[KEY_BYTES] = malloc(sizeof(*keys) * (2 + 2 * n));
+    if (t == NULL || keys == NULL) {
+        free(t);
+        free(keys);
+        answer_error(o, 503, "out of memory");
+        return;
+    }
+    char qty[ITEMS_MAX][24];
+    txn_begin(t);
+    key(keys[0], KEY_BYTES, "order", o->order, NULL);
+    key(keys[1], KEY_BYTES, "sold", o->order, NULL);
+    txn_watch(t, keys[0], &o->slots[0]);
+    txn_watch(t, keys[1], &o->slots[1]);
+    for (size_t i = 0; i < n; i++) {
+        key(keys[2 + 2 * i], KEY_BYTES, "stock", o->items[i].product, NULL);
+        key(keys[3 + 2 * i], KEY_BYTES, "resv", o->items[i].product, o->order);
+        txn_watch(t, keys[2 + 2 * i], &o->slots[3 + 2 * i]);
+        txn_watch(t, keys[3 + 2 * i], &o->slots[4 + 2 * i]);
+    }
+    txn_cmds(t);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(qty[i], sizeof(qty[i]), "%lld", (long long)o->items[i].qty);
+        const char *dec[] = {"DECRBY", keys[2 + 2 * i], qty[i]};
+        const char *del[] = {"DEL", keys[3 + 2 * i]};
+        txn_cmd(t, 3, dec);
+        txn_cmd(t, 2, del);
+    }
+    const char *del_order[] = {"DEL", keys[0]};
+    const char *set_sold[] = {"SET", keys[1], o->items_json};
+    txn_cmd(t, 2, del_order);
+    txn_cmd(t, 3, set_sold);
+    txn_send(o, t, confirmed);
+    free(t);
+    free(keys);
+}
+
+static void released(op_t *o)
+{
+    keel_service_req_enter(o->req);
+    keel_http_respond(o->req->http, 204, NULL, 0, NULL, 0);
+    op_free(o);
+}
+
+static void release_commit(op_t *o)
+{
+    if (slots_status(o) != 0) {
+        answer_error(o, 503, "keel server read failed");
+        return;
+    }
+    size_t n = o->n_items;
+    txn_t *t = malloc(sizeof(*t));
+    char(*keys)[KEY_BYTES] = malloc(sizeof(*keys) * (3 + n));
+    if (t == NULL || keys == NULL) {
+        free(t);
+        free(keys);
+        answer_error(o, 503, "out of memory");
+        return;
+    }
+    char px[24];
+    snprintf(px, sizeof(px), "%lld", (long long)RELEASED_TTL_MS);
+    txn_begin(t);
+    key(keys[0], KEY_BYTES, "order", o->order, NULL);
+    key(keys[1], KEY_BYTES, "sold", o->order, NULL);
+    key(keys[2], KEY_BYTES, "released", o->order, NULL);
+    txn_watch(t, keys[0], &o->slots[0]);
+    txn_watch(t, keys[1], &o->slots[1]);
+    txn_cmds(t);
+    for (size_t i = 0; i < n; i++) {
+        key(keys[3 + i], KEY_BYTES, "resv", o->items[i].product, o->order);
+        const char *del[] = {"DEL", keys[3 + i]};
+        txn_cmd(t, 2, del);
+    }
+    const char *del_order[] = {"DEL", keys[0]};
+    const char *set_rel[] = {"SET", keys[2], "1", "PX", px};
+    txn_cmd(t, 2, del_order);
+    txn_cmd(t, 5, set_rel);
+    txn_send(o, t, released);
+    free(t);
+    free(keys);
+}
+
+static void order_have(op_t *o)
+{
+    if (slots_status(o) != 0) {
+        answer_error(o, 503, "keel server read failed");
+        return;
+    }
+    const slot_t *order = &o->slots[0], *sold = &o->slots[1], *rel = &o->slots[2];
+    if (o->kind == SHOW) {
+        const slot_t *s = sold->present ? sold : order->present ? order : NULL;
+        json_t *items = s ? json_loadb(s->val, s->len, 0, NULL) : json_array();
+        answer(o, 200,
+               json_pack("{s:s, s:s, s:o}", "order", o->order, "status",
+                         sold->present    ? "confirmed"
+                         : order->present ? "reserved"
+                         : rel->present   ? "released"
+                                          : "none",
+                         "items", items ? items : json_array()));
+        return;
+    }
+    if (sold->present) {
+        if (o->kind == CONFIRM)
+            confirmed(o);
+        else
+            answer_error(o, 409, "this order was confirmed: its stock is sold");
+        return;
+    }
+    if (!order->present) {
+        if (o->kind == CONFIRM) {
+            if (o->app->m_expired_confirms)
+                keel_counter_inc(o->app->m_expired_confirms);
+            answer_error(o, rel->present ? 409 : 410,
+                         rel->present ? "this order was released" : "no live reservation");
+            return;
+        }
+        /* release of nothing: still mark it released (a late reserve is then refused) */
+        o->n_items = 0;
+        release_commit(o);
+        return;
+    }
+    if (items_load(o, order) != 0) {
+        answer_error(o, 503, "corrupt reservation data");
+        return;
+    }
+    if (o->kind == RELEASE) {
+        release_commit(o);
+        return;
+    }
+    batch(o, items_queue, confirm_commit);
+}
+
+/* ---- products -------------------------------------------------------------------------- */
+
+static void product_queue(op_t *o)
+{
+    char k[KEY_BYTES];
+    key(k, sizeof(k), "stock", o->items[0].product, NULL);
+    getv(o, k);
+    key(k, sizeof(k), "rlist", o->items[0].product, NULL);
+    getv(o, k);
+}
+
+static void product_queue_resv(op_t *o)
+{
+    /* reuse reserve's MGET builder: it reads slot 4 + 2i for the list; put ours there */
+    o->n_slots = 5;
+    o->slots[4] = o->slots[1];
+    o->slots[1] = (slot_t){0};
+    o->n_items = 1;
+    reserve_queue_resv(o);
+}
+
+static void product_answer(op_t *o)
+{
+    static const char *ids[OPEN_RESERVATIONS_MAX];
+    static size_t lens[OPEN_RESERVATIONS_MAX];
+    if (slots_status(o) != 0) {
+        answer_error(o, 503, "keel server read failed");
+        return;
+    }
+    const slot_t *stock = &o->slots[0], *list = &o->slots[4], *q = &o->slots[5];
+    int64_t have = 0, held = 0;
+    int m = rlist_ids(list, ids, lens, OPEN_RESERVATIONS_MAX);
+    if ((stock->present && keel_parse_i64((const uint8_t *)stock->val, stock->len, &have) != 0) ||
+        m < 0) {
+        answer_error(o, 503, "corrupt inventory data");
+        return;
+    }
+    for (size_t j = 0; m > 0 && j < q->n; j++)
+        if (q->ints[j] > 0)
+            held += q->ints[j];
+    answer(o, 200,
+           json_pack("{s:s, s:I, s:I, s:I}", "id", o->items[0].product, "stock", (json_int_t)have,
+                     "reserved", (json_int_t)held, "available", (json_int_t)(have - held)));
+}
+
+static void product_have(op_t *o)
+{
+    if (slots_status(o) != 0) {
+        answer_error(o, 503, "keel server read failed");
+        return;
+    }
+    batch(o, product_queue_resv, product_answer);
+}
+
+static void on_restock(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *r)
+{
+    op_t *o = ctx;
+    (void)cl;
+    if (status != 0 || r->type != KEEL_RESP_INT) {
+        answer_error(o, 503, "keel server did not answer; the restock may or may not be applied");
+        return;
+    }
+    answer(o, 200,
+           json_pack("{s:s, s:I}", "id", o->items[0].product, "stock", (json_int_t)r->integer));
+}
+
+/* ---- retries ------------------------------------------------------------------------- */
+
+static void run(op_t *o)
+{
+    switch (o->kind) {
+    case RESERVE:
+        reserve_read(o);
+        break;
+    case CONFIRM:
+    case RELEASE:
+    case SHOW:
+        slots_clear(o);
+        batch(o, order_queue, order_have);
+        break;
+    case PRODUCT:
+        slots_clear(o);
+        batch(o, product_queue, product_have);
+        break;
+    }
+}
+
+/* A watched key moved: read again after a short random wait (less herding). */
+static void restart(op_t *o)
+{
+    if (++o->attempt >= ATTEMPTS_MAX) {
+        answer_error(o, 503, "too much contention on these products; retry");
+        return;
+    }
+    uint64_t cap = 1u << (o->attempt < 6 ? o->attempt : 6);
+    o->due_ms = keel_loop_now_ms(o->app->loop) + keel_rand_below(&o->app->rand, cap) + 1;
+    if (keel_list_empty(&o->app->waiting))
+        keel_timer_start(&o->app->tick, 1, 1, tick, o->app);
+    keel_list_insert_tail(&o->app->waiting, &o->link);
+}
+
+static void tick(keel_timer_t *t, void *data)
+{
+    app_t *a = data;
+    (void)t;
+    keel_ms_t now = keel_loop_now_ms(a->loop);
+    keel_list_t *it, *tmp;
+    KEEL_LIST_FOREACH_SAFE(it, tmp, &a->waiting)
+    {
+        op_t *o = KEEL_LIST_ENTRY(it, op_t, link);
+        if (o->due_ms <= now) {
+            keel_list_remove(&o->link);
+            run(o);
+        }
+    }
+    if (keel_list_empty(&a->waiting))
+        keel_timer_stop(&a->tick);
+}
+
+/* ---- handlers -------------------------------------------------------------------------- */
+
+static const keel_route_param_t *param(const keel_service_req_t *r, const char *name)
+{
+    for (size_t i = 0; i < r->route.n; i++)
+        if (r->route.params[i].name_len == strlen(name) &&
+            memcmp(r->route.params[i].name, name, r->route.params[i].name_len) == 0)
+            return &r->route.params[i];
+    return NULL;
+}
+
+static op_t *op_new(keel_service_req_t *req, app_t *a, enum op_kind kind, const char *pname)
+{
+    const keel_route_param_t *p = param(req, pname);
+    if (p == NULL || !id_valid(p->value, p->value_len)) {
+        keel_http_respond_error(req->http, 400, "ids are 1 to 64 of [A-Za-z0-9._-]");
+        return NULL;
+    }
+    op_t *o = calloc(1, sizeof(*o));
+    if (o == NULL) {
+        keel_http_respond_error(req->http, 503, "out of memory");
+        return NULL;
+    }
+    o->app = a;
+    o->req = req;
+    o->kind = kind;
+    keel_list_init(&o->link);
+    char *dst = kind == PRODUCT ? o->items[0].product : o->order;
+    memcpy(dst, p->value, p->value_len);
+    dst[p->value_len] = '\0';
+    return o;
+}
+
+static json_t *body_json(keel_service_req_t *req)
+{
+    const keel_http_msg_t *m = req->http->msg;
+    if (m->body_len > BODY_BYTES_MAX) {
+        keel_http_respond_error(req->http, 413, "a body is at most 64 KiB");
+        return NULL;
+    }
+    json_error_t err;
+    json_t *j = json_loadb((const char *)m->body, m->body_len, 0, &err);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        keel_http_respond_error(req->http, 400, "the body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+static void h_reserve(keel_service_req_t *req, void *data)
+{
+    json_t *body = body_json(req);
+    if (body == NULL)
+        return;
+    op_t *o = op_new(req, data, RESERVE, "order");
+    if (o == NULL) {
+        json_decref(body);
+        return;
+    }
+    const char *why = items_parse(o, json_object_get(body, "items"));
+    json_decref(body);
+    if (why != NULL) {
+        keel_http_respond_error(req->http, 400, why);
+        op_free(o);
+        return;
+    }
+    run(o);
+}
+
+static void h_confirm(keel_service_req_t *req, void *data)
+{
+    op_t *o = op_new(req, data, CONFIRM, "order");
+    if (o)
+        run(o);
+}
+
+static void h_release(keel_service_req_t *req, void *data)
+{
+    op_t *o = op_new(req, data, RELEASE, "order");
+    if (o)
+        run(o);
+}
+
+static void h_show(keel_service_req_t *req, void *data)
+{
+    op_t *o = op_new(req, data, SHOW, "order");
+    if (o)
+        run(o);
+}
+
+static void h_product(keel_service_req_t *req, void *data)
+{
+    op_t *o = op_new(req, data, PRODUCT, "id");
+    if (o)
+        run(o);
+}
+
+static void h_restock(keel_service_req_t *req, void *data)
+{
+    json_t *body = body_json(req);
+    if (body == NULL)
+        return;
+    const json_t *q = json_object_get(body, "qty");
+    int64_t qty = json_is_integer(q) ? json_integer_value(q) : 0;
+    json_decref(body);
+    if (qty < 1 || qty > QTY_MAX) {
+        keel_http_respond_error(req->http, 400, "qty: an integer from 1 to 1000000000");
+        return;
+    }
+    op_t *o = op_new(req, data, PRODUCT, "id");
+    if (o == NULL)
+        return;
+    char k[KEY_BYTES], n[24];
+    key(k, sizeof(k), "stock", o->items[0].product, NULL);
+    snprintf(n, sizeof(n), "%lld", (long long)qty);
+    const char *argv[] = {"INCRBY", k, n};
+    if (keel_client_command(&o->app->keel, 3, argv, NULL, on_restock, o) != 0)
+        answer_error(o, 503, "keel client queue full");
+}
+
+/* ---- main ---------------------------------------------------------------------------------- */
+
+static void on_stopped(keel_service_t *svc, void *data)
+{
+    app_t *a = data;
+    (void)svc;
+    /* ops still waiting out a backoff are answered by nobody now: their connections are gone */
+    keel_list_t *it, *tmp;
+    KEEL_LIST_FOREACH_SAFE(it, tmp, &a->waiting)
+    op_free(KEEL_LIST_ENTRY(it, op_t, link));
+    keel_timer_close(&a->tick, NULL);
+    keel_client_close(&a->keel, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    const char *listen = "127.0.0.1:8090", *registry = NULL, *keel = "127.0.0.1:7001", *id = NULL;
+    int64_t ttl = 900000;
+    const keel_opt_t opts[] = {
+        {"listen", KEEL_OPT_STR, &listen, 0, 0, "host:port to serve on (port 0: any)"},
+        {"keel", KEEL_OPT_STR, &keel, 0, 0, "keel server host:port,... holding the stock"},
+        {"registry", KEEL_OPT_STR, &registry, 0, 0, "register as service inventory there"},
+        {"id", KEEL_OPT_STR, &id, 0, 0, "instance id (default inventory-<host>-<port>)"},
+        {"reservation-ttl-ms", KEEL_OPT_INT, &ttl, 100, 86400000,
+         "how long a reservation holds stock unless confirmed"},
+    };
+    keel_config_t conf;
+    keel_errmsg_t msg = {{0}};
+    int rc = keel_config_load(&conf, "keel-shop-inventory", "INVENTORY", opts,
+                              sizeof(opts) / sizeof(opts[0]), argc, argv, NULL, &msg);
+    if (rc != 0) {
+        if (rc < 0)
+            fprintf(stderr, "keel-shop-inventory: %s\n", msg.text);
+        return rc < 0 ? 2 : 0;
+    }
+    keel_loop_t loop;
+    if (keel_loop_init(&loop) != 0 || keel_loop_handle_signals(&loop) != 0)
+        return 1;
+    static app_t app;
+    app.loop = &loop;
+    app.ttl_ms = ttl;
+    keel_list_init(&app.waiting);
+    keel_rand_seed(&app.rand, (uint64_t)keel_clock_unix_ms());
+    char seeds[1024];
+    snprintf(seeds, sizeof(seeds), "%s", keel);
+    keel_client_config_t cc = keel_client_config_default();
+    cc.requests_max = KEEL_CLIENT_REQUESTS_LIMIT;
+    cc.inflight_max = KEEL_CLIENT_REQUESTS_LIMIT;
+    if ((rc = keel_client_config_seeds(&cc, seeds, "--keel", &msg)) != 0 ||
+        (rc = keel_client_init(&app.keel, &loop, &cc, &msg)) != 0) {
+        fprintf(stderr, "keel-shop-inventory: %s\n", msg.text);
+        return 2;
+    }
+    keel_service_config_t cfg = keel_service_config_default("inventory");
+    cfg.listen = listen;
+    cfg.registry = registry;
+    cfg.instance_id = id;
+    cfg.on_stopped = on_stopped;
+    cfg.on_drain_data = &app;
+    rc = keel_service_init(&app.svc, &loop, &cfg, &msg);
+    if (rc == 0) {
+        keel_metrics_t *m = app.svc.metrics;
+        app.m_conflicts = keel_metrics_counter(
+            m, "shop_inventory_conflicts_total",
+            "Transactions that found a watched key moved and started again.", NULL);
+        app.m_oversell_refusals =
+            keel_metrics_counter(m, "shop_inventory_insufficient_total",
+                                 "Reservations refused for lack of stock.", NULL);
+        app.m_expired_confirms =
+            keel_metrics_counter(m, "shop_inventory_expired_confirms_total",
+                                 "Confirms that found no live reservation.", NULL);
+    }
+    const struct {
+        const char *method, *pattern;
+        keel_service_handler_fn fn;
+    } routes[] = {
+        {"POST", "/products/:id/restock", h_restock},
+        {"GET", "/products/:id", h_product},
+        {"PUT", "/reservations/:order", h_reserve},
+        {"POST", "/reservations/:order/confirm", h_confirm},
+        {"DELETE", "/reservations/:order", h_release},
+        {"GET", "/reservations/:order", h_show},
+    };
+    for (size_t i = 0; rc == 0 && i < sizeof(routes) / sizeof(routes[0]); i++)
+        rc = keel_service_route(&app.svc, routes[i].method, routes[i].pattern, routes[i].fn, &app,
+                                &msg);
+    if (rc == 0)
+        rc = keel_timer_init(&loop, &app.tick);
+    if (rc == 0)
+        rc = keel_service_start(&app.svc, &msg);
+    if (rc != 0) {
+        fprintf(stderr, "keel-shop-inventory: %s\n", msg.text);
+        return 1;
+    }
+    printf("inventory: listening on port %d\n", keel_service_port(&app.svc));
+    fflush(stdout);
+    keel_loop_run(&loop);
+    keel_service_free(&app.svc);
+    keel_loop_close(&loop);
+    keel_config_free(&conf);
+    return 0;
+}

@@ -1,0 +1,133 @@
+"""test_shop_inventory.py - the shop's inventory service (apps/shop/inventory) on a 3-node keel
+cluster: reservations from many threads through two instances never oversell, confirm turns
+a reservation into a sale once, release and expiry give the stock back, every operation is
+idempotent per order, and bad input is refused with nothing written."""
+import http.client
+import json
+import random
+import threading
+import time
+
+from conftest import binary, free_port
+from keelcluster import make_cluster  # noqa: F401 (fixture)
+
+
+def req(port, method, path, body=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+    c.request(method, path, body=data)
+    r = c.getresponse()
+    raw = r.read()
+    c.close()
+    return r.status, (json.loads(raw) if raw else None)
+
+
+def start_inventory(procs, cl, ttl_ms):
+    seeds = ",".join(f"127.0.0.1:{nd.client_port}" for nd in cl.nodes)
+    port = free_port()
+    p = procs.start([binary("keel-shop-inventory"), "--keel", seeds, "--listen",
+                     f"127.0.0.1:{port}", "--reservation-ttl-ms", str(ttl_ms)])
+    p.read_line(r"listening on port")
+    return port
+
+
+def product(port, pid):
+    st, body = req(port, "GET", f"/products/{pid}")
+    assert st == 200, body
+    return body
+
+
+def test_no_oversell_confirm_release_and_expiry(make_cluster, procs):
+    cl = make_cluster(3)
+    ports = [start_inventory(procs, cl, 3000), start_inventory(procs, cl, 3000)]
+    assert req(ports[0], "POST", "/products/p1/restock", {"qty": 50})[0] == 200
+    assert req(ports[1], "POST", "/products/p2/restock", {"qty": 30})[0] == 200
+
+    granted, refused, lock = {}, [0], threading.Lock()
+
+    def worker(w):
+        rnd = random.Random(w)
+        for i in range(12):
+            order = f"w{w}-{i}"
+            items = [{"product": "p1", "qty": rnd.randint(1, 3)}]
+            if rnd.random() < 0.5:
+                items.append({"product": "p2", "qty": rnd.randint(1, 2)})
+            st, body = req(ports[rnd.randrange(2)], "PUT", f"/reservations/{order}",
+                           {"items": items})
+            assert st in (201, 409, 503), (st, body)
+            with lock:
+                if st == 201:
+                    granted[order] = items
+                elif st == 409:
+                    assert body["error"] == "insufficient stock", body
+                    refused[0] += 1
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    held = {"p1": 0, "p2": 0}
+    for items in granted.values():
+        for it in items:
+            held[it["product"]] += it["qty"]
+    assert refused[0] > 0 and len(granted) > 10  # stock ran out: the limit was tested
+    assert held["p1"] <= 50 and held["p2"] <= 30, held  # never oversold
+    p1, p2 = product(ports[0], "p1"), product(ports[1], "p2")
+    assert (p1["reserved"], p2["reserved"]) == (held["p1"], held["p2"]), (p1, p2, held)
+    assert p1["available"] == 50 - held["p1"] and p1["available"] >= 0
+
+    # confirm half (twice each: once applied), release a quarter, let the rest expire
+    orders = sorted(granted)
+    confirm, release = orders[: len(orders) // 2], orders[len(orders) // 2: 3 * len(orders) // 4]
+    sold = {"p1": 0, "p2": 0}
+    for o in confirm:
+        for _ in range(2):
+            st, body = req(ports[random.randrange(2)], "POST", f"/reservations/{o}/confirm")
+            assert st == 200 and body["status"] == "confirmed", body
+        for it in granted[o]:
+            sold[it["product"]] += it["qty"]
+    for o in release:
+        assert req(ports[0], "DELETE", f"/reservations/{o}")[0] == 204
+        assert req(ports[1], "DELETE", f"/reservations/{o}")[0] == 204
+        assert req(ports[0], "POST", f"/reservations/{o}/confirm")[0] == 409
+    o = confirm[0]
+    assert req(ports[0], "DELETE", f"/reservations/{o}")[0] == 409  # sold stays sold
+    assert req(ports[0], "PUT", f"/reservations/{o}", {"items": granted[o]})[0] == 200
+    p1 = product(ports[1], "p1")
+    assert p1["stock"] == 50 - sold["p1"], (p1, sold)
+    time.sleep(3.5)  # the rest expire with their keys' TTL: nothing has to notice
+    for pid, total in (("p1", 50), ("p2", 30)):
+        p = product(ports[0], pid)
+        assert p["reserved"] == 0 and p["available"] == p["stock"] == total - sold[pid], p
+    late = orders[-1]
+    st, body = req(ports[0], "POST", f"/reservations/{late}/confirm")
+    assert st == 410, body
+
+
+def test_idempotency_and_bad_input(make_cluster, procs):
+    cl = make_cluster(1)
+    port = start_inventory(procs, cl, 60000)
+    assert req(port, "POST", "/products/a/restock", {"qty": 10})[0] == 200
+    items = [{"product": "a", "qty": 2}, {"product": "a", "qty": 1}]
+    assert req(port, "PUT", "/reservations/o1", {"items": items})[0] == 201
+    # the same order again, items in any spelling: the first answer stands, nothing doubles
+    st, body = req(port, "PUT", "/reservations/o1", {"items": [{"qty": 3, "product": "a"}]})
+    assert st == 200 and body["status"] == "reserved"
+    assert req(port, "PUT", "/reservations/o1", {"items": [{"product": "a", "qty": 4}]})[0] == 422
+    assert product(port, "a")["reserved"] == 3
+    bad = [
+        (b"not json", 400), ({"items": []}, 400), ({"items": [{"product": "a", "qty": 0}]}, 400),
+        ({"items": [{"product": "a", "qty": -1}]}, 400),
+        ({"items": [{"product": "a b", "qty": 1}]}, 400),
+        ({"items": [{"product": "a", "qty": 1}] * 33}, 400),
+        ({"items": [{"product": "a", "qty": 1.5}]}, 400),
+        (b"{" + b" " * 70000 + b"}", 413),
+    ]
+    for i, (body, want) in enumerate(bad):
+        st, answer = req(port, "PUT", f"/reservations/bad{i}", body)
+        assert st == want, (body if len(str(body)) < 100 else "big", st, answer)
+        assert req(port, "GET", f"/reservations/bad{i}")[1]["status"] == "none"
+    assert req(port, "POST", "/products/a/restock", {"qty": 0})[0] == 400
+    assert req(port, "GET", "/products/bad%20id")[0] == 400
+    assert product(port, "a") == {"id": "a", "stock": 10, "reserved": 3, "available": 7}
