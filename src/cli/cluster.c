@@ -151,7 +151,7 @@ int keel_cluster_port_free(const char *addr)
 }
 
 /* A blocking HTTP/1.0 GET with a deadline; body into out (NUL-terminated). */
-static int http_get(const char *addr, const char *path, char *out, size_t cap)
+int keel_cluster_http_get(const char *addr, const char *path, char *out, size_t cap)
 {
     struct sockaddr_in sa;
     int fd = socket_for(addr, &sa);
@@ -192,7 +192,7 @@ int keel_cluster_node_status(const keel_cluster_node_t *n, keel_cluster_status_t
 {
     char body[8192];
     memset(s, 0, sizeof(*s));
-    if (http_get(n->http, "/status", body, sizeof(body)) != 200)
+    if (keel_cluster_http_get(n->http, "/status", body, sizeof(body)) != 200)
         return -1;
     json_error_t je;
     json_t *j = json_loads(body, 0, &je);

@@ -52,6 +52,8 @@ int keel_cluster_pid_is_node(pid_t pid, const char *data_dir);
  * holds it (EADDRINUSE), -1 if addr does not parse or bind fails for another reason.
  */
 int keel_cluster_port_free(const char *addr);
+/* GET path on addr (HTTP/1.0, 1 s timeouts): the status, the body in out; -1 if none. */
+int keel_cluster_http_get(const char *addr, const char *path, char *out, size_t cap);
 /* Splits "host:port". 0 or -1. */
 int keel_cluster_split_addr(const char *addr, char *host, size_t host_cap, int *port);
 

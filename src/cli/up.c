@@ -2,6 +2,7 @@
 #include "cli/cli.h"
 
 #include "cli/cluster.h"
+#include "cli/manifest.h"
 #include "cli/member.h"
 
 #include <errno.h>
@@ -35,7 +36,7 @@ static void on_signal(int sig)
 static void usage_up(void)
 {
     printf("usage: keel up [--nodes N] --dir DIR [--base-port P] [--detach] [--log-level L]\n"
-           "               [-- keel server flags...]\n\n"
+           "               [--manifest FILE] [-- keel server flags...]\n\n"
            "Starts N (default 3) keel server processes on 127.0.0.1, waits for a leader,\n"
            "prints the nodes and writes DIR/cluster.json. Node i (from 0) listens for\n"
            "clients on P+i, peers on P+100+i and HTTP on P+200+i (P defaults to 7001).\n"
@@ -43,7 +44,10 @@ static void usage_up(void)
            "On a DIR that already holds a cluster.json, the same cluster restarts from\n"
            "its data (same names, ports and members); nodes still running are kept.\n"
            "Flags after -- go to every keel server (e.g. -- --lease-reads 1); they are\n"
-           "not recorded: give them again when restarting the cluster.\n");
+           "not recorded: give them again when restarting the cluster.\n"
+           "With --manifest FILE, the cluster's shape comes from the file, and its services\n"
+           "are started after it, in order, each instance waited for until it is ready\n"
+           "(src/cli/manifest.h describes the file); `keel down` stops them first.\n");
 }
 
 static pid_t spawn_node(const keel_cluster_t *cl, size_t i, const char *log_level,
@@ -249,7 +253,7 @@ static void print_table(const keel_cluster_t *cl)
 /* Parses `keel up` flags; 0, or the exit status (0 after --help, 2 after a usage error). */
 typedef struct up_args {
     int nodes, base, detach;
-    const char *dir, *log_level;
+    const char *dir, *log_level, *manifest;
     char *const *extra; /* keel server flags after `--` */
     int extra_n;
 } up_args_t;
@@ -275,7 +279,8 @@ static int parse_up(int argc, char **argv, up_args_t *a, int *code)
             continue;
         }
         int takes = strcmp(f, "--nodes") == 0 || strcmp(f, "--dir") == 0 ||
-                    strcmp(f, "--base-port") == 0 || strcmp(f, "--log-level") == 0;
+                    strcmp(f, "--base-port") == 0 || strcmp(f, "--log-level") == 0 ||
+                    strcmp(f, "--manifest") == 0;
         if (!takes) {
             fprintf(stderr, "keel up: unknown option '%s' (see keel up --help)\n", f);
             goto usage_error;
@@ -290,6 +295,8 @@ static int parse_up(int argc, char **argv, up_args_t *a, int *code)
             a->dir = v;
         else if (strcmp(f, "--log-level") == 0)
             a->log_level = v;
+        else if (strcmp(f, "--manifest") == 0)
+            a->manifest = v;
         else if (strcmp(f, "--nodes") == 0 && *end == '\0' && x >= 1 && x <= KEEL_CLUSTER_NODES_MAX)
             a->nodes = (int)x;
         else if (strcmp(f, "--base-port") == 0 && *end == '\0' && x >= 1 && x <= 65535 - 200 - 9)
@@ -320,8 +327,28 @@ int keel_cli_up(int argc, char **argv)
     int code;
     if (parse_up(argc, argv, &a, &code) != 0)
         return code;
+    static keel_manifest_t man;
+    char err[512];
+    if (a.manifest != NULL) {
+        if (keel_manifest_load(a.manifest, &man, err, sizeof(err)) != 0) {
+            fprintf(stderr, "keel up: %s\n", err);
+            return 2;
+        }
+        a.nodes = man.nodes;
+        a.base = man.base_port;
+        if (a.extra_n == 0) {
+            a.extra = man.server_args;
+            a.extra_n = man.server_args_n;
+        }
+        if (keel_manifest_running(a.dir) > 0) {
+            fprintf(stderr,
+                    "keel up: services recorded in %s/services.json still run; "
+                    "`keel down --dir %s` first\n",
+                    a.dir, a.dir);
+            return 1;
+        }
+    }
     keel_cluster_t cl;
-    char err[256];
     if (keel_cluster_load(a.dir, &cl, err, sizeof(err)) == 0) {
         printf("restarting the cluster recorded in %s/cluster.json\n", a.dir);
     } else if (keel_cluster_create(a.dir, a.nodes, a.base, &cl, err, sizeof(err)) != 0) {
@@ -372,9 +399,18 @@ int keel_cli_up(int argc, char **argv)
         return 1;
     }
     print_table(&cl);
+    if (a.manifest != NULL && keel_manifest_start(&man, &cl) != 0) {
+        keel_manifest_stop(cl.dir, 10000);
+        for (size_t i = 0; i < cl.n; i++)
+            if (!ours[i])
+                cl.nodes[i].pid = 0; /* nodes kept from before stay */
+        keel_cluster_stop(&cl, 10000);
+        fprintf(stderr, "keel up: stopped what it started; logs in %s\n", cl.dir);
+        return 1;
+    }
     if (a.detach)
         return 0;
-    printf("cluster is up; Ctrl-C stops it\n");
+    printf("%s is up; Ctrl-C stops it\n", a.manifest ? "everything" : "cluster");
     fflush(stdout);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
@@ -382,6 +418,7 @@ int keel_cli_up(int argc, char **argv)
         pause();
     }
     printf("\nstopping...\n");
+    keel_manifest_stop(cl.dir, 10000);
     keel_cluster_stop(&cl, 10000);
     return 0;
 }
@@ -439,12 +476,16 @@ int keel_cli_down(int argc, char **argv)
     keel_cluster_t cl;
     int rc = cluster_arg(argc, argv,
                          "usage: keel down --dir DIR\n\n"
-                         "Stops the nodes of the cluster recorded in DIR/cluster.json (started "
-                         "with\n`keel up --detach`): SIGTERM, then SIGKILL after 10 s. Its data is "
-                         "kept.\n",
+                         "Stops the services recorded in DIR/services.json (keel up --manifest),\n"
+                         "last started first, then the nodes of the cluster recorded in\n"
+                         "DIR/cluster.json (started with `keel up --detach`): SIGTERM, then\n"
+                         "SIGKILL after 10 s. Its data is kept.\n",
                          &cl);
     if (rc != 0)
         return rc < 0 ? 0 : rc;
+    int services = keel_manifest_stop(cl.dir, 10000);
+    if (services > 0)
+        printf("stopped %d service process(es)\n", services);
     int stopped = keel_cluster_stop(&cl, 10000);
     printf("stopped %d node(s)\n", stopped);
     return 0;
@@ -513,5 +554,6 @@ int keel_cli_status(int argc, char **argv)
                (unsigned long long)s.keys, s.healthy ? "ok" : "unavailable");
     }
     print_members(&cl);
+    keel_manifest_print(cl.dir);
     return down ? 1 : 0;
 }

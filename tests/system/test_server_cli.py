@@ -1,6 +1,7 @@
 """test_server_cli.py - `keel up/status/down` on real processes, `keel server` options and YAML."""
 
 import json
+import re
 import os
 import random
 import signal
@@ -56,11 +57,17 @@ def up_dir(tmp_path):
     """A directory for `keel up`; every pid recorded in its cluster.json is killed at teardown."""
     d = tmp_path / "cluster"
     yield str(d)
+    pids = []
+    try:
+        with open(d / "services.json") as f:
+            pids += [p["pid"] for p in json.load(f)]
+    except (OSError, ValueError, KeyError):
+        pass
     try:
         with open(d / "cluster.json") as f:
-            pids = [n["pid"] for n in json.load(f)["nodes"]]
+            pids += [n["pid"] for n in json.load(f)["nodes"]]
     except (OSError, ValueError, KeyError):
-        return
+        pass
     for pid in pids:
         if pid > 0 and pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
@@ -312,3 +319,79 @@ def test_up_stops_what_it_started_when_a_node_cannot_listen(up_dir):
         assert "address already in use" in err, err
         assert all(n["pid"] == 0 for n in cluster_json(up_dir)["nodes"]), cluster_json(up_dir)
         assert wait_until(lambda: all(port_free(base + 1 + i) for i in range(2)), timeout_s=10)
+
+
+def write_manifest(tmp_path, base, services):
+    m = tmp_path / "shop.yaml"
+    m.write_text(f"cluster:\n  nodes: 3\n  base_port: {base}\nservices:\n{services}")
+    return str(m)
+
+
+def test_up_with_a_manifest_starts_services_in_order_and_down_stops_them(up_dir, tmp_path):
+    """keel up --manifest: the cluster, then each service's instances, each waited for until
+    /health/ready answers; they register in the cluster; keel status lists them; keel down
+    stops them, then the nodes."""
+    base = free_base_port(3)
+    port = free_port()
+    while not port_free(port + 1):
+        port = free_port()
+    man = write_manifest(tmp_path, base, f"""
+  - name: notes
+    run: [keel-example-notes, --listen, "127.0.0.1:{{port}}", --registry, "{{keel}}",
+          --id, "notes-{{i}}", --ttl, "3000"]
+    instances: 2
+    port: {port}
+""")
+    rc, out, err = keel("up", "--manifest", man, "--dir", up_dir, "--detach")
+    assert rc == 0, out + err
+    assert re.search(rf"notes\s+0\s+127.0.0.1:{port}\s+pid \d+ ready", out), out
+    assert re.search(rf"notes\s+1\s+127.0.0.1:{port + 1}\s+pid \d+ ready", out), out
+    import urllib.request
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port + 1}/notes", timeout=5).read()
+    assert json.loads(body) == {"count": 0}
+    with open(os.path.join(up_dir, "services.json")) as f:
+        pids = [p["pid"] for p in json.load(f)]
+    assert len(pids) == 2 and all(pid_alive(p) for p in pids)
+    deadline = time.monotonic() + 10
+    while True:  # both registered in the cluster's registry
+        reg = urllib.request.urlopen(
+            f"http://127.0.0.1:{base + 200}/v1/health/service/notes?passing", timeout=5).read()
+        if sorted(e["Service"]["ID"] for e in json.loads(reg)) == ["notes-0", "notes-1"]:
+            break
+        assert time.monotonic() < deadline, reg
+        time.sleep(0.1)
+    rc, out, _ = keel("status", "--dir", up_dir)
+    assert rc == 0 and re.search(r"notes\s+1\s+\d+\s+\d+\s+running", out), out
+    node_pids = [n["pid"] for n in cluster_json(up_dir)["nodes"]]
+    rc, out, err = keel("down", "--dir", up_dir)
+    assert rc == 0 and "stopped 2 service process(es)" in out and "stopped 3 node(s)" in out, out
+    wait_gone(pids + node_pids)
+
+
+def test_a_bad_manifest_or_a_service_that_dies_starts_nothing_or_stops_everything(up_dir,
+                                                                                   tmp_path):
+    base = free_base_port(3)
+    man = write_manifest(tmp_path, base, """
+  - name: a
+    run: [keel-example-notes]
+    colour: blue
+""")
+    rc, out, err = keel("up", "--manifest", man, "--dir", up_dir, "--detach")
+    assert rc == 2 and re.search(r"shop.yaml:8: unknown key 'colour'", err), err
+    man = write_manifest(tmp_path, base, """
+  - name: a
+    run: [keel-example-notes, --listen, "127.0.0.1:{nope}"]
+""")
+    rc, out, err = keel("up", "--manifest", man, "--dir", up_dir, "--detach")
+    assert rc == 2 and "unknown placeholder" in err, err
+    assert not os.path.exists(os.path.join(up_dir, "cluster.json"))  # nothing started
+    # a service that exits at once: keel up says why and stops what it started
+    man = write_manifest(tmp_path, base, """
+  - name: broken
+    run: [keel-example-notes, --ttl, "5"]
+""")
+    rc, out, err = keel("up", "--manifest", man, "--dir", up_dir, "--detach")
+    assert rc == 1, out + err
+    assert "broken-0" in err and "exited (status 2)" in err and "expected an integer" in err, err
+    assert "stopped what it started" in err
+    wait_gone([n["pid"] for n in cluster_json(up_dir)["nodes"]])
