@@ -421,6 +421,9 @@ static int route_init(keel__pgen_t *gen, keel__proute_t *rt, uint32_t idx, keel_
         keel_metrics_counter(m, "keel_proxy_requests_total", "Requests matched to the route.", lab);
     rt->m_rate_limited = keel_metrics_counter(m, "keel_proxy_rate_limited_total",
                                               "Requests answered 429 by the rate limit.", lab);
+    rt->m_auth_refused =
+        keel_metrics_counter(m, "keel_proxy_jwt_refused_total",
+                             "Requests answered 401: a missing, malformed or refused JWT.", lab);
     for (int k = 0; k < 6; k++) {
         char l2[KEEL_METRICS_LABELS_BYTES_MAX];
         snprintf(l2, sizeof(l2), "%s,class=\"%s\"", lab, class_names[k]);
@@ -548,6 +551,7 @@ static void gen_free(keel__pgen_t *g)
             keel_ratelimit_keyed_free(&g->routes[r].rl);
     free(g->clusters);
     free(g->routes);
+    keel_proxy_auth_free(&g->keys);
     keel_proxy_config_free(g->cfg);
     free(g->cfg);
     free(g->text);
@@ -629,18 +633,37 @@ static void gen_retire(keel__pgen_t *g)
     keel__gen_unref(g);
 }
 
-/* Builds a generation from a parsed config (taken) and its text (copied). */
-static int gen_build(keel_proxy_t *p, keel_proxy_config_t *cfg, const char *text, size_t len,
-                     keel__pgen_t **out, keel_errmsg_t *msg)
+/* Builds a generation from a parsed config and its keys (both taken; keys NULL: loaded here)
+ * and its text (copied). */
+static int gen_build(keel_proxy_t *p, keel_proxy_config_t *cfg, keel_proxy_keys_t *keys,
+                     const char *text, size_t len, keel__pgen_t **out, keel_errmsg_t *msg)
 {
     keel__pgen_t *g = calloc(1, sizeof(*g));
     if (g == NULL) {
+        if (keys != NULL)
+            keel_proxy_auth_free(keys);
         keel_proxy_config_free(cfg);
         free(cfg);
         return keel_errf(msg, KEEL_ENOMEM, "out of memory");
     }
     g->p = p;
     g->cfg = cfg;
+    if (keys != NULL) {
+        g->keys = *keys;
+    } else {
+        keel_proxy_errors_t *errs = calloc(1, sizeof(*errs));
+        if (errs == NULL || keel_proxy_auth_load(cfg, &g->keys, errs) != 0) {
+            int rc = errs == NULL ? keel_errf(msg, KEEL_ENOMEM, "out of memory")
+                                  : keel_errf(msg, KEEL_EINVAL, "line %d: %s", errs->e[0].line,
+                                              errs->e[0].text);
+            free(errs);
+            keel_proxy_config_free(cfg);
+            free(cfg);
+            free(g);
+            return rc;
+        }
+        free(errs);
+    }
     keel_list_init(&g->link);
     g->text = malloc(len + 1);
     g->clusters = calloc(cfg->clusters_count ? cfg->clusters_count : 1, sizeof(*g->clusters));
@@ -818,7 +841,15 @@ int keel_proxy_reload(keel_proxy_t *p, const char *text, size_t len, keel_proxy_
         keel_counter_inc(p->m_reloads_failed);
         return rc;
     }
-    if ((rc = gen_build(p, cfg, text, len, &g, msg)) != 0) {
+    keel_proxy_keys_t keys; /* the JWKS files are read again: a reload rotates keys */
+    if (keel_proxy_auth_load(cfg, &keys, errs) != 0) {
+        keel_proxy_config_free(cfg);
+        free(cfg);
+        keel_counter_inc(p->m_reloads_failed);
+        return keel_errf(msg, KEEL_EINVAL, "the new config has %u errors",
+                         errs->count + errs->dropped);
+    }
+    if ((rc = gen_build(p, cfg, &keys, text, len, &g, msg)) != 0) {
         keel_counter_inc(p->m_reloads_failed);
         return rc;
     }
@@ -871,7 +902,7 @@ int keel_proxy_start(keel_loop_t *loop, keel_proxy_config_t *cfg, const char *te
         free(cfg);
         goto fail;
     }
-    if ((rc = gen_build(p, cfg, text, len, &p->gen, msg)) != 0)
+    if ((rc = gen_build(p, cfg, NULL, text, len, &p->gen, msg)) != 0)
         goto fail;
     for (uint32_t i = 0; i < p->gen->cfg->listeners_count; i++) {
         keel__plistener_t *l = &p->listeners[i];
@@ -910,4 +941,12 @@ int keel_proxy_listener_port(const keel_proxy_t *p, uint32_t i)
 int keel_proxy_admin_port(const keel_proxy_t *p)
 {
     return p->admin_on ? p->admin_port : KEEL_ENOTFOUND;
+}
+
+bool keel_proxy_reads_key_files(const keel_proxy_t *p)
+{
+    for (uint32_t i = 0; p->gen != NULL && i < p->gen->cfg->jwt_providers_count; i++)
+        if (p->gen->cfg->jwt_providers[i].jwks_file != NULL)
+            return true;
+    return false;
 }

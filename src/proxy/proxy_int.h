@@ -12,6 +12,7 @@
 #include "core/outlier.h"
 #include "core/ratelimit.h"
 #include "core/retry.h"
+#include "proxy/auth.h"
 #include "proxy/config.h"
 #include "proto/trace.h"
 #include "proxy/h1.h"
@@ -97,7 +98,7 @@ typedef struct keel__proute {
     keel_retry_t retry;
     keel_ratelimit_keyed_t rl;
     bool rl_on;
-    keel_counter_t *m_requests, *m_rate_limited;
+    keel_counter_t *m_requests, *m_rate_limited, *m_auth_refused;
     keel_counter_t *m_class[6];
     keel_histogram_t *m_duration;
 } keel__proute_t;
@@ -118,6 +119,7 @@ struct keel__pgen {
     keel_h1_limits_t req_lim, resp_lim;
     keel__pcluster_t **clusters; /* cfg->clusters_count, each referenced */
     keel__proute_t *routes;
+    keel_proxy_keys_t keys; /* the JWT providers' keys, read when this config was loaded */
     uint64_t refs;
     bool retired;
     keel_list_t link; /* p->retired while retired and referenced */
