@@ -508,9 +508,35 @@ static void cluster_health(ctx_t *c, yaml_node_t *v, void *base)
         ERR(c, v, "health_check: 'path' is required");
 }
 
+/* A registry service name or tag: what KEEL.REG accepts (no spaces or control characters). */
+static void to_reg_name(ctx_t *c, yaml_node_t *v, const char *key, char **out)
+{
+    if (!to_str(c, v, key, false, out))
+        return;
+    size_t len = strlen(*out);
+    bool ok = len > 0 && len < KEEL_PROXY_NAME_BYTES_MAX;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = (unsigned char)(*out)[i] > ' ' && (*out)[i] != 0x7f;
+    if (!ok)
+        ERR(c, v, "%s: '%s' is not a registry name (1..%u bytes, no spaces)", key, *out,
+            KEEL_PROXY_NAME_BYTES_MAX - 1);
+}
+
+static void cluster_service(ctx_t *c, yaml_node_t *v, void *base)
+{
+    to_reg_name(c, v, "service", &((keel_proxy_cluster_t *)base)->service);
+}
+
+static void cluster_tag(ctx_t *c, yaml_node_t *v, void *base)
+{
+    to_reg_name(c, v, "tag", &((keel_proxy_cluster_t *)base)->tag);
+}
+
 static const field_t cluster_fields[] = {
     {"name", F_STR, offsetof(keel_proxy_cluster_t, name), 0, 0, NULL},
     {"hosts", F_FN, 0, 0, 0, cluster_hosts},
+    {"service", F_FN, 0, 0, 0, cluster_service},
+    {"tag", F_FN, 0, 0, 0, cluster_tag},
     {"balance", F_FN, 0, 0, 0, cluster_balance},
     {"hash_on", F_FN, 0, 0, 0, cluster_hash_on},
     {"connect_timeout_ms", F_MS, offsetof(keel_proxy_cluster_t, connect_timeout_ms), 1, DAY_MS,
@@ -562,8 +588,13 @@ static void load_cluster(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
     load_fields(c, item, cluster_fields, N(cluster_fields), cl, "cluster");
     if (cl->name == NULL || cl->name[0] == 0 || strlen(cl->name) >= KEEL_PROXY_NAME_BYTES_MAX)
         ERR(c, item, "cluster: 'name' is required (1..%u bytes)", KEEL_PROXY_NAME_BYTES_MAX - 1);
-    if (cl->hosts_count == 0)
-        ERR(c, item, "cluster '%s': 'hosts' needs at least one host", cl->name ? cl->name : "?");
+    if (cl->service != NULL && cl->hosts_count > 0)
+        ERR(c, item, "cluster '%s': give one of hosts, service", cl->name ? cl->name : "?");
+    else if (cl->service == NULL && cl->hosts_count == 0)
+        ERR(c, item, "cluster '%s': 'hosts' needs at least one host (or give 'service')",
+            cl->name ? cl->name : "?");
+    if (cl->tag != NULL && cl->service == NULL)
+        ERR(c, item, "cluster '%s': 'tag' needs 'service'", cl->name ? cl->name : "?");
     for (uint32_t k = 0; cl->name && k < i; k++)
         if (c->cfg->clusters[k].name && strcmp(c->cfg->clusters[k].name, cl->name) == 0)
             ERR(c, item, "cluster '%s' is defined twice", cl->name);
@@ -1246,6 +1277,31 @@ static void top_via(ctx_t *c, yaml_node_t *v, void *base)
             KEEL_PROXY_NAME_BYTES_MAX - 1);
 }
 
+/* "host:port" or several, comma-separated (keel server nodes; any of them answers). */
+static void top_registry(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_config_t *cfg = base;
+    if (!to_str(c, v, "registry", false, &cfg->registry))
+        return;
+    char *copy = strdup(cfg->registry);
+    uint32_t n = 0;
+    for (char *save = NULL, *tok = copy ? strtok_r(copy, ",", &save) : NULL; tok != NULL;
+         tok = strtok_r(NULL, ",", &save), n++) {
+        while (*tok == ' ')
+            tok++;
+        const char *colon = strrchr(tok, ':');
+        long port = colon ? strtol(colon + 1, NULL, 10) : 0;
+        if (colon == NULL || colon == tok || port < 1 || port > 65535 ||
+            strspn(colon + 1, "0123456789") != strlen(colon + 1)) {
+            ERR(c, v, "registry: '%s' is not host:port", tok);
+            break;
+        }
+    }
+    if (copy != NULL && n == 0)
+        ERR(c, v, "registry: give host:port[,host:port...]");
+    free(copy);
+}
+
 static void top_skip(ctx_t *c, yaml_node_t *v, void *base)
 {
     (void)c, (void)v, (void)base; /* clusters, jwt_providers: loaded first (load_document) */
@@ -1259,6 +1315,7 @@ static const field_t top_fields[] = {
     {"jwt_providers", F_FN, 0, 0, 0, top_skip},
     {"routes", F_FN, 0, 0, 0, top_routes},
     {"via", F_FN, 0, 0, 0, top_via},
+    {"registry", F_FN, 0, 0, 0, top_registry},
     {"access_log", F_BOOL, offsetof(keel_proxy_config_t, access_log), 0, 0, NULL},
 };
 
@@ -1324,6 +1381,16 @@ static void load_document(ctx_ext_t *x, route_load_t *rl)
     x->rl = rl;
     load_fields(c, root, top_fields, N(top_fields), c->cfg, "top level");
     resolve_refs(c, rl);
+    for (uint32_t i = 0; i < c->cfg->clusters_count; i++) {
+        keel_proxy_cluster_t *cl = &c->cfg->clusters[i];
+        if (cl->service == NULL)
+            continue;
+        if (c->cfg->registry == NULL)
+            errl(c, cl->line, "cluster '%s': 'service' needs a top-level 'registry'",
+                 cl->name ? cl->name : "?");
+        else if ((cl->registry = strdup(c->cfg->registry)) == NULL)
+            errl(c, cl->line, "out of memory");
+    }
     if (c->cfg->listeners_count == 0)
         ERR(c, root, "at least one listener is required");
     for (uint32_t i = 0; i < c->cfg->listeners_count; i++)
@@ -1409,6 +1476,9 @@ void keel_proxy_config_free(keel_proxy_config_t *cfg)
         free(cl->balance);
         free(cl->hash_header);
         free(cl->health.path);
+        free(cl->service);
+        free(cl->tag);
+        free(cl->registry);
     }
     for (uint32_t i = 0; i < cfg->routes_count; i++) {
         keel_proxy_route_t *r = &cfg->routes[i];
@@ -1447,6 +1517,7 @@ void keel_proxy_config_free(keel_proxy_config_t *cfg)
         }
     }
     free(cfg->admin_address);
+    free(cfg->registry);
     free(cfg->via);
     memset(cfg, 0, sizeof(*cfg));
 }

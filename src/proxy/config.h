@@ -95,8 +95,14 @@ typedef struct keel_proxy_cluster {
     char *name;
     int line;
     keel_proxy_host_t hosts[KEEL_PROXY_HOSTS_MAX];
-    uint32_t hosts_count;
-    char *balance; /* a core/balance policy name */
+    uint32_t hosts_count; /* 0 for a service cluster */
+    /* A service cluster (instead of hosts): the passing instances of `service` (with `tag`)
+     * in keel server's registry, followed without a reload (kit/discovery.h). registry is the
+     * top-level `registry` seed list, copied here so a cluster's config is whole on its own. */
+    char *service;
+    char *tag;      /* NULL: any */
+    char *registry; /* "host:port,host:port" */
+    char *balance;  /* a core/balance policy name */
     keel_proxy_hash_on_t hash_on;
     char *hash_header; /* lower-case, for HASH_HEADER */
     keel_ms_t connect_timeout_ms;
@@ -274,6 +280,7 @@ typedef struct keel_proxy_config {
     uint32_t routes_count;
     keel_proxy_jwt_provider_t jwt_providers[KEEL_PROXY_JWT_PROVIDERS_MAX];
     uint32_t jwt_providers_count;
+    char *registry;  /* keel server seeds for service clusters; NULL: none */
     char *via;       /* the Via pseudonym; default "keel" */
     bool access_log; /* one JSON line per request on the log (stderr); default off */
 } keel_proxy_config_t;

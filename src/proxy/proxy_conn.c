@@ -795,8 +795,9 @@ static int build_up_head(keel__dconn_t *d, const char *base, const keel_h1_head_
         rc |= keel_buf_append(o, base + v.off, v.len);
         rc |= keel_buf_append(o, "\r\n", 2);
     }
-    if (h->host_field < 0)
-        rc |= keel_buf_printf(o, "Host: %s\r\n", x->cl->hosts[0].address);
+    if (h->host_field < 0) /* an HTTP/1.0 client: the first host, or the service's name */
+        rc |= keel_buf_printf(o, "Host: %s\r\n",
+                              x->cl->cfg->service ? x->cl->cfg->service : x->cl->hosts[0].address);
     if (xff != NULL)
         rc |= keel_buf_printf(o, "X-Forwarded-For: %.*s, %s\r\n", (int)xff_len, xff, d->peer);
     else {
@@ -1086,7 +1087,11 @@ static void x_attempt(keel__dconn_t *d)
         if (x->permit >= 0)
             keel_breaker_record(&cl->breaker, now, x->permit, KEEL_BREAKER_IGNORED, 0);
         x->permit = -1;
-        x_local(d, 503, "no-healthy-upstream", NULL, NULL, NULL, 0);
+        /* a service cluster the registry left empty says so (no instance passes its checks) */
+        x_local(d, 503,
+                cl->cfg->service != NULL && cl->live == 0 ? "no-registered-instance"
+                                                          : "no-healthy-upstream",
+                NULL, NULL, NULL, 0);
         return;
     }
     keel__phost_t *host = &cl->hosts[idx];
@@ -1617,6 +1622,7 @@ static void x_complete(keel__dconn_t *d)
         const keel_proxy_cluster_t *cc = x->cl->cfg;
         bool reuse = x->up_keepalive && x->req_sent && keel_buf_unread(&u->in) == 0 &&
                      keel_buf_unread(&u->out) == 0 && !p->stopping && !u->host->cl->retired &&
+                     !u->host->gone &&
                      (cc->requests_per_conn_max == 0 || u->requests < cc->requests_per_conn_max) &&
                      u->host->idle_count < cc->idle_max;
         x->u = NULL;
@@ -1658,7 +1664,7 @@ void keel__proxy_sweep_pool(keel_proxy_t *p, keel_ms_t now)
     keel__pgen_t *gen = p->gen; /* a retired cluster pools nothing */
     for (uint32_t c = 0; c < gen->cfg->clusters_count; c++) {
         keel__pcluster_t *cl = gen->clusters[c];
-        for (uint32_t i = 0; i < cl->cfg->hosts_count; i++) {
+        for (uint32_t i = 0; i < cl->hosts_n; i++) {
             keel__phost_t *h = &cl->hosts[i];
             keel_list_t *it;
             /* the oldest idle connections are at the tail */
@@ -1672,11 +1678,11 @@ void keel__proxy_sweep_pool(keel_proxy_t *p, keel_ms_t now)
     }
 }
 
-void keel__proxy_close_idle(keel__pcluster_t *cl)
+void keel__proxy_close_idle(keel__pcluster_t *cl, bool gone_only)
 {
     keel_list_t *it;
-    for (uint32_t i = 0; cl->hosts != NULL && i < cl->cfg->hosts_count; i++)
-        while ((it = keel_list_first(&cl->hosts[i].idle)) != NULL)
+    for (uint32_t i = 0; cl->hosts != NULL && i < cl->hosts_n; i++)
+        while ((!gone_only || cl->hosts[i].gone) && (it = keel_list_first(&cl->hosts[i].idle)))
             u_close(KEEL_LIST_ENTRY(it, keel__uconn_t, link));
 }
 

@@ -321,6 +321,44 @@ static void refuses_bad_jwt_blocks_naming_their_lines(void)
     KT_CHECK(has_error(16, "claim:sub needs a 'jwt' requirement"));
 }
 
+static void loads_service_clusters_fed_by_the_registry(void)
+{
+    static const char ok[] = "listeners: [{address: 127.0.0.1:1}]\n"
+                             "registry: 127.0.0.1:7001,127.0.0.1:7002\n"
+                             "clusters:\n"
+                             "  - {name: notes, service: notes, tag: v2, balance: p2c}\n"
+                             "routes:\n"
+                             "  - {match: {prefix: /}, cluster: notes}\n";
+    if (parse(ok) != 0) {
+        dump_errors();
+        KT_FAIL("service cluster refused");
+    }
+    KT_EQ_STR(cfg.clusters[0].service, "notes");
+    KT_EQ_STR(cfg.clusters[0].tag, "v2");
+    KT_EQ_STR(cfg.clusters[0].registry, "127.0.0.1:7001,127.0.0.1:7002");
+    KT_EQ_INT(cfg.clusters[0].hosts_count, 0);
+    keel_proxy_config_free(&cfg);
+    static const char bad[] = "listeners: [{address: 127.0.0.1:1}]\n"           /* 1 */
+                              "clusters:\n"                                     /* 2 */
+                              "  - {name: a, service: notes}\n"                 /* 3 */
+                              "  - {name: b, service: x, hosts: [1.2.3.4:5]}\n" /* 4 */
+                              "  - {name: c, hosts: [1.2.3.4:5], tag: v1}\n"    /* 5 */
+                              "  - {name: d, service: \"has space\"}\n"         /* 6 */
+                              "routes:\n"                                       /* 7 */
+                              "  - {match: {prefix: /}, cluster: a}\n"          /* 8 */
+                              "registry: \"127.0.0.1\"\n";                      /* 9 */
+    KT_EQ_INT(parse(bad), KEEL_EINVAL);
+    KT_CHECK(has_error(4, "give one of hosts, service"));
+    KT_CHECK(has_error(5, "'tag' needs 'service'"));
+    KT_CHECK(has_error(6, "not a registry name"));
+    KT_CHECK(has_error(9, "is not host:port"));
+    static const char no_registry[] = "listeners: [{address: 127.0.0.1:1}]\n"
+                                      "clusters:\n"
+                                      "  - {name: a, service: notes}\n";
+    KT_EQ_INT(parse(no_registry), KEEL_EINVAL);
+    KT_CHECK(has_error(3, "'service' needs a top-level 'registry'"));
+}
+
 /* The example in docs/proxy.md is the documentation's promise: it must load. */
 static void loads_the_example_in_the_docs(void)
 {
@@ -358,5 +396,6 @@ int main(void)
     KT_RUN(loads_the_example_in_the_docs);
     KT_RUN(loads_jwt_providers_and_route_requirements);
     KT_RUN(refuses_bad_jwt_blocks_naming_their_lines);
+    KT_RUN(loads_service_clusters_fed_by_the_registry);
     return kt_done();
 }
