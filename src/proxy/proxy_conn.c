@@ -911,7 +911,7 @@ static keel_proxy_auth_result_t x_authenticate(keel__dconn_t *d, const char *bas
 /* 401 with the RFC 6750 §3 challenge; why is already sanitized (auth.h). */
 static void x_local_401(keel__dconn_t *d, keel_proxy_auth_result_t res, const char *why)
 {
-    char hdrs[64 + KEEL_PROXY_AUTH_WHY_BYTES_MAX];
+    char hdrs[128 + KEEL_PROXY_AUTH_WHY_BYTES_MAX]; /* the longest reason fits whole */
     if (res == KEEL_PROXY_AUTH_MISSING) /* no credentials: no error code (RFC 6750 §3.1) */
         snprintf(hdrs, sizeof(hdrs), "WWW-Authenticate: Bearer realm=\"keel\"\r\n");
     else

@@ -152,6 +152,10 @@ def test_a_reason_never_echoes_the_clients_bytes_raw(gw, up):
     assert www.startswith('Bearer error="invalid_token", error_description="no HS256 key with kid k9')
     desc = www.split('error_description="', 1)[1]
     assert desc.count('"') == 1 and "\\" not in desc  # only the closing quote
+    # the longest reason (cut at 95 bytes) still makes one whole field
+    st, h, _ = request(port, "GET", "/echo", bearer(token(header={"kid": "k" * 120})))
+    www = h["www-authenticate"][0]
+    assert st == 401 and www.endswith('"') and len(h["x-keel-reason"]) == 1, h
 
 
 def test_claim_headers_cannot_be_spoofed_even_without_a_token(gw, up):
