@@ -62,7 +62,7 @@ static keel_proxy_config_t *load(const char *path, char **text, size_t *len)
     int rc = keel_proxy_config_parse(*text, *len, cfg, errs);
     if (rc == 0) { /* the JWKS keys load here too, so their errors come with lines */
         keel_proxy_keys_t keys;
-        if ((rc = keel_proxy_auth_load(cfg, &keys, errs)) == 0)
+        if ((rc = keel_proxy_auth_load(cfg, &keys, errs, 0)) == 0)
             keel_proxy_auth_free(&keys); /* keel_proxy_start reads them again */
         else
             keel_proxy_config_free(cfg);

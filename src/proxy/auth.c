@@ -2,6 +2,9 @@
 #include "proxy/auth.h"
 
 #include "base/err.h"
+#include "base/hash.h"
+
+#include <openssl/crypto.h>
 
 #include <assert.h>
 #include <stdio.h>
@@ -40,7 +43,7 @@ static char *read_jwks(const char *path, size_t *len, keel_errmsg_t *msg)
 }
 
 int keel_proxy_auth_load(const keel_proxy_config_t *cfg, keel_proxy_keys_t *out,
-                         keel_proxy_errors_t *errs)
+                         keel_proxy_errors_t *errs, uint64_t seed)
 {
     memset(out, 0, sizeof(*out));
     uint32_t errors = errs->count + errs->dropped;
@@ -58,6 +61,12 @@ int keel_proxy_auth_load(const keel_proxy_config_t *cfg, keel_proxy_keys_t *out,
             rc = keel_jwks_parse(&out->sets[i], pv->jwks, strlen(pv->jwks), &msg);
         }
         out->count = i + 1;
+        if (rc == 0 && (out->caches[i] = calloc(1, sizeof(*out->caches[i]))) == NULL) {
+            msg = (keel_errmsg_t){0};
+            rc = keel_errf(&msg, KEEL_ENOMEM, "out of memory");
+        }
+        if (out->caches[i] != NULL)
+            out->caches[i]->seed = seed ^ (0x9e3779b97f4a7c15ull * (i + 1));
         if (rc != 0) {
             snprintf(line, sizeof(line), "jwt provider '%.40s': %.140s", pv->name, msg.text);
             add_err(errs, pv->jwks_line, line);
@@ -70,11 +79,67 @@ int keel_proxy_auth_load(const keel_proxy_config_t *cfg, keel_proxy_keys_t *out,
     return 0;
 }
 
+static void entry_clear(keel_proxy_token_entry_t *e)
+{
+    free(e->token);
+    json_decref(e->claims);
+    memset(e, 0, sizeof(*e));
+}
+
 void keel_proxy_auth_free(keel_proxy_keys_t *k)
 {
-    for (uint32_t i = 0; i < k->count; i++)
+    for (uint32_t i = 0; i < k->count; i++) {
         keel_jwks_free(&k->sets[i]);
+        for (uint32_t j = 0; k->caches[i] != NULL && j < KEEL_PROXY_TOKEN_CACHE_ENTRIES; j++)
+            entry_clear(&k->caches[i]->e[j]);
+        free(k->caches[i]);
+        k->caches[i] = NULL;
+    }
     k->count = 0;
+}
+
+/* exp or nbf as whole seconds; def when absent or not a number (a verified token's claims). */
+static int64_t claim_time(const json_t *claims, const char *name, int64_t def)
+{
+    const json_t *v = json_object_get(claims, name);
+    if (json_is_integer(v))
+        return (int64_t)json_integer_value(v);
+    if (json_is_real(v))
+        return (int64_t)json_real_value(v);
+    return def;
+}
+
+static keel_proxy_token_entry_t *cache_slot(keel_proxy_token_cache_t *c, const char *token,
+                                            size_t len)
+{
+    return &c->e[keel_hash64(token, len, c->seed) % KEEL_PROXY_TOKEN_CACHE_ENTRIES];
+}
+
+/* A cached verdict for token: the entry, or NULL (not cached). */
+static keel_proxy_token_entry_t *cache_find(keel_proxy_token_cache_t *c, const char *token,
+                                            size_t len)
+{
+    keel_proxy_token_entry_t *e = cache_slot(c, token, len);
+    if (e->token == NULL || e->len != len || CRYPTO_memcmp(e->token, token, len) != 0)
+        return NULL;
+    return e;
+}
+
+static void cache_put(keel_proxy_token_cache_t *c, const char *token, size_t len,
+                      const keel_jwt_t *jwt)
+{
+    keel_proxy_token_entry_t *e = cache_slot(c, token, len);
+    char *copy = malloc(len);
+    if (copy == NULL)
+        return; /* not cached: the next request verifies again */
+    memcpy(copy, token, len);
+    entry_clear(e);
+    e->token = copy;
+    e->len = len;
+    e->claims = json_incref(jwt->claims);
+    e->alg = jwt->alg;
+    e->exp = claim_time(jwt->claims, "exp", INT64_MAX);
+    e->nbf = claim_time(jwt->claims, "nbf", INT64_MIN);
 }
 
 void keel_proxy_auth_sanitize(const char *text, char *out, size_t cap)
@@ -133,6 +198,7 @@ static bool aud_has(const json_t *aud, const char *want)
 
 keel_proxy_auth_result_t keel_proxy_auth_verify(const keel_proxy_jwt_provider_t *pv,
                                                 const keel_jwks_t *ks,
+                                                keel_proxy_token_cache_t *cache,
                                                 const keel_proxy_auth_value_t *authz, size_t n,
                                                 int64_t now_s, keel_jwt_t *jwt, char *why)
 {
@@ -146,6 +212,20 @@ keel_proxy_auth_result_t keel_proxy_auth_verify(const keel_proxy_jwt_provider_t 
     const char *token = bearer(&authz[0], &len);
     if (token == NULL)
         return KEEL_PROXY_AUTH_MISSING;
+    keel_proxy_token_entry_t *hit = cache ? cache_find(cache, token, len) : NULL;
+    if (hit != NULL) { /* the bytes were verified; the clock moved on (same rule as jwt.c) */
+        int64_t leeway = (int64_t)pv->clock_skew_s;
+        if (hit->exp != INT64_MAX && now_s >= hit->exp + leeway) {
+            entry_clear(hit);
+            return refuse(why, "the token expired");
+        }
+        if (hit->nbf != INT64_MIN && now_s + leeway < hit->nbf)
+            return refuse(why, "the token is not valid yet");
+        cache->hits++;
+        jwt->alg = hit->alg;
+        jwt->claims = json_incref(hit->claims);
+        return KEEL_PROXY_AUTH_OK;
+    }
     keel_jwt_rules_t rules = {pv->issuer, NULL, (int64_t)pv->clock_skew_s, pv->require_exp};
     keel_errmsg_t msg = {0};
     if (keel_jwt_verify(ks, token, len, &rules, now_s, jwt, &msg) != 0)
@@ -159,6 +239,10 @@ keel_proxy_auth_result_t keel_proxy_auth_verify(const keel_proxy_jwt_provider_t 
             keel_jwt_free(jwt);
             return refuse(why, "wrong audience");
         }
+    }
+    if (cache != NULL) {
+        cache->misses++;
+        cache_put(cache, token, len, jwt);
     }
     return KEEL_PROXY_AUTH_OK;
 }

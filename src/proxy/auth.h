@@ -17,15 +17,43 @@
  */
 #define KEEL_PROXY_AUTH_WHY_BYTES_MAX 96u /* error_description, sanitized */
 
+/*
+ * Verified tokens are cached per provider (Envoy's jwt_cache_config does the same): clients
+ * send one token many times, and a signature check costs more than the rest of a request
+ * (bench/proxy_jwt.sh). A direct-mapped table of KEEL_PROXY_TOKEN_CACHE_ENTRIES slots, indexed
+ * by a hash of the whole token seeded per config load (a client cannot aim at a slot); an entry
+ * is the token's bytes (compared whole, in constant time) and its verified claims. A hit skips
+ * the signature, issuer and audience checks (they depend on the bytes only) but not the clock:
+ * exp and nbf are checked again at each hit. Only verified tokens enter. Bounded: at most
+ * ENTRIES tokens of at most KEEL_JWT_TOKEN_BYTES_MAX each per provider; the cache goes with the
+ * keys, so a reload (new keys) starts it empty.
+ */
+#define KEEL_PROXY_TOKEN_CACHE_ENTRIES 256u
+
+typedef struct keel_proxy_token_entry {
+    char *token; /* NULL: empty slot */
+    size_t len;
+    json_t *claims; /* a reference */
+    keel_jwt_alg_t alg;
+    int64_t exp, nbf; /* INT64_MAX / INT64_MIN when absent */
+} keel_proxy_token_entry_t;
+
+typedef struct keel_proxy_token_cache {
+    keel_proxy_token_entry_t e[KEEL_PROXY_TOKEN_CACHE_ENTRIES];
+    uint64_t seed;
+    uint64_t hits, misses;
+} keel_proxy_token_cache_t;
+
 typedef struct keel_proxy_keys {
     keel_jwks_t sets[KEEL_PROXY_JWT_PROVIDERS_MAX]; /* one per cfg->jwt_providers */
+    keel_proxy_token_cache_t *caches[KEEL_PROXY_JWT_PROVIDERS_MAX];
     uint32_t count;
 } keel_proxy_keys_t;
 
 /* 0 and out filled (free with keel_proxy_auth_free), or KEEL_EINVAL with errs appended to (out
- * holds nothing then). */
+ * holds nothing then). seed seeds the token caches' hash. */
 int keel_proxy_auth_load(const keel_proxy_config_t *cfg, keel_proxy_keys_t *out,
-                         keel_proxy_errors_t *errs);
+                         keel_proxy_errors_t *errs, uint64_t seed);
 void keel_proxy_auth_free(keel_proxy_keys_t *k);
 
 typedef enum keel_proxy_auth_result {
@@ -48,8 +76,10 @@ typedef struct keel_proxy_auth_value {
     size_t len;
 } keel_proxy_auth_value_t;
 
+/* cache may be NULL (no caching). */
 keel_proxy_auth_result_t keel_proxy_auth_verify(const keel_proxy_jwt_provider_t *pv,
                                                 const keel_jwks_t *ks,
+                                                keel_proxy_token_cache_t *cache,
                                                 const keel_proxy_auth_value_t *authz, size_t n,
                                                 int64_t now_s, keel_jwt_t *jwt, char *why);
 

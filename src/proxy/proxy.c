@@ -824,7 +824,8 @@ static int gen_build(keel_proxy_t *p, keel_proxy_config_t *cfg, keel_proxy_keys_
         g->keys = *keys;
     } else {
         keel_proxy_errors_t *errs = calloc(1, sizeof(*errs));
-        if (errs == NULL || keel_proxy_auth_load(cfg, &g->keys, errs) != 0) {
+        if (errs == NULL ||
+            keel_proxy_auth_load(cfg, &g->keys, errs, keel_rand_u64(&p->rand)) != 0) {
             int rc = errs == NULL ? keel_errf(msg, KEEL_ENOMEM, "out of memory")
                                   : keel_errf(msg, KEEL_EINVAL, "line %d: %s", errs->e[0].line,
                                               errs->e[0].text);
@@ -1014,7 +1015,7 @@ int keel_proxy_reload(keel_proxy_t *p, const char *text, size_t len, keel_proxy_
         return rc;
     }
     keel_proxy_keys_t keys; /* the JWKS files are read again: a reload rotates keys */
-    if (keel_proxy_auth_load(cfg, &keys, errs) != 0) {
+    if (keel_proxy_auth_load(cfg, &keys, errs, keel_rand_u64(&p->rand)) != 0) {
         keel_proxy_config_free(cfg);
         free(cfg);
         keel_counter_inc(p->m_reloads_failed);

@@ -900,9 +900,9 @@ static keel_proxy_auth_result_t x_authenticate(keel__dconn_t *d, const char *bas
             authz[n++] =
                 (keel_proxy_auth_value_t){base + h->fields[i].value.off, h->fields[i].value.len};
     keel__pgen_t *gen = d->x.gen;
-    keel_proxy_auth_result_t res = keel_proxy_auth_verify(&gen->cfg->jwt_providers[r->jwt.provider],
-                                                          &gen->keys.sets[r->jwt.provider], authz,
-                                                          n, keel_clock_unix_ms() / 1000, jwt, why);
+    keel_proxy_auth_result_t res = keel_proxy_auth_verify(
+        &gen->cfg->jwt_providers[r->jwt.provider], &gen->keys.sets[r->jwt.provider],
+        gen->keys.caches[r->jwt.provider], authz, n, keel_clock_unix_ms() / 1000, jwt, why);
     if (res == KEEL_PROXY_AUTH_MISSING && !r->jwt.required)
         return KEEL_PROXY_AUTH_OK;
     return res;

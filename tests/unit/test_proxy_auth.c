@@ -75,13 +75,17 @@ static void load(const char *jwks_line)
     KT_EQ_INT(keel_proxy_config_parse(text, strlen(text), &cfg, &errs), 0);
 }
 
+static bool use_cache;
+static int64_t now_s = NOW;
+
 /* The verdict for one Authorization value (NULL: none), reason in why. */
 static keel_proxy_auth_result_t verify(const char *authz, char *why)
 {
     keel_proxy_auth_value_t v = {authz, authz ? strlen(authz) : 0};
     keel_jwt_t jwt;
-    keel_proxy_auth_result_t r = keel_proxy_auth_verify(&cfg.jwt_providers[0], &keys.sets[0], &v,
-                                                        authz ? 1 : 0, NOW, &jwt, why);
+    keel_proxy_auth_result_t r = keel_proxy_auth_verify(&cfg.jwt_providers[0], &keys.sets[0],
+                                                        use_cache ? keys.caches[0] : NULL, &v,
+                                                        authz ? 1 : 0, now_s, &jwt, why);
     if (r == KEEL_PROXY_AUTH_OK)
         keel_jwt_free(&jwt);
     return r;
@@ -95,7 +99,7 @@ static keel_proxy_auth_result_t verify(const char *authz, char *why)
 static void a_good_token_passes_and_each_refusal_says_why(void)
 {
     load("");
-    KT_EQ_INT(keel_proxy_auth_load(&cfg, &keys, &errs), 0);
+    KT_EQ_INT(keel_proxy_auth_load(&cfg, &keys, &errs, 7), 0);
     char t[2048], why[KEEL_PROXY_AUTH_WHY_BYTES_MAX];
     bearer(t, sizeof(t), HS, CLAIMS(""), SECRET);
     KT_EQ_INT(verify(t, why), KEEL_PROXY_AUTH_OK); /* "users" is one of the audiences */
@@ -132,8 +136,9 @@ static void a_good_token_passes_and_each_refusal_says_why(void)
     /* two Authorization fields: the upstream might read the other one */
     keel_proxy_auth_value_t two[2] = {{"Bearer a.b.c", 12}, {"Bearer a.b.c", 12}};
     keel_jwt_t jwt;
-    KT_EQ_INT(keel_proxy_auth_verify(&cfg.jwt_providers[0], &keys.sets[0], two, 2, NOW, &jwt, why),
-              KEEL_PROXY_AUTH_INVALID);
+    KT_EQ_INT(
+        keel_proxy_auth_verify(&cfg.jwt_providers[0], &keys.sets[0], NULL, two, 2, NOW, &jwt, why),
+        KEEL_PROXY_AUTH_INVALID);
     keel_proxy_auth_free(&keys);
     keel_proxy_config_free(&cfg);
 }
@@ -143,7 +148,7 @@ static void a_good_token_passes_and_each_refusal_says_why(void)
 static void reasons_never_echo_attacker_bytes_raw(void)
 {
     load("");
-    KT_EQ_INT(keel_proxy_auth_load(&cfg, &keys, &errs), 0);
+    KT_EQ_INT(keel_proxy_auth_load(&cfg, &keys, &errs, 7), 0);
     char t[2048], why[KEEL_PROXY_AUTH_WHY_BYTES_MAX];
     bearer(t, sizeof(t), "{\"alg\":\"HS256\",\"kid\":\"a\\\"b\\r\\nX-Evil: 1\"}", CLAIMS(""),
            SECRET);
@@ -167,7 +172,7 @@ static void a_jwks_file_is_read_at_each_load_and_errors_name_its_line(void)
     snprintf(path, sizeof(path), "%s/jwks.json", dir);
     snprintf(line, sizeof(line), "jwks_file: %s", path);
     load(line);
-    KT_EQ_INT(keel_proxy_auth_load(&cfg, &keys, &errs), KEEL_EINVAL);
+    KT_EQ_INT(keel_proxy_auth_load(&cfg, &keys, &errs, 7), KEEL_EINVAL);
     KT_EQ_INT(errs.count, 1);
     KT_EQ_INT(errs.e[0].line, 6);
     KT_CHECK(strstr(errs.e[0].text, "cannot read") != NULL);
@@ -175,7 +180,7 @@ static void a_jwks_file_is_read_at_each_load_and_errors_name_its_line(void)
     fputs("{\"keys\": [{\"kty\": \"oct\"}]}", f);
     fclose(f);
     memset(&errs, 0, sizeof(errs));
-    KT_EQ_INT(keel_proxy_auth_load(&cfg, &keys, &errs), KEEL_EINVAL);
+    KT_EQ_INT(keel_proxy_auth_load(&cfg, &keys, &errs, 7), KEEL_EINVAL);
     KT_EQ_INT(errs.e[0].line, 6);
     char k[128];
     b64url((const uint8_t *)SECRET, strlen(SECRET), k);
@@ -183,7 +188,7 @@ static void a_jwks_file_is_read_at_each_load_and_errors_name_its_line(void)
     fprintf(f, "{\"keys\": [{\"kty\": \"oct\", \"kid\": \"k1\", \"k\": \"%s\"}]}", k);
     fclose(f);
     memset(&errs, 0, sizeof(errs));
-    KT_EQ_INT(keel_proxy_auth_load(&cfg, &keys, &errs), 0);
+    KT_EQ_INT(keel_proxy_auth_load(&cfg, &keys, &errs, 7), 0);
     char t[2048], why[KEEL_PROXY_AUTH_WHY_BYTES_MAX];
     bearer(t, sizeof(t), HS, CLAIMS(""), SECRET);
     KT_EQ_INT(verify(t, why), KEEL_PROXY_AUTH_OK);
@@ -192,10 +197,47 @@ static void a_jwks_file_is_read_at_each_load_and_errors_name_its_line(void)
     KT_RMRF(dir);
 }
 
+/* A cached token skips the signature check but never the clock; only exact bytes hit. */
+static void a_cached_token_still_expires_and_only_its_exact_bytes_hit(void)
+{
+    load("");
+    KT_EQ_INT(keel_proxy_auth_load(&cfg, &keys, &errs, 7), 0);
+    use_cache = true;
+    char t[2048], why[KEEL_PROXY_AUTH_WHY_BYTES_MAX];
+    bearer(t, sizeof(t), HS, CLAIMS(",\"nbf\":1699999990"), SECRET);
+    keel_proxy_token_cache_t *c = keys.caches[0];
+    KT_EQ_INT(verify(t, why), KEEL_PROXY_AUTH_OK);
+    KT_EQ_INT(verify(t, why), KEEL_PROXY_AUTH_OK);
+    KT_EQ_INT(verify(t, why), KEEL_PROXY_AUTH_OK);
+    KT_EQ_U64(c->misses, 1);
+    KT_EQ_U64(c->hits, 2);
+    /* the last signature character changed: not the cached bytes, verified (and refused) */
+    size_t n = strlen(t);
+    t[n - 1] = t[n - 1] == 'A' ? 'B' : 'A';
+    KT_EQ_INT(verify(t, why), KEEL_PROXY_AUTH_INVALID);
+    t[n - 1] = t[n - 1] == 'A' ? 'B' : 'A'; /* (back; either change breaks the signature) */
+    bearer(t, sizeof(t), HS, CLAIMS(",\"nbf\":1699999990"), SECRET);
+    KT_EQ_INT(verify(t, why), KEEL_PROXY_AUTH_OK);
+    KT_EQ_U64(c->hits, 3);
+    now_s = NOW - 60 - 20; /* before nbf - leeway: the hit is refused */
+    KT_EQ_INT(verify(t, why), KEEL_PROXY_AUTH_INVALID);
+    KT_CHECK(strstr(why, "not valid yet") != NULL);
+    now_s = 1700000600 + 60; /* exp + leeway: expired, cached or not */
+    KT_EQ_INT(verify(t, why), KEEL_PROXY_AUTH_INVALID);
+    KT_CHECK(strstr(why, "expired") != NULL);
+    KT_EQ_INT(verify(t, why), KEEL_PROXY_AUTH_INVALID); /* evicted: now the full check says so */
+    KT_CHECK(strstr(why, "expired") != NULL);
+    now_s = NOW;
+    use_cache = false;
+    keel_proxy_auth_free(&keys);
+    keel_proxy_config_free(&cfg);
+}
+
 int main(void)
 {
     KT_RUN(a_good_token_passes_and_each_refusal_says_why);
     KT_RUN(reasons_never_echo_attacker_bytes_raw);
     KT_RUN(a_jwks_file_is_read_at_each_load_and_errors_name_its_line);
+    KT_RUN(a_cached_token_still_expires_and_only_its_exact_bytes_hit);
     return kt_done();
 }
