@@ -2,6 +2,7 @@
 #include "base/crc32c.h"
 #include "base/log.h"
 #include "cli/cli.h"
+#include "proxy/auth.h"
 #include "proxy/config.h"
 #include "proxy/proxy.h"
 #include "runtime/logsink.h"
@@ -58,7 +59,15 @@ static keel_proxy_config_t *load(const char *path, char **text, size_t *len)
         free(errs);
         return NULL;
     }
-    if (keel_proxy_config_parse(*text, *len, cfg, errs) != 0) {
+    int rc = keel_proxy_config_parse(*text, *len, cfg, errs);
+    if (rc == 0) { /* the JWKS keys load here too, so their errors come with lines */
+        keel_proxy_keys_t keys;
+        if ((rc = keel_proxy_auth_load(cfg, &keys, errs, 0)) == 0)
+            keel_proxy_auth_free(&keys); /* keel_proxy_start reads them again */
+        else
+            keel_proxy_config_free(cfg);
+    }
+    if (rc != 0) {
         for (uint32_t i = 0; i < errs->count; i++)
             fprintf(stderr, "%s:%d: %s\n", path, errs->e[i].line, errs->e[i].text);
         if (errs->dropped > 0)
@@ -86,9 +95,11 @@ typedef struct reloader {
     uint32_t last_crc; /* of the text last tried: a touch without a change reloads nothing */
 } reloader_t;
 
-/* Loads the file unless its text is the one last tried (loaded or refused): a SIGHUP and the
- * watcher may both see one change. */
-static void reload(reloader_t *r)
+/* Loads the file unless its text is the one last tried (loaded or refused) and this is the
+ * watcher's call (a save may fire several events). A SIGHUP reloads an unchanged text too when
+ * the config names JWKS files: they are read again only by a reload, so rotating keys is a
+ * SIGHUP. */
+static void reload(reloader_t *r, bool forced)
 {
     size_t len = 0;
     char *text = read_file(r->path, &len);
@@ -101,7 +112,7 @@ static void reload(reloader_t *r)
         return;
     }
     uint32_t crc = keel_crc32c(0, text, len);
-    if (crc == r->last_crc) {
+    if (crc == r->last_crc && !(forced && keel_proxy_reads_key_files(r->p))) {
         free(text);
         free(errs);
         return;
@@ -124,12 +135,12 @@ static void reload(reloader_t *r)
 
 static void on_sighup(uv_signal_t *h, int signum)
 {
-    reload(h->data);
+    reload(h->data, true);
 }
 
 static void on_settled(uv_timer_t *t)
 {
-    reload(t->data);
+    reload(t->data, false);
 }
 
 static void on_file_event(uv_fs_event_t *h, const char *filename, int events, int status)

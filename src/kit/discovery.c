@@ -1,6 +1,7 @@
 /* discovery.c - a service's passing instances from keel server's registry (KEEL.REG WAIT). */
 #include "kit/discovery.h"
 
+#include "base/list.h"
 #include "base/log.h"
 
 #include <stdio.h>
@@ -181,7 +182,9 @@ static void client_closed(keel_client_t *cl)
 
 static void retry_closed(keel_timer_t *t)
 {
-    (void)t;
+    keel_discovery_t *d = KEEL_LIST_ENTRY(t, keel_discovery_t, retry);
+    if (d->closed)
+        d->closed(d); /* last: d may be freed there */
 }
 
 void keel_discovery_close(keel_discovery_t *d, void (*closed)(keel_discovery_t *d))
@@ -189,13 +192,12 @@ void keel_discovery_close(keel_discovery_t *d, void (*closed)(keel_discovery_t *
     if (d->closing)
         return;
     d->closing = true;
-    keel_timer_close(&d->retry, retry_closed);
+    d->closed = closed;
     if (d->cl)
         keel_client_close(d->cl, client_closed);
     d->cl = NULL;
     free(d->list);
     d->list = NULL;
     d->n = 0;
-    if (closed)
-        closed(d);
+    keel_timer_close(&d->retry, retry_closed); /* d's memory is in use until retry_closed */
 }

@@ -58,6 +58,7 @@ struct keel_discovery {
     keel_discovery_fn on_change;
     void *data;
     keel_counter_t *m_failures; /* may be NULL */
+    void (*closed)(keel_discovery_t *d);
 };
 
 /* metrics may be NULL. */
@@ -65,7 +66,8 @@ int keel_discovery_start(keel_discovery_t *d, keel_loop_t *loop, const char *reg
                          const char *service, const char *tag, keel_discovery_fn on_change,
                          void *data, keel_metrics_t *metrics, keel_errmsg_t *msg);
 const keel_discovery_instance_t *keel_discovery_instances(const keel_discovery_t *d, size_t *n);
-/* Stops asking; closed (may be NULL) runs once the connection is closed. */
+/* Stops asking; closed (may be NULL) runs once d's own handle (its retry timer) has closed, so
+ * d may be freed there (the connection closes and frees itself). */
 void keel_discovery_close(keel_discovery_t *d, void (*closed)(keel_discovery_t *d));
 
 #endif

@@ -508,9 +508,35 @@ static void cluster_health(ctx_t *c, yaml_node_t *v, void *base)
         ERR(c, v, "health_check: 'path' is required");
 }
 
+/* A registry service name or tag: what KEEL.REG accepts (no spaces or control characters). */
+static void to_reg_name(ctx_t *c, yaml_node_t *v, const char *key, char **out)
+{
+    if (!to_str(c, v, key, false, out))
+        return;
+    size_t len = strlen(*out);
+    bool ok = len > 0 && len < KEEL_PROXY_NAME_BYTES_MAX;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = (unsigned char)(*out)[i] > ' ' && (*out)[i] != 0x7f;
+    if (!ok)
+        ERR(c, v, "%s: '%s' is not a registry name (1..%u bytes, no spaces)", key, *out,
+            KEEL_PROXY_NAME_BYTES_MAX - 1);
+}
+
+static void cluster_service(ctx_t *c, yaml_node_t *v, void *base)
+{
+    to_reg_name(c, v, "service", &((keel_proxy_cluster_t *)base)->service);
+}
+
+static void cluster_tag(ctx_t *c, yaml_node_t *v, void *base)
+{
+    to_reg_name(c, v, "tag", &((keel_proxy_cluster_t *)base)->tag);
+}
+
 static const field_t cluster_fields[] = {
     {"name", F_STR, offsetof(keel_proxy_cluster_t, name), 0, 0, NULL},
     {"hosts", F_FN, 0, 0, 0, cluster_hosts},
+    {"service", F_FN, 0, 0, 0, cluster_service},
+    {"tag", F_FN, 0, 0, 0, cluster_tag},
     {"balance", F_FN, 0, 0, 0, cluster_balance},
     {"hash_on", F_FN, 0, 0, 0, cluster_hash_on},
     {"connect_timeout_ms", F_MS, offsetof(keel_proxy_cluster_t, connect_timeout_ms), 1, DAY_MS,
@@ -562,8 +588,13 @@ static void load_cluster(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
     load_fields(c, item, cluster_fields, N(cluster_fields), cl, "cluster");
     if (cl->name == NULL || cl->name[0] == 0 || strlen(cl->name) >= KEEL_PROXY_NAME_BYTES_MAX)
         ERR(c, item, "cluster: 'name' is required (1..%u bytes)", KEEL_PROXY_NAME_BYTES_MAX - 1);
-    if (cl->hosts_count == 0)
-        ERR(c, item, "cluster '%s': 'hosts' needs at least one host", cl->name ? cl->name : "?");
+    if (cl->service != NULL && cl->hosts_count > 0)
+        ERR(c, item, "cluster '%s': give one of hosts, service", cl->name ? cl->name : "?");
+    else if (cl->service == NULL && cl->hosts_count == 0)
+        ERR(c, item, "cluster '%s': 'hosts' needs at least one host (or give 'service')",
+            cl->name ? cl->name : "?");
+    if (cl->tag != NULL && cl->service == NULL)
+        ERR(c, item, "cluster '%s': 'tag' needs 'service'", cl->name ? cl->name : "?");
     for (uint32_t k = 0; cl->name && k < i; k++)
         if (c->cfg->clusters[k].name && strcmp(c->cfg->clusters[k].name, cl->name) == 0)
             ERR(c, item, "cluster '%s' is defined twice", cl->name);
@@ -576,6 +607,141 @@ static void load_cluster(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
 static void top_clusters(ctx_t *c, yaml_node_t *v, void *base)
 {
     each_item(c, v, "clusters", KEEL_PROXY_CLUSTERS_MAX, load_cluster, NULL);
+}
+
+/* ---- JWT providers ----------------------------------------------------------------------- */
+
+/* Fields the proxy writes or that frame the message: a claim must not be forwarded as one. */
+static const char *const reserved_headers[] = {
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "expect",
+    "via",
+    "authorization",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-keel-timeout-ms",
+    "traceparent",
+    "tracestate",
+    "b3",
+};
+
+static void cth_claim(ctx_t *c, yaml_node_t *v, void *base)
+{
+    char **claim = &((keel_proxy_claim_header_t *)base)->claim;
+    if (to_str(c, v, "claim", false, claim) &&
+        ((*claim)[0] == 0 || strlen(*claim) >= KEEL_PROXY_NAME_BYTES_MAX))
+        ERR(c, v, "claim: 1..%u bytes", KEEL_PROXY_NAME_BYTES_MAX - 1);
+}
+
+static void cth_header(ctx_t *c, yaml_node_t *v, void *base)
+{
+    char **h = &((keel_proxy_claim_header_t *)base)->header;
+    if (!to_field_name(c, v, "header", h))
+        return;
+    for (size_t i = 0; i < N(reserved_headers); i++)
+        if (strcmp(*h, reserved_headers[i]) == 0)
+            ERR(c, v, "header: '%s' is written by the proxy or frames the request", *h);
+}
+
+static void load_claim_header(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
+{
+    static const field_t f[] = {
+        {"claim", F_FN, 0, 0, 0, cth_claim},
+        {"header", F_FN, 0, 0, 0, cth_header},
+    };
+    keel_proxy_jwt_provider_t *pv = arg;
+    keel_proxy_claim_header_t *ch = &pv->claims_to_headers[i];
+    pv->claims_to_headers_count = i + 1;
+    load_fields(c, item, f, N(f), ch, "claims_to_headers");
+    if (ch->claim == NULL || ch->header == NULL) {
+        ERR(c, item, "claims_to_headers: 'claim' and 'header' are required");
+        return;
+    }
+    for (uint32_t k = 0; k < i; k++)
+        if (pv->claims_to_headers[k].header &&
+            strcmp(pv->claims_to_headers[k].header, ch->header) == 0)
+            ERR(c, item, "claims_to_headers: header '%s' is written twice", ch->header);
+}
+
+static void pv_claims(ctx_t *c, yaml_node_t *v, void *base)
+{
+    each_item(c, v, "claims_to_headers", KEEL_PROXY_JWT_CLAIM_HEADERS_MAX, load_claim_header, base);
+}
+
+static void load_audience(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
+{
+    keel_proxy_jwt_provider_t *pv = arg;
+    pv->audiences_count = i + 1;
+    to_str(c, item, "audiences", false, &pv->audiences[i]);
+}
+
+static void pv_audiences(ctx_t *c, yaml_node_t *v, void *base)
+{
+    each_item(c, v, "audiences", KEEL_PROXY_JWT_AUDIENCES_MAX, load_audience, base);
+}
+
+static void pv_jwks_file(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_jwt_provider_t *pv = base;
+    pv->jwks_line = line_of(v);
+    to_str(c, v, "jwks_file", false, &pv->jwks_file);
+}
+
+static void pv_jwks(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_jwt_provider_t *pv = base;
+    const char *s = scalar(v);
+    pv->jwks_line = line_of(v);
+    if (s == NULL) {
+        ERR(c, v, "jwks: expected the JWKS document as one string");
+        return;
+    }
+    free(pv->jwks); /* up to the JWKS ceiling, beyond KEEL_PROXY_VALUE_BYTES_MAX */
+    pv->jwks = strdup(s);
+}
+
+static const field_t provider_fields[] = {
+    {"name", F_STR, offsetof(keel_proxy_jwt_provider_t, name), 0, 0, NULL},
+    {"issuer", F_STR, offsetof(keel_proxy_jwt_provider_t, issuer), 0, 0, NULL},
+    {"audiences", F_FN, 0, 0, 0, pv_audiences},
+    {"jwks_file", F_FN, 0, 0, 0, pv_jwks_file},
+    {"jwks", F_FN, 0, 0, 0, pv_jwks},
+    {"clock_skew_s", F_U32, offsetof(keel_proxy_jwt_provider_t, clock_skew_s), 0,
+     KEEL_PROXY_JWT_SKEW_S_MAX, NULL},
+    {"require_exp", F_BOOL, offsetof(keel_proxy_jwt_provider_t, require_exp), 0, 0, NULL},
+    {"forward", F_BOOL, offsetof(keel_proxy_jwt_provider_t, forward), 0, 0, NULL},
+    {"claims_to_headers", F_FN, 0, 0, 0, pv_claims},
+};
+
+static void load_provider(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
+{
+    keel_proxy_jwt_provider_t *pv = &c->cfg->jwt_providers[i];
+    pv->line = line_of(item);
+    pv->clock_skew_s = 60;
+    pv->require_exp = true;
+    c->cfg->jwt_providers_count = i + 1;
+    load_fields(c, item, provider_fields, N(provider_fields), pv, "jwt provider");
+    if (pv->name == NULL || pv->name[0] == 0 || strlen(pv->name) >= KEEL_PROXY_NAME_BYTES_MAX)
+        ERR(c, item, "jwt provider: 'name' is required (1..%u bytes)",
+            KEEL_PROXY_NAME_BYTES_MAX - 1);
+    if ((pv->jwks_file != NULL) == (pv->jwks != NULL))
+        ERR(c, item, "jwt provider '%s': give one of jwks_file, jwks", pv->name ? pv->name : "?");
+    for (uint32_t k = 0; pv->name && k < i; k++)
+        if (c->cfg->jwt_providers[k].name && strcmp(c->cfg->jwt_providers[k].name, pv->name) == 0)
+            ERR(c, item, "jwt provider '%s' is defined twice", pv->name);
+}
+
+static void top_jwt_providers(ctx_t *c, yaml_node_t *v, void *base)
+{
+    each_item(c, v, "jwt_providers", KEEL_PROXY_JWT_PROVIDERS_MAX, load_provider, NULL);
 }
 
 /* ---- routes ------------------------------------------------------------------------------ */
@@ -963,8 +1129,13 @@ static void rl_key(ctx_t *c, yaml_node_t *v, void *base)
         rl->key = KEEL_PROXY_RL_HEADER;
         free(rl->header);
         rl->header = dup_lower(s + 7, true);
+    } else if (strncmp(s, "claim:", 6) == 0 && s[6] != 0 &&
+               strlen(s + 6) < KEEL_PROXY_NAME_BYTES_MAX) {
+        rl->key = KEEL_PROXY_RL_CLAIM; /* the route's jwt is checked in load_route */
+        free(rl->header);
+        rl->header = dup_lower(s + 6, false);
     } else {
-        ERR(c, v, "key: '%s' is not source_address or header:NAME", s);
+        ERR(c, v, "key: '%s' is not source_address, header:NAME or claim:NAME", s);
     }
 }
 
@@ -987,6 +1158,39 @@ static void r_ratelimit(ctx_t *c, yaml_node_t *v, void *base)
     rl->keys_max = (rl->keys_max + 7u) & ~7u;
 }
 
+/* `jwt: NAME` or `jwt: {provider: NAME, required: BOOL}`; providers are loaded before routes. */
+typedef struct jwt_req_tmp {
+    char *provider;
+    bool required;
+} jwt_req_tmp_t;
+
+static void r_jwt(ctx_t *c, yaml_node_t *v, void *base)
+{
+    static const field_t f[] = {
+        {"provider", F_STR, offsetof(jwt_req_tmp_t, provider), 0, 0, NULL},
+        {"required", F_BOOL, offsetof(jwt_req_tmp_t, required), 0, 0, NULL},
+    };
+    keel_proxy_route_t *r = base;
+    jwt_req_tmp_t t = {NULL, true};
+    if (v->type == YAML_SCALAR_NODE)
+        to_str(c, v, "jwt", false, &t.provider);
+    else
+        load_fields(c, v, f, N(f), &t, "jwt");
+    if (t.provider == NULL) {
+        ERR(c, v, "jwt: 'provider' is required");
+        return;
+    }
+    int idx = -1;
+    for (uint32_t i = 0; i < c->cfg->jwt_providers_count; i++)
+        if (c->cfg->jwt_providers[i].name && strcmp(c->cfg->jwt_providers[i].name, t.provider) == 0)
+            idx = (int)i;
+    if (idx < 0)
+        ERR(c, v, "jwt: no jwt_providers entry named '%s'", t.provider);
+    else
+        r->jwt = (keel_proxy_jwt_req_t){true, (uint32_t)idx, t.required};
+    free(t.provider);
+}
+
 static const field_t route_fields[] = {
     {"name", F_STR, offsetof(keel_proxy_route_t, name), 0, 0, NULL},
     {"match", F_FN, 0, 0, 0, r_match},
@@ -1003,6 +1207,7 @@ static const field_t route_fields[] = {
     {"per_try_timeout_ms", F_MS, offsetof(keel_proxy_route_t, per_try_timeout_ms), 0, DAY_MS, NULL},
     {"retry", F_FN, 0, 0, 0, r_retry},
     {"rate_limit", F_FN, 0, 0, 0, r_ratelimit},
+    {"jwt", F_FN, 0, 0, 0, r_jwt},
 };
 
 static void route_default(keel_proxy_route_t *r)
@@ -1047,6 +1252,9 @@ static void load_route(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
             r->name ? " " : "", r->name ? r->name : "");
     if (r->rewrite_prefix && r->path_kind != KEEL_PROXY_PATH_PREFIX)
         ERR(c, item, "route: rewrite_prefix needs a 'prefix' match");
+    if (r->ratelimit.enabled && r->ratelimit.key == KEEL_PROXY_RL_CLAIM && !r->jwt.enabled)
+        ERR(c, item, "route: rate_limit key claim:%s needs a 'jwt' requirement on the route",
+            r->ratelimit.header);
     if (r->name == NULL) {
         char buf[32];
         snprintf(buf, sizeof(buf), "route%u", i);
@@ -1069,9 +1277,34 @@ static void top_via(ctx_t *c, yaml_node_t *v, void *base)
             KEEL_PROXY_NAME_BYTES_MAX - 1);
 }
 
+/* "host:port" or several, comma-separated (keel server nodes; any of them answers). */
+static void top_registry(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_config_t *cfg = base;
+    if (!to_str(c, v, "registry", false, &cfg->registry))
+        return;
+    char *copy = strdup(cfg->registry);
+    uint32_t n = 0;
+    for (char *save = NULL, *tok = copy ? strtok_r(copy, ",", &save) : NULL; tok != NULL;
+         tok = strtok_r(NULL, ",", &save), n++) {
+        while (*tok == ' ')
+            tok++;
+        const char *colon = strrchr(tok, ':');
+        long port = colon ? strtol(colon + 1, NULL, 10) : 0;
+        if (colon == NULL || colon == tok || port < 1 || port > 65535 ||
+            strspn(colon + 1, "0123456789") != strlen(colon + 1)) {
+            ERR(c, v, "registry: '%s' is not host:port", tok);
+            break;
+        }
+    }
+    if (copy != NULL && n == 0)
+        ERR(c, v, "registry: give host:port[,host:port...]");
+    free(copy);
+}
+
 static void top_skip(ctx_t *c, yaml_node_t *v, void *base)
 {
-    (void)c, (void)v, (void)base; /* clusters: loaded first, see keel_proxy_config_parse */
+    (void)c, (void)v, (void)base; /* clusters, jwt_providers: loaded first (load_document) */
 }
 
 static const field_t top_fields[] = {
@@ -1079,8 +1312,10 @@ static const field_t top_fields[] = {
     {"admin", F_FN, 0, 0, 0, top_admin},
     {"limits", F_FN, 0, 0, 0, top_limits},
     {"clusters", F_FN, 0, 0, 0, top_skip},
+    {"jwt_providers", F_FN, 0, 0, 0, top_skip},
     {"routes", F_FN, 0, 0, 0, top_routes},
     {"via", F_FN, 0, 0, 0, top_via},
+    {"registry", F_FN, 0, 0, 0, top_registry},
     {"access_log", F_BOOL, offsetof(keel_proxy_config_t, access_log), 0, 0, NULL},
 };
 
@@ -1129,18 +1364,33 @@ static void load_document(ctx_ext_t *x, route_load_t *rl)
         ERR(c, root, "the top level must be a mapping (listeners:, clusters:, routes:, ...)");
         return;
     }
+    /* sections that routes refer to load first; the first of each only: a repeated key is an
+     * error load_fields reports below */
+    bool clusters = false, providers = false;
     for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top;
          p++) {
         const char *key = scalar(node_at(c, p->key));
-        if (key && strcmp(key, "clusters") == 0) {
-            /* the first only: a repeated key is an error load_fields reports below */
+        if (key && strcmp(key, "clusters") == 0 && !clusters) {
+            clusters = true;
             top_clusters(c, node_at(c, p->value), c->cfg);
-            break;
+        } else if (key && strcmp(key, "jwt_providers") == 0 && !providers) {
+            providers = true;
+            top_jwt_providers(c, node_at(c, p->value), c->cfg);
         }
     }
     x->rl = rl;
     load_fields(c, root, top_fields, N(top_fields), c->cfg, "top level");
     resolve_refs(c, rl);
+    for (uint32_t i = 0; i < c->cfg->clusters_count; i++) {
+        keel_proxy_cluster_t *cl = &c->cfg->clusters[i];
+        if (cl->service == NULL)
+            continue;
+        if (c->cfg->registry == NULL)
+            errl(c, cl->line, "cluster '%s': 'service' needs a top-level 'registry'",
+                 cl->name ? cl->name : "?");
+        else if ((cl->registry = strdup(c->cfg->registry)) == NULL)
+            errl(c, cl->line, "out of memory");
+    }
     if (c->cfg->listeners_count == 0)
         ERR(c, root, "at least one listener is required");
     for (uint32_t i = 0; i < c->cfg->listeners_count; i++)
@@ -1226,6 +1476,9 @@ void keel_proxy_config_free(keel_proxy_config_t *cfg)
         free(cl->balance);
         free(cl->hash_header);
         free(cl->health.path);
+        free(cl->service);
+        free(cl->tag);
+        free(cl->registry);
     }
     for (uint32_t i = 0; i < cfg->routes_count; i++) {
         keel_proxy_route_t *r = &cfg->routes[i];
@@ -1250,7 +1503,21 @@ void keel_proxy_config_free(keel_proxy_config_t *cfg)
         free_edits(r->resp_remove, r->resp_remove_count);
         free(r->ratelimit.header);
     }
+    for (uint32_t i = 0; i < cfg->jwt_providers_count; i++) {
+        keel_proxy_jwt_provider_t *pv = &cfg->jwt_providers[i];
+        free(pv->name);
+        free(pv->issuer);
+        for (uint32_t k = 0; k < pv->audiences_count; k++)
+            free(pv->audiences[k]);
+        free(pv->jwks_file);
+        free(pv->jwks);
+        for (uint32_t k = 0; k < pv->claims_to_headers_count; k++) {
+            free(pv->claims_to_headers[k].claim);
+            free(pv->claims_to_headers[k].header);
+        }
+    }
     free(cfg->admin_address);
+    free(cfg->registry);
     free(cfg->via);
     memset(cfg, 0, sizeof(*cfg));
 }

@@ -36,6 +36,10 @@
 #define KEEL_PROXY_ERRORS_MAX 32u
 #define KEEL_PROXY_ERROR_BYTES_MAX 200u
 #define KEEL_PROXY_WEIGHT_MAX 10000u
+#define KEEL_PROXY_JWT_PROVIDERS_MAX 8u
+#define KEEL_PROXY_JWT_AUDIENCES_MAX 8u
+#define KEEL_PROXY_JWT_CLAIM_HEADERS_MAX 8u /* claims_to_headers per provider */
+#define KEEL_PROXY_JWT_SKEW_S_MAX 3600u
 
 typedef struct keel_proxy_error {
     int line; /* 1-based; 0 when the error is not tied to a line */
@@ -91,8 +95,14 @@ typedef struct keel_proxy_cluster {
     char *name;
     int line;
     keel_proxy_host_t hosts[KEEL_PROXY_HOSTS_MAX];
-    uint32_t hosts_count;
-    char *balance; /* a core/balance policy name */
+    uint32_t hosts_count; /* 0 for a service cluster */
+    /* A service cluster (instead of hosts): the passing instances of `service` (with `tag`)
+     * in keel server's registry, followed without a reload (kit/discovery.h). registry is the
+     * top-level `registry` seed list, copied here so a cluster's config is whole on its own. */
+    char *service;
+    char *tag;      /* NULL: any */
+    char *registry; /* "host:port,host:port" */
+    char *balance;  /* a core/balance policy name */
     keel_proxy_hash_on_t hash_on;
     char *hash_header; /* lower-case, for HASH_HEADER */
     keel_ms_t connect_timeout_ms;
@@ -170,16 +180,53 @@ typedef struct keel_proxy_retry {
 typedef enum keel_proxy_rl_key {
     KEEL_PROXY_RL_SOURCE,
     KEEL_PROXY_RL_HEADER,
+    KEEL_PROXY_RL_CLAIM, /* a claim of the route's verified JWT */
 } keel_proxy_rl_key_t;
 
 typedef struct keel_proxy_ratelimit {
     bool enabled;
     keel_proxy_rl_key_t key;
-    char *header; /* lower-case, for RL_HEADER */
+    char *header; /* lower-case, for RL_HEADER; the claim's name (as written) for RL_CLAIM */
     uint64_t requests_per_s;
     uint64_t burst;
     uint32_t keys_max;
 } keel_proxy_ratelimit_t;
+
+/* One claim of a verified token sent upstream as a request header (Envoy's claim_to_headers). */
+typedef struct keel_proxy_claim_header {
+    char *claim;  /* a top-level claim: a string, an integer or a boolean */
+    char *header; /* lower-case field name */
+} keel_proxy_claim_header_t;
+
+/*
+ * A JWT provider (Envoy's jwt_authn provider): who issues the tokens, for whom, and the keys
+ * that verify them. Routes name a provider in their `jwt:` requirement. The keys are not read
+ * by the parser (it touches no file): keel_proxy_auth_load() (proxy/auth.h) reads jwks_file,
+ * or parses the inline jwks, each time the config is loaded or reloaded.
+ */
+typedef struct keel_proxy_jwt_provider {
+    char *name;
+    int line;
+    char *issuer;                                  /* NULL: any "iss" */
+    char *audiences[KEEL_PROXY_JWT_AUDIENCES_MAX]; /* "aud" must hold one of them; none: any */
+    uint32_t audiences_count;
+    char *jwks_file;       /* a JWKS document (RFC 7517) read at load and reload */
+    char *jwks;            /* or the document inline */
+    int jwks_line;         /* where jwks_file or jwks is, for errors found when the keys load */
+    uint32_t clock_skew_s; /* leeway on exp and nbf; default 60 (Envoy's) */
+    bool require_exp;      /* a token without "exp" is refused; default true */
+    bool forward;          /* Authorization goes upstream; default false (Envoy's) */
+    keel_proxy_claim_header_t claims_to_headers[KEEL_PROXY_JWT_CLAIM_HEADERS_MAX];
+    uint32_t claims_to_headers_count;
+} keel_proxy_jwt_provider_t;
+
+/* A route's requirement: a valid token of the provider; with required false, a request
+ * without any token passes too (Envoy's allow_missing), but a bad token is still refused. */
+typedef struct keel_proxy_jwt_req {
+    bool enabled;
+    uint32_t provider; /* index into jwt_providers */
+    bool required;     /* default true */
+} keel_proxy_jwt_req_t;
 
 typedef struct keel_proxy_route {
     char *name;
@@ -219,6 +266,7 @@ typedef struct keel_proxy_route {
     keel_ms_t per_try_timeout_ms; /* one attempt, connect to the response head; 0 = none */
     keel_proxy_retry_t retry;
     keel_proxy_ratelimit_t ratelimit;
+    keel_proxy_jwt_req_t jwt;
 } keel_proxy_route_t;
 
 typedef struct keel_proxy_config {
@@ -230,6 +278,9 @@ typedef struct keel_proxy_config {
     uint32_t clusters_count;
     keel_proxy_route_t routes[KEEL_PROXY_ROUTES_MAX];
     uint32_t routes_count;
+    keel_proxy_jwt_provider_t jwt_providers[KEEL_PROXY_JWT_PROVIDERS_MAX];
+    uint32_t jwt_providers_count;
+    char *registry;  /* keel server seeds for service clusters; NULL: none */
     char *via;       /* the Via pseudonym; default "keel" */
     bool access_log; /* one JSON line per request on the log (stderr); default off */
 } keel_proxy_config_t;

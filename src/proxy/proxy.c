@@ -52,7 +52,7 @@ void keel__proxy_apply_state(keel__pcluster_t *cl, uint32_t idx)
             ej = false;
         }
     }
-    keel_balance_set_state(&cl->lb, idx, h->healthy, ej);
+    keel_balance_set_state(&cl->lb, idx, h->healthy && !h->gone, ej);
 }
 
 static void on_outlier_change(void *data, uint32_t idx, bool ejected, keel_ms_t now)
@@ -120,9 +120,9 @@ static void hc_tick(keel_timer_t *t, void *data)
     keel__pcluster_t *cl = data;
     if (cl->p->stopping || cl->retired)
         return;
-    for (uint32_t i = 0; i < cl->cfg->hosts_count; i++) {
+    for (uint32_t i = 0; i < cl->hosts_n; i++) {
         keel__phost_t *h = &cl->hosts[i];
-        if (h->hc_inflight)
+        if (h->hc_inflight || h->gone)
             continue;
         keel_http_client_request_t rq = {HTTP_GET, h->address, cl->cfg->health.path,      NULL, 0,
                                          NULL,     0,          cl->cfg->health.timeout_ms};
@@ -156,7 +156,8 @@ static bool cluster_same(const keel_proxy_cluster_t *a, const keel_proxy_cluster
 {
     if (!str_eq(a->name, b->name) || !str_eq(a->balance, b->balance) ||
         !str_eq(a->hash_header, b->hash_header) || !str_eq(a->health.path, b->health.path) ||
-        a->hosts_count != b->hosts_count)
+        !str_eq(a->service, b->service) || !str_eq(a->tag, b->tag) ||
+        !str_eq(a->registry, b->registry) || a->hosts_count != b->hosts_count)
         return false;
     for (uint32_t i = 0; i < a->hosts_count; i++)
         if (!str_eq(a->hosts[i].address, b->hosts[i].address) ||
@@ -166,6 +167,7 @@ static bool cluster_same(const keel_proxy_cluster_t *a, const keel_proxy_cluster
     keel_proxy_cluster_t x = *a, y = *b;
     x.name = y.name = x.balance = y.balance = x.hash_header = y.hash_header = NULL;
     x.health.path = y.health.path = NULL;
+    x.service = y.service = x.tag = y.tag = x.registry = y.registry = NULL;
     x.line = y.line = 0;
     for (uint32_t i = 0; i < KEEL_PROXY_HOSTS_MAX; i++)
         x.hosts[i].address = y.hosts[i].address = NULL;
@@ -178,8 +180,18 @@ static void cluster_cfg_free(keel_proxy_cluster_t *c)
     free(c->balance);
     free(c->hash_header);
     free(c->health.path);
+    free(c->service);
+    free(c->tag);
+    free(c->registry);
     for (uint32_t i = 0; i < c->hosts_count; i++)
         free(c->hosts[i].address);
+}
+
+static char *dup_opt(const char *s, bool *ok)
+{
+    char *d = s ? strdup(s) : NULL;
+    *ok &= d != NULL || s == NULL;
+    return d;
 }
 
 static int cluster_cfg_copy(keel_proxy_cluster_t *dst, const keel_proxy_cluster_t *src)
@@ -191,6 +203,9 @@ static int cluster_cfg_copy(keel_proxy_cluster_t *dst, const keel_proxy_cluster_
     dst->health.path = src->health.path ? strdup(src->health.path) : NULL;
     bool ok = dst->name && dst->balance && (dst->hash_header || !src->hash_header) &&
               (dst->health.path || !src->health.path);
+    dst->service = dup_opt(src->service, &ok);
+    dst->tag = dup_opt(src->tag, &ok);
+    dst->registry = dup_opt(src->registry, &ok);
     for (uint32_t i = 0; i < src->hosts_count; i++)
         ok &= (dst->hosts[i].address = strdup(src->hosts[i].address)) != NULL;
     if (!ok) {
@@ -202,7 +217,7 @@ static int cluster_cfg_copy(keel_proxy_cluster_t *dst, const keel_proxy_cluster_
 
 static void cluster_free(keel__pcluster_t *cl)
 {
-    assert(cl->refs == 0 && !cl->hc_timer_on);
+    assert(cl->refs == 0 && !cl->hc_timer_on && !cl->disc_on);
     keel_balance_free(&cl->lb);
     if (cl->cfg->breaker_enabled)
         keel_breaker_free(&cl->breaker);
@@ -249,23 +264,166 @@ static int cluster_new(keel_proxy_t *p, const keel_proxy_cluster_t *c, keel__pcl
     return 0;
 }
 
+/* ---- service clusters: hosts from the registry -------------------------------------------- */
+
+/* The slot for address: the one that has it (live or gone), else a gone slot nothing refers to
+ * any more, else a fresh one; -1 when the cluster is full. */
+static int slot_for(keel__pcluster_t *cl, const char *address, const bool *taken)
+{
+    for (uint32_t i = 0; i < cl->hosts_n; i++)
+        if (strcmp(cl->hosts[i].address, address) == 0)
+            return (int)i;
+    for (uint32_t i = 0; i < cl->hosts_n; i++) {
+        keel__phost_t *h = &cl->hosts[i];
+        if (h->gone && !taken[i] && h->conns == 0 && h->active == 0 && !h->hc_inflight)
+            return (int)i;
+    }
+    return cl->hosts_n < cl->hosts_cap ? (int)cl->hosts_n : -1;
+}
+
+/* Puts the registry's instance list in force: new instances get a slot (a new endpoint of the
+ * balancer and the outlier detector), instances that stay keep theirs with its state (health,
+ * ejection, in-flight counts, pooled connections), instances that left become gone (taken out
+ * of the balancer; idle connections closed, busy ones finish). Indexes never move. */
+static void service_update(keel__pcluster_t *cl, const keel_discovery_instance_t *list, size_t n)
+{
+    bool taken[KEEL_PROXY_SERVICE_HOSTS_MAX] = {false};
+    uint32_t added = 0, removed = 0, left_out = 0;
+    for (size_t k = 0; k < n; k++) {
+        char addr[KEEL_PROXY_HOST_ADDR_BYTES_MAX];
+        bool v6 = strchr(list[k].address, ':') != NULL;
+        snprintf(addr, sizeof(addr), v6 ? "[%s]:%d" : "%s:%d", list[k].address, list[k].port);
+        int s = slot_for(cl, addr, taken);
+        if (s < 0 || taken[s]) {
+            left_out++;
+            continue;
+        }
+        keel__phost_t *h = &cl->hosts[s];
+        if ((uint32_t)s == cl->hosts_n || strcmp(h->address, addr) != 0) { /* a new instance */
+            struct sockaddr_storage sa;
+            keel_errmsg_t msg;
+            if (keel_tcp_parse_addr(addr, &sa, &msg) != 0) { /* the runtime resolves nothing */
+                keel_log_warn("proxy: registry instance with an address that is not numeric",
+                              KF_STR("cluster", cl->cfg->name), KF_STR("instance", list[k].id));
+                left_out++;
+                continue;
+            }
+            assert(h->conns == 0 && h->active == 0 && keel_list_empty(&h->idle));
+            snprintf(h->address_buf, sizeof(h->address_buf), "%s", addr);
+            h->address = h->address_buf;
+            h->addr = sa;
+            h->healthy = true;
+            h->hc_ok_run = h->hc_fail_run = 0;
+            h->ejections = 0;
+            h->gone = false;
+            if ((uint32_t)s == cl->hosts_n)
+                cl->hosts_n++;
+            added++;
+        } else if (h->gone) {
+            h->gone = false; /* back, with the state it had */
+            added++;
+        }
+        uint32_t w = list[k].weight ? list[k].weight : 1;
+        uint32_t wmax = cl->lb.cfg.ring_weight_max ? cl->lb.cfg.ring_weight_max : 1;
+        h->weight = w > KEEL_BALANCE_WEIGHT_MAX ? KEEL_BALANCE_WEIGHT_MAX : w;
+        if (strcmp(cl->cfg->balance, "ring") == 0 && h->weight > wmax)
+            h->weight = wmax;
+        taken[s] = true;
+    }
+    cl->live = 0;
+    keel_balance_spec_t specs[KEEL_PROXY_SERVICE_HOSTS_MAX];
+    uint64_t ids[KEEL_PROXY_SERVICE_HOSTS_MAX];
+    for (uint32_t i = 0; i < cl->hosts_n; i++) {
+        keel__phost_t *h = &cl->hosts[i];
+        if (!taken[i] && !h->gone) {
+            h->gone = true;
+            removed++;
+        }
+        cl->live += !h->gone;
+        ids[i] = keel_balance_hash(h->address, strlen(h->address));
+        specs[i] = (keel_balance_spec_t){ids[i], h->weight ? h->weight : 1};
+    }
+    keel_errmsg_t msg;
+    int rc = keel_balance_set_endpoints(&cl->lb, specs, cl->hosts_n, &msg);
+    assert(rc == 0); /* unique ids (one slot per address), weights in range, n <= cap */
+    if (cl->cfg->outlier_enabled)
+        keel_outlier_set_endpoints(&cl->outlier, ids, cl->hosts_n);
+    for (uint32_t i = 0; i < cl->hosts_n; i++)
+        keel__proxy_apply_state(cl, i);
+    if (removed > 0)
+        keel__proxy_close_idle(cl, true); /* a gone host's connections are not pooled */
+    keel_counter_inc(cl->m_registry_updates);
+    keel_log_info("proxy: service cluster updated from the registry",
+                  KF_STR("cluster", cl->cfg->name), KF_STR("service", cl->cfg->service),
+                  KF_INT("instances", (int64_t)cl->live), KF_INT("added", added),
+                  KF_INT("removed", removed));
+    if (left_out > 0)
+        keel_log_warn("proxy: registry instances left out (cluster full or bad address)",
+                      KF_STR("cluster", cl->cfg->name), KF_INT("left_out", left_out),
+                      KF_INT("hosts_max", KEEL_PROXY_SERVICE_HOSTS_MAX));
+}
+
+static void on_instances(keel_discovery_t *d, void *data)
+{
+    keel__pcluster_t *cl = data;
+    if (cl->retired)
+        return;
+    size_t n;
+    const keel_discovery_instance_t *list = keel_discovery_instances(d, &n);
+    service_update(cl, list, n);
+}
+
+static void discovery_closed(keel_discovery_t *d)
+{
+    keel__pcluster_t *cl = d->data;
+    keel_proxy_t *p = cl->p;
+    free(d);
+    cl->disc_on = false;
+    keel__cluster_unref(cl); /* taken when discovery started */
+    keel__proxy_handle_closed(p);
+}
+
+static int discovery_start(keel__pcluster_t *cl, keel_errmsg_t *msg)
+{
+    const keel_proxy_cluster_t *c = cl->cfg;
+    keel_discovery_t *d = calloc(1, sizeof(*d));
+    if (d == NULL)
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory");
+    int rc = keel_discovery_start(d, cl->p->loop, c->registry, c->service, c->tag, on_instances, cl,
+                                  cl->p->metrics, msg);
+    if (rc != 0) {
+        free(d);
+        return keel_errf(msg, rc, "cluster %s: %s", c->name, msg->text);
+    }
+    cl->disc = d;
+    cl->disc_on = true;
+    cl->p->handles_open++;
+    keel__cluster_ref(cl); /* until discovery_closed */
+    return 0;
+}
+
 /* Builds a cluster's hosts, balancer, breaker, outlier detector, metrics and health checks. */
 static int cluster_setup(keel_proxy_t *p, keel__pcluster_t *cl, keel_errmsg_t *msg)
 {
     const keel_proxy_cluster_t *c = cl->cfg;
-    cl->hosts = calloc(c->hosts_count, sizeof(*cl->hosts));
+    bool service = c->service != NULL; /* hosts come from the registry, later */
+    cl->hosts_cap = service ? KEEL_PROXY_SERVICE_HOSTS_MAX : c->hosts_count;
+    cl->hosts_n = cl->live = service ? 0 : c->hosts_count;
+    cl->hosts = calloc(cl->hosts_cap, sizeof(*cl->hosts));
     if (cl->hosts == NULL)
         return keel_errf(msg, KEEL_ENOMEM, "out of memory");
-    for (uint32_t i = 0; i < c->hosts_count; i++)
+    for (uint32_t i = 0; i < cl->hosts_cap; i++) {
         keel_list_init(&cl->hosts[i].idle); /* before anything can fail: shutdown walks them */
+        cl->hosts[i].cl = cl;
+        cl->hosts[i].idx = i;
+    }
     keel_balance_spec_t specs[KEEL_PROXY_HOSTS_MAX];
     uint64_t ids[KEEL_PROXY_HOSTS_MAX];
-    uint32_t weight_max = 1;
+    uint32_t weight_max = service ? KEEL_PROXY_SERVICE_RING_WEIGHT_MAX : 1;
     for (uint32_t i = 0; i < c->hosts_count; i++) {
         keel__phost_t *h = &cl->hosts[i];
-        h->cl = cl;
-        h->idx = i;
         h->address = c->hosts[i].address;
+        h->weight = c->hosts[i].weight;
         h->healthy = true;
         if (keel_tcp_parse_addr(h->address, &h->addr, msg) != 0)
             return keel_errf(msg, KEEL_EINVAL, "cluster %s: host %s: %s", c->name, h->address,
@@ -279,7 +437,7 @@ static int cluster_setup(keel_proxy_t *p, keel__pcluster_t *cl, keel_errmsg_t *m
     keel_balance_config_default(&bc);
     if (keel_balance_policy_find(c->balance, NULL, 0, &bc.policy, msg) != 0)
         return KEEL_EINVAL;
-    bc.endpoints_max = c->hosts_count;
+    bc.endpoints_max = cl->hosts_cap;
     bc.ring_weight_max = weight_max;
     bc.seed = keel_rand_u64(&p->rand);
     int rc = keel_balance_init(&cl->lb, &bc, msg);
@@ -323,7 +481,7 @@ static int cluster_setup(keel_proxy_t *p, keel__pcluster_t *cl, keel_errmsg_t *m
         o.sr_request_volume = c->outlier_sr_request_volume;
         o.on_change = on_outlier_change;
         o.on_change_data = cl;
-        rc = keel_outlier_init(&cl->outlier, &o, c->hosts_count, keel_loop_now_ms(p->loop), msg);
+        rc = keel_outlier_init(&cl->outlier, &o, cl->hosts_cap, keel_loop_now_ms(p->loop), msg);
         if (rc == 0)
             rc = keel_outlier_set_endpoints(&cl->outlier, ids, c->hosts_count);
         if (rc != 0)
@@ -361,6 +519,9 @@ static int cluster_setup(keel_proxy_t *p, keel__pcluster_t *cl, keel_errmsg_t *m
     }
     cl->m_conns = keel_metrics_gauge(m, "keel_proxy_upstream_connections",
                                      "Open upstream connections (busy or idle).", lab);
+    cl->m_registry_updates =
+        keel_metrics_counter(m, "keel_proxy_registry_updates_total",
+                             "Changes of a service cluster's instances from the registry.", lab);
     /* re-registering a series re-binds it: the newest generation's cluster is rendered */
     cl->g_breaker = keel_metrics_gauge_fn(m, "keel_proxy_breaker_state",
                                           "Circuit breaker: 0 closed, 1 open, 2 half-open.", lab,
@@ -378,6 +539,8 @@ static int cluster_setup(keel_proxy_t *p, keel__pcluster_t *cl, keel_errmsg_t *m
         keel__cluster_ref(cl); /* until the timer has closed */
         keel_timer_start(&cl->hc_timer, 1, c->health.interval_ms, hc_tick, cl);
     }
+    if (service)
+        return discovery_start(cl, msg);
     return 0;
 }
 
@@ -421,6 +584,9 @@ static int route_init(keel__pgen_t *gen, keel__proute_t *rt, uint32_t idx, keel_
         keel_metrics_counter(m, "keel_proxy_requests_total", "Requests matched to the route.", lab);
     rt->m_rate_limited = keel_metrics_counter(m, "keel_proxy_rate_limited_total",
                                               "Requests answered 429 by the rate limit.", lab);
+    rt->m_auth_refused =
+        keel_metrics_counter(m, "keel_proxy_jwt_refused_total",
+                             "Requests answered 401: a missing, malformed or refused JWT.", lab);
     for (int k = 0; k < 6; k++) {
         char l2[KEEL_METRICS_LABELS_BYTES_MAX];
         snprintf(l2, sizeof(l2), "%s,class=\"%s\"", lab, class_names[k]);
@@ -467,12 +633,14 @@ static void admin_clusters(keel_http_req_t *req, void *data)
     for (uint32_t c = 0; c < gen->cfg->clusters_count; c++) {
         keel__pcluster_t *cl = gen->clusters[c];
         json_t *hosts = json_array();
-        for (uint32_t i = 0; i < cl->cfg->hosts_count; i++) {
+        for (uint32_t i = 0; i < cl->hosts_n; i++) {
             keel__phost_t *h = &cl->hosts[i];
+            if (h->gone)
+                continue;
             json_array_append_new(
                 hosts,
                 json_pack("{s:s, s:i, s:b, s:b, s:b, s:I, s:I, s:I, s:I}", "address", h->address,
-                          "weight", (int)cl->cfg->hosts[i].weight, "healthy", h->healthy, "ejected",
+                          "weight", (int)h->weight, "healthy", h->healthy, "ejected",
                           cl->lb.ep[i].ejected, "available", keel_balance_available(&cl->lb, i),
                           "active_requests", (json_int_t)h->active, "connections",
                           (json_int_t)h->conns, "idle_connections", (json_int_t)h->idle_count,
@@ -485,11 +653,13 @@ static void admin_clusters(keel_http_req_t *req, void *data)
             for (char *q = bs; *q; q++)
                 *q = (char)(*q >= 'A' && *q <= 'Z' ? *q + 32 : *q);
         }
-        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:I, s:I, s:o}", "name",
-                                             cl->cfg->name, "balance", cl->cfg->balance, "breaker",
-                                             bs, "active_requests", (json_int_t)cl->active_requests,
-                                             "active_retries", (json_int_t)cl->active_retries,
-                                             "hosts", hosts));
+        json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:o}", "name", cl->cfg->name, "balance",
+                              cl->cfg->balance, "breaker", bs, "active_requests",
+                              (json_int_t)cl->active_requests, "active_retries",
+                              (json_int_t)cl->active_retries, "hosts", hosts);
+        if (o != NULL && cl->cfg->service != NULL) /* hosts from the registry */
+            json_object_set_new(o, "service", json_string(cl->cfg->service));
+        json_array_append_new(arr, o);
     }
     json_t *root = json_pack("{s:o}", "clusters", arr);
     char *text = json_dumps(root, JSON_COMPACT);
@@ -548,6 +718,7 @@ static void gen_free(keel__pgen_t *g)
             keel_ratelimit_keyed_free(&g->routes[r].rl);
     free(g->clusters);
     free(g->routes);
+    keel_proxy_auth_free(&g->keys);
     keel_proxy_config_free(g->cfg);
     free(g->cfg);
     free(g->text);
@@ -601,13 +772,18 @@ static void cluster_retire(keel__pcluster_t *cl)
         cl->hc_timer_on = false;
         keel_timer_close(&cl->hc_timer, cluster_timer_closed);
     }
+    if (cl->disc != NULL) {
+        keel_discovery_t *d = cl->disc;
+        cl->disc = NULL;
+        keel_discovery_close(d, discovery_closed);
+    }
     keel_gauge_t *gs[3] = {cl->g_breaker, cl->g_available, cl->g_active};
     for (int k = 0; k < 3; k++)
         if (gs[k] != NULL && gs[k]->fn_data == cl) { /* not re-bound by a newer cluster */
             gs[k]->fn = gauge_zero;
             gs[k]->fn_data = NULL;
         }
-    keel__proxy_close_idle(cl);
+    keel__proxy_close_idle(cl, false);
 }
 
 /* Takes a generation out of service: its clusters that the current generation does not share
@@ -629,18 +805,38 @@ static void gen_retire(keel__pgen_t *g)
     keel__gen_unref(g);
 }
 
-/* Builds a generation from a parsed config (taken) and its text (copied). */
-static int gen_build(keel_proxy_t *p, keel_proxy_config_t *cfg, const char *text, size_t len,
-                     keel__pgen_t **out, keel_errmsg_t *msg)
+/* Builds a generation from a parsed config and its keys (both taken; keys NULL: loaded here)
+ * and its text (copied). */
+static int gen_build(keel_proxy_t *p, keel_proxy_config_t *cfg, keel_proxy_keys_t *keys,
+                     const char *text, size_t len, keel__pgen_t **out, keel_errmsg_t *msg)
 {
     keel__pgen_t *g = calloc(1, sizeof(*g));
     if (g == NULL) {
+        if (keys != NULL)
+            keel_proxy_auth_free(keys);
         keel_proxy_config_free(cfg);
         free(cfg);
         return keel_errf(msg, KEEL_ENOMEM, "out of memory");
     }
     g->p = p;
     g->cfg = cfg;
+    if (keys != NULL) {
+        g->keys = *keys;
+    } else {
+        keel_proxy_errors_t *errs = calloc(1, sizeof(*errs));
+        if (errs == NULL ||
+            keel_proxy_auth_load(cfg, &g->keys, errs, keel_rand_u64(&p->rand)) != 0) {
+            int rc = errs == NULL ? keel_errf(msg, KEEL_ENOMEM, "out of memory")
+                                  : keel_errf(msg, KEEL_EINVAL, "line %d: %s", errs->e[0].line,
+                                              errs->e[0].text);
+            free(errs);
+            keel_proxy_config_free(cfg);
+            free(cfg);
+            free(g);
+            return rc;
+        }
+        free(errs);
+    }
     keel_list_init(&g->link);
     g->text = malloc(len + 1);
     g->clusters = calloc(cfg->clusters_count ? cfg->clusters_count : 1, sizeof(*g->clusters));
@@ -818,7 +1014,15 @@ int keel_proxy_reload(keel_proxy_t *p, const char *text, size_t len, keel_proxy_
         keel_counter_inc(p->m_reloads_failed);
         return rc;
     }
-    if ((rc = gen_build(p, cfg, text, len, &g, msg)) != 0) {
+    keel_proxy_keys_t keys; /* the JWKS files are read again: a reload rotates keys */
+    if (keel_proxy_auth_load(cfg, &keys, errs, keel_rand_u64(&p->rand)) != 0) {
+        keel_proxy_config_free(cfg);
+        free(cfg);
+        keel_counter_inc(p->m_reloads_failed);
+        return keel_errf(msg, KEEL_EINVAL, "the new config has %u errors",
+                         errs->count + errs->dropped);
+    }
+    if ((rc = gen_build(p, cfg, &keys, text, len, &g, msg)) != 0) {
         keel_counter_inc(p->m_reloads_failed);
         return rc;
     }
@@ -871,7 +1075,7 @@ int keel_proxy_start(keel_loop_t *loop, keel_proxy_config_t *cfg, const char *te
         free(cfg);
         goto fail;
     }
-    if ((rc = gen_build(p, cfg, text, len, &p->gen, msg)) != 0)
+    if ((rc = gen_build(p, cfg, NULL, text, len, &p->gen, msg)) != 0)
         goto fail;
     for (uint32_t i = 0; i < p->gen->cfg->listeners_count; i++) {
         keel__plistener_t *l = &p->listeners[i];
@@ -910,4 +1114,12 @@ int keel_proxy_listener_port(const keel_proxy_t *p, uint32_t i)
 int keel_proxy_admin_port(const keel_proxy_t *p)
 {
     return p->admin_on ? p->admin_port : KEEL_ENOTFOUND;
+}
+
+bool keel_proxy_reads_key_files(const keel_proxy_t *p)
+{
+    for (uint32_t i = 0; p->gen != NULL && i < p->gen->cfg->jwt_providers_count; i++)
+        if (p->gen->cfg->jwt_providers[i].jwks_file != NULL)
+            return true;
+    return false;
 }

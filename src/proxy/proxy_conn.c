@@ -2,7 +2,9 @@
 #include "proxy/proxy_int.h"
 
 #include "base/log.h"
+#include "proxy/auth.h"
 #include "proxy/route.h"
+#include "runtime/clock.h"
 #include "runtime/tcp.h"
 
 #include <assert.h>
@@ -705,10 +707,45 @@ static void trace_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t
         keel_trace_new_root(&d->p->rand, 0, &x->trace);
 }
 
+/* Whether a client's field must not reach the upstream because of the route's JWT provider: a
+ * name claims_to_headers writes (anti-spoofing: removed even when no token came, on a route
+ * where the token is optional), and Authorization unless the provider forwards it. */
+static bool jwt_drops(const keel_proxy_jwt_provider_t *pv, const char *base, keel_h1_span_t nm)
+{
+    if (pv == NULL)
+        return false;
+    if (!pv->forward && keel_h1_span_is(base, nm, "authorization"))
+        return true;
+    for (uint32_t i = 0; i < pv->claims_to_headers_count; i++)
+        if (keel_h1_span_is(base, nm, pv->claims_to_headers[i].header))
+            return true;
+    return false;
+}
+
+/* The verified token's chosen claims as fields; a claim that is absent, not a string, integer
+ * or boolean, too long, or holding a control character is not sent (it could split the head). */
+static int append_claims(keel_buf_t *o, const keel_proxy_jwt_provider_t *pv, const keel_jwt_t *t)
+{
+    int rc = 0;
+    for (uint32_t i = 0; t != NULL && t->claims != NULL && i < pv->claims_to_headers_count; i++) {
+        char v[KEEL_PROXY_VALUE_BYTES_MAX];
+        if (keel_jwt_claim_text(t, pv->claims_to_headers[i].claim, v, sizeof(v)) != 0)
+            continue;
+        bool clean = true;
+        for (const char *q = v; *q && clean; q++)
+            clean = (unsigned char)*q >= 0x20 && *q != 0x7f;
+        if (clean)
+            rc |= keel_buf_printf(o, "%s: %s\r\n", pv->claims_to_headers[i].header, v);
+    }
+    return rc;
+}
+
 /* The request head as it goes upstream: origin-form target (prefix rewritten), end-to-end
- * fields, X-Forwarded-For/-Proto, Via, the route's edits and our own framing. */
+ * fields, X-Forwarded-For/-Proto, Via, the route's edits, the JWT's claims and our own framing.
+ * pv is the route's JWT provider (NULL: none), jwt the verified token (NULL: none). */
 static int build_up_head(keel__dconn_t *d, const char *base, const keel_h1_head_t *h,
-                         const char *path, size_t path_len, const char *query, size_t query_len)
+                         const char *path, size_t path_len, const char *query, size_t query_len,
+                         const keel_proxy_jwt_provider_t *pv, const keel_jwt_t *jwt)
 {
     keel__xch_t *x = &d->x;
     const keel_proxy_route_t *r = x->route->cfg;
@@ -744,7 +781,7 @@ static int build_up_head(keel__dconn_t *d, const char *base, const keel_h1_head_
         if (keel_h1_is_hop_by_hop(base, h, nm) || keel_h1_span_is(base, nm, "expect") ||
             keel_h1_span_is(base, nm, "x-forwarded-proto") ||
             keel_h1_span_is(base, nm, "x-keel-timeout-ms") || is_trace_field(base, nm) ||
-            edit_lists(r->req_remove, r->req_remove_count, base, nm))
+            edit_lists(r->req_remove, r->req_remove_count, base, nm) || jwt_drops(pv, base, nm))
             continue;
         if (keel_h1_span_is(base, nm, "x-forwarded-for")) {
             if (xff == NULL) { /* the first one; RFC 7239 clients send one */
@@ -758,8 +795,9 @@ static int build_up_head(keel__dconn_t *d, const char *base, const keel_h1_head_
         rc |= keel_buf_append(o, base + v.off, v.len);
         rc |= keel_buf_append(o, "\r\n", 2);
     }
-    if (h->host_field < 0)
-        rc |= keel_buf_printf(o, "Host: %s\r\n", x->cl->hosts[0].address);
+    if (h->host_field < 0) /* an HTTP/1.0 client: the first host, or the service's name */
+        rc |= keel_buf_printf(o, "Host: %s\r\n",
+                              x->cl->cfg->service ? x->cl->cfg->service : x->cl->hosts[0].address);
     if (xff != NULL)
         rc |= keel_buf_printf(o, "X-Forwarded-For: %.*s, %s\r\n", (int)xff_len, xff, d->peer);
     else {
@@ -782,6 +820,8 @@ static int build_up_head(keel__dconn_t *d, const char *base, const keel_h1_head_
     rc |= keel_buf_append_str(o, d->p->via_line);
     for (uint32_t i = 0; i < r->req_add_count; i++)
         rc |= keel_buf_printf(o, "%s: %s\r\n", r->req_add[i].name, r->req_add[i].value);
+    if (pv != NULL)
+        rc |= append_claims(o, pv, jwt);
     if (h->body == KEEL_H1_BODY_LENGTH)
         rc |= append_length(o, h->content_length);
     else if (h->body == KEEL_H1_BODY_CHUNKED)
@@ -794,13 +834,21 @@ static int build_up_head(keel__dconn_t *d, const char *base, const keel_h1_head_
 
 /* The rate limit key of the request: the client address or a header's value. */
 static bool ratelimit_denied(keel__dconn_t *d, const char *base, const keel_h1_head_t *h,
-                             keel_ms_t *retry_after_ms)
+                             const keel_jwt_t *jwt, keel_ms_t *retry_after_ms)
 {
     keel__proute_t *rt = d->x.route;
     const keel_proxy_ratelimit_t *c = &rt->cfg->ratelimit;
     const char *key = d->peer;
     size_t key_len = strlen(d->peer);
-    if (c->key == KEEL_PROXY_RL_HEADER) {
+    char claim[KEEL_RATELIMIT_KEY_BYTES_MAX + 1];
+    if (c->key == KEEL_PROXY_RL_CLAIM) {
+        /* a verified token's claim (cut to the key ceiling); requests without a token (an
+         * optional jwt) or without the claim share one bucket, as for a missing header */
+        int crc = jwt && jwt->claims ? keel_jwt_claim_text(jwt, c->header, claim, sizeof(claim))
+                                     : KEEL_ENOTFOUND;
+        key = crc == 0 || crc == KEEL_ETOOBIG ? claim : "";
+        key_len = strlen(key);
+    } else if (c->key == KEEL_PROXY_RL_HEADER) {
         int i = keel_h1_find(base, h, c->header);
         if (i < 0) {
             key = "";
@@ -834,6 +882,45 @@ static void x_local_429(keel__dconn_t *d, keel_ms_t retry_after_ms)
              secs, (unsigned long long)c->burst, secs);
     keel_counter_inc(d->x.route->m_rate_limited);
     x_local(d, 429, "rate-limited", hdrs, NULL, NULL, 0);
+}
+
+/* The route's JWT requirement: KEEL_PROXY_AUTH_OK also when none is set or a missing token is
+ * allowed (then jwt->claims stays NULL). */
+static keel_proxy_auth_result_t x_authenticate(keel__dconn_t *d, const char *base,
+                                               const keel_h1_head_t *h, keel_jwt_t *jwt, char *why)
+{
+    const keel_proxy_route_t *r = d->x.route->cfg;
+    memset(jwt, 0, sizeof(*jwt));
+    if (!r->jwt.enabled)
+        return KEEL_PROXY_AUTH_OK;
+    keel_proxy_auth_value_t authz[2];
+    size_t n = 0;
+    for (uint32_t i = 0; i < h->fields_count && n < 2; i++)
+        if (keel_h1_span_is(base, h->fields[i].name, "authorization"))
+            authz[n++] =
+                (keel_proxy_auth_value_t){base + h->fields[i].value.off, h->fields[i].value.len};
+    keel__pgen_t *gen = d->x.gen;
+    keel_proxy_auth_result_t res = keel_proxy_auth_verify(
+        &gen->cfg->jwt_providers[r->jwt.provider], &gen->keys.sets[r->jwt.provider],
+        gen->keys.caches[r->jwt.provider], authz, n, keel_clock_unix_ms() / 1000, jwt, why);
+    if (res == KEEL_PROXY_AUTH_MISSING && !r->jwt.required)
+        return KEEL_PROXY_AUTH_OK;
+    return res;
+}
+
+/* 401 with the RFC 6750 §3 challenge; why is already sanitized (auth.h). */
+static void x_local_401(keel__dconn_t *d, keel_proxy_auth_result_t res, const char *why)
+{
+    char hdrs[128 + KEEL_PROXY_AUTH_WHY_BYTES_MAX]; /* the longest reason fits whole */
+    if (res == KEEL_PROXY_AUTH_MISSING) /* no credentials: no error code (RFC 6750 §3.1) */
+        snprintf(hdrs, sizeof(hdrs), "WWW-Authenticate: Bearer realm=\"keel\"\r\n");
+    else
+        snprintf(hdrs, sizeof(hdrs),
+                 "WWW-Authenticate: Bearer error=\"invalid_token\", error_description=\"%s\"\r\n",
+                 why);
+    keel_counter_inc(d->x.route->m_auth_refused);
+    x_local(d, 401, res == KEEL_PROXY_AUTH_MISSING ? "jwt-missing" : "jwt-invalid", hdrs, NULL,
+            NULL, 0);
 }
 
 static void x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
@@ -881,11 +968,17 @@ static void x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
     int build = 0;
     keel_ms_t retry_after_ms = 0;
     const keel_proxy_route_t *r = x->route ? x->route->cfg : NULL;
-    if (r != NULL && r->action == KEEL_PROXY_ACTION_FORWARD) {
+    keel_jwt_t jwt = {0};
+    char why[KEEL_PROXY_AUTH_WHY_BYTES_MAX];
+    keel_proxy_auth_result_t auth =
+        r != NULL && target_ok ? x_authenticate(d, base, h, &jwt, why) : KEEL_PROXY_AUTH_OK;
+    const keel_proxy_jwt_provider_t *pv =
+        r != NULL && r->jwt.enabled ? &gen->cfg->jwt_providers[r->jwt.provider] : NULL;
+    if (r != NULL && auth == KEEL_PROXY_AUTH_OK && r->action == KEEL_PROXY_ACTION_FORWARD) {
         x->cl =
             gen->clusters[r->clusters[keel_proxy_route_pick(r, keel_rand_u64(&p->rand))].cluster];
         trace_begin(d, base, h);
-        build = build_up_head(d, base, h, path, path_len, query, query_len);
+        build = build_up_head(d, base, h, path, path_len, query, query_len, pv, &jwt);
     }
     /* key for hash balancing, computed while the head is at hand */
     uint64_t key_hash = 0;
@@ -896,7 +989,9 @@ static void x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
         if (i >= 0)
             key_hash = keel_balance_hash(base + h->fields[i].value.off, h->fields[i].value.len);
     }
-    bool limited = r != NULL && x->route->rl_on && ratelimit_denied(d, base, h, &retry_after_ms);
+    bool limited = r != NULL && auth == KEEL_PROXY_AUTH_OK && x->route->rl_on &&
+                   ratelimit_denied(d, base, h, &jwt, &retry_after_ms);
+    keel_jwt_free(&jwt); /* its claims are in the upstream head and the rate-limit key by now */
     keel_buf_consume(&d->in, h->head_bytes); /* the head's bytes are no longer needed */
 
     if (!target_ok) {
@@ -907,6 +1002,8 @@ static void x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
     } else if (r == NULL) {
         keel_counter_inc(p->m_no_route);
         x_local(d, 404, "no-route", NULL, NULL, NULL, 0);
+    } else if (auth != KEEL_PROXY_AUTH_OK) {
+        x_local_401(d, auth, why);
     } else if (limited) {
         x_local_429(d, retry_after_ms);
     } else if (r->action == KEEL_PROXY_ACTION_DIRECT) {
@@ -990,7 +1087,11 @@ static void x_attempt(keel__dconn_t *d)
         if (x->permit >= 0)
             keel_breaker_record(&cl->breaker, now, x->permit, KEEL_BREAKER_IGNORED, 0);
         x->permit = -1;
-        x_local(d, 503, "no-healthy-upstream", NULL, NULL, NULL, 0);
+        /* a service cluster the registry left empty says so (no instance passes its checks) */
+        x_local(d, 503,
+                cl->cfg->service != NULL && cl->live == 0 ? "no-registered-instance"
+                                                          : "no-healthy-upstream",
+                NULL, NULL, NULL, 0);
         return;
     }
     keel__phost_t *host = &cl->hosts[idx];
@@ -1521,6 +1622,7 @@ static void x_complete(keel__dconn_t *d)
         const keel_proxy_cluster_t *cc = x->cl->cfg;
         bool reuse = x->up_keepalive && x->req_sent && keel_buf_unread(&u->in) == 0 &&
                      keel_buf_unread(&u->out) == 0 && !p->stopping && !u->host->cl->retired &&
+                     !u->host->gone &&
                      (cc->requests_per_conn_max == 0 || u->requests < cc->requests_per_conn_max) &&
                      u->host->idle_count < cc->idle_max;
         x->u = NULL;
@@ -1562,7 +1664,7 @@ void keel__proxy_sweep_pool(keel_proxy_t *p, keel_ms_t now)
     keel__pgen_t *gen = p->gen; /* a retired cluster pools nothing */
     for (uint32_t c = 0; c < gen->cfg->clusters_count; c++) {
         keel__pcluster_t *cl = gen->clusters[c];
-        for (uint32_t i = 0; i < cl->cfg->hosts_count; i++) {
+        for (uint32_t i = 0; i < cl->hosts_n; i++) {
             keel__phost_t *h = &cl->hosts[i];
             keel_list_t *it;
             /* the oldest idle connections are at the tail */
@@ -1576,11 +1678,11 @@ void keel__proxy_sweep_pool(keel_proxy_t *p, keel_ms_t now)
     }
 }
 
-void keel__proxy_close_idle(keel__pcluster_t *cl)
+void keel__proxy_close_idle(keel__pcluster_t *cl, bool gone_only)
 {
     keel_list_t *it;
-    for (uint32_t i = 0; cl->hosts != NULL && i < cl->cfg->hosts_count; i++)
-        while ((it = keel_list_first(&cl->hosts[i].idle)) != NULL)
+    for (uint32_t i = 0; cl->hosts != NULL && i < cl->hosts_n; i++)
+        while ((!gone_only || cl->hosts[i].gone) && (it = keel_list_first(&cl->hosts[i].idle)))
             u_close(KEEL_LIST_ENTRY(it, keel__uconn_t, link));
 }
 

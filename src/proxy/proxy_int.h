@@ -12,6 +12,8 @@
 #include "core/outlier.h"
 #include "core/ratelimit.h"
 #include "core/retry.h"
+#include "kit/discovery.h"
+#include "proxy/auth.h"
 #include "proxy/config.h"
 #include "proto/trace.h"
 #include "proxy/h1.h"
@@ -37,6 +39,14 @@
 /* The access log keeps this much of a request's method and target (longer ones are cut). */
 #define KEEL_PROXY_LOG_METHOD_BYTES 16
 #define KEEL_PROXY_LOG_TARGET_BYTES 256
+/* A service cluster holds at most this many hosts (registry instances beyond it are left out,
+ * logged); a host that left keeps its slot until its connections and requests are done. */
+#define KEEL_PROXY_SERVICE_HOSTS_MAX KEEL_PROXY_HOSTS_MAX
+/* Registry weights above this are cut to it for ring hashing (ring points are reserved per unit
+ * of weight: endpoints * 160 * this). */
+#define KEEL_PROXY_SERVICE_RING_WEIGHT_MAX 8u
+/* "host:port" of a registry instance. */
+#define KEEL_PROXY_HOST_ADDR_BYTES_MAX (KEEL_DISCOVERY_ADDR_BYTES_MAX + 8)
 /* Retry-After and RateLimit-Reset are whole seconds, at least this many. */
 #define KEEL_PROXY_RETRY_AFTER_S_MIN 1
 
@@ -52,6 +62,12 @@ struct keel__phost {
     keel__pcluster_t *cl;
     uint32_t idx; /* in the cluster, the balancer and the outlier detector */
     const char *address;
+    uint32_t weight;
+    /* service clusters: the instance left the registry's passing list; the slot stays in the
+     * balancer as unavailable (so indexes never move) until it is reused for a new instance,
+     * once nothing refers to it (no connection, request or health check) */
+    bool gone;
+    char address_buf[KEEL_PROXY_HOST_ADDR_BYTES_MAX]; /* address, for registry instances */
     struct sockaddr_storage addr;
     keel_list_t idle; /* idle pooled keel__uconn_t.link, most recent first */
     uint32_t idle_count;
@@ -76,7 +92,12 @@ struct keel__pcluster {
     keel_proxy_cluster_t own;        /* a deep copy of its config: it may outlive the file's */
     const keel_proxy_cluster_t *cfg; /* &own */
     uint32_t idx;
-    keel__phost_t *hosts;
+    keel__phost_t *hosts; /* hosts_cap slots, hosts_n of them in use (gone ones included) */
+    uint32_t hosts_n, hosts_cap;
+    keel_discovery_t *disc; /* service clusters: the registry's passing instances */
+    bool disc_on;           /* until its close callback */
+    uint32_t live;          /* hosts in use and not gone */
+    keel_counter_t *m_registry_updates;
     keel_balance_t lb;
     keel_breaker_t breaker;
     keel_outlier_t outlier;
@@ -97,7 +118,7 @@ typedef struct keel__proute {
     keel_retry_t retry;
     keel_ratelimit_keyed_t rl;
     bool rl_on;
-    keel_counter_t *m_requests, *m_rate_limited;
+    keel_counter_t *m_requests, *m_rate_limited, *m_auth_refused;
     keel_counter_t *m_class[6];
     keel_histogram_t *m_duration;
 } keel__proute_t;
@@ -118,6 +139,7 @@ struct keel__pgen {
     keel_h1_limits_t req_lim, resp_lim;
     keel__pcluster_t **clusters; /* cfg->clusters_count, each referenced */
     keel__proute_t *routes;
+    keel_proxy_keys_t keys; /* the JWT providers' keys, read when this config was loaded */
     uint64_t refs;
     bool retired;
     keel_list_t link; /* p->retired while retired and referenced */
@@ -249,7 +271,8 @@ struct keel_proxy {
 void keel__proxy_on_connection(uv_stream_t *server, int status);
 void keel__proxy_sweep_pool(keel_proxy_t *p, keel_ms_t now_ms);
 void keel__proxy_close_all(keel_proxy_t *p);
-void keel__proxy_close_idle(keel__pcluster_t *cl);
+/* Closes the idle pooled connections of the cluster's hosts (gone_only: of hosts that left). */
+void keel__proxy_close_idle(keel__pcluster_t *cl, bool gone_only);
 /* proxy.c */
 void keel__proxy_handle_closed(keel_proxy_t *p);
 void keel__proxy_apply_state(keel__pcluster_t *cl, uint32_t idx);

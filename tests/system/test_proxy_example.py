@@ -6,9 +6,13 @@ The example is taken from the document byte for byte; only its ports change (eve
 upstreams stand where the example's hosts are.
 """
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import re
+import time
 import urllib.request
 from collections import Counter
 
@@ -22,6 +26,13 @@ def example_text():
     m = re.search(r"```yaml\n(# keel-proxy-example\n.*?)```", doc, re.S)
     assert m, "docs/proxy.md lost its example"
     return m.group(1)
+
+
+def hs256(claims, secret=b"keel-example-hs256-secret-change-me"):
+    def b64(b):
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    signing = b64(b'{"alg":"HS256","kid":"example"}') + "." + b64(json.dumps(claims).encode())
+    return signing + "." + b64(hmac.new(secret, signing.encode(), hashlib.sha256).digest())
 
 
 def test_the_documented_example_proxies_every_route(procs, tmp_path):
@@ -68,6 +79,16 @@ def test_the_documented_example_proxies_every_route(procs, tmp_path):
         # hash_on header: the same user always lands on the same host
         owners = {json.loads(request(port, "GET", "/api/users/7", {"x-user-id": "same"})[2])["upstream"] for _ in range(10)}
         assert len(owners) == 1
+
+        # the account route wants a token of the example's provider (its HS256 key is inline)
+        st, h, _ = request(port, "GET", "/api/account")
+        assert st == 401 and h["www-authenticate"] == ['Bearer realm="keel"']
+        claims = {"iss": "https://auth.shop.example", "aud": "shop-api", "sub": "u7",
+                  "exp": int(time.time()) + 60}
+        st, _, body = request(port, "GET", "/api/account", {"Authorization": "Bearer " + hs256(claims),
+                                                           "x-user-id": "spoofed"})
+        got = {k.lower(): v for k, v in json.loads(body)["headers"]}
+        assert st == 200 and got["x-user-id"] == "u7"
 
         st, _, body = request(port, "GET", "/api/catalog/x")
         assert st == 200 and json.loads(body)["target"] == "/catalog/x"

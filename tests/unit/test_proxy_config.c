@@ -243,6 +243,122 @@ static void checks_ranges_of_limits(void)
     KT_CHECK(has_error(2, "out of range"));
 }
 
+static const char jwt_cfg[] = "listeners: [{address: 127.0.0.1:1}]\n"
+                              "jwt_providers:\n"
+                              "  - name: shop\n"
+                              "    issuer: https://auth.shop\n"
+                              "    audiences: [orders, users]\n"
+                              "    jwks_file: /etc/keel/jwks.json\n"
+                              "    clock_skew_s: 30\n"
+                              "    forward: true\n"
+                              "    claims_to_headers:\n"
+                              "      - {claim: sub, header: X-User-Id}\n"
+                              "      - {claim: tenant, header: x-tenant}\n"
+                              "routes:\n"
+                              "  - name: orders\n"
+                              "    match: {prefix: /}\n"
+                              "    jwt: {provider: shop, required: false}\n"
+                              "    rate_limit: {key: \"claim:sub\", requests_per_s: 5}\n"
+                              "    direct_response: {status: 200}\n"
+                              "  - name: short\n"
+                              "    match: {prefix: /s}\n"
+                              "    jwt: shop\n"
+                              "    direct_response: {status: 200}\n";
+
+static void loads_jwt_providers_and_route_requirements(void)
+{
+    if (parse(jwt_cfg) != 0) {
+        dump_errors();
+        KT_FAIL("jwt config refused");
+    }
+    KT_EQ_INT(cfg.jwt_providers_count, 1);
+    const keel_proxy_jwt_provider_t *pv = &cfg.jwt_providers[0];
+    KT_EQ_STR(pv->issuer, "https://auth.shop");
+    KT_EQ_INT(pv->audiences_count, 2);
+    KT_EQ_STR(pv->audiences[1], "users");
+    KT_EQ_STR(pv->jwks_file, "/etc/keel/jwks.json");
+    KT_EQ_INT(pv->jwks_line, 6);
+    KT_EQ_INT(pv->clock_skew_s, 30);
+    KT_CHECK(pv->forward && pv->require_exp);
+    KT_EQ_INT(pv->claims_to_headers_count, 2);
+    KT_EQ_STR(pv->claims_to_headers[0].header, "x-user-id"); /* stored lower-case */
+    KT_CHECK(cfg.routes[0].jwt.enabled && !cfg.routes[0].jwt.required);
+    KT_EQ_INT(cfg.routes[0].ratelimit.key, KEEL_PROXY_RL_CLAIM);
+    KT_EQ_STR(cfg.routes[0].ratelimit.header, "sub");
+    KT_CHECK(cfg.routes[1].jwt.enabled && cfg.routes[1].jwt.required); /* the short form */
+    keel_proxy_config_free(&cfg);
+}
+
+static void refuses_bad_jwt_blocks_naming_their_lines(void)
+{
+    static const char bad[] = "listeners: [{address: 127.0.0.1:1}]\n"                     /* 1 */
+                              "jwt_providers:\n"                                          /* 2 */
+                              "  - name: a\n"                                             /* 3 */
+                              "    jwks: '{\"keys\": []}'\n"                              /* 4 */
+                              "    jwks_file: /x\n"                                       /* 5 */
+                              "    clock_skew_s: 99999\n"                                 /* 6 */
+                              "    claims_to_headers:\n"                                  /* 7 */
+                              "      - {claim: sub, header: host}\n"                      /* 8 */
+                              "      - {claim: sub}\n"                                    /* 9 */
+                              "    audience: x\n"                                         /* 10 */
+                              "  - name: a\n"                                             /* 11 */
+                              "routes:\n"                                                 /* 12 */
+                              "  - match: {prefix: /}\n"                                  /* 13 */
+                              "    jwt: {provider: nobody}\n"                             /* 14 */
+                              "    direct_response: {status: 200}\n"                      /* 15 */
+                              "  - match: {prefix: /}\n"                                  /* 16 */
+                              "    rate_limit: {key: \"claim:sub\", requests_per_s: 1}\n" /* 17 */
+                              "    direct_response: {status: 200}\n";                     /* 18 */
+    KT_EQ_INT(parse(bad), KEEL_EINVAL);
+    KT_CHECK(has_error(3, "give one of jwks_file, jwks"));
+    KT_CHECK(has_error(6, "out of range"));
+    KT_CHECK(has_error(8, "written by the proxy"));
+    KT_CHECK(has_error(9, "'claim' and 'header' are required"));
+    KT_CHECK(has_error(10, "unknown key 'audience'"));
+    KT_CHECK(has_error(11, "defined twice"));
+    KT_CHECK(has_error(11, "give one of jwks_file, jwks"));
+    KT_CHECK(has_error(14, "no jwt_providers entry named 'nobody'"));
+    KT_CHECK(has_error(16, "claim:sub needs a 'jwt' requirement"));
+}
+
+static void loads_service_clusters_fed_by_the_registry(void)
+{
+    static const char ok[] = "listeners: [{address: 127.0.0.1:1}]\n"
+                             "registry: 127.0.0.1:7001,127.0.0.1:7002\n"
+                             "clusters:\n"
+                             "  - {name: notes, service: notes, tag: v2, balance: p2c}\n"
+                             "routes:\n"
+                             "  - {match: {prefix: /}, cluster: notes}\n";
+    if (parse(ok) != 0) {
+        dump_errors();
+        KT_FAIL("service cluster refused");
+    }
+    KT_EQ_STR(cfg.clusters[0].service, "notes");
+    KT_EQ_STR(cfg.clusters[0].tag, "v2");
+    KT_EQ_STR(cfg.clusters[0].registry, "127.0.0.1:7001,127.0.0.1:7002");
+    KT_EQ_INT(cfg.clusters[0].hosts_count, 0);
+    keel_proxy_config_free(&cfg);
+    static const char bad[] = "listeners: [{address: 127.0.0.1:1}]\n"           /* 1 */
+                              "clusters:\n"                                     /* 2 */
+                              "  - {name: a, service: notes}\n"                 /* 3 */
+                              "  - {name: b, service: x, hosts: [1.2.3.4:5]}\n" /* 4 */
+                              "  - {name: c, hosts: [1.2.3.4:5], tag: v1}\n"    /* 5 */
+                              "  - {name: d, service: \"has space\"}\n"         /* 6 */
+                              "routes:\n"                                       /* 7 */
+                              "  - {match: {prefix: /}, cluster: a}\n"          /* 8 */
+                              "registry: \"127.0.0.1\"\n";                      /* 9 */
+    KT_EQ_INT(parse(bad), KEEL_EINVAL);
+    KT_CHECK(has_error(4, "give one of hosts, service"));
+    KT_CHECK(has_error(5, "'tag' needs 'service'"));
+    KT_CHECK(has_error(6, "not a registry name"));
+    KT_CHECK(has_error(9, "is not host:port"));
+    static const char no_registry[] = "listeners: [{address: 127.0.0.1:1}]\n"
+                                      "clusters:\n"
+                                      "  - {name: a, service: notes}\n";
+    KT_EQ_INT(parse(no_registry), KEEL_EINVAL);
+    KT_CHECK(has_error(3, "'service' needs a top-level 'registry'"));
+}
+
 /* The example in docs/proxy.md is the documentation's promise: it must load. */
 static void loads_the_example_in_the_docs(void)
 {
@@ -278,5 +394,8 @@ int main(void)
     KT_RUN(keeps_at_most_the_error_ceiling_and_counts_the_rest);
     KT_RUN(checks_ranges_of_limits);
     KT_RUN(loads_the_example_in_the_docs);
+    KT_RUN(loads_jwt_providers_and_route_requirements);
+    KT_RUN(refuses_bad_jwt_blocks_naming_their_lines);
+    KT_RUN(loads_service_clusters_fed_by_the_registry);
     return kt_done();
 }

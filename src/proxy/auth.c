@@ -1,0 +1,248 @@
+/* auth.c - JWKS keys loaded with keel proxy's config, and the Bearer token check per request. */
+#include "proxy/auth.h"
+
+#include "base/err.h"
+#include "base/hash.h"
+
+#include <openssl/crypto.h>
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void add_err(keel_proxy_errors_t *errs, int line, const char *text)
+{
+    if (errs->count >= KEEL_PROXY_ERRORS_MAX) {
+        errs->dropped++;
+        return;
+    }
+    keel_proxy_error_t *e = &errs->e[errs->count++];
+    e->line = line;
+    snprintf(e->text, sizeof(e->text), "%s", text);
+}
+
+/* The whole JWKS file, up to the JWKS ceiling (one byte more tells a larger one). */
+static char *read_jwks(const char *path, size_t *len, keel_errmsg_t *msg)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        keel_errf(msg, KEEL_EIO, "cannot read %.120s", path);
+        return NULL;
+    }
+    char *buf = malloc(KEEL_JWKS_BYTES_MAX + 2);
+    if (buf == NULL) {
+        fclose(f);
+        keel_errf(msg, KEEL_ENOMEM, "out of memory");
+        return NULL;
+    }
+    *len = fread(buf, 1, KEEL_JWKS_BYTES_MAX + 1, f);
+    buf[*len] = 0;
+    fclose(f);
+    return buf;
+}
+
+int keel_proxy_auth_load(const keel_proxy_config_t *cfg, keel_proxy_keys_t *out,
+                         keel_proxy_errors_t *errs, uint64_t seed)
+{
+    memset(out, 0, sizeof(*out));
+    uint32_t errors = errs->count + errs->dropped;
+    for (uint32_t i = 0; i < cfg->jwt_providers_count; i++) {
+        const keel_proxy_jwt_provider_t *pv = &cfg->jwt_providers[i];
+        keel_errmsg_t msg = {0};
+        char line[KEEL_PROXY_ERROR_BYTES_MAX];
+        int rc;
+        if (pv->jwks_file != NULL) {
+            size_t len = 0;
+            char *text = read_jwks(pv->jwks_file, &len, &msg);
+            rc = text == NULL ? KEEL_EIO : keel_jwks_parse(&out->sets[i], text, len, &msg);
+            free(text);
+        } else {
+            rc = keel_jwks_parse(&out->sets[i], pv->jwks, strlen(pv->jwks), &msg);
+        }
+        out->count = i + 1;
+        if (rc == 0 && (out->caches[i] = calloc(1, sizeof(*out->caches[i]))) == NULL) {
+            msg = (keel_errmsg_t){0};
+            rc = keel_errf(&msg, KEEL_ENOMEM, "out of memory");
+        }
+        if (out->caches[i] != NULL)
+            out->caches[i]->seed = seed ^ (0x9e3779b97f4a7c15ull * (i + 1));
+        if (rc != 0) {
+            snprintf(line, sizeof(line), "jwt provider '%.40s': %.140s", pv->name, msg.text);
+            add_err(errs, pv->jwks_line, line);
+        }
+    }
+    if (errs->count + errs->dropped != errors) {
+        keel_proxy_auth_free(out);
+        return KEEL_EINVAL;
+    }
+    return 0;
+}
+
+static void entry_clear(keel_proxy_token_entry_t *e)
+{
+    free(e->token);
+    json_decref(e->claims);
+    memset(e, 0, sizeof(*e));
+}
+
+void keel_proxy_auth_free(keel_proxy_keys_t *k)
+{
+    for (uint32_t i = 0; i < k->count; i++) {
+        keel_jwks_free(&k->sets[i]);
+        for (uint32_t j = 0; k->caches[i] != NULL && j < KEEL_PROXY_TOKEN_CACHE_ENTRIES; j++)
+            entry_clear(&k->caches[i]->e[j]);
+        free(k->caches[i]);
+        k->caches[i] = NULL;
+    }
+    k->count = 0;
+}
+
+/* exp or nbf as whole seconds; def when absent or not a number (a verified token's claims). */
+static int64_t claim_time(const json_t *claims, const char *name, int64_t def)
+{
+    const json_t *v = json_object_get(claims, name);
+    if (json_is_integer(v))
+        return (int64_t)json_integer_value(v);
+    if (json_is_real(v))
+        return (int64_t)json_real_value(v);
+    return def;
+}
+
+static keel_proxy_token_entry_t *cache_slot(keel_proxy_token_cache_t *c, const char *token,
+                                            size_t len)
+{
+    return &c->e[keel_hash64(token, len, c->seed) % KEEL_PROXY_TOKEN_CACHE_ENTRIES];
+}
+
+/* A cached verdict for token: the entry, or NULL (not cached). */
+static keel_proxy_token_entry_t *cache_find(keel_proxy_token_cache_t *c, const char *token,
+                                            size_t len)
+{
+    keel_proxy_token_entry_t *e = cache_slot(c, token, len);
+    if (e->token == NULL || e->len != len || CRYPTO_memcmp(e->token, token, len) != 0)
+        return NULL;
+    return e;
+}
+
+static void cache_put(keel_proxy_token_cache_t *c, const char *token, size_t len,
+                      const keel_jwt_t *jwt)
+{
+    keel_proxy_token_entry_t *e = cache_slot(c, token, len);
+    char *copy = malloc(len);
+    if (copy == NULL)
+        return; /* not cached: the next request verifies again */
+    memcpy(copy, token, len);
+    entry_clear(e);
+    e->token = copy;
+    e->len = len;
+    e->claims = json_incref(jwt->claims);
+    e->alg = jwt->alg;
+    e->exp = claim_time(jwt->claims, "exp", INT64_MAX);
+    e->nbf = claim_time(jwt->claims, "nbf", INT64_MIN);
+}
+
+void keel_proxy_auth_sanitize(const char *text, char *out, size_t cap)
+{
+    assert(cap > 0);
+    size_t o = 0;
+    for (const char *p = text; *p && o + 1 < cap; p++) {
+        char ch = *p;
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                  (ch >= '0' && ch <= '9') || (ch != 0 && strchr(" .,:()_-", ch) != NULL);
+        out[o++] = ok ? ch : '?';
+    }
+    out[o] = 0;
+}
+
+static int refuse(char *why, const char *text)
+{
+    keel_proxy_auth_sanitize(text, why, KEEL_PROXY_AUTH_WHY_BYTES_MAX);
+    return KEEL_PROXY_AUTH_INVALID;
+}
+
+/* "Bearer" (any case) then one or more spaces then the token (RFC 6750 §2.1); NULL otherwise. */
+static const char *bearer(const keel_proxy_auth_value_t *v, size_t *len)
+{
+    static const char scheme[] = "bearer";
+    size_t n = sizeof(scheme) - 1;
+    if (v->len <= n || v->ptr[n] != ' ')
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        char ch = v->ptr[i];
+        if ((ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch) != scheme[i])
+            return NULL;
+    }
+    const char *t = v->ptr + n, *end = v->ptr + v->len;
+    while (t < end && *t == ' ')
+        t++;
+    while (end > t && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    *len = (size_t)(end - t);
+    return *len > 0 ? t : NULL;
+}
+
+static bool aud_has(const json_t *aud, const char *want)
+{
+    if (json_is_string(aud))
+        return strcmp(json_string_value(aud), want) == 0;
+    size_t i;
+    const json_t *v;
+    json_array_foreach(aud, i, v)
+    {
+        if (json_is_string(v) && strcmp(json_string_value(v), want) == 0)
+            return true;
+    }
+    return false;
+}
+
+keel_proxy_auth_result_t keel_proxy_auth_verify(const keel_proxy_jwt_provider_t *pv,
+                                                const keel_jwks_t *ks,
+                                                keel_proxy_token_cache_t *cache,
+                                                const keel_proxy_auth_value_t *authz, size_t n,
+                                                int64_t now_s, keel_jwt_t *jwt, char *why)
+{
+    memset(jwt, 0, sizeof(*jwt));
+    why[0] = 0;
+    if (n == 0)
+        return KEEL_PROXY_AUTH_MISSING;
+    if (n > 1)
+        return refuse(why, "several Authorization fields");
+    size_t len = 0;
+    const char *token = bearer(&authz[0], &len);
+    if (token == NULL)
+        return KEEL_PROXY_AUTH_MISSING;
+    keel_proxy_token_entry_t *hit = cache ? cache_find(cache, token, len) : NULL;
+    if (hit != NULL) { /* the bytes were verified; the clock moved on (same rule as jwt.c) */
+        int64_t leeway = (int64_t)pv->clock_skew_s;
+        if (hit->exp != INT64_MAX && now_s >= hit->exp + leeway) {
+            entry_clear(hit);
+            return refuse(why, "the token expired");
+        }
+        if (hit->nbf != INT64_MIN && now_s + leeway < hit->nbf)
+            return refuse(why, "the token is not valid yet");
+        cache->hits++;
+        jwt->alg = hit->alg;
+        jwt->claims = json_incref(hit->claims);
+        return KEEL_PROXY_AUTH_OK;
+    }
+    keel_jwt_rules_t rules = {pv->issuer, NULL, (int64_t)pv->clock_skew_s, pv->require_exp};
+    keel_errmsg_t msg = {0};
+    if (keel_jwt_verify(ks, token, len, &rules, now_s, jwt, &msg) != 0)
+        return refuse(why, msg.text);
+    if (pv->audiences_count > 0) { /* one of the audiences (Envoy's rule); jwt.h checks one */
+        const json_t *aud = json_object_get(jwt->claims, "aud");
+        bool ok = false;
+        for (uint32_t i = 0; i < pv->audiences_count && !ok; i++)
+            ok = aud_has(aud, pv->audiences[i]);
+        if (!ok) {
+            keel_jwt_free(jwt);
+            return refuse(why, "wrong audience");
+        }
+    }
+    if (cache != NULL) {
+        cache->misses++;
+        cache_put(cache, token, len, jwt);
+    }
+    return KEEL_PROXY_AUTH_OK;
+}
