@@ -131,3 +131,25 @@ def test_idempotency_and_bad_input(make_cluster, procs):
     assert req(port, "POST", "/products/a/restock", {"qty": 0})[0] == 400
     assert req(port, "GET", "/products/bad%20id")[0] == 400
     assert product(port, "a") == {"id": "a", "stock": 10, "reserved": 3, "available": 7}
+
+
+def test_open_loop_load_holds_the_invariants_through_a_leader_kill(make_cluster, procs):
+    """keel-shopload at a fixed arrival rate through two instances while keel's leader is
+    SIGKILLed: orders whose outcome the client did not see are asked for afterwards, and
+    every product's stock equals its start minus what the confirmed orders took."""
+    import re
+    import subprocess
+
+    cl = make_cluster(3)
+    ports = [start_inventory(procs, cl, 60000), start_inventory(procs, cl, 60000)]
+    load = subprocess.Popen(
+        [binary("keel-shopload"), "--inventory", ",".join(f"127.0.0.1:{p}" for p in ports),
+         "--rate", "200", "--duration", "5", "--products", "20", "--stock", "100",
+         "--deadline-ms", "3000"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    time.sleep(2.0)
+    cl.wait_leader().kill()
+    out = load.communicate(timeout=120)[0].decode()
+    assert load.returncode == 0, out
+    assert "invariants: held" in out, out
+    answered = float(re.search(r"answered within the deadline \(3000 ms\): ([\d.]+)%", out)[1])
+    assert answered > 50.0, out  # most orders still got their answer
