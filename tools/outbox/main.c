@@ -1,0 +1,250 @@
+/* keel-outbox - writes business rows with outbox rows, and runs the outbox relay (src/tx/
+ * outbox.c), optionally killing itself between publish and mark: the relay's kill tests.
+ *
+ *   keel-outbox write --db FILE --stream S --count N [--rate rows/s] [--from K]
+ *       N transactions, each one business row (table orders, n = K, K+1, ...) and one
+ *       outbox row for S with payload "order <n>"; prints "wrote N".
+ *   keel-outbox relay --db FILE --servers host:port,... --producer P [--batch rows]
+ *                     [--crash-after-publish pct] [--crash-after-mark pct] [--seed n]
+ *                     [--until-idle]
+ *       Publishes until SIGTERM (or, with --until-idle, until nothing is left to send).
+ *       With --crash-after-*, each batch has pct% odds of SIGKILLing the process at that
+ *       point (after printing "crash after publish a..b" or "crash after mark a..b").
+ *       Prints "duplicates D in a..b" for a batch keel recognised as already appended, and
+ *       "published P duplicates D dead X errors E" on a clean exit.
+ */
+#include "base/err.h"
+#include "base/num.h"
+#include "base/rand.h"
+#include "runtime/clock.h"
+#include "runtime/loop.h"
+#include "runtime/sqlite.h"
+#include "tx/outbox.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int usage(void)
+{
+    fprintf(stderr,
+            "usage: keel-outbox write --db FILE --stream S --count N [--rate r] [--from K]\n"
+            "       keel-outbox relay --db FILE --servers a,b --producer P [--batch n]\n"
+            "         [--crash-after-publish pct] [--crash-after-mark pct] [--seed n]"
+            " [--until-idle]\n");
+    return 2;
+}
+
+static int write_rows(const char *path, const char *stream, int64_t count, int64_t rate,
+                      int64_t from)
+{
+    keel_db_t db;
+    keel_errmsg_t msg = {{0}};
+    if (keel_db_open(&db, path, &msg) != 0 || keel_outbox_init(&db, &msg) != 0 ||
+        keel_db_exec(&db, "CREATE TABLE IF NOT EXISTS orders (n INTEGER PRIMARY KEY)", &msg) != 0) {
+        fprintf(stderr, "keel-outbox: %s\n", msg.text);
+        return 1;
+    }
+    keel_ms_t t0 = keel_clock_now_ms();
+    for (int64_t i = 0; i < count; i++) {
+        if (rate > 0) { /* a steady rate: row i is due at t0 + i / rate */
+            keel_ms_t due = t0 + i * 1000 / rate, now = keel_clock_now_ms();
+            if (due > now) {
+                struct timespec ts = {(due - now) / 1000, ((due - now) % 1000) * 1000000L};
+                nanosleep(&ts, NULL);
+            }
+        }
+        int64_t n = from + i;
+        char sql[96], payload[48];
+        snprintf(sql, sizeof(sql), "INSERT INTO orders (n) VALUES (%lld)", (long long)n);
+        int plen = snprintf(payload, sizeof(payload), "order %lld", (long long)n);
+        int rc = keel_db_begin(&db, &msg);
+        if (rc == 0)
+            rc = keel_db_exec(&db, sql, &msg);
+        if (rc == 0)
+            rc = keel_outbox_add(&db, stream, payload, (size_t)plen, NULL, &msg);
+        if (rc == 0)
+            rc = keel_db_commit(&db, &msg);
+        if (rc != 0) {
+            keel_db_rollback(&db);
+            fprintf(stderr, "keel-outbox: row %lld: %s\n", (long long)n, msg.text);
+            keel_db_close(&db);
+            return 1;
+        }
+    }
+    keel_db_close(&db);
+    printf("wrote %lld\n", (long long)count);
+    return 0;
+}
+
+typedef struct relay_run {
+    keel_loop_t loop;
+    keel_db_t db;
+    keel_outbox_relay_t relay;
+    keel_timer_t idle_check;
+    keel_rand_t rand;
+    int64_t crash_publish_pct, crash_mark_pct;
+    bool until_idle;
+} relay_run_t;
+
+static void maybe_crash(relay_run_t *run, int64_t pct, const char *where,
+                        const keel_outbox_batch_t *b)
+{
+    if (pct <= 0 || b->n == 0 || (int64_t)keel_rand_below(&run->rand, 100) >= pct)
+        return;
+    printf("crash after %s %lld..%lld\n", where, (long long)b->rows[0].id,
+           (long long)b->rows[b->n - 1].id);
+    fflush(stdout);
+    raise(SIGKILL);
+}
+
+static void on_published(keel_outbox_relay_t *r, const keel_outbox_batch_t *b, void *data)
+{
+    relay_run_t *run = data;
+    (void)r;
+    size_t dups = 0;
+    for (size_t i = 0; i < b->n; i++)
+        dups += b->rows[i].outcome == KEEL_OUTBOX_DUPLICATE;
+    if (dups > 0) {
+        printf("duplicates %zu in %lld..%lld\n", dups, (long long)b->rows[0].id,
+               (long long)b->rows[b->n - 1].id);
+        fflush(stdout);
+    }
+    maybe_crash(run, run->crash_publish_pct, "publish", b);
+}
+
+static void on_marked(keel_outbox_relay_t *r, const keel_outbox_batch_t *b, void *data)
+{
+    relay_run_t *run = data;
+    (void)r;
+    maybe_crash(run, run->crash_mark_pct, "mark", b);
+}
+
+static void relay_closed(keel_outbox_relay_t *r)
+{
+    (void)r;
+}
+
+static void stop(relay_run_t *run)
+{
+    const keel_outbox_relay_stats_t *st = keel_outbox_relay_stats(&run->relay);
+    printf("published %llu duplicates %llu dead %llu errors %llu\n",
+           (unsigned long long)st->published, (unsigned long long)st->duplicates,
+           (unsigned long long)st->dead, (unsigned long long)st->errors);
+    fflush(stdout);
+    keel_timer_close(&run->idle_check, NULL);
+    keel_outbox_relay_close(&run->relay, relay_closed);
+}
+
+static void check_idle(keel_timer_t *t, void *data)
+{
+    relay_run_t *run = data;
+    (void)t;
+    if (run->until_idle && keel_outbox_relay_idle(&run->relay))
+        stop(run);
+}
+
+static void on_shutdown(void *data)
+{
+    stop(data);
+}
+
+static int relay(int argc, char **argv)
+{
+    relay_run_t run; /* outlives the loop: it runs inside this call */
+    memset(&run, 0, sizeof(run));
+    keel_outbox_relay_config_t cfg = keel_outbox_relay_config_default();
+    const char *path = NULL;
+    int64_t batch = cfg.batch_rows_max, seed = 1;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--until-idle") == 0) {
+            run.until_idle = true;
+            continue;
+        }
+        if (v == NULL)
+            return usage();
+        i++;
+        if (strcmp(a, "--db") == 0)
+            path = v;
+        else if (strcmp(a, "--servers") == 0)
+            cfg.servers = v;
+        else if (strcmp(a, "--producer") == 0)
+            cfg.producer = v;
+        else if (strcmp(a, "--batch") == 0 &&
+                 keel_parse_i64((const uint8_t *)v, strlen(v), &batch) == 0)
+            ;
+        else if (strcmp(a, "--seed") == 0 &&
+                 keel_parse_i64((const uint8_t *)v, strlen(v), &seed) == 0)
+            ;
+        else if (strcmp(a, "--crash-after-publish") == 0 &&
+                 keel_parse_i64((const uint8_t *)v, strlen(v), &run.crash_publish_pct) == 0)
+            ;
+        else if (strcmp(a, "--crash-after-mark") == 0 &&
+                 keel_parse_i64((const uint8_t *)v, strlen(v), &run.crash_mark_pct) == 0)
+            ;
+        else
+            return usage();
+    }
+    if (path == NULL || batch <= 0)
+        return usage();
+    keel_errmsg_t msg = {{0}};
+    if (keel_loop_init(&run.loop) != 0 || keel_loop_handle_signals(&run.loop) != 0)
+        return 1;
+    if (keel_db_open(&run.db, path, &msg) != 0 || keel_outbox_init(&run.db, &msg) != 0) {
+        fprintf(stderr, "keel-outbox: %s\n", msg.text);
+        return 1;
+    }
+    keel_rand_seed(&run.rand, (uint64_t)seed);
+    cfg.db = &run.db;
+    cfg.batch_rows_max = (uint32_t)batch;
+    cfg.seed = (uint64_t)seed;
+    cfg.on_published = on_published;
+    cfg.on_marked = on_marked;
+    cfg.hook_data = &run;
+    if (keel_outbox_relay_init(&run.relay, &run.loop, &cfg, &msg) != 0) {
+        fprintf(stderr, "keel-outbox: %s\n", msg.text);
+        return 1;
+    }
+    keel_timer_init(&run.loop, &run.idle_check);
+    keel_timer_start(&run.idle_check, 50, 50, check_idle, &run);
+    keel_loop_on_shutdown(&run.loop, on_shutdown, &run);
+    keel_outbox_relay_start(&run.relay);
+    printf("relay running\n");
+    fflush(stdout);
+    keel_loop_run(&run.loop);
+    keel_loop_close(&run.loop);
+    keel_db_close(&run.db);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc < 2)
+        return usage();
+    if (strcmp(argv[1], "relay") == 0)
+        return relay(argc, argv);
+    if (strcmp(argv[1], "write") != 0)
+        return usage();
+    const char *path = NULL, *stream = NULL;
+    int64_t count = -1, rate = 0, from = 1;
+    for (int i = 2; i + 1 < argc; i += 2) {
+        const char *a = argv[i], *v = argv[i + 1];
+        int64_t *num = strcmp(a, "--count") == 0  ? &count
+                       : strcmp(a, "--rate") == 0 ? &rate
+                       : strcmp(a, "--from") == 0 ? &from
+                                                  : NULL;
+        if (strcmp(a, "--db") == 0)
+            path = v;
+        else if (strcmp(a, "--stream") == 0)
+            stream = v;
+        else if (num == NULL || keel_parse_i64((const uint8_t *)v, strlen(v), num) != 0)
+            return usage();
+    }
+    if (path == NULL || stream == NULL || count < 0 || argc % 2 != 0)
+        return usage();
+    return write_rows(path, stream, count, rate, from);
+}
