@@ -20,6 +20,7 @@ keel_service_config_t keel_service_config_default(const char *name)
         .http = keel_http_server_config_default(),
         .ttl_ms = 5000,
         .deregister_wait_ms = 2000,
+        .idem = keel_idem_config_default(),
     };
 }
 
@@ -206,6 +207,12 @@ static int builtin(keel_service_t *s, keel_http_req_t *hr, const keel_http_msg_t
     return 0;
 }
 
+static void run_route(void *data)
+{
+    pending_t *p = data;
+    p->route->fn(&p->req, p->route->data);
+}
+
 static void dispatch(keel_http_req_t *hr, void *data)
 {
     keel_service_t *s = data;
@@ -239,7 +246,38 @@ static void dispatch(keel_http_req_t *hr, void *data)
     p->start_ns = (uint64_t)keel_clock_now_ns();
     keel_gauge_add(s->inflight, 1);
     keel_http_req_on_answer(hr, answered, p);
-    p->route->fn(&p->req, p->route->data);
+    size_t key_len;
+    const char *key;
+    if (p->route->idempotent && m->method != HTTP_GET && m->method != HTTP_HEAD &&
+        (key = keel_http_msg_header(m, "Idempotency-Key", &key_len)) != NULL) {
+        keel_idem_handle(s->idem, hr, key, key_len, run_route, p);
+        return;
+    }
+    run_route(p);
+}
+
+static int idem_start(keel_service_t *s, keel_errmsg_t *msg)
+{
+    keel_idem_config_t ic = s->cfg.idem;
+    if (ic.prefix == NULL) {
+        snprintf(s->idem_prefix, sizeof(s->idem_prefix), "idem:%s:", s->name);
+        ic.prefix = s->idem_prefix;
+    }
+    if ((s->idem = malloc(sizeof(*s->idem))) == NULL)
+        return KEEL_ENOMEM;
+    char labels[KEEL_METRICS_LABELS_BYTES_MAX];
+    snprintf(labels, sizeof(labels), "service=\"%s\"", s->name);
+    int rc = keel_idem_init(s->idem, s->loop, &ic, s->metrics, labels, msg);
+    if (rc != 0) {
+        free(s->idem);
+        s->idem = NULL;
+    }
+    return rc;
+}
+
+static void idem_closed(keel_idem_t *idem)
+{
+    free(idem);
 }
 
 int keel_service_init(keel_service_t *s, keel_loop_t *loop, const keel_service_config_t *cfg,
@@ -275,8 +313,26 @@ int keel_service_init(keel_service_t *s, keel_loop_t *loop, const keel_service_c
     hc.metrics_labels = NULL;
     const keel_http_route_t all = {KEEL_HTTP_ANY_METHOD, "/", dispatch, s};
     int rc = keel_http_server_init(&s->http, loop, &hc, &all, 1, msg);
-    if (rc != 0)
+    if (rc != 0) {
         keel_metrics_free(s->metrics);
+        return rc;
+    }
+    if (cfg->idem.servers != NULL && (rc = idem_start(s, msg)) != 0) {
+        keel_http_server_shutdown(&s->http, NULL, NULL);
+        keel_metrics_free(s->metrics);
+    }
+    return rc;
+}
+
+int keel_service_route_idem(keel_service_t *s, const char *method, const char *pattern,
+                            keel_service_handler_fn fn, void *data, keel_errmsg_t *msg)
+{
+    if (s->idem == NULL)
+        return keel_errf(msg, KEEL_EINVAL,
+                         "service: route %s: idempotency keys need cfg.idem.servers", pattern);
+    int rc = keel_service_route(s, method, pattern, fn, data, msg);
+    if (rc == 0)
+        s->routes[s->routes_n - 1].idempotent = true;
     return rc;
 }
 
@@ -330,6 +386,10 @@ static void drained(keel_http_server_t *srv, void *data)
 {
     keel_service_t *s = data;
     s->stopped = true;
+    if (s->idem != NULL) { /* every request is answered: no claim is left waiting */
+        keel_idem_close(s->idem, idem_closed);
+        s->idem = NULL;
+    }
 }
 
 /* After deregistration (or without a registry): the listener closes, requests finish. */
