@@ -94,3 +94,47 @@ def test_a_relay_killed_again_and_again_publishes_every_row_once_in_order(
     assert seen["publish"] > 0 and seen["mark"] > 0 and seen["outside"] > 0, (SEED, seen)
     assert seen["duplicates"] > 0, (SEED, seen)
     print(f"seed {SEED}: {runs} relay runs, {seen}")
+
+
+def test_a_consumer_killed_between_commit_and_ack_applies_every_event_once(
+        make_cluster, procs, tmp_path):
+    """At-least-once delivery (a consumer group member SIGKILLed after its effect committed
+    and before its XACK gets the entry again) becomes an exactly-once effect with the inbox."""
+    node = make_cluster(1).nodes[0]
+    exe = binary("keel-outbox")
+    servers = f"127.0.0.1:{node.client_port}"
+    src, dst = str(tmp_path / "orders.db"), str(tmp_path / "billing.db")
+    rows = 1000
+    w = procs.start([exe, "write", "--db", src, "--stream", "orders.events", "--count", str(rows)])
+    w.may_exit = True
+    assert w.wait(60) == 0, w.output()
+    relay = procs.start([exe, "relay", "--db", src, "--servers", servers, "--producer",
+                         "orders-1", "--until-idle"])
+    relay.may_exit = True
+    assert relay.wait(60) == 0, relay.output()
+    crashes = skipped = 0
+    for attempt in range(300):
+        c = procs.start([exe, "consume", "--db", dst, "--servers", servers, "--stream",
+                         "orders.events", "--group", "billing", "--consumer", "billing-1",
+                         "--until", str(rows), "--crash-after-commit", "2",
+                         "--seed", str(SEED + attempt)])
+        c.may_exit = True
+        rc = c.p.wait(timeout=60)
+        out = c.p.stdout.read().decode()
+        c.kill()
+        crashes += out.count("crash after commit")
+        skipped += out.count("skipped ")
+        if rc == 0:
+            break
+        assert rc == -signal.SIGKILL, (rc, c.output())
+    else:
+        raise AssertionError(f"seed {SEED}: the consumer never finished")
+    with sqlite3.connect(dst) as db:
+        applied = [r[0] for r in db.execute("SELECT data FROM applied ORDER BY rowid")]
+    assert sorted(applied) == sorted(f"order {n}" for n in range(1, rows + 1)), (
+        f"seed {SEED}: {len(applied)} effects for {rows} events")
+    # the crashes happened, and what each left applied but unacknowledged (at least the
+    # entry it died after, and those before it in its batch) came back and was skipped
+    assert crashes > 0 and skipped >= crashes, (SEED, crashes, skipped)
+    print(f"seed {SEED}: {crashes} consumer crashes, {skipped} redelivered entries skipped")
+    assert node.client().xpending("orders.events", "billing")["pending"] == 0

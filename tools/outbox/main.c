@@ -12,13 +12,24 @@
  *       point (after printing "crash after publish a..b" or "crash after mark a..b").
  *       Prints "duplicates D in a..b" for a batch keel recognised as already appended, and
  *       "published P duplicates D dead X errors E" on a clean exit.
+ *   keel-outbox consume --db FILE --servers host:port,... --stream S --group G
+ *                       --consumer C --until N [--crash-after-commit pct] [--seed n]
+ *       A consumer group member with an inbox (src/tx/inbox.c): reads its own pending
+ *       entries first (those a crash left unacknowledged), then new ones; applies each in
+ *       one SQLite transaction with its inbox claim (the effect: a row in table `applied`,
+ *       no uniqueness constraint, so a second effect would show); then XACKs the batch.
+ *       With --crash-after-commit, each entry has pct% odds of a SIGKILL after its commit
+ *       and before the XACK ("crash after commit ID"). Prints "skipped ID" for an entry the
+ *       inbox had seen, and exits 0 once `applied` has N rows and nothing is pending.
  */
 #include "base/err.h"
 #include "base/num.h"
 #include "base/rand.h"
+#include "client/blocking.h"
 #include "runtime/clock.h"
 #include "runtime/loop.h"
 #include "runtime/sqlite.h"
+#include "tx/inbox.h"
 #include "tx/outbox.h"
 
 #include <signal.h>
@@ -33,7 +44,10 @@ static int usage(void)
             "usage: keel-outbox write --db FILE --stream S --count N [--rate r] [--from K]\n"
             "       keel-outbox relay --db FILE --servers a,b --producer P [--batch n]\n"
             "         [--crash-after-publish pct] [--crash-after-mark pct] [--seed n]"
-            " [--until-idle]\n");
+            " [--until-idle]\n"
+            "       keel-outbox consume --db FILE --servers a,b --stream S --group G"
+            " --consumer C --until N\n"
+            "         [--crash-after-commit pct] [--seed n]\n");
     return 2;
 }
 
@@ -220,6 +234,187 @@ static int relay(int argc, char **argv)
     return 0;
 }
 
+/* ---- consume ------------------------------------------------------------------------ */
+
+typedef struct consumer {
+    const char *seeds[KEEL_CLIENT_SEEDS_MAX];
+    size_t seeds_n;
+    const char *stream, *group, *name;
+    keel_db_t db;
+    keel_rand_t rand;
+    int64_t crash_pct;
+} consumer_t;
+
+static int call(consumer_t *c, size_t argc, const char *const *argv, keel_client_reply_t *r)
+{
+    keel_errmsg_t msg = {{0}};
+    int rc = keel_client_call(c->seeds, c->seeds_n, argc, argv, 5000, r, &msg);
+    if (rc != 0)
+        fprintf(stderr, "keel-outbox: %s: %s\n", argv[0], msg.text);
+    return rc;
+}
+
+static int64_t applied_rows(keel_db_t *db)
+{
+    sqlite3_stmt *st;
+    int64_t n = -1;
+    if (keel_db_prepare(db, "SELECT COUNT(*) FROM applied", &st, NULL) != 0)
+        return -1;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return n;
+}
+
+typedef struct entry_effect {
+    const char *data;
+    size_t data_len;
+} entry_effect_t;
+
+static int apply_entry(keel_db_t *db, void *data, keel_errmsg_t *msg)
+{
+    entry_effect_t *e = data;
+    sqlite3_stmt *st;
+    int rc = keel_db_prepare(db, "INSERT INTO applied (data) VALUES (?1)", &st, msg);
+    if (rc != 0)
+        return rc;
+    sqlite3_bind_text(st, 1, e->data, (int)e->data_len, SQLITE_STATIC);
+    int src = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return src == SQLITE_DONE ? 0 : keel_db_error(db, src, "apply", msg);
+}
+
+/* The value of field `name` in an entry's field array, or NULL. */
+static const keel_resp_value_t *field(const keel_resp_value_t *fields, const char *name)
+{
+    for (size_t i = 0; i + 1 < fields->elems_len; i += 2)
+        if (fields->elems[i].str.len == strlen(name) &&
+            memcmp(fields->elems[i].str.ptr, name, strlen(name)) == 0)
+            return &fields->elems[i + 1];
+    return NULL;
+}
+
+/* Applies one XREADGROUP answer's entries and acknowledges them; how many there were, or -1. */
+static int consume_batch(consumer_t *c, const keel_resp_value_t *reply)
+{
+    if (reply->type == KEEL_RESP_NIL_ARRAY || reply->type == KEEL_RESP_NIL)
+        return 0;
+    if (reply->type != KEEL_RESP_ARRAY || reply->elems_len != 1)
+        return -1;
+    const keel_resp_value_t *entries = &reply->elems[0].elems[1];
+    const char *ack[2 + 64 + 1] = {"XACK", c->stream, c->group};
+    char ids[64][48];
+    size_t n = 0;
+    for (size_t i = 0; i < entries->elems_len && n < 64; i++) {
+        const keel_resp_value_t *e = &entries->elems[i];
+        const keel_resp_value_t *id = &e->elems[0], *fields = &e->elems[1];
+        snprintf(ids[n], sizeof(ids[n]), "%.*s", (int)id->str.len, (const char *)id->str.ptr);
+        ack[3 + n] = ids[n];
+        n++;
+        if (fields->type != KEEL_RESP_ARRAY) /* deleted meanwhile: nothing to apply */
+            continue;
+        const keel_resp_value_t *mid = field(fields, "id"), *data = field(fields, "data");
+        if (mid == NULL || data == NULL)
+            return -1;
+        entry_effect_t eff = {(const char *)data->str.ptr, data->str.len};
+        keel_errmsg_t msg = {{0}};
+        int rc = keel_inbox_process(&c->db, "applier", mid->str.ptr, mid->str.len, apply_entry,
+                                    &eff, &msg);
+        if (rc == KEEL_EEXISTS) {
+            printf("skipped %.*s\n", (int)mid->str.len, (const char *)mid->str.ptr);
+        } else if (rc != 0) {
+            fprintf(stderr, "keel-outbox: apply: %s\n", msg.text);
+            return -1;
+        } else if (c->crash_pct > 0 && (int64_t)keel_rand_below(&c->rand, 100) < c->crash_pct) {
+            printf("crash after commit %.*s\n", (int)mid->str.len, (const char *)mid->str.ptr);
+            fflush(stdout);
+            raise(SIGKILL);
+        }
+    }
+    if (n > 0) {
+        keel_client_reply_t r;
+        if (call(c, 3 + n, ack, &r) != 0)
+            return -1;
+        keel_client_reply_free(&r);
+    }
+    return (int)n;
+}
+
+static int consume(int argc, char **argv)
+{
+    consumer_t c = {0};
+    char seeds_text[512] = "";
+    int64_t until = -1, seed = 1;
+    const char *path = NULL;
+    for (int i = 2; i + 1 < argc; i += 2) {
+        const char *a = argv[i], *v = argv[i + 1];
+        if (strcmp(a, "--db") == 0)
+            path = v;
+        else if (strcmp(a, "--servers") == 0)
+            snprintf(seeds_text, sizeof(seeds_text), "%s", v);
+        else if (strcmp(a, "--stream") == 0)
+            c.stream = v;
+        else if (strcmp(a, "--group") == 0)
+            c.group = v;
+        else if (strcmp(a, "--consumer") == 0)
+            c.name = v;
+        else if (strcmp(a, "--until") == 0 &&
+                 keel_parse_i64((const uint8_t *)v, strlen(v), &until) == 0)
+            ;
+        else if (strcmp(a, "--seed") == 0 &&
+                 keel_parse_i64((const uint8_t *)v, strlen(v), &seed) == 0)
+            ;
+        else if (strcmp(a, "--crash-after-commit") == 0 &&
+                 keel_parse_i64((const uint8_t *)v, strlen(v), &c.crash_pct) == 0)
+            ;
+        else
+            return usage();
+    }
+    for (char *p = seeds_text, *tok; (tok = strsep(&p, ",")) != NULL;)
+        if (*tok != '\0' && c.seeds_n < KEEL_CLIENT_SEEDS_MAX)
+            c.seeds[c.seeds_n++] = tok;
+    if (path == NULL || c.seeds_n == 0 || !c.stream || !c.group || !c.name || until < 0)
+        return usage();
+    keel_rand_seed(&c.rand, (uint64_t)seed);
+    keel_errmsg_t msg = {{0}};
+    if (keel_db_open(&c.db, path, &msg) != 0 || keel_inbox_init(&c.db, &msg) != 0 ||
+        keel_db_exec(&c.db, "CREATE TABLE IF NOT EXISTS applied (data TEXT NOT NULL)", &msg) != 0) {
+        fprintf(stderr, "keel-outbox: %s\n", msg.text);
+        return 1;
+    }
+    keel_client_reply_t r;
+    const char *create[] = {"XGROUP", "CREATE", c.stream, c.group, "0", "MKSTREAM"};
+    if (call(&c, 6, create, &r) != 0)
+        return 1;
+    keel_client_reply_free(&r); /* -BUSYGROUP when it exists: fine */
+    printf("consumer running\n");
+    bool history = true; /* first what a crash left pending, then new entries */
+    while (applied_rows(&c.db) < until || history) {
+        const char *read[] = {"XREADGROUP",
+                              "GROUP",
+                              c.group,
+                              c.name,
+                              "COUNT",
+                              "64",
+                              "BLOCK",
+                              "200",
+                              "STREAMS",
+                              c.stream,
+                              history ? "0" : ">"};
+        if (call(&c, 11, read, &r) != 0)
+            return 1;
+        int n = consume_batch(&c, r.v);
+        keel_client_reply_free(&r);
+        if (n < 0)
+            return 1;
+        if (history && n == 0)
+            history = false;
+    }
+    keel_db_close(&c.db);
+    printf("applied %lld\n", (long long)until);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -227,6 +422,8 @@ int main(int argc, char **argv)
         return usage();
     if (strcmp(argv[1], "relay") == 0)
         return relay(argc, argv);
+    if (strcmp(argv[1], "consume") == 0)
+        return consume(argc, argv);
     if (strcmp(argv[1], "write") != 0)
         return usage();
     const char *path = NULL, *stream = NULL;
