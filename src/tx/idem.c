@@ -341,6 +341,11 @@ static void on_claim(keel_client_t *cl, void *ctx, int status, const keel_resp_v
     (void)cl;
     if (status != 0 || reply->type == KEEL_RESP_ERROR ||
         (reply->type != KEEL_RESP_NIL && reply->type != KEEL_RESP_BULK)) {
+        char why[96];
+        snprintf(why, sizeof(why), "%.*s",
+                 status != 0 ? (int)strlen(keel_strerror(status)) : (int)reply->str.len,
+                 status != 0 ? keel_strerror(status) : (const char *)reply->str.ptr);
+        keel_log_warn("idempotency: claim failed", KF_STR("key", op->key), KF_STR("why", why));
         count(idem, OUT_UNAVAILABLE);
         respond_retry_later(op->req, 503, "the idempotency key store cannot be reached");
         op_free(op);
