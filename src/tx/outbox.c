@@ -397,10 +397,14 @@ static void failed(keel_outbox_relay_t *r, const char *what, const char *why)
     arm(r, wait > 0 ? wait : 1);
 }
 
-static void update_gauges(keel_outbox_relay_t *r)
+/* At most once a second: the count walks the unsent rows' index, which a large backlog
+   would make costly on every batch. */
+static void update_gauges(keel_outbox_relay_t *r, bool force)
 {
-    if (r->m_pending == NULL)
+    keel_ms_t now_ms = keel_loop_now_ms(r->loop);
+    if (r->m_pending == NULL || (!force && r->gauged_at_ms != 0 && now_ms - r->gauged_at_ms < 1000))
         return;
+    r->gauged_at_ms = now_ms;
     int64_t rows = 0, oldest = 0;
     if (keel_outbox_pending(r->cfg.db, &rows, &oldest, NULL) != 0)
         return;
@@ -549,7 +553,7 @@ static void step(keel_timer_t *t, void *data)
     (void)t;
     if (r->inflight || r->closing)
         return;
-    update_gauges(r);
+    update_gauges(r, false);
     keel_errmsg_t msg = {{0}};
     int rc = keel_outbox_read(r->cfg.db, r->cfg.batch_rows_max, &r->batch, &msg);
     if (rc != 0) {
@@ -557,6 +561,8 @@ static void step(keel_timer_t *t, void *data)
         return;
     }
     if (r->batch.n == 0) {
+        if (!r->idle) /* caught up: say so now, not up to a second later */
+            update_gauges(r, true);
         r->idle = true;
         maybe_prune(r);
         arm(r, r->cfg.poll_ms);

@@ -55,7 +55,8 @@
  * relay at that row and retries it with backoff: order is kept, the lag metric grows.
  *
  * Metrics (when cfg.metrics is set): keel_outbox_pending (unsent rows), keel_outbox_lag_ms
- * (age of the oldest unsent row), keel_outbox_published_total, keel_outbox_duplicates_total
+ * (age of the oldest unsent row; both refreshed at most once a second),
+ * keel_outbox_published_total, keel_outbox_duplicates_total
  * (re-published rows keel recognised), keel_outbox_dead_total, keel_outbox_errors_total
  * (batches that failed and were retried).
  *
@@ -169,7 +170,7 @@ struct keel_outbox_relay {
     keel_outbox_batch_t batch;
     keel_outbox_relay_stats_t stats;
     uint32_t failures; /* consecutive failed batches, for the backoff */
-    keel_ms_t pruned_at_ms;
+    keel_ms_t pruned_at_ms, gauged_at_ms;
     bool started, inflight, closing, idle;
     int handles_open;
     void (*closed)(keel_outbox_relay_t *r);

@@ -179,4 +179,9 @@ def test_a_relay_keeps_every_row_once_in_order_through_leader_kills(make_cluster
         assert got == want, f"{nd.name}: {len(got)} entries for {rows} rows; relay: {out}"
     m = re.search(r"published (\d+) duplicates (\d+) dead (\d+) errors (\d+)", out)
     assert m and int(m.group(3)) == 0 and int(m.group(4)) > 0, out  # the kills were felt
+    # the relay's metrics agree: nothing pending, the errors counted
+    metric = dict(re.findall(r'^(keel_outbox_\w+)\{[^}]*\} (\d+)$', out, re.M))
+    assert metric["keel_outbox_pending"] == "0" and metric["keel_outbox_lag_ms"] == "0", out
+    assert metric["keel_outbox_published_total"] == m.group(1), out
+    assert metric["keel_outbox_errors_total"] == m.group(4), out
     print(f"through 2 leader kills: {out.strip()}")

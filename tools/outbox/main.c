@@ -11,7 +11,8 @@
  *       With --crash-after-*, each batch has pct% odds of SIGKILLing the process at that
  *       point (after printing "crash after publish a..b" or "crash after mark a..b").
  *       Prints "duplicates D in a..b" for a batch keel recognised as already appended, and
- *       "published P duplicates D dead X errors E" on a clean exit.
+ *       "published P duplicates D dead X errors E" and the relay's metrics (Prometheus text)
+ *       on a clean exit.
  *   keel-outbox consume --db FILE --servers host:port,... --stream S --group G
  *                       --consumer C --until N [--crash-after-commit pct] [--seed n]
  *       A consumer group member with an inbox (src/tx/inbox.c): reads its own pending
@@ -22,7 +23,9 @@
  *       and before the XACK ("crash after commit ID"). Prints "skipped ID" for an entry the
  *       inbox had seen, and exits 0 once `applied` has N rows and nothing is pending.
  */
+#include "base/buf.h"
 #include "base/err.h"
+#include "base/metrics.h"
 #include "base/num.h"
 #include "base/rand.h"
 #include "client/blocking.h"
@@ -99,6 +102,7 @@ typedef struct relay_run {
     keel_outbox_relay_t relay;
     keel_timer_t idle_check;
     keel_rand_t rand;
+    keel_metrics_t *metrics;
     int64_t crash_publish_pct, crash_mark_pct;
     bool until_idle;
 } relay_run_t;
@@ -147,6 +151,11 @@ static void stop(relay_run_t *run)
     printf("published %llu duplicates %llu dead %llu errors %llu\n",
            (unsigned long long)st->published, (unsigned long long)st->duplicates,
            (unsigned long long)st->dead, (unsigned long long)st->errors);
+    keel_buf_t text;
+    keel_buf_init(&text, 0);
+    if (keel_metrics_render(run->metrics, &text) == 0) /* the relay's /metrics lines */
+        fwrite(keel_buf_rptr(&text), 1, keel_buf_unread(&text), stdout);
+    keel_buf_free(&text);
     fflush(stdout);
     keel_timer_close(&run->idle_check, NULL);
     keel_outbox_relay_close(&run->relay, relay_closed);
@@ -215,6 +224,10 @@ static int relay(int argc, char **argv)
     cfg.db = &run.db;
     cfg.batch_rows_max = (uint32_t)batch;
     cfg.seed = (uint64_t)seed;
+    if ((run.metrics = keel_metrics_new()) == NULL)
+        return 1;
+    cfg.metrics = run.metrics;
+    cfg.metrics_labels = "outbox=\"keel-outbox\"";
     cfg.on_published = on_published;
     cfg.on_marked = on_marked;
     cfg.hook_data = &run;
@@ -231,6 +244,7 @@ static int relay(int argc, char **argv)
     keel_loop_run(&run.loop);
     keel_loop_close(&run.loop);
     keel_db_close(&run.db);
+    keel_metrics_free(run.metrics);
     return 0;
 }
 
