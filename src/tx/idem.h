@@ -32,7 +32,8 @@
  *   claim     SET k "P <fingerprint>" NX GET PX lock_ms
  *             nil: claimed, run. A value: the record of an earlier request, decided as above.
  *             One command: claiming and reading the rival are one atomic step (Raft entry).
- *   answer    SET k "D <fingerprint> <status> <body bytes>\n<Name: value\n>...\n<body>" XX PX ttl_ms
+ *   answer    SET k "D <fingerprint> <status> <body bytes>\n<Name: value\n>...\n<body>"
+ *                   XX PX ttl_ms
  *             then the answer is sent, from the stored record, so the first answer and every
  *             replay are the same bytes.
  *   release   DEL k, for an answer that is not stored: a 5xx (the server failed; the client
