@@ -6,7 +6,8 @@
 Starts its own keel servers (1 node, then 3 nodes) in a scratch directory:
   - outbox: keel-outbox write commits N business+outbox transactions (each fsync'd:
     synchronous=FULL), then keel-outbox relay --until-idle publishes them, batch 100 and
-    1000: rows/s for each, and the stream length checked;
+    1000: rows/s for each, and the stream length checked; then the lag from commit to
+    append with a relay running beside a writer at 1,000 rows/s;
   - idempotency: keel-example-notes --idem, sequential POST /notes on one keep-alive
     connection, without a key, with a fresh key each (claim + store: two keel writes) and
     with one key repeated (a replay: one keel write); p50/p99 in ms.
@@ -17,6 +18,7 @@ import http.client
 import os
 import shutil
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -98,6 +100,28 @@ def outbox(base, nodes, rows):
             assert n == rows, (n, rows)
             print(f"outbox  {nodes} node(s)  batch {batch:4d}: write {rows / tw:8.0f} tx/s"
                   f"   relay {rows / tr:8.0f} rows/s   ({rows} rows, stream length {n})")
+        # lag: a relay running beside a writer at a steady rate; commit time (the row's
+        # created_unix_ms) to append time (the entry id's ms, keel's clock: same machine)
+        db = os.path.join(base, f"lag-{nodes}.db")
+        rate, count = 1000, 5000
+        relay = subprocess.Popen([exe, "relay", "--db", db, "--servers", seeds, "--producer",
+                                  "lag"], stdout=subprocess.DEVNULL)
+        subprocess.run([exe, "write", "--db", db, "--stream", "bench.lag", "--count", str(count),
+                        "--rate", str(rate)], check=True, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while c.xlen("bench.lag") < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        relay.terminate()
+        relay.wait()
+        with sqlite3.connect(db) as d:
+            created = dict(d.execute("SELECT id, created_unix_ms FROM keel_outbox"))
+        lags = []
+        for eid, f in c.xrange("bench.lag", count=count):
+            row = int(f[b"id"].split(b"/")[1])
+            lags.append(int(eid.split(b"-")[0]) - created[row])
+        print(f"outbox  {nodes} node(s)  lag commit -> appended at {rate} rows/s (poll 20 ms):"
+              f" p50 {statistics.median(lags):.0f} ms   p99 {pct(lags, 99):.0f} ms"
+              f"   max {max(lags)} ms   ({len(lags)} rows)")
     finally:
         stop(procs)
 
