@@ -185,3 +185,64 @@ def test_a_relay_keeps_every_row_once_in_order_through_leader_kills(make_cluster
     assert metric["keel_outbox_published_total"] == m.group(1), out
     assert metric["keel_outbox_errors_total"] == m.group(4), out
     print(f"through 2 leader kills: {out.strip()}")
+
+
+def test_the_orders_example_publishes_each_order_once_whatever_the_retries(
+        make_cluster, procs, tmp_path):
+    """apps/examples/orders: an order and its event in one transaction, the relay in the
+    same process, POST /orders with Idempotency-Key. Every POST is sent twice; a SIGKILL and
+    a restart come in between: one order and one event per key, in order."""
+    import http.client
+    import json
+
+    from conftest import free_port, wait_port
+
+    node = make_cluster(1).nodes[0]
+    db = str(tmp_path / "orders.db")
+
+    def start():
+        port = free_port()
+        p = procs.start([binary("keel-example-orders"), "--listen", f"127.0.0.1:{port}",
+                         "--db", db, "--servers", f"127.0.0.1:{node.client_port}"])
+        p.read_line(r"listening on port")
+        wait_port(port)
+        return p, port
+
+    def post(port, item, key):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("POST", "/orders", body=item.encode(), headers={"Idempotency-Key": key})
+        r = c.getresponse()
+        out = (r.status, r.getheader("Idempotent-Replayed"), json.loads(r.read()))
+        c.close()
+        return out
+
+    svc, port = start()
+    for i in range(1, 41):
+        first = post(port, f"item {i}", f"o-{i}")
+        again = post(port, f"item {i}", f"o-{i}")
+        assert first == (201, None, {"id": i}) and again == (201, "true", {"id": i}), (first, again)
+    c = node.client()
+    wait_until_len = time.monotonic() + 10
+    while c.xlen("orders.events") < 40 and time.monotonic() < wait_until_len:
+        time.sleep(0.05)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/metrics")
+    metrics = conn.getresponse().read().decode()
+    conn.close()
+    assert 'keel_outbox_published_total{service="orders"} 40' in metrics, metrics
+    assert 'keel_idem_requests_total{service="orders",outcome="replay"} 40' in metrics
+    # killed and started again: the keys are in keel server, the orders in the file
+    svc.may_exit = True
+    svc.kill()
+    svc, port = start()
+    assert post(port, "item 7", "o-7") == (201, "true", {"id": 7})
+    assert post(port, "item 41", "o-41") == (201, None, {"id": 41})
+    deadline = time.monotonic() + 10
+    while c.xlen("orders.events") < 41 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    events = [(f[b"id"].decode(), json.loads(f[b"data"])) for _, f in
+              stream_entries(node, "orders.events")]
+    assert events == [(f"orders-1/{i}", {"order": i, "item": f"item {i}"})
+                      for i in range(1, 42)], events
+    svc.signal(signal.SIGTERM)
+    assert svc.wait(15) == 0
