@@ -312,15 +312,16 @@ int keel_service_init(keel_service_t *s, keel_loop_t *loop, const keel_service_c
     hc.metrics = s->metrics;
     hc.metrics_labels = NULL;
     const keel_http_route_t all = {KEEL_HTTP_ANY_METHOD, "/", dispatch, s};
-    int rc = keel_http_server_init(&s->http, loop, &hc, &all, 1, msg);
-    if (rc != 0) {
-        keel_metrics_free(s->metrics);
-        return rc;
+    /* the idempotency store first: it lives in its own allocation, so undoing it (a close
+       that ends later, on the loop) does not need s to outlive this call */
+    int rc = cfg->idem.servers != NULL ? idem_start(s, msg) : 0;
+    if (rc == 0 && (rc = keel_http_server_init(&s->http, loop, &hc, &all, 1, msg)) != 0 &&
+        s->idem != NULL) {
+        keel_idem_close(s->idem, idem_closed);
+        s->idem = NULL;
     }
-    if (cfg->idem.servers != NULL && (rc = idem_start(s, msg)) != 0) {
-        keel_http_server_shutdown(&s->http, NULL, NULL);
+    if (rc != 0)
         keel_metrics_free(s->metrics);
-    }
     return rc;
 }
 
