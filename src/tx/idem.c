@@ -252,6 +252,7 @@ static void count(keel_idem_t *idem, int outcome)
 
 static void op_free(op_t *op)
 {
+    assert(op->idem->ops > 0);
     op->idem->ops--;
     keel_buf_free(&op->rec);
     free(op);

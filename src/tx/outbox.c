@@ -205,6 +205,7 @@ static void copy_text(char *dst, size_t cap, const char *src, size_t len)
  */
 size_t keel_outbox_settle(keel_outbox_batch_t *b, const keel_outbox_result_t *results)
 {
+    assert(b->n == 0 || results != NULL);
     for (size_t i = 0; i < b->n; i++) {
         keel_outbox_row_t *r = &b->rows[i];
         const keel_outbox_result_t *res = &results[i];
@@ -238,6 +239,7 @@ size_t keel_outbox_settle(keel_outbox_batch_t *b, const keel_outbox_result_t *re
 int keel_outbox_mark(keel_db_t *db, const keel_outbox_batch_t *b, int64_t now_unix_ms,
                      keel_errmsg_t *msg)
 {
+    assert(now_unix_ms > 0);
     int rc = keel_db_begin(db, msg);
     if (rc != 0)
         return rc;
@@ -446,6 +448,7 @@ static void on_exec(keel_client_t *cl, void *ctx, int status, const keel_resp_va
 {
     keel_outbox_relay_t *r = ctx;
     (void)cl;
+    assert(r->inflight && r->batch.n > 0);
     r->inflight = false;
     if (r->closing)
         return;
@@ -569,6 +572,7 @@ static void step(keel_timer_t *t, void *data)
         return;
     }
     r->idle = false;
+    assert(r->batch.n <= r->cfg.batch_rows_max);
     if ((rc = send_batch(r)) != 0) {
         failed(r, "queue", keel_strerror(rc));
         return;
