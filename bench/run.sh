@@ -43,6 +43,10 @@ if [ -f bench/registry.sh ]; then
   section "service registry: registrations/s, one change to 1,000 and 10,000 blocked watchers"
   bash bench/registry.sh || rc=1
 fi
+if [ -f bench/tx.py ]; then
+  section "transactional outbox relay rows/s, idempotency key cost per request (1 and 3 nodes)"
+  BUILD="$BUILD" python3 bench/tx.py || rc=1
+fi
 if [ -f bench/http.sh ]; then
   section "HTTP server vs nginx (wrk)"
   bash bench/http.sh || rc=1

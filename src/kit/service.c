@@ -21,6 +21,7 @@ keel_service_config_t keel_service_config_default(const char *name)
         .http = keel_http_server_config_default(),
         .ttl_ms = 5000,
         .deregister_wait_ms = 2000,
+        .idem = keel_idem_config_default(),
     };
 }
 
@@ -202,6 +203,19 @@ static int builtin(keel_service_t *s, keel_http_req_t *hr, const keel_http_msg_t
     return 0;
 }
 
+/* Runs the route's handler with the request's trace id on the thread's log lines (now, or
+ * once the idempotency store said to run it). */
+static void run_route(void *data)
+{
+    pending_t *p = data;
+    keel_service_t *s = p->req.svc;
+    keel_log_set_trace_id(p->req.trace_id);
+    s->in_handler = true;
+    p->route->fn(&p->req, p->route->data); /* p may be freed from here on */
+    s->in_handler = false;
+    keel_log_set_trace_id(NULL);
+}
+
 static void dispatch(keel_http_req_t *hr, void *data)
 {
     keel_service_t *s = data;
@@ -243,16 +257,43 @@ static void dispatch(keel_http_req_t *hr, void *data)
     p->start_ns = (uint64_t)keel_clock_now_ns();
     keel_gauge_add(s->inflight, 1);
     keel_http_req_on_answer(hr, answered, p);
-    keel_log_set_trace_id(p->req.trace_id);
-    s->in_handler = true;
-    p->route->fn(&p->req, p->route->data); /* p may be freed from here on */
-    s->in_handler = false;
-    keel_log_set_trace_id(NULL);
+    size_t key_len;
+    const char *key;
+    if (p->route->idempotent && m->method != HTTP_GET && m->method != HTTP_HEAD &&
+        (key = keel_http_msg_header(m, "Idempotency-Key", &key_len)) != NULL) {
+        keel_idem_handle(s->idem, hr, key, key_len, run_route, p);
+        return;
+    }
+    run_route(p);
 }
 
 void keel_service_req_enter(const keel_service_req_t *req)
 {
     keel_log_set_trace_id(req->trace_id);
+}
+
+static int idem_start(keel_service_t *s, keel_errmsg_t *msg)
+{
+    keel_idem_config_t ic = s->cfg.idem;
+    if (ic.prefix == NULL) {
+        snprintf(s->idem_prefix, sizeof(s->idem_prefix), "idem:%s:", s->name);
+        ic.prefix = s->idem_prefix;
+    }
+    if ((s->idem = malloc(sizeof(*s->idem))) == NULL)
+        return KEEL_ENOMEM;
+    char labels[KEEL_METRICS_LABELS_BYTES_MAX];
+    snprintf(labels, sizeof(labels), "service=\"%s\"", s->name);
+    int rc = keel_idem_init(s->idem, s->loop, &ic, s->metrics, labels, msg);
+    if (rc != 0) {
+        free(s->idem);
+        s->idem = NULL;
+    }
+    return rc;
+}
+
+static void idem_closed(keel_idem_t *idem)
+{
+    free(idem);
 }
 
 int keel_service_init(keel_service_t *s, keel_loop_t *loop, const keel_service_config_t *cfg,
@@ -289,9 +330,28 @@ int keel_service_init(keel_service_t *s, keel_loop_t *loop, const keel_service_c
     hc.metrics = s->metrics;
     hc.metrics_labels = NULL;
     const keel_http_route_t all = {KEEL_HTTP_ANY_METHOD, "/", dispatch, s};
-    int rc = keel_http_server_init(&s->http, loop, &hc, &all, 1, msg);
+    /* the idempotency store first: it lives in its own allocation, so undoing it (a close
+       that ends later, on the loop) does not need s to outlive this call */
+    int rc = cfg->idem.servers != NULL ? idem_start(s, msg) : 0;
+    if (rc == 0 && (rc = keel_http_server_init(&s->http, loop, &hc, &all, 1, msg)) != 0 &&
+        s->idem != NULL) {
+        keel_idem_close(s->idem, idem_closed);
+        s->idem = NULL;
+    }
     if (rc != 0)
         keel_metrics_free(s->metrics);
+    return rc;
+}
+
+int keel_service_route_idem(keel_service_t *s, const char *method, const char *pattern,
+                            keel_service_handler_fn fn, void *data, keel_errmsg_t *msg)
+{
+    if (s->idem == NULL)
+        return keel_errf(msg, KEEL_EINVAL,
+                         "service: route %s: idempotency keys need cfg.idem.servers", pattern);
+    int rc = keel_service_route(s, method, pattern, fn, data, msg);
+    if (rc == 0)
+        s->routes[s->routes_n - 1].idempotent = true;
     return rc;
 }
 
@@ -345,6 +405,10 @@ static void drained(keel_http_server_t *srv, void *data)
 {
     keel_service_t *s = data;
     s->stopped = true;
+    if (s->idem != NULL) { /* every request is answered: no claim is left waiting */
+        keel_idem_close(s->idem, idem_closed);
+        s->idem = NULL;
+    }
     if (s->cfg.on_stopped != NULL)
         s->cfg.on_stopped(s, s->cfg.on_drain_data);
 }

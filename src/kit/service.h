@@ -13,6 +13,7 @@
 #include "proto/trace.h"
 #include "runtime/http_server.h"
 #include "runtime/loop.h"
+#include "tx/idem.h"
 
 #include <jansson.h>
 
@@ -82,6 +83,10 @@ typedef struct keel_service_config {
     const char *advertise;        /* the address callers use; default the listen host */
     keel_ms_t ttl_ms;             /* default 5000 */
     keel_ms_t deregister_wait_ms; /* the drain waits this long for DEREGISTER; default 2000 */
+    /* Idempotency keys (tx/idem.h has the semantics): with idem.servers set, routes added
+     * with keel_service_route_idem() honour an Idempotency-Key header, keys kept in keel
+     * server under idem.prefix (default "idem:<name>:"), for idem.ttl_ms. */
+    keel_idem_config_t idem;
 } keel_service_config_t;
 
 #define KEEL_SERVICE_REGISTRY_SEEDS_MAX KEEL_CLIENT_SEEDS_MAX
@@ -93,6 +98,7 @@ typedef struct keel_service_route {
     void *data;
     keel_counter_t *by_class[6]; /* [2] 2xx ... [5] 5xx */
     keel_histogram_t *latency;
+    bool idempotent; /* honours Idempotency-Key (keel_service_route_idem) */
 } keel_service_route_t;
 
 struct keel_service {
@@ -115,6 +121,9 @@ struct keel_service {
     char advertise[64];
     char seeds_text[512];
     keel_counter_t *m_heartbeat_failures;
+    /* idempotency keys: NULL without cfg.idem.servers */
+    keel_idem_t *idem;
+    char idem_prefix[KEEL_IDEM_PREFIX_BYTES_MAX];
 };
 
 keel_service_config_t keel_service_config_default(const char *name);
@@ -123,6 +132,12 @@ int keel_service_init(keel_service_t *s, keel_loop_t *loop, const keel_service_c
 /* A route: method ("GET", ..., or "*"), pattern (proto/router.h). Before start. */
 int keel_service_route(keel_service_t *s, const char *method, const char *pattern,
                        keel_service_handler_fn fn, void *data, keel_errmsg_t *msg);
+/* The same, for a route whose requests may carry an Idempotency-Key: a repeat with the same
+ * key and request gets the first answer without running fn again; the same key with another
+ * request 422; while the first still runs 409 (tx/idem.h). Needs cfg.idem.servers. GET and
+ * HEAD requests are never claimed. */
+int keel_service_route_idem(keel_service_t *s, const char *method, const char *pattern,
+                            keel_service_handler_fn fn, void *data, keel_errmsg_t *msg);
 /* Listens, registers the drain on the loop's shutdown hooks and turns ready. */
 int keel_service_start(keel_service_t *s, keel_errmsg_t *msg);
 int keel_service_port(keel_service_t *s);

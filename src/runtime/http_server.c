@@ -49,6 +49,8 @@ struct keel_http_conn {
     void *gone_data;
     void (*answer_fn)(keel_http_req_t *req, int status, void *data);
     void *answer_data;
+    keel_http_respond_fn respond_fn;
+    void *respond_data;
 };
 
 keel_http_server_config_t keel_http_server_config_default(void)
@@ -334,6 +336,7 @@ static void dispatch(keel_http_conn_t *c)
         c->req_pending = true;
         c->gone_fn = NULL;
         c->answer_fn = NULL;
+        c->respond_fn = NULL;
         r->handler(&c->req, r->data);
         return;
     }
@@ -725,6 +728,13 @@ void keel_http_req_on_answer(keel_http_req_t *req,
     req->conn->answer_data = data;
 }
 
+void keel_http_req_on_respond(keel_http_req_t *req, keel_http_respond_fn fn, void *data)
+{
+    assert(req->conn->req_pending);
+    req->conn->respond_fn = fn;
+    req->conn->respond_data = data;
+}
+
 bool keel_http_req_gone(const keel_http_req_t *req)
 {
     return req->conn->closing || req->conn->peer_eof;
@@ -735,6 +745,11 @@ int keel_http_respond(keel_http_req_t *req, int status, const keel_http_header_t
 {
     keel_http_conn_t *c = req->conn;
     assert(c->req_pending && &c->req == req);
+    if (c->respond_fn != NULL) { /* a filter takes the answer; it answers again, now or later */
+        keel_http_respond_fn fn = c->respond_fn;
+        c->respond_fn = NULL;
+        return fn(req, status, headers, headers_count, body, body_len, c->respond_data);
+    }
     if (c->answer_fn != NULL) { /* before anything can free the request */
         void (*fn)(keel_http_req_t *, int, void *) = c->answer_fn;
         c->answer_fn = NULL;

@@ -160,4 +160,14 @@ void keel_http_req_on_gone(keel_http_req_t *req, void (*fn)(keel_http_req_t *req
 void keel_http_req_on_answer(keel_http_req_t *req,
                              void (*fn)(keel_http_req_t *req, int status, void *data), void *data);
 
+/* A filter on req's answer (one per request): the next keel_http_respond*() on req hands
+ * what it was given to fn instead of writing it, and returns fn's result. The filter is
+ * cleared first, so fn answers with keel_http_respond(), now or later (async is fine: req
+ * stays valid until answered). What fn gets is borrowed for the call. The kit's
+ * idempotency keys store an answer before it leaves (tx/idem.h). fn NULL clears it. */
+typedef int (*keel_http_respond_fn)(keel_http_req_t *req, int status,
+                                    const keel_http_header_t *headers, size_t headers_count,
+                                    const void *body, size_t body_len, void *data);
+void keel_http_req_on_respond(keel_http_req_t *req, keel_http_respond_fn fn, void *data);
+
 #endif

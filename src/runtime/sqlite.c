@@ -2,6 +2,7 @@
 #include "runtime/sqlite.h"
 
 #include <string.h>
+#include <time.h>
 
 int keel_db_error(keel_db_t *db, int rc, const char *what, keel_errmsg_t *msg)
 {
@@ -54,10 +55,22 @@ int keel_db_open(keel_db_t *db, const char *path, keel_errmsg_t *msg)
     }
     sqlite3_extended_result_codes(db->h, 1);
     sqlite3_busy_timeout(db->h, KEEL_DB_BUSY_MS);
-    int err = keel_db_exec(db,
+    /* Turning a new file into WAL needs its exclusive lock, and SQLite answers BUSY at once,
+       without the busy handler, when another connection holds a lock that waiting could
+       deadlock with: a second process opening the file while the first is still creating
+       it (a service and its relay starting together). So the open waits here instead, in
+       steps of 10 ms, for at most KEEL_DB_BUSY_MS, as any other statement would. */
+    int err;
+    for (int waited_ms = 0;; waited_ms += 10) {
+        err = keel_db_exec(db,
                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
                            " PRAGMA foreign_keys=ON;",
                            msg);
+        if (err != KEEL_EBUSY || waited_ms >= KEEL_DB_BUSY_MS)
+            break;
+        struct timespec ten_ms = {0, 10 * 1000 * 1000};
+        nanosleep(&ten_ms, NULL);
+    }
     if (err != 0)
         keel_db_close(db);
     return err;

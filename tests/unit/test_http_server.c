@@ -152,6 +152,79 @@ static void with_no_route_for_a_path_the_answer_is_404_json(void)
     env_close(&e);
 }
 
+/* An answer filter: the handler answers "inner"; the filter holds that, and a timer later
+   answers 201 "outer:inner" for real. */
+typedef struct filtered {
+    keel_timer_t t;
+    keel_http_req_t *req;
+    char held[64];
+    int filter_calls, answered_calls, answered_status;
+} filtered_t;
+
+static void filtered_fire(keel_timer_t *t, void *data)
+{
+    filtered_t *f = data;
+    char body[96];
+    int n = snprintf(body, sizeof(body), "outer:%s", f->held);
+    keel_http_respond_body(f->req, 201, "text/plain", body, (size_t)n);
+}
+
+static int filter(keel_http_req_t *req, int status, const keel_http_header_t *headers,
+                  size_t headers_count, const void *body, size_t body_len, void *data)
+{
+    filtered_t *f = data;
+    f->filter_calls++;
+    KT_EQ_INT(status, 200);
+    KT_EQ_INT(headers_count, 1);
+    snprintf(f->held, sizeof(f->held), "%.*s", (int)body_len, (const char *)body);
+    f->req = req;
+    keel_timer_start(&f->t, 5, 0, filtered_fire, f); /* answered later: async is fine */
+    return 0;
+}
+
+static void on_answered(keel_http_req_t *req, int status, void *data)
+{
+    filtered_t *f = data;
+    f->answered_calls++;
+    f->answered_status = status;
+}
+
+static void filtered_handler(keel_http_req_t *req, void *data)
+{
+    keel_http_req_on_answer(req, on_answered, data);
+    keel_http_req_on_respond(req, filter, data);
+    keel_http_respond_body(req, 200, "text/plain", "inner", 5);
+}
+
+static void an_answer_filter_takes_the_answer_and_answers_for_it_later(void)
+{
+    filtered_t f = {0};
+    const keel_http_route_t routes[] = {{HTTP_POST, "/f", filtered_handler, &f}};
+    env_t e;
+    memset(&e, 0, sizeof(e));
+    KT_EQ_INT(keel_loop_init(&e.loop), 0);
+    KT_EQ_INT(keel_timer_init(&e.loop, &f.t), 0);
+    keel_http_server_config_t cfg = keel_http_server_config_default();
+    KT_EQ_INT(keel_http_server_init(&e.srv, &e.loop, &cfg, routes, 1, NULL), 0);
+    KT_EQ_INT(keel_http_server_listen(&e.srv, "127.0.0.1:0", NULL), 0);
+    snprintf(e.addr, sizeof(e.addr), "127.0.0.1:%d", keel_http_server_port(&e.srv));
+    keel_http_client_config_t ccfg = keel_http_client_config_default();
+    KT_EQ_INT(keel_http_client_init(&e.cli, &e.loop, &ccfg, NULL), 0);
+    answer_t a = ask(&e, HTTP_POST, "/f");
+    KT_EQ_INT(a.status, 201);
+    KT_EQ_STR(a.body, "outer:inner");
+    KT_EQ_INT(f.filter_calls, 1);
+    /* the answer hook sees the answer that left, once */
+    KT_EQ_INT(f.answered_calls, 1);
+    KT_EQ_INT(f.answered_status, 201);
+    /* and again for the next request on the same connection */
+    a = ask(&e, HTTP_POST, "/f");
+    KT_EQ_INT(f.filter_calls, 2);
+    KT_EQ_INT(f.answered_calls, 2);
+    keel_timer_close(&f.t, NULL);
+    env_close(&e);
+}
+
 static void config_is_validated(void)
 {
     keel_http_server_config_t cfg = keel_http_server_config_default();
@@ -181,6 +254,7 @@ int main(void)
 {
     KT_RUN(routes_match_by_method_and_path_prefix_in_table_order);
     KT_RUN(with_no_route_for_a_path_the_answer_is_404_json);
+    KT_RUN(an_answer_filter_takes_the_answer_and_answers_for_it_later);
     KT_RUN(config_is_validated);
     return kt_done();
 }

@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 static long long count(keel_db_t *db)
 {
@@ -78,9 +81,68 @@ static void a_corrupt_file_is_reported(void)
     KT_RMRF(dir);
 }
 
+/* Processes that open one new file at once (a service and its relay starting together):
+ * the first turns it into WAL while the others wait for it, none fails with BUSY. */
+static void processes_creating_one_file_at_once_all_open_it(void)
+{
+    char dir[256], path[300];
+    KT_TMPDIR(dir, "sqlite");
+    for (int round = 0; round < 20; round++) {
+        snprintf(path, sizeof(path), "%s/race%d.db", dir, round);
+        int gate[2];
+        KT_EQ_INT(pipe(gate), 0);
+        enum { N = 6 };
+        pid_t kids[N];
+        for (int i = 0; i < N; i++) {
+            kids[i] = fork();
+            if (kids[i] == 0) {
+                char c;
+                close(gate[1]);
+                if (read(gate[0], &c, 1) != 0) /* EOF: all go at once, then a step apart */
+                    _exit(3);
+                struct timespec step = {0, i * 300 * 1000};
+                nanosleep(&step, NULL);
+                keel_db_t db;
+                keel_errmsg_t msg;
+                if (keel_db_open(&db, path, &msg) != 0) {
+                    fprintf(stderr, "open: %s\n", msg.text);
+                    _exit(1);
+                }
+                int rc = keel_db_exec(&db, "CREATE TABLE IF NOT EXISTS t(v INTEGER)", &msg);
+                for (int k = 0; k < 5 && rc == 0; k++) { /* a writer's first transactions */
+                    rc = keel_db_begin(&db, &msg);
+                    if (rc == 0)
+                        rc = keel_db_exec(&db, "INSERT INTO t VALUES (1)", &msg);
+                    if (rc == 0)
+                        rc = keel_db_commit(&db, &msg);
+                }
+                if (rc != 0)
+                    fprintf(stderr, "write: %s\n", msg.text);
+                keel_db_close(&db);
+                _exit(rc == 0 ? 0 : 2);
+            }
+        }
+        close(gate[0]);
+        close(gate[1]);
+        for (int i = 0; i < N; i++) {
+            int status = 0;
+            KT_EQ_INT(waitpid(kids[i], &status, 0), kids[i]);
+            if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                KT_FAIL("round %d: process %d: status %d", round, i, status);
+        }
+        keel_db_t db;
+        keel_errmsg_t msg;
+        KT_EQ_INT(keel_db_open(&db, path, &msg), 0);
+        KT_EQ_INT(count(&db), N * 5);
+        keel_db_close(&db);
+    }
+    KT_RMRF(dir);
+}
+
 int main(void)
 {
     KT_RUN(transactions_commit_or_leave_nothing);
     KT_RUN(a_corrupt_file_is_reported);
+    KT_RUN(processes_creating_one_file_at_once_all_open_it);
     return kt_done();
 }

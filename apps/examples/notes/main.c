@@ -2,16 +2,22 @@
  * memory. The template the shop's services start from (docs/kit.md).
  *
  *   keel-example-notes [--listen host:port] [--registry host:port,...] [--ttl ms] [--id id]
+ *                      [--idem host:port,...] [--idem-ttl ms]
  *                      [--config notes.yaml] [--print-config] [--help]
  * Each setting also comes from the environment (NOTES_LISTEN, NOTES_REGISTRY, NOTES_TTL,
- * NOTES_ID) or a YAML file (listen: ..., ttl: ...): a flag beats the environment, which beats
- * the file, which beats the default (kit/config.h).
+ * NOTES_ID, NOTES_IDEM, NOTES_IDEM_TTL) or a YAML file (listen: ..., ttl: ...): a flag beats
+ * the environment, which beats the file, which beats the default (kit/config.h).
  *
  *   PUT    /notes/:id     the body becomes note id          204
  *   GET    /notes/:id     {"id": ..., "text": ...}          200, or 404
  *   DELETE /notes/:id                                       204, or 404
  *   GET    /notes         {"count": n}
+ *   POST   /notes         a new note from the body, id n1, n2, ...  201 {"id": ...} + Location
+ *                          (a body of "!fail" answers 503 and creates nothing)
  *   GET    /slow/:ms      answers after ms milliseconds (an async handler: the drain test)
+ *   POST   /slow/:ms      the same
+ * With --idem host:port,... (keel server) POST /notes and POST /slow/:ms honour an
+ * Idempotency-Key header (tx/idem.h), keys kept --idem-ttl ms (default 24 h).
  *   plus the kit's /health/live, /health/ready and /metrics.
  * With --registry it registers in keel server's registry as service "notes" (TTL --ttl ms,
  * default 5000), heartbeats, and deregisters first thing on SIGTERM. SIGTERM: ready turns
@@ -33,6 +39,7 @@
 typedef struct app {
     keel_map_t notes; /* id -> json string (owned) */
     keel_loop_t *loop;
+    uint64_t created; /* POST /notes: the last id given */
 } app_t;
 
 static const keel_route_param_t *param(const keel_service_req_t *r, const char *name)
@@ -69,6 +76,42 @@ static void put_note(keel_service_req_t *r, void *data)
     }
     free(old);
     keel_http_respond(r->http, 204, NULL, 0, NULL, 0);
+}
+
+static void create_note(keel_service_req_t *r, void *data)
+{
+    app_t *a = data;
+    const keel_http_msg_t *m = r->http->msg;
+    if (m->body_len == 5 && memcmp(m->body, "!fail", 5) == 0) {
+        keel_http_respond_error(r->http, 503, "asked to fail");
+        return;
+    }
+    if (m->body_len > NOTE_BYTES_MAX) {
+        keel_http_respond_error(r->http, 413, "a note is at most 64 KiB");
+        return;
+    }
+    char id[32], location[48], body[64];
+    snprintf(id, sizeof(id), "n%llu", (unsigned long long)++a->created);
+    char *text = malloc(m->body_len + 1);
+    void *old = NULL;
+    if (text == NULL) {
+        keel_http_respond_error(r->http, 503, "out of memory");
+        return;
+    }
+    memcpy(text, m->body, m->body_len);
+    text[m->body_len] = '\0';
+    if (keel_map_put(&a->notes, id, strlen(id), text, &old) < 0) {
+        free(text);
+        keel_http_respond_error(r->http, 507, "too many notes");
+        return;
+    }
+    free(old);
+    snprintf(location, sizeof(location), "/notes/%s", id);
+    int n = snprintf(body, sizeof(body), "{\"id\":\"%s\"}", id);
+    keel_http_header_t h[2] = {
+        {.name = "Content-Type", .name_len = 12, .value = "application/json", .value_len = 16},
+        {.name = "Location", .name_len = 8, .value = location, .value_len = strlen(location)}};
+    keel_http_respond(r->http, 201, h, 2, body, (size_t)n);
 }
 
 static void get_note(keel_service_req_t *r, void *data)
@@ -145,14 +188,18 @@ static void slow(keel_service_req_t *r, void *data)
 
 int main(int argc, char **argv)
 {
-    const char *listen = "127.0.0.1:8080", *registry = NULL, *id = NULL;
-    int64_t ttl = 5000;
+    const char *listen = "127.0.0.1:8080", *registry = NULL, *id = NULL, *idem = NULL;
+    int64_t ttl = 5000, idem_ttl = 24 * 3600 * 1000;
     const keel_opt_t opts[] = {
         {"listen", KEEL_OPT_STR, &listen, 0, 0, "host:port to serve on (port 0: any)"},
         {"registry", KEEL_OPT_STR, &registry, 0, 0,
          "keel server host:port,... to register in as service notes"},
         {"id", KEEL_OPT_STR, &id, 0, 0, "instance id (default notes-<host>-<port>)"},
         {"ttl", KEEL_OPT_INT, &ttl, 100, 600000, "registration TTL in ms"},
+        {"idem", KEEL_OPT_STR, &idem, 0, 0,
+         "keel server host:port,... storing Idempotency-Key answers (POST routes)"},
+        {"idem-ttl", KEEL_OPT_INT, &idem_ttl, 1, 30LL * 24 * 3600 * 1000,
+         "how long a stored answer is kept, ms"},
     };
     keel_config_t conf;
     keel_errmsg_t cmsg = {{0}};
@@ -175,19 +222,27 @@ int main(int argc, char **argv)
     cfg.registry = registry;
     cfg.instance_id = id;
     cfg.ttl_ms = (keel_ms_t)ttl;
+    cfg.idem.servers = idem;
+    cfg.idem.ttl_ms = (keel_ms_t)idem_ttl;
     keel_errmsg_t msg = {{0}};
     int rc = keel_service_init(&svc, &loop, &cfg, &msg);
     const struct {
         const char *method, *pattern;
         keel_service_handler_fn fn;
-    } routes[] = {{"PUT", "/notes/:id", put_note},
-                  {"GET", "/notes/:id", get_note},
-                  {"DELETE", "/notes/:id", delete_note},
-                  {"GET", "/notes", count_notes},
-                  {"GET", "/slow/:ms", slow}};
+        bool idempotent; /* with --idem */
+    } routes[] = {{"PUT", "/notes/:id", put_note, false},
+                  {"GET", "/notes/:id", get_note, false},
+                  {"DELETE", "/notes/:id", delete_note, false},
+                  {"GET", "/notes", count_notes, false},
+                  {"POST", "/notes", create_note, true},
+                  {"GET", "/slow/:ms", slow, false},
+                  {"POST", "/slow/:ms", slow, true}};
     for (size_t i = 0; rc == 0 && i < sizeof(routes) / sizeof(routes[0]); i++)
-        rc =
-            keel_service_route(&svc, routes[i].method, routes[i].pattern, routes[i].fn, &app, &msg);
+        rc = routes[i].idempotent && idem != NULL
+                 ? keel_service_route_idem(&svc, routes[i].method, routes[i].pattern, routes[i].fn,
+                                           &app, &msg)
+                 : keel_service_route(&svc, routes[i].method, routes[i].pattern, routes[i].fn, &app,
+                                      &msg);
     if (rc == 0)
         rc = keel_service_start(&svc, &msg);
     if (rc != 0) {
