@@ -106,6 +106,27 @@ const char *keel_saga_rec_type_name(keel_saga_rec_type_t t)
     return t > 0 && t < KEEL_SAGA__REC_TYPES ? REC_NAMES[t] : "?";
 }
 
+keel_saga_state_t keel_saga_state_after(keel_saga_rec_type_t last)
+{
+    switch (last) {
+    case KEEL_SAGA_REC_STARTED:
+    case KEEL_SAGA_REC_BEGUN:
+    case KEEL_SAGA_REC_STEP_DONE:
+        return KEEL_SAGA_RUNNING;
+    case KEEL_SAGA_REC_STEP_FAILED:
+    case KEEL_SAGA_REC_UNDONE:
+        return KEEL_SAGA_COMPENSATING;
+    case KEEL_SAGA_REC_DONE:
+        return KEEL_SAGA_DONE;
+    case KEEL_SAGA_REC_COMPENSATED:
+        return KEEL_SAGA_COMPENSATED;
+    case KEEL_SAGA_REC_ATTENTION:
+        return KEEL_SAGA_NEEDS_ATTENTION;
+    default:
+        return KEEL_SAGA_NEW;
+    }
+}
+
 size_t keel_saga_rec_size(const keel_saga_rec_t *r)
 {
     return KEEL_SAGA_RECORD_HEADER_BYTES + r->data_len;

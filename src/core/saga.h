@@ -162,6 +162,8 @@ int keel_saga_rec_encode(const keel_saga_rec_t *r, uint8_t *out, size_t cap);
 /* Decodes; 0, or KEEL_ECORRUPT with msg saying what is wrong. r->data points into in. */
 int keel_saga_rec_decode(const uint8_t *in, size_t len, keel_saga_rec_t *r, keel_errmsg_t *msg);
 const char *keel_saga_rec_type_name(keel_saga_rec_type_t t);
+/* The state a log whose last record is of type `last` is in (listings read only that). */
+keel_saga_state_t keel_saga_state_after(keel_saga_rec_type_t last);
 
 /* ---- the instance ------------------------------------------------------------------- */
 
