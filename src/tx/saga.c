@@ -304,7 +304,7 @@ static void on_renew(keel_client_t *cl, void *ctx, int status, const keel_resp_v
 static bool renew_if_due(keel__saga_run_t *r)
 {
     keel_ms_t age = unix_ms() - r->locked_unix_ms;
-    if (age < r->o->cfg.lock_ttl_ms / 3)
+    if (!r->o->cfg.renew_lock || age < r->o->cfg.lock_ttl_ms / 3)
         return false;
     char ttl[24];
     snprintf(ttl, sizeof(ttl), "%" PRId64, r->o->cfg.lock_ttl_ms);
@@ -887,6 +887,7 @@ keel_sagas_config_t keel_sagas_config_default(void)
     c.scan_interval_ms = 1000;
     c.request_timeout_ms = 5000;
     c.runs_max = 1024;
+    c.renew_lock = true;
     return c;
 }
 

@@ -137,8 +137,11 @@ typedef struct keel_sagas_config {
     keel_ms_t lock_ttl_ms;        /* ownership lease; default 10000 */
     keel_ms_t scan_interval_ms;   /* adopting orphaned sagas; default 1000; 0: never */
     keel_ms_t request_timeout_ms; /* each keel server request; default 5000 */
-    uint32_t runs_max;            /* sagas in progress at once; default 1024 */
-    keel_metrics_t *metrics;      /* may be NULL */
+    bool renew_lock;         /* renew before acting once a third of the TTL passed; default true.
+                                Off, a saga that outlives its TTL is re-locked after a fenced write
+                                (the same safety, one refused write and a replay later) */
+    uint32_t runs_max;       /* sagas in progress at once; default 1024 */
+    keel_metrics_t *metrics; /* may be NULL */
     uint64_t seed;
     /* Every saga this orchestrator ends (started here or adopted); may be NULL. */
     keel_sagas_end_fn on_end;

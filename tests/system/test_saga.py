@@ -14,10 +14,10 @@ FAIL_EVERY = 4
 STEPS = ["reserve", "charge", "ship"]
 
 
-def demo_args(addrs, prefix):
+def demo_args(addrs, prefix, *extra):
     return [binary("keel-saga"), "--addr", addrs, "demo", "--prefix", prefix,
             "--count", str(COUNT), "--concurrency", "20", "--fail-every", str(FAIL_EVERY),
-            "--step-delay-ms", "30", "--lock-ttl-ms", "1000", "--scan-ms", "300"]
+            "--step-delay-ms", "30", "--lock-ttl-ms", "1000", "--scan-ms", "300", *extra]
 
 
 def saga_states(addrs):
@@ -106,3 +106,35 @@ def test_sagas_survive_the_keel_leader_being_killed_under_them(make_cluster, pro
     assert rc == 0, out[-3000:] + run.output()[-3000:]
     r = next(nd for nd in cluster.nodes if nd is not leader).client()
     check_invariant(r, addrs, "n")
+
+
+def test_a_paused_orchestrator_is_fenced_out_when_it_wakes(make_cluster, procs):
+    """An orchestrator is SIGSTOPped with about 20 sagas in flight (it does not renew its
+    locks, so nothing warns it on waking); its locks lapse and a second orchestrator takes
+    the sagas over and ends all 200. Then the first wakes up and carries on where it was:
+    every log write it tries is refused by KEEL.FENCED (its summary counts them), it
+    re-locks, finds the sagas ended, and reports their real final states. The invariant
+    holds: whatever the paused owner re-sent to the services was answered from their
+    idempotency keys."""
+    cluster = make_cluster(3)
+    addrs = ",".join(f"127.0.0.1:{nd.client_port}" for nd in cluster.nodes)
+    r = cluster.nodes[0].client()
+    paused = procs.start(demo_args(addrs, "z", "--no-renew"))
+    paused.may_exit = True
+    for _ in range(40):
+        paused.read_line(r"^end z-\d+ ", timeout_s=30)
+    paused.p.send_signal(signal.SIGSTOP)
+    try:
+        other = procs.start(demo_args(addrs, "z", "--no-renew"))
+        other.may_exit = True
+        rc = other.wait(90)
+        out = other.p.stdout.read().decode()
+        assert rc == 0, out[-3000:] + other.output()[-3000:]
+    finally:
+        paused.p.send_signal(signal.SIGCONT)
+    rc = paused.wait(60)
+    out = paused.p.stdout.read().decode()
+    assert rc == 0, out[-3000:] + paused.output()[-3000:]
+    m = re.search(r"fenced (\d+)", out)
+    assert m and int(m.group(1)) > 0, out[-2000:]
+    check_invariant(r, addrs, "z")

@@ -6,6 +6,7 @@
  *   keel-saga --addr ... show ID
  *   keel-saga --addr ... demo [--count N] [--concurrency C] [--prefix P] [--fail-every K]
  *                             [--step-delay-ms D] [--lock-ttl-ms T] [--scan-ms S]
+ *                             [--no-renew]
  *
  * list: one line per saga log, "ID STATE records=N", from each log's last record.
  * show: the log's records, one a line: "seq time_ms type step data".
@@ -474,8 +475,13 @@ static int cmd_demo(int argc, char **argv)
     d.concurrency = 10;
     d.step_delay_ms = 0;
     keel_ms_t ttl = 3000, scan = 500;
+    bool renew = true;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--no-renew") == 0) {
+            renew = false;
+            continue;
+        }
         if (v == NULL)
             return 2;
         if (strcmp(a, "--count") == 0)
@@ -527,6 +533,7 @@ static int cmd_demo(int argc, char **argv)
     sc.seeds_n = seeds_n;
     sc.lock_ttl_ms = ttl;
     sc.scan_interval_ms = scan;
+    sc.renew_lock = renew;
     sc.runs_max = (uint32_t)(d.concurrency * 2 + 64);
     sc.seed = (uint64_t)keel_clock_now_ns();
     sc.on_end = on_end;
@@ -573,6 +580,6 @@ int main(int argc, char **argv)
 usage:
     fprintf(stderr, "usage: keel-saga --addr host:port[,host:port...] (list | show ID | demo "
                     "[--count N] [--concurrency C] [--prefix P] [--fail-every K] "
-                    "[--step-delay-ms D] [--lock-ttl-ms T] [--scan-ms S])\n");
+                    "[--step-delay-ms D] [--lock-ttl-ms T] [--scan-ms S] [--no-renew])\n");
     return 2;
 }
