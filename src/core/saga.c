@@ -144,9 +144,6 @@ int keel_saga_rec_encode(const keel_saga_rec_t *r, uint8_t *out, size_t cap)
     keel_put_u32(out + 8, r->seq);
     keel_put_u64(out + 12, (uint64_t)r->time_ms);
     keel_put_u32(out + 20, (uint32_t)r->data_len);
-    keel_put_u32(out + 24, 0); /* reserved, must be 0 */
-    /* byte 28..29: reserved; keeps the header at 30 bytes */
-    out[28] = out[29] = 0;
     if (r->data_len) /* memmove: the data may already sit in place (want_log) */
         memmove(out + KEEL_SAGA_RECORD_HEADER_BYTES, r->data, r->data_len);
     keel_put_u32(out, keel_crc32c(0, out + 4, n - 4));
@@ -170,8 +167,6 @@ int keel_saga_rec_decode(const uint8_t *in, size_t len, keel_saga_rec_t *r, keel
         return keel_errf(msg, KEEL_ECORRUPT, "saga record type %u unknown", type);
     if (step >= KEEL_SAGA_STEPS_MAX)
         return keel_errf(msg, KEEL_ECORRUPT, "saga record step %u out of range", step);
-    if (keel_get_u32(in + 24) != 0 || in[28] != 0 || in[29] != 0)
-        return keel_errf(msg, KEEL_ECORRUPT, "saga record reserved bytes are not zero");
     if ((size_t)data_len != len - KEEL_SAGA_RECORD_HEADER_BYTES)
         return keel_errf(msg, KEEL_ECORRUPT, "saga record says %u data bytes, has %zu", data_len,
                          len - KEEL_SAGA_RECORD_HEADER_BYTES);

@@ -74,7 +74,7 @@
 #define KEEL_SAGA_REASON_BYTES_MAX 256u /* a failure's text kept in the log */
 #define KEEL_SAGA_ATTEMPTS_MAX 100u     /* ceiling for a step's attempts_max */
 #define KEEL_SAGA_KEY_BYTES_MAX (KEEL_SAGA_ID_BYTES_MAX + KEEL_SAGA_NAME_BYTES_MAX + 8u)
-#define KEEL_SAGA_RECORD_HEADER_BYTES 30u /* crc, version, type, step, seq, time, length */
+#define KEEL_SAGA_RECORD_HEADER_BYTES 24u /* crc, version, type, step, seq, time, length */
 #define KEEL_SAGA_RECORD_VERSION 1u
 
 typedef enum keel_saga_state {

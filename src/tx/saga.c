@@ -463,9 +463,10 @@ static void load(keel__saga_run_t *r)
 static void logged(keel__saga_run_t *r)
 {
     keel_sagas_t *o = r->o;
+    keel_ns_t took_ns = keel_clock_now_ns() - r->act_ns;
+    o->stats.log_write_ns += (uint64_t)took_ns;
     if (o->m_log_write)
-        keel_histogram_observe(o->m_log_write,
-                               (double)(keel_clock_now_ns() - r->act_ns) / KEEL_NS_PER_S);
+        keel_histogram_observe(o->m_log_write, (double)took_ns / KEEL_NS_PER_S);
     o->stats.log_writes++;
     r->retries = 0;
     r->phase = P_ACT;

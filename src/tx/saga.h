@@ -151,6 +151,7 @@ typedef struct keel_sagas_config {
 typedef struct keel_sagas_stats {
     uint64_t started, adopted, finished[KEEL_SAGA__STATES], fenced, lost, corrupt;
     uint64_t log_writes, log_write_retries, renewals;
+    uint64_t log_write_ns; /* summed over log_writes */
 } keel_sagas_stats_t;
 
 struct keel_sagas {

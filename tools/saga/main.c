@@ -396,10 +396,12 @@ static void summary(demo_t *d)
     printf(
         "summary done %ld compensated %ld needs_attention %ld in %" PRId64
         " ms (%.1f/s); latency p50 %" PRId64 " ms p99 %" PRId64 " ms over %ld; log writes %" PRIu64
-        " (retried %" PRIu64 "), fenced %" PRIu64 ", adopted %" PRIu64 ", renewals %" PRIu64 "\n",
+        " (mean %.2f ms, retried %" PRIu64 "), fenced %" PRIu64 ", adopted %" PRIu64
+        ", renewals %" PRIu64 "\n",
         d->ends[KEEL_SAGA_DONE], d->ends[KEEL_SAGA_COMPENSATED], d->ends[KEEL_SAGA_NEEDS_ATTENTION],
         took, took > 0 ? (double)d->ended * 1000.0 / (double)took : 0.0, p50, p99, d->lat_n,
-        s->log_writes, s->log_write_retries, s->fenced, s->adopted, s->renewals);
+        s->log_writes, s->log_writes ? (double)s->log_write_ns / (double)s->log_writes / 1e6 : 0.0,
+        s->log_write_retries, s->fenced, s->adopted, s->renewals);
     fflush(stdout);
 }
 
