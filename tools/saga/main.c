@@ -6,7 +6,7 @@
  *   keel-saga --addr ... show ID
  *   keel-saga --addr ... demo [--count N] [--concurrency C] [--prefix P] [--fail-every K]
  *                             [--step-delay-ms D] [--lock-ttl-ms T] [--scan-ms S]
- *                             [--no-renew]
+ *                             [--no-renew] [--http host:port,host:port,host:port]
  *
  * list: one line per saga log, "ID STATE records=N", from each log's last record.
  * show: the log's records, one a line: "seq time_ms type step data".
@@ -15,7 +15,8 @@
  *       A saga whose log exists is continued (a restart resumes the same run), one whose
  *       lock another owner holds is tried again after a while. It also adopts orphaned
  *       sagas like any orchestrator. Prints "end ID STATE" per saga and a summary; exits 0
- *       when all N ended.
+ *       when all N ended. With --http the steps are kit calls (keel_saga_http_step) to
+ *       three services, one per step, such as keel-example-ledger; otherwise:
  * The demo's services: step k's action with key K sets idem:K to "done" and appends the
  * saga id to demo:P:applied:<step>, in one KEEL.TXN that requires idem:K to be absent, so a
  * key is applied at most once; a repeat answers from idem:K. The compensation sets idem:K to
@@ -25,6 +26,7 @@
 #include "base/log.h"
 #include "client/blocking.h"
 #include "core/saga.h"
+#include "kit/call.h"
 #include "runtime/clock.h"
 #include "runtime/logsink.h"
 #include "tx/saga.h"
@@ -225,6 +227,10 @@ typedef struct demo {
     keel_ms_t *t0_ms, *lat_ms;
     long lat_n;
     keel_ms_t begin_ms;
+    bool http;
+    keel_caller_t callers[3];
+    keel_saga_http_t steps[3];
+    int callers_open;
 } demo_t;
 
 /* One service operation in progress: GETV, then a KEEL.TXN, repeated on a conflict. */
@@ -371,10 +377,18 @@ static long saga_index(const demo_t *d, const char *id)
     return i >= 1 && i <= d->count ? i - 1 : -1;
 }
 
+static void caller_closed(keel_caller_t *c, void *data)
+{
+    demo_t *d = data;
+    d->callers_open--;
+}
+
 static void closed_all(keel_sagas_t *o)
 {
     demo_t *d = KEEL_LIST_ENTRY(o, demo_t, sagas);
     keel_client_close(&d->svc, NULL);
+    for (int i = 0; i < 3 && d->http; i++)
+        keel_caller_close(&d->callers[i], caller_closed, d);
 }
 
 static int cmp_ms(const void *a, const void *b)
@@ -478,6 +492,7 @@ static int cmd_demo(int argc, char **argv)
     d.step_delay_ms = 0;
     keel_ms_t ttl = 3000, scan = 500;
     bool renew = true;
+    char *http = NULL;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--no-renew") == 0) {
@@ -500,6 +515,8 @@ static int cmd_demo(int argc, char **argv)
             ttl = strtol(v, NULL, 10);
         else if (strcmp(a, "--scan-ms") == 0)
             scan = strtol(v, NULL, 10);
+        else if (strcmp(a, "--http") == 0)
+            http = argv[i + 1];
         else
             return 2;
         i++;
@@ -518,8 +535,29 @@ static int cmd_demo(int argc, char **argv)
         return 1;
     keel_saga_def_default(&d.type.def, "demo");
     static const char *const names[] = {"reserve", "charge", "ship"};
+    char *eps[3] = {NULL, NULL, NULL};
+    if (http) {
+        d.http = true;
+        for (int i = 0; i < 3; i++)
+            if ((eps[i] = strtok(i == 0 ? http : NULL, ",")) == NULL)
+                return 2;
+    }
     for (int i = 0; i < 3; i++) {
-        keel_saga_type_step(&d.type, names[i], demo_step, demo_step, &d);
+        if (d.http) {
+            keel_caller_config_t kc = keel_caller_config_default(names[i]);
+            kc.endpoints = eps[i];
+            kc.seed = (uint64_t)keel_clock_now_ns() + (uint64_t)i;
+            if (keel_caller_init(&d.callers[i], &d.loop, &kc, NULL, &msg) != 0) {
+                fprintf(stderr, "keel-saga: %s\n", msg.text);
+                return 1;
+            }
+            d.callers_open++;
+            d.steps[i] = (keel_saga_http_t){&d.callers[i], "/do", "/undo"};
+            keel_saga_type_step(&d.type, names[i], keel_saga_http_step, keel_saga_http_undo,
+                                &d.steps[i]);
+        } else {
+            keel_saga_type_step(&d.type, names[i], demo_step, demo_step, &d);
+        }
         d.type.def.steps[i].timeout_ms = 2000 + d.step_delay_ms;
         d.type.def.steps[i].attempts_max = 5;
     }
@@ -582,6 +620,7 @@ int main(int argc, char **argv)
 usage:
     fprintf(stderr, "usage: keel-saga --addr host:port[,host:port...] (list | show ID | demo "
                     "[--count N] [--concurrency C] [--prefix P] [--fail-every K] "
-                    "[--step-delay-ms D] [--lock-ttl-ms T] [--scan-ms S] [--no-renew])\n");
+                    "[--step-delay-ms D] [--lock-ttl-ms T] [--scan-ms S] [--no-renew] "
+                    "[--http host:port,host:port,host:port])\n");
     return 2;
 }
