@@ -965,9 +965,12 @@ int keel_sagas_register(keel_sagas_t *o, const keel_saga_type_t *t, keel_errmsg_
     int rc = keel_saga_def_validate(&t->def, msg);
     if (rc != 0)
         return rc;
-    for (uint32_t i = 0; i < t->def.steps_n; i++)
+    for (uint32_t i = 0; i < t->def.steps_n; i++) {
         if (t->fns[i].action == NULL)
             return keel_errf(msg, KEEL_EINVAL, "step %s has no action", t->def.steps[i].name);
+        if (t->fns[i].compensation == NULL && !t->def.steps[i].no_compensation)
+            return keel_errf(msg, KEEL_EINVAL, "step %s has no compensation", t->def.steps[i].name);
+    }
     uint32_t ti;
     if (type_named(o, (const uint8_t *)t->def.name, strlen(t->def.name), &ti))
         return keel_errf(msg, KEEL_EEXISTS, "saga type %s registered twice", t->def.name);
@@ -1044,7 +1047,7 @@ static void http_done(int err, const keel_http_msg_t *resp, void *data)
     keel_saga_outcome_t out = KEEL_SAGA_TRANSIENT;
     if (st >= 200 && st < 300)
         out = KEEL_SAGA_OK;
-    else if (!c->undo && st >= 400 && st < 500 && st != 408 && st != 429)
+    else if (!c->undo && st >= 400 && st < 500 && st != 408 && st != 409 && st != 425 && st != 429)
         out = KEEL_SAGA_BUSINESS;
     keel_saga_call_done(c, out, resp->body, resp->body_len);
 }

@@ -33,7 +33,9 @@
  * nothing applied) or KEEL_SAGA_TRANSIENT (maybe applied: retried with the same key). The
  * call's key is what the service must deduplicate on (core/saga.h states the contract).
  * A step that has not answered within its timeout counts as transient; its late answer is
- * dropped (its call object stays valid until keel_saga_call_done).
+ * dropped (its call object stays valid until keel_saga_call_done). A result longer than the
+ * definition's result_bytes_max cannot be logged: the step then counts as failed after it
+ * may have applied (so it is compensated too).
  *
  * Where the state lives (keel server, any node; docs/tx.md says why):
  *   saga:<id>:log     a stream; record n is entry 0-n with one field "r" (core/saga.h's
@@ -116,8 +118,9 @@ int keel_saga_type_step(keel_saga_type_t *t, const char *name, keel_saga_fn acti
 /*
  * A step that is a call through the kit (kit/call.h): POST path with the saga input as the
  * body and `Idempotency-Key: <key>`, `X-Keel-Saga: <id>`. data is a keel_saga_http_t.
- * Action: 2xx is OK (the body is the result); 4xx other than 408 and 429 is a business
- * failure; anything else (5xx, 408, 429, no instance, timeout, transport) is transient.
+ * Action: 2xx is OK (the body is the result); 4xx is a business failure except 408, 409
+ * (the key's first request still in progress, as the IETF idempotency draft answers), 425
+ * and 429; those and anything else (5xx, no instance, timeout, transport) are transient.
  * Compensation (keel_saga_http_undo, undo_path): 2xx is OK, anything else is retried.
  */
 struct keel_caller;
