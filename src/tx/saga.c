@@ -392,6 +392,15 @@ static void on_load(keel_client_t *cl, void *ctx, int status, const keel_resp_va
     }
     r->retries = 0;
     keel_errmsg_t msg = {{0}};
+    if (r->s_init && r->s.state != KEEL_SAGA_NEW && v->elems_len == r->s.seq) {
+        /* Our lock had lapsed and we hold it again: nobody wrote meanwhile (a foreign
+         * record would make the log longer than what we applied, as records are only
+         * appended), so memory is still the log. Keep it, with the action pending: a
+         * step's answer is not thrown away, or a step longer than the TTL would never end. */
+        r->phase = P_ACT;
+        act(r);
+        return;
+    }
     if (r->type == NULL && v->elems_len > 0) { /* adopted: the started record names the type */
         const keel_resp_value_t *b = entry_record(&v->elems[0]);
         keel_saga_rec_t rec;
