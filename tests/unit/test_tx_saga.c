@@ -1,5 +1,6 @@
 /* test_tx_saga.c - the saga orchestrator (tx/saga) on one loop against a one-node keel made of
  * the real KV state machine (core/kv) behind a RESP listener that can lose replies. */
+#include "base/metrics.h"
 #include "client/client.h"
 #include "core/kv.h"
 #include "ktest.h"
@@ -239,6 +240,7 @@ typedef struct world {
     int end_err;
     keel_saga_state_t end_state;
     int closing;
+    keel_metrics_t *metrics;
 } world_t;
 
 static world_t W;
@@ -340,6 +342,8 @@ static void world_init(keel_ms_t ttl_ms, bool renew)
     c.scan_interval_ms = 50;
     c.seed = 7;
     c.on_end = on_end;
+    W.metrics = keel_metrics_new();
+    c.metrics = W.metrics;
     keel_errmsg_t m = {{0}};
     KT_EQ_INT(keel_sagas_init(&W.a, &W.loop, &c, &m), 0);
     KT_EQ_INT(keel_sagas_register(&W.a, &W.type, &m), 0);
@@ -381,6 +385,7 @@ static long long exists(const char *key)
 static void world_free(void)
 {
     keel_kv_free(&W.fake.kv);
+    keel_metrics_free(W.metrics);
 }
 
 /* ---- cases -------------------------------------------------------------------------------- */
@@ -398,6 +403,17 @@ static void a_saga_runs_to_done_and_leaves_no_marker_and_no_lock(void)
     KT_EQ_INT(xlen("o-1"), 8);
     KT_EQ_INT(exists("saga:open:o-1"), 0);
     KT_EQ_INT(W.a.stats.log_writes, 8);
+    keel_buf_t text;
+    keel_buf_init(&text, 0);
+    KT_EQ_INT(keel_metrics_render(W.metrics, &text), 0);
+    KT_EQ_INT(keel_buf_append(&text, "", 1), 0);
+    const char *t = (const char *)keel_buf_rptr(&text);
+    KT_CHECK(strstr(t, "keel_sagas{state=\"running\"} 0\n") != NULL);
+    KT_CHECK(strstr(t, "keel_sagas_finished_total{state=\"done\"} 1\n") != NULL);
+    KT_CHECK(strstr(t, "keel_saga_log_write_seconds_count 8\n") != NULL);
+    KT_CHECK(strstr(t, "keel_saga_step_seconds_count{saga=\"t\",step=\"s1\"} 1\n") != NULL);
+    KT_CHECK(strstr(t, "keel_saga_seconds_count{saga=\"t\"} 1\n") != NULL);
+    keel_buf_free(&text);
     /* the lock is free: a new owner gets it at once */
     keel_buf_t r;
     keel_buf_init(&r, 0);
