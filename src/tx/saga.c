@@ -379,64 +379,42 @@ static void on_mark(keel_client_t *cl, void *ctx, int status, const keel_resp_va
     act(r);
 }
 
-/* Replays the stored log into a fresh instance; then begins, resumes, or closes. */
-static void on_load(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
+/* An adopted saga's type, named by its started record (the log's first entry); NULL if the
+ * log is empty or the type is not registered here. */
+static const keel_saga_type_t *type_of_log(keel__saga_run_t *r, const keel_resp_value_t *v)
 {
-    keel__saga_run_t *r = ctx;
-    if (!reply_live(r))
-        return;
-    keel_sagas_t *o = r->o;
-    if (status != 0 || v->type != KEEL_RESP_ARRAY) {
-        retry_later(r, load);
-        return;
-    }
-    r->retries = 0;
-    keel_errmsg_t msg = {{0}};
-    if (r->s_init && r->s.state != KEEL_SAGA_NEW && v->elems_len == r->s.seq) {
-        /* Our lock had lapsed and we hold it again: nobody wrote meanwhile (a foreign
-         * record would make the log longer than what we applied, as records are only
-         * appended), so memory is still the log. Keep it, with the action pending: a
-         * step's answer is not thrown away, or a step longer than the TTL would never end. */
-        r->phase = P_ACT;
-        act(r);
-        return;
-    }
-    if (r->type == NULL && v->elems_len > 0) { /* adopted: the started record names the type */
-        const keel_resp_value_t *b = entry_record(&v->elems[0]);
-        keel_saga_rec_t rec;
-        if (b && keel_saga_rec_decode((const uint8_t *)b->str.ptr, b->str.len, &rec, &msg) == 0 &&
-            rec.type == KEEL_SAGA_REC_STARTED && rec.data_len >= 1u + rec.data[0])
-            r->type = type_named(o, rec.data + 1, rec.data[0], &r->type_i);
-        if (r->type == NULL) {
-            keel_log_warn("saga of an unknown type left alone", KF_STR("saga", r->id));
-            run_drop(r);
-            return;
-        }
-    }
-    if (r->type == NULL) { /* adopted with an empty log: its starter died before starting */
-        close_quietly(r);
-        return;
-    }
+    if (v->elems_len == 0)
+        return NULL;
+    const keel_resp_value_t *b = entry_record(&v->elems[0]);
+    keel_saga_rec_t rec;
+    if (b == NULL || keel_saga_rec_decode(b->str.ptr, b->str.len, &rec, NULL) != 0 ||
+        rec.type != KEEL_SAGA_REC_STARTED || rec.data_len < 1u + rec.data[0])
+        return NULL;
+    return type_named(r->o, rec.data + 1, rec.data[0], &r->type_i);
+}
+
+/* A fresh instance with every stored record replayed. 0, or the error (msg says why). */
+static int replay_log(keel__saga_run_t *r, const keel_resp_value_t *v, keel_errmsg_t *msg)
+{
     if (r->s_init)
         keel_saga_free(&r->s);
     r->s_init = false;
-    if (keel_saga_init(&r->s, &r->type->def, r->id, keel_rand_u64(&o->rand), &msg) != 0) {
-        run_end(r, KEEL_EINVAL);
-        return;
-    }
+    int rc = keel_saga_init(&r->s, &r->type->def, r->id, keel_rand_u64(&r->o->rand), msg);
+    if (rc != 0)
+        return rc;
     r->s_init = true;
-    int rc = 0;
     for (size_t i = 0; i < v->elems_len && rc == 0; i++) {
         const keel_resp_value_t *b = entry_record(&v->elems[i]);
-        rc = b ? keel_saga_replay(&r->s, (const uint8_t *)b->str.ptr, b->str.len, &msg)
-               : keel_errf(&msg, KEEL_ECORRUPT, "log entry %zu has no record", i);
+        rc = b ? keel_saga_replay(&r->s, b->str.ptr, b->str.len, msg)
+               : keel_errf(msg, KEEL_ECORRUPT, "log entry %zu has no record", i);
     }
-    if (rc != 0) {
-        o->stats.corrupt++;
-        keel_log_error("saga log refused", KF_STR("saga", r->id), KF_STR("why", msg.text));
-        run_end(r, KEEL_ECORRUPT);
-        return;
-    }
+    return rc;
+}
+
+/* Goes on from a replayed log: begin a new saga, resume one in progress, or close. */
+static void go_on(keel__saga_run_t *r)
+{
+    keel_sagas_t *o = r->o;
     count_state(r, r->s.state);
     if (r->s.state == KEEL_SAGA_NEW) {
         if (r->starting)
@@ -457,9 +435,56 @@ static void on_load(keel_client_t *cl, void *ctx, int status, const keel_resp_va
                       KF_STR("state", keel_saga_state_name(r->s.state)));
     }
     r->phase = P_ACT;
-    rc = keel_saga_resume(&r->s, unix_ms(), &r->u);
+    int rc = keel_saga_resume(&r->s, unix_ms(), &r->u);
     assert(rc == 0);
     act(r);
+}
+
+/* The stored log is in: keep memory if nobody wrote since, else replay it; then go on. */
+static void on_load(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
+{
+    keel__saga_run_t *r = ctx;
+    if (!reply_live(r))
+        return;
+    if (status != 0 || v->type != KEEL_RESP_ARRAY) {
+        retry_later(r, load);
+        return;
+    }
+    r->retries = 0;
+    if (r->s_init && r->s.state != KEEL_SAGA_NEW && v->elems_len == r->s.seq) {
+        /* Our lock had lapsed and we hold it again: nobody wrote meanwhile (a foreign
+         * record would make the log longer than what we applied, as records are only
+         * appended), so memory is still the log. Keep it, with the action pending: a
+         * step's answer is not thrown away, or a step longer than the TTL would never end. */
+        r->phase = P_ACT;
+        act(r);
+        return;
+    }
+    if (r->type == NULL) { /* adopted: the started record names the type */
+        r->type = type_of_log(r, v);
+        if (r->type == NULL && v->elems_len == 0) {
+            close_quietly(r); /* its starter died before starting it */
+            return;
+        }
+        if (r->type == NULL) {
+            keel_log_warn("saga of an unknown type left alone", KF_STR("saga", r->id));
+            run_drop(r);
+            return;
+        }
+    }
+    keel_errmsg_t msg = {{0}};
+    int rc = replay_log(r, v, &msg);
+    if (rc == KEEL_ENOMEM) {
+        retry_later(r, load);
+        return;
+    }
+    if (rc != 0) {
+        r->o->stats.corrupt++;
+        keel_log_error("saga log refused", KF_STR("saga", r->id), KF_STR("why", msg.text));
+        run_end(r, KEEL_ECORRUPT);
+        return;
+    }
+    go_on(r);
 }
 
 static void load(keel__saga_run_t *r)

@@ -483,46 +483,92 @@ static void demo_tick(keel_timer_t *t, void *data)
     demo_fill(d);
 }
 
-static int cmd_demo(int argc, char **argv)
+typedef struct demo_opts {
+    keel_ms_t ttl_ms, scan_ms;
+    bool renew;
+    char *http; /* three endpoints, or NULL */
+} demo_opts_t;
+
+/* The demo's flags into d and opts; false on a bad flag or value. */
+static bool demo_parse(demo_t *d, demo_opts_t *opts, int argc, char **argv)
 {
-    static demo_t d;
-    d.prefix = "demo";
-    d.count = 100;
-    d.concurrency = 10;
-    d.step_delay_ms = 0;
-    keel_ms_t ttl = 3000, scan = 500;
-    bool renew = true;
-    char *http = NULL;
+    d->prefix = "demo";
+    d->count = 100;
+    d->concurrency = 10;
+    *opts = (demo_opts_t){.ttl_ms = 3000, .scan_ms = 500, .renew = true};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--no-renew") == 0) {
-            renew = false;
+            opts->renew = false;
             continue;
         }
         if (v == NULL)
-            return 2;
+            return false;
         if (strcmp(a, "--count") == 0)
-            d.count = strtol(v, NULL, 10);
+            d->count = strtol(v, NULL, 10);
         else if (strcmp(a, "--concurrency") == 0)
-            d.concurrency = strtol(v, NULL, 10);
+            d->concurrency = strtol(v, NULL, 10);
         else if (strcmp(a, "--prefix") == 0)
-            d.prefix = v;
+            d->prefix = v;
         else if (strcmp(a, "--fail-every") == 0)
-            d.fail_every = strtol(v, NULL, 10);
+            d->fail_every = strtol(v, NULL, 10);
         else if (strcmp(a, "--step-delay-ms") == 0)
-            d.step_delay_ms = strtol(v, NULL, 10);
+            d->step_delay_ms = strtol(v, NULL, 10);
         else if (strcmp(a, "--lock-ttl-ms") == 0)
-            ttl = strtol(v, NULL, 10);
+            opts->ttl_ms = strtol(v, NULL, 10);
         else if (strcmp(a, "--scan-ms") == 0)
-            scan = strtol(v, NULL, 10);
+            opts->scan_ms = strtol(v, NULL, 10);
         else if (strcmp(a, "--http") == 0)
-            http = argv[i + 1];
+            opts->http = argv[i + 1];
         else
-            return 2;
+            return false;
         i++;
     }
-    if (d.count < 1 || d.count > SAGAS_MAX || d.concurrency < 1 || d.step_delay_ms < 0 ||
-        !keel_saga_id_valid(d.prefix, 32))
+    return d->count >= 1 && d->count <= SAGAS_MAX && d->concurrency >= 1 && d->step_delay_ms >= 0 &&
+           keel_saga_id_valid(d->prefix, 32);
+}
+
+/* The saga type "demo": steps reserve, charge, ship, as local services in keel server or as
+ * kit calls to the three endpoints in http. 0, 1 (an error said), or 2 (bad endpoints). */
+static int demo_type(demo_t *d, char *http, keel_errmsg_t *msg)
+{
+    keel_saga_def_default(&d->type.def, "demo");
+    static const char *const names[] = {"reserve", "charge", "ship"};
+    char *eps[3] = {NULL, NULL, NULL};
+    if (http) {
+        d->http = true;
+        for (int i = 0; i < 3; i++)
+            if ((eps[i] = strtok(i == 0 ? http : NULL, ",")) == NULL)
+                return 2;
+    }
+    for (int i = 0; i < 3; i++) {
+        if (d->http) {
+            keel_caller_config_t kc = keel_caller_config_default(names[i]);
+            kc.endpoints = eps[i];
+            kc.seed = (uint64_t)keel_clock_now_ns() + (uint64_t)i;
+            if (keel_caller_init(&d->callers[i], &d->loop, &kc, NULL, msg) != 0) {
+                fprintf(stderr, "keel-saga: %s\n", msg->text);
+                return 1;
+            }
+            d->callers_open++;
+            d->steps[i] = (keel_saga_http_t){&d->callers[i], "/do", "/undo"};
+            keel_saga_type_step(&d->type, names[i], keel_saga_http_step, keel_saga_http_undo,
+                                &d->steps[i]);
+        } else {
+            keel_saga_type_step(&d->type, names[i], demo_step, demo_step, d);
+        }
+        d->type.def.steps[i].timeout_ms = 2000 + d->step_delay_ms;
+        d->type.def.steps[i].attempts_max = 5;
+    }
+    d->type.def.compensate_limit_ms = 60000;
+    return 0;
+}
+
+static int cmd_demo(int argc, char **argv)
+{
+    static demo_t d;
+    demo_opts_t opts;
+    if (!demo_parse(&d, &opts, argc, argv))
         return 2;
     d.pending = calloc((size_t)d.count, 1);
     d.t0_ms = calloc((size_t)d.count, sizeof(keel_ms_t));
@@ -533,35 +579,9 @@ static int cmd_demo(int argc, char **argv)
     keel_logsink_init_stderr(NULL);
     if (keel_loop_init(&d.loop) != 0)
         return 1;
-    keel_saga_def_default(&d.type.def, "demo");
-    static const char *const names[] = {"reserve", "charge", "ship"};
-    char *eps[3] = {NULL, NULL, NULL};
-    if (http) {
-        d.http = true;
-        for (int i = 0; i < 3; i++)
-            if ((eps[i] = strtok(i == 0 ? http : NULL, ",")) == NULL)
-                return 2;
-    }
-    for (int i = 0; i < 3; i++) {
-        if (d.http) {
-            keel_caller_config_t kc = keel_caller_config_default(names[i]);
-            kc.endpoints = eps[i];
-            kc.seed = (uint64_t)keel_clock_now_ns() + (uint64_t)i;
-            if (keel_caller_init(&d.callers[i], &d.loop, &kc, NULL, &msg) != 0) {
-                fprintf(stderr, "keel-saga: %s\n", msg.text);
-                return 1;
-            }
-            d.callers_open++;
-            d.steps[i] = (keel_saga_http_t){&d.callers[i], "/do", "/undo"};
-            keel_saga_type_step(&d.type, names[i], keel_saga_http_step, keel_saga_http_undo,
-                                &d.steps[i]);
-        } else {
-            keel_saga_type_step(&d.type, names[i], demo_step, demo_step, &d);
-        }
-        d.type.def.steps[i].timeout_ms = 2000 + d.step_delay_ms;
-        d.type.def.steps[i].attempts_max = 5;
-    }
-    d.type.def.compensate_limit_ms = 60000;
+    int rc = demo_type(&d, opts.http, &msg);
+    if (rc != 0)
+        return rc;
     keel_client_config_t cc = keel_client_config_default();
     for (size_t i = 0; i < seeds_n; i++)
         cc.seeds[i] = seeds[i];
@@ -571,9 +591,9 @@ static int cmd_demo(int argc, char **argv)
     for (size_t i = 0; i < seeds_n; i++)
         sc.seeds[i] = seeds[i];
     sc.seeds_n = seeds_n;
-    sc.lock_ttl_ms = ttl;
-    sc.scan_interval_ms = scan;
-    sc.renew_lock = renew;
+    sc.lock_ttl_ms = opts.ttl_ms;
+    sc.scan_interval_ms = opts.scan_ms;
+    sc.renew_lock = opts.renew;
     sc.runs_max = (uint32_t)(d.concurrency * 2 + 64);
     sc.seed = (uint64_t)keel_clock_now_ns();
     sc.on_end = on_end;
