@@ -1086,7 +1086,7 @@ static void http_done(int err, const keel_http_msg_t *resp, void *data)
     keel_saga_call_done(c, out, resp->body, resp->body_len);
 }
 
-static void http_call(keel_saga_call_t *c, const keel_saga_http_t *h, const char *path)
+static void http_call(keel_saga_call_t *c, struct keel_caller *caller, const char *path)
 {
     keel_http_header_t hdr[2] = {
         {.name = "Idempotency-Key", .name_len = 15, .value = c->key, .value_len = strlen(c->key)},
@@ -1103,7 +1103,7 @@ static void http_call(keel_saga_call_t *c, const keel_saga_http_t *h, const char
                         .body_len = c->input_len,
                         .deadline_ms = keel_loop_now_ms(c->loop) + c->timeout_ms,
                         .idempotent = true};
-    int rc = keel_caller_call(h->caller, &call, http_done, c);
+    int rc = keel_caller_call(caller, &call, http_done, c);
     if (rc != 0) {
         const char *why = keel_strerror(rc);
         keel_saga_call_done(c, KEEL_SAGA_TRANSIENT, why, strlen(why));
@@ -1113,11 +1113,11 @@ static void http_call(keel_saga_call_t *c, const keel_saga_http_t *h, const char
 void keel_saga_http_step(keel_saga_call_t *call, void *data)
 {
     const keel_saga_http_t *h = data;
-    http_call(call, h, h->path);
+    http_call(call, h->caller, h->path);
 }
 
 void keel_saga_http_undo(keel_saga_call_t *call, void *data)
 {
     const keel_saga_http_t *h = data;
-    http_call(call, h, h->undo_path);
+    http_call(call, h->undo_caller ? h->undo_caller : h->caller, h->undo_path);
 }

@@ -121,12 +121,15 @@ int keel_saga_type_step(keel_saga_type_t *t, const char *name, keel_saga_fn acti
  * Action: 2xx is OK (the body is the result); 4xx is a business failure except 408, 409
  * (the key's first request still in progress, as the IETF idempotency draft answers), 425
  * and 429; those and anything else (5xx, no instance, timeout, transport) are transient.
- * Compensation (keel_saga_http_undo, undo_path): 2xx is OK, anything else is retried.
+ * Compensation (keel_saga_http_undo, undo_path): 2xx is OK, anything else is retried. It
+ * goes through undo_caller when set: a caller's breaker counts every call it makes, so
+ * compensations failing through the action's caller can open the breaker on its actions.
  */
 struct keel_caller;
 typedef struct keel_saga_http {
     struct keel_caller *caller;
     const char *path, *undo_path;
+    struct keel_caller *undo_caller; /* NULL: caller */
 } keel_saga_http_t;
 void keel_saga_http_step(keel_saga_call_t *call, void *data);
 void keel_saga_http_undo(keel_saga_call_t *call, void *data);

@@ -183,3 +183,54 @@ def test_sagas_of_kit_calls_to_flaky_services_survive_a_killed_orchestrator(make
         left = set(applied) - set(undone)
         done = {f"{s}:{step}:do" for s, st in states.items() if st == "done"}
         assert left == done, f"{step}: left {sorted(left - done)[:5]} missing {sorted(done - left)[:5]}"
+
+
+def test_a_compensation_that_cannot_succeed_ends_as_needs_attention_and_is_listed(
+        make_cluster, procs):
+    """The charge service's compensation always fails (500). Every fourth saga is refused at
+    its ship step; its compensation of charge is retried with backoff until the saga's
+    compensation limit (1 s), then the saga ends needs_attention: listed by keel-saga list,
+    its log (keel-saga show) ending with a needs_attention record naming the charge step and
+    the last failure. The compensation stops there, so reserve is left applied too, for
+    a human to see; nothing is compensated or dropped silently."""
+    import json
+    import urllib.request
+
+    cluster = make_cluster(3)
+    addrs = ",".join(f"127.0.0.1:{nd.client_port}" for nd in cluster.nodes)
+    ports = {}
+    for step in STEPS:
+        extra = ["--undo-fails"] if step == "charge" else []
+        p = procs.start([binary("keel-example-ledger"), "--listen", "127.0.0.1:0", "--name", step,
+                         *extra])
+        ports[step] = int(p.read_line(r"listening on port (\d+)").group(1))
+    http = ",".join(f"127.0.0.1:{ports[s]}" for s in STEPS)
+    count = 40
+    run = procs.start([binary("keel-saga"), "--addr", addrs, "demo", "--prefix", "w",
+                       "--count", str(count), "--concurrency", "20", "--fail-every",
+                       str(FAIL_EVERY), "--http", http, "--compensate-limit-ms", "1000"])
+    run.may_exit = True
+    rc = run.wait(60)
+    out = run.p.stdout.read().decode()
+    assert rc == 0, out[-3000:] + run.output()[-3000:]
+    # The refused sagas end needs_attention. So may others: the failing compensations open
+    # the kit caller's breaker on the charge instance (one caller serves its action and its
+    # compensation), after which charge's actions are rejected too, give up, and their own
+    # compensation cannot succeed either. Every saga is done or needs attention.
+    states = {k: v for k, v in saga_states(addrs).items() if k.startswith("w-")}
+    assert len(states) == count and set(states.values()) <= {"done", "needs_attention"}, states
+    for i in range(FAIL_EVERY, count + 1, FAIL_EVERY):
+        assert states[f"w-{i}"] == "needs_attention", (i, states)
+    stuck = sum(st == "needs_attention" for st in states.values())
+    assert f"needs_attention {stuck} in" in out, out[-2000:]
+    shown = subprocess.run([binary("keel-saga"), "--addr", addrs, "show", "w-4"],
+                           capture_output=True, timeout=30).stdout.decode()
+    assert re.search(r"step_failed 2 business", shown), shown
+    # the last failure's text: the service's 500, or the caller's once its breaker opened
+    assert re.search(r"needs_attention 1 \"(.*cannot succeed|no candidate|rejected)", shown), shown
+    assert shown.rstrip().endswith("state needs_attention"), shown
+    for step in STEPS:
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports[step]}/journal", timeout=5) as f:
+            j = json.load(f)
+        assert j["undone"] == [], (step, j["undone"])
+        assert len(j["applied"]) == len(set(j["applied"]))

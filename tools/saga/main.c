@@ -7,6 +7,7 @@
  *   keel-saga --addr ... demo [--count N] [--concurrency C] [--prefix P] [--fail-every K]
  *                             [--step-delay-ms D] [--lock-ttl-ms T] [--scan-ms S]
  *                             [--no-renew] [--http host:port,host:port,host:port]
+ *                             [--compensate-limit-ms L]
  *
  * list: one line per saga log, "ID STATE records=N", from each log's last record.
  * show: the log's records, one a line: "seq time_ms type step data".
@@ -484,7 +485,7 @@ static void demo_tick(keel_timer_t *t, void *data)
 }
 
 typedef struct demo_opts {
-    keel_ms_t ttl_ms, scan_ms;
+    keel_ms_t ttl_ms, scan_ms, compensate_limit_ms;
     bool renew;
     char *http; /* three endpoints, or NULL */
 } demo_opts_t;
@@ -495,7 +496,8 @@ static bool demo_parse(demo_t *d, demo_opts_t *opts, int argc, char **argv)
     d->prefix = "demo";
     d->count = 100;
     d->concurrency = 10;
-    *opts = (demo_opts_t){.ttl_ms = 3000, .scan_ms = 500, .renew = true};
+    *opts =
+        (demo_opts_t){.ttl_ms = 3000, .scan_ms = 500, .compensate_limit_ms = 60000, .renew = true};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--no-renew") == 0) {
@@ -520,6 +522,8 @@ static bool demo_parse(demo_t *d, demo_opts_t *opts, int argc, char **argv)
             opts->scan_ms = strtol(v, NULL, 10);
         else if (strcmp(a, "--http") == 0)
             opts->http = argv[i + 1];
+        else if (strcmp(a, "--compensate-limit-ms") == 0)
+            opts->compensate_limit_ms = strtol(v, NULL, 10);
         else
             return false;
         i++;
@@ -530,11 +534,11 @@ static bool demo_parse(demo_t *d, demo_opts_t *opts, int argc, char **argv)
 
 /* The saga type "demo": steps reserve, charge, ship, as local services in keel server or as
  * kit calls to the three endpoints in http. 0, 1 (an error said), or 2 (bad endpoints). */
-static int demo_type(demo_t *d, char *http, keel_errmsg_t *msg)
+static int demo_type(demo_t *d, const demo_opts_t *opts, keel_errmsg_t *msg)
 {
     keel_saga_def_default(&d->type.def, "demo");
     static const char *const names[] = {"reserve", "charge", "ship"};
-    char *eps[3] = {NULL, NULL, NULL};
+    char *eps[3] = {NULL, NULL, NULL}, *http = opts->http;
     if (http) {
         d->http = true;
         for (int i = 0; i < 3; i++)
@@ -551,7 +555,9 @@ static int demo_type(demo_t *d, char *http, keel_errmsg_t *msg)
                 return 1;
             }
             d->callers_open++;
-            d->steps[i] = (keel_saga_http_t){&d->callers[i], "/do", "/undo"};
+            /* one caller for the action and the compensation, on purpose: the system test
+             * shows the breaker they share (docs/tx.md) */
+            d->steps[i] = (keel_saga_http_t){&d->callers[i], "/do", "/undo", NULL};
             keel_saga_type_step(&d->type, names[i], keel_saga_http_step, keel_saga_http_undo,
                                 &d->steps[i]);
         } else {
@@ -560,7 +566,7 @@ static int demo_type(demo_t *d, char *http, keel_errmsg_t *msg)
         d->type.def.steps[i].timeout_ms = 2000 + d->step_delay_ms;
         d->type.def.steps[i].attempts_max = 5;
     }
-    d->type.def.compensate_limit_ms = 60000;
+    d->type.def.compensate_limit_ms = opts->compensate_limit_ms;
     return 0;
 }
 
@@ -579,7 +585,7 @@ static int cmd_demo(int argc, char **argv)
     keel_logsink_init_stderr(NULL);
     if (keel_loop_init(&d.loop) != 0)
         return 1;
-    int rc = demo_type(&d, opts.http, &msg);
+    int rc = demo_type(&d, &opts, &msg);
     if (rc != 0)
         return rc;
     keel_client_config_t cc = keel_client_config_default();
@@ -641,6 +647,6 @@ usage:
     fprintf(stderr, "usage: keel-saga --addr host:port[,host:port...] (list | show ID | demo "
                     "[--count N] [--concurrency C] [--prefix P] [--fail-every K] "
                     "[--step-delay-ms D] [--lock-ttl-ms T] [--scan-ms S] [--no-renew] "
-                    "[--http host:port,host:port,host:port])\n");
+                    "[--http host:port,host:port,host:port] [--compensate-limit-ms L])\n");
     return 2;
 }

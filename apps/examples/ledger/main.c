@@ -2,6 +2,7 @@
  * the Idempotency-Key contract of core/saga.h, with a journal to check them by (docs/tx.md).
  *
  *   keel-example-ledger [--listen host:port] [--name NAME] [--flaky-pct P] [--seed S]
+ *                       [--undo-fails]
  *
  *   POST /do      Idempotency-Key: K   the first K applies (journal "applied"), 200 "ok-NAME";
  *                                      a body "fail=NAME" is refused instead, 422; a repeat
@@ -14,6 +15,8 @@
  *   plus the kit's /health/live, /health/ready and /metrics.
  * --flaky-pct P answers 503 to P% of /do and /undo requests, half of them before and half
  * after doing the work (a reply lost after the effect): the saga's retries must cope.
+ * --undo-fails answers every /undo 500 without doing anything: a compensation that cannot
+ * succeed, which the saga must end as needs_attention.
  * State is in memory: the service lives for its test. */
 #include "base/map.h"
 #include "base/num.h"
@@ -34,6 +37,7 @@ typedef struct app {
     const char *name;
     json_t *applied, *undone;
     uint32_t flaky_pct;
+    bool undo_fails;
     keel_rand_t rand;
 } app_t;
 
@@ -123,6 +127,10 @@ static void undo_step(keel_service_req_t *r, void *data)
         return;
     }
     memcpy(key + n - 5, ":do", 4); /* the action's key */
+    if (a->undo_fails) {
+        keel_http_respond_error(r->http, 500, "this compensation cannot succeed");
+        return;
+    }
     int f = flake(a);
     if (f == 1) {
         keel_http_respond_error(r->http, 503, "flaky (before)");
@@ -170,12 +178,15 @@ int main(int argc, char **argv)
                    keel_parse_i64((const uint8_t *)val, strlen(val), &v) == 0 && v >= 0 &&
                    v <= 100) {
             app.flaky_pct = (uint32_t)v;
+        } else if (strcmp(argv[i], "--undo-fails") == 0) {
+            app.undo_fails = true;
+            continue;
         } else if (strcmp(argv[i], "--seed") == 0 && val &&
                    keel_parse_i64((const uint8_t *)val, strlen(val), &v) == 0) {
             seed = (uint64_t)v;
         } else {
             fprintf(stderr, "usage: keel-example-ledger [--listen host:port] [--name NAME] "
-                            "[--flaky-pct 0..100] [--seed S]\n");
+                            "[--flaky-pct 0..100] [--seed S] [--undo-fails]\n");
             return 2;
         }
         i++;
