@@ -452,16 +452,19 @@ static void want_log(keel_saga_t *s, keel_ms_t now_ms, keel_saga_rec_type_t type
     u->rec_type = type;
 }
 
-static void want_call(keel_saga_t *s, keel_saga_action_t act, uint32_t step, keel_saga_update_t *u)
+static void want_call(keel_saga_t *s, keel_saga_action_t act, uint32_t step, keel_ms_t now_ms,
+                      keel_saga_update_t *u)
 {
     const keel_saga_step_def_t *st = &s->def->steps[step];
     s->pending = act;
     s->pending_step = step;
     s->attempt++;
+    s->deadline_ms = now_ms + st->timeout_ms;
     u->action = act;
     u->step = step;
     u->attempt = s->attempt;
     u->timeout_ms = st->timeout_ms;
+    u->deadline_ms = s->deadline_ms;
     int n = snprintf(u->key, sizeof(u->key), "%s:%s:%s", s->id, st->name,
                      act == KEEL_SAGA_ACT_DO ? "do" : "undo");
     assert(n > 0 && (size_t)n < sizeof(u->key));
@@ -498,14 +501,14 @@ static void decide(keel_saga_t *s, keel_ms_t now_ms, keel_saga_update_t *u)
         else if (!s->begun)
             want_log(s, now_ms, KEEL_SAGA_REC_BEGUN, s->done_n, NULL, 0, NULL, 0, u);
         else
-            want_call(s, KEEL_SAGA_ACT_DO, s->done_n, u);
+            want_call(s, KEEL_SAGA_ACT_DO, s->done_n, now_ms, u);
         return;
     case KEEL_SAGA_COMPENSATING: {
         uint32_t k = next_undo(s);
         if (k == NO_STEP)
             want_log(s, now_ms, KEEL_SAGA_REC_COMPENSATED, 0, NULL, 0, NULL, 0, u);
         else
-            want_call(s, KEEL_SAGA_ACT_UNDO, k, u);
+            want_call(s, KEEL_SAGA_ACT_UNDO, k, now_ms, u);
         return;
     }
     case KEEL_SAGA_DONE:
@@ -574,6 +577,52 @@ static void on_undo_failed(keel_saga_t *s, const keel_saga_event_t *ev, keel_sag
     want_wait(s, wake < limit_at ? wake : limit_at, KEEL_SAGA_ACT_UNDO, u);
 }
 
+/* Time passed: the end of a WAIT, or a call's deadline (a timeout: the call may have been
+ * applied, so a transient failure, or a compensation failure). Before either, nothing. */
+static void on_tick(keel_saga_t *s, const keel_saga_event_t *ev, keel_saga_update_t *u)
+{
+    if (s->pending == KEEL_SAGA_ACT_WAIT) {
+        if (ev->now_ms < s->wake_ms) {
+            u->action = KEEL_SAGA_ACT_WAIT;
+            u->wake_ms = s->wake_ms;
+            u->step = s->pending_step;
+            return;
+        }
+        s->pending = KEEL_SAGA_ACT_NONE;
+        want_call(s, s->after_wait, s->pending_step, ev->now_ms, u);
+        return;
+    }
+    if (ev->now_ms < s->deadline_ms) {
+        u->action = KEEL_SAGA_ACT_NONE; /* the call goes on */
+        u->step = s->pending_step;
+        return;
+    }
+    static const char why[] = "timed out";
+    keel_saga_event_t t = {.type = s->pending == KEEL_SAGA_ACT_DO ? KEEL_SAGA_EV_DO_TRANSIENT
+                                                                  : KEEL_SAGA_EV_UNDO_FAILED,
+                           .now_ms = ev->now_ms,
+                           .step = s->pending_step,
+                           .data = (const uint8_t *)why,
+                           .data_len = sizeof(why) - 1};
+    if (t.type == KEEL_SAGA_EV_DO_TRANSIENT)
+        on_do_transient(s, &t, u);
+    else
+        on_undo_failed(s, &t, u);
+}
+
+keel_ms_t keel_saga_next_deadline_ms(const keel_saga_t *s)
+{
+    switch (s->pending) {
+    case KEEL_SAGA_ACT_WAIT:
+        return s->wake_ms;
+    case KEEL_SAGA_ACT_DO:
+    case KEEL_SAGA_ACT_UNDO:
+        return s->deadline_ms;
+    default:
+        return KEEL_MS_NEVER;
+    }
+}
+
 /* Whether ev is the outcome of the action pending. */
 static bool expected(const keel_saga_t *s, const keel_saga_event_t *ev)
 {
@@ -588,7 +637,8 @@ static bool expected(const keel_saga_t *s, const keel_saga_event_t *ev)
     case KEEL_SAGA_EV_UNDO_FAILED:
         return s->pending == KEEL_SAGA_ACT_UNDO && ev->step == s->pending_step;
     case KEEL_SAGA_EV_TICK:
-        return s->pending == KEEL_SAGA_ACT_WAIT;
+        return s->pending == KEEL_SAGA_ACT_WAIT || s->pending == KEEL_SAGA_ACT_DO ||
+               s->pending == KEEL_SAGA_ACT_UNDO;
     default:
         return false;
     }
@@ -596,9 +646,9 @@ static bool expected(const keel_saga_t *s, const keel_saga_event_t *ev)
 
 int keel_saga_step(keel_saga_t *s, const keel_saga_event_t *ev, keel_saga_update_t *u)
 {
-    update_reset(s, u);
     if (!expected(s, ev))
-        return KEEL_EINVAL;
+        return KEEL_EINVAL; /* u is left as it was, with the action still in flight */
+    update_reset(s, u);
     uint32_t step = ev->step;
     switch (ev->type) {
     case KEEL_SAGA_EV_LOGGED:
@@ -636,14 +686,7 @@ int keel_saga_step(keel_saga_t *s, const keel_saga_event_t *ev, keel_saga_update
         on_undo_failed(s, ev, u);
         break;
     case KEEL_SAGA_EV_TICK:
-        if (ev->now_ms < s->wake_ms) {
-            u->action = KEEL_SAGA_ACT_WAIT;
-            u->wake_ms = s->wake_ms;
-            u->step = s->pending_step;
-            break;
-        }
-        s->pending = KEEL_SAGA_ACT_NONE;
-        want_call(s, s->after_wait, s->pending_step, u);
+        on_tick(s, ev, u);
         break;
     default:
         assert(0);

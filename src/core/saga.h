@@ -53,13 +53,18 @@
  *     LOG      append u.record (sequence u.seq) to the saga's log, durably, fenced by the
  *              owner's token; then step EV_LOGGED. Nothing else may happen in between: the
  *              core has not applied the record yet, and applies it only on EV_LOGGED.
- *     DO       call step u.step's action with key u.key, at most u.timeout_ms; then step
- *              EV_DO_OK (result bytes), EV_DO_FAILED (business: certainly not applied) or
- *              EV_DO_TRANSIENT (timeout, lost connection, 5xx: maybe applied).
+ *     DO       call step u.step's action with key u.key; then step EV_DO_OK (result
+ *              bytes), EV_DO_FAILED (business: certainly not applied) or EV_DO_TRANSIENT
+ *              (lost connection, 5xx: maybe applied). With no outcome by u.deadline_ms
+ *              (now + the step's timeout_ms), step EV_TICK: the core calls it a timeout,
+ *              a transient failure, and the call's late outcome must be dropped.
  *     UNDO     call step u.step's compensation with key u.key; then EV_UNDO_OK or
- *              EV_UNDO_FAILED (every compensation failure is retried, within the limit).
+ *              EV_UNDO_FAILED (every compensation failure is retried, within the limit);
+ *              EV_TICK at u.deadline_ms as for DO.
  *     WAIT     step EV_TICK once now_ms >= u.wake_ms (backoff before a retry).
  *     FINISH   the saga is over in u.state; nothing more to do.
+ *     NONE     (after a TICK before a deadline) nothing new: the action in flight goes on.
+ * keel_saga_next_deadline_ms() says when to tick next (a WAIT's end, a call's deadline).
  * One effect at a time: a saga's steps are sequential, so u holds one action.
  *
  * Limits: KEEL_SAGA_STEPS_MAX steps, ids and step names of the lengths below, input and
@@ -174,7 +179,7 @@ typedef enum keel_saga_event_type {
     KEEL_SAGA_EV_DO_TRANSIENT, /* data: reason */
     KEEL_SAGA_EV_UNDO_OK,
     KEEL_SAGA_EV_UNDO_FAILED, /* data: reason */
-    KEEL_SAGA_EV_TICK,        /* a WAIT is over */
+    KEEL_SAGA_EV_TICK,        /* time passed: a WAIT is over, or a call's deadline */
 } keel_saga_event_type_t;
 
 typedef struct keel_saga_event {
@@ -200,6 +205,7 @@ typedef struct keel_saga_update {
     uint32_t step;                         /* DO, UNDO, LOG (the record's step) */
     uint32_t attempt;                      /* DO, UNDO: 1 for the first attempt by this owner */
     keel_ms_t timeout_ms;                  /* DO, UNDO */
+    keel_ms_t deadline_ms;                 /* DO, UNDO: now + timeout_ms; a TICK then times out */
     keel_ms_t wake_ms;                     /* WAIT */
     char key[KEEL_SAGA_KEY_BYTES_MAX + 1]; /* DO, UNDO: the idempotency key */
     const uint8_t *record;                 /* LOG: encoded, valid until the next call */
@@ -233,6 +239,7 @@ typedef struct keel_saga {
     uint8_t *rec_buf;     /* its encoding */
     size_t rec_cap;
     keel_ms_t wake_ms;
+    keel_ms_t deadline_ms;         /* the call in flight's */
     keel_saga_action_t after_wait; /* DO or UNDO */
 } keel_saga_t;
 
@@ -256,6 +263,9 @@ int keel_saga_resume(keel_saga_t *s, keel_ms_t now_ms, keel_saga_update_t *u);
  * the outcome of the action pending (a late reply for an earlier attempt, a wrong step). */
 int keel_saga_step(keel_saga_t *s, const keel_saga_event_t *ev, keel_saga_update_t *u);
 
+/* When the driver should step EV_TICK next: a WAIT's end, a call's deadline, or
+ * KEEL_MS_NEVER (a log write is pending, or nothing). */
+keel_ms_t keel_saga_next_deadline_ms(const keel_saga_t *s);
 /* The result of step i once done (NULL before); the saga's input. Borrowed. */
 const uint8_t *keel_saga_result(const keel_saga_t *s, uint32_t i, size_t *len);
 const uint8_t *keel_saga_input(const keel_saga_t *s, size_t *len);

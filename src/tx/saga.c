@@ -72,6 +72,7 @@ static void act(keel__saga_run_t *r);
 static void load(keel__saga_run_t *r);
 static void relock(keel__saga_run_t *r);
 static void run_end(keel__saga_run_t *r, int err);
+static void arm(keel__saga_run_t *r, timer_why_t why, keel_ms_t after_ms);
 
 /* ---- bookkeeping -------------------------------------------------------------------- */
 
@@ -162,18 +163,21 @@ static void timer_fired(keel_timer_t *t, void *data)
     } else if (why == T_RETRY) {
         r->retry(r);
     } else if (why == T_STEP && r->call) {
-        keel_saga_call_t *c = r->call;
-        static const char why_text[] = "timed out";
-        keel_saga_event_t ev = {.type =
-                                    c->undo ? KEEL_SAGA_EV_UNDO_FAILED : KEEL_SAGA_EV_DO_TRANSIENT,
-                                .now_ms = unix_ms(),
-                                .step = c->step,
-                                .data = (const uint8_t *)why_text,
-                                .data_len = sizeof(why_text) - 1};
-        c->run = NULL;
-        r->call = NULL;
-        int rc = keel_saga_step(&r->s, &ev, &r->u);
+        /* the call's deadline, judged by the core: a timeout, or (a timer a little early)
+         * not yet */
+        keel_ms_t now = unix_ms();
+        keel_saga_event_t ev = {.type = KEEL_SAGA_EV_TICK, .now_ms = now};
+        keel_saga_update_t u;
+        int rc = keel_saga_step(&r->s, &ev, &u);
         assert(rc == 0);
+        if (u.action == KEEL_SAGA_ACT_NONE) {
+            keel_ms_t left = keel_saga_next_deadline_ms(&r->s) - now;
+            arm(r, T_STEP, left > 0 ? left : 1);
+            return;
+        }
+        r->call->run = NULL; /* its late answer is dropped */
+        r->call = NULL;
+        r->u = u;
         act(r);
     }
 }

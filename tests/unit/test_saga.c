@@ -125,6 +125,35 @@ static void a_step_that_keeps_failing_transiently_is_compensated_itself(void)
                   "log:compensated/0 finish:compensated");
 }
 
+static void a_call_without_an_outcome_by_its_deadline_times_out_on_a_tick(void)
+{
+    def3(1000);
+    keel_saga_t s;
+    init(&s, "s4", 1);
+    keel_saga_update_t u;
+    KT_EQ_INT(keel_saga_begin(&s, 0, NULL, 0, &u), 0);
+    keel_saga_event_t ev = {.type = KEEL_SAGA_EV_LOGGED, .now_ms = 1};
+    KT_EQ_INT(keel_saga_step(&s, &ev, &u), 0); /* started: begun 0 */
+    KT_EQ_INT(keel_saga_step(&s, &ev, &u), 0); /* begun 0: the call */
+    KT_EQ_INT(u.action, KEEL_SAGA_ACT_DO);
+    KT_EQ_INT(u.deadline_ms, 1 + 100);
+    KT_EQ_INT(keel_saga_next_deadline_ms(&s), 101);
+    ev = (keel_saga_event_t){.type = KEEL_SAGA_EV_TICK, .now_ms = 100};
+    KT_EQ_INT(keel_saga_step(&s, &ev, &u), 0);
+    KT_EQ_INT(u.action, KEEL_SAGA_ACT_NONE); /* before the deadline: the call goes on */
+    ev.now_ms = 101;
+    KT_EQ_INT(keel_saga_step(&s, &ev, &u), 0);
+    KT_EQ_INT(u.action, KEEL_SAGA_ACT_WAIT); /* a timeout: transient, retried after backoff */
+    ev = (keel_saga_event_t){.type = KEEL_SAGA_EV_DO_OK, .now_ms = 102, .step = 0};
+    KT_EQ_INT(keel_saga_step(&s, &ev, &u), KEEL_EINVAL); /* the late answer is refused */
+    ev = (keel_saga_event_t){.type = KEEL_SAGA_EV_TICK, .now_ms = u.wake_ms};
+    KT_EQ_INT(keel_saga_step(&s, &ev, &u), 0);
+    KT_EQ_INT(u.action, KEEL_SAGA_ACT_DO);
+    KT_EQ_INT(u.attempt, 2);
+    KT_EQ_STR(u.key, "s4:reserve:do");
+    keel_saga_free(&s);
+}
+
 static void a_failing_first_step_compensates_nothing(void)
 {
     char tr[1024];
@@ -418,7 +447,7 @@ typedef struct world {
     long boundary;
     orch_t zombies[SIM_ZOMBIES_MAX];
     /* results */
-    long zombie_writes_refused, zombie_calls, takeovers;
+    long zombie_writes_refused, zombie_calls, takeovers, timeouts;
     long crashes[CR__N];
 } world_t;
 
@@ -541,14 +570,22 @@ static int transition(world_t *w, orch_t *o)
         ev.type = KEEL_SAGA_EV_LOGGED;
         break;
     case KEEL_SAGA_ACT_DO:
-        ev.type = o->out == OUT_OK       ? KEEL_SAGA_EV_DO_OK
-                  : o->out == OUT_FAILED ? KEEL_SAGA_EV_DO_FAILED
-                                         : KEEL_SAGA_EV_DO_TRANSIENT;
-        ev.data = res;
-        ev.data_len = sizeof(res) - 1;
-        break;
     case KEEL_SAGA_ACT_UNDO:
-        ev.type = o->out == OUT_OK ? KEEL_SAGA_EV_UNDO_OK : KEEL_SAGA_EV_UNDO_FAILED;
+        if (o->out == OUT_TRANSIENT && keel_rand_chance(&w->r, 0.5)) {
+            /* nothing came back: the driver ticks at the call's deadline (a timeout) */
+            if (w->now < keel_saga_next_deadline_ms(&o->s))
+                w->now = keel_saga_next_deadline_ms(&o->s);
+            ev = (keel_saga_event_t){.type = KEEL_SAGA_EV_TICK, .now_ms = w->now};
+            w->timeouts++;
+        } else if (u->action == KEEL_SAGA_ACT_DO) {
+            ev.type = o->out == OUT_OK       ? KEEL_SAGA_EV_DO_OK
+                      : o->out == OUT_FAILED ? KEEL_SAGA_EV_DO_FAILED
+                                             : KEEL_SAGA_EV_DO_TRANSIENT;
+            ev.data = res;
+            ev.data_len = sizeof(res) - 1;
+        } else {
+            ev.type = o->out == OUT_OK ? KEEL_SAGA_EV_UNDO_OK : KEEL_SAGA_EV_UNDO_FAILED;
+        }
         break;
     case KEEL_SAGA_ACT_WAIT:
         ev.type = KEEL_SAGA_EV_TICK;
@@ -764,7 +801,7 @@ static void thousands_of_random_runs_with_crashes_pauses_and_lost_messages_hold_
      * so needs_attention comes only from the compensations made to fail for good */
     def3(5000);
     const uint64_t runs = 100000;
-    long total[CR__N] = {0}, refused = 0, zcalls = 0, takeovers = 0;
+    long total[CR__N] = {0}, refused = 0, zcalls = 0, takeovers = 0, timeouts = 0;
     long ends[KEEL_SAGA__STATES] = {0};
     for (uint64_t seed = 1; seed <= runs; seed++) {
         world_t w;
@@ -784,19 +821,20 @@ static void thousands_of_random_runs_with_crashes_pauses_and_lost_messages_hold_
         refused += w.zombie_writes_refused;
         zcalls += w.zombie_calls;
         takeovers += w.takeovers;
+        timeouts += w.timeouts;
     }
     fprintf(stderr,
             "  random: %llu runs: done %ld, compensated %ld, needs_attention %ld; owners %ld, "
-            "zombie calls %ld, zombie writes refused %ld; crashes:",
+            "call timeouts %ld, zombie calls %ld, zombie writes refused %ld; crashes:",
             (unsigned long long)runs, ends[KEEL_SAGA_DONE], ends[KEEL_SAGA_COMPENSATED],
-            ends[KEEL_SAGA_NEEDS_ATTENTION], takeovers, zcalls, refused);
+            ends[KEEL_SAGA_NEEDS_ATTENTION], takeovers, timeouts, zcalls, refused);
     for (int i = 0; i < CR__N; i++)
         fprintf(stderr, " %s %ld%s", CR_NAMES[i], total[i], i + 1 < CR__N ? "," : "\n");
     KT_CHECK(ends[KEEL_SAGA_DONE] > 0 && ends[KEEL_SAGA_COMPENSATED] > 0 &&
              ends[KEEL_SAGA_NEEDS_ATTENTION] > 0);
     for (int i = 0; i < CR__N; i++)
         KT_CHECK(total[i] > 0);
-    KT_CHECK(refused > 0 && zcalls > 0);
+    KT_CHECK(refused > 0 && zcalls > 0 && timeouts > 0);
 }
 
 /* The explorer bites: with the services' idempotency switched off (a repeated key applied
@@ -839,6 +877,7 @@ int main(void)
     KT_RUN(a_saga_whose_steps_succeed_logs_each_step_before_and_after_its_call);
     KT_RUN(a_business_failure_compensates_the_completed_steps_newest_first);
     KT_RUN(a_step_that_keeps_failing_transiently_is_compensated_itself);
+    KT_RUN(a_call_without_an_outcome_by_its_deadline_times_out_on_a_tick);
     KT_RUN(a_failing_first_step_compensates_nothing);
     KT_RUN(a_compensation_failing_past_the_time_limit_needs_attention);
     KT_RUN(a_step_without_compensation_is_skipped_when_compensating);
