@@ -447,7 +447,9 @@ typedef struct world {
     long boundary;
     orch_t zombies[SIM_ZOMBIES_MAX];
     /* results */
+    double p_lapse;
     long zombie_writes_refused, zombie_calls, takeovers, timeouts;
+    long lapses, lapses_kept, lapses_replayed, zombie_relocks;
     long crashes[CR__N];
 } world_t;
 
@@ -619,8 +621,39 @@ static void take_over(world_t *w, orch_t *o)
         fail_seed(w, "resume failed");
 }
 
-/* A zombie wakes and carries on until it is fenced (or had already finished). */
-static void wake_zombie(world_t *w, orch_t *z)
+/*
+ * The owner's write was fenced after its lock lapsed (nobody else can hold it: new owners
+ * come only from crash()). It takes the lock again and, as tx/saga.c does, keeps its memory
+ * and the write in progress when the log holds exactly the records it applied, or replays
+ * the log otherwise (its own write had landed, its reply lost). Zombies are not re-locked
+ * here: they stop at their first fenced write.
+ */
+static void relock(world_t *w, orch_t *o)
+{
+    if (w->holder != 0)
+        fail_seed(w, "the legitimate owner was fenced by another holder");
+    o->token = ++w->next_token;
+    w->holder = o->token;
+    if (w->n == o->s.seq) {
+        w->lapses_kept++;
+        return; /* phase BEFORE, same update: the write goes again */
+    }
+    w->lapses_replayed++;
+    keel_errmsg_t m;
+    keel_saga_free(&o->s);
+    if (keel_saga_init(&o->s, &DEF, "saga-1", keel_mix64(w->seed + o->token), &m) != 0)
+        fail_seed(w, m.text);
+    for (uint32_t i = 0; i < w->n; i++)
+        if (keel_saga_replay(&o->s, w->recs[i].b, w->recs[i].n, &m) != 0)
+            fail_seed(w, m.text);
+    o->phase = BEFORE;
+    if (keel_saga_resume(&o->s, w->now, &o->u) != 0)
+        fail_seed(w, "resume after a lapse failed");
+}
+
+/* A zombie wakes and carries on until it is fenced (or had already finished); true if it
+ * took a lapsed lock and is the owner now. */
+static bool wake_zombie(world_t *w, orch_t *z)
 {
     int r = 0;
     for (int i = 0; i < SIM_TRANSITIONS_MAX && r == 0; i++) {
@@ -628,6 +661,13 @@ static void wake_zombie(world_t *w, orch_t *z)
             (z->u.action == KEEL_SAGA_ACT_DO || z->u.action == KEEL_SAGA_ACT_UNDO))
             w->zombie_calls++;
         r = transition(w, z);
+        if (r == 2 && w->holder == 0) {
+            /* fenced while the lock is free (the owner's lapsed): it takes the lock as
+             * tx/saga.c would, and leads from now on (the caller swaps them) */
+            relock(w, z);
+            w->zombie_relocks++;
+            return true;
+        }
         if (r == 2)
             w->zombie_writes_refused++;
     }
@@ -635,6 +675,7 @@ static void wake_zombie(world_t *w, orch_t *z)
         fail_seed(w, "a zombie kept running past the transition bound");
     keel_saga_free(&z->s);
     z->used = 0;
+    return false;
 }
 
 static int crash_kind(const orch_t *o)
@@ -690,24 +731,42 @@ static keel_saga_state_t simulate(world_t *w)
     long t;
     for (t = 0; t < SIM_TRANSITIONS_MAX; t++) {
         for (int i = 0; i < SIM_ZOMBIES_MAX; i++)
-            if (w->zombies[i].used && keel_rand_chance(&w->r, w->p_wake))
-                wake_zombie(w, &w->zombies[i]);
+            if (w->zombies[i].used && keel_rand_chance(&w->r, w->p_wake) &&
+                wake_zombie(w, &w->zombies[i])) {
+                orch_t old = owner; /* the woken one took the lapsed lock: it leads now */
+                owner = w->zombies[i];
+                w->zombies[i] = old;
+            }
         if (owner.u.action != KEEL_SAGA_ACT_FINISH && crash_now(w)) {
             bool pause = w->crash_at >= 0 ? w->crash_pause : keel_rand_chance(&w->r, 0.5);
             crash(w, &owner, pause);
             continue;
         }
+        if (owner.u.action != KEEL_SAGA_ACT_FINISH && keel_rand_chance(&w->r, w->p_lapse)) {
+            w->holder = 0; /* the owner's lock lapses; nobody takes it */
+            w->lapses++;
+        }
         int r = transition(w, &owner);
         if (r == 2)
-            fail_seed(w, "the legitimate owner was fenced");
+            relock(w, &owner);
         if (r == 1)
             break;
     }
     if (t == SIM_TRANSITIONS_MAX)
         fail_seed(w, "the saga is stuck");
-    for (int i = 0; i < SIM_ZOMBIES_MAX; i++)
-        if (w->zombies[i].used)
-            wake_zombie(w, &w->zombies[i]);
+    for (int i = 0; i < SIM_ZOMBIES_MAX; i++) {
+        orch_t *z = &w->zombies[i];
+        if (!z->used || !wake_zombie(w, z))
+            continue;
+        /* it took the lock that lapsed after the end: it must find the saga over */
+        int r = 0;
+        for (int k = 0; k < 100 && r == 0; k++)
+            r = transition(w, z);
+        if (r != 1 || !keel_saga_state_final(z->s.state))
+            fail_seed(w, "a zombie that took the lock after the end did not find it over");
+        keel_saga_free(&z->s);
+        z->used = 0;
+    }
     /* the live state is what the log says */
     keel_saga_t re;
     keel_errmsg_t m;
@@ -802,6 +861,7 @@ static void thousands_of_random_runs_with_crashes_pauses_and_lost_messages_hold_
     def3(5000);
     const uint64_t runs = 100000;
     long total[CR__N] = {0}, refused = 0, zcalls = 0, takeovers = 0, timeouts = 0;
+    long lapses = 0, kept = 0, replayed = 0, zrelocks = 0;
     long ends[KEEL_SAGA__STATES] = {0};
     for (uint64_t seed = 1; seed <= runs; seed++) {
         world_t w;
@@ -815,6 +875,7 @@ static void thousands_of_random_runs_with_crashes_pauses_and_lost_messages_hold_
         w.p_crash = keel_rand_double(&pick) * 0.15;
         w.p_wake = keel_rand_double(&pick) * 0.3;
         w.crashes_left = (int)keel_rand_below(&pick, 6);
+        w.p_lapse = keel_rand_chance(&pick, 0.3) ? keel_rand_double(&pick) * 0.05 : 0;
         keel_saga_state_t st = simulate(&w);
         ends[st]++;
         sum(total, &w);
@@ -822,6 +883,10 @@ static void thousands_of_random_runs_with_crashes_pauses_and_lost_messages_hold_
         zcalls += w.zombie_calls;
         takeovers += w.takeovers;
         timeouts += w.timeouts;
+        lapses += w.lapses;
+        kept += w.lapses_kept;
+        replayed += w.lapses_replayed;
+        zrelocks += w.zombie_relocks;
     }
     fprintf(stderr,
             "  random: %llu runs: done %ld, compensated %ld, needs_attention %ld; owners %ld, "
@@ -830,6 +895,11 @@ static void thousands_of_random_runs_with_crashes_pauses_and_lost_messages_hold_
             ends[KEEL_SAGA_NEEDS_ATTENTION], takeovers, timeouts, zcalls, refused);
     for (int i = 0; i < CR__N; i++)
         fprintf(stderr, " %s %ld%s", CR_NAMES[i], total[i], i + 1 < CR__N ? "," : "\n");
+    fprintf(stderr,
+            "  lock lapses %ld: re-locked keeping memory %ld, re-locked and replayed %ld "
+            "(a woken zombie took the lock %ld times)\n",
+            lapses, kept, replayed, zrelocks);
+    KT_CHECK(kept > 0 && replayed > 0 && zrelocks > 0);
     KT_CHECK(ends[KEEL_SAGA_DONE] > 0 && ends[KEEL_SAGA_COMPENSATED] > 0 &&
              ends[KEEL_SAGA_NEEDS_ATTENTION] > 0);
     for (int i = 0; i < CR__N; i++)
