@@ -1,0 +1,576 @@
+/* test_tx_saga.c - the saga orchestrator (tx/saga) on one loop against a one-node keel made of
+ * the real KV state machine (core/kv) behind a RESP listener that can lose replies. */
+#include "base/metrics.h"
+#include "client/client.h"
+#include "core/kv.h"
+#include "ktest.h"
+#include "proto/resp.h"
+#include "runtime/clock.h"
+#include "runtime/loop.h"
+#include "runtime/tcp.h"
+#include "tx/saga.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * The fake keel: every command goes through keel_kv_check, then keel_kv_apply (writes, with
+ * the Unix clock as the entry time, as a leader stamps it) or keel_kv_read_at (reads), so
+ * locks, KEEL.FENCED, KEEL.TXN, streams and SCAN behave as in keel server, minus Raft.
+ * Faults: `lose_xadd` makes the n-th fenced XADD apply and then lose its reply (the link
+ * is closed, as a crashed leader's would be); `unknown_xadd` answers it -UNKNOWN instead.
+ */
+#define CONNS_MAX 32
+
+typedef struct fake fake_t;
+typedef struct fconn {
+    fake_t *f;
+    uv_tcp_t tcp;
+    keel_buf_t in;
+    keel_resp_parser_t parser;
+    bool open;
+} fconn_t;
+
+struct fake {
+    keel_loop_t *loop;
+    uv_tcp_t listener;
+    char addr[64];
+    keel_kv_t kv;
+    uint64_t index;
+    fconn_t conns[CONNS_MAX];
+    int accepted;
+    int xadds, lose_xadd, unknown_xadd, fenced_refusals;
+};
+
+static void conn_closed(uv_handle_t *h)
+{
+    fconn_t *c = h->data;
+    keel_buf_free(&c->in);
+    keel_resp_parser_free(&c->parser);
+}
+
+static void conn_drop(fconn_t *c)
+{
+    if (!c->open)
+        return;
+    c->open = false;
+    uv_close((uv_handle_t *)&c->tcp, conn_closed);
+}
+
+typedef struct wr {
+    uv_write_t req;
+    char data[];
+} wr_t;
+
+static void written(uv_write_t *req, int status)
+{
+    free(req);
+}
+
+static void conn_send(fconn_t *c, const void *p, size_t n)
+{
+    wr_t *w = malloc(sizeof(*w) + n);
+    memcpy(w->data, p, n);
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, written) != 0)
+        free(w);
+}
+
+static bool arg_is(const keel_resp_arg_t *a, const char *s)
+{
+    return a->len == strlen(s) && strncasecmp((const char *)a->ptr, s, a->len) == 0;
+}
+
+/* Runs one command on the state; false if the connection was dropped. */
+static bool execute(fconn_t *c, const keel_resp_cmd_t *cmd)
+{
+    fake_t *f = c->f;
+    const uint8_t *argv[64];
+    size_t lens[64];
+    KT_CHECK(cmd->argc <= 64);
+    for (size_t i = 0; i < cmd->argc; i++) {
+        argv[i] = cmd->argv[i].ptr;
+        lens[i] = cmd->argv[i].len;
+    }
+    keel_buf_t reply;
+    keel_buf_init(&reply, 0);
+    int argc = (int)cmd->argc;
+    uint64_t now = (uint64_t)keel_clock_unix_ms();
+    unsigned flags = keel_kv_command_flags(argv[0], lens[0]);
+    bool xadd = argc > 4 && arg_is(&cmd->argv[0], "KEEL.FENCED") && arg_is(&cmd->argv[3], "XADD");
+    if (keel_kv_check(argc, argv, lens, &reply) != 0) {
+        /* the error reply is in `reply` */
+    } else if (flags & KEEL_KV_WRITE) {
+        keel_buf_t entry;
+        keel_buf_init(&entry, 0);
+        KT_EQ_INT(keel_kv_entry_encode(&entry, now, argc, argv, lens), 0);
+        KT_EQ_INT(keel_kv_apply(&f->kv, ++f->index, keel_buf_rptr(&entry), keel_buf_unread(&entry),
+                                &reply),
+                  0);
+        keel_buf_free(&entry);
+    } else {
+        KT_EQ_INT(keel_kv_read_at(&f->kv, now, argc, argv, lens, &reply), 0);
+    }
+    if (xadd && keel_buf_unread(&reply) > 0 && keel_buf_rptr(&reply)[0] == '-' &&
+        memcmp(keel_buf_rptr(&reply), "-FENCED", 7) == 0)
+        f->fenced_refusals++;
+    if (xadd && ++f->xadds == f->lose_xadd) {
+        keel_buf_free(&reply);
+        conn_drop(c); /* applied, and the reply is lost */
+        return false;
+    }
+    if (xadd && f->xadds == f->unknown_xadd) {
+        static const char unknown[] = "-UNKNOWN the write may or may not have been applied\r\n";
+        conn_send(c, unknown, sizeof(unknown) - 1);
+    } else {
+        conn_send(c, keel_buf_rptr(&reply), keel_buf_unread(&reply));
+    }
+    keel_buf_free(&reply);
+    return true;
+}
+
+static void conn_process(fconn_t *c)
+{
+    while (c->open) {
+        keel_resp_cmd_t cmd;
+        size_t used = 0;
+        int rc = keel_resp_parse_request(&c->parser, keel_buf_rptr(&c->in), keel_buf_unread(&c->in),
+                                         &cmd, &used, NULL);
+        if (rc != 0) {
+            keel_buf_consume(&c->in, used);
+            return;
+        }
+        bool go_on = execute(c, &cmd);
+        if (!go_on)
+            return;
+        keel_buf_consume(&c->in, used);
+    }
+}
+
+static void conn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    fconn_t *c = h->data;
+    keel_buf_reserve(&c->in, 65536);
+    *buf = uv_buf_init((char *)keel_buf_wptr(&c->in), (unsigned)(c->in.cap - c->in.len));
+}
+
+static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    fconn_t *c = s->data;
+    if (n < 0) {
+        conn_drop(c);
+        return;
+    }
+    keel_buf_commit(&c->in, (size_t)n);
+    conn_process(c);
+}
+
+static void on_accept(uv_stream_t *srv, int status)
+{
+    fake_t *f = srv->data;
+    KT_CHECK(f->accepted < CONNS_MAX);
+    fconn_t *c = &f->conns[f->accepted++];
+    memset(c, 0, sizeof(*c));
+    c->f = f;
+    keel_buf_init(&c->in, 0);
+    keel_resp_parser_init(&c->parser, NULL);
+    uv_tcp_init(&f->loop->uv, &c->tcp);
+    c->tcp.data = c;
+    c->open = true;
+    uv_accept(srv, (uv_stream_t *)&c->tcp);
+    uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_read);
+}
+
+static void fake_start(fake_t *f, keel_loop_t *loop)
+{
+    memset(f, 0, sizeof(*f));
+    f->loop = loop;
+    keel_kv_config_t kc = keel_kv_config_default();
+    KT_EQ_INT(keel_kv_init(&f->kv, &kc), 0);
+    KT_EQ_INT(keel_tcp_listen(loop, &f->listener, "127.0.0.1:0", 16, on_accept, NULL), 0);
+    f->listener.data = f;
+    snprintf(f->addr, sizeof(f->addr), "127.0.0.1:%d", keel_tcp_local_port(&f->listener));
+}
+
+static void fake_stop(fake_t *f)
+{
+    for (int i = 0; i < f->accepted; i++)
+        conn_drop(&f->conns[i]);
+    uv_close((uv_handle_t *)&f->listener, NULL);
+}
+
+/* A read on the fake's state, for checks: the reply's integer, or -1. */
+static long long fake_int(fake_t *f, int argc, const char *const *args)
+{
+    const uint8_t *argv[8];
+    size_t lens[8];
+    for (int i = 0; i < argc; i++) {
+        argv[i] = (const uint8_t *)args[i];
+        lens[i] = strlen(args[i]);
+    }
+    keel_buf_t reply;
+    keel_buf_init(&reply, 0);
+    KT_EQ_INT(keel_kv_read_at(&f->kv, (uint64_t)keel_clock_unix_ms(), argc, argv, lens, &reply), 0);
+    long long v = -1;
+    if (keel_buf_unread(&reply) > 1 && keel_buf_rptr(&reply)[0] == ':')
+        v = atoll((const char *)keel_buf_rptr(&reply) + 1);
+    keel_buf_free(&reply);
+    return v;
+}
+
+/* ---- the steps ------------------------------------------------------------------------ */
+
+/*
+ * Step i's action answers after delay_ms[i] (0: at once, inside the call), is refused when
+ * refuse[i], and ignores its first `silent[i]` calls (never answers: the step's timeout).
+ * Every call is counted by key in `calls`, with its order in `trace`.
+ */
+typedef struct world {
+    keel_loop_t loop;
+    fake_t fake;
+    keel_sagas_t a, b;
+    bool b_on;
+    keel_saga_type_t type;
+    keel_ms_t delay_ms[3];
+    bool refuse[3];
+    int silent[3];
+    int do_calls[3], undo_calls[3];
+    char trace[1024];
+    int ended;
+    int end_err;
+    keel_saga_state_t end_state;
+    int closing;
+    keel_metrics_t *metrics;
+} world_t;
+
+static world_t W;
+
+typedef struct pending {
+    keel_timer_t t;
+    keel_saga_call_t *call;
+    keel_saga_outcome_t out;
+} pending_t;
+
+static void pending_closed(keel_timer_t *t)
+{
+    free(KEEL_LIST_ENTRY(t, pending_t, t));
+}
+
+static void pending_fire(keel_timer_t *t, void *data)
+{
+    pending_t *p = data;
+    keel_saga_call_done(p->call, p->out, "r", 1);
+    keel_timer_close(&p->t, pending_closed);
+}
+
+static void step_fn(keel_saga_call_t *call, void *data)
+{
+    uint32_t i = call->step;
+    size_t n = strlen(W.trace);
+    snprintf(W.trace + n, sizeof(W.trace) - n, "%s ", call->key + strlen(call->saga_id) + 1);
+    if (call->undo) {
+        W.undo_calls[i]++;
+        keel_saga_call_done(call, KEEL_SAGA_OK, NULL, 0);
+        return;
+    }
+    W.do_calls[i]++;
+    if (W.silent[i] > 0) {
+        W.silent[i]--;
+        /* not answered in time: the orchestrator times it out (or has gone); the late
+         * answer after 350 ms is dropped */
+        pending_t *p = calloc(1, sizeof(*p));
+        keel_timer_init(&W.loop, &p->t);
+        p->call = call;
+        p->out = KEEL_SAGA_OK;
+        keel_timer_start(&p->t, 350, 0, pending_fire, p);
+        return;
+    }
+    keel_saga_outcome_t out = W.refuse[i] ? KEEL_SAGA_BUSINESS : KEEL_SAGA_OK;
+    if (W.delay_ms[i] == 0) {
+        keel_saga_call_done(call, out, "r", 1);
+        return;
+    }
+    pending_t *p = calloc(1, sizeof(*p));
+    keel_timer_init(&W.loop, &p->t);
+    p->call = call;
+    p->out = out;
+    keel_timer_start(&p->t, W.delay_ms[i], 0, pending_fire, p);
+}
+
+static void b_closed(keel_sagas_t *o)
+{
+    fake_stop(&W.fake);
+}
+
+static void a_closed(keel_sagas_t *o)
+{
+    if (W.b_on)
+        keel_sagas_close(&W.b, b_closed);
+    else
+        fake_stop(&W.fake);
+}
+
+static void on_end(keel_sagas_t *o, const char *id, int err, keel_saga_state_t st, void *data)
+{
+    W.ended++;
+    W.end_err = err;
+    W.end_state = st;
+    if (err == 0 && !W.closing) {
+        W.closing = 1;
+        keel_sagas_close(&W.a, a_closed);
+    }
+}
+
+static void world_init(keel_ms_t ttl_ms, bool renew)
+{
+    memset(&W, 0, sizeof(W));
+    KT_EQ_INT(keel_loop_init(&W.loop), 0);
+    fake_start(&W.fake, &W.loop);
+    keel_saga_def_default(&W.type.def, "t");
+    const char *names[] = {"s0", "s1", "s2"};
+    for (int i = 0; i < 3; i++) {
+        KT_EQ_INT(keel_saga_type_step(&W.type, names[i], step_fn, step_fn, NULL), i);
+        W.type.def.steps[i].timeout_ms = 300;
+        W.type.def.steps[i].backoff_base_ms = 5;
+        W.type.def.steps[i].backoff_cap_ms = 10;
+    }
+    keel_sagas_config_t c = keel_sagas_config_default();
+    c.seeds[0] = W.fake.addr;
+    c.seeds_n = 1;
+    c.lock_ttl_ms = ttl_ms;
+    c.renew_lock = renew;
+    c.scan_interval_ms = 50;
+    c.seed = 7;
+    c.on_end = on_end;
+    W.metrics = keel_metrics_new();
+    c.metrics = W.metrics;
+    keel_errmsg_t m = {{0}};
+    KT_EQ_INT(keel_sagas_init(&W.a, &W.loop, &c, &m), 0);
+    KT_EQ_INT(keel_sagas_register(&W.a, &W.type, &m), 0);
+}
+
+static void watchdog_fire(keel_timer_t *t, void *data)
+{
+    KT_FAIL("the run did not end within 20 s: trace %s", W.trace);
+}
+
+/* Runs the loop until every handle is closed; a watchdog (not keeping the loop alive)
+ * fails a run that never ends (a livelock, a saga stuck). */
+static void world_run(void)
+{
+    keel_timer_t dog;
+    keel_timer_init(&W.loop, &dog);
+    keel_timer_start(&dog, 20000, 0, watchdog_fire, NULL);
+    uv_unref((uv_handle_t *)&dog.uv);
+    KT_EQ_INT(keel_loop_run(&W.loop), 0);
+    keel_timer_close(&dog, NULL);
+    uv_run(&W.loop.uv, UV_RUN_NOWAIT);
+    KT_EQ_INT(keel_loop_close(&W.loop), 0);
+}
+
+static long long xlen(const char *id)
+{
+    char key[128];
+    snprintf(key, sizeof(key), "saga:%s:log", id);
+    const char *argv[] = {"XLEN", key};
+    return fake_int(&W.fake, 2, argv);
+}
+
+static long long exists(const char *key)
+{
+    const char *argv[] = {"EXISTS", key};
+    return fake_int(&W.fake, 2, argv);
+}
+
+static void world_free(void)
+{
+    keel_kv_free(&W.fake.kv);
+    keel_metrics_free(W.metrics);
+}
+
+/* ---- cases -------------------------------------------------------------------------------- */
+
+static void a_saga_runs_to_done_and_leaves_no_marker_and_no_lock(void)
+{
+    world_init(10000, true);
+    W.delay_ms[1] = 5;
+    KT_EQ_INT(keel_sagas_start(&W.a, "t", "o-1", "in", 2, NULL, NULL), 0);
+    world_run();
+    KT_EQ_INT(W.ended, 1);
+    KT_EQ_INT(W.end_err, 0);
+    KT_EQ_INT(W.end_state, KEEL_SAGA_DONE);
+    KT_EQ_STR(W.trace, "s0:do s1:do s2:do ");
+    KT_EQ_INT(xlen("o-1"), 8);
+    KT_EQ_INT(exists("saga:open:o-1"), 0);
+    KT_EQ_INT(W.a.stats.log_writes, 8);
+    keel_buf_t text;
+    keel_buf_init(&text, 0);
+    KT_EQ_INT(keel_metrics_render(W.metrics, &text), 0);
+    KT_EQ_INT(keel_buf_append(&text, "", 1), 0);
+    const char *t = (const char *)keel_buf_rptr(&text);
+    KT_CHECK(strstr(t, "keel_sagas{state=\"running\"} 0\n") != NULL);
+    KT_CHECK(strstr(t, "keel_sagas_finished_total{state=\"done\"} 1\n") != NULL);
+    KT_CHECK(strstr(t, "keel_saga_log_write_seconds_count 8\n") != NULL);
+    KT_CHECK(strstr(t, "keel_saga_step_seconds_count{saga=\"t\",step=\"s1\"} 1\n") != NULL);
+    KT_CHECK(strstr(t, "keel_saga_seconds_count{saga=\"t\"} 1\n") != NULL);
+    keel_buf_free(&text);
+    /* the lock is free: a new owner gets it at once */
+    keel_buf_t r;
+    keel_buf_init(&r, 0);
+    const uint8_t *argv[] = {(const uint8_t *)"KEEL.LOCK", (const uint8_t *)"saga:o-1",
+                             (const uint8_t *)"1000"};
+    size_t lens[] = {9, 8, 4};
+    keel_buf_t e;
+    keel_buf_init(&e, 0);
+    KT_EQ_INT(keel_kv_entry_encode(&e, (uint64_t)keel_clock_unix_ms(), 3, argv, lens), 0);
+    KT_EQ_INT(keel_kv_apply(&W.fake.kv, ++W.fake.index, keel_buf_rptr(&e), keel_buf_unread(&e), &r),
+              0);
+    KT_CHECK(keel_buf_rptr(&r)[0] == ':');
+    keel_buf_free(&r);
+    keel_buf_free(&e);
+    world_free();
+}
+
+static void a_log_write_whose_reply_is_lost_is_sent_again_and_recognised(void)
+{
+    for (int mode = 0; mode < 2; mode++) {
+        world_init(10000, true);
+        if (mode == 0)
+            W.fake.lose_xadd = 3; /* begun s0... applied, link closed */
+        else
+            W.fake.unknown_xadd = 5;
+        KT_EQ_INT(keel_sagas_start(&W.a, "t", "o-2", NULL, 0, NULL, NULL), 0);
+        world_run();
+        KT_EQ_INT(W.end_state, KEEL_SAGA_DONE);
+        KT_EQ_INT(xlen("o-2"), 8); /* no record twice, none missing */
+        KT_CHECK(W.a.stats.log_write_retries >= 1);
+        KT_EQ_STR(W.trace, "s0:do s1:do s2:do ");
+        world_free();
+    }
+}
+
+static void a_refused_step_compensates_and_a_silent_step_times_out_and_is_retried(void)
+{
+    world_init(10000, true);
+    W.silent[0] = 1;
+    W.refuse[2] = true;
+    KT_EQ_INT(keel_sagas_start(&W.a, "t", "o-3", NULL, 0, NULL, NULL), 0);
+    world_run();
+    KT_EQ_INT(W.end_state, KEEL_SAGA_COMPENSATED);
+    KT_EQ_STR(W.trace, "s0:do s0:do s1:do s2:do s1:undo s0:undo ");
+    KT_EQ_INT(xlen("o-3"), 10);
+    world_free();
+}
+
+static int busy_seen;
+
+static void on_b_end(keel_sagas_t *o, const char *id, int err, keel_saga_state_t st, void *data)
+{
+    busy_seen = err;
+}
+
+static void a_second_orchestrator_cannot_start_a_saga_another_owns(void)
+{
+    world_init(10000, true);
+    W.delay_ms[0] = 100;
+    keel_sagas_config_t c = W.a.cfg;
+    c.on_end = NULL;
+    keel_errmsg_t m = {{0}};
+    KT_EQ_INT(keel_sagas_init(&W.b, &W.loop, &c, &m), 0);
+    KT_EQ_INT(keel_sagas_register(&W.b, &W.type, &m), 0);
+    W.b_on = true;
+    busy_seen = 1;
+    KT_EQ_INT(keel_sagas_start(&W.a, "t", "o-4", NULL, 0, NULL, NULL), 0);
+    /* b asks a moment later: a holds the lock by then (the same connection order is not
+     * guaranteed across clients, so b starts once a's first record is in) */
+    keel_loop_t *l = &W.loop;
+    for (int i = 0; i < 200 && xlen("o-4") < 1; i++)
+        uv_run(&l->uv, UV_RUN_ONCE);
+    KT_EQ_INT(keel_sagas_start(&W.b, "t", "o-4", NULL, 0, on_b_end, NULL), 0);
+    world_run();
+    KT_EQ_INT(busy_seen, KEEL_EBUSY);
+    KT_EQ_INT(W.end_state, KEEL_SAGA_DONE);
+    KT_EQ_INT(W.do_calls[0], 1);
+    world_free();
+}
+
+static void b_adopted_end(keel_sagas_t *o, const char *id, int err, keel_saga_state_t st,
+                          void *data)
+{
+    W.ended++;
+    W.end_state = st;
+    W.end_err = err;
+    keel_sagas_close(&W.b, b_closed);
+}
+
+static void a_closed_only(keel_sagas_t *o) {}
+
+static void an_abandoned_saga_is_adopted_by_another_orchestrators_scan(void)
+{
+    world_init(400, true);
+    W.silent[1] = 1; /* a's call of s1 never answers */
+    W.type.def.steps[1].timeout_ms = 5000;
+    keel_sagas_config_t c = W.a.cfg;
+    c.on_end = b_adopted_end;
+    W.a.cfg.on_end = NULL;
+    keel_errmsg_t m = {{0}};
+    KT_EQ_INT(keel_sagas_init(&W.b, &W.loop, &c, &m), 0);
+    KT_EQ_INT(keel_sagas_register(&W.b, &W.type, &m), 0);
+    KT_EQ_INT(keel_sagas_start(&W.a, "t", "o-5", NULL, 0, NULL, NULL), 0);
+    for (int i = 0; i < 500 && W.do_calls[1] == 0; i++)
+        uv_run(&W.loop.uv, UV_RUN_ONCE);
+    KT_EQ_INT(W.do_calls[1], 1);
+    keel_sagas_close(&W.a, a_closed_only); /* a goes away mid-step; its lock lapses */
+    world_run();
+    KT_EQ_INT(W.ended, 1);
+    KT_EQ_INT(W.end_err, 0);
+    KT_EQ_INT(W.end_state, KEEL_SAGA_DONE);
+    KT_EQ_INT(W.b.stats.adopted, 1);
+    KT_EQ_INT(W.do_calls[0], 1); /* done before a left: not called again */
+    KT_EQ_INT(W.do_calls[1], 2); /* a's unanswered call, then b's with the same key */
+    KT_EQ_INT(exists("saga:open:o-5"), 0);
+    world_free();
+}
+
+static void a_lock_is_renewed_when_a_saga_outlives_a_third_of_its_ttl(void)
+{
+    world_init(300, true);
+    for (int i = 0; i < 3; i++)
+        W.delay_ms[i] = 150;
+    KT_EQ_INT(keel_sagas_start(&W.a, "t", "o-6", NULL, 0, NULL, NULL), 0);
+    world_run();
+    KT_EQ_INT(W.end_state, KEEL_SAGA_DONE);
+    KT_CHECK(W.a.stats.renewals >= 3);
+    KT_EQ_INT(W.a.stats.fenced, 0);
+    KT_EQ_STR(W.trace, "s0:do s1:do s2:do ");
+    world_free();
+}
+
+static void a_step_longer_than_the_ttl_finishes_when_nobody_took_the_lock(void)
+{
+    for (int renew = 0; renew < 2; renew++) {
+        world_init(300, renew);
+        W.delay_ms[1] = 500; /* the lock lapses during s1 */
+        W.type.def.steps[1].timeout_ms = 2000;
+        KT_EQ_INT(keel_sagas_start(&W.a, "t", "o-7", NULL, 0, NULL, NULL), 0);
+        world_run();
+        KT_EQ_INT(W.end_state, KEEL_SAGA_DONE);
+        KT_EQ_STR(W.trace, "s0:do s1:do s2:do "); /* s1's answer was kept, not asked again */
+        KT_EQ_INT(xlen("o-7"), 8);
+        if (!renew)
+            KT_CHECK(W.a.stats.fenced >= 1 && W.fake.fenced_refusals >= 1);
+        world_free();
+    }
+}
+
+int main(void)
+{
+    KT_RUN(a_saga_runs_to_done_and_leaves_no_marker_and_no_lock);
+    KT_RUN(a_log_write_whose_reply_is_lost_is_sent_again_and_recognised);
+    KT_RUN(a_refused_step_compensates_and_a_silent_step_times_out_and_is_retried);
+    KT_RUN(a_second_orchestrator_cannot_start_a_saga_another_owns);
+    KT_RUN(an_abandoned_saga_is_adopted_by_another_orchestrators_scan);
+    KT_RUN(a_lock_is_renewed_when_a_saga_outlives_a_third_of_its_ttl);
+    KT_RUN(a_step_longer_than_the_ttl_finishes_when_nobody_took_the_lock);
+    return kt_done();
+}
