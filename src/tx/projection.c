@@ -4,6 +4,7 @@
 
 #include "base/log.h"
 #include "base/num.h"
+#include "client/blocking.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -301,6 +302,42 @@ static void on_settle(keel_client_t *cl, void *ctx, int status, const keel_resp_
 
 /* ---- reading and applying ----------------------------------------------------------------- */
 
+/*
+ * The group's position can pass the checkpoint without this process: a read of a killed
+ * predecessor that was in the log, or still blocked on the server, when it died delivers
+ * entries to nobody once it applies (the server drops a blocked read of a closed
+ * connection at its next 5 ms tick, not at once). `>` would then start after them. So each
+ * batch is checked against the stream itself: its first entry after the checkpoint must be
+ * the stream's first entry after the checkpoint (XRANGE (ckpt + COUNT 1, sent just before
+ * the read, or after it when the stream had nothing then). A gap moves the group back to
+ * the checkpoint (setup), which delivers the skipped entries again.
+ */
+static void take_first(keel_projection_t *p, int status, const keel_resp_value_t *r)
+{
+    p->first_known = false;
+    if (status == 0 && r->type == KEEL_RESP_ARRAY && r->elems_len == 1 &&
+        r->elems[0].type == KEEL_RESP_ARRAY && r->elems[0].elems_len == 2)
+        p->first_known =
+            keel_stream_id_parse(r->elems[0].elems[0].str.ptr, r->elems[0].elems[0].str.len, 0, 1,
+                                 NULL, &p->first_after) == 0;
+}
+
+static void on_first(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *r)
+{
+    (void)cl;
+    keel_projection_t *p = ctx;
+    take_first(p, status, r);
+    step_reply(p, status, r, NULL); /* the read's reply comes next and decides */
+}
+
+static int send_first(keel_projection_t *p, keel_client_reply_fn fn)
+{
+    char from[KEEL_STREAM_ID_TEXT_BYTES_MAX + 2] = "(";
+    keel_stream_id_format(from + 1, p->checkpoint);
+    const char *argv[] = {"XRANGE", p->stream, from, "+", "COUNT", "1"};
+    return send_cmd(p, 6, argv, fn);
+}
+
 static void read_next(keel_projection_t *p)
 {
     if (p->stopping)
@@ -313,8 +350,10 @@ static void read_next(keel_projection_t *p)
     p->state = ST_READ;
     const char *argv[] = {"XREADGROUP", "GROUP", p->name,   p->consumer, "COUNT", count,
                           "BLOCK",      block,   "STREAMS", p->stream,   ">"};
-    if (send_cmd(p, 11, argv, on_read) != 0)
-        restart_later(p, "could not send", p->batch_err);
+    if (send_first(p, on_first) != 0 || send_cmd(p, 11, argv, on_read) != 0) {
+        if (p->waiting == 0)
+            restart_later(p, "could not send", p->batch_err);
+    }
 }
 
 static const keel_resp_value_t *field(const keel_resp_value_t *f, const char *name)
@@ -415,6 +454,48 @@ static int apply_batch(keel_projection_t *p, const keel_resp_value_t *entries,
     return rc;
 }
 
+/* The batch's first entry after the checkpoint (false if none). */
+static bool batch_first(const keel_projection_t *p, const keel_resp_value_t *entries,
+                        keel_stream_id_t *out)
+{
+    for (size_t i = 0; i < entries->elems_len; i++) {
+        const keel_resp_value_t *e = &entries->elems[i];
+        if (e->type == KEEL_RESP_ARRAY && e->elems_len == 2 &&
+            keel_stream_id_parse(e->elems[0].str.ptr, e->elems[0].str.len, 0, 1, NULL, out) == 0 &&
+            keel_stream_id_cmp(*out, p->checkpoint) > 0)
+            return true;
+    }
+    return false;
+}
+
+static void apply_and_ack(keel_projection_t *p, const keel_resp_value_t *entries);
+
+static void on_gap(keel_projection_t *p)
+{
+    p->stats.gaps++;
+    restart_later(p, "entries after the checkpoint were delivered elsewhere", KEEL_ECONFLICT);
+}
+
+/* The batch was held while the stream's first entry after the checkpoint was asked. */
+static void on_verify(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *r)
+{
+    (void)cl;
+    keel_projection_t *p = ctx;
+    keel_client_reply_t held = p->held;
+    p->held = (keel_client_reply_t){0};
+    keel_stream_id_t first;
+    take_first(p, status, r);
+    if (step_reply(p, status, r, NULL)) {
+        const keel_resp_value_t *entries = &held.v->elems[0].elems[1];
+        if (batch_first(p, entries, &first) && p->first_known &&
+            keel_stream_id_cmp(first, p->first_after) == 0)
+            apply_and_ack(p, entries);
+        else
+            on_gap(p);
+    }
+    keel_client_reply_free(&held);
+}
+
 static void on_read(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *r)
 {
     (void)cl;
@@ -435,12 +516,31 @@ static void on_read(keel_client_t *cl, void *ctx, int status, const keel_resp_va
     if (r->type != KEEL_RESP_ARRAY || r->elems_len != 1 || r->elems[0].elems_len != 2 ||
         r->elems[0].elems[1].type != KEEL_RESP_ARRAY)
         return restart_later(p, "unexpected XREADGROUP reply", KEEL_EPROTO);
+    const keel_resp_value_t *entries = &r->elems[0].elems[1];
+    keel_stream_id_t first;
+    if (!batch_first(p, entries, &first) || p->first_known)
+        return p->first_known && keel_stream_id_cmp(first, p->first_after) != 0
+                   ? on_gap(p)
+                   : apply_and_ack(p, entries);
+    /* nothing followed the checkpoint when the read was sent: ask again now */
+    int rc = keel_client_reply_copy(r, &p->held);
+    if (rc == 0)
+        rc = send_first(p, on_verify);
+    if (rc != 0) {
+        keel_client_reply_free(&p->held);
+        p->held = (keel_client_reply_t){0};
+        restart_later(p, "could not verify the batch", rc);
+    }
+}
+
+static void apply_and_ack(keel_projection_t *p, const keel_resp_value_t *entries)
+{
     acks_t *a = p->acks;
     a->ok_n = a->dead_n = 0;
     a->settle_more = false;
     keel_stream_id_t last;
     int64_t applied = 0;
-    int rc = apply_batch(p, &r->elems[0].elems[1], &last, &applied);
+    int rc = apply_batch(p, entries, &last, &applied);
     keel_errmsg_t msg = {{0}};
     if (rc == 0)
         rc = keel_db_commit(p->db, &msg);

@@ -6,6 +6,7 @@
 #include "base/err.h"
 #include "base/ktime.h"
 #include "base/metrics.h"
+#include "client/blocking.h"
 #include "client/client.h"
 #include "core/stream.h"
 #include "runtime/loop.h"
@@ -92,6 +93,7 @@ typedef struct keel_projection_config {
 
 typedef struct keel_projection_stats {
     uint64_t applied, dead, batches, restarts, rebuilds;
+    uint64_t gaps;      /* batches that did not start right after the checkpoint (restarted) */
     int64_t lag_events; /* -1 until known */
 } keel_projection_stats_t;
 
@@ -116,7 +118,10 @@ struct keel_projection {
     int batch_err;    /* a failed reply in the current step */
     bool rebuild_due, stopping, timer_open, client_open;
     keel_ms_t lag_at_ms;
-    void *acks; /* the batch's ids to acknowledge and to dead-letter (internal) */
+    keel_stream_id_t first_after; /* the stream's first entry after the checkpoint, */
+    bool first_known;             /* when there was one */
+    keel_client_reply_t held;     /* a batch held while that is asked */
+    void *acks;                   /* the batch's ids to acknowledge and to dead-letter (internal) */
     keel_projection_closed_fn closed;
     void *closed_data;
     keel_gauge_t *m_lag;

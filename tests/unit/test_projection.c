@@ -338,6 +338,43 @@ static void the_lag_is_in_the_metrics_and_falls_to_zero(void)
     env_free(&e);
 }
 
+/* A read of a dead predecessor (in the log, or still blocked on the server, when it died)
+ * delivers entries to nobody and moves the group past them. Here one entry appends five
+ * events and hands the first two to a "zombie" consumer: the projection's next batch starts
+ * after a gap, which it must notice (the stream's first entry after its checkpoint is not
+ * the batch's first), and apply the two once the group is moved back. */
+static void a_gap_left_by_a_dead_readers_delivery_is_found_and_filled(void)
+{
+    env_t e;
+    env_init(&e);
+    keel_stream_id_t last = add("pt:f", "acct-1", "Deposited", 1);
+    start(&e, "sums", "pt:f", 100);
+    run_to(&e, last);
+    run_for(&e, 150); /* the projection is now blocked in XREADGROUP */
+    const char *argv[] = {
+        "KEEL.TXN",  "0",      "6",         "9",    "XADD",      "pt:f", "*",          "agg",
+        "acct-1",    "type",   "Deposited", "data", "10",        "9",    "XADD",       "pt:f",
+        "*",         "agg",    "acct-1",    "type", "Deposited", "data", "100",        "9",
+        "XADD",      "pt:f",   "*",         "agg",  "acct-1",    "type", "Deposited",  "data",
+        "1000",      "9",      "XADD",      "pt:f", "*",         "agg",  "acct-1",     "type",
+        "Deposited", "data",   "10000",     "9",    "XADD",      "pt:f", "*",          "agg",
+        "acct-1",    "type",   "Deposited", "data", "100000",    "9",    "XREADGROUP", "GROUP",
+        "sums",      "zombie", "COUNT",     "2",    "STREAMS",   "pt:f", ">"};
+    keel_client_reply_t r = tx_call(&srv, sizeof(argv) / sizeof(argv[0]), argv);
+    KT_CHECK(r.v->type == KEEL_RESP_ARRAY && r.v->elems_len == 6);
+    KT_EQ_INT(keel_stream_id_parse(r.v->elems[4].str.ptr, r.v->elems[4].str.len, 0, 1, NULL, &last),
+              0);
+    keel_client_reply_free(&r);
+    run_to(&e, last);
+    run_for(&e, 150);
+    KT_EQ_INT(sql_int(&e, "SELECT total FROM sums WHERE agg = 'acct-1'"), 111111);
+    KT_EQ_INT(sql_int(&e, "SELECT n FROM sums WHERE agg = 'acct-1'"), 6);
+    KT_CHECK(keel_projection_stats(&e.p)->gaps >= 1);
+    KT_EQ_INT(pending_count("pt:f", "sums"), 0);
+    stop(&e);
+    env_free(&e);
+}
+
 int main(void)
 {
     if (tx_server_start(&srv) != 0) {
@@ -349,6 +386,7 @@ int main(void)
     KT_RUN(a_restart_trusts_the_checkpoint_over_the_group);
     KT_RUN(a_rebuild_drops_the_read_model_and_applies_everything_again);
     KT_RUN(the_lag_is_in_the_metrics_and_falls_to_zero);
+    KT_RUN(a_gap_left_by_a_dead_readers_delivery_is_found_and_filled);
     tx_server_stop(&srv);
     return kt_done();
 }
