@@ -111,8 +111,9 @@ static result_t load(env_t *e, const char *agg, uint32_t schema)
 
 static int state_is(result_t *r, const char *want)
 {
-    int ok = keel_buf_unread(&r->state) == strlen(want) &&
-             memcmp(keel_buf_rptr(&r->state), want, strlen(want)) == 0;
+    size_t n = strlen(want);
+    int ok = keel_buf_unread(&r->state) == n &&
+             (n == 0 || memcmp(keel_buf_rptr(&r->state), want, n) == 0);
     if (!ok)
         fprintf(stderr, "state: %.*s\nwant:  %s\n", (int)keel_buf_unread(&r->state),
                 (const char *)keel_buf_rptr(&r->state), want);
