@@ -160,15 +160,58 @@ static int parse_getv(const keel_resp_value_t *v, const keel_resp_value_t **valu
 
 keel_es_config_t keel_es_config_default(void)
 {
-    return (keel_es_config_t){.snapshot_every_events = 100, .request_timeout_ms = 0};
+    return (keel_es_config_t){
+        .snapshot_every_events = 100, .request_timeout_ms = 0, .hints_max = 256};
 }
 
-void keel_es_init(keel_es_t *es, keel_client_t *cl, const keel_es_config_t *cfg)
+int keel_es_init(keel_es_t *es, keel_client_t *cl, const keel_es_config_t *cfg)
 {
     assert(cl != NULL);
     memset(es, 0, sizeof(*es));
     es->cl = cl;
     es->cfg = cfg ? *cfg : keel_es_config_default();
+    if (es->cfg.hints_max > KEEL_ES_HINTS_LIMIT)
+        return KEEL_EINVAL;
+    if (es->cfg.hints_max > 0 &&
+        (es->hints = calloc(es->cfg.hints_max, sizeof(*es->hints))) == NULL)
+        return KEEL_ENOMEM;
+    return 0;
+}
+
+void keel_es_free(keel_es_t *es)
+{
+    assert(es->pending == 0);
+    free(es->hints);
+    es->hints = NULL;
+}
+
+/* ---- hints: the (version, revision) of es:<agg>:ver last seen ---------------------------- */
+
+static keel_es_hint_t *hint_slot(keel_es_t *es, const char *agg)
+{
+    if (es->hints == NULL)
+        return NULL;
+    uint64_t h = 14695981039346656037ull; /* FNV-1a */
+    for (const char *c = agg; *c; c++)
+        h = (h ^ (uint8_t)*c) * 1099511628211ull;
+    return &es->hints[h % es->cfg.hints_max];
+}
+
+static void hint_put(keel_es_t *es, const char *agg, uint64_t version, uint64_t rev)
+{
+    keel_es_hint_t *h = hint_slot(es, agg);
+    if (h == NULL)
+        return;
+    snprintf(h->agg, sizeof(h->agg), "%s", agg);
+    h->version = version;
+    h->rev = rev;
+}
+
+/* The hint for agg, if the slot holds it. */
+static const keel_es_hint_t *hint_get(keel_es_t *es, const char *agg)
+{
+    keel_es_hint_t *h = hint_slot(es, agg);
+    return h && strcmp(h->agg, agg) == 0 ? h : NULL;
 }
 
 /* ---- append ------------------------------------------------------------------------------ */
@@ -244,9 +287,10 @@ static int build_txn(append_op_t *op, uint64_t rev)
     args_str(a, op->ver_key);
     args_u64(a, rev);
     args_u64(a, 1 + 2 * op->n);
-    args_str(a, "3");
-    args_str(a, "SET");
+    args_str(a, "4"); /* KEEL.CAS rather than SET: its reply is the new revision */
+    args_str(a, "KEEL.CAS");
     args_str(a, op->ver_key);
+    args_u64(a, rev);
     args_u64(a, op->base + op->n);
     const uint8_t *p = keel_buf_rptr(&op->events);
     for (size_t i = 0; i < op->n && a->err == 0; i++) {
@@ -317,6 +361,8 @@ static void on_append_txn(keel_client_t *cl, void *ctx, int status, const keel_r
             reply_text(text, sizeof(text), &r->elems[i]);
             return append_done(op, KEEL_EIO, 0, text);
         }
+    if (r->elems[0].type == KEEL_RESP_INT && r->elems[0].integer > 0)
+        hint_put(op->es, op->agg, op->base + op->n, (uint64_t)r->elems[0].integer);
     append_done(op, 0, op->base + op->n, NULL);
 }
 
@@ -335,6 +381,7 @@ static void on_append_getv(keel_client_t *cl, void *ctx, int status, const keel_
     }
     if (parse_getv(r, &value, &rev) != 0 || (value && parse_u64(value, &cur) != 0))
         return append_done(op, KEEL_EPROTO, 0, "the version key does not hold a version");
+    hint_put(op->es, op->agg, cur, rev);
     if (op->expected != KEEL_ES_ANY && cur != op->expected) {
         snprintf(text, sizeof(text), "wrong expected version: expected %llu, current %llu",
                  (unsigned long long)op->expected, (unsigned long long)cur);
@@ -391,8 +438,17 @@ int keel_es_append(keel_es_t *es, const char *agg, uint64_t expected, const keel
     keel_buf_init(&op->events, 0);
     keel_buf_init(&op->a.bytes, 0);
     int rc = encode_events(&op->events, events, n);
-    if (rc == 0)
+    const keel_es_hint_t *h = hint_get(es, agg);
+    if (rc == 0 && h && (expected == KEEL_ES_ANY || expected == h->version)) {
+        op->base = h->version; /* one round trip; a stale hint fails the watch */
+        op->tries = 1;
+        rc = build_txn(op, h->rev);
+        if (rc == 0)
+            rc = send_args(es, &op->a, on_append_txn, op);
+        es->stats.appends_hinted += rc == 0;
+    } else if (rc == 0) {
         rc = send_getv(op);
+    }
     if (rc != 0) {
         keel_buf_free(&op->events);
         keel_buf_free(&op->a.bytes);
@@ -651,6 +707,47 @@ static void on_snap_getv(keel_client_t *cl, void *ctx, int status, const keel_re
         load_free(op);
 }
 
+/* A load also reads es:<agg>:ver (in the same round trip) for the hint, so that the
+ * append a command handler makes after loading is one round trip. */
+typedef struct hint_read {
+    keel_es_t *es;
+    char agg[KEEL_ES_AGG_BYTES_MAX + 1];
+} hint_read_t;
+
+static void on_hint_read(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *r)
+{
+    (void)cl;
+    hint_read_t *hr = ctx;
+    const keel_resp_value_t *value;
+    uint64_t rev, version = 0;
+    if (status == 0 && parse_getv(r, &value, &rev) == 0 &&
+        (value == NULL || parse_u64(value, &version) == 0))
+        hint_put(hr->es, hr->agg, version, rev);
+    assert(hr->es->pending > 0);
+    hr->es->pending--;
+    free(hr);
+}
+
+static void read_hint(keel_es_t *es, const char *agg)
+{
+    char key[KEY_BYTES_MAX];
+    hint_read_t *hr = es->hints ? malloc(sizeof(*hr)) : NULL;
+    if (hr == NULL)
+        return;
+    hr->es = es;
+    snprintf(hr->agg, sizeof(hr->agg), "%s", agg);
+    key_of(key, sizeof(key), agg, ":ver");
+    const char *argv[] = {"KEEL.GETV", key};
+    int rc = es->cfg.request_timeout_ms > 0
+                 ? keel_client_command_timeout(es->cl, 2, argv, NULL, es->cfg.request_timeout_ms,
+                                               on_hint_read, hr)
+                 : keel_client_command(es->cl, 2, argv, NULL, on_hint_read, hr);
+    if (rc != 0)
+        free(hr);
+    else
+        es->pending++;
+}
+
 int keel_es_load(keel_es_t *es, const char *agg, const keel_es_fold_t *fold, keel_es_load_fn cb,
                  void *ctx)
 {
@@ -675,5 +772,6 @@ int keel_es_load(keel_es_t *es, const char *agg, const keel_es_fold_t *fold, kee
         return rc;
     }
     es->pending++;
+    read_hint(es, agg);
     return 0;
 }

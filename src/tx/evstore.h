@@ -29,8 +29,10 @@
  * current version (EventStoreDB's WrongExpectedVersion). expected may be
  * KEEL_ES_NO_STREAM (0: the aggregate must not exist yet) or KEEL_ES_ANY (no check).
  * The check is made by the server: the append is one KEEL.TXN entry that watches
- * es:<agg>:ver at the revision read just before, so of two racing appends at the same
- * expected version exactly one commits.
+ * es:<agg>:ver at its revision, so of two racing appends at the same expected version
+ * exactly one commits. The revision is read first (KEEL.GETV), unless the store holds a
+ * hint for the aggregate at that version (its own last append or load of it): then the
+ * append is one round trip, and a stale hint costs the read after all.
  *
  * keel_es_load(es, agg, fold, cb): reads the snapshot (if its schema is fold->schema),
  * then the events after it, calling fold->apply for each, and hands the state and
@@ -62,20 +64,31 @@ typedef struct keel_es_event {
     uint64_t version; /* on load: its version in the aggregate; ignored on append */
 } keel_es_event_t;
 
+#define KEEL_ES_HINTS_LIMIT 65536u
+
 typedef struct keel_es_config {
     uint32_t snapshot_every_events; /* 0: never snapshot */
     keel_ms_t request_timeout_ms;   /* per command sent; 0: the client's default */
+    uint32_t hints_max; /* aggregates whose (version, revision) is remembered, direct-mapped;
+                           0: none (every append reads first); at most KEEL_ES_HINTS_LIMIT */
 } keel_es_config_t;
 
 typedef struct keel_es_stats {
     uint64_t appends, conflicts, loads, events_replayed, snapshots_written, snapshots_used;
+    uint64_t appends_hinted; /* appends sent without reading the version first */
 } keel_es_stats_t;
+
+typedef struct keel_es_hint {
+    char agg[KEEL_ES_AGG_BYTES_MAX + 1]; /* "" when free */
+    uint64_t version, rev;
+} keel_es_hint_t;
 
 typedef struct keel_es {
     keel_client_t *cl; /* borrowed: outlives the store */
     keel_es_config_t cfg;
     keel_es_stats_t stats;
     uint32_t pending;
+    keel_es_hint_t *hints; /* cfg.hints_max slots */
 } keel_es_t;
 
 /*
@@ -100,7 +113,10 @@ typedef void (*keel_es_load_fn)(keel_es_t *es, void *ctx, int err, uint64_t vers
                                 const keel_buf_t *state, const char *msg);
 
 keel_es_config_t keel_es_config_default(void);
-void keel_es_init(keel_es_t *es, keel_client_t *cl, const keel_es_config_t *cfg);
+/* 0, or KEEL_EINVAL (hints_max) / KEEL_ENOMEM. */
+int keel_es_init(keel_es_t *es, keel_client_t *cl, const keel_es_config_t *cfg);
+/* Frees the hints; no request may be outstanding. */
+void keel_es_free(keel_es_t *es);
 static inline uint32_t keel_es_pending(const keel_es_t *es)
 {
     return es->pending;

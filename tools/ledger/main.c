@@ -2,11 +2,13 @@
  * model kept by a projection (tx/projection): the tool the projection kill test drives.
  *
  *   keel-ledger append  --server host:port [--accounts N] [--events N] [--poison-every K]
- *                       [--inflight N] [--rate events/s] [--seed S] [--prefix acct]
+ *                       [--inflight N] [--rate events/s] [--hints N] [--seed S]
+ *                       [--prefix acct]
  *       appends N Deposited/Withdrawn events (amounts 1..100) to accounts <prefix>-0..,
  *       each at the version it last saw (a conflict: the named version, then again), with
- *       one type "Poison" event every K; prints "appended N conflicts C" and exits 0.
- *   keel-ledger project --server host:port --db PATH [--name balances] [--batch N]
+ *       one type "Poison" event every K; prints "appended N conflicts C one-trip H" (H: appends
+ * that skipped the version read) and exits 0. keel-ledger project --server host:port --db PATH
+ * [--name balances] [--batch N]
  *                       [--apply-delay-us U] [--rebuild] [--metrics-file F] [--category acct]
  *       runs the projection of es:$ce-<category> into the table
  *       balances(account, balance, events, last_version) until SIGTERM; prints
@@ -35,7 +37,7 @@
 
 typedef struct opts {
     const char *server, *db, *name, *metrics_file, *account, *prefix, *category;
-    long accounts, events, poison_every, inflight, batch, delay_us, snapshot_every, rate;
+    long accounts, events, poison_every, inflight, batch, delay_us, snapshot_every, rate, hints;
     uint64_t seed;
     int rebuild;
 } opts_t;
@@ -166,7 +168,10 @@ static int run_append(opts_t *o)
         fprintf(stderr, "keel-ledger: %s\n", msg.text);
         return 1;
     }
-    keel_es_init(&a.es, &a.cl, NULL);
+    keel_es_config_t ecfg = keel_es_config_default();
+    ecfg.hints_max = (uint32_t)o->hints;
+    if (keel_es_init(&a.es, &a.cl, &ecfg) != 0)
+        return 1;
     /* start each account at its current version (a second run goes on where one stopped) */
     for (long i = 0; i < o->accounts; i++)
         a.version[i] = KEEL_ES_ANY;
@@ -178,7 +183,9 @@ static int run_append(opts_t *o)
     next_append(&a);
     keel_loop_run(&a.loop);
     keel_loop_close(&a.loop);
-    printf("appended %ld conflicts %ld\n", a.done, a.conflicts);
+    keel_es_free(&a.es);
+    printf("appended %ld conflicts %ld one-trip %llu\n", a.done, a.conflicts,
+           (unsigned long long)a.es.stats.appends_hinted);
     fflush(stdout);
     return a.done == o->events ? 0 : 1;
 }
@@ -412,7 +419,8 @@ static int run_load(opts_t *o)
     }
     keel_es_config_t ecfg = keel_es_config_default();
     ecfg.snapshot_every_events = (uint32_t)o->snapshot_every;
-    keel_es_init(&es, &cl, &ecfg);
+    if (keel_es_init(&es, &cl, &ecfg) != 0)
+        return 1;
     keel_es_fold_t fold = {.apply = fold_balance, .schema = 1};
     if (keel_es_load(&es, o->account, &fold, on_loaded, NULL) != 0) {
         fprintf(stderr, "keel-ledger: bad account name\n");
@@ -422,6 +430,7 @@ static int run_load(opts_t *o)
     keel_timer_start(&t, 5, 5, load_check_done, &es);
     keel_loop_run(&loop);
     keel_loop_close(&loop);
+    keel_es_free(&es);
     return load_rc;
 }
 
@@ -431,7 +440,8 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: keel-ledger append --server host:port [--accounts N] [--events N]"
-            " [--poison-every K] [--inflight N] [--rate events/s] [--seed S] [--prefix acct]\n"
+            " [--poison-every K] [--inflight N] [--rate events/s] [--hints N] [--seed S] [--prefix "
+            "acct]\n"
             "       keel-ledger project --server host:port --db PATH [--name balances]"
             " [--batch N] [--apply-delay-us U] [--rebuild] [--metrics-file F]"
             " [--category acct]\n"
@@ -448,6 +458,7 @@ int main(int argc, char **argv)
                 .inflight = 8,
                 .batch = 64,
                 .snapshot_every = 50,
+                .hints = 256,
                 .seed = 1};
     if (argc < 2) {
         usage();
@@ -494,6 +505,8 @@ int main(int argc, char **argv)
             o.delay_us = strtol(v, NULL, 10);
         else if (strcmp(a, "--snapshot-every") == 0)
             o.snapshot_every = strtol(v, NULL, 10);
+        else if (strcmp(a, "--hints") == 0)
+            o.hints = strtol(v, NULL, 10);
         else if (strcmp(a, "--rate") == 0)
             o.rate = strtol(v, NULL, 10);
         else if (strcmp(a, "--seed") == 0)
@@ -504,7 +517,8 @@ int main(int argc, char **argv)
     if (bad || o.server == NULL || o.accounts < 1 || o.accounts > ACCOUNTS_MAX || o.events < 1 ||
         o.events > EVENTS_MAX || o.inflight < 1 || o.inflight > ACCOUNTS_MAX || o.batch < 1 ||
         o.batch > (long)KEEL_PROJECTION_BATCH_EVENTS_MAX || o.delay_us < 0 ||
-        o.delay_us > 1000000 || o.snapshot_every < 0 || o.rate < 0) {
+        o.delay_us > 1000000 || o.snapshot_every < 0 || o.rate < 0 || o.hints < 0 ||
+        o.hints > (long)KEEL_ES_HINTS_LIMIT) {
         usage();
         return 2;
     }
