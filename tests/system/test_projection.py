@@ -169,3 +169,47 @@ def test_two_appenders_racing_on_the_same_accounts_keep_versions_dense(make_clus
     assert len(corrs) == 1200
     assert conflicts > 0, "the two appenders never raced"
     print(f"conflicts {conflicts}")
+
+
+def test_the_projection_and_appends_go_on_through_a_keel_leader_kill(make_cluster, procs,
+                                                                     tmp_path):
+    """Three nodes; the appender and the projection know all of them. The leader is
+    SIGKILLed while both run (the projection is SIGKILLed too, now and then): appends whose
+    answer was lost are retried at the same expected version (a conflict if they went in),
+    and the read model still ends as the exact fold of the category stream."""
+    cl = make_cluster(3)
+    servers = ",".join(f"127.0.0.1:{nd.client_port}" for nd in cl.nodes)
+    db = str(tmp_path / "read.db")
+    appender = procs.start(ledger("append", "--server", servers, "--accounts", "6",
+                                  "--events", "2000", "--poison-every", "101", "--rate", "500"))
+    appender.may_exit = True
+    project = ["project", "--server", servers, "--db", db, "--batch", "32"]
+    p = procs.start(ledger(*project))
+    p.read_line(r"projecting", timeout_s=10)
+    time.sleep(1.0)
+    leader = cl.wait_leader()
+    leader.kill()
+    time.sleep(0.7)
+    p.signal(signal.SIGKILL)
+    p.wait(5)
+    p = procs.start(ledger(*project))
+    p.read_line(r"projecting", timeout_s=10)
+    time.sleep(0.5)
+    leader.start()
+    assert appender.wait(120) == 0, appender.output()
+    cl.wait_leader()
+    node = cl.nodes[0]
+    model, poison, last, total = fold(node)
+    assert total >= 2000  # an append whose answer was lost and that went in is there once more
+    assert wait_until(lambda: checkpoint(db) == last, 60, 0.2), (checkpoint(db), last)
+    p.signal(signal.SIGTERM)
+    assert p.wait(10) == 0
+    rows, ckpt, applied, dead = read_model(db)
+    assert rows == model
+    assert applied == total - len(poison) and dead == poison
+    r = node.client()
+    for i in range(6):  # every account's versions dense through the kill
+        versions = [int(eid.split(b"-")[1]) for eid, _ in r.xrange(f"es:acct-{i}", "-", "+")]
+        assert versions == list(range(1, len(versions) + 1))
+    lost = appender.output().count("keel-ledger: append:")
+    print(f"events {total}, poison {len(poison)}, appends that failed and were retried {lost}")

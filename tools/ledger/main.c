@@ -1,6 +1,8 @@
 /* keel-ledger - bank accounts on the event store (tx/evstore) and an account-balances read
  * model kept by a projection (tx/projection): the tool the projection kill test drives.
  *
+ * --server takes one address or several, comma-separated (a cluster's nodes).
+ *
  *   keel-ledger append  --server host:port [--accounts N] [--events N] [--poison-every K]
  *                       [--inflight N] [--rate events/s] [--hints N] [--seed S]
  *                       [--prefix acct]
@@ -41,6 +43,17 @@ typedef struct opts {
     uint64_t seed;
     int rebuild;
 } opts_t;
+
+/* --server a,b,c into seeds (pointers into buf, which must outlive them). */
+static size_t split_seeds(const char *list, char *buf, size_t cap, const char **seeds)
+{
+    snprintf(buf, cap, "%s", list);
+    size_t n = 0;
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t && n < KEEL_CLIENT_SEEDS_MAX;
+         t = strtok_r(NULL, ",", &save))
+        seeds[n++] = t;
+    return n;
+}
 
 /* ---- append ------------------------------------------------------------------------------- */
 
@@ -92,7 +105,7 @@ static void on_appended(keel_es_t *es, void *ctx, int err, uint64_t version, con
         fprintf(stderr, "keel-ledger: append: %s %s\n", keel_err_name(err), msg);
         a->failed++;
         a->started--;
-        if (a->failed > 100)
+        if (a->failed > 10000) /* a lost node costs a few; this is no cluster at all */
             return finish(a);
     }
     next_append(a);
@@ -162,8 +175,8 @@ static int run_append(opts_t *o)
         a.slot[i] = (slot_t){&a, i};
     keel_errmsg_t msg = {{0}};
     keel_client_config_t cfg = keel_client_config_default();
-    cfg.seeds[0] = o->server;
-    cfg.seeds_n = 1;
+    char seeds_buf[1024];
+    cfg.seeds_n = split_seeds(o->server, seeds_buf, sizeof(seeds_buf), cfg.seeds);
     if (keel_loop_init(&a.loop) != 0 || keel_client_init(&a.cl, &a.loop, &cfg, &msg) != 0) {
         fprintf(stderr, "keel-ledger: %s\n", msg.text);
         return 1;
@@ -325,8 +338,8 @@ static int run_project(opts_t *o)
     keel_projection_config_t cfg = keel_projection_config_default();
     cfg.name = o->name;
     cfg.stream = stream;
-    cfg.seeds[0] = o->server;
-    cfg.seeds_n = 1;
+    char seeds_buf[1024];
+    cfg.seeds_n = split_seeds(o->server, seeds_buf, sizeof(seeds_buf), cfg.seeds);
     cfg.batch_events_max = (uint32_t)o->batch;
     cfg.metrics = pr.metrics;
     cfg.block_ms = 500;
@@ -411,8 +424,8 @@ static int run_load(opts_t *o)
     static keel_timer_t t;
     keel_errmsg_t msg = {{0}};
     keel_client_config_t cfg = keel_client_config_default();
-    cfg.seeds[0] = o->server;
-    cfg.seeds_n = 1;
+    char seeds_buf[1024];
+    cfg.seeds_n = split_seeds(o->server, seeds_buf, sizeof(seeds_buf), cfg.seeds);
     if (keel_loop_init(&loop) != 0 || keel_client_init(&cl, &loop, &cfg, &msg) != 0) {
         fprintf(stderr, "keel-ledger: %s\n", msg.text);
         return 1;
