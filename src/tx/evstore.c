@@ -224,8 +224,8 @@ static const keel_es_hint_t *hint_get(keel_es_t *es, const char *agg)
  * events in one append would be several XADDs that a failure could split. KEEL.TXN runs
  * all of them as one entry, all or nothing, if the watched key still has the revision we
  * read: so the append reads es:<agg>:ver (value E', revision R), refuses at once if
- * E' != E, and else proposes KEEL.TXN watching (ver, R) with SET ver E+n, the n XADDs to
- * the aggregate's stream (ids 0-(E+1)..) and the n XADDs to the category's stream. Only an
+ * E' != E, and else proposes KEEL.TXN watching (ver, R) with KEEL.CAS ver R E+n, the n
+ * XADDs to the aggregate's stream (ids 0-(E+1)..) and the n XADDs to the category's. Only an
  * append changes es:<agg>:ver, so the watch fails exactly when another append committed
  * in between; the version read again then names the winner's version.
  */
@@ -399,13 +399,18 @@ static void on_append_getv(keel_client_t *cl, void *ctx, int status, const keel_
         append_done(op, rc, 0, "could not send the append");
 }
 
+/* Bounded so that the entry (each event twice: the aggregate's stream and the category's)
+ * stays far below the server's entry limit. */
 static int encode_events(keel_buf_t *out, const keel_es_event_t *ev, size_t n)
 {
     int rc = 0;
+    size_t total = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
+        total += ev[i].data_len + ev[i].meta_len;
         if (type_valid(ev[i].type, ev[i].type_len) != 0 ||
             ev[i].data_len + ev[i].meta_len > KEEL_ES_EVENT_BYTES_MAX ||
-            (ev[i].data_len && !ev[i].data) || (ev[i].meta_len && !ev[i].meta))
+            total > KEEL_ES_APPEND_BYTES_MAX || (ev[i].data_len && !ev[i].data) ||
+            (ev[i].meta_len && !ev[i].meta))
             return KEEL_EINVAL;
         uint32_t dlen = (uint32_t)ev[i].data_len, mlen = (uint32_t)ev[i].meta_len;
         rc = keel_buf_append(out, ev[i].type, ev[i].type_len);

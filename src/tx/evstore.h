@@ -50,6 +50,10 @@
 #define KEEL_ES_TYPE_BYTES_MAX 128u            /* an event's type name */
 #define KEEL_ES_EVENT_BYTES_MAX (256u * 1024u) /* data + metadata of one event */
 #define KEEL_ES_APPEND_EVENTS_MAX 64u          /* events in one append */
+/* data + metadata of one append's events: each is written twice (the aggregate's stream
+ * and the category's) into one entry, which keel server bounds by its value_bytes_max
+ * (default 1 MiB) plus 128 KiB. */
+#define KEEL_ES_APPEND_BYTES_MAX (448u * 1024u)
 #define KEEL_ES_STATE_BYTES_MAX (512u * 1024u) /* a snapshot's state */
 #define KEEL_ES_READ_PAGE_EVENTS 256u          /* events per XRANGE while loading */
 #define KEEL_ES_CONFLICT_RETRIES_MAX 8u        /* a watch that failed while the version stayed */

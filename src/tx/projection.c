@@ -15,7 +15,6 @@ enum { ST_SETUP = 1, ST_SETTLE, ST_READ, ST_ACK, ST_WAIT, ST_STOPPED };
 
 #define SETTLE_PAGE 100u        /* pending entries looked at per XPENDING */
 #define SETTLE_ROUNDS_MAX 1000u /* pages per (re)start */
-#define ARGS_MAX (KEEL_PROJECTION_BATCH_EVENTS_MAX + 8)
 
 /* The batch's outcome, kept until its acknowledgements are answered. */
 typedef struct dead_row {
@@ -82,7 +81,8 @@ static void restart_later(keel_projection_t *p, const char *why, int err)
     if (p->stopping)
         return;
     keel_log_warn("projection restarts", KF_STR("projection", p->name), KF_STR("why", why),
-                  KF_STR("err", keel_err_name(err)));
+                  KF_STR("err", keel_err_name(err)), KF_STR("reply", p->last_error));
+    p->last_error[0] = 0;
     p->stats.restarts++;
     if (p->m_restarts)
         keel_counter_inc(p->m_restarts);
@@ -111,8 +111,11 @@ static bool step_reply(keel_projection_t *p, int status, const keel_resp_value_t
     p->waiting--;
     if (status != 0)
         p->batch_err = status;
-    else if (r->type == KEEL_RESP_ERROR && !(ok_error && is_error(r, ok_error)))
+    else if (r->type == KEEL_RESP_ERROR && !(ok_error && is_error(r, ok_error))) {
         p->batch_err = KEEL_EIO;
+        snprintf(p->last_error, sizeof(p->last_error), "%.*s",
+                 (int)(r->str.len < 120 ? r->str.len : 120), (const char *)r->str.ptr);
+    }
     if (p->waiting > 0)
         return false;
     int err = p->batch_err;

@@ -113,9 +113,10 @@ struct keel_projection {
     keel_timer_t timer;
     keel_stream_id_t checkpoint; /* as committed */
     keel_projection_stats_t stats;
-    int state;        /* internal */
-    uint32_t waiting; /* replies outstanding */
-    int batch_err;    /* a failed reply in the current step */
+    int state;            /* internal */
+    uint32_t waiting;     /* replies outstanding */
+    int batch_err;        /* a failed reply in the current step */
+    char last_error[128]; /* the server's error reply, for the log */
     bool rebuild_due, stopping, timer_open, client_open;
     keel_ms_t lag_at_ms;
     keel_stream_id_t first_after; /* the stream's first entry after the checkpoint, */

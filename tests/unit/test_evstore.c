@@ -198,8 +198,27 @@ static void bad_names_types_and_counts_are_refused_before_anything_is_sent(void)
     KT_EQ_INT(keel_es_append(&e.es[0], "x-1", 0, a, 0, on_append, &r), KEEL_EINVAL);
     KT_EQ_INT(keel_es_append(&e.es[0], "x-1", 0, a, KEEL_ES_APPEND_EVENTS_MAX + 1, on_append, &r),
               KEEL_EINVAL);
+    /* at most KEEL_ES_APPEND_BYTES_MAX in one append: exactly that goes in, one more not */
+    size_t big_n = KEEL_ES_APPEND_BYTES_MAX / 4; /* four fit, five do not */
+    char *big = malloc(big_n + 1);
+    memset(big, 'x', big_n);
+    big[big_n] = 0;
+    keel_es_event_t four[5]; /* the fifth is one too many */
+    for (int i = 0; i < 5; i++)
+        four[i] = ev("Big", big, "");
+    KT_EQ_INT(keel_es_append(&e.es[0], "big-1", 0, four, 5, on_append, &r), KEEL_EINVAL);
     KT_EQ_INT(r.done, 0);
     KT_EQ_INT(keel_es_pending(&e.es[0]), 0);
+    r = append(&e, 0, "big-1", 0, four, 4);
+    if (r.err != 0)
+        KT_FAIL("%s: %s", keel_err_name(r.err), r.msg);
+    KT_EQ_U64(r.version, 4);
+    r = load(&e, "big-1", 1);
+    KT_EQ_INT(r.err, 0);
+    KT_EQ_U64(r.version, 4);
+    KT_CHECK(keel_buf_unread(&r.state) > 4 * big_n);
+    keel_buf_free(&r.state);
+    free(big);
     env_free(&e);
 }
 
