@@ -4,13 +4,15 @@ equal to the fold of every event (no double apply, no skip) and every poison eve
 dead-lettered exactly once; two appenders racing on the same accounts leave every
 account's versions dense, each event there once."""
 
+import json
 import random
 import signal
 import sqlite3
 import subprocess
 import time
+import urllib.request
 
-from conftest import binary, wait_until  # noqa: F401
+from conftest import binary, free_port, wait_until  # noqa: F401
 from keelcluster import make_cluster  # noqa: F401 (fixture)
 
 
@@ -128,10 +130,22 @@ def test_a_rebuild_gives_the_same_read_model(make_cluster, procs, tmp_path):
     c.execute("UPDATE balances SET balance = 0")  # a broken read model
     c.commit()
     c.close()
-    p = procs.start(ledger("project", "--server", server, "--db", db, "--rebuild"))
+    port = free_port()
+    p = procs.start(ledger("project", "--server", server, "--db", db, "--rebuild",
+                           "--listen", f"127.0.0.1:{port}"))
     p.read_line(r"projecting", timeout_s=10)
     time.sleep(0.3)
     assert wait_until(lambda: checkpoint(db) == last, 60, 0.1)
+    # the read side over HTTP, and the lag in /metrics
+    for acct, (bal, n) in model.items():
+        body = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/balances/{acct}",
+                                                 timeout=5).read())
+        assert (body["balance"], body["events"]) == (bal, n)
+    assert wait_until(lambda: 'keel_projection_lag_events{projection="balances"} 0\n' in
+                      urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                             timeout=5).read().decode(), 5, 0.1)
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    assert b'keel_projection_rebuilds_total{projection="balances"} 1' in metrics
     p.signal(signal.SIGTERM)
     assert p.wait(10) == 0
     rows, ckpt, applied, dead = read_model(db)

@@ -3,26 +3,30 @@
  *
  * --server takes one address or several, comma-separated (a cluster's nodes).
  *
- *   keel-ledger append  --server host:port [--accounts N] [--events N] [--poison-every K]
- *                       [--inflight N] [--rate events/s] [--hints N] [--seed S]
- *                       [--prefix acct]
- *       appends N Deposited/Withdrawn events (amounts 1..100) to accounts <prefix>-0..,
- *       each at the version it last saw (a conflict: the named version, then again), with
- *       one type "Poison" event every K; prints "appended N conflicts C one-trip H" (H: appends
- * that skipped the version read) and exits 0. keel-ledger project --server host:port --db PATH
- * [--name balances] [--batch N]
- *                       [--apply-delay-us U] [--rebuild] [--metrics-file F] [--category acct]
- *       runs the projection of es:$ce-<category> into the table
- *       balances(account, balance, events, last_version) until SIGTERM; prints
- *       "projecting" once started, and the metrics into F every 200 ms.
- *   keel-ledger load    --server host:port --account A [--snapshot-every N]
- *       folds one account from the event store (from its snapshot) and prints
- *       "version V balance B". */
+ * keel-ledger append --server host:port [--accounts N] [--events N] [--poison-every K]
+ *         [--inflight N] [--rate events/s] [--hints N] [--seed S] [--prefix acct]
+ *     appends N Deposited/Withdrawn events (amounts 1..100) to accounts <prefix>-0..,
+ *     each at the version it last saw (a conflict: the named version, then again), with
+ *     one type "Poison" event every K; prints "appended N conflicts C one-trip H" (H:
+ *     appends that skipped the version read) and exits 0.
+ * keel-ledger project --server host:port --db PATH [--name balances] [--batch N]
+ *         [--apply-delay-us U] [--rebuild] [--metrics-file F] [--category acct]
+ *         [--listen host:port]
+ *     runs the projection of es:$ce-<category> into the table
+ *     balances(account, balance, events, last_version) until SIGTERM; prints
+ *     "projecting" once started, and the metrics into F every 200 ms. With --listen it
+ *     is also a kit service: GET /balances/:account (the read side), /metrics (the
+ *     projection's lag among them), /health/ready.
+ * keel-ledger load --server host:port --account A [--snapshot-every N]
+ *     folds one account from the event store (from its snapshot) and prints
+ *     "version V balance B".
+ */
 #include "base/err.h"
 #include "base/log.h"
 #include "base/metrics.h"
 #include "base/rand.h"
 #include "client/client.h"
+#include "kit/service.h"
 #include "runtime/logsink.h"
 #include "runtime/loop.h"
 #include "runtime/sqlite.h"
@@ -38,7 +42,7 @@
 #define EVENTS_MAX 10000000L
 
 typedef struct opts {
-    const char *server, *db, *name, *metrics_file, *account, *prefix, *category;
+    const char *server, *db, *name, *metrics_file, *account, *prefix, *category, *listen;
     long accounts, events, poison_every, inflight, batch, delay_us, snapshot_every, rate, hints;
     uint64_t seed;
     int rebuild;
@@ -209,7 +213,9 @@ typedef struct projector {
     keel_loop_t loop;
     keel_db_t db;
     keel_projection_t p;
-    keel_metrics_t *metrics;
+    keel_metrics_t *metrics; /* the service's with --listen, else our own */
+    keel_service_t svc;
+    bool serving;
     keel_timer_t tick;
     opts_t *o;
 } projector_t;
@@ -307,6 +313,49 @@ static void write_metrics(keel_timer_t *t, void *data)
     keel_buf_free(&out);
 }
 
+/* GET /balances/:account - the read side: {"account", "balance", "events", "version"}. */
+static void get_balance(keel_service_req_t *r, void *data)
+{
+    projector_t *pr = data;
+    const keel_route_param_t *acct = &r->route.params[0];
+    sqlite3_stmt *st;
+    if (keel_db_prepare(&pr->db,
+                        "SELECT balance, events, last_version FROM balances WHERE account = ?", &st,
+                        NULL) != 0) {
+        keel_http_respond_error(r->http, 503, "read model not ready");
+        return;
+    }
+    sqlite3_bind_text(st, 1, acct->value, (int)acct->value_len, SQLITE_TRANSIENT);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        keel_http_respond_error(r->http, 404, "no such account");
+        return;
+    }
+    json_t *o = json_pack("{s:s%, s:I, s:I, s:I}", "account", acct->value, acct->value_len,
+                          "balance", (json_int_t)sqlite3_column_int64(st, 0), "events",
+                          (json_int_t)sqlite3_column_int64(st, 1), "version",
+                          (json_int_t)sqlite3_column_int64(st, 2));
+    sqlite3_finalize(st);
+    keel_service_respond_json(r, 200, o);
+    json_decref(o);
+}
+
+static int serve(projector_t *pr, keel_errmsg_t *msg)
+{
+    keel_service_config_t cfg = keel_service_config_default("ledger");
+    cfg.listen = pr->o->listen;
+    int rc = keel_service_init(&pr->svc, &pr->loop, &cfg, msg);
+    if (rc == 0)
+        rc = keel_service_route(&pr->svc, "GET", "/balances/:account", get_balance, pr, msg);
+    if (rc == 0)
+        rc = keel_service_start(&pr->svc, msg);
+    if (rc == 0) {
+        pr->serving = true;
+        printf("listening on port %d\n", keel_service_port(&pr->svc));
+    }
+    return rc;
+}
+
 static void on_projection_closed(keel_projection_t *p, void *data)
 {
     (void)p;
@@ -332,7 +381,11 @@ static int run_project(opts_t *o)
         fprintf(stderr, "keel-ledger: %s\n", msg.text);
         return 1;
     }
-    pr.metrics = keel_metrics_new();
+    if (o->listen && serve(&pr, &msg) != 0) {
+        fprintf(stderr, "keel-ledger: %s\n", msg.text);
+        return 1;
+    }
+    pr.metrics = pr.serving ? pr.svc.metrics : keel_metrics_new();
     char stream[KEEL_PROJECTION_KEY_BYTES_MAX];
     keel_es_category_key(stream, sizeof(stream), o->category);
     keel_projection_config_t cfg = keel_projection_config_default();
@@ -362,8 +415,11 @@ static int run_project(opts_t *o)
     printf("applied %llu dead %llu restarts %llu gaps %llu\n", (unsigned long long)s->applied,
            (unsigned long long)s->dead, (unsigned long long)s->restarts,
            (unsigned long long)s->gaps);
+    if (pr.serving)
+        keel_service_free(&pr.svc);
+    else
+        keel_metrics_free(pr.metrics);
     keel_db_close(&pr.db);
-    keel_metrics_free(pr.metrics);
     return 0;
 }
 
@@ -457,7 +513,7 @@ static void usage(void)
             "acct]\n"
             "       keel-ledger project --server host:port --db PATH [--name balances]"
             " [--batch N] [--apply-delay-us U] [--rebuild] [--metrics-file F]"
-            " [--category acct]\n"
+            " [--category acct] [--listen host:port]\n"
             "       keel-ledger load --server host:port --account A [--snapshot-every N]\n");
 }
 
@@ -496,6 +552,8 @@ int main(int argc, char **argv)
             o.db = v;
         else if (strcmp(a, "--name") == 0)
             o.name = v;
+        else if (strcmp(a, "--listen") == 0)
+            o.listen = v;
         else if (strcmp(a, "--metrics-file") == 0)
             o.metrics_file = v;
         else if (strcmp(a, "--account") == 0)
