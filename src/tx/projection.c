@@ -352,22 +352,28 @@ static int send_first(keel_projection_t *p, keel_client_reply_fn fn)
     return send_cmd(p, 6, argv, fn);
 }
 
+/* XRANGE for the gap check, then the read, last in its pipeline (a command behind a
+ * BLOCKed read that is answered at once waits for the server's 5 ms blocked-read tick). */
+static int send_read(keel_projection_t *p)
+{
+    char count[16], block[24];
+    snprintf(count, sizeof(count), "%u", p->cfg.batch_events_max);
+    snprintf(block, sizeof(block), "%llu", (unsigned long long)p->cfg.block_ms);
+    const char *argv[] = {"XREADGROUP", "GROUP", p->name,   p->consumer, "COUNT", count,
+                          "BLOCK",      block,   "STREAMS", p->stream,   ">"};
+    p->state = ST_READ;
+    int rc = send_first(p, on_first);
+    return rc != 0 ? rc : send_cmd(p, 11, argv, on_read);
+}
+
 static void read_next(keel_projection_t *p)
 {
     if (p->stopping)
         return;
     if (p->rebuild_due)
         return setup(p);
-    char count[16], block[24];
-    snprintf(count, sizeof(count), "%u", p->cfg.batch_events_max);
-    snprintf(block, sizeof(block), "%llu", (unsigned long long)p->cfg.block_ms);
-    p->state = ST_READ;
-    const char *argv[] = {"XREADGROUP", "GROUP", p->name,   p->consumer, "COUNT", count,
-                          "BLOCK",      block,   "STREAMS", p->stream,   ">"};
-    if (send_first(p, on_first) != 0 || send_cmd(p, 11, argv, on_read) != 0) {
-        if (p->waiting == 0)
-            restart_later(p, "could not send", p->batch_err);
-    }
+    if (send_read(p) != 0 && p->waiting == 0)
+        restart_later(p, "could not send", p->batch_err);
 }
 
 static const keel_resp_value_t *field(const keel_resp_value_t *f, const char *name)
@@ -605,6 +611,11 @@ static void send_acks(keel_projection_t *p)
     }
     const char *info[] = {"XINFO", "GROUPS", p->stream};
     send_cmd(p, 3, info, on_ack);
+    /* The next read goes in the same pipeline (one round trip instead of two). If an
+     * acknowledgement fails, the read's reply sees the error and the projection restarts
+     * from its checkpoint; what the read delivered is delivered again then. */
+    if (p->batch_err == 0 && !a->settle_more && !p->rebuild_due && !p->stopping)
+        send_read(p);
     if (p->waiting == 0)
         restart_later(p, "could not send", p->batch_err);
 }
@@ -635,10 +646,10 @@ static void on_ack(keel_client_t *cl, void *ctx, int status, const keel_resp_val
 {
     (void)cl;
     keel_projection_t *p = ctx;
-    if (status == 0 && r->type == KEEL_RESP_ARRAY && p->waiting == 1)
-        take_lag(p, r); /* the last reply is XINFO's */
+    if (status == 0 && r->type == KEEL_RESP_ARRAY)
+        take_lag(p, r); /* XINFO's (XACK and KEEL.XNACK answer integers) */
     if (!step_reply(p, status, r, NULL))
-        return;
+        return; /* not the last reply: a read followed, and its reply decides */
     acks_t *a = p->acks;
     if (a->settle_more) {
         a->settle_more = false;
