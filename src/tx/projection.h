@@ -30,7 +30,9 @@
  *      applied count in keel_projection; COMMIT (fsync'd: synchronous=FULL).
  *   2. Only then: XACK the applied ids, KEEL.XNACK the dead ones (the group's
  *      KEEL.XDEADLETTER, MAXDELIVERIES 1, moves each to the dead-letter stream with its
- *      error at once), and read the group's lag.
+ *      error at once), read the group's lag, and the next read, in one pipeline. Each
+ *      batch is first checked to start at the stream's first entry after the checkpoint
+ *      (a dead predecessor's read can move the group past entries; projection.c).
  *
  * So the read model and the checkpoint change together or not at all. On start (and
  * after any error, after retry_ms) the group is created or moved to the checkpoint
