@@ -1,0 +1,632 @@
+/* order - the shop's order service: takes an order, runs the order saga (reserve stock,
+ * charge the card, confirm the reservation; compensations in reverse), and keeps each
+ * order's history as events in the event store.
+ *
+ *   keel-shop-order --keel host:port,... [--listen host:port] [--registry host:port,...]
+ *                   [--id ID] [--answer-within-ms 3000]   (also ORDER_* and a YAML file)
+ *
+ *   POST /orders      {"customer", "items": [{"product", "qty"}, ...], "amount_cents",
+ *                      "card": ok|decline|slow|fail}
+ *        201 {"order", "status": "confirmed"}  every step done
+ *        409 {"order", "status": "rejected"}   a step refused (no stock, card declined, the
+ *                                              reservation expired): what was done is undone
+ *        202 {"order", "status": "pending"}    not finished within --answer-within-ms; the
+ *                                              saga goes on (here or, if this instance dies,
+ *                                              on another) and GET /orders/:id tells
+ *        400 bad input; with an Idempotency-Key header, a repeat gets the first answer
+ *   GET  /orders/:id  {"order", "status": placed|confirmed|rejected|attention, ...}
+ *
+ * The order id is derived from the customer and the Idempotency-Key (a retry after a lost
+ * answer is the same order, even if the first answer was never stored), or random without a
+ * key. The saga's steps call inventory and payment by name (kit calls through the registry)
+ * with the saga's keys; both services are idempotent per order. Events, in aggregate
+ * "order-<id>": placed (before the saga starts), confirmed / rejected / attention (when it
+ * ends, on whichever instance ends it). docs/shop.md has the design.
+ */
+#include "base/hash.h"
+#include "base/log.h"
+#include "kit/call.h"
+#include "kit/config.h"
+#include "kit/service.h"
+#include "runtime/clock.h"
+#include "tx/evstore.h"
+#include "tx/saga.h"
+
+#include <http_parser.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define ID_BYTES_MAX 64
+#define BODY_BYTES_MAX 8192
+#define ITEMS_MAX 32
+
+typedef struct app {
+    keel_loop_t *loop;
+    keel_client_t keel; /* the event store's */
+    keel_es_t es;
+    keel_sagas_t sagas;
+    keel_saga_type_t order;
+    keel_caller_t inventory, payment;
+    keel_service_t svc;
+    int64_t answer_within_ms;
+    keel_rand_t rand;
+    keel_counter_t *m_confirmed, *m_rejected, *m_attention, *m_pending;
+} app_t;
+
+/* ---- the saga's steps ------------------------------------------------------------------ */
+
+/* The saga input: {"order", "customer", "items", "amount_cents", "card"}. */
+typedef struct step_ctx {
+    keel_saga_call_t *call;
+    int ok[4]; /* statuses meaning OK (0-terminated) */
+    int business[6];
+} step_ctx_t;
+
+static json_t *input_of(const keel_saga_call_t *call)
+{
+    return json_loadb((const char *)call->input, call->input_len, 0, NULL);
+}
+
+static bool in(const int *set, size_t n, int v)
+{
+    for (size_t i = 0; i < n && set[i]; i++)
+        if (set[i] == v)
+            return true;
+    return false;
+}
+
+static void on_step_reply(int err, const keel_http_msg_t *resp, void *data)
+{
+    step_ctx_t *s = data;
+    keel_saga_outcome_t out = KEEL_SAGA_TRANSIENT;
+    if (err == 0 && in(s->ok, 4, resp->status))
+        out = KEEL_SAGA_OK;
+    else if (err == 0 && in(s->business, 6, resp->status))
+        out = KEEL_SAGA_BUSINESS;
+    keel_saga_call_done(s->call, out, NULL, 0);
+    free(s);
+}
+
+/* One HTTP call for a step: method path [body], with the saga's key. */
+static void step_call(keel_caller_t *c, keel_saga_call_t *call, int method, const char *path,
+                      const char *body, const int *ok, const int *business)
+{
+    step_ctx_t *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        keel_saga_call_done(call, KEEL_SAGA_TRANSIENT, NULL, 0);
+        return;
+    }
+    s->call = call;
+    memcpy(s->ok, ok, sizeof(s->ok));
+    memcpy(s->business, business, sizeof(s->business));
+    keel_http_header_t h[2] = {
+        {.name = "Idempotency-Key",
+         .name_len = 15,
+         .value = call->key,
+         .value_len = strlen(call->key)},
+        {.name = "Content-Type", .name_len = 12, .value = "application/json", .value_len = 16}};
+    keel_call_t kc = {.method = method,
+                      .target = path,
+                      .headers = h,
+                      .headers_count = body ? 2 : 1,
+                      .body = body,
+                      .body_len = body ? strlen(body) : 0,
+                      .deadline_ms = keel_loop_now_ms(call->loop) + call->timeout_ms,
+                      .idempotent = true}; /* every step carries its key */
+    if (keel_caller_call(c, &kc, on_step_reply, s) != 0) {
+        free(s);
+        keel_saga_call_done(call, KEEL_SAGA_TRANSIENT, NULL, 0);
+    }
+}
+
+static void step_reserve(keel_saga_call_t *call, void *data)
+{
+    app_t *a = data;
+    json_t *j = input_of(call);
+    json_t *body = json_pack("{s:O}", "items", json_object_get(j, "items"));
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL, path[128];
+    snprintf(path, sizeof(path), "/reservations/%s", call->saga_id);
+    static const int ok[4] = {200, 201}, business[6] = {400, 409, 422};
+    if (text == NULL)
+        keel_saga_call_done(call, KEEL_SAGA_BUSINESS, NULL, 0); /* a bad input cannot pass */
+    else
+        step_call(&a->inventory, call, HTTP_PUT, path, text, ok, business);
+    free(text);
+    json_decref(body);
+    json_decref(j);
+}
+
+static void undo_reserve(keel_saga_call_t *call, void *data)
+{
+    app_t *a = data;
+    char path[128];
+    snprintf(path, sizeof(path), "/reservations/%s", call->saga_id);
+    static const int ok[4] = {204}, business[6] = {0};
+    step_call(&a->inventory, call, HTTP_DELETE, path, NULL, ok, business);
+}
+
+static void step_charge(keel_saga_call_t *call, void *data)
+{
+    app_t *a = data;
+    json_t *j = input_of(call);
+    json_t *body = json_pack(
+        "{s:s, s:O, s:O, s:O}", "order", call->saga_id, "customer", json_object_get(j, "customer"),
+        "amount_cents", json_object_get(j, "amount_cents"), "card", json_object_get(j, "card"));
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    static const int ok[4] = {200, 201}, business[6] = {400, 402, 409, 422};
+    if (text == NULL)
+        keel_saga_call_done(call, KEEL_SAGA_BUSINESS, NULL, 0);
+    else
+        step_call(&a->payment, call, HTTP_POST, "/charges", text, ok, business);
+    free(text);
+    json_decref(body);
+    json_decref(j);
+}
+
+static void undo_charge(keel_saga_call_t *call, void *data)
+{
+    app_t *a = data;
+    char path[128];
+    snprintf(path, sizeof(path), "/charges/%s/refund", call->saga_id);
+    static const int ok[4] = {200}, business[6] = {0};
+    step_call(&a->payment, call, HTTP_POST, path, NULL, ok, business);
+}
+
+static void step_confirm(keel_saga_call_t *call, void *data)
+{
+    app_t *a = data;
+    char path[128];
+    snprintf(path, sizeof(path), "/reservations/%s/confirm", call->saga_id);
+    static const int ok[4] = {200}, business[6] = {409, 410};
+    step_call(&a->inventory, call, HTTP_POST, path, NULL, ok, business);
+}
+
+/* ---- order events ---------------------------------------------------------------------- */
+
+typedef struct append_ctx {
+    app_t *a;
+    char agg[KEEL_ES_AGG_BYTES_MAX + 1];
+    char type[16];
+    int tries;
+} append_ctx_t;
+
+static void append_event(app_t *a, append_ctx_t *c);
+
+static void on_appended(keel_es_t *es, void *ctx, int err, uint64_t version, const char *msg)
+{
+    append_ctx_t *c = ctx;
+    (void)es;
+    (void)version;
+    if (err != 0 && err != KEEL_ECONFLICT && ++c->tries < 5) {
+        append_event(c->a, c); /* an outcome event whose answer was lost: again (the fold
+                                     takes a repeat as the same fact) */
+        return;
+    }
+    if (err != 0 && err != KEEL_ECONFLICT)
+        keel_log_warn("order: an order event was not stored", KF_STR("order", c->agg),
+                      KF_STR("event", c->type), KF_STR("error", msg ? msg : keel_strerror(err)));
+    free(c);
+}
+
+static void append_event(app_t *a, append_ctx_t *c)
+{
+    keel_es_event_t ev = {.type = c->type, .type_len = strlen(c->type)};
+    if (keel_es_append(&a->es, c->agg, KEEL_ES_ANY, &ev, 1, on_appended, c) != 0)
+        free(c);
+}
+
+/* Every saga this instance ends (started here or adopted from a dead one). */
+static void on_any_end(keel_sagas_t *o, const char *id, int err, keel_saga_state_t state,
+                       void *data)
+{
+    app_t *a = data;
+    (void)o;
+    if (err != 0)
+        return; /* not ended here: its owner records it */
+    append_ctx_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return;
+    c->a = a;
+    snprintf(c->agg, sizeof(c->agg), "order-%s", id);
+    snprintf(c->type, sizeof(c->type), "%s",
+             state == KEEL_SAGA_DONE          ? "confirmed"
+             : state == KEEL_SAGA_COMPENSATED ? "rejected"
+                                              : "attention");
+    keel_counter_inc(state == KEEL_SAGA_DONE          ? a->m_confirmed
+                     : state == KEEL_SAGA_COMPENSATED ? a->m_rejected
+                                                      : a->m_attention);
+    append_event(a, c);
+}
+
+/* ---- POST /orders ---------------------------------------------------------------------- */
+
+typedef struct req_ctx {
+    app_t *a;
+    keel_service_req_t *req; /* NULL once answered */
+    char id[ID_BYTES_MAX + 1];
+    char *input;
+    keel_timer_t timer;
+    bool timer_on, ended;
+} req_ctx_t;
+
+static void answer(req_ctx_t *r, int status, const char *state)
+{
+    if (r->req == NULL)
+        return;
+    keel_service_req_enter(r->req);
+    json_t *o = json_pack("{s:s, s:s}", "order", r->id, "status", state);
+    keel_service_respond_json(r->req, status, o);
+    json_decref(o);
+    r->req = NULL;
+}
+
+static void req_timer_closed(keel_timer_t *t)
+{
+    req_ctx_t *r = KEEL_LIST_ENTRY(t, req_ctx_t, timer);
+    free(r->input);
+    free(r);
+}
+
+/* Ends a request's context once its saga ended and its timer is closed. */
+static void req_done(req_ctx_t *r)
+{
+    if (r->timer_on) {
+        r->timer_on = false;
+        keel_timer_close(&r->timer, req_timer_closed);
+    } else {
+        free(r->input);
+        free(r);
+    }
+}
+
+static void on_saga_end(keel_sagas_t *o, const char *id, int err, keel_saga_state_t state,
+                        void *data)
+{
+    req_ctx_t *r = data;
+    (void)o;
+    (void)id;
+    if (err != 0)
+        answer(r, 202, "pending"); /* another instance owns it, or this one is closing */
+    else if (state == KEEL_SAGA_DONE)
+        answer(r, 201, "confirmed");
+    else if (state == KEEL_SAGA_COMPENSATED)
+        answer(r, 409, "rejected");
+    else
+        answer(r, 500, "attention");
+    r->ended = true;
+    req_done(r);
+}
+
+static void on_deadline(keel_timer_t *t, void *data)
+{
+    req_ctx_t *r = data;
+    (void)t;
+    if (r->req != NULL)
+        keel_counter_inc(r->a->m_pending);
+    answer(r, 202, "pending"); /* the saga goes on; the context lives until it ends */
+}
+
+static void saga_go(req_ctx_t *r)
+{
+    app_t *a = r->a;
+    int rc =
+        keel_sagas_start(&a->sagas, "order", r->id, r->input, strlen(r->input), on_saga_end, r);
+    if (rc == KEEL_EEXISTS) { /* this instance runs it already: the other request answers */
+        answer(r, 202, "pending");
+        req_done(r);
+        return;
+    }
+    if (rc != 0) {
+        if (r->req)
+            keel_http_respond_error(r->req->http, 503, "the order saga could not start; retry");
+        r->req = NULL;
+        req_done(r);
+        return;
+    }
+    if (keel_timer_init(a->loop, &r->timer) == 0) {
+        r->timer_on = true;
+        keel_timer_start(&r->timer, (keel_ms_t)a->answer_within_ms, 0, on_deadline, r);
+    }
+}
+
+static void on_placed(keel_es_t *es, void *ctx, int err, uint64_t version, const char *msg)
+{
+    req_ctx_t *r = ctx;
+    (void)es;
+    (void)version;
+    (void)msg;
+    if (err != 0 && err != KEEL_ECONFLICT) { /* the order may or may not be placed: retry */
+        keel_http_respond_error(r->req->http, 503, "the order could not be stored; retry");
+        r->req = NULL;
+        req_done(r);
+        return;
+    }
+    saga_go(r); /* placed now, or before by the same key: the saga is started or joined */
+}
+
+static bool id_ok(const char *s, size_t n)
+{
+    if (n == 0 || n > ID_BYTES_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-", s[i]))
+            return false;
+    return true;
+}
+
+static void h_post(keel_service_req_t *req, void *data)
+{
+    app_t *a = data;
+    const keel_http_msg_t *m = req->http->msg;
+    if (m->body_len > BODY_BYTES_MAX) {
+        keel_http_respond_error(req->http, 413, "a body is at most 8 KiB");
+        return;
+    }
+    json_t *j = json_loadb((const char *)m->body, m->body_len, 0, NULL);
+    const char *customer = json_string_value(json_object_get(j, "customer"));
+    const char *card = json_string_value(json_object_get(j, "card"));
+    json_t *items = json_object_get(j, "items"), *amt = json_object_get(j, "amount_cents");
+    if (!json_is_object(j) || customer == NULL || !id_ok(customer, strlen(customer)) ||
+        !json_is_array(items) || json_array_size(items) == 0 ||
+        json_array_size(items) > ITEMS_MAX || !json_is_integer(amt) ||
+        json_integer_value(amt) < 1) {
+        json_decref(j);
+        keel_http_respond_error(req->http, 400,
+                                "a JSON object: customer, items (1..32 of {product, qty}), "
+                                "amount_cents (> 0), card");
+        return;
+    }
+    req_ctx_t *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        json_decref(j);
+        keel_http_respond_error(req->http, 503, "out of memory");
+        return;
+    }
+    r->a = a;
+    r->req = req;
+    size_t kn;
+    const char *key = keel_http_msg_header(m, "Idempotency-Key", &kn);
+    uint64_t h = key ? keel_hash64(key, kn, keel_hash64(customer, strlen(customer), 7))
+                     : keel_rand_u64(&a->rand);
+    snprintf(r->id, sizeof(r->id), "o%016llx", (unsigned long long)h);
+    json_t *input = json_pack("{s:s, s:s, s:O, s:O, s:s}", "order", r->id, "customer", customer,
+                              "items", items, "amount_cents", amt, "card", card ? card : "ok");
+    r->input = input ? json_dumps(input, JSON_COMPACT) : NULL;
+    json_decref(input);
+    json_decref(j);
+    if (r->input == NULL) {
+        free(r);
+        keel_http_respond_error(req->http, 503, "out of memory");
+        return;
+    }
+    char agg[KEEL_ES_AGG_BYTES_MAX + 1];
+    snprintf(agg, sizeof(agg), "order-%s", r->id);
+    keel_es_event_t ev = {.type = "placed",
+                          .type_len = 6,
+                          .data = (const uint8_t *)r->input,
+                          .data_len = strlen(r->input)};
+    if (keel_es_append(&a->es, agg, KEEL_ES_NO_STREAM, &ev, 1, on_placed, r) != 0) {
+        free(r->input);
+        free(r);
+        keel_http_respond_error(req->http, 503, "the order could not be stored");
+    }
+}
+
+/* ---- GET /orders/:id ------------------------------------------------------------------- */
+
+/* The state: "<status>\n<input JSON>". */
+static int fold_apply(void *data, keel_buf_t *state, const keel_es_event_t *ev)
+{
+    (void)data;
+    char head[16];
+    snprintf(head, sizeof(head), "%.*s", (int)ev->type_len, ev->type);
+    if (strcmp(head, "placed") == 0) {
+        keel_buf_reset(state);
+        keel_buf_append_str(state, "placed\n");
+        return keel_buf_append(state, ev->data, ev->data_len);
+    }
+    /* an outcome replaces the status line, keeps the input */
+    const uint8_t *p = keel_buf_rptr(state);
+    size_t n = keel_buf_unread(state);
+    const uint8_t *nl = memchr(p, '\n', n);
+    size_t rest = nl ? n - (size_t)(nl + 1 - p) : 0;
+    uint8_t *copy = malloc(rest + 1);
+    if (copy == NULL)
+        return KEEL_ENOMEM;
+    if (rest)
+        memcpy(copy, nl + 1, rest);
+    keel_buf_reset(state);
+    keel_buf_append_str(state, head);
+    keel_buf_append_str(state, "\n");
+    int rc = keel_buf_append(state, copy, rest);
+    free(copy);
+    return rc;
+}
+
+static const keel_es_fold_t ORDER_FOLD = {fold_apply, 1, NULL};
+
+static void on_loaded(keel_es_t *es, void *ctx, int err, uint64_t version, const keel_buf_t *state,
+                      const char *msg)
+{
+    keel_service_req_t *req = ctx;
+    (void)es;
+    (void)msg;
+    keel_service_req_enter(req);
+    if (err != 0) {
+        keel_http_respond_error(req->http, 503, "the order could not be read");
+        return;
+    }
+    if (version == 0) {
+        keel_http_respond_error(req->http, 404, "no such order");
+        return;
+    }
+    const char *p = (const char *)keel_buf_rptr(state);
+    size_t n = keel_buf_unread(state);
+    const char *nl = memchr(p, '\n', n);
+    json_t *input = nl ? json_loadb(nl + 1, n - (size_t)(nl + 1 - p), 0, NULL) : NULL;
+    json_t *o = json_object();
+    if (input)
+        json_object_update(o, input);
+    json_object_set_new(o, "status", json_stringn(p, nl ? (size_t)(nl - p) : n));
+    json_object_set_new(o, "version", json_integer((json_int_t)version));
+    keel_service_respond_json(req, 200, o);
+    json_decref(o);
+    json_decref(input);
+}
+
+static void h_get(keel_service_req_t *req, void *data)
+{
+    app_t *a = data;
+    const keel_route_param_t *p = &req->route.params[0];
+    if (!id_ok(p->value, p->value_len)) {
+        keel_http_respond_error(req->http, 400, "order ids are 1 to 64 of [A-Za-z0-9._-]");
+        return;
+    }
+    char agg[KEEL_ES_AGG_BYTES_MAX + 1];
+    snprintf(agg, sizeof(agg), "order-%.*s", (int)p->value_len, p->value);
+    if (keel_es_load(&a->es, agg, &ORDER_FOLD, on_loaded, req) != 0)
+        keel_http_respond_error(req->http, 503, "the order could not be read");
+}
+
+/* ---- main ---------------------------------------------------------------------------------- */
+
+static void sagas_closed(keel_sagas_t *o)
+{
+    (void)o;
+}
+
+static void caller_closed(keel_caller_t *c, void *data)
+{
+    (void)c;
+    (void)data;
+}
+
+static void keel_closed(keel_client_t *cl)
+{
+    (void)cl;
+}
+
+static void on_stopped(keel_service_t *svc, void *data)
+{
+    app_t *a = data;
+    (void)svc;
+    keel_sagas_close(&a->sagas, sagas_closed); /* sagas here are adopted by another instance */
+    keel_caller_close(&a->inventory, caller_closed, NULL);
+    keel_caller_close(&a->payment, caller_closed, NULL);
+    keel_client_close(&a->keel, keel_closed);
+}
+
+int main(int argc, char **argv)
+{
+    const char *listen = "127.0.0.1:8120", *keel = "127.0.0.1:7001", *registry = NULL, *id = NULL;
+    int64_t within = 3000;
+    const keel_opt_t opts[] = {
+        {"listen", KEEL_OPT_STR, &listen, 0, 0, "host:port to serve on (port 0: any)"},
+        {"keel", KEEL_OPT_STR, &keel, 0, 0,
+         "keel server host:port,... (sagas, events, the registry to find inventory and payment)"},
+        {"registry", KEEL_OPT_STR, &registry, 0, 0, "register as service order there"},
+        {"id", KEEL_OPT_STR, &id, 0, 0, "instance id (default order-<host>-<port>)"},
+        {"answer-within-ms", KEEL_OPT_INT, &within, 10, 600000,
+         "answer 202 pending if the saga has not ended by then"},
+    };
+    keel_config_t conf;
+    keel_errmsg_t msg = {{0}};
+    int rc = keel_config_load(&conf, "keel-shop-order", "ORDER", opts,
+                              sizeof(opts) / sizeof(opts[0]), argc, argv, NULL, &msg);
+    if (rc != 0) {
+        if (rc < 0)
+            fprintf(stderr, "keel-shop-order: %s\n", msg.text);
+        return rc < 0 ? 2 : 0;
+    }
+    keel_loop_t loop;
+    if (keel_loop_init(&loop) != 0 || keel_loop_handle_signals(&loop) != 0)
+        return 1;
+    static app_t app;
+    app.loop = &loop;
+    app.answer_within_ms = within;
+    keel_rand_seed(&app.rand, (uint64_t)keel_clock_unix_ms() ^ (uint64_t)getpid() << 32);
+    char seeds[1024];
+    snprintf(seeds, sizeof(seeds), "%s", keel);
+    keel_client_config_t cc = keel_client_config_default();
+    cc.requests_max = KEEL_CLIENT_REQUESTS_LIMIT;
+    cc.inflight_max = KEEL_CLIENT_REQUESTS_LIMIT;
+    if ((rc = keel_client_config_seeds(&cc, seeds, "--keel", &msg)) != 0 ||
+        (rc = keel_client_init(&app.keel, &loop, &cc, &msg)) != 0) {
+        fprintf(stderr, "keel-shop-order: %s\n", msg.text);
+        return 2;
+    }
+    keel_es_config_t ec = keel_es_config_default();
+    keel_es_init(&app.es, &app.keel, &ec);
+
+    keel_service_config_t cfg = keel_service_config_default("order");
+    cfg.listen = listen;
+    cfg.registry = registry;
+    cfg.instance_id = id;
+    cfg.idem.servers = keel;
+    cfg.on_stopped = on_stopped;
+    cfg.on_drain_data = &app;
+    rc = keel_service_init(&app.svc, &loop, &cfg, &msg);
+    keel_metrics_t *mx = app.svc.metrics;
+    if (rc == 0) {
+        const char *help = "Orders by how their saga ended (on this instance).";
+        app.m_confirmed =
+            keel_metrics_counter(mx, "shop_orders_total", help, "outcome=\"confirmed\"");
+        app.m_rejected =
+            keel_metrics_counter(mx, "shop_orders_total", help, "outcome=\"rejected\"");
+        app.m_attention =
+            keel_metrics_counter(mx, "shop_orders_total", help, "outcome=\"attention\"");
+        app.m_pending = keel_metrics_counter(mx, "shop_orders_answered_pending_total",
+                                             "Orders answered 202 before their saga ended.", NULL);
+    }
+    /* the services the steps call, found in the registry */
+    keel_caller_config_t ic = keel_caller_config_default("inventory");
+    ic.registry = keel;
+    keel_caller_config_t pc = keel_caller_config_default("payment");
+    pc.registry = keel;
+    if (rc == 0)
+        rc = keel_caller_init(&app.inventory, &loop, &ic, mx, &msg);
+    if (rc == 0)
+        rc = keel_caller_init(&app.payment, &loop, &pc, mx, &msg);
+    /* the saga */
+    keel_saga_def_default(&app.order.def, "order");
+    keel_saga_type_step(&app.order, "reserve", step_reserve, undo_reserve, &app);
+    keel_saga_type_step(&app.order, "charge", step_charge, undo_charge, &app);
+    keel_saga_type_step(&app.order, "confirm", step_confirm, NULL, &app);
+    app.order.def.input_bytes_max = BODY_BYTES_MAX;
+    keel_sagas_config_t sc = keel_sagas_config_default();
+    char seeds2[1024];
+    snprintf(seeds2, sizeof(seeds2), "%s", keel);
+    keel_client_config_t tmp = keel_client_config_default();
+    if (rc == 0)
+        rc = keel_client_config_seeds(&tmp, seeds2, "--keel", &msg);
+    for (size_t i = 0; i < tmp.seeds_n; i++)
+        sc.seeds[sc.seeds_n++] = tmp.seeds[i];
+    sc.metrics = mx;
+    sc.on_end = on_any_end;
+    sc.on_end_data = &app;
+    sc.seed = keel_rand_u64(&app.rand);
+    if (rc == 0)
+        rc = keel_sagas_init(&app.sagas, &loop, &sc, &msg);
+    if (rc == 0)
+        rc = keel_sagas_register(&app.sagas, &app.order, &msg);
+    if (rc == 0)
+        rc = keel_service_route_idem(&app.svc, "POST", "/orders", h_post, &app, &msg);
+    if (rc == 0)
+        rc = keel_service_route(&app.svc, "GET", "/orders/:id", h_get, &app, &msg);
+    if (rc == 0)
+        rc = keel_service_start(&app.svc, &msg);
+    if (rc != 0) {
+        fprintf(stderr, "keel-shop-order: %s\n", msg.text);
+        return 1;
+    }
+    printf("order: listening on port %d\n", keel_service_port(&app.svc));
+    fflush(stdout);
+    keel_loop_run(&loop);
+    keel_service_free(&app.svc);
+    keel_es_free(&app.es);
+    keel_loop_close(&loop);
+    keel_config_free(&conf);
+    return 0;
+}
