@@ -13,6 +13,15 @@
  * deadline, counted from its intended start: a slow system cannot slow the arrivals down and
  * hide its latency. Before the load, the run's own products (r<run id>p<i>) get S units each.
  *
+ * Scenario "shop" (with --orders and --payment): each arrival is POST /orders (through the
+ * order service, or the gateway) with an Idempotency-Key, 1 to 3 products, an amount, and a
+ * card: 92% fine, 5% declined, 2% slow, 1% a failing processor; 5% are sent twice with the
+ * same key and must get the same answer and order id. 201 confirmed and 409 rejected are
+ * definitive; 202 (pending) and failures are asked again at the end (GET /orders/:id, or the
+ * same POST) until final. Then: each product's stock == S - the units of the confirmed
+ * orders, nothing is left reserved, and the payment ledger moved by exactly the confirmed
+ * orders' amounts (declined, failed and compensated orders cost nothing).
+ *
  * At the end, the orders whose outcome the client did not see (a timeout, a broken
  * connection: the service may have acted anyway) are asked for (GET /reservations/:order);
  * then, for every product: stock == S - (units of every order that is confirmed), and
@@ -39,8 +48,8 @@
 
 typedef struct run run_t;
 
-enum outcome { CONFIRMED, RELEASED, NO_STOCK, FAILED, LATE, OUTCOMES };
-static const char *const outcome_names[OUTCOMES] = {"confirmed", "released", "no stock", "failed",
+enum outcome { CONFIRMED, RELEASED, REJECTED, FAILED, LATE, OUTCOMES };
+static const char *const outcome_names[OUTCOMES] = {"confirmed", "released", "rejected", "failed",
                                                     "late"};
 
 typedef struct order {
@@ -49,7 +58,13 @@ typedef struct order {
     keel_ns_t intended_ns; /* when it should have started */
     int items_n, step, retry_reserve, abandon, target;
     int product[3], qty[3];
-    char body[256];
+    char body[512];
+    /* the shop scenario */
+    int64_t amount;
+    int first_status; /* of a request sent twice with its key: the second must agree */
+    char order_id[40], key[48];
+    keel_ms_t next_try_ms;
+    bool asking, asked_get; /* resolving: the ask in flight is GET /orders/:id */
 } order_t;
 
 struct run {
@@ -75,24 +90,40 @@ struct run {
     char why[256];
     order_t **uncertain; /* outcome unknown to us: asked for at the end */
     size_t uncertain_n, uncertain_cap, resolved;
+    /* the shop scenario: orders through the order service (or the gateway) */
+    bool shop;
+    char orders[TARGETS_MAX][64], payment[64];
+    int orders_n;
+    int64_t confirmed_amount, net_before;
+    int ledger_asks;
 };
 
 /* ---- HTTP --------------------------------------------------------------------------------- */
 
-static int request(run_t *r, int target, int method, const char *path, const char *body,
-                   keel_http_client_cb cb, void *data)
+static int request_to(run_t *r, const char *host, int method, const char *path, const char *body,
+                      const char *key, keel_http_client_cb cb, void *data)
 {
-    keel_http_header_t h = {
-        .name = "Content-Type", .value = "application/json", .name_len = 12, .value_len = 16};
+    keel_http_header_t h[2] = {
+        {.name = "Content-Type", .value = "application/json", .name_len = 12, .value_len = 16},
+        {.name = "Idempotency-Key",
+         .value = key,
+         .name_len = 15,
+         .value_len = key ? strlen(key) : 0}};
     keel_http_client_request_t req = {.method = method,
-                                      .host_port = r->targets[target],
+                                      .host_port = host,
                                       .target = path,
-                                      .headers = body ? &h : NULL,
-                                      .headers_count = body ? 1 : 0,
+                                      .headers = body ? h : NULL,
+                                      .headers_count = body ? (key ? 2 : 1) : 0,
                                       .body = body,
                                       .body_len = body ? strlen(body) : 0,
                                       .timeout_ms = r->deadline_ms};
     return keel_http_client_request(&r->http, &req, cb, data, NULL);
+}
+
+static int request(run_t *r, int target, int method, const char *path, const char *body,
+                   keel_http_client_cb cb, void *data)
+{
+    return request_to(r, r->targets[target], method, path, body, NULL, cb, data);
 }
 
 /* ---- one order ------------------------------------------------------------------------------ */
@@ -108,9 +139,11 @@ static void order_end(order_t *o, enum outcome out)
         out = LATE; /* a definitive answer, but after its deadline: not available */
     r->outcomes[out]++;
     r->outcome_sec[out]++;
-    if (out == CONFIRMED)
+    if (out == CONFIRMED) {
         for (int i = 0; i < o->items_n; i++)
             r->confirmed_units[o->product[i]] += o->qty[i];
+        r->confirmed_amount += o->amount;
+    }
     keel_lat_record(&r->all, us);
     keel_lat_record(&r->sec, us);
     r->inflight--;
@@ -132,6 +165,47 @@ static void order_end(order_t *o, enum outcome out)
     free(o);
 }
 
+/* An order's id from an order service answer ({"order": ...}), into o->order_id. */
+static void take_order_id(order_t *o, const keel_http_msg_t *resp, char *out, size_t cap)
+{
+    json_t *j = json_loadb((const char *)resp->body, resp->body_len, 0, NULL);
+    const char *id = json_string_value(json_object_get(j, "order"));
+    snprintf(out, cap, "%s", id ? id : "");
+    json_decref(j);
+    (void)o;
+}
+
+static void on_shop_reply(int err, const keel_http_msg_t *resp, void *data)
+{
+    order_t *o = data;
+    run_t *r = o->r;
+    int st = err ? 0 : resp->status;
+    bool final = st == 201 || st == 409;
+    if (o->step == 0 && final && o->retry_reserve) { /* a client retry with the same key */
+        o->first_status = st;
+        take_order_id(o, resp, o->order_id, sizeof(o->order_id));
+        o->step = 1;
+        order_step(o);
+        return;
+    }
+    if (o->step == 1 && final) {
+        char again[40];
+        take_order_id(o, resp, again, sizeof(again));
+        if (st != o->first_status || strcmp(again, o->order_id) != 0) {
+            r->violations++;
+            snprintf(r->why, sizeof(r->why), "idempotency: key %s answered %d (%s), then %d (%s)",
+                     o->key, o->first_status, o->order_id, st, again);
+        }
+    }
+    if (final)
+        order_end(o, st == 201 ? CONFIRMED : REJECTED);
+    else {
+        if (st == 202) /* its saga goes on: polled by its id at the end */
+            take_order_id(o, resp, o->order_id, sizeof(o->order_id));
+        order_end(o, st == 202 ? LATE : FAILED); /* pending, or unknown: asked at the end */
+    }
+}
+
 static void on_reply(int err, const keel_http_msg_t *resp, void *data)
 {
     order_t *o = data;
@@ -143,7 +217,7 @@ static void on_reply(int err, const keel_http_msg_t *resp, void *data)
             o->step = o->retry_reserve && o->step == 0 ? 1 : 2;
             order_step(o);
         } else if (st == 409) {
-            order_end(o, NO_STOCK);
+            order_end(o, REJECTED);
         } else {
             order_end(o, FAILED);
         }
@@ -164,7 +238,10 @@ static void order_step(order_t *o)
     run_t *r = o->r;
     char path[96];
     int rc;
-    if (o->step <= 1) {
+    if (r->shop) {
+        rc = request_to(r, r->orders[o->target % r->orders_n], HTTP_POST, "/orders", o->body,
+                        o->key, on_shop_reply, o);
+    } else if (o->step <= 1) {
         snprintf(path, sizeof(path), "/reservations/r%" PRIx64 "-%" PRIu64, r->run_id, o->id);
         rc = request(r, o->target, HTTP_PUT, path, o->body, on_reply, o);
     } else if (o->abandon) {
@@ -202,11 +279,21 @@ static void order_start(run_t *r, keel_ns_t intended)
     for (int i = 0; i < o->items_n; i++) {
         o->product[i] = (int)keel_rand_below(&r->rand, (uint64_t)r->products);
         o->qty[i] = 1 + (int)keel_rand_below(&r->rand, 2);
+        o->amount += 100 * o->qty[i];
         len += (size_t)snprintf(o->body + len, sizeof(o->body) - len,
                                 "%s{\"product\":\"r%" PRIx64 "p%d\",\"qty\":%d}", i ? "," : "",
                                 r->run_id, o->product[i], o->qty[i]);
     }
-    snprintf(o->body + len, sizeof(o->body) - len, "]}");
+    if (r->shop) { /* cards: 92% fine, 5% declined, 2% slow, 1% a failing processor */
+        uint64_t c = keel_rand_below(&r->rand, 100);
+        const char *card = c < 92 ? "ok" : c < 97 ? "decline" : c < 99 ? "slow" : "fail";
+        snprintf(o->key, sizeof(o->key), "r%" PRIx64 "-%" PRIu64, r->run_id, o->id);
+        snprintf(o->body + len, sizeof(o->body) - len,
+                 "],\"customer\":\"c%" PRIu64 "\",\"amount_cents\":%" PRId64 ",\"card\":\"%s\"}",
+                 keel_rand_below(&r->rand, 1000), o->amount, card);
+    } else {
+        snprintf(o->body + len, sizeof(o->body) - len, "]}");
+    }
     r->inflight++;
     r->started++;
     order_step(o);
@@ -240,6 +327,103 @@ static void on_resolved(int err, const keel_http_msg_t *resp, void *data)
     }
     json_decref(j);
     r->resolved++;
+}
+
+#define RESOLVE_TRIES_SHOP 240 /* an order asked again with its key, every 250 ms: 60 s */
+
+/* Shop: an order of unknown or pending outcome, asked again with the same key (what a
+ * client does): its saga's final answer, once it has one. */
+static void on_shop_resolved(int err, const keel_http_msg_t *resp, void *data)
+{
+    order_t *o = data;
+    run_t *r = o->r;
+    int st = err ? 0 : resp->status;
+    o->asking = false;
+    if (o->asked_get) { /* GET /orders/:id: its state, as the order's events say */
+        json_t *j =
+            st == 200 ? json_loadb((const char *)resp->body, resp->body_len, 0, NULL) : NULL;
+        const char *state = json_string_value(json_object_get(j, "status"));
+        st = state == NULL                     ? (st == 404 ? -404 : 0)
+             : strcmp(state, "confirmed") == 0 ? 201
+             : strcmp(state, "rejected") == 0  ? 409
+             : strcmp(state, "attention") == 0 ? -500
+                                               : 202;
+        json_decref(j);
+        if (st == -404) /* never placed: the first request died before; send it again */
+            o->order_id[0] = '\0';
+        if (st == -500) {
+            r->violations++;
+            snprintf(r->why, sizeof(r->why), "order %s: its saga needs attention", o->order_id);
+            o->step = -1;
+            r->resolved++;
+            return;
+        }
+    } else if (st == 202) {
+        take_order_id(o, resp, o->order_id, sizeof(o->order_id));
+    }
+    if (st == 201 || st == 409) {
+        if (st == 201) {
+            for (int i = 0; i < o->items_n; i++)
+                r->confirmed_units[o->product[i]] += o->qty[i];
+            r->confirmed_amount += o->amount;
+        }
+        o->step = -1;
+        r->resolved++;
+        return;
+    }
+    if (++o->step >= 100 + RESOLVE_TRIES_SHOP) {
+        r->violations++;
+        snprintf(r->why, sizeof(r->why), "order key %s: no final answer after 60 s (last %d)",
+                 o->key, st);
+        o->step = -1;
+        r->resolved++;
+        return;
+    }
+    o->next_try_ms = (keel_ms_t)(keel_clock_now_ns() / 1000000) + 250;
+}
+
+static void shop_resolve_due(run_t *r)
+{
+    keel_ms_t now = (keel_ms_t)(keel_clock_now_ns() / 1000000);
+    for (size_t i = 0; i < r->uncertain_n; i++) {
+        order_t *o = r->uncertain[i];
+        if (o->step < 0 || o->asking || o->next_try_ms > now)
+            continue;
+        o->asking = true;
+        o->asked_get = o->order_id[0] != '\0';
+        char path[64];
+        snprintf(path, sizeof(path), "/orders/%s", o->order_id);
+        if ((o->asked_get ? request_to(r, r->orders[o->step % r->orders_n], HTTP_GET, path, NULL,
+                                       NULL, on_shop_resolved, o)
+                          : request_to(r, r->orders[o->step % r->orders_n], HTTP_POST, "/orders",
+                                       o->body, o->key, on_shop_resolved, o)) != 0) {
+            o->asking = false;
+            o->next_try_ms = now + 250;
+        }
+    }
+}
+
+static void on_ledger(int err, const keel_http_msg_t *resp, void *data)
+{
+    run_t *r = data;
+    json_t *j = err ? NULL : json_loadb((const char *)resp->body, resp->body_len, 0, NULL);
+    json_t *net = json_object_get(j, "net_cents");
+    if (!json_is_integer(net)) {
+        r->violations++;
+        snprintf(r->why, sizeof(r->why), "no answer from the payment ledger");
+    } else if (r->phase == CHECK) {
+        int64_t moved = json_integer_value(net) - r->net_before;
+        if (moved != r->confirmed_amount) {
+            r->violations++;
+            snprintf(r->why, sizeof(r->why),
+                     "payment ledger moved %" PRId64 " cents, the confirmed orders total %" PRId64,
+                     moved, r->confirmed_amount);
+        }
+    } else {
+        r->net_before = json_integer_value(net);
+    }
+    json_decref(j);
+    r->ledger_asks++;
 }
 
 static void resolve_ask(order_t *o)
@@ -280,6 +464,7 @@ static void on_product(int err, const keel_http_msg_t *resp, void *data)
     json_t *j = err ? NULL : json_loadb((const char *)resp->body, resp->body_len, 0, NULL);
     int64_t stock = json_integer_value(json_object_get(j, "stock"));
     int64_t avail = json_integer_value(json_object_get(j, "available"));
+    int64_t reserved = json_integer_value(json_object_get(j, "reserved"));
     int64_t want = r->stock - r->confirmed_units[c->product];
     if ((j == NULL || resp->status != 200) && ++c->tries < CHECK_TRIES) {
         json_decref(j);
@@ -289,6 +474,11 @@ static void on_product(int err, const keel_http_msg_t *resp, void *data)
     if (j == NULL || resp->status != 200) {
         r->violations++;
         snprintf(r->why, sizeof(r->why), "product %d: no answer to GET /products", c->product);
+    } else if (r->shop && reserved != 0) { /* every saga ended: none holds stock */
+        r->violations++;
+        snprintf(r->why, sizeof(r->why),
+                 "product %d: %" PRId64 " units still reserved after every order ended", c->product,
+                 reserved);
     } else if (stock != want || avail < 0 || avail > stock) {
         r->violations++;
         snprintf(r->why, sizeof(r->why),
@@ -326,10 +516,10 @@ static void progress(run_t *r)
     for (int k = 0; k < OUTCOMES; k++)
         done += r->outcome_sec[k];
     printf("t=%3ds  orders %6" PRIu64 "/s  confirmed %6" PRIu64 "  released %5" PRIu64
-           "  no-stock %5" PRIu64 "  failed %4" PRIu64 "  late %4" PRIu64
+           "  rejected %5" PRIu64 "  failed %4" PRIu64 "  late %4" PRIu64
            "  p50 %7.2f ms  p99 %7.2f ms  in flight %" PRIu64 "\n",
            r->second, done, r->outcome_sec[CONFIRMED], r->outcome_sec[RELEASED],
-           r->outcome_sec[NO_STOCK], r->outcome_sec[FAILED], r->outcome_sec[LATE],
+           r->outcome_sec[REJECTED], r->outcome_sec[FAILED], r->outcome_sec[LATE],
            (double)keel_lat_percentile(&r->sec, 0.5) / 1000.0,
            (double)keel_lat_percentile(&r->sec, 0.99) / 1000.0, r->inflight);
     fflush(stdout);
@@ -351,7 +541,7 @@ static void tick(keel_timer_t *t, void *data)
     (void)t;
     switch (r->phase) {
     case RESTOCK:
-        if (r->restocked < r->products)
+        if (r->restocked < r->products || (r->shop && r->ledger_asks < 1))
             return;
         if (r->violations) {
             r->phase = DONE;
@@ -387,13 +577,20 @@ static void tick(keel_timer_t *t, void *data)
         r->phase = RESOLVE;
         for (size_t i = 0; i < r->uncertain_n; i++) {
             r->uncertain[i]->step = 100; /* counts the asks from here */
-            resolve_ask(r->uncertain[i]);
+            r->uncertain[i]->next_try_ms = 0;
+            if (!r->shop)
+                resolve_ask(r->uncertain[i]);
         }
         return;
     case RESOLVE:
+        if (r->shop)
+            shop_resolve_due(r);
         if (r->resolved < r->uncertain_n)
             return;
         r->phase = CHECK;
+        if (r->shop &&
+            request_to(r, r->payment, HTTP_GET, "/ledger", NULL, NULL, on_ledger, r) != 0)
+            r->ledger_asks++, r->violations++;
         for (int p = 0; p < r->products; p++) {
             check_t *c = malloc(sizeof(*c));
             *c = (check_t){r, p, 0};
@@ -401,7 +598,7 @@ static void tick(keel_timer_t *t, void *data)
         }
         return;
     case CHECK:
-        if (r->checked < r->products)
+        if (r->checked < r->products || (r->shop && r->ledger_asks < 2))
             return;
         r->phase = DONE;
         break;
@@ -414,7 +611,7 @@ static void tick(keel_timer_t *t, void *data)
 
 static void report(run_t *r)
 {
-    uint64_t answered = r->outcomes[CONFIRMED] + r->outcomes[RELEASED] + r->outcomes[NO_STOCK];
+    uint64_t answered = r->outcomes[CONFIRMED] + r->outcomes[RELEASED] + r->outcomes[REJECTED];
     uint64_t total = r->finished ? r->finished : 1;
     printf("\norders: %" PRIu64 " scheduled over %d s (%.0f/s asked)\n", r->scheduled,
            r->duration_s, r->rate);
@@ -460,7 +657,7 @@ static long num(const char *flag, const char *v, long lo, long hi)
 int main(int argc, char **argv)
 {
     static run_t r;
-    const char *targets = NULL;
+    const char *targets = NULL, *orders = NULL, *payment = NULL;
     uint64_t seed = 1;
     r.rate = 200;
     r.duration_s = 10;
@@ -470,14 +667,19 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            printf("usage: keel-shopload --inventory host:port[,...] [--rate orders/s] "
-                   "[--duration s]\n       [--products N] [--stock S] [--deadline-ms D] "
-                   "[--seed X] [--json FILE]\n(tools/shopload/main.c says what it does)\n");
+            printf("usage: keel-shopload --inventory host:port[,...] [--orders host:port[,...] "
+                   "--payment host:port]\n       [--rate orders/s] [--duration s] [--products N] "
+                   "[--stock S] [--deadline-ms D]\n       [--seed X] [--json FILE]\n"
+                   "(tools/shopload/main.c says what it does)\n");
             return 0;
         }
         i++;
         if (strcmp(a, "--inventory") == 0 && v)
             targets = v;
+        else if (strcmp(a, "--orders") == 0 && v)
+            orders = v;
+        else if (strcmp(a, "--payment") == 0 && v)
+            payment = v;
         else if (strcmp(a, "--rate") == 0)
             r.rate = (double)num(a, v, 1, 1000000);
         else if (strcmp(a, "--duration") == 0)
@@ -501,11 +703,23 @@ int main(int argc, char **argv)
         fprintf(stderr, "keel-shopload: --inventory host:port[,...] is required\n");
         return 2;
     }
+    if ((orders == NULL) != (payment == NULL)) {
+        fprintf(stderr, "keel-shopload: --orders and --payment go together\n");
+        return 2;
+    }
     char list[1024];
     snprintf(list, sizeof(list), "%s", targets);
     for (char *p = list, *tok; (tok = strsep(&p, ",")) != NULL;)
         if (*tok && r.targets_n < TARGETS_MAX)
             snprintf(r.targets[r.targets_n++], sizeof(r.targets[0]), "%s", tok);
+    if (orders != NULL) {
+        r.shop = true;
+        snprintf(list, sizeof(list), "%s", orders);
+        for (char *p = list, *tok; (tok = strsep(&p, ",")) != NULL;)
+            if (*tok && r.orders_n < TARGETS_MAX)
+                snprintf(r.orders[r.orders_n++], sizeof(r.orders[0]), "%s", tok);
+        snprintf(r.payment, sizeof(r.payment), "%s", payment);
+    }
     keel_rand_seed(&r.rand, seed);
     r.run_id = (uint64_t)keel_clock_unix_ms();
     r.confirmed_units = calloc((size_t)r.products, sizeof(int64_t));
@@ -529,6 +743,10 @@ int main(int argc, char **argv)
         if (request(&r, p % r.targets_n, HTTP_POST, path, body, on_restock, &r) != 0)
             r.restocked++, r.violations++;
     }
+    if (r.shop && request_to(&r, r.payment, HTTP_GET, "/ledger", NULL, NULL, on_ledger, &r) != 0) {
+        fprintf(stderr, "keel-shopload: cannot ask the payment ledger at %s\n", r.payment);
+        return 1;
+    }
     keel_timer_init(&r.loop, &r.tick);
     keel_timer_start(&r.tick, 1, 1, tick, &r);
     keel_loop_run(&r.loop);
@@ -539,6 +757,6 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < r.uncertain_n; i++)
         free(r.uncertain[i]);
     free(r.uncertain);
-    uint64_t answered = r.outcomes[CONFIRMED] + r.outcomes[RELEASED] + r.outcomes[NO_STOCK];
+    uint64_t answered = r.outcomes[CONFIRMED] + r.outcomes[RELEASED] + r.outcomes[REJECTED];
     return r.violations == 0 && answered > 0 ? 0 : 1;
 }

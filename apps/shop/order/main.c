@@ -155,7 +155,8 @@ static void step_charge(keel_saga_call_t *call, void *data)
         "{s:s, s:O, s:O, s:O}", "order", call->saga_id, "customer", json_object_get(j, "customer"),
         "amount_cents", json_object_get(j, "amount_cents"), "card", json_object_get(j, "card"));
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    static const int ok[4] = {200, 201}, business[6] = {400, 402, 409, 422};
+    /* 409 is not a refusal: an Idempotency-Key whose first request still runs (transient) */
+    static const int ok[4] = {200, 201}, business[6] = {400, 402, 410, 422};
     if (text == NULL)
         keel_saga_call_done(call, KEEL_SAGA_BUSINESS, NULL, 0);
     else
@@ -585,6 +586,10 @@ int main(int argc, char **argv)
     ic.registry = keel;
     keel_caller_config_t pc = keel_caller_config_default("payment");
     pc.registry = keel;
+    /* one attempt may take as long as the step allows (a card processor can be slow): a
+     * second attempt while the first still runs only meets its key's 409 */
+    ic.retry.per_try_timeout_ms = 0;
+    pc.retry.per_try_timeout_ms = 0;
     if (rc == 0)
         rc = keel_caller_init(&app.inventory, &loop, &ic, mx, &msg);
     if (rc == 0)

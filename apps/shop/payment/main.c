@@ -7,12 +7,12 @@
  *
  *   POST /charges                {"order", "customer", "amount_cents", "card"}
  *        201 charged | 200 the same charge again | 402 declined (recorded: again 402)
- *        409 the order was refunded or voided | 422 another amount or customer for the order
+ *        410 the order was refunded or voided | 422 another amount or customer for the order
  *        502 the processor failed (nothing recorded: retry) | 400 bad input
  *        card: "ok" (default), "decline", "slow" (answers after --slow-ms), "fail"
  *   POST /charges/:order/refund  200 {"status": refunded | voided | declined}: always
  *        succeeds, so a saga's compensation can always finish; a refund of an order never
- *        charged voids it, and a charge arriving later is refused (409)
+ *        charged voids it, and a charge arriving later is refused (410: gone)
  *   GET  /charges/:order         200 the row, or 404
  *   GET  /ledger                 200 {"charged_cents", "refunded_cents", "net_cents", counts}
  *
@@ -212,7 +212,7 @@ static void charge_now(app_t *a, keel_service_req_t *r, const char *order, const
                                         "this order was charged with another amount or customer");
                 return;
             }
-            int st = closed ? 409 : strcmp(c.status, "charged") == 0 ? 200 : 402;
+            int st = closed ? 410 : strcmp(c.status, "charged") == 0 ? 200 : 402;
             respond(r, st, order, c.status, c.amount);
             return;
         }
