@@ -175,11 +175,31 @@ static void take_order_id(order_t *o, const keel_http_msg_t *resp, char *out, si
     (void)o;
 }
 
+/*
+ * An order service answer as 201 (confirmed), 409 (rejected), 202 (pending) or 0 (anything
+ * else), judged by the body's status and not by the code alone: a 409 also comes from the
+ * idempotency layer while the key's first request still runs, and that one is not final.
+ */
+static int order_answer(int err, const keel_http_msg_t *resp)
+{
+    if (err != 0 || (resp->status != 201 && resp->status != 409 && resp->status != 202))
+        return 0;
+    json_t *j = json_loadb((const char *)resp->body, resp->body_len, 0, NULL);
+    const char *st = json_string_value(json_object_get(j, "status"));
+    int v = st == NULL                     ? 0
+            : strcmp(st, "confirmed") == 0 ? 201
+            : strcmp(st, "rejected") == 0  ? 409
+            : strcmp(st, "pending") == 0   ? 202
+                                           : 0;
+    json_decref(j);
+    return v == resp->status ? v : 0;
+}
+
 static void on_shop_reply(int err, const keel_http_msg_t *resp, void *data)
 {
     order_t *o = data;
     run_t *r = o->r;
-    int st = err ? 0 : resp->status;
+    int st = order_answer(err, resp);
     bool final = st == 201 || st == 409;
     if (o->step == 0 && final && o->retry_reserve) { /* a client retry with the same key */
         o->first_status = st;
@@ -358,8 +378,10 @@ static void on_shop_resolved(int err, const keel_http_msg_t *resp, void *data)
             r->resolved++;
             return;
         }
-    } else if (st == 202) {
-        take_order_id(o, resp, o->order_id, sizeof(o->order_id));
+    } else {
+        st = order_answer(err, resp);
+        if (st == 202)
+            take_order_id(o, resp, o->order_id, sizeof(o->order_id));
     }
     if (st == 201 || st == 409) {
         if (st == 201) {
