@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,7 +61,8 @@ static int int_of(ld_t *l, const yaml_node_t *n, const char *key, long lo, long 
     return 0;
 }
 
-static const char *const placeholders[] = {"keel", "keel_http", "port", "i", "name", "dir", "bin"};
+static const char *const placeholders[] = {"keel", "keel_http", "port", "i",
+                                           "name", "dir",       "bin",  "here"};
 
 /* Every {word} in s must be a known placeholder. */
 static int check_template(ld_t *l, const yaml_node_t *at, const char *s)
@@ -74,7 +76,7 @@ static int check_template(ld_t *l, const yaml_node_t *at, const char *s)
         if (!known)
             return failf(l, at,
                          "unknown placeholder in '%.60s' (known: {keel} {keel_http} {port} "
-                         "{i} {name} {dir} {bin})",
+                         "{i} {name} {dir} {bin} {here})",
                          s);
     }
     return 0;
@@ -197,6 +199,13 @@ int keel_manifest_load(const char *path, keel_manifest_t *m, char *err, size_t e
     memset(m, 0, sizeof(*m));
     m->nodes = 3;
     m->base_port = 7001;
+    char real[PATH_MAX];
+    if (realpath(path, real) != NULL) { /* {here}: the manifest's own directory */
+        char *slash = strrchr(real, '/');
+        if (slash != NULL)
+            *slash = '\0';
+        snprintf(m->here, sizeof(m->here), "%s", real);
+    }
     ld_t l = {.path = path, .err = err, .cap = err_cap};
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
@@ -347,16 +356,16 @@ static int64_t mono_ms(void)
 
 typedef struct vars {
     char keel[KEEL_CLUSTER_NODES_MAX * 64], keel_http[64], port[16], i[16], name[64];
-    char dir[KEEL_CLUSTER_PATH_BYTES], bin[PATH_MAX];
+    char dir[KEEL_CLUSTER_PATH_BYTES], bin[PATH_MAX], here[PATH_MAX];
 } vars_t;
 
 /* s with its placeholders replaced (malloc'd). */
 static char *expand(const char *s, const vars_t *v)
 {
-    const char *vals[] = {v->keel, v->keel_http, v->port, v->i, v->name, v->dir, v->bin};
+    const char *vals[] = {v->keel, v->keel_http, v->port, v->i, v->name, v->dir, v->bin, v->here};
     size_t cap = strlen(s) + 1;
     for (const char *p = strchr(s, '{'); p; p = strchr(p + 1, '{'))
-        cap += sizeof(v->keel) + sizeof(v->bin);
+        cap += sizeof(v->keel) + sizeof(v->bin) + sizeof(v->here);
     char *out = malloc(cap), *o = out;
     if (out == NULL)
         return NULL;
@@ -494,10 +503,30 @@ static int wait_ready(const keel_manifest_service_t *s, int inst, int port, pid_
     }
 }
 
+/* A start that failed: stops the processes of ps[] that this run started (not the kept
+ * ones), last first, and records what was running before and still is. */
+static void stop_started(const char *dir, proc_t *ps, int n, const bool *started, proc_t *old,
+                         int old_n)
+{
+    for (int i = n - 1; i >= 0; i--)
+        if (started[i] && proc_alive(&ps[i]))
+            kill(ps[i].pid, SIGKILL);
+    for (int i = n - 1; i >= 0; i--)
+        if (started[i])
+            waitpid(ps[i].pid, NULL, 0);
+    int k = 0;
+    for (int i = 0; i < old_n; i++)
+        if (proc_alive(&old[i]))
+            old[k++] = old[i];
+    record_save(dir, old, k);
+}
+
 int keel_manifest_start(const keel_manifest_t *m, const keel_cluster_t *cl)
 {
-    static proc_t ps[KEEL_MANIFEST_SERVICES_MAX * KEEL_MANIFEST_INSTANCES_MAX];
-    int n = 0;
+    enum { CAP = KEEL_MANIFEST_SERVICES_MAX * KEEL_MANIFEST_INSTANCES_MAX };
+    static proc_t ps[CAP], old[CAP];
+    static bool started[CAP];
+    int n = 0, old_n = record_load(cl->dir, old, CAP);
     vars_t v;
     memset(&v, 0, sizeof(v));
     for (size_t i = 0; i < cl->n; i++) {
@@ -506,6 +535,7 @@ int keel_manifest_start(const keel_manifest_t *m, const keel_cluster_t *cl)
     }
     snprintf(v.keel_http, sizeof(v.keel_http), "%s", cl->nodes[0].http);
     snprintf(v.dir, sizeof(v.dir), "%s", cl->dir);
+    snprintf(v.here, sizeof(v.here), "%s", m->here);
     ssize_t bl = readlink("/proc/self/exe", v.bin, sizeof(v.bin) - 1);
     if (bl > 0) {
         v.bin[bl] = '\0';
@@ -520,12 +550,28 @@ int keel_manifest_start(const keel_manifest_t *m, const keel_cluster_t *cl)
             int port = s->port > 0 ? s->port + inst : 0;
             snprintf(v.port, sizeof(v.port), "%d", port);
             snprintf(v.i, sizeof(v.i), "%d", inst);
+            char where[32] = "-";
+            if (port > 0)
+                snprintf(where, sizeof(where), "127.0.0.1:%d", port);
+            int kept = -1; /* still running from before: kept, as `keel up` keeps nodes */
+            for (int k = 0; k < old_n && kept < 0; k++)
+                if (strcmp(old[k].service, s->name) == 0 && old[k].instance == inst &&
+                    proc_alive(&old[k]))
+                    kept = k;
+            if (kept >= 0) {
+                ps[n] = old[kept];
+                started[n++] = false;
+                printf("%-16s %-8d %-22s pid %d running\n", s->name, inst, where,
+                       (int)old[kept].pid);
+                continue;
+            }
             if (port > 0) {
                 char addr[32];
                 snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
                 if (keel_cluster_port_free(addr) == 0) {
                     fprintf(stderr, "keel up: %s (%s-%d's port) is already in use\n", addr, s->name,
                             inst);
+                    stop_started(cl->dir, ps, n, started, old, old_n);
                     return -1;
                 }
             }
@@ -539,29 +585,20 @@ int keel_manifest_start(const keel_manifest_t *m, const keel_cluster_t *cl)
             p->pid = spawn(s, &v, log_path, p->comm, sizeof(p->comm));
             if (p->pid < 0) {
                 fprintf(stderr, "keel up: fork: %s\n", strerror(errno));
+                stop_started(cl->dir, ps, n, started, old, old_n);
                 return -1;
             }
-            n++;
+            started[n++] = true;
             record_save(cl->dir, ps, n);
-            if (wait_ready(s, inst, port, p->pid, log_path) != 0)
+            if (wait_ready(s, inst, port, p->pid, log_path) != 0) {
+                stop_started(cl->dir, ps, n, started, old, old_n);
                 return -1;
-            char where[32] = "-";
-            if (port > 0)
-                snprintf(where, sizeof(where), "127.0.0.1:%d", port);
+            }
             printf("%-16s %-8d %-22s pid %d ready\n", s->name, inst, where, (int)p->pid);
             fflush(stdout);
         }
     }
     return 0;
-}
-
-int keel_manifest_running(const char *dir)
-{
-    static proc_t ps[KEEL_MANIFEST_SERVICES_MAX * KEEL_MANIFEST_INSTANCES_MAX];
-    int n = record_load(dir, ps, (int)(sizeof(ps) / sizeof(ps[0]))), running = 0;
-    for (int i = 0; i < n; i++)
-        running += proc_alive(&ps[i]);
-    return running;
 }
 
 int keel_manifest_stop(const char *dir, int wait_ms)

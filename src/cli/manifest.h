@@ -27,7 +27,8 @@
  *
  * Placeholders in run and env: {keel} (the nodes' client addresses, comma separated),
  * {keel_http} (node 0's admin address), {port}, {i} (the instance, from 0), {name},
- * {dir} (the cluster directory), {bin} (the directory of the keel binary). A program named
+ * {dir} (the cluster directory), {bin} (the directory of the keel binary), {here} (the
+ * manifest file's directory: for the config files beside it). A program named
  * without a '/' is looked for beside the keel binary first, then on PATH.
  * Each instance logs to DIR/<name>-<i>.log; DIR/services.json records the processes.
  */
@@ -55,6 +56,7 @@ typedef struct keel_manifest {
     int server_args_n;
     keel_manifest_service_t svc[KEEL_MANIFEST_SERVICES_MAX];
     int n;
+    char here[4096]; /* the manifest file's directory */
 } keel_manifest_t;
 
 /* 0, or -1 with "FILE:LINE: what" in err. */
@@ -62,14 +64,13 @@ int keel_manifest_load(const char *path, keel_manifest_t *m, char *err, size_t e
 void keel_manifest_free(keel_manifest_t *m);
 
 /* Starts every service instance in order, each waited for; records them in
- * DIR/services.json as they start. 0, or -1 (said on stderr; what started is recorded,
- * for keel_manifest_stop). */
+ * DIR/services.json as they start. An instance recorded there and still running is kept
+ * (so `keel up --manifest` on a DIR restarts just what is down, as it does for nodes).
+ * 0, or -1 (said on stderr; what this call started is stopped again). */
 int keel_manifest_start(const keel_manifest_t *m, const keel_cluster_t *cl);
 /* Stops the processes in DIR/services.json, the last started first (SIGTERM, then SIGKILL
  * after wait_ms); returns how many were running; forgets them. */
 int keel_manifest_stop(const char *dir, int wait_ms);
-/* How many recorded processes still run. */
-int keel_manifest_running(const char *dir);
 /* Prints the recorded processes and whether each runs; nothing if there is no record. */
 void keel_manifest_print(const char *dir);
 

@@ -340,13 +340,6 @@ int keel_cli_up(int argc, char **argv)
             a.extra = man.server_args;
             a.extra_n = man.server_args_n;
         }
-        if (keel_manifest_running(a.dir) > 0) {
-            fprintf(stderr,
-                    "keel up: services recorded in %s/services.json still run; "
-                    "`keel down --dir %s` first\n",
-                    a.dir, a.dir);
-            return 1;
-        }
     }
     keel_cluster_t cl;
     if (keel_cluster_load(a.dir, &cl, err, sizeof(err)) == 0) {
@@ -400,7 +393,6 @@ int keel_cli_up(int argc, char **argv)
     }
     print_table(&cl);
     if (a.manifest != NULL && keel_manifest_start(&man, &cl) != 0) {
-        keel_manifest_stop(cl.dir, 10000);
         for (size_t i = 0; i < cl.n; i++)
             if (!ours[i])
                 cl.nodes[i].pid = 0; /* nodes kept from before stay */

@@ -13,10 +13,11 @@
  * deadline, counted from its intended start: a slow system cannot slow the arrivals down and
  * hide its latency. Before the load, the run's own products (r<run id>p<i>) get S units each.
  *
- * Scenario "shop" (with --orders and --payment): each arrival is POST /orders (through the
- * order service, or the gateway) with an Idempotency-Key, 1 to 3 products, an amount, and a
- * card: 92% fine, 5% declined, 2% slow, 1% a failing processor; 5% are sent twice with the
- * same key and must get the same answer and order id. 201 confirmed and 409 rejected are
+ * Scenario "shop" (with --orders and --payment; with --jwt-secret each request carries an
+ * HS256 token of its customer, as the gateway apps/shop/gateway.yaml wants): each arrival is POST
+ * /orders (through the order service, or the gateway) with an Idempotency-Key, 1 to 3 products, an
+ * amount, and a card: 92% fine, 5% declined, 2% slow, 1% a failing processor; 5% are sent twice
+ * with the same key and must get the same answer and order id. 201 confirmed and 409 rejected are
  * definitive; 202 (pending) and failures are asked again at the end (GET /orders/:id, or the
  * same POST) until final. Then: each product's stock == S - the units of the confirmed
  * orders, nothing is left reserved, and the payment ledger moved by exactly the confirmed
@@ -36,11 +37,15 @@
 #include <http_parser.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define TARGETS_MAX 16
+#define CUSTOMERS 1000
+#define TOKEN_BYTES 320
 #define CHECK_TRIES_ORDER 20
 #define PRODUCTS_MAX 100000
 #define INFLIGHT_MAX 50000
@@ -63,6 +68,7 @@ typedef struct order {
     int64_t amount;
     int first_status; /* of a request sent twice with its key: the second must agree */
     char order_id[40], key[48];
+    int customer;
     keel_ms_t next_try_ms;
     bool asking, asked_get; /* resolving: the ask in flight is GET /orders/:id */
 } order_t;
@@ -96,34 +102,88 @@ struct run {
     int orders_n;
     int64_t confirmed_amount, net_before;
     int ledger_asks;
+    char (*tokens)[TOKEN_BYTES]; /* "Bearer <JWT>" per customer, with --jwt-secret */
 };
 
 /* ---- HTTP --------------------------------------------------------------------------------- */
 
+/* One request; body, key (Idempotency-Key) and auth (Authorization) may be NULL. */
 static int request_to(run_t *r, const char *host, int method, const char *path, const char *body,
-                      const char *key, keel_http_client_cb cb, void *data)
+                      const char *key, const char *auth, keel_http_client_cb cb, void *data)
 {
-    keel_http_header_t h[2] = {
-        {.name = "Content-Type", .value = "application/json", .name_len = 12, .value_len = 16},
-        {.name = "Idempotency-Key",
-         .value = key,
-         .name_len = 15,
-         .value_len = key ? strlen(key) : 0}};
+    keel_http_header_t h[3];
+    size_t n = 0;
+    if (body)
+        h[n++] = (keel_http_header_t){
+            .name = "Content-Type", .value = "application/json", .name_len = 12, .value_len = 16};
+    if (key)
+        h[n++] = (keel_http_header_t){
+            .name = "Idempotency-Key", .value = key, .name_len = 15, .value_len = strlen(key)};
+    if (auth)
+        h[n++] = (keel_http_header_t){
+            .name = "Authorization", .value = auth, .name_len = 13, .value_len = strlen(auth)};
     keel_http_client_request_t req = {.method = method,
                                       .host_port = host,
                                       .target = path,
-                                      .headers = body ? h : NULL,
-                                      .headers_count = body ? (key ? 2 : 1) : 0,
+                                      .headers = n ? h : NULL,
+                                      .headers_count = n,
                                       .body = body,
                                       .body_len = body ? strlen(body) : 0,
                                       .timeout_ms = r->deadline_ms};
     return keel_http_client_request(&r->http, &req, cb, data, NULL);
 }
 
+/* ---- tokens: HS256 JWTs, as the shop's gateway wants them ---------------------------------- */
+
+static size_t b64url(const uint8_t *in, size_t n, char *out)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) |
+                     (i + 2 < n ? in[i + 2] : 0);
+        out[o++] = tab[v >> 18 & 63];
+        out[o++] = tab[v >> 12 & 63];
+        if (i + 1 < n)
+            out[o++] = tab[v >> 6 & 63];
+        if (i + 2 < n)
+            out[o++] = tab[v & 63];
+    }
+    out[o] = '\0';
+    return o;
+}
+
+/* "Bearer <header.claims.signature>" for customer c: iss keel-shop, aud shop-api, sub c<c>. */
+static int sign_token(const char *secret, int c, int64_t exp, char *out, size_t cap)
+{
+    char claims[160], part[2][256], signing[600];
+    snprintf(claims, sizeof(claims),
+             "{\"iss\":\"keel-shop\",\"aud\":\"shop-api\",\"sub\":\"c%d\",\"exp\":%" PRId64 "}", c,
+             exp);
+    static const char header[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\",\"kid\":\"demo\"}";
+    b64url((const uint8_t *)header, strlen(header), part[0]);
+    b64url((const uint8_t *)claims, strlen(claims), part[1]);
+    int n = snprintf(signing, sizeof(signing), "%s.%s", part[0], part[1]);
+    uint8_t mac[EVP_MAX_MD_SIZE];
+    unsigned mac_len = 0;
+    if (HMAC(EVP_sha256(), secret, (int)strlen(secret), (const uint8_t *)signing, (size_t)n, mac,
+             &mac_len) == NULL)
+        return -1;
+    char sig[64];
+    b64url(mac, mac_len, sig);
+    n = snprintf(out, cap, "Bearer %s.%s", signing, sig);
+    return n > 0 && (size_t)n < cap ? 0 : -1;
+}
+
+static const char *token(run_t *r, int customer)
+{
+    return r->tokens ? r->tokens[customer] : NULL;
+}
+
 static int request(run_t *r, int target, int method, const char *path, const char *body,
                    keel_http_client_cb cb, void *data)
 {
-    return request_to(r, r->targets[target], method, path, body, NULL, cb, data);
+    return request_to(r, r->targets[target], method, path, body, NULL, NULL, cb, data);
 }
 
 /* ---- one order ------------------------------------------------------------------------------ */
@@ -260,7 +320,7 @@ static void order_step(order_t *o)
     int rc;
     if (r->shop) {
         rc = request_to(r, r->orders[o->target % r->orders_n], HTTP_POST, "/orders", o->body,
-                        o->key, on_shop_reply, o);
+                        o->key, token(r, o->customer), on_shop_reply, o);
     } else if (o->step <= 1) {
         snprintf(path, sizeof(path), "/reservations/r%" PRIx64 "-%" PRIu64, r->run_id, o->id);
         rc = request(r, o->target, HTTP_PUT, path, o->body, on_reply, o);
@@ -307,10 +367,11 @@ static void order_start(run_t *r, keel_ns_t intended)
     if (r->shop) { /* cards: 92% fine, 5% declined, 2% slow, 1% a failing processor */
         uint64_t c = keel_rand_below(&r->rand, 100);
         const char *card = c < 92 ? "ok" : c < 97 ? "decline" : c < 99 ? "slow" : "fail";
+        o->customer = (int)keel_rand_below(&r->rand, CUSTOMERS);
         snprintf(o->key, sizeof(o->key), "r%" PRIx64 "-%" PRIu64, r->run_id, o->id);
         snprintf(o->body + len, sizeof(o->body) - len,
                  "],\"customer\":\"c%" PRIu64 "\",\"amount_cents\":%" PRId64 ",\"card\":\"%s\"}",
-                 keel_rand_below(&r->rand, 1000), o->amount, card);
+                 (uint64_t)o->customer, o->amount, card);
     } else {
         snprintf(o->body + len, sizeof(o->body) - len, "]}");
     }
@@ -415,10 +476,11 @@ static void shop_resolve_due(run_t *r)
         o->asked_get = o->order_id[0] != '\0';
         char path[64];
         snprintf(path, sizeof(path), "/orders/%s", o->order_id);
+        const char *auth = token(r, o->customer);
         if ((o->asked_get ? request_to(r, r->orders[o->step % r->orders_n], HTTP_GET, path, NULL,
-                                       NULL, on_shop_resolved, o)
+                                       NULL, auth, on_shop_resolved, o)
                           : request_to(r, r->orders[o->step % r->orders_n], HTTP_POST, "/orders",
-                                       o->body, o->key, on_shop_resolved, o)) != 0) {
+                                       o->body, o->key, auth, on_shop_resolved, o)) != 0) {
             o->asking = false;
             o->next_try_ms = now + 250;
         }
@@ -611,7 +673,7 @@ static void tick(keel_timer_t *t, void *data)
             return;
         r->phase = CHECK;
         if (r->shop &&
-            request_to(r, r->payment, HTTP_GET, "/ledger", NULL, NULL, on_ledger, r) != 0)
+            request_to(r, r->payment, HTTP_GET, "/ledger", NULL, NULL, NULL, on_ledger, r) != 0)
             r->ledger_asks++, r->violations++;
         for (int p = 0; p < r->products; p++) {
             check_t *c = malloc(sizeof(*c));
@@ -679,7 +741,7 @@ static long num(const char *flag, const char *v, long lo, long hi)
 int main(int argc, char **argv)
 {
     static run_t r;
-    const char *targets = NULL, *orders = NULL, *payment = NULL;
+    const char *targets = NULL, *orders = NULL, *payment = NULL, *secret = NULL;
     uint64_t seed = 1;
     r.rate = 200;
     r.duration_s = 10;
@@ -690,7 +752,8 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             printf("usage: keel-shopload --inventory host:port[,...] [--orders host:port[,...] "
-                   "--payment host:port]\n       [--rate orders/s] [--duration s] [--products N] "
+                   "--payment host:port\n       [--jwt-secret S]] [--rate orders/s] [--duration s] "
+                   "[--products N] "
                    "[--stock S] [--deadline-ms D]\n       [--seed X] [--json FILE]\n"
                    "(tools/shopload/main.c says what it does)\n");
             return 0;
@@ -702,6 +765,8 @@ int main(int argc, char **argv)
             orders = v;
         else if (strcmp(a, "--payment") == 0 && v)
             payment = v;
+        else if (strcmp(a, "--jwt-secret") == 0 && v)
+            secret = v;
         else if (strcmp(a, "--rate") == 0)
             r.rate = (double)num(a, v, 1, 1000000);
         else if (strcmp(a, "--duration") == 0)
@@ -742,6 +807,15 @@ int main(int argc, char **argv)
                 snprintf(r.orders[r.orders_n++], sizeof(r.orders[0]), "%s", tok);
         snprintf(r.payment, sizeof(r.payment), "%s", payment);
     }
+    if (secret != NULL) { /* a token per customer, valid for the run and a margin */
+        r.tokens = calloc(CUSTOMERS, sizeof(*r.tokens));
+        int64_t exp = (int64_t)(keel_clock_unix_ms() / 1000) + r.duration_s + 3600;
+        for (int c = 0; r.tokens && c < CUSTOMERS; c++)
+            if (sign_token(secret, c, exp, r.tokens[c], sizeof(r.tokens[c])) != 0) {
+                fprintf(stderr, "keel-shopload: cannot sign a token\n");
+                return 1;
+            }
+    }
     keel_rand_seed(&r.rand, seed);
     r.run_id = (uint64_t)keel_clock_unix_ms();
     r.confirmed_units = calloc((size_t)r.products, sizeof(int64_t));
@@ -765,7 +839,8 @@ int main(int argc, char **argv)
         if (request(&r, p % r.targets_n, HTTP_POST, path, body, on_restock, &r) != 0)
             r.restocked++, r.violations++;
     }
-    if (r.shop && request_to(&r, r.payment, HTTP_GET, "/ledger", NULL, NULL, on_ledger, &r) != 0) {
+    if (r.shop &&
+        request_to(&r, r.payment, HTTP_GET, "/ledger", NULL, NULL, NULL, on_ledger, &r) != 0) {
         fprintf(stderr, "keel-shopload: cannot ask the payment ledger at %s\n", r.payment);
         return 1;
     }
@@ -776,6 +851,7 @@ int main(int argc, char **argv)
     report(&r);
     json_decref(r.seconds);
     free(r.confirmed_units);
+    free(r.tokens);
     for (size_t i = 0; i < r.uncertain_n; i++)
         free(r.uncertain[i]);
     free(r.uncertain);
