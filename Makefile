@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 60
 SOAK_SECONDS ?= 600
 
-.PHONY: all build deps test unit asan system demo bench fuzz soak clean format
+.PHONY: all build deps test unit asan system demo demo-kv bench fuzz soak clean format
 
 all: build
 
@@ -23,8 +23,12 @@ build: $(BUILD)/CMakeCache.txt
 test: deps
 	@bash scripts/test.sh
 
+# The shop under load and chaos (docs/shop.md); demo-kv: the KV cluster and its lincheck.
 demo: deps build
 	@bash scripts/demo.sh
+
+demo-kv: deps build
+	@bash scripts/demo_kv.sh
 
 bench: build
 	@bash scripts/deps.sh --bench

@@ -328,20 +328,26 @@ static void record_save(const char *dir, const proc_t *ps, int n)
     json_decref(arr);
 }
 
-/* The process still runs and is the program recorded (not a recycled pid). */
+/* The process still runs and is the program recorded (not a recycled pid, not a zombie: a
+ * killed instance whose parent, `keel up`, is gone may wait unreaped). */
 static int proc_alive(const proc_t *p)
 {
     if (p->pid <= 0 || kill(p->pid, 0) != 0)
         return 0;
-    char path[64], comm[32] = {0};
-    snprintf(path, sizeof(path), "/proc/%d/comm", (int)p->pid);
+    char path[64], stat[512] = {0}, comm[32] = {0};
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)p->pid);
     FILE *f = fopen(path, "r");
     if (f == NULL)
         return 0;
-    if (fgets(comm, sizeof(comm), f) == NULL)
-        comm[0] = '\0';
+    size_t got = fread(stat, 1, sizeof(stat) - 1, f);
     fclose(f);
-    comm[strcspn(comm, "\n")] = '\0';
+    stat[got] = '\0';
+    /* "pid (comm) S ...": comm may hold spaces and parentheses, so take the last ')' */
+    char *open = strchr(stat, '('), *close = strrchr(stat, ')');
+    if (open == NULL || close == NULL || close < open || close[1] != ' ' || close[2] == 'Z' ||
+        close[2] == 'X')
+        return 0;
+    snprintf(comm, sizeof(comm), "%.*s", (int)(close - open - 1), open + 1);
     return strcmp(comm, p->comm) == 0;
 }
 
@@ -503,6 +509,25 @@ static int wait_ready(const keel_manifest_service_t *s, int inst, int port, pid_
     }
 }
 
+/* Records ps[0..n) and every entry of old[] still running that ps does not name (an
+ * instance not reached yet by this start): the record never forgets a live process. */
+static void save_progress(const char *dir, const proc_t *ps, int n, const proc_t *old, int old_n)
+{
+    enum { CAP = KEEL_MANIFEST_SERVICES_MAX * KEEL_MANIFEST_INSTANCES_MAX };
+    static proc_t all[CAP];
+    int k = 0;
+    for (int i = 0; i < n && k < CAP; i++)
+        all[k++] = ps[i];
+    for (int j = 0; j < old_n && k < CAP; j++) {
+        bool named = false;
+        for (int i = 0; i < n && !named; i++)
+            named = strcmp(ps[i].service, old[j].service) == 0 && ps[i].instance == old[j].instance;
+        if (!named && proc_alive(&old[j]))
+            all[k++] = old[j];
+    }
+    record_save(dir, all, k);
+}
+
 /* A start that failed: stops the processes of ps[] that this run started (not the kept
  * ones), last first, and records what was running before and still is. */
 static void stop_started(const char *dir, proc_t *ps, int n, const bool *started, proc_t *old,
@@ -589,7 +614,7 @@ int keel_manifest_start(const keel_manifest_t *m, const keel_cluster_t *cl)
                 return -1;
             }
             started[n++] = true;
-            record_save(cl->dir, ps, n);
+            save_progress(cl->dir, ps, n, old, old_n);
             if (wait_ready(s, inst, port, p->pid, log_path) != 0) {
                 stop_started(cl->dir, ps, n, started, old, old_n);
                 return -1;
@@ -598,6 +623,7 @@ int keel_manifest_start(const keel_manifest_t *m, const keel_cluster_t *cl)
             fflush(stdout);
         }
     }
+    save_progress(cl->dir, ps, n, old, old_n);
     return 0;
 }
 

@@ -45,6 +45,7 @@
 
 #define TARGETS_MAX 16
 #define CUSTOMERS 1000
+#define CLIENT_RETRY_MS 200 /* a client's wait before sending a failed request again */
 #define TOKEN_BYTES 320
 #define CHECK_TRIES_ORDER 20
 #define PRODUCTS_MAX 100000
@@ -103,6 +104,9 @@ struct run {
     int64_t confirmed_amount, net_before;
     int ledger_asks;
     char (*tokens)[TOKEN_BYTES]; /* "Bearer <JWT>" per customer, with --jwt-secret */
+    order_t **retrying;          /* waiting to be sent again (client retries) */
+    size_t retrying_n;
+    uint64_t client_retries;
 };
 
 /* ---- HTTP --------------------------------------------------------------------------------- */
@@ -280,10 +284,36 @@ static void on_shop_reply(int err, const keel_http_msg_t *resp, void *data)
     if (final)
         order_end(o, st == 201 ? CONFIRMED : REJECTED);
     else {
+        keel_ms_t now = (keel_ms_t)(keel_clock_now_ns() / 1000000);
+        keel_ms_t age = (keel_ms_t)((keel_clock_now_ns() - o->intended_ns) / 1000000);
+        if (st == 0 && age + CLIENT_RETRY_MS < (keel_ms_t)r->deadline_ms &&
+            r->retrying_n < INFLIGHT_MAX) {
+            /* what a client with an Idempotency-Key does on a 5xx or a broken connection:
+             * the same request again, while its deadline allows */
+            o->next_try_ms = now + CLIENT_RETRY_MS;
+            r->client_retries++;
+            r->retrying[r->retrying_n++] = o;
+            return;
+        }
         if (st == 202) /* its saga goes on: polled by its id at the end */
             take_order_id(o, resp, o->order_id, sizeof(o->order_id));
         order_end(o, st == 202 ? LATE : FAILED); /* pending, or unknown: asked at the end */
     }
+}
+
+/* Client retries that are due. */
+static void retry_due(run_t *r)
+{
+    keel_ms_t now = (keel_ms_t)(keel_clock_now_ns() / 1000000);
+    size_t k = 0;
+    for (size_t i = 0; i < r->retrying_n; i++) {
+        order_t *o = r->retrying[i];
+        if (o->next_try_ms <= now)
+            order_step(o);
+        else
+            r->retrying[k++] = o;
+    }
+    r->retrying_n = k;
 }
 
 static void on_reply(int err, const keel_http_msg_t *resp, void *data)
@@ -637,6 +667,7 @@ static void tick(keel_timer_t *t, void *data)
                r->stock, r->rate, r->duration_s);
         return;
     case LOAD: {
+        retry_due(r);
         double el = secs_since(r);
         uint64_t due = (uint64_t)(el * r->rate);
         uint64_t total = (uint64_t)(r->rate * r->duration_s);
@@ -655,6 +686,7 @@ static void tick(keel_timer_t *t, void *data)
         return;
     }
     case DRAIN:
+        retry_due(r);
         if (r->inflight > 0 && secs_since(r) < r->duration_s + r->deadline_ms / 1000.0 + 5)
             return;
         progress(r);
@@ -709,6 +741,8 @@ static void report(run_t *r)
            (double)keel_lat_percentile(&r->all, 0.99) / 1000.0,
            (double)keel_lat_percentile(&r->all, 0.999) / 1000.0, (double)r->all.max / 1000.0);
     printf("throughput: %.0f answered orders/s\n", (double)answered / r->duration_s);
+    printf("client retries (the same key after a 5xx or a broken connection): %" PRIu64 "\n",
+           r->client_retries);
     printf("outcomes unknown to the client, asked afterwards: %zu\n", r->uncertain_n);
     printf("invariants: %s%s%s\n", r->violations ? "BROKEN" : "held", r->violations ? ": " : "",
            r->violations ? r->why : "");
@@ -820,6 +854,7 @@ int main(int argc, char **argv)
     r.run_id = (uint64_t)keel_clock_unix_ms();
     r.confirmed_units = calloc((size_t)r.products, sizeof(int64_t));
     r.seconds = json_array();
+    r.retrying = calloc(INFLIGHT_MAX, sizeof(*r.retrying));
     keel_lat_reset(&r.all);
     keel_lat_reset(&r.sec);
     keel_errmsg_t msg = {{0}};
@@ -852,6 +887,7 @@ int main(int argc, char **argv)
     json_decref(r.seconds);
     free(r.confirmed_units);
     free(r.tokens);
+    free(r.retrying);
     for (size_t i = 0; i < r.uncertain_n; i++)
         free(r.uncertain[i]);
     free(r.uncertain);
