@@ -55,4 +55,8 @@ if [ -f bench/proxy.sh ]; then
   section "keel proxy vs nginx and HAProxy as reverse proxies (wrk, 64 and 1 connections)"
   bash bench/proxy.sh || rc=1
 fi
+if [ -f bench/shop.sh ]; then
+  section "the shop: CPU per order per process, keel entries and payment bytes per order"
+  BUILD="$BUILD" bash bench/shop.sh || rc=1
+fi
 exit $rc

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# bench/shop.sh - what one order costs in the shop: the shop from apps/shop/shop.yaml, a
+# steady load through the gateway (SHOP_RATE orders/s for SHOP_SECONDS, default 300 and 20),
+# and per process the CPU it used (utime + stime from /proc/PID/stat, before and after),
+# divided by the orders answered; plus keel's Raft entries per order (the leader's commit
+# index before and after) and the payment database's bytes per order. Prints one table.
+set -u
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/scratch.sh"
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+KEEL="$PWD/$BUILD/keel"
+RATE=${SHOP_RATE:-300}
+SECS=${SHOP_SECONDS:-20}
+DIR=$(keel_scratch shopbench)
+trap '"$KEEL" down --dir "$DIR" >/dev/null 2>&1' EXIT
+"$KEEL" up --manifest apps/shop/shop.yaml --dir "$DIR" --detach > "$DIR/up.out" || { cat "$DIR/up.out"; exit 1; }
+TCK=$(getconf CLK_TCK)
+
+procs() { # name pid, for every node and service process
+  grep -o '"name": *"[^"]*"\|"pid": *[0-9]*' "$DIR/cluster.json" | paste - - |
+    sed 's/"name": *"\([^"]*\)"\s*"pid": *\([0-9]*\)/keel-\1 \2/'
+  tr -d '\n ' < "$DIR/services.json" |
+    grep -o '"service":"[a-z]*","instance":[0-9]*,"port":[0-9]*,"pid":[0-9]*' |
+    sed 's/"service":"\([a-z]*\)","instance":\([0-9]*\),"port":[0-9]*,"pid":\([0-9]*\)/\1-\2 \3/'
+}
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+commit() { curl -s "127.0.0.1:720$1/status" | grep -o '"commit_index": *[0-9]*' | grep -o '[0-9]*$'; }
+
+procs > "$DIR/procs"
+while read -r name pid; do echo "$name $pid $(ticks "$pid")"; done < "$DIR/procs" > "$DIR/before"
+c0=$(commit 1)
+db0=$(stat -c %s "$DIR/payment.db" "$DIR/payment.db-wal" 2>/dev/null | awk '{s += $1} END {print s}')
+"$PWD/$BUILD/keel-shopload" --inventory 127.0.0.1:8000 --orders 127.0.0.1:8000 \
+  --payment 127.0.0.1:8110 --jwt-secret keel-shop-demo-hs256-secret-change-me --rate "$RATE" \
+  --duration "$SECS" --products 500 --stock 100000 --deadline-ms 5000 > "$DIR/load.out" &
+load=$!
+wait "$load"
+c1=$(commit 1)
+answered=$(grep -o 'throughput: [0-9]*' "$DIR/load.out" | grep -o '[0-9]*$')
+orders=$((answered * SECS))
+echo "shop: $RATE orders/s asked for ${SECS}s; $(grep -E 'answered within|latency from|invariants' "$DIR/load.out" | tr '\n' ';')"
+echo "orders answered: $orders; keel Raft entries per order: $(awk -v a="$c0" -v b="$c1" -v n="$orders" 'BEGIN {printf "%.1f", (b - a) / n}')"
+db1=$(stat -c %s "$DIR/payment.db" "$DIR/payment.db-wal" 2>/dev/null | awk '{s += $1} END {print s}')
+echo "payment database growth per order: $(awk -v a="$db0" -v b="$db1" -v n="$orders" 'BEGIN {printf "%.0f bytes", (b - a) / n}')"
+printf '%-14s %12s\n' process "CPU us/order"
+total=0
+while read -r name pid t0; do
+  t1=$(ticks "$pid")
+  us=$(awk -v a="$t0" -v b="$t1" -v hz="$TCK" -v n="$orders" 'BEGIN {printf "%.0f", (b - a) * 1e6 / hz / n}')
+  total=$((total + us))
+  printf '%-14s %12s\n' "$name" "$us"
+done < "$DIR/before"
+printf '%-14s %12s\n' "all of these" "$total"
