@@ -149,10 +149,59 @@ ROWS = [
                 ["OBJECT", "ENCODING", "a", "b"], ["OBJECT", "BOGUS"], ["OBJECT", "BOGUS", "x"],
                 ["OBJECT", "HELP", "x"], ["OBJECT", "refcount"], ["XADD", "s", "1-1", "f", "v"],
                 ["OBJECT", "ENCODING", "s"]]),
+    ("setbit_getbit", [["SETBIT", "b", "7", "1"], ["GET", "b"], ["SETBIT", "b", "7", "1"],
+                       ["SETBIT", "b", "7", "0"], ["SETBIT", "b", "0", "1"], ["GETBIT", "b", "0"],
+                       ["GETBIT", "b", "7"], ["GETBIT", "b", "100"], ["GETBIT", "nope", "1"],
+                       ["SETBIT", "b", "-1", "1"], ["SETBIT", "b", "x", "1"],
+                       ["SETBIT", "b", "4294967296", "1"], ["SETBIT", "b", "4294967295", "2"],
+                       ["SETBIT", "b", "1", "2"], ["SETBIT", "b", "1", "x"], ["SETBIT", "b", "1", "-1"],
+                       ["GETBIT", "b", "x"], ["GETBIT", "b", "-1"], ["GETBIT", "b", "4294967296"],
+                       ["SETBIT", "nb", "10", "0"], ["GET", "nb"], ["SETBIT", "nb", "23", "1"], ["GET", "nb"],
+                       ["PEXPIREAT", "nb", str(FAR_MS)], ["SETBIT", "nb", "40", "1"], ["PEXPIRETIME", "nb"],
+                       ["XADD", "s", "1-1", "f", "v"], ["SETBIT", "s", "1", "1"], ["GETBIT", "s", "1"],
+                       ["SETBIT", "b"], ["GETBIT", "b"], ["SET", "n", "12"], ["SETBIT", "n", "0", "1"],
+                       ["GET", "n"]]),
+    ("bitcount", [["SET", "b", b"\xff\xf0\x00\x0f"], ["BITCOUNT", "b"], ["BITCOUNT", "b", "0", "0"],
+                  ["BITCOUNT", "b", "1", "-1"], ["BITCOUNT", "b", "-2", "-1"], ["BITCOUNT", "b", "-1", "-2"],
+                  ["BITCOUNT", "b", "-5", "-10"], ["BITCOUNT", "b", "0", "100"], ["BITCOUNT", "b", "5", "3"],
+                  ["BITCOUNT", "b", "0", "-1", "BIT"], ["BITCOUNT", "b", "3", "12", "bit"],
+                  ["BITCOUNT", "b", "-7", "-1", "BIT"], ["BITCOUNT", "b", "1", "1", "BYTE"],
+                  ["BITCOUNT", "b", "0"], ["BITCOUNT", "b", "0", "1", "bit", "x"],
+                  ["BITCOUNT", "b", "0", "1", "x"], ["BITCOUNT", "b", "a", "b"], ["BITCOUNT", "b", "0", "x"],
+                  ["BITCOUNT", "nope", "a", "b"], ["BITCOUNT", "nope", "0"], ["BITCOUNT", "nope"],
+                  ["BITCOUNT"], ["SET", "e", ""], ["BITCOUNT", "e"], ["BITCOUNT", "e", "0", "-1"],
+                  ["XADD", "s", "1-1", "f", "v"], ["BITCOUNT", "s"], ["BITCOUNT", "s", "x", "y"],
+                  ["BITCOUNT", "b", str(I64_MIN), str(I64_MAX), "BIT"]]),
+    ("bitpos", [["SET", "f", b"\xff\xf0\x00"], ["BITPOS", "f", "0"], ["BITPOS", "f", "1"],
+                ["BITPOS", "f", "0", "0", "-1"], ["BITPOS", "f", "1", "2"], ["BITPOS", "f", "0", "0", "0"],
+                ["BITPOS", "f", "0", "1", "-1", "bit"], ["BITPOS", "f", "0", "0", "3", "bit"],
+                ["BITPOS", "f", "0", "12", "30", "bit"], ["BITPOS", "f", "1", "12", "30", "BIT"],
+                ["BITPOS", "f", "1", "-1"], ["BITPOS", "f", "0", "-100", "100"],
+                ["SET", "g", b"\xff\xff"], ["BITPOS", "g", "0"], ["BITPOS", "g", "0", "0"],
+                ["BITPOS", "g", "0", "0", "-1"], ["BITPOS", "g", "0", "0", "7", "bit"],
+                ["BITPOS", "g", "0", "1"], ["BITPOS", "g", "0", "2"], ["BITPOS", "g", "1", "2"],
+                ["BITPOS", "g", "0", "0", "bit"], ["BITPOS", "g", "0", "3", "bit"],
+                ["BITPOS", "g", "1", "x", "bit"], ["BITPOS", "g", "1", "0", "bit", "x"],
+                ["BITPOS", "g", "1", "0", "-1", "BOGUS"], ["BITPOS", "g", "1", "0", "1", "2", "3"],
+                ["BITPOS", "g", "2"], ["BITPOS", "g", "x"], ["BITPOS", "nope", "1"], ["BITPOS", "nope", "0"],
+                ["BITPOS", "nope", "1", "a"], ["BITPOS", "nope", "2"], ["SET", "e", ""],
+                ["BITPOS", "e", "0"], ["BITPOS", "e", "1"], ["SET", "z", b"\x00\x00"],
+                ["BITPOS", "z", "1"], ["BITPOS", "z", "0"], ["BITPOS", "z", "1", "0", "-1", "bit"],
+                ["BITPOS", "b"], ["XADD", "s", "1-1", "f", "v"], ["BITPOS", "s", "1"]]),
+    ("bitop", [["SET", "a", b"\xf0\x0f\xaa"], ["SET", "b", b"\xff\x00"], ["BITOP", "AND", "d", "a", "b"],
+               ["GET", "d"], ["BITOP", "or", "d", "a", "b"], ["GET", "d"], ["BITOP", "XOR", "d", "a", "b", "a"],
+               ["GET", "d"], ["BITOP", "NOT", "d", "a"], ["GET", "d"], ["BITOP", "AND", "d", "a", "nope"],
+               ["GET", "d"], ["BITOP", "NOT", "d", "a", "b"], ["BITOP", "BOGUS", "d", "a"],
+               ["BITOP", "AND", "d"], ["BITOP"], ["BITOP", "NOT", "d", "nope"], ["EXISTS", "d"],
+               ["BITOP", "AND", "x", "nope1", "nope2"], ["EXISTS", "x"], ["XADD", "s", "1-1", "f", "v"],
+               ["BITOP", "AND", "d", "s"], ["BITOP", "AND", "d", "a", "s"], ["BITOP", "OR", "s", "a"],
+               ["TYPE", "s"], ["GET", "s"], ["PEXPIREAT", "a", str(FAR_MS)], ["BITOP", "OR", "a", "a", "b"],
+               ["PEXPIRETIME", "a"], ["GET", "a"]]),
     ("arity", [["SETNX"], ["SETEX", "a", "1"], ["PSETEX"], ["GETDEL"], ["GETEX"], ["GETRANGE", "a", "1"],
                ["SETRANGE", "a"], ["INCRBYFLOAT", "a"], ["MSETNX", "a"], ["RENAME", "a"],
                ["RENAMENX", "a", "b", "c"], ["COPY", "a"], ["UNLINK"], ["TOUCH"], ["KEYS"],
-               ["RANDOMKEY", "a"], ["EXPIRETIME"], ["PEXPIRETIME"], ["OBJECT"]]),
+               ["RANDOMKEY", "a"], ["EXPIRETIME"], ["PEXPIRETIME"], ["OBJECT"], ["SETBIT", "a", "1"],
+               ["GETBIT", "a"], ["BITCOUNT"], ["BITPOS", "a"], ["BITOP", "AND", "d"]]),
 ]
 
 
@@ -219,7 +268,6 @@ def random_command(rng):
     v = lambda: rng.choice(VALUES)  # noqa: E731
     at_s = lambda: str(rng.choice([1, FAR_S, FAR_S + 7]))  # noqa: E731
     at_ms = lambda: str(rng.choice([1, FAR_MS, FAR_MS + 900]))  # noqa: E731
-    pick = rng.randrange(40)
     table = [
         lambda: ["SET", k(), v()],
         lambda: ["GET", k()],
@@ -263,8 +311,18 @@ def random_command(rng):
         lambda: ["MGET", k(), k()],
         lambda: ["SET", k(), v(), "PXAT", at_ms()],
         lambda: ["SET", k(), v(), "KEEPTTL"],
+        lambda: ["SETBIT", k(), str(rng.randint(0, 40)), rng.choice(["0", "1"])],
+        lambda: ["GETBIT", k(), str(rng.randint(0, 40))],
+        lambda: ["BITCOUNT", k()] + rng.choice([[], [str(rng.randint(-6, 6)), str(rng.randint(-6, 6))],
+                                                [str(rng.randint(-40, 40)), str(rng.randint(-40, 40)),
+                                                 rng.choice(["BIT", "BYTE"])]]),
+        lambda: ["BITPOS", k(), rng.choice(["0", "1"])] + rng.choice(
+            [[], [str(rng.randint(-6, 6))], [str(rng.randint(-6, 6)), str(rng.randint(-6, 6))],
+             [str(rng.randint(-40, 40)), str(rng.randint(-40, 40)), "BIT"]]),
+        lambda: ["BITOP", rng.choice(["AND", "OR", "XOR"]), k(), k(), k()],
+        lambda: ["BITOP", "NOT", k(), k()],
     ]
-    return table[pick]()
+    return rng.choice(table)()
 
 
 def comparable(cmd, reply):

@@ -243,6 +243,11 @@ static void failed_allocations_leave_the_state_as_it_was(void)
     apply_under_failures("COPY st st2", ":1\r\n", &failed);
     apply_under_failures("RENAME st2 st3", "+OK\r\n", &failed);
     apply_under_failures("COPY st3 m3 REPLACE", ":1\r\n", &failed);
+    apply_under_failures("SETBIT bb 100 1", ":0\r\n", &failed);
+    apply_under_failures("SETBIT bb 300 1", ":0\r\n", &failed);
+    apply_under_failures("BITOP OR bo bb sx", ":44\r\n", &failed);
+    apply_under_failures("BITOP NOT bo bb", ":38\r\n", &failed);
+    apply_under_failures("BITOP AND bo nope", ":0\r\n", &failed);
     /* deleting most keys shrinks the table */
     for (int i = 2; i < KEYS - 2; i++) {
         snprintf(line, sizeof(line), "DEL k%d", i);

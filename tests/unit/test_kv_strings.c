@@ -458,6 +458,72 @@ static void a_snapshot_holds_what_the_new_commands_made(void)
     keel_buf_free(&snap);
 }
 
+static void bit_commands_reply_like_redis_and_record_real_changes(void)
+{
+    fresh(NULL);
+    uint64_t rev = keel_kv_revision(&t.kv);
+    OK("SETBIT b 7 1", ":0\r\n");
+    KT_EQ_MEM(kvt(&t, "GET b"), "$1\r\n\x01\r\n", 8);
+    OK("SETBIT b 7 1", ":1\r\n"); /* no change: no revision */
+    KT_EQ_U64(keel_kv_revision(&t.kv), rev + 1);
+    OK("SETBIT b 0 1", ":0\r\n");
+    OK("SETBIT b 23 1", ":0\r\n");
+    KT_EQ_MEM(kvt(&t, "GET b"), "$3\r\n\x81\x00\x01\r\n", 9);
+    OK("GETBIT b 0", ":1\r\n");
+    OK("GETBIT b 1", ":0\r\n");
+    OK("GETBIT b 1000", ":0\r\n");
+    OK("GETBIT nope 0", ":0\r\n");
+    OK("SETBIT c 9 0", ":0\r\n"); /* an absent key is made even to clear a bit */
+    KT_EQ_MEM(kvt(&t, "GET c"), "$2\r\n\x00\x00\r\n", 8);
+    OK("SETBIT b -1 1", "-ERR bit offset is not an integer or out of range\r\n");
+    OK("SETBIT b 4294967296 1", "-ERR bit offset is not an integer or out of range\r\n");
+    OK("SETBIT b 1 2", "-ERR bit is not an integer or out of range\r\n");
+    OK("SETBIT b 4294967295 1", "-ERR string exceeds maximum allowed size\r\n"); /* 512 MiB */
+    OK("BITCOUNT b", ":3\r\n");
+    OK("BITCOUNT b 1 -1", ":1\r\n");
+    OK("BITCOUNT b 1 16 BIT", ":1\r\n");
+    OK("BITCOUNT b 0 7 bit", ":2\r\n");
+    OK("BITCOUNT b 0", "-ERR syntax error\r\n");
+    OK("BITCOUNT nope x y", ":0\r\n"); /* Redis 7.0: the key first */
+    OK("BITPOS b 1", ":0\r\n");
+    OK("BITPOS b 1 1", ":23\r\n");
+    OK("BITPOS b 0", ":1\r\n");
+    OK("SET f \xff", "+OK\r\n");
+    OK("SETBIT g 7 1", ":0\r\n");
+    OK("BITOP NOT g g", ":1\r\n");
+    OK("BITPOS g 0", ":7\r\n");
+    OK("BITPOS g 0 0 6 BIT", ":-1\r\n");
+    OK("BITPOS g 1 0 6 BIT", ":0\r\n");
+    OK("BITPOS nope 0", ":0\r\n");
+    OK("BITPOS nope 1", ":-1\r\n");
+    OK("BITPOS b 2", "-ERR The bit argument must be 1 or 0.\r\n");
+    OK("SETBIT h 0 1", ":0\r\n");
+    OK("SETBIT h 7 1", ":0\r\n"); /* h = 0x81: with no end, a clear bit past it counts */
+    OK("BITOP NOT h h", ":1\r\n");
+    OK("BITOP NOT h h", ":1\r\n");
+    OK("BITPOS h 0 0 0", ":1\r\n");
+    OK("SETBIT a 7 1", ":0\r\n");
+    OK("BITOP OR d a b", ":3\r\n");
+    KT_EQ_MEM(kvt(&t, "GET d"), "$3\r\n\x81\x00\x01\r\n", 9);
+    OK("BITOP AND d a b", ":3\r\n");
+    KT_EQ_MEM(kvt(&t, "GET d"), "$3\r\n\x01\x00\x00\r\n", 9);
+    OK("BITOP NOT d a b", "-ERR BITOP NOT must be called with a single source key.\r\n");
+    OK("BITOP NAND d a", "-ERR syntax error\r\n");
+    OK("XADD s 1-1 f v", "$3\r\n1-1\r\n");
+    OK("BITOP AND d a s", "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n");
+    OK("BITOP OR s a", ":1\r\n"); /* the destination's type does not matter */
+    OK("TYPE s", "+string\r\n");
+    rev = keel_kv_revision(&t.kv);
+    OK("BITOP AND d nope1 nope2", ":0\r\n"); /* empty: d goes */
+    OK("EXISTS d", ":0\r\n");
+    char want[64];
+    snprintf(want, sizeof(want), "%llu:del:d", (unsigned long long)rev + 1);
+    KT_EQ_STR(changes_after(rev), want);
+    KT_EQ_U64(keel_kv_revision(&t.kv), rev + 1);
+    OK("BITOP AND d nope1 nope2", ":0\r\n"); /* nothing left to delete: no change */
+    KT_EQ_U64(keel_kv_revision(&t.kv), rev + 1);
+}
+
 int main(void)
 {
     kvt_init(&t, NULL);
@@ -473,6 +539,7 @@ int main(void)
     KT_RUN(object_answers_sensibly);
     KT_RUN(leases_follow_a_renamed_or_copied_key);
     KT_RUN(a_snapshot_holds_what_the_new_commands_made);
+    KT_RUN(bit_commands_reply_like_redis_and_record_real_changes);
     kvt_free(&t);
     return kt_done();
 }
