@@ -261,6 +261,8 @@ static const cmd_t COMMANDS[] = {
      "Delete keys (as DEL: the entry that applies it frees them)"},
     {"TOUCH", "touch", -2, R, NULL, keel__kvc_cmd_exists, 1, -1, 1,
      "Count the keys that exist (keel keeps no access times)"},
+    {"LCS", "lcs", -3, R, NULL, keel__kvc_cmd_lcs, 1, 2, 1,
+     "The longest common subsequence of two strings"},
     {"SETBIT", "setbit", 4, W, keel__kvc_setbit_syntax, keel__kvc_cmd_setbit, 1, 1, 1,
      "Set or clear one bit of a string"},
     {"GETBIT", "getbit", 3, R, keel__kvc_getbit_syntax, keel__kvc_cmd_getbit, 1, 1, 1,

@@ -230,6 +230,7 @@ int keel__kvc_cmd_getrange(const call_t *c);
 int keel__kvc_setrange_syntax(const call_t *c);
 int keel__kvc_cmd_setrange(const call_t *c);
 int keel__kvc_cmd_incrbyfloat(const call_t *c);
+int keel__kvc_cmd_lcs(const call_t *c);
 /* kv_bits.c */
 int keel__kvc_setbit_syntax(const call_t *c);
 int keel__kvc_cmd_setbit(const call_t *c);

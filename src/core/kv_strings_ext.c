@@ -392,3 +392,170 @@ int keel__kvc_cmd_incrbyfloat(const call_t *c)
     r_bulk(c->reply, (const uint8_t *)text, n);
     return 0;
 }
+
+/* ---- LCS ------------------------------------------------------------------------------- */
+
+/*
+ * The dynamic-programming table of LCS holds (len(a) + 1) x (len(b) + 1) u32 cells for the
+ * length of the request; beyond this many bytes the request is refused with Redis's text
+ * for its own bound (proto-max-bulk-len, 512 MiB) rather than stall the server.
+ */
+#define LCS_TABLE_BYTES_MAX ((size_t)64 << 20)
+
+typedef struct lcs_opts {
+    int idx, len, withlen;
+    int64_t minlen;
+} lcs_opts_t;
+
+static int lcs_parse(const call_t *c, lcs_opts_t *o)
+{
+    *o = (lcs_opts_t){0, 0, 0, 0};
+    for (size_t i = 3; i < c->argc; i++) {
+        if (keel__kvc_arg_is(c, i, "IDX")) {
+            o->idx = 1;
+        } else if (keel__kvc_arg_is(c, i, "LEN")) {
+            o->len = 1;
+        } else if (keel__kvc_arg_is(c, i, "WITHMATCHLEN")) {
+            o->withlen = 1;
+        } else if (keel__kvc_arg_is(c, i, "MINMATCHLEN") && i + 1 < c->argc) {
+            i++;
+            if (keel_parse_i64(c->argv[i], c->lens[i], &o->minlen) != 0)
+                return r_err(c->reply, ERR_NOT_INT);
+            o->minlen = o->minlen < 0 ? 0 : o->minlen;
+        } else {
+            return r_err(c->reply, ERR_SYNTAX);
+        }
+    }
+    if (o->idx && o->len)
+        return r_err(c->reply, "ERR If you want both the length and indexes, please just use IDX.");
+    return 0;
+}
+
+/* One matching range: [a0, a1] in the first string, [b0, b1] in the second. */
+typedef struct lcs_range {
+    uint32_t a0, a1, b0, b1;
+} lcs_range_t;
+
+/*
+ * Walks the table back from its corner, as Redis does: a match is taken (and extends the
+ * current range backwards), otherwise the walk moves up in the first string when that
+ * keeps a strictly longer LCS, else left in the second. A range ends at a mismatch or at
+ * either string's start; it is kept when at least minlen long. Fills out (the LCS, n
+ * bytes) and ranges (end first); returns the number of ranges.
+ */
+static size_t lcs_walk(const uint32_t *tab, const uint8_t *a, size_t alen, const uint8_t *b,
+                       size_t blen, int64_t minlen, uint8_t *out, lcs_range_t *ranges)
+{
+#define T(i, j) tab[(j) + (i) * (blen + 1)]
+    size_t i = alen, j = blen, k = T(alen, blen), nr = 0;
+    int open = 0;
+    lcs_range_t r = {0, 0, 0, 0};
+    while (i > 0 && j > 0) {
+        int close = 0;
+        if (a[i - 1] == b[j - 1]) {
+            out[--k] = a[i - 1];
+            if (!open)
+                r = (lcs_range_t){(uint32_t)(i - 1), (uint32_t)(i - 1), (uint32_t)(j - 1),
+                                  (uint32_t)(j - 1)};
+            r.a0 = (uint32_t)(i - 1);
+            r.b0 = (uint32_t)(j - 1);
+            open = 1;
+            i--, j--;
+            close = i == 0 || j == 0;
+        } else {
+            if (T(i - 1, j) > T(i, j - 1))
+                i--;
+            else
+                j--;
+            close = open;
+        }
+        if (close) {
+            if (minlen == 0 || (int64_t)(r.a1 - r.a0 + 1) >= minlen)
+                ranges[nr++] = r;
+            open = 0;
+        }
+    }
+    return nr;
+#undef T
+}
+
+static void lcs_reply_idx(reply_t *o, const lcs_range_t *ranges, size_t nr, int withlen,
+                          uint32_t len)
+{
+    r_array(o, 4);
+    r_bulk(o, (const uint8_t *)"matches", 7);
+    r_array(o, nr);
+    for (size_t i = 0; i < nr; i++) {
+        r_array(o, 2 + (size_t)withlen);
+        r_array(o, 2);
+        r_int(o, ranges[i].a0);
+        r_int(o, ranges[i].a1);
+        r_array(o, 2);
+        r_int(o, ranges[i].b0);
+        r_int(o, ranges[i].b1);
+        if (withlen)
+            r_int(o, (int64_t)(ranges[i].a1 - ranges[i].a0 + 1));
+    }
+    r_bulk(o, (const uint8_t *)"len", 3);
+    r_int(o, len);
+}
+
+/*
+ * LCS key1 key2 [LEN] [IDX] [MINMATCHLEN n] [WITHMATCHLEN]: the longest common subsequence
+ * of two strings (absent keys are ""), its length, or its matching ranges. O(len1 x len2)
+ * time and table memory, freed before returning.
+ */
+int keel__kvc_cmd_lcs(const call_t *c)
+{
+    const keel__kv_entry_t *ea = keel__kvc_lookup(c, 1), *eb = keel__kvc_lookup(c, 2);
+    if ((ea && ea->type != KEEL__KV_TYPE_STRING) || (eb && eb->type != KEEL__KV_TYPE_STRING))
+        return keel__kvc_done(r_err(c->reply, "ERR The specified keys must contain string values"));
+    lcs_opts_t o;
+    if (lcs_parse(c, &o) != 0)
+        return 0;
+    const uint8_t *a = ea ? keel__kv_cval(ea) : (const uint8_t *)"";
+    const uint8_t *b = eb ? keel__kv_cval(eb) : (const uint8_t *)"";
+    size_t alen = ea ? ea->val_len : 0, blen = eb ? eb->val_len : 0;
+    uint64_t cells = (uint64_t)(alen + 1) * (blen + 1);
+    if (cells > LCS_TABLE_BYTES_MAX / sizeof(uint32_t))
+        return keel__kvc_done(
+            r_err(c->reply,
+                  "ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len"));
+    uint32_t *tab = malloc((size_t)cells * sizeof(uint32_t));
+    if (tab == NULL)
+        return keel__kvc_done(
+            r_err(c->reply, "ERR Insufficient memory, failed allocating transient memory for LCS"));
+    for (size_t i = 0; i <= alen; i++) {
+        for (size_t j = 0; j <= blen; j++) {
+            uint32_t *cell = &tab[j + i * (blen + 1)];
+            if (i == 0 || j == 0)
+                *cell = 0;
+            else if (a[i - 1] == b[j - 1])
+                *cell = tab[(j - 1) + (i - 1) * (blen + 1)] + 1;
+            else {
+                uint32_t up = tab[j + (i - 1) * (blen + 1)], left = cell[-1];
+                *cell = up > left ? up : left;
+            }
+        }
+    }
+    uint32_t n = tab[cells - 1];
+    if (o.len) {
+        free(tab);
+        r_int(c->reply, n);
+        return 0;
+    }
+    uint8_t *out = malloc(n ? n : 1);
+    lcs_range_t *ranges = malloc((n ? n : 1) * sizeof(*ranges));
+    if (out == NULL || ranges == NULL) {
+        free(out), free(ranges), free(tab);
+        return keel__kvc_done(
+            r_err(c->reply, "ERR Insufficient memory, failed allocating transient memory for LCS"));
+    }
+    size_t nr = lcs_walk(tab, a, alen, b, blen, o.minlen, out, ranges);
+    if (o.idx)
+        lcs_reply_idx(c->reply, ranges, nr, o.withlen, n);
+    else
+        r_bulk(c->reply, out, n);
+    free(out), free(ranges), free(tab);
+    return 0;
+}

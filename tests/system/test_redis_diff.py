@@ -197,6 +197,19 @@ ROWS = [
                ["BITOP", "AND", "d", "s"], ["BITOP", "AND", "d", "a", "s"], ["BITOP", "OR", "s", "a"],
                ["TYPE", "s"], ["GET", "s"], ["PEXPIREAT", "a", str(FAR_MS)], ["BITOP", "OR", "a", "a", "b"],
                ["PEXPIRETIME", "a"], ["GET", "a"]]),
+    ("lcs", [["MSET", "k1", "ohmytext", "k2", "mynewtext", "x", "ABCBDAB", "y", "BDCABA",
+              "p", "aaaa", "q", "aa", "r", "abcdefghij", "t", "jihgfedcba"],
+             ["LCS", "k1", "k2"], ["LCS", "k1", "k2", "LEN"], ["LCS", "k1", "k2", "IDX"],
+             ["LCS", "k1", "k2", "IDX", "MINMATCHLEN", "4", "WITHMATCHLEN"],
+             ["LCS", "k1", "k2", "idx", "withmatchlen"], ["LCS", "x", "y"], ["LCS", "y", "x"],
+             ["LCS", "x", "y", "IDX", "WITHMATCHLEN"], ["LCS", "y", "x", "IDX"], ["LCS", "p", "q", "IDX"],
+             ["LCS", "q", "p", "IDX", "WITHMATCHLEN"], ["LCS", "r", "t"], ["LCS", "r", "t", "IDX"],
+             ["LCS", "k1", "k1", "IDX"], ["LCS", "k1", "nope"], ["LCS", "nope", "nope2", "IDX"],
+             ["LCS", "k1", "k2", "IDX", "LEN"], ["LCS", "k1", "k2", "MINMATCHLEN"],
+             ["LCS", "k1", "k2", "MINMATCHLEN", "x"], ["LCS", "k1", "k2", "MINMATCHLEN", "-5", "IDX"],
+             ["LCS", "k1", "k2", "BOGUS"], ["LCS", "k1", "k2", "LEN", "LEN", "WITHMATCHLEN"],
+             ["LCS", "k1"], ["XADD", "s", "1-1", "f", "v"], ["LCS", "s", "k1"], ["LCS", "k1", "s", "BOGUS"],
+             ["LCS", "nope", "s"]]),
     ("arity", [["SETNX"], ["SETEX", "a", "1"], ["PSETEX"], ["GETDEL"], ["GETEX"], ["GETRANGE", "a", "1"],
                ["SETRANGE", "a"], ["INCRBYFLOAT", "a"], ["MSETNX", "a"], ["RENAME", "a"],
                ["RENAMENX", "a", "b", "c"], ["COPY", "a"], ["UNLINK"], ["TOUCH"], ["KEYS"],
@@ -321,6 +334,8 @@ def random_command(rng):
              [str(rng.randint(-40, 40)), str(rng.randint(-40, 40)), "BIT"]]),
         lambda: ["BITOP", rng.choice(["AND", "OR", "XOR"]), k(), k(), k()],
         lambda: ["BITOP", "NOT", k(), k()],
+        lambda: ["LCS", k(), k()] + rng.choice([[], ["LEN"], ["IDX"], ["IDX", "WITHMATCHLEN"],
+                                                ["IDX", "MINMATCHLEN", "2"]]),
     ]
     return rng.choice(table)()
 

@@ -524,6 +524,32 @@ static void bit_commands_reply_like_redis_and_record_real_changes(void)
     KT_EQ_U64(keel_kv_revision(&t.kv), rev + 1);
 }
 
+static void lcs_replies_like_redis_and_bounds_its_table(void)
+{
+    fresh(NULL);
+    OK("MSET k1 ohmytext k2 mynewtext x ABCBDAB y BDCABA", "+OK\r\n");
+    OK("LCS k1 k2", "$6\r\nmytext\r\n");
+    OK("LCS k1 k2 LEN", ":6\r\n");
+    OK("LCS k1 k2 IDX",
+       "*4\r\n$7\r\nmatches\r\n*2\r\n*2\r\n*2\r\n:4\r\n:7\r\n*2\r\n:5\r\n:8\r\n*2\r\n*2\r\n:"
+       "2\r\n:3\r\n*2\r\n:0\r\n:1\r\n$3\r\nlen\r\n:6\r\n");
+    OK("LCS k1 k2 IDX MINMATCHLEN 4 WITHMATCHLEN",
+       "*4\r\n$7\r\nmatches\r\n*1\r\n*3\r\n*2\r\n:4\r\n:7\r\n*2\r\n:5\r\n:8\r\n:4\r\n$"
+       "3\r\nlen\r\n:6\r\n");
+    OK("LCS x y", "$4\r\nBDAB\r\n"); /* the walk's tie rule picks this one of the LCSs */
+    OK("LCS nope nope2", "$0\r\n\r\n");
+    OK("LCS k1 k2 IDX LEN",
+       "-ERR If you want both the length and indexes, please just use IDX.\r\n");
+    OK("LCS k1 k2 MINMATCHLEN", "-ERR syntax error\r\n");
+    OK("XADD s 1-1 f v", "$3\r\n1-1\r\n");
+    OK("LCS s k1", "-ERR The specified keys must contain string values\r\n");
+    OK("SETRANGE a 5000 x", ":5001\r\n");
+    OK("SETRANGE b 5000 y", ":5001\r\n");
+    OK("LCS a b LEN",
+       "-ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len\r\n");
+    OK("LCS a k1 LEN", ":1\r\n"); /* 5001 x 9 cells: fine; only the "x" is common */
+}
+
 int main(void)
 {
     kvt_init(&t, NULL);
@@ -540,6 +566,7 @@ int main(void)
     KT_RUN(leases_follow_a_renamed_or_copied_key);
     KT_RUN(a_snapshot_holds_what_the_new_commands_made);
     KT_RUN(bit_commands_reply_like_redis_and_record_real_changes);
+    KT_RUN(lcs_replies_like_redis_and_bounds_its_table);
     kvt_free(&t);
     return kt_done();
 }
