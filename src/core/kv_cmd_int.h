@@ -8,7 +8,7 @@
 /*
  * The commands are split by family, one file each: kv_strings.c, kv_expire.c,
  * kv_leases.c (leases, locks, KEEL.FENCED), kv_txn.c, kv_scan.c, kv_strings_ext.c, kv_keys.c,
- * kv_bits.c;
+ * kv_bits.c, kv_bitfield.c;
  * kv_cmd.c holds the table
  * and the one way every command runs. The glob matcher is base/glob.
  */
@@ -241,6 +241,9 @@ int keel__kvc_bitpos_syntax(const call_t *c);
 int keel__kvc_cmd_bitpos(const call_t *c);
 int keel__kvc_bitop_syntax(const call_t *c);
 int keel__kvc_cmd_bitop(const call_t *c);
+/* kv_bitfield.c */
+int keel__kvc_bitfield_syntax(const call_t *c);
+int keel__kvc_cmd_bitfield(const call_t *c);
 /* kv_keys.c */
 int keel__kvc_cmd_rename(const call_t *c);
 int keel__kvc_cmd_renamenx(const call_t *c);

@@ -210,6 +210,51 @@ ROWS = [
              ["LCS", "k1", "k2", "BOGUS"], ["LCS", "k1", "k2", "LEN", "LEN", "WITHMATCHLEN"],
              ["LCS", "k1"], ["XADD", "s", "1-1", "f", "v"], ["LCS", "s", "k1"], ["LCS", "k1", "s", "BOGUS"],
              ["LCS", "nope", "s"]]),
+    ("bitfield", [["BITFIELD", "k"], ["BITFIELD", "k", "GET"], ["BITFIELD", "k", "GET", "u8"],
+                  ["BITFIELD", "k", "GET", "u8", "0"], ["EXISTS", "k"], ["BITFIELD", "k", "GET", "u64", "0"],
+                  ["BITFIELD", "k", "GET", "i65", "0"], ["BITFIELD", "k", "GET", "x8", "0"],
+                  ["BITFIELD", "k", "GET", "i0", "0"], ["BITFIELD", "k", "GET", "I8", "0"],
+                  ["BITFIELD", "k", "GET", "U8", "0"], ["BITFIELD", "k", "GET", "u08", "0"],
+                  ["BITFIELD", "k", "GET", "u", "0"], ["BITFIELD", "k", "GET", "u8", "-1"],
+                  ["BITFIELD", "k", "GET", "u8", "#1"], ["BITFIELD", "k", "GET", "u8", "#-1"],
+                  ["BITFIELD", "k", "GET", "u8", "#"], ["BITFIELD", "k", "GET", "u8", "4294967295"],
+                  ["BITFIELD", "k", "GET", "u8", "4294967296"], ["BITFIELD", "k", "GET", "u8", "#4294967295"],
+                  ["BITFIELD", "k", "GET", "i8", "#536870911"], ["BITFIELD", "k", "OVERFLOW"],
+                  ["BITFIELD", "k", "OVERFLOW", "bogus", "GET", "u8", "0"], ["BITFIELD", "k", "BOGUS"],
+                  ["BITFIELD", "k", "SET", "u8", "0"], ["BITFIELD", "k", "SET", "u8", "0", "x"],
+                  ["BITFIELD", "k", "SET", "u8", "0", "-1"], ["GET", "k"],
+                  ["BITFIELD", "k", "OVERFLOW", "SAT", "SET", "u8", "0", "-1", "SET", "i8", "8", "200",
+                   "INCRBY", "i8", "8", "-300"], ["GET", "k"],
+                  ["BITFIELD", "k", "overflow", "fail", "INCRBY", "u2", "20", "10", "GET", "u2", "20"],
+                  ["BITFIELD", "n", "OVERFLOW", "FAIL", "INCRBY", "u2", "100", "10"], ["STRLEN", "n"],
+                  ["GET", "n"],
+                  ["BITFIELD", "k", "SET", "i64", "0", str(I64_MIN), "INCRBY", "i64", "0", "-1",
+                   "OVERFLOW", "SAT", "INCRBY", "i64", "0", "-1", "OVERFLOW", "FAIL", "INCRBY", "i64",
+                   "0", "-1", "GET", "i64", "0", "GET", "u63", "1", "GET", "u63", "0"],
+                  ["BITFIELD", "k", "SET", "u63", "0", str(I64_MAX), "INCRBY", "u63", "0", "1",
+                   "OVERFLOW", "SAT", "INCRBY", "u63", "0", str(I64_MAX), "INCRBY", "u63", "0", str(I64_MIN),
+                   "OVERFLOW", "WRAP", "INCRBY", "u63", "0", str(I64_MIN)],
+                  ["BITFIELD", "k", "SET", "i5", "3", "15", "SET", "i5", "3", "16", "GET", "i5", "3",
+                   "SET", "u5", "3", "33", "GET", "u5", "3", "INCRBY", "i5", "#1", "100",
+                   "INCRBY", "u1", "7", "1", "INCRBY", "u1", "7", "1", "GET", "u16", "0"],
+                  ["BITFIELD", "k", "OVERFLOW", "SAT", "SET", "i5", "3", "-100", "SET", "u5", "3", "-100",
+                   "INCRBY", "u5", "3", "-100", "INCRBY", "i3", "#7", "5", "INCRBY", "i3", "#7", "-50"],
+                  ["BITFIELD", "q", "OVERFLOW", "SAT", "SET", "i2", "0", str(I64_MIN + 1), "SET", "i2", "2",
+                   str(I64_MIN + 2), "SET", "i8", "8", str(I64_MIN + 127), "SET", "i8", "16",
+                   str(I64_MIN + 128), "SET", "i63", "24", str(I64_MIN), "OVERFLOW", "WRAP", "SET", "i2",
+                   "0", str(I64_MIN + 1), "OVERFLOW", "FAIL", "SET", "i2", "0", str(I64_MIN + 1)],
+                  ["BITFIELD_RO", "q", "GET", "i2", "0", "GET", "i2", "2", "GET", "i8", "8", "GET", "i8", "16",
+                   "GET", "i63", "24"],
+                  ["GET", "k"], ["BITFIELD", "k", "GET", "u8", "0", "GET"],
+                  ["BITFIELD_RO", "k", "GET", "u8", "0", "SET", "u8", "0", "1"],
+                  ["BITFIELD_RO", "k", "GET", "u8", "0", "GET", "i16", "#1"], ["BITFIELD_RO", "k"],
+                  ["BITFIELD_RO", "k", "SET", "u8", "0", "1", "BOGUS"], ["BITFIELD_RO", "nope", "GET", "u8", "0"],
+                  ["BITFIELD_RO", "k", "OVERFLOW", "FAIL", "GET", "u4", "4"],
+                  ["PEXPIREAT", "k", str(FAR_MS)], ["BITFIELD", "k", "SET", "u8", "100", "1"],
+                  ["PEXPIRETIME", "k"], ["STRLEN", "k"], ["BITFIELD", "k", "SET", "u8", "100", "1"],
+                  ["XADD", "s", "1-1", "f", "v"], ["BITFIELD", "s", "GET", "u8", "0"],
+                  ["BITFIELD", "s", "SET", "u8", "0", "1"], ["BITFIELD_RO", "s", "GET", "u8", "0"],
+                  ["BITFIELD", "s", "SET", "u8", "0", "x"], ["BITFIELD"], ["BITFIELD_RO"]]),
     ("arity", [["SETNX"], ["SETEX", "a", "1"], ["PSETEX"], ["GETDEL"], ["GETEX"], ["GETRANGE", "a", "1"],
                ["SETRANGE", "a"], ["INCRBYFLOAT", "a"], ["MSETNX", "a"], ["RENAME", "a"],
                ["RENAMENX", "a", "b", "c"], ["COPY", "a"], ["UNLINK"], ["TOUCH"], ["KEYS"],
@@ -276,6 +321,17 @@ PATTERNS = ["*", "k*", "k?", "k[0-2]", "s*", "*0", "nomatch", "[k]1"]
 TIME_READS = {"TTL", "PTTL", "EXPIRETIME", "PEXPIRETIME"}
 
 
+def bitfield_command(rng, key):
+    cmd = [rng.choice(["BITFIELD", "BITFIELD", "BITFIELD_RO"]), key]
+    for _ in range(rng.randint(0, 4)):
+        t = rng.choice(["i", "u"]) + str(rng.choice([1, 2, 3, 5, 8, 13, 16, 31, 32, 63, 64]))
+        off = rng.choice([str(rng.randint(0, 70)), "#" + str(rng.randint(0, 5))])
+        val = str(rng.choice([0, 1, -1, 7, -100, 1000, I64_MAX, I64_MIN, rng.randint(-300, 300)]))
+        cmd += rng.choice([["GET", t, off], ["SET", t, off, val], ["INCRBY", t, off, val],
+                           ["OVERFLOW", rng.choice(["WRAP", "SAT", "FAIL"])]])
+    return cmd
+
+
 def random_command(rng):
     k = lambda: rng.choice(KEYS)  # noqa: E731
     v = lambda: rng.choice(VALUES)  # noqa: E731
@@ -334,6 +390,7 @@ def random_command(rng):
              [str(rng.randint(-40, 40)), str(rng.randint(-40, 40)), "BIT"]]),
         lambda: ["BITOP", rng.choice(["AND", "OR", "XOR"]), k(), k(), k()],
         lambda: ["BITOP", "NOT", k(), k()],
+        lambda: bitfield_command(rng, k()),
         lambda: ["LCS", k(), k()] + rng.choice([[], ["LEN"], ["IDX"], ["IDX", "WITHMATCHLEN"],
                                                 ["IDX", "MINMATCHLEN", "2"]]),
     ]

@@ -248,6 +248,9 @@ static void failed_allocations_leave_the_state_as_it_was(void)
     apply_under_failures("BITOP OR bo bb sx", ":44\r\n", &failed);
     apply_under_failures("BITOP NOT bo bb", ":38\r\n", &failed);
     apply_under_failures("BITOP AND bo nope", ":0\r\n", &failed);
+    apply_under_failures("BITFIELD bf SET u8 40 7", "*1\r\n:0\r\n", &failed);
+    apply_under_failures("BITFIELD bf INCRBY u8 40 1", "*1\r\n:8\r\n", &failed);
+    apply_under_failures("BITFIELD bf SET i16 #40 -1", "*1\r\n:0\r\n", &failed);
     /* deleting most keys shrinks the table */
     for (int i = 2; i < KEYS - 2; i++) {
         snprintf(line, sizeof(line), "DEL k%d", i);

@@ -550,6 +550,58 @@ static void lcs_replies_like_redis_and_bounds_its_table(void)
     OK("LCS a k1 LEN", ":1\r\n"); /* 5001 x 9 cells: fine; only the "x" is common */
 }
 
+static void bitfield_reads_writes_and_overflows_like_redis(void)
+{
+    fresh(NULL);
+    OK("BITFIELD k", "*0\r\n");
+    OK("BITFIELD k GET u8 0", "*1\r\n:0\r\n");
+    OK("EXISTS k", ":0\r\n"); /* GETs alone make no key */
+    OK("BITFIELD k GET u64 0", "-ERR Invalid bitfield type. Use something like i16 u8. Note that "
+                               "u64 is not supported but i64 is.\r\n");
+    OK("BITFIELD k GET I8 0", "-ERR Invalid bitfield type. Use something like i16 u8. Note that "
+                              "u64 is not supported but i64 is.\r\n");
+    OK("BITFIELD k GET u8 #-1", "-ERR bit offset is not an integer or out of range\r\n");
+    OK("BITFIELD k GET u8 4294967296", "-ERR bit offset is not an integer or out of range\r\n");
+    OK("BITFIELD k GET u8 #9223372036854775807",
+       "-ERR bit offset is not an integer or out of range\r\n"); /* n x 8 would overflow */
+    OK("BITFIELD k OVERFLOW bogus", "-ERR Invalid OVERFLOW type specified\r\n");
+    OK("BITFIELD k SET u8 0", "-ERR syntax error\r\n");
+    OK("BITFIELD k SET u8 0 x", "-ERR value is not an integer or out of range\r\n");
+    OK("BITFIELD k SET u8 4294967288 1", "-ERR string exceeds maximum allowed size\r\n");
+    OK("BITFIELD_RO k GET u8 0 SET u8 0 1",
+       "-ERR BITFIELD_RO only supports the GET subcommand\r\n");
+    KT_EQ_U64(keel_kv_revision(&t.kv), 0);
+    OK("BITFIELD k SET u8 0 255 GET u4 0 GET i4 4 INCRBY u4 0 1 GET u8 0",
+       "*5\r\n:0\r\n:15\r\n:-1\r\n:0\r\n:15\r\n");
+    OK("BITFIELD k OVERFLOW SAT INCRBY u4 0 100 INCRBY i4 4 -100 OVERFLOW FAIL INCRBY u4 0 1 GET "
+       "u8 0",
+       "*4\r\n:15\r\n:-8\r\n$-1\r\n:248\r\n");
+    OK("BITFIELD k SET i64 8 -9223372036854775808 INCRBY i64 8 -1 OVERFLOW SAT INCRBY i64 8 -1",
+       "*3\r\n:0\r\n:9223372036854775807\r\n:9223372036854775806\r\n");
+    OK("BITFIELD k OVERFLOW SAT SET i2 72 -9223372036854775807 SET i2 74 -9223372036854775806",
+       "*2\r\n:0\r\n:0\r\n");
+    OK("BITFIELD_RO k GET i2 72 GET i2 74", "*2\r\n:1\r\n:-2\r\n"); /* Redis's quirk */
+    OK("BITFIELD k SET u8 #1 7 SET u8 #1 7 GET u8 8", "*3\r\n:127\r\n:7\r\n:7\r\n");
+    uint64_t rev = keel_kv_revision(&t.kv);
+    OK("BITFIELD k SET u8 #1 7", "*1\r\n:7\r\n"); /* the same bytes: no change */
+    OK("BITFIELD k OVERFLOW FAIL INCRBY u2 0 100", "*1\r\n$-1\r\n");
+    KT_EQ_U64(keel_kv_revision(&t.kv), rev);
+    OK("BITFIELD n OVERFLOW FAIL INCRBY u2 100 10", "*1\r\n$-1\r\n"); /* the key is made */
+    OK("STRLEN n", ":13\r\n");
+    KT_EQ_U64(keel_kv_revision(&t.kv), rev + 1);
+    char want[64];
+    snprintf(want, sizeof(want), "%llu:put:n=", (unsigned long long)rev + 1);
+    KT_CHECK(strncmp(changes_after(rev), want, strlen(want)) == 0);
+    AT(100000, "PEXPIRE k 5000", ":1\r\n");
+    AT(100000, "BITFIELD k SET u8 200 1", "*1\r\n:0\r\n"); /* grows, keeps the deadline */
+    KT_EQ_U64(get("k").expire_ms, 105000);
+    OK("XADD s 1-1 f v", "$3\r\n1-1\r\n");
+    OK("BITFIELD s GET u8 0",
+       "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n");
+    OK("BITFIELD s SET u8 0 1",
+       "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n");
+}
+
 int main(void)
 {
     kvt_init(&t, NULL);
@@ -567,6 +619,7 @@ int main(void)
     KT_RUN(a_snapshot_holds_what_the_new_commands_made);
     KT_RUN(bit_commands_reply_like_redis_and_record_real_changes);
     KT_RUN(lcs_replies_like_redis_and_bounds_its_table);
+    KT_RUN(bitfield_reads_writes_and_overflows_like_redis);
     kvt_free(&t);
     return kt_done();
 }
