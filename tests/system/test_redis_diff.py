@@ -16,7 +16,6 @@ left or deadline compared as "positive" where the key was given a relative time)
 import os
 import random
 
-
 from keelcluster import RespConn, make_cluster, redis_server  # noqa: F401 (fixtures)
 
 I64_MAX = 9223372036854775807
