@@ -1,5 +1,6 @@
 /* kv_strings_ext.c - the rest of Redis 7.0's string commands: SETNX, SETEX, PSETEX, GETDEL,
-   GETEX, GETRANGE, SETRANGE and INCRBYFLOAT (MSETNX shares MSET's body in kv_strings.c). */
+   GETEX, GETRANGE, SETRANGE, INCRBYFLOAT and LCS (MSETNX shares MSET's body in kv_strings.c;
+   the bit commands are kv_bits.c and kv_bitfield.c). */
 #include "core/kv_cmd_int.h"
 
 #include "base/num.h"
