@@ -324,7 +324,7 @@ KEYS = ["k0", "k1", "k2", "k3", "k4", "s0"]
 VALUES = ["", "0", "1", "-7", "12", "3.5", "abc", "hello world", "1e3", " 1", "9223372036854775807"]
 FLOATS = ["1", "-1", "0.5", "-0.25", "1e3", "3.0", "0x10", "abc", "", "1e-5", "-2.5e2", "inf"]
 PATTERNS = ["*", "k*", "k?", "k[0-2]", "s*", "*0", "nomatch", "[k]1"]
-# replies to these carry a deadline or time left: positive values are compared as "positive"
+# replies to these carry a deadline or a time left (see comparable)
 TIME_READS = {"TTL", "PTTL", "EXPIRETIME", "PEXPIRETIME"}
 
 
@@ -405,8 +405,14 @@ def random_command(rng):
 
 
 def comparable(cmd, reply):
-    if cmd[0] in TIME_READS and reply.startswith(b":") and int(reply[1:-2]) > 0:
-        return b":<positive>\r\n"
+    """A time left, or a deadline set from a relative time (before FAR_S), depends on each
+    server's clock: compared as "positive". Deadlines given as absolute times (FAR_S and
+    later) are compared exactly."""
+    if cmd[0] in TIME_READS and reply.startswith(b":"):
+        v = int(reply[1:-2])
+        far = FAR_S * 1000 if cmd[0] == "PEXPIRETIME" else FAR_S
+        if v > 0 and (cmd[0] in ("TTL", "PTTL") or v < far):
+            return b":<positive>\r\n"
     return normalize(cmd, reply)
 
 
