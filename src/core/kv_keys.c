@@ -361,8 +361,9 @@ int keel__kvc_cmd_pexpiretime(const call_t *c)
 
 /*
  * OBJECT ENCODING | FREQ | IDLETIME | REFCOUNT key, HELP. keel keeps no access times or
- * counts and shares no values: IDLETIME is 0, REFCOUNT 1, FREQ says (as Redis does
- * without an LFU policy) that it is not tracked. ENCODING names what Redis would pick for
+ * counts and shares no values: IDLETIME is 0, REFCOUNT 1 (INT_MAX for the integers
+ * 0..9999, which Redis shares), FREQ says (as Redis does without an LFU policy) that it
+ * is not tracked. ENCODING names what Redis would pick for
  * the value as it is now: "int" for a strict integer, "embstr" up to 44 bytes, else "raw"
  * (Redis also keeps "raw" after APPEND or SETRANGE); a stream is "stream".
  */
@@ -402,6 +403,14 @@ static const char *encoding(const keel__kv_entry_t *e)
     return e->val_len <= 44 ? "embstr" : "raw";
 }
 
+/* Redis shares the objects of the integers 0..9999 (REFCOUNT shows INT_MAX for them). */
+static int shared_int(const keel__kv_entry_t *e)
+{
+    int64_t v;
+    return e->type == KEEL__KV_TYPE_STRING &&
+           keel_parse_i64(keel__kv_cval(e), e->val_len, &v) == 0 && v >= 0 && v < 10000;
+}
+
 int keel__kvc_cmd_object(const call_t *c)
 {
     static const char *const help[] = {
@@ -413,7 +422,7 @@ int keel__kvc_cmd_object(const call_t *c)
         "IDLETIME <key>",
         "    Seconds since the last access: keel does not track it and answers 0.",
         "REFCOUNT <key>",
-        "    References to the value of <key>: always 1 in keel.",
+        "    References to the value of <key>: 1 in keel (Redis's shared integers: INT_MAX).",
         "HELP",
         "    Prints this help.",
     };
@@ -434,8 +443,10 @@ int keel__kvc_cmd_object(const call_t *c)
         r_err(c->reply, "ERR An LFU maxmemory policy is not selected, access frequency not "
                         "tracked. Please note that when switching between policies at runtime "
                         "LRU and LFU data will take some time to adjust.");
+    } else if (keel__kvc_arg_is(c, 1, "IDLETIME")) {
+        r_int(c->reply, 0);
     } else {
-        r_int(c->reply, keel__kvc_arg_is(c, 1, "IDLETIME") ? 0 : 1);
+        r_int(c->reply, shared_int(e) ? 2147483647 : 1);
     }
     return 0;
 }

@@ -399,6 +399,9 @@ static void object_answers_sensibly(void)
     OK("OBJECT encoding nope", "$-1\r\n");
     OK("OBJECT IDLETIME e", ":0\r\n");
     OK("OBJECT REFCOUNT e", ":1\r\n");
+    OK("OBJECT REFCOUNT i", ":1\r\n");
+    OK("SET z 9999", "+OK\r\n");
+    OK("OBJECT REFCOUNT z", ":2147483647\r\n"); /* Redis's shared integers 0..9999 */
     OK("OBJECT FREQ nope", "$-1\r\n");
     KT_CHECK(
         strncmp(kvt(&t, "OBJECT FREQ e"), "-ERR An LFU maxmemory policy is not selected", 44) == 0);
