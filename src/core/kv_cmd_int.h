@@ -7,7 +7,9 @@
 
 /*
  * The commands are split by family, one file each: kv_strings.c, kv_expire.c,
- * kv_leases.c (leases, locks, KEEL.FENCED), kv_txn.c, kv_scan.c; kv_cmd.c holds the table
+ * kv_leases.c (leases, locks, KEEL.FENCED), kv_txn.c, kv_scan.c, kv_strings_ext.c, kv_keys.c,
+ * kv_bits.c, kv_bitfield.c;
+ * kv_cmd.c holds the table
  * and the one way every command runs. The glob matcher is base/glob.
  */
 #define REPLIED 1        /* a syntax function wrote an error reply */
@@ -215,5 +217,43 @@ int keel__kvc_cmd_reg_write(const call_t *c);
 int keel__kvc_reg_read_syntax(const call_t *c);
 int keel__kvc_cmd_reg_read(const call_t *c);
 int keel__kvc_cmd_reg_sweep(const call_t *c);
+/* kv_strings_ext.c */
+int keel__kvc_cmd_msetnx(const call_t *c);
+int keel__kvc_cmd_setnx(const call_t *c);
+int keel__kvc_setex_syntax(const call_t *c);
+int keel__kvc_cmd_setex(const call_t *c);
+int keel__kvc_cmd_getdel(const call_t *c);
+int keel__kvc_getex_syntax(const call_t *c);
+int keel__kvc_cmd_getex(const call_t *c);
+int keel__kvc_getrange_syntax(const call_t *c);
+int keel__kvc_cmd_getrange(const call_t *c);
+int keel__kvc_setrange_syntax(const call_t *c);
+int keel__kvc_cmd_setrange(const call_t *c);
+int keel__kvc_cmd_incrbyfloat(const call_t *c);
+int keel__kvc_cmd_lcs(const call_t *c);
+/* kv_bits.c */
+int keel__kvc_setbit_syntax(const call_t *c);
+int keel__kvc_cmd_setbit(const call_t *c);
+int keel__kvc_getbit_syntax(const call_t *c);
+int keel__kvc_cmd_getbit(const call_t *c);
+int keel__kvc_cmd_bitcount(const call_t *c);
+int keel__kvc_bitpos_syntax(const call_t *c);
+int keel__kvc_cmd_bitpos(const call_t *c);
+int keel__kvc_bitop_syntax(const call_t *c);
+int keel__kvc_cmd_bitop(const call_t *c);
+/* kv_bitfield.c */
+int keel__kvc_bitfield_syntax(const call_t *c);
+int keel__kvc_cmd_bitfield(const call_t *c);
+/* kv_keys.c */
+int keel__kvc_cmd_rename(const call_t *c);
+int keel__kvc_cmd_renamenx(const call_t *c);
+int keel__kvc_copy_syntax(const call_t *c);
+int keel__kvc_cmd_copy(const call_t *c);
+int keel__kvc_cmd_keys(const call_t *c);
+int keel__kvc_cmd_randomkey(const call_t *c);
+int keel__kvc_cmd_expiretime(const call_t *c);
+int keel__kvc_cmd_pexpiretime(const call_t *c);
+int keel__kvc_object_syntax(const call_t *c);
+int keel__kvc_cmd_object(const call_t *c);
 
 #endif

@@ -230,6 +230,13 @@ static int index_one(void *data, const keel__kv_entry_t *e)
     return 0;
 }
 
+void keel__xs_reindex(keel_kv_t *kv, const uint8_t *key, size_t len)
+{
+    const keel__kv_entry_t *e = keel__kv_find(kv, key, len, keel__kv_hash(kv, key, len), NULL);
+    assert(e != NULL && e->type == KEEL__KV_TYPE_STREAM);
+    index_update(kv, key, len, keel__kv_obj(e));
+}
+
 void keel__xs_index_all(keel_kv_t *kv)
 {
     keel__kv_each(kv, index_one, kv);

@@ -70,6 +70,8 @@ int keel__xs_cmd_xinfo(const call_t *c);
 int keel__xs_xnack_syntax(const call_t *c);
 int keel__xs_cmd_xnack(const call_t *c);
 int keel__xs_xdeadletter_syntax(const call_t *c);
+/* Refreshes the retention index row of the stream at key (after RENAME or COPY made it). */
+void keel__xs_reindex(keel_kv_t *kv, const uint8_t *key, size_t len);
 int keel__xs_xretain_syntax(const call_t *c);
 int keel__xs_cmd_xretain(const call_t *c);
 int keel__xs_xretain_sweep_syntax(const call_t *c);

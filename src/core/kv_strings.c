@@ -167,7 +167,8 @@ int keel__kvc_cmd_getset(const call_t *c)
 int keel__kvc_mset_syntax(const call_t *c)
 {
     if (c->argc % 2 == 0)
-        return r_err(c->reply, "ERR wrong number of arguments for 'mset' command");
+        return r_err_arg(c->reply, "ERR wrong number of arguments for '",
+                         (const uint8_t *)c->cmd_lname, strlen(c->cmd_lname), "' command");
     return 0;
 }
 
@@ -175,9 +176,10 @@ int keel__kvc_mset_syntax(const call_t *c)
  * All new entries are allocated before any is linked, so an MSET either
  * happens whole or (ENOMEM) not at all. A repeated key is written in argument
  * order, so the last value wins, as in Redis. keys_max counts every absent
- * key, a repeated absent key twice (conservative, and deterministic).
+ * key, a repeated absent key twice (conservative, and deterministic). MSETNX (nx) sets
+ * nothing and replies `:0` when any of its keys is live, else `:1`.
  */
-int keel__kvc_cmd_mset(const call_t *c)
+static int mset(const call_t *c, int nx)
 {
     keel_kv_t *kv = c->w;
     size_t pairs = (c->argc - 1) / 2, absent = 0;
@@ -188,6 +190,14 @@ int keel__kvc_cmd_mset(const call_t *c)
         if ((rc = keel__kvc_check_sizes(c, key_len, c->lens[2 + 2 * i])) != 0)
             return keel__kvc_done(rc);
         absent += keel__kv_find(kv, key, key_len, keel__kv_hash(kv, key, key_len), NULL) == NULL;
+    }
+    if (nx) {
+        for (size_t i = 0; i < pairs; i++) {
+            if (keel__kvc_lookup(c, 1 + 2 * i) != NULL) {
+                r_int(c->reply, 0);
+                return 0;
+            }
+        }
     }
     if ((rc = keel__kvc_check_room(c, absent)) != 0)
         return keel__kvc_done(rc);
@@ -204,7 +214,10 @@ int keel__kvc_cmd_mset(const call_t *c)
     }
     if (rc != 0)
         goto err_after_fresh;
-    r_ok(c->reply);
+    if (nx)
+        r_int(c->reply, 1);
+    else
+        r_ok(c->reply);
     for (size_t i = 0; i < pairs; i++) {
         keel__kv_entry_t *e = fresh[i], **link = NULL;
         keel__kv_entry_t *old = keel__kv_find(kv, keel__kv_key(e), e->key_len, e->hash, &link);
@@ -223,6 +236,16 @@ err_after_fresh:
         free(fresh[i]);
     free(fresh);
     return rc;
+}
+
+int keel__kvc_cmd_mset(const call_t *c)
+{
+    return mset(c, 0);
+}
+
+int keel__kvc_cmd_msetnx(const call_t *c)
+{
+    return mset(c, 1);
 }
 
 int keel__kvc_cmd_del(const call_t *c)

@@ -60,6 +60,13 @@ static uint64_t stream_hash(const keel_kv_t *kv, uint64_t h)
         {"XINFO", "GROUPS", "s", NULL},
         {"XINFO", "CONSUMERS", "s", "g", NULL},
         {"XPENDING", "s", "g", "-", "+", "1000", NULL},
+        /* the strings and keyspace commands' keys (sim_client.c) */
+        {"MGET", "x0", "x1", "x2", "x3", NULL},
+        {"PEXPIRETIME", "x0", NULL},
+        {"PEXPIRETIME", "x1", NULL},
+        {"TYPE", "s2", NULL},
+        {"XLEN", "s3", NULL},
+        {"XRANGE", "s3", "-", "+", "COUNT", "3", NULL},
     };
     keel_buf_t b;
     keel_buf_init(&b, 0);

@@ -215,7 +215,9 @@ static void stream_done(void *ctx, int status, const uint8_t *reply, size_t len)
  * --streams: every 5..25 ms a stream command goes to a random node: appends with explicit
  * increasing ids (so later commands can name them), group reads by four consumers, acks,
  * NACKs with short delays (some reach the dead-letter limit of 3), claims of idle entries,
- * exact trims and retention settings. Their answers are not checked (no model);
+ * exact trims and retention settings; and, three times in ten, one of issue 19's strings and
+ * keyspace writes (SETRANGE, INCRBYFLOAT, SETBIT, BITOP, COPY and RENAME of the stream, GETEX,
+ * MSETNX, GETDEL, SETEX, RENAMENX, BITFIELD). Their answers are not checked (no model);
  * the state they make is, through the state hash every node must agree on at every index, snapshots
  * and restarts included.
  */
@@ -233,7 +235,29 @@ void sim__streams_step(world_t *w)
     snprintf(who, sizeof(who), "c%d", (int)keel_rand_below(&w->rnd, 4));
     snprintf(num, sizeof(num), "%d", (int)keel_rand_below(&w->rnd, 50));
     const char *cmd[12] = {NULL};
-    if (w->res->stream_cmds == 0 || pick == 9) {
+    static const char *const strings[][10] = {
+        /* issue 19's strings and keyspace writes beside the streams, on keys x0..x2 and a
+           copy of the stream: their state is in every node's hash too */
+        {"SETRANGE", "x0", "3", "abc", NULL},
+        {"INCRBYFLOAT", "x1", "1.25", NULL},
+        {"SETBIT", "x2", "13", "1", NULL},
+        {"BITOP", "XOR", "x2", "x2", "x0", NULL},
+        {"COPY", "s", "s2", "REPLACE", NULL},
+        {"RENAME", "s2", "s3", NULL},
+        {"COPY", "x0", "x1", "REPLACE", NULL},
+        {"GETEX", "x0", "PXAT", "99999999999999", NULL},
+        {"MSETNX", "x0", "m", "x3", "n", NULL},
+        {"GETDEL", "x1", NULL},
+        {"SETEX", "x1", "100000", "v", NULL},
+        {"RENAMENX", "x3", "x0", NULL},
+        {"BITFIELD", "x2", "OVERFLOW", "SAT", "INCRBY", "i5", "#3", "7", NULL},
+    };
+    if (w->res->stream_cmds > 0 && keel_rand_chance(&w->rnd, 0.3)) {
+        const char *const *c =
+            strings[keel_rand_below(&w->rnd, sizeof(strings) / sizeof(strings[0]))];
+        for (int i = 0; c[i]; i++)
+            cmd[i] = c[i];
+    } else if (w->res->stream_cmds == 0 || pick == 9) {
         const char *c[] = {"XGROUP", "CREATE", "s", "g", "0", "MKSTREAM", NULL};
         memcpy(cmd, c, sizeof(c));
     } else if (pick == 8 && keel_rand_chance(&w->rnd, 0.3)) {

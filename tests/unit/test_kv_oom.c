@@ -226,6 +226,31 @@ static void failed_allocations_leave_the_state_as_it_was(void)
     apply_under_failures("KEEL.LOCK M 100000000", ":2\r\n", &failed);
     apply_under_failures("KEEL.FENCED L 1 SET fenced v", "+OK\r\n", &failed);
     apply_under_failures("KEEL.LEASE REVOKE 1", ":2\r\n", &failed);
+    /* issue 19's strings and keyspace writes */
+    apply_under_failures("SETEX sx 100000 v", "+OK\r\n", &failed);
+    apply_under_failures("SETRANGE sx 40 tail", ":44\r\n", &failed);
+    apply_under_failures("SETRANGE sr 3 abc", ":6\r\n", &failed);
+    apply_under_failures("GETEX k0 PX 200000000", "$1\r\nq\r\n", &failed);
+    apply_under_failures("INCRBYFLOAT fl 1.5", "$3\r\n1.5\r\n", &failed);
+    apply_under_failures("INCRBYFLOAT fl 100", "$5\r\n101.5\r\n", &failed);
+    apply_under_failures("MSETNX m1 a m2 b", ":1\r\n", &failed);
+    apply_under_failures("SETNX m4 d", ":1\r\n", &failed);
+    apply_under_failures("RENAME m1 m3", "+OK\r\n", &failed);
+    apply_under_failures("COPY k0 k0c", ":1\r\n", &failed);
+    apply_under_failures("RENAME k0c m2", "+OK\r\n", &failed);
+    apply_under_failures("GETDEL m2", "$1\r\nq\r\n", &failed);
+    apply_under_failures("XADD st 1-1 f v", "$3\r\n1-1\r\n", &failed);
+    apply_under_failures("COPY st st2", ":1\r\n", &failed);
+    apply_under_failures("RENAME st2 st3", "+OK\r\n", &failed);
+    apply_under_failures("COPY st3 m3 REPLACE", ":1\r\n", &failed);
+    apply_under_failures("SETBIT bb 100 1", ":0\r\n", &failed);
+    apply_under_failures("SETBIT bb 300 1", ":0\r\n", &failed);
+    apply_under_failures("BITOP OR bo bb sx", ":44\r\n", &failed);
+    apply_under_failures("BITOP NOT bo bb", ":38\r\n", &failed);
+    apply_under_failures("BITOP AND bo nope", ":0\r\n", &failed);
+    apply_under_failures("BITFIELD bf SET u8 40 7", "*1\r\n:0\r\n", &failed);
+    apply_under_failures("BITFIELD bf INCRBY u8 40 1", "*1\r\n:8\r\n", &failed);
+    apply_under_failures("BITFIELD bf SET i16 #40 -1", "*1\r\n:0\r\n", &failed);
     /* deleting most keys shrinks the table */
     for (int i = 2; i < KEYS - 2; i++) {
         snprintf(line, sizeof(line), "DEL k%d", i);
