@@ -449,13 +449,14 @@ static void a_snapshot_holds_what_the_new_commands_made(void)
                            "EXISTS e f",      "XRANGE s3 - +",   "TYPE s",         "KEYS *",
                            "INCRBYFLOAT d 1", "RENAME s3 s4",    "XLEN s4",        "DBSIZE"};
     for (size_t i = 0; i < sizeof(probe) / sizeof(probe[0]); i++) {
-        char want[4096];
-        snprintf(want, sizeof(want), "%s", kvt(&t, probe[i]));
+        char *want = strdup(kvt(&t, probe[i])); /* kvt's answer lives until its next call */
         const char *got = kvt(&b, probe[i]);
+        KT_CHECK(want != NULL);
         if (strcmp(probe[i], "KEYS *") == 0)
             KT_EQ_U64(strlen(got), strlen(want)); /* table order may differ */
         else
             KT_EQ_STR(got, want);
+        free(want);
     }
     kvt_free(&b);
     keel_buf_free(&snap);
