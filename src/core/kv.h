@@ -240,6 +240,13 @@ unsigned keel_kv_command_flags(const uint8_t *name, size_t len);
  * depend on the config (key and value sizes) are judged by apply.
  */
 int keel_kv_check(int argc, const uint8_t *const *argv, const size_t *lens, keel_buf_t *err_reply);
+/*
+ * The check of a command queued inside MULTI, as Redis 7.0 makes it: only an unknown
+ * command and a wrong number of arguments are refused (and abort the transaction); a
+ * syntax error is the command's own reply inside EXEC, the others still run.
+ */
+int keel_kv_check_queued(int argc, const uint8_t *const *argv, const size_t *lens,
+                         keel_buf_t *err_reply);
 
 /*
  * A hint, no effect on the state: starts loading the memory keel_kv_apply of

@@ -7,6 +7,7 @@
 #include "proto/resp.h"
 
 #include <assert.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -375,8 +376,8 @@ static int r_arity(reply_t *o, const cmd_t *cmd)
     return r_err(o, text);
 }
 
-/* Lookup, arity, argc limit and syntax: 0 (go on) or REPLIED (an error reply). */
-int keel__kvc_precheck(call_t *c, size_t argc_max, const cmd_t **out)
+/* Lookup, arity and argc limit: 0 (go on) or REPLIED (an error reply). */
+int keel__kvc_precheck_arity(call_t *c, size_t argc_max, const cmd_t **out)
 {
     const cmd_t *cmd = keel__kvc_find_cmd(c->argv[0], c->lens[0]);
     if (cmd == NULL)
@@ -389,7 +390,16 @@ int keel__kvc_precheck(call_t *c, size_t argc_max, const cmd_t **out)
     *out = cmd;
     c->cmd_lname = cmd->lname;
     c->self = cmd;
-    return cmd->syntax ? cmd->syntax(c) : 0;
+    return 0;
+}
+
+/* Lookup, arity, argc limit and syntax: 0 (go on) or REPLIED (an error reply). */
+int keel__kvc_precheck(call_t *c, size_t argc_max, const cmd_t **out)
+{
+    int rc = keel__kvc_precheck_arity(c, argc_max, out);
+    if (rc != 0)
+        return rc;
+    return (*out)->syntax ? (*out)->syntax(c) : 0;
 }
 
 /* Drops this command's partial reply. */
@@ -398,18 +408,31 @@ static void r_drop(reply_t *o)
     o->b->len = o->b->rpos + o->mark;
 }
 
-int keel_kv_check(int argc, const uint8_t *const *argv, const size_t *lens, keel_buf_t *err_reply)
+static int check(int argc, const uint8_t *const *argv, const size_t *lens, keel_buf_t *err_reply,
+                 bool syntax)
 {
     assert(argc >= 1);
     reply_t o = {err_reply, keel_buf_unread(err_reply), 0};
     call_t c = {NULL, NULL, 0, (size_t)argc, argv, lens, &o, NULL, NULL};
     const cmd_t *cmd = NULL;
-    int rc = keel__kvc_precheck(&c, KEEL_KV_ARGC_MAX, &cmd);
+    int rc = syntax ? keel__kvc_precheck(&c, KEEL_KV_ARGC_MAX, &cmd)
+                    : keel__kvc_precheck_arity(&c, KEEL_KV_ARGC_MAX, &cmd);
     if (o.failed) {
         r_drop(&o);
         return o.failed;
     }
     return rc == REPLIED ? KEEL_EINVAL : 0;
+}
+
+int keel_kv_check(int argc, const uint8_t *const *argv, const size_t *lens, keel_buf_t *err_reply)
+{
+    return check(argc, argv, lens, err_reply, true);
+}
+
+int keel_kv_check_queued(int argc, const uint8_t *const *argv, const size_t *lens,
+                         keel_buf_t *err_reply)
+{
+    return check(argc, argv, lens, err_reply, false);
 }
 
 /*

@@ -153,6 +153,8 @@ int keel__kvc_run(const cmd_t *cmd, const call_t *c);
 call_t keel__kvc_inner_call(const call_t *c, size_t from);
 const cmd_t *keel__kvc_find_cmd(const uint8_t *name, size_t len);
 int keel__kvc_precheck(call_t *c, size_t argc_max, const cmd_t **out);
+/* The same without the syntax check (what MULTI judges when it queues, as Redis 7.0). */
+int keel__kvc_precheck_arity(call_t *c, size_t argc_max, const cmd_t **out);
 int keel__kvc_set_syntax(const call_t *c);
 int keel__kvc_put_value(const call_t *c, size_t val_arg, keel__kv_entry_t **link,
                         keel__kv_entry_t *e, int dead, uint64_t h, uint64_t expire_ms,

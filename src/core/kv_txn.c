@@ -30,7 +30,9 @@ static int count_arg(const call_t *c, size_t i, int64_t min, int64_t *out)
     return i < c->argc && keel_parse_i64(c->argv[i], c->lens[i], out) == 0 && *out >= min ? 0 : -1;
 }
 
-/* Parses the layout; with `check`, also each queued command's syntax. */
+/* Parses the layout; with `check`, also that each queued command exists, has a right
+ * number of arguments and may be queued. A syntax error is not judged here: it is the
+ * command's own reply in the array (Redis 7.0's EXEC does the same). */
 static int txn_parse(const call_t *c, txn_t *t, int check)
 {
     int64_t v;
@@ -55,7 +57,7 @@ static int txn_parse(const call_t *c, txn_t *t, int check)
             const cmd_t *cmd = keel__kvc_find_cmd(in.argv[0], in.lens[0]);
             if (cmd && (cmd->flags & CMD_NO_NEST))
                 return r_err(c->reply, "ERR KEEL.TXN cannot queue this command");
-            int rc = keel__kvc_precheck(&in, KEEL_KV_ARGC_MAX, &cmd);
+            int rc = keel__kvc_precheck_arity(&in, KEEL_KV_ARGC_MAX, &cmd);
             if (rc != 0)
                 return rc;
         }

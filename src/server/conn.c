@@ -420,7 +420,10 @@ int keel__srv_cmd_data(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
      * slot of its own, which a command that passes would leave empty.
      */
     keel_buf_reset(&s->buf);
-    if (keel_kv_check((int)argc, s->argv, s->lens, &s->buf) != 0) {
+    client_state_t *now = keel_resp_client_data(c);
+    bool queued = now != NULL && now->in_multi; /* Redis checks less when queueing */
+    if ((queued ? keel_kv_check_queued((int)argc, s->argv, s->lens, &s->buf)
+                : keel_kv_check((int)argc, s->argv, s->lens, &s->buf)) != 0) {
         if (st)
             keel_counter_inc(st->errors);
         client_state_t *bad = keel_resp_client_data(c);

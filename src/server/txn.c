@@ -9,9 +9,10 @@
 #include <string.h>
 
 /*
- * Redis semantics on one Raft entry. Commands after MULTI are checked as they arrive
- * (arity, syntax: a bad one is answered with its error and makes EXEC answer
- * -EXECABORT, and so does an unknown command) and queued with "+QUEUED". WATCH records
+ * Redis semantics on one Raft entry. Commands after MULTI are checked as they arrive as
+ * Redis 7.0 checks them (an unknown command or a wrong number of arguments is answered
+ * with its error and makes EXEC answer -EXECABORT; a syntax error is not judged here: it
+ * is that command's reply inside EXEC, and the others run) and queued with "+QUEUED". WATCH records
  * each key's version as this node sees it. EXEC proposes a single KEEL.TXN entry
  * carrying the watched versions and the queued data commands: the state machine checks
  * the versions and runs the commands in the same apply, so the transaction is all or

@@ -270,6 +270,14 @@ ROWS = [
                ["RENAMENX", "a", "b", "c"], ["COPY", "a"], ["UNLINK"], ["TOUCH"], ["KEYS"],
                ["RANDOMKEY", "a"], ["EXPIRETIME"], ["PEXPIRETIME"], ["OBJECT"], ["SETBIT", "a", "1"],
                ["GETBIT", "a"], ["BITCOUNT"], ["BITPOS", "a"], ["BITOP", "AND", "d"]]),
+    # Inside MULTI, Redis 7.0 refuses only an unknown command or a wrong number of arguments
+    # (EXEC then aborts); a syntax error comes back inside EXEC's array, the others run.
+    ("multi", [["MULTI"], ["SET", "a", "1"], ["SET", "b", "v", "BOGUS"], ["GETEX", "a", "NX"],
+               ["INCR", "a"], ["EXEC"], ["GET", "a"], ["GET", "b"],
+               ["MULTI"], ["SET", "c", "1"], ["SET", "c"], ["EXEC"], ["GET", "c"],
+               ["MULTI"], ["SET", "c", "1"], ["NOSUCH", "x"], ["EXEC"], ["GET", "c"],
+               ["MULTI"], ["SETEX", "d", "0", "v"], ["SETEX", "d", "100", "v"],
+               ["BITFIELD_RO", "d", "SET", "u8", "0", "1"], ["EXEC"], ["GET", "d"]]),
 ]
 
 

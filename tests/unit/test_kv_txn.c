@@ -132,7 +132,17 @@ static void run_time_errors_stay_inside_the_reply_array(void)
                                  "-CONFLICT expected version 9, current 2\r\n:2\r\n");
 }
 
-static void syntax_errors_are_refused_before_proposing(void)
+static void a_syntax_error_is_its_commands_reply_inside_the_array(void)
+{
+    /* as Redis 7.0's EXEC: queued with a syntax error, answered with it, the others run */
+    fresh();
+    txn_spec_t s = {{NULL}, {0}, {"SET k v XX NX", "SET k v", "INCRBY k x"}};
+    KT_EQ_STR(run_txn(1000, &s), "*3\r\n-ERR syntax error\r\n+OK\r\n"
+                                 "-ERR value is not an integer or out of range\r\n");
+    KT_EQ_STR(at(1000, "GET k"), "$1\r\nv\r\n");
+}
+
+static void unknown_commands_and_wrong_arity_are_refused_before_proposing(void)
 {
     fresh();
     struct {
@@ -142,7 +152,6 @@ static void syntax_errors_are_refused_before_proposing(void)
         {{{NULL}, {0}, {"SET k"}}, "-ERR wrong number of arguments for 'set' command\r\n"},
         {{{NULL}, {0}, {"SET k v", "NOPE"}},
          "-ERR unknown command 'NOPE', with args beginning with: \r\n"},
-        {{{NULL}, {0}, {"SET k v XX NX"}}, "-ERR syntax error\r\n"},
         {{{NULL}, {0}, {"KEEL.EXPIRE.SWEEP 1 1"}}, "-ERR KEEL.TXN cannot queue this command\r\n"},
         {{{NULL}, {0}, {"KEEL.FENCED L 1 SET k v"}}, "-ERR KEEL.TXN cannot queue this command\r\n"},
     };
@@ -283,7 +292,8 @@ int main(void)
     KT_RUN(exec_runs_every_command_when_no_watched_key_changed);
     KT_RUN(exec_returns_nil_and_runs_nothing_when_a_watched_key_changed);
     KT_RUN(run_time_errors_stay_inside_the_reply_array);
-    KT_RUN(syntax_errors_are_refused_before_proposing);
+    KT_RUN(a_syntax_error_is_its_commands_reply_inside_the_array);
+    KT_RUN(unknown_commands_and_wrong_arity_are_refused_before_proposing);
     KT_RUN(builder_refuses_what_cannot_be_an_entry);
     KT_RUN(measure_cas_and_txn_apply);
     kvt_free(&t);
