@@ -814,11 +814,15 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         keel_buf_commit(&c->in, (size_t)nread);
         c->last_input_ms = (keel_ms_t)uv_now(stream->loop);
         process_input(c);
-    } else if (nread == UV_EOF && c->barrier_open && keel_buf_unread(&c->in) == 0) {
-        /* it left while waiting behind a barrier (a blocked read) and sent nothing after
-         * it: nobody waits for the answer (input it sent behind the wait is still answered,
-         * below, for a client that half-closes after a pipeline) */
-        close_client(c);
+    } else if (nread == UV_EOF && c->barrier_open) {
+        if (keel_buf_unread(&c->in) == 0) {
+            close_client(c); /* it left while waiting (a blocked read): nobody waits for it */
+            return;
+        }
+        /* a half-close behind a pipeline: the commands after the wait are answered once it
+         * ends; reading again then sees this EOF again and closes as below */
+        c->read_stopped = true;
+        uv_read_stop((uv_stream_t *)&c->tcp);
     } else if (nread == UV_EOF) {
         /* the client is done sending: answer what it sent, then close */
         keel_resp_client_close_after_reply(c);

@@ -99,3 +99,25 @@ def test_a_blocked_xreadgroup_whose_client_left_is_never_served(make_cluster):
         time.sleep(0.1)
         assert c.xpending(key, "g")["pending"] == 0, f"round {rnd}: served departed consumers"
         assert c.xinfo_groups(key)[0]["lag"] == 20  # still there for the next reader
+
+
+def test_commands_pipelined_behind_a_blocked_read_are_answered_after_a_half_close(make_cluster):
+    """The other side of the rule above: a client that sends XREAD BLOCK and PING, then
+    shuts its sending side (printf ... | nc), still gets both answers, then the close."""
+    import socket
+
+    node = make_cluster(1).nodes[0]
+    node.client().xadd("s", {"f": "v"}, id="1-1")
+    sk = socket.create_connection(("127.0.0.1", node.client_port), timeout=10)
+    cmd = ["XREAD", "BLOCK", "300", "STREAMS", "s", "$"]
+    sk.sendall(f"*{len(cmd)}\r\n".encode() + b"".join(
+        f"${len(a)}\r\n{a}\r\n".encode() for a in cmd) + b"*1\r\n$4\r\nPING\r\n")
+    sk.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        chunk = sk.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    sk.close()
+    assert got == b"*-1\r\n+PONG\r\n"
