@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install every Debian package keel's build, tests and demo need.
 # Quiet when all are present; runs `apt-get update` first otherwise.
-# Usage: scripts/deps.sh [--bench]   (--bench adds the anchors: nginx, redis, etcd, wrk, haproxy)
+# Usage: scripts/deps.sh [--bench]   (--bench adds the anchors: nginx, redis, etcd, wrk, haproxy,
+# nats-server with Go and NATS's Go client)
 set -euo pipefail
 
 pkgs=(
@@ -13,6 +14,9 @@ pkgs=(
 )
 if [ "${1:-}" = "--bench" ]; then
   pkgs+=(wrk nginx-light etcd-server etcd-client haproxy)
+  # the streams bench's NATS JetStream anchor: the server, and Go with NATS's own client to
+  # build its load generator (bench/natsbench)
+  pkgs+=(nats-server golang-go golang-github-nats-io-go-nats-dev)
 fi
 
 missing=()
@@ -30,7 +34,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Tests and benchmarks start the peers themselves; never leave them running as services.
-for s in nginx redis-server etcd haproxy prometheus; do
+for s in nginx redis-server etcd haproxy prometheus nats-server; do
   $SUDO systemctl stop "$s" >/dev/null 2>&1 || true
   $SUDO service "$s" stop >/dev/null 2>&1 || true
 done

@@ -352,6 +352,23 @@ int keel_kv_xreadgroup_ready(const keel_kv_t *kv, uint64_t now_ms, int argc,
 uint64_t keel_kv_next_retention_ms(const keel_kv_t *kv);
 int keel_kv_retention_sweep_encode(const keel_kv_t *kv, uint64_t now_ms, keel_buf_t *out);
 
+/* ---- the stream keys, for per-stream metrics ---------------------------------- */
+
+typedef struct keel_kv_stream_ref {
+    const uint8_t *key; /* borrowed from the key table: valid until its next change */
+    size_t key_len;
+    const struct keel_stream *stream; /* core/stream.h */
+} keel_kv_stream_ref_t;
+
+/*
+ * The stream keys alive at now_ms whose names are at most key_bytes_max long: the first
+ * `cap` by name (bytewise, a prefix first) into out, sorted; returns how many, and sets
+ * *total to the number of stream keys of any name length. One walk of the whole key table
+ * (O(keys + streams x log cap)), for a scrape, never for an apply.
+ */
+size_t keel_kv_streams_first(const keel_kv_t *kv, uint64_t now_ms, size_t key_bytes_max,
+                             keel_kv_stream_ref_t *out, size_t cap, size_t *total);
+
 /* ---- change history (KEEL.WATCH) -------------------------------------------- */
 
 /*

@@ -621,12 +621,16 @@ int keel__xs_cmd_xpending(const call_t *c)
 
 /* ---- XCLAIM, XAUTOCLAIM -------------------------------------------------------------- */
 
-/* Moves pending p to cons as a claim does, and replies with the entry (or its id). */
+/* Moves pending p to cons as a claim does, and replies with the entry (or its id). A claim
+ * takes an entry that KEEL.XNACK returned to the group out of the group's hands: its due
+ * time goes, or '>' would hand it to a second consumer while the claimer holds it (the
+ * streams nemesis's checker found that: a NACK, a claim, then '>' delivered it again). */
 static void claim_one(reply_t *o, const keel_stream_t *s, keel_stream_pending_t *p,
                       keel_stream_consumer_t *cons, uint64_t delivery_ms, int64_t retrycount,
                       int justid)
 {
     keel_stream_pel_assign(p, cons);
+    p->due_ms = 0;
     p->delivery_ms = delivery_ms;
     if (retrycount >= 0)
         p->delivery_count = (uint64_t)retrycount;

@@ -39,6 +39,7 @@ struct keel_resp_client {
     bool close_after_reply; /* QUIT, EOF, protocol error, rejection */
     bool stop_input;        /* no more commands will be parsed */
     bool input_blocked;     /* paused: too many deferred replies outstanding */
+    bool read_stopped;      /* input_blocked with the socket not read either */
     bool resume_input;      /* parse buffered input on the next loop turn */
     bool barrier_open;      /* a barrier slot is not done: input waits for it */
     uint64_t id;
@@ -563,8 +564,10 @@ void keel_resp_deferred_done(keel_resp_deferred_t *d, int rc)
         c->deferred_open < c->server->cfg.pending_replies_max) {
         c->input_blocked = false;
         c->resume_input = true;
-        if (!c->stop_input)
+        if (!c->stop_input && c->read_stopped) {
+            c->read_stopped = false;
             start_reading(c);
+        }
     }
     mark_pending(c);
 }
@@ -750,8 +753,16 @@ static void process_input(keel_resp_client_t *c)
     keel_resp_server_t *s = c->server;
     while (!c->closing && !c->stop_input) {
         if (c->deferred_open >= s->cfg.pending_replies_max || c->barrier_open) {
+            /* Too many deferred replies stop the reading (backpressure). A client that only
+             * waits behind a barrier (a blocked read) is still read, so that its departure
+             * is seen at once (on_read: EOF closes it, and its wait becomes an orphan its
+             * owner drops, as Redis frees a blocked client that disconnects); what it sends
+             * meanwhile waits in `in`, within the query buffer limit. */
             c->input_blocked = true;
-            uv_read_stop((uv_stream_t *)&c->tcp);
+            if (c->deferred_open >= s->cfg.pending_replies_max && !c->read_stopped) {
+                c->read_stopped = true;
+                uv_read_stop((uv_stream_t *)&c->tcp);
+            }
             break;
         }
         keel_resp_cmd_t cmd;
@@ -803,6 +814,15 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         keel_buf_commit(&c->in, (size_t)nread);
         c->last_input_ms = (keel_ms_t)uv_now(stream->loop);
         process_input(c);
+    } else if (nread == UV_EOF && c->barrier_open) {
+        if (keel_buf_unread(&c->in) == 0) {
+            close_client(c); /* it left while waiting (a blocked read): nobody waits for it */
+            return;
+        }
+        /* a half-close behind a pipeline: the commands after the wait are answered once it
+         * ends; reading again then sees this EOF again and closes as below */
+        c->read_stopped = true;
+        uv_read_stop((uv_stream_t *)&c->tcp);
     } else if (nread == UV_EOF) {
         /* the client is done sending: answer what it sent, then close */
         keel_resp_client_close_after_reply(c);

@@ -1,6 +1,8 @@
 /* admin.c - the admin HTTP listener (/health, /status, /metrics) and the server's gauges. */
 #include "server/server_int.h"
 
+#include "core/stream.h"
+
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,11 +73,137 @@ static void http_status(keel_http_req_t *req, void *data)
     json_decref(j);
 }
 
+/* ---- per-stream and per-group metrics ------------------------------------------------ */
+
+/*
+ * /metrics reports, beside the node-wide counts, each stream's length and bytes and each of
+ * its groups' lag, pending entries and consumers, read from this node's applied state at
+ * the scrape. Label sets are bounded: the first STREAMS_REPORTED_MAX stream keys by name
+ * (names of at most STREAM_LABEL_BYTES_MAX bytes; longer ones are counted, not reported),
+ * and GROUPS_REPORTED_MAX groups over all of them (each stream's groups in name order).
+ * keel_streams and keel_stream_metrics_streams tell a reader when streams were left out.
+ * A scrape walks the whole key table once (keel_kv_streams_first): with millions of keys
+ * that is milliseconds on the loop, once per scrape.
+ */
+#define STREAMS_REPORTED_MAX 1000u
+#define STREAM_LABEL_BYTES_MAX 256u
+#define GROUPS_REPORTED_MAX 1000u
+
+/*
+ * A key or group name as a Prometheus label value (text format 0.0.4: \\, \" and \n are the
+ * escapes, the value is UTF-8): printable ASCII as is, every other byte, and a backslash,
+ * as the text \xHH (written \\xHH), so binary names stay distinct and valid.
+ */
+static int label_value(keel_buf_t *b, const uint8_t *p, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        uint8_t c = p[i];
+        if (c == '"') {
+            rc = keel_buf_append(b, "\\\"", 2);
+        } else if (c >= 0x20 && c < 0x7f && c != '\\') {
+            rc = keel_buf_append(b, &c, 1);
+        } else {
+            char e[6] = {'\\', '\\', 'x', hex[c >> 4], hex[c & 15], 0};
+            rc = keel_buf_append(b, e, 5);
+        }
+    }
+    return rc;
+}
+
+static int family(keel_buf_t *b, const char *name, const char *help)
+{
+    return keel_buf_printf(b, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
+}
+
+/* name{stream="..."[,group="..."]} value */
+static int series(keel_buf_t *b, const char *name, const keel_kv_stream_ref_t *r,
+                  const keel_stream_group_t *g, int64_t v)
+{
+    int rc = keel_buf_printf(b, "%s{stream=\"", name);
+    rc = rc ? rc : label_value(b, r->key, r->key_len);
+    if (rc == 0 && g) {
+        size_t gl;
+        const uint8_t *gn = keel_stream_group_name(g, &gl);
+        rc = keel_buf_append_str(b, "\",group=\"");
+        rc = rc ? rc : label_value(b, gn, gl);
+    }
+    return rc ? rc : keel_buf_printf(b, "\"} %lld\n", (long long)v);
+}
+
+enum { G_LAG, G_PENDING, G_CONSUMERS, G_FAMILIES };
+
+/* One group family's series, groups counted against GROUPS_REPORTED_MAX in order. */
+static int group_family(keel_buf_t *b, int which, const keel_kv_stream_ref_t *refs, size_t n)
+{
+    static const char *const names[G_FAMILIES][2] = {
+        {"keel_stream_group_lag", "Entries of the stream the group has not read yet (XINFO "
+                                  "GROUPS lag; absent when Redis's rules cannot know it)."},
+        {"keel_stream_group_pending", "Entries delivered to the group and not acknowledged "
+                                      "(its PEL; KEEL.XNACKed ones included)."},
+        {"keel_stream_group_consumers", "Consumers of the group."},
+    };
+    int rc = family(b, names[which][0], names[which][1]);
+    size_t groups = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const keel_stream_t *st = refs[i].stream;
+        for (size_t k = 0; k < keel_stream_groups_count(st) && rc == 0; k++) {
+            if (groups++ >= GROUPS_REPORTED_MAX)
+                return 0;
+            const keel_stream_group_t *g = keel_stream_group_at(st, k);
+            int64_t v = 0;
+            if (which == G_LAG && !keel_stream_group_lag(st, g, &v))
+                continue;
+            if (which == G_PENDING)
+                v = (int64_t)keel_stream_pel_count(g);
+            else if (which == G_CONSUMERS)
+                v = (int64_t)keel_stream_consumers_count(g);
+            rc = series(b, names[which][0], &refs[i], g, v);
+        }
+    }
+    return rc;
+}
+
+static int render_streams(server_t *s, keel_buf_t *b)
+{
+    keel_kv_stream_ref_t *refs = malloc(STREAMS_REPORTED_MAX * sizeof(*refs));
+    if (refs == NULL)
+        return KEEL_ENOMEM;
+    size_t total,
+        n = keel_kv_streams_first(&s->kv.kv, keel_node_read_now_ms(s->node), STREAM_LABEL_BYTES_MAX,
+                                  refs, STREAMS_REPORTED_MAX, &total);
+    int rc = family(b, "keel_streams", "Stream keys on this node (its applied state).");
+    rc = rc ? rc : keel_buf_printf(b, "keel_streams %zu\n", total);
+    rc = rc ? rc
+            : family(b, "keel_stream_metrics_streams",
+                     "Streams reported below: the first 1000 by name (names up to 256 bytes).");
+    rc = rc ? rc : keel_buf_printf(b, "keel_stream_metrics_streams %zu\n", n);
+    rc = rc ? rc : family(b, "keel_stream_length", "Entries in the stream (XLEN).");
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        keel_stream_info_t in;
+        keel_stream_get_info(refs[i].stream, &in);
+        rc = series(b, "keel_stream_length", &refs[i], NULL, (int64_t)in.length);
+    }
+    rc = rc ? rc
+            : family(b, "keel_stream_bytes",
+                     "Memory of the stream: its entries' blocks, groups and PELs.");
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        keel_stream_info_t in;
+        keel_stream_get_info(refs[i].stream, &in);
+        rc = series(b, "keel_stream_bytes", &refs[i], NULL, (int64_t)in.bytes);
+    }
+    for (int f = 0; f < G_FAMILIES && rc == 0; f++)
+        rc = group_family(b, f, refs, n);
+    free(refs);
+    return rc;
+}
+
 static void http_metrics(keel_http_req_t *req, void *data)
 {
     server_t *s = data;
     keel_buf_reset(&s->buf);
-    if (keel_metrics_render(s->metrics, &s->buf) != 0) {
+    if (keel_metrics_render(s->metrics, &s->buf) != 0 || render_streams(s, &s->buf) != 0) {
         keel_http_respond_error(req, 500, "cannot render metrics");
         return;
     }

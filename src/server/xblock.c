@@ -117,11 +117,19 @@ static void xb_submit(xblocked_t *b)
 }
 
 /* Looks at the state again: 1 if the read was answered (or sent to the log) and b is gone
- * or in flight. */
+ * or in flight. A read whose client has left is dropped first: served, an XREADGROUP would
+ * hand entries to a consumer nobody runs (they would wait in the PEL for a claim), and
+ * applies come more often than the tick that sweeps departed clients (Redis unblocks a
+ * client when it disconnects). */
 static int xb_try(xblocked_t *b)
 {
     server_t *s = b->srv;
     keel_kv_t *kv = &s->kv.kv;
+    if (keel_resp_deferred_orphaned(b->slot)) {
+        keel_resp_deferred_done(b->slot, 0);
+        xb_free(b);
+        return 1;
+    }
     if (b->group) {
         if (!keel_kv_xreadgroup_ready(kv, keel_node_read_now_ms(s->node), (int)b->argc, b->argv,
                                       b->lens))

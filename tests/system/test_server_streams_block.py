@@ -65,3 +65,59 @@ def test_xreadgroup_block_delivers_to_one_waiting_consumer(make_cluster):
     assert c.xpending("s", "g")["pending"] == 1
 
 
+
+
+def test_a_blocked_xreadgroup_whose_client_left_is_never_served(make_cluster):
+    """A consumer that closes its connection while blocked must not be handed the next
+    entries (they would sit in the PEL, owned by nobody who knows). The server stopped
+    reading a blocked client's socket, so it never saw it leave, and the next append served
+    it: the end-to-end bench (keel-streambench) lost batches to a finished run's consumers
+    of the same names. Redis frees a blocked client when it disconnects."""
+    import socket
+
+    node = make_cluster(1).nodes[0]
+    c = node.client()
+    for rnd in range(5):
+        key = f"s{rnd}"  # the last round's entries stay undelivered in its stream
+        c.xgroup_create(key, "g", id="$", mkstream=True)
+        socks = []
+        for i in range(20):
+            sk = socket.create_connection(("127.0.0.1", node.client_port))
+            name = f"gone{rnd}-{i}"
+            cmd = ["XREADGROUP", "GROUP", "g", name, "BLOCK", "0", "STREAMS", key, ">"]
+            sk.sendall(f"*{len(cmd)}\r\n".encode() + b"".join(
+                f"${len(a)}\r\n{a}\r\n".encode() for a in cmd))
+            socks.append(sk)
+        time.sleep(0.2)  # every read is blocked
+        for sk in socks:
+            sk.close()
+        time.sleep(0.1)  # the server has seen them go (an append racing a close can't know)
+        p = c.pipeline(transaction=False)
+        for _ in range(20):
+            p.xadd(key, {"f": "v"})
+        p.execute()
+        time.sleep(0.1)
+        assert c.xpending(key, "g")["pending"] == 0, f"round {rnd}: served departed consumers"
+        assert c.xinfo_groups(key)[0]["lag"] == 20  # still there for the next reader
+
+
+def test_commands_pipelined_behind_a_blocked_read_are_answered_after_a_half_close(make_cluster):
+    """The other side of the rule above: a client that sends XREAD BLOCK and PING, then
+    shuts its sending side (printf ... | nc), still gets both answers, then the close."""
+    import socket
+
+    node = make_cluster(1).nodes[0]
+    node.client().xadd("s", {"f": "v"}, id="1-1")
+    sk = socket.create_connection(("127.0.0.1", node.client_port), timeout=10)
+    cmd = ["XREAD", "BLOCK", "300", "STREAMS", "s", "$"]
+    sk.sendall(f"*{len(cmd)}\r\n".encode() + b"".join(
+        f"${len(a)}\r\n{a}\r\n".encode() for a in cmd) + b"*1\r\n$4\r\nPING\r\n")
+    sk.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        chunk = sk.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    sk.close()
+    assert got == b"*-1\r\n+PONG\r\n"

@@ -138,3 +138,59 @@ def test_the_leader_trims_entries_past_their_retention_age(make_cluster):
     cl.wait_applied(cl.nodes, leader.status()["commit_index"])
     for nd in cl.nodes:
         assert nd.client().xlen("s") == 1
+
+
+def scrape(node):
+    body = http_get(node.http_port, "/metrics")[1]
+    body = body.decode() if isinstance(body, bytes) else body
+    got = {}
+    for line in body.splitlines():
+        if line.startswith("keel_stream") and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            got[name] = int(value)
+    return got, body
+
+
+def test_metrics_report_each_stream_and_group_with_bounded_label_sets(make_cluster):
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    c = leader.client()
+    for i in range(1, 6):
+        c.xadd("orders", {"n": i}, id=f"{i}-1")
+    c.xgroup_create("orders", "billing", id="0")
+    c.xgroup_create("orders", "mail", id="0")
+    c.xreadgroup("billing", "w1", {"orders": ">"}, count=3)
+    c.xreadgroup("billing", "w2", {"orders": ">"}, count=1)
+    c.xack("orders", "billing", "1-1")
+    c.xadd('we"ird\n\\', {"f": "v"}, id="1-1")  # a name that needs escaping
+    cl.wait_applied(cl.nodes, leader.status()["commit_index"])
+    for nd in cl.nodes:  # every node reports its applied state
+        got, body = scrape(nd)
+        assert got['keel_stream_length{stream="orders"}'] == 5
+        assert got['keel_stream_bytes{stream="orders"}'] > 5 * 8
+        assert got['keel_stream_group_pending{stream="orders",group="billing"}'] == 3
+        assert got['keel_stream_group_lag{stream="orders",group="billing"}'] == 1
+        assert got['keel_stream_group_lag{stream="orders",group="mail"}'] == 5
+        assert got['keel_stream_group_pending{stream="orders",group="mail"}'] == 0
+        assert got['keel_stream_group_consumers{stream="orders",group="billing"}'] == 2
+        assert got['keel_stream_length{stream="we\\"ird\\\\x0a\\\\x5c"}'] == 1, body
+        assert got["keel_streams"] == 2 and got["keel_stream_metrics_streams"] == 2
+        assert "# TYPE keel_stream_group_lag gauge" in body
+    # XDEL inside the group's unread range: Redis cannot know the lag, the series goes
+    c.xdel("orders", "5-1")
+    got, _ = scrape(leader)
+    assert 'keel_stream_group_lag{stream="orders",group="mail"}' not in got
+    assert got['keel_stream_length{stream="orders"}'] == 4
+    # at most 1000 streams, the first by name; the others counted
+    p = c.pipeline(transaction=False)
+    for i in range(1005):
+        p.xadd(f"s{i:04d}", {"f": "v"})
+    p.execute()
+    got, body = scrape(leader)
+    assert got["keel_streams"] == 1007 and got["keel_stream_metrics_streams"] == 1000
+    reported = [k for k in got if k.startswith("keel_stream_length{")]
+    assert len(reported) == 1000
+    # by name 'o' < 's' < 'w': orders and s0000..s0998 are the first 1000
+    assert 'keel_stream_length{stream="s0998"}' in got
+    assert 'keel_stream_length{stream="s0999"}' not in got
+    assert not any("we" in k for k in reported)

@@ -172,6 +172,60 @@ static void nacked_entries_come_back_after_their_delay_and_dead_letter_at_the_li
     kvt_free(&a);
 }
 
+/* A NACK, then a claim: the claimer holds the entry, '>' does not hand it out again when the
+ * NACK's delay passes (it did: two consumers then held one entry; found by the streams
+ * nemesis's checker). A NACK after the claim returns it as usual. */
+static void a_claim_takes_a_nacked_entry_out_of_the_groups_hands(void)
+{
+    kvt_init(&a, NULL);
+    kvt_at(&a, 1000, "XADD s 1-1 f v");
+    kvt_at(&a, 1000, "XGROUP CREATE s g 0");
+    kvt_at(&a, 1000, "XREADGROUP GROUP g c1 STREAMS s >");
+    KT_EQ_STR(kvt_at(&a, 1100, "KEEL.XNACK s g 1-1 DELAY 500"), ":1\r\n");
+    KT_EQ_STR(kvt_at(&a, 1200, "XCLAIM s g c2 0 1-1 JUSTID"), "*1\r\n$3\r\n1-1\r\n");
+    KT_EQ_STR(kvt_at(&a, 2000, "XREADGROUP GROUP g c3 STREAMS s >"), "*-1\r\n");
+    KT_EQ_STR(kvt_at(&a, 2100, "KEEL.XNACK s g 1-1 DELAY 100"), ":1\r\n");
+    KT_EQ_STR(kvt_at(&a, 2150, "XAUTOCLAIM s g c4 0 0 JUSTID"),
+              "*3\r\n$3\r\n0-0\r\n*1\r\n$3\r\n1-1\r\n*0\r\n");
+    KT_EQ_STR(kvt_at(&a, 3000, "XREADGROUP GROUP g c3 STREAMS s >"), "*-1\r\n");
+    KT_EQ_STR(kvt_read_at(&a, 3000, "XPENDING s g - + 10"),
+              "*1\r\n*4\r\n$3\r\n1-1\r\n$2\r\nc4\r\n:850\r\n:1\r\n");
+    KT_EQ_STR(kvt_at(&a, 3000, "KEEL.XNACK s g 1-1 DELAY 0"), ":1\r\n");
+    KT_EQ_STR(kvt_at(&a, 3000, "XREADGROUP GROUP g c3 STREAMS s >"),
+              "*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-1\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n");
+    kvt_free(&a);
+}
+
+/* The metrics' stream list: stream keys only, the first `cap` by name (a prefix first),
+ * sorted, expired ones left out, every one counted; against a sorted model, 300 names. */
+static void the_first_streams_by_name_are_listed_from_the_whole_key_table(void)
+{
+    kvt_init(&a, NULL);
+    char line[96];
+    for (int i = 0; i < 300; i++) { /* names in a scrambled order, with prefixes of others */
+        int k = (i * 7919) % 300;
+        snprintf(line, sizeof(line), "XADD %s%d 1-1 f v", k % 2 ? "b" : "a", k / 3);
+        kvt_at(&a, 1000, line);
+        snprintf(line, sizeof(line), "SET a%d-string v", k);
+        kvt_at(&a, 1000, line);
+    }
+    kvt_at(&a, 1000, "XADD a 1-1 f v");
+    kvt_at(&a, 1000, "XADD gone 1-1 f v");
+    kvt_at(&a, 1000, "PEXPIRE gone 10");
+    keel_kv_stream_ref_t out[8];
+    size_t total = 0, n = keel_kv_streams_first(&a.kv, 2000, 256, out, 8, &total);
+    KT_EQ_INT(n, 8);
+    KT_EQ_INT(total, 201); /* a0..a99 (b), b0..b99 (b), a: "gone" expired */
+    const char *want[8] = {"a", "a0", "a1", "a10", "a11", "a12", "a13", "a14"};
+    for (size_t i = 0; i < 8; i++)
+        KT_CHECK(out[i].key_len == strlen(want[i]) &&
+                 memcmp(out[i].key, want[i], out[i].key_len) == 0);
+    n = keel_kv_streams_first(&a.kv, 2000, 1, out, 8, &total); /* names over 1 byte: counted */
+    KT_EQ_INT(n, 1);
+    KT_EQ_INT(total, 201);
+    kvt_free(&a);
+}
+
 static int starts(const char *s, const char *prefix)
 {
     return strncmp(s, prefix, strlen(prefix)) == 0;
@@ -280,6 +334,8 @@ int main(void)
     KT_RUN(star_ids_and_delivery_times_are_the_entry_stamps);
     KT_RUN(replicas_that_apply_the_same_entries_agree_and_snapshots_carry_streams);
     KT_RUN(nacked_entries_come_back_after_their_delay_and_dead_letter_at_the_limit);
+    KT_RUN(a_claim_takes_a_nacked_entry_out_of_the_groups_hands);
+    KT_RUN(the_first_streams_by_name_are_listed_from_the_whole_key_table);
     KT_RUN(priority_reads_fill_count_from_the_first_streams_and_the_guard_turns);
     KT_RUN(retention_by_age_is_swept_by_the_leader_and_survives_a_snapshot);
     return kt_done();
