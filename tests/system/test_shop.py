@@ -1,5 +1,5 @@
-"""test_shop.py - the shop end to end: `keel up --manifest` with a 3-node cluster and two
-instances each of inventory, payment and order; keel-shopload drives orders through the
+"""test_shop.py - the shop end to end: `keel up --manifest` with a 3-node cluster, two
+instances each of inventory, payment and order, and the query service (the read side); keel-shopload drives orders through the
 order saga at a fixed rate and checks, at the end, every order's final state against the
 stock and the payment ledger (tools/shopload/main.c). One run is calm, one SIGKILLs an
 order instance mid-run: its sagas are adopted by the other instance and finish."""
@@ -49,6 +49,10 @@ services:
           --listen, "127.0.0.1:{{port}}", --id, "order-{{i}}"]
     instances: 2
     port: {svc_port + 20}
+  - name: query
+    run: [keel-shop-query, --keel, "{{keel}}", --db, "{{dir}}/query.db",
+          --listen, "127.0.0.1:{{port}}"]
+    port: {svc_port + 30}
 """)
     return str(m)
 
@@ -66,7 +70,8 @@ def load(port, *extra):
     return subprocess.Popen(
         [binary("keel-shopload"), "--inventory", f"127.0.0.1:{port},127.0.0.1:{port + 1}",
          "--orders", f"127.0.0.1:{port + 20},127.0.0.1:{port + 21}",
-         "--payment", f"127.0.0.1:{port + 10}", "--products", "20", "--stock", "60",
+         "--payment", f"127.0.0.1:{port + 10}", "--query", f"127.0.0.1:{port + 30}",
+         "--products", "20", "--stock", "60",
          "--deadline-ms", "5000", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -85,6 +90,7 @@ def test_orders_through_the_saga_keep_stock_and_money_consistent(up_dir, tmp_pat
         confirmed = int(re.search(r"confirmed\s+(\d+)", out.split("orders:")[1])[1])
         rejected = int(re.search(r"rejected\s+(\d+)", out.split("orders:")[1])[1])
         assert confirmed > 100 and rejected > 0, out  # declined cards and sold-out products
+        assert "sales per product equal the confirmed orders' units: checked" in out, out
     finally:
         down(up_dir)
 

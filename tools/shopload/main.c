@@ -21,7 +21,9 @@
  * definitive; 202 (pending) and failures are asked again at the end (GET /orders/:id, or the
  * same POST) until final. Then: each product's stock == S - the units of the confirmed
  * orders, nothing is left reserved, and the payment ledger moved by exactly the confirmed
- * orders' amounts (declined, failed and compensated orders cost nothing).
+ * orders' amounts (declined, failed and compensated orders cost nothing). With --query (the
+ * read side), its lag must reach 0 within 30 s and its sales per product must then equal
+ * the confirmed orders' units.
  *
  * At the end, the orders whose outcome the client did not see (a timeout, a broken
  * connection: the service may have acted anyway) are asked for (GET /reservations/:order);
@@ -45,7 +47,11 @@
 
 #define TARGETS_MAX 16
 #define CUSTOMERS 1000
-#define CLIENT_RETRY_MS 200 /* a client's wait before sending a failed request again */
+#define CLIENT_RETRY_MS 200
+#define CONVERGE_MS_MAX                                                                            \
+    30000 /* the read side must catch up within this after the checks */ /* a client's wait before \
+                                                                            sending a failed       \
+                                                                            request again */
 #define TOKEN_BYTES 320
 #define CHECK_TRIES_ORDER 20
 #define PRODUCTS_MAX 100000
@@ -107,6 +113,11 @@ struct run {
     order_t **retrying;          /* waiting to be sent again (client retries) */
     size_t retrying_n;
     uint64_t client_retries;
+    /* the read side (--query): converged, then equal to the write side */
+    char query[64];
+    keel_ms_t converge_from_ms, converged_ms;
+    bool lag_asking;
+    int sales_checked;
 };
 
 /* ---- HTTP --------------------------------------------------------------------------------- */
@@ -412,7 +423,7 @@ static void order_start(run_t *r, keel_ns_t intended)
 
 /* ---- the run --------------------------------------------------------------------------------- */
 
-enum { RESTOCK, LOAD, DRAIN, RESOLVE, CHECK, DONE };
+enum { RESTOCK, LOAD, DRAIN, RESOLVE, CHECK, CONVERGE, READ_SIDE, DONE };
 
 static void resolve_ask(order_t *o);
 
@@ -649,6 +660,8 @@ static void progress(run_t *r)
     keel_lat_reset(&r->sec);
 }
 
+static void on_lag(int err, const keel_http_msg_t *resp, void *data);
+
 static void tick(keel_timer_t *t, void *data)
 {
     run_t *r = data;
@@ -716,6 +729,23 @@ static void tick(keel_timer_t *t, void *data)
     case CHECK:
         if (r->checked < r->products || (r->shop && r->ledger_asks < 2))
             return;
+        if (r->query[0] == '\0') {
+            r->phase = DONE;
+            break;
+        }
+        r->phase = CONVERGE; /* the read side: wait for its lag to reach 0 */
+        r->converge_from_ms = (keel_ms_t)(keel_clock_now_ns() / 1000000);
+        return;
+    case CONVERGE:
+        if (!r->lag_asking) {
+            r->lag_asking = true;
+            if (request_to(r, r->query, HTTP_GET, "/lag", NULL, NULL, NULL, on_lag, r) != 0)
+                r->lag_asking = false;
+        }
+        return;
+    case READ_SIDE:
+        if (r->sales_checked < r->products)
+            return;
         r->phase = DONE;
         break;
     default:
@@ -723,6 +753,61 @@ static void tick(keel_timer_t *t, void *data)
     }
     keel_timer_close(&r->tick, NULL);
     keel_http_client_close(&r->http, NULL, NULL);
+}
+
+/* ---- the read side: converged, and equal to the write side ------------------------------- */
+
+static void on_sales(int err, const keel_http_msg_t *resp, void *data)
+{
+    check_t *c = data;
+    run_t *r = c->r;
+    json_t *j = err ? NULL : json_loadb((const char *)resp->body, resp->body_len, 0, NULL);
+    json_t *units = json_object_get(j, "units");
+    if (!json_is_integer(units) || json_integer_value(units) != r->confirmed_units[c->product]) {
+        r->violations++;
+        snprintf(r->why, sizeof(r->why),
+                 "read side: product %d sold %" PRId64 " units per the query service, %" PRId64
+                 " per the confirmed orders",
+                 c->product, json_is_integer(units) ? (int64_t)json_integer_value(units) : -1,
+                 r->confirmed_units[c->product]);
+    }
+    json_decref(j);
+    r->sales_checked++;
+    free(c);
+}
+
+static void on_lag(int err, const keel_http_msg_t *resp, void *data)
+{
+    run_t *r = data;
+    r->lag_asking = false;
+    json_t *j = err ? NULL : json_loadb((const char *)resp->body, resp->body_len, 0, NULL);
+    json_t *lag = json_object_get(j, "lag_events");
+    bool zero = json_is_integer(lag) && json_integer_value(lag) == 0;
+    json_decref(j);
+    keel_ms_t now = (keel_ms_t)(keel_clock_now_ns() / 1000000);
+    if (!zero && now - r->converge_from_ms < CONVERGE_MS_MAX)
+        return; /* asked again at the next tick */
+    if (!zero) {
+        r->violations++;
+        snprintf(r->why, sizeof(r->why), "the read side did not catch up within %d ms",
+                 CONVERGE_MS_MAX);
+        r->phase = DONE;
+        return;
+    }
+    r->converged_ms = now - r->converge_from_ms;
+    r->phase = READ_SIDE;
+    for (int p = 0; p < r->products; p++) {
+        check_t *c = malloc(sizeof(*c));
+        char path[64];
+        *c = (check_t){r, p, 0};
+        snprintf(path, sizeof(path), "/products/r%" PRIx64 "p%d/sales", r->run_id, p);
+        if (c == NULL ||
+            request_to(r, r->query, HTTP_GET, path, NULL, NULL, NULL, on_sales, c) != 0) {
+            free(c);
+            r->sales_checked++;
+            r->violations++;
+        }
+    }
 }
 
 static void report(run_t *r)
@@ -744,6 +829,11 @@ static void report(run_t *r)
     printf("client retries (the same key after a 5xx or a broken connection): %" PRIu64 "\n",
            r->client_retries);
     printf("outcomes unknown to the client, asked afterwards: %zu\n", r->uncertain_n);
+    if (r->query[0])
+        printf("read side: caught up %" PRIu64 " ms after the write side was checked; sales per "
+               "product equal the confirmed orders' units: %s\n",
+               (uint64_t)r->converged_ms,
+               r->sales_checked == r->products ? "checked" : "not checked");
     printf("invariants: %s%s%s\n", r->violations ? "BROKEN" : "held", r->violations ? ": " : "",
            r->violations ? r->why : "");
     if (r->json_path) {
@@ -786,7 +876,8 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             printf("usage: keel-shopload --inventory host:port[,...] [--orders host:port[,...] "
-                   "--payment host:port\n       [--jwt-secret S]] [--rate orders/s] [--duration s] "
+                   "--payment host:port\n       [--jwt-secret S] [--query host:port]] [--rate "
+                   "orders/s] [--duration s] "
                    "[--products N] "
                    "[--stock S] [--deadline-ms D]\n       [--seed X] [--json FILE]\n"
                    "(tools/shopload/main.c says what it does)\n");
@@ -801,6 +892,8 @@ int main(int argc, char **argv)
             payment = v;
         else if (strcmp(a, "--jwt-secret") == 0 && v)
             secret = v;
+        else if (strcmp(a, "--query") == 0 && v)
+            snprintf(r.query, sizeof(r.query), "%s", v);
         else if (strcmp(a, "--rate") == 0)
             r.rate = (double)num(a, v, 1, 1000000);
         else if (strcmp(a, "--duration") == 0)

@@ -49,6 +49,7 @@ typedef struct app {
     keel_sagas_t sagas;
     keel_saga_type_t order;
     keel_caller_t inventory, payment;
+    keel_caller_t inventory_undo, payment_undo; /* compensations: breakers of their own */
     keel_service_t svc;
     int64_t answer_within_ms;
     keel_rand_t rand;
@@ -144,7 +145,7 @@ static void undo_reserve(keel_saga_call_t *call, void *data)
     char path[128];
     snprintf(path, sizeof(path), "/reservations/%s", call->saga_id);
     static const int ok[4] = {204}, business[6] = {0};
-    step_call(&a->inventory, call, HTTP_DELETE, path, NULL, ok, business);
+    step_call(&a->inventory_undo, call, HTTP_DELETE, path, NULL, ok, business);
 }
 
 static void step_charge(keel_saga_call_t *call, void *data)
@@ -172,7 +173,7 @@ static void undo_charge(keel_saga_call_t *call, void *data)
     char path[128];
     snprintf(path, sizeof(path), "/charges/%s/refund", call->saga_id);
     static const int ok[4] = {200}, business[6] = {0};
-    step_call(&a->payment, call, HTTP_POST, path, NULL, ok, business);
+    step_call(&a->payment_undo, call, HTTP_POST, path, NULL, ok, business);
 }
 
 static void step_confirm(keel_saga_call_t *call, void *data)
@@ -516,6 +517,8 @@ static void on_stopped(keel_service_t *svc, void *data)
     keel_sagas_close(&a->sagas, sagas_closed); /* sagas here are adopted by another instance */
     keel_caller_close(&a->inventory, caller_closed, NULL);
     keel_caller_close(&a->payment, caller_closed, NULL);
+    keel_caller_close(&a->inventory_undo, caller_closed, NULL);
+    keel_caller_close(&a->payment_undo, caller_closed, NULL);
     keel_client_close(&a->keel, keel_closed);
 }
 
@@ -590,10 +593,21 @@ int main(int argc, char **argv)
      * second attempt while the first still runs only meets its key's 409 */
     ic.retry.per_try_timeout_ms = 0;
     pc.retry.per_try_timeout_ms = 0;
+    /* A failing card processor answers 502 for that card only: a breaker that opened after a
+     * few such answers in a row would refuse every charge on a healthy instance. Open on a
+     * failure rate over a window (and connect failures), not on a short run. */
+    pc.breaker.consecutive_failures_max = 50;
+    /* Compensations get callers of their own: a breaker the actions opened must not hold
+     * back the undoing of what they did (found under load: sagas stuck compensating). */
+    keel_caller_config_t iu = ic, pu = pc;
     if (rc == 0)
         rc = keel_caller_init(&app.inventory, &loop, &ic, mx, &msg);
     if (rc == 0)
         rc = keel_caller_init(&app.payment, &loop, &pc, mx, &msg);
+    if (rc == 0)
+        rc = keel_caller_init(&app.inventory_undo, &loop, &iu, NULL, &msg);
+    if (rc == 0)
+        rc = keel_caller_init(&app.payment_undo, &loop, &pu, NULL, &msg);
     /* the saga */
     keel_saga_def_default(&app.order.def, "order");
     keel_saga_type_step(&app.order, "reserve", step_reserve, undo_reserve, &app);
