@@ -8,6 +8,7 @@
 # every 10 s - a keel node or a service instance, at random - and brings it back 4 s later
 # (keel up --manifest restarts what is down). At the end keel-shopload resolves every order
 # whose outcome it did not see and checks the invariants: stock == start - confirmed units,
+# the read side caught up and agreeing,
 # nothing left reserved, the payment ledger moved by exactly the confirmed orders. Prints
 # orders/s, the share answered within the deadline, latency, each kill, and the verdict;
 # exits non-zero if an invariant broke. The old KV demo is `make demo-kv`.
@@ -30,7 +31,7 @@ echo "== the shop: keel up --manifest apps/shop/shop.yaml --dir $DIR"
 echo
 echo "== load: ${RATE} orders/s for ${SECS}s through the gateway (127.0.0.1:8000), chaos every 10s"
 "$LOAD" --inventory 127.0.0.1:8000 --orders 127.0.0.1:8000 --payment 127.0.0.1:8110 \
-  --jwt-secret "$SECRET" --rate "$RATE" --duration "$SECS" --products 500 --stock 100000 \
+  --query 127.0.0.1:8130 --jwt-secret "$SECRET" --rate "$RATE" --duration "$SECS" --products 500 --stock 100000 \
   --deadline-ms 5000 --json "$DIR/report.json" &
 load=$!
 
