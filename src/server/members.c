@@ -317,21 +317,27 @@ void keel__node_conf_change(keel_node_t *n, keel_req_t *r)
 }
 
 /* Our connection to a peer broke: what we forwarded to it may never be answered. */
+/*
+ * A configuration entry was applied: the lingering peers it removed are told so. Only a
+ * member that existed when the entry was made can have been removed by it: a node catching
+ * up applies old configuration entries too, and a member added after one of them (an id at
+ * or past that entry's next_id) is absent from it without having been removed - telling it
+ * "removed" would evict a current member for good (found by the streams nemesis: a node
+ * that had just joined evicted a voter added before it). keel__node_removed_for_good is the
+ * one rule, the same the HELLO check uses.
+ */
 void keel__node_tell_removed(keel_node_t *n, const keel_raft_entry_t *e)
 {
     keel_raft_conf_t *c = &n->conf_scratch;
     if (keel_raft_conf_decode(e->data, e->len, c) != 0)
         return;
+    keel_memberdir_t *d = &n->tell_dir;
+    keel_memberdir_of_conf(c, n->cfg.members, n->cfg.members_n, d);
     for (size_t i = 0; i < PEER_SLOTS; i++) {
         peer_t *p = &n->peers[i];
         if (!keel__node_peer_live(p) || p->linger_until_ms == 0)
             continue;
-        int in = 0;
-        for (uint32_t k = 0; k < c->voters_n; k++)
-            in |= c->voters[k] == p->member.id;
-        for (uint32_t k = 0; k < c->learners_n; k++)
-            in |= c->learners[k] == p->member.id;
-        if (!in)
+        if (keel__node_removed_for_good(d, p->member.id))
             keel_peer_encode_removed(&p->out, p->member.id);
     }
 }

@@ -99,6 +99,7 @@ struct keel_node {
        function statics, so that two nodes can live in one process). */
     keel_raft_conf_t conf_scratch, applied_conf;
     keel_memberdir_t applied_dir;
+    keel_memberdir_t tell_dir;   /* keel__node_tell_removed's scratch */
     uint64_t members_conf_index; /* last index seen when members was computed */
     int members_dirty;
     int evicted; /* a peer said a committed configuration removed us: for good */

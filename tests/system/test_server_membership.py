@@ -332,3 +332,35 @@ def test_a_lone_node_publishes_its_own_client_address(make_cluster):
     nd = cl.nodes[0]
     want = {nd.name: f"127.0.0.1:{nd.client_port}"}
     assert wait_until(lambda: client_addrs(nd) == want, timeout_s=10), client_addrs(nd)
+
+
+def test_a_joiner_replaying_old_configurations_evicts_no_current_member(make_cluster):
+    """A node that joins replays the log from its start, old configuration entries included:
+    n3 removed, then n4 added, then n5 joins and applies the entry that removed n3 while it
+    already knows n4. n4 is absent from that old configuration without having been removed
+    (it did not exist yet): n5 must not tell it "removed" (found by the streams nemesis,
+    where such a notice evicted a current voter for good)."""
+    cl = make_cluster(3)
+    n1, n2, n3 = cl.nodes
+    leader = cl.wait_leader()
+    for i in range(50):  # some log before the changes
+        leader.client(socket_timeout=8).set(f"k{i}", "v")
+    victim = n3 if leader is not n3 else n2
+    rest = [nd for nd in cl.nodes if nd is not victim]
+    assert cluster_cmd(rest, "REMOVE", victim.name, unknown_ok=("no member",)) in (None, b"OK", "OK")
+    victim.kill()
+    n4 = cl.new_node("n4", join=f"127.0.0.1:{rest[0].client_port}")
+    n4.start()
+    want = {nd.name: "voter" for nd in rest}
+    want["n4"] = "voter"
+    wait_members(rest[0], want)
+    before = n4.log_size()
+    n5 = cl.new_node("n5", join=f"127.0.0.1:{rest[1].client_port}")
+    n5.start()
+    want["n5"] = "voter"
+    wait_members(rest[0], want)
+    time.sleep(1.0)
+    assert "removed from the cluster" not in n4.log_since(before), n4.log_since(before)
+    assert n4.client(socket_timeout=8).set("after", "n5") is True  # n4 still serves
+    for nd in rest + [n5]:
+        assert "removed from the cluster" not in nd.log_since(0)
