@@ -53,6 +53,11 @@ services:
     run: [keel-shop-query, --keel, "{{keel}}", --db, "{{dir}}/query.db",
           --listen, "127.0.0.1:{{port}}"]
     port: {svc_port + 30}
+  - name: notification
+    run: [keel-shop-notification, --keel, "{{keel}}", --listen, "127.0.0.1:{{port}}",
+          --id, "notification-{{i}}", --fail-pct, "10", --max-deliveries, "20"]
+    instances: 2
+    port: {svc_port + 40}
 """)
     return str(m)
 
@@ -91,6 +96,19 @@ def test_orders_through_the_saga_keep_stock_and_money_consistent(up_dir, tmp_pat
         rejected = int(re.search(r"rejected\s+(\d+)", out.split("orders:")[1])[1])
         assert confirmed > 100 and rejected > 0, out  # declined cards and sold-out products
         assert "sales per product equal the confirmed orders' units: checked" in out, out
+        # every order that ended is notified once (a tenth of the sends fail and are retried)
+        import urllib.request
+        scheduled = int(re.search(r"orders: (\d+) scheduled", out)[1])  # every one ends once
+        want, deadline, got = scheduled, time.monotonic() + 40, None
+        while time.monotonic() < deadline:
+            stats = [json.loads(urllib.request.urlopen(
+                f"http://127.0.0.1:{port + 40 + i}/stats", timeout=5).read()) for i in (0, 1)]
+            got = sum(st["sent"] for st in stats)
+            if got >= want:
+                break
+            time.sleep(0.2)
+        assert got == want, (got, want, stats)
+        assert sum(st["retried"] for st in stats) > 0, stats
     finally:
         down(up_dir)
 
