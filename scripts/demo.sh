@@ -10,8 +10,11 @@
 # whose outcome it did not see and checks the invariants: stock == start - confirmed units,
 # the read side caught up and agreeing,
 # nothing left reserved, the payment ledger moved by exactly the confirmed orders. Prints
-# orders/s, the share answered within the deadline, latency, each kill, and the verdict;
-# exits non-zero if an invariant broke. The old KV demo is `make demo-kv`.
+# orders/s, the share answered within the deadline, latency, each kill with the orders it cost
+# and how long they went on, and the verdict; exits non-zero if an invariant broke. While it
+# runs, a live page at http://127.0.0.1:8090/ (served by keel-shopload) plots orders/s, p50
+# and p99, sagas by state and the read side's lag, with the kills marked; at the end the same
+# page with the final data is written as $DIR/report.html. The old KV demo is `make demo-kv`.
 set -u
 . "$(dirname "${BASH_SOURCE[0]}")/scratch.sh"
 cd "$(dirname "$0")/.."
@@ -30,9 +33,11 @@ echo "== the shop: keel up --manifest apps/shop/shop.yaml --dir $DIR"
 
 echo
 echo "== load: ${RATE} orders/s for ${SECS}s through the gateway (127.0.0.1:8000), chaos every 10s"
+echo "== live page: http://127.0.0.1:8090/ (the HTML report is written at the end)"
 "$LOAD" --inventory 127.0.0.1:8000 --orders 127.0.0.1:8000 --payment 127.0.0.1:8110 \
   --query 127.0.0.1:8130 --jwt-secret "$SECRET" --rate "$RATE" --duration "$SECS" --products 500 --stock 100000 \
-  --deadline-ms 5000 --json "$DIR/report.json" &
+  --deadline-ms 5000 --json "$DIR/report.json" --live 127.0.0.1:8090 --html "$DIR/report.html" \
+  --events "$DIR/chaos.log" --metrics 127.0.0.1:8120,127.0.0.1:8121 &
 load=$!
 
 # the processes chaos may kill: keel nodes and service instances (not the gateway: it is the
@@ -50,6 +55,7 @@ while [ $((t + 14)) -le "$SECS" ] && kill -0 "$load" 2>/dev/null; do
   [ -n "$pick" ] || continue
   echo "== chaos t=${t}s: SIGKILL ${pick% *} (pid ${pick#* })"
   kill -9 "${pick#* }" 2>/dev/null
+  echo "$(date +%s%3N) SIGKILL ${pick% *}" >> "$DIR/chaos.log" # marks on the live page
   sleep 4
   t=$((t + 4))
   if "$KEEL" up --manifest "$MANIFEST" --dir "$DIR" --detach > "$DIR/restart.out" 2>&1; then
@@ -64,7 +70,7 @@ echo
 "$KEEL" status --dir "$DIR" | tail -12
 echo
 if [ $verdict -eq 0 ]; then
-  echo "== verdict: every invariant held (report: $DIR/report.json)"
+  echo "== verdict: every invariant held (report: $DIR/report.html, data: $DIR/report.json)"
 else
   echo "== verdict: FAILED (logs and report kept in $DIR)"
   trap - EXIT

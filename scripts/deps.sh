@@ -11,6 +11,7 @@ pkgs=(
   python3 python3-pytest python3-redis redis-tools curl prometheus iproute2 procps
   nftables
   redis-server # the peer: the system tests compare keel's replies with a real Redis
+  chromium # headless: test_shop.py renders the shop's live page and report and screenshots them
 )
 if [ "${1:-}" = "--bench" ]; then
   pkgs+=(wrk nginx-light etcd-server etcd-client haproxy)

@@ -113,17 +113,54 @@ def test_orders_through_the_saga_keep_stock_and_money_consistent(up_dir, tmp_pat
         down(up_dir)
 
 
+def chromium(tmp_path, url, shot):
+    """Renders url in headless Chromium (Debian's): returns the DOM after its scripts ran and
+    saves a screenshot at shot."""
+    args = ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1280,1000",
+            "--virtual-time-budget=4000"]
+    r = subprocess.run([*args, f"--screenshot={shot}", url], capture_output=True, timeout=90)
+    assert r.returncode == 0 and os.path.getsize(shot) > 20000, r.stderr.decode()[-2000:]
+    r = subprocess.run([*args, "--dump-dom", url], capture_output=True, timeout=90)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    return r.stdout.decode()
+
+
+def plotted(dom):
+    """The number of data points drawn in the page's line charts."""
+    return sum(d.count("L") + 1 for d in re.findall(r'<path d="([^"]*)"[^>]*class="series"', dom))
+
+
 def test_an_order_instance_killed_mid_run_loses_no_order(up_dir, tmp_path):
+    """Also the live page (while the load runs) and the HTML report (after), rendered by
+    headless Chromium with screenshots: the charts have points and the kill is marked."""
+    import urllib.request
     port = up(up_dir, tmp_path)
+    live = free_ports(1)
+    events, html = tmp_path / "chaos.log", tmp_path / "report.html"
     try:
-        p = load(port, "--rate", "60", "--duration", "6")
-        time.sleep(2.5)
+        p = load(port, "--rate", "60", "--duration", "8", "--live", f"127.0.0.1:{live}",
+                 "--html", str(html), "--events", str(events),
+                 "--metrics", f"127.0.0.1:{port + 20},127.0.0.1:{port + 21}")
+        time.sleep(3)
         with open(os.path.join(up_dir, "services.json")) as f:
             victim = next(s["pid"] for s in json.load(f)
                           if s["service"] == "order" and s["instance"] == 0)
         os.kill(victim, signal.SIGKILL)
+        events.write_text(f"{int(time.time() * 1000)} SIGKILL order-0\n")
+        time.sleep(1)
+        d = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{live}/live.json", timeout=5).read())
+        assert d["phase"] == "load" and len(d["seconds"]) >= 2, d
+        assert [e["what"] for e in d["events"]] == ["SIGKILL order-0"], d
+        assert any("sagas" in s for s in d["seconds"]), d  # the order instances' /metrics
+        dom = chromium(tmp_path, f"http://127.0.0.1:{live}/", tmp_path / "live.png")
+        assert plotted(dom) >= 4 and 'class="kill"' in dom, dom[-3000:]
         out = p.communicate(timeout=240)[0].decode()
         assert p.returncode == 0, out
         assert "invariants: held" in out, out  # every order ended, stock and money agree
+        assert "kill at t=" in out and "(SIGKILL order-0)" in out, out
+        dom = chromium(tmp_path, f"file://{html}", tmp_path / "report.png")
+        assert plotted(dom) >= 16 and 'class="kill"' in dom, dom[-3000:]
+        assert "invariants" in dom and ">held<" in dom, dom[-3000:]
     finally:
         down(up_dir)

@@ -36,7 +36,10 @@
 #include "runtime/clock.h"
 #include "runtime/http_client.h"
 
+#include "live.h"
+
 #include <http_parser.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -118,6 +121,9 @@ struct run {
     keel_ms_t converge_from_ms, converged_ms;
     bool lag_asking;
     int sales_checked;
+    /* the live page and the HTML report (live.c) */
+    live_t *live;
+    const char *html_path;
 };
 
 /* ---- HTTP --------------------------------------------------------------------------------- */
@@ -221,6 +227,9 @@ static void order_end(order_t *o, enum outcome out)
     }
     keel_lat_record(&r->all, us);
     keel_lat_record(&r->sec, us);
+    if (r->live)
+        live_order(r->live, (double)(o->intended_ns - r->t0_ns) / 1e9,
+                   out != FAILED && out != LATE);
     r->inflight--;
     r->finished++;
     if (out == FAILED || out == LATE) { /* it may have happened anyway: ask at the end */
@@ -648,14 +657,17 @@ static void progress(run_t *r)
            (double)keel_lat_percentile(&r->sec, 0.5) / 1000.0,
            (double)keel_lat_percentile(&r->sec, 0.99) / 1000.0, r->inflight);
     fflush(stdout);
-    if (r->seconds)
-        json_array_append_new(
-            r->seconds,
+    if (r->seconds) {
+        json_t *sec =
             json_pack("{s:i, s:I, s:I, s:I, s:f, s:f}", "t", r->second, "orders", (json_int_t)done,
                       "confirmed", (json_int_t)r->outcome_sec[CONFIRMED], "failed",
                       (json_int_t)(r->outcome_sec[FAILED] + r->outcome_sec[LATE]), "p50_ms",
                       (double)keel_lat_percentile(&r->sec, 0.5) / 1000.0, "p99_ms",
-                      (double)keel_lat_percentile(&r->sec, 0.99) / 1000.0));
+                      (double)keel_lat_percentile(&r->sec, 0.99) / 1000.0);
+        if (r->live && sec)
+            live_second(r->live, sec);
+        json_array_append_new(r->seconds, sec);
+    }
     memset(r->outcome_sec, 0, sizeof(r->outcome_sec));
     keel_lat_reset(&r->sec);
 }
@@ -676,6 +688,8 @@ static void tick(keel_timer_t *t, void *data)
         }
         r->phase = LOAD;
         r->t0_ns = keel_clock_now_ns();
+        if (r->live)
+            live_start(r->live, (int64_t)keel_clock_unix_ms());
         printf("restocked %d products to %" PRId64 " units; %.0f orders/s for %d s\n", r->products,
                r->stock, r->rate, r->duration_s);
         return;
@@ -753,6 +767,31 @@ static void tick(keel_timer_t *t, void *data)
     }
     keel_timer_close(&r->tick, NULL);
     keel_http_client_close(&r->http, NULL, NULL);
+    if (r->live)
+        live_stop(r->live);
+}
+
+/* The run as the live page shows it (live.h's state). */
+static json_t *live_state(void *data)
+{
+    static const char *const phases[] = {"restocking", "load",      "draining",  "resolving",
+                                         "checking",   "read side", "read side", "done"};
+    run_t *r = data;
+    json_t *tot =
+        json_pack("{s:I, s:I, s:I}", "finished", (json_int_t)r->finished, "inflight",
+                  (json_int_t)r->inflight, "client_retries", (json_int_t)r->client_retries);
+    for (int k = 0; k < OUTCOMES; k++)
+        json_object_set_new(tot, outcome_names[k], json_integer((json_int_t)r->outcomes[k]));
+    json_t *j = json_pack("{s:s, s:f, s:i, s:f, s:i, s:o}", "phase", phases[r->phase], "t",
+                          r->phase >= LOAD ? secs_since(r) : 0.0, "duration", r->duration_s, "rate",
+                          r->rate, "deadline_ms", r->deadline_ms, "totals", tot);
+    if (r->phase == DONE) {
+        char v[300];
+        snprintf(v, sizeof(v), "%s%s%s", r->violations ? "BROKEN" : "held",
+                 r->violations ? ": " : "", r->violations ? r->why : "");
+        json_object_set_new(j, "verdict", json_string(v));
+    }
+    return j;
 }
 
 /* ---- the read side: converged, and equal to the write side ------------------------------- */
@@ -866,6 +905,8 @@ int main(int argc, char **argv)
 {
     static run_t r;
     const char *targets = NULL, *orders = NULL, *payment = NULL, *secret = NULL;
+    const char *metrics = NULL;
+    live_config_t lc = {0};
     uint64_t seed = 1;
     r.rate = 200;
     r.duration_s = 10;
@@ -879,7 +920,9 @@ int main(int argc, char **argv)
                    "--payment host:port\n       [--jwt-secret S] [--query host:port]] [--rate "
                    "orders/s] [--duration s] "
                    "[--products N] "
-                   "[--stock S] [--deadline-ms D]\n       [--seed X] [--json FILE]\n"
+                   "[--stock S] [--deadline-ms D]\n       [--seed X] [--json FILE] [--live "
+                   "host:port] [--html FILE] [--events FILE]\n       [--metrics "
+                   "host:port[,...]]\n"
                    "(tools/shopload/main.c says what it does)\n");
             return 0;
         }
@@ -908,6 +951,14 @@ int main(int argc, char **argv)
             seed = (uint64_t)num(a, v, 0, 1L << 62);
         else if (strcmp(a, "--json") == 0 && v)
             r.json_path = v;
+        else if (strcmp(a, "--live") == 0 && v)
+            lc.listen = v;
+        else if (strcmp(a, "--html") == 0 && v)
+            r.html_path = v;
+        else if (strcmp(a, "--events") == 0 && v)
+            lc.events_path = v;
+        else if (strcmp(a, "--metrics") == 0 && v)
+            metrics = v;
         else {
             fprintf(stderr, "keel-shopload: unknown option or missing value '%s'\n", a);
             return 2;
@@ -972,11 +1023,51 @@ int main(int argc, char **argv)
         fprintf(stderr, "keel-shopload: cannot ask the payment ledger at %s\n", r.payment);
         return 1;
     }
+    if (lc.listen || r.html_path) { /* the live page, the report */
+        static char mlist[1024];
+        snprintf(mlist, sizeof(mlist), "%s", metrics ? metrics : "");
+        for (char *p = mlist, *tok; (tok = strsep(&p, ",")) != NULL;)
+            if (*tok && lc.metrics_n < LIVE_METRICS_MAX)
+                lc.metrics[lc.metrics_n++] = tok;
+        lc.query = r.query[0] ? r.query : NULL;
+        lc.duration_s = r.duration_s;
+        char err[256];
+        r.live = live_new(&r.loop, &r.http, &lc, r.seconds, live_state, &r, err, sizeof(err));
+        if (r.live == NULL) {
+            fprintf(stderr, "keel-shopload: %s\n", err);
+            return 1;
+        }
+        if (lc.listen)
+            printf("live page: http://%s/\n", lc.listen);
+    }
     keel_timer_init(&r.loop, &r.tick);
     keel_timer_start(&r.tick, 1, 1, tick, &r);
     keel_loop_run(&r.loop);
     keel_loop_close(&r.loop);
     report(&r);
+    if (r.live) {
+        json_t *rec = live_recovery(r.live);
+        size_t i;
+        json_t *k;
+        json_array_foreach(rec, i, k)
+        {
+            json_t *after = json_object_get(k, "recovered_s");
+            printf("kill at t=%.1fs (%s): %" PRId64 " orders started before the next kill missed "
+                   "their deadline%s",
+                   json_real_value(json_object_get(k, "t")),
+                   json_string_value(json_object_get(k, "what")),
+                   (int64_t)json_integer_value(json_object_get(k, "missed")),
+                   json_is_real(after) ? ", the last starting " : "\n");
+            if (json_is_real(after))
+                printf("%.1f s after the kill\n", json_real_value(after));
+        }
+        json_decref(rec);
+        if (r.html_path && live_write_html(r.live, r.html_path) != 0)
+            fprintf(stderr, "keel-shopload: cannot write %s: %s\n", r.html_path, strerror(errno));
+        else if (r.html_path)
+            printf("report: %s\n", r.html_path);
+        live_free(r.live);
+    }
     json_decref(r.seconds);
     free(r.confirmed_units);
     free(r.tokens);
