@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # make soak: the long runs that do not fit in `make test`. Bounded by SECONDS (default 600),
-# split across the parts that exist.
+# split across the parts that exist: half for the shop under chaos (make demo, longer; its
+# invariants must hold), half for the simulator, then the system tests marked slow.
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 secs=${1:-600}
 rc=0
+shop_secs=$((secs / 2 < 60 ? 60 : secs / 2))
+sim_secs=$((secs - shop_secs < 30 ? 30 : secs - shop_secs))
+echo "==== the shop under load and chaos: ${shop_secs}s (scripts/demo.sh, a kill every 10 s) ===="
+DEMO_SECONDS=$shop_secs BUILD=$BUILD bash scripts/demo.sh || rc=1
 if [ -x "$BUILD/keel-sim" ]; then
-  echo "==== simulator soak: ${secs}s of random seeds ===="
-  "$BUILD/keel-sim" --soak "$secs" || rc=1
+  echo "==== simulator soak: ${sim_secs}s of random seeds ===="
+  "$BUILD/keel-sim" --soak "$sim_secs" || rc=1
 else
   echo "soak: build/keel-sim is not built; nothing to soak"
   rc=1
