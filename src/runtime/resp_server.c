@@ -577,6 +577,11 @@ const keel_resp_command_t *keel_resp_client_command(const keel_resp_client_t *c)
     return c->cmd;
 }
 
+keel_buf_t *keel_resp_client_out_set(const keel_resp_client_t *c)
+{
+    return c->out_override;
+}
+
 void keel_resp_client_set_out(keel_resp_client_t *c, keel_buf_t *out)
 {
     c->out_override = out;

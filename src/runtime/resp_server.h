@@ -210,6 +210,8 @@ const keel_resp_command_t *keel_resp_client_command(const keel_resp_client_t *c)
  * to a channel the client subscribed to, still queues behind the open reply, in order).
  */
 void keel_resp_client_set_out(keel_resp_client_t *c, keel_buf_t *out);
+/* The buffer set by keel_resp_client_set_out, or NULL. */
+keel_buf_t *keel_resp_client_out_set(const keel_resp_client_t *c);
 /* Closes the connection once every reply so far is written (QUIT). */
 void keel_resp_client_close_after_reply(keel_resp_client_t *c);
 uint64_t keel_resp_client_id(const keel_resp_client_t *c);

@@ -61,13 +61,14 @@ static int client_line(keel_buf_t *b, keel_resp_client_t *c)
         b,
         "id=%llu addr=%s laddr=%s fd=%d name=%s age=%lld idle=%lld flags=%s db=0 sub=%zu "
         "psub=%zu ssub=0 multi=%ld qbuf=%zu qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 "
-        "obl=0 oll=%zu omem=%zu tot-mem=0 events=r cmd=%s user=default redir=-1 resp=2\n",
+        "obl=0 oll=%zu omem=%zu tot-mem=0 events=r cmd=%s user=default redir=-1 resp=%d\n",
         (unsigned long long)keel_resp_client_id(c), in.addr, in.laddr, in.fd, st ? st->name : "",
         (long long)(in.age_ms / 1000), (long long)(in.idle_ms / 1000),
         subs + psubs > 0     ? "P"
         : st && st->in_multi ? "x"
                              : "N",
-        subs, psubs, multi, in.qbuf, in.pending, in.out_bytes, in.last_cmd ? in.last_cmd : "NULL");
+        subs, psubs, multi, in.qbuf, in.pending, in.out_bytes, in.last_cmd ? in.last_cmd : "NULL",
+        st && st->resp3 ? 3 : 2);
 }
 
 /* CLIENT LIST [TYPE normal|pubsub|master|replica] [ID id...] */
@@ -238,9 +239,9 @@ int keel__srv_cmd_client(keel_resp_client_t *c, size_t argc, const keel_resp_arg
 /* ---- HELLO, RESET, TIME ---------------------------------------------------------------- */
 
 /*
- * HELLO [protover [AUTH user pass] [SETNAME name]]: RESP2 only (RESP3 is not built yet:
- * HELLO 3 answers NOPROTO, which clients take as "stay on RESP2"). keel has no users: the
- * "default" user takes any password, as Redis's does with no password set.
+ * HELLO [protover [AUTH user pass] [SETNAME name]]: protocol 2 or 3 (RESP3: the replies
+ * from here on rendered by resp3.c; the answer itself is a map then). keel has no users:
+ * the "default" user takes any password, as Redis's does with no password set.
  */
 int keel__srv_cmd_hello(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
 {
@@ -248,13 +249,15 @@ int keel__srv_cmd_hello(keel_resp_client_t *c, size_t argc, const keel_resp_arg_
     keel_buf_t *out = keel_resp_client_out(c);
     if (st == NULL || out == NULL)
         return KEEL_ENOMEM;
+    int proto = st->resp3 ? 3 : 2;
     if (argc >= 2) {
         int64_t ver;
         if (keel_parse_i64(argv[1].ptr, argv[1].len, &ver) != 0)
             return keel_resp_write_error(out,
                                          "ERR Protocol version is not an integer or out of range");
-        if (ver != 2)
+        if (ver != 2 && ver != 3)
             return keel_resp_write_error(out, "NOPROTO unsupported protocol version");
+        proto = (int)ver;
     }
     const keel_resp_arg_t *name = NULL;
     for (size_t i = 2; i < argc; i++) {
@@ -276,23 +279,32 @@ int keel__srv_cmd_hello(keel_resp_client_t *c, size_t argc, const keel_resp_arg_
     }
     if (name)
         set_name(st, name);
+    st->resp3 = proto == 3;
     /* every node takes writes (a follower forwards them): to a client, each is a master */
-    int rc = keel_resp_write_array_header(out, 14);
+    keel_buf_t b;
+    keel_buf_init(&b, 0);
+    int rc = keel_resp_write_array_header(&b, 14);
     const char *kv[] = {"server", "redis", "version", "7.0.0"};
     for (size_t i = 0; rc == 0 && i < 4; i++)
-        rc = keel_resp_write_bulk_str(out, kv[i]);
+        rc = keel_resp_write_bulk_str(&b, kv[i]);
     if (rc == 0)
-        rc = keel_resp_write_bulk_str(out, "proto");
+        rc = keel_resp_write_bulk_str(&b, "proto");
     if (rc == 0)
-        rc = keel_resp_write_int(out, 2);
+        rc = keel_resp_write_int(&b, proto);
     if (rc == 0)
-        rc = keel_resp_write_bulk_str(out, "id");
+        rc = keel_resp_write_bulk_str(&b, "id");
     if (rc == 0)
-        rc = keel_resp_write_int(out, (int64_t)keel_resp_client_id(c));
+        rc = keel_resp_write_int(&b, (int64_t)keel_resp_client_id(c));
     const char *kv2[] = {"mode", "standalone", "role", "master", "modules"};
     for (size_t i = 0; rc == 0 && i < 5; i++)
-        rc = keel_resp_write_bulk_str(out, kv2[i]);
-    return rc == 0 ? keel_resp_write_array_header(out, 0) : rc;
+        rc = keel_resp_write_bulk_str(&b, kv2[i]);
+    if (rc == 0)
+        rc = keel_resp_write_array_header(&b, 0);
+    if (rc == 0)
+        rc =
+            keel__srv_reply(st->resp3, KEEL_RESP3_MAP, out, keel_buf_rptr(&b), keel_buf_unread(&b));
+    keel_buf_free(&b);
+    return rc;
 }
 
 /* RESET: the connection as new (Redis 6.2's): out of MULTI, no WATCH, no subscriptions, no
@@ -308,6 +320,7 @@ int keel__srv_cmd_reset(keel_resp_client_t *c, size_t argc, const keel_resp_arg_
     keel_pubsub_drop(s->pubsub, c);
     st->name[0] = '\0';
     st->stale_reads = 0;
+    st->resp3 = 0; /* as Redis: RESET goes back to RESP2 */
     return keel__srv_simple(c, "RESET");
 }
 

@@ -561,6 +561,10 @@ int keel__srv_commands_build(server_t *s, keel_resp_command_t **out, size_t *n_o
     for (size_t i = 0; i < j; i++) {
         stats_init(s, &s->stats[i], t[i].name);
         t[i].data = &s->stats[i];
+        if (i < N_CONN_CMDS && keel__srv_resp3_wraps(t[i].name)) {
+            s->stats[i].inner = t[i].handler; /* its reply as RESP3 after HELLO 3 */
+            t[i].handler = keel__srv_cmd_resp3;
+        }
     }
     s->stats_n = j;
     *out = t;

@@ -158,7 +158,7 @@ static void on_node_done(void *ctx, int status, const uint8_t *resp, size_t len)
     } else if (status == 0 && pr->exec_queued != NULL) {
         rc = keel__srv_exec_finish(pr, out, resp, len);
     } else if (status == 0)
-        rc = keel_buf_append(out, resp, len);
+        rc = keel__srv_reply(pr->resp3, (keel_resp3_shape_t)pr->shape, out, resp, len);
     else if (outcome_error(status, pr->log_read) != NULL)
         rc = keel_resp_write_error(out, outcome_error(status, pr->log_read));
     else
@@ -344,7 +344,9 @@ int keel__srv_before_command(keel_resp_client_t *c, const keel_resp_command_t *c
                  cmd->name);
         return refuse(c, cmd, err);
     }
-    if (!(cmd->flags & KEEL_RESP_CMD_SUBSCRIBED) && keel_pubsub_count(s->pubsub, c) > 0) {
+    /* RESP3 has push messages: a subscribed connection runs any command (as Redis 7) */
+    if (!(cmd->flags & KEEL_RESP_CMD_SUBSCRIBED) && (cs == NULL || !cs->resp3) &&
+        keel_pubsub_count(s->pubsub, c) > 0) {
         snprintf(err, sizeof(err),
                  "ERR Can't execute '%s': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / "
                  "RESET are allowed in this context",
@@ -388,7 +390,7 @@ int keel__srv_cmd_ping(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
         return KEEL_ENOMEM;
     if (argc > 2)
         return keel_resp_write_error(out, "ERR wrong number of arguments for 'ping' command");
-    if (keel_pubsub_count(keel__srv_of(c)->pubsub, c) > 0) {
+    if (keel_pubsub_count(keel__srv_of(c)->pubsub, c) > 0 && !keel__srv_resp3(c)) {
         int rc = keel_resp_write_array_header(out, 2);
         if (rc == 0)
             rc = keel_resp_write_bulk_str(out, "pong");
@@ -481,7 +483,15 @@ static int submit_queued(keel_resp_client_t *c, server_t *s, client_state_t *cs,
     int idle = cs->inflight == 0 && cs->held_head == NULL;
     if (run == RUN_READ && cs->stale_reads && idle && s->node) {
         keel_buf_t *out = keel_resp_client_out(c);
-        return out ? read_stale(s, argc, s->argv, s->lens, out) : KEEL_ENOMEM;
+        if (out == NULL)
+            return KEEL_ENOMEM;
+        if (!cs->resp3)
+            return read_stale(s, argc, s->argv, s->lens, out);
+        keel_buf_reset(&s->stale);
+        int rc = read_stale(s, argc, s->argv, s->lens, &s->stale);
+        return rc != 0 ? rc
+                       : keel__srv_reply(1, keel__srv_resp3_shape(argc, s->argv, s->lens), out,
+                                         keel_buf_rptr(&s->stale), keel_buf_unread(&s->stale));
     }
     int go_now = cs->held_head == NULL && (cs->inflight == 0 || cs->kind_write == is_write);
     /* WATCH needs its keys when the read completes: always a copy */
@@ -504,6 +514,10 @@ static int submit_queued(keel_resp_client_t *c, server_t *s, client_state_t *cs,
     pr->log_read = run == RUN_LOG_READ;
     pr->exec_queued = queued;
     pr->client = c;
+    pr->resp3 = (uint8_t)cs->resp3;
+    pr->shape =
+        (uint8_t)(cs->resp3 && queued == NULL ? keel__srv_resp3_shape(argc, s->argv, s->lens)
+                                              : KEEL_RESP3_PLAIN);
     if (go_now) {
         submit(pr);
     } else if (cs->held_tail) {

@@ -39,6 +39,9 @@
 /* A command row's statistics (keel_resp_command_t.data): Prometheus counters. */
 typedef struct cmd_stats {
     keel_counter_t *calls, *errors;
+    /* a connection command that answers at once: its own handler (the row's handler renders
+     * its reply as RESP3 for a HELLO 3 connection, resp3.c) */
+    keel_resp_handler_fn inner;
 } cmd_stats_t;
 
 typedef struct watcher watcher_t;
@@ -89,6 +92,7 @@ typedef struct server {
  */
 typedef struct client_state {
     int stale_reads;
+    int resp3; /* HELLO 3: replies rendered as RESP3 (resp3.c) */
     char name[CLIENT_NAME_BYTES_MAX];
     int closed;      /* the connection is gone; freed when nothing is in flight */
     int kind_write;  /* kind of the commands in flight */
@@ -119,10 +123,11 @@ struct pending_reply {
     keel_resp_client_t *client;     /* EXEC with exec_queued: the connection (cs->closed
                                        says whether it is still there) */
     int is_write;
-    int watch;    /* WATCH: on success record the keys' versions, reply +OK */
-    int conf;     /* KEEL.CLUSTER ADD/JOIN/REMOVE/UPDATE: argv parsed again when submitted */
-    int log_read; /* a read sent through the log (RUN_LOG_READ) */
-    int pooled;   /* no argv copy: goes back to srv->pr_pool */
+    int watch; /* WATCH: on success record the keys' versions, reply +OK */
+    int conf;  /* KEEL.CLUSTER ADD/JOIN/REMOVE/UPDATE: argv parsed again when submitted */
+    uint8_t resp3, shape; /* the connection's protocol when it was sent, the reply's shape */
+    int log_read;         /* a read sent through the log (RUN_LOG_READ) */
+    int pooled;           /* no argv copy: goes back to srv->pr_pool */
     size_t argc;
     const uint8_t **argv; /* the server's scratch, or (held) a copy after this struct */
     size_t *lens;
@@ -222,6 +227,26 @@ int keel__srv_cmd_info(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
 int keel__srv_cmd_command(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 int keel__srv_cmd_cluster(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 int keel__srv_commands_build(server_t *s, keel_resp_command_t **out, size_t *n_out);
+
+/* resp3.c: replies rendered as RESP3 for a connection that said HELLO 3 */
+#include "proto/resp3.h"
+keel_resp3_shape_t keel__srv_resp3_shape(size_t argc, const uint8_t *const *argv,
+                                         const size_t *lens);
+/* Appends the reply resp[0..len) to out as it is (RESP2) or rendered as RESP3. */
+int keel__srv_reply(int resp3, keel_resp3_shape_t shape, keel_buf_t *out, const uint8_t *resp,
+                    size_t len);
+/* The handler of the connection rows that answer at once (cmd_stats_t.inner does the work). */
+int keel__srv_cmd_resp3(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+/* Runs a row's handler outside the dispatch (a command queued in MULTI, run by EXEC). */
+int keel__srv_run_row(keel_resp_client_t *c, const keel_resp_command_t *row, size_t argc,
+                      const keel_resp_arg_t *argv);
+/* Whether a connection row's reply is rendered by keel__srv_cmd_resp3. */
+int keel__srv_resp3_wraps(const char *name);
+static inline int keel__srv_resp3(keel_resp_client_t *c)
+{
+    client_state_t *cs = keel_resp_client_data(c);
+    return cs != NULL && cs->resp3;
+}
 
 /* admin.c */
 int keel__srv_admin_start(server_t *s, keel_errmsg_t *msg);

@@ -25,7 +25,8 @@ static void push_message(void *data, void *sub, const uint8_t *pat, size_t pat_l
     if (d == NULL)
         return;
     keel_buf_t *b = keel_resp_deferred_out(d);
-    int rc = keel_resp_write_array_header(b, pat ? 4 : 3);
+    int rc = keel__srv_resp3(c) ? keel_buf_append_str(b, pat ? ">4\r\n" : ">3\r\n")
+                                : keel_resp_write_array_header(b, pat ? 4 : 3);
     if (rc == 0)
         rc = keel_resp_write_bulk_str(b, pat ? "pmessage" : "message");
     if (rc == 0 && pat)

@@ -227,7 +227,7 @@ int keel__srv_cmd_exec(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
         size_t n;
         pending_reply_t *queued = NULL; /* handed to the reply when some are not data */
         for (pending_reply_t *q = cs->queued_head; q && queued == NULL; q = q->next)
-            if (!is_data(q))
+            if (!is_data(q) || cs->resp3) /* RESP3: each reply is rendered by its command */
                 queued = cs->queued_head;
         rc = build_txn(s, cs, &n);
         if (rc == 0 && queued != NULL)
@@ -248,7 +248,7 @@ static int run_queued(keel_resp_client_t *c, const pending_reply_t *q, keel_buf_
     for (size_t i = 0; i < q->argc; i++)
         args[i] = (keel_resp_arg_t){.ptr = q->argv[i], .len = q->lens[i]};
     keel_resp_client_set_out(c, out);
-    int rc = q->row->handler(c, q->argc, args);
+    int rc = keel__srv_run_row(c, q->row, q->argc, args);
     keel_resp_client_set_out(c, NULL);
     free(args);
     return rc;
@@ -268,8 +268,11 @@ int keel__srv_exec_finish(pending_reply_t *pr, keel_buf_t *out, const uint8_t *r
     if (keel_resp_parse_reply(&cfg, resp, len, &v, &used, &m) != 0 || v->type != KEEL_RESP_ARRAY ||
         pr->cs->closed) {
         keel_resp_value_free(v);
-        return keel_buf_append(out, resp, len); /* *-1, an error, or nobody to run for */
+        /* *-1, an error, or nobody to run for */
+        return keel__srv_reply(pr->resp3, KEEL_RESP3_PLAIN, out, resp, len);
     }
+    keel_buf_t one;
+    keel_buf_init(&one, 0);
     size_t n = 0, k = 0;
     for (pending_reply_t *q = pr->exec_queued; q; q = q->next)
         n++;
@@ -279,12 +282,19 @@ int keel__srv_exec_finish(pending_reply_t *pr, keel_buf_t *out, const uint8_t *r
     for (pending_reply_t *q = pr->exec_queued; q && rc == 0 && !pr->cs->closed; q = q->next) {
         if (!is_data(q))
             rc = run_queued(pr->client, q, out);
-        else if (k < v->elems_len)
+        else if (k < v->elems_len && !pr->resp3)
             rc = keel_resp_write_value(out, &v->elems[k++]);
-        else
+        else if (k < v->elems_len) { /* rendered as its own command's reply */
+            keel_buf_reset(&one);
+            rc = keel_resp_write_value(&one, &v->elems[k++]);
+            if (rc == 0)
+                rc = keel__srv_reply(1, keel__srv_resp3_shape(q->argc, q->argv, q->lens), out,
+                                     keel_buf_rptr(&one), keel_buf_unread(&one));
+        } else
             rc = keel_resp_write_error(out, "ERR keel: transaction reply too short");
     }
     assert(rc != 0 || pr->cs->closed || k == v->elems_len);
+    keel_buf_free(&one);
     keel_resp_value_free(v);
     return rc;
 }

@@ -38,6 +38,7 @@ struct xblocked {
     keel_resp_deferred_t *slot;
     int group;            /* XREADGROUP */
     int inflight;         /* XREADGROUP: its write is in the log */
+    int resp3;            /* the connection said HELLO 3 */
     uint64_t deadline_ms; /* 0: BLOCK 0, no deadline */
     keel_buf_t entry;     /* XREAD: the resolved read, as an entry */
     size_t argc;
@@ -65,7 +66,7 @@ static void xb_finish(xblocked_t *b, const uint8_t *p, size_t n)
 {
     int rc = 0;
     if (!keel_resp_deferred_orphaned(b->slot))
-        rc = keel_buf_append(keel_resp_deferred_out(b->slot), p, n);
+        rc = keel__srv_reply(b->resp3, KEEL_RESP3_KEYED, keel_resp_deferred_out(b->slot), p, n);
     keel_resp_deferred_done(b->slot, rc);
     xb_free(b);
 }
@@ -246,6 +247,7 @@ int keel__srv_cmd_xblock(keel_resp_client_t *c, size_t argc, const keel_resp_arg
     xblocked_t *b;
     if (xb_new(s, kind == 2, ms, argc, &b) != 0)
         return keel__srv_oom(c);
+    b->resp3 = cs->resp3;
     b->slot = keel_resp_client_defer_barrier(c);
     if (b->slot == NULL) {
         keel_buf_free(&b->entry);

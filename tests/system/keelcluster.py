@@ -391,19 +391,19 @@ class RespConn:
     def _reply_end(self, pos):
         end = self._line(pos)
         kind, head = self.buf[pos : pos + 1], self.buf[pos + 1 : end - 2]
-        if kind in (b"+", b"-", b":"):
+        if kind in (b"+", b"-", b":", b"_", b",", b"#", b"("):  # RESP3's null, double, ...
             return end
         n = int(head)
-        if kind == b"$":
+        if kind in (b"$", b"=", b"!"):  # bulk, RESP3's verbatim string and blob error
             if n < 0:
                 return end
             while len(self.buf) < end + n + 2:
                 self._fill()
             return end + n + 2
-        if kind == b"*":
-            for _ in range(max(n, 0)):
+        if kind in (b"*", b"~", b">", b"%", b"|"):  # array, RESP3's set, push, map, attribute
+            for _ in range(max(n, 0) * (2 if kind in (b"%", b"|") else 1)):
                 end = self._reply_end(end)
-            return end
+            return self._reply_end(end) if kind == b"|" else end
         raise ValueError(f"not a RESP reply: {self.buf[pos:pos + 100]!r}")
 
     def reply(self):
