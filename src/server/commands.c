@@ -472,7 +472,7 @@ static const keel_resp_command_t connection_commands[] = {
     {"select", 2, FAST, keel__srv_cmd_select, .summary = "Select database 0 (the only one)"},
     {"client", -2, FAST, keel__srv_cmd_client,
      .summary = "CLIENT SETNAME, GETNAME, ID, SETINFO, LIST, INFO, KILL, NO-EVICT"},
-    {"hello", -1, FAST, keel__srv_cmd_hello, .summary = "Handshake: RESP2, SETNAME"},
+    {"hello", -1, FAST, keel__srv_cmd_hello, .summary = "Handshake: RESP2 or RESP3, SETNAME"},
     {"reset", 1, FAST | SUBSCRIBED | NOQUEUE, keel__srv_cmd_reset,
      .summary = "The connection as new: no MULTI, WATCH, subscriptions or name"},
     {"time", 1, FAST, keel__srv_cmd_time, .summary = "This node's clock: seconds, microseconds"},
