@@ -151,6 +151,7 @@ static void render(const uint8_t *in, size_t len, size_t *pos, keel_resp3_shape_
     switch (shape) {
     case KEEL_RESP3_MAP:
     case KEEL_RESP3_MAP_OF_MAPS:
+    case KEEL_RESP3_MAP_FIRST_SET:
         if (!array || h.n % 2 != 0)
             break;
         put_head(o, '%', h.n / 2);
@@ -159,6 +160,8 @@ static void render(const uint8_t *in, size_t len, size_t *pos, keel_resp3_shape_
             plain(in, len, pos, o);
             if (shape == KEEL_RESP3_MAP_OF_MAPS)
                 render(in, len, pos, KEEL_RESP3_MAP, o);
+            else if (shape == KEEL_RESP3_MAP_FIRST_SET && i == 0)
+                render(in, len, pos, KEEL_RESP3_SET, o);
             else
                 plain(in, len, pos, o);
         }

@@ -32,10 +32,11 @@ typedef enum keel_resp3_shape {
     KEEL_RESP3_PAIR_DOUBLE,  /* [m, s] -> [m, ,s] (ZPOPMIN without a count, BZPOPMIN) */
     KEEL_RESP3_KEYED_PAIRS_DOUBLE, /* [key, [m1, s1 ...]] -> [key, [[m1, ,s1] ...]] (ZMPOP) */
     KEEL_RESP3_ARRAY_OF_MAPS,      /* [[k, v ...], ...] -> [{k: v ...}, ...] (XINFO GROUPS) */
-    KEEL_RESP3_MAP_OF_MAPS, /* [name, [k, v ...], ...] -> {name: {k: v ...}} (COMMAND DOCS) */
-    KEEL_RESP3_KEYED,       /* [[key, value], ...] -> {key: value, ...} (XREAD) */
-    KEEL_RESP3_VERBATIM,    /* a bulk string -> =txt:... (INFO, CLIENT LIST) */
-    KEEL_RESP3_PUSH,        /* each top-level array -> >push (pub/sub messages) */
+    KEEL_RESP3_MAP_OF_MAPS,   /* [name, [k, v ...], ...] -> {name: {k: v ...}} (COMMAND DOCS) */
+    KEEL_RESP3_KEYED,         /* [[key, value], ...] -> {key: value, ...} (XREAD) */
+    KEEL_RESP3_VERBATIM,      /* a bulk string -> =txt:... (INFO, CLIENT LIST) */
+    KEEL_RESP3_PUSH,          /* each top-level array -> >push (pub/sub messages) */
+    KEEL_RESP3_MAP_FIRST_SET, /* a map whose first value is a set (CLIENT TRACKINGINFO) */
     KEEL_RESP3_SHAPES
 } keel_resp3_shape_t;
 

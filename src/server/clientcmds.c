@@ -183,6 +183,15 @@ static int client_kill(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
     return keel_resp_write_int(out, killed);
 }
 
+keel_resp_client_t *keel__srv_client_by_id(server_t *s, uint64_t id)
+{
+    for (keel_resp_client_t *x = keel_resp_server_next_client(&s->resp, NULL); x != NULL;
+         x = keel_resp_server_next_client(&s->resp, x))
+        if (keel_resp_client_id(x) == id)
+            return x;
+    return NULL;
+}
+
 int keel__srv_cmd_client(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
 {
     client_state_t *st = keel__srv_state(c);
@@ -219,6 +228,26 @@ int keel__srv_cmd_client(keel_resp_client_t *c, size_t argc, const keel_resp_arg
         if (argc < 3)
             return wrong_args(out, "client|kill");
         return client_kill(c, argc, argv, out);
+    }
+    if (keel__srv_arg_is(sub, "tracking")) {
+        if (argc < 3)
+            return wrong_args(out, "client|tracking");
+        return keel__srv_client_tracking(c, argc, argv, out);
+    }
+    if (keel__srv_arg_is(sub, "caching")) {
+        if (argc != 3)
+            return wrong_args(out, "client|caching");
+        return keel__srv_client_caching(c, argc, argv, out);
+    }
+    if (keel__srv_arg_is(sub, "getredir")) {
+        if (argc != 2)
+            return wrong_args(out, "client|getredir");
+        return keel__srv_client_getredir(c, out);
+    }
+    if (keel__srv_arg_is(sub, "trackinginfo")) {
+        if (argc != 2)
+            return wrong_args(out, "client|trackinginfo");
+        return keel__srv_client_trackinginfo(c, out);
     }
     if (keel__srv_arg_is(sub, "no-evict") || keel__srv_arg_is(sub, "no-touch")) {
         if (argc != 3)
@@ -320,7 +349,8 @@ int keel__srv_cmd_reset(keel_resp_client_t *c, size_t argc, const keel_resp_arg_
     keel_pubsub_drop(s->pubsub, c);
     st->name[0] = '\0';
     st->stale_reads = 0;
-    st->resp3 = 0; /* as Redis: RESET goes back to RESP2 */
+    st->resp3 = 0; /* as Redis: RESET goes back to RESP2 and turns tracking off */
+    keel__srv_tracking_closed(s, st);
     return keel__srv_simple(c, "RESET");
 }
 

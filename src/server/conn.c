@@ -35,6 +35,7 @@ void keel__srv_client_closed(keel_resp_client_t *c)
         return;
     cs->closed = 1;
     keel__srv_feed_end(keel__srv_of(c), cs);
+    keel__srv_tracking_closed(keel__srv_of(c), cs);
     keel_pubsub_drop(keel__srv_of(c)->pubsub, c);
     drop_held(cs);
     keel__srv_multi_reset(cs);
@@ -335,6 +336,8 @@ int keel__srv_before_command(keel_resp_client_t *c, const keel_resp_command_t *c
     cmd_stats_t *st = cmd->data;
     if (st)
         keel_counter_inc(st->calls);
+    if (cs != NULL && cs->tracker != NULL)
+        keel__srv_tracking_before(cs, cmd);
     char err[256];
     if (cs != NULL && (cs->feed != NULL || cs->feed_ended) && strcmp(cmd->name, "ping") != 0 &&
         strcmp(cmd->name, "quit") != 0) {
@@ -438,6 +441,8 @@ int keel__srv_cmd_data(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
     client_state_t *cs = keel__srv_state(c);
     if (cs == NULL)
         return keel__srv_oom(c);
+    if (cs->tracker && !(row->flags & KEEL_RESP_CMD_WRITE)) /* before the read: tracking.c */
+        keel__srv_tracking_read(s, cs, row, argc, s->argv, s->lens);
     if (cs->in_multi)
         return keel__srv_multi_queue(c, s, cs, row, argc);
     /* Only a read of one key may go through the log behind a write (its reply is bounded by

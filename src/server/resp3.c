@@ -60,9 +60,11 @@ keel_resp3_shape_t keel__srv_resp3_shape(size_t argc, const uint8_t *const *argv
     const uint8_t *n = argv[0];
     size_t len = lens[0];
     if (arg_is(n, len, "client")) /* CLIENT INFO and LIST: text */
-        return argc >= 2 && (arg_is(argv[1], lens[1], "info") || arg_is(argv[1], lens[1], "list"))
+        return argc < 2 ? KEEL_RESP3_PLAIN
+               : arg_is(argv[1], lens[1], "info") || arg_is(argv[1], lens[1], "list")
                    ? KEEL_RESP3_VERBATIM
-                   : KEEL_RESP3_PLAIN;
+               : arg_is(argv[1], lens[1], "trackinginfo") ? KEEL_RESP3_MAP_FIRST_SET
+                                                          : KEEL_RESP3_PLAIN;
     if (arg_is(n, len, "command"))
         return argc >= 2 && arg_is(argv[1], lens[1], "docs") ? KEEL_RESP3_MAP_OF_MAPS
                                                              : KEEL_RESP3_PLAIN;

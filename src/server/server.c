@@ -68,6 +68,7 @@ int keel_server_set_cluster(keel_server_config_t *cfg, const char *initial_clust
 static void on_applied(void *data)
 {
     keel__srv_feed_on_applied(data);
+    keel__srv_tracking_on_applied(data);
     keel__srv_xblock_on_applied(data);
 }
 
@@ -146,6 +147,7 @@ static void server_free(server_t *s)
         keel_kv_sm_free(&s->kv);
     keel_metrics_free(s->metrics);
     keel_pubsub_free(s->pubsub);
+    keel__srv_tracking_free(s);
     keel_buf_free(&s->buf);
     keel_buf_free(&s->stale);
     while (s->pr_pool != NULL) {

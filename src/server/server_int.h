@@ -48,6 +48,8 @@ typedef struct watcher watcher_t;
 typedef struct xblocked xblocked_t;
 typedef struct pending_reply pending_reply_t;
 typedef struct reg_http reg_http_t; /* registry_http.c */
+typedef struct tracker tracker_t;   /* tracking.c: a connection's CLIENT TRACKING */
+typedef struct tracking tracking_t; /* tracking.c: this node's table, NULL until used */
 
 typedef struct server {
     keel_server_config_t cfg;
@@ -80,6 +82,7 @@ typedef struct server {
     pending_reply_t *pr_pool; /* pending replies without a copy, kept for reuse */
     size_t pr_pool_len;
     reg_http_t *reg_http; /* the registry's HTTP API and its blocked queries, owned */
+    tracking_t *tracking; /* CLIENT TRACKING's table and cursor, owned */
 } server_t;
 
 /*
@@ -92,7 +95,8 @@ typedef struct server {
  */
 typedef struct client_state {
     int stale_reads;
-    int resp3; /* HELLO 3: replies rendered as RESP3 (resp3.c) */
+    int resp3;          /* HELLO 3: replies rendered as RESP3 (resp3.c) */
+    tracker_t *tracker; /* CLIENT TRACKING on (tracking.c), owned */
     char name[CLIENT_NAME_BYTES_MAX];
     int closed;      /* the connection is gone; freed when nothing is in flight */
     int kind_write;  /* kind of the commands in flight */
@@ -247,6 +251,22 @@ static inline int keel__srv_resp3(keel_resp_client_t *c)
     client_state_t *cs = keel_resp_client_data(c);
     return cs != NULL && cs->resp3;
 }
+
+/* tracking.c: CLIENT TRACKING (client-side caching) */
+void keel__srv_tracking_on_applied(server_t *s);
+void keel__srv_tracking_closed(server_t *s, client_state_t *cs);
+void keel__srv_tracking_free(server_t *s);
+void keel__srv_tracking_read(server_t *s, client_state_t *cs, const keel_resp_command_t *row,
+                             size_t argc, const uint8_t *const *argv, const size_t *lens);
+void keel__srv_tracking_before(client_state_t *cs, const keel_resp_command_t *cmd);
+int keel__srv_client_tracking(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv,
+                              keel_buf_t *out);
+int keel__srv_client_caching(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv,
+                             keel_buf_t *out);
+int keel__srv_client_getredir(keel_resp_client_t *c, keel_buf_t *out);
+int keel__srv_client_trackinginfo(keel_resp_client_t *c, keel_buf_t *out);
+/* clientcmds.c: the connection with that CLIENT ID on this node, or NULL */
+keel_resp_client_t *keel__srv_client_by_id(server_t *s, uint64_t id);
 
 /* admin.c */
 int keel__srv_admin_start(server_t *s, keel_errmsg_t *msg);
