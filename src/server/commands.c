@@ -35,99 +35,6 @@ int keel__srv_cmd_keel_reads(keel_resp_client_t *c, size_t argc, const keel_resp
     return keel__srv_simple(c, "OK");
 }
 
-static void info_raft(server_t *s, keel_buf_t *b)
-{
-    keel_node_status_t st;
-    keel_node_get_status(s->node, &st);
-    const keel_memberdir_t *d = keel_node_members(s->node);
-    keel_buf_printf(b,
-                    "# Raft\r\nrole:%s\r\nterm:%llu\r\nleader:%s\r\ncommit_index:%llu\r\n"
-                    "applied_index:%llu\r\nlast_index:%llu\r\nrevision:%llu\r\n"
-                    "leader_changes:%llu\r\nmembers:",
-                    keel_raft_role_name(st.role), (unsigned long long)st.term,
-                    st.has_leader ? keel_node_member_name(s->node, st.leader) : "",
-                    (unsigned long long)st.commit, (unsigned long long)st.applied,
-                    (unsigned long long)st.last_index,
-                    (unsigned long long)keel_kv_revision(&s->kv.kv),
-                    (unsigned long long)st.leader_changes);
-    for (size_t i = 0; i < d->n; i++)
-        keel_buf_printf(b, "%s%s=%s", i ? "," : "", d->m[i].name, d->m[i].peer_addr);
-    keel_buf_append_str(b, "\r\n");
-}
-
-/*
- * Redis's used_memory_rss (the process's resident bytes, from /proc/self/statm) and
- * keel's own count of the state's bytes (keys, values, streams' blocks and groups: what a
- * snapshot costs), which has no Redis twin; used_memory is not reported (keel does not
- * wrap malloc).
- */
-static void info_memory(server_t *s, keel_buf_t *b)
-{
-    unsigned long long pages = 0, rss = 0;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (f != NULL) {
-        if (fscanf(f, "%llu %llu", &pages, &rss) != 2)
-            rss = 0;
-        fclose(f);
-    }
-    keel_buf_printf(b, "# Memory\r\nused_memory_rss:%llu\r\nkeel_state_bytes:%llu\r\n\r\n",
-                    rss * (unsigned long long)sysconf(_SC_PAGESIZE),
-                    (unsigned long long)s->kv.kv.bytes);
-}
-
-int keel__srv_cmd_info(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
-{
-    server_t *s = keel__srv_of(c);
-    keel_buf_t *b = &s->buf;
-    keel_buf_reset(b);
-    int all = argc == 1 || keel__srv_arg_is(&argv[1], "all") ||
-              keel__srv_arg_is(&argv[1], "everything") || keel__srv_arg_is(&argv[1], "default");
-    for (size_t i = 1; i < argc || (all && i == 1); i++) {
-        const keel_resp_arg_t *sec = i < argc ? &argv[i] : NULL;
-        int again = 0; /* a section named twice is shown once, as Redis does */
-        for (size_t j = 1; sec && j < i; j++)
-            again |= argv[j].len == sec->len &&
-                     strncasecmp((const char *)argv[j].ptr, (const char *)sec->ptr, sec->len) == 0;
-        if (again)
-            continue;
-        if (all || keel__srv_arg_is(sec, "server"))
-            keel_buf_printf(b,
-                            "# Server\r\nredis_version:7.0.0\r\nkeel_version:%s\r\n"
-                            "redis_mode:keel-raft\r\nprocess_id:%d\r\nnode_name:%s\r\n"
-                            "tcp_port:%d\r\nuptime_in_seconds:%lld\r\n\r\n",
-                            SERVER_VERSION, (int)getpid(), s->cfg.name,
-                            keel_resp_server_port(&s->resp),
-                            (long long)((keel_clock_now_ms() - s->started_ms) / 1000));
-        if (all || keel__srv_arg_is(sec, "clients"))
-            keel_buf_printf(b, "# Clients\r\nconnected_clients:%zu\r\nmaxclients:%zu\r\n\r\n",
-                            s->resp.clients_len, s->cfg.resp.clients_max);
-        if (all || keel__srv_arg_is(sec, "memory"))
-            info_memory(s, b);
-        if (all || keel__srv_arg_is(sec, "stats"))
-            keel_buf_printf(b,
-                            "# Stats\r\ntotal_connections_received:%llu\r\n"
-                            "total_commands_processed:%llu\r\nrejected_connections:%llu\r\n"
-                            "protocol_errors:%llu\r\n\r\n",
-                            (unsigned long long)s->resp.connections_total,
-                            (unsigned long long)s->resp.commands_total,
-                            (unsigned long long)s->resp.rejected_total,
-                            (unsigned long long)s->resp.protocol_errors_total);
-        if (all || keel__srv_arg_is(sec, "raft")) {
-            info_raft(s, b);
-            keel_buf_append_str(b, "\r\n");
-        }
-        if (all)
-            break;
-    }
-    keel_buf_t *out = keel_resp_client_out(c);
-    if (out == NULL)
-        return KEEL_ENOMEM;
-    size_t n = keel_buf_unread(b);
-    if (n >= 2) /* drop the final blank line, as Redis does */
-        n -= 2;
-    return keel_resp_write_bulk(out, keel_buf_rptr(b), n);
-}
-
 /* Redis 7's COMMAND entry: name, arity, flags, first key, last key, step, ACL categories,
  * tips, key specs, subcommands (the last four empty here; redis-py reads 6 or 10). */
 static int command_entry(keel_buf_t *out, const keel_resp_command_t *row)
@@ -518,6 +425,7 @@ static void stats_init(server_t *s, cmd_stats_t *st, const char *name)
 {
     char labels[96];
     snprintf(labels, sizeof(labels), "cmd=\"%s\"", name);
+    st->name = name;
     st->calls = keel_metrics_counter(s->metrics, "keel_commands_total",
                                      "Commands received, by command.", labels);
     st->errors =

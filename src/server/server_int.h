@@ -39,6 +39,7 @@
 /* A command row's statistics (keel_resp_command_t.data): Prometheus counters. */
 typedef struct cmd_stats {
     keel_counter_t *calls, *errors;
+    const char *name; /* the row's (INFO commandstats) */
     /* a connection command that answers at once: its own handler (the row's handler renders
      * its reply as RESP3 for a HELLO 3 connection, resp3.c) */
     keel_resp_handler_fn inner;

@@ -186,7 +186,7 @@ def test_server_reads_a_yaml_config_and_flags_override_it(tmp_path):
         assert port_free(file_port), "the file's listen-client was used although a flag overrode it"
         c = redis.Redis(port=flag_port, socket_timeout=10)
         deadline = time.monotonic() + 10
-        while c.info("raft")["role"] != "leader":
+        while c.info("raft")["raft_role"] != "leader":
             assert time.monotonic() < deadline
             time.sleep(0.05)
         assert c.set("a", "x" * 1024) is True

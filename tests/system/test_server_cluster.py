@@ -42,7 +42,7 @@ def test_writes_sent_to_followers_are_forwarded_to_the_leader(make_cluster):
     before = leader.status()["commit_index"]
     for f in cl.followers(leader):
         c = f.client()
-        assert c.info("raft")["role"] == "follower"
+        assert c.info("raft")["raft_role"] == "follower"
         assert c.set(f"from:{f.name}", f.name) is True
         assert c.set(f"from:{f.name}", "again", nx=True) is None  # the leader's reply, relayed
         assert c.incrby("ctr", 5) in (5, 10)
@@ -143,7 +143,7 @@ def test_redis_cli_commands_and_pipe_mass_insert(make_cluster):
     assert cli(b.client_port, "get", "greeting").strip() == "hello world"
     assert cli(c.client_port, "incr", "visits").strip() == "1"
     assert cli(c.client_port, "get", "nosuchkey").strip() == ""
-    assert "role:" in cli(b.client_port, "info", "raft")
+    assert "raft_role:" in cli(b.client_port, "info", "raft")
     n = 5000
     mass = b"".join(resp_command("SET", f"mass:{i}", f"value-{i}") for i in range(n))
     out = cli(b.client_port, "--pipe", stdin=mass)
@@ -199,7 +199,7 @@ def test_the_cluster_elects_a_new_leader_and_keeps_the_data(make_cluster):
     leader.start()
     cl.wait_applied([leader], new.status()["commit_index"])
     assert leader.client().get("after") is not None
-    assert leader.client().info("raft")["role"] == "follower"
+    assert leader.client().info("raft")["raft_role"] == "follower"
 
 
 def test_redis_py_errors_are_response_errors_not_disconnects(make_cluster):

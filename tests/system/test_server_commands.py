@@ -305,7 +305,7 @@ def test_info_has_server_clients_stats_and_raft_sections(make_cluster):
     payload = text.split("\r\n", 1)[1][:-2]  # the bulk string's content
     assert payload.endswith("\r\n") and not payload.endswith("\r\n\r\n"), "blank line at the end"
     raft = c.info("raft")
-    assert raft["role"] == "leader"
+    assert raft["raft_role"] == "leader"
     assert raft["leader"] == node.name
     assert raft["term"] >= 1
     assert raft["commit_index"] == raft["applied_index"] >= 2  # the no-op and the SET
@@ -316,6 +316,15 @@ def test_info_has_server_clients_stats_and_raft_sections(make_cluster):
     assert server["redis_mode"] == "keel-raft" and server["tcp_port"] == node.client_port
     assert c.info("clients")["connected_clients"] >= 1
     assert raw.call("INFO", "nosuchsection") == b"$0\r\n\r\n"
+    # Redis's sections and field names (issue 19): what a Redis tool reads means the same
+    for section in ("# Memory", "# Persistence", "# Replication", "# CPU", "# Keyspace"):
+        assert section in text, text
+    assert "# Commandstats" not in text and "# Commandstats" in raw.call("INFO", "all").decode()
+    info = c.info()  # redis-py merges the sections: Redis's "role" must stay Redis's
+    assert info["role"] == "master" and info["mem_allocator"] == "libc"
+    assert info["used_memory"] > 0 and info["used_memory_rss"] > 0 and info["aof_enabled"] == 1
+    assert info["db0"]["keys"] == 1 and info["used_cpu_user"] >= 0
+    assert c.info("commandstats")["cmdstat_set"]["calls"] >= 1
 
 
 def test_command_lists_every_command_with_redis_arity(make_cluster, redis_server):
