@@ -544,6 +544,7 @@ int keel__srv_cmd_config(keel_resp_client_t *c, size_t argc, const keel_resp_arg
         if (argc != 2)
             return wrong_args(out, "config|resetstat");
         keel_resp_server_reset_stats(&s->resp);
+        keel__srv_info_reset(s);
         return keel_resp_write_simple(out, "OK");
     }
     return unknown_sub(out, "CONFIG", &argv[1]);

@@ -135,11 +135,29 @@ static void sec_persistence(server_t *s, keel_buf_t *b)
         (unsigned long long)st.snapshot_disk_bytes);
 }
 
+void keel__srv_info_reset(server_t *s)
+{
+    for (size_t i = 0; i < s->stats_n; i++) {
+        s->stats[i].calls_base = counter_value(s->stats[i].calls);
+        s->stats[i].errors_base = counter_value(s->stats[i].errors);
+    }
+}
+
+static unsigned long long calls(const cmd_stats_t *st)
+{
+    return counter_value(st->calls) - st->calls_base;
+}
+
+static unsigned long long failed(const cmd_stats_t *st)
+{
+    return counter_value(st->errors) - st->errors_base;
+}
+
 static void sec_stats(server_t *s, keel_buf_t *b)
 {
     unsigned long long errors = 0;
     for (size_t i = 0; i < s->stats_n; i++)
-        errors += counter_value(s->stats[i].errors);
+        errors += failed(&s->stats[i]);
     keel_buf_printf(b,
                     "# Stats\r\ntotal_connections_received:%llu\r\n"
                     "total_commands_processed:%llu\r\nrejected_connections:%llu\r\n"
@@ -185,15 +203,15 @@ static void sec_commandstats(server_t *s, keel_buf_t *b)
 {
     keel_buf_append_str(b, "# Commandstats\r\n");
     for (size_t i = 0; i < s->stats_n; i++) {
-        unsigned long long calls = counter_value(s->stats[i].calls);
-        if (calls == 0)
+        unsigned long long n = calls(&s->stats[i]);
+        if (n == 0)
             continue;
         char name[64];
         snprintf(name, sizeof(name), "%s", s->stats[i].name);
         for (char *p = name; *p; p++)
             *p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
-        keel_buf_printf(b, "cmdstat_%s:calls=%llu,failed_calls=%llu\r\n", name, calls,
-                        (unsigned long long)counter_value(s->stats[i].errors));
+        keel_buf_printf(b, "cmdstat_%s:calls=%llu,failed_calls=%llu\r\n", name, n,
+                        failed(&s->stats[i]));
     }
 }
 

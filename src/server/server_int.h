@@ -39,7 +39,8 @@
 /* A command row's statistics (keel_resp_command_t.data): Prometheus counters. */
 typedef struct cmd_stats {
     keel_counter_t *calls, *errors;
-    const char *name; /* the row's (INFO commandstats) */
+    const char *name;                 /* the row's (INFO commandstats) */
+    uint64_t calls_base, errors_base; /* at the last CONFIG RESETSTAT (INFO counts from it) */
     /* a connection command that answers at once: its own handler (the row's handler renders
      * its reply as RESP3 for a HELLO 3 connection, resp3.c) */
     keel_resp_handler_fn inner;
@@ -229,6 +230,8 @@ int keel__srv_cmd_time(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
 int keel__srv_cmd_config(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 int keel__srv_cmd_keel_reads(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 int keel__srv_cmd_info(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+/* CONFIG RESETSTAT: INFO's command counts start again from 0 (info.c). */
+void keel__srv_info_reset(server_t *s);
 int keel__srv_cmd_command(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 int keel__srv_cmd_cluster(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 int keel__srv_commands_build(server_t *s, keel_resp_command_t **out, size_t *n_out);
