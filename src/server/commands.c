@@ -383,6 +383,8 @@ static const keel_resp_command_t connection_commands[] = {
     {"reset", 1, FAST | SUBSCRIBED | NOQUEUE, keel__srv_cmd_reset,
      .summary = "The connection as new: no MULTI, WATCH, subscriptions or name"},
     {"time", 1, FAST, keel__srv_cmd_time, .summary = "This node's clock: seconds, microseconds"},
+    {"wait", 3, 0, keel__srv_cmd_wait,
+     .summary = "How many other members hold the connection's last write (waits for a count)"},
     {"config", -2, KEEL_RESP_CMD_ADMIN, keel__srv_cmd_config,
      .summary = "CONFIG GET, SET (maxclients, timeout) and RESETSTAT"},
     {"info", -1, 0, keel__srv_cmd_info, .summary = "Server, clients, stats and Raft sections"},

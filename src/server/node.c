@@ -695,6 +695,21 @@ void keel_node_get_status(keel_node_t *n, keel_node_status_t *st)
     st->requests_pending = n->reqs.pending;
 }
 
+uint64_t keel_node_applied(const keel_node_t *n)
+{
+    return n->sm.ops->applied_index(n->sm.data);
+}
+
+int keel_node_is_leader(const keel_node_t *n)
+{
+    return keel_raft_role(n->raft) == KEEL_RAFT_LEADER;
+}
+
+uint64_t keel_node_match(const keel_node_t *n, uint64_t id)
+{
+    return keel_raft_match_index(n->raft, id);
+}
+
 const keel_node_config_t *keel_node_config(const keel_node_t *n)
 {
     return &n->cfg;

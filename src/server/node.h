@@ -184,6 +184,11 @@ typedef struct keel_node_status {
 } keel_node_status_t;
 
 void keel_node_get_status(keel_node_t *n, keel_node_status_t *st);
+/* Cheap: the index this node has applied; whether it leads; as leader, how much of its log
+ * member id holds (0 otherwise, and for itself). */
+uint64_t keel_node_applied(const keel_node_t *n);
+int keel_node_is_leader(const keel_node_t *n);
+uint64_t keel_node_match(const keel_node_t *n, uint64_t id);
 const keel_node_config_t *keel_node_config(const keel_node_t *n);
 /* Name of member id, or "?". */
 const char *keel_node_member_name(const keel_node_t *n, uint64_t id);

@@ -69,6 +69,7 @@ static void on_applied(void *data)
 {
     keel__srv_feed_on_applied(data);
     keel__srv_tracking_on_applied(data);
+    keel__srv_wait_on_applied(data);
     keel__srv_xblock_on_applied(data);
 }
 
@@ -82,6 +83,7 @@ static void on_shutdown(void *data)
     if (s->http_inited)
         keel_http_server_shutdown(&s->http, NULL, NULL);
     keel__srv_xblock_close(s);
+    keel__srv_wait_close(s);
     if (s->node)
         keel_node_stop(s->node, NULL, NULL);
     s->node = NULL;
@@ -136,6 +138,8 @@ static int server_init(server_t *s, const keel_server_config_t *cfg, keel_errmsg
     s->cfg.node.command_bytes_max = keel_kv_sm_entry_bytes_max(&s->cfg.kv);
     if (rc == 0)
         rc = keel_loop_init(&s->loop);
+    if (rc == 0)
+        rc = keel__srv_wait_init(s);
     return rc == 0 ? keel__srv_xblock_init(s) : rc;
 }
 

@@ -52,6 +52,7 @@ typedef struct pending_reply pending_reply_t;
 typedef struct reg_http reg_http_t; /* registry_http.c */
 typedef struct tracker tracker_t;   /* tracking.c: a connection's CLIENT TRACKING */
 typedef struct tracking tracking_t; /* tracking.c: this node's table, NULL until used */
+typedef struct waiter waiter_t;     /* wait.c: a blocked WAIT */
 
 typedef struct server {
     keel_server_config_t cfg;
@@ -85,6 +86,10 @@ typedef struct server {
     size_t pr_pool_len;
     reg_http_t *reg_http; /* the registry's HTTP API and its blocked queries, owned */
     tracking_t *tracking; /* CLIENT TRACKING's table and cursor, owned */
+    keel_list_t waiters;  /* blocked WAITs (wait.c) */
+    size_t waiters_n;
+    keel_timer_t wait_timer;
+    int wait_timer_inited;
 } server_t;
 
 /*
@@ -97,8 +102,9 @@ typedef struct server {
  */
 typedef struct client_state {
     int stale_reads;
-    int resp3;          /* HELLO 3: replies rendered as RESP3 (resp3.c) */
-    tracker_t *tracker; /* CLIENT TRACKING on (tracking.c), owned */
+    int resp3;                 /* HELLO 3: replies rendered as RESP3 (resp3.c) */
+    tracker_t *tracker;        /* CLIENT TRACKING on (tracking.c), owned */
+    uint64_t last_write_index; /* applied here when its last write was answered (WAIT) */
     char name[CLIENT_NAME_BYTES_MAX];
     int closed;      /* the connection is gone; freed when nothing is in flight */
     int kind_write;  /* kind of the commands in flight */
@@ -271,6 +277,12 @@ int keel__srv_client_getredir(keel_resp_client_t *c, keel_buf_t *out);
 int keel__srv_client_trackinginfo(keel_resp_client_t *c, keel_buf_t *out);
 /* clientcmds.c: the connection with that CLIENT ID on this node, or NULL */
 keel_resp_client_t *keel__srv_client_by_id(server_t *s, uint64_t id);
+
+/* wait.c: WAIT numreplicas timeout */
+int keel__srv_cmd_wait(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+void keel__srv_wait_on_applied(server_t *s);
+int keel__srv_wait_init(server_t *s);
+void keel__srv_wait_close(server_t *s);
 
 /* admin.c */
 int keel__srv_admin_start(server_t *s, keel_errmsg_t *msg);
