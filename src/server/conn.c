@@ -160,12 +160,12 @@ static void on_node_done(void *ctx, int status, const uint8_t *resp, size_t len)
         rc = keel__srv_exec_finish(pr, out, resp, len);
     } else if (status == 0)
         rc = keel__srv_reply(pr->resp3, (keel_resp3_shape_t)pr->shape, out, resp, len);
-    if (status == 0 && pr->is_write && pr->srv->node != NULL) /* WAIT's index (wait.c) */
-        cs->last_write_index = keel_node_applied(pr->srv->node);
     else if (outcome_error(status, pr->log_read) != NULL)
         rc = keel_resp_write_error(out, outcome_error(status, pr->log_read));
     else
         rc = keel_resp_write_errorf(out, "ERR keel: request refused: %s", keel_strerror(status));
+    if (status == 0 && pr->is_write && pr->srv->node != NULL) /* WAIT's index (wait.c) */
+        cs->last_write_index = keel_node_applied(pr->srv->node);
     if (pr->stats && (status != 0 || (len > 0 && resp[0] == '-')))
         keel_counter_inc(pr->stats->errors);
     keel_resp_deferred_done(pr->slot, rc);

@@ -135,7 +135,10 @@ def pubsub_session(port, publish_port):
         p.close()
         out.append(c.reply())
         # from every channel: one push each, in the server's own order (a hash table's)
-        out += sorted([c.call("UNSUBSCRIBE"), c.reply()], key=lambda r: r.split(b"\r\n")[4])
+        both = [c.call("UNSUBSCRIBE"), c.reply()]
+        out.append(sorted(r.split(b"\r\n")[4] for r in both))  # which channels
+        out.append([r.rsplit(b":", 1)[1] for r in both])  # the counts left, in order: 1, 0
+        out.append([r.split(b"\r\n")[:3] for r in both])  # both pushes: >3 unsubscribe
         out.append(c.call("GET", "a"))
     finally:
         c.close()
