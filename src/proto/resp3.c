@@ -209,6 +209,15 @@ static void render(const uint8_t *in, size_t len, size_t *pos, keel_resp3_shape_
         plain(in, len, pos, o);
         as_double(in, len, pos, o);
         return;
+    case KEEL_RESP3_LAST_DOUBLE:
+        if (!array || h.n < 1)
+            break;
+        put(o, in + *pos, h.line_end - *pos);
+        *pos = h.line_end;
+        for (long long i = 0; i + 1 < h.n; i++)
+            plain(in, len, pos, o);
+        as_double(in, len, pos, o);
+        return;
     case KEEL_RESP3_KEYED_PAIRS_DOUBLE:
         if (!array || h.n != 2)
             break;

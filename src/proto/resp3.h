@@ -37,6 +37,7 @@ typedef enum keel_resp3_shape {
     KEEL_RESP3_VERBATIM,      /* a bulk string -> =txt:... (INFO, CLIENT LIST) */
     KEEL_RESP3_PUSH,          /* each top-level array -> >push (pub/sub messages) */
     KEEL_RESP3_MAP_FIRST_SET, /* a map whose first value is a set (CLIENT TRACKINGINFO) */
+    KEEL_RESP3_LAST_DOUBLE,   /* [a, b, n] -> [a, b, ,n] (BZPOPMIN: key, member, score) */
     KEEL_RESP3_SHAPES
 } keel_resp3_shape_t;
 

@@ -28,6 +28,8 @@ static const shape_row_t SHAPES[] = {
     {"zincrby", KEEL_RESP3_DOUBLE},
     {"zmscore", KEEL_RESP3_DOUBLES},
     {"zmpop", KEEL_RESP3_KEYED_PAIRS_DOUBLE},
+    {"bzpopmin", KEEL_RESP3_LAST_DOUBLE},
+    {"bzpopmax", KEEL_RESP3_LAST_DOUBLE},
     {"bzmpop", KEEL_RESP3_KEYED_PAIRS_DOUBLE},
     {"xread", KEEL_RESP3_KEYED},
     {"xreadgroup", KEEL_RESP3_KEYED},
