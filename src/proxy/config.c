@@ -296,6 +296,8 @@ static const field_t limit_fields[] = {
     {"buffer_bytes_max", F_U32, offsetof(keel_proxy_limits_t, buffer_bytes_max), 1024, 1u << 26,
      NULL},
     {"connections_max", F_U32, offsetof(keel_proxy_limits_t, connections_max), 1, 1000000, NULL},
+    {"retry_buffer_bytes", F_U32, offsetof(keel_proxy_limits_t, retry_buffer_bytes), 0,
+     KEEL_PROXY_RETRY_BUFFER_BYTES_MAX, NULL},
 };
 
 static void limits_default(keel_proxy_limits_t *l)
@@ -309,6 +311,7 @@ static void limits_default(keel_proxy_limits_t *l)
     l->upstream_idle_timeout_ms = 60000;
     l->buffer_bytes_max = 65536;
     l->connections_max = 10000;
+    l->retry_buffer_bytes = 65536;
 }
 
 /* ---- listeners and admin ----------------------------------------------------------------- */
@@ -1097,6 +1100,19 @@ static void rt_statuses(ctx_t *c, yaml_node_t *v, void *base)
     each_item(c, v, "statuses", KEEL_PROXY_STATUSES_MAX, load_status, base);
 }
 
+/* A field name, or "" for none. */
+static void rt_idem_header(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_retry_t *rt = base;
+    const char *s = scalar(v);
+    if (s != NULL && s[0] == 0) {
+        free(rt->idempotency_header);
+        rt->idempotency_header = NULL;
+        return;
+    }
+    to_field_name(c, v, "idempotency_header", &rt->idempotency_header);
+}
+
 static void r_retry(ctx_t *c, yaml_node_t *v, void *base)
 {
     static const field_t f[] = {
@@ -1104,6 +1120,7 @@ static void r_retry(ctx_t *c, yaml_node_t *v, void *base)
         {"retry_on", F_FN, 0, 0, 0, rt_retry_on},
         {"statuses", F_FN, 0, 0, 0, rt_statuses},
         {"idempotent_only", F_BOOL, offsetof(keel_proxy_retry_t, idempotent_only), 0, 0, NULL},
+        {"idempotency_header", F_FN, 0, 0, 0, rt_idem_header},
         {"backoff_base_ms", F_MS, offsetof(keel_proxy_retry_t, backoff_base_ms), 1, 60000, NULL},
         {"backoff_cap_ms", F_MS, offsetof(keel_proxy_retry_t, backoff_cap_ms), 1, 600000, NULL},
         {"budget_percent", F_U32, offsetof(keel_proxy_retry_t, budget_pct), 0, 100, NULL},
@@ -1217,6 +1234,7 @@ static void route_default(keel_proxy_route_t *r)
     r->retry.retry_on =
         KEEL_PROXY_RETRY_ON_CONNECT | KEEL_PROXY_RETRY_ON_RESET | KEEL_PROXY_RETRY_ON_GATEWAY;
     r->retry.idempotent_only = true;
+    r->retry.idempotency_header = strdup("idempotency-key");
     r->retry.backoff_base_ms = 25;
     r->retry.backoff_cap_ms = 250;
     r->retry.budget_pct = 20;
@@ -1502,6 +1520,7 @@ void keel_proxy_config_free(keel_proxy_config_t *cfg)
         free_edits(r->resp_add, r->resp_add_count);
         free_edits(r->resp_remove, r->resp_remove_count);
         free(r->ratelimit.header);
+        free(r->retry.idempotency_header);
     }
     for (uint32_t i = 0; i < cfg->jwt_providers_count; i++) {
         keel_proxy_jwt_provider_t *pv = &cfg->jwt_providers[i];

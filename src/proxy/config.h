@@ -40,6 +40,7 @@
 #define KEEL_PROXY_JWT_AUDIENCES_MAX 8u
 #define KEEL_PROXY_JWT_CLAIM_HEADERS_MAX 8u /* claims_to_headers per provider */
 #define KEEL_PROXY_JWT_SKEW_S_MAX 3600u
+#define KEEL_PROXY_RETRY_BUFFER_BYTES_MAX (16u << 20) /* ceiling of limits.retry_buffer_bytes */
 
 typedef struct keel_proxy_error {
     int line; /* 1-based; 0 when the error is not tied to a line */
@@ -62,9 +63,13 @@ typedef struct keel_proxy_limits {
     keel_ms_t client_idle_timeout_ms;   /* between keep-alive requests and while a body stalls;
                                            60000 */
     keel_ms_t upstream_idle_timeout_ms; /* a streaming upstream body that stalls; 60000 */
-    uint32_t buffer_bytes_max; /* unsent bytes queued toward one side before the other side's
-                                  reads pause (backpressure); default 65536 */
-    uint32_t connections_max;  /* client connections; over it new ones are closed; 10000 */
+    uint32_t buffer_bytes_max;   /* unsent bytes queued toward one side before the other side's
+                                    reads pause (backpressure); default 65536 */
+    uint32_t connections_max;    /* client connections; over it new ones are closed; 10000 */
+    uint32_t retry_buffer_bytes; /* a request body up to this size is kept while it goes
+                                    upstream, so a failed attempt can be replayed on another
+                                    host; larger bodies stream unkept and are not retried once
+                                    sent; 0 keeps none; default 65536 */
 } keel_proxy_limits_t;
 
 typedef struct keel_proxy_listener {
@@ -172,6 +177,10 @@ typedef struct keel_proxy_retry {
     int statuses[KEEL_PROXY_STATUSES_MAX];
     uint32_t statuses_count;
     bool idempotent_only;
+    /* a request carrying this field (lower-case; NULL: none) is retried like an idempotent one:
+     * the upstream deduplicates it by the key (Stripe's and the IETF draft's Idempotency-Key);
+     * default "idempotency-key" */
+    char *idempotency_header;
     keel_ms_t backoff_base_ms, backoff_cap_ms;
     uint32_t budget_pct; /* retries in flight <= pct% of active requests ... */
     uint32_t budget_min; /* ... or this many, whichever is larger; pct 0: no budget */

@@ -39,8 +39,12 @@
  * response byte reached the client (connect failure, reset, timeout, or a
  * status in the route's retry_on) goes to core/retry for the verdict
  * (attempts, idempotency, deadline, backoff with full jitter) and then to the
- * route's retry budget (route.h). Once request body bytes went upstream the
- * request is not replayed (the proxy does not keep a copy of bodies).
+ * route's retry budget (route.h). The request body is copied as it goes
+ * upstream into the request's replay buffer while it fits in
+ * limits.retry_buffer_bytes; a retry sends the head and that copy again, then
+ * goes on streaming from the client. A body that outgrew the buffer is not
+ * replayed once its bytes went upstream. A retry avoids the host that failed
+ * when another is available (Envoy's previous_hosts predicate).
  */
 
 static keel_ms_t now_ms(keel_proxy_t *p)
@@ -188,6 +192,8 @@ static void x_end_attempt(keel__dconn_t *d, int ok, int status, bool local_failu
     }
     if (status > 0)
         keel_counter_inc(cl->m_class[status_class(status)]);
+    if (ok == 0)
+        x->failed_host_1 = x->host->idx + 1;
     x->host->active--;
     x->host = NULL;
 }
@@ -234,6 +240,7 @@ static void x_release(keel__dconn_t *d)
         keel_counter_inc(x->route->m_class[status_class(x->status)]);
         keel_histogram_observe(x->route->m_duration, (double)(now_ms(d->p) - x->start_ms) / 1000.0);
     }
+    keel_proxy_replay_release(&x->replay);
     keel__pgen_t *gen = x->gen;
     keel_buf_t head = x->up_head;
     keel_buf_reset(&head);
@@ -252,6 +259,7 @@ static void d_handle_closed(uv_handle_t *h)
     keel_buf_free(&d->in);
     keel_buf_free(&d->out);
     keel_buf_free(&d->x.up_head);
+    keel_proxy_replay_release(&d->x.replay);
     keel_proxy_t *p = d->p;
     free(d);
     keel__proxy_handle_closed(p);
@@ -989,6 +997,10 @@ static void x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
         if (i >= 0)
             key_hash = keel_balance_hash(base + h->fields[i].value.off, h->fields[i].value.len);
     }
+    if (r != NULL && r->retry.idempotency_header != NULL) {
+        int i = keel_h1_find(base, h, r->retry.idempotency_header);
+        x->idem_key = i >= 0 && h->fields[i].value.len > 0;
+    }
     bool limited = r != NULL && auth == KEEL_PROXY_AUTH_OK && x->route->rl_on &&
                    ratelimit_denied(d, base, h, &jwt, &retry_after_ms);
     keel_jwt_free(&jwt); /* its claims are in the upstream head and the rate-limit key by now */
@@ -1020,6 +1032,12 @@ static void x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
         keel_counter_inc(x->cl->m_bulkhead_rejected);
         x_local(d, 503, "bulkhead-full", NULL, NULL, NULL, 0);
     } else {
+        /* a body that may be retried is kept as it goes upstream, up to the limit */
+        uint64_t keep = r->retry.attempts_max > 1 ? gen->cfg->limits.retry_buffer_bytes : 0;
+        keel_proxy_replay_begin(&x->replay, keep,
+                                h->body == KEEL_H1_BODY_LENGTH    ? h->content_length
+                                : h->body == KEEL_H1_BODY_CHUNKED ? UINT64_MAX
+                                                                  : 0);
         x->cl->active_requests++;
         x->counted = true;
         x->up_keepalive = true;
@@ -1083,7 +1101,14 @@ static void x_attempt(keel__dconn_t *d)
         }
     }
     uint32_t idx;
-    if (keel_balance_pick(&cl->lb, key_hash, now, &idx) != 0) {
+    int picked = keel_balance_pick(&cl->lb, key_hash, now, &idx);
+    /* a retry goes to another host when there is one (Envoy's previous_hosts predicate, with
+     * its few re-picks; a hash policy that maps the key to that host keeps it) */
+    for (int k = 0; picked == 0 && x->failed_host_1 == idx + 1 && cl->lb.avail_n > 1 &&
+                    k < KEEL_PROXY_REPICKS_MAX;
+         k++)
+        picked = keel_balance_pick(&cl->lb, key_hash, now, &idx);
+    if (picked != 0) {
         if (x->permit >= 0)
             keel_breaker_record(&cl->breaker, now, x->permit, KEEL_BREAKER_IGNORED, 0);
         x->permit = -1;
@@ -1141,42 +1166,20 @@ static void x_timeout(keel__dconn_t *d, bool connect)
         x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_TIMEOUT, 0, 504, "upstream-timeout");
 }
 
-/* Whether the route's retry_on covers this outcome (listed statuses included). */
-static bool retryable(const keel_proxy_retry_t *rt, keel_retry_failure_t failure, int status)
-{
-    switch (failure) {
-    case KEEL_RETRY_FAIL_CONNECT:
-        return rt->retry_on & KEEL_PROXY_RETRY_ON_CONNECT;
-    case KEEL_RETRY_FAIL_RESET:
-        return rt->retry_on & KEEL_PROXY_RETRY_ON_RESET;
-    case KEEL_RETRY_FAIL_TIMEOUT:
-        return rt->retry_on & KEEL_PROXY_RETRY_ON_TIMEOUT;
-    case KEEL_RETRY_FAIL_NONE:
-        break;
-    }
-    if ((rt->retry_on & KEEL_PROXY_RETRY_ON_5XX) && status >= 500 && status <= 599)
-        return true;
-    if ((rt->retry_on & KEEL_PROXY_RETRY_ON_GATEWAY) &&
-        (status == 502 || status == 503 || status == 504))
-        return true;
-    for (uint32_t i = 0; i < rt->statuses_count; i++)
-        if (rt->statuses[i] == status)
-            return true;
-    return false;
-}
-
 /* Decides whether the failed attempt is tried again; true when a retry is scheduled. */
 static bool x_try_again(keel__dconn_t *d, keel_retry_failure_t failure, int status)
 {
     keel__xch_t *x = &d->x;
     const keel_proxy_retry_t *rt = &x->route->cfg->retry;
-    if (rt->attempts_max <= 1 || x->body_began || x->resp_head || d->p->stopping ||
-        !retryable(rt, failure, status))
+    if (rt->attempts_max <= 1 || x->resp_head || d->p->stopping)
         return false;
-    /* core/retry judges attempts, idempotency, the deadline and the backoff; the class was
+    keel_proxy_retry_req_t rq = {x->method_kind != 0, x->idem_key, x->replay.sent,
+                                 keel_proxy_replay_ok(&x->replay)};
+    if (keel_proxy_retry_eligible(rt, &rq, failure, status) != KEEL_PROXY_RETRY_OK)
+        return false;
+    /* core/retry judges attempts, the deadline and the backoff; class and idempotency were
      * decided above (its policy is configured to accept every class we pass it) */
-    keel_retry_outcome_t o = {failure, failure == KEEL_RETRY_FAIL_NONE ? 503 : 0,
-                              x->method_kind != 0};
+    keel_retry_outcome_t o = {failure, failure == KEEL_RETRY_FAIL_NONE ? 503 : 0, true};
     keel_retry_decision_t dec;
     keel_ms_t now = now_ms(d->p);
     keel_retry_next(&x->route->retry, &x->call, now, &o, &d->p->rand, &dec);
@@ -1237,10 +1240,10 @@ static void d_pump_req_body(keel__dconn_t *d)
            pending(&u->tcp, &u->out) < lim->buffer_bytes_max) {
         const uint8_t *in = keel_buf_rptr(&d->in);
         size_t n = keel_buf_unread(&d->in);
-        x->body_began = true; /* bytes leave d->in for good: the request cannot be replayed */
         if (x->req_body == KEEL_H1_BODY_LENGTH) {
             size_t take = n < x->req_remaining ? n : (size_t)x->req_remaining;
             keel_buf_append(&u->out, in, take);
+            keel_proxy_replay_add(&x->replay, in, take); /* kept for a retry while it fits */
             keel_buf_consume(&d->in, take);
             x->req_remaining -= take;
             x->req_bytes += take;
@@ -1262,13 +1265,18 @@ static void d_pump_req_body(keel__dconn_t *d)
                 x_local(d, 413, NULL, NULL, NULL, NULL, 0);
                 return;
             }
+            size_t before = keel_buf_unread(&u->out);
             append_chunk_size(&u->out, len);
             keel_buf_append(&u->out, in + off, len);
             keel_buf_append(&u->out, "\r\n", 2);
+            /* the chunk as framed upstream, kept for a retry while it fits */
+            keel_proxy_replay_add(&x->replay, keel_buf_rptr(&u->out) + before,
+                                  keel_buf_unread(&u->out) - before);
         }
         keel_buf_consume(&d->in, used);
         if (ev == KEEL_H1_CK_END) {
             keel_buf_append(&u->out, "0\r\n\r\n", 5);
+            keel_proxy_replay_add(&x->replay, "0\r\n\r\n", 5);
             x->req_done = true;
         }
     }
@@ -1391,7 +1399,11 @@ static void u_send(keel__uconn_t *u)
         keel_buf_append(&u->out, "\r\n", 2);
     }
     keel_buf_append(&u->out, "\r\n", 2);
-    if (x->expect_continue && !x->body_began) {
+    /* a retry: the body bytes the failed attempt sent, again (the rest still streams from the
+     * client); x_try_again allowed it only if they are all kept */
+    if (x->replay.sent)
+        keel_buf_append(&u->out, keel_buf_rptr(&x->replay.buf), keel_buf_unread(&x->replay.buf));
+    if (x->expect_continue && !x->replay.sent) {
         /* we want the body now: say so to the client ourselves (RFC 9110 §10.1.1) */
         keel_buf_append_str(&d->out, "HTTP/1.1 100 Continue\r\n\r\n");
         x->expect_continue = false;
@@ -1504,8 +1516,8 @@ static void u_process(keel__uconn_t *u)
             continue;
         }
         const keel_proxy_retry_t *rt = &x->route->cfg->retry;
-        if (rt->attempts_max > 1 && !x->body_began &&
-            retryable(rt, KEEL_RETRY_FAIL_NONE, h->status)) {
+        if (rt->attempts_max > 1 && keel_proxy_replay_ok(&x->replay) &&
+            keel_proxy_retry_on(rt, KEEL_RETRY_FAIL_NONE, h->status)) {
             /* a retry discards this response and its connection */
             int status = h->status;
             x->u = NULL;

@@ -17,6 +17,7 @@
 #include "proxy/config.h"
 #include "proto/trace.h"
 #include "proxy/h1.h"
+#include "proxy/route.h"
 #include "proxy/proxy.h"
 #include "runtime/http_client.h"
 #include "runtime/http_server.h"
@@ -47,6 +48,8 @@
 #define KEEL_PROXY_SERVICE_RING_WEIGHT_MAX 8u
 /* "host:port" of a registry instance. */
 #define KEEL_PROXY_HOST_ADDR_BYTES_MAX (KEEL_DISCOVERY_ADDR_BYTES_MAX + 8)
+/* A retry re-picks at most this many times to avoid the host that just failed. */
+#define KEEL_PROXY_REPICKS_MAX 3
 /* Retry-After and RateLimit-Reset are whole seconds, at least this many. */
 #define KEEL_PROXY_RETRY_AFTER_S_MIN 1
 
@@ -189,9 +192,12 @@ typedef struct keel__xch {
     uint64_t req_remaining; /* LENGTH */
     uint64_t req_bytes;
     keel_h1_chunked_t req_ck;
-    bool req_done;   /* the whole request body has been read from the client */
-    bool req_sent;   /* ... and queued toward the upstream */
-    bool body_began; /* some body byte went upstream: no retry possible */
+    bool req_done; /* the whole request body has been read from the client */
+    bool req_sent; /* ... and queued toward the upstream */
+    /* the body as sent upstream, kept (up to limits.retry_buffer_bytes) for a retry */
+    keel_proxy_replay_t replay;
+    bool idem_key;          /* carries the route's idempotency header: retried as idempotent */
+    uint32_t failed_host_1; /* 1 + the index of the host whose attempt failed last; 0: none */
     /* response */
     bool resp_head; /* a response head went to the client */
     int status;

@@ -185,3 +185,76 @@ bool keel_proxy_retry_budget_allows(const keel_proxy_retry_t *rt, uint64_t activ
         cap = rt->budget_min;
     return active_retries < cap;
 }
+
+bool keel_proxy_retry_on(const keel_proxy_retry_t *rt, keel_retry_failure_t failure, int status)
+{
+    switch (failure) {
+    case KEEL_RETRY_FAIL_CONNECT:
+        return rt->retry_on & KEEL_PROXY_RETRY_ON_CONNECT;
+    case KEEL_RETRY_FAIL_RESET:
+        return rt->retry_on & KEEL_PROXY_RETRY_ON_RESET;
+    case KEEL_RETRY_FAIL_TIMEOUT:
+        return rt->retry_on & KEEL_PROXY_RETRY_ON_TIMEOUT;
+    case KEEL_RETRY_FAIL_NONE:
+        break;
+    }
+    if ((rt->retry_on & KEEL_PROXY_RETRY_ON_5XX) && status >= 500 && status <= 599)
+        return true;
+    if ((rt->retry_on & KEEL_PROXY_RETRY_ON_GATEWAY) &&
+        (status == 502 || status == 503 || status == 504))
+        return true;
+    for (uint32_t i = 0; i < rt->statuses_count; i++)
+        if (rt->statuses[i] == status)
+            return true;
+    return false;
+}
+
+keel_proxy_retry_why_t keel_proxy_retry_eligible(const keel_proxy_retry_t *rt,
+                                                 const keel_proxy_retry_req_t *rq,
+                                                 keel_retry_failure_t failure, int status)
+{
+    if (!keel_proxy_retry_on(rt, failure, status))
+        return KEEL_PROXY_RETRY_NOT_ON;
+    if (rq->body_sent && !rq->body_replayable)
+        return KEEL_PROXY_RETRY_UNBUFFERED;
+    if (failure == KEEL_RETRY_FAIL_CONNECT)
+        return KEEL_PROXY_RETRY_OK;
+    if (rt->idempotent_only && !rq->idempotent && !rq->idempotency_key)
+        return KEEL_PROXY_RETRY_NOT_IDEMPOTENT;
+    return KEEL_PROXY_RETRY_OK;
+}
+
+void keel_proxy_replay_begin(keel_proxy_replay_t *r, uint64_t limit, uint64_t expect)
+{
+    keel_buf_free(&r->buf); /* a zeroed struct holds nothing to free */
+    keel_buf_init(&r->buf, KEEL_PROXY_RETRY_BUFFER_BYTES_MAX);
+    r->limit =
+        limit < KEEL_PROXY_RETRY_BUFFER_BYTES_MAX ? limit : KEEL_PROXY_RETRY_BUFFER_BYTES_MAX;
+    r->sent = false;
+    r->whole = r->limit > 0 && (expect == UINT64_MAX || expect <= r->limit);
+}
+
+void keel_proxy_replay_add(keel_proxy_replay_t *r, const void *p, size_t n)
+{
+    if (n == 0)
+        return;
+    r->sent = true;
+    if (!r->whole)
+        return;
+    if (keel_buf_unread(&r->buf) + n > r->limit || keel_buf_append(&r->buf, p, n) != 0) {
+        r->whole = false; /* past the limit (or out of memory): this body cannot be replayed */
+        keel_buf_free(&r->buf);
+    }
+}
+
+bool keel_proxy_replay_ok(const keel_proxy_replay_t *r)
+{
+    return !r->sent || r->whole;
+}
+
+void keel_proxy_replay_release(keel_proxy_replay_t *r)
+{
+    keel_buf_free(&r->buf);
+    r->sent = false;
+    r->whole = false;
+}
