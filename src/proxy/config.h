@@ -40,6 +40,11 @@
 #define KEEL_PROXY_JWT_AUDIENCES_MAX 8u
 #define KEEL_PROXY_JWT_CLAIM_HEADERS_MAX 8u /* claims_to_headers per provider */
 #define KEEL_PROXY_JWT_SKEW_S_MAX 3600u
+#define KEEL_PROXY_TEMPLATE_PARAMS_MAX 8u /* {name} segments in a path template */
+#define KEEL_PROXY_AGG_PARTS_MAX 8u       /* upstream calls of one aggregate route */
+#define KEEL_PROXY_AGG_FORWARD_MAX 8u     /* client fields an aggregate forwards to its parts */
+#define KEEL_PROXY_AGG_PART_BYTES_CEILING (4u << 20) /* ceiling of part_bytes_max */
+#define KEEL_PROXY_AGG_PATH_BYTES_MAX 2048u          /* a part's path once its template is filled */
 #define KEEL_PROXY_RETRY_BUFFER_BYTES_MAX (16u << 20) /* ceiling of limits.retry_buffer_bytes */
 
 typedef struct keel_proxy_error {
@@ -138,6 +143,7 @@ typedef enum keel_proxy_path_kind {
     KEEL_PROXY_PATH_EXACT,
     KEEL_PROXY_PATH_PREFIX,
     KEEL_PROXY_PATH_REGEX,
+    KEEL_PROXY_PATH_TEMPLATE, /* "/orders/{id}/full": each {name} is one non-empty segment */
 } keel_proxy_path_kind_t;
 
 /* A condition on a header or query parameter: present, absent, equal to value, or matching. */
@@ -163,7 +169,28 @@ typedef enum keel_proxy_action {
     KEEL_PROXY_ACTION_FORWARD,
     KEEL_PROXY_ACTION_DIRECT,
     KEEL_PROXY_ACTION_REDIRECT,
+    KEEL_PROXY_ACTION_AGGREGATE,
 } keel_proxy_action_t;
+
+/* One upstream call of an aggregate route: its JSON body becomes the field `name`. */
+typedef struct keel_proxy_agg_part {
+    char *name;
+    int line;
+    char *cluster_name;
+    uint32_t cluster;     /* index into clusters */
+    char *path;           /* "/orders/{id}", {param} of the route's template or {header:NAME} */
+    keel_ms_t timeout_ms; /* the whole call; default 1000 */
+    bool required;        /* failing it fails the request (502, 504, or its own 4xx) */
+} keel_proxy_agg_part_t;
+
+/* An aggregate route: the parts are called at once and their bodies merged into one object. */
+typedef struct keel_proxy_aggregate {
+    keel_proxy_agg_part_t parts[KEEL_PROXY_AGG_PARTS_MAX];
+    uint32_t parts_count;
+    char *forward_headers[KEEL_PROXY_AGG_FORWARD_MAX]; /* lower-case client fields sent along */
+    uint32_t forward_count;
+    uint32_t part_bytes_max; /* a larger part body is a failed part; default 65536 */
+} keel_proxy_aggregate_t;
 
 #define KEEL_PROXY_RETRY_ON_CONNECT 1u
 #define KEEL_PROXY_RETRY_ON_RESET 2u
@@ -262,6 +289,7 @@ typedef struct keel_proxy_route {
     char *direct_content_type;
     int redirect_status;
     char *redirect_location;
+    keel_proxy_aggregate_t *aggregate; /* ACTION_AGGREGATE */
     keel_proxy_header_edit_t req_add[KEEL_PROXY_HEADER_EDITS_MAX];
     uint32_t req_add_count;
     keel_proxy_header_edit_t req_remove[KEEL_PROXY_HEADER_EDITS_MAX];

@@ -1,6 +1,8 @@
 /* route.c - first-match routing over host, path, method, headers and query; weighted picks. */
 #include "proxy/route.h"
 
+#include "base/err.h"
+
 #include <assert.h>
 #include <string.h>
 
@@ -108,6 +110,10 @@ static bool path_ok(const keel_proxy_route_t *r, const keel_proxy_req_view_t *re
     }
     case KEEL_PROXY_PATH_REGEX:
         return regex_ok(&r->path_regex, req->path, req->path_len);
+    case KEEL_PROXY_PATH_TEMPLATE: {
+        keel_proxy_param_t params[KEEL_PROXY_TEMPLATE_PARAMS_MAX];
+        return keel_proxy_template_match(r->path, req->path, req->path_len, params) >= 0;
+    }
     }
     return false;
 }
@@ -257,4 +263,93 @@ void keel_proxy_replay_release(keel_proxy_replay_t *r)
     keel_buf_free(&r->buf);
     r->sent = false;
     r->whole = false;
+}
+
+int keel_proxy_template_match(const char *tmpl, const char *path, size_t len,
+                              keel_proxy_param_t *params)
+{
+    const char *t = tmpl;
+    size_t i = 0;
+    int n = 0;
+    while (*t) {
+        if (*t == '{') {
+            const char *end = strchr(t, '}');
+            if (end == NULL || n == (int)KEEL_PROXY_TEMPLATE_PARAMS_MAX)
+                return -1; /* the loader refuses such templates */
+            size_t start = i;
+            while (i < len && path[i] != '/')
+                i++;
+            if (i == start)
+                return -1; /* a parameter is never empty */
+            params[n++] =
+                (keel_proxy_param_t){t + 1, (size_t)(end - t - 1), path + start, i - start};
+            t = end + 1;
+            continue;
+        }
+        if (i >= len || path[i] != *t)
+            return -1;
+        i++;
+        t++;
+    }
+    return i == len ? n : -1;
+}
+
+static bool pchar(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           strchr("-._~%!$&'()*+,;=:@", c) != NULL;
+}
+
+int keel_proxy_fill_path(const char *tmpl, const keel_proxy_param_t *params, uint32_t n,
+                         const keel_proxy_req_view_t *req, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (const char *t = tmpl; *t;) {
+        const char *v = t;
+        size_t vlen = 1;
+        bool literal = true;
+        if (*t == '{' && strchr(t, '}') != NULL) {
+            const char *end = strchr(t, '}');
+            const char *name = t + 1;
+            size_t nlen = (size_t)(end - name);
+            literal = false;
+            v = NULL;
+            if (nlen > 7 && strncmp(name, "header:", 7) == 0) {
+                for (size_t k = 0; k < req->headers_count && v == NULL; k++)
+                    if (req->headers[k].name_len == nlen - 7) {
+                        size_t m = 0;
+                        while (m < nlen - 7 && lower((unsigned char)req->headers[k].name[m]) ==
+                                                   lower((unsigned char)name[7 + m]))
+                            m++;
+                        if (m == nlen - 7) {
+                            v = req->headers[k].value;
+                            vlen = req->headers[k].value_len;
+                        }
+                    }
+            } else {
+                for (uint32_t k = 0; k < n && v == NULL; k++)
+                    if (params[k].name_len == nlen && memcmp(params[k].name, name, nlen) == 0) {
+                        v = params[k].value;
+                        vlen = params[k].value_len;
+                    }
+            }
+            if (v == NULL || vlen == 0)
+                return KEEL_ENOTFOUND;
+            t = end + 1;
+        } else {
+            t++;
+        }
+        if (!literal)
+            for (size_t k = 0; k < vlen; k++)
+                if (!pchar((unsigned char)v[k]))
+                    return KEEL_EINVAL;
+        if (o + vlen >= cap)
+            return KEEL_ETOOBIG;
+        memcpy(out + o, v, vlen);
+        o += vlen;
+    }
+    if (cap == 0)
+        return KEEL_ETOOBIG;
+    out[o] = 0;
+    return 0;
 }

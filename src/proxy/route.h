@@ -47,6 +47,30 @@ typedef struct keel_proxy_req_view {
 /* Longest path or value the regex conditions look at; longer ones do not match a regex. */
 #define KEEL_PROXY_MATCH_BYTES_MAX 8192u
 
+/* A {name} of a template and the segment it matched (views into template and path). */
+typedef struct keel_proxy_param {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+} keel_proxy_param_t;
+
+/* Matches path[0..len) against a template ("/orders/{id}/full": each {name} one non-empty
+ * segment, the rest literal); fills params (KEEL_PROXY_TEMPLATE_PARAMS_MAX) and returns their
+ * count, or -1 when it does not match. */
+int keel_proxy_template_match(const char *tmpl, const char *path, size_t len,
+                              keel_proxy_param_t *params);
+
+/*
+ * Fills a part's path template: {name} takes the request's path parameter, {header:NAME} the
+ * value of the request's first field NAME. A value goes in only if every byte is an RFC 3986
+ * pchar (unreserved, %XX as sent, sub-delims, ':' and '@': no '/', '?', '#' or space), so a
+ * client cannot step into another path or add a query. 0, KEEL_ENOTFOUND (no such field or
+ * an empty one), KEEL_EINVAL (a value with another byte), KEEL_ETOOBIG (over cap - 1).
+ */
+int keel_proxy_fill_path(const char *tmpl, const keel_proxy_param_t *params, uint32_t n,
+                         const keel_proxy_req_view_t *req, char *out, size_t cap);
+
 /* Index of the first matching route, or -1. */
 int keel_proxy_route_match(const keel_proxy_config_t *cfg, const keel_proxy_req_view_t *req);
 /* Whether route r matches (what keel_proxy_route_match tries in order). */
