@@ -297,7 +297,7 @@ int keel_proxy_template_match(const char *tmpl, const char *path, size_t len,
 static bool pchar(unsigned char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           strchr("-._~%!$&'()*+,;=:@", c) != NULL;
+           strchr("-._~%!$'()*,;:@", c) != NULL;
 }
 
 int keel_proxy_fill_path(const char *tmpl, const keel_proxy_param_t *params, uint32_t n,

@@ -64,8 +64,9 @@ int keel_proxy_template_match(const char *tmpl, const char *path, size_t len,
 /*
  * Fills a part's path template: {name} takes the request's path parameter, {header:NAME} the
  * value of the request's first field NAME. A value goes in only if every byte is an RFC 3986
- * pchar (unreserved, %XX as sent, sub-delims, ':' and '@': no '/', '?', '#' or space), so a
- * client cannot step into another path or add a query. 0, KEEL_ENOTFOUND (no such field or
+ * unreserved character, '%' (an escape passes as sent) or one of !$'()*,;:@ - no '/', '?',
+ * '#', '&', '=', '+' or space - so a client cannot step into another path or add a query
+ * parameter. 0, KEEL_ENOTFOUND (no such field or
  * an empty one), KEEL_EINVAL (a value with another byte), KEEL_ETOOBIG (over cap - 1).
  */
 int keel_proxy_fill_path(const char *tmpl, const keel_proxy_param_t *params, uint32_t n,

@@ -130,10 +130,11 @@ static void fills_part_paths_and_refuses_values_that_escape(void)
     keel_proxy_header_view_t hv[] = {{"X-Customer-Id", 13, "c-9", 3},
                                      {"X-Evil", 6, "../x", 4},
                                      {"X-Q", 3, "a?b=1", 5},
-                                     {"X-Empty", 7, "", 0}};
+                                     {"X-Empty", 7, "", 0},
+                                     {"X-Inj", 5, "1&role=admin", 12}};
     keel_proxy_req_view_t req = {0};
     req.headers = hv;
-    req.headers_count = 4;
+    req.headers_count = 5;
     char out[64];
     KT_EQ_INT(keel_proxy_fill_path("/charges/{id}?c={header:x-customer-id}", p, 1, &req, out,
                                    sizeof(out)),
@@ -143,6 +144,8 @@ static void fills_part_paths_and_refuses_values_that_escape(void)
               KEEL_EINVAL); /* '/' would step into another path */
     KT_EQ_INT(keel_proxy_fill_path("/x/{header:x-q}", p, 1, &req, out, sizeof(out)),
               KEEL_EINVAL); /* '?' would add a query */
+    KT_EQ_INT(keel_proxy_fill_path("/x?a={header:x-inj}", p, 1, &req, out, sizeof(out)),
+              KEEL_EINVAL); /* '&' and '=' would add a query parameter */
     KT_EQ_INT(keel_proxy_fill_path("/x/{header:x-empty}", p, 1, &req, out, sizeof(out)),
               KEEL_ENOTFOUND);
     KT_EQ_INT(keel_proxy_fill_path("/x/{header:x-none}", p, 1, &req, out, sizeof(out)),
