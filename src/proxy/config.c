@@ -296,6 +296,8 @@ static const field_t limit_fields[] = {
     {"buffer_bytes_max", F_U32, offsetof(keel_proxy_limits_t, buffer_bytes_max), 1024, 1u << 26,
      NULL},
     {"connections_max", F_U32, offsetof(keel_proxy_limits_t, connections_max), 1, 1000000, NULL},
+    {"retry_buffer_bytes", F_U32, offsetof(keel_proxy_limits_t, retry_buffer_bytes), 0,
+     KEEL_PROXY_RETRY_BUFFER_BYTES_MAX, NULL},
 };
 
 static void limits_default(keel_proxy_limits_t *l)
@@ -309,6 +311,7 @@ static void limits_default(keel_proxy_limits_t *l)
     l->upstream_idle_timeout_ms = 60000;
     l->buffer_bytes_max = 65536;
     l->connections_max = 10000;
+    l->retry_buffer_bytes = 65536;
 }
 
 /* ---- listeners and admin ----------------------------------------------------------------- */
@@ -762,7 +765,7 @@ static void set_path(ctx_t *c, yaml_node_t *v, keel_proxy_route_t *r, keel_proxy
                      const char *key)
 {
     if (r->path_kind != KEEL_PROXY_PATH_ANY) {
-        ERR(c, v, "match: give one of exact, prefix, regex");
+        ERR(c, v, "match: give one of exact, prefix, regex, template");
         return;
     }
     if (!to_str(c, v, key, false, &r->path))
@@ -790,6 +793,50 @@ static void m_prefix(ctx_t *c, yaml_node_t *v, void *base)
 static void m_regex(ctx_t *c, yaml_node_t *v, void *base)
 {
     set_path(c, v, base, KEEL_PROXY_PATH_REGEX, "regex");
+}
+
+/* A path template: '/'-separated segments, each literal or a whole "{name}" (letters, digits,
+ * '_'), every name once, at most KEEL_PROXY_TEMPLATE_PARAMS_MAX of them. */
+static void m_template(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_route_t *r = base;
+    set_path(c, v, r, KEEL_PROXY_PATH_TEMPLATE, "template");
+    if (r->path_kind != KEEL_PROXY_PATH_TEMPLATE)
+        return;
+    const char *names[KEEL_PROXY_TEMPLATE_PARAMS_MAX];
+    size_t lens[KEEL_PROXY_TEMPLATE_PARAMS_MAX];
+    uint32_t n = 0;
+    for (const char *q = r->path; *q; q++) {
+        if (*q == '}' || (*q == '{' && q[-1] != '/')) {
+            ERR(c, v, "template: a {name} must be a whole segment ('%s')", r->path);
+            return;
+        }
+        if (*q != '{')
+            continue;
+        const char *end = strchr(q, '}');
+        size_t len = end ? (size_t)(end - q - 1) : 0;
+        bool ok = end != NULL && len > 0 && (end[1] == 0 || end[1] == '/');
+        for (size_t i = 0; ok && i < len; i++)
+            ok = (q[1 + i] >= 'a' && q[1 + i] <= 'z') || (q[1 + i] >= 'A' && q[1 + i] <= 'Z') ||
+                 (q[1 + i] >= '0' && q[1 + i] <= '9') || q[1 + i] == '_';
+        if (!ok) {
+            ERR(c, v, "template: a {name} must be a whole segment of letters, digits, '_' ('%s')",
+                r->path);
+            return;
+        }
+        for (uint32_t k = 0; k < n; k++)
+            if (lens[k] == len && memcmp(names[k], q + 1, len) == 0) {
+                ERR(c, v, "template: {%.*s} is given twice", (int)len, q + 1);
+                return;
+            }
+        if (n == KEEL_PROXY_TEMPLATE_PARAMS_MAX) {
+            ERR(c, v, "template: more than %u parameters", KEEL_PROXY_TEMPLATE_PARAMS_MAX);
+            return;
+        }
+        names[n] = q + 1;
+        lens[n++] = len;
+        q = end;
+    }
 }
 
 static void m_host(ctx_t *c, yaml_node_t *v, void *base)
@@ -881,7 +928,7 @@ static const field_t match_fields[] = {
     {"host", F_FN, 0, 0, 0, m_host},       {"exact", F_FN, 0, 0, 0, m_exact},
     {"prefix", F_FN, 0, 0, 0, m_prefix},   {"regex", F_FN, 0, 0, 0, m_regex},
     {"methods", F_FN, 0, 0, 0, m_methods}, {"headers", F_FN, 0, 0, 0, m_headers},
-    {"query", F_FN, 0, 0, 0, m_query},
+    {"query", F_FN, 0, 0, 0, m_query},     {"template", F_FN, 0, 0, 0, m_template},
 };
 
 static void r_match(ctx_t *c, yaml_node_t *v, void *base)
@@ -1097,6 +1144,19 @@ static void rt_statuses(ctx_t *c, yaml_node_t *v, void *base)
     each_item(c, v, "statuses", KEEL_PROXY_STATUSES_MAX, load_status, base);
 }
 
+/* A field name, or "" for none. */
+static void rt_idem_header(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_retry_t *rt = base;
+    const char *s = scalar(v);
+    if (s != NULL && s[0] == 0) {
+        free(rt->idempotency_header);
+        rt->idempotency_header = NULL;
+        return;
+    }
+    to_field_name(c, v, "idempotency_header", &rt->idempotency_header);
+}
+
 static void r_retry(ctx_t *c, yaml_node_t *v, void *base)
 {
     static const field_t f[] = {
@@ -1104,6 +1164,7 @@ static void r_retry(ctx_t *c, yaml_node_t *v, void *base)
         {"retry_on", F_FN, 0, 0, 0, rt_retry_on},
         {"statuses", F_FN, 0, 0, 0, rt_statuses},
         {"idempotent_only", F_BOOL, offsetof(keel_proxy_retry_t, idempotent_only), 0, 0, NULL},
+        {"idempotency_header", F_FN, 0, 0, 0, rt_idem_header},
         {"backoff_base_ms", F_MS, offsetof(keel_proxy_retry_t, backoff_base_ms), 1, 60000, NULL},
         {"backoff_cap_ms", F_MS, offsetof(keel_proxy_retry_t, backoff_cap_ms), 1, 600000, NULL},
         {"budget_percent", F_U32, offsetof(keel_proxy_retry_t, budget_pct), 0, 100, NULL},
@@ -1191,6 +1252,146 @@ static void r_jwt(ctx_t *c, yaml_node_t *v, void *base)
     free(t.provider);
 }
 
+/* ---- aggregate routes -------------------------------------------------------------------- */
+
+static void ap_cluster(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_agg_part_t *pt = base;
+    if (to_str(c, v, "cluster", false, &pt->cluster_name) &&
+        strlen(pt->cluster_name) >= KEEL_PROXY_NAME_BYTES_MAX)
+        ERR(c, v, "cluster name '%s' is too long", pt->cluster_name);
+}
+
+static void ap_name(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_agg_part_t *pt = base;
+    if (!to_str(c, v, "name", false, &pt->name))
+        return;
+    size_t len = strlen(pt->name);
+    bool ok = len > 0 && len < KEEL_PROXY_NAME_BYTES_MAX;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = (pt->name[i] >= 'a' && pt->name[i] <= 'z') ||
+             (pt->name[i] >= 'A' && pt->name[i] <= 'Z') ||
+             (pt->name[i] >= '0' && pt->name[i] <= '9') || pt->name[i] == '_' || pt->name[i] == '-';
+    if (!ok)
+        ERR(c, v, "name: '%s' must be 1..%u letters, digits, '_' or '-'", pt->name,
+            KEEL_PROXY_NAME_BYTES_MAX - 1);
+    else if (strcmp(pt->name, "partial") == 0 || strcmp(pt->name, "errors") == 0)
+        ERR(c, v, "name: '%s' is the aggregate's own field", pt->name);
+}
+
+static void ap_path(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_agg_part_t *pt = base;
+    if (!to_str(c, v, "path", false, &pt->path))
+        return;
+    bool ok = pt->path[0] == '/';
+    for (const char *q = pt->path; ok && *q; q++)
+        ok = (unsigned char)*q > ' ' && (unsigned char)*q < 0x7f && *q != '#';
+    if (!ok)
+        ERR(c, v, "path: '%s' must start with '/' and hold no space, control character or '#'",
+            pt->path);
+}
+
+static void load_agg_part(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
+{
+    static const field_t f[] = {
+        {"name", F_FN, 0, 0, 0, ap_name},
+        {"cluster", F_FN, 0, 0, 0, ap_cluster},
+        {"path", F_FN, 0, 0, 0, ap_path},
+        {"timeout_ms", F_MS, offsetof(keel_proxy_agg_part_t, timeout_ms), 1, DAY_MS, NULL},
+        {"required", F_BOOL, offsetof(keel_proxy_agg_part_t, required), 0, 0, NULL},
+    };
+    keel_proxy_aggregate_t *a = arg;
+    keel_proxy_agg_part_t *pt = &a->parts[i];
+    a->parts_count = i + 1;
+    pt->line = line_of(item);
+    pt->timeout_ms = 1000;
+    load_fields(c, item, f, N(f), pt, "part");
+    if (pt->name == NULL || pt->cluster_name == NULL || pt->path == NULL)
+        ERR(c, item, "part: 'name', 'cluster' and 'path' are required");
+    for (uint32_t k = 0; pt->name && k < i; k++)
+        if (a->parts[k].name && strcmp(a->parts[k].name, pt->name) == 0)
+            ERR(c, item, "part: '%s' is named twice", pt->name);
+}
+
+static void ag_parts(ctx_t *c, yaml_node_t *v, void *base)
+{
+    each_item(c, v, "parts", KEEL_PROXY_AGG_PARTS_MAX, load_agg_part, base);
+}
+
+static void load_agg_forward(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
+{
+    keel_proxy_aggregate_t *a = arg;
+    a->forward_count = i + 1;
+    to_field_name(c, item, "forward_headers", &a->forward_headers[i]);
+}
+
+static void ag_forward(ctx_t *c, yaml_node_t *v, void *base)
+{
+    each_item(c, v, "forward_headers", KEEL_PROXY_AGG_FORWARD_MAX, load_agg_forward, base);
+}
+
+static void r_aggregate(ctx_t *c, yaml_node_t *v, void *base)
+{
+    static const field_t f[] = {
+        {"parts", F_FN, 0, 0, 0, ag_parts},
+        {"forward_headers", F_FN, 0, 0, 0, ag_forward},
+        {"part_bytes_max", F_U32, offsetof(keel_proxy_aggregate_t, part_bytes_max), 2,
+         KEEL_PROXY_AGG_PART_BYTES_CEILING, NULL},
+    };
+    keel_proxy_route_t *r = base;
+    current_rl(c)->actions++;
+    r->action = KEEL_PROXY_ACTION_AGGREGATE;
+    if (r->aggregate != NULL) /* a repeated key: load_fields refuses it before this */
+        return;
+    r->aggregate = calloc(1, sizeof(*r->aggregate));
+    if (r->aggregate == NULL) {
+        ERR(c, v, "out of memory");
+        return;
+    }
+    r->aggregate->part_bytes_max = 65536;
+    load_fields(c, v, f, N(f), r->aggregate, "aggregate");
+    if (r->aggregate->parts_count == 0)
+        ERR(c, v, "aggregate: 'parts' needs at least one entry");
+}
+
+/* Whether the route's template has the parameter p[0..n). */
+static bool template_has(const keel_proxy_route_t *r, const char *p, size_t n)
+{
+    if (r->path_kind != KEEL_PROXY_PATH_TEMPLATE)
+        return false;
+    for (const char *q = strchr(r->path, '{'); q != NULL; q = strchr(q + 1, '{'))
+        if (strncmp(q + 1, p, n) == 0 && q[1 + n] == '}')
+            return true;
+    return false;
+}
+
+/* Each {x} of a part's path names a parameter of the route's template or header:NAME. */
+static void check_agg_paths(ctx_t *c, const keel_proxy_route_t *r)
+{
+    const keel_proxy_aggregate_t *a = r->aggregate;
+    for (uint32_t i = 0; a != NULL && i < a->parts_count; i++) {
+        const char *path = a->parts[i].path;
+        for (const char *q = path ? strchr(path, '{') : NULL; q != NULL; q = strchr(q, '{')) {
+            const char *end = strchr(q, '}');
+            if (end == NULL) {
+                errl(c, a->parts[i].line, "part %s: path '%s' has an unclosed '{'",
+                     a->parts[i].name ? a->parts[i].name : "?", path);
+                break;
+            }
+            size_t n = (size_t)(end - q - 1);
+            bool header = n > 7 && strncmp(q + 1, "header:", 7) == 0;
+            if (!header && !template_has(r, q + 1, n))
+                errl(c, a->parts[i].line,
+                     "part %s: {%.*s} is neither a {parameter} of the route's match template nor "
+                     "{header:NAME}",
+                     a->parts[i].name ? a->parts[i].name : "?", (int)n, q + 1);
+            q = end;
+        }
+    }
+}
+
 static const field_t route_fields[] = {
     {"name", F_STR, offsetof(keel_proxy_route_t, name), 0, 0, NULL},
     {"match", F_FN, 0, 0, 0, r_match},
@@ -1208,6 +1409,7 @@ static const field_t route_fields[] = {
     {"retry", F_FN, 0, 0, 0, r_retry},
     {"rate_limit", F_FN, 0, 0, 0, r_ratelimit},
     {"jwt", F_FN, 0, 0, 0, r_jwt},
+    {"aggregate", F_FN, 0, 0, 0, r_aggregate},
 };
 
 static void route_default(keel_proxy_route_t *r)
@@ -1217,6 +1419,7 @@ static void route_default(keel_proxy_route_t *r)
     r->retry.retry_on =
         KEEL_PROXY_RETRY_ON_CONNECT | KEEL_PROXY_RETRY_ON_RESET | KEEL_PROXY_RETRY_ON_GATEWAY;
     r->retry.idempotent_only = true;
+    r->retry.idempotency_header = strdup("idempotency-key");
     r->retry.backoff_base_ms = 25;
     r->retry.backoff_cap_ms = 250;
     r->retry.budget_pct = 20;
@@ -1248,10 +1451,13 @@ static void load_route(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
     if (rl->actions != 1)
         ERR(c, item,
             "route%s%s: give exactly one of cluster, weighted_clusters, "
-            "direct_response, redirect",
+            "direct_response, redirect, aggregate",
             r->name ? " " : "", r->name ? r->name : "");
     if (r->rewrite_prefix && r->path_kind != KEEL_PROXY_PATH_PREFIX)
         ERR(c, item, "route: rewrite_prefix needs a 'prefix' match");
+    if (r->aggregate != NULL && r->rewrite_prefix)
+        ERR(c, item, "route: an aggregate builds its parts' paths itself (no rewrite_prefix)");
+    check_agg_paths(c, r);
     if (r->ratelimit.enabled && r->ratelimit.key == KEEL_PROXY_RL_CLAIM && !r->jwt.enabled)
         ERR(c, item, "route: rate_limit key claim:%s needs a 'jwt' requirement on the route",
             r->ratelimit.header);
@@ -1331,6 +1537,20 @@ static void resolve_refs(ctx_t *c, route_load_t *rl)
                  p->name);
         else
             c->cfg->routes[p->route].clusters[p->slot].cluster = (uint32_t)idx;
+    }
+    for (uint32_t i = 0; i < c->cfg->routes_count; i++) {
+        keel_proxy_aggregate_t *a = c->cfg->routes[i].aggregate;
+        for (uint32_t k = 0; a != NULL && k < a->parts_count; k++) {
+            if (a->parts[k].cluster_name == NULL)
+                continue;
+            int idx = keel_proxy_config_cluster(c->cfg, a->parts[k].cluster_name);
+            if (idx < 0)
+                errl(c, a->parts[k].line, "route '%s': part %s: no cluster named '%s'",
+                     c->cfg->routes[i].name, a->parts[k].name ? a->parts[k].name : "?",
+                     a->parts[k].cluster_name);
+            else
+                a->parts[k].cluster = (uint32_t)idx;
+        }
     }
     for (uint32_t i = 0; i < c->cfg->routes_count; i++) {
         keel_proxy_route_t *r = &c->cfg->routes[i];
@@ -1502,6 +1722,17 @@ void keel_proxy_config_free(keel_proxy_config_t *cfg)
         free_edits(r->resp_add, r->resp_add_count);
         free_edits(r->resp_remove, r->resp_remove_count);
         free(r->ratelimit.header);
+        free(r->retry.idempotency_header);
+        if (r->aggregate != NULL) {
+            for (uint32_t k = 0; k < r->aggregate->parts_count; k++) {
+                free(r->aggregate->parts[k].name);
+                free(r->aggregate->parts[k].cluster_name);
+                free(r->aggregate->parts[k].path);
+            }
+            for (uint32_t k = 0; k < r->aggregate->forward_count; k++)
+                free(r->aggregate->forward_headers[k]);
+            free(r->aggregate);
+        }
     }
     for (uint32_t i = 0; i < cfg->jwt_providers_count; i++) {
         keel_proxy_jwt_provider_t *pv = &cfg->jwt_providers[i];

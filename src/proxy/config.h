@@ -40,6 +40,12 @@
 #define KEEL_PROXY_JWT_AUDIENCES_MAX 8u
 #define KEEL_PROXY_JWT_CLAIM_HEADERS_MAX 8u /* claims_to_headers per provider */
 #define KEEL_PROXY_JWT_SKEW_S_MAX 3600u
+#define KEEL_PROXY_TEMPLATE_PARAMS_MAX 8u /* {name} segments in a path template */
+#define KEEL_PROXY_AGG_PARTS_MAX 8u       /* upstream calls of one aggregate route */
+#define KEEL_PROXY_AGG_FORWARD_MAX 8u     /* client fields an aggregate forwards to its parts */
+#define KEEL_PROXY_AGG_PART_BYTES_CEILING (4u << 20) /* ceiling of part_bytes_max */
+#define KEEL_PROXY_AGG_PATH_BYTES_MAX 2048u          /* a part's path once its template is filled */
+#define KEEL_PROXY_RETRY_BUFFER_BYTES_MAX (16u << 20) /* ceiling of limits.retry_buffer_bytes */
 
 typedef struct keel_proxy_error {
     int line; /* 1-based; 0 when the error is not tied to a line */
@@ -62,9 +68,13 @@ typedef struct keel_proxy_limits {
     keel_ms_t client_idle_timeout_ms;   /* between keep-alive requests and while a body stalls;
                                            60000 */
     keel_ms_t upstream_idle_timeout_ms; /* a streaming upstream body that stalls; 60000 */
-    uint32_t buffer_bytes_max; /* unsent bytes queued toward one side before the other side's
-                                  reads pause (backpressure); default 65536 */
-    uint32_t connections_max;  /* client connections; over it new ones are closed; 10000 */
+    uint32_t buffer_bytes_max;   /* unsent bytes queued toward one side before the other side's
+                                    reads pause (backpressure); default 65536 */
+    uint32_t connections_max;    /* client connections; over it new ones are closed; 10000 */
+    uint32_t retry_buffer_bytes; /* a request body up to this size is kept while it goes
+                                    upstream, so a failed attempt can be replayed on another
+                                    host; larger bodies stream unkept and are not retried once
+                                    sent; 0 keeps none; default 65536 */
 } keel_proxy_limits_t;
 
 typedef struct keel_proxy_listener {
@@ -133,6 +143,7 @@ typedef enum keel_proxy_path_kind {
     KEEL_PROXY_PATH_EXACT,
     KEEL_PROXY_PATH_PREFIX,
     KEEL_PROXY_PATH_REGEX,
+    KEEL_PROXY_PATH_TEMPLATE, /* "/orders/{id}/full": each {name} is one non-empty segment */
 } keel_proxy_path_kind_t;
 
 /* A condition on a header or query parameter: present, absent, equal to value, or matching. */
@@ -158,7 +169,28 @@ typedef enum keel_proxy_action {
     KEEL_PROXY_ACTION_FORWARD,
     KEEL_PROXY_ACTION_DIRECT,
     KEEL_PROXY_ACTION_REDIRECT,
+    KEEL_PROXY_ACTION_AGGREGATE,
 } keel_proxy_action_t;
+
+/* One upstream call of an aggregate route: its JSON body becomes the field `name`. */
+typedef struct keel_proxy_agg_part {
+    char *name;
+    int line;
+    char *cluster_name;
+    uint32_t cluster;     /* index into clusters */
+    char *path;           /* "/orders/{id}", {param} of the route's template or {header:NAME} */
+    keel_ms_t timeout_ms; /* the whole call; default 1000 */
+    bool required;        /* failing it fails the request (502, 504, or its own 4xx) */
+} keel_proxy_agg_part_t;
+
+/* An aggregate route: the parts are called at once and their bodies merged into one object. */
+typedef struct keel_proxy_aggregate {
+    keel_proxy_agg_part_t parts[KEEL_PROXY_AGG_PARTS_MAX];
+    uint32_t parts_count;
+    char *forward_headers[KEEL_PROXY_AGG_FORWARD_MAX]; /* lower-case client fields sent along */
+    uint32_t forward_count;
+    uint32_t part_bytes_max; /* a larger part body is a failed part; default 65536 */
+} keel_proxy_aggregate_t;
 
 #define KEEL_PROXY_RETRY_ON_CONNECT 1u
 #define KEEL_PROXY_RETRY_ON_RESET 2u
@@ -172,6 +204,10 @@ typedef struct keel_proxy_retry {
     int statuses[KEEL_PROXY_STATUSES_MAX];
     uint32_t statuses_count;
     bool idempotent_only;
+    /* a request carrying this field (lower-case; NULL: none) is retried like an idempotent one:
+     * the upstream deduplicates it by the key (Stripe's and the IETF draft's Idempotency-Key);
+     * default "idempotency-key" */
+    char *idempotency_header;
     keel_ms_t backoff_base_ms, backoff_cap_ms;
     uint32_t budget_pct; /* retries in flight <= pct% of active requests ... */
     uint32_t budget_min; /* ... or this many, whichever is larger; pct 0: no budget */
@@ -253,6 +289,7 @@ typedef struct keel_proxy_route {
     char *direct_content_type;
     int redirect_status;
     char *redirect_location;
+    keel_proxy_aggregate_t *aggregate; /* ACTION_AGGREGATE */
     keel_proxy_header_edit_t req_add[KEEL_PROXY_HEADER_EDITS_MAX];
     uint32_t req_add_count;
     keel_proxy_header_edit_t req_remove[KEEL_PROXY_HEADER_EDITS_MAX];

@@ -950,6 +950,10 @@ void keel_proxy_shutdown(keel_proxy_t *p, void (*done)(keel_proxy_t *p, void *da
         p->hc_on = false;
         keel_http_client_close(&p->hc, hc_closed, p);
     }
+    if (p->agg_on) { /* after close_all: the exchanges have cancelled their calls */
+        p->agg_on = false;
+        keel_http_client_close(&p->agg_client, hc_closed, p);
+    }
     keel__proxy_handle_closed(p);
 }
 
@@ -979,6 +983,17 @@ static int ensure_health_client(keel_proxy_t *p, const keel_proxy_config_t *cfg,
             if (rc != 0)
                 return rc;
             p->hc_on = true;
+            p->handles_open++;
+        }
+    /* and the client of aggregate routes' parts, once a config has one */
+    for (uint32_t r = 0; r < cfg->routes_count && !p->agg_on; r++)
+        if (cfg->routes[r].aggregate != NULL) {
+            keel_http_client_config_t ac = keel_http_client_config_default();
+            ac.limits.body_bytes_max = KEEL_PROXY_AGG_PART_BYTES_CEILING;
+            int rc = keel_http_client_init(&p->agg_client, p->loop, &ac, msg);
+            if (rc != 0)
+                return rc;
+            p->agg_on = true;
             p->handles_open++;
         }
     return 0;

@@ -39,8 +39,12 @@
  * response byte reached the client (connect failure, reset, timeout, or a
  * status in the route's retry_on) goes to core/retry for the verdict
  * (attempts, idempotency, deadline, backoff with full jitter) and then to the
- * route's retry budget (route.h). Once request body bytes went upstream the
- * request is not replayed (the proxy does not keep a copy of bodies).
+ * route's retry budget (route.h). The request body is copied as it goes
+ * upstream into the request's replay buffer while it fits in
+ * limits.retry_buffer_bytes; a retry sends the head and that copy again, then
+ * goes on streaming from the client. A body that outgrew the buffer is not
+ * replayed once its bytes went upstream. A retry avoids the host that failed
+ * when another is available (Envoy's previous_hosts predicate).
  */
 
 static keel_ms_t now_ms(keel_proxy_t *p)
@@ -59,6 +63,7 @@ static void u_update_reading(keel__uconn_t *u);
 static void u_pump_resp_body(keel__uconn_t *u);
 static void x_attempt(keel__dconn_t *d);
 static void x_complete(keel__dconn_t *d);
+static void agg_release(keel__dconn_t *d);
 static void x_local(keel__dconn_t *d, int status, const char *reason, const char *extra_headers,
                     const char *content_type, const char *body, size_t body_len);
 
@@ -188,6 +193,8 @@ static void x_end_attempt(keel__dconn_t *d, int ok, int status, bool local_failu
     }
     if (status > 0)
         keel_counter_inc(cl->m_class[status_class(status)]);
+    if (ok == 0)
+        x->failed_host_1 = x->host->idx + 1;
     x->host->active--;
     x->host = NULL;
 }
@@ -234,6 +241,8 @@ static void x_release(keel__dconn_t *d)
         keel_counter_inc(x->route->m_class[status_class(x->status)]);
         keel_histogram_observe(x->route->m_duration, (double)(now_ms(d->p) - x->start_ms) / 1000.0);
     }
+    keel_proxy_replay_release(&x->replay);
+    agg_release(d); /* before the generation goes: its clusters are the parts' */
     keel__pgen_t *gen = x->gen;
     keel_buf_t head = x->up_head;
     keel_buf_reset(&head);
@@ -252,6 +261,7 @@ static void d_handle_closed(uv_handle_t *h)
     keel_buf_free(&d->in);
     keel_buf_free(&d->out);
     keel_buf_free(&d->x.up_head);
+    keel_proxy_replay_release(&d->x.replay);
     keel_proxy_t *p = d->p;
     free(d);
     keel__proxy_handle_closed(p);
@@ -343,6 +353,8 @@ static keel_ms_t d_deadline(keel__dconn_t *d)
             return d->head_start_ms + lim->header_timeout_ms;
         return d->active_ms + lim->client_idle_timeout_ms;
     case KEEL__D_BUSY:
+        if (x->agg != NULL)
+            return KEEL_MS_NEVER; /* each part has its deadline (the HTTP client's) */
         if (x->retry_at_ms > 0)
             t = keel_ms_min(t, x->retry_at_ms);
         if (!x->resp_head && x->retry_at_ms == 0) {
@@ -402,6 +414,8 @@ static void d_on_timer(keel_timer_t *t, void *data)
         }
         break;
     case KEEL__D_BUSY:
+        if (x->agg != NULL)
+            break;
         if (x->retry_at_ms > 0 && now >= x->retry_at_ms) {
             x->retry_at_ms = 0;
             x_attempt(d);
@@ -923,6 +937,304 @@ static void x_local_401(keel__dconn_t *d, keel_proxy_auth_result_t res, const ch
             NULL, 0);
 }
 
+/* ---- aggregate routes -------------------------------------------------------------------- */
+
+/*
+ * An aggregate route answers from the proxy itself: each part is a GET through the proxy's
+ * HTTP client (p->agg_client, keep-alive pools per host) to a host its cluster's balancer
+ * picks, all at once, each with its own deadline; a part whose connection is refused is tried
+ * once more on another host. When the last part is done, aggregate.c merges the bodies and the
+ * answer goes out as a local response. A client that goes away cancels the calls in flight.
+ */
+
+static void agg_part_done(int err, const keel_http_msg_t *resp, void *data);
+
+static void agg_free(keel__agg_t *a)
+{
+    for (uint32_t i = 0; i < KEEL_PROXY_AGG_PARTS_MAX; i++)
+        free(a->parts[i].body);
+    keel_buf_free(&a->text);
+    free(a);
+}
+
+/* From x_release: cancels the calls in flight (their callbacks run now and only count). */
+static void agg_release(keel__dconn_t *d)
+{
+    keel__agg_t *a = d->x.agg;
+    if (a == NULL)
+        return;
+    d->x.agg = NULL;
+    a->releasing = true;
+    for (uint32_t i = 0; i < a->cfg->parts_count; i++)
+        if (a->parts[i].inflight && d->p->agg_on)
+            keel_http_client_cancel(&d->p->agg_client, a->parts[i].call_id);
+    agg_free(a);
+}
+
+/* Adds a field for every part (names and values copied into a->text, NUL-terminated). */
+static void agg_add_header(keel__agg_t *a, const char *name, size_t nlen, const char *value,
+                           size_t vlen)
+{
+    if (a->headers_count >= KEEL_PROXY_AGG_HEADERS_MAX)
+        return;
+    keel_http_header_t *hd = &a->headers[a->headers_count];
+    size_t at = keel_buf_unread(&a->text);
+    if (keel_buf_append(&a->text, name, nlen) != 0 || keel_buf_append(&a->text, "", 1) != 0 ||
+        keel_buf_append(&a->text, value, vlen) != 0 || keel_buf_append(&a->text, "", 1) != 0)
+        return;
+    hd->name_off = (uint32_t)at;
+    hd->name_len = nlen;
+    hd->value_off = (uint32_t)(at + nlen + 1);
+    hd->value_len = vlen;
+    a->headers_count++;
+}
+
+/* Builds the aggregate's state while the request head is at hand: each part's path from the
+ * route's template parameters and the request's fields, and the fields sent to every part.
+ * 0, or the status to answer (400 when a required part's path cannot be filled). */
+static int agg_prepare(keel__dconn_t *d, const char *base, const keel_h1_head_t *h,
+                       const keel_proxy_req_view_t *view, const keel_proxy_jwt_provider_t *pv,
+                       const keel_jwt_t *jwt)
+{
+    keel__xch_t *x = &d->x;
+    const keel_proxy_route_t *r = x->route->cfg;
+    const keel_proxy_aggregate_t *cfg = r->aggregate;
+    keel__agg_t *a = calloc(1, sizeof(*a));
+    if (a == NULL)
+        return 503;
+    x->agg = a;
+    a->d = d;
+    a->cfg = cfg;
+    keel_buf_init(&a->text, KEEL_H1_HEAD_BYTES_CEILING + 4096);
+    keel_proxy_param_t params[KEEL_PROXY_TEMPLATE_PARAMS_MAX];
+    int n = r->path_kind == KEEL_PROXY_PATH_TEMPLATE
+                ? keel_proxy_template_match(r->path, view->path, view->path_len, params)
+                : 0;
+    keel_ms_t route_deadline = r->timeout_ms > 0 ? x->start_ms + r->timeout_ms : KEEL_MS_NEVER;
+    for (uint32_t i = 0; i < cfg->parts_count; i++) {
+        keel__agg_part_t *pt = &a->parts[i];
+        pt->agg = a;
+        pt->cl = x->gen->clusters[cfg->parts[i].cluster];
+        pt->deadline_ms = keel_ms_min(x->start_ms + cfg->parts[i].timeout_ms, route_deadline);
+        int rc = keel_proxy_fill_path(cfg->parts[i].path, params, n > 0 ? (uint32_t)n : 0, view,
+                                      pt->path, sizeof(pt->path));
+        if (rc != 0) {
+            if (cfg->parts[i].required)
+                return 400;
+            pt->res.outcome = KEEL_PROXY_PART_BAD_PATH;
+        }
+    }
+    for (uint32_t i = 0; i < cfg->forward_count; i++) {
+        const char *nm = cfg->forward_headers[i];
+        bool claim = false; /* a claim header comes from the token only (anti-spoofing) */
+        for (uint32_t k = 0; pv != NULL && k < pv->claims_to_headers_count; k++)
+            claim = claim || strcmp(pv->claims_to_headers[k].header, nm) == 0;
+        int f = claim ? -1 : keel_h1_find(base, h, nm);
+        if (f >= 0)
+            agg_add_header(a, base + h->fields[f].name.off, h->fields[f].name.len,
+                           base + h->fields[f].value.off, h->fields[f].value.len);
+    }
+    for (uint32_t i = 0; pv != NULL && jwt->claims != NULL && i < pv->claims_to_headers_count;
+         i++) {
+        char v[KEEL_PROXY_VALUE_BYTES_MAX];
+        if (keel_jwt_claim_text(jwt, pv->claims_to_headers[i].claim, v, sizeof(v)) != 0)
+            continue;
+        bool clean = true;
+        for (const char *q = v; *q && clean; q++)
+            clean = (unsigned char)*q >= 0x20 && *q != 0x7f;
+        if (clean)
+            agg_add_header(a, pv->claims_to_headers[i].header,
+                           strlen(pv->claims_to_headers[i].header), v, strlen(v));
+    }
+    char tp[KEEL_TRACE_B3_BYTES_MAX];
+    keel_trace_format_traceparent(&x->trace, tp);
+    agg_add_header(a, "traceparent", 11, tp, strlen(tp));
+    if (x->b3) {
+        keel_trace_format_b3_single(&x->trace, tp);
+        agg_add_header(a, "b3", 2, tp, strlen(tp));
+    }
+    int xf = keel_h1_find(base, h, "x-forwarded-for");
+    char xff[KEEL_PROXY_VALUE_BYTES_MAX];
+    int xl = xf >= 0 ? snprintf(xff, sizeof(xff), "%.*s, %s", (int)h->fields[xf].value.len,
+                                base + h->fields[xf].value.off, d->peer)
+                     : snprintf(xff, sizeof(xff), "%s", d->peer);
+    if (xl > 0 && (size_t)xl < sizeof(xff))
+        agg_add_header(a, "X-Forwarded-For", 15, xff, (size_t)xl);
+    agg_add_header(a, "Accept", 6, "application/json", 16);
+    for (size_t i = 0; i < a->headers_count; i++) { /* the text is complete: pointers now */
+        a->headers[i].name = (const char *)a->text.data + a->text.rpos + a->headers[i].name_off;
+        a->headers[i].value = (const char *)a->text.data + a->text.rpos + a->headers[i].value_off;
+    }
+    return 0;
+}
+
+/* Ends the bookkeeping of a part's call: balancer, host, outlier detector, metrics. */
+static void agg_part_end(keel__agg_part_t *pt, keel_proxy_t *p, bool local_failure, int status,
+                         bool record)
+{
+    keel__phost_t *host = pt->host;
+    if (host == NULL)
+        return;
+    keel__pcluster_t *cl = pt->cl;
+    keel_balance_done(&cl->lb, host->idx);
+    host->active--;
+    if (record && cl->cfg->outlier_enabled) {
+        if (local_failure)
+            keel_outlier_record_local(&cl->outlier, host->idx, now_ms(p), false);
+        else
+            keel_outlier_record_status(&cl->outlier, host->idx, now_ms(p), status);
+    }
+    if (status > 0)
+        keel_counter_inc(cl->m_class[status_class(status)]);
+    pt->host = NULL;
+}
+
+/* Starts the part's call on a host of its cluster (another than the one that refused, when
+ * there is one). 0, KEEL_ETIMEDOUT (no time left), KEEL_ENOTFOUND (no available host), or the
+ * client's error. */
+static int agg_part_send(keel__agg_part_t *pt)
+{
+    keel__agg_t *a = pt->agg;
+    keel_proxy_t *p = a->d->p;
+    keel__pcluster_t *cl = pt->cl;
+    keel_ms_t now = now_ms(p);
+    if (now >= pt->deadline_ms)
+        return KEEL_ETIMEDOUT;
+    uint32_t idx;
+    int picked = keel_balance_pick(&cl->lb, 0, now, &idx);
+    for (int k = 0; picked == 0 && pt->failed_host_1 == idx + 1 && cl->lb.avail_n > 1 &&
+                    k < KEEL_PROXY_REPICKS_MAX;
+         k++)
+        picked = keel_balance_pick(&cl->lb, 0, now, &idx);
+    if (picked != 0)
+        return KEEL_ENOTFOUND;
+    keel__phost_t *host = &cl->hosts[idx];
+    keel_http_header_t hs[KEEL_PROXY_AGG_HEADERS_MAX + 1];
+    memcpy(hs, a->headers, a->headers_count * sizeof(hs[0]));
+    char left[24]; /* the time this call has left (as X-Keel-Timeout-Ms on forwarded calls) */
+    int ll = snprintf(left, sizeof(left), "%lld", (long long)(pt->deadline_ms - now));
+    hs[a->headers_count] = (keel_http_header_t){
+        .name = "X-Keel-Timeout-Ms", .name_len = 17, .value = left, .value_len = (size_t)ll};
+    keel_http_client_request_t rq = {.method = HTTP_GET,
+                                     .host_port = host->address,
+                                     .target = pt->path,
+                                     .headers = hs,
+                                     .headers_count = a->headers_count + 1,
+                                     .timeout_ms = pt->deadline_ms - now};
+    int rc = keel_http_client_request(&p->agg_client, &rq, agg_part_done, pt, &pt->call_id);
+    if (rc != 0)
+        return rc;
+    keel_balance_start(&cl->lb, idx);
+    host->active++;
+    pt->host = host;
+    pt->inflight = true;
+    pt->attempts++;
+    keel_counter_inc(cl->m_attempts);
+    return 0;
+}
+
+static void agg_answer(keel__dconn_t *d)
+{
+    keel__agg_t *a = d->x.agg;
+    keel_proxy_part_result_t res[KEEL_PROXY_AGG_PARTS_MAX];
+    for (uint32_t i = 0; i < a->cfg->parts_count; i++)
+        res[i] = a->parts[i].res;
+    char *body = NULL;
+    size_t len = 0;
+    int st = keel_proxy_agg_merge(a->cfg, res, &body, &len);
+    if (st == 0) {
+        x_local(d, 503, "out-of-memory", NULL, NULL, NULL, 0);
+        return;
+    }
+    x_local(d, st, NULL, NULL, "application/json", body, len); /* releases a */
+    free(body);
+}
+
+/* A part is done (answered, failed, or never sent); the last one answers the client. */
+static void agg_part_finished(keel__agg_t *a)
+{
+    if (--a->pending == 0)
+        agg_answer(a->d);
+}
+
+static void agg_part_failed_to_send(keel__agg_part_t *pt, int rc)
+{
+    pt->res.outcome = rc == KEEL_ETIMEDOUT   ? KEEL_PROXY_PART_TIMEOUT
+                      : rc == KEEL_ENOTFOUND ? KEEL_PROXY_PART_NO_HOST
+                      : rc == KEEL_EBUSY     ? KEEL_PROXY_PART_CONNECT
+                                             : KEEL_PROXY_PART_BAD_RESPONSE;
+}
+
+static void agg_part_done(int err, const keel_http_msg_t *resp, void *data)
+{
+    keel__agg_part_t *pt = data;
+    keel__agg_t *a = pt->agg;
+    keel_proxy_t *p = a->d->p;
+    keel__pcluster_t *cl = pt->cl;
+    uint32_t host_idx = pt->host != NULL ? pt->host->idx : 0;
+    pt->inflight = false;
+    agg_part_end(pt, p, err != 0, err == 0 ? resp->status : 0, err != KEEL_ECANCELED);
+    if (a->releasing)
+        return; /* agg_release frees it */
+    keel_proxy_part_result_t *r = &pt->res;
+    if (err == 0) {
+        r->outcome = KEEL_PROXY_PART_OK;
+        r->status = resp->status;
+        r->body_len = resp->body_len;
+        /* a body over the part's limit is not copied: the merge sees its length and refuses */
+        if (resp->status >= 200 && resp->status <= 299 &&
+            resp->body_len <= a->cfg->part_bytes_max && resp->body_len > 0) {
+            pt->body = malloc(resp->body_len);
+            if (pt->body == NULL)
+                r->outcome = KEEL_PROXY_PART_BAD_RESPONSE;
+            else
+                memcpy(pt->body, resp->body, resp->body_len);
+            r->body = pt->body;
+        }
+    } else if (err == KEEL_ECONNREFUSED) {
+        keel_counter_inc(cl->m_connect_errors);
+        r->outcome = KEEL_PROXY_PART_CONNECT;
+        if (pt->attempts < KEEL_PROXY_AGG_ATTEMPTS_MAX && !p->stopping) {
+            keel_counter_inc(cl->m_retries);
+            pt->failed_host_1 = host_idx + 1;
+            int rc = agg_part_send(pt);
+            if (rc == 0)
+                return;
+            if (rc != KEEL_ENOTFOUND)
+                agg_part_failed_to_send(pt, rc);
+        }
+    } else if (err == KEEL_ETIMEDOUT) {
+        keel_counter_inc(cl->m_timeouts);
+        r->outcome = KEEL_PROXY_PART_TIMEOUT;
+    } else if (err == KEEL_ECONNRESET || err == KEEL_ECANCELED) {
+        keel_counter_inc(cl->m_resets);
+        r->outcome = KEEL_PROXY_PART_RESET;
+    } else {
+        keel_counter_inc(cl->m_bad_responses);
+        r->outcome = KEEL_PROXY_PART_BAD_RESPONSE;
+    }
+    agg_part_finished(a); /* last: it may answer, and the answer frees a */
+}
+
+static void agg_start(keel__dconn_t *d)
+{
+    keel__agg_t *a = d->x.agg;
+    a->pending = a->cfg->parts_count + 1; /* + 1: no answer before every part has started */
+    for (uint32_t i = 0; i < a->cfg->parts_count; i++) {
+        keel__agg_part_t *pt = &a->parts[i];
+        if (pt->res.outcome == KEEL_PROXY_PART_BAD_PATH) {
+            a->pending--;
+            continue;
+        }
+        int rc = agg_part_send(pt);
+        if (rc != 0) {
+            agg_part_failed_to_send(pt, rc);
+            a->pending--;
+        }
+    }
+    agg_part_finished(a);
+}
+
 static void x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
 {
     keel_proxy_t *p = d->p;
@@ -974,6 +1286,10 @@ static void x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
         r != NULL && target_ok ? x_authenticate(d, base, h, &jwt, why) : KEEL_PROXY_AUTH_OK;
     const keel_proxy_jwt_provider_t *pv =
         r != NULL && r->jwt.enabled ? &gen->cfg->jwt_providers[r->jwt.provider] : NULL;
+    if (r != NULL && auth == KEEL_PROXY_AUTH_OK && r->action == KEEL_PROXY_ACTION_AGGREGATE) {
+        trace_begin(d, base, h);
+        x->agg_refused = agg_prepare(d, base, h, &view, pv, &jwt);
+    }
     if (r != NULL && auth == KEEL_PROXY_AUTH_OK && r->action == KEEL_PROXY_ACTION_FORWARD) {
         x->cl =
             gen->clusters[r->clusters[keel_proxy_route_pick(r, keel_rand_u64(&p->rand))].cluster];
@@ -988,6 +1304,10 @@ static void x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
         int i = keel_h1_find(base, h, x->cl->cfg->hash_header);
         if (i >= 0)
             key_hash = keel_balance_hash(base + h->fields[i].value.off, h->fields[i].value.len);
+    }
+    if (r != NULL && r->retry.idempotency_header != NULL) {
+        int i = keel_h1_find(base, h, r->retry.idempotency_header);
+        x->idem_key = i >= 0 && h->fields[i].value.len > 0;
     }
     bool limited = r != NULL && auth == KEEL_PROXY_AUTH_OK && x->route->rl_on &&
                    ratelimit_denied(d, base, h, &jwt, &retry_after_ms);
@@ -1014,12 +1334,26 @@ static void x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
         char loc[KEEL_PROXY_VALUE_BYTES_MAX + 16];
         snprintf(loc, sizeof(loc), "Location: %s\r\n", r->redirect_location);
         x_local(d, r->redirect_status, NULL, loc, "text/plain", "", 0);
+    } else if (r->action == KEEL_PROXY_ACTION_AGGREGATE) {
+        if (h->body != KEEL_H1_BODY_NONE)
+            x_local(d, 400, "aggregate-takes-no-body", NULL, NULL, NULL, 0);
+        else if (x->agg_refused != 0)
+            x_local(d, x->agg_refused, x->agg_refused == 400 ? "bad-parameter" : "out-of-memory",
+                    NULL, NULL, NULL, 0);
+        else
+            agg_start(d);
     } else if (build != 0) {
         x_local(d, 431, NULL, NULL, NULL, NULL, 0);
     } else if (x->cl->cfg->max_requests > 0 && x->cl->active_requests >= x->cl->cfg->max_requests) {
         keel_counter_inc(x->cl->m_bulkhead_rejected);
         x_local(d, 503, "bulkhead-full", NULL, NULL, NULL, 0);
     } else {
+        /* a body that may be retried is kept as it goes upstream, up to the limit */
+        uint64_t keep = r->retry.attempts_max > 1 ? gen->cfg->limits.retry_buffer_bytes : 0;
+        keel_proxy_replay_begin(&x->replay, keep,
+                                h->body == KEEL_H1_BODY_LENGTH    ? h->content_length
+                                : h->body == KEEL_H1_BODY_CHUNKED ? UINT64_MAX
+                                                                  : 0);
         x->cl->active_requests++;
         x->counted = true;
         x->up_keepalive = true;
@@ -1083,7 +1417,14 @@ static void x_attempt(keel__dconn_t *d)
         }
     }
     uint32_t idx;
-    if (keel_balance_pick(&cl->lb, key_hash, now, &idx) != 0) {
+    int picked = keel_balance_pick(&cl->lb, key_hash, now, &idx);
+    /* a retry goes to another host when there is one (Envoy's previous_hosts predicate, with
+     * its few re-picks; a hash policy that maps the key to that host keeps it) */
+    for (int k = 0; picked == 0 && x->failed_host_1 == idx + 1 && cl->lb.avail_n > 1 &&
+                    k < KEEL_PROXY_REPICKS_MAX;
+         k++)
+        picked = keel_balance_pick(&cl->lb, key_hash, now, &idx);
+    if (picked != 0) {
         if (x->permit >= 0)
             keel_breaker_record(&cl->breaker, now, x->permit, KEEL_BREAKER_IGNORED, 0);
         x->permit = -1;
@@ -1141,42 +1482,20 @@ static void x_timeout(keel__dconn_t *d, bool connect)
         x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_TIMEOUT, 0, 504, "upstream-timeout");
 }
 
-/* Whether the route's retry_on covers this outcome (listed statuses included). */
-static bool retryable(const keel_proxy_retry_t *rt, keel_retry_failure_t failure, int status)
-{
-    switch (failure) {
-    case KEEL_RETRY_FAIL_CONNECT:
-        return rt->retry_on & KEEL_PROXY_RETRY_ON_CONNECT;
-    case KEEL_RETRY_FAIL_RESET:
-        return rt->retry_on & KEEL_PROXY_RETRY_ON_RESET;
-    case KEEL_RETRY_FAIL_TIMEOUT:
-        return rt->retry_on & KEEL_PROXY_RETRY_ON_TIMEOUT;
-    case KEEL_RETRY_FAIL_NONE:
-        break;
-    }
-    if ((rt->retry_on & KEEL_PROXY_RETRY_ON_5XX) && status >= 500 && status <= 599)
-        return true;
-    if ((rt->retry_on & KEEL_PROXY_RETRY_ON_GATEWAY) &&
-        (status == 502 || status == 503 || status == 504))
-        return true;
-    for (uint32_t i = 0; i < rt->statuses_count; i++)
-        if (rt->statuses[i] == status)
-            return true;
-    return false;
-}
-
 /* Decides whether the failed attempt is tried again; true when a retry is scheduled. */
 static bool x_try_again(keel__dconn_t *d, keel_retry_failure_t failure, int status)
 {
     keel__xch_t *x = &d->x;
     const keel_proxy_retry_t *rt = &x->route->cfg->retry;
-    if (rt->attempts_max <= 1 || x->body_began || x->resp_head || d->p->stopping ||
-        !retryable(rt, failure, status))
+    if (rt->attempts_max <= 1 || x->resp_head || d->p->stopping)
         return false;
-    /* core/retry judges attempts, idempotency, the deadline and the backoff; the class was
+    keel_proxy_retry_req_t rq = {x->method_kind != 0, x->idem_key, x->replay.sent,
+                                 keel_proxy_replay_ok(&x->replay)};
+    if (keel_proxy_retry_eligible(rt, &rq, failure, status) != KEEL_PROXY_RETRY_OK)
+        return false;
+    /* core/retry judges attempts, the deadline and the backoff; class and idempotency were
      * decided above (its policy is configured to accept every class we pass it) */
-    keel_retry_outcome_t o = {failure, failure == KEEL_RETRY_FAIL_NONE ? 503 : 0,
-                              x->method_kind != 0};
+    keel_retry_outcome_t o = {failure, failure == KEEL_RETRY_FAIL_NONE ? 503 : 0, true};
     keel_retry_decision_t dec;
     keel_ms_t now = now_ms(d->p);
     keel_retry_next(&x->route->retry, &x->call, now, &o, &d->p->rand, &dec);
@@ -1237,10 +1556,10 @@ static void d_pump_req_body(keel__dconn_t *d)
            pending(&u->tcp, &u->out) < lim->buffer_bytes_max) {
         const uint8_t *in = keel_buf_rptr(&d->in);
         size_t n = keel_buf_unread(&d->in);
-        x->body_began = true; /* bytes leave d->in for good: the request cannot be replayed */
         if (x->req_body == KEEL_H1_BODY_LENGTH) {
             size_t take = n < x->req_remaining ? n : (size_t)x->req_remaining;
             keel_buf_append(&u->out, in, take);
+            keel_proxy_replay_add(&x->replay, in, take); /* kept for a retry while it fits */
             keel_buf_consume(&d->in, take);
             x->req_remaining -= take;
             x->req_bytes += take;
@@ -1262,13 +1581,18 @@ static void d_pump_req_body(keel__dconn_t *d)
                 x_local(d, 413, NULL, NULL, NULL, NULL, 0);
                 return;
             }
+            size_t before = keel_buf_unread(&u->out);
             append_chunk_size(&u->out, len);
             keel_buf_append(&u->out, in + off, len);
             keel_buf_append(&u->out, "\r\n", 2);
+            /* the chunk as framed upstream, kept for a retry while it fits */
+            keel_proxy_replay_add(&x->replay, keel_buf_rptr(&u->out) + before,
+                                  keel_buf_unread(&u->out) - before);
         }
         keel_buf_consume(&d->in, used);
         if (ev == KEEL_H1_CK_END) {
             keel_buf_append(&u->out, "0\r\n\r\n", 5);
+            keel_proxy_replay_add(&x->replay, "0\r\n\r\n", 5);
             x->req_done = true;
         }
     }
@@ -1391,7 +1715,11 @@ static void u_send(keel__uconn_t *u)
         keel_buf_append(&u->out, "\r\n", 2);
     }
     keel_buf_append(&u->out, "\r\n", 2);
-    if (x->expect_continue && !x->body_began) {
+    /* a retry: the body bytes the failed attempt sent, again (the rest still streams from the
+     * client); x_try_again allowed it only if they are all kept */
+    if (x->replay.sent)
+        keel_buf_append(&u->out, keel_buf_rptr(&x->replay.buf), keel_buf_unread(&x->replay.buf));
+    if (x->expect_continue && !x->replay.sent) {
         /* we want the body now: say so to the client ourselves (RFC 9110 §10.1.1) */
         keel_buf_append_str(&d->out, "HTTP/1.1 100 Continue\r\n\r\n");
         x->expect_continue = false;
@@ -1504,8 +1832,8 @@ static void u_process(keel__uconn_t *u)
             continue;
         }
         const keel_proxy_retry_t *rt = &x->route->cfg->retry;
-        if (rt->attempts_max > 1 && !x->body_began &&
-            retryable(rt, KEEL_RETRY_FAIL_NONE, h->status)) {
+        if (rt->attempts_max > 1 && keel_proxy_replay_ok(&x->replay) &&
+            keel_proxy_retry_on(rt, KEEL_RETRY_FAIL_NONE, h->status)) {
             /* a retry discards this response and its connection */
             int status = h->status;
             x->u = NULL;

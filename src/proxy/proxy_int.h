@@ -13,10 +13,12 @@
 #include "core/ratelimit.h"
 #include "core/retry.h"
 #include "kit/discovery.h"
+#include "proxy/aggregate.h"
 #include "proxy/auth.h"
 #include "proxy/config.h"
 #include "proto/trace.h"
 #include "proxy/h1.h"
+#include "proxy/route.h"
 #include "proxy/proxy.h"
 #include "runtime/http_client.h"
 #include "runtime/http_server.h"
@@ -47,6 +49,8 @@
 #define KEEL_PROXY_SERVICE_RING_WEIGHT_MAX 8u
 /* "host:port" of a registry instance. */
 #define KEEL_PROXY_HOST_ADDR_BYTES_MAX (KEEL_DISCOVERY_ADDR_BYTES_MAX + 8)
+/* A retry re-picks at most this many times to avoid the host that just failed. */
+#define KEEL_PROXY_REPICKS_MAX 3
 /* Retry-After and RateLimit-Reset are whole seconds, at least this many. */
 #define KEEL_PROXY_RETRY_AFTER_S_MIN 1
 
@@ -167,6 +171,42 @@ struct keel__uconn {
     bool connected, closing, reading, idle;
 };
 
+/* A client field (or one the proxy adds) sent to every part of an aggregate; offsets into
+ * keel__agg_t.text until the parts are sent. */
+#define KEEL_PROXY_AGG_HEADERS_MAX                                                                 \
+    (KEEL_PROXY_AGG_FORWARD_MAX + KEEL_PROXY_JWT_CLAIM_HEADERS_MAX + 6)
+/* A part whose connection was refused (a dead instance) is tried on another host this many
+ * times in all, within its timeout. */
+#define KEEL_PROXY_AGG_ATTEMPTS_MAX 2u
+
+typedef struct keel__agg keel__agg_t;
+
+typedef struct keel__agg_part {
+    keel__agg_t *agg;
+    keel__pcluster_t *cl;
+    keel__phost_t *host; /* the host of the call in flight */
+    uint64_t call_id;
+    bool inflight;
+    uint32_t attempts;
+    uint32_t failed_host_1; /* 1 + the host whose connection was refused; 0: none */
+    keel_ms_t deadline_ms;
+    char path[KEEL_PROXY_AGG_PATH_BYTES_MAX];
+    keel_proxy_part_result_t res;
+    char *body; /* res.body: a copy of the upstream's body */
+} keel__agg_part_t;
+
+/* The state of one aggregate request (proxy_conn.c): its parts' calls through p->agg_client. */
+struct keel__agg {
+    keel__dconn_t *d;
+    const keel_proxy_aggregate_t *cfg;
+    uint32_t pending; /* parts not done */
+    bool releasing;   /* the exchange is going away: callbacks only count down */
+    keel_buf_t text;  /* the header names and values */
+    keel_http_header_t headers[KEEL_PROXY_AGG_HEADERS_MAX];
+    size_t headers_count;
+    keel__agg_part_t parts[KEEL_PROXY_AGG_PARTS_MAX];
+};
+
 typedef enum keel__dstate {
     KEEL__D_HEAD,    /* waiting for (the rest of) a request head */
     KEEL__D_BUSY,    /* an exchange is in progress */
@@ -189,9 +229,14 @@ typedef struct keel__xch {
     uint64_t req_remaining; /* LENGTH */
     uint64_t req_bytes;
     keel_h1_chunked_t req_ck;
-    bool req_done;   /* the whole request body has been read from the client */
-    bool req_sent;   /* ... and queued toward the upstream */
-    bool body_began; /* some body byte went upstream: no retry possible */
+    bool req_done; /* the whole request body has been read from the client */
+    bool req_sent; /* ... and queued toward the upstream */
+    /* the body as sent upstream, kept (up to limits.retry_buffer_bytes) for a retry */
+    keel_proxy_replay_t replay;
+    bool idem_key;          /* carries the route's idempotency header: retried as idempotent */
+    uint32_t failed_host_1; /* 1 + the index of the host whose attempt failed last; 0: none */
+    keel__agg_t *agg;       /* an aggregate route's calls, else NULL */
+    int agg_refused;        /* the aggregate could not start: the status to answer (400) */
     /* response */
     bool resp_head; /* a response head went to the client */
     int status;
@@ -255,6 +300,8 @@ struct keel_proxy {
     int admin_port;
     keel_http_client_t hc; /* health checks */
     bool hc_on;
+    keel_http_client_t agg_client; /* aggregate routes' calls to their parts */
+    bool agg_on;
     bool stopping;
     int handles_open;
     void (*done)(keel_proxy_t *p, void *data);

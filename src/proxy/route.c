@@ -1,6 +1,8 @@
 /* route.c - first-match routing over host, path, method, headers and query; weighted picks. */
 #include "proxy/route.h"
 
+#include "base/err.h"
+
 #include <assert.h>
 #include <string.h>
 
@@ -108,6 +110,10 @@ static bool path_ok(const keel_proxy_route_t *r, const keel_proxy_req_view_t *re
     }
     case KEEL_PROXY_PATH_REGEX:
         return regex_ok(&r->path_regex, req->path, req->path_len);
+    case KEEL_PROXY_PATH_TEMPLATE: {
+        keel_proxy_param_t params[KEEL_PROXY_TEMPLATE_PARAMS_MAX];
+        return keel_proxy_template_match(r->path, req->path, req->path_len, params) >= 0;
+    }
     }
     return false;
 }
@@ -184,4 +190,166 @@ bool keel_proxy_retry_budget_allows(const keel_proxy_retry_t *rt, uint64_t activ
     if (cap < rt->budget_min)
         cap = rt->budget_min;
     return active_retries < cap;
+}
+
+bool keel_proxy_retry_on(const keel_proxy_retry_t *rt, keel_retry_failure_t failure, int status)
+{
+    switch (failure) {
+    case KEEL_RETRY_FAIL_CONNECT:
+        return rt->retry_on & KEEL_PROXY_RETRY_ON_CONNECT;
+    case KEEL_RETRY_FAIL_RESET:
+        return rt->retry_on & KEEL_PROXY_RETRY_ON_RESET;
+    case KEEL_RETRY_FAIL_TIMEOUT:
+        return rt->retry_on & KEEL_PROXY_RETRY_ON_TIMEOUT;
+    case KEEL_RETRY_FAIL_NONE:
+        break;
+    }
+    if ((rt->retry_on & KEEL_PROXY_RETRY_ON_5XX) && status >= 500 && status <= 599)
+        return true;
+    if ((rt->retry_on & KEEL_PROXY_RETRY_ON_GATEWAY) &&
+        (status == 502 || status == 503 || status == 504))
+        return true;
+    for (uint32_t i = 0; i < rt->statuses_count; i++)
+        if (rt->statuses[i] == status)
+            return true;
+    return false;
+}
+
+keel_proxy_retry_why_t keel_proxy_retry_eligible(const keel_proxy_retry_t *rt,
+                                                 const keel_proxy_retry_req_t *rq,
+                                                 keel_retry_failure_t failure, int status)
+{
+    if (!keel_proxy_retry_on(rt, failure, status))
+        return KEEL_PROXY_RETRY_NOT_ON;
+    if (rq->body_sent && !rq->body_replayable)
+        return KEEL_PROXY_RETRY_UNBUFFERED;
+    if (failure == KEEL_RETRY_FAIL_CONNECT)
+        return KEEL_PROXY_RETRY_OK;
+    if (rt->idempotent_only && !rq->idempotent && !rq->idempotency_key)
+        return KEEL_PROXY_RETRY_NOT_IDEMPOTENT;
+    return KEEL_PROXY_RETRY_OK;
+}
+
+void keel_proxy_replay_begin(keel_proxy_replay_t *r, uint64_t limit, uint64_t expect)
+{
+    keel_buf_free(&r->buf); /* a zeroed struct holds nothing to free */
+    keel_buf_init(&r->buf, KEEL_PROXY_RETRY_BUFFER_BYTES_MAX);
+    r->limit =
+        limit < KEEL_PROXY_RETRY_BUFFER_BYTES_MAX ? limit : KEEL_PROXY_RETRY_BUFFER_BYTES_MAX;
+    r->sent = false;
+    r->whole = r->limit > 0 && (expect == UINT64_MAX || expect <= r->limit);
+}
+
+void keel_proxy_replay_add(keel_proxy_replay_t *r, const void *p, size_t n)
+{
+    if (n == 0)
+        return;
+    r->sent = true;
+    if (!r->whole)
+        return;
+    if (keel_buf_unread(&r->buf) + n > r->limit || keel_buf_append(&r->buf, p, n) != 0) {
+        r->whole = false; /* past the limit (or out of memory): this body cannot be replayed */
+        keel_buf_free(&r->buf);
+    }
+}
+
+bool keel_proxy_replay_ok(const keel_proxy_replay_t *r)
+{
+    return !r->sent || r->whole;
+}
+
+void keel_proxy_replay_release(keel_proxy_replay_t *r)
+{
+    keel_buf_free(&r->buf);
+    r->sent = false;
+    r->whole = false;
+}
+
+int keel_proxy_template_match(const char *tmpl, const char *path, size_t len,
+                              keel_proxy_param_t *params)
+{
+    const char *t = tmpl;
+    size_t i = 0;
+    int n = 0;
+    while (*t) {
+        if (*t == '{') {
+            const char *end = strchr(t, '}');
+            if (end == NULL || n == (int)KEEL_PROXY_TEMPLATE_PARAMS_MAX)
+                return -1; /* the loader refuses such templates */
+            size_t start = i;
+            while (i < len && path[i] != '/')
+                i++;
+            if (i == start)
+                return -1; /* a parameter is never empty */
+            params[n++] =
+                (keel_proxy_param_t){t + 1, (size_t)(end - t - 1), path + start, i - start};
+            t = end + 1;
+            continue;
+        }
+        if (i >= len || path[i] != *t)
+            return -1;
+        i++;
+        t++;
+    }
+    return i == len ? n : -1;
+}
+
+static bool pchar(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           strchr("-._~%!$'()*,;:@", c) != NULL;
+}
+
+int keel_proxy_fill_path(const char *tmpl, const keel_proxy_param_t *params, uint32_t n,
+                         const keel_proxy_req_view_t *req, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (const char *t = tmpl; *t;) {
+        const char *v = t;
+        size_t vlen = 1;
+        bool literal = true;
+        if (*t == '{' && strchr(t, '}') != NULL) {
+            const char *end = strchr(t, '}');
+            const char *name = t + 1;
+            size_t nlen = (size_t)(end - name);
+            literal = false;
+            v = NULL;
+            if (nlen > 7 && strncmp(name, "header:", 7) == 0) {
+                for (size_t k = 0; k < req->headers_count && v == NULL; k++)
+                    if (req->headers[k].name_len == nlen - 7) {
+                        size_t m = 0;
+                        while (m < nlen - 7 && lower((unsigned char)req->headers[k].name[m]) ==
+                                                   lower((unsigned char)name[7 + m]))
+                            m++;
+                        if (m == nlen - 7) {
+                            v = req->headers[k].value;
+                            vlen = req->headers[k].value_len;
+                        }
+                    }
+            } else {
+                for (uint32_t k = 0; k < n && v == NULL; k++)
+                    if (params[k].name_len == nlen && memcmp(params[k].name, name, nlen) == 0) {
+                        v = params[k].value;
+                        vlen = params[k].value_len;
+                    }
+            }
+            if (v == NULL || vlen == 0)
+                return KEEL_ENOTFOUND;
+            t = end + 1;
+        } else {
+            t++;
+        }
+        if (!literal)
+            for (size_t k = 0; k < vlen; k++)
+                if (!pchar((unsigned char)v[k]))
+                    return KEEL_EINVAL;
+        if (o + vlen >= cap)
+            return KEEL_ETOOBIG;
+        memcpy(out + o, v, vlen);
+        o += vlen;
+    }
+    if (cap == 0)
+        return KEEL_ETOOBIG;
+    out[o] = 0;
+    return 0;
 }

@@ -2,6 +2,8 @@
 #ifndef KEEL_PROXY_ROUTE_H
 #define KEEL_PROXY_ROUTE_H
 
+#include "base/buf.h"
+#include "core/retry.h"
 #include "proxy/config.h"
 
 #include <stdbool.h>
@@ -45,6 +47,31 @@ typedef struct keel_proxy_req_view {
 /* Longest path or value the regex conditions look at; longer ones do not match a regex. */
 #define KEEL_PROXY_MATCH_BYTES_MAX 8192u
 
+/* A {name} of a template and the segment it matched (views into template and path). */
+typedef struct keel_proxy_param {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+} keel_proxy_param_t;
+
+/* Matches path[0..len) against a template ("/orders/{id}/full": each {name} one non-empty
+ * segment, the rest literal); fills params (KEEL_PROXY_TEMPLATE_PARAMS_MAX) and returns their
+ * count, or -1 when it does not match. */
+int keel_proxy_template_match(const char *tmpl, const char *path, size_t len,
+                              keel_proxy_param_t *params);
+
+/*
+ * Fills a part's path template: {name} takes the request's path parameter, {header:NAME} the
+ * value of the request's first field NAME. A value goes in only if every byte is an RFC 3986
+ * unreserved character, '%' (an escape passes as sent) or one of !$'()*,;:@ - no '/', '?',
+ * '#', '&', '=', '+' or space - so a client cannot step into another path or add a query
+ * parameter. 0, KEEL_ENOTFOUND (no such field or
+ * an empty one), KEEL_EINVAL (a value with another byte), KEEL_ETOOBIG (over cap - 1).
+ */
+int keel_proxy_fill_path(const char *tmpl, const keel_proxy_param_t *params, uint32_t n,
+                         const keel_proxy_req_view_t *req, char *out, size_t cap);
+
 /* Index of the first matching route, or -1. */
 int keel_proxy_route_match(const keel_proxy_config_t *cfg, const keel_proxy_req_view_t *req);
 /* Whether route r matches (what keel_proxy_route_match tries in order). */
@@ -70,5 +97,59 @@ uint32_t keel_proxy_route_pick(const keel_proxy_route_t *r, uint64_t rnd);
  */
 bool keel_proxy_retry_budget_allows(const keel_proxy_retry_t *rt, uint64_t active_requests,
                                     uint64_t active_retries);
+
+/*
+ * Whether a failed attempt may be tried again, before core/retry judges attempts, deadline and
+ * backoff, and the budget above judges load. Envoy's rules:
+ *   - the outcome must be in the route's retry_on (or statuses);
+ *   - once request body bytes went upstream, only a request whose whole body so far is held in
+ *     its replay buffer (below) can be sent again;
+ *   - a connect failure is always safe: the upstream cannot have seen the request;
+ *   - otherwise, with idempotent_only, the method must be idempotent (RFC 9110 §9.2.2: GET,
+ *     HEAD, PUT, DELETE, OPTIONS, TRACE) or the request must carry the route's idempotency
+ *     header (the upstream deduplicates it by that key).
+ */
+typedef struct keel_proxy_retry_req {
+    bool idempotent;      /* the method is idempotent */
+    bool idempotency_key; /* the request carries the route's idempotency header, non-empty */
+    bool body_sent;       /* some body byte went upstream */
+    bool body_replayable; /* every body byte sent so far is held for a replay */
+} keel_proxy_retry_req_t;
+
+typedef enum keel_proxy_retry_why {
+    KEEL_PROXY_RETRY_OK,
+    KEEL_PROXY_RETRY_NOT_ON,         /* the outcome is not in retry_on or statuses */
+    KEEL_PROXY_RETRY_UNBUFFERED,     /* body bytes went upstream and no copy of them is held */
+    KEEL_PROXY_RETRY_NOT_IDEMPOTENT, /* may have been seen, and cannot be deduplicated */
+} keel_proxy_retry_why_t;
+
+/* Whether retry_on (and statuses) covers the outcome (failure, or status with FAIL_NONE). */
+bool keel_proxy_retry_on(const keel_proxy_retry_t *rt, keel_retry_failure_t failure, int status);
+keel_proxy_retry_why_t keel_proxy_retry_eligible(const keel_proxy_retry_t *rt,
+                                                 const keel_proxy_retry_req_t *rq,
+                                                 keel_retry_failure_t failure, int status);
+
+/*
+ * The replay buffer of one request: a copy of the body bytes as they go upstream (framing
+ * included), kept while they fit in limit, so a retry on another host can send them again.
+ * A body known (Content-Length) to be larger than limit is not copied at all; a chunked one is
+ * copied until it passes limit, then the copy is dropped. Memory: at most limit bytes per
+ * request in flight, freed with the request.
+ */
+typedef struct keel_proxy_replay {
+    keel_buf_t buf;
+    uint64_t limit; /* bytes; 0: nothing is kept */
+    bool sent;      /* some body byte went upstream */
+    bool whole;     /* buf holds every body byte sent so far */
+} keel_proxy_replay_t;
+
+/* expect: the body's length when known (Content-Length), UINT64_MAX when not (chunked). */
+void keel_proxy_replay_begin(keel_proxy_replay_t *r, uint64_t limit, uint64_t expect);
+/* Records n bytes on their way upstream. */
+void keel_proxy_replay_add(keel_proxy_replay_t *r, const void *p, size_t n);
+/* Nothing was sent, or everything sent is held. */
+bool keel_proxy_replay_ok(const keel_proxy_replay_t *r);
+/* Frees the copy; the struct may be begun again. */
+void keel_proxy_replay_release(keel_proxy_replay_t *r);
 
 #endif

@@ -4,6 +4,7 @@
 
 #include <assert.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -20,7 +21,9 @@ static const char routes[] =
     "    cluster: a\n"
     "  - match: {prefix: /q, query: [{name: k, value: v}, {name: p}, {name: z, regex: "
     "\"[0-9]\"}]}\n"
-    "    weighted_clusters: [{cluster: a, weight: 3}, {cluster: b, weight: 7}]\n";
+    "    weighted_clusters: [{cluster: a, weight: 3}, {cluster: b, weight: 7}]\n"
+    "  - match: {template: \"/t/{id}/x/{sub}\"}\n"
+    "    aggregate: {parts: [{name: p, cluster: a, path: \"/o/{id}?s={sub}&h={header:x-a}\"}]}\n";
 
 static keel_proxy_config_t cfg;
 static int loaded;
@@ -67,6 +70,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     assert(v.path_len >= 1 && v.path[0] == '/');
     int r = keel_proxy_route_match(&cfg, &v);
     assert(r >= -1 && r < (int)cfg.routes_count);
+    if (r >= 0 && cfg.routes[r].aggregate != NULL) { /* the template's parameters, filled in */
+        keel_proxy_param_t params[KEEL_PROXY_TEMPLATE_PARAMS_MAX];
+        int n = keel_proxy_template_match(cfg.routes[r].path, v.path, v.path_len, params);
+        assert(n == 2);
+        char out[KEEL_PROXY_AGG_PATH_BYTES_MAX];
+        if (keel_proxy_fill_path(cfg.routes[r].aggregate->parts[0].path, params, (uint32_t)n, &v,
+                                 out, sizeof(out)) == 0) {
+            /* a filled value never adds a segment, a query or a fragment */
+            assert(strncmp(out, "/o/", 3) == 0 && strchr(out + 3, '/') == NULL);
+            assert(strchr(out, '#') == NULL && strchr(out, '?') == strrchr(out, '?'));
+            assert(strchr(out, '&') == strrchr(out, '&') && strchr(out, '+') == NULL);
+            assert(strlen(out) < sizeof(out));
+        }
+    }
     if (r >= 0 && cfg.routes[r].clusters_count > 0) {
         uint64_t rnd = 0;
         memcpy(&rnd, data, size < 8 ? size : 8);

@@ -15,7 +15,8 @@ by the request path, so one upstream can be well-behaved and hostile in turn:
   /big/N            N bytes of body (Content-Length), written as fast as the peer reads
   /chunked/N        N bytes of body, chunked in 1000-byte chunks
   /health           200, or 503 while `healthy` is False
-When `fail_status` is set, every path but /health answers it (only the next `fail_next`
+When `die_after_body` is set, every request but /health is read whole and the connection is
+then closed without an answer (an instance that dies mid-request). When `fail_status` is set, every path but /health answers it (only the next `fail_next`
 requests when that is set).
 Every request is counted (`count`, `paths`), every connection too (`connections`).
 """
@@ -97,6 +98,8 @@ class FakeUpstream:
         self.fail_status = None
         self.fail_next = 0  # with fail_status: only this many requests fail, then all succeed
         self.healthy = True
+        self.die_after_body = False
+        self.bodies = []  # the body of every request, in order
         self.bytes_sent = 0
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -145,6 +148,7 @@ class FakeUpstream:
                 with self.lock:
                     self.count += 1
                     self.paths.append(path)
+                    self.bodies.append(body)
                 if not self._answer(conn, method, target, path, headers, raw, body):
                     return
         except (OSError, ValueError, ConnectionError):
@@ -161,6 +165,8 @@ class FakeUpstream:
             status = 200 if self.healthy else 503
             self._send(conn, f"HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\nhc".encode())
             return True
+        if self.die_after_body:
+            return False
         with self.lock:
             status = self.fail_status
             if status is not None and self.fail_next > 0:

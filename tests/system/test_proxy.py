@@ -1036,3 +1036,111 @@ def test_idle_keepalive_connections_cost_little_memory(procs, tmp_path, up):
         s.close()
     # without releasing buffers between requests each would hold 64 KiB or more
     assert per_conn < 16 * 1024, f"{per_conn:.0f} bytes per idle connection"
+
+
+# ---- request bodies replayed on retries --------------------------------------------------
+
+
+def replay_config(dying, good, buffer_bytes=65536):
+    return f"""
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+admin:
+  address: 127.0.0.1:0
+limits:
+  retry_buffer_bytes: {buffer_bytes}
+clusters:
+  - name: pair
+    hosts: [{dying.addr}, {good.addr}]
+    balance: round_robin
+    connect_timeout_ms: 500
+routes:
+  - name: orders
+    match: {{prefix: /orders}}
+    cluster: pair
+    retry: {{attempts_max: 3, retry_on: [connect-failure, reset], backoff_base_ms: 1, backoff_cap_ms: 5}}
+"""
+
+
+def chunked_post(port, target, headers, body, piece=700):
+    s = connect(port)
+    try:
+        head = f"POST {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        out = head.encode()
+        for i in range(0, len(body), piece):
+            part = body[i : i + piece]
+            out += b"%x\r\n" % len(part) + part + b"\r\n"
+        s.sendall(out + b"0\r\n\r\n")
+        st, h, b, _ = read_response(s)
+        return st, h, b
+    finally:
+        s.close()
+
+
+def test_a_post_with_an_idempotency_key_is_replayed_on_the_other_host(procs, tmp_path):
+    """An instance that dies after reading the body: a POST with Idempotency-Key is sent again,
+    body and all, to the other instance; one without the key gets 502 and is not resent."""
+    dying, good = FakeUpstream("dying"), FakeUpstream("good")
+    try:
+        dying.die_after_body = True
+        _, port, admin = start_proxy(procs, tmp_path, replay_config(dying, good))
+        body = bytes(i % 253 for i in range(5000))
+        sha = __import__("hashlib").sha256(body).hexdigest()
+        for i in range(4):  # round robin: requests meet the dying instance first
+            st, _, b = request(port, "POST", "/orders", {"Idempotency-Key": f"k{i}"}, body)
+            assert st == 200, b
+            info = json.loads(b)
+            assert info["upstream"] == "good" and info["body_sha"] == sha
+        # chunked bodies are kept as framed and replayed too
+        for i in range(2):
+            st, _, b = chunked_post(port, "/orders", {"Idempotency-Key": f"kc{i}"}, body)
+            assert st == 200 and json.loads(b)["body_sha"] == sha
+        assert dying.count >= 1 and all(x == body for x in dying.bodies)  # replayed whole
+        assert good.count == 6 and all(x == body for x in good.bodies)
+        retried = dying.count
+        # without the key: the dying instance may have acted on it, so 502 and no second send
+        seen_dying, seen_good = dying.count, good.count
+        statuses = [request(port, "POST", "/orders", None, body)[0] for _ in range(4)]
+        assert 502 in statuses and set(statuses) <= {200, 502}
+        assert dying.count - seen_dying == statuses.count(502)
+        assert good.count - seen_good == statuses.count(200)
+        # idempotent methods as before: a PUT without a key is replayed
+        seen_dying, seen_good = dying.count, good.count
+        for _ in range(3):
+            st, _, b = request(port, "PUT", "/orders/7", None, body)
+            assert st == 200 and json.loads(b)["body_sha"] == sha
+        assert good.count - seen_good == 3
+        retried += dying.count - seen_dying
+        m = metrics(admin)
+        assert metric(m, "keel_proxy_upstream_retries_total", 'cluster="pair"') == retried
+        assert metric(m, "keel_proxy_upstream_resets_total", 'cluster="pair"') == dying.count
+    finally:
+        dying.close()
+        good.close()
+
+
+def test_a_body_larger_than_the_retry_buffer_is_not_replayed(procs, tmp_path):
+    dying, good = FakeUpstream("dying"), FakeUpstream("good")
+    try:
+        dying.die_after_body = True
+        _, port, _ = start_proxy(procs, tmp_path, replay_config(dying, good, buffer_bytes=1024))
+        small, big = b"s" * 1000, b"b" * 5000
+        statuses = [request(port, "POST", "/orders", {"Idempotency-Key": f"b{i}"}, big)[0]
+                    for i in range(4)]
+        # the copy was dropped past 1024 bytes: a request that met the dying instance is lost
+        assert 502 in statuses and set(statuses) <= {200, 502}
+        assert dying.count == statuses.count(502) and good.count == statuses.count(200)
+        seen_dying, seen_good = dying.count, good.count
+        for i in range(4):  # a body within the buffer is replayed
+            st, _, _ = request(port, "POST", "/orders", {"Idempotency-Key": f"s{i}"}, small)
+            assert st == 200
+        assert dying.count > seen_dying and good.count - seen_good == 4
+        # chunked: copied until it passes the limit, then dropped
+        statuses = [chunked_post(port, "/orders", {"Idempotency-Key": f"c{i}"}, big)[0]
+                    for i in range(4)]
+        assert 502 in statuses and set(statuses) <= {200, 502}
+    finally:
+        dying.close()
+        good.close()

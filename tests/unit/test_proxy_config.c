@@ -243,6 +243,36 @@ static void checks_ranges_of_limits(void)
     KT_CHECK(has_error(2, "out of range"));
 }
 
+static void loads_the_retry_buffer_and_idempotency_header(void)
+{
+    const char *y = "listeners: [{address: 127.0.0.1:1}]\n"
+                    "clusters: [{name: a, hosts: [127.0.0.1:2]}]\n"
+                    "routes:\n"
+                    "  - {match: {prefix: /x}, cluster: a, retry: {idempotency_header: X-Op-Id}}\n"
+                    "  - {match: {prefix: /y}, cluster: a, retry: {idempotency_header: \"\"}}\n"
+                    "  - {cluster: a}\n";
+    KT_EQ_INT(parse(y), 0);
+    KT_EQ_INT(cfg.limits.retry_buffer_bytes, 65536); /* the default */
+    KT_EQ_STR(cfg.routes[0].retry.idempotency_header, "x-op-id");
+    KT_CHECK(cfg.routes[1].retry.idempotency_header == NULL); /* "": none */
+    KT_EQ_STR(cfg.routes[2].retry.idempotency_header, "idempotency-key");
+    keel_proxy_config_free(&cfg);
+    KT_EQ_INT(parse("listeners: [{address: 127.0.0.1:1}]\nlimits: {retry_buffer_bytes: 0}\n"), 0);
+    KT_EQ_INT(cfg.limits.retry_buffer_bytes, 0);
+    keel_proxy_config_free(&cfg);
+    KT_EQ_INT(parse("listeners: [{address: 127.0.0.1:1}]\n"
+                    "limits: {retry_buffer_bytes: 99999999}\n"),
+              KEEL_EINVAL);
+    KT_CHECK(has_error(2, "out of range"));
+    KT_EQ_INT(parse("listeners: [{address: 127.0.0.1:1}]\n"
+                    "clusters: [{name: a, hosts: [127.0.0.1:2]}]\n"
+                    "routes:\n"
+                    "  - cluster: a\n"
+                    "    retry: {idempotency_header: \"bad name\"}\n"),
+              KEEL_EINVAL);
+    KT_CHECK(has_error(5, "not a header name"));
+}
+
 static const char jwt_cfg[] = "listeners: [{address: 127.0.0.1:1}]\n"
                               "jwt_providers:\n"
                               "  - name: shop\n"
@@ -397,5 +427,6 @@ int main(void)
     KT_RUN(loads_jwt_providers_and_route_requirements);
     KT_RUN(refuses_bad_jwt_blocks_naming_their_lines);
     KT_RUN(loads_service_clusters_fed_by_the_registry);
+    KT_RUN(loads_the_retry_buffer_and_idempotency_header);
     return kt_done();
 }

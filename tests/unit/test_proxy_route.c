@@ -187,6 +187,91 @@ static void splits_targets_into_path_and_query(void)
     KT_CHECK(!keel_proxy_split_target("http://host", 11, &p, &pl, &q, &ql));
 }
 
+/* Envoy's rules for replaying a request (route.h): retry_on, the body, idempotency. */
+static void retry_eligibility_follows_method_key_and_body(void)
+{
+    keel_proxy_retry_t rt = {0};
+    rt.attempts_max = 3;
+    rt.retry_on = KEEL_PROXY_RETRY_ON_CONNECT | KEEL_PROXY_RETRY_ON_RESET;
+    rt.idempotent_only = true;
+    keel_proxy_retry_req_t get = {true, false, false, true};
+    keel_proxy_retry_req_t post = {false, false, true, true};
+    keel_proxy_retry_req_t post_key = {false, true, true, true};
+    keel_proxy_retry_req_t post_key_big = {false, true, true, false}; /* body outgrew the buffer */
+    /* idempotent methods as before */
+    KT_EQ_INT(keel_proxy_retry_eligible(&rt, &get, KEEL_RETRY_FAIL_RESET, 0), KEEL_PROXY_RETRY_OK);
+    /* a POST after a reset: only with an Idempotency-Key */
+    KT_EQ_INT(keel_proxy_retry_eligible(&rt, &post, KEEL_RETRY_FAIL_RESET, 0),
+              KEEL_PROXY_RETRY_NOT_IDEMPOTENT);
+    KT_EQ_INT(keel_proxy_retry_eligible(&rt, &post_key, KEEL_RETRY_FAIL_RESET, 0),
+              KEEL_PROXY_RETRY_OK);
+    /* connect failure: nothing was seen, any method goes again */
+    KT_EQ_INT(keel_proxy_retry_eligible(&rt, &post, KEEL_RETRY_FAIL_CONNECT, 0),
+              KEEL_PROXY_RETRY_OK);
+    /* ... unless body bytes of an earlier attempt went out and were not kept */
+    KT_EQ_INT(keel_proxy_retry_eligible(&rt, &post_key_big, KEEL_RETRY_FAIL_CONNECT, 0),
+              KEEL_PROXY_RETRY_UNBUFFERED);
+    KT_EQ_INT(keel_proxy_retry_eligible(&rt, &post_key_big, KEEL_RETRY_FAIL_RESET, 0),
+              KEEL_PROXY_RETRY_UNBUFFERED);
+    /* not in retry_on */
+    KT_EQ_INT(keel_proxy_retry_eligible(&rt, &get, KEEL_RETRY_FAIL_TIMEOUT, 0),
+              KEEL_PROXY_RETRY_NOT_ON);
+    KT_EQ_INT(keel_proxy_retry_eligible(&rt, &get, KEEL_RETRY_FAIL_NONE, 503),
+              KEEL_PROXY_RETRY_NOT_ON);
+    rt.retry_on |= KEEL_PROXY_RETRY_ON_GATEWAY;
+    rt.statuses[0] = 429;
+    rt.statuses_count = 1;
+    KT_EQ_INT(keel_proxy_retry_eligible(&rt, &get, KEEL_RETRY_FAIL_NONE, 503), KEEL_PROXY_RETRY_OK);
+    KT_EQ_INT(keel_proxy_retry_eligible(&rt, &get, KEEL_RETRY_FAIL_NONE, 429), KEEL_PROXY_RETRY_OK);
+    KT_EQ_INT(keel_proxy_retry_eligible(&rt, &get, KEEL_RETRY_FAIL_NONE, 500),
+              KEEL_PROXY_RETRY_NOT_ON);
+    KT_EQ_INT(keel_proxy_retry_eligible(&rt, &post, KEEL_RETRY_FAIL_NONE, 503),
+              KEEL_PROXY_RETRY_NOT_IDEMPOTENT);
+    /* idempotent_only off: every method */
+    rt.idempotent_only = false;
+    KT_EQ_INT(keel_proxy_retry_eligible(&rt, &post, KEEL_RETRY_FAIL_RESET, 0), KEEL_PROXY_RETRY_OK);
+}
+
+/* The replay buffer keeps a body that fits and drops one that does not. */
+static void replay_buffer_keeps_bodies_within_its_limit(void)
+{
+    keel_proxy_replay_t r = {0};
+    /* nothing sent yet: replayable */
+    keel_proxy_replay_begin(&r, 16, 10);
+    KT_CHECK(keel_proxy_replay_ok(&r));
+    keel_proxy_replay_add(&r, "hello", 5);
+    keel_proxy_replay_add(&r, "world", 5);
+    KT_CHECK(r.sent);
+    KT_CHECK(keel_proxy_replay_ok(&r));
+    KT_EQ_INT(keel_buf_unread(&r.buf), 10);
+    KT_EQ_MEM(keel_buf_rptr(&r.buf), "helloworld", 10);
+    /* a chunked body (length unknown) kept until it passes the limit, then dropped */
+    keel_proxy_replay_begin(&r, 16, UINT64_MAX);
+    KT_CHECK(!r.sent);
+    keel_proxy_replay_add(&r, "0123456789abcdef", 16); /* exactly the limit */
+    KT_CHECK(keel_proxy_replay_ok(&r));
+    keel_proxy_replay_add(&r, "x", 1);
+    KT_CHECK(!keel_proxy_replay_ok(&r));
+    KT_CHECK(r.buf.data == NULL); /* its memory is released at once */
+    /* a Content-Length over the limit is never copied, but is fine until a byte is sent */
+    keel_proxy_replay_begin(&r, 16, 17);
+    KT_CHECK(keel_proxy_replay_ok(&r));
+    keel_proxy_replay_add(&r, "a", 1);
+    KT_CHECK(!keel_proxy_replay_ok(&r));
+    KT_CHECK(r.buf.data == NULL);
+    /* limit 0 (retry_buffer_bytes: 0, or a route without retries): today's streaming */
+    keel_proxy_replay_begin(&r, 0, 3);
+    KT_CHECK(keel_proxy_replay_ok(&r));
+    keel_proxy_replay_add(&r, "abc", 3);
+    KT_CHECK(!keel_proxy_replay_ok(&r));
+    /* an empty add sends nothing */
+    keel_proxy_replay_begin(&r, 8, 0);
+    keel_proxy_replay_add(&r, "", 0);
+    KT_CHECK(!r.sent);
+    keel_proxy_replay_release(&r);
+    KT_CHECK(r.buf.data == NULL);
+}
+
 int main(void)
 {
     KT_RUN(first_matching_route_wins);
@@ -196,5 +281,7 @@ int main(void)
     KT_RUN(a_zero_weight_cluster_never_gets_picked);
     KT_RUN(retry_budget_is_twenty_percent_of_active_with_a_floor_of_three);
     KT_RUN(splits_targets_into_path_and_query);
+    KT_RUN(retry_eligibility_follows_method_key_and_body);
+    KT_RUN(replay_buffer_keeps_bodies_within_its_limit);
     return kt_done();
 }
