@@ -52,7 +52,9 @@ struct keel__kv_entry {
  */
 #define KEEL__KV_TYPE_STRING 0
 #define KEEL__KV_TYPE_STREAM 1
-#define KEEL__KV_TYPES 2
+#define KEEL__KV_TYPE_HASH 2 /* kv_hash.c, kv_coll.c */
+#define KEEL__KV_TYPE_SET 3  /* kv_set.c, kv_coll.c */
+#define KEEL__KV_TYPES 4
 #define ERR_WRONGTYPE "WRONGTYPE Operation against a key holding the wrong kind of value"
 
 typedef struct keel__kv_type {
@@ -65,6 +67,8 @@ typedef struct keel__kv_type {
     int (*snap_load)(const uint8_t *p, size_t len, void **obj);
 } keel__kv_type_t;
 extern const keel__kv_type_t keel__kv_type_stream;
+extern const keel__kv_type_t keel__kv_type_hash;
+extern const keel__kv_type_t keel__kv_type_set;
 /* The row of a type (NULL for strings, which are no object). */
 const keel__kv_type_t *keel__kv_type(int type);
 
