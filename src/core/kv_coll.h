@@ -29,6 +29,10 @@
 #define KEEL__KC_ITEMS_MAX ((size_t)1 << 26) /* 67,108,864 items per hash or set */
 #define ERR_KC_FULL "ERR keel: a hash or set holds at most 67108864 elements (KEEL__KC_ITEMS_MAX)"
 
+/* The most picks of HRANDFIELD / SRANDMEMBER with a negative count (Redis has no bound). */
+#define KEEL__KC_RAND_COUNT_MAX ((uint64_t)1 << 20)
+#define ERR_KC_RAND_COUNT "ERR keel: a negative count asks for at most 1048576 picks"
+
 /* Redis 7.0's defaults for the compact encodings OBJECT ENCODING reports. */
 #define KEEL__KC_HASH_LISTPACK_ENTRIES 128u
 #define KEEL__KC_HASH_LISTPACK_VALUE_BYTES 64u

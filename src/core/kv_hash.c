@@ -398,9 +398,9 @@ int keel__kc_rand_reply(const call_t *c, int type, int values)
         uint64_t n = l < 0 ? (uint64_t)-l : 1;
         keel_rand_t r;
         keel_rand_seed(&r, seed);
-        /* a reply that cannot fit is refused whole (Redis would try to build it) */
-        if (n > KEEL_KV_SCAN_REPLY_BYTES_MAX * 64)
-            return r_err(c->reply, "ERR keel: count too large for one reply"), 0;
+        /* picks with repeats are bounded: Redis would build any size */
+        if (n > KEEL__KC_RAND_COUNT_MAX)
+            return r_err(c->reply, ERR_KC_RAND_COUNT), 0;
         r_array(c->reply, n * per);
         for (uint64_t i = 0; i < n && !c->reply->failed; i++)
             r_item(c->reply, keel__kc_pick(t, keel_rand_u64(&r)), values);

@@ -141,11 +141,23 @@ static void random_members_are_members_distinct_when_asked(void)
     kvt_free(&a);
 }
 
+static void limits_are_named_errors(void)
+{
+    kvt_init(&a, NULL);
+    kvt_at(&a, 1000, "SADD s a");
+    KT_EQ_STR(kvt_read_at(&a, 1000, "SRANDMEMBER s -1048577"),
+              "-ERR keel: a negative count asks for at most 1048576 picks\r\n");
+    KT_EQ_STR(kvt_read_at(&a, 1000, "SRANDMEMBER s -3"), "*3\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n");
+    KT_EQ_STR(kvt_read_at(&a, 1000, "HRANDFIELD s -1048577"), WRONGTYPE);
+    kvt_free(&a);
+}
+
 int main(void)
 {
     KT_RUN(members_are_added_tested_and_removed_and_an_empty_set_is_no_key);
     KT_RUN(stores_replace_any_type_and_an_empty_result_deletes);
     KT_RUN(spop_removes_the_same_members_on_every_replica_and_after_a_snapshot);
     KT_RUN(random_members_are_members_distinct_when_asked);
+    KT_RUN(limits_are_named_errors);
     return kt_done();
 }
