@@ -44,7 +44,7 @@ struct keel__kv_entry {
 
 /*
  * The typed keyspace. A key holds one type; the string is the entry's own bytes, every
- * other type (streams now; hashes, lists, sets, sorted sets next, issue 19) is an object
+ * other type (streams, hashes and sets now; lists and sorted sets next, issue 19) is an object
  * behind one pointer in the value area, created by the type's commands and described by a
  * row of keel__kv_types: its TYPE name, how to free it, its memory, and its snapshot
  * section. The key table, expiry, leases, DEL, EXISTS, SCAN, WATCH versions and the change
