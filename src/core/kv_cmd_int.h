@@ -8,7 +8,7 @@
 /*
  * The commands are split by family, one file each: kv_strings.c, kv_expire.c,
  * kv_leases.c (leases, locks, KEEL.FENCED), kv_txn.c, kv_scan.c, kv_strings_ext.c, kv_keys.c,
- * kv_bits.c, kv_bitfield.c;
+ * kv_bits.c, kv_bitfield.c, kv_hash.c and kv_set.c (on kv_coll.c);
  * kv_cmd.c holds the table
  * and the one way every command runs. The glob matcher is base/glob.
  */
@@ -214,6 +214,8 @@ int keel__kvc_type_of_name(const call_t *c, size_t i);
 int keel__xs_xgroup_syntax(const call_t *c);
 int keel__xs_xinfo_syntax(const call_t *c);
 int keel__kvc_cmd_scan(const call_t *c);
+/* A SCAN cursor as Redis reads it (strtoul): 0 or -1. */
+int keel__kvc_parse_cursor(const uint8_t *p, size_t n, uint64_t *out);
 int keel__kvc_reg_write_syntax(const call_t *c);
 int keel__kvc_cmd_reg_write(const call_t *c);
 int keel__kvc_reg_read_syntax(const call_t *c);
@@ -233,6 +235,11 @@ int keel__kvc_setrange_syntax(const call_t *c);
 int keel__kvc_cmd_setrange(const call_t *c);
 int keel__kvc_cmd_incrbyfloat(const call_t *c);
 int keel__kvc_cmd_lcs(const call_t *c);
+/* INCRBYFLOAT's number reading and writing (Redis's strtold and ld2string, LD_STR_HUMAN):
+ * parse 0 or -1; fmt returns the length written to buf (room for KEEL__KVC_LD_CHARS_MAX). */
+#define KEEL__KVC_LD_CHARS_MAX (5u * 1024u)
+int keel__kvc_parse_ld(const uint8_t *p, size_t n, long double *out);
+size_t keel__kvc_fmt_ld(char *buf, size_t cap, long double v);
 /* kv_bits.c */
 int keel__kvc_setbit_syntax(const call_t *c);
 int keel__kvc_cmd_setbit(const call_t *c);

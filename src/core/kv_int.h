@@ -44,7 +44,7 @@ struct keel__kv_entry {
 
 /*
  * The typed keyspace. A key holds one type; the string is the entry's own bytes, every
- * other type (streams now; hashes, lists, sets, sorted sets next, issue 19) is an object
+ * other type (streams, hashes and sets now; lists and sorted sets next, issue 19) is an object
  * behind one pointer in the value area, created by the type's commands and described by a
  * row of keel__kv_types: its TYPE name, how to free it, its memory, and its snapshot
  * section. The key table, expiry, leases, DEL, EXISTS, SCAN, WATCH versions and the change
@@ -52,7 +52,9 @@ struct keel__kv_entry {
  */
 #define KEEL__KV_TYPE_STRING 0
 #define KEEL__KV_TYPE_STREAM 1
-#define KEEL__KV_TYPES 2
+#define KEEL__KV_TYPE_HASH 2 /* kv_hash.c, kv_coll.c */
+#define KEEL__KV_TYPE_SET 3  /* kv_set.c, kv_coll.c */
+#define KEEL__KV_TYPES 4
 #define ERR_WRONGTYPE "WRONGTYPE Operation against a key holding the wrong kind of value"
 
 typedef struct keel__kv_type {
@@ -65,6 +67,8 @@ typedef struct keel__kv_type {
     int (*snap_load)(const uint8_t *p, size_t len, void **obj);
 } keel__kv_type_t;
 extern const keel__kv_type_t keel__kv_type_stream;
+extern const keel__kv_type_t keel__kv_type_hash;
+extern const keel__kv_type_t keel__kv_type_set;
 /* The row of a type (NULL for strings, which are no object). */
 const keel__kv_type_t *keel__kv_type(int type);
 

@@ -2,6 +2,7 @@
    RANDOMKEY, EXPIRETIME, PEXPIRETIME and OBJECT (UNLINK is DEL's handler). */
 #include "base/glob.h"
 #include "core/kv_cmd_int.h"
+#include "core/kv_coll.h"
 #include "core/kv_stream_int.h"
 
 #include "base/num.h"
@@ -396,6 +397,8 @@ int keel__kvc_object_syntax(const call_t *c)
 static const char *encoding(const keel__kv_entry_t *e)
 {
     int64_t v;
+    if (e->type == KEEL__KV_TYPE_HASH || e->type == KEEL__KV_TYPE_SET)
+        return keel__kc_encoding(e->type, keel__kv_obj(e));
     if (e->type != KEEL__KV_TYPE_STRING)
         return keel__kv_type(e->type)->name;
     if (keel_parse_i64(keel__kv_cval(e), e->val_len, &v) == 0)

@@ -25,7 +25,7 @@ typedef struct scan_opts {
  * optional sign, decimal digits up to 2^64-1 (a '-' negates modulo 2^64), no
  * leading space, nothing after; the empty string is cursor 0. 0 or -1.
  */
-static int parse_cursor(const uint8_t *p, size_t n, uint64_t *out)
+int keel__kvc_parse_cursor(const uint8_t *p, size_t n, uint64_t *out)
 {
     size_t i = n > 0 && (p[0] == '+' || p[0] == '-');
     if (n == 0) {
@@ -51,7 +51,7 @@ static int parse_cursor(const uint8_t *p, size_t n, uint64_t *out)
 static int scan_parse(const call_t *c, scan_opts_t *o)
 {
     *o = (scan_opts_t){.count = 10, .type = -1};
-    if (parse_cursor(c->argv[1], c->lens[1], &o->cursor) != 0)
+    if (keel__kvc_parse_cursor(c->argv[1], c->lens[1], &o->cursor) != 0)
         return r_err(c->reply, "ERR invalid cursor");
     for (size_t i = 2; i < c->argc; i += 2) {
         if (c->argc - i < 2)

@@ -560,3 +560,13 @@ int keel__kvc_cmd_lcs(const call_t *c)
     free(out), free(ranges), free(tab);
     return 0;
 }
+
+int keel__kvc_parse_ld(const uint8_t *p, size_t n, long double *out)
+{
+    return parse_ld(p, n, out);
+}
+
+size_t keel__kvc_fmt_ld(char *buf, size_t cap, long double v)
+{
+    return fmt_ld(buf, cap, v);
+}

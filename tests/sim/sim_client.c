@@ -217,7 +217,8 @@ static void stream_done(void *ctx, int status, const uint8_t *reply, size_t len)
  * NACKs with short delays (some reach the dead-letter limit of 3), claims of idle entries,
  * exact trims and retention settings; and, three times in ten, one of issue 19's strings and
  * keyspace writes (SETRANGE, INCRBYFLOAT, SETBIT, BITOP, COPY and RENAME of the stream, GETEX,
- * MSETNX, GETDEL, SETEX, RENAMENX, BITFIELD). Their answers are not checked (no model);
+ * MSETNX, GETDEL, SETEX, RENAMENX, BITFIELD) or a hash or set write (HSET .. SPOP, SMOVE, the
+ * STOREs, COPY and RENAME of them). Their answers are not checked (no model);
  * the state they make is, through the state hash every node must agree on at every index, snapshots
  * and restarts included.
  */
@@ -251,8 +252,28 @@ void sim__streams_step(world_t *w)
         {"SETEX", "x1", "100000", "v", NULL},
         {"RENAMENX", "x3", "x0", NULL},
         {"BITFIELD", "x2", "OVERFLOW", "SAT", "INCRBY", "i5", "#3", "7", NULL},
+        /* hashes and sets (h0..h2, t0..t3): SPOP's choice must be every node's */
+        {"HSET", "h0", "a", "1", "b", "2", NULL},
+        {"HINCRBY", "h0", "c", "3", NULL},
+        {"HINCRBYFLOAT", "h0", "a", "0.5", NULL},
+        {"HDEL", "h0", "a", "c", NULL},
+        {"HSETNX", "h1", "z", "9", NULL},
+        {"HMSET", "h1", "a-field-longer-than-sixty-four-bytes-makes-the-hash-a-hashtable-x", "v",
+         NULL},
+        {"SADD", "t0", "1", "2", "3", "x", "y", "z", NULL},
+        {"SADD", "t1", "2", "3", "4", "5", "6", NULL},
+        {"SREM", "t0", "1", "x", NULL},
+        {"SPOP", "t0", NULL},
+        {"SPOP", "t1", "2", NULL},
+        {"SMOVE", "t1", "t0", "4", NULL},
+        {"SINTERSTORE", "t2", "t0", "t1", NULL},
+        {"SUNIONSTORE", "t2", "t0", "t1", "x0", NULL},
+        {"SDIFFSTORE", "t3", "t0", "t1", NULL},
+        {"COPY", "h0", "h2", "REPLACE", NULL},
+        {"RENAME", "t2", "h2", NULL},
+        {"PEXPIREAT", "t0", "99999999999999", NULL},
     };
-    if (w->res->stream_cmds > 0 && keel_rand_chance(&w->rnd, 0.3)) {
+    if (w->res->stream_cmds > 0 && keel_rand_chance(&w->rnd, 0.4)) {
         const char *const *c =
             strings[keel_rand_below(&w->rnd, sizeof(strings) / sizeof(strings[0]))];
         for (int i = 0; c[i]; i++)

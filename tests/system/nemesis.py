@@ -19,7 +19,8 @@ A nemesis run (docs/consistency.md, "Fault model tested"):
    the pipelined ones, one per pipeline slot): GET, SET of a never-written value,
    compare-and-set (KEEL.GETV, recorded as a read, then KEEL.CAS on the version it returned:
    a version is the revision of a key's last change and every value is unique, so "the
-   version matched" is "the value matched"), and WATCH/GET/MULTI/SET/EXEC. A reply is "ok";
+   version matched" is "the value matched"), WATCH/GET/MULTI/SET/EXEC, and one hash field and
+   one set member per key as registers (HGET/HSET/HDEL/HSETNX, SISMEMBER/SADD/SREM). A reply is "ok";
    -TRYAGAIN (nothing proposed) and a failure to connect (nothing sent) are "fail"; a
    timeout, a lost connection or an error reply is "info" (unknown outcome), never "fail".
    Optionally `keel bench kv --history` runs beside it on keys of its own (Bench).
@@ -456,6 +457,27 @@ def make_cluster(exe, base_dir, net, extra=()):
 # -- client load --------------------------------------------------------------------------------
 
 
+# Hashes and sets (issue 19): one field of a hash and one member of a set per load key, each
+# a register of its own in the history (Client._collection).
+FIELD, MEMBER = "f", "m"
+
+
+def hash_key(key):
+    return f"h:{key}"
+
+
+def set_key(key):
+    return f"s:{key}"
+
+
+def hash_reg(key):
+    return f"{hash_key(key)}.{FIELD}"
+
+
+def set_reg(key):
+    return f"{set_key(key)}.{MEMBER}"
+
+
 def _not_sent(e):
     """True for redis-py's failure to connect: its request was never sent. (redis-py connects
     a connection only before sending on it: "Error 111 connecting to host:port", "Timeout
@@ -555,6 +577,10 @@ class Client(threading.Thread):
         while time.monotonic() < self.load.deadline:
             key = self.rnd.choice(keys)
             r = self.rnd.random()
+            if r < 0.2:
+                self._collection(h, key)
+                continue
+            r = (r - 0.2) / 0.8
             if r < 0.3:
                 self._run_op(h, "read", key, None, lambda: ("ok", _decode(self._client().get(key))))
             elif r < 0.55:
@@ -565,6 +591,38 @@ class Client(threading.Thread):
                 self._cas(h, key)
             else:
                 self._txn(h, key)
+
+    def _collection(self, h, key):
+        """Hash fields and set members as registers (lincheck models one register per key, and
+        each of these commands touches one field or member): field FIELD of hash H(key) is
+        register hash_reg(key), member MEMBER of set S(key) is set_reg(key) with the values
+        absent / MEMBER. HSET is a write of a fresh value, HDEL a write of "absent", HSETNX a
+        compare-and-set from absent; SADD and SREM are compare-and-sets (absent -> in, in ->
+        absent) whose reply (1 or 0) says whether they swapped; HGET and SISMEMBER are reads."""
+        c = self._client
+        hk, sk, hr, sr = hash_key(key), set_key(key), hash_reg(key), set_reg(key)
+        r = self.rnd.random()
+        self.seq += 1
+        v = f"c{self.idx}-{self.seq}"
+        if r < 0.2:
+            self._run_op(h, "read", hr, None, lambda: ("ok", _decode(c().hget(hk, FIELD))), "hget")
+        elif r < 0.4:
+            self._run_op(h, "write", hr, v, lambda: ("ok", c().hset(hk, FIELD, v)), "hset")
+        elif r < 0.5:
+            self._run_op(h, "write", hr, None, lambda: ("ok", c().hdel(hk, FIELD)), "hdel")
+        elif r < 0.6:
+            self._run_op(h, "cas", hr, [None, v], lambda: ("ok", c().hsetnx(hk, FIELD, v) == 1),
+                         "hsetnx")  # fmt: skip
+        elif r < 0.75:
+            self._run_op(h, "read", sr, None,
+                         lambda: ("ok", MEMBER if c().sismember(sk, MEMBER) else None),
+                         "sismember")  # fmt: skip
+        elif r < 0.9:
+            self._run_op(h, "cas", sr, [None, MEMBER], lambda: ("ok", c().sadd(sk, MEMBER) == 1),
+                         "sadd")  # fmt: skip
+        else:
+            self._run_op(h, "cas", sr, [MEMBER, None], lambda: ("ok", c().srem(sk, MEMBER) == 1),
+                         "srem")  # fmt: skip
 
     def _txn(self, h, key):
         """WATCH key, GET key (recorded as a read), MULTI, SET key new, EXEC. A committed EXEC
@@ -749,13 +807,18 @@ class Load:
         """Reads every key once (process "final"), retrying each until it completes ok."""
         deadline = time.monotonic() + timeout_s
         proc = len(self.clients)
-        for key in self.keys:
+        reads = [(k, lambda c, k=k: _decode(c.get(k))) for k in self.keys]
+        reads += [(hash_reg(k), lambda c, k=k: _decode(c.hget(hash_key(k), FIELD)))
+                  for k in self.keys]  # fmt: skip
+        reads += [(set_reg(k), lambda c, k=k: MEMBER if c.sismember(set_key(k), MEMBER) else None)
+                  for k in self.keys]  # fmt: skip
+        for key, read in reads:
             while True:
                 nd = self.nodes[random.randrange(len(self.nodes))]
                 with self.history.op(proc, "read", key) as o:
                     try:
                         c = nd.client(socket_timeout=5, socket_connect_timeout=CONNECT_TIMEOUT_S)
-                        o.ok(_decode(c.get(key)))
+                        o.ok(read(c))
                         c.close()
                         break
                     except (redis.RedisError, OSError) as e:

@@ -64,6 +64,8 @@ def check(res):
     c = res["counts"]
     for f in ("read", "write", "cas", "txn"):
         assert c.get((f, "ok"), 0) >= 20, f"seed {seed}: too few completed {f}s: {c}"
+    for f in ("hset", "hget", "sadd", "sismember"):  # hashes and sets (issue 19)
+        assert c.get((f, "ok"), 0) >= 3, f"seed {seed}: too few completed {f}s: {c}"
     faults = [f for f in res["faults"] if not f.endswith("heal all")]
     assert len(faults) >= 3, f"seed {seed}: too few faults ran: {res['faults']}"
     assert lc["exit"] == 0, (
@@ -110,6 +112,26 @@ def test_the_nemesis_check_rejects_a_lost_acknowledged_write(tmp_path):
     path = str(tmp_path / "lost.jsonl")
     h.write(path)
     assert run_lincheck(lincheck_dir, path)["exit"] == 1
+
+
+def test_the_nemesis_check_rejects_a_lost_set_member(tmp_path):
+    """The hash and set registers bite too: an acknowledged SADD (1: added) whose member a
+    later SISMEMBER does not see, with no SREM, is refused; with an SREM that may have run
+    (unknown outcome) between them, it is accepted."""
+    lincheck_dir = os.path.dirname(binary("keel-lincheck"))
+    for srem, want in ((False, 1), (True, 0)):
+        h = nemesis.History()
+        reg = nemesis.set_reg("nk0")
+        with h.op(1, "cas", reg, [None, nemesis.MEMBER]) as o:
+            o.ok(result=True)
+        if srem:
+            with h.op(3, "cas", reg, [nemesis.MEMBER, None]) as o:
+                o.info()
+        with h.op(2, "read", reg) as o:
+            o.ok(None)
+        path = str(tmp_path / f"lost-member-{srem}.jsonl")
+        h.write(path)
+        assert run_lincheck(lincheck_dir, path)["exit"] == want
 
 
 @pytest.mark.parametrize("mode", ["netns", "relay"])

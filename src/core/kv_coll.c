@@ -1,0 +1,628 @@
+/* kv_coll.c - the hash-ordered table behind hashes and sets (kv_coll.h), and what their
+   commands share: typed lookups, creating and deleting the key, randomness, HSCAN/SSCAN. */
+#include "core/kv_coll.h"
+
+#include "base/bytes.h"
+#include "base/glob.h"
+#include "base/hash.h"
+#include "base/num.h"
+#include "base/rand.h"
+#include "proto/resp.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BITS_MIN 2u
+#define BITS_MAX 40u
+
+static size_t item_bytes(const keel__kc_item_t *it)
+{
+    return sizeof(*it) + it->flen + it->vlen;
+}
+
+static size_t bucket_of(const keel__kc_t *t, uint64_t h)
+{
+    return (size_t)(h >> (64 - t->bits));
+}
+
+static size_t buckets(const keel__kc_t *t)
+{
+    return (size_t)1 << t->bits;
+}
+
+keel__kc_t *keel__kc_new(uint64_t seed)
+{
+    keel__kc_t *t = malloc(sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    t->bits = BITS_MIN;
+    t->b = calloc(buckets(t), sizeof(*t->b));
+    if (t->b == NULL) {
+        free(t);
+        return NULL;
+    }
+    t->count = 0;
+    t->seed = seed;
+    t->big = 0;
+    t->bytes = sizeof(*t) + buckets(t) * sizeof(*t->b);
+    return t;
+}
+
+void keel__kc_free(keel__kc_t *t)
+{
+    if (t == NULL)
+        return;
+    for (size_t i = 0; i < buckets(t); i++) {
+        keel__kc_item_t *it = t->b[i];
+        while (it) {
+            keel__kc_item_t *next = it->next;
+            free(it);
+            it = next;
+        }
+    }
+    free(t->b);
+    free(t);
+}
+
+uint64_t keel__kc_hash(const keel__kc_t *t, const uint8_t *f, size_t n)
+{
+    return keel_hash64(f, n, t->seed);
+}
+
+keel__kc_item_t *keel__kc_item_new(const keel__kc_t *t, const uint8_t *f, size_t fl,
+                                   const uint8_t *v, size_t vl)
+{
+    assert(fl <= UINT32_MAX && vl <= UINT32_MAX);
+    keel__kc_item_t *it = malloc(sizeof(*it) + fl + vl);
+    if (it == NULL)
+        return NULL;
+    it->next = NULL;
+    it->hash = keel__kc_hash(t, f, fl);
+    it->flen = (uint32_t)fl;
+    it->vlen = (uint32_t)vl;
+    if (fl)
+        memcpy(it->data, f, fl);
+    if (vl)
+        memcpy(it->data + fl, v, vl);
+    return it;
+}
+
+/* The total order of items: hash, then length, then bytes. */
+static int cmp(uint64_t h, const uint8_t *f, size_t n, const keel__kc_item_t *it)
+{
+    if (h != it->hash)
+        return h < it->hash ? -1 : 1;
+    if (n != it->flen)
+        return n < it->flen ? -1 : 1;
+    return n ? memcmp(f, it->data, n) : 0;
+}
+
+/* The link where field f is or would go. */
+static keel__kc_item_t **locate(const keel__kc_t *t, uint64_t h, const uint8_t *f, size_t n,
+                                int *found)
+{
+    keel__kc_item_t **l = &t->b[bucket_of(t, h)];
+    int r = 1;
+    while (*l && (r = cmp(h, f, n, *l)) > 0)
+        l = &(*l)->next;
+    *found = *l != NULL && r == 0;
+    return l;
+}
+
+keel__kc_item_t *keel__kc_find(const keel__kc_t *t, const uint8_t *f, size_t n)
+{
+    int found;
+    keel__kc_item_t **l = locate(t, keel__kc_hash(t, f, n), f, n, &found);
+    return found ? *l : NULL;
+}
+
+/* Rebuilds the chains for 2^bits buckets; on ENOMEM keeps the old ones (nothing changes but
+   chain lengths: the order is the same). Walking in hash order keeps chains sorted. */
+static void resize(keel__kc_t *t, unsigned bits)
+{
+    keel__kc_item_t **nb = calloc((size_t)1 << bits, sizeof(*nb));
+    if (nb == NULL)
+        return;
+    keel__kc_item_t *tail = NULL;
+    size_t tail_b = 0;
+    for (size_t i = 0; i < buckets(t); i++) {
+        keel__kc_item_t *it = t->b[i];
+        while (it) {
+            keel__kc_item_t *next = it->next;
+            size_t nbk = (size_t)(it->hash >> (64 - bits));
+            it->next = NULL;
+            if (tail && tail_b == nbk)
+                tail->next = it;
+            else
+                nb[nbk] = it;
+            tail = it;
+            tail_b = nbk;
+            it = next;
+        }
+    }
+    t->bytes = t->bytes - buckets(t) * sizeof(*t->b) + ((size_t)1 << bits) * sizeof(*nb);
+    free(t->b);
+    t->b = nb;
+    t->bits = bits;
+}
+
+int keel__kc_put(keel__kc_t *t, keel__kc_item_t *it)
+{
+    if (t->count + 1 > buckets(t) && t->bits < BITS_MAX)
+        resize(t, t->bits + 1);
+    int found;
+    keel__kc_item_t **l = locate(t, it->hash, it->data, it->flen, &found);
+    if (found) {
+        keel__kc_item_t *old = *l;
+        it->next = old->next;
+        *l = it;
+        t->bytes = t->bytes - item_bytes(old) + item_bytes(it);
+        free(old);
+        return 0;
+    }
+    it->next = *l;
+    *l = it;
+    t->count++;
+    t->bytes += item_bytes(it);
+    return 1;
+}
+
+int keel__kc_del(keel__kc_t *t, const uint8_t *f, size_t n)
+{
+    int found;
+    keel__kc_item_t **l = locate(t, keel__kc_hash(t, f, n), f, n, &found);
+    if (!found)
+        return 0;
+    keel__kc_item_t *it = *l;
+    *l = it->next;
+    t->count--;
+    t->bytes -= item_bytes(it);
+    free(it);
+    if (t->bits > BITS_MIN && t->count < buckets(t) / 8)
+        resize(t, t->bits - 1);
+    return 1;
+}
+
+/* The first item of bucket i or after it; NULL past the end. */
+static const keel__kc_item_t *from_bucket(const keel__kc_t *t, size_t i)
+{
+    for (; i < buckets(t); i++)
+        if (t->b[i])
+            return t->b[i];
+    return NULL;
+}
+
+/* The first item with hash >= h, in hash order; NULL when there is none. */
+static const keel__kc_item_t *at_or_after(const keel__kc_t *t, uint64_t h)
+{
+    size_t i = bucket_of(t, h);
+    for (const keel__kc_item_t *it = t->b[i]; it; it = it->next)
+        if (it->hash >= h)
+            return it;
+    return i + 1 < buckets(t) ? from_bucket(t, i + 1) : NULL;
+}
+
+const keel__kc_item_t *keel__kc_pick(const keel__kc_t *t, uint64_t r)
+{
+    const keel__kc_item_t *it = at_or_after(t, r);
+    return it ? it : from_bucket(t, 0);
+}
+
+const keel__kc_item_t *keel__kc_first(const keel__kc_t *t)
+{
+    return from_bucket(t, 0);
+}
+
+const keel__kc_item_t *keel__kc_next(const keel__kc_t *t, const keel__kc_item_t *it)
+{
+    if (it->next)
+        return it->next;
+    size_t i = bucket_of(t, it->hash);
+    return i + 1 < buckets(t) ? from_bucket(t, i + 1) : NULL;
+}
+
+uint64_t keel__kc_scan(const keel__kc_t *t, uint64_t cursor, size_t count,
+                       void (*fn)(void *data, const keel__kc_item_t *it), void *data)
+{
+    const keel__kc_item_t *it = at_or_after(t, cursor);
+    size_t n = 0;
+    while (it && (n < count || (n > 0 && it->hash == cursor))) {
+        fn(data, it);
+        n++;
+        cursor = it->hash;
+        it = keel__kc_next(t, it);
+    }
+    /* the next item's hash is > every hash returned, so never 0 unless the walk ended */
+    return it ? it->hash : 0;
+}
+
+/* ---- snapshot body ----------------------------------------------------------------- */
+
+#define BODY_HEADER_BYTES 17u /* seed u64, flags u8, count u64 */
+
+int keel__kc_write(const keel__kc_t *t, int with_values, keel_kv_sink_fn sink, void *data)
+{
+    uint8_t h[BODY_HEADER_BYTES];
+    keel_put_u64(h, t->seed);
+    h[8] = t->big;
+    keel_put_u64(h + 9, t->count);
+    int rc = sink(data, h, sizeof(h));
+    for (const keel__kc_item_t *it = keel__kc_first(t); it && rc == 0; it = keel__kc_next(t, it)) {
+        uint8_t n[4];
+        keel_put_u32(n, it->flen);
+        rc = sink(data, n, 4);
+        if (rc == 0 && it->flen)
+            rc = sink(data, it->data, it->flen);
+        if (rc == 0 && with_values) {
+            keel_put_u32(n, it->vlen);
+            rc = sink(data, n, 4);
+            if (rc == 0 && it->vlen)
+                rc = sink(data, keel__kc_val(it), it->vlen);
+        }
+    }
+    return rc;
+}
+
+/* A length-prefixed string at *p: 0 and its bytes, or KEEL_EPROTO. */
+static int take(const uint8_t *p, size_t len, size_t *pos, const uint8_t **s, size_t *n)
+{
+    if (len - *pos < 4)
+        return KEEL_EPROTO;
+    *n = keel_get_u32(p + *pos);
+    *pos += 4;
+    if (*n > len - *pos)
+        return KEEL_EPROTO;
+    *s = p + *pos;
+    *pos += *n;
+    return 0;
+}
+
+int keel__kc_load(const uint8_t *p, size_t len, int with_values, keel__kc_t **out)
+{
+    if (len < BODY_HEADER_BYTES || p[8] > 1)
+        return KEEL_EPROTO;
+    uint64_t count = keel_get_u64(p + 9);
+    /* every item takes at least 4 (or 8) bytes: a count beyond that is corrupt */
+    if (count > KEEL__KC_ITEMS_MAX || count > (len - BODY_HEADER_BYTES) / (with_values ? 8 : 4))
+        return KEEL_EPROTO;
+    keel__kc_t *t = keel__kc_new(keel_get_u64(p));
+    if (t == NULL)
+        return KEEL_ENOMEM;
+    t->big = p[8];
+    unsigned bits = BITS_MIN;
+    while (((size_t)1 << bits) < count && bits < BITS_MAX)
+        bits++;
+    if (bits > t->bits)
+        resize(t, bits);
+    size_t pos = BODY_HEADER_BYTES;
+    int rc = 0;
+    for (uint64_t i = 0; i < count && rc == 0; i++) {
+        const uint8_t *f, *v = NULL;
+        size_t fl, vl = 0;
+        rc = take(p, len, &pos, &f, &fl);
+        if (rc == 0 && with_values)
+            rc = take(p, len, &pos, &v, &vl);
+        if (rc != 0)
+            break;
+        if (keel__kc_find(t, f, fl) != NULL) {
+            rc = KEEL_EPROTO; /* a duplicate field */
+            break;
+        }
+        keel__kc_item_t *it = keel__kc_item_new(t, f, fl, v, vl);
+        if (it == NULL)
+            rc = KEEL_ENOMEM;
+        else
+            keel__kc_put(t, it);
+    }
+    if (rc == 0 && (pos != len || (count == 0)))
+        rc = KEEL_EPROTO; /* trailing bytes, or an empty value (a key is never empty) */
+    if (rc != 0) {
+        keel__kc_free(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
+/* ---- the type rows --------------------------------------------------------------------- */
+
+static void obj_free(void *o)
+{
+    keel__kc_free(o);
+}
+
+static size_t obj_bytes(const void *o)
+{
+    return ((const keel__kc_t *)o)->bytes;
+}
+
+static int hash_write(const void *o, keel_kv_sink_fn sink, void *data)
+{
+    return keel__kc_write(o, 1, sink, data);
+}
+
+static int hash_load(const uint8_t *p, size_t len, void **obj)
+{
+    return keel__kc_load(p, len, 1, (keel__kc_t **)obj);
+}
+
+static int set_write(const void *o, keel_kv_sink_fn sink, void *data)
+{
+    return keel__kc_write(o, 0, sink, data);
+}
+
+static int set_load(const uint8_t *p, size_t len, void **obj)
+{
+    return keel__kc_load(p, len, 0, (keel__kc_t **)obj);
+}
+
+const keel__kv_type_t keel__kv_type_hash = {
+    .name = "hash",
+    .free = obj_free,
+    .bytes = obj_bytes,
+    .snap_write = hash_write,
+    .snap_load = hash_load,
+};
+
+const keel__kv_type_t keel__kv_type_set = {
+    .name = "set",
+    .free = obj_free,
+    .bytes = obj_bytes,
+    .snap_write = set_write,
+    .snap_load = set_load,
+};
+
+const char *keel__kc_encoding(int type, const keel__kc_t *t)
+{
+    if (type == KEEL__KV_TYPE_HASH)
+        return t->big || t->count > KEEL__KC_HASH_LISTPACK_ENTRIES ? "hashtable" : "listpack";
+    return t->big || t->count > KEEL__KC_SET_INTSET_ENTRIES ? "hashtable" : "intset";
+}
+
+/* ---- the command side ---------------------------------------------------------------- */
+
+int keel__kc_read(const call_t *c, size_t i, int type, const keel__kc_t **t)
+{
+    const keel__kv_entry_t *e = keel__kvc_lookup(c, i);
+    if (e && e->type != type)
+        return r_err(c->reply, ERR_WRONGTYPE);
+    *t = e ? keel__kv_obj(e) : NULL;
+    return 0;
+}
+
+int keel__kc_wlookup(const call_t *c, const uint8_t *key, size_t len, int type,
+                     keel__kv_entry_t ***link, int *dead, keel__kc_t **t)
+{
+    uint64_t h = keel__kv_hash(c->w, key, len);
+    keel__kv_entry_t *e = keel__kvc_wfind(c, key, len, h, link, dead);
+    if (e && e->type != type)
+        return r_err(c->reply, ERR_WRONGTYPE);
+    *t = e ? keel__kv_obj(e) : NULL;
+    return 0;
+}
+
+uint64_t keel__kc_random(const call_t *c, uint64_t salt)
+{
+    uint64_t x = keel_mix64(c->now ^ keel_mix64(salt));
+    if (c->w)
+        x = keel_mix64(x ^ c->w->revision);
+    return x;
+}
+
+int keel__kc_prepare(const call_t *c, const uint8_t *key, size_t len, int type,
+                     keel__kv_entry_t **e)
+{
+    keel__kc_t *t = keel__kc_new(keel__kc_random(c, keel_hash64(key, len, 0x6b63)));
+    if (t == NULL)
+        return KEEL_ENOMEM;
+    *e = keel__kv_entry_new_obj(key, len, keel__kv_hash(c->kv, key, len), type, t);
+    if (*e == NULL) {
+        keel__kc_free(t);
+        return KEEL_ENOMEM;
+    }
+    return 0;
+}
+
+void keel__kc_link(const call_t *c, keel__kv_entry_t **link, int dead, keel__kv_entry_t *e)
+{
+    keel_kv_t *kv = c->w;
+    e->create_revision = kv->revision + 1;
+    if (dead)
+        keel__kv_replace(kv, link, e);
+    else
+        keel__kv_insert(kv, e);
+    kv->bytes += obj_bytes(keel__kv_obj(e));
+}
+
+void keel__kc_touch(const call_t *c, const uint8_t *key, size_t len, size_t bytes_before)
+{
+    keel_kv_t *kv = c->w;
+    keel__kv_entry_t **link = NULL;
+    keel__kv_entry_t *e = keel__kv_find(kv, key, len, keel__kv_hash(kv, key, len), &link);
+    assert(e != NULL && (e->type == KEEL__KV_TYPE_HASH || e->type == KEEL__KV_TYPE_SET));
+    const keel__kc_t *t = keel__kv_obj(e);
+    kv->bytes = kv->bytes - bytes_before + t->bytes;
+    if (t->count == 0)
+        keel__kv_unlink(kv, link); /* Redis deletes an emptied hash or set */
+    else
+        keel__kvc_set_version(kv, e, kv->revision + 1);
+}
+
+/* ---- HSCAN and SSCAN ------------------------------------------------------------------- */
+
+int keel__kc_scan_syntax(const call_t *c)
+{
+    uint64_t cursor;
+    if (keel__kvc_parse_cursor(c->argv[2], c->lens[2], &cursor) != 0)
+        return r_err(c->reply, "ERR invalid cursor");
+    return 0;
+}
+
+typedef struct scan_ctx {
+    reply_t *reply;
+    const uint8_t *pat;
+    size_t pat_len;
+    int values;
+    size_t emitted;
+} scan_ctx_t;
+
+static void scan_one(void *data, const keel__kc_item_t *it)
+{
+    scan_ctx_t *s = data;
+    if (s->pat && !keel_glob_match(s->pat, s->pat_len, it->data, it->flen))
+        return;
+    r_bulk(s->reply, it->data, it->flen);
+    if (s->values)
+        r_bulk(s->reply, keel__kc_val(it), it->vlen);
+    s->emitted++;
+}
+
+static void count_one(void *data, const keel__kc_item_t *it)
+{
+    scan_ctx_t *s = data;
+    if (s->pat == NULL || keel_glob_match(s->pat, s->pat_len, it->data, it->flen))
+        s->emitted++;
+}
+
+/*
+ * Redis 7.0 hscanCommand/sscanCommand: the cursor is checked first, then the key (absent:
+ * an empty scan; another type: WRONGTYPE), then the options (so a bad option on an absent
+ * key is no error). A value in Redis's compact encoding (listpack, intset) is returned whole
+ * with cursor 0, as Redis does; a bigger one COUNT items at a time in hash order.
+ */
+int keel__kc_scan_cmd(const call_t *c, int type)
+{
+    uint64_t cursor = 0;
+    keel__kvc_parse_cursor(c->argv[2], c->lens[2], &cursor);
+    const keel__kc_t *t;
+    if (keel__kc_read(c, 1, type, &t) != 0)
+        return 0;
+    scan_ctx_t s = {c->reply, NULL, 0, type == KEEL__KV_TYPE_HASH, 0};
+    int64_t count = 10;
+    for (size_t i = 3; t && i < c->argc; i += 2) {
+        if (c->argc - i < 2)
+            return r_err(c->reply, ERR_SYNTAX), 0;
+        if (keel__kvc_arg_is(c, i, "COUNT")) {
+            if (keel_parse_i64(c->argv[i + 1], c->lens[i + 1], &count) != 0)
+                return r_err(c->reply, ERR_NOT_INT), 0;
+            if (count < 1)
+                return r_err(c->reply, ERR_SYNTAX), 0;
+        } else if (keel__kvc_arg_is(c, i, "MATCH")) {
+            s.pat = c->argv[i + 1];
+            s.pat_len = c->lens[i + 1];
+            if (s.pat_len == 1 && s.pat[0] == '*')
+                s.pat = NULL;
+        } else {
+            return r_err(c->reply, ERR_SYNTAX), 0;
+        }
+    }
+    if (t == NULL) {
+        r_array(c->reply, 2);
+        r_bulk(c->reply, (const uint8_t *)"0", 1);
+        r_array(c->reply, 0);
+        return 0;
+    }
+    /* the whole value in one reply when compact (Redis), else about COUNT items, bounded so
+       one reply stays small */
+    size_t n = (size_t)count;
+    if (keel__kc_encoding(type, t)[0] != 'h')
+        n = t->count, cursor = 0;
+    else if (n > KEEL_KV_SCAN_REPLY_BYTES_MAX / 16)
+        n = KEEL_KV_SCAN_REPLY_BYTES_MAX / 16;
+    /* counted first, so the header goes before the items */
+    uint64_t next = keel__kc_scan(t, cursor, n, count_one, &s);
+    size_t emitted = s.emitted;
+    s.emitted = 0;
+    char digits[KEEL_DEC_BYTES_MAX];
+    size_t dn = keel_fmt_u64(digits, next);
+    r_array(c->reply, 2);
+    r_bulk(c->reply, (const uint8_t *)digits, dn);
+    r_array(c->reply, emitted * (s.values ? 2 : 1));
+    keel__kc_scan(t, cursor, n, scan_one, &s);
+    assert(s.emitted == emitted);
+    return 0;
+}
+
+/* ---- random samples (HRANDFIELD, SRANDMEMBER, SPOP) ------------------------------------ */
+
+/* Whether p is in the open-addressed pointer set s (2^bits slots); adds it if not. */
+static int seen(const keel__kc_item_t **s, unsigned bits, const keel__kc_item_t *p)
+{
+    size_t mask = ((size_t)1 << bits) - 1;
+    for (size_t i = (size_t)(keel_mix64((uint64_t)(uintptr_t)p) & mask);; i = (i + 1) & mask) {
+        if (s[i] == p)
+            return 1;
+        if (s[i] == NULL) {
+            s[i] = p;
+            return 0;
+        }
+    }
+}
+
+/* Every item, in a random order's first `count` places (a partial Fisher-Yates). */
+static int sample_all(const keel__kc_t *t, size_t count, keel_rand_t *r,
+                      const keel__kc_item_t **out)
+{
+    const keel__kc_item_t **all = malloc(t->count * sizeof(*all));
+    if (all == NULL)
+        return KEEL_ENOMEM;
+    size_t n = 0;
+    for (const keel__kc_item_t *it = keel__kc_first(t); it; it = keel__kc_next(t, it))
+        all[n++] = it;
+    assert(n == t->count);
+    for (size_t i = 0; i < count; i++) {
+        size_t j = i + (size_t)keel_rand_below(r, n - i);
+        const keel__kc_item_t *x = all[i];
+        all[i] = all[j];
+        all[j] = x;
+        out[i] = all[i];
+    }
+    free(all);
+    return 0;
+}
+
+int keel__kc_sample(const keel__kc_t *t, size_t count, uint64_t seed, const keel__kc_item_t ***out)
+{
+    if (count > t->count)
+        count = t->count;
+    const keel__kc_item_t **res = malloc((count ? count : 1) * sizeof(*res));
+    if (res == NULL)
+        return KEEL_ENOMEM;
+    keel_rand_t r;
+    keel_rand_seed(&r, seed);
+    int rc = 0;
+    if (count == t->count) {
+        size_t n = 0;
+        for (const keel__kc_item_t *it = keel__kc_first(t); it; it = keel__kc_next(t, it))
+            res[n++] = it;
+    } else if (count > t->count / 3) {
+        rc = sample_all(t, count, &r, res);
+    } else {
+        /* few of many: random picks, duplicates skipped; a bounded number of tries (picks
+           favour items after wide hash gaps), then the full shuffle */
+        unsigned bits = 2;
+        while (((size_t)1 << bits) < 2 * count)
+            bits++;
+        const keel__kc_item_t **s = calloc((size_t)1 << bits, sizeof(*s));
+        if (s == NULL) {
+            free(res);
+            return KEEL_ENOMEM;
+        }
+        size_t n = 0, tries = 0, tries_max = 10 * count + 100;
+        while (n < count && tries++ < tries_max) {
+            const keel__kc_item_t *it = keel__kc_pick(t, keel_rand_u64(&r));
+            if (!seen(s, bits, it))
+                res[n++] = it;
+        }
+        free(s);
+        if (n < count)
+            rc = sample_all(t, count, &r, res);
+    }
+    if (rc != 0) {
+        free(res);
+        return rc;
+    }
+    *out = res;
+    return (int)0;
+}

@@ -1,0 +1,175 @@
+/* kv_coll.h - the table behind a hash or a set value (fields with optional values), ordered
+   by a seeded hash so that scans, random picks and snapshots depend on its contents only. */
+#ifndef KEEL_CORE_KV_COLL_H
+#define KEEL_CORE_KV_COLL_H
+
+#include "core/kv_cmd_int.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * A hash's fields (with values) or a set's members (values empty) in one chained table.
+ * The bucket of an item is the TOP bits of its hash and every chain is sorted by (hash,
+ * length, bytes), so walking the buckets in order visits the items in hash order. Three
+ * things follow, each needed by a replicated state machine:
+ *   - a scan cursor is simply the next hash value to visit, valid across any resize (HSCAN
+ *     and SSCAN return every item present for the whole iteration, and none twice);
+ *   - a random pick ("the first item at or after hash r, wrapping") depends on the contents
+ *     and r only, never on the table's size or on a resize that failed for want of memory on
+ *     one replica, so SPOP removes the same member on every node;
+ *   - a snapshot writes the items in hash order, so a copy or a restored replica holds the
+ *     same table.
+ * The hash seed is the object's own (set when the key is created, from the entry, and kept in
+ * the snapshot), so a client cannot aim at one fixed function with colliding fields.
+ *
+ * Limits: a field or value is at most the keyspace's value_bytes_max (checked by the
+ * commands); a value holds at most KEEL__KC_ITEMS_MAX items.
+ */
+#define KEEL__KC_ITEMS_MAX ((size_t)1 << 26) /* 67,108,864 items per hash or set */
+#define ERR_KC_FULL "ERR keel: a hash or set holds at most 67108864 elements (KEEL__KC_ITEMS_MAX)"
+
+/* The most picks of HRANDFIELD / SRANDMEMBER with a negative count (Redis has no bound). */
+#define KEEL__KC_RAND_COUNT_MAX ((uint64_t)1 << 20)
+#define ERR_KC_RAND_COUNT "ERR keel: a negative count asks for at most 1048576 picks"
+
+/* Redis 7.0's defaults for the compact encodings OBJECT ENCODING reports. */
+#define KEEL__KC_HASH_LISTPACK_ENTRIES 128u
+#define KEEL__KC_HASH_LISTPACK_VALUE_BYTES 64u
+#define KEEL__KC_SET_INTSET_ENTRIES 512u
+
+typedef struct keel__kc_item {
+    struct keel__kc_item *next;
+    uint64_t hash;
+    uint32_t flen, vlen;
+    uint8_t data[]; /* flen field bytes, then vlen value bytes */
+} keel__kc_item_t;
+
+typedef struct keel__kc {
+    keel__kc_item_t **b;
+    unsigned bits; /* 2^bits buckets, bucket = hash >> (64 - bits); bits >= 2 */
+    size_t count;
+    size_t bytes;  /* the object's memory: header, buckets, items */
+    uint64_t seed; /* hash seed */
+    uint8_t big;   /* OBJECT ENCODING's sticky "hashtable" (Redis never converts back) */
+} keel__kc_t;
+
+static inline const uint8_t *keel__kc_val(const keel__kc_item_t *it)
+{
+    return it->data + it->flen;
+}
+
+/* A new empty table; NULL on ENOMEM. */
+keel__kc_t *keel__kc_new(uint64_t seed);
+void keel__kc_free(keel__kc_t *t);
+uint64_t keel__kc_hash(const keel__kc_t *t, const uint8_t *f, size_t n);
+/* A new unlinked item of t (its hash set); NULL on ENOMEM. */
+keel__kc_item_t *keel__kc_item_new(const keel__kc_t *t, const uint8_t *f, size_t fl,
+                                   const uint8_t *v, size_t vl);
+keel__kc_item_t *keel__kc_find(const keel__kc_t *t, const uint8_t *f, size_t n);
+/*
+ * Links it (owned from here on), replacing (and freeing) an item with the same field.
+ * Returns 1 when the field is new, 0 when it replaced one. Never fails (a table that cannot
+ * grow keeps longer chains).
+ */
+int keel__kc_put(keel__kc_t *t, keel__kc_item_t *it);
+/* Removes and frees field f: 1 if it was there, else 0. */
+int keel__kc_del(keel__kc_t *t, const uint8_t *f, size_t n);
+/* The first item at or after hash r (wrapping); NULL when empty. */
+const keel__kc_item_t *keel__kc_pick(const keel__kc_t *t, uint64_t r);
+/* The first item, and the item after it in hash order (NULL at the end). */
+const keel__kc_item_t *keel__kc_first(const keel__kc_t *t);
+const keel__kc_item_t *keel__kc_next(const keel__kc_t *t, const keel__kc_item_t *it);
+/*
+ * One scan step from cursor (a hash value; 0 starts): calls fn on at least `count` items
+ * (every item of the last hash visited) and returns the next cursor, 0 when done.
+ */
+uint64_t keel__kc_scan(const keel__kc_t *t, uint64_t cursor, size_t count,
+                       void (*fn)(void *data, const keel__kc_item_t *it), void *data);
+/* Snapshot body: seed, flags, count, then (field, value) in hash order. */
+int keel__kc_write(const keel__kc_t *t, int with_values, keel_kv_sink_fn sink, void *data);
+int keel__kc_load(const uint8_t *p, size_t len, int with_values, keel__kc_t **out);
+
+/* ---- the command side, shared by kv_hash.c and kv_set.c -------------------------- */
+
+/* Key argv[i] as a hash or set (type): 0 and *t (NULL when absent), or REPLIED (WRONGTYPE). */
+int keel__kc_read(const call_t *c, size_t i, int type, const keel__kc_t **t);
+/* The same for a write; *link and *dead as keel__kvc_wfind. */
+int keel__kc_wlookup(const call_t *c, const uint8_t *key, size_t len, int type,
+                     keel__kv_entry_t ***link, int *dead, keel__kc_t **t);
+/* A new empty object for key (seeded from the entry) plus its unlinked entry: 0 or ENOMEM. */
+int keel__kc_prepare(const call_t *c, const uint8_t *key, size_t len, int type,
+                     keel__kv_entry_t **e);
+/* Links a prepared entry in place of the dead one at *link (or new); memory counted. */
+void keel__kc_link(const call_t *c, keel__kv_entry_t **link, int dead, keel__kv_entry_t *e);
+/*
+ * The value of key changed: memory accounting (bytes_before: its object's bytes before the
+ * change), a new version at revision + 1, or the key's deletion when it is now empty. The
+ * caller steps the revision once after all its keys.
+ */
+void keel__kc_touch(const call_t *c, const uint8_t *key, size_t len, size_t bytes_before);
+/* A random 64-bit number of this command: from the entry (time, revision) for writes, from
+   the read's time for reads, mixed with salt; the same on every replica. */
+uint64_t keel__kc_random(const call_t *c, uint64_t salt);
+/* Parses an optional COUNT n argument pair at i (SCAN's), MATCH pattern, for HSCAN/SSCAN. */
+int keel__kc_scan_cmd(const call_t *c, int type);
+int keel__kc_scan_syntax(const call_t *c);
+/*
+ * count distinct items chosen at random from seed (all of them, in hash order, when count >=
+ * the size): 0 and *out (min(count, size) pointers, owned, freed with free()), or ENOMEM.
+ */
+int keel__kc_sample(const keel__kc_t *t, size_t count, uint64_t seed, const keel__kc_item_t ***out);
+/* The type rows. */
+extern const keel__kv_type_t keel__kv_type_hash;
+extern const keel__kv_type_t keel__kv_type_set;
+/* OBJECT ENCODING's answer for a hash or set. */
+const char *keel__kc_encoding(int type, const keel__kc_t *t);
+
+/* kv_hash.c: the table's rows */
+int keel__kh_cmd_hset(const call_t *c);
+int keel__kh_cmd_hmset(const call_t *c);
+int keel__kh_cmd_hsetnx(const call_t *c);
+int keel__kh_cmd_hget(const call_t *c);
+int keel__kh_cmd_hmget(const call_t *c);
+int keel__kh_cmd_hexists(const call_t *c);
+int keel__kh_cmd_hstrlen(const call_t *c);
+int keel__kh_cmd_hlen(const call_t *c);
+int keel__kh_cmd_hgetall(const call_t *c);
+int keel__kh_cmd_hkeys(const call_t *c);
+int keel__kh_cmd_hvals(const call_t *c);
+int keel__kh_cmd_hdel(const call_t *c);
+int keel__kh_cmd_hincrby(const call_t *c);
+int keel__kh_cmd_hincrbyfloat(const call_t *c);
+int keel__kh_cmd_hrandfield(const call_t *c);
+int keel__kh_cmd_hscan(const call_t *c);
+int keel__kh_hset_syntax(const call_t *c);
+int keel__kh_hincrby_syntax(const call_t *c);
+int keel__kh_hincrbyfloat_syntax(const call_t *c);
+int keel__kh_hrandfield_syntax(const call_t *c);
+/* kv_set.c */
+int keel__ks_cmd_sadd(const call_t *c);
+int keel__ks_cmd_srem(const call_t *c);
+int keel__ks_cmd_sismember(const call_t *c);
+int keel__ks_cmd_smismember(const call_t *c);
+int keel__ks_cmd_scard(const call_t *c);
+int keel__ks_cmd_smembers(const call_t *c);
+int keel__ks_cmd_srandmember(const call_t *c);
+int keel__ks_cmd_sscan(const call_t *c);
+int keel__ks_cmd_spop(const call_t *c);
+int keel__ks_cmd_smove(const call_t *c);
+int keel__ks_cmd_sinter(const call_t *c);
+int keel__ks_cmd_sunion(const call_t *c);
+int keel__ks_cmd_sdiff(const call_t *c);
+int keel__ks_cmd_sinterstore(const call_t *c);
+int keel__ks_cmd_sunionstore(const call_t *c);
+int keel__ks_cmd_sdiffstore(const call_t *c);
+int keel__ks_cmd_sintercard(const call_t *c);
+int keel__ks_srandmember_syntax(const call_t *c);
+int keel__ks_spop_syntax(const call_t *c);
+int keel__ks_sintercard_syntax(const call_t *c);
+/* Redis getRangeLongFromObjectOrReply(-LONG_MAX, LONG_MAX) on argv[i]: 0 or REPLIED. */
+int keel__kc_parse_count(const call_t *c, size_t i, int64_t *out);
+/* HRANDFIELD / SRANDMEMBER's reply (argc 2: one field or nil; 3-4: count, WITHVALUES). */
+int keel__kc_rand_reply(const call_t *c, int type, int values);
+
+#endif
