@@ -78,6 +78,8 @@ keel_resp3_shape_t keel__srv_resp3_shape(size_t argc, const uint8_t *const *argv
         return has_word(argc, argv, lens, 3, "idx") ? KEEL_RESP3_MAP : KEEL_RESP3_PLAIN;
     if (arg_is(n, len, "hrandfield"))
         return has_word(argc, argv, lens, 3, "withvalues") ? KEEL_RESP3_PAIRS : KEEL_RESP3_PLAIN;
+    if (arg_is(n, len, "spop")) /* with a count: a set (Redis 7.0) */
+        return argc >= 3 ? KEEL_RESP3_SET : KEEL_RESP3_PLAIN;
     if (arg_is(n, len, "zadd"))
         return has_word(argc, argv, lens, 2, "incr") ? KEEL_RESP3_DOUBLE : KEEL_RESP3_PLAIN;
     if (arg_is(n, len, "zpopmin") || arg_is(n, len, "zpopmax"))
