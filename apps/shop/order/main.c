@@ -525,7 +525,7 @@ static void on_stopped(keel_service_t *svc, void *data)
 int main(int argc, char **argv)
 {
     const char *listen = "127.0.0.1:8120", *keel = "127.0.0.1:7001", *registry = NULL, *id = NULL;
-    int64_t within = 3000;
+    int64_t within = 3000, lock_ms = 2000;
     const keel_opt_t opts[] = {
         {"listen", KEEL_OPT_STR, &listen, 0, 0, "host:port to serve on (port 0: any)"},
         {"keel", KEEL_OPT_STR, &keel, 0, 0,
@@ -534,6 +534,9 @@ int main(int argc, char **argv)
         {"id", KEEL_OPT_STR, &id, 0, 0, "instance id (default order-<host>-<port>)"},
         {"answer-within-ms", KEEL_OPT_INT, &within, 10, 600000,
          "answer 202 pending if the saga has not ended by then"},
+        {"saga-lock-ms", KEEL_OPT_INT, &lock_ms, 300, 600000,
+         "a saga's ownership lease: a dead instance's sagas are adopted this long after (the "
+         "library's default is 10 s; an order's client waits 5 s)"},
     };
     keel_config_t conf;
     keel_errmsg_t msg = {{0}};
@@ -623,6 +626,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < tmp.seeds_n; i++)
         sc.seeds[sc.seeds_n++] = tmp.seeds[i];
     sc.metrics = mx;
+    sc.lock_ttl_ms = (keel_ms_t)lock_ms;
+    sc.scan_interval_ms = (keel_ms_t)(lock_ms / 4 < 1000 ? lock_ms / 4 : 1000);
     sc.on_end = on_any_end;
     sc.on_end_data = &app;
     sc.seed = keel_rand_u64(&app.rand);
