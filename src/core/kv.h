@@ -320,6 +320,26 @@ unsigned keel_kv_registry_kind(const uint8_t *sub, size_t len);
  */
 uint64_t keel_kv_version_at(const keel_kv_t *kv, uint64_t now_ms, const void *key, size_t key_len);
 
+/* ---- lists: what a server needs to block a pop (docs/kv.md, "Blocking pops") ---------- */
+
+#define KEEL_KV_BPOP_POP 1  /* BLPOP, BRPOP: keys..., one element */
+#define KEEL_KV_BPOP_MOVE 2 /* BLMOVE, BRPOPLPUSH: one source, argv unchanged when served */
+#define KEEL_KV_BPOP_MPOP 3 /* BLMPOP: keys..., up to count elements */
+typedef struct keel_kv_list_block {
+    int kind;                /* KEEL_KV_BPOP_* */
+    size_t first_key, nkeys; /* the source keys: argv[first_key .. first_key + nkeys) */
+    int where_left;          /* pops from the left (BLPOP, BLMPOP LEFT, BLMOVE LEFT ...) */
+    uint64_t count;          /* BLMPOP's COUNT (1 otherwise) */
+    int64_t timeout_ms;      /* the timeout in milliseconds as Redis reads it; 0: forever */
+} keel_kv_list_block_t;
+/* 1 and *out for a blocking list pop whose syntax is valid (the command would not answer
+ * an error of its arguments), else 0. */
+int keel_kv_list_block(int argc, const uint8_t *const *argv, const size_t *lens,
+                       keel_kv_list_block_t *out);
+/* The length of the live list at key as of max(now_ms, the state's clock): 0 when absent,
+ * -1 when the key holds another type. */
+int64_t keel_kv_list_len(const keel_kv_t *kv, uint64_t now_ms, const uint8_t *key, size_t len);
+
 /* ---- streams: what a server needs to block (docs/streams.md) ------------------------- */
 
 /*

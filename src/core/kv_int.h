@@ -52,7 +52,8 @@ struct keel__kv_entry {
  */
 #define KEEL__KV_TYPE_STRING 0
 #define KEEL__KV_TYPE_STREAM 1
-#define KEEL__KV_TYPES 2
+#define KEEL__KV_TYPE_LIST 4 /* kv_list.c */
+#define KEEL__KV_TYPES 5
 #define ERR_WRONGTYPE "WRONGTYPE Operation against a key holding the wrong kind of value"
 
 typedef struct keel__kv_type {
@@ -65,7 +66,8 @@ typedef struct keel__kv_type {
     int (*snap_load)(const uint8_t *p, size_t len, void **obj);
 } keel__kv_type_t;
 extern const keel__kv_type_t keel__kv_type_stream;
-/* The row of a type (NULL for strings, which are no object). */
+extern const keel__kv_type_t keel__kv_type_list;
+/* The row of a type (NULL for strings, which are no object, and for a number no type has). */
 const keel__kv_type_t *keel__kv_type(int type);
 
 static inline void *keel__kv_obj(const keel__kv_entry_t *e)

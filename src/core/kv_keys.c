@@ -396,6 +396,8 @@ int keel__kvc_object_syntax(const call_t *c)
 static const char *encoding(const keel__kv_entry_t *e)
 {
     int64_t v;
+    if (e->type == KEEL__KV_TYPE_LIST)
+        return "quicklist"; /* Redis 7.0's only list encoding */
     if (e->type != KEEL__KV_TYPE_STRING)
         return keel__kv_type(e->type)->name;
     if (keel_parse_i64(keel__kv_cval(e), e->val_len, &v) == 0)
