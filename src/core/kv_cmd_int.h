@@ -259,6 +259,9 @@ int keel__kvc_cmd_pexpiretime(const call_t *c);
 int keel__kvc_object_syntax(const call_t *c);
 int keel__kvc_cmd_object(const call_t *c);
 /* kv_list.c */
+int keel__kvl_bpop_parse(int argc, const uint8_t *const *argv, const size_t *lens,
+                         keel_kv_bpop_t *out);
+uint64_t keel__kvl_len(const void *obj);
 int keel__kvl_cmd_lpush(const call_t *c);
 int keel__kvl_cmd_rpush(const call_t *c);
 int keel__kvl_cmd_lpushx(const call_t *c);

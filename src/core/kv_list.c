@@ -1567,7 +1567,7 @@ int keel__kvl_cmd_kbpop(const call_t *c)
     return keel__kvc_run(cmd, &in);
 }
 
-/* ---- what the server needs to block (kv.h) --------------------------------------------- */
+/* ---- what the server needs to block (kv_bpop.c) ------------------------------------------- */
 
 static int is_cmd(const uint8_t *p, size_t n, const char *name)
 {
@@ -1578,15 +1578,14 @@ static int is_cmd(const uint8_t *p, size_t n, const char *name)
     return k == n && name[k] == '\0';
 }
 
-int keel_kv_list_block(int argc, const uint8_t *const *argv, const size_t *lens,
-                       keel_kv_list_block_t *out)
+int keel__kvl_bpop_parse(int argc, const uint8_t *const *argv, const size_t *lens,
+                         keel_kv_bpop_t *out)
 {
-    if (argc < 1)
-        return 0;
     const uint8_t *name = argv[0];
     size_t nl = lens[0];
     size_t timeout_i;
     memset(out, 0, sizeof(*out));
+    out->type = KEEL__KV_TYPE_LIST;
     out->count = 1;
     if (is_cmd(name, nl, "BLPOP") || is_cmd(name, nl, "BRPOP")) {
         if (argc < 3)
@@ -1594,7 +1593,7 @@ int keel_kv_list_block(int argc, const uint8_t *const *argv, const size_t *lens,
         out->kind = KEEL_KV_BPOP_POP;
         out->first_key = 1;
         out->nkeys = (size_t)argc - 2;
-        out->where_left = is_cmd(name, nl, "BLPOP");
+        out->left = is_cmd(name, nl, "BLPOP");
         timeout_i = (size_t)argc - 1;
     } else if (is_cmd(name, nl, "BLMOVE") || is_cmd(name, nl, "BRPOPLPUSH")) {
         int bl = is_cmd(name, nl, "BLMOVE");
@@ -1604,21 +1603,17 @@ int keel_kv_list_block(int argc, const uint8_t *const *argv, const size_t *lens,
         out->first_key = 1;
         out->nkeys = 1;
         timeout_i = bl ? 5 : 3;
-        if (bl) {
-            out->where_left = is_cmd(argv[3], lens[3], "LEFT");
-            if (!out->where_left && !is_cmd(argv[3], lens[3], "RIGHT"))
-                return 0;
-            if (!is_cmd(argv[4], lens[4], "LEFT") && !is_cmd(argv[4], lens[4], "RIGHT"))
-                return 0;
-        }
+        if (bl && ((!is_cmd(argv[3], lens[3], "LEFT") && !is_cmd(argv[3], lens[3], "RIGHT")) ||
+                   (!is_cmd(argv[4], lens[4], "LEFT") && !is_cmd(argv[4], lens[4], "RIGHT"))))
+            return 0;
+        out->left = bl && is_cmd(argv[3], lens[3], "LEFT");
     } else if (is_cmd(name, nl, "BLMPOP")) {
         if (argc < 5)
             return 0;
         /* the whole syntax as the command judges it */
-        reply_t o = {NULL, 0, 0};
         keel_buf_t scratch;
         keel_buf_init(&scratch, 0);
-        o.b = &scratch;
+        reply_t o = {&scratch, 0, 0};
         call_t c = {NULL, NULL, 0, (size_t)argc, argv, lens, &o, "blmpop", NULL};
         mpop_args_t a;
         int rc = mpop_parse(&c, 2, &a);
@@ -1628,7 +1623,7 @@ int keel_kv_list_block(int argc, const uint8_t *const *argv, const size_t *lens,
         out->kind = KEEL_KV_BPOP_MPOP;
         out->first_key = a.first_key;
         out->nkeys = a.nkeys;
-        out->where_left = a.where == HEAD;
+        out->left = a.where == HEAD;
         out->count = (uint64_t)a.count;
         timeout_i = 1;
     } else {
@@ -1638,17 +1633,11 @@ int keel_kv_list_block(int argc, const uint8_t *const *argv, const size_t *lens,
     if (timeout_ms(argv[timeout_i], lens[timeout_i], &ms) != 0 || ms < 0)
         return 0;
     out->timeout_ms = ms;
+    out->timeout_i = timeout_i;
     return 1;
 }
 
-int64_t keel_kv_list_len(const keel_kv_t *kv, uint64_t now_ms, const uint8_t *key, size_t len)
+uint64_t keel__kvl_len(const void *obj)
 {
-    if (now_ms < kv->time_ms)
-        now_ms = kv->time_ms;
-    const keel__kv_entry_t *e = keel__kv_find(kv, key, len, keel__kv_hash(kv, key, len), NULL);
-    if (e == NULL || !keel__kv_alive(kv, e, now_ms))
-        return 0;
-    if (e->type != KEEL__KV_TYPE_LIST)
-        return -1;
-    return (int64_t)((const klist_t *)keel__kv_obj(e))->len;
+    return ((const klist_t *)obj)->len;
 }
