@@ -87,6 +87,12 @@ static int is_nil(const uint8_t *p, size_t n)
     return n == 5 && (memcmp(p, "*-1\r\n", 5) == 0 || memcmp(p, "$-1\r\n", 5) == 0);
 }
 
+static void count(keel_counter_t *c)
+{
+    if (c)
+        keel_counter_inc(c);
+}
+
 static void lb_free(lblocked_t *b)
 {
     keel_list_remove(&b->link);
@@ -122,6 +128,8 @@ static void lb_answer(lblocked_t *b, const uint8_t *p, size_t n)
 
 static void lb_answer_error(lblocked_t *b, const char *text)
 {
+    if (text[0] == 'U')
+        count(b->srv->m_lb_unknown);
     keel_buf_t *out = &b->srv->buf;
     keel_buf_reset(out);
     keel_resp_write_error(out, text);
@@ -223,6 +231,7 @@ static void lb_result(lblocked_t *b, const uint8_t *p, size_t n)
 {
     server_t *s = b->srv;
     if (is_nil(p, n)) {
+        count(s->m_lb_lost_race);
         if (b->deadline_ms != 0 && keel_node_read_now_ms(s->node) >= b->deadline_ms)
             lb_answer(b, NIL_ARRAY, sizeof(NIL_ARRAY) - 1);
         else
@@ -231,6 +240,8 @@ static void lb_result(lblocked_t *b, const uint8_t *p, size_t n)
     }
     if (keel_resp_deferred_orphaned(b->slot) && n > 0 && p[0] == '*')
         give_back(b, p, n);
+    else if (n > 0 && p[0] != '-')
+        count(s->m_lb_served);
     lb_answer(b, p, n);
 }
 
@@ -244,6 +255,7 @@ static void submit_fence(lblocked_t *b)
     const uint8_t *argv[2] = {KBPOP, (const uint8_t *)b->token};
     size_t lens[2] = {sizeof(KBPOP) - 1, b->token_len};
     b->fence_due = 0;
+    count(s->m_lb_fences);
     b->writes += 2; /* as submit_pop */
     int rc = keel_node_write(s->node, 2, argv, lens, on_fence_written, b);
     if (rc != 0) {
@@ -648,9 +660,30 @@ int keel__srv_cmd_lblock(keel_resp_client_t *c, size_t argc, const keel_resp_arg
     return 0;
 }
 
+static double gauge_blocked(void *data)
+{
+    return (double)((server_t *)data)->lblocked_n;
+}
+
 int keel__srv_lblock_init(server_t *s)
 {
     keel_list_init(&s->lblocked);
+    if (s->metrics) {
+        keel_metrics_gauge_fn(s->metrics, "keel_list_blocked_pops",
+                              "Blocking pops waiting on this node, or in the log.", NULL,
+                              gauge_blocked, s);
+        s->m_lb_served = keel_metrics_counter(s->metrics, "keel_list_bpop_served_total",
+                                              "Blocking pops answered with elements.", NULL);
+        s->m_lb_lost_race = keel_metrics_counter(
+            s->metrics, "keel_list_bpop_lost_race_total",
+            "Served pops that found the elements taken first and waited again.", NULL);
+        s->m_lb_fences =
+            keel_metrics_counter(s->metrics, "keel_list_bpop_fences_total",
+                                 "Fences proposed after a served pop's outcome was unknown.", NULL);
+        s->m_lb_unknown = keel_metrics_counter(
+            s->metrics, "keel_list_bpop_unknown_total",
+            "Served pops answered UNKNOWN (a snapshot hid their outcome).", NULL);
+    }
     s->lb_nonce = keel_clock_now_ms();
     int rc = keel_timer_init(&s->loop, &s->lblock_timer);
     s->lblock_timer_inited = rc == 0;
