@@ -67,6 +67,9 @@ static uint64_t stream_hash(const keel_kv_t *kv, uint64_t h)
         {"TYPE", "s2", NULL},
         {"XLEN", "s3", NULL},
         {"XRANGE", "s3", "-", "+", "COUNT", "3", NULL},
+        /* the lists (sim_client.c) */
+        {"LRANGE", "l0", "0", "-1", NULL},
+        {"LRANGE", "l1", "0", "-1", NULL},
     };
     keel_buf_t b;
     keel_buf_init(&b, 0);
