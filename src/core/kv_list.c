@@ -212,7 +212,7 @@ static lnode_t *node_room(klist_t *l, lnode_t *nd, int where, size_t enc, int *o
     if (used + enc > LIST_NODE_BYTES)
         return NULL;
     uint32_t cap = nd->cap;
-    while (cap < used + enc + (used + enc) / 4 && cap < LIST_NODE_BYTES)
+    while (cap < used + enc && cap < LIST_NODE_BYTES)
         cap = cap * 2 > LIST_NODE_BYTES ? LIST_NODE_BYTES : cap * 2;
     if (cap < used + enc)
         cap = (uint32_t)(used + enc);
