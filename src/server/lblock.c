@@ -404,6 +404,11 @@ static void lb_pass(server_t *s)
 {
     if (s->node == NULL)
         return;
+    if (s->lb_in_pass) { /* a callback of a write this pass proposes: the tick runs it */
+        s->lb_pass_due = 1;
+        return;
+    }
+    s->lb_in_pass = 1;
     s->lb_pass_due = 0;
     keel_kv_t *kv = &s->kv.kv;
     uint64_t now = keel_node_read_now_ms(s->node);
@@ -443,6 +448,7 @@ static void lb_pass(server_t *s)
             break;
         }
     }
+    s->lb_in_pass = 0;
 }
 
 void keel__srv_lblock_on_applied(server_t *s)

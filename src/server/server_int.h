@@ -73,7 +73,7 @@ typedef struct server {
     size_t lb_watched; /* of them, pops whose token this node looks for in applied entries */
     keel_timer_t lblock_timer;
     int lblock_timer_inited, lblock_closing;
-    int lb_pass_due, lb_retry;
+    int lb_pass_due, lb_retry, lb_in_pass;
     uint64_t lb_nonce, lb_seq; /* tokens: node id, pid, start ms, sequence */
     keel_counter_t *m_lb_served, *m_lb_lost_race, *m_lb_fences, *m_lb_unknown;
     struct lb_claim *lb_claims;
