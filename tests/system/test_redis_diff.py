@@ -1,4 +1,4 @@
-"""test_redis_diff.py - the strings and keyspace commands, byte for byte against redis-server 7.0.
+"""test_redis_diff.py - the strings, keyspace and list commands, byte for byte against redis-server 7.0.
 
 Issue 19's differential evidence: the same command sequences go to keel and to a real
 redis-server (Debian's 7.0, started beside it by the redis_server fixture) and the raw RESP
