@@ -1162,10 +1162,7 @@ int keel__kvl_cmd_ltrim(const call_t *c)
         ldrop = s;
         rdrop = k.l->len - 1 - e;
     }
-    if (ldrop == 0 && rdrop == 0) {
-        r_ok(c->reply);
-        return 0;
-    }
+    /* nothing to drop is still a change, as Redis signals the key modified (WATCH) */
     while (ldrop && k.l->first->count <= ldrop) {
         ldrop -= k.l->first->count;
         drop_node(k.l, k.l->first);
