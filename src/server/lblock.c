@@ -215,6 +215,7 @@ static void give_back(lblocked_t *b, const uint8_t *p, size_t n)
             al[0] = 5;
             memcpy(av + 1, v, k * sizeof(*av));
             memcpy(al + 1, vl, k * sizeof(*al));
+            count(s->m_lb_given_back);
             int rc = keel_node_write(s->node, (int)(k + 1), av, al, give_back_done, NULL);
             if (rc != 0)
                 give_back_done(NULL, rc, NULL, 0);
@@ -686,6 +687,9 @@ int keel__srv_lblock_init(server_t *s)
         s->m_lb_fences =
             keel_metrics_counter(s->metrics, "keel_list_bpop_fences_total",
                                  "Fences proposed after a served pop's outcome was unknown.", NULL);
+        s->m_lb_given_back = keel_metrics_counter(
+            s->metrics, "keel_list_bpop_given_back_total",
+            "Served pops whose client had left: their elements pushed back.", NULL);
         s->m_lb_unknown = keel_metrics_counter(
             s->metrics, "keel_list_bpop_unknown_total",
             "Served pops answered UNKNOWN (a snapshot hid their outcome).", NULL);

@@ -75,7 +75,7 @@ typedef struct server {
     int lblock_timer_inited, lblock_closing;
     int lb_pass_due, lb_retry, lb_in_pass;
     uint64_t lb_nonce, lb_seq; /* tokens: node id, pid, start ms, sequence */
-    keel_counter_t *m_lb_served, *m_lb_lost_race, *m_lb_fences, *m_lb_unknown;
+    keel_counter_t *m_lb_served, *m_lb_lost_race, *m_lb_fences, *m_lb_unknown, *m_lb_given_back;
     struct lb_claim *lb_claims;
     size_t lb_claims_n, lb_claims_cap;
     cmd_stats_t *stats; /* one per command row, owned */

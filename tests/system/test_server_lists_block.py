@@ -11,6 +11,7 @@ is popped exactly once, nothing twice.
 """
 
 import random
+import signal
 import threading
 import time
 
@@ -150,6 +151,35 @@ def test_a_client_that_leaves_takes_nothing(make_cluster):
     c.rpush("q", "a", "b")
     time.sleep(0.3)
     assert c.lrange("q", 0, -1) == [b"a", b"b"]
+
+
+def test_a_client_that_leaves_while_its_follower_is_stopped_takes_nothing(make_cluster):
+    """The follower learns of the elements and of the client's departure in one loop turn:
+    whether it drops the pop first, or proposes it and then pushes the elements back, the
+    list ends as it was, in order."""
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    f = cl.followers(leader)[0]
+    c = leader.client()
+    for round_ in range(3):
+        key = f"q{round_}"
+        raw = RespConn(f.client_port)
+        raw.send(b"*3\r\n$5\r\nBLPOP\r\n$%d\r\n%s\r\n$1\r\n0\r\n" % (len(key), key.encode()))
+        time.sleep(0.3)
+        f.proc.send_signal(signal.SIGSTOP)
+        try:
+            c.rpush(key, "a", "b")
+            raw.close()
+            time.sleep(0.2)
+        finally:
+            f.proc.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            got = c.lrange(key, 0, -1)
+            if got == [b"a", b"b"]:
+                break
+            time.sleep(0.05)
+        assert got == [b"a", b"b"], got
 
 
 def test_a_pop_blocked_on_a_follower(make_cluster):
