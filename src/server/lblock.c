@@ -283,10 +283,12 @@ static void on_fence_written(void *ctx, int status, const uint8_t *resp, size_t 
         lb_answer(b, NULL, 0);
         return;
     }
+    if (b->state != LB_FENCE)
+        return; /* settled already (the pop or the fence was applied): maybe waiting again */
     if (status == 0 && b->snap_gap && b->seen == 0)
         lb_answer_error(b, "UNKNOWN keel: the leader changed before it answered; the pop may "
                            "or may not have been applied");
-    else if (status != 0 && b->state == LB_FENCE && b->seen == 0)
+    else if (status != 0 && b->seen == 0)
         b->fence_due = 1;
     /* status 0: this node applies the fence (or the pop before it) soon: on_applied decides */
 }
