@@ -180,16 +180,13 @@ keel__kv_entry_t *keel__kv_entry_new_obj(const void *key, size_t key_len, uint64
 const keel__kv_type_t *keel__kv_type(int type)
 {
     assert(type >= 0 && type < KEEL__KV_TYPES);
-    switch (type) {
-    case KEEL__KV_TYPE_STREAM:
-        return &keel__kv_type_stream;
-    case KEEL__KV_TYPE_HASH:
-        return &keel__kv_type_hash;
-    case KEEL__KV_TYPE_SET:
-        return &keel__kv_type_set;
-    default:
-        return NULL;
-    }
+    static const keel__kv_type_t *const rows[KEEL__KV_TYPES] = {
+        [KEEL__KV_TYPE_STREAM] = &keel__kv_type_stream,
+        [KEEL__KV_TYPE_HASH] = &keel__kv_type_hash,
+        [KEEL__KV_TYPE_SET] = &keel__kv_type_set,
+        [KEEL__KV_TYPE_LIST] = &keel__kv_type_list,
+    };
+    return rows[type];
 }
 
 size_t keel__kv_obj_free(keel__kv_entry_t *e)

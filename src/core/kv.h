@@ -320,6 +320,45 @@ unsigned keel_kv_registry_kind(const uint8_t *sub, size_t len);
  */
 uint64_t keel_kv_version_at(const keel_kv_t *kv, uint64_t now_ms, const void *key, size_t key_len);
 
+/* ---- blocking pops: what a server needs to block one (docs/kv.md, "Blocking pops") ---- */
+
+/*
+ * A blocking pop (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP; the sorted sets' BZPOPMIN,
+ * BZPOPMAX, BZMPOP plug in here too) waits on the node that took it for one of its source
+ * keys to hold elements, then proposes the served form: the same pop of that one key,
+ * without waiting (it answers nil if another client took the elements first). Its kind,
+ * sources and timeout come from keel_kv_bpop_parse; keel_kv_bpop_avail says how many
+ * elements a key has for it; keel_kv_bpop_served writes the served command.
+ */
+#define KEEL_KV_BPOP_POP 1  /* BLPOP, BRPOP: keys..., one element, [key, element] */
+#define KEEL_KV_BPOP_MOVE 2 /* BLMOVE, BRPOPLPUSH: one source, served as it is */
+#define KEEL_KV_BPOP_MPOP 3 /* BLMPOP: keys..., up to count elements */
+/* Words of a served command at most (KEEL.BPOP's own two aside). */
+#define KEEL_KV_BPOP_SERVED_ARGC_MAX 8u
+typedef struct keel_kv_bpop {
+    int kind;                /* KEEL_KV_BPOP_* */
+    int type;                /* the type the sources must hold (internal type number) */
+    size_t first_key, nkeys; /* the sources: argv[first_key .. first_key + nkeys) */
+    size_t timeout_i;        /* argv index of the timeout */
+    int left;                /* pops from the left / the head */
+    uint64_t count;          /* elements one pop takes at most (BLMPOP's COUNT; else 1) */
+    int64_t timeout_ms;      /* the timeout in milliseconds as Redis reads it; 0: forever */
+} keel_kv_bpop_t;
+/* 1 and *out for a blocking pop whose arguments are valid (the command would answer no
+ * error of its syntax or timeout, the clock aside), else 0. */
+int keel_kv_bpop_parse(int argc, const uint8_t *const *argv, const size_t *lens,
+                       keel_kv_bpop_t *out);
+/* The elements the live key holds for b as of max(now_ms, the state's clock): 0 when
+ * absent, -1 when it holds another type. */
+int64_t keel_kv_bpop_avail(const keel_kv_t *kv, uint64_t now_ms, const keel_kv_bpop_t *b,
+                           const uint8_t *key, size_t len);
+/* The served form of the pop of argv for its source argv[key_i], into out_argv/out_lens
+ * (room for KEEL_KV_BPOP_SERVED_ARGC_MAX; words borrowed from argv or from num, which needs
+ * KEEL_DEC_BYTES_MAX bytes): returns its argc. */
+size_t keel_kv_bpop_served(const keel_kv_bpop_t *b, int argc, const uint8_t *const *argv,
+                           const size_t *lens, size_t key_i, const uint8_t **out_argv,
+                           size_t *out_lens, char *num);
+
 /* ---- streams: what a server needs to block (docs/streams.md) ------------------------- */
 
 /*

@@ -170,6 +170,7 @@ call_t keel__kvc_inner_call(const call_t *c, size_t from)
 #define R KEEL_KV_READ
 #define NN CMD_NO_NEST
 #define BL CMD_BLOCKING
+#define BP CMD_BLOCKING_POP
 static const cmd_t COMMANDS[] = {
     {"SET", "set", -3, W, keel__kvc_set_syntax, keel__kvc_cmd_set, 1, 1, 1,
      "Set a key to a value, with expiry and conditions"},
@@ -387,7 +388,50 @@ static const cmd_t COMMANDS[] = {
     {"KEEL.XRETAIN.SWEEP", "keel.xretain.sweep", -3, W | NN | CMD_INTERNAL,
      keel__xs_xretain_sweep_syntax, keel__xs_cmd_xretain_sweep, 0, 0, 0,
      "Internal: trim streams past their retention (proposed by the leader)"},
+    /* lists (kv_list.c; docs/kv.md) */
+    {"LPUSH", "lpush", -3, W, NULL, keel__kvl_cmd_lpush, 1, 1, 1, "Prepend elements to a list"},
+    {"RPUSH", "rpush", -3, W, NULL, keel__kvl_cmd_rpush, 1, 1, 1, "Append elements to a list"},
+    {"LPUSHX", "lpushx", -3, W, NULL, keel__kvl_cmd_lpushx, 1, 1, 1,
+     "Prepend elements to a list that exists"},
+    {"RPUSHX", "rpushx", -3, W, NULL, keel__kvl_cmd_rpushx, 1, 1, 1,
+     "Append elements to a list that exists"},
+    {"LPOP", "lpop", -2, W, keel__kvl_pop_syntax, keel__kvl_cmd_lpop, 1, 1, 1,
+     "Remove and return the first elements of a list"},
+    {"RPOP", "rpop", -2, W, keel__kvl_pop_syntax, keel__kvl_cmd_rpop, 1, 1, 1,
+     "Remove and return the last elements of a list"},
+    {"LLEN", "llen", 2, R, NULL, keel__kvl_cmd_llen, 1, 1, 1, "The length of a list"},
+    {"LRANGE", "lrange", 4, R, keel__kvl_range_syntax, keel__kvl_cmd_lrange, 1, 1, 1,
+     "A range of a list's elements"},
+    {"LINDEX", "lindex", 3, R, NULL, keel__kvl_cmd_lindex, 1, 1, 1,
+     "A list's element by its index"},
+    {"LSET", "lset", 4, W, NULL, keel__kvl_cmd_lset, 1, 1, 1, "Set a list's element by its index"},
+    {"LINSERT", "linsert", 5, W, keel__kvl_linsert_syntax, keel__kvl_cmd_linsert, 1, 1, 1,
+     "Insert an element before or after another"},
+    {"LREM", "lrem", 4, W, NULL, keel__kvl_cmd_lrem, 1, 1, 1, "Remove elements equal to a value"},
+    {"LTRIM", "ltrim", 4, W, keel__kvl_range_syntax, keel__kvl_cmd_ltrim, 1, 1, 1,
+     "Keep only a range of a list"},
+    {"LPOS", "lpos", -3, R, keel__kvl_lpos_syntax, keel__kvl_cmd_lpos, 1, 1, 1,
+     "The positions of the elements equal to a value"},
+    {"LMOVE", "lmove", 5, W, keel__kvl_lmove_syntax, keel__kvl_cmd_lmove, 1, 2, 1,
+     "Pop an element from a list and push it to another"},
+    {"RPOPLPUSH", "rpoplpush", 3, W, NULL, keel__kvl_cmd_rpoplpush, 1, 2, 1,
+     "Pop the last element of a list and prepend it to another"},
+    {"LMPOP", "lmpop", -4, W, keel__kvl_lmpop_syntax, keel__kvl_cmd_lmpop, 0, 0, 0,
+     "Pop elements from the first non-empty list of several"},
+    {"BLPOP", "blpop", -3, W | BP, keel__kvl_bpop_syntax, keel__kvl_cmd_blpop, 1, -2, 1,
+     "Pop the first element of the first non-empty list, or wait"},
+    {"BRPOP", "brpop", -3, W | BP, keel__kvl_bpop_syntax, keel__kvl_cmd_brpop, 1, -2, 1,
+     "Pop the last element of the first non-empty list, or wait"},
+    {"BLMOVE", "blmove", 6, W | BP, keel__kvl_blmove_syntax, keel__kvl_cmd_blmove, 1, 2, 1,
+     "LMOVE, or wait for an element"},
+    {"BRPOPLPUSH", "brpoplpush", 4, W | BP, keel__kvl_brpoplpush_syntax, keel__kvl_cmd_brpoplpush,
+     1, 2, 1, "RPOPLPUSH, or wait for an element"},
+    {"BLMPOP", "blmpop", -5, W | BP, keel__kvl_blmpop_syntax, keel__kvl_cmd_blmpop, 0, 0, 0,
+     "LMPOP, or wait for an element"},
+    {"KEEL.BPOP", "keel.bpop", -2, W | NN | CMD_HIDDEN, keel__kvl_kbpop_syntax, keel__kvl_cmd_kbpop,
+     0, 0, 0, "Internal: a blocking pop a node serves, tagged with its token"},
 };
+#undef BP
 #undef BL
 #undef W
 #undef R
@@ -546,6 +590,8 @@ int keel__kvc_type_of_name(const call_t *c, size_t i)
     if (keel__kvc_arg_is(c, i, "STRING"))
         return KEEL__KV_TYPE_STRING;
     for (int t = 1; t < KEEL__KV_TYPES; t++) {
+        if (keel__kv_type(t) == NULL)
+            continue;
         const char *n = keel__kv_type(t)->name;
         size_t k = 0;
         while (n[k] && k < c->lens[i] && (c->argv[i][k] | 0x20) == n[k])
@@ -574,5 +620,7 @@ void keel_kv_command_info(size_t i, keel_kv_command_info_t *out)
     out->key_step = COMMANDS[i].key_step;
     out->summary = COMMANDS[i].summary;
     out->internal = (COMMANDS[i].flags & (CMD_INTERNAL | CMD_HIDDEN)) != 0;
-    out->blocking = (COMMANDS[i].flags & CMD_BLOCKING) != 0;
+    out->blocking = (COMMANDS[i].flags & CMD_BLOCKING)       ? 1
+                    : (COMMANDS[i].flags & CMD_BLOCKING_POP) ? 2
+                                                             : 0;
 }

@@ -17,6 +17,7 @@
 #define CMD_INTERNAL 8u  /* housekeeping the leader proposes with its own clock, never a client */
 #define CMD_BLOCKING 16u /* takes BLOCK ms: the server may wait for entries (XREAD, XREADGROUP) */
 #define CMD_HIDDEN 32u   /* not a client command: what a front-end command sends (KEEL.REG) */
+#define CMD_BLOCKING_POP 64u /* a blocking pop (BLPOP, ...): the server blocks it (lblock.c) */
 
 typedef struct call {
     keel_kv_t *w;        /* NULL for reads */
@@ -264,5 +265,43 @@ int keel__kvc_cmd_expiretime(const call_t *c);
 int keel__kvc_cmd_pexpiretime(const call_t *c);
 int keel__kvc_object_syntax(const call_t *c);
 int keel__kvc_cmd_object(const call_t *c);
+/* kv_list.c */
+int keel__kvl_bpop_parse(int argc, const uint8_t *const *argv, const size_t *lens,
+                         keel_kv_bpop_t *out);
+uint64_t keel__kvl_len(const void *obj);
+int keel__kvl_cmd_lpush(const call_t *c);
+int keel__kvl_cmd_rpush(const call_t *c);
+int keel__kvl_cmd_lpushx(const call_t *c);
+int keel__kvl_cmd_rpushx(const call_t *c);
+int keel__kvl_cmd_lpop(const call_t *c);
+int keel__kvl_cmd_rpop(const call_t *c);
+int keel__kvl_cmd_llen(const call_t *c);
+int keel__kvl_cmd_lindex(const call_t *c);
+int keel__kvl_cmd_lrange(const call_t *c);
+int keel__kvl_cmd_lset(const call_t *c);
+int keel__kvl_cmd_linsert(const call_t *c);
+int keel__kvl_cmd_lrem(const call_t *c);
+int keel__kvl_cmd_ltrim(const call_t *c);
+int keel__kvl_cmd_lpos(const call_t *c);
+int keel__kvl_cmd_lmove(const call_t *c);
+int keel__kvl_cmd_rpoplpush(const call_t *c);
+int keel__kvl_cmd_lmpop(const call_t *c);
+int keel__kvl_cmd_blpop(const call_t *c);
+int keel__kvl_cmd_brpop(const call_t *c);
+int keel__kvl_cmd_blmove(const call_t *c);
+int keel__kvl_cmd_brpoplpush(const call_t *c);
+int keel__kvl_cmd_blmpop(const call_t *c);
+int keel__kvl_cmd_kbpop(const call_t *c);
+int keel__kvl_pop_syntax(const call_t *c);
+int keel__kvl_range_syntax(const call_t *c);
+int keel__kvl_linsert_syntax(const call_t *c);
+int keel__kvl_lpos_syntax(const call_t *c);
+int keel__kvl_lmove_syntax(const call_t *c);
+int keel__kvl_blmove_syntax(const call_t *c);
+int keel__kvl_brpoplpush_syntax(const call_t *c);
+int keel__kvl_lmpop_syntax(const call_t *c);
+int keel__kvl_blmpop_syntax(const call_t *c);
+int keel__kvl_bpop_syntax(const call_t *c);
+int keel__kvl_kbpop_syntax(const call_t *c);
 
 #endif

@@ -54,7 +54,8 @@ struct keel__kv_entry {
 #define KEEL__KV_TYPE_STREAM 1
 #define KEEL__KV_TYPE_HASH 2 /* kv_hash.c, kv_coll.c */
 #define KEEL__KV_TYPE_SET 3  /* kv_set.c, kv_coll.c */
-#define KEEL__KV_TYPES 4
+#define KEEL__KV_TYPE_LIST 4 /* kv_list.c */
+#define KEEL__KV_TYPES 5
 #define ERR_WRONGTYPE "WRONGTYPE Operation against a key holding the wrong kind of value"
 
 typedef struct keel__kv_type {
@@ -69,7 +70,8 @@ typedef struct keel__kv_type {
 extern const keel__kv_type_t keel__kv_type_stream;
 extern const keel__kv_type_t keel__kv_type_hash;
 extern const keel__kv_type_t keel__kv_type_set;
-/* The row of a type (NULL for strings, which are no object). */
+extern const keel__kv_type_t keel__kv_type_list;
+/* The row of a type (NULL for strings, which are no object, and for a number no type has). */
 const keel__kv_type_t *keel__kv_type(int type);
 
 static inline void *keel__kv_obj(const keel__kv_entry_t *e)

@@ -399,6 +399,8 @@ static const char *encoding(const keel__kv_entry_t *e)
     int64_t v;
     if (e->type == KEEL__KV_TYPE_HASH || e->type == KEEL__KV_TYPE_SET)
         return keel__kc_encoding(e->type, keel__kv_obj(e));
+    if (e->type == KEEL__KV_TYPE_LIST)
+        return "quicklist"; /* Redis 7.0's only list encoding */
     if (e->type != KEEL__KV_TYPE_STRING)
         return keel__kv_type(e->type)->name;
     if (keel_parse_i64(keel__kv_cval(e), e->val_len, &v) == 0)

@@ -298,7 +298,7 @@ static int load_typed(keel_kv_t *kv, const uint8_t *data, size_t end, size_t *po
     uint64_t expire_ms = keel_get_u64(data + p + 21), lease_id = keel_get_u64(data + p + 29);
     uint64_t body = keel_get_u64(data + p + 37);
     p += TYPED_RECORD_HEADER_BYTES;
-    if (type == KEEL__KV_TYPE_STRING || type >= KEEL__KV_TYPES)
+    if (type == KEEL__KV_TYPE_STRING || type >= KEEL__KV_TYPES || keel__kv_type(type) == NULL)
         return keel_errf(msg, KEEL_EPROTO, "typed record at %zu: type %d", *pos, type);
     if (key_len > kv->cfg.key_bytes_max || key_len > end - p || body > end - p - key_len)
         return keel_errf(msg, KEEL_EPROTO, "typed record at %zu runs past the end or limits", *pos);

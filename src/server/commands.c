@@ -461,7 +461,9 @@ int keel__srv_commands_build(server_t *s, keel_resp_command_t **out, size_t *n_o
             .name = info.name,
             .arity = info.arity,
             .flags = (info.flags & KEEL_KV_WRITE) ? KEEL_RESP_CMD_WRITE : KEEL_RESP_CMD_READONLY,
-            .handler = info.blocking ? keel__srv_cmd_xblock : keel__srv_cmd_data,
+            .handler = info.blocking == 2 ? keel__srv_cmd_lblock
+                       : info.blocking    ? keel__srv_cmd_xblock
+                                          : keel__srv_cmd_data,
             .first_key = info.first_key,
             .last_key = info.last_key,
             .key_step = info.key_step,

@@ -71,6 +71,7 @@ static void on_applied(void *data)
     keel__srv_tracking_on_applied(data);
     keel__srv_wait_on_applied(data);
     keel__srv_xblock_on_applied(data);
+    keel__srv_lblock_on_applied(data);
 }
 
 static void on_shutdown(void *data)
@@ -84,6 +85,7 @@ static void on_shutdown(void *data)
         keel_http_server_shutdown(&s->http, NULL, NULL);
     keel__srv_xblock_close(s);
     keel__srv_wait_close(s);
+    keel__srv_lblock_close(s);
     if (s->node)
         keel_node_stop(s->node, NULL, NULL);
     s->node = NULL;
@@ -134,13 +136,15 @@ static int server_init(server_t *s, const keel_server_config_t *cfg, keel_errmsg
     if (rc == 0)
         rc = keel_kv_sm_init(&s->kv, &s->cfg.kv);
     s->kv_inited = rc == 0;
-    s->cfg.node.sm = keel_kv_sm(&s->kv);
+    s->cfg.node.sm = keel__srv_lblock_sm(s);
     s->cfg.node.command_bytes_max = keel_kv_sm_entry_bytes_max(&s->cfg.kv);
     if (rc == 0)
         rc = keel_loop_init(&s->loop);
     if (rc == 0)
         rc = keel__srv_wait_init(s);
-    return rc == 0 ? keel__srv_xblock_init(s) : rc;
+    if (rc == 0)
+        rc = keel__srv_xblock_init(s);
+    return rc == 0 ? keel__srv_lblock_init(s) : rc;
 }
 
 static void server_free(server_t *s)

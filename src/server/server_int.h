@@ -29,6 +29,7 @@
  *   subscribe.c  SUBSCRIBE / PUBLISH and friends (the registry is pubsub.c)
  *   feed.c       KEEL.WATCH change feeds
  *   xblock.c     XREAD / XREADGROUP with BLOCK: waits for entries on any node
+ *   lblock.c     BLPOP and the other blocking pops: wait on any node, served by the log
  *   admin.c      the admin HTTP listener (/health, /status, /metrics) and gauges
  */
 
@@ -48,6 +49,7 @@ typedef struct cmd_stats {
 
 typedef struct watcher watcher_t;
 typedef struct xblocked xblocked_t;
+typedef struct lblocked lblocked_t;
 typedef struct pending_reply pending_reply_t;
 typedef struct reg_http reg_http_t; /* registry_http.c */
 typedef struct tracker tracker_t;   /* tracking.c: a connection's CLIENT TRACKING */
@@ -73,6 +75,17 @@ typedef struct server {
     size_t xblocked_n;
     keel_timer_t xblock_timer; /* their deadlines, while any waits */
     int xblock_timer_inited, xblock_closing;
+    /* the blocking pops (lblock.c) */
+    keel_list_t lblocked; /* BLPOP and friends waiting or in the log (lblocked_t.link) */
+    size_t lblocked_n;
+    size_t lb_watched; /* of them, pops whose token this node looks for in applied entries */
+    keel_timer_t lblock_timer;
+    int lblock_timer_inited, lblock_closing;
+    int lb_pass_due, lb_retry, lb_in_pass;
+    uint64_t lb_nonce, lb_seq; /* tokens: node id, pid, start ms, sequence */
+    keel_counter_t *m_lb_served, *m_lb_lost_race, *m_lb_fences, *m_lb_unknown, *m_lb_given_back;
+    struct lb_claim *lb_claims;
+    size_t lb_claims_n, lb_claims_cap;
     cmd_stats_t *stats; /* one per command row, owned */
     size_t stats_n;
     keel_ms_t started_ms;
@@ -214,10 +227,20 @@ void keel__srv_xblock_close(server_t *s);
 void keel__srv_xblock_on_applied(server_t *s);
 int keel__srv_cmd_xblock(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 
-/* A data command's row: the state machine's (one handler, or xblock.c's for BLOCK). */
+/* lblock.c */
+int keel__srv_lblock_init(server_t *s);
+void keel__srv_lblock_close(server_t *s);
+void keel__srv_lblock_on_applied(server_t *s);
+int keel__srv_cmd_lblock(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+/* The state machine the node applies to: the KV's, watched for this node's own pops. */
+keel_sm_t keel__srv_lblock_sm(server_t *s);
+
+/* A data command's row: the state machine's (one handler, or xblock.c's for BLOCK, or
+ * lblock.c's for the blocking pops). */
 static inline int keel__srv_is_data_row(const keel_resp_command_t *row)
 {
-    return row->handler == keel__srv_cmd_data || row->handler == keel__srv_cmd_xblock;
+    return row->handler == keel__srv_cmd_data || row->handler == keel__srv_cmd_xblock ||
+           row->handler == keel__srv_cmd_lblock;
 }
 
 /* commands.c */

@@ -80,6 +80,9 @@ static uint64_t stream_hash(const keel_kv_t *kv, uint64_t h)
         {"SSCAN", "t0", "0", "COUNT", "1", NULL},
         {"OBJECT", "ENCODING", "h1", NULL},
         {"PEXPIRETIME", "t0", NULL},
+        /* the lists (sim_client.c) */
+        {"LRANGE", "l0", "0", "-1", NULL},
+        {"LRANGE", "l1", "0", "-1", NULL},
     };
     keel_buf_t b;
     keel_buf_init(&b, 0);

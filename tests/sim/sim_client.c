@@ -217,10 +217,11 @@ static void stream_done(void *ctx, int status, const uint8_t *reply, size_t len)
  * NACKs with short delays (some reach the dead-letter limit of 3), claims of idle entries,
  * exact trims and retention settings; and, three times in ten, one of issue 19's strings and
  * keyspace writes (SETRANGE, INCRBYFLOAT, SETBIT, BITOP, COPY and RENAME of the stream, GETEX,
- * MSETNX, GETDEL, SETEX, RENAMENX, BITFIELD) or a hash or set write (HSET .. SPOP, SMOVE, the
- * STOREs, COPY and RENAME of them). Their answers are not checked (no model);
- * the state they make is, through the state hash every node must agree on at every index, snapshots
- * and restarts included.
+ * MSETNX, GETDEL, SETEX, RENAMENX, BITFIELD), a hash or set write (HSET .. SPOP, SMOVE, the
+ * STOREs, COPY and RENAME of them) or a list write (pushes, pops, LMOVE, LINSERT, LREM, LSET,
+ * LTRIM, LMPOP, a served KEEL.BPOP and a fence). Their answers are not checked (no model);
+ * the state they make is, through the state hash every node must agree on at every index,
+ * snapshots and restarts included.
  */
 void sim__streams_step(world_t *w)
 {
@@ -272,6 +273,22 @@ void sim__streams_step(world_t *w)
         {"COPY", "h0", "h2", "REPLACE", NULL},
         {"RENAME", "t2", "h2", NULL},
         {"PEXPIREAT", "t0", "99999999999999", NULL},
+        /* lists (kv_list.c): pushes, pops, moves, edits inside, and the blocking pops'
+           served form (what a node proposes for a blocked client) */
+        {"RPUSH", "l0", "a", "b", "c", NULL},
+        {"LPUSH", "l1", "x", "y", NULL},
+        {"LPOP", "l0", NULL},
+        {"RPOP", "l1", "2", NULL},
+        {"LMOVE", "l0", "l1", "LEFT", "RIGHT", NULL},
+        {"RPOPLPUSH", "l1", "l0", NULL},
+        {"LINSERT", "l1", "BEFORE", "x", "ins", NULL},
+        {"LREM", "l0", "-1", "b", NULL},
+        {"LSET", "l1", "0", "set", NULL},
+        {"LTRIM", "l0", "0", "8", NULL},
+        {"LMPOP", "2", "l0", "l1", "RIGHT", "COUNT", "2", NULL},
+        {"KEEL.BPOP", "sim.1", "BLPOP", "l1", "l0", "0", NULL},
+        {"KEEL.BPOP", "sim.2", "BLMPOP", "0", "1", "l0", "LEFT", "COUNT", "3", NULL},
+        {"KEEL.BPOP", "sim.3", NULL},
     };
     if (w->res->stream_cmds > 0 && keel_rand_chance(&w->rnd, 0.4)) {
         const char *const *c =

@@ -86,6 +86,20 @@ static void describe(const keel_kv_t *kv, char *out, size_t cap)
                               (unsigned long long)v.create_revision,
                               (unsigned long long)v.expire_ms);
     }
+    /* the lists' elements and versions (a typed key's value above is empty) */
+    static const char *const lists[] = {"la", "lb", "lc"};
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]) && n < cap; i++) {
+        const uint8_t *argv[4] = {(const uint8_t *)"LRANGE", (const uint8_t *)lists[i],
+                                  (const uint8_t *)"0", (const uint8_t *)"-1"};
+        size_t lens[4] = {6, 2, 1, 2};
+        keel_buf_t b;
+        keel_buf_init(&b, 0);
+        if (keel_kv_read(kv, 4, argv, lens, &b) == 0)
+            n += (size_t)snprintf(out + n, cap - n, " %s=%.*s@%llu", lists[i],
+                                  (int)keel_buf_unread(&b), (const char *)keel_buf_rptr(&b),
+                                  (unsigned long long)keel_kv_version_at(kv, 0, lists[i], 2));
+        keel_buf_free(&b);
+    }
 }
 
 /*
@@ -251,6 +265,28 @@ static void failed_allocations_leave_the_state_as_it_was(void)
     apply_under_failures("BITFIELD bf SET u8 40 7", "*1\r\n:0\r\n", &failed);
     apply_under_failures("BITFIELD bf INCRBY u8 40 1", "*1\r\n:8\r\n", &failed);
     apply_under_failures("BITFIELD bf SET i16 #40 -1", "*1\r\n:0\r\n", &failed);
+    /* lists (kv_list.c): creation, node growth, edits inside, moves, pops, a deep copy */
+    apply_under_failures("RPUSH la a b c d e", ":5\r\n", &failed);
+    apply_under_failures("LPUSH la z", ":6\r\n", &failed);
+    apply_under_failures(
+        "RPUSH la "
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        ":7\r\n", &failed);
+    apply_under_failures("LINSERT la BEFORE c ins", ":8\r\n", &failed);
+    apply_under_failures("LSET la 0 Z", "+OK\r\n", &failed);
+    apply_under_failures("LREM la 1 b", ":1\r\n", &failed);
+    apply_under_failures("LTRIM la 0 5", "+OK\r\n", &failed);
+    apply_under_failures("LMOVE la lb LEFT RIGHT", "$1\r\nZ\r\n", &failed);
+    apply_under_failures("RPOPLPUSH la lb", "$1\r\ne\r\n", &failed);
+    apply_under_failures("LMPOP 2 nope la RIGHT COUNT 2",
+                         "*2\r\n$2\r\nla\r\n*2\r\n$1\r\nd\r\n$1\r\nc\r\n", &failed);
+    apply_under_failures("COPY la lc", ":1\r\n", &failed);
+    apply_under_failures("LPOP lb 2", "*2\r\n$1\r\ne\r\n$1\r\nZ\r\n", &failed);
+    apply_under_failures("KEEL.BPOP t BLPOP la 0", "*2\r\n$2\r\nla\r\n$1\r\na\r\n", &failed);
+    apply_under_failures("LMOVE lc lc LEFT RIGHT", "$1\r\na\r\n", &failed);
     /* deleting most keys shrinks the table */
     for (int i = 2; i < KEYS - 2; i++) {
         snprintf(line, sizeof(line), "DEL k%d", i);
