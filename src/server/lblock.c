@@ -68,6 +68,8 @@ struct lblocked {
     int seen;      /* LB_POP / LB_FENCE: 1 the pop was applied here (got), 2 the fence first */
     int snap_gap;  /* a snapshot was installed while the pop was in the log */
     int answered;  /* the slot is done */
+    int resp3;     /* the connection said HELLO 3: the answer is rendered with shape */
+    keel_resp3_shape_t shape;
     uint64_t deadline_ms;
     uint64_t claim_n; /* LB_POP: elements claimed at argv[claim_key] */
     size_t claim_key;
@@ -117,7 +119,7 @@ static void lb_answer(lblocked_t *b, const uint8_t *p, size_t n)
     if (!b->answered) {
         int rc = 0;
         if (p && !keel_resp_deferred_orphaned(b->slot))
-            rc = keel_buf_append(keel_resp_deferred_out(b->slot), p, n);
+            rc = keel__srv_reply(b->resp3, b->shape, keel_resp_deferred_out(b->slot), p, n);
         keel_resp_deferred_done(b->slot, rc);
         b->answered = 1;
     }
@@ -655,6 +657,8 @@ int keel__srv_cmd_lblock(keel_resp_client_t *c, size_t argc, const keel_resp_arg
     lblocked_t *b = lb_new(s, argc, &bp, now);
     if (b == NULL)
         return keel__srv_oom(c);
+    b->resp3 = keel__srv_resp3(c);
+    b->shape = keel__srv_resp3_shape(argc, s->argv, s->lens);
     b->slot = keel_resp_client_defer_barrier(c);
     if (b->slot == NULL) {
         keel_buf_free(&b->got);
