@@ -705,7 +705,7 @@ int keel_twopcs_inquire(keel_twopcs_t *t, const char *id, bool *commit, keel_err
 static int sq_fault(keel_twopc_sqlite_t *s, keel_errmsg_t *msg)
 {
     sleep_ms(s->delay_ms);
-    if (s->down)
+    if (s->down || now_ms() < s->down_until_ms)
         return keel_errf(msg, KEEL_EAGAIN, "participant %s is down", s->name);
     return 0;
 }

@@ -155,6 +155,7 @@ typedef struct keel_twopc_sqlite {
     const keel_twopc_sqlite_ops_t *ops;
     void *data;
     bool down;
+    keel_ms_t down_until_ms; /* down until this Unix time too */
     keel_ms_t delay_ms;
 } keel_twopc_sqlite_t;
 
