@@ -835,8 +835,10 @@ static int sq_abort(void *data, const char *id, keel_errmsg_t *msg)
 static int sq_state_op(void *data, const char *id, keel_twopc_state_t *st, keel_errmsg_t *msg)
 {
     keel_twopc_sqlite_t *s = data;
-    int rc = sq_fault(s, msg);
-    return rc != 0 ? rc : sq_state(s, id, st, msg);
+    /* part of the same call as the action that follows: down fails it, no extra delay */
+    if (s->down || now_ms() < s->down_until_ms)
+        return keel_errf(msg, KEEL_EAGAIN, "participant %s is down", s->name);
+    return sq_state(s, id, st, msg);
 }
 
 static const keel_twopc_participant_ops_t SQ_OPS = {

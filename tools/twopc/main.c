@@ -18,8 +18,9 @@
  *      and a summary. Exits 0 when every transfer ended. --slow-ms: each bank call sleeps first.
  * check: prints "total=T holds=H in_doubt_a=X in_doubt_b=Y" and exits 0 when T == TOTAL and
  *      H, X, Y are 0 (money conserved, nothing in doubt).
- * bench: N transfers one after another, as 2PC or as a two-step saga (debit, credit; each
- *      compensated by a refund) on the same banks and cluster; bank-b can be slowed
+ * bench: N transfers from bank-a to bank-b one after another, as 2PC or as a two-step saga
+ *      (debit, credit; each compensated by a refund) on the same banks and cluster; bank-b
+ *      can be slowed
  *      (--slow-ms per call) or down for --down-ms at the start of each transfer. Prints
  *      "mode=... n=... tx_per_s=... p50_ms=... p99_ms=... max_ms=... committed=... aborted=...".
  */
@@ -129,11 +130,11 @@ static int64_t accounts_n(keel_twopc_sqlite_t *s)
 }
 
 /* The transfer number i of a run: the same for a given seed, so a restart repeats it. */
-static void transfer(uint64_t seed, long i, int64_t accounts, char *out, size_t cap)
+static void transfer(uint64_t seed, long i, int64_t accounts, bool a_to_b, char *out, size_t cap)
 {
     keel_rand_t r;
     keel_rand_seed(&r, keel_mix64(seed ^ (uint64_t)i));
-    bool ab = keel_rand_chance(&r, 0.5);
+    bool ab = keel_rand_chance(&r, 0.5) || a_to_b;
     uint64_t from = keel_rand_below(&r, (uint64_t)accounts),
              to = keel_rand_below(&r, (uint64_t)accounts);
     long amount = 1 + (long)keel_rand_below(&r, 50);
@@ -190,7 +191,7 @@ static int cmd_run(int argc, char **argv)
     for (long i = 1; i <= count; i++) {
         char id[64], in[160];
         snprintf(id, sizeof(id), "%s-%ld", prefix, i);
-        transfer(seed, i, accounts, in, sizeof(in));
+        transfer(seed, i, accounts, false, in, sizeof(in));
         keel_twopc_state_t out;
         keel_errmsg_t m = {{0}};
         int rc = KEEL_EBUSY;
@@ -275,7 +276,9 @@ static keel_saga_outcome_t saga_apply(saga_bank_t *sb, keel_saga_call_t *call)
     char *colon = strrchr(key, ':');
     if (colon)
         *colon = '\0';
-    if (keel_db_exec(db, "CREATE TABLE IF NOT EXISTS saga_keys (key TEXT PRIMARY KEY, state TEXT)",
+    if (keel_db_exec(db,
+                     "CREATE TABLE IF NOT EXISTS saga_keys (key TEXT PRIMARY KEY, state TEXT, "
+                     "done_ms INTEGER, undone_ms INTEGER)",
                      NULL) != 0 ||
         keel_db_begin(db, NULL) != 0)
         return KEEL_SAGA_TRANSIENT;
@@ -326,10 +329,16 @@ static keel_saga_outcome_t saga_apply(saga_bank_t *sb, keel_saga_call_t *call)
         sqlite3_finalize(q);
     }
     if (rc == 0 && new_state &&
-        keel_db_prepare(db, "INSERT OR REPLACE INTO saga_keys (key, state) VALUES (?1, ?2)", &q,
-                        NULL) == 0) {
+        keel_db_prepare(db,
+                        call->undo ? "INSERT INTO saga_keys (key, state, undone_ms) VALUES (?1, "
+                                     "?2, ?3) ON CONFLICT (key) DO UPDATE SET state = ?2, "
+                                     "undone_ms = ?3"
+                                   : "INSERT INTO saga_keys (key, state, done_ms) VALUES (?1, ?2, "
+                                     "?3) ON CONFLICT (key) DO UPDATE SET state = ?2, done_ms = ?3",
+                        &q, NULL) == 0) {
         sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
         sqlite3_bind_text(q, 2, new_state, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(q, 3, keel_clock_unix_ms());
         rc = sqlite3_step(q) == SQLITE_DONE ? 0 : -1;
         sqlite3_finalize(q);
     }
@@ -431,7 +440,7 @@ static int cmd_bench(int argc, char **argv)
     for (long i = 1; i <= count; i++) {
         char id[64], in[160];
         snprintf(id, sizeof(id), "%s-%ld", prefix, i);
-        transfer(seed, i, accounts, in, sizeof(in));
+        transfer(seed, i, accounts, true, in, sizeof(in));
         if (down)
             bank_b.down_until_ms = keel_clock_unix_ms() + down;
         keel_ns_t t0 = keel_clock_now_ns();
@@ -460,13 +469,39 @@ static int cmd_bench(int argc, char **argv)
             aborted++;
     }
     double secs = (double)(keel_clock_now_ns() - begin) / 1e9;
+    /* how long bank-a's money was neither spendable nor gone: 2PC, a hold from prepare to
+     * the decision applied (every transfer); saga, a debit from its action to its refund
+     * (compensated transfers only: a done debit is final) */
+    double held_avg = 0, held_max = 0;
+    long held_n = 0;
+    sqlite3_stmt *q;
+    char like[40];
+    snprintf(like, sizeof(like), "%s-%%", prefix);
+    if (keel_db_prepare(&bank_a.db,
+                        saga ? "SELECT undone_ms - done_ms FROM saga_keys WHERE key LIKE ?1 AND "
+                               "state = 'undone' AND done_ms IS NOT NULL"
+                             : "SELECT resolved_ms - prepared_ms FROM twopc_tx WHERE id LIKE ?1 "
+                               "AND prepared_ms IS NOT NULL AND resolved_ms IS NOT NULL",
+                        &q, NULL) == 0) {
+        sqlite3_bind_text(q, 1, like, -1, SQLITE_STATIC);
+        while (sqlite3_step(q) == SQLITE_ROW) {
+            double v = (double)sqlite3_column_int64(q, 0);
+            held_avg += v;
+            held_max = v > held_max ? v : held_max;
+            held_n++;
+        }
+        sqlite3_finalize(q);
+    }
+    if (held_n)
+        held_avg /= (double)held_n;
     qsort(lat, (size_t)count, sizeof(double), cmp_ms);
     printf("mode=%s n=%ld slow_ms=%ld down_ms=%ld tx_per_s=%.1f p50_ms=%.2f p99_ms=%.2f "
-           "max_ms=%.2f committed=%ld aborted=%ld failed=%ld",
+           "max_ms=%.2f committed=%ld aborted=%ld failed=%ld a_held_n=%ld a_held_avg_ms=%.1f "
+           "a_held_max_ms=%.0f",
            mode, count, slow, down, (double)count / secs, lat[count / 2],
            lat[(size_t)((double)count * 0.99) < (size_t)count ? (size_t)((double)count * 0.99)
                                                               : (size_t)count - 1],
-           lat[count - 1], committed, aborted, failed);
+           lat[count - 1], committed, aborted, failed, held_n, held_avg, held_max);
     if (!saga)
         printf(" keel_log_writes=%" PRIu64 " log_write_avg_ms=%.2f\n", t.stats.log_writes,
                t.stats.log_writes ? (double)t.stats.log_write_ns / 1e6 / (double)t.stats.log_writes
