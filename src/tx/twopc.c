@@ -275,7 +275,8 @@ static int take_lock(run_t *r)
     return rc;
 }
 
-/* Renews the lock once a third of its TTL passed; KEEL_ECANCELED if another took it. */
+/* Renews the lock once a third of its TTL passed: 0, 1 (renewed after a lapse: reload),
+ * KEEL_ECANCELED (another owner has it), KEEL_ETIMEDOUT. */
 static int renew(run_t *r)
 {
     if (now_ms() - r->locked_ms < r->t->cfg.lock_ttl_ms / 3)
@@ -295,8 +296,11 @@ static int renew(run_t *r)
         return KEEL_ECANCELED;
     }
     snprintf(r->token_str, sizeof(r->token_str), "%" PRId64, rep.v->elems[1].integer);
+    /* UNLOCK said 0: the lease had lapsed, so another owner may have moved the transaction
+     * on while nobody held it: reload before acting */
+    bool kept = rep.v->elems[0].type == KEEL_RESP_INT && rep.v->elems[0].integer == 1;
     keel_client_reply_free(&rep);
-    return 0;
+    return kept ? 0 : 1;
 }
 
 /* Reads the log into a fresh instance and asks it what is next. KEEL_ENOTFOUND: empty. */
@@ -463,6 +467,8 @@ static int drive(run_t *r, keel_twopc_state_t *outcome, keel_errmsg_t *msg)
     keel_ms_t failing_since = 0;
     for (;;) {
         int rc = renew(r);
+        if (rc == 1 && (rc = load(r, msg)) != 0)
+            return rc;
         if (rc != 0)
             return keel_errf(msg, rc, "2pc %s: the lock: %s", r->id, keel_strerror(rc));
         switch (r->u.action) {
@@ -588,7 +594,7 @@ static int adopt(keel_twopcs_t *t, const char *id, keel_errmsg_t *msg)
         rc = drive(r, &st, msg);
     if (rc == 0)
         t->stats.recovered++;
-    else if (rc != KEEL_ENOTFOUND) /* free the lock for another try */
+    else /* free the lock for another try (or a coordinator that knows the participants) */
         unlock(r);
     free(r);
     return rc == 0 ? 1 : rc == KEEL_ENOTFOUND ? 0 : rc;
