@@ -376,6 +376,14 @@ static void saga_end(keel_sagas_t *o, const char *id, int err, keel_saga_state_t
     saga_state = st;
 }
 
+static int sagas_closed;
+
+static void on_sagas_closed(keel_sagas_t *o)
+{
+    (void)o;
+    sagas_closed = 1;
+}
+
 /* ---- bench ------------------------------------------------------------------------------ */
 
 static int cmp_ms(const void *a, const void *b)
@@ -512,8 +520,17 @@ static int cmd_bench(int argc, char **argv)
                    ? (double)sagas.stats.log_write_ns / 1e6 / (double)sagas.stats.log_writes
                    : 0.0);
     fflush(stdout);
-    if (!saga)
+    if (!saga) {
         keel_twopcs_close(&t);
+    } else {
+        sagas_closed = 0;
+        keel_sagas_close(&sagas, on_sagas_closed);
+        while (!sagas_closed)
+            uv_run(&loop.uv, UV_RUN_ONCE);
+        while (uv_loop_alive(&loop.uv))
+            uv_run(&loop.uv, UV_RUN_NOWAIT);
+        keel_loop_close(&loop);
+    }
     free(lat);
     return failed == 0 ? 0 : 1;
 }
