@@ -379,6 +379,66 @@ static void a_transaction_another_coordinator_holds_is_refused_busy(void)
     teardown(&w);
 }
 
+/* bank-b's prepare stalls past the coordinator's lease; meanwhile a participant in doubt
+ * (another process) proposes abort into the empty decision slot. */
+static keel_twopcs_t *thief;
+static int stall_ms;
+
+static int stall_prepare(void *d, const char *id, const uint8_t *in, size_t len, bool *yes,
+                         keel_errmsg_t *m)
+{
+    if (stall_ms > 0) {
+        usleep((useconds_t)stall_ms * 1000);
+        bool commit = true;
+        KT_EQ_INT(keel_twopcs_inquire(thief, id, &commit, NULL), 0);
+        KT_CHECK(!commit);
+    }
+    return real_b.ops->prepare(d, id, in, len, yes, m);
+}
+static const keel_twopc_participant_ops_t STALL_OPS = {stall_prepare, fb_commit, fb_abort,
+                                                       fb_state};
+
+static void a_coordinator_whose_lease_lapsed_follows_the_abort_proposed_meanwhile(void)
+{
+    bank2_t w;
+    if (!setup(&w))
+        return;
+    keel_twopcs_t t, t2;
+    keel_twopcs_config_t cfg = keel_twopcs_config_default();
+    cfg.seeds[0] = w.srv.addr;
+    cfg.seeds_n = 1;
+    cfg.lock_ttl_ms = 300;
+    keel_errmsg_t m;
+    KT_EQ_INT(keel_twopcs_init(&t, &cfg, &m), 0);
+    KT_EQ_INT(keel_twopcs_init(&t2, &cfg, &m), 0);
+    thief = &t2;
+    real_b = keel_twopc_sqlite_participant(&w.b);
+    fail_commit = false;
+    KT_EQ_INT(keel_twopcs_add(&t, keel_twopc_sqlite_participant(&w.a)), 0);
+    KT_EQ_INT(keel_twopcs_add(&t, (keel_twopc_participant_t){"bank-b", &STALL_OPS, &w.b}), 0);
+    stall_ms = 450;
+    const char *in = "bank-a acct-0 bank-b acct-0 5";
+    keel_twopc_state_t out;
+    /* both vote yes, but the slot already says abort: the coordinator reloads and follows */
+    KT_EQ_INT(keel_twopcs_run(&t, "tx-8", PARTS, 2, in, strlen(in), &out, &m), 0);
+    KT_EQ_INT(out, KEEL_TWOPC_ABORTED);
+    KT_EQ_INT(t2.stats.proposals, 1);
+    char types[64];
+    log_types(&w, "tx-8", types, sizeof(types));
+    KT_EQ_STR(types, "begin abort end");
+    int64_t bal, holds;
+    totals(&w.a, &bal, &holds);
+    KT_EQ_INT(bal, 400);
+    KT_EQ_INT(holds, 0);
+    totals(&w.b, &bal, &holds);
+    KT_EQ_INT(bal, 400);
+    KT_EQ_INT(holds, 0);
+    stall_ms = 0;
+    keel_twopcs_close(&t2);
+    keel_twopcs_close(&t);
+    teardown(&w);
+}
+
 int main(void)
 {
     KT_RUN(a_transfer_commits_on_both_banks_and_logs_its_decision_first);
@@ -387,5 +447,6 @@ int main(void)
     KT_RUN(a_decided_commit_is_finished_after_the_owner_gave_up_by_inquiry_and_recovery);
     KT_RUN(participants_in_doubt_abort_alone_when_no_decision_was_logged);
     KT_RUN(a_transaction_another_coordinator_holds_is_refused_busy);
+    KT_RUN(a_coordinator_whose_lease_lapsed_follows_the_abort_proposed_meanwhile);
     return kt_done();
 }
