@@ -883,14 +883,17 @@ keel_twopc_participant_t keel_twopc_sqlite_participant(keel_twopc_sqlite_t *s)
     return (keel_twopc_participant_t){.name = s->name, .ops = &SQ_OPS, .data = s};
 }
 
-int keel_twopc_sqlite_in_doubt(keel_twopc_sqlite_t *s, char (*ids)[KEEL_TWOPC_ID_BYTES_MAX + 1],
-                               size_t max, size_t *n, keel_errmsg_t *msg)
+/* Prepared transactions whose prepare is at or before before_ms (Unix). */
+static int in_doubt_before(keel_twopc_sqlite_t *s, char (*ids)[KEEL_TWOPC_ID_BYTES_MAX + 1],
+                           size_t max, size_t *n, keel_ms_t before_ms, keel_errmsg_t *msg)
 {
     sqlite3_stmt *q;
     *n = 0;
-    int rc = keel_db_prepare(&s->db, "SELECT id FROM twopc_tx WHERE state = 'prepared'", &q, msg);
+    int rc = keel_db_prepare(
+        &s->db, "SELECT id FROM twopc_tx WHERE state = 'prepared' AND prepared_ms <= ?1", &q, msg);
     if (rc != 0)
         return rc;
+    sqlite3_bind_int64(q, 1, before_ms);
     int step;
     while ((step = sqlite3_step(q)) == SQLITE_ROW) {
         if (*n < max)
@@ -901,6 +904,12 @@ int keel_twopc_sqlite_in_doubt(keel_twopc_sqlite_t *s, char (*ids)[KEEL_TWOPC_ID
     rc = step == SQLITE_DONE ? 0 : keel_db_error(&s->db, step, "2pc in doubt", msg);
     sqlite3_finalize(q);
     return rc;
+}
+
+int keel_twopc_sqlite_in_doubt(keel_twopc_sqlite_t *s, char (*ids)[KEEL_TWOPC_ID_BYTES_MAX + 1],
+                               size_t max, size_t *n, keel_errmsg_t *msg)
+{
+    return in_doubt_before(s, ids, max, n, KEEL_MS_NEVER, msg);
 }
 static int resolve_each(keel_twopc_sqlite_t *s, keel_twopcs_t *t,
                         char (*ids)[KEEL_TWOPC_ID_BYTES_MAX + 1], size_t n, uint32_t *resolved,
@@ -934,8 +943,8 @@ static int resolve_each(keel_twopc_sqlite_t *s, keel_twopcs_t *t,
     return 0;
 }
 
-int keel_twopc_sqlite_recover(keel_twopc_sqlite_t *s, keel_twopcs_t *t, uint32_t *resolved,
-                              keel_errmsg_t *msg)
+int keel_twopc_sqlite_recover(keel_twopc_sqlite_t *s, keel_twopcs_t *t, keel_ms_t min_age_ms,
+                              uint32_t *resolved, keel_errmsg_t *msg)
 {
     enum { BATCH = 256 };
     char(*ids)[KEEL_TWOPC_ID_BYTES_MAX + 1] = malloc(BATCH * sizeof(*ids));
@@ -943,7 +952,7 @@ int keel_twopc_sqlite_recover(keel_twopc_sqlite_t *s, keel_twopcs_t *t, uint32_t
     *resolved = 0;
     if (ids == NULL)
         return KEEL_ENOMEM;
-    int rc = keel_twopc_sqlite_in_doubt(s, ids, BATCH, &n, msg);
+    int rc = in_doubt_before(s, ids, BATCH, &n, now_ms() - min_age_ms, msg);
     if (rc == 0)
         rc = resolve_each(s, t, ids, n < BATCH ? n : BATCH, resolved, msg);
     free(ids);

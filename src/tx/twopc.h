@@ -28,7 +28,7 @@
  *     const char *parts[] = {"bank-a", "bank-b"};
  *     keel_twopcs_run(&t, "tx-42", parts, 2, input, len, &outcome, &msg);  // blocks
  *     keel_twopcs_recover(&t, &n, &msg);           // finish transactions whose owner died
- *     keel_twopcs_resolve_in_doubt(&t, "bank-a", &n, &msg); // a participant after a restart
+ *     keel_twopc_sqlite_recover(&a, &t, 0, &n, &msg); // a participant's in-doubt ones
  *
  * The coordinator is BLOCKING: keel_twopcs_run() drives one transaction to its end on a
  * private loop that keeps one keel connection (so a tool or a test thread can run
@@ -166,8 +166,12 @@ keel_twopc_participant_t keel_twopc_sqlite_participant(keel_twopc_sqlite_t *s);
 /* Ids of prepared (in-doubt) transactions, up to max; *n their count. */
 int keel_twopc_sqlite_in_doubt(keel_twopc_sqlite_t *s, char (*ids)[KEEL_TWOPC_ID_BYTES_MAX + 1],
                                size_t max, size_t *n, keel_errmsg_t *msg);
-/* Resolves every in-doubt transaction of s by inquiring t's log: *resolved counts them. */
-int keel_twopc_sqlite_recover(keel_twopc_sqlite_t *s, keel_twopcs_t *t, uint32_t *resolved,
-                              keel_errmsg_t *msg);
+/* Resolves the in-doubt transactions of s prepared at least min_age_ms ago by inquiring t's
+ * log; *resolved counts them. An inquiry proposes abort where nothing is decided, so a live
+ * coordinator still collecting votes would lose that transaction: a long-lived participant
+ * calls this periodically with cfg.tx.in_doubt_ms (well past the prepare timeout); 0 is for
+ * a process that knows the coordinator died with it (keel-twopc after a restart). */
+int keel_twopc_sqlite_recover(keel_twopc_sqlite_t *s, keel_twopcs_t *t, keel_ms_t min_age_ms,
+                              uint32_t *resolved, keel_errmsg_t *msg);
 
 #endif

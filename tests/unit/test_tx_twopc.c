@@ -262,7 +262,7 @@ static void a_decided_commit_is_finished_after_the_owner_gave_up_by_inquiry_and_
     /* bank-b, back, asks the log itself: commit */
     fail_commit = false;
     uint32_t n = 0;
-    KT_EQ_INT(keel_twopc_sqlite_recover(&w.b, &t, &n, &m), 0);
+    KT_EQ_INT(keel_twopc_sqlite_recover(&w.b, &t, 0, &n, &m), 0);
     KT_EQ_INT(n, 1);
     KT_EQ_INT(balance(&w.b, "acct-3"), 125);
     char types[64];
@@ -329,10 +329,12 @@ static void participants_in_doubt_abort_alone_when_no_decision_was_logged(void)
     keel_twopcs_t t;
     coord(&t, &w, 10000);
     uint32_t n;
-    KT_EQ_INT(keel_twopc_sqlite_recover(&w.a, &t, &n, &m), 0);
+    KT_EQ_INT(keel_twopc_sqlite_recover(&w.a, &t, 60000, &n, &m), 0);
+    KT_EQ_INT(n, 0); /* prepared just now: not in doubt long enough to force the question */
+    KT_EQ_INT(keel_twopc_sqlite_recover(&w.a, &t, 0, &n, &m), 0);
     KT_EQ_INT(n, 1);
     KT_EQ_INT(t.stats.proposals, 1); /* bank-a proposed the abort and won the slot */
-    KT_EQ_INT(keel_twopc_sqlite_recover(&w.b, &t, &n, &m), 0);
+    KT_EQ_INT(keel_twopc_sqlite_recover(&w.b, &t, 0, &n, &m), 0);
     KT_EQ_INT(n, 1);
     KT_EQ_INT(t.stats.proposals, 1); /* bank-b read it */
     int64_t bal, holds;

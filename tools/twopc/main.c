@@ -146,9 +146,9 @@ static int recover_all(keel_twopcs_t *t)
 {
     keel_errmsg_t m = {{0}};
     uint32_t ra = 0, rb = 0, open = 0;
-    int rc = keel_twopc_sqlite_recover(&bank_a, t, &ra, &m);
+    int rc = keel_twopc_sqlite_recover(&bank_a, t, 0, &ra, &m);
     if (rc == 0)
-        rc = keel_twopc_sqlite_recover(&bank_b, t, &rb, &m);
+        rc = keel_twopc_sqlite_recover(&bank_b, t, 0, &rb, &m);
     if (rc == 0)
         rc = keel_twopcs_recover(t, &open, &m);
     if (rc != 0)
