@@ -69,6 +69,10 @@ typedef struct keel_twopc_participant_ops {
     int (*abort)(void *data, const char *id, keel_errmsg_t *msg);
     /* NEW (unknown), PREPARED, COMMITTED or ABORTED */
     int (*state)(void *data, const char *id, keel_twopc_state_t *st, keel_errmsg_t *msg);
+    /* A participant elsewhere (over HTTP) sets only this: one message, answered by the
+     * remote side's own participant machine; 0 when the call failed (a failed send). */
+    keel_twopc_reply_t (*message)(void *data, const char *id, keel_twopc_msg_t m,
+                                  const uint8_t *input, size_t len);
 } keel_twopc_participant_ops_t;
 
 typedef struct keel_twopc_participant {
@@ -122,6 +126,47 @@ int keel_twopcs_recover(keel_twopcs_t *t, uint32_t *finished, keel_errmsg_t *msg
  * it is empty. 0 with *commit, or KEEL_ENOTFOUND (no BEGIN: not a transaction of this log),
  * KEEL_EAGAIN (the log is unreachable), KEEL_ECORRUPT. */
 int keel_twopcs_inquire(keel_twopcs_t *t, const char *id, bool *commit, keel_errmsg_t *msg);
+
+/* ---- participants over HTTP (the service kit) -------------------------------------- */
+
+/*
+ * The participant's side: keel_twopc_serve() adds POST <prefix>/prepare, <prefix>/commit and
+ * <prefix>/abort to a kit service. The transaction id is the X-Keel-2pc-Id header, the input
+ * the body. Each request goes through the participant machine to p's callbacks. The answer
+ * is 200 with "yes", "no" or "ack"; 503 when the local action failed or another one is in
+ * progress; 409 for a decision contradicting the durable state; 400 for a bad id.
+ * The coordinator's side: a keel_twopc_http_t whose caller (kit/call.h) is initialized on
+ * keel_twopcs_loop(t), the loop the blocking coordinator runs while it waits. Any answer but
+ * a 200 with one of those words, or a failed call, is a failed send (retried).
+ */
+struct keel_service;
+struct keel_service_req;
+struct keel_caller;
+typedef struct keel_twopc_route {
+    struct keel_twopc_server *srv;
+    keel_twopc_msg_t msg;
+} keel_twopc_route_t;
+typedef struct keel_twopc_server {
+    keel_twopc_participant_t p;
+    keel_twopc_config_t cfg;
+    keel_rand_t rand;
+    keel_twopc_route_t routes[3]; /* prepare, commit, abort */
+} keel_twopc_server_t;
+int keel_twopc_serve(keel_twopc_server_t *srv, struct keel_service *svc, const char *prefix,
+                     keel_twopc_participant_t p, const keel_twopc_config_t *cfg,
+                     keel_errmsg_t *msg);
+
+typedef struct keel_twopc_http {
+    struct keel_caller *caller; /* on keel_twopcs_loop(t) */
+    keel_loop_t *loop;
+    char prefix[64];
+    keel_twopc_participant_ops_t ops;
+} keel_twopc_http_t;
+/* A participant named name reached at caller's service under prefix (h outlives t). */
+keel_twopc_participant_t keel_twopc_http_participant(keel_twopc_http_t *h, const char *name,
+                                                     struct keel_caller *caller, keel_loop_t *loop,
+                                                     const char *prefix);
+keel_loop_t *keel_twopcs_loop(keel_twopcs_t *t);
 
 /* ---- the SQLite participant --------------------------------------------------------- */
 

@@ -3,6 +3,8 @@
  * after deciding, participants in doubt resolving alone, and the lock of another owner. */
 #include "client/blocking.h"
 #include "core/twopc.h"
+#include "kit/call.h"
+#include "kit/service.h"
 #include "ktest.h"
 #include "runtime/clock.h"
 #include "test_tx_util.h"
@@ -228,7 +230,8 @@ static int fb_state(void *d, const char *id, keel_twopc_state_t *st, keel_errmsg
 {
     return real_b.ops->state(d, id, st, m);
 }
-static const keel_twopc_participant_ops_t FB_OPS = {fb_prepare, fb_commit, fb_abort, fb_state};
+static const keel_twopc_participant_ops_t FB_OPS = {fb_prepare, fb_commit, fb_abort, fb_state,
+                                                    NULL};
 
 static void a_decided_commit_is_finished_after_the_owner_gave_up_by_inquiry_and_recovery(void)
 {
@@ -397,8 +400,8 @@ static int stall_prepare(void *d, const char *id, const uint8_t *in, size_t len,
     }
     return real_b.ops->prepare(d, id, in, len, yes, m);
 }
-static const keel_twopc_participant_ops_t STALL_OPS = {stall_prepare, fb_commit, fb_abort,
-                                                       fb_state};
+static const keel_twopc_participant_ops_t STALL_OPS = {stall_prepare, fb_commit, fb_abort, fb_state,
+                                                       NULL};
 
 static void a_coordinator_whose_lease_lapsed_follows_the_abort_proposed_meanwhile(void)
 {
@@ -441,6 +444,85 @@ static void a_coordinator_whose_lease_lapsed_follows_the_abort_proposed_meanwhil
     teardown(&w);
 }
 
+static void caller_closed(keel_caller_t *c, void *data)
+{
+    (void)c;
+    (void)data;
+}
+
+static void a_participant_over_http_votes_and_resolves_through_the_kit(void)
+{
+    bank2_t w;
+    if (!setup(&w))
+        return;
+    keel_twopcs_t t;
+    keel_twopcs_config_t cfg = keel_twopcs_config_default();
+    cfg.seeds[0] = w.srv.addr;
+    cfg.seeds_n = 1;
+    cfg.tx.prepare_timeout_ms = 300;
+    cfg.decision_give_up_ms = 300;
+    keel_errmsg_t m;
+    KT_EQ_INT(keel_twopcs_init(&t, &cfg, &m), 0);
+    keel_loop_t *loop = keel_twopcs_loop(&t);
+    /* bank-b's service, on the coordinator's loop (one process, one thread) */
+    keel_service_t svc;
+    keel_service_config_t sc = keel_service_config_default("bank-b");
+    sc.listen = "127.0.0.1:0";
+    sc.drain_timeout_ms = 100;
+    KT_EQ_INT(keel_service_init(&svc, loop, &sc, &m), 0);
+    keel_twopc_server_t srv;
+    KT_EQ_INT(
+        keel_twopc_serve(&srv, &svc, "/2pc", keel_twopc_sqlite_participant(&w.b), &cfg.tx, &m), 0);
+    KT_EQ_INT(keel_service_start(&svc, &m), 0);
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", keel_service_port(&svc));
+    keel_caller_t caller;
+    keel_caller_config_t cc = keel_caller_config_default("bank-b");
+    cc.endpoints = addr;
+    cc.breaker.open_ms = 100; /* the 503s below open it; recovery comes after */
+    KT_EQ_INT(keel_caller_init(&caller, loop, &cc, NULL, &m), 0);
+    keel_twopc_http_t h;
+    KT_EQ_INT(keel_twopcs_add(&t, keel_twopc_sqlite_participant(&w.a)), 0);
+    KT_EQ_INT(keel_twopcs_add(&t, keel_twopc_http_participant(&h, "bank-b", &caller, loop, "/2pc")),
+              0);
+    keel_twopc_state_t out;
+    const char *in = "bank-a acct-1 bank-b acct-1 12";
+    KT_EQ_INT(keel_twopcs_run(&t, "tx-h1", PARTS, 2, in, strlen(in), &out, &m), 0);
+    KT_EQ_INT(out, KEEL_TWOPC_COMMITTED);
+    KT_EQ_INT(balance(&w.a, "acct-1"), 88);
+    KT_EQ_INT(balance(&w.b, "acct-1"), 112);
+    /* bank-b refuses a debit it cannot cover: "no" over HTTP, an abort */
+    const char *no = "bank-b acct-2 bank-a acct-2 1000";
+    KT_EQ_INT(keel_twopcs_run(&t, "tx-h2", PARTS, 2, no, strlen(no), &out, &m), 0);
+    KT_EQ_INT(out, KEEL_TWOPC_ABORTED);
+    int64_t bal, holds;
+    totals(&w.a, &bal, &holds);
+    KT_EQ_INT(holds, 0);
+    /* bank-b answering 503 (its database down): no vote by the deadline, abort; the abort
+     * cannot reach it, so the coordinator gives up and leaves it open for recovery */
+    w.b.down = true;
+    KT_EQ_INT(keel_twopcs_run(&t, "tx-h3", PARTS, 2, in, strlen(in), &out, &m), KEEL_ETIMEDOUT);
+    KT_CHECK(t.stats.sends_failed > 0);
+    w.b.down = false;
+    usleep(150 * 1000); /* the breaker's open time */
+    uint32_t n;
+    KT_EQ_INT(keel_twopcs_recover(&t, &n, &m), 0);
+    KT_EQ_INT(n, 1);
+    char types[64];
+    log_types(&w, "tx-h3", types, sizeof(types));
+    KT_EQ_STR(types, "begin abort end");
+    KT_EQ_INT(balance(&w.a, "acct-1"), 88);
+
+    keel_caller_close(&caller, caller_closed, NULL);
+    keel_service_drain(&svc);
+    keel_ms_t end = keel_clock_now_ms() + 400;
+    while (keel_clock_now_ms() < end)
+        uv_run(&loop->uv, UV_RUN_NOWAIT);
+    keel_twopcs_close(&t);
+    keel_service_free(&svc);
+    teardown(&w);
+}
+
 int main(void)
 {
     KT_RUN(a_transfer_commits_on_both_banks_and_logs_its_decision_first);
@@ -450,5 +532,6 @@ int main(void)
     KT_RUN(participants_in_doubt_abort_alone_when_no_decision_was_logged);
     KT_RUN(a_transaction_another_coordinator_holds_is_refused_busy);
     KT_RUN(a_coordinator_whose_lease_lapsed_follows_the_abort_proposed_meanwhile);
+    KT_RUN(a_participant_over_http_votes_and_resolves_through_the_kit);
     return kt_done();
 }
