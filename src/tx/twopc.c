@@ -415,8 +415,11 @@ static int write_log(run_t *r)
     bool same =
         b && b->str.len == r->u.record_len && memcmp(b->str.ptr, r->u.record, r->u.record_len) == 0;
     keel_client_reply_free(&rep);
-    if (same)
+    if (same) { /* our own write had landed */
+        t->stats.log_writes++;
+        t->stats.log_write_ns += (uint64_t)(keel_clock_now_ns() - t0);
         return 0;
+    }
     t->stats.slot_lost++;
     return 1;
 }
