@@ -1,0 +1,1106 @@
+/* tx/twopc.c - two-phase commit's blocking coordinator over keel server, participant calls
+ * through core/twopc's participant machine, and the SQLite participant (tx/twopc.h). */
+#include "tx/twopc.h"
+
+#include "client/blocking.h"
+#include "kit/call.h"
+#include "kit/service.h"
+#include "runtime/clock.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- one keel command at a time, on the private loop --------------------------------- */
+
+typedef struct req {
+    bool done;
+    int status;
+    keel_client_reply_t reply;
+} req_t;
+
+static void on_reply(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
+{
+    (void)cl;
+    req_t *r = ctx;
+    r->status = status == 0 ? keel_client_reply_copy(v, &r->reply) : status;
+    r->done = true;
+}
+
+/* 0 with *out (owned; may be an error reply), or the transport's error. */
+static int cmd(keel_twopcs_t *t, size_t argc, const char *const *argv, const size_t *lens,
+               keel_client_reply_t *out)
+{
+    req_t r = {0};
+    memset(out, 0, sizeof(*out));
+    int rc = keel_client_command_timeout(&t->cl, argc, argv, lens, t->cfg.request_timeout_ms,
+                                         on_reply, &r);
+    if (rc != 0)
+        return rc;
+    while (!r.done)
+        uv_run(&t->loop.uv, UV_RUN_ONCE);
+    if (r.status == 0)
+        *out = r.reply;
+    return r.status;
+}
+
+static bool err_has(const keel_resp_value_t *v, const char *text)
+{
+    if (v->type != KEEL_RESP_ERROR)
+        return false;
+    size_t n = strlen(text);
+    for (size_t i = 0; i + n <= v->str.len; i++)
+        if (memcmp(v->str.ptr + i, text, n) == 0)
+            return true;
+    return false;
+}
+
+static void sleep_ms(keel_ms_t ms)
+{
+    if (ms <= 0)
+        return;
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static keel_ms_t now_ms(void)
+{
+    return keel_clock_unix_ms();
+}
+
+/* The record bytes of an XRANGE entry ([id, [field, value, ...]]), or NULL. */
+static const keel_resp_value_t *entry_record(const keel_resp_value_t *e, uint32_t *seq)
+{
+    if (e->type != KEEL_RESP_ARRAY || e->elems_len != 2 || e->elems[1].type != KEEL_RESP_ARRAY)
+        return NULL;
+    char id[32];
+    size_t n = e->elems[0].str.len < sizeof(id) - 1 ? e->elems[0].str.len : sizeof(id) - 1;
+    memcpy(id, e->elems[0].str.ptr, n);
+    id[n] = '\0';
+    unsigned ms = 0, s = 0;
+    if (sscanf(id, "%u-%u", &ms, &s) != 2 || ms != 0)
+        return NULL;
+    *seq = s;
+    const keel_resp_value_t *f = &e->elems[1];
+    for (size_t i = 0; i + 1 < f->elems_len; i += 2)
+        if (f->elems[i].str.len == 1 && f->elems[i].str.ptr[0] == 'r')
+            return &f->elems[i + 1];
+    return NULL;
+}
+
+/* ---- setup ----------------------------------------------------------------------------- */
+
+keel_twopcs_config_t keel_twopcs_config_default(void)
+{
+    return (keel_twopcs_config_t){.tx = keel_twopc_config_default(),
+                                  .lock_ttl_ms = 10000,
+                                  .request_timeout_ms = 3000,
+                                  .give_up_ms = 30000,
+                                  .seed = 1};
+}
+
+int keel_twopcs_init(keel_twopcs_t *t, const keel_twopcs_config_t *cfg, keel_errmsg_t *msg)
+{
+    memset(t, 0, sizeof(*t));
+    int rc = keel_twopc_config_validate(&cfg->tx, msg);
+    if (rc != 0)
+        return rc;
+    if (cfg->seeds_n == 0 || cfg->seeds_n > KEEL_CLIENT_SEEDS_MAX || cfg->lock_ttl_ms <= 0 ||
+        cfg->request_timeout_ms <= 0 || cfg->give_up_ms <= 0 || cfg->decision_give_up_ms < 0)
+        return keel_errf(msg, KEEL_EINVAL,
+                         "2pc: seeds, lock_ttl_ms, request_timeout_ms and "
+                         "give_up_ms must be set and positive");
+    t->cfg = *cfg;
+    keel_rand_seed(&t->rand, cfg->seed);
+    rc = keel_loop_init(&t->loop);
+    if (rc != 0)
+        return keel_errf(msg, rc, "2pc: event loop: %s", keel_strerror(rc));
+    keel_client_config_t cc = keel_client_config_default();
+    for (size_t i = 0; i < cfg->seeds_n; i++)
+        cc.seeds[i] = cfg->seeds[i];
+    cc.seeds_n = cfg->seeds_n;
+    cc.request_timeout_ms = cfg->request_timeout_ms;
+    cc.retry_tryagain = true;
+    rc = keel_client_init(&t->cl, &t->loop, &cc, msg);
+    if (rc != 0)
+        keel_loop_close(&t->loop);
+    return rc;
+}
+
+static void client_closed(keel_client_t *cl)
+{
+    (void)cl;
+}
+
+void keel_twopcs_close(keel_twopcs_t *t)
+{
+    keel_client_close(&t->cl, client_closed);
+    for (int i = 0; i < 1000 && uv_loop_alive(&t->loop.uv); i++)
+        uv_run(&t->loop.uv, UV_RUN_NOWAIT);
+    keel_loop_close(&t->loop);
+}
+
+int keel_twopcs_add(keel_twopcs_t *t, keel_twopc_participant_t p)
+{
+    if (!keel_twopc_id_valid(p.name, KEEL_TWOPC_NAME_BYTES_MAX) || p.ops == NULL ||
+        (p.ops->message == NULL &&
+         (!p.ops->prepare || !p.ops->commit || !p.ops->abort || !p.ops->state)))
+        return KEEL_EINVAL;
+    for (uint32_t i = 0; i < t->parts_n; i++)
+        if (strcmp(t->parts[i].name, p.name) == 0)
+            return KEEL_EEXISTS;
+    if (t->parts_n == KEEL_TWOPCS_PARTICIPANTS_MAX)
+        return KEEL_EFULL;
+    t->parts[t->parts_n++] = p;
+    return 0;
+}
+
+static keel_twopc_participant_t *part_named(keel_twopcs_t *t, const char *name)
+{
+    for (uint32_t i = 0; i < t->parts_n; i++)
+        if (strcmp(t->parts[i].name, name) == 0)
+            return &t->parts[i];
+    return NULL;
+}
+
+/* ---- a participant, through its state machine ----------------------------------------- */
+
+/* Carries out the machine's local actions until it replies or has nothing more to do. The
+ * reply (0 when the call failed: the coordinator counts a failed send). */
+static keel_twopc_reply_t part_drive(keel_twopc_participant_t *p, keel_twopc_part_t *m,
+                                     keel_twopc_part_update_t *u, const char *id,
+                                     const uint8_t *input, size_t len, keel_errmsg_t *msg)
+{
+    for (int guard = 0; guard < 8; guard++) {
+        keel_twopc_part_ev_t ev = {.now_ms = now_ms(), .type = KEEL_TWOPC_PEV_DONE};
+        int rc = 0;
+        switch (u->action) {
+        case KEEL_TWOPC_PACT_REPLY:
+            return u->reply == KEEL_TWOPC_REPLY_BUSY ? 0 : u->reply;
+        case KEEL_TWOPC_PACT_NONE:
+        case KEEL_TWOPC_PACT_INQUIRE:
+            return KEEL_TWOPC_REPLY_ACK;
+        case KEEL_TWOPC_PACT_PREPARE: {
+            bool yes = false;
+            rc = p->ops->prepare(p->data, id, input, len, &yes, msg);
+            ev.type = yes ? KEEL_TWOPC_PEV_PREPARED : KEEL_TWOPC_PEV_REFUSED;
+            break;
+        }
+        case KEEL_TWOPC_PACT_COMMIT:
+            rc = p->ops->commit(p->data, id, msg);
+            break;
+        case KEEL_TWOPC_PACT_ABORT:
+        case KEEL_TWOPC_PACT_TOMBSTONE:
+            rc = p->ops->abort(p->data, id, msg);
+            break;
+        }
+        if (rc != 0)
+            return 0;
+        rc = keel_twopc_part_step(m, &ev, u);
+        assert(rc == 0);
+    }
+    return 0;
+}
+
+/* One message to a local participant p about transaction id, through its machine. */
+static keel_twopc_reply_t part_message(const keel_twopc_config_t *cfg, uint64_t seed,
+                                       keel_twopc_participant_t *p, const char *id,
+                                       keel_twopc_msg_t msgk, const uint8_t *input, size_t len,
+                                       int *err)
+{
+    keel_errmsg_t msg = {{0}};
+    keel_twopc_state_t st;
+    *err = 0;
+    if (p->ops->state(p->data, id, &st, &msg) != 0)
+        return 0;
+    keel_twopc_part_t m;
+    keel_twopc_part_init(&m, cfg, seed);
+    keel_twopc_part_restore(&m, st, now_ms());
+    keel_twopc_part_ev_t ev = {.type = KEEL_TWOPC_PEV_REQUEST, .now_ms = now_ms(), .msg = msgk};
+    keel_twopc_part_update_t u;
+    int rc = keel_twopc_part_step(&m, &ev, &u);
+    if (rc != 0) {
+        fprintf(stderr, "2pc %s: %s refused %s in state %s: %s\n", id, p->name,
+                keel_twopc_msg_name(msgk), keel_twopc_state_name(st), keel_strerror(rc));
+        *err = rc;
+        return 0;
+    }
+    return part_drive(p, &m, &u, id, input, len, &msg);
+}
+
+static keel_twopc_reply_t part_call(keel_twopcs_t *t, keel_twopc_participant_t *p, const char *id,
+                                    keel_twopc_msg_t msgk, const uint8_t *input, size_t len)
+{
+    if (p->ops->message)
+        return p->ops->message(p->data, id, msgk, input, len);
+    int err;
+    return part_message(&t->cfg.tx, keel_rand_u64(&t->rand), p, id, msgk, input, len, &err);
+}
+
+/* ---- the coordinator ------------------------------------------------------------------- */
+
+typedef struct run {
+    keel_twopcs_t *t;
+    const char *id;
+    char lock[96], log_key[96], open_key[96], token_str[24];
+    keel_ms_t locked_ms;
+    keel_twopc_coord_t c;
+    keel_twopc_coord_update_t u;
+    const char *const *names; /* a new transaction's, or NULL (adopting) */
+    uint32_t n;
+    const void *input;
+    size_t input_len;
+} run_t;
+
+/* A command retried with backoff while its transport fails, up to give_up_ms. */
+static int cmd_retry(run_t *r, size_t argc, const char *const *argv, const size_t *lens,
+                     keel_client_reply_t *out)
+{
+    keel_ms_t end = now_ms() + r->t->cfg.give_up_ms;
+    for (uint32_t k = 0;; k++) {
+        int rc = cmd(r->t, argc, argv, lens, out);
+        if (rc == 0 && !(out->v->type == KEEL_RESP_ERROR &&
+                         (err_has(out->v, "TIMEOUT") || err_has(out->v, "UNKNOWN") ||
+                          err_has(out->v, "TRYAGAIN") || err_has(out->v, "LOADING"))))
+            return 0;
+        if (rc == 0)
+            keel_client_reply_free(out);
+        if (now_ms() >= end)
+            return KEEL_ETIMEDOUT;
+        sleep_ms(k < 5 ? 20L << k : 500);
+    }
+}
+
+/* KEEL.LOCK: 0 (ours), KEEL_EBUSY (held), KEEL_ETIMEDOUT. */
+static int take_lock(run_t *r)
+{
+    char ttl[24];
+    snprintf(ttl, sizeof(ttl), "%" PRId64, r->t->cfg.lock_ttl_ms);
+    const char *argv[] = {"KEEL.LOCK", r->lock, ttl};
+    keel_client_reply_t rep;
+    r->locked_ms = now_ms();
+    int rc = cmd_retry(r, 3, argv, NULL, &rep);
+    if (rc != 0)
+        return rc;
+    rc = rep.v->type == KEEL_RESP_INT ? 0 : KEEL_EBUSY;
+    if (rc == 0)
+        snprintf(r->token_str, sizeof(r->token_str), "%" PRId64, rep.v->integer);
+    keel_client_reply_free(&rep);
+    return rc;
+}
+
+/* Renews the lock once a third of its TTL passed: 0, 1 (renewed after a lapse: reload),
+ * KEEL_ECANCELED (another owner has it), KEEL_ETIMEDOUT. */
+static int renew(run_t *r)
+{
+    if (now_ms() - r->locked_ms < r->t->cfg.lock_ttl_ms / 3)
+        return 0;
+    char ttl[24];
+    snprintf(ttl, sizeof(ttl), "%" PRId64, r->t->cfg.lock_ttl_ms);
+    const char *argv[] = {"KEEL.TXN",  "0",     "2", "3", "KEEL.UNLOCK", r->lock, r->token_str, "3",
+                          "KEEL.LOCK", r->lock, ttl};
+    keel_client_reply_t rep;
+    r->locked_ms = now_ms();
+    int rc = cmd_retry(r, sizeof(argv) / sizeof(argv[0]), argv, NULL, &rep);
+    if (rc != 0)
+        return rc;
+    if (rep.v->type != KEEL_RESP_ARRAY || rep.v->elems_len != 2 ||
+        rep.v->elems[1].type != KEEL_RESP_INT) {
+        keel_client_reply_free(&rep);
+        return KEEL_ECANCELED;
+    }
+    snprintf(r->token_str, sizeof(r->token_str), "%" PRId64, rep.v->elems[1].integer);
+    /* UNLOCK said 0: the lease had lapsed, so another owner may have moved the transaction
+     * on while nobody held it: reload before acting */
+    bool kept = rep.v->elems[0].type == KEEL_RESP_INT && rep.v->elems[0].integer == 1;
+    keel_client_reply_free(&rep);
+    return kept ? 0 : 1;
+}
+
+/* Reads the log into a fresh instance and asks it what is next. KEEL_ENOTFOUND: empty. */
+static int load(run_t *r, keel_errmsg_t *msg)
+{
+    keel_twopcs_t *t = r->t;
+    int rc = r->names ? keel_twopc_coord_init(&r->c, &t->cfg.tx, r->id, r->names, r->n,
+                                              keel_rand_u64(&t->rand), msg)
+                      : keel_twopc_coord_init_recover(&r->c, &t->cfg.tx, r->id,
+                                                      keel_rand_u64(&t->rand), msg);
+    if (rc != 0)
+        return rc;
+    const char *argv[] = {"XRANGE", r->log_key, "-", "+"};
+    keel_client_reply_t rep;
+    rc = cmd_retry(r, 4, argv, NULL, &rep);
+    if (rc != 0)
+        return keel_errf(msg, rc, "2pc %s: reading the log: %s", r->id, keel_strerror(rc));
+    if (rep.v->type != KEEL_RESP_ARRAY) {
+        keel_client_reply_free(&rep);
+        return keel_errf(msg, KEEL_EPROTO, "2pc %s: XRANGE did not answer an array", r->id);
+    }
+    for (size_t i = 0; i < rep.v->elems_len && rc == 0; i++) {
+        uint32_t seq = 0;
+        const keel_resp_value_t *b = entry_record(&rep.v->elems[i], &seq);
+        rc = b == NULL ? keel_errf(msg, KEEL_ECORRUPT, "2pc %s: log entry %zu malformed", r->id, i)
+                       : keel_twopc_coord_replay(&r->c, b->str.ptr, b->str.len, msg);
+    }
+    size_t entries = rep.v->elems_len;
+    keel_client_reply_free(&rep);
+    if (rc != 0)
+        return rc == KEEL_EPROTO ? KEEL_ECORRUPT : rc;
+    for (uint32_t i = 0; i < r->c.n; i++)
+        if (part_named(t, r->c.names[i]) == NULL)
+            return keel_errf(msg, KEEL_ENOTFOUND, "2pc %s: participant %s is not known here", r->id,
+                             r->c.names[i]);
+    if (entries == 0 && r->names == NULL)
+        return KEEL_ENOTFOUND;
+    if (entries == 0) {
+        const char *set[] = {"KEEL.FENCED", r->lock, r->token_str, "SET", r->open_key, "1"};
+        rc = cmd_retry(r, 6, set, NULL, &rep);
+        if (rc != 0)
+            return rc;
+        bool fenced = err_has(rep.v, "FENCED");
+        keel_client_reply_free(&rep);
+        if (fenced)
+            return KEEL_ECANCELED;
+        return keel_twopc_coord_begin(&r->c, now_ms(), r->input, r->input_len, &r->u);
+    }
+    return keel_twopc_coord_resume(&r->c, now_ms(), &r->u);
+}
+
+/* Writes the pending record. 0 logged, 1 reload (slot taken, or fenced and re-locked),
+ * or an error. */
+static int write_log(run_t *r)
+{
+    keel_twopcs_t *t = r->t;
+    char id[24];
+    snprintf(id, sizeof(id), "0-%" PRIu32, r->u.seq);
+    const char *argv[] = {"KEEL.FENCED", r->lock, r->token_str, "XADD",
+                          r->log_key,    id,      "r",          (const char *)r->u.record};
+    size_t lens[8];
+    for (int i = 0; i < 7; i++)
+        lens[i] = strlen(argv[i]);
+    lens[7] = r->u.record_len;
+    keel_ns_t t0 = keel_clock_now_ns();
+    keel_client_reply_t rep;
+    int rc = cmd_retry(r, 8, argv, lens, &rep);
+    if (rc != 0)
+        return rc;
+    if (rep.v->type == KEEL_RESP_BULK) {
+        keel_client_reply_free(&rep);
+        t->stats.log_writes++;
+        t->stats.log_write_ns += (uint64_t)(keel_clock_now_ns() - t0);
+        return 0;
+    }
+    bool fenced = err_has(rep.v, "FENCED"), taken = err_has(rep.v, "equal or smaller");
+    keel_client_reply_free(&rep);
+    if (fenced) {
+        t->stats.fenced++;
+        rc = take_lock(r);
+        return rc == KEEL_EBUSY ? KEEL_ECANCELED : rc == 0 ? 1 : rc;
+    }
+    if (!taken)
+        return KEEL_EPROTO;
+    /* that id is in the log: our own earlier write whose reply was lost, or the slot went to
+     * another writer (a participant's abort) */
+    const char *get[] = {"XRANGE", r->log_key, id, id};
+    rc = cmd_retry(r, 4, get, NULL, &rep);
+    if (rc != 0)
+        return rc;
+    uint32_t seq = 0;
+    const keel_resp_value_t *b = rep.v->type == KEEL_RESP_ARRAY && rep.v->elems_len == 1
+                                     ? entry_record(&rep.v->elems[0], &seq)
+                                     : NULL;
+    bool same =
+        b && b->str.len == r->u.record_len && memcmp(b->str.ptr, r->u.record, r->u.record_len) == 0;
+    keel_client_reply_free(&rep);
+    if (same) { /* our own write had landed */
+        t->stats.log_writes++;
+        t->stats.log_write_ns += (uint64_t)(keel_clock_now_ns() - t0);
+        return 0;
+    }
+    t->stats.slot_lost++;
+    return 1;
+}
+
+static void unlock(run_t *r)
+{
+    keel_client_reply_t rep;
+    const char *un[] = {"KEEL.UNLOCK", r->lock, r->token_str};
+    if (cmd(r->t, 3, un, NULL, &rep) == 0)
+        keel_client_reply_free(&rep);
+}
+
+/* Over: the open mark goes (fenced), then the lock. */
+static void finish(run_t *r)
+{
+    keel_client_reply_t rep;
+    const char *del[] = {"KEEL.FENCED", r->lock, r->token_str, "DEL", r->open_key};
+    if (cmd_retry(r, 5, del, NULL, &rep) == 0)
+        keel_client_reply_free(&rep);
+    unlock(r);
+}
+
+/* Sends u's message to each participant in its mask, feeding each answer back. */
+static void sends(run_t *r, keel_ms_t *failing_since)
+{
+    keel_twopc_coord_update_t sent = r->u, next = {.action = KEEL_TWOPC_ACT_NONE};
+    size_t len = 0;
+    const uint8_t *input = r->c.input;
+    len = r->c.input_len;
+    bool failed = false;
+    for (uint32_t i = 0; i < r->c.n; i++) {
+        if (!(sent.to_mask & (1u << i)))
+            continue;
+        keel_twopc_reply_t rep =
+            part_call(r->t, part_named(r->t, r->c.names[i]), r->id, sent.msg, input, len);
+        keel_twopc_coord_ev_t ev = {
+            .now_ms = now_ms(), .participant = i, .msg = sent.msg, .attempt = sent.attempt[i]};
+        ev.type = rep == KEEL_TWOPC_REPLY_YES   ? KEEL_TWOPC_EV_VOTE_YES
+                  : rep == KEEL_TWOPC_REPLY_NO  ? KEEL_TWOPC_EV_VOTE_NO
+                  : rep == KEEL_TWOPC_REPLY_ACK ? KEEL_TWOPC_EV_ACK
+                                                : KEEL_TWOPC_EV_SEND_FAILED;
+        if (ev.type == KEEL_TWOPC_EV_SEND_FAILED) {
+            r->t->stats.sends_failed++;
+            failed = true;
+        }
+        keel_twopc_coord_update_t u;
+        int rc = keel_twopc_coord_step(&r->c, &ev, &u);
+        assert(rc == 0);
+        (void)rc;
+        if (u.action != KEEL_TWOPC_ACT_NONE)
+            next = u;
+        if (next.action == KEEL_TWOPC_ACT_LOG)
+            break; /* decided (a no): the others learn it from the decision */
+    }
+    if (!failed)
+        *failing_since = 0;
+    else if (*failing_since == 0)
+        *failing_since = now_ms();
+    r->u = next;
+}
+
+static int drive(run_t *r, keel_twopc_state_t *outcome, keel_errmsg_t *msg)
+{
+    keel_twopcs_t *t = r->t;
+    keel_ms_t failing_since = 0;
+    for (;;) {
+        int rc = renew(r);
+        if (rc == 1 && (rc = load(r, msg)) != 0)
+            return rc;
+        if (rc != 0)
+            return keel_errf(msg, rc, "2pc %s: the lock: %s", r->id, keel_strerror(rc));
+        switch (r->u.action) {
+        case KEEL_TWOPC_ACT_LOG:
+            rc = write_log(r);
+            if (rc == 1) {
+                rc = load(r, msg);
+                if (rc != 0)
+                    return rc;
+                continue;
+            }
+            if (rc != 0)
+                return keel_errf(msg, rc, "2pc %s: writing %s: %s", r->id,
+                                 keel_twopc_rec_type_name(r->u.rec_type), keel_strerror(rc));
+            {
+                keel_twopc_coord_ev_t ev = {.type = KEEL_TWOPC_EV_LOGGED, .now_ms = now_ms()};
+                rc = keel_twopc_coord_step(&r->c, &ev, &r->u);
+                assert(rc == 0);
+            }
+            continue;
+        case KEEL_TWOPC_ACT_SEND:
+            sends(r, &failing_since);
+            continue;
+        case KEEL_TWOPC_ACT_FINISH:
+            finish(r);
+            *outcome = r->c.state;
+            if (r->c.state == KEEL_TWOPC_COMMITTED)
+                t->stats.committed++;
+            else
+                t->stats.aborted++;
+            return 0;
+        case KEEL_TWOPC_ACT_NONE: {
+            if (t->cfg.decision_give_up_ms > 0 && failing_since != 0 &&
+                r->c.state != KEEL_TWOPC_PREPARING &&
+                now_ms() - failing_since >= t->cfg.decision_give_up_ms)
+                return keel_errf(msg, KEEL_ETIMEDOUT,
+                                 "2pc %s: %s decided, a participant unreachable for %" PRId64
+                                 " ms: left open for recovery",
+                                 r->id, keel_twopc_state_name(r->c.state),
+                                 t->cfg.decision_give_up_ms);
+            keel_ms_t at = keel_twopc_coord_next_deadline_ms(&r->c);
+            if (at == KEEL_MS_NEVER)
+                return keel_errf(msg, KEEL_EPROTO, "2pc %s: stalled in %s", r->id,
+                                 keel_twopc_state_name(r->c.state));
+            keel_ms_t wait = at - now_ms();
+            sleep_ms(wait > 1000 ? 1000 : wait);
+            keel_twopc_coord_ev_t ev = {.type = KEEL_TWOPC_EV_TICK, .now_ms = now_ms()};
+            rc = keel_twopc_coord_step(&r->c, &ev, &r->u);
+            assert(rc == 0);
+            continue;
+        }
+        }
+    }
+}
+
+static int run_open(keel_twopcs_t *t, run_t *r, const char *id, keel_errmsg_t *msg)
+{
+    r->t = t;
+    r->id = id;
+    if (!keel_twopc_id_valid(id, KEEL_TWOPC_ID_BYTES_MAX))
+        return keel_errf(msg, KEEL_EINVAL, "2pc id must be 1..%u of [A-Za-z0-9_.-]",
+                         KEEL_TWOPC_ID_BYTES_MAX);
+    snprintf(r->lock, sizeof(r->lock), "2pc:%s", id);
+    snprintf(r->log_key, sizeof(r->log_key), "2pc:%s:log", id);
+    snprintf(r->open_key, sizeof(r->open_key), "2pc:open:%s", id);
+    int rc = take_lock(r);
+    if (rc == KEEL_EBUSY)
+        return keel_errf(msg, rc, "2pc %s: another coordinator holds it", id);
+    if (rc != 0)
+        return keel_errf(msg, rc, "2pc %s: locking: %s", id, keel_strerror(rc));
+    return 0;
+}
+
+int keel_twopcs_run(keel_twopcs_t *t, const char *id, const char *const *parts, uint32_t n,
+                    const void *input, size_t input_len, keel_twopc_state_t *outcome,
+                    keel_errmsg_t *msg)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (part_named(t, parts[i]) == NULL)
+            return keel_errf(msg, KEEL_EINVAL, "2pc: participant %s is not known", parts[i]);
+    if (input_len > KEEL_TWOPC_INPUT_BYTES_MAX)
+        return keel_errf(msg, KEEL_ETOOBIG, "2pc input over %u bytes", KEEL_TWOPC_INPUT_BYTES_MAX);
+    run_t *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return KEEL_ENOMEM;
+    r->names = parts;
+    r->n = n;
+    r->input = input;
+    r->input_len = input_len;
+    t->stats.runs++;
+    int rc = run_open(t, r, id, msg);
+    if (rc == 0)
+        rc = load(r, msg);
+    if (rc == 0) {
+        rc = drive(r, outcome, msg);
+        if (rc == KEEL_ETIMEDOUT) /* left open: any coordinator may adopt it at once */
+            unlock(r);
+    }
+    free(r);
+    return rc;
+}
+
+/* Adopts transaction id if its lock is free: 1 finished, 0 left alone, or an error. */
+static int adopt(keel_twopcs_t *t, const char *id, keel_errmsg_t *msg)
+{
+    run_t *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return KEEL_ENOMEM;
+    int rc = run_open(t, r, id, msg);
+    if (rc == KEEL_EBUSY) {
+        free(r);
+        return 0;
+    }
+    if (rc == 0)
+        rc = load(r, msg);
+    if (rc == KEEL_ENOTFOUND && r->c.n == 0) { /* an open mark without a log: never began */
+        finish(r);
+        free(r);
+        return 0;
+    }
+    keel_twopc_state_t st;
+    if (rc == 0)
+        rc = drive(r, &st, msg);
+    if (rc == 0)
+        t->stats.recovered++;
+    else /* free the lock for another try (or a coordinator that knows the participants) */
+        unlock(r);
+    free(r);
+    return rc == 0 ? 1 : rc == KEEL_ENOTFOUND ? 0 : rc;
+}
+
+int keel_twopcs_recover(keel_twopcs_t *t, uint32_t *finished, keel_errmsg_t *msg)
+{
+    *finished = 0;
+    char cursor[32] = "0";
+    for (int pages = 0; pages < 100000; pages++) {
+        const char *argv[] = {"SCAN", cursor, "MATCH", "2pc:open:*", "COUNT", "256"};
+        keel_client_reply_t rep;
+        int rc = cmd(t, 6, argv, NULL, &rep);
+        if (rc != 0)
+            return keel_errf(msg, rc, "2pc recover: SCAN: %s", keel_strerror(rc));
+        const keel_resp_value_t *v = rep.v;
+        if (v->type != KEEL_RESP_ARRAY || v->elems_len != 2 ||
+            v->elems[1].type != KEEL_RESP_ARRAY) {
+            keel_client_reply_free(&rep);
+            return keel_errf(msg, KEEL_EPROTO, "2pc recover: SCAN answered no array");
+        }
+        size_t cl = v->elems[0].str.len < sizeof(cursor) - 1 ? v->elems[0].str.len : 0;
+        memcpy(cursor, v->elems[0].str.ptr, cl);
+        cursor[cl] = '\0';
+        for (size_t i = 0; i < v->elems[1].elems_len; i++) {
+            const keel_resp_value_t *k = &v->elems[1].elems[i];
+            char id[KEEL_TWOPC_ID_BYTES_MAX + 1];
+            size_t pre = strlen("2pc:open:");
+            if (k->str.len <= pre || k->str.len - pre > KEEL_TWOPC_ID_BYTES_MAX)
+                continue;
+            memcpy(id, k->str.ptr + pre, k->str.len - pre);
+            id[k->str.len - pre] = '\0';
+            keel_errmsg_t m = {{0}};
+            rc = adopt(t, id, &m);
+            if (rc > 0)
+                (*finished)++;
+            else if (rc < 0)
+                fprintf(stderr, "2pc recover %s: %s\n", id, m.text);
+        }
+        keel_client_reply_free(&rep);
+        if (strcmp(cursor, "0") == 0)
+            return 0;
+    }
+    return 0;
+}
+
+int keel_twopcs_inquire(keel_twopcs_t *t, const char *id, bool *commit, keel_errmsg_t *msg)
+{
+    if (!keel_twopc_id_valid(id, KEEL_TWOPC_ID_BYTES_MAX))
+        return keel_errf(msg, KEEL_EINVAL, "2pc id must be 1..%u of [A-Za-z0-9_.-]",
+                         KEEL_TWOPC_ID_BYTES_MAX);
+    t->stats.inquiries++;
+    char key[96];
+    snprintf(key, sizeof(key), "2pc:%s:log", id);
+    for (int round = 0; round < 4; round++) {
+        const char *argv[] = {"XRANGE", key, "0-1", "0-2"};
+        keel_client_reply_t rep;
+        int rc = cmd(t, 4, argv, NULL, &rep);
+        if (rc != 0)
+            return keel_errf(msg, KEEL_EAGAIN, "2pc %s: log unreachable: %s", id,
+                             keel_strerror(rc));
+        if (rep.v->type != KEEL_RESP_ARRAY) {
+            keel_client_reply_free(&rep);
+            return keel_errf(msg, KEEL_EAGAIN, "2pc %s: reading the log failed", id);
+        }
+        bool begun = false;
+        int decision = 0;
+        for (size_t i = 0; i < rep.v->elems_len; i++) {
+            uint32_t seq = 0;
+            const keel_resp_value_t *b = entry_record(&rep.v->elems[i], &seq);
+            keel_twopc_rec_t rec;
+            if (b == NULL || keel_twopc_rec_decode(b->str.ptr, b->str.len, &rec, msg) != 0) {
+                keel_client_reply_free(&rep);
+                return keel_errf(msg, KEEL_ECORRUPT, "2pc %s: a log record is damaged", id);
+            }
+            begun = begun || rec.type == KEEL_TWOPC_REC_BEGIN;
+            if (rec.type == KEEL_TWOPC_REC_COMMIT)
+                decision = 1;
+            else if (rec.type == KEEL_TWOPC_REC_ABORT)
+                decision = 2;
+        }
+        keel_client_reply_free(&rep);
+        if (decision) {
+            *commit = decision == 1;
+            return 0;
+        }
+        if (!begun)
+            return keel_errf(msg, KEEL_ENOTFOUND, "2pc %s: no BEGIN in the log", id);
+        /* no decision: propose abort into the slot (presumed abort); whoever wins decides */
+        uint8_t b[KEEL_TWOPC_RECORD_BYTES_MAX];
+        int n = keel_twopc_abort_record(now_ms(), "a participant in doubt found no decision", b,
+                                        sizeof(b));
+        assert(n > 0);
+        const char *add[] = {"XADD", key, "0-2", "r", (const char *)b};
+        size_t lens[] = {4, strlen(key), 3, 1, (size_t)n};
+        rc = cmd(t, 5, add, lens, &rep);
+        if (rc != 0)
+            return keel_errf(msg, KEEL_EAGAIN, "2pc %s: proposing abort: %s", id,
+                             keel_strerror(rc));
+        bool won = rep.v->type == KEEL_RESP_BULK;
+        keel_client_reply_free(&rep);
+        if (won) {
+            t->stats.proposals++;
+            *commit = false;
+            return 0;
+        }
+        /* lost the race, or the outcome is unknown: read the slot again */
+    }
+    return keel_errf(msg, KEEL_EAGAIN, "2pc %s: the decision slot could not be read", id);
+}
+
+/* ---- the SQLite participant ------------------------------------------------------------- */
+
+static int sq_fault(keel_twopc_sqlite_t *s, keel_errmsg_t *msg)
+{
+    sleep_ms(s->delay_ms);
+    if (s->down || now_ms() < s->down_until_ms)
+        return keel_errf(msg, KEEL_EAGAIN, "participant %s is down", s->name);
+    return 0;
+}
+
+/* The durable state of id inside an open local transaction (or outside one). */
+static int sq_state(keel_twopc_sqlite_t *s, const char *id, keel_twopc_state_t *st,
+                    keel_errmsg_t *msg)
+{
+    sqlite3_stmt *q;
+    int rc = keel_db_prepare(&s->db, "SELECT state FROM twopc_tx WHERE id = ?1", &q, msg);
+    if (rc != 0)
+        return rc;
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    int step = sqlite3_step(q);
+    *st = KEEL_TWOPC_NEW;
+    if (step == SQLITE_ROW) {
+        const char *v = (const char *)sqlite3_column_text(q, 0);
+        *st = strcmp(v, "prepared") == 0    ? KEEL_TWOPC_PREPARED
+              : strcmp(v, "committed") == 0 ? KEEL_TWOPC_COMMITTED
+                                            : KEEL_TWOPC_ABORTED;
+        step = SQLITE_DONE;
+    }
+    rc = step == SQLITE_DONE ? 0 : keel_db_error(&s->db, step, "2pc state", msg);
+    sqlite3_finalize(q);
+    return rc;
+}
+
+static int sq_write(keel_twopc_sqlite_t *s, const char *sql, const char *id, const uint8_t *in,
+                    size_t len, keel_errmsg_t *msg)
+{
+    sqlite3_stmt *q;
+    int rc = keel_db_prepare(&s->db, sql, &q, msg);
+    if (rc != 0)
+        return rc;
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, now_ms());
+    if (in)
+        sqlite3_bind_blob(q, 3, in, (int)len, SQLITE_STATIC);
+    int step = sqlite3_step(q);
+    rc = step == SQLITE_DONE ? 0 : keel_db_error(&s->db, step, "2pc record", msg);
+    sqlite3_finalize(q);
+    return rc;
+}
+
+static int sq_prepare(void *data, const char *id, const uint8_t *input, size_t len, bool *yes,
+                      keel_errmsg_t *msg)
+{
+    keel_twopc_sqlite_t *s = data;
+    int rc = sq_fault(s, msg);
+    if (rc != 0 || (rc = keel_db_begin(&s->db, msg)) != 0)
+        return rc;
+    keel_twopc_state_t st;
+    rc = sq_state(s, id, &st, msg);
+    if (rc == 0 && st != KEEL_TWOPC_NEW) { /* a repeat */
+        keel_db_rollback(&s->db);
+        *yes = st != KEEL_TWOPC_ABORTED;
+        return 0;
+    }
+    if (rc == 0)
+        rc = s->ops->prepare(&s->db, id, input, len, s->data, msg);
+    if (rc == 0)
+        rc = sq_write(s,
+                      "INSERT INTO twopc_tx (id, state, prepared_ms, input) "
+                      "VALUES (?1, 'prepared', ?2, ?3)",
+                      id, input ? input : (const uint8_t *)"", len, msg);
+    if (rc == 0) {
+        rc = keel_db_commit(&s->db, msg);
+        *yes = rc == 0;
+        return rc;
+    }
+    keel_db_rollback(&s->db);
+    if (rc != KEEL_EREJECTED)
+        return rc;
+    /* the business said no: a tombstone, so a repeat says no again */
+    if ((rc = keel_db_begin(&s->db, msg)) != 0)
+        return rc;
+    rc = sq_write(s, "INSERT INTO twopc_tx (id, state, resolved_ms) VALUES (?1, 'aborted', ?2)", id,
+                  NULL, 0, msg);
+    if (rc == 0)
+        rc = keel_db_commit(&s->db, msg);
+    else
+        keel_db_rollback(&s->db);
+    *yes = false;
+    return rc;
+}
+
+static int sq_resolve(keel_twopc_sqlite_t *s, const char *id, bool commit, keel_errmsg_t *msg)
+{
+    int rc = sq_fault(s, msg);
+    if (rc != 0 || (rc = keel_db_begin(&s->db, msg)) != 0)
+        return rc;
+    keel_twopc_state_t st;
+    rc = sq_state(s, id, &st, msg);
+    if (rc == 0 && st == KEEL_TWOPC_PREPARED) {
+        rc = commit ? s->ops->commit(&s->db, id, s->data, msg)
+                    : s->ops->abort(&s->db, id, s->data, msg);
+        if (rc == 0)
+            rc = sq_write(s,
+                          commit ? "UPDATE twopc_tx SET state = 'committed', resolved_ms = ?2 "
+                                   "WHERE id = ?1"
+                                 : "UPDATE twopc_tx SET state = 'aborted', resolved_ms = ?2 "
+                                   "WHERE id = ?1",
+                          id, NULL, 0, msg);
+    } else if (rc == 0 && st == KEEL_TWOPC_NEW && !commit) {
+        rc = sq_write(s, "INSERT INTO twopc_tx (id, state, resolved_ms) VALUES (?1, 'aborted', ?2)",
+                      id, NULL, 0, msg);
+    } else if (rc == 0 && st != (commit ? KEEL_TWOPC_COMMITTED : KEEL_TWOPC_ABORTED)) {
+        rc = keel_errf(msg, KEEL_EPROTO, "2pc %s at %s: %s while %s", id, s->name,
+                       commit ? "commit" : "abort", keel_twopc_state_name(st));
+    }
+    if (rc == 0)
+        return keel_db_commit(&s->db, msg);
+    keel_db_rollback(&s->db);
+    return rc;
+}
+
+static int sq_commit(void *data, const char *id, keel_errmsg_t *msg)
+{
+    return sq_resolve(data, id, true, msg);
+}
+
+static int sq_abort(void *data, const char *id, keel_errmsg_t *msg)
+{
+    return sq_resolve(data, id, false, msg);
+}
+
+static int sq_state_op(void *data, const char *id, keel_twopc_state_t *st, keel_errmsg_t *msg)
+{
+    keel_twopc_sqlite_t *s = data;
+    /* part of the same call as the action that follows: down fails it, no extra delay */
+    if (s->down || now_ms() < s->down_until_ms)
+        return keel_errf(msg, KEEL_EAGAIN, "participant %s is down", s->name);
+    return sq_state(s, id, st, msg);
+}
+
+static const keel_twopc_participant_ops_t SQ_OPS = {
+    .prepare = sq_prepare, .commit = sq_commit, .abort = sq_abort, .state = sq_state_op};
+
+int keel_twopc_sqlite_open(keel_twopc_sqlite_t *s, const char *path, const char *name,
+                           const keel_twopc_sqlite_ops_t *ops, void *data, keel_errmsg_t *msg)
+{
+    memset(s, 0, sizeof(*s));
+    if (!keel_twopc_id_valid(name, KEEL_TWOPC_NAME_BYTES_MAX) || ops == NULL || !ops->prepare ||
+        !ops->commit || !ops->abort)
+        return keel_errf(msg, KEEL_EINVAL, "2pc sqlite participant: a valid name and three ops");
+    snprintf(s->name, sizeof(s->name), "%s", name);
+    s->ops = ops;
+    s->data = data;
+    int rc = keel_db_open(&s->db, path, msg);
+    if (rc != 0)
+        return rc;
+    rc = keel_db_exec(&s->db,
+                      "CREATE TABLE IF NOT EXISTS twopc_tx (id TEXT PRIMARY KEY, state TEXT NOT "
+                      "NULL CHECK (state IN ('prepared', 'committed', 'aborted')), input BLOB, "
+                      "prepared_ms INTEGER, resolved_ms INTEGER)",
+                      msg);
+    if (rc != 0)
+        keel_db_close(&s->db);
+    return rc;
+}
+
+void keel_twopc_sqlite_close(keel_twopc_sqlite_t *s)
+{
+    keel_db_close(&s->db);
+}
+
+keel_twopc_participant_t keel_twopc_sqlite_participant(keel_twopc_sqlite_t *s)
+{
+    return (keel_twopc_participant_t){.name = s->name, .ops = &SQ_OPS, .data = s};
+}
+
+/* Prepared transactions whose prepare is at or before before_ms (Unix). */
+static int in_doubt_before(keel_twopc_sqlite_t *s, char (*ids)[KEEL_TWOPC_ID_BYTES_MAX + 1],
+                           size_t max, size_t *n, keel_ms_t before_ms, keel_errmsg_t *msg)
+{
+    sqlite3_stmt *q;
+    *n = 0;
+    int rc = keel_db_prepare(
+        &s->db, "SELECT id FROM twopc_tx WHERE state = 'prepared' AND prepared_ms <= ?1", &q, msg);
+    if (rc != 0)
+        return rc;
+    sqlite3_bind_int64(q, 1, before_ms);
+    int step;
+    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+        if (*n < max)
+            snprintf(ids[*n], KEEL_TWOPC_ID_BYTES_MAX + 1, "%s",
+                     (const char *)sqlite3_column_text(q, 0));
+        (*n)++;
+    }
+    rc = step == SQLITE_DONE ? 0 : keel_db_error(&s->db, step, "2pc in doubt", msg);
+    sqlite3_finalize(q);
+    return rc;
+}
+
+int keel_twopc_sqlite_in_doubt(keel_twopc_sqlite_t *s, char (*ids)[KEEL_TWOPC_ID_BYTES_MAX + 1],
+                               size_t max, size_t *n, keel_errmsg_t *msg)
+{
+    return in_doubt_before(s, ids, max, n, KEEL_MS_NEVER, msg);
+}
+static int resolve_each(keel_twopc_sqlite_t *s, keel_twopcs_t *t,
+                        char (*ids)[KEEL_TWOPC_ID_BYTES_MAX + 1], size_t n, uint32_t *resolved,
+                        keel_errmsg_t *msg)
+{
+    int rc;
+    keel_twopc_participant_t p = keel_twopc_sqlite_participant(s);
+    for (size_t i = 0; i < n; i++) {
+        keel_twopc_part_t m;
+        keel_twopc_part_init(&m, &t->cfg.tx, (uint64_t)i);
+        keel_twopc_part_restore(&m, KEEL_TWOPC_PREPARED, 0);
+        keel_twopc_part_update_t u;
+        keel_twopc_part_ev_t ev = {.type = KEEL_TWOPC_PEV_TICK, .now_ms = KEEL_MS_NEVER - 1};
+        keel_twopc_part_step(&m, &ev, &u);
+        assert(u.action == KEEL_TWOPC_PACT_INQUIRE);
+        bool commit = false;
+        rc = keel_twopcs_inquire(t, ids[i], &commit, msg);
+        if (rc != 0)
+            return rc;
+        ev = (keel_twopc_part_ev_t){
+            .type = KEEL_TWOPC_PEV_INQUIRED, .now_ms = now_ms(), .commit = commit};
+        rc = keel_twopc_part_step(&m, &ev, &u);
+        if (rc != 0)
+            return keel_errf(msg, rc, "2pc %s: inquiry answer refused", ids[i]);
+        keel_errmsg_t why = {{0}};
+        if (part_drive(&p, &m, &u, ids[i], NULL, 0, &why) == 0)
+            return keel_errf(msg, KEEL_EIO, "2pc %s: resolving at %s failed: %s", ids[i], s->name,
+                             why.text);
+        (*resolved)++;
+    }
+    return 0;
+}
+
+int keel_twopc_sqlite_recover(keel_twopc_sqlite_t *s, keel_twopcs_t *t, keel_ms_t min_age_ms,
+                              uint32_t *resolved, keel_errmsg_t *msg)
+{
+    enum { BATCH = 256 };
+    char(*ids)[KEEL_TWOPC_ID_BYTES_MAX + 1] = malloc(BATCH * sizeof(*ids));
+    size_t n;
+    *resolved = 0;
+    if (ids == NULL)
+        return KEEL_ENOMEM;
+    int rc = in_doubt_before(s, ids, BATCH, &n, now_ms() - min_age_ms, msg);
+    if (rc == 0)
+        rc = resolve_each(s, t, ids, n < BATCH ? n : BATCH, resolved, msg);
+    free(ids);
+    return rc;
+}
+
+/* ---- participants over HTTP ---------------------------------------------------------------- */
+
+keel_loop_t *keel_twopcs_loop(keel_twopcs_t *t)
+{
+    return &t->loop;
+}
+
+#define TWOPC_ID_HEADER "x-keel-2pc-id"
+
+static void serve_one(keel_service_req_t *req, void *data)
+{
+    const keel_twopc_route_t *route = data;
+    keel_twopc_server_t *srv = route->srv;
+    keel_twopc_msg_t m = route->msg;
+    const keel_http_msg_t *hm = req->http->msg;
+    size_t n = 0;
+    const char *v = keel_http_msg_header(hm, TWOPC_ID_HEADER, &n);
+    char id[KEEL_TWOPC_ID_BYTES_MAX + 1];
+    if (v == NULL || n == 0 || n > KEEL_TWOPC_ID_BYTES_MAX) {
+        keel_http_respond_error(req->http, 400, "missing or long " TWOPC_ID_HEADER);
+        return;
+    }
+    memcpy(id, v, n);
+    id[n] = '\0';
+    if (!keel_twopc_id_valid(id, KEEL_TWOPC_ID_BYTES_MAX) ||
+        hm->body_len > KEEL_TWOPC_INPUT_BYTES_MAX) {
+        keel_http_respond_error(req->http, 400, "bad transaction id or input");
+        return;
+    }
+    int err;
+    keel_twopc_reply_t r = part_message(&srv->cfg, keel_rand_u64(&srv->rand), &srv->p, id, m,
+                                        hm->body, hm->body_len, &err);
+    const char *word = r == KEEL_TWOPC_REPLY_YES   ? "yes"
+                       : r == KEEL_TWOPC_REPLY_NO  ? "no"
+                       : r == KEEL_TWOPC_REPLY_ACK ? "ack"
+                                                   : NULL;
+    if (word)
+        keel_http_respond_body(req->http, 200, "text/plain", word, strlen(word));
+    else if (err == KEEL_EPROTO)
+        keel_http_respond_error(req->http, 409, "decision contradicts the participant's state");
+    else
+        keel_http_respond_error(req->http, 503, "participant call failed");
+}
+
+int keel_twopc_serve(keel_twopc_server_t *srv, keel_service_t *svc, const char *prefix,
+                     keel_twopc_participant_t p, const keel_twopc_config_t *cfg, keel_errmsg_t *msg)
+{
+    memset(srv, 0, sizeof(*srv));
+    if (p.ops == NULL || p.ops->message || !p.ops->prepare || !p.ops->commit || !p.ops->abort ||
+        !p.ops->state || strlen(prefix) > 48)
+        return keel_errf(msg, KEEL_EINVAL, "2pc serve: a local participant and a short prefix");
+    srv->p = p;
+    srv->cfg = *cfg;
+    keel_rand_seed(&srv->rand, (uint64_t)keel_clock_now_ns());
+    static const char *const names[3] = {"prepare", "commit", "abort"};
+    for (int i = 0; i < 3; i++) {
+        char path[64];
+        snprintf(path, sizeof(path), "%s/%s", prefix, names[i]);
+        srv->routes[i].srv = srv;
+        srv->routes[i].msg = (keel_twopc_msg_t)(KEEL_TWOPC_MSG_PREPARE + i);
+        int rc = keel_service_route(svc, "POST", path, serve_one, &srv->routes[i], msg);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+typedef struct http_res {
+    bool done;
+    keel_twopc_reply_t reply;
+} http_res_t;
+
+static void http_answered(int err, const keel_http_msg_t *resp, void *data)
+{
+    http_res_t *r = data;
+    r->done = true;
+    r->reply = 0;
+    if (err != 0 || resp->status != 200)
+        return;
+    if (resp->body_len == 3 && memcmp(resp->body, "yes", 3) == 0)
+        r->reply = KEEL_TWOPC_REPLY_YES;
+    else if (resp->body_len == 2 && memcmp(resp->body, "no", 2) == 0)
+        r->reply = KEEL_TWOPC_REPLY_NO;
+    else if (resp->body_len == 3 && memcmp(resp->body, "ack", 3) == 0)
+        r->reply = KEEL_TWOPC_REPLY_ACK;
+}
+
+static keel_twopc_reply_t http_message(void *data, const char *id, keel_twopc_msg_t m,
+                                       const uint8_t *input, size_t len)
+{
+    keel_twopc_http_t *h = data;
+    char target[96];
+    snprintf(target, sizeof(target), "%s/%s", h->prefix, keel_twopc_msg_name(m));
+    keel_http_header_t hdr = {.name = TWOPC_ID_HEADER,
+                              .name_len = strlen(TWOPC_ID_HEADER),
+                              .value = id,
+                              .value_len = strlen(id)};
+    /* idempotent: every message is, by transaction id (the participant machine answers a
+     * repeat with the first answer) */
+    keel_call_t c = {.method = HTTP_POST,
+                     .target = target,
+                     .headers = &hdr,
+                     .headers_count = 1,
+                     .body = input,
+                     .body_len = len,
+                     .idempotent = true};
+    http_res_t r = {0};
+    if (keel_caller_call(h->caller, &c, http_answered, &r) != 0)
+        return 0;
+    while (!r.done)
+        uv_run(&h->loop->uv, UV_RUN_ONCE);
+    return r.reply;
+}
+
+keel_twopc_participant_t keel_twopc_http_participant(keel_twopc_http_t *h, const char *name,
+                                                     keel_caller_t *caller, keel_loop_t *loop,
+                                                     const char *prefix)
+{
+    memset(h, 0, sizeof(*h));
+    h->caller = caller;
+    h->loop = loop;
+    snprintf(h->prefix, sizeof(h->prefix), "%s", prefix);
+    h->ops.message = http_message;
+    return (keel_twopc_participant_t){.name = name, .ops = &h->ops, .data = h};
+}
