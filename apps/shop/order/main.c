@@ -572,6 +572,10 @@ int main(int argc, char **argv)
     cfg.registry = registry;
     cfg.instance_id = id;
     cfg.idem.servers = keel;
+    /* A POST ends within answer-within-ms (202 pending after it), so its key's claim can
+     * lapse soon after: a retry of an order whose instance died is run again (and finds the
+     * saga, adopted by then) instead of meeting 409 for the library's default 60 s. */
+    cfg.idem.lock_ms = (keel_ms_t)within + 500;
     cfg.on_stopped = on_stopped;
     cfg.on_drain_data = &app;
     rc = keel_service_init(&app.svc, &loop, &cfg, &msg);
