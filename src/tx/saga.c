@@ -45,6 +45,10 @@ struct keel__saga_run {
     keel_ms_t locked_unix_ms;
     phase_t phase;
     bool starting; /* started here: begin if the log is empty */
+    /* A start's KEEL.LOCK whose outcome was not seen (a timeout, -UNKNOWN across a leader
+     * change): the lock may be ours under a token we never learnt, so "held" is not proof of
+     * another owner until the lock's TTL has run out once. */
+    bool lock_unknown, lock_waited;
     uint8_t *input;
     size_t input_len;
     keel_sagas_end_fn end;
@@ -242,6 +246,8 @@ static void on_lock(keel_client_t *cl, void *ctx, int status, const keel_resp_va
     if (!reply_live(r))
         return;
     if (status != 0 || v->type == KEEL_RESP_ERROR) {
+        if (r->starting && !r->s_init)
+            r->lock_unknown = true;
         if (r->starting || r->s_init)
             retry_later(r, relock);
         else
@@ -252,6 +258,12 @@ static void on_lock(keel_client_t *cl, void *ctx, int status, const keel_resp_va
         if (r->s_init) {
             r->o->stats.lost++;
             run_end(r, KEEL_ECANCELED); /* we had it, lost it, and someone else has it */
+        } else if (r->starting && r->lock_unknown && !r->lock_waited) {
+            /* maybe our own lost lock: ask again once it must have lapsed (a start that
+             * ended EBUSY here left a placed order with no saga and nobody to adopt it) */
+            r->lock_waited = true;
+            r->retry = relock;
+            arm(r, T_RETRY, r->o->cfg.lock_ttl_ms + 100);
         } else if (r->starting) {
             run_end(r, KEEL_EBUSY);
         } else {

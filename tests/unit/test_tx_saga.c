@@ -40,6 +40,7 @@ struct fake {
     fconn_t conns[CONNS_MAX];
     int accepted;
     int xadds, lose_xadd, unknown_xadd, fenced_refusals;
+    int locks, unknown_lock; /* the n-th KEEL.LOCK applies and answers -UNKNOWN */
 };
 
 static void conn_closed(uv_handle_t *h)
@@ -119,7 +120,11 @@ static bool execute(fconn_t *c, const keel_resp_cmd_t *cmd)
         conn_drop(c); /* applied, and the reply is lost */
         return false;
     }
-    if (xadd && f->xadds == f->unknown_xadd) {
+    bool lock = argc >= 1 && arg_is(&cmd->argv[0], "KEEL.LOCK");
+    if (lock && ++f->locks == f->unknown_lock) {
+        static const char unknown[] = "-UNKNOWN the write may or may not have been applied\r\n";
+        conn_send(c, unknown, sizeof(unknown) - 1);
+    } else if (xadd && f->xadds == f->unknown_xadd) {
         static const char unknown[] = "-UNKNOWN the write may or may not have been applied\r\n";
         conn_send(c, unknown, sizeof(unknown) - 1);
     } else {
@@ -449,6 +454,23 @@ static void a_log_write_whose_reply_is_lost_is_sent_again_and_recognised(void)
     }
 }
 
+/* The shop's stuck order (make demo, a keel node killed as an order started): the start's
+ * KEEL.LOCK was applied but answered -UNKNOWN; its retry found the lock held - by itself -
+ * and the start ended EBUSY, leaving no log and no open marker for anyone to adopt. */
+static void a_start_whose_lock_outcome_was_lost_waits_for_it_and_runs(void)
+{
+    world_init(300, true);
+    W.fake.unknown_lock = 1;
+    KT_EQ_INT(keel_sagas_start(&W.a, "t", "o-9", "in", 2, NULL, NULL), 0);
+    world_run();
+    KT_EQ_INT(W.ended, 1);
+    KT_EQ_INT(W.end_err, 0);
+    KT_EQ_INT(W.end_state, KEEL_SAGA_DONE);
+    KT_EQ_STR(W.trace, "s0:do s1:do s2:do ");
+    KT_EQ_INT(exists("saga:open:o-9"), 0);
+    world_free();
+}
+
 static void a_refused_step_compensates_and_a_silent_step_times_out_and_is_retried(void)
 {
     world_init(10000, true);
@@ -567,6 +589,7 @@ int main(void)
 {
     KT_RUN(a_saga_runs_to_done_and_leaves_no_marker_and_no_lock);
     KT_RUN(a_log_write_whose_reply_is_lost_is_sent_again_and_recognised);
+    KT_RUN(a_start_whose_lock_outcome_was_lost_waits_for_it_and_runs);
     KT_RUN(a_refused_step_compensates_and_a_silent_step_times_out_and_is_retried);
     KT_RUN(a_second_orchestrator_cannot_start_a_saga_another_owns);
     KT_RUN(an_abandoned_saga_is_adopted_by_another_orchestrators_scan);

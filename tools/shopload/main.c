@@ -81,6 +81,7 @@ typedef struct order {
     int customer;
     keel_ms_t next_try_ms;
     bool asking, asked_get; /* resolving: the ask in flight is GET /orders/:id */
+    bool polling;           /* answered 202 (pending): its state is asked until the deadline */
 } order_t;
 
 struct run {
@@ -317,6 +318,14 @@ static void on_shop_reply(int err, const keel_http_msg_t *resp, void *data)
         }
         if (st == 202) /* its saga goes on: polled by its id at the end */
             take_order_id(o, resp, o->order_id, sizeof(o->order_id));
+        if (st == 202 && o->order_id[0] && age + CLIENT_RETRY_MS < (keel_ms_t)r->deadline_ms &&
+            r->retrying_n < INFLIGHT_MAX) {
+            /* what a client of a 202 does: asks for the order's state until its deadline */
+            o->polling = true;
+            o->next_try_ms = now + CLIENT_RETRY_MS;
+            r->retrying[r->retrying_n++] = o;
+            return;
+        }
         order_end(o, st == 202 ? LATE : FAILED); /* pending, or unknown: asked at the end */
     }
 }
@@ -363,12 +372,44 @@ static void on_reply(int err, const keel_http_msg_t *resp, void *data)
     }
 }
 
+/* GET /orders/:id of an order answered 202: final, or asked again while its deadline allows. */
+static void on_shop_poll(int err, const keel_http_msg_t *resp, void *data)
+{
+    order_t *o = data;
+    run_t *r = o->r;
+    json_t *j = err || resp->status != 200
+                    ? NULL
+                    : json_loadb((const char *)resp->body, resp->body_len, 0, NULL);
+    const char *state = json_string_value(json_object_get(j, "status"));
+    int st = state == NULL                     ? 0
+             : strcmp(state, "confirmed") == 0 ? 201
+             : strcmp(state, "rejected") == 0  ? 409
+                                               : 202;
+    json_decref(j);
+    if (st == 201 || st == 409) {
+        order_end(o, st == 201 ? CONFIRMED : REJECTED);
+        return;
+    }
+    keel_ms_t now = (keel_ms_t)(keel_clock_now_ns() / 1000000);
+    keel_ms_t age = (keel_ms_t)((keel_clock_now_ns() - o->intended_ns) / 1000000);
+    if (age + CLIENT_RETRY_MS < (keel_ms_t)r->deadline_ms && r->retrying_n < INFLIGHT_MAX) {
+        o->next_try_ms = now + CLIENT_RETRY_MS;
+        r->retrying[r->retrying_n++] = o;
+        return;
+    }
+    order_end(o, LATE); /* still pending at its deadline: asked again at the end */
+}
+
 static void order_step(order_t *o)
 {
     run_t *r = o->r;
     char path[96];
     int rc;
-    if (r->shop) {
+    if (r->shop && o->polling) {
+        snprintf(path, sizeof(path), "/orders/%s", o->order_id);
+        rc = request_to(r, r->orders[o->target % r->orders_n], HTTP_GET, path, NULL, NULL,
+                        token(r, o->customer), on_shop_poll, o);
+    } else if (r->shop) {
         rc = request_to(r, r->orders[o->target % r->orders_n], HTTP_POST, "/orders", o->body,
                         o->key, token(r, o->customer), on_shop_reply, o);
     } else if (o->step <= 1) {
