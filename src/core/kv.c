@@ -179,8 +179,12 @@ keel__kv_entry_t *keel__kv_entry_new_obj(const void *key, size_t key_len, uint64
 
 const keel__kv_type_t *keel__kv_type(int type)
 {
+    static const keel__kv_type_t *const rows[KEEL__KV_TYPES] = {
+        [KEEL__KV_TYPE_STREAM] = &keel__kv_type_stream,
+        [KEEL__KV_TYPE_ZSET] = &keel__kv_type_zset,
+    };
     assert(type >= 0 && type < KEEL__KV_TYPES);
-    return type == KEEL__KV_TYPE_STREAM ? &keel__kv_type_stream : NULL;
+    return rows[type];
 }
 
 size_t keel__kv_obj_free(keel__kv_entry_t *e)

@@ -52,7 +52,8 @@ struct keel__kv_entry {
  */
 #define KEEL__KV_TYPE_STRING 0
 #define KEEL__KV_TYPE_STREAM 1
-#define KEEL__KV_TYPES 2
+#define KEEL__KV_TYPE_ZSET 5
+#define KEEL__KV_TYPES 6
 #define ERR_WRONGTYPE "WRONGTYPE Operation against a key holding the wrong kind of value"
 
 typedef struct keel__kv_type {
@@ -63,9 +64,13 @@ typedef struct keel__kv_type {
     int (*snap_write)(const void *obj, keel_kv_sink_fn sink, void *data);
     /* Rebuilds an object from its body: 0 or KEEL_EPROTO / KEEL_ENOMEM, *obj owned. */
     int (*snap_load)(const uint8_t *p, size_t len, void **obj);
+    /* OBJECT ENCODING's answer for the object as it is now (NULL: the TYPE name). */
+    const char *(*encoding)(const void *obj);
 } keel__kv_type_t;
 extern const keel__kv_type_t keel__kv_type_stream;
-/* The row of a type (NULL for strings, which are no object). */
+extern const keel__kv_type_t keel__kv_type_zset;
+/* The row of a type (NULL for strings, which are no object, and for a number no type has
+   in this build). */
 const keel__kv_type_t *keel__kv_type(int type);
 
 static inline void *keel__kv_obj(const keel__kv_entry_t *e)
