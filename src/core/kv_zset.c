@@ -476,12 +476,16 @@ static int zadd_generic(const call_t *c, unsigned f, size_t first, size_t pairs)
         if ((made = z = keel_zset_new()) == NULL)
             return KEEL_ENOMEM;
     }
+    /* the set's memory before: its hash table may grow (zadd_prepare) even when the
+       command then changes nothing, and kv->bytes must follow it either way */
+    size_t before = made ? 0 : keel_zset_bytes(z);
     keel_zset_node_t **fresh = NULL;
     if ((rc = zadd_prepare(c, z, first, pairs, &fresh)) != 0) {
+        if (made == NULL)
+            c->w->bytes = c->w->bytes - before + keel_zset_bytes(z);
         keel_zset_free(made);
         return keel__kvc_done(rc);
     }
-    size_t before = made ? 0 : keel_zset_bytes(z);
     uint64_t added = 0, updated = 0;
     int processed = 0;
     double last = 0;
@@ -489,14 +493,20 @@ static int zadd_generic(const call_t *c, unsigned f, size_t first, size_t pairs)
     for (size_t j = 0; j < pairs; j++)
         keel_zset_node_free(fresh[j]);
     free(fresh);
-    if (rc == 0 && made && keel_zset_len(made) > 0 && (rc = link_new(c, 1, made)) != 0) {
-        keel_zset_free(made);
-        return rc;
-    }
-    if (rc != 0 || (made && keel_zset_len(made) == 0)) {
-        if (rc == 0) /* INCR with NX/GT/LT on a new key can add nothing: no key made */
+    if (made && (rc != 0 || keel_zset_len(made) == 0)) {
+        if (rc == 0) /* nothing added to a new key: no key made */
             r_nil(c->reply);
         keel_zset_free(made);
+        return keel__kvc_done(rc);
+    }
+    if (made) {
+        if ((rc = link_new(c, 1, made)) != 0) {
+            keel_zset_free(made);
+            return rc;
+        }
+        before = keel_zset_bytes(made); /* accounted by the link */
+    } else if (rc != 0) {
+        c->w->bytes = c->w->bytes - before + keel_zset_bytes(z);
         return keel__kvc_done(rc);
     }
     if (f & ZA_INCR) {

@@ -11,6 +11,7 @@
 
 #define HASH_SEED 0x7a7365746b65656cull /* "zsetkeel" */
 #define BUCKETS_MIN 8u
+#define ENCODE_HEADER_BYTES 17u /* encoding, count, buckets */
 
 struct keel_zset {
     keel_zset_node_t *header; /* KEEL_ZSET_LEVEL_MAX levels, no member */
@@ -145,6 +146,23 @@ keel_zset_node_t *keel_zset_find(const keel_zset_t *z, const uint8_t *m, size_t 
     return NULL;
 }
 
+/*
+ * A chain is kept in (hash, member) order, not in order of arrival: with the bucket count
+ * (in snapshots), it makes ZSCAN's order a function of the set, the same on a replica that
+ * applied the log and on one restored from a snapshot. Chains are short (the table grows
+ * to one bucket per member), so the ordered insert costs about what a push would.
+ */
+static void chain_insert(keel_zset_node_t **buckets, uint64_t nb, keel_zset_node_t *x)
+{
+    keel_zset_node_t **pp = &buckets[x->hash & (nb - 1)];
+    while (*pp && ((*pp)->hash < x->hash ||
+                   ((*pp)->hash == x->hash && keel_zset_lex_cmp(keel_zset_member(*pp), (*pp)->len,
+                                                                keel_zset_member(x), x->len) < 0)))
+        pp = &(*pp)->hnext;
+    x->hnext = *pp;
+    *pp = x;
+}
+
 static int resize(keel_zset_t *z, uint64_t nb)
 {
     keel_zset_node_t **b = calloc(nb, sizeof(*b));
@@ -154,8 +172,7 @@ static int resize(keel_zset_t *z, uint64_t nb)
         keel_zset_node_t *x = z->buckets[i];
         while (x) {
             keel_zset_node_t *next = x->hnext;
-            x->hnext = b[x->hash & (nb - 1)];
-            b[x->hash & (nb - 1)] = x;
+            chain_insert(b, nb, x);
             x = next;
         }
     }
@@ -275,9 +292,7 @@ void keel_zset_insert(keel_zset_t *z, keel_zset_node_t *x)
 {
     assert(z->length + 1 <= z->nbuckets);
     assert(keel_zset_find(z, keel_zset_member(x), x->len) == NULL);
-    uint64_t b = x->hash & (z->nbuckets - 1);
-    x->hnext = z->buckets[b];
-    z->buckets[b] = x;
+    chain_insert(z->buckets, z->nbuckets, x);
     sl_link(z, x);
     z->node_bytes += node_size(x->level, x->len);
 }
@@ -524,9 +539,15 @@ uint64_t keel_zset_scan(const keel_zset_t *z, uint64_t v,
 
 int keel_zset_encode(const keel_zset_t *z, keel_zset_sink_fn sink, void *data)
 {
-    uint8_t h[9];
+    uint8_t h[ENCODE_HEADER_BYTES];
     h[0] = (uint8_t)z->listpack;
     keel_put_u64(h + 1, z->length);
+    /* a table whose shrink failed (no memory) is written as the loader accepts it */
+    uint64_t nb = z->nbuckets;
+    if (nb > 16 * (z->length > BUCKETS_MIN ? z->length : BUCKETS_MIN))
+        for (nb = BUCKETS_MIN; nb < z->length;)
+            nb *= 2;
+    keel_put_u64(h + 9, nb);
     int rc = sink(data, h, sizeof(h));
     for (const keel_zset_node_t *x = keel_zset_first(z); x && rc == 0; x = x->lv[0].forward) {
         uint8_t r[8];
@@ -545,18 +566,21 @@ int keel_zset_encode(const keel_zset_t *z, keel_zset_sink_fn sink, void *data)
 
 int keel_zset_decode(const uint8_t *p, size_t len, keel_zset_t **out)
 {
-    if (len < 9 || p[0] > 1)
+    if (len < ENCODE_HEADER_BYTES || p[0] > 1)
         return KEEL_EPROTO;
-    uint64_t n = keel_get_u64(p + 1);
-    /* every member takes at least 12 bytes: a count past that is a lie */
-    if (n > KEEL_ZSET_MEMBERS_MAX || n > (len - 9) / 12)
+    uint64_t n = keel_get_u64(p + 1), nb = keel_get_u64(p + 9);
+    /* every member takes at least 12 bytes: a count past that is a lie; the bucket count
+       is one the growth and shrink rules can reach: a power of two, 0 only when empty */
+    if (n > KEEL_ZSET_MEMBERS_MAX || n > (len - ENCODE_HEADER_BYTES) / 12 || nb < n ||
+        (nb & (nb - 1)) != 0 || (nb != 0 && nb < BUCKETS_MIN) ||
+        nb > 16 * (n > BUCKETS_MIN ? n : BUCKETS_MIN))
         return KEEL_EPROTO;
     keel_zset_t *z = keel_zset_new();
     if (z == NULL)
         return KEEL_ENOMEM;
     z->listpack = p[0];
-    int rc = keel_zset_reserve(z, n);
-    size_t pos = 9;
+    int rc = nb ? resize(z, nb) : 0;
+    size_t pos = ENCODE_HEADER_BYTES;
     const keel_zset_node_t *prev = NULL;
     for (uint64_t i = 0; i < n && rc == 0; i++) {
         if (len - pos < 12) {

@@ -151,10 +151,11 @@ uint64_t keel_zset_scan(const keel_zset_t *z, uint64_t cursor,
                         void (*fn)(void *data, const keel_zset_node_t *x), void *data);
 
 /*
- * Snapshot body: u8 encoding (1 listpack), u64 count, then each member in order as u32
- * length, bytes, u64 score bits (little-endian). The loader checks every field (order
- * strictly increasing, no NaN, lengths within the body and limits): 0, KEEL_EPROTO or
- * KEEL_ENOMEM; *out owned.
+ * Snapshot body: u8 encoding (1 listpack), u64 count, u64 hash buckets, then each member
+ * in order as u32 length, bytes, u64 score bits (little-endian). The bucket count travels
+ * so that a restored set scans (ZSCAN) and counts its memory as the original does. The loader
+ * checks every field (order strictly increasing, no NaN, lengths within the body and limits): 0,
+ * KEEL_EPROTO or KEEL_ENOMEM; *out owned.
  */
 typedef int (*keel_zset_sink_fn)(void *data, const uint8_t *p, size_t n);
 int keel_zset_encode(const keel_zset_t *z, keel_zset_sink_fn sink, void *data);
