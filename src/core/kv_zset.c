@@ -435,22 +435,24 @@ static int zadd_prepare(const call_t *c, keel_zset_t *z, size_t first, size_t pa
     if (absent > KEEL_ZSET_MEMBERS_MAX - keel_zset_len(z))
         return r_err(c->reply, "ERR keel: a sorted set holds at most 67108864 members "
                                "(KEEL_ZSET_MEMBERS_MAX)");
+    /* the nodes first, the room last: a failure of either leaves the set as it was */
     keel_zset_node_t **fresh = calloc(pairs ? pairs : 1, sizeof(*fresh));
-    if (fresh == NULL || keel_zset_reserve(z, absent) != 0) {
-        free(fresh);
+    if (fresh == NULL)
         return KEEL_ENOMEM;
-    }
-    for (size_t j = 0; j < pairs; j++) {
+    int rc = 0;
+    for (size_t j = 0; j < pairs && rc == 0; j++) {
         const uint8_t *m = c->argv[first + 2 * j + 1];
         size_t n = c->lens[first + 2 * j + 1];
-        if (keel_zset_find(z, m, n) != NULL)
-            continue;
-        if ((fresh[j] = keel_zset_node_new(m, n, 0)) == NULL) {
-            for (size_t k = 0; k < j; k++)
-                keel_zset_node_free(fresh[k]);
-            free(fresh);
-            return KEEL_ENOMEM;
-        }
+        if (keel_zset_find(z, m, n) == NULL && (fresh[j] = keel_zset_node_new(m, n, 0)) == NULL)
+            rc = KEEL_ENOMEM;
+    }
+    if (rc == 0)
+        rc = keel_zset_reserve(z, absent);
+    if (rc != 0) {
+        for (size_t j = 0; j < pairs; j++)
+            keel_zset_node_free(fresh[j]);
+        free(fresh);
+        return rc;
     }
     *out = fresh;
     return 0;
