@@ -188,26 +188,6 @@ size_t keel__zs_fmt_stored(char *out, double d)
     return keel__zs_fmt_reply(out, d);
 }
 
-size_t keel__zs_fmt_human(char *out, double d)
-{
-    /* Redis ld2string(LD_STR_HUMAN): "%.17Lf" without trailing zeroes, "-0" as "0" */
-    if (isinf(d))
-        return keel__zs_fmt_reply(out, d);
-    int n = snprintf(out, ZS_SCORE_TEXT_BYTES_MAX, "%.17Lf", (long double)d);
-    assert(n > 0 && n < (int)ZS_SCORE_TEXT_BYTES_MAX);
-    if (memchr(out, '.', (size_t)n) != NULL) {
-        while (out[n - 1] == '0')
-            n--;
-        if (out[n - 1] == '.')
-            n--;
-    }
-    if (n == 2 && out[0] == '-' && out[1] == '0') {
-        out[0] = '0';
-        n = 1;
-    }
-    return (size_t)n;
-}
-
 void keel__zs_r_score(reply_t *o, double d)
 {
     char t[ZS_SCORE_TEXT_BYTES_MAX];

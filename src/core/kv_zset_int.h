@@ -10,19 +10,17 @@
 #define ERR_ZS_LEX "ERR min or max not valid string range item"
 #define ERR_ZS_NAN "ERR resulting score is not a number (NaN)"
 #define ERR_ZS_POSITIVE "ERR value is out of range, must be positive"
-/* Bytes of the longest score text: "%.17g" of a double, or ld2string's human form of one
-   (up to 309 integer digits and 17 decimals). */
-#define ZS_SCORE_TEXT_BYTES_MAX 400u
+/* Bytes of the longest score text: "%.17g" of a double (24) with room to spare. */
+#define ZS_SCORE_TEXT_BYTES_MAX 40u
 
 extern const keel__kv_type_t keel__kv_type_zset;
 
 /* Redis getDoubleFromObject: a score argument. 0 and *out, or -1. */
 int keel__zs_parse_score(const uint8_t *p, size_t n, double *out);
 /* Score texts: Redis addReplyDouble ("%.17g", inf, -inf); d2string (a listpack's stored
-   form: integers as integers); ld2string's human form (ZSCAN of a hash-table set). */
+   form, what ZSCAN shows of a listpack: integers within +-2^62 as integers). */
 size_t keel__zs_fmt_reply(char *out, double d);
 size_t keel__zs_fmt_stored(char *out, double d);
-size_t keel__zs_fmt_human(char *out, double d);
 void keel__zs_r_score(reply_t *o, double d);
 /* A score as the set stores it: -0 becomes 0 while Redis would hold the set as listpack. */
 double keel__zs_stored(const keel_zset_t *z, double d);

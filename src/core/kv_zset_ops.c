@@ -641,7 +641,7 @@ static int zscan_emit(const call_t *c, uint64_t cursor, const keel_zset_node_t *
         if (pat && !keel_glob_match(pat, pat_len, keel_zset_member(x), x->len))
             continue;
         char t[ZS_SCORE_TEXT_BYTES_MAX];
-        size_t tn = listpack ? keel__zs_fmt_stored(t, x->score) : keel__zs_fmt_human(t, x->score);
+        size_t tn = listpack ? keel__zs_fmt_stored(t, x->score) : keel__zs_fmt_reply(t, x->score);
         r_bulk(c->reply, keel_zset_member(x), x->len);
         r_bulk(c->reply, (const uint8_t *)t, tn);
     }
@@ -652,7 +652,7 @@ static int zscan_emit(const call_t *c, uint64_t cursor, const keel_zset_node_t *
  * ZSCAN key cursor [MATCH pattern] [COUNT n]: a set Redis would hold as a listpack comes
  * whole in one reply with cursor 0, in order, scores in their stored form; a bigger one is
  * scanned over its hash table with Redis's reverse-binary cursor (a member present for the
- * whole scan is returned at least once), scores in ld2string's human form.
+ * whole scan is returned at least once), scores as "%.17g" (-0 kept, 1e17 as 1e+17).
  */
 int keel__zs_cmd_zscan(const call_t *c)
 {

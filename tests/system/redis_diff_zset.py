@@ -9,6 +9,8 @@ normalized by `normalize` as docs/kv.md lists.
 
 import random
 
+from keelcluster import RespConn
+
 ROWS = [
     ("zadd", [["ZADD", "z", "1", "a"], ["ZADD", "z", "2", "b", "3", "c"], ["ZADD", "z", "1", "a"],
               ["ZADD", "z", "5", "a"], ["ZRANGE", "z", "0", "-1", "WITHSCORES"],
@@ -274,6 +276,36 @@ def check_zrandmember(conn):
             assert len(set(members)) == len(members), (count, r)
     r = conn.call("ZRANDMEMBER", "rz")
     assert r.split(b"\r\n")[1] in scores, r
+
+
+def full_zscan(port):
+    """A whole ZSCAN of a set past 128 members (Redis: a hash table, scanned in its own
+    order) with scores of every shape: the (member, score text) pairs, sorted, must be
+    Redis's; the cursor walk itself is each server's."""
+    c = RespConn(port)
+    try:
+        c.call("DEL", "bigscan")
+        scores = ["1.1", "1e20", "0.1", "-0", "0.3333333333333333", "123456789.123", "-2.5e-7",
+                  "inf", "-inf", "4e-320", "1e300", "7", "-12345678901234567890"]
+        args = []
+        for i in range(200):
+            args += [scores[i % len(scores)], "m%03d" % i]
+        c.call("ZADD", "bigscan", *args)
+        c.call("ZADD", "bigscan", "-0", "negz", "1e17", "e17")  # kept as is once past listpack
+        pairs, cursor, rounds = [], b"0", 0
+        while True:
+            r = c.call("ZSCAN", "bigscan", cursor, "COUNT", "7")
+            parts = r.split(b"\r\n")
+            cursor = parts[2]
+            items = parts[5:-1:2]
+            pairs += list(zip(items[0::2], items[1::2]))
+            rounds += 1
+            assert rounds < 1000
+            if cursor == b"0":
+                break
+        return sorted(set(pairs))
+    finally:
+        c.close()
 
 
 # ---- the seeded random sequence ----------------------------------------------------------

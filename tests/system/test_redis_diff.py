@@ -470,6 +470,7 @@ def test_strings_and_keyspace_reply_like_redis_on_one_node(make_cluster, redis_s
         zset_diff.check_zrandmember(c)
     finally:
         c.close()
+    assert zset_diff.full_zscan(node.client_port) == zset_diff.full_zscan(redis_server.port)
 
 
 def test_strings_and_keyspace_reply_like_redis_on_a_leader_and_a_follower(make_cluster, redis_server):
