@@ -50,14 +50,16 @@ int keel__zs_check_new(const call_t *c, const uint8_t *key, size_t len);
  * from the low end (max 0) or the high end. Replies as Redis's genericZpopCommand:
  * with `nested`, [key, [[member, score], ...]] (ZMPOP), else a flat [member, score, ...]
  * (emit_key puts the key first: BZPOPMIN's form); nothing found: a nil array when
- * nil_when_empty, else an empty one. Returns 0 (*popped: members removed, so the caller
- * knows whether a blocked client was served) or REPLIED after WRONGTYPE.
+ * nil_when_empty, else an empty one, or no reply at all when silent_when_empty (a blocking
+ * wrapper then waits instead). Returns 0 (*popped: members removed, so the caller knows
+ * whether a blocked client was served) or REPLIED after WRONGTYPE (checked key by key up
+ * to the first set, as Redis does before it would block).
  */
 typedef struct keel__zs_pop_opts {
     size_t first, n;
     int max;
     uint64_t count;
-    int nested, emit_key, nil_when_empty;
+    int nested, emit_key, nil_when_empty, silent_when_empty;
 } keel__zs_pop_opts_t;
 int keel__zs_pop(const call_t *c, const keel__zs_pop_opts_t *o, uint64_t *popped);
 

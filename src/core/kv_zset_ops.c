@@ -31,6 +31,8 @@ int keel__zs_pop(const call_t *c, const keel__zs_pop_opts_t *o, uint64_t *popped
         }
     }
     if (z == NULL) {
+        if (o->silent_when_empty)
+            return 0;
         if (o->nil_when_empty)
             r_nil_array(c->reply);
         else

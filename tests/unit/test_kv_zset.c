@@ -1,6 +1,7 @@
 /* test_kv_zset.c - sorted sets: the ordered index against a naive model, the commands on
    entries, snapshots. Redis's exact replies are checked by tests/system/test_redis_diff.py. */
 #include "base/rand.h"
+#include "core/kv_zset_int.h"
 #include "core/zset.h"
 #include "test_kv_util.h"
 
@@ -359,6 +360,44 @@ static void copy_and_rename_carry_the_set(void)
     free(t);
 }
 
+/* The pop a blocking wrapper (BZPOPMIN, BZMPOP) is to call: silent when nothing is there
+   (the wrapper waits), BZPOPMIN's [key, member, score] when it finds a set. */
+static void the_pop_serves_a_blocking_wrapper(void)
+{
+    kvt_t *t = malloc(sizeof(*t));
+    kvt_init(t, NULL);
+    const uint8_t *argv[] = {(const uint8_t *)"BZPOPMIN", (const uint8_t *)"nope",
+                             (const uint8_t *)"z", (const uint8_t *)"0"};
+    size_t lens[] = {8, 4, 1, 1};
+    keel_buf_t b;
+    keel_buf_init(&b, 0);
+    reply_t o = {&b, 0, 0};
+    call_t c = {&t->kv, &t->kv, 5000, 4, argv, lens, &o, "bzpopmin", NULL};
+    keel__zs_pop_opts_t opts = {
+        .first = 1, .n = 2, .count = 1, .emit_key = 1, .silent_when_empty = 1};
+    uint64_t popped = 9, rev = t->kv.revision;
+    KT_EQ_INT(keel__zs_pop(&c, &opts, &popped), 0);
+    KT_EQ_U64(popped, 0);
+    KT_EQ_U64(keel_buf_unread(&b), 0);
+    KT_EQ_U64(t->kv.revision, rev);
+    kvt(t, "ZADD z 1 a 2 b");
+    rev = t->kv.revision;
+    KT_EQ_INT(keel__zs_pop(&c, &opts, &popped), 0);
+    KT_EQ_U64(popped, 1);
+    KT_EQ_U64(t->kv.revision, rev + 1);
+    const char want[] = "*3\r\n$1\r\nz\r\n$1\r\na\r\n$1\r\n1\r\n";
+    KT_EQ_U64(keel_buf_unread(&b), strlen(want));
+    KT_EQ_MEM(keel_buf_rptr(&b), want, strlen(want));
+    kvt(t, "SET nope x"); /* a key of another type before the set: WRONGTYPE, no pop */
+    keel_buf_reset(&b);
+    KT_EQ_INT(keel__zs_pop(&c, &opts, &popped), REPLIED);
+    KT_EQ_U64(popped, 0);
+    KT_EQ_STR(kvt(t, "ZCARD z"), ":1\r\n");
+    keel_buf_free(&b);
+    kvt_free(t);
+    free(t);
+}
+
 int main(void)
 {
     KT_RUN(the_index_agrees_with_a_naive_model_on_random_operations);
@@ -370,5 +409,6 @@ int main(void)
     KT_RUN(zrandmember_is_a_function_of_the_state_and_the_time);
     KT_RUN(a_snapshot_round_trips_sets_with_their_encoding);
     KT_RUN(copy_and_rename_carry_the_set);
+    KT_RUN(the_pop_serves_a_blocking_wrapper);
     return kt_done();
 }
