@@ -368,3 +368,74 @@ def random_table(rng, k):
 
 
 _ = random  # the module's users seed their own random.Random
+
+
+# ---- big sets: the skiplist encoding ------------------------------------------------------
+
+BIG_MEMBERS = ["m%03d" % i for i in range(180)]
+
+
+def big_setup(rng):
+    """Two sets past 128 members (Redis: skiplist): "bz" with mixed scores and "bl" with
+    every score 0, the case Redis specifies lex ranges for."""
+    bz, bl = ["ZADD", "bz"], ["ZADD", "bl"]
+    for m in BIG_MEMBERS:
+        bz += [str(rng.choice([rng.randint(-50, 50), rng.randint(-5, 5) / 4])), m]
+        bl += ["0", m]
+    return [bz, bl, ["ZUNIONSTORE", "bu", "2", "bz", "bl", "WEIGHTS", "1", "2"]]
+
+
+def big_commands(rng):
+    """Score, rank and (on "bl") lex commands on the big sets; members stay >= 129 so the
+    sets stay skiplist-encoded in Redis too (it never converts back)."""
+    m = lambda: rng.choice(BIG_MEMBERS)  # noqa: E731
+    k = lambda: rng.choice(["bz", "bu"])  # noqa: E731
+    sc = lambda: str(rng.choice([rng.randint(-60, 60), rng.randint(-8, 8) / 4, "inf", "-inf"]))  # noqa: E731
+    bd = lambda: rng.choice(["-inf", "+inf", "(" + str(rng.randint(-50, 50)), str(rng.randint(-50, 50))])  # noqa: E731
+    lx = lambda: rng.choice(["-", "+", "[" + m(), "(" + m(), "[m1", "(m05"])  # noqa: E731
+    i = lambda: str(rng.randint(-200, 200))  # noqa: E731
+    return [
+        lambda: ["ZADD", k(), sc(), m()],
+        lambda: ["ZADD", k()] + rng.sample(["GT", "LT", "CH", "XX"], 1) + [sc(), m(), sc(), m()],
+        lambda: ["ZINCRBY", k(), sc(), m()],
+        lambda: ["ZADD", "bl", "0", m()],
+        lambda: ["ZSCORE", k(), m()],
+        lambda: ["ZMSCORE", k(), m(), m()],
+        lambda: [rng.choice(["ZRANK", "ZREVRANK"]), rng.choice(["bz", "bu", "bl"]), m()],
+        lambda: ["ZCOUNT", k(), bd(), bd()],
+        lambda: ["ZLEXCOUNT", "bl", lx(), lx()],
+        lambda: ["ZRANGE", k(), i(), i()] + rng.choice([[], ["REV"], ["WITHSCORES"]]),
+        lambda: ["ZRANGE", k(), bd(), bd(), "BYSCORE"] + rng.choice([[], ["REV"]]) +
+        rng.choice([[], ["LIMIT", str(rng.randint(0, 20)), str(rng.randint(-1, 20))]]) + ["WITHSCORES"],
+        lambda: ["ZRANGE", "bl", lx(), lx(), "BYLEX"] + rng.choice([[], ["REV"]]) +
+        rng.choice([[], ["LIMIT", str(rng.randint(0, 20)), str(rng.randint(-1, 20))]]),
+        lambda: ["ZREMRANGEBYLEX", "bl", "[" + m(), "(" + m()] if rng.random() < 0.3 else ["ZCARD", "bl"],
+        lambda: ["ZREMRANGEBYSCORE", k(), "(" + str(rng.randint(-50, 50)), str(rng.randint(-50, 50))]
+        if rng.random() < 0.2 else ["ZCARD", k()],
+        lambda: ["ZREM", k(), m()] if rng.random() < 0.3 else ["ZCARD", k()],
+        lambda: ["ZUNIONSTORE", "bu", "2", "bz", "bl", "AGGREGATE", rng.choice(["MIN", "MAX", "SUM"])],
+        lambda: ["ZINTER", "2", "bz", "bu", "WITHSCORES"],
+        lambda: ["ZDIFF", "2", "bz", "bl", "WITHSCORES"],
+        lambda: ["ZRANGESTORE", "bs", k(), i(), i()],
+        lambda: ["ZRANGE", "bs", "0", "-1", "WITHSCORES"],
+        lambda: ["OBJECT", "ENCODING", rng.choice(["bz", "bl", "bu", "bs"])],
+    ]
+
+
+def big_run(port, seed, n):
+    """A seeded sequence over the big sets; keeps them past 128 members (re-adds when a
+    removal shrinks one)."""
+    rng = random.Random(seed)
+    c = RespConn(port)
+    out = []
+    try:
+        c.call("FLUSHALL")
+        for cmd in big_setup(rng):
+            out.append((cmd, c.call(*cmd)))
+        table = big_commands(rng)
+        for _ in range(n):
+            cmd = rng.choice(table)()
+            out.append((cmd, c.call(*cmd)))
+    finally:
+        c.close()
+    return out
