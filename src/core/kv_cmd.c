@@ -584,4 +584,15 @@ void keel_kv_command_info(size_t i, keel_kv_command_info_t *out)
     out->summary = COMMANDS[i].summary;
     out->internal = (COMMANDS[i].flags & (CMD_INTERNAL | CMD_HIDDEN)) != 0;
     out->blocking = (COMMANDS[i].flags & CMD_BLOCKING) != 0;
+    /* commands whose keys follow a count argument (Redis's movablekeys), by name: a table of
+       their own, so that the rows above keep their shape */
+    static const struct {
+        const char *name;
+        int at;
+    } numkeys[] = {{"ZUNION", 1}, {"ZINTER", 1},      {"ZDIFF", 1},       {"ZINTERCARD", 1},
+                   {"ZMPOP", 1},  {"ZUNIONSTORE", 2}, {"ZINTERSTORE", 2}, {"ZDIFFSTORE", 2}};
+    out->numkeys_at = 0;
+    for (size_t k = 0; k < sizeof(numkeys) / sizeof(numkeys[0]); k++)
+        if (strcmp(numkeys[k].name, COMMANDS[i].name) == 0)
+            out->numkeys_at = numkeys[k].at;
 }

@@ -225,6 +225,11 @@ ROWS = [
                        ["SETRANGE", "x", "0", "a"], ["BITCOUNT", "x"]]),
     ("zset_getkeys", [["COMMAND", "GETKEYS"] + c for c in (
         ["zadd", "a", "1", "m"], ["zrange", "a", "0", "1"], ["zrangestore", "d", "a", "0", "1"],
+        ["zunion", "2", "a", "b"], ["zunionstore", "d", "2", "a", "b"], ["zinterstore", "d", "2", "a", "b"],
+        ["zdiffstore", "d", "2", "a", "b"], ["zintercard", "2", "a", "b"], ["zmpop", "2", "a", "b", "MIN"],
+        ["zunion", "x", "a"], ["zunion", "0", "a"], ["zunion", "3", "a", "b"], ["zunion", "1", "a", "WITHSCORES"],
+        ["zunionstore", "d", "2", "a", "b", "WEIGHTS", "1", "2"], ["zmpop", "5", "a", "b", "MIN"],
+        ["zintercard", "1", "a"], ["zdiffstore", "d", "1", "a"], ["zinter", "1", "a"], ["zdiff", "2", "a", "b"],
         ["zscan", "a", "0"], ["zmscore", "a", "m"], ["zrandmember", "a"], ["zpopmin", "a"])]),
     ("zset_arity", [["ZADD", "z", "1"], ["ZINCRBY", "z", "1"], ["ZREM", "z"], ["ZCARD"], ["ZSCORE", "z"],
                     ["ZMSCORE", "z"], ["ZCOUNT", "z", "1"], ["ZLEXCOUNT", "z", "1"], ["ZRANK", "z"],
