@@ -464,6 +464,16 @@ def _not_sent(e):
     return isinstance(e, conn_err) and " connecting to " in str(e)
 
 
+ZSET_MEMBERS = ("m0", "m1", "m2")  # Client._zset's members of each sorted set
+
+
+def _zscore(c, zkey, m):
+    """ZSCORE as the server's text (redis-py parses it to a float: "%.17g" gives the text
+    back exactly, as the server formats it)."""
+    v = c.execute_command("ZSCORE", zkey, m)
+    return None if v is None else f"{float(v):.17g}"
+
+
 def _decode(v):
     return None if v is None else v.decode()
 
@@ -563,8 +573,34 @@ class Client(threading.Thread):
                 self._run_op(h, "write", key, v, lambda: ("ok", self._client().set(key, v)))
             elif r < 0.8:
                 self._cas(h, key)
-            else:
+            elif r < 0.9:
                 self._txn(h, key)
+            else:
+                self._zset(h, key)
+
+    def _zset(self, h, key):
+        """A sorted-set member as a register (issue 19): ZADD z<key> score m writes it,
+        ZREM removes it (absent; the last removal deletes the key), ZSCORE reads it. The
+        checker's registers are per key and compose (Herlihy & Wing): a member of a set is
+        one, named "z<key>/m". Integer scores print exactly ("%.17g" below 2^53)."""
+        m = self.rnd.choice(ZSET_MEMBERS)
+        zkey = "z" + key
+        reg = f"{zkey}/{m}"
+        r = self.rnd.random()
+        c = self._client
+        if r < 0.4:
+            self._run_op(h, "read", reg, None,
+                         lambda: ("ok", _zscore(c(), zkey, m)), label="zscore")  # fmt: skip
+        elif r < 0.8:
+            self.seq += 1
+            score = str(self.idx * 10_000_000 + self.seq)
+            self._run_op(h, "write", reg, score,
+                         lambda: ("ok", c().execute_command("ZADD", zkey, score, m)),
+                         label="zadd")  # fmt: skip
+        else:
+            self._run_op(h, "write", reg, None,
+                         lambda: ("ok", c().execute_command("ZREM", zkey, m)),
+                         label="zrem")  # fmt: skip
 
     def _txn(self, h, key):
         """WATCH key, GET key (recorded as a read), MULTI, SET key new, EXEC. A committed EXEC
@@ -749,13 +785,15 @@ class Load:
         """Reads every key once (process "final"), retrying each until it completes ok."""
         deadline = time.monotonic() + timeout_s
         proc = len(self.clients)
-        for key in self.keys:
+        regs = [(key, None) for key in self.keys]
+        regs += [(f"z{key}/{m}", ("z" + key, m)) for key in self.keys for m in ZSET_MEMBERS]
+        for key, zset in regs:
             while True:
                 nd = self.nodes[random.randrange(len(self.nodes))]
                 with self.history.op(proc, "read", key) as o:
                     try:
                         c = nd.client(socket_timeout=5, socket_connect_timeout=CONNECT_TIMEOUT_S)
-                        o.ok(_decode(c.get(key)))
+                        o.ok(_decode(c.get(key)) if zset is None else _zscore(c, *zset))
                         c.close()
                         break
                     except (redis.RedisError, OSError) as e:
