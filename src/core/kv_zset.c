@@ -426,8 +426,12 @@ static int zadd_prepare(const call_t *c, keel_zset_t *z, size_t first, size_t pa
         if (keel_zset_find(z, m, n) == NULL && (fresh[j] = keel_zset_node_new(m, n, 0)) == NULL)
             rc = KEEL_ENOMEM;
     }
+    uint32_t levels = 0;
+    for (size_t j = 0; j < pairs; j++)
+        if (fresh[j] && fresh[j]->level > levels)
+            levels = fresh[j]->level;
     if (rc == 0)
-        rc = keel_zset_reserve(z, absent);
+        rc = keel_zset_reserve(z, absent, levels);
     if (rc != 0) {
         for (size_t j = 0; j < pairs; j++)
             keel_zset_node_free(fresh[j]);
@@ -475,6 +479,7 @@ static int zadd_generic(const call_t *c, unsigned f, size_t first, size_t pairs)
     for (size_t j = 0; j < pairs; j++)
         keel_zset_node_free(fresh[j]);
     free(fresh);
+    keel_zset_trim(z); /* nodes reserved for and not linked (XX, an error) */
     if (made && (rc != 0 || keel_zset_len(made) == 0)) {
         if (rc == 0) /* nothing added to a new key: no key made */
             r_nil(c->reply);
@@ -854,7 +859,8 @@ static void collect_one(void *data, const keel_zset_node_t *x)
     collect_t *k = data;
     keel_zset_node_t *n =
         k->failed ? NULL : keel_zset_node_new(keel_zset_member(x), x->len, x->score);
-    if (n == NULL) {
+    if (n == NULL || keel_zset_reserve(k->z, 1, n->level) != 0) {
+        keel_zset_node_free(n);
         k->failed = 1;
         return;
     }
@@ -885,7 +891,7 @@ int keel__zs_cmd_zrangestore(const call_t *c)
     if (n > 0 && (rc = keel__zs_check_new(c, c->argv[1], c->lens[1])) != 0)
         return keel__kvc_done(rc);
     keel_zset_t *dst = keel_zset_new();
-    if (dst == NULL || keel_zset_reserve(dst, n) != 0) {
+    if (dst == NULL || keel_zset_reserve(dst, n, 0) != 0) {
         keel_zset_free(dst);
         return KEEL_ENOMEM;
     }

@@ -416,9 +416,11 @@ static int acc_add(keel_zset_t *acc, const keel_zset_node_t *x, double v, int ag
         keel_zset_rescore(acc, y, t);
         return 0;
     }
-    if (keel_zset_reserve(acc, 1) != 0 ||
-        (y = keel_zset_node_new(keel_zset_member(x), x->len, v)) == NULL)
+    if ((y = keel_zset_node_new(keel_zset_member(x), x->len, v)) == NULL ||
+        keel_zset_reserve(acc, 1, y->level) != 0) {
+        keel_zset_node_free(y);
         return KEEL_ENOMEM;
+    }
     keel_zset_insert(acc, y);
     if (x->len > *maxlen)
         *maxlen = x->len;

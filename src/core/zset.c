@@ -10,14 +10,19 @@
 #include <string.h>
 
 #define HASH_SEED 0x7a7365746b65656cull /* "zsetkeel" */
-#define BUCKETS_MIN 8u
+/* The smallest table: one bucket (a set of one member, the common small case, costs one
+   pointer); it doubles to one bucket per member. */
+#define BUCKETS_MIN 1u
 #define ENCODE_HEADER_BYTES 17u /* encoding, count, buckets */
 
 struct keel_zset {
-    keel_zset_node_t *header; /* KEEL_ZSET_LEVEL_MAX levels, no member */
+    keel_zset_node_t *header; /* header_levels levels, no member: grown (keel_zset_reserve)
+                                 to the highest node's level, so a small set does not pay
+                                 for 32 */
     keel_zset_node_t *tail;
     uint64_t length;
     uint32_t level; /* levels in use, >= 1 */
+    uint32_t header_levels;
     int listpack;
     keel_zset_node_t **buckets; /* NULL while nbuckets is 0 */
     uint64_t nbuckets;          /* 0 or a power of two */
@@ -47,12 +52,12 @@ keel_zset_t *keel_zset_new(void)
     keel_zset_t *z = calloc(1, sizeof(*z));
     if (z == NULL)
         return NULL;
-    z->header = calloc(1, node_size(KEEL_ZSET_LEVEL_MAX, 0));
+    z->header = calloc(1, node_size(1, 0));
     if (z->header == NULL) {
         free(z);
         return NULL;
     }
-    z->header->level = KEEL_ZSET_LEVEL_MAX;
+    z->header->level = z->header_levels = 1;
     z->level = 1;
     z->listpack = 1;
     return z;
@@ -80,7 +85,7 @@ uint64_t keel_zset_len(const keel_zset_t *z)
 
 size_t keel_zset_bytes(const keel_zset_t *z)
 {
-    return sizeof(*z) + node_size(KEEL_ZSET_LEVEL_MAX, 0) + z->node_bytes +
+    return sizeof(*z) + node_size(z->header_levels, 0) + z->node_bytes +
            z->nbuckets * sizeof(keel_zset_node_t *);
 }
 
@@ -163,11 +168,13 @@ static void chain_insert(keel_zset_node_t **buckets, uint64_t nb, keel_zset_node
     *pp = x;
 }
 
-static int resize(keel_zset_t *z, uint64_t nb)
+/* A table of nb buckets holding every node (relinked: the old table is then stale), or
+   NULL with nothing changed (the allocation comes first). */
+static keel_zset_node_t **table_new(keel_zset_t *z, uint64_t nb)
 {
     keel_zset_node_t **b = calloc(nb, sizeof(*b));
     if (b == NULL)
-        return KEEL_ENOMEM;
+        return NULL;
     for (uint64_t i = 0; i < z->nbuckets; i++) {
         keel_zset_node_t *x = z->buckets[i];
         while (x) {
@@ -179,18 +186,41 @@ static int resize(keel_zset_t *z, uint64_t nb)
     free(z->buckets);
     z->buckets = b;
     z->nbuckets = nb;
-    return 0;
+    return b;
 }
 
-int keel_zset_reserve(keel_zset_t *z, uint64_t n)
+/* Rehashes into nb buckets: 0 or KEEL_ENOMEM (nothing changed). */
+static int resize(keel_zset_t *z, uint64_t nb)
 {
-    uint64_t need = z->length + n;
-    if (need <= z->nbuckets)
-        return 0;
-    uint64_t nb = z->nbuckets ? z->nbuckets : BUCKETS_MIN;
-    while (nb < need)
-        nb *= 2;
-    return resize(z, nb);
+    return table_new(z, nb) ? 0 : KEEL_ENOMEM;
+}
+
+int keel_zset_reserve(keel_zset_t *z, uint64_t n, uint32_t levels)
+{
+    assert(levels <= KEEL_ZSET_LEVEL_MAX);
+    uint64_t need = z->length + n, nb = z->nbuckets;
+    if (need > nb) {
+        nb = nb ? nb : BUCKETS_MIN;
+        while (nb < need)
+            nb *= 2;
+    }
+    keel_zset_node_t *h = NULL;
+    if (levels > z->header_levels) { /* the new header first: nothing changes unless both fit */
+        if ((h = calloc(1, node_size(levels, 0))) == NULL)
+            return KEEL_ENOMEM;
+        memcpy(h, z->header, node_size(z->header_levels, 0));
+        h->level = levels;
+    }
+    if (nb != z->nbuckets && table_new(z, nb) == NULL) {
+        free(h);
+        return KEEL_ENOMEM;
+    }
+    if (h) {
+        free(z->header);
+        z->header = h;
+        z->header_levels = levels;
+    }
+    return 0;
 }
 
 keel_zset_node_t *keel_zset_node_new(const uint8_t *m, size_t n, double score)
@@ -290,7 +320,7 @@ static void sl_unlink(keel_zset_t *z, keel_zset_node_t *x)
 
 void keel_zset_insert(keel_zset_t *z, keel_zset_node_t *x)
 {
-    assert(z->length + 1 <= z->nbuckets);
+    assert(z->length + 1 <= z->nbuckets && x->level <= z->header_levels);
     assert(keel_zset_find(z, keel_zset_member(x), x->len) == NULL);
     chain_insert(z->buckets, z->nbuckets, x);
     sl_link(z, x);
@@ -314,6 +344,18 @@ void keel_zset_rescore(keel_zset_t *z, keel_zset_node_t *x, double score)
     sl_link(z, x);
 }
 
+void keel_zset_trim(keel_zset_t *z)
+{
+    if (z->header_levels <= z->level)
+        return;
+    /* best effort: a failed shrink keeps the bigger block, still counted as it is */
+    keel_zset_node_t *h = realloc(z->header, node_size(z->level, 0));
+    if (h == NULL)
+        return;
+    h->level = z->header_levels = z->level;
+    z->header = h;
+}
+
 void keel_zset_delete(keel_zset_t *z, keel_zset_node_t *x)
 {
     keel_zset_node_t **pp = &z->buckets[x->hash & (z->nbuckets - 1)];
@@ -323,6 +365,7 @@ void keel_zset_delete(keel_zset_t *z, keel_zset_node_t *x)
     sl_unlink(z, x);
     z->node_bytes -= node_size(x->level, x->len);
     free(x);
+    keel_zset_trim(z);
     /* shrink when an eighth full (best effort: a failed allocation keeps the big table) */
     if (z->nbuckets > BUCKETS_MIN && z->length < z->nbuckets / 8) {
         uint64_t nb = z->nbuckets;
@@ -606,7 +649,8 @@ int keel_zset_decode(const uint8_t *p, size_t len, keel_zset_t **out)
             break;
         }
         keel_zset_node_t *x = keel_zset_node_new(m, ml, score);
-        if (x == NULL) {
+        if (x == NULL || keel_zset_reserve(z, 1, x->level) != 0) {
+            keel_zset_node_free(x);
             rc = KEEL_ENOMEM;
             break;
         }

@@ -85,15 +85,19 @@ int keel_zset_cmp(double sa, const uint8_t *a, size_t an, double sb, const uint8
 int keel_zset_lex_cmp(const uint8_t *a, size_t an, const uint8_t *b, size_t bn);
 
 keel_zset_node_t *keel_zset_find(const keel_zset_t *z, const uint8_t *m, size_t n);
-/* Room in the hash table for n more members: 0 or KEEL_ENOMEM (nothing changed). */
-int keel_zset_reserve(keel_zset_t *z, uint64_t n);
+/* Room for n more members whose nodes have at most `levels` levels (the header grows to
+   it, the hash table to one bucket per member): 0 or KEEL_ENOMEM (nothing changed). */
+int keel_zset_reserve(keel_zset_t *z, uint64_t n, uint32_t levels);
 /* A new unlinked node, or NULL. score must not be NaN. */
 keel_zset_node_t *keel_zset_node_new(const uint8_t *m, size_t n, double score);
 void keel_zset_node_free(keel_zset_node_t *x);
-/* Links x (its member absent; room reserved). Never fails. */
+/* Links x (its member absent; room reserved for it, its level included). Never fails. */
 void keel_zset_insert(keel_zset_t *z, keel_zset_node_t *x);
 /* Moves x to a new score (not NaN). Never fails. */
 void keel_zset_rescore(keel_zset_t *z, keel_zset_node_t *x, double score);
+/* Gives back the header's levels above the highest node's (after a command whose reserved
+   nodes were not all linked); deletions do it themselves. Never fails. */
+void keel_zset_trim(keel_zset_t *z);
 /* Unlinks and frees x. */
 void keel_zset_delete(keel_zset_t *z, keel_zset_node_t *x);
 

@@ -99,9 +99,9 @@ static void the_index_agrees_with_a_naive_model_on_random_operations(void)
             KT_CHECK((i < 0) == (x == NULL));
             int what = (int)keel_rand_below(&r, 10);
             if (what < 5 && i < 0) { /* add */
-                KT_EQ_INT(keel_zset_reserve(z, 1), 0);
                 x = keel_zset_node_new((const uint8_t *)m, n, s);
                 KT_CHECK(x != NULL);
+                KT_EQ_INT(keel_zset_reserve(z, 1, x->level), 0);
                 keel_zset_insert(z, x);
                 mitem_t *it = &md->it[md->len++];
                 memcpy(it->m, m, n);
@@ -141,8 +141,9 @@ static void a_scan_returns_every_member_present_throughout_at_least_once(void)
     char m[16];
     for (int i = 0; i < 300; i++) {
         int n = snprintf(m, sizeof(m), "m%d", i);
-        KT_EQ_INT(keel_zset_reserve(z, 1), 0);
-        keel_zset_insert(z, keel_zset_node_new((const uint8_t *)m, (size_t)n, i));
+        keel_zset_node_t *x = keel_zset_node_new((const uint8_t *)m, (size_t)n, i);
+        KT_EQ_INT(keel_zset_reserve(z, 1, x->level), 0);
+        keel_zset_insert(z, x);
     }
     /* scan while the table shrinks (deletions of members above 200) and grows back */
     seen_t *s = calloc(1, sizeof(*s));
@@ -176,8 +177,9 @@ static void a_set_encodes_and_decodes_exactly_and_bad_bodies_are_refused(void)
     const char *ms[] = {"b", "a", "", "zz", "inf"};
     double ss[] = {1.5, 1.5, -INFINITY, 1e300, INFINITY};
     for (int i = 0; i < 5; i++) {
-        KT_EQ_INT(keel_zset_reserve(z, 1), 0);
-        keel_zset_insert(z, keel_zset_node_new((const uint8_t *)ms[i], strlen(ms[i]), ss[i]));
+        keel_zset_node_t *x = keel_zset_node_new((const uint8_t *)ms[i], strlen(ms[i]), ss[i]);
+        KT_EQ_INT(keel_zset_reserve(z, 1, x->level), 0);
+        keel_zset_insert(z, x);
     }
     keel_zset_set_skiplist(z);
     keel_buf_t b;
