@@ -401,16 +401,18 @@ static int zadd_apply(const call_t *c, keel_zset_t *z, unsigned f, size_t first,
 }
 
 /* Allocates what zadd_apply may need: the room and a node per pair whose member is
-   absent now. 0, REPLIED (a limit) or KEEL_ENOMEM (nothing changed). */
-static int zadd_prepare(const call_t *c, keel_zset_t *z, size_t first, size_t pairs,
+   absent now (none with XX, which adds nothing). 0, REPLIED (a limit) or KEEL_ENOMEM
+   (nothing changed). */
+static int zadd_prepare(const call_t *c, keel_zset_t *z, unsigned f, size_t first, size_t pairs,
                         keel_zset_node_t ***out)
 {
+    int add = !(f & ZA_XX);
     size_t absent = 0;
     for (size_t j = 0; j < pairs; j++) {
         size_t n = c->lens[first + 2 * j + 1];
         if (n > c->kv->cfg.value_bytes_max || n > KEEL_ZSET_MEMBER_BYTES_MAX)
             return r_err(c->reply, ERR_VALUE_SIZE);
-        absent += keel_zset_find(z, c->argv[first + 2 * j + 1], n) == NULL;
+        absent += add && keel_zset_find(z, c->argv[first + 2 * j + 1], n) == NULL;
     }
     if (absent > KEEL_ZSET_MEMBERS_MAX - keel_zset_len(z))
         return r_err(c->reply, "ERR keel: a sorted set holds at most 67108864 members "
@@ -423,7 +425,8 @@ static int zadd_prepare(const call_t *c, keel_zset_t *z, size_t first, size_t pa
     for (size_t j = 0; j < pairs && rc == 0; j++) {
         const uint8_t *m = c->argv[first + 2 * j + 1];
         size_t n = c->lens[first + 2 * j + 1];
-        if (keel_zset_find(z, m, n) == NULL && (fresh[j] = keel_zset_node_new(m, n, 0)) == NULL)
+        if (add && keel_zset_find(z, m, n) == NULL &&
+            (fresh[j] = keel_zset_node_new(m, n, 0)) == NULL)
             rc = KEEL_ENOMEM;
     }
     uint32_t levels = 0;
@@ -466,7 +469,7 @@ static int zadd_generic(const call_t *c, unsigned f, size_t first, size_t pairs)
        command then changes nothing, and kv->bytes must follow it either way */
     size_t before = made ? 0 : keel_zset_bytes(z);
     keel_zset_node_t **fresh = NULL;
-    if ((rc = zadd_prepare(c, z, first, pairs, &fresh)) != 0) {
+    if ((rc = zadd_prepare(c, z, f, first, pairs, &fresh)) != 0) {
         if (made == NULL)
             c->w->bytes = c->w->bytes - before + keel_zset_bytes(z);
         keel_zset_free(made);
@@ -507,6 +510,8 @@ static int zadd_generic(const call_t *c, unsigned f, size_t first, size_t pairs)
     if (added || updated || made) {
         keel__zs_touch(c, c->argv[1], c->lens[1], before);
         c->w->revision++;
+    } else { /* no change, but the room made for it stays: its memory is counted */
+        c->w->bytes = c->w->bytes - before + keel_zset_bytes(z);
     }
     return 0;
 }
