@@ -185,6 +185,7 @@ const keel__kv_type_t *keel__kv_type(int type)
         [KEEL__KV_TYPE_HASH] = &keel__kv_type_hash,
         [KEEL__KV_TYPE_SET] = &keel__kv_type_set,
         [KEEL__KV_TYPE_LIST] = &keel__kv_type_list,
+        [KEEL__KV_TYPE_ZSET] = &keel__kv_type_zset,
     };
     return rows[type];
 }

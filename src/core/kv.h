@@ -224,6 +224,9 @@ typedef struct keel_kv_command_info {
     int internal; /* proposed by the leader itself with its clock (sweeps), or sent by another
                      front-end command (KEEL.REG's), never by clients under this name */
     int blocking; /* takes BLOCK ms (XREAD, XREADGROUP): see keel_kv_block_ms */
+    /* > 0: argv[numkeys_at] counts the keys that follow it, after first_key..last_key
+       (Redis's movable keys: ZUNION numkeys key..., ZUNIONSTORE dst numkeys key...) */
+    int numkeys_at;
 } keel_kv_command_info_t;
 size_t keel_kv_commands_count(void);
 void keel_kv_command_info(size_t i, keel_kv_command_info_t *out);

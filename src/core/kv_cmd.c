@@ -3,6 +3,7 @@
 #include "core/kv_cmd_int.h"
 #include "core/kv_coll.h"
 #include "core/kv_stream_int.h"
+#include "core/kv_zset_int.h"
 
 #include "base/num.h"
 #include "proto/resp.h"
@@ -430,6 +431,69 @@ static const cmd_t COMMANDS[] = {
      "LMPOP, or wait for an element"},
     {"KEEL.BPOP", "keel.bpop", -2, W | NN | CMD_HIDDEN, keel__kvl_kbpop_syntax, keel__kvl_cmd_kbpop,
      0, 0, 0, "Internal: a blocking pop a node serves, tagged with its token"},
+    /* sorted sets (kv_zset.c, kv_zset_ops.c; docs/kv.md) */
+    {"ZADD", "zadd", -4, W, keel__zs_zadd_syntax, keel__zs_cmd_zadd, 1, 1, 1,
+     "Add members with scores to a sorted set, or update their scores"},
+    {"ZINCRBY", "zincrby", 4, W, keel__zs_zincrby_syntax, keel__zs_cmd_zincrby, 1, 1, 1,
+     "Increment the score of a member of a sorted set"},
+    {"ZREM", "zrem", -3, W, NULL, keel__zs_cmd_zrem, 1, 1, 1, "Remove members of a sorted set"},
+    {"ZCARD", "zcard", 2, R, NULL, keel__zs_cmd_zcard, 1, 1, 1,
+     "Number of members of a sorted set"},
+    {"ZSCORE", "zscore", 3, R, NULL, keel__zs_cmd_zscore, 1, 1, 1, "The score of a member"},
+    {"ZMSCORE", "zmscore", -3, R, NULL, keel__zs_cmd_zmscore, 1, 1, 1,
+     "The scores of several members"},
+    {"ZCOUNT", "zcount", 4, R, keel__zs_zcount_syntax, keel__zs_cmd_zcount, 1, 1, 1,
+     "Count the members with scores in a range"},
+    {"ZLEXCOUNT", "zlexcount", 4, R, keel__zs_zlexcount_syntax, keel__zs_cmd_zlexcount, 1, 1, 1,
+     "Count the members in a lexicographical range"},
+    {"ZRANK", "zrank", 3, R, NULL, keel__zs_cmd_zrank, 1, 1, 1,
+     "The rank of a member, lowest first"},
+    {"ZREVRANK", "zrevrank", 3, R, NULL, keel__zs_cmd_zrevrank, 1, 1, 1,
+     "The rank of a member, highest first"},
+    {"ZRANGE", "zrange", -4, R, keel__zs_zrange_syntax, keel__zs_cmd_zrange, 1, 1, 1,
+     "Members in a range of ranks, scores (BYSCORE) or bytes (BYLEX)"},
+    {"ZRANGESTORE", "zrangestore", -5, W, keel__zs_zrangestore_syntax, keel__zs_cmd_zrangestore, 1,
+     2, 1, "Store a ZRANGE of a sorted set as another key"},
+    {"ZRANGEBYSCORE", "zrangebyscore", -4, R, keel__zs_zrangebyscore_syntax,
+     keel__zs_cmd_zrangebyscore, 1, 1, 1, "Members with scores in a range"},
+    {"ZREVRANGEBYSCORE", "zrevrangebyscore", -4, R, keel__zs_zrevrangebyscore_syntax,
+     keel__zs_cmd_zrevrangebyscore, 1, 1, 1, "Members with scores in a range, highest first"},
+    {"ZRANGEBYLEX", "zrangebylex", -4, R, keel__zs_zrangebylex_syntax, keel__zs_cmd_zrangebylex, 1,
+     1, 1, "Members in a lexicographical range"},
+    {"ZREVRANGEBYLEX", "zrevrangebylex", -4, R, keel__zs_zrevrangebylex_syntax,
+     keel__zs_cmd_zrevrangebylex, 1, 1, 1, "Members in a lexicographical range, highest first"},
+    {"ZREVRANGE", "zrevrange", -4, R, keel__zs_zrevrange_syntax, keel__zs_cmd_zrevrange, 1, 1, 1,
+     "Members in a range of ranks, highest first"},
+    {"ZPOPMIN", "zpopmin", -2, W, keel__zs_zpop_syntax, keel__zs_cmd_zpopmin, 1, 1, 1,
+     "Remove and return the members with the lowest scores"},
+    {"ZPOPMAX", "zpopmax", -2, W, keel__zs_zpop_syntax, keel__zs_cmd_zpopmax, 1, 1, 1,
+     "Remove and return the members with the highest scores"},
+    {"ZMPOP", "zmpop", -4, W, keel__zs_zmpop_syntax, keel__zs_cmd_zmpop, 0, 0, 0,
+     "Pop members from the first non-empty sorted set of several"},
+    {"ZRANDMEMBER", "zrandmember", -2, R, keel__zs_zrandmember_syntax, keel__zs_cmd_zrandmember, 1,
+     1, 1, "Random members of a sorted set (drawn from the read's time and state)"},
+    {"ZREMRANGEBYSCORE", "zremrangebyscore", 4, W, keel__zs_zremrangebyscore_syntax,
+     keel__zs_cmd_zremrangebyscore, 1, 1, 1, "Remove the members with scores in a range"},
+    {"ZREMRANGEBYRANK", "zremrangebyrank", 4, W, keel__zs_zremrangebyrank_syntax,
+     keel__zs_cmd_zremrangebyrank, 1, 1, 1, "Remove the members in a range of ranks"},
+    {"ZREMRANGEBYLEX", "zremrangebylex", 4, W, keel__zs_zremrangebylex_syntax,
+     keel__zs_cmd_zremrangebylex, 1, 1, 1, "Remove the members in a lexicographical range"},
+    {"ZUNION", "zunion", -3, R, keel__zs_setop_syntax, keel__zs_cmd_zunion, 0, 0, 0,
+     "The union of sorted sets, with weights and an aggregate"},
+    {"ZINTER", "zinter", -3, R, keel__zs_setop_syntax, keel__zs_cmd_zinter, 0, 0, 0,
+     "The intersection of sorted sets, with weights and an aggregate"},
+    {"ZDIFF", "zdiff", -3, R, keel__zs_setop_syntax, keel__zs_cmd_zdiff, 0, 0, 0,
+     "The members of a sorted set in none of the others"},
+    {"ZUNIONSTORE", "zunionstore", -4, W, keel__zs_setop_store_syntax, keel__zs_cmd_zunionstore, 1,
+     1, 1, "Store the union of sorted sets"},
+    {"ZINTERSTORE", "zinterstore", -4, W, keel__zs_setop_store_syntax, keel__zs_cmd_zinterstore, 1,
+     1, 1, "Store the intersection of sorted sets"},
+    {"ZDIFFSTORE", "zdiffstore", -4, W, keel__zs_setop_store_syntax, keel__zs_cmd_zdiffstore, 1, 1,
+     1, "Store the difference of sorted sets"},
+    {"ZINTERCARD", "zintercard", -3, R, keel__zs_setop_syntax, keel__zs_cmd_zintercard, 0, 0, 0,
+     "The size of the intersection of sorted sets"},
+    {"ZSCAN", "zscan", -3, R, keel__zs_zscan_syntax, keel__zs_cmd_zscan, 1, 1, 1,
+     "Iterate over the members and scores of a sorted set"},
 };
 #undef BP
 #undef BL
@@ -623,4 +687,16 @@ void keel_kv_command_info(size_t i, keel_kv_command_info_t *out)
     out->blocking = (COMMANDS[i].flags & CMD_BLOCKING)       ? 1
                     : (COMMANDS[i].flags & CMD_BLOCKING_POP) ? 2
                                                              : 0;
+    /* commands whose keys follow a count argument (Redis's movablekeys), by name: a table of
+       their own, so that the rows above keep their shape */
+    static const struct {
+        const char *name;
+        int at;
+    } numkeys[] = {{"ZUNION", 1},      {"ZINTER", 1},      {"ZDIFF", 1},      {"ZINTERCARD", 1},
+                   {"ZMPOP", 1},       {"ZUNIONSTORE", 2}, {"ZINTERSTORE", 2}, {"ZDIFFSTORE", 2},
+                   {"LMPOP", 1},       {"BLMPOP", 2},      {"SINTERCARD", 1}};
+    out->numkeys_at = 0;
+    for (size_t k = 0; k < sizeof(numkeys) / sizeof(numkeys[0]); k++)
+        if (strcmp(numkeys[k].name, COMMANDS[i].name) == 0)
+            out->numkeys_at = numkeys[k].at;
 }

@@ -55,7 +55,8 @@ struct keel__kv_entry {
 #define KEEL__KV_TYPE_HASH 2 /* kv_hash.c, kv_coll.c */
 #define KEEL__KV_TYPE_SET 3  /* kv_set.c, kv_coll.c */
 #define KEEL__KV_TYPE_LIST 4 /* kv_list.c */
-#define KEEL__KV_TYPES 5
+#define KEEL__KV_TYPE_ZSET 5 /* kv_zset.c, zset.c */
+#define KEEL__KV_TYPES 6
 #define ERR_WRONGTYPE "WRONGTYPE Operation against a key holding the wrong kind of value"
 
 typedef struct keel__kv_type {
@@ -66,12 +67,16 @@ typedef struct keel__kv_type {
     int (*snap_write)(const void *obj, keel_kv_sink_fn sink, void *data);
     /* Rebuilds an object from its body: 0 or KEEL_EPROTO / KEEL_ENOMEM, *obj owned. */
     int (*snap_load)(const uint8_t *p, size_t len, void **obj);
+    /* OBJECT ENCODING's answer for the object as it is now (NULL: the TYPE name). */
+    const char *(*encoding)(const void *obj);
 } keel__kv_type_t;
 extern const keel__kv_type_t keel__kv_type_stream;
 extern const keel__kv_type_t keel__kv_type_hash;
 extern const keel__kv_type_t keel__kv_type_set;
 extern const keel__kv_type_t keel__kv_type_list;
-/* The row of a type (NULL for strings, which are no object, and for a number no type has). */
+extern const keel__kv_type_t keel__kv_type_zset;
+/* The row of a type (NULL for strings, which are no object, and for a number no type has
+   in this build). */
 const keel__kv_type_t *keel__kv_type(int type);
 
 static inline void *keel__kv_obj(const keel__kv_entry_t *e)

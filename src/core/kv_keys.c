@@ -401,8 +401,10 @@ static const char *encoding(const keel__kv_entry_t *e)
         return keel__kc_encoding(e->type, keel__kv_obj(e));
     if (e->type == KEEL__KV_TYPE_LIST)
         return "quicklist"; /* Redis 7.0's only list encoding */
-    if (e->type != KEEL__KV_TYPE_STRING)
-        return keel__kv_type(e->type)->name;
+    if (e->type != KEEL__KV_TYPE_STRING) {
+        const keel__kv_type_t *t = keel__kv_type(e->type);
+        return t->encoding ? t->encoding(keel__kv_obj(e)) : t->name;
+    }
     if (keel_parse_i64(keel__kv_cval(e), e->val_len, &v) == 0)
         return "int";
     return e->val_len <= 44 ? "embstr" : "raw";

@@ -315,6 +315,8 @@ static int load_typed(keel_kv_t *kv, const uint8_t *data, size_t end, size_t *po
     if (expire_ms && keel__kv_heap_reserve(kv, 1) != 0)
         return keel_errf(msg, KEEL_ENOMEM, "out of memory at record %zu", *pos);
     const keel__kv_type_t *t = keel__kv_type(type);
+    if (t == NULL)
+        return keel_errf(msg, KEEL_EPROTO, "typed record at %zu: type %d", *pos, type);
     void *obj = NULL;
     int rc = t->snap_load(data + p + key_len, (size_t)body, &obj);
     if (rc != 0)

@@ -84,6 +84,9 @@ typedef struct keel_resp_command {
     /* Key positions, as COMMAND reports them: first, last (-1: the last argument), step;
        0, 0, 0 for a command that takes no key. */
     int first_key, last_key, key_step;
+    /* > 0: argv[numkeys_at] counts the keys that follow it, after the keys above (Redis's
+       "movablekeys": ZUNION, ZMPOP, ZUNIONSTORE's sources); 0: none */
+    int numkeys_at;
     const char *summary; /* one line, for COMMAND DOCS; may be NULL */
     void *data;          /* the owner's, per row (keel server: the row's statistics) */
 } keel_resp_command_t;

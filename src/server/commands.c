@@ -97,16 +97,28 @@ static int command_getkeys(server_t *s, size_t argc, const keel_resp_arg_t *argv
     if ((row->arity > 0 && cargc != (size_t)row->arity) ||
         (row->arity < 0 && cargc < (size_t)-row->arity))
         return keel_resp_write_error(out, "ERR Invalid number of arguments specified for command");
-    if (row->first_key <= 0)
+    if (row->first_key <= 0 && row->numkeys_at <= 0)
         return keel_resp_write_error(out, "ERR The command has no key arguments");
     int last = row->last_key < 0 ? (int)cargc + row->last_key : row->last_key;
     int step = row->key_step > 0 ? row->key_step : 1;
-    size_t nkeys = 0;
-    for (int i = row->first_key; i <= last && (size_t)i < cargc; i += step)
+    size_t nkeys = 0, counted = 0;
+    for (int i = row->first_key; row->first_key > 0 && i <= last && (size_t)i < cargc; i += step)
         nkeys++;
-    int rc = keel_resp_write_array_header(out, nkeys);
-    for (int i = row->first_key; rc == 0 && i <= last && (size_t)i < cargc; i += step)
+    if (row->numkeys_at > 0) { /* Redis's movable keys: a count, then that many keys */
+        size_t at = (size_t)row->numkeys_at;
+        int64_t n;
+        if (at >= cargc || keel_parse_i64(argv[2 + at].ptr, argv[2 + at].len, &n) != 0 || n <= 0 ||
+            (uint64_t)n > cargc - at - 1)
+            return keel_resp_write_error(out, "ERR Invalid arguments specified for command");
+        counted = (size_t)n;
+    }
+    int rc = keel_resp_write_array_header(out, nkeys + counted);
+    for (int i = row->first_key; rc == 0 && row->first_key > 0 && i <= last && (size_t)i < cargc;
+         i += step)
         rc = keel_resp_write_bulk(out, argv[2 + i].ptr, argv[2 + i].len);
+    for (size_t k = 0; rc == 0 && k < counted; k++)
+        rc = keel_resp_write_bulk(out, argv[2 + row->numkeys_at + 1 + k].ptr,
+                                  argv[2 + row->numkeys_at + 1 + k].len);
     return rc;
 }
 
@@ -467,6 +479,7 @@ int keel__srv_commands_build(server_t *s, keel_resp_command_t **out, size_t *n_o
             .first_key = info.first_key,
             .last_key = info.last_key,
             .key_step = info.key_step,
+            .numkeys_at = info.numkeys_at,
             .summary = info.summary,
         };
     }

@@ -83,6 +83,13 @@ static uint64_t stream_hash(const keel_kv_t *kv, uint64_t h)
         /* the lists (sim_client.c) */
         {"LRANGE", "l0", "0", "-1", NULL},
         {"LRANGE", "l1", "0", "-1", NULL},
+        /* the sorted sets' (sim_client.c): members, scores, encoding, scan order */
+        {"ZRANGE", "z0", "0", "-1", "WITHSCORES", NULL},
+        {"ZRANGE", "z1", "0", "-1", "WITHSCORES", NULL},
+        {"ZRANGE", "z2", "0", "-1", "WITHSCORES", NULL},
+        {"ZSCAN", "z1", "0", "COUNT", "1000", NULL},
+        {"OBJECT", "ENCODING", "z1", NULL},
+        {"PEXPIRETIME", "z2", NULL},
     };
     keel_buf_t b;
     keel_buf_init(&b, 0);

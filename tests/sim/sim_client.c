@@ -219,9 +219,9 @@ static void stream_done(void *ctx, int status, const uint8_t *reply, size_t len)
  * keyspace writes (SETRANGE, INCRBYFLOAT, SETBIT, BITOP, COPY and RENAME of the stream, GETEX,
  * MSETNX, GETDEL, SETEX, RENAMENX, BITFIELD), a hash or set write (HSET .. SPOP, SMOVE, the
  * STOREs, COPY and RENAME of them) or a list write (pushes, pops, LMOVE, LINSERT, LREM, LSET,
- * LTRIM, LMPOP, a served KEEL.BPOP and a fence). Their answers are not checked (no model);
- * the state they make is, through the state hash every node must agree on at every index,
- * snapshots and restarts included.
+ * LTRIM, LMPOP, a served KEEL.BPOP and a fence); two in ten, a sorted-set write. Their answers
+ * are not checked (no model); the state they make is, through the state hash every node must
+ * agree on at every index, snapshots and restarts included.
  */
 void sim__streams_step(world_t *w)
 {
@@ -290,7 +290,27 @@ void sim__streams_step(world_t *w)
         {"KEEL.BPOP", "sim.2", "BLMPOP", "0", "1", "l0", "LEFT", "COUNT", "3", NULL},
         {"KEEL.BPOP", "sim.3", NULL},
     };
-    if (w->res->stream_cmds > 0 && keel_rand_chance(&w->rnd, 0.4)) {
+    static const char *const zsets[][10] = {
+        /* sorted sets (issue 19) on keys z0..z2: adds, increments, conditional updates,
+           removals by member, score and rank, pops, stores from unions and ranges */
+        {"ZADD", "z0", "1", "a", "2", "b", "-0", "c", NULL},
+        {"ZINCRBY", "z0", "1.5", "c", NULL},
+        {"ZADD", "z0", "GT", "CH", "5", "a", "0.5", "d", NULL},
+        {"ZREM", "z0", "b", "d", NULL},
+        {"ZPOPMIN", "z0", NULL},
+        {"ZUNIONSTORE", "z1", "2", "z0", "z1", "WEIGHTS", "2", "1", NULL},
+        {"ZRANGESTORE", "z2", "z1", "0", "3", NULL},
+        {"ZREMRANGEBYSCORE", "z1", "-inf", "(3", NULL},
+        {"ZMPOP", "2", "z2", "z0", "MAX", "COUNT", "2", NULL},
+        {"ZADD", "z1", "0", "m1", "0", "m2", "0", "m3", NULL},
+        {"ZREMRANGEBYLEX", "z1", "[m1", "(m3", NULL},
+        {"ZINTERSTORE", "z2", "2", "z0", "z1", "AGGREGATE", "MAX", NULL},
+    };
+    if (w->res->stream_cmds > 0 && keel_rand_chance(&w->rnd, 0.2)) {
+        const char *const *c = zsets[keel_rand_below(&w->rnd, sizeof(zsets) / sizeof(zsets[0]))];
+        for (int i = 0; c[i]; i++)
+            cmd[i] = c[i];
+    } else if (w->res->stream_cmds > 0 && keel_rand_chance(&w->rnd, 0.4)) {
         const char *const *c =
             strings[keel_rand_below(&w->rnd, sizeof(strings) / sizeof(strings[0]))];
         for (int i = 0; c[i]; i++)

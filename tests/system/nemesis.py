@@ -486,6 +486,16 @@ def _not_sent(e):
     return isinstance(e, conn_err) and " connecting to " in str(e)
 
 
+ZSET_MEMBERS = ("m0", "m1", "m2")  # Client._zset's members of each sorted set
+
+
+def _zscore(c, zkey, m):
+    """ZSCORE as the server's text (redis-py parses it to a float: "%.17g" gives the text
+    back exactly, as the server formats it)."""
+    v = c.execute_command("ZSCORE", zkey, m)
+    return None if v is None else f"{float(v):.17g}"
+
+
 def _decode(v):
     return None if v is None else v.decode()
 
@@ -589,8 +599,34 @@ class Client(threading.Thread):
                 self._run_op(h, "write", key, v, lambda: ("ok", self._client().set(key, v)))
             elif r < 0.8:
                 self._cas(h, key)
-            else:
+            elif r < 0.9:
                 self._txn(h, key)
+            else:
+                self._zset(h, key)
+
+    def _zset(self, h, key):
+        """A sorted-set member as a register (issue 19): ZADD z<key> score m writes it,
+        ZREM removes it (absent; the last removal deletes the key), ZSCORE reads it. The
+        checker's registers are per key and compose (Herlihy & Wing): a member of a set is
+        one, named "z<key>/m". Integer scores print exactly ("%.17g" below 2^53)."""
+        m = self.rnd.choice(ZSET_MEMBERS)
+        zkey = "z" + key
+        reg = f"{zkey}/{m}"
+        r = self.rnd.random()
+        c = self._client
+        if r < 0.4:
+            self._run_op(h, "read", reg, None,
+                         lambda: ("ok", _zscore(c(), zkey, m)), label="zscore")  # fmt: skip
+        elif r < 0.8:
+            self.seq += 1
+            score = str(self.idx * 10_000_000 + self.seq)
+            self._run_op(h, "write", reg, score,
+                         lambda: ("ok", c().execute_command("ZADD", zkey, score, m)),
+                         label="zadd")  # fmt: skip
+        else:
+            self._run_op(h, "write", reg, None,
+                         lambda: ("ok", c().execute_command("ZREM", zkey, m)),
+                         label="zrem")  # fmt: skip
 
     def _collection(self, h, key):
         """Hash fields and set members as registers (lincheck models one register per key, and
@@ -812,6 +848,8 @@ class Load:
                   for k in self.keys]  # fmt: skip
         reads += [(set_reg(k), lambda c, k=k: MEMBER if c.sismember(set_key(k), MEMBER) else None)
                   for k in self.keys]  # fmt: skip
+        reads += [(f"z{key}/{m}", lambda c, k=key, m=m: _zscore(c, "z" + k, m))
+                  for key in self.keys for m in ZSET_MEMBERS]  # fmt: skip
         for key, read in reads:
             while True:
                 nd = self.nodes[random.randrange(len(self.nodes))]

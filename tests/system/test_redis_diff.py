@@ -16,6 +16,7 @@ left or deadline compared as "positive" where the key was given a relative time)
 import os
 import random
 
+import redis_diff_zset as zset_diff
 from keelcluster import RespConn, make_cluster, redis_server  # noqa: F401 (fixtures)
 
 I64_MAX = 9223372036854775807
@@ -387,10 +388,12 @@ ROWS = [
                ["MULTI"], ["SETEX", "d", "0", "v"], ["SETEX", "d", "100", "v"],
                ["BITFIELD_RO", "d", "SET", "u8", "0", "1"], ["EXEC"], ["GET", "d"]]),
 ]
+ROWS += zset_diff.ROWS  # sorted sets: tests/system/redis_diff_zset.py
 
 
 def normalize(cmd, reply):
     """keel's documented differences (docs/kv.md): KEYS in table order is sorted here."""
+    reply = zset_diff.normalize(cmd, reply)
     if str(cmd[0]).upper() == "KEYS" and reply.startswith(b"*") and not reply.startswith(b"*-"):
         parts = reply.split(b"\r\n")
         head, items = parts[0], parts[1:-1]
@@ -540,6 +543,7 @@ def random_command(rng):
         lambda: ["LMPOP", "2", k(), k(), rng.choice(["LEFT", "RIGHT"])] + rng.choice([[], ["COUNT", "3"]]),
         lambda: ["LRANGE", k(), "0", "-1"],
     ]
+    table += zset_diff.random_table(rng, k)
     return rng.choice(table)()
 
 
@@ -589,6 +593,12 @@ def test_strings_and_keyspace_reply_like_redis_on_one_node(make_cluster, redis_s
     diffs = diff_rows(run_rows(node.client_port, ROWS), run_rows(redis_server.port, ROWS))
     assert not diffs, "replies differ from redis-server:\n" + "\n".join(diffs)
     assert len(check_randomkey(node.client_port)) >= 1
+    c = RespConn(node.client_port)
+    try:
+        zset_diff.check_zrandmember(c)
+    finally:
+        c.close()
+    assert zset_diff.full_zscan(node.client_port) == zset_diff.full_zscan(redis_server.port)
 
 
 def test_strings_and_keyspace_reply_like_redis_on_a_leader_and_a_follower(make_cluster, redis_server):

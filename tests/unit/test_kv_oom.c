@@ -1,4 +1,5 @@
 /* test_kv_oom.c - KV under allocation failure: every failing apply or load changes nothing. */
+#include "base/crc32c.h"
 #include "test_kv_util.h"
 
 #include <stdio.h>
@@ -100,6 +101,18 @@ static void describe(const keel_kv_t *kv, char *out, size_t cap)
                                   (unsigned long long)keel_kv_version_at(kv, 0, lists[i], 2));
         keel_buf_free(&b);
     }
+    /* every other key too (the typed ones: their objects' bodies), and the memory count:
+       the snapshot's bytes, as the copy was restored from one snapshot each time */
+    keel_buf_t b;
+    keel_buf_init(&b, 0);
+    long saved = fail_in;
+    fail_in = -1;
+    if (keel_kv_snapshot_encode(kv, &b) == 0 && n < cap)
+        snprintf(out + n, cap - n, " | snapshot %zu bytes crc %08x | bytes %zu",
+                 keel_buf_unread(&b), keel_crc32c(0, keel_buf_rptr(&b), keel_buf_unread(&b)),
+                 kv->bytes);
+    fail_in = saved;
+    keel_buf_free(&b);
 }
 
 /*
@@ -287,6 +300,20 @@ static void failed_allocations_leave_the_state_as_it_was(void)
     apply_under_failures("LPOP lb 2", "*2\r\n$1\r\ne\r\n$1\r\nZ\r\n", &failed);
     apply_under_failures("KEEL.BPOP t BLPOP la 0", "*2\r\n$2\r\nla\r\n$1\r\na\r\n", &failed);
     apply_under_failures("LMOVE lc lc LEFT RIGHT", "$1\r\na\r\n", &failed);
+    /* sorted sets: new keys, growing sets, stores built whole, pops and removals */
+    apply_under_failures("ZADD zz 1 a 2 b 3 c", ":3\r\n", &failed);
+    for (int i = 0; i < 20; i++) {
+        snprintf(line, sizeof(line), "ZADD zz %d m%d %d n%d", i, i, -i, i);
+        apply_under_failures(line, ":2\r\n", &failed);
+    }
+    apply_under_failures("ZADD zz 4 d 0.5 a", ":1\r\n", &failed);
+    apply_under_failures("ZINCRBY zz 1 b", "$1\r\n3\r\n", &failed);
+    apply_under_failures("ZUNIONSTORE zu 2 zz zz WEIGHTS 1 2", ":44\r\n", &failed);
+    apply_under_failures("ZRANGESTORE zr zz 0 1", ":2\r\n", &failed);
+    apply_under_failures("ZPOPMAX zz", "*2\r\n$3\r\nm19\r\n$2\r\n19\r\n", &failed);
+    apply_under_failures("ZREM zr n19 n18", ":2\r\n", &failed);
+    apply_under_failures("COPY zu zc", ":1\r\n", &failed);
+    apply_under_failures("ZREMRANGEBYRANK zc 0 -1", ":44\r\n", &failed);
     /* deleting most keys shrinks the table */
     for (int i = 2; i < KEYS - 2; i++) {
         snprintf(line, sizeof(line), "DEL k%d", i);
