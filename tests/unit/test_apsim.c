@@ -35,6 +35,9 @@
  *   are homes of; it sends a peer that tree, the peer diffs it against its
  *   own and both push the keys in the differing ranges.
  *
+ * In half of the seeds a sixth node joins the ring mid-run: every node rebuilds its
+ * shared-range trees, and anti-entropy moves the new home's ranges to it.
+ *
  * The network loses, delays (hence reorders) and duplicates messages and is
  * partitioned at random; nodes crash and restart, and sometimes lose their
  * data. Then the faults stop, and the run checks, over the recorded history:
@@ -47,16 +50,18 @@
  * sum of acknowledged increments plus possibly some that failed, never
  * fewer); every hint was delivered; the homes of every key converged.
  *
- * Usage: test_apsim [--seeds A..B] [--break overwrite|no-hints|counter-replace] [--expect-failure]
+ * Usage: test_apsim [--seeds A..B] [--break overwrite|no-hints|counter-replace|no-stream]
+ * [--expect-failure]
  * [-v]
  * --break breaks a rule on purpose, to show the checker bites: "overwrite" makes a write
  * replace whatever the coordinator holds (last writer wins), "no-hints" makes fallbacks
  * forget the home they stand in for (so nothing is handed off), "counter-replace" makes a
- * replica take a peer's counter state instead of merging it.
+ * replica take a peer's counter state instead of merging it, "no-stream" makes a node that
+ * stops being a key's home on a ring change keep the key to itself.
  * Each seed reproduces its run exactly; a failure prints the seed.
  */
 
-#define NODES 5
+#define NODES 6 /* node 5 is not on the ring until it joins (half of the seeds) */
 #define NREP 3
 #define SKEYS 6 /* keys holding sibling sets */
 #define CKEYS 2 /* keys holding PN-counters */
@@ -133,6 +138,9 @@ typedef struct sim {
     uint64_t ids[NODES];
     keel_applace_t place;
     uint32_t prefs[NK][NODES];
+    uint32_t ring_n;          /* nodes 0..ring_n-1 are on the ring */
+    uint64_t ring_changed_at; /* when node 5 joined, 0: never */
+    uint64_t join_at;         /* when it will */
     int blocked[NODES][NODES];
     double loss, dup;
     int faults;
@@ -141,7 +149,7 @@ typedef struct sim {
     keel_vv_t client_ctx[CLIENTS][NK];
     int client_has_ctx[CLIENTS][NK];
     uint64_t wiped_at[NODES]; /* last wipe time + 1, 0: never */
-    int brk_overwrite, brk_no_hints, brk_counter_replace, verbose;
+    int brk_overwrite, brk_no_hints, brk_counter_replace, brk_no_stream, verbose;
     char fail[512];
     uint64_t stat_writes_checked, stat_incrs_checked, stat_reads_checked, stat_exempt, stat_acked,
         stat_failed, stat_repairs, stat_handoffs, stat_ae_keys, stat_siblings;
@@ -401,9 +409,9 @@ static void coord_fallbacks(sim_t *s, int x, int opi)
         int h = (int)s->prefs[k][i];
         if (o->ackers & (1u << h))
             continue;
-        while (next < NODES && (o->asked & (1u << s->prefs[k][next])))
+        while (next < (int)s->ring_n && (o->asked & (1u << s->prefs[k][next])))
             next++;
-        if (next == NODES)
+        if (next == (int)s->ring_n)
             return;
         int f = (int)s->prefs[k][next++];
         o->asked |= 1u << f;
@@ -575,6 +583,50 @@ static int on_ae_tree(sim_t *s, ev_t *e)
     return 0;
 }
 
+/* ---- membership: the ring, and node 5 joining it ---------------------------------------- */
+static void place_keys(sim_t *s)
+{
+    assert(keel_applace_build(&s->place, s->ids, s->ring_n) == 0);
+    for (int k = 0; k < NK; k++)
+        assert(keel_applace_prefs(&s->place, key_hash(k), s->prefs[k], s->ring_n) == s->ring_n);
+}
+
+/*
+ * The ring changes: every node rebuilds its shared-range trees for the new homes. Nothing is
+ * streamed explicitly: the new home's trees differ from its peers', so anti-entropy moves
+ * exactly the keys of the ranges it now shares (and read repair and handoff help).
+ */
+static void ring_join(sim_t *s)
+{
+    uint32_t old[NK][NREP];
+    for (int k = 0; k < NK; k++)
+        memcpy(old[k], s->prefs[k], sizeof(old[k]));
+    s->ring_n = NODES;
+    s->ring_changed_at = s->now;
+    place_keys(s);
+    for (int n = 0; n < NODES; n++) {
+        node_t *nd = &s->node[n];
+        for (int p = 0; p < NODES; p++) {
+            keel_merkle_free(&nd->tree[p]);
+            assert(keel_merkle_init(&nd->tree[p], DEPTH) == 0);
+        }
+        for (int k = 0; k < NK; k++) {
+            if (!nd->has[k])
+                continue;
+            nd->item[k] = 0;
+            touched(s, n, k);
+            /* a home that is no longer one streams the key to the new homes, as a hint:
+               it may hold the only copy of a write acknowledged at W=1 */
+            int was_home = 0;
+            for (int i = 0; i < NREP; i++)
+                was_home |= (int)old[k][i] == n;
+            if (was_home && !is_home(s, k, n) && !s->brk_no_stream)
+                for (int i = 0; i < NREP; i++)
+                    nd->hint_seq[k][s->prefs[k][i]] = ++s->seq;
+        }
+    }
+}
+
 /* ---- nemesis --------------------------------------------------------------------------- */
 static void nemesis(sim_t *s)
 {
@@ -613,6 +665,8 @@ static void nemesis(sim_t *s)
 static int deliver(sim_t *s, ev_t *e)
 {
     if (e->type == T_NEMESIS) {
+        if (s->join_at && !s->ring_changed_at && s->now >= s->join_at)
+            ring_join(s);
         if (s->faults) {
             nemesis(s);
             ev_push(s, ev_new(s, s->now + 100 + keel_rand_below(&s->rnd, 900), T_NEMESIS));
@@ -664,8 +718,12 @@ static int deliver(sim_t *s, ev_t *e)
     case M_REPL:
         if (merge_in(s, n, e->key, &e->body) < 0)
             return -1;
-        if (e->hint >= 0 && !s->brk_no_hints)       /* broken on purpose: a fallback forgets */
-            nd->hint_seq[e->key][e->hint] = s->seq; /* a fresh version: hand off again */
+        if (e->hint >= 0 && !s->brk_no_hints)         /* broken on purpose: a fallback forgets */
+            nd->hint_seq[e->key][e->hint] = ++s->seq; /* a fresh version: hand off again */
+        else if (e->hint < 0 && !is_home(s, e->key, n) && !s->brk_no_stream)
+            /* sent here under an older ring: pass it on to the key's homes now */
+            for (int i = 0; i < NREP; i++)
+                nd->hint_seq[e->key][s->prefs[e->key][i]] = ++s->seq;
         if (e->op >= 0) {
             ev_t *a = ev_new(s, 0, M_REPL_ACK);
             a->op = e->op, a->hint = e->hint;
@@ -780,7 +838,9 @@ static int check(sim_t *s)
                     w->end >= o->start || __builtin_popcount(w->home_ackers) < w->w ||
                     o->r + w->w <= NREP)
                     continue;
-                int wiped = 0;
+                /* left out: a lost disk, or a ring change (a new home starts empty: the
+                   Dynamo caveat, until anti-entropy has moved its ranges) */
+                int wiped = s->ring_changed_at > w->start && s->ring_changed_at <= o->end;
                 for (int n = 0; n < NODES; n++)
                     wiped |= s->wiped_at[n] > w->start;
                 s->stat_reads_checked += !wiped;
@@ -823,6 +883,7 @@ static int run_seed(uint64_t seed, const char *brk, int verbose, char *why, size
     s->brk_overwrite = brk != NULL && strcmp(brk, "overwrite") == 0;
     s->brk_no_hints = brk != NULL && strcmp(brk, "no-hints") == 0;
     s->brk_counter_replace = brk != NULL && strcmp(brk, "counter-replace") == 0;
+    s->brk_no_stream = brk != NULL && strcmp(brk, "no-stream") == 0;
     s->verbose = verbose;
     keel_rand_seed(&s->rnd, seed);
     s->heap = calloc(EVENTS_MAX, sizeof(*s->heap));
@@ -840,9 +901,10 @@ static int run_seed(uint64_t seed, const char *brk, int verbose, char *why, size
         s->node[n].actor = ((uint64_t)(n + 1) << 16);
     }
     assert(keel_applace_init(&s->place, NODES, 64) == 0);
-    assert(keel_applace_build(&s->place, s->ids, NODES) == 0);
-    for (int k = 0; k < NK; k++)
-        assert(keel_applace_prefs(&s->place, key_hash(k), s->prefs[k], NODES) == NODES);
+    s->ring_n = NODES - 1;
+    place_keys(s);
+    if (keel_rand_chance(&s->rnd, 0.5))
+        s->join_at = 1000 + keel_rand_below(&s->rnd, FAULT_PHASE_MS - 2000);
     s->faults = 1;
     for (int c = 0; c < CLIENTS; c++)
         ev_push(s, ev_new(s, 1 + (uint64_t)c, T_CLIENT))->client = c;
@@ -874,14 +936,15 @@ static int run_seed(uint64_t seed, const char *brk, int verbose, char *why, size
         rc = check(s);
     if (verbose || rc)
         fprintf(stderr,
-                "seed %" PRIu64 ": %d ops, %" PRIu64 " acked, %" PRIu64 " failed, %" PRIu64
-                " read repairs, %" PRIu64 " handoffs, %" PRIu64
-                " keys pushed by anti-entropy, %" PRIu64 " siblings read, %" PRIu64
+                "seed %" PRIu64 " (ring change at %" PRIu64 " ms): %d ops, %" PRIu64
+                " acked, %" PRIu64 " failed, %" PRIu64 " read repairs, %" PRIu64
+                " handoffs, %" PRIu64 " keys pushed by anti-entropy, %" PRIu64
+                " siblings read, %" PRIu64
                 " acked ops exempt (W data directories lost); checked %" PRIu64 " writes, %" PRIu64
                 " increments, %" PRIu64 " read-after-write pairs\n",
-                seed, s->ops_n, s->stat_acked, s->stat_failed, s->stat_repairs, s->stat_handoffs,
-                s->stat_ae_keys, s->stat_siblings, s->stat_exempt, s->stat_writes_checked,
-                s->stat_incrs_checked, s->stat_reads_checked);
+                seed, s->ring_changed_at, s->ops_n, s->stat_acked, s->stat_failed, s->stat_repairs,
+                s->stat_handoffs, s->stat_ae_keys, s->stat_siblings, s->stat_exempt,
+                s->stat_writes_checked, s->stat_incrs_checked, s->stat_reads_checked);
     if (rc)
         snprintf(why, why_len, "%s", s->fail);
     while (s->heap_n)
@@ -915,17 +978,18 @@ int main(int argc, char **argv)
             }
         } else if (!strcmp(argv[i], "--break") && i + 1 < argc &&
                    (!strcmp(argv[i + 1], "overwrite") || !strcmp(argv[i + 1], "no-hints") ||
-                    !strcmp(argv[i + 1], "counter-replace"))) {
+                    !strcmp(argv[i + 1], "counter-replace") || !strcmp(argv[i + 1], "no-stream"))) {
             brk = argv[++i];
         } else if (!strcmp(argv[i], "--expect-failure")) {
             expect_failure = 1;
         } else if (!strcmp(argv[i], "-v")) {
             verbose = 1;
         } else {
-            fprintf(stderr,
-                    "usage: %s [--seeds A..B] [--break overwrite|no-hints|counter-replace] "
-                    "[--expect-failure] [-v]\n",
-                    argv[0]);
+            fprintf(
+                stderr,
+                "usage: %s [--seeds A..B] [--break overwrite|no-hints|counter-replace|no-stream] "
+                "[--expect-failure] [-v]\n",
+                argv[0]);
             return 2;
         }
     }

@@ -12,7 +12,7 @@ endforeach()
 if(TARGET test_apsim)
   add_test(NAME apsim_seeds_301_10000 COMMAND test_apsim --seeds 301..10000)
   set_tests_properties(apsim_seeds_301_10000 PROPERTIES LABELS slow TIMEOUT 600)
-  foreach(b overwrite no-hints counter-replace)
+  foreach(b overwrite no-hints counter-replace no-stream)
     add_test(NAME apsim_checks_bite_${b}
              COMMAND test_apsim --seeds 1..300 --break ${b} --expect-failure)
   endforeach()
