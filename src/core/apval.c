@@ -86,6 +86,7 @@ int keel_apval_encode(const keel_apval_t *v, keel_buf_t *out)
 int keel_apval_decode(const void *data, size_t len, keel_apval_t *v, keel_errmsg_t *msg)
 {
     const uint8_t *p = data;
+    memset(v, 0, sizeof(*v)); /* kind 0: safe to free whatever happens below */
     if (len == 0)
         return keel_errf(msg, KEEL_EPROTO, "value: empty");
     int rc = keel_apval_init(v, p[0]);

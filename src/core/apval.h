@@ -38,6 +38,7 @@ int keel_apval_copy(keel_apval_t *dst, const keel_apval_t *src);
 /* v = merge(v, o); KEEL_ECONFLICT (kinds differ), KEEL_EFULL, KEEL_ENOMEM leave v unchanged. */
 int keel_apval_merge(keel_apval_t *v, const keel_apval_t *o);
 int keel_apval_encode(const keel_apval_t *v, keel_buf_t *out);
+/* On failure v holds nothing to free beyond what keel_apval_free releases (safe to call). */
 int keel_apval_decode(const void *data, size_t len, keel_apval_t *v, keel_errmsg_t *msg);
 /* Equal states, equal digests (the encodings are canonical). */
 uint64_t keel_apval_digest(const keel_apval_t *v);

@@ -2,6 +2,7 @@
  */
 #include "base/buf.h"
 #include "core/apobj.h"
+#include "core/apval.h"
 #include "core/crdt.h"
 #include "core/vclock.h"
 
@@ -13,11 +14,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /*
  * Byte 0 picks the decoder (context, object, G-counter, PN-counter, LWW,
- * OR-set); the rest is its input, as a client or a peer could send it.
- * Properties: a decoder never reads past its input and never leaks; whatever
- * it accepts re-encodes to exactly the same bytes (the encodings are
- * canonical); merging an accepted state with itself changes nothing; a
- * context accepted from a client can be used for a write.
+ * OR-set, a tagged value as the replica store logs it); the rest is its input, as a client or a
+ * peer could send it. Properties: a decoder never reads past its input and never leaks; whatever it
+ * accepts re-encodes to exactly the same bytes (the encodings are canonical); merging an accepted
+ * state with itself changes nothing; a context accepted from a client can be used for a write.
  */
 static void same_bytes(const keel_buf_t *e, const uint8_t *d, size_t n)
 {
@@ -34,7 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     keel_errmsg_t msg;
     keel_buf_t e;
     keel_buf_init(&e, 0);
-    switch (data[0] % 6) {
+    switch (data[0] % 7) {
     case 0: {
         keel_vv_t v;
         if (keel_vv_decode_all(d, n, &v, &msg) == 0) {
@@ -86,6 +86,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             same_bytes(&e, d, n);
             keel_lww_free(&r);
         }
+        break;
+    }
+    case 6: {
+        keel_apval_t v, c;
+        if (keel_apval_decode(d, n, &v, &msg) == 0) {
+            assert(keel_apval_encode(&v, &e) == 0);
+            same_bytes(&e, d, n);
+            assert(keel_apval_copy(&c, &v) == 0);
+            assert(keel_apval_merge(&c, &v) == 0);
+            assert(keel_apval_digest(&c) == keel_apval_digest(&v));
+            keel_apval_free(&c);
+        }
+        keel_apval_free(&v);
         break;
     }
     default: {
