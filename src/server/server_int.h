@@ -45,6 +45,7 @@ typedef struct watcher watcher_t;
 typedef struct xblocked xblocked_t;
 typedef struct pending_reply pending_reply_t;
 typedef struct reg_http reg_http_t; /* registry_http.c */
+typedef struct ap ap_t;             /* ap.c */
 
 typedef struct server {
     keel_server_config_t cfg;
@@ -77,6 +78,7 @@ typedef struct server {
     pending_reply_t *pr_pool; /* pending replies without a copy, kept for reuse */
     size_t pr_pool_len;
     reg_http_t *reg_http; /* the registry's HTTP API and its blocked queries, owned */
+    ap_t *ap;             /* the AP keyspace (ap.c), owned */
 } server_t;
 
 /*
@@ -175,6 +177,15 @@ int keel__srv_cmd_exec(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
 int keel__srv_cmd_discard(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 int keel__srv_cmd_watch(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 int keel__srv_cmd_unwatch(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+
+/* ap.c: the AP keyspace (docs/ap.md) */
+int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg);
+void keel__srv_ap_stop(server_t *s);
+void keel__srv_on_peer_ap(void *data, uint64_t from, const uint8_t *p, size_t n);
+int keel__srv_cmd_ap_put(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_ap_get(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_ap_del(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_ap_incr(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 
 /* subscribe.c */
 void keel__srv_on_peer_publish(void *data, const uint8_t *ch, size_t ch_len, const uint8_t *msg,

@@ -5,6 +5,7 @@
 #include "core/apval.h"
 #include "core/crdt.h"
 #include "core/vclock.h"
+#include "proto/apmsg.h"
 
 #include <assert.h>
 #include <stdint.h>
@@ -14,7 +15,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /*
  * Byte 0 picks the decoder (context, object, G-counter, PN-counter, LWW,
- * OR-set, a tagged value as the replica store logs it); the rest is its input, as a client or a
+ * OR-set, a tagged value as the replica store logs it, a replica message
+ * between nodes); the rest is its input, as a client or a
  * peer could send it. Properties: a decoder never reads past its input and never leaks; whatever it
  * accepts re-encodes to exactly the same bytes (the encodings are canonical); merging an accepted
  * state with itself changes nothing; a context accepted from a client can be used for a write.
@@ -34,7 +36,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     keel_errmsg_t msg;
     keel_buf_t e;
     keel_buf_init(&e, 0);
-    switch (data[0] % 7) {
+    switch (data[0] % 8) {
     case 0: {
         keel_vv_t v;
         if (keel_vv_decode_all(d, n, &v, &msg) == 0) {
@@ -99,6 +101,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             keel_apval_free(&c);
         }
         keel_apval_free(&v);
+        break;
+    }
+    case 7: {
+        keel_apmsg_t m;
+        if (keel_apmsg_decode(d, n, &m, &msg) == 0) {
+            assert(m.key_len <= KEEL_APMSG_KEY_BYTES_MAX);
+            assert(keel_apmsg_encode(&e, &m) == 0);
+            same_bytes(&e, d, n);
+        }
         break;
     }
     default: {
