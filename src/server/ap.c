@@ -33,7 +33,7 @@
  * - The replica side: merge what arrives into the store, fdatasync, then ACK.
  *
  * Not here yet (docs/ap.md): sloppy quorum with hinted handoff, anti-entropy, moving
- * ranges on a membership change, OR-set commands, the conflict policy per key prefix,
+ * ranges on a membership change, the conflict policy per key prefix,
  * /metrics counters. Messages travel once (node.h keel_node_send_ap): a lost one costs
  * the coordinator its answer, never a wrong one.
  */
@@ -218,6 +218,24 @@ static void hex_of(const keel_vv_t *vv, keel_buf_t *out)
     keel_buf_free(&b);
 }
 
+static void count_member(void *arg, const uint8_t *m, uint16_t len)
+{
+    (void)m, (void)len;
+    (*(size_t *)arg)++;
+}
+
+typedef struct member_out {
+    keel_buf_t *out;
+    int rc;
+} member_out_t;
+
+static void write_member(void *arg, const uint8_t *m, uint16_t len)
+{
+    member_out_t *mo = arg;
+    if (mo->rc == 0)
+        mo->rc = keel_resp_write_bulk(mo->out, m ? (const char *)m : "", len);
+}
+
 /* The answer to a read: *N replies, context, then the values (siblings, or the count). */
 static void answer_read(ap_op_t *o)
 {
@@ -232,6 +250,15 @@ static void answer_read(ap_op_t *o)
         rc = rc ?: keel_resp_write_int(out, o->answered_n);
         rc = rc ?: keel_resp_write_bulk(out, "", 0);
         rc = rc ?: keel_resp_write_int(out, v);
+    } else if (o->acc.kind == KEEL_APVAL_ORSET) {
+        size_t n = 0;
+        keel_orset_members(&o->acc.u.set, count_member, &n);
+        rc = keel_resp_write_array_header(out, 2 + n);
+        rc = rc ?: keel_resp_write_int(out, o->answered_n);
+        rc = rc ?: keel_resp_write_bulk(out, "", 0);
+        member_out_t mo = {out, rc};
+        keel_orset_members(&o->acc.u.set, write_member, &mo);
+        rc = mo.rc;
     } else {
         const keel_apobj_t *obj = o->acc.kind == KEEL_APVAL_SIBLINGS ? &o->acc.u.obj : NULL;
         if (obj)
@@ -448,7 +475,7 @@ static int parse_opts(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t 
     return 0;
 }
 
-enum { W_PUT, W_DEL, W_INCR };
+enum { W_PUT, W_DEL, W_INCR, W_SADD, W_SREM };
 
 static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv, int what)
 {
@@ -466,7 +493,9 @@ static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
         return 0;
     /* This node's copy: the dot is issued here, against what this node has seen. */
     const keel_apval_t *cur = keel_apstore_get(ap->store, key->ptr, key->len);
-    uint8_t kind = what == W_INCR ? KEEL_APVAL_PNCOUNTER : KEEL_APVAL_SIBLINGS;
+    uint8_t kind = what == W_INCR                     ? KEEL_APVAL_PNCOUNTER
+                   : what == W_SADD || what == W_SREM ? KEEL_APVAL_ORSET
+                                                      : KEEL_APVAL_SIBLINGS;
     if (cur && cur->kind != kind)
         return keel__srv_error(c,
                                "WRONGTYPE Operation against a key holding the wrong kind of value");
@@ -475,7 +504,16 @@ static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
     if (rc != 0)
         return keel__srv_oom(c);
     uint64_t actor = self_id(ap);
-    if (what == W_INCR) {
+    if (what == W_SADD || what == W_SREM) {
+        /* SREM removes the entries this node has observed: an add it has not seen is
+           concurrent with the remove, and wins (the OR-set's rule, core/crdt.h) */
+        if (argv[2].len > KEEL_ORSET_ELEM_BYTES_MAX)
+            rc = KEEL_ETOOBIG;
+        else if (what == W_SADD)
+            rc = keel_orset_add(&next.u.set, actor, argv[2].ptr, (uint16_t)argv[2].len);
+        else
+            (void)keel_orset_remove(&next.u.set, argv[2].ptr, (uint16_t)argv[2].len);
+    } else if (what == W_INCR) {
         int64_t d;
         if (keel_parse_i64(argv[2].ptr, argv[2].len, &d) != 0 || d == 0)
             rc = KEEL_EINVAL;
@@ -491,10 +529,11 @@ static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
         rc = keel_apstore_merge(ap->store, key->ptr, key->len, &next, NULL, &msg);
     else
         keel_errf(&msg, rc, "%s",
-                  rc == KEEL_EFULL    ? "too many siblings or writers: read, then "
-                                        "write with the context"
-                  : rc == KEEL_EINVAL ? "increment is not a non-zero integer"
-                                      : keel_strerror(rc));
+                  rc == KEEL_EFULL     ? "too many siblings or writers: read, then "
+                                         "write with the context"
+                  : rc == KEEL_EINVAL  ? "increment is not a non-zero integer"
+                  : rc == KEEL_ETOOBIG ? "member too long"
+                                       : keel_strerror(rc));
     if (rc != 0) {
         keel_apval_free(&next);
         return keel_resp_client_errorf(c, "ERR keel: %s", msg.text);
@@ -531,6 +570,16 @@ int keel__srv_cmd_ap_del(keel_resp_client_t *c, size_t argc, const keel_resp_arg
 int keel__srv_cmd_ap_incr(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
 {
     return do_write(c, argc, argv, W_INCR);
+}
+
+int keel__srv_cmd_ap_sadd(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    return do_write(c, argc, argv, W_SADD);
+}
+
+int keel__srv_cmd_ap_srem(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    return do_write(c, argc, argv, W_SREM);
 }
 
 int keel__srv_cmd_ap_get(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)

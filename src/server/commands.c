@@ -510,6 +510,10 @@ static const keel_resp_command_t connection_commands[] = {
      .summary = "AP keyspace: KEEL.AP.GET key [R n|ONE|QUORUM|ALL]: replies, context, values"},
     {"keel.ap.incr", -3, NOMULTI, keel__srv_cmd_ap_incr, 1, 1, 1,
      .summary = "AP keyspace: KEEL.AP.INCR key delta [W n|ONE|QUORUM|ALL] (a PN-counter)"},
+    {"keel.ap.sadd", -3, NOMULTI, keel__srv_cmd_ap_sadd, 1, 1, 1,
+     .summary = "AP keyspace: KEEL.AP.SADD key member [W level] (an OR-set; GET lists it)"},
+    {"keel.ap.srem", -3, NOMULTI, keel__srv_cmd_ap_srem, 1, 1, 1,
+     .summary = "AP keyspace: KEEL.AP.SREM key member [W level] (removes what this node saw)"},
     {"keel.reg", -2, NOMULTI, keel__srv_cmd_reg,
      .summary = "Service registry: REGISTER, DEREGISTER, PASS, WARN, FAIL, HEARTBEAT, SERVICES, "
                 "INSTANCES, GET, INDEX, WAIT"},

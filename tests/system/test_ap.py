@@ -132,3 +132,27 @@ def test_acknowledged_writes_survive_restarting_every_node(make_cluster):
     for i in range(20):
         eventually(lambda i=i: get(c[0], f"k{i}", "R", "ALL")[2] == [f"v{i}".encode()])
     assert get(c[1], "n", "R", "ALL")[2] == [20]
+
+
+def test_or_set_adds_from_every_node_and_an_unseen_add_survives_a_remove(make_cluster):
+    cl = make_cluster(3)
+    c = [nd.client() for nd in cl.nodes]
+    eventually(lambda: ap(c[0], "KEEL.AP.PUT", "warm", "x", "W", "ALL") == 3)
+    for i, m in enumerate(["a", "b", "c", "x"]):
+        assert ap(c[i % 3], "KEEL.AP.SADD", "s", m, "W", "ALL") == 3
+    assert get(c[2], "s", "R", "ALL")[2] == [b"a", b"b", b"c", b"x"]
+    assert ap(c[1], "KEEL.AP.SREM", "s", "a", "W", "ALL") == 3
+    assert get(c[0], "s", "R", "ALL")[2] == [b"b", b"c", b"x"]
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        ap(c[0], "KEEL.AP.SADD", "warm", "m")
+    # node 3 is away while x is removed; it adds x again without having seen the remove:
+    # the add is concurrent with the remove, and wins
+    cl.nodes[2].kill()
+    assert ap(c[0], "KEEL.AP.SREM", "s", "x", "W", "QUORUM") == 2
+    cl.nodes[2].start()
+    back = cl.nodes[2].client()
+    assert ap(back, "KEEL.AP.SADD", "s", "x", "W", "ONE") >= 1
+    eventually(lambda: get(c[0], "s", "R", "ALL")[2] == [b"b", b"c", b"x"])
+    # a remove that saw that add removes it everywhere
+    assert ap(back, "KEEL.AP.SREM", "s", "x", "W", "ALL") == 3
+    assert get(c[1], "s", "R", "ALL")[2] == [b"b", b"c"]
