@@ -5,6 +5,7 @@
 #include "base/bytes.h"
 #include "base/map.h"
 #include "core/applace.h"
+#include "runtime/clock.h"
 #include "runtime/wal.h"
 
 #include <assert.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 
 #define REC_STATE 1
+#define REC_INCARNATION 2
 
 typedef struct entry {
     keel_apval_t v;
@@ -24,6 +26,7 @@ struct keel_apstore {
     keel_merkle_t tree;
     uint64_t replayed, syncs;
     uint64_t bad_lsn; /* replay: the record that did not decode, + 1 */
+    uint64_t incarnation;
 };
 
 static void entry_free(void *p)
@@ -75,6 +78,11 @@ static int replay(void *data, uint8_t type, const uint8_t *p, size_t n, uint64_t
 {
     keel_apstore_t *s = data;
     s->bad_lsn = lsn + 1; /* cleared below once the record is read */
+    if (type == REC_INCARNATION && n == 8) {
+        s->incarnation = keel_get_u64(p);
+        s->bad_lsn = 0;
+        return 0;
+    }
     if (type != REC_STATE || n < 2)
         return KEEL_ECORRUPT;
     size_t kl = keel_get_u16(p);
@@ -114,6 +122,18 @@ int keel_apstore_open(keel_apstore_t **out, const char *dir, keel_errmsg_t *msg)
             keel_errf(msg, rc, "apstore %s: record at lsn %#llx does not decode", dir,
                       (unsigned long long)(s->bad_lsn - 1));
         goto err_after_tree;
+    }
+    if (s->incarnation == 0) { /* a new store: a new life */
+        uint8_t b[8];
+        s->incarnation = (uint64_t)keel_clock_unix_ms() | 1; /* wall clock: survives reboots */
+        keel_put_u64(b, s->incarnation);
+        rc = keel_wal_append(s->wal, REC_INCARNATION, b, sizeof(b), NULL);
+        if (rc == 0)
+            rc = keel_wal_sync(s->wal, msg);
+        if (rc != 0) {
+            keel_wal_close(s->wal);
+            goto err_after_tree;
+        }
     }
     *out = s;
     return 0;
@@ -207,4 +227,9 @@ uint64_t keel_apstore_replayed(const keel_apstore_t *s)
 uint64_t keel_apstore_syncs(const keel_apstore_t *s)
 {
     return s->syncs;
+}
+
+uint64_t keel_apstore_incarnation(const keel_apstore_t *s)
+{
+    return s->incarnation;
 }

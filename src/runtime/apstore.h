@@ -22,6 +22,11 @@
  * state, the last record of a key alone would do, and a record replayed twice
  * changes nothing.
  *
+ * The store also holds its incarnation (record type 2: u64), made once when the store
+ * is created, from the wall clock (ms): a node that lost its data directory comes back with a
+ * new one, so the actor ids it writes with (keel server: member id and incarnation)
+ * never repeat a dot its earlier life issued (docs/ap.md, "Why dots are safe").
+ *
  * The store keeps a Merkle tree (core/merkle.h) over all its keys, updated on
  * every change, for anti-entropy.
  *
@@ -52,5 +57,7 @@ const keel_merkle_t *keel_apstore_tree(const keel_apstore_t *s);
 /* Records replayed at open, fdatasyncs done since. */
 uint64_t keel_apstore_replayed(const keel_apstore_t *s);
 uint64_t keel_apstore_syncs(const keel_apstore_t *s);
+/* The store's incarnation (> 0), made when the directory was first used. */
+uint64_t keel_apstore_incarnation(const keel_apstore_t *s);
 
 #endif

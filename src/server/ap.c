@@ -104,6 +104,16 @@ static uint64_t self_id(const ap_t *ap)
     return keel_node_config(ap->srv->node)->id;
 }
 
+/*
+ * The actor this node issues dots as: its member id and its store's incarnation (40 bits
+ * of the clock in ms when the store was made), so a node back without its data directory
+ * never reissues a dot of its earlier life.
+ */
+static uint64_t self_actor(const ap_t *ap)
+{
+    return self_id(ap) << 40 | (keel_apstore_incarnation(ap->store) & ((1ull << 40) - 1));
+}
+
 /* ---- messages ------------------------------------------------------------------------- */
 
 static void send_msg(ap_t *ap, uint64_t to, const keel_apmsg_t *m)
@@ -503,7 +513,7 @@ static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
     int rc = cur ? keel_apval_copy(&next, cur) : keel_apval_init(&next, kind);
     if (rc != 0)
         return keel__srv_oom(c);
-    uint64_t actor = self_id(ap);
+    uint64_t actor = self_actor(ap), me = self_id(ap);
     if (what == W_SADD || what == W_SREM) {
         /* SREM removes the entries this node has observed: an add it has not seen is
            concurrent with the remove, and wins (the OR-set's rule, core/crdt.h) */
@@ -544,8 +554,8 @@ static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
         return keel__srv_error(c, "ERR keel: too many AP requests in flight");
     }
     for (int i = 0; i < nh; i++) {
-        if (homes[i] == actor)
-            op->answered[op->answered_n++] = actor; /* stored durably above */
+        if (homes[i] == me)
+            op->answered[op->answered_n++] = me; /* stored durably above */
         else
             send_write(ap, homes[i], op->req, key->ptr, key->len, &next);
     }

@@ -156,3 +156,24 @@ def test_or_set_adds_from_every_node_and_an_unseen_add_survives_a_remove(make_cl
     # a remove that saw that add removes it everywhere
     assert ap(back, "KEEL.AP.SREM", "s", "x", "W", "ALL") == 3
     assert get(c[1], "s", "R", "ALL")[2] == [b"b", b"c"]
+
+
+def test_a_node_back_without_its_ap_data_writes_as_a_new_actor_and_loses_nothing(make_cluster):
+    import shutil
+
+    cl = make_cluster(3)
+    c = [nd.client() for nd in cl.nodes]
+    eventually(lambda: ap(c[0], "KEEL.AP.PUT", "warm", "x", "W", "ALL") == 3)
+    assert ap(c[2], "KEEL.AP.PUT", "k", "before", "W", "ALL") == 3
+    lost = cl.nodes[2]
+    lost.kill()
+    shutil.rmtree(f"{lost.data_dir}/ap")
+    lost.start()
+    back = lost.client()
+    # its peers are connected (a read of another key: reading k would repair it first)
+    eventually(lambda: get(back, "warm", "R", "ALL")[0] == 3)
+    # a blind write from it: had it reused its old actor id, the new dot would equal the
+    # one of "before" and one of the two values would vanish on merge
+    assert ap(back, "KEEL.AP.PUT", "k", "after", "W", "ALL") == 3
+    assert sorted(get(c[0], "k", "R", "ALL")[2]) == [b"after", b"before"]
+    eventually(lambda: sorted(get(back, "k", "R", "ONE")[2]) == [b"after", b"before"])

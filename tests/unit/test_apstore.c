@@ -54,9 +54,13 @@ static void merged_states_survive_a_reopen(void)
     KT_CHECK(k && k->u.obj.n == 2);
     uint64_t dk = keel_apval_digest(k), dn = keel_apval_digest(keel_apstore_get(s, "n", 1));
     uint64_t root = keel_merkle_root(keel_apstore_tree(s));
+
+    uint64_t life = keel_apstore_incarnation(s);
+    KT_CHECK(life != 0);
     keel_apstore_close(s);
 
     KT_EQ_INT(keel_apstore_open(&s, dir, &msg), 0);
+    KT_EQ_U64(keel_apstore_incarnation(s), life); /* the same life after a restart */
     KT_EQ_U64(keel_apstore_replayed(s), 5);
     KT_EQ_INT(keel_apstore_count(s), 3);
     KT_EQ_U64(keel_apval_digest(keel_apstore_get(s, "k", 1)), dk);
@@ -67,6 +71,14 @@ static void merged_states_survive_a_reopen(void)
     KT_EQ_INT(val, 3);
     KT_CHECK(keel_orset_contains(&keel_apstore_get(s, "s", 1)->u.set, "x", 1));
     KT_CHECK(keel_apstore_get(s, "nope", 4) == NULL);
+    keel_apstore_close(s);
+    /* the directory lost: a new life, so new dots (the clock moved on by then) */
+    KT_RMRF(dir);
+    KT_TMPDIR(dir, "apstore");
+    usleep(2000);
+    KT_EQ_INT(keel_apstore_open(&s, dir, &msg), 0);
+    KT_CHECK(keel_apstore_incarnation(s) != life);
+    KT_EQ_INT(keel_apstore_count(s), 0);
     keel_apstore_close(s);
     keel_apval_free(&a), keel_apval_free(&b), keel_apval_free(&c1), keel_apval_free(&c2);
     keel_apval_free(&set);
