@@ -36,6 +36,13 @@ def eventually(fn, timeout_s=10.0):
         time.sleep(0.05)
 
 
+def all_connected(clients):
+    """Every node reaches every other both ways (after a restart a peer reconnects with backoff;
+    until then a request at ALL answers NOQUORUM, as it should)."""
+    for x in clients:
+        eventually(lambda x=x: get(x, "warm", "R", "ALL")[0] == 3)
+
+
 def test_a_write_at_all_is_read_on_every_node(make_cluster):
     cl = make_cluster(3)
     c = [nd.client() for nd in cl.nodes]
@@ -112,6 +119,7 @@ def test_a_dead_replica_fails_w_all_and_is_repaired_by_a_read_after_it_returns(m
     assert replies == 2 and sorted(values) == [b"v1", b"v2"]  # v1 was kept, as a sibling
     dead.start()
     back = dead.client()
+    all_connected(c[:2] + [back])
     # the returned node has nothing; a read at ALL merges and repairs it
     eventually(lambda: get(c[0], "k", "R", "ALL")[0] == 3)
     eventually(lambda: sorted(get(back, "k", "R", "ONE")[2]) == [b"v1", b"v2"])
@@ -129,8 +137,9 @@ def test_acknowledged_writes_survive_restarting_every_node(make_cluster):
     for nd in cl.nodes:
         nd.start()
     c = [nd.client() for nd in cl.nodes]
+    all_connected(c)
     for i in range(20):
-        eventually(lambda i=i: get(c[0], f"k{i}", "R", "ALL")[2] == [f"v{i}".encode()])
+        assert get(c[0], f"k{i}", "R", "ALL")[2] == [f"v{i}".encode()]
     assert get(c[1], "n", "R", "ALL")[2] == [20]
 
 
@@ -151,6 +160,7 @@ def test_or_set_adds_from_every_node_and_an_unseen_add_survives_a_remove(make_cl
     assert ap(c[0], "KEEL.AP.SREM", "s", "x", "W", "QUORUM") == 2
     cl.nodes[2].start()
     back = cl.nodes[2].client()
+    all_connected(c[:2] + [back])
     assert ap(back, "KEEL.AP.SADD", "s", "x", "W", "ONE") >= 1
     eventually(lambda: get(c[0], "s", "R", "ALL")[2] == [b"b", b"c", b"x"])
     # a remove that saw that add removes it everywhere
@@ -171,7 +181,7 @@ def test_a_node_back_without_its_ap_data_writes_as_a_new_actor_and_loses_nothing
     lost.start()
     back = lost.client()
     # its peers are connected (a read of another key: reading k would repair it first)
-    eventually(lambda: get(back, "warm", "R", "ALL")[0] == 3)
+    all_connected(c[:2] + [back])
     # a blind write from it: had it reused its old actor id, the new dot would equal the
     # one of "before" and one of the two values would vanish on merge
     assert ap(back, "KEEL.AP.PUT", "k", "after", "W", "ALL") == 3
