@@ -11,7 +11,10 @@ int keel_apmsg_encode(keel_buf_t *out, const keel_apmsg_t *m)
     h[0] = m->type;
     keel_put_u64(h + 1, m->req);
     size_t hl = 9;
-    if (m->type == KEEL_APMSG_WRITE || m->type == KEEL_APMSG_READ) {
+    int blob = m->type == KEEL_APMSG_TREE || m->type == KEEL_APMSG_PULL;
+    if (blob) {
+        hl = 9;
+    } else if (m->type == KEEL_APMSG_WRITE || m->type == KEEL_APMSG_READ) {
         if (m->key_len > KEEL_APMSG_KEY_BYTES_MAX)
             return KEEL_ETOOBIG;
         keel_put_u16(h + 9, (uint16_t)m->key_len);
@@ -24,7 +27,8 @@ int keel_apmsg_encode(keel_buf_t *out, const keel_apmsg_t *m)
     if (rc == 0 && m->key_len && (m->type == KEEL_APMSG_WRITE || m->type == KEEL_APMSG_READ))
         rc = keel_buf_append(out, m->key, m->key_len);
     if (rc == 0 && m->value_len &&
-        (m->type == KEEL_APMSG_WRITE || (m->type == KEEL_APMSG_READ_REPLY && m->status == 1)))
+        (m->type == KEEL_APMSG_WRITE || blob ||
+         (m->type == KEEL_APMSG_READ_REPLY && m->status == 1)))
         rc = keel_buf_append(out, m->value, m->value_len);
     return rc;
 }
@@ -69,6 +73,13 @@ int keel_apmsg_decode(const uint8_t *p, size_t n, keel_apmsg_t *m, keel_errmsg_t
             return 0;
         }
         break;
+    case KEEL_APMSG_TREE:
+    case KEEL_APMSG_PULL:
+        if (r.left == 0)
+            return keel_errf(msg, KEEL_EPROTO, "ap message: empty %s",
+                             m->type == KEEL_APMSG_TREE ? "tree" : "pull");
+        m->value = r.p, m->value_len = r.left;
+        return 0;
     default:
         return keel_errf(msg, KEEL_EPROTO, "ap message: unknown type %u", m->type);
     }

@@ -17,11 +17,16 @@
  *   READ        u8 3 | u64 req | u16 key_len | key
  *   READ_REPLY  u8 4 | u64 req | u8 status | value           status 0: no such key (no
  *                                                             value), 1: value follows
+ *   TREE        u8 5 | u64 req | nodes                       anti-entropy: the sender's
+ *                                                             Merkle tree (core/merkle.h)
+ *   PULL        u8 6 | u64 req | leaves                      the differing leaves (u32 each):
+ *                                                             send me your keys in them
  *
- * value is a core/apval.h encoding, decoded by the receiver. req 0 on a WRITE asks for no
- * ACK (read repair). decode() is strict: known type, key within KEEL_APMSG_KEY_BYTES_MAX,
- * known status, nothing missing, no trailing bytes (a WRITE's value runs to the end).
- * Decoded key and value point into the input.
+ * value is a core/apval.h encoding, decoded by the receiver; TREE and PULL carry their
+ * bytes in value too (the receiver checks their sizes against its tree). req 0 on a WRITE asks for
+ * no ACK (read repair). decode() is strict: known type, key within KEEL_APMSG_KEY_BYTES_MAX, known
+ * status, nothing missing, no trailing bytes (a WRITE's value runs to the end). Decoded key and
+ * value point into the input.
  */
 #define KEEL_APMSG_KEY_BYTES_MAX 1024u
 
@@ -30,6 +35,8 @@ typedef enum keel_apmsg_type {
     KEEL_APMSG_ACK = 2,
     KEEL_APMSG_READ = 3,
     KEEL_APMSG_READ_REPLY = 4,
+    KEEL_APMSG_TREE = 5,
+    KEEL_APMSG_PULL = 6,
 } keel_apmsg_type_t;
 
 typedef struct keel_apmsg {

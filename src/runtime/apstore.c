@@ -229,6 +229,17 @@ uint64_t keel_apstore_syncs(const keel_apstore_t *s)
     return s->syncs;
 }
 
+void keel_apstore_each(const keel_apstore_t *s,
+                       void (*fn)(void *arg, const uint8_t *key, size_t len, const keel_apval_t *v),
+                       void *arg)
+{
+    size_t pos = 0, kl;
+    const uint8_t *k;
+    void *v;
+    while (keel_map_next(&s->map, &pos, &k, &kl, &v))
+        fn(arg, k, kl, &((entry_t *)v)->v);
+}
+
 uint64_t keel_apstore_incarnation(const keel_apstore_t *s)
 {
     return s->incarnation;

@@ -57,6 +57,10 @@ const keel_merkle_t *keel_apstore_tree(const keel_apstore_t *s);
 /* Records replayed at open, fdatasyncs done since. */
 uint64_t keel_apstore_replayed(const keel_apstore_t *s);
 uint64_t keel_apstore_syncs(const keel_apstore_t *s);
+/* Calls fn for every key (order unspecified; do not merge into s meanwhile). */
+void keel_apstore_each(const keel_apstore_t *s,
+                       void (*fn)(void *arg, const uint8_t *key, size_t len, const keel_apval_t *v),
+                       void *arg);
 /* The store's incarnation (> 0), made when the directory was first used. */
 uint64_t keel_apstore_incarnation(const keel_apstore_t *s);
 

@@ -2,6 +2,7 @@
  */
 #include "server/server_int.h"
 
+#include "base/bytes.h"
 #include "base/log.h"
 #include "base/num.h"
 #include "core/applace.h"
@@ -32,7 +33,14 @@
  *   whose state differs gets the merge (read repair).
  * - The replica side: merge what arrives into the store, fdatasync, then ACK.
  *
- * Not here yet (docs/ap.md): sloppy quorum with hinted handoff, anti-entropy, moving
+ * - Anti-entropy, while every member is a home of every key (at most AP_REPLICAS_MAX
+ *   members): every AP_AE_INTERVAL_MS a node sends the next peer its store's Merkle tree
+ *   (TREE); the peer diffs it with its own, pushes its keys in the differing ranges and
+ *   asks for the sender's (PULL). A replica that missed writes, or lost its data, catches
+ *   up without being read.
+ *
+ * Not here yet (docs/ap.md): sloppy quorum with hinted handoff, anti-entropy per range in
+ * larger clusters, moving
  * ranges on a membership change, the conflict policy per key prefix,
  * /metrics counters. Messages travel once (node.h keel_node_send_ap): a lost one costs
  * the coordinator its answer, never a wrong one.
@@ -42,6 +50,9 @@
 #define AP_TIMEOUT_MS 1000
 #define AP_TICK_MS 20
 #define AP_CTX_HEX_BYTES_MAX (2u * KEEL_VV_ENCODED_BYTES_MAX)
+#define AP_AE_INTERVAL_MS 500
+#define AP_TREE_NODES (2u << KEEL_APSTORE_MERKLE_DEPTH)
+#define AP_TREE_LEAVES (1u << KEEL_APSTORE_MERKLE_DEPTH)
 
 typedef struct ap_op {
     struct ap_op *next;
@@ -72,6 +83,9 @@ struct ap {
     keel_timer_t timer;
     int timer_inited;
     keel_buf_t msg;
+    keel_ms_t ae_next_ms;
+    uint32_t ae_turn;
+    keel_counter_t *m_repaired, *m_ae_rounds, *m_ae_pushed, *m_noquorum;
 };
 
 /* ---- placement ------------------------------------------------------------------------ */
@@ -329,16 +343,127 @@ static void read_got(ap_t *ap, ap_op_t *o, uint64_t from, const keel_apval_t *v)
     }
 }
 
+/* ---- anti-entropy ---------------------------------------------------------------------- */
+
+/* Every member holds every key: the whole-store trees of two nodes are comparable. */
+static int ae_members(ap_t *ap, uint64_t *ids)
+{
+    const keel_memberdir_t *d = keel_node_members(ap->srv->node);
+    if (!d || d->n < 2 || d->n > AP_REPLICAS_MAX)
+        return 0;
+    for (size_t i = 0; i < d->n; i++)
+        ids[i] = d->m[i].id;
+    return (int)d->n;
+}
+
+typedef struct push {
+    ap_t *ap;
+    uint64_t to;
+    const uint8_t *bits; /* AP_TREE_LEAVES bits: the ranges to push */
+} push_t;
+
+static void push_key(void *arg, const uint8_t *key, size_t len, const keel_apval_t *v)
+{
+    push_t *p = arg;
+    uint32_t leaf =
+        keel_merkle_leaf_of(keel_apstore_tree(p->ap->store), keel_applace_key_hash(key, len));
+    if (p->bits[leaf / 8] & (1u << (leaf % 8))) {
+        send_write(p->ap, p->to, 0, key, len, v);
+        keel_counter_inc(p->ap->m_ae_pushed);
+    }
+}
+
+static void push_leaves(ap_t *ap, uint64_t to, const uint32_t *leaves, uint32_t n)
+{
+    uint8_t bits[AP_TREE_LEAVES / 8] = {0};
+    for (uint32_t i = 0; i < n; i++)
+        if (leaves[i] < AP_TREE_LEAVES)
+            bits[leaves[i] / 8] |= (uint8_t)(1u << (leaves[i] % 8));
+    push_t p = {ap, to, bits};
+    keel_apstore_each(ap->store, push_key, &p);
+}
+
+static void ae_round(ap_t *ap)
+{
+    uint64_t ids[AP_REPLICAS_MAX];
+    int n = ae_members(ap, ids);
+    if (n == 0)
+        return;
+    uint64_t to = ids[ap->ae_turn++ % (uint32_t)n];
+    if (to == self_id(ap))
+        to = ids[ap->ae_turn++ % (uint32_t)n];
+    const keel_merkle_t *t = keel_apstore_tree(ap->store);
+    keel_buf_t nodes;
+    keel_buf_init(&nodes, 0);
+    if (keel_buf_reserve(&nodes, AP_TREE_NODES * 8) == 0) {
+        for (uint32_t i = 0; i < AP_TREE_NODES; i++)
+            keel_put_u64(keel_buf_wptr(&nodes) + 8 * i, t->node[i]);
+        keel_buf_commit(&nodes, AP_TREE_NODES * 8);
+        keel_apmsg_t m = {.type = KEEL_APMSG_TREE, .value = nodes.data, .value_len = nodes.len};
+        send_msg(ap, to, &m);
+        keel_counter_inc(ap->m_ae_rounds);
+    }
+    keel_buf_free(&nodes);
+}
+
+static void on_tree(ap_t *ap, uint64_t from, const keel_apmsg_t *m)
+{
+    uint64_t ids[AP_REPLICAS_MAX];
+    if (ae_members(ap, ids) == 0 || m->value_len != AP_TREE_NODES * 8)
+        return;
+    keel_merkle_t theirs;
+    if (keel_merkle_init(&theirs, KEEL_APSTORE_MERKLE_DEPTH) != 0)
+        return;
+    for (uint32_t i = 0; i < AP_TREE_NODES; i++)
+        theirs.node[i] = keel_get_u64(m->value + 8 * i);
+    uint32_t *leaves = malloc(AP_TREE_LEAVES * sizeof(*leaves));
+    uint32_t n = leaves ? keel_merkle_diff(keel_apstore_tree(ap->store), &theirs, leaves,
+                                           AP_TREE_LEAVES, NULL)
+                        : 0;
+    keel_merkle_free(&theirs);
+    if (n > 0) {
+        push_leaves(ap, from, leaves, n);
+        keel_buf_t b;
+        keel_buf_init(&b, 0);
+        for (uint32_t i = 0; i < n; i++) {
+            uint8_t le[4];
+            keel_put_u32(le, leaves[i]);
+            keel_buf_append(&b, le, 4);
+        }
+        keel_apmsg_t pull = {.type = KEEL_APMSG_PULL, .value = b.data, .value_len = b.len};
+        send_msg(ap, from, &pull);
+        keel_buf_free(&b);
+    }
+    free(leaves);
+}
+
+static void on_pull(ap_t *ap, uint64_t from, const keel_apmsg_t *m)
+{
+    uint64_t ids[AP_REPLICAS_MAX];
+    if (ae_members(ap, ids) == 0 || m->value_len % 4 || m->value_len / 4 > AP_TREE_LEAVES)
+        return;
+    uint32_t leaves[AP_TREE_LEAVES];
+    uint32_t n = (uint32_t)(m->value_len / 4);
+    for (uint32_t i = 0; i < n; i++)
+        leaves[i] = keel_get_u32(m->value + 4 * i);
+    push_leaves(ap, from, leaves, n);
+}
+
 static void on_tick(keel_timer_t *t, void *data)
 {
     (void)t;
     ap_t *ap = data;
     keel_ms_t now = keel_clock_now_ms();
+    if (now >= ap->ae_next_ms) {
+        ap->ae_next_ms = now + AP_AE_INTERVAL_MS;
+        ae_round(ap);
+    }
     for (ap_op_t *o = ap->ops, *next; o; o = next) {
         next = o->next;
         if (now < o->deadline_ms)
             continue;
         if (o->slot) {
+            keel_counter_inc(ap->m_noquorum);
             keel_resp_write_errorf(keel_resp_deferred_out(o->slot),
                                    "NOQUORUM %d of %d replicas answered in %d ms", o->answered_n,
                                    o->need, AP_TIMEOUT_MS);
@@ -367,9 +492,12 @@ void keel__srv_on_peer_ap(void *data, uint64_t from, const uint8_t *p, size_t n)
     switch (m.type) {
     case KEEL_APMSG_WRITE: {
         int rc = keel_apval_decode(m.value, m.value_len, &v, &msg);
+        int changed = 0;
         if (rc == 0)
-            rc = keel_apstore_merge(ap->store, m.key, m.key_len, &v, NULL, &msg);
+            rc = keel_apstore_merge(ap->store, m.key, m.key_len, &v, &changed, &msg);
         keel_apval_free(&v);
+        if (rc == 0 && changed && m.req == 0) /* a read repair or anti-entropy push */
+            keel_counter_inc(ap->m_repaired);
         if (rc != 0)
             keel_log_warn("ap: write refused", KF_INT("from", from), KF_STR("why", msg.text));
         if (m.req) { /* the store fdatasync'd before this ACK */
@@ -389,6 +517,12 @@ void keel__srv_on_peer_ap(void *data, uint64_t from, const uint8_t *p, size_t n)
         keel_buf_free(&val);
         return;
     }
+    case KEEL_APMSG_TREE:
+        on_tree(ap, from, &m);
+        return;
+    case KEEL_APMSG_PULL:
+        on_pull(ap, from, &m);
+        return;
     case KEEL_APMSG_ACK: {
         ap_op_t *o = op_find(ap, m.req);
         if (!o || o->is_read || m.status != 0 || answered(o, from) || !is_home(o, from))
@@ -629,6 +763,19 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
         return KEEL_ENOMEM;
     ap->srv = s;
     keel_buf_init(&ap->msg, 0);
+    ap->m_repaired =
+        keel_metrics_counter(s->metrics, "keel_ap_keys_repaired_total",
+                             "AP keys a read repair or anti-entropy push changed here.", NULL);
+    ap->m_ae_rounds = keel_metrics_counter(s->metrics, "keel_ap_antientropy_rounds_total",
+                                           "AP anti-entropy trees sent to a peer.", NULL);
+    ap->m_ae_pushed = keel_metrics_counter(s->metrics, "keel_ap_antientropy_keys_pushed_total",
+                                           "AP keys sent to a peer whose tree differed.", NULL);
+    ap->m_noquorum = keel_metrics_counter(s->metrics, "keel_ap_noquorum_total",
+                                          "AP requests answered NOQUORUM.", NULL);
+    if (!ap->m_repaired || !ap->m_ae_rounds || !ap->m_ae_pushed || !ap->m_noquorum) {
+        free(ap);
+        return KEEL_ENOMEM;
+    }
     char dir[KEEL_NODE_PATH_BYTES + 8];
     snprintf(dir, sizeof(dir), "%s/ap", s->cfg.node.data_dir);
     int rc = keel_applace_init(&ap->place, KEEL_APPLACE_NODES_MAX, KEEL_APPLACE_VNODES_DEFAULT);

@@ -187,3 +187,37 @@ def test_a_node_back_without_its_ap_data_writes_as_a_new_actor_and_loses_nothing
     assert ap(back, "KEEL.AP.PUT", "k", "after", "W", "ALL") == 3
     assert sorted(get(c[0], "k", "R", "ALL")[2]) == [b"after", b"before"]
     eventually(lambda: sorted(get(back, "k", "R", "ONE")[2]) == [b"after", b"before"])
+
+
+def metric(node, name):
+    from keelcluster import http_get
+
+    status, body, _ = http_get(node.http_port, "/metrics")
+    assert status == 200
+    for line in body.decode().splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_anti_entropy_refills_a_node_that_lost_its_data_without_any_read(make_cluster):
+    import shutil
+
+    cl = make_cluster(3)
+    c = [nd.client() for nd in cl.nodes]
+    eventually(lambda: ap(c[0], "KEEL.AP.PUT", "warm", "x", "W", "ALL") == 3)
+    lost = cl.nodes[2]
+    lost.kill()
+    shutil.rmtree(f"{lost.data_dir}/ap")
+    for i in range(40):  # written while it is away: two copies each
+        assert ap(c[i % 2], "KEEL.AP.PUT", f"k{i}", f"v{i}", "W", "QUORUM") == 2
+    assert ap(c[0], "KEEL.AP.INCR", "n", "7", "W", "QUORUM") == 2
+    lost.start()
+    # no request touches these keys on the returned node: only anti-entropy can bring them
+    eventually(lambda: metric(lost, "keel_ap_keys_repaired_total") >= 42, timeout_s=30)
+    pushed = sum(metric(nd, "keel_ap_antientropy_keys_pushed_total") for nd in cl.nodes[:2])
+    assert pushed >= 42
+    back = lost.client()
+    for i in range(40):  # R=ONE on the node itself answers from its own copy
+        assert get(back, f"k{i}", "R", "ONE")[2] == [f"v{i}".encode()]
+    assert get(back, "n", "R", "ONE")[2] == [7]
