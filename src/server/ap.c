@@ -165,12 +165,8 @@ static ap_op_t *op_new(ap_t *ap, keel_resp_client_t *c, int is_read, int need,
     if (!o)
         return NULL;
     o->key = malloc(key_len ? key_len : 1);
-    o->slot = keel_resp_client_defer(c);
-    if (!o->key || !o->slot) {
-        if (o->slot) {
-            keel_resp_write_error(keel_resp_deferred_out(o->slot), KEEL_SRV_ERR_OOM);
-            keel_resp_deferred_done(o->slot, 0);
-        }
+    o->slot = o->key ? keel_resp_client_defer(c) : NULL; /* last: nothing fails after it */
+    if (!o->slot) {
         free(o->key);
         free(o);
         return NULL;
@@ -635,6 +631,8 @@ static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
     opts_t o;
     if (parse_opts(c, argc, argv, what == W_DEL ? 2 : 3, nh, "w", &o) != 0)
         return 0;
+    if (what == W_DEL && !o.has_ctx) /* a delete removes what it saw: without CTX, nothing */
+        return keel__srv_error(c, "ERR keel: KEEL.AP.DEL needs the context of a read (CTX)");
     /* This node's copy: the dot is issued here, against what this node has seen. */
     const keel_apval_t *cur = keel_apstore_get(ap->store, key->ptr, key->len);
     uint8_t kind = what == W_INCR                     ? KEEL_APVAL_PNCOUNTER
@@ -685,7 +683,9 @@ static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
     ap_op_t *op = op_new(ap, c, 0, o.level, homes, nh, key->ptr, key->len);
     if (!op) {
         keel_apval_free(&next);
-        return keel__srv_error(c, "ERR keel: too many AP requests in flight");
+        return ap->ops_n >= AP_OPS_MAX
+                   ? keel__srv_error(c, "ERR keel: too many AP requests in flight")
+                   : keel__srv_oom(c);
     }
     for (int i = 0; i < nh; i++) {
         if (homes[i] == me)
@@ -742,7 +742,9 @@ int keel__srv_cmd_ap_get(keel_resp_client_t *c, size_t argc, const keel_resp_arg
         return 0;
     ap_op_t *op = op_new(ap, c, 1, o.level, homes, nh, key->ptr, key->len);
     if (!op)
-        return keel__srv_error(c, "ERR keel: too many AP requests in flight");
+        return ap->ops_n >= AP_OPS_MAX
+                   ? keel__srv_error(c, "ERR keel: too many AP requests in flight")
+                   : keel__srv_oom(c);
     uint64_t me = self_id(ap);
     keel_apmsg_t m = {
         .type = KEEL_APMSG_READ, .req = op->req, .key = key->ptr, .key_len = key->len};

@@ -505,7 +505,7 @@ static const keel_resp_command_t connection_commands[] = {
     {"keel.ap.put", -3, NOMULTI, keel__srv_cmd_ap_put, 1, 1, 1,
      .summary = "AP keyspace: KEEL.AP.PUT key value [CTX context] [W n|ONE|QUORUM|ALL]"},
     {"keel.ap.del", -2, NOMULTI, keel__srv_cmd_ap_del, 1, 1, 1,
-     .summary = "AP keyspace: KEEL.AP.DEL key [CTX context] [W n|ONE|QUORUM|ALL] (a tombstone)"},
+     .summary = "AP keyspace: KEEL.AP.DEL key CTX context [W n|ONE|QUORUM|ALL] (a tombstone)"},
     {"keel.ap.get", -2, NOMULTI, keel__srv_cmd_ap_get, 1, 1, 1,
      .summary = "AP keyspace: KEEL.AP.GET key [R n|ONE|QUORUM|ALL]: replies, context, values"},
     {"keel.ap.incr", -3, NOMULTI, keel__srv_cmd_ap_incr, 1, 1, 1,

@@ -100,6 +100,7 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(make_cluster):
         (("KEEL.AP.INCR", "k", "1"), "WRONGTYPE"),
         (("KEEL.AP.INCR", "n", "x"), "non-zero integer"),
         (("KEEL.AP.PUT", "k", "x", "W"), "syntax"),
+        (("KEEL.AP.DEL", "k"), "needs the context"),
     ]:
         with pytest.raises(redis.ResponseError, match=text):
             ap(c, *args)
