@@ -312,3 +312,17 @@ int keel_peer_decode_removed(const uint8_t *p, size_t n, uint64_t *id)
     *id = keel_get_u64(p);
     return 0;
 }
+
+int keel_peer_encode_ap(keel_buf_t *out, const uint8_t *msg, size_t len)
+{
+    size_t mark;
+    int rc = keel_frame_begin(out, KEEL_PEER_AP, &mark);
+    if (rc != 0)
+        return rc;
+    rc = keel_buf_append(out, msg, len);
+    if (rc == 0)
+        rc = keel_frame_end(out, mark);
+    if (rc != 0)
+        keel_frame_abort(out, mark);
+    return rc;
+}

@@ -28,6 +28,7 @@
  *   REMOVED      u64 member id    the receiver was removed by a committed configuration
  *   FWD_CONF     u64 req_id | a membership change (server/node.h's encoding); answered
  *                with FWD_REPLY like FWD_PROPOSE
+ *   AP           one AP keyspace message (proto/apmsg.h), carried as it is
  *
  * Every frame goes from the connecting node to the accepting one, except REMOVED, which
  * a member may also write back on a connection that a removed node opened to it.
@@ -46,6 +47,7 @@ typedef enum keel_peer_type {
     KEEL_PEER_PUBLISH = 7,
     KEEL_PEER_REMOVED = 8,
     KEEL_PEER_FWD_CONF = 9,
+    KEEL_PEER_AP = 10,
 } keel_peer_type_t;
 
 typedef enum keel_peer_status {
@@ -103,6 +105,9 @@ int keel_peer_encode_publish(keel_buf_t *out, const uint8_t *ch, size_t ch_len, 
                              size_t msg_len);
 int keel_peer_decode_publish(const uint8_t *p, size_t n, const uint8_t **ch, size_t *ch_len,
                              const uint8_t **msg, size_t *msg_len);
+
+/* AP: one whole frame around an AP keyspace message (proto/apmsg.h). */
+int keel_peer_encode_ap(keel_buf_t *out, const uint8_t *msg, size_t len);
 
 /* REMOVED: tells member id it is no longer in the (committed) configuration. */
 int keel_peer_encode_removed(keel_buf_t *out, uint64_t id);

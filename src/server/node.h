@@ -130,6 +130,9 @@ typedef struct keel_node_config {
      * pushes from here: the state machine shows the new state and its change history. */
     void (*on_applied)(void *data);
     void *on_applied_data;
+    /* An AP keyspace message from member `from` arrived (proto/apmsg.h); may be NULL. */
+    void (*on_ap)(void *data, uint64_t from, const uint8_t *msg, size_t len);
+    void *on_ap_data;
 } keel_node_config_t;
 
 void keel_node_config_default(keel_node_config_t *cfg);
@@ -158,6 +161,13 @@ int keel_node_write(keel_node_t *n, int argc, const uint8_t *const *argv, const 
  */
 void keel_node_publish(keel_node_t *n, const uint8_t *ch, size_t ch_len, const uint8_t *msg,
                        size_t msg_len);
+/*
+ * Sends one AP keyspace message to member `to` on this node's connection to it, in the
+ * next flush (at most once: a peer that is down or whose buffer is full misses it, and
+ * the AP coordinator's timeout deals with that). KEEL_ENOTFOUND: no live connection to
+ * `to`; KEEL_EFULL: its buffer is full.
+ */
+int keel_node_send_ap(keel_node_t *n, uint64_t to, const uint8_t *msg, size_t len);
 /* Leadership transfer to member id (thesis §3.10). KEEL_ENOTLEADER unless this node leads;
  * KEEL_EINVAL for an unknown member or this node; KEEL_EBUSY while one is under way. */
 int keel_node_transfer(keel_node_t *n, uint64_t to);

@@ -395,6 +395,11 @@ static int handle_frame(void *ctx, const keel_frame_t *fr)
         keel__node_evict(n, c->from);
         return 0;
     }
+    if (fr->type == KEEL_PEER_AP) {
+        if (n->cfg.on_ap)
+            n->cfg.on_ap(n->cfg.on_ap_data, c->from, fr->payload, fr->payload_len);
+        return 0;
+    }
     if (fr->type == KEEL_PEER_PUBLISH) {
         const uint8_t *ch, *msg;
         size_t chl, msgl;
@@ -479,6 +484,19 @@ void keel_node_publish(keel_node_t *n, const uint8_t *ch, size_t ch_len, const u
         else if (p->dropped)
             keel_counter_inc(p->dropped);
     }
+}
+
+int keel_node_send_ap(keel_node_t *n, uint64_t to, const uint8_t *msg, size_t len)
+{
+    peer_t *p = keel__node_peer_by_id(n, to);
+    if (p == NULL || !p->connected)
+        return KEEL_ENOTFOUND;
+    if (!keel__node_peer_room(p, len + 64)) {
+        if (p->dropped)
+            keel_counter_inc(p->dropped);
+        return KEEL_EFULL;
+    }
+    return keel_peer_encode_ap(&p->out, msg, len);
 }
 
 int keel_node_transfer(keel_node_t *n, uint64_t to)

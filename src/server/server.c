@@ -86,6 +86,7 @@ static void on_shutdown(void *data)
     keel__srv_xblock_close(s);
     keel__srv_wait_close(s);
     keel__srv_lblock_close(s);
+    keel__srv_ap_stop(s);
     if (s->node)
         keel_node_stop(s->node, NULL, NULL);
     s->node = NULL;
@@ -126,6 +127,8 @@ static int server_init(server_t *s, const keel_server_config_t *cfg, keel_errmsg
     s->cfg.node.metrics = s->metrics;
     s->cfg.node.on_publish = keel__srv_on_peer_publish;
     s->cfg.node.on_publish_data = s;
+    s->cfg.node.on_ap = keel__srv_on_peer_ap;
+    s->cfg.node.on_ap_data = s;
     s->cfg.node.on_applied = on_applied;
     s->cfg.node.on_applied_data = s;
     if (s->cfg.node.client_addr[0] == '\0')
@@ -181,6 +184,8 @@ int keel_server_run(const keel_server_config_t *cfg, keel_errmsg_t *msg)
     keel_loop_handle_signals(&s->loop);
     keel_loop_on_shutdown(&s->loop, on_shutdown, s);
     rc = keel_node_start(&s->node, &s->loop, &s->cfg.node, msg);
+    if (rc == 0)
+        rc = keel__srv_ap_start(s, msg);
     if (rc == 0)
         rc = start_front_ends(s, msg);
     if (rc == 0) {

@@ -55,6 +55,7 @@ typedef struct reg_http reg_http_t; /* registry_http.c */
 typedef struct tracker tracker_t;   /* tracking.c: a connection's CLIENT TRACKING */
 typedef struct tracking tracking_t; /* tracking.c: this node's table, NULL until used */
 typedef struct waiter waiter_t;     /* wait.c: a blocked WAIT */
+typedef struct ap ap_t;             /* ap.c */
 
 typedef struct server {
     keel_server_config_t cfg;
@@ -103,6 +104,7 @@ typedef struct server {
     size_t waiters_n;
     keel_timer_t wait_timer;
     int wait_timer_inited;
+    ap_t *ap; /* the AP keyspace (ap.c), owned */
 } server_t;
 
 /*
@@ -205,6 +207,17 @@ int keel__srv_cmd_exec(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
 int keel__srv_cmd_discard(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 int keel__srv_cmd_watch(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 int keel__srv_cmd_unwatch(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+
+/* ap.c: the AP keyspace (docs/ap.md) */
+int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg);
+void keel__srv_ap_stop(server_t *s);
+void keel__srv_on_peer_ap(void *data, uint64_t from, const uint8_t *p, size_t n);
+int keel__srv_cmd_ap_put(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_ap_get(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_ap_del(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_ap_incr(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_ap_sadd(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_ap_srem(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 
 /* subscribe.c */
 void keel__srv_on_peer_publish(void *data, const uint8_t *ch, size_t ch_len, const uint8_t *msg,

@@ -5,3 +5,15 @@ foreach(t test_evstore test_projection test_tx_twopc)
     add_dependencies(${t} keel-bin)
   endif()
 endforeach()
+
+# The AP keyspace simulation (tests/unit/test_apsim.c): test_apsim itself runs seeds 1..300;
+# many more under the "slow" label (left out of the sanitizer pass), and the checks bite:
+# with a rule broken on purpose some seed must fail.
+if(TARGET test_apsim)
+  add_test(NAME apsim_seeds_301_10000 COMMAND test_apsim --seeds 301..10000)
+  set_tests_properties(apsim_seeds_301_10000 PROPERTIES LABELS slow TIMEOUT 600)
+  foreach(b overwrite no-hints counter-replace no-stream)
+    add_test(NAME apsim_checks_bite_${b}
+             COMMAND test_apsim --seeds 1..300 --break ${b} --expect-failure)
+  endforeach()
+endif()

@@ -1,0 +1,246 @@
+/* apstore.c - durable replica store of the AP keyspace (see apstore.h). */
+#include "runtime/apstore.h"
+
+#include "base/buf.h"
+#include "base/bytes.h"
+#include "base/map.h"
+#include "core/applace.h"
+#include "runtime/clock.h"
+#include "runtime/wal.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REC_STATE 1
+#define REC_INCARNATION 2
+
+typedef struct entry {
+    keel_apval_t v;
+    uint64_t item; /* Merkle item of the current state */
+} entry_t;
+
+struct keel_apstore {
+    keel_wal_t *wal;
+    keel_map_t map; /* key -> entry_t * */
+    keel_merkle_t tree;
+    uint64_t replayed, syncs;
+    uint64_t bad_lsn; /* replay: the record that did not decode, + 1 */
+    uint64_t incarnation;
+};
+
+static void entry_free(void *p)
+{
+    entry_t *e = p;
+    keel_apval_free(&e->v);
+    free(e);
+}
+
+/* Folds v into key's entry in memory; *out gets the entry. Nothing changes on error. */
+static int fold(keel_apstore_t *s, const void *key, size_t key_len, const keel_apval_t *v,
+                entry_t **out, int *changed)
+{
+    void **slot = keel_map_get(&s->map, key, key_len);
+    entry_t *e = slot ? *slot : NULL;
+    if (!e) {
+        e = calloc(1, sizeof(*e));
+        if (!e)
+            return KEEL_ENOMEM;
+        int rc = keel_apval_copy(&e->v, v);
+        if (rc == 0)
+            rc = keel_map_put(&s->map, key, key_len, e, NULL);
+        if (rc < 0) {
+            if (e->v.kind)
+                keel_apval_free(&e->v);
+            free(e);
+            return rc;
+        }
+        *changed = 1;
+    } else {
+        keel_apval_t next;
+        int rc = keel_apval_copy(&next, &e->v);
+        if (rc == 0 && (rc = keel_apval_merge(&next, v)) < 0)
+            keel_apval_free(&next);
+        if (rc < 0)
+            return rc;
+        *changed = keel_apval_digest(&next) != keel_apval_digest(&e->v);
+        keel_apval_free(&e->v);
+        e->v = next;
+    }
+    uint64_t item = keel_merkle_item(key, key_len, keel_apval_digest(&e->v));
+    keel_merkle_update(&s->tree, keel_applace_key_hash(key, key_len), e->item, item);
+    e->item = item;
+    *out = e;
+    return 0;
+}
+
+static int replay(void *data, uint8_t type, const uint8_t *p, size_t n, uint64_t lsn)
+{
+    keel_apstore_t *s = data;
+    s->bad_lsn = lsn + 1; /* cleared below once the record is read */
+    if (type == REC_INCARNATION && n == 8) {
+        s->incarnation = keel_get_u64(p);
+        s->bad_lsn = 0;
+        return 0;
+    }
+    if (type != REC_STATE || n < 2)
+        return KEEL_ECORRUPT;
+    size_t kl = keel_get_u16(p);
+    if (kl > KEEL_APSTORE_KEY_BYTES_MAX || 2 + kl > n)
+        return KEEL_ECORRUPT;
+    keel_apval_t v;
+    if (keel_apval_decode(p + 2 + kl, n - 2 - kl, &v, NULL) != 0)
+        return KEEL_ECORRUPT; /* the CRC matched: a record we wrote and cannot read */
+    s->bad_lsn = 0;
+    entry_t *e;
+    int changed;
+    int rc = fold(s, p + 2, kl, &v, &e, &changed);
+    keel_apval_free(&v);
+    s->replayed++;
+    return rc;
+}
+
+int keel_apstore_open(keel_apstore_t **out, const char *dir, keel_errmsg_t *msg)
+{
+    keel_apstore_t *s = calloc(1, sizeof(*s));
+    if (!s)
+        return KEEL_ENOMEM;
+    int rc = keel_map_init(&s->map, 64, KEEL_APSTORE_KEYS_MAX, 0x6170);
+    if (rc < 0)
+        goto err_after_alloc;
+    rc = keel_merkle_init(&s->tree, KEEL_APSTORE_MERKLE_DEPTH);
+    if (rc < 0)
+        goto err_after_map;
+    keel_wal_config_t cfg;
+    keel_wal_config_default(&cfg);
+    cfg.segment_bytes = 4u * 1024u * 1024u;
+    cfg.record_bytes_max =
+        2u * 1024u * 1024u + 4096u; /* a value of KEEL_AP_VALUE_BYTES_MAX and more */
+    rc = keel_wal_open(&s->wal, dir, &cfg, replay, s, msg);
+    if (rc < 0) {
+        if (s->bad_lsn)
+            keel_errf(msg, rc, "apstore %s: record at lsn %#llx does not decode", dir,
+                      (unsigned long long)(s->bad_lsn - 1));
+        goto err_after_tree;
+    }
+    if (s->incarnation == 0) { /* a new store: a new life */
+        uint8_t b[8];
+        s->incarnation = (uint64_t)keel_clock_unix_ms() | 1; /* wall clock: survives reboots */
+        keel_put_u64(b, s->incarnation);
+        rc = keel_wal_append(s->wal, REC_INCARNATION, b, sizeof(b), NULL);
+        if (rc == 0)
+            rc = keel_wal_sync(s->wal, msg);
+        if (rc != 0) {
+            keel_wal_close(s->wal);
+            goto err_after_tree;
+        }
+    }
+    *out = s;
+    return 0;
+err_after_tree:
+    keel_merkle_free(&s->tree);
+err_after_map:
+    keel_map_free(&s->map, entry_free);
+err_after_alloc:
+    free(s);
+    return rc;
+}
+
+void keel_apstore_close(keel_apstore_t *s)
+{
+    if (!s)
+        return;
+    keel_wal_close(s->wal);
+    keel_merkle_free(&s->tree);
+    keel_map_free(&s->map, entry_free);
+    free(s);
+}
+
+int keel_apstore_merge(keel_apstore_t *s, const void *key, size_t key_len, const keel_apval_t *v,
+                       int *changed, keel_errmsg_t *msg)
+{
+    if (key_len > KEEL_APSTORE_KEY_BYTES_MAX)
+        return keel_errf(msg, KEEL_ETOOBIG, "key of %zu bytes (max %u)", key_len,
+                         KEEL_APSTORE_KEY_BYTES_MAX);
+    /* Merge a copy first: a refused merge (another kind, too many siblings) changes nothing. */
+    void **slot = keel_map_get(&s->map, key, key_len);
+    keel_apval_t next;
+    int rc = slot ? keel_apval_copy(&next, &((entry_t *)*slot)->v) : keel_apval_copy(&next, v);
+    if (rc == 0 && slot && (rc = keel_apval_merge(&next, v)) < 0)
+        keel_apval_free(&next);
+    if (rc < 0)
+        return keel_errf(msg, rc, "merge refused: %s", keel_strerror(rc));
+    int differs = !slot || keel_apval_digest(&next) != keel_apval_digest(&((entry_t *)*slot)->v);
+    if (changed)
+        *changed = differs;
+    if (!differs) {
+        keel_apval_free(&next);
+        return 0;
+    }
+    keel_buf_t rec;
+    keel_buf_init(&rec, 0);
+    uint8_t kl[2];
+    keel_put_u16(kl, (uint16_t)key_len);
+    rc = keel_buf_append(&rec, kl, 2);
+    if (rc == 0)
+        rc = keel_buf_append(&rec, key, key_len);
+    if (rc == 0)
+        rc = keel_apval_encode(&next, &rec);
+    if (rc == 0)
+        rc = keel_wal_append(s->wal, REC_STATE, rec.data, rec.len, NULL);
+    if (rc == 0) {
+        rc = keel_wal_sync(s->wal, msg); /* durable before anyone counts it */
+        s->syncs++;
+    }
+    keel_buf_free(&rec);
+    if (rc == 0) {
+        entry_t *e;
+        int ch;
+        rc = fold(s, key, key_len, &next, &e, &ch); /* the state just logged */
+        assert(rc != KEEL_ECONFLICT);
+    }
+    keel_apval_free(&next);
+    return rc;
+}
+
+const keel_apval_t *keel_apstore_get(const keel_apstore_t *s, const void *key, size_t key_len)
+{
+    void **slot = keel_map_get(&s->map, key, key_len);
+    return slot ? &((entry_t *)*slot)->v : NULL;
+}
+
+size_t keel_apstore_count(const keel_apstore_t *s)
+{
+    return s->map.count;
+}
+
+const keel_merkle_t *keel_apstore_tree(const keel_apstore_t *s)
+{
+    return &s->tree;
+}
+
+uint64_t keel_apstore_replayed(const keel_apstore_t *s)
+{
+    return s->replayed;
+}
+
+uint64_t keel_apstore_syncs(const keel_apstore_t *s)
+{
+    return s->syncs;
+}
+
+void keel_apstore_each(const keel_apstore_t *s,
+                       void (*fn)(void *arg, const uint8_t *key, size_t len, const keel_apval_t *v),
+                       void *arg)
+{
+    size_t pos = 0, kl;
+    const uint8_t *k;
+    void *v;
+    while (keel_map_next(&s->map, &pos, &k, &kl, &v))
+        fn(arg, k, kl, &((entry_t *)v)->v);
+}
+
+uint64_t keel_apstore_incarnation(const keel_apstore_t *s)
+{
+    return s->incarnation;
+}

@@ -1,0 +1,67 @@
+/* apstore.h - a node's durable replica store for the AP keyspace: merged states on a WAL. */
+#ifndef KEEL_RUNTIME_APSTORE_H
+#define KEEL_RUNTIME_APSTORE_H
+
+#include "base/err.h"
+#include "core/apval.h"
+#include "core/merkle.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * Each key's state lives in memory (a map) and every change is one WAL record
+ * (runtime/wal.h: CRC32C per record, torn tails truncated, corruption refused):
+ *
+ *   record type 1:  u16 key_len | key | the merged state (core/apval.h encoding)
+ *
+ * merge() folds a state into the key's, appends the result and fdatasyncs it
+ * before returning: only then may the replica acknowledge it, so only then
+ * does it count toward a request's W. Replay on open merges every record in
+ * log order; since merge is idempotent and each record holds the whole merged
+ * state, the last record of a key alone would do, and a record replayed twice
+ * changes nothing.
+ *
+ * The store also holds its incarnation (record type 2: u64), made once when the store
+ * is created, from the wall clock (ms): a node that lost its data directory comes back with a
+ * new one, so the actor ids it writes with (keel server: member id and incarnation)
+ * never repeat a dot its earlier life issued (docs/ap.md, "Why dots are safe").
+ *
+ * The store keeps a Merkle tree (core/merkle.h) over all its keys, updated on
+ * every change, for anti-entropy.
+ *
+ * Not done: compaction (the log grows with every change; a snapshot of the
+ * map followed by keel_wal_release_before is the plan), group commit (one
+ * fdatasync per merge; the WAL's submit/wait would batch a loop turn's).
+ */
+#define KEEL_APSTORE_KEY_BYTES_MAX 1024u
+#define KEEL_APSTORE_KEYS_MAX (1u << 24)
+#define KEEL_APSTORE_MERKLE_DEPTH 10u
+
+typedef struct keel_apstore keel_apstore_t;
+
+/* Opens (creating) the store in dir and replays it. KEEL_ECORRUPT / KEEL_EIO: msg says where. */
+int keel_apstore_open(keel_apstore_t **out, const char *dir, keel_errmsg_t *msg);
+void keel_apstore_close(keel_apstore_t *s);
+/*
+ * key's state = merge(its state, v), durable when this returns 0. Errors change
+ * nothing: KEEL_ETOOBIG (key), KEEL_ECONFLICT (another kind), KEEL_EFULL, KEEL_EIO.
+ * *changed (may be NULL) says whether the state changed (if not, nothing is written).
+ */
+int keel_apstore_merge(keel_apstore_t *s, const void *key, size_t key_len, const keel_apval_t *v,
+                       int *changed, keel_errmsg_t *msg);
+/* The key's state, or NULL; valid until the next merge of that key. */
+const keel_apval_t *keel_apstore_get(const keel_apstore_t *s, const void *key, size_t key_len);
+size_t keel_apstore_count(const keel_apstore_t *s);
+const keel_merkle_t *keel_apstore_tree(const keel_apstore_t *s);
+/* Records replayed at open, fdatasyncs done since. */
+uint64_t keel_apstore_replayed(const keel_apstore_t *s);
+uint64_t keel_apstore_syncs(const keel_apstore_t *s);
+/* Calls fn for every key (order unspecified; do not merge into s meanwhile). */
+void keel_apstore_each(const keel_apstore_t *s,
+                       void (*fn)(void *arg, const uint8_t *key, size_t len, const keel_apval_t *v),
+                       void *arg);
+/* The store's incarnation (> 0), made when the directory was first used. */
+uint64_t keel_apstore_incarnation(const keel_apstore_t *s);
+
+#endif
