@@ -224,7 +224,15 @@ static void render(const uint8_t *in, size_t len, size_t *pos, keel_resp3_shape_
         put(o, "*2\r\n", 4);
         *pos = h.line_end;
         plain(in, len, pos, o);
-        render(in, len, pos, KEEL_RESP3_PAIRS_DOUBLE, o);
+        render(in, len, pos, KEEL_RESP3_ARRAY_OF_PAIR_DOUBLE, o);
+        return;
+    case KEEL_RESP3_ARRAY_OF_PAIR_DOUBLE:
+        if (!array)
+            break;
+        put(o, in + *pos, h.line_end - *pos);
+        *pos = h.line_end;
+        for (long long i = 0; i < h.n; i++)
+            render(in, len, pos, KEEL_RESP3_PAIR_DOUBLE, o);
         return;
     case KEEL_RESP3_ARRAY_OF_MAPS:
         if (!array)

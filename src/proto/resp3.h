@@ -30,8 +30,9 @@ typedef enum keel_resp3_shape {
     KEEL_RESP3_PAIRS,        /* [a1, b1, a2, b2 ...] -> [[a1, b1], ...] (HRANDFIELD WITHVALUES) */
     KEEL_RESP3_PAIRS_DOUBLE, /* as PAIRS with each b a double (ZRANGE WITHSCORES) */
     KEEL_RESP3_PAIR_DOUBLE,  /* [m, s] -> [m, ,s] (ZPOPMIN without a count, BZPOPMIN) */
-    KEEL_RESP3_KEYED_PAIRS_DOUBLE, /* [key, [m1, s1 ...]] -> [key, [[m1, ,s1] ...]] (ZMPOP) */
-    KEEL_RESP3_ARRAY_OF_MAPS,      /* [[k, v ...], ...] -> [{k: v ...}, ...] (XINFO GROUPS) */
+    KEEL_RESP3_KEYED_PAIRS_DOUBLE,   /* [key, [[m1, s1] ...]] -> [key, [[m1, ,s1] ...]] (ZMPOP) */
+    KEEL_RESP3_ARRAY_OF_PAIR_DOUBLE, /* [[m1, s1] ...] -> [[m1, ,s1] ...] */
+    KEEL_RESP3_ARRAY_OF_MAPS,        /* [[k, v ...], ...] -> [{k: v ...}, ...] (XINFO GROUPS) */
     KEEL_RESP3_MAP_OF_MAPS,   /* [name, [k, v ...], ...] -> {name: {k: v ...}} (COMMAND DOCS) */
     KEEL_RESP3_KEYED,         /* [[key, value], ...] -> {key: value, ...} (XREAD) */
     KEEL_RESP3_VERBATIM,      /* a bulk string -> =txt:... (INFO, CLIENT LIST) */

@@ -45,7 +45,7 @@ static void maps_sets_doubles_and_pairs(void)
     check("*2\r\n$1\r\na\r\n$1\r\n1\r\n", KEEL_RESP3_PAIR_DOUBLE, "*2\r\n$1\r\na\r\n,1\r\n", 0);
     check("*3\r\n$1\r\nk\r\n$1\r\na\r\n$1\r\n1\r\n", KEEL_RESP3_LAST_DOUBLE,
           "*3\r\n$1\r\nk\r\n$1\r\na\r\n,1\r\n", 0);
-    check("*2\r\n$1\r\nk\r\n*2\r\n$1\r\na\r\n$1\r\n1\r\n", KEEL_RESP3_KEYED_PAIRS_DOUBLE,
+    check("*2\r\n$1\r\nk\r\n*1\r\n*2\r\n$1\r\na\r\n$1\r\n1\r\n", KEEL_RESP3_KEYED_PAIRS_DOUBLE,
           "*2\r\n$1\r\nk\r\n*1\r\n*2\r\n$1\r\na\r\n,1\r\n", 0);
 }
 
