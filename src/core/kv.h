@@ -327,15 +327,15 @@ uint64_t keel_kv_version_at(const keel_kv_t *kv, uint64_t now_ms, const void *ke
 
 /*
  * A blocking pop (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP; the sorted sets' BZPOPMIN,
- * BZPOPMAX, BZMPOP plug in here too) waits on the node that took it for one of its source
+ * BZPOPMAX, BZMPOP) waits on the node that took it for one of its source
  * keys to hold elements, then proposes the served form: the same pop of that one key,
  * without waiting (it answers nil if another client took the elements first). Its kind,
  * sources and timeout come from keel_kv_bpop_parse; keel_kv_bpop_avail says how many
  * elements a key has for it; keel_kv_bpop_served writes the served command.
  */
-#define KEEL_KV_BPOP_POP 1  /* BLPOP, BRPOP: keys..., one element, [key, element] */
+#define KEEL_KV_BPOP_POP 1  /* BLPOP, BRPOP, BZPOPMIN, BZPOPMAX: keys..., one element */
 #define KEEL_KV_BPOP_MOVE 2 /* BLMOVE, BRPOPLPUSH: one source, served as it is */
-#define KEEL_KV_BPOP_MPOP 3 /* BLMPOP: keys..., up to count elements */
+#define KEEL_KV_BPOP_MPOP 3 /* BLMPOP, BZMPOP: keys..., up to count elements */
 /* Words of a served command at most (KEEL.BPOP's own two aside). */
 #define KEEL_KV_BPOP_SERVED_ARGC_MAX 8u
 typedef struct keel_kv_bpop {
@@ -343,7 +343,7 @@ typedef struct keel_kv_bpop {
     int type;                /* the type the sources must hold (internal type number) */
     size_t first_key, nkeys; /* the sources: argv[first_key .. first_key + nkeys) */
     size_t timeout_i;        /* argv index of the timeout */
-    int left;                /* pops from the left / the head */
+    int left;                /* pops from the left / the head / the lowest scores */
     uint64_t count;          /* elements one pop takes at most (BLMPOP's COUNT; else 1) */
     int64_t timeout_ms;      /* the timeout in milliseconds as Redis reads it; 0: forever */
 } keel_kv_bpop_t;
@@ -361,6 +361,8 @@ int64_t keel_kv_bpop_avail(const keel_kv_t *kv, uint64_t now_ms, const keel_kv_b
 size_t keel_kv_bpop_served(const keel_kv_bpop_t *b, int argc, const uint8_t *const *argv,
                            const size_t *lens, size_t key_i, const uint8_t **out_argv,
                            size_t *out_lens, char *num);
+/* 1 when b pops a sorted set (its reply holds member, score pairs), else 0. */
+int keel_kv_bpop_is_zset(const keel_kv_bpop_t *b);
 
 /* ---- streams: what a server needs to block (docs/streams.md) ------------------------- */
 

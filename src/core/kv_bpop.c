@@ -1,5 +1,5 @@
 /* kv_bpop.c - what a server needs to block a pop, for every type that has blocking pops
-   (lists now; sorted sets add their rows here). See kv.h, "blocking pops". */
+   (lists, sorted sets). See kv.h, "blocking pops". */
 #include "core/kv_cmd_int.h"
 
 #include "base/num.h"
@@ -11,6 +11,9 @@ int keel_kv_bpop_parse(int argc, const uint8_t *const *argv, const size_t *lens,
 {
     if (argc < 1)
         return 0;
+    int rc = keel__zs_bpop_parse(argc, argv, lens, out);
+    if (rc >= 0)
+        return rc;
     return keel__kvl_bpop_parse(argc, argv, lens, out);
 }
 
@@ -27,6 +30,8 @@ int64_t keel_kv_bpop_avail(const keel_kv_t *kv, uint64_t now_ms, const keel_kv_b
     switch (b->type) {
     case KEEL__KV_TYPE_LIST:
         return (int64_t)keel__kvl_len(keel__kv_obj(e));
+    case KEEL__KV_TYPE_ZSET:
+        return (int64_t)keel__zs_len(keel__kv_obj(e));
     default:
         return -1;
     }
@@ -37,11 +42,11 @@ size_t keel_kv_bpop_served(const keel_kv_bpop_t *b, int argc, const uint8_t *con
                            size_t *out_lens, char *num)
 {
     static const uint8_t zero[] = "0", one[] = "1", left[] = "LEFT", right[] = "RIGHT",
-                         count[] = "COUNT";
+                         min[] = "MIN", max[] = "MAX", count[] = "COUNT";
 #define WORD(w) (out_argv[n] = (w), out_lens[n++] = sizeof(w) - 1)
     size_t n = 0;
     switch (b->kind) {
-    case KEEL_KV_BPOP_POP: /* BLPOP key 0 */
+    case KEEL_KV_BPOP_POP: /* BLPOP key 0, BZPOPMIN key 0 */
         out_argv[n] = argv[0], out_lens[n++] = lens[0];
         out_argv[n] = argv[key_i], out_lens[n++] = lens[key_i];
         WORD(zero);
@@ -54,15 +59,21 @@ size_t keel_kv_bpop_served(const keel_kv_bpop_t *b, int argc, const uint8_t *con
         out_argv[b->timeout_i] = zero;
         out_lens[b->timeout_i] = 1;
         break;
-    case KEEL_KV_BPOP_MPOP: /* BLMPOP 0 1 key LEFT|RIGHT COUNT n */
+    case KEEL_KV_BPOP_MPOP: /* BLMPOP 0 1 key LEFT|RIGHT COUNT n, BZMPOP 0 1 key MIN|MAX ... */
         out_argv[n] = argv[0], out_lens[n++] = lens[0];
         WORD(zero);
         WORD(one);
         out_argv[n] = argv[key_i], out_lens[n++] = lens[key_i];
-        if (b->left)
+        if (b->type == KEEL__KV_TYPE_ZSET) {
+            if (b->left)
+                WORD(min);
+            else
+                WORD(max);
+        } else if (b->left) {
             WORD(left);
-        else
+        } else {
             WORD(right);
+        }
         WORD(count);
         out_argv[n] = (const uint8_t *)num;
         out_lens[n++] = keel_fmt_u64(num, b->count);
@@ -72,4 +83,9 @@ size_t keel_kv_bpop_served(const keel_kv_bpop_t *b, int argc, const uint8_t *con
     }
 #undef WORD
     return n;
+}
+
+int keel_kv_bpop_is_zset(const keel_kv_bpop_t *b)
+{
+    return b->type == KEEL__KV_TYPE_ZSET;
 }

@@ -470,6 +470,12 @@ static const cmd_t COMMANDS[] = {
      "Remove and return the members with the highest scores"},
     {"ZMPOP", "zmpop", -4, W, keel__zs_zmpop_syntax, keel__zs_cmd_zmpop, 0, 0, 0,
      "Pop members from the first non-empty sorted set of several"},
+    {"BZPOPMIN", "bzpopmin", -3, W | BP, keel__zs_bzpop_syntax, keel__zs_cmd_bzpopmin, 1, -2, 1,
+     "Pop the lowest-scored member of the first non-empty sorted set, or wait"},
+    {"BZPOPMAX", "bzpopmax", -3, W | BP, keel__zs_bzpop_syntax, keel__zs_cmd_bzpopmax, 1, -2, 1,
+     "Pop the highest-scored member of the first non-empty sorted set, or wait"},
+    {"BZMPOP", "bzmpop", -5, W | BP, keel__zs_bzmpop_syntax, keel__zs_cmd_bzmpop, 0, 0, 0,
+     "ZMPOP, or wait for a member"},
     {"ZRANDMEMBER", "zrandmember", -2, R, keel__zs_zrandmember_syntax, keel__zs_cmd_zrandmember, 1,
      1, 1, "Random members of a sorted set (drawn from the read's time and state)"},
     {"ZREMRANGEBYSCORE", "zremrangebyscore", 4, W, keel__zs_zremrangebyscore_syntax,
@@ -692,9 +698,9 @@ void keel_kv_command_info(size_t i, keel_kv_command_info_t *out)
     static const struct {
         const char *name;
         int at;
-    } numkeys[] = {{"ZUNION", 1},      {"ZINTER", 1},      {"ZDIFF", 1},      {"ZINTERCARD", 1},
-                   {"ZMPOP", 1},       {"ZUNIONSTORE", 2}, {"ZINTERSTORE", 2}, {"ZDIFFSTORE", 2},
-                   {"LMPOP", 1},       {"BLMPOP", 2},      {"SINTERCARD", 1}};
+    } numkeys[] = {{"ZUNION", 1}, {"ZINTER", 1},      {"ZDIFF", 1},       {"ZINTERCARD", 1},
+                   {"ZMPOP", 1},  {"ZUNIONSTORE", 2}, {"ZINTERSTORE", 2}, {"ZDIFFSTORE", 2},
+                   {"LMPOP", 1},  {"BLMPOP", 2},      {"SINTERCARD", 1},  {"BZMPOP", 2}};
     out->numkeys_at = 0;
     for (size_t k = 0; k < sizeof(numkeys) / sizeof(numkeys[0]); k++)
         if (strcmp(numkeys[k].name, COMMANDS[i].name) == 0)

@@ -269,6 +269,17 @@ int keel__kvc_cmd_object(const call_t *c);
 int keel__kvl_bpop_parse(int argc, const uint8_t *const *argv, const size_t *lens,
                          keel_kv_bpop_t *out);
 uint64_t keel__kvl_len(const void *obj);
+/* A blocking pop's timeout as Redis 7.0 reads it (seconds, a long double) into
+ * milliseconds: 0 or -1 (not a number). parse_timeout replies its errors ("not a float or
+ * out of range", "negative"); timeout_in_range adds the clock's "out of range". */
+int keel__kv_timeout_ms(const uint8_t *p, size_t n, int64_t *ms);
+int keel__kv_parse_timeout(const call_t *c, size_t i, int64_t *ms);
+int keel__kv_timeout_in_range(const call_t *c, size_t i);
+/* kv_zset_ops.c: the sorted sets' blocking pops for kv_bpop.c: -1 when argv is not one of
+ * them, else keel_kv_bpop_parse's answer. */
+int keel__zs_bpop_parse(int argc, const uint8_t *const *argv, const size_t *lens,
+                        keel_kv_bpop_t *out);
+uint64_t keel__zs_len(const void *obj);
 int keel__kvl_cmd_lpush(const call_t *c);
 int keel__kvl_cmd_rpush(const call_t *c);
 int keel__kvl_cmd_lpushx(const call_t *c);

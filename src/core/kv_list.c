@@ -727,6 +727,22 @@ static int timeout_in_range(const call_t *c, size_t i)
     return rc;
 }
 
+/* The same for the other types' blocking pops (kv_zset_ops.c). */
+int keel__kv_timeout_ms(const uint8_t *p, size_t n, int64_t *ms)
+{
+    return timeout_ms(p, n, ms);
+}
+
+int keel__kv_parse_timeout(const call_t *c, size_t i, int64_t *ms)
+{
+    return parse_timeout(c, i, ms);
+}
+
+int keel__kv_timeout_in_range(const call_t *c, size_t i)
+{
+    return timeout_in_range(c, i);
+}
+
 /* ---- replies --------------------------------------------------------------------------- */
 
 /* Pops up to n elements from `where` of k's list, replying each as a bulk. */

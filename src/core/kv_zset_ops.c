@@ -148,6 +148,126 @@ int keel__zs_cmd_zmpop(const call_t *c)
     return keel__kvc_done(keel__zs_pop(c, &o, &popped));
 }
 
+/* ---- BZPOPMIN, BZPOPMAX, BZMPOP -------------------------------------------------------------- */
+
+/*
+ * What runs here is the form that does not wait (inside MULTI, or a served pop the server
+ * proposes as KEEL.BPOP): it pops what is there or answers a nil array, as Redis 7.0 does
+ * for a client that may not block. The waiting is the server's (lblock.c, via kv_bpop.c).
+ */
+
+/* BZPOPMIN / BZPOPMAX key [key ...] timeout: the timeout is judged first (Redis's
+ * blockingGenericZpopCommand). */
+int keel__zs_bzpop_syntax(const call_t *c)
+{
+    int64_t ms;
+    return keel__kv_parse_timeout(c, c->argc - 1, &ms);
+}
+
+static int bzpop(const call_t *c, int max)
+{
+    if (keel__kv_timeout_in_range(c, c->argc - 1) != 0)
+        return REPLIED;
+    keel__zs_pop_opts_t o = {
+        .first = 1, .n = c->argc - 2, .max = max, .count = 1, .emit_key = 1, .nil_when_empty = 1};
+    uint64_t popped;
+    return keel__kvc_done(keel__zs_pop(c, &o, &popped));
+}
+
+int keel__zs_cmd_bzpopmin(const call_t *c)
+{
+    return bzpop(c, 0);
+}
+
+int keel__zs_cmd_bzpopmax(const call_t *c)
+{
+    return bzpop(c, 1);
+}
+
+/* BZMPOP timeout numkeys key... MIN|MAX [COUNT count]: numkeys, MIN|MAX and COUNT are
+ * judged before the timeout (Redis's zmpopGenericCommand, then the blocking pop). */
+int keel__zs_bzmpop_syntax(const call_t *c)
+{
+    keel__zs_pop_opts_t o;
+    int64_t ms;
+    if (zmpop_parse(c, 2, &o) != 0)
+        return REPLIED;
+    return keel__kv_parse_timeout(c, 1, &ms);
+}
+
+int keel__zs_cmd_bzmpop(const call_t *c)
+{
+    keel__zs_pop_opts_t o;
+    if (zmpop_parse(c, 2, &o) != 0 || keel__kv_timeout_in_range(c, 1) != 0)
+        return REPLIED;
+    uint64_t popped;
+    return keel__kvc_done(keel__zs_pop(c, &o, &popped));
+}
+
+/* ---- what the server needs to block (kv_bpop.c) ------------------------------------------- */
+
+static int is_name(const uint8_t *p, size_t n, const char *name)
+{
+    size_t k = 0;
+    for (; k < n && name[k]; k++)
+        if ((p[k] >= 'a' && p[k] <= 'z' ? p[k] - 32 : p[k]) != name[k])
+            return 0;
+    return k == n && name[k] == '\0';
+}
+
+int keel__zs_bpop_parse(int argc, const uint8_t *const *argv, const size_t *lens,
+                        keel_kv_bpop_t *out)
+{
+    const uint8_t *name = argv[0];
+    size_t nl = lens[0];
+    size_t timeout_i;
+    int pop = is_name(name, nl, "BZPOPMIN") || is_name(name, nl, "BZPOPMAX");
+    if (!pop && !is_name(name, nl, "BZMPOP"))
+        return -1;
+    memset(out, 0, sizeof(*out));
+    out->type = KEEL__KV_TYPE_ZSET;
+    out->count = 1;
+    if (pop) {
+        if (argc < 3)
+            return 0;
+        out->kind = KEEL_KV_BPOP_POP;
+        out->first_key = 1;
+        out->nkeys = (size_t)argc - 2;
+        out->left = is_name(name, nl, "BZPOPMIN"); /* left: the lowest scores */
+        timeout_i = (size_t)argc - 1;
+    } else {
+        if (argc < 5)
+            return 0;
+        /* the whole syntax as the command judges it */
+        keel_buf_t scratch;
+        keel_buf_init(&scratch, 0);
+        reply_t r = {&scratch, 0, 0};
+        call_t c = {NULL, NULL, 0, (size_t)argc, argv, lens, &r, "bzmpop", NULL};
+        keel__zs_pop_opts_t o;
+        int rc = zmpop_parse(&c, 2, &o);
+        keel_buf_free(&scratch);
+        if (rc != 0)
+            return 0;
+        out->kind = KEEL_KV_BPOP_MPOP;
+        out->first_key = o.first;
+        out->nkeys = o.n;
+        out->left = !o.max;
+        out->count = o.count;
+        timeout_i = 1;
+    }
+    int64_t ms;
+    if (keel__kv_timeout_ms(argv[timeout_i], lens[timeout_i], &ms) != 0 || ms < 0)
+        return 0;
+    out->timeout_ms = ms;
+    out->timeout_i = timeout_i;
+    return 1;
+}
+
+uint64_t keel__zs_len(const void *obj)
+{
+    return keel_zset_len((const keel_zset_t *)obj);
+}
+
 /* ---- ZRANDMEMBER -------------------------------------------------------------------------- */
 
 static int rand_parse(const call_t *c, int64_t *count, int *withscores)

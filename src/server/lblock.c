@@ -1,5 +1,6 @@
-/* lblock.c - the blocking pops (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP): a connection waits
-   for elements on any node, and what it is given was removed by a committed entry. */
+/* lblock.c - the blocking pops (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP; BZPOPMIN, BZPOPMAX,
+   BZMPOP): a connection waits for elements on any node, and what it is given was removed by a
+   committed entry. */
 #include "server/server_int.h"
 
 #include "base/bytes.h"
@@ -43,7 +44,8 @@
  *
  * A client that leaves while waiting is dropped before anything is proposed for it. One
  * that leaves while its pop is in the log has its elements pushed back where they came
- * from (BLPOP, BRPOP, BLMPOP; a BLMOVE's element stays in its destination).
+ * from (BLPOP, BRPOP, BLMPOP; a sorted set's members with their scores; a BLMOVE's element
+ * stays in its destination).
  *
  * Timeouts are swept every LBLOCK_TICK_MS (answer *-1, as Redis 7.0 for every list pop); a
  * pop whose write is in the log is answered when its outcome is known, never by a timeout.
@@ -189,19 +191,21 @@ static void give_back_done(void *ctx, int status, const uint8_t *reply, size_t l
     (void)ctx;
 }
 
-/* LPUSH (RPUSH) key en ... e1 puts e1..en back where a left (right) pop took them. */
+/* LPUSH (RPUSH) key en ... e1 puts e1..en back where a left (right) pop took them; a sorted
+ * set's members go back with their scores: ZADD key s1 m1 ... (the reply: key m1 s1 ...). */
 static void give_back(lblocked_t *b, const uint8_t *p, size_t n)
 {
     server_t *s = b->srv;
     if (b->bp.kind == KEEL_KV_BPOP_MOVE || s->node == NULL)
         return;
-    size_t cap = 2 + (size_t)b->bp.count;
+    int zset = keel_kv_bpop_is_zset(&b->bp);
+    size_t cap = 2 + (zset ? 2 : 1) * (size_t)b->bp.count;
     const uint8_t **v = malloc(cap * sizeof(*v));
     size_t *vl = malloc(cap * sizeof(*vl));
     size_t k = 0;
-    if (v && vl && bulks(p, n, v, vl, cap, &k) == 0 && k >= 2) {
-        /* reverse the elements: argv = PUSH key en .. e1 */
-        for (size_t i = 1, j = k - 1; i < j; i++, j--) {
+    if (v && vl && bulks(p, n, v, vl, cap, &k) == 0 && k >= 2 && (!zset || k % 2 == 1)) {
+        for (size_t i = 1, j = k - 1; !zset && i < j; i++, j--) {
+            /* reverse the elements: argv = PUSH key en .. e1 */
             const uint8_t *tv = v[i];
             size_t tl = vl[i];
             v[i] = v[j];
@@ -209,12 +213,21 @@ static void give_back(lblocked_t *b, const uint8_t *p, size_t n)
             v[j] = tv;
             vl[j] = tl;
         }
+        for (size_t i = 1; zset && i + 1 < k; i += 2) {
+            /* member score -> score member */
+            const uint8_t *tv = v[i];
+            size_t tl = vl[i];
+            v[i] = v[i + 1];
+            vl[i] = vl[i + 1];
+            v[i + 1] = tv;
+            vl[i + 1] = tl;
+        }
         /* shift right by one for the command's name */
         const uint8_t **av = malloc((k + 1) * sizeof(*av));
         size_t *al = malloc((k + 1) * sizeof(*al));
         if (av && al) {
-            av[0] = (const uint8_t *)(b->bp.left ? "LPUSH" : "RPUSH");
-            al[0] = 5;
+            av[0] = (const uint8_t *)(zset ? "ZADD" : b->bp.left ? "LPUSH" : "RPUSH");
+            al[0] = zset ? 4 : 5;
             memcpy(av + 1, v, k * sizeof(*av));
             memcpy(al + 1, vl, k * sizeof(*al));
             count(s->m_lb_given_back);

@@ -1,5 +1,6 @@
 /* test_kv_zset.c - sorted sets: the ordered index against a naive model, the commands on
    entries, snapshots. Redis's exact replies are checked by tests/system/test_redis_diff.py. */
+#include "base/num.h"
 #include "base/rand.h"
 #include "core/kv_zset_int.h"
 #include "core/zset.h"
@@ -400,6 +401,96 @@ static void the_pop_serves_a_blocking_wrapper(void)
     free(t);
 }
 
+/* BZPOPMIN, BZPOPMAX, BZMPOP as they run in the state machine (inside MULTI, or served as
+   KEEL.BPOP): pop or answer nil, never wait; and what the server asks of the core. */
+static void blocking_pops_serve_without_waiting_and_plug_into_kv_bpop(void)
+{
+    kvt_t *t = malloc(sizeof(*t));
+    kvt_init(t, NULL);
+    KT_EQ_STR(kvt(t, "BZPOPMIN z 0"), "*-1\r\n");
+    KT_EQ_STR(kvt(t, "BZMPOP 0 1 z MIN"), "*-1\r\n");
+    KT_EQ_STR(kvt(t, "ZADD z 1 a 2 b 3 c 4 d"), ":4\r\n");
+    KT_EQ_STR(kvt(t, "BZPOPMIN none z 0"), "*3\r\n$1\r\nz\r\n$1\r\na\r\n$1\r\n1\r\n");
+    KT_EQ_STR(kvt(t, "BZPOPMAX z 1.5"), "*3\r\n$1\r\nz\r\n$1\r\nd\r\n$1\r\n4\r\n");
+    KT_EQ_STR(kvt(t, "KEEL.BPOP tok BZMPOP 0 1 z MAX COUNT 5"),
+              "*2\r\n$1\r\nz\r\n*2\r\n*2\r\n$1\r\nc\r\n$1\r\n3\r\n*2\r\n$1\r\nb\r\n$1\r\n2\r\n");
+    KT_EQ_STR(kvt(t, "EXISTS z"), ":0\r\n"); /* the emptied set is no key */
+    KT_EQ_STR(kvt(t, "KEEL.BPOP tok BZPOPMIN z 0"), "*-1\r\n");
+    KT_EQ_STR(kvt(t, "KEEL.BPOP tok ZPOPMIN z"), "-ERR KEEL.BPOP runs a blocking pop only\r\n");
+    KT_EQ_STR(kvt(t, "BZPOPMIN z -1"), "-ERR timeout is negative\r\n");
+    KT_EQ_STR(kvt(t, "BZPOPMIN z x"), "-ERR timeout is not a float or out of range\r\n");
+    KT_EQ_STR(kvt(t, "BZMPOP 0 0 z MIN"), "-ERR numkeys should be greater than 0\r\n");
+    KT_EQ_STR(kvt(t, "BZMPOP x 1 z MIN COUNT 0"), "-ERR count should be greater than 0\r\n");
+    KT_EQ_STR(kvt(t, "BZMPOP x 1 z MIN"), "-ERR timeout is not a float or out of range\r\n");
+    KT_EQ_STR(kvt(t, "SET s v"), "+OK\r\n");
+    KT_EQ_STR(kvt(t, "BZPOPMIN z s 0"),
+              "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n");
+    /* the parse, the cardinality and the one-key forms */
+    const uint8_t *argv[10];
+    size_t lens[10];
+    keel_kv_bpop_t bp;
+    int argc = kvt_split("BZMPOP 2.5 2 x y MAX COUNT 3", argv, lens);
+    KT_EQ_INT(keel_kv_bpop_parse(argc, argv, lens, &bp), 1);
+    KT_EQ_INT(bp.kind, KEEL_KV_BPOP_MPOP);
+    KT_EQ_U64(bp.first_key, 3);
+    KT_EQ_U64(bp.nkeys, 2);
+    KT_EQ_U64(bp.count, 3);
+    KT_EQ_INT(bp.timeout_ms, 2500);
+    KT_EQ_INT(bp.left, 0);
+    KT_EQ_INT(keel_kv_bpop_is_zset(&bp), 1);
+    const uint8_t *out[KEEL_KV_BPOP_SERVED_ARGC_MAX];
+    size_t olens[KEEL_KV_BPOP_SERVED_ARGC_MAX];
+    char num[KEEL_DEC_BYTES_MAX];
+    char joined[128] = "";
+    size_t n = keel_kv_bpop_served(&bp, argc, argv, lens, 4, out, olens, num);
+    for (size_t i = 0; i < n; i++) {
+        strncat(joined, (const char *)out[i], olens[i]);
+        strcat(joined, " ");
+    }
+    KT_EQ_STR(joined, "BZMPOP 0 1 y MAX COUNT 3 ");
+    argc = kvt_split("bzpopmin x y 0.1", argv, lens);
+    KT_EQ_INT(keel_kv_bpop_parse(argc, argv, lens, &bp), 1);
+    KT_EQ_INT(bp.kind, KEEL_KV_BPOP_POP);
+    KT_EQ_U64(bp.first_key, 1);
+    KT_EQ_U64(bp.nkeys, 2);
+    KT_EQ_INT(bp.left, 1);
+    KT_EQ_INT(bp.timeout_ms, 100);
+    joined[0] = '\0';
+    n = keel_kv_bpop_served(&bp, argc, argv, lens, 2, out, olens, num);
+    for (size_t i = 0; i < n; i++) {
+        strncat(joined, (const char *)out[i], olens[i]);
+        strcat(joined, " ");
+    }
+    KT_EQ_STR(joined, "bzpopmin y 0 ");
+    argc = kvt_split("BZPOPMAX x 0", argv, lens);
+    KT_EQ_INT(keel_kv_bpop_parse(argc, argv, lens, &bp), 1);
+    KT_EQ_INT(bp.left, 0);
+    argc = kvt_split("BZPOPMIN x -1", argv, lens);
+    KT_EQ_INT(keel_kv_bpop_parse(argc, argv, lens, &bp), 0);
+    argc = kvt_split("BZPOPMIN 0", argv, lens);
+    KT_EQ_INT(keel_kv_bpop_parse(argc, argv, lens, &bp), 0);
+    argc = kvt_split("BZMPOP 0 1 x UP", argv, lens);
+    KT_EQ_INT(keel_kv_bpop_parse(argc, argv, lens, &bp), 0);
+    argc = kvt_split("BZMPOP 0 1 x MIN COUNT 0", argv, lens);
+    KT_EQ_INT(keel_kv_bpop_parse(argc, argv, lens, &bp), 0);
+    argc = kvt_split("BZMPOP 0 3 x MIN", argv, lens);
+    KT_EQ_INT(keel_kv_bpop_parse(argc, argv, lens, &bp), 0);
+    KT_EQ_STR(kvt(t, "ZADD q 1 a 2 b"), ":2\r\n");
+    argc = kvt_split("BZPOPMIN q 0", argv, lens);
+    KT_EQ_INT(keel_kv_bpop_parse(argc, argv, lens, &bp), 1);
+    KT_EQ_INT(keel_kv_bpop_avail(&t->kv, 0, &bp, (const uint8_t *)"q", 1), 2);
+    KT_EQ_INT(keel_kv_bpop_avail(&t->kv, 0, &bp, (const uint8_t *)"z", 1), 0);
+    KT_EQ_INT(keel_kv_bpop_avail(&t->kv, 0, &bp, (const uint8_t *)"s", 1), -1);
+    KT_EQ_STR(kvt(t, "RPUSH l x"), ":1\r\n");
+    KT_EQ_INT(keel_kv_bpop_avail(&t->kv, 0, &bp, (const uint8_t *)"l", 1), -1);
+    argc = kvt_split("BLPOP l 0", argv, lens); /* and the list's still reads its list */
+    KT_EQ_INT(keel_kv_bpop_parse(argc, argv, lens, &bp), 1);
+    KT_EQ_INT(keel_kv_bpop_is_zset(&bp), 0);
+    KT_EQ_INT(keel_kv_bpop_avail(&t->kv, 0, &bp, (const uint8_t *)"q", 1), -1);
+    kvt_free(t);
+    free(t);
+}
+
 int main(void)
 {
     KT_RUN(the_index_agrees_with_a_naive_model_on_random_operations);
@@ -412,5 +503,6 @@ int main(void)
     KT_RUN(a_snapshot_round_trips_sets_with_their_encoding);
     KT_RUN(copy_and_rename_carry_the_set);
     KT_RUN(the_pop_serves_a_blocking_wrapper);
+    KT_RUN(blocking_pops_serve_without_waiting_and_plug_into_kv_bpop);
     return kt_done();
 }
