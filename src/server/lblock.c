@@ -610,6 +610,61 @@ static void on_tick(keel_timer_t *t, void *data)
 
 /* ---- the command --------------------------------------------------------------------------- */
 
+/*
+ * A follower's state may lag behind writes already acknowledged (the same client's SET just
+ * before its BLPOP, say): a source of another type would then go unseen and the pop would
+ * wait instead of answering WRONGTYPE. So a pop that finds nothing on a follower looks
+ * again after a ReadIndex round (keel_node_read: this node has then applied every write
+ * acknowledged before the pop arrived): a source of another type before any source with
+ * elements answers WRONGTYPE, as the command would have. The record is held while the read
+ * is out (counted in writes).
+ */
+static void on_first_look(void *ctx, int status, const uint8_t *resp, size_t len)
+{
+    (void)resp;
+    (void)len;
+    lblocked_t *b = ctx;
+    server_t *s = b->srv;
+    b->writes--;
+    if (b->state == LB_DONE) {
+        if (b->writes == 0)
+            lb_free(b);
+        return;
+    }
+    if (s->lblock_closing) {
+        if (b->writes == 0)
+            lb_answer(b, NULL, 0);
+        return;
+    }
+    if (status != 0 || b->state != LB_WAIT)
+        return; /* it keeps waiting (or is being served) */
+    uint64_t now = keel_node_read_now_ms(s->node);
+    for (size_t j = 0; j < b->bp.nkeys; j++) {
+        size_t ki = b->bp.first_key + j;
+        int64_t have = keel_kv_bpop_avail(&s->kv.kv, now, &b->bp, b->argv[ki], b->lens[ki]);
+        if (have < 0) {
+            lb_answer_error(b, "WRONGTYPE Operation against a key holding the wrong kind of "
+                               "value");
+            return;
+        }
+        if (have > 0)
+            break;
+    }
+    s->lb_pass_due = 1;
+}
+
+static void first_look(lblocked_t *b)
+{
+    static const uint8_t exists[] = "EXISTS";
+    const uint8_t *argv[2] = {exists, b->argv[b->bp.first_key]};
+    size_t lens[2] = {sizeof(exists) - 1, b->lens[b->bp.first_key]};
+    b->writes += 2; /* as submit_pop */
+    if (keel_node_read(b->srv->node, 2, argv, lens, on_first_look, b) != 0)
+        b->writes--; /* no look: it waits as it found things */
+    if (--b->writes == 0 && b->state == LB_DONE)
+        lb_free(b);
+}
+
 static lblocked_t *lb_new(server_t *s, size_t argc, const keel_kv_bpop_t *bp, uint64_t now)
 {
     size_t bytes = sizeof(lblocked_t) + argc * (sizeof(uint8_t *) + sizeof(size_t));
@@ -659,13 +714,13 @@ int keel__srv_cmd_lblock(keel_resp_client_t *c, size_t argc, const keel_resp_arg
     uint64_t now = keel_node_read_now_ms(s->node);
     if (bp.timeout_ms > 0 && (uint64_t)bp.timeout_ms > (uint64_t)INT64_MAX - now)
         return keel__srv_cmd_data(c, argc, argv); /* "timeout is out of range" */
-    for (size_t j = 0; j < bp.nkeys; j++) {
+    int found = 0;
+    for (size_t j = 0; j < bp.nkeys && !found; j++) {
         int64_t have = keel_kv_bpop_avail(&s->kv.kv, now, &bp, s->argv[bp.first_key + j],
                                           s->lens[bp.first_key + j]);
         if (have < 0)
             return keel__srv_cmd_data(c, argc, argv); /* WRONGTYPE */
-        if (have > 0)
-            break;
+        found = have > 0;
     }
     lblocked_t *b = lb_new(s, argc, &bp, now);
     if (b == NULL)
@@ -682,6 +737,8 @@ int keel__srv_cmd_lblock(keel_resp_client_t *c, size_t argc, const keel_resp_arg
     s->lblocked_n++;
     if (s->lblocked_n == 1)
         keel_timer_start(&s->lblock_timer, LBLOCK_TICK_MS, LBLOCK_TICK_MS, on_tick, s);
+    if (!found && !keel_node_is_leader(s->node))
+        first_look(b);
     lb_pass(s); /* what is there now is served at once (after earlier waiters) */
     return 0;
 }
