@@ -292,7 +292,8 @@ void sim__streams_step(world_t *w)
     };
     static const char *const zsets[][10] = {
         /* sorted sets (issue 19) on keys z0..z2: adds, increments, conditional updates,
-           removals by member, score and rank, pops, stores from unions and ranges */
+           removals by member, score and rank, pops (the blocking ones served as KEEL.BPOP),
+           stores from unions and ranges */
         {"ZADD", "z0", "1", "a", "2", "b", "-0", "c", NULL},
         {"ZINCRBY", "z0", "1.5", "c", NULL},
         {"ZADD", "z0", "GT", "CH", "5", "a", "0.5", "d", NULL},
@@ -305,6 +306,9 @@ void sim__streams_step(world_t *w)
         {"ZADD", "z1", "0", "m1", "0", "m2", "0", "m3", NULL},
         {"ZREMRANGEBYLEX", "z1", "[m1", "(m3", NULL},
         {"ZINTERSTORE", "z2", "2", "z0", "z1", "AGGREGATE", "MAX", NULL},
+        /* the blocking pops' served form (what a node proposes for a blocked client) */
+        {"KEEL.BPOP", "sim.4", "BZPOPMIN", "z2", "z0", "0", NULL},
+        {"KEEL.BPOP", "sim.5", "BZMPOP", "0", "1", "z1", "MAX", "COUNT", "2", NULL},
     };
     if (w->res->stream_cmds > 0 && keel_rand_chance(&w->rnd, 0.2)) {
         const char *const *c = zsets[keel_rand_below(&w->rnd, sizeof(zsets) / sizeof(zsets[0]))];
