@@ -1,6 +1,7 @@
 /* fuzz_zset.c - libFuzzer target: the sorted-set commands' option parsers (ZADD, the ZRANGE
    family, ZUNION/ZINTER/ZDIFF and their STORE forms, ZMPOP, ZSCAN...) and their apply. */
 #include "base/buf.h"
+#include "base/num.h"
 #include "core/kv.h"
 #include "core/kv_int.h"
 #include "core/zset.h"
@@ -25,7 +26,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
  *  - apply and reads return 0 with a complete reply;
  *  - every sorted set is well formed: members in strictly increasing (score, member)
  *    order, no NaN, ranks and lookups agree with the order, never empty;
- *  - kv->bytes is exactly the keys' bytes plus their objects' memory.
+ *  - kv->bytes is exactly the keys' bytes plus their objects' memory;
+ *  - keel_kv_bpop_parse accepts only commands keel_kv_check accepts (the server blocks only
+ *    valid commands), and the served form it builds for each source passes keel_kv_check.
  * At the end the state survives a snapshot round trip: same replies, same memory.
  */
 
@@ -68,6 +71,10 @@ static const char *const CMDS[] = {
     "RENAME",
     "PEXPIRE",
     "OBJECT",
+    "BZPOPMIN",
+    "BZPOPMAX",
+    "BZMPOP",
+    "KEEL.BPOP",
 };
 static const char *const WORDS[] = {
     "NX",    "XX",         "GT",      "LT",        "CH",    "INCR", "BYSCORE",  "BYLEX", "REV",
@@ -134,6 +141,26 @@ static int run(keel_kv_t *kv, uint64_t *index, int argc, const uint8_t *const *a
     keel_buf_reset(err);
     int checked = keel_kv_check(argc, argv, lens, err);
     assert(checked == 0 || checked == KEEL_EINVAL);
+    keel_kv_bpop_t bp;
+    if (keel_kv_bpop_parse(argc, argv, lens, &bp)) {
+        assert(checked == 0);
+        assert(bp.first_key >= 1 && bp.nkeys >= 1 && bp.first_key + bp.nkeys <= (size_t)argc);
+        for (size_t k = 0; k < bp.nkeys; k++) {
+            const uint8_t *sargv[2 + KEEL_KV_BPOP_SERVED_ARGC_MAX];
+            size_t slens[2 + KEEL_KV_BPOP_SERVED_ARGC_MAX];
+            char num[KEEL_DEC_BYTES_MAX];
+            sargv[0] = (const uint8_t *)"KEEL.BPOP";
+            slens[0] = 9;
+            sargv[1] = (const uint8_t *)"t";
+            slens[1] = 1;
+            size_t n = keel_kv_bpop_served(&bp, argc, argv, lens, bp.first_key + k, sargv + 2,
+                                           slens + 2, num);
+            keel_buf_t e2;
+            keel_buf_init(&e2, 0);
+            assert(keel_kv_check((int)n + 2, sargv, slens, &e2) == 0);
+            keel_buf_free(&e2);
+        }
+    }
     keel_buf_reset(reply);
     unsigned flags = keel_kv_command_flags(argv[0], lens[0]);
     uint64_t rev = keel_kv_revision(kv);
