@@ -13,7 +13,7 @@ import re
 import time
 
 from keelcluster import RespConn, make_cluster, redis_server  # noqa: F401 (fixtures)
-from test_redis_diff import ROWS, comparable, first_difference, normalize, random_command
+from test_redis_diff import ROWS, diff_rows, first_difference, random_run, run_rows
 from test_redis_diff import seed_and_count
 import test_redis_diff_hashset as hs
 
@@ -99,40 +99,9 @@ def resp3(port):
     return c
 
 
-def run_rows3(port):
-    out = {}
-    c = resp3(port)
-    try:
-        for name, cmds in ROWS:
-            assert c.call("FLUSHALL") == b"+OK\r\n"
-            out[name] = [normalize(cmd, c.call(*cmd)) for cmd in cmds]
-    finally:
-        c.close()
-    return out
-
-
-def diff(keel, real):
-    return [f"{name}: {cmd}: keel {k[:300]!r} redis {r[:300]!r}"
-            for name, cmds in ROWS for cmd, k, r in zip(cmds, keel[name], real[name]) if k != r]
-
-
-def random_run3(port, seed, n):
-    rng = random.Random(seed)
-    c = resp3(port)
-    out = []
-    try:
-        c.call("FLUSHALL")
-        for _ in range(n):
-            cmd = random_command(rng)
-            out.append((cmd, comparable(cmd, c.call(*cmd))))
-    finally:
-        c.close()
-    return out
-
-
 def test_every_row_replies_like_redis_in_resp3_on_one_node(make_cluster, redis_server):
     node = make_cluster(1).nodes[0]
-    d = diff(run_rows3(node.client_port), run_rows3(redis_server.port))
+    d = diff_rows(run_rows(node.client_port, ROWS, resp3), run_rows(redis_server.port, ROWS, resp3))
     assert not d, "RESP3 replies differ from redis-server:\n" + "\n".join(d)
 
 
@@ -140,12 +109,13 @@ def test_resp3_through_a_follower_and_a_random_sequence(make_cluster, redis_serv
     cl = make_cluster(3)
     leader = cl.wait_leader()
     follower = cl.followers(leader)[0]
-    d = diff(run_rows3(follower.client_port), run_rows3(redis_server.port))
+    d = diff_rows(run_rows(follower.client_port, ROWS, resp3),
+                  run_rows(redis_server.port, ROWS, resp3))
     assert not d, "follower: RESP3 replies differ from redis-server:\n" + "\n".join(d)
     seed, n = seed_and_count(1500)
-    real = random_run3(redis_server.port, seed, n)
+    real = random_run(redis_server.port, seed, n, resp3)
     for nd in (leader, follower):
-        d = first_difference(random_run3(nd.client_port, seed, n), real)
+        d = first_difference(random_run(nd.client_port, seed, n, resp3), real)
         assert d is None, f"seed {seed} on {nd.name} (KEEL_DIFF_SEED={seed} reruns it): {d}"
 
 
