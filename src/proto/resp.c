@@ -577,6 +577,17 @@ int keel_resp_parse_reply(const keel_resp_config_t *cfg, const uint8_t *data, si
     return 0;
 }
 
+bool keel_resp_error_contains(const keel_resp_value_t *v, const char *text)
+{
+    if (v->type != KEEL_RESP_ERROR)
+        return false;
+    size_t n = strlen(text);
+    for (size_t i = 0; i + n <= v->str.len; i++)
+        if (memcmp(v->str.ptr + i, text, n) == 0)
+            return true;
+    return false;
+}
+
 void keel_resp_value_free(keel_resp_value_t *root)
 {
     free(root);

@@ -5,6 +5,7 @@
 #include "base/buf.h"
 #include "base/err.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -146,6 +147,8 @@ typedef struct keel_resp_value {
 int keel_resp_parse_reply(const keel_resp_config_t *cfg, const uint8_t *data, size_t len,
                           keel_resp_value_t **out, size_t *consumed, keel_errmsg_t *msg);
 void keel_resp_value_free(keel_resp_value_t *root);
+/* True when v is an error reply whose text contains text (e.g. "FENCED", "EXISTS"). */
+bool keel_resp_error_contains(const keel_resp_value_t *v, const char *text);
 
 /* ---- writers ------------------------------------------------------------- */
 

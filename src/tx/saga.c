@@ -227,17 +227,6 @@ static bool reply_live(keel__saga_run_t *r)
     return true;
 }
 
-static bool is_error(const keel_resp_value_t *v, const char *text)
-{
-    if (v->type != KEEL_RESP_ERROR)
-        return false;
-    size_t n = strlen(text);
-    for (size_t i = 0; i + n <= v->str.len; i++)
-        if (memcmp(v->str.ptr + i, text, n) == 0)
-            return true;
-    return false;
-}
-
 /* ---- ownership ---------------------------------------------------------------------- */
 
 static void on_lock(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
@@ -379,7 +368,7 @@ static void on_mark(keel_client_t *cl, void *ctx, int status, const keel_resp_va
     keel__saga_run_t *r = ctx;
     if (!reply_live(r))
         return;
-    if (status == 0 && is_error(v, "FENCED")) {
+    if (status == 0 && keel_resp_error_contains(v, "FENCED")) {
         relock(r);
         return;
     }
@@ -556,14 +545,15 @@ static void on_log(keel_client_t *cl, void *ctx, int status, const keel_resp_val
         logged(r);
         return;
     }
-    if (status == 0 && is_error(v, "FENCED")) {
+    if (status == 0 && keel_resp_error_contains(v, "FENCED")) {
         r->o->stats.fenced++;
         if (r->o->m_fenced)
             keel_counter_inc(r->o->m_fenced);
         relock(r);
         return;
     }
-    if (status == 0 && is_error(v, "equal or smaller")) { /* a repeat of a landed write? */
+    if (status == 0 &&
+        keel_resp_error_contains(v, "equal or smaller")) { /* a repeat of a landed write? */
         char id[24];
         snprintf(id, sizeof(id), "0-%" PRIu32, r->u.seq);
         const char *argv[] = {"XRANGE", r->log_key, id, id};

@@ -47,17 +47,6 @@ static int cmd(keel_twopcs_t *t, size_t argc, const char *const *argv, const siz
     return r.status;
 }
 
-static bool err_has(const keel_resp_value_t *v, const char *text)
-{
-    if (v->type != KEEL_RESP_ERROR)
-        return false;
-    size_t n = strlen(text);
-    for (size_t i = 0; i + n <= v->str.len; i++)
-        if (memcmp(v->str.ptr + i, text, n) == 0)
-            return true;
-    return false;
-}
-
 static void sleep_ms(keel_ms_t ms)
 {
     if (ms <= 0)
@@ -262,9 +251,11 @@ static int cmd_retry(run_t *r, size_t argc, const char *const *argv, const size_
     keel_ms_t end = now_ms() + r->t->cfg.give_up_ms;
     for (uint32_t k = 0;; k++) {
         int rc = cmd(r->t, argc, argv, lens, out);
-        if (rc == 0 && !(out->v->type == KEEL_RESP_ERROR &&
-                         (err_has(out->v, "TIMEOUT") || err_has(out->v, "UNKNOWN") ||
-                          err_has(out->v, "TRYAGAIN") || err_has(out->v, "LOADING"))))
+        if (rc == 0 &&
+            !(out->v->type == KEEL_RESP_ERROR && (keel_resp_error_contains(out->v, "TIMEOUT") ||
+                                                  keel_resp_error_contains(out->v, "UNKNOWN") ||
+                                                  keel_resp_error_contains(out->v, "TRYAGAIN") ||
+                                                  keel_resp_error_contains(out->v, "LOADING"))))
             return 0;
         if (rc == 0)
             keel_client_reply_free(out);
@@ -360,7 +351,7 @@ static int load(run_t *r, keel_errmsg_t *msg)
         rc = cmd_retry(r, 6, set, NULL, &rep);
         if (rc != 0)
             return rc;
-        bool fenced = err_has(rep.v, "FENCED");
+        bool fenced = keel_resp_error_contains(rep.v, "FENCED");
         keel_client_reply_free(&rep);
         if (fenced)
             return KEEL_ECANCELED;
@@ -393,7 +384,8 @@ static int write_log(run_t *r)
         t->stats.log_write_ns += (uint64_t)(keel_clock_now_ns() - t0);
         return 0;
     }
-    bool fenced = err_has(rep.v, "FENCED"), taken = err_has(rep.v, "equal or smaller");
+    bool fenced = keel_resp_error_contains(rep.v, "FENCED"),
+         taken = keel_resp_error_contains(rep.v, "equal or smaller");
     keel_client_reply_free(&rep);
     if (fenced) {
         t->stats.fenced++;
