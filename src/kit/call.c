@@ -323,13 +323,20 @@ static int pick(keel_caller_t *c, keel__call_t *k, keel_ms_t now, keel__caller_e
 {
     reopen_due(c, now);
     bool rejected = false;
-    for (uint32_t tries = 0; tries <= c->ep_n; tries++) {
+    uint32_t avoided = 0;
+    for (uint32_t tries = 0; tries <= c->ep_n + 3; tries++) {
         uint32_t idx;
         if (keel_balance_pick(&c->bal, k->key_hash, now, &idx) != 0)
             break;
         keel__caller_ep_t *e = ep_by_id(c, c->bal.ep[idx].id);
         if (e == NULL)
             break;
+        /* a retry goes to another instance than the one that just failed, when the balancer
+           offers one within three picks (a hash policy keeps its instance) */
+        if (k->ep_id != 0 && e->id == k->ep_id && c->ep_n > 1 && avoided < 3) {
+            avoided++;
+            continue;
+        }
         int permit = keel_breaker_allow(&e->breaker, now);
         if (permit >= 0) {
             k->permit = permit;
