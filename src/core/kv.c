@@ -181,10 +181,8 @@ const keel__kv_type_t *keel__kv_type(int type)
 {
     assert(type >= 0 && type < KEEL__KV_TYPES);
     static const keel__kv_type_t *const rows[KEEL__KV_TYPES] = {
-        [KEEL__KV_TYPE_STREAM] = &keel__kv_type_stream,
-        [KEEL__KV_TYPE_HASH] = &keel__kv_type_hash,
-        [KEEL__KV_TYPE_SET] = &keel__kv_type_set,
-        [KEEL__KV_TYPE_LIST] = &keel__kv_type_list,
+        [KEEL__KV_TYPE_STREAM] = &keel__kv_type_stream, [KEEL__KV_TYPE_HASH] = &keel__kv_type_hash,
+        [KEEL__KV_TYPE_SET] = &keel__kv_type_set,       [KEEL__KV_TYPE_LIST] = &keel__kv_type_list,
         [KEEL__KV_TYPE_ZSET] = &keel__kv_type_zset,
     };
     return rows[type];

@@ -281,13 +281,10 @@ static void failed_allocations_leave_the_state_as_it_was(void)
     /* lists (kv_list.c): creation, node growth, edits inside, moves, pops, a deep copy */
     apply_under_failures("RPUSH la a b c d e", ":5\r\n", &failed);
     apply_under_failures("LPUSH la z", ":6\r\n", &failed);
-    apply_under_failures(
-        "RPUSH la "
-        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-        ":7\r\n", &failed);
+    char big[9 + 300 + 1] = "RPUSH la "; /* a 300-byte element: a new list node */
+    memset(big + 9, 'x', 300);
+    big[309] = '\0';
+    apply_under_failures(big, ":7\r\n", &failed);
     apply_under_failures("LINSERT la BEFORE c ins", ":8\r\n", &failed);
     apply_under_failures("LSET la 0 Z", "+OK\r\n", &failed);
     apply_under_failures("LREM la 1 b", ":1\r\n", &failed);

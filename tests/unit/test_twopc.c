@@ -381,14 +381,14 @@ typedef struct coord_proc {
     keel_twopc_coord_t c;
     keel_twopc_coord_update_t u; /* the pending LOG, if u.action == LOG */
     uint64_t token;
-    bool live, log_todo;
+    bool live, log_pending;
 } coord_proc_t;
 
 typedef struct part_proc {
     keel_twopc_part_t p;
     keel_twopc_state_t durable;
-    keel_twopc_part_action_t todo; /* local action or INQUIRE to carry out */
-    bool req_from_live;            /* the pending request's reply goes to this token */
+    keel_twopc_part_action_t next_action; /* local action or INQUIRE to carry out */
+    bool req_from_live;                   /* the pending request's reply goes to this token */
     qmsg_t req;
     bool has_req;
     bool reject; /* its business says no */
@@ -496,7 +496,7 @@ static void coord_apply(world_t *w, coord_proc_t *co, const keel_twopc_coord_upd
 {
     if (u->action == KEEL_TWOPC_ACT_LOG) {
         co->u = *u;
-        co->log_todo = true;
+        co->log_pending = true;
     } else if (u->action == KEEL_TWOPC_ACT_SEND) {
         for (uint32_t i = 0; i < NP; i++)
             if (u->to_mask & (1u << i))
@@ -516,7 +516,7 @@ static void coord_take_over(world_t *w)
     KT_EQ_INT(keel_twopc_coord_init_recover(&co->c, &cfg, "tx", w->seed + w->next_token, NULL), 0);
     co->token = w->holder = ++w->next_token;
     co->live = true;
-    co->log_todo = false;
+    co->log_pending = false;
     for (int k = 0; k < 3 && w->slot_len[k]; k++)
         if (keel_twopc_coord_replay(&co->c, w->slot[k], w->slot_len[k], NULL) != 0)
             violation(w, "the log does not replay");
@@ -547,7 +547,7 @@ static void coord_log(world_t *w, coord_proc_t *co)
     int rc = w->bug_tell_before_log && decision
                  ? 0
                  : store_write(w, co->token, co->u.seq, co->u.record, co->u.record_len);
-    co->log_todo = false;
+    co->log_pending = false;
     if (rc == 1) { /* fenced: this owner stops */
         co->live = false;
         w->zombie_refused++;
@@ -586,7 +586,7 @@ static void part_apply(world_t *w, part_proc_t *pp, const keel_twopc_part_update
         }
         pp->has_req = false;
     } else if (u->action != KEEL_TWOPC_PACT_NONE) {
-        pp->todo = u->action;
+        pp->next_action = u->action;
     }
 }
 
@@ -605,8 +605,8 @@ static void part_step(world_t *w, part_proc_t *pp, const keel_twopc_part_ev_t *e
 static void part_local(world_t *w, int i)
 {
     part_proc_t *pp = &w->pp[i];
-    keel_twopc_part_action_t a = pp->todo;
-    pp->todo = KEEL_TWOPC_PACT_NONE;
+    keel_twopc_part_action_t a = pp->next_action;
+    pp->next_action = KEEL_TWOPC_PACT_NONE;
     keel_twopc_part_ev_t ev = {.now_ms = w->now, .type = KEEL_TWOPC_PEV_DONE};
     switch (a) {
     case KEEL_TWOPC_PACT_PREPARE:
@@ -715,7 +715,7 @@ static void crash_part(world_t *w, int i)
 {
     part_proc_t *pp = &w->pp[i];
     w->part_crashes++;
-    pp->todo = KEEL_TWOPC_PACT_NONE;
+    pp->next_action = KEEL_TWOPC_PACT_NONE;
     if (pp->has_req) { /* the request dies with it: the caller times out */
         qmsg_t m = pp->req;
         m.kind = Q_REP;
@@ -742,7 +742,7 @@ static void tick_all(world_t *w)
     keel_ms_t next = KEEL_MS_NEVER;
     coord_proc_t *cs[1 + ZMAX] = {&w->co, &w->zombies[0], &w->zombies[1]};
     for (int k = 0; k < 1 + ZMAX; k++)
-        if (cs[k]->live && !cs[k]->log_todo) {
+        if (cs[k]->live && !cs[k]->log_pending) {
             keel_ms_t d = keel_twopc_coord_next_deadline_ms(&cs[k]->c);
             if (d < next)
                 next = d;
@@ -757,7 +757,7 @@ static void tick_all(world_t *w)
     if (next > w->now)
         w->now = next;
     for (int k = 0; k < 1 + ZMAX; k++)
-        if (cs[k]->live && !cs[k]->log_todo) {
+        if (cs[k]->live && !cs[k]->log_pending) {
             keel_twopc_coord_ev_t ev = {.type = KEEL_TWOPC_EV_TICK, .now_ms = w->now};
             coord_step(w, cs[k], &ev);
         }
@@ -787,10 +787,10 @@ static bool transition(world_t *w)
     int choices[64], n = 0;
     coord_proc_t *cs[1 + ZMAX] = {&w->co, &w->zombies[0], &w->zombies[1]};
     for (int k = 0; k < 1 + ZMAX; k++)
-        if (cs[k]->live && cs[k]->log_todo)
+        if (cs[k]->live && cs[k]->log_pending)
             choices[n++] = 100 + k;
     for (int i = 0; i < NP; i++)
-        if (w->pp[i].todo != KEEL_TWOPC_PACT_NONE)
+        if (w->pp[i].next_action != KEEL_TWOPC_PACT_NONE)
             choices[n++] = 200 + i;
     if (w->qn > 0)
         choices[n++] = 300, choices[n++] = 300;
