@@ -244,7 +244,7 @@ static double gauge_watchers(void *data)
 
 static double gauge_xblocked(void *data)
 {
-    return (double)((server_t *)data)->xblocked_n;
+    return (double)((server_t *)data)->xq.n;
 }
 
 static double gauge_redeliveries(void *data)

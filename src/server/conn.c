@@ -91,7 +91,7 @@ int keel__srv_ensure_argv(server_t *s, size_t argc)
 }
 
 /* The error for a request the node could not answer with the command's own reply. */
-static const char *outcome_error(int status, int log_read)
+const char *keel__srv_outcome_error(int status, int log_read)
 {
     if (log_read && status == KEEL_ECONNRESET) /* a read: nothing to be unsure of */
         return "TRYAGAIN keel: the leader changed before it answered the read; retry";
@@ -160,8 +160,8 @@ static void on_node_done(void *ctx, int status, const uint8_t *resp, size_t len)
         rc = keel__srv_exec_finish(pr, out, resp, len);
     } else if (status == 0)
         rc = keel__srv_reply(pr->resp3, (keel_resp3_shape_t)pr->shape, out, resp, len);
-    else if (outcome_error(status, pr->log_read) != NULL)
-        rc = keel_resp_write_error(out, outcome_error(status, pr->log_read));
+    else if (keel__srv_outcome_error(status, pr->log_read) != NULL)
+        rc = keel_resp_write_error(out, keel__srv_outcome_error(status, pr->log_read));
     else
         rc = keel_resp_write_errorf(out, "ERR keel: request refused: %s", keel_strerror(status));
     if (status == 0 && pr->is_write && pr->srv->node != NULL) /* WAIT's index (wait.c) */

@@ -86,8 +86,7 @@ static void sec_clients(server_t *s, keel_buf_t *b)
     keel_buf_printf(b,
                     "# Clients\r\nconnected_clients:%zu\r\nmaxclients:%zu\r\n"
                     "blocked_clients:%zu\r\ntracking_clients:%zu\r\n",
-                    s->resp.clients_len, s->cfg.resp.clients_max, s->xblocked_n + s->lblocked_n,
-                    trackers(s));
+                    s->resp.clients_len, s->cfg.resp.clients_max, s->xq.n + s->lq.n, trackers(s));
 }
 
 /*

@@ -18,7 +18,7 @@
 
 /*
  * A blocked pop waits on the node that took it, leader or follower: a record in
- * s->lblocked (in order of arrival) and a reply slot that holds back the connection's later
+ * s->lq (in order of arrival) and a reply slot that holds back the connection's later
  * commands, as Redis blocks a client. Nothing of Raft is held while it waits.
  *
  * Serving. Each time this node applies entries, the waiting pops are looked at in order of
@@ -60,7 +60,7 @@
 enum { LB_WAIT, LB_POP, LB_FENCE, LB_DONE };
 
 struct lblocked {
-    keel_list_t link; /* s->lblocked, in order of arrival */
+    keel_list_t link; /* s->lq.list, in order of arrival */
     server_t *srv;
     keel_resp_deferred_t *slot;
     keel_kv_bpop_t bp;
@@ -99,8 +99,7 @@ static void count(keel_counter_t *c)
 
 static void lb_free(lblocked_t *b)
 {
-    keel_list_remove(&b->link);
-    b->srv->lblocked_n--;
+    keel__waitq_remove(&b->srv->lq, &b->link);
     keel_buf_free(&b->got);
     free(b);
 }
@@ -294,7 +293,7 @@ static void on_fence_written(void *ctx, int status, const uint8_t *resp, size_t 
             lb_free(b);
         return;
     }
-    if (s->lblock_closing) {
+    if (s->lq.closing) {
         lb_answer(b, NULL, 0);
         return;
     }
@@ -318,7 +317,7 @@ static void on_pop_written(void *ctx, int status, const uint8_t *resp, size_t le
             lb_free(b);
         return;
     }
-    if (s->lblock_closing) {
+    if (s->lq.closing) {
         lb_answer(b, NULL, 0);
         return;
     }
@@ -432,13 +431,13 @@ static void lb_pass(server_t *s)
     uint64_t now = keel_node_read_now_ms(s->node);
     s->lb_claims_n = 0;
     keel_list_t *it, *tmp;
-    KEEL_LIST_FOREACH(it, &s->lblocked)
+    KEEL_LIST_FOREACH(it, &s->lq.list)
     {
         lblocked_t *b = KEEL_LIST_ENTRY(it, lblocked_t, link);
         if (b->state == LB_POP && b->seen == 0 && b->claim_n)
             claim_add(s, b->argv[b->claim_key], b->lens[b->claim_key], b->claim_n);
     }
-    KEEL_LIST_FOREACH_SAFE(it, tmp, &s->lblocked)
+    KEEL_LIST_FOREACH_SAFE(it, tmp, &s->lq.list)
     {
         lblocked_t *b = KEEL_LIST_ENTRY(it, lblocked_t, link);
         if (b->state != LB_WAIT)
@@ -471,10 +470,10 @@ static void lb_pass(server_t *s)
 
 void keel__srv_lblock_on_applied(server_t *s)
 {
-    if (s->node == NULL || s->lblocked_n == 0)
+    if (s->node == NULL || s->lq.n == 0)
         return;
     keel_list_t *it, *tmp;
-    KEEL_LIST_FOREACH_SAFE(it, tmp, &s->lblocked)
+    KEEL_LIST_FOREACH_SAFE(it, tmp, &s->lq.list)
     {
         lblocked_t *b = KEEL_LIST_ENTRY(it, lblocked_t, link);
         if (b->state != LB_FENCE)
@@ -529,7 +528,7 @@ static void lb_seen(server_t *s, const uint8_t *entry, size_t len, const keel_bu
     if (entry_token(entry, len, &tok, &tl, &fence) != 0)
         return;
     keel_list_t *it;
-    KEEL_LIST_FOREACH(it, &s->lblocked)
+    KEEL_LIST_FOREACH(it, &s->lq.list)
     {
         lblocked_t *b = KEEL_LIST_ENTRY(it, lblocked_t, link);
         if ((b->state != LB_POP && b->state != LB_FENCE) || b->seen != 0 || b->token_len != tl ||
@@ -562,7 +561,7 @@ static int lb_snapshot_load(void *sm, const uint8_t *p, size_t len, keel_errmsg_
     server_t *s = server_of_sm(sm);
     if (rc == 0 && s->lb_watched > 0) {
         keel_list_t *it;
-        KEEL_LIST_FOREACH(it, &s->lblocked)
+        KEEL_LIST_FOREACH(it, &s->lq.list)
         {
             lblocked_t *b = KEEL_LIST_ENTRY(it, lblocked_t, link);
             if (b->state == LB_POP || b->state == LB_FENCE)
@@ -582,13 +581,11 @@ keel_sm_t keel__srv_lblock_sm(server_t *s)
 
 /* ---- the tick: timeouts, fences, retries ------------------------------------------------ */
 
-static void on_tick(keel_timer_t *t, void *data)
+static void on_tick(server_t *s)
 {
-    (void)t;
-    server_t *s = data;
     uint64_t now = s->node ? keel_node_read_now_ms(s->node) : 0;
     keel_list_t *it, *tmp;
-    KEEL_LIST_FOREACH_SAFE(it, tmp, &s->lblocked)
+    KEEL_LIST_FOREACH_SAFE(it, tmp, &s->lq.list)
     {
         lblocked_t *b = KEEL_LIST_ENTRY(it, lblocked_t, link);
         if (b->state == LB_FENCE && b->fence_due && s->node)
@@ -604,8 +601,6 @@ static void on_tick(keel_timer_t *t, void *data)
         s->lb_retry = 0;
         lb_pass(s);
     }
-    if (s->lblocked_n == 0)
-        keel_timer_stop(&s->lblock_timer);
 }
 
 /* ---- the command --------------------------------------------------------------------------- */
@@ -631,7 +626,7 @@ static void on_first_look(void *ctx, int status, const uint8_t *resp, size_t len
             lb_free(b);
         return;
     }
-    if (s->lblock_closing) {
+    if (s->lq.closing) {
         if (b->writes == 0)
             lb_answer(b, NULL, 0);
         return;
@@ -708,7 +703,7 @@ int keel__srv_cmd_lblock(keel_resp_client_t *c, size_t argc, const keel_resp_arg
     }
     keel_kv_bpop_t bp;
     client_state_t *cs = keel__srv_state(c);
-    if (cs == NULL || cs->in_multi || s->node == NULL || s->lblocked_n >= LBLOCKED_MAX ||
+    if (cs == NULL || cs->in_multi || s->node == NULL || s->lq.n >= LBLOCKED_MAX ||
         !keel_kv_bpop_parse((int)argc, s->argv, s->lens, &bp))
         return keel__srv_cmd_data(c, argc, argv);
     uint64_t now = keel_node_read_now_ms(s->node);
@@ -733,10 +728,7 @@ int keel__srv_cmd_lblock(keel_resp_client_t *c, size_t argc, const keel_resp_arg
         free(b);
         return keel__srv_oom(c);
     }
-    keel_list_insert_tail(&s->lblocked, &b->link);
-    s->lblocked_n++;
-    if (s->lblocked_n == 1)
-        keel_timer_start(&s->lblock_timer, LBLOCK_TICK_MS, LBLOCK_TICK_MS, on_tick, s);
+    keel__waitq_add(&s->lq, &b->link, 1);
     if (!found && !keel_node_is_leader(s->node))
         first_look(b);
     lb_pass(s); /* what is there now is served at once (after earlier waiters) */
@@ -745,12 +737,11 @@ int keel__srv_cmd_lblock(keel_resp_client_t *c, size_t argc, const keel_resp_arg
 
 static double gauge_blocked(void *data)
 {
-    return (double)((server_t *)data)->lblocked_n;
+    return (double)((server_t *)data)->lq.n;
 }
 
 int keel__srv_lblock_init(server_t *s)
 {
-    keel_list_init(&s->lblocked);
     if (s->metrics) {
         keel_metrics_gauge_fn(s->metrics, "keel_list_blocked_pops",
                               "Blocking pops waiting on this node, or in the log.", NULL,
@@ -771,26 +762,22 @@ int keel__srv_lblock_init(server_t *s)
             "Served pops answered UNKNOWN (a snapshot hid their outcome).", NULL);
     }
     s->lb_nonce = keel_clock_now_ms();
-    int rc = keel_timer_init(&s->loop, &s->lblock_timer);
-    s->lblock_timer_inited = rc == 0;
-    return rc;
+    return keel__waitq_init(s, &s->lq, LBLOCK_TICK_MS, on_tick);
 }
 
 /* Shutdown: every waiting pop ends (its connection is closing); pops in the log end when
  * the node answers them. */
 void keel__srv_lblock_close(server_t *s)
 {
-    s->lblock_closing = 1;
+    s->lq.closing = 1;
     keel_list_t *it, *tmp;
-    KEEL_LIST_FOREACH_SAFE(it, tmp, &s->lblocked)
+    KEEL_LIST_FOREACH_SAFE(it, tmp, &s->lq.list)
     {
         lblocked_t *b = KEEL_LIST_ENTRY(it, lblocked_t, link);
         if (b->writes == 0)
             lb_answer(b, NULL, 0);
     }
-    if (s->lblock_timer_inited)
-        keel_timer_close(&s->lblock_timer, NULL);
-    s->lblock_timer_inited = 0;
+    keel__waitq_close(&s->lq);
     free(s->lb_claims);
     s->lb_claims = NULL;
     s->lb_claims_n = s->lb_claims_cap = 0;

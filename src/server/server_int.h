@@ -50,6 +50,21 @@ typedef struct cmd_stats {
 typedef struct watcher watcher_t;
 typedef struct xblocked xblocked_t;
 typedef struct lblocked lblocked_t;
+typedef struct server server_t;
+
+/* Connections waiting on this node for something to happen (waitq.c): blocked stream reads,
+ * blocking pops, WAITs. While any waits, a timer calls tick every tick_ms (deadlines,
+ * departed clients); it stops once the queue is empty after a tick. */
+typedef struct waitq {
+    keel_list_t list;
+    size_t n;
+    keel_timer_t timer;
+    int timer_inited;
+    int closing; /* the server is stopping: writes that come back end their waiter */
+    unsigned tick_ms;
+    void (*tick)(server_t *s);
+    server_t *srv;
+} waitq_t;
 typedef struct pending_reply pending_reply_t;
 typedef struct reg_http reg_http_t; /* registry_http.c */
 typedef struct tracker tracker_t;   /* tracking.c: a connection's CLIENT TRACKING */
@@ -57,7 +72,7 @@ typedef struct tracking tracking_t; /* tracking.c: this node's table, NULL until
 typedef struct waiter waiter_t;     /* wait.c: a blocked WAIT */
 typedef struct ap ap_t;             /* ap.c */
 
-typedef struct server {
+struct server {
     keel_server_config_t cfg;
     keel_loop_t loop;
     keel_metrics_t *metrics;
@@ -72,16 +87,10 @@ typedef struct server {
     keel_list_t watchers; /* connections in KEEL.WATCH mode (watcher_t.link) */
     size_t watchers_n;
     keel_counter_t *m_watch_lagged;
-    keel_list_t xblocked; /* XREAD / XREADGROUP waiting with BLOCK (xblocked_t.link) */
-    size_t xblocked_n;
-    keel_timer_t xblock_timer; /* their deadlines, while any waits */
-    int xblock_timer_inited, xblock_closing;
+    waitq_t xq; /* XREAD / XREADGROUP waiting with BLOCK (xblocked_t.link) */
     /* the blocking pops (lblock.c) */
-    keel_list_t lblocked; /* BLPOP and friends waiting or in the log (lblocked_t.link) */
-    size_t lblocked_n;
+    waitq_t lq;        /* BLPOP and friends waiting or in the log (lblocked_t.link), in order */
     size_t lb_watched; /* of them, pops whose token this node looks for in applied entries */
-    keel_timer_t lblock_timer;
-    int lblock_timer_inited, lblock_closing;
     int lb_pass_due, lb_retry, lb_in_pass;
     uint64_t lb_nonce, lb_seq; /* tokens: node id, pid, start ms, sequence */
     keel_counter_t *m_lb_served, *m_lb_lost_race, *m_lb_fences, *m_lb_unknown, *m_lb_given_back;
@@ -100,12 +109,9 @@ typedef struct server {
     size_t pr_pool_len;
     reg_http_t *reg_http; /* the registry's HTTP API and its blocked queries, owned */
     tracking_t *tracking; /* CLIENT TRACKING's table and cursor, owned */
-    keel_list_t waiters;  /* blocked WAITs (wait.c) */
-    size_t waiters_n;
-    keel_timer_t wait_timer;
-    int wait_timer_inited;
-    ap_t *ap; /* the AP keyspace (ap.c), owned */
-} server_t;
+    waitq_t wq;           /* blocked WAITs (wait.c) */
+    ap_t *ap;             /* the AP keyspace (ap.c), owned */
+};
 
 /*
  * Per-connection state. Redis runs a connection's commands in order, and clients rely
@@ -233,6 +239,16 @@ void keel__srv_feed_end(server_t *s, client_state_t *cs);
 void keel__srv_feed_on_applied(void *data);
 void keel__srv_feed_drained(keel_resp_client_t *c);
 int keel__srv_cmd_keel_watch(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+
+/* waitq.c */
+int keel__waitq_init(server_t *s, waitq_t *q, unsigned tick_ms, void (*tick)(server_t *s));
+void keel__waitq_add(waitq_t *q, keel_list_t *link, int at_tail);
+void keel__waitq_remove(waitq_t *q, keel_list_t *link);
+void keel__waitq_close(waitq_t *q); /* the timer: after the owner ended its waiters */
+
+/* conn.c: the error text for a request the node could not answer with the command's own
+ * reply (a write's outcome unknown, refused, shutting down), or NULL for another status */
+const char *keel__srv_outcome_error(int status, int log_read);
 
 /* xblock.c */
 int keel__srv_xblock_init(server_t *s);

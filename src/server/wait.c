@@ -56,8 +56,7 @@ static void finish(server_t *s, waiter_t *w)
     if (!keel_resp_deferred_orphaned(w->slot))
         rc = keel_resp_write_int(keel_resp_deferred_out(w->slot), holders(s, w->index));
     keel_resp_deferred_done(w->slot, rc);
-    keel_list_remove(&w->link);
-    s->waiters_n--;
+    keel__waitq_remove(&s->wq, &w->link);
     free(w);
 }
 
@@ -65,26 +64,23 @@ static void check(server_t *s, int tick)
 {
     uint64_t now = s->node ? keel_node_read_now_ms(s->node) : 0;
     keel_list_t *it, *tmp;
-    KEEL_LIST_FOREACH_SAFE(it, tmp, &s->waiters)
+    KEEL_LIST_FOREACH_SAFE(it, tmp, &s->wq.list)
     {
         waiter_t *w = KEEL_LIST_ENTRY(it, waiter_t, link);
         if (s->node == NULL || keel_resp_deferred_orphaned(w->slot) ||
             holders(s, w->index) >= w->want || (tick && w->deadline_ms && now >= w->deadline_ms))
             finish(s, w);
     }
-    if (s->waiters_n == 0 && s->wait_timer_inited)
-        keel_timer_stop(&s->wait_timer);
 }
 
-static void on_tick(keel_timer_t *t, void *data)
+static void on_tick(server_t *s)
 {
-    (void)t;
-    check(data, 1);
+    check(s, 1);
 }
 
 void keel__srv_wait_on_applied(server_t *s)
 {
-    if (s->waiters_n > 0)
+    if (s->wq.n > 0)
         check(s, 0);
 }
 
@@ -107,7 +103,7 @@ int keel__srv_cmd_wait(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
     int64_t have = holders(s, cs->last_write_index);
     /* run by EXEC (its output set): at once, as Redis does inside MULTI */
     int in_exec = keel_resp_client_out_set(c) != NULL;
-    if (have >= want || in_exec || s->waiters_n >= WAITERS_MAX || !s->wait_timer_inited)
+    if (have >= want || in_exec || s->wq.n >= WAITERS_MAX || !s->wq.timer_inited)
         return keel_resp_write_int(out, have);
     waiter_t *w = calloc(1, sizeof(*w));
     if (w == NULL)
@@ -121,32 +117,24 @@ int keel__srv_cmd_wait(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
     w->index = cs->last_write_index;
     w->want = want;
     w->deadline_ms = timeout == 0 ? 0 : keel_node_read_now_ms(s->node) + (uint64_t)timeout;
-    keel_list_insert_head(&s->waiters, &w->link);
-    if (s->waiters_n++ == 0)
-        keel_timer_start(&s->wait_timer, WAIT_TICK_MS, WAIT_TICK_MS, on_tick, s);
+    keel__waitq_add(&s->wq, &w->link, 0);
     return 0;
 }
 
 int keel__srv_wait_init(server_t *s)
 {
-    keel_list_init(&s->waiters);
-    int rc = keel_timer_init(&s->loop, &s->wait_timer);
-    s->wait_timer_inited = rc == 0;
-    return rc;
+    return keel__waitq_init(s, &s->wq, WAIT_TICK_MS, on_tick);
 }
 
 void keel__srv_wait_close(server_t *s)
 {
     keel_list_t *it, *tmp;
-    KEEL_LIST_FOREACH_SAFE(it, tmp, &s->waiters)
+    KEEL_LIST_FOREACH_SAFE(it, tmp, &s->wq.list)
     {
         waiter_t *w = KEEL_LIST_ENTRY(it, waiter_t, link);
         keel_resp_deferred_done(w->slot, 0);
-        keel_list_remove(&w->link);
-        s->waiters_n--;
+        keel__waitq_remove(&s->wq, &w->link);
         free(w);
     }
-    if (s->wait_timer_inited)
-        keel_timer_close(&s->wait_timer, NULL);
-    s->wait_timer_inited = 0;
+    keel__waitq_close(&s->wq);
 }

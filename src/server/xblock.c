@@ -10,7 +10,7 @@
 
 /*
  * A blocked read waits on the node that took it, leader or follower, with nothing of
- * Raft's held: it is a record in s->xblocked and a reply slot that stops the connection's
+ * Raft's held: it is a record in s->xq and a reply slot that stops the connection's
  * later commands (keel_resp_client_defer_barrier, as Redis blocks the client). Each time
  * this node applies entries (on_applied) every blocked read looks at the state again:
  *
@@ -33,7 +33,7 @@
 #define XBLOCKED_MAX 100000u
 
 struct xblocked {
-    keel_list_t link; /* s->xblocked */
+    keel_list_t link; /* s->xq.list */
     server_t *srv;
     keel_resp_deferred_t *slot;
     int group;            /* XREADGROUP */
@@ -55,8 +55,7 @@ static int is_nil_array(const uint8_t *p, size_t n)
 
 static void xb_free(xblocked_t *b)
 {
-    keel_list_remove(&b->link);
-    b->srv->xblocked_n--;
+    keel__waitq_remove(&b->srv->xq, &b->link);
     keel_buf_free(&b->entry);
     free(b);
 }
@@ -78,7 +77,7 @@ static void on_written(void *ctx, int status, const uint8_t *resp, size_t len)
     xblocked_t *b = ctx;
     server_t *s = b->srv;
     b->inflight = 0;
-    if (s->xblock_closing || keel_resp_deferred_orphaned(b->slot)) {
+    if (s->xq.closing || keel_resp_deferred_orphaned(b->slot)) {
         keel_resp_deferred_done(b->slot, 0);
         xb_free(b);
         return;
@@ -91,18 +90,9 @@ static void on_written(void *ctx, int status, const uint8_t *resp, size_t len)
         return;
     }
     /* the texts conn.c gives a write the node could not answer */
-    const char *text = "ERR keel: request refused";
-    if (status == KEEL_ENOTLEADER || status == KEEL_ECONFLICT)
-        text = "TRYAGAIN keel: the leader changed before it ran the command, which was not "
-               "applied; retry";
-    else if (status == KEEL_ECONNRESET)
-        text = "UNKNOWN keel: the leader changed before it answered; the write may or may not "
-               "have been applied";
-    else if (status == KEEL_ETIMEDOUT)
-        text = "TIMEOUT keel: no answer within the request timeout; a write may or may not "
-               "have been applied";
-    else if (status == KEEL_ECANCELED)
-        text = "ERR keel: server shutting down";
+    const char *text = keel__srv_outcome_error(status, 0);
+    if (text == NULL)
+        text = "ERR keel: request refused";
     int rc = keel_resp_write_error(keel_resp_deferred_out(b->slot), text);
     keel_resp_deferred_done(b->slot, rc);
     xb_free(b);
@@ -156,7 +146,7 @@ void keel__srv_xblock_on_applied(server_t *s)
     if (s->node == NULL)
         return;
     keel_list_t *it, *tmp;
-    KEEL_LIST_FOREACH_SAFE(it, tmp, &s->xblocked)
+    KEEL_LIST_FOREACH_SAFE(it, tmp, &s->xq.list)
     {
         xblocked_t *b = KEEL_LIST_ENTRY(it, xblocked_t, link);
         if (!b->inflight)
@@ -164,13 +154,11 @@ void keel__srv_xblock_on_applied(server_t *s)
     }
 }
 
-static void on_tick(keel_timer_t *t, void *data)
+static void on_tick(server_t *s)
 {
-    (void)t;
-    server_t *s = data;
     uint64_t now = s->node ? keel_node_read_now_ms(s->node) : 0;
     keel_list_t *it, *tmp;
-    KEEL_LIST_FOREACH_SAFE(it, tmp, &s->xblocked)
+    KEEL_LIST_FOREACH_SAFE(it, tmp, &s->xq.list)
     {
         xblocked_t *b = KEEL_LIST_ENTRY(it, xblocked_t, link);
         if (b->inflight)
@@ -184,8 +172,6 @@ static void on_tick(keel_timer_t *t, void *data)
             xb_try(b); /* an entry KEEL.XNACK returned may have come due with no apply */
         }
     }
-    if (s->xblocked_n == 0)
-        keel_timer_stop(&s->xblock_timer);
 }
 
 /* A blocked read of the command in s->argv: XREADGROUP keeps a copy of it, XREAD its
@@ -242,7 +228,7 @@ int keel__srv_cmd_xblock(keel_resp_client_t *c, size_t argc, const keel_resp_arg
     int64_t ms;
     int kind = keel_kv_block_ms((int)argc, s->argv, s->lens, &ms);
     client_state_t *cs = keel__srv_state(c);
-    if (kind == 0 || cs == NULL || cs->in_multi || s->node == NULL || s->xblocked_n >= XBLOCKED_MAX)
+    if (kind == 0 || cs == NULL || cs->in_multi || s->node == NULL || s->xq.n >= XBLOCKED_MAX)
         return keel__srv_cmd_data(c, argc, argv);
     xblocked_t *b;
     if (xb_new(s, kind == 2, ms, argc, &b) != 0)
@@ -254,29 +240,23 @@ int keel__srv_cmd_xblock(keel_resp_client_t *c, size_t argc, const keel_resp_arg
         free(b);
         return keel__srv_oom(c);
     }
-    keel_list_insert_head(&s->xblocked, &b->link);
-    s->xblocked_n++;
-    if (s->xblocked_n == 1)
-        keel_timer_start(&s->xblock_timer, XBLOCK_TICK_MS, XBLOCK_TICK_MS, on_tick, s);
+    keel__waitq_add(&s->xq, &b->link, 0);
     xb_try(b); /* what is there now is answered at once */
     return 0;
 }
 
 int keel__srv_xblock_init(server_t *s)
 {
-    keel_list_init(&s->xblocked);
-    int rc = keel_timer_init(&s->loop, &s->xblock_timer);
-    s->xblock_timer_inited = rc == 0;
-    return rc;
+    return keel__waitq_init(s, &s->xq, XBLOCK_TICK_MS, on_tick);
 }
 
 /* Shutdown: every waiting read ends (its connection is closing); reads in the log end when
  * the node answers them. */
 void keel__srv_xblock_close(server_t *s)
 {
-    s->xblock_closing = 1;
+    s->xq.closing = 1;
     keel_list_t *it, *tmp;
-    KEEL_LIST_FOREACH_SAFE(it, tmp, &s->xblocked)
+    KEEL_LIST_FOREACH_SAFE(it, tmp, &s->xq.list)
     {
         xblocked_t *b = KEEL_LIST_ENTRY(it, xblocked_t, link);
         if (!b->inflight) {
@@ -284,7 +264,5 @@ void keel__srv_xblock_close(server_t *s)
             xb_free(b);
         }
     }
-    if (s->xblock_timer_inited)
-        keel_timer_close(&s->xblock_timer, NULL);
-    s->xblock_timer_inited = 0;
+    keel__waitq_close(&s->xq);
 }
