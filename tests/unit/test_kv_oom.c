@@ -1,67 +1,11 @@
 /* test_kv_oom.c - KV under allocation failure: every failing apply or load changes nothing. */
 #include "base/crc32c.h"
 #include "test_kv_util.h"
+#include "test_oom.h"
 
 #include <stdio.h>
 
-/*
- * The test replaces malloc, calloc, realloc and free (glibc allows an
- * executable to do so; see "Replacing malloc" in the glibc manual) with
- * wrappers that can fail exactly the Nth allocation from now. Under ASan the
- * sanitizer owns malloc, so the cases report themselves skipped there; the
- * release build runs them.
- */
-#if defined(__SANITIZE_ADDRESS__)
-#define KVT_OOM 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define KVT_OOM 0
-#endif
-#endif
-#ifndef KVT_OOM
-#define KVT_OOM 1
-#endif
-
 static long history_given_up; /* applies that kept their change but not its history */
-static long fail_in = -1;     /* allocations left before the one that fails; -1: never */
-static long failures;
-
-#if KVT_OOM
-extern void *__libc_malloc(size_t n);
-extern void *__libc_calloc(size_t n, size_t size);
-extern void *__libc_realloc(void *p, size_t n);
-extern void __libc_free(void *p);
-
-static int fail_now(void)
-{
-    if (fail_in < 0)
-        return 0;
-    if (fail_in-- > 0)
-        return 0;
-    failures++;
-    return 1;
-}
-
-void *malloc(size_t n)
-{
-    return fail_now() ? NULL : __libc_malloc(n);
-}
-
-void *calloc(size_t n, size_t size)
-{
-    return fail_now() ? NULL : __libc_calloc(n, size);
-}
-
-void *realloc(void *p, size_t n)
-{
-    return fail_now() ? NULL : __libc_realloc(p, n);
-}
-
-void free(void *p)
-{
-    __libc_free(p);
-}
-#endif
 
 static kvt_t t;
 
