@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -429,6 +430,25 @@ class RespConn:
             return True
         except socket.timeout:
             return False
+
+
+def blocked_thread(port, fn, out, key):
+    """Runs fn(redis client) on a thread of its own (a command that blocks, say): out[key]
+    gets its result or its exception, out[key + "_t"] the monotonic time it returned."""
+
+    def run():
+        c = redis.Redis(host="127.0.0.1", port=port, socket_timeout=30)
+        try:
+            out[key] = fn(c)
+            out[key + "_t"] = time.monotonic()
+        except Exception as e:  # noqa: BLE001 - recorded for the assertion
+            out[key] = e
+        finally:
+            c.close()
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th
 
 
 def raw_exchange(port, data, want, timeout_s=5.0):

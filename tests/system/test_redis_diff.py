@@ -13,10 +13,10 @@ RANDOMKEY's choice (checked to be a live key), TTLs against two clocks (a positi
 left or deadline compared as "positive" where the key was given a relative time).
 """
 
-import os
-import random
 
 import redis_diff_zset as zset_diff
+import rowdiff
+from rowdiff import first_difference, seed_and_count  # noqa: F401 (the other diff tests import them from here)
 from keelcluster import RespConn, make_cluster, redis_server  # noqa: F401 (fixtures)
 
 I64_MAX = 9223372036854775807
@@ -405,24 +405,11 @@ def normalize(cmd, reply):
 def run_rows(port, rows, connect=RespConn):
     """Every row's replies, normalized; connect opens the connection (test_redis_resp3.py
     passes one that said HELLO 3)."""
-    out = {}
-    c = connect(port)
-    try:
-        for name, cmds in rows:
-            assert c.call("FLUSHALL") == b"+OK\r\n"
-            out[name] = [normalize(cmd, c.call(*cmd)) for cmd in cmds]
-    finally:
-        c.close()
-    return out
+    return rowdiff.run_rows(port, rows, normalize, connect)
 
 
 def diff_rows(keel, real):
-    diffs = []
-    for name, cmds in ROWS:
-        for cmd, k, r in zip(cmds, keel[name], real[name]):
-            if k != r:
-                diffs.append(f"{name}: {cmd}: keel {k[:300]!r} redis {r[:300]!r}")
-    return diffs
+    return rowdiff.diff_rows(ROWS, keel, real)
 
 
 # RANDOMKEY on two or more keys is keel's own choice: any live key will do.
@@ -562,29 +549,7 @@ def comparable(cmd, reply):
 
 
 def random_run(port, seed, n, connect=RespConn):
-    rng = random.Random(seed)
-    c = connect(port)
-    out = []
-    try:
-        c.call("FLUSHALL")
-        for _ in range(n):
-            cmd = random_command(rng)
-            out.append((cmd, comparable(cmd, c.call(*cmd))))
-    finally:
-        c.close()
-    return out
-
-
-def first_difference(keel, real):
-    for i, ((cmd, k), (_, r)) in enumerate(zip(keel, real)):
-        if k != r:
-            return f"command {i}: {cmd}: keel {k[:300]!r} redis {r[:300]!r}"
-    return None
-
-
-def seed_and_count(default_n):
-    seed = int(os.environ.get("KEEL_DIFF_SEED", random.randrange(1 << 32)))
-    return seed, int(os.environ.get("KEEL_DIFF_COMMANDS", default_n))
+    return rowdiff.random_run(port, seed, n, random_command, comparable, connect)
 
 
 # ---- the tests -----------------------------------------------------------------------------

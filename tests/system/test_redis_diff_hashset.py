@@ -16,7 +16,9 @@ is checked to come from it, not compared.
 import random
 
 from keelcluster import RespConn, make_cluster, redis_server  # noqa: F401 (fixtures)
-from test_redis_diff import FAR_MS, FAR_S, I64_MAX, I64_MIN, first_difference, seed_and_count
+import rowdiff
+from rowdiff import first_difference, seed_and_count
+from test_redis_diff import FAR_MS, FAR_S, I64_MAX, I64_MIN
 
 BIG = [str(i) for i in range(600)]  # past the intset and listpack thresholds
 
@@ -242,24 +244,11 @@ def normalize(cmd, reply):
 
 
 def run_rows(port, rows):
-    out = {}
-    c = RespConn(port)
-    try:
-        for name, cmds in rows:
-            assert c.call("FLUSHALL") == b"+OK\r\n"
-            out[name] = [normalize(cmd, c.call(*cmd)) for cmd in cmds]
-    finally:
-        c.close()
-    return out
+    return rowdiff.run_rows(port, rows, normalize)
 
 
 def diff_rows(keel, real):
-    diffs = []
-    for name, cmds in ROWS:
-        for cmd, k, r in zip(cmds, keel[name], real[name]):
-            if k != r:
-                diffs.append(f"{name}: {cmd[:8]}: keel {k[:300]!r} redis {r[:300]!r}")
-    return diffs
+    return rowdiff.diff_rows(ROWS, keel, real, cmd_shown=8)
 
 
 # ---- random picks: keel's own choice, checked against the value ------------------------------
@@ -367,17 +356,7 @@ def random_command(rng):
 
 
 def random_run(port, seed, n):
-    rng = random.Random(seed)
-    c = RespConn(port)
-    out = []
-    try:
-        c.call("FLUSHALL")
-        for _ in range(n):
-            cmd = random_command(rng)
-            out.append((cmd, normalize(cmd, c.call(*cmd))))
-    finally:
-        c.close()
-    return out
+    return rowdiff.random_run(port, seed, n, random_command, normalize)
 
 
 # ---- the tests ----------------------------------------------------------------------------------

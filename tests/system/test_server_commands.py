@@ -11,6 +11,7 @@ import time
 import pytest
 import redis
 
+import rowdiff
 from keelcluster import RespConn, make_cluster, redis_server, resp_command  # noqa: F401 (fixtures)
 
 I64_MAX = 9223372036854775807
@@ -132,27 +133,11 @@ SAME_AS_REDIS = [
 ]
 
 
-def run_rows(port, rows):
-    """Replies per row: {name: [reply bytes, ...]}; one connection per row."""
-    out = {}
-    for name, cmds in rows:
-        c = RespConn(port)
-        try:
-            out[name] = [c.call(*cmd) for cmd in cmds]
-        finally:
-            c.close()
-    return out
-
-
 def test_every_command_replies_byte_for_byte_like_redis(make_cluster, redis_server):
     node = make_cluster(1).nodes[0]
-    keel = run_rows(node.client_port, SAME_AS_REDIS)
-    real = run_rows(redis_server.port, SAME_AS_REDIS)
-    diffs = []
-    for name, cmds in SAME_AS_REDIS:
-        for cmd, k, r in zip(cmds, keel[name], real[name]):
-            if k != r:
-                diffs.append(f"{name}: {cmd}: keel {k!r} redis {r!r}")
+    keel = rowdiff.run_rows(node.client_port, SAME_AS_REDIS, per_row_connection=True)
+    real = rowdiff.run_rows(redis_server.port, SAME_AS_REDIS, per_row_connection=True)
+    diffs = rowdiff.diff_rows(SAME_AS_REDIS, keel, real)
     assert not diffs, "replies differ from redis-server:\n" + "\n".join(diffs)
 
 

@@ -17,23 +17,7 @@ import time
 
 import redis
 
-from keelcluster import RespConn, http_get, make_cluster, redis_server  # noqa: F401 (fixtures)
-
-
-def blocked_thread(port, fn, out, key):
-    def run():
-        c = redis.Redis(host="127.0.0.1", port=port, socket_timeout=30)
-        try:
-            out[key] = fn(c)
-            out[key + "_t"] = time.monotonic()
-        except Exception as e:  # noqa: BLE001 - recorded for the assertion
-            out[key] = e
-        finally:
-            c.close()
-
-    th = threading.Thread(target=run, daemon=True)
-    th.start()
-    return th
+from keelcluster import RespConn, blocked_thread, http_get, make_cluster, redis_server  # noqa: F401 (fixtures)
 
 
 def test_timeouts_as_redis(make_cluster):

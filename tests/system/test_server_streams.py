@@ -7,11 +7,10 @@ delivery times) are checked by the tests below the table with a tolerance, and X
 STREAM's radix-tree-keys / radix-tree-nodes (Redis's internal tree) are left out.
 """
 
-import threading
 import time
 
-import redis
 
+import rowdiff
 from keelcluster import RespConn, make_cluster, redis_server  # noqa: F401 (fixtures)
 
 WRONGTYPE = b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"
@@ -243,26 +242,13 @@ def strip_radix(reply):
     return reply
 
 
-def run_rows(port, rows):
-    out = {}
-    for name, cmds in rows:
-        c = RespConn(port)
-        try:
-            out[name] = [strip_radix(c.call(*cmd)) for cmd in cmds]
-        finally:
-            c.close()
-    return out
-
-
 def test_stream_commands_reply_byte_for_byte_like_redis(make_cluster, redis_server):
     node = make_cluster(1).nodes[0]
-    keel = run_rows(node.client_port, SAME_AS_REDIS)
-    real = run_rows(redis_server.port, SAME_AS_REDIS)
-    diffs = []
-    for name, cmds in SAME_AS_REDIS:
-        for cmd, k, r in zip(cmds, keel[name], real[name]):
-            if k != r:
-                diffs.append(f"{name}: {cmd}: keel {k[:300]!r} redis {r[:300]!r}")
+    def run(port):
+        return rowdiff.run_rows(port, SAME_AS_REDIS, lambda cmd, r: strip_radix(r),
+                                per_row_connection=True)
+
+    diffs = rowdiff.diff_rows(SAME_AS_REDIS, run(node.client_port), run(redis_server.port))
     assert not diffs, f"{len(diffs)} replies differ from redis-server:\n" + "\n".join(diffs)
 
 
