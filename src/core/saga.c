@@ -307,16 +307,14 @@ static const char *illegal(const keel_saga_t *s, const keel_saga_rec_t *r)
         if (r->data_len - 1 - r->data[0] > def->input_bytes_max)
             return "input over input_bytes_max";
         return NULL;
-    case KEEL_SAGA_REC_BEGUN:
-        return s->state != KEEL_SAGA_RUNNING || r->step != s->done_n || s->begun
-                   ? "begun out of order"
-                   : NULL;
+    case KEEL_SAGA_REC_BEGUN: /* logs written before started/step_done announced the next step */
+        return s->state != KEEL_SAGA_RUNNING || r->step != s->done_n ? "begun out of order" : NULL;
     case KEEL_SAGA_REC_STEP_DONE:
-        if (s->state != KEEL_SAGA_RUNNING || r->step != s->done_n || !s->begun)
+        if (s->state != KEEL_SAGA_RUNNING || r->step != s->done_n)
             return "step done out of order";
         return r->data_len > def->result_bytes_max ? "result over result_bytes_max" : NULL;
     case KEEL_SAGA_REC_STEP_FAILED:
-        if (s->state != KEEL_SAGA_RUNNING || r->step != s->done_n || !s->begun)
+        if (s->state != KEEL_SAGA_RUNNING || r->step != s->done_n)
             return "step failed out of order";
         return r->data_len < 1 || (r->data[0] != KEEL_SAGA_FAIL_BUSINESS &&
                                    r->data[0] != KEEL_SAGA_FAIL_GAVE_UP)
@@ -356,7 +354,6 @@ static void apply(keel_saga_t *s, const keel_saga_rec_t *r)
         break;
     }
     case KEEL_SAGA_REC_BEGUN:
-        s->begun = true;
         s->attempt = 0;
         break;
     case KEEL_SAGA_REC_STEP_DONE:
@@ -364,7 +361,6 @@ static void apply(keel_saga_t *s, const keel_saga_rec_t *r)
         if (r->data_len)
             memcpy(result_at(s, r->step), r->data, r->data_len);
         s->done_n++;
-        s->begun = false;
         s->attempt = 0;
         break;
     case KEEL_SAGA_REC_STEP_FAILED:
@@ -498,8 +494,6 @@ static void decide(keel_saga_t *s, keel_ms_t now_ms, keel_saga_update_t *u)
     case KEEL_SAGA_RUNNING:
         if (s->done_n == s->def->steps_n)
             want_log(s, now_ms, KEEL_SAGA_REC_DONE, 0, NULL, 0, NULL, 0, u);
-        else if (!s->begun)
-            want_log(s, now_ms, KEEL_SAGA_REC_BEGUN, s->done_n, NULL, 0, NULL, 0, u);
         else
             want_call(s, KEEL_SAGA_ACT_DO, s->done_n, now_ms, u);
         return;
@@ -707,10 +701,10 @@ size_t keel_saga_describe(const keel_saga_t *s, char *out, size_t cap)
         at += (size_t)n;
     }
     int n = snprintf(out, cap,
-                     "%s %s seq=%" PRIu32 " done=%" PRIu32 " begun=%d failed=%d/%u undone=%#" PRIx32
+                     "%s %s seq=%" PRIu32 " done=%" PRIu32 " failed=%d/%u undone=%#" PRIx32
                      " input=%zu:%08" PRIx32 " results=[%s] started=%" PRId64
                      " compensating=%" PRId64 " finished=%" PRId64 " reason=%s",
-                     s->id, keel_saga_state_name(s->state), s->seq, s->done_n, (int)s->begun,
+                     s->id, keel_saga_state_name(s->state), s->seq, s->done_n,
                      s->failed_step == NO_STEP ? -1 : (int)s->failed_step, s->fail_kind, s->undone,
                      s->input_len, keel_crc32c(0, s->arena, s->input_len), results, s->started_ms,
                      s->compensate_from_ms, s->finished_ms, s->reason);

@@ -28,10 +28,16 @@
  * A service must (1) answer a repeated key with the first answer and not apply it again,
  * and (2) accept an undo for a key it never applied (a no-op that leaves a tombstone, so a
  * late action with that key is refused instead of applied after its compensation).
+ * The record that announces step n's action is the one before it: `started` announces step
+ * 0 and step n-1's `step_done` announces step n, so a step costs one log write, not two (a
+ * `begun` record of its own, written before this rule, is still read, and changes nothing).
+ * What a `begun` record would add is only the knowledge that the call may have been made;
+ * the log cannot know it either way (a crash can fall between the record and the call), so
+ * a resumed owner calls the step again with the same key, as it always did.
  *
  * The instance (durable state: what the log says; volatile: attempts and waits):
  *
- *     NEW --started--> RUNNING(step n, begun?) --done n--> ... --all done--> DONE
+ *     NEW --started--> RUNNING(step n) --done n--> ... --all done--> DONE
  *                        |  business failure of step n (it did not apply)
  *                        |  or attempts_max transient failures (it may have applied)
  *                        v
@@ -84,7 +90,7 @@
 
 typedef enum keel_saga_state {
     KEEL_SAGA_NEW,             /* nothing durable yet */
-    KEEL_SAGA_RUNNING,         /* started; steps [0, done_n) done; step done_n maybe begun */
+    KEEL_SAGA_RUNNING,         /* started; steps [0, done_n) done; step done_n begun */
     KEEL_SAGA_COMPENSATING,    /* a step failed; undoing */
     KEEL_SAGA_DONE,            /* final: every step done */
     KEEL_SAGA_COMPENSATED,     /* final: every step that may have applied was undone */
@@ -126,9 +132,11 @@ bool keel_saga_id_valid(const char *s, size_t bytes_max);
 /* ---- log records -------------------------------------------------------------------- */
 
 typedef enum keel_saga_rec_type {
-    KEEL_SAGA_REC_STARTED = 1, /* data: u8 name length, saga name, input */
-    KEEL_SAGA_REC_BEGUN,       /* step: its action is about to be called */
-    KEEL_SAGA_REC_STEP_DONE,   /* step, data: its result */
+    KEEL_SAGA_REC_STARTED = 1, /* data: u8 name length, saga name, input; step 0 begun */
+    KEEL_SAGA_REC_BEGUN,       /* step: its action is about to be called. No longer written
+                                  (started and step_done announce the next step); accepted
+                                  in logs written before, where it changes nothing */
+    KEEL_SAGA_REC_STEP_DONE,   /* step, data: its result; the next step, if any, begun */
     KEEL_SAGA_REC_STEP_FAILED, /* step, data: u8 kind (KEEL_SAGA_FAIL_*), reason; starts
                                   compensation at the record's time */
     KEEL_SAGA_REC_UNDONE,      /* step: its compensation succeeded */
@@ -222,7 +230,6 @@ typedef struct keel_saga {
     keel_saga_state_t state;
     uint32_t seq;    /* records applied */
     uint32_t done_n; /* steps done, in order */
-    bool begun;      /* step done_n's action may have been called */
     uint32_t failed_step;
     uint8_t fail_kind; /* KEEL_SAGA_FAIL_* */
     uint32_t undone;   /* bit k: step k's compensation done */
