@@ -136,6 +136,12 @@ const keel_choreo_stats_t *keel_choreo_stats(const keel_choreo_t *c)
     return &c->stats;
 }
 
+void keel_choreo_kick(keel_choreo_t *c)
+{
+    if (c->started && !c->closing)
+        keel_outbox_relay_kick(&c->relay);
+}
+
 static void count(keel_choreo_t *c, int outcome)
 {
     uint64_t *s[6] = {&c->stats.applied,    &c->stats.refused, &c->stats.compensated,

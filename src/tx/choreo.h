@@ -134,6 +134,9 @@ int keel_choreo_init(keel_choreo_t *c, keel_loop_t *loop, const keel_choreo_conf
                      keel_errmsg_t *msg);
 void keel_choreo_start(keel_choreo_t *c);
 const keel_choreo_stats_t *keel_choreo_stats(const keel_choreo_t *c);
+/* Publishes the outbox now instead of at the relay's next poll: call after committing a
+ * transaction that used keel_choreo_emit() on this participant's db. */
+void keel_choreo_kick(keel_choreo_t *c);
 /* Stops; an event being read is left pending and is read again by the next start. */
 void keel_choreo_close(keel_choreo_t *c, void (*closed)(keel_choreo_t *c));
 

@@ -3,12 +3,13 @@
  *
  *   keel-example-choreo --role order|stock|payment --db FILE --servers host:port,...
  *                       [--stream S] [--consumer NAME] [--orders N] [--prefix P]
- *                       [--fail-every K] [--crash-pct P] [--work-ms D] [--seed N]
+ *                       [--rate R] [--fail-every K] [--crash-pct P] [--work-ms D] [--seed N]
  *                       [--claim-idle-ms T] [--claim-interval-ms T]
  *
  * The chain (docs/tx.md, "Sagas, choreographed"):
  *
- *   order    creates orders P-1..P-N at start     emits order.created
+ *   order    creates orders P-1..P-N              emits order.created
+ *            (all at start, or R a second with --rate R)
  *   stock    on order.created   reserve           emits stock.reserved | stock.failed
  *   payment  on stock.reserved  charge            emits payment.charged | payment.failed
  *   order    on payment.charged confirm           emits order.confirmed
@@ -50,7 +51,8 @@ typedef struct app {
     keel_choreo_t choreo;
     keel_rand_t rand;
     const char *role, *prefix, *stream;
-    int64_t orders, fail_every, crash_pct, work_ms;
+    int64_t orders, fail_every, crash_pct, work_ms, rate, next_order;
+    keel_timer_t tick;
 } app_t;
 
 static void work(app_t *a)
@@ -173,42 +175,53 @@ static void define(app_t *a, keel_choreo_config_t *cfg)
     }
 }
 
-/* The order service starts its sagas: each order row and its first event in one
- * transaction, once (a restart finds the rows and emits nothing again). */
-static int create_orders(app_t *a, keel_errmsg_t *msg)
+/* The order service starts a saga: the order row and its first event in one transaction,
+ * once (a restart finds the row and emits nothing again). */
+static int create_order(app_t *a, int64_t i, keel_errmsg_t *msg)
 {
-    for (int64_t i = 1; i <= a->orders; i++) {
-        char saga[KEEL_CHOREO_SAGA_BYTES_MAX + 1], num[24];
-        snprintf(saga, sizeof(saga), "%s-%lld", a->prefix, (long long)i);
-        snprintf(num, sizeof(num), "%lld", (long long)i);
-        int rc = keel_db_begin(&a->db, msg);
-        sqlite3_stmt *st;
-        if (rc == 0)
-            rc = keel_db_prepare(&a->db,
-                                 "INSERT OR IGNORE INTO orders (id, state) VALUES (?1, 'pending')",
-                                 &st, msg);
-        if (rc == 0) {
-            sqlite3_bind_text(st, 1, saga, -1, SQLITE_STATIC);
-            int src = sqlite3_step(st);
-            sqlite3_finalize(st);
-            if (src != SQLITE_DONE)
-                rc = keel_db_error(&a->db, src, "orders", msg);
-        }
-        if (rc == 0 && sqlite3_changes(keel_db_handle(&a->db)) == 1) {
-            rc = ledger(&a->db, saga, "create", msg);
-            if (rc == 0)
-                rc = keel_choreo_emit(&a->db, a->stream, "order.created", saga, num, strlen(num),
-                                      msg);
-        }
-        if (rc == 0)
-            rc = keel_db_commit(&a->db, msg);
-        if (rc != 0) {
-            if (keel_db_in_tx(&a->db))
-                keel_db_rollback(&a->db);
-            return rc;
-        }
+    char saga[KEEL_CHOREO_SAGA_BYTES_MAX + 1], num[24];
+    snprintf(saga, sizeof(saga), "%s-%lld", a->prefix, (long long)i);
+    snprintf(num, sizeof(num), "%lld", (long long)i);
+    sqlite3_stmt *st;
+    int rc = keel_db_begin(&a->db, msg);
+    if (rc == 0)
+        rc = keel_db_prepare(
+            &a->db, "INSERT OR IGNORE INTO orders (id, state) VALUES (?1, 'pending')", &st, msg);
+    if (rc == 0) {
+        sqlite3_bind_text(st, 1, saga, -1, SQLITE_STATIC);
+        int src = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (src != SQLITE_DONE)
+            rc = keel_db_error(&a->db, src, "orders", msg);
     }
-    return 0;
+    if (rc == 0 && sqlite3_changes(keel_db_handle(&a->db)) == 1) {
+        rc = ledger(&a->db, saga, "create", msg);
+        if (rc == 0)
+            rc = keel_choreo_emit(&a->db, a->stream, "order.created", saga, num, strlen(num), msg);
+    }
+    if (rc == 0)
+        rc = keel_db_commit(&a->db, msg);
+    if (rc != 0 && keel_db_in_tx(&a->db))
+        keel_db_rollback(&a->db);
+    return rc;
+}
+
+/* --rate R: one order every 1000/R ms, on the loop, as a service would take requests. */
+static void order_tick(keel_timer_t *t, void *data)
+{
+    app_t *a = data;
+    keel_errmsg_t msg = {{0}};
+    if (a->next_order > a->orders) {
+        keel_timer_stop(t);
+        return;
+    }
+    if (create_order(a, a->next_order, &msg) != 0) {
+        fprintf(stderr, "keel-example-choreo: order %lld: %s\n", (long long)a->next_order,
+                msg.text);
+        return; /* tried again at the next tick */
+    }
+    a->next_order++;
+    keel_choreo_kick(&a->choreo);
 }
 
 static void on_committed(keel_choreo_t *c, const char *entry_id, const keel_choreo_event_t *ev,
@@ -236,6 +249,7 @@ static void on_shutdown(void *data)
            (unsigned long long)s->compensated, (unsigned long long)s->duplicates,
            (unsigned long long)s->claimed);
     fflush(stdout);
+    keel_timer_close(&a->tick, NULL);
     keel_choreo_close(&a->choreo, closed);
 }
 
@@ -243,7 +257,7 @@ static int usage(void)
 {
     fprintf(stderr, "usage: keel-example-choreo --role order|stock|payment --db FILE --servers "
                     "host:port,... [--stream S] [--consumer NAME] [--orders N] [--prefix P] "
-                    "[--fail-every K] [--crash-pct P] [--work-ms D] [--seed N] "
+                    "[--rate R] [--fail-every K] [--crash-pct P] [--work-ms D] [--seed N] "
                     "[--claim-idle-ms T] [--claim-interval-ms T]\n");
     return 2;
 }
@@ -287,6 +301,8 @@ int main(int argc, char **argv)
             ;
         else if (strcmp(k, "--crash-pct") == 0 && num_opt(v, 0, 100, &a.crash_pct) == 0)
             ;
+        else if (strcmp(k, "--rate") == 0 && num_opt(v, 0, 1000, &a.rate) == 0)
+            ;
         else if (strcmp(k, "--work-ms") == 0 && num_opt(v, 0, 10000, &a.work_ms) == 0)
             ;
         else if (strcmp(k, "--seed") == 0 && num_opt(v, 0, INT64_MAX, &seed) == 0)
@@ -328,14 +344,20 @@ int main(int argc, char **argv)
     define(&a, &cfg);
     if (rc == 0)
         rc = keel_choreo_init(&a.choreo, &a.loop, &cfg, &msg);
-    if (rc == 0 && strcmp(a.role, "order") == 0)
-        rc = create_orders(&a, &msg);
+    bool order = strcmp(a.role, "order") == 0;
+    for (int64_t i = 1; rc == 0 && order && a.rate == 0 && i <= a.orders; i++)
+        rc = create_order(&a, i, &msg);
     if (rc != 0) {
         fprintf(stderr, "keel-example-choreo: %s\n", msg.text);
         return 1;
     }
     keel_loop_on_shutdown(&a.loop, on_shutdown, &a);
     keel_choreo_start(&a.choreo);
+    keel_timer_init(&a.loop, &a.tick);
+    a.next_order = 1;
+    if (order && a.rate > 0)
+        keel_timer_start(&a.tick, 1, (keel_ms_t)(1000 / a.rate > 0 ? 1000 / a.rate : 1), order_tick,
+                         &a);
     printf("ready %s\n", a.role);
     keel_loop_run(&a.loop);
     keel_loop_close(&a.loop);
