@@ -110,6 +110,8 @@ int keel_choreo_init(keel_choreo_t *c, keel_loop_t *loop, const keel_choreo_conf
     rc_cfg.poll_ms = cfg->relay_poll_ms;
     rc_cfg.seed = cfg->seed ^ 0x9e3779b97f4a7c15ull;
     rc_cfg.metrics = cfg->metrics;
+    snprintf(c->relay_labels, sizeof(c->relay_labels), "choreo=\"%s\"", cfg->def.name);
+    rc_cfg.metrics_labels = c->relay_labels; /* the def's name needs no escaping */
     keel_client_config_t cc = keel_client_config_default();
     snprintf(c->seeds_text, sizeof(c->seeds_text), "%s", cfg->servers);
     if ((rc = keel_client_config_seeds(&cc, c->seeds_text, "choreo servers", msg)) != 0)
@@ -327,9 +329,9 @@ static void on_acked(keel_client_t *cl, void *ctx, int status, const keel_resp_v
         request_failed(c, "XACK", status, reply);
         return;
     }
-    if (c->fail_id[0] != '\0' && !c->waiting)
+    if (c->backoff_after_ack)
         wait_then_next(c, c->fail_attempts);
-    else if (!c->waiting)
+    else
         next(c);
 }
 
@@ -368,6 +370,7 @@ static void handle_entries(keel_choreo_t *c, const keel_resp_value_t *entries, b
         return;
     }
     c->inflight = true;
+    c->backoff_after_ack = *retry;
     if (keel_client_command(&c->client, 3 + n, argv, NULL, on_acked, c) != 0) {
         c->inflight = false;
         request_failed(c, "XACK", KEEL_EFULL, NULL);

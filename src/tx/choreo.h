@@ -57,7 +57,8 @@
  *
  * Metrics (cfg.metrics): keel_choreo_events_total{participant,outcome="applied"|"refused"|
  * "compensated"|"duplicate"|"ignored"|"malformed"}, keel_choreo_retries_total{participant},
- * keel_choreo_claimed_total{participant}, and the outbox relay's keel_outbox_* metrics.
+ * keel_choreo_claimed_total{participant}, and the relay's keel_outbox_* metrics with
+ * choreo="<name>".
  *
  * Lifecycle (libuv's rule): init -> start -> close(cb); free only in the close callback.
  */
@@ -120,6 +121,8 @@ struct keel_choreo {
     keel_choreo__phase_t phase;
     char claim_cursor[48];
     bool claim_due, inflight, waiting, started, closing;
+    bool backoff_after_ack; /* the batch being acknowledged stopped at an entry to retry */
+    char relay_labels[KEEL_CHOREO_NAME_BYTES_MAX + 16];
     char fail_id[48]; /* the entry whose handler failed transiently, and how often */
     uint32_t fail_attempts;
     keel_choreo_stats_t stats;

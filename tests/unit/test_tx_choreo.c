@@ -148,6 +148,8 @@ static void a_participant_retries_gives_actions_up_never_compensations_and_appli
     cfg.handlers[1] = scripted;
     cfg.handler_data = f;
     cfg.block_ms = 50;
+    keel_metrics_t *metrics = keel_metrics_new();
+    cfg.metrics = metrics;
     KT_EQ_INT(keel_choreo_init(&f->c, &f->loop, &cfg, &msg), 0);
     keel_timer_init(&f->loop, &f->check);
 
@@ -191,6 +193,17 @@ static void a_participant_retries_gives_actions_up_never_compensations_and_appli
     KT_EQ_INT(r.v->elems[0].integer, 0);
     keel_client_reply_free(&r);
 
+    keel_buf_t text;
+    keel_buf_init(&text, 0);
+    KT_EQ_INT(keel_metrics_render(metrics, &text), 0);
+    KT_EQ_INT(keel_buf_append(&text, "", 1), 0);
+    const char *t = (const char *)keel_buf_rptr(&text);
+    KT_CHECK(strstr(t, "keel_choreo_events_total{participant=\"payment\",outcome=\"refused\"} "
+                       "2\n") != NULL);
+    KT_CHECK(strstr(t, "keel_choreo_retries_total{participant=\"payment\"} 9\n") != NULL);
+    KT_CHECK(strstr(t, "keel_outbox_published_total{choreo=\"payment\"} ") != NULL);
+    keel_buf_free(&text);
+
     /* the whole stream delivered again (as after a lost group): nothing applies twice */
     const char *setid[] = {"XGROUP", "SETID", STREAM, "payment", "0"};
     r = tx_call(&srv, 5, setid);
@@ -207,6 +220,7 @@ static void a_participant_retries_gives_actions_up_never_compensations_and_appli
     tx_run_until(&f->loop, &f->closed, 5000);
     KT_EQ_INT(keel_loop_close(&f->loop), 0);
     keel_db_close(&f->db);
+    keel_metrics_free(metrics);
     free(f);
 }
 
