@@ -4,17 +4,25 @@
 #include <assert.h>
 #include <string.h>
 
-static bool name_valid(const char *s, size_t bytes_max, bool colon)
+/* n bytes of [A-Za-z0-9_.-] (and ':' when colon), 1..bytes_max of them. Checked on lengths,
+ * not on a C string, so that a NUL inside a name is refused rather than ending it early. */
+static bool name_valid_n(const char *s, size_t n, size_t bytes_max, bool colon)
 {
-    size_t n = 0;
-    for (; s[n] != '\0'; n++) {
-        char c = s[n];
+    if (n == 0 || n > bytes_max)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
         bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                   c == '_' || c == '.' || c == '-' || (colon && c == ':');
-        if (!ok || n >= bytes_max)
+        if (!ok)
             return false;
     }
-    return n > 0;
+    return true;
+}
+
+static bool name_valid(const char *s, size_t bytes_max, bool colon)
+{
+    return name_valid_n(s, strnlen(s, bytes_max + 1), bytes_max, colon);
 }
 
 bool keel_choreo_type_valid(const char *s)
@@ -54,11 +62,12 @@ size_t keel_choreo_event_encode(const char *type, const char *saga, const void *
 /* Copies p[0..n) into out (cap bytes) as a C string if it is a valid name. */
 static bool take_name(const uint8_t *p, size_t n, char *out, size_t cap, bool saga)
 {
-    if (n == 0 || n >= cap)
+    size_t max = saga ? KEEL_CHOREO_SAGA_BYTES_MAX : KEEL_CHOREO_TYPE_BYTES_MAX;
+    if (n >= cap || !name_valid_n((const char *)p, n, max, saga))
         return false;
     memcpy(out, p, n);
     out[n] = '\0';
-    return saga ? keel_choreo_saga_valid(out) : keel_choreo_type_valid(out);
+    return true;
 }
 
 int keel_choreo_event_decode(const uint8_t *p, size_t n, keel_choreo_event_t *ev,

@@ -46,6 +46,11 @@ static void every_cut_header_and_bad_name_is_refused(void)
         "payment.failed o:9\r\n",                  /* CR is not either */
         "p23456789012345678901234567890123 o-9\n", /* a type of 33 bytes */
     };
+    /* a NUL inside a name would end it early as a C string (found by fuzz_choreo) */
+    static const uint8_t nul_saga[] = {'F', ' ', '2', 0, 0, 0, 0, '\n'};
+    static const uint8_t nul_type[] = {'F', 0, 'x', ' ', '2', '\n'};
+    KT_EQ_INT(keel_choreo_event_decode(nul_saga, sizeof(nul_saga), &ev, &msg), KEEL_EPROTO);
+    KT_EQ_INT(keel_choreo_event_decode(nul_type, sizeof(nul_type), &ev, &msg), KEEL_EPROTO);
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int rc = keel_choreo_event_decode((const uint8_t *)bad[i], strlen(bad[i]), &ev, &msg);
         if (rc != KEEL_EPROTO)
