@@ -51,7 +51,7 @@ def failed(i):
 def test_a_choreographed_saga_ends_once_through_refusals_crashes_and_a_takeover(
         make_cluster, procs, tmp_path):
     """150 orders through stock and payment, every fifth refused at the charge. stock SIGKILLs
-    itself after 3% of its commits, before the XACK, and is restarted under the same consumer
+    itself after 5% of its commits, before the XACK, and is restarted under the same consumer
     name each time (it reads its own pending entries first). payment, 15 ms per event, is
     SIGKILLed from outside mid-batch and replaced by an instance with another consumer name,
     which must take the dead one's pending entries over with XAUTOCLAIM. At the end: every
@@ -63,7 +63,7 @@ def test_a_choreographed_saga_ends_once_through_refusals_crashes_and_a_takeover(
     addrs = ",".join(f"127.0.0.1:{nd.client_port}" for nd in cluster.nodes)
     r = cluster.nodes[0].client()
     stock_runs = 1
-    stock = participant(procs, addrs, tmp_path, "stock", "--crash-pct", "3", "--seed", "1")
+    stock = participant(procs, addrs, tmp_path, "stock", "--crash-pct", "5", "--seed", "1")
     payment = participant(procs, addrs, tmp_path, "payment", "--fail-every", str(FAIL_EVERY),
                           "--work-ms", "15", "--consumer", "payment-1")
     order = participant(procs, addrs, tmp_path, "order", "--orders", str(ORDERS))
@@ -73,7 +73,7 @@ def test_a_choreographed_saga_ends_once_through_refusals_crashes_and_a_takeover(
         if not stock.alive():
             stock.may_exit = True
             stock_runs += 1
-            stock = participant(procs, addrs, tmp_path, "stock", "--crash-pct", "3", "--seed",
+            stock = participant(procs, addrs, tmp_path, "stock", "--crash-pct", "5", "--seed",
                                 str(stock_runs))
 
     # SIGKILL payment once it has charged some orders and while it is inside a batch
