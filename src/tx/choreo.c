@@ -168,10 +168,10 @@ static const keel_resp_value_t *field(const keel_resp_value_t *fields, const cha
 }
 
 /* BEGIN; claim; then run fn (when given) and emit. 0 committed, KEEL_EEXISTS a duplicate
- * (committed, nothing else done), or the failure (rolled back; *handler_rc says whether
- * the handler itself failed). */
+ * (committed, nothing else done), or the failure of the handler or of the database (rolled
+ * back: nothing of the attempt is left). */
 static int transact(keel_choreo_t *c, const keel_resp_value_t *mid, const keel_choreo_event_t *ev,
-                    keel_choreo_fn fn, const char *emit, int *handler_rc, keel_errmsg_t *msg)
+                    keel_choreo_fn fn, const char *emit, keel_errmsg_t *msg)
 {
     keel_db_t *db = c->cfg.db;
     int rc = keel_db_begin(db, msg);
@@ -183,10 +183,8 @@ static int transact(keel_choreo_t *c, const keel_resp_value_t *mid, const keel_c
         return crc == 0 ? KEEL_EEXISTS : crc;
     }
     keel_buf_reset(&c->out);
-    if (rc == 0 && fn != NULL) {
+    if (rc == 0 && fn != NULL)
         rc = fn(db, ev, &c->out, c->cfg.handler_data, msg);
-        *handler_rc = rc;
-    }
     if (rc == 0 && emit != NULL) {
         bool forward = fn == NULL || keel_buf_unread(&c->out) == 0;
         rc = keel_choreo_emit(db, c->stream, emit, ev->saga,
@@ -207,8 +205,7 @@ static ev_result_t handle_event(keel_choreo_t *c, const char *entry_id,
     size_t ri = (size_t)(r - c->cfg.def.rules);
     uint32_t attempts = strcmp(c->fail_id, entry_id) == 0 ? c->fail_attempts + 1 : 1;
     keel_errmsg_t msg = {{0}};
-    int hrc = 0;
-    int rc = transact(c, mid, ev, c->cfg.handlers[ri], r->emit_ok, &hrc, &msg);
+    int rc = transact(c, mid, ev, c->cfg.handlers[ri], r->emit_ok, &msg);
     if (rc == KEEL_EEXISTS) {
         count(c, OUT_DUPLICATE);
         return EV_ACK;
@@ -220,8 +217,7 @@ static ev_result_t handle_event(keel_choreo_t *c, const char *entry_id,
                       KF_STR("saga", ev->saga), KF_STR("event", ev->type),
                       KF_STR("reason", msg.text), KF_INT("attempts", attempts));
         keel_errmsg_t m2 = {{0}};
-        int unused = 0;
-        rc = transact(c, mid, ev, NULL, r->emit_fail, &unused, &m2);
+        rc = transact(c, mid, ev, NULL, r->emit_fail, &m2);
         if (rc == KEEL_EEXISTS) {
             count(c, OUT_DUPLICATE);
             return EV_ACK;
@@ -283,8 +279,18 @@ static ev_result_t handle_entry(keel_choreo_t *c, const keel_resp_value_t *e, ch
         count(c, OUT_IGNORED);
         return EV_ACK;
     }
-    /* the outbox's message id, the same on every delivery; the entry id otherwise */
-    return handle_event(c, id_out, mid && mid->type == KEEL_RESP_BULK ? mid : &e->elems[0], &ev, r);
+    /* the outbox's message id, the same on every delivery; the entry id otherwise. One the
+       inbox cannot hold would fail every attempt and block the participant for good. */
+    if (mid == NULL)
+        mid = &e->elems[0];
+    if (mid->type != KEEL_RESP_BULK || mid->str.len == 0 ||
+        mid->str.len > KEEL_INBOX_ID_BYTES_MAX) {
+        count(c, OUT_MALFORMED);
+        keel_log_error("choreo: event with an unusable id acknowledged without effect",
+                       KF_STR("participant", c->cfg.def.name), KF_STR("entry", id_out));
+        return EV_ACK;
+    }
+    return handle_event(c, id_out, mid, &ev, r);
 }
 
 /* ---- the read loop ---------------------------------------------------------------------- */

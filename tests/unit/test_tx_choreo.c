@@ -7,6 +7,7 @@
 
 #include "runtime/sqlite.h"
 #include "tx/choreo.h"
+#include "tx/inbox.h"
 
 #include <stdlib.h>
 
@@ -159,15 +160,19 @@ static void a_participant_retries_gives_actions_up_never_compensations_and_appli
     xadd("src/4", "stock.reserved t-3\n3");
     xadd("src/5", NULL);                   /* no data field at all */
     xadd("src/6", "order.created t-4\n4"); /* not payment's business */
+    char long_id[KEEL_INBOX_ID_BYTES_MAX + 2];
+    memset(long_id, 'i', sizeof(long_id) - 1);
+    long_id[sizeof(long_id) - 1] = '\0';
+    xadd(long_id, "stock.reserved t-5\n5"); /* an id the inbox cannot hold: never blocks */
     xadd("src/7", "ship.failed c-1\nx");
     keel_choreo_start(&f->c);
-    run(f, 7 + 4); /* and the 4 events it emits itself, which it ignores */
+    run(f, 8 + 4); /* and the 4 events it emits itself, which it ignores */
 
     const keel_choreo_stats_t *s = keel_choreo_stats(&f->c);
     KT_EQ_U64(s->applied, 1);
     KT_EQ_U64(s->refused, 2);
     KT_EQ_U64(s->compensated, 1);
-    KT_EQ_U64(s->malformed, 2);
+    KT_EQ_U64(s->malformed, 3);
     KT_EQ_U64(s->ignored, 1 + 4);
     KT_EQ_U64(s->duplicates, 0);
     KT_EQ_U64(s->retries, 2 + 2 + 5); /* t-1 twice, t-2 twice before its 3rd attempt, c-1 5 */
@@ -208,7 +213,7 @@ static void a_participant_retries_gives_actions_up_never_compensations_and_appli
     const char *setid[] = {"XGROUP", "SETID", STREAM, "payment", "0"};
     r = tx_call(&srv, 5, setid);
     keel_client_reply_free(&r);
-    run(f, 2 * 11);
+    run(f, 2 * 12);
     KT_EQ_U64(s->duplicates, 4);
     KT_EQ_U64(s->applied + s->refused + s->compensated, 4);
     KT_EQ_INT(effects(&f->db, "t-1") + effects(&f->db, "c-1"), 2);
