@@ -318,6 +318,10 @@ static void request_failed(keel_choreo_t *c, const char *what, int status,
     c->stats.request_errors++;
     if (reply && keel_resp_error_contains(reply, "NOGROUP"))
         c->phase = KEEL_CHOREO__GROUP; /* the stream or group went away: create them again */
+    else if (c->phase == KEEL_CHOREO__LIVE)
+        /* a read whose answer was lost (a timeout, -UNKNOWN, a leader lost) may have delivered
+           entries to us all the same: they are in our pending list, so read that first */
+        c->phase = KEEL_CHOREO__HISTORY;
     keel_log_warn("choreo: request failed", KF_STR("participant", c->cfg.def.name),
                   KF_STR("request", what),
                   KF_STR("error", status ? keel_strerror(status) : "reply"));
