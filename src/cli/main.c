@@ -20,6 +20,8 @@ static const keel_cli_cmd_t commands[] = {
     {"watch", "print a KEEL.WATCH change feed, resuming on another node with FROM", keel_cli_watch},
     {"proxy", "run keel proxy, the HTTP/1.1 gateway (--config FILE) or check a config (--check)",
      keel_cli_proxy},
+    {"saga", "list orchestrated sagas by state, or show one's log (`keel saga list|show`)",
+     keel_cli_saga},
     {"bench", "load generators: `keel bench kv` (RESP GET/SET, latency, history)", keel_cli_bench},
 };
 

@@ -26,6 +26,7 @@ def run(args, cwd=None, timeout_s=10):
         ["down", "--help"],
         ["status", "--help"],
         ["version", "--help"],
+        ["saga", "--help"],
     ],
 )
 def test_every_command_answers_help_with_usage_on_stdout_and_status_0(args):

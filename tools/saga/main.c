@@ -31,6 +31,7 @@
 #include "runtime/clock.h"
 #include "runtime/logsink.h"
 #include "tx/saga.h"
+#include "tx/saga_view.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -38,7 +39,6 @@
 #include <string.h>
 
 #define SAGAS_MAX 100000L
-#define LIST_MAX 100000
 
 static const char *seeds[KEEL_CLIENT_SEEDS_MAX];
 static size_t seeds_n;
@@ -53,162 +53,24 @@ static int parse_addrs(char *s)
     return seeds_n > 0 ? 0 : -1;
 }
 
-static int call(size_t argc, const char *const *argv, keel_client_reply_t *r)
-{
-    keel_errmsg_t msg = {{0}};
-    int rc = keel_client_call(seeds, seeds_n, argc, argv, 10000, r, &msg);
-    if (rc != 0)
-        fprintf(stderr, "keel-saga: %s: %s %s\n", argv[0], keel_strerror(rc), msg.text);
-    else if (r->v->type == KEEL_RESP_ERROR) {
-        fprintf(stderr, "keel-saga: %s: %.*s\n", argv[0], (int)r->v->str.len,
-                (const char *)r->v->str.ptr);
-        keel_client_reply_free(r);
-        rc = KEEL_EPROTO;
-    }
-    return rc;
-}
-
-/* The record bytes of an XRANGE entry. */
-static const keel_resp_value_t *entry_record(const keel_resp_value_t *e)
-{
-    if (e->type != KEEL_RESP_ARRAY || e->elems_len != 2 || e->elems[1].type != KEEL_RESP_ARRAY)
-        return NULL;
-    const keel_resp_value_t *f = &e->elems[1];
-    for (size_t i = 0; i + 1 < f->elems_len; i += 2)
-        if (f->elems[i].str.len == 1 && f->elems[i].str.ptr[0] == 'r')
-            return &f->elems[i + 1];
-    return NULL;
-}
-
-/* ---- list and show ---------------------------------------------------------------------- */
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
+/* ---- list and show (tx/saga_view.h) ----------------------------------------------------- */
 
 static int cmd_list(void)
 {
-    char cursor[32] = "0";
-    char **ids = NULL;
-    size_t n = 0;
-    do {
-        const char *argv[] = {"SCAN",  cursor, "MATCH", "saga:*:log",
-                              "COUNT", "1000", "TYPE",  "stream"};
-        keel_client_reply_t r;
-        if (call(8, argv, &r) != 0)
-            return 1;
-        const keel_resp_value_t *v = r.v;
-        if (v->type != KEEL_RESP_ARRAY || v->elems_len != 2 ||
-            v->elems[0].str.len >= sizeof(cursor)) {
-            keel_client_reply_free(&r);
-            return 1;
-        }
-        memcpy(cursor, v->elems[0].str.ptr, v->elems[0].str.len);
-        cursor[v->elems[0].str.len] = '\0';
-        for (size_t i = 0; i < v->elems[1].elems_len && n < LIST_MAX; i++) {
-            const keel_resp_arg_t *k = &v->elems[1].elems[i].str;
-            char **grown = realloc(ids, (n + 1) * sizeof(*ids));
-            if (grown == NULL)
-                break;
-            ids = grown;
-            ids[n] = strndup((const char *)k->ptr, k->len);
-            if (ids[n])
-                n++;
-        }
-        keel_client_reply_free(&r);
-    } while (strcmp(cursor, "0") != 0);
-    qsort(ids, n, sizeof(*ids), cmp_str);
-    long by_state[KEEL_SAGA__STATES] = {0};
-    for (size_t i = 0; i < n; i++) {
-        const char *argv[] = {"XREVRANGE", ids[i], "+", "-", "COUNT", "1"};
-        const char *xlen[] = {"XLEN", ids[i]};
-        keel_client_reply_t r, l;
-        if (call(6, argv, &r) != 0)
-            continue;
-        long records = call(2, xlen, &l) == 0 ? (long)l.v->integer : -1;
-        if (records >= 0)
-            keel_client_reply_free(&l);
-        keel_saga_state_t st = KEEL_SAGA_NEW;
-        const char *bad = "";
-        if (r.v->type == KEEL_RESP_ARRAY && r.v->elems_len == 1) {
-            const keel_resp_value_t *b = entry_record(&r.v->elems[0]);
-            keel_saga_rec_t rec;
-            if (b && keel_saga_rec_decode(b->str.ptr, b->str.len, &rec, NULL) == 0)
-                st = keel_saga_state_after(rec.type);
-            else
-                bad = " (last record damaged)";
-        }
-        keel_client_reply_free(&r);
-        by_state[st]++;
-        size_t idl = strlen(ids[i]) - strlen("saga:") - strlen(":log");
-        printf("%.*s %s records=%ld%s\n", (int)idl, ids[i] + 5, keel_saga_state_name(st), records,
-               bad);
-    }
-    printf("total %zu:", n);
-    for (int s = 0; s < KEEL_SAGA__STATES; s++)
-        if (by_state[s])
-            printf(" %s %ld", keel_saga_state_name((keel_saga_state_t)s), by_state[s]);
-    printf("\n");
-    for (size_t i = 0; i < n; i++)
-        free(ids[i]);
-    free(ids);
-    return 0;
-}
-
-static void print_data(const uint8_t *p, size_t n)
-{
-    putchar('"');
-    for (size_t i = 0; i < n && i < 200; i++)
-        if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '"' && p[i] != '\\')
-            putchar(p[i]);
-        else
-            printf("\\x%02x", p[i]);
-    putchar('"');
+    keel_errmsg_t msg = {{0}};
+    int rc = keel_saga_view_list(seeds, seeds_n, -1, stdout, &msg);
+    if (rc != 0)
+        fprintf(stderr, "keel-saga: %s\n", msg.text);
+    return rc == 0 ? 0 : 1;
 }
 
 static int cmd_show(const char *id)
 {
-    char key[KEEL_SAGA_ID_BYTES_MAX + 16];
-    if (!keel_saga_id_valid(id, KEEL_SAGA_ID_BYTES_MAX)) {
-        fprintf(stderr, "keel-saga: bad saga id\n");
-        return 2;
-    }
-    snprintf(key, sizeof(key), "saga:%s:log", id);
-    const char *argv[] = {"XRANGE", key, "-", "+"};
-    keel_client_reply_t r;
-    if (call(4, argv, &r) != 0)
-        return 1;
-    if (r.v->type != KEEL_RESP_ARRAY || r.v->elems_len == 0) {
-        fprintf(stderr, "keel-saga: no saga %s\n", id);
-        keel_client_reply_free(&r);
-        return 1;
-    }
-    keel_saga_state_t st = KEEL_SAGA_NEW;
-    int rc = 0;
-    for (size_t i = 0; i < r.v->elems_len; i++) {
-        const keel_resp_value_t *b = entry_record(&r.v->elems[i]);
-        keel_saga_rec_t rec;
-        keel_errmsg_t msg = {{0}};
-        if (b == NULL || keel_saga_rec_decode(b->str.ptr, b->str.len, &rec, &msg) != 0) {
-            printf("entry %zu: damaged: %s\n", i, msg.text);
-            rc = 1;
-            continue;
-        }
-        printf("%" PRIu32 " %" PRId64 " %s %" PRIu32 " ", rec.seq, rec.time_ms,
-               keel_saga_rec_type_name(rec.type), rec.step);
-        if (rec.type == KEEL_SAGA_REC_STEP_FAILED && rec.data_len >= 1) {
-            printf("%s ", rec.data[0] == KEEL_SAGA_FAIL_BUSINESS ? "business" : "gave_up");
-            print_data(rec.data + 1, rec.data_len - 1);
-        } else {
-            print_data(rec.data, rec.data_len);
-        }
-        putchar('\n');
-        st = keel_saga_state_after(rec.type);
-    }
-    printf("state %s\n", keel_saga_state_name(st));
-    keel_client_reply_free(&r);
-    return rc;
+    keel_errmsg_t msg = {{0}};
+    int rc = keel_saga_view_show(seeds, seeds_n, id, stdout, &msg);
+    if (rc != 0)
+        fprintf(stderr, "keel-saga: %s\n", msg.text);
+    return rc == 0 ? 0 : rc == KEEL_EINVAL ? 2 : 1;
 }
 
 /* ---- the demo ---------------------------------------------------------------------------- */
