@@ -735,8 +735,11 @@ static int dispatch(keel_resp_client_t *c, const keel_resp_cmd_t *cmd)
     int rc = 0;
     if (c->server->cfg.before_command)
         rc = c->server->cfg.before_command(c, k, cmd->argc, cmd->argv);
-    if (rc == 0)
+    if (rc == 0) {
         rc = k->handler(c, cmd->argc, cmd->argv);
+        if (rc >= 0 && c->server->cfg.after_command)
+            c->server->cfg.after_command(c, k, cmd->argc, cmd->argv);
+    }
     c->cmd = NULL;
     return rc < 0 ? rc : 0;
 }

@@ -124,6 +124,10 @@ typedef struct keel_resp_server_config {
        wrong argument count (after the error reply is written), so the owner can count it
        and, inside MULTI, make EXEC fail as Redis does; may be NULL. */
     void (*command_refused)(keel_resp_client_t *c, const keel_resp_command_t *cmd);
+    /* Called after a command's handler returned (not when before_command answered or held
+       it), argv still valid: keel server's SLOWLOG times the command here; may be NULL. */
+    void (*after_command)(keel_resp_client_t *c, const keel_resp_command_t *cmd, size_t argc,
+                          const keel_resp_arg_t *argv);
 } keel_resp_server_config_t;
 
 /*

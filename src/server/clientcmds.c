@@ -372,10 +372,10 @@ int keel__srv_cmd_time(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
 /* ---- CONFIG ------------------------------------------------------------------------ */
 
 /*
- * The settings CONFIG shows, under Redis's names where the meaning is the same. Two can
- * change at run time (maxclients, timeout); the rest are fixed by how keel works (every
- * write is in the fsynced Raft log: appendonly yes, appendfsync always) or by its command
- * line (docs/server.md).
+ * The settings CONFIG shows, under Redis's names where the meaning is the same. Four can
+ * change at run time (maxclients, timeout, slowlog-max-len, slowlog-log-slower-than); the rest are
+ * fixed by how keel works (every write is in the fsynced Raft log: appendonly yes, appendfsync
+ * always) or by its command line (docs/server.md).
  */
 typedef struct setting {
     const char *name;
@@ -421,6 +421,26 @@ static int64_t get_port(const server_t *s)
     return keel_resp_server_port(&s->resp);
 }
 
+static int64_t get_slowlog_slower(const server_t *s)
+{
+    return s->slowlog_slower_than_us;
+}
+
+static void set_slowlog_slower(server_t *s, int64_t v)
+{
+    s->slowlog_slower_than_us = v;
+}
+
+static int64_t get_slowlog_len(const server_t *s)
+{
+    return (int64_t)s->slowlog_len_max;
+}
+
+static void set_slowlog_len(server_t *s, int64_t v)
+{
+    s->slowlog_len_max = (uint64_t)v; /* as Redis: the log is cut at its next entry */
+}
+
 static const setting_t SETTINGS[] = {
     {"maxclients", get_maxclients, NULL, 1, 4294967295, set_maxclients},
     {"timeout", get_timeout, NULL, 0, 2147483647, set_timeout},
@@ -432,6 +452,9 @@ static const setting_t SETTINGS[] = {
     {"appendfsync", NULL, "always", 0, 0, NULL},
     {"save", NULL, "", 0, 0, NULL},
     {"maxmemory", NULL, "0", 0, 0, NULL},
+    /* per node, as in Redis (slowlog.c) */
+    {"slowlog-max-len", get_slowlog_len, NULL, 0, INT64_MAX, set_slowlog_len},
+    {"slowlog-log-slower-than", get_slowlog_slower, NULL, -1, INT64_MAX, set_slowlog_slower},
 };
 #define N_SETTINGS (sizeof(SETTINGS) / sizeof(SETTINGS[0]))
 

@@ -101,7 +101,8 @@ static int start_front_ends(server_t *s, keel_errmsg_t *msg)
         return rc;
     s->cfg.resp.listen = s->cfg.listen_client;
     s->cfg.resp.client_closed = keel__srv_client_closed;
-    s->cfg.resp.before_command = keel__srv_before_command;
+    s->cfg.resp.before_command = keel__srv_slowlog_before;
+    s->cfg.resp.after_command = keel__srv_slowlog_after;
     s->cfg.resp.client_drained = keel__srv_feed_drained;
     s->cfg.resp.command_refused = keel__srv_command_refused;
     rc = keel_resp_server_init(&s->resp, &s->loop, &s->cfg.resp, cmds, n, s, msg);
@@ -121,6 +122,7 @@ static int server_init(server_t *s, const keel_server_config_t *cfg, keel_errmsg
     s->cfg = *cfg;
     s->started_ms = keel_clock_now_ms();
     keel_list_init(&s->watchers);
+    keel__srv_slowlog_init(s);
     keel_buf_init(&s->buf, 0);
     keel_buf_init(&s->stale, 0);
     s->metrics = keel_metrics_new();
@@ -161,9 +163,11 @@ static void server_free(server_t *s)
     keel__srv_tracking_free(s);
     keel_buf_free(&s->buf);
     keel_buf_free(&s->stale);
+    keel__srv_slowlog_free(s);
     while (s->pr_pool != NULL) {
         pending_reply_t *pr = s->pr_pool;
         s->pr_pool = pr->next;
+        keel_buf_free(&pr->slow_args);
         free(pr);
     }
     free(s->argv);
