@@ -183,6 +183,74 @@ static int client_kill(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
     return keel_resp_write_int(out, killed);
 }
 
+/* CLIENT REPLY ON|OFF|SKIP: the runtime drops the replies (runtime/resp_server.h). */
+static int client_reply(keel_resp_client_t *c, const keel_resp_arg_t *mode, keel_buf_t *out)
+{
+    if (keel__srv_arg_is(mode, "on")) {
+        keel_resp_client_reply(c, KEEL_RESP_REPLY_ON);
+        return keel_resp_write_simple(keel_resp_client_out(c), "OK");
+    }
+    if (keel__srv_arg_is(mode, "off")) {
+        keel_resp_client_reply(c, KEEL_RESP_REPLY_OFF);
+        return 0;
+    }
+    if (keel__srv_arg_is(mode, "skip")) {
+        keel_resp_client_reply(c, KEEL_RESP_REPLY_SKIP);
+        return 0;
+    }
+    return keel_resp_write_error(out, "ERR syntax error");
+}
+
+/* CLIENT HELP: Redis's text for the subcommands keel has (UNBLOCK is not one: docs/server.md). */
+static const char *const CLIENT_HELP[] = {
+    "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "CACHING (YES|NO)",
+    "    Enable/disable tracking of the keys for next command in OPTIN/OPTOUT modes.",
+    "GETREDIR",
+    "    Return the client ID we are redirecting to when tracking is enabled.",
+    "GETNAME",
+    "    Return the name of the current connection.",
+    "ID",
+    "    Return the ID of the current connection.",
+    "INFO",
+    "    Return information about the current client connection.",
+    "KILL <ip:port>",
+    "    Kill connection made from <ip:port>.",
+    "KILL <option> <value> [<option> <value> [...]]",
+    "    Kill connections. Options are:",
+    "    * ADDR (<ip:port>|<unixsocket>:0)",
+    "      Kill connections made from the specified address",
+    "    * LADDR (<ip:port>|<unixsocket>:0)",
+    "      Kill connections made to specified local address",
+    "    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)",
+    "      Kill connections by type.",
+    "    * USER <username>",
+    "      Kill connections authenticated by <username>.",
+    "    * SKIPME (YES|NO)",
+    "      Skip killing current connection (default: yes).",
+    "LIST [options ...]",
+    "    Return information about client connections. Options:",
+    "    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)",
+    "      Return clients of specified type.",
+    "UNPAUSE",
+    "    Stop the current client pause, resuming traffic.",
+    "PAUSE <timeout> [WRITE|ALL]",
+    "    Suspend all, or just write, clients for <timeout> milliseconds.",
+    "REPLY (ON|OFF|SKIP)",
+    "    Control the replies sent to the current connection.",
+    "SETNAME <name>",
+    "    Assign the name <name> to the current connection.",
+    "TRACKING (ON|OFF) [REDIRECT <id>] [BCAST] [PREFIX <prefix> [...]]",
+    "         [OPTIN] [OPTOUT] [NOLOOP]",
+    "    Control server assisted client side caching.",
+    "TRACKINGINFO",
+    "    Report tracking status for the current connection.",
+    "NO-EVICT (ON|OFF)",
+    "    Protect current client connection from eviction.",
+    "HELP",
+    "    Prints this help.",
+};
+
 keel_resp_client_t *keel__srv_client_by_id(server_t *s, uint64_t id)
 {
     for (keel_resp_client_t *x = keel_resp_server_next_client(&s->resp, NULL); x != NULL;
@@ -249,6 +317,39 @@ int keel__srv_cmd_client(keel_resp_client_t *c, size_t argc, const keel_resp_arg
             return wrong_args(out, "client|trackinginfo");
         return keel__srv_client_trackinginfo(c, out);
     }
+    if (keel__srv_arg_is(sub, "pause")) {
+        if (argc < 3)
+            return wrong_args(out, "client|pause");
+        if (argc > 4)
+            return keel_resp_write_errorf(out,
+                                          "ERR unknown subcommand or wrong number of arguments "
+                                          "for '%.*s'. Try CLIENT HELP.",
+                                          (int)sub->len, (const char *)sub->ptr);
+        return keel__srv_client_pause(c, argc, argv, out);
+    }
+    if (keel__srv_arg_is(sub, "unpause")) {
+        if (argc != 2)
+            return wrong_args(out, "client|unpause");
+        return keel__srv_client_unpause(c, out);
+    }
+    if (keel__srv_arg_is(sub, "reply")) {
+        if (argc != 3)
+            return wrong_args(out, "client|reply");
+        return client_reply(c, &argv[2], out);
+    }
+    if (keel__srv_arg_is(sub, "help")) {
+        if (argc != 2)
+            return wrong_args(out, "client|help");
+        size_t n = sizeof(CLIENT_HELP) / sizeof(CLIENT_HELP[0]);
+        int rc = keel_resp_write_array_header(out, n);
+        for (size_t i = 0; rc == 0 && i < n; i++)
+            rc = keel_resp_write_simple(out, CLIENT_HELP[i]);
+        return rc;
+    }
+    if (keel__srv_arg_is(sub, "unblock")) /* docs/server.md says why */
+        return keel_resp_write_error(
+            out, "ERR keel: CLIENT UNBLOCK is not offered (a blocked pop may already be in the "
+                 "Raft log); close the connection instead");
     if (keel__srv_arg_is(sub, "no-evict") || keel__srv_arg_is(sub, "no-touch")) {
         if (argc != 3)
             return wrong_args(out, keel__srv_arg_is(sub, "no-evict") ? "client|no-evict"

@@ -390,7 +390,8 @@ static const keel_resp_command_t connection_commands[] = {
      .summary = "Close the connection"},
     {"select", 2, FAST, keel__srv_cmd_select, .summary = "Select database 0 (the only one)"},
     {"client", -2, FAST, keel__srv_cmd_client,
-     .summary = "CLIENT SETNAME, GETNAME, ID, SETINFO, LIST, INFO, KILL, NO-EVICT"},
+     .summary = "CLIENT SETNAME, GETNAME, ID, SETINFO, LIST, INFO, KILL, PAUSE, UNPAUSE, REPLY, "
+                "TRACKING, CACHING, NO-EVICT, HELP"},
     {"hello", -1, FAST, keel__srv_cmd_hello, .summary = "Handshake: RESP2 or RESP3, SETNAME"},
     {"reset", 1, FAST | SUBSCRIBED | NOQUEUE, keel__srv_cmd_reset,
      .summary = "The connection as new: no MULTI, WATCH, subscriptions or name"},

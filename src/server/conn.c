@@ -35,6 +35,7 @@ void keel__srv_client_closed(keel_resp_client_t *c)
     if (cs == NULL)
         return;
     cs->closed = 1;
+    keel__srv_pause_closed(cs);
     keel__srv_feed_end(keel__srv_of(c), cs);
     keel__srv_tracking_closed(keel__srv_of(c), cs);
     keel_pubsub_drop(keel__srv_of(c)->pubsub, c);
@@ -356,6 +357,7 @@ static int refuse(keel_resp_client_t *c, const keel_resp_command_t *row, const c
 /*
  * Redis's processCommand, in its order, for every command that passed lookup and
  * arity (one rule each, decided by the row's flags, never by the command's name):
+ *   0. while CLIENT PAUSE holds the command, it waits (pause.c), not consumed;
  *   1. a connection streaming KEEL.WATCH takes only PING and QUIT;
  *   2. RESP2 subscribed mode takes only the rows flagged SUBSCRIBED (the
  *      (P)(UN)SUBSCRIBEs, PING, QUIT);
@@ -363,12 +365,14 @@ static int refuse(keel_resp_client_t *c, const keel_resp_command_t *row, const c
  *      NOQUEUE runs at once (MULTI, EXEC, DISCARD, WATCH, QUIT), a data command is
  *      checked and queued by its handler, and any other command is queued as it is and
  *      runs inside EXEC.
- * 0: run the handler; 1: answered here; < 0: the client is closed.
+ * 0: run the handler; 1: answered here; KEEL_RESP_HOLD: paused; < 0: the client is closed.
  */
 int keel__srv_before_command(keel_resp_client_t *c, const keel_resp_command_t *cmd, size_t argc,
                              const keel_resp_arg_t *argv)
 {
     server_t *s = keel__srv_of(c);
+    if (keel__srv_pause_holds(c, cmd)) /* before anything: it runs again from here */
+        return KEEL_RESP_HOLD;
     client_state_t *cs = keel_resp_client_data(c);
     cmd_stats_t *st = cmd->data;
     if (st)

@@ -86,6 +86,7 @@ static void on_shutdown(void *data)
     keel__srv_xblock_close(s);
     keel__srv_wait_close(s);
     keel__srv_lblock_close(s);
+    keel__srv_pause_close(s);
     keel__srv_ap_stop(s);
     if (s->node)
         keel_node_stop(s->node, NULL, NULL);
@@ -147,6 +148,8 @@ static int server_init(server_t *s, const keel_server_config_t *cfg, keel_errmsg
         rc = keel_loop_init(&s->loop);
     if (rc == 0)
         rc = keel__srv_wait_init(s);
+    if (rc == 0)
+        rc = keel__srv_pause_init(s);
     if (rc == 0)
         rc = keel__srv_xblock_init(s);
     return rc == 0 ? keel__srv_lblock_init(s) : rc;

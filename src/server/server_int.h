@@ -23,6 +23,7 @@
  *                (SELECT, INFO, COMMAND, KEEL.READS, KEEL.CLUSTER)
  *   clientcmds.c CLIENT, HELLO, RESET, TIME and CONFIG
  *   slowlog.c    SLOWLOG, and the timing of every command around its handler and reply
+ *   pause.c      CLIENT PAUSE / UNPAUSE: this node's clients held, all or their writes
  *   conn.c       a connection's state, the rules applied before every command
  *                (subscribed mode, MULTI queueing, feeds), data commands sent to the
  *                node in the connection's order, and their replies
@@ -117,6 +118,12 @@ typedef struct server {
     /* the command being dispatched: when it started, whether it went to the node */
     keel_us_t cmd_start_us;
     int cmd_timing, cmd_deferred;
+    /* CLIENT PAUSE (pause.c): the mode, its end, the held connections, first held first */
+    int pause_type;
+    keel_ms_t pause_end_ms;
+    keel_list_t paused; /* client_state_t.pause_link */
+    keel_timer_t pause_timer;
+    int pause_timer_inited;
 } server_t;
 
 /*
@@ -143,6 +150,8 @@ typedef struct client_state {
     size_t nqueued;
     struct watched **watch; /* WATCHed keys with the versions seen */
     size_t nwatch;
+    keel_resp_client_t *pause_client; /* held by CLIENT PAUSE (in s->paused), else NULL */
+    keel_list_t pause_link;
     watcher_t *feed; /* KEEL.WATCH: the connection is in push mode */
     int feed_ended;  /* it was, and is closing (lagged): still no other commands */
 } client_state_t;
@@ -346,6 +355,17 @@ int keel__srv_slowlog_slow(const server_t *s, keel_us_t duration_us);
 void keel__srv_slowlog_push(server_t *s, keel_resp_client_t *c, const uint8_t *args, size_t len,
                             keel_us_t duration_us);
 int keel__srv_cmd_slowlog(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+
+/* pause.c: CLIENT PAUSE / UNPAUSE */
+int keel__srv_pause_init(server_t *s);
+void keel__srv_pause_close(server_t *s);
+/* Whether a pause holds this command now (it joins the held connections); ends a pause
+ * whose deadline passed. */
+int keel__srv_pause_holds(keel_resp_client_t *c, const keel_resp_command_t *cmd);
+void keel__srv_pause_closed(client_state_t *cs);
+int keel__srv_client_pause(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv,
+                           keel_buf_t *out);
+int keel__srv_client_unpause(keel_resp_client_t *c, keel_buf_t *out);
 
 /* wait.c: WAIT numreplicas timeout */
 int keel__srv_cmd_wait(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);

@@ -130,3 +130,164 @@ def test_slowlog_is_per_node_and_times_a_write_to_its_reply(make_cluster):
     for i in range(20):
         fc.set(f"k{i}", "v")
     assert fc.slowlog_len() == 0
+
+
+# ---- CLIENT PAUSE / UNPAUSE / REPLY / HELP ---------------------------------------------------
+
+CLIENT_ROWS = [
+    ("pause errors", [["CLIENT", "PAUSE"], ["CLIENT", "PAUSE", "x"], ["CLIENT", "PAUSE", "-1"],
+                      ["CLIENT", "PAUSE", "1.5"], ["CLIENT", "PAUSE", "10", "foo"],
+                      ["CLIENT", "PAUSE", "x", "foo"], ["CLIENT", "PAUSE", "10", "write", "extra"],
+                      ["CLIENT", "PAUSE", "99999999999999999999"],
+                      ["CLIENT", "PAUSE", "0"], ["CLIENT", "PAUSE", "0", "write"],
+                      ["CLIENT", "UNPAUSE", "x"], ["CLIENT", "UNPAUSE"], ["SET", "a", "1"]]),
+    ("reply errors", [["CLIENT", "REPLY"], ["CLIENT", "REPLY", "foo"], ["CLIENT", "REPLY", "on", "x"],
+                      ["CLIENT", "REPLY", "ON"], ["CLIENT", "HELP", "x"], ["CLIENT", "NO-EVICT", "on"],
+                      ["CLIENT", "NO-EVICT", "maybe"]]),
+]
+
+# Pipelines whose replies are dropped in part: each is sent whole, then PING ends it, and every
+# byte that came back is compared.
+REPLY_PIPELINES = [
+    [["CLIENT", "REPLY", "OFF"], ["SET", "k", "v"], ["GET", "k"], ["NOSUCH"], ["GET"],
+     ["CLIENT", "REPLY", "ON"], ["GET", "k"]],
+    [["CLIENT", "REPLY", "SKIP"], ["GET", "k"], ["GET", "k"]],
+    [["CLIENT", "REPLY", "SKIP"], ["NOSUCH"], ["GET", "k"]],
+    [["CLIENT", "REPLY", "SKIP"], ["GET"], ["GET", "k"]],
+    [["CLIENT", "REPLY", "SKIP"], ["CLIENT", "REPLY", "SKIP"], ["GET", "k"], ["GET", "k"]],
+    [["CLIENT", "REPLY", "OFF"], ["CLIENT", "REPLY", "SKIP"], ["GET", "k"], ["CLIENT", "REPLY", "ON"]],
+    [["CLIENT", "REPLY", "SKIP"], ["CLIENT", "REPLY", "ON"], ["GET", "k"]],
+    [["CLIENT", "REPLY", "SKIP"], ["CLIENT", "REPLY", "FOO"], ["GET", "k"]],
+    [["CLIENT", "REPLY", "OFF"], ["CLIENT", "REPLY", "FOO"], ["CLIENT", "REPLY", "ON"]],
+    [["CLIENT", "REPLY", "SKIP"], ["MULTI"], ["SET", "a", "1"], ["EXEC"]],
+    [["CLIENT", "REPLY", "OFF"], ["MULTI"], ["INCR", "n"], ["EXEC"], ["CLIENT", "REPLY", "ON"],
+     ["GET", "n"]],
+    [["CLIENT", "REPLY", "SKIP"], ["SET", "w", "1"], ["SET", "w", "2"], ["GET", "w"]],
+    [["CLIENT", "REPLY", "OFF"], ["SUBSCRIBE", "ch"], ["UNSUBSCRIBE", "ch"], ["CLIENT", "REPLY", "ON"]],
+]
+
+
+def run_pipelines(port):
+    from keelcluster import resp_command
+
+    out = []
+    for cmds in REPLY_PIPELINES:
+        c = RespConn(port)
+        try:
+            assert c.call("FLUSHALL") == b"+OK\r\n"
+            c.send(b"".join(resp_command(*cmd) for cmd in cmds) + resp_command("PING", "end"))
+            got = b""
+            while not got.endswith(b"$3\r\nend\r\n"):
+                got += c.reply()
+            out.append(got)
+        finally:
+            c.close()
+    return out
+
+
+def test_client_pause_reply_and_help_reply_like_redis(make_cluster, redis_server):
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    real = run_rows(redis_server.port, CLIENT_ROWS)
+    real_pipes = run_pipelines(redis_server.port)
+    for who, nd in (("leader", leader), ("follower", cl.followers(leader)[0])):
+        diffs = diff_rows(CLIENT_ROWS, run_rows(nd.client_port, CLIENT_ROWS), real)
+        assert not diffs, f"{who}: replies differ from redis-server:\n" + "\n".join(diffs)
+        for cmds, k, r in zip(REPLY_PIPELINES, run_pipelines(nd.client_port), real_pipes):
+            assert k == r, f"{who}: {cmds}: keel {k!r} redis {r!r}"
+    # HELP is keel's list of what it has, in Redis's words (UNBLOCK is not offered)
+    help_lines = leader.client().execute_command("CLIENT", "HELP")
+    assert help_lines[0].startswith(b"CLIENT <subcommand>") and b"UNBLOCK" not in b"".join(help_lines)
+    for sub in (b"PAUSE", b"UNPAUSE", b"REPLY", b"TRACKING", b"NO-EVICT"):
+        assert any(line.startswith(sub) for line in help_lines), sub
+
+
+def answered_within(conn, timeout_s):
+    """The next reply within timeout_s, or None."""
+    conn.sock.settimeout(timeout_s)
+    try:
+        return conn.reply()
+    except OSError:
+        return None
+    finally:
+        conn.sock.settimeout(10)
+
+
+def pause_behaviour(port):
+    """What a pause does, as observations both servers must share."""
+    from keelcluster import resp_command
+
+    seen = []
+    a, b, c, d = (RespConn(port) for _ in range(4))
+    try:
+        a.call("FLUSHALL")
+        # WRITE: reads and read-only transactions run; writes wait, in the order they came
+        seen.append(a.call("CLIENT", "PAUSE", "20000", "WRITE"))
+        seen.append(b.call("GET", "x"))
+        seen.append(c.call("MULTI") + c.call("GET", "x") + c.call("EXEC"))
+        b.send(resp_command("SET", "x", "from-b") + resp_command("GET", "x"))
+        time.sleep(0.1)
+        c.send(resp_command("MULTI") + resp_command("SET", "x", "from-c"))
+        seen.append(("b's SET held", answered_within(b, 0.4)))
+        seen.append(("c's queued SET held", answered_within(c, 0.3)))
+        seen.append(d.call("PING"))
+        seen.append(d.call("CLIENT", "UNPAUSE"))
+        seen.append(("b after", b.reply(), b.reply()))
+        seen.append(("c after", c.reply(), c.call("EXEC")))
+        seen.append(d.call("GET", "x"))
+        # ALL: every command waits, UNPAUSE too, until the deadline
+        t0 = time.monotonic()
+        seen.append(a.call("CLIENT", "PAUSE", "700", "ALL"))
+        b.send(resp_command("PING"))
+        a.send(resp_command("CLIENT", "UNPAUSE"))
+        seen.append(("ALL: PING held", answered_within(b, 0.3)))
+        seen.append(("ALL: UNPAUSE held", answered_within(a, 0.05)))
+        seen.append(("after the deadline", b.reply(), a.reply()))
+        waited = time.monotonic() - t0
+        assert 0.6 <= waited < 5, waited
+        # a second pause keeps the later deadline and the stronger mode
+        t0 = time.monotonic()
+        seen.append(a.call("CLIENT", "PAUSE", "600", "WRITE") + a.call("CLIENT", "PAUSE", "50", "ALL"))
+        seen.append(("ALL for the longer time", b.call("PING")))
+        assert time.monotonic() - t0 >= 0.5
+    finally:
+        for x in (a, b, c, d):
+            x.close()
+    return seen
+
+
+def test_client_pause_holds_writes_or_all_like_redis(make_cluster, redis_server):
+    real = pause_behaviour(redis_server.port)
+    node = make_cluster(1).nodes[0]
+    assert pause_behaviour(node.client_port) == real
+
+
+def test_client_pause_is_per_node_and_a_paused_follower_holds_its_clients_writes(make_cluster):
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    follower = cl.followers(leader)[0]
+    fc, lc = RespConn(follower.client_port), RespConn(leader.client_port)
+    w = RespConn(follower.client_port)
+    try:
+        assert fc.call("CLIENT", "PAUSE", "20000", "WRITE") == b"+OK\r\n"
+        from keelcluster import resp_command
+
+        w.send(resp_command("SET", "k", "through-the-paused-follower"))
+        assert answered_within(w, 0.5) is None
+        assert lc.call("SET", "k", "on-the-leader") == b"+OK\r\n"  # the leader is not paused
+        assert fc.call("GET", "k") == b"$13\r\non-the-leader\r\n"  # reads run on the follower
+        assert fc.call("CLIENT", "UNPAUSE") == b"+OK\r\n"
+        assert w.reply() == b"+OK\r\n"
+        assert lc.call("GET", "k") == b"$27\r\nthrough-the-paused-follower\r\n"
+        # a held connection that goes away is dropped from the pause, and nothing it sent runs
+        assert fc.call("CLIENT", "PAUSE", "20000", "WRITE") == b"+OK\r\n"
+        gone = RespConn(follower.client_port)
+        gone.send(resp_command("SET", "k", "never"))
+        time.sleep(0.2)
+        gone.close()
+        time.sleep(0.2)
+        assert fc.call("CLIENT", "UNPAUSE") == b"+OK\r\n"
+        assert lc.call("GET", "k") == b"$27\r\nthrough-the-paused-follower\r\n"
+    finally:
+        for x in (fc, lc, w):
+            x.close()
