@@ -151,9 +151,10 @@ int keel__srv_slowlog_slow(const server_t *s, keel_us_t duration_us)
 int keel__srv_slowlog_before(keel_resp_client_t *c, const keel_resp_command_t *cmd, size_t argc,
                              const keel_resp_arg_t *argv)
 {
+    server_t *s = keel__srv_of(c);
+    s->cmd_timing = 0; /* a command whose handler failed left no after_command call */
     int rc = keel__srv_before_command(c, cmd, argc, argv);
     if (rc == 0) {
-        server_t *s = keel__srv_of(c);
         s->cmd_timing = 1;
         s->cmd_deferred = 0;
         s->cmd_start_us = keel_clock_now_us();
