@@ -3,6 +3,8 @@
    ZSCAN. The rest: kv_zset.c. */
 #include "core/kv_zset_int.h"
 
+#include "core/kv_coll.h"
+
 #include "base/glob.h"
 #include "base/hash.h"
 #include "base/num.h"
@@ -595,6 +597,44 @@ static int setop_compute(const setop_t *s, by_card_t *v, keel_zset_t *acc, uint6
     return 0;
 }
 
+/*
+ * One source of ZUNION and the others: a sorted set, or a plain set read as one whose every
+ * score is 1 (Redis's zuiInitIterator walks a set that way). The set's sorted copy is made
+ * here and owned by *tmp (the caller frees it): O(members), as Redis's walk is. 0, REPLIED
+ * (WRONGTYPE) or KEEL_ENOMEM.
+ */
+static int setop_source(const call_t *c, size_t i, const keel_zset_t **z, keel_zset_t **tmp)
+{
+    const keel__kv_entry_t *e = keel__kvc_lookup(c, i);
+    *z = NULL;
+    *tmp = NULL;
+    if (e == NULL)
+        return 0;
+    if (e->type == KEEL__KV_TYPE_ZSET) {
+        *z = keel__kv_obj(e);
+        return 0;
+    }
+    if (e->type != KEEL__KV_TYPE_SET)
+        return r_err(c->reply, ERR_WRONGTYPE);
+    const keel__kc_t *t = keel__kv_obj(e);
+    keel_zset_t *copy = keel_zset_new();
+    if (copy == NULL)
+        return KEEL_ENOMEM;
+    keel_zset_set_skiplist(copy);
+    for (const keel__kc_item_t *it = keel__kc_first(t); it != NULL; it = keel__kc_next(t, it)) {
+        keel_zset_node_t *x = keel_zset_node_new(it->data, it->flen, 1.0);
+        if (x == NULL || keel_zset_reserve(copy, 1, x->level) != 0) {
+            keel_zset_node_free(x);
+            keel_zset_free(copy);
+            return KEEL_ENOMEM;
+        }
+        keel_zset_insert(copy, x); /* a set's members are distinct */
+    }
+    assert(keel_zset_len(copy) == t->count);
+    *z = *tmp = copy;
+    return 0;
+}
+
 static int setop(const call_t *c, int op, int store, int card_only)
 {
     setop_t s = {.op = op, .store = store, .card = card_only, .at = store ? 2 : 1};
@@ -602,9 +642,10 @@ static int setop(const call_t *c, int op, int store, int card_only)
     if (rc != 0)
         return keel__kvc_done(rc);
     by_card_t *v = calloc(s.setnum, sizeof(*v));
+    keel_zset_t **tmp = calloc(s.setnum, sizeof(*tmp)); /* plain sets' sorted copies */
     s.weight = malloc(s.setnum * sizeof(*s.weight));
     keel_zset_t *acc = card_only ? NULL : keel_zset_new();
-    if (v == NULL || s.weight == NULL || (!card_only && acc == NULL)) {
+    if (v == NULL || tmp == NULL || s.weight == NULL || (!card_only && acc == NULL)) {
         rc = KEEL_ENOMEM;
         goto out;
     }
@@ -612,7 +653,7 @@ static int setop(const call_t *c, int op, int store, int card_only)
         keel_zset_set_skiplist(acc);
     for (size_t i = 0; i < s.setnum; i++) {
         s.weight[i] = 1.0;
-        if ((rc = keel__zs_read_lookup(c, s.at + 1 + i, &v[i].z)) != 0)
+        if ((rc = setop_source(c, s.at + 1 + i, &v[i].z, &tmp[i])) != 0)
             goto out;
     }
     if ((rc = setop_options(c, &s)) != 0)
@@ -651,6 +692,9 @@ static int setop(const call_t *c, int op, int store, int card_only)
     }
 out:
     keel_zset_free(acc);
+    for (size_t i = 0; tmp != NULL && i < s.setnum; i++)
+        keel_zset_free(tmp[i]);
+    free(tmp);
     free(v);
     free(s.weight);
     return keel__kvc_done(rc);

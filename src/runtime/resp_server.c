@@ -13,6 +13,8 @@
 /* Bytes asked of the input buffer per read; also the size above which idle buffers are freed. */
 #define READ_CHUNK_BYTES (16u * 1024u)
 #define IDLE_BUF_KEEP_BYTES (256u * 1024u)
+/* The dropped replies' buffer (CLIENT REPLY OFF) keeps its memory up to this much. */
+#define SINK_KEEP_BYTES (64u * 1024u)
 /*
  * Finished deferred slots kept for reuse, and the reply buffer size a kept slot may
  * keep. A pipelined client takes a slot per command: malloc and free of the slot and
@@ -26,6 +28,7 @@ struct keel_resp_deferred {
     keel_resp_client_t *client; /* NULL once the client is gone: an orphan */
     bool done;
     bool barrier; /* no later command of the client runs before this one is done */
+    bool muted;   /* made while the client's replies were off (CLIENT REPLY): dropped */
     keel_buf_t out;
     size_t counted; /* of out's bytes, those in the client's qbytes */
 };
@@ -42,6 +45,10 @@ struct keel_resp_client {
     bool read_stopped;      /* input_blocked with the socket not read either */
     bool resume_input;      /* parse buffered input on the next loop turn */
     bool barrier_open;      /* a barrier slot is not done: input waits for it */
+    bool held;              /* before_command held a command: input waits for resume */
+    /* CLIENT REPLY: replies off; skip the next command's; skip this one's; the command
+       being run has its reply dropped (decided when it is dispatched) */
+    bool reply_off, reply_skip_next, reply_skip, muting;
     uint64_t id;
     void *data;
     keel_ms_t last_input_ms, created_ms;
@@ -273,6 +280,7 @@ static void server_handle_closed(keel_resp_server_t *s)
             slot_destroy(d);
         }
         s->slot_pool_len = 0;
+        keel_buf_free(&s->sink);
         if (s->closed)
             s->closed(s);
     }
@@ -443,6 +451,8 @@ keel_buf_t *keel_resp_client_out(keel_resp_client_t *c)
 {
     if (c->out_override != NULL)
         return c->out_override;
+    if (c->muting) /* CLIENT REPLY OFF or SKIP: written, and dropped after the command */
+        return &c->server->sink;
     if (c->qhead == NULL)
         return &c->out;
     if (c->qtail->done)
@@ -488,6 +498,7 @@ keel_resp_deferred_t *keel_resp_client_defer(keel_resp_client_t *c)
         keel_buf_init(&d->out, s->cfg.reply_bytes_max);
     }
     d->client = c;
+    d->muted = c->muting;
     if (c->qtail && c->qtail->done)
         settle(c, c->qtail); /* it takes no more bytes */
     if (c->qtail)
@@ -545,6 +556,8 @@ void keel_resp_deferred_done(keel_resp_deferred_t *d, int rc)
         return;
     }
     d->done = true;
+    if (d->muted)
+        keel_buf_reset(&d->out);
     settle(c, d);
     assert(c->deferred_open > 0);
     c->deferred_open--;
@@ -570,6 +583,46 @@ void keel_resp_deferred_done(keel_resp_deferred_t *d, int rc)
         }
     }
     mark_pending(c);
+}
+
+void keel_resp_client_resume(keel_resp_client_t *c)
+{
+    if (!c->held || c->closing)
+        return;
+    c->held = false;
+    c->resume_input = true;
+    if (!c->stop_input && c->read_stopped && !c->input_blocked) {
+        c->read_stopped = false;
+        start_reading(c);
+    }
+    mark_pending(c);
+}
+
+bool keel_resp_client_held(const keel_resp_client_t *c)
+{
+    return c->held;
+}
+
+void keel_resp_client_reply(keel_resp_client_t *c, keel_resp_reply_mode_t mode)
+{
+    switch (mode) {
+    case KEEL_RESP_REPLY_ON: /* this command's reply is sent (CLIENT REPLY ON's +OK) */
+        c->reply_off = c->reply_skip_next = false;
+        c->muting = false;
+        break;
+    case KEEL_RESP_REPLY_OFF:
+        c->reply_off = true;
+        c->muting = true;
+        break;
+    case KEEL_RESP_REPLY_SKIP: /* this command's reply and the next one's */
+        if (!c->reply_off)
+            c->reply_skip_next = true;
+        c->muting = true;
+        break;
+    case KEEL_RESP_REPLY_PUSHING:
+        c->muting = false;
+        break;
+    }
 }
 
 const keel_resp_command_t *keel_resp_client_command(const keel_resp_client_t *c)
@@ -706,15 +759,31 @@ static int unknown_command(keel_resp_client_t *c, size_t argc, const keel_resp_a
     return o ? keel_resp_write_unknown_command(o, n, av, lens) : KEEL_ENOMEM;
 }
 
+/* After each command: CLIENT REPLY SKIP's skip moves on to the next command. */
+static int dispatched(keel_resp_client_t *c, int rc)
+{
+    c->muting = false;
+    c->reply_skip = c->reply_skip_next;
+    c->reply_skip_next = false;
+    keel_buf_t *sink = &c->server->sink;
+    if (sink->cap > SINK_KEEP_BYTES)
+        keel_buf_free(sink);
+    else
+        keel_buf_reset(sink);
+    return rc;
+}
+
+/* 0: run (or answered); KEEL_RESP_HOLD: held, not consumed; < 0: close the client. */
 static int dispatch(keel_resp_client_t *c, const keel_resp_cmd_t *cmd)
 {
     const keel_resp_command_t *k = lookup(c->server, &cmd->argv[0]);
-    c->server->commands_total++;
+    c->muting = c->reply_off || c->reply_skip;
     if (k == NULL) {
+        c->server->commands_total++;
         int rc = unknown_command(c, cmd->argc, cmd->argv);
         if (c->server->cfg.command_refused)
             c->server->cfg.command_refused(c, NULL);
-        return rc;
+        return dispatched(c, rc);
     }
     if ((k->arity > 0 && cmd->argc != (size_t)k->arity) ||
         (k->arity < 0 && cmd->argc < (size_t)-k->arity)) {
@@ -724,21 +793,32 @@ static int dispatch(keel_resp_client_t *c, const keel_resp_cmd_t *cmd)
             lower[i] =
                 (char)(k->name[i] >= 'A' && k->name[i] <= 'Z' ? k->name[i] + 32 : k->name[i]);
         lower[i] = '\0';
+        c->server->commands_total++;
         int rc =
             keel_resp_client_errorf(c, "ERR wrong number of arguments for '%s' command", lower);
         if (c->server->cfg.command_refused)
             c->server->cfg.command_refused(c, k);
-        return rc;
+        return dispatched(c, rc);
     }
     c->cmd = k;
     c->last_cmd = k->name;
     int rc = 0;
     if (c->server->cfg.before_command)
         rc = c->server->cfg.before_command(c, k, cmd->argc, cmd->argv);
-    if (rc == 0)
+    if (rc == KEEL_RESP_HOLD) { /* runs again, from the start, once resumed */
+        c->cmd = NULL;
+        c->muting = false;
+        c->held = true;
+        return KEEL_RESP_HOLD;
+    }
+    c->server->commands_total++;
+    if (rc == 0) {
         rc = k->handler(c, cmd->argc, cmd->argv);
+        if (rc >= 0 && c->server->cfg.after_command)
+            c->server->cfg.after_command(c, k, cmd->argc, cmd->argv);
+    }
     c->cmd = NULL;
-    return rc < 0 ? rc : 0;
+    return dispatched(c, rc < 0 ? rc : 0);
 }
 
 static void protocol_error(keel_resp_client_t *c, const keel_errmsg_t *msg)
@@ -756,7 +836,7 @@ static void protocol_error(keel_resp_client_t *c, const keel_errmsg_t *msg)
 static void process_input(keel_resp_client_t *c)
 {
     keel_resp_server_t *s = c->server;
-    while (!c->closing && !c->stop_input) {
+    while (!c->closing && !c->stop_input && !c->held) {
         if (c->deferred_open >= s->cfg.pending_replies_max || c->barrier_open) {
             /* Too many deferred replies stop the reading (backpressure). A client that only
              * waits behind a barrier (a blocked read) is still read, so that its departure
@@ -777,6 +857,10 @@ static void process_input(keel_resp_client_t *c)
                                          &cmd, &used, &msg);
         if (rc == 0) {
             rc = dispatch(c, &cmd);
+            if (rc == KEEL_RESP_HOLD) { /* parsed again when resumed */
+                keel_resp_parser_reset(&c->parser);
+                break;
+            }
             keel_buf_consume(&c->in, used); /* after: argv pointed into it */
             if (rc != 0) {
                 if (rc == KEEL_ETOOBIG)
@@ -819,6 +903,9 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         keel_buf_commit(&c->in, (size_t)nread);
         c->last_input_ms = (keel_ms_t)uv_now(stream->loop);
         process_input(c);
+    } else if (nread == UV_EOF && c->held) {
+        close_client(c); /* it left while paused: what it sent is dropped, as Redis does */
+        return;
     } else if (nread == UV_EOF && c->barrier_open) {
         if (keel_buf_unread(&c->in) == 0) {
             close_client(c); /* it left while waiting (a blocked read): nobody waits for it */
@@ -871,7 +958,7 @@ static void on_idle_timer(uv_timer_t *t)
     {
         keel_resp_client_t *c = KEEL_LIST_ENTRY(it, keel_resp_client_t, link);
         /* a client waiting for a deferred reply or a write is not idle */
-        if (c->closing || c->qhead != NULL || c->writing)
+        if (c->closing || c->qhead != NULL || c->writing || c->held)
             continue;
         if (now - c->last_input_ms >= s->cfg.idle_timeout_ms) {
             s->idle_closes_total++;
@@ -945,6 +1032,7 @@ int keel_resp_server_init(keel_resp_server_t *s, keel_loop_t *loop,
     memset(s, 0, sizeof(*s));
     keel_list_init(&s->clients);
     keel_list_init(&s->pending);
+    keel_buf_init(&s->sink, 0);
     s->cfg = cfg ? *cfg : keel_resp_server_config_default();
     int rc = keel_resp_server_config_validate(&s->cfg, msg);
     if (rc != 0)

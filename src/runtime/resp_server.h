@@ -92,6 +92,8 @@ typedef struct keel_resp_command {
 } keel_resp_command_t;
 
 #define KEEL_RESP_CMD_NAME_BYTES_MAX 64
+/* before_command's answer for a command that must wait (see the config) */
+#define KEEL_RESP_HOLD 2
 /* Cap on querybuf_bytes_max and reply_bytes_max (a uv_buf_t length is 32-bit). */
 #define KEEL_RESP_SERVER_BUF_BYTES_MAX (1024u * 1024u * 1024u)
 #define KEEL_RESP_COMMANDS_MAX 1024
@@ -111,7 +113,10 @@ typedef struct keel_resp_server_config {
      * Called before each command's handler, after lookup and arity (Redis's
      * processCommand checks, e.g. which commands a connection in a push mode may
      * send); may be NULL. 0 runs the command; 1 means the hook wrote the reply
-     * instead; a negative error closes the client, as from a handler.
+     * instead; KEEL_RESP_HOLD keeps the command unrun and unconsumed, and stops this
+     * client's input until keel_resp_client_resume (CLIENT PAUSE), when the command is
+     * parsed and dispatched again, this hook included; a negative error closes the
+     * client, as from a handler.
      */
     int (*before_command)(keel_resp_client_t *c, const keel_resp_command_t *cmd, size_t argc,
                           const keel_resp_arg_t *argv);
@@ -124,6 +129,10 @@ typedef struct keel_resp_server_config {
        wrong argument count (after the error reply is written), so the owner can count it
        and, inside MULTI, make EXEC fail as Redis does; may be NULL. */
     void (*command_refused)(keel_resp_client_t *c, const keel_resp_command_t *cmd);
+    /* Called after a command's handler returned (not when before_command answered or held
+       it), argv still valid: keel server's SLOWLOG times the command here; may be NULL. */
+    void (*after_command)(keel_resp_client_t *c, const keel_resp_command_t *cmd, size_t argc,
+                          const keel_resp_arg_t *argv);
 } keel_resp_server_config_t;
 
 /*
@@ -152,6 +161,7 @@ struct keel_resp_server {
     uint64_t next_client_id;
     keel_resp_deferred_t *slot_pool; /* finished deferred slots kept for reuse (owned) */
     size_t slot_pool_len;
+    keel_buf_t sink; /* replies dropped by CLIENT REPLY OFF / SKIP, emptied after each */
     /* counters, for metrics */
     uint64_t connections_total, rejected_total, commands_total, protocol_errors_total;
     uint64_t output_limit_closes_total, idle_closes_total;
@@ -238,6 +248,25 @@ void keel_resp_client_info(const keel_resp_client_t *c, keel_resp_client_info_t 
 /* The live clients, newest first: NULL starts, NULL ends. Rejected ones are skipped. */
 keel_resp_client_t *keel_resp_server_next_client(const keel_resp_server_t *s,
                                                  const keel_resp_client_t *after);
+/* A client whose command before_command held (KEEL_RESP_HOLD): its input is parsed again
+ * on the next loop turn, starting with that command. A no-op for a client not held. */
+void keel_resp_client_resume(keel_resp_client_t *c);
+bool keel_resp_client_held(const keel_resp_client_t *c);
+/*
+ * CLIENT REPLY (Redis's): ON sends replies again, this command's included; OFF drops the
+ * replies of this command and the next ones until ON; SKIP drops this command's reply and
+ * the next command's (no effect while OFF). Decided per command when it is dispatched: a
+ * deferred reply made while dropped is dropped when done.
+ */
+typedef enum keel_resp_reply_mode {
+    KEEL_RESP_REPLY_ON,
+    KEEL_RESP_REPLY_OFF,
+    KEEL_RESP_REPLY_SKIP,
+    /* this command's reply is sent whatever the mode, which it leaves as it is: pub/sub's
+       confirmations (Redis's CLIENT_PUSHING) */
+    KEEL_RESP_REPLY_PUSHING,
+} keel_resp_reply_mode_t;
+void keel_resp_client_reply(keel_resp_client_t *c, keel_resp_reply_mode_t mode);
 /* Closes the connection after the replies it has so far (CLIENT KILL). */
 void keel_resp_client_kill(keel_resp_client_t *c);
 /* CONFIG SET timeout: idle_timeout_ms from now on (0: never). */

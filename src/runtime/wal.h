@@ -58,7 +58,8 @@
  */
 #define KEEL_WAL_SEGMENT_BYTES_DEFAULT (64u * 1024u * 1024u)
 #define KEEL_WAL_SEGMENT_BYTES_MIN (64u * 1024u)
-#define KEEL_WAL_RECORD_BYTES_MAX (16u * 1024u * 1024u)
+/* A record is also bounded by segment_bytes; this is Redis's proto-max-bulk-len and 1 MiB */
+#define KEEL_WAL_RECORD_BYTES_MAX (513u * 1024u * 1024u)
 #define KEEL_WAL_HEADER_BYTES 32u
 #define KEEL_WAL_RECORD_HEADER_BYTES 8u
 /*

@@ -183,6 +183,74 @@ static int client_kill(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
     return keel_resp_write_int(out, killed);
 }
 
+/* CLIENT REPLY ON|OFF|SKIP: the runtime drops the replies (runtime/resp_server.h). */
+static int client_reply(keel_resp_client_t *c, const keel_resp_arg_t *mode, keel_buf_t *out)
+{
+    if (keel__srv_arg_is(mode, "on")) {
+        keel_resp_client_reply(c, KEEL_RESP_REPLY_ON);
+        return keel_resp_write_simple(keel_resp_client_out(c), "OK");
+    }
+    if (keel__srv_arg_is(mode, "off")) {
+        keel_resp_client_reply(c, KEEL_RESP_REPLY_OFF);
+        return 0;
+    }
+    if (keel__srv_arg_is(mode, "skip")) {
+        keel_resp_client_reply(c, KEEL_RESP_REPLY_SKIP);
+        return 0;
+    }
+    return keel_resp_write_error(out, "ERR syntax error");
+}
+
+/* CLIENT HELP: Redis's text for the subcommands keel has (UNBLOCK is not one: docs/server.md). */
+static const char *const CLIENT_HELP[] = {
+    "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "CACHING (YES|NO)",
+    "    Enable/disable tracking of the keys for next command in OPTIN/OPTOUT modes.",
+    "GETREDIR",
+    "    Return the client ID we are redirecting to when tracking is enabled.",
+    "GETNAME",
+    "    Return the name of the current connection.",
+    "ID",
+    "    Return the ID of the current connection.",
+    "INFO",
+    "    Return information about the current client connection.",
+    "KILL <ip:port>",
+    "    Kill connection made from <ip:port>.",
+    "KILL <option> <value> [<option> <value> [...]]",
+    "    Kill connections. Options are:",
+    "    * ADDR (<ip:port>|<unixsocket>:0)",
+    "      Kill connections made from the specified address",
+    "    * LADDR (<ip:port>|<unixsocket>:0)",
+    "      Kill connections made to specified local address",
+    "    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)",
+    "      Kill connections by type.",
+    "    * USER <username>",
+    "      Kill connections authenticated by <username>.",
+    "    * SKIPME (YES|NO)",
+    "      Skip killing current connection (default: yes).",
+    "LIST [options ...]",
+    "    Return information about client connections. Options:",
+    "    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)",
+    "      Return clients of specified type.",
+    "UNPAUSE",
+    "    Stop the current client pause, resuming traffic.",
+    "PAUSE <timeout> [WRITE|ALL]",
+    "    Suspend all, or just write, clients for <timeout> milliseconds.",
+    "REPLY (ON|OFF|SKIP)",
+    "    Control the replies sent to the current connection.",
+    "SETNAME <name>",
+    "    Assign the name <name> to the current connection.",
+    "TRACKING (ON|OFF) [REDIRECT <id>] [BCAST] [PREFIX <prefix> [...]]",
+    "         [OPTIN] [OPTOUT] [NOLOOP]",
+    "    Control server assisted client side caching.",
+    "TRACKINGINFO",
+    "    Report tracking status for the current connection.",
+    "NO-EVICT (ON|OFF)",
+    "    Protect current client connection from eviction.",
+    "HELP",
+    "    Prints this help.",
+};
+
 keel_resp_client_t *keel__srv_client_by_id(server_t *s, uint64_t id)
 {
     for (keel_resp_client_t *x = keel_resp_server_next_client(&s->resp, NULL); x != NULL;
@@ -249,6 +317,39 @@ int keel__srv_cmd_client(keel_resp_client_t *c, size_t argc, const keel_resp_arg
             return wrong_args(out, "client|trackinginfo");
         return keel__srv_client_trackinginfo(c, out);
     }
+    if (keel__srv_arg_is(sub, "pause")) {
+        if (argc < 3)
+            return wrong_args(out, "client|pause");
+        if (argc > 4)
+            return keel_resp_write_errorf(out,
+                                          "ERR unknown subcommand or wrong number of arguments "
+                                          "for '%.*s'. Try CLIENT HELP.",
+                                          (int)sub->len, (const char *)sub->ptr);
+        return keel__srv_client_pause(c, argc, argv, out);
+    }
+    if (keel__srv_arg_is(sub, "unpause")) {
+        if (argc != 2)
+            return wrong_args(out, "client|unpause");
+        return keel__srv_client_unpause(c, out);
+    }
+    if (keel__srv_arg_is(sub, "reply")) {
+        if (argc != 3)
+            return wrong_args(out, "client|reply");
+        return client_reply(c, &argv[2], out);
+    }
+    if (keel__srv_arg_is(sub, "help")) {
+        if (argc != 2)
+            return wrong_args(out, "client|help");
+        size_t n = sizeof(CLIENT_HELP) / sizeof(CLIENT_HELP[0]);
+        int rc = keel_resp_write_array_header(out, n);
+        for (size_t i = 0; rc == 0 && i < n; i++)
+            rc = keel_resp_write_simple(out, CLIENT_HELP[i]);
+        return rc;
+    }
+    if (keel__srv_arg_is(sub, "unblock")) /* docs/server.md says why */
+        return keel_resp_write_error(
+            out, "ERR keel: CLIENT UNBLOCK is not offered (a blocked pop may already be in the "
+                 "Raft log); close the connection instead");
     if (keel__srv_arg_is(sub, "no-evict") || keel__srv_arg_is(sub, "no-touch")) {
         if (argc != 3)
             return wrong_args(out, keel__srv_arg_is(sub, "no-evict") ? "client|no-evict"
@@ -372,10 +473,10 @@ int keel__srv_cmd_time(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
 /* ---- CONFIG ------------------------------------------------------------------------ */
 
 /*
- * The settings CONFIG shows, under Redis's names where the meaning is the same. Two can
- * change at run time (maxclients, timeout); the rest are fixed by how keel works (every
- * write is in the fsynced Raft log: appendonly yes, appendfsync always) or by its command
- * line (docs/server.md).
+ * The settings CONFIG shows, under Redis's names where the meaning is the same. Four can
+ * change at run time (maxclients, timeout, slowlog-max-len, slowlog-log-slower-than); the rest are
+ * fixed by how keel works (every write is in the fsynced Raft log: appendonly yes, appendfsync
+ * always) or by its command line (docs/server.md).
  */
 typedef struct setting {
     const char *name;
@@ -421,6 +522,26 @@ static int64_t get_port(const server_t *s)
     return keel_resp_server_port(&s->resp);
 }
 
+static int64_t get_slowlog_slower(const server_t *s)
+{
+    return s->slowlog_slower_than_us;
+}
+
+static void set_slowlog_slower(server_t *s, int64_t v)
+{
+    s->slowlog_slower_than_us = v;
+}
+
+static int64_t get_slowlog_len(const server_t *s)
+{
+    return (int64_t)s->slowlog_len_max;
+}
+
+static void set_slowlog_len(server_t *s, int64_t v)
+{
+    s->slowlog_len_max = (uint64_t)v; /* as Redis: the log is cut at its next entry */
+}
+
 static const setting_t SETTINGS[] = {
     {"maxclients", get_maxclients, NULL, 1, 4294967295, set_maxclients},
     {"timeout", get_timeout, NULL, 0, 2147483647, set_timeout},
@@ -432,6 +553,9 @@ static const setting_t SETTINGS[] = {
     {"appendfsync", NULL, "always", 0, 0, NULL},
     {"save", NULL, "", 0, 0, NULL},
     {"maxmemory", NULL, "0", 0, 0, NULL},
+    /* per node, as in Redis (slowlog.c) */
+    {"slowlog-max-len", get_slowlog_len, NULL, 0, INT64_MAX, set_slowlog_len},
+    {"slowlog-log-slower-than", get_slowlog_slower, NULL, -1, INT64_MAX, set_slowlog_slower},
 };
 #define N_SETTINGS (sizeof(SETTINGS) / sizeof(SETTINGS[0]))
 

@@ -3,6 +3,7 @@
 
 #include "base/log.h"
 #include "proto/resp.h"
+#include "runtime/clock.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -34,6 +35,7 @@ void keel__srv_client_closed(keel_resp_client_t *c)
     if (cs == NULL)
         return;
     cs->closed = 1;
+    keel__srv_pause_closed(cs);
     keel__srv_feed_end(keel__srv_of(c), cs);
     keel__srv_tracking_closed(keel__srv_of(c), cs);
     keel_pubsub_drop(keel__srv_of(c)->pubsub, c);
@@ -125,14 +127,39 @@ static void release_held(client_state_t *cs);
 
 /* Pending replies kept for reuse: one per submitted command otherwise costs a calloc. */
 #define PR_POOL_MAX 4096u
+/* A pooled reply keeps its SLOWLOG arguments' memory up to this much. */
+#define SLOW_ARGS_KEEP_BYTES 512u
+
+/* SLOWLOG: a command timed from its handler to its reply (slowlog.c says why). */
+static void slowlog_done(pending_reply_t *pr)
+{
+    server_t *s = pr->srv;
+    keel_us_t d = keel_clock_now_us() - pr->slow_start_us;
+    if (!keel__srv_slowlog_slow(s, d))
+        return;
+    keel_resp_client_t *c = pr->cs->closed ? NULL : pr->client;
+    if (keel_buf_unread(&pr->slow_args) > 0) {
+        keel__srv_slowlog_push(s, c, keel_buf_rptr(&pr->slow_args), keel_buf_unread(&pr->slow_args),
+                               d);
+        return;
+    }
+    keel_buf_reset(&s->slowlog_scratch);
+    if (!pr->pooled &&
+        keel__srv_slowlog_args_of(&s->slowlog_scratch, pr->argc, pr->argv, pr->lens) == 0)
+        keel__srv_slowlog_push(s, c, keel_buf_rptr(&s->slowlog_scratch),
+                               keel_buf_unread(&s->slowlog_scratch), d);
+}
 
 void keel__srv_pending_free(pending_reply_t *pr)
 {
     server_t *s = pr->srv;
     if (!pr->pooled || s->pr_pool_len >= PR_POOL_MAX) {
+        keel_buf_free(&pr->slow_args);
         free(pr);
         return;
     }
+    if (pr->slow_args.cap > SLOW_ARGS_KEEP_BYTES)
+        keel_buf_free(&pr->slow_args);
     pr->next = s->pr_pool;
     s->pr_pool = pr;
     s->pr_pool_len++;
@@ -168,6 +195,8 @@ static void on_node_done(void *ctx, int status, const uint8_t *resp, size_t len)
         cs->last_write_index = keel_node_applied(pr->srv->node);
     if (pr->stats && (status != 0 || (len > 0 && resp[0] == '-')))
         keel_counter_inc(pr->stats->errors);
+    if (pr->slow_start_us != 0)
+        slowlog_done(pr);
     keel_resp_deferred_done(pr->slot, rc);
     keel__srv_queued_free(pr->exec_queued);
     keel__srv_pending_free(pr);
@@ -260,8 +289,14 @@ pending_reply_t *keel__srv_pending_new(server_t *s, size_t argc, int copy)
         pending_reply_t *pr = s->pr_pool;
         s->pr_pool = pr->next;
         s->pr_pool_len--;
-        *pr = (pending_reply_t){
-            .srv = s, .pooled = 1, .argc = argc, .argv = s->argv, .lens = s->lens};
+        keel_buf_t kept = pr->slow_args;
+        keel_buf_reset(&kept);
+        *pr = (pending_reply_t){.srv = s,
+                                .pooled = 1,
+                                .argc = argc,
+                                .argv = s->argv,
+                                .lens = s->lens,
+                                .slow_args = kept};
         return pr;
     }
     if (copy) {
@@ -274,6 +309,7 @@ pending_reply_t *keel__srv_pending_new(server_t *s, size_t argc, int copy)
         return NULL;
     pr->srv = s;
     pr->argc = argc;
+    keel_buf_init(&pr->slow_args, 0);
     if (!copy) {
         pr->pooled = 1;
         pr->argv = s->argv;
@@ -321,6 +357,7 @@ static int refuse(keel_resp_client_t *c, const keel_resp_command_t *row, const c
 /*
  * Redis's processCommand, in its order, for every command that passed lookup and
  * arity (one rule each, decided by the row's flags, never by the command's name):
+ *   0. while CLIENT PAUSE holds the command, it waits (pause.c), not consumed;
  *   1. a connection streaming KEEL.WATCH takes only PING and QUIT;
  *   2. RESP2 subscribed mode takes only the rows flagged SUBSCRIBED (the
  *      (P)(UN)SUBSCRIBEs, PING, QUIT);
@@ -328,12 +365,14 @@ static int refuse(keel_resp_client_t *c, const keel_resp_command_t *row, const c
  *      NOQUEUE runs at once (MULTI, EXEC, DISCARD, WATCH, QUIT), a data command is
  *      checked and queued by its handler, and any other command is queued as it is and
  *      runs inside EXEC.
- * 0: run the handler; 1: answered here; < 0: the client is closed.
+ * 0: run the handler; 1: answered here; KEEL_RESP_HOLD: paused; < 0: the client is closed.
  */
 int keel__srv_before_command(keel_resp_client_t *c, const keel_resp_command_t *cmd, size_t argc,
                              const keel_resp_arg_t *argv)
 {
     server_t *s = keel__srv_of(c);
+    if (keel__srv_pause_holds(c, cmd)) /* before anything: it runs again from here */
+        return KEEL_RESP_HOLD;
     client_state_t *cs = keel_resp_client_data(c);
     cmd_stats_t *st = cmd->data;
     if (st)
@@ -521,6 +560,17 @@ static int submit_queued(keel_resp_client_t *c, server_t *s, client_state_t *cs,
     pr->log_read = run == RUN_LOG_READ;
     pr->exec_queued = queued;
     pr->client = c;
+    if (s->cmd_timing && queued == NULL && s->slowlog_slower_than_us >= 0) {
+        /* SLOWLOG times it to its reply; without a copy, its arguments are kept now */
+        s->cmd_deferred = 1;
+        pr->slow_start_us = s->cmd_start_us != 0 ? s->cmd_start_us : 1;
+        if (pr->pooled && keel__srv_slowlog_args_of(&pr->slow_args, argc, s->argv, s->lens) != 0) {
+            keel_buf_reset(&pr->slow_args);
+            pr->slow_start_us = 0;
+        }
+    } else if (s->cmd_timing) {
+        s->cmd_deferred = 1; /* EXEC: not logged */
+    }
     pr->resp3 = (uint8_t)cs->resp3;
     pr->shape =
         (uint8_t)(cs->resp3 && queued == NULL ? keel__srv_resp3_shape(argc, s->argv, s->lens)

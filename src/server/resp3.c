@@ -135,14 +135,18 @@ int keel__srv_run_row(keel_resp_client_t *c, const keel_resp_command_t *row, siz
     if (!keel__srv_resp3(c))
         return st->inner(c, argc, argv);
     server_t *s = keel__srv_of(c);
-    keel_buf_t *out = keel_resp_client_out(c), *before = keel_resp_client_out_set(c);
-    if (out == NULL || keel__srv_ensure_argv(s, argc) != 0)
+    keel_buf_t *before = keel_resp_client_out_set(c);
+    if (keel__srv_ensure_argv(s, argc) != 0)
         return KEEL_ENOMEM;
     keel_buf_t scratch;
     keel_buf_init(&scratch, 0);
     keel_resp_client_set_out(c, &scratch);
     int rc = st->inner(c, argc, argv);
     keel_resp_client_set_out(c, before);
+    /* asked for after the handler: CLIENT REPLY may have changed where it goes */
+    keel_buf_t *out = rc == 0 ? keel_resp_client_out(c) : NULL;
+    if (rc == 0 && out == NULL)
+        rc = KEEL_ENOMEM;
     if (rc == 0) {
         for (size_t i = 0; i < argc; i++) {
             s->argv[i] = argv[i].ptr;

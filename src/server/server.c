@@ -19,6 +19,8 @@ void keel_server_config_default(keel_server_config_t *cfg)
     cfg->kv = keel_kv_config_default();
     snprintf(cfg->node.data_dir, sizeof(cfg->node.data_dir), "keel-data/n1");
     cfg->resp = keel_resp_server_config_default();
+    /* Redis allows 512 MiB; 16 MiB keeps one entry within a 17 MiB WAL segment */
+    cfg->kv.value_bytes_max = 16u * 1024u * 1024u;
 }
 
 int keel_server_set_cluster(keel_server_config_t *cfg, const char *initial_cluster,
@@ -86,6 +88,7 @@ static void on_shutdown(void *data)
     keel__srv_xblock_close(s);
     keel__srv_wait_close(s);
     keel__srv_lblock_close(s);
+    keel__srv_pause_close(s);
     keel__srv_ap_stop(s);
     if (s->node)
         keel_node_stop(s->node, NULL, NULL);
@@ -101,7 +104,8 @@ static int start_front_ends(server_t *s, keel_errmsg_t *msg)
         return rc;
     s->cfg.resp.listen = s->cfg.listen_client;
     s->cfg.resp.client_closed = keel__srv_client_closed;
-    s->cfg.resp.before_command = keel__srv_before_command;
+    s->cfg.resp.before_command = keel__srv_slowlog_before;
+    s->cfg.resp.after_command = keel__srv_slowlog_after;
     s->cfg.resp.client_drained = keel__srv_feed_drained;
     s->cfg.resp.command_refused = keel__srv_command_refused;
     rc = keel_resp_server_init(&s->resp, &s->loop, &s->cfg.resp, cmds, n, s, msg);
@@ -115,12 +119,58 @@ static int start_front_ends(server_t *s, keel_errmsg_t *msg)
     return keel__srv_admin_start(s, msg);
 }
 
+/*
+ * The sizes that must agree (docs/server.md, "Limits"). A client's command is read whole
+ * into its query buffer, and the whole command becomes one Raft entry, one WAL record and
+ * one peer frame (a follower forwards it, the leader replicates it). So:
+ *   - a value or key at its limit can be sent: proto-max-bulk-len is at least both;
+ *   - the query buffer holds one command with one argument at that size and 64 KiB more
+ *     (client-query-buffer-limit; past it the connection is closed, as Redis does);
+ *   - the entry limit covers the largest command the query buffer can hold, so a command
+ *     whose every value is within the limit is never refused for its total size (an MSET
+ *     of several large values): no hidden per-entry limit. The WAL record and peer frame
+ *     limits follow from the entry's (node.c checks them).
+ * The defaults: 16 MiB values, a 16 MiB + 64 KiB query buffer, entries of 16 MiB + 128 KiB,
+ * which fit a 17 MiB WAL segment.
+ */
+#define QUERYBUF_SLACK_BYTES (64u * 1024u)
+
+static int size_limits(keel_server_config_t *c, keel_errmsg_t *msg)
+{
+    size_t arg = c->resp.resp.bulk_bytes_max;
+    if (c->kv.value_bytes_max > arg)
+        arg = c->kv.value_bytes_max;
+    if (c->kv.key_bytes_max > arg)
+        arg = c->kv.key_bytes_max;
+    c->resp.resp.bulk_bytes_max = arg;
+    c->resp.querybuf_bytes_max = arg + QUERYBUF_SLACK_BYTES;
+    uint64_t entry = keel_kv_sm_entry_bytes_max(&c->kv);
+    /* the entry encoding takes 4 bytes per argument where RESP takes at least 6, and 13 for
+       the header: a command read from the buffer encodes to fewer bytes plus this margin */
+    uint64_t from_query = (uint64_t)c->resp.querybuf_bytes_max + QUERYBUF_SLACK_BYTES;
+    c->node.command_bytes_max = entry > from_query ? entry : from_query;
+    /* An entry travels whole in one peer frame (64 MiB) and is built in the node's buffers
+       (64 MiB each, KEEL_BUF_BYTES_MAX_DEFAULT): a larger one is refused at start, by name,
+       rather than by a failed append later. A value comes back whole in one reply. */
+    uint64_t frame = c->node.command_bytes_max + QUERYBUF_SLACK_BYTES;
+    if (frame > c->node.peer_frame_bytes_max || frame > KEEL_BUF_BYTES_MAX_DEFAULT)
+        return keel_errf(msg, KEEL_EINVAL,
+                         "--value-bytes-max %zu / --key-bytes-max %zu: a command of that size "
+                         "(%llu bytes) does not fit one 64 MiB peer frame; values up to 63 MiB",
+                         c->kv.value_bytes_max, c->kv.key_bytes_max,
+                         (unsigned long long)c->node.command_bytes_max);
+    if (c->resp.reply_bytes_max < arg + QUERYBUF_SLACK_BYTES)
+        c->resp.reply_bytes_max = arg + QUERYBUF_SLACK_BYTES;
+    return 0;
+}
+
 /* The server's parts before anything listens: metrics, pub/sub, the data, the loop. */
 static int server_init(server_t *s, const keel_server_config_t *cfg, keel_errmsg_t *msg)
 {
     s->cfg = *cfg;
     s->started_ms = keel_clock_now_ms();
     keel_list_init(&s->watchers);
+    keel__srv_slowlog_init(s);
     keel_buf_init(&s->buf, 0);
     keel_buf_init(&s->stale, 0);
     s->metrics = keel_metrics_new();
@@ -140,11 +190,14 @@ static int server_init(server_t *s, const keel_server_config_t *cfg, keel_errmsg
         rc = keel_kv_sm_init(&s->kv, &s->cfg.kv);
     s->kv_inited = rc == 0;
     s->cfg.node.sm = keel__srv_lblock_sm(s);
-    s->cfg.node.command_bytes_max = keel_kv_sm_entry_bytes_max(&s->cfg.kv);
+    if (rc == 0)
+        rc = size_limits(&s->cfg, msg);
     if (rc == 0)
         rc = keel_loop_init(&s->loop);
     if (rc == 0)
         rc = keel__srv_wait_init(s);
+    if (rc == 0)
+        rc = keel__srv_pause_init(s);
     if (rc == 0)
         rc = keel__srv_xblock_init(s);
     return rc == 0 ? keel__srv_lblock_init(s) : rc;
@@ -161,9 +214,11 @@ static void server_free(server_t *s)
     keel__srv_tracking_free(s);
     keel_buf_free(&s->buf);
     keel_buf_free(&s->stale);
+    keel__srv_slowlog_free(s);
     while (s->pr_pool != NULL) {
         pending_reply_t *pr = s->pr_pool;
         s->pr_pool = pr->next;
+        keel_buf_free(&pr->slow_args);
         free(pr);
     }
     free(s->argv);

@@ -22,6 +22,8 @@
  *                positions, summary, handler, statistics) and the connection commands
  *                (SELECT, INFO, COMMAND, KEEL.READS, KEEL.CLUSTER)
  *   clientcmds.c CLIENT, HELLO, RESET, TIME and CONFIG
+ *   slowlog.c    SLOWLOG, and the timing of every command around its handler and reply
+ *   pause.c      CLIENT PAUSE / UNPAUSE: this node's clients held, all or their writes
  *   conn.c       a connection's state, the rules applied before every command
  *                (subscribed mode, MULTI queueing, feeds), data commands sent to the
  *                node in the connection's order, and their replies
@@ -66,11 +68,12 @@ typedef struct waitq {
     server_t *srv;
 } waitq_t;
 typedef struct pending_reply pending_reply_t;
-typedef struct reg_http reg_http_t; /* registry_http.c */
-typedef struct tracker tracker_t;   /* tracking.c: a connection's CLIENT TRACKING */
-typedef struct tracking tracking_t; /* tracking.c: this node's table, NULL until used */
-typedef struct waiter waiter_t;     /* wait.c: a blocked WAIT */
-typedef struct ap ap_t;             /* ap.c */
+typedef struct reg_http reg_http_t;           /* registry_http.c */
+typedef struct tracker tracker_t;             /* tracking.c: a connection's CLIENT TRACKING */
+typedef struct tracking tracking_t;           /* tracking.c: this node's table, NULL until used */
+typedef struct waiter waiter_t;               /* wait.c: a blocked WAIT */
+typedef struct ap ap_t;                       /* ap.c */
+typedef struct slowlog_entry slowlog_entry_t; /* slowlog.c */
 
 struct server {
     keel_server_config_t cfg;
@@ -110,7 +113,23 @@ struct server {
     reg_http_t *reg_http; /* the registry's HTTP API and its blocked queries, owned */
     tracking_t *tracking; /* CLIENT TRACKING's table and cursor, owned */
     waitq_t wq;           /* blocked WAITs (wait.c) */
-    ap_t *ap;             /* the AP keyspace (ap.c), owned */
+    ap_t *ap; /* the AP keyspace (ap.c), owned */
+    /* SLOWLOG (slowlog.c): this node's slow commands, newest first, and its settings */
+    keel_list_t slowlog;
+    size_t slowlog_len;
+    uint64_t slowlog_next_id;
+    int64_t slowlog_slower_than_us; /* slowlog-log-slower-than: < 0 logs nothing */
+    uint64_t slowlog_len_max;       /* slowlog-max-len */
+    keel_buf_t slowlog_scratch;
+    /* the command being dispatched: when it started, whether it went to the node */
+    keel_us_t cmd_start_us;
+    int cmd_timing, cmd_deferred;
+    /* CLIENT PAUSE (pause.c): the mode, its end, the held connections, first held first */
+    int pause_type;
+    keel_ms_t pause_end_ms;
+    keel_list_t paused; /* client_state_t.pause_link */
+    keel_timer_t pause_timer;
+    int pause_timer_inited;
 };
 
 /*
@@ -137,6 +156,8 @@ typedef struct client_state {
     size_t nqueued;
     struct watched **watch; /* WATCHed keys with the versions seen */
     size_t nwatch;
+    keel_resp_client_t *pause_client; /* held by CLIENT PAUSE (in s->paused), else NULL */
+    keel_list_t pause_link;
     watcher_t *feed; /* KEEL.WATCH: the connection is in push mode */
     int feed_ended;  /* it was, and is closing (lagged): still no other commands */
 } client_state_t;
@@ -164,6 +185,10 @@ struct pending_reply {
     size_t argc;
     const uint8_t **argv; /* the server's scratch, or (held) a copy after this struct */
     size_t *lens;
+    /* SLOWLOG: when its handler started (0: not timed), and for a pending reply without a
+       copy of argv, the arguments as SLOWLOG shows them (kept, with its memory, in the pool) */
+    keel_us_t slow_start_us;
+    keel_buf_t slow_args;
 };
 
 /* What a submitted command is: its kind decides the connection's ordering runs. */
@@ -329,6 +354,34 @@ int keel__srv_client_getredir(keel_resp_client_t *c, keel_buf_t *out);
 int keel__srv_client_trackinginfo(keel_resp_client_t *c, keel_buf_t *out);
 /* clientcmds.c: the connection with that CLIENT ID on this node, or NULL */
 keel_resp_client_t *keel__srv_client_by_id(server_t *s, uint64_t id);
+
+/* slowlog.c: SLOWLOG and the timing of every command */
+void keel__srv_slowlog_init(server_t *s);
+void keel__srv_slowlog_free(server_t *s);
+/* The hooks around each command's handler (keel__srv_before_command runs inside the first) */
+int keel__srv_slowlog_before(keel_resp_client_t *c, const keel_resp_command_t *cmd, size_t argc,
+                             const keel_resp_arg_t *argv);
+void keel__srv_slowlog_after(keel_resp_client_t *c, const keel_resp_command_t *cmd, size_t argc,
+                             const keel_resp_arg_t *argv);
+/* The arguments as a RESP array, cut as Redis cuts them (32 arguments, 128 bytes each). */
+int keel__srv_slowlog_args(keel_buf_t *b, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_slowlog_args_of(keel_buf_t *b, size_t argc, const uint8_t *const *argv,
+                              const size_t *lens);
+int keel__srv_slowlog_slow(const server_t *s, keel_us_t duration_us);
+void keel__srv_slowlog_push(server_t *s, keel_resp_client_t *c, const uint8_t *args, size_t len,
+                            keel_us_t duration_us);
+int keel__srv_cmd_slowlog(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+
+/* pause.c: CLIENT PAUSE / UNPAUSE */
+int keel__srv_pause_init(server_t *s);
+void keel__srv_pause_close(server_t *s);
+/* Whether a pause holds this command now (it joins the held connections); ends a pause
+ * whose deadline passed. */
+int keel__srv_pause_holds(keel_resp_client_t *c, const keel_resp_command_t *cmd);
+void keel__srv_pause_closed(client_state_t *cs);
+int keel__srv_client_pause(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv,
+                           keel_buf_t *out);
+int keel__srv_client_unpause(keel_resp_client_t *c, keel_buf_t *out);
 
 /* wait.c: WAIT numreplicas timeout */
 int keel__srv_cmd_wait(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);

@@ -72,6 +72,7 @@ static int sub_reply(keel_resp_client_t *c, const char *kind, const uint8_t *nam
 
 static int subscribe(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv, int pat)
 {
+    keel_resp_client_reply(c, KEEL_RESP_REPLY_PUSHING); /* sent even with CLIENT REPLY OFF */
     server_t *s = keel__srv_of(c);
     client_state_t *cs = keel__srv_state(c);
     if (cs == NULL)
@@ -93,6 +94,7 @@ static int subscribe(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *
 
 static int unsubscribe(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv, int pat)
 {
+    keel_resp_client_reply(c, KEEL_RESP_REPLY_PUSHING);
     server_t *s = keel__srv_of(c);
     const char *kind = pat ? "punsubscribe" : "unsubscribe";
     int rc = 0;

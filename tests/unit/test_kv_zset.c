@@ -491,6 +491,28 @@ static void blocking_pops_serve_without_waiting_and_plug_into_kv_bpop(void)
     free(t);
 }
 
+static void plain_sets_are_inputs_with_score_one_and_leave_no_memory_behind(void)
+{
+    kvt_t *t = malloc(sizeof(*t));
+    kvt_init(t, NULL);
+    KT_EQ_STR(kvt(t, "ZADD z 1 a 5 b"), ":2\r\n");
+    KT_EQ_STR(kvt(t, "SADD s b c"), ":2\r\n");
+    uint64_t bytes = t->kv.bytes;
+    KT_EQ_STR(kvt(t, "ZUNION 2 z s WITHSCORES"),
+              "*6\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\nc\r\n$1\r\n1\r\n$1\r\nb\r\n$1\r\n6\r\n");
+    KT_EQ_STR(kvt(t, "ZINTER 2 s z WEIGHTS 10 1 WITHSCORES"), "*2\r\n$1\r\nb\r\n$2\r\n15\r\n");
+    KT_EQ_STR(kvt(t, "ZDIFF 2 s z"), "*1\r\n$1\r\nc\r\n");
+    KT_EQ_STR(kvt(t, "ZINTERCARD 2 s s"), ":2\r\n");
+    KT_EQ_U64(t->kv.bytes, bytes); /* the sets' sorted copies were freed */
+    KT_EQ_STR(kvt(t, "ZUNIONSTORE s 1 s"), ":2\r\n");
+    KT_EQ_STR(kvt(t, "TYPE s"), "+zset\r\n");
+    KT_EQ_STR(kvt(t, "RPUSH l x"), ":1\r\n");
+    KT_EQ_STR(kvt(t, "ZUNION 2 z l"),
+              "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n");
+    kvt_free(t);
+    free(t);
+}
+
 int main(void)
 {
     KT_RUN(the_index_agrees_with_a_naive_model_on_random_operations);
@@ -504,5 +526,6 @@ int main(void)
     KT_RUN(copy_and_rename_carry_the_set);
     KT_RUN(the_pop_serves_a_blocking_wrapper);
     KT_RUN(blocking_pops_serve_without_waiting_and_plug_into_kv_bpop);
+    KT_RUN(plain_sets_are_inputs_with_score_one_and_leave_no_memory_behind);
     return kt_done();
 }

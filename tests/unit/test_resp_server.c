@@ -11,8 +11,10 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -77,6 +79,38 @@ static int cmd_defernow(keel_resp_client_t *c, size_t argc, const keel_resp_arg_
     return 0;
 }
 
+/* REPLY ON|OFF|SKIP: the runtime's CLIENT REPLY. */
+static int cmd_reply(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    char m = (char)argv[1].ptr[1];
+    if (m == 'N') {
+        keel_resp_client_reply(c, KEEL_RESP_REPLY_ON);
+        return keel_resp_write_simple(keel_resp_client_out(c), "OK");
+    }
+    keel_resp_client_reply(c, m == 'F' ? KEEL_RESP_REPLY_OFF : KEEL_RESP_REPLY_SKIP);
+    return 0;
+}
+
+/* While holding is on, before_command holds every ECHO (CLIENT PAUSE's mechanism); RELEASE
+   turns it off and resumes the held clients. */
+static int holding;
+
+static int hold_echo(keel_resp_client_t *c, const keel_resp_command_t *cmd, size_t argc,
+                     const keel_resp_arg_t *argv)
+{
+    return holding && strcmp(cmd->name, "echo") == 0 ? KEEL_RESP_HOLD : 0;
+}
+
+static int cmd_release(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    holding = 0;
+    keel_resp_server_t *s = keel_resp_client_server(c);
+    for (keel_resp_client_t *x = keel_resp_server_next_client(s, NULL); x != NULL;
+         x = keel_resp_server_next_client(s, x))
+        keel_resp_client_resume(x);
+    return keel_resp_write_simple(keel_resp_client_out(c), "OK");
+}
+
 static int closed_clients;
 
 static void on_client_closed(keel_resp_client_t *c)
@@ -85,9 +119,9 @@ static void on_client_closed(keel_resp_client_t *c)
 }
 
 static const keel_resp_command_t test_cmds[] = {
-    {"BIG", 2, 0, cmd_big, .summary = NULL},
-    {"defer", 3, 0, cmd_defer, .summary = NULL},
-    {"DeferNow", 2, 0, cmd_defernow, .summary = NULL},
+    {"BIG", 2, 0, cmd_big, .summary = NULL},           {"defer", 3, 0, cmd_defer, .summary = NULL},
+    {"DeferNow", 2, 0, cmd_defernow, .summary = NULL}, {"REPLY", 2, 0, cmd_reply, .summary = NULL},
+    {"RELEASE", 1, 0, cmd_release, .summary = NULL},
 };
 
 /* ---- fixture: a server and its loop on a thread ---------------------------------------- */
@@ -372,6 +406,53 @@ static void deferred_replies_keep_request_order(void)
     stop(&f);
 }
 
+static void expect_nothing_for(int fd, int ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    KT_EQ_INT(poll(&p, 1, ms), 0);
+}
+
+static void reply_off_and_skip_drop_replies_decided_per_command(void)
+{
+    fixture_t f;
+    keel_resp_server_config_t cfg = test_config();
+    start(&f, &cfg);
+    int fd = dial(f.port);
+    /* a deferred reply made while off is dropped when it completes, after ON's +OK */
+    send_str(fd, "REPLY OFF\r\nPING\r\nDEFER 50 a\r\nNOSUCH\r\nREPLY ON\r\nECHO b\r\n");
+    expect(fd, "+OK\r\n$1\r\nb\r\n");
+    /* SKIP drops its own reply and the next command's, an unknown command's too */
+    send_str(fd, "REPLY SKIP\r\nNOSUCH\r\nECHO c\r\nREPLY SKIP\r\nDEFER 10 d\r\nECHO e\r\n");
+    expect(fd, "$1\r\nc\r\n$1\r\ne\r\n");
+    send_str(fd, "REPLY SKIP\r\nREPLY ON\r\nPING\r\n");
+    expect(fd, "+OK\r\n+PONG\r\n");
+    close(fd);
+    stop(&f);
+}
+
+static void a_held_command_waits_unconsumed_and_runs_when_resumed(void)
+{
+    fixture_t f;
+    keel_resp_server_config_t cfg = test_config();
+    cfg.before_command = hold_echo;
+    holding = 1;
+    start(&f, &cfg);
+    int a = dial(f.port), b = dial(f.port), gone = dial(f.port);
+    send_str(a, "PING\r\nECHO x\r\nPING\r\n"); /* the PING after the held ECHO waits too */
+    expect(a, "+PONG\r\n");
+    expect_nothing_for(a, 150);
+    send_str(gone, "ECHO never\r\n");
+    close(gone); /* a client that leaves while held is closed, its command dropped */
+    send_str(b, "PING\r\n");
+    expect(b, "+PONG\r\n");
+    send_str(b, "RELEASE\r\n");
+    expect(b, "+OK\r\n");
+    expect(a, "$1\r\nx\r\n+PONG\r\n");
+    close(a);
+    close(b);
+    stop(&f);
+}
+
 static void backpressure_pauses_a_client_with_too_many_deferred_replies(void)
 {
     fixture_t f;
@@ -579,6 +660,8 @@ int main(void)
     KT_RUN(a_request_sent_one_byte_at_a_time_is_answered_once);
     KT_RUN(a_large_value_crosses_many_reads_and_writes_intact);
     KT_RUN(deferred_replies_keep_request_order);
+    KT_RUN(reply_off_and_skip_drop_replies_decided_per_command);
+    KT_RUN(a_held_command_waits_unconsumed_and_runs_when_resumed);
     KT_RUN(backpressure_pauses_a_client_with_too_many_deferred_replies);
     KT_RUN(a_deferred_reply_finishing_after_disconnect_is_dropped);
     KT_RUN(a_protocol_error_closes_only_that_connection);
