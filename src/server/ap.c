@@ -546,11 +546,16 @@ static int stand_in(ap_t *ap, ap_op_t *o, int i)
     return 0;
 }
 
-/* The first timeout of a write: every home still silent gets a stand-in. */
+/*
+ * The first timeout of a write: while it is not acknowledged yet, every home still silent
+ * gets a stand-in. Not after the acknowledgement, as in the simulation (tests/unit/
+ * test_apsim.c): a run of the simulator that also sent stand-ins after the acknowledgement
+ * lost an acknowledged write (seed 7683 of 301..10000), and that is not understood yet.
+ */
 static int go_sloppy(ap_t *ap, ap_op_t *o)
 {
     o->sloppy_done = 1;
-    for (int i = 0; i < o->homes_n; i++)
+    for (int i = 0; i < o->homes_n && o->slot; i++)
         if (stand_in(ap, o, i))
             return 1;
     if (!o->slot && write_settled(o))
@@ -971,7 +976,7 @@ static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
                 down |= 1u << i; /* no live connection: known down, a stand-in now */
         }
     }
-    for (int i = 0; i < nh; i++)
+    for (int i = 0; i < nh; i++) /* before any acknowledgement, as go_sloppy */
         if ((down & (1u << i)) && stand_in(ap, op, i))
             return 0;
     if (op->slot && op->answered_n >= op->need)
