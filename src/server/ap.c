@@ -520,7 +520,8 @@ static int stand_in(ap_t *ap, ap_op_t *o, int i)
             keel_apval_free(&v);
             if (rc != 0) {
                 keel_log_warn("ap: hint not stored", KF_STR("why", msg.text));
-                o->asked_n--; /* not counted; it stays silent */
+                o->asked_n--; /* not counted: try the next */
+                o->covered &= ~(1u << i);
                 continue;
             }
             keel_counter_inc(ap->m_hints_stored);
