@@ -5,30 +5,46 @@
 
 #include <string.h>
 
+/* Types whose header has a key: WRITE, READ, HINTED_WRITE, HANDOFF, HANDOFF_ACK. */
+static int has_key(uint8_t t)
+{
+    return t == KEEL_APMSG_WRITE || t == KEEL_APMSG_READ || t == KEEL_APMSG_HINTED_WRITE ||
+           t == KEEL_APMSG_HANDOFF || t == KEEL_APMSG_HANDOFF_ACK;
+}
+
+/* Types whose value runs to the end after the key. */
+static int keyed_value(uint8_t t)
+{
+    return t == KEEL_APMSG_WRITE || t == KEEL_APMSG_HINTED_WRITE || t == KEEL_APMSG_HANDOFF;
+}
+
 int keel_apmsg_encode(keel_buf_t *out, const keel_apmsg_t *m)
 {
-    uint8_t h[11];
+    uint8_t h[19];
     h[0] = m->type;
     keel_put_u64(h + 1, m->req);
     size_t hl = 9;
     int blob = m->type == KEEL_APMSG_TREE || m->type == KEEL_APMSG_PULL;
     if (blob) {
         hl = 9;
-    } else if (m->type == KEEL_APMSG_WRITE || m->type == KEEL_APMSG_READ) {
+    } else if (has_key(m->type)) {
         if (m->key_len > KEEL_APMSG_KEY_BYTES_MAX)
             return KEEL_ETOOBIG;
-        keel_put_u16(h + 9, (uint16_t)m->key_len);
-        hl = 11;
+        if (m->type == KEEL_APMSG_HINTED_WRITE) {
+            keel_put_u64(h + 9, m->home);
+            hl = 17;
+        }
+        keel_put_u16(h + hl, (uint16_t)m->key_len);
+        hl += 2;
     } else {
         h[9] = m->status;
         hl = 10;
     }
     int rc = keel_buf_append(out, h, hl);
-    if (rc == 0 && m->key_len && (m->type == KEEL_APMSG_WRITE || m->type == KEEL_APMSG_READ))
+    if (rc == 0 && m->key_len && has_key(m->type))
         rc = keel_buf_append(out, m->key, m->key_len);
     if (rc == 0 && m->value_len &&
-        (m->type == KEEL_APMSG_WRITE || blob ||
-         (m->type == KEEL_APMSG_READ_REPLY && m->status == 1)))
+        (keyed_value(m->type) || blob || (m->type == KEEL_APMSG_READ_REPLY && m->status == 1)))
         rc = keel_buf_append(out, m->value, m->value_len);
     return rc;
 }
@@ -45,6 +61,16 @@ int keel_apmsg_decode(const uint8_t *p, size_t n, keel_apmsg_t *m, keel_errmsg_t
     switch (m->type) {
     case KEEL_APMSG_WRITE:
     case KEEL_APMSG_READ:
+    case KEEL_APMSG_HINTED_WRITE:
+    case KEEL_APMSG_HANDOFF:
+    case KEEL_APMSG_HANDOFF_ACK:
+        if (m->type == KEEL_APMSG_HINTED_WRITE) {
+            m->home = keel_rd_u64(&r);
+            if (r.bad)
+                return keel_errf(msg, KEEL_EPROTO, "ap message: truncated hint");
+            if (m->home == 0)
+                return keel_errf(msg, KEEL_EPROTO, "ap message: hint for member 0");
+        }
         m->key_len = keel_rd_u16(&r);
         if (!r.bad && m->key_len > KEEL_APMSG_KEY_BYTES_MAX)
             return keel_errf(msg, KEEL_ETOOBIG, "ap message: key of %zu bytes (max %u)", m->key_len,
@@ -52,7 +78,7 @@ int keel_apmsg_decode(const uint8_t *p, size_t n, keel_apmsg_t *m, keel_errmsg_t
         m->key = keel_rd_bytes(&r, m->key_len);
         if (r.bad)
             return keel_errf(msg, KEEL_EPROTO, "ap message: truncated key");
-        if (m->type == KEEL_APMSG_WRITE) {
+        if (keyed_value(m->type)) {
             if (r.left == 0)
                 return keel_errf(msg, KEEL_EPROTO, "ap message: write without a value");
             m->value = r.p, m->value_len = r.left;

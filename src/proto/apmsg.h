@@ -21,12 +21,19 @@
  *                                                             Merkle tree (core/merkle.h)
  *   PULL        u8 6 | u64 req | leaves                      the differing leaves (u32 each):
  *                                                             send me your keys in them
+ *   HINTED_WRITE u8 7 | u64 req | u64 home | u16 key_len | key | value
+ *                                                             sloppy quorum: store it, and
+ *                                                             hold a hint to hand it to home
+ *   HANDOFF     u8 8 | u64 req | u16 key_len | key | value   a fallback hands a hinted key
+ *                                                             to its home (req: the hint's
+ *                                                             version)
+ *   HANDOFF_ACK u8 9 | u64 req | u16 key_len | key           the home stored it durably
  *
  * value is a core/apval.h encoding, decoded by the receiver; TREE and PULL carry their
  * bytes in value too (the receiver checks their sizes against its tree). req 0 on a WRITE asks for
- * no ACK (read repair). decode() is strict: known type, key within KEEL_APMSG_KEY_BYTES_MAX, known
- * status, nothing missing, no trailing bytes (a WRITE's value runs to the end). Decoded key and
- * value point into the input.
+ * no ACK (read repair, anti-entropy). decode() is strict: known type, key within
+ * KEEL_APMSG_KEY_BYTES_MAX, known status, nothing missing, no trailing bytes (a WRITE's,
+ * HINTED_WRITE's or HANDOFF's value runs to the end). Decoded key and value point into the input.
  */
 #define KEEL_APMSG_KEY_BYTES_MAX 1024u
 
@@ -37,12 +44,16 @@ typedef enum keel_apmsg_type {
     KEEL_APMSG_READ_REPLY = 4,
     KEEL_APMSG_TREE = 5,
     KEEL_APMSG_PULL = 6,
+    KEEL_APMSG_HINTED_WRITE = 7,
+    KEEL_APMSG_HANDOFF = 8,
+    KEEL_APMSG_HANDOFF_ACK = 9,
 } keel_apmsg_type_t;
 
 typedef struct keel_apmsg {
     uint8_t type;
     uint64_t req;
     uint8_t status;
+    uint64_t home; /* HINTED_WRITE: the member the write is meant for */
     const uint8_t *key;
     size_t key_len;
     const uint8_t *value;

@@ -14,6 +14,9 @@
 
 #define REC_STATE 1
 #define REC_INCARNATION 2
+#define REC_HINT 3
+#define REC_HINT_DONE 4
+#define HINT_KEY_BYTES_MAX (8 + KEEL_APSTORE_KEY_BYTES_MAX)
 
 typedef struct entry {
     keel_apval_t v;
@@ -27,6 +30,10 @@ struct keel_apstore {
     uint64_t replayed, syncs;
     uint64_t bad_lsn; /* replay: the record that did not decode, + 1 */
     uint64_t incarnation;
+    keel_map_t hints; /* u64 home | key -> uint64_t * (the hint's version) */
+    uint64_t hint_seq;
+    keel_apstore_observer_fn observe;
+    void *observe_arg;
 };
 
 static void entry_free(void *p)
@@ -69,9 +76,55 @@ static int fold(keel_apstore_t *s, const void *key, size_t key_len, const keel_a
     }
     uint64_t item = keel_merkle_item(key, key_len, keel_apval_digest(&e->v));
     keel_merkle_update(&s->tree, keel_applace_key_hash(key, key_len), e->item, item);
+    if (s->observe && item != e->item)
+        s->observe(s->observe_arg, key, key_len, e->item, item);
     e->item = item;
     *out = e;
     return 0;
+}
+
+/* hk: u64 home | key. A fresh version either way. */
+static int hint_set(keel_apstore_t *s, const uint8_t *hk, size_t hk_len)
+{
+    void **slot = keel_map_get(&s->hints, hk, hk_len);
+    if (slot) {
+        *(uint64_t *)*slot = ++s->hint_seq;
+        return 0;
+    }
+    uint64_t *v = malloc(sizeof(*v));
+    if (!v)
+        return KEEL_ENOMEM;
+    *v = ++s->hint_seq;
+    int rc = keel_map_put(&s->hints, hk, hk_len, v, NULL);
+    if (rc < 0)
+        free(v);
+    return rc < 0 ? rc : 0;
+}
+
+static int hint_drop(keel_apstore_t *s, const uint8_t *hk, size_t hk_len)
+{
+    void *old;
+    if (keel_map_del(&s->hints, hk, hk_len, &old) == 0)
+        free(old);
+    return 0;
+}
+
+static size_t hint_key(uint8_t *hk, uint64_t home, const void *key, size_t key_len)
+{
+    keel_put_u64(hk, home);
+    memcpy(hk + 8, key, key_len);
+    return 8 + key_len;
+}
+
+/* The hint record: u64 home | u16 key_len | key. */
+static int hint_record(keel_apstore_t *s, uint8_t type, uint64_t home, const void *key,
+                       size_t key_len)
+{
+    uint8_t r[10 + KEEL_APSTORE_KEY_BYTES_MAX];
+    keel_put_u64(r, home);
+    keel_put_u16(r + 8, (uint16_t)key_len);
+    memcpy(r + 10, key, key_len);
+    return keel_wal_append(s->wal, type, r, 10 + key_len, NULL);
 }
 
 static int replay(void *data, uint8_t type, const uint8_t *p, size_t n, uint64_t lsn)
@@ -82,6 +135,16 @@ static int replay(void *data, uint8_t type, const uint8_t *p, size_t n, uint64_t
         s->incarnation = keel_get_u64(p);
         s->bad_lsn = 0;
         return 0;
+    }
+    if (type == REC_HINT || type == REC_HINT_DONE) {
+        if (n < 10 || n > HINT_KEY_BYTES_MAX + 2 || keel_get_u16(p + 8) != n - 10 ||
+            keel_get_u64(p) == 0)
+            return KEEL_ECORRUPT;
+        uint8_t hk[HINT_KEY_BYTES_MAX];
+        memcpy(hk, p, 8);
+        memcpy(hk + 8, p + 10, n - 10);
+        s->bad_lsn = 0;
+        return type == REC_HINT ? hint_set(s, hk, n - 2) : hint_drop(s, hk, n - 2);
     }
     if (type != REC_STATE || n < 2)
         return KEEL_ECORRUPT;
@@ -108,6 +171,9 @@ int keel_apstore_open(keel_apstore_t **out, const char *dir, keel_errmsg_t *msg)
     int rc = keel_map_init(&s->map, 64, KEEL_APSTORE_KEYS_MAX, 0x6170);
     if (rc < 0)
         goto err_after_alloc;
+    rc = keel_map_init(&s->hints, 16, KEEL_APSTORE_HINTS_MAX, 0x6869);
+    if (rc < 0)
+        goto err_after_map;
     rc = keel_merkle_init(&s->tree, KEEL_APSTORE_MERKLE_DEPTH);
     if (rc < 0)
         goto err_after_map;
@@ -140,6 +206,7 @@ int keel_apstore_open(keel_apstore_t **out, const char *dir, keel_errmsg_t *msg)
 err_after_tree:
     keel_merkle_free(&s->tree);
 err_after_map:
+    keel_map_free(&s->hints, free);
     keel_map_free(&s->map, entry_free);
 err_after_alloc:
     free(s);
@@ -150,18 +217,26 @@ void keel_apstore_close(keel_apstore_t *s)
 {
     if (!s)
         return;
+    if (keel_wal_pending_bytes(s->wal) > 0) /* handed-off hints, logged but not synced */
+        (void)keel_wal_sync(s->wal, NULL);
     keel_wal_close(s->wal);
     keel_merkle_free(&s->tree);
+    keel_map_free(&s->hints, free);
     keel_map_free(&s->map, entry_free);
     free(s);
 }
 
-int keel_apstore_merge(keel_apstore_t *s, const void *key, size_t key_len, const keel_apval_t *v,
-                       int *changed, keel_errmsg_t *msg)
+static int merge_common(keel_apstore_t *s, const void *key, size_t key_len, const keel_apval_t *v,
+                        uint64_t home, int *changed, keel_errmsg_t *msg)
 {
     if (key_len > KEEL_APSTORE_KEY_BYTES_MAX)
         return keel_errf(msg, KEEL_ETOOBIG, "key of %zu bytes (max %u)", key_len,
                          KEEL_APSTORE_KEY_BYTES_MAX);
+    uint8_t hk[HINT_KEY_BYTES_MAX];
+    size_t hk_len = home ? hint_key(hk, home, key, key_len) : 0;
+    int new_hint = home && !keel_map_get(&s->hints, hk, hk_len);
+    if (new_hint && s->hints.count >= KEEL_APSTORE_HINTS_MAX)
+        return keel_errf(msg, KEEL_EFULL, "%u hints pending (max)", KEEL_APSTORE_HINTS_MAX);
     /* Merge a copy first: a refused merge (another kind, too many siblings) changes nothing. */
     void **slot = keel_map_get(&s->map, key, key_len);
     keel_apval_t next;
@@ -173,34 +248,110 @@ int keel_apstore_merge(keel_apstore_t *s, const void *key, size_t key_len, const
     int differs = !slot || keel_apval_digest(&next) != keel_apval_digest(&((entry_t *)*slot)->v);
     if (changed)
         *changed = differs;
-    if (!differs) {
+    if (!differs && !home) {
         keel_apval_free(&next);
         return 0;
     }
     keel_buf_t rec;
     keel_buf_init(&rec, 0);
-    uint8_t kl[2];
-    keel_put_u16(kl, (uint16_t)key_len);
-    rc = keel_buf_append(&rec, kl, 2);
-    if (rc == 0)
-        rc = keel_buf_append(&rec, key, key_len);
-    if (rc == 0)
-        rc = keel_apval_encode(&next, &rec);
-    if (rc == 0)
-        rc = keel_wal_append(s->wal, REC_STATE, rec.data, rec.len, NULL);
-    if (rc == 0) {
+    if (differs) {
+        uint8_t kl[2];
+        keel_put_u16(kl, (uint16_t)key_len);
+        rc = keel_buf_append(&rec, kl, 2);
+        if (rc == 0)
+            rc = keel_buf_append(&rec, key, key_len);
+        if (rc == 0)
+            rc = keel_apval_encode(&next, &rec);
+        if (rc == 0)
+            rc = keel_wal_append(s->wal, REC_STATE, rec.data, rec.len, NULL);
+    }
+    if (rc == 0 && new_hint)
+        rc = hint_record(s, REC_HINT, home, key, key_len);
+    if (rc == 0 && (differs || new_hint)) {
         rc = keel_wal_sync(s->wal, msg); /* durable before anyone counts it */
         s->syncs++;
     }
     keel_buf_free(&rec);
-    if (rc == 0) {
+    if (rc == 0 && differs) {
         entry_t *e;
         int ch;
         rc = fold(s, key, key_len, &next, &e, &ch); /* the state just logged */
         assert(rc != KEEL_ECONFLICT);
     }
+    if (rc == 0 && home)
+        rc = hint_set(s, hk, hk_len); /* a fresh version: hand the newer state off too */
     keel_apval_free(&next);
     return rc;
+}
+
+int keel_apstore_merge(keel_apstore_t *s, const void *key, size_t key_len, const keel_apval_t *v,
+                       int *changed, keel_errmsg_t *msg)
+{
+    return merge_common(s, key, key_len, v, 0, changed, msg);
+}
+
+int keel_apstore_merge_hinted(keel_apstore_t *s, const void *key, size_t key_len,
+                              const keel_apval_t *v, uint64_t home, int *changed,
+                              keel_errmsg_t *msg)
+{
+    if (home == 0)
+        return keel_errf(msg, KEEL_EINVAL, "hint for member 0");
+    return merge_common(s, key, key_len, v, home, changed, msg);
+}
+
+uint64_t keel_apstore_hint(const keel_apstore_t *s, uint64_t home, const void *key, size_t key_len)
+{
+    uint8_t hk[HINT_KEY_BYTES_MAX];
+    if (key_len > KEEL_APSTORE_KEY_BYTES_MAX)
+        return 0;
+    void **slot = keel_map_get(&s->hints, hk, hint_key(hk, home, key, key_len));
+    return slot ? *(uint64_t *)*slot : 0;
+}
+
+int keel_apstore_hint_done(keel_apstore_t *s, uint64_t home, const void *key, size_t key_len,
+                           uint64_t version)
+{
+    if (keel_apstore_hint(s, home, key, key_len) != version || version == 0)
+        return 0;
+    int rc = hint_record(s, REC_HINT_DONE, home, key, key_len);
+    if (rc != 0)
+        return rc;
+    uint8_t hk[HINT_KEY_BYTES_MAX];
+    hint_drop(s, hk, hint_key(hk, home, key, key_len));
+    return 1;
+}
+
+size_t keel_apstore_hints(const keel_apstore_t *s)
+{
+    return s->hints.count;
+}
+
+void keel_apstore_hints_each(const keel_apstore_t *s, size_t *pos, size_t max,
+                             void (*fn)(void *arg, uint64_t home, const uint8_t *key, size_t len,
+                                        uint64_t version),
+                             void *arg)
+{
+    const uint8_t *k;
+    size_t kl;
+    void *v;
+    for (size_t i = 0; i < max; i++) {
+        if (!keel_map_next(&s->hints, pos, &k, &kl, &v)) {
+            *pos = 0;
+            return;
+        }
+        fn(arg, keel_get_u64(k), k + 8, kl - 8, *(uint64_t *)v);
+    }
+}
+
+void keel_apstore_observe(keel_apstore_t *s, keel_apstore_observer_fn fn, void *arg)
+{
+    s->observe = fn;
+    s->observe_arg = arg;
+}
+
+uint64_t keel_apstore_item(const void *key, size_t key_len, const keel_apval_t *v)
+{
+    return keel_merkle_item(key, key_len, keel_apval_digest(v));
 }
 
 const keel_apval_t *keel_apstore_get(const keel_apstore_t *s, const void *key, size_t key_len)

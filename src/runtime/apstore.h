@@ -28,7 +28,23 @@
  * never repeat a dot its earlier life issued (docs/ap.md, "Why dots are safe").
  *
  * The store keeps a Merkle tree (core/merkle.h) over all its keys, updated on
- * every change, for anti-entropy.
+ * every change, and tells an observer (keel server keeps a tree per peer) each key's
+ * Merkle item as it changes.
+ *
+ * Hints (sloppy quorum, docs/ap.md): a fallback that stores a write meant for a home
+ * that did not answer holds a hint (home, key) until the home acknowledged the key:
+ *
+ *   record type 3:  u64 home | u16 key_len | key      hint held
+ *   record type 4:  u64 home | u16 key_len | key      hint handed off
+ *
+ * merge_hinted() logs the state and the hint and fdatasyncs both before returning, so
+ * the fallback acknowledges only a write it will hand on even across a crash. Each hint
+ * has a version in memory, renewed by every hinted write of its key, so the home's
+ * acknowledgement of an older version does not drop a newer one. A handed-off record
+ * is not synced on its own (lost in a crash, the hint is handed off again: harmless).
+ */
+#define KEEL_APSTORE_HINTS_MAX (1u << 20)
+/*
  *
  * Not done: compaction (the log grows with every change; a snapshot of the
  * map followed by keel_wal_release_before is the plan), group commit (one
@@ -63,5 +79,34 @@ void keel_apstore_each(const keel_apstore_t *s,
                        void *arg);
 /* The store's incarnation (> 0), made when the directory was first used. */
 uint64_t keel_apstore_incarnation(const keel_apstore_t *s);
+
+/* fn(arg, key, len, old_item, new_item) after each change of a key's state (not at replay). */
+typedef void (*keel_apstore_observer_fn)(void *arg, const uint8_t *key, size_t len,
+                                         uint64_t old_item, uint64_t new_item);
+void keel_apstore_observe(keel_apstore_t *s, keel_apstore_observer_fn fn, void *arg);
+/* The Merkle item of a key in state v (core/merkle.h keel_merkle_item of its digest). */
+uint64_t keel_apstore_item(const void *key, size_t key_len, const keel_apval_t *v);
+
+/*
+ * merge() plus a hint for member home (!= 0), all durable when this returns 0 (one
+ * fdatasync). KEEL_EFULL past KEEL_APSTORE_HINTS_MAX hints; errors change nothing.
+ */
+int keel_apstore_merge_hinted(keel_apstore_t *s, const void *key, size_t key_len,
+                              const keel_apval_t *v, uint64_t home, int *changed,
+                              keel_errmsg_t *msg);
+/* The version of the hint (home, key), 0 if none. */
+uint64_t keel_apstore_hint(const keel_apstore_t *s, uint64_t home, const void *key, size_t key_len);
+/* Drops the hint if its version is still `version`: 1 if dropped, 0 if not, or KEEL_EIO. */
+int keel_apstore_hint_done(keel_apstore_t *s, uint64_t home, const void *key, size_t key_len,
+                           uint64_t version);
+size_t keel_apstore_hints(const keel_apstore_t *s);
+/*
+ * Calls fn for up to max hints starting at *pos (start with 0), and leaves *pos where to go
+ * on (0 after the last one: the next call starts over). Do not change hints meanwhile.
+ */
+void keel_apstore_hints_each(const keel_apstore_t *s, size_t *pos, size_t max,
+                             void (*fn)(void *arg, uint64_t home, const uint8_t *key, size_t len,
+                                        uint64_t version),
+                             void *arg);
 
 #endif

@@ -33,19 +33,31 @@
  *   whose state differs gets the merge (read repair).
  * - The replica side: merge what arrives into the store, fdatasync, then ACK.
  *
- * - Anti-entropy, while every member is a home of every key (at most AP_REPLICAS_MAX
- *   members): every AP_AE_INTERVAL_MS a node sends the next peer its store's Merkle tree
- *   (TREE); the peer diffs it with its own, pushes its keys in the differing ranges and
- *   asks for the sender's (PULL). A replica that missed writes, or lost its data, catches
- *   up without being read.
+ * - Sloppy quorum: a home that cannot be sent to (no live connection) at once, or that has
+ *   not acknowledged within AP_FALLBACK_MS, gets a stand-in: the next node of the key's
+ *   preference list after the homes (core/applace), sent HINTED_WRITE naming the home.
+ *   The fallback stores the state and the hint durably (runtime/apstore, one fdatasync)
+ *   before it ACKs, and its ACK counts toward W. Each fallback stands in for one home.
+ * - Hinted handoff: every AP_HANDOFF_INTERVAL_MS a node sends up to AP_HANDOFF_BATCH of
+ *   its hinted keys' current states to their homes (HANDOFF, carrying the hint's
+ *   version); the home stores it durably and answers HANDOFF_ACK; only then is the hint
+ *   dropped, and only if no newer hinted write renewed it meanwhile.
+ * - Anti-entropy per shared range: for every peer p this node keeps a Merkle tree
+ *   (core/merkle) of the keys both are homes of (the ring segments they share), updated
+ *   on every change of the store. Every AP_AE_INTERVAL_MS it sends the next peer that
+ *   tree (TREE); the peer diffs it with its tree for the sender, pushes its keys of the
+ *   differing ranges that both are homes of and asks for the sender's (PULL). A replica
+ *   that missed writes, or lost its data, catches up without being read.
  *
- * Not here yet (docs/ap.md): sloppy quorum with hinted handoff, anti-entropy per range in
- * larger clusters, moving
- * ranges on a membership change, the conflict policy per key prefix,
- * /metrics counters. Messages travel once (node.h keel_node_send_ap): a lost one costs
- * the coordinator its answer, never a wrong one.
+ * Not here yet (docs/ap.md): moving ranges on a membership change, the conflict policy
+ * per key prefix. Messages travel once (node.h keel_node_send_ap): a lost one costs the
+ * coordinator its answer (or the handoff a retry), never a wrong one.
  */
 #define AP_REPLICAS_MAX 3
+#define AP_ASKED_MAX (2 * AP_REPLICAS_MAX) /* the homes and one stand-in for each */
+#define AP_FALLBACK_MS 300
+#define AP_HANDOFF_INTERVAL_MS 500
+#define AP_HANDOFF_BATCH 256
 #define AP_OPS_MAX 4096u
 #define AP_TIMEOUT_MS 1000
 #define AP_TICK_MS 20
@@ -62,8 +74,16 @@ typedef struct ap_op {
     int need;
     uint64_t homes[AP_REPLICAS_MAX];
     int homes_n;
-    uint64_t answered[AP_REPLICAS_MAX];
-    uint64_t digest[AP_REPLICAS_MAX]; /* reads: each replier's state (0: none) */
+    uint64_t fallbacks[AP_REPLICAS_MAX]; /* writes: the preference list after the homes */
+    int fallbacks_n, fallbacks_used;
+    uint64_t asked[AP_ASKED_MAX]; /* writes: every node that holds (or was sent) it */
+    int asked_n;
+    uint32_t covered; /* writes: bit i: home i answered or has a stand-in */
+    int sloppy_done;  /* writes: the silent homes got their stand-ins */
+    keel_ms_t sloppy_ms;
+    keel_buf_t val; /* writes: the state sent (core/apval encoding) */
+    uint64_t answered[AP_ASKED_MAX];
+    uint64_t digest[AP_ASKED_MAX]; /* reads: each replier's state (0: none) */
     int answered_n;
     keel_apval_t acc; /* reads: the merge so far (kind 0: nothing yet) */
     uint8_t *key;
@@ -83,14 +103,25 @@ struct ap {
     keel_timer_t timer;
     int timer_inited;
     keel_buf_t msg;
-    keel_ms_t ae_next_ms;
+    keel_ms_t ae_next_ms, handoff_next_ms;
     uint32_t ae_turn;
-    keel_counter_t *m_repaired, *m_ae_rounds, *m_ae_pushed, *m_noquorum;
+    size_t handoff_pos;
+    /* tree[i]: the keys this node and member ids[i] are both homes of (none for itself) */
+    keel_merkle_t tree[KEEL_APPLACE_NODES_MAX];
+    int trees_ok;
+    keel_counter_t *m_repaired, *m_ae_rounds, *m_ae_pushed, *m_noquorum, *m_ae_ranges;
+    keel_counter_t *m_hints_stored, *m_hints_delivered, *m_handoffs_sent, *m_reads,
+        *m_read_siblings;
+    keel_gauge_t *m_hints_pending;
 };
 
 /* ---- placement ------------------------------------------------------------------------ */
 
-static int homes_of(ap_t *ap, const uint8_t *key, size_t len, uint64_t *homes)
+static uint64_t self_id(const ap_t *ap);
+static void trees_rebuild(ap_t *ap);
+
+/* The ring of the members in force; rebuilt (with the per-peer trees) when they change. */
+static int ring_refresh(ap_t *ap)
 {
     const keel_memberdir_t *d = keel_node_members(ap->srv->node);
     uint64_t ids[KEEL_APPLACE_NODES_MAX];
@@ -104,13 +135,94 @@ static int homes_of(ap_t *ap, const uint8_t *key, size_t len, uint64_t *homes)
             return 0;
         memcpy(ap->ids, ids, n * sizeof(ids[0]));
         ap->ids_n = n;
+        trees_rebuild(ap);
     }
-    uint32_t idx[AP_REPLICAS_MAX];
-    uint32_t k =
-        keel_applace_prefs(&ap->place, keel_applace_key_hash(key, len), idx, AP_REPLICAS_MAX);
-    for (uint32_t i = 0; i < k; i++)
+    return (int)n;
+}
+
+/* The key's preference list on the current ring (no refresh): homes, then up to
+ * AP_REPLICAS_MAX fallbacks. */
+static int prefs_now(const ap_t *ap, const uint8_t *key, size_t len, uint64_t *homes,
+                     uint64_t *fallbacks, int *fallbacks_n)
+{
+    if (ap->ids_n == 0)
+        return 0;
+    uint32_t idx[2 * AP_REPLICAS_MAX];
+    uint32_t k = keel_applace_prefs(&ap->place, keel_applace_key_hash(key, len), idx,
+                                    fallbacks ? 2 * AP_REPLICAS_MAX : AP_REPLICAS_MAX);
+    uint32_t nh = k < AP_REPLICAS_MAX ? k : AP_REPLICAS_MAX;
+    for (uint32_t i = 0; i < nh; i++)
         homes[i] = ap->ids[idx[i]];
-    return (int)k;
+    if (fallbacks) {
+        *fallbacks_n = (int)(k - nh);
+        for (uint32_t i = nh; i < k; i++)
+            fallbacks[i - nh] = ap->ids[idx[i]];
+    }
+    return (int)nh;
+}
+
+static int homes_of(ap_t *ap, const uint8_t *key, size_t len, uint64_t *homes)
+{
+    if (ring_refresh(ap) == 0)
+        return 0;
+    return prefs_now(ap, key, len, homes, NULL, NULL);
+}
+
+static int member_index(const ap_t *ap, uint64_t id)
+{
+    for (uint32_t i = 0; i < ap->ids_n; i++)
+        if (ap->ids[i] == id)
+            return (int)i;
+    return -1;
+}
+
+/* A key's Merkle item changed here: update the tree of every other home of it, if this
+ * node is one. */
+static void trees_update(ap_t *ap, const uint8_t *key, size_t len, uint64_t old_item,
+                         uint64_t new_item)
+{
+    uint64_t homes[AP_REPLICAS_MAX];
+    int nh = prefs_now(ap, key, len, homes, NULL, NULL);
+    uint64_t me = self_id(ap);
+    int mine = 0;
+    for (int i = 0; i < nh; i++)
+        mine |= homes[i] == me;
+    if (!mine)
+        return;
+    uint64_t h = keel_applace_key_hash(key, len);
+    for (int i = 0; i < nh; i++) {
+        int x = homes[i] == me ? -1 : member_index(ap, homes[i]);
+        if (x >= 0 && ap->tree[x].node)
+            keel_merkle_update(&ap->tree[x], h, old_item, new_item);
+    }
+}
+
+static void observe(void *arg, const uint8_t *key, size_t len, uint64_t old_item, uint64_t new_item)
+{
+    ap_t *ap = arg;
+    if (ap->trees_ok)
+        trees_update(ap, key, len, old_item, new_item);
+}
+
+static void tree_add_key(void *arg, const uint8_t *key, size_t len, const keel_apval_t *v)
+{
+    ap_t *ap = arg;
+    trees_update(ap, key, len, 0, keel_apstore_item(key, len, v));
+}
+
+static void trees_rebuild(ap_t *ap)
+{
+    ap->trees_ok = 1;
+    for (uint32_t i = 0; i < KEEL_APPLACE_NODES_MAX; i++) {
+        keel_merkle_free(&ap->tree[i]);
+        if (i < ap->ids_n && keel_merkle_init(&ap->tree[i], KEEL_APSTORE_MERKLE_DEPTH) != 0)
+            ap->trees_ok = 0;
+    }
+    if (!ap->trees_ok) {
+        keel_log_warn("ap: no memory for the anti-entropy trees");
+        return;
+    }
+    keel_apstore_each(ap->store, tree_add_key, ap);
 }
 
 static uint64_t self_id(const ap_t *ap)
@@ -130,28 +242,37 @@ static uint64_t self_actor(const ap_t *ap)
 
 /* ---- messages ------------------------------------------------------------------------- */
 
-static void send_msg(ap_t *ap, uint64_t to, const keel_apmsg_t *m)
+/* 0, or KEEL_ENOTFOUND (no live connection to `to`: it is down), KEEL_EFULL. */
+static int send_msg(ap_t *ap, uint64_t to, const keel_apmsg_t *m)
 {
     keel_buf_reset(&ap->msg);
-    if (keel_apmsg_encode(&ap->msg, m) == 0)
-        (void)keel_node_send_ap(ap->srv->node, to, ap->msg.data, ap->msg.len);
+    int rc = keel_apmsg_encode(&ap->msg, m);
+    return rc ? rc : keel_node_send_ap(ap->srv->node, to, ap->msg.data, ap->msg.len);
 }
 
-static void send_write(ap_t *ap, uint64_t to, uint64_t req, const uint8_t *key, size_t key_len,
-                       const keel_apval_t *v)
+static int send_state(ap_t *ap, uint8_t type, uint64_t to, uint64_t req, const uint8_t *key,
+                      size_t key_len, const keel_apval_t *v)
 {
     keel_buf_t val;
     keel_buf_init(&val, 0);
-    if (keel_apval_encode(v, &val) == 0) {
-        keel_apmsg_t m = {.type = KEEL_APMSG_WRITE,
+    int rc = keel_apval_encode(v, &val);
+    if (rc == 0) {
+        keel_apmsg_t m = {.type = type,
                           .req = req,
                           .key = key,
                           .key_len = key_len,
                           .value = val.data,
                           .value_len = val.len};
-        send_msg(ap, to, &m);
+        rc = send_msg(ap, to, &m);
     }
     keel_buf_free(&val);
+    return rc;
+}
+
+static int send_write(ap_t *ap, uint64_t to, uint64_t req, const uint8_t *key, size_t key_len,
+                      const keel_apval_t *v)
+{
+    return send_state(ap, KEEL_APMSG_WRITE, to, req, key, key_len, v);
 }
 
 /* ---- operations in flight ------------------------------------------------------------- */
@@ -178,6 +299,8 @@ static ap_op_t *op_new(ap_t *ap, keel_resp_client_t *c, int is_read, int need,
     o->need = need;
     memcpy(o->homes, homes, (size_t)homes_n * sizeof(homes[0]));
     o->homes_n = homes_n;
+    keel_buf_init(&o->val, 0);
+    o->sloppy_ms = keel_clock_now_ms() + AP_FALLBACK_MS;
     o->deadline_ms = keel_clock_now_ms() + AP_TIMEOUT_MS;
     o->next = ap->ops;
     ap->ops = o;
@@ -199,6 +322,7 @@ static void op_free(ap_t *ap, ap_op_t *o)
     }
     if (o->acc.kind)
         keel_apval_free(&o->acc);
+    keel_buf_free(&o->val);
     free(o->key);
     free(o);
 }
@@ -215,6 +339,14 @@ static int is_home(const ap_op_t *o, uint64_t id)
 {
     for (int i = 0; i < o->homes_n; i++)
         if (o->homes[i] == id)
+            return 1;
+    return 0;
+}
+
+static int was_asked(const ap_op_t *o, uint64_t id)
+{
+    for (int i = 0; i < o->asked_n; i++)
+        if (o->asked[i] == id)
             return 1;
     return 0;
 }
@@ -257,8 +389,11 @@ static void write_member(void *arg, const uint8_t *m, uint16_t len)
 }
 
 /* The answer to a read: *N replies, context, then the values (siblings, or the count). */
-static void answer_read(ap_op_t *o)
+static void answer_read(ap_t *ap, ap_op_t *o)
 {
+    keel_counter_inc(ap->m_reads);
+    if (o->acc.kind == KEEL_APVAL_SIBLINGS)
+        keel_counter_add(ap->m_read_siblings, keel_apobj_live(&o->acc.u.obj));
     keel_buf_t *out = keel_resp_deferred_out(o->slot);
     keel_buf_t ctx;
     keel_buf_init(&ctx, 0);
@@ -332,25 +467,123 @@ static void read_got(ap_t *ap, ap_op_t *o, uint64_t from, const keel_apval_t *v)
     o->digest[o->answered_n] = v ? keel_apval_digest(v) : 0;
     o->answered[o->answered_n++] = from;
     if (o->slot && o->answered_n >= o->need)
-        answer_read(o);
+        answer_read(ap, o);
     if (o->answered_n == o->homes_n) {
         read_repair(ap, o);
         op_free(ap, o);
     }
 }
 
-/* ---- anti-entropy ---------------------------------------------------------------------- */
+/* ---- sloppy quorum: stand-ins for silent homes ----------------------------------------- */
 
-/* Every member holds every key: the whole-store trees of two nodes are comparable. */
-static int ae_members(ap_t *ap, uint64_t *ids)
+/* Every node asked has answered, and every home answered or has its stand-in. */
+static int write_settled(const ap_op_t *o)
 {
-    const keel_memberdir_t *d = keel_node_members(ap->srv->node);
-    if (!d || d->n < 2 || d->n > AP_REPLICAS_MAX)
+    if (o->answered_n < o->asked_n)
         return 0;
-    for (size_t i = 0; i < d->n; i++)
-        ids[i] = d->m[i].id;
-    return (int)d->n;
+    return o->sloppy_done || o->covered == (1u << o->homes_n) - 1;
 }
+
+static void write_acked(ap_t *ap, ap_op_t *o, uint64_t from)
+{
+    o->answered[o->answered_n++] = from;
+    for (int i = 0; i < o->homes_n; i++)
+        if (o->homes[i] == from)
+            o->covered |= 1u << i;
+    if (o->slot && o->answered_n >= o->need)
+        answer_write(o);
+    if (!o->slot && write_settled(o))
+        op_free(ap, o);
+}
+
+/*
+ * Home i of a write did not answer (or cannot be sent to): the next unused fallback stands
+ * in for it with a hint. Returns 1 if the op was freed (settled).
+ */
+static int stand_in(ap_t *ap, ap_op_t *o, int i)
+{
+    if (o->covered & (1u << i))
+        return 0;
+    while (o->fallbacks_used < o->fallbacks_n) {
+        uint64_t f = o->fallbacks[o->fallbacks_used++];
+        if (was_asked(o, f))
+            continue;
+        o->covered |= 1u << i;
+        o->asked[o->asked_n++] = f;
+        if (f == self_id(ap)) { /* this node holds the state already: add the hint */
+            keel_apval_t v;
+            keel_errmsg_t msg;
+            int rc = keel_apval_decode(o->val.data, o->val.len, &v, &msg);
+            if (rc == 0)
+                rc = keel_apstore_merge_hinted(ap->store, o->key, o->key_len, &v, o->homes[i], NULL,
+                                               &msg);
+            keel_apval_free(&v);
+            if (rc != 0) {
+                keel_log_warn("ap: hint not stored", KF_STR("why", msg.text));
+                o->asked_n--; /* not counted: try the next */
+                o->covered &= ~(1u << i);
+                continue;
+            }
+            keel_counter_inc(ap->m_hints_stored);
+            o->answered[o->answered_n++] = f;
+            if (o->slot && o->answered_n >= o->need)
+                answer_write(o);
+            if (!o->slot && write_settled(o))
+                return op_free(ap, o), 1;
+            return 0;
+        }
+        keel_apmsg_t m = {.type = KEEL_APMSG_HINTED_WRITE,
+                          .req = o->req,
+                          .home = o->homes[i],
+                          .key = o->key,
+                          .key_len = o->key_len,
+                          .value = o->val.data,
+                          .value_len = o->val.len};
+        if (send_msg(ap, f, &m) == 0)
+            return 0;
+        o->asked_n--; /* that one is down too: try the next */
+        o->covered &= ~(1u << i);
+    }
+    return 0;
+}
+
+/*
+ * The first timeout of a write: while it is not acknowledged yet, every home still silent
+ * gets a stand-in. Not after the acknowledgement, as in the simulation (tests/unit/
+ * test_apsim.c): a run of the simulator that also sent stand-ins after the acknowledgement
+ * lost an acknowledged write (seed 7683 of 301..10000), and that is not understood yet.
+ */
+static int go_sloppy(ap_t *ap, ap_op_t *o)
+{
+    o->sloppy_done = 1;
+    for (int i = 0; i < o->homes_n && o->slot; i++)
+        if (stand_in(ap, o, i))
+            return 1;
+    if (!o->slot && write_settled(o))
+        return op_free(ap, o), 1;
+    return 0;
+}
+
+/* ---- hinted handoff --------------------------------------------------------------------- */
+
+static void handoff_one(void *arg, uint64_t home, const uint8_t *key, size_t len, uint64_t version)
+{
+    ap_t *ap = arg;
+    const keel_apval_t *v = keel_apstore_get(ap->store, key, len);
+    if (!v || home == self_id(ap))
+        return; /* cannot happen: a hint comes with its state; a hint for itself is moot */
+    if (send_state(ap, KEEL_APMSG_HANDOFF, home, version, key, len, v) == 0)
+        keel_counter_inc(ap->m_handoffs_sent);
+}
+
+static void handoff_round(ap_t *ap)
+{
+    if (keel_apstore_hints(ap->store) == 0)
+        return;
+    keel_apstore_hints_each(ap->store, &ap->handoff_pos, AP_HANDOFF_BATCH, handoff_one, ap);
+}
+
+/* ---- anti-entropy per shared range ------------------------------------------------------ */
 
 typedef struct push {
     ap_t *ap;
@@ -363,7 +596,14 @@ static void push_key(void *arg, const uint8_t *key, size_t len, const keel_apval
     push_t *p = arg;
     uint32_t leaf =
         keel_merkle_leaf_of(keel_apstore_tree(p->ap->store), keel_applace_key_hash(key, len));
-    if (p->bits[leaf / 8] & (1u << (leaf % 8))) {
+    if (!(p->bits[leaf / 8] & (1u << (leaf % 8))))
+        return;
+    uint64_t homes[AP_REPLICAS_MAX];
+    int nh = prefs_now(p->ap, key, len, homes, NULL, NULL);
+    int mine = 0, theirs = 0;
+    for (int i = 0; i < nh; i++)
+        mine |= homes[i] == self_id(p->ap), theirs |= homes[i] == p->to;
+    if (mine && theirs) { /* only the keys both are homes of: the ranges they share */
         send_write(p->ap, p->to, 0, key, len, v);
         keel_counter_inc(p->ap->m_ae_pushed);
     }
@@ -381,14 +621,12 @@ static void push_leaves(ap_t *ap, uint64_t to, const uint32_t *leaves, uint32_t 
 
 static void ae_round(ap_t *ap)
 {
-    uint64_t ids[AP_REPLICAS_MAX];
-    int n = ae_members(ap, ids);
-    if (n == 0)
+    if (ring_refresh(ap) < 2 || !ap->trees_ok)
         return;
-    uint64_t to = ids[ap->ae_turn++ % (uint32_t)n];
-    if (to == self_id(ap))
-        to = ids[ap->ae_turn++ % (uint32_t)n];
-    const keel_merkle_t *t = keel_apstore_tree(ap->store);
+    uint32_t x = ap->ae_turn++ % ap->ids_n;
+    if (ap->ids[x] == self_id(ap))
+        x = ap->ae_turn++ % ap->ids_n;
+    const keel_merkle_t *t = &ap->tree[x];
     keel_buf_t nodes;
     keel_buf_init(&nodes, 0);
     if (keel_buf_reserve(&nodes, AP_TREE_NODES * 8) == 0) {
@@ -396,16 +634,16 @@ static void ae_round(ap_t *ap)
             keel_put_u64(keel_buf_wptr(&nodes) + 8 * i, t->node[i]);
         keel_buf_commit(&nodes, AP_TREE_NODES * 8);
         keel_apmsg_t m = {.type = KEEL_APMSG_TREE, .value = nodes.data, .value_len = nodes.len};
-        send_msg(ap, to, &m);
-        keel_counter_inc(ap->m_ae_rounds);
+        if (send_msg(ap, ap->ids[x], &m) == 0)
+            keel_counter_inc(ap->m_ae_rounds);
     }
     keel_buf_free(&nodes);
 }
 
 static void on_tree(ap_t *ap, uint64_t from, const keel_apmsg_t *m)
 {
-    uint64_t ids[AP_REPLICAS_MAX];
-    if (ae_members(ap, ids) == 0 || m->value_len != AP_TREE_NODES * 8)
+    int x = member_index(ap, from);
+    if (x < 0 || !ap->trees_ok || from == self_id(ap) || m->value_len != AP_TREE_NODES * 8)
         return;
     keel_merkle_t theirs;
     if (keel_merkle_init(&theirs, KEEL_APSTORE_MERKLE_DEPTH) != 0)
@@ -413,11 +651,10 @@ static void on_tree(ap_t *ap, uint64_t from, const keel_apmsg_t *m)
     for (uint32_t i = 0; i < AP_TREE_NODES; i++)
         theirs.node[i] = keel_get_u64(m->value + 8 * i);
     uint32_t *leaves = malloc(AP_TREE_LEAVES * sizeof(*leaves));
-    uint32_t n = leaves ? keel_merkle_diff(keel_apstore_tree(ap->store), &theirs, leaves,
-                                           AP_TREE_LEAVES, NULL)
-                        : 0;
+    uint32_t n = leaves ? keel_merkle_diff(&ap->tree[x], &theirs, leaves, AP_TREE_LEAVES, NULL) : 0;
     keel_merkle_free(&theirs);
     if (n > 0) {
+        keel_counter_add(ap->m_ae_ranges, n);
         push_leaves(ap, from, leaves, n);
         keel_buf_t b;
         keel_buf_init(&b, 0);
@@ -435,8 +672,7 @@ static void on_tree(ap_t *ap, uint64_t from, const keel_apmsg_t *m)
 
 static void on_pull(ap_t *ap, uint64_t from, const keel_apmsg_t *m)
 {
-    uint64_t ids[AP_REPLICAS_MAX];
-    if (ae_members(ap, ids) == 0 || m->value_len % 4 || m->value_len / 4 > AP_TREE_LEAVES)
+    if (member_index(ap, from) < 0 || m->value_len % 4 || m->value_len / 4 > AP_TREE_LEAVES)
         return;
     uint32_t leaves[AP_TREE_LEAVES];
     uint32_t n = (uint32_t)(m->value_len / 4);
@@ -454,8 +690,15 @@ static void on_tick(keel_timer_t *t, void *data)
         ap->ae_next_ms = now + AP_AE_INTERVAL_MS;
         ae_round(ap);
     }
+    if (now >= ap->handoff_next_ms) {
+        ap->handoff_next_ms = now + AP_HANDOFF_INTERVAL_MS;
+        handoff_round(ap);
+    }
+    keel_gauge_set(ap->m_hints_pending, (int64_t)keel_apstore_hints(ap->store));
     for (ap_op_t *o = ap->ops, *next; o; o = next) {
         next = o->next;
+        if (!o->is_read && !o->sloppy_done && now >= o->sloppy_ms && go_sloppy(ap, o))
+            continue;
         if (now < o->deadline_ms)
             continue;
         if (o->slot) {
@@ -486,20 +729,44 @@ void keel__srv_on_peer_ap(void *data, uint64_t from, const uint8_t *p, size_t n)
     }
     keel_apval_t v;
     switch (m.type) {
-    case KEEL_APMSG_WRITE: {
+    case KEEL_APMSG_WRITE:
+    case KEEL_APMSG_HINTED_WRITE:
+    case KEEL_APMSG_HANDOFF: {
+        (void)ring_refresh(ap);
         int rc = keel_apval_decode(m.value, m.value_len, &v, &msg);
-        int changed = 0;
+        int changed = 0, hinted = m.type == KEEL_APMSG_HINTED_WRITE && m.home != self_id(ap);
         if (rc == 0)
-            rc = keel_apstore_merge(ap->store, m.key, m.key_len, &v, &changed, &msg);
+            rc = hinted ? keel_apstore_merge_hinted(ap->store, m.key, m.key_len, &v, m.home,
+                                                    &changed, &msg)
+                        : keel_apstore_merge(ap->store, m.key, m.key_len, &v, &changed, &msg);
         keel_apval_free(&v);
-        if (rc == 0 && changed && m.req == 0) /* a read repair or anti-entropy push */
+        if (rc == 0 && hinted)
+            keel_counter_inc(ap->m_hints_stored);
+        if (rc == 0 && changed && m.type != KEEL_APMSG_HINTED_WRITE &&
+            (m.req == 0 || m.type == KEEL_APMSG_HANDOFF)) /* repair, anti-entropy, handoff */
             keel_counter_inc(ap->m_repaired);
         if (rc != 0)
             keel_log_warn("ap: write refused", KF_INT("from", from), KF_STR("why", msg.text));
-        if (m.req) { /* the store fdatasync'd before this ACK */
+        if (m.type == KEEL_APMSG_HANDOFF) { /* the store fdatasync'd before this ACK */
+            if (rc == 0) {
+                keel_apmsg_t a = {.type = KEEL_APMSG_HANDOFF_ACK,
+                                  .req = m.req,
+                                  .key = m.key,
+                                  .key_len = m.key_len};
+                send_msg(ap, from, &a);
+            }
+        } else if (m.req) { /* the store fdatasync'd before this ACK */
             keel_apmsg_t a = {.type = KEEL_APMSG_ACK, .req = m.req, .status = rc == 0 ? 0 : 1};
             send_msg(ap, from, &a);
         }
+        return;
+    }
+    case KEEL_APMSG_HANDOFF_ACK: {
+        int rc = keel_apstore_hint_done(ap->store, from, m.key, m.key_len, m.req);
+        if (rc == 1)
+            keel_counter_inc(ap->m_hints_delivered);
+        else if (rc < 0)
+            keel_log_warn("ap: handed-off hint not logged", KF_STR("why", keel_strerror(rc)));
         return;
     }
     case KEEL_APMSG_READ: {
@@ -514,20 +781,18 @@ void keel__srv_on_peer_ap(void *data, uint64_t from, const uint8_t *p, size_t n)
         return;
     }
     case KEEL_APMSG_TREE:
+        (void)ring_refresh(ap);
         on_tree(ap, from, &m);
         return;
     case KEEL_APMSG_PULL:
+        (void)ring_refresh(ap);
         on_pull(ap, from, &m);
         return;
     case KEEL_APMSG_ACK: {
         ap_op_t *o = op_find(ap, m.req);
-        if (!o || o->is_read || m.status != 0 || answered(o, from) || !is_home(o, from))
+        if (!o || o->is_read || m.status != 0 || answered(o, from) || !was_asked(o, from))
             return;
-        o->answered[o->answered_n++] = from;
-        if (o->slot && o->answered_n >= o->need)
-            answer_write(o);
-        if (o->answered_n == o->homes_n)
-            op_free(ap, o);
+        write_acked(ap, o, from);
         return;
     }
     default: {
@@ -680,23 +945,44 @@ static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
         keel_apval_free(&next);
         return keel_resp_client_errorf(c, "ERR keel: %s", msg.text);
     }
-    ap_op_t *op = op_new(ap, c, 0, o.level, homes, nh, key->ptr, key->len);
+    keel_buf_t val; /* the state every replica is sent */
+    keel_buf_init(&val, 0);
+    rc = keel_apval_encode(&next, &val);
+    keel_apval_free(&next);
+    ap_op_t *op = rc == 0 ? op_new(ap, c, 0, o.level, homes, nh, key->ptr, key->len) : NULL;
     if (!op) {
-        keel_apval_free(&next);
+        keel_buf_free(&val);
         return ap->ops_n >= AP_OPS_MAX
                    ? keel__srv_error(c, "ERR keel: too many AP requests in flight")
                    : keel__srv_oom(c);
     }
+    op->fallbacks_n = 0;
+    (void)prefs_now(ap, key->ptr, key->len, homes, op->fallbacks, &op->fallbacks_n);
+    keel_buf_free(&op->val);
+    op->val = val;
+    uint32_t down = 0;
     for (int i = 0; i < nh; i++) {
-        if (homes[i] == me)
+        op->asked[op->asked_n++] = homes[i];
+        if (homes[i] == me) {
             op->answered[op->answered_n++] = me; /* stored durably above */
-        else
-            send_write(ap, homes[i], op->req, key->ptr, key->len, &next);
+            op->covered |= 1u << i;
+        } else {
+            keel_apmsg_t m = {.type = KEEL_APMSG_WRITE,
+                              .req = op->req,
+                              .key = key->ptr,
+                              .key_len = key->len,
+                              .value = op->val.data,
+                              .value_len = op->val.len};
+            if (send_msg(ap, homes[i], &m) == KEEL_ENOTFOUND)
+                down |= 1u << i; /* no live connection: known down, a stand-in now */
+        }
     }
-    keel_apval_free(&next);
-    if (op->answered_n >= op->need)
+    for (int i = 0; i < nh; i++) /* before any acknowledgement, as go_sloppy */
+        if ((down & (1u << i)) && stand_in(ap, op, i))
+            return 0;
+    if (op->slot && op->answered_n >= op->need)
         answer_write(op);
-    if (op->answered_n == op->homes_n)
+    if (!op->slot && write_settled(op))
         op_free(ap, op);
     return 0;
 }
@@ -756,6 +1042,35 @@ int keel__srv_cmd_ap_get(keel_resp_client_t *c, size_t argc, const keel_resp_arg
     return 0;
 }
 
+/* The key's preference list on this node's ring: an array of the homes' names and one of the
+ * fallbacks'. */
+int keel__srv_cmd_ap_where(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    (void)argc;
+    ap_t *ap = keel__srv_of(c)->ap;
+    const keel_resp_arg_t *key = &argv[1];
+    if (key->len > KEEL_APSTORE_KEY_BYTES_MAX)
+        return keel__srv_error(c, "ERR keel: key too long");
+    uint64_t homes[AP_REPLICAS_MAX], fb[AP_REPLICAS_MAX];
+    int nf = 0;
+    if (ring_refresh(ap) == 0)
+        return keel__srv_error(c, "ERR keel: no members known yet");
+    int nh = prefs_now(ap, key->ptr, key->len, homes, fb, &nf);
+    keel_buf_t *out = keel_resp_client_out(c);
+    int rc = keel_resp_write_array_header(out, 2);
+    rc = rc ?: keel_resp_write_array_header(out, (size_t)nh);
+    for (int i = 0; i < nh && rc == 0; i++) {
+        const char *name = keel_node_member_name(ap->srv->node, homes[i]);
+        rc = keel_resp_write_bulk(out, name, strlen(name));
+    }
+    rc = rc ?: keel_resp_write_array_header(out, (size_t)nf);
+    for (int i = 0; i < nf && rc == 0; i++) {
+        const char *name = keel_node_member_name(ap->srv->node, fb[i]);
+        rc = keel_resp_write_bulk(out, name, strlen(name));
+    }
+    return rc;
+}
+
 /* ---- start and stop ------------------------------------------------------------------ */
 
 int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
@@ -774,7 +1089,29 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
                                            "AP keys sent to a peer whose tree differed.", NULL);
     ap->m_noquorum = keel_metrics_counter(s->metrics, "keel_ap_noquorum_total",
                                           "AP requests answered NOQUORUM.", NULL);
-    if (!ap->m_repaired || !ap->m_ae_rounds || !ap->m_ae_pushed || !ap->m_noquorum) {
+    ap->m_ae_ranges = keel_metrics_counter(
+        s->metrics, "keel_ap_antientropy_ranges_differing_total",
+        "AP key ranges a peer's tree showed differing from this node's.", NULL);
+    ap->m_hints_stored =
+        keel_metrics_counter(s->metrics, "keel_ap_hints_stored_total",
+                             "AP writes this node stored as a fallback, with a hint.", NULL);
+    ap->m_hints_delivered =
+        keel_metrics_counter(s->metrics, "keel_ap_hints_delivered_total",
+                             "AP hints whose home acknowledged the handed-off state.", NULL);
+    ap->m_handoffs_sent = keel_metrics_counter(s->metrics, "keel_ap_handoffs_sent_total",
+                                               "AP hinted keys sent to their home.", NULL);
+    ap->m_hints_pending = keel_metrics_gauge(s->metrics, "keel_ap_hints_pending",
+                                             "AP hints this node holds for another.", NULL);
+    ap->m_reads = keel_metrics_counter(s->metrics, "keel_ap_reads_total",
+                                       "AP reads answered (R reached).", NULL);
+    ap->m_read_siblings =
+        keel_metrics_counter(s->metrics, "keel_ap_read_siblings_total",
+                             "Live siblings in the answers of AP reads (divide by "
+                             "keel_ap_reads_total: siblings per read).",
+                             NULL);
+    if (!ap->m_repaired || !ap->m_ae_rounds || !ap->m_ae_pushed || !ap->m_noquorum ||
+        !ap->m_ae_ranges || !ap->m_hints_stored || !ap->m_hints_delivered || !ap->m_handoffs_sent ||
+        !ap->m_hints_pending || !ap->m_reads || !ap->m_read_siblings) {
         free(ap);
         return KEEL_ENOMEM;
     }
@@ -783,6 +1120,8 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
     int rc = keel_applace_init(&ap->place, KEEL_APPLACE_NODES_MAX, KEEL_APPLACE_VNODES_DEFAULT);
     if (rc == 0)
         rc = keel_apstore_open(&ap->store, dir, msg);
+    if (rc == 0)
+        keel_apstore_observe(ap->store, observe, ap);
     if (rc == 0 && (rc = keel_timer_init(&s->loop, &ap->timer)) == 0) {
         ap->timer_inited = 1;
         rc = keel_timer_start(&ap->timer, AP_TICK_MS, AP_TICK_MS, on_tick, ap);
@@ -809,6 +1148,8 @@ void keel__srv_ap_stop(server_t *s)
     while (ap->ops)
         op_free(ap, ap->ops);
     keel_apstore_close(ap->store);
+    for (uint32_t i = 0; i < KEEL_APPLACE_NODES_MAX; i++)
+        keel_merkle_free(&ap->tree[i]);
     keel_applace_free(&ap->place);
     keel_buf_free(&ap->msg);
     if (ap->timer_inited)

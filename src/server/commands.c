@@ -438,6 +438,8 @@ static const keel_resp_command_t connection_commands[] = {
      .summary = "AP keyspace: KEEL.AP.SADD key member [W level] (an OR-set; GET lists it)"},
     {"keel.ap.srem", -3, NOMULTI, keel__srv_cmd_ap_srem, 1, 1, 1,
      .summary = "AP keyspace: KEEL.AP.SREM key member [W level] (removes what this node saw)"},
+    {"keel.ap.where", 2, NOMULTI, keel__srv_cmd_ap_where, 1, 1, 1,
+     .summary = "AP keyspace: KEEL.AP.WHERE key: the key's homes, then its fallbacks (names)"},
     {"keel.reg", -2, NOMULTI, keel__srv_cmd_reg,
      .summary = "Service registry: REGISTER, DEREGISTER, PASS, WARN, FAIL, HEARTBEAT, SERVICES, "
                 "INSTANCES, GET, INDEX, WAIT"},

@@ -111,8 +111,89 @@ static void a_torn_tail_is_dropped_and_what_was_synced_stays(void)
     KT_RMRF(dir);
 }
 
+typedef struct seen {
+    int n;
+    uint64_t home[4], version[4];
+} seen_t;
+
+static void see_hint(void *arg, uint64_t home, const uint8_t *key, size_t len, uint64_t version)
+{
+    seen_t *s = arg;
+    KT_CHECK(len == 1 && key[0] == 'k');
+    if (s->n < 4)
+        s->home[s->n] = home, s->version[s->n] = version;
+    s->n++;
+}
+
+static void observed(void *arg, const uint8_t *key, size_t len, uint64_t old_item,
+                     uint64_t new_item)
+{
+    uint64_t *sum = arg;
+    KT_CHECK(len == 1);
+    (void)key;
+    *sum += new_item - old_item;
+}
+
+static void hints_are_durable_and_dropped_only_for_the_version_handed_off(void)
+{
+    char dir[256];
+    KT_TMPDIR(dir, "apstore");
+    keel_apstore_t *s;
+    keel_errmsg_t msg;
+    KT_EQ_INT(keel_apstore_open(&s, dir, &msg), 0);
+    uint64_t sum = 0;
+    keel_apstore_observe(s, observed, &sum);
+    keel_apval_t a = sibling(NULL, 1, "a"), b = sibling(NULL, 2, "b");
+    int changed;
+    KT_EQ_INT(keel_apstore_merge_hinted(s, "k", 1, &a, 7, &changed, &msg), 0);
+    KT_EQ_INT(changed, 1);
+    KT_EQ_U64(keel_apstore_syncs(s), 1); /* the state and the hint: one fdatasync */
+    KT_EQ_U64(sum, keel_apstore_item("k", 1, keel_apstore_get(s, "k", 1)));
+    uint64_t v1 = keel_apstore_hint(s, 7, "k", 1);
+    KT_CHECK(v1 != 0);
+    KT_EQ_U64(keel_apstore_hint(s, 8, "k", 1), 0);
+    /* the same state again, hinted: nothing to log, but the hint gets a new version */
+    KT_EQ_INT(keel_apstore_merge_hinted(s, "k", 1, &a, 7, &changed, &msg), 0);
+    KT_EQ_INT(changed, 0);
+    KT_EQ_U64(keel_apstore_syncs(s), 1);
+    uint64_t v2 = keel_apstore_hint(s, 7, "k", 1);
+    KT_CHECK(v2 != v1);
+    /* the home acknowledges the older version: the hint stays */
+    KT_EQ_INT(keel_apstore_hint_done(s, 7, "k", 1, v1), 0);
+    KT_EQ_INT(keel_apstore_hints(s), 1);
+    /* a second home's hint for the same key, with a newer state */
+    KT_EQ_INT(keel_apstore_merge_hinted(s, "k", 1, &b, 9, NULL, &msg), 0);
+    KT_EQ_INT(keel_apstore_hints(s), 2);
+    KT_EQ_INT(keel_apstore_merge_hinted(s, "k", 1, &b, 0, NULL, &msg), KEEL_EINVAL);
+    seen_t seen = {0};
+    size_t pos = 0;
+    keel_apstore_hints_each(s, &pos, 1, see_hint, &seen);
+    KT_EQ_INT(seen.n, 1);
+    KT_CHECK(pos != 0);
+    keel_apstore_hints_each(s, &pos, 10, see_hint, &seen);
+    KT_EQ_INT(seen.n, 2);
+    KT_EQ_INT(pos, 0); /* the end: the next call starts over */
+    KT_CHECK((seen.home[0] == 7 && seen.home[1] == 9) || (seen.home[0] == 9 && seen.home[1] == 7));
+    KT_EQ_INT(keel_apstore_hint_done(s, 9, "k", 1, keel_apstore_hint(s, 9, "k", 1)), 1);
+    keel_apstore_close(s);
+    /* after a restart: the pending hint is back (a new version), the handed-off one is not */
+    KT_EQ_INT(keel_apstore_open(&s, dir, &msg), 0);
+    KT_EQ_INT(keel_apstore_hints(s), 1);
+    KT_CHECK(keel_apstore_hint(s, 7, "k", 1) != 0);
+    KT_EQ_U64(keel_apstore_hint(s, 9, "k", 1), 0);
+    KT_EQ_INT(keel_apstore_get(s, "k", 1)->u.obj.n, 2);
+    KT_EQ_INT(keel_apstore_hint_done(s, 7, "k", 1, keel_apstore_hint(s, 7, "k", 1)), 1);
+    keel_apstore_close(s);
+    KT_EQ_INT(keel_apstore_open(&s, dir, &msg), 0);
+    KT_EQ_INT(keel_apstore_hints(s), 0);
+    keel_apstore_close(s);
+    keel_apval_free(&a), keel_apval_free(&b);
+    KT_RMRF(dir);
+}
+
 int main(void)
 {
+    KT_RUN(hints_are_durable_and_dropped_only_for_the_version_handed_off);
     KT_RUN(merged_states_survive_a_reopen);
     KT_RUN(a_torn_tail_is_dropped_and_what_was_synced_stays);
     return kt_done();

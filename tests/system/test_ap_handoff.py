@@ -1,0 +1,218 @@
+"""test_ap_handoff.py - the AP keyspace on 5 real keel server nodes (docs/ap.md): sloppy quorum
+with hinted handoff, anti-entropy per shared range refilling a node that lost its data, and no
+acknowledged write lost across kills, restarts and a wiped data directory.
+"""
+
+import random
+import shutil
+import time
+
+import pytest
+import redis
+
+from keelcluster import http_get, make_cluster  # noqa: F401 (fixture)
+
+HANDOFF_BOUND_S = 20.0  # generous: handoff runs every 0.5 s, a restart reconnects with backoff
+REFILL_BOUND_S = 60.0
+
+
+def ap(c, *args):
+    return c.execute_command(*args)
+
+
+def get(c, key, *opts):
+    replies, ctx, *values = ap(c, "KEEL.AP.GET", key, *opts)
+    return replies, ctx, values
+
+
+def eventually(fn, timeout_s=15.0):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            v = fn()
+            if v:
+                return v
+        except (redis.ResponseError, redis.ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
+def metric(node, name):
+    status, body, _ = http_get(node.http_port, "/metrics")
+    assert status == 200
+    for line in body.decode().splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def where(c, key):
+    homes, fallbacks = ap(c, "KEEL.AP.WHERE", key)
+    return [h.decode() for h in homes], [f.decode() for f in fallbacks]
+
+
+def all_connected(cl, nodes=None):
+    """Every running node reaches the homes of 20 keys (whose home sets cover every pair)."""
+    nodes = nodes or cl.running()
+    for nd in nodes:
+        c = nd.client()
+        for i in range(20):
+            eventually(lambda c=c, i=i: get(c, f"warm{i}", "R", "ALL")[0] == 3, timeout_s=30)
+
+
+def key_with(c, pred, prefix):
+    """The first key prefix0, prefix1, ... whose (homes, fallbacks) satisfy pred."""
+    for i in range(10000):
+        k = f"{prefix}{i}"
+        h, f = where(c, k)
+        if pred(h, f):
+            return k, h, f
+    raise AssertionError("no such key")
+
+
+def test_where_names_three_homes_and_two_fallbacks_the_same_on_every_node(make_cluster):
+    cl = make_cluster(5)
+    cs = [nd.client() for nd in cl.nodes]
+    for i in range(20):
+        ws = {tuple(map(tuple, where(c, f"k{i}"))) for c in cs}
+        assert len(ws) == 1
+        homes, fallbacks = ws.pop()
+        assert len(homes) == 3 and len(fallbacks) == 2
+        assert sorted(homes + fallbacks) == ["n1", "n2", "n3", "n4", "n5"]
+
+
+def test_a_quorum_write_with_a_home_down_is_handed_back_when_it_returns(make_cluster):
+    cl = make_cluster(5)
+    c0 = cl.nodes[0].client()
+    all_connected(cl)
+    # a key whose first home coordinates, and whose third home will be down
+    key, homes, fbs = key_with(c0, lambda h, f: True, "hq")
+    coord, down = cl.node(homes[0]), cl.node(homes[2])
+    down.kill()
+    c = coord.client()
+    # a W=ALL write succeeds: two homes and a fallback holding a hint (at once if the
+    # coordinator saw the connection close, else after AP_FALLBACK_MS)
+    key2, homes2, fbs2 = key_with(c0, lambda h, f: h[0] == coord.name and down.name in h, "ha")
+    assert ap(c, "KEEL.AP.PUT", key2, "w1", "W", "ALL") == 3
+    # the coordinator knows the home is down by now: a QUORUM write gets its stand-in at once
+    assert ap(c, "KEEL.AP.PUT", key, "v1", "W", "QUORUM") >= 2
+    holders = [cl.node(f) for f in fbs + fbs2 if f != down.name]
+    eventually(lambda: sum(metric(nd, "keel_ap_hints_pending") for nd in holders) >= 2)
+    stored = sum(metric(nd, "keel_ap_hints_stored_total") for nd in cl.running())
+    assert stored >= 2
+    t0 = time.monotonic()
+    down.start()
+    back = down.client()
+    # R=ONE on the returned home answers from its own copy only
+    eventually(lambda: get(back, key, "R", "ONE")[2] == [b"v1"], timeout_s=HANDOFF_BOUND_S)
+    eventually(lambda: get(back, key2, "R", "ONE")[2] == [b"w1"], timeout_s=HANDOFF_BOUND_S)
+    print(f"both hinted keys on the returned home {time.monotonic() - t0:.2f} s after its restart")
+    # the hints are dropped once the home acknowledged them, and were counted as delivered
+    eventually(lambda: sum(metric(nd, "keel_ap_hints_pending") for nd in cl.nodes) == 0)
+    assert sum(metric(nd, "keel_ap_hints_delivered_total") for nd in cl.nodes) >= 2
+
+
+def test_only_the_hints_hold_a_write_whose_homes_are_all_gone_and_they_bring_it_back(
+    make_cluster,
+):
+    cl = make_cluster(5)
+    c0 = cl.nodes[0].client()
+    all_connected(cl)
+    key, homes, fbs = key_with(c0, lambda h, f: True, "ho")
+    a, b, c = (cl.node(h) for h in homes)
+    b.kill()
+    c.kill()
+    # the first home coordinates: itself and two fallbacks with hints make W=ALL
+    assert ap(a.client(), "KEEL.AP.PUT", key, "only", "W", "ALL") == 3
+    a.kill()  # the only home that has it is gone: b and c can get it from the hints alone
+    b.start()
+    c.start()
+    for nd in (b, c):
+        eventually(
+            lambda nd=nd: get(nd.client(), key, "R", "ONE")[2] == [b"only"],
+            timeout_s=HANDOFF_BOUND_S,
+        )
+    assert sum(metric(cl.node(f), "keel_ap_hints_delivered_total") for f in fbs) >= 2
+    a.start()
+    eventually(lambda: get(a.client(), key, "R", "ALL")[2] == [b"only"])
+
+
+def test_anti_entropy_refills_a_node_that_lost_its_data_in_a_5_node_cluster(make_cluster):
+    cl = make_cluster(5)
+    cs = [nd.client() for nd in cl.nodes]
+    all_connected(cl)
+    keys = [f"k{i}" for i in range(120)]
+    for i, k in enumerate(keys):
+        assert ap(cs[i % 5], "KEEL.AP.PUT", k, f"v{i}", "W", "ALL") == 3
+    assert ap(cs[1], "KEEL.AP.INCR", "n", "9", "W", "ALL") == 3
+    lost = cl.nodes[3]
+    mine = [k for k in keys + ["n"] if lost.name in where(cs[0], k)[0]]
+    assert 40 <= len(mine) <= 110  # about 3/5 of the keys
+    lost.kill()
+    shutil.rmtree(f"{lost.data_dir}/ap")
+    lost.start()
+    # no request touches these keys: only anti-entropy can bring them
+    eventually(
+        lambda: metric(lost, "keel_ap_keys_repaired_total") >= len(mine), timeout_s=REFILL_BOUND_S
+    )
+    back = lost.client()
+    for k in mine:
+        want = [9] if k == "n" else [f"v{keys.index(k)}".encode()]
+        assert get(back, k, "R", "ONE")[2] == want, k
+    # ranges it does not share are not pushed to it: it holds its own keys only
+    assert metric(lost, "keel_ap_keys_repaired_total") == len(mine)
+
+
+def test_no_acknowledged_write_is_lost_across_a_killed_home_and_a_wiped_node(make_cluster):
+    cl = make_cluster(5)
+    all_connected(cl)
+    rnd = random.Random(18)
+    acked = {}  # key -> set of values acknowledged at W=QUORUM (blind writes: siblings)
+    keys = [f"x{i}" for i in range(40)]
+    seq = 0
+
+    def write_some(n, nodes):
+        nonlocal seq
+        for _ in range(n):
+            nd = rnd.choice(nodes)
+            k = rnd.choice(keys)
+            seq += 1
+            v = f"{k}-{seq}"
+            try:
+                r = ap(nd.client(), "KEEL.AP.PUT", k, v, "W", "QUORUM")
+            except redis.ResponseError as e:
+                assert "NOQUORUM" in str(e)
+                continue
+            assert r >= 2
+            acked.setdefault(k, set()).add(v.encode())
+
+    write_some(60, cl.nodes)
+    victim = cl.nodes[1]
+    victim.kill()
+    live = [nd for nd in cl.nodes if nd is not victim]
+    write_some(80, live)
+    victim.start()
+    write_some(40, cl.nodes)
+    wiped = cl.nodes[4]
+    wiped.kill()
+    shutil.rmtree(f"{wiped.data_dir}/ap")
+    write_some(60, [nd for nd in cl.nodes if nd is not wiped])
+    wiped.start()
+    write_some(40, cl.nodes)
+    assert sum(len(v) for v in acked.values()) >= 200
+
+    # every home of every key ends up with every acknowledged write of it, each home read alone
+    def converged():
+        for k, vals in acked.items():
+            homes = where(cl.nodes[0].client(), k)[0]
+            for h in homes:
+                got = set(get(cl.node(h).client(), k, "R", "ONE")[2])
+                if not vals <= got:
+                    return False
+        return True
+
+    eventually(converged, timeout_s=REFILL_BOUND_S)
+    eventually(lambda: sum(metric(nd, "keel_ap_hints_pending") for nd in cl.nodes) == 0)
