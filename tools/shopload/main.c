@@ -1332,6 +1332,8 @@ int main(int argc, char **argv)
             if (*tok && lc.metrics_n < LIVE_METRICS_MAX)
                 lc.metrics[lc.metrics_n++] = tok;
         lc.query = r.query[0] ? r.query : NULL;
+        for (int i = 0; i < r.shipments_n; i++)
+            lc.shipments[lc.shipments_n++] = r.shipments[i];
         lc.duration_s = r.duration_s;
         char err[256];
         r.live = live_new(&r.loop, &r.http, &lc, r.seconds, live_state, &r, err, sizeof(err));
