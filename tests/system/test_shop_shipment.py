@@ -113,8 +113,9 @@ def test_one_shipment_per_confirmed_order_with_an_instance_killed(up_dir, tmp_pa
         out = p.communicate(timeout=300)[0].decode()
         assert p.returncode == 0, out
         assert "invariants: held" in out, out
-        m = re.search(r"shipments: caught up \d+ ms after the checks above; of the run's (\d+) ended "
-                      r"orders: (\d+) pending, (\d+) packed, (\d+) shipped, (\d+) cancelled", out)
+        m = re.search(r"shipments: caught up \d+ ms after the checks above; of the run's "
+                      r"(\d+) ended orders: (\d+) pending, (\d+) packed, (\d+) shipped, "
+                      r"(\d+) cancelled", out)
         assert m, out
         assert "one per confirmed order and none for the others: checked" in out, out
         confirmed = int(re.search(r"confirmed\s+(\d+)", out.split("orders:")[1])[1])
