@@ -144,8 +144,8 @@ struct run {
     /* the shipments (--shipments): caught up, then one per confirmed order and no other */
     char shipments[TARGETS_MAX][64];
     int shipments_n;
-    kept_t *kept; /* every order of the run that ended, with its id */
-    size_t kept_n, kept_cap;
+    kept_t *kept;                         /* every order of the run that ended, with its id */
+    size_t kept_n, kept_cap, kept_orders; /* kept_orders: distinct, once compared */
     uint64_t kept_without_id, kept_dropped;
     ship_t *ships;
     size_t ships_n, ships_cap;
@@ -996,8 +996,17 @@ static void ship_compare(run_t *r)
     size_t j = 0;
     for (size_t i = 0; i < r->kept_n; i++) {
         const kept_t *k = &r->kept[i];
-        if (i > 0 && strcmp(k->id, r->kept[i - 1].id) == 0)
-            continue; /* one order answered twice (a retry with its key): checked once */
+        if (i > 0 && strcmp(k->id, r->kept[i - 1].id) == 0) {
+            /* a final answer after its deadline is asked again at the end: both are kept,
+             * and they must agree; the order is checked once */
+            if (k->confirmed != r->kept[i - 1].confirmed) {
+                r->violations++;
+                snprintf(r->why, sizeof(r->why), "order %s: answered confirmed and rejected",
+                         k->id);
+            }
+            continue;
+        }
+        r->kept_orders++;
         for (; j < r->ships_n && strcmp(r->ships[j].id, k->id) < 0; j++)
             r->ship_others++;
         size_t n = 0;
@@ -1159,7 +1168,7 @@ static void report(run_t *r)
                "orders: %" PRIu64 " pending, %" PRIu64 " packed, %" PRIu64 " shipped, %" PRIu64
                " cancelled (%" PRIu64 " shipments of other orders); one per confirmed order and "
                "none for the others: %s\n",
-               (uint64_t)r->ship_converged_ms, r->kept_n, r->ship_status[0], r->ship_status[1],
+               (uint64_t)r->ship_converged_ms, r->kept_orders, r->ship_status[0], r->ship_status[1],
                r->ship_status[2], r->ship_status[3], r->ship_others,
                r->ship_checked ? "checked" : "not checked");
     printf("invariants: %s%s%s\n", r->violations ? "BROKEN" : "held", r->violations ? ": " : "",
