@@ -9,11 +9,13 @@
 # (keel up --manifest restarts what is down). At the end keel-shopload resolves every order
 # whose outcome it did not see and checks the invariants: stock == start - confirmed units,
 # the read side caught up and agreeing,
-# nothing left reserved, the payment ledger moved by exactly the confirmed orders. Prints
+# nothing left reserved, the payment ledger moved by exactly the confirmed orders, and (once
+# the shipment service's consumers caught up) exactly one shipment per confirmed order and
+# none for any other. Prints
 # orders/s, the share answered within the deadline, latency, each kill with the orders it cost
 # and how long they went on, and the verdict; exits non-zero if an invariant broke. While it
 # runs, a live page at http://127.0.0.1:8090/ (served by keel-shopload) plots orders/s, p50
-# and p99, sagas by state and the read side's lag, with the kills marked; at the end the same
+# and p99, sagas by state, the read side's lag and shipments by status, with the kills marked; at the end the same
 # page with the final data is written as $DIR/report.html. The old KV demo is `make demo-kv`.
 set -u
 . "$(dirname "${BASH_SOURCE[0]}")/scratch.sh"
@@ -35,7 +37,7 @@ echo
 echo "== load: ${RATE} orders/s for ${SECS}s through the gateway (127.0.0.1:8000), chaos every 10s"
 echo "== live page: http://127.0.0.1:8090/ (the HTML report is written at the end)"
 "$LOAD" --inventory 127.0.0.1:8000 --orders 127.0.0.1:8000 --payment 127.0.0.1:8110 \
-  --query 127.0.0.1:8130 --jwt-secret "$SECRET" --rate "$RATE" --duration "$SECS" --products 500 --stock 100000 \
+  --query 127.0.0.1:8130 --shipments 127.0.0.1:8150,127.0.0.1:8151 --jwt-secret "$SECRET" --rate "$RATE" --duration "$SECS" --products 500 --stock 100000 \
   --deadline-ms 5000 --json "$DIR/report.json" --live 127.0.0.1:8090 --html "$DIR/report.html" \
   --events "$DIR/chaos.log" --metrics 127.0.0.1:8120,127.0.0.1:8121 &
 load=$!

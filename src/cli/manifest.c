@@ -386,9 +386,10 @@ static char *expand(const char *s, const vars_t *v)
                     break;
                 }
             }
+            if (k < sizeof(placeholders) / sizeof(placeholders[0]))
+                continue; /* s may now be at the end: copy nothing more */
         }
-        if (*s != '{' || k == sizeof(placeholders) / sizeof(placeholders[0]))
-            *o++ = *s++;
+        *o++ = *s++;
     }
     *o = '\0';
     return out;

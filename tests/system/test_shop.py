@@ -1,7 +1,9 @@
 """test_shop.py - the shop end to end: `keel up --manifest` with a 3-node cluster, two
-instances each of inventory, payment and order, and the query service (the read side); keel-shopload drives orders through the
-order saga at a fixed rate and checks, at the end, every order's final state against the
-stock and the payment ledger (tools/shopload/main.c). One run is calm, one SIGKILLs an
+instances each of inventory, payment and order, the query service (the read side), two
+notification and two shipment instances; keel-shopload drives orders through the order saga at
+a fixed rate and checks, at the end, every order's final state against the stock, the payment
+ledger and the shipments (one per confirmed order, none for the others; tools/shopload/main.c).
+One run is calm, one SIGKILLs an
 order instance mid-run: its sagas are adopted by the other instance and finish."""
 import json
 import os
@@ -58,12 +60,18 @@ services:
           --id, "notification-{{i}}", --fail-pct, "10", --max-deliveries, "20"]
     instances: 2
     port: {svc_port + 40}
+  - name: shipment
+    run: [keel-shop-shipment, --keel, "{{keel}}", --db, "{{dir}}/shipment.db",
+          --listen, "127.0.0.1:{{port}}", --id, "shipment-{{i}}", --pack-ms, "1000",
+          --ship-ms, "1000"]
+    instances: 2
+    port: {svc_port + 50}
 """)
     return str(m)
 
 
 def up(up_dir, tmp_path):
-    base, port = free_base_port(3), free_ports(30)
+    base, port = free_base_port(3), free_ports(60)
     man = shop_manifest(tmp_path, base, port)
     r = subprocess.run([binary("keel"), "up", "--manifest", man, "--dir", up_dir, "--detach"],
                        capture_output=True, timeout=120)
@@ -76,6 +84,7 @@ def load(port, *extra):
         [binary("keel-shopload"), "--inventory", f"127.0.0.1:{port},127.0.0.1:{port + 1}",
          "--orders", f"127.0.0.1:{port + 20},127.0.0.1:{port + 21}",
          "--payment", f"127.0.0.1:{port + 10}", "--query", f"127.0.0.1:{port + 30}",
+         "--shipments", f"127.0.0.1:{port + 50},127.0.0.1:{port + 51}",
          "--products", "20", "--stock", "60",
          "--deadline-ms", "5000", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -96,6 +105,7 @@ def test_orders_through_the_saga_keep_stock_and_money_consistent(up_dir, tmp_pat
         rejected = int(re.search(r"rejected\s+(\d+)", out.split("orders:")[1])[1])
         assert confirmed > 100 and rejected > 0, out  # declined cards and sold-out products
         assert "sales per product equal the confirmed orders' units: checked" in out, out
+        assert "one per confirmed order and none for the others: checked" in out, out
         # every order that ended is notified once (a tenth of the sends fail and are retried)
         import urllib.request
         scheduled = int(re.search(r"orders: (\d+) scheduled", out)[1])  # every one ends once
@@ -159,8 +169,13 @@ def test_an_order_instance_killed_mid_run_loses_no_order(up_dir, tmp_path):
         assert p.returncode == 0, out
         assert "invariants: held" in out, out  # every order ended, stock and money agree
         assert "kill at t=" in out and "(SIGKILL order-0)" in out, out
+        # the sagas the dead instance left were ended by the other, which appended their
+        # outcomes: still one shipment per confirmed order
+        assert "one per confirmed order and none for the others: checked" in out, out
         dom = chromium(tmp_path, f"file://{html}", tmp_path / "report.png")
         assert plotted(dom) >= 16 and 'class="kill"' in dom, dom[-3000:]
+        assert "Shipments by status" in dom, dom[-3000:]
+        assert re.search(r'<svg id="c-ship"[^>]*>.*?class="series"', dom, re.S), dom[-3000:]
         assert "invariants" in dom and ">held<" in dom, dom[-3000:]
     finally:
         down(up_dir)

@@ -1,8 +1,9 @@
 """test_shop_gateway.py - the shop's gateway (apps/shop/gateway.yaml, the file `make demo` runs,
 with its ports swapped for free ones) in front of a 3-node keel cluster and two instances each of
-inventory, payment and order: an order placed through the gateway, then read back whole from
-GET /orders/{id}/full (the order, its payment and its stock reservation from three services at
-once), and the partial answer once every payment instance is dead."""
+inventory, payment, order and shipment: an order placed through the gateway, then read back whole
+from GET /orders/{id}/full (the order, its payment, its stock reservation and its shipment from
+four services at once), and the partial answer once every payment instance, then every shipment
+instance, is dead."""
 import base64
 import hashlib
 import hmac
@@ -61,6 +62,12 @@ services:
           --listen, "127.0.0.1:{{port}}", --id, "order-{{i}}"]
     instances: 2
     port: {port + 20}
+  - name: shipment
+    run: [keel-shop-shipment, --keel, "{{keel}}", --registry, "{{keel}}",
+          --db, "{{dir}}/shipment.db", --listen, "127.0.0.1:{{port}}", --id, "shipment-{{i}}",
+          --pack-ms, "60000", --ship-ms, "60000"]
+    instances: 2
+    port: {port + 30}
   - name: gateway
     run: [keel, proxy, --config, "{{here}}/gateway.yaml"]
     port: {gw}
@@ -102,10 +109,22 @@ def test_the_aggregated_order_view_and_its_partial_answer(up_dir, tmp_path):
                           {**auth, "Idempotency-Key": "agg-1"})
         assert st == 201, placed
         oid = placed["order"]
-        st, full = call(gw, "GET", f"/orders/{oid}/full", headers=auth)
+        # the shipment comes from the order's "confirmed" event, a moment after the answer
+        deadline = time.monotonic() + 30
+        while True:
+            st, full = call(gw, "GET", f"/orders/{oid}/full", headers=auth)
+            if st != 200 or full["shipment"] is None or full["shipment"]["status"] != "none":
+                break
+            assert time.monotonic() < deadline, full
+            time.sleep(0.1)
         assert st == 200, full
-        assert list(full) == ["order", "payment", "reservation", "partial", "errors"]
+        assert list(full) == ["order", "payment", "reservation", "shipment", "partial", "errors"]
         assert full["partial"] is False and full["errors"] == []
+        assert full["shipment"]["order"] == oid and full["shipment"]["status"] == "pending", full
+        # and on its own route, with the same JWT rules
+        st, ship = call(gw, "GET", f"/shipments/{oid}", headers=auth)
+        assert st == 200 and ship == full["shipment"], ship
+        assert call(gw, "GET", f"/shipments/{oid}")[0] == 401
         assert full["order"]["order"] == oid and full["order"]["status"] == "confirmed"
         assert full["payment"]["order"] == oid and full["payment"]["amount_cents"] == 1250
         assert full["reservation"]["status"] == "confirmed"
@@ -131,5 +150,21 @@ def test_the_aggregated_order_view_and_its_partial_answer(up_dir, tmp_path):
         assert part["order"]["status"] == "confirmed" and part["reservation"]["status"] == "confirmed"
         assert [e["part"] for e in part["errors"]] == ["payment"]
         assert part["errors"][0]["error"] in ("connect-failed", "no-healthy-upstream", "upstream-reset")
+        assert part["shipment"]["status"] == "pending"
+
+        # every shipment instance dies too: the order is still answered, without both
+        with open(os.path.join(up_dir, "services.json")) as f:
+            victims = [s["pid"] for s in json.load(f) if s["service"] == "shipment"]
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        st, part = call(gw, "GET", f"/orders/{oid}/full", headers=auth)
+        assert st == 200, part
+        assert time.monotonic() - t0 < 2.5  # the parts run at once, each within 1 s
+        assert part["partial"] is True and part["payment"] is None and part["shipment"] is None
+        assert part["order"]["status"] == "confirmed"
+        assert part["reservation"]["status"] == "confirmed"
+        assert [e["part"] for e in part["errors"]] == ["payment", "shipment"]
     finally:
         subprocess.run([binary("keel"), "down", "--dir", up_dir], capture_output=True, timeout=60)

@@ -39,6 +39,9 @@ struct live {
     bool sagas_asking;
     int64_t lag; /* -1: unknown */
     bool lag_asking;
+    json_t *shipments; /* the latest /stats: {"pending": n, ...}, or NULL */
+    bool shipments_asking;
+    int shipments_next; /* the instance asked next */
 };
 
 /* ---- the chaos runner's events ---------------------------------------------------------- */
@@ -130,6 +133,29 @@ static void on_lag(int err, const keel_http_msg_t *resp, void *data)
     json_decref(j);
 }
 
+static void on_shipments(int err, const keel_http_msg_t *resp, void *data)
+{
+    live_t *l = data;
+    l->shipments_asking = false;
+    json_t *j = err || resp->status != 200
+                    ? NULL
+                    : json_loadb((const char *)resp->body, resp->body_len, 0, NULL);
+    json_decref(l->shipments);
+    l->shipments = NULL;
+    if (j == NULL) { /* that instance is down: the next one next time */
+        l->shipments_next++;
+        return;
+    }
+    l->shipments = json_object();
+    static const char *const states[] = {"pending", "packed", "shipped", "cancelled"};
+    for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++) {
+        json_t *n = json_object_get(j, states[i]);
+        if (json_is_integer(n))
+            json_object_set(l->shipments, states[i], n);
+    }
+    json_decref(j);
+}
+
 static int get(live_t *l, const char *host, const char *path, keel_http_client_cb cb, void *data)
 {
     keel_http_client_request_t req = {
@@ -156,6 +182,12 @@ static void poll(live_t *l)
         l->lag_asking = true;
         if (get(l, l->cfg.query, "/lag", on_lag, l) != 0)
             l->lag_asking = false;
+    }
+    if (l->cfg.shipments_n > 0 && !l->shipments_asking) {
+        l->shipments_asking = true;
+        const char *host = l->cfg.shipments[l->shipments_next % l->cfg.shipments_n];
+        if (get(l, host, "/stats", on_shipments, l) != 0)
+            l->shipments_asking = false;
     }
 }
 
@@ -333,6 +365,8 @@ void live_second(live_t *l, json_t *sec)
         json_object_set(sec, "sagas", l->sagas);
     if (l->lag >= 0)
         json_object_set_new(sec, "lag_events", json_integer((json_int_t)l->lag));
+    if (l->shipments != NULL)
+        json_object_set(sec, "shipments", l->shipments);
     poll(l);
 }
 
@@ -349,6 +383,7 @@ void live_free(live_t *l)
         return;
     json_decref(l->seconds);
     json_decref(l->sagas);
+    json_decref(l->shipments);
     free(l->ended);
     free(l->ok);
     free(l->events);

@@ -12,7 +12,9 @@
 /*
  * What it shows (page.html, compiled in): per second, orders ended by outcome, p50 and p99,
  * the order service's sagas by state (keel_sagas in each instance's /metrics, summed), the
- * read side's lag (the query service's /lag); the chaos runner's kills as marks (lines
+ * read side's lag (the query service's /lag), the shipments by status (the shipment
+ * service's /stats, asked of its next instance when one does not answer); the chaos
+ * runner's kills as marks (lines
  * "<unix ms> <what>" appended to an events file by scripts/demo.sh); and per kill, the
  * orders that started between it and the next kill and missed their deadline, and how long
  * after the kill the last such order started (recovery). The live page polls /live.json
@@ -28,7 +30,9 @@ typedef struct live_config {
     const char *events_path;               /* the chaos runner's log, or NULL */
     const char *metrics[LIVE_METRICS_MAX]; /* order instances: their /metrics */
     int metrics_n;
-    const char *query; /* the read side: its /lag, or NULL */
+    const char *query;                       /* the read side: its /lag, or NULL */
+    const char *shipments[LIVE_METRICS_MAX]; /* the shipment instances: /stats */
+    int shipments_n;
     int duration_s;
 } live_config_t;
 
@@ -45,7 +49,7 @@ void live_start(live_t *l, int64_t t0_unix_ms);
 /* An order that was meant to start start_s seconds into the load ended, within its deadline
  * with a definitive answer (ok) or not. */
 void live_order(live_t *l, double start_s, bool ok);
-/* Adds the latest sagas and lag to the second's object, then asks for fresh ones. */
+/* Adds the latest sagas, lag and shipments to the second's object, then asks for fresh ones. */
 void live_second(live_t *l, json_t *sec);
 /* Per kill: {"t", "what", "missed", "recovered_s"} (null when nothing was missed). */
 json_t *live_recovery(live_t *l);

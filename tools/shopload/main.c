@@ -23,7 +23,10 @@
  * orders, nothing is left reserved, and the payment ledger moved by exactly the confirmed
  * orders' amounts (declined, failed and compensated orders cost nothing). With --query (the
  * read side), its lag must reach 0 within 30 s and its sales per product must then equal
- * the confirmed orders' units.
+ * the confirmed orders' units. With --shipments (the shipment service's instances), its
+ * consumer group must catch up (lag and pending 0) within 30 s, and then every confirmed
+ * order of the run must have exactly one shipment (not cancelled) and no other order of the
+ * run any.
  *
  * At the end, the orders whose outcome the client did not see (a timeout, a broken
  * connection: the service may have acted anyway) are asked for (GET /reservations/:order);
@@ -60,6 +63,10 @@
 #define PRODUCTS_MAX 100000
 #define INFLIGHT_MAX 50000
 #define SECONDS_MAX 3600
+#define KEPT_MAX 4000000   /* final orders remembered for the shipment check */
+#define SHIP_PAGE "1000"   /* shipments per GET /shipments page */
+#define SHIP_ASK_TRIES 20  /* a failed page or lag ask is tried again (other instance) */
+#define SHIPS_MAX 20000000 /* shipments listed at most (the service may hold other runs') */
 
 typedef struct run run_t;
 
@@ -83,6 +90,18 @@ typedef struct order {
     bool asking, asked_get; /* resolving: the ask in flight is GET /orders/:id */
     bool polling;           /* answered 202 (pending): its state is asked until the deadline */
 } order_t;
+
+/* An order of the run with its final outcome, for the shipment check. */
+typedef struct kept {
+    char id[40];
+    bool confirmed;
+} kept_t;
+
+/* A shipment as GET /shipments lists it. */
+typedef struct ship {
+    char id[40];
+    char status[12];
+} ship_t;
 
 struct run {
     keel_loop_t loop;
@@ -122,6 +141,21 @@ struct run {
     keel_ms_t converge_from_ms, converged_ms;
     bool lag_asking;
     int sales_checked;
+    /* the shipments (--shipments): caught up, then one per confirmed order and no other */
+    char shipments[TARGETS_MAX][64];
+    int shipments_n;
+    kept_t *kept;                         /* every order of the run that ended, with its id */
+    size_t kept_n, kept_cap, kept_orders; /* kept_orders: distinct, once compared */
+    uint64_t kept_without_id, kept_dropped;
+    ship_t *ships;
+    size_t ships_n, ships_cap;
+    char ship_after[40];
+    bool ship_asking;
+    int ship_tries;
+    keel_ms_t ship_from_ms, ship_converged_ms;
+    uint64_t ship_status[4]; /* the run's shipments: pending, packed, shipped, cancelled */
+    uint64_t ship_others;    /* listed shipments of orders not of this run */
+    bool ship_checked;
     /* the live page and the HTML report (live.c) */
     live_t *live;
     const char *html_path;
@@ -260,6 +294,32 @@ static void take_order_id(order_t *o, const keel_http_msg_t *resp, char *out, si
     (void)o;
 }
 
+/* A shop order's final outcome, remembered for the shipment check (--shipments). */
+static void keep(run_t *r, const char *order_id, const char *key, bool confirmed)
+{
+    if (r->shipments_n == 0)
+        return;
+    if (order_id[0] == '\0') {
+        r->kept_without_id++;
+        r->violations++;
+        snprintf(r->why, sizeof(r->why), "order key %s: a final answer without an order id", key);
+        return;
+    }
+    if (r->kept_n == r->kept_cap) {
+        size_t cap = r->kept_cap ? 2 * r->kept_cap : 4096;
+        kept_t *k = cap <= KEPT_MAX ? realloc(r->kept, cap * sizeof(*k)) : NULL;
+        if (k == NULL) {
+            r->kept_dropped++; /* the check says it did not see every order */
+            return;
+        }
+        r->kept = k;
+        r->kept_cap = cap;
+    }
+    kept_t *k = &r->kept[r->kept_n++];
+    snprintf(k->id, sizeof(k->id), "%s", order_id);
+    k->confirmed = confirmed;
+}
+
 /*
  * An order service answer as 201 (confirmed), 409 (rejected), 202 (pending) or 0 (anything
  * else), judged by the body's status and not by the code alone: a 409 also comes from the
@@ -302,9 +362,12 @@ static void on_shop_reply(int err, const keel_http_msg_t *resp, void *data)
                      o->key, o->first_status, o->order_id, st, again);
         }
     }
-    if (final)
+    if (final) {
+        if (o->order_id[0] == '\0')
+            take_order_id(o, resp, o->order_id, sizeof(o->order_id));
+        keep(r, o->order_id, o->key, st == 201);
         order_end(o, st == 201 ? CONFIRMED : REJECTED);
-    else {
+    } else {
         keel_ms_t now = (keel_ms_t)(keel_clock_now_ns() / 1000000);
         keel_ms_t age = (keel_ms_t)((keel_clock_now_ns() - o->intended_ns) / 1000000);
         if (st == 0 && age + CLIENT_RETRY_MS < (keel_ms_t)r->deadline_ms &&
@@ -387,6 +450,7 @@ static void on_shop_poll(int err, const keel_http_msg_t *resp, void *data)
                                                : 202;
     json_decref(j);
     if (st == 201 || st == 409) {
+        keep(r, o->order_id, o->key, st == 201);
         order_end(o, st == 201 ? CONFIRMED : REJECTED);
         return;
     }
@@ -473,7 +537,7 @@ static void order_start(run_t *r, keel_ns_t intended)
 
 /* ---- the run --------------------------------------------------------------------------------- */
 
-enum { RESTOCK, LOAD, DRAIN, RESOLVE, CHECK, CONVERGE, READ_SIDE, DONE };
+enum { RESTOCK, LOAD, DRAIN, RESOLVE, CHECK, CONVERGE, READ_SIDE, SHIP_CONVERGE, SHIP_LIST, DONE };
 
 static void resolve_ask(order_t *o);
 
@@ -532,10 +596,11 @@ static void on_shop_resolved(int err, const keel_http_msg_t *resp, void *data)
         }
     } else {
         st = order_answer(err, resp);
-        if (st == 202)
+        if (st == 202 || st == 201 || st == 409)
             take_order_id(o, resp, o->order_id, sizeof(o->order_id));
     }
     if (st == 201 || st == 409) {
+        keep(r, o->order_id, o->key, st == 201);
         if (st == 201) {
             for (int i = 0; i < o->items_n; i++)
                 r->confirmed_units[o->product[i]] += o->qty[i];
@@ -714,6 +779,8 @@ static void progress(run_t *r)
 }
 
 static void on_lag(int err, const keel_http_msg_t *resp, void *data);
+static bool ship_begin(run_t *r);
+static void ship_ask(run_t *r);
 
 static void tick(keel_timer_t *t, void *data)
 {
@@ -785,6 +852,8 @@ static void tick(keel_timer_t *t, void *data)
         if (r->checked < r->products || (r->shop && r->ledger_asks < 2))
             return;
         if (r->query[0] == '\0') {
+            if (ship_begin(r))
+                return;
             r->phase = DONE;
             break;
         }
@@ -801,7 +870,16 @@ static void tick(keel_timer_t *t, void *data)
     case READ_SIDE:
         if (r->sales_checked < r->products)
             return;
+        if (ship_begin(r))
+            return;
         r->phase = DONE;
+        break;
+    case SHIP_CONVERGE:
+    case SHIP_LIST:
+        if (!r->ship_asking)
+            ship_ask(r);
+        return;
+    case DONE: /* a check ended the run from its callback */
         break;
     default:
         return;
@@ -816,7 +894,8 @@ static void tick(keel_timer_t *t, void *data)
 static json_t *live_state(void *data)
 {
     static const char *const phases[] = {"restocking", "load",      "draining",  "resolving",
-                                         "checking",   "read side", "read side", "done"};
+                                         "checking",   "read side", "read side", "shipments",
+                                         "shipments",  "done"};
     run_t *r = data;
     json_t *tot =
         json_pack("{s:I, s:I, s:I}", "finished", (json_int_t)r->finished, "inflight",
@@ -890,6 +969,176 @@ static void on_lag(int err, const keel_http_msg_t *resp, void *data)
     }
 }
 
+/* ---- the shipments: caught up, then one per confirmed order and no other ----------------- */
+
+static bool ship_begin(run_t *r)
+{
+    if (r->shipments_n == 0)
+        return false;
+    r->phase = SHIP_CONVERGE;
+    r->ship_from_ms = (keel_ms_t)(keel_clock_now_ns() / 1000000);
+    r->ship_tries = 0;
+    return true;
+}
+
+static int by_id(const void *x, const void *y)
+{
+    return strcmp(x, y); /* kept_t and ship_t both start with their id */
+}
+
+static const char *const ship_states[4] = {"pending", "packed", "shipped", "cancelled"};
+
+/* Every order of the run against the listed shipments, both sorted by order id. */
+static void ship_compare(run_t *r)
+{
+    qsort(r->kept, r->kept_n, sizeof(*r->kept), by_id);
+    qsort(r->ships, r->ships_n, sizeof(*r->ships), by_id);
+    size_t j = 0;
+    for (size_t i = 0; i < r->kept_n; i++) {
+        const kept_t *k = &r->kept[i];
+        if (i > 0 && strcmp(k->id, r->kept[i - 1].id) == 0) {
+            /* a final answer after its deadline is asked again at the end: both are kept,
+             * and they must agree; the order is checked once */
+            if (k->confirmed != r->kept[i - 1].confirmed) {
+                r->violations++;
+                snprintf(r->why, sizeof(r->why), "order %s: answered confirmed and rejected",
+                         k->id);
+            }
+            continue;
+        }
+        r->kept_orders++;
+        for (; j < r->ships_n && strcmp(r->ships[j].id, k->id) < 0; j++)
+            r->ship_others++;
+        size_t n = 0;
+        const char *status = "";
+        for (; j < r->ships_n && strcmp(r->ships[j].id, k->id) == 0; j++, n++)
+            status = r->ships[j].status;
+        for (int s = 0; s < 4; s++)
+            r->ship_status[s] += n > 0 && strcmp(status, ship_states[s]) == 0;
+        if (k->confirmed && (n != 1 || strcmp(status, "cancelled") == 0)) {
+            r->violations++;
+            snprintf(r->why, sizeof(r->why), "shipments: confirmed order %s has %zu shipments%s",
+                     k->id, n, n == 1 ? " (cancelled)" : "");
+        } else if (!k->confirmed && n != 0) {
+            r->violations++;
+            snprintf(r->why, sizeof(r->why),
+                     "shipments: order %s was not confirmed and has a shipment (%s)", k->id,
+                     status);
+        }
+    }
+    r->ship_others += r->ships_n - j;
+    r->ship_checked = r->kept_dropped == 0;
+    if (r->kept_dropped) {
+        r->violations++;
+        snprintf(r->why, sizeof(r->why), "shipments: %" PRIu64 " orders not remembered",
+                 r->kept_dropped);
+    }
+}
+
+static void on_ship_lag(int err, const keel_http_msg_t *resp, void *data);
+static void on_ship_page(int err, const keel_http_msg_t *resp, void *data);
+
+static void ship_ask(run_t *r)
+{
+    char path[128];
+    const char *host = r->shipments[r->ship_tries % r->shipments_n];
+    int rc;
+    if (r->phase == SHIP_CONVERGE) {
+        rc = request_to(r, host, HTTP_GET, "/lag", NULL, NULL, NULL, on_ship_lag, r);
+    } else {
+        snprintf(path, sizeof(path), "/shipments?after=%s&limit=" SHIP_PAGE, r->ship_after);
+        rc = request_to(r, host, HTTP_GET, path, NULL, NULL, NULL, on_ship_page, r);
+    }
+    r->ship_asking = rc == 0;
+}
+
+static void ship_failed(run_t *r, const char *what)
+{
+    if (++r->ship_tries < SHIP_ASK_TRIES)
+        return; /* asked again at the next tick, of the next instance */
+    r->violations++;
+    snprintf(r->why, sizeof(r->why), "shipments: %s", what);
+    r->phase = DONE;
+}
+
+/* GET /lag: the group's lag and pending entries; both 0 is caught up. */
+static void on_ship_lag(int err, const keel_http_msg_t *resp, void *data)
+{
+    run_t *r = data;
+    r->ship_asking = false;
+    json_t *j = err || resp->status != 200
+                    ? NULL
+                    : json_loadb((const char *)resp->body, resp->body_len, 0, NULL);
+    json_t *lag = json_object_get(j, "lag_events"), *pending = json_object_get(j, "pending");
+    bool zero = json_is_integer(lag) && json_integer_value(lag) == 0 && json_is_integer(pending) &&
+                json_integer_value(pending) == 0;
+    json_decref(j);
+    keel_ms_t now = (keel_ms_t)(keel_clock_now_ns() / 1000000);
+    if (j == NULL)
+        r->ship_tries++; /* the next ask goes to the next instance */
+    if (!zero && now - r->ship_from_ms < CONVERGE_MS_MAX)
+        return; /* asked again at the next tick */
+    if (!zero) {
+        r->violations++;
+        snprintf(r->why, sizeof(r->why), "shipments: the consumers did not catch up within %d ms",
+                 CONVERGE_MS_MAX);
+        r->phase = DONE;
+        return;
+    }
+    r->ship_converged_ms = now - r->ship_from_ms;
+    r->phase = SHIP_LIST;
+    r->ship_tries = 0;
+    r->ship_after[0] = '\0';
+}
+
+/* One page of GET /shipments: kept, then the next page, or the comparison. */
+static void on_ship_page(int err, const keel_http_msg_t *resp, void *data)
+{
+    run_t *r = data;
+    r->ship_asking = false;
+    json_t *j = err || resp->status != 200
+                    ? NULL
+                    : json_loadb((const char *)resp->body, resp->body_len, 0, NULL);
+    json_t *list = json_object_get(j, "shipments"), *next = json_object_get(j, "next");
+    if (!json_is_array(list) || (!json_is_null(next) && !json_is_string(next))) {
+        json_decref(j);
+        ship_failed(r, "no answer to GET /shipments");
+        return;
+    }
+    size_t i;
+    json_t *s;
+    json_array_foreach(list, i, s)
+    {
+        const char *id = json_string_value(json_object_get(s, "order"));
+        const char *st = json_string_value(json_object_get(s, "status"));
+        if (id == NULL || st == NULL || strlen(id) >= sizeof(r->ships[0].id))
+            continue;
+        if (r->ships_n == r->ships_cap) {
+            size_t cap = r->ships_cap ? 2 * r->ships_cap : 4096;
+            ship_t *m = cap <= SHIPS_MAX ? realloc(r->ships, cap * sizeof(*m)) : NULL;
+            if (m == NULL) {
+                json_decref(j);
+                r->ship_tries = SHIP_ASK_TRIES;
+                ship_failed(r, "too many shipments to list");
+                return;
+            }
+            r->ships = m;
+            r->ships_cap = cap;
+        }
+        ship_t *x = &r->ships[r->ships_n++];
+        snprintf(x->id, sizeof(x->id), "%s", id);
+        snprintf(x->status, sizeof(x->status), "%s", st);
+    }
+    if (json_is_string(next)) {
+        snprintf(r->ship_after, sizeof(r->ship_after), "%s", json_string_value(next));
+        json_decref(j);
+        return; /* the next page at the next tick */
+    }
+    json_decref(j);
+    ship_compare(r);
+    r->phase = DONE; /* the next tick ends the run */
+}
+
 static void report(run_t *r)
 {
     uint64_t answered = r->outcomes[CONFIRMED] + r->outcomes[RELEASED] + r->outcomes[REJECTED];
@@ -914,6 +1163,14 @@ static void report(run_t *r)
                "product equal the confirmed orders' units: %s\n",
                (uint64_t)r->converged_ms,
                r->sales_checked == r->products ? "checked" : "not checked");
+    if (r->shipments_n)
+        printf("shipments: caught up %" PRIu64 " ms after the checks above; of the run's %zu ended "
+               "orders: %" PRIu64 " pending, %" PRIu64 " packed, %" PRIu64 " shipped, %" PRIu64
+               " cancelled (%" PRIu64 " shipments of other orders); one per confirmed order and "
+               "none for the others: %s\n",
+               (uint64_t)r->ship_converged_ms, r->kept_orders, r->ship_status[0], r->ship_status[1],
+               r->ship_status[2], r->ship_status[3], r->ship_others,
+               r->ship_checked ? "checked" : "not checked");
     printf("invariants: %s%s%s\n", r->violations ? "BROKEN" : "held", r->violations ? ": " : "",
            r->violations ? r->why : "");
     if (r->json_path) {
@@ -946,7 +1203,7 @@ int main(int argc, char **argv)
 {
     static run_t r;
     const char *targets = NULL, *orders = NULL, *payment = NULL, *secret = NULL;
-    const char *metrics = NULL;
+    const char *metrics = NULL, *shipments = NULL;
     live_config_t lc = {0};
     uint64_t seed = 1;
     r.rate = 200;
@@ -958,7 +1215,8 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             printf("usage: keel-shopload --inventory host:port[,...] [--orders host:port[,...] "
-                   "--payment host:port\n       [--jwt-secret S] [--query host:port]] [--rate "
+                   "--payment host:port\n       [--jwt-secret S] [--query host:port] [--shipments "
+                   "host:port[,...]]] [--rate "
                    "orders/s] [--duration s] "
                    "[--products N] "
                    "[--stock S] [--deadline-ms D]\n       [--seed X] [--json FILE] [--live "
@@ -978,6 +1236,8 @@ int main(int argc, char **argv)
             secret = v;
         else if (strcmp(a, "--query") == 0 && v)
             snprintf(r.query, sizeof(r.query), "%s", v);
+        else if (strcmp(a, "--shipments") == 0 && v)
+            shipments = v;
         else if (strcmp(a, "--rate") == 0)
             r.rate = (double)num(a, v, 1, 1000000);
         else if (strcmp(a, "--duration") == 0)
@@ -1026,6 +1286,16 @@ int main(int argc, char **argv)
                 snprintf(r.orders[r.orders_n++], sizeof(r.orders[0]), "%s", tok);
         snprintf(r.payment, sizeof(r.payment), "%s", payment);
     }
+    if (shipments != NULL && !r.shop) {
+        fprintf(stderr, "keel-shopload: --shipments needs --orders and --payment\n");
+        return 2;
+    }
+    if (shipments != NULL) {
+        snprintf(list, sizeof(list), "%s", shipments);
+        for (char *p = list, *tok; (tok = strsep(&p, ",")) != NULL;)
+            if (*tok && r.shipments_n < TARGETS_MAX)
+                snprintf(r.shipments[r.shipments_n++], sizeof(r.shipments[0]), "%s", tok);
+    }
     if (secret != NULL) { /* a token per customer, valid for the run and a margin */
         r.tokens = calloc(CUSTOMERS, sizeof(*r.tokens));
         int64_t exp = (int64_t)(keel_clock_unix_ms() / 1000) + r.duration_s + 3600;
@@ -1071,6 +1341,8 @@ int main(int argc, char **argv)
             if (*tok && lc.metrics_n < LIVE_METRICS_MAX)
                 lc.metrics[lc.metrics_n++] = tok;
         lc.query = r.query[0] ? r.query : NULL;
+        for (int i = 0; i < r.shipments_n; i++)
+            lc.shipments[lc.shipments_n++] = r.shipments[i];
         lc.duration_s = r.duration_s;
         char err[256];
         r.live = live_new(&r.loop, &r.http, &lc, r.seconds, live_state, &r, err, sizeof(err));
@@ -1116,6 +1388,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < r.uncertain_n; i++)
         free(r.uncertain[i]);
     free(r.uncertain);
+    free(r.kept);
+    free(r.ships);
     uint64_t answered = r.outcomes[CONFIRMED] + r.outcomes[RELEASED] + r.outcomes[REJECTED];
     return r.violations == 0 && answered > 0 ? 0 : 1;
 }
