@@ -285,6 +285,7 @@ static void d_close(keel__dconn_t *d)
     x_release(d);
     keel_list_remove(&d->link);
     d->p->dconns_count--;
+    __atomic_sub_fetch(&d->p->main->conns_all, 1, __ATOMIC_RELAXED);
     keel_gauge_add(d->p->m_conns_open, -1);
     uv_read_stop((uv_stream_t *)&d->tcp);
     keel_timer_close(&d->timer, d_timer_closed);
@@ -556,8 +557,11 @@ void keel__proxy_on_connection(uv_stream_t *server, int status)
     d->tcp.data = d;
     p->handles_open++;
     keel_timer_init(p->loop, &d->timer);
+    /* connections_max holds over every worker */
+    uint32_t all = __atomic_add_fetch(&p->main->conns_all, 1, __ATOMIC_RELAXED);
     if (uv_accept(server, (uv_stream_t *)&d->tcp) != 0 ||
-        p->dconns_count >= p->gen->cfg->limits.connections_max) {
+        all > p->gen->cfg->limits.connections_max) {
+        __atomic_sub_fetch(&p->main->conns_all, 1, __ATOMIC_RELAXED);
         d->closing = true;
         keel_timer_close(&d->timer, d_timer_closed);
         return;

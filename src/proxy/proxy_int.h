@@ -326,7 +326,8 @@ struct keel_proxy {
     keel__plistener_t listeners[KEEL_PROXY_LISTENERS_MAX];
     uint32_t listeners_count;
     keel_list_t dconns;
-    uint32_t dconns_count;
+    uint32_t dconns_count; /* this worker's */
+    uint32_t conns_all;    /* worker 0: client connections of every worker (atomic) */
     keel_rand_t rand;
     keel_timer_t sweep;
     keel_metrics_t *metrics;
