@@ -28,10 +28,16 @@ struct keel__pworker {
     uv_thread_t thread;
     bool thread_on;
     uv_async_t wake;
-    uv_mutex_t mu;          /* guards next_gen and stop */
+    uv_mutex_t mu;          /* guards next_gen, stop and the sequence numbers */
+    uv_cond_t adopted_cond; /* signalled when seq_adopted moves */
     keel__pgen_t *next_gen; /* referenced for this worker until it adopts it */
+    uint64_t seq_posted, seq_adopted;
     bool stop;
 };
+
+/* How long a reload waits for a worker to take the new generation: a worker's loop turn is
+ * short, so this only bounds a stuck worker (logged), it is not a pace. */
+#define KEEL_PROXY_ADOPT_WAIT_MS 2000
 
 /* Binds listener i of worker w on sa (its address, or the one worker 0 got for a port 0). */
 static int listen_one(keel_proxy_t *w, uint32_t i, const struct sockaddr *sa, const char *addr,
@@ -103,12 +109,17 @@ static void on_wake(uv_async_t *a)
     uv_mutex_lock(&pw->mu);
     keel__pgen_t *g = pw->next_gen;
     pw->next_gen = NULL;
+    uint64_t seq = pw->seq_posted;
     bool stop = pw->stop;
     uv_mutex_unlock(&pw->mu);
     if (g != NULL && pw->w != NULL)
         keel__worker_adopt(pw->w, g);
     else if (g != NULL)
         keel__gen_unref(g);
+    uv_mutex_lock(&pw->mu);
+    pw->seq_adopted = seq;
+    uv_cond_signal(&pw->adopted_cond);
+    uv_mutex_unlock(&pw->mu);
     if (stop && !uv_is_closing((uv_handle_t *)&pw->wake)) {
         if (pw->w != NULL)
             keel_proxy_shutdown(pw->w, worker_freed, pw);
@@ -131,6 +142,7 @@ static void worker_discard(keel__pworker_t *pw)
     if (keel_loop_close(&pw->loop) != 0)
         keel_log_error("proxy: a worker's loop closed with handles open");
     uv_mutex_destroy(&pw->mu);
+    uv_cond_destroy(&pw->adopted_cond);
     free(pw);
 }
 
@@ -140,9 +152,11 @@ static int worker_start(keel_proxy_t *p, uint32_t wid, keel_errmsg_t *msg)
     if (pw == NULL)
         return keel_errf(msg, KEEL_ENOMEM, "out of memory");
     uv_mutex_init(&pw->mu);
+    uv_cond_init(&pw->adopted_cond);
     int rc = keel_loop_init(&pw->loop);
     if (rc != 0) {
         uv_mutex_destroy(&pw->mu);
+        uv_cond_destroy(&pw->adopted_cond);
         free(pw);
         return keel_errf(msg, rc, "worker %u: cannot start an event loop", wid);
     }
@@ -201,10 +215,26 @@ void keel__workers_publish(keel_proxy_t *p)
         uv_mutex_lock(&pw->mu);
         keel__pgen_t *skipped = pw->next_gen; /* two reloads before it woke: the newer wins */
         pw->next_gen = p->gen;
+        pw->seq_posted++;
         uv_mutex_unlock(&pw->mu);
         if (skipped != NULL)
             keel__gen_unref(skipped);
         uv_async_send(&pw->wake);
+    }
+    /* A reload is done when every worker serves the new config to new requests: wait for each
+     * to take it (a worker never waits on worker 0, so this cannot deadlock). */
+    for (uint32_t k = 1; k < p->workers_n; k++) {
+        keel__pworker_t *pw = p->workers[k];
+        if (pw == NULL)
+            continue;
+        uv_mutex_lock(&pw->mu);
+        int rc = 0;
+        while (pw->seq_adopted != pw->seq_posted && rc == 0)
+            rc = uv_cond_timedwait(&pw->adopted_cond, &pw->mu,
+                                   (uint64_t)KEEL_PROXY_ADOPT_WAIT_MS * 1000000u);
+        uv_mutex_unlock(&pw->mu);
+        if (rc != 0)
+            keel_log_warn("proxy: a worker has not taken the new config yet", KF_INT("worker", k));
     }
 }
 
@@ -233,6 +263,7 @@ void keel__workers_stop(keel_proxy_t *p)
         if (keel_loop_close(&pw->loop) != 0)
             keel_log_error("proxy: a worker's loop closed with handles open");
         uv_mutex_destroy(&pw->mu);
+        uv_cond_destroy(&pw->adopted_cond);
         free(pw);
     }
 }
