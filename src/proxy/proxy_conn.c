@@ -1957,13 +1957,16 @@ static void u_pump_resp_body(keel__uconn_t *u)
             x->resp_done = true;
         }
     }
+    /* the outcome is recorded before the client can read the response's end: with several
+     * workers, what the client does next (an admin query, a request on another worker) must
+     * see the breaker and outlier state this response left */
+    if (x->resp_done && x->host != NULL)
+        x_end_attempt(d, x->status >= 500 ? 0 : 1, x->status, false);
     if (flush((uv_stream_t *)&d->tcp, &d->out) != 0) {
         d_close(d);
         return;
     }
     if (x->resp_done) {
-        if (x->host != NULL)
-            x_end_attempt(d, x->status >= 500 ? 0 : 1, x->status, false);
         x_complete(d);
         return;
     }
@@ -1979,12 +1982,12 @@ static void u_on_eof(keel__uconn_t *u, int err)
         if (x->resp_chunk_out)
             keel_buf_append(&d->out, "0\r\n\r\n", 5);
         x->resp_done = true;
+        if (x->host != NULL) /* before the client can see the end, as above */
+            x_end_attempt(d, 1, x->status, false);
         if (flush((uv_stream_t *)&d->tcp, &d->out) != 0) {
             d_close(d);
             return;
         }
-        if (x->host != NULL)
-            x_end_attempt(d, 1, x->status, false);
         x_complete(d);
         return;
     }
