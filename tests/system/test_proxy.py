@@ -1025,7 +1025,8 @@ def test_trace_context_is_continued_or_started(proxy, up):
 def test_idle_keepalive_connections_cost_little_memory(procs, tmp_path, up):
     p, port, _ = start_proxy(procs, tmp_path, config(up))
     with open(f"/proc/{p.p.pid}/maps") as f:
-        if "libasan" in f.read():
+        maps = f.read()
+        if "libasan" in maps or "libtsan" in maps:
             pytest.skip("a sanitizer's quarantine and shadow memory swamp the figure")
     for _ in range(3):  # warm up the pool and the allocator
         request(port, "GET", "/echo/warm")
