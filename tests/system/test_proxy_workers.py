@@ -3,9 +3,11 @@ the state the workers share -- rate-limit buckets, circuit breakers -- is one st
 worker (docs/proxy.md, "Workers")."""
 import re
 import signal
+import subprocess
 import time
 import urllib.request
 
+from conftest import binary
 from proxyfake import FakeUpstream, connect, read_response, request, start_proxy
 
 
@@ -164,3 +166,15 @@ def test_a_reload_reaches_every_worker(procs, tmp_path):
         assert p.p.wait(10) == 0, p.output()[-2000:]
     finally:
         up.close()
+
+
+def test_check_refuses_a_worker_count_out_of_range_naming_its_line(tmp_path):
+    path = tmp_path / "proxy.yaml"
+    path.write_text("listeners: [{address: 127.0.0.1:0}]\nworkers: 65\n")
+    r = subprocess.run([binary("keel"), "proxy", "--check", str(path)], capture_output=True,
+                       timeout=10)
+    assert r.returncode == 1 and b"proxy.yaml:2: workers: 65 is out of range 1..64" in r.stderr, r
+    path.write_text("listeners: [{address: 127.0.0.1:0}]\nworkers: 64\n")
+    r = subprocess.run([binary("keel"), "proxy", "--check", str(path)], capture_output=True,
+                       timeout=10)
+    assert r.returncode == 0, r
