@@ -13,6 +13,11 @@
 # the load, health checks), compared with keel with them off. Bounded: each run lasts
 # BENCH_SECONDS.
 #
+# Then, at 64 connections, each proxy with two workers ("keel x2": `workers: 2`; "nginx x2":
+# worker_processes 2; "haproxy x2": nbthread 2), unpinned: with 2 cores they share both with the
+# backend and wrk, so these rows say how the proxies scale out on a machine that has no spare
+# core, not what a 2-core proxy box would do.
+#
 #   bench/proxy.sh                         # BENCH_SECONDS=10 BENCH_ROUNDS=3
 #   BENCH_SECONDS=5 BENCH_ROUNDS=1 bench/proxy.sh
 set -euo pipefail
@@ -52,13 +57,17 @@ wait_port() {
   echo "bench/proxy.sh: nothing answers 200 on port $1"; exit 1
 }
 
-# nginx_conf DIR PORT BODY: an nginx config in DIR listening on PORT with the server block BODY.
+# nginx_conf DIR PORT HTTP SERVER [WORKERS]: an nginx config in DIR listening on PORT with the
+# http-level lines HTTP and the server block SERVER; WORKERS > 1 runs a master with that many
+# worker processes.
 nginx_conf() {
   mkdir -p "$1"
+  local workers=${5:-1} master=off
+  [ "$workers" -gt 1 ] && master=on
   cat >"$1/nginx.conf" <<CONF
-worker_processes 1;
+worker_processes $workers;
 daemon off;
-master_process off;
+master_process $master;
 error_log $1/error.log warn;
 pid $1/nginx.pid;
 events { worker_connections 4096; }
@@ -79,9 +88,14 @@ http {
 CONF
 }
 
-# CPU time (user+system, clock ticks) a process has used so far.
+# CPU time (user+system, clock ticks) a process (all its threads) and its child processes (nginx's
+# workers) have used so far.
 cpu_ticks() {
-  awk '{print $14 + $15}' "/proc/$1/stat"
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" || true); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$total"
 }
 
 # Runs wrk with $2 connections against $1 while measuring process $3; prints
@@ -127,10 +141,19 @@ taskset -c "$PROXY_CPU" "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" &
 NGINX_PID=$!
 PIDS+=($!)
 
-HAPROXY_PORT=$(free_port)
-cat >"$TMP/haproxy.cfg" <<CONF
+NGINX2_PORT=$(free_port)
+nginx_conf "$TMP/nginx2" "$NGINX2_PORT" \
+  "upstream backend { server 127.0.0.1:$BACK_PORT; keepalive 128; keepalive_requests 1000000; }" \
+  "location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; }" 2
+"$NGINX" -p "$TMP/nginx2" -c "$TMP/nginx2/nginx.conf" &
+NGINX2_PID=$!
+PIDS+=($!)
+
+# haproxy_conf FILE PORT THREADS
+haproxy_conf() {
+  cat >"$1" <<CONF
 global
-    nbthread 1
+    nbthread $3
     maxconn 4096
 defaults
     mode http
@@ -140,17 +163,26 @@ defaults
     option http-keep-alive
     http-reuse always
 frontend fe
-    bind 127.0.0.1:$HAPROXY_PORT
+    bind 127.0.0.1:$2
     default_backend be
 backend be
     server s1 127.0.0.1:$BACK_PORT
 CONF
+}
+HAPROXY_PORT=$(free_port)
+haproxy_conf "$TMP/haproxy.cfg" "$HAPROXY_PORT" 1
 taskset -c "$PROXY_CPU" "$HAPROXY" -f "$TMP/haproxy.cfg" -db >"$TMP/haproxy.log" 2>&1 &
 HAPROXY_PID=$!
+PIDS+=($!)
+HAPROXY2_PORT=$(free_port)
+haproxy_conf "$TMP/haproxy2.cfg" "$HAPROXY2_PORT" 2
+"$HAPROXY" -f "$TMP/haproxy2.cfg" -db >"$TMP/haproxy2.log" 2>&1 &
+HAPROXY2_PID=$!
 PIDS+=($!)
 
 KEEL_PORT=$(free_port)
 cat >"$TMP/keel.yaml" <<CONF
+workers: 1
 listeners:
   - address: 127.0.0.1:$KEEL_PORT
 clusters:
@@ -169,6 +201,7 @@ PIDS+=($!)
 # limit set far above the load, health checks; trace context is always propagated.
 FEAT_PORT=$(free_port)
 cat >"$TMP/feat.yaml" <<CONF
+workers: 1
 listeners:
   - address: 127.0.0.1:$FEAT_PORT
 clusters:
@@ -188,15 +221,24 @@ taskset -c "$PROXY_CPU" "$KEEL" proxy --config "$TMP/feat.yaml" --log-level warn
 FEAT_PID=$!
 PIDS+=($!)
 
-for port in "$BACK_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$KEEL_PORT" "$FEAT_PORT"; do
+KEEL2_PORT=$(free_port)
+sed -e "s/^workers: 1/workers: 2/" -e "s/:$KEEL_PORT\$/:$KEEL2_PORT/" "$TMP/keel.yaml" >"$TMP/keel2.yaml"
+"$KEEL" proxy --config "$TMP/keel2.yaml" --log-level warn >"$TMP/keel2.out" 2>&1 &
+KEEL2_PID=$!
+PIDS+=($!)
+
+for port in "$BACK_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$KEEL_PORT" "$FEAT_PORT" "$KEEL2_PORT" \
+  "$NGINX2_PORT" "$HAPROXY2_PORT"; do
   wait_port "$port"
 done
 echo "== backend nginx :$BACK_PORT; proxies: keel :$KEEL_PORT, nginx :$NGINX_PORT, haproxy :$HAPROXY_PORT" >&2
 
 for c in 64 1; do
-  for name in keel feat nginx haproxy direct; do : >"$TMP/$name.$c"; done
+  for name in keel feat nginx haproxy direct keel2 nginx2 haproxy2; do : >"$TMP/$name.$c"; done
+  names="keel feat nginx haproxy"
+  [ "$c" = 64 ] && names="$names keel2 nginx2 haproxy2"
   for round in $(seq "$ROUNDS"); do
-    for name in keel feat nginx haproxy; do
+    for name in $names; do
       port_var="${name^^}_PORT"
       pid_var="${name^^}_PID"
       echo "== c=$c round $round: $name" >&2
@@ -242,6 +284,19 @@ for c in (64, 1):
         d = med["direct"]
         for n in ("keel", "nginx", "haproxy"):
             print(f"  {n} adds {med[n][1] - d[1]:.0f} us to the p50 of a direct request")
+    if c == 64:
+        print("  two workers each, unpinned (both cores shared with the backend and wrk):")
+        for n in ("keel2", "nginx2", "haproxy2"):
+            names.append(n)
+            med[n] = median(rows(n, c))
+            label = n[:-1] + " x2"
+            print(f"  {label:10} {med[n][0]:12.0f} {med[n][1]:10.0f} {med[n][2]:10.0f} {med[n][3]:11.2f}")
+        k2 = med["keel2"]
+        for other in ("nginx2", "haproxy2"):
+            o = med[other]
+            print(f"  keel x2/{other[:-1]} x2: requests/s x{k2[0]/o[0]:.2f}, p99 x{k2[2]/o[2]:.2f},"
+                  f" CPU per request x{k2[3]/o[3]:.2f}")
+        print(f"  keel x2 / keel x1: requests/s x{k2[0]/k[0]:.2f}")
     print("  all rounds (requests/s / p99 us / CPU us per request): " + "; ".join(
         f"{n} " + ", ".join(f"{r[0]:.0f}/{r[2]:.0f}/{r[3]:.1f}" for r in rows(n, c)) for n in names))
 PY

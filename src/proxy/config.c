@@ -1523,6 +1523,7 @@ static const field_t top_fields[] = {
     {"via", F_FN, 0, 0, 0, top_via},
     {"registry", F_FN, 0, 0, 0, top_registry},
     {"access_log", F_BOOL, offsetof(keel_proxy_config_t, access_log), 0, 0, NULL},
+    {"workers", F_U32, offsetof(keel_proxy_config_t, workers), 1, KEEL_PROXY_WORKERS_MAX, NULL},
 };
 
 /* ---- the whole document ------------------------------------------------------------------ */

@@ -23,6 +23,7 @@
 
 #define KEEL_PROXY_CONFIG_BYTES_MAX (1u << 20)
 #define KEEL_PROXY_LISTENERS_MAX 16u
+#define KEEL_PROXY_WORKERS_MAX 64u /* event-loop threads (`workers`) */
 #define KEEL_PROXY_CLUSTERS_MAX 64u
 #define KEEL_PROXY_HOSTS_MAX 64u /* per cluster */
 #define KEEL_PROXY_ROUTES_MAX 256u
@@ -317,9 +318,11 @@ typedef struct keel_proxy_config {
     uint32_t routes_count;
     keel_proxy_jwt_provider_t jwt_providers[KEEL_PROXY_JWT_PROVIDERS_MAX];
     uint32_t jwt_providers_count;
-    char *registry;  /* keel server seeds for service clusters; NULL: none */
-    char *via;       /* the Via pseudonym; default "keel" */
-    bool access_log; /* one JSON line per request on the log (stderr); default off */
+    char *registry;   /* keel server seeds for service clusters; NULL: none */
+    char *via;        /* the Via pseudonym; default "keel" */
+    bool access_log;  /* one JSON line per request on the log (stderr); default off */
+    uint32_t workers; /* event-loop threads, 1..KEEL_PROXY_WORKERS_MAX; 0 (absent): one per
+                       * online core, decided when the proxy starts (docs/proxy.md) */
 } keel_proxy_config_t;
 
 /*

@@ -19,25 +19,35 @@ static double breaker_state_value(void *data)
     keel__pcluster_t *cl = data;
     if (!cl->cfg->breaker_enabled)
         return 0;
-    return (double)keel_breaker_state(&cl->breaker); /* 0 closed, 1 open, 2 half-open */
+    keel__cl_lock(cl);
+    double v = (double)keel_breaker_state(&cl->breaker); /* 0 closed, 1 open, 2 half-open */
+    keel__cl_unlock(cl);
+    return v;
 }
 
 static double hosts_available_value(void *data)
 {
     keel__pcluster_t *cl = data;
-    return (double)cl->lb.avail_n;
+    keel__cl_lock(cl);
+    double v = (double)cl->lb.avail_n;
+    keel__cl_unlock(cl);
+    return v;
 }
 
 static double active_requests_value(void *data)
 {
     keel__pcluster_t *cl = data;
-    return (double)cl->active_requests;
+    keel__cl_lock(cl);
+    double v = (double)cl->active_requests;
+    keel__cl_unlock(cl);
+    return v;
 }
 
 static const char *const class_names[6] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
 
 /* ---- host state: health checks and outlier ejection meet here ---------------------------- */
 
+/* With cl->mu held (the outlier detector's callback runs inside a locked call). */
 void keel__proxy_apply_state(keel__pcluster_t *cl, uint32_t idx)
 {
     keel__phost_t *h = &cl->hosts[idx];
@@ -52,7 +62,8 @@ void keel__proxy_apply_state(keel__pcluster_t *cl, uint32_t idx)
             ej = false;
         }
     }
-    keel_balance_set_state(&cl->lb, idx, h->healthy && !h->gone, ej);
+    keel_balance_set_state(&cl->lb, idx, h->healthy && !__atomic_load_n(&h->gone, __ATOMIC_RELAXED),
+                           ej);
 }
 
 static void on_outlier_change(void *data, uint32_t idx, bool ejected, keel_ms_t now)
@@ -77,8 +88,18 @@ static void on_breaker_transition(void *data, keel_breaker_state_t from, keel_br
                   KF_STR("to", keel_breaker_state_name(to)));
 }
 
-/* A health check's verdict on host h: err 0 with the status, or the error. */
+/* A health check's verdict on host h: err 0 with the status, or the error. Health checks run
+ * once, on worker 0; the verdict reaches every worker through the shared balancer. */
+static void hc_result_locked(keel__phost_t *h, int err, int status);
+
 static void hc_result(keel__phost_t *h, int err, int status)
+{
+    keel__cl_lock(h->cl);
+    hc_result_locked(h, err, status);
+    keel__cl_unlock(h->cl);
+}
+
+static void hc_result_locked(keel__phost_t *h, int err, int status)
 {
     keel__pcluster_t *cl = h->cl;
     bool ok = err == 0 && status >= 200 && status < 300;
@@ -218,6 +239,8 @@ static int cluster_cfg_copy(keel_proxy_cluster_t *dst, const keel_proxy_cluster_
 static void cluster_free(keel__pcluster_t *cl)
 {
     assert(cl->refs == 0 && !cl->hc_timer_on && !cl->disc_on);
+    pthread_mutex_destroy(&cl->mu);
+    free(cl->pools);
     keel_balance_free(&cl->lb);
     if (cl->cfg->breaker_enabled)
         keel_breaker_free(&cl->breaker);
@@ -230,13 +253,14 @@ static void cluster_free(keel__pcluster_t *cl)
 
 void keel__cluster_ref(keel__pcluster_t *cl)
 {
-    cl->refs++;
+    __atomic_add_fetch(&cl->refs, 1, __ATOMIC_RELAXED);
 }
 
 void keel__cluster_unref(keel__pcluster_t *cl)
 {
-    assert(cl->refs > 0);
-    if (--cl->refs == 0)
+    uint64_t left = __atomic_sub_fetch(&cl->refs, 1, __ATOMIC_ACQ_REL);
+    assert(left != UINT64_MAX);
+    if (left == 0)
         cluster_free(cl);
 }
 
@@ -254,6 +278,7 @@ static int cluster_new(keel_proxy_t *p, const keel_proxy_cluster_t *c, keel__pcl
     cl->p = p;
     cl->cfg = &cl->own;
     cl->refs = 1;
+    pthread_mutex_init(&cl->mu, NULL);
     int rc = cluster_setup(p, cl, msg);
     if (rc != 0) {
         cl->retired = true;
@@ -275,7 +300,8 @@ static int slot_for(keel__pcluster_t *cl, const char *address, const bool *taken
             return (int)i;
     for (uint32_t i = 0; i < cl->hosts_n; i++) {
         keel__phost_t *h = &cl->hosts[i];
-        if (h->gone && !taken[i] && h->conns == 0 && h->active == 0 && !h->hc_inflight)
+        if (h->gone && !taken[i] && __atomic_load_n(&h->conns, __ATOMIC_ACQUIRE) == 0 &&
+            h->active == 0 && !h->hc_inflight)
             return (int)i;
     }
     return cl->hosts_n < cl->hosts_cap ? (int)cl->hosts_n : -1;
@@ -308,19 +334,19 @@ static void service_update(keel__pcluster_t *cl, const keel_discovery_instance_t
                 left_out++;
                 continue;
             }
-            assert(h->conns == 0 && h->active == 0 && keel_list_empty(&h->idle));
+            assert(h->conns == 0 && h->active == 0);
             snprintf(h->address_buf, sizeof(h->address_buf), "%s", addr);
             h->address = h->address_buf;
             h->addr = sa;
             h->healthy = true;
             h->hc_ok_run = h->hc_fail_run = 0;
             h->ejections = 0;
-            h->gone = false;
+            __atomic_store_n(&h->gone, false, __ATOMIC_RELEASE);
             if ((uint32_t)s == cl->hosts_n)
-                cl->hosts_n++;
+                __atomic_add_fetch(&cl->hosts_n, 1, __ATOMIC_RELEASE);
             added++;
         } else if (h->gone) {
-            h->gone = false; /* back, with the state it had */
+            __atomic_store_n(&h->gone, false, __ATOMIC_RELEASE); /* back, with its state */
             added++;
         }
         uint32_t w = list[k].weight ? list[k].weight : 1;
@@ -336,7 +362,7 @@ static void service_update(keel__pcluster_t *cl, const keel_discovery_instance_t
     for (uint32_t i = 0; i < cl->hosts_n; i++) {
         keel__phost_t *h = &cl->hosts[i];
         if (!taken[i] && !h->gone) {
-            h->gone = true;
+            __atomic_store_n(&h->gone, true, __ATOMIC_RELEASE);
             removed++;
         }
         cl->live += !h->gone;
@@ -350,8 +376,6 @@ static void service_update(keel__pcluster_t *cl, const keel_discovery_instance_t
         keel_outlier_set_endpoints(&cl->outlier, ids, cl->hosts_n);
     for (uint32_t i = 0; i < cl->hosts_n; i++)
         keel__proxy_apply_state(cl, i);
-    if (removed > 0)
-        keel__proxy_close_idle(cl, true); /* a gone host's connections are not pooled */
     keel_counter_inc(cl->m_registry_updates);
     keel_log_info("proxy: service cluster updated from the registry",
                   KF_STR("cluster", cl->cfg->name), KF_STR("service", cl->cfg->service),
@@ -370,7 +394,11 @@ static void on_instances(keel_discovery_t *d, void *data)
         return;
     size_t n;
     const keel_discovery_instance_t *list = keel_discovery_instances(d, &n);
+    keel__cl_lock(cl); /* the workers pick hosts meanwhile */
     service_update(cl, list, n);
+    keel__cl_unlock(cl);
+    /* a gone host's connections are not pooled: worker 0's now, the others' at their sweep */
+    keel__proxy_close_idle(cl->p, cl, true);
 }
 
 static void discovery_closed(keel_discovery_t *d)
@@ -410,10 +438,13 @@ static int cluster_setup(keel_proxy_t *p, keel__pcluster_t *cl, keel_errmsg_t *m
     cl->hosts_cap = service ? KEEL_PROXY_SERVICE_HOSTS_MAX : c->hosts_count;
     cl->hosts_n = cl->live = service ? 0 : c->hosts_count;
     cl->hosts = calloc(cl->hosts_cap, sizeof(*cl->hosts));
-    if (cl->hosts == NULL)
+    cl->pools = calloc((size_t)cl->hosts_cap * p->workers_n, sizeof(*cl->pools));
+    if (cl->hosts == NULL || cl->pools == NULL)
         return keel_errf(msg, KEEL_ENOMEM, "out of memory");
     for (uint32_t i = 0; i < cl->hosts_cap; i++) {
-        keel_list_init(&cl->hosts[i].idle); /* before anything can fail: shutdown walks them */
+        cl->hosts[i].pools = &cl->pools[(size_t)i * p->workers_n];
+        for (uint32_t w = 0; w < p->workers_n; w++) /* before anything can fail: shutdown */
+            keel_list_init(&cl->hosts[i].pools[w].idle);
         cl->hosts[i].cl = cl;
         cl->hosts[i].idx = i;
     }
@@ -549,6 +580,8 @@ static int route_init(keel__pgen_t *gen, keel__proute_t *rt, uint32_t idx, keel_
     keel_proxy_t *p = gen->p;
     const keel_proxy_route_t *r = &gen->cfg->routes[idx];
     rt->cfg = r;
+    pthread_mutex_init(&rt->mu, NULL);
+    rt->mu_on = true;
     keel_retry_config_t rc;
     keel_retry_config_default(&rc);
     rc.attempts_max = r->retry.attempts_max;
@@ -605,9 +638,13 @@ static void on_sweep(keel_timer_t *t, void *data)
     keel_ms_t now = keel_loop_now_ms(p->loop);
     keel__proxy_sweep_pool(p, now);
     keel__pgen_t *gen = p->gen;
-    for (uint32_t c = 0; c < gen->cfg->clusters_count; c++)
-        if (gen->cfg->clusters[c].outlier_enabled)
-            keel_outlier_tick(&gen->clusters[c]->outlier, now);
+    for (uint32_t c = 0; p->wid == 0 && c < gen->cfg->clusters_count; c++)
+        if (gen->cfg->clusters[c].outlier_enabled) { /* once, on worker 0 */
+            keel__pcluster_t *cl = gen->clusters[c];
+            keel__cl_lock(cl);
+            keel_outlier_tick(&cl->outlier, keel__shared_now(&cl->now_max_ms, now));
+            keel__cl_unlock(cl);
+        }
 }
 
 /* ---- admin ------------------------------------------------------------------------------- */
@@ -633,18 +670,23 @@ static void admin_clusters(keel_http_req_t *req, void *data)
     for (uint32_t c = 0; c < gen->cfg->clusters_count; c++) {
         keel__pcluster_t *cl = gen->clusters[c];
         json_t *hosts = json_array();
+        keel__cl_lock(cl);
         for (uint32_t i = 0; i < cl->hosts_n; i++) {
             keel__phost_t *h = &cl->hosts[i];
             if (h->gone)
                 continue;
+            uint64_t idle = 0; /* over every worker's pool */
+            for (uint32_t w = 0; w < p->workers_n; w++)
+                idle += __atomic_load_n(&h->pools[w].idle_count, __ATOMIC_RELAXED);
             json_array_append_new(
                 hosts,
                 json_pack("{s:s, s:i, s:b, s:b, s:b, s:I, s:I, s:I, s:I}", "address", h->address,
                           "weight", (int)h->weight, "healthy", h->healthy, "ejected",
                           cl->lb.ep[i].ejected, "available", keel_balance_available(&cl->lb, i),
                           "active_requests", (json_int_t)h->active, "connections",
-                          (json_int_t)h->conns, "idle_connections", (json_int_t)h->idle_count,
-                          "ejections", (json_int_t)h->ejections));
+                          (json_int_t)__atomic_load_n(&h->conns, __ATOMIC_RELAXED),
+                          "idle_connections", (json_int_t)idle, "ejections",
+                          (json_int_t)h->ejections));
         }
         char bs[24] = "disabled"; /* the state's name in lower case, as JSON values go */
         if (cl->cfg->breaker_enabled) {
@@ -657,6 +699,7 @@ static void admin_clusters(keel_http_req_t *req, void *data)
                               cl->cfg->balance, "breaker", bs, "active_requests",
                               (json_int_t)cl->active_requests, "active_retries",
                               (json_int_t)cl->active_retries, "hosts", hosts);
+        keel__cl_unlock(cl);
         if (o != NULL && cl->cfg->service != NULL) /* hosts from the registry */
             json_object_set_new(o, "service", json_string(cl->cfg->service));
         json_array_append_new(arr, o);
@@ -713,9 +756,12 @@ static void gen_free(keel__pgen_t *g)
     for (uint32_t c = 0; g->clusters != NULL && c < g->cfg->clusters_count; c++)
         if (g->clusters[c] != NULL)
             keel__cluster_unref(g->clusters[c]);
-    for (uint32_t r = 0; g->routes != NULL && r < g->cfg->routes_count; r++)
+    for (uint32_t r = 0; g->routes != NULL && r < g->cfg->routes_count; r++) {
         if (g->routes[r].rl_on)
             keel_ratelimit_keyed_free(&g->routes[r].rl);
+        if (g->routes[r].mu_on)
+            pthread_mutex_destroy(&g->routes[r].mu);
+    }
     free(g->clusters);
     free(g->routes);
     keel_proxy_auth_free(&g->keys);
@@ -727,16 +773,18 @@ static void gen_free(keel__pgen_t *g)
 
 void keel__gen_ref(keel__pgen_t *g)
 {
-    g->refs++;
+    __atomic_add_fetch(&g->refs, 1, __ATOMIC_RELAXED);
 }
 
+/* The last reference frees the generation, on whichever worker drops it: by then it is retired
+ * (each worker's current generation holds a reference) and its clusters' timers and registry
+ * queries -- worker 0's handles -- hold references to the clusters, not to it. */
 void keel__gen_unref(keel__pgen_t *g)
 {
-    assert(g->refs > 0);
-    if (--g->refs == 0 && g->retired && g != g->p->gen) {
-        keel_list_remove(&g->link);
+    uint64_t left = __atomic_sub_fetch(&g->refs, 1, __ATOMIC_ACQ_REL);
+    assert(left != UINT64_MAX);
+    if (left == 0)
         gen_free(g);
-    }
 }
 
 static void cluster_timer_closed(keel_timer_t *t)
@@ -767,7 +815,7 @@ static bool in_current(keel_proxy_t *p, keel__pgen_t *g, keel__pcluster_t *cl)
  * reading it; it is freed with its last reference. */
 static void cluster_retire(keel__pcluster_t *cl)
 {
-    cl->retired = true;
+    __atomic_store_n(&cl->retired, true, __ATOMIC_RELEASE);
     if (cl->hc_timer_on) {
         cl->hc_timer_on = false;
         keel_timer_close(&cl->hc_timer, cluster_timer_closed);
@@ -783,26 +831,22 @@ static void cluster_retire(keel__pcluster_t *cl)
             gs[k]->fn = gauge_zero;
             gs[k]->fn_data = NULL;
         }
-    keel__proxy_close_idle(cl, false);
+    keel__proxy_close_idle(cl->p, cl, false); /* the other workers' when they adopt the next */
 }
 
-/* Takes a generation out of service: its clusters that the current generation does not share
- * are retired; it is freed once nothing references it. */
+/* Takes a generation out of service (worker 0): its clusters that the current generation does
+ * not share are retired; it is freed once nothing references it (the caller drops its own). */
 static void gen_retire(keel__pgen_t *g)
 {
     keel_proxy_t *p = g->p;
-    assert(!g->retired);
+    assert(!g->retired && p->wid == 0);
     g->retired = true;
-    g->refs++; /* held while closing below */
     for (uint32_t c = 0; g->clusters != NULL && c < g->cfg->clusters_count; c++) {
         keel__pcluster_t *cl = g->clusters[c];
         if (cl == NULL || cl->retired || in_current(p, g, cl))
             continue; /* carried over to the current generation: it keeps its state */
         cluster_retire(cl);
     }
-    if (g != p->gen)
-        keel_list_insert_tail(&p->retired, &g->link);
-    keel__gen_unref(g);
 }
 
 /* Builds a generation from a parsed config and its keys (both taken; keys NULL: loaded here)
@@ -820,6 +864,7 @@ static int gen_build(keel_proxy_t *p, keel_proxy_config_t *cfg, keel_proxy_keys_
     }
     g->p = p;
     g->cfg = cfg;
+    g->refs = 1; /* the caller's */
     if (keys != NULL) {
         g->keys = *keys;
     } else {
@@ -837,7 +882,6 @@ static int gen_build(keel_proxy_t *p, keel_proxy_config_t *cfg, keel_proxy_keys_
         }
         free(errs);
     }
-    keel_list_init(&g->link);
     g->text = malloc(len + 1);
     g->clusters = calloc(cfg->clusters_count ? cfg->clusters_count : 1, sizeof(*g->clusters));
     g->routes = calloc(cfg->routes_count ? cfg->routes_count : 1, sizeof(*g->routes));
@@ -871,7 +915,8 @@ static int gen_build(keel_proxy_t *p, keel_proxy_config_t *cfg, keel_proxy_keys_
     *out = g;
     return 0;
 fail:
-    gen_retire(g); /* closes the health-check timers it started; freed when they have closed */
+    gen_retire(g); /* closes the health-check timers it started */
+    keel__gen_unref(g);
     return rc;
 }
 
@@ -881,12 +926,10 @@ static void proxy_free(keel_proxy_t *p)
 {
     keel__pgen_t *g = p->gen;
     p->gen = NULL;
-    if (g != NULL) {
-        assert(g->refs == 0); /* every reference went with the closed handles */
-        gen_free(g);
-    }
-    assert(keel_list_empty(&p->retired));
-    keel_metrics_free(p->metrics);
+    if (g != NULL) /* the exchanges' references went with the closed handles */
+        keel__gen_unref(g);
+    if (p->wid == 0)
+        keel_metrics_free(p->metrics);
     void (*done)(keel_proxy_t *, void *) = p->done;
     void *done_data = p->done_data;
     free(p);
@@ -928,6 +971,8 @@ void keel_proxy_shutdown(keel_proxy_t *p, void (*done)(keel_proxy_t *p, void *da
 {
     if (p->stopping)
         return;
+    if (p->wid == 0)
+        keel__workers_stop(p); /* first: their exchanges hold shared clusters */
     p->stopping = true;
     p->done = done;
     p->done_data = data;
@@ -940,7 +985,10 @@ void keel_proxy_shutdown(keel_proxy_t *p, void (*done)(keel_proxy_t *p, void *da
     keel__proxy_close_all(p);
     p->sweep.data = p;
     keel_timer_close(&p->sweep, timer_closed);
-    if (p->gen != NULL && !p->gen->retired)
+    if (p->wid != 0 && p->gen != NULL) /* worker 0 retires the generation for all */
+        for (uint32_t c = 0; c < p->gen->cfg->clusters_count; c++)
+            keel__proxy_close_idle(p, p->gen->clusters[c], false);
+    if (p->wid == 0 && p->gen != NULL && !p->gen->retired)
         gen_retire(p->gen); /* stays p->gen (freed last) so late callbacks can read it */
     if (p->admin_on) {
         p->admin_on = false;
@@ -974,6 +1022,14 @@ static bool same_addresses(const keel_proxy_config_t *a, const keel_proxy_config
     return true;
 }
 
+uint32_t keel__proxy_workers_wanted(const keel_proxy_config_t *cfg)
+{
+    if (cfg->workers > 0)
+        return cfg->workers;
+    long n = sysconf(_SC_NPROCESSORS_ONLN); /* nginx's worker_processes auto */
+    return n < 1 ? 1u : n > (long)KEEL_PROXY_WORKERS_MAX ? KEEL_PROXY_WORKERS_MAX : (uint32_t)n;
+}
+
 static int ensure_health_client(keel_proxy_t *p, const keel_proxy_config_t *cfg, keel_errmsg_t *msg)
 {
     for (uint32_t c = 0; c < cfg->clusters_count && !p->hc_on; c++)
@@ -985,7 +1041,13 @@ static int ensure_health_client(keel_proxy_t *p, const keel_proxy_config_t *cfg,
             p->hc_on = true;
             p->handles_open++;
         }
-    /* and the client of aggregate routes' parts, once a config has one */
+    return keel__proxy_ensure_agg_client(p, cfg, msg);
+}
+
+/* The client of aggregate routes' parts, once a config has one (each worker its own). */
+int keel__proxy_ensure_agg_client(keel_proxy_t *p, const keel_proxy_config_t *cfg,
+                                  keel_errmsg_t *msg)
+{
     for (uint32_t r = 0; r < cfg->routes_count && !p->agg_on; r++)
         if (cfg->routes[r].aggregate != NULL) {
             keel_http_client_config_t ac = keel_http_client_config_default();
@@ -1022,6 +1084,12 @@ int keel_proxy_reload(keel_proxy_t *p, const char *text, size_t len, keel_proxy_
         return keel_errf(msg, KEEL_EINVAL,
                          "listener or admin addresses changed: a restart is needed for that");
     }
+    if (cfg->workers != 0 && cfg->workers != p->workers_n) { /* absent: the count in force */
+        keel_proxy_config_free(cfg);
+        free(cfg);
+        keel_counter_inc(p->m_reloads_failed);
+        return keel_errf(msg, KEEL_EINVAL, "workers changed: a restart is needed for that");
+    }
     keel__pgen_t *g;
     if ((rc = ensure_health_client(p, cfg, msg)) != 0) {
         keel_proxy_config_free(cfg);
@@ -1044,6 +1112,8 @@ int keel_proxy_reload(keel_proxy_t *p, const char *text, size_t len, keel_proxy_
     keel__pgen_t *old = p->gen;
     p->gen = g;
     gen_retire(old);
+    keel__workers_publish(p); /* each worker swaps on its loop; in-flight requests keep old */
+    keel__gen_unref(old);
     keel_counter_inc(p->m_reloads_ok);
     return 0;
 }
@@ -1058,8 +1128,9 @@ int keel_proxy_start(keel_loop_t *loop, keel_proxy_config_t *cfg, const char *te
         return keel_errf(msg, KEEL_ENOMEM, "out of memory");
     }
     p->loop = loop;
+    p->main = p;
+    p->workers_n = keel__proxy_workers_wanted(cfg);
     keel_list_init(&p->dconns);
-    keel_list_init(&p->retired);
     p->metrics = keel_metrics_new();
     keel_timer_init(loop, &p->sweep);
     p->handles_open++;
@@ -1092,31 +1163,53 @@ int keel_proxy_start(keel_loop_t *loop, keel_proxy_config_t *cfg, const char *te
     }
     if ((rc = gen_build(p, cfg, NULL, text, len, &p->gen, msg)) != 0)
         goto fail;
-    for (uint32_t i = 0; i < p->gen->cfg->listeners_count; i++) {
-        keel__plistener_t *l = &p->listeners[i];
-        const char *addr = p->gen->cfg->listeners[i].address;
-        l->p = p;
-        rc = keel_tcp_listen(loop, &l->tcp, addr, 511, keel__proxy_on_connection, msg);
-        if (rc != 0) {
-            rc = keel_errf(msg, rc, "listener %s: %s", addr, msg->text);
-            goto fail;
-        }
-        l->tcp.data = l;
-        l->open = true;
-        p->handles_open++;
-        p->listeners_count = i + 1;
-        l->port = keel_tcp_local_port(&l->tcp);
-    }
+    char wl[32];
+    snprintf(wl, sizeof(wl), "worker=\"0\"");
+    p->m_worker_conns = keel_metrics_counter(p->metrics, "keel_proxy_worker_connections_total",
+                                             "Client connections accepted, per worker.", wl);
+    if ((rc = keel__workers_listen(p, msg)) != 0)
+        goto fail;
     if (p->gen->cfg->admin_address != NULL && (rc = admin_start(p, msg)) != 0) {
         rc = keel_errf(msg, rc, "admin %s: %s", p->gen->cfg->admin_address, msg->text);
         goto fail;
     }
     keel_timer_start(&p->sweep, KEEL_PROXY_SWEEP_MS, KEEL_PROXY_SWEEP_MS, on_sweep, p);
+    if ((rc = keel__workers_start(p, msg)) != 0)
+        goto fail;
     *out = p;
     return 0;
 fail:
     keel_proxy_shutdown(p, NULL, NULL); /* frees p once the handles have closed */
     return rc;
+}
+
+int keel__proxy_worker_init(keel_proxy_t *w, keel_proxy_t *main, keel_loop_t *loop, uint32_t wid,
+                            keel_errmsg_t *msg)
+{
+    w->loop = loop;
+    w->main = main;
+    w->wid = wid;
+    w->workers_n = main->workers_n;
+    keel_list_init(&w->dconns);
+    w->metrics = main->metrics; /* one registry: /metrics sums over workers by construction */
+    w->m_conns_total = main->m_conns_total;
+    w->m_conns_open = main->m_conns_open;
+    w->m_no_route = main->m_no_route;
+    w->m_bad_requests = main->m_bad_requests;
+    w->m_reloads_ok = main->m_reloads_ok;
+    w->m_reloads_failed = main->m_reloads_failed;
+    char wl[32];
+    snprintf(wl, sizeof(wl), "worker=\"%u\"", wid);
+    w->m_worker_conns = keel_metrics_counter(w->metrics, "keel_proxy_worker_connections_total",
+                                             "Client connections accepted, per worker.", wl);
+    keel_rand_seed(&w->rand, keel_rand_u64(&main->rand) ^ wid);
+    memcpy(w->via_line, main->via_line, sizeof(w->via_line));
+    w->gen = main->gen;
+    keel__gen_ref(w->gen);
+    keel_timer_init(loop, &w->sweep);
+    w->handles_open++;
+    keel_timer_start(&w->sweep, KEEL_PROXY_SWEEP_MS, KEEL_PROXY_SWEEP_MS, on_sweep, w);
+    return keel__proxy_ensure_agg_client(w, w->gen->cfg, msg);
 }
 
 int keel_proxy_listener_port(const keel_proxy_t *p, uint32_t i)

@@ -12,7 +12,8 @@
 #include <stdint.h>
 
 /*
- * Lifecycle (libuv's rule): keel_proxy_start() binds every listener (and the
+ * Lifecycle (libuv's rule): keel_proxy_start() starts the config's workers (worker 0 on loop,
+ * the others on threads of their own, docs/proxy.md "Workers"), binds every listener (and the
  * admin listener) or fails without leaving anything open; the proxy then runs
  * on the loop until keel_proxy_shutdown(), which stops accepting, closes every
  * connection and calls done once every handle is closed (the proxy is freed
@@ -26,10 +27,11 @@ int keel_proxy_start(keel_loop_t *loop, keel_proxy_config_t *cfg, const char *te
                      keel_proxy_t **out, keel_errmsg_t *msg);
 /*
  * Replaces the config with text[0..len) (copied) if it is valid: requests that start afterwards
- * use it, requests in flight finish on the one they started with. Listener and admin addresses
- * cannot change (KEEL_EINVAL: restart for that). A config with errors is refused (KEEL_EINVAL,
- * errs filled) and the old one keeps serving. Breaker, outlier, pool and rate-limit state start
- * afresh in the new config.
+ * use it, requests in flight finish on the one they started with (every worker swaps to it on
+ * its own loop). `workers` cannot change either (absent: the count in force). Listener and admin
+ * addresses cannot change (KEEL_EINVAL: restart for that). A config with errors is refused
+ * (KEEL_EINVAL, errs filled) and the old one keeps serving. Breaker, outlier, pool and rate-limit
+ * state start afresh in the new config.
  */
 int keel_proxy_reload(keel_proxy_t *p, const char *text, size_t len, keel_proxy_errors_t *errs,
                       keel_errmsg_t *msg);

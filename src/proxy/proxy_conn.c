@@ -53,6 +53,7 @@ static keel_ms_t now_ms(keel_proxy_t *p)
 }
 
 static void d_process(keel__dconn_t *d);
+static bool cl_admit(keel__pcluster_t *cl);
 static void d_update_reading(keel__dconn_t *d);
 static void d_close(keel__dconn_t *d);
 static void d_finish(keel__dconn_t *d);
@@ -173,12 +174,14 @@ static void x_end_attempt(keel__dconn_t *d, int ok, int status, bool local_failu
     if (x->host == NULL)
         return;
     keel__pcluster_t *cl = x->cl;
-    keel_ms_t now = now_ms(d->p);
+    keel_ms_t took_ms = now_ms(d->p) - x->try_start_ms;
+    keel__cl_lock(cl); /* shared with the other workers */
+    keel_ms_t now = keel__shared_now(&cl->now_max_ms, now_ms(d->p));
     if (x->permit >= 0) {
         keel_breaker_outcome_t o = ok < 0    ? KEEL_BREAKER_IGNORED
                                    : ok == 0 ? KEEL_BREAKER_FAILURE
                                              : KEEL_BREAKER_SUCCESS;
-        keel_breaker_record(&cl->breaker, now, x->permit, o, now - x->try_start_ms);
+        keel_breaker_record(&cl->breaker, now, x->permit, o, took_ms);
         x->permit = -1;
     }
     if (cl->cfg->outlier_enabled && ok >= 0) {
@@ -191,11 +194,12 @@ static void x_end_attempt(keel__dconn_t *d, int ok, int status, bool local_failu
         keel_balance_done(&cl->lb, x->host->idx);
         x->balance_started = false;
     }
+    x->host->active--;
+    keel__cl_unlock(cl);
     if (status > 0)
         keel_counter_inc(cl->m_class[status_class(status)]);
     if (ok == 0)
         x->failed_host_1 = x->host->idx + 1;
-    x->host->active--;
     x->host = NULL;
 }
 
@@ -227,13 +231,12 @@ static void x_release(keel__dconn_t *d)
         u_close(u);
     }
     x_end_attempt(d, -1, 0, false);
-    if (x->retrying) {
-        x->cl->active_retries--;
-        x->retrying = false;
-    }
-    if (x->counted) {
-        x->cl->active_requests--;
-        x->counted = false;
+    if (x->retrying || x->counted) {
+        keel__cl_lock(x->cl);
+        x->cl->active_retries -= x->retrying ? 1 : 0;
+        x->cl->active_requests -= x->counted ? 1 : 0;
+        keel__cl_unlock(x->cl);
+        x->retrying = x->counted = false;
     }
     if (x->status > 0 && d->p->gen->cfg->access_log)
         access_log(d);
@@ -282,6 +285,7 @@ static void d_close(keel__dconn_t *d)
     x_release(d);
     keel_list_remove(&d->link);
     d->p->dconns_count--;
+    __atomic_sub_fetch(&d->p->main->conns_all, 1, __ATOMIC_RELAXED);
     keel_gauge_add(d->p->m_conns_open, -1);
     uv_read_stop((uv_stream_t *)&d->tcp);
     keel_timer_close(&d->timer, d_timer_closed);
@@ -553,8 +557,11 @@ void keel__proxy_on_connection(uv_stream_t *server, int status)
     d->tcp.data = d;
     p->handles_open++;
     keel_timer_init(p->loop, &d->timer);
+    /* connections_max holds over every worker */
+    uint32_t all = __atomic_add_fetch(&p->main->conns_all, 1, __ATOMIC_RELAXED);
     if (uv_accept(server, (uv_stream_t *)&d->tcp) != 0 ||
-        p->dconns_count >= p->gen->cfg->limits.connections_max) {
+        all > p->gen->cfg->limits.connections_max) {
+        __atomic_sub_fetch(&p->main->conns_all, 1, __ATOMIC_RELAXED);
         d->closing = true;
         keel_timer_close(&d->timer, d_timer_closed);
         return;
@@ -578,6 +585,7 @@ void keel__proxy_on_connection(uv_stream_t *server, int status)
     keel_list_insert_head(&p->dconns, &d->link);
     p->dconns_count++;
     keel_counter_inc(p->m_conns_total);
+    keel_counter_inc(p->m_worker_conns);
     keel_gauge_add(p->m_conns_open, 1);
     d->state = KEEL__D_HEAD;
     d->active_ms = now_ms(p);
@@ -874,7 +882,10 @@ static bool ratelimit_denied(keel__dconn_t *d, const char *base, const keel_h1_h
                 key_len = KEEL_RATELIMIT_KEY_BYTES_MAX;
         }
     }
-    int rc = keel_ratelimit_keyed_take(&rt->rl, now_ms(d->p), key, key_len, 1, retry_after_ms);
+    pthread_mutex_lock(&rt->mu); /* one bucket per key over every worker */
+    int rc = keel_ratelimit_keyed_take(&rt->rl, keel__shared_now(&rt->now_max_ms, now_ms(d->p)),
+                                       key, key_len, 1, retry_after_ms);
+    pthread_mutex_unlock(&rt->mu);
     if (rc == KEEL_EFULL) {
         *retry_after_ms = 1000; /* the key table is full of busy clients: shed */
         return true;
@@ -1076,14 +1087,17 @@ static void agg_part_end(keel__agg_part_t *pt, keel_proxy_t *p, bool local_failu
     if (host == NULL)
         return;
     keel__pcluster_t *cl = pt->cl;
+    keel__cl_lock(cl);
+    keel_ms_t now = keel__shared_now(&cl->now_max_ms, now_ms(p));
     keel_balance_done(&cl->lb, host->idx);
     host->active--;
     if (record && cl->cfg->outlier_enabled) {
         if (local_failure)
-            keel_outlier_record_local(&cl->outlier, host->idx, now_ms(p), false);
+            keel_outlier_record_local(&cl->outlier, host->idx, now, false);
         else
-            keel_outlier_record_status(&cl->outlier, host->idx, now_ms(p), status);
+            keel_outlier_record_status(&cl->outlier, host->idx, now, status);
     }
+    keel__cl_unlock(cl);
     if (status > 0)
         keel_counter_inc(cl->m_class[status_class(status)]);
     pt->host = NULL;
@@ -1101,11 +1115,18 @@ static int agg_part_send(keel__agg_part_t *pt)
     if (now >= pt->deadline_ms)
         return KEEL_ETIMEDOUT;
     uint32_t idx;
-    int picked = keel_balance_pick(&cl->lb, 0, now, &idx);
+    keel__cl_lock(cl);
+    keel_ms_t snow = keel__shared_now(&cl->now_max_ms, now);
+    int picked = keel_balance_pick(&cl->lb, 0, snow, &idx);
     for (int k = 0; picked == 0 && pt->failed_host_1 == idx + 1 && cl->lb.avail_n > 1 &&
                     k < KEEL_PROXY_REPICKS_MAX;
          k++)
-        picked = keel_balance_pick(&cl->lb, 0, now, &idx);
+        picked = keel_balance_pick(&cl->lb, 0, snow, &idx);
+    if (picked == 0) { /* counted before the call: the slot cannot be reused meanwhile */
+        keel_balance_start(&cl->lb, idx);
+        cl->hosts[idx].active++;
+    }
+    keel__cl_unlock(cl);
     if (picked != 0)
         return KEEL_ENOTFOUND;
     keel__phost_t *host = &cl->hosts[idx];
@@ -1122,10 +1143,13 @@ static int agg_part_send(keel__agg_part_t *pt)
                                      .headers_count = a->headers_count + 1,
                                      .timeout_ms = pt->deadline_ms - now};
     int rc = keel_http_client_request(&p->agg_client, &rq, agg_part_done, pt, &pt->call_id);
-    if (rc != 0)
+    if (rc != 0) {
+        keel__cl_lock(cl);
+        keel_balance_done(&cl->lb, idx);
+        host->active--;
+        keel__cl_unlock(cl);
         return rc;
-    keel_balance_start(&cl->lb, idx);
-    host->active++;
+    }
     pt->host = host;
     pt->inflight = true;
     pt->attempts++;
@@ -1344,7 +1368,7 @@ static void x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
             agg_start(d);
     } else if (build != 0) {
         x_local(d, 431, NULL, NULL, NULL, NULL, 0);
-    } else if (x->cl->cfg->max_requests > 0 && x->cl->active_requests >= x->cl->cfg->max_requests) {
+    } else if (!cl_admit(x->cl)) {
         keel_counter_inc(x->cl->m_bulkhead_rejected);
         x_local(d, 503, "bulkhead-full", NULL, NULL, NULL, 0);
     } else {
@@ -1354,11 +1378,12 @@ static void x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
                                 h->body == KEEL_H1_BODY_LENGTH    ? h->content_length
                                 : h->body == KEEL_H1_BODY_CHUNKED ? UINT64_MAX
                                                                   : 0);
-        x->cl->active_requests++;
-        x->counted = true;
+        x->counted = true; /* by cl_admit */
         x->up_keepalive = true;
         keel_ms_t deadline = r->timeout_ms > 0 ? x->start_ms + r->timeout_ms : KEEL_MS_NEVER;
+        pthread_mutex_lock(&x->route->mu); /* the policy keeps counters */
         keel_ms_t first = keel_retry_begin(&x->route->retry, &x->call, x->start_ms, deadline);
+        pthread_mutex_unlock(&x->route->mu);
         x->try_deadline_ms =
             first > 0 && first < KEEL_MS_NEVER / 2 ? x->start_ms + first : KEEL_MS_NEVER;
         x->retry_at_ms = 0;
@@ -1372,13 +1397,13 @@ static void x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
 static void u_on_connect(uv_connect_t *req, int status);
 static void u_send(keel__uconn_t *u);
 
-static keel__uconn_t *u_new(keel__phost_t *host)
+static keel__uconn_t *u_new(keel_proxy_t *p, keel__phost_t *host)
 {
-    keel_proxy_t *p = host->cl->p;
     keel__uconn_t *u = calloc(1, sizeof(*u));
     if (u == NULL)
         return NULL;
     u->kind = KEEL__CONN_UP;
+    u->p = p;
     u->host = host;
     keel_list_init(&u->link);
     keel_buf_init(&u->in, KEEL_H1_HEAD_BYTES_CEILING + KEEL_PROXY_READ_BYTES * 2);
@@ -1387,7 +1412,7 @@ static keel__uconn_t *u_new(keel__phost_t *host)
     uv_tcp_init(&p->loop->uv, &u->tcp);
     u->tcp.data = u;
     p->handles_open++;
-    host->conns++;
+    __atomic_add_fetch(&host->conns, 1, __ATOMIC_RELEASE);
     keel_gauge_add(host->cl->m_conns, 1);
     u->connect_req.data = u;
     if (uv_tcp_connect(&u->connect_req, &u->tcp, (const struct sockaddr *)&host->addr,
@@ -1401,61 +1426,94 @@ static keel__uconn_t *u_new(keel__phost_t *host)
 static void x_schedule_retry_or_fail(keel__dconn_t *d, keel_retry_failure_t failure, int status,
                                      int fail_status, const char *reason);
 
+/* The breaker's permit and the balancer's pick for the exchange's next attempt, in one section
+ * under the cluster's mutex (the host is counted before it is unlocked, so a registry update
+ * cannot reuse its slot). 0 with *idx; KEEL_EREJECTED: the breaker is open; KEEL_EEMPTY: a
+ * service cluster the registry left empty; KEEL_ENOTFOUND: no available host. */
+static int attempt_pick(keel__dconn_t *d, uint32_t *idx)
+{
+    keel__xch_t *x = &d->x;
+    keel__pcluster_t *cl = x->cl;
+    keel__cl_lock(cl);
+    keel_ms_t now = keel__shared_now(&cl->now_max_ms, now_ms(d->p));
+    int rc = 0;
+    if (cl->cfg->breaker_enabled) {
+        x->permit = keel_breaker_allow(&cl->breaker, now);
+        if (x->permit < 0)
+            rc = KEEL_EREJECTED;
+    }
+    int picked = rc == 0 ? keel_balance_pick(&cl->lb, x->key_hash, now, idx) : 0;
+    /* a retry goes to another host when there is one (Envoy's previous_hosts predicate, with
+     * its few re-picks; a hash policy that maps the key to that host keeps it) */
+    for (int k = 0; rc == 0 && picked == 0 && x->failed_host_1 == *idx + 1 && cl->lb.avail_n > 1 &&
+                    k < KEEL_PROXY_REPICKS_MAX;
+         k++)
+        picked = keel_balance_pick(&cl->lb, x->key_hash, now, idx);
+    if (rc == 0 && picked != 0) {
+        if (x->permit >= 0)
+            keel_breaker_record(&cl->breaker, now, x->permit, KEEL_BREAKER_IGNORED, 0);
+        x->permit = -1;
+        rc = cl->cfg->service != NULL && cl->live == 0 ? KEEL_EEMPTY : KEEL_ENOTFOUND;
+    }
+    if (rc == 0) {
+        keel_balance_start(&cl->lb, *idx);
+        cl->hosts[*idx].active++;
+    }
+    keel__cl_unlock(cl);
+    return rc;
+}
+
+/* Counts a request in its cluster unless max_requests (the bulkhead) is reached, over every
+ * worker. */
+static bool cl_admit(keel__pcluster_t *cl)
+{
+    keel__cl_lock(cl);
+    bool ok = cl->cfg->max_requests == 0 || cl->active_requests < cl->cfg->max_requests;
+    if (ok)
+        cl->active_requests++;
+    keel__cl_unlock(cl);
+    return ok;
+}
+
 static void x_attempt(keel__dconn_t *d)
 {
     keel_proxy_t *p = d->p;
     keel__xch_t *x = &d->x;
     keel__pcluster_t *cl = x->cl;
     keel_ms_t now = now_ms(p);
-    uint64_t key_hash = x->key_hash;
-    if (cl->cfg->breaker_enabled) {
-        x->permit = keel_breaker_allow(&cl->breaker, now);
-        if (x->permit < 0) {
-            keel_counter_inc(cl->m_breaker_rejected);
-            x_local(d, 503, "circuit-open", NULL, NULL, NULL, 0);
-            return;
-        }
-    }
     uint32_t idx;
-    int picked = keel_balance_pick(&cl->lb, key_hash, now, &idx);
-    /* a retry goes to another host when there is one (Envoy's previous_hosts predicate, with
-     * its few re-picks; a hash policy that maps the key to that host keeps it) */
-    for (int k = 0; picked == 0 && x->failed_host_1 == idx + 1 && cl->lb.avail_n > 1 &&
-                    k < KEEL_PROXY_REPICKS_MAX;
-         k++)
-        picked = keel_balance_pick(&cl->lb, key_hash, now, &idx);
+    int picked = attempt_pick(d, &idx);
+    if (picked == KEEL_EREJECTED) {
+        keel_counter_inc(cl->m_breaker_rejected);
+        x_local(d, 503, "circuit-open", NULL, NULL, NULL, 0);
+        return;
+    }
     if (picked != 0) {
-        if (x->permit >= 0)
-            keel_breaker_record(&cl->breaker, now, x->permit, KEEL_BREAKER_IGNORED, 0);
-        x->permit = -1;
         /* a service cluster the registry left empty says so (no instance passes its checks) */
-        x_local(d, 503,
-                cl->cfg->service != NULL && cl->live == 0 ? "no-registered-instance"
-                                                          : "no-healthy-upstream",
+        x_local(d, 503, picked == KEEL_EEMPTY ? "no-registered-instance" : "no-healthy-upstream",
                 NULL, NULL, NULL, 0);
         return;
     }
     keel__phost_t *host = &cl->hosts[idx];
-    keel_balance_start(&cl->lb, idx);
     x->balance_started = true;
     x->host = host;
-    host->active++;
     x->try_start_ms = now;
     x->attempts++;
     x->upstream = host->address;
     keel_counter_inc(cl->m_attempts);
     keel__uconn_t *u = NULL;
-    keel_list_t *it = keel_list_first(&host->idle);
+    keel__ppool_t *pool = keel__pool(p, host); /* this worker's */
+    keel_list_t *it = keel_list_first(&pool->idle);
     if (it != NULL) {
         u = KEEL_LIST_ENTRY(it, keel__uconn_t, link);
         keel_list_remove(&u->link);
-        host->idle_count--;
+        __atomic_sub_fetch(&pool->idle_count, 1, __ATOMIC_RELAXED);
         u->idle = false;
         u->d = d;
         x->u = u;
         u_send(u);
     } else {
-        u = u_new(host);
+        u = u_new(p, host);
         if (u == NULL) {
             x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_CONNECT, 0, 503, "connect-failed");
             return;
@@ -1498,19 +1556,23 @@ static bool x_try_again(keel__dconn_t *d, keel_retry_failure_t failure, int stat
     keel_retry_outcome_t o = {failure, failure == KEEL_RETRY_FAIL_NONE ? 503 : 0, true};
     keel_retry_decision_t dec;
     keel_ms_t now = now_ms(d->p);
+    pthread_mutex_lock(&x->route->mu);
     keel_retry_next(&x->route->retry, &x->call, now, &o, &d->p->rand, &dec);
+    pthread_mutex_unlock(&x->route->mu);
     if (dec.verdict != KEEL_RETRY_RETRY)
         return false;
-    /* retries in flight other than this request's own */
+    /* retries in flight other than this request's own, over every worker */
+    keel__cl_lock(x->cl);
     uint64_t others = x->cl->active_retries - (x->retrying ? 1 : 0);
-    if (!keel_proxy_retry_budget_allows(rt, x->cl->active_requests, others)) {
+    bool allowed = keel_proxy_retry_budget_allows(rt, x->cl->active_requests, others);
+    if (allowed && !x->retrying)
+        x->cl->active_retries++;
+    keel__cl_unlock(x->cl);
+    if (!allowed) {
         keel_counter_inc(x->cl->m_budget_exhausted);
         return false;
     }
-    if (!x->retrying) {
-        x->retrying = true;
-        x->cl->active_retries++;
-    }
+    x->retrying = true;
     keel_counter_inc(x->cl->m_retries);
     x->retry_at_ms = dec.start_ms > now ? dec.start_ms : now;
     x->try_deadline_ms =
@@ -1609,7 +1671,7 @@ static void d_pump_req_body(keel__dconn_t *d)
 static void u_handle_closed(uv_handle_t *h)
 {
     keel__uconn_t *u = h->data;
-    keel_proxy_t *p = u->host->cl->p;
+    keel_proxy_t *p = u->p;
     keel__pcluster_t *cl = u->host->cl;
     keel_buf_free(&u->in);
     keel_buf_free(&u->out);
@@ -1626,10 +1688,10 @@ static void u_close(keel__uconn_t *u)
     u->closing = true;
     if (u->idle) {
         keel_list_remove(&u->link);
-        u->host->idle_count--;
+        __atomic_sub_fetch(&keel__pool(u->p, u->host)->idle_count, 1, __ATOMIC_RELAXED);
         u->idle = false;
     }
-    u->host->conns--;
+    __atomic_sub_fetch(&u->host->conns, 1, __ATOMIC_RELEASE);
     keel_gauge_add(u->host->cl->m_conns, -1);
     uv_close((uv_handle_t *)&u->tcp, u_handle_closed);
 }
@@ -1657,7 +1719,7 @@ static void u_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     keel_buf_commit(&u->in, (size_t)nread);
-    u->d->active_ms = now_ms(u->host->cl->p);
+    u->d->active_ms = now_ms(u->p);
     u_process(u);
 }
 
@@ -1895,13 +1957,16 @@ static void u_pump_resp_body(keel__uconn_t *u)
             x->resp_done = true;
         }
     }
+    /* the outcome is recorded before the client can read the response's end: with several
+     * workers, what the client does next (an admin query, a request on another worker) must
+     * see the breaker and outlier state this response left */
+    if (x->resp_done && x->host != NULL)
+        x_end_attempt(d, x->status >= 500 ? 0 : 1, x->status, false);
     if (flush((uv_stream_t *)&d->tcp, &d->out) != 0) {
         d_close(d);
         return;
     }
     if (x->resp_done) {
-        if (x->host != NULL)
-            x_end_attempt(d, x->status >= 500 ? 0 : 1, x->status, false);
         x_complete(d);
         return;
     }
@@ -1917,12 +1982,12 @@ static void u_on_eof(keel__uconn_t *u, int err)
         if (x->resp_chunk_out)
             keel_buf_append(&d->out, "0\r\n\r\n", 5);
         x->resp_done = true;
+        if (x->host != NULL) /* before the client can see the end, as above */
+            x_end_attempt(d, 1, x->status, false);
         if (flush((uv_stream_t *)&d->tcp, &d->out) != 0) {
             d_close(d);
             return;
         }
-        if (x->host != NULL)
-            x_end_attempt(d, 1, x->status, false);
         x_complete(d);
         return;
     }
@@ -1948,18 +2013,20 @@ static void x_complete(keel__dconn_t *d)
     keel__uconn_t *u = x->u;
     if (u != NULL) {
         const keel_proxy_cluster_t *cc = x->cl->cfg;
+        keel__ppool_t *pool = keel__pool(p, u->host); /* idle_max is per worker */
         bool reuse = x->up_keepalive && x->req_sent && keel_buf_unread(&u->in) == 0 &&
-                     keel_buf_unread(&u->out) == 0 && !p->stopping && !u->host->cl->retired &&
-                     !u->host->gone &&
+                     keel_buf_unread(&u->out) == 0 && !p->stopping &&
+                     !__atomic_load_n(&u->host->cl->retired, __ATOMIC_ACQUIRE) &&
+                     !__atomic_load_n(&u->host->gone, __ATOMIC_ACQUIRE) &&
                      (cc->requests_per_conn_max == 0 || u->requests < cc->requests_per_conn_max) &&
-                     u->host->idle_count < cc->idle_max;
+                     pool->idle_count < cc->idle_max;
         x->u = NULL;
         u->d = NULL;
         if (reuse) {
             u->idle = true;
             u->idle_since_ms = now_ms(p);
-            keel_list_insert_head(&u->host->idle, &u->link);
-            u->host->idle_count++;
+            keel_list_insert_head(&pool->idle, &u->link);
+            __atomic_add_fetch(&pool->idle_count, 1, __ATOMIC_RELAXED);
             u_update_reading(u);
         } else {
             u_close(u);
@@ -1992,11 +2059,14 @@ void keel__proxy_sweep_pool(keel_proxy_t *p, keel_ms_t now)
     keel__pgen_t *gen = p->gen; /* a retired cluster pools nothing */
     for (uint32_t c = 0; c < gen->cfg->clusters_count; c++) {
         keel__pcluster_t *cl = gen->clusters[c];
-        for (uint32_t i = 0; i < cl->hosts_n; i++) {
-            keel__phost_t *h = &cl->hosts[i];
+        if (p->wid != 0) /* hosts that left the registry (worker 0 closes its own at once) */
+            keel__proxy_close_idle(p, cl, true);
+        uint32_t n = __atomic_load_n(&cl->hosts_n, __ATOMIC_ACQUIRE);
+        for (uint32_t i = 0; i < n; i++) {
+            keel__ppool_t *pool = keel__pool(p, &cl->hosts[i]);
             keel_list_t *it;
             /* the oldest idle connections are at the tail */
-            while ((it = keel_list_last(&h->idle)) != NULL) {
+            while ((it = keel_list_last(&pool->idle)) != NULL) {
                 keel__uconn_t *u = KEEL_LIST_ENTRY(it, keel__uconn_t, link);
                 if (now - u->idle_since_ms < cl->cfg->idle_timeout_ms)
                     break;
@@ -2006,12 +2076,16 @@ void keel__proxy_sweep_pool(keel_proxy_t *p, keel_ms_t now)
     }
 }
 
-void keel__proxy_close_idle(keel__pcluster_t *cl, bool gone_only)
+void keel__proxy_close_idle(keel_proxy_t *p, keel__pcluster_t *cl, bool gone_only)
 {
     keel_list_t *it;
-    for (uint32_t i = 0; cl->hosts != NULL && i < cl->hosts_n; i++)
-        while ((!gone_only || cl->hosts[i].gone) && (it = keel_list_first(&cl->hosts[i].idle)))
+    uint32_t n = cl->hosts != NULL ? __atomic_load_n(&cl->hosts_n, __ATOMIC_ACQUIRE) : 0;
+    for (uint32_t i = 0; i < n; i++) {
+        keel__phost_t *h = &cl->hosts[i];
+        while ((!gone_only || __atomic_load_n(&h->gone, __ATOMIC_ACQUIRE)) &&
+               (it = keel_list_first(&keel__pool(p, h)->idle)))
             u_close(KEEL_LIST_ENTRY(it, keel__uconn_t, link));
+    }
 }
 
 void keel__proxy_close_all(keel_proxy_t *p)

@@ -24,6 +24,7 @@
 #include "runtime/http_server.h"
 #include "runtime/loop.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
@@ -59,6 +60,23 @@ typedef struct keel__pcluster keel__pcluster_t;
 typedef struct keel__phost keel__phost_t;
 typedef struct keel__uconn keel__uconn_t;
 typedef struct keel__dconn keel__dconn_t;
+typedef struct keel__pworker keel__pworker_t;
+
+/*
+ * Workers (docs/proxy.md, "Workers"). keel_proxy_t is one worker: an event loop with its own
+ * listening sockets (SO_REUSEPORT on the same addresses), client connections, upstream
+ * connection pools, aggregate client and parse scratch. Worker 0 runs on the caller's loop and
+ * also owns what exists once: the generations (it builds them and tells the others), the
+ * metrics registry, the admin listener, health checks and registry queries.
+ *
+ * What the workers share -- a generation's clusters and routes -- is guarded by one mutex per
+ * cluster (its balancer, breaker, outlier detector, host health and counts, the retry budget's
+ * counters) and one per route (its rate limiter and retry policy). The pure cores under
+ * src/core are not thread-safe and stay so: every call into them on a shared object is made
+ * with its mutex held, in short sections that never call back into the loop. Fields written
+ * only by worker 0 and read elsewhere (a host's `gone`, a cluster's `retired`, a host's
+ * `conns`) use atomics. Reference counts of generations and clusters are atomic.
+ */
 
 enum { KEEL__CONN_DOWN = 1, KEEL__CONN_UP = 2 };
 
@@ -73,10 +91,9 @@ struct keel__phost {
     bool gone;
     char address_buf[KEEL_PROXY_HOST_ADDR_BYTES_MAX]; /* address, for registry instances */
     struct sockaddr_storage addr;
-    keel_list_t idle; /* idle pooled keel__uconn_t.link, most recent first */
-    uint32_t idle_count;
-    uint32_t conns;  /* open, busy or idle */
-    uint32_t active; /* requests in flight */
+    struct keel__ppool *pools; /* one per worker: its idle connections to this host */
+    uint32_t conns;            /* open, busy or idle, over every worker (atomic) */
+    uint32_t active;           /* requests in flight (cluster mutex) */
     bool healthy;
     uint32_t hc_ok_run, hc_fail_run;
     bool hc_inflight;
@@ -89,10 +106,21 @@ struct keel__phost {
  * health state and balancer carry over. References: each generation that lists it, each
  * upstream connection, each health check in flight and the health-check timer.
  */
+/* A worker's idle pooled connections to one host. */
+typedef struct keel__ppool {
+    keel_list_t idle; /* keel__uconn_t.link, most recent first */
+    uint32_t idle_count;
+} keel__ppool_t;
+
 struct keel__pcluster {
-    keel_proxy_t *p;
-    uint64_t refs;
-    bool retired;                    /* in no current generation: no health checks, no pooling */
+    keel_proxy_t *p; /* worker 0 */
+    uint64_t refs;   /* atomic */
+    /* guards lb, breaker, outlier, the hosts' health, ejection and active counts, hosts_n,
+     * live, active_requests and active_retries, now_max_ms */
+    pthread_mutex_t mu;
+    keel_ms_t now_max_ms; /* the latest loop time any worker showed the cores (kept monotonic) */
+    keel__ppool_t *pools; /* hosts_cap * workers */
+    bool retired;         /* in no current generation: no health checks, no pooling */
     keel_proxy_cluster_t own;        /* a deep copy of its config: it may outlive the file's */
     const keel_proxy_cluster_t *cfg; /* &own */
     uint32_t idx;
@@ -119,6 +147,9 @@ struct keel__pcluster {
 
 typedef struct keel__proute {
     const keel_proxy_route_t *cfg;
+    pthread_mutex_t mu; /* guards retry (its counters) and rl */
+    bool mu_on;
+    keel_ms_t now_max_ms; /* as the cluster's */
     keel_retry_t retry;
     keel_ratelimit_keyed_t rl;
     bool rl_on;
@@ -144,9 +175,8 @@ struct keel__pgen {
     keel__pcluster_t **clusters; /* cfg->clusters_count, each referenced */
     keel__proute_t *routes;
     keel_proxy_keys_t keys; /* the JWT providers' keys, read when this config was loaded */
-    uint64_t refs;
+    uint64_t refs;          /* atomic: each worker's p->gen, each exchange */
     bool retired;
-    keel_list_t link; /* p->retired while retired and referenced */
 };
 
 typedef struct keel__plistener {
@@ -161,6 +191,7 @@ struct keel__uconn {
     int kind; /* KEEL__CONN_UP */
     uv_tcp_t tcp;
     uv_connect_t connect_req;
+    keel_proxy_t *p; /* the worker whose loop it is on */
     keel__phost_t *host;
     keel_list_t link; /* host->idle while idle */
     keel__dconn_t *d; /* the exchange served, NULL when idle */
@@ -286,12 +317,17 @@ struct keel__dconn {
 
 struct keel_proxy {
     keel_loop_t *loop;
-    keel__pgen_t *gen;   /* the generation new requests use */
-    keel_list_t retired; /* older generations still referenced */
+    keel__pgen_t *gen; /* the generation new requests use on this worker (referenced) */
+    uint32_t wid;      /* this worker's index; 0: the main one */
+    uint32_t workers_n;
+    keel_proxy_t *main;                               /* worker 0 */
+    keel__pworker_t *workers[KEEL_PROXY_WORKERS_MAX]; /* worker 0: the threads of 1.. */
+    keel_counter_t *m_worker_conns;                   /* connections this worker accepted */
     keel__plistener_t listeners[KEEL_PROXY_LISTENERS_MAX];
     uint32_t listeners_count;
     keel_list_t dconns;
-    uint32_t dconns_count;
+    uint32_t dconns_count; /* this worker's */
+    uint32_t conns_all;    /* worker 0: client connections of every worker (atomic) */
     keel_rand_t rand;
     keel_timer_t sweep;
     keel_metrics_t *metrics;
@@ -314,12 +350,38 @@ struct keel_proxy {
     keel_h1_head_t req_head, resp_head;
 };
 
+static inline keel__ppool_t *keel__pool(const keel_proxy_t *p, keel__phost_t *h)
+{
+    return &h->pools[p->wid];
+}
+
+static inline void keel__cl_lock(keel__pcluster_t *cl)
+{
+    pthread_mutex_lock(&cl->mu);
+}
+
+static inline void keel__cl_unlock(keel__pcluster_t *cl)
+{
+    pthread_mutex_unlock(&cl->mu);
+}
+
+/* The time to give a shared core, with its mutex held: workers' loops cache their own clocks,
+ * a few ms apart; a core must never see time go back. */
+static inline keel_ms_t keel__shared_now(keel_ms_t *max_ms, keel_ms_t now_ms)
+{
+    if (now_ms > *max_ms)
+        *max_ms = now_ms;
+    return *max_ms;
+}
+
 /* proxy_conn.c */
 void keel__proxy_on_connection(uv_stream_t *server, int status);
+/* This worker's pools: idle connections past their timeout, or to hosts that left. */
 void keel__proxy_sweep_pool(keel_proxy_t *p, keel_ms_t now_ms);
 void keel__proxy_close_all(keel_proxy_t *p);
-/* Closes the idle pooled connections of the cluster's hosts (gone_only: of hosts that left). */
-void keel__proxy_close_idle(keel__pcluster_t *cl, bool gone_only);
+/* Closes this worker's idle pooled connections to the cluster's hosts (gone_only: of hosts that
+ * left). */
+void keel__proxy_close_idle(keel_proxy_t *p, keel__pcluster_t *cl, bool gone_only);
 /* proxy.c */
 void keel__proxy_handle_closed(keel_proxy_t *p);
 void keel__proxy_apply_state(keel__pcluster_t *cl, uint32_t idx);
@@ -327,5 +389,26 @@ void keel__gen_ref(keel__pgen_t *g);
 void keel__gen_unref(keel__pgen_t *g);
 void keel__cluster_ref(keel__pcluster_t *cl);
 void keel__cluster_unref(keel__pcluster_t *cl);
+/* The number of workers a config asks for: `workers`, or one per online core. */
+uint32_t keel__proxy_workers_wanted(const keel_proxy_config_t *cfg);
+/* Worker setup shared with worker.c: the aggregate client once a config has aggregate routes. */
+int keel__proxy_ensure_agg_client(keel_proxy_t *p, const keel_proxy_config_t *cfg,
+                                  keel_errmsg_t *msg);
+/* Sets up worker w (zeroed) beside worker 0 on loop, on worker 0's thread: its sweep timer,
+ * its aggregate client, a reference to worker 0's generation. On failure w is half set up:
+ * shut it down (keel_proxy_shutdown) and run its loop. */
+int keel__proxy_worker_init(keel_proxy_t *w, keel_proxy_t *main, keel_loop_t *loop, uint32_t wid,
+                            keel_errmsg_t *msg);
+/* worker.c */
+/* Binds worker 0's listeners (SO_REUSEPORT when there are several workers). */
+int keel__workers_listen(keel_proxy_t *p, keel_errmsg_t *msg);
+/* Starts workers 1..workers_n-1, each on its own thread with the generation p->gen. */
+int keel__workers_start(keel_proxy_t *p, keel_errmsg_t *msg);
+/* Hands the generation p->gen to every other worker (each takes a reference). */
+void keel__workers_publish(keel_proxy_t *p);
+/* Stops every other worker and joins its thread (their connections are closed). */
+void keel__workers_stop(keel_proxy_t *p);
+/* Swaps a worker to generation g (a reference taken for it), on its own loop. */
+void keel__worker_adopt(keel_proxy_t *w, keel__pgen_t *g);
 
 #endif

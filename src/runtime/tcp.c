@@ -3,8 +3,11 @@
 #include "runtime/tcp.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 int keel_tcp_parse_addr(const char *host_port, struct sockaddr_storage *out, keel_errmsg_t *msg)
 {
@@ -50,6 +53,39 @@ int keel_tcp_listen(keel_loop_t *l, uv_tcp_t *srv, const char *host_port, int ba
     if (rc != 0) {
         uv_close((uv_handle_t *)srv, NULL);
         return keel_errf(msg, keel_uv_err(rc), "listen on %s: %s", host_port, uv_strerror(rc));
+    }
+    return 0;
+}
+
+int keel_tcp_listen_reuseport(keel_loop_t *l, uv_tcp_t *srv, const struct sockaddr *sa, int backlog,
+                              uv_connection_cb on_connection, keel_errmsg_t *msg)
+{
+    socklen_t len =
+        sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return keel_errf(msg, keel_uv_err(-errno), "socket: %s", strerror(errno));
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        bind(fd, sa, len) != 0) {
+        int e = errno;
+        close(fd);
+        return keel_errf(msg, keel_uv_err(-e), "bind with SO_REUSEPORT: %s", strerror(e));
+    }
+    int rc = uv_tcp_init(&l->uv, srv);
+    if (rc != 0) {
+        close(fd);
+        return keel_errf(msg, keel_uv_err(rc), "uv_tcp_init: %s", uv_strerror(rc));
+    }
+    rc = uv_tcp_open(srv, fd); /* the handle owns fd from here: uv_close closes it */
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)srv, backlog, on_connection);
+    if (rc != 0) {
+        if (uv_fileno((uv_handle_t *)srv, &(uv_os_fd_t){0}) != 0)
+            close(fd); /* uv_tcp_open failed: fd is still ours */
+        uv_close((uv_handle_t *)srv, NULL);
+        return keel_errf(msg, keel_uv_err(rc), "listen: %s", uv_strerror(rc));
     }
     return 0;
 }

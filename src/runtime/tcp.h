@@ -17,6 +17,14 @@ int keel_tcp_parse_addr(const char *host_port, struct sockaddr_storage *out, kee
 /* Inits srv on the loop, binds, listens (port 0 picks one). On failure srv is closed. */
 int keel_tcp_listen(keel_loop_t *l, uv_tcp_t *srv, const char *host_port, int backlog,
                     uv_connection_cb on_connection, keel_errmsg_t *msg);
+/*
+ * Like keel_tcp_listen, on the address sa (port 0 picks one), with SO_REUSEPORT set before
+ * bind, so several loops (threads) may each listen on the same address and the kernel spreads
+ * new connections over them (Linux >= 3.9; what nginx's `reuseport` does). libuv 1.44 has no
+ * flag for it, so the socket is made here and handed to uv_tcp_open. On failure srv is closed.
+ */
+int keel_tcp_listen_reuseport(keel_loop_t *l, uv_tcp_t *srv, const struct sockaddr *sa, int backlog,
+                              uv_connection_cb on_connection, keel_errmsg_t *msg);
 /* Port a bound handle listens on, or a negative KEEL_E*. */
 int keel_tcp_local_port(const uv_tcp_t *h);
 

@@ -250,8 +250,22 @@ class FakeUpstream:
         return True
 
 
+# The proxy tests run with `workers: 1` unless KEEL_PROXY_WORKERS says otherwise
+# (KEEL_PROXY_WORKERS=2 runs them with two event-loop threads); a config that names its own
+# `workers` keeps it.
+PROXY_WORKERS = int(os.environ.get("KEEL_PROXY_WORKERS", "1"))
+
+
+def with_workers(yaml_text, workers=None):
+    """The config with a top-level `workers:` line, unless it has one."""
+    if re.search(r"^workers:", yaml_text, re.M):
+        return yaml_text
+    return "workers: %d\n" % (workers or PROXY_WORKERS) + yaml_text
+
+
 def start_proxy(procs, tmp_path, yaml_text, name="proxy.yaml"):
     """Writes the config and starts keel proxy; returns (proc, port, admin_port or None)."""
+    yaml_text = with_workers(yaml_text)
     path = tmp_path / name
     path.write_text(yaml_text)
     p = procs.start([binary("keel"), "proxy", "--config", str(path)])

@@ -243,6 +243,25 @@ static void checks_ranges_of_limits(void)
     KT_CHECK(has_error(2, "out of range"));
 }
 
+static void loads_workers_and_refuses_a_count_out_of_range(void)
+{
+    KT_EQ_INT(parse("listeners: [{address: 127.0.0.1:1}]\n"), 0);
+    KT_EQ_INT(cfg.workers, 0); /* absent: one per online core, decided at start */
+    keel_proxy_config_free(&cfg);
+    KT_EQ_INT(parse("workers: 2\nlisteners: [{address: 127.0.0.1:1}]\n"), 0);
+    KT_EQ_INT(cfg.workers, 2);
+    keel_proxy_config_free(&cfg);
+    KT_EQ_INT(parse("listeners: [{address: 127.0.0.1:1}]\nworkers: 64\n"), 0);
+    KT_EQ_INT(cfg.workers, KEEL_PROXY_WORKERS_MAX);
+    keel_proxy_config_free(&cfg);
+    KT_EQ_INT(parse("listeners: [{address: 127.0.0.1:1}]\nworkers: 65\n"), KEEL_EINVAL);
+    KT_CHECK(has_error(2, "workers: 65 is out of range 1..64"));
+    KT_EQ_INT(parse("workers: 0\nlisteners: [{address: 127.0.0.1:1}]\n"), KEEL_EINVAL);
+    KT_CHECK(has_error(1, "out of range 1..64"));
+    KT_EQ_INT(parse("workers: two\nlisteners: [{address: 127.0.0.1:1}]\n"), KEEL_EINVAL);
+    KT_CHECK(has_error(1, "workers"));
+}
+
 static void loads_the_retry_buffer_and_idempotency_header(void)
 {
     const char *y = "listeners: [{address: 127.0.0.1:1}]\n"
@@ -428,5 +447,6 @@ int main(void)
     KT_RUN(refuses_bad_jwt_blocks_naming_their_lines);
     KT_RUN(loads_service_clusters_fed_by_the_registry);
     KT_RUN(loads_the_retry_buffer_and_idempotency_header);
+    KT_RUN(loads_workers_and_refuses_a_count_out_of_range);
     return kt_done();
 }
