@@ -25,123 +25,43 @@ keel_service_config_t keel_service_config_default(const char *name)
     };
 }
 
-/* ---- registration ------------------------------------------------------------------ */
+/* ---- registration (kit/registration.h) ----------------------------------------------- */
 
-static void reg_register(keel_service_t *s);
 static void start_shutdown(keel_service_t *s);
-
-static void on_registered(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *r)
-{
-    keel_service_t *s = ctx;
-    s->reg_pending = false;
-    s->registered = status == 0 && r->type == KEEL_RESP_INT;
-    if (!s->registered && s->m_heartbeat_failures)
-        keel_counter_inc(s->m_heartbeat_failures);
-}
-
-static void reg_register(keel_service_t *s)
-{
-    if (s->reg_pending || s->draining)
-        return;
-    char port[16], ttl[24];
-    snprintf(port, sizeof(port), "%d", keel_service_port(s));
-    snprintf(ttl, sizeof(ttl), "%lld", (long long)s->cfg.ttl_ms);
-    const char *argv[] = {"KEEL.REG",   "REGISTER", s->name, s->instance_id,
-                          s->advertise, port,       "TTL",   ttl};
-    if (keel_client_command(s->reg, 8, argv, NULL, on_registered, s) == 0)
-        s->reg_pending = true;
-}
-
-static void on_heartbeat(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *r)
-{
-    keel_service_t *s = ctx;
-    if (status == 0 && r->type == KEEL_RESP_SIMPLE)
-        return;
-    if (s->m_heartbeat_failures)
-        keel_counter_inc(s->m_heartbeat_failures);
-    /* lapsed or never acknowledged (the registry forgot it, or the registration was lost
-       in a leader change): register again */
-    if (status == 0 && r->type == KEEL_RESP_ERROR)
-        s->registered = false;
-    if (!s->registered)
-        reg_register(s);
-}
-
-static void reg_tick(keel_timer_t *t, void *data)
-{
-    keel_service_t *s = data;
-    if (!s->registered) {
-        reg_register(s);
-        return;
-    }
-    const char *argv[] = {"KEEL.REG", "HEARTBEAT", s->instance_id};
-    keel_client_command(s->reg, 3, argv, NULL, on_heartbeat, s);
-}
 
 static int reg_start(keel_service_t *s, keel_errmsg_t *msg)
 {
-    keel_client_config_t cc = keel_client_config_default();
-    snprintf(s->seeds_text, sizeof(s->seeds_text), "%s", s->cfg.registry);
-    int rc = keel_client_config_seeds(&cc, s->seeds_text, "service: registry", msg);
-    if (rc != 0)
-        return rc;
-    cc.request_timeout_ms = s->cfg.ttl_ms / 3 > 0 ? s->cfg.ttl_ms / 3 : 1;
-    if ((s->reg = calloc(1, sizeof(*s->reg))) == NULL)
-        return KEEL_ENOMEM;
-    rc = keel_client_init(s->reg, s->loop, &cc, msg);
-    if (rc != 0) {
-        free(s->reg);
-        s->reg = NULL;
-        return rc;
-    }
-    rc = keel_timer_init(s->loop, &s->reg_timer);
-    if (rc != 0)
-        return rc;
-    s->reg_timer_on = true;
-    keel_ms_t every = s->cfg.ttl_ms / 3 > 0 ? s->cfg.ttl_ms / 3 : 1;
-    keel_timer_start(&s->reg_timer, every, every, reg_tick, s);
-    reg_register(s);
-    return 0;
+    char labels[KEEL_METRICS_LABELS_BYTES_MAX];
+    snprintf(labels, sizeof(labels), "service=\"%s\"", s->name);
+    keel_registration_config_t rc = keel_registration_config_default();
+    rc.registry = s->cfg.registry;
+    rc.service = s->name;
+    rc.instance_id = s->instance_id;
+    rc.address = s->advertise;
+    rc.port = keel_service_port(s);
+    rc.ttl_ms = s->cfg.ttl_ms;
+    rc.metrics = s->metrics;
+    rc.labels = labels;
+    return keel_registration_start(&s->reg, s->loop, &rc, msg);
 }
 
-static void reg_client_closed(keel_client_t *cl)
-{
-    free(cl);
-}
-
-static void reg_timer_closed(keel_timer_t *t)
-{
-    (void)t;
-}
-
-/* The registry's part is over: the timer and the client go. */
+/* The registry's part is over. */
 static void reg_close(keel_service_t *s)
 {
-    if (s->reg_timer_on) {
-        keel_timer_close(&s->reg_timer, reg_timer_closed);
-        s->reg_timer_on = false;
-    }
     if (s->reg != NULL) {
-        keel_client_close(s->reg, reg_client_closed);
+        keel_registration_close(s->reg);
         s->reg = NULL;
     }
 }
 
-static void on_deregistered(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *r)
+static void deregistered(keel_registration_t *r, void *data)
 {
-    keel_service_t *s = ctx;
-    s->registered = false;
-    start_shutdown(s);
-}
-
-static void deregister_waited(keel_timer_t *t, void *data)
-{
-    start_shutdown(data); /* no answer in time: drain anyway (the TTL will remove it) */
+    start_shutdown(data); /* acknowledged, or no answer in time (the TTL will remove it) */
 }
 
 bool keel_service_registered(const keel_service_t *s)
 {
-    return s->registered;
+    return s->reg != NULL && keel_registration_registered(s->reg);
 }
 
 /* A request on its way: answered now or later, its route's metrics taken when it is. */
@@ -322,9 +242,6 @@ int keel_service_init(keel_service_t *s, keel_loop_t *loop, const keel_service_c
     snprintf(labels, sizeof(labels), "service=\"%s\"", s->name);
     s->inflight = keel_metrics_gauge(s->metrics, "keel_service_requests_in_flight",
                                      "Requests being handled (saturation).", labels);
-    s->m_heartbeat_failures = keel_metrics_counter(
-        s->metrics, "keel_service_registry_failures_total",
-        "Registrations and heartbeats the registry did not acknowledge.", labels);
     keel_http_server_config_t hc = cfg->http;
     hc.drain_timeout_ms = cfg->drain_timeout_ms;
     hc.metrics = s->metrics;
@@ -435,14 +352,7 @@ void keel_service_drain(keel_service_t *s)
         return;
     }
     /* deregister first: callers stop picking this instance while it still answers */
-    keel_timer_stop(&s->reg_timer);
-    const char *argv[] = {"KEEL.REG", "DEREGISTER", s->instance_id};
-    if (keel_client_command_timeout(s->reg, 3, argv, NULL, s->cfg.deregister_wait_ms,
-                                    on_deregistered, s) != 0) {
-        start_shutdown(s);
-        return;
-    }
-    keel_timer_start(&s->reg_timer, s->cfg.deregister_wait_ms + 100, 0, deregister_waited, s);
+    keel_registration_deregister(s->reg, s->cfg.deregister_wait_ms, deregistered, s);
 }
 
 int keel_service_start(keel_service_t *s, keel_errmsg_t *msg)

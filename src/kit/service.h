@@ -9,6 +9,7 @@
 #include "base/metrics.h"
 #include "base/rand.h"
 #include "client/client.h"
+#include "kit/registration.h"
 #include "proto/router.h"
 #include "proto/trace.h"
 #include "runtime/http_server.h"
@@ -113,14 +114,11 @@ struct keel_service {
     keel_gauge_t *inflight;
     keel_rand_t rand; /* span ids */
     bool started, draining, app_ready, stopped, in_handler;
-    /* registration */
-    keel_client_t *reg;     /* NULL without a registry */
-    keel_timer_t reg_timer; /* heartbeats, then the drain's wait for DEREGISTER */
-    bool reg_timer_on, registered, reg_pending, shutdown_started;
+    /* registration (kit/registration.h) */
+    keel_registration_t *reg; /* NULL without a registry */
+    bool shutdown_started;
     char instance_id[KEEL_SERVICE_ID_BYTES_MAX];
     char advertise[64];
-    char seeds_text[512];
-    keel_counter_t *m_heartbeat_failures;
     /* idempotency keys: NULL without cfg.idem.servers */
     keel_idem_t *idem;
     char idem_prefix[KEEL_IDEM_PREFIX_BYTES_MAX];

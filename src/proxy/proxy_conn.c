@@ -548,6 +548,7 @@ void keel__proxy_on_connection(uv_stream_t *server, int status)
         return;
     d->kind = KEEL__CONN_DOWN;
     d->p = p;
+    d->listener_1 = (uint32_t)(l - p->listeners) + 1;
     keel_list_init(&d->link);
     uv_tcp_init(&p->loop->uv, &d->tcp);
     d->tcp.data = d;
@@ -1266,7 +1267,7 @@ static void x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
                                        base + h->fields[i].value.off, h->fields[i].value.len};
     keel_proxy_req_view_t view = {
         base + h->method.off, h->method.len, NULL, 0, path, path_len, query, query_len, views,
-        h->fields_count};
+        h->fields_count,      d->listener_1};
     if (h->host_field >= 0) {
         view.host = base + h->fields[h->host_field].value.off;
         view.host_len = h->fields[h->host_field].value.len;
