@@ -83,8 +83,10 @@ static void answered(keel_http_req_t *hr, int status, void *data)
                                (double)((uint64_t)keel_clock_now_ns() - p->start_ns) / 1e9);
     keel_gauge_add(s->inflight, -1);
     free(p);
-    if (!s->in_handler) /* an async answer: its continuation's lines were this request's */
+    if (!s->in_handler) { /* an async answer: its continuation's lines were this request's */
         keel_log_set_trace_id(NULL);
+        keel_log_set_request_id(NULL);
+    }
 }
 
 static int respond_text(keel_http_req_t *hr, int status, const char *text)
@@ -123,6 +125,36 @@ static int builtin(keel_service_t *s, keel_http_req_t *hr, const keel_http_msg_t
     return 0;
 }
 
+bool keel_service_request_id_ok(const char *v, size_t n)
+{
+    if (n == 0 || n > KEEL_SERVICE_REQUEST_ID_BYTES_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = v[i];
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                  (ch >= '0' && ch <= '9') || strchr("-_.:@+=/", ch) != NULL;
+        if (!ok || ch == 0)
+            return false;
+    }
+    return true;
+}
+
+/* The caller's X-Request-Id if it is safe to keep (it goes into logs and other requests),
+ * else a new one. */
+static void take_request_id(keel_service_t *s, const keel_http_msg_t *m, char *out)
+{
+    size_t n;
+    const char *v = keel_http_msg_header(m, KEEL_SERVICE_REQUEST_ID_HEADER, &n);
+    if (v != NULL && keel_service_request_id_ok(v, n)) {
+        memcpy(out, v, n);
+        out[n] = 0;
+        return;
+    }
+    snprintf(out, KEEL_SERVICE_REQUEST_ID_BYTES_MAX + 1, "%016llx%016llx",
+             (unsigned long long)keel_rand_u64(&s->rand),
+             (unsigned long long)keel_rand_u64(&s->rand));
+}
+
 /* Runs the route's handler with the request's trace id on the thread's log lines (now, or
  * once the idempotency store said to run it). */
 static void run_route(void *data)
@@ -130,10 +162,12 @@ static void run_route(void *data)
     pending_t *p = data;
     keel_service_t *s = p->req.svc;
     keel_log_set_trace_id(p->req.trace_id);
+    keel_log_set_request_id(p->req.request_id);
     s->in_handler = true;
     p->route->fn(&p->req, p->route->data); /* p may be freed from here on */
     s->in_handler = false;
     keel_log_set_trace_id(NULL);
+    keel_log_set_request_id(NULL);
 }
 
 static void dispatch(keel_http_req_t *hr, void *data)
@@ -173,6 +207,8 @@ static void dispatch(keel_http_req_t *hr, void *data)
     else
         keel_trace_new_root(&s->rand, 0, &p->req.trace);
     keel_trace_id_hex(&p->req.trace, p->req.trace_id);
+    take_request_id(s, m, p->req.request_id);
+    keel_http_req_set_response_field(hr, KEEL_SERVICE_REQUEST_ID_HEADER, p->req.request_id);
     p->route = &s->routes[match.route];
     p->start_ns = (uint64_t)keel_clock_now_ns();
     keel_gauge_add(s->inflight, 1);
@@ -190,6 +226,7 @@ static void dispatch(keel_http_req_t *hr, void *data)
 void keel_service_req_enter(const keel_service_req_t *req)
 {
     keel_log_set_trace_id(req->trace_id);
+    keel_log_set_request_id(req->request_id);
 }
 
 static int idem_start(keel_service_t *s, keel_errmsg_t *msg)

@@ -153,6 +153,20 @@ def test_sets_forwarding_headers_and_drops_hop_by_hop_ones(proxy, up):
         assert hop not in got, hop
 
 
+def test_passes_x_request_id_through_and_adds_one_when_absent(proxy, up):
+    port, _ = proxy
+
+    def sent_upstream(headers):
+        st, _, body = request(port, "GET", "/echo", headers)
+        assert st == 200
+        return [v for k, v in json.loads(body)["headers"] if k.lower() == "x-request-id"]
+
+    assert sent_upstream({"X-Request-Id": "client-id-42"}) == ["client-id-42"]
+    a, b = sent_upstream({}), sent_upstream({})
+    assert len(a) == 1 and re.fullmatch(r"[0-9a-f]{32}", a[0]), a
+    assert len(b) == 1 and b != a  # a new one per request
+
+
 def test_streams_chunked_bodies_both_ways(proxy, up):
     port, _ = proxy
     s = connect(port)
