@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from conftest import binary, wait_until
+from conftest import binary, wait_until, free_port
 from proxyfake import (
     FakeUpstream,
     closed_by_peer,
@@ -612,6 +612,39 @@ def test_health_checks_take_a_host_out_and_back(procs, tmp_path, up):
         assert other.paths.count("/checked") > before
     finally:
         other.close()
+
+
+def test_tcp_health_checks_follow_whether_a_host_accepts(procs, tmp_path, up):
+    """A `tcp: true` check is a connect, closed at once: a port nobody listens on turns
+    unhealthy, and healthy again once something listens there (no HTTP needed)."""
+    port_b = free_port()
+    clusters_yaml = f"""
+  - name: tcpchecked
+    hosts: [{up.addr}, 127.0.0.1:{port_b}]
+    health_check: {{tcp: true, interval_ms: 100, timeout_ms: 80, healthy_threshold: 2, unhealthy_threshold: 2}}
+"""
+    routes_yaml = """
+  - name: tcpchecked
+    match: {prefix: /tcp}
+    cluster: tcpchecked
+"""
+    _, port, admin = start_proxy(procs, tmp_path, config(up, clusters_yaml, routes_yaml))
+
+    def b_healthy():
+        hosts = {h["address"]: h for h in clusters(admin)["tcpchecked"]["hosts"]}
+        return hosts[f"127.0.0.1:{port_b}"]["healthy"]
+
+    assert wait_until(lambda: not b_healthy(), timeout_s=3)
+    for _ in range(6):  # every request goes to the host that accepts
+        assert request(port, "GET", "/tcp")[0] == 200
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind(("127.0.0.1", port_b))
+    lsock.listen(64)
+    try:
+        assert wait_until(b_healthy, timeout_s=3)
+    finally:
+        lsock.close()
 
 
 # ---- admin and the command line ---------------------------------------------------------------
