@@ -10,6 +10,7 @@ the sidecar's inbound listener.
 
 import http.client
 import json
+import re
 import signal
 import time
 
@@ -155,6 +156,9 @@ def test_a_sidecar_registers_checks_and_deregisters_a_plain_app(make_cluster, pr
     assert svc["Address"] == "127.0.0.1" and svc["Port"] == inbound
     assert svc["Tags"] == ["v1", "blue"] and svc["Meta"] == {"zone": "a"}
     assert svc["Weights"]["Passing"] == 3 and svc["Version"] == "1.0.2"
+    st, _, m = call(admin, "GET", "/metrics")
+    assert re.search(rb'keel_proxy_sidecar_app_healthy\{service="plainapp"\} 1', m), m
+    assert re.search(rb'keel_service_registry_failures_total\{service="plainapp"\} 0', m), m
     assert wait_until(lambda: "HTTP GET" in instance(nodes, "plainapp")["plainapp-1"]["Checks"][0]
                       ["Output"], 3)
 
@@ -204,7 +208,7 @@ routes:
     gone = time.monotonic() - t0
     print(f"SIGTERM -> deregistered in {gone:.2f} s")
     assert call(inbound, "GET", "/still")[0] == 200  # drain_ms: still accepting
-    sc.wait(10)
+    assert sc.wait(10) == 0, sc.output()[-3000:]  # a clean exit (and no leak under ASan)
 
     # SIGKILL: no deregistration; the instance leaves within 2 x TTL
     sc2, inbound2, _, _ = start_sidecar(procs, tmp_path, reg, app_port, name="sidecar2.yaml")
