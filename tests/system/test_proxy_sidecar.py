@@ -92,7 +92,12 @@ def start_app(procs, tmp_path):
     return p, port
 
 
-def sidecar_yaml(reg, app_port, drain_ms=1500):
+HTTP_CHECK = "{path: /health, interval_ms: 200, timeout_ms: 150, healthy_threshold: 2, " \
+    "unhealthy_threshold: 2}"
+TCP_CHECK = "{tcp: true, interval_ms: 200, timeout_ms: 150}"
+
+
+def sidecar_yaml(reg, app_port, drain_ms=1500, check=HTTP_CHECK):
     return f"""
 listeners:
   - {{name: inbound, address: 127.0.0.1:0}}
@@ -110,12 +115,7 @@ sidecar:
   version: "1.0.2"
   ttl_ms: {TTL_MS}
   drain_ms: {drain_ms}
-  health_check:
-    path: /health
-    interval_ms: 200
-    timeout_ms: 150
-    healthy_threshold: 2
-    unhealthy_threshold: 2
+  health_check: {check}
 clusters:
   - name: local_app
     hosts: [127.0.0.1:{app_port}]
@@ -132,9 +132,9 @@ routes:
 """
 
 
-def start_sidecar(procs, tmp_path, reg, app_port, name="sidecar.yaml"):
+def start_sidecar(procs, tmp_path, reg, app_port, name="sidecar.yaml", check=HTTP_CHECK):
     path = tmp_path / name
-    path.write_text(sidecar_yaml(reg, app_port))
+    path.write_text(sidecar_yaml(reg, app_port, check=check))
     p = procs.start([binary("keel"), "proxy", "--config", str(path)])
     inbound = int(p.read_line(r"listening 0 on port (\d+)").group(1))
     outbound = int(p.read_line(r"listening 1 on port (\d+)").group(1))
@@ -210,10 +210,15 @@ routes:
     assert call(inbound, "GET", "/still")[0] == 200  # drain_ms: still accepting
     assert sc.wait(10) == 0, sc.output()[-3000:]  # a clean exit (and no leak under ASan)
 
-    # SIGKILL: no deregistration; the instance leaves within 2 x TTL
-    sc2, inbound2, _, _ = start_sidecar(procs, tmp_path, reg, app_port, name="sidecar2.yaml")
+    # SIGKILL: no deregistration; the instance leaves within 2 x TTL. This sidecar checks the
+    # app with a TCP connect: the app's failing /health does not matter to it
+    assert call(app_port, "PUT", "/state", b"failing")[0] == 200
+    sc2, inbound2, _, _ = start_sidecar(procs, tmp_path, reg, app_port, name="sidecar2.yaml",
+                                        check=TCP_CHECK)
     assert wait_until(lambda: status_of(nodes, "plainapp", "plainapp-1") == "passing", 10)
     assert instance(nodes, "plainapp")["plainapp-1"]["Service"]["Port"] == inbound2
+    assert wait_until(lambda: "TCP connect" in instance(nodes, "plainapp")["plainapp-1"]
+                      ["Checks"][0]["Output"], 3)
     sc2.may_exit = True
     sc2.signal(signal.SIGKILL)
     t0 = time.monotonic()
