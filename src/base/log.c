@@ -17,6 +17,9 @@ static struct {
 } logger = {KEEL_LOG_INFO, NULL, NULL, NULL};
 
 static _Thread_local char thread_trace_id[KEEL_LOG_TRACE_ID_BYTES + 1];
+static _Thread_local char thread_request_id[KEEL_LOG_REQUEST_ID_BYTES + 1];
+
+#define LOG_FIELDS_WITH_ID_MAX 32u
 
 static const char *const level_names[] = {"debug", "info", "warn", "error", "off"};
 
@@ -57,6 +60,11 @@ int keel_log_level_parse(const char *s, keel_log_level_t *out)
 const char *keel_log_level_name(keel_log_level_t level)
 {
     return (unsigned)level <= KEEL_LOG_OFF ? level_names[level] : "?";
+}
+
+void keel_log_set_request_id(const char *request_id)
+{
+    snprintf(thread_request_id, sizeof(thread_request_id), "%s", request_id ? request_id : "");
 }
 
 void keel_log_set_trace_id(const char *trace_id_hex)
@@ -129,6 +137,13 @@ void keel__log(keel_log_level_t level, const char *msg, const keel_log_field_t *
         return;
     char line[KEEL_LOG_LINE_BYTES_MAX];
     int64_t now_ms = logger.clock ? logger.clock(logger.data) : 0;
+    keel_log_field_t with_id[LOG_FIELDS_WITH_ID_MAX + 1];
+    if (thread_request_id[0] != '\0' && n_fields <= LOG_FIELDS_WITH_ID_MAX) {
+        if (n_fields > 0)
+            memcpy(with_id, fields, n_fields * sizeof(*fields));
+        with_id[n_fields++] = KF_STR("request_id", thread_request_id);
+        fields = with_id;
+    }
     size_t n =
         keel_log_format(line, sizeof(line), now_ms, level, msg, fields, n_fields, thread_trace_id);
     logger.sink(logger.data, line, n);

@@ -63,6 +63,9 @@ int keel_log_level_parse(const char *s, keel_log_level_t *out);
 const char *keel_log_level_name(keel_log_level_t level);
 /* Sets (or, with NULL, clears) the calling thread's trace id, added to its lines. */
 void keel_log_set_trace_id(const char *trace_id_hex);
+/* The same for a request id ("request_id" on the lines; cut at KEEL_LOG_REQUEST_ID_BYTES). */
+#define KEEL_LOG_REQUEST_ID_BYTES 128u
+void keel_log_set_request_id(const char *request_id);
 
 /* Formats a line into out (size >= 64); returns its length (no sink involved). */
 size_t keel_log_format(char *out, size_t size, int64_t unix_ms, keel_log_level_t level,

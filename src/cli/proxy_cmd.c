@@ -5,6 +5,7 @@
 #include "proxy/auth.h"
 #include "proxy/config.h"
 #include "proxy/proxy.h"
+#include "proxy/sidecar.h"
 #include "runtime/logsink.h"
 #include "runtime/loop.h"
 
@@ -23,7 +24,8 @@ static const char usage[] =
     "it is valid, 1 with one line per error (FILE:LINE: message) otherwise.\n"
     "Once listening it prints `listening I on port P` for the I-th listener (0 first) and\n"
     "`admin on port P`. SIGHUP or a change to FILE reloads it (a bad file is refused and\n"
-    "logged; the old config keeps serving). SIGTERM or SIGINT closes it.\n";
+    "logged; the old config keeps serving). SIGTERM or SIGINT closes it; with a `sidecar:`\n"
+    "section it first deregisters the app from the registry and drains.\n";
 
 /* Reads the whole file, up to the config ceiling (plus one byte to notice a larger one). */
 static char *read_file(const char *path, size_t *len)
@@ -90,6 +92,7 @@ typedef struct reloader {
     uv_timer_t settle;
     bool watching;
     keel_proxy_t *p;
+    keel_sidecar_t *sidecar; /* sidecar mode: deregisters and drains before the proxy stops */
     const char *path;
     char name[256];    /* the file's name in its directory */
     uint32_t last_crc; /* of the text last tried: a touch without a change reloads nothing */
@@ -175,6 +178,14 @@ static void watch_file(keel_loop_t *loop, reloader_t *r)
     r->watching = true;
 }
 
+static void stop_proxy(void *data)
+{
+    reloader_t *r = data;
+    keel_proxy_shutdown(r->p, NULL, NULL);
+}
+
+/* SIGTERM/SIGINT: reloads stop; a sidecar deregisters its app and drains while the listeners
+ * still accept, then the proxy closes. */
 static void on_stop(void *data)
 {
     reloader_t *r = data;
@@ -183,7 +194,12 @@ static void on_stop(void *data)
         uv_close((uv_handle_t *)&r->watch, NULL);
         uv_close((uv_handle_t *)&r->settle, NULL);
     }
-    keel_proxy_shutdown(r->p, NULL, NULL);
+    if (r->sidecar != NULL) {
+        keel_sidecar_stop(r->sidecar, stop_proxy, r);
+        r->sidecar = NULL;
+        return;
+    }
+    stop_proxy(r);
 }
 
 int keel_cli_proxy(int argc, char **argv)
@@ -251,6 +267,14 @@ int keel_cli_proxy(int argc, char **argv)
     }
     keel_loop_handle_signals(&loop);
     reloader_t reloader = {.p = p, .path = config, .last_crc = crc};
+    if (cfg->sidecar.enabled && /* cfg is the proxy's now, unchanged until a reload */
+        (rc = keel_sidecar_start(&reloader.sidecar, &loop, p, cfg, &msg)) != 0) {
+        fprintf(stderr, "keel proxy: %s (%s)\n", msg.text, keel_strerror(rc));
+        keel_proxy_shutdown(p, NULL, NULL);
+        keel_loop_run(&loop);
+        keel_loop_close(&loop);
+        return 1;
+    }
     uv_signal_init(&loop.uv, &reloader.sig);
     reloader.sig.data = &reloader;
     uv_signal_start(&reloader.sig, on_sighup, SIGHUP);

@@ -27,11 +27,13 @@ struct keel__call {
     char *target;
     uint8_t *body;
     size_t body_len;
-    keel_http_header_t headers[KEEL_CALLER_HEADERS_MAX + 2];
-    size_t headers_count; /* the caller's, then traceparent and the timeout */
-    char *header_store;   /* the caller's names and values */
+    keel_http_header_t headers[KEEL_CALLER_HEADERS_MAX + 3];
+    size_t headers_count; /* the caller's, then traceparent, the timeout and the request id */
+    char request_id[KEEL_SERVICE_REQUEST_ID_BYTES_MAX + 1];
+    char *header_store; /* the caller's names and values */
     char traceparent[KEEL_TRACEPARENT_LEN + 1];
     char timeout_text[24];
+    size_t timeout_at; /* the timeout field's place in headers */
     keel_retry_call_t rc;
     keel_ms_t started_ms, attempt_ms, try_timeout_ms, start_at_ms;
     uint64_t ep_id; /* the attempt's instance */
@@ -450,8 +452,8 @@ static void attempt(keel__call_t *k)
     keel_ms_t timeout =
         k->try_timeout_ms > 0 && k->try_timeout_ms < left ? k->try_timeout_ms : left;
     snprintf(k->timeout_text, sizeof(k->timeout_text), "%lld", (long long)left);
-    k->headers[k->headers_count - 1].value = k->timeout_text;
-    k->headers[k->headers_count - 1].value_len = strlen(k->timeout_text);
+    k->headers[k->timeout_at].value = k->timeout_text;
+    k->headers[k->timeout_at].value_len = strlen(k->timeout_text);
     keel_http_client_request_t req = {
         .method = k->method,
         .host_port = e->host_port,
@@ -605,8 +607,18 @@ int keel_caller_call(keel_caller_t *c, const keel_call_t *call, keel_call_cb cb,
                                                           .name_len = 11,
                                                           .value = k->traceparent,
                                                           .value_len = KEEL_TRACEPARENT_LEN};
+    k->timeout_at = k->headers_count;
     k->headers[k->headers_count++] = (keel_http_header_t){
         .name = KEEL_CALL_TIMEOUT_HEADER, .name_len = strlen(KEEL_CALL_TIMEOUT_HEADER)};
+    if (call->request_id != NULL &&
+        keel_service_request_id_ok(call->request_id, strlen(call->request_id))) {
+        snprintf(k->request_id, sizeof(k->request_id), "%s", call->request_id);
+        k->headers[k->headers_count++] =
+            (keel_http_header_t){.name = KEEL_SERVICE_REQUEST_ID_HEADER,
+                                 .name_len = strlen(KEEL_SERVICE_REQUEST_ID_HEADER),
+                                 .value = k->request_id,
+                                 .value_len = strlen(k->request_id)};
+    }
     keel_ms_t now = keel_loop_now_ms(c->loop);
     keel_ms_t deadline = call->deadline_ms > 0 ? call->deadline_ms : now + c->cfg.timeout_ms;
     k->started_ms = now;
@@ -635,6 +647,7 @@ keel_call_t keel_call_from(const keel_service_req_t *in, int method, const char 
         call.deadline_ms = keel_loop_now_ms(in->svc->loop) + (keel_ms_t)left;
     call.trace = in->trace; /* the served request's span: outbound calls are its children */
     call.has_trace = true;
+    call.request_id = in->request_id;
     return call;
 }
 

@@ -94,6 +94,9 @@ typedef struct keel_call {
     keel_trace_ctx_t trace; /* without one, the call starts a new trace */
     bool idempotent;        /* safe to retry whatever the method */
     uint64_t key_hash;      /* affinity for ring/maglev/hash balancers; 0 none */
+    /* sent as X-Request-Id (copied; at most KEEL_SERVICE_REQUEST_ID_BYTES_MAX bytes, else
+     * not sent); NULL: none. keel_call_from sets the served request's. */
+    const char *request_id;
 } keel_call_t;
 
 typedef void (*keel_call_cb)(int err, const keel_http_msg_t *resp, void *data);
@@ -140,8 +143,9 @@ void keel_caller_close(keel_caller_t *c, void (*closed)(keel_caller_t *c, void *
 /* Instances the caller currently knows, and how many have an open breaker. */
 uint32_t keel_caller_instances(const keel_caller_t *c, uint32_t *open);
 
-/* A call that carries the deadline (x-keel-timeout-ms) and trace context (traceparent) of
- * the request being served; without them, now + the caller's timeout and a new trace. */
+/* A call that carries the deadline (x-keel-timeout-ms), trace context (traceparent) and
+ * request id (X-Request-Id) of the request being served; without them, now + the caller's timeout
+ * and a new trace. */
 keel_call_t keel_call_from(const keel_service_req_t *in, int method, const char *target);
 
 #endif

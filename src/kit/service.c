@@ -25,123 +25,43 @@ keel_service_config_t keel_service_config_default(const char *name)
     };
 }
 
-/* ---- registration ------------------------------------------------------------------ */
+/* ---- registration (kit/registration.h) ----------------------------------------------- */
 
-static void reg_register(keel_service_t *s);
 static void start_shutdown(keel_service_t *s);
-
-static void on_registered(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *r)
-{
-    keel_service_t *s = ctx;
-    s->reg_pending = false;
-    s->registered = status == 0 && r->type == KEEL_RESP_INT;
-    if (!s->registered && s->m_heartbeat_failures)
-        keel_counter_inc(s->m_heartbeat_failures);
-}
-
-static void reg_register(keel_service_t *s)
-{
-    if (s->reg_pending || s->draining)
-        return;
-    char port[16], ttl[24];
-    snprintf(port, sizeof(port), "%d", keel_service_port(s));
-    snprintf(ttl, sizeof(ttl), "%lld", (long long)s->cfg.ttl_ms);
-    const char *argv[] = {"KEEL.REG",   "REGISTER", s->name, s->instance_id,
-                          s->advertise, port,       "TTL",   ttl};
-    if (keel_client_command(s->reg, 8, argv, NULL, on_registered, s) == 0)
-        s->reg_pending = true;
-}
-
-static void on_heartbeat(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *r)
-{
-    keel_service_t *s = ctx;
-    if (status == 0 && r->type == KEEL_RESP_SIMPLE)
-        return;
-    if (s->m_heartbeat_failures)
-        keel_counter_inc(s->m_heartbeat_failures);
-    /* lapsed or never acknowledged (the registry forgot it, or the registration was lost
-       in a leader change): register again */
-    if (status == 0 && r->type == KEEL_RESP_ERROR)
-        s->registered = false;
-    if (!s->registered)
-        reg_register(s);
-}
-
-static void reg_tick(keel_timer_t *t, void *data)
-{
-    keel_service_t *s = data;
-    if (!s->registered) {
-        reg_register(s);
-        return;
-    }
-    const char *argv[] = {"KEEL.REG", "HEARTBEAT", s->instance_id};
-    keel_client_command(s->reg, 3, argv, NULL, on_heartbeat, s);
-}
 
 static int reg_start(keel_service_t *s, keel_errmsg_t *msg)
 {
-    keel_client_config_t cc = keel_client_config_default();
-    snprintf(s->seeds_text, sizeof(s->seeds_text), "%s", s->cfg.registry);
-    int rc = keel_client_config_seeds(&cc, s->seeds_text, "service: registry", msg);
-    if (rc != 0)
-        return rc;
-    cc.request_timeout_ms = s->cfg.ttl_ms / 3 > 0 ? s->cfg.ttl_ms / 3 : 1;
-    if ((s->reg = calloc(1, sizeof(*s->reg))) == NULL)
-        return KEEL_ENOMEM;
-    rc = keel_client_init(s->reg, s->loop, &cc, msg);
-    if (rc != 0) {
-        free(s->reg);
-        s->reg = NULL;
-        return rc;
-    }
-    rc = keel_timer_init(s->loop, &s->reg_timer);
-    if (rc != 0)
-        return rc;
-    s->reg_timer_on = true;
-    keel_ms_t every = s->cfg.ttl_ms / 3 > 0 ? s->cfg.ttl_ms / 3 : 1;
-    keel_timer_start(&s->reg_timer, every, every, reg_tick, s);
-    reg_register(s);
-    return 0;
+    char labels[KEEL_METRICS_LABELS_BYTES_MAX];
+    snprintf(labels, sizeof(labels), "service=\"%s\"", s->name);
+    keel_registration_config_t rc = keel_registration_config_default();
+    rc.registry = s->cfg.registry;
+    rc.service = s->name;
+    rc.instance_id = s->instance_id;
+    rc.address = s->advertise;
+    rc.port = keel_service_port(s);
+    rc.ttl_ms = s->cfg.ttl_ms;
+    rc.metrics = s->metrics;
+    rc.labels = labels;
+    return keel_registration_start(&s->reg, s->loop, &rc, msg);
 }
 
-static void reg_client_closed(keel_client_t *cl)
-{
-    free(cl);
-}
-
-static void reg_timer_closed(keel_timer_t *t)
-{
-    (void)t;
-}
-
-/* The registry's part is over: the timer and the client go. */
+/* The registry's part is over. */
 static void reg_close(keel_service_t *s)
 {
-    if (s->reg_timer_on) {
-        keel_timer_close(&s->reg_timer, reg_timer_closed);
-        s->reg_timer_on = false;
-    }
     if (s->reg != NULL) {
-        keel_client_close(s->reg, reg_client_closed);
+        keel_registration_close(s->reg);
         s->reg = NULL;
     }
 }
 
-static void on_deregistered(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *r)
+static void deregistered(keel_registration_t *r, void *data)
 {
-    keel_service_t *s = ctx;
-    s->registered = false;
-    start_shutdown(s);
-}
-
-static void deregister_waited(keel_timer_t *t, void *data)
-{
-    start_shutdown(data); /* no answer in time: drain anyway (the TTL will remove it) */
+    start_shutdown(data); /* acknowledged, or no answer in time (the TTL will remove it) */
 }
 
 bool keel_service_registered(const keel_service_t *s)
 {
-    return s->registered;
+    return s->reg != NULL && keel_registration_registered(s->reg);
 }
 
 /* A request on its way: answered now or later, its route's metrics taken when it is. */
@@ -163,8 +83,10 @@ static void answered(keel_http_req_t *hr, int status, void *data)
                                (double)((uint64_t)keel_clock_now_ns() - p->start_ns) / 1e9);
     keel_gauge_add(s->inflight, -1);
     free(p);
-    if (!s->in_handler) /* an async answer: its continuation's lines were this request's */
+    if (!s->in_handler) { /* an async answer: its continuation's lines were this request's */
         keel_log_set_trace_id(NULL);
+        keel_log_set_request_id(NULL);
+    }
 }
 
 static int respond_text(keel_http_req_t *hr, int status, const char *text)
@@ -203,6 +125,36 @@ static int builtin(keel_service_t *s, keel_http_req_t *hr, const keel_http_msg_t
     return 0;
 }
 
+bool keel_service_request_id_ok(const char *v, size_t n)
+{
+    if (n == 0 || n > KEEL_SERVICE_REQUEST_ID_BYTES_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = v[i];
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                  (ch >= '0' && ch <= '9') || strchr("-_.:@+=/", ch) != NULL;
+        if (!ok || ch == 0)
+            return false;
+    }
+    return true;
+}
+
+/* The caller's X-Request-Id if it is safe to keep (it goes into logs and other requests),
+ * else a new one. */
+static void take_request_id(keel_service_t *s, const keel_http_msg_t *m, char *out)
+{
+    size_t n;
+    const char *v = keel_http_msg_header(m, KEEL_SERVICE_REQUEST_ID_HEADER, &n);
+    if (v != NULL && keel_service_request_id_ok(v, n)) {
+        memcpy(out, v, n);
+        out[n] = 0;
+        return;
+    }
+    snprintf(out, KEEL_SERVICE_REQUEST_ID_BYTES_MAX + 1, "%016llx%016llx",
+             (unsigned long long)keel_rand_u64(&s->rand),
+             (unsigned long long)keel_rand_u64(&s->rand));
+}
+
 /* Runs the route's handler with the request's trace id on the thread's log lines (now, or
  * once the idempotency store said to run it). */
 static void run_route(void *data)
@@ -210,10 +162,12 @@ static void run_route(void *data)
     pending_t *p = data;
     keel_service_t *s = p->req.svc;
     keel_log_set_trace_id(p->req.trace_id);
+    keel_log_set_request_id(p->req.request_id);
     s->in_handler = true;
     p->route->fn(&p->req, p->route->data); /* p may be freed from here on */
     s->in_handler = false;
     keel_log_set_trace_id(NULL);
+    keel_log_set_request_id(NULL);
 }
 
 static void dispatch(keel_http_req_t *hr, void *data)
@@ -253,6 +207,8 @@ static void dispatch(keel_http_req_t *hr, void *data)
     else
         keel_trace_new_root(&s->rand, 0, &p->req.trace);
     keel_trace_id_hex(&p->req.trace, p->req.trace_id);
+    take_request_id(s, m, p->req.request_id);
+    keel_http_req_set_response_field(hr, KEEL_SERVICE_REQUEST_ID_HEADER, p->req.request_id);
     p->route = &s->routes[match.route];
     p->start_ns = (uint64_t)keel_clock_now_ns();
     keel_gauge_add(s->inflight, 1);
@@ -270,6 +226,7 @@ static void dispatch(keel_http_req_t *hr, void *data)
 void keel_service_req_enter(const keel_service_req_t *req)
 {
     keel_log_set_trace_id(req->trace_id);
+    keel_log_set_request_id(req->request_id);
 }
 
 static int idem_start(keel_service_t *s, keel_errmsg_t *msg)
@@ -322,9 +279,6 @@ int keel_service_init(keel_service_t *s, keel_loop_t *loop, const keel_service_c
     snprintf(labels, sizeof(labels), "service=\"%s\"", s->name);
     s->inflight = keel_metrics_gauge(s->metrics, "keel_service_requests_in_flight",
                                      "Requests being handled (saturation).", labels);
-    s->m_heartbeat_failures = keel_metrics_counter(
-        s->metrics, "keel_service_registry_failures_total",
-        "Registrations and heartbeats the registry did not acknowledge.", labels);
     keel_http_server_config_t hc = cfg->http;
     hc.drain_timeout_ms = cfg->drain_timeout_ms;
     hc.metrics = s->metrics;
@@ -435,14 +389,7 @@ void keel_service_drain(keel_service_t *s)
         return;
     }
     /* deregister first: callers stop picking this instance while it still answers */
-    keel_timer_stop(&s->reg_timer);
-    const char *argv[] = {"KEEL.REG", "DEREGISTER", s->instance_id};
-    if (keel_client_command_timeout(s->reg, 3, argv, NULL, s->cfg.deregister_wait_ms,
-                                    on_deregistered, s) != 0) {
-        start_shutdown(s);
-        return;
-    }
-    keel_timer_start(&s->reg_timer, s->cfg.deregister_wait_ms + 100, 0, deregister_waited, s);
+    keel_registration_deregister(s->reg, s->cfg.deregister_wait_ms, deregistered, s);
 }
 
 int keel_service_start(keel_service_t *s, keel_errmsg_t *msg)

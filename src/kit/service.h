@@ -9,6 +9,7 @@
 #include "base/metrics.h"
 #include "base/rand.h"
 #include "client/client.h"
+#include "kit/registration.h"
 #include "proto/router.h"
 #include "proto/trace.h"
 #include "runtime/http_server.h"
@@ -49,6 +50,12 @@
 
 typedef struct keel_service keel_service_t;
 
+#define KEEL_SERVICE_REQUEST_ID_BYTES_MAX 128u
+#define KEEL_SERVICE_REQUEST_ID_HEADER "X-Request-Id"
+
+/* Whether v[0..n) may be kept as a request id (the rule above). */
+bool keel_service_request_id_ok(const char *v, size_t n);
+
 typedef struct keel_service_req {
     keel_http_req_t *http; /* answer with keel_http_respond*(req->http, ...) */
     keel_service_t *svc;
@@ -58,6 +65,11 @@ typedef struct keel_service_req {
      * its children). An async continuation calls keel_service_req_enter() first. */
     keel_trace_ctx_t trace;
     char trace_id[KEEL_LOG_TRACE_ID_BYTES + 1];
+    /* The caller's X-Request-Id when it is 1..KEEL_SERVICE_REQUEST_ID_BYTES_MAX bytes of
+     * letters, digits and -_.:@+=/ (anything else is replaced), else a new one (32 hex digits).
+     * It is on every log line the handler writes ("request_id"), echoed on the answer and sent
+     * on the handler's outbound calls (keel_call_from). */
+    char request_id[KEEL_SERVICE_REQUEST_ID_BYTES_MAX + 1];
 } keel_service_req_t;
 
 typedef void (*keel_service_handler_fn)(keel_service_req_t *req, void *data);
@@ -113,14 +125,11 @@ struct keel_service {
     keel_gauge_t *inflight;
     keel_rand_t rand; /* span ids */
     bool started, draining, app_ready, stopped, in_handler;
-    /* registration */
-    keel_client_t *reg;     /* NULL without a registry */
-    keel_timer_t reg_timer; /* heartbeats, then the drain's wait for DEREGISTER */
-    bool reg_timer_on, registered, reg_pending, shutdown_started;
+    /* registration (kit/registration.h) */
+    keel_registration_t *reg; /* NULL without a registry */
+    bool shutdown_started;
     char instance_id[KEEL_SERVICE_ID_BYTES_MAX];
     char advertise[64];
-    char seeds_text[512];
-    keel_counter_t *m_heartbeat_failures;
     /* idempotency keys: NULL without cfg.idem.servers */
     keel_idem_t *idem;
     char idem_prefix[KEEL_IDEM_PREFIX_BYTES_MAX];

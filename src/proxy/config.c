@@ -488,27 +488,43 @@ static void cluster_outlier(ctx_t *c, yaml_node_t *v, void *base)
 
 static void health_path(ctx_t *c, yaml_node_t *v, void *base)
 {
-    char **p = &((keel_proxy_cluster_t *)base)->health.path;
+    char **p = &((keel_proxy_health_t *)base)->path;
     if (to_str(c, v, "path", false, p) && (*p)[0] != '/')
         ERR(c, v, "path: '%s' must start with '/'", *p);
 }
 
-static void cluster_health(ctx_t *c, yaml_node_t *v, void *base)
+static void health_default(keel_proxy_health_t *h)
+{
+    h->interval_ms = 5000;
+    h->timeout_ms = 1000;
+    h->healthy_threshold = 2;
+    h->unhealthy_threshold = 3;
+}
+
+/* A health_check section (a cluster's or the sidecar's app's): GET path, or a TCP connect. */
+static void load_health(ctx_t *c, yaml_node_t *v, keel_proxy_health_t *h)
 {
     static const field_t f[] = {
         {"path", F_FN, 0, 0, 0, health_path},
-        {"interval_ms", F_MS, offsetof(keel_proxy_cluster_t, health.interval_ms), 10, DAY_MS, NULL},
-        {"timeout_ms", F_MS, offsetof(keel_proxy_cluster_t, health.timeout_ms), 1, DAY_MS, NULL},
-        {"healthy_threshold", F_U32, offsetof(keel_proxy_cluster_t, health.healthy_threshold), 1,
-         1000, NULL},
-        {"unhealthy_threshold", F_U32, offsetof(keel_proxy_cluster_t, health.unhealthy_threshold),
-         1, 1000, NULL},
+        {"tcp", F_BOOL, offsetof(keel_proxy_health_t, tcp), 0, 0, NULL},
+        {"interval_ms", F_MS, offsetof(keel_proxy_health_t, interval_ms), 10, DAY_MS, NULL},
+        {"timeout_ms", F_MS, offsetof(keel_proxy_health_t, timeout_ms), 1, DAY_MS, NULL},
+        {"healthy_threshold", F_U32, offsetof(keel_proxy_health_t, healthy_threshold), 1, 1000,
+         NULL},
+        {"unhealthy_threshold", F_U32, offsetof(keel_proxy_health_t, unhealthy_threshold), 1, 1000,
+         NULL},
     };
-    keel_proxy_cluster_t *cl = base;
-    cl->health.enabled = true;
-    load_fields(c, v, f, N(f), base, "health_check");
-    if (cl->health.path == NULL)
-        ERR(c, v, "health_check: 'path' is required");
+    h->enabled = true;
+    load_fields(c, v, f, N(f), h, "health_check");
+    if ((h->path == NULL) == !h->tcp)
+        ERR(c, v, "health_check: give one of 'path' (an HTTP GET) or 'tcp: true' (a connect)");
+    if (h->timeout_ms > h->interval_ms)
+        ERR(c, v, "health_check: timeout_ms must not exceed interval_ms");
+}
+
+static void cluster_health(ctx_t *c, yaml_node_t *v, void *base)
+{
+    load_health(c, v, &((keel_proxy_cluster_t *)base)->health);
 }
 
 /* A registry service name or tag: what KEEL.REG accepts (no spaces or control characters). */
@@ -576,10 +592,7 @@ static void cluster_default(keel_proxy_cluster_t *cl)
     cl->outlier_sr_request_volume = 100;
     cl->breaker_slow_call_rate_pct = 0;
     cl->breaker_slow_call_ms = 60000;
-    cl->health.interval_ms = 5000;
-    cl->health.timeout_ms = 1000;
-    cl->health.healthy_threshold = 2;
-    cl->health.unhealthy_threshold = 3;
+    health_default(&cl->health);
 }
 
 static void load_cluster(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
@@ -603,8 +616,6 @@ static void load_cluster(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
             ERR(c, item, "cluster '%s' is defined twice", cl->name);
     if (cl->balance == NULL)
         cl->balance = strdup(cl->hash_on != KEEL_PROXY_HASH_NONE ? "ring" : "round_robin");
-    if (cl->health.enabled && cl->health.timeout_ms > cl->health.interval_ms)
-        ERR(c, item, "health_check: timeout_ms must not exceed interval_ms");
 }
 
 static void top_clusters(ctx_t *c, yaml_node_t *v, void *base)
@@ -924,11 +935,17 @@ static void m_query(ctx_t *c, yaml_node_t *v, void *base)
     each_item(c, v, "query", KEEL_PROXY_MATCH_FIELDS_MAX, load_query_match, base);
 }
 
+static void m_listener(ctx_t *c, yaml_node_t *v, void *base)
+{
+    to_str(c, v, "listener", false, &((keel_proxy_route_t *)base)->listener);
+}
+
 static const field_t match_fields[] = {
-    {"host", F_FN, 0, 0, 0, m_host},       {"exact", F_FN, 0, 0, 0, m_exact},
-    {"prefix", F_FN, 0, 0, 0, m_prefix},   {"regex", F_FN, 0, 0, 0, m_regex},
-    {"methods", F_FN, 0, 0, 0, m_methods}, {"headers", F_FN, 0, 0, 0, m_headers},
-    {"query", F_FN, 0, 0, 0, m_query},     {"template", F_FN, 0, 0, 0, m_template},
+    {"listener", F_FN, 0, 0, 0, m_listener}, {"host", F_FN, 0, 0, 0, m_host},
+    {"exact", F_FN, 0, 0, 0, m_exact},       {"prefix", F_FN, 0, 0, 0, m_prefix},
+    {"regex", F_FN, 0, 0, 0, m_regex},       {"methods", F_FN, 0, 0, 0, m_methods},
+    {"headers", F_FN, 0, 0, 0, m_headers},   {"query", F_FN, 0, 0, 0, m_query},
+    {"template", F_FN, 0, 0, 0, m_template},
 };
 
 static void r_match(ctx_t *c, yaml_node_t *v, void *base)
@@ -1484,12 +1501,11 @@ static void top_via(ctx_t *c, yaml_node_t *v, void *base)
 }
 
 /* "host:port" or several, comma-separated (keel server nodes; any of them answers). */
-static void top_registry(ctx_t *c, yaml_node_t *v, void *base)
+static void to_registry(ctx_t *c, yaml_node_t *v, char **out)
 {
-    keel_proxy_config_t *cfg = base;
-    if (!to_str(c, v, "registry", false, &cfg->registry))
+    if (!to_str(c, v, "registry", false, out))
         return;
-    char *copy = strdup(cfg->registry);
+    char *copy = strdup(*out);
     uint32_t n = 0;
     for (char *save = NULL, *tok = copy ? strtok_r(copy, ",", &save) : NULL; tok != NULL;
          tok = strtok_r(NULL, ",", &save), n++) {
@@ -1508,6 +1524,118 @@ static void top_registry(ctx_t *c, yaml_node_t *v, void *base)
     free(copy);
 }
 
+static void top_registry(ctx_t *c, yaml_node_t *v, void *base)
+{
+    to_registry(c, v, &((keel_proxy_config_t *)base)->registry);
+}
+
+static void sc_registry(ctx_t *c, yaml_node_t *v, void *base)
+{
+    to_registry(c, v, &((keel_proxy_sidecar_t *)base)->registry);
+}
+
+/* ---- sidecar ----------------------------------------------------------------------------- */
+
+static void sc_service(ctx_t *c, yaml_node_t *v, void *base)
+{
+    to_reg_name(c, v, "service", &((keel_proxy_sidecar_t *)base)->service);
+}
+
+static void sc_id(ctx_t *c, yaml_node_t *v, void *base)
+{
+    to_reg_name(c, v, "id", &((keel_proxy_sidecar_t *)base)->id);
+}
+
+static void sc_app(ctx_t *c, yaml_node_t *v, void *base)
+{
+    to_address(c, v, "app", false, &((keel_proxy_sidecar_t *)base)->app);
+}
+
+static void sc_advertise(ctx_t *c, yaml_node_t *v, void *base)
+{
+    to_address(c, v, "advertise", false, &((keel_proxy_sidecar_t *)base)->advertise);
+}
+
+static void sc_version(ctx_t *c, yaml_node_t *v, void *base)
+{
+    to_reg_name(c, v, "version", &((keel_proxy_sidecar_t *)base)->version);
+}
+
+static void sc_registry(ctx_t *c, yaml_node_t *v, void *base);
+
+static void load_sc_tag(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
+{
+    keel_proxy_sidecar_t *sc = arg;
+    to_reg_name(c, item, "tag", &sc->tags[i]);
+    sc->tags_count = i + 1;
+}
+
+static void sc_tags(ctx_t *c, yaml_node_t *v, void *base)
+{
+    each_item(c, v, "sidecar: tags", KEEL_PROXY_SIDECAR_TAGS_MAX, load_sc_tag, base);
+}
+
+/* meta: {key: value, ...}: what KEEL.REG META takes (no spaces in keys). */
+static void sc_meta(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_sidecar_t *sc = base;
+    if (v->type != YAML_MAPPING_NODE) {
+        ERR(c, v, "sidecar: meta: expected a mapping (key: value lines)");
+        return;
+    }
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        if (sc->meta_count >= KEEL_PROXY_SIDECAR_META_MAX) {
+            ERR(c, v, "sidecar: meta: more than %u entries", KEEL_PROXY_SIDECAR_META_MAX);
+            return;
+        }
+        uint32_t k = 2 * sc->meta_count++;
+        to_reg_name(c, node_at(c, p->key), "meta key", &sc->meta[k]);
+        to_str(c, node_at(c, p->value), "meta value", false, &sc->meta[k + 1]);
+    }
+}
+
+static void sc_health(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_sidecar_t *sc = base;
+    sc->health.tcp = false;
+    load_health(c, v, &sc->health);
+}
+
+static void top_sidecar(ctx_t *c, yaml_node_t *v, void *base)
+{
+    static const field_t f[] = {
+        {"service", F_FN, 0, 0, 0, sc_service},
+        {"id", F_FN, 0, 0, 0, sc_id},
+        {"app", F_FN, 0, 0, 0, sc_app},
+        {"inbound", F_STR, offsetof(keel_proxy_sidecar_t, inbound), 0, 0, NULL},
+        {"advertise", F_FN, 0, 0, 0, sc_advertise},
+        {"tags", F_FN, 0, 0, 0, sc_tags},
+        {"meta", F_FN, 0, 0, 0, sc_meta},
+        {"weight", F_U32, offsetof(keel_proxy_sidecar_t, weight), 1, 65535, NULL},
+        {"version", F_FN, 0, 0, 0, sc_version},
+        {"registry", F_FN, 0, 0, 0, sc_registry},
+        {"ttl_ms", F_MS, offsetof(keel_proxy_sidecar_t, ttl_ms), 100, DAY_MS, NULL},
+        {"deregister_wait_ms", F_MS, offsetof(keel_proxy_sidecar_t, deregister_wait_ms), 0, 60000,
+         NULL},
+        {"drain_ms", F_MS, offsetof(keel_proxy_sidecar_t, drain_ms), 0, 600000, NULL},
+        {"health_check", F_FN, 0, 0, 0, sc_health},
+    };
+    keel_proxy_sidecar_t *sc = &((keel_proxy_config_t *)base)->sidecar;
+    sc->enabled = true;
+    sc->line = line_of(v);
+    sc->ttl_ms = 5000;
+    sc->deregister_wait_ms = 2000;
+    sc->drain_ms = 1000;
+    health_default(&sc->health);
+    sc->health.enabled = true;
+    sc->health.tcp = true; /* without a health_check: a connect to the app */
+    load_fields(c, v, f, N(f), sc, "sidecar");
+    if (sc->service == NULL)
+        ERR(c, v, "sidecar: 'service' is required");
+    if (sc->app == NULL)
+        ERR(c, v, "sidecar: 'app' (the local app's host:port) is required");
+}
+
 static void top_skip(ctx_t *c, yaml_node_t *v, void *base)
 {
     (void)c, (void)v, (void)base; /* clusters, jwt_providers: loaded first (load_document) */
@@ -1524,6 +1652,7 @@ static const field_t top_fields[] = {
     {"registry", F_FN, 0, 0, 0, top_registry},
     {"access_log", F_BOOL, offsetof(keel_proxy_config_t, access_log), 0, 0, NULL},
     {"workers", F_U32, offsetof(keel_proxy_config_t, workers), 1, KEEL_PROXY_WORKERS_MAX, NULL},
+    {"sidecar", F_FN, 0, 0, 0, top_sidecar},
 };
 
 /* ---- the whole document ------------------------------------------------------------------ */
@@ -1563,6 +1692,41 @@ static void resolve_refs(ctx_t *c, route_load_t *rl)
         if (r->weight_total == 0)
             errl(c, r->line, "route '%s': weighted_clusters weights add up to 0", r->name);
     }
+}
+
+/* 1 + the index of the listener called name, or 0. */
+static uint32_t listener_1(const keel_proxy_config_t *cfg, const char *name)
+{
+    for (uint32_t i = 0; i < cfg->listeners_count; i++)
+        if (cfg->listeners[i].name && strcmp(cfg->listeners[i].name, name) == 0)
+            return i + 1;
+    return 0;
+}
+
+/* Routes' `listener` and the sidecar's `inbound`, by name; the sidecar's registry. */
+static void resolve_listeners(ctx_t *c)
+{
+    keel_proxy_config_t *cfg = c->cfg;
+    for (uint32_t i = 0; i < cfg->routes_count; i++) {
+        keel_proxy_route_t *r = &cfg->routes[i];
+        if (r->listener != NULL && (r->listener_1 = listener_1(cfg, r->listener)) == 0)
+            errl(c, r->line, "route '%s': no listener named '%s'", r->name ? r->name : "?",
+                 r->listener);
+    }
+    keel_proxy_sidecar_t *sc = &cfg->sidecar;
+    if (!sc->enabled)
+        return;
+    if (sc->inbound != NULL) {
+        uint32_t k = listener_1(cfg, sc->inbound);
+        if (k == 0)
+            errl(c, sc->line, "sidecar: no listener named '%s' (inbound)", sc->inbound);
+        sc->inbound_listener = k > 0 ? k - 1 : 0;
+    }
+    if (sc->registry == NULL && cfg->registry != NULL &&
+        (sc->registry = strdup(cfg->registry)) == NULL)
+        errl(c, sc->line, "out of memory");
+    if (sc->registry == NULL)
+        errl(c, sc->line, "sidecar: 'registry' is required (here or at the top level)");
 }
 
 int keel_proxy_config_cluster(const keel_proxy_config_t *cfg, const char *name)
@@ -1614,6 +1778,7 @@ static void load_document(ctx_ext_t *x, route_load_t *rl)
     }
     if (c->cfg->listeners_count == 0)
         ERR(c, root, "at least one listener is required");
+    resolve_listeners(c);
     for (uint32_t i = 0; i < c->cfg->listeners_count; i++)
         for (uint32_t k = 0; k < i; k++) {
             keel_proxy_listener_t *a = &c->cfg->listeners[i], *b = &c->cfg->listeners[k];
@@ -1704,6 +1869,7 @@ void keel_proxy_config_free(keel_proxy_config_t *cfg)
     for (uint32_t i = 0; i < cfg->routes_count; i++) {
         keel_proxy_route_t *r = &cfg->routes[i];
         free(r->name);
+        free(r->listener);
         free(r->host);
         free(r->path);
         if (r->path_kind == KEEL_PROXY_PATH_REGEX)
@@ -1748,6 +1914,19 @@ void keel_proxy_config_free(keel_proxy_config_t *cfg)
             free(pv->claims_to_headers[k].header);
         }
     }
+    keel_proxy_sidecar_t *sc = &cfg->sidecar;
+    free(sc->service);
+    free(sc->id);
+    free(sc->app);
+    free(sc->inbound);
+    free(sc->advertise);
+    for (uint32_t k = 0; k < sc->tags_count; k++)
+        free(sc->tags[k]);
+    for (uint32_t k = 0; k < 2 * sc->meta_count; k++)
+        free(sc->meta[k]);
+    free(sc->version);
+    free(sc->registry);
+    free(sc->health.path);
     free(cfg->admin_address);
     free(cfg->registry);
     free(cfg->via);

@@ -97,7 +97,8 @@ typedef enum keel_proxy_hash_on {
 
 typedef struct keel_proxy_health {
     bool enabled;
-    char *path;
+    bool tcp;   /* a TCP connect is the check (no request); else GET path */
+    char *path; /* NULL with tcp */
     keel_ms_t interval_ms, timeout_ms;
     uint32_t healthy_threshold, unhealthy_threshold;
 } keel_proxy_health_t;
@@ -269,7 +270,9 @@ typedef struct keel_proxy_route {
     char *name;
     int line;
     /* match */
-    char *host; /* lower-case, no port; NULL: any */
+    char *listener;      /* the listener the request came in on (by name); NULL: any */
+    uint32_t listener_1; /* 1 + its index, resolved; 0: any */
+    char *host;          /* lower-case, no port; NULL: any */
     keel_proxy_path_kind_t path_kind;
     char *path;
     regex_t path_regex; /* PATH_REGEX */
@@ -307,6 +310,38 @@ typedef struct keel_proxy_route {
     keel_proxy_jwt_req_t jwt;
 } keel_proxy_route_t;
 
+#define KEEL_PROXY_SIDECAR_TAGS_MAX 16u
+#define KEEL_PROXY_SIDECAR_META_MAX 16u /* key/value pairs */
+
+/*
+ * Sidecar mode (docs/proxy.md, "Sidecar"): the proxy runs beside one app, registers it in keel
+ * server's registry under `service`, checks it (health) and keeps the registration's TTL check
+ * passing, warning or critical by the check's verdict, and deregisters it on SIGTERM before
+ * the listeners close. Read at start: a reload may not change it.
+ */
+typedef struct keel_proxy_sidecar {
+    bool enabled;
+    int line;
+    char *service; /* the registry's service name */
+    char *id;      /* instance id; NULL: "<service>-<host>-<port>" of the advertised address */
+    char *app;     /* "127.0.0.1:8081": the local app, where the health check goes */
+    char *inbound; /* the listener in front of the app (its address is registered); NULL: the
+                      first listener */
+    uint32_t inbound_listener; /* its index, resolved */
+    char *advertise; /* "host:port" registered instead of the inbound listener's address */
+    char *tags[KEEL_PROXY_SIDECAR_TAGS_MAX];
+    uint32_t tags_count;
+    char *meta[2 * KEEL_PROXY_SIDECAR_META_MAX]; /* key, value, key, value ... */
+    uint32_t meta_count;                         /* pairs */
+    uint32_t weight;                             /* 0: the registry's default (1) */
+    char *version;
+    char *registry;               /* keel server seeds; NULL: the top-level registry's */
+    keel_ms_t ttl_ms;             /* default 5000; heartbeats every ttl_ms / 3 */
+    keel_ms_t deregister_wait_ms; /* SIGTERM waits this long for DEREGISTER; default 2000 */
+    keel_ms_t drain_ms;           /* then keeps serving this long before closing; 1000 */
+    keel_proxy_health_t health;   /* of the app; default a TCP connect every 5 s */
+} keel_proxy_sidecar_t;
+
 typedef struct keel_proxy_config {
     keel_proxy_listener_t listeners[KEEL_PROXY_LISTENERS_MAX];
     uint32_t listeners_count;
@@ -323,6 +358,7 @@ typedef struct keel_proxy_config {
     bool access_log;  /* one JSON line per request on the log (stderr); default off */
     uint32_t workers; /* event-loop threads, 1..KEEL_PROXY_WORKERS_MAX; 0 (absent): one per
                        * online core, decided when the proxy starts (docs/proxy.md) */
+    keel_proxy_sidecar_t sidecar;
 } keel_proxy_config_t;
 
 /*

@@ -2,6 +2,9 @@
  */
 #include "proxy/proxy_int.h"
 
+#include "proxy/health.h"
+#include "proxy/sidecar.h"
+
 #include "base/crc32c.h"
 #include "base/log.h"
 #include "runtime/clock.h"
@@ -88,8 +91,9 @@ static void on_breaker_transition(void *data, keel_breaker_state_t from, keel_br
                   KF_STR("to", keel_breaker_state_name(to)));
 }
 
-/* A health check's verdict on host h: err 0 with the status, or the error. Health checks run
- * once, on worker 0; the verdict reaches every worker through the shared balancer. */
+/* A health check's verdict (proxy/health.h: the probe and its thresholds) on host h: err 0 with the
+ * status, or the error. Health checks run once, on worker 0; the verdict reaches every worker
+ * through the shared balancer. */
 static void hc_result_locked(keel__phost_t *h, int err, int status);
 
 static void hc_result(keel__phost_t *h, int err, int status)
@@ -102,38 +106,31 @@ static void hc_result(keel__phost_t *h, int err, int status)
 static void hc_result_locked(keel__phost_t *h, int err, int status)
 {
     keel__pcluster_t *cl = h->cl;
-    bool ok = err == 0 && status >= 200 && status < 300;
-    const keel_proxy_health_t *hc = &cl->cfg->health;
-    if (ok) {
-        h->hc_ok_run++;
-        h->hc_fail_run = 0;
-        if (!h->healthy && h->hc_ok_run >= hc->healthy_threshold) {
-            h->healthy = true;
-            keel_log_info("proxy: host healthy", KF_STR("cluster", cl->cfg->name),
-                          KF_STR("host", h->address));
-            keel__proxy_apply_state(cl, h->idx);
-        }
-    } else {
-        h->hc_fail_run++;
-        h->hc_ok_run = 0;
-        if (h->healthy && h->hc_fail_run >= hc->unhealthy_threshold) {
-            h->healthy = false;
-            keel_log_warn("proxy: host unhealthy", KF_STR("cluster", cl->cfg->name),
-                          KF_STR("host", h->address),
-                          KF_STR("error", err ? keel_strerror(err) : "status"));
-            keel__proxy_apply_state(cl, h->idx);
-        }
-    }
+    int turned = keel_proxy_health_judge(&cl->cfg->health, keel_proxy_probe_passed(err, status),
+                                         &h->hc_ok_run, &h->hc_fail_run, &h->healthy);
+    if (turned > 0)
+        keel_log_info("proxy: host healthy", KF_STR("cluster", cl->cfg->name),
+                      KF_STR("host", h->address));
+    else if (turned < 0)
+        keel_log_warn("proxy: host unhealthy", KF_STR("cluster", cl->cfg->name),
+                      KF_STR("host", h->address),
+                      KF_STR("error", err ? keel_strerror(err) : "status"));
+    if (turned != 0)
+        keel__proxy_apply_state(cl, h->idx);
 }
 
-static void hc_done(int err, const keel_http_msg_t *resp, void *data)
+static void hc_done(int err, int status, void *data)
 {
     keel__phost_t *h = data;
     keel__pcluster_t *cl = h->cl;
+    keel_proxy_t *p = cl->p;
+    bool tcp = cl->cfg->health.tcp;
     h->hc_inflight = false;
-    if (!cl->retired && err != KEEL_ECANCELED)
-        hc_result(h, err, err == 0 ? resp->status : 0);
+    if (!cl->retired && !p->stopping && err != KEEL_ECANCELED)
+        hc_result(h, err, status);
     keel__cluster_unref(cl); /* taken when the check was sent */
+    if (tcp)                 /* a TCP probe's handles are the proxy's to wait for */
+        keel__proxy_handle_closed(p);
 }
 
 static void hc_tick(keel_timer_t *t, void *data)
@@ -145,12 +142,13 @@ static void hc_tick(keel_timer_t *t, void *data)
         keel__phost_t *h = &cl->hosts[i];
         if (h->hc_inflight || h->gone)
             continue;
-        keel_http_client_request_t rq = {HTTP_GET, h->address, cl->cfg->health.path,      NULL, 0,
-                                         NULL,     0,          cl->cfg->health.timeout_ms};
-        int rc = keel_http_client_request(&cl->p->hc, &rq, hc_done, h, NULL);
+        int rc = keel_proxy_probe(cl->p->loop, cl->p->hc_on ? &cl->p->hc : NULL, h->address,
+                                  &cl->cfg->health, hc_done, h);
         if (rc == 0) {
             h->hc_inflight = true;
             keel__cluster_ref(cl); /* the host must outlive the check */
+            if (cl->cfg->health.tcp)
+                cl->p->handles_open++;
         } else {
             hc_result(h, rc, 0);
         }
@@ -1033,7 +1031,7 @@ uint32_t keel__proxy_workers_wanted(const keel_proxy_config_t *cfg)
 static int ensure_health_client(keel_proxy_t *p, const keel_proxy_config_t *cfg, keel_errmsg_t *msg)
 {
     for (uint32_t c = 0; c < cfg->clusters_count && !p->hc_on; c++)
-        if (cfg->clusters[c].health.enabled) {
+        if (cfg->clusters[c].health.enabled && !cfg->clusters[c].health.tcp) {
             keel_http_client_config_t hc = keel_http_client_config_default();
             int rc = keel_http_client_init(&p->hc, p->loop, &hc, msg);
             if (rc != 0)
@@ -1089,6 +1087,12 @@ int keel_proxy_reload(keel_proxy_t *p, const char *text, size_t len, keel_proxy_
         free(cfg);
         keel_counter_inc(p->m_reloads_failed);
         return keel_errf(msg, KEEL_EINVAL, "workers changed: a restart is needed for that");
+    }
+    if (!keel_sidecar_same(&cfg->sidecar, &p->gen->cfg->sidecar)) {
+        keel_proxy_config_free(cfg);
+        free(cfg);
+        keel_counter_inc(p->m_reloads_failed);
+        return keel_errf(msg, KEEL_EINVAL, "the sidecar section changed: a restart is needed");
     }
     keel__pgen_t *g;
     if ((rc = ensure_health_client(p, cfg, msg)) != 0) {

@@ -552,6 +552,7 @@ void keel__proxy_on_connection(uv_stream_t *server, int status)
         return;
     d->kind = KEEL__CONN_DOWN;
     d->p = p;
+    d->listener_1 = (uint32_t)(l - p->listeners) + 1;
     keel_list_init(&d->link);
     uv_tcp_init(&p->loop->uv, &d->tcp);
     d->tcp.data = d;
@@ -795,11 +796,13 @@ static int build_up_head(keel__dconn_t *d, const char *base, const keel_h1_head_
     rc |= keel_buf_append_str(o, " HTTP/1.1\r\n");
     const char *xff = NULL;
     uint32_t xff_len = 0;
-    bool had_length = false;
+    bool had_length = false, had_request_id = false;
     for (uint32_t i = 0; i < h->fields_count; i++) {
         keel_h1_span_t nm = h->fields[i].name, v = h->fields[i].value;
         if (keel_h1_span_is(base, nm, "content-length"))
             had_length = true;
+        if (keel_h1_span_is(base, nm, "x-request-id"))
+            had_request_id = true;
         if (keel_h1_is_hop_by_hop(base, h, nm) || keel_h1_span_is(base, nm, "expect") ||
             keel_h1_span_is(base, nm, "x-forwarded-proto") ||
             keel_h1_span_is(base, nm, "x-keel-timeout-ms") || is_trace_field(base, nm) ||
@@ -828,6 +831,10 @@ static int build_up_head(keel__dconn_t *d, const char *base, const keel_h1_head_
         rc |= keel_buf_append(o, "\r\n", 2);
     }
     rc |= keel_buf_append_str(o, "X-Forwarded-Proto: http\r\n");
+    if (!had_request_id) /* Envoy's rule: a request id passes through, or one is made up */
+        rc |= keel_buf_printf(o, "X-Request-Id: %016llx%016llx\r\n",
+                              (unsigned long long)keel_rand_u64(&d->p->rand),
+                              (unsigned long long)keel_rand_u64(&d->p->rand));
     char tp[KEEL_TRACE_B3_BYTES_MAX];
     keel_trace_format_traceparent(&x->trace, tp);
     rc |= keel_buf_append(o, "traceparent: ", 13);
@@ -1290,7 +1297,7 @@ static void x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
                                        base + h->fields[i].value.off, h->fields[i].value.len};
     keel_proxy_req_view_t view = {
         base + h->method.off, h->method.len, NULL, 0, path, path_len, query, query_len, views,
-        h->fields_count};
+        h->fields_count,      d->listener_1};
     if (h->host_field >= 0) {
         view.host = base + h->fields[h->host_field].value.off;
         view.host_len = h->fields[h->host_field].value.len;

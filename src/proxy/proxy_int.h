@@ -307,6 +307,7 @@ struct keel__dconn {
     keel_ms_t head_start_ms; /* first byte of the head being read, 0 when none */
     keel_ms_t active_ms;     /* last progress on this connection */
     char peer[64];           /* client IP, for X-Forwarded-For and keys */
+    uint32_t listener_1;     /* 1 + the index of the listener it came in on (route match) */
     bool reading, closing, eof;
     bool processing; /* inside d_process: x_complete must not re-enter it */
     bool shut;       /* our side is half-closed (uv_shutdown started) */

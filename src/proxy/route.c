@@ -120,6 +120,8 @@ static bool path_ok(const keel_proxy_route_t *r, const keel_proxy_req_view_t *re
 
 bool keel_proxy_route_matches(const keel_proxy_route_t *r, const keel_proxy_req_view_t *req)
 {
+    if (r->listener_1 != 0 && r->listener_1 != req->listener_1)
+        return false;
     if (r->host != NULL && !host_ok(r->host, req))
         return false;
     if (!path_ok(r, req))

@@ -42,6 +42,7 @@ typedef struct keel_proxy_req_view {
     size_t query_len;
     const keel_proxy_header_view_t *headers;
     size_t headers_count;
+    uint32_t listener_1; /* 1 + the index of the listener it came in on; 0: unknown */
 } keel_proxy_req_view_t;
 
 /* Longest path or value the regex conditions look at; longer ones do not match a regex. */

@@ -51,6 +51,8 @@ struct keel_http_conn {
     void *answer_data;
     keel_http_respond_fn respond_fn;
     void *respond_data;
+    const char *extra_name; /* keel_http_req_set_response_field; NULL: none */
+    char extra_value[KEEL_HTTP_EXTRA_VALUE_BYTES_MAX + 1];
 };
 
 keel_http_server_config_t keel_http_server_config_default(void)
@@ -337,6 +339,7 @@ static void dispatch(keel_http_conn_t *c)
         c->gone_fn = NULL;
         c->answer_fn = NULL;
         c->respond_fn = NULL;
+        c->extra_name = NULL;
         r->handler(&c->req, r->data);
         return;
     }
@@ -728,6 +731,16 @@ void keel_http_req_on_answer(keel_http_req_t *req,
     req->conn->answer_data = data;
 }
 
+int keel_http_req_set_response_field(keel_http_req_t *req, const char *name, const char *value)
+{
+    size_t n = strlen(value);
+    if (n > KEEL_HTTP_EXTRA_VALUE_BYTES_MAX)
+        return KEEL_ETOOBIG;
+    memcpy(req->conn->extra_value, value, n + 1);
+    req->conn->extra_name = name;
+    return 0;
+}
+
 void keel_http_req_on_respond(keel_http_req_t *req, keel_http_respond_fn fn, void *data)
 {
     assert(req->conn->req_pending);
@@ -769,8 +782,27 @@ int keel_http_respond(keel_http_req_t *req, int status, const keel_http_header_t
     if (m->method == HTTP_HEAD)
         flags |= KEEL_HTTP_W_HEAD;
     refresh_date(srv);
+    /* the request's extra field goes after the handler's (a few fields on the stack, else a
+       copy on the heap) */
+    keel_http_header_t few[17], *all = NULL;
+    if (c->extra_name != NULL) {
+        all = headers_count < 16 ? few : malloc((headers_count + 1) * sizeof(*all));
+        if (all != NULL) {
+            if (headers_count > 0)
+                memcpy(all, headers, headers_count * sizeof(*all));
+            all[headers_count] = (keel_http_header_t){.name = c->extra_name,
+                                                      .name_len = strlen(c->extra_name),
+                                                      .value = c->extra_value,
+                                                      .value_len = strlen(c->extra_value)};
+            headers = all;
+            headers_count++;
+        }
+        c->extra_name = NULL;
+    }
     int rc = keel_http_write_response(&c->out, status, headers, headers_count, body, body_len,
                                       flags, srv->date_line);
+    if (all != NULL && all != few)
+        free(all);
     if (rc != 0) {
         write_error(c, 500, "response too large", true);
     } else {
@@ -803,7 +835,7 @@ int keel_http_respond_error(keel_http_req_t *req, int status, const char *messag
     char esc[384], body[512];
     size_t esc_len;
     keel_json_escape(esc, sizeof(esc), message, strlen(message), &esc_len);
-    int n = snprintf(body, sizeof(body), "{\"error\":{\"code\":%d,\"message\":\"%s\"}}", status,
-                     esc);
+    int n =
+        snprintf(body, sizeof(body), "{\"error\":{\"code\":%d,\"message\":\"%s\"}}", status, esc);
     return keel_http_respond_body(req, status, "application/json", body, (size_t)n);
 }

@@ -165,6 +165,13 @@ void keel_http_req_on_answer(keel_http_req_t *req,
  * cleared first, so fn answers with keel_http_respond(), now or later (async is fine: req
  * stays valid until answered). What fn gets is borrowed for the call. The kit's
  * idempotency keys store an answer before it leaves (tx/idem.h). fn NULL clears it. */
+/* A field added to req's answer, whatever handler answers it (the kit's X-Request-Id echo).
+ * name is borrowed until the answer (a literal); value is copied (at most
+ * KEEL_HTTP_EXTRA_VALUE_BYTES_MAX bytes, else KEEL_ETOOBIG). One per request; a later call
+ * replaces it. */
+#define KEEL_HTTP_EXTRA_VALUE_BYTES_MAX 128u
+int keel_http_req_set_response_field(keel_http_req_t *req, const char *name, const char *value);
+
 typedef int (*keel_http_respond_fn)(keel_http_req_t *req, int status,
                                     const keel_http_header_t *headers, size_t headers_count,
                                     const void *body, size_t body_len, void *data);

@@ -3,6 +3,7 @@ routes with parameters, 404 and 405 with Allow, health, per-route metrics, and t
 drain that lets a request in flight finish before the process exits."""
 
 import http.client
+import json
 import re
 import signal
 import threading
@@ -210,3 +211,43 @@ def test_settings_from_file_environment_and_flags(procs, tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.decode().strip() == (
         "keel-example-notes: environment NOTES_TTL 'soon': expected an integer in 100..600000")
+
+
+def test_x_request_id_is_kept_or_made_echoed_logged_and_sent_on_calls(procs):
+    """The kit keeps a caller's X-Request-Id (safe characters, at most 128 bytes), makes one
+    when it is absent or unsafe, echoes it on the answer and puts it on the handler's log
+    lines; keel-call (the kit's outbound calls) sends the one it is given."""
+    port = free_port()
+    p = procs.start([binary("keel-example-notes"), "--listen", f"127.0.0.1:{port}",
+                     "--log-level", "debug"])
+    p.read_line(r"listening on port \d+")
+    wait_port(port)
+
+    def rid(headers):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("PUT", "/notes/a", body=b"x", headers=headers)
+        r = c.getresponse()
+        r.read()
+        c.close()
+        assert r.status == 204
+        return r.getheader("X-Request-Id")
+
+    assert rid({"X-Request-Id": "order-7f3a:retry.2"}) == "order-7f3a:retry.2"
+    made = rid({})
+    assert re.fullmatch(r"[0-9a-f]{32}", made) and rid({}) != made
+    for unsafe in ["has space", "quote\"", "x" * 129, ""]:
+        got = rid({"X-Request-Id": unsafe})
+        assert re.fullmatch(r"[0-9a-f]{32}", got), (unsafe, got)
+    caller = procs.start([binary("keel-call"), "--endpoints", f"127.0.0.1:{port}", "notes",
+                          "PUT", "/notes/b", "--request-id", "from-keel-call-1"])
+    caller.may_exit = True
+    assert caller.wait(20) == 0, caller.output()
+
+    def logged():
+        lines = [json.loads(line) for line in p.output().splitlines()
+                 if line.startswith("{") and "note written" in line]
+        return {line.get("request_id") for line in lines}
+
+    from conftest import wait_until
+    assert wait_until(lambda: {"order-7f3a:retry.2", made, "from-keel-call-1"} <= logged(), 5), \
+        logged()

@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from conftest import binary, wait_until
+from conftest import binary, wait_until, free_port
 from proxyfake import (
     FakeUpstream,
     closed_by_peer,
@@ -151,6 +151,20 @@ def test_sets_forwarding_headers_and_drops_hop_by_hop_ones(proxy, up):
     assert got["x-end"] == "kept"
     for hop in ("x-secret", "keep-alive", "proxy-connection", "te", "upgrade", "connection"):
         assert hop not in got, hop
+
+
+def test_passes_x_request_id_through_and_adds_one_when_absent(proxy, up):
+    port, _ = proxy
+
+    def sent_upstream(headers):
+        st, _, body = request(port, "GET", "/echo", headers)
+        assert st == 200
+        return [v for k, v in json.loads(body)["headers"] if k.lower() == "x-request-id"]
+
+    assert sent_upstream({"X-Request-Id": "client-id-42"}) == ["client-id-42"]
+    a, b = sent_upstream({}), sent_upstream({})
+    assert len(a) == 1 and re.fullmatch(r"[0-9a-f]{32}", a[0]), a
+    assert len(b) == 1 and b != a  # a new one per request
 
 
 def test_streams_chunked_bodies_both_ways(proxy, up):
@@ -598,6 +612,39 @@ def test_health_checks_take_a_host_out_and_back(procs, tmp_path, up):
         assert other.paths.count("/checked") > before
     finally:
         other.close()
+
+
+def test_tcp_health_checks_follow_whether_a_host_accepts(procs, tmp_path, up):
+    """A `tcp: true` check is a connect, closed at once: a port nobody listens on turns
+    unhealthy, and healthy again once something listens there (no HTTP needed)."""
+    port_b = free_port()
+    clusters_yaml = f"""
+  - name: tcpchecked
+    hosts: [{up.addr}, 127.0.0.1:{port_b}]
+    health_check: {{tcp: true, interval_ms: 100, timeout_ms: 80, healthy_threshold: 2, unhealthy_threshold: 2}}
+"""
+    routes_yaml = """
+  - name: tcpchecked
+    match: {prefix: /tcp}
+    cluster: tcpchecked
+"""
+    _, port, admin = start_proxy(procs, tmp_path, config(up, clusters_yaml, routes_yaml))
+
+    def b_healthy():
+        hosts = {h["address"]: h for h in clusters(admin)["tcpchecked"]["hosts"]}
+        return hosts[f"127.0.0.1:{port_b}"]["healthy"]
+
+    assert wait_until(lambda: not b_healthy(), timeout_s=3)
+    for _ in range(6):  # every request goes to the host that accepts
+        assert request(port, "GET", "/tcp")[0] == 200
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind(("127.0.0.1", port_b))
+    lsock.listen(64)
+    try:
+        assert wait_until(b_healthy, timeout_s=3)
+    finally:
+        lsock.close()
 
 
 # ---- admin and the command line ---------------------------------------------------------------

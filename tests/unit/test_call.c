@@ -39,8 +39,10 @@ static void handle(keel_http_req_t *req, void *data)
     size_t tn = 0, dn = 0;
     const char *tp = keel_http_msg_header(req->msg, "traceparent", &tn);
     const char *dl = keel_http_msg_header(req->msg, KEEL_CALL_TIMEOUT_HEADER, &dn);
-    int n = snprintf(body, sizeof(body), "%s %.*s %.*s", s->name, (int)tn, tp ? tp : "", (int)dn,
-                     dl ? dl : "");
+    size_t rn = 0; /* the request id, after the timeout's digits (atol stops at '|') */
+    const char *rid = keel_http_msg_header(req->msg, "x-request-id", &rn);
+    int n = snprintf(body, sizeof(body), "%s %.*s %.*s|rid=%.*s", s->name, (int)tn, tp ? tp : "",
+                     (int)dn, dl ? dl : "", (int)rn, rid ? rid : "");
     keel_http_respond_body(req, s->status, "text/plain", body, (size_t)n);
 }
 
@@ -328,7 +330,11 @@ static void a_service_logs_and_calls_with_its_callers_trace(void)
     char trace_hex[33];
     keel_trace_id_hex(&parent, trace_hex);
     result_t r = {.e = &e};
-    keel_call_t c = {.method = HTTP_GET, .target = "/m", .has_trace = true, .trace = parent};
+    keel_call_t c = {.method = HTTP_GET,
+                     .target = "/m",
+                     .has_trace = true,
+                     .trace = parent,
+                     .request_id = "rid-outer-1"};
     KT_EQ_INT(keel_caller_call(&e.caller, &c, on_call, &r), 0);
     run_until(&e, 1);
     keel_log_configure(KEEL_LOG_INFO, NULL, NULL, NULL);
@@ -345,6 +351,10 @@ static void a_service_logs_and_calls_with_its_callers_trace(void)
     KT_CHECK(l1 != NULL && l2 != NULL);
     const char *f1 = strstr(m->log, field);
     KT_CHECK(f1 != NULL && f1 < l2 && strstr(f1 + 1, field) != NULL);
+    /* the caller's X-Request-Id: kept by the middle, on both lines, and sent on to good */
+    KT_CHECK(strstr(r.body, "|rid=rid-outer-1") != NULL);
+    const char *q1 = strstr(m->log, "\"request_id\":\"rid-outer-1\"");
+    KT_CHECK(q1 != NULL && q1 < l2 && strstr(q1 + 1, "\"request_id\":\"rid-outer-1\"") != NULL);
 
     keel_caller_close(&m->to_good, middle_caller_closed, NULL);
     keel_service_drain(&m->svc);

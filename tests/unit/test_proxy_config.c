@@ -408,6 +408,81 @@ static void loads_service_clusters_fed_by_the_registry(void)
     KT_CHECK(has_error(3, "'service' needs a top-level 'registry'"));
 }
 
+static void loads_a_sidecar_section_and_listener_matches(void)
+{
+    static const char ok[] = "listeners:\n"
+                             "  - {name: inbound, address: 127.0.0.1:0}\n"
+                             "  - {name: outbound, address: 127.0.0.1:0}\n"
+                             "registry: 127.0.0.1:7001\n"
+                             "sidecar:\n"
+                             "  service: notes\n"
+                             "  id: notes-1\n"
+                             "  app: 127.0.0.1:8081\n"
+                             "  inbound: inbound\n"
+                             "  tags: [v1, blue]\n"
+                             "  meta: {zone: a, rack: r7}\n"
+                             "  weight: 3\n"
+                             "  version: \"1.2\"\n"
+                             "  ttl_ms: 2000\n"
+                             "  health_check: {path: /health, interval_ms: 500, timeout_ms: 100}\n"
+                             "clusters:\n"
+                             "  - {name: app, hosts: [127.0.0.1:8081],\n"
+                             "     health_check: {tcp: true, interval_ms: 100, timeout_ms: 50}}\n"
+                             "routes:\n"
+                             "  - {match: {listener: outbound}, cluster: app}\n"
+                             "  - {match: {listener: inbound, prefix: /}, cluster: app}\n";
+    if (parse(ok) != 0) {
+        dump_errors();
+        KT_FAIL("sidecar refused");
+    }
+    const keel_proxy_sidecar_t *sc = &cfg.sidecar;
+    KT_CHECK(sc->enabled);
+    KT_EQ_STR(sc->service, "notes");
+    KT_EQ_STR(sc->id, "notes-1");
+    KT_EQ_STR(sc->app, "127.0.0.1:8081");
+    KT_EQ_INT(sc->inbound_listener, 0);
+    KT_EQ_INT(sc->tags_count, 2);
+    KT_EQ_STR(sc->tags[1], "blue");
+    KT_EQ_INT(sc->meta_count, 2);
+    KT_EQ_STR(sc->meta[2], "rack");
+    KT_EQ_STR(sc->meta[3], "r7");
+    KT_EQ_INT(sc->weight, 3);
+    KT_EQ_STR(sc->version, "1.2");
+    KT_EQ_STR(sc->registry, "127.0.0.1:7001"); /* the top-level one */
+    KT_EQ_INT(sc->ttl_ms, 2000);
+    KT_CHECK(!sc->health.tcp);
+    KT_EQ_STR(sc->health.path, "/health");
+    KT_EQ_INT(sc->health.interval_ms, 500);
+    KT_CHECK(cfg.clusters[0].health.tcp && cfg.clusters[0].health.path == NULL);
+    KT_EQ_INT(cfg.routes[0].listener_1, 2);
+    KT_EQ_INT(cfg.routes[1].listener_1, 1);
+    keel_proxy_config_free(&cfg);
+    /* without a health_check the app gets a TCP connect */
+    static const char tcp[] = "listeners: [{address: 127.0.0.1:0}]\n"
+                              "sidecar: {service: s, app: 127.0.0.1:1, registry: 127.0.0.1:2}\n";
+    if (parse(tcp) != 0) {
+        dump_errors();
+        KT_FAIL("minimal sidecar refused");
+    }
+    KT_CHECK(cfg.sidecar.health.tcp && cfg.sidecar.health.enabled);
+    keel_proxy_config_free(&cfg);
+    static const char bad[] = "listeners: [{name: in, address: 127.0.0.1:0}]\n" /* 1 */
+                              "sidecar:\n"                                      /* 2 */
+                              "  app: nothost\n"                                /* 3 */
+                              "  inbound: nope\n"                               /* 4 */
+                              "  health_check: {path: /h, tcp: true}\n"         /* 5 */
+                              "clusters: [{name: a, hosts: [127.0.0.1:1]}]\n"   /* 6 */
+                              "routes:\n"                                       /* 7 */
+                              "  - {match: {listener: other}, cluster: a}\n";   /* 8 */
+    KT_EQ_INT(parse(bad), KEEL_EINVAL);
+    KT_CHECK(has_error(3, "'service' is required"));
+    KT_CHECK(has_error(3, "is not host:port"));
+    KT_CHECK(has_error(5, "give one of 'path'"));
+    KT_CHECK(has_error(3, "no listener named 'nope'"));
+    KT_CHECK(has_error(3, "'registry' is required"));
+    KT_CHECK(has_error(8, "no listener named 'other'"));
+}
+
 /* The example in docs/proxy.md is the documentation's promise: it must load. */
 static void loads_the_example_in_the_docs(void)
 {
@@ -448,5 +523,6 @@ int main(void)
     KT_RUN(loads_service_clusters_fed_by_the_registry);
     KT_RUN(loads_the_retry_buffer_and_idempotency_header);
     KT_RUN(loads_workers_and_refuses_a_count_out_of_range);
+    KT_RUN(loads_a_sidecar_section_and_listener_matches);
     return kt_done();
 }

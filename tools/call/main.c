@@ -24,6 +24,7 @@ typedef struct run {
     keel_caller_t caller;
     keel_timer_t tick;
     const char *path;
+    const char *request_id; /* sent as X-Request-Id; NULL: none */
     int method;
     long count, sent, done, ok;
     keel_ms_t timeout_ms, every_ms, t0;
@@ -76,8 +77,10 @@ static void send_due(keel_timer_t *t, void *data)
     }
     long due = r->every_ms > 0 ? (long)((now - r->t0) / r->every_ms) + 1 : r->count;
     while (r->sent < r->count && r->sent < due) {
-        keel_call_t c = {
-            .method = r->method, .target = r->path, .deadline_ms = now + r->timeout_ms};
+        keel_call_t c = {.method = r->method,
+                         .target = r->path,
+                         .deadline_ms = now + r->timeout_ms,
+                         .request_id = r->request_id};
         r->sent++;
         int rc = keel_caller_call(&r->caller, &c, on_call, r);
         if (rc != 0)
@@ -118,6 +121,8 @@ int main(int argc, char **argv)
             r.count = strtol(argv[++i], NULL, 10);
         else if (strcmp(a, "--rate") == 0 && v)
             rate = strtol(argv[++i], NULL, 10);
+        else if (strcmp(a, "--request-id") == 0 && v)
+            r.request_id = argv[++i];
         else if (strcmp(a, "--timeout") == 0 && v)
             timeout = strtol(argv[++i], NULL, 10);
         else if (a[0] != '-' && npos < 3)
@@ -132,7 +137,7 @@ int main(int argc, char **argv)
         fprintf(stderr,
                 "usage: keel-call (--registry host:port,... | --endpoints "
                 "host:port,...) SERVICE METHOD /path [--count 1..%ld] [--rate "
-                "calls/s] [--timeout ms]\n",
+                "calls/s] [--timeout ms] [--request-id ID]\n",
                 CALLS_MAX);
         return 2;
     }

@@ -23,10 +23,12 @@
  * default 5000), heartbeats, and deregisters first thing on SIGTERM. SIGTERM: ready turns
  * 503, it deregisters, the listener closes, requests in flight finish, then it exits 0.
  */
+#include "base/log.h"
 #include "base/map.h"
 #include "base/num.h"
 #include "kit/config.h"
 #include "kit/service.h"
+#include "runtime/logsink.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,6 +77,8 @@ static void put_note(keel_service_req_t *r, void *data)
         return;
     }
     free(old);
+    /* the kit puts the request's trace id and X-Request-Id on this line */
+    keel_log_debug("notes: note written", KF_INT("bytes", (int64_t)m->body_len));
     keel_http_respond(r->http, 204, NULL, 0, NULL, 0);
 }
 
@@ -189,6 +193,7 @@ static void slow(keel_service_req_t *r, void *data)
 int main(int argc, char **argv)
 {
     const char *listen = "127.0.0.1:8080", *registry = NULL, *id = NULL, *idem = NULL;
+    const char *log_level = "info";
     int64_t ttl = 5000, idem_ttl = 24 * 3600 * 1000;
     const keel_opt_t opts[] = {
         {"listen", KEEL_OPT_STR, &listen, 0, 0, "host:port to serve on (port 0: any)"},
@@ -200,6 +205,8 @@ int main(int argc, char **argv)
          "keel server host:port,... storing Idempotency-Key answers (POST routes)"},
         {"idem-ttl", KEEL_OPT_INT, &idem_ttl, 1, 30LL * 24 * 3600 * 1000,
          "how long a stored answer is kept, ms"},
+        {"log-level", KEEL_OPT_STR, &log_level, 0, 0,
+         "debug, info, warn, error or off (debug: a line per note written)"},
     };
     keel_config_t conf;
     keel_errmsg_t cmsg = {{0}};
@@ -209,6 +216,10 @@ int main(int argc, char **argv)
         if (crc < 0)
             fprintf(stderr, "keel-example-notes: %s\n", cmsg.text);
         return crc < 0 ? 2 : 0;
+    }
+    if (keel_logsink_init_stderr(log_level) != 0) {
+        fprintf(stderr, "keel-example-notes: bad --log-level %s\n", log_level);
+        return 2;
     }
     keel_loop_t loop;
     if (keel_loop_init(&loop) != 0 || keel_loop_handle_signals(&loop) != 0)
