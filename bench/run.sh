@@ -27,6 +27,10 @@ if [ -f bench/kv.sh ]; then
   section "keel server vs etcd and Redis"
   bash bench/kv.sh || rc=1
 fi
+if [ -f bench/redis_suite.sh ]; then
+  section "redis-benchmark's suite: keel 1 and 3 nodes vs Redis appendfsync always"
+  bash bench/redis_suite.sh || rc=1
+fi
 if [ -f bench/streams.sh ]; then
   section "streams: XADD vs Redis (appendfsync always), memory per entry vs Redis"
   bash bench/streams.sh || rc=1
