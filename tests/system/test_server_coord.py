@@ -352,11 +352,13 @@ def test_a_connection_closed_by_a_command_inside_exec_runs_nothing_more(make_clu
     """MULTI; SUBSCRIBE a; PUBLISH a <past the output limit>; SUBSCRIBE b; EXEC: the PUBLISH
     closes the connection, and the later SUBSCRIBE must not put the gone client back in the
     registry (a PUBLISH to b then used freed memory)."""
+    # the reply limit is at least the largest argument plus 64 KiB (a value always comes back
+    # whole: 16 MiB + 64 KiB by default), so six 3 MiB messages to itself pass it
     cl = make_cluster(1, "--reply-bytes-max", "1k")
     node = cl.wait_leader()
-    c = RespConn(node.client_port)
+    c = RespConn(node.client_port, timeout_s=30)
     c.send(resp_command("MULTI") + resp_command("SUBSCRIBE", "a")
-           + resp_command("PUBLISH", "a", b"x" * 3000) + resp_command("SUBSCRIBE", "b")
+           + resp_command("PUBLISH", "a", b"x" * (3 << 20)) * 6 + resp_command("SUBSCRIBE", "b")
            + resp_command("PING") + resp_command("EXEC"))
     assert c.closed_by_peer()
     other = RespConn(node.client_port)
