@@ -63,17 +63,24 @@ static int int_of(ld_t *l, const yaml_node_t *n, const char *key, long lo, long 
 
 static const char *const placeholders[] = {"keel", "keel_http", "port", "i",
                                            "name", "dir",       "bin",  "here"};
+#define PLACEHOLDERS_N (sizeof(placeholders) / sizeof(placeholders[0]))
+
+/* The placeholder "{word}" that s starts with: its index in placeholders, or -1. */
+static int placeholder_at(const char *s)
+{
+    for (size_t k = 0; s[0] == '{' && k < PLACEHOLDERS_N; k++) {
+        size_t n = strlen(placeholders[k]);
+        if (strncmp(s + 1, placeholders[k], n) == 0 && s[n + 1] == '}')
+            return (int)k;
+    }
+    return -1;
+}
 
 /* Every {word} in s must be a known placeholder. */
 static int check_template(ld_t *l, const yaml_node_t *at, const char *s)
 {
     for (const char *p = strchr(s, '{'); p; p = strchr(p + 1, '{')) {
-        const char *e = strchr(p, '}');
-        size_t n = e ? (size_t)(e - p - 1) : 0;
-        int known = 0;
-        for (size_t k = 0; e && k < sizeof(placeholders) / sizeof(placeholders[0]); k++)
-            known |= strlen(placeholders[k]) == n && memcmp(placeholders[k], p + 1, n) == 0;
-        if (!known)
+        if (placeholder_at(p) < 0)
             return failf(l, at,
                          "unknown placeholder in '%.60s' (known: {keel} {keel_http} {port} "
                          "{i} {name} {dir} {bin} {here})",
@@ -376,20 +383,13 @@ static char *expand(const char *s, const vars_t *v)
     if (out == NULL)
         return NULL;
     while (*s) {
-        size_t k = 0;
-        if (*s == '{') {
-            for (; k < sizeof(placeholders) / sizeof(placeholders[0]); k++) {
-                size_t n = strlen(placeholders[k]);
-                if (strncmp(s + 1, placeholders[k], n) == 0 && s[n + 1] == '}') {
-                    o += sprintf(o, "%s", vals[k]);
-                    s += n + 2;
-                    break;
-                }
-            }
-            if (k < sizeof(placeholders) / sizeof(placeholders[0]))
-                continue; /* s may now be at the end: copy nothing more */
+        int k = placeholder_at(s);
+        if (k < 0) {
+            *o++ = *s++;
+            continue;
         }
-        *o++ = *s++;
+        o += sprintf(o, "%s", vals[k]);
+        s += strlen(placeholders[k]) + 2;
     }
     *o = '\0';
     return out;

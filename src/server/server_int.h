@@ -113,7 +113,7 @@ struct server {
     reg_http_t *reg_http; /* the registry's HTTP API and its blocked queries, owned */
     tracking_t *tracking; /* CLIENT TRACKING's table and cursor, owned */
     waitq_t wq;           /* blocked WAITs (wait.c) */
-    ap_t *ap; /* the AP keyspace (ap.c), owned */
+    ap_t *ap;             /* the AP keyspace (ap.c), owned */
     /* SLOWLOG (slowlog.c): this node's slow commands, newest first, and its settings */
     keel_list_t slowlog;
     size_t slowlog_len;

@@ -13,6 +13,7 @@ import subprocess
 import time
 
 import pytest
+from shopmanifest import core_services
 
 from conftest import binary
 from test_server_cli import free_base_port, pid_alive, port_free, up_dir  # noqa: F401
@@ -30,28 +31,7 @@ def free_ports(n):
 
 def shop_manifest(tmp_path, base, svc_port):
     m = tmp_path / "shop.yaml"
-    m.write_text(f"""
-cluster:
-  nodes: 3
-  base_port: {base}
-services:
-  - name: inventory
-    run: [keel-shop-inventory, --keel, "{{keel}}", --registry, "{{keel}}",
-          --listen, "127.0.0.1:{{port}}", --id, "inventory-{{i}}"]
-    instances: 2
-    port: {svc_port}
-  - name: payment
-    run: [keel-shop-payment, --keel, "{{keel}}", --registry, "{{keel}}",
-          --db, "{{dir}}/payment.db", --listen, "127.0.0.1:{{port}}", --id, "payment-{{i}}",
-          --slow-ms, "500"]
-    instances: 2
-    port: {svc_port + 10}
-  - name: order
-    run: [keel-shop-order, --keel, "{{keel}}", --registry, "{{keel}}",
-          --listen, "127.0.0.1:{{port}}", --id, "order-{{i}}"]
-    instances: 2
-    port: {svc_port + 20}
-  - name: query
+    m.write_text(core_services(base, svc_port, payment_args=', --slow-ms, "500"') + f"""  - name: query
     run: [keel-shop-query, --keel, "{{keel}}", --db, "{{dir}}/query.db",
           --listen, "127.0.0.1:{{port}}"]
     port: {svc_port + 30}

@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 
 from conftest import REPO, binary
+from shopmanifest import core_services
 from test_server_cli import free_base_port, up_dir  # noqa: F401
 from test_shop import free_ports
 
@@ -42,27 +43,7 @@ def manifest(tmp_path, base, port, gw):
                         ",".join(f"127.0.0.1:{base + i}" for i in range(3)))
     (tmp_path / "gateway.yaml").write_text(text)
     m = tmp_path / "shop.yaml"
-    m.write_text(f"""
-cluster:
-  nodes: 3
-  base_port: {base}
-services:
-  - name: inventory
-    run: [keel-shop-inventory, --keel, "{{keel}}", --registry, "{{keel}}",
-          --listen, "127.0.0.1:{{port}}", --id, "inventory-{{i}}"]
-    instances: 2
-    port: {port}
-  - name: payment
-    run: [keel-shop-payment, --keel, "{{keel}}", --registry, "{{keel}}",
-          --db, "{{dir}}/payment.db", --listen, "127.0.0.1:{{port}}", --id, "payment-{{i}}"]
-    instances: 2
-    port: {port + 10}
-  - name: order
-    run: [keel-shop-order, --keel, "{{keel}}", --registry, "{{keel}}",
-          --listen, "127.0.0.1:{{port}}", --id, "order-{{i}}"]
-    instances: 2
-    port: {port + 20}
-  - name: shipment
+    m.write_text(core_services(base, port) + f"""  - name: shipment
     run: [keel-shop-shipment, --keel, "{{keel}}", --registry, "{{keel}}",
           --db, "{{dir}}/shipment.db", --listen, "127.0.0.1:{{port}}", --id, "shipment-{{i}}",
           --pack-ms, "60000", --ship-ms, "60000"]

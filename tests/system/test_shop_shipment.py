@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 
 import redis
+from shopmanifest import core_services
 
 from conftest import binary
 from test_server_cli import free_base_port, up_dir  # noqa: F401
@@ -26,28 +27,7 @@ PACK_MS, SHIP_MS = 1000, 1500
 
 def manifest(tmp_path, base, port):
     m = tmp_path / "shop.yaml"
-    m.write_text(f"""
-cluster:
-  nodes: 3
-  base_port: {base}
-services:
-  - name: inventory
-    run: [keel-shop-inventory, --keel, "{{keel}}", --registry, "{{keel}}",
-          --listen, "127.0.0.1:{{port}}", --id, "inventory-{{i}}"]
-    instances: 2
-    port: {port}
-  - name: payment
-    run: [keel-shop-payment, --keel, "{{keel}}", --registry, "{{keel}}",
-          --db, "{{dir}}/payment.db", --listen, "127.0.0.1:{{port}}", --id, "payment-{{i}}",
-          --slow-ms, "500"]
-    instances: 2
-    port: {port + 10}
-  - name: order
-    run: [keel-shop-order, --keel, "{{keel}}", --registry, "{{keel}}",
-          --listen, "127.0.0.1:{{port}}", --id, "order-{{i}}"]
-    instances: 2
-    port: {port + 20}
-  - name: shipment
+    m.write_text(core_services(base, port, payment_args=', --slow-ms, "500"') + f"""  - name: shipment
     run: [keel-shop-shipment, --keel, "{{keel}}", --registry, "{{keel}}",
           --db, "{{dir}}/shipment.db", --listen, "127.0.0.1:{{port}}", --id, "shipment-{{i}}",
           --pack-ms, "{PACK_MS}", --ship-ms, "{SHIP_MS}", --claim-idle-ms, "2000"]

@@ -39,6 +39,7 @@
 #include "client/client.h"
 #include "kit/config.h"
 #include "kit/service.h"
+#include "../shop.h"
 #include "runtime/clock.h"
 
 #include <stdio.h>
@@ -46,7 +47,7 @@
 #include <string.h>
 
 #define ITEMS_MAX 32
-#define ID_BYTES_MAX 64
+#define ID_BYTES_MAX SHOP_ID_BYTES_MAX
 #define QTY_MAX 1000000000LL
 #define OPEN_RESERVATIONS_MAX 10000 /* per product: ids in inv:rlist:P */
 #define ATTEMPTS_MAX 12
@@ -305,7 +306,8 @@ static void on_txn(keel_client_t *cl, void *ctx, int status, const keel_resp_val
         answer_error(o, 503, "keel server did not answer; retry with the same order id");
         return;
     }
-    if (r->type == KEEL_RESP_NIL || r->type == KEEL_RESP_NIL_ARRAY) { /* a watched key moved: read again */
+    if (r->type == KEEL_RESP_NIL ||
+        r->type == KEEL_RESP_NIL_ARRAY) { /* a watched key moved: read again */
         if (o->app->m_conflicts)
             keel_counter_inc(o->app->m_conflicts);
         restart(o);
@@ -333,19 +335,6 @@ static void key(char *out, size_t cap, const char *kind, const char *a, const ch
 }
 #define KEY_BYTES (16 + 2 * ID_BYTES_MAX)
 
-static bool id_valid(const char *s, size_t n)
-{
-    if (n == 0 || n > ID_BYTES_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_' || c == '.'))
-            return false;
-    }
-    return true;
-}
-
 static int item_cmp(const void *a, const void *b)
 {
     return strcmp(((const item_t *)a)->product, ((const item_t *)b)->product);
@@ -362,7 +351,7 @@ static const char *items_parse(op_t *o, const json_t *arr)
     json_array_foreach(arr, i, it)
     {
         const json_t *p = json_object_get(it, "product"), *q = json_object_get(it, "qty");
-        if (!json_is_string(p) || !id_valid(json_string_value(p), json_string_length(p)))
+        if (!json_is_string(p) || !shop_id_ok(json_string_value(p), json_string_length(p)))
             return "items: product ids of 1 to 64 of [A-Za-z0-9._-]";
         if (!json_is_integer(q) || json_integer_value(q) < 1 || json_integer_value(q) > QTY_MAX)
             return "items: qty an integer from 1 to 1000000000";
@@ -924,7 +913,7 @@ static const keel_route_param_t *param(const keel_service_req_t *r, const char *
 static op_t *op_new(keel_service_req_t *req, app_t *a, enum op_kind kind, const char *pname)
 {
     const keel_route_param_t *p = param(req, pname);
-    if (p == NULL || !id_valid(p->value, p->value_len)) {
+    if (p == NULL || !shop_id_ok(p->value, p->value_len)) {
         keel_http_respond_error(req->http, 400, "ids are 1 to 64 of [A-Za-z0-9._-]");
         return NULL;
     }
@@ -1058,14 +1047,12 @@ int main(int argc, char **argv)
          "how long a reservation holds stock unless confirmed"},
     };
     keel_config_t conf;
+    int exit_code = shop_config(&conf, "keel-shop-inventory", "INVENTORY", opts,
+                                sizeof(opts) / sizeof(opts[0]), argc, argv);
+    if (exit_code >= 0)
+        return exit_code;
     keel_errmsg_t msg = {{0}};
-    int rc = keel_config_load(&conf, "keel-shop-inventory", "INVENTORY", opts,
-                              sizeof(opts) / sizeof(opts[0]), argc, argv, NULL, &msg);
-    if (rc != 0) {
-        if (rc < 0)
-            fprintf(stderr, "keel-shop-inventory: %s\n", msg.text);
-        return rc < 0 ? 2 : 0;
-    }
+    int rc = 0;
     keel_loop_t loop;
     if (keel_loop_init(&loop) != 0 || keel_loop_handle_signals(&loop) != 0)
         return 1;

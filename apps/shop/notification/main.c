@@ -23,6 +23,7 @@
 #include "client/client.h"
 #include "kit/config.h"
 #include "kit/service.h"
+#include "../shop.h"
 #include "runtime/clock.h"
 
 #include <stdio.h>
@@ -197,14 +198,12 @@ int main(int argc, char **argv)
          "deliveries before an entry goes to the dead-letter stream"},
     };
     keel_config_t conf;
+    int exit_code = shop_config(&conf, "keel-shop-notification", "NOTIFICATION", opts,
+                                sizeof(opts) / sizeof(opts[0]), argc, argv);
+    if (exit_code >= 0)
+        return exit_code;
     keel_errmsg_t msg = {{0}};
-    int rc = keel_config_load(&conf, "keel-shop-notification", "NOTIFICATION", opts,
-                              sizeof(opts) / sizeof(opts[0]), argc, argv, NULL, &msg);
-    if (rc != 0) {
-        if (rc < 0)
-            fprintf(stderr, "keel-shop-notification: %s\n", msg.text);
-        return rc < 0 ? 2 : 0;
-    }
+    int rc = 0;
     keel_loop_t loop;
     if (keel_loop_init(&loop) != 0 || keel_loop_handle_signals(&loop) != 0)
         return 1;

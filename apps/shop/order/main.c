@@ -28,6 +28,7 @@
 #include "kit/call.h"
 #include "kit/config.h"
 #include "kit/service.h"
+#include "../shop.h"
 #include "runtime/clock.h"
 #include "tx/evstore.h"
 #include "tx/saga.h"
@@ -38,7 +39,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define ID_BYTES_MAX 64
+#define ID_BYTES_MAX SHOP_ID_BYTES_MAX
 #define BODY_BYTES_MAX 8192
 #define ITEMS_MAX 32
 
@@ -348,16 +349,6 @@ static void on_placed(keel_es_t *es, void *ctx, int err, uint64_t version, const
     saga_go(r); /* placed now, or before by the same key: the saga is started or joined */
 }
 
-static bool id_ok(const char *s, size_t n)
-{
-    if (n == 0 || n > ID_BYTES_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-", s[i]))
-            return false;
-    return true;
-}
-
 static void h_post(keel_service_req_t *req, void *data)
 {
     app_t *a = data;
@@ -370,7 +361,7 @@ static void h_post(keel_service_req_t *req, void *data)
     const char *customer = json_string_value(json_object_get(j, "customer"));
     const char *card = json_string_value(json_object_get(j, "card"));
     json_t *items = json_object_get(j, "items"), *amt = json_object_get(j, "amount_cents");
-    if (!json_is_object(j) || customer == NULL || !id_ok(customer, strlen(customer)) ||
+    if (!json_is_object(j) || customer == NULL || !shop_id_ok(customer, strlen(customer)) ||
         !json_is_array(items) || json_array_size(items) == 0 ||
         json_array_size(items) > ITEMS_MAX || !json_is_integer(amt) ||
         json_integer_value(amt) < 1) {
@@ -482,8 +473,8 @@ static void h_get(keel_service_req_t *req, void *data)
 {
     app_t *a = data;
     const keel_route_param_t *p = &req->route.params[0];
-    if (!id_ok(p->value, p->value_len)) {
-        keel_http_respond_error(req->http, 400, "order ids are 1 to 64 of [A-Za-z0-9._-]");
+    if (!shop_id_ok(p->value, p->value_len)) {
+        keel_http_respond_error(req->http, 400, SHOP_ID_RULE);
         return;
     }
     char agg[KEEL_ES_AGG_BYTES_MAX + 1];
@@ -539,14 +530,12 @@ int main(int argc, char **argv)
          "library's default is 10 s; an order's client waits 5 s)"},
     };
     keel_config_t conf;
+    int exit_code = shop_config(&conf, "keel-shop-order", "ORDER", opts,
+                                sizeof(opts) / sizeof(opts[0]), argc, argv);
+    if (exit_code >= 0)
+        return exit_code;
     keel_errmsg_t msg = {{0}};
-    int rc = keel_config_load(&conf, "keel-shop-order", "ORDER", opts,
-                              sizeof(opts) / sizeof(opts[0]), argc, argv, NULL, &msg);
-    if (rc != 0) {
-        if (rc < 0)
-            fprintf(stderr, "keel-shop-order: %s\n", msg.text);
-        return rc < 0 ? 2 : 0;
-    }
+    int rc = 0;
     keel_loop_t loop;
     if (keel_loop_init(&loop) != 0 || keel_loop_handle_signals(&loop) != 0)
         return 1;

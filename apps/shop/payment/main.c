@@ -26,6 +26,7 @@
 #include "base/log.h"
 #include "kit/config.h"
 #include "kit/service.h"
+#include "../shop.h"
 #include "runtime/clock.h"
 #include "runtime/sqlite.h"
 #include "tx/outbox.h"
@@ -34,7 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ID_BYTES_MAX 64
+#define ID_BYTES_MAX SHOP_ID_BYTES_MAX
 #define AMOUNT_MAX 100000000000LL /* a billion in currency units, in cents */
 #define BODY_BYTES_MAX 4096
 
@@ -155,14 +156,6 @@ static int record(app_t *a, const char *order, const char *customer, int64_t amo
 
 /* ---- handlers -------------------------------------------------------------------------- */
 
-static bool id_valid(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > ID_BYTES_MAX)
-        return false;
-    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
-}
-
 static void respond(keel_service_req_t *r, int status, const char *order, const char *st,
                     int64_t amount)
 {
@@ -246,7 +239,8 @@ static void h_charge(keel_service_req_t *r, void *data)
     const char *card = json_string_value(json_object_get(j, "card"));
     json_t *amt = json_object_get(j, "amount_cents");
     int64_t amount = json_is_integer(amt) ? json_integer_value(amt) : -1;
-    if (!json_is_object(j) || !id_valid(order) || !id_valid(customer) || amount < 1 ||
+    if (!json_is_object(j) || !shop_id_ok(order, order ? strlen(order) : 0) ||
+        !shop_id_ok(customer, customer ? strlen(customer) : 0) || amount < 1 ||
         amount > AMOUNT_MAX ||
         (card && strcmp(card, "ok") && strcmp(card, "decline") && strcmp(card, "slow") &&
          strcmp(card, "fail"))) {
@@ -306,18 +300,7 @@ static const keel_route_param_t *param(const keel_service_req_t *r, const char *
 
 static bool order_param(keel_service_req_t *r, char *out)
 {
-    const keel_route_param_t *p = param(r, "order");
-    if (p == NULL || p->value_len == 0 || p->value_len > ID_BYTES_MAX) {
-        keel_http_respond_error(r->http, 400, "order ids are 1 to 64 of [A-Za-z0-9._-]");
-        return false;
-    }
-    memcpy(out, p->value, p->value_len);
-    out[p->value_len] = '\0';
-    if (!id_valid(out)) {
-        keel_http_respond_error(r->http, 400, "order ids are 1 to 64 of [A-Za-z0-9._-]");
-        return false;
-    }
-    return true;
+    return shop_order_param(r, param(r, "order"), out);
 }
 
 static void h_refund(keel_service_req_t *r, void *data)
@@ -431,14 +414,12 @@ int main(int argc, char **argv)
         {"stream", KEEL_OPT_STR, &stream, 0, 0, "the keel stream of payment events"},
     };
     keel_config_t conf;
+    int exit_code = shop_config(&conf, "keel-shop-payment", "PAYMENT", opts,
+                                sizeof(opts) / sizeof(opts[0]), argc, argv);
+    if (exit_code >= 0)
+        return exit_code;
     keel_errmsg_t msg = {{0}};
-    int rc = keel_config_load(&conf, "keel-shop-payment", "PAYMENT", opts,
-                              sizeof(opts) / sizeof(opts[0]), argc, argv, NULL, &msg);
-    if (rc != 0) {
-        if (rc < 0)
-            fprintf(stderr, "keel-shop-payment: %s\n", msg.text);
-        return rc < 0 ? 2 : 0;
-    }
+    int rc = 0;
     if (db == NULL) {
         fprintf(stderr, "keel-shop-payment: --db FILE is required\n");
         return 2;

@@ -18,6 +18,7 @@
 #include "base/log.h"
 #include "kit/config.h"
 #include "kit/service.h"
+#include "../shop.h"
 #include "runtime/sqlite.h"
 #include "tx/projection.h"
 
@@ -25,7 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ID_BYTES_MAX 64
+#define ID_BYTES_MAX SHOP_ID_BYTES_MAX
 
 typedef struct app {
     keel_db_t db;
@@ -263,14 +264,12 @@ int main(int argc, char **argv)
         {"id", KEEL_OPT_STR, &id, 0, 0, "instance id (default query-<host>-<port>)"},
     };
     keel_config_t conf;
+    int exit_code = shop_config(&conf, "keel-shop-query", "QUERY", opts,
+                                sizeof(opts) / sizeof(opts[0]), argc, argv);
+    if (exit_code >= 0)
+        return exit_code;
     keel_errmsg_t msg = {{0}};
-    int rc = keel_config_load(&conf, "keel-shop-query", "QUERY", opts,
-                              sizeof(opts) / sizeof(opts[0]), argc, argv, NULL, &msg);
-    if (rc != 0) {
-        if (rc < 0)
-            fprintf(stderr, "keel-shop-query: %s\n", msg.text);
-        return rc < 0 ? 2 : 0;
-    }
+    int rc = 0;
     if (db == NULL) {
         fprintf(stderr, "keel-shop-query: --db FILE is required\n");
         return 2;

@@ -42,6 +42,7 @@
 #include "client/client.h"
 #include "kit/config.h"
 #include "kit/service.h"
+#include "../shop.h"
 #include "runtime/clock.h"
 #include "runtime/sqlite.h"
 #include "tx/inbox.h"
@@ -56,7 +57,7 @@
 #define BATCH_ENTRIES_MAX 100
 #define BATCH "100"
 #define ENTRY_ID_BYTES_MAX 47 /* "<ms>-<seq>": two 20-digit numbers and a dash */
-#define ID_BYTES_MAX 64
+#define ID_BYTES_MAX SHOP_ID_BYTES_MAX
 #define LIST_LIMIT_MAX 1000
 #define READ_BLOCK_MS "1000"
 #define READ_TIMEOUT_MS 5000
@@ -89,16 +90,6 @@ static const char SCHEMA[] =
     " created_ms INTEGER NOT NULL, packed_ms INTEGER, shipped_ms INTEGER, cancelled_ms INTEGER,"
     " entry TEXT NOT NULL);" /* the stream entry that created it */
     "CREATE INDEX IF NOT EXISTS shipments_status ON shipments (status);";
-
-static bool id_ok(const char *s, size_t n)
-{
-    if (n == 0 || n > ID_BYTES_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-", s[i]))
-            return false;
-    return true;
-}
 
 static int run_sql(app_t *a, const char *sql, const char *t1, const char *t2, int64_t i1,
                    int *changes, keel_errmsg_t *msg)
@@ -151,7 +142,7 @@ static int apply_entry(app_t *a, const char *id, const keel_resp_value_t *fields
         return 0;
     if (agg == NULL || agg->type != KEEL_RESP_BULK || agg->str.len <= 6 ||
         memcmp(agg->str.ptr, "order-", 6) != 0 ||
-        !id_ok((const char *)agg->str.ptr + 6, agg->str.len - 6)) {
+        !shop_id_ok((const char *)agg->str.ptr + 6, agg->str.len - 6)) {
         a->skipped++;
         keel_log_warn("shipment: an outcome event without an order id", KF_STR("entry", id));
         return 0;
@@ -407,13 +398,9 @@ static void tick_fire(keel_timer_t *t, void *data)
 static void h_show(keel_service_req_t *r, void *data)
 {
     app_t *a = data;
-    const keel_route_param_t *p = &r->route.params[0];
-    if (!id_ok(p->value, p->value_len)) {
-        keel_http_respond_error(r->http, 400, "order ids are 1 to 64 of [A-Za-z0-9._-]");
-        return;
-    }
     char order[ID_BYTES_MAX + 1];
-    snprintf(order, sizeof(order), "%.*s", (int)p->value_len, p->value);
+    if (!shop_order_param(r, &r->route.params[0], order))
+        return;
     sqlite3_stmt *st;
     if (keel_db_prepare(&a->db,
                         "SELECT status, created_ms, packed_ms, shipped_ms, cancelled_ms"
@@ -457,7 +444,7 @@ static bool list_params(keel_service_req_t *r, char *after, int64_t *limit)
         size_t vn = eq ? (size_t)(stop - eq - 1) : 0;
         const char *v = eq ? eq + 1 : NULL;
         if (eq && (size_t)(eq - q) == 5 && memcmp(q, "after", 5) == 0 &&
-            (vn == 0 || id_ok(v, vn))) {
+            (vn == 0 || shop_id_ok(v, vn))) {
             memcpy(after, v, vn);
             after[vn] = '\0';
         } else if (eq && (size_t)(eq - q) == 5 && memcmp(q, "limit", 5) == 0 && vn > 0 && vn < 6 &&
@@ -617,14 +604,12 @@ int main(int argc, char **argv)
          "entries a dead consumer left are taken over once idle this long"},
     };
     keel_config_t conf;
+    int exit_code = shop_config(&conf, "keel-shop-shipment", "SHIPMENT", opts,
+                                sizeof(opts) / sizeof(opts[0]), argc, argv);
+    if (exit_code >= 0)
+        return exit_code;
     keel_errmsg_t msg = {{0}};
-    int rc = keel_config_load(&conf, "keel-shop-shipment", "SHIPMENT", opts,
-                              sizeof(opts) / sizeof(opts[0]), argc, argv, NULL, &msg);
-    if (rc != 0) {
-        if (rc < 0)
-            fprintf(stderr, "keel-shop-shipment: %s\n", msg.text);
-        return rc < 0 ? 2 : 0;
-    }
+    int rc = 0;
     if (db == NULL) {
         fprintf(stderr, "keel-shop-shipment: --db FILE is required\n");
         return 2;
