@@ -69,9 +69,16 @@ def test_status_reports_role_indexes_keys_and_members(make_cluster):
             "leader_changes", "wal_bytes", "requests_pending"]  # fmt: skip
     roles = []
     for i, nd in enumerate(cl.nodes):
-        code, body, ctype = http_get(nd.http_port, "/status")
-        assert code == 200 and ctype.startswith("application/json")
-        st = json.loads(body)
+        # requests_pending is a live count: an internal proposal (a lease's expiry, the
+        # membership's first edit) may be in flight for a moment; it must drain
+        deadline = time.monotonic() + 5
+        while True:
+            code, body, ctype = http_get(nd.http_port, "/status")
+            assert code == 200 and ctype.startswith("application/json")
+            st = json.loads(body)
+            if st["requests_pending"] == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         for f in ints:
             assert isinstance(st[f], int) and st[f] >= 0, (f, st)
         assert st["name"] == nd.name and st["id"] == i + 1
