@@ -83,6 +83,8 @@ int keel_saga_def_validate(const keel_saga_def_t *def, keel_errmsg_t *msg)
         if (st->attempts_max == 0 || st->attempts_max > KEEL_SAGA_ATTEMPTS_MAX)
             return keel_errf(msg, KEEL_EINVAL, "step %s: attempts_max must be in 1..%u", st->name,
                              KEEL_SAGA_ATTEMPTS_MAX);
+        if (st->retry_for_ms < 0)
+            return keel_errf(msg, KEEL_EINVAL, "step %s: retry_for_ms must be >= 0", st->name);
         if (st->timeout_ms <= 0 || st->backoff_base_ms <= 0 ||
             st->backoff_cap_ms < st->backoff_base_ms)
             return keel_errf(msg, KEEL_EINVAL,
@@ -454,7 +456,8 @@ static void want_call(keel_saga_t *s, keel_saga_action_t act, uint32_t step, kee
     const keel_saga_step_def_t *st = &s->def->steps[step];
     s->pending = act;
     s->pending_step = step;
-    s->attempt++;
+    if (s->attempt++ == 0)
+        s->first_try_ms = now_ms;
     s->deadline_ms = now_ms + st->timeout_ms;
     u->action = act;
     u->step = step;
@@ -547,8 +550,10 @@ static void on_do_transient(keel_saga_t *s, const keel_saga_event_t *ev, keel_sa
     const keel_saga_step_def_t *st = &s->def->steps[ev->step];
     if (s->attempt < st->attempts_max) {
         keel_ms_t d = backoff_ms(s, st->backoff_base_ms, st->backoff_cap_ms, s->attempt - 1);
-        want_wait(s, ev->now_ms + d, KEEL_SAGA_ACT_DO, u);
-        return;
+        if (st->retry_for_ms == 0 || ev->now_ms + d <= s->first_try_ms + st->retry_for_ms) {
+            want_wait(s, ev->now_ms + d, KEEL_SAGA_ACT_DO, u);
+            return;
+        }
     }
     uint8_t kind = KEEL_SAGA_FAIL_GAVE_UP;
     size_t n =

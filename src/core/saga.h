@@ -39,7 +39,8 @@
  *
  *     NEW --started--> RUNNING(step n) --done n--> ... --all done--> DONE
  *                        |  business failure of step n (it did not apply)
- *                        |  or attempts_max transient failures (it may have applied)
+ *                        |  or transient failures past attempts_max or retry_for_ms
+ *                        |  (it may have applied)
  *                        v
  *                   COMPENSATING(undo k, k-1, ..., 0) --all undone--> COMPENSATED
  *                        |  an undo still failing compensate_limit_ms after compensation
@@ -104,6 +105,8 @@ typedef struct keel_saga_step_def {
     const char *name;          /* part of the idempotency keys */
     keel_ms_t timeout_ms;      /* one attempt of the action or compensation */
     uint32_t attempts_max;     /* action attempts on transient failures, first included */
+    keel_ms_t retry_for_ms;    /* and no retry starting later than this after the step's first
+                                  attempt by this owner (0: attempts_max alone bounds them) */
     keel_ms_t backoff_base_ms; /* action retries: capped exponential backoff, equal jitter */
     keel_ms_t backoff_cap_ms;
     bool no_compensation; /* nothing to undo (a read, a notification, the pivot step) */
@@ -120,7 +123,8 @@ typedef struct keel_saga_def {
     keel_ms_t undo_backoff_cap_ms;
 } keel_saga_def_t;
 
-/* Defaults: each step 5 s per attempt, 3 attempts, backoff 100 ms .. 2 s; input and results
+/* Defaults: each step 5 s per attempt, 3 attempts (no time bound: retry_for_ms 0), backoff
+ * 100 ms .. 2 s; input and results
  * 1 KiB; compensation retried with backoff 100 ms .. 5 s for up to 5 minutes. */
 void keel_saga_def_default(keel_saga_def_t *def, const char *name);
 /* Adds a step with the default policy; returns its index, or KEEL_EFULL. */
@@ -242,8 +246,9 @@ typedef struct keel_saga {
     keel_saga_action_t pending; /* what the driver is doing for us */
     uint32_t pending_step;
     uint32_t attempt;
-    keel_saga_rec_t want; /* LOG pending: the record, applied on EV_LOGGED */
-    uint8_t *rec_buf;     /* its encoding */
+    keel_ms_t first_try_ms; /* the pending step's first attempt by this owner */
+    keel_saga_rec_t want;   /* LOG pending: the record, applied on EV_LOGGED */
+    uint8_t *rec_buf;       /* its encoding */
     size_t rec_cap;
     keel_ms_t wake_ms;
     keel_ms_t deadline_ms;         /* the call in flight's */

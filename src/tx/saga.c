@@ -509,6 +509,12 @@ static void logged(keel__saga_run_t *r)
     o->stats.log_writes++;
     r->retries = 0;
     r->phase = P_ACT;
+    if (r->u.rec_type == KEEL_SAGA_REC_STEP_FAILED && r->s.want.data_len > 0) {
+        keel_counter_t *failed =
+            o->m_fail[r->type_i][r->u.step][r->s.want.data[0] == KEEL_SAGA_FAIL_GAVE_UP];
+        if (failed)
+            keel_counter_inc(failed);
+    }
     keel_saga_event_t ev = {.type = KEEL_SAGA_EV_LOGGED, .now_ms = unix_ms()};
     int rc = keel_saga_step(&r->s, &ev, &r->u);
     assert(rc == 0);
@@ -664,6 +670,9 @@ static void invoke(keel__saga_run_t *r)
     c->step = r->u.step;
     c->attempt = r->u.attempt;
     c->undo = undo;
+    keel_counter_t *retried = r->o->m_retry[r->type_i][c->step];
+    if (!undo && c->attempt > 1 && retried)
+        keel_counter_inc(retried);
     c->timeout_ms = r->u.timeout_ms;
     c->input = (const uint8_t *)(c + 1);
     if (in_len)
@@ -1030,6 +1039,19 @@ int keel_sagas_register(keel_sagas_t *o, const keel_saga_type_t *t, keel_errmsg_
             o->m_step[ti][i] = keel_metrics_histogram(
                 o->cfg.metrics, "keel_saga_step_seconds",
                 "Each attempt of a saga step's action, until its outcome.", labels, NULL, 0);
+            o->m_retry[ti][i] = keel_metrics_counter(
+                o->cfg.metrics, "keel_saga_step_retries_total",
+                "Attempts of a saga step's action after its first (transient failures).", labels);
+            static const char *const kinds[2] = {"refused", "gave_up"};
+            for (int k = 0; k < 2; k++) {
+                char fl[200];
+                snprintf(fl, sizeof(fl), "%s,kind=\"%s\"", labels, kinds[k]);
+                o->m_fail[ti][i][k] = keel_metrics_counter(
+                    o->cfg.metrics, "keel_saga_step_failures_total",
+                    "Saga steps that failed: refused by the service, or given up after "
+                    "transient failures (attempts or time used up; maybe applied).",
+                    fl);
+            }
         }
     }
     return 0;

@@ -180,6 +180,10 @@ struct keel_sagas {
     keel_counter_t *m_finished[KEEL_SAGA__STATES], *m_adopted, *m_fenced;
     keel_histogram_t *m_log_write;
     keel_histogram_t *m_step[KEEL_SAGAS_TYPES_MAX][KEEL_SAGA_STEPS_MAX];
+    /* a step's retries (attempts after the first) and its failures, [0] refused by the
+     * service, [1] given up after transient failures */
+    keel_counter_t *m_retry[KEEL_SAGAS_TYPES_MAX][KEEL_SAGA_STEPS_MAX];
+    keel_counter_t *m_fail[KEEL_SAGAS_TYPES_MAX][KEEL_SAGA_STEPS_MAX][2];
     keel_histogram_t *m_saga[KEEL_SAGAS_TYPES_MAX];
     struct keel__sagas_gauge {
         keel_sagas_t *o;

@@ -96,6 +96,46 @@ static void a_step_that_keeps_failing_transiently_is_compensated_itself(void)
                   "log:compensated/0 finish:compensated");
 }
 
+/* With retry_for_ms, a step's transient failures are retried while a retry would start
+ * within that time of its first attempt, however many attempts that takes (up to
+ * attempts_max), and no later: a stall of a known length is ridden out, not counted. */
+static void retries_bounded_by_time_stop_at_the_time_not_the_count(void)
+{
+    def3(1000);
+    DEF.steps[0].attempts_max = KEEL_SAGA_ATTEMPTS_MAX;
+    DEF.steps[0].retry_for_ms = 300;
+    keel_saga_t s;
+    init(&s, "s5", 7);
+    keel_saga_update_t u;
+    KT_EQ_INT(keel_saga_begin(&s, 0, NULL, 0, &u), 0);
+    keel_saga_event_t ev = {.type = KEEL_SAGA_EV_LOGGED, .now_ms = 1000};
+    KT_EQ_INT(keel_saga_step(&s, &ev, &u), 0);
+    keel_ms_t first = 1000, last_start = 0;
+    uint32_t attempts = 0;
+    while (u.action == KEEL_SAGA_ACT_DO) {
+        attempts++;
+        last_start = ev.now_ms;
+        ev = (keel_saga_event_t){
+            .type = KEEL_SAGA_EV_DO_TRANSIENT, .now_ms = ev.now_ms + 5, .step = 0};
+        KT_EQ_INT(keel_saga_step(&s, &ev, &u), 0);
+        if (u.action != KEEL_SAGA_ACT_WAIT)
+            break;
+        KT_CHECK(u.wake_ms <= first + 300);
+        ev = (keel_saga_event_t){.type = KEEL_SAGA_EV_TICK, .now_ms = u.wake_ms};
+        KT_EQ_INT(keel_saga_step(&s, &ev, &u), 0);
+    }
+    KT_EQ_INT(u.action, KEEL_SAGA_ACT_LOG);
+    KT_EQ_INT(u.rec_type, KEEL_SAGA_REC_STEP_FAILED);
+    KT_CHECK(attempts > 3);                      /* more than the default count */
+    KT_CHECK(last_start + 5 + 40 > first + 300); /* gave up at the bound, not before */
+    keel_saga_free(&s);
+    /* a negative time is refused */
+    def3(1000);
+    DEF.steps[1].retry_for_ms = -1;
+    keel_errmsg_t m;
+    KT_EQ_INT(keel_saga_def_validate(&DEF, &m), KEEL_EINVAL);
+}
+
 static void a_call_without_an_outcome_by_its_deadline_times_out_on_a_tick(void)
 {
     def3(1000);
@@ -389,6 +429,7 @@ int main(void)
     KT_RUN(a_saga_whose_steps_succeed_logs_each_step_once_announcing_the_next);
     KT_RUN(a_business_failure_compensates_the_completed_steps_newest_first);
     KT_RUN(a_step_that_keeps_failing_transiently_is_compensated_itself);
+    KT_RUN(retries_bounded_by_time_stop_at_the_time_not_the_count);
     KT_RUN(a_call_without_an_outcome_by_its_deadline_times_out_on_a_tick);
     KT_RUN(a_failing_first_step_compensates_nothing);
     KT_RUN(a_compensation_failing_past_the_time_limit_needs_attention);

@@ -3,7 +3,8 @@
  * order's history as events in the event store.
  *
  *   keel-shop-order --keel host:port,... [--listen host:port] [--registry host:port,...]
- *                   [--id ID] [--answer-within-ms 3000]   (also ORDER_* and a YAML file)
+ *                   [--id ID] [--answer-within-ms 3000] [--step-retry-ms 2500]
+ *                   (also ORDER_* and a YAML file)
  *
  *   POST /orders      {"customer", "items": [{"product", "qty"}, ...], "amount_cents",
  *                      "card": ok|decline|slow|fail}
@@ -158,7 +159,9 @@ static void step_charge(keel_saga_call_t *call, void *data)
         "amount_cents", json_object_get(j, "amount_cents"), "card", json_object_get(j, "card"));
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     /* 409 is not a refusal: an Idempotency-Key whose first request still runs (transient) */
-    static const int ok[4] = {200, 201}, business[6] = {400, 402, 410, 422};
+    /* 502 is the processor's "unavailable, nothing was charged": certainly not applied, so
+     * a refusal the saga compensates at once, not an unknown outcome to ride out */
+    static const int ok[4] = {200, 201}, business[6] = {400, 402, 410, 422, 502};
     if (text == NULL)
         keel_saga_call_done(call, KEEL_SAGA_BUSINESS, NULL, 0);
     else
@@ -516,7 +519,7 @@ static void on_stopped(keel_service_t *svc, void *data)
 int main(int argc, char **argv)
 {
     const char *listen = "127.0.0.1:8120", *keel = "127.0.0.1:7001", *registry = NULL, *id = NULL;
-    int64_t within = 3000, lock_ms = 2000;
+    int64_t within = 3000, lock_ms = 2000, step_retry_ms = 2500;
     const keel_opt_t opts[] = {
         {"listen", KEEL_OPT_STR, &listen, 0, 0, "host:port to serve on (port 0: any)"},
         {"keel", KEEL_OPT_STR, &keel, 0, 0,
@@ -525,6 +528,9 @@ int main(int argc, char **argv)
         {"id", KEEL_OPT_STR, &id, 0, 0, "instance id (default order-<host>-<port>)"},
         {"answer-within-ms", KEEL_OPT_INT, &within, 10, 600000,
          "answer 202 pending if the saga has not ended by then"},
+        {"step-retry-ms", KEEL_OPT_INT, &step_retry_ms, 0, 600000,
+         "a saga step with an unknown outcome is retried until this long after its first "
+         "attempt (0: three attempts)"},
         {"saga-lock-ms", KEEL_OPT_INT, &lock_ms, 300, 600000,
          "a saga's ownership lease: a dead instance's sagas are adopted this long after (the "
          "library's default is 10 s; an order's client waits 5 s)"},
@@ -609,6 +615,15 @@ int main(int argc, char **argv)
     keel_saga_type_step(&app.order, "reserve", step_reserve, undo_reserve, &app);
     keel_saga_type_step(&app.order, "charge", step_charge, undo_charge, &app);
     keel_saga_type_step(&app.order, "confirm", step_confirm, NULL, &app);
+    /* A step whose outcome is unknown (a timeout, a 503 while keel elects a leader, an
+     * instance restarting, its key's 409 in progress) is tried again for step-retry-ms, not a
+     * count of attempts: three quick attempts used up in a one-second stall compensated
+     * healthy orders (docs/shop.md, "Retries bounded by time"). */
+    for (uint32_t i = 0; step_retry_ms > 0 && i < app.order.def.steps_n; i++) {
+        app.order.def.steps[i].attempts_max = KEEL_SAGA_ATTEMPTS_MAX;
+        app.order.def.steps[i].retry_for_ms = (keel_ms_t)step_retry_ms;
+        app.order.def.steps[i].backoff_cap_ms = 500;
+    }
     app.order.def.input_bytes_max = BODY_BYTES_MAX;
     keel_sagas_config_t sc = keel_sagas_config_default();
     char seeds2[1024];
