@@ -2,7 +2,9 @@
  * with keel server around a request. */
 #include "tx/idem.h"
 
+#include "base/hash.h"
 #include "base/log.h"
+#include "runtime/clock.h"
 
 #include <assert.h>
 #include <http_parser.h>
@@ -10,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 keel_idem_config_t keel_idem_config_default(void)
 {
@@ -68,10 +71,11 @@ static bool stored_header(const keel_http_header_t *h)
     return false;
 }
 
-int keel_idem_encode_claim(keel_buf_t *out, const char *fingerprint)
+int keel_idem_encode_claim(keel_buf_t *out, const char *fingerprint, const char *nonce)
 {
-    assert(strlen(fingerprint) == KEEL_IDEM_FINGERPRINT_HEX);
-    return keel_buf_printf(out, "P %s", fingerprint);
+    assert(strlen(fingerprint) == KEEL_IDEM_FINGERPRINT_HEX &&
+           strlen(nonce) == KEEL_IDEM_NONCE_HEX);
+    return keel_buf_printf(out, "P %s %s", fingerprint, nonce);
 }
 
 int keel_idem_encode_answer(keel_buf_t *out, const char *fingerprint, int status,
@@ -113,8 +117,15 @@ int keel_idem_decode(uint8_t *buf, size_t len, keel_idem_record_t *out)
         !is_hex(buf + 2, KEEL_IDEM_FINGERPRINT_HEX))
         return KEEL_ECORRUPT;
     memcpy(out->fingerprint, buf + 2, KEEL_IDEM_FINGERPRINT_HEX);
-    if (buf[0] == 'P')
-        return len == fp_end ? 0 : KEEL_ECORRUPT;
+    if (buf[0] == 'P' && len == fp_end)
+        return 0; /* a claim written before nonces */
+    if (buf[0] == 'P') {
+        if (len != fp_end + 1 + KEEL_IDEM_NONCE_HEX || buf[fp_end] != ' ' ||
+            !is_hex(buf + fp_end + 1, KEEL_IDEM_NONCE_HEX))
+            return KEEL_ECORRUPT;
+        memcpy(out->nonce, buf + fp_end + 1, KEEL_IDEM_NONCE_HEX);
+        return 0;
+    }
     /* "D <fp> <status> <body bytes>\n" headers "\n" body: the length catches a cut record */
     size_t p = fp_end;
     if (len < p + 7 || buf[p] != ' ' || buf[p + 4] != ' ')
@@ -176,6 +187,8 @@ int keel_idem_init(keel_idem_t *idem, keel_loop_t *loop, const keel_idem_config_
                    keel_metrics_t *metrics, const char *metrics_labels, keel_errmsg_t *msg)
 {
     memset(idem, 0, sizeof(*idem));
+    idem->loop = loop;
+    keel_list_init(&idem->claiming);
     if (cfg->servers == NULL || cfg->prefix == NULL ||
         strlen(cfg->prefix) >= KEEL_IDEM_PREFIX_BYTES_MAX)
         return keel_errf(msg, KEEL_EINVAL, "idempotency: servers and a prefix under %u bytes",
@@ -199,9 +212,15 @@ int keel_idem_init(keel_idem_t *idem, keel_loop_t *loop, const keel_idem_config_
     if (cc.seeds_n == 0)
         return keel_errf(msg, KEEL_EINVAL, "idempotency: no server address");
     cc.request_timeout_ms = cfg->request_timeout_ms;
-    int rc = keel_client_init(&idem->client, loop, &cc, msg);
+    int rc = keel_timer_init(loop, &idem->timer);
     if (rc != 0)
+        return keel_errf(msg, rc, "idempotency: timer: %s", keel_strerror(rc));
+    idem->timer_open = true;
+    if ((rc = keel_client_init(&idem->client, loop, &cc, msg)) != 0) {
+        keel_timer_close(&idem->timer, NULL);
         return rc;
+    }
+    idem->nonce_base = (uint64_t)keel_clock_now_ns() * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
     idem->cfg.servers = NULL; /* the text lives in seeds_text, cut up */
     if (metrics != NULL) {
         static const char *const outcome[OUT_N] = {"run",         "replay",      "mismatch",
@@ -219,6 +238,13 @@ int keel_idem_init(keel_idem_t *idem, keel_loop_t *loop, const keel_idem_config_
             metrics, "keel_idem_store_failures_total",
             "Answers sent without being stored (keel server unreachable or the claim lapsed).",
             metrics_labels);
+        idem->m_late = keel_metrics_counter(
+            metrics, "keel_idem_claims_late_total",
+            "Claims unanswered past the request timeout (the request got 503).", metrics_labels);
+        idem->m_withdrawn = keel_metrics_counter(
+            metrics, "keel_idem_claims_withdrawn_total",
+            "Late claims that landed after their request was answered, and were deleted.",
+            metrics_labels);
     }
     return 0;
 }
@@ -231,7 +257,10 @@ const keel_idem_stats_t *keel_idem_stats(const keel_idem_t *idem)
 /* One request between its claim and its answer. */
 typedef struct op {
     keel_idem_t *idem;
-    keel_http_req_t *req;
+    keel_http_req_t *req; /* NULL once answered while the claim was late */
+    keel_list_t link;     /* in idem->claiming while the claim is in flight */
+    keel_ms_t sent_ms;
+    char nonce[KEEL_IDEM_NONCE_HEX + 1];
     void (*run)(void *data);
     void *data;
     char fingerprint[KEEL_IDEM_FINGERPRINT_HEX + 1];
@@ -335,11 +364,56 @@ static int on_answer(keel_http_req_t *req, int status, const keel_http_header_t 
     return keel_http_respond(req, status, headers, headers_n, body, body_len);
 }
 
+static void on_withdrawn(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *reply)
+{
+    op_t *op = ctx;
+    (void)cl;
+    if (status == 0 && reply->type == KEEL_RESP_ARRAY) { /* *-1: it moved, nothing deleted */
+        op->idem->stats.claims_withdrawn++;
+        if (op->idem->m_withdrawn)
+            keel_counter_inc(op->idem->m_withdrawn);
+    }
+    op_free(op);
+}
+
+/* A late claim that landed: still ours (the nonce), delete it at the version read. */
+static void on_late_read(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *reply)
+{
+    op_t *op = ctx;
+    keel_idem_t *idem = op->idem;
+    (void)cl;
+    if (status != 0 || reply->type != KEEL_RESP_ARRAY || reply->elems_len != 2 ||
+        reply->elems[0].type != KEEL_RESP_BULK || reply->elems[1].type != KEEL_RESP_INT ||
+        reply->elems[0].str.len != keel_buf_unread(&op->rec) ||
+        memcmp(reply->elems[0].str.ptr, keel_buf_rptr(&op->rec), reply->elems[0].str.len) != 0) {
+        op_free(op); /* gone, or another request's by now: not ours to delete */
+        return;
+    }
+    char ver[24];
+    snprintf(ver, sizeof(ver), "%lld", (long long)reply->elems[1].integer);
+    const char *argv[] = {"KEEL.TXN", "1", op->key, ver, "1", "2", "DEL", op->key};
+    size_t lens[8];
+    for (int i = 0; i < 8; i++)
+        lens[i] = i == 2 || i == 7 ? op->key_len : strlen(argv[i]);
+    if (keel_client_command(&idem->client, 8, argv, lens, on_withdrawn, op) != 0)
+        op_free(op);
+}
+
 static void on_claim(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *reply)
 {
     op_t *op = ctx;
     keel_idem_t *idem = op->idem;
     (void)cl;
+    if (keel_list_linked(&op->link))
+        keel_list_remove(&op->link);
+    if (op->req == NULL) { /* answered 503 while this was late */
+        const char *argv[] = {"KEEL.GETV", op->key};
+        size_t lens[] = {9, op->key_len};
+        if (status != 0 || reply->type != KEEL_RESP_NIL || idem->closing ||
+            keel_client_command(&idem->client, 2, argv, lens, on_late_read, op) != 0)
+            op_free(op); /* it did not land, or cannot be read: it lapses by lock_ms */
+        return;
+    }
     if (status != 0 || reply->type == KEEL_RESP_ERROR ||
         (reply->type != KEEL_RESP_NIL && reply->type != KEEL_RESP_BULK)) {
         char why[96];
@@ -388,6 +462,41 @@ static void on_claim(keel_client_t *cl, void *ctx, int status, const keel_resp_v
     op_free(op);
 }
 
+/* Requests whose claim is unanswered past request_timeout_ms: 503 now; the claim goes on. */
+static void on_timer(keel_timer_t *t, void *data)
+{
+    keel_idem_t *idem = data;
+    (void)t;
+    keel_ms_t now = keel_loop_now_ms(idem->loop);
+    while (!keel_list_empty(&idem->claiming)) {
+        op_t *op = KEEL_LIST_ENTRY(keel_list_first(&idem->claiming), op_t, link);
+        if (now < op->sent_ms + idem->cfg.request_timeout_ms)
+            break;
+        keel_list_remove(&op->link);
+        count(idem, OUT_UNAVAILABLE);
+        idem->stats.claims_late++;
+        if (idem->m_late)
+            keel_counter_inc(idem->m_late);
+        keel_log_warn("idempotency: claim unanswered", KF_STR("key", op->key),
+                      KF_INT("after_ms", now - op->sent_ms));
+        respond_retry_later(op->req, 503, "the idempotency key store did not answer in time");
+        op->req = NULL;
+    }
+    if (keel_list_empty(&idem->claiming)) {
+        keel_timer_stop(&idem->timer);
+        idem->timer_on = false;
+    }
+}
+
+static void arm_timer(keel_idem_t *idem)
+{
+    if (idem->timer_on || !idem->timer_open)
+        return;
+    keel_ms_t every = idem->cfg.request_timeout_ms < 100 ? idem->cfg.request_timeout_ms : 100;
+    if (keel_timer_start(&idem->timer, every, every, on_timer, idem) == 0)
+        idem->timer_on = true;
+}
+
 void keel_idem_handle(keel_idem_t *idem, keel_http_req_t *req, const char *key, size_t key_len,
                       void (*run)(void *data), void *data)
 {
@@ -405,6 +514,7 @@ void keel_idem_handle(keel_idem_t *idem, keel_http_req_t *req, const char *key, 
     }
     idem->ops++;
     *op = (op_t){.idem = idem, .req = req, .run = run, .data = data};
+    keel_list_init(&op->link);
     keel_buf_init(&op->rec, 0);
     memcpy(op->key, idem->prefix, prefix_len);
     memcpy(op->key + prefix_len, key, key_len);
@@ -415,12 +525,21 @@ void keel_idem_handle(keel_idem_t *idem, keel_http_req_t *req, const char *key, 
                           m->body_len, op->fingerprint);
     char px[24];
     snprintf(px, sizeof(px), "%lld", (long long)idem->cfg.lock_ms);
-    int rc = keel_idem_encode_claim(&op->rec, op->fingerprint);
+    uint64_t seq = ++idem->nonce_seq, nonce = keel_hash64(&seq, sizeof(seq), idem->nonce_base);
+    snprintf(op->nonce, sizeof(op->nonce), "%016llx", (unsigned long long)nonce);
+    int rc = keel_idem_encode_claim(&op->rec, op->fingerprint, op->nonce);
     const char *argv[] = {"SET", op->key, (const char *)keel_buf_rptr(&op->rec), "NX", "GET",
                           "PX",  px};
     size_t lens[] = {3, op->key_len, keel_buf_unread(&op->rec), 2, 3, 2, strlen(px)};
+    /* the claim may land until it would have lapsed anyway; the request waits less */
     if (rc == 0)
-        rc = keel_client_command(&idem->client, 7, argv, lens, on_claim, op);
+        rc = keel_client_command_timeout(&idem->client, 7, argv, lens, idem->cfg.lock_ms, on_claim,
+                                         op);
+    if (rc == 0) {
+        op->sent_ms = keel_loop_now_ms(idem->loop);
+        keel_list_insert_tail(&idem->claiming, &op->link);
+        arm_timer(idem);
+    }
     if (rc != 0) {
         count(idem, OUT_UNAVAILABLE);
         respond_retry_later(req, 503, "the idempotency key store is overloaded");
@@ -428,11 +547,20 @@ void keel_idem_handle(keel_idem_t *idem, keel_http_req_t *req, const char *key, 
     }
 }
 
+static void closed_part(keel_idem_t *idem)
+{
+    if (--idem->closing_parts == 0 && idem->closed)
+        idem->closed(idem);
+}
+
 static void client_closed(keel_client_t *cl)
 {
-    keel_idem_t *idem = (keel_idem_t *)((char *)cl - offsetof(keel_idem_t, client));
-    if (idem->closed)
-        idem->closed(idem);
+    closed_part((keel_idem_t *)((char *)cl - offsetof(keel_idem_t, client)));
+}
+
+static void timer_closed(keel_timer_t *t)
+{
+    closed_part((keel_idem_t *)((char *)t - offsetof(keel_idem_t, timer)));
 }
 
 void keel_idem_close(keel_idem_t *idem, void (*closed)(keel_idem_t *idem))
@@ -440,5 +568,8 @@ void keel_idem_close(keel_idem_t *idem, void (*closed)(keel_idem_t *idem))
     assert(!idem->closing);
     idem->closing = true;
     idem->closed = closed;
+    idem->closing_parts = 2;
+    idem->timer_open = idem->timer_on = false;
+    keel_timer_close(&idem->timer, timer_closed);
     keel_client_close(&idem->client, client_closed);
 }

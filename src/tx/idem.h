@@ -5,6 +5,7 @@
 
 #include "base/buf.h"
 #include "base/err.h"
+#include "base/list.h"
 #include "base/ktime.h"
 #include "base/metrics.h"
 #include "client/client.h"
@@ -29,9 +30,10 @@
  *   - A key is forgotten ttl_ms after its answer was stored (then it may be used afresh).
  *
  * Storage, in keel server (one key per idempotency key, "<prefix><key>"):
- *   claim     SET k "P <fingerprint>" NX GET PX lock_ms
+ *   claim     SET k "P <fingerprint> <nonce>" NX GET PX lock_ms
  *             nil: claimed, run. A value: the record of an earlier request, decided as above.
  *             One command: claiming and reading the rival are one atomic step (Raft entry).
+ *             The nonce (16 hex digits, new per claim) tells this claim from a retry's.
  *   answer    SET k "D <fingerprint> <status> <body bytes>\n<Name: value\n>...\n<body>"
  *                   XX PX ttl_ms
  *             then the answer is sent, from the stored record, so the first answer and every
@@ -43,8 +45,17 @@
  * for ever: a retry after lock_ms runs the handler again (Stripe's behaviour too). So
  * lock_ms must exceed the slowest handler; a handler slower than that may run twice.
  * keel server unreachable at claim time: 503, the handler does not run (there is no
- * guarantee to offer). Unreachable when the answer is stored: the answer is sent anyway,
- * counted in keel_idem_store_failures_total, and the key stays claimed until lock_ms.
+ * guarantee to offer).
+ * A claim with no answer within request_timeout_ms (keel server stalled, a leader being
+ * elected): the request gets 503 at once, but the claim stays in flight (up to lock_ms), since
+ * it may still land. If it does, nobody will run the handler for it, and every retry would
+ * meet 409 until lock_ms passed (found in the shop: a 3 s stall of keel made 3% of orders
+ * miss their 5 s deadline). So a claim that lands after its request was answered is
+ * withdrawn: KEEL.GETV, and if the value is still this claim (its nonce), KEEL.TXN deleting it
+ * at that version; a retry then claims afresh. A claim whose answer never comes (the
+ * connection broke) may still stand until lock_ms, as before. Unreachable when the answer is
+ * stored: the answer is sent anyway, counted in keel_idem_store_failures_total, and the key stays
+ * claimed until lock_ms.
  *
  * Stored headers: Content-Type, Location, ETag, Last-Modified, Link, Retry-After,
  * Cache-Control (others are not part of the answer's meaning, and are not sent at all).
@@ -57,6 +68,7 @@
 #define KEEL_IDEM_PREFIX_BYTES_MAX 128u
 #define KEEL_IDEM_FINGERPRINT_HEX 64u
 #define KEEL_IDEM_HEADERS_MAX 8u
+#define KEEL_IDEM_NONCE_HEX 16u
 
 typedef struct keel_idem_config {
     const char *servers;          /* keel server client addresses "host:port,..."; NULL: off */
@@ -83,6 +95,7 @@ void keel_idem_fingerprint(const char *method, const char *target, size_t target
 typedef struct keel_idem_record {
     bool done; /* false: claimed, running */
     char fingerprint[KEEL_IDEM_FINGERPRINT_HEX + 1];
+    char nonce[KEEL_IDEM_NONCE_HEX + 1]; /* a claim's ("" in a claim written without one) */
     int status;
     keel_http_header_t headers[KEEL_IDEM_HEADERS_MAX];
     size_t headers_n;
@@ -90,7 +103,8 @@ typedef struct keel_idem_record {
     size_t body_len;
 } keel_idem_record_t;
 
-int keel_idem_encode_claim(keel_buf_t *out, const char *fingerprint);
+/* "P <fingerprint> <nonce>"; nonce: KEEL_IDEM_NONCE_HEX lower-case hex digits. */
+int keel_idem_encode_claim(keel_buf_t *out, const char *fingerprint, const char *nonce);
 /* Only the stored headers are kept (see above); the body must fit response_bytes_max. */
 int keel_idem_encode_answer(keel_buf_t *out, const char *fingerprint, int status,
                             const keel_http_header_t *headers, size_t headers_n, const void *body,
@@ -112,19 +126,27 @@ keel_idem_decision_t keel_idem_decide(const keel_idem_record_t *rec, const char 
 
 typedef struct keel_idem_stats {
     uint64_t runs, replays, mismatches, in_progress, unavailable, bad_keys, store_failures;
+    uint64_t claims_late;      /* claims unanswered past request_timeout_ms (the request: 503) */
+    uint64_t claims_withdrawn; /* of those, claims that landed later and were deleted */
 } keel_idem_stats_t;
 
 typedef struct keel_idem {
+    keel_loop_t *loop;
     keel_idem_config_t cfg;
     char prefix[KEEL_IDEM_PREFIX_BYTES_MAX];
     char seeds_text[512];
     keel_client_t client;
     keel_idem_stats_t stats;
-    uint32_t ops; /* requests between claim and answer */
+    uint32_t ops;         /* requests between claim and answer, and late claims */
+    keel_list_t claiming; /* ops whose claim is in flight, oldest first */
+    keel_timer_t timer;   /* answers 503 to a request whose claim is late */
+    bool timer_on, timer_open;
+    int closing_parts; /* the client and the timer, while closing */
+    uint64_t nonce_base, nonce_seq;
     bool closing;
     void (*closed)(struct keel_idem *idem);
     keel_counter_t *m_outcome[6]; /* run, replay, mismatch, in_progress, unavailable, bad_key */
-    keel_counter_t *m_store_failures;
+    keel_counter_t *m_store_failures, *m_late, *m_withdrawn;
 } keel_idem_t;
 
 int keel_idem_init(keel_idem_t *idem, keel_loop_t *loop, const keel_idem_config_t *cfg,

@@ -133,3 +133,37 @@ def test_stored_answers_outlive_the_service_and_no_store_means_no_run(make_clust
     assert down[0] == 503, down
     assert notes_count(port) == 0
     assert idem_metric(port, "unavailable") == 1
+
+
+def test_a_claim_that_lands_after_its_request_gave_up_is_withdrawn(make_cluster, procs):
+    """keel server stalls (SIGSTOP) longer than the claim's request timeout (2 s): the request
+    gets 503, but its claim is still in the server's queue and lands when it resumes. Nobody
+    will run the handler for it; left alone, every retry would meet 409 until lock_ms (60 s
+    here). The late claim is withdrawn (it is still this claim: its nonce), so a retry soon
+    after the server resumes runs, once."""
+    import signal
+
+    node = make_cluster(1).nodes[0]
+    _, port = start_notes(procs, node)
+    assert call(port, "POST", "/notes", b"warm", key="k-warm")[0] == 201
+    node.proc.send_signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        stalled = call(port, "POST", "/notes", b"late", key="k-late")
+        assert stalled[0] == 503 and 1.5 < time.monotonic() - t0 < 3.5, stalled
+        time.sleep(1.0)
+    finally:
+        node.proc.send_signal(signal.SIGCONT)
+    resumed = time.monotonic()
+    while True:
+        st, _, body = call(port, "POST", "/notes", b"late", key="k-late")
+        if st != 409 or time.monotonic() - resumed > 10:
+            break
+        time.sleep(0.1)
+    assert st == 201, (st, body)
+    assert time.monotonic() - resumed < 3, "the late claim held the key"
+    assert call(port, "POST", "/notes", b"late", key="k-late")[2] == body  # a replay now
+    assert notes_count(port) == 2  # warm and late, each once
+    text = call(port, "GET", "/metrics")[2].decode()
+    assert re.search(r'keel_idem_claims_late_total\{service="notes"\} 1\b', text), text
+    assert re.search(r'keel_idem_claims_withdrawn_total\{service="notes"\} 1\b', text), text

@@ -96,7 +96,10 @@ static void damaged_records_are_refused(void)
     keel_idem_record_t rec;
     const char *bad[] = {
         "X %s",                    /* unknown kind */
-        "P %s extra",              /* a claim is only its fingerprint */
+        "P %s extra",              /* a claim is its fingerprint and a 16-digit nonce */
+        "P %s 0123456789abcdeg",   /* nonce not hex */
+        "P %s 0123456789abcde",    /* nonce too short */
+        "P %s 0123456789abcdef0",  /* too long */
         "D %s 2x1 0\n\n",          /* status */
         "D %s 099 0\n\n",          /* status below 100 */
         "D %s 200 3\n\nab",        /* body shorter than said */
@@ -122,12 +125,19 @@ static void a_repeat_is_run_replayed_refused_or_told_to_wait(void)
     keel_buf_t b;
     keel_buf_init(&b, 0);
     keel_idem_record_t claim, answer;
-    KT_EQ_INT(keel_idem_encode_claim(&b, fp), 0);
+    KT_EQ_INT(keel_idem_encode_claim(&b, fp, "00112233445566ff"), 0);
     uint8_t claim_text[128], answer_text[256];
     size_t n = keel_buf_unread(&b);
     memcpy(claim_text, keel_buf_rptr(&b), n);
     KT_EQ_INT(keel_idem_decode(claim_text, n, &claim), 0);
     KT_CHECK(!claim.done);
+    KT_EQ_STR(claim.nonce, "00112233445566ff");
+    /* a claim written before nonces still reads, with none */
+    keel_idem_record_t old;
+    char old_text[80];
+    int on = snprintf(old_text, sizeof(old_text), "P %s", fp);
+    KT_EQ_INT(keel_idem_decode((uint8_t *)old_text, (size_t)on, &old), 0);
+    KT_CHECK(!old.done && old.nonce[0] == '\0');
     keel_buf_reset(&b);
     KT_EQ_INT(keel_idem_encode_answer(&b, fp, 200, NULL, 0, "ok", 2), 0);
     n = keel_buf_unread(&b);
