@@ -1,5 +1,5 @@
 /* proxy_int.h - keel proxy's runtime types, shared by proxy.c (setup, clusters, admin) and
- * proxy_conn.c (the data path). Not a public header. */
+ * the data path (proxy_conn.c and its files, proxy_conn_int.h). Not a public header. */
 #ifndef KEEL_PROXY_PROXY_INT_H
 #define KEEL_PROXY_PROXY_INT_H
 
@@ -226,7 +226,7 @@ typedef struct keel__agg_part {
     char *body; /* res.body: a copy of the upstream's body */
 } keel__agg_part_t;
 
-/* The state of one aggregate request (proxy_conn.c): its parts' calls through p->agg_client. */
+/* The state of one aggregate request (proxy_agg.c): its parts' calls through p->agg_client. */
 struct keel__agg {
     keel__dconn_t *d;
     const keel_proxy_aggregate_t *cfg;
