@@ -1,5 +1,6 @@
-/* proxy_int.h - keel proxy's runtime types, shared by proxy.c (setup, clusters, admin) and
- * proxy_conn.c (the data path). Not a public header. */
+/* proxy_int.h - keel proxy's runtime types, shared by proxy.c (setup, reload, stop),
+ * proxy_cluster.c (clusters, health checks), proxy_admin.c (the admin listener) and the data path
+ * (proxy_conn.c and its files, proxy_conn_int.h). Not a public header. */
 #ifndef KEEL_PROXY_PROXY_INT_H
 #define KEEL_PROXY_PROXY_INT_H
 
@@ -226,7 +227,7 @@ typedef struct keel__agg_part {
     char *body; /* res.body: a copy of the upstream's body */
 } keel__agg_part_t;
 
-/* The state of one aggregate request (proxy_conn.c): its parts' calls through p->agg_client. */
+/* The state of one aggregate request (proxy_agg.c): its parts' calls through p->agg_client. */
 struct keel__agg {
     keel__dconn_t *d;
     const keel_proxy_aggregate_t *cfg;
@@ -400,6 +401,22 @@ int keel__proxy_ensure_agg_client(keel_proxy_t *p, const keel_proxy_config_t *cf
  * shut it down (keel_proxy_shutdown) and run its loop. */
 int keel__proxy_worker_init(keel_proxy_t *w, keel_proxy_t *main, keel_loop_t *loop, uint32_t wid,
                             keel_errmsg_t *msg);
+/* proxy_cluster.c */
+/* "other", "1xx" .. "5xx": the class label of the m_class counters. */
+extern const char *const keel__proxy_class_names[6];
+/* key="value" into out[0..cap), the value escaped as a metrics label. */
+void keel__proxy_labels_for(char *out, size_t cap, const char *key, const char *value);
+/* Whether two cluster configs are the same in everything but their line in the file. */
+bool keel__cluster_same(const keel_proxy_cluster_t *a, const keel_proxy_cluster_t *b);
+/* A new cluster for config c, with one reference (the caller's generation's). */
+int keel__cluster_new(keel_proxy_t *p, const keel_proxy_cluster_t *c, keel__pcluster_t **out,
+                      keel_errmsg_t *msg);
+/* Takes a cluster out of service: health checks stop, idle connections close, gauges stop
+ * reading it; it is freed with its last reference. */
+void keel__cluster_retire(keel__pcluster_t *cl);
+/* proxy_admin.c */
+/* Starts the admin listener on the config's admin_address (worker 0). */
+int keel__proxy_admin_start(keel_proxy_t *p, keel_errmsg_t *msg);
 /* worker.c */
 /* Binds worker 0's listeners (SO_REUSEPORT when there are several workers). */
 int keel__workers_listen(keel_proxy_t *p, keel_errmsg_t *msg);

@@ -1,0 +1,396 @@
+/* config_cluster.c - the config's clusters (hosts or a registry service, balancing, pool,
+ * circuit breaker, outlier detection, health checks) and JWT providers. */
+#include "proxy/config_int.h"
+
+#include "base/err.h"
+#include "core/balance.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- clusters ---------------------------------------------------------------------------- */
+
+static void host_address(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel__cfg_to_address(c, v, "address", false, &((keel_proxy_host_t *)base)->address);
+}
+
+static const field_t host_fields[] = {
+    {"address", F_FN, 0, 0, 0, host_address},
+    {"weight", F_U32, offsetof(keel_proxy_host_t, weight), 1, KEEL_BALANCE_WEIGHT_MAX, NULL},
+};
+
+static void load_host(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
+{
+    keel_proxy_cluster_t *cl = arg;
+    keel_proxy_host_t *h = &cl->hosts[i];
+    h->weight = 1;
+    cl->hosts_count = i + 1;
+    if (item->type == YAML_SCALAR_NODE) { /* "- 127.0.0.1:9001" shorthand */
+        keel__cfg_to_address(c, item, "hosts", false, &h->address);
+    } else {
+        keel__cfg_load_fields(c, item, host_fields, N(host_fields), h, "host");
+        if (h->address == NULL)
+            ERR(c, item, "host: 'address' is required");
+    }
+    for (uint32_t k = 0; h->address && k < i; k++)
+        if (cl->hosts[k].address && strcmp(cl->hosts[k].address, h->address) == 0)
+            ERR(c, item, "host: %s is listed twice", h->address);
+}
+
+static void cluster_hosts(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel__cfg_each_item(c, v, "hosts", KEEL_PROXY_HOSTS_MAX, load_host, base);
+}
+
+static void cluster_balance(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_cluster_t *cl = base;
+    if (!keel__cfg_to_str(c, v, "balance", false, &cl->balance))
+        return;
+    const keel_balance_policy_t *pol;
+    keel_errmsg_t msg;
+    if (keel_balance_policy_find(cl->balance, NULL, 0, &pol, &msg) != 0)
+        ERR(c, v, "balance: %s", msg.text);
+}
+
+/* "source_address" or "header:NAME". */
+static void cluster_hash_on(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_cluster_t *cl = base;
+    const char *s;
+    if (!keel__cfg_want_scalar(c, v, "hash_on", &s))
+        return;
+    if (strcmp(s, "source_address") == 0) {
+        cl->hash_on = KEEL_PROXY_HASH_SOURCE;
+    } else if (strncmp(s, "header:", 7) == 0 && s[7] != 0 &&
+               strlen(s + 7) < KEEL_PROXY_NAME_BYTES_MAX) {
+        cl->hash_on = KEEL_PROXY_HASH_HEADER;
+        free(cl->hash_header);
+        cl->hash_header = keel__cfg_dup_lower(s + 7, true);
+    } else {
+        ERR(c, v, "hash_on: '%s' is not source_address or header:NAME", s);
+    }
+}
+
+static void cluster_pool(ctx_t *c, yaml_node_t *v, void *base)
+{
+    static const field_t f[] = {
+        {"idle_max", F_U32, offsetof(keel_proxy_cluster_t, idle_max), 0, 100000, NULL},
+        {"requests_per_connection_max", F_U32,
+         offsetof(keel_proxy_cluster_t, requests_per_conn_max), 0, UINT32_MAX, NULL},
+        {"idle_timeout_ms", F_MS, offsetof(keel_proxy_cluster_t, idle_timeout_ms), 10, DAY_MS,
+         NULL},
+    };
+    keel__cfg_load_fields(c, v, f, N(f), base, "pool");
+}
+
+static void cluster_breaker(ctx_t *c, yaml_node_t *v, void *base)
+{
+    static const field_t f[] = {
+        {"enabled", F_BOOL, offsetof(keel_proxy_cluster_t, breaker_enabled), 0, 0, NULL},
+        {"failure_rate_pct", F_U32, offsetof(keel_proxy_cluster_t, breaker_failure_rate_pct), 1,
+         100, NULL},
+        {"calls_min", F_U32, offsetof(keel_proxy_cluster_t, breaker_calls_min), 1, 100000, NULL},
+        {"window_calls", F_U32, offsetof(keel_proxy_cluster_t, breaker_window_calls), 1, 100000,
+         NULL},
+        {"consecutive_failures", F_U32,
+         offsetof(keel_proxy_cluster_t, breaker_consecutive_failures), 0, 100000, NULL},
+        {"open_ms", F_MS, offsetof(keel_proxy_cluster_t, breaker_open_ms), 1, DAY_MS, NULL},
+        {"probes", F_U32, offsetof(keel_proxy_cluster_t, breaker_probes), 1, 1000, NULL},
+        {"slow_call_rate_pct", F_U32, offsetof(keel_proxy_cluster_t, breaker_slow_call_rate_pct), 0,
+         100, NULL},
+        {"slow_call_ms", F_MS, offsetof(keel_proxy_cluster_t, breaker_slow_call_ms), 1, DAY_MS,
+         NULL},
+    };
+    ((keel_proxy_cluster_t *)base)->breaker_enabled = true;
+    keel__cfg_load_fields(c, v, f, N(f), base, "circuit_breaker");
+}
+
+static void cluster_outlier(ctx_t *c, yaml_node_t *v, void *base)
+{
+    static const field_t f[] = {
+        {"enabled", F_BOOL, offsetof(keel_proxy_cluster_t, outlier_enabled), 0, 0, NULL},
+        {"consecutive_5xx", F_U32, offsetof(keel_proxy_cluster_t, outlier_consecutive_5xx), 0,
+         100000, NULL},
+        {"consecutive_gateway", F_U32, offsetof(keel_proxy_cluster_t, outlier_consecutive_gateway),
+         0, 100000, NULL},
+        {"consecutive_local", F_U32, offsetof(keel_proxy_cluster_t, outlier_consecutive_local), 0,
+         100000, NULL},
+        {"interval_ms", F_MS, offsetof(keel_proxy_cluster_t, outlier_interval_ms), 10, DAY_MS,
+         NULL},
+        {"base_ejection_ms", F_MS, offsetof(keel_proxy_cluster_t, outlier_base_ejection_ms), 1,
+         DAY_MS, NULL},
+        {"max_ejection_ms", F_MS, offsetof(keel_proxy_cluster_t, outlier_max_ejection_ms), 1,
+         DAY_MS, NULL},
+        {"max_ejection_pct", F_U32, offsetof(keel_proxy_cluster_t, outlier_max_ejection_pct), 0,
+         100, NULL},
+        {"success_rate_stdev_factor", F_U32,
+         offsetof(keel_proxy_cluster_t, outlier_sr_stdev_factor), 0, 100000, NULL},
+        {"success_rate_minimum_hosts", F_U32,
+         offsetof(keel_proxy_cluster_t, outlier_sr_minimum_hosts), 1, KEEL_PROXY_HOSTS_MAX, NULL},
+        {"success_rate_request_volume", F_U32,
+         offsetof(keel_proxy_cluster_t, outlier_sr_request_volume), 1, 1000000, NULL},
+    };
+    ((keel_proxy_cluster_t *)base)->outlier_enabled = true;
+    keel__cfg_load_fields(c, v, f, N(f), base, "outlier_detection");
+}
+
+static void health_path(ctx_t *c, yaml_node_t *v, void *base)
+{
+    char **p = &((keel_proxy_health_t *)base)->path;
+    if (keel__cfg_to_str(c, v, "path", false, p) && (*p)[0] != '/')
+        ERR(c, v, "path: '%s' must start with '/'", *p);
+}
+
+void keel__cfg_health_default(keel_proxy_health_t *h)
+{
+    h->interval_ms = 5000;
+    h->timeout_ms = 1000;
+    h->healthy_threshold = 2;
+    h->unhealthy_threshold = 3;
+}
+
+/* A health_check section (a cluster's or the sidecar's app's): GET path, or a TCP connect. */
+void keel__cfg_load_health(ctx_t *c, yaml_node_t *v, keel_proxy_health_t *h)
+{
+    static const field_t f[] = {
+        {"path", F_FN, 0, 0, 0, health_path},
+        {"tcp", F_BOOL, offsetof(keel_proxy_health_t, tcp), 0, 0, NULL},
+        {"interval_ms", F_MS, offsetof(keel_proxy_health_t, interval_ms), 10, DAY_MS, NULL},
+        {"timeout_ms", F_MS, offsetof(keel_proxy_health_t, timeout_ms), 1, DAY_MS, NULL},
+        {"healthy_threshold", F_U32, offsetof(keel_proxy_health_t, healthy_threshold), 1, 1000,
+         NULL},
+        {"unhealthy_threshold", F_U32, offsetof(keel_proxy_health_t, unhealthy_threshold), 1, 1000,
+         NULL},
+    };
+    h->enabled = true;
+    keel__cfg_load_fields(c, v, f, N(f), h, "health_check");
+    if ((h->path == NULL) == !h->tcp)
+        ERR(c, v, "health_check: give one of 'path' (an HTTP GET) or 'tcp: true' (a connect)");
+    if (h->timeout_ms > h->interval_ms)
+        ERR(c, v, "health_check: timeout_ms must not exceed interval_ms");
+}
+
+static void cluster_health(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel__cfg_load_health(c, v, &((keel_proxy_cluster_t *)base)->health);
+}
+
+static void cluster_service(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel__cfg_to_reg_name(c, v, "service", &((keel_proxy_cluster_t *)base)->service);
+}
+
+static void cluster_tag(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel__cfg_to_reg_name(c, v, "tag", &((keel_proxy_cluster_t *)base)->tag);
+}
+
+static const field_t cluster_fields[] = {
+    {"name", F_STR, offsetof(keel_proxy_cluster_t, name), 0, 0, NULL},
+    {"hosts", F_FN, 0, 0, 0, cluster_hosts},
+    {"service", F_FN, 0, 0, 0, cluster_service},
+    {"tag", F_FN, 0, 0, 0, cluster_tag},
+    {"balance", F_FN, 0, 0, 0, cluster_balance},
+    {"hash_on", F_FN, 0, 0, 0, cluster_hash_on},
+    {"connect_timeout_ms", F_MS, offsetof(keel_proxy_cluster_t, connect_timeout_ms), 1, DAY_MS,
+     NULL},
+    {"pool", F_FN, 0, 0, 0, cluster_pool},
+    {"max_requests", F_U32, offsetof(keel_proxy_cluster_t, max_requests), 0, 1000000, NULL},
+    {"circuit_breaker", F_FN, 0, 0, 0, cluster_breaker},
+    {"outlier_detection", F_FN, 0, 0, 0, cluster_outlier},
+    {"health_check", F_FN, 0, 0, 0, cluster_health},
+};
+
+static void cluster_default(keel_proxy_cluster_t *cl)
+{
+    cl->connect_timeout_ms = 1000;
+    cl->idle_max = 64;
+    cl->requests_per_conn_max = 0;
+    cl->idle_timeout_ms = 30000;
+    cl->max_requests = 0;
+    cl->breaker_failure_rate_pct = 50;
+    cl->breaker_calls_min = 20;
+    cl->breaker_window_calls = 100;
+    cl->breaker_consecutive_failures = 0;
+    cl->breaker_open_ms = 10000;
+    cl->breaker_probes = 3;
+    cl->outlier_consecutive_5xx = 5;
+    cl->outlier_consecutive_gateway = 0;
+    cl->outlier_consecutive_local = 5;
+    cl->outlier_interval_ms = 1000;
+    cl->outlier_base_ejection_ms = 30000;
+    cl->outlier_max_ejection_ms = 300000;
+    cl->outlier_max_ejection_pct = 50;
+    cl->outlier_sr_stdev_factor = 0;
+    cl->outlier_sr_minimum_hosts = 5;
+    cl->outlier_sr_request_volume = 100;
+    cl->breaker_slow_call_rate_pct = 0;
+    cl->breaker_slow_call_ms = 60000;
+    keel__cfg_health_default(&cl->health);
+}
+
+static void load_cluster(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
+{
+    keel_proxy_cluster_t *cl = &c->cfg->clusters[i];
+    cluster_default(cl);
+    cl->line = line_of(item);
+    c->cfg->clusters_count = i + 1;
+    keel__cfg_load_fields(c, item, cluster_fields, N(cluster_fields), cl, "cluster");
+    if (cl->name == NULL || cl->name[0] == 0 || strlen(cl->name) >= KEEL_PROXY_NAME_BYTES_MAX)
+        ERR(c, item, "cluster: 'name' is required (1..%u bytes)", KEEL_PROXY_NAME_BYTES_MAX - 1);
+    if (cl->service != NULL && cl->hosts_count > 0)
+        ERR(c, item, "cluster '%s': give one of hosts, service", cl->name ? cl->name : "?");
+    else if (cl->service == NULL && cl->hosts_count == 0)
+        ERR(c, item, "cluster '%s': 'hosts' needs at least one host (or give 'service')",
+            cl->name ? cl->name : "?");
+    if (cl->tag != NULL && cl->service == NULL)
+        ERR(c, item, "cluster '%s': 'tag' needs 'service'", cl->name ? cl->name : "?");
+    for (uint32_t k = 0; cl->name && k < i; k++)
+        if (c->cfg->clusters[k].name && strcmp(c->cfg->clusters[k].name, cl->name) == 0)
+            ERR(c, item, "cluster '%s' is defined twice", cl->name);
+    if (cl->balance == NULL)
+        cl->balance = strdup(cl->hash_on != KEEL_PROXY_HASH_NONE ? "ring" : "round_robin");
+}
+
+void keel__cfg_top_clusters(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel__cfg_each_item(c, v, "clusters", KEEL_PROXY_CLUSTERS_MAX, load_cluster, NULL);
+}
+
+/* ---- JWT providers ----------------------------------------------------------------------- */
+
+/* Fields the proxy writes or that frame the message: a claim must not be forwarded as one. */
+static const char *const reserved_headers[] = {
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "expect",
+    "via",
+    "authorization",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-keel-timeout-ms",
+    "traceparent",
+    "tracestate",
+    "b3",
+};
+
+static void cth_claim(ctx_t *c, yaml_node_t *v, void *base)
+{
+    char **claim = &((keel_proxy_claim_header_t *)base)->claim;
+    if (keel__cfg_to_str(c, v, "claim", false, claim) &&
+        ((*claim)[0] == 0 || strlen(*claim) >= KEEL_PROXY_NAME_BYTES_MAX))
+        ERR(c, v, "claim: 1..%u bytes", KEEL_PROXY_NAME_BYTES_MAX - 1);
+}
+
+static void cth_header(ctx_t *c, yaml_node_t *v, void *base)
+{
+    char **h = &((keel_proxy_claim_header_t *)base)->header;
+    if (!keel__cfg_to_field_name(c, v, "header", h))
+        return;
+    for (size_t i = 0; i < N(reserved_headers); i++)
+        if (strcmp(*h, reserved_headers[i]) == 0)
+            ERR(c, v, "header: '%s' is written by the proxy or frames the request", *h);
+}
+
+static void load_claim_header(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
+{
+    static const field_t f[] = {
+        {"claim", F_FN, 0, 0, 0, cth_claim},
+        {"header", F_FN, 0, 0, 0, cth_header},
+    };
+    keel_proxy_jwt_provider_t *pv = arg;
+    keel_proxy_claim_header_t *ch = &pv->claims_to_headers[i];
+    pv->claims_to_headers_count = i + 1;
+    keel__cfg_load_fields(c, item, f, N(f), ch, "claims_to_headers");
+    if (ch->claim == NULL || ch->header == NULL) {
+        ERR(c, item, "claims_to_headers: 'claim' and 'header' are required");
+        return;
+    }
+    for (uint32_t k = 0; k < i; k++)
+        if (pv->claims_to_headers[k].header &&
+            strcmp(pv->claims_to_headers[k].header, ch->header) == 0)
+            ERR(c, item, "claims_to_headers: header '%s' is written twice", ch->header);
+}
+
+static void pv_claims(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel__cfg_each_item(c, v, "claims_to_headers", KEEL_PROXY_JWT_CLAIM_HEADERS_MAX,
+                        load_claim_header, base);
+}
+
+static void load_audience(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
+{
+    keel_proxy_jwt_provider_t *pv = arg;
+    pv->audiences_count = i + 1;
+    keel__cfg_to_str(c, item, "audiences", false, &pv->audiences[i]);
+}
+
+static void pv_audiences(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel__cfg_each_item(c, v, "audiences", KEEL_PROXY_JWT_AUDIENCES_MAX, load_audience, base);
+}
+
+static void pv_jwks_file(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_jwt_provider_t *pv = base;
+    pv->jwks_line = line_of(v);
+    keel__cfg_to_str(c, v, "jwks_file", false, &pv->jwks_file);
+}
+
+static void pv_jwks(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_jwt_provider_t *pv = base;
+    const char *s = scalar(v);
+    pv->jwks_line = line_of(v);
+    if (s == NULL) {
+        ERR(c, v, "jwks: expected the JWKS document as one string");
+        return;
+    }
+    free(pv->jwks); /* up to the JWKS ceiling, beyond KEEL_PROXY_VALUE_BYTES_MAX */
+    pv->jwks = strdup(s);
+}
+
+static const field_t provider_fields[] = {
+    {"name", F_STR, offsetof(keel_proxy_jwt_provider_t, name), 0, 0, NULL},
+    {"issuer", F_STR, offsetof(keel_proxy_jwt_provider_t, issuer), 0, 0, NULL},
+    {"audiences", F_FN, 0, 0, 0, pv_audiences},
+    {"jwks_file", F_FN, 0, 0, 0, pv_jwks_file},
+    {"jwks", F_FN, 0, 0, 0, pv_jwks},
+    {"clock_skew_s", F_U32, offsetof(keel_proxy_jwt_provider_t, clock_skew_s), 0,
+     KEEL_PROXY_JWT_SKEW_S_MAX, NULL},
+    {"require_exp", F_BOOL, offsetof(keel_proxy_jwt_provider_t, require_exp), 0, 0, NULL},
+    {"forward", F_BOOL, offsetof(keel_proxy_jwt_provider_t, forward), 0, 0, NULL},
+    {"claims_to_headers", F_FN, 0, 0, 0, pv_claims},
+};
+
+static void load_provider(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
+{
+    keel_proxy_jwt_provider_t *pv = &c->cfg->jwt_providers[i];
+    pv->line = line_of(item);
+    pv->clock_skew_s = 60;
+    pv->require_exp = true;
+    c->cfg->jwt_providers_count = i + 1;
+    keel__cfg_load_fields(c, item, provider_fields, N(provider_fields), pv, "jwt provider");
+    if (pv->name == NULL || pv->name[0] == 0 || strlen(pv->name) >= KEEL_PROXY_NAME_BYTES_MAX)
+        ERR(c, item, "jwt provider: 'name' is required (1..%u bytes)",
+            KEEL_PROXY_NAME_BYTES_MAX - 1);
+    if ((pv->jwks_file != NULL) == (pv->jwks != NULL))
+        ERR(c, item, "jwt provider '%s': give one of jwks_file, jwks", pv->name ? pv->name : "?");
+    for (uint32_t k = 0; pv->name && k < i; k++)
+        if (c->cfg->jwt_providers[k].name && strcmp(c->cfg->jwt_providers[k].name, pv->name) == 0)
+            ERR(c, item, "jwt provider '%s' is defined twice", pv->name);
+}
+
+void keel__cfg_top_jwt_providers(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel__cfg_each_item(c, v, "jwt_providers", KEEL_PROXY_JWT_PROVIDERS_MAX, load_provider, NULL);
+}

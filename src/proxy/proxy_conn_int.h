@@ -1,0 +1,86 @@
+/* proxy_conn_int.h - keel proxy's data path, shared by its files: proxy_conn.c (client
+ * connections, writing, local responses, completing an exchange), proxy_request.c (starting an
+ * exchange: routing, auth, rate limit, the upstream head), proxy_agg.c (aggregate routes) and
+ * proxy_upstream.c (attempts, retries, upstream connections, streaming both bodies). Not a
+ * public header; the design is described at the top of proxy_conn.c. */
+#ifndef KEEL_PROXY_PROXY_CONN_INT_H
+#define KEEL_PROXY_PROXY_CONN_INT_H
+
+#include "proxy/proxy_int.h"
+
+static inline keel_ms_t now_ms(keel_proxy_t *p)
+{
+    return keel_loop_now_ms(p->loop);
+}
+
+/* ---- proxy_conn.c -------------------------------------------------------------------------- */
+
+/* Sends out's unread bytes: uv_try_write, the rest copied into one uv_write. 0 or a libuv
+ * error. */
+int keel__conn_flush(uv_stream_t *s, keel_buf_t *out);
+/* The bytes not yet written to t: out's unread ones and libuv's write queue. */
+size_t keel__conn_pending(uv_tcp_t *t, const keel_buf_t *out);
+/* A read buffer of KEEL_PROXY_READ_BYTES at the end of in (an empty one when out of memory). */
+void keel__conn_alloc_into(keel_buf_t *in, uv_buf_t *buf);
+/* Appends "<hex>\r\n", a chunk-size line (no printf on the data path). */
+void keel__append_chunk_size(keel_buf_t *o, size_t n);
+/* Appends "Content-Length: n\r\n". */
+int keel__append_length(keel_buf_t *o, uint64_t n);
+/* A status's class, 1..5 (0 for none), the index into the m_class counters. */
+int keel__status_class(int status);
+/* Ends the current attempt: breaker, outlier detector, balancer and host counts. ok < 0: the
+ * attempt was abandoned (no verdict). */
+void keel__x_end_attempt(keel__dconn_t *d, int ok, int status, bool local_failure);
+void keel__d_close(keel__dconn_t *d);
+/* Sets the client connection's timer to its next deadline. */
+void keel__d_arm(keel__dconn_t *d);
+/* Starts or stops reading from the client (backpressure, state). */
+void keel__d_update_reading(keel__dconn_t *d);
+/* Answers the client from the proxy itself: an error (JSON body) or a configured response. */
+void keel__x_local(keel__dconn_t *d, int status, const char *reason, const char *extra_headers,
+                   const char *content_type, const char *body, size_t body_len);
+/* The response has been queued for the client in full. */
+void keel__x_complete(keel__dconn_t *d);
+
+/* ---- proxy_request.c ----------------------------------------------------------------------- */
+
+/* Whether the field name is in the edit list e[0..n). */
+bool keel__edit_lists(const keel_proxy_header_edit_t *e, uint32_t n, const char *base,
+                      keel_h1_span_t name);
+/* A whole request head has arrived (h, its text at base): route it and answer it or start the
+ * first attempt. */
+void keel__x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h);
+
+/* ---- proxy_agg.c --------------------------------------------------------------------------- */
+
+/* From x_release: cancels the calls in flight (their callbacks run now and only count). */
+void keel__agg_release(keel__dconn_t *d);
+/* Builds the aggregate's state while the request head is at hand: each part's path from the
+ * route's template parameters and the request's fields, and the fields sent to every part.
+ * 0, or the status to answer (400 when a required part's path cannot be filled). */
+int keel__agg_prepare(keel__dconn_t *d, const char *base, const keel_h1_head_t *h,
+                      const keel_proxy_req_view_t *view, const keel_proxy_jwt_provider_t *pv,
+                      const keel_jwt_t *jwt);
+/* Sends every part's call. */
+void keel__agg_start(keel__dconn_t *d);
+
+/* ---- proxy_upstream.c ---------------------------------------------------------------------- */
+
+/* Counts a request in its cluster unless max_requests (the bulkhead) is reached, over every
+ * worker. */
+bool keel__cl_admit(keel__pcluster_t *cl);
+/* Starts an attempt: a breaker permit, a host, a pooled or new upstream connection. */
+void keel__x_attempt(keel__dconn_t *d);
+/* The exchange's try (connect: its connect) passed its deadline. */
+void keel__x_timeout(keel__dconn_t *d, bool connect);
+/* Moves request body bytes from the client's input toward the upstream. */
+void keel__d_pump_req_body(keel__dconn_t *d);
+void keel__u_close(keel__uconn_t *u);
+/* Starts or stops reading from the upstream (backpressure, state). */
+void keel__u_update_reading(keel__uconn_t *u);
+/* The upstream connection's output was written in full. */
+void keel__u_on_drained(keel__uconn_t *u);
+/* Moves response body bytes from the upstream's input toward the client. */
+void keel__u_pump_resp_body(keel__uconn_t *u);
+
+#endif

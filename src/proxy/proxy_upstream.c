@@ -1,0 +1,620 @@
+/* proxy_upstream.c - keel proxy's data path toward the upstream: attempts and retries,
+ * upstream connections, the request body going up and the response streaming back. */
+#include "proxy/proxy_conn_int.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- attempts ---------------------------------------------------------------------------- */
+
+static void u_on_connect(uv_connect_t *req, int status);
+static void u_send(keel__uconn_t *u);
+
+static keel__uconn_t *u_new(keel_proxy_t *p, keel__phost_t *host)
+{
+    keel__uconn_t *u = calloc(1, sizeof(*u));
+    if (u == NULL)
+        return NULL;
+    u->kind = KEEL__CONN_UP;
+    u->p = p;
+    u->host = host;
+    keel_list_init(&u->link);
+    keel_buf_init(&u->in, KEEL_H1_HEAD_BYTES_CEILING + KEEL_PROXY_READ_BYTES * 2);
+    keel__cluster_ref(host->cl); /* until the connection is closed */
+    keel_buf_init(&u->out, 0);
+    uv_tcp_init(&p->loop->uv, &u->tcp);
+    u->tcp.data = u;
+    p->handles_open++;
+    __atomic_add_fetch(&host->conns, 1, __ATOMIC_RELEASE);
+    keel_gauge_add(host->cl->m_conns, 1);
+    u->connect_req.data = u;
+    if (uv_tcp_connect(&u->connect_req, &u->tcp, (const struct sockaddr *)&host->addr,
+                       u_on_connect) != 0) {
+        keel__u_close(u);
+        return NULL;
+    }
+    return u;
+}
+
+static void x_schedule_retry_or_fail(keel__dconn_t *d, keel_retry_failure_t failure, int status,
+                                     int fail_status, const char *reason);
+
+/* The breaker's permit and the balancer's pick for the exchange's next attempt, in one section
+ * under the cluster's mutex (the host is counted before it is unlocked, so a registry update
+ * cannot reuse its slot). 0 with *idx; KEEL_EREJECTED: the breaker is open; KEEL_EEMPTY: a
+ * service cluster the registry left empty; KEEL_ENOTFOUND: no available host. */
+static int attempt_pick(keel__dconn_t *d, uint32_t *idx)
+{
+    keel__xch_t *x = &d->x;
+    keel__pcluster_t *cl = x->cl;
+    keel__cl_lock(cl);
+    keel_ms_t now = keel__shared_now(&cl->now_max_ms, now_ms(d->p));
+    int rc = 0;
+    if (cl->cfg->breaker_enabled) {
+        x->permit = keel_breaker_allow(&cl->breaker, now);
+        if (x->permit < 0)
+            rc = KEEL_EREJECTED;
+    }
+    int picked = rc == 0 ? keel_balance_pick(&cl->lb, x->key_hash, now, idx) : 0;
+    /* a retry goes to another host when there is one (Envoy's previous_hosts predicate, with
+     * its few re-picks; a hash policy that maps the key to that host keeps it) */
+    for (int k = 0; rc == 0 && picked == 0 && x->failed_host_1 == *idx + 1 && cl->lb.avail_n > 1 &&
+                    k < KEEL_PROXY_REPICKS_MAX;
+         k++)
+        picked = keel_balance_pick(&cl->lb, x->key_hash, now, idx);
+    if (rc == 0 && picked != 0) {
+        if (x->permit >= 0)
+            keel_breaker_record(&cl->breaker, now, x->permit, KEEL_BREAKER_IGNORED, 0);
+        x->permit = -1;
+        rc = cl->cfg->service != NULL && cl->live == 0 ? KEEL_EEMPTY : KEEL_ENOTFOUND;
+    }
+    if (rc == 0) {
+        keel_balance_start(&cl->lb, *idx);
+        cl->hosts[*idx].active++;
+    }
+    keel__cl_unlock(cl);
+    return rc;
+}
+
+/* Counts a request in its cluster unless max_requests (the bulkhead) is reached, over every
+ * worker. */
+bool keel__cl_admit(keel__pcluster_t *cl)
+{
+    keel__cl_lock(cl);
+    bool ok = cl->cfg->max_requests == 0 || cl->active_requests < cl->cfg->max_requests;
+    if (ok)
+        cl->active_requests++;
+    keel__cl_unlock(cl);
+    return ok;
+}
+
+void keel__x_attempt(keel__dconn_t *d)
+{
+    keel_proxy_t *p = d->p;
+    keel__xch_t *x = &d->x;
+    keel__pcluster_t *cl = x->cl;
+    keel_ms_t now = now_ms(p);
+    uint32_t idx;
+    int picked = attempt_pick(d, &idx);
+    if (picked == KEEL_EREJECTED) {
+        keel_counter_inc(cl->m_breaker_rejected);
+        keel__x_local(d, 503, "circuit-open", NULL, NULL, NULL, 0);
+        return;
+    }
+    if (picked != 0) {
+        /* a service cluster the registry left empty says so (no instance passes its checks) */
+        keel__x_local(d, 503,
+                      picked == KEEL_EEMPTY ? "no-registered-instance" : "no-healthy-upstream",
+                      NULL, NULL, NULL, 0);
+        return;
+    }
+    keel__phost_t *host = &cl->hosts[idx];
+    x->balance_started = true;
+    x->host = host;
+    x->try_start_ms = now;
+    x->attempts++;
+    x->upstream = host->address;
+    keel_counter_inc(cl->m_attempts);
+    keel__uconn_t *u = NULL;
+    keel__ppool_t *pool = keel__pool(p, host); /* this worker's */
+    keel_list_t *it = keel_list_first(&pool->idle);
+    if (it != NULL) {
+        u = KEEL_LIST_ENTRY(it, keel__uconn_t, link);
+        keel_list_remove(&u->link);
+        __atomic_sub_fetch(&pool->idle_count, 1, __ATOMIC_RELAXED);
+        u->idle = false;
+        u->d = d;
+        x->u = u;
+        u_send(u);
+    } else {
+        u = u_new(p, host);
+        if (u == NULL) {
+            x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_CONNECT, 0, 503, "connect-failed");
+            return;
+        }
+        u->d = d;
+        x->u = u;
+        x->connect_deadline_ms = now + cl->cfg->connect_timeout_ms;
+    }
+    keel__d_arm(d);
+}
+
+void keel__x_timeout(keel__dconn_t *d, bool connect)
+{
+    keel__xch_t *x = &d->x;
+    keel_counter_inc(x->cl->m_timeouts);
+    if (now_ms(d->p) >= x->call.deadline_ms) { /* the route's deadline: no more tries */
+        keel__x_end_attempt(d, 0, 0, true);
+        keel__x_local(d, 504, "upstream-timeout", NULL, NULL, NULL, 0);
+        return;
+    }
+    if (connect)
+        x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_CONNECT, 0, 503, "connect-timeout");
+    else
+        x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_TIMEOUT, 0, 504, "upstream-timeout");
+}
+
+/* Decides whether the failed attempt is tried again; true when a retry is scheduled. */
+static bool x_try_again(keel__dconn_t *d, keel_retry_failure_t failure, int status)
+{
+    keel__xch_t *x = &d->x;
+    const keel_proxy_retry_t *rt = &x->route->cfg->retry;
+    if (rt->attempts_max <= 1 || x->resp_head || d->p->stopping)
+        return false;
+    keel_proxy_retry_req_t rq = {x->method_kind != 0, x->idem_key, x->replay.sent,
+                                 keel_proxy_replay_ok(&x->replay)};
+    if (keel_proxy_retry_eligible(rt, &rq, failure, status) != KEEL_PROXY_RETRY_OK)
+        return false;
+    /* core/retry judges attempts, the deadline and the backoff; class and idempotency were
+     * decided above (its policy is configured to accept every class we pass it) */
+    keel_retry_outcome_t o = {failure, failure == KEEL_RETRY_FAIL_NONE ? 503 : 0, true};
+    keel_retry_decision_t dec;
+    keel_ms_t now = now_ms(d->p);
+    pthread_mutex_lock(&x->route->mu);
+    keel_retry_next(&x->route->retry, &x->call, now, &o, &d->p->rand, &dec);
+    pthread_mutex_unlock(&x->route->mu);
+    if (dec.verdict != KEEL_RETRY_RETRY)
+        return false;
+    /* retries in flight other than this request's own, over every worker */
+    keel__cl_lock(x->cl);
+    uint64_t others = x->cl->active_retries - (x->retrying ? 1 : 0);
+    bool allowed = keel_proxy_retry_budget_allows(rt, x->cl->active_requests, others);
+    if (allowed && !x->retrying)
+        x->cl->active_retries++;
+    keel__cl_unlock(x->cl);
+    if (!allowed) {
+        keel_counter_inc(x->cl->m_budget_exhausted);
+        return false;
+    }
+    x->retrying = true;
+    keel_counter_inc(x->cl->m_retries);
+    x->retry_at_ms = dec.start_ms > now ? dec.start_ms : now;
+    x->try_deadline_ms =
+        dec.try_timeout_ms < KEEL_MS_NEVER / 2 ? dec.start_ms + dec.try_timeout_ms : KEEL_MS_NEVER;
+    keel__d_arm(d);
+    return true;
+}
+
+/* The attempt failed before a response head reached the client. */
+static void x_schedule_retry_or_fail(keel__dconn_t *d, keel_retry_failure_t failure, int status,
+                                     int fail_status, const char *reason)
+{
+    keel__xch_t *x = &d->x;
+    if (x->u != NULL) {
+        keel__uconn_t *u = x->u;
+        x->u = NULL;
+        u->d = NULL;
+        keel__u_close(u);
+    }
+    keel__x_end_attempt(d, 0, failure == KEEL_RETRY_FAIL_NONE ? status : 0,
+                        failure != KEEL_RETRY_FAIL_NONE);
+    if (x->resp_head) {
+        keel__d_close(d);
+        return;
+    }
+    if (x_try_again(d, failure, status))
+        return;
+    keel__x_local(d, fail_status, reason, NULL, NULL, NULL, 0);
+}
+
+/* ---- request body ------------------------------------------------------------------------ */
+
+void keel__d_pump_req_body(keel__dconn_t *d)
+{
+    keel__xch_t *x = &d->x;
+    keel__uconn_t *u = x->u;
+    const keel_proxy_limits_t *lim = &d->p->gen->cfg->limits;
+    if (x->req_done || u == NULL || !u->connected) {
+        keel__d_update_reading(d);
+        return;
+    }
+    while (!x->req_done && keel_buf_unread(&d->in) > 0 &&
+           keel__conn_pending(&u->tcp, &u->out) < lim->buffer_bytes_max) {
+        const uint8_t *in = keel_buf_rptr(&d->in);
+        size_t n = keel_buf_unread(&d->in);
+        if (x->req_body == KEEL_H1_BODY_LENGTH) {
+            size_t take = n < x->req_remaining ? n : (size_t)x->req_remaining;
+            keel_buf_append(&u->out, in, take);
+            keel_proxy_replay_add(&x->replay, in, take); /* kept for a retry while it fits */
+            keel_buf_consume(&d->in, take);
+            x->req_remaining -= take;
+            x->req_bytes += take;
+            x->req_done = x->req_remaining == 0;
+            continue;
+        }
+        size_t used, off, len;
+        int ev = keel_h1_chunked_feed(&x->req_ck, in, n, &used, &off, &len);
+        if (ev == KEEL_H1_CK_BAD) {
+            keel_counter_inc(d->p->m_bad_requests);
+            x->req_done = true; /* the connection closes after the 400 */
+            keel__x_local(d, 400, "bad-chunk", NULL, NULL, NULL, 0);
+            return;
+        }
+        if (ev == KEEL_H1_CK_BODY && len > 0) {
+            x->req_bytes += len;
+            if (lim->body_bytes_max > 0 && x->req_bytes > lim->body_bytes_max) {
+                x->req_done = true;
+                keel__x_local(d, 413, NULL, NULL, NULL, NULL, 0);
+                return;
+            }
+            size_t before = keel_buf_unread(&u->out);
+            keel__append_chunk_size(&u->out, len);
+            keel_buf_append(&u->out, in + off, len);
+            keel_buf_append(&u->out, "\r\n", 2);
+            /* the chunk as framed upstream, kept for a retry while it fits */
+            keel_proxy_replay_add(&x->replay, keel_buf_rptr(&u->out) + before,
+                                  keel_buf_unread(&u->out) - before);
+        }
+        keel_buf_consume(&d->in, used);
+        if (ev == KEEL_H1_CK_END) {
+            keel_buf_append(&u->out, "0\r\n\r\n", 5);
+            keel_proxy_replay_add(&x->replay, "0\r\n\r\n", 5);
+            x->req_done = true;
+        }
+    }
+    if (keel__conn_flush((uv_stream_t *)&u->tcp, &u->out) != 0) {
+        x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_RESET, 0, 502, "upstream-reset");
+        return;
+    }
+    x->req_sent = x->req_done;
+    keel__d_update_reading(d);
+}
+
+/* ---- upstream connections ---------------------------------------------------------------- */
+
+static void u_handle_closed(uv_handle_t *h)
+{
+    keel__uconn_t *u = h->data;
+    keel_proxy_t *p = u->p;
+    keel__pcluster_t *cl = u->host->cl;
+    keel_buf_free(&u->in);
+    keel_buf_free(&u->out);
+    free(u);
+    keel__cluster_unref(cl);
+    keel__proxy_handle_closed(p);
+}
+
+void keel__u_close(keel__uconn_t *u)
+{
+    if (u->closing)
+        return;
+    assert(u->d == NULL);
+    u->closing = true;
+    if (u->idle) {
+        keel_list_remove(&u->link);
+        __atomic_sub_fetch(&keel__pool(u->p, u->host)->idle_count, 1, __ATOMIC_RELAXED);
+        u->idle = false;
+    }
+    __atomic_sub_fetch(&u->host->conns, 1, __ATOMIC_RELEASE);
+    keel_gauge_add(u->host->cl->m_conns, -1);
+    uv_close((uv_handle_t *)&u->tcp, u_handle_closed);
+}
+
+static void u_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    keel__uconn_t *u = h->data;
+    keel__conn_alloc_into(&u->in, buf);
+}
+
+static void u_on_eof(keel__uconn_t *u, int err);
+static void u_process(keel__uconn_t *u);
+
+static void u_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    keel__uconn_t *u = s->data;
+    if (nread == 0 || u->closing)
+        return;
+    if (u->d == NULL) { /* idle in the pool: the server closed it, or sent bytes unasked */
+        keel__u_close(u);
+        return;
+    }
+    if (nread < 0) {
+        u_on_eof(u, (int)nread);
+        return;
+    }
+    keel_buf_commit(&u->in, (size_t)nread);
+    u->d->active_ms = now_ms(u->p);
+    u_process(u);
+}
+
+void keel__u_update_reading(keel__uconn_t *u)
+{
+    if (u->closing)
+        return;
+    bool want = true;
+    if (u->d != NULL) {
+        keel__dconn_t *d = u->d;
+        want = !d->x.resp_done &&
+               keel__conn_pending(&d->tcp, &d->out) < d->p->gen->cfg->limits.buffer_bytes_max &&
+               keel_buf_unread(&u->in) < KEEL_PROXY_READ_BYTES;
+    }
+    if (want && !u->reading)
+        uv_read_start((uv_stream_t *)&u->tcp, u_alloc, u_on_read);
+    else if (!want && u->reading)
+        uv_read_stop((uv_stream_t *)&u->tcp);
+    u->reading = want;
+}
+
+static void u_on_connect(uv_connect_t *req, int status)
+{
+    keel__uconn_t *u = req->data;
+    if (u->closing || status == UV_ECANCELED)
+        return;
+    keel__dconn_t *d = u->d;
+    assert(d != NULL);
+    if (status < 0) {
+        keel_counter_inc(u->host->cl->m_connect_errors);
+        x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_CONNECT, 0, 503, "connect-failed");
+        return;
+    }
+    u->connected = true;
+    uv_tcp_nodelay(&u->tcp, 1);
+    u_send(u);
+    keel__d_arm(d);
+}
+
+static void u_send(keel__uconn_t *u)
+{
+    keel__dconn_t *d = u->d;
+    keel__xch_t *x = &d->x;
+    u->requests++;
+    keel_buf_reset(&u->in);
+    u->scan = 0;
+    keel_buf_append(&u->out, keel_buf_rptr(&x->up_head), keel_buf_unread(&x->up_head));
+    /* the time this attempt has left, so the service can give up when we will (Envoy's
+     * x-envoy-expected-rq-timeout-ms); absent when the route has no timeout */
+    keel_ms_t until = keel_ms_min(x->call.deadline_ms, x->try_deadline_ms);
+    if (until < KEEL_MS_NEVER / 2) {
+        keel_ms_t now = now_ms(d->p);
+        keel_buf_append_str(&u->out, "X-Keel-Timeout-Ms: ");
+        keel_buf_append_u64_dec(&u->out, (uint64_t)(until > now ? until - now : 1));
+        keel_buf_append(&u->out, "\r\n", 2);
+    }
+    keel_buf_append(&u->out, "\r\n", 2);
+    /* a retry: the body bytes the failed attempt sent, again (the rest still streams from the
+     * client); x_try_again allowed it only if they are all kept */
+    if (x->replay.sent)
+        keel_buf_append(&u->out, keel_buf_rptr(&x->replay.buf), keel_buf_unread(&x->replay.buf));
+    if (x->expect_continue && !x->replay.sent) {
+        /* we want the body now: say so to the client ourselves (RFC 9110 §10.1.1) */
+        keel_buf_append_str(&d->out, "HTTP/1.1 100 Continue\r\n\r\n");
+        x->expect_continue = false;
+        if (keel__conn_flush((uv_stream_t *)&d->tcp, &d->out) != 0) {
+            keel__d_close(d);
+            return;
+        }
+    }
+    if (x->req_done)
+        x->req_sent = true;
+    if (keel__conn_flush((uv_stream_t *)&u->tcp, &u->out) != 0) {
+        x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_RESET, 0, 502, "upstream-reset");
+        return;
+    }
+    keel__u_update_reading(u);
+    keel__d_pump_req_body(d);
+}
+
+void keel__u_on_drained(keel__uconn_t *u)
+{
+    if (u->closing || u->d == NULL)
+        return;
+    keel__d_pump_req_body(u->d);
+}
+
+/* The response head as it goes to the client. */
+static void send_resp_head(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
+{
+    keel__xch_t *x = &d->x;
+    const keel_proxy_route_t *r = x->route->cfg;
+    keel_buf_t *o = &d->out;
+    keel_buf_append(o, "HTTP/1.1 ", 9);
+    keel_buf_append_u64_dec(o, (uint64_t)h->status);
+    keel_buf_append(o, " ", 1);
+    if (h->reason.len > 0)
+        keel_buf_append(o, base + h->reason.off, h->reason.len);
+    else
+        keel_buf_append_str(o, keel_http_status_text(h->status));
+    keel_buf_append(o, "\r\n", 2);
+    for (uint32_t i = 0; i < h->fields_count; i++) {
+        keel_h1_span_t nm = h->fields[i].name, v = h->fields[i].value;
+        bool passthrough_length =
+            h->body == KEEL_H1_BODY_NONE && keel_h1_span_is(base, nm, "content-length");
+        if ((!passthrough_length && keel_h1_is_hop_by_hop(base, h, nm)) ||
+            keel__edit_lists(r->resp_remove, r->resp_remove_count, base, nm))
+            continue;
+        keel_buf_append(o, base + nm.off, nm.len);
+        keel_buf_append(o, ": ", 2);
+        keel_buf_append(o, base + v.off, v.len);
+        keel_buf_append(o, "\r\n", 2);
+    }
+    keel_buf_append_str(o, d->p->via_line);
+    for (uint32_t i = 0; i < r->resp_add_count; i++)
+        keel_buf_printf(o, "%s: %s\r\n", r->resp_add[i].name, r->resp_add[i].value);
+    x->resp_body = h->body;
+    x->resp_remaining = h->content_length;
+    keel_h1_chunked_init(&x->resp_ck);
+    if (h->body == KEEL_H1_BODY_LENGTH) {
+        keel__append_length(o, h->content_length);
+    } else if (h->body == KEEL_H1_BODY_CHUNKED || h->body == KEEL_H1_BODY_CLOSE) {
+        if (x->client_keepalive) {
+            keel_buf_append_str(o, "Transfer-Encoding: chunked\r\n");
+            x->resp_chunk_out = true;
+        } else {
+            x->resp_close_out = true;
+        }
+    } else if (x->method_kind != 1 && h->status >= 200 && h->status != 204 && h->status != 304 &&
+               keel_h1_find(base, h, "content-length") < 0) {
+        keel_buf_append_str(o, "Content-Length: 0\r\n");
+    }
+    if (!x->client_keepalive || !x->req_done || d->p->stopping)
+        x->resp_close_out = true;
+    if (x->resp_close_out)
+        keel_buf_append_str(o, "Connection: close\r\n");
+    keel_buf_append_str(o, "\r\n");
+    x->resp_head = true;
+    x->status = h->status;
+    x->up_keepalive = h->keep_alive;
+    x->resp_done = h->body == KEEL_H1_BODY_NONE;
+}
+
+static void u_process(keel__uconn_t *u)
+{
+    keel__dconn_t *d = u->d;
+    keel__xch_t *x = &d->x;
+    keel_proxy_t *p = d->p;
+    while (!x->resp_head) {
+        const char *base = (const char *)keel_buf_rptr(&u->in);
+        size_t n = keel_buf_unread(&u->in);
+        size_t end = keel_h1_head_end(base, n, &u->scan);
+        if (end == 0) {
+            if (n > x->gen->resp_lim.head_bytes_max) {
+                keel_counter_inc(x->cl->m_bad_responses);
+                x->up_keepalive = false;
+                x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_NONE, 502, 502,
+                                         "upstream-headers-too-large");
+            }
+            return;
+        }
+        keel_h1_head_t *h = &p->resp_head;
+        int st = keel_h1_parse_response(base, end, &x->gen->resp_lim, x->method_kind == 1, h);
+        u->scan = 0;
+        if (st != 0 || h->status == 101) {
+            keel_counter_inc(x->cl->m_bad_responses);
+            x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_NONE, 502, 502, "upstream-bad-response");
+            return;
+        }
+        if (h->status < 200) { /* 1xx: interim, dropped (we answered 100-continue ourselves) */
+            keel_buf_consume(&u->in, end);
+            continue;
+        }
+        const keel_proxy_retry_t *rt = &x->route->cfg->retry;
+        if (rt->attempts_max > 1 && keel_proxy_replay_ok(&x->replay) &&
+            keel_proxy_retry_on(rt, KEEL_RETRY_FAIL_NONE, h->status)) {
+            /* a retry discards this response and its connection */
+            int status = h->status;
+            x->u = NULL;
+            u->d = NULL;
+            keel__x_end_attempt(d, status >= 500 ? 0 : 1, status, false);
+            if (x_try_again(d, KEEL_RETRY_FAIL_NONE, status)) {
+                keel__u_close(u);
+                return;
+            }
+            x->u = u; /* no retry: this response is the answer after all */
+            u->d = d;
+        }
+        send_resp_head(d, base, h);
+        keel_buf_consume(&u->in, end);
+    }
+    keel__u_pump_resp_body(u);
+}
+
+void keel__u_pump_resp_body(keel__uconn_t *u)
+{
+    keel__dconn_t *d = u->d;
+    if (d == NULL)
+        return;
+    keel__xch_t *x = &d->x;
+    const keel_proxy_limits_t *lim = &d->p->gen->cfg->limits;
+    while (!x->resp_done && keel_buf_unread(&u->in) > 0 &&
+           keel__conn_pending(&d->tcp, &d->out) < lim->buffer_bytes_max) {
+        const uint8_t *in = keel_buf_rptr(&u->in);
+        size_t n = keel_buf_unread(&u->in);
+        size_t used = n, off = 0, len = n;
+        int ev = KEEL_H1_CK_BODY;
+        if (x->resp_body == KEEL_H1_BODY_LENGTH) {
+            used = len = n < x->resp_remaining ? n : (size_t)x->resp_remaining;
+            x->resp_remaining -= len;
+            if (x->resp_remaining == 0)
+                ev = KEEL_H1_CK_END;
+        } else if (x->resp_body == KEEL_H1_BODY_CHUNKED) {
+            ev = keel_h1_chunked_feed(&x->resp_ck, in, n, &used, &off, &len);
+            if (ev == KEEL_H1_CK_BAD) { /* the response cannot be completed */
+                keel_counter_inc(x->cl->m_bad_responses);
+                keel__d_close(d);
+                return;
+            }
+            if (ev != KEEL_H1_CK_BODY)
+                len = 0;
+        }
+        if (len > 0) {
+            x->resp_bytes += len;
+            if (x->resp_chunk_out)
+                keel__append_chunk_size(&d->out, len);
+            keel_buf_append(&d->out, in + off, len);
+            if (x->resp_chunk_out)
+                keel_buf_append(&d->out, "\r\n", 2);
+        }
+        keel_buf_consume(&u->in, used);
+        if (ev == KEEL_H1_CK_END) {
+            if (x->resp_chunk_out)
+                keel_buf_append(&d->out, "0\r\n\r\n", 5);
+            x->resp_done = true;
+        }
+    }
+    /* the outcome is recorded before the client can read the response's end: with several
+     * workers, what the client does next (an admin query, a request on another worker) must
+     * see the breaker and outlier state this response left */
+    if (x->resp_done && x->host != NULL)
+        keel__x_end_attempt(d, x->status >= 500 ? 0 : 1, x->status, false);
+    if (keel__conn_flush((uv_stream_t *)&d->tcp, &d->out) != 0) {
+        keel__d_close(d);
+        return;
+    }
+    if (x->resp_done) {
+        keel__x_complete(d);
+        return;
+    }
+    keel__u_update_reading(u);
+}
+
+static void u_on_eof(keel__uconn_t *u, int err)
+{
+    keel__dconn_t *d = u->d;
+    keel__xch_t *x = &d->x;
+    if (x->resp_head && x->resp_body == KEEL_H1_BODY_CLOSE && err == UV_EOF) {
+        x->up_keepalive = false;
+        if (x->resp_chunk_out)
+            keel_buf_append(&d->out, "0\r\n\r\n", 5);
+        x->resp_done = true;
+        if (x->host != NULL) /* before the client can see the end, as above */
+            keel__x_end_attempt(d, 1, x->status, false);
+        if (keel__conn_flush((uv_stream_t *)&d->tcp, &d->out) != 0) {
+            keel__d_close(d);
+            return;
+        }
+        keel__x_complete(d);
+        return;
+    }
+    if (x->resp_head) {
+        /* closed mid-body: the client must not take a truncated body for a whole one */
+        keel_counter_inc(x->cl->m_resets);
+        if (x->host != NULL)
+            keel__x_end_attempt(d, 0, 0, true);
+        keel__d_close(d);
+        return;
+    }
+    keel_counter_inc(x->cl->m_resets);
+    x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_RESET, 0, 502, "upstream-reset");
+}
