@@ -203,6 +203,8 @@ static const cmd_t COMMANDS[] = {
      "Iterate over the keys with a cursor"},
     {"KEEL.GETV", "keel.getv", 2, R, NULL, keel__kvc_cmd_getv, 1, 1, 1,
      "Get the value of a key with its version"},
+    {"KEEL.MGETV", "keel.mgetv", -2, R, NULL, keel__kvc_cmd_mgetv, 1, -1, 1,
+     "Get the values of several keys with their versions"},
     {"TTL", "ttl", 2, R, NULL, keel__kvc_cmd_ttl, 1, 1, 1, "Seconds a key has left to live"},
     {"PTTL", "pttl", 2, R, NULL, keel__kvc_cmd_pttl, 1, 1, 1,
      "Milliseconds a key has left to live"},

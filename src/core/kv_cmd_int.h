@@ -181,6 +181,7 @@ int keel__kvc_cmd_dbsize(const call_t *c);
 int keel__kvc_flush_syntax(const call_t *c);
 int keel__kvc_cmd_flushall(const call_t *c);
 int keel__kvc_cmd_getv(const call_t *c);
+int keel__kvc_cmd_mgetv(const call_t *c);
 int keel__kvc_cas_syntax(const call_t *c);
 int keel__kvc_cmd_cas(const call_t *c);
 int keel__kvc_cmd_ttl(const call_t *c);

@@ -511,6 +511,30 @@ int keel__kvc_cmd_getv(const call_t *c)
     return 0;
 }
 
+/* KEEL.MGETV key [key ...] -> for each key [value, version], or a null array when absent:
+ * GETV of several keys in one read (one request, one consistent view). A key holding
+ * another type fails the whole command with WRONGTYPE, as GETV does for one. */
+int keel__kvc_cmd_mgetv(const call_t *c)
+{
+    for (size_t i = 1; i < c->argc; i++) {
+        const keel__kv_entry_t *e;
+        if (lookup_string(c, i, &e) != 0)
+            return 0;
+    }
+    r_array(c->reply, c->argc - 1);
+    for (size_t i = 1; i < c->argc && !c->reply->failed; i++) {
+        const keel__kv_entry_t *e = keel__kvc_lookup(c, i);
+        if (e == NULL) {
+            r_nil_array(c->reply);
+            continue;
+        }
+        r_array(c->reply, 2);
+        r_value(c->reply, e);
+        r_int(c->reply, (int64_t)e->version);
+    }
+    return 0;
+}
+
 /* ---- KEEL.CAS ------------------------------------------------------------------ */
 
 int keel__kvc_cas_syntax(const call_t *c)

@@ -193,6 +193,20 @@ static void keel_getv_returns_value_and_version(void)
     EXPECT("KEEL.GETV j", "*2\r\n$1\r\nw\r\n:2\r\n");
 }
 
+static void keel_mgetv_returns_each_keys_value_and_version(void)
+{
+    fresh();
+    EXPECT("KEEL.MGETV k", "*1\r\n*-1\r\n");
+    EXPECT("SET k v", "+OK\r\n");
+    EXPECT("SET j ww", "+OK\r\n");
+    EXPECT("keel.mgetv k nope j k", "*4\r\n*2\r\n$1\r\nv\r\n:1\r\n*-1\r\n*2\r\n$2\r\nww\r\n:2\r\n"
+                                    "*2\r\n$1\r\nv\r\n:1\r\n");
+    EXPECT("SADD s m", ":1\r\n");
+    EXPECT("KEEL.MGETV k s",
+           "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n");
+    EXPECT("KEEL.MGETV", "-ERR wrong number of arguments for 'keel.mgetv' command\r\n");
+}
+
 static void revision_counts_changes_and_keys_carry_mod_and_create_revisions(void)
 {
     fresh();
@@ -728,6 +742,7 @@ int main(void)
     KT_RUN(incr_family_parses_like_redis_and_refuses_overflow);
     KT_RUN(append_strlen_exists_del_mget_reply_like_redis);
     KT_RUN(keel_getv_returns_value_and_version);
+    KT_RUN(keel_mgetv_returns_each_keys_value_and_version);
     KT_RUN(revision_counts_changes_and_keys_carry_mod_and_create_revisions);
     KT_RUN(limits_refuse_commands_without_changing_state);
     KT_RUN(command_flags_and_check_judge_before_proposing);

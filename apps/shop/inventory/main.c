@@ -96,6 +96,9 @@ struct op {
     int attempt, pending;
     slot_t slots[SLOTS_MAX];
     size_t n_slots;
+    /* the batch's KEEL.GETV reads, sent as one KEEL.MGETV when the batch is queued */
+    char *gv_keys[SLOTS_MAX];
+    size_t gv_slot[SLOTS_MAX], gv_n;
     void (*next)(op_t *o);
     keel_list_t link;
     keel_ms_t due_ms;
@@ -147,13 +150,9 @@ static void batch_done(op_t *o)
         o->next(o);
 }
 
-static void on_getv(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *r)
+/* One key's [value, version] or nil, as KEEL.GETV and each element of KEEL.MGETV answer. */
+static void take_getv(slot_t *s, int status, const keel_resp_value_t *r)
 {
-    slot_ref_t *ref = ctx;
-    op_t *o = ref->o;
-    slot_t *s = &o->slots[ref->i];
-    (void)cl;
-    free(ref);
     if (status != 0) {
         s->status = status;
     } else if (r->type == KEEL_RESP_NIL || r->type == KEEL_RESP_NIL_ARRAY) {
@@ -172,6 +171,29 @@ static void on_getv(keel_client_t *cl, void *ctx, int status, const keel_resp_va
     } else {
         s->status = KEEL_EPROTO;
     }
+}
+
+/* The batch's KEEL.MGETV: each element into the slot its key was queued for. */
+typedef struct mgetv_ref {
+    op_t *o;
+    size_t n;
+    size_t slot[];
+} mgetv_ref_t;
+
+static void on_mgetv(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *r)
+{
+    mgetv_ref_t *ref = ctx;
+    op_t *o = ref->o;
+    (void)cl;
+    bool shaped = status == 0 && r->type == KEEL_RESP_ARRAY && r->elems_len == ref->n;
+    for (size_t i = 0; i < ref->n; i++) {
+        slot_t *s = &o->slots[ref->slot[i]];
+        if (shaped)
+            take_getv(s, 0, &r->elems[i]);
+        else
+            s->status = status != 0 ? status : KEEL_EPROTO;
+    }
+    free(ref);
     batch_done(o);
 }
 
@@ -200,8 +222,8 @@ static void on_mget(keel_client_t *cl, void *ctx, int status, const keel_resp_va
     batch_done(o);
 }
 
-/* Queues one read into the next slot; the op's `next` runs once all of the batch are in. */
-static void read_cmd(op_t *o, size_t argc, const char *const *argv, bool mget)
+/* Queues one MGET into the next slot; the op's `next` runs once all of the batch are in. */
+static void read_mget(op_t *o, size_t argc, const char *const *argv)
 {
     size_t i = o->n_slots++;
     slot_ref_t *ref = malloc(sizeof(*ref));
@@ -212,7 +234,7 @@ static void read_cmd(op_t *o, size_t argc, const char *const *argv, bool mget)
         return;
     }
     *ref = (slot_ref_t){o, i};
-    int rc = keel_client_command(&o->app->keel, argc, argv, NULL, mget ? on_mget : on_getv, ref);
+    int rc = keel_client_command(&o->app->keel, argc, argv, NULL, on_mget, ref);
     if (rc != 0) {
         free(ref);
         o->slots[i].status = rc;
@@ -220,10 +242,46 @@ static void read_cmd(op_t *o, size_t argc, const char *const *argv, bool mget)
     }
 }
 
+/* Queues a versioned read of key into the next slot; batch() sends the batch's reads as one
+ * KEEL.MGETV (one request instead of one per key: 3 + 2 per product for a reserve). */
 static void getv(op_t *o, const char *key)
 {
-    const char *argv[] = {"KEEL.GETV", key};
-    read_cmd(o, 2, argv, false);
+    size_t i = o->n_slots++;
+    if ((o->gv_keys[o->gv_n] = strdup(key)) == NULL) {
+        o->slots[i].status = KEEL_ENOMEM;
+        return;
+    }
+    o->gv_slot[o->gv_n++] = i;
+}
+
+static void getv_flush(op_t *o)
+{
+    size_t n = o->gv_n;
+    if (n == 0)
+        return;
+    o->gv_n = 0;
+    const char *argv[SLOTS_MAX + 1];
+    argv[0] = "KEEL.MGETV";
+    for (size_t j = 0; j < n; j++)
+        argv[j + 1] = o->gv_keys[j];
+    mgetv_ref_t *ref = malloc(sizeof(*ref) + n * sizeof(size_t));
+    int rc = ref == NULL ? KEEL_ENOMEM : 0;
+    if (ref != NULL) {
+        ref->o = o;
+        ref->n = n;
+        memcpy(ref->slot, o->gv_slot, n * sizeof(size_t));
+        o->pending++;
+        rc = keel_client_command(&o->app->keel, n + 1, argv, NULL, on_mgetv, ref);
+        if (rc != 0) {
+            o->pending--;
+            free(ref);
+        }
+    }
+    for (size_t j = 0; j < n; j++) {
+        if (rc != 0)
+            o->slots[o->gv_slot[j]].status = rc;
+        free(o->gv_keys[j]);
+    }
 }
 
 /* Starts a batch: `first` queues its reads, then `next` runs when they are in. */
@@ -232,6 +290,7 @@ static void batch(op_t *o, void (*queue)(op_t *o), void (*next)(op_t *o))
     o->next = next;
     o->pending = 1; /* held until everything is queued */
     queue(o);
+    getv_flush(o);
     batch_done(o);
 }
 
@@ -459,7 +518,7 @@ static void reserve_queue_resv(op_t *o)
             snprintf(kk, KEY_BYTES, "inv:resv:%s:%.*s", o->items[i].product, (int)lens[j], ids[j]);
             argv[j + 1] = kk;
         }
-        read_cmd(o, (size_t)n + 1, argv, true);
+        read_mget(o, (size_t)n + 1, argv);
         (void)at;
         free(argv);
         free(keys);
