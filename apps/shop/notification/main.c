@@ -143,13 +143,8 @@ int main(int argc, char **argv)
         return 2;
     }
     keel_service_t svc;
-    keel_service_config_t cfg = keel_service_config_default("notification");
-    cfg.listen = listen;
-    cfg.registry = registry;
-    cfg.instance_id = id;
-    cfg.on_stopped = on_stopped;
-    cfg.on_drain_data = &app;
-    rc = keel_service_init(&svc, &loop, &cfg, &msg);
+    rc = shop_service_init(&svc, &loop, "notification", listen, registry, id, on_stopped, &app,
+                           &msg);
     if (rc == 0) {
         const char *help = "Notifications by what became of them.";
         app.m_sent =
@@ -166,10 +161,7 @@ int main(int argc, char **argv)
     }
     /* the group (from the stream's start) and its dead-letter policy, then the reads */
     shop_consumer_start(&app.consumer);
-    printf("notification: listening on port %d\n", keel_service_port(&svc));
-    fflush(stdout);
-    keel_loop_run(&loop);
-    keel_service_free(&svc);
+    shop_service_run(&svc, &loop, "notification");
     keel_loop_close(&loop);
     keel_config_free(&conf);
     return 0;

@@ -446,13 +446,7 @@ int main(int argc, char **argv)
         return 1;
     }
     keel_service_t svc;
-    keel_service_config_t cfg = keel_service_config_default("shipment");
-    cfg.listen = listen;
-    cfg.registry = registry;
-    cfg.instance_id = id;
-    cfg.on_stopped = on_stopped;
-    cfg.on_drain_data = &app;
-    rc = keel_service_init(&svc, &loop, &cfg, &msg);
+    rc = shop_service_init(&svc, &loop, "shipment", listen, registry, id, on_stopped, &app, &msg);
     if (rc == 0) {
         const char *help = "Shipments by what happened to them (on this instance).";
         keel_metrics_t *mx = svc.metrics;
@@ -486,10 +480,7 @@ int main(int argc, char **argv)
     step_ms = step_ms < 10 ? 10 : step_ms > TICK_MS_MAX ? TICK_MS_MAX : step_ms;
     keel_timer_start(&app.tick, (keel_ms_t)step_ms, (keel_ms_t)step_ms, tick_fire, &app);
     shop_consumer_start(&app.consumer); /* the group, from the stream's start, then reads */
-    printf("shipment: listening on port %d\n", keel_service_port(&svc));
-    fflush(stdout);
-    keel_loop_run(&loop);
-    keel_service_free(&svc);
+    shop_service_run(&svc, &loop, "shipment");
     keel_db_close(&app.db);
     keel_loop_close(&loop);
     keel_config_free(&conf);
