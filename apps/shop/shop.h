@@ -1,4 +1,5 @@
-/* shop.h - what the shop's services share: their ids and how a main loads its settings.
+/* shop.h - what the shop's services share: their ids, how a main loads its settings and sets
+ * up and runs its service.
  * Header only; the stream consumers' code is apps/shop/consumer.{h,c}. */
 #ifndef KEEL_APPS_SHOP_H
 #define KEEL_APPS_SHOP_H
