@@ -2,6 +2,7 @@
 #include "consumer.h"
 
 #include "base/log.h"
+#include "shop.h"
 
 #include <assert.h>
 #include <stddef.h>
@@ -14,10 +15,16 @@
 
 _Static_assert(SHOP_CONSUMER_BATCH_MAX == 100, "BATCH spells SHOP_CONSUMER_BATCH_MAX");
 
-shop_consumer_config_t shop_consumer_config_default(void)
+shop_consumer_config_t shop_consumer_config_default(const char *group, const char *consumer,
+                                                    shop_consumer_batch_fn on_batch, void *data)
 {
     shop_consumer_config_t c;
     memset(&c, 0, sizeof(c));
+    c.stream = SHOP_ORDER_EVENTS;
+    c.group = group;
+    c.consumer = consumer;
+    c.on_batch = on_batch;
+    c.data = data;
     c.retry_ms = 500;
     c.claim_idle_ms = 10000;
     c.claim_every_ms = 1000;

@@ -2,9 +2,7 @@
  * a keel stream, read with XREADGROUP, acknowledged after the application's batch callback,
  * with a dead consumer's entries taken over by XAUTOCLAIM.
  *
- *     shop_consumer_config_t cc = shop_consumer_config_default();
- *     cc.stream = "es:$ce-order"; cc.group = "shipments"; cc.consumer = id;
- *     cc.on_batch = apply; cc.data = &app;
+ *     shop_consumer_config_t cc = shop_consumer_config_default("shipments", id, apply, &app);
  *     shop_consumer_init(&app.consumer, &loop, keel, &cc, &msg);   // clients and timers
  *     shop_consumer_start(&app.consumer);                          // after the service started
  *     ... shop_consumer_stop(&app.consumer) in the service's on_stopped
@@ -92,8 +90,11 @@ struct shop_consumer {
     bool stopping, own, claiming;
 };
 
-/* retry_ms 500, claim_idle_ms 10000, claim_every_ms 1000; the rest zero. */
-shop_consumer_config_t shop_consumer_config_default(void);
+/* Group group on the order events (SHOP_ORDER_EVENTS) as consumer, on_batch(.., data) for each
+ * batch; retry_ms 500, claim_idle_ms 10000, claim_every_ms 1000; the rest zero. The strings
+ * are copied by shop_consumer_init. */
+shop_consumer_config_t shop_consumer_config_default(const char *group, const char *consumer,
+                                                    shop_consumer_batch_fn on_batch, void *data);
 
 /* Copies cfg's names, opens the connection(s) to keel (seeds: "host:port,...") and the timers.
  * 0, or KEEL_EINVAL (a name too long, no callback) or the client's failure, with msg. */

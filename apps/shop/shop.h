@@ -11,6 +11,10 @@
 #include <stdio.h>
 #include <string.h>
 
+/* The order events: the event store's category stream of every order (tx/evstore.h), which
+ * query projects and notification and shipment consume. */
+#define SHOP_ORDER_EVENTS "es:$ce-order"
+
 /* Order, customer and product ids: 1 to SHOP_ID_BYTES_MAX bytes of [A-Za-z0-9._-]. */
 #define SHOP_ID_BYTES_MAX 64
 #define SHOP_ID_RULE "order ids are 1 to 64 of [A-Za-z0-9._-]"

@@ -32,7 +32,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define STREAM "es:$ce-order"
 #define GROUP "notifications"
 #define DLQ "shop.notifications.dlq"
 #define RETRY_MS 200 /* after a failed read */
@@ -41,7 +40,7 @@
 
 typedef struct app {
     keel_loop_t *loop;
-    shop_consumer_t consumer; /* group GROUP on STREAM */
+    shop_consumer_t consumer; /* group GROUP on the order events */
     int64_t fail_pct;
     keel_rand_t rand;
     uint64_t sent, retried, skipped;
@@ -126,18 +125,14 @@ int main(int argc, char **argv)
     app.loop = &loop;
     app.fail_pct = fail_pct;
     keel_rand_seed(&app.rand, (uint64_t)keel_clock_unix_ms());
-    shop_consumer_config_t cc = shop_consumer_config_default();
-    cc.stream = STREAM;
-    cc.group = GROUP;
-    cc.consumer = id ? id : listen;
+    shop_consumer_config_t cc =
+        shop_consumer_config_default(GROUP, id ? id : listen, on_batch, &app);
     /* not reread_own: a NACKed entry waits out its backoff in this consumer's pending list */
     cc.dead_letter = DLQ;
     cc.max_deliveries = max_deliveries;
     cc.retry_ms = RETRY_MS;
     cc.claim_idle_ms = CLAIM_IDLE_MS;
     cc.claim_every_ms = CLAIM_EVERY_MS;
-    cc.on_batch = on_batch;
-    cc.data = &app;
     if ((rc = shop_consumer_init(&app.consumer, &loop, keel, &cc, &msg)) != 0) {
         fprintf(stderr, "keel-shop-notification: %s\n", msg.text);
         return 2;

@@ -291,7 +291,7 @@ int main(int argc, char **argv)
         rc = keel_client_config_seeds(&tmp, seeds, "--keel", &msg);
     keel_projection_config_t pc = keel_projection_config_default();
     pc.name = "shop-orders";
-    pc.stream = "es:$ce-order";
+    pc.stream = SHOP_ORDER_EVENTS;
     for (size_t i = 0; i < tmp.seeds_n; i++)
         pc.seeds[pc.seeds_n++] = tmp.seeds[i];
     pc.metrics = svc.metrics;

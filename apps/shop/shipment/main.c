@@ -52,7 +52,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define STREAM "es:$ce-order"
 #define GROUP "shipments"
 #define INBOX "shipment" /* the inbox's consumer name: this effect */
 #define ID_BYTES_MAX SHOP_ID_BYTES_MAX
@@ -66,7 +65,7 @@
 typedef struct app {
     keel_loop_t *loop;
     keel_db_t db;
-    shop_consumer_t consumer; /* group GROUP on STREAM, with a connection for /lag */
+    shop_consumer_t consumer; /* group GROUP on the order events, a connection for /lag */
     int64_t pack_ms, ship_ms;
     keel_timer_t tick;
     bool stopping;
@@ -428,17 +427,13 @@ int main(int argc, char **argv)
     app.loop = &loop;
     app.pack_ms = pack_ms;
     app.ship_ms = ship_ms;
-    shop_consumer_config_t cc = shop_consumer_config_default();
-    cc.stream = STREAM;
-    cc.group = GROUP;
-    cc.consumer = id ? id : listen;
+    shop_consumer_config_t cc =
+        shop_consumer_config_default(GROUP, id ? id : listen, apply_batch, &app);
     cc.reread_own = true; /* a batch fails or is acknowledged whole: reread is harmless */
     cc.lag_client = true;
     cc.retry_ms = RETRY_MS;
     cc.claim_idle_ms = claim_idle_ms;
     cc.claim_every_ms = CLAIM_EVERY_MS;
-    cc.on_batch = apply_batch;
-    cc.data = &app;
     if (keel_db_open(&app.db, db, &msg) != 0 || keel_inbox_init(&app.db, &msg) != 0 ||
         keel_db_exec(&app.db, SCHEMA, &msg) != 0 ||
         shop_consumer_init(&app.consumer, &loop, keel, &cc, &msg) != 0) {
