@@ -1,5 +1,6 @@
-/* shop.h - what the shop's services share: their ids and how a main loads its settings.
- * Header only: each apps/shop/<name>/ is built into its own binary from its own files. */
+/* shop.h - what the shop's services share: their ids, how a main loads its settings and sets
+ * up and runs its service.
+ * Header only; the stream consumers' code is apps/shop/consumer.{h,c}. */
 #ifndef KEEL_APPS_SHOP_H
 #define KEEL_APPS_SHOP_H
 
@@ -9,6 +10,10 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+
+/* The order events: the event store's category stream of every order (tx/evstore.h), which
+ * query projects and notification and shipment consume. */
+#define SHOP_ORDER_EVENTS "es:$ce-order"
 
 /* Order, customer and product ids: 1 to SHOP_ID_BYTES_MAX bytes of [A-Za-z0-9._-]. */
 #define SHOP_ID_BYTES_MAX 64
@@ -52,6 +57,33 @@ static inline int shop_config(keel_config_t *conf, const char *prog, const char 
     if (rc < 0)
         fprintf(stderr, "%s: %s\n", prog, msg.text);
     return rc < 0 ? 2 : 0;
+}
+
+/* keel_service_init for a shop service: its name, where it listens, the registry (NULL: none),
+ * its instance id (NULL: the kit's default), and on_stopped(svc, data) once it has drained
+ * (close what the handlers use there). */
+static inline int shop_service_init(keel_service_t *svc, keel_loop_t *loop, const char *name,
+                                    const char *listen, const char *registry, const char *id,
+                                    void (*on_stopped)(keel_service_t *svc, void *data), void *data,
+                                    keel_errmsg_t *msg)
+{
+    keel_service_config_t cfg = keel_service_config_default(name);
+    cfg.listen = listen;
+    cfg.registry = registry;
+    cfg.instance_id = id;
+    cfg.on_stopped = on_stopped;
+    cfg.on_drain_data = data;
+    return keel_service_init(svc, loop, &cfg, msg);
+}
+
+/* Says the port on stdout ("<name>: listening on port N"), runs the loop until the service has
+ * stopped, and frees the service. */
+static inline void shop_service_run(keel_service_t *svc, keel_loop_t *loop, const char *name)
+{
+    printf("%s: listening on port %d\n", name, keel_service_port(svc));
+    fflush(stdout);
+    keel_loop_run(loop);
+    keel_service_free(svc);
 }
 
 #endif

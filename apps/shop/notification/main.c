@@ -16,13 +16,15 @@
  * shop.notifications.dlq with its error (KEEL.XDEADLETTER). Other events are acknowledged
  * at once. A send happens at least once: the message carries the order id, which is what a
  * receiver deduplicates on. Entries pending with a consumer that died are claimed after
- * 30 s idle (XAUTOCLAIM) by whichever instance looks first.
+ * 30 s idle (XAUTOCLAIM, every second) by whichever instance looks first. The reading,
+ * acknowledging and claiming are apps/shop/consumer.h's; this file is what a batch does.
  */
 #include "base/log.h"
 #include "base/rand.h"
 #include "client/client.h"
 #include "kit/config.h"
 #include "kit/service.h"
+#include "../consumer.h"
 #include "../shop.h"
 #include "runtime/clock.h"
 
@@ -30,69 +32,31 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define STREAM "es:$ce-order"
 #define GROUP "notifications"
 #define DLQ "shop.notifications.dlq"
-#define BATCH "100"
-#define CLAIM_IDLE_MS "30000"
+#define RETRY_MS 200 /* after a failed read */
+#define CLAIM_IDLE_MS 30000
+#define CLAIM_EVERY_MS 1000
 
 typedef struct app {
     keel_loop_t *loop;
-    keel_client_t cl;
-    char consumer[96];
+    shop_consumer_t consumer; /* group GROUP on the order events */
     int64_t fail_pct;
     keel_rand_t rand;
-    keel_timer_t again;
-    bool stopping, timer_on;
-    uint64_t sent, retried, skipped, reads;
+    uint64_t sent, retried, skipped;
     keel_counter_t *m_sent, *m_retried;
 } app_t;
 
-static void read_more(app_t *a);
-
-static void on_done(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *r)
+/* One delivered entry: send (maybe); a failed send goes back to the group with KEEL.XNACK,
+ * anything else is acknowledged with the batch. */
+static void handle(app_t *a, shop_consumer_t *c, shop_entry_t *entry)
 {
-    (void)cl;
-    (void)ctx;
-    (void)status;
-    (void)r; /* an XACK or XNACK lost with its connection: the entry stays pending, claimed */
-}
-
-static void again_fire(keel_timer_t *t, void *data)
-{
-    (void)t;
-    read_more(data);
-}
-
-static const keel_resp_value_t *field(const keel_resp_value_t *fields, const char *name)
-{
-    size_t n = strlen(name);
-    for (size_t i = 0; fields->type == KEEL_RESP_ARRAY && i + 1 < fields->elems_len; i += 2) {
-        const keel_resp_value_t *k = &fields->elems[i];
-        if (k->type == KEEL_RESP_BULK && k->str.len == n && memcmp(k->str.ptr, name, n) == 0)
-            return &fields->elems[i + 1];
-    }
-    return NULL;
-}
-
-/* One delivered entry: send (maybe), then XACK or KEEL.XNACK. */
-static void handle(app_t *a, const keel_resp_value_t *entry)
-{
-    if (entry->type != KEEL_RESP_ARRAY || entry->elems_len != 2 ||
-        entry->elems[0].type != KEEL_RESP_BULK)
-        return;
-    char id[64];
-    snprintf(id, sizeof(id), "%.*s", (int)entry->elems[0].str.len,
-             (const char *)entry->elems[0].str.ptr);
-    const keel_resp_value_t *type = field(&entry->elems[1], "type");
-    const keel_resp_value_t *agg = field(&entry->elems[1], "agg");
-    bool outcome = type && type->type == KEEL_RESP_BULK &&
-                   ((type->str.len == 9 && memcmp(type->str.ptr, "confirmed", 9) == 0) ||
-                    (type->str.len == 8 && memcmp(type->str.ptr, "rejected", 8) == 0));
+    const keel_resp_value_t *type = shop_field(entry->fields, "type");
+    const keel_resp_value_t *agg = shop_field(entry->fields, "agg");
+    bool outcome = shop_bulk_is(type, "confirmed") || shop_bulk_is(type, "rejected");
     if (outcome && (int64_t)keel_rand_below(&a->rand, 100) < a->fail_pct) {
         /* the provider failed: back to the group, redelivered after the server's backoff */
-        const char *argv[] = {"KEEL.XNACK", STREAM, GROUP, id, "ERROR", "mail provider failed"};
-        keel_client_command(&a->cl, 6, argv, NULL, on_done, a);
+        shop_consumer_nack(c, entry, "mail provider failed");
         a->retried++;
         keel_counter_inc(a->m_retried);
         return;
@@ -107,61 +71,13 @@ static void handle(app_t *a, const keel_resp_value_t *entry)
     } else {
         a->skipped++;
     }
-    const char *argv[] = {"XACK", STREAM, GROUP, id};
-    keel_client_command(&a->cl, 4, argv, NULL, on_done, a);
 }
 
-static void on_read(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *r)
+static int on_batch(shop_consumer_t *c, shop_entry_t *entries, size_t n, void *data)
 {
-    app_t *a = ctx;
-    (void)cl;
-    if (a->stopping)
-        return;
-    if (status != 0 || r->type == KEEL_RESP_ERROR) {
-        /* no group yet (the stream is empty), or keel unreachable: try again shortly */
-        if (status == 0 && r->str.len >= 7 && memcmp(r->str.ptr, "NOGROUP", 7) == 0) {
-            const char *argv[] = {"XGROUP", "CREATE", STREAM, GROUP, "0", "MKSTREAM"};
-            keel_client_command(&a->cl, 6, argv, NULL, on_done, a);
-        }
-        keel_timer_start(&a->again, 200, 0, again_fire, a);
-        return;
-    }
-    /* *1 [stream, [entries...]] or a null array after BLOCK */
-    if (r->type == KEEL_RESP_ARRAY)
-        for (size_t s = 0; s < r->elems_len; s++) {
-            const keel_resp_value_t *st = &r->elems[s];
-            if (st->type != KEEL_RESP_ARRAY || st->elems_len != 2)
-                continue;
-            for (size_t e = 0; e < st->elems[1].elems_len; e++)
-                handle(a, &st->elems[1].elems[e]);
-        }
-    read_more(a);
-}
-
-static void on_claimed(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *r)
-{
-    app_t *a = ctx;
-    (void)cl;
-    /* [next cursor, [entries...], [deleted ids...]]: claimed entries are handled like reads */
-    if (a->stopping || status != 0 || r->type != KEEL_RESP_ARRAY || r->elems_len < 2)
-        return;
-    for (size_t e = 0; e < r->elems[1].elems_len; e++)
-        handle(a, &r->elems[1].elems[e]);
-}
-
-static void read_more(app_t *a)
-{
-    if (a->stopping)
-        return;
-    if (++a->reads % 32 == 0) { /* now and then, take over what a dead consumer left */
-        const char *argv[] = {"XAUTOCLAIM",  STREAM, GROUP,   a->consumer,
-                              CLAIM_IDLE_MS, "0-0",  "COUNT", BATCH};
-        keel_client_command(&a->cl, 8, argv, NULL, on_claimed, a);
-    }
-    const char *argv[] = {"XREADGROUP", "GROUP", GROUP,     a->consumer, "COUNT", BATCH,
-                          "BLOCK",      "1000",  "STREAMS", STREAM,      ">"};
-    if (keel_client_command_timeout(&a->cl, 11, argv, NULL, 5000, on_read, a) != 0)
-        keel_timer_start(&a->again, 200, 0, again_fire, a);
+    for (size_t e = 0; e < n; e++)
+        handle(data, c, &entries[e]);
+    return 0;
 }
 
 /* ---- main ---------------------------------------------------------------------------------- */
@@ -179,9 +95,7 @@ static void on_stopped(keel_service_t *svc, void *data)
 {
     app_t *a = data;
     (void)svc;
-    a->stopping = true;
-    keel_timer_close(&a->again, NULL);
-    keel_client_close(&a->cl, NULL); /* entries read and not acknowledged stay pending */
+    shop_consumer_stop(&a->consumer); /* entries read and not acknowledged stay pending */
 }
 
 int main(int argc, char **argv)
@@ -211,24 +125,21 @@ int main(int argc, char **argv)
     app.loop = &loop;
     app.fail_pct = fail_pct;
     keel_rand_seed(&app.rand, (uint64_t)keel_clock_unix_ms());
-    snprintf(app.consumer, sizeof(app.consumer), "%s", id ? id : listen);
-    char seeds[1024];
-    snprintf(seeds, sizeof(seeds), "%s", keel);
-    keel_client_config_t cc = keel_client_config_default();
-    cc.request_timeout_ms = 0; /* reads block; each sets its own deadline */
-    if ((rc = keel_client_config_seeds(&cc, seeds, "--keel", &msg)) != 0 ||
-        (rc = keel_client_init(&app.cl, &loop, &cc, &msg)) != 0) {
+    shop_consumer_config_t cc =
+        shop_consumer_config_default(GROUP, id ? id : listen, on_batch, &app);
+    /* not reread_own: a NACKed entry waits out its backoff in this consumer's pending list */
+    cc.dead_letter = DLQ;
+    cc.max_deliveries = max_deliveries;
+    cc.retry_ms = RETRY_MS;
+    cc.claim_idle_ms = CLAIM_IDLE_MS;
+    cc.claim_every_ms = CLAIM_EVERY_MS;
+    if ((rc = shop_consumer_init(&app.consumer, &loop, keel, &cc, &msg)) != 0) {
         fprintf(stderr, "keel-shop-notification: %s\n", msg.text);
         return 2;
     }
     keel_service_t svc;
-    keel_service_config_t cfg = keel_service_config_default("notification");
-    cfg.listen = listen;
-    cfg.registry = registry;
-    cfg.instance_id = id;
-    cfg.on_stopped = on_stopped;
-    cfg.on_drain_data = &app;
-    rc = keel_service_init(&svc, &loop, &cfg, &msg);
+    rc = shop_service_init(&svc, &loop, "notification", listen, registry, id, on_stopped, &app,
+                           &msg);
     if (rc == 0) {
         const char *help = "Notifications by what became of them.";
         app.m_sent =
@@ -238,25 +149,14 @@ int main(int argc, char **argv)
         rc = keel_service_route(&svc, "GET", "/stats", h_stats, &app, &msg);
     }
     if (rc == 0)
-        rc = keel_timer_init(&loop, &app.again);
-    if (rc == 0)
         rc = keel_service_start(&svc, &msg);
     if (rc != 0) {
         fprintf(stderr, "keel-shop-notification: %s\n", msg.text);
         return 1;
     }
-    /* the group (from the stream's start) and its dead-letter policy; both idempotent */
-    char maxd[24];
-    snprintf(maxd, sizeof(maxd), "%lld", (long long)max_deliveries);
-    const char *create[] = {"XGROUP", "CREATE", STREAM, GROUP, "0", "MKSTREAM"};
-    const char *dead[] = {"KEEL.XDEADLETTER", STREAM, GROUP, "MAXDELIVERIES", maxd, "STREAM", DLQ};
-    keel_client_command(&app.cl, 6, create, NULL, on_done, &app);
-    keel_client_command(&app.cl, 7, dead, NULL, on_done, &app);
-    read_more(&app);
-    printf("notification: listening on port %d\n", keel_service_port(&svc));
-    fflush(stdout);
-    keel_loop_run(&loop);
-    keel_service_free(&svc);
+    /* the group (from the stream's start) and its dead-letter policy, then the reads */
+    shop_consumer_start(&app.consumer);
+    shop_service_run(&svc, &loop, "notification");
     keel_loop_close(&loop);
     keel_config_free(&conf);
     return 0;

@@ -283,13 +283,7 @@ int main(int argc, char **argv)
         return 1;
     }
     keel_service_t svc;
-    keel_service_config_t cfg = keel_service_config_default("query");
-    cfg.listen = listen;
-    cfg.registry = registry;
-    cfg.instance_id = id;
-    cfg.on_stopped = on_stopped;
-    cfg.on_drain_data = &app;
-    rc = keel_service_init(&svc, &loop, &cfg, &msg);
+    rc = shop_service_init(&svc, &loop, "query", listen, registry, id, on_stopped, &app, &msg);
     char seeds[1024];
     snprintf(seeds, sizeof(seeds), "%s", keel);
     keel_client_config_t tmp = keel_client_config_default();
@@ -297,7 +291,7 @@ int main(int argc, char **argv)
         rc = keel_client_config_seeds(&tmp, seeds, "--keel", &msg);
     keel_projection_config_t pc = keel_projection_config_default();
     pc.name = "shop-orders";
-    pc.stream = "es:$ce-order";
+    pc.stream = SHOP_ORDER_EVENTS;
     for (size_t i = 0; i < tmp.seeds_n; i++)
         pc.seeds[pc.seeds_n++] = tmp.seeds[i];
     pc.metrics = svc.metrics;
@@ -316,10 +310,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "keel-shop-query: %s\n", msg.text);
         return 1;
     }
-    printf("query: listening on port %d\n", keel_service_port(&svc));
-    fflush(stdout);
-    keel_loop_run(&loop);
-    keel_service_free(&svc);
+    shop_service_run(&svc, &loop, "query");
     keel_db_close(&app.db);
     keel_loop_close(&loop);
     keel_config_free(&conf);

@@ -42,6 +42,7 @@
 #include "client/client.h"
 #include "kit/config.h"
 #include "kit/service.h"
+#include "../consumer.h"
 #include "../shop.h"
 #include "runtime/clock.h"
 #include "runtime/sqlite.h"
@@ -51,16 +52,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define STREAM "es:$ce-order"
 #define GROUP "shipments"
 #define INBOX "shipment" /* the inbox's consumer name: this effect */
-#define BATCH_ENTRIES_MAX 100
-#define BATCH "100"
-#define ENTRY_ID_BYTES_MAX 47 /* "<ms>-<seq>": two 20-digit numbers and a dash */
 #define ID_BYTES_MAX SHOP_ID_BYTES_MAX
 #define LIST_LIMIT_MAX 1000
-#define READ_BLOCK_MS "1000"
-#define READ_TIMEOUT_MS 5000
 #define RETRY_MS 500          /* after a failed read or batch */
 #define CLAIM_EVERY_MS 1000   /* XAUTOCLAIM of idle entries */
 #define PRUNE_EVERY_MS 600000 /* inbox ids older than INBOX_KEEP_MS are deleted */
@@ -70,15 +65,11 @@
 typedef struct app {
     keel_loop_t *loop;
     keel_db_t db;
-    keel_client_t cl;  /* the consumer: reads, acknowledgements, claims */
-    keel_client_t ctl; /* the group's setup and /lag (never behind a blocked read) */
-    char consumer[96];
-    int64_t pack_ms, ship_ms, claim_idle_ms;
-    keel_timer_t again, tick;
-    bool stopping, own; /* own: read this consumer's pending entries (id 0), not new ones */
-    bool claiming;
-    char claim_cursor[ENTRY_ID_BYTES_MAX + 1];
-    int64_t claim_at_ms, prune_at_ms;
+    shop_consumer_t consumer; /* group GROUP on the order events, a connection for /lag */
+    int64_t pack_ms, ship_ms;
+    keel_timer_t tick;
+    bool stopping;
+    int64_t prune_at_ms;
     uint64_t created, repeated, redelivered, cancelled, skipped;
     keel_counter_t *m_created, *m_repeated, *m_redelivered, *m_cancelled, *m_packed, *m_shipped;
 } app_t;
@@ -112,32 +103,13 @@ static int run_sql(app_t *a, const char *sql, const char *t1, const char *t2, in
 
 /* ---- the consumer ----------------------------------------------------------------------- */
 
-static void read_more(app_t *a);
-
-static const keel_resp_value_t *field(const keel_resp_value_t *fields, const char *name)
-{
-    size_t n = strlen(name);
-    for (size_t i = 0; fields->type == KEEL_RESP_ARRAY && i + 1 < fields->elems_len; i += 2) {
-        const keel_resp_value_t *k = &fields->elems[i];
-        if (k->type == KEEL_RESP_BULK && k->str.len == n && memcmp(k->str.ptr, name, n) == 0)
-            return &fields->elems[i + 1];
-    }
-    return NULL;
-}
-
-static bool bulk_is(const keel_resp_value_t *v, const char *s)
-{
-    return v && v->type == KEEL_RESP_BULK && v->str.len == strlen(s) &&
-           memcmp(v->str.ptr, s, v->str.len) == 0;
-}
-
 /* One entry's effect, inside the batch's transaction. An entry that is not an order's
  * outcome, or not an order's at all, has none (and is acknowledged with the rest). */
 static int apply_entry(app_t *a, const char *id, const keel_resp_value_t *fields,
                        keel_errmsg_t *msg)
 {
-    const keel_resp_value_t *type = field(fields, "type"), *agg = field(fields, "agg");
-    bool confirmed = bulk_is(type, "confirmed"), rejected = bulk_is(type, "rejected");
+    const keel_resp_value_t *type = shop_field(fields, "type"), *agg = shop_field(fields, "agg");
+    bool confirmed = shop_bulk_is(type, "confirmed"), rejected = shop_bulk_is(type, "rejected");
     if (!confirmed && !rejected)
         return 0;
     if (agg == NULL || agg->type != KEEL_RESP_BULK || agg->str.len <= 6 ||
@@ -186,144 +158,25 @@ static int apply_entry(app_t *a, const char *id, const keel_resp_value_t *fields
     return rc;
 }
 
-static void on_ignored(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *r)
+/* A batch of entries: applied in one transaction, acknowledged by the consumer after the
+ * COMMIT. 0, or the failure (nothing applied, nothing acknowledged: read again from this
+ * consumer's own pending entries). A deleted entry (no fields) has nothing to apply. */
+static int apply_batch(shop_consumer_t *c, shop_entry_t *entries, size_t n, void *data)
 {
-    (void)cl;
-    (void)ctx;
-    (void)status;
-    (void)r; /* XGROUP CREATE: BUSYGROUP when the group exists; any failure meets NOGROUP */
-}
-
-static void on_done(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *r)
-{
-    app_t *a = ctx;
-    (void)cl;
-    /* an XACK lost with its connection: the entries stay pending with this consumer, read
-     * again from its own list (the inbox makes that harmless) */
-    if (status != 0 || (r && r->type == KEEL_RESP_ERROR))
-        a->own = true;
-}
-
-/* A batch of entries ([id, fields] each): applied in one transaction, then acknowledged.
- * 0, or the failure (nothing applied, nothing acknowledged: read again from this
- * consumer's own pending entries). */
-static int apply_batch(app_t *a, const keel_resp_value_t *entries)
-{
-    char ids[BATCH_ENTRIES_MAX][ENTRY_ID_BYTES_MAX + 1];
-    size_t n = 0;
+    app_t *a = data;
     keel_errmsg_t msg = {{0}};
-    if (entries->type != KEEL_RESP_ARRAY || entries->elems_len == 0)
-        return 0;
+    (void)c;
     int rc = keel_db_begin(&a->db, &msg);
-    for (size_t e = 0; rc == 0 && e < entries->elems_len && n < BATCH_ENTRIES_MAX; e++) {
-        const keel_resp_value_t *entry = &entries->elems[e];
-        if (entry->type != KEEL_RESP_ARRAY || entry->elems_len != 2 ||
-            entry->elems[0].type != KEEL_RESP_BULK || entry->elems[0].str.len > ENTRY_ID_BYTES_MAX)
-            continue;
-        snprintf(ids[n], sizeof(ids[n]), "%.*s", (int)entry->elems[0].str.len,
-                 (const char *)entry->elems[0].str.ptr);
-        /* a deleted entry comes back as [id, nil]: nothing to apply, acknowledged */
-        if (entry->elems[1].type == KEEL_RESP_ARRAY)
-            rc = apply_entry(a, ids[n], &entry->elems[1], &msg);
-        n++;
-    }
+    for (size_t e = 0; rc == 0 && e < n; e++)
+        if (entries[e].fields != NULL)
+            rc = apply_entry(a, entries[e].id, entries[e].fields, &msg);
     if (rc == 0)
         rc = keel_db_commit(&a->db, &msg);
     else if (keel_db_in_tx(&a->db))
         keel_db_rollback(&a->db);
-    if (rc != 0) {
+    if (rc != 0)
         keel_log_warn("shipment: a batch was not applied; read again", KF_STR("error", msg.text));
-        return rc;
-    }
-    if (n == 0)
-        return 0;
-    const char *argv[3 + BATCH_ENTRIES_MAX] = {"XACK", STREAM, GROUP};
-    for (size_t i = 0; i < n; i++)
-        argv[3 + i] = ids[i];
-    keel_client_command(&a->cl, 3 + n, argv, NULL, on_done, a);
-    return 0;
-}
-
-static void again_fire(keel_timer_t *t, void *data)
-{
-    (void)t;
-    read_more(data);
-}
-
-static void retry_later(app_t *a)
-{
-    a->own = true;
-    keel_timer_start(&a->again, RETRY_MS, 0, again_fire, a);
-}
-
-static void on_read(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *r)
-{
-    app_t *a = ctx;
-    (void)cl;
-    if (a->stopping)
-        return;
-    if (status != 0 || r->type == KEEL_RESP_ERROR) {
-        /* no group (a fresh cluster lost it?), or keel unreachable: set up, read again */
-        if (status == 0 && r->str.len >= 7 && memcmp(r->str.ptr, "NOGROUP", 7) == 0) {
-            const char *argv[] = {"XGROUP", "CREATE", STREAM, GROUP, "0", "MKSTREAM"};
-            keel_client_command(&a->ctl, 6, argv, NULL, on_ignored, NULL);
-        }
-        retry_later(a);
-        return;
-    }
-    /* [[stream, [entries...]]], or a null array after BLOCK */
-    size_t got = 0;
-    for (size_t s = 0; r->type == KEEL_RESP_ARRAY && s < r->elems_len; s++) {
-        const keel_resp_value_t *st = &r->elems[s];
-        if (st->type != KEEL_RESP_ARRAY || st->elems_len != 2)
-            continue;
-        got += st->elems[1].type == KEEL_RESP_ARRAY ? st->elems[1].elems_len : 0;
-        if (apply_batch(a, &st->elems[1]) != 0) {
-            retry_later(a);
-            return;
-        }
-    }
-    if (a->own && got == 0)
-        a->own = false; /* its own list is empty: new entries from now on */
-    read_more(a);
-}
-
-static void read_more(app_t *a)
-{
-    if (a->stopping)
-        return;
-    const char *argv[] = {
-        "XREADGROUP", "GROUP",       GROUP,     a->consumer, "COUNT",           BATCH,
-        "BLOCK",      READ_BLOCK_MS, "STREAMS", STREAM,      a->own ? "0" : ">"};
-    if (keel_client_command_timeout(&a->cl, 11, argv, NULL, READ_TIMEOUT_MS, on_read, a) != 0)
-        retry_later(a);
-}
-
-/* XAUTOCLAIM's [next cursor, [entries...], [deleted ids...]]: entries idle for
- * --claim-idle-ms with any consumer (one that died) are now this one's: applied as read. */
-static void on_claimed(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *r)
-{
-    app_t *a = ctx;
-    (void)cl;
-    a->claiming = false;
-    if (a->stopping || status != 0 || r->type != KEEL_RESP_ARRAY || r->elems_len < 2)
-        return;
-    const keel_resp_value_t *next = &r->elems[0];
-    if (next->type == KEEL_RESP_BULK && next->str.len <= ENTRY_ID_BYTES_MAX)
-        snprintf(a->claim_cursor, sizeof(a->claim_cursor), "%.*s", (int)next->str.len,
-                 (const char *)next->str.ptr);
-    if (apply_batch(a, &r->elems[1]) != 0)
-        a->own = true; /* they are this consumer's now: read from its own list */
-}
-
-static void claim(app_t *a)
-{
-    char idle[24];
-    snprintf(idle, sizeof(idle), "%lld", (long long)a->claim_idle_ms);
-    const char *argv[] = {"XAUTOCLAIM", STREAM,          GROUP,   a->consumer,
-                          idle,         a->claim_cursor, "COUNT", BATCH};
-    a->claiming =
-        keel_client_command_timeout(&a->cl, 8, argv, NULL, READ_TIMEOUT_MS, on_claimed, a) == 0;
+    return rc;
 }
 
 /* ---- the status, by time ---------------------------------------------------------------- */
@@ -381,10 +234,6 @@ static void tick_fire(keel_timer_t *t, void *data)
         return;
     advance(a);
     int64_t now = keel_clock_unix_ms();
-    if (!a->claiming && now >= a->claim_at_ms) {
-        a->claim_at_ms = now + CLAIM_EVERY_MS;
-        claim(a);
-    }
     if (now >= a->prune_at_ms) {
         a->prune_at_ms = now + PRUNE_EVERY_MS;
         keel_errmsg_t msg = {{0}};
@@ -533,37 +382,6 @@ static void h_stats(keel_service_req_t *r, void *data)
     json_decref(o);
 }
 
-/* XINFO GROUPS: this group's lag (entries not yet delivered) and pending count. */
-static void on_info(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *r)
-{
-    keel_service_req_t *req = ctx;
-    (void)cl;
-    keel_service_req_enter(req);
-    for (size_t i = 0; status == 0 && r->type == KEEL_RESP_ARRAY && i < r->elems_len; i++) {
-        const keel_resp_value_t *g = &r->elems[i];
-        const keel_resp_value_t *lag = field(g, "lag"), *pending = field(g, "pending");
-        if (!bulk_is(field(g, "name"), GROUP))
-            continue;
-        json_t *o = json_pack(
-            "{s:o, s:o}", "lag_events",
-            lag && lag->type == KEEL_RESP_INT ? json_integer(lag->integer) : json_null(), "pending",
-            pending && pending->type == KEEL_RESP_INT ? json_integer(pending->integer)
-                                                      : json_null());
-        keel_service_respond_json(req, 200, o);
-        json_decref(o);
-        return;
-    }
-    keel_http_respond_error(req->http, 503, "the group's state could not be read");
-}
-
-static void h_lag(keel_service_req_t *r, void *data)
-{
-    app_t *a = data;
-    const char *argv[] = {"XINFO", "GROUPS", STREAM};
-    if (keel_client_command_timeout(&a->ctl, 3, argv, NULL, READ_TIMEOUT_MS, on_info, r) != 0)
-        keel_http_respond_error(r->http, 503, "the group's state could not be read");
-}
-
 /* ---- main ---------------------------------------------------------------------------------- */
 
 static void on_stopped(keel_service_t *svc, void *data)
@@ -571,20 +389,8 @@ static void on_stopped(keel_service_t *svc, void *data)
     app_t *a = data;
     (void)svc;
     a->stopping = true;
-    keel_timer_close(&a->again, NULL);
     keel_timer_close(&a->tick, NULL);
-    keel_client_close(&a->cl, NULL); /* entries read and not acknowledged stay pending */
-    keel_client_close(&a->ctl, NULL);
-}
-
-static int client_init(keel_client_t *cl, keel_loop_t *loop, const char *keel, keel_errmsg_t *msg)
-{
-    char seeds[1024];
-    snprintf(seeds, sizeof(seeds), "%s", keel);
-    keel_client_config_t cc = keel_client_config_default();
-    cc.request_timeout_ms = 0; /* reads block; each request sets its own deadline */
-    int rc = keel_client_config_seeds(&cc, seeds, "--keel", msg);
-    return rc != 0 ? rc : keel_client_init(cl, loop, &cc, msg);
+    shop_consumer_stop(&a->consumer); /* entries read and not acknowledged stay pending */
 }
 
 int main(int argc, char **argv)
@@ -621,25 +427,21 @@ int main(int argc, char **argv)
     app.loop = &loop;
     app.pack_ms = pack_ms;
     app.ship_ms = ship_ms;
-    app.claim_idle_ms = claim_idle_ms;
-    app.own = true; /* first what a previous life under this name left pending */
-    snprintf(app.claim_cursor, sizeof(app.claim_cursor), "0-0");
-    snprintf(app.consumer, sizeof(app.consumer), "%s", id ? id : listen);
+    shop_consumer_config_t cc =
+        shop_consumer_config_default(GROUP, id ? id : listen, apply_batch, &app);
+    cc.reread_own = true; /* a batch fails or is acknowledged whole: reread is harmless */
+    cc.lag_client = true;
+    cc.retry_ms = RETRY_MS;
+    cc.claim_idle_ms = claim_idle_ms;
+    cc.claim_every_ms = CLAIM_EVERY_MS;
     if (keel_db_open(&app.db, db, &msg) != 0 || keel_inbox_init(&app.db, &msg) != 0 ||
         keel_db_exec(&app.db, SCHEMA, &msg) != 0 ||
-        (rc = client_init(&app.cl, &loop, keel, &msg)) != 0 ||
-        (rc = client_init(&app.ctl, &loop, keel, &msg)) != 0) {
+        shop_consumer_init(&app.consumer, &loop, keel, &cc, &msg) != 0) {
         fprintf(stderr, "keel-shop-shipment: %s\n", msg.text);
         return 1;
     }
     keel_service_t svc;
-    keel_service_config_t cfg = keel_service_config_default("shipment");
-    cfg.listen = listen;
-    cfg.registry = registry;
-    cfg.instance_id = id;
-    cfg.on_stopped = on_stopped;
-    cfg.on_drain_data = &app;
-    rc = keel_service_init(&svc, &loop, &cfg, &msg);
+    rc = shop_service_init(&svc, &loop, "shipment", listen, registry, id, on_stopped, &app, &msg);
     if (rc == 0) {
         const char *help = "Shipments by what happened to them (on this instance).";
         keel_metrics_t *mx = svc.metrics;
@@ -660,8 +462,8 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = keel_service_route(&svc, "GET", "/stats", h_stats, &app, &msg);
     if (rc == 0)
-        rc = keel_service_route(&svc, "GET", "/lag", h_lag, &app, &msg);
-    if (rc == 0 && (rc = keel_timer_init(&loop, &app.again)) == 0)
+        rc = keel_service_route(&svc, "GET", "/lag", shop_consumer_lag, &app.consumer, &msg);
+    if (rc == 0)
         rc = keel_timer_init(&loop, &app.tick);
     if (rc == 0)
         rc = keel_service_start(&svc, &msg);
@@ -669,17 +471,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "keel-shop-shipment: %s\n", msg.text);
         return 1;
     }
-    /* the group, from the stream's start (idempotent: BUSYGROUP when it exists) */
-    const char *create[] = {"XGROUP", "CREATE", STREAM, GROUP, "0", "MKSTREAM"};
-    keel_client_command(&app.ctl, 6, create, NULL, on_ignored, NULL);
     int64_t step_ms = (pack_ms < ship_ms ? pack_ms : ship_ms) / 4;
     step_ms = step_ms < 10 ? 10 : step_ms > TICK_MS_MAX ? TICK_MS_MAX : step_ms;
     keel_timer_start(&app.tick, (keel_ms_t)step_ms, (keel_ms_t)step_ms, tick_fire, &app);
-    read_more(&app);
-    printf("shipment: listening on port %d\n", keel_service_port(&svc));
-    fflush(stdout);
-    keel_loop_run(&loop);
-    keel_service_free(&svc);
+    shop_consumer_start(&app.consumer); /* the group, from the stream's start, then reads */
+    shop_service_run(&svc, &loop, "shipment");
     keel_db_close(&app.db);
     keel_loop_close(&loop);
     keel_config_free(&conf);
