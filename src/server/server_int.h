@@ -72,7 +72,7 @@ typedef struct reg_http reg_http_t;           /* registry_http.c */
 typedef struct tracker tracker_t;             /* tracking.c: a connection's CLIENT TRACKING */
 typedef struct tracking tracking_t;           /* tracking.c: this node's table, NULL until used */
 typedef struct waiter waiter_t;               /* wait.c: a blocked WAIT */
-typedef struct ap ap_t;                       /* ap.c */
+typedef struct ap ap_t;                       /* ap_int.h */
 typedef struct slowlog_entry slowlog_entry_t; /* slowlog.c */
 
 struct server {

@@ -1,0 +1,288 @@
+/* ap_cmds.c - the AP keyspace in keel server: the KEEL.AP.* commands. */
+#include "server/ap_int.h"
+
+#include "base/num.h"
+#include "core/apval.h"
+#include "proto/apmsg.h"
+#include "proto/resp.h"
+#include "runtime/apstore.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- commands ------------------------------------------------------------------------- */
+
+static int homes_of(ap_t *ap, const uint8_t *key, size_t len, uint64_t *homes)
+{
+    if (keel__ap_ring_refresh(ap) == 0)
+        return 0;
+    return keel__ap_prefs_now(ap, key, len, homes, NULL, NULL);
+}
+
+/*
+ * The actor this node issues dots as: its member id and its store's incarnation (40 bits
+ * of the clock in ms when the store was made), so a node back without its data directory
+ * never reissues a dot of its earlier life.
+ */
+static uint64_t self_actor(const ap_t *ap)
+{
+    return keel__ap_self_id(ap) << 40 | (keel_apstore_incarnation(ap->store) & ((1ull << 40) - 1));
+}
+
+/* W or R: a number 1..n, ONE, QUORUM or ALL. */
+static int parse_level(const keel_resp_arg_t *a, int n, int *out)
+{
+    if (keel__srv_arg_is(a, "one"))
+        return *out = 1, 0;
+    if (keel__srv_arg_is(a, "quorum"))
+        return *out = n / 2 + 1, 0;
+    if (keel__srv_arg_is(a, "all"))
+        return *out = n, 0;
+    if (a->len == 1 && a->ptr[0] >= '1' && a->ptr[0] <= '9' && a->ptr[0] - '0' <= n)
+        return *out = a->ptr[0] - '0', 0;
+    return KEEL_EINVAL;
+}
+
+static int parse_ctx(const keel_resp_arg_t *a, keel_vv_t *vv, keel_errmsg_t *msg)
+{
+    if (a->len > AP_CTX_HEX_BYTES_MAX || a->len % 2)
+        return keel_errf(msg, KEEL_EINVAL, "context of %zu hex digits", a->len);
+    uint8_t b[KEEL_VV_ENCODED_BYTES_MAX];
+    for (size_t i = 0; i < a->len / 2; i++) {
+        unsigned v;
+        char two[3] = {(char)a->ptr[2 * i], (char)a->ptr[2 * i + 1], 0};
+        if (sscanf(two, "%2x", &v) != 1 || !strchr("0123456789abcdefABCDEF", two[0]) ||
+            !strchr("0123456789abcdefABCDEF", two[1]))
+            return keel_errf(msg, KEEL_EINVAL, "context is not hex");
+        b[i] = (uint8_t)v;
+    }
+    return keel_vv_decode_all(b, a->len / 2, vv, msg);
+}
+
+/* Options after the fixed arguments: [CTX hex] [W level | R level]. */
+typedef struct opts {
+    int has_ctx;
+    keel_vv_t ctx;
+    int level;
+} opts_t;
+
+static int parse_opts(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv, size_t from,
+                      int n, const char *level_name, opts_t *o)
+{
+    keel_errmsg_t msg;
+    o->has_ctx = 0;
+    o->level = n / 2 + 1; /* QUORUM unless told */
+    for (size_t i = from; i < argc; i += 2) {
+        if (i + 1 == argc)
+            return keel__srv_error(c, "ERR syntax error"), -1;
+        if (keel__srv_arg_is(&argv[i], "ctx") && level_name[0] == 'w') {
+            if (parse_ctx(&argv[i + 1], &o->ctx, &msg) != 0) {
+                keel_resp_client_errorf(c, "ERR keel: bad context: %s", msg.text);
+                return -1;
+            }
+            o->has_ctx = 1;
+        } else if (keel__srv_arg_is(&argv[i], level_name)) {
+            if (parse_level(&argv[i + 1], n, &o->level) != 0) {
+                keel_resp_client_errorf(c, "ERR keel: %s must be 1..%d, ONE, QUORUM or ALL",
+                                        level_name[0] == 'w' ? "W" : "R", n);
+                return -1;
+            }
+        } else {
+            return keel__srv_error(c, "ERR syntax error"), -1;
+        }
+    }
+    return 0;
+}
+
+enum { W_PUT, W_DEL, W_INCR, W_SADD, W_SREM };
+
+static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv, int what)
+{
+    server_t *s = keel__srv_of(c);
+    ap_t *ap = s->ap;
+    const keel_resp_arg_t *key = &argv[1];
+    if (key->len > KEEL_APSTORE_KEY_BYTES_MAX)
+        return keel__srv_error(c, "ERR keel: key too long");
+    uint64_t homes[AP_REPLICAS_MAX];
+    int nh = homes_of(ap, key->ptr, key->len, homes);
+    if (nh == 0)
+        return keel__srv_error(c, "ERR keel: no members known yet");
+    opts_t o;
+    if (parse_opts(c, argc, argv, what == W_DEL ? 2 : 3, nh, "w", &o) != 0)
+        return 0;
+    if (what == W_DEL && !o.has_ctx) /* a delete removes what it saw: without CTX, nothing */
+        return keel__srv_error(c, "ERR keel: KEEL.AP.DEL needs the context of a read (CTX)");
+    /* This node's copy: the dot is issued here, against what this node has seen. */
+    const keel_apval_t *cur = keel_apstore_get(ap->store, key->ptr, key->len);
+    uint8_t kind = what == W_INCR                     ? KEEL_APVAL_PNCOUNTER
+                   : what == W_SADD || what == W_SREM ? KEEL_APVAL_ORSET
+                                                      : KEEL_APVAL_SIBLINGS;
+    if (cur && cur->kind != kind)
+        return keel__srv_error(c,
+                               "WRONGTYPE Operation against a key holding the wrong kind of value");
+    keel_apval_t next;
+    int rc = cur ? keel_apval_copy(&next, cur) : keel_apval_init(&next, kind);
+    if (rc != 0)
+        return keel__srv_oom(c);
+    uint64_t actor = self_actor(ap), me = keel__ap_self_id(ap);
+    if (what == W_SADD || what == W_SREM) {
+        /* SREM removes the entries this node has observed: an add it has not seen is
+           concurrent with the remove, and wins (the OR-set's rule, core/crdt.h) */
+        if (argv[2].len > KEEL_ORSET_ELEM_BYTES_MAX)
+            rc = KEEL_ETOOBIG;
+        else if (what == W_SADD)
+            rc = keel_orset_add(&next.u.set, actor, argv[2].ptr, (uint16_t)argv[2].len);
+        else
+            (void)keel_orset_remove(&next.u.set, argv[2].ptr, (uint16_t)argv[2].len);
+    } else if (what == W_INCR) {
+        int64_t d;
+        if (keel_parse_i64(argv[2].ptr, argv[2].len, &d) != 0 || d == 0)
+            rc = KEEL_EINVAL;
+        else
+            rc = keel_pncounter_add(&next.u.pn, actor, d);
+    } else {
+        rc = keel_apobj_put(&next.u.obj, o.has_ctx ? &o.ctx : NULL, actor, what == W_DEL,
+                            what == W_PUT ? argv[2].ptr : NULL,
+                            what == W_PUT ? (uint32_t)argv[2].len : 0, NULL);
+    }
+    keel_errmsg_t msg;
+    if (rc == 0)
+        rc = keel_apstore_merge(ap->store, key->ptr, key->len, &next, NULL, &msg);
+    else
+        keel_errf(&msg, rc, "%s",
+                  rc == KEEL_EFULL     ? "too many siblings or writers: read, then "
+                                         "write with the context"
+                  : rc == KEEL_EINVAL  ? "increment is not a non-zero integer"
+                  : rc == KEEL_ETOOBIG ? "member too long"
+                                       : keel_strerror(rc));
+    if (rc != 0) {
+        keel_apval_free(&next);
+        return keel_resp_client_errorf(c, "ERR keel: %s", msg.text);
+    }
+    keel_buf_t val; /* the state every replica is sent */
+    keel_buf_init(&val, 0);
+    rc = keel_apval_encode(&next, &val);
+    keel_apval_free(&next);
+    ap_op_t *op =
+        rc == 0 ? keel__ap_op_new(ap, c, 0, o.level, homes, nh, key->ptr, key->len) : NULL;
+    if (!op) {
+        keel_buf_free(&val);
+        return ap->ops_n >= AP_OPS_MAX
+                   ? keel__srv_error(c, "ERR keel: too many AP requests in flight")
+                   : keel__srv_oom(c);
+    }
+    op->fallbacks_n = 0;
+    (void)keel__ap_prefs_now(ap, key->ptr, key->len, homes, op->fallbacks, &op->fallbacks_n);
+    keel_buf_free(&op->val);
+    op->val = val;
+    uint32_t down = 0;
+    for (int i = 0; i < nh; i++) {
+        op->asked[op->asked_n++] = homes[i];
+        if (homes[i] == me) {
+            op->answered[op->answered_n++] = me; /* stored durably above */
+            op->covered |= 1u << i;
+        } else {
+            keel_apmsg_t m = {.type = KEEL_APMSG_WRITE,
+                              .req = op->req,
+                              .key = key->ptr,
+                              .key_len = key->len,
+                              .value = op->val.data,
+                              .value_len = op->val.len};
+            if (keel__ap_send_msg(ap, homes[i], &m) == KEEL_ENOTFOUND)
+                down |= 1u << i; /* no live connection: known down, a stand-in now */
+        }
+    }
+    for (int i = 0; i < nh; i++) /* before any acknowledgement, as go_sloppy */
+        if ((down & (1u << i)) && keel__ap_stand_in(ap, op, i))
+            return 0;
+    if (op->slot && op->answered_n >= op->need)
+        keel__ap_answer_write(op);
+    if (!op->slot && keel__ap_write_settled(op))
+        keel__ap_op_free(ap, op);
+    return 0;
+}
+
+int keel__srv_cmd_ap_put(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    return do_write(c, argc, argv, W_PUT);
+}
+
+int keel__srv_cmd_ap_del(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    return do_write(c, argc, argv, W_DEL);
+}
+
+int keel__srv_cmd_ap_incr(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    return do_write(c, argc, argv, W_INCR);
+}
+
+int keel__srv_cmd_ap_sadd(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    return do_write(c, argc, argv, W_SADD);
+}
+
+int keel__srv_cmd_ap_srem(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    return do_write(c, argc, argv, W_SREM);
+}
+
+int keel__srv_cmd_ap_get(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    server_t *s = keel__srv_of(c);
+    ap_t *ap = s->ap;
+    const keel_resp_arg_t *key = &argv[1];
+    if (key->len > KEEL_APSTORE_KEY_BYTES_MAX)
+        return keel__srv_error(c, "ERR keel: key too long");
+    uint64_t homes[AP_REPLICAS_MAX];
+    int nh = homes_of(ap, key->ptr, key->len, homes);
+    if (nh == 0)
+        return keel__srv_error(c, "ERR keel: no members known yet");
+    opts_t o;
+    if (parse_opts(c, argc, argv, 2, nh, "r", &o) != 0)
+        return 0;
+    ap_op_t *op = keel__ap_op_new(ap, c, 1, o.level, homes, nh, key->ptr, key->len);
+    if (!op)
+        return ap->ops_n >= AP_OPS_MAX
+                   ? keel__srv_error(c, "ERR keel: too many AP requests in flight")
+                   : keel__srv_oom(c);
+    uint64_t me = keel__ap_self_id(ap);
+    keel_apmsg_t m = {
+        .type = KEEL_APMSG_READ, .req = op->req, .key = key->ptr, .key_len = key->len};
+    for (int i = 0; i < nh; i++)
+        if (homes[i] != me)
+            keel__ap_send_msg(ap, homes[i], &m);
+    if (keel__ap_is_home(op, me)) /* last: it may answer and free the op */
+        keel__ap_read_got(ap, op, me, keel_apstore_get(ap->store, key->ptr, key->len));
+    return 0;
+}
+
+/* The key's preference list on this node's ring: an array of the homes' names and one of the
+ * fallbacks'. */
+int keel__srv_cmd_ap_where(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    (void)argc;
+    ap_t *ap = keel__srv_of(c)->ap;
+    const keel_resp_arg_t *key = &argv[1];
+    if (key->len > KEEL_APSTORE_KEY_BYTES_MAX)
+        return keel__srv_error(c, "ERR keel: key too long");
+    uint64_t homes[AP_REPLICAS_MAX], fb[AP_REPLICAS_MAX];
+    int nf = 0;
+    if (keel__ap_ring_refresh(ap) == 0)
+        return keel__srv_error(c, "ERR keel: no members known yet");
+    int nh = keel__ap_prefs_now(ap, key->ptr, key->len, homes, fb, &nf);
+    keel_buf_t *out = keel_resp_client_out(c);
+    int rc = keel_resp_write_array_header(out, 2);
+    rc = rc ?: keel_resp_write_array_header(out, (size_t)nh);
+    for (int i = 0; i < nh && rc == 0; i++) {
+        const char *name = keel_node_member_name(ap->srv->node, homes[i]);
+        rc = keel_resp_write_bulk(out, name, strlen(name));
+    }
+    rc = rc ?: keel_resp_write_array_header(out, (size_t)nf);
+    for (int i = 0; i < nf && rc == 0; i++) {
+        const char *name = keel_node_member_name(ap->srv->node, fb[i]);
+        rc = keel_resp_write_bulk(out, name, strlen(name));
+    }
+    return rc;
+}

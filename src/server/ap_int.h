@@ -1,0 +1,159 @@
+/* ap_int.h - the inside of the AP keyspace in keel server, shared by the files that make it up. */
+#ifndef KEEL_SERVER_AP_INT_H
+#define KEEL_SERVER_AP_INT_H
+
+#include "server/server_int.h"
+
+#include "core/applace.h"
+#include "core/apval.h"
+#include "core/merkle.h"
+#include "proto/apmsg.h"
+#include "runtime/apstore.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * docs/ap.md has the design; this is the part of it that runs in keel server today:
+ *
+ * - Placement: the vnode ring (core/applace) of the members of the configuration in
+ *   force; a key's homes are its first AP_REPLICAS_MAX (3) distinct members, or all of
+ *   them in a smaller cluster.
+ * - A write (PUT, DEL, INCR) on any node: the coordinator applies it to its own copy (it
+ *   issues the dot, so its actor's history stays contiguous) and stores it durably
+ *   (runtime/apstore: WAL + fdatasync), sends the new state to the other homes (WRITE),
+ *   and answers once W homes stored it (itself included if it is one) with how many did,
+ *   or after AP_TIMEOUT_MS with -NOQUORUM and the count it reached.
+ * - A read (GET): READ to the homes, the merge of the first R replies is the answer (its
+ *   siblings and one context); once every home answered (or at the timeout) each replier
+ *   whose state differs gets the merge (read repair).
+ * - The replica side: merge what arrives into the store, fdatasync, then ACK.
+ *
+ * - Sloppy quorum: a home that cannot be sent to (no live connection) at once, or that has
+ *   not acknowledged within AP_FALLBACK_MS, gets a stand-in: the next node of the key's
+ *   preference list after the homes (core/applace), sent HINTED_WRITE naming the home.
+ *   The fallback stores the state and the hint durably (runtime/apstore, one fdatasync)
+ *   before it ACKs, and its ACK counts toward W. Each fallback stands in for one home.
+ * - Hinted handoff: every AP_HANDOFF_INTERVAL_MS a node sends up to AP_HANDOFF_BATCH of
+ *   its hinted keys' current states to their homes (HANDOFF, carrying the hint's
+ *   version); the home stores it durably and answers HANDOFF_ACK; only then is the hint
+ *   dropped, and only if no newer hinted write renewed it meanwhile.
+ * - Anti-entropy per shared range: for every peer p this node keeps a Merkle tree
+ *   (core/merkle) of the keys both are homes of (the ring segments they share), updated
+ *   on every change of the store. Every AP_AE_INTERVAL_MS it sends the next peer that
+ *   tree (TREE); the peer diffs it with its tree for the sender, pushes its keys of the
+ *   differing ranges that both are homes of and asks for the sender's (PULL). A replica
+ *   that missed writes, or lost its data, catches up without being read.
+ *
+ * Not here yet (docs/ap.md): moving ranges on a membership change, the conflict policy
+ * per key prefix. Messages travel once (node.h keel_node_send_ap): a lost one costs the
+ * coordinator its answer (or the handoff a retry), never a wrong one.
+ *
+ * The keyspace is split by job, one file each:
+ *   ap.c          placement (the ring of the members in force), sending messages, the
+ *                 tick (timeouts, stand-ins, anti-entropy and handoff rounds), start, stop
+ *   ap_cmds.c     the KEEL.AP.* commands: options, the coordinator's first step of a write
+ *                 or a read
+ *   ap_coord.c    the coordinator's operations in flight: quorum answers, read repair,
+ *                 sloppy quorum's stand-ins
+ *   ap_replica.c  the replica side (messages from peers), the per-peer Merkle trees,
+ *                 hinted handoff, anti-entropy
+ * Functions shared between them are keel__ap_*, declared at the end of this file.
+ */
+#define AP_REPLICAS_MAX 3
+#define AP_ASKED_MAX (2 * AP_REPLICAS_MAX) /* the homes and one stand-in for each */
+#define AP_FALLBACK_MS 300
+#define AP_HANDOFF_INTERVAL_MS 500
+#define AP_HANDOFF_BATCH 256
+#define AP_OPS_MAX 4096u
+#define AP_TIMEOUT_MS 1000
+#define AP_TICK_MS 20
+#define AP_CTX_HEX_BYTES_MAX (2u * KEEL_VV_ENCODED_BYTES_MAX)
+#define AP_AE_INTERVAL_MS 500
+#define AP_TREE_NODES (2u << KEEL_APSTORE_MERKLE_DEPTH)
+#define AP_TREE_LEAVES (1u << KEEL_APSTORE_MERKLE_DEPTH)
+
+typedef struct ap_op {
+    struct ap_op *next;
+    uint64_t req;
+    int is_read;
+    keel_resp_deferred_t *slot; /* NULL once answered */
+    int need;
+    uint64_t homes[AP_REPLICAS_MAX];
+    int homes_n;
+    uint64_t fallbacks[AP_REPLICAS_MAX]; /* writes: the preference list after the homes */
+    int fallbacks_n, fallbacks_used;
+    uint64_t asked[AP_ASKED_MAX]; /* writes: every node that holds (or was sent) it */
+    int asked_n;
+    uint32_t covered; /* writes: bit i: home i answered or has a stand-in */
+    int sloppy_done;  /* writes: the silent homes got their stand-ins */
+    keel_ms_t sloppy_ms;
+    keel_buf_t val; /* writes: the state sent (core/apval encoding) */
+    uint64_t answered[AP_ASKED_MAX];
+    uint64_t digest[AP_ASKED_MAX]; /* reads: each replier's state (0: none) */
+    int answered_n;
+    keel_apval_t acc; /* reads: the merge so far (kind 0: nothing yet) */
+    uint8_t *key;
+    size_t key_len;
+    keel_ms_t deadline_ms;
+} ap_op_t;
+
+struct ap {
+    server_t *srv;
+    keel_apstore_t *store;
+    keel_applace_t place;
+    uint64_t ids[KEEL_APPLACE_NODES_MAX];
+    uint32_t ids_n;
+    ap_op_t *ops;
+    size_t ops_n;
+    uint64_t next_req;
+    keel_timer_t timer;
+    int timer_inited;
+    keel_buf_t msg;
+    keel_ms_t ae_next_ms, handoff_next_ms;
+    uint32_t ae_turn;
+    size_t handoff_pos;
+    /* tree[i]: the keys this node and member ids[i] are both homes of (none for itself) */
+    keel_merkle_t tree[KEEL_APPLACE_NODES_MAX];
+    int trees_ok;
+    keel_counter_t *m_repaired, *m_ae_rounds, *m_ae_pushed, *m_noquorum, *m_ae_ranges;
+    keel_counter_t *m_hints_stored, *m_hints_delivered, *m_handoffs_sent, *m_reads,
+        *m_read_siblings;
+    keel_gauge_t *m_hints_pending;
+};
+
+/* ap.c */
+int keel__ap_ring_refresh(ap_t *ap);
+int keel__ap_prefs_now(const ap_t *ap, const uint8_t *key, size_t len, uint64_t *homes,
+                       uint64_t *fallbacks, int *fallbacks_n);
+uint64_t keel__ap_self_id(const ap_t *ap);
+int keel__ap_send_msg(ap_t *ap, uint64_t to, const keel_apmsg_t *m);
+int keel__ap_send_state(ap_t *ap, uint8_t type, uint64_t to, uint64_t req, const uint8_t *key,
+                        size_t key_len, const keel_apval_t *v);
+int keel__ap_send_write(ap_t *ap, uint64_t to, uint64_t req, const uint8_t *key, size_t key_len,
+                        const keel_apval_t *v);
+
+/* ap_coord.c */
+ap_op_t *keel__ap_op_new(ap_t *ap, keel_resp_client_t *c, int is_read, int need,
+                         const uint64_t *homes, int homes_n, const uint8_t *key, size_t key_len);
+void keel__ap_op_free(ap_t *ap, ap_op_t *o);
+ap_op_t *keel__ap_op_find(ap_t *ap, uint64_t req);
+int keel__ap_is_home(const ap_op_t *o, uint64_t id);
+int keel__ap_was_asked(const ap_op_t *o, uint64_t id);
+int keel__ap_answered(const ap_op_t *o, uint64_t id);
+void keel__ap_answer_write(ap_op_t *o);
+void keel__ap_read_repair(ap_t *ap, ap_op_t *o);
+void keel__ap_read_got(ap_t *ap, ap_op_t *o, uint64_t from, const keel_apval_t *v);
+int keel__ap_write_settled(const ap_op_t *o);
+void keel__ap_write_acked(ap_t *ap, ap_op_t *o, uint64_t from);
+int keel__ap_stand_in(ap_t *ap, ap_op_t *o, int i);
+int keel__ap_go_sloppy(ap_t *ap, ap_op_t *o);
+
+/* ap_replica.c */
+void keel__ap_trees_rebuild(ap_t *ap);
+void keel__ap_observe(void *arg, const uint8_t *key, size_t len, uint64_t old_item,
+                      uint64_t new_item);
+void keel__ap_handoff_round(ap_t *ap);
+void keel__ap_ae_round(ap_t *ap);
+
+#endif

@@ -1,0 +1,289 @@
+/* ap_replica.c - the AP keyspace in keel server: the replica side, handoff, anti-entropy. */
+#include "server/ap_int.h"
+
+#include "base/bytes.h"
+#include "base/log.h"
+#include "core/applace.h"
+#include "core/apval.h"
+#include "proto/apmsg.h"
+#include "runtime/apstore.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the per-peer trees ------------------------------------------------------------------ */
+
+static int member_index(const ap_t *ap, uint64_t id)
+{
+    for (uint32_t i = 0; i < ap->ids_n; i++)
+        if (ap->ids[i] == id)
+            return (int)i;
+    return -1;
+}
+
+/* A key's Merkle item changed here: update the tree of every other home of it, if this
+ * node is one. */
+static void trees_update(ap_t *ap, const uint8_t *key, size_t len, uint64_t old_item,
+                         uint64_t new_item)
+{
+    uint64_t homes[AP_REPLICAS_MAX];
+    int nh = keel__ap_prefs_now(ap, key, len, homes, NULL, NULL);
+    uint64_t me = keel__ap_self_id(ap);
+    int mine = 0;
+    for (int i = 0; i < nh; i++)
+        mine |= homes[i] == me;
+    if (!mine)
+        return;
+    uint64_t h = keel_applace_key_hash(key, len);
+    for (int i = 0; i < nh; i++) {
+        int x = homes[i] == me ? -1 : member_index(ap, homes[i]);
+        if (x >= 0 && ap->tree[x].node)
+            keel_merkle_update(&ap->tree[x], h, old_item, new_item);
+    }
+}
+
+void keel__ap_observe(void *arg, const uint8_t *key, size_t len, uint64_t old_item,
+                      uint64_t new_item)
+{
+    ap_t *ap = arg;
+    if (ap->trees_ok)
+        trees_update(ap, key, len, old_item, new_item);
+}
+
+static void tree_add_key(void *arg, const uint8_t *key, size_t len, const keel_apval_t *v)
+{
+    ap_t *ap = arg;
+    trees_update(ap, key, len, 0, keel_apstore_item(key, len, v));
+}
+
+void keel__ap_trees_rebuild(ap_t *ap)
+{
+    ap->trees_ok = 1;
+    for (uint32_t i = 0; i < KEEL_APPLACE_NODES_MAX; i++) {
+        keel_merkle_free(&ap->tree[i]);
+        if (i < ap->ids_n && keel_merkle_init(&ap->tree[i], KEEL_APSTORE_MERKLE_DEPTH) != 0)
+            ap->trees_ok = 0;
+    }
+    if (!ap->trees_ok) {
+        keel_log_warn("ap: no memory for the anti-entropy trees");
+        return;
+    }
+    keel_apstore_each(ap->store, tree_add_key, ap);
+}
+
+/* ---- hinted handoff --------------------------------------------------------------------- */
+
+static void handoff_one(void *arg, uint64_t home, const uint8_t *key, size_t len, uint64_t version)
+{
+    ap_t *ap = arg;
+    const keel_apval_t *v = keel_apstore_get(ap->store, key, len);
+    if (!v || home == keel__ap_self_id(ap))
+        return; /* cannot happen: a hint comes with its state; a hint for itself is moot */
+    if (keel__ap_send_state(ap, KEEL_APMSG_HANDOFF, home, version, key, len, v) == 0)
+        keel_counter_inc(ap->m_handoffs_sent);
+}
+
+void keel__ap_handoff_round(ap_t *ap)
+{
+    if (keel_apstore_hints(ap->store) == 0)
+        return;
+    keel_apstore_hints_each(ap->store, &ap->handoff_pos, AP_HANDOFF_BATCH, handoff_one, ap);
+}
+
+/* ---- anti-entropy per shared range ------------------------------------------------------ */
+
+typedef struct push {
+    ap_t *ap;
+    uint64_t to;
+    const uint8_t *bits; /* AP_TREE_LEAVES bits: the ranges to push */
+} push_t;
+
+static void push_key(void *arg, const uint8_t *key, size_t len, const keel_apval_t *v)
+{
+    push_t *p = arg;
+    uint32_t leaf =
+        keel_merkle_leaf_of(keel_apstore_tree(p->ap->store), keel_applace_key_hash(key, len));
+    if (!(p->bits[leaf / 8] & (1u << (leaf % 8))))
+        return;
+    uint64_t homes[AP_REPLICAS_MAX];
+    int nh = keel__ap_prefs_now(p->ap, key, len, homes, NULL, NULL);
+    int mine = 0, theirs = 0;
+    for (int i = 0; i < nh; i++)
+        mine |= homes[i] == keel__ap_self_id(p->ap), theirs |= homes[i] == p->to;
+    if (mine && theirs) { /* only the keys both are homes of: the ranges they share */
+        keel__ap_send_write(p->ap, p->to, 0, key, len, v);
+        keel_counter_inc(p->ap->m_ae_pushed);
+    }
+}
+
+static void push_leaves(ap_t *ap, uint64_t to, const uint32_t *leaves, uint32_t n)
+{
+    uint8_t bits[AP_TREE_LEAVES / 8] = {0};
+    for (uint32_t i = 0; i < n; i++)
+        if (leaves[i] < AP_TREE_LEAVES)
+            bits[leaves[i] / 8] |= (uint8_t)(1u << (leaves[i] % 8));
+    push_t p = {ap, to, bits};
+    keel_apstore_each(ap->store, push_key, &p);
+}
+
+void keel__ap_ae_round(ap_t *ap)
+{
+    if (keel__ap_ring_refresh(ap) < 2 || !ap->trees_ok)
+        return;
+    uint32_t x = ap->ae_turn++ % ap->ids_n;
+    if (ap->ids[x] == keel__ap_self_id(ap))
+        x = ap->ae_turn++ % ap->ids_n;
+    const keel_merkle_t *t = &ap->tree[x];
+    keel_buf_t nodes;
+    keel_buf_init(&nodes, 0);
+    if (keel_buf_reserve(&nodes, AP_TREE_NODES * 8) == 0) {
+        for (uint32_t i = 0; i < AP_TREE_NODES; i++)
+            keel_put_u64(keel_buf_wptr(&nodes) + 8 * i, t->node[i]);
+        keel_buf_commit(&nodes, AP_TREE_NODES * 8);
+        keel_apmsg_t m = {.type = KEEL_APMSG_TREE, .value = nodes.data, .value_len = nodes.len};
+        if (keel__ap_send_msg(ap, ap->ids[x], &m) == 0)
+            keel_counter_inc(ap->m_ae_rounds);
+    }
+    keel_buf_free(&nodes);
+}
+
+static void on_tree(ap_t *ap, uint64_t from, const keel_apmsg_t *m)
+{
+    int x = member_index(ap, from);
+    if (x < 0 || !ap->trees_ok || from == keel__ap_self_id(ap) || m->value_len != AP_TREE_NODES * 8)
+        return;
+    keel_merkle_t theirs;
+    if (keel_merkle_init(&theirs, KEEL_APSTORE_MERKLE_DEPTH) != 0)
+        return;
+    for (uint32_t i = 0; i < AP_TREE_NODES; i++)
+        theirs.node[i] = keel_get_u64(m->value + 8 * i);
+    uint32_t *leaves = malloc(AP_TREE_LEAVES * sizeof(*leaves));
+    uint32_t n = leaves ? keel_merkle_diff(&ap->tree[x], &theirs, leaves, AP_TREE_LEAVES, NULL) : 0;
+    keel_merkle_free(&theirs);
+    if (n > 0) {
+        keel_counter_add(ap->m_ae_ranges, n);
+        push_leaves(ap, from, leaves, n);
+        keel_buf_t b;
+        keel_buf_init(&b, 0);
+        for (uint32_t i = 0; i < n; i++) {
+            uint8_t le[4];
+            keel_put_u32(le, leaves[i]);
+            keel_buf_append(&b, le, 4);
+        }
+        keel_apmsg_t pull = {.type = KEEL_APMSG_PULL, .value = b.data, .value_len = b.len};
+        keel__ap_send_msg(ap, from, &pull);
+        keel_buf_free(&b);
+    }
+    free(leaves);
+}
+
+static void on_pull(ap_t *ap, uint64_t from, const keel_apmsg_t *m)
+{
+    if (member_index(ap, from) < 0 || m->value_len % 4 || m->value_len / 4 > AP_TREE_LEAVES)
+        return;
+    uint32_t leaves[AP_TREE_LEAVES];
+    uint32_t n = (uint32_t)(m->value_len / 4);
+    for (uint32_t i = 0; i < n; i++)
+        leaves[i] = keel_get_u32(m->value + 4 * i);
+    push_leaves(ap, from, leaves, n);
+}
+
+/* ---- the replica side ------------------------------------------------------------------ */
+
+void keel__srv_on_peer_ap(void *data, uint64_t from, const uint8_t *p, size_t n)
+{
+    server_t *s = data;
+    ap_t *ap = s->ap;
+    keel_apmsg_t m;
+    keel_errmsg_t msg;
+    if (!ap || keel_apmsg_decode(p, n, &m, &msg) != 0) {
+        keel_log_warn("ap: bad message from a peer", KF_INT("from", from));
+        return;
+    }
+    keel_apval_t v;
+    switch (m.type) {
+    case KEEL_APMSG_WRITE:
+    case KEEL_APMSG_HINTED_WRITE:
+    case KEEL_APMSG_HANDOFF: {
+        (void)keel__ap_ring_refresh(ap);
+        int rc = keel_apval_decode(m.value, m.value_len, &v, &msg);
+        int changed = 0,
+            hinted = m.type == KEEL_APMSG_HINTED_WRITE && m.home != keel__ap_self_id(ap);
+        if (rc == 0)
+            rc = hinted ? keel_apstore_merge_hinted(ap->store, m.key, m.key_len, &v, m.home,
+                                                    &changed, &msg)
+                        : keel_apstore_merge(ap->store, m.key, m.key_len, &v, &changed, &msg);
+        keel_apval_free(&v);
+        if (rc == 0 && hinted)
+            keel_counter_inc(ap->m_hints_stored);
+        if (rc == 0 && changed && m.type != KEEL_APMSG_HINTED_WRITE &&
+            (m.req == 0 || m.type == KEEL_APMSG_HANDOFF)) /* repair, anti-entropy, handoff */
+            keel_counter_inc(ap->m_repaired);
+        if (rc != 0)
+            keel_log_warn("ap: write refused", KF_INT("from", from), KF_STR("why", msg.text));
+        if (m.type == KEEL_APMSG_HANDOFF) { /* the store fdatasync'd before this ACK */
+            if (rc == 0) {
+                keel_apmsg_t a = {.type = KEEL_APMSG_HANDOFF_ACK,
+                                  .req = m.req,
+                                  .key = m.key,
+                                  .key_len = m.key_len};
+                keel__ap_send_msg(ap, from, &a);
+            }
+        } else if (m.req) { /* the store fdatasync'd before this ACK */
+            keel_apmsg_t a = {.type = KEEL_APMSG_ACK, .req = m.req, .status = rc == 0 ? 0 : 1};
+            keel__ap_send_msg(ap, from, &a);
+        }
+        return;
+    }
+    case KEEL_APMSG_HANDOFF_ACK: {
+        int rc = keel_apstore_hint_done(ap->store, from, m.key, m.key_len, m.req);
+        if (rc == 1)
+            keel_counter_inc(ap->m_hints_delivered);
+        else if (rc < 0)
+            keel_log_warn("ap: handed-off hint not logged", KF_STR("why", keel_strerror(rc)));
+        return;
+    }
+    case KEEL_APMSG_READ: {
+        const keel_apval_t *cur = keel_apstore_get(ap->store, m.key, m.key_len);
+        keel_buf_t val;
+        keel_buf_init(&val, 0);
+        keel_apmsg_t r = {.type = KEEL_APMSG_READ_REPLY, .req = m.req, .status = 0};
+        if (cur && keel_apval_encode(cur, &val) == 0)
+            r.status = 1, r.value = val.data, r.value_len = val.len;
+        keel__ap_send_msg(ap, from, &r);
+        keel_buf_free(&val);
+        return;
+    }
+    case KEEL_APMSG_TREE:
+        (void)keel__ap_ring_refresh(ap);
+        on_tree(ap, from, &m);
+        return;
+    case KEEL_APMSG_PULL:
+        (void)keel__ap_ring_refresh(ap);
+        on_pull(ap, from, &m);
+        return;
+    case KEEL_APMSG_ACK: {
+        ap_op_t *o = keel__ap_op_find(ap, m.req);
+        if (!o || o->is_read || m.status != 0 || keel__ap_answered(o, from) ||
+            !keel__ap_was_asked(o, from))
+            return;
+        keel__ap_write_acked(ap, o, from);
+        return;
+    }
+    default: {
+        ap_op_t *o = keel__ap_op_find(ap, m.req);
+        if (!o || !o->is_read)
+            return;
+        if (m.status == 1) {
+            if (keel_apval_decode(m.value, m.value_len, &v, &msg) != 0) {
+                keel_apval_free(&v);
+                return;
+            }
+            keel__ap_read_got(ap, o, from, &v);
+            keel_apval_free(&v);
+        } else {
+            keel__ap_read_got(ap, o, from, NULL);
+        }
+    }
+    }
+}
