@@ -1,18 +1,14 @@
-/* tx/twopc.c - two-phase commit's blocking coordinator over keel server, participant calls
- * through core/twopc's participant machine, and the SQLite participant (tx/twopc.h). */
-#include "tx/twopc.h"
+/* tx/twopc.c - two-phase commit's blocking coordinator over keel server, and participant
+ * calls through core/twopc's participant machine (tx/twopc.h). */
+#include "tx/twopc_int.h"
 
 #include "client/blocking.h"
-#include "kit/call.h"
-#include "kit/service.h"
-#include "runtime/clock.h"
 
 #include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* ---- one keel command at a time, on the private loop --------------------------------- */
 
@@ -47,20 +43,6 @@ static int cmd(keel_twopcs_t *t, size_t argc, const char *const *argv, const siz
     return r.status;
 }
 
-static void sleep_ms(keel_ms_t ms)
-{
-    if (ms <= 0)
-        return;
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static keel_ms_t now_ms(void)
-{
-    return keel_clock_unix_ms();
-}
-
-/* The record bytes of an XRANGE entry ([id, [field, value, ...]]), or NULL. */
 static const keel_resp_value_t *entry_record(const keel_resp_value_t *e, uint32_t *seq)
 {
     if (e->type != KEEL_RESP_ARRAY || e->elems_len != 2 || e->elems[1].type != KEEL_RESP_ARRAY)
@@ -159,9 +141,9 @@ static keel_twopc_participant_t *part_named(keel_twopcs_t *t, const char *name)
 
 /* Carries out the machine's local actions until it replies or has nothing more to do. The
  * reply (0 when the call failed: the coordinator counts a failed send). */
-static keel_twopc_reply_t part_drive(keel_twopc_participant_t *p, keel_twopc_part_t *m,
-                                     keel_twopc_part_update_t *u, const char *id,
-                                     const uint8_t *input, size_t len, keel_errmsg_t *msg)
+keel_twopc_reply_t keel__twopc_part_drive(keel_twopc_participant_t *p, keel_twopc_part_t *m,
+                                          keel_twopc_part_update_t *u, const char *id,
+                                          const uint8_t *input, size_t len, keel_errmsg_t *msg)
 {
     for (int guard = 0; guard < 8; guard++) {
         keel_twopc_part_ev_t ev = {.now_ms = now_ms(), .type = KEEL_TWOPC_PEV_DONE};
@@ -195,10 +177,10 @@ static keel_twopc_reply_t part_drive(keel_twopc_participant_t *p, keel_twopc_par
 }
 
 /* One message to a local participant p about transaction id, through its machine. */
-static keel_twopc_reply_t part_message(const keel_twopc_config_t *cfg, uint64_t seed,
-                                       keel_twopc_participant_t *p, const char *id,
-                                       keel_twopc_msg_t msgk, const uint8_t *input, size_t len,
-                                       int *err)
+keel_twopc_reply_t keel__twopc_part_message(const keel_twopc_config_t *cfg, uint64_t seed,
+                                            keel_twopc_participant_t *p, const char *id,
+                                            keel_twopc_msg_t msgk, const uint8_t *input, size_t len,
+                                            int *err)
 {
     keel_errmsg_t msg = {{0}};
     keel_twopc_state_t st;
@@ -217,7 +199,7 @@ static keel_twopc_reply_t part_message(const keel_twopc_config_t *cfg, uint64_t 
         *err = rc;
         return 0;
     }
-    return part_drive(p, &m, &u, id, input, len, &msg);
+    return keel__twopc_part_drive(p, &m, &u, id, input, len, &msg);
 }
 
 static keel_twopc_reply_t part_call(keel_twopcs_t *t, keel_twopc_participant_t *p, const char *id,
@@ -226,7 +208,8 @@ static keel_twopc_reply_t part_call(keel_twopcs_t *t, keel_twopc_participant_t *
     if (p->ops->message)
         return p->ops->message(p->data, id, msgk, input, len);
     int err;
-    return part_message(&t->cfg.tx, keel_rand_u64(&t->rand), p, id, msgk, input, len, &err);
+    return keel__twopc_part_message(&t->cfg.tx, keel_rand_u64(&t->rand), p, id, msgk, input, len,
+                                    &err);
 }
 
 /* ---- the coordinator ------------------------------------------------------------------- */
@@ -716,383 +699,4 @@ int keel_twopcs_inquire(keel_twopcs_t *t, const char *id, bool *commit, keel_err
         /* lost the race, or the outcome is unknown: read the slot again */
     }
     return keel_errf(msg, KEEL_EAGAIN, "2pc %s: the decision slot could not be read", id);
-}
-
-/* ---- the SQLite participant ------------------------------------------------------------- */
-
-static int sq_fault(keel_twopc_sqlite_t *s, keel_errmsg_t *msg)
-{
-    sleep_ms(s->delay_ms);
-    if (s->down || now_ms() < s->down_until_ms)
-        return keel_errf(msg, KEEL_EAGAIN, "participant %s is down", s->name);
-    return 0;
-}
-
-/* The durable state of id inside an open local transaction (or outside one). */
-static int sq_state(keel_twopc_sqlite_t *s, const char *id, keel_twopc_state_t *st,
-                    keel_errmsg_t *msg)
-{
-    sqlite3_stmt *q;
-    int rc = keel_db_prepare(&s->db, "SELECT state FROM twopc_tx WHERE id = ?1", &q, msg);
-    if (rc != 0)
-        return rc;
-    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
-    int step = sqlite3_step(q);
-    *st = KEEL_TWOPC_NEW;
-    if (step == SQLITE_ROW) {
-        const char *v = (const char *)sqlite3_column_text(q, 0);
-        *st = strcmp(v, "prepared") == 0    ? KEEL_TWOPC_PREPARED
-              : strcmp(v, "committed") == 0 ? KEEL_TWOPC_COMMITTED
-                                            : KEEL_TWOPC_ABORTED;
-        step = SQLITE_DONE;
-    }
-    rc = step == SQLITE_DONE ? 0 : keel_db_error(&s->db, step, "2pc state", msg);
-    sqlite3_finalize(q);
-    return rc;
-}
-
-static int sq_write(keel_twopc_sqlite_t *s, const char *sql, const char *id, const uint8_t *in,
-                    size_t len, keel_errmsg_t *msg)
-{
-    sqlite3_stmt *q;
-    int rc = keel_db_prepare(&s->db, sql, &q, msg);
-    if (rc != 0)
-        return rc;
-    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 2, now_ms());
-    if (in)
-        sqlite3_bind_blob(q, 3, in, (int)len, SQLITE_STATIC);
-    int step = sqlite3_step(q);
-    rc = step == SQLITE_DONE ? 0 : keel_db_error(&s->db, step, "2pc record", msg);
-    sqlite3_finalize(q);
-    return rc;
-}
-
-static int sq_prepare(void *data, const char *id, const uint8_t *input, size_t len, bool *yes,
-                      keel_errmsg_t *msg)
-{
-    keel_twopc_sqlite_t *s = data;
-    int rc = sq_fault(s, msg);
-    if (rc != 0 || (rc = keel_db_begin(&s->db, msg)) != 0)
-        return rc;
-    keel_twopc_state_t st;
-    rc = sq_state(s, id, &st, msg);
-    if (rc == 0 && st != KEEL_TWOPC_NEW) { /* a repeat */
-        keel_db_rollback(&s->db);
-        *yes = st != KEEL_TWOPC_ABORTED;
-        return 0;
-    }
-    if (rc == 0)
-        rc = s->ops->prepare(&s->db, id, input, len, s->data, msg);
-    if (rc == 0)
-        rc = sq_write(s,
-                      "INSERT INTO twopc_tx (id, state, prepared_ms, input) "
-                      "VALUES (?1, 'prepared', ?2, ?3)",
-                      id, input ? input : (const uint8_t *)"", len, msg);
-    if (rc == 0) {
-        rc = keel_db_commit(&s->db, msg);
-        *yes = rc == 0;
-        return rc;
-    }
-    keel_db_rollback(&s->db);
-    if (rc != KEEL_EREJECTED)
-        return rc;
-    /* the business said no: a tombstone, so a repeat says no again */
-    if ((rc = keel_db_begin(&s->db, msg)) != 0)
-        return rc;
-    rc = sq_write(s, "INSERT INTO twopc_tx (id, state, resolved_ms) VALUES (?1, 'aborted', ?2)", id,
-                  NULL, 0, msg);
-    if (rc == 0)
-        rc = keel_db_commit(&s->db, msg);
-    else
-        keel_db_rollback(&s->db);
-    *yes = false;
-    return rc;
-}
-
-static int sq_resolve(keel_twopc_sqlite_t *s, const char *id, bool commit, keel_errmsg_t *msg)
-{
-    int rc = sq_fault(s, msg);
-    if (rc != 0 || (rc = keel_db_begin(&s->db, msg)) != 0)
-        return rc;
-    keel_twopc_state_t st;
-    rc = sq_state(s, id, &st, msg);
-    if (rc == 0 && st == KEEL_TWOPC_PREPARED) {
-        rc = commit ? s->ops->commit(&s->db, id, s->data, msg)
-                    : s->ops->abort(&s->db, id, s->data, msg);
-        if (rc == 0)
-            rc = sq_write(s,
-                          commit ? "UPDATE twopc_tx SET state = 'committed', resolved_ms = ?2 "
-                                   "WHERE id = ?1"
-                                 : "UPDATE twopc_tx SET state = 'aborted', resolved_ms = ?2 "
-                                   "WHERE id = ?1",
-                          id, NULL, 0, msg);
-    } else if (rc == 0 && st == KEEL_TWOPC_NEW && !commit) {
-        rc = sq_write(s, "INSERT INTO twopc_tx (id, state, resolved_ms) VALUES (?1, 'aborted', ?2)",
-                      id, NULL, 0, msg);
-    } else if (rc == 0 && st != (commit ? KEEL_TWOPC_COMMITTED : KEEL_TWOPC_ABORTED)) {
-        rc = keel_errf(msg, KEEL_EPROTO, "2pc %s at %s: %s while %s", id, s->name,
-                       commit ? "commit" : "abort", keel_twopc_state_name(st));
-    }
-    if (rc == 0)
-        return keel_db_commit(&s->db, msg);
-    keel_db_rollback(&s->db);
-    return rc;
-}
-
-static int sq_commit(void *data, const char *id, keel_errmsg_t *msg)
-{
-    return sq_resolve(data, id, true, msg);
-}
-
-static int sq_abort(void *data, const char *id, keel_errmsg_t *msg)
-{
-    return sq_resolve(data, id, false, msg);
-}
-
-static int sq_state_op(void *data, const char *id, keel_twopc_state_t *st, keel_errmsg_t *msg)
-{
-    keel_twopc_sqlite_t *s = data;
-    /* part of the same call as the action that follows: down fails it, no extra delay */
-    if (s->down || now_ms() < s->down_until_ms)
-        return keel_errf(msg, KEEL_EAGAIN, "participant %s is down", s->name);
-    return sq_state(s, id, st, msg);
-}
-
-static const keel_twopc_participant_ops_t SQ_OPS = {
-    .prepare = sq_prepare, .commit = sq_commit, .abort = sq_abort, .state = sq_state_op};
-
-int keel_twopc_sqlite_open(keel_twopc_sqlite_t *s, const char *path, const char *name,
-                           const keel_twopc_sqlite_ops_t *ops, void *data, keel_errmsg_t *msg)
-{
-    memset(s, 0, sizeof(*s));
-    if (!keel_twopc_id_valid(name, KEEL_TWOPC_NAME_BYTES_MAX) || ops == NULL || !ops->prepare ||
-        !ops->commit || !ops->abort)
-        return keel_errf(msg, KEEL_EINVAL, "2pc sqlite participant: a valid name and three ops");
-    snprintf(s->name, sizeof(s->name), "%s", name);
-    s->ops = ops;
-    s->data = data;
-    int rc = keel_db_open(&s->db, path, msg);
-    if (rc != 0)
-        return rc;
-    rc = keel_db_exec(&s->db,
-                      "CREATE TABLE IF NOT EXISTS twopc_tx (id TEXT PRIMARY KEY, state TEXT NOT "
-                      "NULL CHECK (state IN ('prepared', 'committed', 'aborted')), input BLOB, "
-                      "prepared_ms INTEGER, resolved_ms INTEGER)",
-                      msg);
-    if (rc != 0)
-        keel_db_close(&s->db);
-    return rc;
-}
-
-void keel_twopc_sqlite_close(keel_twopc_sqlite_t *s)
-{
-    keel_db_close(&s->db);
-}
-
-keel_twopc_participant_t keel_twopc_sqlite_participant(keel_twopc_sqlite_t *s)
-{
-    return (keel_twopc_participant_t){.name = s->name, .ops = &SQ_OPS, .data = s};
-}
-
-/* Prepared transactions whose prepare is at or before before_ms (Unix). */
-static int in_doubt_before(keel_twopc_sqlite_t *s, char (*ids)[KEEL_TWOPC_ID_BYTES_MAX + 1],
-                           size_t max, size_t *n, keel_ms_t before_ms, keel_errmsg_t *msg)
-{
-    sqlite3_stmt *q;
-    *n = 0;
-    int rc = keel_db_prepare(
-        &s->db, "SELECT id FROM twopc_tx WHERE state = 'prepared' AND prepared_ms <= ?1", &q, msg);
-    if (rc != 0)
-        return rc;
-    sqlite3_bind_int64(q, 1, before_ms);
-    int step;
-    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
-        if (*n < max)
-            snprintf(ids[*n], KEEL_TWOPC_ID_BYTES_MAX + 1, "%s",
-                     (const char *)sqlite3_column_text(q, 0));
-        (*n)++;
-    }
-    rc = step == SQLITE_DONE ? 0 : keel_db_error(&s->db, step, "2pc in doubt", msg);
-    sqlite3_finalize(q);
-    return rc;
-}
-
-int keel_twopc_sqlite_in_doubt(keel_twopc_sqlite_t *s, char (*ids)[KEEL_TWOPC_ID_BYTES_MAX + 1],
-                               size_t max, size_t *n, keel_errmsg_t *msg)
-{
-    return in_doubt_before(s, ids, max, n, KEEL_MS_NEVER, msg);
-}
-static int resolve_each(keel_twopc_sqlite_t *s, keel_twopcs_t *t,
-                        char (*ids)[KEEL_TWOPC_ID_BYTES_MAX + 1], size_t n, uint32_t *resolved,
-                        keel_errmsg_t *msg)
-{
-    int rc;
-    keel_twopc_participant_t p = keel_twopc_sqlite_participant(s);
-    for (size_t i = 0; i < n; i++) {
-        keel_twopc_part_t m;
-        keel_twopc_part_init(&m, &t->cfg.tx, (uint64_t)i);
-        keel_twopc_part_restore(&m, KEEL_TWOPC_PREPARED, 0);
-        keel_twopc_part_update_t u;
-        keel_twopc_part_ev_t ev = {.type = KEEL_TWOPC_PEV_TICK, .now_ms = KEEL_MS_NEVER - 1};
-        keel_twopc_part_step(&m, &ev, &u);
-        assert(u.action == KEEL_TWOPC_PACT_INQUIRE);
-        bool commit = false;
-        rc = keel_twopcs_inquire(t, ids[i], &commit, msg);
-        if (rc != 0)
-            return rc;
-        ev = (keel_twopc_part_ev_t){
-            .type = KEEL_TWOPC_PEV_INQUIRED, .now_ms = now_ms(), .commit = commit};
-        rc = keel_twopc_part_step(&m, &ev, &u);
-        if (rc != 0)
-            return keel_errf(msg, rc, "2pc %s: inquiry answer refused", ids[i]);
-        keel_errmsg_t why = {{0}};
-        if (part_drive(&p, &m, &u, ids[i], NULL, 0, &why) == 0)
-            return keel_errf(msg, KEEL_EIO, "2pc %s: resolving at %s failed: %s", ids[i], s->name,
-                             why.text);
-        (*resolved)++;
-    }
-    return 0;
-}
-
-int keel_twopc_sqlite_recover(keel_twopc_sqlite_t *s, keel_twopcs_t *t, keel_ms_t min_age_ms,
-                              uint32_t *resolved, keel_errmsg_t *msg)
-{
-    enum { BATCH = 256 };
-    char(*ids)[KEEL_TWOPC_ID_BYTES_MAX + 1] = malloc(BATCH * sizeof(*ids));
-    size_t n;
-    *resolved = 0;
-    if (ids == NULL)
-        return KEEL_ENOMEM;
-    int rc = in_doubt_before(s, ids, BATCH, &n, now_ms() - min_age_ms, msg);
-    if (rc == 0)
-        rc = resolve_each(s, t, ids, n < BATCH ? n : BATCH, resolved, msg);
-    free(ids);
-    return rc;
-}
-
-/* ---- participants over HTTP ---------------------------------------------------------------- */
-
-keel_loop_t *keel_twopcs_loop(keel_twopcs_t *t)
-{
-    return &t->loop;
-}
-
-#define TWOPC_ID_HEADER "x-keel-2pc-id"
-
-static void serve_one(keel_service_req_t *req, void *data)
-{
-    const keel_twopc_route_t *route = data;
-    keel_twopc_server_t *srv = route->srv;
-    keel_twopc_msg_t m = route->msg;
-    const keel_http_msg_t *hm = req->http->msg;
-    size_t n = 0;
-    const char *v = keel_http_msg_header(hm, TWOPC_ID_HEADER, &n);
-    char id[KEEL_TWOPC_ID_BYTES_MAX + 1];
-    if (v == NULL || n == 0 || n > KEEL_TWOPC_ID_BYTES_MAX) {
-        keel_http_respond_error(req->http, 400, "missing or long " TWOPC_ID_HEADER);
-        return;
-    }
-    memcpy(id, v, n);
-    id[n] = '\0';
-    if (!keel_twopc_id_valid(id, KEEL_TWOPC_ID_BYTES_MAX) ||
-        hm->body_len > KEEL_TWOPC_INPUT_BYTES_MAX) {
-        keel_http_respond_error(req->http, 400, "bad transaction id or input");
-        return;
-    }
-    int err;
-    keel_twopc_reply_t r = part_message(&srv->cfg, keel_rand_u64(&srv->rand), &srv->p, id, m,
-                                        hm->body, hm->body_len, &err);
-    const char *word = r == KEEL_TWOPC_REPLY_YES   ? "yes"
-                       : r == KEEL_TWOPC_REPLY_NO  ? "no"
-                       : r == KEEL_TWOPC_REPLY_ACK ? "ack"
-                                                   : NULL;
-    if (word)
-        keel_http_respond_body(req->http, 200, "text/plain", word, strlen(word));
-    else if (err == KEEL_EPROTO)
-        keel_http_respond_error(req->http, 409, "decision contradicts the participant's state");
-    else
-        keel_http_respond_error(req->http, 503, "participant call failed");
-}
-
-int keel_twopc_serve(keel_twopc_server_t *srv, keel_service_t *svc, const char *prefix,
-                     keel_twopc_participant_t p, const keel_twopc_config_t *cfg, keel_errmsg_t *msg)
-{
-    memset(srv, 0, sizeof(*srv));
-    if (p.ops == NULL || p.ops->message || !p.ops->prepare || !p.ops->commit || !p.ops->abort ||
-        !p.ops->state || strlen(prefix) > 48)
-        return keel_errf(msg, KEEL_EINVAL, "2pc serve: a local participant and a short prefix");
-    srv->p = p;
-    srv->cfg = *cfg;
-    keel_rand_seed(&srv->rand, (uint64_t)keel_clock_now_ns());
-    static const char *const names[3] = {"prepare", "commit", "abort"};
-    for (int i = 0; i < 3; i++) {
-        char path[64];
-        snprintf(path, sizeof(path), "%s/%s", prefix, names[i]);
-        srv->routes[i].srv = srv;
-        srv->routes[i].msg = (keel_twopc_msg_t)(KEEL_TWOPC_MSG_PREPARE + i);
-        int rc = keel_service_route(svc, "POST", path, serve_one, &srv->routes[i], msg);
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
-}
-
-typedef struct http_res {
-    bool done;
-    keel_twopc_reply_t reply;
-} http_res_t;
-
-static void http_answered(int err, const keel_http_msg_t *resp, void *data)
-{
-    http_res_t *r = data;
-    r->done = true;
-    r->reply = 0;
-    if (err != 0 || resp->status != 200)
-        return;
-    if (resp->body_len == 3 && memcmp(resp->body, "yes", 3) == 0)
-        r->reply = KEEL_TWOPC_REPLY_YES;
-    else if (resp->body_len == 2 && memcmp(resp->body, "no", 2) == 0)
-        r->reply = KEEL_TWOPC_REPLY_NO;
-    else if (resp->body_len == 3 && memcmp(resp->body, "ack", 3) == 0)
-        r->reply = KEEL_TWOPC_REPLY_ACK;
-}
-
-static keel_twopc_reply_t http_message(void *data, const char *id, keel_twopc_msg_t m,
-                                       const uint8_t *input, size_t len)
-{
-    keel_twopc_http_t *h = data;
-    char target[96];
-    snprintf(target, sizeof(target), "%s/%s", h->prefix, keel_twopc_msg_name(m));
-    keel_http_header_t hdr = {.name = TWOPC_ID_HEADER,
-                              .name_len = strlen(TWOPC_ID_HEADER),
-                              .value = id,
-                              .value_len = strlen(id)};
-    /* idempotent: every message is, by transaction id (the participant machine answers a
-     * repeat with the first answer) */
-    keel_call_t c = {.method = HTTP_POST,
-                     .target = target,
-                     .headers = &hdr,
-                     .headers_count = 1,
-                     .body = input,
-                     .body_len = len,
-                     .idempotent = true};
-    http_res_t r = {0};
-    if (keel_caller_call(h->caller, &c, http_answered, &r) != 0)
-        return 0;
-    while (!r.done)
-        uv_run(&h->loop->uv, UV_RUN_ONCE);
-    return r.reply;
-}
-
-keel_twopc_participant_t keel_twopc_http_participant(keel_twopc_http_t *h, const char *name,
-                                                     keel_caller_t *caller, keel_loop_t *loop,
-                                                     const char *prefix)
-{
-    memset(h, 0, sizeof(*h));
-    h->caller = caller;
-    h->loop = loop;
-    snprintf(h->prefix, sizeof(h->prefix), "%s", prefix);
-    h->ops.message = http_message;
-    return (keel_twopc_participant_t){.name = name, .ops = &h->ops, .data = h};
 }
