@@ -433,7 +433,7 @@ static const cmd_t COMMANDS[] = {
      "LMPOP, or wait for an element"},
     {"KEEL.BPOP", "keel.bpop", -2, W | NN | CMD_HIDDEN, keel__kvl_kbpop_syntax, keel__kvl_cmd_kbpop,
      0, 0, 0, "Internal: a blocking pop a node serves, tagged with its token"},
-    /* sorted sets (kv_zset.c, kv_zset_ops.c; docs/kv.md) */
+    /* sorted sets (kv_zset.c, kv_zset_range.c, kv_zset_ops.c; docs/kv.md) */
     {"ZADD", "zadd", -4, W, keel__zs_zadd_syntax, keel__zs_cmd_zadd, 1, 1, 1,
      "Add members with scores to a sorted set, or update their scores"},
     {"ZINCRBY", "zincrby", 4, W, keel__zs_zincrby_syntax, keel__zs_cmd_zincrby, 1, 1, 1,

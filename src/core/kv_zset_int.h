@@ -1,4 +1,5 @@
-/* kv_zset_int.h - what the sorted-set command files (kv_zset.c, kv_zset_ops.c) share. */
+/* kv_zset_int.h - what the sorted-set command files (kv_zset.c, kv_zset_range.c,
+   kv_zset_ops.c) share. */
 #ifndef KEEL_CORE_KV_ZSET_INT_H
 #define KEEL_CORE_KV_ZSET_INT_H
 
@@ -17,6 +18,11 @@ extern const keel__kv_type_t keel__kv_type_zset;
 
 /* Redis getDoubleFromObject: a score argument. 0 and *out, or -1. */
 int keel__zs_parse_score(const uint8_t *p, size_t n, double *out);
+/* Range arguments argv[imin], argv[imax] as Redis zslParseRange and zslParseLexRange read
+   them, and an integer argument: 0, or REPLIED after the error. */
+int keel__zs_parse_range(const call_t *c, size_t imin, size_t imax, keel_zset_range_t *r);
+int keel__zs_parse_lex(const call_t *c, size_t imin, size_t imax, keel_zset_lex_t *r);
+int keel__zs_parse_long(const call_t *c, size_t i, int64_t *v);
 /* Score texts: Redis addReplyDouble ("%.17g", inf, -inf); d2string (a listpack's stored
    form, what ZSCAN shows of a listpack: integers within +-2^62 as integers). */
 size_t keel__zs_fmt_reply(char *out, double d);
@@ -63,6 +69,7 @@ typedef struct keel__zs_pop_opts {
 } keel__zs_pop_opts_t;
 int keel__zs_pop(const call_t *c, const keel__zs_pop_opts_t *o, uint64_t *popped);
 
+/* kv_zset.c */
 int keel__zs_zadd_syntax(const call_t *c);
 int keel__zs_cmd_zadd(const call_t *c);
 int keel__zs_zincrby_syntax(const call_t *c);
@@ -77,6 +84,7 @@ int keel__zs_zlexcount_syntax(const call_t *c);
 int keel__zs_cmd_zlexcount(const call_t *c);
 int keel__zs_cmd_zrank(const call_t *c);
 int keel__zs_cmd_zrevrank(const call_t *c);
+/* kv_zset_range.c */
 int keel__zs_zrange_syntax(const call_t *c);
 int keel__zs_cmd_zrange(const call_t *c);
 int keel__zs_zrangestore_syntax(const call_t *c);

@@ -1,6 +1,6 @@
 /* kv_zset_ops.c - the sorted-set commands that take from sets or combine them: ZPOPMIN,
    ZPOPMAX, ZMPOP, ZRANDMEMBER, ZUNION, ZINTER, ZDIFF, their STORE forms, ZINTERCARD and
-   ZSCAN. The rest: kv_zset.c. */
+   ZSCAN. The rest: kv_zset.c, kv_zset_range.c. */
 #include "core/kv_zset_int.h"
 
 #include "core/kv_coll.h"
