@@ -1,0 +1,112 @@
+/* saga_int.h - the inside of the saga orchestrator, shared by the files that make it up. */
+#ifndef KEEL_TX_SAGA_INT_H
+#define KEEL_TX_SAGA_INT_H
+
+/*
+ * The orchestrator is split by job, one file each:
+ *   saga.c        the driver: a run's bookkeeping (timer, retries, requests), its lock
+ *                 (take, renew), its steps, carrying out the core's update, its end;
+ *                 starting a saga
+ *   saga_log.c    the log in keel server: the open marker, load and replay, fenced writes
+ *   saga_orch.c   setup, types, metrics, adopting orphans (the scan), close
+ *   saga_http.c   steps through the kit (an HTTP call per step)
+ * Functions shared between them are keel__saga_*, declared at the end of this file.
+ */
+#include "tx/saga.h"
+
+#include "runtime/clock.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define KEY_BYTES_MAX (KEEL_SAGA_ID_BYTES_MAX + 16u)
+#define RETRY_BASE_MS 50
+#define RETRY_CAP_MS 1000
+#define OPEN_PREFIX "saga:open:"
+
+typedef enum phase {
+    P_LOCK,   /* KEEL.LOCK sent */
+    P_LOAD,   /* XRANGE of the log sent */
+    P_MARK,   /* the saga:open marker being written (a new saga) */
+    P_ACT,    /* carrying out u.action */
+    P_RENEW,  /* KEEL.TXN UNLOCK+LOCK sent */
+    P_VERIFY, /* a repeated record being compared with the stored one */
+    P_DEAD,   /* ended; freed once nothing refers to it */
+} phase_t;
+
+typedef enum timer_why { T_NONE, T_WAIT, T_RETRY, T_STEP } timer_why_t;
+
+struct keel__saga_run {
+    keel_list_t link;
+    keel_sagas_t *o;
+    const keel_saga_type_t *type;
+    uint32_t type_i;
+    keel_saga_t s;
+    bool s_init;
+    keel_saga_update_t u;
+    char id[KEEL_SAGA_ID_BYTES_MAX + 1];
+    char lock[KEY_BYTES_MAX], log_key[KEY_BYTES_MAX], open_key[KEY_BYTES_MAX];
+    char token_str[24];
+    uint64_t token;
+    keel_ms_t locked_unix_ms;
+    phase_t phase;
+    bool starting; /* started here: begin if the log is empty */
+    /* A start's KEEL.LOCK whose outcome was not seen (a timeout, -UNKNOWN across a leader
+     * change): the lock may be ours under a token we never learnt, so "held" is not proof of
+     * another owner until the lock's TTL has run out once. */
+    bool lock_unknown, lock_waited;
+    uint8_t *input;
+    size_t input_len;
+    keel_sagas_end_fn end;
+    void *end_data;
+    int refs; /* client requests in flight */
+    keel_timer_t timer;
+    bool timer_open;
+    timer_why_t why;
+    void (*retry)(keel__saga_run_t *r);
+    uint32_t retries;
+    keel_saga_call_t *call; /* the attempt in flight */
+    uint32_t gen;
+    keel_ns_t act_ns; /* when the action or write in flight started */
+    keel_ns_t began_ns;
+    keel_saga_state_t counted; /* the state this run is counted under in by_state */
+    /* an outcome reported from inside the step function, handled once it returns */
+    bool invoking, have_sync, sync_undo;
+    keel_saga_outcome_t sync_out;
+    uint32_t sync_step;
+    uint8_t *sync_data;
+    size_t sync_len;
+};
+
+static inline keel_ms_t unix_ms(void)
+{
+    return keel_clock_unix_ms();
+}
+
+/* saga.c */
+void keel__saga_count_state(keel__saga_run_t *r, keel_saga_state_t st);
+void keel__saga_unref(keel_sagas_t *o);
+void keel__saga_work_done(keel_sagas_t *o);
+void keel__saga_run_drop(keel__saga_run_t *r);
+void keel__saga_retry_later(keel__saga_run_t *r, void (*fn)(keel__saga_run_t *r));
+int keel__saga_cmd(keel__saga_run_t *r, size_t argc, const char *const *argv, const size_t *lens,
+                   keel_client_reply_fn fn, void (*again)(keel__saga_run_t *r));
+bool keel__saga_reply_live(keel__saga_run_t *r);
+void keel__saga_relock(keel__saga_run_t *r);
+void keel__saga_act(keel__saga_run_t *r);
+void keel__saga_close_quietly(keel__saga_run_t *r);
+void keel__saga_run_end(keel__saga_run_t *r, int err);
+keel__saga_run_t *keel__saga_run_find(keel_sagas_t *o, const char *id);
+keel__saga_run_t *keel__saga_run_new(keel_sagas_t *o, const char *id);
+
+/* saga_log.c */
+const keel_saga_type_t *keel__saga_type_named(const keel_sagas_t *o, const uint8_t *name,
+                                              size_t len, uint32_t *index);
+void keel__saga_load(keel__saga_run_t *r);
+void keel__saga_write_log(keel__saga_run_t *r);
+
+/* saga_orch.c */
+void keel__saga_client_closed(keel_client_t *cl);
+
+#endif

@@ -1,0 +1,271 @@
+/* saga_log.c - the saga orchestrator's log: the open marker, loading and replaying a
+   saga's log, fenced writes of its records. */
+#include "tx/saga_int.h"
+
+#include "base/log.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ---- the log ------------------------------------------------------------------------- */
+
+const keel_saga_type_t *keel__saga_type_named(const keel_sagas_t *o, const uint8_t *name,
+                                              size_t len, uint32_t *index)
+{
+    for (uint32_t i = 0; i < o->types_n; i++)
+        if (strlen(o->types[i]->def.name) == len && memcmp(o->types[i]->def.name, name, len) == 0) {
+            *index = i;
+            return o->types[i];
+        }
+    return NULL;
+}
+
+/* The record bytes of one XRANGE entry ([id, [field, value, ...]]), or NULL. */
+static const keel_resp_value_t *entry_record(const keel_resp_value_t *e)
+{
+    if (e->type != KEEL_RESP_ARRAY || e->elems_len != 2 || e->elems[1].type != KEEL_RESP_ARRAY)
+        return NULL;
+    const keel_resp_value_t *f = &e->elems[1];
+    for (size_t i = 0; i + 1 < f->elems_len; i += 2)
+        if (f->elems[i].type == KEEL_RESP_BULK && f->elems[i].str.len == 1 &&
+            f->elems[i].str.ptr[0] == 'r' && f->elems[i + 1].type == KEEL_RESP_BULK)
+            return &f->elems[i + 1];
+    return NULL;
+}
+
+static void on_mark(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v);
+
+static void mark(keel__saga_run_t *r)
+{
+    const char *argv[] = {"KEEL.FENCED", r->lock,     r->token_str,
+                          "SET",         r->open_key, r->type->def.name};
+    r->phase = P_MARK;
+    keel__saga_cmd(r, 6, argv, NULL, on_mark, mark);
+}
+
+static void on_mark(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
+{
+    keel__saga_run_t *r = ctx;
+    if (!keel__saga_reply_live(r))
+        return;
+    if (status == 0 && keel_resp_error_contains(v, "FENCED")) {
+        keel__saga_relock(r);
+        return;
+    }
+    if (status != 0 || v->type == KEEL_RESP_ERROR) {
+        keel__saga_retry_later(r, mark);
+        return;
+    }
+    r->retries = 0;
+    r->phase = P_ACT;
+    int rc = keel_saga_begin(&r->s, unix_ms(), r->input, r->input_len, &r->u);
+    assert(rc == 0);
+    r->o->stats.started++;
+    keel__saga_act(r);
+}
+
+/* An adopted saga's type, named by its started record (the log's first entry); NULL if the
+ * log is empty or the type is not registered here. */
+static const keel_saga_type_t *type_of_log(keel__saga_run_t *r, const keel_resp_value_t *v)
+{
+    if (v->elems_len == 0)
+        return NULL;
+    const keel_resp_value_t *b = entry_record(&v->elems[0]);
+    keel_saga_rec_t rec;
+    if (b == NULL || keel_saga_rec_decode(b->str.ptr, b->str.len, &rec, NULL) != 0 ||
+        rec.type != KEEL_SAGA_REC_STARTED || rec.data_len < 1u + rec.data[0])
+        return NULL;
+    return keel__saga_type_named(r->o, rec.data + 1, rec.data[0], &r->type_i);
+}
+
+/* A fresh instance with every stored record replayed. 0, or the error (msg says why). */
+static int replay_log(keel__saga_run_t *r, const keel_resp_value_t *v, keel_errmsg_t *msg)
+{
+    if (r->s_init)
+        keel_saga_free(&r->s);
+    r->s_init = false;
+    int rc = keel_saga_init(&r->s, &r->type->def, r->id, keel_rand_u64(&r->o->rand), msg);
+    if (rc != 0)
+        return rc;
+    r->s_init = true;
+    for (size_t i = 0; i < v->elems_len && rc == 0; i++) {
+        const keel_resp_value_t *b = entry_record(&v->elems[i]);
+        rc = b ? keel_saga_replay(&r->s, b->str.ptr, b->str.len, msg)
+               : keel_errf(msg, KEEL_ECORRUPT, "log entry %zu has no record", i);
+    }
+    return rc;
+}
+
+/* Goes on from a replayed log: begin a new saga, resume one in progress, or close. */
+static void go_on(keel__saga_run_t *r)
+{
+    keel_sagas_t *o = r->o;
+    keel__saga_count_state(r, r->s.state);
+    if (r->s.state == KEEL_SAGA_NEW) {
+        if (r->starting)
+            mark(r);
+        else
+            keel__saga_close_quietly(r);
+        return;
+    }
+    if (!r->starting && keel_saga_state_final(r->s.state)) {
+        keel__saga_close_quietly(
+            r); /* ended, its marker not yet gone (or the scan raced the end) */
+        return;
+    }
+    if (!r->starting) {
+        o->stats.adopted++;
+        if (o->m_adopted)
+            keel_counter_inc(o->m_adopted);
+        keel_log_info("saga adopted", KF_STR("saga", r->id),
+                      KF_STR("state", keel_saga_state_name(r->s.state)));
+    }
+    r->phase = P_ACT;
+    int rc = keel_saga_resume(&r->s, unix_ms(), &r->u);
+    assert(rc == 0);
+    keel__saga_act(r);
+}
+
+/* The stored log is in: keep memory if nobody wrote since, else replay it; then go on. */
+static void on_load(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
+{
+    keel__saga_run_t *r = ctx;
+    if (!keel__saga_reply_live(r))
+        return;
+    if (status != 0 || v->type != KEEL_RESP_ARRAY) {
+        keel__saga_retry_later(r, keel__saga_load);
+        return;
+    }
+    r->retries = 0;
+    if (r->s_init && r->s.state != KEEL_SAGA_NEW && v->elems_len == r->s.seq) {
+        /* Our lock had lapsed and we hold it again: nobody wrote meanwhile (a foreign
+         * record would make the log longer than what we applied, as records are only
+         * appended), so memory is still the log. Keep it, with the action pending: a
+         * step's answer is not thrown away, or a step longer than the TTL would never end. */
+        r->phase = P_ACT;
+        keel__saga_act(r);
+        return;
+    }
+    if (r->type == NULL) { /* adopted: the started record names the type */
+        r->type = type_of_log(r, v);
+        if (r->type == NULL && v->elems_len == 0) {
+            keel__saga_close_quietly(r); /* its starter died before starting it */
+            return;
+        }
+        if (r->type == NULL) {
+            keel_log_warn("saga of an unknown type left alone", KF_STR("saga", r->id));
+            keel__saga_run_drop(r);
+            return;
+        }
+    }
+    keel_errmsg_t msg = {{0}};
+    int rc = replay_log(r, v, &msg);
+    if (rc == KEEL_ENOMEM) {
+        keel__saga_retry_later(r, keel__saga_load);
+        return;
+    }
+    if (rc != 0) {
+        r->o->stats.corrupt++;
+        keel_log_error("saga log refused", KF_STR("saga", r->id), KF_STR("why", msg.text));
+        keel__saga_run_end(r, KEEL_ECORRUPT);
+        return;
+    }
+    go_on(r);
+}
+
+void keel__saga_load(keel__saga_run_t *r)
+{
+    const char *argv[] = {"XRANGE", r->log_key, "-", "+"};
+    r->phase = P_LOAD;
+    keel__saga_cmd(r, 4, argv, NULL, on_load, keel__saga_load);
+}
+
+static void logged(keel__saga_run_t *r)
+{
+    keel_sagas_t *o = r->o;
+    keel_ns_t took_ns = keel_clock_now_ns() - r->act_ns;
+    o->stats.log_write_ns += (uint64_t)took_ns;
+    if (o->m_log_write)
+        keel_histogram_observe(o->m_log_write, (double)took_ns / KEEL_NS_PER_S);
+    o->stats.log_writes++;
+    r->retries = 0;
+    r->phase = P_ACT;
+    if (r->u.rec_type == KEEL_SAGA_REC_STEP_FAILED && r->s.want.data_len > 0) {
+        keel_counter_t *failed =
+            o->m_fail[r->type_i][r->u.step][r->s.want.data[0] == KEEL_SAGA_FAIL_GAVE_UP];
+        if (failed)
+            keel_counter_inc(failed);
+    }
+    keel_saga_event_t ev = {.type = KEEL_SAGA_EV_LOGGED, .now_ms = unix_ms()};
+    int rc = keel_saga_step(&r->s, &ev, &r->u);
+    assert(rc == 0);
+    keel__saga_count_state(r, r->s.state);
+    keel__saga_act(r);
+}
+
+static void on_verify(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
+{
+    keel__saga_run_t *r = ctx;
+    if (!keel__saga_reply_live(r))
+        return;
+    const keel_resp_value_t *b = NULL;
+    if (status == 0 && v->type == KEEL_RESP_ARRAY && v->elems_len == 1)
+        b = entry_record(&v->elems[0]);
+    if (b && b->str.len == r->u.record_len && memcmp(b->str.ptr, r->u.record, b->str.len) == 0) {
+        logged(r); /* our earlier write had landed */
+        return;
+    }
+    if (status != 0) {
+        r->phase = P_ACT;
+        keel__saga_retry_later(r, keel__saga_act);
+        return;
+    }
+    keel__saga_load(r); /* another record holds that place: what the log says wins */
+}
+
+static void on_log(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
+{
+    keel__saga_run_t *r = ctx;
+    if (!keel__saga_reply_live(r))
+        return;
+    if (status == 0 && v->type == KEEL_RESP_BULK) {
+        logged(r);
+        return;
+    }
+    if (status == 0 && keel_resp_error_contains(v, "FENCED")) {
+        r->o->stats.fenced++;
+        if (r->o->m_fenced)
+            keel_counter_inc(r->o->m_fenced);
+        keel__saga_relock(r);
+        return;
+    }
+    if (status == 0 &&
+        keel_resp_error_contains(v, "equal or smaller")) { /* a repeat of a landed write? */
+        char id[24];
+        snprintf(id, sizeof(id), "0-%" PRIu32, r->u.seq);
+        const char *argv[] = {"XRANGE", r->log_key, id, id};
+        r->phase = P_VERIFY;
+        keel__saga_cmd(r, 4, argv, NULL, on_verify, keel__saga_act);
+        return;
+    }
+    /* -TIMEOUT, -UNKNOWN, a broken connection: the outcome is unknown; the same write
+     * again is safe (same entry id) */
+    r->o->stats.log_write_retries++;
+    keel__saga_retry_later(r, keel__saga_act);
+}
+
+void keel__saga_write_log(keel__saga_run_t *r)
+{
+    char id[24];
+    snprintf(id, sizeof(id), "0-%" PRIu32, r->u.seq);
+    const char *argv[] = {"KEEL.FENCED", r->lock, r->token_str, "XADD",
+                          r->log_key,    id,      "r",          (const char *)r->u.record};
+    size_t lens[8];
+    for (int i = 0; i < 7; i++)
+        lens[i] = strlen(argv[i]);
+    lens[7] = r->u.record_len;
+    r->act_ns = keel_clock_now_ns();
+    keel__saga_cmd(r, 8, argv, lens, on_log, keel__saga_act);
+}
