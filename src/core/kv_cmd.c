@@ -391,7 +391,7 @@ static const cmd_t COMMANDS[] = {
     {"KEEL.XRETAIN.SWEEP", "keel.xretain.sweep", -3, W | NN | CMD_INTERNAL,
      keel__xs_xretain_sweep_syntax, keel__xs_cmd_xretain_sweep, 0, 0, 0,
      "Internal: trim streams past their retention (proposed by the leader)"},
-    /* lists (kv_list.c; docs/kv.md) */
+    /* lists (kv_list.c, kv_list_cmd.c, kv_list_block.c; docs/kv.md) */
     {"LPUSH", "lpush", -3, W, NULL, keel__kvl_cmd_lpush, 1, 1, 1, "Prepend elements to a list"},
     {"RPUSH", "rpush", -3, W, NULL, keel__kvl_cmd_rpush, 1, 1, 1, "Append elements to a list"},
     {"LPUSHX", "lpushx", -3, W, NULL, keel__kvl_cmd_lpushx, 1, 1, 1,

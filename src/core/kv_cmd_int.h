@@ -266,7 +266,7 @@ int keel__kvc_cmd_expiretime(const call_t *c);
 int keel__kvc_cmd_pexpiretime(const call_t *c);
 int keel__kvc_object_syntax(const call_t *c);
 int keel__kvc_cmd_object(const call_t *c);
-/* kv_list.c */
+/* kv_list_block.c, kv_list_cmd.c (kv_list_int.h: the list type) */
 int keel__kvl_bpop_parse(int argc, const uint8_t *const *argv, const size_t *lens,
                          keel_kv_bpop_t *out);
 uint64_t keel__kvl_len(const void *obj);

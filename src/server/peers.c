@@ -60,8 +60,8 @@ void keel__node_peer_flush(peer_t *p)
 {
     if (!p->connected || p->writing || keel_buf_unread(&p->out) == 0)
         return;
-    /* One direct write(2) first (see resp_server.c flush): no write request, no epoll
-       re-arm when the turn's frames fit the socket buffer. The rest goes by uv_write. */
+    /* One direct write(2) first (see resp_server_out.c keel__resp_flush): no write request,
+       no epoll re-arm when the turn's frames fit the socket buffer. The rest goes by uv_write. */
     uv_buf_t d = uv_buf_init((char *)keel_buf_rptr(&p->out), (unsigned)keel_buf_unread(&p->out));
     int sent = uv_try_write(keel_connector_stream(&p->conn), &d, 1);
     if (sent > 0) { /* an error is left to uv_write below, which reports it as before */

@@ -113,7 +113,7 @@ struct server {
     reg_http_t *reg_http; /* the registry's HTTP API and its blocked queries, owned */
     tracking_t *tracking; /* CLIENT TRACKING's table and cursor, owned */
     waitq_t wq;           /* blocked WAITs (wait.c) */
-    ap_t *ap;             /* the AP keyspace (ap.c), owned */
+    ap_t *ap;             /* the AP keyspace (ap_int.h), owned */
     /* SLOWLOG (slowlog.c): this node's slow commands, newest first, and its settings */
     keel_list_t slowlog;
     size_t slowlog_len;
@@ -239,7 +239,7 @@ int keel__srv_cmd_discard(keel_resp_client_t *c, size_t argc, const keel_resp_ar
 int keel__srv_cmd_watch(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 int keel__srv_cmd_unwatch(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 
-/* ap.c: the AP keyspace (docs/ap.md) */
+/* ap.c, ap_cmds.c, ap_coord.c, ap_replica.c (ap_int.h): the AP keyspace (docs/ap.md) */
 int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg);
 void keel__srv_ap_stop(server_t *s);
 void keel__srv_on_peer_ap(void *data, uint64_t from, const uint8_t *p, size_t n);

@@ -10,7 +10,7 @@
 #include <stdio.h>
 
 /*
- * Both read what src/tx/saga.c writes (docs/tx.md, "Where the state lives"): every stream
+ * Both read what src/tx/saga_log.c writes (docs/tx.md, "Where the state lives"): every stream
  * `saga:<id>:log`, each entry one record in field `r`. They use the blocking client
  * (client/blocking.h) and hold no state between calls.
  *
