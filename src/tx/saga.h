@@ -143,6 +143,11 @@ typedef struct keel_sagas_config {
     keel_ms_t lock_ttl_ms;        /* ownership lease; default 10000 */
     keel_ms_t scan_interval_ms;   /* adopting orphaned sagas; default 1000; 0: never */
     keel_ms_t request_timeout_ms; /* each keel server request; default 5000 */
+    /* A finished saga's log (done or compensated; never needs_attention) is deleted this long
+     * after its last record, by a sweep every min(retention / 4, 60 s); 0: kept for ever
+     * (the default). It must outlast every way the same saga id can be started again (an
+     * idempotency key's life, say): a saga whose log is gone starts afresh. */
+    keel_ms_t log_retention_ms;
     bool renew_lock;         /* renew before acting once a third of the TTL passed; default true.
                                 Off, a saga that outlives its TTL is re-locked after a fenced write
                                 (the same safety, one refused write and a replay later) */
@@ -158,6 +163,7 @@ typedef struct keel_sagas_stats {
     uint64_t started, adopted, finished[KEEL_SAGA__STATES], fenced, lost, corrupt;
     uint64_t log_writes, log_write_retries, renewals;
     uint64_t log_write_ns; /* summed over log_writes */
+    uint64_t logs_deleted; /* finished logs deleted by the retention sweep */
 } keel_sagas_stats_t;
 
 struct keel_sagas {
@@ -171,13 +177,20 @@ struct keel_sagas {
     uint32_t by_state[KEEL_SAGA__STATES];
     keel_timer_t scan_timer;
     bool scanning, closing, client_closing;
+    /* the retention sweep: SCAN of the logs, their last records read, the expired unlinked */
+    bool sweeping;
+    char sweep_cursor[24];
+    keel_ms_t sweep_next_ms;
+    uint32_t sweep_pending;
+    char **sweep_del;
+    size_t sweep_del_n;
     uint32_t work; /* runs not yet freed and scans in flight: the client stays until 0 */
     char scan_cursor[24];
     int handles; /* open handles and runs not yet freed, while closing */
     void (*closed)(keel_sagas_t *o);
     keel_rand_t rand;
     keel_sagas_stats_t stats;
-    keel_counter_t *m_finished[KEEL_SAGA__STATES], *m_adopted, *m_fenced;
+    keel_counter_t *m_finished[KEEL_SAGA__STATES], *m_adopted, *m_fenced, *m_deleted;
     keel_histogram_t *m_log_write;
     keel_histogram_t *m_step[KEEL_SAGAS_TYPES_MAX][KEEL_SAGA_STEPS_MAX];
     /* a step's retries (attempts after the first) and its failures, [0] refused by the

@@ -108,5 +108,9 @@ void keel__saga_write_log(keel__saga_run_t *r);
 
 /* saga_orch.c */
 void keel__saga_client_closed(keel_client_t *cl);
+/* The record bytes of an XRANGE entry (field `r`), or NULL. */
+const keel_resp_value_t *keel__saga_entry_record(const keel_resp_value_t *e);
+/* saga_retain.c: deletes finished logs past cfg.log_retention_ms (called by the scan tick). */
+void keel__saga_retain_tick(keel_sagas_t *o);
 
 #endif

@@ -23,7 +23,7 @@ const keel_saga_type_t *keel__saga_type_named(const keel_sagas_t *o, const uint8
 }
 
 /* The record bytes of one XRANGE entry ([id, [field, value, ...]]), or NULL. */
-static const keel_resp_value_t *entry_record(const keel_resp_value_t *e)
+const keel_resp_value_t *keel__saga_entry_record(const keel_resp_value_t *e)
 {
     if (e->type != KEEL_RESP_ARRAY || e->elems_len != 2 || e->elems[1].type != KEEL_RESP_ARRAY)
         return NULL;
@@ -72,7 +72,7 @@ static const keel_saga_type_t *type_of_log(keel__saga_run_t *r, const keel_resp_
 {
     if (v->elems_len == 0)
         return NULL;
-    const keel_resp_value_t *b = entry_record(&v->elems[0]);
+    const keel_resp_value_t *b = keel__saga_entry_record(&v->elems[0]);
     keel_saga_rec_t rec;
     if (b == NULL || keel_saga_rec_decode(b->str.ptr, b->str.len, &rec, NULL) != 0 ||
         rec.type != KEEL_SAGA_REC_STARTED || rec.data_len < 1u + rec.data[0])
@@ -91,7 +91,7 @@ static int replay_log(keel__saga_run_t *r, const keel_resp_value_t *v, keel_errm
         return rc;
     r->s_init = true;
     for (size_t i = 0; i < v->elems_len && rc == 0; i++) {
-        const keel_resp_value_t *b = entry_record(&v->elems[i]);
+        const keel_resp_value_t *b = keel__saga_entry_record(&v->elems[i]);
         rc = b ? keel_saga_replay(&r->s, b->str.ptr, b->str.len, msg)
                : keel_errf(msg, KEEL_ECORRUPT, "log entry %zu has no record", i);
     }
@@ -212,7 +212,7 @@ static void on_verify(keel_client_t *cl, void *ctx, int status, const keel_resp_
         return;
     const keel_resp_value_t *b = NULL;
     if (status == 0 && v->type == KEEL_RESP_ARRAY && v->elems_len == 1)
-        b = entry_record(&v->elems[0]);
+        b = keel__saga_entry_record(&v->elems[0]);
     if (b && b->str.len == r->u.record_len && memcmp(b->str.ptr, r->u.record, b->str.len) == 0) {
         logged(r); /* our earlier write had landed */
         return;

@@ -63,6 +63,7 @@ static void scan_step(keel_sagas_t *o)
 static void scan_tick(keel_timer_t *t, void *data)
 {
     keel_sagas_t *o = data;
+    keel__saga_retain_tick(o);
     if (o->scanning || o->closing)
         return;
     o->scanning = true;
@@ -124,6 +125,8 @@ static void register_metrics(keel_sagas_t *o)
     }
     o->m_adopted = keel_metrics_counter(m, "keel_saga_adopted_total",
                                         "Sagas resumed from the log after their owner died.", "");
+    o->m_deleted = keel_metrics_counter(m, "keel_saga_logs_deleted_total",
+                                        "Finished sagas' logs deleted past log_retention_ms.", "");
     o->m_fenced = keel_metrics_counter(m, "keel_saga_fenced_total",
                                        "Log writes refused because another owner took over.", "");
     o->m_log_write = keel_metrics_histogram(m, "keel_saga_log_write_seconds",
@@ -135,9 +138,11 @@ int keel_sagas_init(keel_sagas_t *o, keel_loop_t *loop, const keel_sagas_config_
 {
     memset(o, 0, sizeof(*o));
     if (cfg->seeds_n == 0 || cfg->lock_ttl_ms < 300 || cfg->runs_max == 0 ||
-        cfg->runs_max > KEEL_SAGAS_RUNS_LIMIT || cfg->scan_interval_ms < 0)
+        cfg->runs_max > KEEL_SAGAS_RUNS_LIMIT || cfg->scan_interval_ms < 0 ||
+        cfg->log_retention_ms < 0 || (cfg->log_retention_ms > 0 && cfg->scan_interval_ms == 0))
         return keel_errf(msg, KEEL_EINVAL,
-                         "sagas need seeds, lock_ttl_ms >= 300, runs_max in 1..%u",
+                         "sagas need seeds, lock_ttl_ms >= 300, runs_max in 1..%u, "
+                         "log_retention_ms >= 0 (> 0 needs the scan: scan_interval_ms > 0)",
                          KEEL_SAGAS_RUNS_LIMIT);
     o->loop = loop;
     o->cfg = *cfg;

@@ -1,5 +1,6 @@
 /* saga_view.c - orchestrated sagas' logs in keel server, read for people (saga_view.h). */
 #include "tx/saga_view.h"
+#include "tx/saga_int.h"
 
 #include "client/blocking.h"
 
@@ -32,18 +33,6 @@ static int call(const char *const *seeds, size_t seeds_n, size_t argc, const cha
         keel_client_reply_free(r);
     }
     return rc;
-}
-
-/* The record bytes of an XRANGE entry (field `r`), or NULL. */
-static const keel_resp_value_t *entry_record(const keel_resp_value_t *e)
-{
-    if (e->type != KEEL_RESP_ARRAY || e->elems_len != 2 || e->elems[1].type != KEEL_RESP_ARRAY)
-        return NULL;
-    const keel_resp_value_t *f = &e->elems[1];
-    for (size_t i = 0; i + 1 < f->elems_len; i += 2)
-        if (f->elems[i].str.len == 1 && f->elems[i].str.ptr[0] == 'r')
-            return &f->elems[i + 1];
-    return NULL;
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -123,7 +112,7 @@ static int log_state(const char *const *seeds, size_t seeds_n, const char *key,
     *st = KEEL_SAGA_NEW;
     *damaged = 0;
     if (r.v->type == KEEL_RESP_ARRAY && r.v->elems_len == 1) {
-        const keel_resp_value_t *b = entry_record(&r.v->elems[0]);
+        const keel_resp_value_t *b = keel__saga_entry_record(&r.v->elems[0]);
         keel_saga_rec_t rec;
         if (b && keel_saga_rec_decode(b->str.ptr, b->str.len, &rec, NULL) == 0)
             *st = keel_saga_state_after(rec.type);
@@ -198,7 +187,7 @@ int keel_saga_view_show(const char *const *seeds, size_t seeds_n, const char *id
     }
     keel_saga_state_t st = KEEL_SAGA_NEW;
     for (size_t i = 0; i < r.v->elems_len; i++) {
-        const keel_resp_value_t *b = entry_record(&r.v->elems[i]);
+        const keel_resp_value_t *b = keel__saga_entry_record(&r.v->elems[i]);
         keel_saga_rec_t rec;
         keel_errmsg_t why = {{0}};
         if (b == NULL || keel_saga_rec_decode(b->str.ptr, b->str.len, &rec, &why) != 0) {

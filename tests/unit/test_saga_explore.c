@@ -266,7 +266,7 @@ static void take_over(world_t *w, orch_t *o)
 
 /*
  * The owner's write was fenced after its lock lapsed (nobody else can hold it: new owners
- * come only from crash()). It takes the lock again and, as tx/saga.c does, keeps its memory
+ * come only from crash()). It takes the lock again and, as tx/saga_log.c does, keeps its memory
  * and the write in progress when the log holds exactly the records it applied, or replays
  * the log otherwise (its own write had landed, its reply lost). Zombies are not re-locked
  * here: they stop at their first fenced write.

@@ -246,6 +246,7 @@ typedef struct world {
     keel_saga_state_t end_state;
     int closing;
     keel_metrics_t *metrics;
+    keel_ms_t retention_ms; /* cfg.log_retention_ms */
 } world_t;
 
 static world_t W;
@@ -326,9 +327,10 @@ static void on_end(keel_sagas_t *o, const char *id, int err, keel_saga_state_t s
     }
 }
 
-static void world_init(keel_ms_t ttl_ms, bool renew)
+static void world_init_with(keel_ms_t ttl_ms, bool renew, keel_ms_t retention_ms)
 {
     memset(&W, 0, sizeof(W));
+    W.retention_ms = retention_ms;
     KT_EQ_INT(keel_loop_init(&W.loop), 0);
     fake_start(&W.fake, &W.loop);
     keel_saga_def_default(&W.type.def, "t");
@@ -347,11 +349,17 @@ static void world_init(keel_ms_t ttl_ms, bool renew)
     c.scan_interval_ms = 50;
     c.seed = 7;
     c.on_end = on_end;
+    c.log_retention_ms = W.retention_ms;
     W.metrics = keel_metrics_new();
     c.metrics = W.metrics;
     keel_errmsg_t m = {{0}};
     KT_EQ_INT(keel_sagas_init(&W.a, &W.loop, &c, &m), 0);
     KT_EQ_INT(keel_sagas_register(&W.a, &W.type, &m), 0);
+}
+
+static void world_init(keel_ms_t ttl_ms, bool renew)
+{
+    world_init_with(ttl_ms, renew, 0);
 }
 
 static void watchdog_fire(keel_timer_t *t, void *data)
@@ -484,6 +492,102 @@ static void a_refused_step_compensates_and_a_silent_step_times_out_and_is_retrie
     world_free();
 }
 
+/* Applies one command to the fake's state, as a committed entry. */
+static void fake_apply(int argc, const char *const *args, const size_t *arg_lens)
+{
+    const uint8_t *argv[8];
+    size_t lens[8];
+    for (int i = 0; i < argc; i++) {
+        argv[i] = (const uint8_t *)args[i];
+        lens[i] = arg_lens ? arg_lens[i] : strlen(args[i]);
+    }
+    keel_buf_t e, r;
+    keel_buf_init(&e, 0);
+    keel_buf_init(&r, 0);
+    KT_EQ_INT(keel_kv_entry_encode(&e, (uint64_t)keel_clock_unix_ms(), (size_t)argc, argv, lens),
+              0);
+    KT_EQ_INT(keel_kv_apply(&W.fake.kv, ++W.fake.index, keel_buf_rptr(&e), keel_buf_unread(&e), &r),
+              0);
+    keel_buf_free(&e);
+    keel_buf_free(&r);
+}
+
+/* A saga log whose last record is of type `last`, written at time `at`. */
+static void fake_log(const char *id, keel_saga_rec_type_t last, keel_ms_t at)
+{
+    uint8_t started[64], end[64];
+    keel_saga_rec_t r0 = {.type = KEEL_SAGA_REC_STARTED,
+                          .seq = 1,
+                          .time_ms = at,
+                          .data = (const uint8_t *)"\001t",
+                          .data_len = 2};
+    keel_saga_rec_t r1 = {.type = last, .seq = 2, .time_ms = at};
+    if (last == KEEL_SAGA_REC_STEP_DONE || last == KEEL_SAGA_REC_ATTENTION)
+        r1.data = (const uint8_t *)"x", r1.data_len = 1;
+    int n0 = keel_saga_rec_encode(&r0, started, sizeof(started));
+    int n1 = keel_saga_rec_encode(&r1, end, sizeof(end));
+    KT_CHECK(n0 > 0 && n1 > 0);
+    char key[64];
+    snprintf(key, sizeof(key), "saga:%s:log", id);
+    const char *a0[] = {"XADD", key, "0-1", "r", (const char *)started};
+    size_t l0[] = {4, strlen(key), 3, 1, (size_t)n0};
+    fake_apply(5, a0, l0);
+    const char *a1[] = {"XADD", key, "0-2", "r", (const char *)end};
+    size_t l1[] = {4, strlen(key), 3, 1, (size_t)n1};
+    fake_apply(5, a1, l1);
+}
+
+static void retention_poll(keel_timer_t *t, void *data)
+{
+    (void)data;
+    if (xlen("old-done") != 0 || xlen("old-comp") != 0 || W.closing)
+        return;
+    W.closing = 1;
+    keel_timer_close(t, NULL);
+    keel_sagas_close(&W.a, a_closed);
+}
+
+static void finished_logs_past_the_retention_are_deleted_and_no_others(void)
+{
+    world_init_with(10000, true, 1000);
+    keel_ms_t now = keel_clock_unix_ms();
+    fake_log("old-done", KEEL_SAGA_REC_DONE, now - 5000);
+    fake_log("old-comp", KEEL_SAGA_REC_COMPENSATED, now - 5000);
+    fake_log("old-attention", KEEL_SAGA_REC_ATTENTION, now - 5000); /* a person must look */
+    fake_log("old-running", KEEL_SAGA_REC_STEP_DONE, now - 5000);   /* not finished */
+    fake_log("new-done", KEEL_SAGA_REC_DONE, now + 60000);          /* not old enough */
+    fake_apply(3, (const char *[]){"SET", "saga:x:log", "not a stream"}, NULL);
+    keel_timer_t poll;
+    keel_timer_init(&W.loop, &poll);
+    keel_timer_start(&poll, 20, 20, retention_poll, NULL);
+    world_run(); /* ends once both old finished logs are gone (the watchdog fails it if not) */
+    KT_EQ_INT(xlen("old-attention"), 2);
+    KT_EQ_INT(xlen("old-running"), 2);
+    KT_EQ_INT(xlen("new-done"), 2);
+    KT_EQ_INT(exists("saga:x:log"), 1);
+    KT_EQ_INT(W.a.stats.logs_deleted, 2);
+    keel_buf_t text;
+    keel_buf_init(&text, 0);
+    KT_EQ_INT(keel_metrics_render(W.metrics, &text), 0);
+    KT_EQ_INT(keel_buf_append(&text, "", 1), 0);
+    KT_CHECK(strstr((const char *)keel_buf_rptr(&text), "keel_saga_logs_deleted_total 2\n") !=
+             NULL);
+    keel_buf_free(&text);
+    world_free();
+    /* a retention without the scan that runs it is refused */
+    keel_loop_t loop;
+    KT_EQ_INT(keel_loop_init(&loop), 0);
+    keel_sagas_config_t c = keel_sagas_config_default();
+    c.seeds[0] = "127.0.0.1:1";
+    c.seeds_n = 1;
+    c.scan_interval_ms = 0;
+    c.log_retention_ms = 1000;
+    keel_sagas_t o;
+    keel_errmsg_t m = {{0}};
+    KT_EQ_INT(keel_sagas_init(&o, &loop, &c, &m), KEEL_EINVAL);
+    KT_EQ_INT(keel_loop_close(&loop), 0);
+}
+
 static int busy_seen;
 
 static void on_b_end(keel_sagas_t *o, const char *id, int err, keel_saga_state_t st, void *data)
@@ -595,5 +699,6 @@ int main(void)
     KT_RUN(an_abandoned_saga_is_adopted_by_another_orchestrators_scan);
     KT_RUN(a_lock_is_renewed_when_a_saga_outlives_a_third_of_its_ttl);
     KT_RUN(a_step_longer_than_the_ttl_finishes_when_nobody_took_the_lock);
+    KT_RUN(finished_logs_past_the_retention_are_deleted_and_no_others);
     return kt_done();
 }

@@ -519,7 +519,7 @@ static void on_stopped(keel_service_t *svc, void *data)
 int main(int argc, char **argv)
 {
     const char *listen = "127.0.0.1:8120", *keel = "127.0.0.1:7001", *registry = NULL, *id = NULL;
-    int64_t within = 3000, lock_ms = 2000, step_retry_ms = 2500;
+    int64_t within = 3000, lock_ms = 2000, step_retry_ms = 2500, retention_ms = 25LL * 3600 * 1000;
     const keel_opt_t opts[] = {
         {"listen", KEEL_OPT_STR, &listen, 0, 0, "host:port to serve on (port 0: any)"},
         {"keel", KEEL_OPT_STR, &keel, 0, 0,
@@ -528,6 +528,9 @@ int main(int argc, char **argv)
         {"id", KEEL_OPT_STR, &id, 0, 0, "instance id (default order-<host>-<port>)"},
         {"answer-within-ms", KEEL_OPT_INT, &within, 10, 600000,
          "answer 202 pending if the saga has not ended by then"},
+        {"saga-retention-ms", KEEL_OPT_INT, &retention_ms, 0, 365LL * 24 * 3600 * 1000,
+         "a finished order saga's log is deleted this long after it ended (0: kept); longer "
+         "than the idempotency keys' 24 h, so a retry never finds its saga gone"},
         {"step-retry-ms", KEEL_OPT_INT, &step_retry_ms, 0, 600000,
          "a saga step with an unknown outcome is retried until this long after its first "
          "attempt (0: three attempts)"},
@@ -637,6 +640,7 @@ int main(int argc, char **argv)
     sc.lock_ttl_ms = (keel_ms_t)lock_ms;
     sc.scan_interval_ms = (keel_ms_t)(lock_ms / 4 < 1000 ? lock_ms / 4 : 1000);
     sc.on_end = on_any_end;
+    sc.log_retention_ms = (keel_ms_t)retention_ms;
     sc.on_end_data = &app;
     sc.seed = keel_rand_u64(&app.rand);
     if (rc == 0)
