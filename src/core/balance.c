@@ -159,6 +159,26 @@ int keel_balance_pick(keel_balance_t *b, uint64_t key_hash, int64_t now_ms, uint
     return 0;
 }
 
+int keel_balance_pick_other(keel_balance_t *b, uint64_t key_hash, int64_t now_ms, uint32_t avoid_1,
+                            int repicks, uint32_t *idx)
+{
+    int rc = keel_balance_pick(b, key_hash, now_ms, idx);
+    for (int k = 0; rc == 0 && avoid_1 == *idx + 1 && b->avail_n > 1 && k < repicks; k++)
+        rc = keel_balance_pick(b, key_hash, now_ms, idx);
+    const keel_balance_policy_t *p = b->policy;
+    if (rc != 0 || avoid_1 != *idx + 1 || b->avail_n < 2 || p == &keel_balance_hash_mod ||
+        p == &keel_balance_ring || p == &keel_balance_maglev)
+        return rc;
+    uint32_t best = b->n;
+    for (uint32_t i = 0; i < b->n; i++)
+        if (i + 1 != avoid_1 && keel_balance_available(b, i) &&
+            (best == b->n || keel_balance_lighter(&b->ep[i], &b->ep[best])))
+            best = i;
+    if (best < b->n)
+        *idx = best;
+    return 0;
+}
+
 void keel_balance_start(keel_balance_t *b, uint32_t idx)
 {
     assert(idx < b->n);

@@ -177,11 +177,8 @@ static int agg_part_send(keel__agg_part_t *pt)
     uint32_t idx;
     keel__cl_lock(cl);
     keel_ms_t snow = keel__shared_now(&cl->now_max_ms, now);
-    int picked = keel_balance_pick(&cl->lb, 0, snow, &idx);
-    for (int k = 0; picked == 0 && pt->failed_host_1 == idx + 1 && cl->lb.avail_n > 1 &&
-                    k < KEEL_PROXY_REPICKS_MAX;
-         k++)
-        picked = keel_balance_pick(&cl->lb, 0, snow, &idx);
+    int picked =
+        keel_balance_pick_other(&cl->lb, 0, snow, pt->failed_host_1, KEEL_PROXY_REPICKS_MAX, &idx);
     if (picked == 0) { /* counted before the call: the slot cannot be reused meanwhile */
         keel_balance_start(&cl->lb, idx);
         cl->hosts[idx].active++;

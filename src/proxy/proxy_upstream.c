@@ -57,13 +57,11 @@ static int attempt_pick(keel__dconn_t *d, uint32_t *idx)
         if (x->permit < 0)
             rc = KEEL_EREJECTED;
     }
-    int picked = rc == 0 ? keel_balance_pick(&cl->lb, x->key_hash, now, idx) : 0;
-    /* a retry goes to another host when there is one (Envoy's previous_hosts predicate, with
-     * its few re-picks; a hash policy that maps the key to that host keeps it) */
-    for (int k = 0; rc == 0 && picked == 0 && x->failed_host_1 == *idx + 1 && cl->lb.avail_n > 1 &&
-                    k < KEEL_PROXY_REPICKS_MAX;
-         k++)
-        picked = keel_balance_pick(&cl->lb, x->key_hash, now, idx);
+    /* a retry goes to another host when there is one (a hash policy that maps the key to that
+     * host keeps it) */
+    int picked = rc == 0 ? keel_balance_pick_other(&cl->lb, x->key_hash, now, x->failed_host_1,
+                                                   KEEL_PROXY_REPICKS_MAX, idx)
+                         : 0;
     if (rc == 0 && picked != 0) {
         if (x->permit >= 0)
             keel_breaker_record(&cl->breaker, now, x->permit, KEEL_BREAKER_IGNORED, 0);

@@ -125,3 +125,113 @@ routes:
         time.sleep(0.1)
     assert wait_until(lambda: "registry unreachable" in p.output(), 3)
     d.may_exit = True
+
+
+def test_instances_come_and_go_under_load_without_a_failed_request(make_cluster, procs, tmp_path):
+    """Issue 14's discovery test under load: eight client threads on keep-alive connections
+    send GETs through the proxy without pause while one instance is SIGTERMed (deregisters
+    first, then drains), one is SIGKILLed (the proxy retries its connect failures and resets
+    on the others until the registry drops it) and a new one starts. Every request must
+    succeed, and the new instance serves only after it registered (ready)."""
+    import threading
+
+    node = make_cluster(1).nodes[0]
+    reg = f"127.0.0.1:{node.client_port}"
+    insts = {n: start_notes(procs, reg, n) for n in ("notes-a", "notes-b", "notes-c")}
+    p, port, admin = start_proxy(procs, tmp_path, f"""
+listeners: [{{name: main, address: 127.0.0.1:0}}]
+admin: {{address: 127.0.0.1:0}}
+registry: {reg}
+clusters:
+  - name: notes
+    service: notes
+    balance: p2c
+    outlier_detection: {{consecutive_local: 3, base_ejection_ms: 30000}}
+routes:
+  - name: notes
+    match: {{prefix: /notes}}
+    cluster: notes
+    # every client's request may fail at once at the kill: the default retry budget (3 retries
+    # in flight) would refuse some of their retries, by design; this test is about discovery
+    retry: {{attempts_max: 3, retry_on: [connect-failure, reset], budget_min: 16}}
+""")
+    assert wait_until(lambda: set(served(port, 20)) == {"notes-a", "notes-b", "notes-c"}, 5)
+
+    stop = threading.Event()
+    results = []  # (monotonic time, status, who), appended by the threads
+    lock = threading.Lock()
+
+    def client():
+        c = None
+        mine = []
+        while not stop.is_set():
+            try:
+                if c is None:
+                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                c.request("GET", "/notes/who")
+                r = c.getresponse()
+                body = r.read()
+                name = (json.loads(body)["text"] if r.status == 200 else
+                        (r.getheader("x-keel-reason"), body[:80]))
+                mine.append((time.monotonic(), r.status, name))
+                if r.getheader("connection", "").lower() == "close":
+                    c.close()
+                    c = None
+            except (OSError, http.client.HTTPException) as e:
+                mine.append((time.monotonic(), 0, repr(e)))
+                if c is not None:
+                    c.close()
+                c = None
+        if c is not None:
+            c.close()
+        with lock:
+            results.extend(mine)
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        a = insts["notes-a"][0]
+        a.signal(signal.SIGTERM)  # deregisters, then drains its open requests
+        term_at = time.monotonic()
+        time.sleep(1.5)
+        b = insts["notes-b"][0]
+        b.may_exit = True
+        b.kill()  # no deregistration: the registry drops it after its 2 s TTL
+        kill_at = time.monotonic()
+        time.sleep(1.0)
+        started_d = time.monotonic()
+        insts["notes-d"] = start_notes(procs, reg, "notes-d")  # registers once listening
+        noted_d = time.monotonic()  # its note "who" is written only now
+        time.sleep(3.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(20)
+    assert a.wait(10) == 0
+    total = len(results)
+    # notes-d registers as soon as it listens and the test writes its note after: in between
+    # it answers 404 for the note (served, by an instance without the note yet)
+    early_d = [r for r in results if r[1] == 404 and started_d <= r[0] <= noted_d + 0.5]
+    failed = [r for r in results if r[1] != 200 and r not in early_d]
+    by = {}
+    for _, st, name in results:
+        key = name if st == 200 else st
+        by[key] = by.get(key, 0) + 1
+    rate = total / (time.monotonic() - t0)
+    print(f"{total} requests ({rate:.0f}/s) through the proxy, served by {by} "
+          f"({len(early_d)} of them 404 by notes-d before its note was written); "
+          f"SIGTERM at {term_at - t0:.1f} s, SIGKILL at {kill_at - t0:.1f} s")
+    failed = [(round(t - t0, 3), st, why) for t, st, why in failed]
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
+        budget = [m for m in r.read().decode().splitlines() if "budget_exhausted" in m]
+    assert not failed, f"{len(failed)} of {total} failed, first {failed[:5]}; {budget}"
+    assert total > 500, total
+    assert by.get("notes-d", 0) > 0, by  # the new instance took traffic
+    first_d = min([t for t, _, name in results if name == "notes-d"] + [r[0] for r in early_d])
+    assert first_d >= started_d  # not before it was started
+    last_a = max(t for t, _, name in results if name == "notes-a")
+    assert last_a < term_at + 2.0, last_a - term_at  # drained and gone within its drain time
+    assert set(served(port, 20)) == {"notes-c", "notes-d"}

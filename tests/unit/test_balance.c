@@ -164,6 +164,37 @@ static void every_policy_skips_unavailable_and_reports_empty(void)
     }
 }
 
+/* A retry away from the endpoint that just failed, even when the policy prefers it: p2c or
+ * least_conn between an idle failing endpoint and a busy good one keeps choosing the idle one
+ * (found under load in test_proxy_registry.py: three attempts on a killed instance, 503); keyed
+ * policies keep the key's endpoint. */
+static void a_retry_goes_to_another_endpoint_unless_the_policy_is_keyed(void)
+{
+    for (const keel_balance_policy_t *const *p = keel_balance_builtin; *p; p++) {
+        keel_balance_t b;
+        init(&b, *p, 8);
+        set_nodes(&b, 3, NULL, 2);
+        for (int i = 0; i < 7; i++)
+            keel_balance_start(&b, 0); /* endpoint 0 busy, endpoint 1 idle */
+        bool keyed =
+            *p == &keel_balance_hash_mod || *p == &keel_balance_ring || *p == &keel_balance_maglev;
+        for (uint64_t k = 0; k < 200; k++) {
+            uint32_t first = pick(&b, keel_mix64(k)), idx = UINT32_MAX;
+            KT_EQ_INT(keel_balance_pick_other(&b, keel_mix64(k), 0, first + 1, 3, &idx), 0);
+            if (keyed)
+                KT_EQ_INT(idx, first);
+            else if (idx == first)
+                KT_FAIL("%s: the retry went back to endpoint %u", (*p)->name, idx);
+            KT_EQ_INT(keel_balance_pick_other(&b, keel_mix64(k), 0, 0, 3, &idx), 0); /* none */
+        }
+        keel_balance_set_state(&b, 0, false, false); /* the only other one is out */
+        uint32_t idx;
+        KT_EQ_INT(keel_balance_pick_other(&b, 9, 0, 2, 3, &idx), 0);
+        KT_EQ_INT(idx, 1);
+        keel_balance_free(&b);
+    }
+}
+
 static void endpoint_updates_keep_inflight_counts_and_flags(void)
 {
     keel_balance_t b;
@@ -558,6 +589,7 @@ int main(void)
     KT_RUN(random_and_p2c_spread_evenly_over_a_million_picks);
     KT_RUN(p2c_sends_less_to_a_slow_endpoint_than_round_robin);
     KT_RUN(every_policy_skips_unavailable_and_reports_empty);
+    KT_RUN(a_retry_goes_to_another_endpoint_unless_the_policy_is_keyed);
     KT_RUN(endpoint_updates_keep_inflight_counts_and_flags);
     KT_RUN(hash_keeps_keys_of_healthy_endpoints_in_place);
     KT_RUN(ring_remaps_about_one_nth_on_join_and_leave);
