@@ -96,10 +96,11 @@ static bool slow_start_on(const keel_balance_t *b)
     return b->cfg.slow_start.window_ms > 0;
 }
 
-/* An endpoint that has just become available waits for the next pick's clock to start ramping. */
+/* An endpoint that has just become available waits for the next pick's clock to start ramping;
+ * not when no other endpoint is available to take the share it is spared. */
 static void ramp_begin(keel_balance_t *b, keel_balance_endpoint_t *e)
 {
-    if (!slow_start_on(b))
+    if (!slow_start_on(b) || b->avail_n == 0)
         return;
     if (e->ramp == KEEL_BALANCE_RAMP_NONE)
         b->ramp_n++;
@@ -195,7 +196,9 @@ int keel_balance_set_endpoints(keel_balance_t *b, const keel_balance_spec_t *spe
         } else {
             memset(e, 0, sizeof(*e));
             e->healthy = true;
-            e->ramp = slow_start_on(b) ? KEEL_BALANCE_RAMP_PENDING : KEEL_BALANCE_RAMP_NONE;
+            /* a first set (or one after every endpoint was out) has nobody to spare */
+            e->ramp = slow_start_on(b) && b->avail_n > 0 ? KEEL_BALANCE_RAMP_PENDING
+                                                         : KEEL_BALANCE_RAMP_NONE;
         }
         e->id = specs[i].id;
         e->weight = specs[i].weight;

@@ -84,10 +84,11 @@
  * rest goes to the others, for every key-less policy (round_robin,
  * weighted_rr, least_conn, p2c, random). When every available endpoint would
  * sit out, none does. An endpoint that turns UNAVAILABLE leaves its ramp;
- * coming back restarts it. Keyed policies (hash, ring, maglev: policy->keyed)
- * refuse slow start: it would move keys. Cost: O(available endpoints) a pick
- * while some endpoint ramps; none otherwise. Policies are not refreshed for a
- * pick's resting endpoints.
+ * coming back restarts it. An endpoint that becomes available while no other
+ * is (the first set, or the first back after all were out) does not ramp:
+ * nobody could take the share it would be spared. Keyed policies (hash, ring, maglev:
+ * policy->keyed) refuse slow start: it would move keys. Cost: O(available endpoints) a pick while
+ * some endpoint ramps; none otherwise. Policies are not refreshed for a pick's resting endpoints.
  *
  * Defaults (keel_balance_config_default): round_robin, endpoints_max 1024,
  * ring_vnodes 160 (ketama's figure), ring_weight_max 1 (ring points are

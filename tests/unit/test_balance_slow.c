@@ -45,9 +45,7 @@ static double share_at(keel_balance_t *b, uint32_t idx, int64_t now_ms)
 static void a_then_b(keel_balance_t *b, const keel_balance_policy_t *policy, uint32_t min_pct)
 {
     init_slow(b, policy, WINDOW_MS, min_pct);
-    set(b, 1);
-    share_at(b, 0, 0); /* a's own ramp starts at 0 */
-    share_at(b, 0, WINDOW_MS);
+    set(b, 1); /* the first endpoint: nobody beside it, so no ramp */
     KT_EQ_INT(b->ramp_n, 0);
     set(b, 2);
     KT_EQ_INT(b->ramp_n, 1);
@@ -191,12 +189,35 @@ static void ramping_endpoints_alone_still_answer(void)
 {
     keel_balance_t b;
     init_slow(&b, &keel_balance_round_robin, WINDOW_MS, 0);
-    set(&b, 2); /* both new, both at f = 0: every draw leaves them out, so neither is */
-    KT_NEAR(share_at(&b, 1, 0), 0.5, 0.0001);
+    set(&b, 1);
+    set(&b, 3); /* b and c ramp */
+    KT_EQ_INT(b.ramp_n, 2);
     keel_balance_set_state(&b, 0, false, false);
+    /* both at f = 0: every draw leaves them out, so neither is */
+    KT_NEAR(share_at(&b, 1, 0), 0.5, 0.0001);
+    keel_balance_set_state(&b, 2, false, false);
     KT_NEAR(share_at(&b, 1, 10), 1.0, 0.0001);
     for (uint32_t i = 0; i < b.n; i++)
         KT_CHECK(!b.ep[i].resting);
+    keel_balance_free(&b);
+}
+
+/* Nobody could take the share a ramp spares: the first endpoints, and the first back after all
+ * were out, take their full share at once. */
+static void an_endpoint_with_nobody_beside_it_does_not_ramp(void)
+{
+    keel_balance_t b;
+    init_slow(&b, &keel_balance_round_robin, WINDOW_MS, 10);
+    set(&b, 2);
+    KT_EQ_INT(b.ramp_n, 0);
+    KT_NEAR(share_at(&b, 1, 0), 0.5, 0.0001);
+    keel_balance_set_state(&b, 0, false, false);
+    keel_balance_set_state(&b, 1, false, true);
+    keel_balance_set_state(&b, 1, true, false); /* the first one back */
+    KT_EQ_INT(b.ramp_n, 0);
+    keel_balance_set_state(&b, 0, true, false); /* the second ramps */
+    KT_EQ_INT(b.ramp_n, 1);
+    KT_NEAR(share_at(&b, 0, 100), 0.1 / 1.1, 0.01);
     keel_balance_free(&b);
 }
 
@@ -238,6 +259,7 @@ int main(void)
     KT_RUN(a_zero_window_is_off);
     KT_RUN(every_key_less_policy_holds_a_new_endpoint_back);
     KT_RUN(ramping_endpoints_alone_still_answer);
+    KT_RUN(an_endpoint_with_nobody_beside_it_does_not_ramp);
     KT_RUN(keyed_policies_and_bad_settings_are_refused);
     return 0;
 }
