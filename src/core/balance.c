@@ -2,6 +2,7 @@
 #include "core/balance.h"
 
 #include <assert.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +15,9 @@ void keel_balance_config_default(keel_balance_config_t *cfg)
     cfg->ring_weight_max = 1;
     cfg->maglev_table_size = KEEL_MAGLEV_TABLE_SIZE_DEFAULT;
     cfg->seed = 1;
+    cfg->slow_start.window_ms = 0;
+    cfg->slow_start.min_pct = 10;
+    cfg->slow_start.aggression = 1000;
 }
 
 int keel_balance_config_validate(const keel_balance_config_t *cfg, keel_errmsg_t *msg)
@@ -24,6 +28,21 @@ int keel_balance_config_validate(const keel_balance_config_t *cfg, keel_errmsg_t
     if (cfg->endpoints_max == 0 || cfg->endpoints_max > KEEL_BALANCE_ENDPOINTS_MAX)
         return keel_errf(msg, KEEL_EINVAL, "endpoints_max must be in 1..%u",
                          KEEL_BALANCE_ENDPOINTS_MAX);
+    const keel_balance_slow_start_t *ss = &cfg->slow_start;
+    if (ss->window_ms < 0 || ss->window_ms > KEEL_BALANCE_SLOW_START_WINDOW_MAX_MS)
+        return keel_errf(msg, KEEL_EINVAL, "slow_start.window_ms must be in 0..%d",
+                         KEEL_BALANCE_SLOW_START_WINDOW_MAX_MS);
+    if (ss->window_ms > 0) {
+        if (p->keyed)
+            return keel_errf(msg, KEEL_EINVAL, "policy %s picks by key: no slow start", p->name);
+        if (ss->min_pct > 100)
+            return keel_errf(msg, KEEL_EINVAL, "slow_start.min_pct must be in 0..100");
+        if (ss->aggression < KEEL_BALANCE_SLOW_START_AGGRESSION_MIN ||
+            ss->aggression > KEEL_BALANCE_SLOW_START_AGGRESSION_MAX)
+            return keel_errf(msg, KEEL_EINVAL, "slow_start.aggression must be in %u..%u",
+                             KEEL_BALANCE_SLOW_START_AGGRESSION_MIN,
+                             KEEL_BALANCE_SLOW_START_AGGRESSION_MAX);
+    }
     return p->validate ? p->validate(cfg, msg) : 0;
 }
 
@@ -40,7 +59,9 @@ int keel_balance_init(keel_balance_t *b, const keel_balance_config_t *cfg, keel_
     b->ep = calloc(max, sizeof(*b->ep));
     b->scratch = calloc(max, sizeof(*b->scratch));
     b->avail = calloc(max, sizeof(*b->avail));
-    if (!b->ep || !b->scratch || !b->avail) {
+    if (cfg->slow_start.window_ms > 0)
+        b->avail_pick = calloc(max, sizeof(*b->avail_pick));
+    if (!b->ep || !b->scratch || !b->avail || (cfg->slow_start.window_ms > 0 && !b->avail_pick)) {
         err = keel_errf(msg, KEEL_ENOMEM, "balancer for %u endpoints", max);
         goto err_after_arrays;
     }
@@ -54,6 +75,7 @@ err_after_arrays:
     free(b->ep);
     free(b->scratch);
     free(b->avail);
+    free(b->avail_pick);
     memset(b, 0, sizeof(*b));
     return err;
 }
@@ -65,7 +87,55 @@ void keel_balance_free(keel_balance_t *b)
     free(b->ep);
     free(b->scratch);
     free(b->avail);
+    free(b->avail_pick);
     memset(b, 0, sizeof(*b));
+}
+
+static bool slow_start_on(const keel_balance_t *b)
+{
+    return b->cfg.slow_start.window_ms > 0;
+}
+
+/* An endpoint that has just become available waits for the next pick's clock to start ramping;
+ * not when no other endpoint is available to take the share it is spared. */
+static void ramp_begin(keel_balance_t *b, keel_balance_endpoint_t *e)
+{
+    if (!slow_start_on(b) || b->avail_n == 0)
+        return;
+    if (e->ramp == KEEL_BALANCE_RAMP_NONE)
+        b->ramp_n++;
+    e->ramp = KEEL_BALANCE_RAMP_PENDING;
+}
+
+static void ramp_end(keel_balance_t *b, keel_balance_endpoint_t *e)
+{
+    if (e->ramp != KEEL_BALANCE_RAMP_NONE)
+        b->ramp_n--;
+    e->ramp = KEEL_BALANCE_RAMP_NONE;
+}
+
+uint32_t keel_balance_slow_start_permille(const keel_balance_slow_start_t *ss, int64_t elapsed_ms)
+{
+    if (ss->window_ms <= 0 || elapsed_ms >= ss->window_ms)
+        return KEEL_BALANCE_PERMILLE;
+    if (elapsed_ms < 0)
+        elapsed_ms = 0;
+    double x = (double)elapsed_ms / (double)ss->window_ms; /* [0, 1) */
+    double f = ss->aggression == 1000 ? x : pow(x, 1000.0 / (double)ss->aggression);
+    uint32_t pm = (uint32_t)(f * KEEL_BALANCE_PERMILLE);
+    uint32_t floor_pm = ss->min_pct * (KEEL_BALANCE_PERMILLE / 100);
+    return pm < floor_pm ? floor_pm : pm;
+}
+
+uint32_t keel_balance_ramp_permille(const keel_balance_t *b, uint32_t idx, int64_t now_ms)
+{
+    assert(idx < b->n);
+    const keel_balance_endpoint_t *e = &b->ep[idx];
+    if (e->ramp == KEEL_BALANCE_RAMP_NONE)
+        return KEEL_BALANCE_PERMILLE;
+    if (e->ramp == KEEL_BALANCE_RAMP_PENDING)
+        return keel_balance_slow_start_permille(&b->cfg.slow_start, 0);
+    return keel_balance_slow_start_permille(&b->cfg.slow_start, now_ms - e->ramp_since_ms);
 }
 
 /* Recomputes the available list, then lets the policy follow (maglev rebuilds its table). */
@@ -126,6 +196,9 @@ int keel_balance_set_endpoints(keel_balance_t *b, const keel_balance_spec_t *spe
         } else {
             memset(e, 0, sizeof(*e));
             e->healthy = true;
+            /* a first set (or one after every endpoint was out) has nobody to spare */
+            e->ramp = slow_start_on(b) && b->avail_n > 0 ? KEEL_BALANCE_RAMP_PENDING
+                                                         : KEEL_BALANCE_RAMP_NONE;
         }
         e->id = specs[i].id;
         e->weight = specs[i].weight;
@@ -134,6 +207,9 @@ int keel_balance_set_endpoints(keel_balance_t *b, const keel_balance_spec_t *spe
     b->ep = b->scratch;
     b->scratch = t;
     b->n = n;
+    b->ramp_n = 0;
+    for (uint32_t i = 0; i < n; i++)
+        b->ramp_n += b->ep[i].ramp != KEEL_BALANCE_RAMP_NONE;
     refresh(b);
     return 0;
 }
@@ -144,8 +220,45 @@ void keel_balance_set_state(keel_balance_t *b, uint32_t idx, bool healthy, bool 
     bool before = keel_balance_available(b, idx);
     b->ep[idx].healthy = healthy;
     b->ep[idx].ejected = ejected;
-    if (before != keel_balance_available(b, idx))
-        refresh(b);
+    bool after = keel_balance_available(b, idx);
+    if (before == after)
+        return;
+    if (after)
+        ramp_begin(b, &b->ep[idx]);
+    else
+        ramp_end(b, &b->ep[idx]);
+    refresh(b);
+}
+
+/*
+ * Slow start before a pick: starts pending ramps at now_ms, ends finished ones, and draws which
+ * ramping endpoints sit this pick out. Their list (b->avail_pick) replaces b->avail for the pick;
+ * returns how many take part (b->avail_n when none rests).
+ */
+static uint32_t ramp_draw(keel_balance_t *b, int64_t now_ms)
+{
+    uint32_t taking = 0, resting = 0;
+    for (uint32_t k = 0; k < b->avail_n; k++) {
+        uint32_t i = b->avail[k];
+        keel_balance_endpoint_t *e = &b->ep[i];
+        if (e->ramp == KEEL_BALANCE_RAMP_PENDING) {
+            e->ramp = KEEL_BALANCE_RAMP_ON;
+            e->ramp_since_ms = now_ms;
+        }
+        if (e->ramp == KEEL_BALANCE_RAMP_ON) {
+            uint32_t pm = keel_balance_ramp_permille(b, i, now_ms);
+            if (pm >= KEEL_BALANCE_PERMILLE)
+                ramp_end(b, e);
+            else if (keel_rand_below(&b->rand, KEEL_BALANCE_PERMILLE) >= pm)
+                e->resting = true, resting++;
+        }
+        if (!e->resting)
+            b->avail_pick[taking++] = i;
+    }
+    if (taking == 0) /* every available endpoint would sit out: none does */
+        for (uint32_t k = 0; k < b->avail_n; k++)
+            b->ep[b->avail[k]].resting = false;
+    return resting == 0 || taking == 0 ? b->avail_n : taking;
 }
 
 int keel_balance_pick(keel_balance_t *b, uint64_t key_hash, int64_t now_ms, uint32_t *idx)
@@ -153,8 +266,24 @@ int keel_balance_pick(keel_balance_t *b, uint64_t key_hash, int64_t now_ms, uint
     if (b->avail_n == 0)
         return KEEL_EEMPTY;
     keel_balance_ctx_t ctx = {.key_hash = key_hash, .now_ms = now_ms, .rand = &b->rand};
+    if (b->ramp_n == 0) {
+        uint32_t i = b->policy->pick(b->data, b, &ctx);
+        assert(i < b->n && keel_balance_available(b, i)); /* a policy that breaks this is a bug */
+        *idx = i;
+        return 0;
+    }
+    uint32_t taking = ramp_draw(b, now_ms);
+    uint32_t *all = b->avail, all_n = b->avail_n;
+    if (taking < all_n) {
+        b->avail = b->avail_pick;
+        b->avail_n = taking;
+    }
     uint32_t i = b->policy->pick(b->data, b, &ctx);
-    assert(i < b->n && keel_balance_available(b, i)); /* a policy that breaks this is a bug */
+    assert(i < b->n && keel_balance_available(b, i));
+    b->avail = all;
+    b->avail_n = all_n;
+    for (uint32_t k = 0; k < all_n; k++)
+        b->ep[all[k]].resting = false;
     *idx = i;
     return 0;
 }

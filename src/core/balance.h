@@ -65,18 +65,55 @@
  * maglev, M); no call allocates afterwards. Randomness comes from the
  * balancer's own PRNG, seeded from cfg.seed and lent to the policy per pick.
  *
+ * Slow start (cfg.slow_start, off while window_ms is 0; Envoy's
+ * slow_start_config): an endpoint that becomes AVAILABLE (a new id in
+ * set_endpoints(), or set_state() from UNAVAILABLE) ramps up over window_ms
+ * instead of taking its full share at once, so a cold instance is not
+ * flooded. Its ramp starts at the first keel_balance_pick() after that, with
+ * that pick's now_ms (the core reads no clock; an endpoint that comes back
+ * while no request flows starts its ramp when requests do). While it ramps,
+ * it takes part in each pick with probability
+ *
+ *   f(t) = max(min_pct / 100, (t / window_ms) ^ (1000 / aggression))
+ *
+ * (t: ms since its ramp started; aggression in thousandths, 1000 = linear,
+ * more = faster early): before the policy picks, every ramping endpoint is
+ * drawn from the balancer's PRNG and sits the pick out (keel_balance_available()
+ * is false for it, and it is left out of b->avail) unless the draw falls under
+ * f(t). So it gets about f(t) of the share the policy would give it, and the
+ * rest goes to the others, for every key-less policy (round_robin,
+ * weighted_rr, least_conn, p2c, random). When every available endpoint would
+ * sit out, none does. An endpoint that turns UNAVAILABLE leaves its ramp;
+ * coming back restarts it. An endpoint that becomes available while no other
+ * is (the first set, or the first back after all were out) does not ramp:
+ * nobody could take the share it would be spared. Keyed policies (hash, ring, maglev:
+ * policy->keyed) refuse slow start: it would move keys. Cost: O(available endpoints) a pick while
+ * some endpoint ramps; none otherwise. Policies are not refreshed for a pick's resting endpoints.
+ *
  * Defaults (keel_balance_config_default): round_robin, endpoints_max 1024,
  * ring_vnodes 160 (ketama's figure), ring_weight_max 1 (ring points are
- * reserved for weight <= this), maglev_table_size 65537, seed 1.
+ * reserved for weight <= this), maglev_table_size 65537, seed 1; slow start
+ * off (window_ms 0), min_pct 10 (Envoy's min_weight_percent), aggression 1000.
  */
 
 #define KEEL_BALANCE_ENDPOINTS_MAX 65536u
 #define KEEL_BALANCE_WEIGHT_MAX 1000u
 #define KEEL_BALANCE_HASH_TRIES 20u
 #define KEEL_BALANCE_POLICY_NAME_BYTES_MAX 32u
+#define KEEL_BALANCE_SLOW_START_WINDOW_MAX_MS 3600000 /* one hour */
+#define KEEL_BALANCE_SLOW_START_AGGRESSION_MIN 100u   /* thousandths: 0.1 */
+#define KEEL_BALANCE_SLOW_START_AGGRESSION_MAX 10000u /* thousandths: 10 */
+#define KEEL_BALANCE_PERMILLE 1000u
 
 typedef struct keel_balance keel_balance_t;
 typedef struct keel_balance_policy keel_balance_policy_t;
+
+/* Slow start (above). */
+typedef struct keel_balance_slow_start {
+    int64_t window_ms;   /* 0: off; <= KEEL_BALANCE_SLOW_START_WINDOW_MAX_MS */
+    uint32_t min_pct;    /* 0..100: the share, in percent of its full one, at the ramp's start */
+    uint32_t aggression; /* thousandths, KEEL_BALANCE_SLOW_START_AGGRESSION_MIN..MAX */
+} keel_balance_slow_start_t;
 
 typedef struct keel_balance_config {
     const keel_balance_policy_t *policy; /* borrowed; must outlive the balancer */
@@ -86,6 +123,7 @@ typedef struct keel_balance_config {
     uint32_t ring_weight_max;   /* ring only; <= KEEL_BALANCE_WEIGHT_MAX */
     uint32_t maglev_table_size; /* maglev only */
     uint64_t seed;
+    keel_balance_slow_start_t slow_start;
 } keel_balance_config_t;
 
 /* What the caller supplies for each endpoint. */
@@ -100,7 +138,13 @@ typedef struct keel_balance_endpoint {
     uint32_t inflight;   /* requests started and not done */
     int64_t policy_word; /* the policy's own per-endpoint state (smooth WRR: current weight) */
     bool healthy, ejected;
+    bool resting;          /* sits out the pick in progress (slow start); false between picks */
+    uint8_t ramp;          /* KEEL_BALANCE_RAMP_* */
+    int64_t ramp_since_ms; /* KEEL_BALANCE_RAMP_ON: when its ramp started */
 } keel_balance_endpoint_t;
+
+/* An endpoint's slow start: none (full share), waiting for the first pick's clock, ramping. */
+enum { KEEL_BALANCE_RAMP_NONE, KEEL_BALANCE_RAMP_PENDING, KEEL_BALANCE_RAMP_ON };
 
 /* What a policy is given for one pick. */
 typedef struct keel_balance_ctx {
@@ -142,6 +186,7 @@ typedef struct keel_balance_result {
  */
 struct keel_balance_policy {
     const char *name; /* for config files: [a-z0-9_], < KEEL_BALANCE_POLICY_NAME_BYTES_MAX */
+    bool keyed;       /* picks by the request's key (hash, ring, maglev): no slow start */
     int (*validate)(const keel_balance_config_t *cfg, keel_errmsg_t *msg);
     int (*init)(const keel_balance_config_t *cfg, void **data, keel_errmsg_t *msg);
     void (*free)(void *data);
@@ -164,6 +209,8 @@ struct keel_balance {
     uint32_t n;
     uint32_t *avail; /* indexes of available endpoints, in index order */
     uint32_t avail_n;
+    uint32_t *avail_pick; /* slow start: the available endpoints that take part in a pick */
+    uint32_t ramp_n;      /* endpoints whose ramp is PENDING or ON */
     keel_rand_t rand;
 };
 
@@ -231,8 +278,17 @@ void keel_balance_report(keel_balance_t *b, uint32_t idx, const keel_balance_res
 
 static inline bool keel_balance_available(const keel_balance_t *b, uint32_t idx)
 {
-    return b->ep[idx].healthy && !b->ep[idx].ejected;
+    return b->ep[idx].healthy && !b->ep[idx].ejected && !b->ep[idx].resting;
 }
+
+/*
+ * Slow start's f(t) in thousandths (KEEL_BALANCE_PERMILLE is the full share)
+ * for an endpoint whose ramp started elapsed_ms ago (negative counts as 0):
+ * KEEL_BALANCE_PERMILLE when ss->window_ms is 0 or elapsed_ms >= window_ms.
+ */
+uint32_t keel_balance_slow_start_permille(const keel_balance_slow_start_t *ss, int64_t elapsed_ms);
+/* f(t) of endpoint idx at now_ms (KEEL_BALANCE_PERMILLE when it is not ramping). */
+uint32_t keel_balance_ramp_permille(const keel_balance_t *b, uint32_t idx, int64_t now_ms);
 
 /* a carries less load per unit of weight than x: a.inflight/a.w < x.inflight/x.w */
 static inline bool keel_balance_lighter(const keel_balance_endpoint_t *a,

@@ -20,6 +20,7 @@ static uint32_t pick_hash(void *data, keel_balance_t *b, const keel_balance_ctx_
 
 const keel_balance_policy_t keel_balance_hash_mod = {
     .name = "hash",
+    .keyed = true,
     .pick = pick_hash,
 };
 
@@ -108,6 +109,7 @@ static uint32_t pick_ring(void *data, keel_balance_t *b, const keel_balance_ctx_
 
 const keel_balance_policy_t keel_balance_ring = {
     .name = "ring",
+    .keyed = true,
     .validate = ring_validate,
     .init = ring_init,
     .free = ring_free,
@@ -184,6 +186,7 @@ static uint32_t pick_maglev(void *data, keel_balance_t *b, const keel_balance_ct
 
 const keel_balance_policy_t keel_balance_maglev = {
     .name = "maglev",
+    .keyed = true,
     .validate = maglev_validate,
     .init = maglev_init,
     .free = maglev_free,

@@ -90,7 +90,9 @@ static uint32_t pick_least_conn(void *data, keel_balance_t *b, const keel_balanc
 {
     (void)ctx;
     cursor_t *c = data;
-    uint32_t start = cursor_take(c, b->avail_n);
+    /* not cursor_take(): avail_n changes from pick to pick while an endpoint ramps up (slow
+     * start), and wrapping at a count of 1 would send every rotation back to the first */
+    uint32_t start = c->next++ % b->avail_n;
     uint32_t best = b->avail[start];
     for (uint32_t k = 1; k < b->avail_n; k++) {
         uint32_t i = b->avail[(start + k) % b->avail_n];

@@ -138,6 +138,12 @@ typedef struct keel_proxy_cluster {
     uint32_t outlier_sr_stdev_factor; /* thousandths; 0: no success-rate ejection */
     uint32_t outlier_sr_minimum_hosts, outlier_sr_request_volume;
     keel_proxy_health_t health;
+    /* slow start (core/balance.h): a host that joins or comes back ramps up over window_ms */
+    bool slow_start_enabled;
+    keel_ms_t slow_start_window_ms; /* 0: off */
+    uint32_t slow_start_min_weight_pct;
+    uint32_t slow_start_aggression; /* thousandths; 1000: linear */
+    int slow_start_line;            /* of the section, for errors found once the cluster is read */
 } keel_proxy_cluster_t;
 
 typedef enum keel_proxy_path_kind {

@@ -177,6 +177,23 @@ static void cluster_health(ctx_t *c, yaml_node_t *v, void *base)
     keel__cfg_load_health(c, v, &((keel_proxy_cluster_t *)base)->health);
 }
 
+static void cluster_slow_start(ctx_t *c, yaml_node_t *v, void *base)
+{
+    static const field_t f[] = {
+        {"enabled", F_BOOL, offsetof(keel_proxy_cluster_t, slow_start_enabled), 0, 0, NULL},
+        {"window_ms", F_MS, offsetof(keel_proxy_cluster_t, slow_start_window_ms), 0,
+         KEEL_BALANCE_SLOW_START_WINDOW_MAX_MS, NULL},
+        {"min_weight_pct", F_U32, offsetof(keel_proxy_cluster_t, slow_start_min_weight_pct), 0, 100,
+         NULL},
+        {"aggression", F_U32, offsetof(keel_proxy_cluster_t, slow_start_aggression),
+         KEEL_BALANCE_SLOW_START_AGGRESSION_MIN, KEEL_BALANCE_SLOW_START_AGGRESSION_MAX, NULL},
+    };
+    keel_proxy_cluster_t *cl = base;
+    cl->slow_start_enabled = true;
+    cl->slow_start_line = line_of(v);
+    keel__cfg_load_fields(c, v, f, N(f), base, "slow_start");
+}
+
 static void cluster_service(ctx_t *c, yaml_node_t *v, void *base)
 {
     keel__cfg_to_reg_name(c, v, "service", &((keel_proxy_cluster_t *)base)->service);
@@ -201,6 +218,7 @@ static const field_t cluster_fields[] = {
     {"circuit_breaker", F_FN, 0, 0, 0, cluster_breaker},
     {"outlier_detection", F_FN, 0, 0, 0, cluster_outlier},
     {"health_check", F_FN, 0, 0, 0, cluster_health},
+    {"slow_start", F_FN, 0, 0, 0, cluster_slow_start},
 };
 
 static void cluster_default(keel_proxy_cluster_t *cl)
@@ -229,6 +247,9 @@ static void cluster_default(keel_proxy_cluster_t *cl)
     cl->breaker_slow_call_rate_pct = 0;
     cl->breaker_slow_call_ms = 60000;
     keel__cfg_health_default(&cl->health);
+    cl->slow_start_window_ms = 30000;
+    cl->slow_start_min_weight_pct = 10; /* Envoy's min_weight_percent */
+    cl->slow_start_aggression = 1000;
 }
 
 static void load_cluster(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
@@ -252,6 +273,13 @@ static void load_cluster(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
             ERR(c, item, "cluster '%s' is defined twice", cl->name);
     if (cl->balance == NULL)
         cl->balance = strdup(cl->hash_on != KEEL_PROXY_HASH_NONE ? "ring" : "round_robin");
+    const keel_balance_policy_t *pol;
+    if (cl->slow_start_enabled && cl->slow_start_window_ms > 0 && cl->balance &&
+        keel_balance_policy_find(cl->balance, NULL, 0, &pol, NULL) == 0 && pol->keyed)
+        keel__cfg_errl(c, cl->slow_start_line,
+                       "slow_start: balance %s picks hosts by key, and a ramp would move keys; "
+                       "slow start needs round_robin, weighted_rr, least_conn, p2c or random",
+                       cl->balance);
 }
 
 void keel__cfg_top_clusters(ctx_t *c, yaml_node_t *v, void *base)

@@ -30,6 +30,7 @@ static void admin_clusters(keel_http_req_t *req, void *data)
         keel__pcluster_t *cl = gen->clusters[c];
         json_t *hosts = json_array();
         keel__cl_lock(cl);
+        keel_ms_t now = keel__shared_now(&cl->now_max_ms, keel_loop_now_ms(p->loop));
         for (uint32_t i = 0; i < cl->hosts_n; i++) {
             keel__phost_t *h = &cl->hosts[i];
             if (h->gone)
@@ -37,15 +38,17 @@ static void admin_clusters(keel_http_req_t *req, void *data)
             uint64_t idle = 0; /* over every worker's pool */
             for (uint32_t w = 0; w < p->workers_n; w++)
                 idle += __atomic_load_n(&h->pools[w].idle_count, __ATOMIC_RELAXED);
-            json_array_append_new(
-                hosts,
-                json_pack("{s:s, s:i, s:b, s:b, s:b, s:I, s:I, s:I, s:I}", "address", h->address,
-                          "weight", (int)h->weight, "healthy", h->healthy, "ejected",
-                          cl->lb.ep[i].ejected, "available", keel_balance_available(&cl->lb, i),
-                          "active_requests", (json_int_t)h->active, "connections",
-                          (json_int_t)__atomic_load_n(&h->conns, __ATOMIC_RELAXED),
-                          "idle_connections", (json_int_t)idle, "ejections",
-                          (json_int_t)h->ejections));
+            json_t *ho = json_pack(
+                "{s:s, s:i, s:b, s:b, s:b, s:I, s:I, s:I, s:I}", "address", h->address, "weight",
+                (int)h->weight, "healthy", h->healthy, "ejected", cl->lb.ep[i].ejected, "available",
+                keel_balance_available(&cl->lb, i), "active_requests", (json_int_t)h->active,
+                "connections", (json_int_t)__atomic_load_n(&h->conns, __ATOMIC_RELAXED),
+                "idle_connections", (json_int_t)idle, "ejections", (json_int_t)h->ejections);
+            if (ho != NULL && cl->cfg->slow_start_enabled) /* its ramp's f(t); 100 when over */
+                json_object_set_new(ho, "slow_start_pct",
+                                    json_integer(keel_balance_ramp_permille(&cl->lb, i, now) /
+                                                 (KEEL_BALANCE_PERMILLE / 100)));
+            json_array_append_new(hosts, ho);
         }
         char bs[24] = "disabled"; /* the state's name in lower case, as JSON values go */
         if (cl->cfg->breaker_enabled) {

@@ -183,6 +183,7 @@ bool keel__cluster_same(const keel_proxy_cluster_t *a, const keel_proxy_cluster_
     x.health.path = y.health.path = NULL;
     x.service = y.service = x.tag = y.tag = x.registry = y.registry = NULL;
     x.line = y.line = 0;
+    x.slow_start_line = y.slow_start_line = 0;
     for (uint32_t i = 0; i < KEEL_PROXY_HOSTS_MAX; i++)
         x.hosts[i].address = y.hosts[i].address = NULL;
     return memcmp(&x, &y, sizeof(x)) == 0;
@@ -464,6 +465,11 @@ static int cluster_setup(keel_proxy_t *p, keel__pcluster_t *cl, keel_errmsg_t *m
     bc.endpoints_max = cl->hosts_cap;
     bc.ring_weight_max = weight_max;
     bc.seed = keel_rand_u64(&p->rand);
+    if (c->slow_start_enabled) {
+        bc.slow_start.window_ms = c->slow_start_window_ms;
+        bc.slow_start.min_pct = c->slow_start_min_weight_pct;
+        bc.slow_start.aggression = c->slow_start_aggression;
+    }
     int rc = keel_balance_init(&cl->lb, &bc, msg);
     if (rc != 0)
         return rc;

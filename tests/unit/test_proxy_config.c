@@ -408,6 +408,62 @@ static void loads_service_clusters_fed_by_the_registry(void)
     KT_CHECK(has_error(3, "'service' needs a top-level 'registry'"));
 }
 
+static void loads_slow_start_and_refuses_it_where_it_cannot_work(void)
+{
+    static const char ok[] =
+        "listeners: [{address: 127.0.0.1:1}]\n"
+        "clusters:\n"
+        "  - {name: a, hosts: [127.0.0.1:2], slow_start: {window_ms: 5000, min_weight_pct: 20}}\n"
+        "  - {name: b, hosts: [127.0.0.1:3], balance: p2c, slow_start: {aggression: 2000}}\n"
+        "  - {name: c, hosts: [127.0.0.1:4]}\n"
+        "  - {name: d, hosts: [127.0.0.1:5], balance: ring, slow_start: {enabled: false}}\n"
+        "routes:\n"
+        "  - {match: {prefix: /}, cluster: a}\n";
+    if (parse(ok) != 0) {
+        dump_errors();
+        KT_FAIL("slow_start refused");
+    }
+    const keel_proxy_cluster_t *a = &cfg.clusters[0], *b = &cfg.clusters[1], *c = &cfg.clusters[2];
+    KT_CHECK(a->slow_start_enabled);
+    KT_EQ_INT(a->slow_start_window_ms, 5000);
+    KT_EQ_INT(a->slow_start_min_weight_pct, 20);
+    KT_EQ_INT(a->slow_start_aggression, 1000);
+    KT_CHECK(b->slow_start_enabled);
+    KT_EQ_INT(b->slow_start_window_ms, 30000); /* defaults */
+    KT_EQ_INT(b->slow_start_min_weight_pct, 10);
+    KT_EQ_INT(b->slow_start_aggression, 2000);
+    KT_CHECK(!c->slow_start_enabled);
+    KT_CHECK(!cfg.clusters[3].slow_start_enabled);
+    keel_proxy_config_free(&cfg);
+    static const char bad[] = "listeners: [{address: 127.0.0.1:1}]\n"                  /* 1 */
+                              "clusters:\n"                                            /* 2 */
+                              "  - name: a\n"                                          /* 3 */
+                              "    hosts: [127.0.0.1:2]\n"                             /* 4 */
+                              "    slow_start:\n"                                      /* 5 */
+                              "      window_ms: 3600001\n"                             /* 6 */
+                              "      min_weight_pct: 101\n"                            /* 7 */
+                              "      aggression: 0\n"                                  /* 8 */
+                              "      ramp: fast\n"                                     /* 9 */
+                              "  - name: b\n"                                          /* 10 */
+                              "    hosts: [127.0.0.1:3]\n"                             /* 11 */
+                              "    slow_start: {window_ms: 1000}\n"                    /* 12 */
+                              "    hash_on: source_address\n"                          /* 13 */
+                              "  - {name: c, hosts: [127.0.0.1:4], slow_start: 5}\n"   /* 14 */
+                              "  - {name: d, hosts: [127.0.0.1:5], balance: maglev,\n" /* 15 */
+                              "     slow_start: {window_ms: 0}}\n";                    /* 16 */
+    KT_EQ_INT(parse(bad), KEEL_EINVAL);
+    KT_CHECK(has_error(6, "window_ms"));
+    KT_CHECK(has_error(7, "min_weight_pct"));
+    KT_CHECK(has_error(8, "aggression"));
+    KT_CHECK(has_error(9, "unknown key 'ramp'"));
+    KT_CHECK(has_error(12, "balance ring picks hosts by key"));
+    KT_CHECK(has_error(14, "slow_start"));
+    if (errs.count != 6) { /* window_ms 0 is off: fine with maglev */
+        dump_errors();
+        KT_FAIL("%u errors", errs.count);
+    }
+}
+
 static void loads_a_sidecar_section_and_listener_matches(void)
 {
     static const char ok[] = "listeners:\n"
@@ -524,5 +580,6 @@ int main(void)
     KT_RUN(loads_the_retry_buffer_and_idempotency_header);
     KT_RUN(loads_workers_and_refuses_a_count_out_of_range);
     KT_RUN(loads_a_sidecar_section_and_listener_matches);
+    KT_RUN(loads_slow_start_and_refuses_it_where_it_cannot_work);
     return kt_done();
 }
