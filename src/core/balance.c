@@ -295,8 +295,7 @@ int keel_balance_pick_other(keel_balance_t *b, uint64_t key_hash, int64_t now_ms
     for (int k = 0; rc == 0 && avoid_1 == *idx + 1 && b->avail_n > 1 && k < repicks; k++)
         rc = keel_balance_pick(b, key_hash, now_ms, idx);
     const keel_balance_policy_t *p = b->policy;
-    if (rc != 0 || avoid_1 != *idx + 1 || b->avail_n < 2 || p == &keel_balance_hash_mod ||
-        p == &keel_balance_ring || p == &keel_balance_maglev)
+    if (rc != 0 || avoid_1 != *idx + 1 || b->avail_n < 2 || p->keyed)
         return rc;
     uint32_t best = b->n;
     for (uint32_t i = 0; i < b->n; i++)

@@ -267,7 +267,8 @@ int keel_balance_pick(keel_balance_t *b, uint64_t key_hash, int64_t now_ms, uint
  * 0: none, a plain pick): the policy is asked again up to `repicks` times (Envoy's
  * previous_hosts predicate), and if it keeps choosing that endpoint - a load-aware choice
  * between two prefers the failing one, which holds no requests - the lightest other available
- * endpoint. A keyed policy (hash, ring, maglev) keeps the key's endpoint. 0 or KEEL_EEMPTY.
+ * endpoint. A keyed policy (policy->keyed: hash, ring, maglev) keeps the key's endpoint. 0 or
+ * KEEL_EEMPTY.
  */
 int keel_balance_pick_other(keel_balance_t *b, uint64_t key_hash, int64_t now_ms, uint32_t avoid_1,
                             int repicks, uint32_t *idx);
