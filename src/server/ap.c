@@ -119,9 +119,9 @@ static void on_tick(keel_timer_t *t, void *data)
             continue;
         if (o->slot) {
             keel_counter_inc(ap->m_noquorum);
-            keel_resp_write_errorf(keel_resp_deferred_out(o->slot),
-                                   "NOQUORUM %d of %d replicas answered in %d ms", o->answered_n,
-                                   o->need, AP_TIMEOUT_MS);
+            keel_resp_write_errorf(
+                keel_resp_deferred_out(o->slot), "NOQUORUM %d of %d replicas answered in %d ms",
+                o->is_read ? o->answered_n : keel__ap_homes_stored(o), o->need, AP_TIMEOUT_MS);
             keel_resp_deferred_done(o->slot, 0);
             o->slot = NULL;
         }

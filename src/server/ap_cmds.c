@@ -178,10 +178,12 @@ static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
     op->val = val;
     uint32_t down = 0;
     for (int i = 0; i < nh; i++) {
+        op->for_home[op->asked_n] = i;
         op->asked[op->asked_n++] = homes[i];
         if (homes[i] == me) {
             op->answered[op->answered_n++] = me; /* stored durably above */
             op->covered |= 1u << i;
+            op->stored |= 1u << i;
         } else {
             keel_apmsg_t m = {.type = KEEL_APMSG_WRITE,
                               .req = op->req,
@@ -196,7 +198,7 @@ static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
     for (int i = 0; i < nh; i++) /* before any acknowledgement, as go_sloppy */
         if ((down & (1u << i)) && keel__ap_stand_in(ap, op, i))
             return 0;
-    if (op->slot && op->answered_n >= op->need)
+    if (op->slot && keel__ap_homes_stored(op) >= op->need)
         keel__ap_answer_write(op);
     if (!op->slot && keel__ap_write_settled(op))
         keel__ap_op_free(ap, op);

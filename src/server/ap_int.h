@@ -33,7 +33,10 @@
  *   not acknowledged within AP_FALLBACK_MS, gets a stand-in: the next node of the key's
  *   preference list after the homes (core/applace), sent HINTED_WRITE naming the home.
  *   The fallback stores the state and the hint durably (runtime/apstore, one fdatasync)
- *   before it ACKs, and its ACK counts toward W. Each fallback stands in for one home.
+ *   before it ACKs, and its ACK counts toward W for that home. Each fallback stands in
+ *   for one home, and W counts homes, not answers: a home whose ACK comes after its
+ *   stand-in's counts once (both copies are that home's; the stand-in's is handed to it
+ *   and then held by no home but it).
  * - Hinted handoff: every AP_HANDOFF_INTERVAL_MS a node sends up to AP_HANDOFF_BATCH of
  *   its hinted keys' current states to their homes (HANDOFF, carrying the hint's
  *   version); the home stores it durably and answers HANDOFF_ACK; only then is the hint
@@ -84,8 +87,10 @@ typedef struct ap_op {
     uint64_t fallbacks[AP_REPLICAS_MAX]; /* writes: the preference list after the homes */
     int fallbacks_n, fallbacks_used;
     uint64_t asked[AP_ASKED_MAX]; /* writes: every node that holds (or was sent) it */
+    int for_home[AP_ASKED_MAX];   /* writes: the home index asked[j] stores the copy of */
     int asked_n;
     uint32_t covered; /* writes: bit i: home i answered or has a stand-in */
+    uint32_t stored;  /* writes: bit i: home i or its stand-in stored it (what W counts) */
     int sloppy_done;  /* writes: the silent homes got their stand-ins */
     keel_ms_t sloppy_ms;
     keel_buf_t val; /* writes: the state sent (core/apval encoding) */
@@ -142,6 +147,11 @@ int keel__ap_is_home(const ap_op_t *o, uint64_t id);
 int keel__ap_was_asked(const ap_op_t *o, uint64_t id);
 int keel__ap_answered(const ap_op_t *o, uint64_t id);
 void keel__ap_answer_write(ap_op_t *o);
+/* The homes whose copy of a write is stored, each once: by the home itself or its stand-in. */
+static inline int keel__ap_homes_stored(const ap_op_t *o)
+{
+    return __builtin_popcount(o->stored);
+}
 void keel__ap_read_repair(ap_t *ap, ap_op_t *o);
 void keel__ap_read_got(ap_t *ap, ap_op_t *o, uint64_t from, const keel_apval_t *v);
 int keel__ap_write_settled(const ap_op_t *o);

@@ -5,6 +5,8 @@ acknowledged write lost across kills, restarts and a wiped data directory.
 
 import random
 import shutil
+import signal
+import threading
 import time
 
 import pytest
@@ -138,6 +140,43 @@ def test_only_the_hints_hold_a_write_whose_homes_are_all_gone_and_they_bring_it_
     assert sum(metric(cl.node(f), "keel_ap_hints_delivered_total") for f in fbs) >= 2
     a.start()
     eventually(lambda: get(a.client(), key, "R", "ALL")[2] == [b"only"])
+
+
+def test_a_home_and_its_own_stand_in_count_once_toward_w(make_cluster):
+    """W counts homes, not answers: a home that answers after its stand-in stored its copy
+    adds nothing (apsim seed 12914 lost a W=2 write acknowledged that way: the stand-in's
+    copy went to the home, which then lost its disk, and no other home ever had it)."""
+    cl = make_cluster(5)
+    c0 = cl.nodes[0].client()
+    all_connected(cl)
+    key, homes, fbs = key_with(c0, lambda h, f: True, "hs")
+    coord, other = cl.node(fbs[0]), cl.node(fbs[1])  # the coordinator is the first fallback
+    first = cl.node(homes[0])
+    paused = [cl.node(h) for h in homes] + [other]
+    for nd in paused:  # connections stay open: the writes are sent and go unanswered
+        nd.proc.send_signal(signal.SIGSTOP)
+    out = {}
+
+    def write():
+        try:
+            out["r"] = ap(coord.client(), "KEEL.AP.PUT", key, "v", "W", "QUORUM")
+        except redis.ResponseError as e:
+            out["r"] = str(e)
+
+    try:
+        t = threading.Thread(target=write)
+        t.start()
+        # after AP_FALLBACK_MS (300) the coordinator stands in for the first home itself (a
+        # hint), the other fallback (paused) for the second; then the first home answers
+        time.sleep(0.6)
+        first.proc.send_signal(signal.SIGCONT)
+        t.join(timeout=10)
+    finally:
+        for nd in paused:
+            nd.proc.send_signal(signal.SIGCONT)
+    assert "NOQUORUM 1 of 2 replicas answered" in str(out.get("r")), out
+    # not acknowledged, but stored: it reaches every home
+    eventually(lambda: get(c0, key, "R", "ALL")[2] == [b"v"], timeout_s=HANDOFF_BOUND_S)
 
 
 def test_anti_entropy_refills_a_node_that_lost_its_data_in_a_5_node_cluster(make_cluster):

@@ -24,8 +24,9 @@
  *   history stays contiguous), sends the new state to the key's N = 3 homes,
  *   and after a timeout sends it to fallbacks on the ring with a hint naming
  *   each home that did not answer (sloppy quorum). It acknowledges once W
- *   replicas (homes, or fallbacks holding a hint) stored it, and fails after
- *   a second timeout with the count it reached.
+ *   homes' copies are stored (by the home, or by a fallback holding a hint
+ *   for it; a home and its stand-in count once), and fails after a second
+ *   timeout with the count it reached.
  * - reads: ask the homes, answer with the merge of the first R replies (its
  *   siblings and context), then read-repair every replier whose state
  *   differs from the merge.
@@ -36,7 +37,9 @@
  *   own and both push the keys in the differing ranges.
  *
  * In half of the seeds a sixth node joins the ring mid-run: every node rebuilds its
- * shared-range trees, and anti-entropy moves the new home's ranges to it.
+ * shared-range trees, and anti-entropy moves the new home's ranges to it; a node that
+ * stops being a home hands its keys to the new homes as hints, and so does a node that
+ * gets a key (a write or a handoff) meant for it as a home under the old ring.
  *
  * The network loses, delays (hence reorders) and duplicates messages and is
  * partitioned at random; nodes crash and restart, and sometimes lose their
@@ -50,14 +53,14 @@
  * sum of acknowledged increments plus possibly some that failed, never
  * fewer); every hint was delivered; the homes of every key converged.
  *
- * Usage: test_apsim [--seeds A..B] [--break overwrite|no-hints|counter-replace|no-stream]
- * [--expect-failure]
- * [-v]
+ * Usage: test_apsim [--seeds A..B]
+ * [--break overwrite|no-hints|counter-replace|no-stream|count-answers] [--expect-failure] [-v]
  * --break breaks a rule on purpose, to show the checker bites: "overwrite" makes a write
  * replace whatever the coordinator holds (last writer wins), "no-hints" makes fallbacks
  * forget the home they stand in for (so nothing is handed off), "counter-replace" makes a
  * replica take a peer's counter state instead of merging it, "no-stream" makes a node that
- * stops being a key's home on a ring change keep the key to itself.
+ * stops being a key's home on a ring change keep the key to itself, "count-answers" makes the
+ * coordinator count answers toward W, so a home and its own stand-in count twice.
  * Each seed reproduces its run exactly; a failure prints the seed.
  */
 
@@ -111,6 +114,9 @@ typedef struct op {
     uint64_t cum; /* INCR: the actor's count after it (P or N side) */
     uint64_t actor;
     uint32_t ackers, home_ackers, asked, replied;
+    uint32_t covered; /* writes: the homes whose copy is stored, by the home or its stand-in */
+    uint32_t held;    /* writes: the same, as the replicas stored it (the checker's record) */
+    int held_at_ack;  /* writes: homes in held when the write was acknowledged */
     uint64_t digest[NODES];
     keel_apobj_t rd;
     keel_pncounter_t rc;
@@ -149,7 +155,7 @@ typedef struct sim {
     keel_vv_t client_ctx[CLIENTS][NK];
     int client_has_ctx[CLIENTS][NK];
     uint64_t wiped_at[NODES]; /* last wipe time + 1, 0: never */
-    int brk_overwrite, brk_no_hints, brk_counter_replace, brk_no_stream, verbose;
+    int brk_overwrite, brk_no_hints, brk_counter_replace, brk_no_stream, brk_count_answers, verbose;
     char fail[512];
     uint64_t stat_writes_checked, stat_incrs_checked, stat_reads_checked, stat_exempt, stat_acked,
         stat_failed, stat_repairs, stat_handoffs, stat_ae_keys, stat_siblings;
@@ -333,6 +339,7 @@ static void op_reply(sim_t *s, op_t *o, int ok)
     if (o->done)
         return;
     o->done = 1, o->ok = ok, o->end = s->now;
+    o->held_at_ack = __builtin_popcount(o->held);
     if (ok)
         s->stat_acked++;
     else
@@ -346,10 +353,18 @@ static void op_reply(sim_t *s, op_t *o, int ok)
     ev_push(s, ev_new(s, s->now + 1 + keel_rand_below(&s->rnd, 20), T_CLIENT))->client = o->client;
 }
 
-static int count_acks(sim_t *s, op_t *o)
+/*
+ * W counts homes, not answers: a home's copy is stored by the home or by its stand-in, and
+ * counts once when both answer (a home silent past T1 that answers after its stand-in did).
+ * Counting answers lost an acknowledged write (seed 12914: W=2 "acked" by home 5 and the
+ * coordinator standing in for home 5; the stand-in handed its copy to 5 and dropped the
+ * hint, 5 lost its disk, and no other home had ever held the write).
+ */
+static int count_acks(const sim_t *s, const op_t *o)
 {
-    (void)s;
-    return __builtin_popcount(o->ackers);
+    if (s->brk_count_answers) /* broken on purpose: a home and its stand-in count twice */
+        return __builtin_popcount(o->ackers);
+    return __builtin_popcount(o->covered);
 }
 
 static int coord_write(sim_t *s, int x, int opi)
@@ -376,7 +391,7 @@ static int coord_write(sim_t *s, int x, int opi)
         return FAIL(s, "coordinator %d: write failed: %s", x, keel_strerror(rc));
     touched(s, x, k);
     if (is_home(s, k, x))
-        o->ackers |= 1u << x, o->home_ackers |= 1u << x;
+        o->ackers |= 1u << x, o->home_ackers |= 1u << x, o->covered |= 1u << x, o->held |= 1u << x;
     for (int i = 0; i < NREP; i++) {
         int h = (int)s->prefs[k][i];
         if (h == x)
@@ -718,6 +733,8 @@ static int deliver(sim_t *s, ev_t *e)
     case M_REPL:
         if (merge_in(s, n, e->key, &e->body) < 0)
             return -1;
+        if (e->op >= 0 && (e->hint < 0 || !s->brk_no_hints)) /* a home's copy, or its hint */
+            s->ops[e->op].held |= 1u << (e->hint >= 0 ? e->hint : n);
         if (e->hint >= 0 && !s->brk_no_hints)         /* broken on purpose: a fallback forgets */
             nd->hint_seq[e->key][e->hint] = ++s->seq; /* a fresh version: hand off again */
         else if (e->hint < 0 && !is_home(s, e->key, n) && !s->brk_no_stream)
@@ -733,6 +750,7 @@ static int deliver(sim_t *s, ev_t *e)
     case M_REPL_ACK: {
         op_t *o = &s->ops[e->op];
         o->ackers |= 1u << e->from;
+        o->covered |= 1u << (e->hint >= 0 ? e->hint : e->from);
         if (e->hint < 0)
             o->home_ackers |= 1u << e->from;
         if (!o->done && count_acks(s, o) >= o->w)
@@ -752,6 +770,13 @@ static int deliver(sim_t *s, ev_t *e)
     case M_HANDOFF: {
         if (merge_in(s, n, e->key, &e->body) < 0)
             return -1;
+        if (!is_home(s, e->key, n) && !s->brk_no_stream)
+            /* a hint for a node the ring change made a non-home: passed on to the homes, as
+               a hint (a handoff acknowledged here ends the sender's hint, and nothing else
+               would ever move this copy: seed 7683 lost a write so when stand-ins were also
+               sent after the acknowledgement) */
+            for (int i = 0; i < NREP; i++)
+                nd->hint_seq[e->key][s->prefs[e->key][i]] = ++s->seq;
         ev_t *a = ev_new(s, 0, M_HANDOFF_ACK);
         a->key = e->key, a->hint = e->hint, a->hint_seq = e->hint_seq;
         send(s, a, n, e->from);
@@ -812,6 +837,11 @@ static int check(sim_t *s)
     for (int i = 0; i < s->ops_n; i++) {
         const op_t *o = &s->ops[i];
         const node_t *home = &s->node[s->prefs[o->key][0]];
+        /* an acknowledged write had W homes' copies stored (by the home or its stand-in),
+           as the replicas recorded them: what makes W - 1 lost disks survivable */
+        if (o->kind != OP_GET && o->ok && o->held_at_ack < o->w)
+            return FAIL(s, "op %d (key %d, W=%d, acked by %#x) acknowledged with %d homes' copies",
+                        i, o->key, o->w, o->ackers, o->held_at_ack);
         if ((o->kind == OP_PUT || o->kind == OP_DEL) && acked_and_safe(s, o)) {
             const keel_apobj_t *f = &home->obj[o->key];
             s->stat_writes_checked++;
@@ -884,6 +914,7 @@ static int run_seed(uint64_t seed, const char *brk, int verbose, char *why, size
     s->brk_no_hints = brk != NULL && strcmp(brk, "no-hints") == 0;
     s->brk_counter_replace = brk != NULL && strcmp(brk, "counter-replace") == 0;
     s->brk_no_stream = brk != NULL && strcmp(brk, "no-stream") == 0;
+    s->brk_count_answers = brk != NULL && strcmp(brk, "count-answers") == 0;
     s->verbose = verbose;
     keel_rand_seed(&s->rnd, seed);
     s->heap = calloc(EVENTS_MAX, sizeof(*s->heap));
@@ -978,18 +1009,19 @@ int main(int argc, char **argv)
             }
         } else if (!strcmp(argv[i], "--break") && i + 1 < argc &&
                    (!strcmp(argv[i + 1], "overwrite") || !strcmp(argv[i + 1], "no-hints") ||
-                    !strcmp(argv[i + 1], "counter-replace") || !strcmp(argv[i + 1], "no-stream"))) {
+                    !strcmp(argv[i + 1], "counter-replace") || !strcmp(argv[i + 1], "no-stream") ||
+                    !strcmp(argv[i + 1], "count-answers"))) {
             brk = argv[++i];
         } else if (!strcmp(argv[i], "--expect-failure")) {
             expect_failure = 1;
         } else if (!strcmp(argv[i], "-v")) {
             verbose = 1;
         } else {
-            fprintf(
-                stderr,
-                "usage: %s [--seeds A..B] [--break overwrite|no-hints|counter-replace|no-stream] "
-                "[--expect-failure] [-v]\n",
-                argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--seeds A..B] "
+                    "[--break overwrite|no-hints|counter-replace|no-stream|count-answers] "
+                    "[--expect-failure] [-v]\n",
+                    argv[0]);
             return 2;
         }
     }
