@@ -1,167 +1,10 @@
-/* test_apsim.c - deterministic simulation of the AP keyspace protocol on the src/core parts. */
-#include "base/buf.h"
-#include "base/rand.h"
-#include "core/apobj.h"
-#include "core/applace.h"
-#include "core/crdt.h"
-#include "core/merkle.h"
-#include "core/vclock.h"
+/* test_apsim.c - deterministic simulation of the AP keyspace protocol on the src/core parts
+ * (its design and types: test_apsim/sim.h; the end-of-run checks: test_apsim/check.c). */
+#include "test_apsim/sim.h"
 
 #include <assert.h>
-#include <inttypes.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/*
- * Five nodes, each with a replica store (sibling sets and PN-counters, kept
- * as if fsync'd: they survive a crash, and are lost only when a node loses
- * its data directory, after which it takes a new actor id). Clients send
- * PUT / DEL (with the context of their last read of the key, or none), GET
- * and INCR to any node, which coordinates:
- *
- * - writes: the coordinator issues the dot on its own store (so its actor's
- *   history stays contiguous), sends the new state to the key's N = 3 homes,
- *   and after a timeout sends it to fallbacks on the ring with a hint naming
- *   each home that did not answer (sloppy quorum). It acknowledges once W
- *   homes' copies are stored (by the home, or by a fallback holding a hint
- *   for it; a home and its stand-in count once), and fails after a second
- *   timeout with the count it reached.
- * - reads: ask the homes, answer with the merge of the first R replies (its
- *   siblings and context), then read-repair every replier whose state
- *   differs from the merge.
- * - hinted handoff: a fallback sends hinted keys to their home until the home
- *   acknowledges the version it was sent.
- * - anti-entropy: each node keeps, per peer, a Merkle tree of the keys both
- *   are homes of; it sends a peer that tree, the peer diffs it against its
- *   own and both push the keys in the differing ranges.
- *
- * In half of the seeds a sixth node joins the ring mid-run: every node rebuilds its
- * shared-range trees, and anti-entropy moves the new home's ranges to it; a node that
- * stops being a home hands its keys to the new homes as hints, and so does a node that
- * gets a key (a write or a handoff) meant for it as a home under the old ring.
- *
- * The network loses, delays (hence reorders) and duplicates messages and is
- * partitioned at random; nodes crash and restart, and sometimes lose their
- * data. Then the faults stop, and the run checks, over the recorded history:
- * every acknowledged write (unless every replica that acknowledged it lost
- * its data) is a sibling of the final value or was superseded by a write
- * whose context covered it and which itself reached the replicas; a read at
- * R after a write acknowledged by W homes, R + W > N, saw it (its context
- * covers the write); each actor's counter contribution is a prefix of its
- * increments that includes every acknowledged one (so the counter equals the
- * sum of acknowledged increments plus possibly some that failed, never
- * fewer); every hint was delivered; the homes of every key converged.
- *
- * Usage: test_apsim [--seeds A..B]
- * [--break overwrite|no-hints|counter-replace|no-stream|count-answers] [--expect-failure] [-v]
- * --break breaks a rule on purpose, to show the checker bites: "overwrite" makes a write
- * replace whatever the coordinator holds (last writer wins), "no-hints" makes fallbacks
- * forget the home they stand in for (so nothing is handed off), "counter-replace" makes a
- * replica take a peer's counter state instead of merging it, "no-stream" makes a node that
- * stops being a key's home on a ring change keep the key to itself, "count-answers" makes the
- * coordinator count answers toward W, so a home and its own stand-in count twice.
- * Each seed reproduces its run exactly; a failure prints the seed.
- */
-
-#define NODES 6 /* node 5 is not on the ring until it joins (half of the seeds) */
-#define NREP 3
-#define SKEYS 6 /* keys holding sibling sets */
-#define CKEYS 2 /* keys holding PN-counters */
-#define NK (SKEYS + CKEYS)
-#define CLIENTS 4
-#define OPS_MAX 3000
-#define EVENTS_MAX 200000
-#define DEPTH 3
-#define FAULT_PHASE_MS 20000
-#define HEAL_PHASE_MS 15000
-#define T1_MS 60  /* coordinator: go to fallbacks */
-#define T2_MS 200 /* coordinator: give up (writes), finish repair (reads) */
-#define TICK_MS 100
-
-enum { OP_PUT, OP_DEL, OP_GET, OP_INCR };
-enum {
-    M_REQ,
-    M_REPL,
-    M_REPL_ACK,
-    M_READ,
-    M_READ_REPLY,
-    M_HANDOFF,
-    M_HANDOFF_ACK,
-    M_AE_TREE,
-    M_AE_PULL,
-    T_OP1,
-    T_OP2,
-    T_CLIENT,
-    T_TICK,
-    T_NEMESIS
-};
-
-typedef struct ev {
-    uint64_t at, seq;
-    int type, from, to, key, op, hint, client;
-    uint64_t hint_seq;
-    keel_buf_t body; /* encoded state, or Merkle nodes */
-} ev_t;
-
-typedef struct op {
-    int kind, client, coord, key, w, r, done, ok, abandoned;
-    uint64_t start, end;
-    keel_dot_t dot;
-    keel_vv_t ctx; /* the client's context (PUT/DEL), or the read's answer (GET) */
-    int has_ctx;
-    int64_t delta;
-    uint64_t cum; /* INCR: the actor's count after it (P or N side) */
-    uint64_t actor;
-    uint32_t ackers, home_ackers, asked, replied;
-    uint32_t covered; /* writes: the homes whose copy is stored, by the home or its stand-in */
-    uint32_t held;    /* writes: the same, as the replicas stored it (the checker's record) */
-    int held_at_ack;  /* writes: homes in held when the write was acknowledged */
-    uint64_t digest[NODES];
-    keel_apobj_t rd;
-    keel_pncounter_t rc;
-    uint32_t prefs[NODES];
-    int wiped_ackers_at_risk;
-} op_t;
-
-typedef struct node {
-    int up, inc;
-    uint64_t actor;
-    int has[NK];
-    keel_apobj_t obj[NK];
-    keel_pncounter_t cnt[NK];
-    uint64_t item[NK];
-    keel_merkle_t tree[NODES];
-    uint64_t hint_seq[NK][NODES]; /* 0: no hint; else the version of the pending hint */
-} node_t;
-
-typedef struct sim {
-    uint64_t seed, now, seq;
-    keel_rand_t rnd;
-    ev_t **heap;
-    uint32_t heap_n;
-    node_t node[NODES];
-    uint64_t ids[NODES];
-    keel_applace_t place;
-    uint32_t prefs[NK][NODES];
-    uint32_t ring_n;          /* nodes 0..ring_n-1 are on the ring */
-    uint64_t ring_changed_at; /* when node 5 joined, 0: never */
-    uint64_t join_at;         /* when it will */
-    int blocked[NODES][NODES];
-    double loss, dup;
-    int faults;
-    op_t *ops;
-    int ops_n;
-    keel_vv_t client_ctx[CLIENTS][NK];
-    int client_has_ctx[CLIENTS][NK];
-    uint64_t wiped_at[NODES]; /* last wipe time + 1, 0: never */
-    int brk_overwrite, brk_no_hints, brk_counter_replace, brk_no_stream, brk_count_answers, verbose;
-    char fail[512];
-    uint64_t stat_writes_checked, stat_incrs_checked, stat_reads_checked, stat_exempt, stat_acked,
-        stat_failed, stat_repairs, stat_handoffs, stat_ae_keys, stat_siblings;
-} sim_t;
-
-#define FAIL(s, ...) (snprintf((s)->fail, sizeof((s)->fail), __VA_ARGS__), -1)
 
 /* ---- event heap ------------------------------------------------------------------------- */
 static int ev_before(const ev_t *a, const ev_t *b)
@@ -262,7 +105,7 @@ static int encode_state(const node_t *nd, int k, keel_buf_t *out)
                      : keel_pncounter_encode(&nd->cnt[k], out);
 }
 
-static uint64_t state_digest(const node_t *nd, int k)
+uint64_t apsim_state_digest(const node_t *nd, int k)
 {
     if (!nd->has[k])
         return 0;
@@ -279,7 +122,7 @@ static void touched(sim_t *s, int n, int k)
 {
     node_t *nd = &s->node[n];
     nd->has[k] = 1;
-    uint64_t item = state_digest(nd, k);
+    uint64_t item = apsim_state_digest(nd, k);
     if (is_home(s, k, n))
         for (int p = 0; p < NODES; p++)
             if (p != n && is_home(s, k, p))
@@ -463,7 +306,7 @@ static void read_repair(sim_t *s, int x, int opi)
         tmp.obj[o->key] = o->rd;
     else
         tmp.cnt[o->key] = o->rc;
-    uint64_t want = state_digest(&tmp, o->key);
+    uint64_t want = apsim_state_digest(&tmp, o->key);
     for (int n = 0; n < NODES; n++) {
         if (!(o->replied & (1u << n)) || o->digest[n] == want)
             continue;
@@ -498,7 +341,7 @@ static int on_read_reply(sim_t *s, ev_t *e)
         if (keel_pncounter_merge(&o->rc, &tmp.cnt[k]) != 0)
             return FAIL(s, "read merge failed");
     }
-    o->digest[e->from] = state_digest(&tmp, k);
+    o->digest[e->from] = apsim_state_digest(&tmp, k);
     if (tmp.has[k] && k < SKEYS)
         keel_apobj_free(&tmp.obj[k]);
     o->replied |= 1u << e->from;
@@ -798,112 +641,6 @@ static int deliver(sim_t *s, ev_t *e)
     return FAIL(s, "unknown event %d", e->type);
 }
 
-/* ---- the checker -------------------------------------------------------------------------- */
-/*
- * The promise holds against lost disks as far as the copies go: a write acknowledged by W
- * replicas survives the loss of any W - 1 data directories (a hinted copy moves to its home
- * on handoff, so copies are never fewer than W). Writes with W or more nodes wiped after they
- * began are left out of the check, and counted.
- */
-static int acked_and_safe(sim_t *s, const op_t *o)
-{
-    if (!o->ok)
-        return 0;
-    int wiped = 0;
-    for (int n = 0; n < NODES; n++)
-        wiped += s->wiped_at[n] > o->start;
-    if (wiped >= o->w) {
-        s->stat_exempt++;
-        return 0;
-    }
-    return 1;
-}
-
-static int check(sim_t *s)
-{
-    /* convergence: the homes of every key hold the same state, and no hint is pending */
-    for (int k = 0; k < NK; k++) {
-        int h0 = (int)s->prefs[k][0];
-        for (int i = 1; i < NREP; i++) {
-            int h = (int)s->prefs[k][i];
-            if (state_digest(&s->node[h], k) != state_digest(&s->node[h0], k))
-                return FAIL(s, "key %d: homes %d and %d did not converge", k, h0, h);
-        }
-        for (int n = 0; n < NODES; n++)
-            for (int h = 0; h < NODES; h++)
-                if (s->node[n].hint_seq[k][h])
-                    return FAIL(s, "node %d still holds a hint of key %d for %d", n, k, h);
-    }
-    for (int i = 0; i < s->ops_n; i++) {
-        const op_t *o = &s->ops[i];
-        const node_t *home = &s->node[s->prefs[o->key][0]];
-        /* an acknowledged write had W homes' copies stored (by the home or its stand-in),
-           as the replicas recorded them: what makes W - 1 lost disks survivable */
-        if (o->kind != OP_GET && o->ok && o->held_at_ack < o->w)
-            return FAIL(s, "op %d (key %d, W=%d, acked by %#x) acknowledged with %d homes' copies",
-                        i, o->key, o->w, o->ackers, o->held_at_ack);
-        if ((o->kind == OP_PUT || o->kind == OP_DEL) && acked_and_safe(s, o)) {
-            const keel_apobj_t *f = &home->obj[o->key];
-            s->stat_writes_checked++;
-            if (keel_apobj_find(f, o->dot) >= 0)
-                continue;
-            int superseded = 0;
-            for (int j = 0; j < s->ops_n && !superseded; j++) {
-                const op_t *w = &s->ops[j];
-                superseded = (w->kind == OP_PUT || w->kind == OP_DEL) && w->key == o->key &&
-                             w->dot.counter && w->has_ctx && keel_vv_covers(&w->ctx, o->dot) &&
-                             keel_vv_covers(&f->vv, w->dot);
-            }
-            if (!superseded)
-                return FAIL(s,
-                            "op %d (key %d, W=%d, acked by %#x) lost: dot (%" PRIx64 ",%" PRIu64
-                            ") is neither a sibling nor superseded by a write that saw it",
-                            i, o->key, o->w, o->ackers, o->dot.actor, o->dot.counter);
-        }
-        if (o->kind == OP_GET && o->ok && o->key < SKEYS) {
-            /* a read at R after a write acknowledged by W homes, R + W > N, sees it */
-            for (int j = 0; j < s->ops_n; j++) {
-                const op_t *w = &s->ops[j];
-                if ((w->kind != OP_PUT && w->kind != OP_DEL) || w->key != o->key || !w->ok ||
-                    w->end >= o->start || __builtin_popcount(w->home_ackers) < w->w ||
-                    o->r + w->w <= NREP)
-                    continue;
-                /* left out: a lost disk, or a ring change (a new home starts empty: the
-                   Dynamo caveat, until anti-entropy has moved its ranges) */
-                int wiped = s->ring_changed_at > w->start && s->ring_changed_at <= o->end;
-                for (int n = 0; n < NODES; n++)
-                    wiped |= s->wiped_at[n] > w->start;
-                s->stat_reads_checked += !wiped;
-                if (!wiped && !keel_vv_covers(&o->ctx, w->dot))
-                    return FAIL(s, "read op %d (R=%d) missed write op %d (W=%d, acked by %#x)", i,
-                                o->r, j, w->w, w->home_ackers);
-            }
-        }
-        if (o->kind == OP_INCR && acked_and_safe(s, o)) {
-            /* the actor's count in the final state includes this increment, as a prefix */
-            const keel_pncounter_t *c = &home->cnt[o->key];
-            s->stat_incrs_checked++;
-            uint64_t have = keel_vv_get(o->delta > 0 ? &c->p.c : &c->n.c, o->actor);
-            if (have < o->cum)
-                return FAIL(s,
-                            "increment op %d (key %d, %+" PRId64
-                            ", W=%d) lost: actor count %" PRIu64 " < %" PRIu64,
-                            i, o->key, o->delta, o->w, have, o->cum);
-            int prefix = 0;
-            for (int j = 0; j < s->ops_n && !prefix; j++) {
-                const op_t *x = &s->ops[j];
-                prefix = x->kind == OP_INCR && x->key == o->key && x->actor == o->actor &&
-                         (x->delta > 0) == (o->delta > 0) && x->cum == have;
-            }
-            if (!prefix)
-                return FAIL(
-                    s, "counter key %d: actor count %" PRIu64 " is no prefix of its increments",
-                    o->key, have);
-        }
-    }
-    return 0;
-}
-
 /* ---- one seed ---------------------------------------------------------------------------- */
 static int run_seed(uint64_t seed, const char *brk, int verbose, char *why, size_t why_len)
 {
@@ -964,7 +701,7 @@ static int run_seed(uint64_t seed, const char *brk, int verbose, char *why, size
         ev_free(e);
     }
     if (rc == 0)
-        rc = check(s);
+        rc = apsim_check(s);
     if (verbose || rc)
         fprintf(stderr,
                 "seed %" PRIu64 " (ring change at %" PRIu64 " ms): %d ops, %" PRIu64
