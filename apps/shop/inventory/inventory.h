@@ -1,0 +1,108 @@
+/* inventory.h - the inventory service's parts: its limits, the app, an operation and the
+ * read slots it fills (main.c: the operations and handlers; store.c: reads, transactions,
+ * keys and items against keel server). */
+#ifndef KEEL_SHOP_INVENTORY_H
+#define KEEL_SHOP_INVENTORY_H
+
+#include "base/list.h"
+#include "base/log.h"
+#include "base/num.h"
+#include "base/rand.h"
+#include "client/client.h"
+#include "kit/config.h"
+#include "kit/service.h"
+#include "../shop.h"
+#include "runtime/clock.h"
+
+#define ITEMS_MAX 32
+#define ID_BYTES_MAX SHOP_ID_BYTES_MAX
+#define QTY_MAX 1000000000LL
+#define OPEN_RESERVATIONS_MAX 10000 /* per product: ids in inv:rlist:P */
+#define ATTEMPTS_MAX 12
+#define RELEASED_TTL_MS 86400000LL
+#define BODY_BYTES_MAX 65536
+#define SLOTS_MAX (3 + 3 * ITEMS_MAX)
+
+typedef struct app {
+    keel_loop_t *loop;
+    keel_client_t keel;
+    keel_service_t svc;
+    int64_t ttl_ms;
+    keel_rand_t rand;
+    keel_list_t waiting; /* ops waiting out a backoff */
+    keel_timer_t tick;
+    keel_counter_t *m_conflicts, *m_oversell_refusals, *m_expired_confirms;
+} app_t;
+
+typedef struct item {
+    char product[ID_BYTES_MAX + 1];
+    int64_t qty;
+} item_t;
+
+/* One read's answer: GETV (value and version) or MGET (integers, -1 for nil). */
+typedef struct slot {
+    int status; /* 0, or an error (transport, error reply, bad shape) */
+    bool present;
+    int64_t version;
+    char *val;
+    size_t len;
+    int64_t *ints; /* MGET */
+    size_t n;
+} slot_t;
+
+enum op_kind { RESERVE, CONFIRM, RELEASE, PRODUCT, SHOW };
+
+typedef struct op op_t;
+struct op {
+    app_t *app;
+    keel_service_req_t *req;
+    enum op_kind kind;
+    char order[ID_BYTES_MAX + 1];
+    item_t items[ITEMS_MAX];
+    size_t n_items;
+    char *items_json; /* canonical: sorted, merged */
+    int attempt, pending;
+    slot_t slots[SLOTS_MAX];
+    size_t n_slots;
+    /* the batch's KEEL.GETV reads, sent as one KEEL.MGETV when the batch is queued */
+    char *gv_keys[SLOTS_MAX];
+    size_t gv_slot[SLOTS_MAX], gv_n;
+    void (*next)(op_t *o);
+    keel_list_t link;
+    keel_ms_t due_ms;
+};
+
+/* KEEL.TXN nwatch (key ver)* ncmds (argc arg*)* - built as words. */
+typedef struct txn {
+    const char *w[1024];
+    size_t n;
+    char nums[256][24];
+    size_t nn;
+    size_t nwatch_at, ncmds_at, nwatch, ncmds;
+} txn_t;
+
+#define KEY_BYTES (16 + 2 * ID_BYTES_MAX)
+
+/* store.c */
+void slots_clear(op_t *o);
+void op_free(op_t *o);
+void answer(op_t *o, int status, json_t *body);
+void answer_error(op_t *o, int status, const char *why);
+void read_mget(op_t *o, size_t argc, const char *const *argv);
+void getv(op_t *o, const char *key);
+void batch(op_t *o, void (*queue)(op_t *o), void (*next)(op_t *o));
+int slots_status(const op_t *o);
+void txn_begin(txn_t *t);
+void txn_watch(txn_t *t, const char *key, const slot_t *s);
+void txn_cmds(txn_t *t);
+void txn_cmd(txn_t *t, size_t argc, const char *const *argv);
+void txn_send(op_t *o, txn_t *t, void (*then)(op_t *o));
+void key(char *out, size_t cap, const char *kind, const char *a, const char *b);
+const char *items_parse(op_t *o, const json_t *arr);
+int items_load(op_t *o, const slot_t *s);
+
+/* main.c: an operation's (re)start after a conflict, and the backoff timer */
+void restart(op_t *o);
+void tick(keel_timer_t *t, void *data);
+
+#endif
