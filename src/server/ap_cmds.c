@@ -95,19 +95,28 @@ static int parse_opts(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t 
     return 0;
 }
 
+/* The key's homes (1..AP_REPLICAS_MAX), or 0 once c has its error: a key too long, or no
+ * members known yet. */
+static int key_homes(keel_resp_client_t *c, const keel_resp_arg_t *key, uint64_t *homes)
+{
+    if (key->len > KEEL_APSTORE_KEY_BYTES_MAX)
+        return keel__srv_error(c, "ERR keel: key too long"), 0;
+    int nh = homes_of(keel__srv_of(c)->ap, key->ptr, key->len, homes);
+    if (nh == 0)
+        keel__srv_error(c, "ERR keel: no members known yet");
+    return nh;
+}
+
 enum { W_PUT, W_DEL, W_INCR, W_SADD, W_SREM };
 
 static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv, int what)
 {
-    server_t *s = keel__srv_of(c);
-    ap_t *ap = s->ap;
+    ap_t *ap = keel__srv_of(c)->ap;
     const keel_resp_arg_t *key = &argv[1];
-    if (key->len > KEEL_APSTORE_KEY_BYTES_MAX)
-        return keel__srv_error(c, "ERR keel: key too long");
     uint64_t homes[AP_REPLICAS_MAX];
-    int nh = homes_of(ap, key->ptr, key->len, homes);
-    if (nh == 0)
-        return keel__srv_error(c, "ERR keel: no members known yet");
+    int nh = key_homes(c, key, homes);
+    if (nh <= 0)
+        return 0; /* answered */
     opts_t o;
     if (parse_opts(c, argc, argv, what == W_DEL ? 2 : 3, nh, "w", &o) != 0)
         return 0;
@@ -232,15 +241,12 @@ int keel__srv_cmd_ap_srem(keel_resp_client_t *c, size_t argc, const keel_resp_ar
 
 int keel__srv_cmd_ap_get(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
 {
-    server_t *s = keel__srv_of(c);
-    ap_t *ap = s->ap;
+    ap_t *ap = keel__srv_of(c)->ap;
     const keel_resp_arg_t *key = &argv[1];
-    if (key->len > KEEL_APSTORE_KEY_BYTES_MAX)
-        return keel__srv_error(c, "ERR keel: key too long");
     uint64_t homes[AP_REPLICAS_MAX];
-    int nh = homes_of(ap, key->ptr, key->len, homes);
-    if (nh == 0)
-        return keel__srv_error(c, "ERR keel: no members known yet");
+    int nh = key_homes(c, key, homes);
+    if (nh <= 0)
+        return 0; /* answered */
     opts_t o;
     if (parse_opts(c, argc, argv, 2, nh, "r", &o) != 0)
         return 0;

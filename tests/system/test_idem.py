@@ -5,6 +5,7 @@ expire; a 5xx is not stored; the store outlives the service; no store, no run.""
 
 import http.client
 import re
+import signal
 import threading
 import time
 
@@ -141,8 +142,6 @@ def test_a_claim_that_lands_after_its_request_gave_up_is_withdrawn(make_cluster,
     will run the handler for it; left alone, every retry would meet 409 until lock_ms (60 s
     here). The late claim is withdrawn (it is still this claim: its nonce), so a retry soon
     after the server resumes runs, once."""
-    import signal
-
     node = make_cluster(1).nodes[0]
     _, port = start_notes(procs, node)
     assert call(port, "POST", "/notes", b"warm", key="k-warm")[0] == 201

@@ -10,6 +10,7 @@ the last list serving. Each instance holds a note naming itself, so a response s
 import http.client
 import json
 import signal
+import threading
 import time
 import urllib.request
 
@@ -53,26 +54,32 @@ def clusters(admin):
         return {c["name"]: c for c in json.loads(r.read())["clusters"]}
 
 
-def test_traffic_follows_the_registry_without_a_reload(make_cluster, procs, tmp_path):
-    node = make_cluster(1).nodes[0]
-    reg = f"127.0.0.1:{node.client_port}"
-    a, a_port = start_notes(procs, reg, "notes-a")
-    b, b_port = start_notes(procs, reg, "notes-b")
-    p, port, admin = start_proxy(procs, tmp_path, f"""
+def start_notes_proxy(procs, tmp_path, reg, balance, retry_extra=""):
+    """The proxy in front of service "notes" from the registry, retrying connect failures and
+    resets on another instance: (proc, port, admin port)."""
+    return start_proxy(procs, tmp_path, f"""
 listeners: [{{name: main, address: 127.0.0.1:0}}]
 admin: {{address: 127.0.0.1:0}}
 registry: {reg}
 clusters:
   - name: notes
     service: notes
-    balance: round_robin
+    balance: {balance}
     outlier_detection: {{consecutive_local: 3, base_ejection_ms: 30000}}
 routes:
   - name: notes
     match: {{prefix: /notes}}
     cluster: notes
-    retry: {{attempts_max: 3, retry_on: [connect-failure, reset]}}
+    retry: {{attempts_max: 3, retry_on: [connect-failure, reset]{retry_extra}}}
 """)
+
+
+def test_traffic_follows_the_registry_without_a_reload(make_cluster, procs, tmp_path):
+    node = make_cluster(1).nodes[0]
+    reg = f"127.0.0.1:{node.client_port}"
+    a, a_port = start_notes(procs, reg, "notes-a")
+    b, b_port = start_notes(procs, reg, "notes-b")
+    p, port, admin = start_notes_proxy(procs, tmp_path, reg, "round_robin")
     assert wait_until(lambda: set(served(port, 10)) == {"notes-a", "notes-b"}, 5)
     assert clusters(admin)["notes"]["service"] == "notes"
 
@@ -133,28 +140,13 @@ def test_instances_come_and_go_under_load_without_a_failed_request(make_cluster,
     first, then drains), one is SIGKILLed (the proxy retries its connect failures and resets
     on the others until the registry drops it) and a new one starts. Every request must
     succeed, and the new instance serves only after it registered (ready)."""
-    import threading
 
     node = make_cluster(1).nodes[0]
     reg = f"127.0.0.1:{node.client_port}"
     insts = {n: start_notes(procs, reg, n) for n in ("notes-a", "notes-b", "notes-c")}
-    p, port, admin = start_proxy(procs, tmp_path, f"""
-listeners: [{{name: main, address: 127.0.0.1:0}}]
-admin: {{address: 127.0.0.1:0}}
-registry: {reg}
-clusters:
-  - name: notes
-    service: notes
-    balance: p2c
-    outlier_detection: {{consecutive_local: 3, base_ejection_ms: 30000}}
-routes:
-  - name: notes
-    match: {{prefix: /notes}}
-    cluster: notes
     # every client's request may fail at once at the kill: the default retry budget (3 retries
     # in flight) would refuse some of their retries, by design; this test is about discovery
-    retry: {{attempts_max: 3, retry_on: [connect-failure, reset], budget_min: 16}}
-""")
+    p, port, admin = start_notes_proxy(procs, tmp_path, reg, "p2c", ", budget_min: 16")
     assert wait_until(lambda: set(served(port, 20)) == {"notes-a", "notes-b", "notes-c"}, 5)
 
     stop = threading.Event()
