@@ -17,6 +17,13 @@
 # runs, a live page at http://127.0.0.1:8090/ (served by keel-shopload) plots orders/s, p50
 # and p99, sagas by state, the read side's lag and shipments by status, with the kills marked; at the end the same
 # page with the final data is written as $DIR/report.html. The old KV demo is `make demo-kv`.
+#
+# REGIONS=N (make demo REGIONS=3; needs root): the same in N regions, each a network namespace
+# (keel-rK), joined by keel-netdelay, which holds every packet between two regions for
+# REGION_DELAY_MS (default 10) one way. Node i and instance i of each service run in region
+# i % N on 10.77.0.(i%N+1) (REGION_SUBNET, default 10.77.0); this script, keel up and the load
+# generator use the operator's link (10.77.0.254, no delay): the customers sit beside region
+# 1's gateway. docs/shop.md, "Regions".
 set -u
 . "$(dirname "${BASH_SOURCE[0]}")/scratch.sh"
 cd "$(dirname "$0")/.."
@@ -28,18 +35,59 @@ RATE=${DEMO_RATE:-200}
 MANIFEST="$PWD/apps/shop/shop.yaml"
 DIR=$(keel_scratch shop)
 SECRET=keel-shop-demo-hs256-secret-change-me # apps/shop/gateway.yaml's demo key
-trap '"$KEEL" down --dir "$DIR" >/dev/null 2>&1' EXIT
+REGIONS=${REGIONS:-1}
+SUBNET=${REGION_SUBNET:-10.77.0}
+NETNS=()
+relay=
+cleanup() {
+  "$KEEL" down --dir "$DIR" >/dev/null 2>&1
+  [ -z "$relay" ] || { kill "$relay" 2>/dev/null; wait "$relay" 2>/dev/null; }
+  for ns in "${NETNS[@]}"; do ip netns del "$ns" 2>/dev/null; done
+}
+trap cleanup EXIT
 
-echo "== the shop: keel up --manifest apps/shop/shop.yaml --dir $DIR"
-"$KEEL" up --manifest "$MANIFEST" --dir "$DIR" --detach || exit 1
+# The address instance i (of a service, or node i) listens on.
+host_of() {
+  if [ "$REGIONS" -gt 1 ]; then echo "$SUBNET.$(($1 % REGIONS + 1))"; else echo 127.0.0.1; fi
+}
+REGION_ARGS=()
+if [ "$REGIONS" -gt 1 ]; then
+  if [ "$REGIONS" -gt 8 ] || [ "$(id -u)" != 0 ] || [ ! -e /dev/net/tun ]; then
+    echo "make demo REGIONS=N: N at most 8, and root with /dev/net/tun (network namespaces)" >&2
+    exit 1
+  fi
+  if ip route | grep -q "^$SUBNET\."; then
+    echo "the subnet $SUBNET.0/24 is in use here: choose another with REGION_SUBNET=A.B.C" >&2
+    exit 1
+  fi
+  spec=
+  for k in $(seq 1 "$REGIONS"); do
+    ns="keel-r$k-$$"
+    ip netns add "$ns" || exit 1
+    NETNS+=("$ns")
+    spec="$spec${spec:+,}$ns=$SUBNET.$k"
+  done
+  echo "== regions: $REGIONS network namespaces, ${REGION_DELAY_MS:-10} ms one way between them (keel-netdelay)"
+  "$PWD/$BUILD/keel-netdelay" --netns "$(IFS=,; echo "${NETNS[*]}")" --subnet "$SUBNET" \
+    --delay-ms "${REGION_DELAY_MS:-10}" --operator "keelop$$" > "$DIR/netdelay.log" 2>&1 &
+  relay=$!
+  for _ in $(seq 50); do grep -q '^ready' "$DIR/netdelay.log" && break; sleep 0.1; done
+  grep -q '^ready' "$DIR/netdelay.log" || { cat "$DIR/netdelay.log"; exit 1; }
+  REGION_ARGS=(--regions "$spec")
+fi
 
+echo "== the shop: keel up --manifest apps/shop/shop.yaml --dir $DIR ${REGION_ARGS[*]}"
+"$KEEL" up --manifest "$MANIFEST" --dir "$DIR" --detach "${REGION_ARGS[@]}" || exit 1
+
+H0=$(host_of 0)
+H1=$(host_of 1)
 echo
-echo "== load: ${RATE} orders/s for ${SECS}s through the gateway (127.0.0.1:8000), chaos every 10s"
-echo "== live page: http://127.0.0.1:8090/ (the HTML report is written at the end)"
-"$LOAD" --inventory 127.0.0.1:8000 --orders 127.0.0.1:8000 --payment 127.0.0.1:8110 \
-  --query 127.0.0.1:8130 --shipments 127.0.0.1:8150,127.0.0.1:8151 --jwt-secret "$SECRET" --rate "$RATE" --duration "$SECS" --products 500 --stock 100000 \
-  --deadline-ms 5000 --json "$DIR/report.json" --live 127.0.0.1:8090 --html "$DIR/report.html" \
-  --events "$DIR/chaos.log" --metrics 127.0.0.1:8120,127.0.0.1:8121 &
+echo "== load: ${RATE} orders/s for ${SECS}s through the gateway ($H0:8000), chaos every 10s"
+echo "== live page: http://${DEMO_LIVE:-127.0.0.1:8090}/ (the HTML report is written at the end)"
+"$LOAD" --inventory "$H0:8000" --orders "$H0:8000" --payment "$H0:8110" \
+  --query "$H0:8130" --shipments "$H0:8150,$H1:8151" --jwt-secret "$SECRET" --rate "$RATE" --duration "$SECS" --products 500 --stock 100000 \
+  --deadline-ms 5000 --json "$DIR/report.json" --live "${DEMO_LIVE:-127.0.0.1:8090}" --html "$DIR/report.html" \
+  --events "$DIR/chaos.log" --metrics "$H0:8120,$H1:8121" &
 load=$!
 
 # the processes chaos may kill: keel nodes and service instances (not the gateway: it is the
@@ -70,12 +118,17 @@ wait "$load"
 verdict=$?
 echo
 "$KEEL" status --dir "$DIR" | tail -12
+if [ -n "$relay" ]; then # what crossed between the regions, from the relay's own counters
+  "$KEEL" down --dir "$DIR" >/dev/null 2>&1
+  kill "$relay"; wait "$relay"; relay=
+  echo; echo "== keel-netdelay (packets per link):"; tail -n +2 "$DIR/netdelay.log"
+fi
 echo
 if [ $verdict -eq 0 ]; then
   echo "== verdict: every invariant held (report: $DIR/report.html, data: $DIR/report.json)"
 else
   echo "== verdict: FAILED (logs and report kept in $DIR)"
   trap - EXIT
-  "$KEEL" down --dir "$DIR" >/dev/null 2>&1
+  cleanup
 fi
 exit $verdict

@@ -1,11 +1,14 @@
 /* cluster.c - cluster.json, admin-HTTP status queries, stopping recorded processes. */
+#define _GNU_SOURCE /* setns */
 #include "cli/cluster.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,10 +27,51 @@ static int fail(char *err, size_t cap, const char *fmt, const char *arg)
     return -1;
 }
 
-int keel_cluster_create(const char *dir, int n, int base, keel_cluster_t *cl, char *err,
-                        size_t err_cap)
+/* "NETNS=HOST,..." into cl->regions. 0 or -1 (said in err). */
+static int parse_regions(const char *spec, keel_cluster_t *cl, char *err, size_t err_cap)
+{
+    for (const char *p = spec; p && *p;) {
+        size_t len = strcspn(p, ","), eq = strcspn(p, "=");
+        struct in_addr probe;
+        keel_cluster_region_t *r = &cl->regions[cl->regions_n];
+        if (cl->regions_n == KEEL_CLUSTER_REGIONS_MAX || eq >= len || eq == 0 ||
+            eq >= sizeof(r->netns) || len - eq - 1 >= sizeof(r->host))
+            return fail(err, err_cap, "regions '%s': expected NETNS=HOST,... (at most 8)", spec);
+        snprintf(r->netns, sizeof(r->netns), "%.*s", (int)eq, p);
+        snprintf(r->host, sizeof(r->host), "%.*s", (int)(len - eq - 1), p + eq + 1);
+        if (inet_pton(AF_INET, r->host, &probe) != 1)
+            return fail(err, err_cap, "regions: '%s' is not an IPv4 address", r->host);
+        cl->regions_n++;
+        p += len + (p[len] == ',');
+    }
+    return 0;
+}
+
+const keel_cluster_region_t *keel_cluster_place(const keel_cluster_t *cl, int i)
+{
+    return cl->regions_n > 0 ? &cl->regions[(size_t)i % cl->regions_n] : NULL;
+}
+
+int keel_cluster_enter_netns(const char *name)
+{
+    if (name == NULL || name[0] == '\0')
+        return 0;
+    char path[KEEL_CLUSTER_NETNS_BYTES + 32];
+    snprintf(path, sizeof(path), "/var/run/netns/%s", name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = setns(fd, CLONE_NEWNET);
+    close(fd);
+    return rc;
+}
+
+int keel_cluster_create(const char *dir, int n, int base, const char *regions, keel_cluster_t *cl,
+                        char *err, size_t err_cap)
 {
     memset(cl, 0, sizeof(*cl));
+    if (parse_regions(regions, cl, err, err_cap) != 0)
+        return -1;
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
         return fail(err, err_cap, "cannot create %s", dir);
     if (realpath(dir, cl->dir) == NULL)
@@ -36,10 +80,13 @@ int keel_cluster_create(const char *dir, int n, int base, keel_cluster_t *cl, ch
     size_t off = 0;
     for (int i = 0; i < n; i++) {
         keel_cluster_node_t *nd = &cl->nodes[i];
+        const keel_cluster_region_t *r = keel_cluster_place(cl, i);
+        const char *host = r ? r->host : "127.0.0.1";
         snprintf(nd->name, sizeof(nd->name), "n%d", i + 1);
-        snprintf(nd->client, sizeof(nd->client), "127.0.0.1:%d", base + i);
-        snprintf(nd->peer, sizeof(nd->peer), "127.0.0.1:%d", base + 100 + i);
-        snprintf(nd->http, sizeof(nd->http), "127.0.0.1:%d", base + 200 + i);
+        snprintf(nd->netns, sizeof(nd->netns), "%s", r ? r->netns : "");
+        snprintf(nd->client, sizeof(nd->client), "%s:%d", host, base + i);
+        snprintf(nd->peer, sizeof(nd->peer), "%s:%d", host, base + 100 + i);
+        snprintf(nd->http, sizeof(nd->http), "%s:%d", host, base + 200 + i);
         /* not "%s" of nd->name: GCC 12 -O0 sees two fields of *cl and fails -Werror=restrict */
         snprintf(nd->data_dir, sizeof(nd->data_dir), "%.900s/n%d", cl->dir, i + 1);
         off += (size_t)snprintf(cl->initial_cluster + off, sizeof(cl->initial_cluster) - off,
@@ -83,7 +130,16 @@ int keel_cluster_load(const char *path, keel_cluster_t *cl, char *err, size_t er
         copy_str(nd->peer, sizeof(nd->peer), json_object_get(v, "peer"));
         copy_str(nd->http, sizeof(nd->http), json_object_get(v, "http"));
         copy_str(nd->data_dir, sizeof(nd->data_dir), json_object_get(v, "data_dir"));
+        copy_str(nd->netns, sizeof(nd->netns), json_object_get(v, "netns"));
         nd->pid = (pid_t)json_integer_value(json_object_get(v, "pid"));
+    }
+    json_array_foreach(json_object_get(root, "regions"), i, v)
+    {
+        if (cl->regions_n == KEEL_CLUSTER_REGIONS_MAX)
+            break;
+        keel_cluster_region_t *r = &cl->regions[cl->regions_n++];
+        copy_str(r->netns, sizeof(r->netns), json_object_get(v, "netns"));
+        copy_str(r->host, sizeof(r->host), json_object_get(v, "host"));
     }
     json_decref(root);
     if (cl->n == 0 || cl->initial_cluster[0] == '\0')
@@ -97,12 +153,16 @@ int keel_cluster_save(const keel_cluster_t *cl, char *err, size_t err_cap)
     for (size_t i = 0; i < cl->n; i++) {
         const keel_cluster_node_t *nd = &cl->nodes[i];
         json_array_append_new(nodes,
-                              json_pack("{s:s,s:s,s:s,s:s,s:s,s:i}", "name", nd->name, "client",
+                              json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:i}", "name", nd->name, "client",
                                         nd->client, "peer", nd->peer, "http", nd->http, "data_dir",
-                                        nd->data_dir, "pid", (int)nd->pid));
+                                        nd->data_dir, "netns", nd->netns, "pid", (int)nd->pid));
     }
-    json_t *root = json_pack("{s:s,s:s,s:o}", "dir", cl->dir, "initial_cluster",
-                             cl->initial_cluster, "nodes", nodes);
+    json_t *regions = json_array();
+    for (size_t i = 0; i < cl->regions_n; i++)
+        json_array_append_new(regions, json_pack("{s:s,s:s}", "netns", cl->regions[i].netns, "host",
+                                                 cl->regions[i].host));
+    json_t *root = json_pack("{s:s,s:s,s:o,s:o}", "dir", cl->dir, "initial_cluster",
+                             cl->initial_cluster, "nodes", nodes, "regions", regions);
     char file[KEEL_CLUSTER_PATH_BYTES + 32], tmp[KEEL_CLUSTER_PATH_BYTES + 40];
     snprintf(file, sizeof(file), "%.1000s/cluster.json", cl->dir);
     snprintf(tmp, sizeof(tmp), "%s.tmp", file);
@@ -147,6 +207,25 @@ int keel_cluster_port_free(const char *addr)
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 ? 1 : errno == EADDRINUSE ? 0 : -1;
     close(fd);
+    return rc;
+}
+
+int keel_cluster_port_free_in(const char *netns, const char *addr)
+{
+    if (netns == NULL || netns[0] == '\0')
+        return keel_cluster_port_free(addr);
+    int home = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (home < 0 || keel_cluster_enter_netns(netns) != 0) {
+        if (home >= 0)
+            close(home);
+        return -1;
+    }
+    int rc = keel_cluster_port_free(addr);
+    if (setns(home, CLONE_NEWNET) != 0) {
+        fprintf(stderr, "keel: cannot return to its network namespace: %s\n", strerror(errno));
+        exit(1);
+    }
+    close(home);
     return rc;
 }
 

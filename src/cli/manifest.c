@@ -61,8 +61,8 @@ static int int_of(ld_t *l, const yaml_node_t *n, const char *key, long lo, long 
     return 0;
 }
 
-static const char *const placeholders[] = {"keel", "keel_http", "port", "i",
-                                           "name", "dir",       "bin",  "here"};
+static const char *const placeholders[] = {"keel", "keel_http", "port", "i",   "name",
+                                           "dir",  "bin",       "here", "host"};
 #define PLACEHOLDERS_N (sizeof(placeholders) / sizeof(placeholders[0]))
 
 /* The placeholder "{word}" that s starts with: its index in placeholders, or -1. */
@@ -286,7 +286,7 @@ void keel_manifest_free(keel_manifest_t *m)
 /* ---- the record: DIR/services.json --------------------------------------------------------- */
 
 typedef struct proc {
-    char service[64], comm[16];
+    char service[64], comm[16], host[64];
     int instance, port;
     pid_t pid;
 } proc_t;
@@ -315,6 +315,8 @@ static int record_load(const char *dir, proc_t *out, int cap)
         p->instance = (int)json_integer_value(json_object_get(e, "instance"));
         p->port = (int)json_integer_value(json_object_get(e, "port"));
         p->pid = (pid_t)json_integer_value(json_object_get(e, "pid"));
+        snprintf(p->host, sizeof(p->host), "%s",
+                 json_string_value(json_object_get(e, "host")) ?: "127.0.0.1");
     }
     json_decref(j);
     return n;
@@ -327,9 +329,10 @@ static void record_save(const char *dir, const proc_t *ps, int n)
     snprintf(tmp, sizeof(tmp), "%s/services.json.tmp", dir);
     json_t *arr = json_array();
     for (int i = 0; i < n; i++)
-        json_array_append_new(arr, json_pack("{s:s, s:i, s:i, s:i, s:s}", "service", ps[i].service,
-                                             "instance", ps[i].instance, "port", ps[i].port, "pid",
-                                             (int)ps[i].pid, "comm", ps[i].comm));
+        json_array_append_new(arr,
+                              json_pack("{s:s, s:i, s:i, s:i, s:s, s:s}", "service", ps[i].service,
+                                        "instance", ps[i].instance, "port", ps[i].port, "pid",
+                                        (int)ps[i].pid, "comm", ps[i].comm, "host", ps[i].host));
     if (json_dump_file(arr, tmp, JSON_INDENT(2)) == 0)
         rename(tmp, path);
     json_decref(arr);
@@ -369,13 +372,14 @@ static int64_t mono_ms(void)
 
 typedef struct vars {
     char keel[KEEL_CLUSTER_NODES_MAX * 64], keel_http[64], port[16], i[16], name[64];
-    char dir[KEEL_CLUSTER_PATH_BYTES], bin[PATH_MAX], here[PATH_MAX];
+    char dir[KEEL_CLUSTER_PATH_BYTES], bin[PATH_MAX], here[PATH_MAX], host[64];
 } vars_t;
 
 /* s with its placeholders replaced (malloc'd). */
 static char *expand(const char *s, const vars_t *v)
 {
-    const char *vals[] = {v->keel, v->keel_http, v->port, v->i, v->name, v->dir, v->bin, v->here};
+    const char *vals[] = {v->keel, v->keel_http, v->port, v->i,   v->name,
+                          v->dir,  v->bin,       v->here, v->host};
     size_t cap = strlen(s) + 1;
     for (const char *p = strchr(s, '{'); p; p = strchr(p + 1, '{'))
         cap += sizeof(v->keel) + sizeof(v->bin) + sizeof(v->here);
@@ -406,8 +410,8 @@ static void resolve(const char *prog, const char *bin, char *out, size_t cap)
     snprintf(out, cap, "%s", prog);
 }
 
-static pid_t spawn(const keel_manifest_service_t *s, const vars_t *v, const char *log_path,
-                   char *comm, size_t comm_cap)
+static pid_t spawn(const keel_manifest_service_t *s, const vars_t *v, const char *netns,
+                   const char *log_path, char *comm, size_t comm_cap)
 {
     char *argv[KEEL_MANIFEST_ARGS_MAX + 1];
     for (int k = 0; k < s->run_n; k++)
@@ -420,6 +424,11 @@ static pid_t spawn(const keel_manifest_service_t *s, const vars_t *v, const char
     pid_t pid = fork();
     if (pid == 0) {
         setsid();
+        if (keel_cluster_enter_netns(netns) != 0) {
+            fprintf(stderr, "keel up: cannot enter network namespace %s: %s\n", netns,
+                    strerror(errno));
+            _exit(127);
+        }
         int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {
             dup2(fd, STDOUT_FILENO);
@@ -446,13 +455,14 @@ static pid_t spawn(const keel_manifest_service_t *s, const vars_t *v, const char
     return pid;
 }
 
-static int tcp_accepts(int port)
+static int tcp_accepts(const char *host, int port)
 {
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+        return 0;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0)
         return 0;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(0x7f000001);
     int ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
     close(fd);
     return ok;
@@ -474,12 +484,12 @@ static void last_line(const char *path, char *out, size_t cap)
 #define NONE_ALIVE_MS 300 /* ready: none - how long an instance must stay up to count */
 
 /* Waits until the instance is ready; 0, or -1 after saying why. */
-static int wait_ready(const keel_manifest_service_t *s, int inst, int port, pid_t pid,
-                      const char *log_path)
+static int wait_ready(const keel_manifest_service_t *s, int inst, const char *host, int port,
+                      pid_t pid, const char *log_path)
 {
     int64_t start = mono_ms(), deadline = start + s->ready_timeout_ms;
-    char addr[32], body[4096];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    char addr[96], body[4096];
+    snprintf(addr, sizeof(addr), "%s:%d", host, port);
     for (;;) {
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid) {
@@ -497,7 +507,7 @@ static int wait_ready(const keel_manifest_service_t *s, int inst, int port, pid_
             continue;
         }
         if (strcmp(s->ready, "tcp") == 0
-                ? tcp_accepts(port)
+                ? tcp_accepts(host, port)
                 : keel_cluster_http_get(addr, s->ready, body, sizeof(body)) == 200)
             return 0;
         if (mono_ms() >= deadline) {
@@ -576,9 +586,12 @@ int keel_manifest_start(const keel_manifest_t *m, const keel_cluster_t *cl)
             int port = s->port > 0 ? s->port + inst : 0;
             snprintf(v.port, sizeof(v.port), "%d", port);
             snprintf(v.i, sizeof(v.i), "%d", inst);
-            char where[32] = "-";
+            const keel_cluster_region_t *region = keel_cluster_place(cl, inst);
+            const char *netns = region ? region->netns : "";
+            snprintf(v.host, sizeof(v.host), "%s", region ? region->host : "127.0.0.1");
+            char where[96] = "-";
             if (port > 0)
-                snprintf(where, sizeof(where), "127.0.0.1:%d", port);
+                snprintf(where, sizeof(where), "%s:%d", v.host, port);
             int kept = -1; /* still running from before: kept, as `keel up` keeps nodes */
             for (int k = 0; k < old_n && kept < 0; k++)
                 if (strcmp(old[k].service, s->name) == 0 && old[k].instance == inst &&
@@ -592,11 +605,9 @@ int keel_manifest_start(const keel_manifest_t *m, const keel_cluster_t *cl)
                 continue;
             }
             if (port > 0) {
-                char addr[32];
-                snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
-                if (keel_cluster_port_free(addr) == 0) {
-                    fprintf(stderr, "keel up: %s (%s-%d's port) is already in use\n", addr, s->name,
-                            inst);
+                if (keel_cluster_port_free_in(netns, where) == 0) {
+                    fprintf(stderr, "keel up: %s (%s-%d's port) is already in use\n", where,
+                            s->name, inst);
                     stop_started(cl->dir, ps, n, started, old, old_n);
                     return -1;
                 }
@@ -608,7 +619,8 @@ int keel_manifest_start(const keel_manifest_t *m, const keel_cluster_t *cl)
             snprintf(p->service, sizeof(p->service), "%s", s->name);
             p->instance = inst;
             p->port = port;
-            p->pid = spawn(s, &v, log_path, p->comm, sizeof(p->comm));
+            snprintf(p->host, sizeof(p->host), "%s", v.host);
+            p->pid = spawn(s, &v, netns, log_path, p->comm, sizeof(p->comm));
             if (p->pid < 0) {
                 fprintf(stderr, "keel up: fork: %s\n", strerror(errno));
                 stop_started(cl->dir, ps, n, started, old, old_n);
@@ -616,7 +628,7 @@ int keel_manifest_start(const keel_manifest_t *m, const keel_cluster_t *cl)
             }
             started[n++] = true;
             save_progress(cl->dir, ps, n, old, old_n);
-            if (wait_ready(s, inst, port, p->pid, log_path) != 0) {
+            if (wait_ready(s, inst, v.host, port, p->pid, log_path) != 0) {
                 stop_started(cl->dir, ps, n, started, old, old_n);
                 return -1;
             }
@@ -658,8 +670,12 @@ void keel_manifest_print(const char *dir)
     int n = record_load(dir, ps, (int)(sizeof(ps) / sizeof(ps[0])));
     if (n == 0)
         return;
-    printf("\n%-16s %-8s %-8s %-8s %s\n", "SERVICE", "INSTANCE", "PORT", "PID", "STATE");
-    for (int i = 0; i < n; i++)
-        printf("%-16s %-8d %-8d %-8d %s\n", ps[i].service, ps[i].instance, ps[i].port,
-               (int)ps[i].pid, proc_alive(&ps[i]) ? "running" : "not running");
+    printf("\n%-16s %-8s %-22s %-8s %s\n", "SERVICE", "INSTANCE", "ADDRESS", "PID", "STATE");
+    for (int i = 0; i < n; i++) {
+        char addr[96];
+        snprintf(addr, sizeof(addr), "%s:%d", ps[i].host, ps[i].port);
+        printf("%-16s %-8d %-22s %-8d %s\n", ps[i].service, ps[i].instance,
+               ps[i].port > 0 ? addr : "-", (int)ps[i].pid,
+               proc_alive(&ps[i]) ? "running" : "not running");
+    }
 }

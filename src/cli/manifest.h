@@ -28,7 +28,9 @@
  * Placeholders in run and env: {keel} (the nodes' client addresses, comma separated),
  * {keel_http} (node 0's admin address), {port}, {i} (the instance, from 0), {name},
  * {dir} (the cluster directory), {bin} (the directory of the keel binary), {here} (the
- * manifest file's directory: for the config files beside it). A program named
+ * manifest file's directory: for the config files beside it), {host} (the address the
+ * instance listens on: 127.0.0.1, or its region's with `keel up --regions`, where instance
+ * i runs in region i % R, inside the region's network namespace). A program named
  * without a '/' is looked for beside the keel binary first, then on PATH.
  * Each instance logs to DIR/<name>-<i>.log; DIR/services.json records the processes.
  */

@@ -36,7 +36,8 @@ static void on_signal(int sig)
 static void usage_up(void)
 {
     printf("usage: keel up [--nodes N] --dir DIR [--base-port P] [--detach] [--log-level L]\n"
-           "               [--manifest FILE] [-- keel server flags...]\n\n"
+           "               [--manifest FILE] [--regions NETNS=HOST,...]\n"
+           "               [-- keel server flags...]\n\n"
            "Starts N (default 3) keel server processes on 127.0.0.1, waits for a leader,\n"
            "prints the nodes and writes DIR/cluster.json. Node i (from 0) listens for\n"
            "clients on P+i, peers on P+100+i and HTTP on P+200+i (P defaults to 7001).\n"
@@ -47,7 +48,11 @@ static void usage_up(void)
            "not recorded: give them again when restarting the cluster.\n"
            "With --manifest FILE, the cluster's shape comes from the file, and its services\n"
            "are started after it, in order, each instance waited for until it is ready\n"
-           "(src/cli/manifest.h describes the file); `keel down` stops them first.\n");
+           "(src/cli/manifest.h describes the file); `keel down` stops them first.\n"
+           "With --regions, node i and instance i of every service run in region i %% R:\n"
+           "inside network namespace NETNS, listening on HOST (made by keel-netdelay,\n"
+           "which joins the regions with a delay; docs/shop.md). `keel up` reaches them\n"
+           "through the operator's link, so start keel-netdelay with --operator.\n");
 }
 
 static pid_t spawn_node(const keel_cluster_t *cl, size_t i, const char *log_level,
@@ -60,6 +65,11 @@ static pid_t spawn_node(const keel_cluster_t *cl, size_t i, const char *log_leve
     if (pid != 0)
         return pid;
     setsid(); /* a Ctrl-C in the terminal reaches `keel up`, which stops the nodes in order */
+    if (keel_cluster_enter_netns(nd->netns) != 0) {
+        fprintf(stderr, "keel up: node %s: cannot enter network namespace %s: %s\n", nd->name,
+                nd->netns, strerror(errno));
+        _exit(127);
+    }
     int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd >= 0) {
         dup2(fd, STDOUT_FILENO);
@@ -115,7 +125,7 @@ static int report_taken_ports(const keel_cluster_node_t *nd)
     int taken = 0;
     for (int k = 0; k < NODE_ADDRS; k++) {
         const char *flag, *addr = node_addr(nd, k, &flag);
-        if (keel_cluster_port_free(addr) == 0) {
+        if (keel_cluster_port_free_in(nd->netns, addr) == 0) {
             fprintf(stderr, "keel up: %s (node %s's %s) is already in use by another process\n",
                     addr, nd->name, flag);
             taken = 1;
@@ -253,7 +263,7 @@ static void print_table(const keel_cluster_t *cl)
 /* Parses `keel up` flags; 0, or the exit status (0 after --help, 2 after a usage error). */
 typedef struct up_args {
     int nodes, base, detach;
-    const char *dir, *log_level, *manifest;
+    const char *dir, *log_level, *manifest, *regions;
     char *const *extra; /* keel server flags after `--` */
     int extra_n;
 } up_args_t;
@@ -280,7 +290,7 @@ static int parse_up(int argc, char **argv, up_args_t *a, int *code)
         }
         int takes = strcmp(f, "--nodes") == 0 || strcmp(f, "--dir") == 0 ||
                     strcmp(f, "--base-port") == 0 || strcmp(f, "--log-level") == 0 ||
-                    strcmp(f, "--manifest") == 0;
+                    strcmp(f, "--manifest") == 0 || strcmp(f, "--regions") == 0;
         if (!takes) {
             fprintf(stderr, "keel up: unknown option '%s' (see keel up --help)\n", f);
             goto usage_error;
@@ -297,6 +307,8 @@ static int parse_up(int argc, char **argv, up_args_t *a, int *code)
             a->log_level = v;
         else if (strcmp(f, "--manifest") == 0)
             a->manifest = v;
+        else if (strcmp(f, "--regions") == 0)
+            a->regions = v;
         else if (strcmp(f, "--nodes") == 0 && *end == '\0' && x >= 1 && x <= KEEL_CLUSTER_NODES_MAX)
             a->nodes = (int)x;
         else if (strcmp(f, "--base-port") == 0 && *end == '\0' && x >= 1 && x <= 65535 - 200 - 9)
@@ -343,8 +355,9 @@ int keel_cli_up(int argc, char **argv)
     }
     keel_cluster_t cl;
     if (keel_cluster_load(a.dir, &cl, err, sizeof(err)) == 0) {
-        printf("restarting the cluster recorded in %s/cluster.json\n", a.dir);
-    } else if (keel_cluster_create(a.dir, a.nodes, a.base, &cl, err, sizeof(err)) != 0) {
+        printf("restarting the cluster recorded in %s/cluster.json%s\n", a.dir,
+               cl.regions_n ? ", in its regions" : "");
+    } else if (keel_cluster_create(a.dir, a.nodes, a.base, a.regions, &cl, err, sizeof(err)) != 0) {
         fprintf(stderr, "keel up: %s\n", err);
         return 1;
     }

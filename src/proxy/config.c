@@ -420,6 +420,7 @@ int keel_proxy_config_parse(const char *text, size_t len, keel_proxy_config_t *c
         keel__cfg_errl(&x.c, 0, "out of memory");
     } else {
         x.c.doc = &doc;
+        keel__cfg_expand_env(&x.c);
         load_document(&x, &rl);
     }
     free(rl.refs);

@@ -76,6 +76,14 @@ static inline const char *scalar(const yaml_node_t *n)
     return n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
 }
 
+/*
+ * Replaces "${NAME}" and "${NAME:-default}" in every scalar of the document with the
+ * environment's value ("$${" stands for a literal "${"): one file serves every place a
+ * program runs (`keel up --regions` gives each instance its host this way). A NAME that is
+ * unset, with no default, is an error at its line.
+ */
+void keel__cfg_expand_env(ctx_t *c);
+
 /* ---- scalar conversions (config_yaml.c): each reports its error and returns false ---------- */
 
 bool keel__cfg_want_scalar(ctx_t *c, yaml_node_t *n, const char *key, const char **out);

@@ -22,6 +22,80 @@ void keel__cfg_errl(ctx_t *c, int line, const char *fmt, ...)
     va_end(ap);
 }
 
+/* ---- environment references --------------------------------------------------------------- */
+
+#define ENV_NAME_BYTES_MAX 128
+
+/* s with its references replaced, malloc'd; NULL after reporting an error at n's line. */
+static char *expand_env(ctx_t *c, yaml_node_t *n, const char *s)
+{
+    size_t cap = KEEL_PROXY_VALUE_BYTES_MAX + 1, len = 0;
+    char *out = malloc(cap);
+    if (out == NULL) {
+        ERR(c, n, "out of memory");
+        return NULL;
+    }
+    while (*s) {
+        const char *piece = s;
+        size_t piece_len = 1;
+        char name[ENV_NAME_BYTES_MAX];
+        if (strncmp(s, "$${", 3) == 0) {
+            piece = "${";
+            piece_len = 2;
+            s += 3;
+        } else if (strncmp(s, "${", 2) == 0) {
+            const char *end = strchr(s, '}');
+            size_t name_len = strcspn(s + 2, ":}");
+            if (end == NULL || name_len == 0 || name_len >= sizeof(name) ||
+                (s[2 + name_len] == ':' && s[3 + name_len] != '-')) {
+                ERR(c, n, "'%.40s': expected ${NAME} or ${NAME:-default}", s);
+                free(out);
+                return NULL;
+            }
+            memcpy(name, s + 2, name_len);
+            name[name_len] = '\0';
+            const char *value = getenv(name);
+            if (s[2 + name_len] == ':' && (value == NULL || value[0] == '\0')) {
+                value = s + 4 + name_len; /* the default, up to the '}' */
+                piece_len = (size_t)(end - value);
+            } else if (value == NULL) {
+                ERR(c, n, "${%s}: the environment variable is not set (and no :-default)", name);
+                free(out);
+                return NULL;
+            } else {
+                piece_len = strlen(value);
+            }
+            piece = value;
+            s = end + 1;
+        } else {
+            s++;
+        }
+        if (len + piece_len >= cap) {
+            ERR(c, n, "value longer than %u bytes once expanded", KEEL_PROXY_VALUE_BYTES_MAX);
+            free(out);
+            return NULL;
+        }
+        memcpy(out + len, piece, piece_len);
+        len += piece_len;
+    }
+    out[len] = '\0';
+    return out;
+}
+
+void keel__cfg_expand_env(ctx_t *c)
+{
+    for (yaml_node_t *n = c->doc->nodes.start; n < c->doc->nodes.top; n++) {
+        if (n->type != YAML_SCALAR_NODE || strstr((char *)n->data.scalar.value, "${") == NULL)
+            continue;
+        char *v = expand_env(c, n, (const char *)n->data.scalar.value);
+        if (v == NULL)
+            continue;
+        free(n->data.scalar.value); /* libyaml allocates with malloc and frees with free */
+        n->data.scalar.value = (yaml_char_t *)v;
+        n->data.scalar.length = strlen(v);
+    }
+}
+
 /* ---- scalar conversions ------------------------------------------------------------------ */
 
 bool keel__cfg_want_scalar(ctx_t *c, yaml_node_t *n, const char *key, const char **out)

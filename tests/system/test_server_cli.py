@@ -361,7 +361,7 @@ def test_up_with_a_manifest_starts_services_in_order_and_down_stops_them(up_dir,
         assert time.monotonic() < deadline, reg
         time.sleep(0.1)
     rc, out, _ = keel("status", "--dir", up_dir)
-    assert rc == 0 and re.search(r"notes\s+1\s+\d+\s+\d+\s+running", out), out
+    assert rc == 0 and re.search(r"notes\s+1\s+127.0.0.1:\d+\s+\d+\s+running", out), out
     node_pids = [n["pid"] for n in cluster_json(up_dir)["nodes"]]
     rc, out, err = keel("down", "--dir", up_dir)
     assert rc == 0 and "stopped 2 service process(es)" in out and "stopped 3 node(s)" in out, out

@@ -562,6 +562,40 @@ static void loads_the_example_in_the_docs(void)
     keel_proxy_config_free(&cfg);
 }
 
+/* ${NAME} and ${NAME:-default} take their values from the environment; an unset NAME with no
+ * default is an error naming its line; $${ stays a literal ${. */
+static void expands_environment_references(void)
+{
+    setenv("KT_PROXY_HOST", "10.77.0.2", 1);
+    unsetenv("KT_PROXY_UNSET");
+    const char *text = "listeners:\n"
+                       "  - name: public\n"
+                       "    address: ${KT_PROXY_HOST}:${KT_PROXY_UNSET:-8000}\n"
+                       "routes:\n"
+                       "  - name: r\n"
+                       "    match: {prefix: /}\n"
+                       "    direct_response: {status: 200, body: \"$${HOME}\"}\n";
+    if (parse(text) != 0) {
+        dump_errors();
+        KT_FAIL("a config with environment references does not load");
+    }
+    KT_EQ_STR(cfg.listeners[0].address, "10.77.0.2:8000");
+    KT_EQ_STR(cfg.routes[0].direct_body, "${HOME}");
+    keel_proxy_config_free(&cfg);
+    const char *unset = "listeners:\n"
+                        "  - name: public\n"
+                        "    address: 127.0.0.1:8000\n"
+                        "admin:\n"
+                        "  address: ${KT_PROXY_UNSET}\n";
+    KT_CHECK(parse(unset) != 0);
+    KT_CHECK(has_error(5, "KT_PROXY_UNSET"));
+    const char *bad = "listeners:\n"
+                      "  - name: public\n"
+                      "    address: ${KT_PROXY_HOST:8000}\n";
+    KT_CHECK(parse(bad) != 0);
+    KT_CHECK(has_error(3, "expected ${NAME}"));
+}
+
 int main(void)
 {
     KT_RUN(loads_every_section_of_a_full_config);
@@ -581,5 +615,6 @@ int main(void)
     KT_RUN(loads_workers_and_refuses_a_count_out_of_range);
     KT_RUN(loads_a_sidecar_section_and_listener_matches);
     KT_RUN(loads_slow_start_and_refuses_it_where_it_cannot_work);
+    KT_RUN(expands_environment_references);
     return kt_done();
 }
