@@ -12,6 +12,8 @@
 
 static void arm(keel__saga_run_t *r, timer_why_t why, keel_ms_t after_ms);
 static void close_saga(keel__saga_run_t *r);
+static void renew_during_call(keel__saga_run_t *r);
+static keel_ms_t step_wait(const keel__saga_run_t *r, keel_ms_t until_deadline);
 
 /* ---- bookkeeping -------------------------------------------------------------------- */
 
@@ -103,8 +105,9 @@ static void timer_fired(keel_timer_t *t, void *data)
         int rc = keel_saga_step(&r->s, &ev, &u);
         assert(rc == 0);
         if (u.action == KEEL_SAGA_ACT_NONE) {
+            renew_during_call(r);
             keel_ms_t left = keel_saga_next_deadline_ms(&r->s) - now;
-            arm(r, T_STEP, left > 0 ? left : 1);
+            arm(r, T_STEP, step_wait(r, left > 0 ? left : 1));
             return;
         }
         r->call->run = NULL; /* its late answer is dropped */
@@ -252,6 +255,68 @@ static bool renew_if_due(keel__saga_run_t *r)
     return true;
 }
 
+/* When the lock is next due for renewal, from now (the step timer wakes for it too). */
+static keel_ms_t step_wait(const keel__saga_run_t *r, keel_ms_t until_deadline)
+{
+    if (!r->o->cfg.renew_lock)
+        return until_deadline;
+    keel_ms_t due = r->locked_unix_ms + r->o->cfg.lock_ttl_ms / 3 - unix_ms();
+    due = due > 1 ? due : 1;
+    return due < until_deadline ? due : until_deadline;
+}
+
+static void on_renew_during_call(keel_client_t *cl, void *ctx, int status,
+                                 const keel_resp_value_t *v)
+{
+    keel__saga_run_t *r = ctx;
+    if (!keel__saga_reply_live(r))
+        return;
+    r->renewing = false;
+    if (status == 0 && v->type == KEEL_RESP_ARRAY && v->elems_len == 2) {
+        const keel_resp_value_t *unlocked = &v->elems[0], *locked = &v->elems[1];
+        if (locked->type != KEEL_RESP_INT) { /* another owner took it while the step ran */
+            r->o->stats.lost++;
+            keel__saga_run_end(r, KEEL_ECANCELED);
+            return;
+        }
+        r->o->stats.renewals++;
+        r->token = (uint64_t)locked->integer;
+        snprintf(r->token_str, sizeof(r->token_str), "%" PRIu64, r->token);
+        if (!(unlocked->type == KEEL_RESP_INT && unlocked->integer == 1))
+            r->relock_lapsed = true; /* held again, but not without a gap */
+    } /* else outcome unknown: the old token may still hold; a fenced write relocks */
+    if (r->act_after_renew) {
+        r->act_after_renew = false;
+        keel__saga_act(r);
+    }
+}
+
+/*
+ * A step still in flight once a third of the TTL has passed: the lock is renewed beside it
+ * (found in regions: a reserve slowed by contention outlived the order service's 2 s lock,
+ * another instance adopted the saga mid-step, and the two fought over it). The driver
+ * holds its next command until the reply, so nothing is sent under a token being replaced.
+ */
+static void renew_during_call(keel__saga_run_t *r)
+{
+    keel_ms_t now = unix_ms();
+    if (!r->o->cfg.renew_lock || r->renewing || r->call == NULL ||
+        now - r->locked_unix_ms < r->o->cfg.lock_ttl_ms / 3)
+        return;
+    char ttl[24];
+    snprintf(ttl, sizeof(ttl), "%" PRId64, r->o->cfg.lock_ttl_ms);
+    const char *argv[] = {"KEEL.TXN",  "0",     "2", "3", "KEEL.UNLOCK", r->lock, r->token_str, "3",
+                          "KEEL.LOCK", r->lock, ttl};
+    keel_ms_t before = r->locked_unix_ms;
+    r->locked_unix_ms = now;
+    if (keel__saga_cmd(r, sizeof(argv) / sizeof(argv[0]), argv, NULL, on_renew_during_call, NULL) !=
+        0) {
+        r->locked_unix_ms = before; /* not sent: try at the next wake */
+        return;
+    }
+    r->renewing = true;
+}
+
 /* ---- steps --------------------------------------------------------------------------- */
 
 static void step_outcome(keel__saga_run_t *r, keel_saga_call_t *c, keel_saga_outcome_t out,
@@ -348,7 +413,7 @@ static void invoke(keel__saga_run_t *r)
     c->gen = ++r->gen;
     r->call = c;
     r->act_ns = keel_clock_now_ns();
-    arm(r, T_STEP, r->u.timeout_ms);
+    arm(r, T_STEP, step_wait(r, r->u.timeout_ms));
     r->invoking = true;
     fn(c, t->fns[r->u.step].data);
     r->invoking = false;
@@ -365,6 +430,15 @@ void keel__saga_act(keel__saga_run_t *r)
 {
     if (r->phase == P_DEAD)
         return;
+    if (r->renewing) { /* a renewal beside the last step: its token first */
+        r->act_after_renew = true;
+        return;
+    }
+    if (r->relock_lapsed) { /* the lock lapsed during the step: the log is the truth */
+        r->relock_lapsed = false;
+        keel__saga_load(r);
+        return;
+    }
     r->phase = P_ACT;
     switch (r->u.action) {
     case KEEL_SAGA_ACT_LOG:

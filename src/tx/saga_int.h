@@ -51,6 +51,10 @@ struct keel__saga_run {
     uint64_t token;
     keel_ms_t locked_unix_ms;
     phase_t phase;
+    /* The lock renewed while an action is in flight (a step can outlast a third of the TTL):
+     * until its reply, the driver sends nothing (act_after_renew: it had something to do);
+     * relock_lapsed: the lock had lapsed meanwhile, so memory may be stale: reload. */
+    bool renewing, act_after_renew, relock_lapsed;
     bool starting; /* started here: begin if the log is empty */
     /* A start's KEEL.LOCK whose outcome was not seen (a timeout, -UNKNOWN across a leader
      * change): the lock may be ours under a token we never learnt, so "held" is not proof of

@@ -689,6 +689,33 @@ static void a_step_longer_than_the_ttl_finishes_when_nobody_took_the_lock(void)
     }
 }
 
+/* A step that outlives the lock's TTL while another orchestrator scans: the lock is renewed
+ * beside the step, so nobody adopts the saga mid-step and the step runs once (found in the
+ * shop across regions: the order service's 2 s lock lapsed under slow reserves, the other
+ * instance adopted the sagas and the two fought over every one). */
+static void a_step_longer_than_the_ttl_keeps_its_lock_while_another_orchestrator_scans(void)
+{
+    world_init(300, true);
+    W.delay_ms[1] = 900; /* three TTLs */
+    W.type.def.steps[1].timeout_ms = 3000;
+    keel_sagas_config_t c = W.a.cfg;
+    c.on_end = NULL;
+    keel_errmsg_t m = {{0}};
+    KT_EQ_INT(keel_sagas_init(&W.b, &W.loop, &c, &m), 0);
+    KT_EQ_INT(keel_sagas_register(&W.b, &W.type, &m), 0);
+    W.b_on = true;
+    KT_EQ_INT(keel_sagas_start(&W.a, "t", "o-8", NULL, 0, NULL, NULL), 0);
+    world_run();
+    KT_EQ_INT(W.end_err, 0);
+    KT_EQ_INT(W.end_state, KEEL_SAGA_DONE);
+    KT_EQ_INT(W.b.stats.adopted, 0);
+    KT_EQ_INT(W.do_calls[1], 1);
+    KT_EQ_STR(W.trace, "s0:do s1:do s2:do ");
+    KT_CHECK(W.a.stats.renewals >= 2);
+    KT_EQ_INT(W.a.stats.fenced, 0);
+    world_free();
+}
+
 int main(void)
 {
     KT_RUN(a_saga_runs_to_done_and_leaves_no_marker_and_no_lock);
@@ -699,6 +726,7 @@ int main(void)
     KT_RUN(an_abandoned_saga_is_adopted_by_another_orchestrators_scan);
     KT_RUN(a_lock_is_renewed_when_a_saga_outlives_a_third_of_its_ttl);
     KT_RUN(a_step_longer_than_the_ttl_finishes_when_nobody_took_the_lock);
+    KT_RUN(a_step_longer_than_the_ttl_keeps_its_lock_while_another_orchestrator_scans);
     KT_RUN(finished_logs_past_the_retention_are_deleted_and_no_others);
     return kt_done();
 }
