@@ -51,6 +51,7 @@ host_of() {
   if [ "$REGIONS" -gt 1 ]; then echo "$SUBNET.$(($1 % REGIONS + 1))"; else echo 127.0.0.1; fi
 }
 REGION_ARGS=()
+UP_ARGS=() # given to every keel up, the chaos loop's restarts too
 if [ "$REGIONS" -gt 1 ]; then
   if [ "$REGIONS" -gt 8 ] || [ "$(id -u)" != 0 ] || [ ! -e /dev/net/tun ]; then
     echo "make demo REGIONS=N: N at most 8, and root with /dev/net/tun (network namespaces)" >&2
@@ -74,10 +75,14 @@ if [ "$REGIONS" -gt 1 ]; then
   for _ in $(seq 50); do grep -q '^ready' "$DIR/netdelay.log" && break; sleep 0.1; done
   grep -q '^ready' "$DIR/netdelay.log" || { cat "$DIR/netdelay.log"; exit 1; }
   REGION_ARGS=(--regions "$spec")
+  # Region 1 is the primary: its node leads (asked again after every restart) and answers
+  # reads from its lease, so the services beside it pay one inter-region round trip per
+  # write (the quorum) and none per read.
+  UP_ARGS=(--leader n1 -- --lease-reads 1)
 fi
 
 echo "== the shop: keel up --manifest apps/shop/shop.yaml --dir $DIR ${REGION_ARGS[*]}"
-"$KEEL" up --manifest "$MANIFEST" --dir "$DIR" --detach "${REGION_ARGS[@]}" || exit 1
+"$KEEL" up --manifest "$MANIFEST" --dir "$DIR" --detach "${REGION_ARGS[@]}" "${UP_ARGS[@]}" || exit 1
 
 H0=$(host_of 0)
 H1=$(host_of 1)
@@ -108,7 +113,7 @@ while [ $((t + 14)) -le "$SECS" ] && kill -0 "$load" 2>/dev/null; do
   echo "$(date +%s%3N) SIGKILL ${pick% *}" >> "$DIR/chaos.log" # marks on the live page
   sleep 4
   t=$((t + 4))
-  if "$KEEL" up --manifest "$MANIFEST" --dir "$DIR" --detach > "$DIR/restart.out" 2>&1; then
+  if "$KEEL" up --manifest "$MANIFEST" --dir "$DIR" --detach "${UP_ARGS[@]}" > "$DIR/restart.out" 2>&1; then
     echo "== chaos t=${t}s: restarted ${pick% *}"
   else
     echo "== chaos t=${t}s: restart failed:"; cat "$DIR/restart.out"

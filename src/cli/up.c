@@ -23,6 +23,8 @@
  * `keel up` on a DIR that has one restarts that cluster from its data.
  */
 #define UP_WAIT_MS 15000
+/* --leader NAME: how long `keel up` waits for NAME to lead once asked */
+#define UP_LEADER_WAIT_MS 10000
 /* keel server flags given after `--`, passed to every node as they are. */
 #define UP_SERVER_ARGS_MAX 64
 
@@ -36,7 +38,7 @@ static void on_signal(int sig)
 static void usage_up(void)
 {
     printf("usage: keel up [--nodes N] --dir DIR [--base-port P] [--detach] [--log-level L]\n"
-           "               [--manifest FILE] [--regions NETNS=HOST,...]\n"
+           "               [--manifest FILE] [--regions NETNS=HOST,...] [--leader NAME]\n"
            "               [-- keel server flags...]\n\n"
            "Starts N (default 3) keel server processes on 127.0.0.1, waits for a leader,\n"
            "prints the nodes and writes DIR/cluster.json. Node i (from 0) listens for\n"
@@ -52,7 +54,11 @@ static void usage_up(void)
            "With --regions, node i and instance i of every service run in region i %% R:\n"
            "inside network namespace NETNS, listening on HOST (made by keel-netdelay,\n"
            "which joins the regions with a delay; docs/shop.md). `keel up` reaches them\n"
-           "through the operator's link, so start keel-netdelay with --operator.\n");
+           "through the operator's link, so start keel-netdelay with --operator.\n"
+           "With --leader NAME, leadership is handed to node NAME once the cluster is up\n"
+           "(KEEL.CLUSTER TRANSFER), and keel up waits until it leads: the region whose\n"
+           "clients should pay no round trip to the leader. It is asked again whenever\n"
+           "keel up runs; nothing moves it back by itself after a failure.\n");
 }
 
 static pid_t spawn_node(const keel_cluster_t *cl, size_t i, const char *log_level,
@@ -249,6 +255,45 @@ static int wait_until_up(const keel_cluster_t *cl, const int *ours, int timeout_
     return -1;
 }
 
+/*
+ * Hands leadership to the node named `name` and waits until it leads (a node that is not
+ * caught up refuses a transfer: asked again every 200 ms). 0, or -1 said on stderr.
+ */
+static int prefer_leader(const keel_cluster_t *cl, const char *name)
+{
+    int target = -1;
+    for (size_t i = 0; i < cl->n; i++)
+        if (strcmp(cl->nodes[i].name, name) == 0)
+            target = (int)i;
+    if (target < 0) {
+        fprintf(stderr, "keel up: --leader %s: the cluster has no node of that name\n", name);
+        return -1;
+    }
+    int64_t deadline = now_ms() + UP_LEADER_WAIT_MS;
+    char why[256] = "no leader known";
+    for (;;) {
+        int leader = keel_cluster_find_leader(cl);
+        if (leader == target)
+            return 0;
+        if (leader >= 0) {
+            const char *argv[] = {"KEEL.CLUSTER", "TRANSFER", name};
+            keel_client_reply_t r;
+            if (keel_cli_call(cl->nodes[leader].client, 3, argv, &r, why, sizeof(why)) == 0) {
+                if (r.v->type == KEEL_RESP_ERROR)
+                    snprintf(why, sizeof(why), "%.*s", (int)r.v->str.len,
+                             (const char *)r.v->str.ptr);
+                keel_client_reply_free(&r);
+            }
+        }
+        if (now_ms() >= deadline)
+            break;
+        usleep(200 * 1000);
+    }
+    fprintf(stderr, "keel up: %s does not lead after %d ms (UP_LEADER_WAIT_MS): %s\n", name,
+            UP_LEADER_WAIT_MS, why);
+    return -1;
+}
+
 static void print_table(const keel_cluster_t *cl)
 {
     printf("%-6s %-22s %-22s %-22s %s\n", "NAME", "CLIENT (RESP)", "PEER", "HTTP", "PID");
@@ -263,7 +308,7 @@ static void print_table(const keel_cluster_t *cl)
 /* Parses `keel up` flags; 0, or the exit status (0 after --help, 2 after a usage error). */
 typedef struct up_args {
     int nodes, base, detach;
-    const char *dir, *log_level, *manifest, *regions;
+    const char *dir, *log_level, *manifest, *regions, *leader;
     char *const *extra; /* keel server flags after `--` */
     int extra_n;
 } up_args_t;
@@ -290,7 +335,8 @@ static int parse_up(int argc, char **argv, up_args_t *a, int *code)
         }
         int takes = strcmp(f, "--nodes") == 0 || strcmp(f, "--dir") == 0 ||
                     strcmp(f, "--base-port") == 0 || strcmp(f, "--log-level") == 0 ||
-                    strcmp(f, "--manifest") == 0 || strcmp(f, "--regions") == 0;
+                    strcmp(f, "--manifest") == 0 || strcmp(f, "--regions") == 0 ||
+                    strcmp(f, "--leader") == 0;
         if (!takes) {
             fprintf(stderr, "keel up: unknown option '%s' (see keel up --help)\n", f);
             goto usage_error;
@@ -309,6 +355,8 @@ static int parse_up(int argc, char **argv, up_args_t *a, int *code)
             a->manifest = v;
         else if (strcmp(f, "--regions") == 0)
             a->regions = v;
+        else if (strcmp(f, "--leader") == 0)
+            a->leader = v;
         else if (strcmp(f, "--nodes") == 0 && *end == '\0' && x >= 1 && x <= KEEL_CLUSTER_NODES_MAX)
             a->nodes = (int)x;
         else if (strcmp(f, "--base-port") == 0 && *end == '\0' && x >= 1 && x <= 65535 - 200 - 9)
@@ -404,6 +452,8 @@ int keel_cli_up(int argc, char **argv)
                 cl.dir);
         return 1;
     }
+    if (a.leader != NULL && prefer_leader(&cl, a.leader) == 0)
+        printf("%s leads\n", a.leader);
     print_table(&cl);
     if (a.manifest != NULL && keel_manifest_start(&man, &cl) != 0) {
         for (size_t i = 0; i < cl.n; i++)
