@@ -429,6 +429,8 @@ static pid_t spawn(const keel_manifest_service_t *s, const vars_t *v, const char
                     strerror(errno));
             _exit(127);
         }
+        if (netns && netns[0]) /* the region is the zone (kit/discovery.h) */
+            setenv("KEEL_ZONE", netns, 1);
         int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {
             dup2(fd, STDOUT_FILENO);

@@ -30,7 +30,9 @@
  * {dir} (the cluster directory), {bin} (the directory of the keel binary), {here} (the
  * manifest file's directory: for the config files beside it), {host} (the address the
  * instance listens on: 127.0.0.1, or its region's with `keel up --regions`, where instance
- * i runs in region i % R, inside the region's network namespace). A program named
+ * i runs in region i % R, inside the region's network namespace, with KEEL_ZONE set to
+ * the namespace's name: the kit registers it and its callers prefer their own zone). A
+ * program named
  * without a '/' is looked for beside the keel binary first, then on PATH.
  * Each instance logs to DIR/<name>-<i>.log; DIR/services.json records the processes.
  */

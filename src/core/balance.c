@@ -141,6 +141,13 @@ uint32_t keel_balance_ramp_permille(const keel_balance_t *b, uint32_t idx, int64
 /* Recomputes the available list, then lets the policy follow (maglev rebuilds its table). */
 static void refresh(keel_balance_t *b)
 {
+    b->level = 0;
+    bool any = false;
+    for (uint32_t i = 0; i < b->n; i++)
+        if (keel_balance_usable(b, i) && (!any || b->ep[i].priority < b->level)) {
+            b->level = b->ep[i].priority;
+            any = true;
+        }
     b->avail_n = 0;
     for (uint32_t i = 0; i < b->n; i++)
         if (keel_balance_available(b, i))
@@ -172,6 +179,9 @@ static int check_specs(const keel_balance_t *b, const keel_balance_spec_t *specs
         if (specs[i].weight == 0 || specs[i].weight > KEEL_BALANCE_WEIGHT_MAX)
             return keel_errf(msg, KEEL_EINVAL, "endpoint %u: weight %u not in 1..%u", i,
                              specs[i].weight, KEEL_BALANCE_WEIGHT_MAX);
+        if (specs[i].priority > KEEL_BALANCE_PRIORITY_MAX)
+            return keel_errf(msg, KEEL_EINVAL, "endpoint %u: priority %u not in 0..%u", i,
+                             specs[i].priority, KEEL_BALANCE_PRIORITY_MAX);
         for (uint32_t j = 0; j < i; j++)
             if (specs[j].id == specs[i].id)
                 return keel_errf(msg, KEEL_EINVAL, "endpoints %u and %u share id %llx", j, i,
@@ -202,6 +212,7 @@ int keel_balance_set_endpoints(keel_balance_t *b, const keel_balance_spec_t *spe
         }
         e->id = specs[i].id;
         e->weight = specs[i].weight;
+        e->priority = specs[i].priority;
     }
     keel_balance_endpoint_t *t = b->ep;
     b->ep = b->scratch;
@@ -217,10 +228,10 @@ int keel_balance_set_endpoints(keel_balance_t *b, const keel_balance_spec_t *spe
 void keel_balance_set_state(keel_balance_t *b, uint32_t idx, bool healthy, bool ejected)
 {
     assert(idx < b->n);
-    bool before = keel_balance_available(b, idx);
+    bool before = keel_balance_usable(b, idx);
     b->ep[idx].healthy = healthy;
     b->ep[idx].ejected = ejected;
-    bool after = keel_balance_available(b, idx);
+    bool after = keel_balance_usable(b, idx);
     if (before == after)
         return;
     if (after)
@@ -295,11 +306,15 @@ int keel_balance_pick_other(keel_balance_t *b, uint64_t key_hash, int64_t now_ms
     for (int k = 0; rc == 0 && avoid_1 == *idx + 1 && b->avail_n > 1 && k < repicks; k++)
         rc = keel_balance_pick(b, key_hash, now_ms, idx);
     const keel_balance_policy_t *p = b->policy;
-    if (rc != 0 || avoid_1 != *idx + 1 || b->avail_n < 2 || p->keyed)
+    if (rc != 0 || avoid_1 != *idx + 1 || p->keyed)
         return rc;
     uint32_t best = b->n;
     for (uint32_t i = 0; i < b->n; i++)
         if (i + 1 != avoid_1 && keel_balance_available(b, i) &&
+            (best == b->n || keel_balance_lighter(&b->ep[i], &b->ep[best])))
+            best = i;
+    for (uint32_t i = 0; best == b->n && i < b->n; i++) /* alone in its level: another level */
+        if (i + 1 != avoid_1 && keel_balance_usable(b, i) &&
             (best == b->n || keel_balance_lighter(&b->ep[i], &b->ep[best])))
             best = i;
     if (best < b->n)

@@ -53,6 +53,16 @@
  *   AVAILABLE <──set_state(healthy=1, ejected=0)──> UNAVAILABLE (unhealthy and/or ejected)
  *   new id in set_endpoints(): AVAILABLE; id dropped: gone; id kept: unchanged
  *
+ * Priorities (Envoy's priority levels; what locality-aware routing is built on): each
+ * endpoint has a priority, 0 the most preferred (spec.priority; 0 for all unless the caller
+ * says otherwise). Only the most preferred priority that has an endpoint both healthy and
+ * not ejected takes traffic: b->level. The others count as unavailable until every endpoint
+ * of the levels before them is out, and take over at once then (no slow start: a failover
+ * must not be throttled); an endpoint of a better level coming back takes traffic back.
+ * keel_balance_pick_other() is the exception: when the failing endpoint is the only one of
+ * its level, it gives the lightest usable endpoint of any level, so a retry leaves a zone
+ * whose one instance just failed (outlier ejection then moves the level).
+ *
  * In-flight counts (for least_conn and p2c) are kept by the caller calling
  * keel_balance_start() when a request is sent and keel_balance_done() when it
  * ends. keel_balance_set_endpoints() replaces the set; an endpoint whose id is
@@ -104,6 +114,7 @@
 #define KEEL_BALANCE_SLOW_START_AGGRESSION_MIN 100u   /* thousandths: 0.1 */
 #define KEEL_BALANCE_SLOW_START_AGGRESSION_MAX 10000u /* thousandths: 10 */
 #define KEEL_BALANCE_PERMILLE 1000u
+#define KEEL_BALANCE_PRIORITY_MAX 7u
 
 typedef struct keel_balance keel_balance_t;
 typedef struct keel_balance_policy keel_balance_policy_t;
@@ -128,8 +139,9 @@ typedef struct keel_balance_config {
 
 /* What the caller supplies for each endpoint. */
 typedef struct keel_balance_spec {
-    uint64_t id;     /* stable identity, e.g. keel_balance_hash("10.0.0.7:8080") */
-    uint32_t weight; /* 1..KEEL_BALANCE_WEIGHT_MAX */
+    uint64_t id;       /* stable identity, e.g. keel_balance_hash("10.0.0.7:8080") */
+    uint32_t weight;   /* 1..KEEL_BALANCE_WEIGHT_MAX */
+    uint32_t priority; /* 0 (most preferred) ..KEEL_BALANCE_PRIORITY_MAX (above) */
 } keel_balance_spec_t;
 
 typedef struct keel_balance_endpoint {
@@ -137,6 +149,7 @@ typedef struct keel_balance_endpoint {
     uint32_t weight;
     uint32_t inflight;   /* requests started and not done */
     int64_t policy_word; /* the policy's own per-endpoint state (smooth WRR: current weight) */
+    uint32_t priority;
     bool healthy, ejected;
     bool resting;          /* sits out the pick in progress (slow start); false between picks */
     uint8_t ramp;          /* KEEL_BALANCE_RAMP_* */
@@ -211,6 +224,7 @@ struct keel_balance {
     uint32_t avail_n;
     uint32_t *avail_pick; /* slow start: the available endpoints that take part in a pick */
     uint32_t ramp_n;      /* endpoints whose ramp is PENDING or ON */
+    uint32_t level;       /* the priority taking traffic (above) */
     keel_rand_t rand;
 };
 
@@ -277,9 +291,15 @@ void keel_balance_done(keel_balance_t *b, uint32_t idx);
 /* Tells the policy how a request to idx ended (for latency- or error-aware policies). */
 void keel_balance_report(keel_balance_t *b, uint32_t idx, const keel_balance_result_t *r);
 
+/* Healthy and not ejected, whatever its priority. */
+static inline bool keel_balance_usable(const keel_balance_t *b, uint32_t idx)
+{
+    return b->ep[idx].healthy && !b->ep[idx].ejected;
+}
+
 static inline bool keel_balance_available(const keel_balance_t *b, uint32_t idx)
 {
-    return b->ep[idx].healthy && !b->ep[idx].ejected && !b->ep[idx].resting;
+    return keel_balance_usable(b, idx) && !b->ep[idx].resting && b->ep[idx].priority == b->level;
 }
 
 /*

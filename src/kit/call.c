@@ -47,6 +47,7 @@ keel_caller_config_t keel_caller_config_default(const char *service)
     keel_caller_config_t cfg = {0};
     cfg.service = service;
     cfg.policy = "p2c";
+    cfg.zone = getenv(KEEL_ZONE_ENV);
     keel_breaker_config_default(&cfg.breaker);
     cfg.breaker.window_calls = 20;
     cfg.breaker.calls_min = 20;
@@ -71,7 +72,7 @@ static keel__caller_ep_t *ep_by_id(keel_caller_t *c, uint64_t id)
 
 /* Replaces the instance set; instances kept keep their breakers. */
 static int set_instances(keel_caller_t *c, const char (*hp)[KEEL_DISCOVERY_ADDR_BYTES_MAX + 8],
-                         const uint32_t *weights, uint32_t n)
+                         const uint32_t *weights, const uint32_t *priorities, uint32_t n)
 {
     keel__caller_ep_t *next = calloc(n ? n : 1, sizeof(*next));
     keel_balance_spec_t *specs = calloc(n ? n : 1, sizeof(*specs));
@@ -106,7 +107,8 @@ static int set_instances(keel_caller_t *c, const char (*hp)[KEEL_DISCOVERY_ADDR_
             free(specs);
             return KEEL_ENOMEM;
         }
-        specs[m] = (keel_balance_spec_t){.id = id, .weight = e->weight};
+        specs[m] = (keel_balance_spec_t){
+            .id = id, .weight = e->weight, .priority = priorities ? priorities[i] : 0};
         m++;
     }
     int rc = keel_balance_set_endpoints(&c->bal, specs, m, NULL);
@@ -142,18 +144,22 @@ static void on_discovery(keel_discovery_t *d, void *data)
     size_t n;
     const keel_discovery_instance_t *list = keel_discovery_instances(d, &n);
     char(*hp)[KEEL_DISCOVERY_ADDR_BYTES_MAX + 8] = calloc(n ? n : 1, sizeof(*hp));
-    uint32_t *w = calloc(n ? n : 1, sizeof(*w));
-    if (hp != NULL && w != NULL) {
+    uint32_t *w = calloc(n ? n : 1, sizeof(*w)), *prio = calloc(n ? n : 1, sizeof(*prio));
+    const char *zone = c->cfg.zone;
+    if (hp != NULL && w != NULL && prio != NULL) {
         for (size_t i = 0; i < n; i++) {
             snprintf(hp[i], sizeof(hp[i]), "%s:%d", list[i].address, list[i].port);
             w[i] = list[i].weight;
+            /* only an instance known to be elsewhere is demoted */
+            prio[i] = zone && zone[0] && list[i].zone[0] && strcmp(list[i].zone, zone) != 0;
         }
-        if (set_instances(c, hp, w, (uint32_t)n) != 0)
+        if (set_instances(c, hp, w, prio, (uint32_t)n) != 0)
             keel_log_warn("caller: could not take the new instance list",
                           KF_STR("service", c->service));
     }
     free(hp);
     free(w);
+    free(prio);
 }
 
 static int parse_static(keel_caller_t *c, const char *list, keel_errmsg_t *msg)
@@ -186,7 +192,7 @@ static int parse_static(keel_caller_t *c, const char *list, keel_errmsg_t *msg)
         p += strspn(p, ", ");
     }
     if (rc == 0)
-        rc = set_instances(c, hp, w, n);
+        rc = set_instances(c, hp, w, NULL, n);
     free(hp);
     free(w);
     return rc == KEEL_ENOMEM ? keel_errf(msg, rc, "caller: out of memory") : rc;

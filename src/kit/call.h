@@ -67,11 +67,15 @@
 #define KEEL_CALL_TIMEOUT_HEADER "x-keel-timeout-ms"
 
 typedef struct keel_caller_config {
-    const char *service;           /* the callee's name: the registry name and the metrics label */
-    const char *registry;          /* keel server client addresses "h:p,h:p"; or NULL and: */
-    const char *endpoints;         /* a static list "host:port,host:port" */
-    const char *tag;               /* registry: only instances with this tag; may be NULL */
-    const char *policy;            /* balancer name (core/balance.h); default "p2c" */
+    const char *service;   /* the callee's name: the registry name and the metrics label */
+    const char *registry;  /* keel server client addresses "h:p,h:p"; or NULL and: */
+    const char *endpoints; /* a static list "host:port,host:port" */
+    const char *tag;       /* registry: only instances with this tag; may be NULL */
+    const char *policy;    /* balancer name (core/balance.h); default "p2c" */
+    /* This caller's zone: registry instances of another zone (meta zone) take calls only
+     * while none of this zone is usable (core/balance.h's priorities; a retry whose one
+     * local instance failed goes to another zone). Default $KEEL_ZONE; NULL or "": none. */
+    const char *zone;
     keel_breaker_config_t breaker; /* per instance; default: trips at 50% of 20 calls or 5
                                       failures in a row, open 5 s */
     keel_retry_config_t retry;     /* one budget per caller; default core/retry's, with a

@@ -41,6 +41,21 @@ static int64_t num(const keel_resp_value_t *v)
     return v != NULL && v->type == KEEL_RESP_INT ? v->integer : -1;
 }
 
+/* The value of key `name` in an instance's meta (a flat key, value array), or NULL. */
+static const keel_resp_value_t *meta(const keel_resp_value_t *inst, const char *name)
+{
+    const keel_resp_value_t *m = field(inst, "meta");
+    if (m == NULL || m->type != KEEL_RESP_ARRAY)
+        return NULL;
+    size_t nl = strlen(name);
+    for (size_t i = 0; i + 1 < m->elems_len; i += 2) {
+        const keel_resp_value_t *k = &m->elems[i];
+        if (k->type == KEEL_RESP_BULK && k->str.len == nl && memcmp(k->str.ptr, name, nl) == 0)
+            return &m->elems[i + 1];
+    }
+    return NULL;
+}
+
 /* *2 :index *n instance: the new list, or -1 for a reply of another shape. */
 static int take_answer(keel_discovery_t *d, const keel_resp_value_t *r)
 {
@@ -62,6 +77,8 @@ static int take_answer(keel_discovery_t *d, const keel_resp_value_t *r)
             continue; /* a malformed instance is skipped, not fatal */
         x->port = (int)port;
         x->weight = w > 0 ? (uint32_t)w : 1;
+        if (copy_str(x->zone, sizeof(x->zone), meta(inst, KEEL_DISCOVERY_ZONE_META)) != 0)
+            x->zone[0] = '\0';
         n++;
     }
     uint64_t index = (uint64_t)r->elems[0].integer;

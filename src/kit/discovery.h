@@ -30,12 +30,19 @@
 #define KEEL_DISCOVERY_ID_BYTES_MAX 128u
 #define KEEL_DISCOVERY_ADDR_BYTES_MAX 256u
 #define KEEL_DISCOVERY_WAIT_MS 30000
+#define KEEL_DISCOVERY_ZONE_BYTES_MAX 64u
+/* An instance's zone is its registry meta `zone` (kit/service.h registers KEEL_ZONE there). */
+#define KEEL_DISCOVERY_ZONE_META "zone"
+/* The environment variable that names the zone (region, rack) a process runs in: services
+ * register it, callers prefer instances of the same zone (`keel up --regions` sets it). */
+#define KEEL_ZONE_ENV "KEEL_ZONE"
 
 typedef struct keel_discovery_instance {
     char id[KEEL_DISCOVERY_ID_BYTES_MAX];
     char address[KEEL_DISCOVERY_ADDR_BYTES_MAX];
     int port;
-    uint32_t weight; /* weight_passing */
+    uint32_t weight;                          /* weight_passing */
+    char zone[KEEL_DISCOVERY_ZONE_BYTES_MAX]; /* meta zone; "" none (or too long) */
 } keel_discovery_instance_t;
 
 typedef struct keel_discovery keel_discovery_t;

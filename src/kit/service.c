@@ -2,6 +2,7 @@
 #include "kit/service.h"
 
 #include "base/buf.h"
+#include "kit/discovery.h"
 #include "runtime/clock.h"
 
 #include <http_parser.h>
@@ -22,6 +23,7 @@ keel_service_config_t keel_service_config_default(const char *name)
         .ttl_ms = 5000,
         .deregister_wait_ms = 2000,
         .idem = keel_idem_config_default(),
+        .zone = getenv(KEEL_ZONE_ENV),
     };
 }
 
@@ -40,6 +42,11 @@ static int reg_start(keel_service_t *s, keel_errmsg_t *msg)
     rc.address = s->advertise;
     rc.port = keel_service_port(s);
     rc.ttl_ms = s->cfg.ttl_ms;
+    const char *zone_meta[] = {KEEL_DISCOVERY_ZONE_META, s->cfg.zone};
+    if (s->cfg.zone != NULL && s->cfg.zone[0] != '\0') {
+        rc.meta = zone_meta;
+        rc.meta_count = 1;
+    }
     rc.metrics = s->metrics;
     rc.labels = labels;
     return keel_registration_start(&s->reg, s->loop, &rc, msg);

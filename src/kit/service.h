@@ -94,6 +94,7 @@ typedef struct keel_service_config {
     const char *instance_id;      /* default "<name>-<host>-<port>" */
     const char *advertise;        /* the address callers use; default the listen host */
     keel_ms_t ttl_ms;             /* default 5000 */
+    const char *zone;             /* registered as meta zone; default $KEEL_ZONE, NULL none */
     keel_ms_t deregister_wait_ms; /* the drain waits this long for DEREGISTER; default 2000 */
     /* Idempotency keys (tx/idem.h has the semantics): with idem.servers set, routes added
      * with keel_service_route_idem() honour an Idempotency-Key header, keys kept in keel

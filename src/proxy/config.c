@@ -3,6 +3,7 @@
 #include "proxy/config.h"
 
 #include "base/err.h"
+#include "kit/discovery.h"
 #include "proxy/config_int.h"
 #include "proxy/h1.h"
 
@@ -99,6 +100,14 @@ static void top_via(ctx_t *c, yaml_node_t *v, void *base)
          strpbrk(cfg->via, " \t\r\n,") != NULL))
         ERR(c, v, "via: '%s' must be a token of 1..%u bytes", cfg->via,
             KEEL_PROXY_NAME_BYTES_MAX - 1);
+}
+
+static void top_zone(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_config_t *cfg = base;
+    if (keel__cfg_to_str(c, v, "zone", false, &cfg->zone) &&
+        strlen(cfg->zone) >= KEEL_DISCOVERY_ZONE_BYTES_MAX)
+        ERR(c, v, "zone: at most %u bytes", KEEL_DISCOVERY_ZONE_BYTES_MAX - 1);
 }
 
 /* "host:port" or several, comma-separated (keel server nodes; any of them answers). */
@@ -250,6 +259,7 @@ static const field_t top_fields[] = {
     {"jwt_providers", F_FN, 0, 0, 0, top_skip},
     {"routes", F_FN, 0, 0, 0, keel__cfg_top_routes},
     {"via", F_FN, 0, 0, 0, top_via},
+    {"zone", F_FN, 0, 0, 0, top_zone},
     {"registry", F_FN, 0, 0, 0, top_registry},
     {"access_log", F_BOOL, offsetof(keel_proxy_config_t, access_log), 0, 0, NULL},
     {"workers", F_U32, offsetof(keel_proxy_config_t, workers), 1, KEEL_PROXY_WORKERS_MAX, NULL},
@@ -377,6 +387,8 @@ static void load_document(ctx_ext_t *x, route_load_t *rl)
                            cl->name ? cl->name : "?");
         else if ((cl->registry = strdup(c->cfg->registry)) == NULL)
             keel__cfg_errl(c, cl->line, "out of memory");
+        if (c->cfg->zone && c->cfg->zone[0] && (cl->zone = strdup(c->cfg->zone)) == NULL)
+            keel__cfg_errl(c, cl->line, "out of memory");
     }
     if (c->cfg->listeners_count == 0)
         ERR(c, root, "at least one listener is required");
@@ -468,6 +480,7 @@ void keel_proxy_config_free(keel_proxy_config_t *cfg)
         free(cl->service);
         free(cl->tag);
         free(cl->registry);
+        free(cl->zone);
     }
     for (uint32_t i = 0; i < cfg->routes_count; i++) {
         keel_proxy_route_t *r = &cfg->routes[i];
@@ -533,5 +546,6 @@ void keel_proxy_config_free(keel_proxy_config_t *cfg)
     free(cfg->admin_address);
     free(cfg->registry);
     free(cfg->via);
+    free(cfg->zone);
     memset(cfg, 0, sizeof(*cfg));
 }

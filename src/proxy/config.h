@@ -114,6 +114,7 @@ typedef struct keel_proxy_cluster {
     char *service;
     char *tag;      /* NULL: any */
     char *registry; /* "host:port,host:port" */
+    char *zone;     /* the top-level zone, for service clusters; NULL: none */
     char *balance;  /* a core/balance policy name */
     keel_proxy_hash_on_t hash_on;
     char *hash_header; /* lower-case, for HASH_HEADER */
@@ -361,6 +362,8 @@ typedef struct keel_proxy_config {
     uint32_t jwt_providers_count;
     char *registry;   /* keel server seeds for service clusters; NULL: none */
     char *via;        /* the Via pseudonym; default "keel" */
+    char *zone;       /* this proxy's zone: service clusters prefer instances of it (registry meta
+                       * zone), others only while none of it is usable; NULL or "": no preference */
     bool access_log;  /* one JSON line per request on the log (stderr); default off */
     uint32_t workers; /* event-loop threads, 1..KEEL_PROXY_WORKERS_MAX; 0 (absent): one per
                        * online core, decided when the proxy starts (docs/proxy.md) */

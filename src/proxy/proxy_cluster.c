@@ -171,7 +171,8 @@ bool keel__cluster_same(const keel_proxy_cluster_t *a, const keel_proxy_cluster_
     if (!str_eq(a->name, b->name) || !str_eq(a->balance, b->balance) ||
         !str_eq(a->hash_header, b->hash_header) || !str_eq(a->health.path, b->health.path) ||
         !str_eq(a->service, b->service) || !str_eq(a->tag, b->tag) ||
-        !str_eq(a->registry, b->registry) || a->hosts_count != b->hosts_count)
+        !str_eq(a->registry, b->registry) || !str_eq(a->zone, b->zone) ||
+        a->hosts_count != b->hosts_count)
         return false;
     for (uint32_t i = 0; i < a->hosts_count; i++)
         if (!str_eq(a->hosts[i].address, b->hosts[i].address) ||
@@ -198,6 +199,7 @@ static void cluster_cfg_free(keel_proxy_cluster_t *c)
     free(c->service);
     free(c->tag);
     free(c->registry);
+    free(c->zone);
     for (uint32_t i = 0; i < c->hosts_count; i++)
         free(c->hosts[i].address);
 }
@@ -221,6 +223,7 @@ static int cluster_cfg_copy(keel_proxy_cluster_t *dst, const keel_proxy_cluster_
     dst->service = dup_opt(src->service, &ok);
     dst->tag = dup_opt(src->tag, &ok);
     dst->registry = dup_opt(src->registry, &ok);
+    dst->zone = dup_opt(src->zone, &ok);
     for (uint32_t i = 0; i < src->hosts_count; i++)
         ok &= (dst->hosts[i].address = strdup(src->hosts[i].address)) != NULL;
     if (!ok) {
@@ -348,6 +351,8 @@ static void service_update(keel__pcluster_t *cl, const keel_discovery_instance_t
         h->weight = w > KEEL_BALANCE_WEIGHT_MAX ? KEEL_BALANCE_WEIGHT_MAX : w;
         if (strcmp(cl->cfg->balance, "ring") == 0 && h->weight > wmax)
             h->weight = wmax;
+        const char *zone = cl->cfg->zone;
+        h->priority = zone && zone[0] && list[k].zone[0] && strcmp(list[k].zone, zone) != 0;
         taken[s] = true;
     }
     cl->live = 0;
@@ -361,7 +366,8 @@ static void service_update(keel__pcluster_t *cl, const keel_discovery_instance_t
         }
         cl->live += !h->gone;
         ids[i] = keel_balance_hash(h->address, strlen(h->address));
-        specs[i] = (keel_balance_spec_t){ids[i], h->weight ? h->weight : 1};
+        specs[i] = (keel_balance_spec_t){
+            .id = ids[i], .weight = h->weight ? h->weight : 1, .priority = h->priority};
     }
     keel_errmsg_t msg;
     int rc = keel_balance_set_endpoints(&cl->lb, specs, cl->hosts_n, &msg);
@@ -454,7 +460,7 @@ static int cluster_setup(keel_proxy_t *p, keel__pcluster_t *cl, keel_errmsg_t *m
             return keel_errf(msg, KEEL_EINVAL, "cluster %s: host %s: %s", c->name, h->address,
                              msg->text);
         ids[i] = keel_balance_hash(h->address, strlen(h->address));
-        specs[i] = (keel_balance_spec_t){ids[i], c->hosts[i].weight};
+        specs[i] = (keel_balance_spec_t){.id = ids[i], .weight = c->hosts[i].weight};
         if (c->hosts[i].weight > weight_max)
             weight_max = c->hosts[i].weight;
     }

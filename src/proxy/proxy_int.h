@@ -86,6 +86,7 @@ struct keel__phost {
     uint32_t idx; /* in the cluster, the balancer and the outlier detector */
     const char *address;
     uint32_t weight;
+    uint32_t priority; /* 1: a registry instance of another zone than the proxy's (balance.h) */
     /* service clusters: the instance left the registry's passing list; the slot stays in the
      * balancer as unavailable (so indexes never move) until it is reused for a new instance,
      * once nothing refers to it (no connection, request or health check) */

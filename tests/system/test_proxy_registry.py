@@ -9,6 +9,7 @@ the last list serving. Each instance holds a note naming itself, so a response s
 
 import http.client
 import json
+import os
 import signal
 import threading
 import time
@@ -28,10 +29,11 @@ def call(port, method, path, body=None):
     return out
 
 
-def start_notes(procs, reg, name):
+def start_notes(procs, reg, name, zone=None):
     port = free_port()
+    env = dict(os.environ, KEEL_ZONE=zone) if zone else None
     p = procs.start([binary("keel-example-notes"), "--listen", f"127.0.0.1:{port}",
-                     "--registry", reg, "--ttl", "2000", "--id", name])
+                     "--registry", reg, "--ttl", "2000", "--id", name], env=env)
     p.read_line(r"listening on port")
     assert call(port, "PUT", "/notes/who", name.encode())[0] == 204
     return p, port
@@ -54,13 +56,14 @@ def clusters(admin):
         return {c["name"]: c for c in json.loads(r.read())["clusters"]}
 
 
-def start_notes_proxy(procs, tmp_path, reg, balance, retry_extra=""):
+def start_notes_proxy(procs, tmp_path, reg, balance, retry_extra="", zone=None):
     """The proxy in front of service "notes" from the registry, retrying connect failures and
     resets on another instance: (proc, port, admin port)."""
     return start_proxy(procs, tmp_path, f"""
 listeners: [{{name: main, address: 127.0.0.1:0}}]
 admin: {{address: 127.0.0.1:0}}
 registry: {reg}
+{f"zone: {zone}" if zone else ""}
 clusters:
   - name: notes
     service: notes
@@ -227,3 +230,32 @@ def test_instances_come_and_go_under_load_without_a_failed_request(make_cluster,
     last_a = max(t for t, _, name in results if name == "notes-a")
     assert last_a < term_at + 2.0, last_a - term_at  # drained and gone within its drain time
     assert set(served(port, 20)) == {"notes-c", "notes-d"}
+
+
+def test_a_zone_prefers_its_own_instances_and_fails_over_to_another(make_cluster, procs,
+                                                                    tmp_path):
+    """zone: the instances registered with the proxy's zone (KEEL_ZONE, registry meta zone) take
+    every request while one of them is usable; the other zone's only when none is; traffic
+    comes home when one returns."""
+    node = make_cluster(1).nodes[0]
+    reg = f"127.0.0.1:{node.client_port}"
+    a, a_port = start_notes(procs, reg, "notes-a", zone="east")
+    b, b_port = start_notes(procs, reg, "notes-b", zone="east")
+    c, c_port = start_notes(procs, reg, "notes-c", zone="west")
+    p, port, admin = start_notes_proxy(procs, tmp_path, reg, "round_robin", zone="east")
+    assert wait_until(lambda: len(clusters(admin)["notes"]["hosts"]) == 3, 5)
+    assert set(served(port, 40)) == {"notes-a", "notes-b"}
+    # both east instances killed: west takes over once outlier detection has ejected them
+    # (three connect failures each: a request may fail while its retries still meet the dead
+    # pair, since a retry avoids only the host it just tried), then for good once the
+    # registry drops them
+    for inst in (a, b):
+        inst.may_exit = True
+        inst.kill()
+    got = served(port, 40)
+    assert got.count(None) <= 3 and set(got[-20:]) == {"notes-c"}, got
+    assert wait_until(lambda: len(clusters(admin)["notes"]["hosts"]) == 1, 8)
+    assert set(served(port, 20)) == {"notes-c"}
+    # an east instance comes back: traffic comes home
+    d, d_port = start_notes(procs, reg, "notes-d", zone="east")
+    assert wait_until(lambda: set(served(port, 10)) == {"notes-d"}, 8)

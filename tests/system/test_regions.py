@@ -227,6 +227,12 @@ def test_keel_up_places_nodes_and_instances_in_regions_and_hands_leadership(tmp_
             return sorted(e["Service"]["Address"] for e in reg)
         assert wait_until(lambda: registered() == [regions.host(i) for i in range(3)],
                           timeout_s=10), registered()
+        # each registered its region as its zone (KEEL_ZONE, set by keel up): callers and the
+        # proxy prefer instances of their own zone
+        reg = json.loads(urllib.request.urlopen(
+            f"http://{http}/v1/health/service/notes?passing", timeout=5).read())
+        zones = {e["Service"]["Address"]: e["Service"]["Meta"].get("zone") for e in reg}
+        assert zones == {regions.host(i): regions.ns[i] for i in range(3)}, zones
         # a write through the leader (region 2) from the operator's link
         r = redis.Redis(host=regions.host(1), port=7302, socket_timeout=5)
         assert r.set("k", "v") and r.get("k") == b"v"

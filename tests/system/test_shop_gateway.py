@@ -38,7 +38,11 @@ def token(sub):
 def manifest(tmp_path, base, port, gw):
     with open(os.path.join(REPO, "apps", "shop", "gateway.yaml")) as f:
         text = f.read()
-    text = text.replace("127.0.0.1:8000", f"127.0.0.1:{gw}").replace("127.0.0.1:8001", f"127.0.0.1:{gw + 1}")
+    # the listener and admin addresses are ${SHOP_HOST:-127.0.0.1}:8000 and :8001
+    for old, new in (("${SHOP_HOST:-127.0.0.1}:8000", f"127.0.0.1:{gw}"),
+                     ("${SHOP_HOST:-127.0.0.1}:8001", f"127.0.0.1:{gw + 1}")):
+        assert old in text, old
+        text = text.replace(old, new)
     text = text.replace("127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003",
                         ",".join(f"127.0.0.1:{base + i}" for i in range(3)))
     (tmp_path / "gateway.yaml").write_text(text)

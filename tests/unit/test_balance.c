@@ -31,7 +31,8 @@ static void set_nodes(keel_balance_t *b, int set, const int *which, uint32_t n)
     keel_balance_spec_t specs[2048];
     KT_CHECK(n <= 2048);
     for (uint32_t i = 0; i < n; i++)
-        specs[i] = (keel_balance_spec_t){node_id(set, which ? which[i] : (int)i), 1};
+        specs[i] =
+            (keel_balance_spec_t){.id = node_id(set, which ? which[i] : (int)i), .weight = 1};
     keel_errmsg_t m;
     int err = keel_balance_set_endpoints(b, specs, n, &m);
     if (err)
@@ -49,7 +50,7 @@ static void smooth_wrr_gives_nginx_sequence_for_5_1_1(void)
 {
     keel_balance_t b;
     init(&b, &keel_balance_weighted_rr, 8);
-    keel_balance_spec_t s[] = {{'a', 5}, {'b', 1}, {'c', 1}};
+    keel_balance_spec_t s[] = {{'a', 5, 0}, {'b', 1, 0}, {'c', 1, 0}};
     KT_EQ_INT(keel_balance_set_endpoints(&b, s, 3, NULL), 0);
     char got[15] = {0};
     for (int i = 0; i < 14; i++)
@@ -65,7 +66,7 @@ static void weighted_rr_matches_weights_over_a_million_picks(void)
     const uint32_t w[] = {7, 5, 3, 2, 1, 1};
     keel_balance_spec_t s[6];
     for (int i = 0; i < 6; i++)
-        s[i] = (keel_balance_spec_t){(uint64_t)i + 100, w[i]};
+        s[i] = (keel_balance_spec_t){.id = (uint64_t)i + 100, .weight = w[i]};
     KT_EQ_INT(keel_balance_set_endpoints(&b, s, 6, NULL), 0);
     long count[6] = {0};
     const int picks = 1000000;
@@ -198,13 +199,13 @@ static void endpoint_updates_keep_inflight_counts_and_flags(void)
 {
     keel_balance_t b;
     init(&b, &keel_balance_least_conn, 8);
-    keel_balance_spec_t s1[] = {{11, 1}, {22, 1}, {33, 1}};
+    keel_balance_spec_t s1[] = {{11, 1, 0}, {22, 1, 0}, {33, 1, 0}};
     KT_EQ_INT(keel_balance_set_endpoints(&b, s1, 3, NULL), 0);
     for (int i = 0; i < 5; i++)
         keel_balance_start(&b, 1); /* 22 is busy */
     keel_balance_start(&b, 2);
     keel_balance_set_state(&b, 0, true, true); /* 11 ejected */
-    keel_balance_spec_t s2[] = {{33, 1}, {22, 2}, {11, 1}, {44, 1}};
+    keel_balance_spec_t s2[] = {{33, 1, 0}, {22, 2, 0}, {11, 1, 0}, {44, 1, 0}};
     KT_EQ_INT(keel_balance_set_endpoints(&b, s2, 4, NULL), 0);
     KT_EQ_INT(b.ep[1].inflight, 5);
     KT_EQ_INT(b.ep[1].weight, 2);
@@ -213,11 +214,11 @@ static void endpoint_updates_keep_inflight_counts_and_flags(void)
     KT_EQ_INT(b.ep[3].inflight, 0);
     KT_CHECK(b.ep[3].healthy && !b.ep[3].ejected);
     KT_EQ_INT(pick(&b, 0), 3); /* 44: idle; 11 ejected; 22 and 33 busy */
-    keel_balance_spec_t dup[] = {{1, 1}, {1, 1}};
+    keel_balance_spec_t dup[] = {{1, 1, 0}, {1, 1, 0}};
     keel_errmsg_t m;
     KT_EQ_INT(keel_balance_set_endpoints(&b, dup, 2, &m), KEEL_EINVAL);
     KT_EQ_INT(b.n, 4); /* old set kept */
-    keel_balance_spec_t zero[] = {{1, 0}};
+    keel_balance_spec_t zero[] = {{1, 0, 0}};
     KT_EQ_INT(keel_balance_set_endpoints(&b, zero, 1, &m), KEEL_EINVAL);
     keel_balance_free(&b);
 }
@@ -531,7 +532,7 @@ static void a_policy_defined_outside_balance_c_plugs_in_through_its_table(void)
     keel_balance_t b;
     KT_EQ_INT(keel_balance_init(&b, &c, NULL), 0);
     KT_EQ_INT(log.inits, 1);
-    keel_balance_spec_t s[] = {{1, 1}, {2, 1}, {3, 1}};
+    keel_balance_spec_t s[] = {{1, 1, 0}, {2, 1, 0}, {3, 1, 0}};
     KT_EQ_INT(keel_balance_set_endpoints(&b, s, 3, NULL), 0);
     uint32_t idx;
     KT_EQ_INT(keel_balance_pick(&b, 0, 1000, &idx), 0);
@@ -581,6 +582,48 @@ static void policies_are_found_by_their_config_file_names(void)
     KT_EQ_INT(keel_balance_config_validate(&c, &m), KEEL_EINVAL);
 }
 
+/* Priorities: only the best level with a usable endpoint takes traffic, for every policy; the
+ * next level takes over when the last of the level before it is out, and gives traffic back
+ * when one returns; a retry whose failing endpoint is alone in its level goes to another. */
+static void only_the_best_usable_priority_takes_traffic_and_fails_over(void)
+{
+    for (const keel_balance_policy_t *const *p = keel_balance_builtin; *p; p++) {
+        keel_balance_t b;
+        init(&b, *p, 8);
+        /* a, b local (0); c, d in another zone (1); e further (2) */
+        keel_balance_spec_t s[] = {{'a', 1, 0}, {'b', 1, 0}, {'c', 1, 1}, {'d', 1, 1}, {'e', 1, 2}};
+        KT_EQ_INT(keel_balance_set_endpoints(&b, s, 5, NULL), 0);
+        KT_EQ_INT(b.level, 0);
+        KT_EQ_INT(b.avail_n, 2);
+        for (uint64_t k = 1; k <= 200; k++)
+            KT_CHECK(b.ep[pick(&b, k * 7919)].priority == 0);
+        keel_balance_set_state(&b, 0, true, true); /* a ejected: b alone */
+        for (uint64_t k = 1; k <= 50; k++)
+            KT_EQ_INT(b.ep[pick(&b, k * 7919)].id, 'b');
+        if (!(*p)->keyed) { /* a retry away from b, alone in level 0, leaves the level */
+            uint32_t idx = UINT32_MAX;
+            KT_EQ_INT(keel_balance_pick_other(&b, 0, 0, 1 + 1, 3, &idx), 0);
+            KT_CHECK(b.ep[idx].priority == 1);
+        }
+        keel_balance_set_state(&b, 1, false, false); /* b unhealthy: level 1 takes over */
+        KT_EQ_INT(b.level, 1);
+        for (uint64_t k = 1; k <= 200; k++)
+            KT_CHECK(b.ep[pick(&b, k * 7919)].priority == 1);
+        keel_balance_set_state(&b, 2, false, false);
+        keel_balance_set_state(&b, 3, true, true);
+        KT_EQ_INT(b.level, 2);
+        KT_EQ_INT(b.ep[pick(&b, 5)].id, 'e');
+        keel_balance_set_state(&b, 0, true, false); /* a is back: traffic comes home */
+        KT_EQ_INT(b.level, 0);
+        for (uint64_t k = 1; k <= 50; k++)
+            KT_EQ_INT(b.ep[pick(&b, k * 7919)].id, 'a');
+        keel_balance_spec_t bad[] = {{'a', 1, KEEL_BALANCE_PRIORITY_MAX + 1}};
+        keel_errmsg_t m;
+        KT_EQ_INT(keel_balance_set_endpoints(&b, bad, 1, &m), KEEL_EINVAL);
+        keel_balance_free(&b);
+    }
+}
+
 int main(void)
 {
     KT_RUN(smooth_wrr_gives_nginx_sequence_for_5_1_1);
@@ -598,5 +641,6 @@ int main(void)
     KT_RUN(ring_find_returns_the_first_point_clockwise);
     KT_RUN(a_policy_defined_outside_balance_c_plugs_in_through_its_table);
     KT_RUN(policies_are_found_by_their_config_file_names);
+    KT_RUN(only_the_best_usable_priority_takes_traffic_and_fails_over);
     return kt_done();
 }

@@ -24,7 +24,7 @@ static void init_slow(keel_balance_t *b, const keel_balance_policy_t *policy, in
 
 static void set(keel_balance_t *b, uint32_t n)
 {
-    keel_balance_spec_t s[] = {{'a', 1}, {'b', 1}, {'c', 1}};
+    keel_balance_spec_t s[] = {{'a', 1, 0}, {'b', 1, 0}, {'c', 1, 0}};
     KT_CHECK(n <= 3);
     KT_EQ_INT(keel_balance_set_endpoints(b, s, n, NULL), 0);
 }

@@ -243,7 +243,7 @@ static void bench_balancers(uint32_t n)
     if (!specs)
         die("calloc", KEEL_ENOMEM);
     for (uint32_t i = 0; i < n; i++)
-        specs[i] = (keel_balance_spec_t){keel_mix64(i + 1), 1 + i % 3};
+        specs[i] = (keel_balance_spec_t){.id = keel_mix64(i + 1), .weight = 1 + i % 3};
     keel_balance_config_t c;
     for (const keel_balance_policy_t *const *p = keel_balance_builtin; *p; p++) {
         keel_balance_config_default(&c);
