@@ -150,24 +150,24 @@ static void define(app_t *a, keel_choreo_config_t *cfg)
     d->name = a->role;
     if (strcmp(a->role, "stock") == 0) {
         d->rules[0] = (keel_choreo_rule_t){"order.created", KEEL_CHOREO_ACTION, "stock.reserved",
-                                           "stock.failed"};
+                                           "stock.failed", 0};
         d->rules[1] = (keel_choreo_rule_t){"payment.failed", KEEL_CHOREO_COMPENSATION,
-                                           "stock.released", NULL};
+                                           "stock.released", NULL, 0};
         cfg->handlers[0] = on_reserve;
         cfg->handlers[1] = on_release;
         d->rules_n = 2;
     } else if (strcmp(a->role, "payment") == 0) {
         d->rules[0] = (keel_choreo_rule_t){"stock.reserved", KEEL_CHOREO_ACTION, "payment.charged",
-                                           "payment.failed"};
+                                           "payment.failed", 0};
         cfg->handlers[0] = on_charge;
         d->rules_n = 1;
     } else {
         d->rules[0] = (keel_choreo_rule_t){"payment.charged", KEEL_CHOREO_ACTION, "order.confirmed",
-                                           "order.confirm_failed"};
+                                           "order.confirm_failed", 0};
         d->rules[1] = (keel_choreo_rule_t){"stock.released", KEEL_CHOREO_COMPENSATION,
-                                           "order.cancelled", NULL};
-        d->rules[2] =
-            (keel_choreo_rule_t){"stock.failed", KEEL_CHOREO_COMPENSATION, "order.cancelled", NULL};
+                                           "order.cancelled", NULL, 0};
+        d->rules[2] = (keel_choreo_rule_t){"stock.failed", KEEL_CHOREO_COMPENSATION,
+                                           "order.cancelled", NULL, 0};
         cfg->handlers[0] = on_confirm;
         cfg->handlers[1] = on_cancel;
         cfg->handlers[2] = on_cancel;
