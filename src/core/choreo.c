@@ -193,3 +193,23 @@ keel_ms_t keel_choreo_backoff_ms(const keel_choreo_def_t *d, uint32_t attempts, 
         t = d->backoff_cap_ms;
     return t / 2 + (keel_ms_t)((double)(t - t / 2) * jitter_0_1);
 }
+
+int keel_choreo_deadline_of(const uint8_t *id, size_t n, keel_ms_t saga_deadline_ms,
+                            keel_ms_t *deadline_ms)
+{
+    assert(saga_deadline_ms > 0);
+    keel_ms_t ms = 0;
+    size_t i = 0;
+    for (; i < n && id[i] >= '0' && id[i] <= '9'; i++) {
+        if (ms > (INT64_MAX - (id[i] - '0')) / 10)
+            return KEEL_EPROTO;
+        ms = ms * 10 + (id[i] - '0');
+    }
+    if (i == 0 || i == n || id[i] != '-' || i + 1 == n)
+        return KEEL_EPROTO;
+    for (size_t j = i + 1; j < n; j++)
+        if (id[j] < '0' || id[j] > '9')
+            return KEEL_EPROTO;
+    *deadline_ms = ms > INT64_MAX - saga_deadline_ms ? INT64_MAX : ms + saga_deadline_ms;
+    return 0;
+}

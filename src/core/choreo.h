@@ -123,4 +123,10 @@ bool keel_choreo_retry_expired(const keel_choreo_def_t *d, const keel_choreo_rul
  * [0, 1) scales it into [half, full] (equal jitter). */
 keel_ms_t keel_choreo_backoff_ms(const keel_choreo_def_t *d, uint32_t attempts, double jitter_0_1);
 
+/* A saga's deadline under a watcher (tx/choreo_watch.h): the time in a stream entry id
+ * "<ms>-<seq>" (n bytes) plus saga_deadline_ms, saturating. 0, or KEEL_EPROTO for a
+ * malformed id. */
+int keel_choreo_deadline_of(const uint8_t *id, size_t n, keel_ms_t saga_deadline_ms,
+                            keel_ms_t *deadline_ms);
+
 #endif

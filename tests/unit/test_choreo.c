@@ -179,6 +179,21 @@ static void the_backoff_doubles_up_to_its_cap_with_equal_jitter(void)
     KT_EQ_INT(keel_choreo_backoff_ms(&d, 4000000000u, 0.5), 750);
 }
 
+static void a_sagas_deadline_is_its_first_entrys_time_plus_the_limit(void)
+{
+    keel_ms_t d = 0;
+    const char *ok = "1733450000123-7";
+    KT_EQ_INT(keel_choreo_deadline_of((const uint8_t *)ok, strlen(ok), 5000, &d), 0);
+    KT_EQ_INT(d, 1733450005123);
+    const char *big = "9223372036854775807-0";
+    KT_EQ_INT(keel_choreo_deadline_of((const uint8_t *)big, strlen(big), 5000, &d), 0);
+    KT_EQ_INT(d, INT64_MAX);
+    const char *bad[] = {"", "-1", "12", "12-", "12-x", "a-1", "1 2-3", "99999999999999999999-1"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        KT_EQ_INT(keel_choreo_deadline_of((const uint8_t *)bad[i], strlen(bad[i]), 5000, &d),
+                  KEEL_EPROTO);
+}
+
 int main(void)
 {
     KT_RUN(an_event_round_trips_with_its_data_bytes_untouched);
@@ -187,5 +202,6 @@ int main(void)
     KT_RUN(an_action_is_refused_at_once_or_after_its_attempts_and_a_compensation_never);
     KT_RUN(an_event_failing_past_its_retry_time_is_dead_lettered_unless_refusable);
     KT_RUN(the_backoff_doubles_up_to_its_cap_with_equal_jitter);
+    KT_RUN(a_sagas_deadline_is_its_first_entrys_time_plus_the_limit);
     return kt_done();
 }
