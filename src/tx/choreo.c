@@ -260,8 +260,10 @@ static ev_result_t handle_event(keel_choreo_t *c, const char *entry_id,
         return EV_DEAD;
     }
     if (v == KEEL_CHOREO_RETRY) {
-        if (!again)
+        if (!again) {
             c->fail_since_ms = now;
+            c->fail_until_ms = now + keel_choreo_retry_for_ms(&c->cfg.def, r);
+        }
         snprintf(c->fail_id, sizeof(c->fail_id), "%s", entry_id);
         c->fail_attempts = attempts;
         c->stats.retries++;
@@ -343,6 +345,19 @@ static void wait_then_next(keel_choreo_t *c, uint32_t attempts)
     keel_timer_start(&c->wait, ms, 0, wait_done, c);
 }
 
+/* The pause before the failing entry's next attempt: its backoff, but no later than the end
+ * of its retry_for_ms, so that it is given up on time rather than up to a backoff late. */
+static void retry_then_next(keel_choreo_t *c)
+{
+    keel_ms_t ms = keel_choreo_backoff_ms(&c->cfg.def, c->fail_attempts ? c->fail_attempts : 1,
+                                          keel_rand_double(&c->rand));
+    keel_ms_t left = c->fail_until_ms - keel_loop_now_ms(c->loop);
+    if (c->fail_id[0] != '\0' && left < ms)
+        ms = left > 0 ? left : 0;
+    c->waiting = true;
+    keel_timer_start(&c->wait, ms, 0, wait_done, c);
+}
+
 static void request_failed(keel_choreo_t *c, const char *what, int status,
                            const keel_resp_value_t *reply)
 {
@@ -371,7 +386,7 @@ static void on_acked(keel_client_t *cl, void *ctx, int status, const keel_resp_v
         return;
     }
     if (c->backoff_after_ack)
-        wait_then_next(c, c->fail_attempts);
+        retry_then_next(c);
     else
         next(c);
 }
@@ -488,7 +503,7 @@ static void handle_entries(keel_choreo_t *c, const keel_resp_value_t *entries, b
         keel_outbox_relay_kick(&c->relay);
     if (n == 0) {
         if (*retry)
-            wait_then_next(c, c->fail_attempts);
+            retry_then_next(c);
         else
             next(c);
         return;

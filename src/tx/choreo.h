@@ -142,7 +142,7 @@ struct keel_choreo {
     char relay_labels[KEEL_CHOREO_NAME_BYTES_MAX + 16];
     char fail_id[48]; /* the entry whose handler failed transiently, how often, since when */
     uint32_t fail_attempts;
-    keel_ms_t fail_since_ms;                    /* the loop's clock at its first failure */
+    keel_ms_t fail_since_ms, fail_until_ms;     /* the loop clock at its first failure; + limit */
     char dead_why[KEEL_ERRMSG_BYTES_MAX + 160]; /* the attention record of the entry to move */
     char dead_saga[KEEL_CHOREO_SAGA_BYTES_MAX + 1];
     keel_choreo_stats_t stats;
