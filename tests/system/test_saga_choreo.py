@@ -13,6 +13,7 @@ restarted after the deadline."""
 import re
 import sqlite3
 import signal
+import subprocess
 import time
 
 import redis
@@ -207,6 +208,13 @@ FEW = 20
 ATTENTION = STREAM + ":attention"
 
 
+def saga_list(addrs, *args):
+    """`keel saga list --choreo STREAM ...`: (exit status, lines)."""
+    p = subprocess.run([binary("keel"), "saga", "list", "--choreo", STREAM, *args, "--addr", addrs],
+                       capture_output=True, timeout=30)
+    return p.returncode, p.stdout.decode().splitlines()
+
+
 def chains_of(r):
     """{saga: [(entry ms, event type), ...]} of the stream, in stream order."""
     chains = {}
@@ -248,6 +256,10 @@ def test_a_compensation_that_never_applies_is_dead_lettered_and_its_saga_needs_a
     assert marked.startswith(b"stock payment.failed "), marked
     assert b"the warehouse refuses it" in marked, marked
     assert r.hlen(ATTENTION) == 1
+    rc, lines = saga_list(addrs, "--state", "needs_attention")
+    assert rc == 0 and len(lines) == 2, lines
+    assert lines[0].startswith('o-5 needs_attention "stock payment.failed '), lines
+    assert lines[1] == "total 1: running 0 needs_attention 1", lines
     dead = r.xrange(STREAM + ":dlq", "-", "+")
     assert len(dead) == 1, dead
     fields = dead[0][1]
@@ -301,6 +313,10 @@ def test_a_saga_whose_participant_is_down_past_its_deadline_needs_attention(
         time.sleep(0.02)
     started_ms = min(ms for c in chains_of(r).values() for ms, t in c if t == "order.created")
     assert r.hlen(ATTENTION) == 0
+    rc, lines = saga_list(addrs)
+    assert rc == 0 and lines[-1] == f"total {n}: running {n} needs_attention 0", lines
+    assert sorted(ln.split()[0] for ln in lines[:-1]) == sorted(f"o-{i}" for i in range(1, n + 1))
+    assert all(" running deadline_ms=" in ln for ln in lines[:-1]), lines
     watch.signal(signal.SIGKILL)
     watch.wait(10)
     time.sleep(max(0.0, (started_ms + 2500) / 1000 - time.time()))
@@ -319,6 +335,10 @@ def test_a_saga_whose_participant_is_down_past_its_deadline_needs_attention(
         assert int(why.split()[2]) == first_ms + 2000, (saga, why, first_ms)
         assert [t for _, t in chains[saga.decode()]] == OK_CHAIN[:2]
     assert r.zcard(STREAM + ":deadlines") == 0
+    rc, lines = saga_list(addrs, "--state", "needs_attention")
+    assert rc == 0 and lines[-1] == f"total {n}: running 0 needs_attention {n}", lines
+    assert all(' needs_attention "watch deadline ' in ln for ln in lines[:-1]), lines
+    assert saga_list(addrs, "--state", "compensating")[0] == 2  # not a choreography's state
     # payment comes back: the sagas end, late; the marks stay
     payment = participant(procs, addrs, tmp_path, "payment", "--fail-every", str(FAIL_EVERY))
     deadline = time.monotonic() + 30
