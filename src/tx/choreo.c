@@ -483,6 +483,8 @@ static void handle_entries(keel_choreo_t *c, const keel_resp_value_t *entries, b
         ev_result_t r = handle_entry(c, &entries->elems[i], ids[n], sizeof(ids[n]));
         if (r == EV_DEAD) {
             *retry = true; /* the rest of the batch is read again from our history */
+            if (committed)
+                keel_outbox_relay_kick(&c->relay);
             give_up(c, argv, n, ids[n]);
             return;
         }
