@@ -117,6 +117,10 @@ static int rule_check(const keel_choreo_def_t *d, size_t i, keel_errmsg_t *msg)
     } else {
         return keel_errf(msg, KEEL_EINVAL, "choreo %s: on %s: bad kind", d->name, r->on);
     }
+    if (r->retry_for_ms < 0 || r->retry_for_ms > KEEL_CHOREO_RETRY_FOR_MS_MAX)
+        return keel_errf(msg, KEEL_EINVAL,
+                         "choreo %s: on %s: retry_for_ms 0 (the default) or 1 to %lld", d->name,
+                         r->on, (long long)KEEL_CHOREO_RETRY_FOR_MS_MAX);
     return 0;
 }
 
@@ -135,6 +139,9 @@ int keel_choreo_def_validate(const keel_choreo_def_t *d, keel_errmsg_t *msg)
                          d->attempts_max, KEEL_CHOREO_ATTEMPTS_MAX);
     if (d->backoff_base_ms <= 0 || d->backoff_cap_ms < d->backoff_base_ms)
         return keel_errf(msg, KEEL_EINVAL, "choreo %s: backoff needs 0 < base <= cap", d->name);
+    if (d->retry_for_ms <= 0 || d->retry_for_ms > KEEL_CHOREO_RETRY_FOR_MS_MAX)
+        return keel_errf(msg, KEEL_EINVAL, "choreo %s: retry_for_ms 1 to %lld", d->name,
+                         (long long)KEEL_CHOREO_RETRY_FOR_MS_MAX);
     for (size_t i = 0; i < d->rules_n; i++) {
         int rc = rule_check(d, i, msg);
         if (rc != 0)
@@ -151,16 +158,28 @@ const keel_choreo_rule_t *keel_choreo_rule_for(const keel_choreo_def_t *d, const
     return NULL;
 }
 
+keel_ms_t keel_choreo_retry_for_ms(const keel_choreo_def_t *d, const keel_choreo_rule_t *r)
+{
+    return r->retry_for_ms > 0 ? r->retry_for_ms : d->retry_for_ms;
+}
+
+bool keel_choreo_retry_expired(const keel_choreo_def_t *d, const keel_choreo_rule_t *r,
+                               keel_ms_t failing_ms)
+{
+    assert(failing_ms >= 0);
+    return failing_ms >= keel_choreo_retry_for_ms(d, r);
+}
+
 keel_choreo_verdict_t keel_choreo_verdict(const keel_choreo_def_t *d, const keel_choreo_rule_t *r,
-                                          int rc, uint32_t attempts)
+                                          int rc, uint32_t attempts, keel_ms_t failing_ms)
 {
     assert(attempts >= 1);
     if (rc == 0)
         return KEEL_CHOREO_COMMIT_OK;
-    if (r->kind == KEEL_CHOREO_COMPENSATION)
-        return KEEL_CHOREO_RETRY;
-    if (rc == KEEL_EREJECTED || attempts >= d->attempts_max)
+    if (r->kind == KEEL_CHOREO_ACTION && (rc == KEEL_EREJECTED || attempts >= d->attempts_max))
         return KEEL_CHOREO_COMMIT_FAIL;
+    if (keel_choreo_retry_expired(d, r, failing_ms))
+        return KEEL_CHOREO_DEAD_LETTER;
     return KEEL_CHOREO_RETRY;
 }
 
@@ -173,4 +192,24 @@ keel_ms_t keel_choreo_backoff_ms(const keel_choreo_def_t *d, uint32_t attempts, 
     if (t > d->backoff_cap_ms)
         t = d->backoff_cap_ms;
     return t / 2 + (keel_ms_t)((double)(t - t / 2) * jitter_0_1);
+}
+
+int keel_choreo_deadline_of(const uint8_t *id, size_t n, keel_ms_t saga_deadline_ms,
+                            keel_ms_t *deadline_ms)
+{
+    assert(saga_deadline_ms > 0);
+    keel_ms_t ms = 0;
+    size_t i = 0;
+    for (; i < n && id[i] >= '0' && id[i] <= '9'; i++) {
+        if (ms > (INT64_MAX - (id[i] - '0')) / 10)
+            return KEEL_EPROTO;
+        ms = ms * 10 + (id[i] - '0');
+    }
+    if (i == 0 || i == n || id[i] != '-' || i + 1 == n)
+        return KEEL_EPROTO;
+    for (size_t j = i + 1; j < n; j++)
+        if (id[j] < '0' || id[j] > '9')
+            return KEEL_EPROTO;
+    *deadline_ms = ms > INT64_MAX - saga_deadline_ms ? INT64_MAX : ms + saga_deadline_ms;
+    return 0;
 }

@@ -11,9 +11,18 @@
 #include <stdio.h>
 #include <string.h>
 
-enum { OUT_APPLIED, OUT_REFUSED, OUT_COMPENSATED, OUT_DUPLICATE, OUT_IGNORED, OUT_MALFORMED };
-static const char *const outcome_names[6] = {"applied",   "refused", "compensated",
-                                             "duplicate", "ignored", "malformed"};
+enum {
+    OUT_APPLIED,
+    OUT_REFUSED,
+    OUT_COMPENSATED,
+    OUT_DUPLICATE,
+    OUT_IGNORED,
+    OUT_MALFORMED,
+    OUT_DEAD,
+    OUTCOMES
+};
+static const char *const outcome_names[OUTCOMES] = {
+    "applied", "refused", "compensated", "duplicate", "ignored", "malformed", "dead_lettered"};
 
 int keel_choreo_emit(keel_db_t *db, const char *stream, const char *type, const char *saga,
                      const void *data, size_t data_len, keel_errmsg_t *msg)
@@ -34,6 +43,7 @@ keel_choreo_config_t keel_choreo_config_default(void)
     c.def.attempts_max = 5;
     c.def.backoff_base_ms = 50;
     c.def.backoff_cap_ms = 2000;
+    c.def.retry_for_ms = 60000;
     c.batch_entries_max = 64;
     c.block_ms = 200;
     c.claim_idle_ms = 5000;
@@ -75,7 +85,7 @@ static void metrics_register(keel_choreo_t *c)
         return;
     char l[KEEL_METRICS_LABELS_BYTES_MAX], who[96];
     keel_metrics_label_escape(who, sizeof(who), c->cfg.def.name);
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < OUTCOMES; i++) {
         snprintf(l, sizeof(l), "participant=\"%s\",outcome=\"%s\"", who, outcome_names[i]);
         c->m_events[i] = keel_metrics_counter(
             m, "keel_choreo_events_total", "Saga events this participant handled, by outcome.", l);
@@ -98,6 +108,8 @@ int keel_choreo_init(keel_choreo_t *c, keel_loop_t *loop, const keel_choreo_conf
     c->loop = loop;
     snprintf(c->stream, sizeof(c->stream), "%s", cfg->stream);
     snprintf(c->consumer, sizeof(c->consumer), "%s", cfg->consumer);
+    snprintf(c->dlq, sizeof(c->dlq), "%s" KEEL_CHOREO_DLQ_SUFFIX, cfg->stream);
+    snprintf(c->attention, sizeof(c->attention), "%s" KEEL_CHOREO_ATTENTION_SUFFIX, cfg->stream);
     c->cfg.stream = c->stream;
     c->cfg.consumer = c->consumer;
     keel_rand_seed(&c->rand, cfg->seed);
@@ -146,8 +158,9 @@ void keel_choreo_kick(keel_choreo_t *c)
 
 static void count(keel_choreo_t *c, int outcome)
 {
-    uint64_t *s[6] = {&c->stats.applied,    &c->stats.refused, &c->stats.compensated,
-                      &c->stats.duplicates, &c->stats.ignored, &c->stats.malformed};
+    uint64_t *s[OUTCOMES] = {&c->stats.applied,      &c->stats.refused, &c->stats.compensated,
+                             &c->stats.duplicates,   &c->stats.ignored, &c->stats.malformed,
+                             &c->stats.dead_lettered};
     (*s[outcome])++;
     if (c->m_events[outcome])
         keel_counter_inc(c->m_events[outcome]);
@@ -155,7 +168,7 @@ static void count(keel_choreo_t *c, int outcome)
 
 /* ---- one event ------------------------------------------------------------------------- */
 
-typedef enum { EV_ACK, EV_RETRY } ev_result_t;
+typedef enum { EV_ACK, EV_RETRY, EV_DEAD } ev_result_t;
 
 /* The value of field `name` in an entry's field array, or NULL. */
 static const keel_resp_value_t *field(const keel_resp_value_t *fields, const char *name)
@@ -203,14 +216,17 @@ static ev_result_t handle_event(keel_choreo_t *c, const char *entry_id,
                                 const keel_choreo_rule_t *r)
 {
     size_t ri = (size_t)(r - c->cfg.def.rules);
-    uint32_t attempts = strcmp(c->fail_id, entry_id) == 0 ? c->fail_attempts + 1 : 1;
+    bool again = strcmp(c->fail_id, entry_id) == 0;
+    uint32_t attempts = again ? c->fail_attempts + 1 : 1;
+    keel_ms_t now = keel_loop_now_ms(c->loop);
+    keel_ms_t failing_ms = again && now > c->fail_since_ms ? now - c->fail_since_ms : 0;
     keel_errmsg_t msg = {{0}};
     int rc = transact(c, mid, ev, c->cfg.handlers[ri], r->emit_ok, &msg);
     if (rc == KEEL_EEXISTS) {
         count(c, OUT_DUPLICATE);
         return EV_ACK;
     }
-    keel_choreo_verdict_t v = keel_choreo_verdict(&c->cfg.def, r, rc, attempts);
+    keel_choreo_verdict_t v = keel_choreo_verdict(&c->cfg.def, r, rc, attempts, failing_ms);
     if (v == KEEL_CHOREO_COMMIT_FAIL) {
         /* the effect was rolled back; the refusal and its event are committed with the claim */
         keel_log_info("choreo: action refused", KF_STR("participant", c->cfg.def.name),
@@ -229,9 +245,25 @@ static ev_result_t handle_event(keel_choreo_t *c, const char *entry_id,
             return EV_ACK;
         }
         snprintf(msg.text, sizeof(msg.text), "%s", m2.text);
-        v = KEEL_CHOREO_RETRY;
+        v = keel_choreo_retry_expired(&c->cfg.def, r, failing_ms) ? KEEL_CHOREO_DEAD_LETTER
+                                                                  : KEEL_CHOREO_RETRY;
+    }
+    if (v == KEEL_CHOREO_DEAD_LETTER) {
+        keel_log_error("choreo: giving an event up: dead-lettered, saga needs attention",
+                       KF_STR("participant", c->cfg.def.name), KF_STR("saga", ev->saga),
+                       KF_STR("event", ev->type), KF_STR("entry", entry_id),
+                       KF_STR("error", msg.text), KF_INT("attempts", attempts),
+                       KF_INT("failing_ms", failing_ms));
+        snprintf(c->dead_why, sizeof(c->dead_why), "%s %s %s %s", c->cfg.def.name, ev->type,
+                 entry_id, msg.text);
+        snprintf(c->dead_saga, sizeof(c->dead_saga), "%s", ev->saga);
+        return EV_DEAD;
     }
     if (v == KEEL_CHOREO_RETRY) {
+        if (!again) {
+            c->fail_since_ms = now;
+            c->fail_until_ms = now + keel_choreo_retry_for_ms(&c->cfg.def, r);
+        }
         snprintf(c->fail_id, sizeof(c->fail_id), "%s", entry_id);
         c->fail_attempts = attempts;
         c->stats.retries++;
@@ -249,7 +281,8 @@ static ev_result_t handle_event(keel_choreo_t *c, const char *entry_id,
 }
 
 /* One entry [id, fields]: EV_ACK when it is settled (applied, refused, a duplicate, ignored,
- * malformed), EV_RETRY when it must stay pending. */
+ * malformed), EV_RETRY when it must stay pending, EV_DEAD when it must be dead-lettered (its
+ * saga's attention record in c->dead_why). */
 static ev_result_t handle_entry(keel_choreo_t *c, const keel_resp_value_t *e, char *id_out,
                                 size_t id_cap)
 {
@@ -312,6 +345,19 @@ static void wait_then_next(keel_choreo_t *c, uint32_t attempts)
     keel_timer_start(&c->wait, ms, 0, wait_done, c);
 }
 
+/* The pause before the failing entry's next attempt: its backoff, but no later than the end
+ * of its retry_for_ms, so that it is given up on time rather than up to a backoff late. */
+static void retry_then_next(keel_choreo_t *c)
+{
+    keel_ms_t ms = keel_choreo_backoff_ms(&c->cfg.def, c->fail_attempts ? c->fail_attempts : 1,
+                                          keel_rand_double(&c->rand));
+    keel_ms_t left = c->fail_until_ms - keel_loop_now_ms(c->loop);
+    if (c->fail_id[0] != '\0' && left < ms)
+        ms = left > 0 ? left : 0;
+    c->waiting = true;
+    keel_timer_start(&c->wait, ms, 0, wait_done, c);
+}
+
 static void request_failed(keel_choreo_t *c, const char *what, int status,
                            const keel_resp_value_t *reply)
 {
@@ -340,13 +386,91 @@ static void on_acked(keel_client_t *cl, void *ctx, int status, const keel_resp_v
         return;
     }
     if (c->backoff_after_ack)
-        wait_then_next(c, c->fail_attempts);
+        retry_then_next(c);
     else
         next(c);
 }
 
+static void on_dead(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *reply)
+{
+    keel_choreo_t *c = ctx;
+    c->inflight = false;
+    if (status == KEEL_ECANCELED || c->closing)
+        return;
+    /* a lost reply leaves the entry pending: it fails again at once (its time is up) and the
+       same transaction is sent again; each of its commands is idempotent */
+    bool ok = status == 0 && reply->type == KEEL_RESP_ARRAY;
+    for (size_t i = 0; ok && i < reply->elems_len; i++)
+        ok = reply->elems[i].type != KEEL_RESP_ERROR;
+    if (!ok) {
+        request_failed(c, "KEEL.TXN (dead letter)", status, reply);
+        return;
+    }
+    c->fail_id[0] = '\0';
+    count(c, OUT_DEAD);
+    next(c);
+}
+
+/* Gives the entry `id` up, in one KEEL.TXN: acknowledges the batch's settled entries (ack: the
+ * XACK command with its n ids), records the saga in the attention hash, and moves the entry to
+ * the dead-letter stream with keel's own dead letters: the group's MAXDELIVERIES is 1 only
+ * inside this entry, so the NACK moves it (every pending entry was delivered at least once),
+ * and no claim or NACK of anyone else ever sees that setting. */
+static void give_up(keel_choreo_t *c, const char **ack, size_t n, const char *id)
+{
+    const char *group = c->cfg.def.name;
+    const char *tail[] = {"4",
+                          "HSET",
+                          c->attention,
+                          c->dead_saga,
+                          c->dead_why,
+                          "7",
+                          "KEEL.XDEADLETTER",
+                          c->stream,
+                          group,
+                          "MAXDELIVERIES",
+                          "1",
+                          "STREAM",
+                          c->dlq,
+                          "6",
+                          "KEEL.XNACK",
+                          c->stream,
+                          group,
+                          id,
+                          "ERROR",
+                          c->dead_why,
+                          "4",
+                          "KEEL.XDEADLETTER",
+                          c->stream,
+                          group,
+                          "OFF"};
+    enum { TAIL = sizeof(tail) / sizeof(tail[0]) };
+    const char *argv[3 + 1 + 3 + KEEL_CHOREO_BATCH_ENTRIES_MAX + TAIL];
+    char cmds_s[4], xack_n[16];
+    size_t a = 0;
+    snprintf(cmds_s, sizeof(cmds_s), "%d", n > 0 ? 5 : 4);
+    argv[a++] = "KEEL.TXN";
+    argv[a++] = "0";
+    argv[a++] = cmds_s;
+    if (n > 0) {
+        snprintf(xack_n, sizeof(xack_n), "%zu", 3 + n);
+        argv[a++] = xack_n;
+        for (size_t i = 0; i < 3 + n; i++)
+            argv[a++] = ack[i];
+    }
+    for (size_t i = 0; i < TAIL; i++)
+        argv[a++] = tail[i];
+    assert(a <= sizeof(argv) / sizeof(argv[0]));
+    c->inflight = true;
+    if (keel_client_command(&c->client, a, argv, NULL, on_dead, c) != 0) {
+        c->inflight = false;
+        request_failed(c, "KEEL.TXN (dead letter)", KEEL_EFULL, NULL);
+    }
+}
+
 /* Handles the entries in order and acknowledges the settled ones; an entry to retry stops the
- * batch (the rest stay pending and are read again from our history, in order). */
+ * batch (the rest stay pending and are read again from our history, in order); so does one to
+ * give up, which is dead-lettered with the acknowledgement of those before it. */
 static void handle_entries(keel_choreo_t *c, const keel_resp_value_t *entries, bool *retry)
 {
     const char *argv[3 + KEEL_CHOREO_BATCH_ENTRIES_MAX] = {"XACK", c->stream, c->cfg.def.name};
@@ -357,6 +481,13 @@ static void handle_entries(keel_choreo_t *c, const keel_resp_value_t *entries, b
     for (size_t i = 0; i < entries->elems_len && n < KEEL_CHOREO_BATCH_ENTRIES_MAX; i++) {
         uint64_t before = c->stats.applied + c->stats.refused + c->stats.compensated;
         ev_result_t r = handle_entry(c, &entries->elems[i], ids[n], sizeof(ids[n]));
+        if (r == EV_DEAD) {
+            *retry = true; /* the rest of the batch is read again from our history */
+            if (committed)
+                keel_outbox_relay_kick(&c->relay);
+            give_up(c, argv, n, ids[n]);
+            return;
+        }
         if (r == EV_RETRY) {
             *retry = true;
             break;
@@ -374,7 +505,7 @@ static void handle_entries(keel_choreo_t *c, const keel_resp_value_t *entries, b
         keel_outbox_relay_kick(&c->relay);
     if (n == 0) {
         if (*retry)
-            wait_then_next(c, c->fail_attempts);
+            retry_then_next(c);
         else
             next(c);
         return;

@@ -31,9 +31,9 @@
  *
  *     cfg.def.name = "stock";
  *     cfg.def.rules[0] = (keel_choreo_rule_t){"order.created", KEEL_CHOREO_ACTION,
- *                                             "stock.reserved", "stock.failed"};
+ *                                             "stock.reserved", "stock.failed", 0};
  *     cfg.def.rules[1] = (keel_choreo_rule_t){"payment.failed", KEEL_CHOREO_COMPENSATION,
- *                                             "stock.released", NULL};
+ *                                             "stock.released", NULL, 0};
  *     cfg.handlers[0] = reserve; cfg.handlers[1] = release; cfg.def.rules_n = 2;
  *
  * A handler runs inside the participant's SQLite transaction and does only local work:
@@ -55,14 +55,30 @@
  * left pending longer than claim_idle_ms (XAUTOCLAIM): a dead instance's events are
  * finished by another. Events of types without a rule are acknowledged and ignored.
  *
+ * Giving up (core/choreo.h, retry_for_ms): an event still failing retry_for_ms after its first
+ * failed attempt (measured by this process) leaves the participant's way in ONE keel entry
+ * (KEEL.TXN): the saga is recorded in the hash `<stream>:attention` (field: saga id, value:
+ * "<participant> <event type> <entry id> <error>"), and the entry moves to the dead-letter
+ * stream `<stream>:dlq` through keel's own dead letters (KEEL.XDEADLETTER ... MAXDELIVERIES 1,
+ * KEEL.XNACK ... ERROR, KEEL.XDEADLETTER ... OFF: the policy exists only inside that entry),
+ * with its fields, keel-error, keel-deliveries and the rest. The participant goes on with its
+ * later events. Nothing of the event is applied or claimed in the inbox: a person who fixes
+ * the cause can XADD it again (its `id` field unchanged) and it applies once.
+ *
  * Metrics (cfg.metrics): keel_choreo_events_total{participant,outcome="applied"|"refused"|
- * "compensated"|"duplicate"|"ignored"|"malformed"}, keel_choreo_retries_total{participant},
+ * "compensated"|"duplicate"|"ignored"|"malformed"|"dead_lettered"},
+ * keel_choreo_retries_total{participant},
  * keel_choreo_claimed_total{participant}, and the relay's keel_outbox_* metrics with
  * choreo="<name>".
  *
  * Lifecycle (libuv's rule): init -> start -> close(cb); free only in the close callback.
  */
 #define KEEL_CHOREO_BATCH_ENTRIES_MAX 256u
+/* The keys beside the saga's stream (its name, then the suffix). */
+#define KEEL_CHOREO_DLQ_SUFFIX ":dlq"             /* dead-lettered events */
+#define KEEL_CHOREO_ATTENTION_SUFFIX ":attention" /* saga id -> why it needs attention */
+#define KEEL_CHOREO_DEADLINES_SUFFIX ":deadlines" /* running sagas by deadline (choreo_watch.h) */
+#define KEEL_CHOREO_KEY_BYTES_MAX (KEEL_OUTBOX_STREAM_BYTES_MAX + 16u)
 
 typedef struct keel_choreo keel_choreo_t;
 
@@ -98,7 +114,7 @@ typedef struct keel_choreo_config {
 
 typedef struct keel_choreo_stats {
     uint64_t applied, refused, compensated, duplicates, ignored, malformed, retries, claimed;
-    uint64_t request_errors;
+    uint64_t dead_lettered, request_errors;
 } keel_choreo_stats_t;
 
 typedef enum keel_choreo__phase {
@@ -110,6 +126,7 @@ typedef enum keel_choreo__phase {
 struct keel_choreo {
     keel_choreo_config_t cfg;
     char stream[KEEL_OUTBOX_STREAM_BYTES_MAX + 1];
+    char dlq[KEEL_CHOREO_KEY_BYTES_MAX + 1], attention[KEEL_CHOREO_KEY_BYTES_MAX + 1];
     char consumer[KEEL_CHOREO_NAME_BYTES_MAX * 2 + 1];
     char seeds_text[512];
     keel_loop_t *loop;
@@ -123,12 +140,15 @@ struct keel_choreo {
     bool claim_due, inflight, waiting, started, closing;
     bool backoff_after_ack; /* the batch being acknowledged stopped at an entry to retry */
     char relay_labels[KEEL_CHOREO_NAME_BYTES_MAX + 16];
-    char fail_id[48]; /* the entry whose handler failed transiently, and how often */
+    char fail_id[48]; /* the entry whose handler failed transiently, how often, since when */
     uint32_t fail_attempts;
+    keel_ms_t fail_since_ms, fail_until_ms;     /* the loop clock at its first failure; + limit */
+    char dead_why[KEEL_ERRMSG_BYTES_MAX + 160]; /* the attention record of the entry to move */
+    char dead_saga[KEEL_CHOREO_SAGA_BYTES_MAX + 1];
     keel_choreo_stats_t stats;
     int handles_open;
     void (*closed)(keel_choreo_t *c);
-    keel_counter_t *m_events[6], *m_retries, *m_claimed;
+    keel_counter_t *m_events[7], *m_retries, *m_claimed;
 };
 
 keel_choreo_config_t keel_choreo_config_default(void);

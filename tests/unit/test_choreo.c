@@ -71,12 +71,15 @@ static void every_cut_header_and_bad_name_is_refused(void)
 
 static keel_choreo_def_t stock_def(void)
 {
-    keel_choreo_def_t d = {
-        .name = "stock", .attempts_max = 3, .backoff_base_ms = 50, .backoff_cap_ms = 1000};
-    d.rules[0] =
-        (keel_choreo_rule_t){"order.created", KEEL_CHOREO_ACTION, "stock.reserved", "stock.failed"};
+    keel_choreo_def_t d = {.name = "stock",
+                           .attempts_max = 3,
+                           .backoff_base_ms = 50,
+                           .backoff_cap_ms = 1000,
+                           .retry_for_ms = 60000};
+    d.rules[0] = (keel_choreo_rule_t){"order.created", KEEL_CHOREO_ACTION, "stock.reserved",
+                                      "stock.failed", 0};
     d.rules[1] =
-        (keel_choreo_rule_t){"payment.failed", KEEL_CHOREO_COMPENSATION, "stock.released", NULL};
+        (keel_choreo_rule_t){"payment.failed", KEEL_CHOREO_COMPENSATION, "stock.released", NULL, 0};
     d.rules_n = 2;
     return d;
 }
@@ -115,6 +118,15 @@ static void a_participants_rules_are_checked(void)
     d.name = "st/ock";
     KT_EQ_INT(keel_choreo_def_validate(&d, &msg), KEEL_EINVAL);
     d = stock_def();
+    d.retry_for_ms = 0;
+    KT_EQ_INT(keel_choreo_def_validate(&d, &msg), KEEL_EINVAL);
+    d.retry_for_ms = KEEL_CHOREO_RETRY_FOR_MS_MAX + 1;
+    KT_EQ_INT(keel_choreo_def_validate(&d, &msg), KEEL_EINVAL);
+    d = stock_def();
+    d.rules[1].retry_for_ms = -1;
+    KT_EQ_INT(keel_choreo_def_validate(&d, &msg), KEEL_EINVAL);
+    KT_CHECK(strstr(msg.text, "retry_for_ms") != NULL);
+    d = stock_def();
     d.rules[1].emit_ok = NULL; /* a compensation may end the chain */
     KT_EQ_INT(keel_choreo_def_validate(&d, &msg), 0);
 }
@@ -123,16 +135,37 @@ static void an_action_is_refused_at_once_or_after_its_attempts_and_a_compensatio
 {
     keel_choreo_def_t d = stock_def();
     const keel_choreo_rule_t *act = &d.rules[0], *comp = &d.rules[1];
-    KT_EQ_INT(keel_choreo_verdict(&d, act, 0, 1), KEEL_CHOREO_COMMIT_OK);
-    KT_EQ_INT(keel_choreo_verdict(&d, act, KEEL_EREJECTED, 1), KEEL_CHOREO_COMMIT_FAIL);
-    KT_EQ_INT(keel_choreo_verdict(&d, act, KEEL_EIO, 1), KEEL_CHOREO_RETRY);
-    KT_EQ_INT(keel_choreo_verdict(&d, act, KEEL_EBUSY, 2), KEEL_CHOREO_RETRY);
-    KT_EQ_INT(keel_choreo_verdict(&d, act, KEEL_EBUSY, 3), KEEL_CHOREO_COMMIT_FAIL);
-    KT_EQ_INT(keel_choreo_verdict(&d, comp, 0, 9), KEEL_CHOREO_COMMIT_OK);
-    for (uint32_t a = 1; a < 1000; a += 37) {
-        KT_EQ_INT(keel_choreo_verdict(&d, comp, KEEL_EIO, a), KEEL_CHOREO_RETRY);
-        KT_EQ_INT(keel_choreo_verdict(&d, comp, KEEL_EREJECTED, a), KEEL_CHOREO_RETRY);
+    KT_EQ_INT(keel_choreo_verdict(&d, act, 0, 1, 0), KEEL_CHOREO_COMMIT_OK);
+    KT_EQ_INT(keel_choreo_verdict(&d, act, KEEL_EREJECTED, 1, 0), KEEL_CHOREO_COMMIT_FAIL);
+    KT_EQ_INT(keel_choreo_verdict(&d, act, KEEL_EIO, 1, 0), KEEL_CHOREO_RETRY);
+    KT_EQ_INT(keel_choreo_verdict(&d, act, KEEL_EBUSY, 2, 100), KEEL_CHOREO_RETRY);
+    KT_EQ_INT(keel_choreo_verdict(&d, act, KEEL_EBUSY, 3, 200), KEEL_CHOREO_COMMIT_FAIL);
+    KT_EQ_INT(keel_choreo_verdict(&d, comp, 0, 9, 0), KEEL_CHOREO_COMMIT_OK);
+    for (uint32_t a = 1; a < 1000; a += 37) { /* within retry_for_ms: retried, never refused */
+        KT_EQ_INT(keel_choreo_verdict(&d, comp, KEEL_EIO, a, 59999), KEEL_CHOREO_RETRY);
+        KT_EQ_INT(keel_choreo_verdict(&d, comp, KEEL_EREJECTED, a, 59999), KEEL_CHOREO_RETRY);
     }
+}
+
+static void an_event_failing_past_its_retry_time_is_dead_lettered_unless_refusable(void)
+{
+    keel_choreo_def_t d = stock_def();
+    keel_choreo_rule_t *act = &d.rules[0], *comp = &d.rules[1];
+    KT_EQ_INT(keel_choreo_verdict(&d, comp, KEEL_EIO, 2, 60000), KEEL_CHOREO_DEAD_LETTER);
+    KT_EQ_INT(keel_choreo_verdict(&d, comp, KEEL_EREJECTED, 40, 90000), KEEL_CHOREO_DEAD_LETTER);
+    KT_EQ_INT(keel_choreo_verdict(&d, comp, 0, 40, 90000), KEEL_CHOREO_COMMIT_OK); /* it applied */
+    /* an action that can still be refused is refused, never dead-lettered */
+    KT_EQ_INT(keel_choreo_verdict(&d, act, KEEL_EREJECTED, 1, 90000), KEEL_CHOREO_COMMIT_FAIL);
+    KT_EQ_INT(keel_choreo_verdict(&d, act, KEEL_EIO, 3, 90000), KEEL_CHOREO_COMMIT_FAIL);
+    KT_EQ_INT(keel_choreo_verdict(&d, act, KEEL_EIO, 2, 90000), KEEL_CHOREO_DEAD_LETTER);
+    /* a rule's own limit overrides the def's */
+    comp->retry_for_ms = 500;
+    KT_EQ_INT(keel_choreo_retry_for_ms(&d, comp), 500);
+    KT_EQ_INT(keel_choreo_retry_for_ms(&d, act), 60000);
+    KT_EQ_INT(keel_choreo_verdict(&d, comp, KEEL_EIO, 5, 499), KEEL_CHOREO_RETRY);
+    KT_EQ_INT(keel_choreo_verdict(&d, comp, KEEL_EIO, 5, 500), KEEL_CHOREO_DEAD_LETTER);
+    KT_CHECK(!keel_choreo_retry_expired(&d, act, 59999));
+    KT_CHECK(keel_choreo_retry_expired(&d, act, 60000));
 }
 
 static void the_backoff_doubles_up_to_its_cap_with_equal_jitter(void)
@@ -146,12 +179,29 @@ static void the_backoff_doubles_up_to_its_cap_with_equal_jitter(void)
     KT_EQ_INT(keel_choreo_backoff_ms(&d, 4000000000u, 0.5), 750);
 }
 
+static void a_sagas_deadline_is_its_first_entrys_time_plus_the_limit(void)
+{
+    keel_ms_t d = 0;
+    const char *ok = "1733450000123-7";
+    KT_EQ_INT(keel_choreo_deadline_of((const uint8_t *)ok, strlen(ok), 5000, &d), 0);
+    KT_EQ_INT(d, 1733450005123);
+    const char *big = "9223372036854775807-0";
+    KT_EQ_INT(keel_choreo_deadline_of((const uint8_t *)big, strlen(big), 5000, &d), 0);
+    KT_EQ_INT(d, INT64_MAX);
+    const char *bad[] = {"", "-1", "12", "12-", "12-x", "a-1", "1 2-3", "99999999999999999999-1"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        KT_EQ_INT(keel_choreo_deadline_of((const uint8_t *)bad[i], strlen(bad[i]), 5000, &d),
+                  KEEL_EPROTO);
+}
+
 int main(void)
 {
     KT_RUN(an_event_round_trips_with_its_data_bytes_untouched);
     KT_RUN(every_cut_header_and_bad_name_is_refused);
     KT_RUN(a_participants_rules_are_checked);
     KT_RUN(an_action_is_refused_at_once_or_after_its_attempts_and_a_compensation_never);
+    KT_RUN(an_event_failing_past_its_retry_time_is_dead_lettered_unless_refusable);
     KT_RUN(the_backoff_doubles_up_to_its_cap_with_equal_jitter);
+    KT_RUN(a_sagas_deadline_is_its_first_entrys_time_plus_the_limit);
     return kt_done();
 }

@@ -2,7 +2,8 @@
  * failure, gives an action up after its attempts (a refusal, with its effect rolled back and
  * its failure event emitted), never gives a compensation up, acknowledges malformed and
  * foreign events without effect, and applies nothing twice when the whole stream is
- * delivered again. */
+ * delivered again; a compensation failing past its retry_for_ms is dead-lettered and its saga
+ * marked needs_attention, and the events after it go on. */
 #include "test_tx_util.h"
 
 #include "runtime/sqlite.h"
@@ -27,7 +28,7 @@ typedef struct fixture {
     keel_choreo_t c;
     keel_timer_t check;
     script_t scripts[4];
-    uint64_t want_settled; /* applied + refused + compensated + duplicates + ignored + malformed */
+    uint64_t want_settled; /* every outcome: applied + refused + ... + dead_lettered */
     int done, closed;
 } fixture_t;
 
@@ -65,11 +66,22 @@ static int scripted(keel_db_t *db, const keel_choreo_event_t *ev, keel_buf_t *ou
     return 0;
 }
 
+/* Whether the n bytes at p contain needle. */
+static int has(const uint8_t *p, size_t n, const char *needle)
+{
+    size_t k = strlen(needle);
+    for (size_t i = 0; i + k <= n; i++)
+        if (memcmp(p + i, needle, k) == 0)
+            return 1;
+    return 0;
+}
+
 static void check(keel_timer_t *t, void *data)
 {
     fixture_t *f = data;
     const keel_choreo_stats_t *s = keel_choreo_stats(&f->c);
-    if (s->applied + s->refused + s->compensated + s->duplicates + s->ignored + s->malformed >=
+    if (s->applied + s->refused + s->compensated + s->duplicates + s->ignored + s->malformed +
+            s->dead_lettered >=
         f->want_settled)
         f->done = 1;
 }
@@ -141,9 +153,9 @@ static void a_participant_retries_gives_actions_up_never_compensations_and_appli
     cfg.def.backoff_base_ms = 4;
     cfg.def.backoff_cap_ms = 16;
     cfg.def.rules[0] = (keel_choreo_rule_t){"stock.reserved", KEEL_CHOREO_ACTION, "payment.charged",
-                                            "payment.failed"};
+                                            "payment.failed", 0};
     cfg.def.rules[1] =
-        (keel_choreo_rule_t){"ship.failed", KEEL_CHOREO_COMPENSATION, "payment.refunded", NULL};
+        (keel_choreo_rule_t){"ship.failed", KEEL_CHOREO_COMPENSATION, "payment.refunded", NULL, 0};
     cfg.def.rules_n = 2;
     cfg.handlers[0] = scripted;
     cfg.handlers[1] = scripted;
@@ -229,6 +241,100 @@ static void a_participant_retries_gives_actions_up_never_compensations_and_appli
     free(f);
 }
 
+/* A compensation that can never apply is retried for its rule's retry_for_ms, then given up in
+ * one keel entry: its saga recorded in <stream>:attention, the entry moved to <stream>:dlq
+ * with its fields and error, nothing left pending; the events after it are applied. */
+static void a_compensation_failing_past_its_retry_time_is_dead_lettered_and_the_rest_go_on(void)
+{
+    fixture_t *f = calloc(1, sizeof(*f));
+    keel_errmsg_t msg;
+    KT_EQ_INT(keel_loop_init(&f->loop), 0);
+    KT_EQ_INT(keel_db_open(&f->db, ":memory:", &msg), 0);
+    KT_EQ_INT(keel_db_exec(&f->db, "CREATE TABLE effects (saga TEXT)", &msg), 0);
+    f->scripts[0] = (script_t){"d-1", 1000000, 0}; /* never applies */
+    f->scripts[1] = (script_t){"d-2", 0, 0};
+    f->scripts[2] = (script_t){"d-3", 1, 0};
+    f->scripts[3] = (script_t){"-", 0, 0};
+    keel_choreo_config_t cfg = keel_choreo_config_default();
+    cfg.db = &f->db;
+    cfg.servers = srv.addr;
+    cfg.stream = STREAM;
+    cfg.consumer = "refund-1";
+    cfg.def.name = "refund";
+    cfg.def.backoff_base_ms = 4;
+    cfg.def.backoff_cap_ms = 16;
+    cfg.def.rules[0] =
+        (keel_choreo_rule_t){"ship.lost", KEEL_CHOREO_COMPENSATION, "refund.done", NULL, 300};
+    cfg.def.rules_n = 1;
+    cfg.handlers[0] = scripted;
+    cfg.handler_data = f;
+    cfg.block_ms = 50;
+    keel_metrics_t *metrics = keel_metrics_new();
+    cfg.metrics = metrics;
+    KT_EQ_INT(keel_choreo_init(&f->c, &f->loop, &cfg, &msg), 0);
+    keel_timer_init(&f->loop, &f->check);
+    const char *len_argv[] = {"XLEN", STREAM};
+    keel_client_reply_t r = tx_call(&srv, 2, len_argv);
+    uint64_t before = (uint64_t)r.v->integer; /* the first test's events: ignored here */
+    keel_client_reply_free(&r);
+    xadd("lost/1", "ship.lost d-1\nx");
+    xadd("lost/2", "ship.lost d-2\ny");
+    xadd("lost/3", "ship.lost d-3\nz");
+    keel_ms_t t0 = keel_loop_now_ms(&f->loop);
+    keel_choreo_start(&f->c);
+    run(f, before + 3 + 2); /* and its own 2 events */
+    keel_ms_t took = keel_loop_now_ms(&f->loop) - t0;
+
+    const keel_choreo_stats_t *s = keel_choreo_stats(&f->c);
+    KT_EQ_U64(s->dead_lettered, 1);
+    KT_EQ_U64(s->compensated, 2);
+    KT_CHECK(s->retries >= 300 / 16); /* retried until its time was up: backoff at most 16 ms */
+    KT_CHECK(took >= 300 && took < 300 + 1500); /* on time, not a backoff late */
+    KT_EQ_INT(effects(&f->db, "d-1"), 0);
+    KT_EQ_INT(effects(&f->db, "d-2") + effects(&f->db, "d-3"), 2);
+    /* the saga needs attention, and says who gave up on what */
+    const char *hget[] = {"HGET", STREAM KEEL_CHOREO_ATTENTION_SUFFIX, "d-1"};
+    r = tx_call(&srv, 3, hget);
+    KT_EQ_INT(r.v->type, KEEL_RESP_BULK);
+    KT_CHECK(r.v->str.len > 20 && memcmp(r.v->str.ptr, "refund ship.lost ", 17) == 0);
+    KT_CHECK(has(r.v->str.ptr, r.v->str.len, "transient"));
+    keel_client_reply_free(&r);
+    /* the entry is in the dead-letter stream with its fields and keel's */
+    const char *dlq[] = {"XRANGE", STREAM KEEL_CHOREO_DLQ_SUFFIX, "-", "+"};
+    r = tx_call(&srv, 4, dlq);
+    KT_EQ_U64(r.v->elems_len, 1);
+    const keel_resp_value_t *fl = &r.v->elems[0].elems[1];
+    KT_EQ_U64(fl->elems_len, 2 * (2 + 5));
+    KT_CHECK(fl->elems[1].str.len == 6 && memcmp(fl->elems[1].str.ptr, "lost/1", 6) == 0);
+    KT_CHECK(fl->elems[12].str.len == 10 && memcmp(fl->elems[12].str.ptr, "keel-error", 10) == 0);
+    KT_CHECK(has(fl->elems[13].str.ptr, fl->elems[13].str.len, "d-1: transient"));
+    keel_client_reply_free(&r);
+    /* nothing pending, and the group keeps no dead-letter policy outside that entry */
+    const char *xp[] = {"XPENDING", STREAM, "refund"};
+    r = tx_call(&srv, 3, xp);
+    KT_EQ_INT(r.v->elems[0].integer, 0);
+    keel_client_reply_free(&r);
+
+    keel_buf_t text;
+    keel_buf_init(&text, 0);
+    KT_EQ_INT(keel_metrics_render(metrics, &text), 0);
+    KT_EQ_INT(keel_buf_append(&text, "", 1), 0);
+    KT_CHECK(strstr((const char *)keel_buf_rptr(&text),
+                    "keel_choreo_events_total{participant=\"refund\",outcome=\"dead_lettered\"} "
+                    "1\n") != NULL);
+    keel_buf_free(&text);
+    printf("  dead-lettered after %lld ms, %llu retries\n", (long long)took,
+           (unsigned long long)s->retries);
+
+    keel_timer_close(&f->check, NULL);
+    keel_choreo_close(&f->c, on_closed);
+    tx_run_until(&f->loop, &f->closed, 5000);
+    KT_EQ_INT(keel_loop_close(&f->loop), 0);
+    keel_db_close(&f->db);
+    keel_metrics_free(metrics);
+    free(f);
+}
+
 static void a_definition_without_handlers_or_a_bad_consumer_is_refused(void)
 {
     keel_loop_t loop;
@@ -243,7 +349,7 @@ static void a_definition_without_handlers_or_a_bad_consumer_is_refused(void)
     cfg.stream = STREAM;
     cfg.consumer = "x";
     cfg.def.name = "x";
-    cfg.def.rules[0] = (keel_choreo_rule_t){"a", KEEL_CHOREO_ACTION, "b", "c"};
+    cfg.def.rules[0] = (keel_choreo_rule_t){"a", KEEL_CHOREO_ACTION, "b", "c", 0};
     cfg.def.rules_n = 1;
     KT_EQ_INT(keel_choreo_init(&c, &loop, &cfg, &msg), KEEL_EINVAL);
     KT_CHECK(strstr(msg.text, "no handler") != NULL);
@@ -264,6 +370,7 @@ int main(void)
         return 0;
     }
     KT_RUN(a_participant_retries_gives_actions_up_never_compensations_and_applies_once);
+    KT_RUN(a_compensation_failing_past_its_retry_time_is_dead_lettered_and_the_rest_go_on);
     KT_RUN(a_definition_without_handlers_or_a_bad_consumer_is_refused);
     tx_server_stop(&srv);
     return kt_done();

@@ -4,7 +4,9 @@
  *   keel-example-choreo --role order|stock|payment --db FILE --servers host:port,...
  *                       [--stream S] [--consumer NAME] [--orders N] [--prefix P]
  *                       [--rate R] [--fail-every K] [--crash-pct P] [--work-ms D] [--seed N]
- *                       [--claim-idle-ms T] [--claim-interval-ms T]
+ *                       [--claim-idle-ms T] [--claim-interval-ms T] [--retry-for-ms T]
+ *                       [--release-fails N]
+ *   keel-example-choreo --role watch --servers host:port,... --deadline-ms T [--stream S]
  *
  * The chain (docs/tx.md, "Sagas, choreographed"):
  *
@@ -29,6 +31,13 @@
  * process with P% odds (it prints "crash after commit ENTRY" first): its restart must find
  * the event pending and apply it no second time. --work-ms D sleeps D ms in each handler
  * (the loop is blocked: a wider window for an outside SIGKILL).
+ * --retry-for-ms T: how long a failing event is retried before it is dead-lettered and its saga
+ * marked needs_attention (the def's retry_for_ms). --release-fails N: stock's release of order
+ * N fails every time (a compensation that can never apply).
+ *
+ * --role watch runs the deadline watcher (tx/choreo_watch.h): a saga that has not reached
+ * order.confirmed or order.cancelled --deadline-ms after order.created needs attention.
+ *
  * Prints "ready" once it runs; stops on SIGTERM. */
 #include "base/err.h"
 #include "base/num.h"
@@ -36,6 +45,7 @@
 #include "runtime/clock.h"
 #include "runtime/logsink.h"
 #include "tx/choreo.h"
+#include "tx/choreo_watch.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -49,9 +59,10 @@ typedef struct app {
     keel_loop_t loop;
     keel_db_t db;
     keel_choreo_t choreo;
+    keel_choreo_watch_t watch;
     keel_rand_t rand;
     const char *role, *prefix, *stream;
-    int64_t orders, fail_every, crash_pct, work_ms, rate, next_order;
+    int64_t orders, fail_every, crash_pct, work_ms, rate, next_order, release_fails;
     keel_timer_t tick;
 } app_t;
 
@@ -111,7 +122,13 @@ static int on_reserve(keel_db_t *db, const keel_choreo_event_t *ev, keel_buf_t *
 static int on_release(keel_db_t *db, const keel_choreo_event_t *ev, keel_buf_t *out, void *data,
                       keel_errmsg_t *msg)
 {
-    work(data);
+    app_t *a = data;
+    work(a);
+    int64_t n = 0;
+    if (a->release_fails > 0 && keel_parse_i64(ev->data, ev->data_len, &n) == 0 &&
+        n == a->release_fails)
+        return keel_errf(msg, KEEL_EIO, "release of %s: the warehouse refuses it, always",
+                         ev->saga);
     return ledger(db, ev->saga, "release", msg);
 }
 
@@ -150,24 +167,24 @@ static void define(app_t *a, keel_choreo_config_t *cfg)
     d->name = a->role;
     if (strcmp(a->role, "stock") == 0) {
         d->rules[0] = (keel_choreo_rule_t){"order.created", KEEL_CHOREO_ACTION, "stock.reserved",
-                                           "stock.failed"};
+                                           "stock.failed", 0};
         d->rules[1] = (keel_choreo_rule_t){"payment.failed", KEEL_CHOREO_COMPENSATION,
-                                           "stock.released", NULL};
+                                           "stock.released", NULL, 0};
         cfg->handlers[0] = on_reserve;
         cfg->handlers[1] = on_release;
         d->rules_n = 2;
     } else if (strcmp(a->role, "payment") == 0) {
         d->rules[0] = (keel_choreo_rule_t){"stock.reserved", KEEL_CHOREO_ACTION, "payment.charged",
-                                           "payment.failed"};
+                                           "payment.failed", 0};
         cfg->handlers[0] = on_charge;
         d->rules_n = 1;
     } else {
         d->rules[0] = (keel_choreo_rule_t){"payment.charged", KEEL_CHOREO_ACTION, "order.confirmed",
-                                           "order.confirm_failed"};
+                                           "order.confirm_failed", 0};
         d->rules[1] = (keel_choreo_rule_t){"stock.released", KEEL_CHOREO_COMPENSATION,
-                                           "order.cancelled", NULL};
-        d->rules[2] =
-            (keel_choreo_rule_t){"stock.failed", KEEL_CHOREO_COMPENSATION, "order.cancelled", NULL};
+                                           "order.cancelled", NULL, 0};
+        d->rules[2] = (keel_choreo_rule_t){"stock.failed", KEEL_CHOREO_COMPENSATION,
+                                           "order.cancelled", NULL, 0};
         cfg->handlers[0] = on_confirm;
         cfg->handlers[1] = on_cancel;
         cfg->handlers[2] = on_cancel;
@@ -240,14 +257,28 @@ static void closed(keel_choreo_t *c)
     (void)c;
 }
 
+static void watch_closed(keel_choreo_watch_t *w)
+{
+    (void)w;
+}
+
 static void on_shutdown(void *data)
 {
     app_t *a = data;
+    if (strcmp(a->role, "watch") == 0) {
+        const keel_choreo_watch_stats_t *w = keel_choreo_watch_stats(&a->watch);
+        printf("stats watch events %llu ends %llu missed %llu\n", (unsigned long long)w->events,
+               (unsigned long long)w->ends, (unsigned long long)w->missed);
+        fflush(stdout);
+        keel_choreo_watch_close(&a->watch, watch_closed);
+        return;
+    }
     const keel_choreo_stats_t *s = keel_choreo_stats(&a->choreo);
-    printf("stats applied %llu refused %llu compensated %llu duplicates %llu claimed %llu\n",
+    printf("stats applied %llu refused %llu compensated %llu duplicates %llu claimed %llu "
+           "dead_lettered %llu\n",
            (unsigned long long)s->applied, (unsigned long long)s->refused,
            (unsigned long long)s->compensated, (unsigned long long)s->duplicates,
-           (unsigned long long)s->claimed);
+           (unsigned long long)s->claimed, (unsigned long long)s->dead_lettered);
     fflush(stdout);
     keel_timer_close(&a->tick, NULL);
     keel_choreo_close(&a->choreo, closed);
@@ -258,8 +289,39 @@ static int usage(void)
     fprintf(stderr, "usage: keel-example-choreo --role order|stock|payment --db FILE --servers "
                     "host:port,... [--stream S] [--consumer NAME] [--orders N] [--prefix P] "
                     "[--rate R] [--fail-every K] [--crash-pct P] [--work-ms D] [--seed N] "
-                    "[--claim-idle-ms T] [--claim-interval-ms T]\n");
+                    "[--claim-idle-ms T] [--claim-interval-ms T] [--retry-for-ms T] "
+                    "[--release-fails N]\n"
+                    "       keel-example-choreo --role watch --servers host:port,... "
+                    "--deadline-ms T [--stream S]\n");
     return 2;
+}
+
+/* --role watch: the deadline watcher alone, no database. */
+static int run_watch(app_t *a, const char *servers, int64_t deadline_ms)
+{
+    if (servers == NULL || deadline_ms <= 0)
+        return usage();
+    keel_choreo_watch_config_t wc = keel_choreo_watch_config_default();
+    wc.servers = servers;
+    wc.stream = a->stream;
+    wc.ends[0] = "order.confirmed";
+    wc.ends[1] = "order.cancelled";
+    wc.ends_n = 2;
+    wc.saga_deadline_ms = deadline_ms;
+    wc.check_interval_ms = deadline_ms / 4 > 0 && deadline_ms / 4 < 500 ? deadline_ms / 4 : 500;
+    keel_errmsg_t msg = {{0}};
+    if (keel_loop_init(&a->loop) != 0 || keel_loop_handle_signals(&a->loop) != 0)
+        return 1;
+    if (keel_choreo_watch_init(&a->watch, &a->loop, &wc, &msg) != 0) {
+        fprintf(stderr, "keel-example-choreo: %s\n", msg.text);
+        return 1;
+    }
+    keel_loop_on_shutdown(&a->loop, on_shutdown, a);
+    keel_choreo_watch_start(&a->watch);
+    printf("ready watch\n");
+    keel_loop_run(&a->loop);
+    keel_loop_close(&a->loop);
+    return 0;
 }
 
 static int num_opt(const char *v, int64_t lo, int64_t hi, int64_t *out)
@@ -279,6 +341,7 @@ int main(int argc, char **argv)
     keel_choreo_config_t cfg = keel_choreo_config_default();
     const char *path = NULL;
     int64_t seed = 1, idle_ms = cfg.claim_idle_ms, interval_ms = cfg.claim_interval_ms;
+    int64_t retry_for_ms = cfg.def.retry_for_ms, deadline_ms = 0;
     for (int i = 1; i < argc; i += 2) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (v == NULL)
@@ -311,9 +374,19 @@ int main(int argc, char **argv)
             ;
         else if (strcmp(k, "--claim-interval-ms") == 0 && num_opt(v, 1, 3600000, &interval_ms) == 0)
             ;
+        else if (strcmp(k, "--retry-for-ms") == 0 &&
+                 num_opt(v, 1, KEEL_CHOREO_RETRY_FOR_MS_MAX, &retry_for_ms) == 0)
+            ;
+        else if (strcmp(k, "--release-fails") == 0 &&
+                 num_opt(v, 0, ORDERS_MAX, &a.release_fails) == 0)
+            ;
+        else if (strcmp(k, "--deadline-ms") == 0 && num_opt(v, 1, 86400000, &deadline_ms) == 0)
+            ;
         else
             return usage();
     }
+    if (a.role != NULL && strcmp(a.role, "watch") == 0)
+        return run_watch(&a, cfg.servers, deadline_ms);
     if (a.role == NULL || path == NULL || cfg.servers == NULL ||
         (strcmp(a.role, "order") != 0 && strcmp(a.role, "stock") != 0 &&
          strcmp(a.role, "payment") != 0))
@@ -338,6 +411,7 @@ int main(int argc, char **argv)
     cfg.handler_data = &a;
     cfg.claim_idle_ms = idle_ms;
     cfg.claim_interval_ms = interval_ms;
+    cfg.def.retry_for_ms = retry_for_ms;
     cfg.seed = (uint64_t)seed;
     cfg.on_committed = on_committed;
     cfg.hook_data = &a;
