@@ -9,6 +9,7 @@
 #include "base/num.h"
 #include "base/rand.h"
 #include "client/client.h"
+#include "client/lanes.h"
 #include "kit/config.h"
 #include "kit/service.h"
 #include "../shop.h"
@@ -19,13 +20,16 @@
 #define QTY_MAX 1000000000LL
 #define OPEN_RESERVATIONS_MAX 10000 /* per product: ids in inv:rlist:P */
 #define ATTEMPTS_MAX 12
+/* keel connections (client/lanes.h): every reserve and confirm reads, then commits a
+ * KEEL.TXN, and on one shared connection each read waits for the commit before it */
+#define KEEL_LANES 8
 #define RELEASED_TTL_MS 86400000LL
 #define BODY_BYTES_MAX 65536
 #define SLOTS_MAX (3 + 3 * ITEMS_MAX)
 
 typedef struct app {
     keel_loop_t *loop;
-    keel_client_t keel;
+    keel_client_lanes_t keel; /* an operation keeps one lane for all its commands */
     keel_service_t svc;
     int64_t ttl_ms;
     keel_rand_t rand;
@@ -55,6 +59,7 @@ enum op_kind { RESERVE, CONFIRM, RELEASE, PRODUCT, SHOW };
 typedef struct op op_t;
 struct op {
     app_t *app;
+    keel_client_t *cl; /* its lane */
     keel_service_req_t *req;
     enum op_kind kind;
     char order[ID_BYTES_MAX + 1];

@@ -575,6 +575,7 @@ static op_t *op_new(keel_service_req_t *req, app_t *a, enum op_kind kind, const 
         return NULL;
     }
     o->app = a;
+    o->cl = keel_client_lanes_next(&a->keel);
     o->req = req;
     o->kind = kind;
     keel_list_init(&o->link);
@@ -668,7 +669,7 @@ static void h_restock(keel_service_req_t *req, void *data)
     key(k, sizeof(k), "stock", o->items[0].product, NULL);
     snprintf(n, sizeof(n), "%lld", (long long)qty);
     const char *argv[] = {"INCRBY", k, n};
-    if (keel_client_command(&o->app->keel, 3, argv, NULL, on_restock, o) != 0)
+    if (keel_client_command(o->cl, 3, argv, NULL, on_restock, o) != 0)
         answer_error(o, 503, "keel client queue full");
 }
 
@@ -683,7 +684,7 @@ static void on_stopped(keel_service_t *svc, void *data)
     KEEL_LIST_FOREACH_SAFE(it, tmp, &a->waiting)
     op_free(KEEL_LIST_ENTRY(it, op_t, link));
     keel_timer_close(&a->tick, NULL);
-    keel_client_close(&a->keel, NULL);
+    keel_client_lanes_close(&a->keel, NULL);
 }
 
 int main(int argc, char **argv)
@@ -719,7 +720,7 @@ int main(int argc, char **argv)
     cc.requests_max = KEEL_CLIENT_REQUESTS_LIMIT;
     cc.inflight_max = KEEL_CLIENT_REQUESTS_LIMIT;
     if ((rc = keel_client_config_seeds(&cc, seeds, "--keel", &msg)) != 0 ||
-        (rc = keel_client_init(&app.keel, &loop, &cc, &msg)) != 0) {
+        (rc = keel_client_lanes_init(&app.keel, &loop, &cc, KEEL_LANES, &msg)) != 0) {
         fprintf(stderr, "keel-shop-inventory: %s\n", msg.text);
         return 2;
     }

@@ -137,7 +137,7 @@ void read_mget(op_t *o, size_t argc, const char *const *argv)
         return;
     }
     *ref = (slot_ref_t){o, i};
-    int rc = keel_client_command(&o->app->keel, argc, argv, NULL, on_mget, ref);
+    int rc = keel_client_command(o->cl, argc, argv, NULL, on_mget, ref);
     if (rc != 0) {
         free(ref);
         o->slots[i].status = rc;
@@ -174,7 +174,7 @@ static void getv_flush(op_t *o)
         ref->n = n;
         memcpy(ref->slot, o->gv_slot, n * sizeof(size_t));
         o->pending++;
-        rc = keel_client_command(&o->app->keel, n + 1, argv, NULL, on_mgetv, ref);
+        rc = keel_client_command(o->cl, n + 1, argv, NULL, on_mgetv, ref);
         if (rc != 0) {
             o->pending--;
             free(ref);
@@ -270,7 +270,7 @@ void txn_send(op_t *o, txn_t *t, void (*then)(op_t *o))
 {
     txn_end(t);
     o->next = then;
-    if (keel_client_command(&o->app->keel, t->n, t->w, NULL, on_txn, o) != 0)
+    if (keel_client_command(o->cl, t->n, t->w, NULL, on_txn, o) != 0)
         answer_error(o, 503, "keel client queue full");
 }
 
