@@ -21,6 +21,7 @@
 #include "proxy/h1.h"
 #include "proxy/route.h"
 #include "proxy/proxy.h"
+#include "proxy/proxy_tls.h"
 #include "runtime/http_client.h"
 #include "runtime/http_server.h"
 #include "runtime/loop.h"
@@ -53,6 +54,8 @@
 #define KEEL_PROXY_HOST_ADDR_BYTES_MAX (KEEL_DISCOVERY_ADDR_BYTES_MAX + 8)
 /* A retry re-picks at most this many times to avoid the host that just failed. */
 #define KEEL_PROXY_REPICKS_MAX 3
+/* A cluster's failed TLS handshakes are logged at most once per this interval (each counts). */
+#define KEEL_PROXY_TLS_WARN_INTERVAL_MS 1000
 /* Retry-After and RateLimit-Reset are whole seconds, at least this many. */
 #define KEEL_PROXY_RETRY_AFTER_S_MIN 1
 
@@ -144,6 +147,12 @@ struct keel__pcluster {
     keel_counter_t *m_class[6];
     keel_gauge_t *m_conns;
     keel_gauge_t *g_breaker, *g_available, *g_active; /* read this cluster at render time */
+    /* tls: the context new connections to its hosts are made from (a reload that keeps the
+     * cluster puts the one it loaded in place, so a changed ca_file is read again); guarded by
+     * mu. Connections hold their own reference. */
+    SSL_CTX *tls_ctx;
+    keel_counter_t *m_tls_failures;
+    keel_ms_t tls_warned_ms; /* the last failure logged (atomic) */
 };
 
 typedef struct keel__proute {
@@ -176,7 +185,9 @@ struct keel__pgen {
     keel__pcluster_t **clusters; /* cfg->clusters_count, each referenced */
     keel__proute_t *routes;
     keel_proxy_keys_t keys; /* the JWT providers' keys, read when this config was loaded */
-    uint64_t refs;          /* atomic: each worker's p->gen, each exchange */
+    keel_proxy_tls_t tls;   /* the TLS listeners' contexts (the clusters' went to the clusters) */
+    keel_counter_t *m_tls_failed[KEEL_PROXY_LISTENERS_MAX]; /* handshakes failed, per listener */
+    uint64_t refs; /* atomic: each worker's p->gen, each exchange */
     bool retired;
 };
 
@@ -189,7 +200,8 @@ typedef struct keel__plistener {
 
 /* An upstream connection: in a host's idle list, or serving one exchange. */
 struct keel__uconn {
-    int kind; /* KEEL__CONN_UP */
+    int kind;         /* KEEL__CONN_UP */
+    keel__tls_t *tls; /* a TLS cluster's; connected once its handshake is done */
     uv_tcp_t tcp;
     uv_connect_t connect_req;
     keel_proxy_t *p; /* the worker whose loop it is on */
@@ -298,7 +310,8 @@ typedef struct keel__xch {
 } keel__xch_t;
 
 struct keel__dconn {
-    int kind; /* KEEL__CONN_DOWN */
+    int kind;         /* KEEL__CONN_DOWN */
+    keel__tls_t *tls; /* a TLS listener's */
     uv_tcp_t tcp;
     keel_proxy_t *p;
     keel_list_t link;
@@ -350,6 +363,10 @@ struct keel_proxy {
     /* Parse scratch (one loop thread): a request head is used only inside d_process and a
      * response head only inside u_process, and neither calls the other's parser. */
     keel_h1_head_t req_head, resp_head;
+    /* Where TLS connections' ciphertext is read (KEEL_PROXY_READ_BYTES, allocated with the
+     * first one): libuv calls the read callback right after the allocation, and the callback
+     * feeds all of it to OpenSSL, so one buffer serves every connection of the loop. */
+    uint8_t *tls_rbuf;
 };
 
 static inline keel__ppool_t *keel__pool(const keel_proxy_t *p, keel__phost_t *h)
