@@ -69,12 +69,16 @@ static void tls_file(ctx_t *c, yaml_node_t *v, const char *key, char **out)
 
 static void ltls_cert(ctx_t *c, yaml_node_t *v, void *base)
 {
-    tls_file(c, v, "cert_file", &((keel_proxy_tls_server_t *)base)->cert_file);
+    keel_proxy_tls_server_t *t = base;
+    t->cert_line = line_of(v);
+    tls_file(c, v, "cert_file", &t->cert_file);
 }
 
 static void ltls_key(ctx_t *c, yaml_node_t *v, void *base)
 {
-    tls_file(c, v, "key_file", &((keel_proxy_tls_server_t *)base)->key_file);
+    keel_proxy_tls_server_t *t = base;
+    t->key_line = line_of(v);
+    tls_file(c, v, "key_file", &t->key_file);
 }
 
 static void listener_tls(ctx_t *c, yaml_node_t *v, void *base)

@@ -83,9 +83,10 @@ typedef struct keel_proxy_limits {
  * (the parser touches no file). */
 typedef struct keel_proxy_tls_server {
     bool enabled;
-    int line;        /* of the tls section, for errors found when the files load */
-    char *cert_file; /* the certificate, then its intermediates */
-    char *key_file;  /* its private key (unencrypted) */
+    int line;                /* of the tls section */
+    char *cert_file;         /* the certificate, then its intermediates */
+    char *key_file;          /* its private key (unencrypted) */
+    int cert_line, key_line; /* for errors found when the files load */
 } keel_proxy_tls_server_t;
 
 #define KEEL_PROXY_SERVER_NAME_BYTES_MAX 254u /* a DNS name (253) and the NUL */
@@ -94,8 +95,9 @@ typedef struct keel_proxy_tls_server {
 typedef struct keel_proxy_tls_client {
     bool enabled;
     int line;
-    char *ca_file;     /* PEM CA certificates the hosts' certificates must chain to; NULL: the
-                          system's */
+    char *ca_file; /* PEM CA certificates the hosts' certificates must chain to; NULL: the
+                      system's */
+    int ca_line;
     char *server_name; /* sent as SNI and required in the certificate; NULL: no SNI, and the
                           certificate must carry the host's IP address */
     bool verify;       /* default true; false accepts any certificate (tests, not production) */

@@ -206,7 +206,9 @@ static void cluster_tag(ctx_t *c, yaml_node_t *v, void *base)
 
 static void ctls_ca(ctx_t *c, yaml_node_t *v, void *base)
 {
-    keel__cfg_tls_file(c, v, "ca_file", &((keel_proxy_tls_client_t *)base)->ca_file);
+    keel_proxy_tls_client_t *t = base;
+    t->ca_line = line_of(v);
+    keel__cfg_tls_file(c, v, "ca_file", &t->ca_file);
 }
 
 /* A DNS name: letters, digits, '-' and '.', 1..253 bytes. */

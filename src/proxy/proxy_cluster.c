@@ -186,7 +186,7 @@ bool keel__cluster_same(const keel_proxy_cluster_t *a, const keel_proxy_cluster_
     x.line = y.line = 0;
     x.slow_start_line = y.slow_start_line = 0;
     x.tls.ca_file = y.tls.ca_file = x.tls.server_name = y.tls.server_name = NULL;
-    x.tls.line = y.tls.line = 0;
+    x.tls.line = y.tls.line = x.tls.ca_line = y.tls.ca_line = 0;
     for (uint32_t i = 0; i < KEEL_PROXY_HOSTS_MAX; i++)
         x.hosts[i].address = y.hosts[i].address = NULL;
     return memcmp(&x, &y, sizeof(x)) == 0;

@@ -89,48 +89,57 @@ static int no_password(char *buf, int size, int rwflag, void *u)
     return 0;
 }
 
-/* The certificate, its chain and its key, checked against each other. */
+/* The certificate, its chain and its key, checked against each other: 0, or which file is at
+ * fault (LOAD_CERT or LOAD_KEY) with why filled. */
+enum { LOAD_CERT = 1, LOAD_KEY = 2 };
+
 static int load_cert_key(SSL_CTX *ctx, const keel_proxy_tls_server_t *t, char *why, size_t cap)
 {
     char r[128];
     BIO *b = read_pem(t->cert_file, why, cap);
     if (b == NULL)
-        return -1;
+        return LOAD_CERT;
     X509 *cert = PEM_read_bio_X509(b, NULL, no_password, NULL);
     int rc = 0;
     if (cert == NULL || SSL_CTX_use_certificate(ctx, cert) != 1) {
         ossl_reason(r, sizeof(r));
         snprintf(why, cap, "cert_file %.60s: no PEM certificate (%.50s)", t->cert_file, r);
-        rc = -1;
+        rc = LOAD_CERT;
     }
-    X509_free(cert);
     X509 *more; /* intermediates, in order */
     while (rc == 0 && (more = PEM_read_bio_X509(b, NULL, no_password, NULL)) != NULL)
         if (SSL_CTX_add0_chain_cert(ctx, more) != 1) {
             X509_free(more);
             snprintf(why, cap, "cert_file %.80s: a chain certificate was refused", t->cert_file);
-            rc = -1;
+            rc = LOAD_CERT;
         }
     ERR_clear_error(); /* the end of the file reads as an error */
     BIO_free(b);
-    if (rc != 0 || (b = read_pem(t->key_file, why, cap)) == NULL)
-        return -1;
+    if (rc == 0 && (b = read_pem(t->key_file, why, cap)) == NULL)
+        rc = LOAD_KEY;
+    if (rc != 0) {
+        X509_free(cert);
+        return rc;
+    }
     EVP_PKEY *key = PEM_read_bio_PrivateKey(b, NULL, no_password, NULL);
     BIO_free(b);
-    if (key == NULL || SSL_CTX_use_PrivateKey(ctx, key) != 1) {
+    if (key == NULL) {
         ossl_reason(r, sizeof(r));
-        snprintf(why, cap, "key_file %.60s: no usable PEM private key (%.50s)", t->key_file, r);
-        EVP_PKEY_free(key);
-        return -1;
-    }
-    EVP_PKEY_free(key);
-    if (SSL_CTX_check_private_key(ctx) != 1) {
+        snprintf(why, cap, "key_file %.60s: no PEM private key (%.50s)", t->key_file, r);
+        rc = LOAD_KEY;
+    } else if (X509_check_private_key(cert, key) != 1) {
         ERR_clear_error();
         snprintf(why, cap, "key_file %.50s does not match cert_file %.50s", t->key_file,
                  t->cert_file);
-        return -1;
+        rc = LOAD_KEY;
+    } else if (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+        ossl_reason(r, sizeof(r));
+        snprintf(why, cap, "key_file %.60s: the key is refused (%.50s)", t->key_file, r);
+        rc = LOAD_KEY;
     }
-    return 0;
+    EVP_PKEY_free(key);
+    X509_free(cert);
+    return rc;
 }
 
 /* The CA certificates the hosts' certificates must chain to. */
@@ -208,12 +217,12 @@ int keel_proxy_tls_load(const keel_proxy_config_t *cfg, keel_proxy_tls_t *out,
         if (!l->tls.enabled)
             continue;
         SSL_CTX *ctx = ctx_new(true);
-        int rc = ctx ? load_cert_key(ctx, &l->tls, why, sizeof(why)) : -1;
+        int rc = ctx ? load_cert_key(ctx, &l->tls, why, sizeof(why)) : LOAD_CERT;
         if (ctx == NULL)
             snprintf(why, sizeof(why), "out of memory");
         if (rc != 0) {
             snprintf(line, sizeof(line), "listener '%.30s': tls: %s", l->name ? l->name : "", why);
-            add_err(errs, l->tls.line, line);
+            add_err(errs, rc == LOAD_KEY ? l->tls.key_line : l->tls.cert_line, line);
             SSL_CTX_free(ctx);
             continue;
         }
@@ -238,7 +247,7 @@ int keel_proxy_tls_load(const keel_proxy_config_t *cfg, keel_proxy_tls_t *out,
         }
         if (rc != 0) {
             snprintf(line, sizeof(line), "cluster '%.30s': tls: %s", c->name, why);
-            add_err(errs, c->tls.line, line);
+            add_err(errs, c->tls.ca_file ? c->tls.ca_line : c->tls.line, line);
             SSL_CTX_free(ctx);
             continue;
         }

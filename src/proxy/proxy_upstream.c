@@ -232,6 +232,7 @@ void keel__d_pump_req_body(keel__dconn_t *d)
         keel__d_update_reading(d);
         return;
     }
+again:
     while (!x->req_done && keel_buf_unread(&d->in) > 0 &&
            keel__conn_pending(&u->tcp, &u->out) < lim->buffer_bytes_max) {
         const uint8_t *in = keel_buf_rptr(&d->in);
@@ -280,6 +281,11 @@ void keel__d_pump_req_body(keel__dconn_t *d)
         x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_RESET, 0, 502, "upstream-reset");
         return;
     }
+    /* written at once (no write callback will come) with input left that reading, paused at
+     * KEEL_PROXY_READ_BYTES, will not bring back: move more now */
+    if (!x->req_done && keel_buf_unread(&d->in) > 0 &&
+        keel__conn_pending(&u->tcp, &u->out) < lim->buffer_bytes_max)
+        goto again;
     x->req_sent = x->req_done;
     keel__d_update_reading(d);
 }
@@ -640,6 +646,7 @@ void keel__u_pump_resp_body(keel__uconn_t *u)
         return;
     keel__xch_t *x = &d->x;
     const keel_proxy_limits_t *lim = &d->p->gen->cfg->limits;
+again:
     while (!x->resp_done && keel_buf_unread(&u->in) > 0 &&
            keel__conn_pending(&d->tcp, &d->out) < lim->buffer_bytes_max) {
         const uint8_t *in = keel_buf_rptr(&u->in);
@@ -689,6 +696,9 @@ void keel__u_pump_resp_body(keel__uconn_t *u)
         keel__x_complete(d);
         return;
     }
+    /* as for the request body: written at once, input left, reading paused */
+    if (keel_buf_unread(&u->in) > 0 && keel__conn_pending(&d->tcp, &d->out) < lim->buffer_bytes_max)
+        goto again;
     keel__u_update_reading(u);
 }
 
