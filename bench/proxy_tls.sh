@@ -44,7 +44,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T
 start_proxy() { # binary name yaml -> sets PORT_<name>_0 and _1
   taskset -c 0 "$1" proxy --config "$3" --log-level error >"$TMP/$2.out" 2>&1 &
   PIDS+=($!)
-  for _ in $(seq 100); do grep -q "listening 0" "$TMP/$2.out" && break; sleep 0.05; done
+  for _ in $(seq 100); do grep -qs "listening 0" "$TMP/$2.out" && break; sleep 0.05; done
 }
 cat >"$TMP/new.yaml" <<CONF
 workers: 1
