@@ -7,8 +7,10 @@
 # `Connection: close` (a full handshake per request: handshakes/s). With KEEL_BASE=<an older
 # keel binary> the plaintext listener of that binary is measured too, in the same rounds, so a
 # change to the data path can be compared with what it replaced on the same machine state.
-# BENCH_ROUNDS rounds alternate the runs; the median round of each is printed. The proxy runs
-# pinned to CPU 0, the backend and wrk to CPU 1.
+# BENCH_ROUNDS rounds alternate the runs; the median round of each is printed (by requests/s),
+# with the proxy's CPU time per request (user + system, from /proc: steadier than requests/s
+# when other work shares the machine). The proxy runs pinned to CPU 0, the backend and wrk to
+# CPU 1.
 #
 #   bench/proxy_tls.sh                                  # BENCH_SECONDS=5 BENCH_ROUNDS=3
 #   KEEL_BASE=/tmp/keel-before bench/proxy_tls.sh
@@ -41,9 +43,10 @@ UP=$(sed -n 's/.*listening on \(.*\)$/\1/p' "$TMP/up.out")
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$TMP/key.pem" \
   -out "$TMP/cert.pem" -days 1 -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 2>/dev/null
 
-start_proxy() { # binary name yaml -> sets PORT_<name>_0 and _1
+start_proxy() { # binary name yaml; its pid in $TMP/name.pid
   taskset -c 0 "$1" proxy --config "$3" --log-level error >"$TMP/$2.out" 2>&1 &
   PIDS+=($!)
+  echo $! >"$TMP/$2.pid"
   for _ in $(seq 100); do grep -qs "listening 0" "$TMP/$2.out" && break; sleep 0.05; done
 }
 cat >"$TMP/new.yaml" <<CONF
@@ -76,20 +79,32 @@ check "http://127.0.0.1:$PLAIN/hello"
 check "https://127.0.0.1:$TLS/hello"
 [ -z "$BASEPORT" ] || check "http://127.0.0.1:$BASEPORT/hello"
 
-run() { # name url [header]
-  taskset -c 1 wrk -t1 -c64 -d"${SECONDS_RUN}s" --latency ${3:+-H "$3"} "$2" |
-    awk -v n="$1" '/Requests\/sec/ {r=$2} /^ +99%/ {p=$2} END {printf "%s %s %s\n", n, r, p}'
+cpu_ticks() { # pid: user + system clock ticks
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+HZ=$(getconf CLK_TCK)
+run() { # name pidfile url [header]
+  local pid t0 t1
+  pid=$(cat "$2")
+  t0=$(cpu_ticks "$pid")
+  taskset -c 1 wrk -t1 -c64 -d"${SECONDS_RUN}s" --latency ${4:+-H "$4"} "$3" >"$TMP/wrk.out"
+  t1=$(cpu_ticks "$pid")
+  awk -v n="$1" -v ticks=$((t1 - t0)) -v hz="$HZ" '
+    /requests in/ {reqs=$1} /Requests\/sec/ {r=$2} /^ +99%/ {p=$2}
+    END {printf "%s %s %s %.1f\n", n, r, p, (reqs > 0 ? ticks * 1e6 / hz / reqs : 0)}' "$TMP/wrk.out"
 }
 NAMES="plain tls tls-handshake"
 [ -z "$BASEPORT" ] || NAMES="plain-before $NAMES"
 for _ in $(seq "$ROUNDS"); do
-  [ -z "$BASEPORT" ] || run plain-before "http://127.0.0.1:$BASEPORT/hello"
-  run plain "http://127.0.0.1:$PLAIN/hello"
-  run tls "https://127.0.0.1:$TLS/hello"
-  run tls-handshake "https://127.0.0.1:$TLS/hello" "Connection: close"
+  [ -z "$BASEPORT" ] || run plain-before "$TMP/base.pid" "http://127.0.0.1:$BASEPORT/hello"
+  run plain "$TMP/new.pid" "http://127.0.0.1:$PLAIN/hello"
+  run tls "$TMP/new.pid" "https://127.0.0.1:$TLS/hello"
+  run tls-handshake "$TMP/new.pid" "https://127.0.0.1:$TLS/hello" "Connection: close"
 done >"$TMP/rounds"
-echo "run            requests/s (median of $ROUNDS)   p99"
+echo "run            requests/s (median of $ROUNDS)   p99        proxy CPU us/request"
 for n in $NAMES; do
   grep "^$n " "$TMP/rounds" | sort -k2 -n |
-    awk -v k="$ROUNDS" 'NR == int((k + 1) / 2) {printf "%-14s %-28s %s\n", $1, $2, $3}'
+    awk -v k="$ROUNDS" 'NR == int((k + 1) / 2) {printf "%-14s %-28s %-10s %s\n", $1, $2, $3, $4}'
 done
+echo "all rounds (name requests/s p99 us/request):"
+cat "$TMP/rounds"
