@@ -472,7 +472,7 @@ static void u_on_read_tls(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             return;
         keel__d_arm(d);
     }
-    if (keel_buf_unread(&u->in) > 0 && u->connected) {
+    if (u->connected && keel_buf_unread(&u->in) > before) { /* as u_on_read */
         u->d->active_ms = now_ms(u->p);
         u_process(u);
     }

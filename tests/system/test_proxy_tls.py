@@ -322,7 +322,7 @@ clusters:
     hosts: [127.0.0.1:{b_port}]
     tls: {{ca_file: {pki}/otherca.pem, verify: false}}
 routes:
-  - {{name: good, match: {{prefix: /good/}}, cluster: good}}
+  - {{name: good, match: {{prefix: /good/}}, rewrite_prefix: /, cluster: good}}
   - {{name: by_ip, match: {{prefix: /ip/}}, cluster: by_ip}}
   - {{name: wrong, match: {{prefix: /wrong/}}, cluster: wrong_ca}}
   - {{name: unverified, match: {{prefix: /unverified/}}, cluster: unverified}}
@@ -338,6 +338,10 @@ routes:
         assert fields(body)["x-forwarded-proto"] == ["https"]  # B served it over TLS
     # each of A's workers pools its own connections
     assert metric(b_admin, "keel_proxy_connections_total") <= b_conns + min(PROXY_WORKERS, 4)
+    st, _, big = request(a_port, "GET", "/good/big/2000000")  # streamed through both hops
+    assert st == 200 and big == (bytes(range(256)) * 8000)[:2000000]
+    st, _, chunked = request(a_port, "GET", "/good/chunked/300000")
+    assert st == 200 and chunked == bytes(i % 251 for i in range(300000))
     assert request(a_port, "GET", "/ip/x")[0] == 200  # no server_name: the IP SAN is checked
     assert request(a_port, "GET", "/unverified/x")[0] == 200  # verify: false
     st, h, _ = request(a_port, "GET", "/wrong/x")
