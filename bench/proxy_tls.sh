@@ -7,9 +7,9 @@
 # `Connection: close` (a full handshake per request: handshakes/s). With KEEL_BASE=<an older
 # keel binary> the plaintext listener of that binary is measured too, in the same rounds, so a
 # change to the data path can be compared with what it replaced on the same machine state.
-# BENCH_ROUNDS rounds alternate the runs; the median round of each is printed (by requests/s),
-# with the proxy's CPU time per request (user + system, from /proc: steadier than requests/s
-# when other work shares the machine). The proxy runs pinned to CPU 0, the backend and wrk to
+# BENCH_ROUNDS rounds alternate the runs; the medians of each are printed: requests/s (with the
+# p99 of that round) and the proxy's CPU time per request (user + system, from /proc: steadier
+# than requests/s when other work shares the machine). The proxy runs pinned to CPU 0, the backend and wrk to
 # CPU 1.
 #
 #   bench/proxy_tls.sh                                  # BENCH_SECONDS=5 BENCH_ROUNDS=3
@@ -101,10 +101,11 @@ for _ in $(seq "$ROUNDS"); do
   run tls "$TMP/new.pid" "https://127.0.0.1:$TLS/hello"
   run tls-handshake "$TMP/new.pid" "https://127.0.0.1:$TLS/hello" "Connection: close"
 done >"$TMP/rounds"
-echo "run            requests/s (median of $ROUNDS)   p99        proxy CPU us/request"
+echo "run            requests/s   p99 (that round)   proxy CPU us/request   (medians of $ROUNDS)"
 for n in $NAMES; do
-  grep "^$n " "$TMP/rounds" | sort -k2 -n |
-    awk -v k="$ROUNDS" 'NR == int((k + 1) / 2) {printf "%-14s %-28s %-10s %s\n", $1, $2, $3, $4}'
+  cpu=$(grep "^$n " "$TMP/rounds" | sort -k4 -n | awk -v k="$ROUNDS" 'NR == int((k + 1) / 2) {print $4}')
+  grep "^$n " "$TMP/rounds" | sort -k2 -n | awk -v k="$ROUNDS" -v cpu="$cpu" \
+    'NR == int((k + 1) / 2) {printf "%-14s %-12s %-18s %s\n", $1, $2, $3, cpu}'
 done
 echo "all rounds (name requests/s p99 us/request):"
 cat "$TMP/rounds"
