@@ -297,6 +297,16 @@ def test_check_loads_the_files_and_matches_key_and_cert(tmp_path, pki, up):
     r = subprocess.run([binary("keel"), "proxy", "--check", str(path)], capture_output=True,
                        text=True, timeout=10)
     assert r.returncode == 1 and f"{path}:{line}: " in r.stderr and "cannot read" in r.stderr
+    # a cluster's ca_file: read and checked too (a key is no CA certificate)
+    text = edge_config(pki, up).replace(
+        f"hosts: [{up.addr}]", f"hosts: [{up.addr}]\n    tls: {{ca_file: {pki}/srv1.key}}")
+    path.write_text(text)
+    line = next(i for i, l in enumerate(text.split("\n")) if "ca_file" in l) + 1
+    r = subprocess.run([binary("keel"), "proxy", "--check", str(path)], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 1
+    assert f"{path}:{line}: cluster 'app': tls: ca_file {pki}/srv1.key holds no PEM certificate" \
+        in r.stderr, r.stderr
 
 
 def test_tls_to_an_upstream_verified_pooled_and_refused_against_a_wrong_ca(procs, tmp_path, pki,
