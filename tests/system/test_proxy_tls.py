@@ -17,6 +17,7 @@ import ssl
 import subprocess
 import time
 import urllib.request
+import warnings
 
 import pytest
 
@@ -155,6 +156,36 @@ def test_get_post_and_keep_alive_over_tls(edge, pki, up):
     assert r.status == 200 and len(big) == 3_000_000 and big[:256] == bytes(range(256))
     assert c.sock is sock  # still the first connection
     c.close()
+
+
+def test_tls_1_2_and_1_3_only_with_forward_secret_aead_suites(edge, pki, up):
+    _, port, admin = edge
+
+    def handshake(max_version, ciphers="DEFAULT:@SECLEVEL=0"):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(str(pki / "ca.pem"))
+        ctx.set_ciphers(ciphers)
+        with warnings.catch_warnings():  # the old versions are deprecated in Python too
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1
+            ctx.maximum_version = max_version
+        with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5),
+                             server_hostname="127.0.0.1") as s:
+            return s.version(), s.cipher()[0]
+
+    before = failures(admin)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old = ssl.TLSVersion.TLSv1_1
+    with pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION"):
+        handshake(old)
+    version, cipher = handshake(ssl.TLSVersion.TLSv1_2)
+    assert version == "TLSv1.2" and cipher.startswith("ECDHE-")
+    assert "GCM" in cipher or "CHACHA" in cipher
+    with pytest.raises(ssl.SSLError):  # a TLS 1.2 client with only CBC suites: no shared cipher
+        handshake(ssl.TLSVersion.TLSv1_2, "AES128-SHA:AES256-SHA:ECDHE-RSA-AES128-SHA")
+    assert handshake(ssl.TLSVersion.TLSv1_3)[0] == "TLSv1.3"
+    assert wait_until(lambda: failures(admin) == before + 2, timeout_s=3)
 
 
 def test_chunked_upload_over_tls(edge, pki, up):
