@@ -188,6 +188,23 @@ def test_tls_1_2_and_1_3_only_with_forward_secret_aead_suites(edge, pki, up):
     assert wait_until(lambda: failures(admin) == before + 2, timeout_s=3)
 
 
+def test_alpn_answers_http_1_1_and_refuses_a_client_without_it(edge, pki, up):
+    _, port, _ = edge
+
+    def alpn(offer):
+        ctx = client_ctx(pki)
+        if offer is not None:
+            ctx.set_alpn_protocols(offer)
+        with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5),
+                             server_hostname="127.0.0.1") as s:
+            return s.selected_alpn_protocol()
+
+    assert alpn(["h2", "http/1.1"]) == "http/1.1"
+    assert alpn([]) is None  # no ALPN offered: served, nothing selected
+    with pytest.raises(ssl.SSLError, match="NO_APPLICATION_PROTOCOL|no application protocol"):
+        alpn(["h2"])  # RFC 7301 §3.2
+
+
 def test_chunked_upload_over_tls(edge, pki, up):
     _, port, _ = edge
     parts = [os.urandom(n) for n in (1, 1000, 70_000, 5, 300_000)]
