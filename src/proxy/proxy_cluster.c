@@ -237,6 +237,14 @@ static int cluster_cfg_copy(keel_proxy_cluster_t *dst, const keel_proxy_cluster_
     return 0;
 }
 
+void keel__host_forget_session(keel__phost_t *h)
+{
+    SSL_SESSION_free(h->tls_session);
+    SSL_CTX_free(h->tls_session_ctx);
+    h->tls_session = NULL;
+    h->tls_session_ctx = NULL;
+}
+
 static void cluster_free(keel__pcluster_t *cl)
 {
     assert(cl->refs == 0 && !cl->hc_timer_on && !cl->disc_on);
@@ -247,6 +255,8 @@ static void cluster_free(keel__pcluster_t *cl)
         keel_breaker_free(&cl->breaker);
     if (cl->cfg->outlier_enabled)
         keel_outlier_free(&cl->outlier);
+    for (uint32_t i = 0; cl->hosts != NULL && i < cl->hosts_n; i++)
+        keel__host_forget_session(&cl->hosts[i]);
     free(cl->hosts);
     SSL_CTX_free(cl->tls_ctx);
     cluster_cfg_free(&cl->own);
@@ -337,6 +347,7 @@ static void service_update(keel__pcluster_t *cl, const keel_discovery_instance_t
                 continue;
             }
             assert(h->conns == 0 && h->active == 0);
+            keel__host_forget_session(h); /* another instance's */
             snprintf(h->address_buf, sizeof(h->address_buf), "%s", addr);
             h->address = h->address_buf;
             h->addr = sa;
@@ -553,6 +564,10 @@ static int cluster_setup(keel_proxy_t *p, keel__pcluster_t *cl, keel_errmsg_t *m
         cl->m_tls_failures = keel_metrics_counter(
             m, "keel_proxy_upstream_tls_failures_total",
             "TLS handshakes with upstream hosts that failed (a tls cluster).", lab);
+    if (cl->cfg->tls.enabled)
+        cl->m_tls_resumed = keel_metrics_counter(
+            m, "keel_proxy_upstream_tls_resumed_total",
+            "TLS connections to upstream hosts that resumed a session (no full handshake).", lab);
     for (int k = 0; k < 6; k++) {
         char l2[KEEL_METRICS_LABELS_BYTES_MAX];
         snprintf(l2, sizeof(l2), "%s,class=\"%s\"", lab, keel__proxy_class_names[k]);

@@ -102,6 +102,11 @@ struct keel__phost {
     uint32_t hc_ok_run, hc_fail_run;
     bool hc_inflight;
     uint64_t ejections;
+    /* a tls cluster: the last session this host gave, offered by the next new connection to it
+     * (resumption), and the context it came from (a reference: a session is offered only to
+     * connections of that context); guarded by the cluster's mutex */
+    SSL_SESSION *tls_session;
+    SSL_CTX *tls_session_ctx;
 };
 
 /*
@@ -151,7 +156,7 @@ struct keel__pcluster {
      * cluster puts the one it loaded in place, so a changed ca_file is read again); guarded by
      * mu. Connections hold their own reference. */
     SSL_CTX *tls_ctx;
-    keel_counter_t *m_tls_failures;
+    keel_counter_t *m_tls_failures, *m_tls_resumed;
     keel_ms_t tls_warned_ms; /* the last failure logged (atomic) */
 };
 
@@ -419,6 +424,9 @@ int keel__proxy_ensure_agg_client(keel_proxy_t *p, const keel_proxy_config_t *cf
 int keel__proxy_worker_init(keel_proxy_t *w, keel_proxy_t *main, keel_loop_t *loop, uint32_t wid,
                             keel_errmsg_t *msg);
 /* proxy_cluster.c */
+/* Forgets the TLS session a host gave (its slot is reused, or a handshake failed); with the
+ * cluster's mutex held. */
+void keel__host_forget_session(keel__phost_t *h);
 /* "other", "1xx" .. "5xx": the class label of the m_class counters. */
 extern const char *const keel__proxy_class_names[6];
 /* key="value" into out[0..cap), the value escaped as a metrics label. */

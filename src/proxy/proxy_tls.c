@@ -186,6 +186,15 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
     return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
+/* A client connection got a session (a TLS 1.3 ticket, or TLS 1.2's session): to the owner. */
+static int new_session(SSL *ssl, SSL_SESSION *s)
+{
+    keel__tls_t *t = SSL_get_app_data(ssl);
+    if (t != NULL && t->on_session != NULL && SSL_SESSION_is_resumable(s))
+        t->on_session(t->on_session_arg, s); /* takes its own reference */
+    return 0;                                /* ours is not kept: OpenSSL drops it */
+}
+
 static SSL_CTX *ctx_new(bool server)
 {
     SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
@@ -201,8 +210,13 @@ static SSL_CTX *ctx_new(bool server)
         SSL_CTX_free(ctx);
         return NULL;
     }
-    if (server)
+    if (server) {
         SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+    } else { /* sessions go to the connection's on_session, not to a cache in the context */
+        SSL_CTX_set_session_cache_mode(ctx,
+                                       SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+        SSL_CTX_sess_set_new_cb(ctx, new_session);
+    }
     return ctx;
 }
 
@@ -364,13 +378,20 @@ keel__tls_t *keel__tls_server(SSL_CTX *ctx)
     return t;
 }
 
-keel__tls_t *keel__tls_client(SSL_CTX *ctx, const char *server_name, const char *host_ip)
+keel__tls_t *keel__tls_client(SSL_CTX *ctx, const char *server_name, const char *host_ip,
+                              SSL_SESSION *session, void (*on_session)(void *arg, SSL_SESSION *s),
+                              void *arg)
 {
     keel__tls_t *t = tls_new(ctx);
     if (t == NULL)
         return NULL;
     SSL_set_connect_state(t->ssl);
+    SSL_set_app_data(t->ssl, t);
+    t->on_session = on_session;
+    t->on_session_arg = arg;
     int ok = SSL_set_alpn_protos(t->ssl, alpn_http11, ALPN_HTTP11_BYTES) == 0;
+    if (session != NULL) /* it takes its own reference */
+        ok &= SSL_set_session(t->ssl, session) == 1;
     if (server_name != NULL) /* SNI, and the name the certificate must carry */
         ok &= SSL_set_tlsext_host_name(t->ssl, server_name) == 1 &&
               SSL_set1_host(t->ssl, server_name) == 1;
@@ -394,6 +415,11 @@ void keel__tls_free(keel__tls_t *t)
 {
     if (t == NULL)
         return;
+    /* a connection that ends without close_notify (the proxy closes pooled connections at
+     * once; clients often just close) would mark its session unresumable; only a failed one
+     * should be */
+    if (t->done && !t->failed)
+        SSL_set_shutdown(t->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     SSL_free(t->ssl);
     keel_buf_free(&t->wout);
     free(t);
@@ -403,6 +429,7 @@ void keel__tls_free(keel__tls_t *t)
 static int tls_failed(keel__tls_t *t)
 {
     t->err = ERR_peek_last_error();
+    t->failed = true;
     ERR_clear_error();
     return KEEL__TLS_ERR;
 }
@@ -424,7 +451,7 @@ int keel__tls_feed(keel__tls_t *t, const uint8_t *in, size_t n, keel_buf_t *plai
     }
     while (rc == KEEL__TLS_OK && t->done) {
         if (keel_buf_reserve(plain, TLS_RECORD_PLAIN_BYTES) != 0) {
-            t->over_limit = true;
+            t->over_limit = t->failed = true;
             rc = KEEL__TLS_ERR; /* over the buffer's limit, as a plaintext read would be */
             break;
         }

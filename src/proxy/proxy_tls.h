@@ -26,7 +26,9 @@
  * §3.2); session resumption by the OpenSSL defaults (a session cache and tickets per context).
  * Cluster defaults: the same versions and ciphers, ALPN http/1.1, the peer verified against
  * ca_file (or the system's CAs) unless verify is false, SNI and the name check from
- * server_name, or else the certificate must carry the host's IP address.
+ * server_name, or else the certificate must carry the host's IP address; the last session a
+ * host gave is offered again by the next connection to it (resumption: no certificate
+ * exchange, no signature), kept by the caller (on_session).
  */
 #define KEEL_PROXY_TLS_FILE_BYTES_MAX (1u << 20) /* a PEM file larger than this is refused */
 #define KEEL_PROXY_TLS_WHY_BYTES_MAX 160u        /* the reason given for a failed handshake */
@@ -59,7 +61,12 @@ typedef struct keel__tls {
     keel_buf_t wout;   /* ciphertext to send */
     bool done;         /* the handshake completed */
     bool over_limit;   /* the plaintext buffer was full */
+    bool failed;       /* a feed or an encryption failed (its session is not to be resumed) */
     unsigned long err; /* OpenSSL's error of the last failure, for keel__tls_why */
+    /* client connections: called with each session the server gives (TLS 1.3 tickets come
+     * after the handshake) so a later connection can resume it; it takes a reference */
+    void (*on_session)(void *arg, SSL_SESSION *s);
+    void *on_session_arg;
 } keel__tls_t;
 
 enum {
@@ -72,8 +79,12 @@ enum {
 /* A server connection from a listener's context; NULL when out of memory. */
 keel__tls_t *keel__tls_server(SSL_CTX *ctx);
 /* A client connection toward host_ip (the host's numeric address, for the certificate check
- * when server_name is NULL), with its ClientHello in wout; NULL when out of memory. */
-keel__tls_t *keel__tls_client(SSL_CTX *ctx, const char *server_name, const char *host_ip);
+ * when server_name is NULL), offering to resume session (NULL: none; one from the same context
+ * only), with its ClientHello in wout; on_session (NULL: none) gets the sessions the server
+ * gives. NULL when out of memory. */
+keel__tls_t *keel__tls_client(SSL_CTX *ctx, const char *server_name, const char *host_ip,
+                              SSL_SESSION *session, void (*on_session)(void *arg, SSL_SESSION *s),
+                              void *arg);
 void keel__tls_free(keel__tls_t *t);
 /* Feeds ciphertext in[0..n): handshake progress, then every whole record decrypted into plain. */
 int keel__tls_feed(keel__tls_t *t, const uint8_t *in, size_t n, keel_buf_t *plain);

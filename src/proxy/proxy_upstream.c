@@ -399,6 +399,9 @@ static void u_tls_failed(keel__uconn_t *u, const char *why)
 {
     keel__pcluster_t *cl = u->host->cl;
     keel_counter_inc(cl->m_tls_failures);
+    keel__cl_lock(cl); /* its session is no use either */
+    keel__host_forget_session(u->host);
+    keel__cl_unlock(cl);
     keel_ms_t now = now_ms(u->p), last = __atomic_load_n(&cl->tls_warned_ms, __ATOMIC_RELAXED);
     if (last == 0 || now - last >= KEEL_PROXY_TLS_WARN_INTERVAL_MS) {
         __atomic_store_n(&cl->tls_warned_ms, now, __ATOMIC_RELAXED);
@@ -412,7 +415,24 @@ static void u_tls_failed(keel__uconn_t *u, const char *why)
     x_schedule_retry_or_fail(u->d, KEEL_RETRY_FAIL_CONNECT, 0, 503, "upstream-tls-failed");
 }
 
-/* The ClientHello, from the cluster's context in force. */
+/* A session the host gave: kept for the next new connection to it, over every worker. */
+static void u_tls_session(void *arg, SSL_SESSION *s)
+{
+    keel__uconn_t *u = arg;
+    SSL_CTX *ctx = SSL_get_SSL_CTX(u->tls->ssl);
+
+    keel__pcluster_t *cl = u->host->cl;
+    SSL_SESSION_up_ref(s);
+    SSL_CTX_up_ref(ctx);
+    keel__cl_lock(cl);
+    keel__host_forget_session(u->host);
+    u->host->tls_session = s;
+    u->host->tls_session_ctx = ctx;
+    keel__cl_unlock(cl);
+}
+
+/* The ClientHello, from the cluster's context in force, offering the host's last session when
+ * it came from that context. */
 static int u_tls_start(keel__uconn_t *u)
 {
     keel__pcluster_t *cl = u->host->cl;
@@ -420,15 +440,24 @@ static int u_tls_start(keel__uconn_t *u)
     SSL_CTX *ctx = cl->tls_ctx;
     if (ctx != NULL)
         SSL_CTX_up_ref(ctx);
+    SSL_SESSION *sess = u->host->tls_session;
+    if (sess != NULL && u->host->tls_session_ctx == ctx)
+        SSL_SESSION_up_ref(sess);
+    else
+        sess = NULL;
     keel__cl_unlock(cl);
+
     char ip[64] = "";
     const struct sockaddr_storage *a = &u->host->addr;
     if (a->ss_family == AF_INET)
         uv_ip4_name((const struct sockaddr_in *)a, ip, sizeof(ip));
     else if (a->ss_family == AF_INET6)
         uv_ip6_name((const struct sockaddr_in6 *)a, ip, sizeof(ip));
-    u->tls = ctx ? keel__tls_client(ctx, cl->cfg->tls.server_name, ip[0] ? ip : NULL) : NULL;
-    SSL_CTX_free(ctx); /* the connection holds its own reference */
+    u->tls = ctx ? keel__tls_client(ctx, cl->cfg->tls.server_name, ip[0] ? ip : NULL, sess,
+                                    u_tls_session, u)
+                 : NULL;
+    SSL_SESSION_free(sess); /* the connection holds its own references */
+    SSL_CTX_free(ctx);
     if (u->tls == NULL || keel__conn_write((uv_stream_t *)&u->tcp, &u->tls->wout) != 0)
         return -1;
     keel__u_update_reading(u);
@@ -465,6 +494,8 @@ static void u_on_read_tls(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (!was_done && u->tls->done) {
+        if (SSL_session_reused(u->tls->ssl))
+            keel_counter_inc(u->host->cl->m_tls_resumed);
         u->connected = true;
         keel__dconn_t *d = u->d;
         u_send(u);

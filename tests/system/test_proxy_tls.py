@@ -379,7 +379,12 @@ clusters:
   - name: unverified
     hosts: [127.0.0.1:{b_port}]
     tls: {{ca_file: {pki}/otherca.pem, verify: false}}
+  - name: unpooled
+    hosts: [127.0.0.1:{b_port}]
+    pool: {{idle_max: 0}}
+    tls: {{ca_file: {pki}/ca.pem, server_name: localhost}}
 routes:
+  - {{name: unpooled, match: {{prefix: /unpooled/}}, cluster: unpooled}}
   - {{name: good, match: {{prefix: /good/}}, rewrite_prefix: /, cluster: good}}
   - {{name: by_ip, match: {{prefix: /ip/}}, cluster: by_ip}}
   - {{name: wrong, match: {{prefix: /wrong/}}, cluster: wrong_ca}}
@@ -411,6 +416,11 @@ routes:
     assert wait_until(lambda: (metric(b_admin, "keel_proxy_tls_handshake_failures_total",
                                       '{listener="web"}') or 0) >= 1, timeout_s=3)
     assert request(a_port, "GET", "/good/again")[0] == 200
+    # a new connection per request: the first does a full handshake, the next ones resume the
+    # session the host gave (each connection closes before the next starts)
+    for i in range(4):
+        assert request(a_port, "GET", f"/unpooled/{i}")[0] == 200
+    assert metric(a_admin, "keel_proxy_upstream_tls_resumed_total", '{cluster="unpooled"}') >= 3
     assert a.alive() and b.alive()
 
 
