@@ -5,6 +5,7 @@
 #include "proxy/auth.h"
 #include "proxy/config.h"
 #include "proxy/proxy.h"
+#include "proxy/proxy_tls.h"
 #include "proxy/sidecar.h"
 #include "runtime/logsink.h"
 #include "runtime/loop.h"
@@ -62,11 +63,17 @@ static keel_proxy_config_t *load(const char *path, char **text, size_t *len)
         return NULL;
     }
     int rc = keel_proxy_config_parse(*text, *len, cfg, errs);
-    if (rc == 0) { /* the JWKS keys load here too, so their errors come with lines */
+    if (rc == 0) { /* the JWKS keys and TLS files load here too, so their errors come with lines */
         keel_proxy_keys_t keys;
+        keel_proxy_tls_t tls;
         if ((rc = keel_proxy_auth_load(cfg, &keys, errs, 0)) == 0)
-            keel_proxy_auth_free(&keys); /* keel_proxy_start reads them again */
-        else
+            keel_proxy_auth_free(&keys);                /* keel_proxy_start reads them again */
+        int trc = keel_proxy_tls_load(cfg, &tls, errs); /* checks each key against its cert */
+        if (trc == 0)
+            keel_proxy_tls_free(&tls);
+        if (rc == 0)
+            rc = trc;
+        if (rc != 0)
             keel_proxy_config_free(cfg);
     }
     if (rc != 0) {
@@ -100,7 +107,7 @@ typedef struct reloader {
 
 /* Loads the file unless its text is the one last tried (loaded or refused) and this is the
  * watcher's call (a save may fire several events). A SIGHUP reloads an unchanged text too when
- * the config names JWKS files: they are read again only by a reload, so rotating keys is a
+ * the config names JWKS or TLS files: they are read again only by a reload, so rotating keys is a
  * SIGHUP. */
 static void reload(reloader_t *r, bool forced)
 {

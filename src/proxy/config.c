@@ -55,9 +55,58 @@ static void listener_address(ctx_t *c, yaml_node_t *v, void *base)
     keel__cfg_to_address(c, v, "address", true, &((keel_proxy_listener_t *)base)->address);
 }
 
+/* A file name: a non-empty value without control characters. */
+static void tls_file(ctx_t *c, yaml_node_t *v, const char *key, char **out)
+{
+    if (!keel__cfg_to_str(c, v, key, false, out))
+        return;
+    bool ok = (*out)[0] != 0 && strlen(*out) < KEEL_PROXY_VALUE_BYTES_MAX;
+    for (const char *s = *out; ok && *s; s++)
+        ok = (unsigned char)*s >= 0x20 && *s != 0x7f;
+    if (!ok)
+        ERR(c, v, "%s: a file name of 1..%u bytes without control characters", key,
+            KEEL_PROXY_VALUE_BYTES_MAX - 1);
+}
+
+static void ltls_cert(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_tls_server_t *t = base;
+    t->cert_line = line_of(v);
+    tls_file(c, v, "cert_file", &t->cert_file);
+}
+
+static void ltls_key(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_tls_server_t *t = base;
+    t->key_line = line_of(v);
+    tls_file(c, v, "key_file", &t->key_file);
+}
+
+static void listener_tls(ctx_t *c, yaml_node_t *v, void *base)
+{
+    static const field_t f[] = {
+        {"enabled", F_BOOL, offsetof(keel_proxy_tls_server_t, enabled), 0, 0, NULL},
+        {"cert_file", F_FN, 0, 0, 0, ltls_cert},
+        {"key_file", F_FN, 0, 0, 0, ltls_key},
+    };
+    keel_proxy_tls_server_t *t = &((keel_proxy_listener_t *)base)->tls;
+    t->enabled = true;
+    t->line = line_of(v);
+    keel__cfg_load_fields(c, v, f, N(f), t, "tls");
+    if (t->enabled && (t->cert_file == NULL || t->key_file == NULL))
+        ERR(c, v, "tls: 'cert_file' and 'key_file' are required");
+}
+
+/* Used by config_cluster.c too. */
+void keel__cfg_tls_file(ctx_t *c, yaml_node_t *v, const char *key, char **out)
+{
+    tls_file(c, v, key, out);
+}
+
 static const field_t listener_fields[] = {
     {"name", F_STR, offsetof(keel_proxy_listener_t, name), 0, 0, NULL},
     {"address", F_FN, 0, 0, 0, listener_address},
+    {"tls", F_FN, 0, 0, 0, listener_tls},
 };
 
 static void load_listener(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
@@ -289,6 +338,12 @@ static void resolve_refs(ctx_t *c, route_load_t *rl)
                 keel__cfg_errl(c, a->parts[k].line, "route '%s': part %s: no cluster named '%s'",
                                c->cfg->routes[i].name, a->parts[k].name ? a->parts[k].name : "?",
                                a->parts[k].cluster_name);
+            else if (c->cfg->clusters[idx].tls.enabled) /* parts use the plain HTTP client */
+                keel__cfg_errl(c, a->parts[k].line,
+                               "route '%s': part %s: cluster '%s' has tls, which aggregate parts "
+                               "do not speak yet",
+                               c->cfg->routes[i].name, a->parts[k].name ? a->parts[k].name : "?",
+                               a->parts[k].cluster_name);
             else
                 a->parts[k].cluster = (uint32_t)idx;
         }
@@ -468,6 +523,8 @@ void keel_proxy_config_free(keel_proxy_config_t *cfg)
     for (uint32_t i = 0; i < cfg->listeners_count; i++) {
         free(cfg->listeners[i].name);
         free(cfg->listeners[i].address);
+        free(cfg->listeners[i].tls.cert_file);
+        free(cfg->listeners[i].tls.key_file);
     }
     for (uint32_t i = 0; i < cfg->clusters_count; i++) {
         keel_proxy_cluster_t *cl = &cfg->clusters[i];
@@ -481,6 +538,8 @@ void keel_proxy_config_free(keel_proxy_config_t *cfg)
         free(cl->tag);
         free(cl->registry);
         free(cl->zone);
+        free(cl->tls.ca_file);
+        free(cl->tls.server_name);
     }
     for (uint32_t i = 0; i < cfg->routes_count; i++) {
         keel_proxy_route_t *r = &cfg->routes[i];

@@ -78,10 +78,36 @@ typedef struct keel_proxy_limits {
                                     sent; 0 keeps none; default 65536 */
 } keel_proxy_limits_t;
 
+/* TLS on a listener (docs/proxy.md, "TLS"): the proxy speaks HTTPS there with this certificate
+ * chain and key, PEM files read by proxy/proxy_tls.h each time the config is loaded or reloaded
+ * (the parser touches no file). */
+typedef struct keel_proxy_tls_server {
+    bool enabled;
+    int line;                /* of the tls section */
+    char *cert_file;         /* the certificate, then its intermediates */
+    char *key_file;          /* its private key (unencrypted) */
+    int cert_line, key_line; /* for errors found when the files load */
+} keel_proxy_tls_server_t;
+
+#define KEEL_PROXY_SERVER_NAME_BYTES_MAX 254u /* a DNS name (253) and the NUL */
+
+/* TLS toward a cluster's hosts. */
+typedef struct keel_proxy_tls_client {
+    bool enabled;
+    int line;
+    char *ca_file; /* PEM CA certificates the hosts' certificates must chain to; NULL: the
+                      system's */
+    int ca_line;
+    char *server_name; /* sent as SNI and required in the certificate; NULL: no SNI, and the
+                          certificate must carry the host's IP address */
+    bool verify;       /* default true; false accepts any certificate (tests, not production) */
+} keel_proxy_tls_client_t;
+
 typedef struct keel_proxy_listener {
     char *name;
     char *address; /* "127.0.0.1:8080" */
     int line;
+    keel_proxy_tls_server_t tls;
 } keel_proxy_listener_t;
 
 typedef struct keel_proxy_host {
@@ -145,6 +171,7 @@ typedef struct keel_proxy_cluster {
     uint32_t slow_start_min_weight_pct;
     uint32_t slow_start_aggression; /* thousandths; 1000: linear */
     int slow_start_line;            /* of the section, for errors found once the cluster is read */
+    keel_proxy_tls_client_t tls;
 } keel_proxy_cluster_t;
 
 typedef enum keel_proxy_path_kind {

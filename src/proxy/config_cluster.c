@@ -204,6 +204,40 @@ static void cluster_tag(ctx_t *c, yaml_node_t *v, void *base)
     keel__cfg_to_reg_name(c, v, "tag", &((keel_proxy_cluster_t *)base)->tag);
 }
 
+static void ctls_ca(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_tls_client_t *t = base;
+    t->ca_line = line_of(v);
+    keel__cfg_tls_file(c, v, "ca_file", &t->ca_file);
+}
+
+/* A DNS name: letters, digits, '-' and '.', 1..253 bytes. */
+static void ctls_server_name(ctx_t *c, yaml_node_t *v, void *base)
+{
+    char **sn = &((keel_proxy_tls_client_t *)base)->server_name;
+    if (!keel__cfg_to_str(c, v, "server_name", true, sn))
+        return;
+    size_t n = strlen(*sn);
+    if (n == 0 || n >= KEEL_PROXY_SERVER_NAME_BYTES_MAX ||
+        strspn(*sn, "abcdefghijklmnopqrstuvwxyz0123456789-.") != n)
+        ERR(c, v, "server_name: '%s' is not a DNS name", *sn);
+}
+
+static void cluster_tls(ctx_t *c, yaml_node_t *v, void *base)
+{
+    static const field_t f[] = {
+        {"enabled", F_BOOL, offsetof(keel_proxy_tls_client_t, enabled), 0, 0, NULL},
+        {"ca_file", F_FN, 0, 0, 0, ctls_ca},
+        {"server_name", F_FN, 0, 0, 0, ctls_server_name},
+        {"verify", F_BOOL, offsetof(keel_proxy_tls_client_t, verify), 0, 0, NULL},
+    };
+    keel_proxy_tls_client_t *t = &((keel_proxy_cluster_t *)base)->tls;
+    t->enabled = true;
+    t->verify = true;
+    t->line = line_of(v);
+    keel__cfg_load_fields(c, v, f, N(f), t, "tls");
+}
+
 static const field_t cluster_fields[] = {
     {"name", F_STR, offsetof(keel_proxy_cluster_t, name), 0, 0, NULL},
     {"hosts", F_FN, 0, 0, 0, cluster_hosts},
@@ -219,6 +253,7 @@ static const field_t cluster_fields[] = {
     {"outlier_detection", F_FN, 0, 0, 0, cluster_outlier},
     {"health_check", F_FN, 0, 0, 0, cluster_health},
     {"slow_start", F_FN, 0, 0, 0, cluster_slow_start},
+    {"tls", F_FN, 0, 0, 0, cluster_tls},
 };
 
 static void cluster_default(keel_proxy_cluster_t *cl)
@@ -280,6 +315,11 @@ static void load_cluster(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
                        "slow_start: balance %s picks hosts by key, and a ramp would move keys; "
                        "slow start needs round_robin, weighted_rr, least_conn, p2c or random",
                        cl->balance);
+    if (cl->tls.enabled && cl->health.enabled && !cl->health.tcp)
+        keel__cfg_errl(c, cl->tls.line,
+                       "cluster '%s': tls: an HTTP health_check (path) is plain HTTP; use "
+                       "'tcp: true' on a tls cluster",
+                       cl->name ? cl->name : "?");
 }
 
 void keel__cfg_top_clusters(ctx_t *c, yaml_node_t *v, void *base)

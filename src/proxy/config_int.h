@@ -132,6 +132,8 @@ void keel__cfg_each_item(ctx_t *c, yaml_node_t *seq, const char *what, uint32_t 
 
 /* ---- sections ------------------------------------------------------------------------------ */
 
+/* config.c: a TLS file name (cert_file, key_file, ca_file) */
+void keel__cfg_tls_file(ctx_t *c, yaml_node_t *v, const char *key, char **out);
 /* config_cluster.c */
 void keel__cfg_health_default(keel_proxy_health_t *h);
 /* A health_check section (a cluster's or the sidecar's app's): GET path, or a TCP connect. */

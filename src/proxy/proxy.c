@@ -103,6 +103,7 @@ static void gen_free(keel__pgen_t *g)
     free(g->clusters);
     free(g->routes);
     keel_proxy_auth_free(&g->keys);
+    keel_proxy_tls_free(&g->tls);
     keel_proxy_config_free(g->cfg);
     free(g->cfg);
     free(g->text);
@@ -149,13 +150,46 @@ static void gen_retire(keel__pgen_t *g)
     }
 }
 
-/* Builds a generation from a parsed config and its keys (both taken; keys NULL: loaded here)
- * and its text (copied). */
+/* The TLS contexts a new generation loaded go in force: the listeners' stay in the generation
+ * (new connections take theirs from it), each TLS cluster gets its own, replacing the one it had
+ * when the cluster is carried over (so a reload reads a changed ca_file again). */
+static void gen_tls_commit(keel__pgen_t *g)
+{
+    keel_proxy_t *p = g->p;
+    for (uint32_t i = 0; i < g->cfg->listeners_count; i++) {
+        const keel_proxy_listener_t *l = &g->cfg->listeners[i];
+        if (!l->tls.enabled)
+            continue;
+        char lab[KEEL_METRICS_LABELS_BYTES_MAX - 32];
+        keel__proxy_labels_for(lab, sizeof(lab), "listener", l->name ? l->name : l->address);
+        g->m_tls_failed[i] = keel_metrics_counter(
+            p->metrics, "keel_proxy_tls_handshake_failures_total",
+            "TLS handshakes with clients that failed or timed out, per listener.", lab);
+    }
+    for (uint32_t c = 0; c < g->cfg->clusters_count; c++) {
+        SSL_CTX *ctx = g->tls.clusters[c];
+        if (ctx == NULL)
+            continue;
+        keel__pcluster_t *cl = g->clusters[c];
+        g->tls.clusters[c] = NULL;
+        keel__cl_lock(cl);
+        SSL_CTX *old = cl->tls_ctx;
+        cl->tls_ctx = ctx;
+        keel__cl_unlock(cl);
+        SSL_CTX_free(old); /* connections made from it hold their own references */
+    }
+}
+
+/* Builds a generation from a parsed config, its keys and TLS contexts (all taken; keys NULL:
+ * both loaded here) and its text (copied). */
 static int gen_build(keel_proxy_t *p, keel_proxy_config_t *cfg, keel_proxy_keys_t *keys,
-                     const char *text, size_t len, keel__pgen_t **out, keel_errmsg_t *msg)
+                     keel_proxy_tls_t *tls, const char *text, size_t len, keel__pgen_t **out,
+                     keel_errmsg_t *msg)
 {
     keel__pgen_t *g = calloc(1, sizeof(*g));
     if (g == NULL) {
+        if (tls != NULL)
+            keel_proxy_tls_free(tls);
         if (keys != NULL)
             keel_proxy_auth_free(keys);
         keel_proxy_config_free(cfg);
@@ -167,10 +201,16 @@ static int gen_build(keel_proxy_t *p, keel_proxy_config_t *cfg, keel_proxy_keys_
     g->refs = 1; /* the caller's */
     if (keys != NULL) {
         g->keys = *keys;
+        g->tls = *tls;
     } else {
         keel_proxy_errors_t *errs = calloc(1, sizeof(*errs));
-        if (errs == NULL ||
-            keel_proxy_auth_load(cfg, &g->keys, errs, keel_rand_u64(&p->rand)) != 0) {
+        bool keys_ok =
+            errs != NULL && keel_proxy_auth_load(cfg, &g->keys, errs, keel_rand_u64(&p->rand)) == 0;
+        if (keys_ok && keel_proxy_tls_load(cfg, &g->tls, errs) != 0) {
+            keel_proxy_auth_free(&g->keys);
+            keys_ok = false;
+        }
+        if (!keys_ok) {
             int rc = errs == NULL ? keel_errf(msg, KEEL_ENOMEM, "out of memory")
                                   : keel_errf(msg, KEEL_EINVAL, "line %d: %s", errs->e[0].line,
                                               errs->e[0].text);
@@ -212,6 +252,7 @@ static int gen_build(keel_proxy_t *p, keel_proxy_config_t *cfg, keel_proxy_keys_
     for (uint32_t r = 0; r < cfg->routes_count; r++)
         if ((rc = route_init(g, &g->routes[r], r, msg)) != 0)
             goto fail;
+    gen_tls_commit(g);
     *out = g;
     return 0;
 fail:
@@ -230,6 +271,7 @@ static void proxy_free(keel_proxy_t *p)
         keel__gen_unref(g);
     if (p->wid == 0)
         keel_metrics_free(p->metrics);
+    free(p->tls_rbuf);
     void (*done)(keel_proxy_t *, void *) = p->done;
     void *done_data = p->done_data;
     free(p);
@@ -404,6 +446,7 @@ int keel_proxy_reload(keel_proxy_t *p, const char *text, size_t len, keel_proxy_
         return rc;
     }
     keel_proxy_keys_t keys; /* the JWKS files are read again: a reload rotates keys */
+    keel_proxy_tls_t tls;   /* and the certificates, keys and CA files */
     if (keel_proxy_auth_load(cfg, &keys, errs, keel_rand_u64(&p->rand)) != 0) {
         keel_proxy_config_free(cfg);
         free(cfg);
@@ -411,7 +454,15 @@ int keel_proxy_reload(keel_proxy_t *p, const char *text, size_t len, keel_proxy_
         return keel_errf(msg, KEEL_EINVAL, "the new config has %u errors",
                          errs->count + errs->dropped);
     }
-    if ((rc = gen_build(p, cfg, &keys, text, len, &g, msg)) != 0) {
+    if (keel_proxy_tls_load(cfg, &tls, errs) != 0) {
+        keel_proxy_auth_free(&keys);
+        keel_proxy_config_free(cfg);
+        free(cfg);
+        keel_counter_inc(p->m_reloads_failed);
+        return keel_errf(msg, KEEL_EINVAL, "the new config has %u errors",
+                         errs->count + errs->dropped);
+    }
+    if ((rc = gen_build(p, cfg, &keys, &tls, text, len, &g, msg)) != 0) {
         keel_counter_inc(p->m_reloads_failed);
         return rc;
     }
@@ -467,7 +518,7 @@ int keel_proxy_start(keel_loop_t *loop, keel_proxy_config_t *cfg, const char *te
         free(cfg);
         goto fail;
     }
-    if ((rc = gen_build(p, cfg, NULL, text, len, &p->gen, msg)) != 0)
+    if ((rc = gen_build(p, cfg, NULL, NULL, text, len, &p->gen, msg)) != 0)
         goto fail;
     char wl[32];
     snprintf(wl, sizeof(wl), "worker=\"0\"");
@@ -532,6 +583,8 @@ int keel_proxy_admin_port(const keel_proxy_t *p)
 
 bool keel_proxy_reads_key_files(const keel_proxy_t *p)
 {
+    if (p->gen != NULL && keel_proxy_tls_reads_files(p->gen->cfg))
+        return true;
     for (uint32_t i = 0; p->gen != NULL && i < p->gen->cfg->jwt_providers_count; i++)
         if (p->gen->cfg->jwt_providers[i].jwks_file != NULL)
             return true;

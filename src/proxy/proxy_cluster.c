@@ -172,7 +172,8 @@ bool keel__cluster_same(const keel_proxy_cluster_t *a, const keel_proxy_cluster_
         !str_eq(a->hash_header, b->hash_header) || !str_eq(a->health.path, b->health.path) ||
         !str_eq(a->service, b->service) || !str_eq(a->tag, b->tag) ||
         !str_eq(a->registry, b->registry) || !str_eq(a->zone, b->zone) ||
-        a->hosts_count != b->hosts_count)
+        !str_eq(a->tls.ca_file, b->tls.ca_file) ||
+        !str_eq(a->tls.server_name, b->tls.server_name) || a->hosts_count != b->hosts_count)
         return false;
     for (uint32_t i = 0; i < a->hosts_count; i++)
         if (!str_eq(a->hosts[i].address, b->hosts[i].address) ||
@@ -185,6 +186,8 @@ bool keel__cluster_same(const keel_proxy_cluster_t *a, const keel_proxy_cluster_
     x.service = y.service = x.tag = y.tag = x.registry = y.registry = NULL;
     x.line = y.line = 0;
     x.slow_start_line = y.slow_start_line = 0;
+    x.tls.ca_file = y.tls.ca_file = x.tls.server_name = y.tls.server_name = NULL;
+    x.tls.line = y.tls.line = x.tls.ca_line = y.tls.ca_line = 0;
     for (uint32_t i = 0; i < KEEL_PROXY_HOSTS_MAX; i++)
         x.hosts[i].address = y.hosts[i].address = NULL;
     return memcmp(&x, &y, sizeof(x)) == 0;
@@ -200,6 +203,8 @@ static void cluster_cfg_free(keel_proxy_cluster_t *c)
     free(c->tag);
     free(c->registry);
     free(c->zone);
+    free(c->tls.ca_file);
+    free(c->tls.server_name);
     for (uint32_t i = 0; i < c->hosts_count; i++)
         free(c->hosts[i].address);
 }
@@ -224,6 +229,8 @@ static int cluster_cfg_copy(keel_proxy_cluster_t *dst, const keel_proxy_cluster_
     dst->tag = dup_opt(src->tag, &ok);
     dst->registry = dup_opt(src->registry, &ok);
     dst->zone = dup_opt(src->zone, &ok);
+    dst->tls.ca_file = dup_opt(src->tls.ca_file, &ok);
+    dst->tls.server_name = dup_opt(src->tls.server_name, &ok);
     for (uint32_t i = 0; i < src->hosts_count; i++)
         ok &= (dst->hosts[i].address = strdup(src->hosts[i].address)) != NULL;
     if (!ok) {
@@ -231,6 +238,14 @@ static int cluster_cfg_copy(keel_proxy_cluster_t *dst, const keel_proxy_cluster_
         return KEEL_ENOMEM;
     }
     return 0;
+}
+
+void keel__host_forget_session(keel__phost_t *h)
+{
+    SSL_SESSION_free(h->tls_session);
+    SSL_CTX_free(h->tls_session_ctx);
+    h->tls_session = NULL;
+    h->tls_session_ctx = NULL;
 }
 
 static void cluster_free(keel__pcluster_t *cl)
@@ -243,7 +258,10 @@ static void cluster_free(keel__pcluster_t *cl)
         keel_breaker_free(&cl->breaker);
     if (cl->cfg->outlier_enabled)
         keel_outlier_free(&cl->outlier);
+    for (uint32_t i = 0; cl->hosts != NULL && i < cl->hosts_n; i++)
+        keel__host_forget_session(&cl->hosts[i]);
     free(cl->hosts);
+    SSL_CTX_free(cl->tls_ctx);
     cluster_cfg_free(&cl->own);
     free(cl);
 }
@@ -332,6 +350,7 @@ static void service_update(keel__pcluster_t *cl, const keel_discovery_instance_t
                 continue;
             }
             assert(h->conns == 0 && h->active == 0);
+            keel__host_forget_session(h); /* another instance's */
             snprintf(h->address_buf, sizeof(h->address_buf), "%s", addr);
             h->address = h->address_buf;
             h->addr = sa;
@@ -547,6 +566,14 @@ static int cluster_setup(keel_proxy_t *p, keel__pcluster_t *cl, keel_errmsg_t *m
                                           "Attempts that timed out.", lab);
     cl->m_bad_responses = keel_metrics_counter(m, "keel_proxy_upstream_bad_responses_total",
                                                "Malformed or oversized upstream responses.", lab);
+    if (cl->cfg->tls.enabled) /* a cluster that changes this is a new cluster */
+        cl->m_tls_failures = keel_metrics_counter(
+            m, "keel_proxy_upstream_tls_failures_total",
+            "TLS handshakes with upstream hosts that failed (a tls cluster).", lab);
+    if (cl->cfg->tls.enabled)
+        cl->m_tls_resumed = keel_metrics_counter(
+            m, "keel_proxy_upstream_tls_resumed_total",
+            "TLS connections to upstream hosts that resumed a session (no full handshake).", lab);
     for (int k = 0; k < 6; k++) {
         char l2[KEEL_METRICS_LABELS_BYTES_MAX];
         snprintf(l2, sizeof(l2), "%s,class=\"%s\"", lab, keel__proxy_class_names[k]);

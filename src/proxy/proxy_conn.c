@@ -75,9 +75,9 @@ static void on_written(uv_write_t *req, int status)
         keel__u_on_drained(conn);
 }
 
-/* Sends out's unread bytes: uv_try_write, the rest copied into one uv_write. 0 or a libuv
- * error. */
-int keel__conn_flush(uv_stream_t *s, keel_buf_t *out)
+/* Writes buf's unread bytes as they are: uv_try_write, the rest copied into one uv_write. 0 or a
+ * libuv error. */
+int keel__conn_write(uv_stream_t *s, keel_buf_t *out)
 {
     size_t n = keel_buf_unread(out);
     if (n == 0)
@@ -102,6 +102,34 @@ int keel__conn_flush(uv_stream_t *s, keel_buf_t *out)
     if (rc < 0)
         free(r);
     return rc;
+}
+
+static keel__tls_t *conn_tls(void *conn)
+{
+    return *(int *)conn == KEEL__CONN_DOWN ? ((keel__dconn_t *)conn)->tls
+                                           : ((keel__uconn_t *)conn)->tls;
+}
+
+/* Sends out's unread bytes (through TLS on a TLS connection). 0 or a libuv error. */
+int keel__conn_flush(uv_stream_t *s, keel_buf_t *out)
+{
+    keel__tls_t *t = conn_tls(s->data);
+    if (t == NULL)
+        return keel__conn_write(s, out);
+    if (keel__tls_encrypt(t, out) != 0)
+        return UV_EPROTO;
+    return keel__conn_write(s, &t->wout);
+}
+
+void keel__conn_alloc_tls(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    void *conn = h->data;
+    keel_proxy_t *p =
+        *(int *)conn == KEEL__CONN_DOWN ? ((keel__dconn_t *)conn)->p : ((keel__uconn_t *)conn)->p;
+    if (p->tls_rbuf == NULL)
+        p->tls_rbuf = malloc(KEEL_PROXY_READ_BYTES);
+    /* out of memory: an empty buffer, which libuv reports as UV_ENOBUFS (an error) */
+    *buf = uv_buf_init((char *)p->tls_rbuf, p->tls_rbuf ? KEEL_PROXY_READ_BYTES : 0);
 }
 
 size_t keel__conn_pending(uv_tcp_t *t, const keel_buf_t *out)
@@ -248,6 +276,7 @@ static void d_handle_closed(uv_handle_t *h)
     keel_buf_free(&d->out);
     keel_buf_free(&d->x.up_head);
     keel_proxy_replay_release(&d->x.replay);
+    keel__tls_free(d->tls);
     keel_proxy_t *p = d->p;
     free(d);
     keel__proxy_handle_closed(p);
@@ -308,6 +337,10 @@ static void d_on_drained(keel__dconn_t *d)
         d->active_ms = now_ms(d->p); /* the client is reading: progress */
         if (keel__conn_pending(&d->tcp, &d->out) == 0 && !d->shut) {
             d->shut = true;
+            if (d->tls != NULL) { /* close_notify goes before the FIN (RFC 8446 §6.1) */
+                keel__tls_close_notify(d->tls);
+                keel__conn_write((uv_stream_t *)&d->tcp, &d->tls->wout);
+            }
             uv_shutdown_t *req = malloc(sizeof(*req));
             if (req == NULL || uv_shutdown(req, (uv_stream_t *)&d->tcp, on_shutdown) != 0) {
                 free(req);
@@ -360,6 +393,20 @@ static keel_ms_t d_deadline(keel__dconn_t *d)
 
 static void d_on_timer(keel_timer_t *t, void *data);
 
+/* A TLS listener's handshake failed: counted per listener, logged at debug (a port scanner or a
+ * plaintext client must not flood the log). */
+static void d_tls_failed(keel__dconn_t *d, const char *why)
+{
+    keel_counter_t *m = d->p->gen->m_tls_failed[d->listener_1 - 1];
+    if (m != NULL)
+        keel_counter_inc(m);
+    char reason[KEEL_PROXY_TLS_WHY_BYTES_MAX];
+    if (why == NULL)
+        keel__tls_why(d->tls, reason, sizeof(reason));
+    keel_log_debug("proxy: TLS handshake failed", KF_STR("client", d->peer),
+                   KF_STR("reason", why ? why : reason));
+}
+
 void keel__d_arm(keel__dconn_t *d)
 {
     if (d->closing)
@@ -390,6 +437,11 @@ static void d_on_timer(keel_timer_t *t, void *data)
         break;
     case KEEL__D_HEAD:
         if (d->head_start_ms > 0 && now >= d->head_start_ms + lim->header_timeout_ms) {
+            if (d->tls != NULL && !d->tls->done) { /* the handshake did not finish in time */
+                d_tls_failed(d, "the handshake took longer than limits.header_timeout_ms");
+                keel__d_close(d);
+                return;
+            }
             keel__x_local(d, 408, NULL, NULL, NULL, NULL, 0);
             return;
         }
@@ -456,6 +508,42 @@ static void d_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     d_process(d);
 }
 
+/* A TLS client's bytes: decrypted into d->in, then on as plaintext ones are. */
+static void d_on_read_tls(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    keel__dconn_t *d = s->data;
+    if (nread <= 0 || d->closing) {
+        d_on_read(s, nread, buf);
+        return;
+    }
+    bool was_done = d->tls->done;
+    size_t before = keel_buf_unread(&d->in);
+    int rc = keel__tls_feed(d->tls, (const uint8_t *)buf->base, (size_t)nread, &d->in);
+    /* handshake messages, tickets, or an alert before closing */
+    if (keel__conn_write(s, &d->tls->wout) != 0 && rc == KEEL__TLS_OK)
+        rc = KEEL__TLS_ERR;
+    if (rc == KEEL__TLS_ERR) {
+        if (!was_done)
+            d_tls_failed(d, NULL);
+        keel__d_close(d);
+        return;
+    }
+    d->active_ms = now_ms(d->p);
+    if (d->state == KEEL__D_CLOSING) { /* lingering: input is dropped */
+        keel_buf_reset(&d->in);
+    } else {
+        if (!was_done && d->tls->done) {
+            /* handshake done: until a request's first byte, the keep-alive idle rule applies */
+            d->head_start_ms = 0;
+            keel__d_arm(d);
+        }
+        if (keel_buf_unread(&d->in) > before)
+            d_process(d);
+    }
+    if (rc == KEEL__TLS_EOF && !d->closing) /* close_notify, after the bytes before it */
+        d_on_read(s, UV_EOF, buf);
+}
+
 void keel__d_update_reading(keel__dconn_t *d)
 {
     if (d->closing || d->eof)
@@ -472,7 +560,8 @@ void keel__d_update_reading(keel__dconn_t *d)
             want = keel_buf_unread(&d->in) < KEEL_PROXY_PIPELINE_BYTES_MAX;
     }
     if (want && !d->reading)
-        uv_read_start((uv_stream_t *)&d->tcp, d_alloc, d_on_read);
+        uv_read_start((uv_stream_t *)&d->tcp, d->tls ? keel__conn_alloc_tls : d_alloc,
+                      d->tls ? d_on_read_tls : d_on_read);
     else if (!want && d->reading)
         uv_read_stop((uv_stream_t *)&d->tcp);
     d->reading = want;
@@ -539,8 +628,10 @@ void keel__proxy_on_connection(uv_stream_t *server, int status)
     keel_timer_init(p->loop, &d->timer);
     /* connections_max holds over every worker */
     uint32_t all = __atomic_add_fetch(&p->main->conns_all, 1, __ATOMIC_RELAXED);
+    SSL_CTX *tls_ctx = p->gen->tls.listeners[d->listener_1 - 1];
     if (uv_accept(server, (uv_stream_t *)&d->tcp) != 0 ||
-        all > p->gen->cfg->limits.connections_max) {
+        all > p->gen->cfg->limits.connections_max ||
+        (tls_ctx != NULL && (d->tls = keel__tls_server(tls_ctx)) == NULL)) {
         __atomic_sub_fetch(&p->main->conns_all, 1, __ATOMIC_RELAXED);
         d->closing = true;
         keel_timer_close(&d->timer, d_timer_closed);
@@ -569,6 +660,8 @@ void keel__proxy_on_connection(uv_stream_t *server, int status)
     keel_gauge_add(p->m_conns_open, 1);
     d->state = KEEL__D_HEAD;
     d->active_ms = now_ms(p);
+    if (d->tls != NULL) /* the handshake and the first head share limits.header_timeout_ms */
+        d->head_start_ms = d->active_ms;
     keel__d_update_reading(d);
     keel__d_arm(d);
 }
@@ -679,6 +772,8 @@ void keel__x_complete(keel__dconn_t *d)
         keel_buf_free(&d->in); /* keeps its limit; the next read allocates again */
     if (keel_buf_unread(&d->out) == 0 && d->out.cap > KEEL_PROXY_IDLE_BUFFER_BYTES_MAX)
         keel_buf_free(&d->out); /* unsent output lives in write requests, not here */
+    if (d->tls != NULL)
+        keel__tls_trim(d->tls);
     keel__d_arm(d);
     /* pipelined bytes: parse them now, unless we are inside d_process already (it loops) */
     if (!d->processing)

@@ -18,6 +18,10 @@ static inline keel_ms_t now_ms(keel_proxy_t *p)
 /* Sends out's unread bytes: uv_try_write, the rest copied into one uv_write. 0 or a libuv
  * error. */
 int keel__conn_flush(uv_stream_t *s, keel_buf_t *out);
+/* Writes buf's unread bytes as they are (no TLS): uv_try_write, the rest in one uv_write. */
+int keel__conn_write(uv_stream_t *s, keel_buf_t *buf);
+/* The read buffer of TLS connections: the loop's ciphertext scratch. */
+void keel__conn_alloc_tls(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 /* The bytes not yet written to t: out's unread ones and libuv's write queue. */
 size_t keel__conn_pending(uv_tcp_t *t, const keel_buf_t *out);
 /* A read buffer of KEEL_PROXY_READ_BYTES at the end of in (an empty one when out of memory). */

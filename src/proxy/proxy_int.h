@@ -21,6 +21,7 @@
 #include "proxy/h1.h"
 #include "proxy/route.h"
 #include "proxy/proxy.h"
+#include "proxy/proxy_tls.h"
 #include "runtime/http_client.h"
 #include "runtime/http_server.h"
 #include "runtime/loop.h"
@@ -53,6 +54,8 @@
 #define KEEL_PROXY_HOST_ADDR_BYTES_MAX (KEEL_DISCOVERY_ADDR_BYTES_MAX + 8)
 /* A retry re-picks at most this many times to avoid the host that just failed. */
 #define KEEL_PROXY_REPICKS_MAX 3
+/* A cluster's failed TLS handshakes are logged at most once per this interval (each counts). */
+#define KEEL_PROXY_TLS_WARN_INTERVAL_MS 1000
 /* Retry-After and RateLimit-Reset are whole seconds, at least this many. */
 #define KEEL_PROXY_RETRY_AFTER_S_MIN 1
 
@@ -100,6 +103,11 @@ struct keel__phost {
     uint32_t hc_ok_run, hc_fail_run;
     bool hc_inflight;
     uint64_t ejections;
+    /* a tls cluster: the last session this host gave, offered by the next new connection to it
+     * (resumption), and the context it came from (a reference: a session is offered only to
+     * connections of that context); guarded by the cluster's mutex */
+    SSL_SESSION *tls_session;
+    SSL_CTX *tls_session_ctx;
 };
 
 /*
@@ -145,6 +153,12 @@ struct keel__pcluster {
     keel_counter_t *m_class[6];
     keel_gauge_t *m_conns;
     keel_gauge_t *g_breaker, *g_available, *g_active; /* read this cluster at render time */
+    /* tls: the context new connections to its hosts are made from (a reload that keeps the
+     * cluster puts the one it loaded in place, so a changed ca_file is read again); guarded by
+     * mu. Connections hold their own reference. */
+    SSL_CTX *tls_ctx;
+    keel_counter_t *m_tls_failures, *m_tls_resumed;
+    keel_ms_t tls_warned_ms; /* the last failure logged (atomic) */
 };
 
 typedef struct keel__proute {
@@ -177,7 +191,9 @@ struct keel__pgen {
     keel__pcluster_t **clusters; /* cfg->clusters_count, each referenced */
     keel__proute_t *routes;
     keel_proxy_keys_t keys; /* the JWT providers' keys, read when this config was loaded */
-    uint64_t refs;          /* atomic: each worker's p->gen, each exchange */
+    keel_proxy_tls_t tls;   /* the TLS listeners' contexts (the clusters' went to the clusters) */
+    keel_counter_t *m_tls_failed[KEEL_PROXY_LISTENERS_MAX]; /* handshakes failed, per listener */
+    uint64_t refs; /* atomic: each worker's p->gen, each exchange */
     bool retired;
 };
 
@@ -190,7 +206,8 @@ typedef struct keel__plistener {
 
 /* An upstream connection: in a host's idle list, or serving one exchange. */
 struct keel__uconn {
-    int kind; /* KEEL__CONN_UP */
+    int kind;         /* KEEL__CONN_UP */
+    keel__tls_t *tls; /* a TLS cluster's; connected once its handshake is done */
     uv_tcp_t tcp;
     uv_connect_t connect_req;
     keel_proxy_t *p; /* the worker whose loop it is on */
@@ -299,7 +316,8 @@ typedef struct keel__xch {
 } keel__xch_t;
 
 struct keel__dconn {
-    int kind; /* KEEL__CONN_DOWN */
+    int kind;         /* KEEL__CONN_DOWN */
+    keel__tls_t *tls; /* a TLS listener's */
     uv_tcp_t tcp;
     keel_proxy_t *p;
     keel_list_t link;
@@ -351,6 +369,10 @@ struct keel_proxy {
     /* Parse scratch (one loop thread): a request head is used only inside d_process and a
      * response head only inside u_process, and neither calls the other's parser. */
     keel_h1_head_t req_head, resp_head;
+    /* Where TLS connections' ciphertext is read (KEEL_PROXY_READ_BYTES, allocated with the
+     * first one): libuv calls the read callback right after the allocation, and the callback
+     * feeds all of it to OpenSSL, so one buffer serves every connection of the loop. */
+    uint8_t *tls_rbuf;
 };
 
 static inline keel__ppool_t *keel__pool(const keel_proxy_t *p, keel__phost_t *h)
@@ -403,6 +425,9 @@ int keel__proxy_ensure_agg_client(keel_proxy_t *p, const keel_proxy_config_t *cf
 int keel__proxy_worker_init(keel_proxy_t *w, keel_proxy_t *main, keel_loop_t *loop, uint32_t wid,
                             keel_errmsg_t *msg);
 /* proxy_cluster.c */
+/* Forgets the TLS session a host gave (its slot is reused, or a handshake failed); with the
+ * cluster's mutex held. */
+void keel__host_forget_session(keel__phost_t *h);
 /* "other", "1xx" .. "5xx": the class label of the m_class counters. */
 extern const char *const keel__proxy_class_names[6];
 /* key="value" into out[0..cap), the value escaped as a metrics label. */

@@ -184,7 +184,8 @@ static int build_up_head(keel__dconn_t *d, const char *base, const keel_h1_head_
         rc |= keel_buf_append_str(o, d->peer);
         rc |= keel_buf_append(o, "\r\n", 2);
     }
-    rc |= keel_buf_append_str(o, "X-Forwarded-Proto: http\r\n");
+    rc |= keel_buf_append_str(o, d->tls ? "X-Forwarded-Proto: https\r\n"
+                                        : "X-Forwarded-Proto: http\r\n");
     if (!had_request_id) /* Envoy's rule: a request id passes through, or one is made up */
         rc |= keel_buf_printf(o, "X-Request-Id: %016llx%016llx\r\n",
                               (unsigned long long)keel_rand_u64(&d->p->rand),

@@ -2,6 +2,8 @@
  * upstream connections, the request body going up and the response streaming back. */
 #include "proxy/proxy_conn_int.h"
 
+#include "base/log.h"
+
 #include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +13,8 @@
 
 static void u_on_connect(uv_connect_t *req, int status);
 static void u_send(keel__uconn_t *u);
+static int u_tls_start(keel__uconn_t *u);
+static void u_tls_failed(keel__uconn_t *u, const char *why);
 
 static keel__uconn_t *u_new(keel_proxy_t *p, keel__phost_t *host)
 {
@@ -228,6 +232,7 @@ void keel__d_pump_req_body(keel__dconn_t *d)
         keel__d_update_reading(d);
         return;
     }
+again:
     while (!x->req_done && keel_buf_unread(&d->in) > 0 &&
            keel__conn_pending(&u->tcp, &u->out) < lim->buffer_bytes_max) {
         const uint8_t *in = keel_buf_rptr(&d->in);
@@ -276,6 +281,11 @@ void keel__d_pump_req_body(keel__dconn_t *d)
         x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_RESET, 0, 502, "upstream-reset");
         return;
     }
+    /* written at once (no write callback will come) with input left that reading, paused at
+     * KEEL_PROXY_READ_BYTES, will not bring back: move more now */
+    if (!x->req_done && keel_buf_unread(&d->in) > 0 &&
+        keel__conn_pending(&u->tcp, &u->out) < lim->buffer_bytes_max)
+        goto again;
     x->req_sent = x->req_done;
     keel__d_update_reading(d);
 }
@@ -289,6 +299,7 @@ static void u_handle_closed(uv_handle_t *h)
     keel__pcluster_t *cl = u->host->cl;
     keel_buf_free(&u->in);
     keel_buf_free(&u->out);
+    keel__tls_free(u->tls);
     free(u);
     keel__cluster_unref(cl);
     keel__proxy_handle_closed(p);
@@ -318,6 +329,7 @@ static void u_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 
 static void u_on_eof(keel__uconn_t *u, int err);
 static void u_process(keel__uconn_t *u);
+static void u_on_read_tls(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 static void u_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
@@ -349,7 +361,8 @@ void keel__u_update_reading(keel__uconn_t *u)
                keel_buf_unread(&u->in) < KEEL_PROXY_READ_BYTES;
     }
     if (want && !u->reading)
-        uv_read_start((uv_stream_t *)&u->tcp, u_alloc, u_on_read);
+        uv_read_start((uv_stream_t *)&u->tcp, u->tls ? keel__conn_alloc_tls : u_alloc,
+                      u->tls ? u_on_read_tls : u_on_read);
     else if (!want && u->reading)
         uv_read_stop((uv_stream_t *)&u->tcp);
     u->reading = want;
@@ -367,10 +380,139 @@ static void u_on_connect(uv_connect_t *req, int status)
         x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_CONNECT, 0, 503, "connect-failed");
         return;
     }
-    u->connected = true;
     uv_tcp_nodelay(&u->tcp, 1);
+    if (u->host->cl->cfg->tls.enabled) { /* connected once the handshake is done */
+        if (u_tls_start(u) != 0)
+            u_tls_failed(u, "cannot start the TLS handshake");
+        return;
+    }
+    u->connected = true;
     u_send(u);
     keel__d_arm(d);
+}
+
+/* ---- TLS toward the upstream ------------------------------------------------------------- */
+
+/* The handshake failed (or the connection ended during it): counted per cluster, and retried
+ * as a connect failure (the request was not sent). */
+static void u_tls_failed(keel__uconn_t *u, const char *why)
+{
+    keel__pcluster_t *cl = u->host->cl;
+    keel_counter_inc(cl->m_tls_failures);
+    keel__cl_lock(cl); /* its session is no use either */
+    keel__host_forget_session(u->host);
+    keel__cl_unlock(cl);
+    keel_ms_t now = now_ms(u->p), last = __atomic_load_n(&cl->tls_warned_ms, __ATOMIC_RELAXED);
+    if (last == 0 || now - last >= KEEL_PROXY_TLS_WARN_INTERVAL_MS) {
+        __atomic_store_n(&cl->tls_warned_ms, now, __ATOMIC_RELAXED);
+        char reason[KEEL_PROXY_TLS_WHY_BYTES_MAX];
+        if (why == NULL)
+            keel__tls_why(u->tls, reason, sizeof(reason));
+        keel_log_warn("proxy: TLS handshake with an upstream failed",
+                      KF_STR("cluster", cl->cfg->name), KF_STR("upstream", u->host->address),
+                      KF_STR("reason", why ? why : reason));
+    }
+    x_schedule_retry_or_fail(u->d, KEEL_RETRY_FAIL_CONNECT, 0, 503, "upstream-tls-failed");
+}
+
+/* A session the host gave: kept for the next new connection to it, over every worker. */
+static void u_tls_session(void *arg, SSL_SESSION *s)
+{
+    keel__uconn_t *u = arg;
+    SSL_CTX *ctx = SSL_get_SSL_CTX(u->tls->ssl);
+
+    keel__pcluster_t *cl = u->host->cl;
+    SSL_SESSION_up_ref(s);
+    SSL_CTX_up_ref(ctx);
+    keel__cl_lock(cl);
+    keel__host_forget_session(u->host);
+    u->host->tls_session = s;
+    u->host->tls_session_ctx = ctx;
+    keel__cl_unlock(cl);
+}
+
+/* The ClientHello, from the cluster's context in force, offering the host's last session when
+ * it came from that context. */
+static int u_tls_start(keel__uconn_t *u)
+{
+    keel__pcluster_t *cl = u->host->cl;
+    keel__cl_lock(cl); /* a reload may put another context in place */
+    SSL_CTX *ctx = cl->tls_ctx;
+    if (ctx != NULL)
+        SSL_CTX_up_ref(ctx);
+    SSL_SESSION *sess = u->host->tls_session;
+    if (sess != NULL && u->host->tls_session_ctx == ctx)
+        SSL_SESSION_up_ref(sess);
+    else
+        sess = NULL;
+    keel__cl_unlock(cl);
+
+    char ip[64] = "";
+    const struct sockaddr_storage *a = &u->host->addr;
+    if (a->ss_family == AF_INET)
+        uv_ip4_name((const struct sockaddr_in *)a, ip, sizeof(ip));
+    else if (a->ss_family == AF_INET6)
+        uv_ip6_name((const struct sockaddr_in6 *)a, ip, sizeof(ip));
+    u->tls = ctx ? keel__tls_client(ctx, cl->cfg->tls.server_name, ip[0] ? ip : NULL, sess,
+                                    u_tls_session, u)
+                 : NULL;
+    SSL_SESSION_free(sess); /* the connection holds its own references */
+    SSL_CTX_free(ctx);
+    if (u->tls == NULL || keel__conn_write((uv_stream_t *)&u->tcp, &u->tls->wout) != 0)
+        return -1;
+    keel__u_update_reading(u);
+    return 0;
+}
+
+static void u_on_read_tls(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    keel__uconn_t *u = s->data;
+    if (nread < 0 && !u->tls->done && u->d != NULL && !u->closing) {
+        u_tls_failed(u, "the upstream closed the connection during the handshake");
+        return;
+    }
+    if (nread <= 0 || u->closing) {
+        u_on_read(s, nread, buf);
+        return;
+    }
+    bool was_done = u->tls->done;
+    size_t before = keel_buf_unread(&u->in);
+    int rc = keel__tls_feed(u->tls, (const uint8_t *)buf->base, (size_t)nread, &u->in);
+    if (keel__conn_write(s, &u->tls->wout) != 0 && rc == KEEL__TLS_OK)
+        rc = KEEL__TLS_ERR;
+    if (u->d == NULL) { /* idle in the pool: a session ticket is fine, anything else ends it */
+        if (rc != KEEL__TLS_OK || keel_buf_unread(&u->in) > before)
+            keel__u_close(u);
+        return;
+    }
+    if (!was_done && rc != KEEL__TLS_OK) {
+        u_tls_failed(u, rc == KEEL__TLS_EOF ? "close_notify during the handshake" : NULL);
+        return;
+    }
+    if (rc == KEEL__TLS_ERR) { /* a bad record: as a reset */
+        u_on_eof(u, UV_EPROTO);
+        return;
+    }
+    if (!was_done && u->tls->done) {
+        if (SSL_session_reused(u->tls->ssl))
+            keel_counter_inc(u->host->cl->m_tls_resumed);
+        u->connected = true;
+        keel__dconn_t *d = u->d;
+        u_send(u);
+        if (u->closing || u->d == NULL)
+            return;
+        keel__d_arm(d);
+    }
+    if (u->connected && keel_buf_unread(&u->in) > before) { /* as u_on_read */
+        u->d->active_ms = now_ms(u->p);
+        u_process(u);
+    }
+    if (rc == KEEL__TLS_EOF && !u->closing) { /* close_notify, after the bytes before it */
+        if (u->d == NULL)
+            keel__u_close(u);
+        else
+            u_on_eof(u, UV_EOF);
+    }
 }
 
 static void u_send(keel__uconn_t *u)
@@ -535,6 +677,7 @@ void keel__u_pump_resp_body(keel__uconn_t *u)
         return;
     keel__xch_t *x = &d->x;
     const keel_proxy_limits_t *lim = &d->p->gen->cfg->limits;
+again:
     while (!x->resp_done && keel_buf_unread(&u->in) > 0 &&
            keel__conn_pending(&d->tcp, &d->out) < lim->buffer_bytes_max) {
         const uint8_t *in = keel_buf_rptr(&u->in);
@@ -584,6 +727,9 @@ void keel__u_pump_resp_body(keel__uconn_t *u)
         keel__x_complete(d);
         return;
     }
+    /* as for the request body: written at once, input left, reading paused */
+    if (keel_buf_unread(&u->in) > 0 && keel__conn_pending(&d->tcp, &d->out) < lim->buffer_bytes_max)
+        goto again;
     keel__u_update_reading(u);
 }
 

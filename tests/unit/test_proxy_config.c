@@ -596,6 +596,63 @@ static void expands_environment_references(void)
     KT_CHECK(has_error(3, "expected ${NAME}"));
 }
 
+static void loads_tls_sections_and_refuses_bad_ones(void)
+{
+    static const char ok[] =
+        "listeners:\n"
+        "  - {name: web, address: 127.0.0.1:1, tls: {cert_file: /c.pem, key_file: /k.pem}}\n"
+        "  - {address: 127.0.0.1:2}\n"
+        "clusters:\n"
+        "  - {name: a, hosts: [127.0.0.1:3], tls: {ca_file: /ca.pem, server_name: "
+        "API.example}}\n"
+        "  - {name: b, hosts: [127.0.0.1:4], tls: {verify: false}, health_check: {tcp: true}}\n"
+        "  - {name: c, hosts: [127.0.0.1:5]}\n"
+        "routes:\n"
+        "  - {match: {prefix: /}, cluster: a}\n";
+    if (parse(ok) != 0) {
+        dump_errors();
+        KT_FAIL("tls refused");
+    }
+    const keel_proxy_tls_server_t *l = &cfg.listeners[0].tls;
+    KT_CHECK(l->enabled);
+    KT_EQ_STR(l->cert_file, "/c.pem");
+    KT_EQ_STR(l->key_file, "/k.pem");
+    KT_EQ_INT(l->line, 2);
+    KT_CHECK(!cfg.listeners[1].tls.enabled);
+    const keel_proxy_tls_client_t *a = &cfg.clusters[0].tls, *b = &cfg.clusters[1].tls;
+    KT_CHECK(a->enabled && a->verify); /* verify is on by default */
+    KT_EQ_STR(a->ca_file, "/ca.pem");
+    KT_EQ_STR(a->server_name, "api.example"); /* DNS names compare in lower case */
+    KT_CHECK(b->enabled && !b->verify);
+    KT_CHECK(b->ca_file == NULL && b->server_name == NULL);
+    KT_CHECK(!cfg.clusters[2].tls.enabled);
+    keel_proxy_config_free(&cfg);
+    static const char bad[] =
+        "listeners:\n"                                                             /* 1 */
+        "  - {address: 127.0.0.1:1, tls: {cert_file: /c.pem}}\n"                   /* 2 */
+        "  - {address: 127.0.0.1:2, tls: {cert_file: \"\", key_file: /k}}\n"       /* 3 */
+        "clusters:\n"                                                              /* 4 */
+        "  - {name: a, hosts: [127.0.0.1:3], tls: {server_name: \"a b\"}}\n"       /* 5 */
+        "  - {name: b, hosts: [127.0.0.1:4], tls: {verify: maybe}}\n"              /* 6 */
+        "  - {name: c, hosts: [127.0.0.1:5], health_check: {path: /h}, tls: {}}\n" /* 7 */
+        "  - {name: d, hosts: [127.0.0.1:6], tls: {sni: x}}\n"                     /* 8 */
+        "routes:\n"                                                                /* 9 */
+        "  - name: agg\n"                                                          /* 10 */
+        "    match: {prefix: /agg}\n"                                              /* 11 */
+        "    aggregate:\n"                                                         /* 12 */
+        "      parts:\n"                                                           /* 13 */
+        "        - {name: p, cluster: a, path: /x}\n"                              /* 14 */
+        "  - {match: {prefix: /}, cluster: a}\n";                                  /* 15 */
+    KT_EQ_INT(parse(bad), KEEL_EINVAL);
+    KT_CHECK(has_error(2, "'cert_file' and 'key_file' are required"));
+    KT_CHECK(has_error(3, "cert_file: a file name"));
+    KT_CHECK(has_error(5, "not a DNS name"));
+    KT_CHECK(has_error(6, "verify"));
+    KT_CHECK(has_error(7, "use 'tcp: true' on a tls cluster"));
+    KT_CHECK(has_error(8, "sni"));
+    KT_CHECK(has_error(14, "aggregate parts do not speak yet"));
+}
+
 int main(void)
 {
     KT_RUN(loads_every_section_of_a_full_config);
@@ -616,5 +673,6 @@ int main(void)
     KT_RUN(loads_a_sidecar_section_and_listener_matches);
     KT_RUN(loads_slow_start_and_refuses_it_where_it_cannot_work);
     KT_RUN(expands_environment_references);
+    KT_RUN(loads_tls_sections_and_refuses_bad_ones);
     return kt_done();
 }
