@@ -65,8 +65,10 @@ int keel_proxy_auth_load(const keel_proxy_config_t *cfg, keel_proxy_keys_t *out,
             msg = (keel_errmsg_t){0};
             rc = keel_errf(&msg, KEEL_ENOMEM, "out of memory");
         }
-        if (out->caches[i] != NULL)
+        if (out->caches[i] != NULL) {
+            pthread_mutex_init(&out->caches[i]->mu, NULL);
             out->caches[i]->seed = seed ^ (0x9e3779b97f4a7c15ull * (i + 1));
+        }
         if (rc != 0) {
             snprintf(line, sizeof(line), "jwt provider '%.40s': %.140s", pv->name, msg.text);
             add_err(errs, pv->jwks_line, line);
@@ -90,8 +92,11 @@ void keel_proxy_auth_free(keel_proxy_keys_t *k)
 {
     for (uint32_t i = 0; i < k->count; i++) {
         keel_jwks_free(&k->sets[i]);
-        for (uint32_t j = 0; k->caches[i] != NULL && j < KEEL_PROXY_TOKEN_CACHE_ENTRIES; j++)
-            entry_clear(&k->caches[i]->e[j]);
+        if (k->caches[i] != NULL) {
+            for (uint32_t j = 0; j < KEEL_PROXY_TOKEN_CACHE_ENTRIES; j++)
+                entry_clear(&k->caches[i]->e[j]);
+            pthread_mutex_destroy(&k->caches[i]->mu);
+        }
         free(k->caches[i]);
         k->caches[i] = NULL;
     }
@@ -115,7 +120,7 @@ static keel_proxy_token_entry_t *cache_slot(keel_proxy_token_cache_t *c, const c
     return &c->e[keel_hash64(token, len, c->seed) % KEEL_PROXY_TOKEN_CACHE_ENTRIES];
 }
 
-/* A cached verdict for token: the entry, or NULL (not cached). */
+/* A cached verdict for token: the entry, or NULL (not cached). With c->mu held. */
 static keel_proxy_token_entry_t *cache_find(keel_proxy_token_cache_t *c, const char *token,
                                             size_t len)
 {
@@ -125,6 +130,7 @@ static keel_proxy_token_entry_t *cache_find(keel_proxy_token_cache_t *c, const c
     return e;
 }
 
+/* With c->mu held. */
 static void cache_put(keel_proxy_token_cache_t *c, const char *token, size_t len,
                       const keel_jwt_t *jwt)
 {
@@ -212,19 +218,30 @@ keel_proxy_auth_result_t keel_proxy_auth_verify(const keel_proxy_jwt_provider_t 
     const char *token = bearer(&authz[0], &len);
     if (token == NULL)
         return KEEL_PROXY_AUTH_MISSING;
-    keel_proxy_token_entry_t *hit = cache ? cache_find(cache, token, len) : NULL;
-    if (hit != NULL) { /* the bytes were verified; the clock moved on (same rule as jwt.c) */
-        int64_t leeway = (int64_t)pv->clock_skew_s;
-        if (hit->exp != INT64_MAX && now_s >= hit->exp + leeway) {
-            entry_clear(hit);
-            return refuse(why, "the token expired");
+    if (cache != NULL) {
+        /* the entry is read under the cache's mutex: another worker may replace it */
+        pthread_mutex_lock(&cache->mu);
+        keel_proxy_token_entry_t *hit = cache_find(cache, token, len);
+        bool found = hit != NULL;
+        const char *refusal = NULL;
+        if (found) { /* the bytes were verified; the clock moved on (same rule as jwt.c) */
+            int64_t leeway = (int64_t)pv->clock_skew_s;
+            if (hit->exp != INT64_MAX && now_s >= hit->exp + leeway) {
+                entry_clear(hit);
+                refusal = "the token expired";
+            } else if (hit->nbf != INT64_MIN && now_s + leeway < hit->nbf) {
+                refusal = "the token is not valid yet";
+            } else {
+                cache->hits++;
+                jwt->alg = hit->alg;
+                jwt->claims = json_incref(hit->claims); /* ours, whatever becomes of the entry */
+            }
         }
-        if (hit->nbf != INT64_MIN && now_s + leeway < hit->nbf)
-            return refuse(why, "the token is not valid yet");
-        cache->hits++;
-        jwt->alg = hit->alg;
-        jwt->claims = json_incref(hit->claims);
-        return KEEL_PROXY_AUTH_OK;
+        pthread_mutex_unlock(&cache->mu);
+        if (refusal != NULL)
+            return refuse(why, refusal);
+        if (found)
+            return KEEL_PROXY_AUTH_OK;
     }
     keel_jwt_rules_t rules = {pv->issuer, NULL, (int64_t)pv->clock_skew_s, pv->require_exp};
     keel_errmsg_t msg = {0};
@@ -241,8 +258,10 @@ keel_proxy_auth_result_t keel_proxy_auth_verify(const keel_proxy_jwt_provider_t 
         }
     }
     if (cache != NULL) {
+        pthread_mutex_lock(&cache->mu);
         cache->misses++;
         cache_put(cache, token, len, jwt);
+        pthread_mutex_unlock(&cache->mu);
     }
     return KEEL_PROXY_AUTH_OK;
 }

@@ -6,6 +6,7 @@
 #include "proto/jwt.h"
 #include "proxy/config.h"
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,7 +27,11 @@
  * the signature, issuer and audience checks (they depend on the bytes only) but not the clock:
  * exp and nbf are checked again at each hit. Only verified tokens enter. Bounded: at most
  * ENTRIES tokens of at most KEEL_JWT_TOKEN_BYTES_MAX each per provider; the cache goes with the
- * keys, so a reload (new keys) starts it empty.
+ * keys, so a reload (new keys) starts it empty. The keys, and so the caches, are shared by every
+ * worker of keel proxy (one per thread): each cache is guarded by its mutex, held only to look
+ * up, copy out or replace an entry (never across a signature check). Under it a hit takes its
+ * own reference to the claims (jansson's reference counts are atomic), so an entry replaced by
+ * another worker meanwhile cannot free what a request still reads.
  */
 #define KEEL_PROXY_TOKEN_CACHE_ENTRIES 256u
 
@@ -39,6 +44,7 @@ typedef struct keel_proxy_token_entry {
 } keel_proxy_token_entry_t;
 
 typedef struct keel_proxy_token_cache {
+    pthread_mutex_t mu; /* guards e, hits and misses */
     keel_proxy_token_entry_t e[KEEL_PROXY_TOKEN_CACHE_ENTRIES];
     uint64_t seed;
     uint64_t hits, misses;

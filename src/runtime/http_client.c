@@ -60,6 +60,11 @@ struct keel__http_call {
     uint64_t id; /* unique per request, for cancel */
     bool active;
     bool retried;
+    /* inside keel_http_client_request: a failure found there (no connection could be opened, a
+     * pooled one failed to send) is reported from the loop, as the header promises; the caller
+     * has not yet recorded the call it is about to get */
+    bool starting;
+    int deferred_err;
 };
 
 keel_http_client_config_t keel_http_client_config_default(void)
@@ -336,10 +341,22 @@ static void queue_remove(keel__http_call_t *call)
     pool->queue_count--;
 }
 
+static void on_deferred(keel_timer_t *t, void *data)
+{
+    keel__http_call_t *call = data;
+    finish(call, call->deferred_err, NULL);
+}
+
 static void finish(keel__http_call_t *call, int err, const keel_http_msg_t *resp)
 {
     keel_http_client_t *cli = call->cli;
     assert(call->active);
+    if (call->starting) { /* the callback runs from the loop: the call stays active until then */
+        assert(resp == NULL && call->conn == NULL && !keel_list_linked(&call->qlink));
+        call->deferred_err = err;
+        keel_timer_start(&call->timer, 0, 0, on_deferred, call);
+        return;
+    }
     keel_timer_stop(&call->timer);
     if (keel_list_linked(&call->qlink))
         queue_remove(call);
@@ -503,7 +520,9 @@ int keel_http_client_request(keel_http_client_t *cli, const keel_http_client_req
         *call_id = call->id;
     cli->stats.requests++;
     keel_timer_start(&call->timer, req->timeout_ms, 0, on_deadline, call);
+    call->starting = true;
     assign(call, false);
+    call->starting = false;
     return 0;
 }
 

@@ -4,7 +4,10 @@
 #include "runtime/tcp.h"
 #include "ktest.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 /* ---- a server with a few routes ------------------------------------------------------------ */
 
@@ -543,6 +546,61 @@ static void close_cancels_pending_requests(void)
     KT_EQ_INT(keel_loop_close(&e.loop), 0);
 }
 
+/* Starts a GET to addr while the process can open no descriptor (RLIMIT_NOFILE at the lowest free
+ * one), so the connection fails inside keel_http_client_request (socket(): EMFILE); returns the
+ * request's result and how many callbacks had run by the time it returned. */
+static int request_without_fds(env_t *e, result_t *r, uint64_t *id, int *calls_inside)
+{
+    struct rlimit old, low;
+    KT_EQ_INT(getrlimit(RLIMIT_NOFILE, &old), 0);
+    int fd = open("/dev/null", O_RDONLY);
+    KT_CHECK(fd >= 0);
+    close(fd);
+    low = old;
+    low.rlim_cur = (rlim_t)fd;
+    KT_EQ_INT(setrlimit(RLIMIT_NOFILE, &low), 0);
+    keel_http_client_request_t req = get(e->addr, "/hello");
+    int rc = keel_http_client_request(&e->cli, &req, on_result, r, id);
+    *calls_inside = r->calls;
+    KT_EQ_INT(setrlimit(RLIMIT_NOFILE, &old), 0);
+    return rc;
+}
+
+/* The header's promise: a request that returned 0 calls back later, from the loop, even when it
+ * failed at once. A caller records the call after the request returns (keel proxy's aggregate
+ * parts did, and a callback run inside the request freed what the caller then wrote to). */
+static void a_failure_at_the_start_is_reported_from_the_loop(void)
+{
+    env_t e;
+    env_init(&e, NULL);
+    result_t r = {0};
+    uint64_t id = 0;
+    int inside = -1;
+    KT_EQ_INT(request_without_fds(&e, &r, &id, &inside), 0);
+    KT_EQ_INT(inside, 0);
+    run_until(&e.loop, &r.calls, 1);
+    KT_EQ_INT(r.calls, 1);
+    KT_CHECK(r.err != 0);
+    /* cancelled before the loop reports it: one callback, the cancel's */
+    result_t r2 = {0};
+    KT_EQ_INT(request_without_fds(&e, &r2, &id, &inside), 0);
+    KT_EQ_INT(inside, 0);
+    KT_EQ_INT(keel_http_client_cancel(&e.cli, id), 0);
+    KT_EQ_INT(r2.calls, 1);
+    KT_EQ_INT(r2.err, KEEL_ECANCELED);
+    for (int i = 0; i < 10; i++)
+        uv_run(&e.loop.uv, UV_RUN_NOWAIT);
+    KT_EQ_INT(r2.calls, 1);
+    /* descriptors back: the client works */
+    result_t r3 = {0};
+    keel_http_client_request_t req = get(e.addr, "/hello");
+    KT_EQ_INT(keel_http_client_request(&e.cli, &req, on_result, &r3, NULL), 0);
+    run_until(&e.loop, &r3.calls, 1);
+    KT_EQ_INT(r3.err, 0);
+    KT_EQ_INT(r3.status, 200);
+    env_close(&e);
+}
+
 int main(void)
 {
     KT_RUN(client_gets_a_response_and_reuses_the_connection);
@@ -557,5 +615,6 @@ int main(void)
     KT_RUN(client_reports_malformed_and_truncated_responses);
     KT_RUN(stale_pooled_connection_is_retried_once_for_get);
     KT_RUN(close_cancels_pending_requests);
+    KT_RUN(a_failure_at_the_start_is_reported_from_the_loop);
     return kt_done();
 }

@@ -435,6 +435,7 @@ int main(int argc, char **argv)
         }
         next = release_due(&r, now_ns());
     }
+    free(buf);
     print_stats(&r, names);
     return 0;
 }
