@@ -84,9 +84,10 @@ int keel_cluster_create(const char *dir, int n, int base, const char *regions, k
         const char *host = r ? r->host : "127.0.0.1";
         snprintf(nd->name, sizeof(nd->name), "n%d", i + 1);
         snprintf(nd->netns, sizeof(nd->netns), "%s", r ? r->netns : "");
-        snprintf(nd->client, sizeof(nd->client), "%s:%d", host, base + i);
-        snprintf(nd->peer, sizeof(nd->peer), "%s:%d", host, base + 100 + i);
-        snprintf(nd->http, sizeof(nd->http), "%s:%d", host, base + 200 + i);
+        /* host: an IPv4 address (parse_regions checked it), so "%.40s" never cuts */
+        snprintf(nd->client, sizeof(nd->client), "%.40s:%d", host, base + i);
+        snprintf(nd->peer, sizeof(nd->peer), "%.40s:%d", host, base + 100 + i);
+        snprintf(nd->http, sizeof(nd->http), "%.40s:%d", host, base + 200 + i);
         /* not "%s" of nd->name: GCC 12 -O0 sees two fields of *cl and fails -Werror=restrict */
         snprintf(nd->data_dir, sizeof(nd->data_dir), "%.900s/n%d", cl->dir, i + 1);
         off += (size_t)snprintf(cl->initial_cluster + off, sizeof(cl->initial_cluster) - off,

@@ -3,11 +3,23 @@
 
 #include <http_parser.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- the orders whose outcome the client did not see -------------------------------------------
+void violation(run_t *r, const char *fmt, ...)
+{
+    if (r->violations++ == 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(r->why, sizeof(r->why), fmt, ap);
+        va_end(ap);
+    }
+}
+
+/* ---- the orders whose outcome the client did not see
+ * -------------------------------------------
  */
 
 /* An order whose outcome we did not see: what the service says it became. */
@@ -23,9 +35,7 @@ static void on_resolved(int err, const keel_http_msg_t *resp, void *data)
         return;
     }
     if (st == NULL) {
-        r->violations++;
-        snprintf(r->why, sizeof(r->why), "order %" PRIu64 ": no answer to GET /reservations",
-                 o->id);
+        violation(r, "order %" PRIu64 ": no answer to GET /reservations", o->id);
     } else if (strcmp(st, "confirmed") == 0) {
         for (int i = 0; i < o->items_n; i++)
             r->confirmed_units[o->product[i]] += o->qty[i];
@@ -57,8 +67,7 @@ static void on_shop_resolved(int err, const keel_http_msg_t *resp, void *data)
         if (st == -404) /* never placed: the first request died before; send it again */
             o->order_id[0] = '\0';
         if (st == -500) {
-            r->violations++;
-            snprintf(r->why, sizeof(r->why), "order %s: its saga needs attention", o->order_id);
+            violation(r, "order %s: its saga needs attention", o->order_id);
             o->step = -1;
             r->resolved++;
             return;
@@ -80,9 +89,7 @@ static void on_shop_resolved(int err, const keel_http_msg_t *resp, void *data)
         return;
     }
     if (++o->step >= 100 + RESOLVE_TRIES_SHOP) {
-        r->violations++;
-        snprintf(r->why, sizeof(r->why), "order key %s: no final answer after 60 s (last %d)",
-                 o->key, st);
+        violation(r, "order key %s: no final answer after 60 s (last %d)", o->key, st);
         o->step = -1;
         r->resolved++;
         return;
@@ -118,15 +125,13 @@ void on_ledger(int err, const keel_http_msg_t *resp, void *data)
     json_t *j = err ? NULL : json_loadb((const char *)resp->body, resp->body_len, 0, NULL);
     json_t *net = json_object_get(j, "net_cents");
     if (!json_is_integer(net)) {
-        r->violations++;
-        snprintf(r->why, sizeof(r->why), "no answer from the payment ledger");
+        violation(r, "no answer from the payment ledger");
     } else if (r->phase == CHECK) {
         int64_t moved = json_integer_value(net) - r->net_before;
         if (moved != r->confirmed_amount) {
-            r->violations++;
-            snprintf(r->why, sizeof(r->why),
-                     "payment ledger moved %" PRId64 " cents, the confirmed orders total %" PRId64,
-                     moved, r->confirmed_amount);
+            violation(r,
+                      "payment ledger moved %" PRId64 " cents, the confirmed orders total %" PRId64,
+                      moved, r->confirmed_amount);
         }
     } else {
         r->net_before = json_integer_value(net);
@@ -146,7 +151,8 @@ void resolve_ask(order_t *o)
     }
 }
 
-/* ---- each product's stock ----------------------------------------------------------------------
+/* ---- each product's stock
+ * ----------------------------------------------------------------------
  */
 
 #define CHECK_TRIES 20 /* a product's GET is asked again (the service may still be busy) */
@@ -166,19 +172,15 @@ static void on_product(int err, const keel_http_msg_t *resp, void *data)
         return;
     }
     if (j == NULL || resp->status != 200) {
-        r->violations++;
-        snprintf(r->why, sizeof(r->why), "product %d: no answer to GET /products", c->product);
+        violation(r, "product %d: no answer to GET /products", c->product);
     } else if (r->shop && reserved != 0) { /* every saga ended: none holds stock */
-        r->violations++;
-        snprintf(r->why, sizeof(r->why),
-                 "product %d: %" PRId64 " units still reserved after every order ended", c->product,
-                 reserved);
+        violation(r, "product %d: %" PRId64 " units still reserved after every order ended",
+                  c->product, reserved);
     } else if (stock != want || avail < 0 || avail > stock) {
-        r->violations++;
-        snprintf(r->why, sizeof(r->why),
-                 "product %d: stock %" PRId64 " (want %" PRId64 " = %" PRId64 " - %" PRId64
-                 " confirmed), available %" PRId64,
-                 c->product, stock, want, r->stock, r->confirmed_units[c->product], avail);
+        violation(r,
+                  "product %d: stock %" PRId64 " (want %" PRId64 " = %" PRId64 " - %" PRId64
+                  " confirmed), available %" PRId64,
+                  c->product, stock, want, r->stock, r->confirmed_units[c->product], avail);
     }
     json_decref(j);
     r->checked++;
@@ -194,8 +196,7 @@ void check_ask(check_t *c)
         0) {
         free(c);
         r->checked++;
-        r->violations++;
-        snprintf(r->why, sizeof(r->why), "could not ask for a product's stock");
+        violation(r, "could not ask for a product's stock");
     }
 }
 
@@ -208,12 +209,11 @@ static void on_sales(int err, const keel_http_msg_t *resp, void *data)
     json_t *j = err ? NULL : json_loadb((const char *)resp->body, resp->body_len, 0, NULL);
     json_t *units = json_object_get(j, "units");
     if (!json_is_integer(units) || json_integer_value(units) != r->confirmed_units[c->product]) {
-        r->violations++;
-        snprintf(r->why, sizeof(r->why),
-                 "read side: product %d sold %" PRId64 " units per the query service, %" PRId64
-                 " per the confirmed orders",
-                 c->product, json_is_integer(units) ? (int64_t)json_integer_value(units) : -1,
-                 r->confirmed_units[c->product]);
+        violation(r,
+                  "read side: product %d sold %" PRId64 " units per the query service, %" PRId64
+                  " per the confirmed orders",
+                  c->product, json_is_integer(units) ? (int64_t)json_integer_value(units) : -1,
+                  r->confirmed_units[c->product]);
     }
     json_decref(j);
     r->sales_checked++;
@@ -232,9 +232,7 @@ void on_lag(int err, const keel_http_msg_t *resp, void *data)
     if (!zero && now - r->converge_from_ms < CONVERGE_MS_MAX)
         return; /* asked again at the next tick */
     if (!zero) {
-        r->violations++;
-        snprintf(r->why, sizeof(r->why), "the read side did not catch up within %d ms",
-                 CONVERGE_MS_MAX);
+        violation(r, "the read side did not catch up within %d ms", CONVERGE_MS_MAX);
         r->phase = DONE;
         return;
     }

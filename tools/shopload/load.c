@@ -179,9 +179,8 @@ static void on_shop_reply(int err, const keel_http_msg_t *resp, void *data)
         char again[40];
         take_order_id(o, resp, again, sizeof(again));
         if (st != o->first_status || strcmp(again, o->order_id) != 0) {
-            r->violations++;
-            snprintf(r->why, sizeof(r->why), "idempotency: key %s answered %d (%s), then %d (%s)",
-                     o->key, o->first_status, o->order_id, st, again);
+            violation(r, "idempotency: key %s answered %d (%s), then %d (%s)", o->key,
+                      o->first_status, o->order_id, st, again);
         }
     }
     if (final) {

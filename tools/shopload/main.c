@@ -51,9 +51,7 @@ static void on_restock(int err, const keel_http_msg_t *resp, void *data)
 {
     run_t *r = data;
     if (err != 0 || resp->status != 200) {
-        snprintf(r->why, sizeof(r->why), "restock failed: %s",
-                 err ? keel_strerror(err) : "not 200");
-        r->violations++;
+        violation(r, "restock failed: %s", err ? keel_strerror(err) : "not 200");
     }
     r->restocked++;
 }

@@ -97,8 +97,11 @@ void report(run_t *r)
                (uint64_t)r->ship_converged_ms, r->kept_orders, r->ship_status[0], r->ship_status[1],
                r->ship_status[2], r->ship_status[3], r->ship_others,
                r->ship_checked ? "checked" : "not checked");
-    printf("invariants: %s%s%s\n", r->violations ? "BROKEN" : "held", r->violations ? ": " : "",
-           r->violations ? r->why : "");
+    if (r->violations)
+        printf("invariants: BROKEN (%d violation%s; the first: %s)\n", r->violations,
+               r->violations > 1 ? "s" : "", r->why);
+    else
+        printf("invariants: held\n");
     if (r->json_path) {
         json_t *j = json_pack("{s:I, s:I, s:f, s:f, s:f, s:f, s:b, s:o}", "scheduled",
                               (json_int_t)r->scheduled, "answered", (json_int_t)answered,

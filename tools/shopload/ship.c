@@ -14,8 +14,7 @@ void keep(run_t *r, const char *order_id, const char *key, bool confirmed)
         return;
     if (order_id[0] == '\0') {
         r->kept_without_id++;
-        r->violations++;
-        snprintf(r->why, sizeof(r->why), "order key %s: a final answer without an order id", key);
+        violation(r, "order key %s: a final answer without an order id", key);
         return;
     }
     if (r->kept_n == r->kept_cap) {
@@ -64,9 +63,7 @@ static void ship_compare(run_t *r)
             /* a final answer after its deadline is asked again at the end: both are kept,
              * and they must agree; the order is checked once */
             if (k->confirmed != r->kept[i - 1].confirmed) {
-                r->violations++;
-                snprintf(r->why, sizeof(r->why), "order %s: answered confirmed and rejected",
-                         k->id);
+                violation(r, "order %s: answered confirmed and rejected", k->id);
             }
             continue;
         }
@@ -80,22 +77,17 @@ static void ship_compare(run_t *r)
         for (int s = 0; s < 4; s++)
             r->ship_status[s] += n > 0 && strcmp(status, ship_states[s]) == 0;
         if (k->confirmed && (n != 1 || strcmp(status, "cancelled") == 0)) {
-            r->violations++;
-            snprintf(r->why, sizeof(r->why), "shipments: confirmed order %s has %zu shipments%s",
-                     k->id, n, n == 1 ? " (cancelled)" : "");
+            violation(r, "shipments: confirmed order %s has %zu shipments%s", k->id, n,
+                      n == 1 ? " (cancelled)" : "");
         } else if (!k->confirmed && n != 0) {
-            r->violations++;
-            snprintf(r->why, sizeof(r->why),
-                     "shipments: order %s was not confirmed and has a shipment (%s)", k->id,
-                     status);
+            violation(r, "shipments: order %s was not confirmed and has a shipment (%s)", k->id,
+                      status);
         }
     }
     r->ship_others += r->ships_n - j;
     r->ship_checked = r->kept_dropped == 0;
     if (r->kept_dropped) {
-        r->violations++;
-        snprintf(r->why, sizeof(r->why), "shipments: %" PRIu64 " orders not remembered",
-                 r->kept_dropped);
+        violation(r, "shipments: %" PRIu64 " orders not remembered", r->kept_dropped);
     }
 }
 
@@ -120,8 +112,7 @@ static void ship_failed(run_t *r, const char *what)
 {
     if (++r->ship_tries < SHIP_ASK_TRIES)
         return; /* asked again at the next tick, of the next instance */
-    r->violations++;
-    snprintf(r->why, sizeof(r->why), "shipments: %s", what);
+    violation(r, "shipments: %s", what);
     r->phase = DONE;
 }
 
@@ -143,9 +134,7 @@ static void on_ship_lag(int err, const keel_http_msg_t *resp, void *data)
     if (!zero && now - r->ship_from_ms < CONVERGE_MS_MAX)
         return; /* asked again at the next tick */
     if (!zero) {
-        r->violations++;
-        snprintf(r->why, sizeof(r->why), "shipments: the consumers did not catch up within %d ms",
-                 CONVERGE_MS_MAX);
+        violation(r, "shipments: the consumers did not catch up within %d ms", CONVERGE_MS_MAX);
         r->phase = DONE;
         return;
     }

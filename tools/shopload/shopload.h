@@ -167,4 +167,9 @@ void progress(run_t *r);
 json_t *live_state(void *data);
 void report(run_t *r);
 
+/* check.c: counts a broken invariant; the first one's text is kept in r->why (the later ones
+ * often follow from it: an order without a final answer also leaves the stock and the read
+ * side unaccountable). */
+__attribute__((format(printf, 2, 3))) void violation(run_t *r, const char *fmt, ...);
+
 #endif
