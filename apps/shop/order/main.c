@@ -26,6 +26,7 @@
  */
 #include "base/hash.h"
 #include "base/log.h"
+#include "client/lanes.h"
 #include "kit/call.h"
 #include "kit/config.h"
 #include "kit/service.h"
@@ -43,11 +44,15 @@
 #define ID_BYTES_MAX SHOP_ID_BYTES_MAX
 #define BODY_BYTES_MAX 8192
 #define ITEMS_MAX 32
+#define ORDER_KEEL_LANES 8
 
 typedef struct app {
     keel_loop_t *loop;
-    keel_client_t keel; /* the event store's */
-    keel_es_t es;
+    /* the event store's connections (client/lanes.h): an append reads its stream's version,
+     * then commits, and on one shared connection every read waited for the commit before
+     * it; an aggregate always goes to the same lane, so its own appends keep their order */
+    keel_client_lanes_t keel;
+    keel_es_t es[ORDER_KEEL_LANES];
     keel_sagas_t sagas;
     keel_saga_type_t order;
     keel_caller_t inventory, payment;
@@ -57,6 +62,12 @@ typedef struct app {
     keel_rand_t rand;
     keel_counter_t *m_confirmed, *m_rejected, *m_attention, *m_pending;
 } app_t;
+
+/* The event store (and lane) of an aggregate. */
+static keel_es_t *es_of(app_t *a, const char *agg)
+{
+    return &a->es[keel_hash64(agg, strlen(agg), 0) % ORDER_KEEL_LANES];
+}
 
 /* ---- the saga's steps ------------------------------------------------------------------ */
 
@@ -219,7 +230,7 @@ static void on_appended(keel_es_t *es, void *ctx, int err, uint64_t version, con
 static void append_event(app_t *a, append_ctx_t *c)
 {
     keel_es_event_t ev = {.type = c->type, .type_len = strlen(c->type)};
-    if (keel_es_append(&a->es, c->agg, KEEL_ES_ANY, &ev, 1, on_appended, c) != 0)
+    if (keel_es_append(es_of(a, c->agg), c->agg, KEEL_ES_ANY, &ev, 1, on_appended, c) != 0)
         free(c);
 }
 
@@ -403,7 +414,7 @@ static void h_post(keel_service_req_t *req, void *data)
                           .type_len = 6,
                           .data = (const uint8_t *)r->input,
                           .data_len = strlen(r->input)};
-    if (keel_es_append(&a->es, agg, KEEL_ES_NO_STREAM, &ev, 1, on_placed, r) != 0) {
+    if (keel_es_append(es_of(a, agg), agg, KEEL_ES_NO_STREAM, &ev, 1, on_placed, r) != 0) {
         free(r->input);
         free(r);
         keel_http_respond_error(req->http, 503, "the order could not be stored");
@@ -482,7 +493,7 @@ static void h_get(keel_service_req_t *req, void *data)
     }
     char agg[KEEL_ES_AGG_BYTES_MAX + 1];
     snprintf(agg, sizeof(agg), "order-%.*s", (int)p->value_len, p->value);
-    if (keel_es_load(&a->es, agg, &ORDER_FOLD, on_loaded, req) != 0)
+    if (keel_es_load(es_of(a, agg), agg, &ORDER_FOLD, on_loaded, req) != 0)
         keel_http_respond_error(req->http, 503, "the order could not be read");
 }
 
@@ -499,9 +510,9 @@ static void caller_closed(keel_caller_t *c, void *data)
     (void)data;
 }
 
-static void keel_closed(keel_client_t *cl)
+static void keel_closed(keel_client_lanes_t *l)
 {
-    (void)cl;
+    (void)l;
 }
 
 static void on_stopped(keel_service_t *svc, void *data)
@@ -513,7 +524,7 @@ static void on_stopped(keel_service_t *svc, void *data)
     keel_caller_close(&a->payment, caller_closed, NULL);
     keel_caller_close(&a->inventory_undo, caller_closed, NULL);
     keel_caller_close(&a->payment_undo, caller_closed, NULL);
-    keel_client_close(&a->keel, keel_closed);
+    keel_client_lanes_close(&a->keel, keel_closed);
 }
 
 int main(int argc, char **argv)
@@ -558,12 +569,13 @@ int main(int argc, char **argv)
     cc.requests_max = KEEL_CLIENT_REQUESTS_LIMIT;
     cc.inflight_max = KEEL_CLIENT_REQUESTS_LIMIT;
     if ((rc = keel_client_config_seeds(&cc, seeds, "--keel", &msg)) != 0 ||
-        (rc = keel_client_init(&app.keel, &loop, &cc, &msg)) != 0) {
+        (rc = keel_client_lanes_init(&app.keel, &loop, &cc, ORDER_KEEL_LANES, &msg)) != 0) {
         fprintf(stderr, "keel-shop-order: %s\n", msg.text);
         return 2;
     }
     keel_es_config_t ec = keel_es_config_default();
-    keel_es_init(&app.es, &app.keel, &ec);
+    for (uint32_t i = 0; i < ORDER_KEEL_LANES; i++)
+        keel_es_init(&app.es[i], &app.keel.c[i], &ec);
 
     keel_service_config_t cfg = keel_service_config_default("order");
     cfg.listen = listen;
@@ -661,7 +673,8 @@ int main(int argc, char **argv)
     fflush(stdout);
     keel_loop_run(&loop);
     keel_service_free(&app.svc);
-    keel_es_free(&app.es);
+    for (uint32_t i = 0; i < ORDER_KEEL_LANES; i++)
+        keel_es_free(&app.es[i]);
     keel_loop_close(&loop);
     keel_config_free(&conf);
     return 0;
