@@ -2,6 +2,7 @@
    keel server (runs, their timers and requests, the lock, steps, the end). */
 #include "tx/saga_int.h"
 
+#include "base/hash.h"
 #include "base/log.h"
 
 #include <assert.h>
@@ -43,6 +44,7 @@ void keel__saga_work_done(keel_sagas_t *o)
     if (--o->work == 0 && o->closing && !o->client_closing) {
         o->client_closing = true;
         keel_client_close(&o->cl, keel__saga_client_closed);
+        keel_client_lanes_close(&o->lanes, keel__saga_lanes_closed);
     }
 }
 
@@ -138,7 +140,7 @@ void keel__saga_retry_later(keel__saga_run_t *r, void (*fn)(keel__saga_run_t *r)
 int keel__saga_cmd(keel__saga_run_t *r, size_t argc, const char *const *argv, const size_t *lens,
                    keel_client_reply_fn fn, void (*again)(keel__saga_run_t *r))
 {
-    int rc = keel_client_command(&r->o->cl, argc, argv, lens, fn, r);
+    int rc = keel_client_command(r->cl, argc, argv, lens, fn, r);
     if (rc == 0)
         r->refs++;
     else if (again)
@@ -541,6 +543,7 @@ keel__saga_run_t *keel__saga_run_new(keel_sagas_t *o, const char *id)
     r->timer_open = true;
     r->o = o;
     snprintf(r->id, sizeof(r->id), "%s", id);
+    r->cl = &o->lanes.c[keel_hash64(id, strlen(id), 0) % o->lanes.n];
     snprintf(r->lock, sizeof(r->lock), "saga:%s", id);
     snprintf(r->log_key, sizeof(r->log_key), "saga:%s:log", id);
     snprintf(r->open_key, sizeof(r->open_key), OPEN_PREFIX "%s", id);

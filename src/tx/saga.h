@@ -9,6 +9,7 @@
 #include "base/list.h"
 #include "base/metrics.h"
 #include "client/client.h"
+#include "client/lanes.h"
 #include "core/saga.h"
 #include "runtime/loop.h"
 
@@ -148,10 +149,15 @@ typedef struct keel_sagas_config {
      * (the default). It must outlast every way the same saga id can be started again (an
      * idempotency key's life, say): a saga whose log is gone starts afresh. */
     keel_ms_t log_retention_ms;
-    bool renew_lock;         /* renew before acting once a third of the TTL passed; default true.
-                                Off, a saga that outlives its TTL is re-locked after a fenced write
-                                (the same safety, one refused write and a replay later) */
-    uint32_t runs_max;       /* sagas in progress at once; default 1024 */
+    bool renew_lock;   /* renew before acting once a third of the TTL passed; default true.
+                          Off, a saga that outlives its TTL is re-locked after a fenced write
+                          (the same safety, one refused write and a replay later) */
+    uint32_t runs_max; /* sagas in progress at once; default 1024 */
+    /* Connections the sagas' commands are spread over, a saga always on the same one
+     * (client/lanes.h: on one connection an adoption's log read waited for every write
+     * queued before it); 1..KEEL_CLIENT_LANES_MAX, default 4. The scan and the retention
+     * sweep have a connection of their own. */
+    uint32_t lanes;
     keel_metrics_t *metrics; /* may be NULL */
     uint64_t seed;
     /* Every saga this orchestrator ends (started here or adopted); may be NULL. */
@@ -169,7 +175,8 @@ typedef struct keel_sagas_stats {
 struct keel_sagas {
     keel_loop_t *loop;
     keel_sagas_config_t cfg;
-    keel_client_t cl;
+    keel_client_t cl;          /* the scan's and the retention sweep's */
+    keel_client_lanes_t lanes; /* the runs' */
     const keel_saga_type_t *types[KEEL_SAGAS_TYPES_MAX];
     uint32_t types_n;
     keel_list_t runs; /* keel__saga_run_t, in progress */

@@ -50,6 +50,7 @@ struct keel__saga_run {
     char token_str[24];
     uint64_t token;
     keel_ms_t locked_unix_ms;
+    keel_client_t *cl; /* its lane: every command of the saga goes there, in order */
     phase_t phase;
     /* The lock renewed while an action is in flight (a step can outlast a third of the TTL):
      * until its reply, the driver sends nothing (act_after_renew: it had something to do);
@@ -112,6 +113,7 @@ void keel__saga_write_log(keel__saga_run_t *r);
 
 /* saga_orch.c */
 void keel__saga_client_closed(keel_client_t *cl);
+void keel__saga_lanes_closed(keel_client_lanes_t *l);
 /* The record bytes of an XRANGE entry (field `r`), or NULL. */
 const keel_resp_value_t *keel__saga_entry_record(const keel_resp_value_t *e);
 /* saga_retain.c: deletes finished logs past cfg.log_retention_ms (called by the scan tick). */

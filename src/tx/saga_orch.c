@@ -94,6 +94,7 @@ keel_sagas_config_t keel_sagas_config_default(void)
     c.scan_interval_ms = 1000;
     c.request_timeout_ms = 5000;
     c.runs_max = 1024;
+    c.lanes = 4;
     c.renew_lock = true;
     return c;
 }
@@ -137,13 +138,14 @@ int keel_sagas_init(keel_sagas_t *o, keel_loop_t *loop, const keel_sagas_config_
                     keel_errmsg_t *msg)
 {
     memset(o, 0, sizeof(*o));
-    if (cfg->seeds_n == 0 || cfg->lock_ttl_ms < 300 || cfg->runs_max == 0 ||
-        cfg->runs_max > KEEL_SAGAS_RUNS_LIMIT || cfg->scan_interval_ms < 0 ||
-        cfg->log_retention_ms < 0 || (cfg->log_retention_ms > 0 && cfg->scan_interval_ms == 0))
+    if (cfg->seeds_n == 0 || cfg->lock_ttl_ms < 300 || cfg->runs_max == 0 || cfg->lanes == 0 ||
+        cfg->lanes > KEEL_CLIENT_LANES_MAX || cfg->runs_max > KEEL_SAGAS_RUNS_LIMIT ||
+        cfg->scan_interval_ms < 0 || cfg->log_retention_ms < 0 ||
+        (cfg->log_retention_ms > 0 && cfg->scan_interval_ms == 0))
         return keel_errf(msg, KEEL_EINVAL,
-                         "sagas need seeds, lock_ttl_ms >= 300, runs_max in 1..%u, "
-                         "log_retention_ms >= 0 (> 0 needs the scan: scan_interval_ms > 0)",
-                         KEEL_SAGAS_RUNS_LIMIT);
+                         "sagas need seeds, lock_ttl_ms >= 300, runs_max in 1..%u, lanes in "
+                         "1..%u, log_retention_ms >= 0 (> 0 needs the scan: scan_interval_ms > 0)",
+                         KEEL_SAGAS_RUNS_LIMIT, KEEL_CLIENT_LANES_MAX);
     o->loop = loop;
     o->cfg = *cfg;
     keel_rand_seed(&o->rand, cfg->seed);
@@ -157,15 +159,21 @@ int keel_sagas_init(keel_sagas_t *o, keel_loop_t *loop, const keel_sagas_config_
     int rc = keel_client_init(&o->cl, loop, &cc, msg);
     if (rc != 0)
         return rc;
+    rc = keel_client_lanes_init(&o->lanes, loop, &cc, cfg->lanes, msg);
+    if (rc != 0) {
+        keel_client_close(&o->cl, NULL);
+        return rc;
+    }
     rc = keel_timer_init(loop, &o->scan_timer);
     if (rc != 0) {
         keel_client_close(&o->cl, NULL);
+        keel_client_lanes_close(&o->lanes, NULL);
         return keel_errf(msg, rc, "scan timer");
     }
     if (cfg->scan_interval_ms > 0)
         keel_timer_start(&o->scan_timer, cfg->scan_interval_ms / 4 + 1, cfg->scan_interval_ms,
                          scan_tick, o);
-    o->handles = 2; /* the client and the scan timer */
+    o->handles = 3; /* the client, the lanes and the scan timer */
     register_metrics(o);
     return 0;
 }
@@ -226,6 +234,11 @@ uint32_t keel_sagas_running(const keel_sagas_t *o)
 void keel__saga_client_closed(keel_client_t *cl)
 {
     keel__saga_unref(KEEL_LIST_ENTRY(cl, keel_sagas_t, cl));
+}
+
+void keel__saga_lanes_closed(keel_client_lanes_t *l)
+{
+    keel__saga_unref(KEEL_LIST_ENTRY(l, keel_sagas_t, lanes));
 }
 
 static void scan_timer_closed(keel_timer_t *t)
