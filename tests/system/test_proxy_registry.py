@@ -259,3 +259,46 @@ def test_a_zone_prefers_its_own_instances_and_fails_over_to_another(make_cluster
     # an east instance comes back: traffic comes home
     d, d_port = start_notes(procs, reg, "notes-d", zone="east")
     assert wait_until(lambda: set(served(port, 10)) == {"notes-d"}, 8)
+
+
+def test_the_last_instance_of_the_preferred_zone_is_ejected_while_another_zone_serves(
+        make_cluster, procs, tmp_path):
+    """review: the proxy's "never eject the last available host" guard counted only the hosts
+    of the level taking traffic (avail_n), so the one instance of the proxy's zone was never
+    ejected while the other zone had healthy instances: without a retry, every request went to
+    the dead local instance and failed."""
+    node = make_cluster(1).nodes[0]
+    reg = f"127.0.0.1:{node.client_port}"
+
+    def start_long(name, zone):
+        port = free_port()
+        env = dict(os.environ, KEEL_ZONE=zone)
+        p = procs.start([binary("keel-example-notes"), "--listen", f"127.0.0.1:{port}",
+                         "--registry", reg, "--ttl", "60000", "--id", name], env=env)
+        p.read_line(r"listening on port")
+        assert call(port, "PUT", "/notes/who", name.encode())[0] == 204
+        return p, port
+
+    a, _ = start_long("notes-a", "east")
+    c, _ = start_long("notes-c", "west")
+    p, port, admin = start_proxy(procs, tmp_path, f"""
+listeners: [{{name: main, address: 127.0.0.1:0}}]
+admin: {{address: 127.0.0.1:0}}
+registry: {reg}
+zone: east
+clusters:
+  - name: notes
+    service: notes
+    balance: round_robin
+    outlier_detection: {{consecutive_local: 3, base_ejection_ms: 30000}}
+routes:
+  - name: notes
+    match: {{prefix: /notes}}
+    cluster: notes
+""")
+    assert wait_until(lambda: len(clusters(admin)["notes"]["hosts"]) == 2, 5)
+    assert set(served(port, 10)) == {"notes-a"}
+    a.may_exit = True
+    a.kill()  # SIGKILL: still registered (TTL 60 s)
+    got = served(port, 20)
+    assert got.count(None) <= 3 and set(got[-10:]) == {"notes-c"}, got
