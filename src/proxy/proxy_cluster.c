@@ -51,7 +51,10 @@ void keel__proxy_apply_state(keel__pcluster_t *cl, uint32_t idx)
     keel__phost_t *h = &cl->hosts[idx];
     bool ej = cl->cfg->outlier_enabled && keel_outlier_is_ejected(&cl->outlier, idx);
     if (ej && !cl->lb.ep[idx].ejected) {
-        uint32_t others = cl->lb.avail_n - (keel_balance_available(&cl->lb, idx) ? 1u : 0u);
+        /* usable hosts of every priority level: another zone's count (balance.h) */
+        uint32_t others = 0;
+        for (uint32_t i = 0; i < cl->lb.n; i++)
+            others += i != idx && keel_balance_usable(&cl->lb, i);
         if (others == 0) {
             /* never eject the last host that can take traffic: an outage of every host is
              * better served by trying than by answering 503 at once (Envoy's panic mode) */
