@@ -50,6 +50,7 @@ struct fake {
     int locks, unknown_lock; /* the n-th KEEL.LOCK applies and answers -UNKNOWN */
     keel_ms_t txn_hold_ms;   /* review: a KEEL.TXN's reply comes this late: */
     int txns, txn_hold_nth;  /* the n-th only, or every one (0) */
+    int all_txns, unknown_txn; /* review: the n-th KEEL.TXN applies and answers -UNKNOWN */
 };
 
 static void conn_closed(uv_handle_t *h)
@@ -144,6 +145,10 @@ static bool execute(fconn_t *c, const keel_resp_cmd_t *cmd)
     }
     bool lock = argc >= 1 && arg_is(&cmd->argv[0], "KEEL.LOCK");
     if (lock && ++f->locks == f->unknown_lock) {
+        static const char unknown[] = "-UNKNOWN the write may or may not have been applied\r\n";
+        conn_send(c, unknown, sizeof(unknown) - 1);
+    } else if (argc >= 1 && arg_is(&cmd->argv[0], "KEEL.TXN") &&
+               ++f->all_txns == f->unknown_txn) {
         static const char unknown[] = "-UNKNOWN the write may or may not have been applied\r\n";
         conn_send(c, unknown, sizeof(unknown) - 1);
     } else if (f->txn_hold_ms > 0 && argc >= 1 && arg_is(&cmd->argv[0], "KEEL.TXN") &&
@@ -820,6 +825,24 @@ static void renewals_slower_than_a_third_of_the_ttl_still_let_the_saga_progress(
     world_free();
 }
 
+/* review: a renewal beside a step that applied but answered -UNKNOWN: the driver keeps the
+ * old token, so its next renewal's UNLOCK misses, the LOCK finds the lock held (by itself,
+ * under the token it never learnt) and the run ends as lost, though nobody else owns the
+ * saga (on_renew has the same rule; it is reached far more often now). */
+static void a_renewal_of_unknown_outcome_is_not_taken_for_a_lost_lock(void)
+{
+    world_init(300, true);
+    W.delay_ms[1] = 900;
+    W.type.def.steps[1].timeout_ms = 3000;
+    W.fake.unknown_txn = 1; /* the first renewal, beside s1 */
+    KT_EQ_INT(keel_sagas_start(&W.a, "t", "o-r3", NULL, 0, NULL, NULL), 0);
+    world_run();
+    fprintf(stderr, "review: lost %llu, end_err %d, ended %d\n",
+            (unsigned long long)W.a.stats.lost, W.end_err, W.ended);
+    KT_EQ_INT(W.a.stats.lost, 0);
+    world_free();
+}
+
 int main(void)
 {
     KT_RUN(a_saga_runs_to_done_and_leaves_no_marker_and_no_lock);
@@ -833,6 +856,7 @@ int main(void)
     KT_RUN(a_step_longer_than_the_ttl_keeps_its_lock_while_another_orchestrator_scans);
     KT_RUN(a_slow_renewal_beside_a_step_does_not_spin_the_loop);
     KT_RUN(renewals_slower_than_a_third_of_the_ttl_still_let_the_saga_progress);
+    KT_RUN(a_renewal_of_unknown_outcome_is_not_taken_for_a_lost_lock);
     KT_RUN(finished_logs_past_the_retention_are_deleted_and_no_others);
     return kt_done();
 }
