@@ -33,7 +33,8 @@ struct keel_client_lanes {
     void (*closed)(keel_client_lanes_t *l);
 };
 
-/* 0, or an error in msg (nothing is left open). */
+/* 0, or an error in msg; then the lanes already made are closing, and l must stay valid
+ * until the loop has closed them (it frees what it allocated itself). */
 int keel_client_lanes_init(keel_client_lanes_t *l, keel_loop_t *loop,
                            const keel_client_config_t *cfg, uint32_t n, keel_errmsg_t *msg);
 /* The next lane, round robin. */

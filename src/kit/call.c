@@ -332,9 +332,15 @@ static int pick(keel_caller_t *c, keel__call_t *k, keel_ms_t now, keel__caller_e
     reopen_due(c, now);
     bool rejected = false;
     uint32_t avoided = 0;
+    /* a retry: the balancer offers another instance than the one that just failed, of another
+     * zone too when it was the only one of its own (core/balance.h, pick_other) */
+    int failed = k->ep_id != 0 ? keel_balance_find(&c->bal, k->ep_id) : -1;
     for (uint32_t tries = 0; tries <= c->ep_n + 3; tries++) {
         uint32_t idx;
-        if (keel_balance_pick(&c->bal, k->key_hash, now, &idx) != 0)
+        int rc = failed >= 0 ? keel_balance_pick_other(&c->bal, k->key_hash, now,
+                                                       (uint32_t)failed + 1, 3, &idx)
+                             : keel_balance_pick(&c->bal, k->key_hash, now, &idx);
+        if (rc != 0)
             break;
         keel__caller_ep_t *e = ep_by_id(c, c->bal.ep[idx].id);
         if (e == NULL)

@@ -196,7 +196,40 @@ static void on_lock(keel_client_t *cl, void *ctx, int status, const keel_resp_va
     r->token = (uint64_t)v->integer;
     snprintf(r->token_str, sizeof(r->token_str), "%" PRIu64, r->token);
     r->retries = 0;
+    r->lock_unknown = r->lock_waited = false;
     keel__saga_load(r);
+}
+
+/*
+ * A renewal found the lock held under another token. After a renewal of unknown outcome that
+ * token may be our own, never learnt: wait out one TTL (the call in flight, if any, is
+ * dropped; the step runs again under its key after the reload) and take the lock again.
+ * Otherwise another owner has the saga.
+ */
+static void held_by_another(keel__saga_run_t *r)
+{
+    if (r->lock_unknown && !r->lock_waited) {
+        r->lock_waited = true;
+        if (r->call) {
+            r->call->run = NULL; /* its late answer is dropped */
+            r->call = NULL;
+        }
+        r->retry = keel__saga_relock;
+        arm(r, T_RETRY, r->o->cfg.lock_ttl_ms + 100);
+        return;
+    }
+    r->o->stats.lost++;
+    keel__saga_run_end(r, KEEL_ECANCELED);
+}
+
+/* A renewal answered with the new token: learnt, and the next action needs no renewal. */
+static void renewed(keel__saga_run_t *r, const keel_resp_value_t *locked)
+{
+    r->o->stats.renewals++;
+    r->token = (uint64_t)locked->integer;
+    snprintf(r->token_str, sizeof(r->token_str), "%" PRIu64, r->token);
+    r->lock_unknown = r->lock_waited = false;
+    r->just_renewed = true;
 }
 
 /* Takes the lock (a start, an adoption, or after a fenced write: then with a new token). */
@@ -218,18 +251,16 @@ static void on_renew(keel_client_t *cl, void *ctx, int status, const keel_resp_v
     r->phase = P_ACT;
     if (status != 0 || v->type != KEEL_RESP_ARRAY || v->elems_len != 2) {
         /* outcome unknown: go on with the old token; a fenced write relocks */
+        r->lock_unknown = true;
         keel__saga_act(r);
         return;
     }
-    r->o->stats.renewals++;
     const keel_resp_value_t *unlocked = &v->elems[0], *locked = &v->elems[1];
-    if (locked->type != KEEL_RESP_INT) { /* someone else holds it now */
-        r->o->stats.lost++;
-        keel__saga_run_end(r, KEEL_ECANCELED);
+    if (locked->type != KEEL_RESP_INT) { /* someone else holds it now (or our unknown token) */
+        held_by_another(r);
         return;
     }
-    r->token = (uint64_t)locked->integer;
-    snprintf(r->token_str, sizeof(r->token_str), "%" PRIu64, r->token);
+    renewed(r, locked);
     if (unlocked->type == KEEL_RESP_INT && unlocked->integer == 1) {
         keel__saga_act(r); /* held without a gap: memory is current */
         return;
@@ -242,7 +273,9 @@ static void on_renew(keel_client_t *cl, void *ctx, int status, const keel_resp_v
 static bool renew_if_due(keel__saga_run_t *r)
 {
     keel_ms_t age = unix_ms() - r->locked_unix_ms;
-    if (!r->o->cfg.renew_lock || age < r->o->cfg.lock_ttl_ms / 3)
+    bool just = r->just_renewed;
+    r->just_renewed = false;
+    if (!r->o->cfg.renew_lock || age < r->o->cfg.lock_ttl_ms / 3 || just)
         return false;
     char ttl[24];
     snprintf(ttl, sizeof(ttl), "%" PRId64, r->o->cfg.lock_ttl_ms);
@@ -262,6 +295,9 @@ static keel_ms_t step_wait(const keel__saga_run_t *r, keel_ms_t until_deadline)
 {
     if (!r->o->cfg.renew_lock)
         return until_deadline;
+    if (r->renewing) /* its answer decides what comes next: no wake for a due time passed */
+        return until_deadline < r->o->cfg.lock_ttl_ms / 3 ? until_deadline
+                                                          : r->o->cfg.lock_ttl_ms / 3;
     keel_ms_t due = r->locked_unix_ms + r->o->cfg.lock_ttl_ms / 3 - unix_ms();
     due = due > 1 ? due : 1;
     return due < until_deadline ? due : until_deadline;
@@ -277,16 +313,16 @@ static void on_renew_during_call(keel_client_t *cl, void *ctx, int status,
     if (status == 0 && v->type == KEEL_RESP_ARRAY && v->elems_len == 2) {
         const keel_resp_value_t *unlocked = &v->elems[0], *locked = &v->elems[1];
         if (locked->type != KEEL_RESP_INT) { /* another owner took it while the step ran */
-            r->o->stats.lost++;
-            keel__saga_run_end(r, KEEL_ECANCELED);
+            held_by_another(r);
             return;
         }
-        r->o->stats.renewals++;
-        r->token = (uint64_t)locked->integer;
-        snprintf(r->token_str, sizeof(r->token_str), "%" PRIu64, r->token);
+        renewed(r, locked);
+        r->just_renewed = r->act_after_renew; /* the action waiting for it goes ahead */
         if (!(unlocked->type == KEEL_RESP_INT && unlocked->integer == 1))
             r->relock_lapsed = true; /* held again, but not without a gap */
-    } /* else outcome unknown: the old token may still hold; a fenced write relocks */
+    } else { /* outcome unknown: the old token may still hold; a fenced write relocks */
+        r->lock_unknown = true;
+    }
     if (r->act_after_renew) {
         r->act_after_renew = false;
         keel__saga_act(r);
@@ -313,7 +349,10 @@ static void renew_during_call(keel__saga_run_t *r)
     r->locked_unix_ms = now;
     if (keel__saga_cmd(r, sizeof(argv) / sizeof(argv[0]), argv, NULL, on_renew_during_call, NULL) !=
         0) {
-        r->locked_unix_ms = before; /* not sent: try at the next wake */
+        /* not sent (the client's queue is full): due again RETRY_BASE_MS from now, not at
+         * once (the step timer would wake every millisecond) */
+        keel_ms_t retry_at = now - r->o->cfg.lock_ttl_ms / 3 + RETRY_BASE_MS;
+        r->locked_unix_ms = retry_at > before ? retry_at : before;
         return;
     }
     r->renewing = true;

@@ -56,10 +56,14 @@ struct keel__saga_run {
      * until its reply, the driver sends nothing (act_after_renew: it had something to do);
      * relock_lapsed: the lock had lapsed meanwhile, so memory may be stale: reload. */
     bool renewing, act_after_renew, relock_lapsed;
+    /* The lock was just renewed: the next action goes ahead without renewing again (a
+     * renewal answered later than a third of the TTL would otherwise be due again at once,
+     * and the saga would renew for ever without acting: found by review). */
+    bool just_renewed;
     bool starting; /* started here: begin if the log is empty */
-    /* A start's KEEL.LOCK whose outcome was not seen (a timeout, -UNKNOWN across a leader
-     * change): the lock may be ours under a token we never learnt, so "held" is not proof of
-     * another owner until the lock's TTL has run out once. */
+    /* A start's KEEL.LOCK, or a renewal, whose outcome was not seen (a timeout, -UNKNOWN
+     * across a leader change): the lock may be ours under a token we never learnt, so "held"
+     * is not proof of another owner until the lock's TTL has run out once. */
     bool lock_unknown, lock_waited;
     uint8_t *input;
     size_t input_len;

@@ -415,8 +415,10 @@ int main(int argc, char **argv)
             break;
         int64_t wake = next < end ? next : end;
         int timeout_ms = -1;
-        if (wake != INT64_MAX)
-            timeout_ms = wake <= now ? 0 : (int)((wake - now + 999999) / 1000000);
+        if (wake != INT64_MAX) /* at most a second: no overflow for a long --duration-s */
+            timeout_ms = wake <= now                      ? 0
+                         : wake - now >= 1000LL * 1000000 ? 1000
+                                                          : (int)((wake - now + 999999) / 1000000);
         struct epoll_event evs[ENDPOINTS_MAX];
         int got = epoll_wait(ep, evs, ENDPOINTS_MAX, timeout_ms);
         if (got < 0 && errno != EINTR) {
@@ -437,5 +439,11 @@ int main(int argc, char **argv)
     }
     free(buf);
     print_stats(&r, names);
+    for (int a = 0; a < r.n; a++) /* what was still held dies with the devices */
+        for (int b = 0; b < r.n; b++)
+            for (pkt_t *p = r.links[a][b].head, *held_next; p; p = held_next) {
+                held_next = p->next;
+                free(p);
+            }
     return 0;
 }
