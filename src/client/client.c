@@ -30,6 +30,7 @@ keel_client_config_t keel_client_config_default(void)
     c.backoff.backoff_base_ms = 50;
     c.backoff.backoff_cap_ms = 2000;
     c.backoff.jitter = KEEL_RETRY_JITTER_EQUAL;
+    c.follow_leader_ms = 1000;
     c.requests_max = DEFAULT_REQUESTS_MAX;
     c.inflight_max = DEFAULT_REQUESTS_MAX;
     c.request_bytes_max = DEFAULT_REQUEST_BYTES_MAX;
@@ -220,6 +221,8 @@ static void on_failed(keel_connector_t *cc, int err, keel_ms_t delay_ms, void *d
 {
     keel_client_t *cl = data;
     cl->stats.connect_failures++;
+    if (cl->redirected) /* a redirect or a move to the leader that failed: no more for a while */
+        cl->follow_next_ms = keel_loop_now_ms(cl->loop) + KEEL_CLIENT_FOLLOW_PAUSE_MS;
     drop_link(cl);
     if (cl->cfg.session_bound) {
         fail_queue(cl, &cl->unsent, KEEL_ECONNRESET);
@@ -595,10 +598,49 @@ int keel_client_init(keel_client_t *cl, keel_loop_t *loop, const keel_client_con
     return 0;
 }
 
+/* KEEL.CLUSTER MEMBERS: *n of *6 [name id role peer is_leader client]. Moves to the leader's
+ * client address when it is not the node in use. */
+static void on_members(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
+{
+    (void)ctx;
+    cl->follow_asking = false;
+    if (status != 0 || v->type != KEEL_RESP_ARRAY || cl->closing || cl->move_to[0] != '\0')
+        return;
+    for (size_t k = 0; k < v->elems_len; k++) {
+        const keel_resp_value_t *m = &v->elems[k];
+        if (m->type != KEEL_RESP_ARRAY || m->elems_len != 6 || m->elems[4].type != KEEL_RESP_INT ||
+            m->elems[4].integer == 0 || m->elems[5].type != KEEL_RESP_BULK)
+            continue;
+        const keel_resp_value_t *a = &m->elems[5];
+        if (a->str.len == 0 || a->str.len >= sizeof(cl->move_to) ||
+            (a->str.len == strlen(cl->addr) && memcmp(a->str.ptr, cl->addr, a->str.len) == 0))
+            return; /* on the leader already */
+        memcpy(cl->move_to, a->str.ptr, a->str.len);
+        cl->move_to[a->str.len] = '\0';
+        cl->stats.leader_moves++;
+        return; /* handle_reply moves once every reply before this one is in */
+    }
+}
+
+static void follow_leader(keel_client_t *cl)
+{
+    keel_ms_t now = keel_loop_now_ms(cl->loop);
+    if (cl->cfg.follow_leader_ms <= 0 || cl->cfg.on_push || cl->cfg.session_bound ||
+        cl->follow_asking || !cl->connected || cl->move_to[0] != '\0' || now < cl->follow_next_ms)
+        return;
+    cl->follow_next_ms = now + cl->cfg.follow_leader_ms;
+    const char *argv[] = {"KEEL.CLUSTER", "MEMBERS"};
+    cl->follow_asking = true; /* set first: the call below comes back here */
+    if (keel_client_command_timeout(cl, 2, argv, NULL, cl->cfg.follow_leader_ms, on_members,
+                                    NULL) != 0)
+        cl->follow_asking = false;
+}
+
 int keel_client_command_timeout(keel_client_t *cl, size_t argc, const char *const *argv,
                                 const size_t *lens, keel_ms_t timeout_ms, keel_client_reply_fn fn,
                                 void *ctx)
 {
+    follow_leader(cl);
     assert(fn != NULL && argc >= 1);
     if (cl->closing)
         return KEEL_ECLOSED;

@@ -105,22 +105,33 @@ typedef struct keel_client_config {
     /* Delays between connection attempts and -TRYAGAIN resends: backoff_base_ms,
      * backoff_cap_ms and jitter are used (defaults 50 ms .. 2000 ms, EQUAL jitter). */
     keel_retry_config_t backoff;
-    uint32_t requests_max;         /* queued + in flight; past it command() says KEEL_EFULL */
-    uint32_t inflight_max;         /* written and not yet answered, <= requests_max */
-    size_t request_bytes_max;      /* one encoded command */
-    size_t reply_bytes_max;        /* one reply (the input buffer's cap); larger breaks the link */
-    size_t read_bytes;             /* free room asked for per read */
-    bool retry_tryagain;           /* resend after -TRYAGAIN; default true */
-    bool session_bound;            /* a loss fails queued requests too (WATCH/MULTI state) */
+    uint32_t requests_max;    /* queued + in flight; past it command() says KEEL_EFULL */
+    uint32_t inflight_max;    /* written and not yet answered, <= requests_max */
+    size_t request_bytes_max; /* one encoded command */
+    size_t reply_bytes_max;   /* one reply (the input buffer's cap); larger breaks the link */
+    size_t read_bytes;        /* free room asked for per read */
+    bool retry_tryagain;      /* resend after -TRYAGAIN; default true */
+    bool session_bound;       /* a loss fails queued requests too (WATCH/MULTI state) */
+    /* Every this often, while commands flow, ask the node who leads (KEEL.CLUSTER MEMBERS)
+     * and move to the leader if it is another node, once the replies in flight are in: keel
+     * server forwards a follower's writes, so a client left on a follower after a failover
+     * never hears a redirect and pays the extra hop for ever (three times the latency between
+     * regions, and every read waits behind the forwarded writes). 0: never. Default 1000;
+     * never for feeds and session_bound clients. A move to an address that cannot be reached
+     * pauses the checks for KEEL_CLIENT_FOLLOW_PAUSE_MS. */
+    keel_ms_t follow_leader_ms;
     uint64_t seed;                 /* backoff jitter */
     keel_client_event_fn on_event; /* may be NULL */
     keel_client_push_fn on_push;   /* non-NULL: the client is a feed */
     void *data;                    /* for on_event and on_push */
 } keel_client_config_t;
 
+#define KEEL_CLIENT_FOLLOW_PAUSE_MS 30000
+
 typedef struct keel_client_stats {
     uint64_t connects, connect_failures, losses;
     uint64_t replies, timeouts, tryagain_resends, redirects;
+    uint64_t leader_moves; /* moves to the leader found by follow_leader_ms */
 } keel_client_stats_t;
 
 /* A request slot (internal; the array is allocated at init from requests_max). */
@@ -166,7 +177,9 @@ struct keel_client {
     unsigned failures; /* consecutive failed attempts, for the backoff */
     int handles_open;
     bool cc_open, cc_closing, connected, writing, closing, flush_on, moving, redirected;
-    keel_ms_t wake_at_ms; /* when the wake timer fires, KEEL_MS_NEVER if stopped */
+    keel_ms_t wake_at_ms;     /* when the wake timer fires, KEEL_MS_NEVER if stopped */
+    keel_ms_t follow_next_ms; /* follow_leader_ms: the next check is due then */
+    bool follow_asking;       /* a check is in flight */
     void (*closed)(keel_client_t *cl);
 };
 

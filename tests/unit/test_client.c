@@ -17,6 +17,7 @@
  *   tryagain_left > 0, or -MOVED 0 <redirect_to> when set
  *   KEEL.WATCH p [FROM r] -> "watching" p r, then pushes "watch" r+1, r+2 and, with
  *   drop_after_pushes, closes the link
+ *   KEEL.CLUSTER MEMBERS -> one member, the leader, at leader_at (when set; counted)
  */
 #define FAKE_CONNS_MAX 16
 
@@ -38,6 +39,8 @@ struct fake {
     int accepted, writes, maybes, tryagain_left, drop_after_pushes;
     int64_t watch_from; /* FROM of the last KEEL.WATCH, -1 without */
     char redirect_to[64];
+    char leader_at[64];
+    int members_asked;
 };
 
 static void fake_send(fake_conn_t *c, const char *s, size_t n);
@@ -147,6 +150,12 @@ static bool fake_answer(fake_conn_t *c, const keel_resp_cmd_t *cmd)
         fake_sendf(c, "+OK\r\n");
     } else if (is(&a[0], "KEEL.WATCH")) {
         fake_watch(c, cmd);
+    } else if (is(&a[0], "KEEL.CLUSTER") && f->leader_at[0]) {
+        f->members_asked++;
+        snprintf(out, sizeof(out),
+                 "*1\r\n*6\r\n$2\r\nn1\r\n:1\r\n$1\r\np\r\n$5\r\nvoter\r\n:1\r\n$%zu\r\n%s\r\n",
+                 strlen(f->leader_at), f->leader_at);
+        fake_sendf(c, out);
     } else {
         fake_sendf(c, "-ERR unknown\r\n");
     }
@@ -479,6 +488,38 @@ static void a_redirect_moves_the_client_to_the_named_node(void)
     env_free(e);
 }
 
+/* follow_leader_ms: a client on a node that is not the leader (a follower forwards, so no
+ * redirect ever comes) asks who leads while commands flow and moves there, after the replies
+ * in flight; none is lost or repeated. */
+static void a_client_moves_to_the_leader_it_is_told_of(void)
+{
+    env_t *e = env_new();
+    snprintf(e->a.leader_at, sizeof(e->a.leader_at), "%s", e->b.addr);
+    snprintf(e->b.leader_at, sizeof(e->b.leader_at), "%s", e->b.addr);
+    keel_client_config_t cfg = config(e, e->a.addr, NULL);
+    cfg.follow_leader_ms = 50;
+    KT_EQ_INT(keel_client_init(&e->cl, &e->loop, &cfg, NULL), 0);
+    KT_EQ_INT(cmd(e, "WRITE", NULL), 0); /* the first command brings the first check */
+    KT_EQ_INT(cmd(e, "ECHO", "second"), 0);
+    run_until(e, 2);
+    KT_EQ_INT(e->statuses[0], 0);
+    KT_EQ_STR(e->replies[1], "second");
+    for (int i = 0; i < 20 && strcmp(keel_client_addr(&e->cl), e->b.addr) != 0; i++) {
+        keel_ms_t t0 = keel_loop_now_ms(&e->loop);
+        while (keel_loop_now_ms(&e->loop) - t0 < 60)
+            uv_run(&e->loop.uv, UV_RUN_ONCE);
+        KT_EQ_INT(cmd(e, "WRITE", NULL), 0);
+        run_until(e, 3 + i);
+    }
+    KT_EQ_STR(keel_client_addr(&e->cl), e->b.addr);
+    KT_EQ_INT(keel_client_stats(&e->cl)->leader_moves, 1);
+    KT_CHECK(e->a.members_asked >= 1);
+    int writes = e->a.writes + e->b.writes;
+    KT_EQ_INT(writes, e->got - 1); /* every WRITE applied once: got counts the ECHO too */
+    KT_EQ_INT(keel_client_stats(&e->cl)->losses, 0);
+    env_free(e);
+}
+
 static void an_unknown_outcome_is_handed_back_not_resent(void)
 {
     env_t *e = env_new();
@@ -656,6 +697,7 @@ int main(void)
     KT_RUN(tryagain_is_resent_until_answered);
     KT_RUN(tryagain_stops_at_the_deadline);
     KT_RUN(a_redirect_moves_the_client_to_the_named_node);
+    KT_RUN(a_client_moves_to_the_leader_it_is_told_of);
     KT_RUN(an_unknown_outcome_is_handed_back_not_resent);
     KT_RUN(close_cancels_every_pending_request);
     KT_RUN(a_watch_resumes_on_the_next_node_from_the_last_revision);
