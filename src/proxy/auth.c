@@ -11,17 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void add_err(keel_proxy_errors_t *errs, int line, const char *text)
-{
-    if (errs->count >= KEEL_PROXY_ERRORS_MAX) {
-        errs->dropped++;
-        return;
-    }
-    keel_proxy_error_t *e = &errs->e[errs->count++];
-    e->line = line;
-    snprintf(e->text, sizeof(e->text), "%s", text);
-}
-
 /* The whole JWKS file, up to the JWKS ceiling (one byte more tells a larger one). */
 static char *read_jwks(const char *path, size_t *len, keel_errmsg_t *msg)
 {
@@ -71,7 +60,7 @@ int keel_proxy_auth_load(const keel_proxy_config_t *cfg, keel_proxy_keys_t *out,
         }
         if (rc != 0) {
             snprintf(line, sizeof(line), "jwt provider '%.40s': %.140s", pv->name, msg.text);
-            add_err(errs, pv->jwks_line, line);
+            keel_proxy_errors_add(errs, pv->jwks_line, line);
         }
     }
     if (errs->count + errs->dropped != errors) {

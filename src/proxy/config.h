@@ -59,6 +59,10 @@ typedef struct keel_proxy_errors {
     keel_proxy_error_t e[KEEL_PROXY_ERRORS_MAX];
 } keel_proxy_errors_t;
 
+/* Adds an error at a line (past KEEL_PROXY_ERRORS_MAX it only counts it): for the checks made
+ * after the file is read (the JWKS and TLS files it names). */
+void keel_proxy_errors_add(keel_proxy_errors_t *errs, int line, const char *text);
+
 /* Limits on what clients may send and how long they may take (each answered with its status). */
 typedef struct keel_proxy_limits {
     uint32_t uri_bytes_max;             /* 414; default 8192 */

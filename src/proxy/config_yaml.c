@@ -8,18 +8,25 @@
 #include <stdlib.h>
 #include <string.h>
 
-void keel__cfg_errl(ctx_t *c, int line, const char *fmt, ...)
+void keel_proxy_errors_add(keel_proxy_errors_t *errs, int line, const char *text)
 {
-    if (c->errs->count >= KEEL_PROXY_ERRORS_MAX) {
-        c->errs->dropped++;
+    if (errs->count >= KEEL_PROXY_ERRORS_MAX) {
+        errs->dropped++;
         return;
     }
-    keel_proxy_error_t *e = &c->errs->e[c->errs->count++];
+    keel_proxy_error_t *e = &errs->e[errs->count++];
     e->line = line;
+    snprintf(e->text, sizeof(e->text), "%s", text);
+}
+
+void keel__cfg_errl(ctx_t *c, int line, const char *fmt, ...)
+{
+    char text[KEEL_PROXY_ERROR_BYTES_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->text, sizeof(e->text), fmt, ap);
+    vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
+    keel_proxy_errors_add(c->errs, line, text);
 }
 
 /* ---- environment references --------------------------------------------------------------- */

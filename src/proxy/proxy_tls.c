@@ -30,17 +30,6 @@ static const unsigned char alpn_http11[] = "\x08http/1.1";
 
 /* ---- errors ------------------------------------------------------------------------------ */
 
-static void add_err(keel_proxy_errors_t *errs, int line, const char *text)
-{
-    if (errs->count >= KEEL_PROXY_ERRORS_MAX) {
-        errs->dropped++;
-        return;
-    }
-    keel_proxy_error_t *e = &errs->e[errs->count++];
-    e->line = line;
-    snprintf(e->text, sizeof(e->text), "%s", text);
-}
-
 /* OpenSSL's reason for the last error on this thread's queue, which is then cleared. */
 static void ossl_reason(char *out, size_t cap)
 {
@@ -236,7 +225,7 @@ int keel_proxy_tls_load(const keel_proxy_config_t *cfg, keel_proxy_tls_t *out,
             snprintf(why, sizeof(why), "out of memory");
         if (rc != 0) {
             snprintf(line, sizeof(line), "listener '%.30s': tls: %s", l->name ? l->name : "", why);
-            add_err(errs, rc == LOAD_KEY ? l->tls.key_line : l->tls.cert_line, line);
+            keel_proxy_errors_add(errs, rc == LOAD_KEY ? l->tls.key_line : l->tls.cert_line, line);
             SSL_CTX_free(ctx);
             continue;
         }
@@ -261,7 +250,7 @@ int keel_proxy_tls_load(const keel_proxy_config_t *cfg, keel_proxy_tls_t *out,
         }
         if (rc != 0) {
             snprintf(line, sizeof(line), "cluster '%.30s': tls: %s", c->name, why);
-            add_err(errs, c->tls.ca_file ? c->tls.ca_line : c->tls.line, line);
+            keel_proxy_errors_add(errs, c->tls.ca_file ? c->tls.ca_line : c->tls.line, line);
             SSL_CTX_free(ctx);
             continue;
         }
