@@ -575,6 +575,7 @@ void keel_proxy_config_free(keel_proxy_config_t *cfg)
                 free(r->aggregate->forward_headers[k]);
             free(r->aggregate);
         }
+        keel__cfg_cors_free(r->cors);
     }
     for (uint32_t i = 0; i < cfg->jwt_providers_count; i++) {
         keel_proxy_jwt_provider_t *pv = &cfg->jwt_providers[i];

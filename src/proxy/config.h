@@ -47,6 +47,10 @@
 #define KEEL_PROXY_AGG_PART_BYTES_CEILING (4u << 20) /* ceiling of part_bytes_max */
 #define KEEL_PROXY_AGG_PATH_BYTES_MAX 2048u          /* a part's path once its template is filled */
 #define KEEL_PROXY_RETRY_BUFFER_BYTES_MAX (16u << 20) /* ceiling of limits.retry_buffer_bytes */
+#define KEEL_PROXY_CORS_ORIGINS_MAX 16u               /* allow_origins per route */
+#define KEEL_PROXY_CORS_HEADERS_MAX 16u       /* allow_headers, and expose_headers, per route */
+#define KEEL_PROXY_CORS_ORIGIN_BYTES_MAX 300u /* "https://" + a DNS name (253) + ":65535" */
+#define KEEL_PROXY_CORS_MAX_AGE_S_MAX 86400u  /* browsers cap it lower (Firefox 24 h) */
 
 typedef struct keel_proxy_error {
     int line; /* 1-based; 0 when the error is not tied to a line */
@@ -304,6 +308,28 @@ typedef struct keel_proxy_jwt_req {
     bool required;     /* default true */
 } keel_proxy_jwt_req_t;
 
+/*
+ * A route's CORS policy (docs/proxy.md, "CORS"; the Fetch standard's CORS protocol): which
+ * origins may read its responses, and the methods and headers a preflight may ask for. The
+ * proxy answers a preflight itself and adds the Access-Control-* fields to the answers of the
+ * others. Off (NULL in the route) unless the route has a `cors:` section.
+ */
+typedef struct keel_proxy_cors {
+    int line;
+    char *origins[KEEL_PROXY_CORS_ORIGINS_MAX]; /* serialized origins, "https://shop.example" */
+    uint32_t origins_count;
+    bool any_origin; /* "*" was listed: any origin (never with allow_credentials) */
+    char *methods[KEEL_PROXY_METHODS_MAX]; /* upper-case tokens; GET, HEAD, POST always pass */
+    uint32_t methods_count;
+    char *allow_headers[KEEL_PROXY_CORS_HEADERS_MAX]; /* lower-case field names */
+    uint32_t allow_headers_count;
+    bool any_header;                                   /* "*" was listed: any requested field */
+    char *expose_headers[KEEL_PROXY_CORS_HEADERS_MAX]; /* lower-case field names */
+    uint32_t expose_headers_count;
+    int64_t max_age_s; /* Access-Control-Max-Age; -1: not sent */
+    bool allow_credentials;
+} keel_proxy_cors_t;
+
 typedef struct keel_proxy_route {
     char *name;
     int line;
@@ -346,6 +372,7 @@ typedef struct keel_proxy_route {
     keel_proxy_retry_t retry;
     keel_proxy_ratelimit_t ratelimit;
     keel_proxy_jwt_req_t jwt;
+    keel_proxy_cors_t *cors; /* NULL: no CORS */
 } keel_proxy_route_t;
 
 #define KEEL_PROXY_SIDECAR_TAGS_MAX 16u

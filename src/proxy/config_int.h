@@ -143,5 +143,8 @@ void keel__cfg_top_jwt_providers(ctx_t *c, yaml_node_t *v, void *base);
 /* config_route.c: the routes, their cluster names kept in current_rl(c) for config.c to
  * resolve */
 void keel__cfg_top_routes(ctx_t *c, yaml_node_t *v, void *base);
+/* config_cors.c: a route's `cors:` section (the route is base) */
+void keel__cfg_route_cors(ctx_t *c, yaml_node_t *v, void *base);
+void keel__cfg_cors_free(keel_proxy_cors_t *cors);
 
 #endif

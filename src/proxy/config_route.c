@@ -662,6 +662,7 @@ static const field_t route_fields[] = {
     {"rate_limit", F_FN, 0, 0, 0, r_ratelimit},
     {"jwt", F_FN, 0, 0, 0, r_jwt},
     {"aggregate", F_FN, 0, 0, 0, r_aggregate},
+    {"cors", F_FN, 0, 0, 0, keel__cfg_route_cors},
 };
 
 static void route_default(keel_proxy_route_t *r)

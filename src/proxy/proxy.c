@@ -59,6 +59,18 @@ static int route_init(keel__pgen_t *gen, keel__proute_t *rt, uint32_t idx, keel_
     rt->m_auth_refused =
         keel_metrics_counter(m, "keel_proxy_jwt_refused_total",
                              "Requests answered 401: a missing, malformed or refused JWT.", lab);
+    static const char *const cors_outcomes[KEEL__CORS_OUTCOMES] = {
+        "preflight",       "refused-origin", "refused-method",
+        "refused-headers", "allowed-origin", "other-origin"};
+    for (int k = 0; r->cors != NULL && k < KEEL__CORS_OUTCOMES; k++) {
+        char l2[KEEL_METRICS_LABELS_BYTES_MAX];
+        snprintf(l2, sizeof(l2), "%s,outcome=\"%s\"", lab, cors_outcomes[k]);
+        rt->m_cors[k] = keel_metrics_counter(
+            m, "keel_proxy_cors_total",
+            "CORS: preflights answered and refused, other requests by whether their Origin is "
+            "allowed.",
+            l2);
+    }
     for (int k = 0; k < 6; k++) {
         char l2[KEEL_METRICS_LABELS_BYTES_MAX];
         snprintf(l2, sizeof(l2), "%s,class=\"%s\"", lab, keel__proxy_class_names[k]);

@@ -706,15 +706,18 @@ void keel__x_local(keel__dconn_t *d, int status, const char *reason, const char 
     keel_buf_printf(o, "HTTP/1.1 %d %s\r\n", status, keel_http_status_text(status));
     if (content_type != NULL)
         keel_buf_printf(o, "Content-Type: %s\r\n", content_type);
-    keel_buf_printf(o, "Content-Length: %zu\r\n", body_len);
+    if (status != 204) /* RFC 9110 §8.6: never in a 204, which has no content */
+        keel_buf_printf(o, "Content-Length: %zu\r\n", body_len);
     if (reason != NULL)
         keel_buf_printf(o, "X-Keel-Reason: %s\r\n", reason);
     if (extra_headers != NULL)
         keel_buf_append_str(o, extra_headers);
+    if (x->cors) /* the proxy's own answers on a CORS route are readable by allowed origins */
+        keel_proxy_cors_actual(x->route->cfg->cors, x->cors_match, o);
     if (!keep)
         keel_buf_append_str(o, "Connection: close\r\n");
     keel_buf_append_str(o, "\r\n");
-    if (x->method_kind != 1) {
+    if (x->method_kind != 1 && status != 204) {
         keel_buf_append(o, body, body_len);
         x->resp_bytes = body_len;
     }

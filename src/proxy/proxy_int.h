@@ -17,6 +17,7 @@
 #include "proxy/aggregate.h"
 #include "proxy/auth.h"
 #include "proxy/config.h"
+#include "proxy/cors.h"
 #include "proto/trace.h"
 #include "proxy/h1.h"
 #include "proxy/route.h"
@@ -161,6 +162,10 @@ struct keel__pcluster {
     keel_ms_t tls_warned_ms; /* the last failure logged (atomic) */
 };
 
+#define KEEL__CORS_OUTCOMES 6
+#define KEEL__CORS_ORIGIN_ALLOWED 4 /* m_cors slots after the preflight verdicts */
+#define KEEL__CORS_ORIGIN_OTHER 5
+
 typedef struct keel__proute {
     const keel_proxy_route_t *cfg;
     pthread_mutex_t mu; /* guards retry (its counters) and rl */
@@ -170,6 +175,9 @@ typedef struct keel__proute {
     keel_ratelimit_keyed_t rl;
     bool rl_on;
     keel_counter_t *m_requests, *m_rate_limited, *m_auth_refused;
+    /* keel_proxy_cors_total by outcome (a CORS route's): the four preflight verdicts
+     * (keel_proxy_cors_verdict_t), then other requests whose Origin was allowed, and not */
+    keel_counter_t *m_cors[KEEL__CORS_OUTCOMES];
     keel_counter_t *m_class[6];
     keel_histogram_t *m_duration;
 } keel__proute_t;
@@ -287,6 +295,9 @@ typedef struct keel__xch {
     uint32_t failed_host_1; /* 1 + the index of the host whose attempt failed last; 0: none */
     keel__agg_t *agg;       /* an aggregate route's calls, else NULL */
     int agg_refused;        /* the aggregate could not start: the status to answer (400) */
+    bool cors;              /* a CORS route's request other than a preflight: its answer gets
+                               keel_proxy_cors_actual()'s fields for cors_match */
+    uint32_t cors_match;
     /* response */
     bool resp_head; /* a response head went to the client */
     int status;

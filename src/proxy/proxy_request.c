@@ -310,6 +310,25 @@ static void x_local_401(keel__dconn_t *d, keel_proxy_auth_result_t res, const ch
                   NULL, NULL, 0);
 }
 
+/* Judges a preflight on a CORS route and builds its answer's fields, NUL-terminated, in
+ * x->up_head (unused: a preflight goes nowhere); returns the verdict, counted. */
+static int x_cors_preflight(keel__dconn_t *d, const keel_proxy_req_view_t *view)
+{
+    keel__xch_t *x = &d->x;
+    keel_buf_t *o = &x->up_head;
+    keel_buf_reset(o);
+    int rc = 0;
+    keel_proxy_cors_verdict_t v = keel_proxy_cors_preflight(x->route->cfg->cors, view, o, &rc);
+    if (rc != 0 || keel_buf_append(o, "", 1) != 0) { /* over the head ceiling: answer bare */
+        keel_buf_reset(o);
+        keel_buf_append(o, "Vary: Origin\r\n", 15);
+        keel_buf_append(o, "", 1);
+        v = KEEL_PROXY_CORS_BAD_HEADERS;
+    }
+    keel_counter_inc(x->route->m_cors[v]);
+    return (int)v;
+}
+
 void keel__x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
 {
     keel_proxy_t *p = d->p;
@@ -355,6 +374,22 @@ void keel__x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
     int build = 0;
     keel_ms_t retry_after_ms = 0;
     const keel_proxy_route_t *r = x->route ? x->route->cfg : NULL;
+    /* a preflight is answered before authentication and the rate limit: a browser sends no
+     * credentials with it (Envoy's CORS filter sits before jwt_authn too) */
+    int pre =
+        r != NULL && r->cors != NULL && target_ok && keel_proxy_cors_is_preflight(&view, NULL, NULL)
+            ? x_cors_preflight(d, &view)
+            : -1;
+    if (r != NULL && r->cors != NULL && pre < 0) {
+        x->cors = true;
+        x->cors_match = keel_proxy_cors_origin(r->cors, &view);
+        if (keel_h1_find(base, h, "origin") >= 0)
+            keel_counter_inc(
+                x->route->m_cors[x->cors_match != KEEL_PROXY_CORS_NONE ? KEEL__CORS_ORIGIN_ALLOWED
+                                                                       : KEEL__CORS_ORIGIN_OTHER]);
+    }
+    if (pre >= 0)
+        r = NULL; /* nothing else is done for it: no token, no limit, no upstream */
     keel_jwt_t jwt = {0};
     char why[KEEL_PROXY_AUTH_WHY_BYTES_MAX];
     keel_proxy_auth_result_t auth =
@@ -394,6 +429,11 @@ void keel__x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
         keel__x_local(d, 400, "bad-target", NULL, NULL, NULL, 0);
     } else if (h->body == KEEL_H1_BODY_LENGTH && body_max > 0 && h->content_length > body_max) {
         keel__x_local(d, 413, NULL, NULL, NULL, NULL, 0);
+    } else if (pre >= 0) {
+        keel_buf_t *o = &x->up_head; /* the answer's fields, built while the head was at hand */
+        keel__x_local(d, pre == KEEL_PROXY_CORS_ALLOWED ? 204 : 403,
+                      pre == KEEL_PROXY_CORS_ALLOWED ? NULL : keel_proxy_cors_verdict_name(pre),
+                      (const char *)keel_buf_rptr(o), NULL, "", 0);
     } else if (r == NULL) {
         keel_counter_inc(p->m_no_route);
         keel__x_local(d, 404, "no-route", NULL, NULL, NULL, 0);

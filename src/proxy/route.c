@@ -1,6 +1,8 @@
 /* route.c - first-match routing over host, path, method, headers and query; weighted picks. */
 #include "proxy/route.h"
 
+#include "proxy/cors.h"
+
 #include "base/err.h"
 
 #include <assert.h>
@@ -127,9 +129,15 @@ bool keel_proxy_route_matches(const keel_proxy_route_t *r, const keel_proxy_req_
     if (!path_ok(r, req))
         return false;
     if (r->methods_count > 0) {
+        /* a preflight stands for the request it asks about: on a CORS route it matches when
+         * that request's method (Access-Control-Request-Method) would */
+        const char *m = req->method;
+        size_t m_len = req->method_len;
+        if (r->cors != NULL)
+            (void)keel_proxy_cors_is_preflight(req, &m, &m_len);
         bool any = false;
         for (uint32_t i = 0; i < r->methods_count && !any; i++)
-            any = eq(req->method, req->method_len, r->methods[i]);
+            any = eq(m, m_len, r->methods[i]);
         if (!any)
             return false;
     }

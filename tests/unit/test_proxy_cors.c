@@ -1,0 +1,283 @@
+/* test_proxy_cors.c - a route's `cors:` section (loaded and refused, with lines), route matching
+ * of preflights, and the fields of preflight and actual answers (proxy/cors.h). */
+#include "ktest.h"
+#include "base/err.h"
+#include "proxy/config.h"
+#include "proxy/cors.h"
+#include "proxy/route.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static keel_proxy_config_t cfg;
+static keel_proxy_errors_t errs;
+
+static int parse(const char *text)
+{
+    return keel_proxy_config_parse(text, strlen(text), &cfg, &errs);
+}
+
+static int has_error(int line, const char *needle)
+{
+    for (uint32_t i = 0; i < errs.count; i++)
+        if (errs.e[i].line == line && strstr(errs.e[i].text, needle) != NULL)
+            return 1;
+    return 0;
+}
+
+static void dump_errors(void)
+{
+    for (uint32_t i = 0; i < errs.count; i++)
+        fprintf(stderr, "  line %d: %s\n", errs.e[i].line, errs.e[i].text);
+}
+
+static const char good[] =
+    "listeners: [{name: l, address: 127.0.0.1:8080}]\n"
+    "clusters: [{name: a, hosts: [127.0.0.1:9001]}]\n"
+    "routes:\n"
+    "  - name: api\n"
+    "    match: {prefix: /api/, methods: [GET, PUT]}\n"
+    "    cluster: a\n"
+    "    cors:\n"
+    "      allow_origins: [\"https://Shop.example\", \"http://127.0.0.1:8000\", \"*\"]\n"
+    "      allow_methods: [GET, PUT, DELETE]\n"
+    "      allow_headers: [Authorization, content-type, idempotency-key]\n"
+    "      expose_headers: [x-request-id, etag]\n"
+    "      max_age_s: 600\n"
+    "  - name: creds\n"
+    "    match: {prefix: /me}\n"
+    "    cluster: a\n"
+    "    cors: {allow_origins: [\"https://shop.example\"], allow_credentials: true}\n"
+    "  - name: plain\n"
+    "    match: {prefix: /}\n"
+    "    cluster: a\n";
+
+static void loads_a_cors_section_and_leaves_other_routes_without_one(void)
+{
+    int rc = parse(good);
+    if (rc != 0)
+        dump_errors();
+    KT_EQ_INT(rc, 0);
+    const keel_proxy_cors_t *co = cfg.routes[0].cors;
+    KT_CHECK(co != NULL);
+    KT_EQ_INT(co->line, 8);
+    KT_EQ_INT(co->origins_count, 2);
+    KT_EQ_STR(co->origins[0], "https://shop.example"); /* browsers send it lower-case */
+    KT_EQ_STR(co->origins[1], "http://127.0.0.1:8000");
+    KT_CHECK(co->any_origin);
+    KT_EQ_INT(co->methods_count, 3);
+    KT_EQ_STR(co->methods[2], "DELETE");
+    KT_EQ_INT(co->allow_headers_count, 3);
+    KT_EQ_STR(co->allow_headers[0], "authorization");
+    KT_EQ_INT(co->expose_headers_count, 2);
+    KT_EQ_INT(co->max_age_s, 600);
+    KT_CHECK(!co->allow_credentials);
+    co = cfg.routes[1].cors;
+    KT_CHECK(co != NULL && co->allow_credentials && !co->any_origin);
+    KT_EQ_INT(co->max_age_s, -1);
+    KT_CHECK(cfg.routes[2].cors == NULL);
+    keel_proxy_config_free(&cfg);
+}
+
+static void refuses_bad_cors_sections_naming_their_lines(void)
+{
+    static const char bad[] = "listeners: [{name: l, address: 127.0.0.1:8080}]\n"         /* 1 */
+                              "clusters: [{name: a, hosts: [127.0.0.1:9001]}]\n"          /* 2 */
+                              "routes:\n"                                                 /* 3 */
+                              "  - cluster: a\n"                                          /* 4 */
+                              "    cors:\n"                                               /* 5 */
+                              "      allow_origins: [\"*\"]\n"                            /* 6 */
+                              "      allow_credentials: true\n"                           /* 7 */
+                              "  - cluster: a\n"                                          /* 8 */
+                              "    cors:\n"                                               /* 9 */
+                              "      allow_origins:\n"                                    /* 10 */
+                              "        - https://shop.example/\n"                         /* 11 */
+                              "        - shop.example\n"                                  /* 12 */
+                              "        - \"null\"\n"                                      /* 13 */
+                              "        - https://shop.example:99999\n"                    /* 14 */
+                              "      allow_methods: [GET, get, TRACE, \"PO ST\"]\n"       /* 15 */
+                              "      allow_headers: [content-type, \"x bad\", \"a:b\"]\n" /* 16 */
+                              "      expose_headers: [\"*\", \"x(y)\"]\n"                 /* 17 */
+                              "      max_age_s: 86401\n"                                  /* 18 */
+                              "      colour: blue\n"                                      /* 19 */
+                              "  - cluster: a\n"                                          /* 20 */
+                              "    cors: {allow_methods: [GET]}\n";                       /* 21 */
+    KT_EQ_INT(parse(bad), KEEL_EINVAL);
+    KT_CHECK(has_error(6, "\"*\" with allow_credentials: true is refused"));
+    KT_CHECK(has_error(11, "has a path"));
+    KT_CHECK(has_error(12, "is not scheme://host[:port]"));
+    KT_CHECK(has_error(13, "list real origins"));
+    KT_CHECK(has_error(14, "bad port"));
+    KT_CHECK(has_error(15, "'get' is not an upper-case method name"));
+    KT_CHECK(has_error(15, "browsers never send TRACE"));
+    KT_CHECK(has_error(15, "'PO ST' is not an upper-case method name"));
+    KT_CHECK(has_error(16, "'x bad' is not a header name"));
+    KT_CHECK(has_error(16, "'a:b' is not a header name"));
+    KT_CHECK(has_error(17, "'*' is not taken"));
+    KT_CHECK(has_error(17, "'x(y)' is not a header name"));
+    KT_CHECK(has_error(18, "out of range"));
+    KT_CHECK(has_error(19, "unknown key 'colour'"));
+    KT_CHECK(has_error(21, "'allow_origins' needs at least one origin"));
+    KT_CHECK(has_error(10, "'allow_origins' needs at least one origin")); /* all refused */
+    if (errs.count != 16)
+        dump_errors();
+    KT_EQ_INT(errs.count, 16);
+}
+
+/* A request view over name/value pairs (NULL-terminated). */
+static keel_proxy_header_view_t views[16];
+
+static keel_proxy_req_view_t req(const char *method, const char *path, const char *const *fields)
+{
+    size_t n = 0;
+    for (; fields != NULL && fields[2 * n] != NULL; n++)
+        views[n] = (keel_proxy_header_view_t){fields[2 * n], strlen(fields[2 * n]),
+                                              fields[2 * n + 1], strlen(fields[2 * n + 1])};
+    return (keel_proxy_req_view_t){method, strlen(method), NULL, 0, path, strlen(path), "",
+                                   0,      views,          n,    1};
+}
+
+static char out_text[2048];
+
+/* Runs a preflight through route r's policy; the answer's fields land in out_text. */
+static keel_proxy_cors_verdict_t preflight(uint32_t r, keel_proxy_req_view_t q)
+{
+    keel_buf_t b;
+    keel_buf_init(&b, 4096);
+    int rc = 0;
+    keel_proxy_cors_verdict_t v = keel_proxy_cors_preflight(cfg.routes[r].cors, &q, &b, &rc);
+    KT_EQ_INT(rc, 0);
+    snprintf(out_text, sizeof(out_text), "%.*s", (int)keel_buf_unread(&b),
+             (const char *)keel_buf_rptr(&b));
+    keel_buf_free(&b);
+    return v;
+}
+
+static void matches_a_preflight_by_the_method_it_asks_about(void)
+{
+    KT_EQ_INT(parse(good), 0);
+    static const char *const put[] = {"Origin", "https://shop.example",
+                                      "Access-Control-Request-Method", "PUT", NULL};
+    static const char *const post[] = {"origin", "https://shop.example",
+                                       "access-control-request-method", "POST", NULL};
+    static const char *const bare[] = {"Origin", "https://shop.example", NULL};
+    KT_CHECK(keel_proxy_cors_is_preflight(&(keel_proxy_req_view_t){0}, NULL, NULL) == false);
+    keel_proxy_req_view_t q = req("OPTIONS", "/api/x", put);
+    KT_CHECK(keel_proxy_cors_is_preflight(&q, NULL, NULL));
+    KT_EQ_INT(keel_proxy_route_match(&cfg, &q), 0); /* PUT is in the route's methods */
+    q = req("OPTIONS", "/api/x", post);
+    KT_EQ_INT(keel_proxy_route_match(&cfg, &q), 2); /* POST is not: the catch-all route */
+    q = req("OPTIONS", "/api/x", bare);             /* no request method: not a preflight */
+    KT_CHECK(!keel_proxy_cors_is_preflight(&q, NULL, NULL));
+    KT_EQ_INT(keel_proxy_route_match(&cfg, &q), 2);
+    q = req("PUT", "/api/x", put); /* not OPTIONS: not a preflight */
+    KT_CHECK(!keel_proxy_cors_is_preflight(&q, NULL, NULL));
+    keel_proxy_config_free(&cfg);
+}
+
+static void answers_an_allowed_preflight_with_the_allow_fields(void)
+{
+    KT_EQ_INT(parse(good), 0);
+    static const char *const f[] = {
+        "Origin", "https://shop.example",           "Access-Control-Request-Method",
+        "DELETE", "Access-Control-Request-Headers", "Content-Type, authorization ,,idempotency-key",
+        NULL};
+    KT_EQ_INT(preflight(0, req("OPTIONS", "/api/x", f)), KEEL_PROXY_CORS_ALLOWED);
+    KT_EQ_STR(out_text, "Vary: Origin\r\n"
+                        "Access-Control-Allow-Origin: https://shop.example\r\n"
+                        "Access-Control-Allow-Methods: GET, PUT, DELETE\r\n"
+                        "Access-Control-Allow-Headers: content-type, authorization, "
+                        "idempotency-key\r\n"
+                        "Access-Control-Max-Age: 600\r\n");
+    /* an unlisted origin passes through "*"; POST is safelisted; no headers asked */
+    static const char *const g[] = {"Origin", "https://other.example",
+                                    "Access-Control-Request-Method", "POST", NULL};
+    KT_EQ_INT(preflight(0, req("OPTIONS", "/api/x", g)), KEEL_PROXY_CORS_ALLOWED);
+    KT_EQ_STR(out_text, "Vary: Origin\r\n"
+                        "Access-Control-Allow-Origin: *\r\n"
+                        "Access-Control-Allow-Methods: GET, PUT, DELETE\r\n"
+                        "Access-Control-Max-Age: 600\r\n");
+    /* credentials: the origin itself, and no methods listed: the one asked */
+    static const char *const h[] = {"Origin", "https://shop.example",
+                                    "Access-Control-Request-Method", "GET", NULL};
+    KT_EQ_INT(preflight(1, req("OPTIONS", "/me", h)), KEEL_PROXY_CORS_ALLOWED);
+    KT_EQ_STR(out_text, "Vary: Origin\r\n"
+                        "Access-Control-Allow-Origin: https://shop.example\r\n"
+                        "Access-Control-Allow-Credentials: true\r\n"
+                        "Access-Control-Allow-Methods: GET\r\n");
+    keel_proxy_config_free(&cfg);
+}
+
+static void refuses_a_preflight_for_an_origin_method_or_header_not_allowed(void)
+{
+    KT_EQ_INT(parse(good), 0);
+    static const char *const origin[] = {"Origin", "https://evil.example",
+                                         "Access-Control-Request-Method", "GET", NULL};
+    static const char *const upper[] = {"Origin", "HTTPS://SHOP.EXAMPLE",
+                                        "Access-Control-Request-Method", "GET", NULL};
+    static const char *const method[] = {"Origin", "https://shop.example",
+                                         "Access-Control-Request-Method", "PATCH", NULL};
+    static const char *const header[] = {
+        "Origin", "https://shop.example",           "Access-Control-Request-Method",
+        "PUT",    "Access-Control-Request-Headers", "content-type, x-secret",
+        NULL};
+    static const char *const junk[] = {
+        "Origin", "https://shop.example",           "Access-Control-Request-Method",
+        "PUT",    "Access-Control-Request-Headers", "content-type x",
+        NULL};
+    KT_EQ_INT(preflight(1, req("OPTIONS", "/me", origin)), KEEL_PROXY_CORS_BAD_ORIGIN);
+    KT_EQ_STR(out_text, "Vary: Origin\r\n"); /* no allow fields on a refusal */
+    KT_EQ_INT(preflight(1, req("OPTIONS", "/me", upper)), KEEL_PROXY_CORS_BAD_ORIGIN);
+    KT_EQ_INT(preflight(0, req("OPTIONS", "/api/x", method)), KEEL_PROXY_CORS_BAD_METHOD);
+    KT_EQ_STR(out_text, "Vary: Origin\r\n");
+    KT_EQ_INT(preflight(0, req("OPTIONS", "/api/x", header)), KEEL_PROXY_CORS_BAD_HEADERS);
+    KT_EQ_STR(out_text, "Vary: Origin\r\n");
+    KT_EQ_INT(preflight(0, req("OPTIONS", "/api/x", junk)), KEEL_PROXY_CORS_BAD_HEADERS);
+    KT_EQ_STR(keel_proxy_cors_verdict_name(KEEL_PROXY_CORS_BAD_HEADERS), "refused-headers");
+    keel_proxy_config_free(&cfg);
+}
+
+static const char *actual(uint32_t r, const char *origin)
+{
+    const char *const f[] = {"Origin", origin, NULL};
+    keel_proxy_req_view_t q = req("GET", "/", origin ? f : NULL);
+    uint32_t m = keel_proxy_cors_origin(cfg.routes[r].cors, &q);
+    keel_buf_t b;
+    keel_buf_init(&b, 4096);
+    KT_EQ_INT(keel_proxy_cors_actual(cfg.routes[r].cors, m, &b), 0);
+    snprintf(out_text, sizeof(out_text), "%.*s", (int)keel_buf_unread(&b),
+             (const char *)keel_buf_rptr(&b));
+    keel_buf_free(&b);
+    return out_text;
+}
+
+static void adds_allow_origin_to_actual_answers_only_for_allowed_origins(void)
+{
+    KT_EQ_INT(parse(good), 0);
+    KT_EQ_STR(actual(0, "http://127.0.0.1:8000"),
+              "Vary: Origin\r\n"
+              "Access-Control-Allow-Origin: http://127.0.0.1:8000\r\n"
+              "Access-Control-Expose-Headers: x-request-id, etag\r\n");
+    KT_EQ_STR(actual(0, "https://any.example"),
+              "Vary: Origin\r\n"
+              "Access-Control-Allow-Origin: *\r\n"
+              "Access-Control-Expose-Headers: x-request-id, etag\r\n");
+    KT_EQ_STR(actual(1, "https://shop.example"),
+              "Vary: Origin\r\n"
+              "Access-Control-Allow-Origin: https://shop.example\r\n"
+              "Access-Control-Allow-Credentials: true\r\n");
+    KT_EQ_STR(actual(1, "https://evil.example"), "Vary: Origin\r\n");
+    KT_EQ_STR(actual(1, NULL), "Vary: Origin\r\n");
+    keel_proxy_config_free(&cfg);
+}
+
+int main(void)
+{
+    KT_RUN(loads_a_cors_section_and_leaves_other_routes_without_one);
+    KT_RUN(refuses_bad_cors_sections_naming_their_lines);
+    KT_RUN(matches_a_preflight_by_the_method_it_asks_about);
+    KT_RUN(answers_an_allowed_preflight_with_the_allow_fields);
+    KT_RUN(refuses_a_preflight_for_an_origin_method_or_header_not_allowed);
+    KT_RUN(adds_allow_origin_to_actual_answers_only_for_allowed_origins);
+    return kt_done();
+}
