@@ -43,7 +43,7 @@ static int cmd(keel_twopcs_t *t, size_t argc, const char *const *argv, const siz
     return r.status;
 }
 
-static const keel_resp_value_t *entry_record(const keel_resp_value_t *e, uint32_t *seq)
+const keel_resp_value_t *keel__twopc_entry_record(const keel_resp_value_t *e, uint32_t *seq)
 {
     if (e->type != KEEL_RESP_ARRAY || e->elems_len != 2 || e->elems[1].type != KEEL_RESP_ARRAY)
         return NULL;
@@ -371,7 +371,7 @@ static int load(run_t *r, keel_errmsg_t *msg)
     }
     for (size_t i = 0; i < rep.v->elems_len && rc == 0; i++) {
         uint32_t seq = 0;
-        const keel_resp_value_t *b = entry_record(&rep.v->elems[i], &seq);
+        const keel_resp_value_t *b = keel__twopc_entry_record(&rep.v->elems[i], &seq);
         rc = b == NULL ? keel_errf(msg, KEEL_ECORRUPT, "2pc %s: log entry %zu malformed", r->id, i)
                        : keel_twopc_coord_replay(&r->c, b->str.ptr, b->str.len, msg);
     }
@@ -442,7 +442,7 @@ static int write_log(run_t *r)
         return rc;
     uint32_t seq = 0;
     const keel_resp_value_t *b = rep.v->type == KEEL_RESP_ARRAY && rep.v->elems_len == 1
-                                     ? entry_record(&rep.v->elems[0], &seq)
+                                     ? keel__twopc_entry_record(&rep.v->elems[0], &seq)
                                      : NULL;
     bool same =
         b && b->str.len == r->u.record_len && memcmp(b->str.ptr, r->u.record, r->u.record_len) == 0;
@@ -739,7 +739,7 @@ int keel_twopcs_inquire(keel_twopcs_t *t, const char *id, bool *commit, keel_err
         int decision = 0;
         for (size_t i = 0; i < rep.v->elems_len; i++) {
             uint32_t seq = 0;
-            const keel_resp_value_t *b = entry_record(&rep.v->elems[i], &seq);
+            const keel_resp_value_t *b = keel__twopc_entry_record(&rep.v->elems[i], &seq);
             keel_twopc_rec_t rec;
             if (b == NULL || keel_twopc_rec_decode(b->str.ptr, b->str.len, &rec, msg) != 0) {
                 keel_client_reply_free(&rep);
