@@ -18,5 +18,6 @@ int keel_cli_bench(int argc, char **argv);
 int keel_cli_watch(int argc, char **argv);
 int keel_cli_proxy(int argc, char **argv);
 int keel_cli_saga(int argc, char **argv);
+int keel_cli_twopc(int argc, char **argv);
 
 #endif

@@ -22,6 +22,8 @@ static const keel_cli_cmd_t commands[] = {
      keel_cli_proxy},
     {"saga", "list orchestrated sagas by state, or show one's log (`keel saga list|show`)",
      keel_cli_saga},
+    {"2pc", "list two-phase commit transactions by state, or show one's decision log",
+     keel_cli_twopc},
     {"bench", "load generators: `keel bench kv` (RESP GET/SET, latency, history)", keel_cli_bench},
 };
 

@@ -12,7 +12,8 @@
 /*
  * Both read what src/tx/saga_log.c writes (docs/tx.md, "Where the state lives"): every stream
  * `saga:<id>:log`, each entry one record in field `r`. They use the blocking client
- * (client/blocking.h) and hold no state between calls.
+ * (client/blocking.h; tx/log_view.h: KEEL_LOG_VIEW_TIMEOUT_MS per request) and hold no state
+ * between calls.
  *
  * list: SCAN MATCH saga:*:log TYPE stream, then per log its last record (XREVRANGE COUNT 1)
  * and its length (XLEN). The state is keel_saga_state_after() of the last record, so a
@@ -35,7 +36,6 @@
  */
 #define KEEL_SAGA_VIEW_LOGS_MAX 100000u    /* list: sagas listed at most */
 #define KEEL_SAGA_VIEW_DATA_BYTES_MAX 200u /* show: data bytes printed per record */
-#define KEEL_SAGA_VIEW_TIMEOUT_MS 10000    /* per keel request */
 
 /* Parses a state name ("running", "needs_attention", ...). 0, or KEEL_EINVAL. */
 int keel_saga_state_parse(const char *name, keel_saga_state_t *out);

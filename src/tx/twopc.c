@@ -43,7 +43,7 @@ static int cmd(keel_twopcs_t *t, size_t argc, const char *const *argv, const siz
     return r.status;
 }
 
-static const keel_resp_value_t *entry_record(const keel_resp_value_t *e, uint32_t *seq)
+const keel_resp_value_t *keel__twopc_entry_record(const keel_resp_value_t *e, uint32_t *seq)
 {
     if (e->type != KEEL_RESP_ARRAY || e->elems_len != 2 || e->elems[1].type != KEEL_RESP_ARRAY)
         return NULL;
@@ -73,6 +73,60 @@ keel_twopcs_config_t keel_twopcs_config_default(void)
                                   .seed = 1};
 }
 
+/* One event: the stats field, and its counter when there are metrics. */
+static void count(uint64_t *stat, keel_counter_t *c)
+{
+    (*stat)++;
+    if (c)
+        keel_counter_inc(c);
+}
+
+static void observe_since(keel_histogram_t *h, keel_ns_t t0)
+{
+    if (h && t0 != 0)
+        keel_histogram_observe(h, (double)(keel_clock_now_ns() - t0) / 1e9);
+}
+
+static void register_metrics(keel_twopcs_t *t)
+{
+    keel_metrics_t *m = t->cfg.metrics;
+    if (m == NULL)
+        return;
+    keel_twopcs_metrics_t *k = &t->m;
+    k->runs = keel_metrics_counter(m, "keel_twopc_runs_total",
+                                   "Two-phase commit transactions run by this coordinator.", "");
+    static const char tx_help[] = "Transactions this coordinator finished, by outcome.";
+    k->committed =
+        keel_metrics_counter(m, "keel_twopc_transactions_total", tx_help, "outcome=\"committed\"");
+    k->aborted =
+        keel_metrics_counter(m, "keel_twopc_transactions_total", tx_help, "outcome=\"aborted\"");
+    k->recovered = keel_metrics_counter(
+        m, "keel_twopc_recovered_total",
+        "Open transactions whose coordinator died, finished here by recovery.", "");
+    k->fenced = keel_metrics_counter(m, "keel_twopc_fenced_total",
+                                     "Log writes refused because another owner took over.", "");
+    k->slot_lost = keel_metrics_counter(
+        m, "keel_twopc_decision_slot_lost_total",
+        "Decision writes that found the slot taken (a participant's abort proposal won).", "");
+    k->sends_failed = keel_metrics_counter(m, "keel_twopc_participant_sends_failed_total",
+                                           "Messages to participants that failed (retried).", "");
+    k->inquiries =
+        keel_metrics_counter(m, "keel_twopc_inquiries_total",
+                             "Participants in doubt that asked the log for the decision.", "");
+    k->proposals = keel_metrics_counter(
+        m, "keel_twopc_abort_proposals_total",
+        "Inquiries that found no decision and whose abort proposal won the slot.", "");
+    k->log_write = keel_metrics_histogram(m, "keel_twopc_log_write_seconds",
+                                          "Fenced 2PC log writes to keel server.", "", NULL, 0);
+    k->prepare = keel_metrics_histogram(
+        m, "keel_twopc_prepare_seconds",
+        "From BEGIN durable to the decision durable (collecting the votes).", "", NULL, 0);
+    k->decision = keel_metrics_histogram(
+        m, "keel_twopc_decision_seconds",
+        "From the decision durable to END durable (delivering it to the participants).", "", NULL,
+        0);
+}
+
 int keel_twopcs_init(keel_twopcs_t *t, const keel_twopcs_config_t *cfg, keel_errmsg_t *msg)
 {
     memset(t, 0, sizeof(*t));
@@ -85,6 +139,7 @@ int keel_twopcs_init(keel_twopcs_t *t, const keel_twopcs_config_t *cfg, keel_err
                          "2pc: seeds, lock_ttl_ms, request_timeout_ms and "
                          "give_up_ms must be set and positive");
     t->cfg = *cfg;
+    register_metrics(t);
     keel_rand_seed(&t->rand, cfg->seed);
     rc = keel_loop_init(&t->loop);
     if (rc != 0)
@@ -225,6 +280,7 @@ typedef struct run {
     uint32_t n;
     const void *input;
     size_t input_len;
+    keel_ns_t begun_ns, decided_ns; /* when this run logged BEGIN / the decision (0: it did not) */
 } run_t;
 
 /* A command retried with backoff while its transport fails, up to give_up_ms. */
@@ -315,7 +371,7 @@ static int load(run_t *r, keel_errmsg_t *msg)
     }
     for (size_t i = 0; i < rep.v->elems_len && rc == 0; i++) {
         uint32_t seq = 0;
-        const keel_resp_value_t *b = entry_record(&rep.v->elems[i], &seq);
+        const keel_resp_value_t *b = keel__twopc_entry_record(&rep.v->elems[i], &seq);
         rc = b == NULL ? keel_errf(msg, KEEL_ECORRUPT, "2pc %s: log entry %zu malformed", r->id, i)
                        : keel_twopc_coord_replay(&r->c, b->str.ptr, b->str.len, msg);
     }
@@ -363,15 +419,16 @@ static int write_log(run_t *r)
         return rc;
     if (rep.v->type == KEEL_RESP_BULK) {
         keel_client_reply_free(&rep);
-        t->stats.log_writes++;
+        count(&t->stats.log_writes, NULL);
         t->stats.log_write_ns += (uint64_t)(keel_clock_now_ns() - t0);
+        observe_since(t->m.log_write, t0);
         return 0;
     }
     bool fenced = keel_resp_error_contains(rep.v, "FENCED"),
          taken = keel_resp_error_contains(rep.v, "equal or smaller");
     keel_client_reply_free(&rep);
     if (fenced) {
-        t->stats.fenced++;
+        count(&t->stats.fenced, t->m.fenced);
         rc = take_lock(r);
         return rc == KEEL_EBUSY ? KEEL_ECANCELED : rc == 0 ? 1 : rc;
     }
@@ -385,17 +442,18 @@ static int write_log(run_t *r)
         return rc;
     uint32_t seq = 0;
     const keel_resp_value_t *b = rep.v->type == KEEL_RESP_ARRAY && rep.v->elems_len == 1
-                                     ? entry_record(&rep.v->elems[0], &seq)
+                                     ? keel__twopc_entry_record(&rep.v->elems[0], &seq)
                                      : NULL;
     bool same =
         b && b->str.len == r->u.record_len && memcmp(b->str.ptr, r->u.record, r->u.record_len) == 0;
     keel_client_reply_free(&rep);
     if (same) { /* our own write had landed */
-        t->stats.log_writes++;
+        count(&t->stats.log_writes, NULL);
         t->stats.log_write_ns += (uint64_t)(keel_clock_now_ns() - t0);
+        observe_since(t->m.log_write, t0);
         return 0;
     }
-    t->stats.slot_lost++;
+    count(&t->stats.slot_lost, t->m.slot_lost);
     return 1;
 }
 
@@ -437,7 +495,7 @@ static void sends(run_t *r, keel_ms_t *failing_since)
                   : rep == KEEL_TWOPC_REPLY_ACK ? KEEL_TWOPC_EV_ACK
                                                 : KEEL_TWOPC_EV_SEND_FAILED;
         if (ev.type == KEEL_TWOPC_EV_SEND_FAILED) {
-            r->t->stats.sends_failed++;
+            count(&r->t->stats.sends_failed, r->t->m.sends_failed);
             failed = true;
         }
         keel_twopc_coord_update_t u;
@@ -454,6 +512,27 @@ static void sends(run_t *r, keel_ms_t *failing_since)
     else if (*failing_since == 0)
         *failing_since = now_ms();
     r->u = next;
+}
+
+/* The phase timings, after r->u's record is durable: only spans this run saw begin. */
+static void phase_logged(run_t *r)
+{
+    keel_ns_t now = keel_clock_now_ns();
+    switch (r->u.rec_type) {
+    case KEEL_TWOPC_REC_BEGIN:
+        r->begun_ns = now;
+        break;
+    case KEEL_TWOPC_REC_COMMIT:
+    case KEEL_TWOPC_REC_ABORT:
+        observe_since(r->t->m.prepare, r->begun_ns);
+        r->decided_ns = now;
+        break;
+    case KEEL_TWOPC_REC_END:
+        observe_since(r->t->m.decision, r->decided_ns);
+        break;
+    default:
+        break;
+    }
 }
 
 static int drive(run_t *r, keel_twopc_state_t *outcome, keel_errmsg_t *msg)
@@ -478,6 +557,7 @@ static int drive(run_t *r, keel_twopc_state_t *outcome, keel_errmsg_t *msg)
             if (rc != 0)
                 return keel_errf(msg, rc, "2pc %s: writing %s: %s", r->id,
                                  keel_twopc_rec_type_name(r->u.rec_type), keel_strerror(rc));
+            phase_logged(r);
             {
                 keel_twopc_coord_ev_t ev = {.type = KEEL_TWOPC_EV_LOGGED, .now_ms = now_ms()};
                 rc = keel_twopc_coord_step(&r->c, &ev, &r->u);
@@ -491,9 +571,9 @@ static int drive(run_t *r, keel_twopc_state_t *outcome, keel_errmsg_t *msg)
             finish(r);
             *outcome = r->c.state;
             if (r->c.state == KEEL_TWOPC_COMMITTED)
-                t->stats.committed++;
+                count(&t->stats.committed, t->m.committed);
             else
-                t->stats.aborted++;
+                count(&t->stats.aborted, t->m.aborted);
             return 0;
         case KEEL_TWOPC_ACT_NONE: {
             if (t->cfg.decision_give_up_ms > 0 && failing_since != 0 &&
@@ -553,7 +633,7 @@ int keel_twopcs_run(keel_twopcs_t *t, const char *id, const char *const *parts, 
     r->n = n;
     r->input = input;
     r->input_len = input_len;
-    t->stats.runs++;
+    count(&t->stats.runs, t->m.runs);
     int rc = run_open(t, r, id, msg);
     if (rc == 0)
         rc = load(r, msg);
@@ -588,7 +668,7 @@ static int adopt(keel_twopcs_t *t, const char *id, keel_errmsg_t *msg)
     if (rc == 0)
         rc = drive(r, &st, msg);
     if (rc == 0)
-        t->stats.recovered++;
+        count(&t->stats.recovered, t->m.recovered);
     else /* free the lock for another try (or a coordinator that knows the participants) */
         unlock(r);
     free(r);
@@ -641,7 +721,7 @@ int keel_twopcs_inquire(keel_twopcs_t *t, const char *id, bool *commit, keel_err
     if (!keel_twopc_id_valid(id, KEEL_TWOPC_ID_BYTES_MAX))
         return keel_errf(msg, KEEL_EINVAL, "2pc id must be 1..%u of [A-Za-z0-9_.-]",
                          KEEL_TWOPC_ID_BYTES_MAX);
-    t->stats.inquiries++;
+    count(&t->stats.inquiries, t->m.inquiries);
     char key[96];
     snprintf(key, sizeof(key), "2pc:%s:log", id);
     for (int round = 0; round < 4; round++) {
@@ -659,7 +739,7 @@ int keel_twopcs_inquire(keel_twopcs_t *t, const char *id, bool *commit, keel_err
         int decision = 0;
         for (size_t i = 0; i < rep.v->elems_len; i++) {
             uint32_t seq = 0;
-            const keel_resp_value_t *b = entry_record(&rep.v->elems[i], &seq);
+            const keel_resp_value_t *b = keel__twopc_entry_record(&rep.v->elems[i], &seq);
             keel_twopc_rec_t rec;
             if (b == NULL || keel_twopc_rec_decode(b->str.ptr, b->str.len, &rec, msg) != 0) {
                 keel_client_reply_free(&rep);
@@ -692,7 +772,7 @@ int keel_twopcs_inquire(keel_twopcs_t *t, const char *id, bool *commit, keel_err
         bool won = rep.v->type == KEEL_RESP_BULK;
         keel_client_reply_free(&rep);
         if (won) {
-            t->stats.proposals++;
+            count(&t->stats.proposals, t->m.proposals);
             *commit = false;
             return 0;
         }

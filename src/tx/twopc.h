@@ -6,6 +6,7 @@
 
 #include "base/err.h"
 #include "base/ktime.h"
+#include "base/metrics.h"
 #include "client/client.h"
 #include "core/twopc.h"
 #include "runtime/loop.h"
@@ -92,7 +93,34 @@ typedef struct keel_twopcs_config {
                                       stop after this long, leaving the transaction open for
                                       recovery (KEEL_ETIMEDOUT); default 0: never */
     uint64_t seed;
+    keel_metrics_t *metrics; /* may be NULL: no metrics (keel_twopcs_stats_t still counts) */
 } keel_twopcs_config_t;
+
+/*
+ * Metrics (cfg.metrics), registered by keel_twopcs_init; this process's coordinator only:
+ *   keel_twopc_runs_total                       keel_twopcs_run() calls
+ *   keel_twopc_transactions_total{outcome}      finished here: "committed" or "aborted"
+ *                                               (recovered ones included)
+ *   keel_twopc_recovered_total                  open transactions of a dead owner finished
+ *                                               here by keel_twopcs_recover()
+ *   keel_twopc_fenced_total                     log writes refused: another owner took over
+ *   keel_twopc_decision_slot_lost_total         decision writes that found the slot taken
+ *                                               (a participant's abort proposal won)
+ *   keel_twopc_participant_sends_failed_total   messages to participants that failed
+ *   keel_twopc_inquiries_total                  in-doubt participants asking for the decision
+ *                                               (keel_twopcs_inquire, counted by the asker)
+ *   keel_twopc_abort_proposals_total            inquiries whose abort proposal won the slot
+ *   keel_twopc_log_write_seconds                fenced log writes to keel server
+ *   keel_twopc_prepare_seconds                  BEGIN durable to the decision durable (the
+ *                                               votes), for transactions begun by this run
+ *   keel_twopc_decision_seconds                 decision durable to END durable (delivering
+ *                                               it), where this run wrote the decision
+ */
+typedef struct keel_twopcs_metrics {
+    keel_counter_t *runs, *committed, *aborted, *recovered, *fenced, *slot_lost;
+    keel_counter_t *sends_failed, *inquiries, *proposals;
+    keel_histogram_t *log_write, *prepare, *decision;
+} keel_twopcs_metrics_t;
 
 typedef struct keel_twopcs_stats {
     uint64_t runs, committed, aborted, recovered, fenced, slot_lost;
@@ -107,6 +135,7 @@ typedef struct keel_twopcs {
     uint32_t parts_n;
     keel_rand_t rand;
     keel_twopcs_stats_t stats;
+    keel_twopcs_metrics_t m; /* all NULL without cfg.metrics */
 } keel_twopcs_t;
 
 keel_twopcs_config_t keel_twopcs_config_default(void);

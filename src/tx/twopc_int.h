@@ -8,6 +8,7 @@
  *                   recover, inquire) and calls to a participant through its machine
  *   twopc_sqlite.c  the SQLite participant: its table, prepare, commit, abort, recovery
  *   twopc_http.c    participants over HTTP: serving a local one, calling a remote one
+ *   twopc_view.c    the logs read for people (`keel 2pc list|show`, twopc_view.h)
  * Functions shared between them are keel__twopc_*, declared at the end of this file.
  */
 #include "tx/twopc.h"
@@ -31,9 +32,10 @@ static inline keel_ms_t now_ms(void)
     return keel_clock_unix_ms();
 }
 
-/* The record bytes of an XRANGE entry ([id, [field, value, ...]]), or NULL. */
-
 /* twopc.c */
+/* The record (field r) of an XRANGE entry ([id, [field, value, ...]]) whose id is 0-<seq>,
+ * with *seq; NULL when the entry has another shape. */
+const keel_resp_value_t *keel__twopc_entry_record(const keel_resp_value_t *e, uint32_t *seq);
 /* Carries out the machine's local actions until it replies or has nothing more to do. The
  * reply (0 when the call failed: the coordinator counts a failed send). */
 keel_twopc_reply_t keel__twopc_part_drive(keel_twopc_participant_t *p, keel_twopc_part_t *m,

@@ -71,6 +71,17 @@ def wait_until(pred, timeout_s=5.0, step_s=0.05):
     return pred()
 
 
+def crc32c(data):
+    """CRC-32C (Castagnoli, reflected), bit by bit: base/crc32c.h's checksum of frames and
+    log records."""
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
 class Proc:
     """A started process with its combined output going to a log file."""
 

@@ -27,6 +27,7 @@ def run(args, cwd=None, timeout_s=10):
         ["status", "--help"],
         ["version", "--help"],
         ["saga", "--help"],
+        ["2pc", "--help"],
     ],
 )
 def test_every_command_answers_help_with_usage_on_stdout_and_status_0(args):

@@ -16,21 +16,12 @@ import time
 import pytest
 import redis
 
-from conftest import binary, wait_until
+from conftest import binary, crc32c, wait_until
 from keelcluster import Node, distinct_ports
 
 PEER_REMOVED = 8
 FRAME_VERSION = 1
 HELLO_BYTES = 34  # u32 length, version, type, 3 x u64, CRC
-
-
-def crc32c(data):
-    crc = 0xFFFFFFFF
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
-    return crc ^ 0xFFFFFFFF
 
 
 def frame(ftype, payload):

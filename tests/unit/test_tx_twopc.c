@@ -11,6 +11,9 @@
 #include "tx/twopc.h"
 #include "tx/twopc_ledger.h"
 
+#include "base/buf.h"
+#include "base/metrics.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -167,6 +170,63 @@ static void a_refused_debit_aborts_and_releases_the_other_banks_hold(void)
     log_types(&w, "tx-2", types, sizeof(types));
     KT_EQ_STR(types, "begin abort end");
     keel_twopcs_close(&t);
+    teardown(&w);
+}
+
+static bool has_line(const char *text, const char *line)
+{
+    const char *p = strstr(text, line);
+    return p != NULL && (p == text || p[-1] == '\n');
+}
+
+/* The coordinator's counts and phase timings on a metrics registry, as /metrics renders it. */
+static void a_coordinator_with_a_registry_counts_outcomes_and_times_the_phases(void)
+{
+    bank2_t w;
+    if (!setup(&w))
+        return;
+    keel_metrics_t *reg = keel_metrics_new();
+    KT_CHECK(reg != NULL);
+    keel_twopcs_config_t cfg = keel_twopcs_config_default();
+    cfg.seeds[0] = w.srv.addr;
+    cfg.seeds_n = 1;
+    cfg.metrics = reg;
+    keel_twopcs_t t;
+    keel_errmsg_t m;
+    KT_EQ_INT(keel_twopcs_init(&t, &cfg, &m), 0);
+    KT_EQ_INT(keel_twopcs_add(&t, keel_twopc_sqlite_participant(&w.a)), 0);
+    KT_EQ_INT(keel_twopcs_add(&t, keel_twopc_sqlite_participant(&w.b)), 0);
+    keel_twopc_state_t out;
+    const char *ok = "bank-a acct-1 bank-b acct-2 5", *refused = "bank-a acct-0 bank-b acct-0 500";
+    KT_EQ_INT(keel_twopcs_run(&t, "m-1", PARTS, 2, ok, strlen(ok), &out, &m), 0);
+    KT_EQ_INT(out, KEEL_TWOPC_COMMITTED);
+    KT_EQ_INT(keel_twopcs_run(&t, "m-2", PARTS, 2, refused, strlen(refused), &out, &m), 0);
+    KT_EQ_INT(out, KEEL_TWOPC_ABORTED);
+    bool commit = false;
+    KT_EQ_INT(keel_twopcs_inquire(&t, "m-1", &commit, &m), 0);
+    KT_CHECK(commit);
+
+    keel_buf_t text;
+    keel_buf_init(&text, 0);
+    KT_EQ_INT(keel_metrics_render(reg, &text), 0);
+    KT_EQ_INT(keel_buf_append(&text, "", 1), 0);
+    const char *x = (const char *)keel_buf_rptr(&text);
+    KT_CHECK(has_line(x, "keel_twopc_runs_total 2\n"));
+    KT_CHECK(has_line(x, "keel_twopc_transactions_total{outcome=\"committed\"} 1\n"));
+    KT_CHECK(has_line(x, "keel_twopc_transactions_total{outcome=\"aborted\"} 1\n"));
+    KT_CHECK(has_line(x, "keel_twopc_recovered_total 0\n"));
+    KT_CHECK(has_line(x, "keel_twopc_inquiries_total 1\n"));
+    KT_CHECK(has_line(x, "keel_twopc_abort_proposals_total 0\n"));
+    KT_CHECK(has_line(x, "keel_twopc_fenced_total 0\n"));
+    KT_CHECK(has_line(x, "keel_twopc_log_write_seconds_count 6\n")); /* 3 records each */
+    KT_CHECK(has_line(x, "keel_twopc_prepare_seconds_count 2\n"));
+    KT_CHECK(has_line(x, "keel_twopc_decision_seconds_count 2\n"));
+    KT_CHECK(has_line(x, "# TYPE keel_twopc_prepare_seconds histogram\n"));
+    keel_buf_free(&text);
+    KT_EQ_U64(t.stats.committed, 1);
+    KT_EQ_U64(t.stats.log_writes, 6);
+    keel_twopcs_close(&t);
+    keel_metrics_free(reg);
     teardown(&w);
 }
 
@@ -527,6 +587,7 @@ int main(void)
 {
     KT_RUN(a_transfer_commits_on_both_banks_and_logs_its_decision_first);
     KT_RUN(a_refused_debit_aborts_and_releases_the_other_banks_hold);
+    KT_RUN(a_coordinator_with_a_registry_counts_outcomes_and_times_the_phases);
     KT_RUN(a_participant_down_at_prepare_aborts_at_the_prepare_deadline);
     KT_RUN(a_decided_commit_is_finished_after_the_owner_gave_up_by_inquiry_and_recovery);
     KT_RUN(participants_in_doubt_abort_alone_when_no_decision_was_logged);
