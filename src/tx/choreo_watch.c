@@ -339,6 +339,11 @@ static void on_marked(keel_client_t *cl, void *ctx, int status, const keel_resp_
         request_failed(w, "KEEL.TXN (overdue)", status, reply);
         return;
     }
+    /* counted once applied, not when sent: whoever reads the count may then read the marks
+     * (a test read the attention hash before the TXN had applied) */
+    w->stats.missed += w->marking;
+    if (w->m_missed)
+        keel_counter_add(w->m_missed, w->marking);
     next(w); /* check_step is still CK_OVERDUE: look for more */
 }
 
@@ -398,9 +403,7 @@ static void on_overdue(keel_client_t *cl, void *ctx, int status, const keel_resp
                       KF_STR("stream", w->stream), KF_STR("saga", name), KF_STR("why", why[i]));
     }
     assert(a <= ARGS_MAX);
-    w->stats.missed += n;
-    if (w->m_missed)
-        keel_counter_add(w->m_missed, n);
+    w->marking = (uint32_t)n;
     w->inflight = true;
     int rc = keel_client_command(&w->client, a, argv, lens, on_marked, w);
     if (rc != 0) {

@@ -82,6 +82,7 @@ typedef struct keel_choreo_watch {
     int phase;      /* 0 group, 1 own pending entries, 2 new ones */
     int check_step; /* 0 none due, 1 overdue sagas, 2 ZCARD, 3 HLEN */
     bool inflight, waiting, started, closing;
+    uint32_t marking; /* sagas in the KEEL.TXN in flight: counted missed once it applied */
     keel_choreo_watch_stats_t stats;
     int handles_open;
     void (*closed)(struct keel_choreo_watch *w);
