@@ -29,8 +29,8 @@ typedef struct fconn {
     keel_buf_t in;
     keel_resp_parser_t parser;
     bool open;
-    /* review: a KEEL.TXN's reply held for fake.txn_hold_ms (the connection answers nothing
-     * else meanwhile, as keel server answers a connection in order) */
+    /* a KEEL.TXN's reply held for fake.txn_hold_ms (the connection answers
+     * nothing else meanwhile, as keel server answers a connection in order) */
     bool paused;
     keel_timer_t hold;
     bool hold_init;
@@ -47,10 +47,10 @@ struct fake {
     fconn_t conns[CONNS_MAX];
     int accepted;
     int xadds, lose_xadd, unknown_xadd, fenced_refusals;
-    int locks, unknown_lock; /* the n-th KEEL.LOCK applies and answers -UNKNOWN */
-    keel_ms_t txn_hold_ms;   /* review: a KEEL.TXN's reply comes this late: */
-    int txns, txn_hold_nth;  /* the n-th only, or every one (0) */
-    int all_txns, unknown_txn; /* review: the n-th KEEL.TXN applies and answers -UNKNOWN */
+    int locks, unknown_lock;   /* the n-th KEEL.LOCK applies and answers -UNKNOWN */
+    keel_ms_t txn_hold_ms;     /* a KEEL.TXN's reply comes this late: */
+    int txns, txn_hold_nth;    /* the n-th only, or every one (0) */
+    int all_txns, unknown_txn; /* the n-th KEEL.TXN applies and answers -UNKNOWN */
 };
 
 static void conn_closed(uv_handle_t *h)
@@ -147,8 +147,7 @@ static bool execute(fconn_t *c, const keel_resp_cmd_t *cmd)
     if (lock && ++f->locks == f->unknown_lock) {
         static const char unknown[] = "-UNKNOWN the write may or may not have been applied\r\n";
         conn_send(c, unknown, sizeof(unknown) - 1);
-    } else if (argc >= 1 && arg_is(&cmd->argv[0], "KEEL.TXN") &&
-               ++f->all_txns == f->unknown_txn) {
+    } else if (argc >= 1 && arg_is(&cmd->argv[0], "KEEL.TXN") && ++f->all_txns == f->unknown_txn) {
         static const char unknown[] = "-UNKNOWN the write may or may not have been applied\r\n";
         conn_send(c, unknown, sizeof(unknown) - 1);
     } else if (f->txn_hold_ms > 0 && argc >= 1 && arg_is(&cmd->argv[0], "KEEL.TXN") &&
@@ -424,7 +423,7 @@ static void world_run(void)
     KT_EQ_INT(keel_loop_close(&W.loop), 0);
 }
 
-/* world_run, closing an extra handle once the loop has run (review). */
+/* world_run, closing an extra handle once the loop has run (for a handle of the test's own). */
 static void world_run_with(uv_check_t *chk)
 {
     keel_timer_t dog;
@@ -773,15 +772,14 @@ static void a_step_longer_than_the_ttl_keeps_its_lock_while_another_orchestrator
     world_free();
 }
 
-
-/* review: a renewal beside a step whose reply takes longer than a third of the TTL: while it
- * is in flight, step_wait() finds the renewal "due" (locked_unix_ms is its send time) and the
+/* (found by review) A renewal beside a step whose reply takes longer than a third of the TTL: while
+ * it is in flight, step_wait() finds the renewal "due" (locked_unix_ms is its send time) and the
  * step timer is re-armed at 1 ms, so the loop spins until the reply comes. Counted with a
  * check handle (one call per loop iteration). */
-static uint64_t review_iterations;
-static void review_count(uv_check_t *h)
+static uint64_t loop_iterations;
+static void count_iteration(uv_check_t *h)
 {
-    review_iterations++;
+    loop_iterations++;
 }
 
 static void a_slow_renewal_beside_a_step_does_not_spin_the_loop(void)
@@ -793,25 +791,25 @@ static void a_slow_renewal_beside_a_step_does_not_spin_the_loop(void)
     W.fake.txn_hold_nth = 1;
     uv_check_t chk;
     uv_check_init(&W.loop.uv, &chk);
-    uv_check_start(&chk, review_count);
+    uv_check_start(&chk, count_iteration);
     uv_unref((uv_handle_t *)&chk);
-    review_iterations = 0;
+    loop_iterations = 0;
     KT_EQ_INT(keel_sagas_start(&W.a, "t", "o-r1", NULL, 0, NULL, NULL), 0);
     keel_ms_t t0 = keel_clock_unix_ms();
     world_run_with(&chk);
     keel_ms_t took = keel_clock_unix_ms() - t0;
-    fprintf(stderr, "review: %llu loop iterations in %lld ms, renewals %llu\n",
-            (unsigned long long)review_iterations, (long long)took,
+    fprintf(stderr, "%llu loop iterations in %lld ms, renewals %llu\n",
+            (unsigned long long)loop_iterations, (long long)took,
             (unsigned long long)W.a.stats.renewals);
     KT_EQ_INT(W.end_state, KEEL_SAGA_DONE);
     /* a step of 900 ms, renewals answered after 600 ms, a scan every 50 ms: a few dozen
      * iterations are expected; a 1 ms spin makes it hundreds */
-    KT_CHECK(review_iterations < 200);
+    KT_CHECK(loop_iterations < 200);
     world_free();
 }
 
-/* review: every renewal answered later than a third of the TTL (but well within it): after
- * each renewal's reply, keel__saga_act() -> renew_if_due() finds the lock due again (its age
+/* (found by review) Every renewal answered later than a third of the TTL (but well within it):
+ * after each renewal's reply, keel__saga_act() -> renew_if_due() finds the lock due again (its age
  * is counted from the renewal's send) and renews instead of acting, for ever: the saga never
  * writes its next record (a livelock; on_renew had it before the renewal beside a step). */
 static void renewals_slower_than_a_third_of_the_ttl_still_let_the_saga_progress(void)
@@ -825,8 +823,8 @@ static void renewals_slower_than_a_third_of_the_ttl_still_let_the_saga_progress(
     world_free();
 }
 
-/* review: a renewal beside a step that applied but answered -UNKNOWN: the driver keeps the
- * old token, so its next renewal's UNLOCK misses, the LOCK finds the lock held (by itself,
+/* (found by review) A renewal beside a step that applied but answered -UNKNOWN: the driver keeps
+ * the old token, so its next renewal's UNLOCK misses, the LOCK finds the lock held (by itself,
  * under the token it never learnt) and the run ends as lost, though nobody else owns the
  * saga (on_renew has the same rule; it is reached far more often now). */
 static void a_renewal_of_unknown_outcome_is_not_taken_for_a_lost_lock(void)
@@ -837,9 +835,10 @@ static void a_renewal_of_unknown_outcome_is_not_taken_for_a_lost_lock(void)
     W.fake.unknown_txn = 1; /* the first renewal, beside s1 */
     KT_EQ_INT(keel_sagas_start(&W.a, "t", "o-r3", NULL, 0, NULL, NULL), 0);
     world_run();
-    fprintf(stderr, "review: lost %llu, end_err %d, ended %d\n",
-            (unsigned long long)W.a.stats.lost, W.end_err, W.ended);
     KT_EQ_INT(W.a.stats.lost, 0);
+    KT_EQ_INT(W.ended, 1);
+    KT_EQ_INT(W.end_err, 0);
+    KT_EQ_INT(W.end_state, KEEL_SAGA_DONE);
     world_free();
 }
 
