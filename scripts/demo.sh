@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # make demo: the shop (apps/shop, docs/shop.md) on loopback, under load and chaos.
 #
-# Starts everything apps/shop/shop.yaml names (3 keel nodes; inventory, payment and order,
-# two instances each; the gateway), then for DEMO_SECONDS (default 60) keel-shopload sends
+# Starts everything apps/shop/shop.yaml names (3 keel nodes; inventory (four instances),
+# payment and order (two each); the gateway), then for DEMO_SECONDS (default 60) keel-shopload sends
 # orders through the gateway at DEMO_RATE orders/s (default 200), open loop, with JWTs,
 # Idempotency-Keys, declined and slow cards. Meanwhile a chaos loop SIGKILLs one process
 # every 10 s - a keel node or a service instance, at random - and brings it back 4 s later
