@@ -61,8 +61,9 @@ static int int_of(ld_t *l, const yaml_node_t *n, const char *key, long lo, long 
     return 0;
 }
 
-static const char *const placeholders[] = {"keel", "keel_http", "port", "i",   "name",
-                                           "dir",  "bin",       "here", "host"};
+static const char *const placeholders[] = {
+    "keel", "keel_http", "port", "i", "name", "dir", "bin", "here", "host",
+};
 #define PLACEHOLDERS_N (sizeof(placeholders) / sizeof(placeholders[0]))
 
 /* The placeholder "{word}" that s starts with: its index in placeholders, or -1. */

@@ -1,6 +1,8 @@
 /* lanes.c - several keel clients to one cluster (lanes.h). */
 #include "client/lanes.h"
 
+#include "base/hash.h"
+
 #include <stdlib.h>
 
 static void lane_closed(keel_client_t *cl);
@@ -33,6 +35,11 @@ int keel_client_lanes_init(keel_client_lanes_t *l, keel_loop_t *loop,
     }
     l->open = n;
     return 0;
+}
+
+uint32_t keel_client_lanes_index(const keel_client_lanes_t *l, const void *key, size_t len)
+{
+    return (uint32_t)(keel_hash64(key, len, 0) % l->n);
 }
 
 keel_client_t *keel_client_lanes_next(keel_client_lanes_t *l)

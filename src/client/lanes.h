@@ -37,6 +37,8 @@ struct keel_client_lanes {
  * until the loop has closed them (it frees what it allocated itself). */
 int keel_client_lanes_init(keel_client_lanes_t *l, keel_loop_t *loop,
                            const keel_client_config_t *cfg, uint32_t n, keel_errmsg_t *msg);
+/* The lane of a key (a saga id, an aggregate): always the same one for the same key. */
+uint32_t keel_client_lanes_index(const keel_client_lanes_t *l, const void *key, size_t len);
 /* The next lane, round robin. */
 keel_client_t *keel_client_lanes_next(keel_client_lanes_t *l);
 /* Closes every lane (their requests fail with KEEL_ECANCELED); closed (may be NULL) runs once

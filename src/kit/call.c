@@ -150,8 +150,7 @@ static void on_discovery(keel_discovery_t *d, void *data)
         for (size_t i = 0; i < n; i++) {
             snprintf(hp[i], sizeof(hp[i]), "%s:%d", list[i].address, list[i].port);
             w[i] = list[i].weight;
-            /* only an instance known to be elsewhere is demoted */
-            prio[i] = zone && zone[0] && list[i].zone[0] && strcmp(list[i].zone, zone) != 0;
+            prio[i] = keel_discovery_priority(&list[i], zone);
         }
         if (set_instances(c, hp, w, prio, (uint32_t)n) != 0)
             keel_log_warn("caller: could not take the new instance list",

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 /*
  *   keel_discovery_t d;
@@ -67,6 +68,14 @@ struct keel_discovery {
     keel_counter_t *m_failures; /* may be NULL */
     void (*closed)(keel_discovery_t *d);
 };
+
+/* The balancer priority (core/balance.h) of an instance for a caller in `zone`: 1 when it is
+ * known to be in another zone, else 0 (no zone on either side demotes nothing). */
+static inline uint32_t keel_discovery_priority(const keel_discovery_instance_t *inst,
+                                               const char *zone)
+{
+    return zone && zone[0] && inst->zone[0] && strcmp(inst->zone, zone) != 0;
+}
 
 /* metrics may be NULL. */
 int keel_discovery_start(keel_discovery_t *d, keel_loop_t *loop, const char *registry,

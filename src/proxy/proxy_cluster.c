@@ -373,8 +373,7 @@ static void service_update(keel__pcluster_t *cl, const keel_discovery_instance_t
         h->weight = w > KEEL_BALANCE_WEIGHT_MAX ? KEEL_BALANCE_WEIGHT_MAX : w;
         if (strcmp(cl->cfg->balance, "ring") == 0 && h->weight > wmax)
             h->weight = wmax;
-        const char *zone = cl->cfg->zone;
-        h->priority = zone && zone[0] && list[k].zone[0] && strcmp(list[k].zone, zone) != 0;
+        h->priority = keel_discovery_priority(&list[k], cl->cfg->zone);
         taken[s] = true;
     }
     cl->live = 0;

@@ -2,7 +2,6 @@
    keel server (runs, their timers and requests, the lock, steps, the end). */
 #include "tx/saga_int.h"
 
-#include "base/hash.h"
 #include "base/log.h"
 
 #include <assert.h>
@@ -582,7 +581,7 @@ keel__saga_run_t *keel__saga_run_new(keel_sagas_t *o, const char *id)
     r->timer_open = true;
     r->o = o;
     snprintf(r->id, sizeof(r->id), "%s", id);
-    r->cl = &o->lanes.c[keel_hash64(id, strlen(id), 0) % o->lanes.n];
+    r->cl = &o->lanes.c[keel_client_lanes_index(&o->lanes, id, strlen(id))];
     snprintf(r->lock, sizeof(r->lock), "saga:%s", id);
     snprintf(r->log_key, sizeof(r->log_key), "saga:%s:log", id);
     snprintf(r->open_key, sizeof(r->open_key), OPEN_PREFIX "%s", id);

@@ -66,7 +66,7 @@ typedef struct app {
 /* The event store (and lane) of an aggregate. */
 static keel_es_t *es_of(app_t *a, const char *agg)
 {
-    return &a->es[keel_hash64(agg, strlen(agg), 0) % ORDER_KEEL_LANES];
+    return &a->es[keel_client_lanes_index(&a->keel, agg, strlen(agg))]; /* es[i] is on lane i */
 }
 
 /* ---- the saga's steps ------------------------------------------------------------------ */
