@@ -24,11 +24,17 @@ procs() { # name pid, for every node and service process
     sed 's/"service":"\([a-z]*\)","instance":\([0-9]*\),"port":[0-9]*,"pid":\([0-9]*\)/\1-\2 \3/'
 }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+cmdstats() { # cmd calls, summed over the three nodes
+  for p in 7001 7002 7003; do redis-cli -p "$p" info commandstats 2>/dev/null; done |
+    tr -d '\r' | sed -n 's/^cmdstat_\([^:]*\):calls=\([0-9]*\).*/\1 \2/p' |
+    awk '{s[$1] += $2} END {for (c in s) print c, s[c]}' | sort
+}
 commit() { curl -s "127.0.0.1:720$1/status" | grep -o '"commit_index": *[0-9]*' | grep -o '[0-9]*$'; }
 
 procs > "$DIR/procs"
 while read -r name pid; do echo "$name $pid $(ticks "$pid")"; done < "$DIR/procs" > "$DIR/before"
 c0=$(commit 1)
+cmdstats > "$DIR/cmd0"
 db0=$(stat -c %s "$DIR/payment.db" "$DIR/payment.db-wal" 2>/dev/null | awk '{s += $1} END {print s}')
 "$PWD/$BUILD/keel-shopload" --inventory 127.0.0.1:8000 --orders 127.0.0.1:8000 \
   --payment 127.0.0.1:8110 --jwt-secret keel-shop-demo-hs256-secret-change-me --rate "$RATE" \
@@ -36,12 +42,16 @@ db0=$(stat -c %s "$DIR/payment.db" "$DIR/payment.db-wal" 2>/dev/null | awk '{s +
 load=$!
 wait "$load"
 c1=$(commit 1)
+cmdstats > "$DIR/cmd1"
 answered=$(grep -o 'throughput: [0-9]*' "$DIR/load.out" | grep -o '[0-9]*$')
 orders=$((answered * SECS))
 echo "shop: $RATE orders/s asked for ${SECS}s; $(grep -E 'answered within|latency from|invariants' "$DIR/load.out" | tr '\n' ';')"
 echo "orders answered: $orders; keel Raft entries per order: $(awk -v a="$c0" -v b="$c1" -v n="$orders" 'BEGIN {printf "%.1f", (b - a) / n}')"
 db1=$(stat -c %s "$DIR/payment.db" "$DIR/payment.db-wal" 2>/dev/null | awk '{s += $1} END {print s}')
 echo "payment database growth per order: $(awk -v a="$db0" -v b="$db1" -v n="$orders" 'BEGIN {printf "%.0f bytes", (b - a) / n}')"
+echo "keel commands per order (all nodes; 0.1 and more):"
+join -a 2 -e 0 -o 2.1,1.2,2.2 "$DIR/cmd0" "$DIR/cmd1" |
+  awk -v n="$orders" '{r = ($3 - $2) / n; if (r >= 0.1) printf "  %-16s %6.1f\n", $1, r}' | sort -k2 -nr
 printf '%-14s %12s\n' process "CPU us/order"
 total=0
 while read -r name pid t0; do

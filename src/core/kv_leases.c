@@ -314,7 +314,10 @@ int keel__kvc_fenced_syntax(const call_t *c)
     const cmd_t *cmd = keel__kvc_find_cmd(c->argv[3], c->lens[3]);
     if (cmd && !(cmd->flags & KEEL_KV_WRITE))
         return r_err(c->reply, "ERR KEEL.FENCED runs write commands only");
-    if (cmd && (cmd->flags & CMD_NO_NEST))
+    /* KEEL.TXN is the one unqueueable command it may wrap (a fenced transaction: several
+     * writes under one token check, one entry); KEEL.TXN queues neither itself nor
+     * KEEL.FENCED, so the nesting stops at two. */
+    if (cmd && (cmd->flags & CMD_NO_NEST) && cmd->fn != keel__kvc_cmd_txn)
         return r_err(c->reply, "ERR KEEL.FENCED cannot wrap this command");
     call_t in = keel__kvc_inner_call(c, 3);
     return keel__kvc_precheck(&in, KEEL_KV_ARGC_MAX, &cmd);

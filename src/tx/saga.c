@@ -196,7 +196,10 @@ static void on_lock(keel_client_t *cl, void *ctx, int status, const keel_resp_va
     snprintf(r->token_str, sizeof(r->token_str), "%" PRIu64, r->token);
     r->retries = 0;
     r->lock_unknown = r->lock_waited = false;
-    keel__saga_load(r);
+    if (r->starting && !r->s_init)
+        keel__saga_begin_fresh(r); /* no read first: the write itself asks "is it new?" */
+    else
+        keel__saga_load(r);
 }
 
 /*
@@ -521,10 +524,12 @@ void keel__saga_close_quietly(keel__saga_run_t *r)
 
 static void close_saga(keel__saga_run_t *r)
 {
-    const char *del[] = {"KEEL.FENCED", r->lock, r->token_str, "DEL", r->open_key};
-    const char *unlock[] = {"KEEL.UNLOCK", r->lock, r->token_str};
-    keel__saga_cmd(r, 5, del, NULL, on_closed_req, NULL);
-    keel__saga_cmd(r, 3, unlock, NULL, on_closed_req, NULL);
+    if (!r->closed) { /* a log replayed to its end: the marker and lock may still be there */
+        const char *del[] = {"KEEL.FENCED", r->lock, r->token_str, "DEL", r->open_key};
+        const char *unlock[] = {"KEEL.UNLOCK", r->lock, r->token_str};
+        keel__saga_cmd(r, 5, del, NULL, on_closed_req, NULL);
+        keel__saga_cmd(r, 3, unlock, NULL, on_closed_req, NULL);
+    }
     keel__saga_run_end(r, 0);
 }
 

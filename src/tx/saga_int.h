@@ -61,6 +61,12 @@ struct keel__saga_run {
      * and the saga would renew for ever without acting: found by review). */
     bool just_renewed;
     bool starting; /* started here: begin if the log is empty */
+    /* A new saga's `started` record goes with its open marker in one fenced transaction
+     * that runs only while the log does not exist (saga_log.c, write_start); cleared once
+     * the log has been read (then the marker and the record go one by one, as before). */
+    bool fresh;
+    /* The final record's transaction also deleted the marker and released the lock. */
+    bool closed;
     /* A start's KEEL.LOCK, or a renewal, whose outcome was not seen (a timeout, -UNKNOWN
      * across a leader change): the lock may be ours under a token we never learnt, so "held"
      * is not proof of another owner until the lock's TTL has run out once. */
@@ -113,6 +119,7 @@ keel__saga_run_t *keel__saga_run_new(keel_sagas_t *o, const char *id);
 const keel_saga_type_t *keel__saga_type_named(const keel_sagas_t *o, const uint8_t *name,
                                               size_t len, uint32_t *index);
 void keel__saga_load(keel__saga_run_t *r);
+void keel__saga_begin_fresh(keel__saga_run_t *r);
 void keel__saga_write_log(keel__saga_run_t *r);
 
 /* saga_orch.c */

@@ -36,6 +36,7 @@ const keel_resp_value_t *keel__saga_entry_record(const keel_resp_value_t *e)
 }
 
 static void on_mark(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v);
+static void verify(keel__saga_run_t *r, keel_client_reply_fn fn);
 
 static void mark(keel__saga_run_t *r)
 {
@@ -62,7 +63,23 @@ static void on_mark(keel_client_t *cl, void *ctx, int status, const keel_resp_va
     r->phase = P_ACT;
     int rc = keel_saga_begin(&r->s, unix_ms(), r->input, r->input_len, &r->u);
     assert(rc == 0);
-    r->o->stats.started++;
+    keel__saga_act(r);
+}
+
+/* A saga started here whose log nobody has read: the core begins at once, and its `started`
+ * record goes with the open marker in one transaction (write_start). */
+void keel__saga_begin_fresh(keel__saga_run_t *r)
+{
+    keel_errmsg_t msg = {{0}};
+    if (keel_saga_init(&r->s, &r->type->def, r->id, keel_rand_u64(&r->o->rand), &msg) != 0) {
+        keel__saga_load(r); /* out of memory: the path that reads first retries it */
+        return;
+    }
+    r->s_init = true;
+    r->fresh = true;
+    r->phase = P_ACT;
+    int rc = keel_saga_begin(&r->s, unix_ms(), r->input, r->input_len, &r->u);
+    assert(rc == 0);
     keel__saga_act(r);
 }
 
@@ -179,6 +196,7 @@ void keel__saga_load(keel__saga_run_t *r)
 {
     const char *argv[] = {"XRANGE", r->log_key, "-", "+"};
     r->phase = P_LOAD;
+    r->fresh = false;
     keel__saga_cmd(r, 4, argv, NULL, on_load, keel__saga_load);
 }
 
@@ -190,6 +208,8 @@ static void logged(keel__saga_run_t *r)
     if (o->m_log_write)
         keel_histogram_observe(o->m_log_write, (double)took_ns / KEEL_NS_PER_S);
     o->stats.log_writes++;
+    if (r->u.rec_type == KEEL_SAGA_REC_STARTED)
+        o->stats.started++;
     r->retries = 0;
     r->phase = P_ACT;
     if (r->u.rec_type == KEEL_SAGA_REC_STEP_FAILED && r->s.want.data_len > 0) {
@@ -243,11 +263,7 @@ static void on_log(keel_client_t *cl, void *ctx, int status, const keel_resp_val
     }
     if (status == 0 &&
         keel_resp_error_contains(v, "equal or smaller")) { /* a repeat of a landed write? */
-        char id[24];
-        snprintf(id, sizeof(id), "0-%" PRIu32, r->u.seq);
-        const char *argv[] = {"XRANGE", r->log_key, id, id};
-        r->phase = P_VERIFY;
-        keel__saga_cmd(r, 4, argv, NULL, on_verify, keel__saga_act);
+        verify(r, on_verify);
         return;
     }
     /* -TIMEOUT, -UNKNOWN, a broken connection: the outcome is unknown; the same write
@@ -256,8 +272,156 @@ static void on_log(keel_client_t *cl, void *ctx, int status, const keel_resp_val
     keel__saga_retry_later(r, keel__saga_act);
 }
 
+static void log_id(const keel__saga_run_t *r, char id[24])
+{
+    snprintf(id, 24, "0-%" PRIu32, r->u.seq);
+}
+
+static void verify(keel__saga_run_t *r, keel_client_reply_fn fn)
+{
+    char id[24];
+    log_id(r, id);
+    const char *argv[] = {"XRANGE", r->log_key, id, id};
+    r->phase = P_VERIFY;
+    keel__saga_cmd(r, 4, argv, NULL, fn, keel__saga_act);
+}
+
+/* The transaction's reply, an array of n whose element i is a bulk string (XADD's id). */
+static bool txn_added(int status, const keel_resp_value_t *v, size_t n, size_t i)
+{
+    return status == 0 && v->type == KEEL_RESP_ARRAY && v->elems_len == n &&
+           v->elems[i].type == KEEL_RESP_BULK;
+}
+
+static void on_log_start(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
+{
+    keel__saga_run_t *r = ctx;
+    if (!keel__saga_reply_live(r))
+        return;
+    if (txn_added(status, v, 2, 1)) {
+        logged(r);
+        return;
+    }
+    if (status == 0 && keel_resp_error_contains(v, "FENCED")) {
+        r->o->stats.fenced++;
+        if (r->o->m_fenced)
+            keel_counter_inc(r->o->m_fenced);
+        keel__saga_relock(r);
+        return;
+    }
+    if (status == 0 && v->type == KEEL_RESP_NIL_ARRAY) {
+        /* the log exists: our own earlier try whose answer was lost, or a saga of this id
+         * started before (then the log is read and replayed) */
+        verify(r, on_verify);
+        return;
+    }
+    r->o->stats.log_write_retries++; /* outcome unknown: the same transaction again */
+    keel__saga_retry_later(r, keel__saga_act);
+}
+
+/*
+ * KEEL.FENCED lock token KEEL.TXN 1 <log> 0 2 | SET <open> <type> | XADD <log> 0-1 r <started>:
+ * one entry instead of a read of the log, the marker and the record. The watch (version 0:
+ * the log does not exist) makes it a no-op for a saga that exists already.
+ */
+static void write_start(keel__saga_run_t *r)
+{
+    const char *argv[] = {
+        "KEEL.FENCED", r->lock, r->token_str, "KEEL.TXN", "1",         r->log_key,
+        "0",           "2",     "3",          "SET",      r->open_key, r->type->def.name,
+        "5",           "XADD",  r->log_key,   "0-1",      "r",         (const char *)r->u.record};
+    size_t n = sizeof(argv) / sizeof(argv[0]), lens[sizeof(argv) / sizeof(argv[0])];
+    for (size_t i = 0; i + 1 < n; i++)
+        lens[i] = strlen(argv[i]);
+    lens[n - 1] = r->u.record_len;
+    r->act_ns = keel_clock_now_ns();
+    keel__saga_cmd(r, n, argv, lens, on_log_start, keel__saga_act);
+}
+
+static void on_verify_end(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
+{
+    keel__saga_run_t *r = ctx;
+    if (!keel__saga_reply_live(r))
+        return;
+    const keel_resp_value_t *b = NULL;
+    if (status == 0 && v->type == KEEL_RESP_ARRAY && v->elems_len == 1)
+        b = keel__saga_entry_record(&v->elems[0]);
+    if (b && b->str.len == r->u.record_len && memcmp(b->str.ptr, r->u.record, b->str.len) == 0) {
+        r->closed = true; /* our earlier transaction landed, marker, unlock and all */
+        logged(r);
+        return;
+    }
+    if (status != 0) {
+        r->phase = P_ACT;
+        keel__saga_retry_later(r, keel__saga_act);
+        return;
+    }
+    keel__saga_relock(r); /* not ours: take the lock, and what the log says wins */
+}
+
+static void on_log_end(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
+{
+    keel__saga_run_t *r = ctx;
+    if (!keel__saga_reply_live(r))
+        return;
+    if (txn_added(status, v, 3, 0)) {
+        r->closed = true;
+        logged(r);
+        return;
+    }
+    if (status == 0 && (keel_resp_error_contains(v, "FENCED") || v->type == KEEL_RESP_ARRAY)) {
+        /* fenced: an earlier try of ours that landed released the lock, or another owner
+         * has it; an array whose XADD failed: the log holds another record there */
+        if (v->type != KEEL_RESP_ARRAY) {
+            r->o->stats.fenced++;
+            if (r->o->m_fenced)
+                keel_counter_inc(r->o->m_fenced);
+        }
+        verify(r, on_verify_end);
+        return;
+    }
+    r->o->stats.log_write_retries++; /* outcome unknown: the same transaction again */
+    keel__saga_retry_later(r, keel__saga_act);
+}
+
+/*
+ * The final record (done, compensated, needs attention), the open marker's deletion and the
+ * unlock, in one entry: KEEL.FENCED lock token KEEL.TXN 0 3 | XADD <log> 0-n r <record> |
+ * DEL <open> | KEEL.UNLOCK lock token.
+ */
+static void write_end(keel__saga_run_t *r)
+{
+    char id[24];
+    log_id(r, id);
+    const char *argv[] = {"KEEL.FENCED", r->lock, r->token_str, "KEEL.TXN",
+                          "0",           "3",     "5",          "XADD",
+                          r->log_key,    id,      "r",          (const char *)r->u.record,
+                          "2",           "DEL",   r->open_key,  "3",
+                          "KEEL.UNLOCK", r->lock, r->token_str};
+    size_t n = sizeof(argv) / sizeof(argv[0]), lens[sizeof(argv) / sizeof(argv[0])];
+    for (size_t i = 0; i < n; i++)
+        lens[i] = strlen(argv[i]);
+    lens[11] = r->u.record_len;
+    r->act_ns = keel_clock_now_ns();
+    keel__saga_cmd(r, n, argv, lens, on_log_end, keel__saga_act);
+}
+
+static bool rec_final(keel_saga_rec_type_t t)
+{
+    return t == KEEL_SAGA_REC_DONE || t == KEEL_SAGA_REC_COMPENSATED ||
+           t == KEEL_SAGA_REC_ATTENTION;
+}
+
 void keel__saga_write_log(keel__saga_run_t *r)
 {
+    if (r->u.rec_type == KEEL_SAGA_REC_STARTED && r->fresh) {
+        write_start(r);
+        return;
+    }
+    if (rec_final(r->u.rec_type)) {
+        write_end(r);
+        return;
+    }
     char id[24];
     snprintf(id, sizeof(id), "0-%" PRIu32, r->u.seq);
     const char *argv[] = {"KEEL.FENCED", r->lock, r->token_str, "XADD",

@@ -156,13 +156,31 @@ static void fenced_writes_run_only_for_the_current_holder(void)
        "-ERR unknown command 'NOPE', with args beginning with: 'k' \r\n");
     AT(1300, "KEEL.FENCED L 3 KEEL.FENCED L 3 SET k v",
        "-ERR KEEL.FENCED cannot wrap this command\r\n");
-    AT(1300, "KEEL.FENCED L 3 KEEL.CAS k 0 v", "-CONFLICT expected version 0, current 3\r\n");
-    AT(1300, "KEEL.FENCED L 3 KEEL.CAS k 3 v", ":4\r\n");
+    AT(1300, "KEEL.FENCED L 3 KEEL.EXPIRE.SWEEP 1 1",
+       "-ERR KEEL.FENCED cannot wrap this command\r\n");
+    /* a fenced transaction: several writes under one check, in one entry; the nesting
+     * stops there (KEEL.TXN queues no KEEL.FENCED or KEEL.TXN) */
+    AT(1300, "KEEL.FENCED L 3 KEEL.TXN 0 2 3 SET t1 a 3 SET t2 b", "*2\r\n+OK\r\n+OK\r\n");
+    READ(1300, "MGET t1 t2", "*2\r\n$1\r\na\r\n$1\r\nb\r\n");
+    AT(1300, "KEEL.FENCED L 2 KEEL.TXN 0 1 3 SET t1 z",
+       "-FENCED token 2 is not the holder of the lock\r\n");
+    AT(1300, "KEEL.FENCED L 3 KEEL.TXN 1 t9 1 1 3 SET t1 z", "*-1\r\n"); /* watch failed */
+    READ(1300, "GET t1", "$1\r\na\r\n");
+    AT(1300, "KEEL.FENCED L 3 KEEL.TXN 0 1 6 KEEL.FENCED L 3 SET t1 z",
+       "-ERR KEEL.TXN cannot queue this command\r\n");
+    AT(1300, "KEEL.FENCED L 3 KEEL.TXN 0 1 7 KEEL.TXN 0 1 3 SET t1 z",
+       "-ERR KEEL.TXN cannot queue this command\r\n");
+    /* the unlock may be the transaction's last write: the check ran first */
+    AT(1300, "KEEL.FENCED L 3 KEEL.TXN 0 2 2 DEL t2 3 KEEL.UNLOCK L 3", "*2\r\n:1\r\n:1\r\n");
+    AT(1300, "KEEL.FENCED L 3 SET k v", "-FENCED token 3 is not the holder of the lock\r\n");
+    AT(1300, "KEEL.LOCK L 100", ":4\r\n");
+    AT(1300, "KEEL.FENCED L 4 KEEL.CAS k 0 v", "-CONFLICT expected version 0, current 3\r\n");
+    AT(1300, "KEEL.FENCED L 4 KEEL.CAS k 3 v", ":7\r\n"); /* revision 6 was the DEL */
     keel_buf_t err;
     keel_buf_init(&err, 0);
     const uint8_t *argv[KVT_ARGS_MAX];
     size_t lens[KVT_ARGS_MAX];
-    int argc = kvt_split("KEEL.FENCED L 3 SET k v BOGUS", argv, lens);
+    int argc = kvt_split("KEEL.FENCED L 4 SET k v BOGUS", argv, lens);
     KT_EQ_INT(keel_kv_check(argc, argv, lens, &err), KEEL_EINVAL);
     KT_EQ_MEM(keel_buf_rptr(&err), "-ERR syntax error\r\n", 19);
     keel_buf_free(&err);
@@ -484,7 +502,7 @@ static void flushall_deletes_every_key_and_keeps_leases(void)
     AT(1000, "KEEL.SET again 2 LEASE 1", "+OK\r\n");
     AT(1000, "FLUSHDB ASYNC", "+OK\r\n");
     KT_EQ_U64(keel_kv_revision(&t.kv), rev + 3); /* the SET, then its deletion */
-    AT(1000, "FLUSHALL SYNC", "+OK\r\n");      /* nothing left: no change */
+    AT(1000, "FLUSHALL SYNC", "+OK\r\n");        /* nothing left: no change */
     KT_EQ_U64(keel_kv_revision(&t.kv), rev + 3);
     AT(1000, "KEEL.LEASE REVOKE 1", ":0\r\n");
 }

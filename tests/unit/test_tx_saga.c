@@ -17,7 +17,8 @@
  * The fake keel: every command goes through keel_kv_check, then keel_kv_apply (writes, with
  * the Unix clock as the entry time, as a leader stamps it) or keel_kv_read_at (reads), so
  * locks, KEEL.FENCED, KEEL.TXN, streams and SCAN behave as in keel server, minus Raft.
- * Faults: `lose_xadd` makes the n-th fenced XADD apply and then lose its reply (the link
+ * Faults: `lose_xadd` makes the n-th fenced XADD (alone, or in the fenced transaction that
+ * starts or ends a saga) apply and then lose its reply (the link
  * is closed, as a crashed leader's would be); `unknown_xadd` answers it -UNKNOWN instead.
  */
 #define CONNS_MAX 32
@@ -121,7 +122,9 @@ static bool execute(fconn_t *c, const keel_resp_cmd_t *cmd)
     int argc = (int)cmd->argc;
     uint64_t now = (uint64_t)keel_clock_unix_ms();
     unsigned flags = keel_kv_command_flags(argv[0], lens[0]);
-    bool xadd = argc > 4 && arg_is(&cmd->argv[0], "KEEL.FENCED") && arg_is(&cmd->argv[3], "XADD");
+    bool xadd = false; /* a fenced XADD, alone or in a fenced transaction */
+    for (int i = 3; argc > 4 && arg_is(&cmd->argv[0], "KEEL.FENCED") && i < argc; i++)
+        xadd = xadd || arg_is(&cmd->argv[i], "XADD");
     if (keel_kv_check(argc, argv, lens, &reply) != 0) {
         /* the error reply is in `reply` */
     } else if (flags & KEEL_KV_WRITE) {
@@ -500,22 +503,64 @@ static void a_saga_runs_to_done_and_leaves_no_marker_and_no_lock(void)
     world_free();
 }
 
+/* Every record's write may lose its answer: a step's (alone), and the first and the last,
+ * which go in fenced transactions with the open marker (and, the last, the unlock). */
 static void a_log_write_whose_reply_is_lost_is_sent_again_and_recognised(void)
 {
-    for (int mode = 0; mode < 2; mode++) {
+    static const struct {
+        int lose, unknown;
+    } modes[] = {
+        {3, 0},         /* s1 done: applied, link closed */
+        {0, 3},         /* s1 done: applied, -UNKNOWN */
+        {1, 0},         /* started with the marker: the retry finds the log, and it is ours */
+        {0, 1}, {5, 0}, /* done, marker deleted, unlocked: the retry is fenced, the log says ours */
+        {0, 5},
+    };
+    for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
         world_init(10000, true);
-        if (mode == 0)
-            W.fake.lose_xadd = 3; /* s1 done: applied, link closed */
-        else
-            W.fake.unknown_xadd = 5;
+        W.fake.lose_xadd = modes[m].lose;
+        W.fake.unknown_xadd = modes[m].unknown;
         KT_EQ_INT(keel_sagas_start(&W.a, "t", "o-2", NULL, 0, NULL, NULL), 0);
         world_run();
+        KT_EQ_INT(W.ended, 1);
+        KT_EQ_INT(W.end_err, 0);
         KT_EQ_INT(W.end_state, KEEL_SAGA_DONE);
         KT_EQ_INT(xlen("o-2"), 5); /* no record twice, none missing */
+        KT_EQ_INT(exists("saga:open:o-2"), 0);
         KT_CHECK(W.a.stats.log_write_retries >= 1);
+        KT_EQ_U64(W.a.stats.started, 1);
         KT_EQ_STR(W.trace, "s0:do s1:do s2:do ");
         world_free();
     }
+}
+
+/* A start of a saga that exists: the fenced transaction's watch finds the log, nothing is
+ * written twice, and the first saga's end is reported without a step called again. */
+static void again_end(keel_sagas_t *o, const char *id, int err, keel_saga_state_t st, void *data)
+{
+    W.ended++;
+    W.end_err = err;
+    W.end_state = st;
+    if (W.ended == 1 && err == 0)
+        KT_EQ_INT(keel_sagas_start(&W.a, "t", "o-9", NULL, 0, again_end, NULL), 0);
+    else
+        keel_sagas_close(&W.a, a_closed);
+}
+
+static void starting_a_finished_saga_again_reports_its_end_and_writes_nothing(void)
+{
+    world_init(10000, true);
+    W.a.cfg.on_end = NULL;
+    KT_EQ_INT(keel_sagas_start(&W.a, "t", "o-9", NULL, 0, again_end, NULL), 0);
+    world_run();
+    KT_EQ_INT(W.ended, 2);
+    KT_EQ_INT(W.end_err, 0);
+    KT_EQ_INT(W.end_state, KEEL_SAGA_DONE);
+    KT_EQ_STR(W.trace, "s0:do s1:do s2:do ");
+    KT_EQ_INT(xlen("o-9"), 5);
+    KT_EQ_INT(exists("saga:open:o-9"), 0);
+    KT_EQ_U64(W.a.stats.started, 1);
+    world_free();
 }
 
 /* The shop's stuck order (make demo, a keel node killed as an order started): the start's
@@ -846,6 +891,7 @@ int main(void)
 {
     KT_RUN(a_saga_runs_to_done_and_leaves_no_marker_and_no_lock);
     KT_RUN(a_log_write_whose_reply_is_lost_is_sent_again_and_recognised);
+    KT_RUN(starting_a_finished_saga_again_reports_its_end_and_writes_nothing);
     KT_RUN(a_start_whose_lock_outcome_was_lost_waits_for_it_and_runs);
     KT_RUN(a_refused_step_compensates_and_a_silent_step_times_out_and_is_retried);
     KT_RUN(a_second_orchestrator_cannot_start_a_saga_another_owns);
