@@ -28,6 +28,7 @@ shop_consumer_config_t shop_consumer_config_default(const char *group, const cha
     c.retry_ms = 500;
     c.claim_idle_ms = 10000;
     c.claim_every_ms = 1000;
+    c.linger_ms = 20;
     return c;
 }
 
@@ -174,6 +175,12 @@ static void on_read(keel_client_t *cl, void *ctx, int status, const keel_resp_va
     }
     if (c->own && got == 0)
         c->own = false; /* its own list is empty: new entries from now on */
+    if (got > 0 && got < SHOP_CONSUMER_BATCH_MAX && !c->own && c->cfg.linger_ms > 0) {
+        /* a short batch: let the next one gather for linger_ms (each read and each XACK is
+         * a keel write; read at once, a consumer took about one entry per read) */
+        keel_timer_start(&c->again, c->cfg.linger_ms, 0, again_fire, c);
+        return;
+    }
     read_more(c);
 }
 

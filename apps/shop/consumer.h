@@ -13,8 +13,11 @@
  *     both on the reading connection before the first read, so that read finds the group.
  *     A read answered NOGROUP sends both again.
  *   - reads: XREADGROUP GROUP group consumer COUNT 100 BLOCK 1000 STREAMS stream >, each with
- *     a 5 s deadline, one after another. With reread_own the consumer starts with "0" instead
- *     of ">" (its own pending entries: what a previous life under the same name left
+ *     a 5 s deadline, one after another; after a batch shorter than COUNT the next read
+ *     waits linger_ms (default 20), so that a read and its XACK (two keel writes) carry the
+ *     entries of linger_ms rather than one (at 300 orders/s, 3.4 reads and 3.4 XACKs per
+ *     order across the shop's four consumers, before). With reread_own the consumer starts with "0"
+ * instead of ">" (its own pending entries: what a previous life under the same name left
  *     unacknowledged) until such a read comes back empty, and goes back to "0" after a failed
  *     read, batch or XACK.
  *   - each batch (the entries of one read or one claim): on_batch(c, entries, n, data). It
@@ -74,6 +77,7 @@ typedef struct shop_consumer_config {
     keel_ms_t retry_ms;                    /* after a failed read or batch */
     keel_ms_t claim_idle_ms;               /* XAUTOCLAIM's min-idle-time */
     keel_ms_t claim_every_ms;              /* how often to claim */
+    keel_ms_t linger_ms;                   /* after a short batch, the next read waits this */
     shop_consumer_batch_fn on_batch;
     void *data;
 } shop_consumer_config_t;
@@ -91,8 +95,8 @@ struct shop_consumer {
 };
 
 /* Group group on the order events (SHOP_ORDER_EVENTS) as consumer, on_batch(.., data) for each
- * batch; retry_ms 500, claim_idle_ms 10000, claim_every_ms 1000; the rest zero. The strings
- * are copied by shop_consumer_init. */
+ * batch; retry_ms 500, claim_idle_ms 10000, claim_every_ms 1000, linger_ms 20; the rest zero. The
+ * strings are copied by shop_consumer_init. */
 shop_consumer_config_t shop_consumer_config_default(const char *group, const char *consumer,
                                                     shop_consumer_batch_fn on_batch, void *data);
 

@@ -48,8 +48,28 @@ static void on_timer(keel_timer_t *t, void *data)
 {
     (void)t;
     keel_projection_t *p = data;
-    if (!p->stopping)
+    bool linger = p->lingering;
+    p->lingering = false;
+    if (p->stopping)
+        return;
+    if (linger)
+        read_next(p);
+    else
         setup(p);
+}
+
+/* The projection's one timer (a restart's wait, or a linger), made at its first use: a
+ * failed start leaves no handle. */
+static void timer_start(keel_projection_t *p, keel_ms_t after_ms, bool linger)
+{
+    if (!p->timer_open) {
+        int rc = keel_timer_init(p->loop, &p->timer);
+        assert(rc == 0); /* uv_timer_init fails only on bad arguments */
+        (void)rc;
+        p->timer_open = true;
+    }
+    p->lingering = linger;
+    keel_timer_start(&p->timer, after_ms, 0, on_timer, p);
 }
 
 keel_projection_config_t keel_projection_config_default(void)
@@ -87,13 +107,7 @@ static void restart_later(keel_projection_t *p, const char *why, int err)
     if (p->m_restarts)
         keel_counter_inc(p->m_restarts);
     p->state = ST_WAIT;
-    if (!p->timer_open) { /* made at the first restart: a failed start leaves no handle */
-        int rc = keel_timer_init(p->loop, &p->timer);
-        assert(rc == 0); /* uv_timer_init fails only on bad arguments */
-        (void)rc;
-        p->timer_open = true;
-    }
-    keel_timer_start(&p->timer, p->cfg.retry_ms, 0, on_timer, p);
+    timer_start(p, p->cfg.retry_ms, false);
 }
 
 static bool is_error(const keel_resp_value_t *r, const char *prefix)
@@ -229,6 +243,7 @@ static int prepare_db(keel_projection_t *p, bool rebuild, keel_errmsg_t *msg)
 static void setup(keel_projection_t *p)
 {
     keel_errmsg_t msg = {{0}};
+    p->batch_short = false;
     if (p->rebuild_due) {
         int rc = prepare_db(p, true, &msg);
         if (rc != 0) {
@@ -577,6 +592,7 @@ static void apply_and_ack(keel_projection_t *p, const keel_resp_value_t *entries
     p->stats.applied += (uint64_t)applied;
     if (p->m_applied)
         keel_counter_add(p->m_applied, (uint64_t)applied);
+    p->batch_short = p->cfg.linger_ms > 0 && entries->elems_len < p->cfg.batch_events_max;
     send_acks(p);
 }
 
@@ -614,7 +630,7 @@ static void send_acks(keel_projection_t *p)
     /* The next read goes in the same pipeline (one round trip instead of two). If an
      * acknowledgement fails, the read's reply sees the error and the projection restarts
      * from its checkpoint; what the read delivered is delivered again then. */
-    if (p->batch_err == 0 && !a->settle_more && !p->rebuild_due && !p->stopping)
+    if (p->batch_err == 0 && !a->settle_more && !p->rebuild_due && !p->stopping && !p->batch_short)
         send_read(p);
     if (p->waiting == 0)
         restart_later(p, "could not send", p->batch_err);
@@ -654,6 +670,11 @@ static void on_ack(keel_client_t *cl, void *ctx, int status, const keel_resp_val
     if (a->settle_more) {
         a->settle_more = false;
         return settle(p);
+    }
+    if (p->batch_short) { /* linger_ms: let the next batch gather */
+        p->batch_short = false;
+        p->state = ST_WAIT;
+        return timer_start(p, p->cfg.linger_ms, true);
     }
     read_next(p);
 }

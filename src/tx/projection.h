@@ -90,7 +90,11 @@ typedef struct keel_projection_config {
     keel_ms_t block_ms;        /* BLOCK per read; default 1000 */
     keel_ms_t retry_ms;        /* after a failure, before starting again; default 200 */
     keel_ms_t lag_every_ms;    /* lag read while idle; default 1000 */
-    keel_metrics_t *metrics;   /* may be NULL */
+    /* After a batch shorter than batch_events_max, the next read waits this long, so that a
+     * read and its XACK (two keel writes) carry what arrived meanwhile; default 0 (read at
+     * once, the lowest lag: about one event per read under a steady trickle). */
+    keel_ms_t linger_ms;
+    keel_metrics_t *metrics; /* may be NULL */
 } keel_projection_config_t;
 
 typedef struct keel_projection_stats {
@@ -120,6 +124,7 @@ struct keel_projection {
     int batch_err;        /* a failed reply in the current step */
     char last_error[128]; /* the server's error reply, for the log */
     bool rebuild_due, stopping, timer_open, client_open;
+    bool batch_short, lingering; /* linger_ms: the last batch was short; the timer is its wait */
     keel_ms_t lag_at_ms;
     keel_stream_id_t first_after; /* the stream's first entry after the checkpoint, */
     bool first_known;             /* when there was one */

@@ -117,6 +117,24 @@ def test_the_aggregated_order_view_and_its_partial_answer(up_dir, tmp_path):
         # the gateway's JWT rules hold on the aggregate too
         st, _ = call(gw, "GET", f"/orders/{oid}/full")
         assert st == 401
+        # the Idempotency-Key: the same order again is the same answer (from its events, no
+        # step runs again); the key used for another order is refused; a rejected order stays
+        # rejected when asked again
+        body = {"customer": "c1", "items": [{"product": "p1", "qty": 2}],
+                "amount_cents": 1250, "card": "ok"}
+        st, again = call(gw, "POST", "/orders", dict(reversed(list(body.items()))),
+                         {**auth, "Idempotency-Key": "agg-1"})
+        assert (st, again) == (201, {"order": oid, "status": "confirmed"}), again
+        st, other = call(gw, "POST", "/orders", {**body, "amount_cents": 999},
+                         {**auth, "Idempotency-Key": "agg-1"})
+        assert st == 422, other
+        for _ in range(2):
+            st, declined = call(gw, "POST", "/orders", {**body, "card": "decline"},
+                                {**auth, "Idempotency-Key": "agg-2"})
+            assert st == 409 and declined["status"] == "rejected", declined
+        st, full = call(gw, "GET", f"/orders/{oid}/full", headers=auth)
+        assert full["payment"]["status"] == "charged" and full["reservation"]["status"] == "confirmed"
+
         # an order that does not exist: the required part's 404
         st, nf = call(gw, "GET", "/orders/no-such-order/full", headers=auth)
         assert st == 404 and nf["order"] is None

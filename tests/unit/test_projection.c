@@ -80,9 +80,12 @@ static void env_init(env_t *e)
         .init = sums_init, .reset = sums_reset, .apply = sums_apply, .data = &e->applied};
 }
 
+static keel_ms_t start_linger_ms; /* cfg.linger_ms of the next start */
+
 static void start(env_t *e, const char *name, const char *stream, uint32_t batch)
 {
     keel_projection_config_t cfg = keel_projection_config_default();
+    cfg.linger_ms = start_linger_ms;
     cfg.name = name;
     cfg.stream = stream;
     cfg.seeds[0] = srv.addr;
@@ -210,6 +213,55 @@ static void every_event_is_applied_once_and_the_checkpoint_commits_with_it(void)
     KT_EQ_U64(keel_projection_stats(&e.p)->applied, 40);
     stop(&e);
     env_free(&e);
+}
+
+/* A trickle: an event every 5 ms, appended from a timer on the projection's own loop. */
+typedef struct trickle {
+    const char *stream;
+    int added, done;
+    keel_stream_id_t last;
+} trickle_t;
+
+static void trickle_fire(keel_timer_t *t, void *data)
+{
+    trickle_t *tr = data;
+    tr->last = add(tr->stream, "acct-9", "Deposited", ++tr->added);
+    if (tr->added == 20) {
+        keel_timer_stop(t);
+        tr->done = 1;
+    }
+}
+
+/* Read at once, a trickle costs about one batch per event (a read, a commit and an XACK
+ * each); with linger_ms 50, a few batches carry it all. */
+static void a_linger_gathers_a_trickle_into_few_batches(void)
+{
+    for (int linger = 0; linger < 2; linger++) {
+        env_t e;
+        env_init(&e);
+        trickle_t tr = {.stream = linger ? "pt:l1" : "pt:l0"};
+        start_linger_ms = linger ? 50 : 0;
+        start(&e, "trickle", tr.stream, 100);
+        start_linger_ms = 0;
+        run_for(&e, 20);
+        keel_timer_t t;
+        KT_EQ_INT(keel_timer_init(&e.loop, &t), 0);
+        keel_timer_start(&t, 5, 5, trickle_fire, &tr);
+        tx_run_until(&e.loop, &tr.done, 10000);
+        keel_timer_close(&t, NULL);
+        run_to(&e, tr.last);
+        run_for(&e, 100);
+        KT_EQ_INT(sql_int(&e, "SELECT total FROM sums WHERE agg = 'acct-9'"), 210);
+        KT_EQ_INT(e.applied, 20);
+        KT_EQ_INT(pending_count(tr.stream, "trickle"), 0);
+        uint64_t batches = keel_projection_stats(&e.p)->batches;
+        if (linger)
+            KT_CHECK(batches >= 2 && batches <= 6);
+        else
+            KT_CHECK(batches >= 8);
+        stop(&e);
+        env_free(&e);
+    }
 }
 
 static void a_failing_event_is_dead_lettered_with_its_error_and_the_projection_goes_on(void)
@@ -408,6 +460,7 @@ int main(void)
         return 0;
     }
     KT_RUN(every_event_is_applied_once_and_the_checkpoint_commits_with_it);
+    KT_RUN(a_linger_gathers_a_trickle_into_few_batches);
     KT_RUN(a_failing_event_is_dead_lettered_with_its_error_and_the_projection_goes_on);
     KT_RUN(a_restart_trusts_the_checkpoint_over_the_group);
     KT_RUN(a_rebuild_drops_the_read_model_and_applies_everything_again);

@@ -14,7 +14,9 @@
  *        202 {"order", "status": "pending"}    not finished within --answer-within-ms; the
  *                                              saga goes on (here or, if this instance dies,
  *                                              on another) and GET /orders/:id tells
- *        400 bad input; with an Idempotency-Key header, a repeat gets the first answer
+ *        400 bad input; 422 an Idempotency-Key used before for another order
+ *        With an Idempotency-Key, a repeat is the same order: its final answer once it has
+ *        ended, else it joins the saga (202 pending if the saga runs elsewhere).
  *   GET  /orders/:id  {"order", "status": placed|confirmed|rejected|attention, ...}
  *
  * The order id is derived from the customer and the Idempotency-Key (a retry after a lost
@@ -348,19 +350,78 @@ static void saga_go(req_ctx_t *r)
     }
 }
 
-static void on_placed(keel_es_t *es, void *ctx, int err, uint64_t version, const char *msg)
+static void refuse(req_ctx_t *r, int status, const char *why)
+{
+    keel_service_req_enter(r->req);
+    keel_http_respond_error(r->req->http, status, why);
+    r->req = NULL;
+    req_done(r);
+}
+
+static int fold_apply(void *data, keel_buf_t *state, const keel_es_event_t *ev);
+static const keel_es_fold_t ORDER_FOLD;
+
+/*
+ * The order was placed before under this id: a retry with the same Idempotency-Key (here or
+ * on another instance, the gateway's or the client's). The same order is answered from its
+ * events when it has ended, or joins its saga; another order under the same key is refused
+ * (422, as the IETF idempotency draft answers a key reused with another payload). This is
+ * the service's whole idempotency: the order id derived from the key is the claim (the
+ * `placed` event, expected version 0) and the order's events are the stored answer, so no
+ * idempotency record is kept beside them (two keel writes per order less).
+ */
+static void on_existing(keel_es_t *es, void *ctx, int err, uint64_t version,
+                        const keel_buf_t *state, const char *msg)
 {
     req_ctx_t *r = ctx;
     (void)es;
-    (void)version;
     (void)msg;
-    if (err != 0 && err != KEEL_ECONFLICT) { /* the order may or may not be placed: retry */
-        keel_http_respond_error(r->req->http, 503, "the order could not be stored; retry");
-        r->req = NULL;
+    if (err != 0 || version == 0) {
+        refuse(r, 503, "the order could not be read; retry");
+        return;
+    }
+    const char *p = (const char *)keel_buf_rptr(state);
+    size_t n = keel_buf_unread(state);
+    const char *nl = memchr(p, '\n', n);
+    json_t *was = nl ? json_loadb(nl + 1, n - (size_t)(nl + 1 - p), 0, NULL) : NULL;
+    json_t *now = json_loads(r->input, 0, NULL);
+    bool same = was != NULL && now != NULL && json_equal(was, now);
+    json_decref(was);
+    json_decref(now);
+    if (!same) {
+        refuse(r, 422, "this Idempotency-Key was used for another order");
+        return;
+    }
+    size_t sl = nl ? (size_t)(nl - p) : n;
+    const char *final = sl == 9 && memcmp(p, "confirmed", 9) == 0   ? "confirmed"
+                        : sl == 8 && memcmp(p, "rejected", 8) == 0  ? "rejected"
+                        : sl == 9 && memcmp(p, "attention", 9) == 0 ? "attention"
+                                                                    : NULL;
+    if (final) {
+        answer(r, final[0] == 'c' ? 201 : final[0] == 'r' ? 409 : 500, final);
         req_done(r);
         return;
     }
-    saga_go(r); /* placed now, or before by the same key: the saga is started or joined */
+    saga_go(r); /* placed: its saga runs here or elsewhere, or waits to be adopted: join it */
+}
+
+static void on_placed(keel_es_t *es, void *ctx, int err, uint64_t version, const char *msg)
+{
+    req_ctx_t *r = ctx;
+    (void)version;
+    (void)msg;
+    if (err == KEEL_ECONFLICT) {
+        char agg[KEEL_ES_AGG_BYTES_MAX + 1];
+        snprintf(agg, sizeof(agg), "order-%s", r->id);
+        if (keel_es_load(es, agg, &ORDER_FOLD, on_existing, r) != 0)
+            refuse(r, 503, "the order could not be read; retry");
+        return;
+    }
+    if (err != 0) { /* the order may or may not be placed: retry */
+        refuse(r, 503, "the order could not be stored; retry");
+        return;
+    }
+    saga_go(r);
 }
 
 static void h_post(keel_service_req_t *req, void *data)
@@ -581,11 +642,6 @@ int main(int argc, char **argv)
     cfg.listen = listen;
     cfg.registry = registry;
     cfg.instance_id = id;
-    cfg.idem.servers = keel;
-    /* A POST ends within answer-within-ms (202 pending after it), so its key's claim can
-     * lapse soon after: a retry of an order whose instance died is run again (and finds the
-     * saga, adopted by then) instead of meeting 409 for the library's default 60 s. */
-    cfg.idem.lock_ms = (keel_ms_t)within + 500;
     cfg.on_stopped = on_stopped;
     cfg.on_drain_data = &app;
     rc = keel_service_init(&app.svc, &loop, &cfg, &msg);
@@ -660,7 +716,7 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = keel_sagas_register(&app.sagas, &app.order, &msg);
     if (rc == 0)
-        rc = keel_service_route_idem(&app.svc, "POST", "/orders", h_post, &app, &msg);
+        rc = keel_service_route(&app.svc, "POST", "/orders", h_post, &app, &msg);
     if (rc == 0)
         rc = keel_service_route(&app.svc, "GET", "/orders/:id", h_get, &app, &msg);
     if (rc == 0)
