@@ -135,7 +135,7 @@ static void answer_read(ap_t *ap, ap_op_t *o)
     keel_buf_init(&ctx, 0);
     int rc;
     if (o->want_kind && o->acc.kind && o->acc.kind != o->want_kind) {
-        rc = keel_resp_write_errorf(out, "WRONGTYPE the key holds a %s, not a %s",
+        rc = keel_resp_write_errorf(out, "WRONGTYPE the key holds %s, not %s",
                                     keel_apval_kind_name(o->acc.kind),
                                     keel_apval_kind_name(o->want_kind));
     } else if (o->acc.kind == KEEL_APVAL_LWW) {
