@@ -30,12 +30,13 @@
  * is computed at start. Flags override the file: the file is read first.
  */
 typedef enum {
-    OPT_STR,   /* any text that fits */
-    OPT_NAME,  /* letters, digits, '-', '_', '.' (also a member name in --initial-cluster) */
-    OPT_ADDR,  /* IPv4 or IPv6 host:port, as keel_tcp_parse_addr reads it */
-    OPT_INT,   /* decimal integer in [min, max] */
-    OPT_BYTES, /* decimal integer, optional suffix k, m or g (KiB, MiB, GiB), in [min, max] */
-    OPT_LEVEL, /* a log level name */
+    OPT_STR,      /* any text that fits */
+    OPT_NAME,     /* letters, digits, '-', '_', '.' (also a member name in --initial-cluster) */
+    OPT_ADDR,     /* IPv4 or IPv6 host:port, as keel_tcp_parse_addr reads it */
+    OPT_INT,      /* decimal integer in [min, max] */
+    OPT_BYTES,    /* decimal integer, optional suffix k, m or g (KiB, MiB, GiB), in [min, max] */
+    OPT_LEVEL,    /* a log level name */
+    OPT_APPOLICY, /* the AP keyspace's policy table (core/appolicy); a repeated flag adds rules */
 } opt_kind_t;
 
 typedef enum { IN_CFG, IN_SPECIAL } opt_where_t;
@@ -114,6 +115,11 @@ static const opt_t opts[] = {
      1024 * GIB, NULL, "... and not before the log since the last snapshot holds this much"},
     {"wal-segment-bytes", OPT_BYTES, IN_CFG, OFF(node.wal.segment_bytes), "BYTES",
      KEEL_WAL_SEGMENT_BYTES_MIN, UINT32_MAX, NULL, "preallocated size of each WAL segment"},
+    {"ap-policy", OPT_APPOLICY, IN_CFG, OFF(ap_policy), "PREFIX=POLICY,...", NO_RANGE, "none",
+     "AP keyspace conflict policy per key prefix (docs/ap.md): POLICY is siblings, lww (last "
+     "writer wins: LOSES concurrent writes), pn-counter or or-set; the longest matching prefix "
+     "wins, other keys keep siblings; repeat the flag or separate rules with ','; give every "
+     "node the same table (KEEL.AP.POLICY shows its digest)"},
     {"wal-zero-ahead-bytes", OPT_BYTES, IN_CFG, OFF(node.wal.zero_ahead_bytes), "BYTES", 0, GIB,
      NULL, "zeros written ahead of the WAL data, so fdatasync skips extent conversion (0: off)"},
 };
@@ -175,6 +181,12 @@ static void fmt_allowed(const opt_t *o, char *out, size_t cap)
         break;
     case OPT_LEVEL:
         snprintf(out, cap, "one of debug, info, warn, error");
+        break;
+    case OPT_APPOLICY:
+        snprintf(out, cap,
+                 "PREFIX=POLICY rules separated by ',' (at most %u prefixes of %u bytes; POLICY: "
+                 "siblings, lww, pn-counter, or-set)",
+                 KEEL_APPOLICY_PREFIXES_MAX, KEEL_APPOLICY_PREFIX_BYTES_MAX);
         break;
     case OPT_INT:
         if (o->max == UINT64_MAX)
@@ -275,6 +287,14 @@ static int set_opt(keel_server_config_t *cfg, special_t *sp, const opt_t *o, con
         keel_log_level_t level;
         if (keel_log_level_parse(v, &level) != 0)
             return -1;
+    }
+    if (o->kind == OPT_APPOLICY) {
+        static keel_appolicy_t table; /* 9 KiB: not on the stack */
+        keel_errmsg_t msg = {{0}};
+        if (keel_appolicy_parse(&table, v, strlen(v), &msg) != 0) {
+            fprintf(stderr, "keel server: --ap-policy: %s\n", msg.text);
+            return -1;
+        }
     }
     snprintf(field, o->size, "%s", v);
     return 0;
@@ -398,6 +418,7 @@ static int parse_args(int argc, char **argv, keel_server_config_t *cfg, special_
             exit(0);
         }
     /* two passes: the config file first, so that flags override it */
+    int policy_flags = 0;
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 1; i < argc;) {
             const opt_t *o;
@@ -408,6 +429,17 @@ static int parse_args(int argc, char **argv, keel_server_config_t *cfg, special_
                 continue;
             char where[80];
             snprintf(where, sizeof(where), "--%s", o->name);
+            static char joined[KEEL_APPOLICY_TEXT_BYTES_MAX + 2];
+            if (o->kind == OPT_APPOLICY && policy_flags++ > 0) {
+                /* a repeated flag adds its rules to the earlier flags' (not to the file's) */
+                int n = snprintf(joined, sizeof(joined), "%s,%s", cfg->ap_policy, val);
+                if (n < 0 || (size_t)n >= sizeof(joined)) {
+                    fprintf(stderr, "keel server: --ap-policy: more than %u bytes of rules\n",
+                            KEEL_APPOLICY_TEXT_BYTES_MAX);
+                    return -1;
+                }
+                val = joined;
+            }
             if (set_opt(cfg, sp, o, val) != 0) {
                 bad_value(where, o, val);
                 return -1;

@@ -169,15 +169,22 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
                              "Live siblings in the answers of AP reads (divide by "
                              "keel_ap_reads_total: siblings per read).",
                              NULL);
+    ap->m_policy_refused = keel_metrics_counter(
+        s->metrics, "keel_ap_policy_refused_total",
+        "AP states a peer sent of another kind than this node's --ap-policy gives the key "
+        "(refused, not stored: the nodes' policy tables differ).",
+        NULL);
     if (!ap->m_repaired || !ap->m_ae_rounds || !ap->m_ae_pushed || !ap->m_noquorum ||
         !ap->m_ae_ranges || !ap->m_hints_stored || !ap->m_hints_delivered || !ap->m_handoffs_sent ||
-        !ap->m_hints_pending || !ap->m_reads || !ap->m_read_siblings) {
+        !ap->m_hints_pending || !ap->m_reads || !ap->m_read_siblings || !ap->m_policy_refused) {
         free(ap);
         return KEEL_ENOMEM;
     }
     char dir[KEEL_NODE_PATH_BYTES + 8];
     snprintf(dir, sizeof(dir), "%s/ap", s->cfg.node.data_dir);
-    int rc = keel_applace_init(&ap->place, KEEL_APPLACE_NODES_MAX, KEEL_APPLACE_VNODES_DEFAULT);
+    int rc = keel_appolicy_parse(&ap->policy, s->cfg.ap_policy, strlen(s->cfg.ap_policy), msg);
+    if (rc == 0)
+        rc = keel_applace_init(&ap->place, KEEL_APPLACE_NODES_MAX, KEEL_APPLACE_VNODES_DEFAULT);
     if (rc == 0)
         rc = keel_apstore_open(&ap->store, dir, msg);
     if (rc == 0)
@@ -189,7 +196,8 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
     s->ap = ap;
     if (rc == 0)
         keel_log_info("ap keyspace ready", KF_INT("keys", (int64_t)keel_apstore_count(ap->store)),
-                      KF_INT("replayed", (int64_t)keel_apstore_replayed(ap->store)));
+                      KF_INT("replayed", (int64_t)keel_apstore_replayed(ap->store)),
+                      KF_INT("policy_prefixes", (int64_t)ap->policy.n));
     return rc;
 }
 

@@ -6,6 +6,7 @@
 #include "proto/apmsg.h"
 #include "proto/resp.h"
 #include "runtime/apstore.h"
+#include "runtime/clock.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,6 +110,53 @@ static int key_homes(keel_resp_client_t *c, const keel_resp_arg_t *key, uint64_t
 
 enum { W_PUT, W_DEL, W_INCR, W_SADD, W_SREM };
 
+/* ---- the conflict policy per key prefix (core/appolicy) -------------------------------- */
+
+int keel__ap_policy_allows(const ap_t *ap, const uint8_t *key, size_t len, uint8_t kind,
+                           keel_errmsg_t *msg)
+{
+    int rule;
+    uint8_t want = keel_appolicy_kind(&ap->policy, key, len, &rule);
+    if (rule < 0 || want == kind)
+        return 0;
+    const keel_appolicy_rule_t *r = &ap->policy.rule[rule];
+    return keel_errf(msg, KEEL_EREJECTED,
+                     "the state is a %s, but --ap-policy prefix '%.*s' gives the key the policy %s",
+                     keel_apval_kind_name(kind), (int)r->len, (const char *)r->prefix,
+                     keel_appolicy_name(want));
+}
+
+static const char *const commands_of[] = {
+    [KEEL_APVAL_SIBLINGS] = "KEEL.AP.PUT, DEL, GET",
+    [KEEL_APVAL_LWW] = "KEEL.AP.PUT, GET",
+    [KEEL_APVAL_PNCOUNTER] = "KEEL.AP.INCR, GET",
+    [KEEL_APVAL_ORSET] = "KEEL.AP.SADD, SREM, SMEMBERS, GET",
+};
+
+/*
+ * The kind a command of this name makes or reads under key: the key's policy when a prefix
+ * of the table matches it, else the command's own kind (siblings for PUT and DEL, as before
+ * the table). 0 once c has its error: the policy's kind does not take this command.
+ */
+static uint8_t kind_for(keel_resp_client_t *c, const ap_t *ap, const keel_resp_arg_t *key,
+                        const char *cmd, uint8_t own)
+{
+    int rule;
+    uint8_t kind = keel_appolicy_kind(&ap->policy, key->ptr, key->len, &rule);
+    if (rule < 0)
+        return own;
+    if (kind == own ||
+        (own == KEEL_APVAL_SIBLINGS && kind == KEEL_APVAL_LWW && strcmp(cmd, "KEEL.AP.PUT") == 0))
+        return kind;
+    const keel_appolicy_rule_t *r = &ap->policy.rule[rule];
+    keel_resp_client_errorf(c,
+                            "WRONGTYPE --ap-policy prefix '%.*s' gives this key the policy %s: "
+                            "%s is refused (%s takes %s)",
+                            (int)r->len, (const char *)r->prefix, keel_appolicy_name(kind), cmd,
+                            keel_appolicy_name(kind), commands_of[kind]);
+    return 0;
+}
+
 static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv, int what)
 {
     ap_t *ap = keel__srv_of(c)->ap;
@@ -117,6 +165,14 @@ static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
     int nh = key_homes(c, key, homes);
     if (nh <= 0)
         return 0; /* answered */
+    static const char *const names[] = {"KEEL.AP.PUT", "KEEL.AP.DEL", "KEEL.AP.INCR",
+                                        "KEEL.AP.SADD", "KEEL.AP.SREM"};
+    uint8_t kind = kind_for(c, ap, key, names[what],
+                            what == W_INCR                     ? KEEL_APVAL_PNCOUNTER
+                            : what == W_SADD || what == W_SREM ? KEEL_APVAL_ORSET
+                                                               : KEEL_APVAL_SIBLINGS);
+    if (kind == 0)
+        return 0; /* answered */
     opts_t o;
     if (parse_opts(c, argc, argv, what == W_DEL ? 2 : 3, nh, "w", &o) != 0)
         return 0;
@@ -124,9 +180,6 @@ static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
         return keel__srv_error(c, "ERR keel: KEEL.AP.DEL needs the context of a read (CTX)");
     /* This node's copy: the dot is issued here, against what this node has seen. */
     const keel_apval_t *cur = keel_apstore_get(ap->store, key->ptr, key->len);
-    uint8_t kind = what == W_INCR                     ? KEEL_APVAL_PNCOUNTER
-                   : what == W_SADD || what == W_SREM ? KEEL_APVAL_ORSET
-                                                      : KEEL_APVAL_SIBLINGS;
     if (cur && cur->kind != kind)
         return keel__srv_error(c,
                                "WRONGTYPE Operation against a key holding the wrong kind of value");
@@ -150,6 +203,17 @@ static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
             rc = KEEL_EINVAL;
         else
             rc = keel_pncounter_add(&next.u.pn, actor, d);
+    } else if (kind == KEEL_APVAL_LWW) {
+        /* Last writer wins (chosen by --ap-policy, lossy: docs/ap.md). The timestamp is this
+           node's wall clock in ms, and above the one it holds, so a write always replaces
+           what its coordinator has seen; between concurrent writes the later clock wins,
+           ties broken by actor, then bytes, the same on every replica. A context is not
+           needed, and one given is not used. */
+        uint64_t ts = (uint64_t)keel_clock_unix_ms();
+        if (ts <= next.u.lww.ts)
+            ts = next.u.lww.ts + 1;
+        rc = keel_lww_set(&next.u.lww, ts, actor, argv[2].ptr, (uint32_t)argv[2].len);
+        rc = rc == 1 ? 0 : rc < 0 ? rc : KEEL_ECONFLICT;
     } else {
         rc = keel_apobj_put(&next.u.obj, o.has_ctx ? &o.ctx : NULL, actor, what == W_DEL,
                             what == W_PUT ? argv[2].ptr : NULL,
@@ -160,11 +224,12 @@ static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
         rc = keel_apstore_merge(ap->store, key->ptr, key->len, &next, NULL, &msg);
     else
         keel_errf(&msg, rc, "%s",
-                  rc == KEEL_EFULL     ? "too many siblings or writers: read, then "
-                                         "write with the context"
-                  : rc == KEEL_EINVAL  ? "increment is not a non-zero integer"
-                  : rc == KEEL_ETOOBIG ? "member too long"
-                                       : keel_strerror(rc));
+                  rc == KEEL_EFULL    ? "too many siblings or writers: read, then "
+                                        "write with the context"
+                  : rc == KEEL_EINVAL ? "increment is not a non-zero integer"
+                  : rc == KEEL_ETOOBIG && kind == KEEL_APVAL_LWW ? "value too long"
+                  : rc == KEEL_ETOOBIG                           ? "member too long"
+                                                                 : keel_strerror(rc));
     if (rc != 0) {
         keel_apval_free(&next);
         return keel_resp_client_errorf(c, "ERR keel: %s", msg.text);
@@ -239,13 +304,17 @@ int keel__srv_cmd_ap_srem(keel_resp_client_t *c, size_t argc, const keel_resp_ar
     return do_write(c, argc, argv, W_SREM);
 }
 
-int keel__srv_cmd_ap_get(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+/* A read at R; want_kind: the kind the command reads (0: any, as GET). */
+static int do_read(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv,
+                   uint8_t want_kind)
 {
     ap_t *ap = keel__srv_of(c)->ap;
     const keel_resp_arg_t *key = &argv[1];
     uint64_t homes[AP_REPLICAS_MAX];
     int nh = key_homes(c, key, homes);
     if (nh <= 0)
+        return 0; /* answered */
+    if (want_kind && kind_for(c, ap, key, "KEEL.AP.SMEMBERS", want_kind) == 0)
         return 0; /* answered */
     opts_t o;
     if (parse_opts(c, argc, argv, 2, nh, "r", &o) != 0)
@@ -255,6 +324,7 @@ int keel__srv_cmd_ap_get(keel_resp_client_t *c, size_t argc, const keel_resp_arg
         return ap->ops_n >= AP_OPS_MAX
                    ? keel__srv_error(c, "ERR keel: too many AP requests in flight")
                    : keel__srv_oom(c);
+    op->want_kind = want_kind;
     uint64_t me = keel__ap_self_id(ap);
     keel_apmsg_t m = {
         .type = KEEL_APMSG_READ, .req = op->req, .key = key->ptr, .key_len = key->len};
@@ -264,6 +334,42 @@ int keel__srv_cmd_ap_get(keel_resp_client_t *c, size_t argc, const keel_resp_arg
     if (keel__ap_is_home(op, me)) /* last: it may answer and free the op */
         keel__ap_read_got(ap, op, me, keel_apstore_get(ap->store, key->ptr, key->len));
     return 0;
+}
+
+int keel__srv_cmd_ap_get(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    return do_read(c, argc, argv, 0);
+}
+
+int keel__srv_cmd_ap_smembers(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    return do_read(c, argc, argv, KEEL_APVAL_ORSET);
+}
+
+/* The key's conflict policy on this node: its name, the prefix that chose it (nil: none,
+ * the default) and the digest of this node's whole table (16 hex digits), which is the
+ * same on every node configured alike. */
+int keel__srv_cmd_ap_policy(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    (void)argc;
+    ap_t *ap = keel__srv_of(c)->ap;
+    int rule;
+    uint8_t kind = keel_appolicy_kind(&ap->policy, argv[1].ptr, argv[1].len, &rule);
+    char digest[17];
+    snprintf(digest, sizeof(digest), "%016llx",
+             (unsigned long long)keel_appolicy_digest(&ap->policy));
+    keel_buf_t *out = keel_resp_client_out(c);
+    const char *name = keel_appolicy_name(kind);
+    int rc = keel_resp_write_array_header(out, 3);
+    rc = rc ?: keel_resp_write_bulk(out, name, strlen(name));
+    if (rule < 0)
+        rc = rc ?: keel_resp_write_nil(out);
+    else
+        rc = rc
+                 ?: keel_resp_write_bulk(out, (const char *)ap->policy.rule[rule].prefix,
+                                         ap->policy.rule[rule].len);
+    rc = rc ?: keel_resp_write_bulk(out, digest, 16);
+    return rc;
 }
 
 /* The key's preference list on this node's ring: an array of the homes' names and one of the

@@ -134,7 +134,19 @@ static void answer_read(ap_t *ap, ap_op_t *o)
     keel_buf_t ctx;
     keel_buf_init(&ctx, 0);
     int rc;
-    if (o->acc.kind == KEEL_APVAL_PNCOUNTER) {
+    if (o->want_kind && o->acc.kind && o->acc.kind != o->want_kind) {
+        rc = keel_resp_write_errorf(out, "WRONGTYPE the key holds %s, not %s",
+                                    keel_apval_kind_name(o->acc.kind),
+                                    keel_apval_kind_name(o->want_kind));
+    } else if (o->acc.kind == KEEL_APVAL_LWW) {
+        /* one value, whatever was written concurrently (the policy's documented loss) */
+        const keel_lww_t *l = &o->acc.u.lww;
+        rc = keel_resp_write_array_header(out, l->ts ? 3 : 2);
+        rc = rc ?: keel_resp_write_int(out, o->answered_n);
+        rc = rc ?: keel_resp_write_bulk(out, "", 0);
+        if (l->ts)
+            rc = rc ?: keel_resp_write_bulk(out, l->data ? (const char *)l->data : "", l->len);
+    } else if (o->acc.kind == KEEL_APVAL_PNCOUNTER) {
         int64_t v = 0;
         (void)keel_pncounter_value(&o->acc.u.pn, &v);
         rc = keel_resp_write_array_header(out, 3);
@@ -176,8 +188,8 @@ void keel__ap_answer_write(ap_op_t *o)
 
 void keel__ap_read_repair(ap_t *ap, ap_op_t *o)
 {
-    if (!o->acc.kind)
-        return;
+    if (!o->acc.kind || keel__ap_policy_allows(ap, o->key, o->key_len, o->acc.kind, NULL) != 0)
+        return; /* nothing, or a kind this node's policy refuses for the key */
     uint64_t want = keel_apval_digest(&o->acc);
     for (int i = 0; i < o->answered_n; i++) {
         if (o->digest[i] == want)

@@ -5,6 +5,7 @@
 #include "server/server_int.h"
 
 #include "core/applace.h"
+#include "core/appolicy.h"
 #include "core/apval.h"
 #include "core/merkle.h"
 #include "proto/apmsg.h"
@@ -48,9 +49,16 @@
  *   differing ranges that both are homes of and asks for the sender's (PULL). A replica
  *   that missed writes, or lost its data, catches up without being read.
  *
- * Not here yet (docs/ap.md): moving ranges on a membership change, the conflict policy
- * per key prefix. Messages travel once (node.h keel_node_send_ap): a lost one costs the
- * coordinator its answer (or the handoff a retry), never a wrong one.
+ * - Conflict policy per key prefix (core/appolicy, --ap-policy, the same table on every
+ *   node): it fixes the kind of value a key holds (siblings, lww, pn-counter, or-set).
+ *   A command of another kind is refused before anything is written, and a replica
+ *   refuses a state of another kind than its table gives the key (so nodes whose tables
+ *   differ fail writes, visibly, rather than hold keys that can never merge). Every
+ *   merge (replication, read repair, handoff, anti-entropy) is the kind's own.
+ *
+ * Not here yet (docs/ap.md): moving ranges on a membership change. Messages travel once (node.h
+ * keel_node_send_ap): a lost one costs the coordinator its answer (or the handoff a retry), never a
+ * wrong one.
  *
  * The keyspace is split by job, one file each:
  *   ap.c          placement (the ring of the members in force), sending messages, the
@@ -80,6 +88,7 @@ typedef struct ap_op {
     struct ap_op *next;
     uint64_t req;
     int is_read;
+    uint8_t want_kind;          /* reads: the kind the command reads (0: any, as GET) */
     keel_resp_deferred_t *slot; /* NULL once answered */
     int need;
     uint64_t homes[AP_REPLICAS_MAX];
@@ -107,6 +116,7 @@ struct ap {
     server_t *srv;
     keel_apstore_t *store;
     keel_applace_t place;
+    keel_appolicy_t policy; /* the conflict policy per key prefix (--ap-policy) */
     uint64_t ids[KEEL_APPLACE_NODES_MAX];
     uint32_t ids_n;
     ap_op_t *ops;
@@ -123,9 +133,14 @@ struct ap {
     int trees_ok;
     keel_counter_t *m_repaired, *m_ae_rounds, *m_ae_pushed, *m_noquorum, *m_ae_ranges;
     keel_counter_t *m_hints_stored, *m_hints_delivered, *m_handoffs_sent, *m_reads,
-        *m_read_siblings;
+        *m_read_siblings, *m_policy_refused;
     keel_gauge_t *m_hints_pending;
 };
+
+/* ap_cmds.c */
+/* 0 if a state of this kind may be stored under key here, else KEEL_EREJECTED with why. */
+int keel__ap_policy_allows(const ap_t *ap, const uint8_t *key, size_t len, uint8_t kind,
+                           keel_errmsg_t *msg);
 
 /* ap.c */
 int keel__ap_ring_refresh(ap_t *ap);

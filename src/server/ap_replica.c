@@ -207,6 +207,8 @@ void keel__srv_on_peer_ap(void *data, uint64_t from, const uint8_t *p, size_t n)
     case KEEL_APMSG_HANDOFF: {
         (void)keel__ap_ring_refresh(ap);
         int rc = keel_apval_decode(m.value, m.value_len, &v, &msg);
+        if (rc == 0 && (rc = keel__ap_policy_allows(ap, m.key, m.key_len, v.kind, &msg)) != 0)
+            keel_counter_inc(ap->m_policy_refused);
         int changed = 0,
             hinted = m.type == KEEL_APMSG_HINTED_WRITE && m.home != keel__ap_self_id(ap);
         if (rc == 0)

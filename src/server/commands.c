@@ -435,9 +435,15 @@ static const keel_resp_command_t connection_commands[] = {
     {"keel.ap.incr", -3, NOMULTI, keel__srv_cmd_ap_incr, 1, 1, 1,
      .summary = "AP keyspace: KEEL.AP.INCR key delta [W n|ONE|QUORUM|ALL] (a PN-counter)"},
     {"keel.ap.sadd", -3, NOMULTI, keel__srv_cmd_ap_sadd, 1, 1, 1,
-     .summary = "AP keyspace: KEEL.AP.SADD key member [W level] (an OR-set; GET lists it)"},
+     .summary = "AP keyspace: KEEL.AP.SADD key member [W level] (an OR-set; SMEMBERS lists it)"},
     {"keel.ap.srem", -3, NOMULTI, keel__srv_cmd_ap_srem, 1, 1, 1,
      .summary = "AP keyspace: KEEL.AP.SREM key member [W level] (removes what this node saw)"},
+    {"keel.ap.smembers", -2, NOMULTI, keel__srv_cmd_ap_smembers, 1, 1, 1,
+     .summary = "AP keyspace: KEEL.AP.SMEMBERS key [R n|ONE|QUORUM|ALL]: replies, \"\", members "
+                "(an OR-set)"},
+    {"keel.ap.policy", 2, NOMULTI, keel__srv_cmd_ap_policy, 1, 1, 1,
+     .summary = "AP keyspace: KEEL.AP.POLICY key: the key's conflict policy, the --ap-policy "
+                "prefix that chose it, this node's table digest"},
     {"keel.ap.where", 2, NOMULTI, keel__srv_cmd_ap_where, 1, 1, 1,
      .summary = "AP keyspace: KEEL.AP.WHERE key: the key's homes, then its fallbacks (names)"},
     {"keel.reg", -2, NOMULTI, keel__srv_cmd_reg,

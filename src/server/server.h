@@ -3,6 +3,7 @@
 #define KEEL_SERVER_SERVER_H
 
 #include "runtime/resp_server.h"
+#include "core/appolicy.h"
 #include "core/kv.h"
 #include "server/node.h"
 
@@ -23,6 +24,8 @@ typedef struct keel_server_config {
     keel_node_config_t node; /* node.sm and node.command_bytes_max are filled from kv */
     keel_kv_config_t kv;     /* the strings/KV store's limits (core/kv) */
     keel_resp_server_config_t resp;
+    /* the AP keyspace's conflict policy per key prefix (core/appolicy's text; "" : none) */
+    char ap_policy[KEEL_APPOLICY_TEXT_BYTES_MAX + 1];
 } keel_server_config_t;
 
 void keel_server_config_default(keel_server_config_t *cfg);
