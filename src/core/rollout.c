@@ -4,6 +4,19 @@
 #include <assert.h>
 #include <string.h>
 
+void keel_rollout_config_default(keel_rollout_config_t *cfg)
+{
+    static const uint32_t steps[] = {1, 5, 25, 50, 100};
+    memset(cfg, 0, sizeof(*cfg));
+    memcpy(cfg->steps_pct, steps, sizeof(steps));
+    cfg->steps_count = sizeof(steps) / sizeof(steps[0]);
+    cfg->step_ms = 60000;
+    cfg->window_ms = 30000;
+    cfg->min_requests = 20;
+    cfg->max_error_pct = 5;
+    cfg->max_p99_ms = 0;
+}
+
 int keel_rollout_config_validate(const keel_rollout_config_t *cfg, keel_errmsg_t *msg)
 {
     if (cfg->steps_count == 0 || cfg->steps_count > KEEL_ROLLOUT_STEPS_MAX)

@@ -115,6 +115,9 @@ typedef struct keel_rollout_update {
     keel_ms_t next_deadline_ms;   /* tick again by then (KEEL_MS_NEVER once final) */
 } keel_rollout_update_t;
 
+/* Steps 1, 5, 25, 50, 100; step_ms 60000, window_ms 30000, min_requests 20, max_error_pct 5, no
+ * latency rule. (keel proxy asks for the steps explicitly and takes the rest from here.) */
+void keel_rollout_config_default(keel_rollout_config_t *cfg);
 /* 0 or KEEL_EINVAL naming the field. */
 int keel_rollout_config_validate(const keel_rollout_config_t *cfg, keel_errmsg_t *msg);
 /* Starts at the first step at now_ms. 0 or KEEL_EINVAL (validation). */

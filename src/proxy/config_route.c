@@ -696,10 +696,8 @@ static void r_rollout(ctx_t *c, yaml_node_t *v, void *base)
     keel_proxy_rollout_t *ro = &((keel_proxy_route_t *)base)->rollout;
     ro->enabled = true;
     ro->line = line_of(v);
-    ro->core.step_ms = 60000;
-    ro->core.window_ms = 30000;
-    ro->core.min_requests = 20;
-    ro->core.max_error_pct = 5;
+    keel_rollout_config_default(&ro->core);
+    ro->core.steps_count = 0; /* the schedule is the file's to state: 'steps' is required */
     keel__cfg_load_fields(c, v, f, N(f), ro, "rollout");
     if (v->type != YAML_MAPPING_NODE)
         return;
