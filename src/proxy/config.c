@@ -482,7 +482,7 @@ int keel_proxy_config_parse(const char *text, size_t len, keel_proxy_config_t *c
         yaml_parser_delete(&parser);
         return KEEL_EINVAL;
     }
-    route_load_t rl = {calloc(PENDING_REFS_MAX, sizeof(pending_ref_t)), 0, 0, 0};
+    route_load_t rl = {calloc(PENDING_REFS_MAX, sizeof(pending_ref_t)), 0, 0, 0, false};
     if (rl.refs == NULL) {
         keel__cfg_errl(&x.c, 0, "out of memory");
     } else {
@@ -544,6 +544,7 @@ void keel_proxy_config_free(keel_proxy_config_t *cfg)
     for (uint32_t i = 0; i < cfg->routes_count; i++) {
         keel_proxy_route_t *r = &cfg->routes[i];
         free(r->name);
+        free(r->rollout.canary_name);
         free(r->listener);
         free(r->host);
         free(r->path);

@@ -3,6 +3,7 @@
 #define KEEL_PROXY_CONFIG_H
 
 #include "base/ktime.h"
+#include "core/rollout.h"
 
 #include <regex.h>
 #include <stdbool.h>
@@ -330,6 +331,23 @@ typedef struct keel_proxy_cors {
     bool allow_credentials;
 } keel_proxy_cors_t;
 
+/*
+ * A weighted route's progressive rollout (docs/proxy.md, "Progressive rollout"): the canary, one
+ * of the route's weighted clusters, gets the weight of core/rollout's current step in percent;
+ * the other clusters share the rest in the proportion of their configured weights. Steps and
+ * ranges are checked with core/rollout's limits, so keel_rollout_init() accepts what loads.
+ */
+typedef struct keel_proxy_rollout {
+    bool enabled; /* a `rollout:` section without `enabled: false` */
+    int line;     /* of the section */
+    char *canary_name;
+    int canary_line;
+    int steps_line;
+    uint32_t canary;        /* its slot in the route's clusters */
+    uint32_t others_weight; /* the configured weights of the route's other clusters, added */
+    keel_rollout_config_t core;
+} keel_proxy_rollout_t;
+
 typedef struct keel_proxy_route {
     char *name;
     int line;
@@ -373,6 +391,7 @@ typedef struct keel_proxy_route {
     keel_proxy_ratelimit_t ratelimit;
     keel_proxy_jwt_req_t jwt;
     keel_proxy_cors_t *cors; /* NULL: no CORS */
+    keel_proxy_rollout_t rollout;
 } keel_proxy_route_t;
 
 #define KEEL_PROXY_SIDECAR_TAGS_MAX 16u

@@ -42,6 +42,7 @@ typedef struct route_load {
     uint32_t refs_count;
     uint32_t route;
     int actions;
+    bool weighted; /* the route's action is weighted_clusters */
 } route_load_t;
 
 /* The loader passes its route_load_t through the ctx; one route loads at a time. */

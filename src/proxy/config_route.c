@@ -256,6 +256,7 @@ static void load_weighted(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
 static void r_weighted(ctx_t *c, yaml_node_t *v, void *base)
 {
     current_rl(c)->actions++;
+    current_rl(c)->weighted = true;
     keel__cfg_each_item(c, v, "weighted_clusters", KEEL_PROXY_WEIGHTED_MAX, load_weighted, base);
 }
 
@@ -644,6 +645,110 @@ static void check_agg_paths(ctx_t *c, const keel_proxy_route_t *r)
     }
 }
 
+/* ---- progressive rollout ----------------------------------------------------------------- */
+
+static void ro_canary(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_rollout_t *ro = base;
+    ro->canary_line = line_of(v);
+    keel__cfg_to_str(c, v, "canary", false, &ro->canary_name);
+}
+
+static void load_step(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
+{
+    keel_rollout_config_t *rc = arg;
+    uint64_t pct;
+    if (!keel__cfg_to_u64(c, item, "steps", 1, 100, &pct))
+        return;
+    if (rc->steps_count > 0 && pct <= rc->steps_pct[rc->steps_count - 1]) {
+        ERR(c, item, "steps: must increase (%llu after %u)", (unsigned long long)pct,
+            rc->steps_pct[rc->steps_count - 1]);
+        return;
+    }
+    rc->steps_pct[rc->steps_count++] = (uint32_t)pct;
+}
+
+static void ro_steps(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_rollout_t *ro = base;
+    ro->steps_line = line_of(v);
+    keel__cfg_each_item(c, v, "steps", KEEL_ROLLOUT_STEPS_MAX, load_step, &ro->core);
+    if (v->type == YAML_SEQUENCE_NODE && v->data.sequence.items.start == v->data.sequence.items.top)
+        ERR(c, v, "steps: at least one step is required");
+}
+
+#define RO_CORE(field)                                                                             \
+    (offsetof(keel_proxy_rollout_t, core) + offsetof(keel_rollout_config_t, field))
+
+static void r_rollout(ctx_t *c, yaml_node_t *v, void *base)
+{
+    static const field_t f[] = {
+        {"enabled", F_BOOL, offsetof(keel_proxy_rollout_t, enabled), 0, 0, NULL},
+        {"canary", F_FN, 0, 0, 0, ro_canary},
+        {"steps", F_FN, 0, 0, 0, ro_steps},
+        {"step_ms", F_MS, RO_CORE(step_ms), KEEL_ROLLOUT_STEP_MS_MIN, KEEL_ROLLOUT_MS_MAX, NULL},
+        {"window_ms", F_MS, RO_CORE(window_ms), KEEL_ROLLOUT_WINDOW_MS_MIN, KEEL_ROLLOUT_MS_MAX,
+         NULL},
+        {"min_requests", F_U32, RO_CORE(min_requests), 1, KEEL_ROLLOUT_MIN_REQUESTS_MAX, NULL},
+        {"max_error_percent", F_U32, RO_CORE(max_error_pct), 0, 100, NULL},
+        {"max_p99_ms", F_MS, RO_CORE(max_p99_ms), 1, KEEL_ROLLOUT_MS_MAX, NULL},
+    };
+    keel_proxy_rollout_t *ro = &((keel_proxy_route_t *)base)->rollout;
+    ro->enabled = true;
+    ro->line = line_of(v);
+    keel_rollout_config_default(&ro->core);
+    ro->core.steps_count = 0; /* the schedule is the file's to state: 'steps' is required */
+    keel__cfg_load_fields(c, v, f, N(f), ro, "rollout");
+    if (v->type != YAML_MAPPING_NODE)
+        return;
+    if (ro->canary_name == NULL)
+        ERR(c, v, "rollout: 'canary' is required (one of the route's weighted_clusters)");
+    if (ro->steps_line == 0)
+        ERR(c, v, "rollout: 'steps' is required (the canary's weights in percent, increasing)");
+}
+
+/* With the route loaded: the canary is one of its weighted clusters, and the others have weight
+ * to give. */
+static void check_rollout(ctx_t *c, keel_proxy_route_t *r, const route_load_t *rl)
+{
+    keel_proxy_rollout_t *ro = &r->rollout;
+    if (ro->line == 0 || ro->canary_name == NULL)
+        return;
+    if (!rl->weighted) {
+        keel__cfg_errl(c, ro->line,
+                       "rollout: needs weighted_clusters (the canary and the clusters it "
+                       "replaces)");
+        return;
+    }
+    int slot = -1;
+    for (uint32_t k = rl->refs_count; k > 0 && rl->refs[k - 1].route == rl->route; k--) {
+        const pending_ref_t *p = &rl->refs[k - 1];
+        if (strcmp(p->name, ro->canary_name) != 0)
+            continue;
+        if (slot >= 0) {
+            keel__cfg_errl(c, ro->canary_line,
+                           "rollout: canary '%s' is listed twice in weighted_clusters",
+                           ro->canary_name);
+            return;
+        }
+        slot = (int)p->slot;
+    }
+    if (slot < 0) {
+        keel__cfg_errl(c, ro->canary_line,
+                       "rollout: canary '%s' is not one of the route's weighted_clusters",
+                       ro->canary_name);
+        return;
+    }
+    ro->canary = (uint32_t)slot;
+    ro->others_weight = 0;
+    for (uint32_t k = 0; k < r->clusters_count; k++)
+        ro->others_weight += k == ro->canary ? 0 : r->clusters[k].weight;
+    if (ro->others_weight == 0)
+        keel__cfg_errl(c, ro->line,
+                       "rollout: the clusters other than the canary have no weight to give "
+                       "(add one with a weight above 0)");
+}
+
 static const field_t route_fields[] = {
     {"name", F_STR, offsetof(keel_proxy_route_t, name), 0, 0, NULL},
     {"match", F_FN, 0, 0, 0, r_match},
@@ -663,6 +768,7 @@ static const field_t route_fields[] = {
     {"jwt", F_FN, 0, 0, 0, r_jwt},
     {"aggregate", F_FN, 0, 0, 0, r_aggregate},
     {"cors", F_FN, 0, 0, 0, keel__cfg_route_cors},
+    {"rollout", F_FN, 0, 0, 0, r_rollout},
 };
 
 static void route_default(keel_proxy_route_t *r)
@@ -689,7 +795,9 @@ static void load_route(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
     c->cfg->routes_count = i + 1;
     rl->route = i;
     rl->actions = 0;
+    rl->weighted = false;
     keel__cfg_load_fields(c, item, route_fields, N(route_fields), r, "route");
+    check_rollout(c, r, rl);
     if (rl->actions != 1)
         ERR(c, item,
             "route%s%s: give exactly one of cluster, weighted_clusters, "

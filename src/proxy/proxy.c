@@ -80,7 +80,7 @@ static int route_init(keel__pgen_t *gen, keel__proute_t *rt, uint32_t idx, keel_
     rt->m_duration = keel_metrics_histogram(m, "keel_proxy_request_duration_seconds",
                                             "From the request head to the response queued in full.",
                                             lab, NULL, 0);
-    return 0;
+    return keel__rollout_init(gen, rt, msg);
 }
 
 static void on_sweep(keel_timer_t *t, void *data)
@@ -89,6 +89,8 @@ static void on_sweep(keel_timer_t *t, void *data)
     keel_ms_t now = keel_loop_now_ms(p->loop);
     keel__proxy_sweep_pool(p, now);
     keel__pgen_t *gen = p->gen;
+    if (p->wid == 0) /* once, on worker 0: the rollouts' schedules and verdicts */
+        keel__rollout_sweep(p, now);
     for (uint32_t c = 0; p->wid == 0 && c < gen->cfg->clusters_count; c++)
         if (gen->cfg->clusters[c].outlier_enabled) { /* once, on worker 0 */
             keel__pcluster_t *cl = gen->clusters[c];

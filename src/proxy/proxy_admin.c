@@ -1,4 +1,4 @@
-/* proxy_admin.c - keel proxy's admin listener: /metrics, /clusters and /config. */
+/* proxy_admin.c - keel proxy's admin listener: /metrics, /clusters, /config and /rollouts. */
 #include "proxy/proxy_int.h"
 
 #include <jansson.h>
@@ -77,6 +77,48 @@ static void admin_clusters(keel_http_req_t *req, void *data)
     free(text);
 }
 
+/* GET /rollouts: each rollout route's state, step, weight and the window being judged. */
+static void admin_rollouts(keel_http_req_t *req, void *data)
+{
+    keel_proxy_t *p = data;
+    json_t *arr = json_array();
+    keel__pgen_t *gen = p->gen;
+    for (uint32_t i = 0; i < gen->cfg->routes_count; i++) {
+        keel__proute_t *rt = &gen->routes[i];
+        if (!rt->ro_on)
+            continue;
+        const keel_proxy_route_t *r = rt->cfg;
+        pthread_mutex_lock(&rt->mu);
+        keel_ms_t now = keel__shared_now(&rt->now_max_ms, keel_loop_now_ms(p->loop));
+        keel_rollout_t ro = rt->ro;
+        pthread_mutex_unlock(&rt->mu);
+        keel_rollout_window_t w = keel_rollout_window(&ro, now);
+        json_t *steps = json_array();
+        for (uint32_t k = 0; k < ro.cfg.steps_count; k++)
+            json_array_append_new(steps, json_integer(ro.cfg.steps_pct[k]));
+        json_t *o = json_pack(
+            "{s:s, s:s, s:s, s:i, s:i, s:o, s:I, s:I, s:{s:I, s:I, s:I, s:I}}", "route", r->name,
+            "canary", gen->cfg->clusters[r->clusters[r->rollout.canary].cluster].name, "state",
+            keel_rollout_phase_name(ro.phase), "weight_pct", (int)keel_rollout_weight_pct(&ro),
+            "step", (int)ro.step + 1, "steps", steps, "steps_taken", (json_int_t)ro.steps_total,
+            "step_age_ms", (json_int_t)(now - ro.step_started_ms), "window", "window_ms",
+            (json_int_t)ro.cfg.window_ms, "requests", (json_int_t)w.requests, "errors",
+            (json_int_t)w.errors, "slow", (json_int_t)w.slow);
+        if (o != NULL && ro.phase == KEEL_ROLLOUT_ROLLED_BACK)
+            json_object_set_new(o, "reason", json_string(keel_rollout_why_name(ro.why)));
+        json_array_append_new(arr, o);
+    }
+    json_t *root = json_pack("{s:o}", "rollouts", arr);
+    char *text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    if (text == NULL) {
+        keel_http_respond_error(req, 500, "out of memory");
+        return;
+    }
+    keel_http_respond_body(req, 200, "application/json", text, strlen(text));
+    free(text);
+}
+
 static void admin_config(keel_http_req_t *req, void *data)
 {
     keel_proxy_t *p = data;
@@ -95,10 +137,12 @@ int keel__proxy_admin_start(keel_proxy_t *p, keel_errmsg_t *msg)
         {HTTP_GET, "/metrics", admin_metrics, p},
         {HTTP_GET, "/clusters", admin_clusters, p},
         {HTTP_GET, "/config", admin_config, p},
+        {HTTP_GET, "/rollouts", admin_rollouts, p},
     };
     keel_http_server_config_t sc = keel_http_server_config_default();
     sc.connections_max = 64;
-    int rc = keel_http_server_init(&p->admin, p->loop, &sc, routes, 3, msg);
+    int rc = keel_http_server_init(&p->admin, p->loop, &sc, routes,
+                                   sizeof(routes) / sizeof(routes[0]), msg);
     if (rc != 0)
         return rc;
     p->admin_on = true;

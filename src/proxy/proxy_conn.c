@@ -255,6 +255,8 @@ static void x_release(keel__dconn_t *d)
         keel_counter_inc(x->route->m_class[keel__status_class(x->status)]);
         keel_histogram_observe(x->route->m_duration, (double)(now_ms(d->p) - x->start_ms) / 1000.0);
     }
+    if (x->canary && x->status > 0) /* the same duration as the route's histogram */
+        keel__rollout_observe(x->route, now_ms(d->p), now_ms(d->p) - x->start_ms, x->status);
     keel_proxy_replay_release(&x->replay);
     keel__agg_release(d); /* before the generation goes: its clusters are the parts' */
     keel__pgen_t *gen = x->gen;

@@ -13,6 +13,7 @@
 #include "core/outlier.h"
 #include "core/ratelimit.h"
 #include "core/retry.h"
+#include "core/rollout.h"
 #include "kit/discovery.h"
 #include "proxy/aggregate.h"
 #include "proxy/auth.h"
@@ -180,6 +181,14 @@ typedef struct keel__proute {
     keel_counter_t *m_cors[KEEL__CORS_OUTCOMES];
     keel_counter_t *m_class[6];
     keel_histogram_t *m_duration;
+    /* a route with a rollout (docs/proxy.md, "Progressive rollout"): the core, under mu (every
+     * worker observes its canary's requests into it; worker 0's sweep ticks it), and the
+     * canary's weight in percent that every worker's picks read (atomic; worker 0 writes it) */
+    bool ro_on;
+    keel_rollout_t ro;
+    uint32_t ro_weight_pct;
+    keel_gauge_t *g_ro_weight, *g_ro_state;
+    keel_counter_t *m_ro_steps, *m_ro_rollbacks[3]; /* by keel_rollout_why_t (errors, latency) */
 } keel__proute_t;
 
 /*
@@ -315,6 +324,7 @@ typedef struct keel__xch {
     bool counted;  /* counted in cl->active_requests */
     bool retrying; /* counted in cl->active_retries */
     bool balance_started;
+    bool canary;            /* sent toward a rollout's canary: the rollout observes its outcome */
     uint64_t key_hash;      /* the balancer's affinity key (hash_on) */
     keel_trace_ctx_t trace; /* the proxy's span toward the upstream (a child of the client's) */
     bool b3;                /* the client spoke B3: the upstream gets B3 too */
@@ -451,6 +461,14 @@ int keel__cluster_new(keel_proxy_t *p, const keel_proxy_cluster_t *c, keel__pclu
 /* Takes a cluster out of service: health checks stop, idle connections close, gauges stop
  * reading it; it is freed with its last reference. */
 void keel__cluster_retire(keel__pcluster_t *cl);
+/* proxy_rollout.c */
+/* A route's rollout, if it has one: its metrics, and its state, kept from the generation in
+ * force when the reload left the rollout as it was, else started at its first step. */
+int keel__rollout_init(keel__pgen_t *gen, keel__proute_t *rt, keel_errmsg_t *msg);
+/* Ticks every rollout of the generation in force (worker 0's sweep). */
+void keel__rollout_sweep(keel_proxy_t *p, keel_ms_t now_ms);
+/* A request sent toward the canary ended with status after latency_ms. */
+void keel__rollout_observe(keel__proute_t *rt, keel_ms_t now_ms, keel_ms_t latency_ms, int status);
 /* proxy_admin.c */
 /* Starts the admin listener on the config's admin_address (worker 0). */
 int keel__proxy_admin_start(keel_proxy_t *p, keel_errmsg_t *msg);

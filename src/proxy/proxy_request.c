@@ -372,6 +372,7 @@ void keel__x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
         keel_counter_inc(x->route->m_requests);
     }
     int build = 0;
+    bool canary = false; /* the pick went to a rollout's canary */
     keel_ms_t retry_after_ms = 0;
     const keel_proxy_route_t *r = x->route ? x->route->cfg : NULL;
     /* a preflight is answered before authentication and the rate limit: a browser sends no
@@ -401,8 +402,14 @@ void keel__x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
         x->agg_refused = keel__agg_prepare(d, base, h, &view, pv, &jwt);
     }
     if (r != NULL && auth == KEEL_PROXY_AUTH_OK && r->action == KEEL_PROXY_ACTION_FORWARD) {
-        x->cl =
-            gen->clusters[r->clusters[keel_proxy_route_pick(r, keel_rand_u64(&p->rand))].cluster];
+        uint64_t rnd = keel_rand_u64(&p->rand);
+        uint32_t slot =
+            x->route->ro_on
+                ? keel_proxy_route_pick_rollout(
+                      r, __atomic_load_n(&x->route->ro_weight_pct, __ATOMIC_RELAXED), rnd)
+                : keel_proxy_route_pick(r, rnd);
+        x->cl = gen->clusters[r->clusters[slot].cluster];
+        canary = x->route->ro_on && slot == r->rollout.canary;
         trace_begin(d, base, h);
         build = build_up_head(d, base, h, path, path_len, query, query_len, pv, &jwt);
     }
@@ -462,6 +469,7 @@ void keel__x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
     } else if (build != 0) {
         keel__x_local(d, 431, NULL, NULL, NULL, NULL, 0);
     } else if (!keel__cl_admit(x->cl)) {
+        x->canary = canary; /* the canary's own bulkhead refused it: a failure of the canary */
         keel_counter_inc(x->cl->m_bulkhead_rejected);
         keel__x_local(d, 503, "bulkhead-full", NULL, NULL, NULL, 0);
     } else {
@@ -472,6 +480,7 @@ void keel__x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
                                 : h->body == KEEL_H1_BODY_CHUNKED ? UINT64_MAX
                                                                   : 0);
         x->counted = true; /* by keel__cl_admit */
+        x->canary = canary;
         x->up_keepalive = true;
         keel_ms_t deadline = r->timeout_ms > 0 ? x->start_ms + r->timeout_ms : KEEL_MS_NEVER;
         pthread_mutex_lock(&x->route->mu); /* the policy keeps counters */

@@ -191,6 +191,27 @@ uint32_t keel_proxy_route_pick(const keel_proxy_route_t *r, uint64_t rnd)
     return 0;
 }
 
+uint32_t keel_proxy_route_pick_rollout(const keel_proxy_route_t *r, uint32_t canary_pct,
+                                       uint64_t rnd)
+{
+    const keel_proxy_rollout_t *ro = &r->rollout;
+    assert(ro->canary < r->clusters_count && ro->others_weight > 0 && canary_pct <= 100);
+    uint64_t others = ro->others_weight; /* <= KEEL_PROXY_WEIGHTED_MAX * KEEL_PROXY_WEIGHT_MAX */
+    uint64_t x = (uint64_t)(((unsigned __int128)rnd * (100 * others)) >> 64);
+    if (x < canary_pct * others)
+        return ro->canary;
+    x = (x - canary_pct * others) / (100 - canary_pct); /* uniform in [0, others) */
+    for (uint32_t i = 0; i < r->clusters_count; i++) {
+        if (i == ro->canary)
+            continue;
+        if (x < r->clusters[i].weight)
+            return i;
+        x -= r->clusters[i].weight;
+    }
+    assert(0 && "the others' weights add up to others_weight");
+    return 0;
+}
+
 bool keel_proxy_retry_budget_allows(const keel_proxy_retry_t *rt, uint64_t active_requests,
                                     uint64_t active_retries)
 {

@@ -92,6 +92,16 @@ bool keel_proxy_split_target(const char *target, size_t len, const char **path, 
 uint32_t keel_proxy_route_pick(const keel_proxy_route_t *r, uint64_t rnd);
 
 /*
+ * A route with a rollout: the canary (slot r->rollout.canary) with probability
+ * canary_pct / 100, otherwise one of the other clusters with probability in proportion to its
+ * configured weight (the canary's configured weight is not used). Exact up to 2^-64 as above:
+ * x uniform in [0, 100 * others) picks the canary below canary_pct * others, and the rest of
+ * the range maps (100 - canary_pct) values onto each unit of the others' weights.
+ */
+uint32_t keel_proxy_route_pick_rollout(const keel_proxy_route_t *r, uint32_t canary_pct,
+                                       uint64_t rnd);
+
+/*
  * Envoy's retry budget: a retry may start only while the retries in flight are
  * fewer than max(budget_min, budget_pct% of the active requests). With
  * budget_pct 0 there is no budget (only attempts_max).

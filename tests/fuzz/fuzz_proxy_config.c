@@ -10,7 +10,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /*
  * The loader must either build a config or report at least one error, never both and never
  * crash or leak; a config it accepts must satisfy the invariants the runtime relies on
- * (routes that forward name existing clusters with a positive total weight).
+ * (routes that forward name existing clusters with a positive total weight; a rollout's canary
+ * is one of them, the others have weight, and core/rollout takes its settings).
  */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -29,6 +30,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         assert(r->clusters_count > 0 && r->weight_total > 0);
         for (uint32_t k = 0; k < r->clusters_count; k++)
             assert(r->clusters[k].cluster < cfg.clusters_count);
+        if (r->rollout.enabled) { /* what the runtime's pick and keel_rollout_init rely on */
+            assert(r->rollout.canary < r->clusters_count && r->rollout.others_weight > 0);
+            assert(keel_rollout_config_validate(&r->rollout.core, NULL) == 0);
+        }
     }
     keel_proxy_config_free(&cfg);
     return 0;

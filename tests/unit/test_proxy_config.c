@@ -653,6 +653,96 @@ static void loads_tls_sections_and_refuses_bad_ones(void)
     KT_CHECK(has_error(14, "aggregate parts do not speak yet"));
 }
 
+static void loads_a_rollout_and_refuses_bad_ones_naming_their_lines(void)
+{
+    static const char ok[] =
+        "listeners: [{address: 127.0.0.1:1}]\n"
+        "clusters: [{name: v1, hosts: [127.0.0.1:2]}, {name: v2, hosts: [127.0.0.1:3]},\n"
+        "           {name: v0, hosts: [127.0.0.1:4]}]\n"
+        "routes:\n"
+        "  - match: {prefix: /a}\n"
+        "    rollout: {canary: v2, steps: [1, 5, 25, 50, 100], step_ms: 30000,\n"
+        "              window_ms: 10000, min_requests: 50, max_error_percent: 2,\n"
+        "              max_p99_ms: 500}\n"
+        "    weighted_clusters: [{cluster: v1, weight: 3}, {cluster: v2, weight: 50},\n"
+        "                        {cluster: v0, weight: 1}]\n"
+        "  - match: {prefix: /b}\n"
+        "    weighted_clusters: [{cluster: v2}, {cluster: v1}]\n"
+        "    rollout: {canary: v2, steps: [10], enabled: false}\n"
+        "  - {match: {prefix: /c}, cluster: v1}\n";
+    if (parse(ok) != 0) {
+        dump_errors();
+        KT_FAIL("rollout refused");
+    }
+    const keel_proxy_rollout_t *a = &cfg.routes[0].rollout, *b = &cfg.routes[1].rollout;
+    KT_CHECK(a->enabled);
+    KT_EQ_INT(a->canary, 1); /* its slot, whichever key came first */
+    KT_EQ_INT(a->others_weight, 4);
+    KT_EQ_INT(a->core.steps_count, 5);
+    KT_EQ_INT(a->core.steps_pct[4], 100);
+    KT_EQ_INT(a->core.step_ms, 30000);
+    KT_EQ_INT(a->core.window_ms, 10000);
+    KT_EQ_INT(a->core.min_requests, 50);
+    KT_EQ_INT(a->core.max_error_pct, 2);
+    KT_EQ_INT(a->core.max_p99_ms, 500);
+    KT_CHECK(!b->enabled);
+    KT_EQ_INT(b->canary, 0);
+    KT_EQ_INT(b->core.step_ms, 60000); /* defaults */
+    KT_EQ_INT(b->core.window_ms, 30000);
+    KT_EQ_INT(b->core.min_requests, 20);
+    KT_EQ_INT(b->core.max_error_pct, 5);
+    KT_EQ_INT(b->core.max_p99_ms, 0);
+    KT_CHECK(!cfg.routes[2].rollout.enabled);
+    keel_errmsg_t m;
+    KT_EQ_INT(keel_rollout_config_validate(&a->core, &m), 0); /* what loads, the core takes */
+    keel_proxy_config_free(&cfg);
+    static const char bad[] =
+        "listeners: [{address: 127.0.0.1:1}]\n"                                            /* 1 */
+        "clusters: [{name: v1, hosts: [127.0.0.1:2]}, {name: v2, hosts: [127.0.0.1:3]}]\n" /* 2 */
+        "routes:\n"                                                                        /* 3 */
+        "  - match: {prefix: /a}\n"                                                        /* 4 */
+        "    weighted_clusters: [{cluster: v1}, {cluster: v2}]\n"                          /* 5 */
+        "    rollout:\n"                                                                   /* 6 */
+        "      canary: v3\n"                                                               /* 7 */
+        "      steps: [5, 5, 120]\n"                                                       /* 8 */
+        "      step_ms: 10\n"                                                              /* 9 */
+        "      window_ms: 50\n"                                                            /* 10 */
+        "      min_requests: 0\n"                                                          /* 11 */
+        "      max_error_percent: 101\n"                                                   /* 12 */
+        "      max_p99_ms: 0\n"                                                            /* 13 */
+        "      pace: fast\n"                                                               /* 14 */
+        "  - {match: {prefix: /b}, cluster: v1, rollout: {canary: v1, steps: [1]}}\n"      /* 15 */
+        "  - match: {prefix: /c}\n"                                                        /* 16 */
+        "    weighted_clusters: [{cluster: v1, weight: 0}, {cluster: v2}]\n"               /* 17 */
+        "    rollout: {canary: v2}\n"                                                      /* 18 */
+        "  - match: {prefix: /d}\n"                                                        /* 19 */
+        "    weighted_clusters: [{cluster: v2}, {cluster: v2}, {cluster: v1}]\n"           /* 20 */
+        "    rollout: {canary: v2, steps: []}\n"                                           /* 21 */
+        "  - match: {prefix: /e}\n"                                                        /* 22 */
+        "    weighted_clusters: [{cluster: v2}, {cluster: v1}]\n"                          /* 23 */
+        "    rollout: {canary: v2, steps: [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]}\n"; /* 24 */
+    KT_EQ_INT(parse(bad), KEEL_EINVAL);
+    KT_CHECK(has_error(7, "canary 'v3' is not one of the route's weighted_clusters"));
+    KT_CHECK(has_error(8, "steps: must increase (5 after 5)"));
+    KT_CHECK(has_error(8, "steps: 120 is out of range 1..100"));
+    KT_CHECK(has_error(9, "step_ms"));
+    KT_CHECK(has_error(10, "window_ms"));
+    KT_CHECK(has_error(11, "min_requests"));
+    KT_CHECK(has_error(12, "max_error_percent"));
+    KT_CHECK(has_error(13, "max_p99_ms"));
+    KT_CHECK(has_error(14, "unknown key 'pace'"));
+    KT_CHECK(has_error(15, "rollout: needs weighted_clusters"));
+    KT_CHECK(has_error(18, "'steps' is required"));
+    KT_CHECK(has_error(18, "the clusters other than the canary have no weight"));
+    KT_CHECK(has_error(21, "steps: at least one step is required"));
+    KT_CHECK(has_error(21, "canary 'v2' is listed twice"));
+    KT_CHECK(has_error(24, "steps: more than 16 entries"));
+    if (errs.count != 15) {
+        dump_errors();
+        KT_FAIL("%u errors", errs.count);
+    }
+}
+
 int main(void)
 {
     KT_RUN(loads_every_section_of_a_full_config);
@@ -674,5 +764,6 @@ int main(void)
     KT_RUN(loads_slow_start_and_refuses_it_where_it_cannot_work);
     KT_RUN(expands_environment_references);
     KT_RUN(loads_tls_sections_and_refuses_bad_ones);
+    KT_RUN(loads_a_rollout_and_refuses_bad_ones_naming_their_lines);
     return kt_done();
 }

@@ -272,6 +272,38 @@ static void replay_buffer_keeps_bodies_within_its_limit(void)
     KT_CHECK(r.buf.data == NULL);
 }
 
+/* A rollout's pick: the canary gets exactly its step's percent, the others the rest in the
+ * proportion of their configured weights (3:1 here), whatever the canary's own weight. */
+static void rollout_pick_gives_the_canary_its_step_and_the_rest_in_proportion(void)
+{
+    keel_proxy_route_t r;
+    memset(&r, 0, sizeof(r));
+    r.clusters_count = 3;
+    r.clusters[0].weight = 3;
+    r.clusters[1].weight = 50; /* the canary: its configured weight is not used */
+    r.clusters[2].weight = 1;
+    r.weight_total = 54;
+    r.rollout.enabled = true;
+    r.rollout.canary = 1;
+    r.rollout.others_weight = 4;
+    static const uint32_t pcts[] = {0, 1, 25, 99, 100};
+    for (size_t k = 0; k < sizeof(pcts) / sizeof(pcts[0]); k++) {
+        uint32_t n[3] = {0, 0, 0};
+        /* rnd at the midpoints of 400 equal slices of [0, 2^64): exact shares */
+        for (uint64_t i = 0; i < 400; i++)
+            n[keel_proxy_route_pick_rollout(
+                &r, pcts[k], (uint64_t)(((unsigned __int128)(2 * i + 1) << 64) / 800))]++;
+        KT_EQ_INT(n[1], 4 * pcts[k]);
+        KT_EQ_INT(n[0], 3 * (100 - pcts[k]));
+        KT_EQ_INT(n[2], 1 * (100 - pcts[k]));
+        KT_CHECK(keel_proxy_route_pick_rollout(&r, pcts[k], 0) < 3);
+        KT_CHECK(keel_proxy_route_pick_rollout(&r, pcts[k], UINT64_MAX) < 3);
+    }
+    KT_EQ_INT(keel_proxy_route_pick_rollout(&r, 0, UINT64_MAX), 2);
+    KT_EQ_INT(keel_proxy_route_pick_rollout(&r, 100, UINT64_MAX), 1);
+    KT_EQ_INT(keel_proxy_route_pick_rollout(&r, 0, 0), 0);
+}
+
 int main(void)
 {
     KT_RUN(first_matching_route_wins);
@@ -279,6 +311,7 @@ int main(void)
     KT_RUN(query_and_absence_conditions_hold);
     KT_RUN(weighted_split_is_ninety_ten_within_one_percent);
     KT_RUN(a_zero_weight_cluster_never_gets_picked);
+    KT_RUN(rollout_pick_gives_the_canary_its_step_and_the_rest_in_proportion);
     KT_RUN(retry_budget_is_twenty_percent_of_active_with_a_floor_of_three);
     KT_RUN(splits_targets_into_path_and_query);
     KT_RUN(retry_eligibility_follows_method_key_and_body);
