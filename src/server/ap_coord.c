@@ -206,6 +206,13 @@ void keel__ap_read_got(ap_t *ap, ap_op_t *o, uint64_t from, const keel_apval_t *
 {
     if (keel__ap_answered(o, from) || !keel__ap_is_home(o, from))
         return;
+    if (v && keel__ap_policy_allows(ap, o->key, o->key_len, v->kind, NULL) != 0) {
+        /* a state of a kind this node's table refuses for the key (the tables differ): not
+         * merged into the answer, as a replica refuses to store it; the home counts as
+         * holding nothing */
+        keel_counter_inc(ap->m_policy_refused);
+        v = NULL;
+    }
     if (v) {
         if (!o->acc.kind)
             (void)keel_apval_copy(&o->acc, v);
