@@ -272,6 +272,21 @@ int keel_span_set_attr(keel_span_t *s, const char *key, const char *value)
     return 0;
 }
 
+int keel_span_set_remote(keel_span_t *s, const char *service, const char *ip, uint16_t port)
+{
+    service = service ? service : "";
+    size_t ns = strlen(service), ni = strlen(ip);
+    if (ns > KEEL_SPAN_NAME_BYTES_MAX - 1)
+        ns = KEEL_SPAN_NAME_BYTES_MAX - 1;
+    if (ns + ni + 2 > (size_t)KEEL_SPAN_TEXT_BYTES_MAX - s->text_used)
+        return KEEL_EFULL;
+    s->remote_service_off = put_text(s, service, KEEL_SPAN_NAME_BYTES_MAX);
+    s->remote_ip_off = put_text(s, ip, KEEL_SPAN_TEXT_BYTES_MAX);
+    s->remote_port = port;
+    s->has_remote = 1;
+    return 0;
+}
+
 void keel_span_end(keel_span_t *s, keel_us_t end_us, keel_span_status_t status)
 {
     s->duration_us = end_us >= s->start_us ? end_us - s->start_us : 0;
@@ -406,6 +421,29 @@ static int zipkin_tags(const keel_span_t *s, keel_buf_t *b)
     return rc ? rc : keel_buf_append_str(b, "}");
 }
 
+/* remoteEndpoint: {"serviceName", "ipv4" or "ipv6", "port"}, each only when known. */
+static int zipkin_remote(const keel_span_t *s, keel_buf_t *b)
+{
+    if (!s->has_remote)
+        return 0;
+    const char *svc = s->text + s->remote_service_off, *ip = s->text + s->remote_ip_off;
+    int rc = keel_buf_append_str(b, ",\"remoteEndpoint\":{");
+    const char *sep = "";
+    if (rc == 0 && svc[0] != '\0') {
+        rc = keel_buf_append_str(b, "\"serviceName\":");
+        rc = rc ? rc : keel_trace_append_json_string(b, svc, strlen(svc));
+        sep = ",";
+    }
+    if (rc == 0 && ip[0] != '\0') {
+        rc = keel_buf_printf(b, "%s\"%s\":", sep, strchr(ip, ':') ? "ipv6" : "ipv4");
+        rc = rc ? rc : keel_trace_append_json_string(b, ip, strlen(ip));
+        sep = ",";
+    }
+    if (rc == 0 && s->remote_port > 0)
+        rc = keel_buf_printf(b, "%s\"port\":%u", sep, (unsigned)s->remote_port);
+    return rc ? rc : keel_buf_append_str(b, "}");
+}
+
 static int zipkin_body(const keel_span_t *s, keel_buf_t *b)
 {
     char tid[33], sid[17], pid[17];
@@ -430,6 +468,7 @@ static int zipkin_body(const keel_span_t *s, keel_buf_t *b)
         rc = rc ? rc : keel_trace_append_json_string(b, svc, strlen(svc));
         rc = rc ? rc : keel_buf_append_str(b, "}");
     }
+    rc = rc ? rc : zipkin_remote(s, b);
     rc = rc ? rc : zipkin_tags(s, b);
     return rc ? rc : keel_buf_append_str(b, "}");
 }
