@@ -177,6 +177,85 @@ int keel__status_class(int status)
     return c >= 1 && c <= 5 ? c : 0;
 }
 
+/* ---- spans (docs/proxy.md, "Tracing") ---------------------------------------------------- */
+
+/* "IP:port" or "[IPv6]:port" into ip (brackets dropped) and port (0 when unreadable). */
+static void split_address(const char *addr, char *ip, size_t cap, uint16_t *port)
+{
+    const char *colon = strrchr(addr, ':');
+    size_t n = colon ? (size_t)(colon - addr) : strlen(addr);
+    if (n >= 2 && addr[0] == '[' && addr[n - 1] == ']')
+        addr++, n -= 2;
+    snprintf(ip, cap, "%.*s", (int)n, addr);
+    long pn = colon ? strtol(colon + 1, NULL, 10) : 0;
+    *port = pn > 0 && pn <= 65535 ? (uint16_t)pn : 0;
+}
+
+/* The attempt's CLIENT span, a child of the server span: its id went upstream in traceparent. */
+static void record_client_span(keel__dconn_t *d, int ok, int status)
+{
+    keel__xch_t *x = &d->x;
+    const keel_proxy_tracing_t *tc = &x->gen->cfg->tracing;
+    char name[KEEL_SPAN_NAME_BYTES_MAX], num[24], ip[64];
+    snprintf(name, sizeof(name), "%s %s", x->method, x->cl->cfg->name);
+    keel_span_t s;
+    keel_span_init(&s, &x->trace, KEEL_SPAN_KIND_CLIENT, tc->service_name, name, x->try_start_us);
+    uint16_t port;
+    split_address(x->host->address, ip, sizeof(ip), &port);
+    keel_span_set_remote(&s, x->cl->cfg->name, ip, port);
+    keel_span_set_attr(&s, "http.method", x->method);
+    keel_span_set_attr(&s, "upstream_cluster", x->cl->cfg->name);
+    keel_span_set_attr(&s, "upstream_address", x->host->address);
+    snprintf(num, sizeof(num), "%u", x->attempts);
+    keel_span_set_attr(&s, "attempt", num);
+    if (status > 0) {
+        snprintf(num, sizeof(num), "%d", status);
+        keel_span_set_attr(&s, "http.status_code", num);
+    }
+    const char *err = x->try_error != NULL ? x->try_error
+                      : ok < 0             ? "canceled"
+                      : status >= 500      ? num
+                      : ok == 0            ? "upstream-failure"
+                                           : NULL;
+    if (err != NULL)
+        keel_span_set_attr(&s, "error", err);
+    keel_span_end(&s, keel_clock_unix_us(), err != NULL ? KEEL_SPAN_ERROR : KEEL_SPAN_OK);
+    keel__tracer_record(d->p, &s);
+}
+
+/* The request's SERVER span: a child of the client's span, or the root of a new trace. */
+static void record_server_span(keel__dconn_t *d)
+{
+    keel__xch_t *x = &d->x;
+    const keel_proxy_tracing_t *tc = &x->gen->cfg->tracing;
+    char name[KEEL_SPAN_NAME_BYTES_MAX], num[24];
+    const char *route = x->route != NULL ? x->route->cfg->name : NULL;
+    snprintf(name, sizeof(name), "%s%s%s", x->method, route ? " " : "", route ? route : "");
+    keel_span_t s;
+    keel_span_init(&s, &x->server, KEEL_SPAN_KIND_SERVER, tc->service_name, name, x->start_us);
+    keel_span_set_remote(&s, NULL, d->peer, 0);
+    keel_span_set_attr(&s, "http.method", x->method);
+    char path[KEEL_PROXY_TRACE_PATH_BYTES];
+    snprintf(path, sizeof(path), "%.*s", (int)strcspn(x->target, "?"), x->target);
+    keel_span_set_attr(&s, "http.path", path);
+    if (route != NULL)
+        keel_span_set_attr(&s, "route", route);
+    if (x->status > 0) {
+        snprintf(num, sizeof(num), "%d", x->status);
+        keel_span_set_attr(&s, "http.status_code", num);
+    }
+    if (x->reason != NULL) /* the proxy answered itself */
+        keel_span_set_attr(&s, "keel.reason", x->reason);
+    const char *err = x->status == 0    ? "no-response"
+                      : x->status < 500 ? NULL
+                      : x->reason       ? x->reason
+                                        : num;
+    if (err != NULL)
+        keel_span_set_attr(&s, "error", err);
+    keel_span_end(&s, keel_clock_unix_us(), err != NULL ? KEEL_SPAN_ERROR : KEEL_SPAN_OK);
+    keel__tracer_record(d->p, &s);
+}
+
 /* Ends the current attempt: breaker, outlier detector, balancer and host counts. ok < 0: the
  * attempt was abandoned (no verdict). */
 void keel__x_end_attempt(keel__dconn_t *d, int ok, int status, bool local_failure)
@@ -184,6 +263,8 @@ void keel__x_end_attempt(keel__dconn_t *d, int ok, int status, bool local_failur
     keel__xch_t *x = &d->x;
     if (x->host == NULL)
         return;
+    if (x->traced)
+        record_client_span(d, ok, status);
     keel__pcluster_t *cl = x->cl;
     keel_ms_t took_ms = now_ms(d->p) - x->try_start_ms;
     keel__cl_lock(cl); /* shared with the other workers */
@@ -251,6 +332,8 @@ static void x_release(keel__dconn_t *d)
     }
     if (x->status > 0 && d->p->gen->cfg->access_log)
         access_log(d);
+    if (x->traced)
+        record_server_span(d);
     if (x->route != NULL && x->status > 0) {
         keel_counter_inc(x->route->m_class[keel__status_class(x->status)]);
         keel_histogram_observe(x->route->m_duration, (double)(now_ms(d->p) - x->start_ms) / 1000.0);
@@ -722,6 +805,7 @@ void keel__x_local(keel__dconn_t *d, int status, const char *reason, const char 
         x->resp_bytes = body_len;
     }
     x->status = status;
+    x->reason = reason;
     x->resp_head = true;
     x->resp_done = true;
     x->resp_close_out = !keep;
