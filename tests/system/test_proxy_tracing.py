@@ -324,3 +324,26 @@ def test_check_names_the_line_of_a_bad_tracing_section(procs, tmp_path, up):
     assert re.search(r"bad\.yaml:8: .*https collectors are not supported", out), out
     assert re.search(r"bad\.yaml:11: .*sample_percent: '150'", out), out
     assert re.search(r"bad\.yaml:12: .*batch_max: 0 is out of range", out), out
+
+
+def test_a_reload_turns_tracing_on_and_off(procs, tmp_path, up, collector):
+    traced = config(up, collector.port)
+    plain = re.sub(r"tracing:\n(  .*\n)+", "", traced)
+    assert "tracing" not in plain
+    p, port, admin = start_proxy(procs, tmp_path, plain)
+    sampled = {"traceparent": f"00-{TRACE}-{PARENT}-01"}
+    reloads = lambda: metric(admin, "keel_proxy_reloads_total", 'result="ok"')
+    assert request(port, "GET", "/a", sampled)[0] == 200
+    path = tmp_path / "proxy.yaml"  # as start_proxy wrote it (with its workers line)
+    path.write_text(path.read_text().replace(plain, traced))
+    p.signal(1)
+    assert wait_until(lambda: reloads() == 1, 5)
+    assert request(port, "GET", "/a", sampled)[0] == 200
+    assert wait_until(lambda: len(collector.spans()) == 2, 5)  # the reload's request only
+    path.write_text(path.read_text().replace(traced, plain))
+    p.signal(1)
+    assert wait_until(lambda: reloads() == 2, 5)
+    assert request(port, "GET", "/a", sampled)[0] == 200
+    time.sleep(0.4)
+    assert len(collector.spans()) == 2
+    assert metric(admin, "keel_proxy_tracing_spans_recorded_total") == 2
