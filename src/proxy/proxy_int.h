@@ -61,7 +61,8 @@
 #define KEEL_PROXY_RETRY_AFTER_S_MIN 1
 /* A worker's failed span exports are logged at most once per this interval (each counts). */
 #define KEEL_PROXY_TRACE_WARN_INTERVAL_MS 10000
-/* A span's http.path tag keeps at most this much of the path. */
+/* A span's http.path tag keeps at most this much of the path (the target as kept for the
+ * access log, KEEL_PROXY_LOG_TARGET_BYTES with its NUL, less the query). */
 #define KEEL_PROXY_TRACE_PATH_BYTES KEEL_PROXY_LOG_TARGET_BYTES
 
 typedef struct keel__pgen keel__pgen_t;
@@ -273,7 +274,10 @@ struct keel__agg {
 typedef struct keel__tracer {
     keel_http_client_t cli;
     bool cli_on;
-    char **q; /* ring of q_cap slots: q_len JSON objects (malloc'd) from q_head */
+    struct keel__tspan {
+        char *json; /* one span's JSON object (malloc'd) */
+        uint32_t len;
+    } * q; /* ring of q_cap slots: q_len of them from q_head */
     uint32_t q_head, q_len, q_cap;
     bool inflight;
     uint32_t inflight_n; /* spans in the POST in flight */

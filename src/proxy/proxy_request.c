@@ -350,6 +350,14 @@ static int x_cors_preflight(keel__dconn_t *d, const keel_proxy_req_view_t *view)
     return (int)v;
 }
 
+/* s[0..n) cut to cap - 1 bytes and a NUL into out (no printf: per traced or logged request). */
+static void copy_cut(char *out, size_t cap, const char *s, size_t n)
+{
+    n = n < cap - 1 ? n : cap - 1;
+    memcpy(out, s, n);
+    out[n] = '\0';
+}
+
 void keel__x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
 {
     keel_proxy_t *p = d->p;
@@ -364,8 +372,8 @@ void keel__x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
     if (tracing)
         trace_begin(d, base, h); /* every request may get a server span */
     if (gen->cfg->access_log || x->traced) {
-        snprintf(x->method, sizeof(x->method), "%.*s", (int)h->method.len, base + h->method.off);
-        snprintf(x->target, sizeof(x->target), "%.*s", (int)h->target.len, base + h->target.off);
+        copy_cut(x->method, sizeof(x->method), base + h->method.off, h->method.len);
+        copy_cut(x->target, sizeof(x->target), base + h->target.off, h->target.len);
     }
     x->client_keepalive = h->keep_alive && h->version_minor == 1 && !p->stopping;
     x->req_body = h->body;

@@ -27,7 +27,7 @@ static void drop_all(keel_proxy_t *p, keel_counter_t *why)
     if (t->q_len == 0)
         return;
     for (uint32_t i = 0; i < t->q_len; i++)
-        free(t->q[(t->q_head + i) % t->q_cap]);
+        free(t->q[(t->q_head + i) % t->q_cap].json);
     keel_counter_add(why, t->q_len);
     t->q_head = t->q_len = 0;
 }
@@ -60,7 +60,7 @@ static bool ring_room(keel__tracer_t *t, uint32_t queue_max)
     uint32_t cap = t->q_cap == 0 ? KEEL__TRACER_RING_MIN : 2 * t->q_cap;
     if (cap > queue_max)
         cap = queue_max;
-    char **q = malloc((size_t)cap * sizeof(*q));
+    struct keel__tspan *q = malloc((size_t)cap * sizeof(*q));
     if (q == NULL)
         return false;
     for (uint32_t i = 0; i < t->q_len; i++) /* unrolled into the new ring from its start */
@@ -87,16 +87,15 @@ void keel__tracer_record(keel_proxy_t *p, const keel_span_t *s)
     }
     keel_buf_reset(&t->scratch);
     char *json = NULL;
+    size_t n = 0;
     if (keel_span_to_zipkin_json(s, &t->scratch) == 0 &&
-        (json = malloc(keel_buf_unread(&t->scratch) + 1)) != NULL) {
-        memcpy(json, keel_buf_rptr(&t->scratch), keel_buf_unread(&t->scratch));
-        json[keel_buf_unread(&t->scratch)] = '\0';
-    }
+        (json = malloc((n = keel_buf_unread(&t->scratch)))) != NULL)
+        memcpy(json, keel_buf_rptr(&t->scratch), n);
     if (json == NULL) {
         keel_counter_inc(p->m_tr_dropped_full);
         return;
     }
-    t->q[(t->q_head + t->q_len) % t->q_cap] = json;
+    t->q[(t->q_head + t->q_len) % t->q_cap] = (struct keel__tspan){json, (uint32_t)n};
     t->q_len++;
     if (t->q_len >= tc->batch_max)
         tracer_flush(p);
@@ -140,11 +139,11 @@ static void tracer_flush(keel_proxy_t *p)
     keel_buf_reset(b);
     int rc = keel_buf_append(b, "[", 1);
     for (uint32_t i = 0; i < n; i++) {
-        char *json = t->q[(t->q_head + i) % t->q_cap];
+        struct keel__tspan *e = &t->q[(t->q_head + i) % t->q_cap];
         if (i > 0)
             rc |= keel_buf_append(b, ",", 1);
-        rc |= keel_buf_append_str(b, json);
-        free(json);
+        rc |= keel_buf_append(b, e->json, e->len);
+        free(e->json);
     }
     rc |= keel_buf_append(b, "]", 1);
     t->q_head = (t->q_head + n) % t->q_cap;
