@@ -5,11 +5,15 @@
 # at 1% sampling, tracing at 100% (every request: a server and a client span, batches of 100).
 # Clients send no trace context, so the proxy starts every trace and sample_percent decides.
 # wrk with 64 connections on each proxy, BENCH_ROUNDS rounds alternating them; the median round
-# of each is printed with the proxy's CPU seconds per 10k requests (from /proc: user + system of
-# the proxy during the run) and the spans it exported. The proxies run pinned to CPU 0, the
-# backend, the collector and wrk to CPU 1.
+# of each is printed with the proxy's CPU microseconds per request (from /proc: user + system
+# of the proxy during the run, 10 ms ticks) and the spans it exported. The proxies run pinned to
+# CPU 0, the backend, the collector and wrk to CPU 1. The collector echoes each batch back (its
+# POST /echo), so the proxy also reads every batch once more: a little more than a Zipkin
+# server's empty 202 would cost it. KEEL_BASE=<another keel binary> adds a fourth proxy, that
+# binary with no tracing section (a build from before tracing existed: is "off" unchanged?).
 #
 #   bench/proxy_tracing.sh                  # BENCH_SECONDS=5 BENCH_ROUNDS=3
+#   KEEL_BASE=/path/to/old/keel bench/proxy_tracing.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${KEEL_BUILD:-${BUILD:-build}}
@@ -40,7 +44,7 @@ UP=$(start_httpd up)
 COLL=$(start_httpd collector)
 
 declare -A PORT ADMIN PID
-start_proxy() { # name tracing-section
+start_proxy() { # name tracing-section [binary]
   cat >"$TMP/$1.yaml" <<CONF
 workers: 1
 listeners: [{address: 127.0.0.1:0}]
@@ -50,7 +54,7 @@ routes:
   - {name: hello, match: {prefix: /hello}, cluster: up}
 $2
 CONF
-  taskset -c 0 "$BUILD/keel" proxy --config "$TMP/$1.yaml" --log-level error >"$TMP/$1.out" 2>&1 &
+  taskset -c 0 "${3:-$BUILD/keel}" proxy --config "$TMP/$1.yaml" --log-level error >"$TMP/$1.out" 2>&1 &
   PIDS+=($!)
   PID[$1]=$!
   for _ in $(seq 100); do grep -q "admin on port" "$TMP/$1.out" && break; sleep 0.05; done
@@ -60,9 +64,14 @@ CONF
   [ "$code" = 200 ] || { echo "bench/proxy_tracing.sh: $1 answered $code"; exit 1; }
 }
 TR="tracing: {zipkin: \"http://$COLL/echo\", service_name: bench, batch_max: 100, flush_ms: 1000"
+NAMES="off p1 p100"
 start_proxy off ""
 start_proxy p1 "$TR, sample_percent: 1}"
 start_proxy p100 "$TR, sample_percent: 100}"
+if [ -n "${KEEL_BASE:-}" ]; then
+  start_proxy base "" "$KEEL_BASE"
+  NAMES="base $NAMES"
+fi
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 exported() {
@@ -76,16 +85,14 @@ run() { # name
   t1=$(cpu_ticks "${PID[$1]}")
   echo "$out" | awk -v n="$1" -v ticks="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" '
     /Requests\/sec/ {r=$2} /requests in/ {total=$1} /^ +99%/ {p=$2}
-    END {printf "%s %s %s %.3f\n", n, r, p, ticks / hz / (total / 10000)}'
+    END {printf "%s %s %s %.2f\n", n, r, p, ticks / hz / total * 1e6}'
 }
 for _ in $(seq "$ROUNDS"); do
-  run off
-  run p1
-  run p100
+  for n in $NAMES; do run "$n"; done
 done >"$TMP/rounds"
 sleep 1.5 # the last partial batches (flush_ms)
-echo "tracing      requests/s (median of $ROUNDS)  p99       proxy CPU s/10k req  spans exported"
-for n in off p1 p100; do
+echo "tracing      requests/s (median of $ROUNDS)  p99       proxy CPU us/req     spans exported"
+for n in $NAMES; do
   grep "^$n " "$TMP/rounds" | sort -k2 -n | awk -v k="$ROUNDS" -v e="$(exported "$n")" \
     'NR == int((k + 1) / 2) {printf "%-12s %-29s %-9s %-20s %s\n", $1, $2, $3, $4, e}'
 done
