@@ -5,7 +5,7 @@
 # at 1% sampling, tracing at 100% (every request: a server and a client span, batches of 100).
 # Clients send no trace context, so the proxy starts every trace and sample_percent decides.
 # wrk with 64 connections on each proxy, BENCH_ROUNDS rounds alternating them; the median round
-# of each is printed with the proxy's CPU microseconds per request (from /proc: user + system
+# of each (by requests/s) is printed with the median of the proxy's CPU microseconds per request (from /proc: user + system
 # of the proxy during the run, 10 ms ticks) and the spans it exported. The proxies run pinned to
 # CPU 0, the backend, the collector and wrk to CPU 1. The collector echoes each batch back (its
 # POST /echo), so the proxy also reads every batch once more: a little more than a Zipkin
@@ -91,8 +91,11 @@ for _ in $(seq "$ROUNDS"); do
   for n in $NAMES; do run "$n"; done
 done >"$TMP/rounds"
 sleep 1.5 # the last partial batches (flush_ms)
-echo "tracing      requests/s (median of $ROUNDS)  p99       proxy CPU us/req     spans exported"
+echo "tracing      requests/s (median of $ROUNDS)  p99 (that round)  CPU us/req (median)  spans exported"
 for n in $NAMES; do
-  grep "^$n " "$TMP/rounds" | sort -k2 -n | awk -v k="$ROUNDS" -v e="$(exported "$n")" \
-    'NR == int((k + 1) / 2) {printf "%-12s %-29s %-9s %-20s %s\n", $1, $2, $3, $4, e}'
+  cpu=$(grep "^$n " "$TMP/rounds" | sort -k4 -g | awk -v k="$ROUNDS" 'NR == int((k + 1) / 2) {print $4}')
+  grep "^$n " "$TMP/rounds" | sort -k2 -g | awk -v k="$ROUNDS" -v e="$(exported "$n")" -v c="$cpu" \
+    'NR == int((k + 1) / 2) {printf "%-12s %-29s %-17s %-20s %s\n", $1, $2, $3, c, e}'
 done
+echo "every round (name req/s p99 CPU-us/req):"
+cat "$TMP/rounds"
