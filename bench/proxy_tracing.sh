@@ -34,14 +34,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start_httpd() { # name: prints host:port
+start_httpd() { # name (not in a subshell: its pid must reach PIDS for the cleanup)
   taskset -c 1 "$BUILD/keel-testhttpd" --listen 127.0.0.1:0 >"$TMP/$1.out" 2>/dev/null &
   PIDS+=($!)
   for _ in $(seq 100); do grep -q listening "$TMP/$1.out" && break; sleep 0.05; done
-  sed -n 's/.*listening on \(.*\)$/\1/p' "$TMP/$1.out"
 }
-UP=$(start_httpd up)
-COLL=$(start_httpd collector)
+start_httpd up
+start_httpd collector
+UP=$(sed -n 's/.*listening on \(.*\)$/\1/p' "$TMP/up.out")
+COLL=$(sed -n 's/.*listening on \(.*\)$/\1/p' "$TMP/collector.out")
 
 declare -A PORT ADMIN PID
 start_proxy() { # name tracing-section [binary]
