@@ -2,6 +2,7 @@
 #include "proto/trace.h"
 
 #include <assert.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -232,9 +233,8 @@ void keel_trace_span_hex(const uint8_t *span_id, char *out)
 /* ---- spans --------------------------------------------------------------- */
 
 /* Copies at most max-1 bytes of s and a NUL into the span's text; returns the offset. */
-static uint16_t put_text(keel_span_t *s, const char *str, size_t max)
+static uint16_t put_text_n(keel_span_t *s, const char *str, size_t n, size_t max)
 {
-    size_t n = strlen(str);
     if (n > max - 1)
         n = max - 1;
     assert(s->text_used + n + 1 <= KEEL_SPAN_TEXT_BYTES_MAX);
@@ -243,6 +243,11 @@ static uint16_t put_text(keel_span_t *s, const char *str, size_t max)
     s->text[off + n] = '\0';
     s->text_used = (uint16_t)(off + n + 1);
     return off;
+}
+
+static uint16_t put_text(keel_span_t *s, const char *str, size_t max)
+{
+    return put_text_n(s, str, strlen(str), max);
 }
 
 void keel_span_init(keel_span_t *s, const keel_trace_ctx_t *ctx, keel_span_kind_t kind,
@@ -260,15 +265,30 @@ void keel_span_init(keel_span_t *s, const keel_trace_ctx_t *ctx, keel_span_kind_
 
 int keel_span_set_attr(keel_span_t *s, const char *key, const char *value)
 {
-    size_t need = strlen(key) + strlen(value) + 2;
+    size_t nk = strlen(key), nv = strlen(value);
     if (s->attrs_len >= KEEL_SPAN_ATTRS_MAX ||
-        need > (size_t)KEEL_SPAN_TEXT_BYTES_MAX - s->text_used)
+        nk + nv + 2 > (size_t)KEEL_SPAN_TEXT_BYTES_MAX - s->text_used)
         return KEEL_EFULL;
-    uint16_t k = put_text(s, key, KEEL_SPAN_TEXT_BYTES_MAX);
-    uint16_t v = put_text(s, value, KEEL_SPAN_TEXT_BYTES_MAX);
+    uint16_t k = put_text_n(s, key, nk, KEEL_SPAN_TEXT_BYTES_MAX);
+    uint16_t v = put_text_n(s, value, nv, KEEL_SPAN_TEXT_BYTES_MAX);
     s->attrs[s->attrs_len].key_off = k;
     s->attrs[s->attrs_len].value_off = v;
     s->attrs_len++;
+    return 0;
+}
+
+int keel_span_set_remote(keel_span_t *s, const char *service, const char *ip, uint16_t port)
+{
+    service = service ? service : "";
+    size_t ns = strlen(service), ni = strlen(ip);
+    if (ns > KEEL_SPAN_NAME_BYTES_MAX - 1)
+        ns = KEEL_SPAN_NAME_BYTES_MAX - 1;
+    if (ns + ni + 2 > (size_t)KEEL_SPAN_TEXT_BYTES_MAX - s->text_used)
+        return KEEL_EFULL;
+    s->remote_service_off = put_text(s, service, KEEL_SPAN_NAME_BYTES_MAX);
+    s->remote_ip_off = put_text(s, ip, KEEL_SPAN_TEXT_BYTES_MAX);
+    s->remote_port = port;
+    s->has_remote = 1;
     return 0;
 }
 
@@ -380,10 +400,24 @@ static const char *kind_name(keel_span_kind_t k)
     return NULL;
 }
 
+/* ,"key":"value" with the value escaped (keys are ours: plain). No printf: this runs for every
+ * span of a sampled request. */
 static int json_key_str(keel_buf_t *b, const char *key, const char *val)
 {
-    int rc = keel_buf_printf(b, ",\"%s\":", key);
+    int rc = keel_buf_append(b, ",\"", 2);
+    rc |= keel_buf_append_str(b, key);
+    rc |= keel_buf_append(b, "\":", 2);
     return rc ? rc : keel_trace_append_json_string(b, val, strlen(val));
+}
+
+/* lead (the text before the value, its opening quote included), the lower hex of n bytes, '"' */
+static int json_hex(keel_buf_t *b, const char *lead, const uint8_t *p, size_t n)
+{
+    char hex[2 * KEEL_TRACE_ID_BYTES + 1];
+    tohex(p, n, hex);
+    hex[2 * n] = '"';
+    int rc = keel_buf_append_str(b, lead);
+    return rc | keel_buf_append(b, hex, 2 * n + 1);
 }
 
 static int zipkin_tags(const keel_span_t *s, keel_buf_t *b)
@@ -395,43 +429,70 @@ static int zipkin_tags(const keel_span_t *s, keel_buf_t *b)
     for (size_t i = 0; rc == 0 && i < s->attrs_len; i++) {
         const char *k = s->text + s->attrs[i].key_off, *v = s->text + s->attrs[i].value_off;
         if (i > 0)
-            rc = keel_buf_append_str(b, ",");
+            rc = keel_buf_append(b, ",", 1);
         rc = rc ? rc : keel_trace_append_json_string(b, k, strlen(k));
-        rc = rc ? rc : keel_buf_append_str(b, ":");
+        rc = rc ? rc : keel_buf_append(b, ":", 1);
         rc = rc ? rc : keel_trace_append_json_string(b, v, strlen(v));
     }
     if (rc == 0 && need_error)
         rc =
             keel_buf_append_str(b, s->attrs_len > 0 ? ",\"error\":\"true\"" : "\"error\":\"true\"");
-    return rc ? rc : keel_buf_append_str(b, "}");
+    return rc ? rc : keel_buf_append(b, "}", 1);
+}
+
+/* remoteEndpoint: {"serviceName", "ipv4" or "ipv6", "port"}, each only when known. */
+static int zipkin_remote(const keel_span_t *s, keel_buf_t *b)
+{
+    if (!s->has_remote)
+        return 0;
+    const char *svc = s->text + s->remote_service_off, *ip = s->text + s->remote_ip_off;
+    int rc = keel_buf_append_str(b, ",\"remoteEndpoint\":{");
+    bool first = true;
+    if (rc == 0 && svc[0] != '\0') {
+        rc = keel_buf_append_str(b, "\"serviceName\":");
+        rc = rc ? rc : keel_trace_append_json_string(b, svc, strlen(svc));
+        first = false;
+    }
+    if (rc == 0 && ip[0] != '\0') {
+        rc = keel_buf_append_str(b, first ? "" : ",");
+        rc |= keel_buf_append_str(b, strchr(ip, ':') ? "\"ipv6\":" : "\"ipv4\":");
+        rc = rc ? rc : keel_trace_append_json_string(b, ip, strlen(ip));
+        first = false;
+    }
+    if (rc == 0 && s->remote_port > 0) {
+        rc = keel_buf_append_str(b, first ? "\"port\":" : ",\"port\":");
+        rc |= keel_buf_append_u64_dec(b, s->remote_port);
+    }
+    return rc ? rc : keel_buf_append(b, "}", 1);
 }
 
 static int zipkin_body(const keel_span_t *s, keel_buf_t *b)
 {
-    char tid[33], sid[17], pid[17];
-    keel_trace_id_hex(&s->ctx, tid);
-    keel_trace_span_hex(s->ctx.span_id, sid);
-    int rc = keel_buf_printf(b, "{\"traceId\":\"%s\",\"id\":\"%s\"", tid, sid);
-    if (rc == 0 && keel_trace_has_parent(&s->ctx)) {
-        keel_trace_span_hex(s->ctx.parent_id, pid);
-        rc = keel_buf_printf(b, ",\"parentId\":\"%s\"", pid);
-    }
+    int rc = json_hex(b, "{\"traceId\":\"", s->ctx.trace_id, KEEL_TRACE_ID_BYTES);
+    rc |= json_hex(b, ",\"id\":\"", s->ctx.span_id, KEEL_SPAN_ID_BYTES);
+    if (rc == 0 && keel_trace_has_parent(&s->ctx))
+        rc = json_hex(b, ",\"parentId\":\"", s->ctx.parent_id, KEEL_SPAN_ID_BYTES);
     if (rc == 0 && kind_name(s->kind) != NULL)
-        rc = keel_buf_printf(b, ",\"kind\":\"%s\"", kind_name(s->kind));
+        rc = json_key_str(b, "kind", kind_name(s->kind));
     rc = rc ? rc : json_key_str(b, "name", keel_span_name(s));
-    rc = rc ? rc : keel_buf_printf(b, ",\"timestamp\":%lld", (long long)s->start_us);
+    if (rc == 0) {
+        rc = keel_buf_append_str(b, ",\"timestamp\":");
+        rc |= keel_buf_append_i64_dec(b, s->start_us);
+    }
     /* Zipkin: "durations of less than one are rounded up"; unknown ones are left out. */
-    if (rc == 0 && s->duration_us >= 0)
-        rc = keel_buf_printf(b, ",\"duration\":%lld",
-                             (long long)(s->duration_us > 0 ? s->duration_us : 1));
+    if (rc == 0 && s->duration_us >= 0) {
+        rc = keel_buf_append_str(b, ",\"duration\":");
+        rc |= keel_buf_append_i64_dec(b, s->duration_us > 0 ? s->duration_us : 1);
+    }
     const char *svc = s->text + s->service_off;
     if (rc == 0 && svc[0] != '\0') {
         rc = keel_buf_append_str(b, ",\"localEndpoint\":{\"serviceName\":");
         rc = rc ? rc : keel_trace_append_json_string(b, svc, strlen(svc));
-        rc = rc ? rc : keel_buf_append_str(b, "}");
+        rc = rc ? rc : keel_buf_append(b, "}", 1);
     }
+    rc = rc ? rc : zipkin_remote(s, b);
     rc = rc ? rc : zipkin_tags(s, b);
-    return rc ? rc : keel_buf_append_str(b, "}");
+    return rc ? rc : keel_buf_append(b, "}", 1);
 }
 
 int keel_span_to_zipkin_json(const keel_span_t *s, keel_buf_t *b)

@@ -112,6 +112,10 @@ typedef struct keel_span {
     keel_us_t duration_us; /* < 0: unknown (still running) */
     keel_span_status_t status;
     uint16_t name_off, service_off;
+    /* remoteEndpoint (a client span's peer): service name and IP offsets into text, port;
+     * has_remote 0 when none */
+    uint16_t remote_service_off, remote_ip_off, remote_port;
+    uint8_t has_remote;
     uint16_t attrs_len;
     struct {
         uint16_t key_off, value_off;
@@ -124,6 +128,10 @@ void keel_span_init(keel_span_t *s, const keel_trace_ctx_t *ctx, keel_span_kind_
                     const char *service, const char *name, keel_us_t start_us);
 /* 0, or KEEL_EFULL when the attribute slots or text space are used up (span unchanged). */
 int keel_span_set_attr(keel_span_t *s, const char *key, const char *value);
+/* The peer of a client span: Zipkin's remoteEndpoint. service may be NULL or "" (left out);
+ * ip is a numeric IPv4 or IPv6 address (without brackets); port 0 is left out. 0, or
+ * KEEL_EFULL when the text space is used up (span unchanged). */
+int keel_span_set_remote(keel_span_t *s, const char *service, const char *ip, uint16_t port);
 void keel_span_end(keel_span_t *s, keel_us_t end_us, keel_span_status_t status);
 const char *keel_span_name(const keel_span_t *s);
 const char *keel_span_attr(const keel_span_t *s, const char *key); /* NULL if absent */
@@ -131,10 +139,10 @@ const char *keel_span_attr(const keel_span_t *s, const char *key); /* NULL if ab
 /*
  * Appends the span as one Zipkin v2 JSON object (https://zipkin.io/zipkin-api/,
  * the Span model): traceId, id, parentId, name, kind, timestamp, duration,
- * localEndpoint.serviceName, tags (attributes; status ERROR adds tag
- * "error" unless an "error" attribute says more). Strings are escaped per
- * RFC 8259 §7; bytes that are not valid UTF-8 become U+FFFD. To export, wrap
- * objects in [ , ]. 0, or KEEL_ETOOBIG / KEEL_ENOMEM with b unchanged.
+ * localEndpoint.serviceName, remoteEndpoint (serviceName, ipv4 or ipv6, port), tags (attributes;
+ * status ERROR adds tag "error" unless an "error" attribute says more). Strings are escaped per RFC
+ * 8259 §7; bytes that are not valid UTF-8 become U+FFFD. To export, wrap objects in [ , ]. 0, or
+ * KEEL_ETOOBIG / KEEL_ENOMEM with b unchanged.
  */
 int keel_span_to_zipkin_json(const keel_span_t *s, keel_buf_t *b);
 /* JSON string literal (quotes included) of s[0..n), escaped as above. */

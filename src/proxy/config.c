@@ -7,6 +7,9 @@
 #include "proxy/config_int.h"
 #include "proxy/h1.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -295,6 +298,127 @@ static void top_sidecar(ctx_t *c, yaml_node_t *v, void *base)
         ERR(c, v, "sidecar: 'app' (the local app's host:port) is required");
 }
 
+/* ---- tracing ----------------------------------------------------------------------------- */
+
+/* http://host:port[/path]: a numeric host (or localhost), as the runtime resolves nothing. */
+static void tr_zipkin(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_tracing_t *t = base;
+    if (!keel__cfg_to_str(c, v, "zipkin", false, &t->zipkin))
+        return;
+    const char *u = t->zipkin;
+    if (strncmp(u, "https://", 8) == 0) {
+        ERR(c, v, "tracing: zipkin: https collectors are not supported (use http://)");
+        return;
+    }
+    if (strncmp(u, "http://", 7) != 0) {
+        ERR(c, v, "tracing: zipkin: '%s' is not an http://host:port/path URL", u);
+        return;
+    }
+    const char *auth = u + 7, *slash = strchr(auth, '/');
+    size_t alen = slash ? (size_t)(slash - auth) : strlen(auth);
+    char hp[KEEL_PROXY_NAME_BYTES_MAX];
+    const char *colon = NULL;
+    for (size_t i = 0; alen < sizeof(hp) && i < alen; i++)
+        colon = auth[i] == ':' ? auth + i : colon;
+    bool ok = colon != NULL && colon > auth;
+    if (ok) {
+        memcpy(hp, auth, alen);
+        hp[alen] = '\0';
+        hp[colon - auth] = '\0';
+        const char *port = hp + (colon - auth) + 1;
+        long pn = strtol(port, NULL, 10);
+        char host[KEEL_PROXY_NAME_BYTES_MAX];
+        size_t hl = strlen(hp);
+        bool bracket = hl >= 2 && hp[0] == '[' && hp[hl - 1] == ']';
+        snprintf(host, sizeof(host), "%.*s", (int)(bracket ? hl - 2 : hl), bracket ? hp + 1 : hp);
+        unsigned char sa[sizeof(struct in6_addr)];
+        ok = port[0] != '\0' && strspn(port, "0123456789") == strlen(port) && pn >= 1 &&
+             pn <= 65535 &&
+             (strcmp(host, "localhost") == 0 || inet_pton(AF_INET, host, sa) == 1 ||
+              (bracket && inet_pton(AF_INET6, host, sa) == 1));
+        hp[colon - auth] = ':';
+    }
+    if (!ok) {
+        ERR(c, v, "tracing: zipkin: '%s' needs a numeric host and a port (http://IP:port/path)", u);
+        return;
+    }
+    const char *path = slash ? slash : "/api/v2/spans";
+    for (const char *q = path; *q; q++)
+        if ((unsigned char)*q <= ' ' || *q == 0x7f) {
+            ERR(c, v, "tracing: zipkin: the path has a space or control character");
+            return;
+        }
+    free(t->zipkin_address);
+    free(t->zipkin_path);
+    t->zipkin_address = strdup(hp);
+    t->zipkin_path = strdup(path);
+}
+
+static void tr_service(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_tracing_t *t = base;
+    if (keel__cfg_to_str(c, v, "service_name", false, &t->service_name) &&
+        (t->service_name[0] == '\0' || strlen(t->service_name) >= KEEL_PROXY_NAME_BYTES_MAX))
+        ERR(c, v, "tracing: service_name: 1..%u bytes", KEEL_PROXY_NAME_BYTES_MAX - 1);
+}
+
+/* A percentage 0..100 with up to 4 decimals ("1", "0.5", "100.0"), kept in parts per million. */
+static void tr_sample(ctx_t *c, yaml_node_t *v, void *base)
+{
+    const char *s = scalar(v);
+    uint64_t whole = 0, frac = 0;
+    int fdigits = 0;
+    bool ok = s != NULL && s[0] != '\0' && s[0] != '.';
+    const char *q = s;
+    for (; ok && *q >= '0' && *q <= '9' && whole <= 100; q++)
+        whole = whole * 10 + (uint64_t)(*q - '0');
+    if (ok && *q == '.')
+        for (q++; *q >= '0' && *q <= '9' && fdigits < 4; q++, fdigits++)
+            frac = frac * 10 + (uint64_t)(*q - '0');
+    ok = ok && *q == '\0' && (q[-1] != '.');
+    for (int i = fdigits; i < 4; i++)
+        frac *= 10;
+    uint64_t ppm = whole * 10000 + frac;
+    if (!ok || ppm > KEEL_PROXY_TRACE_PPM) {
+        ERR(c, v, "tracing: sample_percent: '%s' is not a number 0..100 (up to 4 decimals)",
+            s ? s : "?");
+        return;
+    }
+    ((keel_proxy_tracing_t *)base)->sample_ppm = (uint32_t)ppm;
+}
+
+static void top_tracing(ctx_t *c, yaml_node_t *v, void *base)
+{
+    static const field_t f[] = {
+        {"zipkin", F_FN, 0, 0, 0, tr_zipkin},
+        {"service_name", F_FN, 0, 0, 0, tr_service},
+        {"sample_percent", F_FN, 0, 0, 0, tr_sample},
+        {"batch_max", F_U32, offsetof(keel_proxy_tracing_t, batch_max), 1,
+         KEEL_PROXY_TRACE_BATCH_MAX, NULL},
+        {"flush_ms", F_MS, offsetof(keel_proxy_tracing_t, flush_ms), KEEL_PROXY_TRACE_FLUSH_MS_MIN,
+         KEEL_PROXY_TRACE_FLUSH_MS_MAX, NULL},
+        {"queue_max", F_U32, offsetof(keel_proxy_tracing_t, queue_max), 1,
+         KEEL_PROXY_TRACE_QUEUE_MAX, NULL},
+        {"timeout_ms", F_MS, offsetof(keel_proxy_tracing_t, timeout_ms), 100, 60000, NULL},
+    };
+    keel_proxy_tracing_t *t = &((keel_proxy_config_t *)base)->tracing;
+    t->enabled = true;
+    t->line = line_of(v);
+    t->sample_ppm = KEEL_PROXY_TRACE_PPM;
+    t->batch_max = 100;
+    t->flush_ms = 1000;
+    t->queue_max = 10000;
+    t->timeout_ms = 5000;
+    keel__cfg_load_fields(c, v, f, N(f), t, "tracing");
+    if (v->type == YAML_MAPPING_NODE && t->zipkin == NULL)
+        ERR(c, v, "tracing: 'zipkin' (the collector's URL) is required");
+    if (t->queue_max < t->batch_max)
+        ERR(c, v, "tracing: queue_max (%u) is below batch_max (%u)", t->queue_max, t->batch_max);
+    if (t->service_name == NULL)
+        t->service_name = strdup("keel-proxy");
+}
+
 static void top_skip(ctx_t *c, yaml_node_t *v, void *base)
 {
     (void)c, (void)v, (void)base; /* clusters, jwt_providers: loaded first (load_document) */
@@ -313,6 +437,7 @@ static const field_t top_fields[] = {
     {"access_log", F_BOOL, offsetof(keel_proxy_config_t, access_log), 0, 0, NULL},
     {"workers", F_U32, offsetof(keel_proxy_config_t, workers), 1, KEEL_PROXY_WORKERS_MAX, NULL},
     {"sidecar", F_FN, 0, 0, 0, top_sidecar},
+    {"tracing", F_FN, 0, 0, 0, top_tracing},
 };
 
 /* ---- the whole document ------------------------------------------------------------------ */
@@ -608,5 +733,9 @@ void keel_proxy_config_free(keel_proxy_config_t *cfg)
     free(cfg->registry);
     free(cfg->via);
     free(cfg->zone);
+    free(cfg->tracing.zipkin);
+    free(cfg->tracing.zipkin_address);
+    free(cfg->tracing.zipkin_path);
+    free(cfg->tracing.service_name);
     memset(cfg, 0, sizeof(*cfg));
 }

@@ -52,6 +52,11 @@
 #define KEEL_PROXY_CORS_HEADERS_MAX 16u       /* allow_headers, and expose_headers, per route */
 #define KEEL_PROXY_CORS_ORIGIN_BYTES_MAX 300u /* "https://" + a DNS name (253) + ":65535" */
 #define KEEL_PROXY_CORS_MAX_AGE_S_MAX 86400u  /* browsers cap it lower (Firefox 24 h) */
+#define KEEL_PROXY_TRACE_BATCH_MAX 1000u      /* ceiling of tracing.batch_max (spans per POST) */
+#define KEEL_PROXY_TRACE_QUEUE_MAX 100000u    /* ceiling of tracing.queue_max (per worker) */
+#define KEEL_PROXY_TRACE_FLUSH_MS_MIN 100u    /* tracing.flush_ms: the housekeeping tick */
+#define KEEL_PROXY_TRACE_FLUSH_MS_MAX 60000u
+#define KEEL_PROXY_TRACE_PPM 1000000u /* sample_percent is kept in parts per million */
 
 typedef struct keel_proxy_error {
     int line; /* 1-based; 0 when the error is not tied to a line */
@@ -426,6 +431,26 @@ typedef struct keel_proxy_sidecar {
     keel_proxy_health_t health;   /* of the app; default a TCP connect every 5 s */
 } keel_proxy_sidecar_t;
 
+/*
+ * Tracing (docs/proxy.md, "Tracing"): spans of sampled requests, exported as Zipkin v2 JSON to a
+ * collector. Absent: no span is recorded (trace context is still propagated).
+ */
+typedef struct keel_proxy_tracing {
+    bool enabled;
+    int line;
+    char *zipkin;         /* the collector's URL as written: http://host:port[/path] */
+    char *zipkin_address; /* its "host:port" (numeric host, or localhost) */
+    char *zipkin_path;    /* its path; default /api/v2/spans */
+    char *service_name;   /* localEndpoint.serviceName; default "keel-proxy" */
+    uint32_t sample_ppm;  /* sample_percent (0..100, to 4 decimals) in parts per million;
+                             default 100% */
+    uint32_t batch_max;   /* spans per POST, 1..KEEL_PROXY_TRACE_BATCH_MAX; default 100 */
+    keel_ms_t flush_ms;   /* a partial batch waits at most this long; default 1000 */
+    uint32_t queue_max;   /* spans waiting per worker, batch_max..KEEL_PROXY_TRACE_QUEUE_MAX;
+                             default 10000; beyond it spans are dropped (counted) */
+    keel_ms_t timeout_ms; /* one POST's deadline; default 5000 */
+} keel_proxy_tracing_t;
+
 typedef struct keel_proxy_config {
     keel_proxy_listener_t listeners[KEEL_PROXY_LISTENERS_MAX];
     uint32_t listeners_count;
@@ -445,6 +470,7 @@ typedef struct keel_proxy_config {
     uint32_t workers; /* event-loop threads, 1..KEEL_PROXY_WORKERS_MAX; 0 (absent): one per
                        * online core, decided when the proxy starts (docs/proxy.md) */
     keel_proxy_sidecar_t sidecar;
+    keel_proxy_tracing_t tracing;
 } keel_proxy_config_t;
 
 /*

@@ -88,6 +88,7 @@ static void on_sweep(keel_timer_t *t, void *data)
     keel_proxy_t *p = data;
     keel_ms_t now = keel_loop_now_ms(p->loop);
     keel__proxy_sweep_pool(p, now);
+    keel__tracer_tick(p, now);
     keel__pgen_t *gen = p->gen;
     if (p->wid == 0) /* once, on worker 0: the rollouts' schedules and verdicts */
         keel__rollout_sweep(p, now);
@@ -358,6 +359,7 @@ void keel_proxy_shutdown(keel_proxy_t *p, void (*done)(keel_proxy_t *p, void *da
         p->agg_on = false;
         keel_http_client_close(&p->agg_client, hc_closed, p);
     }
+    keel__tracer_close(p); /* after close_all: the last exchanges' spans are queued (dropped) */
     keel__proxy_handle_closed(p);
 }
 
@@ -400,10 +402,14 @@ static int ensure_health_client(keel_proxy_t *p, const keel_proxy_config_t *cfg,
     return keel__proxy_ensure_agg_client(p, cfg, msg);
 }
 
-/* The client of aggregate routes' parts, once a config has one (each worker its own). */
+/* The client of aggregate routes' parts, once a config has one (each worker its own), and the
+ * tracer's export client once it has tracing. */
 int keel__proxy_ensure_agg_client(keel_proxy_t *p, const keel_proxy_config_t *cfg,
                                   keel_errmsg_t *msg)
 {
+    int trc = keel__tracer_ensure(p, cfg, msg);
+    if (trc != 0)
+        return trc;
     for (uint32_t r = 0; r < cfg->routes_count && !p->agg_on; r++)
         if (cfg->routes[r].aggregate != NULL) {
             keel_http_client_config_t ac = keel_http_client_config_default();
@@ -527,6 +533,22 @@ int keel_proxy_start(keel_loop_t *loop, keel_proxy_config_t *cfg, const char *te
                                            "Config reloads.", "result=\"ok\"");
     p->m_reloads_failed = keel_metrics_counter(p->metrics, "keel_proxy_reloads_total",
                                                "Config reloads.", "result=\"refused\"");
+    p->m_tr_recorded =
+        keel_metrics_counter(p->metrics, "keel_proxy_tracing_spans_recorded_total",
+                             "Spans of sampled requests and their upstream tries.", NULL);
+    p->m_tr_exported = keel_metrics_counter(p->metrics, "keel_proxy_tracing_spans_exported_total",
+                                            "Spans the collector accepted (2xx).", NULL);
+    static const char tr_dropped[] = "keel_proxy_tracing_spans_dropped_total";
+    static const char tr_dropped_help[] = "Spans not exported, by reason.";
+    p->m_tr_dropped_full =
+        keel_metrics_counter(p->metrics, tr_dropped, tr_dropped_help, "reason=\"queue_full\"");
+    p->m_tr_dropped_failed =
+        keel_metrics_counter(p->metrics, tr_dropped, tr_dropped_help, "reason=\"export_failed\"");
+    p->m_tr_dropped_off =
+        keel_metrics_counter(p->metrics, tr_dropped, tr_dropped_help, "reason=\"tracing_off\"");
+    p->m_tr_failures =
+        keel_metrics_counter(p->metrics, "keel_proxy_tracing_export_failures_total",
+                             "Batches the collector did not accept (error or non-2xx).", NULL);
     if ((rc = ensure_health_client(p, cfg, msg)) != 0) {
         keel_proxy_config_free(cfg);
         free(cfg);
@@ -569,6 +591,12 @@ int keel__proxy_worker_init(keel_proxy_t *w, keel_proxy_t *main, keel_loop_t *lo
     w->m_bad_requests = main->m_bad_requests;
     w->m_reloads_ok = main->m_reloads_ok;
     w->m_reloads_failed = main->m_reloads_failed;
+    w->m_tr_recorded = main->m_tr_recorded;
+    w->m_tr_exported = main->m_tr_exported;
+    w->m_tr_dropped_full = main->m_tr_dropped_full;
+    w->m_tr_dropped_failed = main->m_tr_dropped_failed;
+    w->m_tr_dropped_off = main->m_tr_dropped_off;
+    w->m_tr_failures = main->m_tr_failures;
     char wl[32];
     snprintf(wl, sizeof(wl), "worker=\"%u\"", wid);
     w->m_worker_conns = keel_metrics_counter(w->metrics, "keel_proxy_worker_connections_total",

@@ -60,6 +60,11 @@
 #define KEEL_PROXY_TLS_WARN_INTERVAL_MS 1000
 /* Retry-After and RateLimit-Reset are whole seconds, at least this many. */
 #define KEEL_PROXY_RETRY_AFTER_S_MIN 1
+/* A worker's failed span exports are logged at most once per this interval (each counts). */
+#define KEEL_PROXY_TRACE_WARN_INTERVAL_MS 10000
+/* A span's http.path tag keeps at most this much of the path (the target as kept for the
+ * access log, KEEL_PROXY_LOG_TARGET_BYTES with its NUL, less the query). */
+#define KEEL_PROXY_TRACE_PATH_BYTES KEEL_PROXY_LOG_TARGET_BYTES
 
 typedef struct keel__pgen keel__pgen_t;
 typedef struct keel__pcluster keel__pcluster_t;
@@ -274,6 +279,22 @@ struct keel__agg {
     keel__agg_part_t parts[KEEL_PROXY_AGG_PARTS_MAX];
 };
 
+/* A worker's span export (tracer.c): encoded spans waiting, and the POST in flight. */
+typedef struct keel__tracer {
+    keel_http_client_t cli;
+    bool cli_on;
+    struct keel__tspan {
+        char *json; /* one span's JSON object (malloc'd) */
+        uint32_t len;
+    } * q; /* ring of q_cap slots: q_len of them from q_head */
+    uint32_t q_head, q_len, q_cap;
+    bool inflight;
+    uint32_t inflight_n; /* spans in the POST in flight */
+    keel_ms_t last_flush_ms, warned_ms;
+    keel_buf_t body;    /* the batch being built */
+    keel_buf_t scratch; /* one span's JSON */
+} keel__tracer_t;
+
 typedef enum keel__dstate {
     KEEL__D_HEAD,    /* waiting for (the rest of) a request head */
     KEEL__D_BUSY,    /* an exchange is in progress */
@@ -324,10 +345,17 @@ typedef struct keel__xch {
     bool counted;  /* counted in cl->active_requests */
     bool retrying; /* counted in cl->active_retries */
     bool balance_started;
-    bool canary;            /* sent toward a rollout's canary: the rollout observes its outcome */
-    uint64_t key_hash;      /* the balancer's affinity key (hash_on) */
-    keel_trace_ctx_t trace; /* the proxy's span toward the upstream (a child of the client's) */
-    bool b3;                /* the client spoke B3: the upstream gets B3 too */
+    bool canary;             /* sent toward a rollout's canary: the rollout observes its outcome */
+    uint64_t key_hash;       /* the balancer's affinity key (hash_on) */
+    keel_trace_ctx_t trace;  /* the context sent upstream: with tracing, the current attempt's
+                                client span (a child of server); without, a child of the
+                                client's span */
+    bool b3;                 /* the client spoke B3: the upstream gets B3 too */
+    bool traced;             /* tracing is on and the trace sampled: spans are recorded */
+    keel_trace_ctx_t server; /* the server span (traced) */
+    keel_us_t start_us, try_start_us; /* wall clock: the request, the current attempt */
+    const char *reason;               /* the proxy's own answer's X-Keel-Reason, or NULL */
+    const char *try_error;            /* why the current attempt failed (its client span) */
     /* for the access log (filled only when it is on) */
     uint64_t resp_bytes; /* body bytes queued to the client */
     uint32_t attempts;
@@ -394,6 +422,9 @@ struct keel_proxy {
      * first one): libuv calls the read callback right after the allocation, and the callback
      * feeds all of it to OpenSSL, so one buffer serves every connection of the loop. */
     uint8_t *tls_rbuf;
+    keel__tracer_t tracer; /* this worker's span export */
+    keel_counter_t *m_tr_recorded, *m_tr_exported, *m_tr_dropped_full, *m_tr_dropped_failed,
+        *m_tr_dropped_off, *m_tr_failures; /* worker 0's, shared */
 };
 
 static inline keel__ppool_t *keel__pool(const keel_proxy_t *p, keel__phost_t *h)
@@ -469,6 +500,16 @@ int keel__rollout_init(keel__pgen_t *gen, keel__proute_t *rt, keel_errmsg_t *msg
 void keel__rollout_sweep(keel_proxy_t *p, keel_ms_t now_ms);
 /* A request sent toward the canary ended with status after latency_ms. */
 void keel__rollout_observe(keel__proute_t *rt, keel_ms_t now_ms, keel_ms_t latency_ms, int status);
+/* tracer.c */
+/* The export client of a worker once a config has tracing. */
+int keel__tracer_ensure(keel_proxy_t *p, const keel_proxy_config_t *cfg, keel_errmsg_t *msg);
+/* Queues a finished span for export (dropped and counted when the queue is full); sends a
+ * batch when batch_max are waiting. Never blocks. */
+void keel__tracer_record(keel_proxy_t *p, const keel_span_t *s);
+/* The housekeeping tick: a partial batch goes once flush_ms passed. */
+void keel__tracer_tick(keel_proxy_t *p, keel_ms_t now);
+/* At shutdown: drops what is queued (counted), closes the client. */
+void keel__tracer_close(keel_proxy_t *p);
 /* proxy_admin.c */
 /* Starts the admin listener on the config's admin_address (worker 0). */
 int keel__proxy_admin_start(keel_proxy_t *p, keel_errmsg_t *msg);

@@ -57,12 +57,23 @@ static keel_trace_str_t field_str(const char *base, const keel_h1_head_t *h, con
     return (keel_trace_str_t){base + h->fields[i].value.off, h->fields[i].value.len};
 }
 
+/* Whether a new trace (or a B3 one that left the decision to us) is sampled: sample_percent. */
+static bool sample_new(keel_proxy_t *p, const keel_proxy_tracing_t *tc)
+{
+    return tc->sample_ppm >= KEEL_PROXY_TRACE_PPM ||
+           keel_rand_u64(&p->rand) % KEEL_PROXY_TRACE_PPM < tc->sample_ppm;
+}
+
 /* The client's trace context (traceparent, else B3 single, else B3 multi) continued by a child
- * span for the upstream call; a new root trace (not sampled: no spans are recorded yet) when
- * the client sent none or an invalid one. */
+ * span; a new root trace when the client sent none or an invalid one. Without tracing that
+ * child is the context sent upstream on every attempt, and a new trace is not sampled. With
+ * tracing it is the server span: recorded when the client's trace is sampled (traceparent flag
+ * 01, B3 sampled or debug), or, for a new trace or a B3 one without a decision, with
+ * probability sample_percent; each attempt then sends a client span of its own (x_attempt). */
 static void trace_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
 {
     keel__xch_t *x = &d->x;
+    const keel_proxy_tracing_t *tc = &x->gen->cfg->tracing;
     keel_trace_ctx_t in;
     keel_trace_str_t tp = field_str(base, h, "traceparent");
     keel_trace_str_t b3 = field_str(base, h, "b3");
@@ -70,17 +81,37 @@ static void trace_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t
                              field_str(base, h, "x-b3-parentspanid"),
                              field_str(base, h, "x-b3-sampled"), field_str(base, h, "x-b3-flags")};
     x->b3 = false;
-    int rc = KEEL_EPROTO;
+    int rc = KEEL_EPROTO, decided = -1; /* decided: a B3 sampling state without ids (b3: 0|1|d) */
     if (tp.ptr != NULL)
         rc = keel_trace_parse_traceparent(tp.ptr, tp.len, &in);
-    if (rc != 0 && b3.ptr != NULL && (rc = keel_trace_parse_b3_single(b3.ptr, b3.len, &in)) == 0)
-        x->b3 = true;
+    if (rc != 0 && b3.ptr != NULL) {
+        rc = keel_trace_parse_b3_single(b3.ptr, b3.len, &in);
+        if (rc == KEEL_ENOTFOUND)
+            decided = in.flags & KEEL_TRACE_FLAG_SAMPLED;
+        x->b3 = rc == 0;
+    }
     if (rc != 0 && multi.trace_id.ptr != NULL && (rc = keel_trace_parse_b3_multi(&multi, &in)) == 0)
         x->b3 = true;
-    if (rc == 0)
-        keel_trace_child(&in, &d->p->rand, &x->trace);
-    else
-        keel_trace_new_root(&d->p->rand, 0, &x->trace);
+    if (!tc->enabled) {
+        if (rc == 0)
+            keel_trace_child(&in, &d->p->rand, &x->trace);
+        else
+            keel_trace_new_root(&d->p->rand, 0, &x->trace);
+        return;
+    }
+    if (rc == 0) {
+        if (in.deferred) { /* B3 without a sampling state: ours to decide, and to pass on */
+            in.flags = sample_new(d->p, tc) ? KEEL_TRACE_FLAG_SAMPLED : 0;
+            in.deferred = 0;
+        }
+        keel_trace_child(&in, &d->p->rand, &x->server);
+    } else {
+        keel_trace_new_root(&d->p->rand, decided >= 0 ? decided : sample_new(d->p, tc), &x->server);
+    }
+    x->trace = x->server; /* until an attempt makes its own (aggregate parts keep this) */
+    x->traced = (x->server.flags & KEEL_TRACE_FLAG_SAMPLED) != 0;
+    if (x->traced)
+        x->start_us = keel_clock_unix_us();
 }
 
 /* Whether a client's field must not reach the upstream because of the route's JWT provider: a
@@ -190,17 +221,7 @@ static int build_up_head(keel__dconn_t *d, const char *base, const keel_h1_head_
         rc |= keel_buf_printf(o, "X-Request-Id: %016llx%016llx\r\n",
                               (unsigned long long)keel_rand_u64(&d->p->rand),
                               (unsigned long long)keel_rand_u64(&d->p->rand));
-    char tp[KEEL_TRACE_B3_BYTES_MAX];
-    keel_trace_format_traceparent(&x->trace, tp);
-    rc |= keel_buf_append(o, "traceparent: ", 13);
-    rc |= keel_buf_append_str(o, tp);
-    rc |= keel_buf_append(o, "\r\n", 2);
-    if (x->b3) {
-        keel_trace_format_b3_single(&x->trace, tp);
-        rc |= keel_buf_append(o, "b3: ", 4);
-        rc |= keel_buf_append_str(o, tp);
-        rc |= keel_buf_append(o, "\r\n", 2);
-    }
+    /* traceparent (and b3) are added per attempt, each attempt's own span id (u_send) */
     rc |= keel_buf_append_str(o, d->p->via_line);
     for (uint32_t i = 0; i < r->req_add_count; i++)
         rc |= keel_buf_printf(o, "%s: %s\r\n", r->req_add[i].name, r->req_add[i].value);
@@ -329,6 +350,14 @@ static int x_cors_preflight(keel__dconn_t *d, const keel_proxy_req_view_t *view)
     return (int)v;
 }
 
+/* s[0..n) cut to cap - 1 bytes and a NUL into out (no printf: per traced or logged request). */
+static void copy_cut(char *out, size_t cap, const char *s, size_t n)
+{
+    n = n < cap - 1 ? n : cap - 1;
+    memcpy(out, s, n);
+    out[n] = '\0';
+}
+
 void keel__x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
 {
     keel_proxy_t *p = d->p;
@@ -339,9 +368,12 @@ void keel__x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
     x->start_ms = now_ms(p);
     x->permit = -1;
     x->method_kind = method_kind(base, h->method);
-    if (gen->cfg->access_log) {
-        snprintf(x->method, sizeof(x->method), "%.*s", (int)h->method.len, base + h->method.off);
-        snprintf(x->target, sizeof(x->target), "%.*s", (int)h->target.len, base + h->target.off);
+    bool tracing = gen->cfg->tracing.enabled;
+    if (tracing)
+        trace_begin(d, base, h); /* every request may get a server span */
+    if (gen->cfg->access_log || x->traced) {
+        copy_cut(x->method, sizeof(x->method), base + h->method.off, h->method.len);
+        copy_cut(x->target, sizeof(x->target), base + h->target.off, h->target.len);
     }
     x->client_keepalive = h->keep_alive && h->version_minor == 1 && !p->stopping;
     x->req_body = h->body;
@@ -398,7 +430,8 @@ void keel__x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
     const keel_proxy_jwt_provider_t *pv =
         r != NULL && r->jwt.enabled ? &gen->cfg->jwt_providers[r->jwt.provider] : NULL;
     if (r != NULL && auth == KEEL_PROXY_AUTH_OK && r->action == KEEL_PROXY_ACTION_AGGREGATE) {
-        trace_begin(d, base, h);
+        if (!tracing)
+            trace_begin(d, base, h);
         x->agg_refused = keel__agg_prepare(d, base, h, &view, pv, &jwt);
     }
     if (r != NULL && auth == KEEL_PROXY_AUTH_OK && r->action == KEEL_PROXY_ACTION_FORWARD) {
@@ -410,7 +443,8 @@ void keel__x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
                 : keel_proxy_route_pick(r, rnd);
         x->cl = gen->clusters[r->clusters[slot].cluster];
         canary = x->route->ro_on && slot == r->rollout.canary;
-        trace_begin(d, base, h);
+        if (!tracing)
+            trace_begin(d, base, h);
         build = build_up_head(d, base, h, path, path_len, query, query_len, pv, &jwt);
     }
     /* key for hash balancing, computed while the head is at hand */

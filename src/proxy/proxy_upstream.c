@@ -3,6 +3,7 @@
 #include "proxy/proxy_conn_int.h"
 
 #include "base/log.h"
+#include "runtime/clock.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -118,6 +119,11 @@ void keel__x_attempt(keel__dconn_t *d)
     x->try_start_ms = now;
     x->attempts++;
     x->upstream = host->address;
+    if (x->traced) { /* this attempt's client span: its id is the parent the upstream sees */
+        keel_trace_child(&x->server, &p->rand, &x->trace);
+        x->try_start_us = keel_clock_unix_us();
+        x->try_error = NULL;
+    }
     keel_counter_inc(cl->m_attempts);
     keel__uconn_t *u = NULL;
     keel__ppool_t *pool = keel__pool(p, host); /* this worker's */
@@ -148,6 +154,7 @@ void keel__x_timeout(keel__dconn_t *d, bool connect)
     keel__xch_t *x = &d->x;
     keel_counter_inc(x->cl->m_timeouts);
     if (now_ms(d->p) >= x->call.deadline_ms) { /* the route's deadline: no more tries */
+        x->try_error = "upstream-timeout";
         keel__x_end_attempt(d, 0, 0, true);
         keel__x_local(d, 504, "upstream-timeout", NULL, NULL, NULL, 0);
         return;
@@ -210,6 +217,7 @@ static void x_schedule_retry_or_fail(keel__dconn_t *d, keel_retry_failure_t fail
         u->d = NULL;
         keel__u_close(u);
     }
+    x->try_error = reason;
     keel__x_end_attempt(d, 0, failure == KEEL_RETRY_FAIL_NONE ? status : 0,
                         failure != KEEL_RETRY_FAIL_NONE);
     if (x->resp_head) {
@@ -523,6 +531,17 @@ static void u_send(keel__uconn_t *u)
     keel_buf_reset(&u->in);
     u->scan = 0;
     keel_buf_append(&u->out, keel_buf_rptr(&x->up_head), keel_buf_unread(&x->up_head));
+    char tp[KEEL_TRACE_B3_BYTES_MAX];
+    keel_trace_format_traceparent(&x->trace, tp);
+    keel_buf_append(&u->out, "traceparent: ", 13);
+    keel_buf_append(&u->out, tp, KEEL_TRACEPARENT_LEN);
+    keel_buf_append(&u->out, "\r\n", 2);
+    if (x->b3) {
+        keel_trace_format_b3_single(&x->trace, tp);
+        keel_buf_append(&u->out, "b3: ", 4);
+        keel_buf_append_str(&u->out, tp);
+        keel_buf_append(&u->out, "\r\n", 2);
+    }
     /* the time this attempt has left, so the service can give up when we will (Envoy's
      * x-envoy-expected-rq-timeout-ms); absent when the route has no timeout */
     keel_ms_t until = keel_ms_min(x->call.deadline_ms, x->try_deadline_ms);
@@ -756,6 +775,7 @@ static void u_on_eof(keel__uconn_t *u, int err)
     if (x->resp_head) {
         /* closed mid-body: the client must not take a truncated body for a whole one */
         keel_counter_inc(x->cl->m_resets);
+        x->try_error = "upstream-reset-mid-body";
         if (x->host != NULL)
             keel__x_end_attempt(d, 0, 0, true);
         keel__d_close(d);

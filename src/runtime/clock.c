@@ -29,3 +29,8 @@ keel_ms_t keel_clock_unix_ms(void)
 {
     return read_ns(CLOCK_REALTIME) / KEEL_NS_PER_MS;
 }
+
+keel_us_t keel_clock_unix_us(void)
+{
+    return read_ns(CLOCK_REALTIME) / KEEL_NS_PER_US;
+}

@@ -10,5 +10,7 @@ keel_us_t keel_clock_now_us(void);
 keel_ns_t keel_clock_now_ns(void);
 /* CLOCK_REALTIME in ms since the Unix epoch: for timestamps shown to people. */
 keel_ms_t keel_clock_unix_ms(void);
+/* CLOCK_REALTIME in microseconds since the Unix epoch (Zipkin span timestamps). */
+keel_us_t keel_clock_unix_us(void);
 
 #endif

@@ -262,6 +262,96 @@ static void loads_workers_and_refuses_a_count_out_of_range(void)
     KT_CHECK(has_error(1, "workers"));
 }
 
+static void loads_tracing_and_names_the_line_of_its_errors(void)
+{
+    KT_EQ_INT(parse("listeners: [{address: 127.0.0.1:1}]\n"), 0);
+    KT_CHECK(!cfg.tracing.enabled); /* absent: no spans */
+    keel_proxy_config_free(&cfg);
+    KT_EQ_INT(parse("listeners: [{address: 127.0.0.1:1}]\n"
+                    "tracing: {zipkin: \"http://127.0.0.1:9411/api/v2/spans\", service_name: gw,\n"
+                    "  sample_percent: 1.5, batch_max: 50, flush_ms: 200, queue_max: 500,\n"
+                    "  timeout_ms: 700}\n"),
+              0);
+    KT_CHECK(cfg.tracing.enabled);
+    KT_EQ_STR(cfg.tracing.zipkin_address, "127.0.0.1:9411");
+    KT_EQ_STR(cfg.tracing.zipkin_path, "/api/v2/spans");
+    KT_EQ_STR(cfg.tracing.service_name, "gw");
+    KT_EQ_INT(cfg.tracing.sample_ppm, 15000);
+    KT_EQ_INT(cfg.tracing.batch_max, 50);
+    KT_EQ_INT(cfg.tracing.flush_ms, 200);
+    KT_EQ_INT(cfg.tracing.queue_max, 500);
+    KT_EQ_INT(cfg.tracing.timeout_ms, 700);
+    keel_proxy_config_free(&cfg);
+    /* defaults: Zipkin's path, every trace, 100 per batch, 1 s, 10000 queued */
+    KT_EQ_INT(parse("listeners: [{address: 127.0.0.1:1}]\n"
+                    "tracing: {zipkin: \"http://[::1]:9411\"}\n"),
+              0);
+    KT_EQ_STR(cfg.tracing.zipkin_address, "[::1]:9411");
+    KT_EQ_STR(cfg.tracing.zipkin_path, "/api/v2/spans");
+    KT_EQ_STR(cfg.tracing.service_name, "keel-proxy");
+    KT_EQ_INT(cfg.tracing.sample_ppm, KEEL_PROXY_TRACE_PPM);
+    KT_EQ_INT(cfg.tracing.batch_max, 100);
+    KT_EQ_INT(cfg.tracing.flush_ms, 1000);
+    KT_EQ_INT(cfg.tracing.queue_max, 10000);
+    keel_proxy_config_free(&cfg);
+    static const char *const percents[][2] = {{"0", "0"},
+                                              {"100", "1000000"},
+                                              {"0.0001", "1"},
+                                              {"33.3333", "333333"},
+                                              {"100.0", "1000000"}};
+    for (size_t i = 0; i < sizeof(percents) / sizeof(percents[0]); i++) {
+        char text[256];
+        snprintf(text, sizeof(text),
+                 "listeners: [{address: 127.0.0.1:1}]\n"
+                 "tracing: {zipkin: \"http://127.0.0.1:1/\", sample_percent: %s}\n",
+                 percents[i][0]);
+        KT_EQ_INT(parse(text), 0);
+        KT_EQ_U64(cfg.tracing.sample_ppm, strtoull(percents[i][1], NULL, 10));
+        keel_proxy_config_free(&cfg);
+    }
+    KT_EQ_INT(parse("listeners: [{address: 127.0.0.1:1}]\n"
+                    "tracing:\n"
+                    "  zipkin: https://127.0.0.1:9411/api/v2/spans\n"
+                    "  sample_percent: 100.5\n"
+                    "  batch_max: 2000\n"
+                    "  flush_ms: 10\n"
+                    "  queue_max: 1000001\n"
+                    "  colour: blue\n"
+                    "  service_name: \"\"\n"
+                    "tracing2: 1\n"),
+              KEEL_EINVAL);
+    KT_CHECK(has_error(3, "https collectors are not supported"));
+    KT_CHECK(has_error(4, "sample_percent: '100.5' is not a number 0..100"));
+    KT_CHECK(has_error(5, "batch_max: 2000 is out of range 1..1000"));
+    KT_CHECK(has_error(6, "flush_ms: 10 is out of range 100..60000"));
+    KT_CHECK(has_error(7, "queue_max: 1000001 is out of range 1..100000"));
+    KT_CHECK(has_error(8, "unknown key 'colour'"));
+    KT_CHECK(has_error(9, "service_name"));
+    KT_EQ_INT(parse("listeners: [{address: 127.0.0.1:1}]\n"
+                    "tracing:\n"
+                    "  sample_percent: 1.\n"
+                    "  batch_max: 200\n"
+                    "  queue_max: 100\n"),
+              KEEL_EINVAL);
+    /* the section's own errors are on its first line */
+    KT_CHECK(has_error(3, "'zipkin' (the collector's URL) is required"));
+    KT_CHECK(has_error(3, "queue_max (100) is below batch_max (200)"));
+    KT_CHECK(has_error(3, "sample_percent: '1.'"));
+    static const char *const bad_urls[] = {
+        "zipkin.local:9411",   "http://zipkin:9411/",       "http://127.0.0.1/api",
+        "http://127.0.0.1:0/", "http://127.0.0.1:9411/a b", "http://::1:9411/",
+        "http://:9411/"};
+    for (size_t i = 0; i < sizeof(bad_urls) / sizeof(bad_urls[0]); i++) {
+        char text[256];
+        snprintf(text, sizeof(text),
+                 "listeners: [{address: 127.0.0.1:1}]\n"
+                 "tracing: {zipkin: \"%s\"}\n",
+                 bad_urls[i]);
+        KT_EQ_INT(parse(text), KEEL_EINVAL);
+        KT_CHECK(has_error(2, "tracing: zipkin:"));
+    }
+}
+
 static void loads_the_retry_buffer_and_idempotency_header(void)
 {
     const char *y = "listeners: [{address: 127.0.0.1:1}]\n"
@@ -765,5 +855,6 @@ int main(void)
     KT_RUN(expands_environment_references);
     KT_RUN(loads_tls_sections_and_refuses_bad_ones);
     KT_RUN(loads_a_rollout_and_refuses_bad_ones_naming_their_lines);
+    KT_RUN(loads_tracing_and_names_the_line_of_its_errors);
     return kt_done();
 }

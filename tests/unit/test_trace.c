@@ -291,6 +291,47 @@ static void renders_a_span_as_zipkin_v2_json(void)
     json_decref(j);
 }
 
+static void a_client_span_names_its_remote_endpoint(void)
+{
+    keel_rand_t r;
+    keel_rand_seed(&r, 8);
+    keel_trace_ctx_t c;
+    keel_trace_new_root(&r, 1, &c);
+    keel_span_t s;
+    keel_span_init(&s, &c, KEEL_SPAN_KIND_CLIENT, "gateway", "GET orders", 5);
+    KT_EQ_INT(keel_span_set_remote(&s, "orders\"v1", "127.0.0.1", 9001), 0);
+    keel_span_end(&s, 9, KEEL_SPAN_OK);
+    json_t *j = render(&s);
+    json_t *re = json_object_get(j, "remoteEndpoint");
+    KT_EQ_STR(json_string_value(json_object_get(re, "serviceName")), "orders\"v1");
+    KT_EQ_STR(json_string_value(json_object_get(re, "ipv4")), "127.0.0.1");
+    KT_CHECK(json_object_get(re, "ipv6") == NULL);
+    KT_EQ_INT(json_integer_value(json_object_get(re, "port")), 9001);
+    KT_EQ_STR(json_string_value(json_object_get(j, "kind")), "CLIENT");
+    json_decref(j);
+    /* IPv6, no service name, no port */
+    keel_span_init(&s, &c, KEEL_SPAN_KIND_CLIENT, "gateway", "GET orders", 5);
+    KT_EQ_INT(keel_span_set_remote(&s, NULL, "::1", 0), 0);
+    j = render(&s);
+    re = json_object_get(j, "remoteEndpoint");
+    KT_EQ_STR(json_string_value(json_object_get(re, "ipv6")), "::1");
+    KT_CHECK(json_object_get(re, "serviceName") == NULL);
+    KT_CHECK(json_object_get(re, "port") == NULL);
+    json_decref(j);
+    /* a span without one has none */
+    keel_span_init(&s, &c, KEEL_SPAN_KIND_SERVER, "gateway", "GET orders", 5);
+    j = render(&s);
+    KT_CHECK(json_object_get(j, "remoteEndpoint") == NULL);
+    json_decref(j);
+    /* no text space left: refused, span unchanged */
+    char big[2020]; /* leaves 6 bytes of text */
+    memset(big, 'v', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    KT_EQ_INT(keel_span_set_attr(&s, "a", big), 0);
+    KT_EQ_INT(keel_span_set_remote(&s, "svc", "2001:db8::1", 1), KEEL_EFULL);
+    KT_EQ_INT(s.has_remote, 0);
+}
+
 static void a_root_span_without_duration_or_tags_omits_them(void)
 {
     keel_rand_t r;
@@ -357,6 +398,7 @@ int main(void)
     KT_RUN(children_keep_the_trace_and_point_at_their_parent);
     KT_RUN(random_contexts_round_trip_and_mutations_never_crash);
     KT_RUN(renders_a_span_as_zipkin_v2_json);
+    KT_RUN(a_client_span_names_its_remote_endpoint);
     KT_RUN(a_root_span_without_duration_or_tags_omits_them);
     KT_RUN(span_attributes_are_bounded);
     return kt_done();
