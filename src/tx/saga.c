@@ -515,9 +515,9 @@ static void on_closed_req(keel_client_t *cl, void *ctx, int status, const keel_r
  * whose replay sees a final log and comes back here. */
 void keel__saga_close_quietly(keel__saga_run_t *r)
 {
-    const char *del[] = {"KEEL.FENCED", r->lock, r->token_str, "DEL", r->open_key};
+    const char *del[] = {"KEEL.FENCED", r->lock, r->token_str, "HDEL", OPEN_KEY, r->id};
     const char *unlock[] = {"KEEL.UNLOCK", r->lock, r->token_str};
-    keel__saga_cmd(r, 5, del, NULL, on_closed_req, NULL);
+    keel__saga_cmd(r, 6, del, NULL, on_closed_req, NULL);
     keel__saga_cmd(r, 3, unlock, NULL, on_closed_req, NULL);
     keel__saga_run_drop(r);
 }
@@ -525,9 +525,9 @@ void keel__saga_close_quietly(keel__saga_run_t *r)
 static void close_saga(keel__saga_run_t *r)
 {
     if (!r->closed) { /* a log replayed to its end: the marker and lock may still be there */
-        const char *del[] = {"KEEL.FENCED", r->lock, r->token_str, "DEL", r->open_key};
+        const char *del[] = {"KEEL.FENCED", r->lock, r->token_str, "HDEL", OPEN_KEY, r->id};
         const char *unlock[] = {"KEEL.UNLOCK", r->lock, r->token_str};
-        keel__saga_cmd(r, 5, del, NULL, on_closed_req, NULL);
+        keel__saga_cmd(r, 6, del, NULL, on_closed_req, NULL);
         keel__saga_cmd(r, 3, unlock, NULL, on_closed_req, NULL);
     }
     keel__saga_run_end(r, 0);
@@ -589,7 +589,6 @@ keel__saga_run_t *keel__saga_run_new(keel_sagas_t *o, const char *id)
     r->cl = &o->lanes.c[keel_client_lanes_index(&o->lanes, id, strlen(id))];
     snprintf(r->lock, sizeof(r->lock), "saga:%s", id);
     snprintf(r->log_key, sizeof(r->log_key), "saga:%s:log", id);
-    snprintf(r->open_key, sizeof(r->open_key), OPEN_PREFIX "%s", id);
     r->began_ns = keel_clock_now_ns();
     r->counted = KEEL_SAGA_NEW;
     o->by_state[KEEL_SAGA_NEW]++;

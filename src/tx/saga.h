@@ -47,9 +47,12 @@
  *                     a write from an owner whose lock was taken over is refused.
  *   lock saga:<id>    KEEL.LOCK with lock_ttl_ms: the owner. Renewed in one KEEL.TXN
  *                     (UNLOCK + LOCK) before an action once a third of the TTL has passed.
- *   saga:open:<id>    a string holding the saga's type: the index of unfinished sagas that
- *                     the scan walks (SCAN MATCH saga:open:*) every scan_interval_ms to
- *                     adopt those whose lock is free (their owner died or stalled).
+ *   saga:open         a hash, field <id> = the saga's type: the index of unfinished sagas
+ *                     that the scan walks (HSCAN) every scan_interval_ms to adopt those
+ *                     whose lock is free (their owner died or stalled). Set with the
+ *                     started record, removed with the final one (one entry each). Until
+ *                     6 Dec each was a key saga:open:<id> found by SCAN MATCH: a walk of
+ *                     the whole keyspace every second, growing with every order kept.
  * Adopting, or learning that a write was fenced, always re-reads the log and replays it:
  * an owner never acts on memory that another owner may have overtaken.
  *

@@ -23,12 +23,14 @@
 #define KEY_BYTES_MAX (KEEL_SAGA_ID_BYTES_MAX + 16u)
 #define RETRY_BASE_MS 50
 #define RETRY_CAP_MS 1000
-#define OPEN_PREFIX "saga:open:"
+/* The index of unfinished sagas: one hash, field = saga id, value = its type's name. The
+ * adoption scan walks it (HSCAN), so its cost follows the open sagas, not the keyspace. */
+#define OPEN_KEY "saga:open"
 
 typedef enum phase {
     P_LOCK,   /* KEEL.LOCK sent */
     P_LOAD,   /* XRANGE of the log sent */
-    P_MARK,   /* the saga:open marker being written (a new saga) */
+    P_MARK,   /* its saga:open field being written (a new saga) */
     P_ACT,    /* carrying out u.action */
     P_RENEW,  /* KEEL.TXN UNLOCK+LOCK sent */
     P_VERIFY, /* a repeated record being compared with the stored one */
@@ -46,7 +48,7 @@ struct keel__saga_run {
     bool s_init;
     keel_saga_update_t u;
     char id[KEEL_SAGA_ID_BYTES_MAX + 1];
-    char lock[KEY_BYTES_MAX], log_key[KEY_BYTES_MAX], open_key[KEY_BYTES_MAX];
+    char lock[KEY_BYTES_MAX], log_key[KEY_BYTES_MAX];
     char token_str[24];
     uint64_t token;
     keel_ms_t locked_unix_ms;

@@ -40,10 +40,10 @@ static void verify(keel__saga_run_t *r, keel_client_reply_fn fn);
 
 static void mark(keel__saga_run_t *r)
 {
-    const char *argv[] = {"KEEL.FENCED", r->lock,     r->token_str,
-                          "SET",         r->open_key, r->type->def.name};
+    const char *argv[] = {"KEEL.FENCED", r->lock, r->token_str,     "HSET",
+                          OPEN_KEY,      r->id,   r->type->def.name};
     r->phase = P_MARK;
-    keel__saga_cmd(r, 6, argv, NULL, on_mark, mark);
+    keel__saga_cmd(r, 7, argv, NULL, on_mark, mark);
 }
 
 static void on_mark(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
@@ -320,16 +320,32 @@ static void on_log_start(keel_client_t *cl, void *ctx, int status, const keel_re
 }
 
 /*
- * KEEL.FENCED lock token KEEL.TXN 1 <log> 0 2 | SET <open> <type> | XADD <log> 0-1 r <started>:
+ * KEEL.FENCED lock token KEEL.TXN 1 <log> 0 2 | HSET saga:open <id> <type> | XADD <log> 0-1 r
+ * <started>:
  * one entry instead of a read of the log, the marker and the record. The watch (version 0:
  * the log does not exist) makes it a no-op for a saga that exists already.
  */
 static void write_start(keel__saga_run_t *r)
 {
-    const char *argv[] = {
-        "KEEL.FENCED", r->lock, r->token_str, "KEEL.TXN", "1",         r->log_key,
-        "0",           "2",     "3",          "SET",      r->open_key, r->type->def.name,
-        "5",           "XADD",  r->log_key,   "0-1",      "r",         (const char *)r->u.record};
+    const char *argv[] = {"KEEL.FENCED",
+                          r->lock,
+                          r->token_str,
+                          "KEEL.TXN",
+                          "1",
+                          r->log_key,
+                          "0",
+                          "2",
+                          "4",
+                          "HSET",
+                          OPEN_KEY,
+                          r->id,
+                          r->type->def.name,
+                          "5",
+                          "XADD",
+                          r->log_key,
+                          "0-1",
+                          "r",
+                          (const char *)r->u.record};
     size_t n = sizeof(argv) / sizeof(argv[0]), lens[sizeof(argv) / sizeof(argv[0])];
     for (size_t i = 0; i + 1 < n; i++)
         lens[i] = strlen(argv[i]);
@@ -387,17 +403,17 @@ static void on_log_end(keel_client_t *cl, void *ctx, int status, const keel_resp
 /*
  * The final record (done, compensated, needs attention), the open marker's deletion and the
  * unlock, in one entry: KEEL.FENCED lock token KEEL.TXN 0 3 | XADD <log> 0-n r <record> |
- * DEL <open> | KEEL.UNLOCK lock token.
+ * HDEL saga:open <id> | KEEL.UNLOCK lock token.
  */
 static void write_end(keel__saga_run_t *r)
 {
     char id[24];
     log_id(r, id);
-    const char *argv[] = {"KEEL.FENCED", r->lock, r->token_str, "KEEL.TXN",
-                          "0",           "3",     "5",          "XADD",
-                          r->log_key,    id,      "r",          (const char *)r->u.record,
-                          "2",           "DEL",   r->open_key,  "3",
-                          "KEEL.UNLOCK", r->lock, r->token_str};
+    const char *argv[] = {
+        "KEEL.FENCED", r->lock,     r->token_str, "KEEL.TXN", "0", "3",
+        "5",           "XADD",      r->log_key,   id,         "r", (const char *)r->u.record,
+        "3",           "HDEL",      OPEN_KEY,     r->id,      "3", "KEEL.UNLOCK",
+        r->lock,       r->token_str};
     size_t n = sizeof(argv) / sizeof(argv[0]), lens[sizeof(argv) / sizeof(argv[0])];
     for (size_t i = 0; i < n; i++)
         lens[i] = strlen(argv[i]);

@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define SCAN_COUNT "200" /* keys asked of each SCAN for open markers */
+#define SCAN_COUNT "200" /* fields asked of each HSCAN of the open index */
 
 /* ---- adopting orphans: the scan ----------------------------------------------------------- */
 
@@ -25,16 +25,14 @@ static void on_scan(keel_client_t *cl, void *ctx, int status, const keel_resp_va
     }
     memcpy(o->scan_cursor, v->elems[0].str.ptr, v->elems[0].str.len);
     o->scan_cursor[v->elems[0].str.len] = '\0';
-    const keel_resp_value_t *keys = &v->elems[1];
-    for (size_t i = 0; i < keys->elems_len; i++) {
-        const keel_resp_value_t *k = &keys->elems[i];
-        size_t pre = strlen(OPEN_PREFIX);
-        if (k->type != KEEL_RESP_BULK || k->str.len <= pre ||
-            k->str.len - pre > KEEL_SAGA_ID_BYTES_MAX)
+    const keel_resp_value_t *kv = &v->elems[1]; /* field, value, field, value, ... */
+    for (size_t i = 0; i + 1 < kv->elems_len; i += 2) {
+        const keel_resp_value_t *k = &kv->elems[i];
+        if (k->type != KEEL_RESP_BULK || k->str.len == 0 || k->str.len > KEEL_SAGA_ID_BYTES_MAX)
             continue;
         char id[KEEL_SAGA_ID_BYTES_MAX + 1];
-        memcpy(id, k->str.ptr + pre, k->str.len - pre);
-        id[k->str.len - pre] = '\0';
+        memcpy(id, k->str.ptr, k->str.len);
+        id[k->str.len] = '\0';
         if (!keel_saga_id_valid(id, KEEL_SAGA_ID_BYTES_MAX) || keel__saga_run_find(o, id) ||
             o->runs_n >= o->cfg.runs_max)
             continue;
@@ -51,8 +49,8 @@ static void on_scan(keel_client_t *cl, void *ctx, int status, const keel_resp_va
 
 static void scan_step(keel_sagas_t *o)
 {
-    const char *argv[] = {"SCAN", o->scan_cursor, "MATCH", OPEN_PREFIX "*", "COUNT", SCAN_COUNT};
-    if (keel_client_command(&o->cl, 6, argv, NULL, on_scan, o) != 0)
+    const char *argv[] = {"HSCAN", OPEN_KEY, o->scan_cursor, "COUNT", SCAN_COUNT};
+    if (keel_client_command(&o->cl, 5, argv, NULL, on_scan, o) != 0)
         o->scanning = false;
     else {
         o->handles++;

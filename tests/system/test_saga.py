@@ -48,12 +48,7 @@ def check_invariant(r, addrs, prefix):
         left = set(applied) - set(undone)
         done = {s for s, st in states.items() if st == "done"}
         assert left == done, f"{step}: effects left {sorted(left - done)} missing {sorted(done - left)}"
-    cursor, markers = 0, []
-    while True:
-        cursor, keys = r.scan(cursor, match=f"saga:open:{prefix}-*", count=10000)
-        markers += keys
-        if int(cursor) == 0:
-            break
+    markers = [k for k in r.hkeys("saga:open") if k.startswith(f"{prefix}-".encode())]
     assert markers == [], markers
 
 
