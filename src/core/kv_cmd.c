@@ -236,6 +236,8 @@ static const cmd_t COMMANDS[] = {
      "Release a lock held with a fencing token"},
     {"KEEL.FENCED", "keel.fenced", -5, W | NN, keel__kvc_fenced_syntax, keel__kvc_cmd_fenced, 1, 1,
      1, "Run a write only if a lock is still held with the token"},
+    {"KEEL.LOCKRUN", "keel.lockrun", -5, W | NN, keel__kvc_lockrun_syntax, keel__kvc_cmd_lockrun, 1,
+     1, 1, "Take a lock and run a write under it, in one entry"},
     {"KEEL.TXN", "keel.txn", -3, W | NN, keel__kvc_txn_syntax, keel__kvc_cmd_txn, 0, 0, 0,
      "A MULTI/EXEC transaction as one entry (what EXEC proposes)"},
     {"TYPE", "type", 2, R, NULL, keel__kvc_cmd_type, 1, 1, 1, "The type of the value of a key"},

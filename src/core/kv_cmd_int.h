@@ -208,6 +208,8 @@ int keel__kvc_fenced_syntax(const call_t *c);
 int keel__kvc_cmd_fenced(const call_t *c);
 int keel__kvc_txn_syntax(const call_t *c);
 int keel__kvc_cmd_txn(const call_t *c);
+int keel__kvc_lockrun_syntax(const call_t *c);
+int keel__kvc_cmd_lockrun(const call_t *c);
 int keel__kvc_scan_syntax(const call_t *c);
 /* TYPE key; and a TYPE name argument (SCAN TYPE) as KEEL__KV_TYPE_*, or -2 for none. */
 int keel__kvc_cmd_type(const call_t *c);

@@ -236,7 +236,11 @@ int keel__kvc_lock_syntax(const call_t *c)
     return 0;
 }
 
-int keel__kvc_cmd_lock(const call_t *c)
+#define LOCK_HELD 2 /* lock_take: another holder has it (REPLIED is 1) */
+
+/* Takes argv[1]'s lock for argv[2] ms: 0 with *token, LOCK_HELD (nothing written), else what
+ * keel__kvc_done takes (REPLIED with an error reply, or a failed allocation). */
+static int lock_take(const call_t *c, uint64_t *token)
 {
     keel_kv_t *kv = c->w;
     int64_t ttl = 0;
@@ -244,23 +248,20 @@ int keel__kvc_cmd_lock(const call_t *c)
     assert(rc == 0);
     uint64_t when = deadline_after(c, ttl);
     if (when == 0)
-        return 0;
+        return REPLIED;
     if (c->lens[1] > kv->cfg.key_bytes_max)
-        return keel__kvc_done(r_err(c->reply, ERR_KEY_SIZE));
+        return r_err(c->reply, ERR_KEY_SIZE);
     keel__kv_entry_t **link = NULL, *any = NULL;
-    if (lock_held(c, &link, &any) != NULL) {
-        r_nil(c->reply);
-        return 0;
-    }
+    if (lock_held(c, &link, &any) != NULL)
+        return LOCK_HELD;
     if (!any && kv->locks && kv->locks->count >= kv->cfg.keys_max)
-        return keel__kvc_done(r_err(c->reply,
-                                    "OOM command not allowed when the number of locks would "
-                                    "exceed 'keys_max'"));
+        return r_err(c->reply, "OOM command not allowed when the number of locks would "
+                               "exceed 'keys_max'");
     if ((rc = keel__kv_sub(kv, &kv->locks)) != 0 || (rc = keel__kv_heap_reserve(kv->locks, 1)) != 0)
         return rc;
-    uint64_t token = kv->fence_last + 1;
+    *token = kv->fence_last + 1;
     uint8_t v[KEEL__KV_LOCK_VALUE_BYTES];
-    keel_put_u64(v, token);
+    keel_put_u64(v, *token);
     if (any) { /* expired, not swept: reuse the entry (fixed-size value, no allocation) */
         memcpy(keel__kv_val(any), v, sizeof(v));
     } else {
@@ -271,9 +272,19 @@ int keel__kvc_cmd_lock(const call_t *c)
         keel__kv_insert(kv->locks, any);
     }
     keel__kv_set_expire(kv->locks, any, when);
-    kv->fence_last = token;
-    r_int(c->reply, (int64_t)token);
+    kv->fence_last = *token;
     return 0;
+}
+
+int keel__kvc_cmd_lock(const call_t *c)
+{
+    uint64_t token = 0;
+    int rc = lock_take(c, &token);
+    if (rc == LOCK_HELD)
+        r_nil(c->reply);
+    else if (rc == 0)
+        r_int(c->reply, (int64_t)token);
+    return rc == LOCK_HELD ? 0 : keel__kvc_done(rc);
 }
 
 static int token_arg(const call_t *c, uint64_t *token)
@@ -306,21 +317,64 @@ int keel__kvc_cmd_unlock(const call_t *c)
     return 0;
 }
 
+/* The write that KEEL.FENCED or KEEL.LOCKRUN (named) runs, at argv[3..]: checked like any
+ * command. KEEL.TXN is the one unqueueable command it may be (several writes under one lock
+ * check, one entry); KEEL.TXN queues none of KEEL.FENCED, KEEL.LOCKRUN and KEEL.TXN, so the
+ * nesting stops at two. */
+static int wrapped_syntax(const call_t *c, const char *name)
+{
+    const cmd_t *cmd = keel__kvc_find_cmd(c->argv[3], c->lens[3]);
+    char text[64];
+    if (cmd && !(cmd->flags & KEEL_KV_WRITE)) {
+        snprintf(text, sizeof(text), "ERR %s runs write commands only", name);
+        return r_err(c->reply, text);
+    }
+    if (cmd && (cmd->flags & CMD_NO_NEST) && cmd->fn != keel__kvc_cmd_txn) {
+        snprintf(text, sizeof(text), "ERR %s cannot wrap this command", name);
+        return r_err(c->reply, text);
+    }
+    call_t in = keel__kvc_inner_call(c, 3);
+    return keel__kvc_precheck(&in, KEEL_KV_ARGC_MAX, &cmd);
+}
+
 int keel__kvc_fenced_syntax(const call_t *c)
 {
     uint64_t t;
     if (token_arg(c, &t) != 0)
         return r_err(c->reply, ERR_NOT_INT);
-    const cmd_t *cmd = keel__kvc_find_cmd(c->argv[3], c->lens[3]);
-    if (cmd && !(cmd->flags & KEEL_KV_WRITE))
-        return r_err(c->reply, "ERR KEEL.FENCED runs write commands only");
-    /* KEEL.TXN is the one unqueueable command it may wrap (a fenced transaction: several
-     * writes under one token check, one entry); KEEL.TXN queues neither itself nor
-     * KEEL.FENCED, so the nesting stops at two. */
-    if (cmd && (cmd->flags & CMD_NO_NEST) && cmd->fn != keel__kvc_cmd_txn)
-        return r_err(c->reply, "ERR KEEL.FENCED cannot wrap this command");
+    return wrapped_syntax(c, "KEEL.FENCED");
+}
+
+int keel__kvc_lockrun_syntax(const call_t *c)
+{
+    int rc = keel__kvc_lock_syntax(c);
+    return rc != 0 ? rc : wrapped_syntax(c, "KEEL.LOCKRUN");
+}
+
+/*
+ * KEEL.LOCKRUN name ttl_ms <write command ...>: KEEL.LOCK and, when it took the lock, the
+ * write under it, in one entry: *2 [token, the write's reply]; nil, and nothing runs, while
+ * another holder has the lock. What a new lock holder's first fenced write would do, without
+ * the round trip and the entry between them (the saga orchestrator starts a saga with it).
+ */
+int keel__kvc_cmd_lockrun(const call_t *c)
+{
     call_t in = keel__kvc_inner_call(c, 3);
-    return keel__kvc_precheck(&in, KEEL_KV_ARGC_MAX, &cmd);
+    const cmd_t *cmd = NULL;
+    int rc = keel__kvc_precheck(&in, c->kv->cfg.argc_max, &cmd);
+    if (rc != 0) /* before the lock: a write that cannot run takes nothing */
+        return keel__kvc_done(rc);
+    uint64_t token = 0;
+    rc = lock_take(c, &token);
+    if (rc == LOCK_HELD) {
+        r_nil(c->reply);
+        return 0;
+    }
+    if (rc != 0)
+        return keel__kvc_done(rc);
+    r_array(c->reply, 2);
+    r_int(c->reply, (int64_t)token);
+    return keel__kvc_done(keel__kvc_run(cmd, &in));
 }
 
 /*

@@ -161,45 +161,55 @@ bool keel__saga_reply_live(keel__saga_run_t *r)
 
 /* ---- ownership ---------------------------------------------------------------------- */
 
+/* The lock is held by another (a KEEL.LOCK or KEEL.LOCKRUN answered nil). */
+void keel__saga_lock_refused(keel__saga_run_t *r)
+{
+    if (r->owned) {
+        r->o->stats.lost++;
+        keel__saga_run_end(r, KEEL_ECANCELED); /* we had it, lost it, and someone else has it */
+    } else if (r->starting && r->lock_unknown && !r->lock_waited) {
+        /* maybe our own lost lock: ask again once it must have lapsed (a start that
+         * ended EBUSY here left a placed order with no saga and nobody to adopt it) */
+        r->lock_waited = true;
+        r->retry = keel__saga_relock;
+        arm(r, T_RETRY, r->o->cfg.lock_ttl_ms + 100);
+    } else if (r->starting) {
+        keel__saga_run_end(r, KEEL_EBUSY);
+    } else {
+        keel__saga_run_drop(r); /* an adoption whose owner is alive */
+    }
+}
+
+/* The lock is ours under token. */
+void keel__saga_locked(keel__saga_run_t *r, int64_t token)
+{
+    r->token = (uint64_t)token;
+    snprintf(r->token_str, sizeof(r->token_str), "%" PRIu64, r->token);
+    r->owned = true;
+    r->retries = 0;
+    r->lock_unknown = r->lock_waited = false;
+}
+
 static void on_lock(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
 {
     keel__saga_run_t *r = ctx;
     if (!keel__saga_reply_live(r))
         return;
     if (status != 0 || v->type == KEEL_RESP_ERROR) {
-        if (r->starting && !r->s_init)
+        if (r->starting && !r->owned)
             r->lock_unknown = true;
-        if (r->starting || r->s_init)
+        if (r->starting || r->owned)
             keel__saga_retry_later(r, keel__saga_relock);
         else
             keel__saga_run_drop(r); /* an adoption: the next scan tries again */
         return;
     }
-    if (v->type != KEEL_RESP_INT) { /* held by another owner */
-        if (r->s_init) {
-            r->o->stats.lost++;
-            keel__saga_run_end(r, KEEL_ECANCELED); /* we had it, lost it, and someone else has it */
-        } else if (r->starting && r->lock_unknown && !r->lock_waited) {
-            /* maybe our own lost lock: ask again once it must have lapsed (a start that
-             * ended EBUSY here left a placed order with no saga and nobody to adopt it) */
-            r->lock_waited = true;
-            r->retry = keel__saga_relock;
-            arm(r, T_RETRY, r->o->cfg.lock_ttl_ms + 100);
-        } else if (r->starting) {
-            keel__saga_run_end(r, KEEL_EBUSY);
-        } else {
-            keel__saga_run_drop(r); /* an adoption whose owner is alive */
-        }
+    if (v->type != KEEL_RESP_INT) {
+        keel__saga_lock_refused(r);
         return;
     }
-    r->token = (uint64_t)v->integer;
-    snprintf(r->token_str, sizeof(r->token_str), "%" PRIu64, r->token);
-    r->retries = 0;
-    r->lock_unknown = r->lock_waited = false;
-    if (r->starting && !r->s_init)
-        keel__saga_begin_fresh(r); /* no read first: the write itself asks "is it new?" */
-    else
-        keel__saga_load(r);
+    keel__saga_locked(r, v->integer);
+    keel__saga_load(r);
 }
 
 /*
@@ -277,8 +287,8 @@ static bool renew_if_due(keel__saga_run_t *r)
     keel_ms_t age = unix_ms() - r->locked_unix_ms;
     bool just = r->just_renewed;
     r->just_renewed = false;
-    if (!r->o->cfg.renew_lock || age < r->o->cfg.lock_ttl_ms / 3 || just)
-        return false;
+    if (!r->o->cfg.renew_lock || !r->owned || age < r->o->cfg.lock_ttl_ms / 3 || just)
+        return false; /* not owned yet: a start's KEEL.LOCKRUN takes the lock */
     char ttl[24];
     snprintf(ttl, sizeof(ttl), "%" PRId64, r->o->cfg.lock_ttl_ms);
     const char *argv[] = {"KEEL.TXN",  "0",     "2", "3", "KEEL.UNLOCK", r->lock, r->token_str, "3",
@@ -340,7 +350,7 @@ static void on_renew_during_call(keel_client_t *cl, void *ctx, int status,
 static void renew_during_call(keel__saga_run_t *r)
 {
     keel_ms_t now = unix_ms();
-    if (!r->o->cfg.renew_lock || r->renewing || r->call == NULL ||
+    if (!r->o->cfg.renew_lock || !r->owned || r->renewing || r->call == NULL ||
         now - r->locked_unix_ms < r->o->cfg.lock_ttl_ms / 3)
         return;
     char ttl[24];
@@ -632,6 +642,6 @@ int keel_sagas_start(keel_sagas_t *o, const char *type, const char *id, const vo
     if (input_len)
         memcpy(r->input, input, input_len);
     r->input_len = input_len;
-    keel__saga_relock(r);
+    keel__saga_begin_fresh(r); /* no lock, no read first: one KEEL.LOCKRUN (saga_log.c) */
     return 0;
 }

@@ -63,12 +63,16 @@ struct keel__saga_run {
      * and the saga would renew for ever without acting: found by review). */
     bool just_renewed;
     bool starting; /* started here: begin if the log is empty */
-    /* A new saga's `started` record goes with its open marker in one fenced transaction
-     * that runs only while the log does not exist (saga_log.c, write_start); cleared once
-     * the log has been read (then the marker and the record go one by one, as before). */
+    /* A new saga's lock, its `started` record and its open marker go in one entry (a
+     * KEEL.LOCKRUN of a transaction that runs only while the log does not exist: saga_log.c,
+     * write_start); cleared once the log has been read (then the marker and the record go
+     * one by one, under a lock taken alone, as before). */
     bool fresh;
     /* The final record's transaction also deleted the marker and released the lock. */
     bool closed;
+    /* A lock token was obtained at least once (KEEL.LOCK or KEEL.LOCKRUN): from then on,
+     * finding the lock held by another means the saga was lost to another owner. */
+    bool owned;
     /* A start's KEEL.LOCK, or a renewal, whose outcome was not seen (a timeout, -UNKNOWN
      * across a leader change): the lock may be ours under a token we never learnt, so "held"
      * is not proof of another owner until the lock's TTL has run out once. */
@@ -111,6 +115,8 @@ int keel__saga_cmd(keel__saga_run_t *r, size_t argc, const char *const *argv, co
                    keel_client_reply_fn fn, void (*again)(keel__saga_run_t *r));
 bool keel__saga_reply_live(keel__saga_run_t *r);
 void keel__saga_relock(keel__saga_run_t *r);
+void keel__saga_lock_refused(keel__saga_run_t *r);
+void keel__saga_locked(keel__saga_run_t *r, int64_t token);
 void keel__saga_act(keel__saga_run_t *r);
 void keel__saga_close_quietly(keel__saga_run_t *r);
 void keel__saga_run_end(keel__saga_run_t *r, int err);

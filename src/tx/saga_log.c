@@ -66,17 +66,18 @@ static void on_mark(keel_client_t *cl, void *ctx, int status, const keel_resp_va
     keel__saga_act(r);
 }
 
-/* A saga started here whose log nobody has read: the core begins at once, and its `started`
- * record goes with the open marker in one transaction (write_start). */
+/* A saga started here: the core begins at once, and its lock, its `started` record and its
+ * open marker go in one entry (write_start). */
 void keel__saga_begin_fresh(keel__saga_run_t *r)
 {
     keel_errmsg_t msg = {{0}};
     if (keel_saga_init(&r->s, &r->type->def, r->id, keel_rand_u64(&r->o->rand), &msg) != 0) {
-        keel__saga_load(r); /* out of memory: the path that reads first retries it */
+        keel__saga_relock(r); /* out of memory: the path that locks and reads first retries */
         return;
     }
     r->s_init = true;
     r->fresh = true;
+    r->locked_unix_ms = unix_ms();
     r->phase = P_ACT;
     int rc = keel_saga_begin(&r->s, unix_ms(), r->input, r->input_len, &r->u);
     assert(rc == 0);
@@ -164,6 +165,13 @@ static void on_load(keel_client_t *cl, void *ctx, int status, const keel_resp_va
         r->phase = P_ACT;
         keel__saga_act(r);
         return;
+    }
+    if (r->starting && r->s_init && r->s.state == KEEL_SAGA_NEW &&
+        r->u.action == KEEL_SAGA_ACT_LOG && r->u.rec_type == KEEL_SAGA_REC_STARTED &&
+        v->elems_len >= 1) { /* a start whose answer was lost: is the first record ours? */
+        const keel_resp_value_t *b = keel__saga_entry_record(&v->elems[0]);
+        if (b && b->str.len == r->u.record_len && memcmp(b->str.ptr, r->u.record, b->str.len) == 0)
+            r->o->stats.started++;
     }
     if (r->type == NULL) { /* adopted: the started record names the type */
         r->type = type_of_log(r, v);
@@ -298,38 +306,48 @@ static void on_log_start(keel_client_t *cl, void *ctx, int status, const keel_re
     keel__saga_run_t *r = ctx;
     if (!keel__saga_reply_live(r))
         return;
-    if (txn_added(status, v, 2, 1)) {
+    if (status == 0 && v->type == KEEL_RESP_NIL) {
+        /* another holder: an owner of this id, or our own earlier try whose answer was lost
+         * (then we wait one TTL and take the lock alone: saga.c) */
+        keel__saga_lock_refused(r);
+        return;
+    }
+    if (status != 0 || v->type != KEEL_RESP_ARRAY || v->elems_len != 2 ||
+        v->elems[0].type != KEEL_RESP_INT) {
+        r->lock_unknown = true; /* outcome unknown: maybe ours, under a token never learnt */
+        r->o->stats.log_write_retries++;
+        keel__saga_retry_later(r, keel__saga_act);
+        return;
+    }
+    keel__saga_locked(r, v->elems[0].integer);
+    const keel_resp_value_t *t = &v->elems[1];
+    if (t->type == KEEL_RESP_ARRAY && t->elems_len == 2 && t->elems[1].type == KEEL_RESP_BULK) {
         logged(r);
         return;
     }
-    if (status == 0 && keel_resp_error_contains(v, "FENCED")) {
-        r->o->stats.fenced++;
-        if (r->o->m_fenced)
-            keel_counter_inc(r->o->m_fenced);
-        keel__saga_relock(r);
-        return;
-    }
-    if (status == 0 && v->type == KEEL_RESP_NIL_ARRAY) {
-        /* the log exists: our own earlier try whose answer was lost, or a saga of this id
+    if (t->type == KEEL_RESP_NIL_ARRAY) {
+        /* the log exists: our own earlier try (its lock since lapsed), or a saga of this id
          * started before (then the log is read and replayed) */
         verify(r, on_verify);
         return;
     }
-    r->o->stats.log_write_retries++; /* outcome unknown: the same transaction again */
-    keel__saga_retry_later(r, keel__saga_act);
+    keel__saga_load(r); /* the marker or the record refused: read the log, under the lock */
 }
 
 /*
- * KEEL.FENCED lock token KEEL.TXN 1 <log> 0 2 | HSET saga:open <id> <type> | XADD <log> 0-1 r
- * <started>:
- * one entry instead of a read of the log, the marker and the record. The watch (version 0:
- * the log does not exist) makes it a no-op for a saga that exists already.
+ * KEEL.LOCKRUN saga:<id> <ttl> KEEL.TXN 1 <log> 0 2 | HSET saga:open <id> <type> |
+ * XADD <log> 0-1 r <started>: the lock, the marker and the first record in one entry, instead
+ * of the lock, a read of the log, the marker and the record. The watch (version 0: the log
+ * does not exist) makes the transaction a no-op for a saga that exists already; the lock is
+ * then ours, and the log is read.
  */
 static void write_start(keel__saga_run_t *r)
 {
-    const char *argv[] = {"KEEL.FENCED",
+    char ttl[24];
+    snprintf(ttl, sizeof(ttl), "%" PRId64, r->o->cfg.lock_ttl_ms);
+    const char *argv[] = {"KEEL.LOCKRUN",
                           r->lock,
-                          r->token_str,
+                          ttl,
                           "KEEL.TXN",
                           "1",
                           r->log_key,
@@ -351,6 +369,7 @@ static void write_start(keel__saga_run_t *r)
         lens[i] = strlen(argv[i]);
     lens[n - 1] = r->u.record_len;
     r->act_ns = keel_clock_now_ns();
+    r->locked_unix_ms = unix_ms();
     keel__saga_cmd(r, n, argv, lens, on_log_start, keel__saga_act);
 }
 

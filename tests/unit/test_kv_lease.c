@@ -186,6 +186,33 @@ static void fenced_writes_run_only_for_the_current_holder(void)
     keel_buf_free(&err);
 }
 
+static void lockrun_takes_the_lock_and_runs_the_write_in_one_entry(void)
+{
+    fresh();
+    AT(1000, "KEEL.LOCKRUN L 100 SET k a", "*2\r\n:1\r\n+OK\r\n");
+    READ(1000, "GET k", "$1\r\na\r\n");
+    /* held: nil, and the write does not run */
+    AT(1050, "KEEL.LOCKRUN L 100 SET k b", "$-1\r\n");
+    AT(1050, "KEEL.LOCK L 100", "$-1\r\n");
+    READ(1050, "GET k", "$1\r\na\r\n");
+    AT(1050, "KEEL.FENCED L 1 SET k c", "+OK\r\n"); /* the token it handed out holds */
+    /* expired: taken again with the next token; a transaction under it, its watch too */
+    AT(1200, "KEEL.LOCKRUN L 100 KEEL.TXN 1 log 0 2 4 HSET open s1 t 3 SET log x",
+       "*2\r\n:2\r\n*2\r\n:1\r\n+OK\r\n");
+    AT(1400, "KEEL.LOCKRUN L 100 KEEL.TXN 1 log 0 1 3 SET log y", "*2\r\n:3\r\n*-1\r\n");
+    READ(1400, "GET log", "$1\r\nx\r\n");
+    AT(1400, "KEEL.UNLOCK L 3", ":1\r\n");
+    /* checked like KEEL.FENCED's write, before anything is taken */
+    AT(1400, "KEEL.LOCKRUN L 100 GET k", "-ERR KEEL.LOCKRUN runs write commands only\r\n");
+    AT(1400, "KEEL.LOCKRUN L 100 KEEL.FENCED L 1 SET k v",
+       "-ERR KEEL.LOCKRUN cannot wrap this command\r\n");
+    AT(1400, "KEEL.LOCKRUN L 100 KEEL.TXN 0 1 6 KEEL.LOCKRUN M 100 SET k v",
+       "-ERR KEEL.TXN cannot queue this command\r\n");
+    AT(1400, "KEEL.LOCKRUN L 0 SET k v", "-ERR value is not an integer or out of range\r\n");
+    AT(1400, "KEEL.LOCKRUN L 100 SET k", "-ERR wrong number of arguments for 'set' command\r\n");
+    AT(1400, "KEEL.LOCK L 100", ":4\r\n"); /* none of the refused ones took it */
+}
+
 /*
  * Many clients contend for one lock with short TTLs and random pauses; each
  * writes its token through KEEL.FENCED. Afterwards, the value written last
@@ -515,6 +542,7 @@ int main(void)
     KT_RUN(lease_sweep_ends_due_leases_earliest_first);
     KT_RUN(lock_tokens_strictly_increase_across_holders);
     KT_RUN(fenced_writes_run_only_for_the_current_holder);
+    KT_RUN(lockrun_takes_the_lock_and_runs_the_write_in_one_entry);
     KT_RUN(contended_fenced_writes_never_accept_a_stale_token);
     KT_RUN(random_leases_agree_with_a_model_and_survive_snapshots);
     KT_RUN(leases_and_locks_survive_a_snapshot);
