@@ -56,6 +56,7 @@ static void run_free_maybe(keel__saga_run_t *r)
         keel_saga_free(&r->s);
     free(r->input);
     free(r->sync_data);
+    free(r->pre);
     free(r);
     keel__saga_work_done(o);
     keel__saga_unref(o);

@@ -73,6 +73,11 @@ struct keel__saga_run {
     /* A lock token was obtained at least once (KEEL.LOCK or KEEL.LOCKRUN): from then on,
      * finding the lock held by another means the saga was lost to another owner. */
     bool owned;
+    /* The last step's step_done record, written in the final record's entry (saga_log.c,
+     * fold_last_step_done); NULL otherwise. */
+    uint8_t *pre;
+    size_t pre_len;
+    uint32_t pre_seq;
     /* A start's KEEL.LOCK, or a renewal, whose outcome was not seen (a timeout, -UNKNOWN
      * across a leader change): the lock may be ours under a token we never learnt, so "held"
      * is not proof of another owner until the lock's TTL has run out once. */

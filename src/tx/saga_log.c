@@ -7,6 +7,7 @@
 #include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- the log ------------------------------------------------------------------------- */
@@ -205,6 +206,8 @@ void keel__saga_load(keel__saga_run_t *r)
     const char *argv[] = {"XRANGE", r->log_key, "-", "+"};
     r->phase = P_LOAD;
     r->fresh = false;
+    free(r->pre); /* what the log says replaces memory */
+    r->pre = NULL;
     keel__saga_cmd(r, 4, argv, NULL, on_load, keel__saga_load);
 }
 
@@ -399,7 +402,9 @@ static void on_log_end(keel_client_t *cl, void *ctx, int status, const keel_resp
     keel__saga_run_t *r = ctx;
     if (!keel__saga_reply_live(r))
         return;
-    if (txn_added(status, v, 3, 0)) {
+    if (txn_added(status, v, r->pre ? 4 : 3, r->pre ? 1 : 0)) {
+        if (r->pre)
+            r->o->stats.log_writes++; /* the step_done that went with it */
         r->closed = true;
         logged(r);
         return;
@@ -419,26 +424,51 @@ static void on_log_end(keel_client_t *cl, void *ctx, int status, const keel_resp
     keel__saga_retry_later(r, keel__saga_act);
 }
 
+#define END_ARGS_MAX 26
+
+typedef struct args {
+    const char *v[END_ARGS_MAX];
+    size_t len[END_ARGS_MAX], n;
+} args_t;
+
+static void arg(args_t *a, const void *p, size_t len)
+{
+    assert(a->n < END_ARGS_MAX);
+    a->v[a->n] = p;
+    a->len[a->n++] = len;
+}
+
+static void args(args_t *a, size_t n, const char *const *strs)
+{
+    for (size_t i = 0; i < n; i++)
+        arg(a, strs[i], strlen(strs[i]));
+}
+
 /*
  * The final record (done, compensated, needs attention), the open marker's deletion and the
  * unlock, in one entry: KEEL.FENCED lock token KEEL.TXN 0 3 | XADD <log> 0-n r <record> |
- * HDEL saga:open <id> | KEEL.UNLOCK lock token.
+ * HDEL saga:open <id> | KEEL.UNLOCK lock token; after a success, the last step's step_done
+ * first (fold_last_step_done), and 4 commands.
  */
 static void write_end(keel__saga_run_t *r)
 {
-    char id[24];
+    char id[24], pre_id[24];
     log_id(r, id);
-    const char *argv[] = {
-        "KEEL.FENCED", r->lock,     r->token_str, "KEEL.TXN", "0", "3",
-        "5",           "XADD",      r->log_key,   id,         "r", (const char *)r->u.record,
-        "3",           "HDEL",      OPEN_KEY,     r->id,      "3", "KEEL.UNLOCK",
-        r->lock,       r->token_str};
-    size_t n = sizeof(argv) / sizeof(argv[0]), lens[sizeof(argv) / sizeof(argv[0])];
-    for (size_t i = 0; i < n; i++)
-        lens[i] = strlen(argv[i]);
-    lens[11] = r->u.record_len;
+    snprintf(pre_id, sizeof(pre_id), "0-%" PRIu32, r->pre_seq);
+    args_t a = {.n = 0};
+    args(&a, 6,
+         (const char *[]){"KEEL.FENCED", r->lock, r->token_str, "KEEL.TXN", "0",
+                          r->pre ? "4" : "3"});
+    if (r->pre) {
+        args(&a, 5, (const char *[]){"5", "XADD", r->log_key, pre_id, "r"});
+        arg(&a, r->pre, r->pre_len);
+    }
+    args(&a, 5, (const char *[]){"5", "XADD", r->log_key, id, "r"});
+    arg(&a, r->u.record, r->u.record_len);
+    args(&a, 8,
+         (const char *[]){"3", "HDEL", OPEN_KEY, r->id, "3", "KEEL.UNLOCK", r->lock, r->token_str});
     r->act_ns = keel_clock_now_ns();
-    keel__saga_cmd(r, n, argv, lens, on_log_end, keel__saga_act);
+    keel__saga_cmd(r, a.n, a.v, a.len, on_log_end, keel__saga_act);
 }
 
 static bool rec_final(keel_saga_rec_type_t t)
@@ -447,12 +477,39 @@ static bool rec_final(keel_saga_rec_type_t t)
            t == KEEL_SAGA_REC_ATTENTION;
 }
 
+/*
+ * The last step's step_done announces only the saga's end: no effect may come between them,
+ * so the two records go in the end's one entry. The core is told the step_done is logged
+ * now, before it is (its contract is "no effect before the announcing record is durable",
+ * and none comes: the next action is the final record's write). Every way this write can
+ * fail keeps the same bytes (a retry) or throws the core's memory away (a relock replays
+ * the log), so the core never acts on the record unless it is durable.
+ */
+static void fold_last_step_done(keel__saga_run_t *r)
+{
+    r->pre = malloc(r->u.record_len);
+    if (r->pre == NULL)
+        return; /* written alone */
+    memcpy(r->pre, r->u.record, r->u.record_len);
+    r->pre_len = r->u.record_len;
+    r->pre_seq = r->u.seq;
+    keel_saga_event_t ev = {.type = KEEL_SAGA_EV_LOGGED, .now_ms = unix_ms()};
+    keel_saga_update_t u;
+    int rc = keel_saga_step(&r->s, &ev, &u);
+    assert(rc == 0 && u.action == KEEL_SAGA_ACT_LOG && u.rec_type == KEEL_SAGA_REC_DONE);
+    (void)rc;
+    r->u = u;
+}
+
 void keel__saga_write_log(keel__saga_run_t *r)
 {
     if (r->u.rec_type == KEEL_SAGA_REC_STARTED && r->fresh) {
         write_start(r);
         return;
     }
+    if (r->u.rec_type == KEEL_SAGA_REC_STEP_DONE && r->pre == NULL &&
+        r->u.step + 1 == r->type->def.steps_n)
+        fold_last_step_done(r);
     if (rec_final(r->u.rec_type)) {
         write_end(r);
         return;

@@ -492,7 +492,8 @@ static void a_saga_runs_to_done_and_leaves_no_marker_and_no_lock(void)
     const char *t = (const char *)keel_buf_rptr(&text);
     KT_CHECK(strstr(t, "keel_sagas{state=\"running\"} 0\n") != NULL);
     KT_CHECK(strstr(t, "keel_sagas_finished_total{state=\"done\"} 1\n") != NULL);
-    KT_CHECK(strstr(t, "keel_saga_log_write_seconds_count 5\n") != NULL);
+    /* five records in four writes: the last step_done goes with done */
+    KT_CHECK(strstr(t, "keel_saga_log_write_seconds_count 4\n") != NULL);
     KT_CHECK(strstr(t, "keel_saga_step_seconds_count{saga=\"t\",step=\"s1\"} 1\n") != NULL);
     KT_CHECK(strstr(t, "keel_saga_seconds_count{saga=\"t\"} 1\n") != NULL);
     keel_buf_free(&text);
@@ -520,11 +521,16 @@ static void a_log_write_whose_reply_is_lost_is_sent_again_and_recognised(void)
     static const struct {
         int lose, unknown;
     } modes[] = {
-        {3, 0},         /* s1 done: applied, link closed */
-        {0, 3},         /* s1 done: applied, -UNKNOWN */
-        {1, 0},         /* started with the marker: the retry finds the log, and it is ours */
-        {0, 1}, {5, 0}, /* done, marker deleted, unlocked: the retry is fenced, the log says ours */
-        {0, 5},
+        /* clang-format off */
+        {3, 0}, /* s1 done: applied, link closed */
+        {0, 3}, /* s1 done: applied, -UNKNOWN */
+        {1, 0}, /* the lock, started and the marker (KEEL.LOCKRUN): the retry finds the lock
+                 * held (ours, token unknown), waits one TTL, locks, finds the log ours */
+        {0, 1},
+        {4, 0}, /* s2 done and done, marker deleted, unlocked: the retry is fenced, and the
+                 * log says ours */
+        {0, 4},
+        /* clang-format on */
     };
     for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
         /* a lost start is learnt by waiting out the lock's TTL (the lock may be ours) */
