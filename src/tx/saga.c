@@ -31,7 +31,11 @@ void keel__saga_count_state(keel__saga_run_t *r, keel_saga_state_t st)
 void keel__saga_unref(keel_sagas_t *o)
 {
     assert(o->handles > 0);
-    if (--o->handles == 0 && o->closing && o->closed)
+    if (--o->handles > 0 || !o->closing)
+        return;
+    keel_map_free(&o->scan_seen, NULL);
+    keel_map_free(&o->scan_prev, NULL);
+    if (o->closed)
         o->closed(o);
 }
 

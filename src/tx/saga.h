@@ -7,6 +7,7 @@
 #include "base/err.h"
 #include "base/ktime.h"
 #include "base/list.h"
+#include "base/map.h"
 #include "base/metrics.h"
 #include "client/client.h"
 #include "client/lanes.h"
@@ -196,6 +197,10 @@ struct keel_sagas {
     size_t sweep_del_n;
     uint32_t work; /* runs not yet freed and scans in flight: the client stays until 0 */
     char scan_cursor[24];
+    /* The open sagas of other owners seen by this scan pass and by the one before: a saga
+     * is asked for (KEEL.LOCK, a write) only once two passes saw it open, so the sagas that
+     * end within a scan interval, nearly all, cost the scan no write. */
+    keel_map_t scan_seen, scan_prev;
     int handles; /* open handles and runs not yet freed, while closing */
     void (*closed)(keel_sagas_t *o);
     keel_rand_t rand;

@@ -6,7 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#define SCAN_COUNT "200" /* fields asked of each HSCAN of the open index */
+#define SCAN_COUNT "200"         /* fields asked of each HSCAN of the open index */
+#define SCAN_SEEN_MAX (1u << 20) /* open sagas remembered from one pass to the next */
 
 /* ---- adopting orphans: the scan ----------------------------------------------------------- */
 
@@ -33,8 +34,13 @@ static void on_scan(keel_client_t *cl, void *ctx, int status, const keel_resp_va
         char id[KEEL_SAGA_ID_BYTES_MAX + 1];
         memcpy(id, k->str.ptr, k->str.len);
         id[k->str.len] = '\0';
-        if (!keel_saga_id_valid(id, KEEL_SAGA_ID_BYTES_MAX) || keel__saga_run_find(o, id) ||
-            o->runs_n >= o->cfg.runs_max)
+        if (!keel_saga_id_valid(id, KEEL_SAGA_ID_BYTES_MAX) || keel__saga_run_find(o, id))
+            continue;
+        /* seen open by the pass before too (or the set is full: asked at once) */
+        bool known = o->scan_prev.slots && keel_map_get(&o->scan_prev, id, k->str.len);
+        if (o->scan_seen.slots == NULL || keel_map_put(&o->scan_seen, id, k->str.len, o, NULL) < 0)
+            known = true;
+        if (!known || o->runs_n >= o->cfg.runs_max)
             continue;
         keel__saga_run_t *r = keel__saga_run_new(o, id);
         if (r)
@@ -66,6 +72,11 @@ static void scan_tick(keel_timer_t *t, void *data)
         return;
     o->scanning = true;
     snprintf(o->scan_cursor, sizeof(o->scan_cursor), "0");
+    keel_map_t drop = o->scan_prev; /* this pass's set starts empty; the last one's is kept */
+    o->scan_prev = o->scan_seen;
+    keel_map_free(&drop, NULL);
+    if (keel_map_init(&o->scan_seen, 0, SCAN_SEEN_MAX, keel_rand_u64(&o->rand)) != 0)
+        memset(&o->scan_seen, 0, sizeof(o->scan_seen)); /* a put fails: asked at once */
     scan_step(o);
 }
 
