@@ -13,7 +13,10 @@ RATE=${SHOP_RATE:-300}
 SECS=${SHOP_SECONDS:-20}
 DIR=$(keel_scratch shopbench)
 trap '"$KEEL" down --dir "$DIR" >/dev/null 2>&1' EXIT
-"$KEEL" up --manifest apps/shop/shop.yaml --dir "$DIR" --detach > "$DIR/up.out" || { cat "$DIR/up.out"; exit 1; }
+# SHOP_KEEL_FLAGS: keel server flags for every node (e.g. "--lease-reads 1")
+# shellcheck disable=SC2086
+"$KEEL" up --manifest apps/shop/shop.yaml --dir "$DIR" --detach ${SHOP_KEEL_FLAGS:+-- $SHOP_KEEL_FLAGS} \
+  > "$DIR/up.out" || { cat "$DIR/up.out"; exit 1; }
 TCK=$(getconf CLK_TCK)
 
 procs() { # name pid, for every node and service process
