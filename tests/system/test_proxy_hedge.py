@@ -182,7 +182,7 @@ def test_both_answering_gives_the_client_exactly_one_response(procs, tmp_path):
     # both hosts answer within 40..80 ms and the hedge goes at 50 ms: the two race
     a, b = DelayedUpstream("a", (0.04, 0.08)), DelayedUpstream("b", (0.04, 0.08))
     try:
-        _, port, admin = start_proxy(procs, tmp_path, config([a, b], hedge="{delay_ms: 50}"))
+        p, port, admin = start_proxy(procs, tmp_path, config([a, b], hedge="{delay_ms: 50}"))
         s = connect(port)
         rest = b""
         n = 30
@@ -200,6 +200,48 @@ def test_both_answering_gives_the_client_exactly_one_response(procs, tmp_path):
         m = hedge_metrics(admin)
         assert m["hedges"] > 0 and m["hedge_cancelled"] == m["hedges"], m
         assert n <= a.count + b.count <= n + m["hedges"], (a.count, b.count, m)
+        p.signal(15)  # every cancelled attempt's connection freed: clean under ASan too
+        assert p.wait(5) == 0, p.output()[-2000:]
+        assert "Sanitizer" not in p.output() and "runtime error" not in p.output()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_retryable_answer_from_one_attempt_leaves_the_other_to_answer(procs, tmp_path):
+    # a answers 503 (gateway-error, in retry_on) after 100 ms, b answers 200 after 300 ms: with
+    # both in flight, the 503 ends a's attempt and b's answer is the response, with no retry
+    a, b = DelayedUpstream("a", 0.1), DelayedUpstream("b", 0.3)
+    a.fail_status = 503
+    try:
+        _, port, admin = start_proxy(procs, tmp_path, config([a, b]))
+        for i in range(2):
+            st, body, took = timed(port, "GET", f"/r/{i}")
+            assert st == 200 and b'"upstream": "b"' in body, body
+            assert 0.28 <= took < 0.5, took
+        m = hedge_metrics(admin)
+        assert m["hedges"] == 2 and m["upstream_retries"] == 0, m
+        # nothing was cancelled: the 503 ended its own attempt. A request whose first try went to
+        # a was answered by its hedge (won); one whose first try went to b, by that first try
+        # (the hedges' picks take turns in the round robin too, so which it is varies)
+        assert m["hedge_cancelled"] == 0 and m["hedge_won"] >= 1, m
+        assert a.count == 2 and b.count == 2
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_route_deadline_ends_both_attempts(procs, tmp_path):
+    a, b = DelayedUpstream("a", 0.6), DelayedUpstream("b", 0.6)
+    try:
+        _, port, admin = start_proxy(
+            procs, tmp_path, config([a, b]).replace("    cluster: app\n",
+                                                    "    cluster: app\n    timeout_ms: 200\n"))
+        st, _, took = timed(port, "GET", "/late")
+        assert st == 504 and 0.19 <= took < 0.4, (st, took)
+        assert hedge_metrics(admin)["hedges"] == 1
+        st, _, _ = timed(port, "GET", "/late")  # the proxy goes on serving
+        assert st == 504
     finally:
         a.close()
         b.close()
