@@ -759,10 +759,17 @@ static void r_hedge(ctx_t *c, yaml_node_t *v, void *base)
          NULL},
     };
     keel_proxy_hedge_t *hg = &((keel_proxy_route_t *)base)->hedge;
-    hg->enabled = true;
+    hg->enabled = v->type == YAML_MAPPING_NODE; /* else one error, from the loader below */
     hg->line = line_of(v);
     keel__cfg_load_fields(c, v, f, N(f), hg, "hedge");
-    if (v->type == YAML_MAPPING_NODE && hg->delay_ms == 0)
+    if (v->type != YAML_MAPPING_NODE)
+        return;
+    bool has_delay = false;
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        const char *key = scalar(node_at(c, p->key));
+        has_delay |= key != NULL && strcmp(key, "delay_ms") == 0;
+    }
+    if (!has_delay)
         ERR(c, v, "hedge: 'delay_ms' is required (how long the first try may go unanswered)");
 }
 

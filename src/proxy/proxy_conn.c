@@ -47,6 +47,16 @@
  * goes on streaming from the client. A body that outgrew the buffer is not
  * replayed once its bytes went upstream. A retry avoids the host that failed
  * when another is available (Envoy's previous_hosts predicate).
+ *
+ * Hedges (docs/proxy.md, "Hedged requests"): a route's hedge.delay_ms after
+ * the first try started without a response head, a second attempt goes to
+ * another host (keel__x_hedge). The exchange then holds two attempts: its own
+ * (x->u, x->host, ...) and the other (x->h_u, x->h_host, ...). Every event
+ * on an upstream connection knows its attempt by the connection: the first
+ * head from either wins (the two are swapped if it came from the other, and
+ * the other is closed); a failure of the other just ends it; a failure of the
+ * exchange's own promotes the other. Everything else on the data path sees
+ * only the exchange's attempt, as before.
  */
 
 static void d_process(keel__dconn_t *d);

@@ -411,13 +411,17 @@ static void loads_a_hedge_and_refuses_bad_ones_naming_their_lines(void)
                     "    hedge: {delay_ms: 5}\n" /* nothing to hedge */
                     "  - cluster: a\n"
                     "    retry: {}\n"
-                    "    hedge: {delay_ms: 70000, mode: x}\n"), /* out of range, unknown */
+                    "    hedge: {delay_ms: 70000, mode: x}\n" /* out of range, unknown */
+                    "  - cluster: a\n"
+                    "    retry: {}\n"
+                    "    hedge: {delay_ms: 0}\n"), /* out of range, and only that */
               KEEL_EINVAL);
     KT_CHECK(has_error(5, "attempts_max >= 2"));
     KT_CHECK(has_error(8, "'delay_ms' is required"));
     KT_CHECK(has_error(11, "needs a cluster"));
     KT_CHECK(has_error(14, "out of range"));
     KT_CHECK(has_error(14, "mode"));
+    KT_CHECK(has_error(17, "out of range") && !has_error(17, "required"));
 }
 
 static const char jwt_cfg[] = "listeners: [{address: 127.0.0.1:1}]\n"
