@@ -245,3 +245,42 @@ def test_the_route_deadline_ends_both_attempts(procs, tmp_path):
     finally:
         a.close()
         b.close()
+
+
+def test_with_tracing_each_attempt_is_a_client_span_and_the_loser_is_canceled(procs, tmp_path):
+    from test_proxy_tracing import Collector, upstream_traceparent
+
+    slow, fast = DelayedUpstream("slow", 0.5), DelayedUpstream("fast", 0.0)
+    col = Collector()
+    try:
+        cfg = config([slow, fast]).replace(
+            "clusters:", f"""tracing:
+  zipkin: "http://127.0.0.1:{col.port}/api/v2/spans"
+  service_name: gateway
+  flush_ms: 100
+clusters:""")
+        _, port, admin = start_proxy(procs, tmp_path, cfg)
+        seen = {}
+        for i in range(2):  # round_robin (the hedges take turns too): one or both hedged
+            trace = "%032x" % (0xabc0 + i)
+            st, _, body = request(port, "GET", f"/t/{i}", {"traceparent": f"00-{trace}-{'1' * 16}-01"})
+            assert st == 200 and b'"upstream": "fast"' in body
+            seen[trace] = upstream_traceparent(body)[0].split("-")[2]  # the span id fast saw
+        time.sleep(0.8)  # the batches (flush_ms 100), and the slow host's late answer
+        spans = col.spans()
+        hedged = [t for t in seen if sum(1 for s in spans if s["traceId"] == t
+                                         and s["kind"] == "CLIENT") == 2]
+        assert len(hedged) >= 1 and len(hedged) == hedge_metrics(admin)["hedges"], spans
+        for t in hedged:
+            server = [s for s in spans if s["traceId"] == t and s["kind"] == "SERVER"][0]
+            clients = {s["tags"]["upstream_address"]: s for s in spans
+                       if s["traceId"] == t and s["kind"] == "CLIENT"}
+            first, hedge = clients[slow.addr], clients[fast.addr]
+            assert first["parentId"] == server["id"] and hedge["parentId"] == server["id"]
+            assert first["id"] != hedge["id"] and hedge["id"] == seen[t]
+            assert first["tags"].get("error") == "canceled", first
+            assert "error" not in hedge["tags"] and hedge["tags"]["http.status_code"] == "200"
+    finally:
+        col.close()
+        slow.close()
+        fast.close()
