@@ -152,9 +152,13 @@ void keel__x_attempt(keel__dconn_t *d)
         x->try_error = NULL;
     }
     keel_counter_inc(cl->m_attempts);
-    /* the first try of a hedged route: a hedge may follow if it goes unanswered */
+    /* the first try of a hedged route: a hedge may follow if it goes unanswered (the rest of
+     * keel_proxy_hedge_eligible is judged then; a request that can never be hedged sets no
+     * timer) */
     const keel_proxy_hedge_t *hg = &x->route->cfg->hedge;
-    x->hedge_at_ms = hg->enabled && x->attempts == 1 ? now + hg->delay_ms : 0;
+    x->hedge_at_ms = hg->enabled && x->attempts == 1 && (x->method_kind != 0 || x->idem_key)
+                         ? now + hg->delay_ms
+                         : 0;
     keel__uconn_t *u = NULL;
     int c = attempt_connect(d, host, &u);
     if (c < 0) {
