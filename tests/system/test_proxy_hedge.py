@@ -284,3 +284,27 @@ clusters:""")
         col.close()
         slow.close()
         fast.close()
+
+
+def test_a_first_try_past_its_per_try_timeout_leaves_the_hedge_to_answer(procs, tmp_path):
+    # per_try_timeout 300 ms, hedge at 100 ms: a first try on the slow host (1 s) times out at
+    # 300 ms while the hedge (sent at 100 ms, its own deadline at 400 ms) answers at about 360 ms
+    slow, medium = DelayedUpstream("slow", 1.0), DelayedUpstream("medium", 0.26)
+    try:
+        cfg = config([slow, medium], hedge="{delay_ms: 100}").replace(
+            "    cluster: app\n", "    cluster: app\n    per_try_timeout_ms: 300\n")
+        _, port, admin = start_proxy(procs, tmp_path, cfg)
+        for i in range(2):
+            st, body, took = timed(port, "GET", f"/p/{i}")
+            assert st == 200 and b'"upstream": "medium"' in body, (st, body)
+            assert took < 0.39, took
+        m = hedge_metrics(admin)
+        timeouts = metric(metrics(admin), "keel_proxy_upstream_timeouts_total")
+        # each request's first try went to the slow host (timed out, its hedge answered) or to
+        # the medium one (it answered; the hedge to the slow host was cancelled)
+        assert m["hedges"] == 2 and m["upstream_retries"] == 0, m
+        assert timeouts >= 1 and timeouts + m["hedge_cancelled"] == 2, (timeouts, m)
+        assert m["hedge_won"] == timeouts, m
+    finally:
+        slow.close()
+        medium.close()
