@@ -342,6 +342,19 @@ typedef struct keel_proxy_cors {
  * the other clusters share the rest in the proportion of their configured weights. Steps and
  * ranges are checked with core/rollout's limits, so keel_rollout_init() accepts what loads.
  */
+/*
+ * Hedged requests (docs/proxy.md, "Hedged requests"; Envoy's hedge_policy, gRPC's hedging):
+ * when the first attempt has no response head after delay_ms, a second attempt goes to another
+ * host and the first head wins. At most one hedge per request; it is an attempt (counted
+ * against retry.attempts_max) and a retry for the retry budget.
+ */
+#define KEEL_PROXY_HEDGE_DELAY_MS_MAX 60000u
+typedef struct keel_proxy_hedge {
+    bool enabled;
+    int line;
+    keel_ms_t delay_ms; /* 1..KEEL_PROXY_HEDGE_DELAY_MS_MAX, required */
+} keel_proxy_hedge_t;
+
 typedef struct keel_proxy_rollout {
     bool enabled; /* a `rollout:` section without `enabled: false` */
     int line;     /* of the section */
@@ -397,6 +410,7 @@ typedef struct keel_proxy_route {
     keel_proxy_jwt_req_t jwt;
     keel_proxy_cors_t *cors; /* NULL: no CORS */
     keel_proxy_rollout_t rollout;
+    keel_proxy_hedge_t hedge;
 } keel_proxy_route_t;
 
 #define KEEL_PROXY_SIDECAR_TAGS_MAX 16u

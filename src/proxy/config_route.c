@@ -749,6 +749,45 @@ static void check_rollout(ctx_t *c, keel_proxy_route_t *r, const route_load_t *r
                        "(add one with a weight above 0)");
 }
 
+/* ---- hedged requests ---------------------------------------------------------------------- */
+
+static void r_hedge(ctx_t *c, yaml_node_t *v, void *base)
+{
+    static const field_t f[] = {
+        {"enabled", F_BOOL, offsetof(keel_proxy_hedge_t, enabled), 0, 0, NULL},
+        {"delay_ms", F_MS, offsetof(keel_proxy_hedge_t, delay_ms), 1, KEEL_PROXY_HEDGE_DELAY_MS_MAX,
+         NULL},
+    };
+    keel_proxy_hedge_t *hg = &((keel_proxy_route_t *)base)->hedge;
+    hg->enabled = v->type == YAML_MAPPING_NODE; /* else one error, from the loader below */
+    hg->line = line_of(v);
+    keel__cfg_load_fields(c, v, f, N(f), hg, "hedge");
+    if (v->type != YAML_MAPPING_NODE)
+        return;
+    bool has_delay = false;
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        const char *key = scalar(node_at(c, p->key));
+        has_delay |= key != NULL && strcmp(key, "delay_ms") == 0;
+    }
+    if (!has_delay)
+        ERR(c, v, "hedge: 'delay_ms' is required (how long the first try may go unanswered)");
+}
+
+/* With the route loaded: a hedge is an attempt sent upstream, counted against the retry's
+ * attempts_max, and its body comes from the retry buffer. */
+static void check_hedge(ctx_t *c, const keel_proxy_route_t *r)
+{
+    const keel_proxy_hedge_t *hg = &r->hedge;
+    if (!hg->enabled)
+        return;
+    if (r->action != KEEL_PROXY_ACTION_FORWARD)
+        keel__cfg_errl(c, hg->line, "hedge: needs a cluster or weighted_clusters route");
+    else if (r->retry.attempts_max < 2)
+        keel__cfg_errl(c, hg->line,
+                       "hedge: needs retry.attempts_max >= 2 (a hedge is an attempt: the first "
+                       "try, the hedge and any retries share attempts_max)");
+}
+
 static const field_t route_fields[] = {
     {"name", F_STR, offsetof(keel_proxy_route_t, name), 0, 0, NULL},
     {"match", F_FN, 0, 0, 0, r_match},
@@ -769,6 +808,7 @@ static const field_t route_fields[] = {
     {"aggregate", F_FN, 0, 0, 0, r_aggregate},
     {"cors", F_FN, 0, 0, 0, keel__cfg_route_cors},
     {"rollout", F_FN, 0, 0, 0, r_rollout},
+    {"hedge", F_FN, 0, 0, 0, r_hedge},
 };
 
 static void route_default(keel_proxy_route_t *r)
@@ -798,6 +838,7 @@ static void load_route(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
     rl->weighted = false;
     keel__cfg_load_fields(c, item, route_fields, N(route_fields), r, "route");
     check_rollout(c, r, rl);
+    check_hedge(c, r);
     if (rl->actions != 1)
         ERR(c, item,
             "route%s%s: give exactly one of cluster, weighted_clusters, "

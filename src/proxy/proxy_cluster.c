@@ -553,6 +553,17 @@ static int cluster_setup(keel_proxy_t *p, keel__pcluster_t *cl, keel_errmsg_t *m
     cl->m_budget_exhausted =
         keel_metrics_counter(m, "keel_proxy_retry_budget_exhausted_total",
                              "Retries refused because the retry budget was spent.", lab);
+    cl->m_hedges = keel_metrics_counter(
+        m, "keel_proxy_hedges_total", "Hedged attempts sent beside an unanswered first try.", lab);
+    cl->m_hedge_won =
+        keel_metrics_counter(m, "keel_proxy_hedge_won_total",
+                             "Responses that came from the hedge, not the first try.", lab);
+    cl->m_hedge_cancelled = keel_metrics_counter(
+        m, "keel_proxy_hedge_cancelled_total",
+        "Attempts cancelled because the other attempt's head came first.", lab);
+    cl->m_hedge_budget =
+        keel_metrics_counter(m, "keel_proxy_hedge_budget_exhausted_total",
+                             "Hedges not sent because the retry budget was spent.", lab);
     cl->m_breaker_rejected = keel_metrics_counter(m, "keel_proxy_breaker_rejected_total",
                                                   "Requests refused by an open breaker.", lab);
     cl->m_bulkhead_rejected = keel_metrics_counter(m, "keel_proxy_bulkhead_rejected_total",

@@ -47,6 +47,16 @@
  * goes on streaming from the client. A body that outgrew the buffer is not
  * replayed once its bytes went upstream. A retry avoids the host that failed
  * when another is available (Envoy's previous_hosts predicate).
+ *
+ * Hedges (docs/proxy.md, "Hedged requests"): a route's hedge.delay_ms after
+ * the first try started without a response head, a second attempt goes to
+ * another host (keel__x_hedge). The exchange then holds two attempts: its own
+ * (x->u, x->host, ...) and the other (x->h_u, x->h_host, ...). Every event
+ * on an upstream connection knows its attempt by the connection: the first
+ * head from either wins (the two are swapped if it came from the other, and
+ * the other is closed); a failure of the other just ends it; a failure of the
+ * exchange's own promotes the other. Everything else on the data path sees
+ * only the exchange's attempt, as before.
  */
 
 static void d_process(keel__dconn_t *d);
@@ -321,6 +331,46 @@ void keel__x_end_attempt(keel__dconn_t *d, int ok, int status, bool local_failur
     x->host = NULL;
 }
 
+#define SWAP(type, a, b)                                                                           \
+    do {                                                                                           \
+        type t_ = (a);                                                                             \
+        (a) = (b);                                                                                 \
+        (b) = t_;                                                                                  \
+    } while (0)
+
+void keel__x_swap_tries(keel__xch_t *x)
+{
+    SWAP(keel__uconn_t *, x->u, x->h_u);
+    SWAP(keel__phost_t *, x->host, x->h_host);
+    SWAP(int, x->permit, x->h_permit);
+    SWAP(bool, x->balance_started, x->h_balance_started);
+    SWAP(keel_ms_t, x->try_start_ms, x->h_try_start_ms);
+    SWAP(keel_ms_t, x->try_deadline_ms, x->h_try_deadline_ms);
+    SWAP(keel_ms_t, x->connect_deadline_ms, x->h_connect_deadline_ms);
+    SWAP(keel_trace_ctx_t, x->trace, x->h_trace);
+    SWAP(keel_us_t, x->try_start_us, x->h_try_start_us);
+    SWAP(const char *, x->try_error, x->h_try_error);
+    SWAP(bool, x->is_hedge, x->h_is_hedge);
+}
+
+void keel__x_end_other(keel__dconn_t *d, int ok, int status, bool local_failure)
+{
+    keel__xch_t *x = &d->x;
+    if (x->h_host == NULL)
+        return;
+    if (x->h_u != NULL) { /* no response head came from it: its connection cannot be reused */
+        keel__uconn_t *u = x->h_u;
+        x->h_u = NULL;
+        u->d = NULL;
+        keel__u_close(u);
+    }
+    keel__x_swap_tries(x);
+    keel__x_end_attempt(d, ok, status, local_failure);
+    keel__x_swap_tries(x); /* the exchange's attempt back in place; the other slot is empty */
+    x->h_is_hedge = false;
+    x->h_try_error = NULL;
+}
+
 /* One JSON line per answered request (docs/proxy.md, "Access log"). */
 static void access_log(keel__dconn_t *d)
 {
@@ -349,6 +399,7 @@ static void x_release(keel__dconn_t *d)
         keel__u_close(u);
     }
     keel__x_end_attempt(d, -1, 0, false);
+    keel__x_end_other(d, -1, 0, false);
     if (x->retrying || x->counted) {
         keel__cl_lock(x->cl);
         x->cl->active_retries -= x->retrying ? 1 : 0;
@@ -373,7 +424,7 @@ static void x_release(keel__dconn_t *d)
     keel_buf_reset(&head);
     memset(x, 0, sizeof(*x));
     x->up_head = head;
-    x->permit = -1;
+    x->permit = x->h_permit = -1;
     if (gen != NULL)
         keel__gen_unref(gen); /* last: the route and cluster above belong to it */
 }
@@ -493,6 +544,12 @@ static keel_ms_t d_deadline(keel__dconn_t *d)
             t = keel_ms_min(t, x->try_deadline_ms);
             if (x->u != NULL && !x->u->connected)
                 t = keel_ms_min(t, x->connect_deadline_ms);
+            if (x->hedge_at_ms > 0)
+                t = keel_ms_min(t, x->hedge_at_ms);
+            if (x->h_host != NULL) /* the other attempt's own deadlines */
+                t = keel_ms_min(t, x->h_u != NULL && !x->h_u->connected
+                                       ? keel_ms_min(x->h_try_deadline_ms, x->h_connect_deadline_ms)
+                                       : x->h_try_deadline_ms);
         }
         if (!x->req_done || x->resp_head)
             t = keel_ms_min(t, d->active_ms + keel_ms_max(lim->client_idle_timeout_ms,
@@ -568,6 +625,20 @@ static void d_on_timer(keel_timer_t *t, void *data)
             x->retry_at_ms = 0;
             keel__x_attempt(d);
             return;
+        }
+        if (!x->resp_head && x->retry_at_ms == 0 && x->h_host != NULL) {
+            bool connecting = x->h_u != NULL && !x->h_u->connected;
+            if (now >= x->h_try_deadline_ms || (connecting && now >= x->h_connect_deadline_ms)) {
+                /* the other attempt timed out: it ends, this one goes on */
+                keel_counter_inc(x->cl->m_timeouts);
+                x->h_try_error = connecting ? "connect-timeout" : "upstream-timeout";
+                keel__x_end_other(d, 0, 0, true);
+            }
+        }
+        if (!x->resp_head && x->retry_at_ms == 0 && x->hedge_at_ms > 0 && now >= x->hedge_at_ms) {
+            keel__x_hedge(d); /* never ends the exchange: a hedge that cannot go is dropped */
+            if (d->closing || d->state != KEEL__D_BUSY)
+                return;
         }
         if (!x->resp_head && x->retry_at_ms == 0) {
             bool connecting = x->u != NULL && !x->u->connected;
@@ -753,7 +824,7 @@ void keel__proxy_on_connection(uv_stream_t *server, int status)
                               2 * KEEL_PROXY_READ_BYTES);
     keel_buf_init(&d->out, 0);
     keel_buf_init(&d->x.up_head, KEEL_H1_HEAD_BYTES_CEILING + 4096);
-    d->x.permit = -1;
+    d->x.permit = d->x.h_permit = -1;
     struct sockaddr_storage ss;
     int len = sizeof(ss);
     snprintf(d->peer, sizeof(d->peer), "unknown");

@@ -35,6 +35,11 @@ int keel__status_class(int status);
 /* Ends the current attempt: breaker, outlier detector, balancer and host counts. ok < 0: the
  * attempt was abandoned (no verdict). */
 void keel__x_end_attempt(keel__dconn_t *d, int ok, int status, bool local_failure);
+/* Swaps the exchange's attempt with the other one (a hedge's slot, proxy_int.h). */
+void keel__x_swap_tries(keel__xch_t *x);
+/* Ends the other attempt, if there is one: its connection is closed (no head came from it), its
+ * host counts and breaker permit are settled as keel__x_end_attempt does. */
+void keel__x_end_other(keel__dconn_t *d, int ok, int status, bool local_failure);
 void keel__d_close(keel__dconn_t *d);
 /* Sets the client connection's timer to its next deadline. */
 void keel__d_arm(keel__dconn_t *d);
@@ -75,6 +80,10 @@ void keel__agg_start(keel__dconn_t *d);
 bool keel__cl_admit(keel__pcluster_t *cl);
 /* Starts an attempt: a breaker permit, a host, a pooled or new upstream connection. */
 void keel__x_attempt(keel__dconn_t *d);
+/* The first try has gone unanswered for the route's hedge delay: sends the hedge to another
+ * host when the request may be hedged (route.h) and the retry budget allows it; otherwise
+ * nothing changes. */
+void keel__x_hedge(keel__dconn_t *d);
 /* The exchange's try (connect: its connect) passed its deadline. */
 void keel__x_timeout(keel__dconn_t *d, bool connect);
 /* Moves request body bytes from the client's input toward the upstream. */

@@ -154,6 +154,7 @@ struct keel__pcluster {
     keel_timer_t hc_timer;
     bool hc_timer_on;
     /* metrics */
+    keel_counter_t *m_hedges, *m_hedge_won, *m_hedge_cancelled, *m_hedge_budget;
     keel_counter_t *m_attempts, *m_retries, *m_budget_exhausted, *m_breaker_rejected,
         *m_bulkhead_rejected, *m_ejections, *m_connect_errors, *m_resets, *m_timeouts,
         *m_bad_responses;
@@ -356,6 +357,22 @@ typedef struct keel__xch {
     keel_us_t start_us, try_start_us; /* wall clock: the request, the current attempt */
     const char *reason;               /* the proxy's own answer's X-Keel-Reason, or NULL */
     const char *try_error;            /* why the current attempt failed (its client span) */
+    /* a hedge (docs/proxy.md, "Hedged requests"): the other attempt in flight beside the one
+     * above (u, host, permit, balance_started, try_start_ms, try_deadline_ms,
+     * connect_deadline_ms, trace, try_start_us, try_error, is_hedge), in the same fields with an
+     * h_ prefix; h_host != NULL while there is one. The two are swapped (keel__x_swap_tries)
+     * when the other one becomes the exchange's attempt: its head came first, or this one
+     * failed. */
+    keel__uconn_t *h_u;
+    keel__phost_t *h_host;
+    int h_permit;
+    bool h_balance_started;
+    keel_ms_t h_try_start_ms, h_try_deadline_ms, h_connect_deadline_ms;
+    keel_trace_ctx_t h_trace;
+    keel_us_t h_try_start_us;
+    const char *h_try_error;
+    bool is_hedge, h_is_hedge; /* the attempt is the hedge (for keel_proxy_hedge_won_total) */
+    keel_ms_t hedge_at_ms;     /* when the first try goes unanswered long enough; 0: no hedge */
     /* for the access log (filled only when it is on) */
     uint64_t resp_bytes; /* body bytes queued to the client */
     uint32_t attempts;

@@ -366,7 +366,7 @@ void keel__x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
     x->gen = gen;
     keel__gen_ref(gen); /* the exchange finishes on the config it started with */
     x->start_ms = now_ms(p);
-    x->permit = -1;
+    x->permit = x->h_permit = -1;
     x->method_kind = method_kind(base, h->method);
     bool tracing = gen->cfg->tracing.enabled;
     if (tracing)

@@ -43,14 +43,16 @@ static keel__uconn_t *u_new(keel_proxy_t *p, keel__phost_t *host)
     return u;
 }
 
-static void x_schedule_retry_or_fail(keel__dconn_t *d, keel_retry_failure_t failure, int status,
-                                     int fail_status, const char *reason);
+static void x_schedule_retry_or_fail(keel__dconn_t *d, keel__uconn_t *from,
+                                     keel_retry_failure_t failure, int status, int fail_status,
+                                     const char *reason);
 
-/* The breaker's permit and the balancer's pick for the exchange's next attempt, in one section
- * under the cluster's mutex (the host is counted before it is unlocked, so a registry update
- * cannot reuse its slot). 0 with *idx; KEEL_EREJECTED: the breaker is open; KEEL_EEMPTY: a
- * service cluster the registry left empty; KEEL_ENOTFOUND: no available host. */
-static int attempt_pick(keel__dconn_t *d, uint32_t *idx)
+/* The breaker's permit and the balancer's pick for the exchange's next attempt, away from host
+ * avoid_1 - 1 when another is available, in one section under the cluster's mutex (the host is
+ * counted before it is unlocked, so a registry update cannot reuse its slot). 0 with *idx;
+ * KEEL_EREJECTED: the breaker is open; KEEL_EEMPTY: a service cluster the registry left empty;
+ * KEEL_ENOTFOUND: no available host. */
+static int attempt_pick(keel__dconn_t *d, uint32_t avoid_1, uint32_t *idx)
 {
     keel__xch_t *x = &d->x;
     keel__pcluster_t *cl = x->cl;
@@ -64,7 +66,7 @@ static int attempt_pick(keel__dconn_t *d, uint32_t *idx)
     }
     /* a retry goes to another host when there is one (a hash policy that maps the key to that
      * host keeps it) */
-    int picked = rc == 0 ? keel_balance_pick_other(&cl->lb, x->key_hash, now, x->failed_host_1,
+    int picked = rc == 0 ? keel_balance_pick_other(&cl->lb, x->key_hash, now, avoid_1,
                                                    KEEL_PROXY_REPICKS_MAX, idx)
                          : 0;
     if (rc == 0 && picked != 0) {
@@ -93,6 +95,31 @@ bool keel__cl_admit(keel__pcluster_t *cl)
     return ok;
 }
 
+/* The attempt's connection to host: an idle pooled one of this worker (1: send the request now)
+ * or a new one (0: send it once connected). -1 when no connection can be made. */
+static int attempt_connect(keel__dconn_t *d, keel__phost_t *host, keel__uconn_t **out)
+{
+    keel_proxy_t *p = d->p;
+    keel__uconn_t *u;
+    keel__ppool_t *pool = keel__pool(p, host); /* this worker's */
+    keel_list_t *it = keel_list_first(&pool->idle);
+    if (it != NULL) {
+        u = KEEL_LIST_ENTRY(it, keel__uconn_t, link);
+        keel_list_remove(&u->link);
+        __atomic_sub_fetch(&pool->idle_count, 1, __ATOMIC_RELAXED);
+        u->idle = false;
+        u->d = d;
+        *out = u;
+        return 1;
+    }
+    u = u_new(p, host);
+    if (u == NULL)
+        return -1;
+    u->d = d;
+    *out = u;
+    return 0;
+}
+
 void keel__x_attempt(keel__dconn_t *d)
 {
     keel_proxy_t *p = d->p;
@@ -100,7 +127,7 @@ void keel__x_attempt(keel__dconn_t *d)
     keel__pcluster_t *cl = x->cl;
     keel_ms_t now = now_ms(p);
     uint32_t idx;
-    int picked = attempt_pick(d, &idx);
+    int picked = attempt_pick(d, x->failed_host_1, &idx);
     if (picked == KEEL_EREJECTED) {
         keel_counter_inc(cl->m_breaker_rejected);
         keel__x_local(d, 503, "circuit-open", NULL, NULL, NULL, 0);
@@ -125,26 +152,96 @@ void keel__x_attempt(keel__dconn_t *d)
         x->try_error = NULL;
     }
     keel_counter_inc(cl->m_attempts);
+    /* the first try of a hedged route: a hedge may follow if it goes unanswered (the rest of
+     * keel_proxy_hedge_eligible is judged then; a request that can never be hedged sets no
+     * timer) */
+    const keel_proxy_hedge_t *hg = &x->route->cfg->hedge;
+    x->hedge_at_ms = hg->enabled && x->attempts == 1 && (x->method_kind != 0 || x->idem_key)
+                         ? now + hg->delay_ms
+                         : 0;
     keel__uconn_t *u = NULL;
-    keel__ppool_t *pool = keel__pool(p, host); /* this worker's */
-    keel_list_t *it = keel_list_first(&pool->idle);
-    if (it != NULL) {
-        u = KEEL_LIST_ENTRY(it, keel__uconn_t, link);
-        keel_list_remove(&u->link);
-        __atomic_sub_fetch(&pool->idle_count, 1, __ATOMIC_RELAXED);
-        u->idle = false;
-        u->d = d;
-        x->u = u;
+    int c = attempt_connect(d, host, &u);
+    if (c < 0) {
+        x_schedule_retry_or_fail(d, NULL, KEEL_RETRY_FAIL_CONNECT, 0, 503, "connect-failed");
+        return;
+    }
+    x->u = u;
+    if (c > 0)
         u_send(u);
-    } else {
-        u = u_new(p, host);
-        if (u == NULL) {
-            x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_CONNECT, 0, 503, "connect-failed");
-            return;
-        }
-        u->d = d;
-        x->u = u;
+    else
         x->connect_deadline_ms = now + cl->cfg->connect_timeout_ms;
+    keel__d_arm(d);
+}
+
+void keel__x_hedge(keel__dconn_t *d)
+{
+    keel_proxy_t *p = d->p;
+    keel__xch_t *x = &d->x;
+    keel__pcluster_t *cl = x->cl;
+    const keel_proxy_route_t *r = x->route->cfg;
+    keel_ms_t now = now_ms(p);
+    x->hedge_at_ms = 0; /* one hedge per request, beside its first try */
+    if (x->host == NULL || x->h_host != NULL || p->stopping)
+        return;
+    keel_proxy_hedge_req_t rq = {
+        x->method_kind != 0, x->idem_key,     x->req_done, keel_proxy_replay_ok(&x->replay),
+        x->resp_head,        x->call.attempt, now,         x->call.deadline_ms};
+    if (keel_proxy_hedge_eligible(&r->hedge, &r->retry, &rq) != KEEL_PROXY_HEDGE_OK)
+        return;
+    /* the other slot takes the hedge: pick a host other than the first try's */
+    uint32_t first = x->host->idx, idx;
+    keel__x_swap_tries(x);
+    x->permit = -1;
+    int picked = attempt_pick(d, first + 1, &idx);
+    if (picked != 0) { /* breaker open, or no host: the first try goes on alone */
+        keel__x_swap_tries(x);
+        return;
+    }
+    x->host = &cl->hosts[idx];
+    x->balance_started = true;
+    /* a hedge to the same host would only double its load: a keyed policy, or the only host */
+    bool refused = idx == first;
+    if (!refused) { /* the retry budget bounds hedges as it bounds retries */
+        keel__cl_lock(cl);
+        uint64_t others = cl->active_retries - (x->retrying ? 1 : 0);
+        refused = !keel_proxy_retry_budget_allows(&r->retry, cl->active_requests, others);
+        if (!refused && !x->retrying)
+            cl->active_retries++;
+        keel__cl_unlock(cl);
+        if (refused)
+            keel_counter_inc(cl->m_hedge_budget);
+    }
+    if (refused) {
+        keel__x_end_attempt(d, -1, 0, false);
+        keel__x_swap_tries(x);
+        return;
+    }
+    x->retrying = true;
+    x->call.attempt++; /* the hedge is an attempt: retries after it see attempts_max in full */
+    x->attempts++;
+    x->is_hedge = true;
+    x->try_start_ms = now;
+    if (x->traced) { /* the hedge's own client span, a sibling of the first try's */
+        keel_trace_child(&x->server, &p->rand, &x->trace);
+        x->try_start_us = keel_clock_unix_us();
+    } else {
+        x->trace = x->h_trace; /* the context the first try sent */
+    }
+    x->try_error = NULL;
+    x->try_deadline_ms = r->per_try_timeout_ms > 0 ? now + r->per_try_timeout_ms : KEEL_MS_NEVER;
+    keel_counter_inc(cl->m_attempts);
+    keel_counter_inc(cl->m_hedges);
+    keel__uconn_t *u = NULL;
+    int c = attempt_connect(d, x->host, &u);
+    if (c == 0)
+        x->connect_deadline_ms = now + cl->cfg->connect_timeout_ms;
+    x->u = u;
+    keel__x_swap_tries(x); /* the first try back in place; the hedge is the other attempt */
+    if (c < 0) {
+        x->h_try_error = "connect-failed";
+        keel__x_end_other(d, 0, 0, true);
+    } else if (c > 0) {
+        u_send(u);
     }
     keel__d_arm(d);
 }
@@ -160,9 +257,9 @@ void keel__x_timeout(keel__dconn_t *d, bool connect)
         return;
     }
     if (connect)
-        x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_CONNECT, 0, 503, "connect-timeout");
+        x_schedule_retry_or_fail(d, NULL, KEEL_RETRY_FAIL_CONNECT, 0, 503, "connect-timeout");
     else
-        x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_TIMEOUT, 0, 504, "upstream-timeout");
+        x_schedule_retry_or_fail(d, NULL, KEEL_RETRY_FAIL_TIMEOUT, 0, 504, "upstream-timeout");
 }
 
 /* Decides whether the failed attempt is tried again; true when a retry is scheduled. */
@@ -206,11 +303,23 @@ static bool x_try_again(keel__dconn_t *d, keel_retry_failure_t failure, int stat
     return true;
 }
 
-/* The attempt failed before a response head reached the client. */
-static void x_schedule_retry_or_fail(keel__dconn_t *d, keel_retry_failure_t failure, int status,
-                                     int fail_status, const char *reason)
+/* The attempt on connection `from` (NULL: the exchange's attempt) failed before a response head
+ * reached the client. The other attempt of a hedged request just ends; when the exchange's
+ * attempt fails while the other is in flight, the other becomes the exchange's attempt (no
+ * retry: one is already running). */
+static void x_schedule_retry_or_fail(keel__dconn_t *d, keel__uconn_t *from,
+                                     keel_retry_failure_t failure, int status, int fail_status,
+                                     const char *reason)
 {
     keel__xch_t *x = &d->x;
+    if (from != NULL && from == x->h_u) {
+        x->h_try_error = reason;
+        keel__x_end_other(d, 0, failure == KEEL_RETRY_FAIL_NONE ? status : 0,
+                          failure != KEEL_RETRY_FAIL_NONE);
+        keel__d_arm(d);
+        return;
+    }
+    x->hedge_at_ms = 0; /* a hedge goes only beside a first try still running */
     if (x->u != NULL) {
         keel__uconn_t *u = x->u;
         x->u = NULL;
@@ -222,6 +331,11 @@ static void x_schedule_retry_or_fail(keel__dconn_t *d, keel_retry_failure_t fail
                         failure != KEEL_RETRY_FAIL_NONE);
     if (x->resp_head) {
         keel__d_close(d);
+        return;
+    }
+    if (x->h_host != NULL) {
+        keel__x_swap_tries(x);
+        keel__d_arm(d);
         return;
     }
     if (x_try_again(d, failure, status))
@@ -286,7 +400,7 @@ again:
         }
     }
     if (keel__conn_flush((uv_stream_t *)&u->tcp, &u->out) != 0) {
-        x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_RESET, 0, 502, "upstream-reset");
+        x_schedule_retry_or_fail(d, u, KEEL_RETRY_FAIL_RESET, 0, 502, "upstream-reset");
         return;
     }
     /* written at once (no write callback will come) with input left that reading, paused at
@@ -385,7 +499,7 @@ static void u_on_connect(uv_connect_t *req, int status)
     assert(d != NULL);
     if (status < 0) {
         keel_counter_inc(u->host->cl->m_connect_errors);
-        x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_CONNECT, 0, 503, "connect-failed");
+        x_schedule_retry_or_fail(d, u, KEEL_RETRY_FAIL_CONNECT, 0, 503, "connect-failed");
         return;
     }
     uv_tcp_nodelay(&u->tcp, 1);
@@ -420,7 +534,7 @@ static void u_tls_failed(keel__uconn_t *u, const char *why)
                       KF_STR("cluster", cl->cfg->name), KF_STR("upstream", u->host->address),
                       KF_STR("reason", why ? why : reason));
     }
-    x_schedule_retry_or_fail(u->d, KEEL_RETRY_FAIL_CONNECT, 0, 503, "upstream-tls-failed");
+    x_schedule_retry_or_fail(u->d, u, KEEL_RETRY_FAIL_CONNECT, 0, 503, "upstream-tls-failed");
 }
 
 /* A session the host gave: kept for the next new connection to it, over every worker. */
@@ -532,19 +646,21 @@ static void u_send(keel__uconn_t *u)
     u->scan = 0;
     keel_buf_append(&u->out, keel_buf_rptr(&x->up_head), keel_buf_unread(&x->up_head));
     char tp[KEEL_TRACE_B3_BYTES_MAX];
-    keel_trace_format_traceparent(&x->trace, tp);
+    const keel_trace_ctx_t *tr = u == x->h_u ? &x->h_trace : &x->trace; /* this attempt's */
+    keel_trace_format_traceparent(tr, tp);
     keel_buf_append(&u->out, "traceparent: ", 13);
     keel_buf_append(&u->out, tp, KEEL_TRACEPARENT_LEN);
     keel_buf_append(&u->out, "\r\n", 2);
     if (x->b3) {
-        keel_trace_format_b3_single(&x->trace, tp);
+        keel_trace_format_b3_single(tr, tp);
         keel_buf_append(&u->out, "b3: ", 4);
         keel_buf_append_str(&u->out, tp);
         keel_buf_append(&u->out, "\r\n", 2);
     }
     /* the time this attempt has left, so the service can give up when we will (Envoy's
      * x-envoy-expected-rq-timeout-ms); absent when the route has no timeout */
-    keel_ms_t until = keel_ms_min(x->call.deadline_ms, x->try_deadline_ms);
+    keel_ms_t until =
+        keel_ms_min(x->call.deadline_ms, u == x->h_u ? x->h_try_deadline_ms : x->try_deadline_ms);
     if (until < KEEL_MS_NEVER / 2) {
         keel_ms_t now = now_ms(d->p);
         keel_buf_append_str(&u->out, "X-Keel-Timeout-Ms: ");
@@ -568,7 +684,7 @@ static void u_send(keel__uconn_t *u)
     if (x->req_done)
         x->req_sent = true;
     if (keel__conn_flush((uv_stream_t *)&u->tcp, &u->out) != 0) {
-        x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_RESET, 0, 502, "upstream-reset");
+        x_schedule_retry_or_fail(d, u, KEEL_RETRY_FAIL_RESET, 0, 502, "upstream-reset");
         return;
     }
     keel__u_update_reading(u);
@@ -653,7 +769,7 @@ static void u_process(keel__uconn_t *u)
             if (n > x->gen->resp_lim.head_bytes_max) {
                 keel_counter_inc(x->cl->m_bad_responses);
                 x->up_keepalive = false;
-                x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_NONE, 502, 502,
+                x_schedule_retry_or_fail(d, u, KEEL_RETRY_FAIL_NONE, 502, 502,
                                          "upstream-headers-too-large");
             }
             return;
@@ -663,7 +779,7 @@ static void u_process(keel__uconn_t *u)
         u->scan = 0;
         if (st != 0 || h->status == 101) {
             keel_counter_inc(x->cl->m_bad_responses);
-            x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_NONE, 502, 502, "upstream-bad-response");
+            x_schedule_retry_or_fail(d, u, KEEL_RETRY_FAIL_NONE, 502, 502, "upstream-bad-response");
             return;
         }
         if (h->status < 200) { /* 1xx: interim, dropped (we answered 100-continue ourselves) */
@@ -671,6 +787,25 @@ static void u_process(keel__uconn_t *u)
             continue;
         }
         const keel_proxy_retry_t *rt = &x->route->cfg->retry;
+        if (x->h_host != NULL) { /* two attempts in flight: the first head decides */
+            if (u == x->h_u)
+                keel__x_swap_tries(x); /* u's attempt is now the exchange's */
+            if (keel_proxy_replay_ok(&x->replay) &&
+                keel_proxy_retry_on(rt, KEEL_RETRY_FAIL_NONE, h->status)) {
+                /* an answer a retry would discard: this attempt ends, the other goes on */
+                int status = h->status;
+                keel__x_swap_tries(x);
+                keel__x_end_other(d, status >= 500 ? 0 : 1, status, false);
+                keel__d_arm(d);
+                return;
+            }
+            keel_counter_inc(x->cl->m_hedge_cancelled); /* the other attempt lost */
+            keel__x_end_other(d, -1, 0, false);
+        }
+        x->hedge_at_ms = 0;
+        if (x->is_hedge)
+            keel_counter_inc(x->cl->m_hedge_won);
+        x->upstream = x->host != NULL ? x->host->address : x->upstream;
         if (rt->attempts_max > 1 && keel_proxy_replay_ok(&x->replay) &&
             keel_proxy_retry_on(rt, KEEL_RETRY_FAIL_NONE, h->status)) {
             /* a retry discards this response and its connection */
@@ -782,5 +917,5 @@ static void u_on_eof(keel__uconn_t *u, int err)
         return;
     }
     keel_counter_inc(x->cl->m_resets);
-    x_schedule_retry_or_fail(d, KEEL_RETRY_FAIL_RESET, 0, 502, "upstream-reset");
+    x_schedule_retry_or_fail(d, u, KEEL_RETRY_FAIL_RESET, 0, 502, "upstream-reset");
 }

@@ -261,6 +261,23 @@ keel_proxy_retry_why_t keel_proxy_retry_eligible(const keel_proxy_retry_t *rt,
     return KEEL_PROXY_RETRY_OK;
 }
 
+keel_proxy_hedge_why_t keel_proxy_hedge_eligible(const keel_proxy_hedge_t *hg,
+                                                 const keel_proxy_retry_t *rt,
+                                                 const keel_proxy_hedge_req_t *rq)
+{
+    if (!hg->enabled || rq->answered)
+        return KEEL_PROXY_HEDGE_OFF;
+    if (!rq->idempotent && !rq->idempotency_key)
+        return KEEL_PROXY_HEDGE_NOT_IDEMPOTENT;
+    if (!rq->body_read || !rq->body_replayable)
+        return KEEL_PROXY_HEDGE_BODY;
+    if (rq->attempts >= rt->attempts_max)
+        return KEEL_PROXY_HEDGE_ATTEMPTS;
+    if (rq->now_ms >= rq->deadline_ms)
+        return KEEL_PROXY_HEDGE_DEADLINE;
+    return KEEL_PROXY_HEDGE_OK;
+}
+
 void keel_proxy_replay_begin(keel_proxy_replay_t *r, uint64_t limit, uint64_t expect)
 {
     keel_buf_free(&r->buf); /* a zeroed struct holds nothing to free */

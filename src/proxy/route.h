@@ -141,6 +141,43 @@ keel_proxy_retry_why_t keel_proxy_retry_eligible(const keel_proxy_retry_t *rt,
                                                  keel_retry_failure_t failure, int status);
 
 /*
+ * Whether a request may be hedged now (docs/proxy.md, "Hedged requests"): a second attempt sent
+ * to another host while the first is still unanswered. Stricter than a retry, because the two
+ * attempts run at once and both may act:
+ *   - the route has a hedge, and no response head went to the client;
+ *   - the method is idempotent, or the request carries the route's idempotency header (whatever
+ *     idempotent_only says: a hedge is never a guess that the first try was not seen);
+ *   - the whole body was read from the client and every byte of it is held in the replay
+ *     buffer (a body larger than limits.retry_buffer_bytes, or still arriving, is not hedged);
+ *   - an attempt is left under retry.attempts_max (the first try, hedges and retries share it);
+ *   - the route's deadline has not passed.
+ * The retry budget is judged after this, with keel_proxy_retry_budget_allows (a hedge counts as
+ * a retry in flight).
+ */
+typedef struct keel_proxy_hedge_req {
+    bool idempotent;      /* the method is idempotent */
+    bool idempotency_key; /* the request carries the route's idempotency header, non-empty */
+    bool body_read;       /* the whole body came from the client (true without a body) */
+    bool body_replayable; /* every body byte sent upstream is held (keel_proxy_replay_ok) */
+    bool answered;        /* a response head went to the client */
+    uint32_t attempts;    /* attempts started so far, the first try included */
+    keel_ms_t now_ms, deadline_ms;
+} keel_proxy_hedge_req_t;
+
+typedef enum keel_proxy_hedge_why {
+    KEEL_PROXY_HEDGE_OK,
+    KEEL_PROXY_HEDGE_OFF,            /* the route has no hedge, or the request was answered */
+    KEEL_PROXY_HEDGE_NOT_IDEMPOTENT, /* sending it twice could act twice */
+    KEEL_PROXY_HEDGE_BODY,           /* the body is not all read, or not all held */
+    KEEL_PROXY_HEDGE_ATTEMPTS,       /* attempts_max reached */
+    KEEL_PROXY_HEDGE_DEADLINE,       /* the route's deadline has passed */
+} keel_proxy_hedge_why_t;
+
+keel_proxy_hedge_why_t keel_proxy_hedge_eligible(const keel_proxy_hedge_t *hg,
+                                                 const keel_proxy_retry_t *rt,
+                                                 const keel_proxy_hedge_req_t *rq);
+
+/*
  * The replay buffer of one request: a copy of the body bytes as they go upstream (framing
  * included), kept while they fit in limit, so a retry on another host can send them again.
  * A body known (Content-Length) to be larger than limit is not copied at all; a chunked one is

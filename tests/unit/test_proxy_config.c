@@ -382,6 +382,48 @@ static void loads_the_retry_buffer_and_idempotency_header(void)
     KT_CHECK(has_error(5, "not a header name"));
 }
 
+static void loads_a_hedge_and_refuses_bad_ones_naming_their_lines(void)
+{
+    const char *y = "listeners: [{address: 127.0.0.1:1}]\n"
+                    "clusters: [{name: a, hosts: [127.0.0.1:2, 127.0.0.1:3]}]\n"
+                    "routes:\n"
+                    "  - match: {prefix: /x}\n"
+                    "    cluster: a\n"
+                    "    retry: {attempts_max: 2}\n"
+                    "    hedge: {delay_ms: 50}\n"
+                    "  - {cluster: a}\n";
+    KT_EQ_INT(parse(y), 0);
+    KT_CHECK(cfg.routes[0].hedge.enabled);
+    KT_EQ_INT(cfg.routes[0].hedge.delay_ms, 50);
+    KT_EQ_INT(cfg.routes[0].hedge.line, 7);
+    KT_CHECK(!cfg.routes[1].hedge.enabled);
+    keel_proxy_config_free(&cfg);
+    KT_EQ_INT(parse("listeners: [{address: 127.0.0.1:1}]\n"
+                    "clusters: [{name: a, hosts: [127.0.0.1:2]}]\n"
+                    "routes:\n"
+                    "  - cluster: a\n"
+                    "    hedge: {delay_ms: 50}\n" /* no retry: attempts_max 1 */
+                    "  - cluster: a\n"
+                    "    retry: {}\n"
+                    "    hedge: {}\n" /* no delay */
+                    "  - direct_response: {status: 200}\n"
+                    "    retry: {}\n"
+                    "    hedge: {delay_ms: 5}\n" /* nothing to hedge */
+                    "  - cluster: a\n"
+                    "    retry: {}\n"
+                    "    hedge: {delay_ms: 70000, mode: x}\n" /* out of range, unknown */
+                    "  - cluster: a\n"
+                    "    retry: {}\n"
+                    "    hedge: {delay_ms: 0}\n"), /* out of range, and only that */
+              KEEL_EINVAL);
+    KT_CHECK(has_error(5, "attempts_max >= 2"));
+    KT_CHECK(has_error(8, "'delay_ms' is required"));
+    KT_CHECK(has_error(11, "needs a cluster"));
+    KT_CHECK(has_error(14, "out of range"));
+    KT_CHECK(has_error(14, "mode"));
+    KT_CHECK(has_error(17, "out of range") && !has_error(17, "required"));
+}
+
 static const char jwt_cfg[] = "listeners: [{address: 127.0.0.1:1}]\n"
                               "jwt_providers:\n"
                               "  - name: shop\n"
@@ -849,6 +891,7 @@ int main(void)
     KT_RUN(refuses_bad_jwt_blocks_naming_their_lines);
     KT_RUN(loads_service_clusters_fed_by_the_registry);
     KT_RUN(loads_the_retry_buffer_and_idempotency_header);
+    KT_RUN(loads_a_hedge_and_refuses_bad_ones_naming_their_lines);
     KT_RUN(loads_workers_and_refuses_a_count_out_of_range);
     KT_RUN(loads_a_sidecar_section_and_listener_matches);
     KT_RUN(loads_slow_start_and_refuses_it_where_it_cannot_work);

@@ -233,6 +233,42 @@ static void retry_eligibility_follows_method_key_and_body(void)
 }
 
 /* The replay buffer keeps a body that fits and drops one that does not. */
+/* A hedge (route.h): stricter than a retry (never a non-idempotent request without a key, whatever
+ * idempotent_only says), only with the whole body read and held, within attempts_max and the
+ * deadline. */
+static void hedge_eligibility_follows_method_body_attempts_and_deadline(void)
+{
+    keel_proxy_hedge_t hg = {true, 1, 50};
+    keel_proxy_retry_t rt = {0};
+    rt.attempts_max = 2;
+    rt.idempotent_only = false; /* a retry of a POST would be allowed; a hedge is not */
+    keel_proxy_hedge_req_t get = {true, false, true, true, false, 1, 100, 1000};
+    KT_EQ_INT(keel_proxy_hedge_eligible(&hg, &rt, &get), KEEL_PROXY_HEDGE_OK);
+    keel_proxy_hedge_req_t q = get;
+    q.idempotent = false;
+    KT_EQ_INT(keel_proxy_hedge_eligible(&hg, &rt, &q), KEEL_PROXY_HEDGE_NOT_IDEMPOTENT);
+    q.idempotency_key = true; /* a POST with an Idempotency-Key */
+    KT_EQ_INT(keel_proxy_hedge_eligible(&hg, &rt, &q), KEEL_PROXY_HEDGE_OK);
+    q = get;
+    q.body_read = false; /* still arriving from the client */
+    KT_EQ_INT(keel_proxy_hedge_eligible(&hg, &rt, &q), KEEL_PROXY_HEDGE_BODY);
+    q = get;
+    q.body_replayable = false; /* outgrew retry_buffer_bytes */
+    KT_EQ_INT(keel_proxy_hedge_eligible(&hg, &rt, &q), KEEL_PROXY_HEDGE_BODY);
+    q = get;
+    q.attempts = 2; /* the first try and a retry already: attempts_max 2 */
+    KT_EQ_INT(keel_proxy_hedge_eligible(&hg, &rt, &q), KEEL_PROXY_HEDGE_ATTEMPTS);
+    rt.attempts_max = 3;
+    KT_EQ_INT(keel_proxy_hedge_eligible(&hg, &rt, &q), KEEL_PROXY_HEDGE_OK);
+    q.now_ms = 1000; /* at the deadline */
+    KT_EQ_INT(keel_proxy_hedge_eligible(&hg, &rt, &q), KEEL_PROXY_HEDGE_DEADLINE);
+    q = get;
+    q.answered = true;
+    KT_EQ_INT(keel_proxy_hedge_eligible(&hg, &rt, &q), KEEL_PROXY_HEDGE_OFF);
+    hg.enabled = false;
+    KT_EQ_INT(keel_proxy_hedge_eligible(&hg, &rt, &get), KEEL_PROXY_HEDGE_OFF);
+}
+
 static void replay_buffer_keeps_bodies_within_its_limit(void)
 {
     keel_proxy_replay_t r = {0};
@@ -315,6 +351,7 @@ int main(void)
     KT_RUN(retry_budget_is_twenty_percent_of_active_with_a_floor_of_three);
     KT_RUN(splits_targets_into_path_and_query);
     KT_RUN(retry_eligibility_follows_method_key_and_body);
+    KT_RUN(hedge_eligibility_follows_method_body_attempts_and_deadline);
     KT_RUN(replay_buffer_keeps_bodies_within_its_limit);
     return kt_done();
 }
