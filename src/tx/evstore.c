@@ -444,6 +444,11 @@ int keel_es_append(keel_es_t *es, const char *agg, uint64_t expected, const keel
     keel_buf_init(&op->a.bytes, 0);
     int rc = encode_events(&op->events, events, n);
     const keel_es_hint_t *h = hint_get(es, agg);
+    /* An aggregate that must not exist needs no read either: its version key is watched at
+     * revision 0 (absent); if it exists, the watch fails and the version is read then. */
+    static const keel_es_hint_t none = {.version = 0, .rev = 0};
+    if (rc == 0 && h == NULL && expected == KEEL_ES_NO_STREAM)
+        h = &none;
     if (rc == 0 && h && (expected == KEEL_ES_ANY || expected == h->version)) {
         op->base = h->version; /* one round trip; a stale hint fails the watch */
         op->tries = 1;

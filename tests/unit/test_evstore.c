@@ -164,13 +164,19 @@ static void appends_at_the_expected_version_number_events_densely_from_one(void)
 static void a_stale_or_future_expected_version_is_a_conflict_naming_the_current_one(void)
 {
     env_t e;
-    env_init(&e, 1, 0);
+    env_init(&e, 2, 0);
     keel_es_event_t a[] = {ev("A", "1", ""), ev("B", "2", "")};
     KT_EQ_INT(append(&e, 0, "conf-1", KEEL_ES_NO_STREAM, a, 2).err, 0);
     result_t r = append(&e, 0, "conf-1", KEEL_ES_NO_STREAM, a, 1);
     KT_EQ_INT(r.err, KEEL_ECONFLICT);
     KT_EQ_U64(r.version, 2);
     KT_CHECK(strstr(r.msg, "expected 0, current 2") != NULL);
+    /* a store that never saw it sends no read first (the version key watched absent): the
+     * watch fails, and the version read then names the conflict */
+    r = append(&e, 1, "conf-1", KEEL_ES_NO_STREAM, a, 1);
+    KT_EQ_INT(r.err, KEEL_ECONFLICT);
+    KT_EQ_U64(r.version, 2);
+    KT_EQ_U64(e.es[1].stats.appends_hinted, 1);
     r = append(&e, 0, "conf-1", 1, a, 1);
     KT_EQ_INT(r.err, KEEL_ECONFLICT);
     KT_EQ_U64(r.version, 2);
