@@ -191,11 +191,15 @@ static void on_shop_reply(int err, const keel_http_msg_t *resp, void *data)
     } else {
         keel_ms_t now = (keel_ms_t)(keel_clock_now_ns() / 1000000);
         keel_ms_t age = (keel_ms_t)((keel_clock_now_ns() - o->intended_ns) / 1000000);
-        if (st == 0 && age + CLIENT_RETRY_MS < (keel_ms_t)r->deadline_ms &&
-            r->retrying_n < INFLIGHT_MAX) {
-            /* what a client with an Idempotency-Key does on a 5xx or a broken connection:
-             * the same request again, while its deadline allows */
-            o->next_try_ms = now + CLIENT_RETRY_MS;
+        /* what a client with an Idempotency-Key does on a 5xx or a broken connection: the
+         * same request again, while its deadline allows, after a backoff that doubles from
+         * CLIENT_RETRY_MS to 8x it, jittered (a fixed 200 ms made every shed order of an
+         * overloaded shop come back up to 25 times: 54,000 retries in a 60 s run) */
+        keel_ms_t wait = CLIENT_RETRY_MS << (o->retries < 3 ? o->retries : 3);
+        wait = wait / 2 + (keel_ms_t)keel_rand_below(&r->rand, (uint64_t)wait / 2 + 1);
+        if (st == 0 && age + wait < (keel_ms_t)r->deadline_ms && r->retrying_n < INFLIGHT_MAX) {
+            o->retries++;
+            o->next_try_ms = now + wait;
             r->client_retries++;
             r->retrying[r->retrying_n++] = o;
             return;

@@ -54,6 +54,7 @@ typedef struct order {
     char order_id[40], key[48];
     int customer;
     keel_ms_t next_try_ms;
+    int retries;            /* client retries so far (their backoff doubles) */
     bool asking, asked_get; /* resolving: the ask in flight is GET /orders/:id */
     bool polling;           /* answered 202 (pending): its state is asked until the deadline */
 } order_t;
