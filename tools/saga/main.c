@@ -7,12 +7,16 @@
  *   keel-saga --addr ... demo [--count N] [--concurrency C] [--prefix P] [--fail-every K]
  *                             [--step-delay-ms D] [--lock-ttl-ms T] [--scan-ms S]
  *                             [--no-renew] [--http host:port,host:port,host:port]
- *                             [--compensate-limit-ms L]
+ *                             [--compensate-limit-ms L] [--fail-charge-every K2] [--from F]
  *
  * list: one line per saga log, "ID STATE records=N", from each log's last record.
  * show: the log's records, one a line: "seq time_ms type step data".
  * demo: runs sagas P-1..P-N of type "demo" (steps reserve, charge, ship), C at a time;
- *       every K-th saga's ship step is refused (a business failure), so it is compensated.
+ *       every K-th saga's ship step is refused (a business failure), so it is compensated;
+ *       every K2-th saga's charge step instead (K2 wins where both divide). The first saga
+ *       started is P-F (then on, wrapping round): two demos on one prefix can start at
+ *       different ends. D delays each step: the demo's own services answer after it, and
+ *       with --http the kit call is made after it.
  *       A saga whose log exists is continued (a restart resumes the same run), one whose
  *       lock another owner holds is tried again after a while. It also adopts orphaned
  *       sagas like any orchestrator. Prints "end ID STATE" per saga and a summary; exits 0
@@ -82,7 +86,7 @@ typedef struct demo {
     keel_saga_type_t type;
     keel_timer_t tick;
     const char *prefix;
-    long count, concurrency, fail_every, started, ended, inflight;
+    long count, concurrency, fail_every, fail_charge_every, started, ended, inflight;
     long next; /* next saga number to start */
     keel_ms_t step_delay_ms;
     long ends[KEEL_SAGA__STATES];
@@ -229,6 +233,46 @@ static void demo_step(keel_saga_call_t *call, void *data)
     keel_timer_start(&op->delay, d->step_delay_ms, 0, op_delayed, op);
 }
 
+/* --http with --step-delay-ms: the kit call is made after the delay (a slower service). */
+typedef struct http_delay {
+    keel_saga_call_t *call;
+    keel_saga_http_t *step;
+    keel_timer_t delay;
+} http_delay_t;
+
+static void http_delay_closed(keel_timer_t *t)
+{
+    free(KEEL_LIST_ENTRY(t, http_delay_t, delay));
+}
+
+static void http_delayed(keel_timer_t *t, void *data)
+{
+    http_delay_t *h = data;
+    if (h->call->undo)
+        keel_saga_http_undo(h->call, h->step);
+    else
+        keel_saga_http_step(h->call, h->step);
+    keel_timer_close(&h->delay, http_delay_closed);
+}
+
+static void demo_http_step(keel_saga_call_t *call, void *data)
+{
+    demo_t *d = data;
+    keel_saga_http_t *step = &d->steps[call->step];
+    http_delay_t *h = d->step_delay_ms > 0 ? calloc(1, sizeof(*h)) : NULL;
+    if (h == NULL) {
+        if (call->undo)
+            keel_saga_http_undo(call, step);
+        else
+            keel_saga_http_step(call, step);
+        return;
+    }
+    h->call = call;
+    h->step = step;
+    keel_timer_init(&d->loop, &h->delay);
+    keel_timer_start(&h->delay, d->step_delay_ms, 0, http_delayed, h);
+}
+
 static void demo_fill(demo_t *d);
 
 static long saga_index(const demo_t *d, const char *id)
@@ -319,7 +363,9 @@ static void demo_fill(demo_t *d)
             continue;
         char id[KEEL_SAGA_ID_BYTES_MAX + 1], input[32] = "";
         snprintf(id, sizeof(id), "%s-%ld", d->prefix, i + 1);
-        if (d->fail_every > 0 && (i + 1) % d->fail_every == 0)
+        if (d->fail_charge_every > 0 && (i + 1) % d->fail_charge_every == 0)
+            snprintf(input, sizeof(input), "fail=charge");
+        else if (d->fail_every > 0 && (i + 1) % d->fail_every == 0)
             snprintf(input, sizeof(input), "fail=ship");
         int rc = keel_sagas_start(&d->sagas, "demo", id, input, strlen(input), NULL, NULL);
         if (rc == KEEL_EEXISTS) { /* adopted by the scan meanwhile: it will end here */
@@ -376,6 +422,10 @@ static bool demo_parse(demo_t *d, demo_opts_t *opts, int argc, char **argv)
             d->prefix = v;
         else if (strcmp(a, "--fail-every") == 0)
             d->fail_every = strtol(v, NULL, 10);
+        else if (strcmp(a, "--fail-charge-every") == 0)
+            d->fail_charge_every = strtol(v, NULL, 10);
+        else if (strcmp(a, "--from") == 0)
+            d->next = strtol(v, NULL, 10) - 1;
         else if (strcmp(a, "--step-delay-ms") == 0)
             d->step_delay_ms = strtol(v, NULL, 10);
         else if (strcmp(a, "--lock-ttl-ms") == 0)
@@ -391,7 +441,7 @@ static bool demo_parse(demo_t *d, demo_opts_t *opts, int argc, char **argv)
         i++;
     }
     return d->count >= 1 && d->count <= SAGAS_MAX && d->concurrency >= 1 && d->step_delay_ms >= 0 &&
-           keel_saga_id_valid(d->prefix, 32);
+           d->next >= 0 && d->next < d->count && keel_saga_id_valid(d->prefix, 32);
 }
 
 /* The saga type "demo": steps reserve, charge, ship, as local services in keel server or as
@@ -420,8 +470,7 @@ static int demo_type(demo_t *d, const demo_opts_t *opts, keel_errmsg_t *msg)
             /* one caller for the action and the compensation, on purpose: the system test
              * shows the breaker they share (docs/tx.md) */
             d->steps[i] = (keel_saga_http_t){&d->callers[i], "/do", "/undo", NULL};
-            keel_saga_type_step(&d->type, names[i], keel_saga_http_step, keel_saga_http_undo,
-                                &d->steps[i]);
+            keel_saga_type_step(&d->type, names[i], demo_http_step, demo_http_step, d);
         } else {
             keel_saga_type_step(&d->type, names[i], demo_step, demo_step, d);
         }
@@ -509,6 +558,7 @@ usage:
     fprintf(stderr, "usage: keel-saga --addr host:port[,host:port...] (list | show ID | demo "
                     "[--count N] [--concurrency C] [--prefix P] [--fail-every K] "
                     "[--step-delay-ms D] [--lock-ttl-ms T] [--scan-ms S] [--no-renew] "
-                    "[--http host:port,host:port,host:port] [--compensate-limit-ms L])\n");
+                    "[--http host:port,host:port,host:port] [--compensate-limit-ms L] "
+                    "[--fail-charge-every K2] [--from F])\n");
     return 2;
 }
