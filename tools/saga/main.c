@@ -2,14 +2,17 @@
  * orchestrator (src/tx/saga.c) whose three steps are small idempotent services kept in
  * keel server itself.
  *
- *   keel-saga --addr host:port[,host:port...] list
+ *   keel-saga --addr host:port[,host:port...] list [--state S] [--choreo STREAM]
  *   keel-saga --addr ... show ID
  *   keel-saga --addr ... demo [--count N] [--concurrency C] [--prefix P] [--fail-every K]
  *                             [--step-delay-ms D] [--lock-ttl-ms T] [--scan-ms S]
  *                             [--no-renew] [--http host:port,host:port,host:port]
  *                             [--compensate-limit-ms L] [--fail-charge-every K2] [--from F]
  *
- * list: one line per saga log, "ID STATE records=N", from each log's last record.
+ * list: one line per saga log, "ID STATE records=N", from each log's last record; --state
+ *       keeps one state; --choreo STREAM lists the choreographed sagas on STREAM instead
+ *       (those a deadline watcher holds: running or needs_attention). The code is `keel saga
+ *       list`'s (tx/saga_view.h, tx/choreo_view.h).
  * show: the log's records, one a line: "seq time_ms type step data".
  * demo: runs sagas P-1..P-N of type "demo" (steps reserve, charge, ship), C at a time;
  *       every K-th saga's ship step is refused (a business failure), so it is compensated;
@@ -34,6 +37,7 @@
 #include "kit/call.h"
 #include "runtime/clock.h"
 #include "runtime/logsink.h"
+#include "tx/choreo_view.h"
 #include "tx/saga.h"
 #include "tx/saga_view.h"
 
@@ -59,13 +63,30 @@ static int parse_addrs(char *s)
 
 /* ---- list and show (tx/saga_view.h) ----------------------------------------------------- */
 
-static int cmd_list(void)
+/* list [--state S] [--choreo STREAM]: `keel saga list`'s views (tx/saga_view.h,
+ * tx/choreo_view.h); 2 for bad arguments. */
+static int cmd_list(int argc, char **argv)
 {
+    const char *choreo = NULL;
+    int state = -1;
+    for (int i = 0; i < argc; i += 2) {
+        keel_saga_state_t st;
+        if (i + 1 >= argc)
+            return 2;
+        if (strcmp(argv[i], "--choreo") == 0 && choreo == NULL)
+            choreo = argv[i + 1];
+        else if (strcmp(argv[i], "--state") == 0 && state < 0 &&
+                 keel_saga_state_parse(argv[i + 1], &st) == 0)
+            state = (int)st;
+        else
+            return 2;
+    }
     keel_errmsg_t msg = {{0}};
-    int rc = keel_saga_view_list(seeds, seeds_n, -1, stdout, &msg);
+    int rc = choreo ? keel_choreo_view_list(seeds, seeds_n, choreo, state, stdout, &msg)
+                    : keel_saga_view_list(seeds, seeds_n, state, stdout, &msg);
     if (rc != 0)
         fprintf(stderr, "keel-saga: %s\n", msg.text);
-    return rc == 0 ? 0 : 1;
+    return rc == 0 ? 0 : rc == KEEL_EINVAL ? 2 : 1;
 }
 
 static int cmd_show(const char *id)
@@ -368,7 +389,7 @@ static void demo_fill(demo_t *d)
         else if (d->fail_every > 0 && (i + 1) % d->fail_every == 0)
             snprintf(input, sizeof(input), "fail=ship");
         int rc = keel_sagas_start(&d->sagas, "demo", id, input, strlen(input), NULL, NULL);
-        if (rc == KEEL_EEXISTS) { /* adopted by the scan meanwhile: it will end here */
+        if (rc == KEEL_EEXISTS) { /* a start of it runs here already: it will end here */
             d->pending[i] = 1;
             d->inflight++;
             continue;
@@ -545,8 +566,11 @@ int main(int argc, char **argv)
     }
     if (seeds_n == 0 || i >= argc)
         goto usage;
-    if (strcmp(argv[i], "list") == 0 && argc == i + 1)
-        return cmd_list();
+    if (strcmp(argv[i], "list") == 0) {
+        int rc = cmd_list(argc - i - 1, argv + i + 1);
+        if (rc != 2)
+            return rc;
+    }
     if (strcmp(argv[i], "show") == 0 && argc == i + 2)
         return cmd_show(argv[i + 1]);
     if (strcmp(argv[i], "demo") == 0) {
@@ -555,7 +579,8 @@ int main(int argc, char **argv)
             return rc;
     }
 usage:
-    fprintf(stderr, "usage: keel-saga --addr host:port[,host:port...] (list | show ID | demo "
+    fprintf(stderr, "usage: keel-saga --addr host:port[,host:port...] (list [--state S] "
+                    "[--choreo STREAM] | show ID | demo "
                     "[--count N] [--concurrency C] [--prefix P] [--fail-every K] "
                     "[--step-delay-ms D] [--lock-ttl-ms T] [--scan-ms S] [--no-renew] "
                     "[--http host:port,host:port,host:port] [--compensate-limit-ms L] "
