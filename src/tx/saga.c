@@ -627,11 +627,36 @@ int keel_sagas_start(keel_sagas_t *o, const char *type, const char *id, const vo
         return KEEL_EINVAL;
     if (input_len > t->def.input_bytes_max)
         return KEEL_ETOOBIG;
+    keel__saga_run_t *r = keel__saga_run_find(o, id);
+    if (r != NULL) {
+        /* The scan is adopting this id (its lock asked for, its log being read, or the saga
+         * resumed): the start joins that run, so its end is reported (EBUSY if the owner is
+         * alive, or the saga's end). Before 6 Dec this answered EEXISTS, and the adoption
+         * could then end without a report (an owner alive, a log found final): a caller
+         * told "this orchestrator runs it" never heard of the saga again (keel-saga demo
+         * under the nemesis, tests/system/test_saga_nemesis.py). */
+        if (r->starting || (r->type != NULL && r->type != t))
+            return KEEL_EEXISTS;
+        uint8_t *in = NULL;
+        if (!r->s_init && (in = malloc(input_len ? input_len : 1)) == NULL)
+            return KEEL_ENOMEM;
+        if (in != NULL) {
+            if (input_len)
+                memcpy(in, input, input_len);
+            free(r->input);
+            r->input = in;
+            r->input_len = input_len;
+        }
+        r->type = t;
+        r->type_i = ti;
+        r->starting = true;
+        r->end = end;
+        r->end_data = data;
+        return 0;
+    }
     if (o->runs_n >= o->cfg.runs_max)
         return KEEL_EFULL;
-    if (keel__saga_run_find(o, id))
-        return KEEL_EEXISTS;
-    keel__saga_run_t *r = keel__saga_run_new(o, id);
+    r = keel__saga_run_new(o, id);
     if (r == NULL)
         return KEEL_ENOMEM;
     r->type = t;

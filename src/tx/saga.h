@@ -225,8 +225,10 @@ int keel_sagas_init(keel_sagas_t *o, keel_loop_t *loop, const keel_sagas_config_
 /* t must outlive o. KEEL_EINVAL (bad definition, msg), KEEL_EEXISTS, KEEL_EFULL. */
 int keel_sagas_register(keel_sagas_t *o, const keel_saga_type_t *t, keel_errmsg_t *msg);
 /* Starts saga `id` of type `type` (or continues it, if its log exists). 0: end runs later,
- * exactly once. KEEL_EINVAL (unknown type, bad id), KEEL_ETOOBIG (input), KEEL_EFULL
- * (runs_max), KEEL_EEXISTS (this orchestrator runs that id), KEEL_ECLOSED. */
+ * exactly once; also when this orchestrator's scan is adopting that id, which the start
+ * then joins (KEEL_EBUSY if another owner is alive after all). KEEL_EINVAL (unknown type,
+ * bad id), KEEL_ETOOBIG (input), KEEL_EFULL (runs_max), KEEL_EEXISTS (a start of that id
+ * runs here already), KEEL_ECLOSED. */
 int keel_sagas_start(keel_sagas_t *o, const char *type, const char *id, const void *input,
                      size_t input_len, keel_sagas_end_fn end, void *data);
 /* Sagas in progress here. */

@@ -958,10 +958,12 @@ class Nemesis:
                       for p in ((a, b), (b, a))])  # fmt: skip
         return "+".join(self.cl.nodes[a].name for a in minority)
 
-    def run(self, sched, duration_s):
+    def run(self, sched, duration_s, stop=None):
+        """Faults from sched until duration_s is up, or until stop() says so (checked before
+        each fault: a load that ended has nothing left to fault)."""
         end = time.monotonic() + duration_s
         for kind, pick, hold, gap in sched:
-            if time.monotonic() + hold > end:
+            if time.monotonic() + hold > end or (stop is not None and stop()):
                 break
             self._fault(kind, pick, hold)
             time.sleep(gap)

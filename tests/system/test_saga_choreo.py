@@ -209,9 +209,13 @@ ATTENTION = STREAM + ":attention"
 
 
 def saga_list(addrs, *args):
-    """`keel saga list --choreo STREAM ...`: (exit status, lines)."""
+    """`keel saga list --choreo STREAM ...`: (exit status, lines). `keel-saga list --choreo`
+    (the same code) must answer the same."""
     p = subprocess.run([binary("keel"), "saga", "list", "--choreo", STREAM, *args, "--addr", addrs],
                        capture_output=True, timeout=30)
+    q = subprocess.run([binary("keel-saga"), "--addr", addrs, "list", "--choreo", STREAM, *args],
+                       capture_output=True, timeout=30)
+    assert (q.returncode, q.stdout) == (p.returncode, p.stdout), (q.stdout, q.stderr, p.stdout)
     return p.returncode, p.stdout.decode().splitlines()
 
 

@@ -738,6 +738,37 @@ static void a_second_orchestrator_cannot_start_a_saga_another_owns(void)
     world_free();
 }
 
+/* A start meets this orchestrator's own scan adopting the same id, its lock asked for: the
+ * start joins that run and hears its end. Until 6 Dec it was answered EEXISTS ("this
+ * orchestrator runs that id"), the adoption found the owner alive and was dropped without a
+ * word, and the caller waited for ever (keel-saga demo under the nemesis: two orchestrators
+ * starting the same sagas, test_saga_nemesis.py, seed 7). */
+static void a_start_that_meets_its_own_adoption_in_flight_hears_the_end(void)
+{
+    world_init(10000, true);
+    W.delay_ms[0] = 200; /* a holds the saga (and its marker) meanwhile */
+    keel_sagas_config_t c = W.a.cfg;
+    c.on_end = NULL;
+    keel_errmsg_t m = {{0}};
+    KT_EQ_INT(keel_sagas_init(&W.b, &W.loop, &c, &m), 0);
+    KT_EQ_INT(keel_sagas_register(&W.b, &W.type, &m), 0);
+    W.b_on = true;
+    busy_seen = 1;
+    KT_EQ_INT(keel_sagas_start(&W.a, "t", "o-10", NULL, 0, NULL, NULL), 0);
+    /* b's scan finds the marker and asks for the lock: b has a run for o-10 */
+    for (int i = 0; i < 2000 && keel_sagas_running(&W.b) == 0; i++)
+        uv_run(&W.loop.uv, UV_RUN_ONCE);
+    KT_EQ_INT(keel_sagas_running(&W.b), 1);
+    KT_EQ_INT(W.ended, 0);
+    KT_EQ_INT(keel_sagas_start(&W.b, "t", "o-10", NULL, 0, on_b_end, NULL), 0);
+    world_run();
+    KT_EQ_INT(busy_seen, KEEL_EBUSY); /* a owns it */
+    KT_EQ_INT(W.end_state, KEEL_SAGA_DONE);
+    KT_EQ_INT(W.do_calls[0], 1);
+    KT_EQ_INT(W.b.stats.adopted, 0);
+    world_free();
+}
+
 static void b_adopted_end(keel_sagas_t *o, const char *id, int err, keel_saga_state_t st,
                           void *data)
 {
@@ -912,6 +943,7 @@ int main(void)
     KT_RUN(a_start_whose_lock_outcome_was_lost_waits_for_it_and_runs);
     KT_RUN(a_refused_step_compensates_and_a_silent_step_times_out_and_is_retried);
     KT_RUN(a_second_orchestrator_cannot_start_a_saga_another_owns);
+    KT_RUN(a_start_that_meets_its_own_adoption_in_flight_hears_the_end);
     KT_RUN(an_abandoned_saga_is_adopted_by_another_orchestrators_scan);
     KT_RUN(a_lock_is_renewed_when_a_saga_outlives_a_third_of_its_ttl);
     KT_RUN(a_step_longer_than_the_ttl_finishes_when_nobody_took_the_lock);

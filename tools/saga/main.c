@@ -2,17 +2,24 @@
  * orchestrator (src/tx/saga.c) whose three steps are small idempotent services kept in
  * keel server itself.
  *
- *   keel-saga --addr host:port[,host:port...] list
+ *   keel-saga --addr host:port[,host:port...] list [--state S] [--choreo STREAM]
  *   keel-saga --addr ... show ID
  *   keel-saga --addr ... demo [--count N] [--concurrency C] [--prefix P] [--fail-every K]
  *                             [--step-delay-ms D] [--lock-ttl-ms T] [--scan-ms S]
  *                             [--no-renew] [--http host:port,host:port,host:port]
- *                             [--compensate-limit-ms L]
+ *                             [--compensate-limit-ms L] [--fail-charge-every K2] [--from F]
  *
- * list: one line per saga log, "ID STATE records=N", from each log's last record.
+ * list: one line per saga log, "ID STATE records=N", from each log's last record; --state
+ *       keeps one state; --choreo STREAM lists the choreographed sagas on STREAM instead
+ *       (those a deadline watcher holds: running or needs_attention). The code is `keel saga
+ *       list`'s (tx/saga_view.h, tx/choreo_view.h).
  * show: the log's records, one a line: "seq time_ms type step data".
  * demo: runs sagas P-1..P-N of type "demo" (steps reserve, charge, ship), C at a time;
- *       every K-th saga's ship step is refused (a business failure), so it is compensated.
+ *       every K-th saga's ship step is refused (a business failure), so it is compensated;
+ *       every K2-th saga's charge step instead (K2 wins where both divide). The first saga
+ *       started is P-F (then on, wrapping round): two demos on one prefix can start at
+ *       different ends. D delays each step: the demo's own services answer after it, and
+ *       with --http the kit call is made after it.
  *       A saga whose log exists is continued (a restart resumes the same run), one whose
  *       lock another owner holds is tried again after a while. It also adopts orphaned
  *       sagas like any orchestrator. Prints "end ID STATE" per saga and a summary; exits 0
@@ -30,6 +37,7 @@
 #include "kit/call.h"
 #include "runtime/clock.h"
 #include "runtime/logsink.h"
+#include "tx/choreo_view.h"
 #include "tx/saga.h"
 #include "tx/saga_view.h"
 
@@ -55,13 +63,30 @@ static int parse_addrs(char *s)
 
 /* ---- list and show (tx/saga_view.h) ----------------------------------------------------- */
 
-static int cmd_list(void)
+/* list [--state S] [--choreo STREAM]: `keel saga list`'s views (tx/saga_view.h,
+ * tx/choreo_view.h); 2 for bad arguments. */
+static int cmd_list(int argc, char **argv)
 {
+    const char *choreo = NULL;
+    int state = -1;
+    for (int i = 0; i < argc; i += 2) {
+        keel_saga_state_t st;
+        if (i + 1 >= argc)
+            return 2;
+        if (strcmp(argv[i], "--choreo") == 0 && choreo == NULL)
+            choreo = argv[i + 1];
+        else if (strcmp(argv[i], "--state") == 0 && state < 0 &&
+                 keel_saga_state_parse(argv[i + 1], &st) == 0)
+            state = (int)st;
+        else
+            return 2;
+    }
     keel_errmsg_t msg = {{0}};
-    int rc = keel_saga_view_list(seeds, seeds_n, -1, stdout, &msg);
+    int rc = choreo ? keel_choreo_view_list(seeds, seeds_n, choreo, state, stdout, &msg)
+                    : keel_saga_view_list(seeds, seeds_n, state, stdout, &msg);
     if (rc != 0)
         fprintf(stderr, "keel-saga: %s\n", msg.text);
-    return rc == 0 ? 0 : 1;
+    return rc == 0 ? 0 : rc == KEEL_EINVAL ? 2 : 1;
 }
 
 static int cmd_show(const char *id)
@@ -82,7 +107,7 @@ typedef struct demo {
     keel_saga_type_t type;
     keel_timer_t tick;
     const char *prefix;
-    long count, concurrency, fail_every, started, ended, inflight;
+    long count, concurrency, fail_every, fail_charge_every, started, ended, inflight;
     long next; /* next saga number to start */
     keel_ms_t step_delay_ms;
     long ends[KEEL_SAGA__STATES];
@@ -229,6 +254,46 @@ static void demo_step(keel_saga_call_t *call, void *data)
     keel_timer_start(&op->delay, d->step_delay_ms, 0, op_delayed, op);
 }
 
+/* --http with --step-delay-ms: the kit call is made after the delay (a slower service). */
+typedef struct http_delay {
+    keel_saga_call_t *call;
+    keel_saga_http_t *step;
+    keel_timer_t delay;
+} http_delay_t;
+
+static void http_delay_closed(keel_timer_t *t)
+{
+    free(KEEL_LIST_ENTRY(t, http_delay_t, delay));
+}
+
+static void http_delayed(keel_timer_t *t, void *data)
+{
+    http_delay_t *h = data;
+    if (h->call->undo)
+        keel_saga_http_undo(h->call, h->step);
+    else
+        keel_saga_http_step(h->call, h->step);
+    keel_timer_close(&h->delay, http_delay_closed);
+}
+
+static void demo_http_step(keel_saga_call_t *call, void *data)
+{
+    demo_t *d = data;
+    keel_saga_http_t *step = &d->steps[call->step];
+    http_delay_t *h = d->step_delay_ms > 0 ? calloc(1, sizeof(*h)) : NULL;
+    if (h == NULL) {
+        if (call->undo)
+            keel_saga_http_undo(call, step);
+        else
+            keel_saga_http_step(call, step);
+        return;
+    }
+    h->call = call;
+    h->step = step;
+    keel_timer_init(&d->loop, &h->delay);
+    keel_timer_start(&h->delay, d->step_delay_ms, 0, http_delayed, h);
+}
+
 static void demo_fill(demo_t *d);
 
 static long saga_index(const demo_t *d, const char *id)
@@ -319,10 +384,12 @@ static void demo_fill(demo_t *d)
             continue;
         char id[KEEL_SAGA_ID_BYTES_MAX + 1], input[32] = "";
         snprintf(id, sizeof(id), "%s-%ld", d->prefix, i + 1);
-        if (d->fail_every > 0 && (i + 1) % d->fail_every == 0)
+        if (d->fail_charge_every > 0 && (i + 1) % d->fail_charge_every == 0)
+            snprintf(input, sizeof(input), "fail=charge");
+        else if (d->fail_every > 0 && (i + 1) % d->fail_every == 0)
             snprintf(input, sizeof(input), "fail=ship");
         int rc = keel_sagas_start(&d->sagas, "demo", id, input, strlen(input), NULL, NULL);
-        if (rc == KEEL_EEXISTS) { /* adopted by the scan meanwhile: it will end here */
+        if (rc == KEEL_EEXISTS) { /* a start of it runs here already: it will end here */
             d->pending[i] = 1;
             d->inflight++;
             continue;
@@ -376,6 +443,10 @@ static bool demo_parse(demo_t *d, demo_opts_t *opts, int argc, char **argv)
             d->prefix = v;
         else if (strcmp(a, "--fail-every") == 0)
             d->fail_every = strtol(v, NULL, 10);
+        else if (strcmp(a, "--fail-charge-every") == 0)
+            d->fail_charge_every = strtol(v, NULL, 10);
+        else if (strcmp(a, "--from") == 0)
+            d->next = strtol(v, NULL, 10) - 1;
         else if (strcmp(a, "--step-delay-ms") == 0)
             d->step_delay_ms = strtol(v, NULL, 10);
         else if (strcmp(a, "--lock-ttl-ms") == 0)
@@ -391,7 +462,7 @@ static bool demo_parse(demo_t *d, demo_opts_t *opts, int argc, char **argv)
         i++;
     }
     return d->count >= 1 && d->count <= SAGAS_MAX && d->concurrency >= 1 && d->step_delay_ms >= 0 &&
-           keel_saga_id_valid(d->prefix, 32);
+           d->next >= 0 && d->next < d->count && keel_saga_id_valid(d->prefix, 32);
 }
 
 /* The saga type "demo": steps reserve, charge, ship, as local services in keel server or as
@@ -420,8 +491,7 @@ static int demo_type(demo_t *d, const demo_opts_t *opts, keel_errmsg_t *msg)
             /* one caller for the action and the compensation, on purpose: the system test
              * shows the breaker they share (docs/tx.md) */
             d->steps[i] = (keel_saga_http_t){&d->callers[i], "/do", "/undo", NULL};
-            keel_saga_type_step(&d->type, names[i], keel_saga_http_step, keel_saga_http_undo,
-                                &d->steps[i]);
+            keel_saga_type_step(&d->type, names[i], demo_http_step, demo_http_step, d);
         } else {
             keel_saga_type_step(&d->type, names[i], demo_step, demo_step, d);
         }
@@ -496,8 +566,11 @@ int main(int argc, char **argv)
     }
     if (seeds_n == 0 || i >= argc)
         goto usage;
-    if (strcmp(argv[i], "list") == 0 && argc == i + 1)
-        return cmd_list();
+    if (strcmp(argv[i], "list") == 0) {
+        int rc = cmd_list(argc - i - 1, argv + i + 1);
+        if (rc != 2)
+            return rc;
+    }
     if (strcmp(argv[i], "show") == 0 && argc == i + 2)
         return cmd_show(argv[i + 1]);
     if (strcmp(argv[i], "demo") == 0) {
@@ -506,9 +579,11 @@ int main(int argc, char **argv)
             return rc;
     }
 usage:
-    fprintf(stderr, "usage: keel-saga --addr host:port[,host:port...] (list | show ID | demo "
+    fprintf(stderr, "usage: keel-saga --addr host:port[,host:port...] (list [--state S] "
+                    "[--choreo STREAM] | show ID | demo "
                     "[--count N] [--concurrency C] [--prefix P] [--fail-every K] "
                     "[--step-delay-ms D] [--lock-ttl-ms T] [--scan-ms S] [--no-renew] "
-                    "[--http host:port,host:port,host:port] [--compensate-limit-ms L])\n");
+                    "[--http host:port,host:port,host:port] [--compensate-limit-ms L] "
+                    "[--fail-charge-every K2] [--from F])\n");
     return 2;
 }
