@@ -54,7 +54,7 @@
 #define KEEL_PROXY_SERVICE_RING_WEIGHT_MAX 8u
 /* "host:port" of a registry instance. */
 #define KEEL_PROXY_HOST_ADDR_BYTES_MAX (KEEL_DISCOVERY_ADDR_BYTES_MAX + 8)
-/* A retry re-picks at most this many times to avoid the host that just failed. */
+/* A retry re-picks at most this many times to avoid the hosts already tried. */
 #define KEEL_PROXY_REPICKS_MAX 3
 /* A cluster's failed TLS handshakes are logged at most once per this interval (each counts). */
 #define KEEL_PROXY_TLS_WARN_INTERVAL_MS 1000
@@ -322,12 +322,15 @@ typedef struct keel__xch {
     bool req_sent; /* ... and queued toward the upstream */
     /* the body as sent upstream, kept (up to limits.retry_buffer_bytes) for a retry */
     keel_proxy_replay_t replay;
-    bool idem_key;          /* carries the route's idempotency header: retried as idempotent */
-    uint32_t failed_host_1; /* 1 + the index of the host whose attempt failed last; 0: none */
-    keel__agg_t *agg;       /* an aggregate route's calls, else NULL */
-    int agg_refused;        /* the aggregate could not start: the status to answer (400) */
-    bool cors;              /* a CORS route's request other than a preflight: its answer gets
-                               keel_proxy_cors_actual()'s fields for cors_match */
+    bool idem_key; /* carries the route's idempotency header: retried as idempotent */
+    /* 1 + the index of each host an attempt went to, once each, the latest last (a retry or a
+     * hedge avoids them all while another host is available): at most one per attempt */
+    uint32_t tried_1[KEEL_PROXY_ATTEMPTS_MAX];
+    uint32_t tried_n;
+    keel__agg_t *agg; /* an aggregate route's calls, else NULL */
+    int agg_refused;  /* the aggregate could not start: the status to answer (400) */
+    bool cors;        /* a CORS route's request other than a preflight: its answer gets
+                         keel_proxy_cors_actual()'s fields for cors_match */
     uint32_t cors_match;
     /* response */
     bool resp_head; /* a response head went to the client */

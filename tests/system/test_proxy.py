@@ -980,6 +980,43 @@ def test_a_body_is_replayed_to_another_host_after_a_connect_failure(procs, tmp_p
     assert metric(metrics(admin), "keel_proxy_upstream_retries_total", 'cluster="half"') >= 1
 
 
+def test_a_third_attempt_goes_to_the_host_not_tried_yet(procs, tmp_path, up):
+    """Three hosts: one refuses connections, one closes every connection after reading the
+    request. A retry avoids every host already tried (Envoy's previous_hosts), so a GET with
+    attempts_max 3 always gets its answer from the third. Avoiding only the last host tried,
+    a random pick sent the third attempt back to the first failed host half the time."""
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead_addr = "127.0.0.1:%d" % dead.getsockname()[1]
+    dead.close()
+    dying = FakeUpstream("dying")
+    try:
+        dying.die_after_body = True
+        clusters_yaml = f"""
+  - name: trio
+    hosts: [{dead_addr}, {dying.addr}, {up.addr}]
+    balance: random
+"""
+        routes_yaml = """
+  - name: trio
+    match: {prefix: /trio}
+    cluster: trio
+    retry: {attempts_max: 3, retry_on: [connect-failure, reset], backoff_base_ms: 1, backoff_cap_ms: 1}
+"""
+        _, port, admin = start_proxy(procs, tmp_path, config(up, clusters_yaml, routes_yaml))
+        n = 60  # about 1 in 6 requests meets both failing hosts first: old behaviour fails ~10
+        for i in range(n):
+            st, _, b = request(port, "GET", f"/trio/{i}")
+            assert st == 200, (i, st, b)
+            assert json.loads(b)["upstream"] == "app"
+        assert up.count == n
+        m = metrics(admin)
+        attempts = metric(m, "keel_proxy_upstream_retries_total", 'cluster="trio"')
+        assert dying.count >= 10 and attempts >= 20, (dying.count, attempts)
+    finally:
+        dying.close()
+
+
 def test_proxy_help_and_bad_arguments(tmp_path):
     r = subprocess.run([binary("keel"), "proxy", "--help"], capture_output=True, timeout=10)
     assert r.returncode == 0 and b"usage: keel proxy --config" in r.stdout
