@@ -173,14 +173,23 @@ struct keel__pcluster {
 #define KEEL__CORS_ORIGIN_ALLOWED 4 /* m_cors slots after the preflight verdicts */
 #define KEEL__CORS_ORIGIN_OTHER 5
 
+/* A route's rate limiter: its buckets, one per key, shared by every worker and by the
+ * generations whose route has the same name and rate_limit settings (a reload that leaves them
+ * as they were keeps the buckets); freed with the last generation that holds it. */
+typedef struct keel__prl {
+    uint64_t refs;        /* atomic: one per generation's route */
+    pthread_mutex_t mu;   /* guards rl and now_max_ms */
+    keel_ms_t now_max_ms; /* as the cluster's */
+    keel_ratelimit_keyed_t rl;
+} keel__prl_t;
+
 typedef struct keel__proute {
     const keel_proxy_route_t *cfg;
-    pthread_mutex_t mu; /* guards retry (its counters) and rl */
+    pthread_mutex_t mu; /* guards retry (its counters) and the rollout */
     bool mu_on;
     keel_ms_t now_max_ms; /* as the cluster's */
     keel_retry_t retry;
-    keel_ratelimit_keyed_t rl;
-    bool rl_on;
+    keel__prl_t *rl; /* referenced; NULL without a rate_limit */
     keel_counter_t *m_requests, *m_rate_limited, *m_auth_refused;
     /* keel_proxy_cors_total by outcome (a CORS route's): the four preflight verdicts
      * (keel_proxy_cors_verdict_t), then other requests whose Origin was allowed, and not */
@@ -200,10 +209,10 @@ typedef struct keel__proute {
 /*
  * A generation: one loaded config and everything built from it (clusters with their balancers,
  * breakers, outlier detectors, pools and health checks; routes with their retry policies and
- * rate limiters). A reload builds a new generation and retires the old one: new requests use
- * the new one, while exchanges that started on the old one finish on it (they hold a
- * reference, as do its upstream connections and health-check timers); the old generation is
- * freed when its last reference goes.
+ * rate limiters, the latter shared with the generation before when unchanged). A reload builds a
+ * new generation and retires the old one: new requests use the new one, while exchanges that
+ * started on the old one finish on it (they hold a reference, as do its upstream connections and
+ * health-check timers); the old generation is freed when its last reference goes.
  */
 struct keel__pgen {
     keel_proxy_t *p;

@@ -1067,6 +1067,46 @@ def test_a_reload_keeps_the_state_of_unchanged_clusters(procs, tmp_path, up):
     assert p.wait(5) == 0
 
 
+def test_a_reload_keeps_the_rate_limit_buckets_of_an_unchanged_route(procs, tmp_path, up):
+    """A route whose name and rate_limit a reload leaves as they were keeps its buckets, so a
+    reload lets no burst through; a reload that changes the limit starts with full buckets."""
+    def cfg(body, burst):
+        return config(up, "", f"""
+  - name: version
+    match: {{exact: /version}}
+    direct_response: {{status: 200, body: "{body}"}}
+  - name: limited
+    match: {{prefix: /limited}}
+    cluster: app
+    rate_limit: {{key: "header:x-api-key", requests_per_s: 1, burst: {burst}}}
+""")
+
+    def reload(p, body, burst):
+        path.write_text(cfg(body, burst))
+        p.signal(1)
+        p.may_exit = False
+        assert wait_until(lambda: request(port, "GET", "/version")[2] == body.encode(), timeout_s=3)
+
+    def limited():
+        return request(port, "GET", "/limited", {"X-Api-Key": "k1"})
+
+    p, port, admin = start_proxy(procs, tmp_path, cfg("v1", 5))
+    path = tmp_path / "proxy.yaml"
+    assert [limited()[0] for _ in range(5)] == [200] * 5
+    exhausted = time.monotonic()
+    assert limited()[0] == 429
+    reload(p, "v2", 5)  # an unrelated change: the bucket stays empty
+    codes = [limited()[0] for _ in range(3)]
+    refilled = int(time.monotonic() - exhausted)  # 1 token a second since it was emptied
+    assert refilled < 3, "too slow to tell a kept bucket from a refilled one"
+    assert codes.count(200) <= refilled, codes  # a refilled bucket would pass all three
+    reload(p, "v3", 4)  # the limit changed: a new bucket, full
+    assert [limited()[0] for _ in range(4)] == [200] * 4
+    st, h, _ = limited()
+    assert st == 429 and h["ratelimit-limit"] == ["4"]
+    assert metric(metrics(admin), "keel_proxy_reloads_total", 'result="ok"') == 2
+
+
 def test_a_change_to_the_file_reloads_it_without_a_signal(procs, tmp_path, up):
     p, port, admin = start_proxy(procs, tmp_path, reload_config(up, "v1"))
     path = tmp_path / "proxy.yaml"
