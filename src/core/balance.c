@@ -299,27 +299,63 @@ int keel_balance_pick(keel_balance_t *b, uint64_t key_hash, int64_t now_ms, uint
     return 0;
 }
 
-int keel_balance_pick_other(keel_balance_t *b, uint64_t key_hash, int64_t now_ms, uint32_t avoid_1,
-                            int repicks, uint32_t *idx)
+static bool in_set(const uint32_t *set_1, uint32_t n, uint32_t i)
 {
+    for (uint32_t k = 0; k < n; k++)
+        if (set_1[k] == i + 1)
+            return true;
+    return false;
+}
+
+/* Endpoints outside the set: usable ones (any level), or available ones (the level in force). */
+static uint32_t count_fresh(const keel_balance_t *b, const uint32_t *set_1, uint32_t n,
+                            bool available)
+{
+    uint32_t fresh = 0;
+    for (uint32_t i = 0; i < b->n; i++)
+        if ((available ? keel_balance_available(b, i) : keel_balance_usable(b, i)) &&
+            !in_set(set_1, n, i))
+            fresh++;
+    return fresh;
+}
+
+int keel_balance_pick_avoiding(keel_balance_t *b, uint64_t key_hash, int64_t now_ms,
+                               const uint32_t *avoid_1, uint32_t avoid_n, int repicks,
+                               uint32_t *idx)
+{
+    /* every usable endpoint was tried: avoid only the last one (the one that just failed) */
+    if (avoid_n > 1 && count_fresh(b, avoid_1, avoid_n, false) == 0) {
+        avoid_1 += avoid_n - 1;
+        avoid_n = 1;
+    }
     int rc = keel_balance_pick(b, key_hash, now_ms, idx);
-    for (int k = 0; rc == 0 && avoid_1 == *idx + 1 && b->avail_n > 1 && k < repicks; k++)
+    if (rc != 0 || !in_set(avoid_1, avoid_n, *idx))
+        return rc;
+    bool other = count_fresh(b, avoid_1, avoid_n, true) > 0;
+    for (int k = 0; rc == 0 && in_set(avoid_1, avoid_n, *idx) && other && k < repicks; k++)
         rc = keel_balance_pick(b, key_hash, now_ms, idx);
     const keel_balance_policy_t *p = b->policy;
-    if (rc != 0 || avoid_1 != *idx + 1 || p->keyed)
+    if (rc != 0 || !in_set(avoid_1, avoid_n, *idx) || p->keyed)
         return rc;
     uint32_t best = b->n;
     for (uint32_t i = 0; i < b->n; i++)
-        if (i + 1 != avoid_1 && keel_balance_available(b, i) &&
+        if (!in_set(avoid_1, avoid_n, i) && keel_balance_available(b, i) &&
             (best == b->n || keel_balance_lighter(&b->ep[i], &b->ep[best])))
             best = i;
-    for (uint32_t i = 0; best == b->n && i < b->n; i++) /* alone in its level: another level */
-        if (i + 1 != avoid_1 && keel_balance_usable(b, i) &&
+    for (uint32_t i = 0; best == b->n && i < b->n; i++) /* its level all tried: another level */
+        if (!in_set(avoid_1, avoid_n, i) && keel_balance_usable(b, i) &&
             (best == b->n || keel_balance_lighter(&b->ep[i], &b->ep[best])))
             best = i;
     if (best < b->n)
         *idx = best;
     return 0;
+}
+
+int keel_balance_pick_other(keel_balance_t *b, uint64_t key_hash, int64_t now_ms, uint32_t avoid_1,
+                            int repicks, uint32_t *idx)
+{
+    return keel_balance_pick_avoiding(b, key_hash, now_ms, &avoid_1, avoid_1 != 0 ? 1 : 0, repicks,
+                                      idx);
 }
 
 void keel_balance_start(keel_balance_t *b, uint32_t idx)

@@ -286,6 +286,19 @@ int keel_balance_pick(keel_balance_t *b, uint64_t key_hash, int64_t now_ms, uint
  */
 int keel_balance_pick_other(keel_balance_t *b, uint64_t key_hash, int64_t now_ms, uint32_t avoid_1,
                             int repicks, uint32_t *idx);
+/*
+ * The same away from every endpoint of a set (avoid_1[0..avoid_n), each 1 + an index; 0 entries
+ * name none): the endpoints a request already tried, so a third attempt over three endpoints of
+ * which two failed goes to the third (Envoy's previous_hosts predicate keeps them all). The
+ * policy is asked again up to `repicks` times while it chooses one of the set, then the lightest
+ * available endpoint outside it, else the lightest usable one of another level. When every
+ * usable endpoint is in the set, only the last one (avoid_1[avoid_n - 1], the one that just
+ * failed) is avoided. A keyed policy keeps the key's endpoint. O(n * avoid_n) beside the picks.
+ * 0 or KEEL_EEMPTY.
+ */
+int keel_balance_pick_avoiding(keel_balance_t *b, uint64_t key_hash, int64_t now_ms,
+                               const uint32_t *avoid_1, uint32_t avoid_n, int repicks,
+                               uint32_t *idx);
 void keel_balance_start(keel_balance_t *b, uint32_t idx);
 void keel_balance_done(keel_balance_t *b, uint32_t idx);
 /* Tells the policy how a request to idx ended (for latency- or error-aware policies). */

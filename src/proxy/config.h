@@ -33,6 +33,7 @@
 #define KEEL_PROXY_HEADER_EDITS_MAX 8u /* per list (add or remove, request or response) */
 #define KEEL_PROXY_WEIGHTED_MAX 8u     /* weighted clusters per route */
 #define KEEL_PROXY_STATUSES_MAX 8u     /* retry_on status codes */
+#define KEEL_PROXY_ATTEMPTS_MAX 10u    /* ceiling of retry.attempts_max (first try included) */
 #define KEEL_PROXY_NAME_BYTES_MAX 64u
 #define KEEL_PROXY_VALUE_BYTES_MAX 1024u /* any string value */
 #define KEEL_PROXY_ERRORS_MAX 32u

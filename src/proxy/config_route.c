@@ -411,7 +411,8 @@ static void rt_idem_header(ctx_t *c, yaml_node_t *v, void *base)
 static void r_retry(ctx_t *c, yaml_node_t *v, void *base)
 {
     static const field_t f[] = {
-        {"attempts_max", F_U32, offsetof(keel_proxy_retry_t, attempts_max), 1, 10, NULL},
+        {"attempts_max", F_U32, offsetof(keel_proxy_retry_t, attempts_max), 1,
+         KEEL_PROXY_ATTEMPTS_MAX, NULL},
         {"retry_on", F_FN, 0, 0, 0, rt_retry_on},
         {"statuses", F_FN, 0, 0, 0, rt_statuses},
         {"idempotent_only", F_BOOL, offsetof(keel_proxy_retry_t, idempotent_only), 0, 0, NULL},

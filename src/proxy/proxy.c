@@ -14,6 +14,79 @@
 #include <string.h>
 #include <unistd.h>
 
+static void rl_unref(keel__prl_t *rl)
+{
+    if (__atomic_sub_fetch(&rl->refs, 1, __ATOMIC_ACQ_REL) > 0)
+        return;
+    keel_ratelimit_keyed_free(&rl->rl);
+    pthread_mutex_destroy(&rl->mu);
+    free(rl);
+}
+
+static bool same_str(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static bool same_ratelimit(const keel_proxy_ratelimit_t *a, const keel_proxy_ratelimit_t *b)
+{
+    return a->enabled && b->enabled && a->key == b->key && same_str(a->header, b->header) &&
+           a->requests_per_s == b->requests_per_s && a->burst == b->burst &&
+           a->keys_max == b->keys_max;
+}
+
+/* The one route named `name` in cfg, or NULL (none, or several). */
+static const keel_proxy_route_t *only_route(const keel_proxy_config_t *cfg, const char *name)
+{
+    const keel_proxy_route_t *found = NULL;
+    for (uint32_t i = 0; i < cfg->routes_count; i++)
+        if (strcmp(cfg->routes[i].name, name) == 0) {
+            if (found != NULL)
+                return NULL;
+            found = &cfg->routes[i];
+        }
+    return found;
+}
+
+/* The route's rate limiter: the one of the generation in force when a route of that name has the
+ * same rate_limit settings there (p->gen is still that generation while the new one is built;
+ * a name given to several routes in either file is not matched), so a reload does not refill
+ * the buckets; else a new one, its buckets full. */
+static int rl_init(keel__pgen_t *gen, keel__proute_t *rt, keel_errmsg_t *msg)
+{
+    keel_proxy_t *p = gen->p;
+    const keel_proxy_route_t *r = rt->cfg;
+    const keel__pgen_t *old = p->gen;
+    const keel_proxy_route_t *o = old != NULL ? only_route(old->cfg, r->name) : NULL;
+    if (o != NULL && only_route(gen->cfg, r->name) == r &&
+        same_ratelimit(&o->ratelimit, &r->ratelimit)) {
+        keel__prl_t *rl = old->routes[o - old->cfg->routes].rl;
+        __atomic_add_fetch(&rl->refs, 1, __ATOMIC_RELAXED);
+        rt->rl = rl;
+        return 0;
+    }
+    keel__prl_t *rl = calloc(1, sizeof(*rl));
+    if (rl == NULL)
+        return keel_errf(msg, KEEL_ENOMEM, "route %s: rate_limit", r->name);
+    keel_ratelimit_keyed_config_t kc;
+    keel_ratelimit_keyed_config_default(&kc);
+    kc.bucket.tokens_per_period = r->ratelimit.requests_per_s;
+    kc.bucket.period_ms = 1000;
+    kc.bucket.burst = r->ratelimit.burst;
+    kc.keys_max = r->ratelimit.keys_max;
+    kc.idle_ms = 0;
+    int err = keel_ratelimit_keyed_init(&rl->rl, &kc, msg);
+    if (err != 0) {
+        free(rl);
+        return keel_errf(msg, err, "route %s: rate_limit: %s", r->name, msg->text);
+    }
+    pthread_mutex_init(&rl->mu, NULL);
+    rl->refs = 1;
+    rl->now_max_ms = keel_loop_now_ms(p->loop);
+    rt->rl = rl;
+    return 0;
+}
+
 static int route_init(keel__pgen_t *gen, keel__proute_t *rt, uint32_t idx, keel_errmsg_t *msg)
 {
     keel_proxy_t *p = gen->p;
@@ -37,18 +110,8 @@ static int route_init(keel__pgen_t *gen, keel__proute_t *rt, uint32_t idx, keel_
     int err = keel_retry_init(&rt->retry, &rc, msg);
     if (err != 0)
         return keel_errf(msg, err, "route %s: %s", r->name, msg->text);
-    if (r->ratelimit.enabled) {
-        keel_ratelimit_keyed_config_t kc;
-        keel_ratelimit_keyed_config_default(&kc);
-        kc.bucket.tokens_per_period = r->ratelimit.requests_per_s;
-        kc.bucket.period_ms = 1000;
-        kc.bucket.burst = r->ratelimit.burst;
-        kc.keys_max = r->ratelimit.keys_max;
-        kc.idle_ms = 0;
-        if ((err = keel_ratelimit_keyed_init(&rt->rl, &kc, msg)) != 0)
-            return keel_errf(msg, err, "route %s: rate_limit: %s", r->name, msg->text);
-        rt->rl_on = true;
-    }
+    if (r->ratelimit.enabled && (err = rl_init(gen, rt, msg)) != 0)
+        return err;
     char lab[KEEL_METRICS_LABELS_BYTES_MAX - 32];
     keel__proxy_labels_for(lab, sizeof(lab), "route", r->name);
     keel_metrics_t *m = p->metrics;
@@ -110,8 +173,8 @@ static void gen_free(keel__pgen_t *g)
         if (g->clusters[c] != NULL)
             keel__cluster_unref(g->clusters[c]);
     for (uint32_t r = 0; g->routes != NULL && r < g->cfg->routes_count; r++) {
-        if (g->routes[r].rl_on)
-            keel_ratelimit_keyed_free(&g->routes[r].rl);
+        if (g->routes[r].rl != NULL)
+            rl_unref(g->routes[r].rl);
         if (g->routes[r].mu_on)
             pthread_mutex_destroy(&g->routes[r].mu);
     }

@@ -45,8 +45,8 @@
  * upstream into the request's replay buffer while it fits in
  * limits.retry_buffer_bytes; a retry sends the head and that copy again, then
  * goes on streaming from the client. A body that outgrew the buffer is not
- * replayed once its bytes went upstream. A retry avoids the host that failed
- * when another is available (Envoy's previous_hosts predicate).
+ * replayed once its bytes went upstream. A retry avoids every host the request
+ * already tried while another is available (Envoy's previous_hosts predicate).
  *
  * Hedges (docs/proxy.md, "Hedged requests"): a route's hedge.delay_ms after
  * the first try started without a response head, a second attempt goes to
@@ -326,8 +326,6 @@ void keel__x_end_attempt(keel__dconn_t *d, int ok, int status, bool local_failur
     keel__cl_unlock(cl);
     if (status > 0)
         keel_counter_inc(cl->m_class[keel__status_class(status)]);
-    if (ok == 0)
-        x->failed_host_1 = x->host->idx + 1;
     x->host = NULL;
 }
 

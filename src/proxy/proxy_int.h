@@ -54,7 +54,7 @@
 #define KEEL_PROXY_SERVICE_RING_WEIGHT_MAX 8u
 /* "host:port" of a registry instance. */
 #define KEEL_PROXY_HOST_ADDR_BYTES_MAX (KEEL_DISCOVERY_ADDR_BYTES_MAX + 8)
-/* A retry re-picks at most this many times to avoid the host that just failed. */
+/* A retry re-picks at most this many times to avoid the hosts already tried. */
 #define KEEL_PROXY_REPICKS_MAX 3
 /* A cluster's failed TLS handshakes are logged at most once per this interval (each counts). */
 #define KEEL_PROXY_TLS_WARN_INTERVAL_MS 1000
@@ -173,14 +173,23 @@ struct keel__pcluster {
 #define KEEL__CORS_ORIGIN_ALLOWED 4 /* m_cors slots after the preflight verdicts */
 #define KEEL__CORS_ORIGIN_OTHER 5
 
+/* A route's rate limiter: its buckets, one per key, shared by every worker and by the
+ * generations whose route has the same name and rate_limit settings (a reload that leaves them
+ * as they were keeps the buckets); freed with the last generation that holds it. */
+typedef struct keel__prl {
+    uint64_t refs;        /* atomic: one per generation's route */
+    pthread_mutex_t mu;   /* guards rl and now_max_ms */
+    keel_ms_t now_max_ms; /* as the cluster's */
+    keel_ratelimit_keyed_t rl;
+} keel__prl_t;
+
 typedef struct keel__proute {
     const keel_proxy_route_t *cfg;
-    pthread_mutex_t mu; /* guards retry (its counters) and rl */
+    pthread_mutex_t mu; /* guards retry (its counters) and the rollout */
     bool mu_on;
     keel_ms_t now_max_ms; /* as the cluster's */
     keel_retry_t retry;
-    keel_ratelimit_keyed_t rl;
-    bool rl_on;
+    keel__prl_t *rl; /* referenced; NULL without a rate_limit */
     keel_counter_t *m_requests, *m_rate_limited, *m_auth_refused;
     /* keel_proxy_cors_total by outcome (a CORS route's): the four preflight verdicts
      * (keel_proxy_cors_verdict_t), then other requests whose Origin was allowed, and not */
@@ -200,10 +209,10 @@ typedef struct keel__proute {
 /*
  * A generation: one loaded config and everything built from it (clusters with their balancers,
  * breakers, outlier detectors, pools and health checks; routes with their retry policies and
- * rate limiters). A reload builds a new generation and retires the old one: new requests use
- * the new one, while exchanges that started on the old one finish on it (they hold a
- * reference, as do its upstream connections and health-check timers); the old generation is
- * freed when its last reference goes.
+ * rate limiters, the latter shared with the generation before when unchanged). A reload builds a
+ * new generation and retires the old one: new requests use the new one, while exchanges that
+ * started on the old one finish on it (they hold a reference, as do its upstream connections and
+ * health-check timers); the old generation is freed when its last reference goes.
  */
 struct keel__pgen {
     keel_proxy_t *p;
@@ -322,12 +331,15 @@ typedef struct keel__xch {
     bool req_sent; /* ... and queued toward the upstream */
     /* the body as sent upstream, kept (up to limits.retry_buffer_bytes) for a retry */
     keel_proxy_replay_t replay;
-    bool idem_key;          /* carries the route's idempotency header: retried as idempotent */
-    uint32_t failed_host_1; /* 1 + the index of the host whose attempt failed last; 0: none */
-    keel__agg_t *agg;       /* an aggregate route's calls, else NULL */
-    int agg_refused;        /* the aggregate could not start: the status to answer (400) */
-    bool cors;              /* a CORS route's request other than a preflight: its answer gets
-                               keel_proxy_cors_actual()'s fields for cors_match */
+    bool idem_key; /* carries the route's idempotency header: retried as idempotent */
+    /* 1 + the index of each host an attempt went to, once each, the latest last (a retry or a
+     * hedge avoids them all while another host is available): at most one per attempt */
+    uint32_t tried_1[KEEL_PROXY_ATTEMPTS_MAX];
+    uint32_t tried_n;
+    keel__agg_t *agg; /* an aggregate route's calls, else NULL */
+    int agg_refused;  /* the aggregate could not start: the status to answer (400) */
+    bool cors;        /* a CORS route's request other than a preflight: its answer gets
+                         keel_proxy_cors_actual()'s fields for cors_match */
     uint32_t cors_match;
     /* response */
     bool resp_head; /* a response head went to the client */

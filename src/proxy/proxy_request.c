@@ -265,10 +265,11 @@ static bool ratelimit_denied(keel__dconn_t *d, const char *base, const keel_h1_h
                 key_len = KEEL_RATELIMIT_KEY_BYTES_MAX;
         }
     }
-    pthread_mutex_lock(&rt->mu); /* one bucket per key over every worker */
-    int rc = keel_ratelimit_keyed_take(&rt->rl, keel__shared_now(&rt->now_max_ms, now_ms(d->p)),
+    keel__prl_t *rl = rt->rl;
+    pthread_mutex_lock(&rl->mu); /* one bucket per key over every worker */
+    int rc = keel_ratelimit_keyed_take(&rl->rl, keel__shared_now(&rl->now_max_ms, now_ms(d->p)),
                                        key, key_len, 1, retry_after_ms);
-    pthread_mutex_unlock(&rt->mu);
+    pthread_mutex_unlock(&rl->mu);
     if (rc == KEEL_EFULL) {
         *retry_after_ms = 1000; /* the key table is full of busy clients: shed */
         return true;
@@ -460,7 +461,7 @@ void keel__x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
         int i = keel_h1_find(base, h, r->retry.idempotency_header);
         x->idem_key = i >= 0 && h->fields[i].value.len > 0;
     }
-    bool limited = r != NULL && auth == KEEL_PROXY_AUTH_OK && x->route->rl_on &&
+    bool limited = r != NULL && auth == KEEL_PROXY_AUTH_OK && x->route->rl != NULL &&
                    ratelimit_denied(d, base, h, &jwt, &retry_after_ms);
     keel_jwt_free(&jwt); /* its claims are in the upstream head and the rate-limit key by now */
     keel_buf_consume(&d->in, h->head_bytes); /* the head's bytes are no longer needed */

@@ -47,12 +47,12 @@ static void x_schedule_retry_or_fail(keel__dconn_t *d, keel__uconn_t *from,
                                      keel_retry_failure_t failure, int status, int fail_status,
                                      const char *reason);
 
-/* The breaker's permit and the balancer's pick for the exchange's next attempt, away from host
- * avoid_1 - 1 when another is available, in one section under the cluster's mutex (the host is
- * counted before it is unlocked, so a registry update cannot reuse its slot). 0 with *idx;
- * KEEL_EREJECTED: the breaker is open; KEEL_EEMPTY: a service cluster the registry left empty;
- * KEEL_ENOTFOUND: no available host. */
-static int attempt_pick(keel__dconn_t *d, uint32_t avoid_1, uint32_t *idx)
+/* The breaker's permit and the balancer's pick for the exchange's next attempt, away from the
+ * hosts it already tried (x->tried_1) while another is available, in one section under the
+ * cluster's mutex (the host is counted before it is unlocked, so a registry update cannot reuse
+ * its slot). 0 with *idx; KEEL_EREJECTED: the breaker is open; KEEL_EEMPTY: a service cluster
+ * the registry left empty; KEEL_ENOTFOUND: no available host. */
+static int attempt_pick(keel__dconn_t *d, uint32_t *idx)
 {
     keel__xch_t *x = &d->x;
     keel__pcluster_t *cl = x->cl;
@@ -64,10 +64,10 @@ static int attempt_pick(keel__dconn_t *d, uint32_t avoid_1, uint32_t *idx)
         if (x->permit < 0)
             rc = KEEL_EREJECTED;
     }
-    /* a retry goes to another host when there is one (a hash policy that maps the key to that
-     * host keeps it) */
-    int picked = rc == 0 ? keel_balance_pick_other(&cl->lb, x->key_hash, now, avoid_1,
-                                                   KEEL_PROXY_REPICKS_MAX, idx)
+    /* a retry goes to a host not tried yet when there is one, else to another than the last (a
+     * hash policy that maps the key to a host keeps it) */
+    int picked = rc == 0 ? keel_balance_pick_avoiding(&cl->lb, x->key_hash, now, x->tried_1,
+                                                      x->tried_n, KEEL_PROXY_REPICKS_MAX, idx)
                          : 0;
     if (rc == 0 && picked != 0) {
         if (x->permit >= 0)
@@ -81,6 +81,20 @@ static int attempt_pick(keel__dconn_t *d, uint32_t avoid_1, uint32_t *idx)
     }
     keel__cl_unlock(cl);
     return rc;
+}
+
+/* Notes host idx as the one the exchange tried last (each host once, in the order of their
+ * latest tries: once all were tried, a retry avoids only the last; attempts_max, at most
+ * KEEL_PROXY_ATTEMPTS_MAX, bounds their number). */
+static void note_tried(keel__xch_t *x, uint32_t idx)
+{
+    uint32_t n = 0;
+    for (uint32_t k = 0; k < x->tried_n; k++)
+        if (x->tried_1[k] != idx + 1)
+            x->tried_1[n++] = x->tried_1[k];
+    x->tried_n = n;
+    if (x->tried_n < KEEL_PROXY_ATTEMPTS_MAX)
+        x->tried_1[x->tried_n++] = idx + 1;
 }
 
 /* Counts a request in its cluster unless max_requests (the bulkhead) is reached, over every
@@ -127,7 +141,7 @@ void keel__x_attempt(keel__dconn_t *d)
     keel__pcluster_t *cl = x->cl;
     keel_ms_t now = now_ms(p);
     uint32_t idx;
-    int picked = attempt_pick(d, x->failed_host_1, &idx);
+    int picked = attempt_pick(d, &idx);
     if (picked == KEEL_EREJECTED) {
         keel_counter_inc(cl->m_breaker_rejected);
         keel__x_local(d, 503, "circuit-open", NULL, NULL, NULL, 0);
@@ -141,6 +155,7 @@ void keel__x_attempt(keel__dconn_t *d)
         return;
     }
     keel__phost_t *host = &cl->hosts[idx];
+    note_tried(x, idx);
     x->balance_started = true;
     x->host = host;
     x->try_start_ms = now;
@@ -192,7 +207,7 @@ void keel__x_hedge(keel__dconn_t *d)
     uint32_t first = x->host->idx, idx;
     keel__x_swap_tries(x);
     x->permit = -1;
-    int picked = attempt_pick(d, first + 1, &idx);
+    int picked = attempt_pick(d, &idx);
     if (picked != 0) { /* breaker open, or no host: the first try goes on alone */
         keel__x_swap_tries(x);
         return;
@@ -216,6 +231,7 @@ void keel__x_hedge(keel__dconn_t *d)
         keel__x_swap_tries(x);
         return;
     }
+    note_tried(x, idx);
     x->retrying = true;
     x->call.attempt++; /* the hedge is an attempt: retries after it see attempts_max in full */
     x->attempts++;

@@ -980,6 +980,43 @@ def test_a_body_is_replayed_to_another_host_after_a_connect_failure(procs, tmp_p
     assert metric(metrics(admin), "keel_proxy_upstream_retries_total", 'cluster="half"') >= 1
 
 
+def test_a_third_attempt_goes_to_the_host_not_tried_yet(procs, tmp_path, up):
+    """Three hosts: one refuses connections, one closes every connection after reading the
+    request. A retry avoids every host already tried (Envoy's previous_hosts), so a GET with
+    attempts_max 3 always gets its answer from the third. Avoiding only the last host tried,
+    a random pick could send the third attempt back to the first failed host."""
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead_addr = "127.0.0.1:%d" % dead.getsockname()[1]
+    dead.close()
+    dying = FakeUpstream("dying")
+    try:
+        dying.die_after_body = True
+        clusters_yaml = f"""
+  - name: trio
+    hosts: [{dead_addr}, {dying.addr}, {up.addr}]
+    balance: random
+"""
+        routes_yaml = """
+  - name: trio
+    match: {prefix: /trio}
+    cluster: trio
+    retry: {attempts_max: 3, retry_on: [connect-failure, reset], backoff_base_ms: 1, backoff_cap_ms: 1}
+"""
+        _, port, admin = start_proxy(procs, tmp_path, config(up, clusters_yaml, routes_yaml))
+        n = 60  # avoiding only the last host tried failed this in 3 runs out of 3
+        for i in range(n):
+            st, _, b = request(port, "GET", f"/trio/{i}")
+            assert st == 200, (i, st, b)
+            assert json.loads(b)["upstream"] == "app"
+        assert up.count == n
+        m = metrics(admin)
+        attempts = metric(m, "keel_proxy_upstream_retries_total", 'cluster="trio"')
+        assert dying.count >= 10 and attempts >= 20, (dying.count, attempts)
+    finally:
+        dying.close()
+
+
 def test_proxy_help_and_bad_arguments(tmp_path):
     r = subprocess.run([binary("keel"), "proxy", "--help"], capture_output=True, timeout=10)
     assert r.returncode == 0 and b"usage: keel proxy --config" in r.stdout
@@ -1028,6 +1065,46 @@ def test_a_reload_keeps_the_state_of_unchanged_clusters(procs, tmp_path, up):
     s.close()
     p.signal(15)
     assert p.wait(5) == 0
+
+
+def test_a_reload_keeps_the_rate_limit_buckets_of_an_unchanged_route(procs, tmp_path, up):
+    """A route whose name and rate_limit a reload leaves as they were keeps its buckets, so a
+    reload lets no burst through; a reload that changes the limit starts with full buckets."""
+    def cfg(body, burst):
+        return config(up, "", f"""
+  - name: version
+    match: {{exact: /version}}
+    direct_response: {{status: 200, body: "{body}"}}
+  - name: limited
+    match: {{prefix: /limited}}
+    cluster: app
+    rate_limit: {{key: "header:x-api-key", requests_per_s: 1, burst: {burst}}}
+""")
+
+    def reload(p, body, burst):
+        path.write_text(cfg(body, burst))
+        p.signal(1)
+        p.may_exit = False
+        assert wait_until(lambda: request(port, "GET", "/version")[2] == body.encode(), timeout_s=3)
+
+    def limited():
+        return request(port, "GET", "/limited", {"X-Api-Key": "k1"})
+
+    p, port, admin = start_proxy(procs, tmp_path, cfg("v1", 5))
+    path = tmp_path / "proxy.yaml"
+    assert [limited()[0] for _ in range(5)] == [200] * 5
+    exhausted = time.monotonic()
+    assert limited()[0] == 429
+    reload(p, "v2", 5)  # an unrelated change: the bucket stays empty
+    codes = [limited()[0] for _ in range(3)]
+    refilled = int(time.monotonic() - exhausted)  # 1 token a second since it was emptied
+    assert refilled < 3, "too slow to tell a kept bucket from a refilled one"
+    assert codes.count(200) <= refilled, codes  # a refilled bucket would pass all three
+    reload(p, "v3", 4)  # the limit changed: a new bucket, full
+    assert [limited()[0] for _ in range(4)] == [200] * 4
+    st, h, _ = limited()
+    assert st == 429 and h["ratelimit-limit"] == ["4"]
+    assert metric(metrics(admin), "keel_proxy_reloads_total", 'result="ok"') == 2
 
 
 def test_a_change_to_the_file_reloads_it_without_a_signal(procs, tmp_path, up):

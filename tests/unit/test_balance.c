@@ -195,6 +195,54 @@ static void a_retry_goes_to_another_endpoint_unless_the_policy_is_keyed(void)
     }
 }
 
+/* A retry avoids every endpoint the request tried, not only the last: with three endpoints, two
+ * idle ones tried and failed and the third busy, the third attempt goes to the third (a
+ * load-aware policy prefers the idle ones; avoiding only the last failed sent it back to the
+ * first). Once every endpoint was tried, only the last is avoided; a level whose endpoints were
+ * all tried is left for another. Keyed policies keep the key's endpoint. */
+static void a_retry_avoids_every_endpoint_tried(void)
+{
+    for (const keel_balance_policy_t *const *p = keel_balance_builtin; *p; p++) {
+        keel_balance_t b;
+        init(&b, *p, 8);
+        set_nodes(&b, 3, NULL, 3);
+        for (int i = 0; i < 7; i++)
+            keel_balance_start(&b, 2); /* endpoint 2 busy, 0 and 1 idle */
+        bool keyed = (*p)->keyed;
+        for (uint64_t k = 0; k < 200; k++) {
+            uint64_t key = keel_mix64(k);
+            uint32_t first = pick(&b, key), idx = UINT32_MAX;
+            uint32_t tried[2] = {0 + 1, 1 + 1}; /* 0 then 1 failed */
+            KT_EQ_INT(keel_balance_pick_avoiding(&b, key, 0, tried, 2, 3, &idx), 0);
+            if (keyed)
+                KT_EQ_INT(idx, first);
+            else if (idx != 2)
+                KT_FAIL("%s: the third attempt went to tried endpoint %u", (*p)->name, idx);
+            uint32_t all[3] = {2 + 1, 0 + 1, 1 + 1}; /* every one tried, 1 last */
+            KT_EQ_INT(keel_balance_pick_avoiding(&b, key, 0, all, 3, 3, &idx), 0);
+            if (keyed)
+                KT_EQ_INT(idx, first);
+            else if (idx == 1)
+                KT_FAIL("%s: every endpoint tried, the retry went back to the last", (*p)->name);
+            KT_EQ_INT(keel_balance_pick_avoiding(&b, key, 0, tried, 0, 3, &idx), 0); /* none */
+        }
+        keel_balance_set_state(&b, 2, false, false); /* the untried one is out */
+        uint32_t idx = UINT32_MAX, tried[2] = {0 + 1, 1 + 1};
+        KT_EQ_INT(keel_balance_pick_avoiding(&b, 9, 0, tried, 2, 3, &idx), 0);
+        if (!keyed)
+            KT_EQ_INT(idx, 0); /* only 1, the last, is avoided */
+        keel_balance_free(&b);
+        if (keyed)
+            continue;
+        init(&b, *p, 8); /* a and b in level 0, tried; c in level 1 */
+        keel_balance_spec_t s[] = {{'a', 1, 0}, {'b', 1, 0}, {'c', 1, 1}};
+        KT_EQ_INT(keel_balance_set_endpoints(&b, s, 3, NULL), 0);
+        KT_EQ_INT(keel_balance_pick_avoiding(&b, 0, 0, tried, 2, 3, &idx), 0);
+        KT_EQ_INT(b.ep[idx].id, 'c');
+        keel_balance_free(&b);
+    }
+}
+
 static void endpoint_updates_keep_inflight_counts_and_flags(void)
 {
     keel_balance_t b;
@@ -632,6 +680,7 @@ int main(void)
     KT_RUN(p2c_sends_less_to_a_slow_endpoint_than_round_robin);
     KT_RUN(every_policy_skips_unavailable_and_reports_empty);
     KT_RUN(a_retry_goes_to_another_endpoint_unless_the_policy_is_keyed);
+    KT_RUN(a_retry_avoids_every_endpoint_tried);
     KT_RUN(endpoint_updates_keep_inflight_counts_and_flags);
     KT_RUN(hash_keeps_keys_of_healthy_endpoints_in_place);
     KT_RUN(ring_remaps_about_one_nth_on_join_and_leave);
