@@ -236,16 +236,25 @@ static void logged(keel__saga_run_t *r)
     keel__saga_act(r);
 }
 
+static bool rec_final(keel_saga_rec_type_t t);
+
+/*
+ * Entry 0-<seq> read back after a write whose outcome is in doubt: our record there means our
+ * earlier try landed. Otherwise what the log says wins: it is read again (under our lock), or,
+ * for the end's transaction (which released the lock if it landed), the lock is taken first.
+ */
 static void on_verify(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
 {
     keel__saga_run_t *r = ctx;
     if (!keel__saga_reply_live(r))
         return;
+    bool end = rec_final(r->u.rec_type);
     const keel_resp_value_t *b = NULL;
     if (status == 0 && v->type == KEEL_RESP_ARRAY && v->elems_len == 1)
         b = keel__saga_entry_record(&v->elems[0]);
     if (b && b->str.len == r->u.record_len && memcmp(b->str.ptr, r->u.record, b->str.len) == 0) {
-        logged(r); /* our earlier write had landed */
+        r->closed = end; /* the end's transaction landed, marker, unlock and all */
+        logged(r);
         return;
     }
     if (status != 0) {
@@ -253,7 +262,18 @@ static void on_verify(keel_client_t *cl, void *ctx, int status, const keel_resp_
         keel__saga_retry_later(r, keel__saga_act);
         return;
     }
-    keel__saga_load(r); /* another record holds that place: what the log says wins */
+    if (end)
+        keel__saga_relock(r);
+    else
+        keel__saga_load(r);
+}
+
+/* A log write refused by the fence: another owner took over, or the lock lapsed. */
+static void count_fenced(keel__saga_run_t *r)
+{
+    r->o->stats.fenced++;
+    if (r->o->m_fenced)
+        keel_counter_inc(r->o->m_fenced);
 }
 
 static void on_log(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
@@ -266,9 +286,7 @@ static void on_log(keel_client_t *cl, void *ctx, int status, const keel_resp_val
         return;
     }
     if (status == 0 && keel_resp_error_contains(v, "FENCED")) {
-        r->o->stats.fenced++;
-        if (r->o->m_fenced)
-            keel_counter_inc(r->o->m_fenced);
+        count_fenced(r);
         keel__saga_relock(r);
         return;
     }
@@ -376,27 +394,6 @@ static void write_start(keel__saga_run_t *r)
     keel__saga_cmd(r, n, argv, lens, on_log_start, keel__saga_act);
 }
 
-static void on_verify_end(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
-{
-    keel__saga_run_t *r = ctx;
-    if (!keel__saga_reply_live(r))
-        return;
-    const keel_resp_value_t *b = NULL;
-    if (status == 0 && v->type == KEEL_RESP_ARRAY && v->elems_len == 1)
-        b = keel__saga_entry_record(&v->elems[0]);
-    if (b && b->str.len == r->u.record_len && memcmp(b->str.ptr, r->u.record, b->str.len) == 0) {
-        r->closed = true; /* our earlier transaction landed, marker, unlock and all */
-        logged(r);
-        return;
-    }
-    if (status != 0) {
-        r->phase = P_ACT;
-        keel__saga_retry_later(r, keel__saga_act);
-        return;
-    }
-    keel__saga_relock(r); /* not ours: take the lock, and what the log says wins */
-}
-
 static void on_log_end(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
 {
     keel__saga_run_t *r = ctx;
@@ -412,12 +409,9 @@ static void on_log_end(keel_client_t *cl, void *ctx, int status, const keel_resp
     if (status == 0 && (keel_resp_error_contains(v, "FENCED") || v->type == KEEL_RESP_ARRAY)) {
         /* fenced: an earlier try of ours that landed released the lock, or another owner
          * has it; an array whose XADD failed: the log holds another record there */
-        if (v->type != KEEL_RESP_ARRAY) {
-            r->o->stats.fenced++;
-            if (r->o->m_fenced)
-                keel_counter_inc(r->o->m_fenced);
-        }
-        verify(r, on_verify_end);
+        if (v->type != KEEL_RESP_ARRAY)
+            count_fenced(r);
+        verify(r, on_verify);
         return;
     }
     r->o->stats.log_write_retries++; /* outcome unknown: the same transaction again */
