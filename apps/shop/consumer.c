@@ -44,6 +44,14 @@ const keel_resp_value_t *shop_field(const keel_resp_value_t *fields, const char 
     return NULL;
 }
 
+const keel_resp_value_t *shop_group_info(const keel_resp_value_t *groups, const char *group)
+{
+    for (size_t i = 0; groups->type == KEEL_RESP_ARRAY && i < groups->elems_len; i++)
+        if (shop_bulk_is(shop_field(&groups->elems[i], "name"), group))
+            return &groups->elems[i];
+    return NULL;
+}
+
 bool shop_bulk_is(const keel_resp_value_t *v, const char *s)
 {
     return v && v->type == KEEL_RESP_BULK && v->str.len == strlen(s) &&
@@ -318,11 +326,9 @@ static void on_info(keel_client_t *cl, void *ctx, int status, const keel_resp_va
     const shop_consumer_t *c =
         (const shop_consumer_t *)(const void *)((const char *)cl - offsetof(shop_consumer_t, ctl));
     keel_service_req_enter(req);
-    for (size_t i = 0; status == 0 && r->type == KEEL_RESP_ARRAY && i < r->elems_len; i++) {
-        const keel_resp_value_t *g = &r->elems[i];
+    const keel_resp_value_t *g = status == 0 ? shop_group_info(r, c->group) : NULL;
+    if (g != NULL) {
         const keel_resp_value_t *lag = shop_field(g, "lag"), *pending = shop_field(g, "pending");
-        if (!shop_bulk_is(shop_field(g, "name"), c->group))
-            continue;
         json_t *o = json_pack(
             "{s:o, s:o}", "lag_events",
             lag && lag->type == KEEL_RESP_INT ? json_integer(lag->integer) : json_null(), "pending",

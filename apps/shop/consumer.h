@@ -120,6 +120,9 @@ void shop_consumer_lag(keel_service_req_t *r, void *data);
 
 /* The value of field name in an entry's [name, value, ...], or NULL. */
 const keel_resp_value_t *shop_field(const keel_resp_value_t *fields, const char *name);
+/* The entry of group in an XINFO GROUPS reply ([name, ..., lag, ..., pending, ...] each), or
+ * NULL. */
+const keel_resp_value_t *shop_group_info(const keel_resp_value_t *groups, const char *group);
 /* Whether v is the bulk string s. */
 bool shop_bulk_is(const keel_resp_value_t *v, const char *s);
 

@@ -61,17 +61,18 @@ static int int_of(ld_t *l, const yaml_node_t *n, const char *key, long lo, long 
     return 0;
 }
 
-static const char *const placeholders[] = {
+/* The {word}s a manifest's run, env and port values may hold (src/cli/manifest.h). */
+static const char *const template_words[] = {
     "keel", "keel_http", "port", "i", "name", "dir", "bin", "here", "host",
 };
-#define PLACEHOLDERS_N (sizeof(placeholders) / sizeof(placeholders[0]))
+#define TEMPLATE_WORDS_N (sizeof(template_words) / sizeof(template_words[0]))
 
-/* The placeholder "{word}" that s starts with: its index in placeholders, or -1. */
+/* The placeholder "{word}" that s starts with: its index in template_words, or -1. */
 static int placeholder_at(const char *s)
 {
-    for (size_t k = 0; s[0] == '{' && k < PLACEHOLDERS_N; k++) {
-        size_t n = strlen(placeholders[k]);
-        if (strncmp(s + 1, placeholders[k], n) == 0 && s[n + 1] == '}')
+    for (size_t k = 0; s[0] == '{' && k < TEMPLATE_WORDS_N; k++) {
+        size_t n = strlen(template_words[k]);
+        if (strncmp(s + 1, template_words[k], n) == 0 && s[n + 1] == '}')
             return (int)k;
     }
     return -1;
@@ -394,7 +395,7 @@ static char *expand(const char *s, const vars_t *v)
             continue;
         }
         o += sprintf(o, "%s", vals[k]);
-        s += strlen(placeholders[k]) + 2;
+        s += strlen(template_words[k]) + 2;
     }
     *o = '\0';
     return out;

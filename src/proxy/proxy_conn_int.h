@@ -40,6 +40,10 @@ void keel__x_swap_tries(keel__xch_t *x);
 /* Ends the other attempt, if there is one: its connection is closed (no head came from it), its
  * host counts and breaker permit are settled as keel__x_end_attempt does. */
 void keel__x_end_other(keel__dconn_t *d, int ok, int status, bool local_failure);
+/* proxy_span.c (with tracing on and the trace sampled): the current attempt's CLIENT span
+ * (ok < 0: abandoned), and the request's SERVER span, handed to the worker's exporter. */
+void keel__x_record_client_span(keel__dconn_t *d, int ok, int status);
+void keel__x_record_server_span(keel__dconn_t *d);
 void keel__d_close(keel__dconn_t *d);
 /* Sets the client connection's timer to its next deadline. */
 void keel__d_arm(keel__dconn_t *d);

@@ -355,6 +355,26 @@ static void on_log_start(keel_client_t *cl, void *ctx, int status, const keel_re
     keel__saga_load(r); /* the marker or the record refused: read the log, under the lock */
 }
 
+#define LOG_ARGS_MAX 26 /* the arguments of the start's or the end's command */
+
+typedef struct args {
+    const char *v[LOG_ARGS_MAX];
+    size_t len[LOG_ARGS_MAX], n;
+} args_t;
+
+static void arg(args_t *a, const void *p, size_t len)
+{
+    assert(a->n < LOG_ARGS_MAX);
+    a->v[a->n] = p;
+    a->len[a->n++] = len;
+}
+
+static void args(args_t *a, size_t n, const char *const *strs)
+{
+    for (size_t i = 0; i < n; i++)
+        arg(a, strs[i], strlen(strs[i]));
+}
+
 /*
  * KEEL.LOCKRUN saga:<id> <ttl> KEEL.TXN 1 <log> 0 2 | HSET saga:open <id> <type> |
  * XADD <log> 0-1 r <started>: the lock, the marker and the first record in one entry, instead
@@ -366,32 +386,15 @@ static void write_start(keel__saga_run_t *r)
 {
     char ttl[24];
     snprintf(ttl, sizeof(ttl), "%" PRId64, r->o->cfg.lock_ttl_ms);
-    const char *argv[] = {"KEEL.LOCKRUN",
-                          r->lock,
-                          ttl,
-                          "KEEL.TXN",
-                          "1",
-                          r->log_key,
-                          "0",
-                          "2",
-                          "4",
-                          "HSET",
-                          OPEN_KEY,
-                          r->id,
-                          r->type->def.name,
-                          "5",
-                          "XADD",
-                          r->log_key,
-                          "0-1",
-                          "r",
-                          (const char *)r->u.record};
-    size_t n = sizeof(argv) / sizeof(argv[0]), lens[sizeof(argv) / sizeof(argv[0])];
-    for (size_t i = 0; i + 1 < n; i++)
-        lens[i] = strlen(argv[i]);
-    lens[n - 1] = r->u.record_len;
+    args_t a = {.n = 0};
+    args(&a, 15,
+         (const char *[]){"KEEL.LOCKRUN", r->lock, ttl, "KEEL.TXN", "1", r->log_key, "0", "2", "4",
+                          "HSET", OPEN_KEY, r->id, r->type->def.name, "5", "XADD"});
+    args(&a, 3, (const char *[]){r->log_key, "0-1", "r"});
+    arg(&a, r->u.record, r->u.record_len);
     r->act_ns = keel_clock_now_ns();
     r->locked_unix_ms = unix_ms();
-    keel__saga_cmd(r, n, argv, lens, on_log_start, keel__saga_act);
+    keel__saga_cmd(r, a.n, a.v, a.len, on_log_start, keel__saga_act);
 }
 
 static void on_log_end(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
@@ -416,26 +419,6 @@ static void on_log_end(keel_client_t *cl, void *ctx, int status, const keel_resp
     }
     r->o->stats.log_write_retries++; /* outcome unknown: the same transaction again */
     keel__saga_retry_later(r, keel__saga_act);
-}
-
-#define END_ARGS_MAX 26
-
-typedef struct args {
-    const char *v[END_ARGS_MAX];
-    size_t len[END_ARGS_MAX], n;
-} args_t;
-
-static void arg(args_t *a, const void *p, size_t len)
-{
-    assert(a->n < END_ARGS_MAX);
-    a->v[a->n] = p;
-    a->len[a->n++] = len;
-}
-
-static void args(args_t *a, size_t n, const char *const *strs)
-{
-    for (size_t i = 0; i < n; i++)
-        arg(a, strs[i], strlen(strs[i]));
 }
 
 /*

@@ -239,12 +239,11 @@ static void on_lag_info(keel_client_t *cl, void *ctx, int status, const keel_res
     keel_service_req_t *req = ctx;
     const app_t *a = (const app_t *)(const void *)((const char *)cl - offsetof(app_t, ctl));
     keel_service_req_enter(req);
-    for (size_t i = 0; status == 0 && r->type == KEEL_RESP_ARRAY && i < r->elems_len; i++) {
-        const keel_resp_value_t *g = &r->elems[i];
-        const keel_resp_value_t *lag = shop_field(g, "lag"), *pending = shop_field(g, "pending");
-        if (!shop_bulk_is(shop_field(g, "name"), a->proj.name) || lag == NULL ||
-            lag->type != KEEL_RESP_INT || pending == NULL || pending->type != KEEL_RESP_INT)
-            continue;
+    const keel_resp_value_t *g = status == 0 ? shop_group_info(r, a->proj.name) : NULL;
+    const keel_resp_value_t *lag = g ? shop_field(g, "lag") : NULL;
+    const keel_resp_value_t *pending = g ? shop_field(g, "pending") : NULL;
+    if (lag != NULL && lag->type == KEEL_RESP_INT && pending != NULL &&
+        pending->type == KEEL_RESP_INT) {
         const keel_projection_stats_t *s = keel_projection_stats(&a->proj);
         keel_stream_id_t cp = keel_projection_checkpoint(&a->proj);
         char cps[48];
