@@ -65,60 +65,11 @@ int keel_es_category_key(char *out, size_t cap, const char *agg)
     return n < 0 || (size_t)n >= cap ? KEEL_ETOOBIG : n;
 }
 
-/* ---- one command's arguments, built into one buffer ------------------------------------- */
-
-/* Arguments are appended as bytes plus (offset, length); pointers are resolved once the
- * buffer stops moving (args_resolve), just before sending. */
-typedef struct args {
-    keel_buf_t bytes;
-    size_t n;
-    int err; /* the first failure; later additions do nothing */
-    size_t offs[CMD_ARGS_MAX], lens[CMD_ARGS_MAX];
-    const char *ptrs[CMD_ARGS_MAX];
-} args_t;
-
-static void args_reset(args_t *a)
+static int send_args(keel_es_t *es, keel_args_t *a, keel_client_reply_fn fn, void *ctx)
 {
-    a->n = 0;
-    a->err = 0;
-    keel_buf_reset(&a->bytes);
-}
-
-static void args_add(args_t *a, const void *p, size_t len)
-{
-    if (a->err == 0 && a->n == CMD_ARGS_MAX)
-        a->err = KEEL_ETOOBIG;
-    if (a->err != 0)
-        return;
-    a->offs[a->n] = a->bytes.len;
-    a->lens[a->n] = len;
-    a->err = len ? keel_buf_append(&a->bytes, p, len) : 0;
-    a->n += a->err == 0;
-}
-
-static void args_str(args_t *a, const char *s)
-{
-    args_add(a, s, strlen(s));
-}
-
-static void args_u64(args_t *a, uint64_t v)
-{
-    char t[24];
-    int n = snprintf(t, sizeof(t), "%llu", (unsigned long long)v);
-    args_add(a, t, (size_t)n);
-}
-
-static void args_resolve(args_t *a)
-{
-    for (size_t i = 0; i < a->n; i++)
-        a->ptrs[i] = (const char *)a->bytes.data + a->offs[i];
-}
-
-static int send_args(keel_es_t *es, args_t *a, keel_client_reply_fn fn, void *ctx)
-{
-    if (a->err != 0)
-        return a->err;
-    args_resolve(a);
+    int rc = keel_args_resolve(a);
+    if (rc != 0)
+        return rc;
     if (es->cfg.request_timeout_ms > 0)
         return keel_client_command_timeout(es->cl, a->n, a->ptrs, a->lens,
                                            es->cfg.request_timeout_ms, fn, ctx);
@@ -239,7 +190,7 @@ typedef struct append_op {
     uint32_t tries;
     size_t n;
     keel_buf_t events; /* the events, encoded: type\0 | u32 data_len | data | u32 | meta */
-    args_t a;
+    keel_args_t a;
 } append_op_t;
 
 static void append_done(append_op_t *op, int err, uint64_t version, const char *msg)
@@ -253,7 +204,7 @@ static void append_done(append_op_t *op, int err, uint64_t version, const char *
     es->pending--;
     op->cb(es, op->ctx, err, version, msg ? msg : "");
     keel_buf_free(&op->events);
-    keel_buf_free(&op->a.bytes);
+    keel_args_free(&op->a);
     free(op);
 }
 
@@ -261,9 +212,9 @@ static void on_append_getv(keel_client_t *cl, void *ctx, int status, const keel_
 
 static int send_getv(append_op_t *op)
 {
-    args_reset(&op->a);
-    args_str(&op->a, "KEEL.GETV");
-    args_str(&op->a, op->ver_key);
+    keel_args_reset(&op->a);
+    keel_args_str(&op->a, "KEEL.GETV");
+    keel_args_str(&op->a, op->ver_key);
     return send_args(op->es, &op->a, on_append_getv, op);
 }
 
@@ -274,24 +225,65 @@ static uint32_t rd_u32(const uint8_t *p)
     return v;
 }
 
+/* One append's events: 0, or KEEL_EINVAL (a type, a size, a missing payload). */
+static int events_valid(const keel_es_event_t *ev, size_t n)
+{
+    size_t total = 0;
+    if (n == 0 || n > KEEL_ES_APPEND_EVENTS_MAX)
+        return KEEL_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        total += ev[i].data_len + ev[i].meta_len;
+        if (type_valid(ev[i].type, ev[i].type_len) != 0 ||
+            ev[i].data_len + ev[i].meta_len > KEEL_ES_EVENT_BYTES_MAX ||
+            total > KEEL_ES_APPEND_BYTES_MAX || (ev[i].data_len && !ev[i].data) ||
+            (ev[i].meta_len && !ev[i].meta))
+            return KEEL_EINVAL;
+    }
+    return 0;
+}
+
+/* One event's two commands, each after its argument count (a KEEL.TXN's layout): XADD
+ * es:<agg> 0-v type T data D meta M, and XADD es:$ce-<cat> * agg A version v type T data D
+ * meta M. */
+static void event_cmds(keel_args_t *a, const char *agg, const char *stream, const char *cat,
+                       uint64_t version, const char *type, size_t tlen, const uint8_t *data,
+                       size_t dlen, const uint8_t *meta, size_t mlen)
+{
+    char id[48];
+    snprintf(id, sizeof(id), "0-%llu", (unsigned long long)version);
+    keel_args_strs(a, 4, (const char *[]){"9", "XADD", stream, id});
+    keel_args_str(a, "type");
+    keel_args_add(a, type, tlen);
+    keel_args_str(a, "data");
+    keel_args_add(a, data, dlen);
+    keel_args_str(a, "meta");
+    keel_args_add(a, meta, mlen);
+    keel_args_strs(a, 6, (const char *[]){"13", "XADD", cat, "*", "agg", agg});
+    keel_args_str(a, "version");
+    keel_args_u64(a, version);
+    keel_args_str(a, "type");
+    keel_args_add(a, type, tlen);
+    keel_args_str(a, "data");
+    keel_args_add(a, data, dlen);
+    keel_args_str(a, "meta");
+    keel_args_add(a, meta, mlen);
+}
+
 /* The KEEL.TXN entry for the events after version base, watching ver_key at rev. */
 static int build_txn(append_op_t *op, uint64_t rev)
 {
-    char stream[KEY_BYTES_MAX], cat[KEY_BYTES_MAX], id[48];
+    char stream[KEY_BYTES_MAX], cat[KEY_BYTES_MAX];
     keel_es_stream_key(stream, sizeof(stream), op->agg);
     keel_es_category_key(cat, sizeof(cat), op->agg);
-    args_t *a = &op->a;
-    args_reset(a);
-    args_str(a, "KEEL.TXN");
-    args_str(a, "1");
-    args_str(a, op->ver_key);
-    args_u64(a, rev);
-    args_u64(a, 1 + 2 * op->n);
-    args_str(a, "4"); /* KEEL.CAS rather than SET: its reply is the new revision */
-    args_str(a, "KEEL.CAS");
-    args_str(a, op->ver_key);
-    args_u64(a, rev);
-    args_u64(a, op->base + op->n);
+    keel_args_t *a = &op->a;
+    keel_args_reset(a);
+    keel_args_strs(a, 3, (const char *[]){"KEEL.TXN", "1", op->ver_key});
+    keel_args_u64(a, rev);
+    keel_args_u64(a, 1 + 2 * op->n);
+    /* KEEL.CAS rather than SET: its reply is the new revision */
+    keel_args_strs(a, 3, (const char *[]){"4", "KEEL.CAS", op->ver_key});
+    keel_args_u64(a, rev);
+    keel_args_u64(a, op->base + op->n);
     const uint8_t *p = keel_buf_rptr(&op->events);
     for (size_t i = 0; i < op->n && a->err == 0; i++) {
         const char *type = (const char *)p;
@@ -303,35 +295,26 @@ static int build_txn(append_op_t *op, uint64_t rev)
         uint32_t mlen = rd_u32(p);
         const uint8_t *meta = p + 4;
         p = meta + mlen;
-        uint64_t version = op->base + 1 + i;
-        snprintf(id, sizeof(id), "0-%llu", (unsigned long long)version);
-        /* XADD es:<agg> 0-v type T data D meta M */
-        args_str(a, "9");
-        args_str(a, "XADD");
-        args_str(a, stream);
-        args_str(a, id);
-        args_str(a, "type");
-        args_add(a, type, tlen);
-        args_str(a, "data");
-        args_add(a, data, dlen);
-        args_str(a, "meta");
-        args_add(a, meta, mlen);
-        /* XADD es:$ce-<cat> * agg A version v type T data D meta M */
-        args_str(a, "13");
-        args_str(a, "XADD");
-        args_str(a, cat);
-        args_str(a, "*");
-        args_str(a, "agg");
-        args_str(a, op->agg);
-        args_str(a, "version");
-        args_u64(a, version);
-        args_str(a, "type");
-        args_add(a, type, tlen);
-        args_str(a, "data");
-        args_add(a, data, dlen);
-        args_str(a, "meta");
-        args_add(a, meta, mlen);
+        event_cmds(a, op->agg, stream, cat, op->base + 1 + i, type, tlen, data, dlen, meta, mlen);
     }
+    return a->err;
+}
+
+int keel_es_append_cmds(keel_args_t *a, const char *agg, uint64_t base,
+                        const keel_es_event_t *events, size_t n, size_t *cmds)
+{
+    char stream[KEY_BYTES_MAX], cat[KEY_BYTES_MAX], ver_key[KEY_BYTES_MAX];
+    if (events_valid(events, n) != 0 || keel_es_name_valid(agg, strlen(agg)) != 0)
+        return KEEL_EINVAL;
+    keel_es_stream_key(stream, sizeof(stream), agg);
+    keel_es_category_key(cat, sizeof(cat), agg);
+    key_of(ver_key, sizeof(ver_key), agg, ":ver");
+    keel_args_strs(a, 3, (const char *[]){"3", "SET", ver_key});
+    keel_args_u64(a, base + n);
+    for (size_t i = 0; i < n; i++)
+        event_cmds(a, agg, stream, cat, base + 1 + i, events[i].type, events[i].type_len,
+                   events[i].data, events[i].data_len, events[i].meta, events[i].meta_len);
+    *cmds = 1 + 2 * n;
     return a->err;
 }
 
@@ -404,14 +387,7 @@ static void on_append_getv(keel_client_t *cl, void *ctx, int status, const keel_
 static int encode_events(keel_buf_t *out, const keel_es_event_t *ev, size_t n)
 {
     int rc = 0;
-    size_t total = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
-        total += ev[i].data_len + ev[i].meta_len;
-        if (type_valid(ev[i].type, ev[i].type_len) != 0 ||
-            ev[i].data_len + ev[i].meta_len > KEEL_ES_EVENT_BYTES_MAX ||
-            total > KEEL_ES_APPEND_BYTES_MAX || (ev[i].data_len && !ev[i].data) ||
-            (ev[i].meta_len && !ev[i].meta))
-            return KEEL_EINVAL;
         uint32_t dlen = (uint32_t)ev[i].data_len, mlen = (uint32_t)ev[i].meta_len;
         rc = keel_buf_append(out, ev[i].type, ev[i].type_len);
         if (rc == 0)
@@ -432,7 +408,7 @@ int keel_es_append(keel_es_t *es, const char *agg, uint64_t expected, const keel
                    size_t n, keel_es_append_fn cb, void *ctx)
 {
     assert(es != NULL && cb != NULL);
-    if (n == 0 || n > KEEL_ES_APPEND_EVENTS_MAX || keel_es_name_valid(agg, strlen(agg)) != 0)
+    if (events_valid(events, n) != 0 || keel_es_name_valid(agg, strlen(agg)) != 0)
         return KEEL_EINVAL;
     append_op_t *op = calloc(1, sizeof(*op));
     if (op == NULL)
@@ -441,7 +417,7 @@ int keel_es_append(keel_es_t *es, const char *agg, uint64_t expected, const keel
     snprintf(op->agg, sizeof(op->agg), "%s", agg);
     key_of(op->ver_key, sizeof(op->ver_key), agg, ":ver");
     keel_buf_init(&op->events, 0);
-    keel_buf_init(&op->a.bytes, 0);
+    keel_args_init(&op->a, CMD_ARGS_MAX, 0);
     int rc = encode_events(&op->events, events, n);
     const keel_es_hint_t *h = hint_get(es, agg);
     /* An aggregate that must not exist needs no read either: its version key is watched at
@@ -461,7 +437,7 @@ int keel_es_append(keel_es_t *es, const char *agg, uint64_t expected, const keel
     }
     if (rc != 0) {
         keel_buf_free(&op->events);
-        keel_buf_free(&op->a.bytes);
+        keel_args_free(&op->a);
         free(op);
         return rc;
     }
@@ -492,7 +468,7 @@ typedef struct load_op {
     uint32_t tries;
     bool answered;
     keel_buf_t state;
-    args_t a;
+    keel_args_t a;
 } load_op_t;
 
 static void load_free(load_op_t *op)
@@ -500,7 +476,7 @@ static void load_free(load_op_t *op)
     assert(op->es->pending > 0);
     op->es->pending--;
     keel_buf_free(&op->state);
-    keel_buf_free(&op->a.bytes);
+    keel_args_free(&op->a);
     free(op);
 }
 
@@ -529,13 +505,13 @@ static int send_range(load_op_t *op)
     char stream[KEY_BYTES_MAX], from[48];
     keel_es_stream_key(stream, sizeof(stream), op->agg);
     snprintf(from, sizeof(from), "(0-%llu", (unsigned long long)op->version);
-    args_reset(&op->a);
-    args_str(&op->a, "XRANGE");
-    args_str(&op->a, stream);
-    args_str(&op->a, from);
-    args_str(&op->a, "+");
-    args_str(&op->a, "COUNT");
-    args_u64(&op->a, KEEL_ES_READ_PAGE_EVENTS);
+    keel_args_reset(&op->a);
+    keel_args_str(&op->a, "XRANGE");
+    keel_args_str(&op->a, stream);
+    keel_args_str(&op->a, from);
+    keel_args_str(&op->a, "+");
+    keel_args_str(&op->a, "COUNT");
+    keel_args_u64(&op->a, KEEL_ES_READ_PAGE_EVENTS);
     return send_args(op->es, &op->a, on_load_range, op);
 }
 
@@ -626,14 +602,14 @@ static int fold_entry(load_op_t *op, const keel_resp_value_t *e)
 
 static int send_snap_cas(load_op_t *op)
 {
-    args_reset(&op->a);
+    keel_args_reset(&op->a);
     char head[64];
     int hn = snprintf(head, sizeof(head), "%u %llu\n", op->fold->schema,
                       (unsigned long long)op->version);
-    args_str(&op->a, "KEEL.CAS");
-    args_str(&op->a, op->snap_key);
-    args_u64(&op->a, op->snap_rev);
-    args_add(&op->a, head, (size_t)hn); /* then the state, in the same argument */
+    keel_args_str(&op->a, "KEEL.CAS");
+    keel_args_str(&op->a, op->snap_key);
+    keel_args_u64(&op->a, op->snap_rev);
+    keel_args_add(&op->a, head, (size_t)hn); /* then the state, in the same argument */
     if (op->a.err == 0 && keel_buf_unread(&op->state) > 0) {
         op->a.err =
             keel_buf_append(&op->a.bytes, keel_buf_rptr(&op->state), keel_buf_unread(&op->state));
@@ -689,9 +665,9 @@ static void on_snap_cas(keel_client_t *cl, void *ctx, int status, const keel_res
     if (status != 0 || r->type != KEEL_RESP_ERROR || r->str.len < 8 ||
         memcmp(r->str.ptr, "CONFLICT", 8) != 0 || op->tries++ == KEEL_ES_CONFLICT_RETRIES_MAX)
         return load_free(op);
-    args_reset(&op->a);
-    args_str(&op->a, "KEEL.GETV");
-    args_str(&op->a, op->snap_key);
+    keel_args_reset(&op->a);
+    keel_args_str(&op->a, "KEEL.GETV");
+    keel_args_str(&op->a, op->snap_key);
     if (send_args(op->es, &op->a, on_snap_getv, op) != 0)
         load_free(op);
 }
@@ -771,13 +747,13 @@ int keel_es_load(keel_es_t *es, const char *agg, const keel_es_fold_t *fold, kee
     snprintf(op->agg, sizeof(op->agg), "%s", agg);
     key_of(op->snap_key, sizeof(op->snap_key), agg, ":snap");
     keel_buf_init(&op->state, KEEL_ES_STATE_BYTES_MAX + KEEL_ES_EVENT_BYTES_MAX);
-    keel_buf_init(&op->a.bytes, 0);
-    args_str(&op->a, "KEEL.GETV");
-    args_str(&op->a, op->snap_key);
+    keel_args_init(&op->a, CMD_ARGS_MAX, 0);
+    keel_args_str(&op->a, "KEEL.GETV");
+    keel_args_str(&op->a, op->snap_key);
     int rc = send_args(es, &op->a, on_load_snap, op);
     if (rc != 0) {
         keel_buf_free(&op->state);
-        keel_buf_free(&op->a.bytes);
+        keel_args_free(&op->a);
         free(op);
         return rc;
     }

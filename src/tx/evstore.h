@@ -6,6 +6,7 @@
 #include "base/buf.h"
 #include "base/err.h"
 #include "base/ktime.h"
+#include "client/args.h"
 #include "client/client.h"
 
 #include <stdbool.h>
@@ -117,6 +118,18 @@ typedef void (*keel_es_load_fn)(keel_es_t *es, void *ctx, int err, uint64_t vers
                                 const keel_buf_t *state, const char *msg);
 
 keel_es_config_t keel_es_config_default(void);
+
+/*
+ * The commands of an append of n events after version base, for a caller that puts them in
+ * a transaction of its own (a saga's end entry, say) and knows base is the aggregate's
+ * version by construction: they are added to a, each after its argument count (KEEL.TXN's
+ * layout), and *cmds says how many (SET es:<agg>:ver base+n, then two XADDs per event).
+ * Nothing is checked against the stored version: the event ids 0-(base+1).. make a repeat
+ * fail on the aggregate's stream, but the category's stream takes it again, so the caller
+ * must write them once. 0, KEEL_EINVAL (events, names) or a's error.
+ */
+int keel_es_append_cmds(keel_args_t *a, const char *agg, uint64_t base,
+                        const keel_es_event_t *events, size_t n, size_t *cmds);
 /* 0, or KEEL_EINVAL (hints_max) / KEEL_ENOMEM. */
 int keel_es_init(keel_es_t *es, keel_client_t *cl, const keel_es_config_t *cfg);
 /* Frees the hints; no request may be outstanding. */

@@ -9,6 +9,7 @@
 #include "base/list.h"
 #include "base/map.h"
 #include "base/metrics.h"
+#include "client/args.h"
 #include "client/client.h"
 #include "client/lanes.h"
 #include "core/saga.h"
@@ -108,12 +109,27 @@ void keel_saga_call_done(keel_saga_call_t *call, keel_saga_outcome_t outcome, co
 /* The result of an earlier step i (borrowed, valid during the step function), or NULL. */
 const uint8_t *keel_saga_call_result(const keel_saga_call_t *call, uint32_t i, size_t *len);
 
+/*
+ * Commands for the end's entry (end_cmds, optional): called each time the end is written,
+ * with the final state; adds whole commands to a, each after its argument count (KEEL.TXN's
+ * layout; keel_es_append_cmds writes an event store's append so), and says how many in
+ * *cmds. They apply in the one entry that logs the final record, removes the open marker and
+ * unlocks: with the saga's end, all or none, once (a fenced retry of an end that landed is
+ * refused whole). Their replies are not looked at, and the saga waits (retrying) while the
+ * function fails. The order service puts its order's outcome event there: no crash can come
+ * between a saga's end and its outcome's record.
+ */
+typedef int (*keel_saga_end_cmds_fn)(keel_args_t *a, const char *saga_id, keel_saga_state_t state,
+                                     void *data, size_t *cmds);
+
 typedef struct keel_saga_type {
     keel_saga_def_t def;
     struct {
         keel_saga_fn action, compensation; /* compensation NULL: def.no_compensation */
         void *data;
     } fns[KEEL_SAGA_STEPS_MAX];
+    keel_saga_end_cmds_fn end_cmds; /* NULL: none */
+    void *end_data;
 } keel_saga_type_t;
 
 /* Adds a step with the definition's default policy. Its index, or KEEL_EFULL. */

@@ -78,6 +78,7 @@ struct keel__saga_run {
     uint8_t *pre;
     size_t pre_len;
     uint32_t pre_seq;
+    size_t end_extra; /* the type's end commands in the end's last write (their replies) */
     /* A start's KEEL.LOCK, or a renewal, whose outcome was not seen (a timeout, -UNKNOWN
      * across a leader change): the lock may be ours under a token we never learnt, so "held"
      * is not proof of another owner until the lock's TTL has run out once. */

@@ -355,24 +355,20 @@ static void on_log_start(keel_client_t *cl, void *ctx, int status, const keel_re
     keel__saga_load(r); /* the marker or the record refused: read the log, under the lock */
 }
 
-#define LOG_ARGS_MAX 26 /* the arguments of the start's or the end's command */
+/* The arguments of the start's or the end's command: the saga's own and the end's commands
+ * from its type (end_cmds). */
+#define LOG_ARGS_MAX 1024u
 
-typedef struct args {
-    const char *v[LOG_ARGS_MAX];
-    size_t len[LOG_ARGS_MAX], n;
-} args_t;
-
-static void arg(args_t *a, const void *p, size_t len)
+/* Sends a's command and frees a; a retry rebuilds it (keel_client_command copies the
+ * bytes). */
+static void send_args(keel__saga_run_t *r, keel_args_t *a, keel_client_reply_fn fn)
 {
-    assert(a->n < LOG_ARGS_MAX);
-    a->v[a->n] = p;
-    a->len[a->n++] = len;
-}
-
-static void args(args_t *a, size_t n, const char *const *strs)
-{
-    for (size_t i = 0; i < n; i++)
-        arg(a, strs[i], strlen(strs[i]));
+    r->act_ns = keel_clock_now_ns();
+    if (keel_args_resolve(a) == 0)
+        keel__saga_cmd(r, a->n, a->ptrs, a->lens, fn, keel__saga_act);
+    else
+        keel__saga_retry_later(r, keel__saga_act);
+    keel_args_free(a);
 }
 
 /*
@@ -386,15 +382,15 @@ static void write_start(keel__saga_run_t *r)
 {
     char ttl[24];
     snprintf(ttl, sizeof(ttl), "%" PRId64, r->o->cfg.lock_ttl_ms);
-    args_t a = {.n = 0};
-    args(&a, 15,
-         (const char *[]){"KEEL.LOCKRUN", r->lock, ttl, "KEEL.TXN", "1", r->log_key, "0", "2", "4",
-                          "HSET", OPEN_KEY, r->id, r->type->def.name, "5", "XADD"});
-    args(&a, 3, (const char *[]){r->log_key, "0-1", "r"});
-    arg(&a, r->u.record, r->u.record_len);
-    r->act_ns = keel_clock_now_ns();
+    keel_args_t a;
+    keel_args_init(&a, LOG_ARGS_MAX, 0);
+    keel_args_strs(&a, 18,
+                   (const char *[]){"KEEL.LOCKRUN", r->lock, ttl, "KEEL.TXN", "1", r->log_key, "0",
+                                    "2", "4", "HSET", OPEN_KEY, r->id, r->type->def.name, "5",
+                                    "XADD", r->log_key, "0-1", "r"});
+    keel_args_add(&a, r->u.record, r->u.record_len);
     r->locked_unix_ms = unix_ms();
-    keel__saga_cmd(r, a.n, a.v, a.len, on_log_start, keel__saga_act);
+    send_args(r, &a, on_log_start);
 }
 
 static void on_log_end(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
@@ -402,7 +398,7 @@ static void on_log_end(keel_client_t *cl, void *ctx, int status, const keel_resp
     keel__saga_run_t *r = ctx;
     if (!keel__saga_reply_live(r))
         return;
-    if (txn_added(status, v, r->pre ? 4 : 3, r->pre ? 1 : 0)) {
+    if (txn_added(status, v, (r->pre ? 4 : 3) + r->end_extra, r->pre ? 1 : 0)) {
         if (r->pre)
             r->o->stats.log_writes++; /* the step_done that went with it */
         r->closed = true;
@@ -421,31 +417,58 @@ static void on_log_end(keel_client_t *cl, void *ctx, int status, const keel_resp
     keel__saga_retry_later(r, keel__saga_act);
 }
 
+static keel_saga_state_t final_state(keel_saga_rec_type_t t)
+{
+    return t == KEEL_SAGA_REC_DONE          ? KEEL_SAGA_DONE
+           : t == KEEL_SAGA_REC_COMPENSATED ? KEEL_SAGA_COMPENSATED
+                                            : KEEL_SAGA_NEEDS_ATTENTION;
+}
+
 /*
  * The final record (done, compensated, needs attention), the open marker's deletion and the
- * unlock, in one entry: KEEL.FENCED lock token KEEL.TXN 0 3 | XADD <log> 0-n r <record> |
- * HDEL saga:open <id> | KEEL.UNLOCK lock token; after a success, the last step's step_done
- * first (fold_last_step_done), and 4 commands.
+ * unlock, in one entry: KEEL.FENCED lock token KEEL.TXN 0 <k> | XADD <log> 0-n r <record> |
+ * HDEL saga:open <id> | KEEL.UNLOCK lock token | the type's end commands (end_cmds: the
+ * outcome's event, say, which so applies exactly when the saga ends, and once); after a
+ * success, the last step's step_done first (fold_last_step_done). k counts them all.
  */
 static void write_end(keel__saga_run_t *r)
 {
-    char id[24], pre_id[24];
+    const keel_saga_type_t *t = r->type;
+    char id[24], pre_id[24], count[24];
     log_id(r, id);
     snprintf(pre_id, sizeof(pre_id), "0-%" PRIu32, r->pre_seq);
-    args_t a = {.n = 0};
-    args(&a, 6,
-         (const char *[]){"KEEL.FENCED", r->lock, r->token_str, "KEEL.TXN", "0",
-                          r->pre ? "4" : "3"});
-    if (r->pre) {
-        args(&a, 5, (const char *[]){"5", "XADD", r->log_key, pre_id, "r"});
-        arg(&a, r->pre, r->pre_len);
+    /* the end commands first, into their own buffer: the count goes before them */
+    keel_args_t ext, a;
+    keel_args_init(&ext, LOG_ARGS_MAX, 0);
+    size_t extra = 0;
+    if (t->end_cmds != NULL &&
+        (t->end_cmds(&ext, r->id, final_state(r->u.rec_type), t->end_data, &extra) != 0 ||
+         keel_args_resolve(&ext) != 0)) {
+        keel_log_warn("saga: the end's commands could not be built; the end waits",
+                      KF_STR("saga", r->id));
+        keel_args_free(&ext);
+        r->o->stats.log_write_retries++;
+        keel__saga_retry_later(r, keel__saga_act);
+        return;
     }
-    args(&a, 5, (const char *[]){"5", "XADD", r->log_key, id, "r"});
-    arg(&a, r->u.record, r->u.record_len);
-    args(&a, 8,
-         (const char *[]){"3", "HDEL", OPEN_KEY, r->id, "3", "KEEL.UNLOCK", r->lock, r->token_str});
-    r->act_ns = keel_clock_now_ns();
-    keel__saga_cmd(r, a.n, a.v, a.len, on_log_end, keel__saga_act);
+    r->end_extra = extra;
+    snprintf(count, sizeof(count), "%zu", (r->pre ? 4 : 3) + extra);
+    keel_args_init(&a, LOG_ARGS_MAX, 0);
+    keel_args_strs(&a, 6,
+                   (const char *[]){"KEEL.FENCED", r->lock, r->token_str, "KEEL.TXN", "0", count});
+    if (r->pre) {
+        keel_args_strs(&a, 5, (const char *[]){"5", "XADD", r->log_key, pre_id, "r"});
+        keel_args_add(&a, r->pre, r->pre_len);
+    }
+    keel_args_strs(&a, 5, (const char *[]){"5", "XADD", r->log_key, id, "r"});
+    keel_args_add(&a, r->u.record, r->u.record_len);
+    keel_args_strs(
+        &a, 8,
+        (const char *[]){"3", "HDEL", OPEN_KEY, r->id, "3", "KEEL.UNLOCK", r->lock, r->token_str});
+    for (size_t i = 0; i < ext.n; i++)
+        keel_args_add(&a, ext.ptrs[i], ext.lens[i]);
+    keel_args_free(&ext);
+    send_args(r, &a, on_log_end);
 }
 
 static bool rec_final(keel_saga_rec_type_t t)

@@ -417,6 +417,57 @@ static void a_snapshot_is_never_replaced_by_an_older_one(void)
 /* The store remembers the version key's revision from its last append or load of an
  * aggregate: the next append at that version skips the read. A hint made stale by another
  * writer only costs the read: the watch fails and the conflict names the current version. */
+/* An append's commands in a caller's own transaction (a saga's end entry): the events land
+ * at the versions after base, and the store's next append, hinted or not, follows them. */
+static void append_commands_in_a_transaction_of_ones_own_number_the_events_after_base(void)
+{
+    env_t e;
+    env_init(&e, 1, 0);
+    keel_es_event_t a[] = {ev("Opened", "bob", "")};
+    result_t r = append(&e, 0, "acct-7", KEEL_ES_NO_STREAM, a, 1);
+    KT_EQ_INT(r.err, 0);
+    keel_args_t args;
+    keel_args_init(&args, 256, 0);
+    keel_args_strs(&args, 2, (const char *[]){"KEEL.TXN", "0"});
+    keel_args_str(&args, "0"); /* the count: replaced below */
+    keel_es_event_t b[] = {ev("Deposited", "5", "m"), ev("Closed", "", "")};
+    size_t cmds = 0;
+    KT_EQ_INT(keel_es_append_cmds(&args, "acct-7", 1, b, 2, &cmds), 0);
+    KT_EQ_U64(cmds, 5); /* the version, two XADDs per event */
+    char count[8];
+    snprintf(count, sizeof(count), "%zu", cmds);
+    KT_EQ_INT(keel_args_resolve(&args), 0);
+    args.ptrs[2] = count;
+    args.lens[2] = strlen(count);
+    const char *argv[64];
+    KT_CHECK(args.n <= 64);
+    for (size_t i = 0; i < args.n; i++)
+        argv[i] = strndup(args.ptrs[i], args.lens[i]); /* the blocking call's C strings */
+    keel_client_reply_t t = tx_call(&srv, args.n, argv);
+    KT_CHECK(t.v->type == KEEL_RESP_ARRAY && t.v->elems_len == 5);
+    keel_client_reply_free(&t);
+    for (size_t i = 0; i < args.n; i++)
+        free((void *)argv[i]);
+    r = load(&e, "acct-7", 1);
+    KT_EQ_U64(r.version, 3);
+    KT_CHECK(state_is(&r, "1:Opened(bob|);2:Deposited(5|m);3:Closed(|);"));
+    KT_EQ_INT(xlen("es:acct-7"), 3);
+    /* the store's hint (version 1, from its own append) is stale: the append reads, and
+     * goes after version 3 */
+    keel_es_event_t c[] = {ev("Reopened", "", "")};
+    r = append(&e, 0, "acct-7", 3, c, 1);
+    KT_EQ_INT(r.err, 0);
+    KT_EQ_U64(r.version, 4);
+    /* bad input is refused before anything is added */
+    size_t before = args.n;
+    keel_es_event_t bad[] = {ev("no space", "", "")};
+    KT_EQ_INT(keel_es_append_cmds(&args, "acct-7", 4, bad, 1, &cmds), KEEL_EINVAL);
+    KT_EQ_INT(keel_es_append_cmds(&args, "acct 7", 4, c, 1, &cmds), KEEL_EINVAL);
+    KT_EQ_U64(args.n, before);
+    keel_args_free(&args);
+    env_free(&e);
+}
+
 static void an_append_after_a_load_or_an_append_skips_the_read_and_a_stale_hint_is_harmless(void)
 {
     env_t e;
@@ -460,6 +511,7 @@ int main(void)
     KT_RUN(a_load_starts_from_the_latest_snapshot_and_writes_one_every_n_events);
     KT_RUN(a_snapshot_is_never_replaced_by_an_older_one);
     KT_RUN(an_append_after_a_load_or_an_append_skips_the_read_and_a_stale_hint_is_harmless);
+    KT_RUN(append_commands_in_a_transaction_of_ones_own_number_the_events_after_base);
     tx_server_stop(&srv);
     return kt_done();
 }

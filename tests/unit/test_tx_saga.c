@@ -514,8 +514,27 @@ static void a_saga_runs_to_done_and_leaves_no_marker_and_no_lock(void)
     world_free();
 }
 
+/* The type's end commands: one entry in the stream "ends" per end applied. */
+static int ends_cmds(keel_args_t *a, const char *id, keel_saga_state_t state, void *data,
+                     size_t *cmds)
+{
+    (void)data;
+    keel_args_strs(a, 8,
+                   (const char *[]){"7", "XADD", "ends", "*", "id", id, "state",
+                                    state == KEEL_SAGA_DONE ? "done" : "other"});
+    *cmds = 1;
+    return 0;
+}
+
+static long long ends_len(void)
+{
+    const char *argv[] = {"XLEN", "ends"};
+    return fake_int(&W.fake, 2, argv);
+}
+
 /* Every record's write may lose its answer: a step's (alone), and the first and the last,
- * which go in fenced transactions with the open marker (and, the last, the unlock). */
+ * which go in fenced transactions with the open marker (and, the last, the unlock); the
+ * type's end commands go with the last, and apply once whatever is lost. */
 static void a_log_write_whose_reply_is_lost_is_sent_again_and_recognised(void)
 {
     static const struct {
@@ -537,8 +556,10 @@ static void a_log_write_whose_reply_is_lost_is_sent_again_and_recognised(void)
         world_init(modes[m].lose == 1 || modes[m].unknown == 1 ? 600 : 10000, true);
         W.fake.lose_xadd = modes[m].lose;
         W.fake.unknown_xadd = modes[m].unknown;
+        W.type.end_cmds = ends_cmds;
         KT_EQ_INT(keel_sagas_start(&W.a, "t", "o-2", NULL, 0, NULL, NULL), 0);
         world_run();
+        KT_EQ_INT(ends_len(), 1);
         KT_EQ_INT(W.ended, 1);
         KT_EQ_INT(W.end_err, 0);
         KT_EQ_INT(W.end_state, KEEL_SAGA_DONE);

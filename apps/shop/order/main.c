@@ -61,7 +61,6 @@ typedef struct app {
     keel_caller_t inventory, payment;
     keel_caller_t inventory_undo, payment_undo; /* compensations: breakers of their own */
     keel_service_t svc;
-    bool stopping; /* on_stopped ran: an outcome event is not tried again */
     int64_t answer_within_ms;
     /* Orders taken here and not ended (POST received, saga running): past inflight_max a
      * POST is refused at once with 503, before anything is written (admission control). */
@@ -210,73 +209,22 @@ static void step_confirm(keel_saga_call_t *call, void *data)
 
 /* ---- order events ---------------------------------------------------------------------- */
 
-/* An outcome event is tried again with backoff for OUTCOME_RETRY_MS (a keel stalled or
- * overloaded answers -TIMEOUT; five tries at once, as before, gave up within a second and left
- * an ended order "placed" for good: found by the regions demo at 600 orders/s). */
-#define OUTCOME_RETRY_MS 60000
-#define OUTCOME_BACKOFF_MAX_MS 2000
-
-typedef struct append_ctx {
-    keel_timer_t timer; /* first member: the close callback frees the context */
-    app_t *a;
+/* The order's outcome event (version 2, after "placed") goes in the saga's end entry: an
+ * order is "placed" exactly while its saga runs, and no crash can leave an ended saga's
+ * order "placed" (until 6 Dec it was a separate append after the end, retried for a minute
+ * and lost with the process). The saga starts only once "placed" is stored as version 1
+ * (h_post, on_placed), and writes its end once, so version 2 is this event's alone. */
+static int outcome_cmds(keel_args_t *a, const char *id, keel_saga_state_t state, void *data,
+                        size_t *cmds)
+{
+    (void)data;
     char agg[KEEL_ES_AGG_BYTES_MAX + 1];
-    char type[16];
-    int tries;
-    keel_ms_t first_ms;
-    bool timer_on;
-} append_ctx_t;
-
-static void append_event(app_t *a, append_ctx_t *c);
-
-static void append_ctx_closed(keel_timer_t *t)
-{
-    free(t); /* first member */
-}
-
-static void append_ctx_free(append_ctx_t *c)
-{
-    if (c->timer_on)
-        keel_timer_close(&c->timer, append_ctx_closed);
-    else
-        free(c);
-}
-
-static void append_again(keel_timer_t *t, void *data)
-{
-    (void)t;
-    append_ctx_t *c = data;
-    append_event(c->a, c);
-}
-
-static void on_appended(keel_es_t *es, void *ctx, int err, uint64_t version, const char *msg)
-{
-    append_ctx_t *c = ctx;
-    (void)es;
-    (void)version;
-    keel_ms_t now = keel_loop_now_ms(c->a->loop);
-    if (err != 0 && err != KEEL_ECONFLICT && !c->a->stopping &&
-        now - c->first_ms < OUTCOME_RETRY_MS &&
-        (c->timer_on || keel_timer_init(c->a->loop, &c->timer) == 0)) {
-        /* an outcome event whose answer was lost: again (the fold takes a repeat as the
-         * same fact), after 50 ms doubling to 2 s */
-        c->timer_on = true;
-        keel_ms_t wait = c->tries < 6 ? 50LL << c->tries : OUTCOME_BACKOFF_MAX_MS;
-        c->tries++;
-        keel_timer_start(&c->timer, wait < OUTCOME_BACKOFF_MAX_MS ? wait : OUTCOME_BACKOFF_MAX_MS,
-                         0, append_again, c);
-        return;
-    }
-    if (err != 0 && err != KEEL_ECONFLICT)
-        keel_log_warn("order: an order event was not stored", KF_STR("order", c->agg),
-                      KF_STR("event", c->type), KF_STR("error", msg ? msg : keel_strerror(err)));
-    append_ctx_free(c);
-}
-
-static void append_event(app_t *a, append_ctx_t *c)
-{
-    keel_es_event_t ev = {.type = c->type, .type_len = strlen(c->type)};
-    if (keel_es_append(es_of(a, c->agg), c->agg, KEEL_ES_ANY, &ev, 1, on_appended, c) != 0)
-        on_appended(NULL, c, KEEL_ENOMEM, 0, "could not send the append");
+    snprintf(agg, sizeof(agg), "order-%s", id);
+    const char *type = state == KEEL_SAGA_DONE          ? "confirmed"
+                       : state == KEEL_SAGA_COMPENSATED ? "rejected"
+                                                        : "attention";
+    keel_es_event_t ev = {.type = type, .type_len = strlen(type)};
+    return keel_es_append_cmds(a, agg, 1, &ev, 1, cmds);
 }
 
 /* Every saga this instance ends (started here or adopted from a dead one). */
@@ -285,22 +233,12 @@ static void on_any_end(keel_sagas_t *o, const char *id, int err, keel_saga_state
 {
     app_t *a = data;
     (void)o;
+    (void)id;
     if (err != 0)
         return; /* not ended here: its owner records it */
-    append_ctx_t *c = calloc(1, sizeof(*c));
-    if (c == NULL)
-        return;
-    c->a = a;
-    c->first_ms = keel_loop_now_ms(a->loop);
-    snprintf(c->agg, sizeof(c->agg), "order-%s", id);
-    snprintf(c->type, sizeof(c->type), "%s",
-             state == KEEL_SAGA_DONE          ? "confirmed"
-             : state == KEEL_SAGA_COMPENSATED ? "rejected"
-                                              : "attention");
     keel_counter_inc(state == KEEL_SAGA_DONE          ? a->m_confirmed
                      : state == KEEL_SAGA_COMPENSATED ? a->m_rejected
                                                       : a->m_attention);
-    append_event(a, c);
 }
 
 /* ---- POST /orders ---------------------------------------------------------------------- */
@@ -637,7 +575,6 @@ static void on_stopped(keel_service_t *svc, void *data)
 {
     app_t *a = data;
     (void)svc;
-    a->stopping = true;
     keel_sagas_close(&a->sagas, sagas_closed); /* sagas here are adopted by another instance */
     keel_caller_close(&a->inventory, caller_closed, NULL);
     keel_caller_close(&a->payment, caller_closed, NULL);
@@ -751,6 +688,7 @@ int main(int argc, char **argv)
     keel_saga_type_step(&app.order, "reserve", step_reserve, undo_reserve, &app);
     keel_saga_type_step(&app.order, "charge", step_charge, undo_charge, &app);
     keel_saga_type_step(&app.order, "confirm", step_confirm, NULL, &app);
+    app.order.end_cmds = outcome_cmds;
     /* A step whose outcome is unknown (a timeout, a 503 while keel elects a leader, an
      * instance restarting, its key's 409 in progress) is tried again for step-retry-ms, not a
      * count of attempts: three quick attempts used up in a one-second stall compensated
