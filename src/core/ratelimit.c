@@ -271,3 +271,22 @@ int keel_ratelimit_keyed_take(keel_ratelimit_keyed_t *kl, keel_ms_t now_ms, cons
      */
     return bucket_take(&kl->cfg.bucket, &e->credit, &e->last_ms, now_ms, cost, retry_after_ms);
 }
+
+void keel_ratelimit_keyed_refund(keel_ratelimit_keyed_t *kl, const void *key, size_t key_bytes,
+                                 uint64_t cost)
+{
+    if (key_bytes > KEEL_RATELIMIT_KEY_BYTES_MAX || cost > kl->cfg.bucket.burst)
+        return;
+    uint64_t h = key_hash(key, key_bytes);
+    keel__ratelimit_entry_t *set = &kl->entries[(h % kl->sets) * KEEL_RATELIMIT_WAYS];
+    int64_t cap = (int64_t)kl->cfg.bucket.burst * kl->cfg.bucket.period_ms;
+    int64_t back = (int64_t)cost * kl->cfg.bucket.period_ms;
+    for (uint32_t i = 0; i < KEEL_RATELIMIT_WAYS; i++) {
+        keel__ratelimit_entry_t *e = &set[i];
+        if (e->used && e->hash == h && e->key_bytes == key_bytes &&
+            memcmp(e->key, key, key_bytes) == 0) {
+            e->credit = e->credit + back > cap ? cap : e->credit + back;
+            return;
+        }
+    }
+}

@@ -119,5 +119,9 @@ void keel_ratelimit_keyed_free(keel_ratelimit_keyed_t *kl);
 /* 0, KEEL_EREJECTED (retry_after_ms set), KEEL_EFULL (no room for a new key), KEEL_ETOOBIG. */
 int keel_ratelimit_keyed_take(keel_ratelimit_keyed_t *kl, keel_ms_t now_ms, const void *key,
                               size_t key_bytes, uint64_t cost, keel_ms_t *retry_after_ms);
+/* Gives back cost tokens a take of the key got (a request that another limit then refused),
+ * up to the burst; nothing if the key was evicted since. */
+void keel_ratelimit_keyed_refund(keel_ratelimit_keyed_t *kl, const void *key, size_t key_bytes,
+                                 uint64_t cost);
 
 #endif

@@ -689,7 +689,8 @@ void keel_proxy_config_free(keel_proxy_config_t *cfg)
         free_edits(r->req_remove, r->req_remove_count);
         free_edits(r->resp_add, r->resp_add_count);
         free_edits(r->resp_remove, r->resp_remove_count);
-        free(r->ratelimit.header);
+        for (uint32_t k = 0; k < r->ratelimits_count; k++)
+            free(r->ratelimits[k].header);
         free(r->retry.idempotency_header);
         if (r->aggregate != NULL) {
             for (uint32_t k = 0; k < r->aggregate->parts_count; k++) {

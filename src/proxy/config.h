@@ -270,6 +270,10 @@ typedef enum keel_proxy_rl_key {
     KEEL_PROXY_RL_CLAIM, /* a claim of the route's verified JWT */
 } keel_proxy_rl_key_t;
 
+/* A route's rate limits (`rate_limit:` one mapping or a list of them): a request passes only
+ * if every one has a token for it. */
+#define KEEL_PROXY_ROUTE_RATE_LIMITS_MAX 4u
+
 typedef struct keel_proxy_ratelimit {
     bool enabled;
     keel_proxy_rl_key_t key;
@@ -407,7 +411,8 @@ typedef struct keel_proxy_route {
     keel_ms_t timeout_ms;         /* request start to the response head; 0 = none */
     keel_ms_t per_try_timeout_ms; /* one attempt, connect to the response head; 0 = none */
     keel_proxy_retry_t retry;
-    keel_proxy_ratelimit_t ratelimit;
+    keel_proxy_ratelimit_t ratelimits[KEEL_PROXY_ROUTE_RATE_LIMITS_MAX];
+    uint32_t ratelimits_count;
     keel_proxy_jwt_req_t jwt;
     keel_proxy_cors_t *cors; /* NULL: no CORS */
     keel_proxy_rollout_t rollout;

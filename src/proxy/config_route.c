@@ -452,7 +452,7 @@ static void rl_key(ctx_t *c, yaml_node_t *v, void *base)
     }
 }
 
-static void r_ratelimit(ctx_t *c, yaml_node_t *v, void *base)
+static void load_ratelimit(ctx_t *c, yaml_node_t *v, uint32_t i, void *base)
 {
     static const field_t f[] = {
         {"key", F_FN, 0, 0, 0, rl_key},
@@ -461,14 +461,27 @@ static void r_ratelimit(ctx_t *c, yaml_node_t *v, void *base)
         {"burst", F_U64, offsetof(keel_proxy_ratelimit_t, burst), 1, 10000000, NULL},
         {"keys_max", F_U32, offsetof(keel_proxy_ratelimit_t, keys_max), 8, 1u << 20, NULL},
     };
-    keel_proxy_ratelimit_t *rl = &((keel_proxy_route_t *)base)->ratelimit;
+    keel_proxy_route_t *r = base;
+    keel_proxy_ratelimit_t *rl = &r->ratelimits[i];
     rl->enabled = true;
+    rl->keys_max = 4096;
+    r->ratelimits_count = i + 1;
     keel__cfg_load_fields(c, v, f, N(f), rl, "rate_limit");
     if (rl->requests_per_s == 0)
         ERR(c, v, "rate_limit: 'requests_per_s' is required");
     if (rl->burst == 0)
         rl->burst = rl->requests_per_s;
     rl->keys_max = (rl->keys_max + 7u) & ~7u;
+}
+
+/* `rate_limit:` one limit (a mapping), or a list of up to KEEL_PROXY_ROUTE_RATE_LIMITS_MAX. */
+static void r_ratelimit(ctx_t *c, yaml_node_t *v, void *base)
+{
+    if (v->type == YAML_SEQUENCE_NODE)
+        keel__cfg_each_item(c, v, "rate_limit", KEEL_PROXY_ROUTE_RATE_LIMITS_MAX, load_ratelimit,
+                            base);
+    else
+        load_ratelimit(c, v, 0, base);
 }
 
 /* `jwt: NAME` or `jwt: {provider: NAME, required: BOOL}`; providers are loaded before routes. */
@@ -824,7 +837,6 @@ static void route_default(keel_proxy_route_t *r)
     r->retry.backoff_cap_ms = 250;
     r->retry.budget_pct = 20;
     r->retry.budget_min = 3;
-    r->ratelimit.keys_max = 4096;
 }
 
 static void load_route(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
@@ -850,9 +862,10 @@ static void load_route(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
     if (r->aggregate != NULL && r->rewrite_prefix)
         ERR(c, item, "route: an aggregate builds its parts' paths itself (no rewrite_prefix)");
     check_agg_paths(c, r);
-    if (r->ratelimit.enabled && r->ratelimit.key == KEEL_PROXY_RL_CLAIM && !r->jwt.enabled)
-        ERR(c, item, "route: rate_limit key claim:%s needs a 'jwt' requirement on the route",
-            r->ratelimit.header);
+    for (uint32_t k = 0; k < r->ratelimits_count; k++)
+        if (r->ratelimits[k].key == KEEL_PROXY_RL_CLAIM && !r->jwt.enabled)
+            ERR(c, item, "route: rate_limit key claim:%s needs a 'jwt' requirement on the route",
+                r->ratelimits[k].header);
     if (r->name == NULL) {
         char buf[32];
         snprintf(buf, sizeof(buf), "route%u", i);

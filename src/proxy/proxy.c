@@ -48,21 +48,22 @@ static const keel_proxy_route_t *only_route(const keel_proxy_config_t *cfg, cons
     return found;
 }
 
-/* The route's rate limiter: the one of the generation in force when a route of that name has the
- * same rate_limit settings there (p->gen is still that generation while the new one is built;
- * a name given to several routes in either file is not matched), so a reload does not refill
- * the buckets; else a new one, its buckets full. */
-static int rl_init(keel__pgen_t *gen, keel__proute_t *rt, keel_errmsg_t *msg)
+/* The route's k-th rate limiter: the one of the generation in force when a route of that name
+ * has a limit with the same settings at the same place there (p->gen is still that generation
+ * while the new one is built; a name given to several routes in either file is not matched),
+ * so a reload does not refill the buckets; else a new one, its buckets full. */
+static int rl_init(keel__pgen_t *gen, keel__proute_t *rt, uint32_t k, keel_errmsg_t *msg)
 {
     keel_proxy_t *p = gen->p;
     const keel_proxy_route_t *r = rt->cfg;
+    const keel_proxy_ratelimit_t *lim = &r->ratelimits[k];
     const keel__pgen_t *old = p->gen;
     const keel_proxy_route_t *o = old != NULL ? only_route(old->cfg, r->name) : NULL;
-    if (o != NULL && only_route(gen->cfg, r->name) == r &&
-        same_ratelimit(&o->ratelimit, &r->ratelimit)) {
-        keel__prl_t *rl = old->routes[o - old->cfg->routes].rl;
+    if (o != NULL && only_route(gen->cfg, r->name) == r && k < o->ratelimits_count &&
+        same_ratelimit(&o->ratelimits[k], lim)) {
+        keel__prl_t *rl = old->routes[o - old->cfg->routes].rl[k];
         __atomic_add_fetch(&rl->refs, 1, __ATOMIC_RELAXED);
-        rt->rl = rl;
+        rt->rl[k] = rl;
         return 0;
     }
     keel__prl_t *rl = calloc(1, sizeof(*rl));
@@ -70,10 +71,10 @@ static int rl_init(keel__pgen_t *gen, keel__proute_t *rt, keel_errmsg_t *msg)
         return keel_errf(msg, KEEL_ENOMEM, "route %s: rate_limit", r->name);
     keel_ratelimit_keyed_config_t kc;
     keel_ratelimit_keyed_config_default(&kc);
-    kc.bucket.tokens_per_period = r->ratelimit.requests_per_s;
+    kc.bucket.tokens_per_period = lim->requests_per_s;
     kc.bucket.period_ms = 1000;
-    kc.bucket.burst = r->ratelimit.burst;
-    kc.keys_max = r->ratelimit.keys_max;
+    kc.bucket.burst = lim->burst;
+    kc.keys_max = lim->keys_max;
     kc.idle_ms = 0;
     int err = keel_ratelimit_keyed_init(&rl->rl, &kc, msg);
     if (err != 0) {
@@ -83,7 +84,7 @@ static int rl_init(keel__pgen_t *gen, keel__proute_t *rt, keel_errmsg_t *msg)
     pthread_mutex_init(&rl->mu, NULL);
     rl->refs = 1;
     rl->now_max_ms = keel_loop_now_ms(p->loop);
-    rt->rl = rl;
+    rt->rl[k] = rl;
     return 0;
 }
 
@@ -110,8 +111,9 @@ static int route_init(keel__pgen_t *gen, keel__proute_t *rt, uint32_t idx, keel_
     int err = keel_retry_init(&rt->retry, &rc, msg);
     if (err != 0)
         return keel_errf(msg, err, "route %s: %s", r->name, msg->text);
-    if (r->ratelimit.enabled && (err = rl_init(gen, rt, msg)) != 0)
-        return err;
+    for (uint32_t k = 0; k < r->ratelimits_count; k++)
+        if ((err = rl_init(gen, rt, k, msg)) != 0)
+            return err;
     char lab[KEEL_METRICS_LABELS_BYTES_MAX - 32];
     keel__proxy_labels_for(lab, sizeof(lab), "route", r->name);
     keel_metrics_t *m = p->metrics;
@@ -173,8 +175,9 @@ static void gen_free(keel__pgen_t *g)
         if (g->clusters[c] != NULL)
             keel__cluster_unref(g->clusters[c]);
     for (uint32_t r = 0; g->routes != NULL && r < g->cfg->routes_count; r++) {
-        if (g->routes[r].rl != NULL)
-            rl_unref(g->routes[r].rl);
+        for (uint32_t k = 0; k < KEEL_PROXY_ROUTE_RATE_LIMITS_MAX; k++)
+            if (g->routes[r].rl[k] != NULL)
+                rl_unref(g->routes[r].rl[k]);
         if (g->routes[r].mu_on)
             pthread_mutex_destroy(&g->routes[r].mu);
     }

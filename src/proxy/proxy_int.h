@@ -189,7 +189,7 @@ typedef struct keel__proute {
     bool mu_on;
     keel_ms_t now_max_ms; /* as the cluster's */
     keel_retry_t retry;
-    keel__prl_t *rl; /* referenced; NULL without a rate_limit */
+    keel__prl_t *rl[KEEL_PROXY_ROUTE_RATE_LIMITS_MAX]; /* referenced; cfg->ratelimits_count */
     keel_counter_t *m_requests, *m_rate_limited, *m_auth_refused;
     /* keel_proxy_cors_total by outcome (a CORS route's): the four preflight verdicts
      * (keel_proxy_cors_verdict_t), then other requests whose Origin was allowed, and not */

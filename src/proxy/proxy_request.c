@@ -237,54 +237,78 @@ static int build_up_head(keel__dconn_t *d, const char *base, const keel_h1_head_
     return rc;
 }
 
-/* The rate limit key of the request: the client address or a header's value. */
-static bool ratelimit_denied(keel__dconn_t *d, const char *base, const keel_h1_head_t *h,
-                             const keel_jwt_t *jwt, keel_ms_t *retry_after_ms)
+/* The key of the request for limit c: the client address, a header's value or a claim. */
+static void ratelimit_key(keel__dconn_t *d, const keel_proxy_ratelimit_t *c, const char *base,
+                          const keel_h1_head_t *h, const keel_jwt_t *jwt,
+                          char claim[KEEL_RATELIMIT_KEY_BYTES_MAX + 1], const char **key,
+                          size_t *key_len)
 {
-    keel__proute_t *rt = d->x.route;
-    const keel_proxy_ratelimit_t *c = &rt->cfg->ratelimit;
-    const char *key = d->peer;
-    size_t key_len = strlen(d->peer);
-    char claim[KEEL_RATELIMIT_KEY_BYTES_MAX + 1];
+    *key = d->peer;
+    *key_len = strlen(d->peer);
     if (c->key == KEEL_PROXY_RL_CLAIM) {
         /* a verified token's claim (cut to the key ceiling); requests without a token (an
          * optional jwt) or without the claim share one bucket, as for a missing header */
-        int crc = jwt && jwt->claims ? keel_jwt_claim_text(jwt, c->header, claim, sizeof(claim))
-                                     : KEEL_ENOTFOUND;
-        key = crc == 0 || crc == KEEL_ETOOBIG ? claim : "";
-        key_len = strlen(key);
+        int crc = jwt && jwt->claims
+                      ? keel_jwt_claim_text(jwt, c->header, claim, KEEL_RATELIMIT_KEY_BYTES_MAX + 1)
+                      : KEEL_ENOTFOUND;
+        *key = crc == 0 || crc == KEEL_ETOOBIG ? claim : "";
+        *key_len = strlen(*key);
     } else if (c->key == KEEL_PROXY_RL_HEADER) {
         int i = keel_h1_find(base, h, c->header);
         if (i < 0) {
-            key = "";
-            key_len = 0; /* every request without the header shares one bucket */
+            *key = "";
+            *key_len = 0; /* every request without the header shares one bucket */
         } else {
-            key = base + h->fields[i].value.off;
-            key_len = h->fields[i].value.len;
-            if (key_len > KEEL_RATELIMIT_KEY_BYTES_MAX)
-                key_len = KEEL_RATELIMIT_KEY_BYTES_MAX;
+            *key = base + h->fields[i].value.off;
+            *key_len = h->fields[i].value.len;
+            if (*key_len > KEEL_RATELIMIT_KEY_BYTES_MAX)
+                *key_len = KEEL_RATELIMIT_KEY_BYTES_MAX;
         }
     }
-    keel__prl_t *rl = rt->rl;
-    pthread_mutex_lock(&rl->mu); /* one bucket per key over every worker */
-    int rc = keel_ratelimit_keyed_take(&rl->rl, keel__shared_now(&rl->now_max_ms, now_ms(d->p)),
-                                       key, key_len, 1, retry_after_ms);
-    pthread_mutex_unlock(&rl->mu);
-    if (rc == KEEL_EFULL) {
-        *retry_after_ms = 1000; /* the key table is full of busy clients: shed */
-        return true;
-    }
-    return rc == KEEL_EREJECTED;
 }
 
-static void x_local_429(keel__dconn_t *d, keel_ms_t retry_after_ms)
+/* Takes a token from each of the route's limits, in order; at the first that refuses, gives
+ * back what the ones before it gave (a refused request counts against no limit) and names it
+ * in *which, for the 429's headers. */
+static bool ratelimit_denied(keel__dconn_t *d, const char *base, const keel_h1_head_t *h,
+                             const keel_jwt_t *jwt, keel_ms_t *retry_after_ms, uint32_t *which)
 {
-    const keel_proxy_ratelimit_t *c = &d->x.route->cfg->ratelimit;
+    keel__proute_t *rt = d->x.route;
+    const keel_proxy_route_t *r = rt->cfg;
+    char claims[KEEL_PROXY_ROUTE_RATE_LIMITS_MAX][KEEL_RATELIMIT_KEY_BYTES_MAX + 1];
+    const char *keys[KEEL_PROXY_ROUTE_RATE_LIMITS_MAX];
+    size_t lens[KEEL_PROXY_ROUTE_RATE_LIMITS_MAX];
+    for (uint32_t k = 0; k < r->ratelimits_count; k++) {
+        ratelimit_key(d, &r->ratelimits[k], base, h, jwt, claims[k], &keys[k], &lens[k]);
+        keel__prl_t *rl = rt->rl[k];
+        pthread_mutex_lock(&rl->mu); /* one bucket per key over every worker */
+        int rc = keel_ratelimit_keyed_take(&rl->rl, keel__shared_now(&rl->now_max_ms, now_ms(d->p)),
+                                           keys[k], lens[k], 1, retry_after_ms);
+        pthread_mutex_unlock(&rl->mu);
+        if (rc == KEEL_EFULL)
+            *retry_after_ms = 1000; /* the key table is full of busy clients: shed */
+        if (rc == KEEL_EFULL || rc == KEEL_EREJECTED) {
+            for (uint32_t b = 0; b < k; b++) {
+                pthread_mutex_lock(&rt->rl[b]->mu);
+                keel_ratelimit_keyed_refund(&rt->rl[b]->rl, keys[b], lens[b], 1);
+                pthread_mutex_unlock(&rt->rl[b]->mu);
+            }
+            *which = k;
+            return true;
+        }
+    }
+    return false;
+}
+
+static void x_local_429(keel__dconn_t *d, keel_ms_t retry_after_ms, uint32_t which)
+{
+    const keel_proxy_ratelimit_t *c = &d->x.route->cfg->ratelimits[which];
     long long secs = (retry_after_ms + 999) / 1000;
     if (secs < KEEL_PROXY_RETRY_AFTER_S_MIN)
         secs = KEEL_PROXY_RETRY_AFTER_S_MIN;
     char hdrs[256];
-    /* RateLimit-* after draft-ietf-httpapi-ratelimit-headers (limit, remaining, reset) */
+    /* RateLimit-* after draft-ietf-httpapi-ratelimit-headers (limit, remaining, reset): the
+     * limit that refused */
     snprintf(hdrs, sizeof(hdrs),
              "Retry-After: %lld\r\nRateLimit-Limit: %llu\r\nRateLimit-Remaining: 0\r\n"
              "RateLimit-Reset: %lld\r\n",
@@ -461,8 +485,9 @@ void keel__x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
         int i = keel_h1_find(base, h, r->retry.idempotency_header);
         x->idem_key = i >= 0 && h->fields[i].value.len > 0;
     }
-    bool limited = r != NULL && auth == KEEL_PROXY_AUTH_OK && x->route->rl != NULL &&
-                   ratelimit_denied(d, base, h, &jwt, &retry_after_ms);
+    uint32_t limit_hit = 0;
+    bool limited = r != NULL && auth == KEEL_PROXY_AUTH_OK && r->ratelimits_count > 0 &&
+                   ratelimit_denied(d, base, h, &jwt, &retry_after_ms, &limit_hit);
     keel_jwt_free(&jwt); /* its claims are in the upstream head and the rate-limit key by now */
     keel_buf_consume(&d->in, h->head_bytes); /* the head's bytes are no longer needed */
 
@@ -482,7 +507,7 @@ void keel__x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
     } else if (auth != KEEL_PROXY_AUTH_OK) {
         x_local_401(d, auth, why);
     } else if (limited) {
-        x_local_429(d, retry_after_ms);
+        x_local_429(d, retry_after_ms, limit_hit);
     } else if (r->action == KEEL_PROXY_ACTION_DIRECT) {
         keel__x_local(d, r->direct_status, NULL, NULL,
                       r->direct_content_type ? r->direct_content_type : "text/plain",

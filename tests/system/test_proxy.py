@@ -581,6 +581,33 @@ def test_rate_limit_answers_429_with_retry_after(procs, tmp_path, up):
     assert metric(metrics(admin), "keel_proxy_rate_limited_total", 'route="limited"') == 1
 
 
+def test_several_rate_limits_on_a_route_must_all_pass_and_a_refusal_costs_none(procs, tmp_path, up):
+    """Limits are taken in order; one that refuses gives back what the earlier ones took, and
+    the 429 names the limit that refused in its RateLimit-Limit."""
+    routes_yaml = """
+  - name: limited
+    match: {prefix: /limited}
+    cluster: app
+    rate_limit:
+      - {key: source_address, requests_per_s: 1, burst: 4}
+      - {key: "header:x-user", requests_per_s: 1, burst: 2}
+"""
+    _, port, admin = start_proxy(procs, tmp_path, config(up, "", routes_yaml))
+
+    def get(user):
+        return request(port, "GET", "/limited", {"X-User": user})
+
+    start = time.monotonic()
+    assert [get("a")[0] for _ in range(2)] == [200, 200]
+    st, h, _ = get("a")  # the user's limit refuses; the source's token is given back
+    assert st == 429 and h["ratelimit-limit"] == ["2"]
+    assert [get("b")[0] for _ in range(2)] == [200, 200]  # the source's 3rd and 4th tokens
+    st, h, _ = get("c")  # a user with tokens, but the source has none left
+    if time.monotonic() - start < 0.9:  # else a refilled token may let it through
+        assert st == 429 and h["ratelimit-limit"] == ["4"]
+        assert metric(metrics(admin), "keel_proxy_rate_limited_total", 'route="limited"') == 2
+
+
 def test_health_checks_take_a_host_out_and_back(procs, tmp_path, up):
     other = FakeUpstream("other")
     try:

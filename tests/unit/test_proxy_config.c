@@ -111,10 +111,12 @@ static void loads_every_section_of_a_full_config(void)
     KT_EQ_INT(r->retry.statuses[0], 429);
     KT_EQ_INT(r->retry.budget_pct, 20); /* the budget is on by default */
     KT_EQ_INT(r->retry.budget_min, 3);
-    KT_CHECK(r->ratelimit.enabled);
-    KT_EQ_INT(r->ratelimit.key, KEEL_PROXY_RL_HEADER);
-    KT_EQ_STR(r->ratelimit.header, "x-api-key");
-    KT_EQ_U64(r->ratelimit.burst, 10);
+    KT_EQ_INT(r->ratelimits_count, 1);
+    KT_CHECK(r->ratelimits[0].enabled);
+    KT_EQ_INT(r->ratelimits[0].key, KEEL_PROXY_RL_HEADER);
+    KT_EQ_STR(r->ratelimits[0].header, "x-api-key");
+    KT_EQ_U64(r->ratelimits[0].burst, 10);
+    KT_EQ_INT(r->ratelimits[0].keys_max, 4096); /* the default */
     r = &cfg.routes[1];
     KT_EQ_INT(r->path_kind, KEEL_PROXY_PATH_REGEX);
     KT_EQ_INT(r->clusters_count, 2);
@@ -464,8 +466,8 @@ static void loads_jwt_providers_and_route_requirements(void)
     KT_EQ_INT(pv->claims_to_headers_count, 2);
     KT_EQ_STR(pv->claims_to_headers[0].header, "x-user-id"); /* stored lower-case */
     KT_CHECK(cfg.routes[0].jwt.enabled && !cfg.routes[0].jwt.required);
-    KT_EQ_INT(cfg.routes[0].ratelimit.key, KEEL_PROXY_RL_CLAIM);
-    KT_EQ_STR(cfg.routes[0].ratelimit.header, "sub");
+    KT_EQ_INT(cfg.routes[0].ratelimits[0].key, KEEL_PROXY_RL_CLAIM);
+    KT_EQ_STR(cfg.routes[0].ratelimits[0].header, "sub");
     KT_CHECK(cfg.routes[1].jwt.enabled && cfg.routes[1].jwt.required); /* the short form */
     keel_proxy_config_free(&cfg);
 }
@@ -875,6 +877,45 @@ static void loads_a_rollout_and_refuses_bad_ones_naming_their_lines(void)
     }
 }
 
+static void loads_a_list_of_rate_limits_and_refuses_more_than_four(void)
+{
+    const char *y = "listeners: [{address: 127.0.0.1:1}]\n"
+                    "clusters: [{name: a, hosts: [127.0.0.1:2]}]\n"
+                    "routes:\n"
+                    "  - cluster: a\n"
+                    "    rate_limit:\n"
+                    "      - {key: source_address, requests_per_s: 1000}\n"
+                    "      - {key: \"header:X-User\", requests_per_s: 2, burst: 3, keys_max: 20}\n";
+    if (parse(y) != 0) {
+        dump_errors();
+        KT_FAIL("a list of rate limits refused");
+    }
+    const keel_proxy_route_t *r = &cfg.routes[0];
+    KT_EQ_INT(r->ratelimits_count, 2);
+    KT_EQ_INT(r->ratelimits[0].key, KEEL_PROXY_RL_SOURCE);
+    KT_EQ_U64(r->ratelimits[0].requests_per_s, 1000);
+    KT_EQ_INT(r->ratelimits[1].key, KEEL_PROXY_RL_HEADER);
+    KT_EQ_STR(r->ratelimits[1].header, "x-user");
+    KT_EQ_U64(r->ratelimits[1].burst, 3);
+    KT_EQ_INT(r->ratelimits[1].keys_max, 24); /* rounded up to a multiple of 8 */
+    keel_proxy_config_free(&cfg);
+    const char *five = "listeners: [{address: 127.0.0.1:1}]\n"
+                       "clusters: [{name: a, hosts: [127.0.0.1:2]}]\n"
+                       "routes:\n"
+                       "  - cluster: a\n"
+                       "    rate_limit:\n"
+                       "      - {requests_per_s: 1}\n"
+                       "      - {requests_per_s: 2}\n"
+                       "      - {requests_per_s: 3}\n"
+                       "      - {requests_per_s: 4}\n"
+                       "      - {requests_per_s: 5}\n"
+                       "  - cluster: a\n"
+                       "    rate_limit: [{burst: 3}]\n";
+    KT_EQ_INT(parse(five), KEEL_EINVAL);
+    KT_CHECK(has_error(10, "rate_limit: more than 4 entries"));
+    KT_CHECK(has_error(12, "'requests_per_s' is required"));
+}
+
 int main(void)
 {
     KT_RUN(loads_every_section_of_a_full_config);
@@ -899,5 +940,6 @@ int main(void)
     KT_RUN(loads_tls_sections_and_refuses_bad_ones);
     KT_RUN(loads_a_rollout_and_refuses_bad_ones_naming_their_lines);
     KT_RUN(loads_tracing_and_names_the_line_of_its_errors);
+    KT_RUN(loads_a_list_of_rate_limits_and_refuses_more_than_four);
     return kt_done();
 }

@@ -146,6 +146,33 @@ static void keyed_limiter_keeps_one_bucket_per_key(void)
     keel_ratelimit_keyed_free(&kl);
 }
 
+/* A refund gives back what a take got (a request another limit refused), never past the
+ * burst, and touches no other key; an unknown key is ignored. */
+static void keyed_refund_gives_back_up_to_the_burst(void)
+{
+    keel_ratelimit_keyed_config_t c;
+    keel_ratelimit_keyed_config_default(&c);
+    c.bucket = (keel_tokenbucket_config_t){1, 1000, 2};
+    c.keys_max = 64;
+    keel_ratelimit_keyed_t kl;
+    keel_errmsg_t m;
+    KT_EQ_INT(keel_ratelimit_keyed_init(&kl, &c, &m), 0);
+    KT_EQ_INT(keel_ratelimit_keyed_take(&kl, 0, "alice", 5, 1, NULL), 0);
+    KT_EQ_INT(keel_ratelimit_keyed_take(&kl, 0, "alice", 5, 1, NULL), 0);
+    KT_EQ_INT(keel_ratelimit_keyed_take(&kl, 0, "alice", 5, 1, NULL), KEEL_EREJECTED);
+    keel_ratelimit_keyed_refund(&kl, "alice", 5, 1);
+    KT_EQ_INT(keel_ratelimit_keyed_take(&kl, 0, "alice", 5, 1, NULL), 0);
+    KT_EQ_INT(keel_ratelimit_keyed_take(&kl, 0, "alice", 5, 1, NULL), KEEL_EREJECTED);
+    /* past the burst: capped at 2 */
+    for (int i = 0; i < 5; i++)
+        keel_ratelimit_keyed_refund(&kl, "alice", 5, 1);
+    KT_EQ_INT(keel_ratelimit_keyed_take(&kl, 0, "alice", 5, 2, NULL), 0);
+    KT_EQ_INT(keel_ratelimit_keyed_take(&kl, 0, "alice", 5, 1, NULL), KEEL_EREJECTED);
+    keel_ratelimit_keyed_refund(&kl, "nobody", 6, 1);
+    KT_EQ_INT(kl.keys, 1);
+    keel_ratelimit_keyed_free(&kl);
+}
+
 /*
  * 8 ways and one set: the table holds 8 keys. A 9th key finds every key
  * active and is refused (KEEL_EFULL) rather than handing someone a fresh
@@ -194,6 +221,7 @@ int main(void)
     KT_RUN(sliding_window_admits_the_configured_rate_over_60_s);
     KT_RUN(sliding_window_retry_after_is_the_earliest_passing_time);
     KT_RUN(keyed_limiter_keeps_one_bucket_per_key);
+    KT_RUN(keyed_refund_gives_back_up_to_the_burst);
     KT_RUN(keyed_limiter_evicts_only_idle_keys_and_stays_bounded);
     return kt_done();
 }
