@@ -204,13 +204,9 @@ struct keel_sagas {
     uint32_t by_state[KEEL_SAGA__STATES];
     keel_timer_t scan_timer;
     bool scanning, closing, client_closing;
-    /* the retention sweep: SCAN of the logs, their last records read, the expired unlinked */
-    bool sweeping;
-    char sweep_cursor[24];
+    /* the retention sweep: the due part of the index of ended sagas, a page at a time */
+    bool sweeping, sweep_more;
     keel_ms_t sweep_next_ms;
-    uint32_t sweep_pending;
-    char **sweep_del;
-    size_t sweep_del_n;
     uint32_t work; /* runs not yet freed and scans in flight: the client stays until 0 */
     char scan_cursor[24];
     /* The open sagas of other owners seen by this scan pass and by the one before: a saga

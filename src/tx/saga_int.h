@@ -26,6 +26,8 @@
 /* The index of unfinished sagas: one hash, field = saga id, value = its type's name. The
  * adoption scan walks it (HSCAN), so its cost follows the open sagas, not the keyspace. */
 #define OPEN_KEY "saga:open"
+/* ended sagas (done or compensated) by end time, while a retention is set: saga_retain.c */
+#define ENDED_KEY "saga:ended"
 
 typedef enum phase {
     P_LOCK,   /* KEEL.LOCK sent */

@@ -427,7 +427,8 @@ static keel_saga_state_t final_state(keel_saga_rec_type_t t)
 /*
  * The final record (done, compensated, needs attention), the open marker's deletion and the
  * unlock, in one entry: KEEL.FENCED lock token KEEL.TXN 0 <k> | XADD <log> 0-n r <record> |
- * HDEL saga:open <id> | KEEL.UNLOCK lock token | the type's end commands (end_cmds: the
+ * HDEL saga:open <id> | KEEL.UNLOCK lock token | with a retention, ZADD saga:ended <now> <id>
+ * (not for needs attention) | the type's end commands (end_cmds: the
  * outcome's event, say, which so applies exactly when the saga ends, and once); after a
  * success, the last step's step_done first (fold_last_step_done). k counts them all.
  */
@@ -451,8 +452,10 @@ static void write_end(keel__saga_run_t *r)
         keel__saga_retry_later(r, keel__saga_act);
         return;
     }
-    r->end_extra = extra;
-    snprintf(count, sizeof(count), "%zu", (r->pre ? 4 : 3) + extra);
+    /* indexed for the retention sweep (saga_retain.c) when it ended done or compensated */
+    bool indexed = r->o->cfg.log_retention_ms > 0 && r->u.rec_type != KEEL_SAGA_REC_ATTENTION;
+    r->end_extra = extra + indexed;
+    snprintf(count, sizeof(count), "%zu", (r->pre ? 4 : 3) + r->end_extra);
     keel_args_init(&a, LOG_ARGS_MAX, 0);
     keel_args_strs(&a, 6,
                    (const char *[]){"KEEL.FENCED", r->lock, r->token_str, "KEEL.TXN", "0", count});
@@ -465,6 +468,11 @@ static void write_end(keel__saga_run_t *r)
     keel_args_strs(
         &a, 8,
         (const char *[]){"3", "HDEL", OPEN_KEY, r->id, "3", "KEEL.UNLOCK", r->lock, r->token_str});
+    if (indexed) {
+        keel_args_strs(&a, 3, (const char *[]){"4", "ZADD", ENDED_KEY});
+        keel_args_u64(&a, (uint64_t)unix_ms());
+        keel_args_str(&a, r->id);
+    }
     for (size_t i = 0; i < ext.n; i++)
         keel_args_add(&a, ext.ptrs[i], ext.lens[i]);
     keel_args_free(&ext);

@@ -1,27 +1,27 @@
 /* saga_retain.c - log retention: finished sagas' logs deleted cfg.log_retention_ms after
- * their last record. One pass: SCAN MATCH saga:*:log, the last record of each log read
- * (XREVRANGE key + - COUNT 1), and the logs that ended done or compensated long enough ago
- * unlinked in one command per SCAN page (one Raft entry for up to a page of logs, nothing on
- * a saga's own path). A log ending needs_attention is kept: a person has to look at it. */
+ * their end. A saga that ends done or compensated while a retention is set is indexed in its
+ * end's entry (ZADD saga:ended <end ms> <id>, saga_log.c); a pass reads the index's due part,
+ * a page at a time (ZRANGEBYSCORE saga:ended -inf <now - retention> LIMIT 0 200), and unlinks
+ * the page's logs and their index members in one entry (KEEL.TXN: UNLINK | ZREM), so a pass
+ * costs what is due, not what is kept. A log ending needs_attention is not indexed: a person
+ * has to look at it. */
 #include "tx/saga_int.h"
 
+#include "client/args.h"
 #include "runtime/clock.h"
 
-#include <stdlib.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
-#define SWEEP_COUNT "200"
+#define SWEEP_PAGE 200u
 
 static void sweep_step(keel_sagas_t *o);
 
-static void sweep_end(keel_sagas_t *o)
+/* An index member that names a log key: "saga:" id ":log" fits KEY_BYTES_MAX. */
+static bool id_ok(const keel_resp_value_t *id)
 {
-    for (size_t i = 0; i < o->sweep_del_n; i++)
-        free(o->sweep_del[i]);
-    free(o->sweep_del);
-    o->sweep_del = NULL;
-    o->sweep_del_n = 0;
-    o->sweeping = false;
+    return id->type == KEEL_RESP_BULK && id->str.len > 0 && id->str.len + 10 <= KEY_BYTES_MAX;
 }
 
 static void on_unlinked(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
@@ -29,129 +29,76 @@ static void on_unlinked(keel_client_t *cl, void *ctx, int status, const keel_res
     keel_sagas_t *o = ctx;
     (void)cl;
     keel__saga_unref(o);
-    if (status == 0 && v->type == KEEL_RESP_INT && v->integer > 0) {
-        o->stats.logs_deleted += (uint64_t)v->integer;
+    bool ok = status == 0 && v->type == KEEL_RESP_ARRAY && v->elems_len == 2 &&
+              v->elems[0].type == KEEL_RESP_INT;
+    if (ok && v->elems[0].integer > 0) {
+        o->stats.logs_deleted += (uint64_t)v->elems[0].integer;
         if (o->m_deleted)
-            keel_counter_add(o->m_deleted, (uint64_t)v->integer);
+            keel_counter_add(o->m_deleted, (uint64_t)v->elems[0].integer);
     }
-    for (size_t i = 0; i < o->sweep_del_n; i++)
-        free(o->sweep_del[i]);
-    o->sweep_del_n = 0;
-    if (o->closing || status != 0 || strcmp(o->sweep_cursor, "0") == 0)
-        sweep_end(o);
+    if (ok && o->sweep_more && !o->closing)
+        sweep_step(o); /* a full page: more may be due */
     else
-        sweep_step(o);
+        o->sweeping = false; /* done, or failed: the next pass tries again */
     keel__saga_work_done(o);
 }
 
-/* Every last record of the page is in: unlink what expired, then the next page. */
-static void page_done(keel_sagas_t *o)
-{
-    if (o->sweep_del_n > 0 && !o->closing) {
-        const char **argv = malloc((o->sweep_del_n + 1) * sizeof(*argv));
-        if (argv != NULL) {
-            argv[0] = "UNLINK";
-            for (size_t i = 0; i < o->sweep_del_n; i++)
-                argv[i + 1] = o->sweep_del[i];
-            int rc = keel_client_command(&o->cl, o->sweep_del_n + 1, argv, NULL, on_unlinked, o);
-            free(argv);
-            if (rc == 0) {
-                o->handles++;
-                o->work++;
-                return;
-            }
-        }
-        sweep_end(o); /* no room: the next pass tries again */
-        return;
-    }
-    if (o->closing || strcmp(o->sweep_cursor, "0") == 0)
-        sweep_end(o);
-    else
-        sweep_step(o);
-}
-
-typedef struct last_ctx {
-    keel_sagas_t *o;
-    char key[];
-} last_ctx_t;
-
-static void on_last(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
-{
-    last_ctx_t *c = ctx;
-    keel_sagas_t *o = c->o;
-    (void)cl;
-    keel__saga_unref(o);
-    const keel_resp_value_t *b = NULL;
-    if (status == 0 && v->type == KEEL_RESP_ARRAY && v->elems_len == 1)
-        b = keel__saga_entry_record(&v->elems[0]);
-    keel_saga_rec_t rec;
-    keel_errmsg_t msg;
-    if (b != NULL &&
-        keel_saga_rec_decode((const uint8_t *)b->str.ptr, b->str.len, &rec, &msg) == 0 &&
-        (rec.type == KEEL_SAGA_REC_DONE || rec.type == KEEL_SAGA_REC_COMPENSATED) &&
-        rec.time_ms + o->cfg.log_retention_ms <= keel_clock_unix_ms()) {
-        o->sweep_del[o->sweep_del_n++] = strdup(c->key);
-        if (o->sweep_del[o->sweep_del_n - 1] == NULL)
-            o->sweep_del_n--;
-    }
-    free(c);
-    if (--o->sweep_pending == 0)
-        page_done(o);
-    keel__saga_work_done(o);
-}
-
-static void on_page(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
+/* One page of due ids: their logs and their index members go in one entry. */
+static void on_due(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
 {
     keel_sagas_t *o = ctx;
     (void)cl;
     keel__saga_unref(o);
-    if (o->closing || status != 0 || v->type != KEEL_RESP_ARRAY || v->elems_len != 2 ||
-        v->elems[0].type != KEEL_RESP_BULK || v->elems[1].type != KEEL_RESP_ARRAY ||
-        v->elems[0].str.len >= sizeof(o->sweep_cursor)) {
-        sweep_end(o); /* the next pass starts over */
+    if (o->closing || status != 0 || v->type != KEEL_RESP_ARRAY || v->elems_len == 0) {
+        o->sweeping = false;
         keel__saga_work_done(o);
         return;
     }
-    memcpy(o->sweep_cursor, v->elems[0].str.ptr, v->elems[0].str.len);
-    o->sweep_cursor[v->elems[0].str.len] = '\0';
-    const keel_resp_value_t *keys = &v->elems[1];
-    free(o->sweep_del);
-    o->sweep_del = calloc(keys->elems_len ? keys->elems_len : 1, sizeof(char *));
-    if (o->sweep_del == NULL) {
-        sweep_end(o);
-        keel__saga_work_done(o);
-        return;
+    size_t n = 0;
+    for (size_t i = 0; i < v->elems_len; i++)
+        n += id_ok(&v->elems[i]);
+    keel_args_t a;
+    keel_args_init(&a, 8 + 2 * v->elems_len, 0);
+    keel_args_strs(&a, 3, (const char *[]){"KEEL.TXN", "0", "2"});
+    keel_args_u64(&a, n + 1);
+    keel_args_str(&a, "UNLINK");
+    for (size_t i = 0; i < v->elems_len; i++) {
+        const keel_resp_value_t *id = &v->elems[i];
+        if (!id_ok(id))
+            continue;
+        char key[KEY_BYTES_MAX];
+        snprintf(key, sizeof(key), "saga:%.*s:log", (int)id->str.len, id->str.ptr);
+        keel_args_str(&a, key);
     }
-    o->sweep_pending = 1; /* held until every read is sent */
-    for (size_t i = 0; i < keys->elems_len; i++) {
-        const keel_resp_value_t *k = &keys->elems[i];
-        if (k->type != KEEL_RESP_BULK || k->str.len == 0 || k->str.len >= KEY_BYTES_MAX)
-            continue;
-        last_ctx_t *c = malloc(sizeof(*c) + k->str.len + 1);
-        if (c == NULL)
-            continue;
-        c->o = o;
-        memcpy(c->key, k->str.ptr, k->str.len);
-        c->key[k->str.len] = '\0';
-        const char *argv[] = {"XREVRANGE", c->key, "+", "-", "COUNT", "1"};
-        if (keel_client_command(&o->cl, 6, argv, NULL, on_last, c) != 0) {
-            free(c);
-            continue;
-        }
-        o->sweep_pending++;
+    keel_args_u64(&a, (uint64_t)v->elems_len + 2); /* the index loses every member read */
+    keel_args_strs(&a, 2, (const char *[]){"ZREM", ENDED_KEY});
+    for (size_t i = 0; i < v->elems_len; i++)
+        if (v->elems[i].type == KEEL_RESP_BULK)
+            keel_args_add(&a, v->elems[i].str.ptr, v->elems[i].str.len);
+        else
+            keel_args_str(&a, "-"); /* not an id: removes nothing, keeps the count */
+    o->sweep_more = v->elems_len >= SWEEP_PAGE;
+    int rc = keel_args_resolve(&a) == 0
+                 ? keel_client_command(&o->cl, a.n, a.ptrs, a.lens, on_unlinked, o)
+                 : KEEL_ENOMEM;
+    keel_args_free(&a);
+    if (rc == 0) {
         o->handles++;
         o->work++;
+    } else {
+        o->sweeping = false;
     }
-    if (--o->sweep_pending == 0)
-        page_done(o);
     keel__saga_work_done(o);
 }
 
 static void sweep_step(keel_sagas_t *o)
 {
-    const char *argv[] = {"SCAN", o->sweep_cursor, "MATCH", "saga:*:log", "COUNT", SWEEP_COUNT};
-    if (keel_client_command(&o->cl, 6, argv, NULL, on_page, o) != 0) {
-        sweep_end(o);
+    char max[24], count[16];
+    snprintf(max, sizeof(max), "%" PRId64, keel_clock_unix_ms() - o->cfg.log_retention_ms);
+    snprintf(count, sizeof(count), "%u", SWEEP_PAGE);
+    const char *argv[] = {"ZRANGEBYSCORE", ENDED_KEY, "-inf", max, "LIMIT", "0", count};
+    if (keel_client_command(&o->cl, 7, argv, NULL, on_due, o) != 0) {
+        o->sweeping = false;
         return;
     }
     o->handles++;
@@ -165,6 +112,5 @@ void keel__saga_retain_tick(keel_sagas_t *o)
         return;
     o->sweep_next_ms = now + (ret / 4 < 60000 ? ret / 4 : 60000);
     o->sweeping = true;
-    snprintf(o->sweep_cursor, sizeof(o->sweep_cursor), "0");
     sweep_step(o);
 }

@@ -110,9 +110,9 @@ static void hold_fire(keel_timer_t *t, void *data)
 static bool execute(fconn_t *c, const keel_resp_cmd_t *cmd)
 {
     fake_t *f = c->f;
-    const uint8_t *argv[64];
-    size_t lens[64];
-    KT_CHECK(cmd->argc <= 64);
+    const uint8_t *argv[512]; /* the retention sweep's page: 2 x 200 ids and the TXN's own */
+    size_t lens[512];
+    KT_CHECK(cmd->argc <= 512);
     for (size_t i = 0; i < cmd->argc; i++) {
         argv[i] = cmd->argv[i].ptr;
         lens[i] = cmd->argv[i].len;
@@ -651,7 +651,15 @@ static void fake_apply(int argc, const char *const *args, const size_t *arg_lens
     keel_buf_free(&r);
 }
 
-/* A saga log whose last record is of type `last`, written at time `at`. */
+/* Whether the saga is in the index of ended sagas (the sorted set saga:ended). */
+static long long ended_indexed(const char *id)
+{
+    const char *argv[] = {"ZRANK", "saga:ended", id};
+    return fake_int(&W.fake, 3, argv) != -1;
+}
+
+/* A saga log whose last record is of type `last`, written at time `at`; a done or
+ * compensated one indexed as ended then, as its end's entry does. */
 static void fake_log(const char *id, keel_saga_rec_type_t last, keel_ms_t at)
 {
     uint8_t started[64], end[64];
@@ -674,6 +682,11 @@ static void fake_log(const char *id, keel_saga_rec_type_t last, keel_ms_t at)
     const char *a1[] = {"XADD", key, "0-2", "r", (const char *)end};
     size_t l1[] = {4, strlen(key), 3, 1, (size_t)n1};
     fake_apply(5, a1, l1);
+    if (last == KEEL_SAGA_REC_DONE || last == KEEL_SAGA_REC_COMPENSATED) {
+        char score[24];
+        snprintf(score, sizeof(score), "%lld", (long long)at);
+        fake_apply(4, (const char *[]){"ZADD", "saga:ended", score, id}, NULL);
+    }
 }
 
 static void retention_poll(keel_timer_t *t, void *data)
@@ -695,6 +708,14 @@ static void finished_logs_past_the_retention_are_deleted_and_no_others(void)
     fake_log("old-attention", KEEL_SAGA_REC_ATTENTION, now - 5000); /* a person must look */
     fake_log("old-running", KEEL_SAGA_REC_STEP_DONE, now - 5000);   /* not finished */
     fake_log("new-done", KEEL_SAGA_REC_DONE, now + 60000);          /* not old enough */
+    for (int i = 0; i < 450; i++) { /* older: the first three pages of 200 */
+        char id[32];
+        snprintf(id, sizeof(id), "bulk-%d", i);
+        fake_log(id, KEEL_SAGA_REC_DONE, now - 6000);
+    }
+    char score[24];
+    snprintf(score, sizeof(score), "%lld", (long long)(now - 7000));
+    fake_apply(4, (const char *[]){"ZADD", "saga:ended", score, "gone"}, NULL); /* no log */
     fake_apply(3, (const char *[]){"SET", "saga:x:log", "not a stream"}, NULL);
     keel_timer_t poll;
     keel_timer_init(&W.loop, &poll);
@@ -703,13 +724,16 @@ static void finished_logs_past_the_retention_are_deleted_and_no_others(void)
     KT_EQ_INT(xlen("old-attention"), 2);
     KT_EQ_INT(xlen("old-running"), 2);
     KT_EQ_INT(xlen("new-done"), 2);
+    KT_EQ_INT(xlen("bulk-0") + xlen("bulk-449"), 0);
     KT_EQ_INT(exists("saga:x:log"), 1);
-    KT_EQ_INT(W.a.stats.logs_deleted, 2);
+    KT_EQ_INT(W.a.stats.logs_deleted, 452);
+    KT_EQ_INT(ended_indexed("old-done") + ended_indexed("gone") + ended_indexed("bulk-7"), 0);
+    KT_EQ_INT(ended_indexed("new-done"), 1); /* still due later */
     keel_buf_t text;
     keel_buf_init(&text, 0);
     KT_EQ_INT(keel_metrics_render(W.metrics, &text), 0);
     KT_EQ_INT(keel_buf_append(&text, "", 1), 0);
-    KT_CHECK(strstr((const char *)keel_buf_rptr(&text), "keel_saga_logs_deleted_total 2\n") !=
+    KT_CHECK(strstr((const char *)keel_buf_rptr(&text), "keel_saga_logs_deleted_total 452\n") !=
              NULL);
     keel_buf_free(&text);
     world_free();
@@ -725,6 +749,33 @@ static void finished_logs_past_the_retention_are_deleted_and_no_others(void)
     keel_errmsg_t m = {{0}};
     KT_EQ_INT(keel_sagas_init(&o, &loop, &c, &m), KEEL_EINVAL);
     KT_EQ_INT(keel_loop_close(&loop), 0);
+}
+
+/* An end indexes the saga for the sweep only with a retention set, and never one that needs
+ * attention (the sweep would delete it); the index entry goes in the end's own entry. */
+static void an_ended_saga_is_indexed_for_retention_only_with_one(void)
+{
+    world_init_with(10000, true, 3600 * 1000);
+    KT_EQ_INT(keel_sagas_start(&W.a, "t", "kept-1", NULL, 0, NULL, NULL), 0);
+    world_run();
+    KT_EQ_INT(W.end_state, KEEL_SAGA_DONE);
+    KT_EQ_INT(ended_indexed("kept-1"), 1);
+    KT_EQ_INT(xlen("kept-1"), 5); /* an hour's retention: not yet deleted */
+    world_free();
+    world_init_with(10000, true, 3600 * 1000);
+    W.refuse[1] = true;
+    KT_EQ_INT(keel_sagas_start(&W.a, "t", "kept-2", NULL, 0, NULL, NULL), 0);
+    world_run();
+    KT_EQ_INT(W.end_state, KEEL_SAGA_COMPENSATED);
+    KT_EQ_INT(ended_indexed("kept-2"), 1);
+    world_free();
+    world_init(10000, true); /* no retention: no index to grow */
+    KT_EQ_INT(keel_sagas_start(&W.a, "t", "kept-3", NULL, 0, NULL, NULL), 0);
+    world_run();
+    KT_EQ_INT(W.end_state, KEEL_SAGA_DONE);
+    KT_EQ_INT(ended_indexed("kept-3"), 0);
+    KT_EQ_INT(exists("saga:ended"), 0);
+    world_free();
 }
 
 static int busy_seen;
@@ -973,5 +1024,6 @@ int main(void)
     KT_RUN(renewals_slower_than_a_third_of_the_ttl_still_let_the_saga_progress);
     KT_RUN(a_renewal_of_unknown_outcome_is_not_taken_for_a_lost_lock);
     KT_RUN(finished_logs_past_the_retention_are_deleted_and_no_others);
+    KT_RUN(an_ended_saga_is_indexed_for_retention_only_with_one);
     return kt_done();
 }
