@@ -51,6 +51,12 @@ if [ -f bench/tx.py ]; then
   section "transactional outbox relay rows/s, idempotency key cost per request (1 and 3 nodes)"
   BUILD="$BUILD" python3 bench/tx.py || rc=1
 fi
+if [ -f bench/saga.sh ]; then
+  section "three-step sagas/s and p50/p99 at 1-200 at once, steps in keel and as kit HTTP calls"
+  BUILD="$BUILD" bash bench/saga.sh || rc=1
+  section "two-phase commit against the saga: a transfer, bank-b healthy, slow and down"
+  BUILD="$BUILD" bash bench/twopc.sh || rc=1
+fi
 if [ -f bench/http.sh ]; then
   section "HTTP server vs nginx (wrk)"
   bash bench/http.sh || rc=1
