@@ -1,6 +1,7 @@
 """test_saga_nemesis.py - orchestrated sagas (src/tx/saga.c) whose steps are three kit services,
 run by two orchestrators at once while the nemesis (nemesis.py) SIGKILLs and restarts keel
-nodes, the leader among them, and pauses them; one orchestrator is SIGKILLed too, and the
+nodes, the leader among them, pauses them and cuts them off from each other (the relay:
+leader isolated, splits, one-way cuts, flapping links, leadership transfers); one orchestrator is SIGKILLed too, and the
 other adopts its sagas. After healing every saga is final as expected, each step's effect is
 left exactly once for the done sagas and not at all for the compensated ones (the services'
 journals), no marker or lock is left, and every log replays (docs/tx.md, "Proof: the
@@ -32,7 +33,10 @@ KILL_ORCH_AFTER_S = 3.0  # orchestrator A is SIGKILLed this long into the faults
 RESTART_ORCH_AFTER_S = 2.0  # and a new one started this long after
 FINAL_WAIT_S = 60.0
 FLAKY_PCT = 10  # the reserve service answers 503 to this share (half after doing the work)
-FAULT_KINDS = ("kill-leader", "kill-follower", "pause-leader", "pause-follower")
+# kills, pauses and the partitions the relay can make (clients are never cut: an orchestrator
+# keeps talking to an isolated old leader until it steps down)
+FAULT_KINDS = ("kill-leader", "kill-follower", "pause-leader", "pause-follower", "isolate-leader",
+               "isolate-kill", "split", "one-way", "flap", "transfer")
 
 # core/saga.h's record types
 STARTED, BEGUN, STEP_DONE, STEP_FAILED, UNDONE, DONE, COMPENSATED, ATTENTION = range(1, 9)
@@ -52,14 +56,15 @@ def want_failure(i):
 
 
 def fault_schedule(seed):
-    """nemesis.schedule's seeded faults, kills and pauses only, the first a leader kill and
-    the second a pause, so each run has both."""
+    """nemesis.schedule's seeded faults of FAULT_KINDS, the first a leader kill, the second a
+    pause and the third the leader cut off from its peers, so each run has all three."""
     sched = [f for f in nemesis.schedule(seed, 3, "relay") if f[0] in FAULT_KINDS]
-    first = next(f for f in sched if f[0] == "kill-leader")
-    sched.remove(first)
-    pause = next(f for f in sched if f[0].startswith("pause"))
-    sched.remove(pause)
-    return [first, pause] + sched
+    first = [next(f for f in sched if f[0] == "kill-leader")]
+    first.append(next(f for f in sched if f[0].startswith("pause")))
+    first.append(next(f for f in sched if f[0] == "isolate-leader"))
+    for f in first:
+        sched.remove(f)
+    return first + sched
 
 
 class Orchestrator:
@@ -279,12 +284,15 @@ def test_sagas_of_kit_services_survive_the_nemesis_and_a_killed_orchestrator(tmp
         # the run exercised what it is about
         kills = [x for x in nem.done if "SIGKILL" in x]
         pauses = [x for x in nem.done if "SIGSTOP" in x]
-        assert any("kill-leader" in x for x in kills) and pauses, nem.done
+        cuts = [x for x in nem.done if "isolate" in x or "split" in x or "one-way" in x or
+                "flap" in x]  # fmt: skip
+        assert any("kill-leader" in x for x in kills) and pauses and cuts, nem.done
         adopted = sum(int(re.search(r"adopted (\d+)", o.summary()).group(1)) for o in (b, a2))
         fenced = sum(int(re.search(r"fenced (\d+)", o.summary()).group(1)) for o in (b, a2))
         retried = sum(int(re.search(r"retried (\d+)", o.summary()).group(1)) for o in (b, a2))
-        # the leader kill and the pause (the schedule's first two) began while sagas ran
-        assert len(under_load) >= 2, f"the sagas ended before the faults: {nem.done}"
+        # the leader kill, the pause and the cut (the schedule's first three) began while
+        # sagas ran
+        assert len(under_load) >= 3, f"the sagas ended before the faults: {nem.done}"
         n_comp = sum(st == "compensated" for st in states.values())
         print("\n".join(nem.done))
         print(f"orchestrator A SIGKILLed at t={a_kill_t:.1f}s after {a_ends} ends, A2 started "
@@ -293,7 +301,8 @@ def test_sagas_of_kit_services_survive_the_nemesis_and_a_killed_orchestrator(tmp
             print(f"{o.name}: {o.summary()}")
         print(f"saga nemesis: {COUNT} sagas ({len(done)} done, {n_comp} compensated, "
               f"{gave_up} of them after a step gave up, 0 needs_attention), "
-              f"{len(kills)} keel kills, {len(pauses)} pauses ({len(under_load)} faults begun "
+              f"{len(kills)} keel kills, {len(pauses)} pauses, {len(cuts)} partitions "
+              f"({len(under_load)} faults begun "
               f"under load), 1 orchestrator kill, "
               f"{adopted} adoptions, {fenced} fenced writes, {retried} log writes retried; "
               f"faults until t={healed_t - t0:.1f}s (healed), every saga final at "
