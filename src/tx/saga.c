@@ -623,7 +623,7 @@ int keel_sagas_start(keel_sagas_t *o, const char *type, const char *id, const vo
     uint32_t ti = 0;
     const keel_saga_type_t *t =
         type ? keel__saga_type_named(o, (const uint8_t *)type, strlen(type), &ti) : NULL;
-    if (t == NULL || !keel_saga_id_valid(id, KEEL_SAGA_ID_BYTES_MAX))
+    if (t == NULL || !keel__saga_id_ok(id))
         return KEEL_EINVAL;
     if (input_len > t->def.input_bytes_max)
         return KEEL_ETOOBIG;

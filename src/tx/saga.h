@@ -55,6 +55,10 @@
  *                     started record, removed with the final one (one entry each). Until
  *                     6 Dec each was a key saga:open:<id> found by SCAN MATCH: a walk of
  *                     the whole keyspace every second, growing with every order kept.
+ *   saga:ended        a sorted set, member <id> scored by its end's time: the finished
+ *                     (done, compensated) sagas, written with the end only while
+ *                     log_retention_ms is set; the retention sweep's index (saga_retain.c).
+ * The ids "open" and "ended" are refused: their lock keys are these indexes.
  * Adopting, or learning that a write was fenced, always re-reads the log and replays it:
  * an owner never acts on memory that another owner may have overtaken.
  *
@@ -239,8 +243,8 @@ int keel_sagas_register(keel_sagas_t *o, const keel_saga_type_t *t, keel_errmsg_
 /* Starts saga `id` of type `type` (or continues it, if its log exists). 0: end runs later,
  * exactly once; also when this orchestrator's scan is adopting that id, which the start
  * then joins (KEEL_EBUSY if another owner is alive after all). KEEL_EINVAL (unknown type,
- * bad id), KEEL_ETOOBIG (input), KEEL_EFULL (runs_max), KEEL_EEXISTS (a start of that id
- * runs here already), KEEL_ECLOSED. */
+ * bad id: not [A-Za-z0-9_.-]{1,64}, or "open" or "ended"), KEEL_ETOOBIG (input), KEEL_EFULL
+ * (runs_max), KEEL_EEXISTS (a start of that id runs here already), KEEL_ECLOSED. */
 int keel_sagas_start(keel_sagas_t *o, const char *type, const char *id, const void *input,
                      size_t input_len, keel_sagas_end_fn end, void *data);
 /* Sagas in progress here. */

@@ -10,6 +10,7 @@
  *   saga_log.c    the log in keel server: the open marker, load and replay, fenced writes
  *   saga_orch.c   setup, types, metrics, adopting orphans (the scan), close
  *   saga_http.c   steps through the kit (an HTTP call per step)
+ *   saga_retain.c the retention sweep (the index of ended sagas)
  * Functions shared between them are keel__saga_*, declared at the end of this file.
  */
 #include "tx/saga.h"
@@ -19,6 +20,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define KEY_BYTES_MAX (KEEL_SAGA_ID_BYTES_MAX + 16u)
 #define RETRY_BASE_MS 50
@@ -28,6 +30,13 @@
 #define OPEN_KEY "saga:open"
 /* ended sagas (done or compensated) by end time, while a retention is set: saga_retain.c */
 #define ENDED_KEY "saga:ended"
+
+/* A saga id this library accepts: valid, and not one whose lock key (saga:<id>) is an index. */
+static inline bool keel__saga_id_ok(const char *id)
+{
+    return keel_saga_id_valid(id, KEEL_SAGA_ID_BYTES_MAX) && strcmp(id, "open") != 0 &&
+           strcmp(id, "ended") != 0;
+}
 
 typedef enum phase {
     P_LOCK,   /* KEEL.LOCK sent */

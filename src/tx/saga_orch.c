@@ -34,7 +34,7 @@ static void on_scan(keel_client_t *cl, void *ctx, int status, const keel_resp_va
         char id[KEEL_SAGA_ID_BYTES_MAX + 1];
         memcpy(id, k->str.ptr, k->str.len);
         id[k->str.len] = '\0';
-        if (!keel_saga_id_valid(id, KEEL_SAGA_ID_BYTES_MAX) || keel__saga_run_find(o, id))
+        if (!keel__saga_id_ok(id) || keel__saga_run_find(o, id))
             continue;
         /* seen open by the pass before too (or the set is full: asked at once) */
         bool known = o->scan_prev.slots && keel_map_get(&o->scan_prev, id, k->str.len);

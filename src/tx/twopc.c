@@ -18,6 +18,9 @@ typedef struct req {
     keel_client_reply_t reply;
 } req_t;
 
+/* The open transactions' index: a hash of id -> 1, set before BEGIN, deleted after END. */
+#define OPEN_KEY "2pc:open"
+
 static void on_reply(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
 {
     (void)cl;
@@ -272,7 +275,7 @@ static keel_twopc_reply_t part_call(keel_twopcs_t *t, keel_twopc_participant_t *
 typedef struct run {
     keel_twopcs_t *t;
     const char *id;
-    char lock[96], log_key[96], open_key[96], token_str[24];
+    char lock[96], log_key[96], token_str[24];
     keel_ms_t locked_ms;
     keel_twopc_coord_t c;
     keel_twopc_coord_update_t u;
@@ -386,8 +389,8 @@ static int load(run_t *r, keel_errmsg_t *msg)
     if (entries == 0 && r->names == NULL)
         return KEEL_ENOTFOUND;
     if (entries == 0) {
-        const char *set[] = {"KEEL.FENCED", r->lock, r->token_str, "SET", r->open_key, "1"};
-        rc = cmd_retry(r, 6, set, NULL, &rep);
+        const char *set[] = {"KEEL.FENCED", r->lock, r->token_str, "HSET", OPEN_KEY, r->id, "1"};
+        rc = cmd_retry(r, 7, set, NULL, &rep);
         if (rc != 0)
             return rc;
         bool fenced = keel_resp_error_contains(rep.v, "FENCED");
@@ -469,8 +472,8 @@ static void unlock(run_t *r)
 static void finish(run_t *r)
 {
     keel_client_reply_t rep;
-    const char *del[] = {"KEEL.FENCED", r->lock, r->token_str, "DEL", r->open_key};
-    if (cmd_retry(r, 5, del, NULL, &rep) == 0)
+    const char *del[] = {"KEEL.FENCED", r->lock, r->token_str, "HDEL", OPEN_KEY, r->id};
+    if (cmd_retry(r, 6, del, NULL, &rep) == 0)
         keel_client_reply_free(&rep);
     unlock(r);
 }
@@ -603,12 +606,12 @@ static int run_open(keel_twopcs_t *t, run_t *r, const char *id, keel_errmsg_t *m
 {
     r->t = t;
     r->id = id;
-    if (!keel_twopc_id_valid(id, KEEL_TWOPC_ID_BYTES_MAX))
-        return keel_errf(msg, KEEL_EINVAL, "2pc id must be 1..%u of [A-Za-z0-9_.-]",
+    if (!keel_twopc_id_valid(id, KEEL_TWOPC_ID_BYTES_MAX) || strcmp(id, "open") == 0)
+        return keel_errf(msg, KEEL_EINVAL,
+                         "2pc id must be 1..%u of [A-Za-z0-9_.-], not \"open\" (the index's key)",
                          KEEL_TWOPC_ID_BYTES_MAX);
     snprintf(r->lock, sizeof(r->lock), "2pc:%s", id);
     snprintf(r->log_key, sizeof(r->log_key), "2pc:%s:log", id);
-    snprintf(r->open_key, sizeof(r->open_key), "2pc:open:%s", id);
     int rc = take_lock(r);
     if (rc == KEEL_EBUSY)
         return keel_errf(msg, rc, "2pc %s: another coordinator holds it", id);
@@ -680,28 +683,29 @@ int keel_twopcs_recover(keel_twopcs_t *t, uint32_t *finished, keel_errmsg_t *msg
     *finished = 0;
     char cursor[32] = "0";
     for (int pages = 0; pages < 100000; pages++) {
-        const char *argv[] = {"SCAN", cursor, "MATCH", "2pc:open:*", "COUNT", "256"};
+        const char *argv[] = {"HSCAN", OPEN_KEY, cursor, "COUNT", "256"};
         keel_client_reply_t rep;
-        int rc = cmd(t, 6, argv, NULL, &rep);
+        int rc = cmd(t, 5, argv, NULL, &rep);
         if (rc != 0)
-            return keel_errf(msg, rc, "2pc recover: SCAN: %s", keel_strerror(rc));
+            return keel_errf(msg, rc, "2pc recover: HSCAN: %s", keel_strerror(rc));
         const keel_resp_value_t *v = rep.v;
         if (v->type != KEEL_RESP_ARRAY || v->elems_len != 2 ||
             v->elems[1].type != KEEL_RESP_ARRAY) {
             keel_client_reply_free(&rep);
-            return keel_errf(msg, KEEL_EPROTO, "2pc recover: SCAN answered no array");
+            return keel_errf(msg, KEEL_EPROTO, "2pc recover: HSCAN answered no array");
         }
         size_t cl = v->elems[0].str.len < sizeof(cursor) - 1 ? v->elems[0].str.len : 0;
         memcpy(cursor, v->elems[0].str.ptr, cl);
         cursor[cl] = '\0';
-        for (size_t i = 0; i < v->elems[1].elems_len; i++) {
+        /* field, value, field, value, ...: the fields are the open transactions' ids */
+        for (size_t i = 0; i + 1 < v->elems[1].elems_len; i += 2) {
             const keel_resp_value_t *k = &v->elems[1].elems[i];
             char id[KEEL_TWOPC_ID_BYTES_MAX + 1];
-            size_t pre = strlen("2pc:open:");
-            if (k->str.len <= pre || k->str.len - pre > KEEL_TWOPC_ID_BYTES_MAX)
+            if (k->type != KEEL_RESP_BULK || k->str.len == 0 ||
+                k->str.len > KEEL_TWOPC_ID_BYTES_MAX)
                 continue;
-            memcpy(id, k->str.ptr + pre, k->str.len - pre);
-            id[k->str.len - pre] = '\0';
+            memcpy(id, k->str.ptr, k->str.len);
+            id[k->str.len] = '\0';
             keel_errmsg_t m = {{0}};
             rc = adopt(t, id, &m);
             if (rc > 0)
@@ -718,8 +722,9 @@ int keel_twopcs_recover(keel_twopcs_t *t, uint32_t *finished, keel_errmsg_t *msg
 
 int keel_twopcs_inquire(keel_twopcs_t *t, const char *id, bool *commit, keel_errmsg_t *msg)
 {
-    if (!keel_twopc_id_valid(id, KEEL_TWOPC_ID_BYTES_MAX))
-        return keel_errf(msg, KEEL_EINVAL, "2pc id must be 1..%u of [A-Za-z0-9_.-]",
+    if (!keel_twopc_id_valid(id, KEEL_TWOPC_ID_BYTES_MAX) || strcmp(id, "open") == 0)
+        return keel_errf(msg, KEEL_EINVAL,
+                         "2pc id must be 1..%u of [A-Za-z0-9_.-], not \"open\" (the index's key)",
                          KEEL_TWOPC_ID_BYTES_MAX);
     count(&t->stats.inquiries, t->m.inquiries);
     char key[96];

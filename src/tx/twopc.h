@@ -49,7 +49,8 @@
  *                   takes one record, whoever wins; the loser re-reads it and follows it.
  *   lock 2pc:<id>   KEEL.LOCK with lock_ttl_ms: the coordinator owning the transaction,
  *                   renewed (KEEL.TXN of UNLOCK + LOCK) once a third of the TTL has passed.
- *   2pc:open:<id>   set before BEGIN, deleted after END: what keel_twopcs_recover() scans.
+ *   2pc:open        a hash: field <id> set before BEGIN, deleted after END, what
+ *                   keel_twopcs_recover() walks (HSCAN: the open ones, not the keyspace).
  *
  * A participant is a table of callbacks, each idempotent by transaction id and each durable
  * before it returns (fsync): prepare (the business rows and a prepared mark in one local

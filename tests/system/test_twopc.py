@@ -27,12 +27,8 @@ def run_args(addrs, d, prefix, count, *extra):
 
 
 def open_marks(r):
-    cursor, marks = 0, []
-    while True:
-        cursor, keys = r.scan(cursor, match="2pc:open:*", count=10000)
-        marks += keys
-        if int(cursor) == 0:
-            return marks
+    """The open transactions' ids (the hash 2pc:open)."""
+    return r.hkeys("2pc:open")
 
 
 def check_conserved(addrs, d):

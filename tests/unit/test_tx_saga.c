@@ -756,6 +756,9 @@ static void finished_logs_past_the_retention_are_deleted_and_no_others(void)
 static void an_ended_saga_is_indexed_for_retention_only_with_one(void)
 {
     world_init_with(10000, true, 3600 * 1000);
+    /* the ids whose lock keys would be the indexes are refused */
+    KT_EQ_INT(keel_sagas_start(&W.a, "t", "open", NULL, 0, NULL, NULL), KEEL_EINVAL);
+    KT_EQ_INT(keel_sagas_start(&W.a, "t", "ended", NULL, 0, NULL, NULL), KEEL_EINVAL);
     KT_EQ_INT(keel_sagas_start(&W.a, "t", "kept-1", NULL, 0, NULL, NULL), 0);
     world_run();
     KT_EQ_INT(W.end_state, KEEL_SAGA_DONE);

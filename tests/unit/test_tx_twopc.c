@@ -107,10 +107,11 @@ static void log_types(bank2_t *w, const char *id, char *out, size_t cap)
     keel_client_reply_free(&r);
 }
 
-static bool key_exists(bank2_t *w, const char *key)
+/* Whether the transaction is in the index of open ones (the hash 2pc:open). */
+static bool open_marked(bank2_t *w, const char *id)
 {
-    const char *argv[] = {"EXISTS", key};
-    keel_client_reply_t r = tx_call(&w->srv, 2, argv);
+    const char *argv[] = {"HEXISTS", "2pc:open", id};
+    keel_client_reply_t r = tx_call(&w->srv, 3, argv);
     bool yes = r.v->integer == 1;
     keel_client_reply_free(&r);
     return yes;
@@ -133,7 +134,7 @@ static void a_transfer_commits_on_both_banks_and_logs_its_decision_first(void)
     char types[64];
     log_types(&w, "tx-1", types, sizeof(types));
     KT_EQ_STR(types, "begin commit end");
-    KT_CHECK(!key_exists(&w, "2pc:open:tx-1"));
+    KT_CHECK(!open_marked(&w, "tx-1"));
     /* the same id again: the log says it is over; nothing moves twice */
     KT_EQ_INT(keel_twopcs_run(&t, "tx-1", PARTS, 2, in, strlen(in), &out, &m), 0);
     KT_EQ_INT(out, KEEL_TWOPC_COMMITTED);
@@ -250,14 +251,14 @@ static void a_participant_down_at_prepare_aborts_at_the_prepare_deadline(void)
     int64_t bal, holds;
     totals(&w.a, &bal, &holds);
     KT_EQ_INT(holds, 0); /* bank-a's hold was released by the abort */
-    KT_CHECK(key_exists(&w, "2pc:open:tx-3"));
+    KT_CHECK(open_marked(&w, "tx-3"));
     w.b.down = false;
     keel_twopcs_t t2; /* the owner gave up and let go: another coordinator finishes it */
     coord(&t2, &w, 10000);
     uint32_t n;
     KT_EQ_INT(keel_twopcs_recover(&t2, &n, &m), 0);
     KT_EQ_INT(n, 1);
-    KT_CHECK(!key_exists(&w, "2pc:open:tx-3"));
+    KT_CHECK(!open_marked(&w, "tx-3"));
     char types[64];
     log_types(&w, "tx-3", types, sizeof(types));
     KT_EQ_STR(types, "begin abort end");
@@ -341,7 +342,7 @@ static void a_decided_commit_is_finished_after_the_owner_gave_up_by_inquiry_and_
     KT_EQ_INT(n, 1);
     log_types(&w, "tx-4", types, sizeof(types));
     KT_EQ_STR(types, "begin commit end");
-    KT_CHECK(!key_exists(&w, "2pc:open:tx-4"));
+    KT_CHECK(!open_marked(&w, "tx-4"));
     KT_EQ_INT(balance(&w.b, "acct-3"), 125); /* applied once */
     keel_twopcs_close(&t2);
     keel_twopcs_close(&t);
@@ -440,6 +441,7 @@ static void a_transaction_another_coordinator_holds_is_refused_busy(void)
     const char *bad[] = {"bank-a", "bank-z"};
     KT_EQ_INT(keel_twopcs_run(&t, "tx-7", bad, 2, in, strlen(in), &out, &m), KEEL_EINVAL);
     KT_EQ_INT(keel_twopcs_run(&t, "tx 7", PARTS, 2, in, strlen(in), &out, &m), KEEL_EINVAL);
+    KT_EQ_INT(keel_twopcs_run(&t, "open", PARTS, 2, in, strlen(in), &out, &m), KEEL_EINVAL);
     keel_twopcs_close(&t);
     teardown(&w);
 }
