@@ -48,7 +48,7 @@ c1=$(commit 1)
 cmdstats > "$DIR/cmd1"
 answered=$(grep -o 'throughput: [0-9]*' "$DIR/load.out" | grep -o '[0-9]*$')
 orders=$((answered * SECS))
-echo "shop: $RATE orders/s asked for ${SECS}s; $(grep -E 'answered within|latency from|invariants' "$DIR/load.out" | tr '\n' ';')"
+echo "shop: $RATE orders/s asked for ${SECS}s; $(grep -E 'answered within|latency from|latency of orders with a fine card|invariants' "$DIR/load.out" | tr '\n' ';')"
 echo "orders answered: $orders; keel Raft entries per order: $(awk -v a="$c0" -v b="$c1" -v n="$orders" 'BEGIN {printf "%.1f", (b - a) / n}')"
 db1=$(stat -c %s "$DIR/payment.db" "$DIR/payment.db-wal" 2>/dev/null | awk '{s += $1} END {print s}')
 echo "payment database growth per order: $(awk -v a="$db0" -v b="$db1" -v n="$orders" 'BEGIN {printf "%.0f bytes", (b - a) / n}')"

@@ -110,6 +110,8 @@ static void order_end(order_t *o, enum outcome out)
     }
     keel_lat_record(&r->all, us);
     keel_lat_record(&r->sec, us);
+    if (o->fine_card)
+        keel_lat_record(&r->fine, us);
     if (r->live)
         live_order(r->live, (double)(o->intended_ns - r->t0_ns) / 1e9,
                    out != FAILED && out != LATE);
@@ -347,6 +349,7 @@ void order_start(run_t *r, keel_ns_t intended)
     if (r->shop) { /* cards: 92% fine, 5% declined, 2% slow, 1% a failing processor */
         uint64_t c = keel_rand_below(&r->rand, 100);
         const char *card = c < 92 ? "ok" : c < 97 ? "decline" : c < 99 ? "slow" : "fail";
+        o->fine_card = c < 92;
         o->customer = (int)keel_rand_below(&r->rand, CUSTOMERS);
         snprintf(o->key, sizeof(o->key), "r%" PRIx64 "-%" PRIu64, r->run_id, o->id);
         snprintf(o->body + len, sizeof(o->body) - len,

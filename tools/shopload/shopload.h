@@ -46,6 +46,7 @@ typedef struct order {
     uint64_t id;
     keel_ns_t intended_ns; /* when it should have started */
     int items_n, step, retry_reserve, abandon, target;
+    bool fine_card; /* paid with a card the fake processor answers at once (92%) */
     int product[3], qty[3];
     char body[512];
     /* the shop scenario */
@@ -87,6 +88,7 @@ struct run {
     uint64_t outcomes[OUTCOMES], outcome_sec[OUTCOMES];
     int64_t *confirmed_units; /* per product */
     keel_lat_t all, sec;
+    keel_lat_t fine; /* orders paid with a fine card: no slow or failing processor */
     int phase, restocked, second;
     const char *json_path;
     json_t *seconds;
