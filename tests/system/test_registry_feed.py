@@ -205,7 +205,7 @@ def refusals(c):
 def test_limit_flags_are_in_force_on_every_node_and_survive_restarts_and_a_leader_change(
     make_cluster,
 ):
-    cl = make_cluster(3, *LIMIT_FLAGS, "--snapshot-entries", "20")
+    cl = make_cluster(3, *LIMIT_FLAGS, "--snapshot-entries", "20", "--snapshot-log-bytes-min", "0")
     leader = cl.wait_leader()
     for nd in cl.nodes:
         assert wait_until(lambda: want(limits(nd)), 10), (nd.name, limits(nd))
@@ -216,6 +216,8 @@ def test_limit_flags_are_in_force_on_every_node_and_survive_restarts_and_a_leade
         reg(f.client(), "d", "d1")
     for i in range(30):  # past --snapshot-entries: the limits travel in snapshots too
         f.client().execute_command("KEEL.REG", "HEARTBEAT", "a1")
+    for nd in cl.nodes:  # each node snapshotted after the KEEL.REG.LIMITS entry
+        assert wait_until(lambda: nd.status()["snapshot_index"] >= 20, 10), nd.status()
     # every node restarted without the flags: the replicated limits stay (log and snapshot)
     for nd in cl.nodes:
         nd.stop()
