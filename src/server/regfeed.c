@@ -26,8 +26,10 @@
  * FROM i inside the history resumes exactly: every change at an index above i, once.
  *
  * A feed is a cursor into the shared history (feed.c's watcher_t), not a queue of copies:
- * each pass appends the changes not yet sent, whole indexes at a time, while the client's
- * unsent output is under REG_FEED_OUTPUT_BYTES_MAX, and goes on when the socket drains or
+ * each pass appends the changes not yet sent, whole indexes at a time (one index's changes
+ * may go past the bound: at most a sweep's KEEL_KV_SM_SWEEP_KEYS_MAX instances; a cursor
+ * inside an index would make FROM inexact), while the client's unsent output is under
+ * REG_FEED_OUTPUT_BYTES_MAX, and goes on when the socket drains or
  * the node applies more. A consumer that does not read is bounded: when a pass finds its
  * output still holding that much with changes waiting (or its position gone from the
  * history), the feed ends with -LAGGED, and the client resubscribes with FROM.
