@@ -9,6 +9,10 @@
                                                  WATCH_HTTP; one registration through
                                                  WRITE_HTTP; the time until the first and the
                                                  last watcher has its answer
+  registry.py feeds FEED_RESP WRITE_RESP W        W KEEL.REG FEED connections (one service) on
+                                                 FEED_RESP; one registration through
+                                                 WRITE_RESP; the time until the first and
+                                                 the last feed has its regchange push
   registry.py removal WRITE_HTTP READ_HTTP RUNS  a 2 s TTL instance stops heartbeating: the
                                                  time until ?passing on READ_HTTP drops it
   registry.py etcd_regs   ETCD_PORT N          the anchor: lease grant + put per registration
@@ -155,6 +159,50 @@ def fanout(watch_port, write_port, w):
           f"({woke:.0f} wake-up of the wait list)")
 
 
+def feeds(feed_port, write_port, w):
+    run = f"{time.time_ns()}"
+    sel = selectors.DefaultSelector()
+    req = f"*3\r\n$8\r\nKEEL.REG\r\n$4\r\nFEED\r\n${len(run) + 4}\r\nfeed{run}\r\n".encode()
+    socks = []
+    for _ in range(w):
+        s = socket.create_connection(("127.0.0.1", feed_port))
+        s.sendall(req)
+        socks.append(s)
+    deadline = time.monotonic() + DEADLINE_S
+    for s in socks:  # the reply and the (empty) state: "regstate" ends with *0
+        s.settimeout(30)
+        got = b""
+        while not got.endswith(b"*0\r\n"):
+            chunk = s.recv(65536)
+            if not chunk or time.monotonic() > deadline:
+                print("a feed did not start")
+                sys.exit(1)
+            got += chunk
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+    c = redis.Redis(port=write_port, socket_timeout=30)
+    t0 = time.monotonic()
+    c.execute_command("KEEL.REG", "REGISTER", f"feed{run}", f"f-{run}", "10.0.0.1", 1)
+    acked = time.monotonic() - t0
+    done, first, last = 0, None, None
+    while done < w and time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=1.0):
+            data = key.fileobj.recv(65536)
+            if b"regchange" in data or not data:
+                sel.unregister(key.fileobj)
+                done += 1
+                now = time.monotonic() - t0
+                first = now if first is None else first
+                last = now
+    for s in socks:
+        s.close()
+    if done < w:
+        print(f"only {done} of {w} feeds pushed")
+        sys.exit(1)
+    print(f"{w} KEEL.REG FEED connections: write acknowledged after {acked * 1000:.1f} ms; first "
+          f"push {first * 1000:.1f} ms, last {last * 1000:.1f} ms after the write was sent")
+
+
 def removal(write_port, read_port, runs):
     """An instance with a 2 s TTL heartbeats, then stops (as a SIGKILLed one would): the time
     from its last heartbeat until ?passing on another node no longer lists it."""
@@ -287,6 +335,8 @@ if __name__ == "__main__":
         regs(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
     elif len(sys.argv) == 5 and sys.argv[1] == "fanout":
         fanout(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    elif len(sys.argv) == 5 and sys.argv[1] == "feeds":
+        feeds(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
     elif len(sys.argv) == 5 and sys.argv[1] == "removal":
         removal(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
     elif len(sys.argv) == 4 and sys.argv[1] == "etcd_regs":

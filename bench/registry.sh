@@ -30,7 +30,7 @@ li=$("$KEEL" status --dir "$tmp/k3" | awk '$3 == "leader" {print $1}' | head -1 
 [ -n "$li" ] || { echo "no leader"; exit 1; }
 lc=$((base + li - 1)); lh=$((base + 200 + li - 1))
 fi=1; [ "$li" = 1 ] && fi=2
-fh=$((base + 200 + fi - 1))
+fh=$((base + 200 + fi - 1)); fc=$((base + fi - 1))
 rc=0
 out=$tmp/out.txt
 py() { /usr/bin/python3 bench/registry.py "$@" | tee -a "$out" | sed 's/^/  /'; return "${PIPESTATUS[0]}"; }
@@ -43,6 +43,10 @@ for w in "$W" "$WBIG"; do
   echo "-- one change (written on the leader) to $w blocked watchers on a follower"
   py fanout "$fh" "$lh" "$w" || rc=1
 done
+if [ "$W" -gt 0 ]; then
+  echo "-- one change (written on the leader) to $W KEEL.REG FEED connections on a follower"
+  py feeds "$fc" "$lc" "$W" || rc=1
+fi
 echo "-- dead-instance removal: TTL 2 s, heartbeats stop, ?passing read on a follower"
 py removal "$lh" "$fh" 3 || rc=1
 "$KEEL" down --dir "$tmp/k3" >/dev/null 2>&1

@@ -122,6 +122,33 @@ static const opt_t opts[] = {
      "node the same table (KEEL.AP.POLICY shows its digest)"},
     {"wal-zero-ahead-bytes", OPT_BYTES, IN_CFG, OFF(node.wal.zero_ahead_bytes), "BYTES", 0, GIB,
      NULL, "zeros written ahead of the WAL data, so fdatasync skips extent conversion (0: off)"},
+    /* the registry's limits (docs/registry.md, "Limits"): the leader proposes its own to
+       every replica (KEEL.REG.LIMITS) when any of these is given and they differ */
+    {"reg-services-max", OPT_INT, IN_CFG, OFF(reg.services_max), "N", 1, KEEL_REG_SERVICES_CEILING,
+     NULL, "registry: services (any --reg-* flag makes the leader put all of them in force)"},
+    {"reg-instances-per-service-max", OPT_INT, IN_CFG, OFF(reg.instances_per_service_max), "N", 1,
+     KEEL_REG_INSTANCES_CEILING, NULL, "registry: instances of one service"},
+    {"reg-instances-max", OPT_INT, IN_CFG, OFF(reg.instances_max), "N", 1,
+     KEEL_REG_INSTANCES_CEILING, NULL, "registry: instances in all"},
+    {"reg-tags-max", OPT_INT, IN_CFG, OFF(reg.tags_max), "N", 0, KEEL_REG_TAGS_CEILING, NULL,
+     "registry: tags of one instance"},
+    {"reg-tag-bytes-max", OPT_BYTES, IN_CFG, OFF(reg.tag_bytes_max), "BYTES", 0,
+     KEEL_REG_NAME_BYTES_CEILING, NULL, "registry: one tag"},
+    {"reg-meta-bytes-max", OPT_BYTES, IN_CFG, OFF(reg.meta_bytes_max), "BYTES", 0,
+     KEEL_REG_META_BYTES_CEILING, NULL, "registry: metadata keys and values of one instance"},
+    {"reg-meta-pairs-max", OPT_INT, IN_CFG, OFF(reg.meta_pairs_max), "N", 0,
+     KEEL_REG_META_PAIRS_CEILING, NULL, "registry: metadata keys of one instance"},
+    {"reg-name-bytes-max", OPT_BYTES, IN_CFG, OFF(reg.name_bytes_max), "BYTES", 1,
+     KEEL_REG_NAME_BYTES_CEILING, NULL, "registry: a service name, instance id or version"},
+    {"reg-address-bytes-max", OPT_BYTES, IN_CFG, OFF(reg.address_bytes_max), "BYTES", 0,
+     KEEL_REG_ADDRESS_BYTES_CEILING, NULL, "registry: an instance's address"},
+    {"reg-output-bytes-max", OPT_BYTES, IN_CFG, OFF(reg.output_bytes_max), "BYTES", 0,
+     KEEL_REG_OUTPUT_BYTES_CEILING, NULL, "registry: check output kept (longer is cut)"},
+    {"reg-ttl-ms-max", OPT_INT, IN_CFG, OFF(reg.ttl_ms_max), "MS", 1, INT64_MAX / 4, NULL,
+     "registry: largest TTL and deregister-critical-after"},
+    {"reg-threshold-max", OPT_INT, IN_CFG, OFF(reg.threshold_max), "N", 1,
+     KEEL_REG_THRESHOLD_CEILING, NULL,
+     "registry: largest flap-damping count (success_before_passing, failures_before_critical)"},
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
@@ -259,6 +286,8 @@ static int valid_name(const char *v)
 /* Checks v against o and stores it; -1 if it is not allowed (the caller says why). */
 static int set_opt(keel_server_config_t *cfg, special_t *sp, const opt_t *o, const char *v)
 {
+    if (strncmp(o->name, "reg-", 4) == 0)
+        cfg->reg_limits_set = 1; /* this node asks for its limits (server.h) */
     char *field = (o->where == IN_CFG ? (char *)cfg : (char *)sp) + o->offset;
     if (o->kind == OPT_INT || o->kind == OPT_BYTES) {
         uint64_t x;

@@ -4,6 +4,7 @@
 
 #include "base/buf.h"
 #include "base/err.h"
+#include "core/registry.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -316,6 +317,18 @@ uint64_t keel_kv_next_registry_deadline_ms(const keel_kv_t *kv);
 /* KEEL.REG's subcommand (REGISTER, SERVICES, ...): KEEL_KV_WRITE (send it as
  * KEEL.REG.WRITE), KEEL_KV_READ (as KEEL.REG.READ), or 0 if unknown. */
 unsigned keel_kv_registry_kind(const uint8_t *sub, size_t len);
+/* The registry's limits in force (replicated by KEEL.REG.LIMITS; the defaults until one). */
+keel_reg_config_t keel_kv_reg_limits(const keel_kv_t *kv);
+/*
+ * KEEL.REG FEED's pushes (server/regfeed.c), appended to out; 0 or the writer's error.
+ * The state: *3 "regstate" :index *n instance (the live instances of one service, or of
+ * every service when service is NULL; index: the registry's, the feed's position). A change:
+ * *4 "regchange" :index op instance, op one of keel_reg_event_op_name's words and the
+ * instance as KEEL.REG GET shows it, as the change left it.
+ */
+int keel_kv_reg_feed_state(const keel_kv_t *kv, uint64_t now_ms, const uint8_t *service,
+                           size_t service_len, keel_buf_t *out);
+int keel_kv_reg_feed_event(const keel_reg_event_t *ev, keel_buf_t *out);
 
 /*
  * The version a WATCH records: the key's version if it is live as of

@@ -225,6 +225,8 @@ int keel__kvc_cmd_reg_write(const call_t *c);
 int keel__kvc_reg_read_syntax(const call_t *c);
 int keel__kvc_cmd_reg_read(const call_t *c);
 int keel__kvc_cmd_reg_sweep(const call_t *c);
+int keel__kvc_reg_limits_syntax(const call_t *c);
+int keel__kvc_cmd_reg_limits(const call_t *c);
 /* kv_strings_ext.c */
 int keel__kvc_cmd_msetnx(const call_t *c);
 int keel__kvc_cmd_setnx(const call_t *c);

@@ -25,6 +25,7 @@
  *   INSTANCES service [PASSING] [TAG tag]   -> *2 :service-index *n instance
  *   GET id                                                  -> instance or nil
  *   INDEX [service]                                         -> :index
+ *   LIMITS                       -> the limits in force: *24 (name :value) x 12
  * An instance is a flat field/value array (registry_fields below).
  */
 #define ERR_REG_USAGE                                                                              \
@@ -32,7 +33,7 @@
     "[META n key value...] [WEIGHTS passing warning] [VERSION v] [STATUS s] "                      \
     "[DEREGISTER_CRITICAL_AFTER ms] [SUCCESS_BEFORE_PASSING n] [FAILURES_BEFORE_CRITICAL n] | "    \
     "DEREGISTER id | PASS|WARN|FAIL id [output] | HEARTBEAT id | SERVICES | "                      \
-    "INSTANCES service [PASSING] [TAG tag] | GET id | INDEX [service]"
+    "INSTANCES service [PASSING] [TAG tag] | GET id | INDEX [service] | LIMITS"
 #define ERR_REG_NOTFOUND                                                                           \
     "NOTFOUND registry: no such instance (never registered, deregistered or lapsed)"
 
@@ -129,7 +130,8 @@ enum {
     SUB_SERVICES,
     SUB_INSTANCES,
     SUB_GET,
-    SUB_INDEX
+    SUB_INDEX,
+    SUB_LIMITS
 };
 static const struct {
     const char *name;
@@ -146,6 +148,7 @@ static const struct {
     {"INSTANCES", 3, 6, KEEL_KV_READ},
     {"GET", 3, 3, KEEL_KV_READ},
     {"INDEX", 2, 3, KEEL_KV_READ},
+    {"LIMITS", 2, 2, KEEL_KV_READ},
 };
 #define SUBS_LEN (sizeof(SUBS) / sizeof(SUBS[0]))
 
@@ -315,6 +318,57 @@ int keel__kvc_cmd_reg_sweep(const call_t *c)
     return 0;
 }
 
+keel_reg_config_t keel_kv_reg_limits(const keel_kv_t *kv)
+{
+    return kv->reg ? kv->reg->cfg : keel_reg_config_default();
+}
+
+/* KEEL.REG.LIMITS name value [name value ...]: pairs of known limits with integers. */
+int keel__kvc_reg_limits_syntax(const call_t *c)
+{
+    if (c->argc < 3 || (c->argc - 1) % 2 != 0)
+        return r_err(c->reply, "ERR syntax error: KEEL.REG.LIMITS name value [name value ...]");
+    for (size_t i = 1; i < c->argc; i += 2) {
+        uint64_t v;
+        if (keel_reg_limit_find(c->argv[i], c->lens[i]) < 0)
+            return r_err_arg(c->reply, "ERR registry: unknown limit '", c->argv[i], c->lens[i],
+                             "'");
+        if (u64_arg(c, i + 1, INT64_MAX, &v) != 0)
+            return REPLIED;
+    }
+    return 0;
+}
+
+/*
+ * KEEL.REG.LIMITS: the limits every replica judges registrations by, proposed by a leader
+ * whose --reg-* flags differ from the ones in force (sm/kv_sm.c). Limits not named keep
+ * their value. Only later requests are judged by them.
+ */
+int keel__kvc_cmd_reg_limits(const call_t *c)
+{
+    if (keel__kvc_reg_limits_syntax(c) != 0)
+        return REPLIED;
+    keel_reg_t *reg = reg_get(c->w);
+    if (reg == NULL)
+        return KEEL_ENOMEM;
+    keel_reg_config_t cfg = reg->cfg;
+    for (size_t i = 1; i < c->argc; i += 2) {
+        uint64_t v;
+        int rc = u64_arg(c, i + 1, INT64_MAX, &v);
+        assert(rc == 0); /* checked by the syntax function */
+        (void)rc;
+        keel_reg_limit_set(&cfg, (size_t)keel_reg_limit_find(c->argv[i], c->lens[i]), v);
+    }
+    keel_errmsg_t msg = {{0}};
+    if (keel_reg_set_config(reg, &cfg, &msg) != 0) {
+        if (!c->reply->failed)
+            track(c->reply, keel_resp_write_errorf(c->reply->b, "ERR %s", msg.text));
+        return REPLIED;
+    }
+    r_ok(c->reply);
+    return 0;
+}
+
 uint64_t keel_kv_next_registry_deadline_ms(const keel_kv_t *kv)
 {
     return kv->reg ? keel_reg_next_deadline_ms(kv->reg) : KEEL_KV_NO_DEADLINE;
@@ -334,13 +388,13 @@ static void r_cstr(reply_t *o, const char *s)
 
 /* Field/value pairs of an instance (17 pairs). */
 #define INSTANCE_FIELDS 17
-static void r_instance(reply_t *o, const keel_reg_instance_t *in)
+static void r_instance(reply_t *o, const keel_reg_instance_t *in, const keel_reg_str_t *service)
 {
     r_array(o, 2 * INSTANCE_FIELDS);
     r_cstr(o, "id");
     r_str(o, &in->id);
     r_cstr(o, "service");
-    r_str(o, &in->svc->name);
+    r_str(o, service);
     r_cstr(o, "address");
     r_str(o, &in->address);
     r_cstr(o, "port");
@@ -403,7 +457,7 @@ static void cmd_instances(const call_t *c, const keel_reg_t *reg)
     r_array(c->reply, n);
     for (size_t i = 0; s && i < s->n; i++)
         if (wanted(c, s->inst[i], passing, tag))
-            r_instance(c->reply, s->inst[i]);
+            r_instance(c->reply, s->inst[i], &s->name);
 }
 
 static int tag_cmp(const void *a, const void *b)
@@ -478,6 +532,15 @@ int keel__kvc_cmd_reg_read(const call_t *c)
         cmd_instances(c, reg);
         return 0;
     }
+    if (sub == SUB_LIMITS) {
+        keel_reg_config_t cfg = keel_kv_reg_limits(c->kv);
+        r_array(c->reply, 2 * KEEL_REG_LIMITS_COUNT);
+        for (size_t i = 0; i < KEEL_REG_LIMITS_COUNT; i++) {
+            r_cstr(c->reply, keel_reg_limit_name(i));
+            r_int(c->reply, (int64_t)keel_reg_limit_get(&cfg, i));
+        }
+        return 0;
+    }
     if (sub == SUB_INDEX) {
         uint64_t ix = reg == NULL    ? 0
                       : c->argc == 3 ? keel_reg_service_index(reg, c->argv[2], c->lens[2])
@@ -487,8 +550,48 @@ int keel__kvc_cmd_reg_read(const call_t *c)
     }
     const keel_reg_instance_t *in = reg ? keel_reg_find(reg, c->argv[2], c->lens[2], c->now) : NULL;
     if (in)
-        r_instance(c->reply, in);
+        r_instance(c->reply, in, &in->svc->name);
     else
         r_nil(c->reply);
     return 0;
+}
+
+/* ---- the feed's pushes (KEEL.REG FEED, server/regfeed.c) --------------------------------- */
+
+int keel_kv_reg_feed_state(const keel_kv_t *kv, uint64_t now_ms, const uint8_t *service,
+                           size_t service_len, keel_buf_t *out)
+{
+    const keel_reg_t *reg = kv->reg;
+    reply_t o = {.b = out, .mark = keel_buf_unread(out)};
+    uint64_t ix = reg ? reg->index : 0; /* the feed's position, whatever the service */
+    const keel_reg_service_t *one =
+        reg && service ? keel_reg_service(reg, service, service_len) : NULL;
+    size_t n = 0;
+    for (size_t i = 0; reg && i < reg->svc_n; i++)
+        if (service == NULL || reg->svc[i] == one)
+            n += keel_reg_service_live(reg->svc[i], now_ms);
+    r_array(&o, 3);
+    r_cstr(&o, "regstate");
+    r_int(&o, (int64_t)ix);
+    r_array(&o, n);
+    for (size_t i = 0; reg && i < reg->svc_n; i++) {
+        const keel_reg_service_t *s = reg->svc[i];
+        if (service != NULL && s != one)
+            continue;
+        for (size_t k = 0; k < s->n; k++)
+            if (keel_reg_alive(s->inst[k], now_ms))
+                r_instance(&o, s->inst[k], &s->name);
+    }
+    return o.failed;
+}
+
+int keel_kv_reg_feed_event(const keel_reg_event_t *ev, keel_buf_t *out)
+{
+    reply_t o = {.b = out, .mark = keel_buf_unread(out)};
+    r_array(&o, 4);
+    r_cstr(&o, "regchange");
+    r_int(&o, (int64_t)ev->index);
+    r_cstr(&o, keel_reg_event_op_name(ev->op));
+    r_instance(&o, ev->inst, &ev->service);
+    return o.failed;
 }

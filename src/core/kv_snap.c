@@ -24,8 +24,9 @@ static const uint8_t MAGIC[7] = {'K', 'E', 'E', 'L', 'K', 'V', 'S'};
 /* version 4: key_len, type, version, create_revision, expire_ms, lease_id, body_len */
 #define TYPED_RECORD_HEADER_BYTES 45u
 #define TRAILER_BYTES 4u
-#define SECTION_HEADER_BYTES 12u /* version 4: u32 tag | u64 len */
-#define SECTION_REGISTRY 1u      /* core/registry's section */
+#define SECTION_HEADER_BYTES 12u   /* version 4: u32 tag | u64 len */
+#define SECTION_REGISTRY 1u        /* core/registry's section, without limits (older writers) */
+#define SECTION_REGISTRY_LIMITS 2u /* the same with its limits first (written now) */
 #define STAGE_BYTES 16384u
 
 typedef struct writer {
@@ -178,7 +179,7 @@ static int put_tagged(writer_t *w, const keel_kv_t *kv)
     keel_put_u32(h, kv->reg != NULL);
     if (kv->reg == NULL)
         return put(w, h, 4);
-    keel_put_u32(h + 4, SECTION_REGISTRY);
+    keel_put_u32(h + 4, SECTION_REGISTRY_LIMITS);
     keel_put_u64(h + 8, keel_reg_snapshot_bytes(kv->reg));
     int rc = put(w, h, sizeof(h));
     return rc == 0 ? keel_reg_snapshot_write(kv->reg, reg_sink, w) : rc;
@@ -443,7 +444,7 @@ static int load_tagged(keel_kv_t *kv, const uint8_t *data, size_t end, size_t *p
     uint32_t tag = keel_get_u32(data + *pos);
     uint64_t len = keel_get_u64(data + *pos + 4);
     *pos += SECTION_HEADER_BYTES;
-    if (tag != SECTION_REGISTRY)
+    if (tag != SECTION_REGISTRY && tag != SECTION_REGISTRY_LIMITS)
         return keel_errf(msg, KEEL_EPROTO, "unknown section %u", tag);
     if (len > end - *pos)
         return keel_errf(msg, KEEL_EPROTO, "section %u runs past the end", tag);
@@ -452,7 +453,8 @@ static int load_tagged(keel_kv_t *kv, const uint8_t *data, size_t end, size_t *p
         free(reg);
         return keel_errf(msg, KEEL_ENOMEM, "out of memory for the registry");
     }
-    int rc = keel_reg_snapshot_load(reg, data + *pos, (size_t)len, msg);
+    int rc =
+        keel_reg_snapshot_load(reg, data + *pos, (size_t)len, tag == SECTION_REGISTRY_LIMITS, msg);
     if (rc != 0) {
         keel_reg_free(reg);
         free(reg);

@@ -1,46 +1,11 @@
 /* registry.c - the service registry: instances with TTLs, health with flap damping (pure). */
-#include "core/registry.h"
+#include "core/registry_int.h"
 
 #include "base/bytes.h"
 
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
-
-keel_reg_config_t keel_reg_config_default(void)
-{
-    return (keel_reg_config_t){
-        .services_max = 1024,
-        .instances_per_service_max = 1024,
-        .instances_max = 65536,
-        .tags_max = 64,
-        .tag_bytes_max = 256,
-        .meta_bytes_max = 4096,
-        .meta_pairs_max = 64,
-        .name_bytes_max = 256,
-        .address_bytes_max = 256,
-        .output_bytes_max = 4096,
-        .ttl_ms_max = 24ull * 3600 * 1000,
-        .threshold_max = 100,
-    };
-}
-
-int keel_reg_config_validate(const keel_reg_config_t *c, keel_errmsg_t *msg)
-{
-    if (c->services_max < 1 || c->instances_per_service_max < 1 || c->instances_max < 1)
-        return keel_errf(msg, KEEL_EINVAL, "registry: counts must be at least 1");
-    if (c->tags_max > KEEL_REG_TAGS_CEILING || c->tag_bytes_max > KEEL_REG_NAME_BYTES_CEILING ||
-        c->meta_bytes_max > KEEL_REG_META_BYTES_CEILING ||
-        c->meta_pairs_max > KEEL_REG_META_PAIRS_CEILING ||
-        c->name_bytes_max > KEEL_REG_NAME_BYTES_CEILING || c->name_bytes_max < 1 ||
-        c->address_bytes_max > KEEL_REG_ADDRESS_BYTES_CEILING ||
-        c->output_bytes_max > KEEL_REG_OUTPUT_BYTES_CEILING)
-        return keel_errf(msg, KEEL_EINVAL, "registry: a size limit is over its ceiling");
-    if (c->threshold_max < 1 || c->threshold_max > KEEL_REG_THRESHOLD_CEILING ||
-        c->ttl_ms_max < 1 || c->ttl_ms_max > INT64_MAX / 4)
-        return keel_errf(msg, KEEL_EINVAL, "registry: threshold_max or ttl_ms_max out of range");
-    return 0;
-}
 
 static const char *const STATUS_NAMES[] = {"passing", "warning", "critical"};
 
@@ -67,7 +32,7 @@ int keel_reg_status_parse(const uint8_t *p, size_t n, keel_reg_status_t *out)
 
 /* ---- strings ---------------------------------------------------------------------- */
 
-static int str_set(keel_reg_str_t *s, const uint8_t *p, size_t n)
+int keel__reg_str_set(keel_reg_str_t *s, const uint8_t *p, size_t n)
 {
     s->p = malloc(n + 1);
     if (s->p == NULL)
@@ -79,7 +44,7 @@ static int str_set(keel_reg_str_t *s, const uint8_t *p, size_t n)
     return 0;
 }
 
-static void str_free(keel_reg_str_t *s)
+void keel__reg_str_free(keel_reg_str_t *s)
 {
     free(s->p);
     s->p = NULL;
@@ -92,7 +57,7 @@ static int str_eq(const keel_reg_str_t *s, const uint8_t *p, size_t n)
 }
 
 /* Byte order, then length: the order of names and ids everywhere. */
-static int bytes_cmp(const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
+int keel__reg_bytes_cmp(const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
 {
     size_t m = an < bn ? an : bn;
     int c = m ? memcmp(a, b, m) : 0;
@@ -103,46 +68,46 @@ static int bytes_cmp(const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
 
 /* ---- instances -------------------------------------------------------------------- */
 
-static void inst_free(keel_reg_instance_t *in)
+void keel__reg_inst_free(keel_reg_instance_t *in)
 {
     if (in == NULL)
         return;
-    str_free(&in->id);
-    str_free(&in->address);
-    str_free(&in->version);
-    str_free(&in->output);
+    keel__reg_str_free(&in->id);
+    keel__reg_str_free(&in->address);
+    keel__reg_str_free(&in->version);
+    keel__reg_str_free(&in->output);
     for (size_t i = 0; i < in->tags_n; i++)
-        str_free(&in->tags[i]);
+        keel__reg_str_free(&in->tags[i]);
     for (size_t i = 0; i < in->meta_n; i++)
-        str_free(&in->meta[i]);
+        keel__reg_str_free(&in->meta[i]);
     free(in->tags);
     free(in->meta);
     free(in);
 }
 
 /* The definition part of an instance (no health), built whole before anything links it. */
-static keel_reg_instance_t *inst_new(const keel_reg_spec_t *sp)
+keel_reg_instance_t *keel__reg_inst_new(const keel_reg_spec_t *sp)
 {
     keel_reg_instance_t *in = calloc(1, sizeof(*in));
     if (in == NULL)
         return NULL;
-    int rc = str_set(&in->id, sp->id, sp->id_len);
+    int rc = keel__reg_str_set(&in->id, sp->id, sp->id_len);
     if (rc == 0)
-        rc = str_set(&in->address, sp->address, sp->address_len);
+        rc = keel__reg_str_set(&in->address, sp->address, sp->address_len);
     if (rc == 0)
-        rc = str_set(&in->version, sp->version, sp->version_len);
+        rc = keel__reg_str_set(&in->version, sp->version, sp->version_len);
     if (rc == 0)
-        rc = str_set(&in->output, (const uint8_t *)"", 0);
+        rc = keel__reg_str_set(&in->output, (const uint8_t *)"", 0);
     if (rc == 0 && sp->tags_n && (in->tags = calloc(sp->tags_n, sizeof(*in->tags))) == NULL)
         rc = KEEL_ENOMEM;
     for (size_t i = 0; rc == 0 && i < sp->tags_n; i++, in->tags_n++)
-        rc = str_set(&in->tags[i], sp->tags[i], sp->tag_lens[i]);
+        rc = keel__reg_str_set(&in->tags[i], sp->tags[i], sp->tag_lens[i]);
     if (rc == 0 && sp->meta_n && (in->meta = calloc(sp->meta_n, sizeof(*in->meta))) == NULL)
         rc = KEEL_ENOMEM;
     for (size_t i = 0; rc == 0 && i < sp->meta_n; i++, in->meta_n++)
-        rc = str_set(&in->meta[i], sp->meta[i], sp->meta_lens[i]);
+        rc = keel__reg_str_set(&in->meta[i], sp->meta[i], sp->meta_lens[i]);
     if (rc != 0) {
-        inst_free(in);
+        keel__reg_inst_free(in);
         return NULL;
     }
     in->port = sp->port;
@@ -249,7 +214,7 @@ static int heap_reserve(keel_reg_t *reg, size_t n)
 }
 
 /* Recomputes the instance's deadline from its TTL and critical timeout; fixes the heap. */
-static void inst_deadline(keel_reg_t *reg, keel_reg_instance_t *in, int linked)
+void keel__reg_inst_deadline(keel_reg_t *reg, keel_reg_instance_t *in, int linked)
 {
     uint64_t d = KEEL_REG_NO_DEADLINE;
     if (in->ttl_ms)
@@ -283,7 +248,7 @@ static size_t svc_pos(const keel_reg_t *reg, const uint8_t *name, size_t n, int 
     size_t lo = 0, hi = reg->svc_n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = bytes_cmp(reg->svc[mid]->name.p, reg->svc[mid]->name.n, name, n);
+        int c = keel__reg_bytes_cmp(reg->svc[mid]->name.p, reg->svc[mid]->name.n, name, n);
         if (c == 0) {
             *found = 1;
             return mid;
@@ -302,7 +267,7 @@ static size_t inst_pos(const keel_reg_service_t *s, const uint8_t *id, size_t n,
     size_t lo = 0, hi = s->n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = bytes_cmp(s->inst[mid]->id.p, s->inst[mid]->id.n, id, n);
+        int c = keel__reg_bytes_cmp(s->inst[mid]->id.p, s->inst[mid]->id.n, id, n);
         if (c == 0) {
             *found = 1;
             return mid;
@@ -346,8 +311,10 @@ static void touch(keel_reg_t *reg, keel_reg_service_t *s, uint64_t index)
 }
 
 /* Unlinks and frees an instance; its service goes too when it was the last. */
-static void inst_remove(keel_reg_t *reg, keel_reg_instance_t *in, uint64_t index)
+static void inst_remove(keel_reg_t *reg, keel_reg_instance_t *in, keel_reg_event_op_t op,
+                        uint64_t index)
 {
+    keel__reg_hist_record(reg, op, in, index);
     keel_reg_service_t *s = in->svc;
     int found;
     size_t i = inst_pos(s, in->id.p, in->id.n, &found);
@@ -362,19 +329,19 @@ static void inst_remove(keel_reg_t *reg, keel_reg_instance_t *in, uint64_t index
     (void)rc;
     reg->instances--;
     touch(reg, s, index);
-    inst_free(in);
+    keel__reg_inst_free(in);
     if (s->n > 0)
         return;
     size_t j = svc_pos(reg, s->name.p, s->name.n, &found);
     assert(found && reg->svc[j] == s);
     memmove(&reg->svc[j], &reg->svc[j + 1], (reg->svc_n - j - 1) * sizeof(*reg->svc));
     reg->svc_n--;
-    str_free(&s->name);
+    keel__reg_str_free(&s->name);
     free(s->inst);
     free(s);
 }
 
-static keel_reg_instance_t *find_any(const keel_reg_t *reg, const uint8_t *id, size_t n)
+keel_reg_instance_t *keel__reg_find_any(const keel_reg_t *reg, const uint8_t *id, size_t n)
 {
     void **v = keel_map_get(&reg->by_id, id, n);
     return v ? *v : NULL;
@@ -383,7 +350,7 @@ static keel_reg_instance_t *find_any(const keel_reg_t *reg, const uint8_t *id, s
 const keel_reg_instance_t *keel_reg_find(const keel_reg_t *reg, const uint8_t *id, size_t n,
                                          uint64_t now_ms)
 {
-    const keel_reg_instance_t *in = find_any(reg, id, n);
+    const keel_reg_instance_t *in = keel__reg_find_any(reg, id, n);
     return in && keel_reg_alive(in, now_ms) ? in : NULL;
 }
 
@@ -403,7 +370,17 @@ int keel_reg_init(keel_reg_t *reg, const keel_reg_config_t *cfg)
     reg->cfg = cfg ? *cfg : keel_reg_config_default();
     if (keel_reg_config_validate(&reg->cfg, NULL) != 0)
         return KEEL_EINVAL;
-    return keel_map_init(&reg->by_id, 16, reg->cfg.instances_max, 0x72656769);
+    keel__reg_hist_init(reg, 1);
+    /* the map's own bound is the ceiling: instances_max may be raised later (set_config) */
+    return keel_map_init(&reg->by_id, 16, KEEL_REG_INSTANCES_CEILING, 0x72656769);
+}
+
+int keel_reg_set_config(keel_reg_t *reg, const keel_reg_config_t *cfg, keel_errmsg_t *msg)
+{
+    int rc = keel_reg_config_validate(cfg, msg);
+    if (rc == 0)
+        reg->cfg = *cfg;
+    return rc;
 }
 
 void keel_reg_free(keel_reg_t *reg)
@@ -411,20 +388,21 @@ void keel_reg_free(keel_reg_t *reg)
     for (size_t i = 0; i < reg->svc_n; i++) {
         keel_reg_service_t *s = reg->svc[i];
         for (size_t k = 0; k < s->n; k++)
-            inst_free(s->inst[k]);
-        str_free(&s->name);
+            keel__reg_inst_free(s->inst[k]);
+        keel__reg_str_free(&s->name);
         free(s->inst);
         free(s);
     }
     free(reg->svc);
     free(reg->heap);
+    keel__reg_hist_free(reg);
     keel_map_free(&reg->by_id, NULL);
     memset(reg, 0, sizeof(*reg));
 }
 
 /* ---- registration ------------------------------------------------------------------------ */
 
-static int check_spec(const keel_reg_config_t *c, const keel_reg_spec_t *sp, keel_errmsg_t *msg)
+int keel__reg_check_spec(const keel_reg_config_t *c, const keel_reg_spec_t *sp, keel_errmsg_t *msg)
 {
     if (sp->service_len == 0 || sp->id_len == 0)
         return keel_errf(msg, KEEL_EINVAL, "service name and instance id must not be empty");
@@ -459,7 +437,8 @@ static int check_spec(const keel_reg_config_t *c, const keel_reg_spec_t *sp, kee
         if (sp->meta_lens[i] == 0)
             return keel_errf(msg, KEEL_EINVAL, "a metadata key is empty");
         for (size_t k = 0; k < i; k += 2)
-            if (bytes_cmp(sp->meta[i], sp->meta_lens[i], sp->meta[k], sp->meta_lens[k]) == 0)
+            if (keel__reg_bytes_cmp(sp->meta[i], sp->meta_lens[i], sp->meta[k], sp->meta_lens[k]) ==
+                0)
                 return keel_errf(msg, KEEL_EINVAL, "metadata key '%.*s' given twice",
                                  (int)(sp->meta_lens[i] > 64 ? 64 : sp->meta_lens[i]),
                                  (const char *)sp->meta[i]);
@@ -492,8 +471,8 @@ static void set_status(keel_reg_instance_t *in, keel_reg_status_t st, uint64_t n
 }
 
 /* Links a new instance into service s (a new service when s is NULL, at position pos). */
-static int link_new(keel_reg_t *reg, keel_reg_service_t *s, size_t svc_at, keel_reg_instance_t *in,
-                    const keel_reg_spec_t *sp, uint64_t index)
+int keel__reg_link_new(keel_reg_t *reg, keel_reg_service_t *s, size_t svc_at,
+                       keel_reg_instance_t *in, const keel_reg_spec_t *sp, uint64_t index)
 {
     keel_reg_service_t *made = NULL;
     if (s == NULL) {
@@ -506,7 +485,7 @@ static int link_new(keel_reg_t *reg, keel_reg_service_t *s, size_t svc_at, keel_
             reg->svc_cap = cap;
         }
         made = calloc(1, sizeof(*made));
-        if (made == NULL || str_set(&made->name, sp->service, sp->service_len) != 0) {
+        if (made == NULL || keel__reg_str_set(&made->name, sp->service, sp->service_len) != 0) {
             free(made);
             return KEEL_ENOMEM;
         }
@@ -529,7 +508,7 @@ static int link_new(keel_reg_t *reg, keel_reg_service_t *s, size_t svc_at, keel_
         rc = keel_map_put(&reg->by_id, in->id.p, in->id.n, in, NULL);
     if (rc < 0) {
         if (made) {
-            str_free(&made->name);
+            keel__reg_str_free(&made->name);
             free(made->inst);
             free(made);
         }
@@ -551,8 +530,9 @@ static int link_new(keel_reg_t *reg, keel_reg_service_t *s, size_t svc_at, keel_
 }
 
 /* Limits a new instance must pass in service name (ignoring one instance leaving it). */
-static int check_room(const keel_reg_t *reg, const keel_reg_spec_t *sp, const keel_reg_service_t *s,
-                      const keel_reg_instance_t *leaving, keel_errmsg_t *msg)
+int keel__reg_check_room(const keel_reg_t *reg, const keel_reg_spec_t *sp,
+                         const keel_reg_service_t *s, const keel_reg_instance_t *leaving,
+                         keel_errmsg_t *msg)
 {
     size_t total = reg->instances - (leaving != NULL);
     if (total >= reg->cfg.instances_max)
@@ -574,7 +554,7 @@ static int check_room(const keel_reg_t *reg, const keel_reg_spec_t *sp, const ke
 static int redefine(keel_reg_t *reg, keel_reg_instance_t *old, const keel_reg_spec_t *sp,
                     uint64_t now_ms, uint64_t index, keel_errmsg_t *msg)
 {
-    keel_reg_instance_t *in = inst_new(sp);
+    keel_reg_instance_t *in = keel__reg_inst_new(sp);
     if (in == NULL)
         return keel_errf(msg, KEEL_ENOMEM, "out of memory");
     int same = inst_same(old, in) && (sp->status < 0 || (int)old->status == sp->status);
@@ -588,16 +568,17 @@ static int redefine(keel_reg_t *reg, keel_reg_instance_t *old, const keel_reg_sp
     old->failures_before_critical = in->failures_before_critical;
     in->address = tmp.address, in->version = tmp.version, in->tags = tmp.tags;
     in->tags_n = tmp.tags_n, in->meta = tmp.meta, in->meta_n = tmp.meta_n;
-    inst_free(in);
+    keel__reg_inst_free(in);
     if (sp->status >= 0 && (int)old->status != sp->status) {
         set_status(old, (keel_reg_status_t)sp->status, now_ms);
         old->flips++;
     }
     old->ttl_deadline_ms = old->ttl_ms ? now_ms + old->ttl_ms : 0;
-    inst_deadline(reg, old, 1);
+    keel__reg_inst_deadline(reg, old, 1);
     if (!same) {
         old->modify_index = index;
         touch(reg, old->svc, index);
+        keel__reg_hist_record(reg, KEEL_REG_EV_UPDATE, old, index);
     }
     return 0;
 }
@@ -605,12 +586,13 @@ static int redefine(keel_reg_t *reg, keel_reg_instance_t *old, const keel_reg_sp
 int keel_reg_register(keel_reg_t *reg, const keel_reg_spec_t *sp, uint64_t now_ms, uint64_t index,
                       keel_errmsg_t *msg)
 {
-    int rc = check_spec(&reg->cfg, sp, msg);
+    int rc = keel__reg_check_spec(&reg->cfg, sp, msg);
     if (rc != 0)
         return rc;
-    keel_reg_instance_t *old = find_any(reg, sp->id, sp->id_len);
+    keel_reg_instance_t *old = keel__reg_find_any(reg, sp->id, sp->id_len);
     if (old != NULL && !keel_reg_alive(old, now_ms)) {
-        inst_remove(reg, old, index); /* lapsed: as if swept, then registered anew */
+        inst_remove(reg, old, KEEL_REG_EV_EXPIRE,
+                    index); /* lapsed: as if swept, then registered anew */
         old = NULL;
     }
     int svc_found;
@@ -618,10 +600,10 @@ int keel_reg_register(keel_reg_t *reg, const keel_reg_spec_t *sp, uint64_t now_m
     keel_reg_service_t *s = svc_found ? reg->svc[svc_at] : NULL;
     if (old != NULL && old->svc == s)
         return redefine(reg, old, sp, now_ms, index, msg);
-    rc = check_room(reg, sp, s, old, msg);
+    rc = keel__reg_check_room(reg, sp, s, old, msg);
     if (rc != 0)
         return rc;
-    keel_reg_instance_t *in = inst_new(sp);
+    keel_reg_instance_t *in = keel__reg_inst_new(sp);
     if (in == NULL)
         return keel_errf(msg, KEEL_ENOMEM, "out of memory");
     if (old != NULL) { /* another service: the health moves with the id */
@@ -629,10 +611,10 @@ int keel_reg_register(keel_reg_t *reg, const keel_reg_spec_t *sp, uint64_t now_m
         in->critical_since_ms = old->critical_since_ms;
         in->flips = old->flips;
         in->create_index = old->create_index;
-        str_free(&in->output);
+        keel__reg_str_free(&in->output);
         in->output = old->output;
         old->output = (keel_reg_str_t){0};
-        inst_remove(reg, old, index);
+        inst_remove(reg, old, KEEL_REG_EV_DEREGISTER, index);
         svc_at = svc_pos(reg, sp->service, sp->service_len, &svc_found);
     } else {
         in->create_index = index;
@@ -641,18 +623,19 @@ int keel_reg_register(keel_reg_t *reg, const keel_reg_spec_t *sp, uint64_t now_m
         set_status(in, (keel_reg_status_t)sp->status, now_ms);
     in->modify_index = index;
     in->ttl_deadline_ms = in->ttl_ms ? now_ms + in->ttl_ms : 0;
-    rc = link_new(reg, s, svc_at, in, sp, index);
+    rc = keel__reg_link_new(reg, s, svc_at, in, sp, index);
     if (rc != 0) {
-        inst_free(in);
+        keel__reg_inst_free(in);
         return keel_errf(msg, rc, "out of memory");
     }
-    inst_deadline(reg, in, 1);
+    keel__reg_inst_deadline(reg, in, 1);
+    keel__reg_hist_record(reg, KEEL_REG_EV_REGISTER, in, index);
     return 0;
 }
 
 static keel_reg_instance_t *find_live(keel_reg_t *reg, const uint8_t *id, size_t n, uint64_t now_ms)
 {
-    keel_reg_instance_t *in = find_any(reg, id, n);
+    keel_reg_instance_t *in = keel__reg_find_any(reg, id, n);
     return in && keel_reg_alive(in, now_ms) ? in : NULL;
 }
 
@@ -662,7 +645,7 @@ int keel_reg_deregister(keel_reg_t *reg, const uint8_t *id, size_t id_len, uint6
     keel_reg_instance_t *in = find_live(reg, id, id_len, now_ms);
     if (in == NULL)
         return KEEL_ENOTFOUND;
-    inst_remove(reg, in, index);
+    inst_remove(reg, in, KEEL_REG_EV_DEREGISTER, index);
     return 0;
 }
 
@@ -673,7 +656,7 @@ int keel_reg_heartbeat(keel_reg_t *reg, const uint8_t *id, size_t id_len, uint64
         return KEEL_ENOTFOUND;
     if (in->ttl_ms) {
         in->ttl_deadline_ms = now_ms + in->ttl_ms;
-        inst_deadline(reg, in, 1);
+        keel__reg_inst_deadline(reg, in, 1);
     }
     return 0;
 }
@@ -716,18 +699,21 @@ int keel_reg_report(keel_reg_t *reg, const uint8_t *id, size_t id_len, keel_reg_
         output_len = reg->cfg.output_bytes_max;
     if (!str_eq(&in->output, output, output_len)) {
         keel_reg_str_t o;
-        if (str_set(&o, output, output_len) != 0)
+        if (keel__reg_str_set(&o, output, output_len) != 0)
             return KEEL_ENOMEM;
-        str_free(&in->output);
+        keel__reg_str_free(&in->output);
         in->output = o;
     }
-    if (damp(in, st, now_ms)) {
+    int flipped = damp(in, st, now_ms);
+    if (flipped) {
         in->modify_index = index;
         touch(reg, in->svc, index);
     }
     if (in->ttl_ms)
         in->ttl_deadline_ms = now_ms + in->ttl_ms;
-    inst_deadline(reg, in, 1);
+    keel__reg_inst_deadline(reg, in, 1);
+    if (flipped) /* after the deadline: the copy shows the one in force */
+        keel__reg_hist_record(reg, KEEL_REG_EV_STATUS, in, index);
     if (now)
         *now = in->status;
     return 0;
@@ -737,274 +723,8 @@ size_t keel_reg_sweep(keel_reg_t *reg, uint64_t now_ms, size_t max, uint64_t ind
 {
     size_t n = 0;
     while (n < max && reg->heap_n > 0 && reg->heap[0]->deadline_ms <= now_ms) {
-        inst_remove(reg, reg->heap[0], index);
+        inst_remove(reg, reg->heap[0], KEEL_REG_EV_EXPIRE, index);
         n++;
     }
     return n;
-}
-
-/* ---- snapshot section ------------------------------------------------------------------- */
-
-typedef struct wr {
-    keel_reg_sink_fn sink;
-    void *data;
-    int rc;
-} wr_t;
-
-static void w_bytes(wr_t *w, const void *p, size_t n)
-{
-    if (w->rc == 0 && n > 0)
-        w->rc = w->sink(w->data, p, n);
-}
-
-static void w_u8(wr_t *w, uint8_t v)
-{
-    w_bytes(w, &v, 1);
-}
-
-static void w_u32(wr_t *w, uint32_t v)
-{
-    uint8_t b[4];
-    keel_put_u32(b, v);
-    w_bytes(w, b, 4);
-}
-
-static void w_u64(wr_t *w, uint64_t v)
-{
-    uint8_t b[8];
-    keel_put_u64(b, v);
-    w_bytes(w, b, 8);
-}
-
-static void w_str(wr_t *w, const keel_reg_str_t *s)
-{
-    w_u32(w, (uint32_t)s->n);
-    w_bytes(w, s->p, s->n);
-}
-
-static void w_inst(wr_t *w, const keel_reg_instance_t *in)
-{
-    w_str(w, &in->id);
-    w_str(w, &in->address);
-    w_str(w, &in->version);
-    w_u32(w, in->port);
-    w_u32(w, in->weight_passing);
-    w_u32(w, in->weight_warning);
-    w_u32(w, (uint32_t)in->tags_n);
-    for (size_t i = 0; i < in->tags_n; i++)
-        w_str(w, &in->tags[i]);
-    w_u32(w, (uint32_t)in->meta_n);
-    for (size_t i = 0; i < in->meta_n; i++)
-        w_str(w, &in->meta[i]);
-    w_u8(w, (uint8_t)in->status);
-    w_u8(w, in->pending_dir > 0 ? 1 : in->pending_dir < 0 ? 2 : 0);
-    w_u32(w, in->pending_count);
-    w_u32(w, in->success_before_passing);
-    w_u32(w, in->failures_before_critical);
-    w_u64(w, in->flips);
-    w_u64(w, in->ttl_ms);
-    w_u64(w, in->ttl_deadline_ms);
-    w_u64(w, in->dca_ms);
-    w_u64(w, in->critical_since_ms);
-    w_u64(w, in->create_index);
-    w_u64(w, in->modify_index);
-    w_str(w, &in->output);
-}
-
-static int count_sink(void *data, const uint8_t *p, size_t n)
-{
-    (void)p;
-    *(uint64_t *)data += n;
-    return 0;
-}
-
-int keel_reg_snapshot_write(const keel_reg_t *reg, keel_reg_sink_fn sink, void *data)
-{
-    wr_t w = {sink, data, 0};
-    w_u64(&w, reg->index);
-    w_u64(&w, reg->instances);
-    w_u32(&w, (uint32_t)reg->svc_n);
-    for (size_t i = 0; i < reg->svc_n; i++) {
-        const keel_reg_service_t *s = reg->svc[i];
-        w_str(&w, &s->name);
-        w_u64(&w, s->create_index);
-        w_u64(&w, s->modify_index);
-        w_u32(&w, (uint32_t)s->n);
-        for (size_t k = 0; k < s->n; k++)
-            w_inst(&w, s->inst[k]);
-    }
-    return w.rc;
-}
-
-uint64_t keel_reg_snapshot_bytes(const keel_reg_t *reg)
-{
-    uint64_t n = 0;
-    int rc = keel_reg_snapshot_write(reg, count_sink, &n);
-    assert(rc == 0);
-    (void)rc;
-    return n;
-}
-
-/* Reads a str of at most max bytes (pointing into the data). */
-static const uint8_t *r_str(keel_rd_t *r, size_t max, size_t *n)
-{
-    *n = keel_rd_u32(r);
-    if (*n > max) {
-        r->bad = 1;
-        return NULL;
-    }
-    const uint8_t *p = keel_rd_bytes(r, *n);
-    return p ? p : (const uint8_t *)"";
-}
-
-#define LOAD_TAGS_MAX KEEL_REG_TAGS_CEILING
-#define LOAD_META_MAX (2u * KEEL_REG_META_PAIRS_CEILING)
-
-typedef struct load_scratch {
-    const uint8_t *tags[LOAD_TAGS_MAX];
-    size_t tag_lens[LOAD_TAGS_MAX];
-    const uint8_t *meta[LOAD_META_MAX];
-    size_t meta_lens[LOAD_META_MAX];
-} load_scratch_t;
-
-static int load_inst(keel_reg_t *reg, keel_rd_t *r, keel_reg_service_t **svc, size_t svc_at,
-                     const keel_reg_str_t *svc_name, load_scratch_t *sc,
-                     const keel_reg_instance_t *prev, keel_errmsg_t *msg)
-{
-    const keel_reg_config_t *c = &reg->cfg;
-    keel_reg_spec_t sp = {0};
-    sp.service = svc_name->p;
-    sp.service_len = svc_name->n;
-    sp.id = r_str(r, c->name_bytes_max, &sp.id_len);
-    sp.address = r_str(r, c->address_bytes_max, &sp.address_len);
-    sp.version = r_str(r, c->name_bytes_max, &sp.version_len);
-    sp.port = keel_rd_u32(r);
-    sp.weight_passing = keel_rd_u32(r);
-    sp.weight_warning = keel_rd_u32(r);
-    sp.tags_n = keel_rd_u32(r);
-    if (r->bad || sp.tags_n > c->tags_max)
-        return keel_errf(msg, KEEL_EPROTO, "registry section: instance truncated or too many tags");
-    for (size_t i = 0; i < sp.tags_n; i++)
-        sc->tags[i] = r_str(r, c->tag_bytes_max, &sc->tag_lens[i]);
-    sp.meta_n = keel_rd_u32(r);
-    if (r->bad || sp.meta_n > LOAD_META_MAX)
-        return keel_errf(msg, KEEL_EPROTO, "registry section: bad metadata count");
-    for (size_t i = 0; i < sp.meta_n; i++)
-        sc->meta[i] = r_str(r, c->meta_bytes_max, &sc->meta_lens[i]);
-    sp.tags = sc->tags, sp.tag_lens = sc->tag_lens;
-    sp.meta = sc->meta, sp.meta_lens = sc->meta_lens;
-    uint8_t status = keel_rd_u8(r), pending = keel_rd_u8(r);
-    uint32_t pending_count = keel_rd_u32(r);
-    sp.success_before_passing = keel_rd_u32(r);
-    sp.failures_before_critical = keel_rd_u32(r);
-    uint64_t flips = keel_rd_u64(r);
-    sp.ttl_ms = keel_rd_u64(r);
-    uint64_t ttl_deadline = keel_rd_u64(r);
-    sp.dca_ms = keel_rd_u64(r);
-    uint64_t critical_since = keel_rd_u64(r);
-    uint64_t create = keel_rd_u64(r), modify = keel_rd_u64(r);
-    size_t out_n;
-    const uint8_t *out = r_str(r, c->output_bytes_max, &out_n);
-    sp.status = status;
-    if (r->bad)
-        return keel_errf(msg, KEEL_EPROTO, "registry section: instance truncated");
-    if (status > KEEL_REG_CRITICAL || pending > 2 || sp.success_before_passing == 0 ||
-        sp.failures_before_critical == 0 || sp.weight_passing == 0 || sp.weight_warning == 0 ||
-        (pending == 0) != (pending_count == 0) ||
-        create > modify || /* moved: older than its service */
-        modify > reg->index || (sp.ttl_ms == 0) != (ttl_deadline == 0) ||
-        (status != KEEL_REG_CRITICAL && critical_since != 0))
-        return keel_errf(msg, KEEL_EPROTO, "registry section: instance fields inconsistent");
-    if (prev && bytes_cmp(prev->id.p, prev->id.n, sp.id, sp.id_len) >= 0)
-        return keel_errf(msg, KEEL_EPROTO, "registry section: instances out of order");
-    if (find_any(reg, sp.id, sp.id_len) != NULL)
-        return keel_errf(msg, KEEL_EPROTO, "registry section: duplicate instance id");
-    int rc = check_spec(c, &sp, msg);
-    if (rc == 0)
-        rc = check_room(reg, &sp, *svc, NULL, msg);
-    if (rc != 0)
-        return rc;
-    keel_reg_instance_t *in = inst_new(&sp);
-    if (in != NULL)
-        str_free(&in->output);
-    if (in == NULL || str_set(&in->output, out, out_n) != 0) {
-        inst_free(in);
-        return keel_errf(msg, KEEL_ENOMEM, "out of memory");
-    }
-    in->status = (keel_reg_status_t)status;
-    in->pending_dir = pending == 1 ? 1 : pending == 2 ? -1 : 0;
-    in->pending_count = pending_count;
-    in->flips = flips;
-    in->ttl_deadline_ms = ttl_deadline;
-    in->critical_since_ms = critical_since;
-    in->create_index = create;
-    in->modify_index = modify;
-    uint64_t keep = reg->index;
-    rc = link_new(reg, *svc, svc_at, in, &sp, create);
-    reg->index = keep;
-    if (rc != 0) {
-        inst_free(in);
-        return keel_errf(msg, rc, "out of memory");
-    }
-    *svc = in->svc;
-    inst_deadline(reg, in, 1);
-    return 0;
-}
-
-static int load(keel_reg_t *reg, const uint8_t *p, size_t len, keel_errmsg_t *msg)
-{
-    keel_rd_t r;
-    keel_rd_init(&r, p, len);
-    reg->index = keel_rd_u64(&r);
-    uint64_t instances = keel_rd_u64(&r);
-    uint32_t services = keel_rd_u32(&r);
-    if (r.bad || services > reg->cfg.services_max || instances > reg->cfg.instances_max)
-        return keel_errf(msg, KEEL_EPROTO, "registry section: bad header");
-    load_scratch_t *sc = malloc(sizeof(*sc));
-    if (sc == NULL)
-        return keel_errf(msg, KEEL_ENOMEM, "out of memory");
-    int rc = 0;
-    for (uint32_t i = 0; rc == 0 && i < services; i++) {
-        keel_reg_str_t name;
-        name.p = (uint8_t *)r_str(&r, reg->cfg.name_bytes_max, &name.n);
-        uint64_t create = keel_rd_u64(&r), modify = keel_rd_u64(&r);
-        uint32_t n = keel_rd_u32(&r);
-        if (r.bad || n == 0 || name.n == 0 || create > modify || modify > reg->index) {
-            rc = keel_errf(msg, KEEL_EPROTO, "registry section: service %u malformed", i);
-            break;
-        }
-        if (reg->svc_n && bytes_cmp(reg->svc[reg->svc_n - 1]->name.p,
-                                    reg->svc[reg->svc_n - 1]->name.n, name.p, name.n) >= 0) {
-            rc = keel_errf(msg, KEEL_EPROTO, "registry section: services out of order");
-            break;
-        }
-        keel_reg_service_t *s = NULL;
-        for (uint32_t k = 0; rc == 0 && k < n; k++)
-            rc = load_inst(reg, &r, &s, reg->svc_n, &name, sc, k ? s->inst[k - 1] : NULL, msg);
-        if (rc == 0) {
-            s->create_index = create;
-            s->modify_index = modify;
-        }
-    }
-    free(sc);
-    if (rc == 0 && (r.bad || r.left != 0))
-        rc = keel_errf(msg, KEEL_EPROTO, "registry section: %zu bytes after the last instance",
-                       r.left);
-    if (rc == 0 && reg->instances != instances)
-        rc = keel_errf(msg, KEEL_EPROTO, "registry section: instance count %llu, found %zu",
-                       (unsigned long long)instances, reg->instances);
-    return rc;
-}
-
-int keel_reg_snapshot_load(keel_reg_t *reg_new, const uint8_t *p, size_t len, keel_errmsg_t *msg)
-{
-    assert(reg_new->instances == 0 && reg_new->svc_n == 0);
-    int rc = load(reg_new, p, len, msg);
-    if (rc != 0) {
-        keel_reg_config_t cfg = reg_new->cfg;
-        keel_reg_free(reg_new);
-        if (keel_reg_init(reg_new, &cfg) != 0)
-            memset(reg_new, 0, sizeof(*reg_new)); /* no memory even for an empty map */
-    }
-    return rc;
 }

@@ -50,6 +50,8 @@
 #define KEEL_REG_THRESHOLD_CEILING 1000u
 #define KEEL_REG_WEIGHT_MAX 65535u
 #define KEEL_REG_PORT_MAX 65535u
+#define KEEL_REG_SERVICES_CEILING (1u << 20)
+#define KEEL_REG_INSTANCES_CEILING (1u << 24)
 /* keel_reg_next_deadline_ms when nothing has a deadline. */
 #define KEEL_REG_NO_DEADLINE UINT64_MAX
 
@@ -69,7 +71,22 @@ typedef struct keel_reg_config {
 } keel_reg_config_t;
 
 keel_reg_config_t keel_reg_config_default(void);
+/* Every limit at its ceiling (what a snapshot's instances are loaded under, see below). */
+keel_reg_config_t keel_reg_config_ceiling(void);
 int keel_reg_config_validate(const keel_reg_config_t *cfg, keel_errmsg_t *msg);
+int keel_reg_config_equal(const keel_reg_config_t *a, const keel_reg_config_t *b);
+
+/*
+ * The limits as named fields, in one table: the order of KEEL.REG LIMITS' answer, of the
+ * KEEL.REG.LIMITS entry's pairs and of the snapshot's limits block; the names are those of
+ * keel server's --reg-NAME flags (with '-' for '_'). KEEL_REG_LIMITS_COUNT of them.
+ */
+#define KEEL_REG_LIMITS_COUNT 12u
+const char *keel_reg_limit_name(size_t i);
+uint64_t keel_reg_limit_get(const keel_reg_config_t *cfg, size_t i);
+void keel_reg_limit_set(keel_reg_config_t *cfg, size_t i, uint64_t v);
+/* The index of the limit called name (len bytes, '_' or '-' alike), or -1. */
+int keel_reg_limit_find(const uint8_t *name, size_t len);
 
 typedef enum keel_reg_status {
     KEEL_REG_PASSING = 0,
@@ -120,6 +137,38 @@ struct keel_reg_service {
     uint64_t create_index, modify_index;
 };
 
+/*
+ * The change history the registry's feed (KEEL.REG FEED) reads: a ring of the newest
+ * changes, each with a copy of the instance as the change left it (as it was, for a
+ * removal), oldest first. Every change that moves an index is recorded (register, update,
+ * status flip, deregister, expire); heartbeats and outputs alone are not. Bounded by
+ * KEEL_REG_HISTORY_EVENTS_MAX events and KEEL_REG_HISTORY_BYTES_MAX bytes of copies; the
+ * oldest index is dropped whole. Every change at an index >= hist_first is held. Not in
+ * snapshots: a loaded registry's history starts after its index (nothing of the registry
+ * changed between that index and the snapshot's).
+ */
+#define KEEL_REG_HISTORY_EVENTS_MAX 8192u
+#define KEEL_REG_HISTORY_BYTES_MAX (16u * 1024u * 1024u)
+
+typedef enum keel_reg_event_op {
+    KEEL_REG_EV_REGISTER = 0,   /* a new instance (or one moved in from another service) */
+    KEEL_REG_EV_UPDATE = 1,     /* its definition changed by a registration */
+    KEEL_REG_EV_STATUS = 2,     /* its status flipped (after damping) */
+    KEEL_REG_EV_DEREGISTER = 3, /* deregistered (or moved out to another service) */
+    KEEL_REG_EV_EXPIRE = 4,     /* lapsed (TTL or critical timeout) and removed */
+} keel_reg_event_op_t;
+
+/* "register", "update", "status", "deregister", "expire". */
+const char *keel_reg_event_op_name(keel_reg_event_op_t op);
+
+typedef struct keel_reg_event {
+    uint64_t index; /* the Raft index of the change */
+    keel_reg_event_op_t op;
+    keel_reg_str_t service;    /* points into inst's block */
+    keel_reg_instance_t *inst; /* a copy in one block (svc NULL), owned by the history */
+    size_t bytes;              /* the block's size */
+} keel_reg_event_t;
+
 typedef struct keel_reg {
     keel_reg_config_t cfg;
     keel_reg_service_t **svc; /* owned, sorted by name */
@@ -129,11 +178,21 @@ typedef struct keel_reg {
     size_t heap_n, heap_cap;
     size_t instances;
     uint64_t index; /* the registry's modify index */
+    /* the change history (ring; hist_cap a power of two or 0) */
+    keel_reg_event_t *hist;
+    size_t hist_head, hist_len, hist_cap, hist_bytes;
+    uint64_t hist_first;
 } keel_reg_t;
 
 /* cfg NULL: the defaults. 0, KEEL_EINVAL (bad cfg) or KEEL_ENOMEM. */
 int keel_reg_init(keel_reg_t *reg, const keel_reg_config_t *cfg);
 void keel_reg_free(keel_reg_t *reg);
+
+/*
+ * Replaces the limits (KEEL.REG.LIMITS). Only new requests are judged by them: what is
+ * registered stays, even past a lowered limit. 0, or KEEL_EINVAL with text in msg.
+ */
+int keel_reg_set_config(keel_reg_t *reg, const keel_reg_config_t *cfg, keel_errmsg_t *msg);
 
 /* What a registration says; every pointer is borrowed for the call. */
 typedef struct keel_reg_spec {
@@ -199,11 +258,23 @@ int keel_reg_has_tag(const keel_reg_instance_t *in, const uint8_t *tag, size_t t
 /* Live instances of a service (for a listing: a service whose instances all lapsed has 0). */
 size_t keel_reg_service_live(const keel_reg_service_t *s, uint64_t now_ms);
 
+/* ---- change history ------------------------------------------------------------- */
+
+/* The oldest index whose changes are all held (changes after oldest - 1 can be read). */
+uint64_t keel_reg_history_oldest(const keel_reg_t *reg);
+size_t keel_reg_history_len(const keel_reg_t *reg);
+/* The position of the first held change with an index > after (or the length): 0, or
+ * KEEL_ERANGE when changes after `after` are no longer all held. */
+int keel_reg_history_seek(const keel_reg_t *reg, uint64_t after, size_t *pos);
+const keel_reg_event_t *keel_reg_history_at(const keel_reg_t *reg, size_t pos);
+
 /* ---- snapshot section ------------------------------------------------------------- */
 
 /*
  * The registry's section of a keel server snapshot (core/kv's tagged sections, sealed by
- * the snapshot's CRC). Little-endian:
+ * the snapshot's CRC). Little-endian; keel_reg_snapshot_write writes the limits block,
+ * keel_reg_snapshot_load reads it when `limits` (section 2; section 1 has none, defaults):
+ *   [u32 KEEL_REG_LIMITS_COUNT | that many u64, in keel_reg_limit_name order]
  *   u64 index | u64 instances | u32 services |
  *   services x (str name | u64 create_index | u64 modify_index | u32 n | n x instance)
  *   instance: str id | str address | str version | u32 port | u32 weight_passing |
@@ -222,9 +293,13 @@ int keel_reg_snapshot_write(const keel_reg_t *reg, keel_reg_sink_fn sink, void *
 /*
  * Loads a section into reg_new (freshly initialized): every field checked (lengths inside
  * the data and within reg_new's limits, statuses, indexes <= the section's index, names
- * strictly ordered, ids unique, counts exact, no trailing bytes). 0, or KEEL_EPROTO /
- * KEEL_ETOOBIG / KEEL_EFULL / KEEL_ENOMEM with text in msg; reg_new is then empty again.
+ * strictly ordered, ids unique, counts exact, no trailing bytes). The instances are judged
+ * by the ceilings, not by the limits in force (a limit lowered by KEEL.REG.LIMITS leaves
+ * what was registered before it); the limits read are then put in force. 0, or
+ * KEEL_EPROTO / KEEL_ETOOBIG / KEEL_EFULL / KEEL_ENOMEM with text in msg; reg_new is then
+ * empty again.
  */
-int keel_reg_snapshot_load(keel_reg_t *reg_new, const uint8_t *p, size_t len, keel_errmsg_t *msg);
+int keel_reg_snapshot_load(keel_reg_t *reg_new, const uint8_t *p, size_t len, int limits,
+                           keel_errmsg_t *msg);
 
 #endif

@@ -277,6 +277,11 @@ static void register_gauges(server_t *s)
                              "Watchers closed because this node's change history no longer "
                              "reached back to their position.",
                              NULL);
+    s->m_regfeed_lagged =
+        keel_metrics_counter(s->metrics, "keel_registry_feed_lagged_total",
+                             "KEEL.REG FEED feeds ended with LAGGED (client output over its "
+                             "bound, or position gone from the registry's history).",
+                             NULL);
     keel_metrics_gauge_fn(s->metrics, "keel_raft_role",
                           "0 follower, 1 pre-candidate, 2 candidate, 3 leader.", NULL, gauge_role,
                           s);

@@ -448,7 +448,7 @@ static const keel_resp_command_t connection_commands[] = {
      .summary = "AP keyspace: KEEL.AP.WHERE key: the key's homes, then its fallbacks (names)"},
     {"keel.reg", -2, NOMULTI, keel__srv_cmd_reg,
      .summary = "Service registry: REGISTER, DEREGISTER, PASS, WARN, FAIL, HEARTBEAT, SERVICES, "
-                "INSTANCES, GET, INDEX, WAIT"},
+                "INSTANCES, GET, INDEX, LIMITS, WAIT, FEED"},
 };
 #undef FAST
 #undef SUBSCRIBED

@@ -384,7 +384,7 @@ int keel__srv_before_command(keel_resp_client_t *c, const keel_resp_command_t *c
         strcmp(cmd->name, "quit") != 0) {
         snprintf(err, sizeof(err),
                  "ERR Can't execute '%s': only PING / QUIT are allowed while watching "
-                 "(KEEL.WATCH)",
+                 "(KEEL.WATCH, KEEL.REG FEED)",
                  cmd->name);
         return refuse(c, cmd, err);
     }

@@ -44,20 +44,14 @@ static size_t watch_output_high(const server_t *s)
 }
 #define WATCH_PREFIX_BYTES_MAX 4096u
 
-struct watcher {
-    keel_list_t link; /* server->watchers */
-    keel_resp_client_t *client;
-    uint64_t after; /* every change up to this revision has been pushed (or skipped) */
-    size_t prefix_len;
-    uint8_t prefix[];
-};
-
 void keel__srv_feed_end(server_t *s, client_state_t *cs)
 {
     watcher_t *w = cs->feed;
     if (w == NULL)
         return;
     keel_list_remove(&w->link);
+    if (w->reg)
+        s->regfeeds_n--;
     free(w);
     s->watchers_n--;
     cs->feed = NULL;
@@ -126,6 +120,10 @@ static void feed_lagged(server_t *s, client_state_t *cs, const keel_kv_t *kv)
 static void feed_pump(server_t *s, client_state_t *cs)
 {
     watcher_t *w = cs->feed;
+    if (w->reg) { /* KEEL.REG FEED: the registry's history (regfeed.c) */
+        keel__srv_regfeed_pump(s, cs);
+        return;
+    }
     const keel_kv_t *kv = s->node ? &s->kv.kv : NULL;
     size_t pos, len = kv ? keel_kv_history_len(kv) : 0;
     if (kv == NULL)

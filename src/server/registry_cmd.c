@@ -14,7 +14,8 @@
  * node, or this node's state under KEEL.READS stale, like GET), in the connection's order.
  * A read waits behind the connection's writes rather than going through the log: its reply
  * can be as large as a service's instances. KEEL.REG WAIT, the blocking query, is the front
- * end's own (registry_http.c's wait lists, shared with the HTTP API).
+ * end's own (registry_http.c's wait lists, shared with the HTTP API), and so is KEEL.REG
+ * FEED, the push feed of changes (regfeed.c).
  */
 int keel__srv_cmd_reg(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
 {
@@ -30,12 +31,15 @@ int keel__srv_cmd_reg(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t 
                                       "running on this connection: wait for their replies");
         return keel__srv_reg_wait(c, argc, argv, cs->stale_reads);
     }
+    if (keel__srv_arg_is(&argv[1], "feed"))
+        return keel__srv_regfeed_start(c, argc, argv); /* push mode (regfeed.c) */
     unsigned kind = keel_kv_registry_kind(argv[1].ptr, argv[1].len);
     if (kind == 0) {
         if (st)
             keel_counter_inc(st->errors);
         return keel__srv_error(c, "ERR unknown KEEL.REG subcommand: REGISTER, DEREGISTER, PASS, "
-                                  "WARN, FAIL, HEARTBEAT, SERVICES, INSTANCES, GET, INDEX, WAIT");
+                                  "WARN, FAIL, HEARTBEAT, SERVICES, INSTANCES, GET, INDEX, LIMITS, "
+                                  "WAIT, FEED");
     }
     if (keel__srv_ensure_argv(s, argc) != 0)
         return keel__srv_oom(c);

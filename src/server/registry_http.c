@@ -103,14 +103,12 @@ static int respond(keel_http_req_t *req, int status, const char *body, size_t le
     return keel_http_respond(req, status, h, has_index ? 2 : 1, body, len);
 }
 
-static json_t *jstr(const uint8_t *p, size_t n);
-
 /* {"error": {"code": status, "message": text}} (ARCHITECTURE.md), the text JSON-escaped:
  * it may quote a client's bytes. */
 static void respond_error(keel_http_req_t *req, int status, const char *text)
 {
     json_t *j = json_pack("{s:{s:i,s:o}}", "error", "code", status, "message",
-                          jstr((const uint8_t *)text, strlen(text)));
+                          keel__srv_reg_jstr((const uint8_t *)text, strlen(text)));
     char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
     if (body)
         keel_http_respond_body(req, status, "application/json", body, strlen(body));
@@ -129,62 +127,6 @@ static void q_error(const hq_t *q, int status, const char *text)
     }
     keel_buf_t *out = keel_resp_deferred_out(q->slot);
     keel_resp_deferred_done(q->slot, keel_resp_write_errorf(out, "ERR keel: %s", text));
-}
-
-/* A JSON string of arbitrary bytes: non-UTF-8 bytes become '?', so the answer stays JSON. */
-static json_t *jstr(const uint8_t *p, size_t n)
-{
-    json_t *j = json_stringn((const char *)p, n);
-    if (j != NULL)
-        return j;
-    char *c = malloc(n + 1);
-    if (c == NULL)
-        return NULL;
-    for (size_t i = 0; i < n; i++)
-        c[i] = p[i] < 0x80 && p[i] != 0 ? (char)p[i] : '?';
-    j = json_stringn(c, n);
-    free(c);
-    return j;
-}
-
-static json_t *jrstr(const keel_reg_str_t *s)
-{
-    return jstr(s->p, s->n);
-}
-
-/* One entry of /v1/health/service/:name, in Consul's shape (ServiceEntry). */
-static json_t *health_entry(server_t *s, const keel_reg_instance_t *in)
-{
-    json_t *tags = json_array(), *meta = json_object();
-    for (size_t i = 0; i < in->tags_n; i++)
-        json_array_append_new(tags, jrstr(&in->tags[i]));
-    for (size_t i = 0; i + 1 < in->meta_n; i += 2) {
-        char *k = strndup((const char *)in->meta[i].p, in->meta[i].n);
-        if (k != NULL)
-            json_object_set_new(meta, k, jrstr(&in->meta[i + 1]));
-        free(k);
-    }
-    json_t *svc = json_pack(
-        "{s:o,s:o,s:o,s:o,s:I,s:o,s:{s:I,s:I},s:o,s:I,s:I}", "ID", jrstr(&in->id), "Service",
-        jrstr(&in->svc->name), "Tags", tags, "Address", jrstr(&in->address), "Port",
-        (json_int_t)in->port, "Meta", meta, "Weights", "Passing", (json_int_t)in->weight_passing,
-        "Warning", (json_int_t)in->weight_warning, "Version", jrstr(&in->version), "CreateIndex",
-        (json_int_t)in->create_index, "ModifyIndex", (json_int_t)in->modify_index);
-    char check_id[REG_NAME_BYTES_MAX + 16];
-    snprintf(check_id, sizeof(check_id), "service:%.*s", (int)in->id.n, (const char *)in->id.p);
-    char check_name[REG_NAME_BYTES_MAX + 32];
-    snprintf(check_name, sizeof(check_name), "Service '%.*s' check", (int)in->svc->name.n,
-             (const char *)in->svc->name.p);
-    json_t *check =
-        json_pack("{s:s,s:o,s:o,s:s,s:o,s:o,s:o,s:s,s:I,s:I,s:I}", "Node", s->cfg.name, "CheckID",
-                  jstr((const uint8_t *)check_id, strlen(check_id)), "Name",
-                  jstr((const uint8_t *)check_name, strlen(check_name)), "Status",
-                  keel_reg_status_name(in->status), "Output", jrstr(&in->output), "ServiceID",
-                  jrstr(&in->id), "ServiceName", jrstr(&in->svc->name), "Type",
-                  in->ttl_ms ? "ttl" : "", "Flips", (json_int_t)in->flips, "CreateIndex",
-                  (json_int_t)in->create_index, "ModifyIndex", (json_int_t)in->modify_index);
-    return json_pack("{s:{s:s,s:s},s:o,s:[o]}", "Node", "Node", s->cfg.name, "Address",
-                     s->cfg.listen_http, "Service", svc, "Checks", check);
 }
 
 static uint64_t now_ms(server_t *s)
@@ -220,56 +162,10 @@ static char *render_health(server_t *s, const hq_t *q)
         if (!keel_reg_alive(in, now) || (q->passing && in->status != KEEL_REG_PASSING) ||
             (q->has_tag && !keel_reg_has_tag(in, (const uint8_t *)q->tag, q->tag_len)))
             continue;
-        json_array_append_new(arr, health_entry(s, in));
+        json_array_append_new(arr, keel__srv_reg_health_entry(s, in));
     }
     char *text = json_dumps(arr, JSON_COMPACT);
     json_decref(arr);
-    return text;
-}
-
-static int str_cmp(const void *a, const void *b)
-{
-    const keel_reg_str_t *x = *(const keel_reg_str_t *const *)a;
-    const keel_reg_str_t *y = *(const keel_reg_str_t *const *)b;
-    size_t m = x->n < y->n ? x->n : y->n;
-    int r = m ? memcmp(x->p, y->p, m) : 0;
-    return r ? r : (x->n > y->n) - (x->n < y->n);
-}
-
-/* {"service": ["tag", ...]}: services with a live instance, their tags sorted, once each. */
-static char *render_catalog(server_t *s)
-{
-    const keel_reg_t *reg = registry(s);
-    uint64_t now = now_ms(s);
-    json_t *obj = json_object();
-    for (size_t i = 0; reg && i < reg->svc_n; i++) {
-        const keel_reg_service_t *svc = reg->svc[i];
-        size_t n = 0;
-        for (size_t k = 0; k < svc->n; k++)
-            n += keel_reg_alive(svc->inst[k], now) ? svc->inst[k]->tags_n + 1 : 0;
-        if (n == 0)
-            continue;
-        const keel_reg_str_t **t = malloc(n * sizeof(*t));
-        json_t *tags = json_array();
-        size_t m = 0;
-        for (size_t k = 0; t && k < svc->n; k++)
-            for (size_t j = 0; keel_reg_alive(svc->inst[k], now) && j < svc->inst[k]->tags_n; j++)
-                t[m++] = &svc->inst[k]->tags[j];
-        if (t)
-            qsort(t, m, sizeof(*t), str_cmp);
-        for (size_t k = 0; t && k < m; k++)
-            if (k == 0 || str_cmp(&t[k - 1], &t[k]) != 0)
-                json_array_append_new(tags, jrstr(t[k]));
-        free(t);
-        char *name = strndup((const char *)svc->name.p, svc->name.n);
-        if (name)
-            json_object_set_new(obj, name, tags);
-        else
-            json_decref(tags);
-        free(name);
-    }
-    char *text = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
-    json_decref(obj);
     return text;
 }
 
@@ -304,7 +200,8 @@ static void answer_read(hq_t *q)
         return;
     }
     uint64_t ix = current_index(s, q->name, q->name_len, q->kind == HQ_CATALOG);
-    char *body = q->kind == HQ_CATALOG ? render_catalog(s) : render_health(s, q);
+    char *body =
+        q->kind == HQ_CATALOG ? keel__srv_reg_render_catalog(s, now_ms(s)) : render_health(s, q);
     if (body)
         respond(q->req, 200, body, strlen(body), 1, ix);
     else
@@ -394,7 +291,7 @@ static void wake_list(reg_http_t *rh, waitlist_t *l)
         char *body, *own = NULL;
         if (q->kind == HQ_CATALOG) {
             if (shared[0] == NULL)
-                shared[0] = render_catalog(s);
+                shared[0] = keel__srv_reg_render_catalog(s, now_ms(s));
             body = shared[0];
         } else if (!q->has_tag) {
             if (shared[q->passing] == NULL)
@@ -435,7 +332,7 @@ static void block(reg_http_t *rh, hq_t *q, uint64_t ix)
         answer_read(q);
         return;
     }
-    if (rh->waiters_n >= REG_WAITERS_MAX) {
+    if (rh->waiters_n + s->regfeeds_n >= REG_WAITERS_MAX) { /* feeds are watchers too */
         char text[128];
         snprintf(text, sizeof(text),
                  "too many blocked queries on this node (watchers_max %u); retry without index",
@@ -932,6 +829,11 @@ size_t keel__srv_reg_routes(server_t *s, keel_http_route_t *out)
     };
     memcpy(out, routes, sizeof(routes));
     return KEEL_SRV_REG_ROUTES;
+}
+
+size_t keel__srv_reg_blocked(const server_t *s)
+{
+    return s->reg_http ? s->reg_http->waiters_n : 0;
 }
 
 static double gauge_waiters(void *data)

@@ -17,6 +17,7 @@ void keel_server_config_default(keel_server_config_t *cfg)
     snprintf(cfg->listen_http, sizeof(cfg->listen_http), "127.0.0.1:7201");
     keel_node_config_default(&cfg->node);
     cfg->kv = keel_kv_config_default();
+    cfg->reg = keel_reg_config_default();
     snprintf(cfg->node.data_dir, sizeof(cfg->node.data_dir), "keel-data/n1");
     cfg->resp = keel_resp_server_config_default();
     /* Redis allows 512 MiB; 16 MiB keeps one entry within a 17 MiB WAL segment */
@@ -186,9 +187,13 @@ static int server_init(server_t *s, const keel_server_config_t *cfg, keel_errmsg
                  s->cfg.listen_client);
     s->pubsub = keel_pubsub_new();
     int rc = s->metrics && s->pubsub ? keel_kv_config_validate(&s->cfg.kv, msg) : KEEL_ENOMEM;
+    if (rc == 0 && s->cfg.reg_limits_set)
+        rc = keel_reg_config_validate(&s->cfg.reg, msg);
     if (rc == 0)
         rc = keel_kv_sm_init(&s->kv, &s->cfg.kv);
     s->kv_inited = rc == 0;
+    if (rc == 0)
+        keel_kv_sm_set_reg_limits(&s->kv, s->cfg.reg_limits_set ? &s->cfg.reg : NULL);
     s->cfg.node.sm = keel__srv_lblock_sm(s);
     if (rc == 0)
         rc = size_limits(&s->cfg, msg);

@@ -23,6 +23,8 @@ typedef struct keel_server_config {
     char listen_http[KEEL_NODE_ADDR_BYTES];
     keel_node_config_t node; /* node.sm and node.command_bytes_max are filled from kv */
     keel_kv_config_t kv;     /* the strings/KV store's limits (core/kv) */
+    keel_reg_config_t reg;   /* the registry's limits this node proposes as leader ... */
+    int reg_limits_set;      /* ... when set (some --reg-* flag given; docs/registry.md) */
     keel_resp_server_config_t resp;
     /* the AP keyspace's conflict policy per key prefix (core/appolicy's text; "" : none) */
     char ap_policy[KEEL_APPOLICY_TEXT_BYTES_MAX + 1];

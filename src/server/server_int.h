@@ -87,8 +87,10 @@ struct server {
     int resp_inited, http_inited;
     int ready; /* started: every listener open */
     keel_pubsub_t *pubsub;
-    keel_list_t watchers; /* connections in KEEL.WATCH mode (watcher_t.link) */
+    keel_list_t watchers; /* connections in KEEL.WATCH or KEEL.REG FEED mode (watcher_t.link) */
     size_t watchers_n;
+    size_t regfeeds_n; /* of them, KEEL.REG FEED's (they count as registry watchers) */
+    keel_counter_t *m_regfeed_lagged;
     keel_counter_t *m_watch_lagged;
     waitq_t xq; /* XREAD / XREADGROUP waiting with BLOCK (xblocked_t.link) */
     /* the blocking pops (lblock.c) */
@@ -263,6 +265,19 @@ int keel__srv_cmd_unsubscribe(keel_resp_client_t *c, size_t argc, const keel_res
 int keel__srv_cmd_punsubscribe(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 
 /* feed.c */
+/*
+ * A connection in push mode: KEEL.WATCH (a key prefix) or KEEL.REG FEED (reg: a service
+ * name, or every service when name_len is 0). A cursor, not a copy: `after` is the
+ * revision (KEEL.WATCH) or registry index (KEEL.REG FEED) pushed up to.
+ */
+struct watcher {
+    keel_list_t link; /* server->watchers */
+    keel_resp_client_t *client;
+    uint64_t after;
+    int reg;
+    size_t prefix_len;
+    uint8_t prefix[];
+};
 void keel__srv_feed_end(server_t *s, client_state_t *cs);
 void keel__srv_feed_on_applied(void *data);
 void keel__srv_feed_drained(keel_resp_client_t *c);
@@ -409,5 +424,15 @@ void keel__srv_reg_on_applied(server_t *s);
 void keel__srv_reg_http_free(server_t *s);
 /* KEEL.REG WAIT service index timeout_ms [PASSING] [TAG tag] (registry_http.c's wait lists) */
 int keel__srv_reg_wait(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv, int stale);
+/* Queries blocked on this node's wait lists (with s->regfeeds_n: its registry watchers). */
+size_t keel__srv_reg_blocked(const server_t *s);
+/* registry_json.c: the Consul-shaped JSON answers */
+struct json_t;
+struct json_t *keel__srv_reg_jstr(const uint8_t *p, size_t n);
+struct json_t *keel__srv_reg_health_entry(server_t *s, const keel_reg_instance_t *in);
+char *keel__srv_reg_render_catalog(server_t *s, uint64_t now_ms);
+/* regfeed.c: KEEL.REG FEED [service] [FROM index], a push feed on feed.c's watchers */
+int keel__srv_regfeed_start(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+void keel__srv_regfeed_pump(server_t *s, client_state_t *cs);
 
 #endif

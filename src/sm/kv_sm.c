@@ -91,8 +91,44 @@ static int kv_snapshot_load(void *sm, const uint8_t *p, size_t len, keel_errmsg_
     return 0;
 }
 
+/* This node's --reg-* limits differ from the replicated ones: the leader proposes them. */
+static int reg_limits_due(const keel_kv_sm_t *k)
+{
+    if (!k->reg_limits_set)
+        return 0;
+    keel_reg_config_t now = keel_kv_reg_limits(&k->kv);
+    return !keel_reg_config_equal(&now, &k->reg_limits);
+}
+
+/* KEEL.REG.LIMITS with every limit, in keel_reg_limit_name order. */
+static int reg_limits_encode(const keel_kv_sm_t *k, uint64_t now_ms, keel_buf_t *out)
+{
+    static const char cmd[] = "KEEL.REG.LIMITS";
+    const uint8_t *argv[1 + 2 * KEEL_REG_LIMITS_COUNT];
+    size_t lens[1 + 2 * KEEL_REG_LIMITS_COUNT];
+    char vals[KEEL_REG_LIMITS_COUNT][KEEL_DEC_BYTES_MAX];
+    argv[0] = (const uint8_t *)cmd;
+    lens[0] = sizeof(cmd) - 1;
+    for (size_t i = 0; i < KEEL_REG_LIMITS_COUNT; i++) {
+        const char *name = keel_reg_limit_name(i);
+        argv[1 + 2 * i] = (const uint8_t *)name;
+        lens[1 + 2 * i] = strlen(name);
+        lens[2 + 2 * i] = keel_fmt_u64(vals[i], keel_reg_limit_get(&k->reg_limits, i));
+        argv[2 + 2 * i] = (const uint8_t *)vals[i];
+    }
+    return keel_kv_entry_encode(out, now_ms, 1 + 2 * KEEL_REG_LIMITS_COUNT, argv, lens);
+}
+
+void keel_kv_sm_set_reg_limits(keel_kv_sm_t *k, const keel_reg_config_t *limits)
+{
+    k->reg_limits_set = limits != NULL;
+    k->reg_limits = limits ? *limits : keel_reg_config_default();
+}
+
 static uint64_t kv_next_deadline_ms(const void *sm)
 {
+    if (reg_limits_due(sm))
+        return 0;
     const keel_kv_t *kv = &((const keel_kv_sm_t *)sm)->kv;
     uint64_t keys = keel_kv_next_deadline_ms(kv), leases = keel_kv_next_lease_deadline_ms(kv);
     uint64_t reg = keel_kv_next_registry_deadline_ms(kv);
@@ -110,6 +146,8 @@ static uint64_t kv_next_deadline_ms(const void *sm)
  */
 static int kv_housekeeping(void *sm, uint64_t now_ms, keel_buf_t *out)
 {
+    if (reg_limits_due(sm)) /* first: a new leader's limits before anything it judges */
+        return reg_limits_encode(sm, now_ms, out);
     const keel_kv_t *kv = &((keel_kv_sm_t *)sm)->kv;
     const char *what = NULL;
     if (keel_kv_next_deadline_ms(kv) <= now_ms)
@@ -153,6 +191,7 @@ int keel_kv_sm_init(keel_kv_sm_t *k, const keel_kv_config_t *cfg)
 {
     memset(k, 0, sizeof(*k));
     k->cfg = *cfg;
+    k->reg_limits = keel_reg_config_default();
     return keel_kv_init(&k->kv, cfg);
 }
 

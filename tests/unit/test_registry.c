@@ -357,7 +357,7 @@ static void a_snapshot_section_round_trips_byte_for_byte(void)
     KT_EQ_U64(keel_reg_snapshot_bytes(&a), keel_buf_unread(&out));
     KT_EQ_INT(keel_reg_init(&b, NULL), 0);
     keel_errmsg_t m;
-    KT_EQ_INT(keel_reg_snapshot_load(&b, keel_buf_rptr(&out), keel_buf_unread(&out), &m), 0);
+    KT_EQ_INT(keel_reg_snapshot_load(&b, keel_buf_rptr(&out), keel_buf_unread(&out), 1, &m), 0);
     KT_EQ_INT(keel_reg_snapshot_write(&b, buf_sink, &again), 0);
     KT_EQ_INT(keel_buf_unread(&again), keel_buf_unread(&out));
     KT_EQ_MEM(keel_buf_rptr(&again), keel_buf_rptr(&out), keel_buf_unread(&out));
@@ -390,7 +390,7 @@ static void a_malformed_section_is_refused_and_leaves_the_registry_empty(void)
     for (size_t cut = 0; cut < n; cut++) {
         memcpy(p, keel_buf_rptr(&out), n);
         KT_EQ_INT(keel_reg_init(&b, NULL), 0);
-        if (keel_reg_snapshot_load(&b, p, cut, &m) == 0)
+        if (keel_reg_snapshot_load(&b, p, cut, 1, &m) == 0)
             KT_FAIL("a section cut at %zu of %zu bytes loaded", cut, n);
         KT_EQ_INT(b.instances, 0);
         KT_EQ_INT(b.svc_n, 0);
@@ -400,11 +400,11 @@ static void a_malformed_section_is_refused_and_leaves_the_registry_empty(void)
     memcpy(p, keel_buf_rptr(&out), n);
     p[n] = 0;
     KT_EQ_INT(keel_reg_init(&b, NULL), 0);
-    KT_EQ_INT(keel_reg_snapshot_load(&b, p, n + 1, &m), KEEL_EPROTO);
+    KT_EQ_INT(keel_reg_snapshot_load(&b, p, n + 1, 1, &m), KEEL_EPROTO);
     keel_reg_free(&b);
-    p[8] ^= 1; /* the instance count */
+    p[4 + 8 * KEEL_REG_LIMITS_COUNT + 8] ^= 1; /* the instance count, after the limits */
     KT_EQ_INT(keel_reg_init(&b, NULL), 0);
-    KT_EQ_INT(keel_reg_snapshot_load(&b, p, n, &m), KEEL_EPROTO);
+    KT_EQ_INT(keel_reg_snapshot_load(&b, p, n, 1, &m), KEEL_EPROTO);
     keel_reg_free(&b);
     free(p);
     keel_buf_free(&out);
@@ -565,7 +565,7 @@ static void random_operations_keep_the_registry_consistent_with_a_model(void)
         keel_reg_t back;
         keel_errmsg_t msg;
         KT_EQ_INT(keel_reg_init(&back, NULL), 0);
-        if (keel_reg_snapshot_load(&back, keel_buf_rptr(&a), keel_buf_unread(&a), &msg) != 0)
+        if (keel_reg_snapshot_load(&back, keel_buf_rptr(&a), keel_buf_unread(&a), 1, &msg) != 0)
             KT_FAIL("the snapshot does not load: %s", msg.text);
         KT_EQ_INT(keel_reg_snapshot_write(&back, buf_sink, &b), 0);
         KT_EQ_INT(keel_buf_unread(&a), keel_buf_unread(&b));

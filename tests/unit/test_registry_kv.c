@@ -163,11 +163,59 @@ static void the_registry_rides_in_the_snapshot_sealed_by_its_crc(void)
     kvt_free(&u);
 }
 
+#define STARTS(p, lit) (strncmp((p), (lit), strlen(lit)) == 0)
+
+static void limits_are_replicated_entries_and_judge_later_registrations(void)
+{
+    static kvt_t t;
+    kvt_init(&t, NULL);
+    KT_CHECK(strstr(kvt(&t, "KEEL.REG.READ LIMITS"), "$12\r\nservices_max\r\n:1024\r\n") != NULL);
+    KT_EQ_STR(kvt(&t, "KEEL.REG.LIMITS services-max 1 tags_max 0"), "+OK\r\n");
+    const char *got = kvt(&t, "KEEL.REG.READ LIMITS");
+    KT_CHECK(STARTS(got, "*24\r\n$12\r\nservices_max\r\n:1\r\n"));
+    KT_CHECK(strstr(got, "$8\r\ntags_max\r\n:0\r\n") != NULL);
+    KT_EQ_STR(kvt(&t, "KEEL.REG.WRITE REGISTER a a1 h 80"), ":2\r\n");
+    KT_CHECK(STARTS(kvt(&t, "KEEL.REG.WRITE REGISTER b b1 h 80"),
+                    "-LIMIT registry: the registry holds services_max 1 services"));
+    KT_CHECK(STARTS(kvt(&t, "KEEL.REG.WRITE REGISTER a a2 h 80 TAGS 1 x"),
+                    "-LIMIT registry: 1 tags over tags_max 0"));
+    /* out of range or unknown: refused, nothing changed */
+    KT_CHECK(STARTS(kvt(&t, "KEEL.REG.LIMITS tags_max 100000"), "-ERR registry:"));
+    KT_CHECK(STARTS(kvt(&t, "KEEL.REG.LIMITS nope 1"), "-ERR registry: unknown limit"));
+    KT_CHECK(strstr(kvt(&t, "KEEL.REG.READ LIMITS"), "$8\r\ntags_max\r\n:0\r\n") != NULL);
+    kvt_free(&t);
+}
+
+static void the_feed_pushes_render_the_state_and_each_change(void)
+{
+    static kvt_t t;
+    kvt_init(&t, NULL);
+    kvt(&t, "KEEL.REG.WRITE REGISTER web w1 h 80");
+    kvt(&t, "KEEL.REG.WRITE REGISTER api a1 h 81");
+    kvt(&t, "KEEL.REG.WRITE DEREGISTER a1");
+    keel_buf_t b;
+    keel_buf_init(&b, 0);
+    KT_EQ_INT(keel_kv_reg_feed_state(&t.kv, 1000, (const uint8_t *)"web", 3, &b), 0);
+    KT_CHECK(
+        STARTS((const char *)keel_buf_rptr(&b), "*3\r\n$8\r\nregstate\r\n:3\r\n*1\r\n*34\r\n"));
+    keel_buf_reset(&b);
+    const keel_reg_t *reg = t.kv.reg;
+    KT_EQ_INT(keel_reg_history_len(reg), 3);
+    KT_EQ_INT(keel_kv_reg_feed_event(keel_reg_history_at(reg, 2), &b), 0);
+    const char *p = (const char *)keel_buf_rptr(&b);
+    KT_CHECK(STARTS(p, "*4\r\n$9\r\nregchange\r\n:3\r\n$10\r\nderegister\r\n*34\r\n"));
+    KT_CHECK(strstr(p, "$7\r\nservice\r\n$3\r\napi\r\n") != NULL);
+    keel_buf_free(&b);
+    kvt_free(&t);
+}
+
 int main(void)
 {
     KT_RUN(register_then_read_the_instance_back);
     KT_RUN(syntax_and_limits_are_errors_that_change_nothing);
     KT_RUN(the_sweep_removes_what_lapsed_by_the_leaders_clock);
     KT_RUN(the_registry_rides_in_the_snapshot_sealed_by_its_crc);
+    KT_RUN(limits_are_replicated_entries_and_judge_later_registrations);
+    KT_RUN(the_feed_pushes_render_the_state_and_each_change);
     return kt_done();
 }
