@@ -56,9 +56,13 @@
  *   differ fail writes, visibly, rather than hold keys that can never merge). Every
  *   merge (replication, read repair, handoff, anti-entropy) is the kind's own.
  *
- * Not here yet (docs/ap.md): moving ranges on a membership change. Messages travel once (node.h
- * keel_node_send_ap): a lost one costs the coordinator its answer (or the handoff a retry), never a
- * wrong one.
+ * - Moving keys on a membership change (ap_move.c): each node walks its store in bounded
+ *   batches and queues the keys whose preference list gained a member as hints for it
+ *   ('move hints'), which hinted handoff delivers; the ring moved for is recorded in the
+ *   store, so a restart resumes.
+ *
+ * Messages travel once (node.h keel_node_send_ap): a lost one costs the coordinator its answer
+ * (or the handoff a retry), never a wrong one.
  *
  * The keyspace is split by job, one file each:
  *   ap.c          placement (the ring of the members in force), sending messages, the
@@ -69,6 +73,7 @@
  *                 sloppy quorum's stand-ins
  *   ap_replica.c  the replica side (messages from peers), the per-peer Merkle trees,
  *                 hinted handoff, anti-entropy
+ *   ap_move.c     moving keys to the homes a ring change gave them
  * Functions shared between them are keel__ap_*, declared at the end of this file.
  */
 #define AP_REPLICAS_MAX 3
@@ -112,6 +117,16 @@ typedef struct ap_op {
     keel_ms_t deadline_ms;
 } ap_op_t;
 
+/* The move of keys on a ring change (ap_move.c). */
+typedef struct ap_move {
+    keel_applace_t from;                   /* the ring of base[] */
+    uint64_t base[KEEL_APPLACE_NODES_MAX]; /* the ring last moved for (sorted ids) */
+    uint32_t base_n;                       /* 0: none recorded yet */
+    int active;                            /* a walk from base to the ring in force is on */
+    size_t pos, layout, scanned, queued;
+    keel_ms_t next_ms;
+} ap_move_t;
+
 struct ap {
     server_t *srv;
     keel_apstore_t *store;
@@ -135,6 +150,10 @@ struct ap {
     keel_counter_t *m_hints_stored, *m_hints_delivered, *m_handoffs_sent, *m_reads,
         *m_read_siblings, *m_policy_refused;
     keel_gauge_t *m_hints_pending;
+    ap_move_t mv;
+    int move_inited;
+    keel_counter_t *m_move_keys, *m_move_batches, *m_move_passes;
+    keel_gauge_t *m_move_pending, *m_keys;
 };
 
 /* ap_cmds.c */
@@ -180,5 +199,12 @@ void keel__ap_observe(void *arg, const uint8_t *key, size_t len, uint64_t old_it
                       uint64_t new_item);
 void keel__ap_handoff_round(ap_t *ap);
 void keel__ap_ae_round(ap_t *ap);
+
+/* ap_move.c */
+int keel__ap_move_init(ap_t *ap);
+void keel__ap_move_free(ap_t *ap);
+void keel__ap_move_ring_changed(ap_t *ap);
+void keel__ap_move_step(ap_t *ap);
+size_t keel__ap_move_pending(const ap_t *ap);
 
 #endif
