@@ -4,12 +4,13 @@
 (3->4), n5 joins (4->5), n5 is removed (5->4).
 
 K keys are written at W=ALL first. For each change, under a writer (one connection, W=QUORUM,
-fresh keys through the members in turn), printed: the share of the K keys' copies (3 per key)
-whose home is new (KEEL.AP.WHERE before and after: what had to move; 1/nodes expected), the
-move hints the nodes queued (keel_ap_move_keys_total) per moved copy, the time from the change
+fresh keys through the members in turn), printed: over the keys there before the change (the
+K and every earlier writer's), the share of their copies (3 per key) whose home is new (KEEL.AP.WHERE before and after: what had to move; 1/nodes expected), the
+move hints the nodes queued (keel_ap_move_keys_total) per moved copy (the writer's keys written
+on the old ring during the change move too, so a little over the senders per key), the time from the change
 until every walk is done and every hint delivered (metrics), the keys the joined node holds
 against the keys it is a home of, and the writes during the change (acknowledged, failed,
-p50/p99/max ms).
+p50/p99/max ms; the first row: the same writer for 5 s with no change).
 
 Usage: KEEL_BUILD=build-dev /usr/bin/python3 bench/ap_move.py [K] (default 3000). Starts its
 own cluster on 127.0.0.1 in a temporary directory; every wait is bounded (WAIT_S).
@@ -108,6 +109,7 @@ def change(cl, keys, label, act, members_want, senders, newcomer):
     )
     w.halt.set()
     w.join(timeout=30)
+    n_keys = len(keys)
     after = homes_of(live[0], keys)
     gained = sum(len(after[k] - before[k]) for k in keys)
     sent = sum(metric(nd, "keel_ap_move_keys_total") for nd in live) - sent0
@@ -116,8 +118,11 @@ def change(cl, keys, label, act, members_want, senders, newcomer):
     if newcomer:
         mine = sum(newcomer.name in h for h in homes_of(live[0], keys + w.acked).values())
         held = f"{metric(newcomer, 'keel_ap_keys'):.0f} held / {mine} homed | "
+    else:
+        held = "- | "
+    keys.extend(w.acked)  # the next change moves these too
     n_exp = len(members_want) if "join" in label else len(members_want) + 1
-    print(f"| {label} | {len(keys)} | {gained} ({share:.3f}) | 1/{n_exp} = {1 / n_exp:.3f} | "
+    print(f"| {label} | {n_keys} | {gained} ({share:.3f}) | 1/{n_exp} = {1 / n_exp:.3f} | "
           f"{sent:.0f} ({sent / max(gained, 1):.2f}) | {t1 - t0:.2f} s | {held}"
           f"{len(w.acked)} acked, {w.failed} failed, p50 {pct(w.lat, 0.5):.1f} p99 "
           f"{pct(w.lat, 0.99):.1f} max {max(w.lat or [0]):.1f} ms |", flush=True)
@@ -147,6 +152,15 @@ def main():
                   "sent (per moved copy) | until moved | joined node | writes during |")
             print("|---|---|---|---|---|---|---|---|")
             n1, n2, n3 = cl.nodes
+            w = Writer(cl.nodes, "base")  # the same writer with no change: the baseline
+            w.start()
+            time.sleep(5.0)
+            w.halt.set()
+            w.join(timeout=30)
+            keys.extend(w.acked)
+            print(f"| no change (5 s) | {k} | - | - | - | - | - | {len(w.acked)} acked, "
+                  f"{w.failed} failed, p50 {pct(w.lat, 0.5):.1f} p99 {pct(w.lat, 0.99):.1f} max "
+                  f"{max(w.lat or [0]):.1f} ms |", flush=True)
             n4 = cl.new_node("n4", join=f"127.0.0.1:{n2.client_port}")
             change(cl, keys, "join 3->4", n4.start, {"n1", "n2", "n3", "n4"}, [n1, n2, n3], n4)
             n5 = cl.new_node("n5", join=f"127.0.0.1:{n3.client_port}")
