@@ -239,7 +239,7 @@ void keel_apstore_close(keel_apstore_t *s)
 }
 
 static int merge_common(keel_apstore_t *s, const void *key, size_t key_len, const keel_apval_t *v,
-                        uint64_t home, int *changed, keel_errmsg_t *msg)
+                        uint64_t home, int lazy, int *changed, keel_errmsg_t *msg)
 {
     if (key_len > KEEL_APSTORE_KEY_BYTES_MAX)
         return keel_errf(msg, KEEL_ETOOBIG, "key of %zu bytes (max %u)", key_len,
@@ -260,7 +260,10 @@ static int merge_common(keel_apstore_t *s, const void *key, size_t key_len, cons
     int differs = !slot || keel_apval_digest(&next) != keel_apval_digest(&((entry_t *)*slot)->v);
     if (changed)
         *changed = differs;
-    if (!differs && !home) {
+    /* A state merged lazily and not synced yet must not be acknowledged as stored: a merge
+     * that changes nothing still syncs what is pending. */
+    int pending = !lazy && keel_wal_pending_bytes(s->wal) > 0;
+    if (!differs && !home && !pending) {
         keel_apval_free(&next);
         return 0;
     }
@@ -279,7 +282,7 @@ static int merge_common(keel_apstore_t *s, const void *key, size_t key_len, cons
     }
     if (rc == 0 && new_hint)
         rc = hint_record(s, REC_HINT, home, key, key_len);
-    if (rc == 0 && (differs || new_hint)) {
+    if (rc == 0 && (differs || new_hint || pending) && !lazy) {
         rc = keel_wal_sync(s->wal, msg); /* durable before anyone counts it */
         s->syncs++;
     }
@@ -299,7 +302,21 @@ static int merge_common(keel_apstore_t *s, const void *key, size_t key_len, cons
 int keel_apstore_merge(keel_apstore_t *s, const void *key, size_t key_len, const keel_apval_t *v,
                        int *changed, keel_errmsg_t *msg)
 {
-    return merge_common(s, key, key_len, v, 0, changed, msg);
+    return merge_common(s, key, key_len, v, 0, 0, changed, msg);
+}
+
+int keel_apstore_merge_lazy(keel_apstore_t *s, const void *key, size_t key_len,
+                            const keel_apval_t *v, int *changed, keel_errmsg_t *msg)
+{
+    return merge_common(s, key, key_len, v, 0, 1, changed, msg);
+}
+
+int keel_apstore_sync(keel_apstore_t *s, keel_errmsg_t *msg)
+{
+    if (keel_wal_pending_bytes(s->wal) == 0)
+        return 0;
+    s->syncs++;
+    return keel_wal_sync(s->wal, msg);
 }
 
 int keel_apstore_merge_hinted(keel_apstore_t *s, const void *key, size_t key_len,
@@ -308,7 +325,7 @@ int keel_apstore_merge_hinted(keel_apstore_t *s, const void *key, size_t key_len
 {
     if (home == 0)
         return keel_errf(msg, KEEL_EINVAL, "hint for member 0");
-    return merge_common(s, key, key_len, v, home, changed, msg);
+    return merge_common(s, key, key_len, v, home, 0, changed, msg);
 }
 
 uint64_t keel_apstore_hint(const keel_apstore_t *s, uint64_t home, const void *key, size_t key_len)

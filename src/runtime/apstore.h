@@ -66,6 +66,16 @@ void keel_apstore_close(keel_apstore_t *s);
  */
 int keel_apstore_merge(keel_apstore_t *s, const void *key, size_t key_len, const keel_apval_t *v,
                        int *changed, keel_errmsg_t *msg);
+/*
+ * merge() without the fdatasync: the state is logged and in force at once (reads see it), and
+ * durable only after the next keel_apstore_sync() or synced merge. For states whose sender
+ * keeps its own durable copy until acknowledged (hinted handoff): acknowledge after the sync,
+ * so one fdatasync covers a batch (group commit).
+ */
+int keel_apstore_merge_lazy(keel_apstore_t *s, const void *key, size_t key_len,
+                            const keel_apval_t *v, int *changed, keel_errmsg_t *msg);
+/* Makes everything logged durable (one fdatasync; none if nothing is pending). KEEL_EIO. */
+int keel_apstore_sync(keel_apstore_t *s, keel_errmsg_t *msg);
 /* The key's state, or NULL; valid until the next merge of that key. */
 const keel_apval_t *keel_apstore_get(const keel_apstore_t *s, const void *key, size_t key_len);
 size_t keel_apstore_count(const keel_apstore_t *s);

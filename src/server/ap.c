@@ -122,6 +122,7 @@ static void on_tick(keel_timer_t *t, void *data)
         ap->handoff_next_ms = now + AP_HANDOFF_INTERVAL_MS;
         keel__ap_handoff_round(ap);
     }
+    keel__ap_handoff_acks_flush(ap);
     keel__ap_move_step(ap);
     keel_gauge_set(ap->m_hints_pending, (int64_t)keel_apstore_hints(ap->store));
     keel_gauge_set(ap->m_move_pending, (int64_t)keel__ap_move_pending(ap));
@@ -155,6 +156,7 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
         return KEEL_ENOMEM;
     ap->srv = s;
     keel_buf_init(&ap->msg, 0);
+    keel_buf_init(&ap->acks, 0);
     ap->m_repaired =
         keel_metrics_counter(s->metrics, "keel_ap_keys_repaired_total",
                              "AP keys a read repair or anti-entropy push changed here.", NULL);
@@ -259,6 +261,7 @@ void keel__srv_ap_stop(server_t *s)
     if (ap->move_inited)
         keel__ap_move_free(ap);
     keel_buf_free(&ap->msg);
+    keel_buf_free(&ap->acks); /* not synced: not acknowledged (the senders hand off again) */
     if (ap->timer_inited)
         keel_timer_close(&ap->timer, timer_closed);
     else

@@ -40,8 +40,9 @@
  *   and then held by no home but it).
  * - Hinted handoff: every AP_HANDOFF_INTERVAL_MS a node sends up to AP_HANDOFF_BATCH of
  *   its hinted keys' current states to their homes (HANDOFF, carrying the hint's
- *   version); the home stores it durably and answers HANDOFF_ACK; only then is the hint
- *   dropped, and only if no newer hinted write renewed it meanwhile.
+ *   version); the home stores it durably (one fdatasync per tick for all it got, group
+ *   commit) and answers HANDOFF_ACK; only then is the hint dropped, and only if no newer
+ *   hinted write renewed it meanwhile.
  * - Anti-entropy per shared range: for every peer p this node keeps a Merkle tree
  *   (core/merkle) of the keys both are homes of (the ring segments they share), updated
  *   on every change of the store. Every AP_AE_INTERVAL_MS it sends the next peer that
@@ -81,6 +82,7 @@
 #define AP_FALLBACK_MS 300
 #define AP_HANDOFF_INTERVAL_MS 500
 #define AP_HANDOFF_BATCH 256
+#define AP_HANDOFF_ACKS_MAX 256 /* handed-off keys merged before one fdatasync and their ACKs */
 #define AP_OPS_MAX 4096u
 #define AP_TIMEOUT_MS 1000
 #define AP_TICK_MS 20
@@ -150,6 +152,8 @@ struct ap {
     keel_counter_t *m_hints_stored, *m_hints_delivered, *m_handoffs_sent, *m_reads,
         *m_read_siblings, *m_policy_refused;
     keel_gauge_t *m_hints_pending;
+    keel_buf_t acks; /* HANDOFF_ACKs waiting for the sync: u64 to | u32 n | n bytes */
+    size_t acks_n;
     ap_move_t mv;
     int move_inited;
     keel_counter_t *m_move_keys, *m_move_batches, *m_move_passes;
@@ -199,6 +203,7 @@ void keel__ap_observe(void *arg, const uint8_t *key, size_t len, uint64_t old_it
                       uint64_t new_item);
 void keel__ap_handoff_round(ap_t *ap);
 void keel__ap_ae_round(ap_t *ap);
+void keel__ap_handoff_acks_flush(ap_t *ap);
 
 /* ap_move.c */
 int keel__ap_move_init(ap_t *ap);

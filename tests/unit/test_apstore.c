@@ -244,11 +244,46 @@ static void the_ring_moved_for_and_move_hints_survive_a_reopen(void)
     KT_RMRF(dir);
 }
 
+static void a_lazy_merge_is_durable_after_the_next_sync_or_synced_merge(void)
+{
+    char dir[256];
+    KT_TMPDIR(dir, "apstore");
+    keel_apstore_t *s;
+    keel_errmsg_t msg;
+    KT_EQ_INT(keel_apstore_open(&s, dir, &msg), 0);
+    keel_apval_t a = sibling(NULL, 1, "a"), b = sibling(NULL, 2, "b");
+    uint64_t syncs = keel_apstore_syncs(s);
+    int changed;
+    KT_EQ_INT(keel_apstore_merge_lazy(s, "k", 1, &a, &changed, &msg), 0);
+    KT_EQ_INT(keel_apstore_merge_lazy(s, "j", 1, &a, &changed, &msg), 0);
+    KT_EQ_INT(changed, 1);
+    KT_CHECK(keel_apstore_get(s, "k", 1) != NULL); /* in force at once */
+    KT_EQ_U64(keel_apstore_syncs(s), syncs);
+    /* a merge that changes nothing still syncs what is pending before it returns */
+    KT_EQ_INT(keel_apstore_merge(s, "k", 1, &a, &changed, &msg), 0);
+    KT_EQ_INT(changed, 0);
+    KT_EQ_U64(keel_apstore_syncs(s), syncs + 1);
+    KT_EQ_INT(keel_apstore_sync(s, &msg), 0); /* nothing pending: no fdatasync */
+    KT_EQ_U64(keel_apstore_syncs(s), syncs + 1);
+    KT_EQ_INT(keel_apstore_merge_lazy(s, "k", 1, &b, &changed, &msg), 0);
+    KT_EQ_INT(keel_apstore_sync(s, &msg), 0);
+    KT_EQ_U64(keel_apstore_syncs(s), syncs + 2);
+    uint64_t dk = keel_apval_digest(keel_apstore_get(s, "k", 1));
+    keel_apstore_close(s);
+    KT_EQ_INT(keel_apstore_open(&s, dir, &msg), 0);
+    KT_EQ_INT(keel_apstore_count(s), 2);
+    KT_EQ_U64(keel_apval_digest(keel_apstore_get(s, "k", 1)), dk);
+    keel_apstore_close(s);
+    keel_apval_free(&a), keel_apval_free(&b);
+    KT_RMRF(dir);
+}
+
 int main(void)
 {
     KT_RUN(hints_are_durable_and_dropped_only_for_the_version_handed_off);
     KT_RUN(merged_states_survive_a_reopen);
     KT_RUN(a_torn_tail_is_dropped_and_what_was_synced_stays);
     KT_RUN(the_ring_moved_for_and_move_hints_survive_a_reopen);
+    KT_RUN(a_lazy_merge_is_durable_after_the_next_sync_or_synced_merge);
     return kt_done();
 }
