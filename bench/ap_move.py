@@ -5,12 +5,14 @@
 
 K keys are written at W=ALL first. For each change, under a writer (one connection, W=QUORUM,
 fresh keys through the members in turn), printed: over the keys there before the change (the
-K and every earlier writer's), the share of their copies (3 per key) whose home is new (KEEL.AP.WHERE before and after: what had to move; 1/nodes expected), the
-move hints the nodes queued (keel_ap_move_keys_total) per moved copy (the writer's keys written
-on the old ring during the change move too, so a little over the senders per key), the time from the change
-until every walk is done and every hint delivered (metrics), the keys the joined node holds
-against the keys it is a home of, and the writes during the change (acknowledged, failed,
-p50/p99/max ms; the first row: the same writer for 5 s with no change).
+K and every earlier writer's), the share of their copies (3 per key) whose home is new
+(KEEL.AP.WHERE before and after: what had to move; 1/nodes expected); the move hints the nodes
+queued (keel_ap_move_keys_total) per moved copy (the writer's keys written on the old ring
+during the change move too, so a little over the senders per key); the time from the change
+until every walk is done and every hint delivered (metrics); the fdatasyncs of the members'
+AP stores meanwhile (keel_ap_store_fdatasyncs: the writer's and the move's); the keys the
+joined node holds against the keys it is a home of; and the writes during the change
+(acknowledged, failed, p50/p99/max ms; the first row: the same writer for 5 s, no change).
 
 Usage: KEEL_BUILD=build-dev /usr/bin/python3 bench/ap_move.py [K] (default 3000). Starts its
 own cluster on 127.0.0.1 in a temporary directory; every wait is bounded (WAIT_S).
@@ -93,6 +95,7 @@ def change(cl, keys, label, act, members_want, senders, newcomer):
     live = [nd for nd in cl.nodes if nd.alive()]
     before = homes_of(live[0], keys)
     sent0 = sum(metric(nd, "keel_ap_move_keys_total") for nd in live)
+    syncs0 = {nd.name: metric(nd, "keel_ap_store_fdatasyncs") for nd in live}
     rings0 = {nd.name: metric(nd, "keel_ap_move_rings_total") for nd in senders}
     w = Writer([nd for nd in live if nd.name in members_want], label)
     w.start()
@@ -113,6 +116,7 @@ def change(cl, keys, label, act, members_want, senders, newcomer):
     after = homes_of(live[0], keys)
     gained = sum(len(after[k] - before[k]) for k in keys)
     sent = sum(metric(nd, "keel_ap_move_keys_total") for nd in live) - sent0
+    syncs = sum(metric(nd, "keel_ap_store_fdatasyncs") - syncs0.get(nd.name, 0) for nd in live)
     share = gained / (3 * len(keys))
     held = ""
     if newcomer:
@@ -123,7 +127,7 @@ def change(cl, keys, label, act, members_want, senders, newcomer):
     keys.extend(w.acked)  # the next change moves these too
     n_exp = len(members_want) if "join" in label else len(members_want) + 1
     print(f"| {label} | {n_keys} | {gained} ({share:.3f}) | 1/{n_exp} = {1 / n_exp:.3f} | "
-          f"{sent:.0f} ({sent / max(gained, 1):.2f}) | {t1 - t0:.2f} s | {held}"
+          f"{sent:.0f} ({sent / max(gained, 1):.2f}) | {t1 - t0:.2f} s | {syncs:.0f} | {held}"
           f"{len(w.acked)} acked, {w.failed} failed, p50 {pct(w.lat, 0.5):.1f} p99 "
           f"{pct(w.lat, 0.99):.1f} max {max(w.lat or [0]):.1f} ms |", flush=True)
 
@@ -149,8 +153,9 @@ def main():
                     p.execute_command("KEEL.AP.PUT", key, "x" * 100, "W", "ALL")
                 assert all(r == 3 for r in p.execute())
             print("| change | keys | copies whose home is new (share) | expected | move hints "
-                  "sent (per moved copy) | until moved | joined node | writes during |")
-            print("|---|---|---|---|---|---|---|---|")
+                  "sent (per moved copy) | until moved | fdatasyncs (all nodes) | joined node | writes "
+                  "during |")
+            print("|---|---|---|---|---|---|---|---|---|")
             n1, n2, n3 = cl.nodes
             w = Writer(cl.nodes, "base")  # the same writer with no change: the baseline
             w.start()
@@ -158,7 +163,7 @@ def main():
             w.halt.set()
             w.join(timeout=30)
             keys.extend(w.acked)
-            print(f"| no change (5 s) | {k} | - | - | - | - | - | {len(w.acked)} acked, "
+            print(f"| no change (5 s) | {k} | - | - | - | - | - | - | {len(w.acked)} acked, "
                   f"{w.failed} failed, p50 {pct(w.lat, 0.5):.1f} p99 {pct(w.lat, 0.99):.1f} max "
                   f"{max(w.lat or [0]):.1f} ms |", flush=True)
             n4 = cl.new_node("n4", join=f"127.0.0.1:{n2.client_port}")

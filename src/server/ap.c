@@ -127,6 +127,7 @@ static void on_tick(keel_timer_t *t, void *data)
     keel_gauge_set(ap->m_hints_pending, (int64_t)keel_apstore_hints(ap->store));
     keel_gauge_set(ap->m_move_pending, (int64_t)keel__ap_move_pending(ap));
     keel_gauge_set(ap->m_keys, (int64_t)keel_apstore_count(ap->store));
+    keel_gauge_set(ap->m_syncs, (int64_t)keel_apstore_syncs(ap->store));
     for (ap_op_t *o = ap->ops, *next; o; o = next) {
         next = o->next;
         if (!o->is_read && !o->sloppy_done && now >= o->sloppy_ms && keel__ap_go_sloppy(ap, o))
@@ -209,11 +210,13 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
         NULL);
     ap->m_keys =
         keel_metrics_gauge(s->metrics, "keel_ap_keys", "AP keys this node holds a copy of.", NULL);
+    ap->m_syncs = keel_metrics_gauge(s->metrics, "keel_ap_store_fdatasyncs",
+                                     "fdatasyncs of this node's AP store since it started.", NULL);
     if (!ap->m_repaired || !ap->m_ae_rounds || !ap->m_ae_pushed || !ap->m_noquorum ||
         !ap->m_ae_ranges || !ap->m_hints_stored || !ap->m_hints_delivered || !ap->m_handoffs_sent ||
         !ap->m_hints_pending || !ap->m_reads || !ap->m_read_siblings || !ap->m_policy_refused ||
         !ap->m_move_keys || !ap->m_move_batches || !ap->m_move_passes || !ap->m_move_pending ||
-        !ap->m_keys) {
+        !ap->m_keys || !ap->m_syncs) {
         free(ap);
         return KEEL_ENOMEM;
     }

@@ -157,7 +157,7 @@ struct ap {
     ap_move_t mv;
     int move_inited;
     keel_counter_t *m_move_keys, *m_move_batches, *m_move_passes;
-    keel_gauge_t *m_move_pending, *m_keys;
+    keel_gauge_t *m_move_pending, *m_keys, *m_syncs;
 };
 
 /* ap_cmds.c */
