@@ -186,8 +186,9 @@ def test_a_fourth_node_joins_under_writes_and_gets_only_its_share(make_cluster):
     assert 0.18 <= share <= 0.32, share  # 1/4 of the copies (3 homes per key, n4 one of 4)
     held = metric(n4, "keel_ap_keys")
     mine = sum("n4" in h for h in homes_of(n4.client(), list(acked)).values())
-    # n4 holds the keys it is a home of (and any it stood in for while a home was slow)
-    assert mine <= held <= mine + 50, (held, mine)
+    # n4 holds the keys it is a home of, and of the others at most the writer's that it
+    # stood in for while a home was slow (the box is shared)
+    assert mine <= held <= mine + len(w.acked), (held, mine)
     sent = sum(metric(nd, "keel_ap_move_keys_total") for nd in olds)
     assert gained <= sent <= 3 * len(acked), (gained, sent)
     assert metric(n4, "keel_ap_move_keys_total") == 0  # it held no key it lost
