@@ -153,8 +153,8 @@ def main():
                     p.execute_command("KEEL.AP.PUT", key, "x" * 100, "W", "ALL")
                 assert all(r == 3 for r in p.execute())
             print("| change | keys | copies whose home is new (share) | expected | move hints "
-                  "sent (per moved copy) | until moved | fdatasyncs (all nodes) | joined node | writes "
-                  "during |")
+                  "sent (per moved copy) | until moved | fdatasyncs (all nodes) | joined node | "
+                  "writes during |")
             print("|---|---|---|---|---|---|---|---|---|")
             n1, n2, n3 = cl.nodes
             w = Writer(cl.nodes, "base")  # the same writer with no change: the baseline
