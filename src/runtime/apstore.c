@@ -16,6 +16,7 @@
 #define REC_INCARNATION 2
 #define REC_HINT 3
 #define REC_HINT_DONE 4
+#define REC_MOVED_RING 5
 #define HINT_KEY_BYTES_MAX (8 + KEEL_APSTORE_KEY_BYTES_MAX)
 
 typedef struct entry {
@@ -32,6 +33,8 @@ struct keel_apstore {
     uint64_t incarnation;
     keel_map_t hints; /* u64 home | key -> uint64_t * (the hint's version) */
     uint64_t hint_seq;
+    uint64_t ring[KEEL_APSTORE_RING_IDS_MAX]; /* the ring moved for (REC_MOVED_RING) */
+    uint32_t ring_n;
     keel_apstore_observer_fn observe;
     void *observe_arg;
 };
@@ -136,6 +139,15 @@ static int replay(void *data, uint8_t type, const uint8_t *p, size_t n, uint64_t
         s->bad_lsn = 0;
         return 0;
     }
+    if (type == REC_MOVED_RING) {
+        if (n < 1 || p[0] > KEEL_APSTORE_RING_IDS_MAX || n != 1 + 8u * p[0])
+            return KEEL_ECORRUPT;
+        s->ring_n = p[0];
+        for (uint32_t i = 0; i < s->ring_n; i++)
+            s->ring[i] = keel_get_u64(p + 1 + 8 * i);
+        s->bad_lsn = 0;
+        return 0;
+    }
     if (type == REC_HINT || type == REC_HINT_DONE) {
         if (n < 10 || n > HINT_KEY_BYTES_MAX + 2 || keel_get_u16(p + 8) != n - 10 ||
             keel_get_u64(p) == 0)
@@ -227,7 +239,7 @@ void keel_apstore_close(keel_apstore_t *s)
 }
 
 static int merge_common(keel_apstore_t *s, const void *key, size_t key_len, const keel_apval_t *v,
-                        uint64_t home, int *changed, keel_errmsg_t *msg)
+                        uint64_t home, int lazy, int *changed, keel_errmsg_t *msg)
 {
     if (key_len > KEEL_APSTORE_KEY_BYTES_MAX)
         return keel_errf(msg, KEEL_ETOOBIG, "key of %zu bytes (max %u)", key_len,
@@ -248,7 +260,10 @@ static int merge_common(keel_apstore_t *s, const void *key, size_t key_len, cons
     int differs = !slot || keel_apval_digest(&next) != keel_apval_digest(&((entry_t *)*slot)->v);
     if (changed)
         *changed = differs;
-    if (!differs && !home) {
+    /* A state merged lazily and not synced yet must not be acknowledged as stored: a merge
+     * that changes nothing still syncs what is pending. */
+    int pending = !lazy && keel_wal_pending_bytes(s->wal) > 0;
+    if (!differs && !home && !pending) {
         keel_apval_free(&next);
         return 0;
     }
@@ -267,7 +282,7 @@ static int merge_common(keel_apstore_t *s, const void *key, size_t key_len, cons
     }
     if (rc == 0 && new_hint)
         rc = hint_record(s, REC_HINT, home, key, key_len);
-    if (rc == 0 && (differs || new_hint)) {
+    if (rc == 0 && (differs || new_hint || pending) && !lazy) {
         rc = keel_wal_sync(s->wal, msg); /* durable before anyone counts it */
         s->syncs++;
     }
@@ -287,7 +302,21 @@ static int merge_common(keel_apstore_t *s, const void *key, size_t key_len, cons
 int keel_apstore_merge(keel_apstore_t *s, const void *key, size_t key_len, const keel_apval_t *v,
                        int *changed, keel_errmsg_t *msg)
 {
-    return merge_common(s, key, key_len, v, 0, changed, msg);
+    return merge_common(s, key, key_len, v, 0, 0, changed, msg);
+}
+
+int keel_apstore_merge_lazy(keel_apstore_t *s, const void *key, size_t key_len,
+                            const keel_apval_t *v, int *changed, keel_errmsg_t *msg)
+{
+    return merge_common(s, key, key_len, v, 0, 1, changed, msg);
+}
+
+int keel_apstore_sync(keel_apstore_t *s, keel_errmsg_t *msg)
+{
+    if (keel_wal_pending_bytes(s->wal) == 0)
+        return 0;
+    s->syncs++;
+    return keel_wal_sync(s->wal, msg);
 }
 
 int keel_apstore_merge_hinted(keel_apstore_t *s, const void *key, size_t key_len,
@@ -296,7 +325,7 @@ int keel_apstore_merge_hinted(keel_apstore_t *s, const void *key, size_t key_len
 {
     if (home == 0)
         return keel_errf(msg, KEEL_EINVAL, "hint for member 0");
-    return merge_common(s, key, key_len, v, home, changed, msg);
+    return merge_common(s, key, key_len, v, home, 0, changed, msg);
 }
 
 uint64_t keel_apstore_hint(const keel_apstore_t *s, uint64_t home, const void *key, size_t key_len)
@@ -394,4 +423,69 @@ void keel_apstore_each(const keel_apstore_t *s,
 uint64_t keel_apstore_incarnation(const keel_apstore_t *s)
 {
     return s->incarnation;
+}
+
+uint32_t keel_apstore_moved_ring(const keel_apstore_t *s, uint64_t *ids, uint32_t ids_max)
+{
+    uint32_t n = s->ring_n < ids_max ? s->ring_n : ids_max;
+    memcpy(ids, s->ring, n * sizeof(ids[0]));
+    return n;
+}
+
+int keel_apstore_set_moved_ring(keel_apstore_t *s, const uint64_t *ids, uint32_t n,
+                                keel_errmsg_t *msg)
+{
+    if (n > KEEL_APSTORE_RING_IDS_MAX)
+        return keel_errf(msg, KEEL_EINVAL, "ring of %u members (max %u)", n,
+                         KEEL_APSTORE_RING_IDS_MAX);
+    uint8_t r[1 + 8 * KEEL_APSTORE_RING_IDS_MAX];
+    r[0] = (uint8_t)n;
+    for (uint32_t i = 0; i < n; i++)
+        keel_put_u64(r + 1 + 8 * i, ids[i]);
+    int rc = keel_wal_append(s->wal, REC_MOVED_RING, r, 1 + 8 * n, NULL);
+    if (rc == 0) {
+        rc = keel_wal_sync(s->wal, msg); /* the hints the move queued are durable with it */
+        s->syncs++;
+    }
+    if (rc == 0) {
+        memcpy(s->ring, ids, n * sizeof(ids[0]));
+        s->ring_n = n;
+    }
+    return rc;
+}
+
+int keel_apstore_hint_add(keel_apstore_t *s, uint64_t home, const void *key, size_t key_len)
+{
+    if (home == 0 || key_len > KEEL_APSTORE_KEY_BYTES_MAX)
+        return KEEL_EINVAL;
+    if (!keel_map_get(&s->map, key, key_len))
+        return KEEL_ENOTFOUND;
+    uint8_t hk[HINT_KEY_BYTES_MAX];
+    size_t hk_len = hint_key(hk, home, key, key_len);
+    int new_hint = !keel_map_get(&s->hints, hk, hk_len);
+    if (new_hint && s->hints.count >= KEEL_APSTORE_HINTS_MAX)
+        return KEEL_EFULL;
+    int rc = new_hint ? hint_record(s, REC_HINT, home, key, key_len) : 0;
+    if (rc == 0)
+        rc = hint_set(s, hk, hk_len);
+    return rc == 0 ? new_hint : rc;
+}
+
+int keel_apstore_scan(const keel_apstore_t *s, size_t *pos, size_t max,
+                      void (*fn)(void *arg, const uint8_t *key, size_t len), void *arg)
+{
+    const uint8_t *k;
+    size_t kl;
+    void *v;
+    for (size_t i = 0; i < max; i++) {
+        if (!keel_map_next(&s->map, pos, &k, &kl, &v))
+            return 1;
+        fn(arg, k, kl);
+    }
+    return *pos >= s->map.cap;
+}
+
+size_t keel_apstore_layout(const keel_apstore_t *s)
+{
+    return s->map.cap;
 }

@@ -66,6 +66,16 @@ void keel_apstore_close(keel_apstore_t *s);
  */
 int keel_apstore_merge(keel_apstore_t *s, const void *key, size_t key_len, const keel_apval_t *v,
                        int *changed, keel_errmsg_t *msg);
+/*
+ * merge() without the fdatasync: the state is logged and in force at once (reads see it), and
+ * durable only after the next keel_apstore_sync() or synced merge. For states whose sender
+ * keeps its own durable copy until acknowledged (hinted handoff): acknowledge after the sync,
+ * so one fdatasync covers a batch (group commit).
+ */
+int keel_apstore_merge_lazy(keel_apstore_t *s, const void *key, size_t key_len,
+                            const keel_apval_t *v, int *changed, keel_errmsg_t *msg);
+/* Makes everything logged durable (one fdatasync; none if nothing is pending). KEEL_EIO. */
+int keel_apstore_sync(keel_apstore_t *s, keel_errmsg_t *msg);
 /* The key's state, or NULL; valid until the next merge of that key. */
 const keel_apval_t *keel_apstore_get(const keel_apstore_t *s, const void *key, size_t key_len);
 size_t keel_apstore_count(const keel_apstore_t *s);
@@ -108,5 +118,36 @@ void keel_apstore_hints_each(const keel_apstore_t *s, size_t *pos, size_t max,
                              void (*fn)(void *arg, uint64_t home, const uint8_t *key, size_t len,
                                         uint64_t version),
                              void *arg);
+
+/*
+ * Moving keys on a ring change (keel server ap_move.c). The ring a node last moved keys for
+ * is recorded so that a restart resumes an unfinished move:
+ *
+ *   record type 5:  u8 n | n x u64 member id     the ring moved for (ids sorted)
+ *
+ * A move queues each key for a new home as a hint (record type 3, delivered and dropped by
+ * hinted handoff like any other), appended without a sync of its own: recording the ring
+ * syncs them all, and a crash before that scans again (a hint added twice is one hint).
+ */
+#define KEEL_APSTORE_RING_IDS_MAX 64u
+/* The ids of the ring last recorded (count written, 0 if none was ever recorded). */
+uint32_t keel_apstore_moved_ring(const keel_apstore_t *s, uint64_t *ids, uint32_t ids_max);
+/* Records the ring moved for, durably (fdatasync). KEEL_EINVAL past KEEL_APSTORE_RING_IDS_MAX. */
+int keel_apstore_set_moved_ring(keel_apstore_t *s, const uint64_t *ids, uint32_t n,
+                                keel_errmsg_t *msg);
+/*
+ * A hint for member home (!= 0) on key, which must be held here: logged, not synced (see
+ * above). 1 if the hint is new, 0 if one was held (its version renewed); KEEL_EFULL past
+ * KEEL_APSTORE_HINTS_MAX, KEEL_ENOTFOUND if the key is not held, KEEL_EINVAL.
+ */
+int keel_apstore_hint_add(keel_apstore_t *s, uint64_t home, const void *key, size_t key_len);
+/*
+ * Calls fn for up to max keys from *pos (start with 0) and leaves *pos where to go on; 1 once
+ * every key was visited, else 0. fn may add hints, not merge. The walk is valid while
+ * keel_apstore_layout() stays the same: a layout change (the key map grew) means start over.
+ */
+int keel_apstore_scan(const keel_apstore_t *s, size_t *pos, size_t max,
+                      void (*fn)(void *arg, const uint8_t *key, size_t len), void *arg);
+size_t keel_apstore_layout(const keel_apstore_t *s);
 
 #endif

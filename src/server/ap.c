@@ -14,7 +14,17 @@
 
 /* ---- placement ------------------------------------------------------------------------ */
 
-/* The ring of the members in force; rebuilt (with the per-peer trees) when they change. */
+static int id_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/*
+ * The ring of the members in force; rebuilt (with the per-peer trees) when they change, and
+ * then the keys that gained a home move (ap_move.c). The ids are sorted: a member promoted
+ * from learner to voter reorders the directory, not the ring.
+ */
 int keel__ap_ring_refresh(ap_t *ap)
 {
     const keel_memberdir_t *d = keel_node_members(ap->srv->node);
@@ -24,12 +34,14 @@ int keel__ap_ring_refresh(ap_t *ap)
         ids[n++] = d->m[i].id;
     if (n == 0)
         return 0;
+    qsort(ids, n, sizeof(ids[0]), id_cmp);
     if (n != ap->ids_n || memcmp(ids, ap->ids, n * sizeof(ids[0])) != 0) {
         if (keel_applace_build(&ap->place, ids, n) != 0)
             return 0;
         memcpy(ap->ids, ids, n * sizeof(ids[0]));
         ap->ids_n = n;
         keel__ap_trees_rebuild(ap);
+        keel__ap_move_ring_changed(ap);
     }
     return (int)n;
 }
@@ -110,7 +122,12 @@ static void on_tick(keel_timer_t *t, void *data)
         ap->handoff_next_ms = now + AP_HANDOFF_INTERVAL_MS;
         keel__ap_handoff_round(ap);
     }
+    keel__ap_handoff_acks_flush(ap);
+    keel__ap_move_step(ap);
     keel_gauge_set(ap->m_hints_pending, (int64_t)keel_apstore_hints(ap->store));
+    keel_gauge_set(ap->m_move_pending, (int64_t)keel__ap_move_pending(ap));
+    keel_gauge_set(ap->m_keys, (int64_t)keel_apstore_count(ap->store));
+    keel_gauge_set(ap->m_syncs, (int64_t)keel_apstore_syncs(ap->store));
     for (ap_op_t *o = ap->ops, *next; o; o = next) {
         next = o->next;
         if (!o->is_read && !o->sloppy_done && now >= o->sloppy_ms && keel__ap_go_sloppy(ap, o))
@@ -140,6 +157,7 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
         return KEEL_ENOMEM;
     ap->srv = s;
     keel_buf_init(&ap->msg, 0);
+    keel_buf_init(&ap->acks, 0);
     ap->m_repaired =
         keel_metrics_counter(s->metrics, "keel_ap_keys_repaired_total",
                              "AP keys a read repair or anti-entropy push changed here.", NULL);
@@ -174,9 +192,31 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
         "AP states a peer sent of another kind than this node's --ap-policy gives the key "
         "(refused, not stored: the nodes' policy tables differ).",
         NULL);
+    ap->m_move_keys = keel_metrics_counter(
+        s->metrics, "keel_ap_move_keys_total",
+        "AP keys this node queued for a home a ring change gave them (move hints; delivered "
+        "by hinted handoff).",
+        NULL);
+    ap->m_move_batches =
+        keel_metrics_counter(s->metrics, "keel_ap_move_batches_total",
+                             "AP move walk steps (bounded batches of keys).", NULL);
+    ap->m_move_passes = keel_metrics_counter(
+        s->metrics, "keel_ap_move_rings_total",
+        "AP ring changes whose walk finished (the ring recorded as moved for).", NULL);
+    ap->m_move_pending = keel_metrics_gauge(
+        s->metrics, "keel_ap_move_pending",
+        "AP keys the move walk has not visited yet (0: no move under way; the queued keys "
+        "count in keel_ap_hints_pending until delivered).",
+        NULL);
+    ap->m_keys =
+        keel_metrics_gauge(s->metrics, "keel_ap_keys", "AP keys this node holds a copy of.", NULL);
+    ap->m_syncs = keel_metrics_gauge(s->metrics, "keel_ap_store_fdatasyncs",
+                                     "fdatasyncs of this node's AP store since it started.", NULL);
     if (!ap->m_repaired || !ap->m_ae_rounds || !ap->m_ae_pushed || !ap->m_noquorum ||
         !ap->m_ae_ranges || !ap->m_hints_stored || !ap->m_hints_delivered || !ap->m_handoffs_sent ||
-        !ap->m_hints_pending || !ap->m_reads || !ap->m_read_siblings || !ap->m_policy_refused) {
+        !ap->m_hints_pending || !ap->m_reads || !ap->m_read_siblings || !ap->m_policy_refused ||
+        !ap->m_move_keys || !ap->m_move_batches || !ap->m_move_passes || !ap->m_move_pending ||
+        !ap->m_keys || !ap->m_syncs) {
         free(ap);
         return KEEL_ENOMEM;
     }
@@ -189,6 +229,8 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
         rc = keel_apstore_open(&ap->store, dir, msg);
     if (rc == 0)
         keel_apstore_observe(ap->store, keel__ap_observe, ap);
+    if (rc == 0 && (rc = keel__ap_move_init(ap)) == 0)
+        ap->move_inited = 1;
     if (rc == 0 && (rc = keel_timer_init(&s->loop, &ap->timer)) == 0) {
         ap->timer_inited = 1;
         rc = keel_timer_start(&ap->timer, AP_TICK_MS, AP_TICK_MS, on_tick, ap);
@@ -219,7 +261,10 @@ void keel__srv_ap_stop(server_t *s)
     for (uint32_t i = 0; i < KEEL_APPLACE_NODES_MAX; i++)
         keel_merkle_free(&ap->tree[i]);
     keel_applace_free(&ap->place);
+    if (ap->move_inited)
+        keel__ap_move_free(ap);
     keel_buf_free(&ap->msg);
+    keel_buf_free(&ap->acks); /* not synced: not acknowledged (the senders hand off again) */
     if (ap->timer_inited)
         keel_timer_close(&ap->timer, timer_closed);
     else

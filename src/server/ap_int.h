@@ -40,8 +40,9 @@
  *   and then held by no home but it).
  * - Hinted handoff: every AP_HANDOFF_INTERVAL_MS a node sends up to AP_HANDOFF_BATCH of
  *   its hinted keys' current states to their homes (HANDOFF, carrying the hint's
- *   version); the home stores it durably and answers HANDOFF_ACK; only then is the hint
- *   dropped, and only if no newer hinted write renewed it meanwhile.
+ *   version); the home stores it durably (one fdatasync per tick for all it got, group
+ *   commit) and answers HANDOFF_ACK; only then is the hint dropped, and only if no newer
+ *   hinted write renewed it meanwhile.
  * - Anti-entropy per shared range: for every peer p this node keeps a Merkle tree
  *   (core/merkle) of the keys both are homes of (the ring segments they share), updated
  *   on every change of the store. Every AP_AE_INTERVAL_MS it sends the next peer that
@@ -56,9 +57,13 @@
  *   differ fail writes, visibly, rather than hold keys that can never merge). Every
  *   merge (replication, read repair, handoff, anti-entropy) is the kind's own.
  *
- * Not here yet (docs/ap.md): moving ranges on a membership change. Messages travel once (node.h
- * keel_node_send_ap): a lost one costs the coordinator its answer (or the handoff a retry), never a
- * wrong one.
+ * - Moving keys on a membership change (ap_move.c): each node walks its store in bounded
+ *   batches and queues the keys whose preference list gained a member as hints for it
+ *   ('move hints'), which hinted handoff delivers; the ring moved for is recorded in the
+ *   store, so a restart resumes.
+ *
+ * Messages travel once (node.h keel_node_send_ap): a lost one costs the coordinator its answer
+ * (or the handoff a retry), never a wrong one.
  *
  * The keyspace is split by job, one file each:
  *   ap.c          placement (the ring of the members in force), sending messages, the
@@ -69,6 +74,7 @@
  *                 sloppy quorum's stand-ins
  *   ap_replica.c  the replica side (messages from peers), the per-peer Merkle trees,
  *                 hinted handoff, anti-entropy
+ *   ap_move.c     moving keys to the homes a ring change gave them
  * Functions shared between them are keel__ap_*, declared at the end of this file.
  */
 #define AP_REPLICAS_MAX 3
@@ -76,6 +82,7 @@
 #define AP_FALLBACK_MS 300
 #define AP_HANDOFF_INTERVAL_MS 500
 #define AP_HANDOFF_BATCH 256
+#define AP_HANDOFF_ACKS_MAX 256 /* handed-off keys merged before one fdatasync and their ACKs */
 #define AP_OPS_MAX 4096u
 #define AP_TIMEOUT_MS 1000
 #define AP_TICK_MS 20
@@ -112,6 +119,16 @@ typedef struct ap_op {
     keel_ms_t deadline_ms;
 } ap_op_t;
 
+/* The move of keys on a ring change (ap_move.c). */
+typedef struct ap_move {
+    keel_applace_t from;                   /* the ring of base[] */
+    uint64_t base[KEEL_APPLACE_NODES_MAX]; /* the ring last moved for (sorted ids) */
+    uint32_t base_n;                       /* 0: none recorded yet */
+    int active;                            /* a walk from base to the ring in force is on */
+    size_t pos, layout, scanned, queued;
+    keel_ms_t next_ms;
+} ap_move_t;
+
 struct ap {
     server_t *srv;
     keel_apstore_t *store;
@@ -135,6 +152,12 @@ struct ap {
     keel_counter_t *m_hints_stored, *m_hints_delivered, *m_handoffs_sent, *m_reads,
         *m_read_siblings, *m_policy_refused;
     keel_gauge_t *m_hints_pending;
+    keel_buf_t acks; /* HANDOFF_ACKs waiting for the sync: u64 to | u32 n | n bytes */
+    size_t acks_n;
+    ap_move_t mv;
+    int move_inited;
+    keel_counter_t *m_move_keys, *m_move_batches, *m_move_passes;
+    keel_gauge_t *m_move_pending, *m_keys, *m_syncs;
 };
 
 /* ap_cmds.c */
@@ -180,5 +203,13 @@ void keel__ap_observe(void *arg, const uint8_t *key, size_t len, uint64_t old_it
                       uint64_t new_item);
 void keel__ap_handoff_round(ap_t *ap);
 void keel__ap_ae_round(ap_t *ap);
+void keel__ap_handoff_acks_flush(ap_t *ap);
+
+/* ap_move.c */
+int keel__ap_move_init(ap_t *ap);
+void keel__ap_move_free(ap_t *ap);
+void keel__ap_move_ring_changed(ap_t *ap);
+void keel__ap_move_step(ap_t *ap);
+size_t keel__ap_move_pending(const ap_t *ap);
 
 #endif

@@ -190,6 +190,51 @@ static void on_pull(ap_t *ap, uint64_t from, const keel_apmsg_t *m)
 
 /* ---- the replica side ------------------------------------------------------------------ */
 
+/*
+ * Group commit of handed-off keys (hints and moves): a HANDOFF is merged without its own
+ * fdatasync and its ACK waits here; keel__ap_handoff_acks_flush (every tick, or when
+ * AP_HANDOFF_ACKS_MAX wait) syncs once and then sends them all. The sender keeps its hint,
+ * hence its durable copy, until the ACK, so a crash before the sync loses nothing: the hint
+ * is handed off again. One fdatasync per batch instead of one per key keeps a move from
+ * holding the loop (and the writes behind it) for a sync per key.
+ */
+static void handoff_ack_queue(ap_t *ap, uint64_t from, const keel_apmsg_t *m)
+{
+    keel_apmsg_t a = {
+        .type = KEEL_APMSG_HANDOFF_ACK, .req = m->req, .key = m->key, .key_len = m->key_len};
+    size_t at = ap->acks.len;
+    uint8_t head[12];
+    keel_put_u64(head, from);
+    int rc = keel_buf_append(&ap->acks, head, sizeof(head));
+    if (rc == 0)
+        rc = keel_apmsg_encode(&ap->acks, &a);
+    if (rc != 0) { /* no room: no ACK, the sender hands it off again */
+        ap->acks.len = at;
+        return;
+    }
+    keel_put_u32(ap->acks.data + at + 8, (uint32_t)(ap->acks.len - at - sizeof(head)));
+    if (++ap->acks_n >= AP_HANDOFF_ACKS_MAX)
+        keel__ap_handoff_acks_flush(ap);
+}
+
+void keel__ap_handoff_acks_flush(ap_t *ap)
+{
+    if (ap->acks_n == 0)
+        return;
+    keel_errmsg_t msg;
+    int rc = keel_apstore_sync(ap->store, &msg);
+    if (rc != 0)
+        keel_log_warn("ap: handed-off keys not synced, not acknowledged", KF_STR("why", msg.text));
+    for (size_t at = 0; rc == 0 && at + 12 <= ap->acks.len;) {
+        uint64_t to = keel_get_u64(ap->acks.data + at);
+        uint32_t n = keel_get_u32(ap->acks.data + at + 8);
+        (void)keel_node_send_ap(ap->srv->node, to, ap->acks.data + at + 12, n);
+        at += 12 + n;
+    }
+    keel_buf_reset(&ap->acks);
+    ap->acks_n = 0;
+}
+
 void keel__srv_on_peer_ap(void *data, uint64_t from, const uint8_t *p, size_t n)
 {
     server_t *s = data;
@@ -211,7 +256,9 @@ void keel__srv_on_peer_ap(void *data, uint64_t from, const uint8_t *p, size_t n)
             keel_counter_inc(ap->m_policy_refused);
         int changed = 0,
             hinted = m.type == KEEL_APMSG_HINTED_WRITE && m.home != keel__ap_self_id(ap);
-        if (rc == 0)
+        if (rc == 0 && m.type == KEEL_APMSG_HANDOFF) /* synced with its batch, then ACKed */
+            rc = keel_apstore_merge_lazy(ap->store, m.key, m.key_len, &v, &changed, &msg);
+        else if (rc == 0)
             rc = hinted ? keel_apstore_merge_hinted(ap->store, m.key, m.key_len, &v, m.home,
                                                     &changed, &msg)
                         : keel_apstore_merge(ap->store, m.key, m.key_len, &v, &changed, &msg);
@@ -223,14 +270,9 @@ void keel__srv_on_peer_ap(void *data, uint64_t from, const uint8_t *p, size_t n)
             keel_counter_inc(ap->m_repaired);
         if (rc != 0)
             keel_log_warn("ap: write refused", KF_INT("from", from), KF_STR("why", msg.text));
-        if (m.type == KEEL_APMSG_HANDOFF) { /* the store fdatasync'd before this ACK */
-            if (rc == 0) {
-                keel_apmsg_t a = {.type = KEEL_APMSG_HANDOFF_ACK,
-                                  .req = m.req,
-                                  .key = m.key,
-                                  .key_len = m.key_len};
-                keel__ap_send_msg(ap, from, &a);
-            }
+        if (m.type == KEEL_APMSG_HANDOFF) {
+            if (rc == 0)
+                handoff_ack_queue(ap, from, &m);
         } else if (m.req) { /* the store fdatasync'd before this ACK */
             keel_apmsg_t a = {.type = KEEL_APMSG_ACK, .req = m.req, .status = rc == 0 ? 0 : 1};
             keel__ap_send_msg(ap, from, &a);

@@ -191,10 +191,99 @@ static void hints_are_durable_and_dropped_only_for_the_version_handed_off(void)
     KT_RMRF(dir);
 }
 
+static void count_key(void *arg, const uint8_t *key, size_t len)
+{
+    (void)key, (void)len;
+    (*(int *)arg)++;
+}
+
+static void the_ring_moved_for_and_move_hints_survive_a_reopen(void)
+{
+    char dir[256];
+    KT_TMPDIR(dir, "apstore");
+    keel_apstore_t *s;
+    keel_errmsg_t msg;
+    KT_EQ_INT(keel_apstore_open(&s, dir, &msg), 0);
+    uint64_t ids[KEEL_APSTORE_RING_IDS_MAX];
+    KT_EQ_INT(keel_apstore_moved_ring(s, ids, KEEL_APSTORE_RING_IDS_MAX), 0); /* none yet */
+    keel_apval_t a = sibling(NULL, 1, "a");
+    char key[8];
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        KT_EQ_INT(keel_apstore_merge(s, key, strlen(key), &a, NULL, &msg), 0);
+    }
+    /* a walk in steps of 7 visits every key once, and says when it is done */
+    size_t pos = 0;
+    int seen = 0, done = 0, steps = 0;
+    while (!done && steps++ < 100)
+        done = keel_apstore_scan(s, &pos, 7, count_key, &seen);
+    KT_EQ_INT(done, 1);
+    KT_EQ_INT(seen, 100);
+    /* a move hint needs the key held; a second one for the same pair is the same hint */
+    KT_EQ_INT(keel_apstore_hint_add(s, 4, "nope", 4), KEEL_ENOTFOUND);
+    KT_EQ_INT(keel_apstore_hint_add(s, 0, "k1", 2), KEEL_EINVAL);
+    uint64_t syncs = keel_apstore_syncs(s);
+    KT_EQ_INT(keel_apstore_hint_add(s, 4, "k1", 2), 1);
+    KT_EQ_INT(keel_apstore_hint_add(s, 4, "k1", 2), 0);
+    KT_EQ_INT(keel_apstore_hint_add(s, 4, "k2", 2), 1);
+    KT_EQ_U64(keel_apstore_syncs(s), syncs); /* not synced on their own */
+    KT_EQ_INT(keel_apstore_hints(s), 2);
+    uint64_t ring[3] = {1, 2, 4};
+    KT_EQ_INT(keel_apstore_set_moved_ring(s, ring, 3, &msg), 0); /* syncs them too */
+    KT_EQ_U64(keel_apstore_syncs(s), syncs + 1);
+    keel_apstore_close(s);
+
+    KT_EQ_INT(keel_apstore_open(&s, dir, &msg), 0);
+    KT_EQ_INT(keel_apstore_moved_ring(s, ids, KEEL_APSTORE_RING_IDS_MAX), 3);
+    KT_EQ_U64(ids[0], 1);
+    KT_EQ_U64(ids[2], 4);
+    KT_EQ_INT(keel_apstore_hints(s), 2);
+    KT_CHECK(keel_apstore_hint(s, 4, "k2", 2) != 0);
+    keel_apstore_close(s);
+    keel_apval_free(&a);
+    KT_RMRF(dir);
+}
+
+static void a_lazy_merge_is_durable_after_the_next_sync_or_synced_merge(void)
+{
+    char dir[256];
+    KT_TMPDIR(dir, "apstore");
+    keel_apstore_t *s;
+    keel_errmsg_t msg;
+    KT_EQ_INT(keel_apstore_open(&s, dir, &msg), 0);
+    keel_apval_t a = sibling(NULL, 1, "a"), b = sibling(NULL, 2, "b");
+    uint64_t syncs = keel_apstore_syncs(s);
+    int changed;
+    KT_EQ_INT(keel_apstore_merge_lazy(s, "k", 1, &a, &changed, &msg), 0);
+    KT_EQ_INT(keel_apstore_merge_lazy(s, "j", 1, &a, &changed, &msg), 0);
+    KT_EQ_INT(changed, 1);
+    KT_CHECK(keel_apstore_get(s, "k", 1) != NULL); /* in force at once */
+    KT_EQ_U64(keel_apstore_syncs(s), syncs);
+    /* a merge that changes nothing still syncs what is pending before it returns */
+    KT_EQ_INT(keel_apstore_merge(s, "k", 1, &a, &changed, &msg), 0);
+    KT_EQ_INT(changed, 0);
+    KT_EQ_U64(keel_apstore_syncs(s), syncs + 1);
+    KT_EQ_INT(keel_apstore_sync(s, &msg), 0); /* nothing pending: no fdatasync */
+    KT_EQ_U64(keel_apstore_syncs(s), syncs + 1);
+    KT_EQ_INT(keel_apstore_merge_lazy(s, "k", 1, &b, &changed, &msg), 0);
+    KT_EQ_INT(keel_apstore_sync(s, &msg), 0);
+    KT_EQ_U64(keel_apstore_syncs(s), syncs + 2);
+    uint64_t dk = keel_apval_digest(keel_apstore_get(s, "k", 1));
+    keel_apstore_close(s);
+    KT_EQ_INT(keel_apstore_open(&s, dir, &msg), 0);
+    KT_EQ_INT(keel_apstore_count(s), 2);
+    KT_EQ_U64(keel_apval_digest(keel_apstore_get(s, "k", 1)), dk);
+    keel_apstore_close(s);
+    keel_apval_free(&a), keel_apval_free(&b);
+    KT_RMRF(dir);
+}
+
 int main(void)
 {
     KT_RUN(hints_are_durable_and_dropped_only_for_the_version_handed_off);
     KT_RUN(merged_states_survive_a_reopen);
     KT_RUN(a_torn_tail_is_dropped_and_what_was_synced_stays);
+    KT_RUN(the_ring_moved_for_and_move_hints_survive_a_reopen);
+    KT_RUN(a_lazy_merge_is_durable_after_the_next_sync_or_synced_merge);
     return kt_done();
 }
