@@ -106,6 +106,7 @@ s = socket.socket(socket.AF_UNIX)
 s.settimeout(5)
 s.connect(sys.argv[1])
 s.sendall(sys.argv[2].encode() + b"\n")
+s.shutdown(socket.SHUT_WR)  # as `socat stdio` does: the master answers, then closes
 out = b""
 try:
     while chunk := s.recv(65536):
