@@ -23,7 +23,8 @@
 # tokens per provider, HAProxy verifies the HMAC of every request, see docs/proxy.md "JWT").
 # wrk -t1 with 64 connections, BENCH_ROUNDS rounds alternating the four; the median round of
 # each by requests/s, its p99, and the median of its rounds' proxy CPU per request (user+system
-# from /proc/PID/stat over the run).
+# from /proc/PID/stat over the run); then the on/off ratios within each round (keel and keel+f
+# run back to back, so the load of the moment moves them alike), their median and range.
 #
 #   bench/proxy_features.sh                 # BENCH_SECONDS=5 BENCH_ROUNDS=3
 set -euo pipefail
@@ -162,6 +163,14 @@ def ratio(a, b):
 print(f"  keel features on / off: {ratio('keelf', 'keel')}  (target >= 0.9x requests/s)")
 print(f"  haproxy features on / off: {ratio('haproxyf', 'haproxy')}")
 print(f"  keel+f / haproxy+f: {ratio('keelf', 'haproxyf')}")
+# Each round runs keel and keel+f back to back (and the HAProxys): the ratio within a round is
+# less moved by the load of the moment than the ratio of the medians.
+def paired(a, b, i):
+    rs = sorted(x[i] / y[i] for x, y in zip(rows[a], rows[b]))
+    return f"median x{rs[(len(rs) - 1) // 2]:.2f} (x{rs[0]:.2f}-x{rs[-1]:.2f})"
+for a, b in (("keelf", "keel"), ("haproxyf", "haproxy")):
+    print(f"  {label[a]} / {label[b]} within each round: requests/s {paired(a, b, 0)},"
+          f" CPU per request {paired(a, b, 3)}")
 print(f"  spans keel+f exported (1% sampling): {sys.argv[2]}")
 print("  all rounds (requests/s / p99 us / CPU us per request): " + "; ".join(
     f"{label[n]} " + ", ".join(f"{r[0]:.0f}/{r[2]:.0f}/{r[3]:.1f}" for r in rows[n]) for n in rows))
