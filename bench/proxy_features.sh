@@ -20,7 +20,9 @@
 #             breaker and outlier detection). HAProxy has no tracing here: its OpenTracing
 #             filter needs a tracer plugin, and none that exports is installed.
 # Every request carries the same `Authorization: Bearer` token (one token: keel caches verified
-# tokens per provider, HAProxy verifies the HMAC of every request, see docs/proxy.md "JWT").
+# tokens per provider, HAProxy verifies the HMAC of every request, see docs/proxy.md "JWT"); so
+# two more runs, keel+f* and haproxy+f*, send each request with the next of 4,096 distinct
+# tokens (bench/lua/tokens.lua), which keel's cache (256 entries) cannot hold.
 # wrk -t1 with 64 connections, BENCH_ROUNDS rounds alternating the four; the median round of
 # each by requests/s, its p99, and the median of its rounds' proxy CPU per request (user+system
 # from /proc/PID/stat over the run); then the on/off ratios within each round (keel and keel+f
@@ -40,6 +42,7 @@ start_nginx_backend backend "$OTHER_CPU"
 BACK=${PORT[backend]}
 start_testhttpd collector "$OTHER_CPU"
 TOKEN=$(hs256_token "$TMP" bench)
+hs256_tokens "$TMP" bench "${BENCH_TOKENS:-4096}"
 SECRET=$(cat "$TMP/secret")
 AUTH="Authorization: Bearer $TOKEN"
 
@@ -125,10 +128,19 @@ for n in keelf haproxyf; do
   done
 done
 
+# keel+f* and haproxy+f*: the same two proxies, each request with the next of BENCH_TOKENS
+# (4,096) distinct tokens (bench/lua/tokens.lua), more than keel's cache holds (256).
 for round in $(seq "$ROUNDS"); do
-  for n in $NAMES; do
+  for n in $NAMES keelt haproxyt; do
     echo "== round $round: $n" >&2
-    wrk_load "$TMP/wrk" "http://127.0.0.1:${PORT[$n]}/hello" "$CONNS" "$SECONDS_RUN" "${PID[$n]}" -H "$AUTH"
+    case $n in
+      keelt | haproxyt)
+        p=${n%t}f
+        BENCH_TOKENS_FILE="$TMP/tokens" wrk_load "$TMP/wrk" "http://127.0.0.1:${PORT[$p]}/hello" \
+          "$CONNS" "$SECONDS_RUN" "${PID[$p]}" -s bench/lua/tokens.lua
+        ;;
+      *) wrk_load "$TMP/wrk" "http://127.0.0.1:${PORT[$n]}/hello" "$CONNS" "$SECONDS_RUN" "${PID[$n]}" -H "$AUTH" ;;
+    esac
     echo "$n $(wrk_figures "$TMP/wrk")" >>"$TMP/rounds"
   done
 done
@@ -147,11 +159,12 @@ for line in open(sys.argv[1]):
     rows.setdefault(f[0], []).append([float(x) for x in f[1:]])
 def med(rs, i):
     return sorted(rs, key=lambda r: r[i])[(len(rs) - 1) // 2]
-label = {"keel": "keel", "keelf": "keel+f", "haproxy": "haproxy", "haproxyf": "haproxy+f"}
+label = {"keel": "keel", "keelf": "keel+f", "haproxy": "haproxy", "haproxyf": "haproxy+f",
+         "keelt": "keel+f*", "haproxyt": "haproxy+f*"}
 m = {}
 print(f"  {'proxy':10} {'requests/s':>11} {'p99 (us)':>9} {'CPU us/req':>11} {'failed':>7}"
       "   (median round by requests/s, its p99; CPU: median of the rounds)")
-for n in ("keel", "keelf", "haproxy", "haproxyf"):
+for n in ("keel", "keelf", "haproxy", "haproxyf", "keelt", "haproxyt"):
     r = med(rows[n], 0)
     cpu = med(rows[n], 3)[3]
     m[n] = (r[0], r[2], cpu)
@@ -168,9 +181,10 @@ print(f"  keel+f / haproxy+f: {ratio('keelf', 'haproxyf')}")
 def paired(a, b, i):
     rs = sorted(x[i] / y[i] for x, y in zip(rows[a], rows[b]))
     return f"median x{rs[(len(rs) - 1) // 2]:.2f} (x{rs[0]:.2f}-x{rs[-1]:.2f})"
-for a, b in (("keelf", "keel"), ("haproxyf", "haproxy")):
+for a, b in (("keelf", "keel"), ("haproxyf", "haproxy"), ("keelt", "keel"), ("haproxyt", "haproxy")):
     print(f"  {label[a]} / {label[b]} within each round: requests/s {paired(a, b, 0)},"
           f" CPU per request {paired(a, b, 3)}")
+print("  *: a new token on each request (4,096 in turn: keel's cache of 256 verified tokens misses)")
 print(f"  spans keel+f exported (1% sampling): {sys.argv[2]}")
 print("  all rounds (requests/s / p99 us / CPU us per request): " + "; ".join(
     f"{label[n]} " + ", ".join(f"{r[0]:.0f}/{r[2]:.0f}/{r[3]:.1f}" for r in rows[n]) for n in rows))

@@ -256,10 +256,21 @@ print(s + "." + b64(hmac.new(secret, s.encode(), hashlib.sha256).digest()))
 PY
 }
 
-# median_row FILE COLUMN: the line of FILE whose COLUMN (1-based) is the median (the lower one
-# of an even count).
-median_row() {
-  sort -k"$2" -g "$1" | awk -v n="$(wc -l <"$1")" 'NR == int((n + 1) / 2)'
+# hs256_tokens DIR ISSUER COUNT: COUNT distinct HS256 tokens (sub "u0".."uN", one a line) in
+# DIR/tokens, signed with the key hs256_token wrote (call that first).
+hs256_tokens() {
+  python3 - "$1" "$2" "$3" <<'PY'
+import base64, hashlib, hmac, json, sys, time
+d, iss, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+secret = open(f"{d}/secret", "rb").read()
+head = b64(json.dumps({"alg": "HS256", "kid": "h", "typ": "JWT"}).encode())
+exp = int(time.time()) + 3600
+with open(f"{d}/tokens", "w") as f:
+    for i in range(count):
+        s = head + "." + b64(json.dumps({"iss": iss, "sub": f"u{i}", "exp": exp}).encode())
+        f.write(s + "." + b64(hmac.new(secret, s.encode(), hashlib.sha256).digest()) + "\n")
+PY
 }
 
 # machine_note: the line every table starts with (cores, load, date).
