@@ -12,6 +12,7 @@
 # subshell: its pid must reach PIDS for the cleanup) and records its pid in PID[name] and its
 # port in PORT[name].
 
+# shellcheck disable=SC2034 # the variables set here are read by the scripts that source it
 BUILD=${KEEL_BUILD:-${BUILD:-build}}
 KEEL="$BUILD/keel"
 NGINX=${NGINX:-/usr/sbin/nginx}

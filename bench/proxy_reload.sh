@@ -174,7 +174,7 @@ machine_note
 echo "wrk -t1 -c$CONNS -d${SECONDS_RUN}s, $RELOADS reloads ${GAP_S}s apart from the 1st second; proxies on CPU $PROXY_CPU, backend nginx and wrk on CPU $OTHER_CPU"
 printf '  %-8s %-6s %8s %11s %9s %7s  %s\n' proxy round reloads requests "req/s" failed "wrk's errors"
 r=0
-while read -r n done_ rps _p50 p99 _cpu total failed rest; do
+while read -r n done_ rps _p50 _p99 _cpu total failed rest; do
   r=$((r + 1))
   printf '  %-8s %-6s %8s %11s %9s %7s  %s\n' "${n/keelf/keel+f}" "$(((r - 1) / 4 + 1))" "$done_" "$total" "$rps" "$failed" "${rest:-none}"
 done <"$TMP/rounds"
