@@ -23,7 +23,7 @@
 # tokens per provider, HAProxy verifies the HMAC of every request, see docs/proxy.md "JWT"); so
 # two more runs, keel+f* and haproxy+f*, send each request with the next of 4,096 distinct
 # tokens (bench/lua/tokens.lua), which keel's cache (256 entries) cannot hold.
-# wrk -t1 with 64 connections, BENCH_ROUNDS rounds alternating the four; the median round of
+# wrk -t1 with 64 connections, BENCH_ROUNDS rounds alternating the six runs; the median round of
 # each by requests/s, its p99, and the median of its rounds' proxy CPU per request (user+system
 # from /proc/PID/stat over the run); then the on/off ratios within each round (keel and keel+f
 # run back to back, so the load of the moment moves them alike), their median and range.
