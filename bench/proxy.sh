@@ -20,6 +20,8 @@
 #
 #   bench/proxy.sh                         # BENCH_SECONDS=10 BENCH_ROUNDS=3
 #   BENCH_SECONDS=5 BENCH_ROUNDS=1 bench/proxy.sh
+#
+# Its start/stop/config and wrk helpers are bench/proxy_lib.sh, shared with the other proxy benches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/proxy_lib.sh
