@@ -20,171 +20,55 @@
 #
 #   bench/proxy.sh                         # BENCH_SECONDS=10 BENCH_ROUNDS=3
 #   BENCH_SECONDS=5 BENCH_ROUNDS=1 bench/proxy.sh
+#
+# Its start/stop/config and wrk helpers are bench/proxy_lib.sh, shared with the other proxy benches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUILD=${KEEL_BUILD:-${BUILD:-build}}
+source bench/proxy_lib.sh
 SECONDS_RUN=${BENCH_SECONDS:-10}
 ROUNDS=${BENCH_ROUNDS:-3}
-PROXY_CPU=${BENCH_SERVER_CPU:-0}
-OTHER_CPU=${BENCH_CLIENT_CPU:-1}
-KEEL="$BUILD/keel"
-NGINX=${NGINX:-/usr/sbin/nginx}
-HAPROXY=${HAPROXY:-/usr/sbin/haproxy}
-
-for tool in wrk taskset curl python3 "$NGINX" "$HAPROXY"; do
-  command -v "$tool" >/dev/null || { echo "bench/proxy.sh: '$tool' not installed (make deps)"; exit 1; }
-done
-[ -x "$KEEL" ] || { echo "bench/proxy.sh: $KEEL not built"; exit 1; }
-
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_port() {
-  for _ in $(seq 100); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/hello")" = 200 ] && return 0
-    sleep 0.05
-  done
-  echo "bench/proxy.sh: nothing answers 200 on port $1"; exit 1
-}
-
-# nginx_conf DIR PORT HTTP SERVER [WORKERS]: an nginx config in DIR listening on PORT with the
-# http-level lines HTTP and the server block SERVER; WORKERS > 1 runs a master with that many
-# worker processes.
-nginx_conf() {
-  mkdir -p "$1"
-  local workers=${5:-1} master=off
-  [ "$workers" -gt 1 ] && master=on
-  cat >"$1/nginx.conf" <<CONF
-worker_processes $workers;
-daemon off;
-master_process $master;
-error_log $1/error.log warn;
-pid $1/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $1/body;
-    proxy_temp_path $1/proxy;
-    fastcgi_temp_path $1/fastcgi;
-    uwsgi_temp_path $1/uwsgi;
-    scgi_temp_path $1/scgi;
-    keepalive_requests 1000000;
-    $3
-    server {
-        listen 127.0.0.1:$2;
-        $4
-    }
-}
-CONF
-}
-
-# CPU time (user+system, clock ticks) a process (all its threads) and its child processes (nginx's
-# workers) have used so far.
-cpu_ticks() {
-  local total=0 p
-  for p in "$1" $(pgrep -P "$1" || true); do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-  done
-  echo "$total"
-}
+plib_init proxy.sh wrk taskset curl python3 "$NGINX" "$HAPROXY"
+need_keel keel
 
 # Runs wrk with $2 connections against $1 while measuring process $3; prints
-# "rps p50_us p99_us cpu_us_per_request".
+# "rps p50_us p99_us cpu_us_per_request"; stops the script if wrk saw an error.
 load() {
-  local url=$1 conns=$2 pid=$3 out="$TMP/wrk.$RANDOM" before after
-  before=$(cpu_ticks "$pid")
-  taskset -c "$OTHER_CPU" wrk -t1 -c"$conns" -d"${SECONDS_RUN}s" --latency "$url" >"$out"
-  after=$(cpu_ticks "$pid")
-  echo "cpu_ticks $((after - before)) $(getconf CLK_TCK)" >>"$out"
+  local out="$TMP/wrk.$RANDOM" rps p50 p99 cpu bad
+  wrk_load "$out" "$1" "$2" "$SECONDS_RUN" "$3"
   cat "$out" >&2
-  python3 - "$out" <<'PY'
-import re, sys
-text = open(sys.argv[1]).read()
-def us(s):
-    m = re.match(r"([\d.]+)(us|ms|s)", s)
-    return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-p50 = us(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
-p99 = us(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
-bad = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", text)
-if bad:
-    print("bench/proxy.sh: errors reported by wrk: " + bad.group(0), file=sys.stderr)
-    sys.exit(1)
-total = int(re.search(r"(\d+) requests in", text).group(1))
-ticks, hz = map(int, re.search(r"cpu_ticks (\d+) (\d+)", text).groups())
-print(f"{rps:.0f} {p50:.0f} {p99:.0f} {ticks * 1e6 / hz / max(total, 1):.2f}")
-PY
+  read -r rps p50 p99 cpu _ bad < <(wrk_figures "$out")
+  [ "$bad" = 0 ] || plib_die "errors reported by wrk: $(grep -E 'Non-2xx|Socket errors' "$out" | tr '\n' ' ')"
+  echo "$rps $p50 $p99 $cpu"
 }
 
 # ---- backend and proxies ------------------------------------------------------
-BACK_PORT=$(free_port)
-nginx_conf "$TMP/backend" "$BACK_PORT" "" "location / { return 200 'hello'; }"
-taskset -c "$OTHER_CPU" "$NGINX" -p "$TMP/backend" -c "$TMP/backend/nginx.conf" &
-DIRECT_PID=$!
-PIDS+=($!)
+start_nginx_backend direct "$OTHER_CPU"
+BACK_PORT=${PORT[direct]}
 
-NGINX_PORT=$(free_port)
-nginx_conf "$TMP/nginx" "$NGINX_PORT" \
-  "upstream backend { server 127.0.0.1:$BACK_PORT; keepalive 128; keepalive_requests 1000000; }" \
-  "location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; }"
-taskset -c "$PROXY_CPU" "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" &
-NGINX_PID=$!
-PIDS+=($!)
-
-NGINX2_PORT=$(free_port)
-nginx_conf "$TMP/nginx2" "$NGINX2_PORT" \
-  "upstream backend { server 127.0.0.1:$BACK_PORT; keepalive 128; keepalive_requests 1000000; }" \
-  "location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; }" 2
-"$NGINX" -p "$TMP/nginx2" -c "$TMP/nginx2/nginx.conf" &
-NGINX2_PID=$!
-PIDS+=($!)
-
-# haproxy_conf FILE PORT THREADS
-haproxy_conf() {
-  cat >"$1" <<CONF
-global
-    nbthread $3
-    maxconn 4096
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    option http-keep-alive
-    http-reuse always
-frontend fe
-    bind 127.0.0.1:$2
-    default_backend be
-backend be
-    server s1 127.0.0.1:$BACK_PORT
-CONF
+# proxy_start NAME CPU KIND [WORKERS]: nginx or haproxy as a reverse proxy to the backend.
+proxy_start() {
+  PORT[$1]=$(free_port)
+  if [ "$3" = nginx ]; then
+    nginx_proxy_conf "$TMP/$1" "${PORT[$1]}" "$BACK_PORT" "${4:-1}"
+    start_nginx "$1" "$2" "$TMP/$1"
+  else
+    {
+      haproxy_global "${4:-1}"
+      printf 'frontend fe\n    bind 127.0.0.1:%s\n    default_backend be\n' "${PORT[$1]}"
+      printf 'backend be\n    server s1 127.0.0.1:%s\n' "$BACK_PORT"
+    } >"$TMP/$1.cfg"
+    start_haproxy "$1" "$2" "$TMP/$1.cfg"
+  fi
 }
-HAPROXY_PORT=$(free_port)
-haproxy_conf "$TMP/haproxy.cfg" "$HAPROXY_PORT" 1
-taskset -c "$PROXY_CPU" "$HAPROXY" -f "$TMP/haproxy.cfg" -db >"$TMP/haproxy.log" 2>&1 &
-HAPROXY_PID=$!
-PIDS+=($!)
-HAPROXY2_PORT=$(free_port)
-haproxy_conf "$TMP/haproxy2.cfg" "$HAPROXY2_PORT" 2
-"$HAPROXY" -f "$TMP/haproxy2.cfg" -db >"$TMP/haproxy2.log" 2>&1 &
-HAPROXY2_PID=$!
-PIDS+=($!)
+proxy_start nginx "$PROXY_CPU" nginx
+proxy_start nginx2 "" nginx 2
+proxy_start haproxy "$PROXY_CPU" haproxy
+proxy_start haproxy2 "" haproxy 2
 
-KEEL_PORT=$(free_port)
 cat >"$TMP/keel.yaml" <<CONF
 workers: 1
 listeners:
-  - address: 127.0.0.1:$KEEL_PORT
+  - address: 127.0.0.1:0
 clusters:
   - name: backend
     hosts: [127.0.0.1:$BACK_PORT]
@@ -193,17 +77,14 @@ routes:
   - match: {prefix: /}
     cluster: backend
 CONF
-taskset -c "$PROXY_CPU" "$KEEL" proxy --config "$TMP/keel.yaml" --log-level warn >"$TMP/keel.out" 2>&1 &
-KEEL_PID=$!
-PIDS+=($!)
+start_keel keel "$PROXY_CPU" "$TMP/keel.yaml"
 
 # The same with the policies on: retries with the budget, a breaker, outlier detection, a rate
 # limit set far above the load, health checks; trace context is always propagated.
-FEAT_PORT=$(free_port)
 cat >"$TMP/feat.yaml" <<CONF
 workers: 1
 listeners:
-  - address: 127.0.0.1:$FEAT_PORT
+  - address: 127.0.0.1:0
 clusters:
   - name: backend
     hosts: [127.0.0.1:$BACK_PORT]
@@ -217,21 +98,15 @@ routes:
     retry: {attempts_max: 3, retry_on: [connect-failure, reset, gateway-error]}
     rate_limit: {key: source_address, requests_per_s: 10000000, burst: 10000000}
 CONF
-taskset -c "$PROXY_CPU" "$KEEL" proxy --config "$TMP/feat.yaml" --log-level warn >"$TMP/feat.out" 2>&1 &
-FEAT_PID=$!
-PIDS+=($!)
+start_keel feat "$PROXY_CPU" "$TMP/feat.yaml"
 
-KEEL2_PORT=$(free_port)
-sed -e "s/^workers: 1/workers: 2/" -e "s/:$KEEL_PORT\$/:$KEEL2_PORT/" "$TMP/keel.yaml" >"$TMP/keel2.yaml"
-"$KEEL" proxy --config "$TMP/keel2.yaml" --log-level warn >"$TMP/keel2.out" 2>&1 &
-KEEL2_PID=$!
-PIDS+=($!)
+sed -e "s/^workers: 1/workers: 2/" "$TMP/keel.yaml" >"$TMP/keel2.yaml"
+start_keel keel2 "" "$TMP/keel2.yaml"
 
-for port in "$BACK_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$KEEL_PORT" "$FEAT_PORT" "$KEEL2_PORT" \
-  "$NGINX2_PORT" "$HAPROXY2_PORT"; do
-  wait_port "$port"
+for name in nginx haproxy keel feat keel2 nginx2 haproxy2; do
+  wait_http "${PORT[$name]}"
 done
-echo "== backend nginx :$BACK_PORT; proxies: keel :$KEEL_PORT, nginx :$NGINX_PORT, haproxy :$HAPROXY_PORT" >&2
+echo "== backend nginx :$BACK_PORT; proxies: keel :${PORT[keel]}, nginx :${PORT[nginx]}, haproxy :${PORT[haproxy]}" >&2
 
 for c in 64 1; do
   for name in keel feat nginx haproxy direct keel2 nginx2 haproxy2; do : >"$TMP/$name.$c"; done
@@ -239,14 +114,12 @@ for c in 64 1; do
   [ "$c" = 64 ] && names="$names keel2 nginx2 haproxy2"
   for round in $(seq "$ROUNDS"); do
     for name in $names; do
-      port_var="${name^^}_PORT"
-      pid_var="${name^^}_PID"
       echo "== c=$c round $round: $name" >&2
-      load "http://127.0.0.1:${!port_var}/hello" "$c" "${!pid_var}" >>"$TMP/$name.$c"
+      load "http://127.0.0.1:${PORT[$name]}/hello" "$c" "${PID[$name]}" >>"$TMP/$name.$c"
     done
     if [ "$c" = 1 ]; then
       echo "== c=$c round $round: backend directly" >&2
-      load "http://127.0.0.1:$BACK_PORT/hello" "$c" "$DIRECT_PID" >>"$TMP/direct.$c"
+      load "http://127.0.0.1:$BACK_PORT/hello" "$c" "${PID[direct]}" >>"$TMP/direct.$c"
     fi
   done
 done

@@ -9,28 +9,13 @@
 #   bench/proxy_jwt.sh                      # BENCH_SECONDS=5 BENCH_ROUNDS=3
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUILD=${KEEL_BUILD:-${BUILD:-build}}
+source bench/proxy_lib.sh
 SECONDS_RUN=${BENCH_SECONDS:-5}
 ROUNDS=${BENCH_ROUNDS:-3}
-for tool in wrk taskset openssl python3 curl; do
-  command -v "$tool" >/dev/null || { echo "bench/proxy_jwt.sh: '$tool' not installed"; exit 1; }
-done
-for b in keel keel-testhttpd; do
-  [ -x "$BUILD/$b" ] || { echo "bench/proxy_jwt.sh: $BUILD/$b not built"; exit 1; }
-done
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-taskset -c 1 "$BUILD/keel-testhttpd" --listen 127.0.0.1:0 >"$TMP/up.out" 2>/dev/null &
-PIDS+=($!)
-for _ in $(seq 100); do grep -q listening "$TMP/up.out" && break; sleep 0.05; done
-UP=$(sed -n 's/.*listening on \(.*\)$/\1/p' "$TMP/up.out")
+plib_init proxy_jwt.sh wrk taskset openssl python3 curl
+need_keel keel keel-testhttpd
+start_testhttpd up 1
+UP=127.0.0.1:${PORT[up]}
 
 # keys and tokens: HS256 from a secret, RS256 from a key the openssl command makes
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TMP/rsa.pem" 2>/dev/null
@@ -64,14 +49,12 @@ routes:
   - {name: plain, match: {prefix: /plain}, rewrite_prefix: /hello, cluster: up}
   - {name: jwt, match: {prefix: /jwt}, rewrite_prefix: /hello, jwt: b, cluster: up}
 CONF
-taskset -c 0 "$BUILD/keel" proxy --config "$TMP/proxy.yaml" --log-level error >"$TMP/p.out" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 100); do grep -q "listening 0" "$TMP/p.out" && break; sleep 0.05; done
-PORT=$(sed -n 's/.*listening 0 on port \([0-9]*\).*/\1/p' "$TMP/p.out")
+KEEL_LOG_LEVEL=error start_keel proxy 0 "$TMP/proxy.yaml"
+P=${PORT[proxy]}
 HS=$(cat "$TMP/hs.tok")
 RS=$(cat "$TMP/rs.tok")
 check() { # path [header]
-  code=$(curl -s -o /dev/null -w '%{http_code}' ${2:+-H "$2"} "http://127.0.0.1:$PORT$1")
+  code=$(curl -s -o /dev/null -w '%{http_code}' ${2:+-H "$2"} "http://127.0.0.1:$P$1")
   [ "$code" = 200 ] || { echo "bench/proxy_jwt.sh: $1 answered $code"; exit 1; }
 }
 check /plain
@@ -79,7 +62,7 @@ check /jwt "Authorization: Bearer $HS"
 check /jwt "Authorization: Bearer $RS"
 
 run() { # name path [header]
-  taskset -c 1 wrk -t1 -c64 -d"${SECONDS_RUN}s" --latency ${3:+-H "$3"} "http://127.0.0.1:$PORT$2" |
+  taskset -c 1 wrk -t1 -c64 -d"${SECONDS_RUN}s" --latency ${3:+-H "$3"} "http://127.0.0.1:$P$2" |
     awk -v n="$1" '/Requests\/sec/ {r=$2} /^ +99%/ {p=$2} END {printf "%s %s %s\n", n, r, p}'
 }
 for _ in $(seq "$ROUNDS"); do

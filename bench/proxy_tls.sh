@@ -16,38 +16,21 @@
 #   KEEL_BASE=/tmp/keel-before bench/proxy_tls.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUILD=${KEEL_BUILD:-${BUILD:-build}}
+source bench/proxy_lib.sh
 SECONDS_RUN=${BENCH_SECONDS:-5}
 ROUNDS=${BENCH_ROUNDS:-3}
 BASE=${KEEL_BASE:-}
-for tool in wrk taskset openssl curl; do
-  command -v "$tool" >/dev/null || { echo "bench/proxy_tls.sh: '$tool' not installed"; exit 1; }
-done
-for b in keel keel-testhttpd; do
-  [ -x "$BUILD/$b" ] || { echo "bench/proxy_tls.sh: $BUILD/$b not built"; exit 1; }
-done
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-taskset -c 1 "$BUILD/keel-testhttpd" --listen 127.0.0.1:0 >"$TMP/up.out" 2>/dev/null &
-PIDS+=($!)
-for _ in $(seq 100); do grep -q listening "$TMP/up.out" && break; sleep 0.05; done
-UP=$(sed -n 's/.*listening on \(.*\)$/\1/p' "$TMP/up.out")
+plib_init proxy_tls.sh wrk taskset openssl curl
+need_keel keel keel-testhttpd
+start_testhttpd up 1
+UP=127.0.0.1:${PORT[up]}
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$TMP/key.pem" \
   -out "$TMP/cert.pem" -days 1 -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 2>/dev/null
 
 start_proxy() { # binary name yaml; its pid in $TMP/name.pid
-  taskset -c 0 "$1" proxy --config "$3" --log-level error >"$TMP/$2.out" 2>&1 &
-  PIDS+=($!)
-  echo $! >"$TMP/$2.pid"
-  for _ in $(seq 100); do grep -qs "listening 0" "$TMP/$2.out" && break; sleep 0.05; done
+  KEEL="$1" KEEL_LOG_LEVEL=error start_keel "$2" 0 "$3"
+  echo "${PID[$2]}" >"$TMP/$2.pid"
 }
 cat >"$TMP/new.yaml" <<CONF
 workers: 1
@@ -79,9 +62,6 @@ check "http://127.0.0.1:$PLAIN/hello"
 check "https://127.0.0.1:$TLS/hello"
 [ -z "$BASEPORT" ] || check "http://127.0.0.1:$BASEPORT/hello"
 
-cpu_ticks() { # pid: user + system clock ticks
-  awk '{print $14 + $15}' "/proc/$1/stat"
-}
 HZ=$(getconf CLK_TCK)
 run() { # name pidfile url [header]
   local pid t0 t1

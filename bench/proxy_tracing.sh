@@ -16,35 +16,16 @@
 #   KEEL_BASE=/path/to/old/keel bench/proxy_tracing.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUILD=${KEEL_BUILD:-${BUILD:-build}}
+source bench/proxy_lib.sh
 SECONDS_RUN=${BENCH_SECONDS:-5}
 ROUNDS=${BENCH_ROUNDS:-3}
-for tool in wrk taskset python3 curl; do
-  command -v "$tool" >/dev/null || { echo "bench/proxy_tracing.sh: '$tool' not installed"; exit 1; }
-done
-for b in keel keel-testhttpd; do
-  [ -x "$BUILD/$b" ] || { echo "bench/proxy_tracing.sh: $BUILD/$b not built"; exit 1; }
-done
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+plib_init proxy_tracing.sh wrk taskset python3 curl
+need_keel keel keel-testhttpd
+start_testhttpd up 1
+start_testhttpd collector 1
+UP=127.0.0.1:${PORT[up]}
+COLL=127.0.0.1:${PORT[collector]}
 
-start_httpd() { # name (not in a subshell: its pid must reach PIDS for the cleanup)
-  taskset -c 1 "$BUILD/keel-testhttpd" --listen 127.0.0.1:0 >"$TMP/$1.out" 2>/dev/null &
-  PIDS+=($!)
-  for _ in $(seq 100); do grep -q listening "$TMP/$1.out" && break; sleep 0.05; done
-}
-start_httpd up
-start_httpd collector
-UP=$(sed -n 's/.*listening on \(.*\)$/\1/p' "$TMP/up.out")
-COLL=$(sed -n 's/.*listening on \(.*\)$/\1/p' "$TMP/collector.out")
-
-declare -A PORT ADMIN PID
 start_proxy() { # name tracing-section [binary]
   cat >"$TMP/$1.yaml" <<CONF
 workers: 1
@@ -55,14 +36,8 @@ routes:
   - {name: hello, match: {prefix: /hello}, cluster: up}
 $2
 CONF
-  taskset -c 0 "${3:-$BUILD/keel}" proxy --config "$TMP/$1.yaml" --log-level error >"$TMP/$1.out" 2>&1 &
-  PIDS+=($!)
-  PID[$1]=$!
-  for _ in $(seq 100); do grep -q "admin on port" "$TMP/$1.out" && break; sleep 0.05; done
-  PORT[$1]=$(sed -n 's/.*listening 0 on port \([0-9]*\).*/\1/p' "$TMP/$1.out")
-  ADMIN[$1]=$(sed -n 's/.*admin on port \([0-9]*\).*/\1/p' "$TMP/$1.out")
-  code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${PORT[$1]}/hello")
-  [ "$code" = 200 ] || { echo "bench/proxy_tracing.sh: $1 answered $code"; exit 1; }
+  KEEL="${3:-$BUILD/keel}" KEEL_LOG_LEVEL=error start_keel "$1" 0 "$TMP/$1.yaml"
+  wait_http "${PORT[$1]}"
 }
 TR="tracing: {zipkin: \"http://$COLL/echo\", service_name: bench, batch_max: 100, flush_ms: 1000"
 NAMES="off p1 p100"
@@ -74,7 +49,6 @@ if [ -n "${KEEL_BASE:-}" ]; then
   NAMES="base $NAMES"
 fi
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 exported() {
   curl -s "http://127.0.0.1:${ADMIN[$1]}/metrics" |
     awk '/^keel_proxy_tracing_spans_exported_total / {print $2} END {}' | head -1

@@ -65,6 +65,14 @@ if [ -f bench/proxy.sh ]; then
   section "keel proxy vs nginx and HAProxy as reverse proxies (wrk, 64 and 1 connections)"
   bash bench/proxy.sh || rc=1
 fi
+for part in "proxy_features.sh:keel proxy and HAProxy with features on vs off (retries, breaker, rate limit, JWT; keel tracing 1%)" \
+  "proxy_memory.sh:proxy memory per idle connection and per cluster (keel, nginx, HAProxy)" \
+  "proxy_reload.sh:requests failed during ten reloads under wrk (keel, nginx, HAProxy)"; do
+  if [ -f "bench/${part%%:*}" ]; then
+    section "${part#*:}"
+    KEEL_BUILD="$BUILD" bash "bench/${part%%:*}" || rc=1
+  fi
+done
 if [ -f bench/shop.sh ]; then
   section "the shop: CPU per order per process, keel entries and payment bytes per order"
   BUILD="$BUILD" bash bench/shop.sh || rc=1
