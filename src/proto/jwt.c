@@ -6,7 +6,6 @@
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/param_build.h>
 
 #include <stdio.h>
@@ -140,6 +139,37 @@ static const char *alg_name(keel_jwt_alg_t a)
     return a == KEEL_JWT_HS256 ? "HS256" : a == KEEL_JWT_RS256 ? "RS256" : "ES256";
 }
 
+/* SHA-256 with the HMAC pad of the key absorbed (RFC 2104: a key longer than the block is
+ * hashed first, a shorter one padded with zeros; inner pad 0x36, outer 0x5c). */
+static struct evp_md_ctx_st *hs_pad_ctx(const uint8_t *key, size_t key_len, uint8_t pad)
+{
+    uint8_t block[64] = {0};
+    unsigned int n = 0;
+    if (key_len > sizeof(block)) {
+        if (EVP_Digest(key, key_len, block, &n, EVP_sha256(), NULL) != 1)
+            return NULL;
+    } else {
+        memcpy(block, key, key_len);
+    }
+    for (size_t i = 0; i < sizeof(block); i++)
+        block[i] ^= pad;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    if (c == NULL || EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1 ||
+        EVP_DigestUpdate(c, block, sizeof(block)) != 1) {
+        EVP_MD_CTX_free(c);
+        c = NULL;
+    }
+    OPENSSL_cleanse(block, sizeof(block));
+    return c;
+}
+
+static int hs_prepare(keel_jwk_t *k)
+{
+    k->hs_inner = hs_pad_ctx(k->secret, k->secret_len, 0x36);
+    k->hs_outer = hs_pad_ctx(k->secret, k->secret_len, 0x5c);
+    return k->hs_inner != NULL && k->hs_outer != NULL ? 0 : -1;
+}
+
 static int parse_key(keel_jwk_t *out, const json_t *k, size_t i, keel_errmsg_t *msg)
 {
     memset(out, 0, sizeof(*out));
@@ -166,6 +196,8 @@ static int parse_key(keel_jwk_t *out, const json_t *k, size_t i, keel_errmsg_t *
             return keel_errf(msg, KEEL_EINVAL,
                              "jwks: key %zu: \"k\" is not base64url of 32 to %u bytes", i,
                              KEEL_JWT_SECRET_BYTES_MAX);
+        if (hs_prepare(out) != 0)
+            return keel_errf(msg, KEEL_ENOMEM, "jwks: key %zu: SHA-256 unavailable", i);
     } else if (strcmp(kty, "RSA") == 0) {
         out->alg = KEEL_JWT_RS256;
         if ((out->pkey = rsa_key(k)) == NULL)
@@ -191,6 +223,8 @@ static int parse_key(keel_jwk_t *out, const json_t *k, size_t i, keel_errmsg_t *
 static void key_free(keel_jwk_t *k)
 {
     EVP_PKEY_free(k->pkey);
+    EVP_MD_CTX_free(k->hs_inner);
+    EVP_MD_CTX_free(k->hs_outer);
     free(k->secret);
     memset(k, 0, sizeof(*k));
 }
@@ -260,12 +294,17 @@ static int es256_der(const uint8_t *raw, uint8_t *der, size_t *der_len)
 static int verify_with(const keel_jwk_t *k, const uint8_t *data, size_t len, const uint8_t *sig,
                        size_t sig_len)
 {
-    if (k->alg == KEEL_JWT_HS256) {
-        unsigned char mac[EVP_MAX_MD_SIZE];
-        unsigned int mac_len = 0;
-        if (HMAC(EVP_sha256(), k->secret, (int)k->secret_len, data, len, mac, &mac_len) == NULL)
-            return 0;
-        return sig_len == mac_len && CRYPTO_memcmp(mac, sig, mac_len) == 0;
+    if (k->alg == KEEL_JWT_HS256) { /* SHA-256(outer pad | SHA-256(inner pad | data)) */
+        unsigned char inner[EVP_MAX_MD_SIZE], mac[EVP_MAX_MD_SIZE];
+        unsigned int inner_len = 0, mac_len = 0;
+        EVP_MD_CTX *c = EVP_MD_CTX_new();
+        int ok =
+            c != NULL && EVP_MD_CTX_copy_ex(c, k->hs_inner) == 1 &&
+            EVP_DigestUpdate(c, data, len) == 1 && EVP_DigestFinal_ex(c, inner, &inner_len) == 1 &&
+            EVP_MD_CTX_copy_ex(c, k->hs_outer) == 1 && EVP_DigestUpdate(c, inner, inner_len) == 1 &&
+            EVP_DigestFinal_ex(c, mac, &mac_len) == 1;
+        EVP_MD_CTX_free(c);
+        return ok && sig_len == mac_len && CRYPTO_memcmp(mac, sig, mac_len) == 0;
     }
     uint8_t der[80];
     if (k->alg == KEEL_JWT_ES256) {

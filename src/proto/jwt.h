@@ -41,6 +41,9 @@ typedef struct keel_jwk {
     struct evp_pkey_st *pkey; /* RS256, ES256 */
     uint8_t *secret;          /* HS256 */
     size_t secret_len;
+    /* HS256: SHA-256 with the key's inner and outer pads already absorbed (RFC 2104), copied
+     * per verification instead of setting up an HMAC from the key each time */
+    struct evp_md_ctx_st *hs_inner, *hs_outer;
 } keel_jwk_t;
 
 typedef struct keel_jwks {

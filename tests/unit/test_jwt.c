@@ -306,6 +306,43 @@ static void jwks_errors_name_the_key_and_field(void)
     KT_CHECK(strstr(m.text, "does not fit kty oct") != NULL);
 }
 
+/* HS256 against OpenSSL's own HMAC() for keys shorter than, as long as and longer than
+ * SHA-256's 64-byte block (hashed first): the pads are absorbed once per key at load. */
+static void hmac_keys_of_every_length_match_openssls_hmac(void)
+{
+    static const size_t lens[] = {32, 63, 64, 65, 131, 512};
+    for (size_t li = 0; li < sizeof(lens) / sizeof(lens[0]); li++) {
+        uint8_t key[512];
+        for (size_t i = 0; i < lens[li]; i++)
+            key[i] = (uint8_t)(0xa5 ^ (i * 7));
+        char k64[700], doc[800];
+        b64url(key, lens[li], k64);
+        snprintf(doc, sizeof(doc), "{\"kty\":\"oct\",\"k\":\"%s\"}", k64);
+        keel_jwks_t ks;
+        keel_errmsg_t m = {{0}};
+        KT_EQ_INT(keel_jwks_parse(&ks, doc, strlen(doc), &m), 0);
+        char h[64], p[256], input[400], sig64[64], tok[512];
+        b64url((const uint8_t *)"{\"alg\":\"HS256\"}", 15, h);
+        b64url((const uint8_t *)GOOD, strlen(GOOD), p);
+        snprintf(input, sizeof(input), "%s.%s", h, p);
+        uint8_t sig[32];
+        unsigned int n = 0;
+        HMAC(EVP_sha256(), key, (int)lens[li], (const uint8_t *)input, strlen(input), sig, &n);
+        b64url(sig, n, sig64);
+        snprintf(tok, sizeof(tok), "%s.%s", input, sig64);
+        keel_jwt_t t;
+        KT_EQ_INT(keel_jwt_verify(&ks, tok, strlen(tok), &RULES, NOW, &t, &m), 0);
+        keel_jwt_free(&t);
+        keel_jwks_free(&ks);
+        key[lens[li] - 1] ^= 1; /* another key: the same token is refused */
+        b64url(key, lens[li], k64);
+        snprintf(doc, sizeof(doc), "{\"kty\":\"oct\",\"k\":\"%s\"}", k64);
+        KT_EQ_INT(keel_jwks_parse(&ks, doc, strlen(doc), &m), 0);
+        KT_CHECK(keel_jwt_verify(&ks, tok, strlen(tok), &RULES, NOW, &t, &m) != 0);
+        keel_jwks_free(&ks);
+    }
+}
+
 int main(void)
 {
     rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
@@ -328,6 +365,7 @@ int main(void)
     KT_RUN(an_rsa_key_never_verifies_hmac);
     KT_RUN(malformed_tokens_are_refused_not_crashed_on);
     KT_RUN(jwks_errors_name_the_key_and_field);
+    KT_RUN(hmac_keys_of_every_length_match_openssls_hmac);
     keel_jwks_free(&keys);
     EVP_PKEY_free(rsa);
     EVP_PKEY_free(rsa2);
