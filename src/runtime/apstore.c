@@ -238,9 +238,20 @@ void keel_apstore_close(keel_apstore_t *s)
     free(s);
 }
 
+/* The log's sticky failure: once a write or sync failed, the memory may hold a state (merged
+ * lazily) that never reached the disk, so nothing may be acknowledged as stored any more. */
+static int store_failed(keel_apstore_t *s, keel_errmsg_t *msg)
+{
+    uint64_t gen;
+    return keel_wal_durable(s->wal, &gen, msg);
+}
+
 static int merge_common(keel_apstore_t *s, const void *key, size_t key_len, const keel_apval_t *v,
                         uint64_t home, int lazy, int *changed, keel_errmsg_t *msg)
 {
+    int frc = store_failed(s, msg);
+    if (frc != 0)
+        return frc;
     if (key_len > KEEL_APSTORE_KEY_BYTES_MAX)
         return keel_errf(msg, KEEL_ETOOBIG, "key of %zu bytes (max %u)", key_len,
                          KEEL_APSTORE_KEY_BYTES_MAX);
@@ -314,7 +325,7 @@ int keel_apstore_merge_lazy(keel_apstore_t *s, const void *key, size_t key_len,
 int keel_apstore_sync(keel_apstore_t *s, keel_errmsg_t *msg)
 {
     if (keel_wal_pending_bytes(s->wal) == 0)
-        return 0;
+        return store_failed(s, msg); /* nothing pending is durable only if nothing failed */
     s->syncs++;
     return keel_wal_sync(s->wal, msg);
 }
