@@ -81,4 +81,8 @@ if [ -f bench/ap_move.py ]; then
   section "AP keyspace: share of key copies moved on join 3->4, join 4->5, leave 5->4"
   KEEL_BUILD="$BUILD" /usr/bin/python3 bench/ap_move.py 3000 || rc=1
 fi
+if [ -f bench/ap_partition.py ]; then
+  section "AP keyspace: convergence after a 30 s partition with writes on both sides"
+  KEEL_BUILD="$BUILD" /usr/bin/python3 bench/ap_partition.py 30 20 3 || rc=1
+fi
 exit $rc
