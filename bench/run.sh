@@ -77,6 +77,12 @@ if [ -f bench/shop.sh ]; then
   section "the shop: CPU per order per process, keel entries and payment bytes per order"
   BUILD="$BUILD" bash bench/shop.sh || rc=1
 fi
+if [ -f bench/ap_latency.py ]; then
+  section "AP keyspace: PUT/GET at ONE, QUORUM and ALL against Raft SET/GET on the same 3 nodes"
+  KEEL_BUILD="$BUILD" /usr/bin/python3 bench/ap_latency.py || rc=1
+  section "AP keyspace: hinted handoff and anti-entropy refill times (5 nodes)"
+  KEEL_BUILD="$BUILD" /usr/bin/python3 bench/ap_repair.py || rc=1
+fi
 if [ -f bench/ap_move.py ]; then
   section "AP keyspace: share of key copies moved on join 3->4, join 4->5, leave 5->4"
   KEEL_BUILD="$BUILD" /usr/bin/python3 bench/ap_move.py 3000 || rc=1
