@@ -155,8 +155,7 @@ keel__kv_entry_t *keel__kv_entry_new(const void *key, size_t key_len, uint64_t h
     e->version = e->create_revision = 0;
     e->expire_ms = 0;
     e->heap_pos = 0;
-    keel_list_init(&e->lease_link);
-    e->lease_id = 0;
+    e->lease = NULL;
     e->type = KEEL__KV_TYPE_STRING;
     e->key_len = (uint32_t)key_len;
     e->val_len = (uint32_t)val_len;
@@ -380,10 +379,8 @@ int keel__kv_reserve_value(keel_kv_t *kv, keel__kv_entry_t **link, size_t val_le
     n->val_cap = (uint32_t)ncap;
     if (n->expire_ms)
         kv->heap[n->heap_pos] = n;
-    if (n->lease_id != 0)
-        keel_list_moved(&n->lease_link);
-    else
-        keel_list_init(&n->lease_link); /* it pointed at its old address */
+    if (n->lease)
+        n->lease->e = n;
     *link = n;
     return 0;
 }
@@ -447,6 +444,7 @@ static void free_chains(keel__kv_table_t *t)
         while (e != NULL) {
             keel__kv_entry_t *next = e->next;
             keel__kv_obj_free(e);
+            free(e->lease); /* every list goes with the table: no unlinking */
             free(e);
             e = next;
         }
@@ -494,29 +492,55 @@ int keel__kv_alive(const keel_kv_t *kv, const keel__kv_entry_t *e, uint64_t now_
 {
     if (!keel__kv_live(e, now_ms))
         return 0;
-    if (e->lease_id == 0)
+    if (keel__kv_lease_id(e) == 0)
         return 1;
-    const keel__kv_entry_t *l = keel__kv_lease_find(kv, e->lease_id, NULL);
+    const keel__kv_entry_t *l = keel__kv_lease_find(kv, keel__kv_lease_id(e), NULL);
     assert(l != NULL); /* a key's lease exists until it is revoked, with its keys */
     return keel__kv_live(l, now_ms);
 }
 
-void keel__kv_detach(keel__kv_entry_t *e)
+keel__kv_lrec_t *keel__kv_lrec_new(void)
 {
-    /* a key is linked exactly while it has a lease; a lease entry only when empty */
-    assert(keel_list_linked(&e->lease_link) == (e->lease_id != 0));
-    if (e->lease_id == 0)
-        return;
-    keel_list_remove(&e->lease_link);
-    e->lease_id = 0;
+    keel__kv_lrec_t *r = malloc(sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    keel_list_init(&r->link);
+    r->e = NULL;
+    r->lease_id = 0;
+    return r;
 }
 
-void keel__kv_attach(keel__kv_entry_t *e, keel__kv_entry_t *l, uint64_t lease_id)
+int keel__kv_lease_head(keel__kv_entry_t *l)
 {
-    assert(lease_id != 0 && l->lease_id == 0);
+    assert(l->lease == NULL);
+    if ((l->lease = keel__kv_lrec_new()) == NULL)
+        return KEEL_ENOMEM;
+    l->lease->e = l;
+    return 0;
+}
+
+void keel__kv_detach(keel__kv_entry_t *e)
+{
+    keel__kv_lrec_t *r = e->lease;
+    if (r == NULL)
+        return;
+    /* a key's record is linked in its lease's list; a lease's head only goes when empty */
+    assert(r->e == e && keel_list_linked(&r->link) == (r->lease_id != 0));
+    if (r->lease_id != 0)
+        keel_list_remove(&r->link);
+    free(r);
+    e->lease = NULL;
+}
+
+void keel__kv_attach(keel__kv_entry_t *e, keel__kv_entry_t *l, uint64_t lease_id,
+                     keel__kv_lrec_t *r)
+{
+    assert(lease_id != 0 && l->lease != NULL && l->lease->lease_id == 0 && r != NULL);
     keel__kv_detach(e);
-    keel_list_insert_head(&l->lease_link, &e->lease_link);
-    e->lease_id = lease_id;
+    r->e = e;
+    r->lease_id = lease_id;
+    keel_list_insert_head(&l->lease->link, &r->link);
+    e->lease = r;
 }
 
 int keel__kv_sub(keel_kv_t *kv, keel_kv_t **sub)

@@ -11,10 +11,14 @@
 #include <stddef.h>
 #include <string.h>
 
+typedef struct keel__kv_lrec keel__kv_lrec_t;
+
 /*
  * One allocation per key: header, key bytes, then value bytes with room for
  * val_cap (SET of a same-size value rewrites in place; APPEND grows by half
- * again, so repeated appends are amortized O(1) per byte).
+ * again, so repeated appends are amortized O(1) per byte). The header is kept
+ * small (65 bytes: a million keys pay for every byte of it), so what few keys
+ * have, a lease, lives in its own record behind one pointer.
  */
 struct keel__kv_entry {
     keel__kv_entry_t *next; /* bucket chain */
@@ -26,21 +30,38 @@ struct keel__kv_entry {
     uint32_t val_cap;
     uint32_t heap_pos;  /* index in kv->heap while expire_ms != 0 */
     uint64_t expire_ms; /* absolute deadline (entry time base), 0: none */
-    /*
-     * Lease membership: on a lease's own entry in kv->leases, the head of the list of
-     * the keys attached to it; on a key, its link in that list (linked exactly when
-     * lease_id != 0). Entries that move (realloc) fix their neighbours; lease entries
-     * never move (their value has a fixed size).
-     */
-    keel_list_t lease_link;
-    uint64_t lease_id; /* 0: none */
-    uint8_t type;      /* KEEL__KV_TYPE_*: a string's value is its bytes; any other type's
-                          value is one pointer to its object (keel__kv_obj), owned */
-    uint8_t data[];    /* key_len bytes, then val_cap bytes */
+    /* On a key: its lease membership, NULL when it has no lease. On a lease's own entry in
+       kv->leases: the head of the list of its keys (always there). Owned. */
+    keel__kv_lrec_t *lease;
+    uint8_t type;   /* KEEL__KV_TYPE_*: a string's value is its bytes; any other type's
+                       value is one pointer to its object (keel__kv_obj), owned */
+    uint8_t data[]; /* key_len bytes, then val_cap bytes */
 };
+
+/*
+ * Lease membership, outside the entry: on a key, its link in its lease's list of keys (so
+ * that revoking the lease finds them); on a lease entry, that list's head (lease_id 0).
+ * `e` is the entry that owns the record, fixed whenever the entry moves (realloc).
+ */
+struct keel__kv_lrec {
+    keel_list_t link;
+    keel__kv_entry_t *e;
+    uint64_t lease_id;
+};
+
+/* A new unlinked record (e NULL, lease_id 0), or NULL on ENOMEM. */
+keel__kv_lrec_t *keel__kv_lrec_new(void);
+/* Gives a new lease entry l its (empty) list head: 0 or KEEL_ENOMEM (l untouched). */
+int keel__kv_lease_head(keel__kv_entry_t *l);
+/* The lease a key is attached to, 0 for none. */
+static inline uint64_t keel__kv_lease_id(const keel__kv_entry_t *e)
+{
+    return e->lease ? e->lease->lease_id : 0;
+}
 
 /* An entry's bytes before its key: the type byte is not followed by sizeof's padding. */
 #define KEEL__KV_ENTRY_HEADER_BYTES offsetof(keel__kv_entry_t, data)
+_Static_assert(KEEL__KV_ENTRY_HEADER_BYTES == 65, "the key entry's header grew");
 
 /*
  * The typed keyspace. A key holds one type; the string is the entry's own bytes, every
@@ -186,9 +207,15 @@ static inline void keel__kv_put_u64be(uint8_t *p, uint64_t v)
 keel__kv_entry_t *keel__kv_lease_find(const keel_kv_t *kv, uint64_t id, keel__kv_entry_t ***link);
 /* A key that is live at now_ms: its own deadline and its lease's (if any) both after now_ms. */
 int keel__kv_alive(const keel_kv_t *kv, const keel__kv_entry_t *e, uint64_t now_ms);
-/* Attaches key entry e to the lease entry l (detaching it from any other). */
-void keel__kv_attach(keel__kv_entry_t *e, keel__kv_entry_t *l, uint64_t lease_id);
-/* Detaches e from its lease list, if any. */
+/*
+ * Attaches key entry e to the lease entry l (detaching it from any other), with r, a record
+ * from keel__kv_lrec_new taken before the command changed anything (owned from here on):
+ * attaching never fails.
+ */
+void keel__kv_attach(keel__kv_entry_t *e, keel__kv_entry_t *l, uint64_t lease_id,
+                     keel__kv_lrec_t *r);
+/* Detaches e from its lease list, if any (its record freed); on a lease entry, frees its
+   list's head, which must be empty. */
 void keel__kv_detach(keel__kv_entry_t *e);
 /* The sub-table *sub, created (empty, kv's config) if absent: 0 or KEEL_ENOMEM. */
 int keel__kv_sub(keel_kv_t *kv, keel_kv_t **sub);

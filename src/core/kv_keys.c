@@ -74,6 +74,10 @@ static int put_from(const call_t *c, keel__kv_entry_t *src, keel__kv_entry_t **d
     size_t dlen = c->lens[2];
     if (src->expire_ms && keel__kv_heap_reserve(kv, 1) != 0)
         return KEEL_ENOMEM;
+    uint64_t lease_id = keel__kv_lease_id(src);
+    keel__kv_lrec_t *r = lease_id ? keel__kv_lrec_new() : NULL;
+    if (lease_id && r == NULL)
+        return KEEL_ENOMEM;
     keel__kv_entry_t *n = NULL;
     size_t obj_bytes = 0;
     if (src->type == KEEL__KV_TYPE_STRING) {
@@ -90,8 +94,10 @@ static int put_from(const call_t *c, keel__kv_entry_t *src, keel__kv_entry_t **d
         else
             obj_bytes = keel__kv_type(src->type)->bytes(obj);
     }
-    if (n == NULL)
+    if (n == NULL) {
+        free(r);
         return KEEL_ENOMEM;
+    }
     n->create_revision = d ? d->create_revision : rev;
     keel__kvc_set_version(kv, n, rev);
     if (d || ddead)
@@ -100,8 +106,8 @@ static int put_from(const call_t *c, keel__kv_entry_t *src, keel__kv_entry_t **d
         keel__kv_insert(kv, n);
     kv->bytes += obj_bytes;
     keel__kv_set_expire(kv, n, src->expire_ms);
-    if (src->lease_id)
-        keel__kv_attach(n, keel__kv_lease_find(kv, src->lease_id, NULL), src->lease_id);
+    if (lease_id)
+        keel__kv_attach(n, keel__kv_lease_find(kv, lease_id, NULL), lease_id, r);
     if (move) {
         /* the object now belongs to n: src goes as a string, its object's bytes stay
            counted once (n's insert counted only its pointer) */

@@ -55,8 +55,8 @@ static int64_t lease_drop(keel_kv_t *kv, keel__kv_entry_t **lease_link)
     keel__kv_entry_t *l = *lease_link;
     int64_t n = 0;
     keel_list_t *it;
-    while ((it = keel_list_first(&l->lease_link)) != NULL) {
-        keel__kv_entry_t *e = KEEL_LIST_ENTRY(it, keel__kv_entry_t, lease_link), **link = NULL;
+    while ((it = keel_list_first(&l->lease->link)) != NULL) {
+        keel__kv_entry_t *e = KEEL_LIST_ENTRY(it, keel__kv_lrec_t, link)->e, **link = NULL;
         keel__kv_entry_t *f = keel__kv_find(kv, keel__kv_key(e), e->key_len, e->hash, &link);
         assert(f == e);
         keel__kv_unlink(kv, link); /* detaches it */
@@ -89,7 +89,10 @@ static int lease_grant(const call_t *c, int64_t ttl)
         keel__kv_entry_new(k, sizeof(k), keel__kv_hash(kv->leases, k, sizeof(k)), v, 8, 8);
     if (l == NULL)
         return KEEL_ENOMEM;
-    assert(keel_list_empty(&l->lease_link)); /* the empty list of its keys */
+    if (keel__kv_lease_head(l) != 0) { /* the empty list of its keys */
+        free(l);
+        return KEEL_ENOMEM;
+    }
     keel__kv_insert(kv->leases, l);
     keel__kv_set_expire(kv->leases, l, when);
     kv->lease_id_last = id;
@@ -189,11 +192,16 @@ int keel__kvc_cmd_kset(const call_t *c)
     keel__kv_entry_t *e = keel__kvc_wfind(c, key, key_len, h, &link, &dead);
     if (!e && !dead && (rc = keel__kvc_check_room(c, 1)) != 0)
         return keel__kvc_done(rc);
+    keel__kv_lrec_t *r = keel__kv_lrec_new(); /* before any change: attaching cannot fail */
+    if (r == NULL)
+        return KEEL_ENOMEM;
     rc = keel__kvc_put_value(c, 2, link, e, dead, h, 0, 0);
-    if (rc != 0)
+    if (rc != 0) {
+        free(r);
         return rc;
+    }
     e = keel__kv_find(kv, key, key_len, h, NULL);
-    keel__kv_attach(e, l, (uint64_t)id);
+    keel__kv_attach(e, l, (uint64_t)id, r);
     r_ok(c->reply);
     return 0;
 }

@@ -48,21 +48,23 @@ static int count_deadline(void *data, const keel__kv_entry_t *e)
     return 0;
 }
 
-/* Every leased key is on its lease's list, and every list member carries the lease's id. */
+/* Every leased key is on its lease's list, and every list member carries the lease's id and
+   points back at its entry. */
 static int check_leased(void *data, const keel__kv_entry_t *e)
 {
     const keel_kv_t *kv = data;
-    if (e->lease_id == 0) {
-        assert(!keel_list_linked(&e->lease_link));
+    if (e->lease == NULL)
         return 0;
-    }
-    const keel__kv_entry_t *l = keel__kv_lease_find(kv, e->lease_id, NULL);
-    assert(l != NULL && keel_list_linked(&e->lease_link));
-    const keel_list_t *x = e->lease_link.next;
+    const keel__kv_lrec_t *r = e->lease;
+    assert(r->e == e && r->lease_id != 0);
+    const keel__kv_entry_t *l = keel__kv_lease_find(kv, r->lease_id, NULL);
+    assert(l != NULL && l->lease != NULL && l->lease->lease_id == 0 && l->lease->e == l);
+    assert(keel_list_linked(&r->link));
+    const keel_list_t *x = r->link.next;
     size_t steps = 0;
-    while (x != &l->lease_link) {
-        assert(KEEL_LIST_ENTRY(x, keel__kv_entry_t, lease_link)->lease_id == e->lease_id &&
-               ++steps <= kv->count);
+    while (x != &l->lease->link) {
+        const keel__kv_lrec_t *m = KEEL_LIST_ENTRY(x, keel__kv_lrec_t, link);
+        assert(m->lease_id == r->lease_id && m->e->lease == m && ++steps <= kv->count);
         x = x->next;
     }
     return 0;
