@@ -78,17 +78,23 @@ static int put_pairs(const call_t *c, size_t from, int nx, int64_t *added)
         items[i] = keel__kc_item_new(dst, c->argv[f], c->lens[f], c->argv[f + 1], c->lens[f + 1]);
         if (items[i] == NULL) {
             while (i > 0)
-                free(items[--i]);
+                keel__kc_item_free(items[--i]);
             free(items);
             items = NULL;
         }
+    }
+    size_t before = dst->bytes;
+    if (items && keel__kc_reserve(dst, items, pairs) != 0) {
+        for (size_t i = 0; i < pairs; i++)
+            keel__kc_item_free(items[i]);
+        free(items);
+        items = NULL;
     }
     if (items == NULL) {
         if (fresh)
             keel__kv_type_hash.free(keel__kv_obj(fresh)), free(fresh);
         return KEEL_ENOMEM;
     }
-    size_t before = dst->bytes;
     if (fresh) {
         keel__kc_link(c, link, dead, fresh);
         before = dst->bytes;

@@ -66,25 +66,33 @@ int keel__ks_cmd_sadd(const call_t *c)
         items[i] = keel__kc_item_new(dst, c->argv[2 + i], c->lens[2 + i], NULL, 0);
         if (items[i] == NULL) {
             for (size_t k = 0; k < i; k++)
-                free(items[k]);
+                keel__kc_item_free(items[k]);
             free(items);
             items = NULL;
         }
+    }
+    size_t before = dst->bytes;
+    if (items && keel__kc_reserve(dst, items, n) != 0) {
+        for (size_t k = 0; k < n; k++)
+            keel__kc_item_free(items[k]);
+        free(items);
+        items = NULL;
     }
     if (items == NULL) {
         if (fresh)
             keel__kv_type_set.free(keel__kv_obj(fresh)), free(fresh);
         return KEEL_ENOMEM;
     }
-    if (fresh)
+    if (fresh) {
         keel__kc_link(c, link, dead, fresh);
-    size_t before = dst->bytes;
+        before = dst->bytes;
+    }
     int64_t added = 0;
     for (size_t i = 0; i < n; i++) {
         if (items[i] == NULL)
             continue;
         if (keel__kc_find(dst, items[i]->data, items[i]->flen)) {
-            free(items[i]); /* a member named twice */
+            keel__kc_item_free(items[i]); /* a member named twice */
             continue;
         }
         note(dst, items[i]->data, items[i]->flen);
@@ -197,6 +205,14 @@ int keel__ks_spop_syntax(const call_t *c)
     return 0;
 }
 
+/* qsort order of item pointers, highest address first */
+static int by_address_desc(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t) * (const keel__kc_item_t *const *)a;
+    uintptr_t y = (uintptr_t) * (const keel__kc_item_t *const *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
 int keel__ks_cmd_spop(const call_t *c)
 {
     keel__kv_entry_t **link = NULL;
@@ -224,7 +240,10 @@ int keel__ks_cmd_spop(const call_t *c)
     for (size_t i = 0; i < n; i++)
         r_bulk(c->reply, picked[i]->data, picked[i]->flen);
     size_t before = t->bytes;
-    for (size_t i = 0; i < n; i++) /* removing one leaves the others' pointers valid */
+    /* removing one leaves valid the pointers to items before it (packed) or all (big):
+       remove the last first */
+    qsort(picked, n, sizeof(*picked), by_address_desc);
+    for (size_t i = 0; i < n; i++)
         keel__kc_del(t, picked[i]->data, picked[i]->flen);
     free(picked);
     keel__kc_touch(c, c->argv[1], c->lens[1], before);
@@ -269,8 +288,10 @@ int keel__ks_cmd_smove(const call_t *c)
     if (d == NULL && (rc = keel__kc_prepare(c, c->argv[2], c->lens[2], T, &fresh)) != 0)
         return rc;
     keel__kc_t *dst = d ? d : keel__kv_obj(fresh);
+    size_t dbefore = dst->bytes;
     keel__kc_item_t *it = keel__kc_item_new(dst, m, ml, NULL, 0);
-    if (it == NULL) {
+    if (it == NULL || keel__kc_reserve(dst, &it, 1) != 0) {
+        keel__kc_item_free(it);
         if (fresh)
             keel__kv_type_set.free(keel__kv_obj(fresh)), free(fresh);
         return KEEL_ENOMEM;
@@ -284,10 +305,10 @@ int keel__ks_cmd_smove(const call_t *c)
         uint64_t h = keel__kv_hash(kv, c->argv[2], c->lens[2]);
         keel__kv_find(kv, c->argv[2], c->lens[2], h, &dlink);
         keel__kc_link(c, dlink, ddead, fresh);
+        dbefore = dst->bytes;
     }
-    size_t dbefore = dst->bytes;
     if (keel__kc_find(dst, m, ml)) {
-        free(it);
+        keel__kc_item_free(it);
     } else {
         note(dst, m, ml);
         keel__kc_put(dst, it);
@@ -362,7 +383,8 @@ static int compute(const call_t *c, int op, const keel__kc_t **sets, size_t n, s
             if (op == OP_UNION && keel__kc_find(r, it->data, it->flen))
                 continue;
             keel__kc_item_t *x = keel__kc_item_new(r, it->data, it->flen, NULL, 0);
-            if (x == NULL) {
+            if (x == NULL || keel__kc_reserve(r, &x, 1) != 0) {
+                keel__kc_item_free(x);
                 keel__kc_free(r);
                 return KEEL_ENOMEM;
             }
