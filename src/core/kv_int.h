@@ -11,57 +11,68 @@
 #include <stddef.h>
 #include <string.h>
 
-typedef struct keel__kv_lrec keel__kv_lrec_t;
+typedef struct keel__kv_xrec keel__kv_xrec_t;
 
 /*
  * One allocation per key: header, key bytes, then value bytes with room for
  * val_cap (SET of a same-size value rewrites in place; APPEND grows by half
  * again, so repeated appends are amortized O(1) per byte). The header is kept
- * small (65 bytes: a million keys pay for every byte of it), so what few keys
- * have, a lease, lives in its own record behind one pointer.
+ * small (45 bytes: a million keys pay for every byte of it): what few keys have,
+ * a deadline or a lease, lives in its own record behind one pointer, and the
+ * key's hash is computed again when the table needs it (a rehash) instead of
+ * being kept.
  */
 struct keel__kv_entry {
     keel__kv_entry_t *next; /* bucket chain */
-    uint64_t hash;
     uint64_t version;
     uint64_t create_revision;
+    keel__kv_xrec_t *x; /* deadline and lease, NULL when it has neither; owned */
     uint32_t key_len;
     uint32_t val_len;
     uint32_t val_cap;
-    uint32_t heap_pos;  /* index in kv->heap while expire_ms != 0 */
-    uint64_t expire_ms; /* absolute deadline (entry time base), 0: none */
-    /* On a key: its lease membership, NULL when it has no lease. On a lease's own entry in
-       kv->leases: the head of the list of its keys (always there). Owned. */
-    keel__kv_lrec_t *lease;
     uint8_t type;   /* KEEL__KV_TYPE_*: a string's value is its bytes; any other type's
                        value is one pointer to its object (keel__kv_obj), owned */
     uint8_t data[]; /* key_len bytes, then val_cap bytes */
 };
 
 /*
- * Lease membership, outside the entry: on a key, its link in its lease's list of keys (so
- * that revoking the lease finds them); on a lease entry, that list's head (lease_id 0).
+ * What few entries have, outside the entry (the entry's `x`; freed when it holds neither):
+ *   - a deadline: expire_ms (absolute, the entry time base; 0 none) and its place in the
+ *     deadline index (kv->heap);
+ *   - on a key, its lease (lease_id) and its link in that lease's list of keys (so that
+ *     revoking the lease finds them); on a lease's own entry in kv->leases, `head`: link is
+ *     the head of that list (there from the grant until the lease ends).
  * `e` is the entry that owns the record, fixed whenever the entry moves (realloc).
+ * Adding a deadline to an entry with no record takes one reserved by keel__kv_heap_reserve;
+ * attaching a lease takes one the caller made before changing anything: neither fails.
  */
-struct keel__kv_lrec {
+struct keel__kv_xrec {
     keel_list_t link;
     keel__kv_entry_t *e;
-    uint64_t lease_id;
+    uint64_t lease_id;  /* 0: none */
+    uint64_t expire_ms; /* 0: none */
+    uint32_t heap_pos;  /* index in kv->heap while expire_ms != 0 */
+    uint8_t head;       /* a lease entry's list head */
 };
 
-/* A new unlinked record (e NULL, lease_id 0), or NULL on ENOMEM. */
-keel__kv_lrec_t *keel__kv_lrec_new(void);
+/* A new unlinked record (nothing in it), or NULL on ENOMEM. */
+keel__kv_xrec_t *keel__kv_xrec_new(void);
 /* Gives a new lease entry l its (empty) list head: 0 or KEEL_ENOMEM (l untouched). */
 int keel__kv_lease_head(keel__kv_entry_t *l);
 /* The lease a key is attached to, 0 for none. */
 static inline uint64_t keel__kv_lease_id(const keel__kv_entry_t *e)
 {
-    return e->lease ? e->lease->lease_id : 0;
+    return e->x ? e->x->lease_id : 0;
+}
+/* An entry's deadline, 0 for none. */
+static inline uint64_t keel__kv_expire(const keel__kv_entry_t *e)
+{
+    return e->x ? e->x->expire_ms : 0;
 }
 
 /* An entry's bytes before its key: the type byte is not followed by sizeof's padding. */
 #define KEEL__KV_ENTRY_HEADER_BYTES offsetof(keel__kv_entry_t, data)
-_Static_assert(KEEL__KV_ENTRY_HEADER_BYTES == 65, "the key entry's header grew");
+_Static_assert(KEEL__KV_ENTRY_HEADER_BYTES == 45, "the key entry's header grew");
 
 /*
  * The typed keyspace. A key holds one type; the string is the entry's own bytes, every
@@ -186,7 +197,7 @@ keel__kv_entry_t *keel__kv_heap_top(const keel_kv_t *kv);
 /* A live entry: no deadline, or one after now_ms. */
 static inline int keel__kv_live(const keel__kv_entry_t *e, uint64_t now_ms)
 {
-    return e->expire_ms == 0 || e->expire_ms > now_ms;
+    return e->x == NULL || e->x->expire_ms == 0 || e->x->expire_ms > now_ms;
 }
 
 /* ---- leases and locks (sub-tables of kv, allocated on first use) ---------------- */
@@ -209,11 +220,11 @@ keel__kv_entry_t *keel__kv_lease_find(const keel_kv_t *kv, uint64_t id, keel__kv
 int keel__kv_alive(const keel_kv_t *kv, const keel__kv_entry_t *e, uint64_t now_ms);
 /*
  * Attaches key entry e to the lease entry l (detaching it from any other), with r, a record
- * from keel__kv_lrec_new taken before the command changed anything (owned from here on):
+ * from keel__kv_xrec_new taken before the command changed anything (owned from here on):
  * attaching never fails.
  */
 void keel__kv_attach(keel__kv_entry_t *e, keel__kv_entry_t *l, uint64_t lease_id,
-                     keel__kv_lrec_t *r);
+                     keel__kv_xrec_t *r);
 /* Detaches e from its lease list, if any (its record freed); on a lease entry, frees its
    list's head, which must be empty. */
 void keel__kv_detach(keel__kv_entry_t *e);

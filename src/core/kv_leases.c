@@ -55,9 +55,10 @@ static int64_t lease_drop(keel_kv_t *kv, keel__kv_entry_t **lease_link)
     keel__kv_entry_t *l = *lease_link;
     int64_t n = 0;
     keel_list_t *it;
-    while ((it = keel_list_first(&l->lease->link)) != NULL) {
-        keel__kv_entry_t *e = KEEL_LIST_ENTRY(it, keel__kv_lrec_t, link)->e, **link = NULL;
-        keel__kv_entry_t *f = keel__kv_find(kv, keel__kv_key(e), e->key_len, e->hash, &link);
+    while ((it = keel_list_first(&l->x->link)) != NULL) {
+        keel__kv_entry_t *e = KEEL_LIST_ENTRY(it, keel__kv_xrec_t, link)->e, **link = NULL;
+        keel__kv_entry_t *f = keel__kv_find(kv, keel__kv_key(e), e->key_len,
+                                            keel__kv_hash(kv, keel__kv_key(e), e->key_len), &link);
         assert(f == e);
         keel__kv_unlink(kv, link); /* detaches it */
         n++;
@@ -113,7 +114,7 @@ int keel__kvc_cmd_lease(const call_t *c)
     keel__kv_entry_t *l = keel__kv_lease_find(kv, (uint64_t)arg, &link);
     int live = l && keel__kv_live(l, c->now);
     if (keel__kvc_arg_is(c, 1, "TTL")) {
-        r_int(c->reply, live ? (int64_t)(l->expire_ms - c->now) : -2);
+        r_int(c->reply, live ? (int64_t)(keel__kv_expire(l) - c->now) : -2);
         return 0;
     }
     if (!live)
@@ -148,10 +149,11 @@ int keel__kvc_cmd_lease_sweep(const call_t *c)
     int64_t n = 0, keys = 0;
     keel__kv_entry_t *l;
     while (kv->leases && n < max && (l = keel__kv_heap_top(kv->leases)) != NULL &&
-           l->expire_ms <= limit) {
+           keel__kv_expire(l) <= limit) {
         keel__kv_entry_t **link = NULL;
         keel__kv_entry_t *f =
-            keel__kv_find(kv->leases, keel__kv_key(l), l->key_len, l->hash, &link);
+            keel__kv_find(kv->leases, keel__kv_key(l), l->key_len,
+                          keel__kv_hash(kv->leases, keel__kv_key(l), l->key_len), &link);
         assert(f == l);
         keys += lease_drop(kv, link);
         n++;
@@ -192,7 +194,7 @@ int keel__kvc_cmd_kset(const call_t *c)
     keel__kv_entry_t *e = keel__kvc_wfind(c, key, key_len, h, &link, &dead);
     if (!e && !dead && (rc = keel__kvc_check_room(c, 1)) != 0)
         return keel__kvc_done(rc);
-    keel__kv_lrec_t *r = keel__kv_lrec_new(); /* before any change: attaching cannot fail */
+    keel__kv_xrec_t *r = keel__kv_xrec_new(); /* before any change: attaching cannot fail */
     if (r == NULL)
         return KEEL_ENOMEM;
     rc = keel__kvc_put_value(c, 2, link, e, dead, h, 0, 0);
