@@ -503,70 +503,6 @@ int keel__kv_alive(const keel_kv_t *kv, const keel__kv_entry_t *e, uint64_t now_
     return keel__kv_live(l, now_ms);
 }
 
-keel__kv_xrec_t *keel__kv_xrec_new(void)
-{
-    keel__kv_xrec_t *r = malloc(sizeof(*r));
-    if (r == NULL)
-        return NULL;
-    keel_list_init(&r->link);
-    r->e = NULL;
-    r->lease_id = r->expire_ms = 0;
-    r->heap_pos = 0;
-    r->head = 0;
-    return r;
-}
-
-/* Frees e's record once it holds nothing. */
-static void x_release(keel__kv_entry_t *e)
-{
-    keel__kv_xrec_t *r = e->x;
-    if (r && !r->head && r->lease_id == 0 && r->expire_ms == 0) {
-        free(r);
-        e->x = NULL;
-    }
-}
-
-int keel__kv_lease_head(keel__kv_entry_t *l)
-{
-    assert(l->x == NULL);
-    if ((l->x = keel__kv_xrec_new()) == NULL)
-        return KEEL_ENOMEM;
-    l->x->e = l;
-    l->x->head = 1;
-    return 0;
-}
-
-void keel__kv_detach(keel__kv_entry_t *e)
-{
-    keel__kv_xrec_t *r = e->x;
-    if (r == NULL)
-        return;
-    /* a key's record is linked in its lease's list; a lease's head only goes when empty */
-    assert(r->e == e && (r->head ? keel_list_empty(&r->link)
-                                 : keel_list_linked(&r->link) == (r->lease_id != 0)));
-    if (r->lease_id != 0)
-        keel_list_remove(&r->link);
-    r->lease_id = 0;
-    r->head = 0;
-    x_release(e);
-}
-
-void keel__kv_attach(keel__kv_entry_t *e, keel__kv_entry_t *l, uint64_t lease_id,
-                     keel__kv_xrec_t *r)
-{
-    assert(lease_id != 0 && l->x != NULL && l->x->head && r != NULL && r->e == NULL);
-    keel__kv_detach(e);
-    if (e->x != NULL) {
-        free(r); /* e keeps the record of its deadline */
-        r = e->x;
-    } else {
-        r->e = e;
-        e->x = r;
-    }
-    r->lease_id = lease_id;
-    keel_list_insert_head(&l->x->link, &r->link);
-}
-
 int keel__kv_sub(keel_kv_t *kv, keel_kv_t **sub)
 {
     if (*sub != NULL)
@@ -693,7 +629,7 @@ void keel__kv_set_expire(keel_kv_t *kv, keel__kv_entry_t *e, uint64_t ms)
         heap_place(kv, i, last);
         heap_fix(kv, i);
     }
-    x_release(e);
+    keel__kv_x_release(e);
 }
 
 keel__kv_entry_t *keel__kv_heap_top(const keel_kv_t *kv)

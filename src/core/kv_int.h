@@ -57,6 +57,8 @@ struct keel__kv_xrec {
 
 /* A new unlinked record (nothing in it), or NULL on ENOMEM. */
 keel__kv_xrec_t *keel__kv_xrec_new(void);
+/* Frees e's record once it holds nothing (kv_leases.c). */
+void keel__kv_x_release(keel__kv_entry_t *e);
 /* Gives a new lease entry l its (empty) list head: 0 or KEEL_ENOMEM (l untouched). */
 int keel__kv_lease_head(keel__kv_entry_t *l);
 /* The lease a key is attached to, 0 for none. */
