@@ -13,16 +13,21 @@
 # is its allocator's count (jemalloc, size classes included); keel's is glibc's mallinfo2
 # (bytes handed out, chunk headers and rounding included), which holds everything on the
 # heap: the keys, their objects, the key table, the KEEL.WATCH change history (bounded by
-# --history-changes-max) and the Raft log's entry index; not the Raft log's entry bytes,
-# which live in their own mappings (runtime/blockmem.h) and go at each snapshot. keel's
-# keel_state_bytes (its own count of the data, no allocator overhead) and both RSS deltas
-# are printed beside it for reference.
-# Extra keel server flags: MEM_KEEL_FLAGS (e.g. "--history-changes-max 1").
+# --history-changes-max) and the Raft log's entry index (about 32 bytes per write until a
+# snapshot compacts it); not the Raft log's entry bytes, which live in their own mappings
+# (runtime/blockmem.h). No snapshot is taken during the load (--snapshot-log-bytes-min
+# 1024g): after one, keel also holds the snapshot's bytes for lagging followers (about the
+# state's serialized size) until the next, and whether the load crossed the threshold
+# would decide the figure. The "snaps" column says whether one was taken (0 expected).
+# keel_state_bytes (keel's own count of the data, no allocator overhead) and both RSS
+# deltas are printed beside it for reference.
+# Extra keel server flags: MEM_KEEL_FLAGS (e.g. "--history-changes-max 1"); another keel
+# binary: KEEL=/path/to/keel (the figures before a change).
 set -u
 . "$(dirname "${BASH_SOURCE[0]}")/../scripts/scratch.sh"
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
-KEEL="$PWD/$BUILD/keel"
+KEEL=${KEEL:-"$PWD/$BUILD/keel"}
 N=${MEM_KEYS:-1000000}
 TYPES=${MEM_TYPES:-"string hash list setstr setint zset"}
 KPORT=${MEM_KEEL_PORT:-27301}
@@ -83,15 +88,16 @@ per() { awk -v a="$1" -v b="$2" -v n="$N" 'BEGIN { printf "%.1f", (b - a) / n }'
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }'; }
 
 echo "== memory per key after $N keys of each type: bytes/key (INFO memory deltas)"
-echo "   keel: $BUILD/keel server, one node; redis: $(redis-server --version | awk '{print $3, $5}'), --save ''"
-printf '  %-7s %10s %10s %8s   %12s %10s %10s\n' type keel redis ratio keel_state keel_rss redis_rss
+echo "   keel: $KEEL server, one node; redis: $(redis-server --version | awk '{print $3, $5}'), --save ''"
+printf '  %-7s %10s %10s %8s   %12s %10s %10s %6s\n' type keel redis ratio keel_state keel_rss \
+  redis_rss snaps
 printf '  %-7s %10s %10s %8s   %12s %10s %10s\n' "" used_mem used_mem keel/redis bytes "" ""
 rc=0
 for t in $TYPES; do
   gen "$t" > "$tmp/$t.resp" || exit 1
   # shellcheck disable=SC2086
-  "$KEEL" up --nodes 1 --dir "$tmp/keel" --base-port "$KPORT" --detach -- ${MEM_KEEL_FLAGS:-} \
-    >/dev/null || exit 1
+  "$KEEL" up --nodes 1 --dir "$tmp/keel" --base-port "$KPORT" --detach -- \
+    --snapshot-log-bytes-min 1024g ${MEM_KEEL_FLAGS:-} >/dev/null || exit 1
   redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$tmp" \
     --daemonize no > "$tmp/redis.log" 2>&1 &
   rpid=$!
@@ -103,9 +109,11 @@ for t in $TYPES; do
     k1=$(info "$KPORT" used_memory); ks1=$(info "$KPORT" keel_state_bytes)
     kr1=$(info "$KPORT" used_memory_rss)
     r1=$(info "$RPORT" used_memory); rr1=$(info "$RPORT" used_memory_rss)
-    printf '  %-7s %10s %10s %8s   %12s %10s %10s\n' "$t" "$(per "$k0" "$k1")" "$(per "$r0" "$r1")" \
-      "$(ratio "$(per "$k0" "$k1")" "$(per "$r0" "$r1")")" "$(per "$ks0" "$ks1")" \
-      "$(per "$kr0" "$kr1")" "$(per "$rr0" "$rr1")"
+    snaps=$(redis-cli -p "$KPORT" INFO persistence | tr -d '\r' |
+      awk -F: '$1=="keel_snapshot_index" {print ($2 > 0 ? "yes" : 0)}')
+    printf '  %-7s %10s %10s %8s   %12s %10s %10s %6s\n' "$t" "$(per "$k0" "$k1")" \
+      "$(per "$r0" "$r1")" "$(ratio "$(per "$k0" "$k1")" "$(per "$r0" "$r1")")" \
+      "$(per "$ks0" "$ks1")" "$(per "$kr0" "$kr1")" "$(per "$rr0" "$rr1")" "$snaps"
   else
     echo "  $t: load failed"; rc=1
   fi

@@ -16,37 +16,35 @@
 #define BITS_MIN 2u
 #define BITS_MAX 40u
 
-/* A chained item of a big table: this header, then the item (kv_coll.h) right after it. */
+/* A chained item of a big table: the item (kv_coll.h) is its `tag` (KEEL__KC_ITEM_BIG), the
+   field and value bytes follow the pad byte. */
 typedef struct node {
     struct node *next;
     uint64_t hash;
+    uint32_t flen, vlen;
+    uint8_t tag, pad;
 } node_t;
+#define NODE_HEADER_BYTES (offsetof(node_t, pad) + 1)
 
 static keel__kc_item_t *node_item(node_t *n)
 {
-    return (keel__kc_item_t *)(n + 1);
+    return (keel__kc_item_t *)(void *)&n->tag;
 }
 
 static node_t *item_node(const keel__kc_item_t *it)
 {
-    return (node_t *)(uintptr_t)((const uint8_t *)it - sizeof(node_t));
+    return (node_t *)(uintptr_t)((const uint8_t *)it - offsetof(node_t, tag));
 }
 
 static size_t node_bytes(const keel__kc_item_t *it)
 {
-    return sizeof(node_t) + sizeof(*it) + it->flen + it->vlen;
+    return NODE_HEADER_BYTES + keel__kc_fl(it) + keel__kc_vl(it);
 }
 
-/* An item's size in a packed table: header and bytes, rounded up to 4 (the next header's
-   alignment). */
-static size_t packed_bytes(size_t fl, size_t vl)
-{
-    return (sizeof(keel__kc_item_t) + fl + vl + 3) & ~(size_t)3;
-}
-
+/* An item's size in a packed table: two length bytes, then its bytes. */
 static size_t psize(const keel__kc_item_t *it)
 {
-    return packed_bytes(it->flen, it->vlen);
+    return 2 + keel__kc_fl(it) + keel__kc_vl(it);
 }
 
 static int packed(const keel__kc_t *t)
@@ -102,26 +100,28 @@ uint64_t keel__kc_hash(const keel__kc_t *t, const uint8_t *f, size_t n)
 /* An item's hash: kept in a big table's node, computed again in a packed table. */
 static uint64_t ihash(const keel__kc_t *t, const keel__kc_item_t *it)
 {
-    return packed(t) ? keel__kc_hash(t, it->data, it->flen) : item_node(it)->hash;
+    return packed(t) ? keel__kc_hash(t, keel__kc_f(it), keel__kc_fl(it)) : item_node(it)->hash;
 }
 
 keel__kc_item_t *keel__kc_item_new(const keel__kc_t *t, const uint8_t *f, size_t fl,
                                    const uint8_t *v, size_t vl)
 {
     assert(fl <= UINT32_MAX && vl <= UINT32_MAX);
-    node_t *n = malloc(sizeof(*n) + sizeof(keel__kc_item_t) + fl + vl);
+    node_t *n = malloc(NODE_HEADER_BYTES + fl + vl);
     if (n == NULL)
         return NULL;
     n->next = NULL;
     n->hash = keel__kc_hash(t, f, fl);
-    keel__kc_item_t *it = node_item(n);
-    it->flen = (uint32_t)fl;
-    it->vlen = (uint32_t)vl;
+    n->flen = (uint32_t)fl;
+    n->vlen = (uint32_t)vl;
+    n->tag = KEEL__KC_ITEM_BIG;
+    n->pad = 0;
+    uint8_t *d = (uint8_t *)n + NODE_HEADER_BYTES;
     if (fl)
-        memcpy(it->data, f, fl);
+        memcpy(d, f, fl);
     if (vl)
-        memcpy(it->data + fl, v, vl);
-    return it;
+        memcpy(d + fl, v, vl);
+    return node_item(n);
 }
 
 void keel__kc_item_free(keel__kc_item_t *it)
@@ -135,9 +135,10 @@ static int cmp(uint64_t h, const uint8_t *f, size_t n, uint64_t ih, const keel__
 {
     if (h != ih)
         return h < ih ? -1 : 1;
-    if (n != it->flen)
-        return n < it->flen ? -1 : 1;
-    return n ? memcmp(f, it->data, n) : 0;
+    size_t il = keel__kc_fl(it);
+    if (n != il)
+        return n < il ? -1 : 1;
+    return n ? memcmp(f, keel__kc_f(it), n) : 0;
 }
 
 /* ---- packed tables: the items back to back in hash order, in one block -------------------- */
@@ -171,7 +172,7 @@ static keel__kc_item_t *pk_locate(const keel__kc_t *t, uint64_t h, const uint8_t
 static keel__kc_item_t *pk_find(const keel__kc_t *t, const uint8_t *f, size_t n)
 {
     for (keel__kc_item_t *it = pk_first(t); it; it = pk_next(t, it))
-        if (it->flen == n && (n == 0 || memcmp(it->data, f, n) == 0))
+        if (keel__kc_fl(it) == n && (n == 0 || memcmp(keel__kc_f(it), f, n) == 0))
             return it;
     return NULL;
 }
@@ -180,13 +181,16 @@ static keel__kc_item_t *pk_find(const keel__kc_t *t, const uint8_t *f, size_t n)
 static int pk_put(keel__kc_t *t, keel__kc_item_t *it)
 {
     int found;
-    keel__kc_item_t *at = pk_locate(t, item_node(it)->hash, it->data, it->flen, &found);
+    size_t fl = keel__kc_fl(it), vl = keel__kc_vl(it);
+    keel__kc_item_t *at = pk_locate(t, item_node(it)->hash, keel__kc_f(it), fl, &found);
     uint8_t *end = (uint8_t *)t->b + t->used;
     uint8_t *p = at ? (uint8_t *)at : end;
     size_t old = found ? psize(at) : 0, add = psize(it);
     assert(t->used - old + add <= t->cap);
     memmove(p + add, p + old, (size_t)(end - p) - old);
-    memcpy(p, it, sizeof(*it) + it->flen + it->vlen);
+    p[0] = (uint8_t)fl;
+    p[1] = (uint8_t)vl;
+    memcpy(p + 2, keel__kc_f(it), fl + vl);
     t->used = (uint32_t)(t->used - old + add);
     t->count += !found;
     keel__kc_item_free(it);
@@ -203,8 +207,8 @@ static int to_big(keel__kc_t *t, unsigned bits)
     node_t *head = NULL, **tail = &head;
     size_t bytes = sizeof(*t) + ((size_t)1 << bits) * sizeof(*nb);
     for (keel__kc_item_t *it = nb ? pk_first(t) : NULL; it; it = pk_next(t, it)) {
-        keel__kc_item_t *x =
-            keel__kc_item_new(t, it->data, it->flen, it->data + it->flen, it->vlen);
+        keel__kc_item_t *x = keel__kc_item_new(t, keel__kc_f(it), keel__kc_fl(it), keel__kc_val(it),
+                                               keel__kc_vl(it));
         if (x == NULL) {
             free(nb);
             nb = NULL;
@@ -254,7 +258,7 @@ int keel__kc_reserve(keel__kc_t *t, keel__kc_item_t *const *items, size_t n)
             continue;
         more++;
         add += psize(items[i]);
-        big |= (size_t)items[i]->flen + items[i]->vlen > KEEL__KC_PACKED_ITEM_BYTES_MAX;
+        big |= keel__kc_fl(items[i]) + keel__kc_vl(items[i]) > KEEL__KC_PACKED_ITEM_BYTES_MAX;
     }
     if (big || t->count + more > KEEL__KC_PACKED_ITEMS_MAX) {
         unsigned bits = BITS_MIN;
@@ -350,7 +354,7 @@ int keel__kc_put(keel__kc_t *t, keel__kc_item_t *it)
         resize(t, t->bits + 1u);
     node_t *x = item_node(it);
     int found;
-    node_t **l = locate(t, x->hash, it->data, it->flen, &found);
+    node_t **l = locate(t, x->hash, keel__kc_f(it), keel__kc_fl(it), &found);
     if (found) {
         node_t *old = *l;
         x->next = old->next;
@@ -470,15 +474,15 @@ int keel__kc_write(const keel__kc_t *t, int with_values, keel_kv_sink_fn sink, v
     int rc = sink(data, h, sizeof(h));
     for (const keel__kc_item_t *it = keel__kc_first(t); it && rc == 0; it = keel__kc_next(t, it)) {
         uint8_t n[4];
-        keel_put_u32(n, it->flen);
+        keel_put_u32(n, keel__kc_fl(it));
         rc = sink(data, n, 4);
-        if (rc == 0 && it->flen)
-            rc = sink(data, it->data, it->flen);
+        if (rc == 0 && keel__kc_fl(it))
+            rc = sink(data, keel__kc_f(it), keel__kc_fl(it));
         if (rc == 0 && with_values) {
-            keel_put_u32(n, it->vlen);
+            keel_put_u32(n, keel__kc_vl(it));
             rc = sink(data, n, 4);
-            if (rc == 0 && it->vlen)
-                rc = sink(data, keel__kc_val(it), it->vlen);
+            if (rc == 0 && keel__kc_vl(it))
+                rc = sink(data, keel__kc_val(it), keel__kc_vl(it));
         }
     }
     return rc;
@@ -693,18 +697,18 @@ typedef struct scan_ctx {
 static void scan_one(void *data, const keel__kc_item_t *it)
 {
     scan_ctx_t *s = data;
-    if (s->pat && !keel_glob_match(s->pat, s->pat_len, it->data, it->flen))
+    if (s->pat && !keel_glob_match(s->pat, s->pat_len, keel__kc_f(it), keel__kc_fl(it)))
         return;
-    r_bulk(s->reply, it->data, it->flen);
+    r_bulk(s->reply, keel__kc_f(it), keel__kc_fl(it));
     if (s->values)
-        r_bulk(s->reply, keel__kc_val(it), it->vlen);
+        r_bulk(s->reply, keel__kc_val(it), keel__kc_vl(it));
     s->emitted++;
 }
 
 static void count_one(void *data, const keel__kc_item_t *it)
 {
     scan_ctx_t *s = data;
-    if (s->pat == NULL || keel_glob_match(s->pat, s->pat_len, it->data, it->flen))
+    if (s->pat == NULL || keel_glob_match(s->pat, s->pat_len, keel__kc_f(it), keel__kc_fl(it)))
         s->emitted++;
 }
 

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /*
  * A hash's fields (with values) or a set's members (values empty) in one chained table.
@@ -55,10 +56,40 @@
 #define KEEL__KC_PACKED_ITEMS_MAX 16u
 #define KEEL__KC_PACKED_ITEM_BYTES_MAX 128u /* field and value bytes of one item */
 
-typedef struct keel__kc_item {
-    uint32_t flen, vlen;
-    uint8_t data[]; /* flen field bytes, then vlen value bytes */
-} keel__kc_item_t;
+/*
+ * An item, read through keel__kc_f / _fl / _val / _vl. A packed item is two length bytes and
+ * its bytes: [field length][value length][field][value] (each length at most
+ * KEEL__KC_PACKED_ITEM_BYTES_MAX, so never 0xFF). A big table's item is the byte 0xFF and a
+ * pad byte at the end of its node's header, the node's u32 lengths just before them. The
+ * field starts two bytes after the item's address in both.
+ */
+typedef struct keel__kc_item keel__kc_item_t;
+#define KEEL__KC_ITEM_BIG 0xFFu
+
+static inline const uint8_t *keel__kc_f(const keel__kc_item_t *it)
+{
+    return (const uint8_t *)it + 2;
+}
+
+static inline size_t keel__kc_len(const keel__kc_item_t *it, int value)
+{
+    const uint8_t *p = (const uint8_t *)it;
+    if (p[0] != KEEL__KC_ITEM_BIG)
+        return p[value];
+    uint32_t n;
+    memcpy(&n, p - 8 + 4 * value, sizeof(n));
+    return n;
+}
+
+static inline size_t keel__kc_fl(const keel__kc_item_t *it)
+{
+    return keel__kc_len(it, 0);
+}
+
+static inline size_t keel__kc_vl(const keel__kc_item_t *it)
+{
+    return keel__kc_len(it, 1);
+}
 
 typedef struct keel__kc {
     void *b;       /* big: the buckets; packed: the items (NULL when cap is 0) */
@@ -73,7 +104,7 @@ typedef struct keel__kc {
 
 static inline const uint8_t *keel__kc_val(const keel__kc_item_t *it)
 {
-    return it->data + it->flen;
+    return keel__kc_f(it) + keel__kc_fl(it);
 }
 
 /* A new empty (packed) table; NULL on ENOMEM. */

@@ -100,7 +100,7 @@ static int put_pairs(const call_t *c, size_t from, int nx, int64_t *added)
         before = dst->bytes;
     }
     for (size_t i = 0; i < pairs; i++) {
-        note(dst, items[i]->flen, items[i]->vlen);
+        note(dst, keel__kc_fl(items[i]), keel__kc_vl(items[i]));
         *added += keel__kc_put(dst, items[i]);
     }
     note(dst, 0, 0);
@@ -162,7 +162,7 @@ int keel__kh_cmd_hget(const call_t *c)
         return 0;
     const keel__kc_item_t *it = field(t, c, 2);
     if (it)
-        r_bulk(c->reply, keel__kc_val(it), it->vlen);
+        r_bulk(c->reply, keel__kc_val(it), keel__kc_vl(it));
     else
         r_nil(c->reply);
     return 0;
@@ -177,7 +177,7 @@ int keel__kh_cmd_hmget(const call_t *c)
     for (size_t i = 2; i < c->argc; i++) {
         const keel__kc_item_t *it = field(t, c, i);
         if (it)
-            r_bulk(c->reply, keel__kc_val(it), it->vlen);
+            r_bulk(c->reply, keel__kc_val(it), keel__kc_vl(it));
         else
             r_nil(c->reply);
     }
@@ -198,7 +198,7 @@ int keel__kh_cmd_hstrlen(const call_t *c)
     if (keel__kc_read(c, 1, T, &t) != 0)
         return 0;
     const keel__kc_item_t *it = field(t, c, 2);
-    r_int(c->reply, it ? (int64_t)it->vlen : 0);
+    r_int(c->reply, it ? (int64_t)keel__kc_vl(it) : 0);
     return 0;
 }
 
@@ -220,9 +220,9 @@ static int walk(const call_t *c, int fields, int values)
     for (const keel__kc_item_t *it = t ? keel__kc_first(t) : NULL; it && !c->reply->failed;
          it = keel__kc_next(t, it)) {
         if (fields)
-            r_bulk(c->reply, it->data, it->flen);
+            r_bulk(c->reply, keel__kc_f(it), keel__kc_fl(it));
         if (values)
-            r_bulk(c->reply, keel__kc_val(it), it->vlen);
+            r_bulk(c->reply, keel__kc_val(it), keel__kc_vl(it));
     }
     return 0;
 }
@@ -304,7 +304,7 @@ int keel__kh_cmd_hincrby(const call_t *c)
     if (keel__kc_read(c, 1, T, &t) != 0)
         return 0;
     const keel__kc_item_t *it = field(t, c, 2);
-    if (it && keel_parse_i64(keel__kc_val(it), it->vlen, &v) != 0)
+    if (it && keel_parse_i64(keel__kc_val(it), keel__kc_vl(it), &v) != 0)
         return keel__kvc_done(r_err(c->reply, "ERR hash value is not an integer"));
     if ((by < 0 && v < INT64_MIN - by) || (by > 0 && v > INT64_MAX - by))
         return keel__kvc_done(r_err(c->reply, ERR_OVERFLOW));
@@ -325,7 +325,7 @@ int keel__kh_cmd_hincrbyfloat(const call_t *c)
     if (keel__kc_read(c, 1, T, &t) != 0)
         return 0;
     const keel__kc_item_t *it = field(t, c, 2);
-    if (it && keel__kvc_parse_ld(keel__kc_val(it), it->vlen, &v) != 0)
+    if (it && keel__kvc_parse_ld(keel__kc_val(it), keel__kc_vl(it), &v) != 0)
         return keel__kvc_done(r_err(c->reply, "ERR hash value is not a float"));
     v += by;
     if (isnan(v) || isinf(v))
@@ -369,9 +369,9 @@ int keel__kh_hrandfield_syntax(const call_t *c)
 
 static void r_item(reply_t *o, const keel__kc_item_t *it, int values)
 {
-    r_bulk(o, it->data, it->flen);
+    r_bulk(o, keel__kc_f(it), keel__kc_fl(it));
     if (values)
-        r_bulk(o, keel__kc_val(it), it->vlen);
+        r_bulk(o, keel__kc_val(it), keel__kc_vl(it));
 }
 
 /*
@@ -388,7 +388,7 @@ int keel__kc_rand_reply(const call_t *c, int type, int values)
     if (c->argc == 2) {
         const keel__kc_item_t *it = t ? keel__kc_pick(t, seed) : NULL;
         if (it)
-            r_bulk(c->reply, it->data, it->flen);
+            r_bulk(c->reply, keel__kc_f(it), keel__kc_fl(it));
         else
             r_nil(c->reply);
         return 0;

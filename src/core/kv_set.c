@@ -91,11 +91,11 @@ int keel__ks_cmd_sadd(const call_t *c)
     for (size_t i = 0; i < n; i++) {
         if (items[i] == NULL)
             continue;
-        if (keel__kc_find(dst, items[i]->data, items[i]->flen)) {
+        if (keel__kc_find(dst, keel__kc_f(items[i]), keel__kc_fl(items[i]))) {
             keel__kc_item_free(items[i]); /* a member named twice */
             continue;
         }
-        note(dst, items[i]->data, items[i]->flen);
+        note(dst, keel__kc_f(items[i]), keel__kc_fl(items[i]));
         added += keel__kc_put(dst, items[i]);
     }
     note(dst, (const uint8_t *)"0", 1);
@@ -164,7 +164,7 @@ static void r_members(reply_t *o, const keel__kc_t *t)
     r_array(o, t ? t->count : 0);
     for (const keel__kc_item_t *it = t ? keel__kc_first(t) : NULL; it && !o->failed;
          it = keel__kc_next(t, it))
-        r_bulk(o, it->data, it->flen);
+        r_bulk(o, keel__kc_f(it), keel__kc_fl(it));
 }
 
 int keel__ks_cmd_smembers(const call_t *c)
@@ -238,13 +238,13 @@ int keel__ks_cmd_spop(const call_t *c)
     if (c->argc == 3)
         r_array(c->reply, n);
     for (size_t i = 0; i < n; i++)
-        r_bulk(c->reply, picked[i]->data, picked[i]->flen);
+        r_bulk(c->reply, keel__kc_f(picked[i]), keel__kc_fl(picked[i]));
     size_t before = t->bytes;
     /* removing one leaves valid the pointers to items before it (packed) or all (big):
        remove the last first */
     qsort(picked, n, sizeof(*picked), by_address_desc);
     for (size_t i = 0; i < n; i++)
-        keel__kc_del(t, picked[i]->data, picked[i]->flen);
+        keel__kc_del(t, keel__kc_f(picked[i]), keel__kc_fl(picked[i]));
     free(picked);
     keel__kc_touch(c, c->argv[1], c->lens[1], before);
     c->w->revision++;
@@ -342,7 +342,7 @@ static int keep(int op, const keel__kc_t **sets, size_t n, size_t skip, const ke
     for (size_t k = 0; k < n; k++) {
         if (k == skip)
             continue;
-        int in = sets[k] && keel__kc_find(sets[k], it->data, it->flen) != NULL;
+        int in = sets[k] && keel__kc_find(sets[k], keel__kc_f(it), keel__kc_fl(it)) != NULL;
         if (op == OP_INTER && !in)
             return 0;
         if (op == OP_DIFF && in)
@@ -380,15 +380,15 @@ static int compute(const call_t *c, int op, const keel__kc_t **sets, size_t n, s
                 break;
             if (op != OP_UNION && !keep(op, sets, n, i, it))
                 continue;
-            if (op == OP_UNION && keel__kc_find(r, it->data, it->flen))
+            if (op == OP_UNION && keel__kc_find(r, keel__kc_f(it), keel__kc_fl(it)))
                 continue;
-            keel__kc_item_t *x = keel__kc_item_new(r, it->data, it->flen, NULL, 0);
+            keel__kc_item_t *x = keel__kc_item_new(r, keel__kc_f(it), keel__kc_fl(it), NULL, 0);
             if (x == NULL || keel__kc_reserve(r, &x, 1) != 0) {
                 keel__kc_item_free(x);
                 keel__kc_free(r);
                 return KEEL_ENOMEM;
             }
-            note(r, x->data, x->flen);
+            note(r, keel__kc_f(x), keel__kc_fl(x));
             keel__kc_put(r, x);
         }
         if (op != OP_UNION)
