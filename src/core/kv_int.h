@@ -149,7 +149,8 @@ void keel__kv_reg_free(keel_kv_t *kv);
  */
 keel__kv_entry_t *keel__kv_find(const keel_kv_t *kv, const void *key, size_t key_len, uint64_t h,
                                 keel__kv_entry_t ***link);
-/* A new unlinked entry (version fields zero); NULL on ENOMEM. */
+/* A new unlinked entry (version fields zero); NULL on ENOMEM. h, the key's hash, is not
+   kept (the table computes it again when it rehashes). */
 keel__kv_entry_t *keel__kv_entry_new(const void *key, size_t key_len, uint64_t h, const void *val,
                                      size_t val_len, size_t val_cap);
 /* Links a new entry (its key must be absent). Never fails; may start a resize. */
@@ -187,11 +188,13 @@ void keel__kv_clear(keel_kv_t *kv);
  * differs between a node that built it entry by entry and one that loaded a
  * snapshot. Every entry with expire_ms != 0 is in it at heap_pos.
  */
-/* Room for n more heap slots: 0 or KEEL_ENOMEM (nothing changed). */
+/* Room for n more heap slots, and n records for entries that have none yet: 0 or
+   KEEL_ENOMEM (nothing changed but spare records, kept for the next reserve). */
 int keel__kv_heap_reserve(keel_kv_t *kv, size_t n);
 /*
  * Sets (ms != 0) or clears (ms == 0) e's deadline and fixes the heap. Adding
- * a deadline to an entry that had none needs a reserved slot (asserted).
+ * a deadline to an entry that had none needs a reserved slot and, when e has no
+ * record, a reserved record (asserted).
  */
 void keel__kv_set_expire(keel_kv_t *kv, keel__kv_entry_t *e, uint64_t ms);
 /* The entry with the earliest deadline, or NULL. */
@@ -227,8 +230,8 @@ int keel__kv_alive(const keel_kv_t *kv, const keel__kv_entry_t *e, uint64_t now_
  */
 void keel__kv_attach(keel__kv_entry_t *e, keel__kv_entry_t *l, uint64_t lease_id,
                      keel__kv_xrec_t *r);
-/* Detaches e from its lease list, if any (its record freed); on a lease entry, frees its
-   list's head, which must be empty. */
+/* Detaches e from its lease list, if any; on a lease entry, drops its list's head, which
+   must be empty. The record goes when it then holds nothing (no deadline). */
 void keel__kv_detach(keel__kv_entry_t *e);
 /* The sub-table *sub, created (empty, kv's config) if absent: 0 or KEEL_ENOMEM. */
 int keel__kv_sub(keel_kv_t *kv, keel_kv_t **sub);
