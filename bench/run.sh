@@ -35,6 +35,10 @@ if [ -f bench/streams.sh ]; then
   section "streams: XADD vs Redis (appendfsync always), memory per entry vs Redis"
   bash bench/streams.sh || rc=1
 fi
+if [ -f bench/memory.sh ]; then
+  section "memory per key of each type after MEM_KEYS (1,000,000) keys: keel 1 node vs Redis"
+  BUILD="$BUILD" bash bench/memory.sh || rc=1
+fi
 if [ -f bench/mixed.sh ]; then
   section "a pipeline of SET/GET pairs vs the same pipeline of SETs (keel, one connection)"
   bash bench/mixed.sh || rc=1

@@ -91,6 +91,12 @@ void keel_kv_free(keel_kv_t *kv)
     free(kv->heap);
     kv->heap = NULL;
     kv->heap_cap = 0;
+    while (kv->x_spare) {
+        keel__kv_xrec_t *r = kv->x_spare;
+        kv->x_spare = (keel__kv_xrec_t *)r->e; /* the spare list runs through e */
+        free(r);
+    }
+    kv->x_spare_n = 0;
     kv->argv = NULL;
     kv->lens = NULL;
     kv->argv_cap = 0;
@@ -131,7 +137,7 @@ keel__kv_entry_t *keel__kv_find(const keel_kv_t *kv, const void *key, size_t key
             continue;
         for (keel__kv_entry_t **l = &t->buckets[b]; *l != NULL; l = &(*l)->next) {
             keel__kv_entry_t *e = *l;
-            if (e->hash == h && e->key_len == key_len && memcmp(e->data, key, key_len) == 0) {
+            if (e->key_len == key_len && memcmp(e->data, key, key_len) == 0) {
                 if (link)
                     *link = l;
                 return e;
@@ -150,13 +156,10 @@ keel__kv_entry_t *keel__kv_entry_new(const void *key, size_t key_len, uint64_t h
     keel__kv_entry_t *e = malloc(KEEL__KV_ENTRY_HEADER_BYTES + key_len + val_cap);
     if (e == NULL)
         return NULL;
+    (void)h; /* not kept: the table computes it again when it rehashes */
     e->next = NULL;
-    e->hash = h;
     e->version = e->create_revision = 0;
-    e->expire_ms = 0;
-    e->heap_pos = 0;
-    keel_list_init(&e->lease_link);
-    e->lease_id = 0;
+    e->x = NULL;
     e->type = KEEL__KV_TYPE_STRING;
     e->key_len = (uint32_t)key_len;
     e->val_len = (uint32_t)val_len;
@@ -278,7 +281,7 @@ void keel__kv_rehash_step(keel_kv_t *kv, size_t n)
         }
         while (e != NULL) {
             keel__kv_entry_t *next = e->next;
-            size_t b = e->hash & to->mask;
+            size_t b = keel__kv_hash(kv, e->data, e->key_len) & to->mask;
             e->next = to->buckets[b];
             to->buckets[b] = e;
             from->used--;
@@ -305,7 +308,7 @@ void keel__kv_insert(keel_kv_t *kv, keel__kv_entry_t *e)
 {
     assert(kv->t[0].buckets != NULL);
     keel__kv_table_t *t = kv->rehash_pos >= 0 ? &kv->t[1] : &kv->t[0];
-    size_t b = e->hash & t->mask;
+    size_t b = keel__kv_hash(kv, e->data, e->key_len) & t->mask;
     e->next = t->buckets[b];
     t->buckets[b] = e;
     t->used++;
@@ -320,9 +323,9 @@ void keel__kv_insert(keel_kv_t *kv, keel__kv_entry_t *e)
 static keel__kv_table_t *table_of(keel_kv_t *kv, const keel__kv_entry_t *e)
 {
     keel__kv_table_t *t = &kv->t[0];
-    size_t b = e->hash & t->mask;
     if (kv->rehash_pos < 0)
         return t;
+    size_t b = keel__kv_hash(kv, e->data, e->key_len) & t->mask;
     if (b >= (size_t)kv->rehash_pos)
         for (const keel__kv_entry_t *x = t->buckets[b]; x; x = x->next)
             if (x == e)
@@ -338,8 +341,7 @@ void keel__kv_unlink(keel_kv_t *kv, keel__kv_entry_t **link)
      * its change (revision + 1): the one place deletions enter the history. */
     keel__kv_hist_record(kv, kv->revision + 1, KEEL_KV_CHANGE_DEL, e);
     *link = e->next;
-    if (e->expire_ms)
-        keel__kv_set_expire(kv, e, 0);
+    keel__kv_set_expire(kv, e, 0);
     keel__kv_detach(e);
     t->used--;
     kv->count--;
@@ -351,9 +353,8 @@ void keel__kv_unlink(keel_kv_t *kv, keel__kv_entry_t **link)
 void keel__kv_replace(keel_kv_t *kv, keel__kv_entry_t **link, keel__kv_entry_t *e)
 {
     keel__kv_entry_t *old = *link;
-    assert(old->hash == e->hash && old->key_len == e->key_len && e->expire_ms == 0);
-    if (old->expire_ms)
-        keel__kv_set_expire(kv, old, 0);
+    assert(old->key_len == e->key_len && e->x == NULL);
+    keel__kv_set_expire(kv, old, 0);
     keel__kv_detach(old);
     e->next = old->next;
     *link = e;
@@ -378,12 +379,11 @@ int keel__kv_reserve_value(keel_kv_t *kv, keel__kv_entry_t **link, size_t val_le
         return val_len <= cap ? 0 : KEEL_ENOMEM;
     }
     n->val_cap = (uint32_t)ncap;
-    if (n->expire_ms)
-        kv->heap[n->heap_pos] = n;
-    if (n->lease_id != 0)
-        keel_list_moved(&n->lease_link);
-    else
-        keel_list_init(&n->lease_link); /* it pointed at its old address */
+    if (n->x) {
+        n->x->e = n;
+        if (n->x->expire_ms)
+            kv->heap[n->x->heap_pos] = n;
+    }
     *link = n;
     return 0;
 }
@@ -447,6 +447,7 @@ static void free_chains(keel__kv_table_t *t)
         while (e != NULL) {
             keel__kv_entry_t *next = e->next;
             keel__kv_obj_free(e);
+            free(e->x); /* every list goes with the table: no unlinking */
             free(e);
             e = next;
         }
@@ -475,7 +476,8 @@ int keel_kv_get(const keel_kv_t *kv, const void *key, size_t key_len, keel_kv_va
         return KEEL_ENOTFOUND;
     /* a key of another type (a stream) has no bytes to show here: an empty value */
     size_t n = e->type == KEEL__KV_TYPE_STRING ? e->val_len : 0;
-    *out = (keel_kv_value_t){keel__kv_cval(e), n, e->version, e->create_revision, e->expire_ms};
+    *out =
+        (keel_kv_value_t){keel__kv_cval(e), n, e->version, e->create_revision, keel__kv_expire(e)};
     return 0;
 }
 
@@ -494,29 +496,11 @@ int keel__kv_alive(const keel_kv_t *kv, const keel__kv_entry_t *e, uint64_t now_
 {
     if (!keel__kv_live(e, now_ms))
         return 0;
-    if (e->lease_id == 0)
+    if (keel__kv_lease_id(e) == 0)
         return 1;
-    const keel__kv_entry_t *l = keel__kv_lease_find(kv, e->lease_id, NULL);
+    const keel__kv_entry_t *l = keel__kv_lease_find(kv, keel__kv_lease_id(e), NULL);
     assert(l != NULL); /* a key's lease exists until it is revoked, with its keys */
     return keel__kv_live(l, now_ms);
-}
-
-void keel__kv_detach(keel__kv_entry_t *e)
-{
-    /* a key is linked exactly while it has a lease; a lease entry only when empty */
-    assert(keel_list_linked(&e->lease_link) == (e->lease_id != 0));
-    if (e->lease_id == 0)
-        return;
-    keel_list_remove(&e->lease_link);
-    e->lease_id = 0;
-}
-
-void keel__kv_attach(keel__kv_entry_t *e, keel__kv_entry_t *l, uint64_t lease_id)
-{
-    assert(lease_id != 0 && l->lease_id == 0);
-    keel__kv_detach(e);
-    keel_list_insert_head(&l->lease_link, &e->lease_link);
-    e->lease_id = lease_id;
 }
 
 int keel__kv_sub(keel_kv_t *kv, keel_kv_t **sub)
@@ -552,8 +536,9 @@ void keel__kv_clear_all(keel_kv_t *kv)
 /* Total order: (deadline, key bytes, key length). */
 static int heap_less(const keel__kv_entry_t *a, const keel__kv_entry_t *b)
 {
-    if (a->expire_ms != b->expire_ms)
-        return a->expire_ms < b->expire_ms;
+    uint64_t ta = a->x->expire_ms, tb = b->x->expire_ms;
+    if (ta != tb)
+        return ta < tb;
     size_t n = a->key_len < b->key_len ? a->key_len : b->key_len;
     int c = memcmp(keel__kv_key(a), keel__kv_key(b), n);
     return c != 0 ? c < 0 : a->key_len < b->key_len;
@@ -562,7 +547,7 @@ static int heap_less(const keel__kv_entry_t *a, const keel__kv_entry_t *b)
 static void heap_place(keel_kv_t *kv, size_t i, keel__kv_entry_t *e)
 {
     kv->heap[i] = e;
-    e->heap_pos = (uint32_t)i;
+    e->x->heap_pos = (uint32_t)i;
 }
 
 /* Moves the entry at i up or down to its place. */
@@ -590,6 +575,15 @@ static void heap_fix(keel_kv_t *kv, size_t i)
 
 int keel__kv_heap_reserve(keel_kv_t *kv, size_t n)
 {
+    /* the records for entries that have none yet: spares, reused by later reserves */
+    while (kv->x_spare_n < n) {
+        keel__kv_xrec_t *r = keel__kv_xrec_new();
+        if (r == NULL)
+            return KEEL_ENOMEM;
+        r->e = (keel__kv_entry_t *)(void *)kv->x_spare; /* the spare list runs through e */
+        kv->x_spare = r;
+        kv->x_spare_n++;
+    }
     if (kv->heap_cap - kv->heap_len >= n)
         return 0;
     size_t cap = kv->heap_cap ? kv->heap_cap : 16;
@@ -605,18 +599,27 @@ int keel__kv_heap_reserve(keel_kv_t *kv, size_t n)
 
 void keel__kv_set_expire(keel_kv_t *kv, keel__kv_entry_t *e, uint64_t ms)
 {
-    if (e->expire_ms == 0 && ms == 0)
+    uint64_t cur = keel__kv_expire(e);
+    if (cur == 0 && ms == 0)
         return;
-    if (e->expire_ms == 0) {
+    if (cur == 0) {
         assert(kv->heap_len < kv->heap_cap);
-        e->expire_ms = ms;
+        if (e->x == NULL) {
+            keel__kv_xrec_t *r = kv->x_spare;
+            assert(r != NULL); /* reserved with the heap slot */
+            kv->x_spare = (keel__kv_xrec_t *)(void *)r->e;
+            kv->x_spare_n--;
+            r->e = e;
+            e->x = r;
+        }
+        e->x->expire_ms = ms;
         heap_place(kv, kv->heap_len++, e);
         heap_fix(kv, kv->heap_len - 1);
         return;
     }
-    size_t i = e->heap_pos;
+    size_t i = e->x->heap_pos;
     assert(i < kv->heap_len && kv->heap[i] == e);
-    e->expire_ms = ms;
+    e->x->expire_ms = ms;
     if (ms != 0) {
         heap_fix(kv, i);
         return;
@@ -626,6 +629,7 @@ void keel__kv_set_expire(keel_kv_t *kv, keel__kv_entry_t *e, uint64_t ms)
         heap_place(kv, i, last);
         heap_fix(kv, i);
     }
+    keel__kv_x_release(e);
 }
 
 keel__kv_entry_t *keel__kv_heap_top(const keel_kv_t *kv)
@@ -635,7 +639,7 @@ keel__kv_entry_t *keel__kv_heap_top(const keel_kv_t *kv)
 
 static uint64_t top_deadline(const keel_kv_t *kv)
 {
-    return kv && kv->heap_len ? kv->heap[0]->expire_ms : KEEL_KV_NO_DEADLINE;
+    return kv && kv->heap_len ? kv->heap[0]->x->expire_ms : KEEL_KV_NO_DEADLINE;
 }
 
 uint64_t keel_kv_next_deadline_ms(const keel_kv_t *kv)

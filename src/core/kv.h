@@ -126,6 +126,8 @@ typedef struct keel_kv {
     keel__kv_entry_t **heap; /* owned: the deadline index (kv_int.h) */
     size_t heap_len;
     size_t heap_cap;
+    struct keel__kv_xrec *x_spare; /* owned: records reserved with heap slots (kv_int.h) */
+    size_t x_spare_n;
     struct keel_kv *leases; /* owned, NULL until the first lease: id -> ttl_ms, deadline */
     struct keel_kv *locks;  /* owned, NULL until the first lock: name -> token, deadline */
     /* owned, NULL until the first KEEL.XRETAIN: stream key -> its retention deadline (an

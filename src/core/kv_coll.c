@@ -16,9 +16,40 @@
 #define BITS_MIN 2u
 #define BITS_MAX 40u
 
-static size_t item_bytes(const keel__kc_item_t *it)
+/* A chained item of a big table: the item (kv_coll.h) is its `tag` (KEEL__KC_ITEM_BIG), the
+   field and value bytes follow the pad byte. */
+typedef struct node {
+    struct node *next;
+    uint64_t hash;
+    uint32_t flen, vlen;
+    uint8_t tag, pad;
+} node_t;
+#define NODE_HEADER_BYTES (offsetof(node_t, pad) + 1)
+
+static keel__kc_item_t *node_item(node_t *n)
 {
-    return sizeof(*it) + it->flen + it->vlen;
+    return (keel__kc_item_t *)(void *)&n->tag;
+}
+
+static node_t *item_node(const keel__kc_item_t *it)
+{
+    return (node_t *)(uintptr_t)((const uint8_t *)it - offsetof(node_t, tag));
+}
+
+static size_t node_bytes(const keel__kc_item_t *it)
+{
+    return NODE_HEADER_BYTES + keel__kc_fl(it) + keel__kc_vl(it);
+}
+
+/* An item's size in a packed table: two length bytes, then its bytes. */
+static size_t psize(const keel__kc_item_t *it)
+{
+    return 2 + keel__kc_fl(it) + keel__kc_vl(it);
+}
+
+static int packed(const keel__kc_t *t)
+{
+    return t->bits == 0;
 }
 
 static size_t bucket_of(const keel__kc_t *t, uint64_t h)
@@ -31,21 +62,17 @@ static size_t buckets(const keel__kc_t *t)
     return (size_t)1 << t->bits;
 }
 
+static node_t **bucket_array(const keel__kc_t *t)
+{
+    return (node_t **)t->b;
+}
+
 keel__kc_t *keel__kc_new(uint64_t seed)
 {
     keel__kc_t *t = malloc(sizeof(*t));
     if (t == NULL)
         return NULL;
-    t->bits = BITS_MIN;
-    t->b = calloc(buckets(t), sizeof(*t->b));
-    if (t->b == NULL) {
-        free(t);
-        return NULL;
-    }
-    t->count = 0;
-    t->seed = seed;
-    t->big = 0;
-    t->bytes = sizeof(*t) + buckets(t) * sizeof(*t->b);
+    *t = (keel__kc_t){.seed = seed, .bytes = sizeof(*t)}; /* packed, no items yet */
     return t;
 }
 
@@ -53,12 +80,12 @@ void keel__kc_free(keel__kc_t *t)
 {
     if (t == NULL)
         return;
-    for (size_t i = 0; i < buckets(t); i++) {
-        keel__kc_item_t *it = t->b[i];
-        while (it) {
-            keel__kc_item_t *next = it->next;
-            free(it);
-            it = next;
+    for (size_t i = 0; !packed(t) && i < buckets(t); i++) {
+        node_t *n = bucket_array(t)[i];
+        while (n) {
+            node_t *next = n->next;
+            free(n);
+            n = next;
         }
     }
     free(t->b);
@@ -70,41 +97,211 @@ uint64_t keel__kc_hash(const keel__kc_t *t, const uint8_t *f, size_t n)
     return keel_hash64(f, n, t->seed);
 }
 
+/* An item's hash: kept in a big table's node, computed again in a packed table. */
+static uint64_t ihash(const keel__kc_t *t, const keel__kc_item_t *it)
+{
+    return packed(t) ? keel__kc_hash(t, keel__kc_f(it), keel__kc_fl(it)) : item_node(it)->hash;
+}
+
 keel__kc_item_t *keel__kc_item_new(const keel__kc_t *t, const uint8_t *f, size_t fl,
                                    const uint8_t *v, size_t vl)
 {
     assert(fl <= UINT32_MAX && vl <= UINT32_MAX);
-    keel__kc_item_t *it = malloc(sizeof(*it) + fl + vl);
-    if (it == NULL)
+    node_t *n = malloc(NODE_HEADER_BYTES + fl + vl);
+    if (n == NULL)
         return NULL;
-    it->next = NULL;
-    it->hash = keel__kc_hash(t, f, fl);
-    it->flen = (uint32_t)fl;
-    it->vlen = (uint32_t)vl;
+    n->next = NULL;
+    n->hash = keel__kc_hash(t, f, fl);
+    n->flen = (uint32_t)fl;
+    n->vlen = (uint32_t)vl;
+    n->tag = KEEL__KC_ITEM_BIG;
+    n->pad = 0;
+    uint8_t *d = (uint8_t *)n + NODE_HEADER_BYTES;
     if (fl)
-        memcpy(it->data, f, fl);
+        memcpy(d, f, fl);
     if (vl)
-        memcpy(it->data + fl, v, vl);
-    return it;
+        memcpy(d + fl, v, vl);
+    return node_item(n);
+}
+
+void keel__kc_item_free(keel__kc_item_t *it)
+{
+    if (it != NULL)
+        free(item_node(it));
 }
 
 /* The total order of items: hash, then length, then bytes. */
-static int cmp(uint64_t h, const uint8_t *f, size_t n, const keel__kc_item_t *it)
+static int cmp(uint64_t h, const uint8_t *f, size_t n, uint64_t ih, const keel__kc_item_t *it)
 {
-    if (h != it->hash)
-        return h < it->hash ? -1 : 1;
-    if (n != it->flen)
-        return n < it->flen ? -1 : 1;
-    return n ? memcmp(f, it->data, n) : 0;
+    if (h != ih)
+        return h < ih ? -1 : 1;
+    size_t il = keel__kc_fl(it);
+    if (n != il)
+        return n < il ? -1 : 1;
+    return n ? memcmp(f, keel__kc_f(it), n) : 0;
 }
 
-/* The link where field f is or would go. */
-static keel__kc_item_t **locate(const keel__kc_t *t, uint64_t h, const uint8_t *f, size_t n,
-                                int *found)
+/* ---- packed tables: the items back to back in hash order, in one block -------------------- */
+
+static keel__kc_item_t *pk_first(const keel__kc_t *t)
 {
-    keel__kc_item_t **l = &t->b[bucket_of(t, h)];
+    return t->used ? (keel__kc_item_t *)t->b : NULL;
+}
+
+static keel__kc_item_t *pk_next(const keel__kc_t *t, const keel__kc_item_t *it)
+{
+    const uint8_t *p = (const uint8_t *)it + psize(it);
+    return p < (const uint8_t *)t->b + t->used ? (keel__kc_item_t *)(uintptr_t)p : NULL;
+}
+
+/* The first item at or after (h, f) in the order, or NULL; *found when it is f itself. */
+static keel__kc_item_t *pk_locate(const keel__kc_t *t, uint64_t h, const uint8_t *f, size_t n,
+                                  int *found)
+{
+    for (keel__kc_item_t *it = pk_first(t); it; it = pk_next(t, it)) {
+        int r = cmp(h, f, n, ihash(t, it), it);
+        if (r <= 0) {
+            *found = r == 0;
+            return it;
+        }
+    }
+    *found = 0;
+    return NULL;
+}
+
+static keel__kc_item_t *pk_find(const keel__kc_t *t, const uint8_t *f, size_t n)
+{
+    for (keel__kc_item_t *it = pk_first(t); it; it = pk_next(t, it))
+        if (keel__kc_fl(it) == n && (n == 0 || memcmp(keel__kc_f(it), f, n) == 0))
+            return it;
+    return NULL;
+}
+
+/* Links node item it into a packed table with room reserved for it (keel__kc_reserve). */
+static int pk_put(keel__kc_t *t, keel__kc_item_t *it)
+{
+    int found;
+    size_t fl = keel__kc_fl(it), vl = keel__kc_vl(it);
+    keel__kc_item_t *at = pk_locate(t, item_node(it)->hash, keel__kc_f(it), fl, &found);
+    uint8_t *end = (uint8_t *)t->b + t->used;
+    uint8_t *p = at ? (uint8_t *)at : end;
+    size_t old = found ? psize(at) : 0, add = psize(it);
+    assert(t->used - old + add <= t->cap);
+    memmove(p + add, p + old, (size_t)(end - p) - old);
+    p[0] = (uint8_t)fl;
+    p[1] = (uint8_t)vl;
+    memcpy(p + 2, keel__kc_f(it), fl + vl);
+    t->used = (uint32_t)(t->used - old + add);
+    t->count += !found;
+    keel__kc_item_free(it);
+    return !found;
+}
+
+/*
+ * Moves a packed table's items into nodes and buckets (everything allocated first: on
+ * ENOMEM nothing changed). Walking in hash order appends to each chain in order.
+ */
+static int to_big(keel__kc_t *t, unsigned bits)
+{
+    node_t **nb = calloc((size_t)1 << bits, sizeof(*nb));
+    node_t *head = NULL, **tail = &head;
+    size_t bytes = sizeof(*t) + ((size_t)1 << bits) * sizeof(*nb);
+    for (keel__kc_item_t *it = nb ? pk_first(t) : NULL; it; it = pk_next(t, it)) {
+        keel__kc_item_t *x = keel__kc_item_new(t, keel__kc_f(it), keel__kc_fl(it), keel__kc_val(it),
+                                               keel__kc_vl(it));
+        if (x == NULL) {
+            free(nb);
+            nb = NULL;
+            break;
+        }
+        *tail = item_node(x);
+        tail = &(*tail)->next;
+        bytes += node_bytes(x);
+    }
+    if (nb == NULL) {
+        while (head) {
+            node_t *next = head->next;
+            free(head);
+            head = next;
+        }
+        return KEEL_ENOMEM;
+    }
+    node_t *last = NULL;
+    size_t last_b = 0;
+    while (head) {
+        node_t *next = head->next;
+        size_t b = (size_t)(head->hash >> (64 - bits));
+        head->next = NULL;
+        if (last && last_b == b)
+            last->next = head;
+        else
+            nb[b] = head;
+        last = head;
+        last_b = b;
+        head = next;
+    }
+    free(t->b);
+    t->b = nb;
+    t->bits = (uint8_t)bits;
+    t->used = t->cap = 0;
+    t->bytes = bytes;
+    return 0;
+}
+
+int keel__kc_reserve(keel__kc_t *t, keel__kc_item_t *const *items, size_t n)
+{
+    if (!packed(t))
+        return 0;
+    size_t more = 0, add = 0, big = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (items[i] == NULL)
+            continue;
+        more++;
+        add += psize(items[i]);
+        big |= keel__kc_fl(items[i]) + keel__kc_vl(items[i]) > KEEL__KC_PACKED_ITEM_BYTES_MAX;
+    }
+    if (big || t->count + more > KEEL__KC_PACKED_ITEMS_MAX) {
+        unsigned bits = BITS_MIN;
+        while (((size_t)1 << bits) < t->count + more && bits < BITS_MAX)
+            bits++;
+        return to_big(t, bits);
+    }
+    if (t->used + add <= t->cap)
+        return 0;
+    uint8_t *b = realloc(t->b, t->used + add);
+    if (b == NULL)
+        return KEEL_ENOMEM;
+    t->b = b;
+    t->bytes = t->bytes - t->cap + t->used + add;
+    t->cap = (uint32_t)(t->used + add);
+    return 0;
+}
+
+void keel__kc_trim(keel__kc_t *t)
+{
+    if (!packed(t) || t->cap == t->used)
+        return;
+    if (t->used == 0) {
+        free(t->b);
+        t->b = NULL;
+    } else {
+        uint8_t *b = realloc(t->b, t->used);
+        if (b == NULL)
+            return; /* the bigger block still holds the items */
+        t->b = b;
+    }
+    t->bytes = t->bytes - t->cap + t->used;
+    t->cap = t->used;
+}
+
+/* ---- big tables: chained buckets, each chain in order ------------------------------------ */
+
+/* The link where field f is or would go. */
+static node_t **locate(const keel__kc_t *t, uint64_t h, const uint8_t *f, size_t n, int *found)
+{
+    node_t **l = &bucket_array(t)[bucket_of(t, h)];
     int r = 1;
-    while (*l && (r = cmp(h, f, n, *l)) > 0)
+    while (*l && (r = cmp(h, f, n, (*l)->hash, node_item(*l))) > 0)
         l = &(*l)->next;
     *found = *l != NULL && r == 0;
     return l;
@@ -112,75 +309,91 @@ static keel__kc_item_t **locate(const keel__kc_t *t, uint64_t h, const uint8_t *
 
 keel__kc_item_t *keel__kc_find(const keel__kc_t *t, const uint8_t *f, size_t n)
 {
+    if (packed(t))
+        return pk_find(t, f, n);
     int found;
-    keel__kc_item_t **l = locate(t, keel__kc_hash(t, f, n), f, n, &found);
-    return found ? *l : NULL;
+    node_t **l = locate(t, keel__kc_hash(t, f, n), f, n, &found);
+    return found ? node_item(*l) : NULL;
 }
 
 /* Rebuilds the chains for 2^bits buckets; on ENOMEM keeps the old ones (nothing changes but
    chain lengths: the order is the same). Walking in hash order keeps chains sorted. */
 static void resize(keel__kc_t *t, unsigned bits)
 {
-    keel__kc_item_t **nb = calloc((size_t)1 << bits, sizeof(*nb));
+    node_t **nb = calloc((size_t)1 << bits, sizeof(*nb));
     if (nb == NULL)
         return;
-    keel__kc_item_t *tail = NULL;
+    node_t *tail = NULL;
     size_t tail_b = 0;
     for (size_t i = 0; i < buckets(t); i++) {
-        keel__kc_item_t *it = t->b[i];
-        while (it) {
-            keel__kc_item_t *next = it->next;
-            size_t nbk = (size_t)(it->hash >> (64 - bits));
-            it->next = NULL;
+        node_t *n = bucket_array(t)[i];
+        while (n) {
+            node_t *next = n->next;
+            size_t nbk = (size_t)(n->hash >> (64 - bits));
+            n->next = NULL;
             if (tail && tail_b == nbk)
-                tail->next = it;
+                tail->next = n;
             else
-                nb[nbk] = it;
-            tail = it;
+                nb[nbk] = n;
+            tail = n;
             tail_b = nbk;
-            it = next;
+            n = next;
         }
     }
-    t->bytes = t->bytes - buckets(t) * sizeof(*t->b) + ((size_t)1 << bits) * sizeof(*nb);
+    t->bytes = t->bytes - buckets(t) * sizeof(*nb) + ((size_t)1 << bits) * sizeof(*nb);
     free(t->b);
     t->b = nb;
-    t->bits = bits;
+    t->bits = (uint8_t)bits;
 }
 
 int keel__kc_put(keel__kc_t *t, keel__kc_item_t *it)
 {
+    if (packed(t))
+        return pk_put(t, it);
     if (t->count + 1 > buckets(t) && t->bits < BITS_MAX)
-        resize(t, t->bits + 1);
+        resize(t, t->bits + 1u);
+    node_t *x = item_node(it);
     int found;
-    keel__kc_item_t **l = locate(t, it->hash, it->data, it->flen, &found);
+    node_t **l = locate(t, x->hash, keel__kc_f(it), keel__kc_fl(it), &found);
     if (found) {
-        keel__kc_item_t *old = *l;
-        it->next = old->next;
-        *l = it;
-        t->bytes = t->bytes - item_bytes(old) + item_bytes(it);
+        node_t *old = *l;
+        x->next = old->next;
+        *l = x;
+        t->bytes = t->bytes - node_bytes(node_item(old)) + node_bytes(it);
         free(old);
         return 0;
     }
-    it->next = *l;
-    *l = it;
+    x->next = *l;
+    *l = x;
     t->count++;
-    t->bytes += item_bytes(it);
+    t->bytes += node_bytes(it);
     return 1;
 }
 
 int keel__kc_del(keel__kc_t *t, const uint8_t *f, size_t n)
 {
+    if (packed(t)) {
+        keel__kc_item_t *it = pk_find(t, f, n);
+        if (it == NULL)
+            return 0;
+        uint8_t *p = (uint8_t *)it, *end = (uint8_t *)t->b + t->used;
+        size_t sz = psize(it);
+        memmove(p, p + sz, (size_t)(end - p) - sz); /* items before it stay where they are */
+        t->used = (uint32_t)(t->used - sz);
+        t->count--;
+        return 1;
+    }
     int found;
-    keel__kc_item_t **l = locate(t, keel__kc_hash(t, f, n), f, n, &found);
+    node_t **l = locate(t, keel__kc_hash(t, f, n), f, n, &found);
     if (!found)
         return 0;
-    keel__kc_item_t *it = *l;
-    *l = it->next;
+    node_t *x = *l;
+    *l = x->next;
     t->count--;
-    t->bytes -= item_bytes(it);
-    free(it);
+    t->bytes -= node_bytes(node_item(x));
+    free(x);
     if (t->bits > BITS_MIN && t->count < buckets(t) / 8)
-        resize(t, t->bits - 1);
+        resize(t, t->bits - 1u);
     return 1;
 }
 
@@ -188,37 +401,46 @@ int keel__kc_del(keel__kc_t *t, const uint8_t *f, size_t n)
 static const keel__kc_item_t *from_bucket(const keel__kc_t *t, size_t i)
 {
     for (; i < buckets(t); i++)
-        if (t->b[i])
-            return t->b[i];
+        if (bucket_array(t)[i])
+            return node_item(bucket_array(t)[i]);
     return NULL;
 }
 
 /* The first item with hash >= h, in hash order; NULL when there is none. */
 static const keel__kc_item_t *at_or_after(const keel__kc_t *t, uint64_t h)
 {
+    if (packed(t)) {
+        for (const keel__kc_item_t *it = pk_first(t); it; it = pk_next(t, it))
+            if (ihash(t, it) >= h)
+                return it;
+        return NULL;
+    }
     size_t i = bucket_of(t, h);
-    for (const keel__kc_item_t *it = t->b[i]; it; it = it->next)
-        if (it->hash >= h)
-            return it;
+    for (node_t *n = bucket_array(t)[i]; n; n = n->next)
+        if (n->hash >= h)
+            return node_item(n);
     return i + 1 < buckets(t) ? from_bucket(t, i + 1) : NULL;
 }
 
 const keel__kc_item_t *keel__kc_pick(const keel__kc_t *t, uint64_t r)
 {
     const keel__kc_item_t *it = at_or_after(t, r);
-    return it ? it : from_bucket(t, 0);
+    return it ? it : keel__kc_first(t);
 }
 
 const keel__kc_item_t *keel__kc_first(const keel__kc_t *t)
 {
-    return from_bucket(t, 0);
+    return packed(t) ? pk_first(t) : from_bucket(t, 0);
 }
 
 const keel__kc_item_t *keel__kc_next(const keel__kc_t *t, const keel__kc_item_t *it)
 {
-    if (it->next)
-        return it->next;
-    size_t i = bucket_of(t, it->hash);
+    if (packed(t))
+        return pk_next(t, it);
+    const node_t *n = item_node(it);
+    if (n->next)
+        return node_item(n->next);
+    size_t i = bucket_of(t, n->hash);
     return i + 1 < buckets(t) ? from_bucket(t, i + 1) : NULL;
 }
 
@@ -227,14 +449,16 @@ uint64_t keel__kc_scan(const keel__kc_t *t, uint64_t cursor, size_t count,
 {
     const keel__kc_item_t *it = at_or_after(t, cursor);
     size_t n = 0;
-    while (it && (n < count || (n > 0 && it->hash == cursor))) {
+    uint64_t h = it ? ihash(t, it) : 0;
+    while (it && (n < count || (n > 0 && h == cursor))) {
         fn(data, it);
         n++;
-        cursor = it->hash;
+        cursor = h;
         it = keel__kc_next(t, it);
+        h = it ? ihash(t, it) : 0;
     }
     /* the next item's hash is > every hash returned, so never 0 unless the walk ended */
-    return it ? it->hash : 0;
+    return it ? h : 0;
 }
 
 /* ---- snapshot body ----------------------------------------------------------------- */
@@ -250,15 +474,15 @@ int keel__kc_write(const keel__kc_t *t, int with_values, keel_kv_sink_fn sink, v
     int rc = sink(data, h, sizeof(h));
     for (const keel__kc_item_t *it = keel__kc_first(t); it && rc == 0; it = keel__kc_next(t, it)) {
         uint8_t n[4];
-        keel_put_u32(n, it->flen);
+        keel_put_u32(n, keel__kc_fl(it));
         rc = sink(data, n, 4);
-        if (rc == 0 && it->flen)
-            rc = sink(data, it->data, it->flen);
+        if (rc == 0 && keel__kc_fl(it))
+            rc = sink(data, keel__kc_f(it), keel__kc_fl(it));
         if (rc == 0 && with_values) {
-            keel_put_u32(n, it->vlen);
+            keel_put_u32(n, keel__kc_vl(it));
             rc = sink(data, n, 4);
-            if (rc == 0 && it->vlen)
-                rc = sink(data, keel__kc_val(it), it->vlen);
+            if (rc == 0 && keel__kc_vl(it))
+                rc = sink(data, keel__kc_val(it), keel__kc_vl(it));
         }
     }
     return rc;
@@ -293,10 +517,10 @@ int keel__kc_load(const uint8_t *p, size_t len, int with_values, keel__kc_t **ou
     unsigned bits = BITS_MIN;
     while (((size_t)1 << bits) < count && bits < BITS_MAX)
         bits++;
-    if (bits > t->bits)
-        resize(t, bits);
+    /* a table restored packed or big as its size says: which one is invisible (the order,
+       cursors and picks are the hash order's either way) */
+    int rc = count > KEEL__KC_PACKED_ITEMS_MAX ? to_big(t, bits) : 0;
     size_t pos = BODY_HEADER_BYTES;
-    int rc = 0;
     for (uint64_t i = 0; i < count && rc == 0; i++) {
         const uint8_t *f, *v = NULL;
         size_t fl, vl = 0;
@@ -310,10 +534,12 @@ int keel__kc_load(const uint8_t *p, size_t len, int with_values, keel__kc_t **ou
             break;
         }
         keel__kc_item_t *it = keel__kc_item_new(t, f, fl, v, vl);
-        if (it == NULL)
+        if (it == NULL || keel__kc_reserve(t, &it, 1) != 0) {
+            keel__kc_item_free(it);
             rc = KEEL_ENOMEM;
-        else
+        } else {
             keel__kc_put(t, it);
+        }
     }
     if (rc == 0 && (pos != len || (count == 0)))
         rc = KEEL_EPROTO; /* trailing bytes, or an empty value (a key is never empty) */
@@ -441,7 +667,8 @@ void keel__kc_touch(const call_t *c, const uint8_t *key, size_t len, size_t byte
     keel__kv_entry_t **link = NULL;
     keel__kv_entry_t *e = keel__kv_find(kv, key, len, keel__kv_hash(kv, key, len), &link);
     assert(e != NULL && (e->type == KEEL__KV_TYPE_HASH || e->type == KEEL__KV_TYPE_SET));
-    const keel__kc_t *t = keel__kv_obj(e);
+    keel__kc_t *t = keel__kv_obj(e);
+    keel__kc_trim(t);
     kv->bytes = kv->bytes - bytes_before + t->bytes;
     if (t->count == 0)
         keel__kv_unlink(kv, link); /* Redis deletes an emptied hash or set */
@@ -470,18 +697,18 @@ typedef struct scan_ctx {
 static void scan_one(void *data, const keel__kc_item_t *it)
 {
     scan_ctx_t *s = data;
-    if (s->pat && !keel_glob_match(s->pat, s->pat_len, it->data, it->flen))
+    if (s->pat && !keel_glob_match(s->pat, s->pat_len, keel__kc_f(it), keel__kc_fl(it)))
         return;
-    r_bulk(s->reply, it->data, it->flen);
+    r_bulk(s->reply, keel__kc_f(it), keel__kc_fl(it));
     if (s->values)
-        r_bulk(s->reply, keel__kc_val(it), it->vlen);
+        r_bulk(s->reply, keel__kc_val(it), keel__kc_vl(it));
     s->emitted++;
 }
 
 static void count_one(void *data, const keel__kc_item_t *it)
 {
     scan_ctx_t *s = data;
-    if (s->pat == NULL || keel_glob_match(s->pat, s->pat_len, it->data, it->flen))
+    if (s->pat == NULL || keel_glob_match(s->pat, s->pat_len, keel__kc_f(it), keel__kc_fl(it)))
         s->emitted++;
 }
 

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /*
  * A hash's fields (with values) or a set's members (values empty) in one chained table.
@@ -38,42 +39,101 @@
 #define KEEL__KC_HASH_LISTPACK_VALUE_BYTES 64u
 #define KEEL__KC_SET_INTSET_ENTRIES 512u
 
-typedef struct keel__kc_item {
-    struct keel__kc_item *next;
-    uint64_t hash;
-    uint32_t flen, vlen;
-    uint8_t data[]; /* flen field bytes, then vlen value bytes */
-} keel__kc_item_t;
+/*
+ * Two layouts, invisible to the commands (the order, cursors and picks are the hash order's
+ * in both, so replicas that differ in layout still agree):
+ *   - packed, while a table has at most KEEL__KC_PACKED_ITEMS_MAX items of at most
+ *     KEEL__KC_PACKED_ITEM_BYTES_MAX bytes each: the items back to back in hash order in one
+ *     block, their hashes computed again when needed (a few short fields: cheaper than
+ *     keeping them). A small hash or set, the common case, costs two allocations (this
+ *     header and the block) instead of one per item plus the buckets;
+ *   - big: 2^bits chained buckets, each item in its own node that keeps its hash.
+ * A packed table goes big once it would outgrow the bounds, never back (as Redis's listpack).
+ * Adding can need memory in either layout, so every change that adds first calls
+ * keel__kc_reserve with its new items (before anything changed: it may fail), and then
+ * keel__kc_put never fails.
+ */
+#define KEEL__KC_PACKED_ITEMS_MAX 16u
+#define KEEL__KC_PACKED_ITEM_BYTES_MAX 128u /* field and value bytes of one item */
+
+/*
+ * An item, read through keel__kc_f / _fl / _val / _vl. A packed item is two length bytes and
+ * its bytes: [field length][value length][field][value] (each length at most
+ * KEEL__KC_PACKED_ITEM_BYTES_MAX, so never 0xFF). A big table's item is the byte 0xFF and a
+ * pad byte at the end of its node's header, the node's u32 lengths just before them. The
+ * field starts two bytes after the item's address in both.
+ */
+typedef struct keel__kc_item keel__kc_item_t;
+#define KEEL__KC_ITEM_BIG 0xFFu
+
+static inline const uint8_t *keel__kc_f(const keel__kc_item_t *it)
+{
+    return (const uint8_t *)it + 2;
+}
+
+static inline size_t keel__kc_len(const keel__kc_item_t *it, int value)
+{
+    const uint8_t *p = (const uint8_t *)it;
+    if (p[0] != KEEL__KC_ITEM_BIG)
+        return p[value];
+    uint32_t n;
+    memcpy(&n, p - 8 + 4 * value, sizeof(n));
+    return n;
+}
+
+static inline size_t keel__kc_fl(const keel__kc_item_t *it)
+{
+    return keel__kc_len(it, 0);
+}
+
+static inline size_t keel__kc_vl(const keel__kc_item_t *it)
+{
+    return keel__kc_len(it, 1);
+}
 
 typedef struct keel__kc {
-    keel__kc_item_t **b;
-    unsigned bits; /* 2^bits buckets, bucket = hash >> (64 - bits); bits >= 2 */
-    size_t count;
-    size_t bytes;  /* the object's memory: header, buckets, items */
+    void *b;       /* big: the buckets; packed: the items (NULL when cap is 0) */
     uint64_t seed; /* hash seed */
-    uint8_t big;   /* OBJECT ENCODING's sticky "hashtable" (Redis never converts back) */
+    size_t bytes;  /* the object's memory: header, buckets or block, items */
+    uint32_t count;
+    uint32_t used, cap; /* packed: bytes of items in b, and b's size */
+    uint8_t bits;       /* big: 2^bits buckets, bucket = hash >> (64 - bits), bits >= 2;
+                           0: packed */
+    uint8_t big;        /* OBJECT ENCODING's sticky "hashtable" (Redis never converts back) */
 } keel__kc_t;
 
 static inline const uint8_t *keel__kc_val(const keel__kc_item_t *it)
 {
-    return it->data + it->flen;
+    return keel__kc_f(it) + keel__kc_fl(it);
 }
 
-/* A new empty table; NULL on ENOMEM. */
+/* A new empty (packed) table; NULL on ENOMEM. */
 keel__kc_t *keel__kc_new(uint64_t seed);
 void keel__kc_free(keel__kc_t *t);
 uint64_t keel__kc_hash(const keel__kc_t *t, const uint8_t *f, size_t n);
-/* A new unlinked item of t (its hash set); NULL on ENOMEM. */
+/* A new unlinked item of t (its hash set); NULL on ENOMEM. Freed by keel__kc_item_free
+   unless linked (keel__kc_put). */
 keel__kc_item_t *keel__kc_item_new(const keel__kc_t *t, const uint8_t *f, size_t fl,
                                    const uint8_t *v, size_t vl);
+void keel__kc_item_free(keel__kc_item_t *it);
+/*
+ * Room for the unlinked items[0..n) (NULLs skipped) to be put: the block grown, or the table
+ * made big. 0 or KEEL_ENOMEM (t unchanged). Its memory (bytes) may change: take a "before"
+ * for accounting first.
+ */
+int keel__kc_reserve(keel__kc_t *t, keel__kc_item_t *const *items, size_t n);
+/* Gives back a packed block's unused room (after a command's changes). Never fails. */
+void keel__kc_trim(keel__kc_t *t);
 keel__kc_item_t *keel__kc_find(const keel__kc_t *t, const uint8_t *f, size_t n);
 /*
- * Links it (owned from here on), replacing (and freeing) an item with the same field.
- * Returns 1 when the field is new, 0 when it replaced one. Never fails (a table that cannot
- * grow keeps longer chains).
+ * Links it (owned from here on; room reserved by keel__kc_reserve), replacing (and freeing)
+ * an item with the same field. Returns 1 when the field is new, 0 when it replaced one.
+ * Never fails (a big table that cannot grow keeps longer chains). Pointers to a packed
+ * table's items are invalid after a put.
  */
 int keel__kc_put(keel__kc_t *t, keel__kc_item_t *it);
-/* Removes and frees field f: 1 if it was there, else 0. */
+/* Removes and frees field f: 1 if it was there, else 0. In a packed table the items after
+   it move (pointers to them are invalid); those before it stay. */
 int keel__kc_del(keel__kc_t *t, const uint8_t *f, size_t n);
 /* The first item at or after hash r (wrapping); NULL when empty. */
 const keel__kc_item_t *keel__kc_pick(const keel__kc_t *t, uint64_t r);

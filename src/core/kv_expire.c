@@ -23,10 +23,10 @@ static int ttl_reply(const call_t *c, int ms)
     const keel__kv_entry_t *e = keel__kvc_lookup(c, 1);
     if (e == NULL) {
         r_int(c->reply, -2);
-    } else if (e->expire_ms == 0) {
+    } else if (keel__kv_expire(e) == 0) {
         r_int(c->reply, -1);
     } else {
-        uint64_t left = e->expire_ms - c->now; /* > 0: e is live */
+        uint64_t left = keel__kv_expire(e) - c->now; /* > 0: e is live */
         if (left > INT64_MAX)
             left = INT64_MAX;
         r_int(c->reply, ms ? (int64_t)left : (int64_t)((left + 500) / 1000));
@@ -131,7 +131,7 @@ static int expire_generic(const call_t *c, int seconds, int relative)
         return 0;
     }
     /* No deadline counts as an infinite one for GT and LT. */
-    uint64_t cur = e->expire_ms;
+    uint64_t cur = keel__kv_expire(e);
     if (((f & EXP_NX) && cur) || ((f & EXP_XX) && !cur) ||
         ((f & EXP_GT) && (!cur || le_u(when, cur))) ||
         ((f & EXP_LT) && cur && !le_u(when, cur - 1))) {
@@ -179,7 +179,7 @@ int keel__kvc_cmd_persist(const call_t *c)
     int dead;
     uint64_t h = keel__kv_hash(kv, c->argv[1], c->lens[1]);
     keel__kv_entry_t *e = keel__kvc_wfind(c, c->argv[1], c->lens[1], h, &link, &dead);
-    if (e == NULL || e->expire_ms == 0) {
+    if (e == NULL || keel__kv_expire(e) == 0) {
         r_int(c->reply, 0);
         return 0;
     }
@@ -231,9 +231,11 @@ int keel__kvc_cmd_expire_sweep(const call_t *c)
     /* keys first, then expired lock records with what is left of the budget */
     for (int i = 0; i < 2; i++) {
         keel_kv_t *t = i == 0 ? kv : kv->locks;
-        while (t && n < max && (e = keel__kv_heap_top(t)) != NULL && e->expire_ms <= limit) {
+        while (t && n < max && (e = keel__kv_heap_top(t)) != NULL && keel__kv_expire(e) <= limit) {
             keel__kv_entry_t **link = NULL;
-            keel__kv_entry_t *f = keel__kv_find(t, keel__kv_key(e), e->key_len, e->hash, &link);
+            keel__kv_entry_t *f =
+                keel__kv_find(t, keel__kv_key(e), e->key_len,
+                              keel__kv_hash(t, keel__kv_key(e), e->key_len), &link);
             assert(f == e);
             keel__kv_unlink(t, link);
             n++;

@@ -78,23 +78,29 @@ static int put_pairs(const call_t *c, size_t from, int nx, int64_t *added)
         items[i] = keel__kc_item_new(dst, c->argv[f], c->lens[f], c->argv[f + 1], c->lens[f + 1]);
         if (items[i] == NULL) {
             while (i > 0)
-                free(items[--i]);
+                keel__kc_item_free(items[--i]);
             free(items);
             items = NULL;
         }
+    }
+    size_t before = dst->bytes;
+    if (items && keel__kc_reserve(dst, items, pairs) != 0) {
+        for (size_t i = 0; i < pairs; i++)
+            keel__kc_item_free(items[i]);
+        free(items);
+        items = NULL;
     }
     if (items == NULL) {
         if (fresh)
             keel__kv_type_hash.free(keel__kv_obj(fresh)), free(fresh);
         return KEEL_ENOMEM;
     }
-    size_t before = dst->bytes;
     if (fresh) {
         keel__kc_link(c, link, dead, fresh);
         before = dst->bytes;
     }
     for (size_t i = 0; i < pairs; i++) {
-        note(dst, items[i]->flen, items[i]->vlen);
+        note(dst, keel__kc_fl(items[i]), keel__kc_vl(items[i]));
         *added += keel__kc_put(dst, items[i]);
     }
     note(dst, 0, 0);
@@ -156,7 +162,7 @@ int keel__kh_cmd_hget(const call_t *c)
         return 0;
     const keel__kc_item_t *it = field(t, c, 2);
     if (it)
-        r_bulk(c->reply, keel__kc_val(it), it->vlen);
+        r_bulk(c->reply, keel__kc_val(it), keel__kc_vl(it));
     else
         r_nil(c->reply);
     return 0;
@@ -171,7 +177,7 @@ int keel__kh_cmd_hmget(const call_t *c)
     for (size_t i = 2; i < c->argc; i++) {
         const keel__kc_item_t *it = field(t, c, i);
         if (it)
-            r_bulk(c->reply, keel__kc_val(it), it->vlen);
+            r_bulk(c->reply, keel__kc_val(it), keel__kc_vl(it));
         else
             r_nil(c->reply);
     }
@@ -192,7 +198,7 @@ int keel__kh_cmd_hstrlen(const call_t *c)
     if (keel__kc_read(c, 1, T, &t) != 0)
         return 0;
     const keel__kc_item_t *it = field(t, c, 2);
-    r_int(c->reply, it ? (int64_t)it->vlen : 0);
+    r_int(c->reply, it ? (int64_t)keel__kc_vl(it) : 0);
     return 0;
 }
 
@@ -214,9 +220,9 @@ static int walk(const call_t *c, int fields, int values)
     for (const keel__kc_item_t *it = t ? keel__kc_first(t) : NULL; it && !c->reply->failed;
          it = keel__kc_next(t, it)) {
         if (fields)
-            r_bulk(c->reply, it->data, it->flen);
+            r_bulk(c->reply, keel__kc_f(it), keel__kc_fl(it));
         if (values)
-            r_bulk(c->reply, keel__kc_val(it), it->vlen);
+            r_bulk(c->reply, keel__kc_val(it), keel__kc_vl(it));
     }
     return 0;
 }
@@ -298,7 +304,7 @@ int keel__kh_cmd_hincrby(const call_t *c)
     if (keel__kc_read(c, 1, T, &t) != 0)
         return 0;
     const keel__kc_item_t *it = field(t, c, 2);
-    if (it && keel_parse_i64(keel__kc_val(it), it->vlen, &v) != 0)
+    if (it && keel_parse_i64(keel__kc_val(it), keel__kc_vl(it), &v) != 0)
         return keel__kvc_done(r_err(c->reply, "ERR hash value is not an integer"));
     if ((by < 0 && v < INT64_MIN - by) || (by > 0 && v > INT64_MAX - by))
         return keel__kvc_done(r_err(c->reply, ERR_OVERFLOW));
@@ -319,7 +325,7 @@ int keel__kh_cmd_hincrbyfloat(const call_t *c)
     if (keel__kc_read(c, 1, T, &t) != 0)
         return 0;
     const keel__kc_item_t *it = field(t, c, 2);
-    if (it && keel__kvc_parse_ld(keel__kc_val(it), it->vlen, &v) != 0)
+    if (it && keel__kvc_parse_ld(keel__kc_val(it), keel__kc_vl(it), &v) != 0)
         return keel__kvc_done(r_err(c->reply, "ERR hash value is not a float"));
     v += by;
     if (isnan(v) || isinf(v))
@@ -363,9 +369,9 @@ int keel__kh_hrandfield_syntax(const call_t *c)
 
 static void r_item(reply_t *o, const keel__kc_item_t *it, int values)
 {
-    r_bulk(o, it->data, it->flen);
+    r_bulk(o, keel__kc_f(it), keel__kc_fl(it));
     if (values)
-        r_bulk(o, keel__kc_val(it), it->vlen);
+        r_bulk(o, keel__kc_val(it), keel__kc_vl(it));
 }
 
 /*
@@ -382,7 +388,7 @@ int keel__kc_rand_reply(const call_t *c, int type, int values)
     if (c->argc == 2) {
         const keel__kc_item_t *it = t ? keel__kc_pick(t, seed) : NULL;
         if (it)
-            r_bulk(c->reply, it->data, it->flen);
+            r_bulk(c->reply, keel__kc_f(it), keel__kc_fl(it));
         else
             r_nil(c->reply);
         return 0;

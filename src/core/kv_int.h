@@ -11,36 +11,70 @@
 #include <stddef.h>
 #include <string.h>
 
+typedef struct keel__kv_xrec keel__kv_xrec_t;
+
 /*
  * One allocation per key: header, key bytes, then value bytes with room for
  * val_cap (SET of a same-size value rewrites in place; APPEND grows by half
- * again, so repeated appends are amortized O(1) per byte).
+ * again, so repeated appends are amortized O(1) per byte). The header is kept
+ * small (45 bytes: a million keys pay for every byte of it): what few keys have,
+ * a deadline or a lease, lives in its own record behind one pointer, and the
+ * key's hash is computed again when the table needs it (a rehash) instead of
+ * being kept.
  */
 struct keel__kv_entry {
     keel__kv_entry_t *next; /* bucket chain */
-    uint64_t hash;
     uint64_t version;
     uint64_t create_revision;
+    keel__kv_xrec_t *x; /* deadline and lease, NULL when it has neither; owned */
     uint32_t key_len;
     uint32_t val_len;
     uint32_t val_cap;
-    uint32_t heap_pos;  /* index in kv->heap while expire_ms != 0 */
-    uint64_t expire_ms; /* absolute deadline (entry time base), 0: none */
-    /*
-     * Lease membership: on a lease's own entry in kv->leases, the head of the list of
-     * the keys attached to it; on a key, its link in that list (linked exactly when
-     * lease_id != 0). Entries that move (realloc) fix their neighbours; lease entries
-     * never move (their value has a fixed size).
-     */
-    keel_list_t lease_link;
-    uint64_t lease_id; /* 0: none */
-    uint8_t type;      /* KEEL__KV_TYPE_*: a string's value is its bytes; any other type's
-                          value is one pointer to its object (keel__kv_obj), owned */
-    uint8_t data[];    /* key_len bytes, then val_cap bytes */
+    uint8_t type;   /* KEEL__KV_TYPE_*: a string's value is its bytes; any other type's
+                       value is one pointer to its object (keel__kv_obj), owned */
+    uint8_t data[]; /* key_len bytes, then val_cap bytes */
 };
+
+/*
+ * What few entries have, outside the entry (the entry's `x`; freed when it holds neither):
+ *   - a deadline: expire_ms (absolute, the entry time base; 0 none) and its place in the
+ *     deadline index (kv->heap);
+ *   - on a key, its lease (lease_id) and its link in that lease's list of keys (so that
+ *     revoking the lease finds them); on a lease's own entry in kv->leases, `head`: link is
+ *     the head of that list (there from the grant until the lease ends).
+ * `e` is the entry that owns the record, fixed whenever the entry moves (realloc).
+ * Adding a deadline to an entry with no record takes one reserved by keel__kv_heap_reserve;
+ * attaching a lease takes one the caller made before changing anything: neither fails.
+ */
+struct keel__kv_xrec {
+    keel_list_t link;
+    keel__kv_entry_t *e;
+    uint64_t lease_id;  /* 0: none */
+    uint64_t expire_ms; /* 0: none */
+    uint32_t heap_pos;  /* index in kv->heap while expire_ms != 0 */
+    uint8_t head;       /* a lease entry's list head */
+};
+
+/* A new unlinked record (nothing in it), or NULL on ENOMEM. */
+keel__kv_xrec_t *keel__kv_xrec_new(void);
+/* Frees e's record once it holds nothing (kv_leases.c). */
+void keel__kv_x_release(keel__kv_entry_t *e);
+/* Gives a new lease entry l its (empty) list head: 0 or KEEL_ENOMEM (l untouched). */
+int keel__kv_lease_head(keel__kv_entry_t *l);
+/* The lease a key is attached to, 0 for none. */
+static inline uint64_t keel__kv_lease_id(const keel__kv_entry_t *e)
+{
+    return e->x ? e->x->lease_id : 0;
+}
+/* An entry's deadline, 0 for none. */
+static inline uint64_t keel__kv_expire(const keel__kv_entry_t *e)
+{
+    return e->x ? e->x->expire_ms : 0;
+}
 
 /* An entry's bytes before its key: the type byte is not followed by sizeof's padding. */
 #define KEEL__KV_ENTRY_HEADER_BYTES offsetof(keel__kv_entry_t, data)
+_Static_assert(KEEL__KV_ENTRY_HEADER_BYTES == 45, "the key entry's header grew");
 
 /*
  * The typed keyspace. A key holds one type; the string is the entry's own bytes, every
@@ -115,7 +149,8 @@ void keel__kv_reg_free(keel_kv_t *kv);
  */
 keel__kv_entry_t *keel__kv_find(const keel_kv_t *kv, const void *key, size_t key_len, uint64_t h,
                                 keel__kv_entry_t ***link);
-/* A new unlinked entry (version fields zero); NULL on ENOMEM. */
+/* A new unlinked entry (version fields zero); NULL on ENOMEM. h, the key's hash, is not
+   kept (the table computes it again when it rehashes). */
 keel__kv_entry_t *keel__kv_entry_new(const void *key, size_t key_len, uint64_t h, const void *val,
                                      size_t val_len, size_t val_cap);
 /* Links a new entry (its key must be absent). Never fails; may start a resize. */
@@ -153,11 +188,13 @@ void keel__kv_clear(keel_kv_t *kv);
  * differs between a node that built it entry by entry and one that loaded a
  * snapshot. Every entry with expire_ms != 0 is in it at heap_pos.
  */
-/* Room for n more heap slots: 0 or KEEL_ENOMEM (nothing changed). */
+/* Room for n more heap slots, and n records for entries that have none yet: 0 or
+   KEEL_ENOMEM (nothing changed but spare records, kept for the next reserve). */
 int keel__kv_heap_reserve(keel_kv_t *kv, size_t n);
 /*
  * Sets (ms != 0) or clears (ms == 0) e's deadline and fixes the heap. Adding
- * a deadline to an entry that had none needs a reserved slot (asserted).
+ * a deadline to an entry that had none needs a reserved slot and, when e has no
+ * record, a reserved record (asserted).
  */
 void keel__kv_set_expire(keel_kv_t *kv, keel__kv_entry_t *e, uint64_t ms);
 /* The entry with the earliest deadline, or NULL. */
@@ -165,7 +202,7 @@ keel__kv_entry_t *keel__kv_heap_top(const keel_kv_t *kv);
 /* A live entry: no deadline, or one after now_ms. */
 static inline int keel__kv_live(const keel__kv_entry_t *e, uint64_t now_ms)
 {
-    return e->expire_ms == 0 || e->expire_ms > now_ms;
+    return e->x == NULL || e->x->expire_ms == 0 || e->x->expire_ms > now_ms;
 }
 
 /* ---- leases and locks (sub-tables of kv, allocated on first use) ---------------- */
@@ -186,9 +223,15 @@ static inline void keel__kv_put_u64be(uint8_t *p, uint64_t v)
 keel__kv_entry_t *keel__kv_lease_find(const keel_kv_t *kv, uint64_t id, keel__kv_entry_t ***link);
 /* A key that is live at now_ms: its own deadline and its lease's (if any) both after now_ms. */
 int keel__kv_alive(const keel_kv_t *kv, const keel__kv_entry_t *e, uint64_t now_ms);
-/* Attaches key entry e to the lease entry l (detaching it from any other). */
-void keel__kv_attach(keel__kv_entry_t *e, keel__kv_entry_t *l, uint64_t lease_id);
-/* Detaches e from its lease list, if any. */
+/*
+ * Attaches key entry e to the lease entry l (detaching it from any other), with r, a record
+ * from keel__kv_xrec_new taken before the command changed anything (owned from here on):
+ * attaching never fails.
+ */
+void keel__kv_attach(keel__kv_entry_t *e, keel__kv_entry_t *l, uint64_t lease_id,
+                     keel__kv_xrec_t *r);
+/* Detaches e from its lease list, if any; on a lease entry, drops its list's head, which
+   must be empty. The record goes when it then holds nothing (no deadline). */
 void keel__kv_detach(keel__kv_entry_t *e);
 /* The sub-table *sub, created (empty, kv's config) if absent: 0 or KEEL_ENOMEM. */
 int keel__kv_sub(keel_kv_t *kv, keel_kv_t **sub);

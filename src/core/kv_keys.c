@@ -72,7 +72,11 @@ static int put_from(const call_t *c, keel__kv_entry_t *src, keel__kv_entry_t **d
     uint64_t rev = kv->revision + 1;
     const uint8_t *dkey = c->argv[2];
     size_t dlen = c->lens[2];
-    if (src->expire_ms && keel__kv_heap_reserve(kv, 1) != 0)
+    if (keel__kv_expire(src) && keel__kv_heap_reserve(kv, 1) != 0)
+        return KEEL_ENOMEM;
+    uint64_t lease_id = keel__kv_lease_id(src);
+    keel__kv_xrec_t *r = lease_id ? keel__kv_xrec_new() : NULL;
+    if (lease_id && r == NULL)
         return KEEL_ENOMEM;
     keel__kv_entry_t *n = NULL;
     size_t obj_bytes = 0;
@@ -90,8 +94,10 @@ static int put_from(const call_t *c, keel__kv_entry_t *src, keel__kv_entry_t **d
         else
             obj_bytes = keel__kv_type(src->type)->bytes(obj);
     }
-    if (n == NULL)
+    if (n == NULL) {
+        free(r);
         return KEEL_ENOMEM;
+    }
     n->create_revision = d ? d->create_revision : rev;
     keel__kvc_set_version(kv, n, rev);
     if (d || ddead)
@@ -99,14 +105,15 @@ static int put_from(const call_t *c, keel__kv_entry_t *src, keel__kv_entry_t **d
     else
         keel__kv_insert(kv, n);
     kv->bytes += obj_bytes;
-    keel__kv_set_expire(kv, n, src->expire_ms);
-    if (src->lease_id)
-        keel__kv_attach(n, keel__kv_lease_find(kv, src->lease_id, NULL), src->lease_id);
+    keel__kv_set_expire(kv, n, keel__kv_expire(src));
+    if (lease_id)
+        keel__kv_attach(n, keel__kv_lease_find(kv, lease_id, NULL), lease_id, r);
     if (move) {
         /* the object now belongs to n: src goes as a string, its object's bytes stay
            counted once (n's insert counted only its pointer) */
         keel__kv_entry_t **slink = NULL;
-        keel__kv_entry_t *s = keel__kv_find(kv, c->argv[1], c->lens[1], src->hash, &slink);
+        keel__kv_entry_t *s = keel__kv_find(kv, c->argv[1], c->lens[1],
+                                            keel__kv_hash(kv, c->argv[1], c->lens[1]), &slink);
         assert(s == src);
         s->type = KEEL__KV_TYPE_STRING;
         keel__kv_unlink(kv, slink);
@@ -341,10 +348,11 @@ static int expiretime(const call_t *c, int ms)
     const keel__kv_entry_t *e = keel__kvc_lookup(c, 1);
     if (e == NULL)
         r_int(c->reply, -2);
-    else if (e->expire_ms == 0)
+    else if (keel__kv_expire(e) == 0)
         r_int(c->reply, -1);
     else
-        r_int(c->reply, ms ? (int64_t)e->expire_ms : (int64_t)((e->expire_ms + 500) / 1000));
+        r_int(c->reply,
+              ms ? (int64_t)keel__kv_expire(e) : (int64_t)((keel__kv_expire(e) + 500) / 1000));
     return 0;
 }
 

@@ -9,6 +9,71 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* ---- the records of what few entries have: a deadline, a lease (kv_int.h) --------- */
+
+keel__kv_xrec_t *keel__kv_xrec_new(void)
+{
+    keel__kv_xrec_t *r = malloc(sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    keel_list_init(&r->link);
+    r->e = NULL;
+    r->lease_id = r->expire_ms = 0;
+    r->heap_pos = 0;
+    r->head = 0;
+    return r;
+}
+
+void keel__kv_x_release(keel__kv_entry_t *e)
+{
+    keel__kv_xrec_t *r = e->x;
+    if (r && !r->head && r->lease_id == 0 && r->expire_ms == 0) {
+        free(r);
+        e->x = NULL;
+    }
+}
+
+int keel__kv_lease_head(keel__kv_entry_t *l)
+{
+    assert(l->x == NULL);
+    if ((l->x = keel__kv_xrec_new()) == NULL)
+        return KEEL_ENOMEM;
+    l->x->e = l;
+    l->x->head = 1;
+    return 0;
+}
+
+void keel__kv_detach(keel__kv_entry_t *e)
+{
+    keel__kv_xrec_t *r = e->x;
+    if (r == NULL)
+        return;
+    /* a key's record is linked in its lease's list; a lease's head only goes when empty */
+    assert(r->e == e && (r->head ? keel_list_empty(&r->link)
+                                 : keel_list_linked(&r->link) == (r->lease_id != 0)));
+    if (r->lease_id != 0)
+        keel_list_remove(&r->link);
+    r->lease_id = 0;
+    r->head = 0;
+    keel__kv_x_release(e);
+}
+
+void keel__kv_attach(keel__kv_entry_t *e, keel__kv_entry_t *l, uint64_t lease_id,
+                     keel__kv_xrec_t *r)
+{
+    assert(lease_id != 0 && l->x != NULL && l->x->head && r != NULL && r->e == NULL);
+    keel__kv_detach(e);
+    if (e->x != NULL) {
+        free(r); /* e keeps the record of its deadline */
+        r = e->x;
+    } else {
+        r->e = e;
+        e->x = r;
+    }
+    r->lease_id = lease_id;
+    keel_list_insert_head(&l->x->link, &r->link);
+}
+
 /* ---- leases ---------------------------------------------------------------------- */
 
 /*
@@ -55,9 +120,10 @@ static int64_t lease_drop(keel_kv_t *kv, keel__kv_entry_t **lease_link)
     keel__kv_entry_t *l = *lease_link;
     int64_t n = 0;
     keel_list_t *it;
-    while ((it = keel_list_first(&l->lease_link)) != NULL) {
-        keel__kv_entry_t *e = KEEL_LIST_ENTRY(it, keel__kv_entry_t, lease_link), **link = NULL;
-        keel__kv_entry_t *f = keel__kv_find(kv, keel__kv_key(e), e->key_len, e->hash, &link);
+    while ((it = keel_list_first(&l->x->link)) != NULL) {
+        keel__kv_entry_t *e = KEEL_LIST_ENTRY(it, keel__kv_xrec_t, link)->e, **link = NULL;
+        keel__kv_entry_t *f = keel__kv_find(kv, keel__kv_key(e), e->key_len,
+                                            keel__kv_hash(kv, keel__kv_key(e), e->key_len), &link);
         assert(f == e);
         keel__kv_unlink(kv, link); /* detaches it */
         n++;
@@ -89,7 +155,10 @@ static int lease_grant(const call_t *c, int64_t ttl)
         keel__kv_entry_new(k, sizeof(k), keel__kv_hash(kv->leases, k, sizeof(k)), v, 8, 8);
     if (l == NULL)
         return KEEL_ENOMEM;
-    assert(keel_list_empty(&l->lease_link)); /* the empty list of its keys */
+    if (keel__kv_lease_head(l) != 0) { /* the empty list of its keys */
+        free(l);
+        return KEEL_ENOMEM;
+    }
     keel__kv_insert(kv->leases, l);
     keel__kv_set_expire(kv->leases, l, when);
     kv->lease_id_last = id;
@@ -110,7 +179,7 @@ int keel__kvc_cmd_lease(const call_t *c)
     keel__kv_entry_t *l = keel__kv_lease_find(kv, (uint64_t)arg, &link);
     int live = l && keel__kv_live(l, c->now);
     if (keel__kvc_arg_is(c, 1, "TTL")) {
-        r_int(c->reply, live ? (int64_t)(l->expire_ms - c->now) : -2);
+        r_int(c->reply, live ? (int64_t)(keel__kv_expire(l) - c->now) : -2);
         return 0;
     }
     if (!live)
@@ -145,10 +214,11 @@ int keel__kvc_cmd_lease_sweep(const call_t *c)
     int64_t n = 0, keys = 0;
     keel__kv_entry_t *l;
     while (kv->leases && n < max && (l = keel__kv_heap_top(kv->leases)) != NULL &&
-           l->expire_ms <= limit) {
+           keel__kv_expire(l) <= limit) {
         keel__kv_entry_t **link = NULL;
         keel__kv_entry_t *f =
-            keel__kv_find(kv->leases, keel__kv_key(l), l->key_len, l->hash, &link);
+            keel__kv_find(kv->leases, keel__kv_key(l), l->key_len,
+                          keel__kv_hash(kv->leases, keel__kv_key(l), l->key_len), &link);
         assert(f == l);
         keys += lease_drop(kv, link);
         n++;
@@ -189,11 +259,16 @@ int keel__kvc_cmd_kset(const call_t *c)
     keel__kv_entry_t *e = keel__kvc_wfind(c, key, key_len, h, &link, &dead);
     if (!e && !dead && (rc = keel__kvc_check_room(c, 1)) != 0)
         return keel__kvc_done(rc);
+    keel__kv_xrec_t *r = keel__kv_xrec_new(); /* before any change: attaching cannot fail */
+    if (r == NULL)
+        return KEEL_ENOMEM;
     rc = keel__kvc_put_value(c, 2, link, e, dead, h, 0, 0);
-    if (rc != 0)
+    if (rc != 0) {
+        free(r);
         return rc;
+    }
     e = keel__kv_find(kv, key, key_len, h, NULL);
-    keel__kv_attach(e, l, (uint64_t)id);
+    keel__kv_attach(e, l, (uint64_t)id, r);
     r_ok(c->reply);
     return 0;
 }

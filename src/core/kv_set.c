@@ -66,28 +66,36 @@ int keel__ks_cmd_sadd(const call_t *c)
         items[i] = keel__kc_item_new(dst, c->argv[2 + i], c->lens[2 + i], NULL, 0);
         if (items[i] == NULL) {
             for (size_t k = 0; k < i; k++)
-                free(items[k]);
+                keel__kc_item_free(items[k]);
             free(items);
             items = NULL;
         }
+    }
+    size_t before = dst->bytes;
+    if (items && keel__kc_reserve(dst, items, n) != 0) {
+        for (size_t k = 0; k < n; k++)
+            keel__kc_item_free(items[k]);
+        free(items);
+        items = NULL;
     }
     if (items == NULL) {
         if (fresh)
             keel__kv_type_set.free(keel__kv_obj(fresh)), free(fresh);
         return KEEL_ENOMEM;
     }
-    if (fresh)
+    if (fresh) {
         keel__kc_link(c, link, dead, fresh);
-    size_t before = dst->bytes;
+        before = dst->bytes;
+    }
     int64_t added = 0;
     for (size_t i = 0; i < n; i++) {
         if (items[i] == NULL)
             continue;
-        if (keel__kc_find(dst, items[i]->data, items[i]->flen)) {
-            free(items[i]); /* a member named twice */
+        if (keel__kc_find(dst, keel__kc_f(items[i]), keel__kc_fl(items[i]))) {
+            keel__kc_item_free(items[i]); /* a member named twice */
             continue;
         }
-        note(dst, items[i]->data, items[i]->flen);
+        note(dst, keel__kc_f(items[i]), keel__kc_fl(items[i]));
         added += keel__kc_put(dst, items[i]);
     }
     note(dst, (const uint8_t *)"0", 1);
@@ -156,7 +164,7 @@ static void r_members(reply_t *o, const keel__kc_t *t)
     r_array(o, t ? t->count : 0);
     for (const keel__kc_item_t *it = t ? keel__kc_first(t) : NULL; it && !o->failed;
          it = keel__kc_next(t, it))
-        r_bulk(o, it->data, it->flen);
+        r_bulk(o, keel__kc_f(it), keel__kc_fl(it));
 }
 
 int keel__ks_cmd_smembers(const call_t *c)
@@ -197,6 +205,14 @@ int keel__ks_spop_syntax(const call_t *c)
     return 0;
 }
 
+/* qsort order of item pointers, highest address first */
+static int by_address_desc(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t) * (const keel__kc_item_t *const *)a;
+    uintptr_t y = (uintptr_t) * (const keel__kc_item_t *const *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
 int keel__ks_cmd_spop(const call_t *c)
 {
     keel__kv_entry_t **link = NULL;
@@ -222,10 +238,13 @@ int keel__ks_cmd_spop(const call_t *c)
     if (c->argc == 3)
         r_array(c->reply, n);
     for (size_t i = 0; i < n; i++)
-        r_bulk(c->reply, picked[i]->data, picked[i]->flen);
+        r_bulk(c->reply, keel__kc_f(picked[i]), keel__kc_fl(picked[i]));
     size_t before = t->bytes;
-    for (size_t i = 0; i < n; i++) /* removing one leaves the others' pointers valid */
-        keel__kc_del(t, picked[i]->data, picked[i]->flen);
+    /* removing one leaves valid the pointers to items before it (packed) or all (big):
+       remove the last first */
+    qsort(picked, n, sizeof(*picked), by_address_desc);
+    for (size_t i = 0; i < n; i++)
+        keel__kc_del(t, keel__kc_f(picked[i]), keel__kc_fl(picked[i]));
     free(picked);
     keel__kc_touch(c, c->argv[1], c->lens[1], before);
     c->w->revision++;
@@ -269,8 +288,10 @@ int keel__ks_cmd_smove(const call_t *c)
     if (d == NULL && (rc = keel__kc_prepare(c, c->argv[2], c->lens[2], T, &fresh)) != 0)
         return rc;
     keel__kc_t *dst = d ? d : keel__kv_obj(fresh);
+    size_t dbefore = dst->bytes;
     keel__kc_item_t *it = keel__kc_item_new(dst, m, ml, NULL, 0);
-    if (it == NULL) {
+    if (it == NULL || keel__kc_reserve(dst, &it, 1) != 0) {
+        keel__kc_item_free(it);
         if (fresh)
             keel__kv_type_set.free(keel__kv_obj(fresh)), free(fresh);
         return KEEL_ENOMEM;
@@ -284,10 +305,10 @@ int keel__ks_cmd_smove(const call_t *c)
         uint64_t h = keel__kv_hash(kv, c->argv[2], c->lens[2]);
         keel__kv_find(kv, c->argv[2], c->lens[2], h, &dlink);
         keel__kc_link(c, dlink, ddead, fresh);
+        dbefore = dst->bytes;
     }
-    size_t dbefore = dst->bytes;
     if (keel__kc_find(dst, m, ml)) {
-        free(it);
+        keel__kc_item_free(it);
     } else {
         note(dst, m, ml);
         keel__kc_put(dst, it);
@@ -321,7 +342,7 @@ static int keep(int op, const keel__kc_t **sets, size_t n, size_t skip, const ke
     for (size_t k = 0; k < n; k++) {
         if (k == skip)
             continue;
-        int in = sets[k] && keel__kc_find(sets[k], it->data, it->flen) != NULL;
+        int in = sets[k] && keel__kc_find(sets[k], keel__kc_f(it), keel__kc_fl(it)) != NULL;
         if (op == OP_INTER && !in)
             return 0;
         if (op == OP_DIFF && in)
@@ -359,14 +380,15 @@ static int compute(const call_t *c, int op, const keel__kc_t **sets, size_t n, s
                 break;
             if (op != OP_UNION && !keep(op, sets, n, i, it))
                 continue;
-            if (op == OP_UNION && keel__kc_find(r, it->data, it->flen))
+            if (op == OP_UNION && keel__kc_find(r, keel__kc_f(it), keel__kc_fl(it)))
                 continue;
-            keel__kc_item_t *x = keel__kc_item_new(r, it->data, it->flen, NULL, 0);
-            if (x == NULL) {
+            keel__kc_item_t *x = keel__kc_item_new(r, keel__kc_f(it), keel__kc_fl(it), NULL, 0);
+            if (x == NULL || keel__kc_reserve(r, &x, 1) != 0) {
+                keel__kc_item_free(x);
                 keel__kc_free(r);
                 return KEEL_ENOMEM;
             }
-            note(r, x->data, x->flen);
+            note(r, keel__kc_f(x), keel__kc_fl(x));
             keel__kc_put(r, x);
         }
         if (op != OP_UNION)

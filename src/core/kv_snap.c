@@ -74,8 +74,8 @@ static int put_record(void *data, const keel__kv_entry_t *e)
     keel_put_u32(h + 4, e->val_len);
     keel_put_u64(h + 8, e->version);
     keel_put_u64(h + 16, e->create_revision);
-    keel_put_u64(h + 24, e->expire_ms);
-    keel_put_u64(h + 32, e->lease_id);
+    keel_put_u64(h + 24, keel__kv_expire(e));
+    keel_put_u64(h + 32, keel__kv_lease_id(e));
     int rc = put(w, h, sizeof(h));
     if (rc == 0)
         rc = put(w, keel__kv_key(e), e->key_len);
@@ -92,7 +92,7 @@ static int put_lease(void *data, const keel__kv_entry_t *l)
         id = id << 8 | keel__kv_key(l)[i];
     keel_put_u64(r, id);
     memcpy(r + 8, keel__kv_cval(l), 8);
-    keel_put_u64(r + 16, l->expire_ms);
+    keel_put_u64(r + 16, keel__kv_expire(l));
     return put(data, r, sizeof(r));
 }
 
@@ -101,7 +101,7 @@ static int put_lock(void *data, const keel__kv_entry_t *l)
     uint8_t r[LOCK_RECORD_HEADER_BYTES];
     keel_put_u32(r, l->key_len);
     memcpy(r + 4, keel__kv_cval(l), 8);
-    keel_put_u64(r + 12, l->expire_ms);
+    keel_put_u64(r + 12, keel__kv_expire(l));
     int rc = put(data, r, sizeof(r));
     return rc == 0 ? put(data, keel__kv_key(l), l->key_len) : rc;
 }
@@ -131,8 +131,8 @@ static int put_typed(void *data, const keel__kv_entry_t *e)
     h[4] = e->type;
     keel_put_u64(h + 5, e->version);
     keel_put_u64(h + 13, e->create_revision);
-    keel_put_u64(h + 21, e->expire_ms);
-    keel_put_u64(h + 29, e->lease_id);
+    keel_put_u64(h + 21, keel__kv_expire(e));
+    keel_put_u64(h + 29, keel__kv_lease_id(e));
     keel_put_u64(h + 37, body);
     int rc = put(data, h, sizeof(h));
     if (rc == 0)
@@ -273,15 +273,19 @@ static int load_record(keel_kv_t *kv, const uint8_t *data, size_t end, size_t rh
         return keel_errf(msg, KEEL_EPROTO, "record at %zu: duplicate key", *pos);
     if (expire_ms && keel__kv_heap_reserve(kv, 1) != 0)
         return keel_errf(msg, KEEL_ENOMEM, "out of memory at record %zu", *pos);
+    keel__kv_xrec_t *r = lease ? keel__kv_xrec_new() : NULL;
     keel__kv_entry_t *e = keel__kv_entry_new(key, key_len, h, val, val_len, val_len);
-    if (e == NULL)
+    if (e == NULL || (lease && r == NULL)) {
+        free(e);
+        free(r);
         return keel_errf(msg, KEEL_ENOMEM, "out of memory at record %zu", *pos);
+    }
     e->version = version;
     e->create_revision = create_revision;
     keel__kv_insert(kv, e);
     keel__kv_set_expire(kv, e, expire_ms);
     if (lease)
-        keel__kv_attach(e, lease, lease_id);
+        keel__kv_attach(e, lease, lease_id, r);
     *pos = p + key_len + val_len;
     return 0;
 }
@@ -322,9 +326,12 @@ static int load_typed(keel_kv_t *kv, const uint8_t *data, size_t end, size_t *po
     int rc = t->snap_load(data + p + key_len, (size_t)body, &obj);
     if (rc != 0)
         return keel_errf(msg, rc, "typed record at %zu: bad %s body", *pos, t->name);
+    keel__kv_xrec_t *r = lease ? keel__kv_xrec_new() : NULL;
     keel__kv_entry_t *e = keel__kv_entry_new_obj(key, key_len, h, type, obj);
-    if (e == NULL) {
+    if (e == NULL || (lease && r == NULL)) {
         t->free(obj);
+        free(e);
+        free(r);
         return keel_errf(msg, KEEL_ENOMEM, "out of memory at record %zu", *pos);
     }
     e->version = version;
@@ -333,7 +340,7 @@ static int load_typed(keel_kv_t *kv, const uint8_t *data, size_t end, size_t *po
     kv->bytes += t->bytes(obj);
     keel__kv_set_expire(kv, e, expire_ms);
     if (lease)
-        keel__kv_attach(e, lease, lease_id);
+        keel__kv_attach(e, lease, lease_id, r);
     *pos = p + key_len + (size_t)body;
     return 0;
 }
@@ -356,9 +363,10 @@ static int load_lease(keel_kv_t *kv, const uint8_t *data, size_t end, size_t *po
         return keel_errf(msg, KEEL_ENOMEM, "out of memory at lease %zu", *pos);
     keel__kv_entry_t *l =
         keel__kv_entry_new(k, sizeof(k), keel__kv_hash(kv->leases, k, 8), data + *pos + 8, 8, 8);
-    if (l == NULL)
+    if (l == NULL || keel__kv_lease_head(l) != 0) { /* the empty list of its keys */
+        free(l);
         return keel_errf(msg, KEEL_ENOMEM, "out of memory at lease %zu", *pos);
-    assert(keel_list_empty(&l->lease_link)); /* the empty list of its keys */
+    }
     keel__kv_insert(kv->leases, l);
     keel__kv_set_expire(kv->leases, l, when);
     *pos += LEASE_RECORD_BYTES;

@@ -245,14 +245,14 @@ void keel__xs_index_all(keel_kv_t *kv)
 uint64_t keel_kv_next_retention_ms(const keel_kv_t *kv)
 {
     const keel__kv_entry_t *top = kv->retained ? keel__kv_heap_top(kv->retained) : NULL;
-    return top ? top->expire_ms : KEEL_KV_NO_DEADLINE;
+    return top ? keel__kv_expire(top) : KEEL_KV_NO_DEADLINE;
 }
 
 /* The heap's entries due at now_ms (a walk that skips subtrees not due), at most max. */
 static size_t due(const keel_kv_t *r, size_t i, uint64_t now_ms, const uint8_t **keys, size_t *lens,
                   size_t n, size_t max)
 {
-    if (i >= r->heap_len || n >= max || r->heap[i]->expire_ms > now_ms)
+    if (i >= r->heap_len || n >= max || keel__kv_expire(r->heap[i]) > now_ms)
         return n;
     keys[n] = keel__kv_key(r->heap[i]);
     lens[n++] = r->heap[i]->key_len;

@@ -220,7 +220,8 @@ static int mset(const call_t *c, int nx)
         r_ok(c->reply);
     for (size_t i = 0; i < pairs; i++) {
         keel__kv_entry_t *e = fresh[i], **link = NULL;
-        keel__kv_entry_t *old = keel__kv_find(kv, keel__kv_key(e), e->key_len, e->hash, &link);
+        keel__kv_entry_t *old = keel__kv_find(
+            kv, keel__kv_key(e), e->key_len, keel__kv_hash(kv, keel__kv_key(e), e->key_len), &link);
         e->create_revision = old && keel__kv_alive(kv, old, c->now) ? old->create_revision : rev;
         keel__kvc_set_version(kv, e, rev);
         if (old)
@@ -311,7 +312,8 @@ int keel__kvc_cmd_flushall(const call_t *c)
     for (size_t i = 0; i < l.n; i++) {
         keel__kv_entry_t **link = NULL;
         keel__kv_entry_t *e =
-            keel__kv_find(kv, keel__kv_key(l.e[i]), l.e[i]->key_len, l.e[i]->hash, &link);
+            keel__kv_find(kv, keel__kv_key(l.e[i]), l.e[i]->key_len,
+                          keel__kv_hash(kv, keel__kv_key(l.e[i]), l.e[i]->key_len), &link);
         assert(e == l.e[i]);
         keel__kv_unlink(kv, link);
     }

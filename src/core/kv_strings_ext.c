@@ -181,13 +181,13 @@ int keel__kvc_cmd_getex(const call_t *c)
     if ((f & GX_TIME) && (rc = expire_arg(c, arg, (f & (GX_EX | GX_EXAT)) != 0,
                                           (f & (GX_EX | GX_PX)) != 0, &when)) != 0)
         return keel__kvc_done(rc);
-    if ((f & GX_TIME) && when > c->now && !e->expire_ms && keel__kv_heap_reserve(kv, 1) != 0)
+    if ((f & GX_TIME) && when > c->now && !keel__kv_expire(e) && keel__kv_heap_reserve(kv, 1) != 0)
         return KEEL_ENOMEM;
     r_value(c->reply, e);
     if ((f & GX_TIME) && when <= c->now) { /* EXAT/PXAT in the past: the key goes now */
         keel__kv_unlink(kv, link);
         kv->revision++;
-    } else if ((f & GX_TIME) || ((f & GX_PERSIST) && e->expire_ms)) {
+    } else if ((f & GX_TIME) || ((f & GX_PERSIST) && keel__kv_expire(e))) {
         keel__kvc_set_version(kv, e, kv->revision + 1);
         kv->revision++;
         keel__kv_set_expire(kv, e, when);

@@ -622,7 +622,7 @@ static int setop_source(const call_t *c, size_t i, const keel_zset_t **z, keel_z
         return KEEL_ENOMEM;
     keel_zset_set_skiplist(copy);
     for (const keel__kc_item_t *it = keel__kc_first(t); it != NULL; it = keel__kc_next(t, it)) {
-        keel_zset_node_t *x = keel_zset_node_new(it->data, it->flen, 1.0);
+        keel_zset_node_t *x = keel_zset_node_new(keel__kc_f(it), keel__kc_fl(it), 1.0);
         if (x == NULL || keel_zset_reserve(copy, 1, x->level) != 0) {
             keel_zset_node_free(x);
             keel_zset_free(copy);

@@ -21,13 +21,17 @@ struct keel_zset {
                                  for 32 */
     keel_zset_node_t *tail;
     uint64_t length;
-    uint32_t level; /* levels in use, >= 1 */
-    uint32_t header_levels;
-    int listpack;
+    /* small fields together: the struct is 56 bytes, one 64-byte malloc chunk (a million
+       small sets pay for every byte) */
+    uint8_t level; /* levels in use, 1..KEEL_ZSET_LEVEL_MAX */
+    uint8_t header_levels;
+    uint8_t listpack;
     keel_zset_node_t **buckets; /* NULL while nbuckets is 0 */
     uint64_t nbuckets;          /* 0 or a power of two */
     size_t node_bytes;          /* the linked nodes' allocations */
 };
+_Static_assert(sizeof(struct keel_zset) == 56, "a sorted set's header grew");
+_Static_assert(KEEL_ZSET_LEVEL_MAX <= UINT8_MAX, "levels are counted in a byte");
 
 static size_t node_size(uint32_t level, size_t len)
 {

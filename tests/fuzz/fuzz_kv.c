@@ -44,25 +44,29 @@ static keel_kv_config_t small_config(void)
 static int count_deadline(void *data, const keel__kv_entry_t *e)
 {
     size_t *n = data;
-    *n += e->expire_ms != 0;
+    *n += keel__kv_expire(e) != 0;
     return 0;
 }
 
-/* Every leased key is on its lease's list, and every list member carries the lease's id. */
+/* Every leased key is on its lease's list, and every list member carries the lease's id and
+   points back at its entry. */
 static int check_leased(void *data, const keel__kv_entry_t *e)
 {
     const keel_kv_t *kv = data;
-    if (e->lease_id == 0) {
-        assert(!keel_list_linked(&e->lease_link));
+    const keel__kv_xrec_t *r = e->x;
+    assert(r == NULL || (r->e == e && !r->head));
+    if (r == NULL || r->lease_id == 0) {
+        assert(r == NULL || !keel_list_linked(&r->link));
         return 0;
     }
-    const keel__kv_entry_t *l = keel__kv_lease_find(kv, e->lease_id, NULL);
-    assert(l != NULL && keel_list_linked(&e->lease_link));
-    const keel_list_t *x = e->lease_link.next;
+    const keel__kv_entry_t *l = keel__kv_lease_find(kv, r->lease_id, NULL);
+    assert(l != NULL && l->x != NULL && l->x->head && l->x->lease_id == 0 && l->x->e == l);
+    assert(keel_list_linked(&r->link));
+    const keel_list_t *x = r->link.next;
     size_t steps = 0;
-    while (x != &l->lease_link) {
-        assert(KEEL_LIST_ENTRY(x, keel__kv_entry_t, lease_link)->lease_id == e->lease_id &&
-               ++steps <= kv->count);
+    while (x != &l->x->link) {
+        const keel__kv_xrec_t *m = KEEL_LIST_ENTRY(x, keel__kv_xrec_t, link);
+        assert(m->lease_id == r->lease_id && m->e->x == m && ++steps <= kv->count);
         x = x->next;
     }
     return 0;
@@ -88,10 +92,11 @@ static void check_heap_of(const keel_kv_t *kv)
     assert(with == kv->heap_len && kv->heap_len <= kv->heap_cap);
     for (size_t i = 0; i < kv->heap_len; i++) {
         const keel__kv_entry_t *e = kv->heap[i];
-        assert(e->heap_pos == i && e->expire_ms != 0);
-        assert(keel__kv_find(kv, keel__kv_key(e), e->key_len, e->hash, NULL) == e);
+        assert(e->x != NULL && e->x->e == e && e->x->heap_pos == i && e->x->expire_ms != 0);
+        assert(keel__kv_find(kv, keel__kv_key(e), e->key_len,
+                             keel__kv_hash(kv, keel__kv_key(e), e->key_len), NULL) == e);
         if (i > 0)
-            assert(kv->heap[(i - 1) / 2]->expire_ms <= e->expire_ms);
+            assert(keel__kv_expire(kv->heap[(i - 1) / 2]) <= keel__kv_expire(e));
     }
 }
 
