@@ -32,6 +32,10 @@ A W=ONE write (or increment) acknowledged by the node whose data directory was w
 the wipe, is held by that node alone until replication reaches another: its loss is allowed
 (docs/ap.md: W=1 means one copy), so it is counted as of unknown outcome; how many of them
 survived is printed.
+
+KEEL_SEED=N repeats a fault schedule (the seed is printed); KEEL_NEMESIS_MODE=relay (or netns)
+picks the network instead of "auto"; KEEL_AP_NEMESIS_FLAGS adds keel server flags (the
+checks-bite run in docs/ap.md: `--ap-policy s=lww` makes the sibling keys last-writer-wins).
 """
 
 import json
@@ -338,7 +342,8 @@ def test_ap_keeps_every_acknowledged_write_through_partitions_kills_pauses_and_a
     rec = Recorder()
     try:
         net.setup()
-        cl = nemesis.make_cluster(binary("keel"), str(tmp_path), net)
+        extra = os.environ.get("KEEL_AP_NEMESIS_FLAGS", "").split()  # e.g. a checks-bite run
+        cl = nemesis.make_cluster(binary("keel"), str(tmp_path), net, extra)
         cl.start()
         cl.wait_leader(timeout_s=nemesis.RECOVER_WAIT_S)
         # every node reaches every other (AP peer links come up after the leader is known)
