@@ -33,9 +33,14 @@ the wipe, is held by that node alone until replication reaches another: its loss
 (docs/ap.md: W=1 means one copy), so it is counted as of unknown outcome; how many of them
 survived is printed.
 
-KEEL_SEED=N repeats a fault schedule (the seed is printed); KEEL_NEMESIS_MODE=relay (or netns)
-picks the network instead of "auto"; KEEL_AP_NEMESIS_FLAGS adds keel server flags (the
-checks-bite run in docs/ap.md: `--ap-policy s=lww` makes the sibling keys last-writer-wins).
+KEEL_AP_NEMESIS_NODES=5 runs 5 nodes instead (not in `make test`): the cut-off minority is 2
+nodes, writes need stand-ins, each key is compared on its homes only (KEEL.AP.WHERE), every
+hint must be handed off after the heal, and every W=ONE write or increment acknowledged before
+the wipe counts as unknown (its one copy may have been the wiped node's, as a home or a
+stand-in). KEEL_SEED=N repeats a fault schedule (the seed is printed); KEEL_NEMESIS_MODE=relay
+(or netns) picks the network instead of "auto"; KEEL_AP_NEMESIS_FLAGS adds keel server flags
+(the checks-bite run in docs/ap.md: `--ap-policy s=lww` makes the sibling keys
+last-writer-wins).
 """
 
 import json
@@ -77,7 +82,7 @@ class Recorder:
         self.isolated = frozenset()  # indices of the nodes on the minority side of a cut
         self.minority_one_acks = 0  # W=ONE PUTs and INCRs the minority acknowledged meanwhile
         self.wiped = None  # (node index, monotonic time the node was stopped)
-        self.errors = {}  # error text (first 60 chars) -> count
+        self.errors = {}  # "command: error text (first 60 chars)" -> count
 
 
 class ApClient(threading.Thread):
@@ -109,8 +114,9 @@ class ApClient(threading.Thread):
             return "ok", self.conn(i).execute_command(*args)
         except redis.ResponseError as e:
             text = str(e)
+            what = f"{args[0].split('.')[-1]}: {text[:60]}"
             with self.rec.lock:
-                self.rec.errors[text[:60]] = self.rec.errors.get(text[:60], 0) + 1
+                self.rec.errors[what] = self.rec.errors.get(what, 0) + 1
             return ("fail" if "too many siblings" in text else "info"), text
         except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
             self.drop(i)
@@ -234,7 +240,7 @@ def run_faults(nem, rec, sched, duration_s):
 
 
 def node_state(nd, key):
-    """(replies, context, sorted values) of key on node nd alone (R=ONE), or None."""
+    """(context, sorted values) of key on node nd alone (R=ONE), or None."""
     try:
         c = nd.client(socket_timeout=OP_TIMEOUT_S)
         try:
