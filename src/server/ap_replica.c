@@ -128,8 +128,8 @@ static void push_leaves(ap_t *ap, uint64_t to, const uint32_t *leaves, uint32_t 
 
 void keel__ap_ae_round(ap_t *ap)
 {
-    if (keel__ap_ring_refresh(ap) < 2 || !ap->trees_ok)
-        return;
+    if (keel__ap_ring_refresh(ap) < 2 || !ap->trees_ok || keel__ap_leaving(ap))
+        return; /* a leaver is a home of nothing: its keys go by the move (ap_move.c) */
     uint32_t x = ap->ae_turn++ % ap->ids_n;
     if (ap->ids[x] == keel__ap_self_id(ap))
         x = ap->ae_turn++ % ap->ids_n;
@@ -251,6 +251,12 @@ void keel__srv_on_peer_ap(void *data, uint64_t from, const uint8_t *p, size_t n)
     case KEEL_APMSG_HINTED_WRITE:
     case KEEL_APMSG_HANDOFF: {
         (void)keel__ap_ring_refresh(ap);
+        if (keel__ap_leaving(ap)) { /* what a leaver holds must stop changing (ap_move.c) */
+            keel_apmsg_t a = {.type = KEEL_APMSG_ACK, .req = m.req, .status = 1};
+            if (m.req && m.type != KEEL_APMSG_HANDOFF) /* refused: the coordinator stands in */
+                keel__ap_send_msg(ap, from, &a);
+            return;
+        }
         int rc = keel_apval_decode(m.value, m.value_len, &v, &msg);
         if (rc == 0 && (rc = keel__ap_policy_allows(ap, m.key, m.key_len, v.kind, &msg)) != 0)
             keel_counter_inc(ap->m_policy_refused);

@@ -2,6 +2,8 @@
 (docs/ap.md, "Moving keys when the membership changes"): a node joins a 3-node cluster, or
 leaves a 4-node one, under writes; every acknowledged key reads back with its value at
 R=QUORUM once the move is done, and the share of key copies that moved is about 1/nodes.
+A leaving node hands the writes only it acknowledged to their homes before it is stopped
+(docs/ap.md, "A leaving node").
 """
 
 import random
@@ -243,3 +245,50 @@ def test_a_restarted_node_resumes_from_the_ring_it_recorded(make_cluster):
     time.sleep(1.5)  # a few anti-entropy rounds: the ring is refreshed
     assert metric(nd, "keel_ap_move_keys_total") == 0
     assert metric(nd, "keel_ap_move_pending") == 0
+
+
+def test_a_leaving_node_hands_the_writes_only_it_holds_to_their_homes_before_it_stops(
+    make_cluster,
+):
+    """Anti-entropy is off (--ap-antientropy-ms 0), so nothing but the leaver's own push and
+    its hints can bring its W=1 writes to the nodes that stay (without the push they are lost:
+    docs/ap.md)."""
+    cl = make_cluster(4, "--ap-antientropy-ms", "0")
+    n1, n2, n3, n4 = cl.nodes
+    stay = [n1, n2, n3]
+    connected(cl.nodes)
+    for nd in stay:
+        nd.kill()
+    # n4 alone: it stores each write as a home, or as the stand-in of one (the first fallback
+    # of every key on 4 nodes), and acknowledges it at W=1; no other node has it
+    keys = [f"only{i}" for i in range(300)]
+    p = n4.client(socket_timeout=30).pipeline(transaction=False)
+    for k in keys:
+        p.execute_command("KEEL.AP.PUT", k, "v" + k, "W", "1")
+    got = p.execute(raise_on_error=False)
+    want = {k: "v" + k for k, r in zip(keys, got) if r == 1}
+    assert len(want) == len(keys), [r for r in got if r != 1][:3]
+    assert metric(n4, "keel_ap_leaving") == 0 and metric(n4, "keel_ap_drained") == 0
+    for nd in stay:
+        nd.start()
+    cl.wait_leader()
+    remove(stay, "n4")
+    eventually(lambda: metric(n4, "keel_ap_leaving") == 1, what="n4 sees it left")
+    t0 = time.monotonic()
+    eventually(
+        lambda: metric(n4, "keel_ap_drained") == 1, timeout_s=MOVE_BOUND_S, what="n4 drained"
+    )
+    drain_s = time.monotonic() - t0
+    assert metric(n4, "keel_ap_hints_pending") == 0 and metric(n4, "keel_ap_move_pending") == 0
+    queued = metric(n4, "keel_ap_move_keys_total")
+    # every key, to each of its 3 homes on n1..n3 (a hint it held as a stand-in and not yet
+    # delivered is renewed, not queued again)
+    assert 2 * len(want) <= queued <= 3 * len(want), queued
+    n4.stop()
+    check_all(stay, want)
+    for nd in stay:  # each of the 3 homes holds every key: the leaver pushed to all of them
+        assert metric(nd, "keel_ap_keys") == len(want), nd.name
+    print(
+        f"leaver: {len(want)} W=1 keys only it held, {queued:.0f} move hints, drained "
+        f"{drain_s:.1f} s after it saw its removal"
+    )
