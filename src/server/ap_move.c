@@ -3,6 +3,7 @@
 
 #include "base/log.h"
 #include "core/applace.h"
+#include "proto/resp.h"
 #include "runtime/apstore.h"
 #include "runtime/clock.h"
 
@@ -209,4 +210,27 @@ int keel__ap_leaving(const ap_t *ap)
 int keel__ap_drained(const ap_t *ap)
 {
     return keel__ap_leaving(ap) && !ap->mv.active && keel_apstore_hints(ap->store) == 0;
+}
+
+/*
+ * KEEL.AP.STATUS: where this node's AP keys stand, for an operator (or `keel member remove
+ * --wait-ap-drain`) waiting for a leaver to be done: a flat array of names and integers,
+ * leaving, drained, move_pending, hints_pending, keys (the metrics of the same names).
+ */
+int keel__srv_cmd_ap_status(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    (void)argc, (void)argv;
+    ap_t *ap = keel__srv_of(c)->ap;
+    (void)keel__ap_ring_refresh(ap);
+    const char *name[] = {"leaving", "drained", "move_pending", "hints_pending", "keys"};
+    int64_t val[] = {keel__ap_leaving(ap), keel__ap_drained(ap), (int64_t)keel__ap_move_pending(ap),
+                     (int64_t)keel_apstore_hints(ap->store),
+                     (int64_t)keel_apstore_count(ap->store)};
+    keel_buf_t *out = keel_resp_client_out(c);
+    int rc = keel_resp_write_array_header(out, 2 * 5);
+    for (int i = 0; i < 5; i++) {
+        rc = rc ?: keel_resp_write_bulk(out, name[i], strlen(name[i]));
+        rc = rc ?: keel_resp_write_int(out, val[i]);
+    }
+    return rc;
 }

@@ -7,11 +7,13 @@ A leaving node hands the writes only it acknowledged to their homes before it is
 """
 
 import random
+import subprocess
 import threading
 import time
 
 import redis
 
+from conftest import binary
 from keelcluster import http_get, make_cluster  # noqa: F401 (fixture)
 
 MOVE_BOUND_S = 90.0  # handoff delivers 256 keys per 0.5 s per node; the box is shared
@@ -42,6 +44,11 @@ def eventually(fn, timeout_s=30.0, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached in {timeout_s}s")
         time.sleep(0.1)
+
+
+def ap_status(node):
+    """KEEL.AP.STATUS: [b"leaving", 0|1, b"drained", 0|1, b"move_pending", n, ...]."""
+    return node.client(socket_timeout=5).execute_command("KEEL.AP.STATUS")
 
 
 def members(node):
@@ -268,17 +275,28 @@ def test_a_leaving_node_hands_the_writes_only_it_holds_to_their_homes_before_it_
     got = p.execute(raise_on_error=False)
     want = {k: "v" + k for k, r in zip(keys, got) if r == 1}
     assert len(want) == len(keys), [r for r in got if r != 1][:3]
-    assert metric(n4, "keel_ap_leaving") == 0 and metric(n4, "keel_ap_drained") == 0
+    assert ap_status(n4)[:4] == [b"leaving", 0, b"drained", 0]
     for nd in stay:
         nd.start()
     cl.wait_leader()
-    remove(stay, "n4")
-    eventually(lambda: metric(n4, "keel_ap_leaving") == 1, what="n4 sees it left")
+    # `keel member remove n4 --wait-ap-drain`: the removal, then n4's KEEL.AP.STATUS until
+    # it says drained 1 (a leader change may fail an attempt: tried again)
     t0 = time.monotonic()
-    eventually(
-        lambda: metric(n4, "keel_ap_drained") == 1, timeout_s=MOVE_BOUND_S, what="n4 drained"
-    )
+    for attempt in range(5):
+        r = subprocess.run(
+            [binary("keel"), "member", "remove", "n4", "--wait-ap-drain", str(int(MOVE_BOUND_S)),
+             "--addr", f"127.0.0.1:{stay[attempt % 3].client_port}"],
+            capture_output=True, timeout=MOVE_BOUND_S + 30,
+        )  # fmt: skip
+        if r.returncode == 0 or "n4" not in members(n1):
+            break
+        time.sleep(1.0)
     drain_s = time.monotonic() - t0
+    assert r.returncode == 0 and b"n4 drained" in r.stdout, (r.stdout, r.stderr)
+    assert "n4" not in members(n1)
+    st = ap_status(n4)
+    assert st[:4] == [b"leaving", 1, b"drained", 1], st
+    assert metric(n4, "keel_ap_leaving") == 1 and metric(n4, "keel_ap_drained") == 1
     assert metric(n4, "keel_ap_hints_pending") == 0 and metric(n4, "keel_ap_move_pending") == 0
     queued = metric(n4, "keel_ap_move_keys_total")
     # every key, to each of its 3 homes on n1..n3 (a hint it held as a stand-in and not yet
@@ -289,6 +307,6 @@ def test_a_leaving_node_hands_the_writes_only_it_holds_to_their_homes_before_it_
     for nd in stay:  # each of the 3 homes holds every key: the leaver pushed to all of them
         assert metric(nd, "keel_ap_keys") == len(want), nd.name
     print(
-        f"leaver: {len(want)} W=1 keys only it held, {queued:.0f} move hints, drained "
-        f"{drain_s:.1f} s after it saw its removal"
+        f"leaver: {len(want)} W=1 keys only it held, {queued:.0f} move hints, removed and "
+        f"drained in {drain_s:.1f} s"
     )
