@@ -135,7 +135,13 @@ static void on_tick(keel_timer_t *t, void *data)
     keel_gauge_set(ap->m_hints_pending, (int64_t)keel_apstore_hints(ap->store));
     keel_gauge_set(ap->m_move_pending, (int64_t)keel__ap_move_pending(ap));
     keel_gauge_set(ap->m_leaving, keel__ap_leaving(ap));
-    keel_gauge_set(ap->m_drained, keel__ap_drained(ap));
+    int drained = keel__ap_drained(ap);
+    keel_gauge_set(ap->m_drained, drained);
+    if (drained && !ap->drained_said)
+        keel_log_info("ap: drained: every AP key this node held reached its homes; it may be "
+                      "stopped",
+                      KF_INT("keys_here", (int64_t)keel_apstore_count(ap->store)));
+    ap->drained_said = drained;
     keel_gauge_set(ap->m_keys, (int64_t)keel_apstore_count(ap->store));
     keel_gauge_set(ap->m_syncs, (int64_t)keel_apstore_syncs(ap->store));
     for (ap_op_t *o = ap->ops, *next; o; o = next) {

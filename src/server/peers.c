@@ -276,7 +276,8 @@ void keel__node_evict(keel_node_t *n, uint64_t by)
 {
     if (!n->evicted)
         keel_log_warn("removed from the cluster by a committed configuration change; this "
-                      "node no longer campaigns or serves clients: stop it",
+                      "node no longer campaigns or serves clients: stop it once it handed "
+                      "off its AP keys (KEEL.AP.STATUS drained 1)",
                       KF_INT("id", n->cfg.id), KF_INT("by", by));
     n->evicted = n->reqs.removed = 1;
 }
