@@ -227,6 +227,7 @@ static int wait_drained(const char *name, const char *addr, long wait_s)
             long long drained = status_field(r.v, "drained");
             moves = status_field(r.v, "move_pending"), hints = status_field(r.v, "hints_pending");
             keel_client_reply_free(&r);
+            snprintf(err, sizeof(err), "none");
             if (drained == 1) {
                 printf("%s drained: its AP keys reached their homes; it may be stopped\n", name);
                 return 0;

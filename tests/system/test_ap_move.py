@@ -17,6 +17,10 @@ from conftest import binary
 from keelcluster import http_get, make_cluster  # noqa: F401 (fixture)
 
 MOVE_BOUND_S = 90.0  # handoff delivers 256 keys per 0.5 s per node; the box is shared
+# the leaver's keys: 3 move hints each at 256 per 0.5 s take longer than the 6 s a peer keeps
+# its connection to a removed node by itself (request timeout + 1 s): the leaver's handoff
+# must keep it open
+LEAVER_KEYS = 2000
 AE_SETTLE_S = 3.0  # writes coordinated on the old ring during the change: anti-entropy's
 
 
@@ -268,7 +272,7 @@ def test_a_leaving_node_hands_the_writes_only_it_holds_to_their_homes_before_it_
         nd.kill()
     # n4 alone: it stores each write as a home, or as the stand-in of one (the first fallback
     # of every key on 4 nodes), and acknowledges it at W=1; no other node has it
-    keys = [f"only{i}" for i in range(300)]
+    keys = [f"only{i}" for i in range(LEAVER_KEYS)]
     p = n4.client(socket_timeout=30).pipeline(transaction=False)
     for k in keys:
         p.execute_command("KEEL.AP.PUT", k, "v" + k, "W", "1")
