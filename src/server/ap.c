@@ -224,6 +224,11 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
         "AP keys the move walk has not visited yet (0: no move under way; the queued keys "
         "count in keel_ap_hints_pending until delivered).",
         NULL);
+    ap->m_hints_retargeted = keel_metrics_counter(
+        s->metrics, "keel_ap_hints_retargeted_total",
+        "AP hints for a member a configuration removed, replaced by hints for the key's homes "
+        "now.",
+        NULL);
     ap->m_leaving = keel_metrics_gauge(
         s->metrics, "keel_ap_leaving",
         "1: this node is out of the configuration in force and hands its AP keys to their "
@@ -242,7 +247,8 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
         !ap->m_ae_ranges || !ap->m_hints_stored || !ap->m_hints_delivered || !ap->m_handoffs_sent ||
         !ap->m_hints_pending || !ap->m_reads || !ap->m_read_siblings || !ap->m_policy_refused ||
         !ap->m_move_keys || !ap->m_move_batches || !ap->m_move_passes || !ap->m_move_pending ||
-        !ap->m_keys || !ap->m_syncs || !ap->m_leaving || !ap->m_drained) {
+        !ap->m_keys || !ap->m_syncs || !ap->m_leaving || !ap->m_drained ||
+        !ap->m_hints_retargeted) {
         free(ap);
         return KEEL_ENOMEM;
     }

@@ -155,7 +155,7 @@ struct ap {
     size_t acks_n;
     ap_move_t mv;
     int move_inited;
-    keel_counter_t *m_move_keys, *m_move_batches, *m_move_passes;
+    keel_counter_t *m_move_keys, *m_move_batches, *m_move_passes, *m_hints_retargeted;
     keel_gauge_t *m_move_pending, *m_keys, *m_syncs, *m_leaving, *m_drained;
     int drained_said; /* the 'drained' line was logged (once per time it becomes true) */
 };

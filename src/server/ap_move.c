@@ -44,9 +44,9 @@
  * keel_ap_drained) once the walk is done and every hint it holds was delivered; the
  * operator stops it then (docs/ap.md, "A leaving node").
  *
- * Not done (docs/ap.md): the copies a node holds of keys it is no longer a home of are not
- * deleted; a move hint for a member that is removed before it was delivered stays queued
- * (and keeps a leaver holding one from being drained).
+ * A hint for a member removed before it was delivered is retargeted by the handoff round
+ * (ap_replica.c). Not done (docs/ap.md): the copies a node holds of keys it is no longer a
+ * home of are not deleted.
  */
 #define AP_MOVE_INTERVAL_MS 50
 #define AP_MOVE_SCAN_BATCH 1024

@@ -314,3 +314,34 @@ def test_a_leaving_node_hands_the_writes_only_it_holds_to_their_homes_before_it_
         f"leaver: {len(want)} W=1 keys only it held, {queued:.0f} move hints, removed and "
         f"drained in {drain_s:.1f} s"
     )
+
+
+def test_a_hint_for_a_removed_member_goes_to_the_keys_homes_instead(make_cluster):
+    """n3 is down while writes at W=ALL reach their stand-ins (hints for n3), then removed
+    for good: the stand-ins hand those keys to the homes the keys have now, and no hint stays
+    pending."""
+    cl = make_cluster(4)
+    n1, n2, n3, n4 = cl.nodes
+    stay = [n1, n2, n4]
+    connected(cl.nodes)
+    n3.kill()
+    keys = [f"h{i}" for i in range(200)]
+    p = n1.client(socket_timeout=30).pipeline(transaction=False)
+    for k in keys:
+        p.execute_command("KEEL.AP.PUT", k, "v" + k, "W", "ALL")
+    got = p.execute(raise_on_error=False)
+    want = {k: "v" + k for k, r in zip(keys, got) if r == 3}
+    assert len(want) == len(keys), [r for r in got if r != 3][:3]
+    held = sum(metric(nd, "keel_ap_hints_pending") for nd in stay)
+    assert held > 0  # the keys n3 is a home of, on their stand-ins
+    cl.wait_leader(among=stay)
+    remove(stay, "n3")
+    eventually(
+        lambda: sum(metric(nd, "keel_ap_hints_pending") for nd in stay) == 0,
+        timeout_s=MOVE_BOUND_S,
+        what="no hint pending",
+    )
+    retargeted = sum(metric(nd, "keel_ap_hints_retargeted_total") for nd in stay)
+    assert retargeted == held, (retargeted, held)
+    check_all(stay, want)
+    print(f"removed home: {held:.0f} hints for it retargeted to the keys' homes now")
