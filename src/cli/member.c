@@ -13,6 +13,8 @@
 /* --join keeps asking this long (the cluster may be electing a leader). */
 #define JOIN_RETRY_MS 30000
 #define JOIN_RETRY_PAUSE_MS 500
+/* --wait-ap-drain takes at most this many seconds. */
+#define DRAIN_WAIT_S_MAX 86400
 
 int keel_cli_call(const char *addr, size_t argc, const char *const *argv, keel_client_reply_t *out,
                   char *err, size_t err_cap)
@@ -123,7 +125,12 @@ static void member_usage(void)
                     "  list                               members, roles, the leader\n"
                     "  add NAME PEER_ADDR CLIENT_ADDR     add a learner (promoted to voter "
                     "once caught up)\n"
-                    "  remove NAME                        remove a member\n"
+                    "  remove NAME [--wait-ap-drain S]    remove a member; with the flag, "
+                    "then wait up to S\n"
+                    "                                     seconds until it handed its AP keys "
+                    "to their homes\n"
+                    "                                     (KEEL.AP.STATUS drained 1): stop it "
+                    "only then\n"
                     "  transfer NAME                      hand leadership to NAME\n");
 }
 
@@ -163,6 +170,78 @@ static int print_members(const keel_resp_value_t *v)
     return 0;
 }
 
+/* The client address of member `name`, asked of the first target that answers; -1 with
+ * err empty when it answered without one, with why in err when no target answered. */
+static int member_client_addr(char list[][64], size_t n, const char *name, char *out, size_t cap,
+                              char *err, size_t err_cap)
+{
+    const char *argv[] = {"KEEL.CLUSTER", "MEMBERS"};
+    snprintf(err, err_cap, "no target");
+    for (size_t i = 0; i < n; i++) {
+        keel_client_reply_t r;
+        if (keel_cli_call(list[i], 2, argv, &r, err, err_cap) != 0)
+            continue;
+        err[0] = '\0';
+        int found = 0;
+        for (size_t j = 0; r.v->type == KEEL_RESP_ARRAY && j < r.v->elems_len; j++) {
+            const keel_resp_value_t *m = &r.v->elems[j];
+            if (m->type == KEEL_RESP_ARRAY && m->elems_len == 6 &&
+                m->elems[0].str.len == strlen(name) &&
+                memcmp(m->elems[0].str.ptr, name, strlen(name)) == 0) {
+                copy_str(out, cap, &m->elems[5]);
+                found = out[0] != '\0';
+            }
+        }
+        keel_client_reply_free(&r);
+        return found ? 0 : -1;
+    }
+    return -1;
+}
+
+/* The integer after `name` in a KEEL.AP.STATUS reply, or -1. */
+static long long status_field(const keel_resp_value_t *v, const char *name)
+{
+    for (size_t i = 0; v->type == KEEL_RESP_ARRAY && i + 1 < v->elems_len; i += 2)
+        if (v->elems[i].str.len == strlen(name) &&
+            memcmp(v->elems[i].str.ptr, name, strlen(name)) == 0 &&
+            v->elems[i + 1].type == KEEL_RESP_INT)
+            return v->elems[i + 1].integer;
+    return -1;
+}
+
+/*
+ * After a removal: asks the removed node (at addr) for KEEL.AP.STATUS every
+ * DRAIN_POLL_MS until it says drained 1 (docs/ap.md, "A leaving node"), for at most
+ * wait_s seconds. 0 once drained; 1 when the time ran out or it never answered.
+ */
+#define DRAIN_POLL_MS 200
+
+static int wait_drained(const char *name, const char *addr, long wait_s)
+{
+    const char *argv[] = {"KEEL.AP.STATUS"};
+    char err[256] = "no answer";
+    long long moves = -1, hints = -1;
+    for (long waited = 0; waited <= wait_s * 1000; waited += DRAIN_POLL_MS) {
+        keel_client_reply_t r;
+        if (keel_cli_call(addr, 1, argv, &r, err, sizeof(err)) == 0) {
+            long long drained = status_field(r.v, "drained");
+            moves = status_field(r.v, "move_pending"), hints = status_field(r.v, "hints_pending");
+            keel_client_reply_free(&r);
+            snprintf(err, sizeof(err), "none");
+            if (drained == 1) {
+                printf("%s drained: its AP keys reached their homes; it may be stopped\n", name);
+                return 0;
+            }
+        }
+        pause_ms(DRAIN_POLL_MS);
+    }
+    fprintf(stderr,
+            "keel member: %s not drained after %ld s (move_pending %lld, hints_pending %lld; "
+            "last error: %s); do not stop it yet\n",
+            name, wait_s, moves, hints, err);
+    return 1;
+}
+
 /* Sends the command to the first target that answers; TRANSFER to the one that leads. */
 static int member_run(char list[][64], size_t n, int argc, const char *const *argv)
 {
@@ -200,10 +279,19 @@ int keel_cli_member(int argc, char **argv)
 {
     const char *addr = NULL, *dir = NULL, *pos[5];
     size_t npos = 0;
+    long wait_s = -1; /* --wait-ap-drain */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--addr") == 0 && i + 1 < argc)
             addr = argv[++i];
-        else if (strcmp(argv[i], "--cluster") == 0 && i + 1 < argc)
+        else if (strcmp(argv[i], "--wait-ap-drain") == 0 && i + 1 < argc) {
+            char *end;
+            wait_s = strtol(argv[++i], &end, 10);
+            if (*end != '\0' || wait_s < 0 || wait_s > DRAIN_WAIT_S_MAX) {
+                fprintf(stderr, "keel member: --wait-ap-drain: seconds in 0..%d\n",
+                        DRAIN_WAIT_S_MAX);
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--cluster") == 0 && i + 1 < argc)
             dir = argv[++i];
         else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             member_usage();
@@ -232,11 +320,26 @@ int keel_cli_member(int argc, char **argv)
         member_usage();
         return 2;
     }
+    if (wait_s >= 0 && strcmp(pos[0], "remove") != 0) {
+        member_usage();
+        return 2;
+    }
     char list[KEEL_CLUSTER_NODES_MAX][64], err[256];
     size_t n;
     if (targets(addr, dir, list, &n, err, sizeof(err)) != 0) {
         fprintf(stderr, "keel member: %s\n", err);
         return 1;
     }
-    return member_run(list, n, cargc, cmd);
+    char leaver[64] = "";
+    if (wait_s >= 0 &&
+        member_client_addr(list, n, pos[1], leaver, sizeof(leaver), err, sizeof(err)) != 0) {
+        if (err[0])
+            fprintf(stderr, "keel member: no member answered (%s)\n", err);
+        else
+            fprintf(stderr, "keel member: %s: no member of that name with a client address\n",
+                    pos[1]);
+        return 1;
+    }
+    int rc = member_run(list, n, cargc, cmd);
+    return rc != 0 || wait_s < 0 ? rc : wait_drained(pos[1], leaver, wait_s);
 }

@@ -120,6 +120,9 @@ static const opt_t opts[] = {
      "writer wins: LOSES concurrent writes), pn-counter or or-set; the longest matching prefix "
      "wins, other keys keep siblings; repeat the flag or separate rules with ','; give every "
      "node the same table (KEEL.AP.POLICY shows its digest)"},
+    {"ap-antientropy-ms", OPT_INT, IN_CFG, OFF(ap_antientropy_ms), "MS", 0, 3600000, NULL,
+     "AP keyspace: send a Merkle tree to the next peer every this many ms (0: no anti-entropy; "
+     "only for tests that must see what handoff and key moves deliver alone)"},
     {"wal-zero-ahead-bytes", OPT_BYTES, IN_CFG, OFF(node.wal.zero_ahead_bytes), "BYTES", 0, GIB,
      NULL, "zeros written ahead of the WAL data, so fdatasync skips extent conversion (0: off)"},
     /* the registry's limits (docs/registry.md, "Limits"): the leader proposes its own to

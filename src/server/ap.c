@@ -23,15 +23,21 @@ static int id_cmp(const void *a, const void *b)
 /*
  * The ring of the members in force; rebuilt (with the per-peer trees) when they change, and
  * then the keys that gained a home move (ap_move.c). The ids are sorted: a member promoted
- * from learner to voter reorders the directory, not the ring.
+ * from learner to voter reorders the directory, not the ring. A node removed from the
+ * configuration leaves itself out even when its own directory still lists it (a peer told
+ * it of the removal, whose entry it never got): it is then a leaver, and hands every key it
+ * holds to the key's homes on that ring (ap_move.c).
  */
 int keel__ap_ring_refresh(ap_t *ap)
 {
     const keel_memberdir_t *d = keel_node_members(ap->srv->node);
+    uint64_t me = keel__ap_self_id(ap);
+    int out = keel_node_removed(ap->srv->node);
     uint64_t ids[KEEL_APPLACE_NODES_MAX];
     uint32_t n = 0;
     for (size_t i = 0; d && i < d->n && n < KEEL_APPLACE_NODES_MAX; i++)
-        ids[n++] = d->m[i].id;
+        if (!out || d->m[i].id != me)
+            ids[n++] = d->m[i].id;
     if (n == 0)
         return 0;
     qsort(ids, n, sizeof(ids[0]), id_cmp);
@@ -114,8 +120,10 @@ static void on_tick(keel_timer_t *t, void *data)
     (void)t;
     ap_t *ap = data;
     keel_ms_t now = keel_clock_now_ms();
-    if (now >= ap->ae_next_ms) {
-        ap->ae_next_ms = now + AP_AE_INTERVAL_MS;
+    (void)keel__ap_ring_refresh(ap); /* a node that learns it was removed starts to leave */
+    uint32_t ae_ms = ap->srv->cfg.ap_antientropy_ms;
+    if (ae_ms > 0 && now >= ap->ae_next_ms) {
+        ap->ae_next_ms = now + ae_ms;
         keel__ap_ae_round(ap);
     }
     if (now >= ap->handoff_next_ms) {
@@ -126,6 +134,14 @@ static void on_tick(keel_timer_t *t, void *data)
     keel__ap_move_step(ap);
     keel_gauge_set(ap->m_hints_pending, (int64_t)keel_apstore_hints(ap->store));
     keel_gauge_set(ap->m_move_pending, (int64_t)keel__ap_move_pending(ap));
+    keel_gauge_set(ap->m_leaving, keel__ap_leaving(ap));
+    int drained = keel__ap_drained(ap);
+    keel_gauge_set(ap->m_drained, drained);
+    if (drained && !ap->drained_said)
+        keel_log_info("ap: drained: every AP key this node held reached its homes; it may be "
+                      "stopped",
+                      KF_INT("keys_here", (int64_t)keel_apstore_count(ap->store)));
+    ap->drained_said = drained;
     keel_gauge_set(ap->m_keys, (int64_t)keel_apstore_count(ap->store));
     keel_gauge_set(ap->m_syncs, (int64_t)keel_apstore_syncs(ap->store));
     for (ap_op_t *o = ap->ops, *next; o; o = next) {
@@ -208,6 +224,21 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
         "AP keys the move walk has not visited yet (0: no move under way; the queued keys "
         "count in keel_ap_hints_pending until delivered).",
         NULL);
+    ap->m_hints_retargeted = keel_metrics_counter(
+        s->metrics, "keel_ap_hints_retargeted_total",
+        "AP hints for a member a configuration removed, replaced by hints for the key's homes "
+        "now.",
+        NULL);
+    ap->m_leaving = keel_metrics_gauge(
+        s->metrics, "keel_ap_leaving",
+        "1: this node is out of the configuration in force and hands its AP keys to their "
+        "homes on the ring without it (docs/ap.md, \"A leaving node\").",
+        NULL);
+    ap->m_drained = keel_metrics_gauge(
+        s->metrics, "keel_ap_drained",
+        "1: this node is leaving and every AP key it holds reached its homes (the walk is done "
+        "and no hint is pending): it may be stopped. 0 otherwise.",
+        NULL);
     ap->m_keys =
         keel_metrics_gauge(s->metrics, "keel_ap_keys", "AP keys this node holds a copy of.", NULL);
     ap->m_syncs = keel_metrics_gauge(s->metrics, "keel_ap_store_fdatasyncs",
@@ -216,7 +247,8 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
         !ap->m_ae_ranges || !ap->m_hints_stored || !ap->m_hints_delivered || !ap->m_handoffs_sent ||
         !ap->m_hints_pending || !ap->m_reads || !ap->m_read_siblings || !ap->m_policy_refused ||
         !ap->m_move_keys || !ap->m_move_batches || !ap->m_move_passes || !ap->m_move_pending ||
-        !ap->m_keys || !ap->m_syncs) {
+        !ap->m_keys || !ap->m_syncs || !ap->m_leaving || !ap->m_drained ||
+        !ap->m_hints_retargeted) {
         free(ap);
         return KEEL_ENOMEM;
     }

@@ -45,7 +45,7 @@
  *   hinted write renewed it meanwhile.
  * - Anti-entropy per shared range: for every peer p this node keeps a Merkle tree
  *   (core/merkle) of the keys both are homes of (the ring segments they share), updated
- *   on every change of the store. Every AP_AE_INTERVAL_MS it sends the next peer that
+ *   on every change of the store. Every --ap-antientropy-ms it sends the next peer that
  *   tree (TREE); the peer diffs it with its tree for the sender, pushes its keys of the
  *   differing ranges that both are homes of and asks for the sender's (PULL). A replica
  *   that missed writes, or lost its data, catches up without being read.
@@ -87,7 +87,6 @@
 #define AP_TIMEOUT_MS 1000
 #define AP_TICK_MS 20
 #define AP_CTX_HEX_BYTES_MAX (2u * KEEL_VV_ENCODED_BYTES_MAX)
-#define AP_AE_INTERVAL_MS 500
 #define AP_TREE_NODES (2u << KEEL_APSTORE_MERKLE_DEPTH)
 #define AP_TREE_LEAVES (1u << KEEL_APSTORE_MERKLE_DEPTH)
 
@@ -156,8 +155,9 @@ struct ap {
     size_t acks_n;
     ap_move_t mv;
     int move_inited;
-    keel_counter_t *m_move_keys, *m_move_batches, *m_move_passes;
-    keel_gauge_t *m_move_pending, *m_keys, *m_syncs;
+    keel_counter_t *m_move_keys, *m_move_batches, *m_move_passes, *m_hints_retargeted;
+    keel_gauge_t *m_move_pending, *m_keys, *m_syncs, *m_leaving, *m_drained;
+    int drained_said; /* the 'drained' line was logged (once per time it becomes true) */
 };
 
 /* ap_cmds.c */
@@ -211,5 +211,9 @@ void keel__ap_move_free(ap_t *ap);
 void keel__ap_move_ring_changed(ap_t *ap);
 void keel__ap_move_step(ap_t *ap);
 size_t keel__ap_move_pending(const ap_t *ap);
+/* 1 while this node is out of the ring in force (removed from the configuration). */
+int keel__ap_leaving(const ap_t *ap);
+/* 1 when it is leaving and done: its walk finished and every hint it held was delivered. */
+int keel__ap_drained(const ap_t *ap);
 
 #endif

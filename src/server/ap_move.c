@@ -3,6 +3,7 @@
 
 #include "base/log.h"
 #include "core/applace.h"
+#include "proto/resp.h"
 #include "runtime/apstore.h"
 #include "runtime/clock.h"
 
@@ -34,9 +35,18 @@
  * from the base to the newest ring. A key map that grew during a walk (new keys) restarts
  * it too (its order changed); the hints already queued stay, each once.
  *
- * Not done (docs/ap.md): a member that leaves does not push its own keys (the others'
- * copies of them move); the copies a node holds of keys it is no longer a home of are not
- * deleted; a move hint for a member that is removed before it was delivered stays queued.
+ * A leaving node (removed from the configuration, so out of its own ring: ap.c
+ * keel__ap_ring_refresh) walks the same way, but queues every key it holds, whatever it was
+ * a home of, for every home the key has on the ring without it: a write acknowledged by it
+ * alone (W=ONE) has no other copy, and the homes that stay may lack it as much as the one
+ * the key gained. It refuses replica writes from then on (ap_replica.c), so what it holds
+ * stops changing and the walk covers all of it. It is drained (keel__ap_drained, the metric
+ * keel_ap_drained) once the walk is done and every hint it holds was delivered; the
+ * operator stops it then (docs/ap.md, "A leaving node").
+ *
+ * A hint for a member removed before it was delivered is retargeted by the handoff round
+ * (ap_replica.c). Not done (docs/ap.md): the copies a node holds of keys it is no longer a
+ * home of are not deleted.
  */
 #define AP_MOVE_INTERVAL_MS 50
 #define AP_MOVE_SCAN_BATCH 1024
@@ -93,28 +103,31 @@ void keel__ap_move_free(ap_t *ap)
 void keel__ap_move_ring_changed(ap_t *ap)
 {
     keel_errmsg_t msg;
-    if (ap->mv.base_n == 0) { /* a store that never recorded a ring: nothing to move from */
+    if (ap->mv.base_n == 0 && !keel__ap_leaving(ap)) { /* no ring recorded: nothing to move */
         if (keel_apstore_set_moved_ring(ap->store, ap->ids, ap->ids_n, &msg) == 0)
             (void)set_base(ap, ap->ids, ap->ids_n);
         else
             keel_log_warn("ap: ring not recorded", KF_STR("why", msg.text));
         return;
     }
-    ap->mv.active = !same_ring(ap->mv.base, ap->mv.base_n, ap->ids, ap->ids_n);
+    ap->mv.active = !same_ring(ap->mv.base, ap->mv.base_n, ap->ids, ap->ids_n) ||
+                    (ap->mv.base_n == 0 && keel__ap_leaving(ap));
     ap->mv.pos = 0;
     ap->mv.layout = keel_apstore_layout(ap->store);
     ap->mv.scanned = 0;
     ap->mv.queued = 0;
     if (ap->mv.active)
-        keel_log_info("ap: ring changed, moving keys", KF_INT("members_before", ap->mv.base_n),
-                      KF_INT("members_now", ap->ids_n),
+        keel_log_info(keel__ap_leaving(ap) ? "ap: leaving the ring, handing every key to its homes"
+                                           : "ap: ring changed, moving keys",
+                      KF_INT("members_before", ap->mv.base_n), KF_INT("members_now", ap->ids_n),
                       KF_INT("keys_here", (int64_t)keel_apstore_count(ap->store)));
 }
 
 typedef struct scan {
     ap_t *ap;
     uint64_t me;
-    int full; /* a hint was refused (KEEL_APSTORE_HINTS_MAX): rescan later */
+    int leaving; /* out of the ring: every key goes to every home it has */
+    int full;    /* a hint was refused (KEEL_APSTORE_HINTS_MAX): rescan later */
     size_t visited;
 } scan_t;
 
@@ -124,9 +137,12 @@ static void scan_key(void *arg, const uint8_t *key, size_t len)
     ap_t *ap = sc->ap;
     sc->visited++;
     uint64_t was[AP_REPLICAS_MAX], now[AP_REPLICAS_MAX];
-    int wn = base_homes(ap, key, len, was);
-    if (!has(was, wn, sc->me))
-        return; /* a copy this node held as no home (a fallback's): not its to move */
+    int wn = 0;
+    if (!sc->leaving) {
+        wn = base_homes(ap, key, len, was);
+        if (!has(was, wn, sc->me))
+            return; /* a copy this node held as no home (a fallback's): not its to move */
+    }
     int nn = keel__ap_prefs_now(ap, key, len, now, NULL, NULL);
     for (int i = 0; i < nn; i++) {
         if (now[i] == sc->me || has(was, wn, now[i]))
@@ -153,7 +169,7 @@ void keel__ap_move_step(ap_t *ap)
         ap->mv.pos = 0;
         ap->mv.scanned = 0;
     }
-    scan_t sc = {ap, keel__ap_self_id(ap), 0, 0};
+    scan_t sc = {ap, keel__ap_self_id(ap), keel__ap_leaving(ap), 0, 0};
     size_t before = ap->mv.pos;
     int done = keel_apstore_scan(ap->store, &ap->mv.pos, AP_MOVE_SCAN_BATCH, scan_key, &sc);
     keel_counter_inc(ap->m_move_batches);
@@ -183,4 +199,38 @@ size_t keel__ap_move_pending(const ap_t *ap)
 {
     size_t n = keel_apstore_count(ap->store);
     return !ap->mv.active ? 0 : ap->mv.scanned >= n ? 1 : n - ap->mv.scanned;
+}
+
+int keel__ap_leaving(const ap_t *ap)
+{
+    uint64_t me = keel__ap_self_id(ap);
+    return ap->ids_n > 0 && !has(ap->ids, (int)ap->ids_n, me);
+}
+
+int keel__ap_drained(const ap_t *ap)
+{
+    return keel__ap_leaving(ap) && !ap->mv.active && keel_apstore_hints(ap->store) == 0;
+}
+
+/*
+ * KEEL.AP.STATUS: where this node's AP keys stand, for an operator (or `keel member remove
+ * --wait-ap-drain`) waiting for a leaver to be done: a flat array of names and integers,
+ * leaving, drained, move_pending, hints_pending, keys (the metrics of the same names).
+ */
+int keel__srv_cmd_ap_status(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    (void)argc, (void)argv;
+    ap_t *ap = keel__srv_of(c)->ap;
+    (void)keel__ap_ring_refresh(ap);
+    const char *name[] = {"leaving", "drained", "move_pending", "hints_pending", "keys"};
+    int64_t val[] = {keel__ap_leaving(ap), keel__ap_drained(ap), (int64_t)keel__ap_move_pending(ap),
+                     (int64_t)keel_apstore_hints(ap->store),
+                     (int64_t)keel_apstore_count(ap->store)};
+    keel_buf_t *out = keel_resp_client_out(c);
+    int rc = keel_resp_write_array_header(out, 2 * 5);
+    for (int i = 0; i < 5; i++) {
+        rc = rc ?: keel_resp_write_bulk(out, name[i], strlen(name[i]));
+        rc = rc ?: keel_resp_write_int(out, val[i]);
+    }
+    return rc;
 }

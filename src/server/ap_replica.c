@@ -73,21 +73,78 @@ void keel__ap_trees_rebuild(ap_t *ap)
 
 /* ---- hinted handoff --------------------------------------------------------------------- */
 
+/*
+ * A hint whose home a committed configuration removed (ids are never reused: an id below the
+ * directory's next_id that it does not list is gone for good) can never be delivered. Its
+ * key goes instead to every home it has now (hints for them), and then the stale hint is
+ * dropped: the copy may be the only one of a write that counted toward W for that home. The
+ * hints map is not changed while it is walked, so such hints are gathered in the round
+ * (at most AP_HANDOFF_BATCH, as many as the round visits) and retargeted after it.
+ */
+static int home_gone(const ap_t *ap, uint64_t home)
+{
+    const keel_memberdir_t *d = keel_node_members(ap->srv->node);
+    if (d == NULL || home >= d->next_id)
+        return 0; /* a member added later than this node's directory knows */
+    for (size_t i = 0; i < d->n; i++)
+        if (d->m[i].id == home)
+            return 0;
+    return 1;
+}
+
+typedef struct round {
+    ap_t *ap;
+    keel_buf_t gone; /* u64 home | u64 version | u32 len | key, per stale hint */
+} round_t;
+
 static void handoff_one(void *arg, uint64_t home, const uint8_t *key, size_t len, uint64_t version)
 {
-    ap_t *ap = arg;
+    round_t *rd = arg;
+    ap_t *ap = rd->ap;
     const keel_apval_t *v = keel_apstore_get(ap->store, key, len);
     if (!v || home == keel__ap_self_id(ap))
         return; /* cannot happen: a hint comes with its state; a hint for itself is moot */
+    if (home_gone(ap, home)) {
+        uint8_t head[20];
+        keel_put_u64(head, home), keel_put_u64(head + 8, version);
+        keel_put_u32(head + 16, (uint32_t)len);
+        size_t at = rd->gone.len;
+        if (keel_buf_append(&rd->gone, head, sizeof(head)) != 0 ||
+            keel_buf_append(&rd->gone, key, len) != 0)
+            rd->gone.len = at; /* no room: the next round tries again */
+        return;
+    }
     if (keel__ap_send_state(ap, KEEL_APMSG_HANDOFF, home, version, key, len, v) == 0)
         keel_counter_inc(ap->m_handoffs_sent);
+}
+
+static void retarget(ap_t *ap, const keel_buf_t *gone)
+{
+    uint64_t me = keel__ap_self_id(ap);
+    for (size_t at = 0; at + 20 <= gone->len;) {
+        uint64_t home = keel_get_u64(gone->data + at), version = keel_get_u64(gone->data + at + 8);
+        uint32_t len = keel_get_u32(gone->data + at + 16);
+        const uint8_t *key = gone->data + at + 20;
+        at += 20 + len;
+        uint64_t now[AP_REPLICAS_MAX];
+        int nn = keel__ap_prefs_now(ap, key, len, now, NULL, NULL), ok = 1;
+        for (int i = 0; i < nn; i++)
+            if (now[i] != me && keel_apstore_hint_add(ap->store, now[i], key, len) < 0)
+                ok = 0; /* full: keep the stale hint, retried next round */
+        if (ok && keel_apstore_hint_done(ap->store, home, key, len, version) == 1)
+            keel_counter_inc(ap->m_hints_retargeted);
+    }
 }
 
 void keel__ap_handoff_round(ap_t *ap)
 {
     if (keel_apstore_hints(ap->store) == 0)
         return;
-    keel_apstore_hints_each(ap->store, &ap->handoff_pos, AP_HANDOFF_BATCH, handoff_one, ap);
+    round_t rd = {ap, {0}};
+    keel_buf_init(&rd.gone, 0);
+    keel_apstore_hints_each(ap->store, &ap->handoff_pos, AP_HANDOFF_BATCH, handoff_one, &rd);
+    retarget(ap, &rd.gone);
+    keel_buf_free(&rd.gone);
 }
 
 /* ---- anti-entropy per shared range ------------------------------------------------------ */
@@ -128,8 +185,8 @@ static void push_leaves(ap_t *ap, uint64_t to, const uint32_t *leaves, uint32_t 
 
 void keel__ap_ae_round(ap_t *ap)
 {
-    if (keel__ap_ring_refresh(ap) < 2 || !ap->trees_ok)
-        return;
+    if (keel__ap_ring_refresh(ap) < 2 || !ap->trees_ok || keel__ap_leaving(ap))
+        return; /* a leaver is a home of nothing: its keys go by the move (ap_move.c) */
     uint32_t x = ap->ae_turn++ % ap->ids_n;
     if (ap->ids[x] == keel__ap_self_id(ap))
         x = ap->ae_turn++ % ap->ids_n;
@@ -251,6 +308,12 @@ void keel__srv_on_peer_ap(void *data, uint64_t from, const uint8_t *p, size_t n)
     case KEEL_APMSG_HINTED_WRITE:
     case KEEL_APMSG_HANDOFF: {
         (void)keel__ap_ring_refresh(ap);
+        if (keel__ap_leaving(ap)) { /* what a leaver holds must stop changing (ap_move.c) */
+            keel_apmsg_t a = {.type = KEEL_APMSG_ACK, .req = m.req, .status = 1};
+            if (m.req && m.type != KEEL_APMSG_HANDOFF) /* refused: the coordinator stands in */
+                keel__ap_send_msg(ap, from, &a);
+            return;
+        }
         int rc = keel_apval_decode(m.value, m.value_len, &v, &msg);
         if (rc == 0 && (rc = keel__ap_policy_allows(ap, m.key, m.key_len, v.kind, &msg)) != 0)
             keel_counter_inc(ap->m_policy_refused);

@@ -446,6 +446,9 @@ static const keel_resp_command_t connection_commands[] = {
                 "prefix that chose it, this node's table digest"},
     {"keel.ap.where", 2, NOMULTI, keel__srv_cmd_ap_where, 1, 1, 1,
      .summary = "AP keyspace: KEEL.AP.WHERE key: the key's homes, then its fallbacks (names)"},
+    {"keel.ap.status", 1, NOMULTI, keel__srv_cmd_ap_status,
+     .summary = "AP keyspace: KEEL.AP.STATUS: leaving, drained, move_pending, hints_pending, keys "
+                "(a removed node may be stopped once drained is 1)"},
     {"keel.reg", -2, NOMULTI, keel__srv_cmd_reg,
      .summary = "Service registry: REGISTER, DEREGISTER, PASS, WARN, FAIL, HEARTBEAT, SERVICES, "
                 "INSTANCES, GET, INDEX, LIMITS, WAIT, FEED"},

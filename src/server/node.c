@@ -705,6 +705,11 @@ int keel_node_is_leader(const keel_node_t *n)
     return keel_raft_role(n->raft) == KEEL_RAFT_LEADER;
 }
 
+int keel_node_removed(const keel_node_t *n)
+{
+    return n->evicted || n->reqs.removed;
+}
+
 uint64_t keel_node_match(const keel_node_t *n, uint64_t id)
 {
     return keel_raft_match_index(n->raft, id);

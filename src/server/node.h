@@ -198,6 +198,9 @@ void keel_node_get_status(keel_node_t *n, keel_node_status_t *st);
  * member id holds (0 otherwise, and for itself). */
 uint64_t keel_node_applied(const keel_node_t *n);
 int keel_node_is_leader(const keel_node_t *n);
+/* 1 when this node is out of the configuration in force: not a member of it, or told by a
+ * peer that a committed configuration removed it (it may not have that entry itself). */
+int keel_node_removed(const keel_node_t *n);
 uint64_t keel_node_match(const keel_node_t *n, uint64_t id);
 const keel_node_config_t *keel_node_config(const keel_node_t *n);
 /* Name of member id, or "?". */

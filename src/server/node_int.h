@@ -76,7 +76,7 @@ typedef struct inconn {
     keel_frame_decoder_t dec;
     uint64_t from;
     int closing;
-    int told_removed;        /* from was removed for good: told so, its frames are dropped */
+    int told_removed; /* from was removed for good: told so, its frames (but AP ones) dropped */
     uint8_t removed_out[32]; /* that REMOVED frame (18 bytes), written once */
     uv_write_t removed_req;
     keel_list_t link; /* in keel_node.inconns */

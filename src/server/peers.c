@@ -276,7 +276,8 @@ void keel__node_evict(keel_node_t *n, uint64_t by)
 {
     if (!n->evicted)
         keel_log_warn("removed from the cluster by a committed configuration change; this "
-                      "node no longer campaigns or serves clients: stop it",
+                      "node no longer campaigns or serves clients: stop it once it handed "
+                      "off its AP keys (KEEL.AP.STATUS drained 1)",
                       KF_INT("id", n->cfg.id), KF_INT("by", by));
     n->evicted = n->reqs.removed = 1;
 }
@@ -356,6 +357,23 @@ void keel__node_judge_inconns(keel_node_t *n)
     }
 }
 
+/*
+ * An AP message from a peer this node no longer counts as a member: our connection to it,
+ * lingering until it closes, stays open while the peer keeps sending, since the answers to
+ * a leaving node's handoff (HANDOFF_ACK) go back that way. A leaver that is done sends
+ * nothing more, and its connection closes PEER_LINGER_EXTRA_MS plus a request timeout
+ * later, as after any removal.
+ */
+static void linger_more(keel_node_t *n, uint64_t from)
+{
+    peer_t *p = keel__node_peer_by_id(n, from);
+    if (p == NULL || p->linger_until_ms == 0)
+        return;
+    keel_ms_t until = keel_loop_now_ms(n->loop) + n->cfg.request_timeout_ms + PEER_LINGER_EXTRA_MS;
+    if (until > p->linger_until_ms)
+        p->linger_until_ms = until;
+}
+
 static int handle_frame(void *ctx, const keel_frame_t *fr)
 {
     inconn_t *c = ctx;
@@ -377,8 +395,10 @@ static int handle_frame(void *ctx, const keel_frame_t *fr)
             tell_inconn_removed(c);
         return 0;
     }
-    if (c->told_removed)
-        return 0; /* nothing a removed node says matters any more */
+    /* Nothing a removed node says about the log matters any more. Its AP messages still do:
+       a leaving node hands its AP keys to their new homes (server/ap_move.c). */
+    if (c->told_removed && fr->type != KEEL_PEER_AP)
+        return 0;
     if (fr->type == KEEL_PEER_RAFT) {
         keel_raft_msg_t m;
         int rc = keel_peer_decode_raft(fr->payload, fr->payload_len, &m, &n->dec_scratch);
@@ -396,6 +416,7 @@ static int handle_frame(void *ctx, const keel_frame_t *fr)
         return 0;
     }
     if (fr->type == KEEL_PEER_AP) {
+        linger_more(n, c->from);
         if (n->cfg.on_ap)
             n->cfg.on_ap(n->cfg.on_ap_data, c->from, fr->payload, fr->payload_len);
         return 0;

@@ -22,6 +22,7 @@ void keel_server_config_default(keel_server_config_t *cfg)
     cfg->resp = keel_resp_server_config_default();
     /* Redis allows 512 MiB; 16 MiB keeps one entry within a 17 MiB WAL segment */
     cfg->kv.value_bytes_max = 16u * 1024u * 1024u;
+    cfg->ap_antientropy_ms = KEEL_AP_ANTIENTROPY_MS_DEFAULT;
 }
 
 int keel_server_set_cluster(keel_server_config_t *cfg, const char *initial_cluster,

@@ -17,6 +17,8 @@
  * Data commands come from core/kv's table; connection commands (SELECT,
  * CLIENT, INFO, COMMAND, KEEL.READS) live here.
  */
+#define KEEL_AP_ANTIENTROPY_MS_DEFAULT 500u
+
 typedef struct keel_server_config {
     char name[KEEL_NODE_NAME_BYTES];
     char listen_client[KEEL_NODE_ADDR_BYTES];
@@ -28,6 +30,8 @@ typedef struct keel_server_config {
     keel_resp_server_config_t resp;
     /* the AP keyspace's conflict policy per key prefix (core/appolicy's text; "" : none) */
     char ap_policy[KEEL_APPOLICY_TEXT_BYTES_MAX + 1];
+    /* the AP keyspace's anti-entropy: a tree to the next peer every this many ms (0: off) */
+    uint32_t ap_antientropy_ms; /* KEEL_AP_ANTIENTROPY_MS_DEFAULT */
 } keel_server_config_t;
 
 void keel_server_config_default(keel_server_config_t *cfg);

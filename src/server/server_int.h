@@ -254,6 +254,7 @@ int keel__srv_cmd_ap_incr(keel_resp_client_t *c, size_t argc, const keel_resp_ar
 int keel__srv_cmd_ap_sadd(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 int keel__srv_cmd_ap_srem(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 int keel__srv_cmd_ap_where(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
+int keel__srv_cmd_ap_status(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 
 /* subscribe.c */
 void keel__srv_on_peer_publish(void *data, const uint8_t *ch, size_t ch_len, const uint8_t *msg,

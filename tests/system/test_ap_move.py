@@ -2,17 +2,25 @@
 (docs/ap.md, "Moving keys when the membership changes"): a node joins a 3-node cluster, or
 leaves a 4-node one, under writes; every acknowledged key reads back with its value at
 R=QUORUM once the move is done, and the share of key copies that moved is about 1/nodes.
+A leaving node hands the writes only it acknowledged to their homes before it is stopped
+(docs/ap.md, "A leaving node").
 """
 
 import random
+import subprocess
 import threading
 import time
 
 import redis
 
+from conftest import binary
 from keelcluster import http_get, make_cluster  # noqa: F401 (fixture)
 
 MOVE_BOUND_S = 90.0  # handoff delivers 256 keys per 0.5 s per node; the box is shared
+# the leaver's keys: 3 move hints each at 256 per 0.5 s take longer than the 6 s a peer keeps
+# its connection to a removed node by itself (request timeout + 1 s): the leaver's handoff
+# must keep it open
+LEAVER_KEYS = 2000
 AE_SETTLE_S = 3.0  # writes coordinated on the old ring during the change: anti-entropy's
 
 
@@ -40,6 +48,11 @@ def eventually(fn, timeout_s=30.0, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached in {timeout_s}s")
         time.sleep(0.1)
+
+
+def ap_status(node):
+    """KEEL.AP.STATUS: [b"leaving", 0|1, b"drained", 0|1, b"move_pending", n, ...]."""
+    return node.client(socket_timeout=5).execute_command("KEEL.AP.STATUS")
 
 
 def members(node):
@@ -243,3 +256,92 @@ def test_a_restarted_node_resumes_from_the_ring_it_recorded(make_cluster):
     time.sleep(1.5)  # a few anti-entropy rounds: the ring is refreshed
     assert metric(nd, "keel_ap_move_keys_total") == 0
     assert metric(nd, "keel_ap_move_pending") == 0
+
+
+def test_a_leaving_node_hands_the_writes_only_it_holds_to_their_homes_before_it_stops(
+    make_cluster,
+):
+    """Anti-entropy is off (--ap-antientropy-ms 0), so nothing but the leaver's own push and
+    its hints can bring its W=1 writes to the nodes that stay (without the push they are lost:
+    docs/ap.md)."""
+    cl = make_cluster(4, "--ap-antientropy-ms", "0")
+    n1, n2, n3, n4 = cl.nodes
+    stay = [n1, n2, n3]
+    connected(cl.nodes)
+    for nd in stay:
+        nd.kill()
+    # n4 alone: it stores each write as a home, or as the stand-in of one (the first fallback
+    # of every key on 4 nodes), and acknowledges it at W=1; no other node has it
+    keys = [f"only{i}" for i in range(LEAVER_KEYS)]
+    p = n4.client(socket_timeout=30).pipeline(transaction=False)
+    for k in keys:
+        p.execute_command("KEEL.AP.PUT", k, "v" + k, "W", "1")
+    got = p.execute(raise_on_error=False)
+    want = {k: "v" + k for k, r in zip(keys, got) if r == 1}
+    assert len(want) == len(keys), [r for r in got if r != 1][:3]
+    assert ap_status(n4)[:4] == [b"leaving", 0, b"drained", 0]
+    for nd in stay:
+        nd.start()
+    cl.wait_leader()
+    # `keel member remove n4 --wait-ap-drain`: the removal, then n4's KEEL.AP.STATUS until
+    # it says drained 1 (a leader change may fail an attempt: tried again)
+    t0 = time.monotonic()
+    for attempt in range(5):
+        r = subprocess.run(
+            [binary("keel"), "member", "remove", "n4", "--wait-ap-drain", str(int(MOVE_BOUND_S)),
+             "--addr", f"127.0.0.1:{stay[attempt % 3].client_port}"],
+            capture_output=True, timeout=MOVE_BOUND_S + 30,
+        )  # fmt: skip
+        if r.returncode == 0 or "n4" not in members(n1):
+            break
+        time.sleep(1.0)
+    drain_s = time.monotonic() - t0
+    assert r.returncode == 0 and b"n4 drained" in r.stdout, (r.stdout, r.stderr)
+    assert "n4" not in members(n1)
+    st = ap_status(n4)
+    assert st[:4] == [b"leaving", 1, b"drained", 1], st
+    assert metric(n4, "keel_ap_leaving") == 1 and metric(n4, "keel_ap_drained") == 1
+    assert metric(n4, "keel_ap_hints_pending") == 0 and metric(n4, "keel_ap_move_pending") == 0
+    queued = metric(n4, "keel_ap_move_keys_total")
+    # every key, to each of its 3 homes on n1..n3 (a hint it held as a stand-in and not yet
+    # delivered is renewed, not queued again)
+    assert 2 * len(want) <= queued <= 3 * len(want), queued
+    n4.stop()
+    check_all(stay, want)
+    for nd in stay:  # each of the 3 homes holds every key: the leaver pushed to all of them
+        assert metric(nd, "keel_ap_keys") == len(want), nd.name
+    print(
+        f"leaver: {len(want)} W=1 keys only it held, {queued:.0f} move hints, removed and "
+        f"drained in {drain_s:.1f} s"
+    )
+
+
+def test_a_hint_for_a_removed_member_goes_to_the_keys_homes_instead(make_cluster):
+    """n3 is down while writes at W=ALL reach their stand-ins (hints for n3), then removed
+    for good: the stand-ins hand those keys to the homes the keys have now, and no hint stays
+    pending."""
+    cl = make_cluster(4)
+    n1, n2, n3, n4 = cl.nodes
+    stay = [n1, n2, n4]
+    connected(cl.nodes)
+    n3.kill()
+    keys = [f"h{i}" for i in range(200)]
+    p = n1.client(socket_timeout=30).pipeline(transaction=False)
+    for k in keys:
+        p.execute_command("KEEL.AP.PUT", k, "v" + k, "W", "ALL")
+    got = p.execute(raise_on_error=False)
+    want = {k: "v" + k for k, r in zip(keys, got) if r == 3}
+    assert len(want) == len(keys), [r for r in got if r != 3][:3]
+    held = sum(metric(nd, "keel_ap_hints_pending") for nd in stay)
+    assert held > 0  # the keys n3 is a home of, on their stand-ins
+    cl.wait_leader(among=stay)
+    remove(stay, "n3")
+    eventually(
+        lambda: sum(metric(nd, "keel_ap_hints_pending") for nd in stay) == 0,
+        timeout_s=MOVE_BOUND_S,
+        what="no hint pending",
+    )
+    retargeted = sum(metric(nd, "keel_ap_hints_retargeted_total") for nd in stay)
+    assert retargeted == held, (retargeted, held)
+    check_all(stay, want)
+    print(f"removed home: {held:.0f} hints for it retargeted to the keys' homes now")
