@@ -474,7 +474,7 @@ int keel_apstore_hint_add(keel_apstore_t *s, uint64_t home, const void *key, siz
     uint8_t hk[HINT_KEY_BYTES_MAX];
     size_t hk_len = hint_key(hk, home, key, key_len);
     int new_hint = !keel_map_get(&s->hints, hk, hk_len);
-    if (new_hint && s->hints.count >= KEEL_APSTORE_HINTS_MAX)
+    if (new_hint && s->hints.count >= KEEL_APSTORE_MOVE_HINTS_MAX)
         return KEEL_EFULL;
     int rc = new_hint ? hint_record(s, REC_HINT, home, key, key_len) : 0;
     if (rc == 0)

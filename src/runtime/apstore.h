@@ -44,6 +44,9 @@
  * is not synced on its own (lost in a crash, the hint is handed off again: harmless).
  */
 #define KEEL_APSTORE_HINTS_MAX (1u << 20)
+/* Hints queued by keel_apstore_hint_add (moves on a ring change, retargeted hints) stop at half
+ * the budget, so writes that need a stand-in keep room while a large move drains. */
+#define KEEL_APSTORE_MOVE_HINTS_MAX (KEEL_APSTORE_HINTS_MAX / 2)
 /*
  *
  * Not done: compaction (the log grows with every change; a snapshot of the
@@ -137,8 +140,9 @@ int keel_apstore_set_moved_ring(keel_apstore_t *s, const uint64_t *ids, uint32_t
                                 keel_errmsg_t *msg);
 /*
  * A hint for member home (!= 0) on key, which must be held here: logged, not synced (see
- * above). 1 if the hint is new, 0 if one was held (its version renewed); KEEL_EFULL past
- * KEEL_APSTORE_HINTS_MAX, KEEL_ENOTFOUND if the key is not held, KEEL_EINVAL.
+ * above). 1 if the hint is new, 0 if one was held (its version renewed); KEEL_EFULL once
+ * KEEL_APSTORE_MOVE_HINTS_MAX hints are held, KEEL_ENOTFOUND if the key is not held,
+ * KEEL_EINVAL.
  */
 int keel_apstore_hint_add(keel_apstore_t *s, uint64_t home, const void *key, size_t key_len);
 /*

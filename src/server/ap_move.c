@@ -127,7 +127,7 @@ typedef struct scan {
     ap_t *ap;
     uint64_t me;
     int leaving; /* out of the ring: every key goes to every home it has */
-    int full;    /* a hint was refused (KEEL_APSTORE_HINTS_MAX): rescan later */
+    int full;    /* a hint was refused (KEEL_APSTORE_MOVE_HINTS_MAX): rescan later */
     size_t visited;
 } scan_t;
 
@@ -176,6 +176,7 @@ void keel__ap_move_step(ap_t *ap)
     ap->mv.scanned += sc.visited;
     if (sc.full) { /* the hints are full: this batch again once handoff made room */
         ap->mv.pos = before;
+        ap->mv.scanned -= sc.visited; /* not visited after all: keel_ap_move_pending counts it */
         ap->mv.next_ms = now + AP_HANDOFF_INTERVAL_MS;
         return;
     }
