@@ -91,7 +91,10 @@ int keel__ap_move_init(ap_t *ap)
         return rc;
     uint64_t ids[KEEL_APPLACE_NODES_MAX];
     uint32_t n = keel_apstore_moved_ring(ap->store, ids, KEEL_APPLACE_NODES_MAX);
-    return set_base(ap, ids, n);
+    rc = set_base(ap, ids, n);
+    if (rc != 0)
+        keel_applace_free(&ap->mv.from); /* not inited: keel__ap_move_free will not run */
+    return rc;
 }
 
 void keel__ap_move_free(ap_t *ap)
