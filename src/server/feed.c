@@ -90,26 +90,32 @@ static int push_revision(keel_buf_t *b, const keel_kv_t *kv, const watcher_t *w,
     return rc;
 }
 
-/* The watcher's position left the history: say where it stopped, then close. */
-static void feed_lagged(server_t *s, client_state_t *cs, const keel_kv_t *kv)
+/* Ends cs's feed with "-LAGGED <text>" (counted in m), closing the connection once it is
+ * written: the watch feed's and the registry feed's one way to stop a consumer. */
+void keel__srv_feed_lagged(server_t *s, client_state_t *cs, keel_counter_t *m, const char *text)
 {
-    watcher_t *w = cs->feed;
-    keel_resp_client_t *c = w->client;
-    unsigned long long after = (unsigned long long)w->after;
-    unsigned long long oldest = (unsigned long long)keel_kv_history_oldest(kv);
+    keel_resp_client_t *c = cs->feed->client;
     keel__srv_feed_end(s, cs);
     cs->feed_ended = 1;
-    if (s->m_watch_lagged)
-        keel_counter_inc(s->m_watch_lagged);
+    if (m)
+        keel_counter_inc(m);
     keel_resp_deferred_t *d = keel_resp_client_defer(c);
     if (d == NULL)
         return;
-    int rc = keel_resp_write_errorf(keel_resp_deferred_out(d),
-                                    "LAGGED watcher fell behind this node's change history "
-                                    "(oldest available revision %llu); resume with FROM %llu",
-                                    oldest, after);
+    int rc = keel_resp_write_errorf(keel_resp_deferred_out(d), "LAGGED %s", text);
     keel_resp_client_close_after_reply(c);
     keel_resp_deferred_done(d, rc);
+}
+
+/* The watcher's position left the history: say where it stopped, then close. */
+static void feed_lagged(server_t *s, client_state_t *cs, const keel_kv_t *kv)
+{
+    char text[160];
+    snprintf(text, sizeof(text),
+             "watcher fell behind this node's change history (oldest available revision %llu); "
+             "resume with FROM %llu",
+             (unsigned long long)keel_kv_history_oldest(kv), (unsigned long long)cs->feed->after);
+    keel__srv_feed_lagged(s, cs, s->m_watch_lagged, text);
 }
 
 /*

@@ -56,24 +56,13 @@ static int feed_match(const watcher_t *w, const keel_reg_event_t *ev)
 /* The feed cannot go on: say where it stopped and why, then close. */
 static void feed_lagged(server_t *s, client_state_t *cs, const char *why)
 {
-    watcher_t *w = cs->feed;
-    keel_resp_client_t *c = w->client;
-    unsigned long long after = (unsigned long long)w->after;
     const keel_reg_t *reg = s->kv.kv.reg;
-    unsigned long long oldest = reg ? (unsigned long long)keel_reg_history_oldest(reg) : 1;
-    keel__srv_feed_end(s, cs);
-    cs->feed_ended = 1;
-    if (s->m_regfeed_lagged)
-        keel_counter_inc(s->m_regfeed_lagged);
-    keel_resp_deferred_t *d = keel_resp_client_defer(c);
-    if (d == NULL)
-        return;
-    int rc = keel_resp_write_errorf(keel_resp_deferred_out(d),
-                                    "LAGGED registry feed %s (oldest index in this node's "
-                                    "history %llu); resume with FROM %llu",
-                                    why, oldest, after);
-    keel_resp_client_close_after_reply(c);
-    keel_resp_deferred_done(d, rc);
+    char text[200];
+    snprintf(text, sizeof(text),
+             "registry feed %s (oldest index in this node's history %llu); resume with FROM %llu",
+             why, reg ? (unsigned long long)keel_reg_history_oldest(reg) : 1ull,
+             (unsigned long long)cs->feed->after);
+    keel__srv_feed_lagged(s, cs, s->m_regfeed_lagged, text);
 }
 
 void keel__srv_regfeed_pump(server_t *s, client_state_t *cs)

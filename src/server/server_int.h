@@ -280,6 +280,8 @@ struct watcher {
     uint8_t prefix[];
 };
 void keel__srv_feed_end(server_t *s, client_state_t *cs);
+/* Ends cs's feed with "-LAGGED <text>" (counted in m), closing the connection after it. */
+void keel__srv_feed_lagged(server_t *s, client_state_t *cs, keel_counter_t *m, const char *text);
 void keel__srv_feed_on_applied(void *data);
 void keel__srv_feed_drained(keel_resp_client_t *c);
 int keel__srv_cmd_keel_watch(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
