@@ -25,31 +25,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "system"))
-from keelcluster import Cluster, http_get  # noqa: E402
-
-WAIT_S = 300.0
-
-
-def metric(node, name):
-    status, body, _ = http_get(node.http_port, "/metrics")
-    assert status == 200
-    for line in body.decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
-
-
-def until(fn, what):
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        try:
-            if fn():
-                return time.monotonic()
-        except Exception:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.05)
+from keelcluster import Cluster  # noqa: E402
+from ap_repair import metric, until  # noqa: E402  (bench/: the same helpers)
 
 
 def members(node):
