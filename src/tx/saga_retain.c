@@ -9,20 +9,11 @@
 
 #include "client/args.h"
 #include "runtime/clock.h"
+#include "tx/retain.h"
 
-#include <inttypes.h>
-#include <stdio.h>
 #include <string.h>
 
-#define SWEEP_PAGE 200u
-
 static void sweep_step(keel_sagas_t *o);
-
-/* An index member that names a log key: "saga:" id ":log" fits KEY_BYTES_MAX. */
-static bool id_ok(const keel_resp_value_t *id)
-{
-    return id->type == KEEL_RESP_BULK && id->str.len > 0 && id->str.len + 10 <= KEY_BYTES_MAX;
-}
 
 static void on_unlinked(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
 {
@@ -54,30 +45,10 @@ static void on_due(keel_client_t *cl, void *ctx, int status, const keel_resp_val
         keel__saga_work_done(o);
         return;
     }
-    size_t n = 0;
-    for (size_t i = 0; i < v->elems_len; i++)
-        n += id_ok(&v->elems[i]);
     keel_args_t a;
     keel_args_init(&a, 8 + 2 * v->elems_len, 0);
-    keel_args_strs(&a, 3, (const char *[]){"KEEL.TXN", "0", "2"});
-    keel_args_u64(&a, n + 1);
-    keel_args_str(&a, "UNLINK");
-    for (size_t i = 0; i < v->elems_len; i++) {
-        const keel_resp_value_t *id = &v->elems[i];
-        if (!id_ok(id))
-            continue;
-        char key[KEY_BYTES_MAX];
-        snprintf(key, sizeof(key), "saga:%.*s:log", (int)id->str.len, id->str.ptr);
-        keel_args_str(&a, key);
-    }
-    keel_args_u64(&a, (uint64_t)v->elems_len + 2); /* the index loses every member read */
-    keel_args_strs(&a, 2, (const char *[]){"ZREM", ENDED_KEY});
-    for (size_t i = 0; i < v->elems_len; i++)
-        if (v->elems[i].type == KEEL_RESP_BULK)
-            keel_args_add(&a, v->elems[i].str.ptr, v->elems[i].str.len);
-        else
-            keel_args_str(&a, "-"); /* not an id: removes nothing, keeps the count */
-    o->sweep_more = v->elems_len >= SWEEP_PAGE;
+    keel_retain_page_args(&a, ENDED_KEY, "saga:", v, KEY_BYTES_MAX);
+    o->sweep_more = v->elems_len >= KEEL_RETAIN_PAGE;
     int rc = keel_args_resolve(&a) == 0
                  ? keel_client_command(&o->cl, a.n, a.ptrs, a.lens, on_unlinked, o)
                  : KEEL_ENOMEM;
@@ -93,11 +64,14 @@ static void on_due(keel_client_t *cl, void *ctx, int status, const keel_resp_val
 
 static void sweep_step(keel_sagas_t *o)
 {
-    char max[24], count[16];
-    snprintf(max, sizeof(max), "%" PRId64, keel_clock_unix_ms() - o->cfg.log_retention_ms);
-    snprintf(count, sizeof(count), "%u", SWEEP_PAGE);
-    const char *argv[] = {"ZRANGEBYSCORE", ENDED_KEY, "-inf", max, "LIMIT", "0", count};
-    if (keel_client_command(&o->cl, 7, argv, NULL, on_due, o) != 0) {
+    keel_args_t a;
+    keel_args_init(&a, 8, 0);
+    keel_retain_due_args(&a, ENDED_KEY, keel_clock_unix_ms() - o->cfg.log_retention_ms);
+    int rc = keel_args_resolve(&a) == 0
+                 ? keel_client_command(&o->cl, a.n, a.ptrs, a.lens, on_due, o)
+                 : KEEL_ENOMEM;
+    keel_args_free(&a);
+    if (rc != 0) {
         o->sweeping = false;
         return;
     }

@@ -2,7 +2,10 @@
  * calls through core/twopc's participant machine (tx/twopc.h). */
 #include "tx/twopc_int.h"
 
+#include "client/args.h"
 #include "client/blocking.h"
+#include "runtime/clock.h"
+#include "tx/retain.h"
 
 #include <assert.h>
 #include <inttypes.h>
@@ -20,6 +23,8 @@ typedef struct req {
 
 /* The open transactions' index: a hash of id -> 1, set before BEGIN, deleted after END. */
 #define OPEN_KEY "2pc:open"
+/* The ended transactions by end time, while a retention is set: keel_twopcs_sweep(). */
+#define ENDED_KEY "2pc:ended"
 
 static void on_reply(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *v)
 {
@@ -468,13 +473,24 @@ static void unlock(run_t *r)
         keel_client_reply_free(&rep);
 }
 
-/* Over: the open mark goes (fenced), then the lock. */
-static void finish(run_t *r)
+/* Over: the open mark goes (fenced; with a retention, the transaction indexed as ended in
+ * the same entry when it has a log), then the lock. */
+static void finish(run_t *r, bool logged)
 {
     keel_client_reply_t rep;
-    const char *del[] = {"KEEL.FENCED", r->lock, r->token_str, "HDEL", OPEN_KEY, r->id};
-    if (cmd_retry(r, 6, del, NULL, &rep) == 0)
-        keel_client_reply_free(&rep);
+    if (logged && r->t->cfg.log_retention_ms > 0) {
+        char now[24];
+        snprintf(now, sizeof(now), "%" PRId64, keel_clock_unix_ms());
+        const char *txn[] = {"KEEL.FENCED", r->lock, r->token_str, "KEEL.TXN", "0",
+                             "2",           "3",     "HDEL",       OPEN_KEY,   r->id,
+                             "4",           "ZADD",  ENDED_KEY,    now,        r->id};
+        if (cmd_retry(r, 15, txn, NULL, &rep) == 0)
+            keel_client_reply_free(&rep);
+    } else {
+        const char *del[] = {"KEEL.FENCED", r->lock, r->token_str, "HDEL", OPEN_KEY, r->id};
+        if (cmd_retry(r, 6, del, NULL, &rep) == 0)
+            keel_client_reply_free(&rep);
+    }
     unlock(r);
 }
 
@@ -571,7 +587,7 @@ static int drive(run_t *r, keel_twopc_state_t *outcome, keel_errmsg_t *msg)
             sends(r, &failing_since);
             continue;
         case KEEL_TWOPC_ACT_FINISH:
-            finish(r);
+            finish(r, true);
             *outcome = r->c.state;
             if (r->c.state == KEEL_TWOPC_COMMITTED)
                 count(&t->stats.committed, t->m.committed);
@@ -663,7 +679,7 @@ static int adopt(keel_twopcs_t *t, const char *id, keel_errmsg_t *msg)
     if (rc == 0)
         rc = load(r, msg);
     if (rc == KEEL_ENOTFOUND && r->c.n == 0) { /* an open mark without a log: never began */
-        finish(r);
+        finish(r, false);
         free(r);
         return 0;
     }
@@ -715,6 +731,51 @@ int keel_twopcs_recover(keel_twopcs_t *t, uint32_t *finished, keel_errmsg_t *msg
         }
         keel_client_reply_free(&rep);
         if (strcmp(cursor, "0") == 0)
+            return 0;
+    }
+    return 0;
+}
+
+int keel_twopcs_sweep(keel_twopcs_t *t, uint64_t *deleted, keel_errmsg_t *msg)
+{
+    *deleted = 0;
+    if (t->cfg.log_retention_ms <= 0)
+        return 0;
+    for (int pages = 0; pages < 100000; pages++) {
+        keel_args_t a;
+        keel_args_init(&a, 8, 0);
+        keel_retain_due_args(&a, ENDED_KEY, keel_clock_unix_ms() - t->cfg.log_retention_ms);
+        keel_client_reply_t rep;
+        int rc = keel_args_resolve(&a) == 0 ? cmd(t, a.n, a.ptrs, a.lens, &rep) : KEEL_ENOMEM;
+        keel_args_free(&a);
+        if (rc != 0)
+            return keel_errf(msg, rc, "2pc sweep: ZRANGEBYSCORE: %s", keel_strerror(rc));
+        if (rep.v->type != KEEL_RESP_ARRAY) {
+            keel_client_reply_free(&rep);
+            return keel_errf(msg, KEEL_EPROTO, "2pc sweep: ZRANGEBYSCORE answered no array");
+        }
+        size_t got = rep.v->elems_len;
+        keel_client_reply_t del = {0};
+        if (got > 0) {
+            keel_args_init(&a, 8 + 2 * got, 0);
+            keel_retain_page_args(&a, ENDED_KEY, "2pc:", rep.v, sizeof(((run_t *)0)->log_key));
+            rc = keel_args_resolve(&a) == 0 ? cmd(t, a.n, a.ptrs, a.lens, &del) : KEEL_ENOMEM;
+            keel_args_free(&a);
+        }
+        keel_client_reply_free(&rep);
+        if (rc != 0)
+            return keel_errf(msg, rc, "2pc sweep: unlinking: %s", keel_strerror(rc));
+        if (got > 0) {
+            const keel_resp_value_t *v = del.v;
+            bool ok = v->type == KEEL_RESP_ARRAY && v->elems_len == 2 &&
+                      v->elems[0].type == KEEL_RESP_INT;
+            if (ok && v->elems[0].integer > 0)
+                *deleted += (uint64_t)v->elems[0].integer;
+            keel_client_reply_free(&del);
+            if (!ok)
+                return keel_errf(msg, KEEL_EPROTO, "2pc sweep: the unlink answered no array");
+        }
+        if (got < KEEL_RETAIN_PAGE)
             return 0;
     }
     return 0;

@@ -51,6 +51,11 @@
  *                   renewed (KEEL.TXN of UNLOCK + LOCK) once a third of the TTL has passed.
  *   2pc:open        a hash: field <id> set before BEGIN, deleted after END, what
  *                   keel_twopcs_recover() walks (HSCAN: the open ones, not the keyspace).
+ *   2pc:ended       a sorted set, member <id> scored by its end's time, added with the open
+ *                   mark's deletion (one fenced entry) while cfg.log_retention_ms is set:
+ *                   what keel_twopcs_sweep() deletes from. After END no participant is in
+ *                   doubt, so a deleted log is never asked for a decision.
+ * The id "open" is refused: its lock key would be the index.
  *
  * A participant is a table of callbacks, each idempotent by transaction id and each durable
  * before it returns (fsync): prepare (the business rows and a prepared mark in one local
@@ -93,6 +98,9 @@ typedef struct keel_twopcs_config {
     keel_ms_t decision_give_up_ms; /* delivering a decision to a participant that stays down:
                                       stop after this long, leaving the transaction open for
                                       recovery (KEEL_ETIMEDOUT); default 0: never */
+    keel_ms_t log_retention_ms;    /* > 0: a transaction's end indexes it in 2pc:ended, and
+                                      keel_twopcs_sweep() deletes its log this long after;
+                                      default 0: logs kept for ever */
     uint64_t seed;
     keel_metrics_t *metrics; /* may be NULL: no metrics (keel_twopcs_stats_t still counts) */
 } keel_twopcs_config_t;
@@ -152,6 +160,10 @@ int keel_twopcs_run(keel_twopcs_t *t, const char *id, const char *const *parts, 
 /* Finishes every open transaction whose lock is free (its owner died); *finished counts
  * them. Transactions naming a participant not added here are left alone. */
 int keel_twopcs_recover(keel_twopcs_t *t, uint32_t *finished, keel_errmsg_t *msg);
+/* Deletes the logs of transactions that ended cfg.log_retention_ms ago or more (with their
+ * 2pc:ended members), a page of KEEL_RETAIN_PAGE per entry; *deleted counts the logs. 0 (and
+ * nothing done) without a retention. Any coordinator may run it, at any interval. */
+int keel_twopcs_sweep(keel_twopcs_t *t, uint64_t *deleted, keel_errmsg_t *msg);
 /* For a participant's transaction in doubt: reads the decision slot, proposing abort when
  * it is empty. 0 with *commit, or KEEL_ENOTFOUND (no BEGIN: not a transaction of this log),
  * KEEL_EAGAIN (the log is unreachable), KEEL_ECORRUPT. */

@@ -16,6 +16,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct bank2 {
     tx_server_t srv;
@@ -585,6 +586,58 @@ static void a_participant_over_http_votes_and_resolves_through_the_kit(void)
     teardown(&w);
 }
 
+/* Whether the transaction is indexed as ended (the sorted set 2pc:ended). */
+static bool ended_indexed(bank2_t *w, const char *id)
+{
+    const char *argv[] = {"ZSCORE", "2pc:ended", id};
+    keel_client_reply_t r = tx_call(&w->srv, 3, argv);
+    bool yes = r.v->type == KEEL_RESP_BULK;
+    keel_client_reply_free(&r);
+    return yes;
+}
+
+/* With a retention, an end indexes its transaction in the same entry as the open mark's
+ * deletion, and a sweep deletes the logs due with their members; without one, nothing is
+ * indexed and a sweep does nothing. */
+static void ended_transactions_logs_go_after_the_retention(void)
+{
+    bank2_t w;
+    if (!setup(&w))
+        return;
+    keel_twopcs_t t;
+    coord(&t, &w, 10000);
+    const char *in = "bank-a acct-1 bank-b acct-2 5";
+    keel_twopc_state_t out;
+    keel_errmsg_t m;
+    uint64_t deleted = 9;
+    KT_EQ_INT(keel_twopcs_run(&t, "kept-1", PARTS, 2, in, strlen(in), &out, &m), 0);
+    KT_CHECK(!ended_indexed(&w, "kept-1"));
+    KT_EQ_INT(keel_twopcs_sweep(&t, &deleted, &m), 0);
+    KT_EQ_U64(deleted, 0);
+    t.cfg.log_retention_ms = 1;
+    for (int i = 0; i < 3; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "old-%d", i);
+        KT_EQ_INT(keel_twopcs_run(&t, id, PARTS, 2, in, strlen(in), &out, &m), 0);
+        KT_CHECK(ended_indexed(&w, id));
+    }
+    t.cfg.log_retention_ms = 60000; /* not due yet */
+    KT_EQ_INT(keel_twopcs_sweep(&t, &deleted, &m), 0);
+    KT_EQ_U64(deleted, 0);
+    usleep(5000);
+    t.cfg.log_retention_ms = 1;
+    KT_EQ_INT(keel_twopcs_sweep(&t, &deleted, &m), 0);
+    KT_EQ_U64(deleted, 3);
+    char types[64];
+    log_types(&w, "old-1", types, sizeof(types));
+    KT_EQ_STR(types, "");
+    KT_CHECK(!ended_indexed(&w, "old-1"));
+    log_types(&w, "kept-1", types, sizeof(types)); /* ended with no retention: kept */
+    KT_EQ_STR(types, "begin commit end");
+    keel_twopcs_close(&t);
+    teardown(&w);
+}
+
 int main(void)
 {
     KT_RUN(a_transfer_commits_on_both_banks_and_logs_its_decision_first);
@@ -596,5 +649,6 @@ int main(void)
     KT_RUN(a_transaction_another_coordinator_holds_is_refused_busy);
     KT_RUN(a_coordinator_whose_lease_lapsed_follows_the_abort_proposed_meanwhile);
     KT_RUN(a_participant_over_http_votes_and_resolves_through_the_kit);
+    KT_RUN(ended_transactions_logs_go_after_the_retention);
     return kt_done();
 }
