@@ -169,9 +169,10 @@ typedef struct keel_sagas_config {
     keel_ms_t scan_interval_ms;   /* adopting orphaned sagas; default 1000; 0: never */
     keel_ms_t request_timeout_ms; /* each keel server request; default 5000 */
     /* A finished saga's log (done or compensated; never needs_attention) is deleted this long
-     * after its last record, by a sweep every min(retention / 4, 60 s); 0: kept for ever
-     * (the default). It must outlast every way the same saga id can be started again (an
-     * idempotency key's life, say): a saga whose log is gone starts afresh. */
+     * after its end, by a sweep every min(retention / 4, 60 s) of the sagas its end indexed
+     * in saga:ended (only while this is set); 0: kept for ever (the default). It must outlast every
+     * way the same saga id can be started again (an idempotency key's life, say): a saga whose log
+     * is gone starts afresh. */
     keel_ms_t log_retention_ms;
     bool renew_lock;   /* renew before acting once a third of the TTL passed; default true.
                           Off, a saga that outlives its TTL is re-locked after a fenced write
