@@ -103,6 +103,25 @@ def metric(port, name):
     return float(m.group(1)) if m else 0.0
 
 
+def arrivals(sel, socks, w, want, t0, deadline):
+    """Waits (until deadline) for each of the w registered sockets to receive `want` (or to
+    close); closes them all. (done, first, last): how many did, and the first's and the
+    last's time after t0."""
+    done, first, last = 0, None, None
+    while done < w and time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=1.0):
+            data = key.fileobj.recv(65536)
+            if want in data or not data:
+                sel.unregister(key.fileobj)
+                done += 1
+                now = time.monotonic() - t0
+                first = now if first is None else first
+                last = now
+    for s in socks:
+        s.close()
+    return done, first, last
+
+
 def fanout(watch_port, write_port, w):
     run = f"{time.time_ns()}"  # each run changes the service anew
     c = http.client.HTTPConnection("127.0.0.1", write_port, timeout=30)
@@ -138,18 +157,7 @@ def fanout(watch_port, write_port, w):
     t0 = time.monotonic()
     put(c, "/v1/agent/service/register", {"Name": "fan", "ID": f"fan-1-{run}", "Port": 1})
     acked = time.monotonic() - t0
-    done, first, last = 0, None, None
-    while done < w and time.monotonic() < deadline:
-        for key, _ in sel.select(timeout=1.0):
-            data = key.fileobj.recv(65536)
-            if f"fan-1-{run}".encode() in data or not data:
-                sel.unregister(key.fileobj)
-                done += 1
-                now = time.monotonic() - t0
-                first = now if first is None else first
-                last = now
-    for s in socks:
-        s.close()
+    done, first, last = arrivals(sel, socks, w, f"fan-1-{run}".encode(), t0, deadline)
     if done < w:
         print(f"only {done} of {w} watchers answered")
         sys.exit(1)
@@ -184,18 +192,7 @@ def feeds(feed_port, write_port, w):
     t0 = time.monotonic()
     c.execute_command("KEEL.REG", "REGISTER", f"feed{run}", f"f-{run}", "10.0.0.1", 1)
     acked = time.monotonic() - t0
-    done, first, last = 0, None, None
-    while done < w and time.monotonic() < deadline:
-        for key, _ in sel.select(timeout=1.0):
-            data = key.fileobj.recv(65536)
-            if b"regchange" in data or not data:
-                sel.unregister(key.fileobj)
-                done += 1
-                now = time.monotonic() - t0
-                first = now if first is None else first
-                last = now
-    for s in socks:
-        s.close()
+    done, first, last = arrivals(sel, socks, w, b"regchange", t0, deadline)
     if done < w:
         print(f"only {done} of {w} feeds pushed")
         sys.exit(1)
@@ -310,18 +307,7 @@ def etcd_fanout(watch_port, write_port, w):
     t0 = time.monotonic()
     post(c, "/v3/kv/put", {"key": b64(prefix + "fan-1"), "value": b64("{}")})
     acked = time.monotonic() - t0
-    done, first, last = 0, None, None
-    while done < w and time.monotonic() < deadline:
-        for key, _ in sel.select(timeout=1.0):
-            data = key.fileobj.recv(65536)
-            if want in data or not data:
-                sel.unregister(key.fileobj)
-                done += 1
-                now = time.monotonic() - t0
-                first = now if first is None else first
-                last = now
-    for s in socks:
-        s.close()
+    done, first, last = arrivals(sel, socks, w, want, t0, deadline)
     if done < w:
         print(f"only {done} of {w} etcd watchers saw the change")
         sys.exit(1)
