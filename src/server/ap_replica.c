@@ -343,6 +343,10 @@ void keel__srv_on_peer_ap(void *data, uint64_t from, const uint8_t *p, size_t n)
         return;
     }
     case KEEL_APMSG_HANDOFF_ACK: {
+        if (m.req & AP_CLEAN_REQ_BIT) { /* the drop walk's (ap_clean.c), not a hint's */
+            keel__ap_clean_acked(ap, from, m.key, m.key_len, m.req);
+            return;
+        }
         int rc = keel_apstore_hint_done(ap->store, from, m.key, m.key_len, m.req);
         if (rc == 1)
             keel_counter_inc(ap->m_hints_delivered);
