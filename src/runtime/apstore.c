@@ -382,6 +382,15 @@ int keel_apstore_merge_hinted(keel_apstore_t *s, const void *key, size_t key_len
     return merge_common(s, key, key_len, v, home, 0, changed, msg);
 }
 
+int keel_apstore_merge_hinted_lazy(keel_apstore_t *s, const void *key, size_t key_len,
+                                   const keel_apval_t *v, uint64_t home, int *changed,
+                                   keel_errmsg_t *msg)
+{
+    if (home == 0)
+        return keel_errf(msg, KEEL_EINVAL, "hint for member 0");
+    return merge_common(s, key, key_len, v, home, 1, changed, msg);
+}
+
 uint64_t keel_apstore_hint(const keel_apstore_t *s, uint64_t home, const void *key, size_t key_len)
 {
     uint8_t hk[HINT_KEY_BYTES_MAX];

@@ -50,8 +50,10 @@
 /*
  *
  * Not done: compaction (the log grows with every change; a snapshot of the
- * map followed by keel_wal_release_before is the plan), group commit (one
- * fdatasync per merge; the WAL's submit/wait would batch a loop turn's).
+ * map followed by keel_wal_release_before is the plan). Group commit is the
+ * caller's: the _lazy merges log without an fdatasync, keel_apstore_sync()
+ * makes all of them durable at once (keel server: one per loop turn for a
+ * replica's writes, one per tick for handed-off keys).
  */
 #define KEEL_APSTORE_KEY_BYTES_MAX 1024u
 #define KEEL_APSTORE_KEYS_MAX (1u << 24)
@@ -107,6 +109,11 @@ uint64_t keel_apstore_item(const void *key, size_t key_len, const keel_apval_t *
 int keel_apstore_merge_hinted(keel_apstore_t *s, const void *key, size_t key_len,
                               const keel_apval_t *v, uint64_t home, int *changed,
                               keel_errmsg_t *msg);
+/* merge_hinted() without the fdatasync (as merge_lazy): the state and the hint are in force at
+ * once and durable after the next keel_apstore_sync() or synced merge; acknowledge after it. */
+int keel_apstore_merge_hinted_lazy(keel_apstore_t *s, const void *key, size_t key_len,
+                                   const keel_apval_t *v, uint64_t home, int *changed,
+                                   keel_errmsg_t *msg);
 /* The version of the hint (home, key), 0 if none. */
 uint64_t keel_apstore_hint(const keel_apstore_t *s, uint64_t home, const void *key, size_t key_len);
 /* Drops the hint if its version is still `version`: 1 if dropped, 0 if not, or KEEL_EIO. */

@@ -131,6 +131,7 @@ static void on_tick(keel_timer_t *t, void *data)
         keel__ap_handoff_round(ap);
     }
     keel__ap_handoff_acks_flush(ap);
+    keel__ap_write_acks_flush(ap); /* normally done at the end of each turn (node.h on_pass) */
     keel__ap_move_step(ap);
     keel__ap_clean_step(ap);
     keel_gauge_set(ap->m_drop_pending, (int64_t)keel__ap_clean_pending(ap));
@@ -176,6 +177,7 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
     ap->srv = s;
     keel_buf_init(&ap->msg, 0);
     keel_buf_init(&ap->acks, 0);
+    keel_buf_init(&ap->wacks, 0);
     ap->m_repaired =
         keel_metrics_counter(s->metrics, "keel_ap_keys_repaired_total",
                              "AP keys a read repair or anti-entropy push changed here.", NULL);
@@ -313,6 +315,7 @@ void keel__srv_ap_stop(server_t *s)
         keel__ap_clean_free(ap);
     keel_buf_free(&ap->msg);
     keel_buf_free(&ap->acks); /* not synced: not acknowledged (the senders hand off again) */
+    keel_buf_free(&ap->wacks);
     if (ap->timer_inited)
         keel_timer_close(&ap->timer, timer_closed);
     else

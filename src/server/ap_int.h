@@ -29,7 +29,8 @@
  * - A read (GET): READ to the homes, the merge of the first R replies is the answer (its
  *   siblings and one context); once every home answered (or at the timeout) each replier
  *   whose state differs gets the merge (read repair).
- * - The replica side: merge what arrives into the store, fdatasync, then ACK.
+ * - The replica side: merge what arrives into the store; one fdatasync at the end of the loop
+ *   turn for all the turn's writes (group commit), then their ACKs.
  *
  * - Sloppy quorum: a home that cannot be sent to (no live connection) at once, or that has
  *   not acknowledged within AP_FALLBACK_MS, gets a stand-in: the next node of the key's
@@ -89,6 +90,7 @@
 #define AP_HANDOFF_INTERVAL_MS 500
 #define AP_HANDOFF_BATCH 256
 #define AP_HANDOFF_ACKS_MAX 256 /* handed-off keys merged before one fdatasync and their ACKs */
+#define AP_WRITE_ACKS_MAX 1024  /* replica writes merged before one fdatasync and their ACKs */
 #define AP_OPS_MAX 4096u
 #define AP_TIMEOUT_MS 1000
 #define AP_TICK_MS 20
@@ -169,6 +171,9 @@ struct ap {
     keel_gauge_t *m_hints_pending;
     keel_buf_t acks; /* HANDOFF_ACKs waiting for the sync: u64 to | u32 n | n bytes */
     size_t acks_n;
+    keel_buf_t wacks; /* replica writes' ACKs waiting for the turn's sync, the same way */
+    size_t wacks_n;
+    int turn_dirty; /* a replica write was logged this turn, not synced yet */
     ap_move_t mv;
     int move_inited;
     keel_counter_t *m_move_keys, *m_move_batches, *m_move_passes, *m_hints_retargeted;
@@ -226,6 +231,7 @@ void keel__ap_observe(void *arg, const uint8_t *key, size_t len, uint64_t old_it
 void keel__ap_handoff_round(ap_t *ap);
 void keel__ap_ae_round(ap_t *ap);
 void keel__ap_handoff_acks_flush(ap_t *ap);
+void keel__ap_write_acks_flush(ap_t *ap);
 
 /* ap_move.c (and below) */
 int keel__ap_move_init(ap_t *ap);

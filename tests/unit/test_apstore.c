@@ -366,6 +366,36 @@ static void a_key_is_forgotten_only_unchanged_and_unhinted_and_stays_forgotten(v
     KT_RMRF(dir);
 }
 
+/* A replica's writes of one loop turn share one fdatasync (keel server's group commit): a
+ * lazy hinted merge holds its hint at once, syncs nothing, and one sync makes both durable. */
+static void lazy_hinted_merges_share_one_sync(void)
+{
+    char dir[256];
+    KT_TMPDIR(dir, "apstore");
+    keel_apstore_t *s;
+    keel_errmsg_t msg;
+    KT_EQ_INT(keel_apstore_open(&s, dir, &msg), 0);
+    keel_apval_t a = sibling(NULL, 1, "a"), b = sibling(NULL, 2, "b");
+    uint64_t syncs = keel_apstore_syncs(s);
+    int changed = 0;
+    KT_EQ_INT(keel_apstore_merge_hinted_lazy(s, "h", 1, &a, 7, &changed, &msg), 0);
+    KT_EQ_INT(changed, 1);
+    KT_CHECK(keel_apstore_hint(s, 7, "h", 1) != 0);
+    KT_EQ_INT(keel_apstore_merge_lazy(s, "k", 1, &b, &changed, &msg), 0);
+    KT_EQ_INT(keel_apstore_merge_hinted_lazy(s, "h", 1, &a, 0, &changed, &msg), KEEL_EINVAL);
+    KT_EQ_U64(keel_apstore_syncs(s), syncs);
+    KT_EQ_INT(keel_apstore_sync(s, &msg), 0);
+    KT_EQ_U64(keel_apstore_syncs(s), syncs + 1);
+    keel_apstore_close(s);
+    KT_EQ_INT(keel_apstore_open(&s, dir, &msg), 0);
+    KT_EQ_INT(keel_apstore_count(s), 2);
+    KT_CHECK(keel_apstore_hint(s, 7, "h", 1) != 0);
+    KT_EQ_INT(keel_apstore_key_hints(s, "h", 1), 1);
+    keel_apstore_close(s);
+    keel_apval_free(&a), keel_apval_free(&b);
+    KT_RMRF(dir);
+}
+
 int main(void)
 {
     KT_RUN(hints_are_durable_and_dropped_only_for_the_version_handed_off);
@@ -375,5 +405,6 @@ int main(void)
     KT_RUN(a_lazy_merge_is_durable_after_the_next_sync_or_synced_merge);
     KT_RUN(after_a_failed_sync_nothing_is_acknowledged_as_stored);
     KT_RUN(a_key_is_forgotten_only_unchanged_and_unhinted_and_stays_forgotten);
+    KT_RUN(lazy_hinted_merges_share_one_sync);
     return kt_done();
 }
