@@ -130,13 +130,13 @@ static int hint_drop(keel_apstore_t *s, const uint8_t *hk, size_t hk_len)
     return 0;
 }
 
-/* Removes key's entry if its state's digest is still `digest` and no hint names it: 1 if
- * removed, 0 if not. The trees and the observer see the key's item go to 0 (absent). */
-static int forget(keel_apstore_t *s, const void *key, size_t key_len, uint64_t digest)
+/* Removes key's entry if its Merkle item (a hash of its state) is still `item` and no hint names
+ * it: 1 if removed, 0 if not. The trees and the observer see the key's item go to 0 (absent). */
+static int forget(keel_apstore_t *s, const void *key, size_t key_len, uint64_t item)
 {
     void **slot = keel_map_get(&s->map, key, key_len);
     entry_t *e = slot ? *slot : NULL;
-    if (!e || e->hints > 0 || keel_apval_digest(&e->v) != digest)
+    if (!e || e->hints > 0 || e->item != item)
         return 0;
     keel_merkle_update(&s->tree, keel_applace_key_hash(key, key_len), e->item, 0);
     if (s->observe)
@@ -194,7 +194,7 @@ static int replay(void *data, uint8_t type, const uint8_t *p, size_t n, uint64_t
         s->bad_lsn = 0;
         return type == REC_HINT ? hint_set(s, hk, n - 2) : hint_drop(s, hk, n - 2);
     }
-    if (type == REC_FORGET) { /* u16 key_len | key | u64 digest */
+    if (type == REC_FORGET) { /* u16 key_len | key | u64 item */
         if (n < 10 || keel_get_u16(p) != n - 10 || n - 10 > KEEL_APSTORE_KEY_BYTES_MAX)
             return KEEL_ECORRUPT;
         s->bad_lsn = 0;
@@ -559,7 +559,7 @@ size_t keel_apstore_key_hints(const keel_apstore_t *s, const void *key, size_t k
     return slot ? ((entry_t *)*slot)->hints : 0;
 }
 
-int keel_apstore_forget(keel_apstore_t *s, const void *key, size_t key_len, uint64_t digest,
+int keel_apstore_forget(keel_apstore_t *s, const void *key, size_t key_len, uint64_t item,
                         keel_errmsg_t *msg)
 {
     int rc = store_failed(s, msg);
@@ -569,16 +569,22 @@ int keel_apstore_forget(keel_apstore_t *s, const void *key, size_t key_len, uint
         return 0; /* never stored */
     void **slot = keel_map_get(&s->map, key, key_len);
     entry_t *e = slot ? *slot : NULL;
-    if (!e || e->hints > 0 || keel_apval_digest(&e->v) != digest)
+    if (!e || e->hints > 0 || e->item != item)
         return 0;
     uint8_t r[2 + KEEL_APSTORE_KEY_BYTES_MAX + 8];
     keel_put_u16(r, (uint16_t)key_len);
     memcpy(r + 2, key, key_len);
-    keel_put_u64(r + 2 + key_len, digest);
+    keel_put_u64(r + 2 + key_len, item);
     rc = keel_wal_append(s->wal, REC_FORGET, r, 10 + key_len, NULL);
     if (rc != 0)
         return keel_errf(msg, rc, "forget record not logged: %s", keel_strerror(rc));
-    rc = forget(s, key, key_len, digest);
+    rc = forget(s, key, key_len, item);
     assert(rc == 1);
     return 1;
+}
+
+uint64_t keel_apstore_key_item(const keel_apstore_t *s, const void *key, size_t key_len)
+{
+    void **slot = keel_map_get(&s->map, key, key_len);
+    return slot ? ((entry_t *)*slot)->item : 0;
 }

@@ -165,19 +165,22 @@ size_t keel_apstore_layout(const keel_apstore_t *s);
  * Dropping the copy of a key this node is no longer a home of (keel server ap_clean.c decides
  * when: docs/ap.md, "Dropping the copies of keys a node is no longer a home of"):
  *
- *   record type 6:  u16 key_len | key | u64 digest     forget the key if its state's digest
- *                                                       is digest
+ *   record type 6:  u16 key_len | key | u64 item       forget the key if its Merkle item is
+ *                                                       item
  *
  * The forget is conditional on the state being the one the caller proved the homes hold (its
- * digest) and on no hint naming the key; replay applies it under the same condition, in log
+ * Merkle item: a hash of the key and its state's digest, kept per key, so comparing costs
+ * nothing) and on no hint naming the key; replay applies it under the same condition, in log
  * order, so a later state record of the key brings it back. Logged without an fdatasync of its
  * own: lost in a crash, the copy comes back and is dropped again later (harmless); the next
  * synced record makes it durable.
  */
-/* Forgets key if its digest is `digest` and no hint names it: 1 if forgotten, 0 if not (absent,
+/* Forgets key if its item is `item` and no hint names it: 1 if forgotten, 0 if not (absent,
  * changed, hinted); KEEL_EIO (and the store's sticky failure). */
-int keel_apstore_forget(keel_apstore_t *s, const void *key, size_t key_len, uint64_t digest,
+int keel_apstore_forget(keel_apstore_t *s, const void *key, size_t key_len, uint64_t item,
                         keel_errmsg_t *msg);
+/* The key's Merkle item (keel_apstore_item of its state), 0 if the key is not held. */
+uint64_t keel_apstore_key_item(const keel_apstore_t *s, const void *key, size_t key_len);
 /* Hints held for key (any home); 0 if none or the key is not held. */
 size_t keel_apstore_key_hints(const keel_apstore_t *s, const void *key, size_t key_len);
 

@@ -15,8 +15,9 @@
  * A copy this node holds of a key it is not a home of (an old home's after a ring change, a
  * stand-in's after its hint was delivered, a copy that a write sent under an old ring left)
  * takes disk and memory forever unless it is dropped. The rule (docs/ap.md, "Dropping the
- * copies of keys a node is no longer a home of"): the copy of key K, whose state has digest D,
- * is dropped only when, all checked in one step of the loop, with nothing in between:
+ * copies of keys a node is no longer a home of"): the copy of key K, whose state hashes to D (its
+ * Merkle item, keel_apstore_key_item), is dropped only when, all checked in one step of the loop,
+ * with nothing in between:
  *
  *   1. this node is not one of K's homes on the ring in force, and is not leaving;
  *   2. K's state holds nothing this node's actor issued (keel_apval_has_actor): the node
@@ -26,21 +27,22 @@
  *   4. every home of K on the ring in force acknowledged a HANDOFF of this very state D
  *      (HANDOFF_ACK comes after the home's fdatasync of its merge), the homes being the same
  *      as when the state was sent;
- *   5. the state is still D (keel_apstore_forget compares the digest under the same call).
+ *   5. the state is still D (keel_apstore_forget compares the hash under the same call).
  *
- * A write that reaches K here between the sends and the drop changes the digest (5 fails:
+ * A write that reaches K here between the sends and the drop changes the hash (5 fails:
  * the candidate starts over with the new state, and the homes get that too) or, if this
  * node coordinates it, makes the state hold its actor (2: kept for good). A hinted write adds
  * a hint (3). So a drop never loses a state no home holds, and never the only copy: it needs
  * at least one home, and every home, to hold it durably.
  *
- * The candidates (key -> digest, the homes, which acknowledged) live in memory: lost in a
+ * The candidates (key -> hash, the homes, which acknowledged) live in memory: lost in a
  * restart, they are built again by the next pass. The walk: AP_CLEAN_SCAN_BATCH keys or
  * AP_CLEAN_SENDS_MAX sends per AP_CLEAN_STEP_MS step; a pass starts at start, when a move walk
- * ends, AP_CLEAN_RETRY_MS after a pass that left candidates waiting and AP_CLEAN_PERIOD_MS
- * after one that left none. Nothing runs while a move walk is under way (the walk's position
- * in the key map must not shift under it), on a leaver (it hands off and is stopped), or in a
- * cluster of at most AP_REPLICAS_MAX members (every member is a home of every key).
+ * ends, within AP_CLEAN_RETRY_MS after a hint was delivered (a stand-in's copy may go) or a pass
+ * left candidates waiting, and AP_CLEAN_PERIOD_MS after one that left none. Nothing runs while a
+ * move walk is under way (the walk's position in the key map must not shift under it), on a leaver
+ * (it hands off and is stopped), or in a cluster of at most AP_REPLICAS_MAX members (every member
+ * is a home of every key).
  */
 #define AP_CLEAN_STEP_MS 50
 #define AP_CLEAN_SCAN_BATCH 1024
@@ -50,10 +52,10 @@
 #define AP_CLEAN_CANDIDATES_MAX (1u << 16)
 
 typedef struct cand {
-    uint64_t digest, seq;
+    uint64_t hash, seq;
     uint64_t homes[AP_REPLICAS_MAX];
     int homes_n;
-    uint32_t acked; /* bit i: homes[i] acknowledged the state of digest */
+    uint32_t acked; /* bit i: homes[i] acknowledged the state of that hash */
     keel_ms_t sent_ms;
 } cand_t;
 
@@ -71,6 +73,13 @@ void keel__ap_clean_soon(ap_t *ap)
 {
     if (!ap->cl.active)
         ap->cl.pass_ms = 0;
+}
+
+void keel__ap_clean_hint_delivered(ap_t *ap)
+{
+    keel_ms_t soon = keel_clock_now_ms() + AP_CLEAN_RETRY_MS;
+    if (!ap->cl.active && ap->cl.pass_ms > soon)
+        ap->cl.pass_ms = soon;
 }
 
 size_t keel__ap_clean_pending(const ap_t *ap)
@@ -102,7 +111,7 @@ typedef struct visit {
     keel_ms_t now;
     const uint8_t *drop_key; /* set when the key visited may be dropped now */
     size_t drop_len;
-    uint64_t drop_digest;
+    uint64_t drop_hash;
 } visit_t;
 
 static void visit_key(void *arg, const uint8_t *key, size_t len)
@@ -120,13 +129,13 @@ static void visit_key(void *arg, const uint8_t *key, size_t len)
     }
     if (keel_apstore_key_hints(ap->store, key, len) > 0)
         return; /* rule 3: its hints deliver it first; then it is visited again */
-    uint64_t d = keel_apval_digest(v);
+    uint64_t d = keel_apstore_key_item(ap->store, key, len); /* the state's hash, kept: O(1) */
     void **slot = keel_map_get(&ap->cl.cand, key, len);
     cand_t *c = slot ? *slot : NULL;
-    if (c && c->digest == d && c->homes_n == nh &&
+    if (c && c->hash == d && c->homes_n == nh &&
         memcmp(c->homes, homes, (size_t)nh * sizeof(homes[0])) == 0) {
         if (c->acked == (1u << nh) - 1) { /* rule 4; rule 5 is checked by the forget */
-            vi->drop_key = key, vi->drop_len = len, vi->drop_digest = d;
+            vi->drop_key = key, vi->drop_len = len, vi->drop_hash = d;
         } else if (vi->now >= c->sent_ms + AP_CLEAN_RETRY_MS) {
             cand_send(ap, c, key, len, v, vi->now); /* lost, or a home was down */
         }
@@ -140,7 +149,7 @@ static void visit_key(void *arg, const uint8_t *key, size_t len)
         }
     }
     /* New, or the state or the homes changed since it was sent: start over with this state. */
-    c->digest = d;
+    c->hash = d;
     c->seq = ++ap->cl.seq;
     memcpy(c->homes, homes, (size_t)nh * sizeof(homes[0]));
     c->homes_n = nh;
@@ -202,7 +211,7 @@ void keel__ap_clean_step(ap_t *ap)
         size_t len = vi.drop_len;
         memcpy(key, vi.drop_key, len);
         keel_errmsg_t msg;
-        int rc = keel_apstore_forget(ap->store, key, len, vi.drop_digest, &msg);
+        int rc = keel_apstore_forget(ap->store, key, len, vi.drop_hash, &msg);
         if (rc == 1) {
             keel_counter_inc(ap->m_dropped);
             cand_del(ap, key, len);

@@ -245,6 +245,8 @@ void keel__ap_clean_free(ap_t *ap);
 void keel__ap_clean_step(ap_t *ap);
 /* Start a pass at the next step (a move walk ended). */
 void keel__ap_clean_soon(ap_t *ap);
+/* A hint was delivered: its key may be droppable; a pass within AP_CLEAN_RETRY_MS. */
+void keel__ap_clean_hint_delivered(ap_t *ap);
 void keel__ap_clean_acked(ap_t *ap, uint64_t from, const uint8_t *key, size_t len, uint64_t req);
 /* Keys waiting for their homes' acknowledgements before they may be dropped. */
 size_t keel__ap_clean_pending(const ap_t *ap);

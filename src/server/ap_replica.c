@@ -403,9 +403,10 @@ void keel__srv_on_peer_ap(void *data, uint64_t from, const uint8_t *p, size_t n)
             return;
         }
         int rc = keel_apstore_hint_done(ap->store, from, m.key, m.key_len, m.req);
-        if (rc == 1)
+        if (rc == 1) {
             keel_counter_inc(ap->m_hints_delivered);
-        else if (rc < 0)
+            keel__ap_clean_hint_delivered(ap);
+        } else if (rc < 0)
             keel_log_warn("ap: handed-off hint not logged", KF_STR("why", keel_strerror(rc)));
         return;
     }

@@ -35,8 +35,8 @@ survived is printed.
 
 The same run on 5 nodes (its own test, in `make test` too: about 30 s here; with
 KEEL_AP_NEMESIS_NODES=5 the main test runs on 5 nodes and this one is skipped): the cut-off
-minority is 2 nodes, writes need stand-ins, each key is compared on its homes only (KEEL.AP.WHERE), every
-hint must be handed off after the heal, and every W=ONE write or increment acknowledged before
+minority is 2 nodes, writes need stand-ins, each key is compared on its homes only
+(KEEL.AP.WHERE), every hint must be handed off after the heal, and every W=ONE write or increment acknowledged before
 the wipe counts as unknown (its one copy may have been the wiped node's, as a home or a
 stand-in). KEEL_SEED=N repeats a fault schedule (the seed is printed); KEEL_NEMESIS_MODE=relay
 (or netns) picks the network instead of "auto"; KEEL_AP_NEMESIS_FLAGS adds keel server flags
@@ -449,7 +449,8 @@ def test_ap_keeps_every_acknowledged_write_through_partitions_kills_pauses_and_a
         print(f"hints stored {metric_sum(cl, 'keel_ap_hints_stored_total')}, delivered "
               f"{metric_sum(cl, 'keel_ap_hints_delivered_total')} (counts since each node's "
               f"last start), none pending {time.monotonic() - t_hints:.2f} s after convergence; "
-              f"anti-entropy keys pushed {metric_sum(cl, 'keel_ap_antientropy_keys_pushed_total')}")
+              f"anti-entropy keys pushed {metric_sum(cl, 'keel_ap_antientropy_keys_pushed_total')}"
+              f"; copies of keys dropped by non-homes {metric_sum(cl, 'keel_ap_keys_dropped_total')}")
         print(f"W=ONE PUTs and INCRs acknowledged by the minority side while cut off: "
               f"{rec.minority_one_acks}")  # fmt: skip
         print(f"acknowledged PUTs {wc['acked']}: kept as a sibling {wc['kept']}, superseded "
