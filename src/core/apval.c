@@ -115,6 +115,22 @@ uint64_t keel_apval_digest(const keel_apval_t *v)
     return h;
 }
 
+int keel_apval_has_actor(const keel_apval_t *v, uint64_t actor)
+{
+    switch (v->kind) {
+    case KEEL_APVAL_SIBLINGS:
+        return keel_vv_get(&v->u.obj.vv, actor) > 0; /* every sibling's dot is in vv */
+    case KEEL_APVAL_PNCOUNTER:
+        return keel_vv_get(&v->u.pn.p.c, actor) > 0 || keel_vv_get(&v->u.pn.n.c, actor) > 0;
+    case KEEL_APVAL_ORSET:
+        return keel_vv_get(&v->u.set.vv, actor) > 0;
+    case KEEL_APVAL_LWW:
+        return v->u.lww.ts > 0 && v->u.lww.actor == actor;
+    default:
+        return 1; /* unknown: keep it */
+    }
+}
+
 const char *keel_apval_kind_name(uint8_t kind)
 {
     static const char *const names[] = {"?", "siblings", "pn-counter", "or-set", "lww-register"};

@@ -43,5 +43,12 @@ int keel_apval_decode(const void *data, size_t len, keel_apval_t *v, keel_errmsg
 /* Equal states, equal digests (the encodings are canonical). */
 uint64_t keel_apval_digest(const keel_apval_t *v);
 const char *keel_apval_kind_name(uint8_t kind);
+/*
+ * 1 if the state holds anything actor issued: a dot in the vector (siblings, OR-set), a count
+ * (PN-counter), or the register's value (LWW). An actor issues its next dot or count from the
+ * state it holds, so a replica that issued any for a key must keep that key's state (docs/ap.md,
+ * "Why dots are safe", and "Dropping the copies of keys a node is no longer a home of").
+ */
+int keel_apval_has_actor(const keel_apval_t *v, uint64_t actor);
 
 #endif

@@ -17,11 +17,13 @@
 #define REC_HINT 3
 #define REC_HINT_DONE 4
 #define REC_MOVED_RING 5
+#define REC_FORGET 6
 #define HINT_KEY_BYTES_MAX (8 + KEEL_APSTORE_KEY_BYTES_MAX)
 
 typedef struct entry {
     keel_apval_t v;
-    uint64_t item; /* Merkle item of the current state */
+    uint64_t item;  /* Merkle item of the current state */
+    uint32_t hints; /* hints held for this key (any home): it may not be forgotten */
 } entry_t;
 
 struct keel_apstore {
@@ -86,6 +88,13 @@ static int fold(keel_apstore_t *s, const void *key, size_t key_len, const keel_a
     return 0;
 }
 
+/* The entry of the key a hint key (u64 home | key) names, or NULL. */
+static entry_t *hint_entry(keel_apstore_t *s, const uint8_t *hk, size_t hk_len)
+{
+    void **slot = keel_map_get(&s->map, hk + 8, hk_len - 8);
+    return slot ? *slot : NULL;
+}
+
 /* hk: u64 home | key. A fresh version either way. */
 static int hint_set(keel_apstore_t *s, const uint8_t *hk, size_t hk_len)
 {
@@ -99,17 +108,44 @@ static int hint_set(keel_apstore_t *s, const uint8_t *hk, size_t hk_len)
         return KEEL_ENOMEM;
     *v = ++s->hint_seq;
     int rc = keel_map_put(&s->hints, hk, hk_len, v, NULL);
-    if (rc < 0)
+    if (rc < 0) {
         free(v);
-    return rc < 0 ? rc : 0;
+        return rc;
+    }
+    entry_t *e = hint_entry(s, hk, hk_len);
+    if (e)
+        e->hints++;
+    return 0;
 }
 
 static int hint_drop(keel_apstore_t *s, const uint8_t *hk, size_t hk_len)
 {
     void *old;
-    if (keel_map_del(&s->hints, hk, hk_len, &old) == 0)
+    if (keel_map_del(&s->hints, hk, hk_len, &old) == 0) {
         free(old);
+        entry_t *e = hint_entry(s, hk, hk_len);
+        if (e && e->hints > 0)
+            e->hints--;
+    }
     return 0;
+}
+
+/* Removes key's entry if its Merkle item (a hash of its state) is still `item` and no hint names
+ * it: 1 if removed, 0 if not. The trees and the observer see the key's item go to 0 (absent). */
+static int forget(keel_apstore_t *s, const void *key, size_t key_len, uint64_t item)
+{
+    void **slot = keel_map_get(&s->map, key, key_len);
+    entry_t *e = slot ? *slot : NULL;
+    if (!e || e->hints > 0 || e->item != item)
+        return 0;
+    keel_merkle_update(&s->tree, keel_applace_key_hash(key, key_len), e->item, 0);
+    if (s->observe)
+        s->observe(s->observe_arg, key, key_len, e->item, 0);
+    void *old;
+    int rc = keel_map_del(&s->map, key, key_len, &old);
+    assert(rc == 0 && old == e);
+    entry_free(e);
+    return 1;
 }
 
 static size_t hint_key(uint8_t *hk, uint64_t home, const void *key, size_t key_len)
@@ -157,6 +193,13 @@ static int replay(void *data, uint8_t type, const uint8_t *p, size_t n, uint64_t
         memcpy(hk + 8, p + 10, n - 10);
         s->bad_lsn = 0;
         return type == REC_HINT ? hint_set(s, hk, n - 2) : hint_drop(s, hk, n - 2);
+    }
+    if (type == REC_FORGET) { /* u16 key_len | key | u64 item */
+        if (n < 10 || keel_get_u16(p) != n - 10 || n - 10 > KEEL_APSTORE_KEY_BYTES_MAX)
+            return KEEL_ECORRUPT;
+        s->bad_lsn = 0;
+        (void)forget(s, p + 2, n - 10, keel_get_u64(p + n - 8)); /* as it did when logged */
+        return 0;
     }
     if (type != REC_STATE || n < 2)
         return KEEL_ECORRUPT;
@@ -339,6 +382,15 @@ int keel_apstore_merge_hinted(keel_apstore_t *s, const void *key, size_t key_len
     return merge_common(s, key, key_len, v, home, 0, changed, msg);
 }
 
+int keel_apstore_merge_hinted_lazy(keel_apstore_t *s, const void *key, size_t key_len,
+                                   const keel_apval_t *v, uint64_t home, int *changed,
+                                   keel_errmsg_t *msg)
+{
+    if (home == 0)
+        return keel_errf(msg, KEEL_EINVAL, "hint for member 0");
+    return merge_common(s, key, key_len, v, home, 1, changed, msg);
+}
+
 uint64_t keel_apstore_hint(const keel_apstore_t *s, uint64_t home, const void *key, size_t key_len)
 {
     uint8_t hk[HINT_KEY_BYTES_MAX];
@@ -499,4 +551,40 @@ int keel_apstore_scan(const keel_apstore_t *s, size_t *pos, size_t max,
 size_t keel_apstore_layout(const keel_apstore_t *s)
 {
     return s->map.cap;
+}
+
+size_t keel_apstore_key_hints(const keel_apstore_t *s, const void *key, size_t key_len)
+{
+    void **slot = keel_map_get(&s->map, key, key_len);
+    return slot ? ((entry_t *)*slot)->hints : 0;
+}
+
+int keel_apstore_forget(keel_apstore_t *s, const void *key, size_t key_len, uint64_t item,
+                        keel_errmsg_t *msg)
+{
+    int rc = store_failed(s, msg);
+    if (rc != 0)
+        return rc;
+    if (key_len > KEEL_APSTORE_KEY_BYTES_MAX)
+        return 0; /* never stored */
+    void **slot = keel_map_get(&s->map, key, key_len);
+    entry_t *e = slot ? *slot : NULL;
+    if (!e || e->hints > 0 || e->item != item)
+        return 0;
+    uint8_t r[2 + KEEL_APSTORE_KEY_BYTES_MAX + 8];
+    keel_put_u16(r, (uint16_t)key_len);
+    memcpy(r + 2, key, key_len);
+    keel_put_u64(r + 2 + key_len, item);
+    rc = keel_wal_append(s->wal, REC_FORGET, r, 10 + key_len, NULL);
+    if (rc != 0)
+        return keel_errf(msg, rc, "forget record not logged: %s", keel_strerror(rc));
+    rc = forget(s, key, key_len, item);
+    assert(rc == 1);
+    return 1;
+}
+
+uint64_t keel_apstore_key_item(const keel_apstore_t *s, const void *key, size_t key_len)
+{
+    void **slot = keel_map_get(&s->map, key, key_len);
+    return slot ? ((entry_t *)*slot)->item : 0;
 }

@@ -50,8 +50,10 @@
 /*
  *
  * Not done: compaction (the log grows with every change; a snapshot of the
- * map followed by keel_wal_release_before is the plan), group commit (one
- * fdatasync per merge; the WAL's submit/wait would batch a loop turn's).
+ * map followed by keel_wal_release_before is the plan). Group commit is the
+ * caller's: the _lazy merges log without an fdatasync, keel_apstore_sync()
+ * makes all of them durable at once (keel server: one per loop turn for a
+ * replica's writes, one per tick for handed-off keys).
  */
 #define KEEL_APSTORE_KEY_BYTES_MAX 1024u
 #define KEEL_APSTORE_KEYS_MAX (1u << 24)
@@ -107,6 +109,11 @@ uint64_t keel_apstore_item(const void *key, size_t key_len, const keel_apval_t *
 int keel_apstore_merge_hinted(keel_apstore_t *s, const void *key, size_t key_len,
                               const keel_apval_t *v, uint64_t home, int *changed,
                               keel_errmsg_t *msg);
+/* merge_hinted() without the fdatasync (as merge_lazy): the state and the hint are in force at
+ * once and durable after the next keel_apstore_sync() or synced merge; acknowledge after it. */
+int keel_apstore_merge_hinted_lazy(keel_apstore_t *s, const void *key, size_t key_len,
+                                   const keel_apval_t *v, uint64_t home, int *changed,
+                                   keel_errmsg_t *msg);
 /* The version of the hint (home, key), 0 if none. */
 uint64_t keel_apstore_hint(const keel_apstore_t *s, uint64_t home, const void *key, size_t key_len);
 /* Drops the hint if its version is still `version`: 1 if dropped, 0 if not, or KEEL_EIO. */
@@ -153,5 +160,28 @@ int keel_apstore_hint_add(keel_apstore_t *s, uint64_t home, const void *key, siz
 int keel_apstore_scan(const keel_apstore_t *s, size_t *pos, size_t max,
                       void (*fn)(void *arg, const uint8_t *key, size_t len), void *arg);
 size_t keel_apstore_layout(const keel_apstore_t *s);
+
+/*
+ * Dropping the copy of a key this node is no longer a home of (keel server ap_clean.c decides
+ * when: docs/ap.md, "Dropping the copies of keys a node is no longer a home of"):
+ *
+ *   record type 6:  u16 key_len | key | u64 item       forget the key if its Merkle item is
+ *                                                       item
+ *
+ * The forget is conditional on the state being the one the caller proved the homes hold (its
+ * Merkle item: a hash of the key and its state's digest, kept per key, so comparing costs
+ * nothing) and on no hint naming the key; replay applies it under the same condition, in log
+ * order, so a later state record of the key brings it back. Logged without an fdatasync of its
+ * own: lost in a crash, the copy comes back and is dropped again later (harmless); the next
+ * synced record makes it durable.
+ */
+/* Forgets key if its item is `item` and no hint names it: 1 if forgotten, 0 if not (absent,
+ * changed, hinted); KEEL_EIO (and the store's sticky failure). */
+int keel_apstore_forget(keel_apstore_t *s, const void *key, size_t key_len, uint64_t item,
+                        keel_errmsg_t *msg);
+/* The key's Merkle item (keel_apstore_item of its state), 0 if the key is not held. */
+uint64_t keel_apstore_key_item(const keel_apstore_t *s, const void *key, size_t key_len);
+/* Hints held for key (any home); 0 if none or the key is not held. */
+size_t keel_apstore_key_hints(const keel_apstore_t *s, const void *key, size_t key_len);
 
 #endif

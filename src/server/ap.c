@@ -131,7 +131,10 @@ static void on_tick(keel_timer_t *t, void *data)
         keel__ap_handoff_round(ap);
     }
     keel__ap_handoff_acks_flush(ap);
+    keel__ap_write_acks_flush(ap); /* normally done at the end of each turn (node.h on_pass) */
     keel__ap_move_step(ap);
+    keel__ap_clean_step(ap);
+    keel_gauge_set(ap->m_drop_pending, (int64_t)keel__ap_clean_pending(ap));
     keel_gauge_set(ap->m_hints_pending, (int64_t)keel_apstore_hints(ap->store));
     keel_gauge_set(ap->m_move_pending, (int64_t)keel__ap_move_pending(ap));
     keel_gauge_set(ap->m_leaving, keel__ap_leaving(ap));
@@ -174,6 +177,7 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
     ap->srv = s;
     keel_buf_init(&ap->msg, 0);
     keel_buf_init(&ap->acks, 0);
+    keel_buf_init(&ap->wacks, 0);
     ap->m_repaired =
         keel_metrics_counter(s->metrics, "keel_ap_keys_repaired_total",
                              "AP keys a read repair or anti-entropy push changed here.", NULL);
@@ -243,12 +247,22 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
         keel_metrics_gauge(s->metrics, "keel_ap_keys", "AP keys this node holds a copy of.", NULL);
     ap->m_syncs = keel_metrics_gauge(s->metrics, "keel_ap_store_fdatasyncs",
                                      "fdatasyncs of this node's AP store since it started.", NULL);
-    if (!ap->m_repaired || !ap->m_ae_rounds || !ap->m_ae_pushed || !ap->m_noquorum ||
-        !ap->m_ae_ranges || !ap->m_hints_stored || !ap->m_hints_delivered || !ap->m_handoffs_sent ||
-        !ap->m_hints_pending || !ap->m_reads || !ap->m_read_siblings || !ap->m_policy_refused ||
-        !ap->m_move_keys || !ap->m_move_batches || !ap->m_move_passes || !ap->m_move_pending ||
-        !ap->m_keys || !ap->m_syncs || !ap->m_leaving || !ap->m_drained ||
-        !ap->m_hints_retargeted) {
+    ap->m_dropped = keel_metrics_counter(
+        s->metrics, "keel_ap_keys_dropped_total",
+        "AP copies this node dropped: keys it is not a home of, once every home acknowledged "
+        "holding the state (docs/ap.md).",
+        NULL);
+    ap->m_drop_pending = keel_metrics_gauge(
+        s->metrics, "keel_ap_drop_pending",
+        "AP copies of keys this node is not a home of, sent to the homes and waiting for "
+        "their acknowledgements before they are dropped.",
+        NULL);
+    if (!ap->m_dropped || !ap->m_drop_pending || !ap->m_repaired || !ap->m_ae_rounds ||
+        !ap->m_ae_pushed || !ap->m_noquorum || !ap->m_ae_ranges || !ap->m_hints_stored ||
+        !ap->m_hints_delivered || !ap->m_handoffs_sent || !ap->m_hints_pending || !ap->m_reads ||
+        !ap->m_read_siblings || !ap->m_policy_refused || !ap->m_move_keys || !ap->m_move_batches ||
+        !ap->m_move_passes || !ap->m_move_pending || !ap->m_keys || !ap->m_syncs ||
+        !ap->m_leaving || !ap->m_drained || !ap->m_hints_retargeted) {
         free(ap);
         return KEEL_ENOMEM;
     }
@@ -263,6 +277,8 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
         keel_apstore_observe(ap->store, keel__ap_observe, ap);
     if (rc == 0 && (rc = keel__ap_move_init(ap)) == 0)
         ap->move_inited = 1;
+    if (rc == 0 && (rc = keel__ap_clean_init(ap)) == 0)
+        ap->clean_inited = 1;
     if (rc == 0 && (rc = keel_timer_init(&s->loop, &ap->timer)) == 0) {
         ap->timer_inited = 1;
         rc = keel_timer_start(&ap->timer, AP_TICK_MS, AP_TICK_MS, on_tick, ap);
@@ -295,8 +311,11 @@ void keel__srv_ap_stop(server_t *s)
     keel_applace_free(&ap->place);
     if (ap->move_inited)
         keel__ap_move_free(ap);
+    if (ap->clean_inited)
+        keel__ap_clean_free(ap);
     keel_buf_free(&ap->msg);
     keel_buf_free(&ap->acks); /* not synced: not acknowledged (the senders hand off again) */
+    keel_buf_free(&ap->wacks);
     if (ap->timer_inited)
         keel_timer_close(&ap->timer, timer_closed);
     else

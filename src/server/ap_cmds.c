@@ -26,7 +26,7 @@ static int homes_of(ap_t *ap, const uint8_t *key, size_t len, uint64_t *homes)
  * of the clock in ms when the store was made), so a node back without its data directory
  * never reissues a dot of its earlier life.
  */
-static uint64_t self_actor(const ap_t *ap)
+uint64_t keel__ap_self_actor(const ap_t *ap)
 {
     return keel__ap_self_id(ap) << 40 | (keel_apstore_incarnation(ap->store) & ((1ull << 40) - 1));
 }
@@ -187,7 +187,7 @@ static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
     int rc = cur ? keel_apval_copy(&next, cur) : keel_apval_init(&next, kind);
     if (rc != 0)
         return keel__srv_oom(c);
-    uint64_t actor = self_actor(ap), me = keel__ap_self_id(ap);
+    uint64_t actor = keel__ap_self_actor(ap), me = keel__ap_self_id(ap);
     if (what == W_SADD || what == W_SREM) {
         /* SREM removes the entries this node has observed: an add it has not seen is
            concurrent with the remove, and wins (the OR-set's rule, core/crdt.h) */

@@ -4,6 +4,7 @@
 
 #include "server/server_int.h"
 
+#include "base/map.h"
 #include "core/applace.h"
 #include "core/appolicy.h"
 #include "core/apval.h"
@@ -28,7 +29,8 @@
  * - A read (GET): READ to the homes, the merge of the first R replies is the answer (its
  *   siblings and one context); once every home answered (or at the timeout) each replier
  *   whose state differs gets the merge (read repair).
- * - The replica side: merge what arrives into the store, fdatasync, then ACK.
+ * - The replica side: merge what arrives into the store; one fdatasync at the end of the loop
+ *   turn for all the turn's writes (group commit), then their ACKs.
  *
  * - Sloppy quorum: a home that cannot be sent to (no live connection) at once, or that has
  *   not acknowledged within AP_FALLBACK_MS, gets a stand-in: the next node of the key's
@@ -61,6 +63,9 @@
  *   batches and queues the keys whose preference list gained a member as hints for it
  *   ('move hints'), which hinted handoff delivers; the ring moved for is recorded in the
  *   store, so a restart resumes.
+ * - Dropping copies (ap_clean.c): a copy of a key this node is not a home of, holding none
+ *   of its own dots and no hint, is dropped once every home acknowledged (after its
+ *   fdatasync) a HANDOFF of that very state and the state has not changed since.
  *
  * Messages travel once (node.h keel_node_send_ap): a lost one costs the coordinator its answer
  * (or the handoff a retry), never a wrong one.
@@ -75,6 +80,8 @@
  *   ap_replica.c  the replica side (messages from peers), the per-peer Merkle trees,
  *                 hinted handoff, anti-entropy
  *   ap_move.c     moving keys to the homes a ring change gave them
+ *   ap_clean.c    dropping copies of keys this node is no longer a home of, once every
+ *                 home acknowledged holding them
  * Functions shared between them are keel__ap_*, declared at the end of this file.
  */
 #define AP_REPLICAS_MAX 3
@@ -83,6 +90,7 @@
 #define AP_HANDOFF_INTERVAL_MS 500
 #define AP_HANDOFF_BATCH 256
 #define AP_HANDOFF_ACKS_MAX 256 /* handed-off keys merged before one fdatasync and their ACKs */
+#define AP_WRITE_ACKS_MAX 1024  /* replica writes merged before one fdatasync and their ACKs */
 #define AP_OPS_MAX 4096u
 #define AP_TIMEOUT_MS 1000
 #define AP_TICK_MS 20
@@ -117,6 +125,16 @@ typedef struct ap_op {
     size_t key_len;
     keel_ms_t deadline_ms;
 } ap_op_t;
+
+/* Dropping copies of keys this node is no longer a home of (ap_clean.c). */
+#define AP_CLEAN_REQ_BIT (1ull << 63) /* in a HANDOFF's req: the drop walk's, not a hint's */
+typedef struct ap_clean {
+    keel_map_t cand; /* key -> its candidate (ap_clean.c) */
+    int active;      /* a pass is under way */
+    size_t pos, layout, sends;
+    uint64_t seq;
+    keel_ms_t step_ms, pass_ms;
+} ap_clean_t;
 
 /* The move of keys on a ring change (ap_move.c). */
 typedef struct ap_move {
@@ -153,14 +171,23 @@ struct ap {
     keel_gauge_t *m_hints_pending;
     keel_buf_t acks; /* HANDOFF_ACKs waiting for the sync: u64 to | u32 n | n bytes */
     size_t acks_n;
+    keel_buf_t wacks; /* replica writes' ACKs waiting for the turn's sync, the same way */
+    size_t wacks_n;
+    int turn_dirty; /* a replica write was logged this turn, not synced yet */
     ap_move_t mv;
     int move_inited;
     keel_counter_t *m_move_keys, *m_move_batches, *m_move_passes, *m_hints_retargeted;
     keel_gauge_t *m_move_pending, *m_keys, *m_syncs, *m_leaving, *m_drained;
     int drained_said; /* the 'drained' line was logged (once per time it becomes true) */
+    ap_clean_t cl;
+    int clean_inited;
+    keel_counter_t *m_dropped;
+    keel_gauge_t *m_drop_pending;
 };
 
 /* ap_cmds.c */
+/* The actor this node issues dots as (member id and store incarnation). */
+uint64_t keel__ap_self_actor(const ap_t *ap);
 /* 0 if a state of this kind may be stored under key here, else KEEL_EREJECTED with why. */
 int keel__ap_policy_allows(const ap_t *ap, const uint8_t *key, size_t len, uint8_t kind,
                            keel_errmsg_t *msg);
@@ -204,13 +231,27 @@ void keel__ap_observe(void *arg, const uint8_t *key, size_t len, uint64_t old_it
 void keel__ap_handoff_round(ap_t *ap);
 void keel__ap_ae_round(ap_t *ap);
 void keel__ap_handoff_acks_flush(ap_t *ap);
+void keel__ap_write_acks_flush(ap_t *ap);
 
-/* ap_move.c */
+/* ap_move.c (and below) */
 int keel__ap_move_init(ap_t *ap);
 void keel__ap_move_free(ap_t *ap);
 void keel__ap_move_ring_changed(ap_t *ap);
 void keel__ap_move_step(ap_t *ap);
 size_t keel__ap_move_pending(const ap_t *ap);
+/* ap_clean.c */
+int keel__ap_clean_init(ap_t *ap);
+void keel__ap_clean_free(ap_t *ap);
+void keel__ap_clean_step(ap_t *ap);
+/* Start a pass at the next step (a move walk ended). */
+void keel__ap_clean_soon(ap_t *ap);
+/* A hint was delivered: its key may be droppable; a pass within AP_CLEAN_RETRY_MS. */
+void keel__ap_clean_hint_delivered(ap_t *ap);
+void keel__ap_clean_acked(ap_t *ap, uint64_t from, const uint8_t *key, size_t len, uint64_t req);
+/* Keys waiting for their homes' acknowledgements before they may be dropped. */
+size_t keel__ap_clean_pending(const ap_t *ap);
+
+/* ap_move.c */
 /* 1 while this node is out of the ring in force (removed from the configuration). */
 int keel__ap_leaving(const ap_t *ap);
 /* 1 when it is leaving and done: its walk finished and every hint it held was delivered. */

@@ -45,8 +45,8 @@
  * operator stops it then (docs/ap.md, "A leaving node").
  *
  * A hint for a member removed before it was delivered is retargeted by the handoff round
- * (ap_replica.c). Not done (docs/ap.md): the copies a node holds of keys it is no longer a
- * home of are not deleted.
+ * (ap_replica.c). The copies a node holds of keys it is no longer a home of are dropped
+ * later, once every home acknowledged holding them (ap_clean.c).
  */
 #define AP_MOVE_INTERVAL_MS 50
 #define AP_MOVE_SCAN_BATCH 1024
@@ -193,6 +193,7 @@ void keel__ap_move_step(ap_t *ap)
     }
     (void)set_base(ap, ap->ids, ap->ids_n);
     ap->mv.active = 0;
+    keel__ap_clean_soon(ap); /* copies of keys this node lost may be dropped (ap_clean.c) */
     keel_counter_inc(ap->m_move_passes);
     keel_log_info("ap: keys queued for their new homes", KF_INT("queued", (int64_t)ap->mv.queued),
                   KF_INT("keys_here", (int64_t)keel_apstore_count(ap->store)));

@@ -255,21 +255,47 @@ static void on_pull(ap_t *ap, uint64_t from, const keel_apmsg_t *m)
  * is handed off again. One fdatasync per batch instead of one per key keeps a move from
  * holding the loop (and the writes behind it) for a sync per key.
  */
+/* Queues a (to, message) pair in q: u64 to | u32 n | n bytes. 0, or an error (no room: the
+ * message is not sent, as if lost). */
+static int ack_queue(keel_buf_t *q, uint64_t to, const keel_apmsg_t *a)
+{
+    size_t at = q->len;
+    uint8_t head[12];
+    keel_put_u64(head, to);
+    int rc = keel_buf_append(q, head, sizeof(head));
+    if (rc == 0)
+        rc = keel_apmsg_encode(q, a);
+    if (rc != 0) {
+        q->len = at;
+        return rc;
+    }
+    keel_put_u32(q->data + at + 8, (uint32_t)(q->len - at - sizeof(head)));
+    return 0;
+}
+
+/* One fdatasync for everything logged, then the queued messages, which waited for it (none if
+ * the sync failed: their senders time out or hand off again). */
+static void sync_then_send(ap_t *ap, keel_buf_t *q, const char *what)
+{
+    keel_errmsg_t msg;
+    int rc = keel_apstore_sync(ap->store, &msg);
+    if (rc != 0)
+        keel_log_warn(what, KF_STR("why", msg.text));
+    for (size_t at = 0; rc == 0 && at + 12 <= q->len;) {
+        uint64_t to = keel_get_u64(q->data + at);
+        uint32_t n = keel_get_u32(q->data + at + 8);
+        (void)keel_node_send_ap(ap->srv->node, to, q->data + at + 12, n);
+        at += 12 + n;
+    }
+    keel_buf_reset(q);
+}
+
 static void handoff_ack_queue(ap_t *ap, uint64_t from, const keel_apmsg_t *m)
 {
     keel_apmsg_t a = {
         .type = KEEL_APMSG_HANDOFF_ACK, .req = m->req, .key = m->key, .key_len = m->key_len};
-    size_t at = ap->acks.len;
-    uint8_t head[12];
-    keel_put_u64(head, from);
-    int rc = keel_buf_append(&ap->acks, head, sizeof(head));
-    if (rc == 0)
-        rc = keel_apmsg_encode(&ap->acks, &a);
-    if (rc != 0) { /* no room: no ACK, the sender hands it off again */
-        ap->acks.len = at;
-        return;
-    }
-    keel_put_u32(ap->acks.data + at + 8, (uint32_t)(ap->acks.len - at - sizeof(head)));
+    if (ack_queue(&ap->acks, from, &a) != 0)
+        return; /* no room: no ACK, the sender hands it off again */
     if (++ap->acks_n >= AP_HANDOFF_ACKS_MAX)
         keel__ap_handoff_acks_flush(ap);
 }
@@ -278,18 +304,44 @@ void keel__ap_handoff_acks_flush(ap_t *ap)
 {
     if (ap->acks_n == 0)
         return;
-    keel_errmsg_t msg;
-    int rc = keel_apstore_sync(ap->store, &msg);
-    if (rc != 0)
-        keel_log_warn("ap: handed-off keys not synced, not acknowledged", KF_STR("why", msg.text));
-    for (size_t at = 0; rc == 0 && at + 12 <= ap->acks.len;) {
-        uint64_t to = keel_get_u64(ap->acks.data + at);
-        uint32_t n = keel_get_u32(ap->acks.data + at + 8);
-        (void)keel_node_send_ap(ap->srv->node, to, ap->acks.data + at + 12, n);
-        at += 12 + n;
-    }
-    keel_buf_reset(&ap->acks);
+    sync_then_send(ap, &ap->acks, "ap: handed-off keys not synced, not acknowledged");
     ap->acks_n = 0;
+}
+
+/*
+ * Group commit of the replica's own writes (WRITE, HINTED_WRITE, and the pushes of read repair
+ * and anti-entropy, which ask for no ACK): each is merged and logged without an fdatasync, and
+ * its ACK waits in ap->wacks. At the end of the loop turn (node.h on_pass, before the peers'
+ * buffers are flushed) one fdatasync makes every write of the turn durable, and only then are
+ * their ACKs queued for sending: an ACK counts toward the coordinator's W, so it never goes
+ * before the sync. AP_WRITE_ACKS_MAX waiting ACKs sync at once, mid-turn. The state is in
+ * memory at once, so a READ in the same turn may see a write not yet durable here; that write is
+ * not acknowledged by this replica until it is, and its coordinator synced its own copy before
+ * sending it (ap_cmds.c).
+ */
+static void write_ack_queue(ap_t *ap, uint64_t from, uint64_t req)
+{
+    keel_apmsg_t a = {.type = KEEL_APMSG_ACK, .req = req, .status = 0};
+    if (ack_queue(&ap->wacks, from, &a) != 0)
+        return; /* no room: no ACK (a lost message: the coordinator stands in or times out) */
+    if (++ap->wacks_n >= AP_WRITE_ACKS_MAX)
+        keel__ap_write_acks_flush(ap);
+}
+
+void keel__ap_write_acks_flush(ap_t *ap)
+{
+    if (ap->wacks_n == 0 && !ap->turn_dirty)
+        return;
+    sync_then_send(ap, &ap->wacks, "ap: replica writes not synced, not acknowledged");
+    ap->wacks_n = 0;
+    ap->turn_dirty = 0;
+}
+
+void keel__srv_ap_on_pass(void *data)
+{
+    server_t *s = data;
+    if (s->ap)
+        keel__ap_write_acks_flush(s->ap);
 }
 
 void keel__srv_on_peer_ap(void *data, uint64_t from, const uint8_t *p, size_t n)
@@ -319,12 +371,13 @@ void keel__srv_on_peer_ap(void *data, uint64_t from, const uint8_t *p, size_t n)
             keel_counter_inc(ap->m_policy_refused);
         int changed = 0,
             hinted = m.type == KEEL_APMSG_HINTED_WRITE && m.home != keel__ap_self_id(ap);
-        if (rc == 0 && m.type == KEEL_APMSG_HANDOFF) /* synced with its batch, then ACKed */
-            rc = keel_apstore_merge_lazy(ap->store, m.key, m.key_len, &v, &changed, &msg);
-        else if (rc == 0)
-            rc = hinted ? keel_apstore_merge_hinted(ap->store, m.key, m.key_len, &v, m.home,
-                                                    &changed, &msg)
-                        : keel_apstore_merge(ap->store, m.key, m.key_len, &v, &changed, &msg);
+        /* All lazy: a HANDOFF is synced with its tick's batch, a write with its turn's. */
+        if (rc == 0)
+            rc = hinted ? keel_apstore_merge_hinted_lazy(ap->store, m.key, m.key_len, &v, m.home,
+                                                         &changed, &msg)
+                        : keel_apstore_merge_lazy(ap->store, m.key, m.key_len, &v, &changed, &msg);
+        if (rc == 0 && m.type != KEEL_APMSG_HANDOFF)
+            ap->turn_dirty = 1;
         keel_apval_free(&v);
         if (rc == 0 && hinted)
             keel_counter_inc(ap->m_hints_stored);
@@ -336,17 +389,24 @@ void keel__srv_on_peer_ap(void *data, uint64_t from, const uint8_t *p, size_t n)
         if (m.type == KEEL_APMSG_HANDOFF) {
             if (rc == 0)
                 handoff_ack_queue(ap, from, &m);
-        } else if (m.req) { /* the store fdatasync'd before this ACK */
-            keel_apmsg_t a = {.type = KEEL_APMSG_ACK, .req = m.req, .status = rc == 0 ? 0 : 1};
+        } else if (m.req && rc == 0) { /* ACKed after the turn's fdatasync */
+            write_ack_queue(ap, from, m.req);
+        } else if (m.req) {
+            keel_apmsg_t a = {.type = KEEL_APMSG_ACK, .req = m.req, .status = 1};
             keel__ap_send_msg(ap, from, &a);
         }
         return;
     }
     case KEEL_APMSG_HANDOFF_ACK: {
+        if (m.req & AP_CLEAN_REQ_BIT) { /* the drop walk's (ap_clean.c), not a hint's */
+            keel__ap_clean_acked(ap, from, m.key, m.key_len, m.req);
+            return;
+        }
         int rc = keel_apstore_hint_done(ap->store, from, m.key, m.key_len, m.req);
-        if (rc == 1)
+        if (rc == 1) {
             keel_counter_inc(ap->m_hints_delivered);
-        else if (rc < 0)
+            keel__ap_clean_hint_delivered(ap);
+        } else if (rc < 0)
             keel_log_warn("ap: handed-off hint not logged", KF_STR("why", keel_strerror(rc)));
         return;
     }

@@ -376,6 +376,8 @@ void keel__node_process(keel_node_t *n)
     keel__node_maybe_snapshot(n);
     maybe_start_sync(n);
     keel_reqs_end_pass(&n->reqs);
+    if (n->cfg.on_pass)
+        n->cfg.on_pass(n->cfg.on_pass_data);
     for (size_t i = 0; i < PEER_SLOTS; i++)
         if (keel__node_peer_live(&n->peers[i]))
             keel__node_peer_flush(&n->peers[i]);

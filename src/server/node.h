@@ -133,6 +133,10 @@ typedef struct keel_node_config {
     /* An AP keyspace message from member `from` arrived (proto/apmsg.h); may be NULL. */
     void (*on_ap)(void *data, uint64_t from, const uint8_t *msg, size_t len);
     void *on_ap_data;
+    /* Every pass (each loop turn), last before the peers' buffers are flushed; may be NULL. The
+     * AP keyspace's group commit syncs the turn's replica writes here and queues their ACKs. */
+    void (*on_pass)(void *data);
+    void *on_pass_data;
 } keel_node_config_t;
 
 void keel_node_config_default(keel_node_config_t *cfg);

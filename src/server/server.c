@@ -183,6 +183,8 @@ static int server_init(server_t *s, const keel_server_config_t *cfg, keel_errmsg
     s->cfg.node.on_ap_data = s;
     s->cfg.node.on_applied = on_applied;
     s->cfg.node.on_applied_data = s;
+    s->cfg.node.on_pass = keel__srv_ap_on_pass;
+    s->cfg.node.on_pass_data = s;
     if (s->cfg.node.client_addr[0] == '\0')
         snprintf(s->cfg.node.client_addr, sizeof(s->cfg.node.client_addr), "%s",
                  s->cfg.listen_client);

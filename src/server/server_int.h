@@ -245,6 +245,9 @@ int keel__srv_cmd_unwatch(keel_resp_client_t *c, size_t argc, const keel_resp_ar
 int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg);
 void keel__srv_ap_stop(server_t *s);
 void keel__srv_on_peer_ap(void *data, uint64_t from, const uint8_t *p, size_t n);
+/* The end of a loop turn (node.h on_pass): the AP replica writes of the turn share one
+ * fdatasync, then their ACKs go out (ap_replica.c). */
+void keel__srv_ap_on_pass(void *data);
 int keel__srv_cmd_ap_put(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 int keel__srv_cmd_ap_get(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);
 int keel__srv_cmd_ap_smembers(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv);

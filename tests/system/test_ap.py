@@ -28,7 +28,7 @@ def eventually(fn, timeout_s=10.0):
             v = fn()
             if v:
                 return v
-        except redis.ResponseError:
+        except (redis.ResponseError, OSError):  # OSError: a restarted node's HTTP port, not up yet
             if time.monotonic() > deadline:
                 raise
         if time.monotonic() > deadline:

@@ -117,6 +117,34 @@ def test_a_quorum_write_with_a_home_down_is_handed_back_when_it_returns(make_clu
     assert sum(metric(nd, "keel_ap_hints_delivered_total") for nd in cl.nodes) >= 2
 
 
+def test_a_stand_in_drops_its_copy_once_every_home_holds_the_write(make_cluster):
+    """docs/ap.md, "Dropping the copies of keys a node is no longer a home of": the fallback
+    that stood in for a home that was down hands the write to it when it returns, then sends
+    its copy to all three homes, and drops it once each acknowledged holding it (the fallback
+    coordinated nothing, so its state holds none of its own dots). Every home still answers
+    the value alone."""
+    cl = make_cluster(5)
+    c0 = cl.nodes[0].client()
+    all_connected(cl)
+    key, homes, fbs = key_with(c0, lambda h, f: True, "hd")
+    coord, down, fb = cl.node(homes[0]), cl.node(homes[2]), cl.node(fbs[0])
+    down.kill()
+    assert ap(coord.client(), "KEEL.AP.PUT", key, "v", "W", "ALL") == 3
+    eventually(lambda: metric(fb, "keel_ap_hints_pending") == 1 and metric(fb, "keel_ap_keys") == 1)
+    assert metric(fb, "keel_ap_keys_dropped_total") == 0  # a hint holds it
+    t0 = time.monotonic()
+    down.start()
+    eventually(
+        lambda: metric(fb, "keel_ap_keys_dropped_total") == 1 and metric(fb, "keel_ap_keys") == 0,
+        timeout_s=HANDOFF_BOUND_S,
+    )
+    print(f"the stand-in's copy dropped {time.monotonic() - t0:.2f} s after the home restarted")
+    assert metric(fb, "keel_ap_hints_pending") == 0
+    for h in homes:
+        assert get(cl.node(h).client(), key, "R", "ONE")[2] == [b"v"], h
+    assert all(metric(nd, "keel_ap_keys_dropped_total") == 0 for nd in cl.nodes if nd is not fb)
+
+
 def test_only_the_hints_hold_a_write_whose_homes_are_all_gone_and_they_bring_it_back(
     make_cluster,
 ):

@@ -332,6 +332,7 @@ def test_a_hint_for_a_removed_member_goes_to_the_keys_homes_instead(make_cluster
     got = p.execute(raise_on_error=False)
     want = {k: "v" + k for k, r in zip(keys, got) if r == 3}
     assert len(want) == len(keys), [r for r in got if r != 3][:3]
+    time.sleep(0.2)  # the gauge is set every 20 ms tick; the last stand-ins just stored theirs
     held = sum(metric(nd, "keel_ap_hints_pending") for nd in stay)
     assert held > 0  # the keys n3 is a home of, on their stand-ins
     cl.wait_leader(among=stay)
@@ -345,3 +346,62 @@ def test_a_hint_for_a_removed_member_goes_to_the_keys_homes_instead(make_cluster
     assert retargeted == held, (retargeted, held)
     check_all(stay, want)
     print(f"removed home: {held:.0f} hints for it retargeted to the keys' homes now")
+
+
+def test_the_old_homes_drop_the_copies_they_lost_once_every_new_home_holds_them(make_cluster):
+    """docs/ap.md, "Dropping the copies of keys a node is no longer a home of": after n4 joins,
+    each old node holds exactly the keys it is still a home of plus those it coordinated (their
+    states hold its own dots, which it must keep), and every key still reads back at R=ALL."""
+    cl = make_cluster(3)
+    olds = list(cl.nodes)
+    connected(olds)
+    cs = [nd.client(socket_timeout=30) for nd in olds]
+    want, coord = {}, {}
+    keys = [f"d{i}" for i in range(900)]
+    for j in range(0, len(keys), 16):
+        x = j // 16 % 3
+        p = cs[x].pipeline(transaction=False)
+        for k in keys[j : j + 16]:
+            want[k], coord[k] = f"v{k}", olds[x].name
+            p.execute_command("KEEL.AP.PUT", k, want[k], "W", "ALL")
+        assert all(r == 3 for r in p.execute())
+    eventually(lambda: all(metric(nd, "keel_ap_keys") == len(keys) for nd in olds))
+    n4 = cl.new_node("n4", join=f"127.0.0.1:{olds[1].client_port}")
+    n4.start()
+    eventually(lambda: members(olds[0]).get("n4") == "voter", what="n4 a voter")
+    wait_moved(cl.nodes, olds)
+    homes = homes_of(n4.client(), keys)
+    expect = {
+        nd.name: sum(nd.name in homes[k] or coord[k] == nd.name for k in keys)
+        for nd in cl.nodes
+    }
+    lost = {nd.name: sum(nd.name not in homes[k] for k in keys) for nd in olds}
+    eventually(
+        lambda: all(metric(nd, "keel_ap_keys") == expect[nd.name] for nd in cl.nodes)
+        and all(metric(nd, "keel_ap_drop_pending") == 0 for nd in olds),
+        timeout_s=MOVE_BOUND_S,
+        what="the old homes' drops",
+    )
+    for nd in olds:
+        dropped = metric(nd, "keel_ap_keys_dropped_total")
+        assert dropped == len(keys) - expect[nd.name] > 0, (nd.name, dropped, expect)
+    assert metric(n4, "keel_ap_keys_dropped_total") == 0
+    bad = []
+    for j, nd in enumerate(cl.nodes):
+        part = keys[j :: len(cl.nodes)]
+        p = nd.client(socket_timeout=10).pipeline(transaction=False)
+        for k in part:
+            p.execute_command("KEEL.AP.GET", k, "R", "ALL")
+        for k, r in zip(part, p.execute(raise_on_error=False)):
+            if isinstance(r, Exception) or r[0] != 3 or r[2:] != [want[k].encode()]:
+                bad.append((k, r))
+    assert not bad, f"{len(bad)} of {len(keys)} keys wrong at R=ALL: {bad[:5]}"
+    print(
+        "join 3->4, keys held before 900 each, after (lost homeship / dropped): "
+        + ", ".join(
+            f"{nd.name} {expect[nd.name]} ({lost[nd.name]} / "
+            f"{metric(nd, 'keel_ap_keys_dropped_total'):.0f})"
+            for nd in olds
+        )
+        + f", n4 {expect['n4']}"
+    )

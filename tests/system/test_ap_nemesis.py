@@ -33,9 +33,10 @@ the wipe, is held by that node alone until replication reaches another: its loss
 (docs/ap.md: W=1 means one copy), so it is counted as of unknown outcome; how many of them
 survived is printed.
 
-KEEL_AP_NEMESIS_NODES=5 runs 5 nodes instead (not in `make test`): the cut-off minority is 2
-nodes, writes need stand-ins, each key is compared on its homes only (KEEL.AP.WHERE), every
-hint must be handed off after the heal, and every W=ONE write or increment acknowledged before
+The same run on 5 nodes (its own test, in `make test` too: about 30 s here; with
+KEEL_AP_NEMESIS_NODES=5 the main test runs on 5 nodes and this one is skipped): the cut-off
+minority is 2 nodes, writes need stand-ins, each key is compared on its homes only
+(KEEL.AP.WHERE), every hint must be handed off after the heal, and every W=ONE write or increment acknowledged before
 the wipe counts as unknown (its one copy may have been the wiped node's, as a home or a
 stand-in). KEEL_SEED=N repeats a fault schedule (the seed is printed); KEEL_NEMESIS_MODE=relay
 (or netns) picks the network instead of "auto"; KEEL_AP_NEMESIS_FLAGS adds keel server flags
@@ -50,6 +51,7 @@ import shutil
 import threading
 import time
 
+import pytest
 import redis
 
 import nemesis
@@ -447,7 +449,8 @@ def test_ap_keeps_every_acknowledged_write_through_partitions_kills_pauses_and_a
         print(f"hints stored {metric_sum(cl, 'keel_ap_hints_stored_total')}, delivered "
               f"{metric_sum(cl, 'keel_ap_hints_delivered_total')} (counts since each node's "
               f"last start), none pending {time.monotonic() - t_hints:.2f} s after convergence; "
-              f"anti-entropy keys pushed {metric_sum(cl, 'keel_ap_antientropy_keys_pushed_total')}")
+              f"anti-entropy keys pushed {metric_sum(cl, 'keel_ap_antientropy_keys_pushed_total')}"
+              f"; copies of keys dropped by non-homes {metric_sum(cl, 'keel_ap_keys_dropped_total')}")
         print(f"W=ONE PUTs and INCRs acknowledged by the minority side while cut off: "
               f"{rec.minority_one_acks}")  # fmt: skip
         print(f"acknowledged PUTs {wc['acked']}: kept as a sibling {wc['kept']}, superseded "
@@ -470,6 +473,19 @@ def test_ap_keeps_every_acknowledged_write_through_partitions_kills_pauses_and_a
         crashed = cl.teardown() if cl is not None else []
         net.teardown()
         assert not crashed, "; ".join(f"{nd.name} exited during the run" for nd in crashed)
+
+
+def test_ap_on_five_nodes_keeps_every_acknowledged_write_through_stand_ins_and_handoff(
+    tmp_path, monkeypatch
+):
+    """The run above on 5 nodes: writes whose homes are cut off need stand-ins (hints), which
+    must all be handed off after the heal, and each key is compared on its 3 homes."""
+    if N != 3:
+        pytest.skip("KEEL_AP_NEMESIS_NODES is set: the main test runs that size")
+    monkeypatch.setitem(globals(), "N", 5)
+    test_ap_keeps_every_acknowledged_write_through_partitions_kills_pauses_and_a_wiped_node(
+        tmp_path
+    )
 
 
 def test_the_checker_finds_a_lost_write_and_a_lost_increment():

@@ -320,6 +320,82 @@ static void after_a_failed_sync_nothing_is_acknowledged_as_stored(void)
     keel_apval_free(&c);
 }
 
+/* A copy is forgotten only in the state the caller proved the homes hold (its digest), never
+ * while a hint names the key; the forget survives a reopen, and a later state of the key brings
+ * it back in log order. */
+static void a_key_is_forgotten_only_unchanged_and_unhinted_and_stays_forgotten(void)
+{
+    char dir[256];
+    KT_TMPDIR(dir, "apstore");
+    keel_apstore_t *s;
+    keel_errmsg_t msg;
+    KT_EQ_INT(keel_apstore_open(&s, dir, &msg), 0);
+    keel_apval_t a = sibling(NULL, 1, "a"), b = sibling(NULL, 2, "b"), c = counter(3, 4);
+    KT_EQ_INT(keel_apstore_merge(s, "k", 1, &a, NULL, &msg), 0);
+    KT_EQ_INT(keel_apstore_merge(s, "n", 1, &c, NULL, &msg), 0);
+    KT_EQ_INT(keel_apstore_merge(s, "h", 1, &a, NULL, &msg), 0);
+    uint64_t root0 = keel_merkle_root(keel_apstore_tree(s));
+    uint64_t dk = keel_apstore_key_item(s, "k", 1);
+    KT_EQ_INT(keel_apstore_merge(s, "k", 1, &b, NULL, &msg), 0); /* a write after the proof */
+    KT_EQ_INT(keel_apstore_forget(s, "k", 1, dk, &msg), 0);      /* changed: kept */
+    KT_CHECK(keel_apstore_get(s, "k", 1) != NULL);
+    dk = keel_apstore_key_item(s, "k", 1);
+    KT_EQ_INT(keel_apstore_hint_add(s, 9, "h", 1), 1);
+    KT_EQ_INT(keel_apstore_key_hints(s, "h", 1), 1);
+    uint64_t dh = keel_apstore_key_item(s, "h", 1);
+    KT_EQ_INT(keel_apstore_forget(s, "h", 1, dh, &msg), 0); /* hinted: kept */
+    KT_EQ_INT(keel_apstore_hint_done(s, 9, "h", 1, keel_apstore_hint(s, 9, "h", 1)), 1);
+    KT_EQ_INT(keel_apstore_key_hints(s, "h", 1), 0);
+    KT_EQ_INT(keel_apstore_forget(s, "k", 1, dk, &msg), 1);
+    KT_EQ_INT(keel_apstore_forget(s, "h", 1, dh, &msg), 1);
+    KT_EQ_INT(keel_apstore_forget(s, "k", 1, dk, &msg), 0); /* gone already */
+    KT_CHECK(keel_apstore_get(s, "k", 1) == NULL && keel_apstore_get(s, "h", 1) == NULL);
+    KT_EQ_INT(keel_apstore_count(s), 1);
+    KT_CHECK(keel_merkle_root(keel_apstore_tree(s)) != root0);
+    KT_EQ_INT(keel_apstore_merge(s, "h", 1, &b, NULL, &msg), 0); /* back, with the new state */
+    uint64_t root = keel_merkle_root(keel_apstore_tree(s));
+    keel_apstore_close(s);
+    KT_EQ_INT(keel_apstore_open(&s, dir, &msg), 0);
+    KT_EQ_INT(keel_apstore_count(s), 2);
+    KT_CHECK(keel_apstore_get(s, "k", 1) == NULL);
+    KT_EQ_INT(keel_apstore_get(s, "h", 1)->u.obj.n, 1); /* only the state after the forget */
+    KT_EQ_INT(keel_apstore_hints(s), 0);
+    KT_EQ_U64(keel_merkle_root(keel_apstore_tree(s)), root);
+    keel_apstore_close(s);
+    keel_apval_free(&a), keel_apval_free(&b), keel_apval_free(&c);
+    KT_RMRF(dir);
+}
+
+/* A replica's writes of one loop turn share one fdatasync (keel server's group commit): a
+ * lazy hinted merge holds its hint at once, syncs nothing, and one sync makes both durable. */
+static void lazy_hinted_merges_share_one_sync(void)
+{
+    char dir[256];
+    KT_TMPDIR(dir, "apstore");
+    keel_apstore_t *s;
+    keel_errmsg_t msg;
+    KT_EQ_INT(keel_apstore_open(&s, dir, &msg), 0);
+    keel_apval_t a = sibling(NULL, 1, "a"), b = sibling(NULL, 2, "b");
+    uint64_t syncs = keel_apstore_syncs(s);
+    int changed = 0;
+    KT_EQ_INT(keel_apstore_merge_hinted_lazy(s, "h", 1, &a, 7, &changed, &msg), 0);
+    KT_EQ_INT(changed, 1);
+    KT_CHECK(keel_apstore_hint(s, 7, "h", 1) != 0);
+    KT_EQ_INT(keel_apstore_merge_lazy(s, "k", 1, &b, &changed, &msg), 0);
+    KT_EQ_INT(keel_apstore_merge_hinted_lazy(s, "h", 1, &a, 0, &changed, &msg), KEEL_EINVAL);
+    KT_EQ_U64(keel_apstore_syncs(s), syncs);
+    KT_EQ_INT(keel_apstore_sync(s, &msg), 0);
+    KT_EQ_U64(keel_apstore_syncs(s), syncs + 1);
+    keel_apstore_close(s);
+    KT_EQ_INT(keel_apstore_open(&s, dir, &msg), 0);
+    KT_EQ_INT(keel_apstore_count(s), 2);
+    KT_CHECK(keel_apstore_hint(s, 7, "h", 1) != 0);
+    KT_EQ_INT(keel_apstore_key_hints(s, "h", 1), 1);
+    keel_apstore_close(s);
+    keel_apval_free(&a), keel_apval_free(&b);
+    KT_RMRF(dir);
+}
+
 int main(void)
 {
     KT_RUN(hints_are_durable_and_dropped_only_for_the_version_handed_off);
@@ -328,5 +404,7 @@ int main(void)
     KT_RUN(the_ring_moved_for_and_move_hints_survive_a_reopen);
     KT_RUN(a_lazy_merge_is_durable_after_the_next_sync_or_synced_merge);
     KT_RUN(after_a_failed_sync_nothing_is_acknowledged_as_stored);
+    KT_RUN(a_key_is_forgotten_only_unchanged_and_unhinted_and_stays_forgotten);
+    KT_RUN(lazy_hinted_merges_share_one_sync);
     return kt_done();
 }
