@@ -6,27 +6,11 @@
 #include <assert.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 keel_db_group_config_t keel_db_group_config_default(void)
 {
     return (keel_db_group_config_t){
         .batch_writes_max = 256, .queue_writes_max = 65536, .busy_step_us = 250};
-}
-
-/* SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25 ... ms: a batch that meets the
- * other instance's commit (a millisecond or two) would wait five to ten. Here the worker
- * polls in short steps; it is the worker's time, not the loop's. */
-static int on_busy(void *data, int tries)
-{
-    keel_db_group_t *g = data;
-    (void)tries;
-    if (g->busy_waited_us >= (uint32_t)KEEL_DB_BUSY_MS * 1000u)
-        return 0; /* SQLITE_BUSY: the batch fails, and is answered so */
-    struct timespec ts = {0, (long)g->cfg.busy_step_us * 1000L};
-    nanosleep(&ts, NULL);
-    g->busy_waited_us += g->cfg.busy_step_us;
-    return 1;
 }
 
 static void register_metrics(keel_db_group_t *g)
@@ -66,7 +50,7 @@ int keel_db_group_init(keel_db_group_t *g, keel_loop_t *loop, const keel_db_grou
     int rc = keel_db_open(&g->db, cfg->path, msg);
     if (rc != 0)
         return rc;
-    sqlite3_busy_handler(keel_db_handle(&g->db), on_busy, g);
+    keel_db_busy_steps(&g->db, cfg->busy_step_us); /* the worker's time, not the loop's */
     /* libuv's check and idle inits only link the handle into the loop: they cannot fail */
     int urc = uv_check_init(&loop->uv, &g->check) | uv_idle_init(&loop->uv, &g->idle);
     assert(urc == 0);
@@ -108,7 +92,6 @@ static void work_cb(uv_work_t *req)
 {
     keel_db_group_t *g = req->data;
     keel_us_t t0 = keel_clock_now_us();
-    g->busy_waited_us = 0;
     g->batch_err = keel_db_begin(&g->db, &g->batch_msg);
     for (keel_db_write_t *w = g->batch; w != NULL && g->batch_err == 0; w = w->next)
         g->batch_err = apply_one(g, w);

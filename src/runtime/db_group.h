@@ -51,7 +51,8 @@
  * loop changes. What it decides it keeps in its data for done() (the worker's writes are
  * visible to the loop when done() runs: libuv's work queue orders them). The group's
  * connection waits for the write lock held by another connection (a second instance on the
- * same file) in steps of busy_step_us, for at most KEEL_DB_BUSY_MS, on the worker.
+ * same file) in steps of busy_step_us (keel_db_busy_steps), for at most KEEL_DB_BUSY_MS, on the
+ * worker.
  *
  * Lifecycle (libuv's rule): init -> submit... -> close(cb); free only in the close callback.
  * Writes queued but not started when close is called get done(KEEL_ECANCELED); a batch in
@@ -117,7 +118,6 @@ struct keel_db_group {
     int batch_err;
     keel_errmsg_t batch_msg;
     keel_us_t batch_us; /* BEGIN to COMMIT on the worker */
-    uint32_t busy_waited_us;
     bool inflight, check_on, closing;
     keel_db_group_stats_t stats;
     void (*closed)(keel_db_group_t *g);
