@@ -10,7 +10,7 @@
 keel_db_group_config_t keel_db_group_config_default(void)
 {
     return (keel_db_group_config_t){
-        .batch_writes_max = 256, .queue_writes_max = 65536, .busy_step_us = 250};
+        .batch_writes_max = 256, .queue_writes_max = 65536, .busy_step_us = 500};
 }
 
 static void register_metrics(keel_db_group_t *g)

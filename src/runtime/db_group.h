@@ -93,7 +93,7 @@ typedef struct keel_db_group_config {
     const char *path;           /* the database file; the group opens its own connection */
     uint32_t batch_writes_max;  /* writes per transaction; default 256 */
     uint32_t queue_writes_max;  /* queued and in flight; past it submit is KEEL_EBUSY; 65536 */
-    uint32_t busy_step_us;      /* waiting for another connection's write lock; default 250 */
+    uint32_t busy_step_us;      /* waiting for another connection's write lock; default 500 */
     keel_metrics_t *metrics;    /* may be NULL */
     const char *metrics_labels; /* preformatted, may be NULL */
 } keel_db_group_config_t;

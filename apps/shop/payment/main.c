@@ -45,6 +45,9 @@
 #include "runtime/sqlite.h"
 #include "tx/outbox.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -514,6 +517,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "keel-shop-payment: --db FILE is required\n");
         return 2;
     }
+#ifdef __GLIBC__
+    /* The writer's thread allocates in an arena of its own (statements, JSON), and glibc
+     * gives an arena's free top back to the kernel (madvise) past M_TRIM_THRESHOLD: a TLB
+     * shootdown across the cores per batch, 4% of this process's CPU in a profile at 300
+     * orders/s. A fixed threshold of 32 MiB keeps the pages. */
+    mallopt(M_TRIM_THRESHOLD, 32 << 20);
+#endif
     keel_loop_t loop;
     if (keel_loop_init(&loop) != 0 || keel_loop_handle_signals(&loop) != 0)
         return 1;
@@ -526,7 +536,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "keel-shop-payment: %s\n", msg.text);
         return 1;
     }
-    keel_db_busy_steps(&app.db, 250); /* the relay's marks meet the writers' commits: on the loop */
+    keel_db_busy_steps(&app.db, 500); /* the relay's marks meet the writers' commits: on the loop */
     keel_service_t svc;
     keel_service_config_t cfg = keel_service_config_default("payment");
     cfg.listen = listen;
