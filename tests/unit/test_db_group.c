@@ -1,7 +1,8 @@
 /* test_db_group.c - runtime/db_group.c: writes of one loop turn share one transaction, a
  * later write sees an earlier one of its batch, a failing write undoes only itself, a failed
  * COMMIT answers every write with its error and applies none, writes queued during a commit
- * go in the next batch, and close cancels what has not started. */
+ * go in the next batch, a batch waits for another connection's write lock (in short steps),
+ * and close cancels what has not started. */
 #include "base/err.h"
 #include "ktest.h"
 #include "runtime/clock.h"
@@ -246,6 +247,48 @@ static void writes_queued_during_a_commit_go_in_the_next_batch(void)
     stop(&loop, dir);
 }
 
+typedef struct holder {
+    keel_timer_t t;
+    keel_db_t db;
+    keel_ms_t released_ms;
+} holder_t;
+
+static void release_lock(keel_timer_t *t, void *data)
+{
+    holder_t *h = data;
+    (void)t;
+    keel_errmsg_t msg;
+    KT_EQ_INT(answered, 0); /* the batch is still waiting for the lock */
+    KT_EQ_INT(keel_db_commit(&h->db, &msg), 0);
+    h->released_ms = keel_clock_now_ms();
+}
+
+static void a_batch_waits_for_another_connections_write_lock(void)
+{
+    keel_loop_t loop;
+    char dir[256], path[300];
+    start(&loop, dir, sizeof(dir), path, sizeof(path));
+    static holder_t h;
+    keel_errmsg_t msg;
+    KT_EQ_INT(keel_db_open(&h.db, path, &msg), 0);
+    KT_EQ_INT(keel_db_begin(&h.db, &msg), 0); /* holds the write lock for 80 ms */
+    KT_EQ_INT(keel_db_exec(&h.db, "INSERT INTO t VALUES(7)", &msg), 0);
+    KT_EQ_INT(keel_timer_init(&loop, &h.t), 0);
+    KT_EQ_INT(keel_timer_start(&h.t, 80, 0, release_lock, &h), 0);
+    static w_t ws[2];
+    submit(&ws[0], 7, 0); /* sees the other connection's row once it may write */
+    submit(&ws[1], 8, 0);
+    run_until(&loop, 2);
+    KT_CHECK(h.released_ms > 0);
+    KT_EQ_INT(ws[0].err, 0);
+    KT_CHECK(ws[0].found);
+    KT_EQ_INT(ws[1].err, 0);
+    KT_EQ_INT(rows(path, "t"), 2);
+    keel_timer_close(&h.t, NULL);
+    keel_db_close(&h.db);
+    stop(&loop, dir);
+}
+
 static void close_cancels_writes_not_started_and_finishes_the_one_in_flight(void)
 {
     keel_loop_t loop;
@@ -277,6 +320,7 @@ int main(void)
     KT_RUN(a_failing_write_undoes_only_itself);
     KT_RUN(a_failed_commit_answers_every_write_and_applies_none);
     KT_RUN(writes_queued_during_a_commit_go_in_the_next_batch);
+    KT_RUN(a_batch_waits_for_another_connections_write_lock);
     KT_RUN(close_cancels_writes_not_started_and_finishes_the_one_in_flight);
     return kt_done();
 }
