@@ -105,11 +105,12 @@ def report(a, b):
             rows.append((proc, key, n, mean, quantile(fb, per, .5), quantile(fb, per, .9),
                          quantile(fb, per, .99)))
     rows.sort(key=lambda r: (r[1], r[0]))
-    print('%-14s %-86s %8s %8s %8s %8s %8s' % ('process', 'series (ms)', 'count', 'mean',
-                                              'p50', 'p90', 'p99'))
+    print('%-14s %-86s %8s %8s %8s %8s %8s' % ('process', 'series (_seconds in ms)', 'count',
+                                              'mean', 'p50', 'p90', 'p99'))
     for proc, key, n, mean, p50, p90, p99 in rows:
-        print('%-14s %-86s %8d %8.2f %8.2f %8.2f %8.2f' % (proc, key[:86], n, mean * 1e3,
-                                                         p50 * 1e3, p90 * 1e3, p99 * 1e3))
+        k = 1e3 if key.split('{')[0].endswith('_seconds') else 1  # counts stay counts
+        print('%-14s %-86s %8d %8.2f %8.2f %8.2f %8.2f' % (proc, key[:86], n, mean * k, p50 * k,
+                                                         p90 * k, p99 * k))
 
 
 def main():
