@@ -4,6 +4,8 @@
 # and per process the CPU it used (utime + stime from /proc/PID/stat, before and after),
 # divided by the orders answered; plus keel's Raft entries per order (the leader's commit
 # index before and after) and the payment database's bytes per order. Prints one table.
+# SHOP_STAGES=1: also every latency histogram's difference over the run (bench/shop_stages.py:
+# the saga's steps, the keel writes, payment's commit, the gateway), percentiles per series.
 set -u
 . "$(dirname "${BASH_SOURCE[0]}")/../scripts/scratch.sh"
 cd "$(dirname "$0")/.."
@@ -38,6 +40,7 @@ procs > "$DIR/procs"
 while read -r name pid; do echo "$name $pid $(ticks "$pid")"; done < "$DIR/procs" > "$DIR/before"
 c0=$(commit 1)
 cmdstats > "$DIR/cmd0"
+[ "${SHOP_STAGES:-0}" = 1 ] && /usr/bin/python3 bench/shop_stages.py snap "$DIR" "$DIR/stages0.json"
 db0=$(stat -c %s "$DIR/payment.db" "$DIR/payment.db-wal" 2>/dev/null | awk '{s += $1} END {print s}')
 "$PWD/$BUILD/keel-shopload" --inventory 127.0.0.1:8000 --orders 127.0.0.1:8000 \
   --payment 127.0.0.1:8110 --jwt-secret keel-shop-demo-hs256-secret-change-me --rate "$RATE" \
@@ -46,6 +49,7 @@ load=$!
 wait "$load"
 c1=$(commit 1)
 cmdstats > "$DIR/cmd1"
+[ "${SHOP_STAGES:-0}" = 1 ] && /usr/bin/python3 bench/shop_stages.py snap "$DIR" "$DIR/stages1.json"
 answered=$(grep -o 'throughput: [0-9]*' "$DIR/load.out" | grep -o '[0-9]*$')
 orders=$((answered * SECS))
 echo "shop: $RATE orders/s asked for ${SECS}s; $(grep -E 'answered within|latency from|latency of orders with a fine card|invariants' "$DIR/load.out" | tr '\n' ';')"
@@ -64,3 +68,7 @@ while read -r name pid t0; do
   printf '%-14s %12s\n' "$name" "$us"
 done < "$DIR/before"
 printf '%-14s %12s\n' "all of these" "$total"
+if [ "${SHOP_STAGES:-0}" = 1 ]; then
+  echo "latency histograms over the run (bench/shop_stages.py):"
+  /usr/bin/python3 bench/shop_stages.py report "$DIR/stages0.json" "$DIR/stages1.json"
+fi

@@ -1,6 +1,7 @@
 /* sqlite.c - see sqlite.h. */
 #include "runtime/sqlite.h"
 
+#include <assert.h>
 #include <string.h>
 #include <time.h>
 
@@ -74,6 +75,23 @@ int keel_db_open(keel_db_t *db, const char *path, keel_errmsg_t *msg)
     if (err != 0)
         keel_db_close(db);
     return err;
+}
+
+static int busy_step(void *data, int tries)
+{
+    keel_db_t *db = data;
+    if ((uint64_t)tries * db->busy_step_us >= (uint64_t)KEEL_DB_BUSY_MS * 1000u)
+        return 0; /* SQLITE_BUSY: KEEL_EBUSY to the caller */
+    struct timespec ts = {0, (long)db->busy_step_us * 1000L};
+    nanosleep(&ts, NULL);
+    return 1;
+}
+
+void keel_db_busy_steps(keel_db_t *db, uint32_t step_us)
+{
+    assert(step_us >= 1 && step_us <= 100000);
+    db->busy_step_us = step_us;
+    sqlite3_busy_handler(db->h, busy_step, db);
 }
 
 void keel_db_close(keel_db_t *db)

@@ -6,6 +6,7 @@
 
 #include <sqlite3.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 /*
  * One connection to one database file, opened the way keel's durability rule needs:
@@ -27,7 +28,8 @@
 
 typedef struct keel_db {
     sqlite3 *h;
-    int depth; /* 1 inside keel_db_begin() .. commit/rollback */
+    int depth;             /* 1 inside keel_db_begin() .. commit/rollback */
+    uint32_t busy_step_us; /* keel_db_busy_steps(); 0: SQLite's own busy handler */
 } keel_db_t;
 
 /* Opens (creating) PATH; ":memory:" works for tests. */
@@ -37,6 +39,12 @@ static inline sqlite3 *keel_db_handle(keel_db_t *db)
 {
     return db->h;
 }
+
+/* Waits for another connection's lock in steps of step_us (1..100000), for at most
+ * KEEL_DB_BUSY_MS per statement, instead of SQLite's own busy handler, which sleeps 1, 2, 5,
+ * 10, 15, 20, 25 ... ms: a connection that meets another one's commit (a millisecond or two)
+ * would wait five to ten, on whatever thread runs it. db must stay where it is afterwards. */
+void keel_db_busy_steps(keel_db_t *db, uint32_t step_us);
 
 /* Runs one or more statements that return no rows (schema, pragmas, simple writes). */
 int keel_db_exec(keel_db_t *db, const char *sql, keel_errmsg_t *msg);

@@ -68,6 +68,7 @@ typedef struct app {
     keel_counter_t *m_shed;
     keel_rand_t rand;
     keel_counter_t *m_confirmed, *m_rejected, *m_attention, *m_pending;
+    keel_histogram_t *m_placed; /* POST received -> its `placed` event appended */
 } app_t;
 
 /* The event store (and lane) of an aggregate. */
@@ -248,6 +249,7 @@ typedef struct req_ctx {
     keel_service_req_t *req; /* NULL once answered */
     char id[ID_BYTES_MAX + 1];
     char *input;
+    keel_us_t t0_us; /* when the POST was taken */
     keel_timer_t timer;
     bool timer_on, ended;
 } req_ctx_t;
@@ -396,6 +398,8 @@ static void on_placed(keel_es_t *es, void *ctx, int err, uint64_t version, const
     req_ctx_t *r = ctx;
     (void)version;
     (void)msg;
+    if (r->a->m_placed)
+        keel_histogram_observe(r->a->m_placed, (double)(keel_clock_now_us() - r->t0_us) / 1e6);
     if (err == KEEL_ECONFLICT) {
         char agg[KEEL_ES_AGG_BYTES_MAX + 1];
         snprintf(agg, sizeof(agg), "order-%s", r->id);
@@ -449,6 +453,7 @@ static void h_post(keel_service_req_t *req, void *data)
     }
     r->a = a;
     r->req = req;
+    r->t0_us = keel_clock_now_us();
     a->inflight++;
     size_t kn;
     const char *key = keel_http_msg_header(m, "Idempotency-Key", &kn);
@@ -658,6 +663,9 @@ int main(int argc, char **argv)
         app.m_shed = keel_metrics_counter(
             mx, "shop_orders_shed_total",
             "Orders refused with 503 at once: --max-inflight orders were in flight here.", NULL);
+        app.m_placed = keel_metrics_histogram(
+            mx, "shop_order_placed_seconds",
+            "From a POST /orders taken to its placed event appended (or refused).", NULL, NULL, 0);
     }
     /* the services the steps call, found in the registry */
     keel_caller_config_t ic = keel_caller_config_default("inventory");

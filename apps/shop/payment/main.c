@@ -18,23 +18,36 @@
  *
  * The order id is the idempotency key of the money: charges.order_id is the primary key,
  * and every change of a row, its ledger entry and its event (to the keel stream via the
- * outbox, tx/outbox.h) are one SQLite transaction. That is the whole idempotency of
+ * outbox, tx/outbox.h) happen in one SQLite transaction. That is the whole idempotency of
  * POST /charges: a repeat of an order's charge (the saga's retry, whatever Idempotency-Key
- * it carries) is answered from its row; a concurrent repeat is settled by record()'s
- * compare on the row (a real card processor would be given the order id as its idempotency
- * key, as their APIs take one). No idempotency record is kept in keel server: it cost two
- * keel writes per charge and said nothing the row does not. Several instances share
- * one database file (the service's database, as a shared PostgreSQL would be); SQLite's
- * lock serializes their transactions (docs/shop.md says what that costs).
+ * it carries) is answered from its row; a concurrent repeat is settled by reading the row
+ * inside the write transaction (a real card processor would be given the order id as its
+ * idempotency key, as their APIs take one). No idempotency record is kept in keel server:
+ * it cost two keel writes per charge and said nothing the row does not.
+ *
+ * Group commit (runtime/db_group.h): the handlers only queue their write; the charges and
+ * refunds of one loop turn, and those arriving while a commit is in flight, are applied in
+ * one transaction on a worker thread (each in a savepoint, reading its row first, so a repeat
+ * of an order later in the same batch sees the earlier one's row) and share one fsync; each
+ * is answered after that COMMIT returns, never before. A failed batch (BEGIN, COMMIT, or
+ * SQLite rolling it back) applies nothing and answers every request in it 503, as a failed
+ * commit did when each request had its own. The loop's connection only reads (known orders,
+ * GET) and runs the outbox relay. Several instances share one database file (the service's
+ * database, as a shared PostgreSQL would be); SQLite's lock serializes their batches
+ * (docs/shop.md says what that costs).
  */
 #include "base/log.h"
 #include "kit/config.h"
 #include "kit/service.h"
 #include "../shop.h"
 #include "runtime/clock.h"
+#include "runtime/db_group.h"
 #include "runtime/sqlite.h"
 #include "tx/outbox.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +58,8 @@
 
 typedef struct app {
     keel_loop_t *loop;
-    keel_db_t db;
+    keel_db_t db;           /* the loop's connection: reads, and the outbox relay */
+    keel_db_group_t writer; /* every change of the ledger: group commit (runtime/db_group.h) */
     keel_outbox_relay_t relay;
     const char *stream;
     int64_t slow_ms;
@@ -70,12 +84,12 @@ typedef struct charge {
     int64_t amount;
 } charge_t;
 
-static int charge_get(app_t *a, const char *order, charge_t *c, keel_errmsg_t *msg)
+static int charge_get(keel_db_t *db, const char *order, charge_t *c, keel_errmsg_t *msg)
 {
     memset(c, 0, sizeof(*c));
     sqlite3_stmt *st;
-    int rc = keel_db_prepare(
-        &a->db, "SELECT customer, amount, status FROM charges WHERE order_id = ?1", &st, msg);
+    int rc = keel_db_prepare(db, "SELECT customer, amount, status FROM charges WHERE order_id = ?1",
+                             &st, msg);
     if (rc != 0)
         return rc;
     sqlite3_bind_text(st, 1, order, -1, SQLITE_STATIC);
@@ -88,14 +102,14 @@ static int charge_get(app_t *a, const char *order, charge_t *c, keel_errmsg_t *m
         src = SQLITE_DONE;
     }
     sqlite3_finalize(st);
-    return src == SQLITE_DONE ? 0 : keel_db_error(&a->db, src, "read charge", msg);
+    return src == SQLITE_DONE ? 0 : keel_db_error(db, src, "read charge", msg);
 }
 
-static int run(app_t *a, const char *sql, const char *t1, const char *t2, int64_t i1,
+static int run(keel_db_t *db, const char *sql, const char *t1, const char *t2, int64_t i1,
                const char *t3, keel_errmsg_t *msg)
 {
     sqlite3_stmt *st;
-    int rc = keel_db_prepare(&a->db, sql, &st, msg);
+    int rc = keel_db_prepare(db, sql, &st, msg);
     if (rc != 0)
         return rc;
     if (t1)
@@ -108,58 +122,127 @@ static int run(app_t *a, const char *sql, const char *t1, const char *t2, int64_
     sqlite3_bind_int64(st, 5, (sqlite3_int64)keel_clock_unix_ms());
     int src = sqlite3_step(st);
     sqlite3_finalize(st);
-    return src == SQLITE_DONE ? 0 : keel_db_error(&a->db, src, "write", msg);
+    return src == SQLITE_DONE ? 0 : keel_db_error(db, src, "write", msg);
 }
 
-/* The row's new state, its ledger entry (kind NULL: none) and its event: one transaction.
- * If the row changed since `seen` (another instance got there first), nothing is written
- * and *raced is set: the caller reads again. */
-static int record(app_t *a, const char *order, const char *customer, int64_t amount,
-                  const char *status, const char *kind, const charge_t *seen, bool *raced,
-                  keel_errmsg_t *msg)
+/* The row's new state, its ledger entry (kind NULL: none) and its event (the outbox), inside
+ * the caller's transaction. No keel_outbox_relay_kick: the relay's poll (every 20 ms)
+ * publishes what the charges of those 20 ms wrote in one MULTI/EXEC entry; kicked after each
+ * commit, it published about one row per entry. */
+static int put(keel_db_t *db, const char *stream, const char *order, const char *customer,
+               int64_t amount, const char *status, const char *kind, keel_errmsg_t *msg)
 {
-    *raced = false;
-    int rc = keel_db_begin(&a->db, msg);
-    if (rc != 0)
-        return rc;
-    charge_t now;
-    rc = charge_get(a, order, &now, msg);
-    if (rc == 0 && (now.found != seen->found || strcmp(now.status, seen->status) != 0)) {
-        *raced = true;
-        keel_db_rollback(&a->db);
-        return 0;
-    }
-    if (rc == 0)
-        rc = run(a,
+    int rc = run(db,
                  "INSERT INTO charges (order_id, customer, amount, status, updated_ms)"
                  " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (order_id) DO UPDATE SET"
                  " status = excluded.status, updated_ms = excluded.updated_ms",
                  order, customer, amount, status, msg);
     if (rc == 0 && kind != NULL)
-        rc = run(a, "INSERT INTO ledger (order_id, kind, amount, at_ms) VALUES (?1, ?2, ?3, ?5)",
+        rc = run(db, "INSERT INTO ledger (order_id, kind, amount, at_ms) VALUES (?1, ?2, ?3, ?5)",
                  order, kind, amount, NULL, msg);
-    char *event = NULL;
-    if (rc == 0) {
-        json_t *e = json_pack("{s:s, s:s, s:s, s:I, s:I}", "type", status, "order", order,
-                              "customer", customer, "amount_cents", (json_int_t)amount, "at_ms",
-                              (json_int_t)keel_clock_unix_ms());
-        event = e ? json_dumps(e, JSON_COMPACT) : NULL;
-        json_decref(e);
-        rc = event ? keel_outbox_add(&a->db, a->stream, event, strlen(event), NULL, msg)
-                   : KEEL_ENOMEM;
-    }
+    if (rc != 0)
+        return rc;
+    json_t *e =
+        json_pack("{s:s, s:s, s:s, s:I, s:I}", "type", status, "order", order, "customer", customer,
+                  "amount_cents", (json_int_t)amount, "at_ms", (json_int_t)keel_clock_unix_ms());
+    char *event = e ? json_dumps(e, JSON_COMPACT) : NULL;
+    json_decref(e);
+    rc = event ? keel_outbox_add(db, stream, event, strlen(event), NULL, msg) : KEEL_ENOMEM;
     free(event);
-    /* No keel_outbox_relay_kick: the relay's poll (every 20 ms) publishes what the charges
-     * of those 20 ms wrote in one MULTI/EXEC entry; kicked after each commit, it published
-     * about one row per entry (an entry per charge at 300 charges/s). */
-    if (rc == 0)
-        rc = keel_db_commit(&a->db, msg);
-    else
-        keel_db_rollback(&a->db);
     return rc;
 }
 
-/* ---- handlers -------------------------------------------------------------------------- */
+/* ---- writes: one per request, applied in a shared transaction --------------------------- */
+
+/* What a request is answered, decided inside the transaction (so a repeat of an order in the
+ * same batch sees the row the first one wrote) and sent only once the commit is durable. */
+typedef struct answer {
+    int status;
+    char state[16];
+    int64_t amount;
+    const char *error;     /* a static text: answered as an error with this status */
+    keel_counter_t *count; /* counted once durable; NULL: nothing new happened */
+} answer_t;
+
+typedef struct op {
+    keel_db_write_t w;
+    app_t *a;
+    keel_service_req_t *req;
+    bool refund, decline;
+    char order[ID_BYTES_MAX + 1], customer[ID_BYTES_MAX + 1];
+    int64_t amount;
+    answer_t ans;
+} op_t;
+
+static void set_answer(answer_t *ans, int status, const char *state, int64_t amount,
+                       keel_counter_t *count)
+{
+    ans->status = status;
+    snprintf(ans->state, sizeof(ans->state), "%s", state);
+    ans->amount = amount;
+    ans->count = count;
+}
+
+/* A charge of an order that has a row: the recorded answer stands. */
+static void answer_from_row(const charge_t *c, const char *customer, int64_t amount, answer_t *ans)
+{
+    bool closed = strcmp(c->status, "refunded") == 0 || strcmp(c->status, "voided") == 0;
+    if (!closed && (c->amount != amount || strcmp(c->customer, customer) != 0)) {
+        ans->status = 422;
+        ans->error = "this order was charged with another amount or customer";
+        return;
+    }
+    set_answer(ans,
+               closed                              ? 410
+               : strcmp(c->status, "charged") == 0 ? 200
+                                                   : 402,
+               c->status, c->amount, NULL);
+}
+
+/* On the writer's thread (db_group.h): the processor said yes (or no): record it, unless
+ * the row says otherwise. */
+static int apply_charge(keel_db_t *db, void *data, keel_errmsg_t *msg)
+{
+    op_t *o = data;
+    charge_t c;
+    int rc = charge_get(db, o->order, &c, msg);
+    if (rc != 0)
+        return rc;
+    if (c.found) { /* it happened meanwhile, or earlier in this batch */
+        answer_from_row(&c, o->customer, o->amount, &o->ans);
+        return 0;
+    }
+    const char *st = o->decline ? "declined" : "charged";
+    rc = put(db, o->a->stream, o->order, o->customer, o->amount, st, o->decline ? NULL : "charge",
+             msg);
+    if (rc == 0)
+        set_answer(&o->ans, o->decline ? 402 : 201, st, o->amount,
+                   o->decline ? o->a->m_declined : o->a->m_charged);
+    return rc;
+}
+
+/* On the writer's thread: a refund of a charge, a void of an order never charged, or the
+ * recorded answer of one already refunded, voided or declined. */
+static int apply_refund(keel_db_t *db, void *data, keel_errmsg_t *msg)
+{
+    op_t *o = data;
+    charge_t c;
+    int rc = charge_get(db, o->order, &c, msg);
+    if (rc != 0)
+        return rc;
+    if (c.found && strcmp(c.status, "charged") != 0) { /* nothing (more) to give back */
+        set_answer(&o->ans, 200, c.status, c.amount, NULL);
+        return 0;
+    }
+    bool charged = c.found;
+    const char *st = charged ? "refunded" : "voided";
+    rc = put(db, o->a->stream, o->order, charged ? c.customer : "-", charged ? c.amount : 0, st,
+             charged ? "refund" : NULL, msg);
+    if (rc == 0)
+        set_answer(&o->ans, 200, st, charged ? c.amount : 0,
+                   charged ? o->a->m_refunded : o->a->m_voided);
+    return rc;
+}
 
 static void respond(keel_service_req_t *r, int status, const char *order, const char *st,
                     int64_t amount)
@@ -170,16 +253,58 @@ static void respond(keel_service_req_t *r, int status, const char *order, const 
     json_decref(o);
 }
 
+/* On the loop, once the batch is durable (or failed: nothing of it was applied). */
+static void op_done(keel_db_write_t *w, int err, const char *why)
+{
+    op_t *o = w->data;
+    keel_service_req_enter(o->req);
+    if (err != 0) {
+        keel_log_warn("payment: ledger write failed", KF_STR("order", o->order),
+                      KF_STR("error", why));
+        keel_http_respond_error(o->req->http, 503, "the ledger could not be written; retry");
+    } else if (o->ans.error != NULL) {
+        keel_http_respond_error(o->req->http, o->ans.status, o->ans.error);
+    } else {
+        if (o->ans.count)
+            keel_counter_inc(o->ans.count);
+        respond(o->req, o->ans.status, o->order, o->ans.state, o->ans.amount);
+    }
+    free(o);
+}
+
+static void op_submit(app_t *a, op_t *o)
+{
+    o->w = (keel_db_write_t){
+        .apply = o->refund ? apply_refund : apply_charge, .done = op_done, .data = o};
+    int rc = keel_db_group_submit(&a->writer, &o->w);
+    if (rc != 0) {
+        keel_http_respond_error(o->req->http, 503,
+                                rc == KEEL_EBUSY ? "the ledger's write queue is full; retry"
+                                                 : "the ledger is closing; retry");
+        free(o);
+    }
+}
+
+static op_t *op_new(app_t *a, keel_service_req_t *r, bool refund, const char *order)
+{
+    op_t *o = calloc(1, sizeof(*o));
+    if (o == NULL) {
+        keel_http_respond_error(r->http, 503, "out of memory");
+        return NULL;
+    }
+    o->a = a;
+    o->req = r;
+    o->refund = refund;
+    snprintf(o->order, sizeof(o->order), "%s", order);
+    return o;
+}
+
+/* ---- handlers -------------------------------------------------------------------------- */
+
 typedef struct slow {
     keel_timer_t t;
-    keel_service_req_t *req;
-    app_t *a;
-    char order[ID_BYTES_MAX + 1], customer[ID_BYTES_MAX + 1];
-    int64_t amount;
+    op_t *op;
 } slow_t;
-
-static void charge_now(app_t *a, keel_service_req_t *r, const char *order, const char *customer,
-                       int64_t amount, bool decline);
 
 static void slow_closed(keel_timer_t *t)
 {
@@ -189,45 +314,8 @@ static void slow_closed(keel_timer_t *t)
 static void slow_fire(keel_timer_t *t, void *data)
 {
     slow_t *s = data;
-    keel_service_req_enter(s->req);
-    charge_now(s->a, s->req, s->order, s->customer, s->amount, false);
+    op_submit(s->op->a, s->op);
     keel_timer_close(t, slow_closed);
-}
-
-/* The processor said yes (or no): record it, unless the row says otherwise. */
-static void charge_now(app_t *a, keel_service_req_t *r, const char *order, const char *customer,
-                       int64_t amount, bool decline)
-{
-    keel_errmsg_t msg = {{0}};
-    for (int attempt = 0; attempt < 3; attempt++) {
-        charge_t c;
-        if (charge_get(a, order, &c, &msg) != 0)
-            break;
-        if (c.found) { /* it happened meanwhile: the recorded answer stands */
-            bool closed = strcmp(c.status, "refunded") == 0 || strcmp(c.status, "voided") == 0;
-            if (!closed && (c.amount != amount || strcmp(c.customer, customer) != 0)) {
-                keel_http_respond_error(r->http, 422,
-                                        "this order was charged with another amount or customer");
-                return;
-            }
-            int st = closed ? 410 : strcmp(c.status, "charged") == 0 ? 200 : 402;
-            respond(r, st, order, c.status, c.amount);
-            return;
-        }
-        bool raced;
-        int rc = record(a, order, customer, amount, decline ? "declined" : "charged",
-                        decline ? NULL : "charge", &c, &raced, &msg);
-        if (rc != 0)
-            break;
-        if (raced)
-            continue;
-        keel_counter_inc(decline ? a->m_declined : a->m_charged);
-        respond(r, decline ? 402 : 201, order, decline ? "declined" : "charged", amount);
-        return;
-    }
-    keel_log_warn("payment: ledger write failed", KF_STR("order", order),
-                  KF_STR("error", msg.text));
-    keel_http_respond_error(r->http, 503, "the ledger could not be written; retry");
 }
 
 static void h_charge(keel_service_req_t *r, void *data)
@@ -260,38 +348,52 @@ static void h_charge(keel_service_req_t *r, void *data)
     snprintf(cu, sizeof(cu), "%s", customer);
     snprintf(cd, sizeof(cd), "%s", card ? card : "ok");
     json_decref(j);
-    /* a known order answers from its row, whatever the card says now */
-    charge_t c;
-    keel_errmsg_t msg = {{0}};
-    if (charge_get(a, o, &c, &msg) != 0) {
-        keel_http_respond_error(r->http, 503, "the ledger could not be read");
-        return;
+    /* A known order answers from its row, whatever the card says now. For a fine or declined
+     * card the write's apply reads the row first anyway (inside the transaction); a card that
+     * fails or dawdles is looked up here first, on the loop's connection (a committed row is
+     * final), so that a repeat is not refused or kept waiting by the processor. */
+    bool fail = strcmp(cd, "fail") == 0, slow = strcmp(cd, "slow") == 0 && a->slow_ms > 0;
+    if (fail || slow) {
+        charge_t c;
+        keel_errmsg_t msg = {{0}};
+        if (charge_get(&a->db, o, &c, &msg) != 0) {
+            keel_http_respond_error(r->http, 503, "the ledger could not be read");
+            return;
+        }
+        if (c.found) {
+            answer_t ans = {0};
+            answer_from_row(&c, cu, amount, &ans);
+            if (ans.error)
+                keel_http_respond_error(r->http, ans.status, ans.error);
+            else
+                respond(r, ans.status, o, ans.state, ans.amount);
+            return;
+        }
     }
-    if (c.found) {
-        charge_now(a, r, o, cu, amount, false);
-        return;
-    }
-    if (strcmp(cd, "fail") == 0) { /* the processor is down: nothing happened */
+    if (fail) { /* the processor is down: nothing happened */
         keel_counter_inc(a->m_failed);
         keel_http_respond_error(r->http, 502, "card processor unavailable; nothing was charged");
         return;
     }
-    if (strcmp(cd, "slow") == 0 && a->slow_ms > 0) {
+    op_t *op = op_new(a, r, false, o);
+    if (op == NULL)
+        return;
+    snprintf(op->customer, sizeof(op->customer), "%s", cu);
+    op->amount = amount;
+    op->decline = strcmp(cd, "decline") == 0;
+    if (slow) {
         slow_t *s = calloc(1, sizeof(*s));
         if (s == NULL || keel_timer_init(a->loop, &s->t) != 0) {
             free(s);
+            free(op);
             keel_http_respond_error(r->http, 503, "out of memory");
             return;
         }
-        s->req = r;
-        s->a = a;
-        s->amount = amount;
-        snprintf(s->order, sizeof(s->order), "%s", o);
-        snprintf(s->customer, sizeof(s->customer), "%s", cu);
+        s->op = op;
         keel_timer_start(&s->t, (keel_ms_t)a->slow_ms, 0, slow_fire, s);
         return;
     }
-    charge_now(a, r, o, cu, amount, strcmp(cd, "decline") == 0);
+    op_submit(a, op);
 }
 
 static const keel_route_param_t *param(const keel_service_req_t *r, const char *name)
@@ -314,28 +416,9 @@ static void h_refund(keel_service_req_t *r, void *data)
     char order[ID_BYTES_MAX + 1];
     if (!order_param(r, order))
         return;
-    keel_errmsg_t msg = {{0}};
-    for (int attempt = 0; attempt < 3; attempt++) {
-        charge_t c;
-        if (charge_get(a, order, &c, &msg) != 0)
-            break;
-        if (c.found && strcmp(c.status, "charged") != 0) { /* nothing (more) to give back */
-            respond(r, 200, order, c.status, c.amount);
-            return;
-        }
-        bool charged = c.found, raced;
-        int rc =
-            record(a, order, charged ? c.customer : "-", charged ? c.amount : 0,
-                   charged ? "refunded" : "voided", charged ? "refund" : NULL, &c, &raced, &msg);
-        if (rc != 0)
-            break;
-        if (raced)
-            continue;
-        keel_counter_inc(charged ? a->m_refunded : a->m_voided);
-        respond(r, 200, order, charged ? "refunded" : "voided", charged ? c.amount : 0);
-        return;
-    }
-    keel_http_respond_error(r->http, 503, "the ledger could not be written; retry");
+    op_t *op = op_new(a, r, true, order);
+    if (op != NULL)
+        op_submit(a, op);
 }
 
 static void h_show(keel_service_req_t *r, void *data)
@@ -346,7 +429,7 @@ static void h_show(keel_service_req_t *r, void *data)
         return;
     charge_t c;
     keel_errmsg_t msg = {{0}};
-    if (charge_get(a, order, &c, &msg) != 0) {
+    if (charge_get(&a->db, order, &c, &msg) != 0) {
         keel_http_respond_error(r->http, 503, "the ledger could not be read");
         return;
     }
@@ -396,11 +479,17 @@ static void relay_closed(keel_outbox_relay_t *r)
     (void)r;
 }
 
+static void writer_closed(keel_db_group_t *g)
+{
+    (void)g;
+}
+
 static void on_stopped(keel_service_t *svc, void *data)
 {
     app_t *a = data;
     (void)svc;
     keel_outbox_relay_close(&a->relay, relay_closed); /* unsent rows go at the next start */
+    keel_db_group_close(&a->writer, writer_closed);   /* a batch in flight is answered first */
 }
 
 int main(int argc, char **argv)
@@ -428,6 +517,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "keel-shop-payment: --db FILE is required\n");
         return 2;
     }
+#ifdef __GLIBC__
+    /* The writer's thread allocates in an arena of its own (statements, JSON), and glibc
+     * gives an arena's free top back to the kernel (madvise) past M_TRIM_THRESHOLD: a TLB
+     * shootdown across the cores per batch, 4% of this process's CPU in a profile at 300
+     * orders/s. A fixed threshold of 32 MiB keeps the pages. */
+    mallopt(M_TRIM_THRESHOLD, 32 << 20);
+#endif
     keel_loop_t loop;
     if (keel_loop_init(&loop) != 0 || keel_loop_handle_signals(&loop) != 0)
         return 1;
@@ -440,6 +536,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "keel-shop-payment: %s\n", msg.text);
         return 1;
     }
+    keel_db_busy_steps(&app.db, 500); /* the relay's marks meet the writers' commits: on the loop */
     keel_service_t svc;
     keel_service_config_t cfg = keel_service_config_default("payment");
     cfg.listen = listen;
@@ -467,6 +564,12 @@ int main(int argc, char **argv)
     rcfg.producer = "shop-payment"; /* one per database file: the instances share one */
     rcfg.metrics = svc.metrics;
     rcfg.metrics_labels = "service=\"payment\"";
+    keel_db_group_config_t gcfg = keel_db_group_config_default();
+    gcfg.path = db;
+    gcfg.metrics = svc.metrics;
+    gcfg.metrics_labels = "db=\"ledger\"";
+    if (rc == 0)
+        rc = keel_db_group_init(&app.writer, &loop, &gcfg, &msg);
     if (rc == 0)
         rc = keel_outbox_relay_init(&app.relay, &loop, &rcfg, &msg);
     if (rc == 0)
