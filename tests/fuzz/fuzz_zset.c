@@ -98,9 +98,16 @@ static keel_kv_config_t small_config(void)
     return cfg;
 }
 
-static void check_set(const keel_zset_t *z)
+static void check_set(keel_zset_t *z)
 {
     assert(keel_zset_len(z) > 0);
+    /* between commands a listpack-encoded set rests packed, and unpacking it changes
+       neither its memory count nor (checked below) its contents' order */
+    assert(keel_zset_is_packed(z) == keel_zset_is_listpack(z));
+    size_t bytes = keel_zset_bytes(z);
+    int rc = keel_zset_unpack(z);
+    assert(rc == 0 && keel_zset_bytes(z) == bytes);
+    (void)rc;
     uint64_t i = 0;
     const keel_zset_node_t *prev = NULL;
     for (const keel_zset_node_t *x = keel_zset_first(z); x; prev = x, x = keel_zset_next(x), i++) {
@@ -114,6 +121,8 @@ static void check_set(const keel_zset_t *z)
         assert(!keel_zset_is_listpack(z) || x->score != 0 || !signbit(x->score));
     }
     assert(i == keel_zset_len(z) && keel_zset_last(z) == prev);
+    keel_zset_pack(z);
+    assert(keel_zset_bytes(z) == bytes);
 }
 
 static int sum_bytes(void *data, const keel__kv_entry_t *e)
