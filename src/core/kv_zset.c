@@ -211,13 +211,17 @@ static void mark_repack(const call_t *c)
         *c->zs_unpacked = 1;
 }
 
-static int unpacked(const call_t *c, keel_zset_t *z)
+int keel__zs_unpacked(const call_t *c, const keel__kv_entry_t *e, keel_zset_t **z)
 {
-    if (z == NULL || !keel_zset_is_packed(z))
-        return 0;
-    if (keel_zset_unpack(z) != 0)
-        return KEEL_ENOMEM;
-    mark_repack(c);
+    keel_zset_t *s = keel__kv_obj(e);
+    if (keel_zset_is_packed(s)) {
+        if (keel_zset_unpack(&s) != 0)
+            return KEEL_ENOMEM;
+        /* the entry is the object's owner, a read's too: the set changed form, not value */
+        keel__kv_set_obj((keel__kv_entry_t *)e, s);
+        mark_repack(c);
+    }
+    *z = s;
     return 0;
 }
 
@@ -227,10 +231,9 @@ int keel__zs_read_lookup(const call_t *c, size_t i, const keel_zset_t **z)
     *z = NULL;
     if (e && e->type != KEEL__KV_TYPE_ZSET)
         return r_err(c->reply, ERR_WRONGTYPE);
-    keel_zset_t *s = e ? keel__kv_obj(e) : NULL;
-    int rc = unpacked(c, s);
-    if (rc == 0)
-        *z = s;
+    keel_zset_t *s = NULL;
+    int rc = e ? keel__zs_unpacked(c, e, &s) : 0;
+    *z = s;
     return rc;
 }
 
@@ -238,10 +241,10 @@ void keel__zs_repack(const call_t *c)
 {
     const keel_kv_t *kv = c->kv;
     for (size_t i = 1; i < c->argc; i++) {
-        const keel__kv_entry_t *e = keel__kv_find(kv, c->argv[i], c->lens[i],
-                                                  keel__kv_hash(kv, c->argv[i], c->lens[i]), NULL);
-        if (e && e->type == KEEL__KV_TYPE_ZSET)
-            keel_zset_pack(keel__kv_obj(e)); /* no-op unless listpack-encoded and unpacked */
+        keel__kv_entry_t *e = keel__kv_find(kv, c->argv[i], c->lens[i],
+                                            keel__kv_hash(kv, c->argv[i], c->lens[i]), NULL);
+        if (e && e->type == KEEL__KV_TYPE_ZSET) /* no change unless listpack and unpacked */
+            keel__kv_set_obj(e, keel_zset_pack(keel__kv_obj(e)));
     }
 }
 
@@ -254,10 +257,9 @@ int keel__zs_write_lookup(const call_t *c, size_t i, keel_zset_t **z)
     *z = NULL;
     if (e && e->type != KEEL__KV_TYPE_ZSET)
         return r_err(c->reply, ERR_WRONGTYPE);
-    keel_zset_t *s = e ? keel__kv_obj(e) : NULL;
-    int rc = unpacked(c, s);
-    if (rc == 0)
-        *z = s;
+    keel_zset_t *s = NULL;
+    int rc = e ? keel__zs_unpacked(c, e, &s) : 0;
+    *z = s;
     return rc;
 }
 

@@ -47,6 +47,9 @@ void keel__zs_touch(const call_t *c, const uint8_t *key, size_t len, size_t byte
  * (nothing changed, z still the caller's). Steps no revision.
  */
 int keel__zs_store(const call_t *c, const uint8_t *key, size_t len, keel_zset_t *z, int *changed);
+/* The set of entry e (a sorted set's), in node form for the command: 0 and *z, or
+   KEEL_ENOMEM (nothing changed). */
+int keel__zs_unpacked(const call_t *c, const keel__kv_entry_t *e, keel_zset_t **z);
 /* After a command that unpacked sorted sets (call_t's zs_unpacked): packs back every
    listpack-encoded set a key in argv names (keel__kvc_run calls it). */
 void keel__zs_repack(const call_t *c);

@@ -614,15 +614,10 @@ static int setop_source(const call_t *c, size_t i, const keel_zset_t **z, keel_z
     if (e == NULL)
         return 0;
     if (e->type == KEEL__KV_TYPE_ZSET) {
-        keel_zset_t *s = keel__kv_obj(e);
-        if (keel_zset_is_packed(s)) { /* unpacked for the command, as a lookup does */
-            if (keel_zset_unpack(s) != 0)
-                return KEEL_ENOMEM;
-            if (c->zs_unpacked)
-                *c->zs_unpacked = 1;
-        }
+        keel_zset_t *s = NULL;
+        int rc = keel__zs_unpacked(c, e, &s);
         *z = s;
-        return 0;
+        return rc;
     }
     if (e->type != KEEL__KV_TYPE_SET)
         return r_err(c->reply, ERR_WRONGTYPE);

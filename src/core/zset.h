@@ -83,15 +83,16 @@ void keel_zset_note_add(keel_zset_t *z, size_t len);
 
 /*
  * The packed form (zset_pack.c): a listpack-encoded set rests as one block of its entries
- * in order; every other function here but new, free, len, bytes, is_listpack, encode and
- * decode needs the unpacked (node) form. keel_zset_unpack rebuilds it: 0 or KEEL_ENOMEM
- * (nothing changed). keel_zset_pack folds a listpack-encoded set back (best effort: a
- * failed allocation leaves it unpacked; a skiplist-encoded set is left as it is). Neither
- * changes keel_zset_bytes, nor anything a command answers. A decoded set comes packed.
+ * in order; every function here but free, len, bytes, is_listpack, is_packed and encode
+ * needs the node form. keel_zset_unpack turns *z into it (a new pointer; the packed block
+ * freed): 0 or KEEL_ENOMEM (nothing changed). keel_zset_pack returns the packed form of a
+ * listpack-encoded set (z freed), or z itself (a skiplist-encoded set, a packed one, or a
+ * failed allocation: best effort). Neither changes keel_zset_bytes, nor anything a command
+ * answers. keel_zset_decode returns a listpack-encoded set packed.
  */
 int keel_zset_is_packed(const keel_zset_t *z);
-int keel_zset_unpack(keel_zset_t *z);
-void keel_zset_pack(keel_zset_t *z);
+int keel_zset_unpack(keel_zset_t **z);
+keel_zset_t *keel_zset_pack(keel_zset_t *z);
 
 /* Order of (score, member). */
 int keel_zset_cmp(double sa, const uint8_t *a, size_t an, double sb, const uint8_t *b, size_t bn);

@@ -10,37 +10,33 @@
 
 /*
  * A set Redis would hold as a listpack (at most zset-max-listpack-entries members of at most
- * zset-max-listpack-value bytes) rests in one block: its entries back to back in (score,
- * member) order, no node, no hash table, no skiplist header. An entry is
+ * zset-max-listpack-value bytes) rests in one block (keel__zpk_t, zset_int.h): an 8-byte
+ * header, then its entries back to back in (score, member) order; no node, no hash table, no
+ * skiplist header. An entry is, little-endian,
  *
- *   [length: 1 byte, or 0xFF and a u32 (a set loaded from a snapshot may break the bounds)]
- *   [score kind: 1 byte][score: 1, 2 or 4 bytes of a signed integer, or 8 of a double's bits]
- *   [member bytes]
+ *   [1 byte: the score's kind (top 2 bits) and the member's length (low 6 bits; 63: a u32
+ *    length follows, for a set loaded from a snapshot that breaks the bounds)]
+ *   [the score: 1, 2 or 4 bytes of a signed integer, or 8 of a double's bits]
+ *   [the member's bytes]
  *
- * little-endian. Five ten-byte members with small integer scores take 65 bytes, one 80-byte
- * malloc chunk, where the skiplist form took a node (64 to 96 bytes) per member, a header
- * node and a bucket array.
+ * Five ten-byte members with small integer scores take 8 + 5 x 12 = 68 bytes, one 80-byte
+ * malloc chunk, where the node form took its struct, a node (64 to 96 bytes) per member, a
+ * header node and a bucket array (about 600 bytes).
  *
- * The commands work on the skiplist form: keel_zset_unpack rebuilds it (O(n), n <= 128)
+ * The commands work on the node form: keel_zset_unpack rebuilds it (O(n), n <= 128)
  * before a command reads or changes the set, and keel_zset_pack folds it back after (as
  * Redis's listpack operations are O(n) too). The set's memory count (keel_zset_bytes) is the
- * packed figure in both states, so unpacking for a command moves no account, and nothing a
- * command answers depends on the state: a node's level comes from its member's hash, a
+ * packed figure in both forms, so unpacking for a command moves no account, and nothing a
+ * command answers depends on the form: a node's level comes from its member's hash, a
  * listpack-encoded set's ZSCAN and lex ranges walk it in order (no table), and its snapshot
  * writes the same bucket count (keel__zset_canonical_buckets) packed or not.
  */
 
-#define LEN_WIDE 0xFFu
+#define LEN_WIDE 63u
 #define KIND_I8 0u
 #define KIND_I16 1u
 #define KIND_I32 2u
 #define KIND_F64 3u
-
-/* Bytes of the length prefix of a member of len bytes. */
-static size_t len_bytes(size_t len)
-{
-    return len < LEN_WIDE ? 1 : 5;
-}
 
 /* The kind a score is stored as: the smallest integer that holds it exactly (not -0, whose
    sign an integer would lose), else the double's bits. */
@@ -64,22 +60,21 @@ static size_t kind_bytes(unsigned kind)
 
 static size_t entry_bytes(double score, size_t len)
 {
-    return len_bytes(len) + 1 + kind_bytes(score_kind(score)) + len;
+    return 1 + (len < LEN_WIDE ? 0 : 4) + kind_bytes(score_kind(score)) + len;
 }
 
 /* Writes one entry at p: returns the bytes written (entry_bytes). */
 static size_t entry_put(uint8_t *p, double score, const uint8_t *m, size_t len)
 {
-    size_t o = 0;
+    unsigned kind = score_kind(score);
+    size_t o = 1;
     if (len < LEN_WIDE) {
-        p[o++] = (uint8_t)len;
+        p[0] = (uint8_t)(kind << 6 | len);
     } else {
-        p[o++] = LEN_WIDE;
-        keel_put_u32(p + o, (uint32_t)len);
+        p[0] = (uint8_t)(kind << 6 | LEN_WIDE);
+        keel_put_u32(p + 1, (uint32_t)len);
         o += 4;
     }
-    unsigned kind = score_kind(score);
-    p[o++] = (uint8_t)kind;
     if (kind == KIND_F64) {
         uint64_t bits;
         memcpy(&bits, &score, sizeof(bits));
@@ -98,14 +93,13 @@ static size_t entry_put(uint8_t *p, double score, const uint8_t *m, size_t len)
 /* Reads the entry at p (written by entry_put): its member and score; returns its bytes. */
 static size_t entry_get(const uint8_t *p, const uint8_t **m, size_t *len, double *score)
 {
+    unsigned kind = p[0] >> 6;
     size_t o = 1;
-    *len = p[0];
-    if (p[0] == LEN_WIDE) {
+    *len = p[0] & LEN_WIDE;
+    if (*len == LEN_WIDE) {
         *len = keel_get_u32(p + 1);
         o += 4;
     }
-    unsigned kind = p[o++];
-    assert(kind <= KIND_F64);
     if (kind == KIND_F64) {
         uint64_t bits = keel_get_u64(p + o);
         memcpy(score, &bits, sizeof(*score));
@@ -133,65 +127,59 @@ uint64_t keel__zset_canonical_buckets(uint64_t length)
 
 int keel_zset_is_packed(const keel_zset_t *z)
 {
-    return z->header == NULL;
+    return keel__zset_packed(z);
 }
 
 size_t keel__zset_listpack_bytes(const keel_zset_t *z)
 {
+    if (keel__zset_packed(z))
+        return sizeof(keel__zpk_t) + ((const keel__zpk_t *)z)->bytes;
     assert(z->listpack);
-    if (z->header == NULL)
-        return sizeof(*z) + z->node_bytes;
     size_t n = 0;
     for (const keel_zset_node_t *x = keel_zset_first(z); x; x = keel_zset_next(x))
         n += entry_bytes(x->score, x->len);
-    return sizeof(*z) + n;
+    return sizeof(keel__zpk_t) + n;
 }
 
-void keel_zset_pack(keel_zset_t *z)
+keel_zset_t *keel_zset_pack(keel_zset_t *z)
 {
-    if (z->header == NULL || !z->listpack)
-        return;
+    if (keel__zset_packed(z) || !z->listpack || z->length > KEEL__ZPK_MEMBERS_MAX)
+        return z;
     size_t n = 0;
     for (const keel_zset_node_t *x = keel_zset_first(z); x; x = keel_zset_next(x))
         n += entry_bytes(x->score, x->len);
-    uint8_t *pk = NULL;
-    if (n > 0 && (pk = malloc(n)) == NULL)
-        return; /* best effort: the set stays unpacked, counted the same */
+    keel__zpk_t *pk = n <= UINT32_MAX ? malloc(sizeof(*pk) + n) : NULL;
+    if (pk == NULL)
+        return z; /* best effort: the set stays in node form, counted the same */
+    pk->packed = 1;
+    pk->pad = 0;
+    pk->length = (uint16_t)z->length;
+    pk->bytes = (uint32_t)n;
     size_t o = 0;
-    keel_zset_node_t *x = keel_zset_first(z);
-    while (x) {
-        keel_zset_node_t *next = keel_zset_next(x);
-        o += entry_put(pk + o, x->score, keel_zset_member(x), x->len);
-        keel_zset_node_free(x);
-        x = next;
-    }
+    for (const keel_zset_node_t *x = keel_zset_first(z); x; x = keel_zset_next(x))
+        o += entry_put(pk->data + o, x->score, keel_zset_member(x), x->len);
     assert(o == n);
-    free(z->header);
-    free(z->buckets);
-    z->header = z->tail = NULL;
-    z->buckets = NULL;
-    z->nbuckets = 0;
-    z->level = z->header_levels = 0;
-    z->node_bytes = n;
-    z->pk = pk;
+    keel_zset_free(z);
+    return (keel_zset_t *)pk;
 }
 
-int keel_zset_unpack(keel_zset_t *z)
+int keel_zset_unpack(keel_zset_t **zp)
 {
-    if (z->header != NULL)
+    if (!keel__zset_packed(*zp))
         return 0;
+    const keel__zpk_t *pk = (const keel__zpk_t *)*zp;
     /* built aside, so that a failed allocation leaves the packed set as it was */
     keel_zset_t *t = keel_zset_new();
-    if (t == NULL || keel_zset_reserve(t, z->length, 1) != 0) {
+    if (t == NULL || keel_zset_reserve(t, pk->length, 1) != 0) {
         keel_zset_free(t);
         return KEEL_ENOMEM;
     }
     size_t o = 0;
-    for (uint64_t i = 0; i < z->length; i++) {
+    for (uint64_t i = 0; i < pk->length; i++) {
         const uint8_t *m;
         size_t len;
         double score;
-        o += entry_get(z->pk + o, &m, &len, &score);
+        o += entry_get(pk->data + o, &m, &len, &score);
         keel_zset_node_t *x = keel_zset_node_new(m, len, score);
         if (x == NULL || keel_zset_reserve(t, 0, x->level) != 0) {
             keel_zset_node_free(x);
@@ -200,24 +188,23 @@ int keel_zset_unpack(keel_zset_t *z)
         }
         keel_zset_insert(t, x);
     }
-    assert(o == z->node_bytes && t->length == z->length);
-    free(z->pk);
-    t->listpack = z->listpack;
-    *z = *t;
-    free(t);
+    assert(o == pk->bytes && keel_zset_len(t) == pk->length);
+    free(*zp);
+    *zp = t; /* listpack-encoded, as keel_zset_new makes it */
     return 0;
 }
 
 int keel__zset_pk_encode(const keel_zset_t *z, keel_zset_sink_fn sink, void *data)
 {
-    assert(z->header == NULL);
+    const keel__zpk_t *pk = (const keel__zpk_t *)z;
+    assert(keel__zset_packed(z));
     size_t o = 0;
     int rc = 0;
-    for (uint64_t i = 0; i < z->length && rc == 0; i++) {
+    for (uint64_t i = 0; i < pk->length && rc == 0; i++) {
         const uint8_t *m;
         size_t len;
         double score;
-        o += entry_get(z->pk + o, &m, &len, &score);
+        o += entry_get(pk->data + o, &m, &len, &score);
         uint8_t r[8];
         keel_put_u32(r, (uint32_t)len);
         rc = sink(data, r, 4);
