@@ -146,11 +146,16 @@ int keel__kvc_overwrite(keel_kv_t *kv, keel__kv_entry_t **link, const uint8_t *v
 int keel__kvc_run(const cmd_t *cmd, const call_t *c)
 {
     uint64_t before = c->w ? c->w->revision : 0;
-    int rc = cmd->fn(c);
+    int unpacked = 0;
+    call_t in = *c;
+    in.zs_unpacked = &unpacked;
+    int rc = cmd->fn(&in);
     if (c->w != NULL && c->w->hist.on) {
         assert(c->w->hist.last_rev <= c->w->revision);
         assert(c->w->revision == before || c->w->hist.last_rev == c->w->revision);
     }
+    if (unpacked)
+        keel__zs_repack(&in);
     return rc;
 }
 
@@ -591,7 +596,7 @@ static int check(int argc, const uint8_t *const *argv, const size_t *lens, keel_
 {
     assert(argc >= 1);
     reply_t o = {err_reply, keel_buf_unread(err_reply), 0};
-    call_t c = {NULL, NULL, 0, (size_t)argc, argv, lens, &o, NULL, NULL};
+    call_t c = {NULL, NULL, 0, (size_t)argc, argv, lens, &o, NULL, NULL, NULL};
     const cmd_t *cmd = NULL;
     int rc = syntax ? keel__kvc_precheck(&c, KEEL_KV_ARGC_MAX, &cmd)
                     : keel__kvc_precheck_arity(&c, KEEL_KV_ARGC_MAX, &cmd);
@@ -630,7 +635,7 @@ int keel__kv_exec(keel_kv_t *writable, const keel_kv_t *kv, uint64_t now_ms, siz
      * Redis-style int64 deadline arithmetic below cannot overflow. */
     if (now_ms > INT64_MAX)
         now_ms = INT64_MAX;
-    call_t c = {writable, kv, now_ms, argc, argv, lens, &o, NULL, NULL};
+    call_t c = {writable, kv, now_ms, argc, argv, lens, &o, NULL, NULL, NULL};
     const cmd_t *cmd = NULL;
     int rc = keel__kvc_precheck(&c, kv->cfg.argc_max, &cmd);
     if (rc == 0) {

@@ -29,6 +29,10 @@ typedef struct call {
     struct reply *reply;
     const char *cmd_lname;  /* the command's lower-case name, once looked up */
     const struct cmd *self; /* the command, once looked up */
+    /* Set to 1 by a lookup that unpacked a sorted set for this command (zset_pack.c):
+       keel__kvc_run packs the sets named in argv back after the handler. NULL: nobody
+       packs them back before the next change (still correct, only bigger). */
+    int *zs_unpacked;
 } call_t;
 
 typedef int (*cmd_fn)(const call_t *c);

@@ -113,6 +113,14 @@ extern const keel__kv_type_t keel__kv_type_zset;
    in this build). */
 const keel__kv_type_t *keel__kv_type(int type);
 
+/* Points the entry at another object of its type (one that replaces the old, freed by the
+   caller): a sorted set changing form (zset_pack.c). */
+static inline void keel__kv_set_obj(keel__kv_entry_t *e, void *o)
+{
+    assert(e->type != KEEL__KV_TYPE_STRING && e->val_len == sizeof(o));
+    memcpy(e->data + e->key_len, &o, sizeof(o));
+}
+
 static inline void *keel__kv_obj(const keel__kv_entry_t *e)
 {
     void *o;

@@ -202,13 +202,50 @@ double keel__zs_stored(const keel_zset_t *z, double d)
 
 /* ---- keys ------------------------------------------------------------------------ */
 
+/* The set of a found entry, unpacked for the command. A read unpacks too: the set's memory
+   count, its order and every answer are the same in both forms (zset_pack.c), and
+   keel__kvc_run packs it back before the next command. */
+static void mark_repack(const call_t *c)
+{
+    if (c->zs_unpacked)
+        *c->zs_unpacked = 1;
+}
+
+int keel__zs_unpacked(const call_t *c, const keel__kv_entry_t *e, keel_zset_t **z)
+{
+    keel_zset_t *s = keel__kv_obj(e);
+    if (keel_zset_is_packed(s)) {
+        if (keel_zset_unpack(&s) != 0)
+            return KEEL_ENOMEM;
+        /* the entry is the object's owner, a read's too: the set changed form, not value */
+        keel__kv_set_obj((keel__kv_entry_t *)e, s);
+        mark_repack(c);
+    }
+    *z = s;
+    return 0;
+}
+
 int keel__zs_read_lookup(const call_t *c, size_t i, const keel_zset_t **z)
 {
     const keel__kv_entry_t *e = keel__kvc_lookup(c, i);
+    *z = NULL;
     if (e && e->type != KEEL__KV_TYPE_ZSET)
         return r_err(c->reply, ERR_WRONGTYPE);
-    *z = e ? keel__kv_obj(e) : NULL;
-    return 0;
+    keel_zset_t *s = NULL;
+    int rc = e ? keel__zs_unpacked(c, e, &s) : 0;
+    *z = s;
+    return rc;
+}
+
+void keel__zs_repack(const call_t *c)
+{
+    const keel_kv_t *kv = c->kv;
+    for (size_t i = 1; i < c->argc; i++) {
+        keel__kv_entry_t *e = keel__kv_find(kv, c->argv[i], c->lens[i],
+                                            keel__kv_hash(kv, c->argv[i], c->lens[i]), NULL);
+        if (e && e->type == KEEL__KV_TYPE_ZSET) /* no change unless listpack and unpacked */
+            keel__kv_set_obj(e, keel_zset_pack(keel__kv_obj(e)));
+    }
 }
 
 int keel__zs_write_lookup(const call_t *c, size_t i, keel_zset_t **z)
@@ -217,10 +254,13 @@ int keel__zs_write_lookup(const call_t *c, size_t i, keel_zset_t **z)
     keel__kv_entry_t **link = NULL;
     uint64_t h = keel__kv_hash(c->w, c->argv[i], c->lens[i]);
     keel__kv_entry_t *e = keel__kvc_wfind(c, c->argv[i], c->lens[i], h, &link, &dead);
+    *z = NULL;
     if (e && e->type != KEEL__KV_TYPE_ZSET)
         return r_err(c->reply, ERR_WRONGTYPE);
-    *z = e ? keel__kv_obj(e) : NULL;
-    return 0;
+    keel_zset_t *s = NULL;
+    int rc = e ? keel__zs_unpacked(c, e, &s) : 0;
+    *z = s;
+    return rc;
 }
 
 int keel__zs_check_new(const call_t *c, const uint8_t *key, size_t len)
@@ -243,10 +283,12 @@ void keel__zs_touch(const call_t *c, const uint8_t *key, size_t len, size_t byte
     assert(e != NULL && e->type == KEEL__KV_TYPE_ZSET);
     keel_zset_t *z = keel__kv_obj(e);
     kv->bytes = kv->bytes - bytes_before + keel_zset_bytes(z);
-    if (keel_zset_len(z) == 0)
+    if (keel_zset_len(z) == 0) {
         keel__kv_unlink(kv, link); /* Redis deletes a set's key when it empties */
-    else
+    } else {
+        mark_repack(c); /* packed after the command, which may still read it */
         keel__kvc_set_version(kv, e, kv->revision + 1);
+    }
 }
 
 int keel__zs_store(const call_t *c, const uint8_t *key, size_t len, keel_zset_t *z, int *changed)
@@ -276,6 +318,7 @@ int keel__zs_store(const call_t *c, const uint8_t *key, size_t len, keel_zset_t 
     else
         keel__kv_insert(kv, e);
     kv->bytes += keel_zset_bytes(z);
+    mark_repack(c);
     *changed = 1;
     return 0;
 }
@@ -558,16 +601,18 @@ int keel__zs_cmd_zrem(const call_t *c)
 int keel__zs_cmd_zcard(const call_t *c)
 {
     const keel_zset_t *z;
-    if (keel__zs_read_lookup(c, 1, &z) == 0)
+    int lrc = keel__zs_read_lookup(c, 1, &z);
+    if (lrc == 0)
         r_int(c->reply, z ? (int64_t)keel_zset_len(z) : 0);
-    return 0;
+    return keel__kvc_done(lrc);
 }
 
 int keel__zs_cmd_zscore(const call_t *c)
 {
     const keel_zset_t *z;
-    if (keel__zs_read_lookup(c, 1, &z) != 0)
-        return 0;
+    int lrc = keel__zs_read_lookup(c, 1, &z);
+    if (lrc != 0)
+        return keel__kvc_done(lrc);
     const keel_zset_node_t *x = z ? keel_zset_find(z, c->argv[2], c->lens[2]) : NULL;
     if (x)
         keel__zs_r_score(c->reply, x->score);
@@ -579,8 +624,9 @@ int keel__zs_cmd_zscore(const call_t *c)
 int keel__zs_cmd_zmscore(const call_t *c)
 {
     const keel_zset_t *z;
-    if (keel__zs_read_lookup(c, 1, &z) != 0)
-        return 0;
+    int lrc = keel__zs_read_lookup(c, 1, &z);
+    if (lrc != 0)
+        return keel__kvc_done(lrc);
     r_array(c->reply, c->argc - 2);
     for (size_t i = 2; i < c->argc && !c->reply->failed; i++) {
         const keel_zset_node_t *x = z ? keel_zset_find(z, c->argv[i], c->lens[i]) : NULL;
@@ -604,8 +650,10 @@ int keel__zs_cmd_zcount(const call_t *c)
 {
     keel_zset_range_t r;
     const keel_zset_t *z;
-    if (keel__zs_parse_range(c, 2, 3, &r) != 0 || keel__zs_read_lookup(c, 1, &z) != 0)
-        return 0;
+    int lrc;
+    if ((lrc = keel__zs_parse_range(c, 2, 3, &r)) != 0 ||
+        (lrc = keel__zs_read_lookup(c, 1, &z)) != 0)
+        return keel__kvc_done(lrc);
     uint64_t n = 0;
     const keel_zset_node_t *first = z ? keel_zset_first_in_range(z, &r) : NULL;
     if (first) {
@@ -629,8 +677,9 @@ int keel__zs_cmd_zlexcount(const call_t *c)
 {
     keel_zset_lex_t r;
     const keel_zset_t *z;
-    if (keel__zs_parse_lex(c, 2, 3, &r) != 0 || keel__zs_read_lookup(c, 1, &z) != 0)
-        return 0;
+    int lrc;
+    if ((lrc = keel__zs_parse_lex(c, 2, 3, &r)) != 0 || (lrc = keel__zs_read_lookup(c, 1, &z)) != 0)
+        return keel__kvc_done(lrc);
     uint64_t n = 0;
     const keel_zset_node_t *first = z ? keel_zset_first_in_lex(z, &r) : NULL;
     if (first && keel_zset_is_listpack(z)) {
@@ -652,8 +701,9 @@ int keel__zs_cmd_zlexcount(const call_t *c)
 static int rank(const call_t *c, int rev)
 {
     const keel_zset_t *z;
-    if (keel__zs_read_lookup(c, 1, &z) != 0)
-        return 0;
+    int lrc = keel__zs_read_lookup(c, 1, &z);
+    if (lrc != 0)
+        return keel__kvc_done(lrc);
     const keel_zset_node_t *x = z ? keel_zset_find(z, c->argv[2], c->lens[2]) : NULL;
     if (x == NULL) {
         r_nil(c->reply);

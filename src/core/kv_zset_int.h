@@ -31,7 +31,8 @@ void keel__zs_r_score(reply_t *o, double d);
 /* A score as the set stores it: -0 becomes 0 while Redis would hold the set as listpack. */
 double keel__zs_stored(const keel_zset_t *z, double d);
 
-/* Key argv[i] as a sorted set: 0 and *z (NULL when absent), or REPLIED after WRONGTYPE. */
+/* Key argv[i] as a sorted set, unpacked (zset.h) for the command: 0 and *z (NULL when
+   absent), REPLIED after WRONGTYPE, or KEEL_ENOMEM (the unpack failed; nothing changed). */
 int keel__zs_read_lookup(const call_t *c, size_t i, const keel_zset_t **z);
 int keel__zs_write_lookup(const call_t *c, size_t i, keel_zset_t **z);
 /*
@@ -46,6 +47,12 @@ void keel__zs_touch(const call_t *c, const uint8_t *key, size_t len, size_t byte
  * (nothing changed, z still the caller's). Steps no revision.
  */
 int keel__zs_store(const call_t *c, const uint8_t *key, size_t len, keel_zset_t *z, int *changed);
+/* The set of entry e (a sorted set's), in node form for the command: 0 and *z, or
+   KEEL_ENOMEM (nothing changed). */
+int keel__zs_unpacked(const call_t *c, const keel__kv_entry_t *e, keel_zset_t **z);
+/* After a command that unpacked sorted sets (call_t's zs_unpacked): packs back every
+   listpack-encoded set a key in argv names (keel__kvc_run calls it). */
+void keel__zs_repack(const call_t *c);
 /* Limits for creating key argv[i] when it is absent: 0 or REPLIED. */
 int keel__zs_check_new(const call_t *c, const uint8_t *key, size_t len);
 
@@ -58,7 +65,8 @@ int keel__zs_check_new(const call_t *c, const uint8_t *key, size_t len);
  * (emit_key puts the key first: BZPOPMIN's form); nothing found: a nil array when
  * nil_when_empty, else an empty one, or no reply at all when silent_when_empty (a blocking
  * wrapper then waits instead). Returns 0 (*popped: members removed, so the caller knows
- * whether a blocked client was served) or REPLIED after WRONGTYPE (checked key by key up
+ * whether a blocked client was served), KEEL_ENOMEM (a set could not be unpacked) or
+ * REPLIED after WRONGTYPE (checked key by key up
  * to the first set, as Redis does before it would block).
  */
 typedef struct keel__zs_pop_opts {

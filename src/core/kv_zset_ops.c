@@ -25,8 +25,9 @@ int keel__zs_pop(const call_t *c, const keel__zs_pop_opts_t *o, uint64_t *popped
     size_t key = 0;
     *popped = 0;
     for (size_t i = o->first; i < o->first + o->n; i++) {
-        if (keel__zs_write_lookup(c, i, &z) != 0)
-            return REPLIED;
+        int rc = keel__zs_write_lookup(c, i, &z);
+        if (rc != 0)
+            return rc;
         if (z) {
             key = i;
             break;
@@ -244,7 +245,7 @@ int keel__zs_bpop_parse(int argc, const uint8_t *const *argv, const size_t *lens
         keel_buf_t scratch;
         keel_buf_init(&scratch, 0);
         reply_t r = {&scratch, 0, 0};
-        call_t c = {NULL, NULL, 0, (size_t)argc, argv, lens, &r, "bzmpop", NULL};
+        call_t c = {NULL, NULL, 0, (size_t)argc, argv, lens, &r, "bzmpop", NULL, NULL};
         keel__zs_pop_opts_t o;
         int rc = zmpop_parse(&c, 2, &o);
         keel_buf_free(&scratch);
@@ -365,8 +366,10 @@ int keel__zs_cmd_zrandmember(const call_t *c)
     int64_t count;
     int withscores;
     const keel_zset_t *z;
-    if (rand_parse(c, &count, &withscores) != 0 || keel__zs_read_lookup(c, 1, &z) != 0)
-        return 0;
+    int lrc;
+    if ((lrc = rand_parse(c, &count, &withscores)) != 0 ||
+        (lrc = keel__zs_read_lookup(c, 1, &z)) != 0)
+        return keel__kvc_done(lrc);
     if (z == NULL) {
         if (c->argc == 2)
             r_nil(c->reply);
@@ -611,8 +614,10 @@ static int setop_source(const call_t *c, size_t i, const keel_zset_t **z, keel_z
     if (e == NULL)
         return 0;
     if (e->type == KEEL__KV_TYPE_ZSET) {
-        *z = keel__kv_obj(e);
-        return 0;
+        keel_zset_t *s = NULL;
+        int rc = keel__zs_unpacked(c, e, &s);
+        *z = s;
+        return rc;
     }
     if (e->type != KEEL__KV_TYPE_SET)
         return r_err(c->reply, ERR_WRONGTYPE);
@@ -827,8 +832,9 @@ int keel__zs_cmd_zscan(const call_t *c)
     uint64_t cursor;
     parse_cursor(c->argv[2], c->lens[2], &cursor);
     const keel_zset_t *z;
-    if (keel__zs_read_lookup(c, 1, &z) != 0)
-        return 0;
+    int lrc = keel__zs_read_lookup(c, 1, &z);
+    if (lrc != 0)
+        return keel__kvc_done(lrc);
     if (z == NULL) {
         r_array(c->reply, 2);
         r_bulk(c->reply, (const uint8_t *)"0", 1);

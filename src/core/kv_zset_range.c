@@ -165,8 +165,10 @@ static int zrange_generic(const call_t *c, int by, int rev)
 {
     zrange_args_t a;
     const keel_zset_t *z;
-    if (zrange_parse(c, 1, 0, by, rev, &a) != 0 || keel__zs_read_lookup(c, 1, &z) != 0)
-        return 0;
+    int lrc;
+    if ((lrc = zrange_parse(c, 1, 0, by, rev, &a)) != 0 ||
+        (lrc = keel__zs_read_lookup(c, 1, &z)) != 0)
+        return keel__kvc_done(lrc);
     if (z == NULL) {
         r_array(c->reply, 0);
         return 0;

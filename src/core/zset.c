@@ -1,5 +1,5 @@
 /* zset.c - the sorted set: a skiplist with spans plus a member hash table (see zset.h). */
-#include "core/zset.h"
+#include "core/zset_int.h"
 
 #include "base/bytes.h"
 #include "base/hash.h"
@@ -9,28 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define HASH_SEED 0x7a7365746b65656cull /* "zsetkeel" */
-/* The smallest table: one bucket (a set of one member, the common small case, costs one
-   pointer); it doubles to one bucket per member. */
-#define BUCKETS_MIN 1u
-#define ENCODE_HEADER_BYTES 17u /* encoding, count, buckets */
+/* The most buckets (nbuckets is 32 bits; KEEL_ZSET_MEMBERS_MAX members need 2^26). */
+#define BUCKETS_MAX ((uint64_t)1 << 31)
 
-struct keel_zset {
-    keel_zset_node_t *header; /* header_levels levels, no member: grown (keel_zset_reserve)
-                                 to the highest node's level, so a small set does not pay
-                                 for 32 */
-    keel_zset_node_t *tail;
-    uint64_t length;
-    /* small fields together: the struct is 56 bytes, one 64-byte malloc chunk (a million
-       small sets pay for every byte) */
-    uint8_t level; /* levels in use, 1..KEEL_ZSET_LEVEL_MAX */
-    uint8_t header_levels;
-    uint8_t listpack;
-    keel_zset_node_t **buckets; /* NULL while nbuckets is 0 */
-    uint64_t nbuckets;          /* 0 or a power of two */
-    size_t node_bytes;          /* the linked nodes' allocations */
-};
-_Static_assert(sizeof(struct keel_zset) == 56, "a sorted set's header grew");
 _Static_assert(KEEL_ZSET_LEVEL_MAX <= UINT8_MAX, "levels are counted in a byte");
 
 static size_t node_size(uint32_t level, size_t len)
@@ -71,6 +52,10 @@ void keel_zset_free(keel_zset_t *z)
 {
     if (z == NULL)
         return;
+    if (keel__zset_packed(z)) {
+        free(z);
+        return;
+    }
     keel_zset_node_t *x = z->header->lv[0].forward;
     while (x) {
         keel_zset_node_t *next = x->lv[0].forward;
@@ -84,27 +69,33 @@ void keel_zset_free(keel_zset_t *z)
 
 uint64_t keel_zset_len(const keel_zset_t *z)
 {
+    if (keel__zset_packed(z))
+        return ((const keel__zpk_t *)z)->length;
     return z->length;
 }
 
 size_t keel_zset_bytes(const keel_zset_t *z)
 {
+    if (keel__zset_packed(z) || z->listpack)
+        return keel__zset_listpack_bytes(z);
     return sizeof(*z) + node_size(z->header_levels, 0) + z->node_bytes +
            z->nbuckets * sizeof(keel_zset_node_t *);
 }
 
 int keel_zset_is_listpack(const keel_zset_t *z)
 {
-    return z->listpack;
+    return keel__zset_packed(z) || z->listpack;
 }
 
 void keel_zset_set_skiplist(keel_zset_t *z)
 {
+    assert(!keel__zset_packed(z));
     z->listpack = 0;
 }
 
 void keel_zset_to_listpack(keel_zset_t *z)
 {
+    assert(!keel__zset_packed(z));
     z->listpack = 1;
     for (keel_zset_node_t *x = z->header->lv[0].forward; x; x = x->lv[0].forward)
         if (x->score == 0)
@@ -113,6 +104,7 @@ void keel_zset_to_listpack(keel_zset_t *z)
 
 void keel_zset_note_add(keel_zset_t *z, size_t len)
 {
+    assert(!keel__zset_packed(z));
     if (z->listpack && (z->length + 1 > KEEL_ZSET_LISTPACK_ENTRIES_MAX ||
                         len > KEEL_ZSET_LISTPACK_VALUE_BYTES_MAX))
         z->listpack = 0;
@@ -146,6 +138,7 @@ static int node_cmp(const keel_zset_node_t *x, const keel_zset_node_t *y)
 
 keel_zset_node_t *keel_zset_find(const keel_zset_t *z, const uint8_t *m, size_t n)
 {
+    assert(!keel__zset_packed(z));
     if (z->nbuckets == 0)
         return NULL;
     uint64_t h = keel_hash64(m, n, HASH_SEED);
@@ -176,6 +169,8 @@ static void chain_insert(keel_zset_node_t **buckets, uint64_t nb, keel_zset_node
    NULL with nothing changed (the allocation comes first). */
 static keel_zset_node_t **table_new(keel_zset_t *z, uint64_t nb)
 {
+    if (nb > BUCKETS_MAX)
+        return NULL;
     keel_zset_node_t **b = calloc(nb, sizeof(*b));
     if (b == NULL)
         return NULL;
@@ -189,7 +184,7 @@ static keel_zset_node_t **table_new(keel_zset_t *z, uint64_t nb)
     }
     free(z->buckets);
     z->buckets = b;
-    z->nbuckets = nb;
+    z->nbuckets = (uint32_t)nb;
     return b;
 }
 
@@ -201,7 +196,7 @@ static int resize(keel_zset_t *z, uint64_t nb)
 
 int keel_zset_reserve(keel_zset_t *z, uint64_t n, uint32_t levels)
 {
-    assert(levels <= KEEL_ZSET_LEVEL_MAX);
+    assert(levels <= KEEL_ZSET_LEVEL_MAX && !keel__zset_packed(z));
     uint64_t need = z->length + n, nb = z->nbuckets;
     if (need > nb) {
         nb = nb ? nb : BUCKETS_MIN;
@@ -381,11 +376,13 @@ void keel_zset_delete(keel_zset_t *z, keel_zset_node_t *x)
 
 keel_zset_node_t *keel_zset_first(const keel_zset_t *z)
 {
+    assert(!keel__zset_packed(z));
     return z->header->lv[0].forward;
 }
 
 keel_zset_node_t *keel_zset_last(const keel_zset_t *z)
 {
+    assert(!keel__zset_packed(z));
     return z->tail;
 }
 
@@ -407,7 +404,7 @@ uint64_t keel_zset_rank(const keel_zset_t *z, const keel_zset_node_t *x)
 
 keel_zset_node_t *keel_zset_at(const keel_zset_t *z, uint64_t r)
 {
-    assert(r < z->length);
+    assert(!keel__zset_packed(z) && r < z->length);
     uint64_t traversed = 0;
     keel_zset_node_t *p = z->header;
     for (int i = (int)z->level - 1; i >= 0; i--) {
@@ -436,6 +433,7 @@ int keel_zset_score_lte_max(double v, const keel_zset_range_t *r)
 
 static int in_range(const keel_zset_t *z, const keel_zset_range_t *r)
 {
+    assert(!keel__zset_packed(z));
     if (r->min > r->max || (r->min == r->max && (r->minex || r->maxex)))
         return 0;
     if (z->tail == NULL || !keel_zset_score_gte_min(z->tail->score, r))
@@ -498,6 +496,7 @@ static int lex_ends_cmp(const keel_zset_lex_t *r)
 
 static int lex_in_range(const keel_zset_t *z, const keel_zset_lex_t *r)
 {
+    assert(!keel__zset_packed(z));
     int c = lex_ends_cmp(r);
     if (c > 0 || (c == 0 && (r->minex || r->maxex)))
         return 0;
@@ -573,6 +572,7 @@ static uint64_t rev64(uint64_t v)
 uint64_t keel_zset_scan(const keel_zset_t *z, uint64_t v,
                         void (*fn)(void *data, const keel_zset_node_t *x), void *data)
 {
+    assert(!keel__zset_packed(z));
     if (z->nbuckets == 0)
         return 0;
     uint64_t mask = z->nbuckets - 1;
@@ -587,13 +587,20 @@ uint64_t keel_zset_scan(const keel_zset_t *z, uint64_t v,
 int keel_zset_encode(const keel_zset_t *z, keel_zset_sink_fn sink, void *data)
 {
     uint8_t h[ENCODE_HEADER_BYTES];
-    h[0] = (uint8_t)z->listpack;
-    keel_put_u64(h + 1, z->length);
-    /* a table whose shrink failed (no memory) is written as the loader accepts it */
+    uint64_t length = keel_zset_len(z);
+    h[0] = (uint8_t)keel_zset_is_listpack(z);
+    keel_put_u64(h + 1, length);
+    /* a table whose shrink failed (no memory) is written as the loader accepts it; a
+       listpack-encoded set has no table while packed, and writes the same count packed or
+       not (a pack that failed for want of memory changes no snapshot) */
+    if (keel__zset_packed(z)) {
+        keel_put_u64(h + 9, keel__zset_canonical_buckets(length));
+        int rc = sink(data, h, sizeof(h));
+        return rc == 0 ? keel__zset_pk_encode(z, sink, data) : rc;
+    }
     uint64_t nb = z->nbuckets;
-    if (nb > 16 * (z->length > BUCKETS_MIN ? z->length : BUCKETS_MIN))
-        for (nb = BUCKETS_MIN; nb < z->length;)
-            nb *= 2;
+    if (z->listpack || nb > 16 * (length > BUCKETS_MIN ? length : BUCKETS_MIN))
+        nb = keel__zset_canonical_buckets(length);
     keel_put_u64(h + 9, nb);
     int rc = sink(data, h, sizeof(h));
     for (const keel_zset_node_t *x = keel_zset_first(z); x && rc == 0; x = x->lv[0].forward) {
@@ -668,6 +675,6 @@ int keel_zset_decode(const uint8_t *p, size_t len, keel_zset_t **out)
         keel_zset_free(z);
         return rc;
     }
-    *out = z;
+    *out = keel_zset_pack(z); /* a listpack-encoded set rests packed (best effort) */
     return 0;
 }

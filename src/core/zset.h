@@ -67,7 +67,8 @@ static inline const uint8_t *keel_zset_member(const keel_zset_node_t *n)
 keel_zset_t *keel_zset_new(void);
 void keel_zset_free(keel_zset_t *z);
 uint64_t keel_zset_len(const keel_zset_t *z);
-/* Memory held: the set, its nodes with their members, its hash buckets. */
+/* Memory held: the set, its nodes with their members, its hash buckets; for a
+   listpack-encoded set, the set and its packed block (what it holds at rest). */
 size_t keel_zset_bytes(const keel_zset_t *z);
 
 /* Redis's encoding: 1 listpack, 0 skiplist. */
@@ -79,6 +80,19 @@ void keel_zset_set_skiplist(keel_zset_t *z);
 void keel_zset_to_listpack(keel_zset_t *z);
 /* Before adding a member of len bytes: what Redis does to the encoding (converts). */
 void keel_zset_note_add(keel_zset_t *z, size_t len);
+
+/*
+ * The packed form (zset_pack.c): a listpack-encoded set rests as one block of its entries
+ * in order; every function here but free, len, bytes, is_listpack, is_packed and encode
+ * needs the node form. keel_zset_unpack turns *z into it (a new pointer; the packed block
+ * freed): 0 or KEEL_ENOMEM (nothing changed). keel_zset_pack returns the packed form of a
+ * listpack-encoded set (z freed), or z itself (a skiplist-encoded set, a packed one, or a
+ * failed allocation: best effort). Neither changes keel_zset_bytes, nor anything a command
+ * answers. keel_zset_decode returns a listpack-encoded set packed.
+ */
+int keel_zset_is_packed(const keel_zset_t *z);
+int keel_zset_unpack(keel_zset_t **z);
+keel_zset_t *keel_zset_pack(keel_zset_t *z);
 
 /* Order of (score, member). */
 int keel_zset_cmp(double sa, const uint8_t *a, size_t an, double sb, const uint8_t *b, size_t bn);
@@ -157,7 +171,9 @@ uint64_t keel_zset_scan(const keel_zset_t *z, uint64_t cursor,
 /*
  * Snapshot body: u8 encoding (1 listpack), u64 count, u64 hash buckets, then each member
  * in order as u32 length, bytes, u64 score bits (little-endian). The bucket count travels
- * so that a restored set scans (ZSCAN) and counts its memory as the original does. The loader
+ * so that a restored set scans (ZSCAN) and counts its memory as the original does; a
+ * listpack-encoded set (packed, no table) writes the power of two at or above its count, and
+ * ignores the count it reads (snapshots before the packed form wrote its table's). The loader
  * checks every field (order strictly increasing, no NaN, lengths within the body and limits): 0,
  * KEEL_EPROTO or KEEL_ENOMEM; *out owned.
  */

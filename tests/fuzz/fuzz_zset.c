@@ -98,9 +98,17 @@ static keel_kv_config_t small_config(void)
     return cfg;
 }
 
-static void check_set(const keel_zset_t *z)
+static void check_set(keel__kv_entry_t *e)
 {
+    keel_zset_t *z = keel__kv_obj(e);
     assert(keel_zset_len(z) > 0);
+    /* between commands a listpack-encoded set rests packed, and unpacking it changes
+       neither its memory count nor (checked below) its contents' order */
+    assert(keel_zset_is_packed(z) == keel_zset_is_listpack(z));
+    size_t bytes = keel_zset_bytes(z);
+    int rc = keel_zset_unpack(&z);
+    assert(rc == 0 && keel_zset_bytes(z) == bytes);
+    (void)rc;
     uint64_t i = 0;
     const keel_zset_node_t *prev = NULL;
     for (const keel_zset_node_t *x = keel_zset_first(z); x; prev = x, x = keel_zset_next(x), i++) {
@@ -114,6 +122,9 @@ static void check_set(const keel_zset_t *z)
         assert(!keel_zset_is_listpack(z) || x->score != 0 || !signbit(x->score));
     }
     assert(i == keel_zset_len(z) && keel_zset_last(z) == prev);
+    z = keel_zset_pack(z);
+    assert(keel_zset_bytes(z) == bytes);
+    keel__kv_set_obj(e, z);
 }
 
 static int sum_bytes(void *data, const keel__kv_entry_t *e)
@@ -123,7 +134,7 @@ static int sum_bytes(void *data, const keel__kv_entry_t *e)
     if (e->type != KEEL__KV_TYPE_STRING) {
         *n += keel__kv_type(e->type)->bytes(keel__kv_obj(e));
         if (e->type == KEEL__KV_TYPE_ZSET)
-            check_set(keel__kv_obj(e));
+            check_set((keel__kv_entry_t *)e); /* the kv is the test's own */
     }
     return 0;
 }

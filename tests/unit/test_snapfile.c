@@ -92,10 +92,33 @@ static void falls_back_to_an_older_snapshot_when_the_newest_is_corrupt(void)
     KT_RMRF(dir);
 }
 
+/* A snapshot child's file in progress survives the disk-usage figure (INFO persistence,
+   /status, /metrics poll it) and a prune, and commits; only the start removes leftovers. */
+static void a_snapshot_being_written_survives_status_polls_and_prunes(void)
+{
+    char dir[64];
+    KT_TMPDIR(dir, "snap");
+    keel_errmsg_t m;
+    keel_snapw_t *w;
+    KT_EQ_INT(keel_snap_write(dir, 5, 1, "five", 4, &m), 0);
+    KT_EQ_INT(keel_snapw_open(&w, dir, 8, 1, &m), 0);
+    KT_EQ_INT(keel_snapw_write(w, "eight", 5, &m), 0);
+    KT_CHECK(keel_snap_disk_bytes(dir) == 48 + 4);
+    KT_EQ_INT(keel_snap_prune(dir, 1, &m), 0);
+    KT_EQ_INT(keel_snapw_commit(w, &m), 0);
+    keel_snap_t s;
+    KT_EQ_INT(keel_snap_load_latest(dir, &s, &m), 0);
+    KT_EQ_U64(s.index, 8);
+    KT_EQ_MEM(s.data, "eight", 5);
+    keel_snap_free(&s);
+    KT_RMRF(dir);
+}
+
 int main(void)
 {
     KT_RUN(loads_the_newest_snapshot_written);
     KT_RUN(streams_large_snapshots_in_pieces);
     KT_RUN(falls_back_to_an_older_snapshot_when_the_newest_is_corrupt);
+    KT_RUN(a_snapshot_being_written_survives_status_polls_and_prunes);
     return kt_done();
 }

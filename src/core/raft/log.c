@@ -161,6 +161,29 @@ void keel__raft_log_truncate(keel__raft_log_t *l, uint64_t from_index)
     }
 }
 
+/*
+ * After a compaction: the entry arrays halved while they hold four times as many slots as
+ * entries left (a slot is an entry struct and a block pointer; without this, the slots of
+ * every write since the last snapshot stayed allocated after it: bench/memory.sh's
+ * after-snapshot figure). Best effort: a shrink that fails keeps the bigger array.
+ */
+static void shrink(keel__raft_log_t *l)
+{
+    size_t cap = l->cap;
+    while (cap > 64 && l->n < cap / 4)
+        cap /= 2;
+    if (cap == l->cap)
+        return;
+    keel_raft_entry_t *v = realloc(l->ents, cap * sizeof(*v));
+    if (v == NULL)
+        return;
+    l->ents = v;
+    keel__raft_block_t **bv = realloc(l->blocks, cap * sizeof(*bv));
+    if (bv != NULL) /* else blocks keeps more slots than cap: harmless */
+        l->blocks = bv;
+    l->cap = cap;
+}
+
 /* Drops entries up to and including to_index (offset < to_index <= last). */
 void keel__raft_log_compact(keel__raft_log_t *l, uint64_t to_index)
 {
@@ -173,6 +196,7 @@ void keel__raft_log_compact(keel__raft_log_t *l, uint64_t to_index)
     memmove(l->ents, l->ents + drop, (l->n - drop) * sizeof(*l->ents));
     memmove(l->blocks, l->blocks + drop, (l->n - drop) * sizeof(*l->blocks));
     l->n -= drop;
+    shrink(l);
 }
 
 /* Empties the log; the next entry will be index + 1 (an installed snapshot). */
