@@ -86,6 +86,9 @@ struct keel_req {
  */
 #define KEEL_REQ_POOL_MAX 1024u
 #define KEEL_REQ_CMD_INLINE_BYTES 256u
+/* A client's entry at least this large is not copied into its request: the request takes
+   the encode buffer over (requests.c, keel_reqs_submit). */
+#define KEEL_REQ_ADOPT_BYTES_MIN (64u * 1024u)
 
 void keel_req_push(keel_req_queue_t *q, keel_req_t *r);
 keel_req_t *keel_req_pop(keel_req_queue_t *q);
