@@ -77,6 +77,11 @@
 /* Entry data is copied into blocks of this size (header included), filled in log order; an
    entry over a quarter of it gets a block of its own size (core/raft/log.c). */
 #define KEEL_RAFT_LOG_BLOCK_BYTES (256u * 1024u)
+/* A pipeline whose match index is stuck falls back to probing (resending from match + 1) after
+   one heartbeat round, plus one per this many bytes in flight: a follower is given time to
+   receive, write and sync a large entry before the leader decides it was lost and sends it
+   again (core/raft/replication.c, keel__raft_recv_heartbeat_resp). */
+#define KEEL_RAFT_STALL_ROUND_BYTES (1024u * 1024u)
 
 typedef enum {
     KEEL_RAFT_FOLLOWER,

@@ -1,5 +1,5 @@
-/* test_raft_alive.c - keel_raft_leader_alive: bytes of a leader's message keep a follower from
-   campaigning, and change nothing else. */
+/* test_raft_large.c - large entries: bytes of a leader's message keep a follower from campaigning
+   (keel_raft_leader_alive), and a large entry is not resent while its follower writes it. */
 #include "core/raft/raft.h"
 #include "ktest.h"
 
@@ -134,11 +134,119 @@ static void hints_do_not_extend_a_lease_followers_refusal_of_votes(void)
     keel_raft_free(r);
 }
 
+/* ---- a large entry in flight -------------------------------------------------------- */
+
+/* Drains the leader's readies (its writes durable at once); returns the bytes of the entries
+   it sent to node 2 in AppendEntries. */
+static size_t leader_drain(keel_raft_t *r)
+{
+    size_t sent = 0;
+    keel_raft_ready_t rd;
+    while (keel_raft_ready(r, &rd)) {
+        uint64_t li = 0, lt = 0;
+        if (rd.entries_n) {
+            li = rd.entries[rd.entries_n - 1].index;
+            lt = rd.entries[rd.entries_n - 1].term;
+        }
+        for (size_t i = 0; i < rd.msgs_n; i++)
+            if (rd.msgs[i].type == KEEL_RAFT_MSG_APPEND)
+                for (size_t k = 0; k < rd.msgs[i].entries_n; k++)
+                    sent += rd.msgs[i].entries[k].len;
+        keel_raft_advance(r);
+        if (li)
+            keel_raft_persisted(r, li, lt);
+    }
+    return sent;
+}
+
+/* Node 1 of voters {1, 2}, leader, node 2 holding its log (node 2 is played by hand). */
+static keel_raft_t *leader_of_two(void)
+{
+    keel_raft_config_t cfg;
+    keel_raft_config_default(&cfg);
+    cfg.id = 1;
+    cfg.voters_n = 2;
+    cfg.voters[0] = 1;
+    cfg.voters[1] = 2;
+    cfg.seed = 7;
+    cfg.entry_bytes_max = 16u << 20;
+    cfg.msg_bytes_max = 16u << 20;
+    keel_raft_t *r;
+    keel_errmsg_t em;
+    KT_EQ_INT(keel_raft_new(&r, &cfg, NULL, 0, &em), 0);
+    KT_EQ_INT(keel_raft_campaign(r), 0);
+    leader_drain(r);
+    keel_raft_msg_t pv = {
+        .type = KEEL_RAFT_MSG_PREVOTE_RESP, .from = 2, .to = 1, .term = keel_raft_term(r) + 1};
+    KT_EQ_INT(keel_raft_step(r, &pv), 0);
+    leader_drain(r);
+    keel_raft_msg_t v = {
+        .type = KEEL_RAFT_MSG_VOTE_RESP, .from = 2, .to = 1, .term = keel_raft_term(r)};
+    KT_EQ_INT(keel_raft_step(r, &v), 0);
+    KT_EQ_INT(keel_raft_role(r), KEEL_RAFT_LEADER);
+    leader_drain(r);
+    keel_raft_msg_t ack = {.type = KEEL_RAFT_MSG_APPEND_RESP,
+                           .from = 2,
+                           .to = 1,
+                           .term = keel_raft_term(r),
+                           .index = keel_raft_last_index(r)};
+    KT_EQ_INT(keel_raft_step(r, &ack), 0); /* node 2 holds the no-op: replicate state */
+    leader_drain(r);
+    return r;
+}
+
+/* Heartbeat rounds in which node 2 answers every heartbeat but acknowledges nothing (its
+   disk is still writing); returns the entry bytes the leader sent it meanwhile. */
+static size_t rounds_without_ack(keel_raft_t *r, keel_ms_t *now, int rounds)
+{
+    keel_raft_config_t d;
+    keel_raft_config_default(&d);
+    size_t sent = 0;
+    for (int k = 0; k < rounds; k++) {
+        *now += (keel_ms_t)d.heartbeat_ticks * d.tick_ms;
+        keel_raft_tick(r, *now);
+        sent += leader_drain(r);
+        keel_raft_msg_t hr = {
+            .type = KEEL_RAFT_MSG_HEARTBEAT_RESP, .from = 2, .to = 1, .term = keel_raft_term(r)};
+        KT_EQ_INT(keel_raft_step(r, &hr), 0);
+        sent += leader_drain(r);
+    }
+    return sent;
+}
+
+static void a_large_entry_is_not_resent_while_its_follower_writes_it(void)
+{
+    keel_raft_t *r = leader_of_two();
+    keel_ms_t now = 0;
+    static uint8_t big[8u << 20];
+    KT_EQ_INT(keel_raft_propose(r, big, sizeof(big), NULL), 0);
+    KT_EQ_INT(leader_drain(r), sizeof(big));
+    /* 8 MiB in flight: 8 rounds more than a small entry gets, and no resend in them */
+    KT_EQ_INT(rounds_without_ack(r, &now, 8), 0);
+    /* still no acknowledgement: the leader takes it as lost and sends it again */
+    KT_EQ_INT(rounds_without_ack(r, &now, 2), sizeof(big));
+    keel_raft_free(r);
+}
+
+static void a_small_entry_is_resent_after_one_stuck_round_as_before(void)
+{
+    keel_raft_t *r = leader_of_two();
+    keel_ms_t now = 0;
+    uint8_t small[100] = {0};
+    KT_EQ_INT(keel_raft_propose(r, small, sizeof(small), NULL), 0);
+    KT_EQ_INT(leader_drain(r), sizeof(small));
+    KT_EQ_INT(rounds_without_ack(r, &now, 1), 0); /* the first answer records the match */
+    KT_EQ_INT(rounds_without_ack(r, &now, 1), sizeof(small));
+    keel_raft_free(r);
+}
+
 int main(void)
 {
     KT_RUN(a_follower_that_sees_its_leaders_bytes_arrive_does_not_campaign);
     KT_RUN(without_the_hints_the_same_follower_campaigns_within_a_timeout);
     KT_RUN(a_node_that_knows_no_leader_campaigns_on_schedule_despite_hints);
     KT_RUN(hints_do_not_extend_a_lease_followers_refusal_of_votes);
+    KT_RUN(a_large_entry_is_not_resent_while_its_follower_writes_it);
+    KT_RUN(a_small_entry_is_resent_after_one_stuck_round_as_before);
     return kt_done();
 }
