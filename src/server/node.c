@@ -311,6 +311,24 @@ static void send_msgs(keel_node_t *n, const keel_raft_ready_t *rd)
     }
 }
 
+/*
+ * Applying a large entry (copying a 63 MiB value, and into the KEEL.WATCH history) holds the
+ * loop for a while; what this ready sends leaves first rather than at the end of the turn: the
+ * leader's heartbeats carrying the new commit (the followers apply meanwhile, and their
+ * election timers restart), a follower's heartbeat answers (the leader's check-quorum hears it).
+ */
+static void flush_before_large_apply(keel_node_t *n, const keel_raft_ready_t *rd)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < rd->committed_n; i++)
+        bytes += rd->committed[i].len;
+    if (bytes < NODE_SEND_NOW_BYTES_MIN)
+        return;
+    for (size_t i = 0; i < PEER_SLOTS; i++)
+        if (keel__node_peer_live(&n->peers[i]))
+            keel__node_peer_flush(&n->peers[i]);
+}
+
 static void handle_ready(keel_node_t *n, const keel_raft_ready_t *rd)
 {
     if (rd->snapshot.index != 0)
@@ -341,6 +359,7 @@ static void handle_ready(keel_node_t *n, const keel_raft_ready_t *rd)
     }
     for (size_t i = 0; i < rd->msgs_after_persist_n; i++)
         keel__node_send_raft(n, &rd->msgs_after_persist[i], 1);
+    flush_before_large_apply(n, rd);
     for (size_t i = 0; i < rd->committed_n; i++) {
         prefetch_entry(n, rd, i + APPLY_PREFETCH_SLOT_AHEAD, 0);
         prefetch_entry(n, rd, i + APPLY_PREFETCH_ENTRY_AHEAD, 1);
