@@ -180,7 +180,13 @@ static int group_add_chunk(group_t *g, uint64_t seq, size_t off)
 
 int keel_wal_append(keel_wal_t *w, uint8_t type, const void *payload, size_t len, uint64_t *lsn_out)
 {
-    size_t body = 1 + len;
+    return keel_wal_append2(w, type, payload, len, NULL, 0, lsn_out);
+}
+
+int keel_wal_append2(keel_wal_t *w, uint8_t type, const void *head, size_t head_len,
+                     const void *tail, size_t tail_len, uint64_t *lsn_out)
+{
+    size_t len = head_len + tail_len, body = 1 + len;
     if (body > w->cfg.record_bytes_max)
         return KEEL_ETOOBIG;
     size_t rec = pad8(KEEL_WAL_RECORD_HEADER_BYTES + body);
@@ -202,7 +208,10 @@ int keel_wal_append(keel_wal_t *w, uint8_t type, const void *payload, size_t len
     }
     uint8_t *p = keel_buf_wptr(&g->buf);
     p[8] = type;
-    memcpy(p + 9, payload, len);
+    if (head_len)
+        memcpy(p + 9, head, head_len);
+    if (tail_len)
+        memcpy(p + 9 + head_len, tail, tail_len);
     memset(p + 8 + body, 0, rec - 8 - body);
     keel_put_u32(p, (uint32_t)body);
     keel_put_u32(p + 4, keel_crc32c(0, p + 8, body));

@@ -109,6 +109,10 @@ void keel_wal_close(keel_wal_t *w);
 /* Buffers one record; *lsn_out (optional) gets its LSN. KEEL_ETOOBIG over the limit. */
 int keel_wal_append(keel_wal_t *w, uint8_t type, const void *payload, size_t len,
                     uint64_t *lsn_out);
+/* The same for a payload in two parts (head, then body), copied once into the record: a
+   caller that frames a large body need not copy it into a buffer of its own first. */
+int keel_wal_append2(keel_wal_t *w, uint8_t type, const void *head, size_t head_len,
+                     const void *body, size_t body_len, uint64_t *lsn_out);
 /* The LSN the next appended record would get if it fits the current segment. */
 uint64_t keel_wal_next_lsn(const keel_wal_t *w);
 /* Bytes appended but not yet handed to a sync. */

@@ -286,12 +286,56 @@ static int ready_changes_conf(keel_node_t *n, const keel_raft_ready_t *rd)
     return changed;
 }
 
+/* A message with at least this many entry bytes leaves at once (send_msgs). */
+#define NODE_SEND_NOW_BYTES_MIN (1u << 20)
+
+/*
+ * Step 2 of the contract, done before step 1 (the contract lets rd.msgs go before the write
+ * is durable; they go before it starts): the leader's AppendEntries are written to their
+ * sockets before the entries are copied into the WAL, and one carrying a large entry is
+ * flushed as soon as it is encoded, before the next follower's is. With a 63 MiB entry each
+ * copy is a few hundred ms of this loop (bench/RESULTS.md, "Large values"); the followers
+ * hear the first bytes (keel_raft_leader_alive) a WAL copy and a frame sooner.
+ */
+static void send_msgs(keel_node_t *n, const keel_raft_ready_t *rd)
+{
+    for (size_t i = 0; i < rd->msgs_n; i++) {
+        const keel_raft_msg_t *m = &rd->msgs[i];
+        keel__node_send_raft(n, m, 0);
+        size_t bytes = 0;
+        for (size_t k = 0; k < m->entries_n; k++)
+            bytes += m->entries[k].len;
+        peer_t *p = bytes >= NODE_SEND_NOW_BYTES_MIN ? keel__node_peer_by_id(n, m->to) : NULL;
+        if (p != NULL && keel__node_peer_live(p))
+            keel__node_peer_flush(p);
+    }
+}
+
+/*
+ * Applying a large entry (copying a 63 MiB value, and into the KEEL.WATCH history) holds the
+ * loop for a while; what this ready sends leaves first rather than at the end of the turn: the
+ * leader's heartbeats carrying the new commit (the followers apply meanwhile, and their
+ * election timers restart), a follower's heartbeat answers (the leader's check-quorum hears it).
+ */
+static void flush_before_large_apply(keel_node_t *n, const keel_raft_ready_t *rd)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < rd->committed_n; i++)
+        bytes += rd->committed[i].len;
+    if (bytes < NODE_SEND_NOW_BYTES_MIN)
+        return;
+    for (size_t i = 0; i < PEER_SLOTS; i++)
+        if (keel__node_peer_live(&n->peers[i]))
+            keel__node_peer_flush(&n->peers[i]);
+}
+
 static void handle_ready(keel_node_t *n, const keel_raft_ready_t *rd)
 {
     if (rd->snapshot.index != 0)
         keel__node_install_snapshot(n, &rd->snapshot);
     if (ready_changes_conf(n, rd))
         keel__node_sync_members(n);
+    send_msgs(n, rd);
     if (rd->hard_state_changed || rd->entries_n > 0) {
         int rc = keel_raftlog_append(n->log, rd->hard_state_changed ? &rd->hard_state : NULL,
                                      rd->entries, rd->entries_n);
@@ -313,10 +357,9 @@ static void handle_ready(keel_node_t *n, const keel_raft_ready_t *rd)
         if (n->m_batch && rd->entries_n > 0)
             keel_histogram_observe(n->m_batch, (double)rd->entries_n);
     }
-    for (size_t i = 0; i < rd->msgs_n; i++)
-        keel__node_send_raft(n, &rd->msgs[i], 0);
     for (size_t i = 0; i < rd->msgs_after_persist_n; i++)
         keel__node_send_raft(n, &rd->msgs_after_persist[i], 1);
+    flush_before_large_apply(n, rd);
     for (size_t i = 0; i < rd->committed_n; i++) {
         prefetch_entry(n, rd, i + APPLY_PREFETCH_SLOT_AHEAD, 0);
         prefetch_entry(n, rd, i + APPLY_PREFETCH_ENTRY_AHEAD, 1);

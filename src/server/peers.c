@@ -445,6 +445,11 @@ static void on_inconn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     keel_buf_commit(&c->in, (size_t)nread);
+    /* Bytes from the leader are evidence that it is alive, though the frame they belong to
+       may take many reads (a 63 MiB AppendEntries): the election timer restarts on each, as
+       it does on a whole message (core/raft/raft.h, keel_raft_leader_alive; liveness only). */
+    if (nread > 0 && c->from != 0 && c->from == keel_raft_leader(c->node->raft))
+        keel_raft_leader_alive(c->node->raft);
     int rc = take_frames(&c->in, &c->dec, handle_frame, c);
     if (rc != 0) {
         keel_log_warn("peer connection closed on a bad frame", KF_INT("from", c->from),

@@ -43,7 +43,6 @@ struct keel_raftlog {
     last_t pending_last;
     sub_t *subs;
     size_t subs_head, subs_n, subs_cap; /* subs[subs_head .. subs_n) await durability */
-    keel_buf_t scratch;
 };
 
 static void drop_from(keel_raftlog_t *rl, size_t keep)
@@ -123,7 +122,6 @@ int keel_raftlog_open(keel_raftlog_t **out, const char *dir, const keel_wal_conf
         return KEEL_ENOMEM;
     rl->base = snap_index;
     rl->lsn_floor = lsn_floor;
-    keel_buf_init(&rl->scratch, 0);
     int rc = keel_wal_open(&rl->wal, dir, cfg, replay, rl, msg);
     if (rc != 0) {
         if (rl->bad_gap)
@@ -156,7 +154,6 @@ void keel_raftlog_close(keel_raftlog_t *rl)
         return;
     keel_raftlog_drop_restore(rl);
     keel_wal_close(rl->wal);
-    keel_buf_free(&rl->scratch);
     free(rl->segs);
     free(rl->subs);
     free(rl);
@@ -180,19 +177,16 @@ int keel_raftlog_append(keel_raftlog_t *rl, const keel_raft_hard_state_t *hs,
     }
     for (size_t i = 0; i < n; i++) {
         const keel_raft_entry_t *e = &entries[i];
-        keel_buf_reset(&rl->scratch);
-        int rc = keel_buf_reserve(&rl->scratch, ENTRY_HEAD_BYTES + e->len);
-        if (rc != 0)
-            return rc;
-        uint8_t *p = keel_buf_wptr(&rl->scratch);
-        keel_put_u64(p, e->term);
-        keel_put_u64(p + 8, e->index);
-        keel_put_u32(p + 16, e->type);
-        keel_put_u32(p + 20, 0);
-        if (e->len)
-            memcpy(p + ENTRY_HEAD_BYTES, e->data, e->len);
+        /* The head is framed here and the data copied once, into the WAL's record (no
+           copy of up to a 63 MiB entry into a buffer of ours first). */
+        uint8_t head[ENTRY_HEAD_BYTES];
+        keel_put_u64(head, e->term);
+        keel_put_u64(head + 8, e->index);
+        keel_put_u32(head + 16, e->type);
+        keel_put_u32(head + 20, 0);
         uint64_t lsn;
-        rc = keel_wal_append(rl->wal, KEEL_RAFTLOG_REC_ENTRY, p, ENTRY_HEAD_BYTES + e->len, &lsn);
+        int rc = keel_wal_append2(rl->wal, KEEL_RAFTLOG_REC_ENTRY, head, sizeof(head), e->data,
+                                  e->len, &lsn);
         if (rc == 0)
             rc = note_segment(rl, lsn, e->index);
         if (rc != 0)

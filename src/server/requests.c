@@ -114,8 +114,16 @@ static void req_free(keel_reqs_t *q, keel_req_t *r)
 {
     assert(r->done == NULL || r->kind == KEEL_REQ_REMOTE_WRITE || r->kind == KEEL_REQ_REMOTE_READ);
     all_unlink(q, r);
-    if (r->cmd != r->cmd_inline)
+    if (r->cmd_cap > q->scratch.cap && keel_buf_unread(&q->scratch) == 0) {
+        /* The encode buffer it took goes back to be scratch (the smaller one is freed): the
+           next large command is encoded into memory already faulted in, not fresh pages. */
+        free(q->scratch.data);
+        q->scratch.data = r->cmd;
+        q->scratch.cap = r->cmd_cap;
+        keel_buf_reset(&q->scratch);
+    } else if (r->cmd != r->cmd_inline) {
         free(r->cmd);
+    }
     free(r->conf_reply);
     q->pending--;
     if (q->pool_len >= KEEL_REQ_POOL_MAX) {
@@ -159,32 +167,51 @@ static void accepted(keel_reqs_t *q, keel_req_t *r)
 static void remote_done(void *ctx, int status, const uint8_t *reply, size_t len) {}
 #define REMOTE_DONE remote_done
 
-int keel_reqs_submit_entry(keel_reqs_t *q, keel_req_kind_t kind, const uint8_t *cmd, size_t len,
-                           int is_conf, keel_reqs_done_fn done, void *ctx)
+/* The entry is cmd (copied), or `owned` (malloc'd, owned_cap bytes holding len): the request
+   takes it over and frees it, or returns it to scratch, with itself (req_free); it is freed
+   here on every error. */
+static int submit(keel_reqs_t *q, keel_req_kind_t kind, const uint8_t *cmd, uint8_t *owned,
+                  size_t owned_cap, size_t len, int is_conf, keel_reqs_done_fn done, void *ctx)
 {
-    if (len > q->cfg.entry_bytes_max)
-        return KEEL_ETOOBIG;
-    if (q->stopped)
-        return KEEL_ECANCELED;
-    if (q->pending >= q->cfg.pending_max)
-        return KEEL_EFULL;
-    keel_req_t *r = req_new(q, kind, done, ctx);
-    if (r == NULL)
-        return KEEL_ENOMEM;
-    if (req_cmd_alloc(r, len) == NULL) {
+    int rc = len > q->cfg.entry_bytes_max       ? KEEL_ETOOBIG
+             : q->stopped                       ? KEEL_ECANCELED
+             : q->pending >= q->cfg.pending_max ? KEEL_EFULL
+                                                : 0;
+    keel_req_t *r = rc == 0 ? req_new(q, kind, done, ctx) : NULL;
+    if (r != NULL && owned != NULL) {
+        assert(r->cmd == NULL);
+        r->cmd = owned; /* the request's now: req_free frees it (it is not cmd_inline) */
+        r->cmd_len = len;
+        r->cmd_cap = owned_cap;
+        owned = NULL;
+    } else if (r != NULL && req_cmd_alloc(r, len) != NULL) {
+        memcpy(r->cmd, cmd, len);
+    } else if (r != NULL) {
         r->done = NULL;
         req_free(q, r);
-        return KEEL_ENOMEM;
+        r = NULL;
     }
-    memcpy(r->cmd, cmd, len);
+    free(owned);
+    if (r == NULL)
+        return rc != 0 ? rc : KEEL_ENOMEM;
     r->is_conf = is_conf;
     accepted(q, r);
     dispatch(q, r);
     return 0;
 }
 
+int keel_reqs_submit_entry(keel_reqs_t *q, keel_req_kind_t kind, const uint8_t *cmd, size_t len,
+                           int is_conf, keel_reqs_done_fn done, void *ctx)
+{
+    return submit(q, kind, cmd, NULL, 0, len, is_conf, done, ctx);
+}
+
 /* A client's command: the state machine makes it an entry stamped with this node's clock
- * (the leader stamps it again with its own before proposing). */
+ * (the leader stamps it again with its own before proposing). An entry of at least
+ * KEEL_REQ_ADOPT_BYTES_MIN is not copied: the request takes over the encode buffer itself
+ * (for a 63 MiB value, one copy and one fresh 63 MiB allocation fewer on the loop), and
+ * scratch starts empty again until the request ends and gives the buffer back (req_free);
+ * smaller ones are copied and scratch's memory is reused. */
 int keel_reqs_submit(keel_reqs_t *q, keel_req_kind_t kind, int argc, const uint8_t *const *argv,
                      const size_t *lens, keel_reqs_done_fn done, void *ctx)
 {
@@ -193,8 +220,14 @@ int keel_reqs_submit(keel_reqs_t *q, keel_req_kind_t kind, int argc, const uint8
         q->sm.ops->encode(q->sm.data, q->env.unix_ms(q->env.data), argc, argv, lens, &q->scratch);
     if (rc != 0)
         return rc;
-    return keel_reqs_submit_entry(q, kind, keel_buf_rptr(&q->scratch), keel_buf_unread(&q->scratch),
-                                  0, done, ctx);
+    size_t len = keel_buf_unread(&q->scratch);
+    if (len < KEEL_REQ_ADOPT_BYTES_MIN || q->scratch.rpos != 0)
+        return submit(q, kind, keel_buf_rptr(&q->scratch), NULL, 0, len, 0, done, ctx);
+    /* handed to submit, which owns it from here; it comes back at req_free */
+    uint8_t *owned = q->scratch.data;
+    size_t cap = q->scratch.cap;
+    keel_buf_init(&q->scratch, 0);
+    return submit(q, kind, NULL, owned, cap, len, 0, done, ctx);
 }
 
 /*

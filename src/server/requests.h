@@ -65,7 +65,8 @@ struct keel_req {
     uint8_t *cmd; /* the state machine's entry (writes: the proposal; reads: what to run),
                      or, for a membership change, keel_node_conf_encode's bytes */
     size_t cmd_len;
-    uint64_t index, term;    /* writes: where proposed; reads: the read index */
+    size_t cmd_cap;       /* cmd is the encode buffer it took over (keel_reqs_submit): its size */
+    uint64_t index, term; /* writes: where proposed; reads: the read index */
     uint64_t origin, req_id; /* remote: who asked, and their id; forwarded: our id */
     uint64_t seq;            /* write-kind: keel_reqs_t.write_seq when it was accepted */
     uint8_t *conf_reply;     /* membership change proposed here: its result once committed */
@@ -86,6 +87,9 @@ struct keel_req {
  */
 #define KEEL_REQ_POOL_MAX 1024u
 #define KEEL_REQ_CMD_INLINE_BYTES 256u
+/* A client's entry at least this large is not copied into its request: the request takes
+   the encode buffer over (requests.c, keel_reqs_submit). */
+#define KEEL_REQ_ADOPT_BYTES_MIN (64u * 1024u)
 
 void keel_req_push(keel_req_queue_t *q, keel_req_t *r);
 keel_req_t *keel_req_pop(keel_req_queue_t *q);

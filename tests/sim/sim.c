@@ -232,6 +232,17 @@ int sim__node_live(const world_t *w, const node_t *nd)
     return nd->r != NULL && nd->paused_until_ms <= w->now_ms;
 }
 
+/* A held AppendEntries with entries models a large message whose bytes are arriving: the
+   server tells its core that the leader is alive (server/peers.c, on_inconn_read). */
+static void arriving(world_t *w, const nmsg_t *q, node_t *to)
+{
+    if (!w->alive_hints || q->m.type != KEEL_RAFT_MSG_APPEND || q->m.entries_n == 0 ||
+        !sim__node_live(w, to) || w->cut[q->m.from - 1][q->m.to - 1] ||
+        keel_raft_leader(to->r) != q->m.from)
+        return;
+    keel_raft_leader_alive(to->r);
+}
+
 static void net_deliver(world_t *w)
 {
     size_t keep = 0;
@@ -240,6 +251,7 @@ static void net_deliver(world_t *w)
         node_t *to = &w->nodes[q->m.to - 1];
         int hold = q->at_ms > w->now_ms || (to->r != NULL && !sim__node_live(w, to));
         if (hold) {
+            arriving(w, q, to);
             w->net[keep++] = *q;
             continue;
         }
@@ -636,6 +648,7 @@ static void world_init(world_t *w, uint64_t seed, const sim_opts_t *o, sim_resul
     if (o->streams)
         w->chunk *= 16;
     w->lease_reads = keel_rand_chance(&w->rnd, 0.5);
+    w->alive_hints = (int)((seed >> 1) & 1); /* not drawn: the seeds' other draws stay */
     for (int i = 0; i < w->n; i++) {
         w->nodes[i].id = (uint64_t)(i + 1);
         w->nodes[i].w = w;

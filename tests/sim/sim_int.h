@@ -187,8 +187,10 @@ struct world {
     uint64_t compact_every;   /* entries between snapshots, 0 = never */
     uint32_t trailing, chunk; /* log_trailing_entries, snapshot_chunk_bytes_max */
     int lease_reads;          /* half of the runs serve reads from leader leases */
-    int ending;               /* world_free: answers only free their ctx */
-    int issue_depth;          /* clients issuing from inside an answer (bounded) */
+    int alive_hints; /* half of the runs: an AppendEntries in flight tells its receiver that
+                        its leader is alive while it arrives (keel_raft_leader_alive) */
+    int ending;      /* world_free: answers only free their ctx */
+    int issue_depth; /* clients issuing from inside an answer (bounded) */
     keel_ms_t stream_next_ms; /* --streams: when the next stream command goes */
     uint64_t stream_id;       /* --streams: the last explicit id XADD was sent with */
     int stream_inflight;      /* --streams: commands not answered yet (at most 2, as one

@@ -424,6 +424,13 @@ int keel_raft_step(keel_raft_t *r, const keel_raft_msg_t *m)
     return KEEL_EPROTO;
 }
 
+void keel_raft_leader_alive(keel_raft_t *r)
+{
+    assert(!r->ready_out);
+    if (r->role == KEEL_RAFT_FOLLOWER && r->leader != 0)
+        r->election_elapsed = 0; /* as a message from it would; heard_elapsed stays */
+}
+
 int keel_raft_propose(keel_raft_t *r, const void *data, size_t len, uint64_t *index_out)
 {
     assert(!r->ready_out);

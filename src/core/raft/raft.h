@@ -22,6 +22,7 @@
  *   keel_raft_persisted(r, i, t)     the log up to index i (term t) is now durable
  *   keel_raft_compact(r, i, snap)    the application took a snapshot at applied index i
  *   keel_raft_propose_conf(r, conf)  change membership, one voter at a time (§4.1)
+ *   keel_raft_leader_alive(r)        part of a message from the leader arrived (liveness only)
  *
  * and collects the effects with keel_raft_ready() / keel_raft_advance().
  *
@@ -76,6 +77,11 @@
 /* Entry data is copied into blocks of this size (header included), filled in log order; an
    entry over a quarter of it gets a block of its own size (core/raft/log.c). */
 #define KEEL_RAFT_LOG_BLOCK_BYTES (256u * 1024u)
+/* A pipeline whose match index is stuck falls back to probing (resending from match + 1) after
+   one heartbeat round, plus one per this many bytes in flight: a follower is given time to
+   receive, write and sync a large entry before the leader decides it was lost and sends it
+   again (core/raft/replication.c, keel__raft_recv_heartbeat_resp). */
+#define KEEL_RAFT_STALL_ROUND_BYTES (1024u * 1024u)
 
 typedef enum {
     KEEL_RAFT_FOLLOWER,
@@ -301,6 +307,17 @@ const keel_raft_conf_t *keel_raft_conf(const keel_raft_t *r);
 /* Decodes a CONF entry's data (ctx included); KEEL_EPROTO if it is not a valid one. A CONF
    entry written before ctx existed decodes with ctx_len = 0. */
 int keel_raft_conf_decode(const uint8_t *data, size_t len, keel_raft_conf_t *out);
+/*
+ * Evidence short of a whole message that this node's leader is alive: the driver saw bytes of
+ * a message from it arrive (a part of a large AppendEntries; a 63 MiB entry can take longer
+ * than an election timeout to arrive and be stepped). A follower that knows a leader restarts
+ * its election timer, as a message from that leader would; nothing else changes: no term, no
+ * progress, no lease (heard_elapsed, what lease reads rely on, moves only on whole messages).
+ * Safety is unaffected: the election timer only decides when to campaign (liveness). A
+ * leader that is really gone stops sending bytes, and the timer runs out as before. No
+ * effect on a leader, a candidate, or a follower that knows no leader.
+ */
+void keel_raft_leader_alive(keel_raft_t *r);
 /* Start an election now (tests, operators). KEEL_EINVAL if already leader. */
 int keel_raft_campaign(keel_raft_t *r);
 void keel_raft_persisted(keel_raft_t *r, uint64_t index, uint64_t term);

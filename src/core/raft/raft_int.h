@@ -33,9 +33,10 @@ enum { KEEL__PR_PROBE, KEEL__PR_REPLICATE, KEEL__PR_SNAPSHOT };
 typedef struct keel__raft_progress {
     uint64_t id;
     uint64_t match, next;
-    uint64_t commit_sent; /* highest commit this peer has been told */
-    uint64_t match_at_hb; /* match when the previous heartbeat answer came */
-    uint64_t read_acked;  /* highest ReadIndex round acknowledged */
+    uint64_t commit_sent;  /* highest commit this peer has been told */
+    uint64_t match_at_hb;  /* match when the previous heartbeat answer came */
+    uint32_t stall_rounds; /* heartbeat answers in a row with match stuck (replication.c) */
+    uint64_t read_acked;   /* highest ReadIndex round acknowledged */
     int state;
     int probe_sent;    /* PROBE: one message outstanding, wait for an answer */
     int recent_active; /* heard from since the last check-quorum round */

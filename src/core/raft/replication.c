@@ -41,6 +41,7 @@ void keel__raft_become_probe(keel__raft_progress_t *p, uint64_t next)
     p->state = KEEL__PR_PROBE;
     p->next = next;
     p->probe_sent = 0;
+    p->stall_rounds = 0;
     inflight_clear(p);
 }
 
@@ -327,6 +328,11 @@ void keel__raft_recv_heartbeat(keel_raft_t *r, const keel_raft_msg_t *m)
  * lost a message (an entry or its acknowledgement) and falls back to probing from
  * match + 1. Answers do not wait for the follower's disk, so a disk slower than a
  * heartbeat interval also triggers this; the resent entries are then acknowledged twice.
+ * That guess is given one round more per KEEL_RAFT_STALL_ROUND_BYTES in flight: a 63 MiB
+ * entry takes a follower longer than one round to receive, write and sync, and resending
+ * it (the leader copying it into a frame per follower again, the follower taking it
+ * again) made the stall it was waiting for longer (docs/server.md, "Large values"). Only
+ * when a resend happens changes: liveness, never safety.
  */
 void keel__raft_recv_heartbeat_resp(keel_raft_t *r, const keel_raft_msg_t *m)
 {
@@ -336,9 +342,13 @@ void keel__raft_recv_heartbeat_resp(keel_raft_t *r, const keel_raft_msg_t *m)
     p->recent_active = 1;
     p->probe_sent = 0;
     p->snap_sent = 0; /* SNAPSHOT: resend the unacknowledged chunk */
-    if (p->state == KEEL__PR_REPLICATE && p->match < keel__raft_log_last(&r->log) &&
-        p->match == p->match_at_hb && p->infl_count > 0)
+    int stuck = p->state == KEEL__PR_REPLICATE && p->match < keel__raft_log_last(&r->log) &&
+                p->match == p->match_at_hb && p->infl_count > 0;
+    p->stall_rounds = stuck ? p->stall_rounds + 1 : 0;
+    if (stuck && p->stall_rounds > p->infl_bytes_total / KEEL_RAFT_STALL_ROUND_BYTES) {
+        p->stall_rounds = 0;
         keel__raft_become_probe(p, p->match + 1);
+    }
     p->match_at_hb = p->match;
     if (m->ctx > p->read_acked) {
         p->read_acked = m->ctx;
