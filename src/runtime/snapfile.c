@@ -40,6 +40,14 @@ static void snap_path(const char *dir, const snap_name_t *s, char *out, size_t c
     snprintf(out, cap, "%s/snap-%016" PRIx64 "-%016" PRIx64 ".snap", dir, s->index, s->term);
 }
 
+void keel_snap_remove_tmp(const char *dir, uint64_t index, uint64_t term)
+{
+    char final[PATH_BYTES_MAX + 64], tmp[PATH_BYTES_MAX + 72];
+    snap_path(dir, &(snap_name_t){index, term}, final, sizeof(final));
+    snprintf(tmp, sizeof(tmp), "%s.tmp", final);
+    (void)unlink(tmp);
+}
+
 static int io_err(keel_errmsg_t *msg, const char *what, const char *path)
 {
     return keel_errf(msg, KEEL_EIO, "snapshot: %s %s: %s", what, path, strerror(errno));

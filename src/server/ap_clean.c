@@ -61,7 +61,22 @@ typedef struct cand {
 
 int keel__ap_clean_init(ap_t *ap)
 {
+    /* Sequence numbers start from the wall clock: an acknowledgement of a candidate sent
+       before a restart cannot match one of this run's (seq counts up from ms << 20). */
+    ap->cl.seq = (uint64_t)keel_clock_unix_ms() << 20;
     return keel_map_init(&ap->cl.cand, 64, AP_CLEAN_CANDIDATES_MAX, 0x636c);
+}
+
+int keel__ap_clean_may_ack(ap_t *ap, const uint8_t *key, size_t len)
+{
+    if (keel__ap_leaving(ap))
+        return 0;
+    uint64_t homes[AP_REPLICAS_MAX], me = keel__ap_self_id(ap);
+    int nh = keel__ap_prefs_now(ap, key, len, homes, NULL, NULL);
+    for (int i = 0; i < nh; i++)
+        if (homes[i] == me)
+            return 1;
+    return 0;
 }
 
 void keel__ap_clean_free(ap_t *ap)

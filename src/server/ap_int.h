@@ -248,6 +248,10 @@ void keel__ap_clean_soon(ap_t *ap);
 /* A hint was delivered: its key may be droppable; a pass within AP_CLEAN_RETRY_MS. */
 void keel__ap_clean_hint_delivered(ap_t *ap);
 void keel__ap_clean_acked(ap_t *ap, uint64_t from, const uint8_t *key, size_t len, uint64_t req);
+/* Whether this node may acknowledge a drop walk's HANDOFF of key: only as a home of it on its
+   own ring in force. Two nodes whose rings differ would otherwise each drop on the other's
+   acknowledgement, each thinking the other a home (ap_clean.c). */
+int keel__ap_clean_may_ack(ap_t *ap, const uint8_t *key, size_t len);
 /* Keys waiting for their homes' acknowledgements before they may be dropped. */
 size_t keel__ap_clean_pending(const ap_t *ap);
 

@@ -387,7 +387,10 @@ void keel__srv_on_peer_ap(void *data, uint64_t from, const uint8_t *p, size_t n)
         if (rc != 0)
             keel_log_warn("ap: write refused", KF_INT("from", from), KF_STR("why", msg.text));
         if (m.type == KEEL_APMSG_HANDOFF) {
-            if (rc == 0)
+            /* A drop walk's HANDOFF is acknowledged only by a home on this node's own ring:
+               the sender drops its copy on it (ap_clean.c, rule 4). Kept either way. */
+            if (rc == 0 &&
+                (!(m.req & AP_CLEAN_REQ_BIT) || keel__ap_clean_may_ack(ap, m.key, m.key_len)))
                 handoff_ack_queue(ap, from, &m);
         } else if (m.req && rc == 0) { /* ACKed after the turn's fdatasync */
             write_ack_queue(ap, from, m.req);

@@ -296,6 +296,11 @@ void keel__node_poll_snapshot_child(keel_node_t *n)
     if (r < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         /* Not fatal: the log is complete; the next attempt comes after more entries. */
         keel_log_error("snapshot child failed", KF_INT("index", n->snap_job_index));
+        /* A child killed by a signal (the OOM killer during a large fork) leaves its .tmp;
+           nothing else removes it until the next start, and each attempt has its own name. */
+        char dir[KEEL_NODE_PATH_BYTES + 8];
+        keel__node_snap_dir(n, dir, sizeof(dir));
+        keel_snap_remove_tmp(dir, n->snap_job_index, n->snap_job_term);
         n->snap_index = n->snap_job_index;
         return;
     }

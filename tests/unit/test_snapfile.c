@@ -4,7 +4,9 @@
 #include "runtime/snapfile.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static void loads_the_newest_snapshot_written(void)
@@ -114,11 +116,44 @@ static void a_snapshot_being_written_survives_status_polls_and_prunes(void)
     KT_RMRF(dir);
 }
 
+/* A snapshot child killed mid-write (the OOM killer) leaves its .tmp; the parent removes that
+   file by its name (server/snapshots.c, keel__node_poll_snapshot_child), nothing else. */
+static void a_killed_writers_tmp_is_removed_by_its_name(void)
+{
+    char dir[64], path[128];
+    KT_TMPDIR(dir, "snap");
+    keel_errmsg_t m;
+    KT_EQ_INT(keel_snap_write(dir, 5, 1, "five", 4, &m), 0);
+    pid_t pid = fork();
+    KT_CHECK(pid >= 0);
+    if (pid == 0) {
+        keel_snapw_t *w;
+        if (keel_snapw_open(&w, dir, 9, 2, &m) == 0 && keel_snapw_write(w, "nine", 4, &m) == 0)
+            raise(SIGKILL);
+        _exit(1);
+    }
+    int status;
+    KT_CHECK(waitpid(pid, &status, 0) == pid);
+    KT_CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    snprintf(path, sizeof(path), "%s/snap-%016x-%016x.snap.tmp", dir, 9, 2);
+    KT_CHECK(access(path, F_OK) == 0);
+    keel_snap_remove_tmp(dir, 8, 2); /* another job's name: nothing happens */
+    KT_CHECK(access(path, F_OK) == 0);
+    keel_snap_remove_tmp(dir, 9, 2);
+    KT_CHECK(access(path, F_OK) != 0);
+    keel_snap_t s;
+    KT_EQ_INT(keel_snap_load_latest(dir, &s, &m), 0);
+    KT_EQ_U64(s.index, 5);
+    keel_snap_free(&s);
+    KT_RMRF(dir);
+}
+
 int main(void)
 {
     KT_RUN(loads_the_newest_snapshot_written);
     KT_RUN(streams_large_snapshots_in_pieces);
     KT_RUN(falls_back_to_an_older_snapshot_when_the_newest_is_corrupt);
     KT_RUN(a_snapshot_being_written_survives_status_polls_and_prunes);
+    KT_RUN(a_killed_writers_tmp_is_removed_by_its_name);
     return kt_done();
 }
