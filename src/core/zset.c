@@ -627,7 +627,8 @@ int keel_zset_decode(const uint8_t *p, size_t len, keel_zset_t **out)
        is one the growth and shrink rules can reach: a power of two, 0 only when empty */
     if (n > KEEL_ZSET_MEMBERS_MAX || n > (len - ENCODE_HEADER_BYTES) / 12 || nb < n ||
         (nb & (nb - 1)) != 0 || (nb != 0 && nb < BUCKETS_MIN) ||
-        nb > 16 * (n > BUCKETS_MIN ? n : BUCKETS_MIN))
+        nb > 16 * (n > BUCKETS_MIN ? n : BUCKETS_MIN) ||
+        (p[0] == 1 && n > KEEL_ZSET_LISTPACK_ENTRIES_MAX)) /* never written: ZSCAN's bound */
         return KEEL_EPROTO;
     keel_zset_t *z = keel_zset_new();
     if (z == NULL)
@@ -642,7 +643,8 @@ int keel_zset_decode(const uint8_t *p, size_t len, keel_zset_t **out)
             break;
         }
         size_t ml = keel_get_u32(p + pos);
-        if (ml > KEEL_ZSET_MEMBER_BYTES_MAX || ml > len - pos - 12) {
+        if (ml > KEEL_ZSET_MEMBER_BYTES_MAX || ml > len - pos - 12 ||
+            (p[0] == 1 && ml > KEEL_ZSET_LISTPACK_VALUE_BYTES_MAX)) {
             rc = KEEL_EPROTO;
             break;
         }

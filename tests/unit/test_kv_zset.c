@@ -216,6 +216,37 @@ static void a_set_encodes_and_decodes_exactly_and_bad_bodies_are_refused(void)
     keel_zset_free(z);
 }
 
+/* A body marked listpack-encoded that no listpack could be (129 members, or a member of 65
+   bytes) is refused: ZSCAN walks such a set into a 128-slot array. */
+static void a_listpack_mark_on_a_large_set_is_refused(void)
+{
+    for (int round = 0; round < 2; round++) {
+        keel_zset_t *z = keel_zset_new(), *back = NULL;
+        int members = round == 0 ? (int)KEEL_ZSET_LISTPACK_ENTRIES_MAX + 1 : 2;
+        for (int i = 0; i < members; i++) {
+            char m[80];
+            int ml = round == 0 ? snprintf(m, sizeof(m), "m%03d", i)
+                                : snprintf(m, sizeof(m), "%0*d", i ? 65 : 1, i);
+            keel_zset_node_t *x = keel_zset_node_new((const uint8_t *)m, (size_t)ml, i);
+            KT_EQ_INT(keel_zset_reserve(z, 1, x->level), 0);
+            keel_zset_insert(z, x);
+        }
+        keel_zset_set_skiplist(z);
+        keel_buf_t b;
+        keel_buf_init(&b, 0);
+        KT_EQ_INT(keel_zset_encode(z, grow_sink, &b), 0);
+        uint8_t *q = malloc(keel_buf_unread(&b));
+        memcpy(q, keel_buf_rptr(&b), keel_buf_unread(&b));
+        KT_EQ_INT(keel_zset_decode(q, keel_buf_unread(&b), &back), 0);
+        keel_zset_free(back);
+        q[0] = 1; /* listpack */
+        KT_EQ_INT(keel_zset_decode(q, keel_buf_unread(&b), &back), KEEL_EPROTO);
+        free(q);
+        keel_buf_free(&b);
+        keel_zset_free(z);
+    }
+}
+
 /* ---- the commands on entries ------------------------------------------------------------ */
 
 static void zadd_builds_a_set_that_empties_into_no_key(void)
@@ -518,6 +549,7 @@ int main(void)
     KT_RUN(the_index_agrees_with_a_naive_model_on_random_operations);
     KT_RUN(a_scan_returns_every_member_present_throughout_at_least_once);
     KT_RUN(a_set_encodes_and_decodes_exactly_and_bad_bodies_are_refused);
+    KT_RUN(a_listpack_mark_on_a_large_set_is_refused);
     KT_RUN(zadd_builds_a_set_that_empties_into_no_key);
     KT_RUN(every_change_makes_a_new_version_and_no_change_makes_none);
     KT_RUN(the_memory_of_a_key_follows_its_set);
