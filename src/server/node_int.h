@@ -31,6 +31,9 @@
 
 /* Bytes of free room offered to each read of a peer connection. */
 #define PEER_READ_BYTES (64u * 1024u)
+/* A Raft frame from the leader at least this large restarts the election timer while it
+   arrives (peers.c, on_inconn_read). */
+#define PEER_ALIVE_FRAME_BYTES_MIN (1024u * 1024u)
 /* The largest frame a peer writes back on our outbound connection (REMOVED: 18 bytes). */
 #define PEER_BACK_FRAME_BYTES_MAX 64u
 

@@ -445,17 +445,25 @@ static void on_inconn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     keel_buf_commit(&c->in, (size_t)nread);
-    /* Bytes from the leader are evidence that it is alive, though the frame they belong to
-       may take many reads (a 63 MiB AppendEntries): the election timer restarts on each, as
-       it does on a whole message (core/raft/raft.h, keel_raft_leader_alive; liveness only). */
-    if (nread > 0 && c->from != 0 && c->from == keel_raft_leader(c->node->raft))
-        keel_raft_leader_alive(c->node->raft);
     int rc = take_frames(&c->in, &c->dec, handle_frame, c);
     if (rc != 0) {
         keel_log_warn("peer connection closed on a bad frame", KF_INT("from", c->from),
                       KF_STR("error", keel_strerror(rc)));
         keel__node_inconn_close(c);
+        return;
     }
+    /* Bytes of a large Raft frame still arriving from the leader are evidence that it is
+       alive, though the frame may take many reads (a 63 MiB AppendEntries): the election
+       timer restarts on each, as it would on a whole message (core/raft/raft.h,
+       keel_raft_leader_alive; liveness only). Only such a frame counts: whole messages are
+       stepped and judged by the core, and a node that lost its leadership but keeps sending
+       small ones (pre-votes, answers) must not keep a follower from campaigning. */
+    const uint8_t *h = keel_buf_rptr(&c->in);
+    if (nread > 0 && c->from != 0 && c->from == keel_raft_leader(c->node->raft) &&
+        c->dec.want_bytes >= PEER_ALIVE_FRAME_BYTES_MIN &&
+        keel_buf_unread(&c->in) >= KEEL_FRAME_HEADER_BYTES &&
+        h[KEEL_FRAME_HEADER_BYTES - 1] == KEEL_PEER_RAFT)
+        keel_raft_leader_alive(c->node->raft);
 }
 
 static void inconn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
