@@ -86,11 +86,17 @@ void keel_zset_note_add(keel_zset_t *z, size_t len);
  * in order; every function here but free, len, bytes, is_listpack, is_packed and encode
  * needs the node form. keel_zset_unpack turns *z into it (a new pointer; the packed block
  * freed): 0 or KEEL_ENOMEM (nothing changed). keel_zset_pack returns the packed form of a
- * listpack-encoded set (z freed), or z itself (a skiplist-encoded set, a packed one, or a
- * failed allocation: best effort). Neither changes keel_zset_bytes, nor anything a command
- * answers. keel_zset_decode returns a listpack-encoded set packed.
+ * listpack-encoded set of at most KEEL_ZSET_PACK_MEMBERS_MAX members (z freed), or z itself
+ * (a skiplist-encoded or larger set, a packed one, or a failed allocation: best effort). Neither
+ * changes keel_zset_bytes, nor anything a command answers. keel_zset_decode returns a
+ * listpack-encoded set packed.
  */
 int keel_zset_is_packed(const keel_zset_t *z);
+/* A listpack-encoded set rests packed only while it has at most this many members: every
+   command on a packed set unpacks it and packs it back (O(n) allocations), which made a
+   ZSCORE on a set of 128 packed members 10x slower than on a skiplist (65k against 700k/s,
+   redis-benchmark -P 16, bench/RESULTS.md). Memory is where small sets are many. */
+#define KEEL_ZSET_PACK_MEMBERS_MAX 16u
 int keel_zset_unpack(keel_zset_t **z);
 keel_zset_t *keel_zset_pack(keel_zset_t *z);
 

@@ -43,7 +43,7 @@ typedef struct keel__zpk {
     uint8_t data[];  /* the entries (zset_pack.c) */
 } keel__zpk_t;
 _Static_assert(sizeof(keel__zpk_t) == 8, "the packed form's header grew");
-#define KEEL__ZPK_MEMBERS_MAX UINT16_MAX
+#define KEEL__ZPK_MEMBERS_MAX KEEL_ZSET_PACK_MEMBERS_MAX
 
 static inline int keel__zset_packed(const keel_zset_t *z)
 {
