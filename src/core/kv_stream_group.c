@@ -1,5 +1,5 @@
 /* kv_stream_group.c - consumer groups: XGROUP, XREADGROUP, XACK, XPENDING, XCLAIM, XAUTOCLAIM,
-   XINFO. */
+   (dead letters and KEEL.XNACK: kv_stream_dlq.c; XINFO: kv_stream_info.c). */
 #include "core/kv_stream_int.h"
 
 #include "base/num.h"
@@ -15,7 +15,7 @@
  * idle times a read reports are the reader's clock minus them.
  */
 
-static int nogroup(const call_t *c, size_t key, size_t group, const char *where)
+int keel__xs_nogroup(const call_t *c, size_t key, size_t group, const char *where)
 {
     return keel__xs_errf(c, "NOGROUP No such key '%.*s' or consumer group '%.*s'%s",
                          (int)(c->lens[key] > 200 ? 200 : c->lens[key]), (const char *)c->argv[key],
@@ -51,12 +51,10 @@ static void defer_end(const call_t *c, deferred_t *d)
     keel_buf_free(&d->buf);
 }
 
-static int over_limit(const call_t *c, size_t key, keel_stream_t *s, keel_stream_group_t *g,
-                      const keel_stream_pending_t *p, const uint8_t *err, size_t err_len);
-
 /* The group argv[gi] of stream key argv[ki] for a write: 0 and *s, *g (NULL if absent), or
  * REPLIED (WRONGTYPE). */
-static int wgroup(const call_t *c, size_t ki, size_t gi, keel_stream_t **s, keel_stream_group_t **g)
+int keel__xs_wgroup(const call_t *c, size_t ki, size_t gi, keel_stream_t **s,
+                    keel_stream_group_t **g)
 {
     keel__kv_entry_t **link;
     int rc = keel__xs_write_lookup(c, ki, &link, s);
@@ -77,8 +75,8 @@ static int sub_syntax_error(const call_t *c)
 }
 
 /* Redis 7's subcommand table: name and arity ("xgroup|create"). */
-static int sub_arity(const call_t *c, const char *const *names, const int *arity, size_t n,
-                     const char *cmd, const char *help)
+int keel__xs_sub_arity(const call_t *c, const char *const *names, const int *arity, size_t n,
+                       const char *cmd, const char *help)
 {
     for (size_t i = 0; i < n; i++) {
         if (!keel__kvc_arg_is(c, 1, names[i]))
@@ -105,7 +103,7 @@ int keel__xs_xgroup_syntax(const call_t *c)
     static const char *const names[] = {"CREATE", "SETID", "DESTROY", "CREATECONSUMER",
                                         "DELCONSUMER"};
     static const int arity[] = {-5, -5, 4, 5, 5};
-    return sub_arity(c, names, arity, 5, "xgroup", "XGROUP");
+    return keel__xs_sub_arity(c, names, arity, 5, "xgroup", "XGROUP");
 }
 
 int keel__xs_cmd_xgroup(const call_t *c)
@@ -132,7 +130,7 @@ int keel__xs_cmd_xgroup(const call_t *c)
     }
     keel_stream_t *s;
     keel_stream_group_t *g;
-    int rc = wgroup(c, 2, 3, &s, &g);
+    int rc = keel__xs_wgroup(c, 2, 3, &s, &g);
     if (rc != 0)
         return keel__kvc_done(rc);
     if (!mkstream && s == NULL)
@@ -343,7 +341,7 @@ static keel_stream_consumer_t *priority_consumer(const call_t *c, const xread_ar
 {
     keel_stream_t *s;
     keel_stream_group_t *g;
-    wgroup(c, a->streams_pos, a->group_pos, &s, &g);
+    keel__xs_wgroup(c, a->streams_pos, a->group_pos, &s, &g);
     return keel_stream_consumer_find(g, c->argv[a->group_pos + 1], c->lens[a->group_pos + 1]);
 }
 
@@ -362,7 +360,7 @@ static int priority_turn(const call_t *c, const xread_args_t *a)
 {
     keel_stream_t *s;
     keel_stream_group_t *g;
-    wgroup(c, a->streams_pos, a->group_pos, &s, &g);
+    keel__xs_wgroup(c, a->streams_pos, a->group_pos, &s, &g);
     keel_stream_consumer_t *cons = keel_stream_consumer_get(
         s, g, c->argv[a->group_pos + 1], c->lens[a->group_pos + 1], c->now, NULL);
     if (cons == NULL)
@@ -387,7 +385,7 @@ static size_t plan(const call_t *c, const xread_args_t *a, uint64_t *limit)
         size_t k = reverse ? a->nstreams - 1 - j : j;
         keel_stream_t *s;
         keel_stream_group_t *g;
-        wgroup(c, a->streams_pos + k, a->group_pos, &s, &g);
+        keel__xs_wgroup(c, a->streams_pos + k, a->group_pos, &s, &g);
         limit[k] = 0;
         if (!a->priority) {
             if (!is_gt(c, ids + k) || has_work(s, g, c->now))
@@ -412,11 +410,11 @@ int keel__xs_cmd_xreadgroup(const call_t *c)
         keel_stream_t *s;
         keel_stream_group_t *g;
         size_t i = ids + k;
-        if ((rc = wgroup(c, a.streams_pos + k, gi, &s, &g)) != 0)
+        if ((rc = keel__xs_wgroup(c, a.streams_pos + k, gi, &s, &g)) != 0)
             return keel__kvc_done(rc);
         if (g == NULL)
             return keel__kvc_done(
-                nogroup(c, a.streams_pos + k, gi, " in XREADGROUP with GROUP option"));
+                keel__xs_nogroup(c, a.streams_pos + k, gi, " in XREADGROUP with GROUP option"));
         if (c->lens[i] == 1 && c->argv[i][0] == '$')
             return keel__kvc_done(r_err(
                 c->reply, "ERR The $ ID is meaningless in the context of XREADGROUP: you want to "
@@ -449,7 +447,7 @@ int keel__xs_cmd_xreadgroup(const call_t *c)
     for (size_t k = 0; k < a.nstreams; k++) {
         keel_stream_t *s;
         keel_stream_group_t *g;
-        wgroup(c, a.streams_pos + k, gi, &s, &g);
+        keel__xs_wgroup(c, a.streams_pos + k, gi, &s, &g);
         if (limit[k] == 0)
             continue;
         uint64_t count = limit[k] == UINT64_MAX ? 0 : limit[k];
@@ -488,7 +486,7 @@ int keel__xs_cmd_xack(const call_t *c)
 {
     keel_stream_t *s;
     keel_stream_group_t *g;
-    int rc = wgroup(c, 1, 2, &s, &g);
+    int rc = keel__xs_wgroup(c, 1, 2, &s, &g);
     if (rc != 0)
         return keel__kvc_done(rc);
     if (g == NULL) {
@@ -513,7 +511,7 @@ int keel__xs_cmd_xack(const call_t *c)
 
 /* ---- XPENDING -------------------------------------------------------------------------- */
 
-static int64_t idle_of(uint64_t now, uint64_t then)
+int64_t keel__xs_idle_of(uint64_t now, uint64_t then)
 {
     return now > then ? (int64_t)(now - then) : 0;
 }
@@ -550,7 +548,7 @@ int keel__xs_cmd_xpending(const call_t *c)
         return 0;
     const keel_stream_group_t *g = s ? keel_stream_group_find(s, c->argv[2], c->lens[2]) : NULL;
     if (g == NULL)
-        return keel__kvc_done(nogroup(c, 1, 2, ""));
+        return keel__kvc_done(keel__xs_nogroup(c, 1, 2, ""));
     size_t total = keel_stream_pel_count(g);
     if (justinfo) {
         r_array(c->reply, 4);
@@ -599,7 +597,7 @@ int keel__xs_cmd_xpending(const call_t *c)
                 break;
             if (only && p->owner != only)
                 continue;
-            if (minidle && idle_of(c->now, p->delivery_ms) < minidle)
+            if (minidle && keel__xs_idle_of(c->now, p->delivery_ms) < minidle)
                 continue;
             left--;
             n++;
@@ -610,7 +608,7 @@ int keel__xs_cmd_xpending(const call_t *c)
             r_array(c->reply, 4);
             keel__xs_id(c->reply, p->id);
             r_bulk(c->reply, name, len);
-            r_int(c->reply, idle_of(c->now, p->delivery_ms));
+            r_int(c->reply, keel__xs_idle_of(c->now, p->delivery_ms));
             r_int(c->reply, (int64_t)p->delivery_count);
         }
         if (pass == 0)
@@ -661,11 +659,11 @@ int keel__xs_cmd_xclaim(const call_t *c)
 {
     keel_stream_t *s;
     keel_stream_group_t *g;
-    int rc = wgroup(c, 1, 2, &s, &g);
+    int rc = keel__xs_wgroup(c, 1, 2, &s, &g);
     if (rc != 0)
         return keel__kvc_done(rc);
     if (g == NULL)
-        return keel__kvc_done(nogroup(c, 1, 2, ""));
+        return keel__kvc_done(keel__xs_nogroup(c, 1, 2, ""));
     int64_t minidle, retrycount = -1, deliverytime = -1, v;
     if (keel_parse_i64(c->argv[4], c->lens[4], &minidle) != 0)
         return keel__kvc_done(r_err(c->reply, "ERR Invalid min-idle-time argument for XCLAIM"));
@@ -727,9 +725,10 @@ int keel__xs_cmd_xclaim(const call_t *c)
         if (force && p == NULL && (rc = keel_stream_pel_add(s, g, id, &p)) != 0)
             break;
         changed |= force;
-        if (p == NULL || (p->owner && minidle && idle_of(now, p->delivery_ms) < minidle))
+        if (p == NULL || (p->owner && minidle && keel__xs_idle_of(now, p->delivery_ms) < minidle))
             continue;
-        int moved = over_limit(c, 1, s, g, p, NULL, 0); /* keel: its last chance was used */
+        int moved =
+            keel__xs_over_limit(c, 1, s, g, p, NULL, 0); /* keel: its last chance was used */
         if (moved != 0) {
             rc = moved < 0 ? moved : 0;
             changed = 1;
@@ -787,11 +786,11 @@ int keel__xs_cmd_xautoclaim(const call_t *c)
     }
     keel_stream_t *s;
     keel_stream_group_t *g;
-    int rc = wgroup(c, 1, 2, &s, &g);
+    int rc = keel__xs_wgroup(c, 1, 2, &s, &g);
     if (rc != 0)
         return keel__kvc_done(rc);
     if (g == NULL)
-        return keel__kvc_done(nogroup(c, 1, 2, ""));
+        return keel__kvc_done(keel__xs_nogroup(c, 1, 2, ""));
     size_t before = keel__xs_bytes(s);
     uint64_t now = c->now;
     int64_t attempts = count * 10, left = count;
@@ -810,11 +809,12 @@ int keel__xs_cmd_xautoclaim(const call_t *c)
             left--;
             continue;
         }
-        if (minidle && idle_of(now, p->delivery_ms) < minidle) {
+        if (minidle && keel__xs_idle_of(now, p->delivery_ms) < minidle) {
             i++;
             continue;
         }
-        int moved = over_limit(c, 1, s, g, p, NULL, 0); /* keel: gone to the dead letters */
+        int moved =
+            keel__xs_over_limit(c, 1, s, g, p, NULL, 0); /* keel: gone to the dead letters */
         if (moved < 0) {
             rc = moved;
             break;
@@ -850,464 +850,6 @@ int keel__xs_cmd_xautoclaim(const call_t *c)
     if (changed)
         keel__xs_changed(c, 1, before);
     return rc;
-}
-
-/* ---- dead letters and KEEL.XNACK (keel, beyond Redis) -------------------------------- */
-
-/* Exponential backoff with full jitter (AWS architecture blog, "Exponential Backoff And
- * Jitter"): a delay in [0, min(cap, base x 2^(deliveries - 1))], its randomness a hash of
- * the entry and its delivery count, so that every replica computes the same delay. */
-#define NACK_BACKOFF_BASE_MS 1000u
-#define NACK_BACKOFF_MAX_MS (3600u * 1000u)
-static uint64_t nack_backoff_ms(keel_stream_id_t id, uint64_t deliveries)
-{
-    uint64_t shift = deliveries > 1 ? deliveries - 1 : 0;
-    uint64_t cap = shift >= 12 ? NACK_BACKOFF_MAX_MS : (uint64_t)NACK_BACKOFF_BASE_MS << shift;
-    if (cap > NACK_BACKOFF_MAX_MS)
-        cap = NACK_BACKOFF_MAX_MS;
-    return keel_mix64(id.ms ^ keel_mix64(id.seq ^ (deliveries << 32))) % (cap + 1);
-}
-
-/*
- * Moves the pending entry id of group g (stream s at key argv[key]) to the group's
- * dead-letter stream, as a new entry (id from the entry's time, as XADD *) with the
- * original fields followed by keel-stream, keel-group, keel-id, keel-deliveries and
- * keel-error, and removes it from the PEL: acknowledged in the source group, all in this
- * one command. 1 moved; 0 not (no dead-letter stream, its key holds another type, no room
- * for a new key, or its ids are exhausted: the entry stays pending); or KEEL_ENOMEM. The
- * caller gives the source key its new version and steps the revision.
- */
-static int dead_letter(const call_t *c, size_t key, keel_stream_t *s, keel_stream_group_t *g,
-                       keel_stream_id_t id, const uint8_t *err, size_t err_len)
-{
-    size_t dlen;
-    const uint8_t *dkey = keel_stream_group_deadletter(g, &dlen);
-    keel_stream_pending_t *p = keel_stream_pel_find(g, id);
-    if (dkey == NULL || p == NULL)
-        return 0;
-    keel_kv_t *kv = c->w;
-    keel__kv_entry_t *e = keel__kv_find(kv, dkey, dlen, keel__kv_hash(kv, dkey, dlen), NULL);
-    if (e && (e->type != KEEL__KV_TYPE_STREAM || !keel__kv_alive(kv, e, c->now)))
-        return 0;
-    if (e == NULL && kv->count >= kv->cfg.keys_max)
-        return 0;
-    keel_stream_t *d = e ? keel__kv_obj(e) : NULL;
-    assert(d != s); /* KEEL.XDEADLETTER refuses the stream itself */
-    keel_stream_info_t in = {0};
-    if (d)
-        keel_stream_get_info(d, &in);
-    keel_stream_id_t nid;
-    if (keel__xs_auto_id(c, in.last_id, &nid) != 0)
-        return 0;
-    keel_stream_entry_t ent;
-    size_t orig = keel_stream_get(s, id, &ent) ? ent.nfields : 0, nf = orig + 5;
-    const uint8_t **fv = malloc(2 * nf * sizeof(*fv));
-    size_t *lens = malloc(2 * nf * sizeof(*lens));
-    int rc = fv && lens ? 0 : KEEL_ENOMEM;
-    char idt[KEEL_STREAM_ID_TEXT_BYTES_MAX + 1], cnt[KEEL_DEC_BYTES_MAX];
-    if (rc == 0) {
-        keel_stream_field_cursor_t cur;
-        if (orig)
-            keel_stream_fields_begin(&ent, &cur);
-        for (size_t i = 0; i < orig; i++)
-            keel_stream_field_next(&cur, &fv[2 * i], &lens[2 * i], &fv[2 * i + 1],
-                                   &lens[2 * i + 1]);
-        size_t gl;
-        const uint8_t *gname = keel_stream_group_name(g, &gl);
-        size_t idn = keel_stream_id_format(idt, id), cn = keel_fmt_u64(cnt, p->delivery_count);
-        const struct {
-            const char *f;
-            const uint8_t *v;
-            size_t n;
-        } meta[5] = {{"keel-stream", c->argv[key], c->lens[key]},
-                     {"keel-group", gname, gl},
-                     {"keel-id", (const uint8_t *)idt, idn},
-                     {"keel-deliveries", (const uint8_t *)cnt, cn},
-                     {"keel-error", err ? err : (const uint8_t *)"", err ? err_len : 0}};
-        for (size_t i = 0; i < 5; i++) {
-            fv[2 * (orig + i)] = (const uint8_t *)meta[i].f;
-            lens[2 * (orig + i)] = strlen(meta[i].f);
-            fv[2 * (orig + i) + 1] = meta[i].v;
-            lens[2 * (orig + i) + 1] = meta[i].n;
-        }
-        keel_stream_t *fresh = d ? NULL : keel_stream_new();
-        size_t before = keel__xs_bytes(d);
-        if (d == NULL && fresh == NULL)
-            rc = KEEL_ENOMEM;
-        if (rc == 0)
-            rc = keel_stream_append(d ? d : fresh, nid, nf, fv, lens);
-        if (rc == 0 && fresh)
-            rc = keel__xs_link_key(c, dkey, dlen, fresh);
-        if (rc != 0)
-            keel_stream_free(fresh);
-        else
-            keel__xs_touch(c, dkey, dlen, before);
-    }
-    free(fv);
-    free(lens);
-    if (rc != 0)
-        return rc;
-    keel_stream_pel_remove(s, g, id);
-    c->w->stream_dead_letters++;
-    return 1;
-}
-
-/* An entry at its group's limit (KEEL.XDEADLETTER) goes to the dead-letter stream instead
- * of being delivered or returned again: 1 moved, 0 not, or ENOMEM. */
-static int over_limit(const call_t *c, size_t key, keel_stream_t *s, keel_stream_group_t *g,
-                      const keel_stream_pending_t *p, const uint8_t *err, size_t err_len)
-{
-    uint64_t max = keel_stream_group_max_deliveries(g);
-    if (max == 0 || p->delivery_count < max)
-        return 0;
-    return dead_letter(c, key, s, g, p->id, err, err_len);
-}
-
-/* KEEL.XNACK key group id [id ...] [DELAY ms] [ERROR text]: the ids' arguments end at the
- * first option; 0 or REPLIED. */
-static int xnack_parse(const call_t *c, size_t *ids_end, int64_t *delay, size_t *err_arg)
-{
-    size_t i = 3;
-    keel_stream_id_t id;
-    while (i < c->argc && !keel__kvc_arg_is(c, i, "DELAY") && !keel__kvc_arg_is(c, i, "ERROR")) {
-        if (keel__xs_parse_id(c, i, 0, 1, &id) != 0)
-            return REPLIED;
-        i++;
-    }
-    *ids_end = i;
-    *delay = -1;
-    *err_arg = 0;
-    if (i == 3)
-        return r_err(c->reply, ERR_SYNTAX);
-    for (; i < c->argc; i += 2) {
-        if (i + 1 >= c->argc)
-            return r_err(c->reply, ERR_SYNTAX);
-        if (keel__kvc_arg_is(c, i, "DELAY")) {
-            if (keel_parse_i64(c->argv[i + 1], c->lens[i + 1], delay) != 0 || *delay < 0)
-                return r_err(c->reply, "ERR keel: DELAY must be an integer >= 0 (ms)");
-        } else if (keel__kvc_arg_is(c, i, "ERROR")) {
-            *err_arg = i + 1;
-        } else {
-            return r_err(c->reply, ERR_SYNTAX);
-        }
-    }
-    return 0;
-}
-
-int keel__xs_xnack_syntax(const call_t *c)
-{
-    size_t end, err;
-    int64_t delay;
-    return xnack_parse(c, &end, &delay, &err);
-}
-
-/*
- * KEEL.XNACK: each pending id goes back to the group, to be delivered by '>' to the next
- * reader once DELAY ms (or, without DELAY, an exponential backoff with full jitter on its
- * delivery count) have passed, not before; one that has reached the group's maximum
- * delivery count goes to its dead-letter stream instead, with ERROR's text. Replies with
- * how many pending entries it returned or dead-lettered (ids not pending are ignored).
- */
-int keel__xs_cmd_xnack(const call_t *c)
-{
-    size_t end, err_arg;
-    int64_t delay;
-    int rc = xnack_parse(c, &end, &delay, &err_arg);
-    assert(rc == 0);
-    keel_stream_t *s;
-    keel_stream_group_t *g;
-    if ((rc = wgroup(c, 1, 2, &s, &g)) != 0)
-        return keel__kvc_done(rc);
-    if (g == NULL)
-        return keel__kvc_done(nogroup(c, 1, 2, ""));
-    size_t before = keel__xs_bytes(s);
-    int64_t n = 0;
-    for (size_t i = 3; i < end && rc >= 0; i++) {
-        keel_stream_id_t id;
-        keel_stream_id_parse(c->argv[i], c->lens[i], 0, 1, NULL, &id);
-        keel_stream_pending_t *p = keel_stream_pel_find(g, id);
-        if (p == NULL)
-            continue;
-        n++;
-        rc = over_limit(c, 1, s, g, p, err_arg ? c->argv[err_arg] : NULL,
-                        err_arg ? c->lens[err_arg] : 0);
-        if (rc != 0)
-            continue;
-        uint64_t wait = delay >= 0 ? (uint64_t)delay : nack_backoff_ms(id, p->delivery_count);
-        p->due_ms = wait <= UINT64_MAX - c->now ? c->now + wait : UINT64_MAX;
-        if (p->due_ms == 0)
-            p->due_ms = 1;
-    }
-    r_int(c->reply, n);
-    if (n > 0)
-        keel__xs_changed(c, 1, before);
-    return rc < 0 ? rc : 0;
-}
-
-int keel__xs_xdeadletter_syntax(const call_t *c)
-{
-    if (c->argc == 4 && keel__kvc_arg_is(c, 3, "OFF"))
-        return 0;
-    int64_t n;
-    if (c->argc != 7 || !keel__kvc_arg_is(c, 3, "MAXDELIVERIES") ||
-        !keel__kvc_arg_is(c, 5, "STREAM"))
-        return r_err(c->reply, "ERR syntax error: KEEL.XDEADLETTER key group MAXDELIVERIES n "
-                               "STREAM key | OFF");
-    if (keel_parse_i64(c->argv[4], c->lens[4], &n) != 0 || n < 1)
-        return r_err(c->reply, "ERR keel: MAXDELIVERIES must be an integer >= 1");
-    if (c->lens[6] == c->lens[1] && memcmp(c->argv[6], c->argv[1], c->lens[1]) == 0)
-        return r_err(c->reply, "ERR keel: a stream cannot be its own dead-letter stream");
-    return 0;
-}
-
-/* KEEL.XDEADLETTER key group MAXDELIVERIES n STREAM dlq | OFF: the group's dead letters. */
-int keel__xs_cmd_xdeadletter(const call_t *c)
-{
-    keel_stream_t *s;
-    keel_stream_group_t *g;
-    int rc = wgroup(c, 1, 2, &s, &g);
-    if (rc != 0)
-        return keel__kvc_done(rc);
-    if (g == NULL)
-        return keel__kvc_done(nogroup(c, 1, 2, ""));
-    if (c->argc == 7 && c->lens[6] > c->kv->cfg.key_bytes_max)
-        return keel__kvc_done(r_err(c->reply, ERR_KEY_SIZE));
-    size_t before = keel__xs_bytes(s);
-    int64_t n = 0;
-    if (c->argc == 7)
-        keel_parse_i64(c->argv[4], c->lens[4], &n);
-    if (c->argc == 7)
-        rc = keel_stream_group_set_deadletter(s, g, (uint64_t)n, c->argv[6], c->lens[6]);
-    else
-        rc = keel_stream_group_set_deadletter(s, g, 0, NULL, 0);
-    if (rc != 0)
-        return rc;
-    r_ok(c->reply);
-    keel__xs_changed(c, 1, before);
-    return 0;
-}
-
-/* ---- XINFO --------------------------------------------------------------------------- */
-
-static void r_str(reply_t *o, const char *s)
-{
-    r_bulk(o, (const uint8_t *)s, strlen(s));
-}
-
-static void r_lag(reply_t *o, const keel_stream_t *s, const keel_stream_group_t *g)
-{
-    int64_t lag;
-    if (keel_stream_group_lag(s, g, &lag))
-        r_int(o, lag);
-    else
-        r_nil(o);
-}
-
-static void r_entries_read(reply_t *o, const keel_stream_group_t *g)
-{
-    int64_t er = keel_stream_group_entries_read(g);
-    if (er != KEEL_STREAM_ENTRIES_READ_UNKNOWN)
-        r_int(o, er);
-    else
-        r_nil(o);
-}
-
-static void info_groups(const call_t *c, const keel_stream_t *s)
-{
-    size_t n = keel_stream_groups_count(s);
-    r_array(c->reply, n);
-    for (size_t i = 0; i < n; i++) {
-        const keel_stream_group_t *g = keel_stream_group_at(s, i);
-        size_t len;
-        const uint8_t *name = keel_stream_group_name(g, &len);
-        r_array(c->reply, 12);
-        r_str(c->reply, "name");
-        r_bulk(c->reply, name, len);
-        r_str(c->reply, "consumers");
-        r_int(c->reply, (int64_t)keel_stream_consumers_count(g));
-        r_str(c->reply, "pending");
-        r_int(c->reply, (int64_t)keel_stream_pel_count(g));
-        r_str(c->reply, "last-delivered-id");
-        keel__xs_id(c->reply, keel_stream_group_last_id(g));
-        r_str(c->reply, "entries-read");
-        r_entries_read(c->reply, g);
-        r_str(c->reply, "lag");
-        r_lag(c->reply, s, g);
-    }
-}
-
-static void info_consumers(const call_t *c, const keel_stream_group_t *g)
-{
-    size_t n = keel_stream_consumers_count(g);
-    r_array(c->reply, n);
-    for (size_t i = 0; i < n; i++) {
-        const keel_stream_consumer_t *cn = keel_stream_consumer_at(g, i);
-        size_t len;
-        const uint8_t *name = keel_stream_consumer_name(cn, &len);
-        r_array(c->reply, 6);
-        r_str(c->reply, "name");
-        r_bulk(c->reply, name, len);
-        r_str(c->reply, "pending");
-        r_int(c->reply, (int64_t)keel_stream_consumer_pending(cn));
-        r_str(c->reply, "idle");
-        r_int(c->reply, idle_of(c->now, keel_stream_consumer_seen_ms(cn)));
-    }
-}
-
-static void info_full_group(const call_t *c, const keel_stream_t *s, const keel_stream_group_t *g,
-                            int64_t count)
-{
-    size_t len, total = keel_stream_pel_count(g);
-    const uint8_t *name = keel_stream_group_name(g, &len);
-    r_array(c->reply, 14);
-    r_str(c->reply, "name");
-    r_bulk(c->reply, name, len);
-    r_str(c->reply, "last-delivered-id");
-    keel__xs_id(c->reply, keel_stream_group_last_id(g));
-    r_str(c->reply, "entries-read");
-    r_entries_read(c->reply, g);
-    r_str(c->reply, "lag");
-    r_lag(c->reply, s, g);
-    r_str(c->reply, "pel-count");
-    r_int(c->reply, (int64_t)total);
-    r_str(c->reply, "pending");
-    size_t n = count ? ((size_t)count < total ? (size_t)count : total) : total;
-    r_array(c->reply, n);
-    for (size_t i = 0; i < n; i++) {
-        const keel_stream_pending_t *p = keel_stream_pel_at(g, i);
-        size_t cl;
-        const uint8_t *cname = keel_stream_consumer_name(p->owner, &cl);
-        r_array(c->reply, 4);
-        keel__xs_id(c->reply, p->id);
-        r_bulk(c->reply, cname, cl);
-        r_int(c->reply, (int64_t)p->delivery_ms);
-        r_int(c->reply, (int64_t)p->delivery_count);
-    }
-    size_t ncons = keel_stream_consumers_count(g);
-    r_str(c->reply, "consumers");
-    r_array(c->reply, ncons);
-    for (size_t k = 0; k < ncons; k++) {
-        const keel_stream_consumer_t *cn = keel_stream_consumer_at(g, k);
-        size_t cl;
-        const uint8_t *cname = keel_stream_consumer_name(cn, &cl);
-        uint64_t mine = keel_stream_consumer_pending(cn);
-        r_array(c->reply, 8);
-        r_str(c->reply, "name");
-        r_bulk(c->reply, cname, cl);
-        r_str(c->reply, "seen-time");
-        r_int(c->reply, (int64_t)keel_stream_consumer_seen_ms(cn));
-        r_str(c->reply, "pel-count");
-        r_int(c->reply, (int64_t)mine);
-        r_str(c->reply, "pending");
-        size_t m = count ? ((uint64_t)count < mine ? (size_t)count : (size_t)mine) : (size_t)mine;
-        r_array(c->reply, m);
-        for (size_t i = 0, done = 0; i < total && done < m; i++) {
-            const keel_stream_pending_t *p = keel_stream_pel_at(g, i);
-            if (p->owner != cn)
-                continue;
-            done++;
-            r_array(c->reply, 3);
-            keel__xs_id(c->reply, p->id);
-            r_int(c->reply, (int64_t)p->delivery_ms);
-            r_int(c->reply, (int64_t)p->delivery_count);
-        }
-    }
-}
-
-static void info_stream(const call_t *c, const keel_stream_t *s, int full, int64_t count)
-{
-    keel_stream_info_t in;
-    keel_stream_get_info(s, &in);
-    r_array(c->reply, full ? 18 : 20);
-    r_str(c->reply, "length");
-    r_int(c->reply, (int64_t)in.length);
-    /* Redis's rax: keys are its listpacks (our blocks); its node count has no equivalent */
-    r_str(c->reply, "radix-tree-keys");
-    r_int(c->reply, (int64_t)in.blocks);
-    r_str(c->reply, "radix-tree-nodes");
-    r_int(c->reply, (int64_t)(in.blocks + 1));
-    r_str(c->reply, "last-generated-id");
-    keel__xs_id(c->reply, in.last_id);
-    r_str(c->reply, "max-deleted-entry-id");
-    keel__xs_id(c->reply, in.max_deleted_id);
-    r_str(c->reply, "entries-added");
-    r_int(c->reply, (int64_t)in.entries_added);
-    r_str(c->reply, "recorded-first-entry-id");
-    keel__xs_id(c->reply, in.first_id);
-    keel_stream_id_t lo = {0, 0}, hi = {UINT64_MAX, UINT64_MAX};
-    if (!full) {
-        r_str(c->reply, "groups");
-        r_int(c->reply, (int64_t)in.groups);
-        for (int rev = 0; rev < 2; rev++) {
-            r_str(c->reply, rev ? "last-entry" : "first-entry");
-            keel_stream_iter_t it;
-            keel_stream_entry_t e;
-            keel_stream_iter_init(&it, s, lo, hi, rev);
-            if (keel_stream_iter_next(&it, &e))
-                keel__xs_entry(c->reply, &e);
-            else
-                r_nil(c->reply);
-        }
-        return;
-    }
-    r_str(c->reply, "entries");
-    keel__xs_range(c->reply, s, lo, hi, (uint64_t)count, 0);
-    r_str(c->reply, "groups");
-    r_array(c->reply, in.groups);
-    for (size_t i = 0; i < in.groups; i++)
-        info_full_group(c, s, keel_stream_group_at(s, i), count);
-}
-
-int keel__xs_xinfo_syntax(const call_t *c)
-{
-    static const char *const names[] = {"STREAM", "GROUPS", "CONSUMERS"};
-    static const int arity[] = {-3, 3, 4};
-    return sub_arity(c, names, arity, 3, "xinfo", "XINFO");
-}
-
-int keel__xs_cmd_xinfo(const call_t *c)
-{
-    const keel_stream_t *s;
-    if (keel__xs_read_lookup(c, 2, &s) != 0)
-        return 0;
-    if (s == NULL)
-        return keel__kvc_done(r_err(c->reply, "ERR no such key"));
-    if (keel__kvc_arg_is(c, 1, "CONSUMERS")) {
-        const keel_stream_group_t *g = keel_stream_group_find(s, c->argv[3], c->lens[3]);
-        if (g == NULL)
-            return keel__kvc_done(keel__xs_errf(
-                c, "NOGROUP No such consumer group '%.*s' for key name '%.*s'",
-                (int)(c->lens[3] > 200 ? 200 : c->lens[3]), (const char *)c->argv[3],
-                (int)(c->lens[2] > 200 ? 200 : c->lens[2]), (const char *)c->argv[2]));
-        info_consumers(c, g);
-        return 0;
-    }
-    if (keel__kvc_arg_is(c, 1, "GROUPS")) {
-        info_groups(c, s);
-        return 0;
-    }
-    /* STREAM key [FULL [COUNT n]] */
-    size_t extra = c->argc - 3;
-    int64_t count = 10;
-    if (extra == 0) {
-        info_stream(c, s, 0, 0);
-        return 0;
-    }
-    if ((extra != 1 && extra != 3) || !keel__kvc_arg_is(c, 3, "FULL") ||
-        (extra == 3 && !keel__kvc_arg_is(c, 4, "COUNT")))
-        return keel__kvc_done(keel__xs_errf(c,
-                                            "ERR unknown subcommand or wrong number of arguments "
-                                            "for '%.*s'. Try XINFO HELP.",
-                                            (int)(c->lens[1] > 128 ? 128 : c->lens[1]),
-                                            (const char *)c->argv[1]));
-    if (extra == 3) {
-        if (keel_parse_i64(c->argv[5], c->lens[5], &count) != 0)
-            return keel__kvc_done(r_err(c->reply, ERR_NOT_INT));
-        if (count < 0)
-            count = 10;
-    }
-    info_stream(c, s, 1, count);
-    return 0;
 }
 
 /* ---- for the server: a blocked consumer's wake-up test -------------------------------- */

@@ -11,6 +11,21 @@
 
 /* An error reply formatted like Redis's addReplyErrorFormat (at most 511 bytes); REPLIED. */
 int keel__xs_errf(const call_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* kv_stream_group.c, shared with kv_stream_info.c: Redis 7's subcommand table check (name
+   and arity; 0 or the error written), and an idle time (now - then, never negative). */
+int keel__xs_sub_arity(const call_t *c, const char *const *names, const int *arity, size_t n,
+                       const char *cmd, const char *help);
+int64_t keel__xs_idle_of(uint64_t now, uint64_t then);
+/* NOGROUP for key argv[key] / group argv[group] (where: the error's tail). */
+int keel__xs_nogroup(const call_t *c, size_t key, size_t group, const char *where);
+/* The group argv[gi] of stream key argv[ki] for a write: 0 and *s, *g (NULL if absent), or
+ * REPLIED (WRONGTYPE). */
+int keel__xs_wgroup(const call_t *c, size_t ki, size_t gi, keel_stream_t **s,
+                    keel_stream_group_t **g);
+/* kv_stream_dlq.c: an entry at its group's limit (KEEL.XDEADLETTER) goes to the dead letters
+   instead of being delivered or returned again: 1 moved, 0 not, or ENOMEM. */
+int keel__xs_over_limit(const call_t *c, size_t key, keel_stream_t *s, keel_stream_group_t *g,
+                        const keel_stream_pending_t *p, const uint8_t *err, size_t err_len);
 /* Reply writers: an id as a bulk string; an entry as [id, [f, v, ...]]. */
 void keel__xs_id(reply_t *o, keel_stream_id_t id);
 void keel__xs_entry(reply_t *o, const keel_stream_entry_t *e);
