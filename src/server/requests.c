@@ -1,29 +1,12 @@
-/* requests.c - a node's client requests: propose, forward, ReadIndex batches, park, answer. */
+/* requests.c - a node's client requests: propose, park, ReadIndex batches, answer (between nodes:
+ * requests_fwd.c). */
 #include "server/requests.h"
+#include "server/requests_int.h"
 
 #include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* A ReadIndex round: reads that arrived in one pass share one. */
-struct read_batch {
-    uint64_t ctx;
-    keel_req_queue_t reqs;
-    read_batch_t *next;
-};
-
-/*
- * Follower: the linearizable reads of one pass ask the leader for one read index
- * together (one FWD_READ frame, one FWD_READ_OK), not one frame each. Every read in
- * the batch arrived before the frame left, so the index the leader confirms after
- * receiving it covers every write acknowledged before any of them started.
- */
-struct fwd_reads {
-    uint64_t req_id, origin; /* our id for the batch; the leader it was sent to */
-    keel_req_queue_t reqs;   /* requests answered meanwhile (timeouts) stay as tombstones */
-    fwd_reads_t *next;
-};
 
 void keel_req_push(keel_req_queue_t *q, keel_req_t *r)
 {
@@ -47,8 +30,6 @@ keel_req_t *keel_req_pop(keel_req_queue_t *q)
     return r;
 }
 
-static void dispatch(keel_reqs_t *q, keel_req_t *r);
-
 /* A write or an ordered read of a client (not a membership change): what keeps its place
  * among its connection's others. */
 static int write_kind(const keel_req_t *r)
@@ -57,7 +38,7 @@ static int write_kind(const keel_req_t *r)
 }
 
 /* Waits for a known leader (keel_reqs_leader_known dispatches the queue again). */
-static void park(keel_reqs_t *q, keel_req_t *r)
+void keel__rq_park(keel_reqs_t *q, keel_req_t *r)
 {
     q->parked_writes += write_kind(r);
     keel_req_push(&q->parked, r);
@@ -65,7 +46,8 @@ static void park(keel_reqs_t *q, keel_req_t *r)
 
 /* ---- request bookkeeping ---------------------------------------------------------- */
 
-static keel_req_t *req_new(keel_reqs_t *q, keel_req_kind_t kind, keel_reqs_done_fn done, void *ctx)
+keel_req_t *keel__rq_req_new(keel_reqs_t *q, keel_req_kind_t kind, keel_reqs_done_fn done,
+                             void *ctx)
 {
     keel_req_t *r = q->pool;
     if (r != NULL) {
@@ -95,7 +77,8 @@ static void all_unlink(keel_reqs_t *q, keel_req_t *r)
 }
 
 /* Answers a request once; the memory stays while a queue still holds it. */
-static void req_answer(keel_reqs_t *q, keel_req_t *r, int status, const uint8_t *reply, size_t len)
+void keel__rq_req_answer(keel_reqs_t *q, keel_req_t *r, int status, const uint8_t *reply,
+                         size_t len)
 {
     if (r->kind == KEEL_REQ_REMOTE_WRITE || r->kind == KEEL_REQ_REMOTE_READ)
         r->done = NULL; /* the follower that asked times its own request out */
@@ -110,7 +93,7 @@ static void req_answer(keel_reqs_t *q, keel_req_t *r, int status, const uint8_t 
     done(r->ctx, status, reply, len);
 }
 
-static void req_free(keel_reqs_t *q, keel_req_t *r)
+void keel__rq_req_free(keel_reqs_t *q, keel_req_t *r)
 {
     assert(r->done == NULL || r->kind == KEEL_REQ_REMOTE_WRITE || r->kind == KEEL_REQ_REMOTE_READ);
     all_unlink(q, r);
@@ -136,7 +119,7 @@ static void req_free(keel_reqs_t *q, keel_req_t *r)
 }
 
 /* Room for the request's command of len bytes: inside the request when it fits. */
-static uint8_t *req_cmd_alloc(keel_req_t *r, size_t len)
+uint8_t *keel__rq_req_cmd_alloc(keel_req_t *r, size_t len)
 {
     assert(r->cmd == NULL);
     r->cmd = len <= KEEL_REQ_CMD_INLINE_BYTES ? r->cmd_inline : malloc(len ? len : 1);
@@ -154,9 +137,9 @@ static void req_pool_free(keel_reqs_t *q)
     q->pool_len = 0;
 }
 
-/* Every write-kind request takes a number when it is accepted: a request refused or
+/* Every write-kind request takes a number when it is keel__rq_accepted: a request refused or
  * overwritten is sent again only if it still has the newest (redo_write). */
-static void accepted(keel_reqs_t *q, keel_req_t *r)
+void keel__rq_accepted(keel_reqs_t *q, keel_req_t *r)
 {
     if (write_kind(r))
         r->seq = ++q->write_seq;
@@ -164,12 +147,11 @@ static void accepted(keel_reqs_t *q, keel_req_t *r)
 
 /* The done of a request a follower forwarded: never called (the follower times its own
    request out); its address marks the request as remote. */
-static void remote_done(void *ctx, int status, const uint8_t *reply, size_t len) {}
-#define REMOTE_DONE remote_done
+void keel__rq_remote_done(void *ctx, int status, const uint8_t *reply, size_t len) {}
 
 /* The entry is cmd (copied), or `owned` (malloc'd, owned_cap bytes holding len): the request
-   takes it over and frees it, or returns it to scratch, with itself (req_free); it is freed
-   here on every error. */
+   takes it over and frees it, or returns it to scratch, with itself (keel__rq_req_free); it is
+   freed here on every error. */
 static int submit(keel_reqs_t *q, keel_req_kind_t kind, const uint8_t *cmd, uint8_t *owned,
                   size_t owned_cap, size_t len, int is_conf, keel_reqs_done_fn done, void *ctx)
 {
@@ -177,26 +159,26 @@ static int submit(keel_reqs_t *q, keel_req_kind_t kind, const uint8_t *cmd, uint
              : q->stopped                       ? KEEL_ECANCELED
              : q->pending >= q->cfg.pending_max ? KEEL_EFULL
                                                 : 0;
-    keel_req_t *r = rc == 0 ? req_new(q, kind, done, ctx) : NULL;
+    keel_req_t *r = rc == 0 ? keel__rq_req_new(q, kind, done, ctx) : NULL;
     if (r != NULL && owned != NULL) {
         assert(r->cmd == NULL);
-        r->cmd = owned; /* the request's now: req_free frees it (it is not cmd_inline) */
+        r->cmd = owned; /* the request's now: keel__rq_req_free frees it (it is not cmd_inline) */
         r->cmd_len = len;
         r->cmd_cap = owned_cap;
         owned = NULL;
-    } else if (r != NULL && req_cmd_alloc(r, len) != NULL) {
+    } else if (r != NULL && keel__rq_req_cmd_alloc(r, len) != NULL) {
         memcpy(r->cmd, cmd, len);
     } else if (r != NULL) {
         r->done = NULL;
-        req_free(q, r);
+        keel__rq_req_free(q, r);
         r = NULL;
     }
     free(owned);
     if (r == NULL)
         return rc != 0 ? rc : KEEL_ENOMEM;
     r->is_conf = is_conf;
-    accepted(q, r);
-    dispatch(q, r);
+    keel__rq_accepted(q, r);
+    keel__rq_dispatch(q, r);
     return 0;
 }
 
@@ -210,7 +192,7 @@ int keel_reqs_submit_entry(keel_reqs_t *q, keel_req_kind_t kind, const uint8_t *
  * (the leader stamps it again with its own before proposing). An entry of at least
  * KEEL_REQ_ADOPT_BYTES_MIN is not copied: the request takes over the encode buffer itself
  * (for a 63 MiB value, one copy and one fresh 63 MiB allocation fewer on the loop), and
- * scratch starts empty again until the request ends and gives the buffer back (req_free);
+ * scratch starts empty again until the request ends and gives the buffer back (keel__rq_req_free);
  * smaller ones are copied and scratch's memory is reused. */
 int keel_reqs_submit(keel_reqs_t *q, keel_req_kind_t kind, int argc, const uint8_t *const *argv,
                      const size_t *lens, keel_reqs_done_fn done, void *ctx)
@@ -223,7 +205,7 @@ int keel_reqs_submit(keel_reqs_t *q, keel_req_kind_t kind, int argc, const uint8
     size_t len = keel_buf_unread(&q->scratch);
     if (len < KEEL_REQ_ADOPT_BYTES_MIN || q->scratch.rpos != 0)
         return submit(q, kind, keel_buf_rptr(&q->scratch), NULL, 0, len, 0, done, ctx);
-    /* handed to submit, which owns it from here; it comes back at req_free */
+    /* handed to submit, which owns it from here; it comes back at keel__rq_req_free */
     uint8_t *owned = q->scratch.data;
     size_t cap = q->scratch.cap;
     keel_buf_init(&q->scratch, 0);
@@ -249,7 +231,7 @@ static void serve_read(keel_reqs_t *q, keel_req_t *r)
 {
     keel_buf_reset(&q->reply);
     int rc = q->sm.ops->read(q->sm.data, read_now_ms(q), r->cmd, r->cmd_len, &q->reply);
-    req_answer(q, r, rc, keel_buf_rptr(&q->reply), keel_buf_unread(&q->reply));
+    keel__rq_req_answer(q, r, rc, keel_buf_rptr(&q->reply), keel_buf_unread(&q->reply));
 }
 
 void keel_reqs_answer_write(keel_reqs_t *q, keel_req_t *r, const uint8_t *reply, size_t len)
@@ -260,9 +242,9 @@ void keel_reqs_answer_write(keel_reqs_t *q, keel_req_t *r, const uint8_t *reply,
         q->env.send_fwd(q->env.data, r->origin, KEEL_PEER_FWD_REPLY, &f);
         r->done = NULL;
     } else {
-        req_answer(q, r, 0, reply, len);
+        keel__rq_req_answer(q, r, 0, reply, len);
     }
-    req_free(q, r);
+    keel__rq_req_free(q, r);
 }
 
 /* ---- ordered reads ------------------------------------------------------------------ */
@@ -280,7 +262,7 @@ void keel_reqs_answer_write(keel_reqs_t *q, keel_req_t *r, const uint8_t *reply,
  * are committed at indexes below W2's, which was appended after R arrived) and the
  * origin's writes sent before R, and none sent after it. W2's commit in the term it was
  * proposed in proves that no other leader could have acknowledged a write since before
- * R arrived: a majority accepted W2 from this leader after R arrived, and a newer
+ * R arrived: a majority keel__rq_accepted W2 from this leader after R arrived, and a newer
  * leader's voters would have refused it. If W2's place went to another leader's entry,
  * R is dispatched again, ahead of W2. A read that no write follows in the same pass (the
  * end of a pipeline) goes through the log as before, carrying the chain's other reads
@@ -325,16 +307,16 @@ static void refuse_write(keel_reqs_t *q, keel_req_t *r, int rc)
         q->env.send_fwd(q->env.data, r->origin, KEEL_PEER_FWD_REPLY, &f);
         r->done = NULL;
     } else {
-        req_answer(q, r, rc, NULL, 0);
+        keel__rq_req_answer(q, r, rc, NULL, 0);
     }
-    req_free(q, r);
+    keel__rq_req_free(q, r);
 }
 
 /* Answers an ordered read from the state now (just before the write behind it applies). */
 static void serve_ordered(keel_reqs_t *q, keel_req_t *r)
 {
     if (r->done == NULL) { /* timed out meanwhile */
-        req_free(q, r);
+        keel__rq_req_free(q, r);
         return;
     }
     keel_buf_reset(&q->reply);
@@ -354,9 +336,9 @@ static void answer_not_applied(keel_reqs_t *q, keel_req_t *r, int status)
         q->env.send_fwd(q->env.data, r->origin, KEEL_PEER_FWD_REPLY, &f);
         r->done = NULL;
     }
-    req_answer(q, r, status, NULL, 0);
+    keel__rq_req_answer(q, r, status, NULL, 0);
     r->done = NULL;
-    req_free(q, r);
+    keel__rq_req_free(q, r);
 }
 
 /* The reads ordered before r will not be served at r's place: each is answered status,
@@ -366,7 +348,7 @@ static void release_before(keel_reqs_t *q, keel_req_t *r, int status)
     keel_req_t *b;
     while ((b = keel_req_pop(&r->before)) != NULL) {
         if (status == 0)
-            dispatch(q, b);
+            keel__rq_dispatch(q, b);
         else
             answer_not_applied(q, b, status);
     }
@@ -374,7 +356,7 @@ static void release_before(keel_reqs_t *q, keel_req_t *r, int status)
 
 /*
  * A write proposed here whose place in the log another leader's entry took: it was not
- * applied. Proposed again only if no write-kind request was accepted by this node after
+ * applied. Proposed again only if no write-kind request was keel__rq_accepted by this node after
  * it (proposed, forwarded, parked or waiting in a chain): else it could land behind a
  * later command of its connection, out of order. Then it fails, definitely not applied
  * (KEEL_ECONFLICT), and so do the reads ordered before it. Found by the simulator's
@@ -384,7 +366,7 @@ static void redo_write(keel_reqs_t *q, keel_req_t *r)
 {
     if (r->seq == q->write_seq) {
         release_before(q, r, 0);
-        dispatch(q, r);
+        keel__rq_dispatch(q, r);
         return;
     }
     release_before(q, r, KEEL_ECONNRESET);
@@ -421,10 +403,10 @@ static void park_write(keel_reqs_t *q, keel_req_t *r)
     keel_req_queue_t *t = chain_tail(q, chain_origin(r), 0);
     keel_req_t *b;
     while (t != NULL && (b = keel_req_pop(t)) != NULL)
-        park(q, b);
+        keel__rq_park(q, b);
     while ((b = keel_req_pop(&r->before)) != NULL) /* flush_chains' reads ahead of r */
-        park(q, b);
-    park(q, r);
+        keel__rq_park(q, b);
+    keel__rq_park(q, r);
 }
 
 /* A write is in the log at index (this term): it waits there for its entry to apply,
@@ -508,7 +490,7 @@ static int flush_chains(keel_reqs_t *q)
         }
         if (last == NULL) {
             while ((b = keel_req_pop(&rest)) != NULL)
-                req_free(q, b);
+                keel__rq_req_free(q, b);
             continue;
         }
         assert(last->before.head == NULL);
@@ -543,11 +525,11 @@ static void on_leader(keel_reqs_t *q, keel_req_t *r)
  * Sends a request where it can make progress: proposes or starts a read on
  * the leader, forwards from a follower, parks while no leader is known.
  */
-static void dispatch(keel_reqs_t *q, keel_req_t *r)
+void keel__rq_dispatch(keel_reqs_t *q, keel_req_t *r)
 {
     assert(r->qnext == NULL); /* in no queue while being dispatched */
     if (r->done == NULL) {
-        req_free(q, r);
+        keel__rq_req_free(q, r);
         return;
     }
     if (q->handling_ready) {
@@ -555,13 +537,13 @@ static void dispatch(keel_reqs_t *q, keel_req_t *r)
         return;
     }
     if (q->removed && (r->kind == KEEL_REQ_WRITE || r->kind == KEEL_REQ_READ)) {
-        req_answer(q, r, KEEL_ENOTMEMBER, NULL, 0);
+        keel__rq_req_answer(q, r, KEEL_ENOTMEMBER, NULL, 0);
         r->done = NULL;
-        req_free(q, r);
+        keel__rq_req_free(q, r);
         return;
     }
     if (q->parked_writes > 0 && write_kind(r)) {
-        park(q, r); /* behind what its connection sent before it */
+        keel__rq_park(q, r); /* behind what its connection sent before it */
         return;
     }
     uint64_t leader = keel_raft_leader(q->raft);
@@ -576,11 +558,11 @@ static void dispatch(keel_reqs_t *q, keel_req_t *r)
             q->env.data, r->origin,
             r->kind == KEEL_REQ_REMOTE_WRITE ? KEEL_PEER_FWD_REPLY : KEEL_PEER_FWD_READ_OK, &f);
         r->done = NULL;
-        req_free(q, r);
+        keel__rq_req_free(q, r);
         return;
     }
     if (leader == 0 || !q->env.peer_up(q->env.data, leader)) {
-        park(q, r);
+        keel__rq_park(q, r);
         return;
     }
     if (r->kind == KEEL_REQ_READ) {
@@ -590,7 +572,7 @@ static void dispatch(keel_reqs_t *q, keel_req_t *r)
     r->req_id = ++q->next_req_id;
     r->origin = leader;
     if (keel_map_put(&q->fwd, &r->req_id, sizeof(r->req_id), r, NULL) < 0) {
-        park(q, r);
+        keel__rq_park(q, r);
         return;
     }
     keel_peer_fwd_t f = {.req_id = r->req_id, .bytes = r->cmd, .bytes_len = r->cmd_len};
@@ -598,186 +580,6 @@ static void dispatch(keel_reqs_t *q, keel_req_t *r)
                     &f);
     if (q->m_forwarded)
         keel_counter_inc(q->m_forwarded);
-}
-
-/* ---- forwarding handlers ------------------------------------------------------------ */
-
-static void handle_fwd_propose(keel_reqs_t *q, uint64_t from, const keel_peer_fwd_t *f, int is_conf)
-{
-    keel_req_t *r = req_new(q, KEEL_REQ_REMOTE_WRITE, REMOTE_DONE, NULL);
-    if (r == NULL || req_cmd_alloc(r, f->bytes_len) == NULL) {
-        if (r)
-            req_free(q, r);
-        return;
-    }
-    memcpy(r->cmd, f->bytes, f->bytes_len);
-    r->is_conf = is_conf;
-    r->origin = from;
-    r->req_id = f->req_id;
-    accepted(q, r);
-    dispatch(q, r);
-}
-
-static void handle_fwd_read(keel_reqs_t *q, uint64_t from, const keel_peer_fwd_t *f)
-{
-    keel_req_t *r = req_new(q, KEEL_REQ_REMOTE_READ, REMOTE_DONE, NULL);
-    if (r == NULL)
-        return;
-    r->origin = from;
-    r->req_id = f->req_id;
-    dispatch(q, r);
-}
-
-static keel_req_t *fwd_take(keel_reqs_t *q, uint64_t req_id)
-{
-    void *v = NULL;
-    if (keel_map_del(&q->fwd, &req_id, sizeof(req_id), &v) != 0)
-        return NULL;
-    return v;
-}
-
-/*
- * Forwarded requests whose leader will not answer them: those sent to another node
- * than `keep` (a different leader is now known), or, with `only` set, those sent to
- * `only` (the connection to it broke). Reads change nothing: they are asked again. A
- * write may already be in the log that the new leader inherited, so proposing it again
- * could apply it twice: its outcome is unknown, and the client is told so now rather
- * than after the request timeout.
- */
-static void give_up_forwarded(keel_reqs_t *q, uint64_t keep, uint64_t only)
-{
-    keel_req_queue_t moved = {0};
-    size_t pos = 0, kl;
-    const uint8_t *k;
-    void *v;
-    while (keel_map_next(&q->fwd, &pos, &k, &kl, &v)) {
-        uint64_t origin = ((keel_req_t *)v)->origin;
-        if (only ? origin == only : origin != keep)
-            keel_req_push(&moved, v);
-    }
-    fwd_reads_t **pp = &q->fwd_reads, *b;
-    while ((b = *pp) != NULL) {
-        if (only ? b->origin != only : b->origin == keep) {
-            pp = &b->next;
-            continue;
-        }
-        *pp = b->next;
-        keel_req_t *r;
-        while ((r = keel_req_pop(&b->reqs)) != NULL)
-            park(q, r); /* reads change nothing: asked again */
-        free(b);
-    }
-    keel_req_t *r;
-    while ((r = keel_req_pop(&moved)) != NULL) { /* only writes: reads travel in batches */
-        fwd_take(q, r->req_id);
-        req_answer(q, r, KEEL_ECONNRESET, NULL, 0);
-        req_free(q, r);
-    }
-}
-
-static void handle_fwd_reply(keel_reqs_t *q, const keel_peer_fwd_t *f);
-static void handle_fwd_read(keel_reqs_t *q, uint64_t from, const keel_peer_fwd_t *f);
-static void handle_fwd_read_ok(keel_reqs_t *q, const keel_peer_fwd_t *f);
-
-static void handle_fwd_reply(keel_reqs_t *q, const keel_peer_fwd_t *f)
-{
-    keel_req_t *r = fwd_take(q, f->req_id);
-    if (r == NULL)
-        return; /* answered already (timeout) */
-    if (f->status == KEEL_PEER_NOT_LEADER) {
-        /*
-         * Definitely not applied. Sent again once a leader is known, unless a write went
-         * after it (forwarded, or proposed here): that one may be in the log already, and
-         * this one, proposed now, would come after it, out of its connection's order
-         * (found by the simulator's pipelining client). Then it fails, not applied.
-         */
-        if (r->seq == q->write_seq) {
-            park(q, r);
-        } else {
-            req_answer(q, r, KEEL_ENOTLEADER, NULL, 0);
-            req_free(q, r);
-        }
-        return;
-    }
-    if (f->status == KEEL_PEER_FAILED) { /* the leader's core refused it */
-        req_answer(q, r, KEEL_EREJECTED, NULL, 0);
-        req_free(q, r);
-        return;
-    }
-    req_answer(q, r, 0, f->bytes, f->bytes_len);
-    req_free(q, r);
-}
-
-/* Follower: the leader answered a batch of reads with its read index (or refused). */
-static void handle_fwd_read_ok(keel_reqs_t *q, const keel_peer_fwd_t *f)
-{
-    fwd_reads_t **pp = &q->fwd_reads, *b;
-    while ((b = *pp) != NULL && b->req_id != f->req_id)
-        pp = &b->next;
-    if (b == NULL)
-        return; /* every read in it timed out, or it was asked again elsewhere */
-    *pp = b->next;
-    keel_req_t *r;
-    while ((r = keel_req_pop(&b->reqs)) != NULL) {
-        if (f->status != KEEL_PEER_OK) {
-            park(q, r); /* not a leader: ask again once one is known */
-        } else {
-            r->index = f->index;
-            keel_req_push(&q->reads_ready, r); /* tombstones are freed there */
-        }
-    }
-    free(b);
-}
-
-/* Follower: this turn's linearizable reads ask the leader for one read index. */
-static void forward_reads(keel_reqs_t *q)
-{
-    if (q->reads_fwd_new.head == NULL)
-        return;
-    uint64_t leader = keel_raft_leader(q->raft);
-    fwd_reads_t *b = NULL;
-    if (leader != 0 && leader != q->cfg.id && q->env.peer_up(q->env.data, leader))
-        b = calloc(1, sizeof(*b));
-    keel_req_t *r;
-    if (b == NULL) { /* the leader changed during the turn (or no memory): dispatch again */
-        while ((r = keel_req_pop(&q->reads_fwd_new)) != NULL)
-            park(q, r);
-        return;
-    }
-    b->req_id = ++q->next_req_id;
-    b->origin = leader;
-    b->reqs = q->reads_fwd_new;
-    q->reads_fwd_new = (keel_req_queue_t){0};
-    b->next = q->fwd_reads;
-    q->fwd_reads = b;
-    keel_peer_fwd_t f = {.req_id = b->req_id};
-    q->env.send_fwd(q->env.data, leader, KEEL_PEER_FWD_READ, &f);
-    if (q->m_forwarded)
-        for (r = b->reqs.head; r; r = r->qnext)
-            keel_counter_inc(q->m_forwarded);
-}
-
-/*
- * Batches whose reads were all answered meanwhile (timeouts) are dropped, so a leader
- * that keeps its connection but never answers costs no memory beyond the request
- * timeout. A late answer to a dropped batch is ignored.
- */
-static void prune_fwd_reads(keel_reqs_t *q)
-{
-    fwd_reads_t **pp = &q->fwd_reads, *b;
-    while ((b = *pp) != NULL) {
-        keel_req_t *r = b->reqs.head;
-        while (r && r->done == NULL)
-            r = r->qnext;
-        if (r != NULL) {
-            pp = &b->next;
-            continue;
-        }
-        *pp = b->next;
-        while ((r = keel_req_pop(&b->reqs)) != NULL)
-            req_free(q, r);
-        free(b);
-    }
 }
 
 /*
@@ -827,12 +629,12 @@ static void finish_read_batch(keel_reqs_t *q, const keel_raft_read_state_t *rs)
     keel_req_t *r;
     while ((r = keel_req_pop(&b->reqs)) != NULL) {
         if (!rs->ok) {
-            dispatch(q, r); /* leadership lost: ask again wherever the leader is now */
+            keel__rq_dispatch(q, r); /* leadership lost: ask again wherever the leader is now */
         } else if (r->kind == KEEL_REQ_REMOTE_READ) {
             keel_peer_fwd_t f = {.req_id = r->req_id, .status = KEEL_PEER_OK, .index = rs->index};
             q->env.send_fwd(q->env.data, r->origin, KEEL_PEER_FWD_READ_OK, &f);
             r->done = NULL;
-            req_free(q, r);
+            keel__rq_req_free(q, r);
         } else {
             r->index = rs->index;
             keel_req_push(&q->reads_ready, r);
@@ -851,12 +653,12 @@ static size_t serve_ready_reads(keel_reqs_t *q)
     keel_req_t *r;
     while ((r = keel_req_pop(&q->reads_ready)) != NULL) {
         if (r->done == NULL) {
-            req_free(q, r);
+            keel__rq_req_free(q, r);
         } else if (r->index <= applied || q->cfg.test_serve_reads_early) {
             assert(r->kind == KEEL_REQ_READ &&
                    (r->index <= applied || q->cfg.test_serve_reads_early));
             serve_read(q, r);
-            req_free(q, r);
+            keel__rq_req_free(q, r);
             served++;
         } else {
             keel_req_push(&keep, r);
@@ -875,12 +677,12 @@ static void expire_requests(keel_reqs_t *q)
         keel_req_t *r = KEEL_LIST_ENTRY(l, keel_req_t, all);
         if (q->m_timeouts)
             keel_counter_inc(q->m_timeouts);
-        if (r->req_id != 0 && fwd_take(q, r->req_id) == r) {
-            req_answer(q, r, KEEL_ETIMEDOUT, NULL, 0);
-            req_free(q, r);
+        if (r->req_id != 0 && keel__rq_fwd_take(q, r->req_id) == r) {
+            keel__rq_req_answer(q, r, KEEL_ETIMEDOUT, NULL, 0);
+            keel__rq_req_free(q, r);
             continue;
         }
-        req_answer(q, r, KEEL_ETIMEDOUT, NULL, 0); /* its queue frees the tombstone */
+        keel__rq_req_answer(q, r, KEEL_ETIMEDOUT, NULL, 0); /* its queue frees the tombstone */
     }
 }
 
@@ -927,9 +729,9 @@ static void fail_queue(keel_reqs_t *q, keel_req_queue_t *w)
     keel_req_t *r;
     while ((r = keel_req_pop(w)) != NULL) {
         release_before(q, r, KEEL_ECANCELED);
-        req_answer(q, r, KEEL_ECANCELED, NULL, 0);
+        keel__rq_req_answer(q, r, KEEL_ECANCELED, NULL, 0);
         r->done = NULL;
-        req_free(q, r);
+        keel__rq_req_free(q, r);
     }
 }
 
@@ -964,8 +766,8 @@ void keel_reqs_cancel_all(keel_reqs_t *q)
     void *v;
     while (keel_map_next(&q->fwd, &pos, &k, &kl, &v)) {
         keel_req_t *r = v;
-        req_answer(q, r, KEEL_ECANCELED, NULL, 0);
-        req_free(q, r);
+        keel__rq_req_answer(q, r, KEEL_ECANCELED, NULL, 0);
+        keel__rq_req_free(q, r);
     }
     keel_map_free(&q->fwd, NULL);
     q->fwd.slots = NULL;
@@ -988,23 +790,23 @@ void keel_reqs_on_fwd(keel_reqs_t *q, uint64_t from, keel_peer_type_t type,
     switch (type) {
     case KEEL_PEER_FWD_PROPOSE:
     case KEEL_PEER_FWD_CONF:
-        handle_fwd_propose(q, from, f, type == KEEL_PEER_FWD_CONF);
+        keel__rq_handle_fwd_propose(q, from, f, type == KEEL_PEER_FWD_CONF);
         break;
     case KEEL_PEER_FWD_REPLY:
-        handle_fwd_reply(q, f);
+        keel__rq_handle_fwd_reply(q, f);
         break;
     case KEEL_PEER_FWD_READ:
-        handle_fwd_read(q, from, f);
+        keel__rq_handle_fwd_read(q, from, f);
         break;
     default:
         assert(type == KEEL_PEER_FWD_READ_OK);
-        handle_fwd_read_ok(q, f);
+        keel__rq_handle_fwd_read_ok(q, f);
     }
 }
 
 void keel_reqs_peer_lost(keel_reqs_t *q, uint64_t id)
 {
-    give_up_forwarded(q, 0, id);
+    keel__rq_give_up_forwarded(q, 0, id);
 }
 
 void keel_reqs_leader_known(keel_reqs_t *q, uint64_t leader, int changed)
@@ -1012,7 +814,7 @@ void keel_reqs_leader_known(keel_reqs_t *q, uint64_t leader, int changed)
     /* "No leader" for a moment (a pre-vote after a pause) changes nothing: the old
      * leader may still answer. A different leader means it will not, in time. */
     if (changed && leader != 0)
-        give_up_forwarded(q, leader, 0);
+        keel__rq_give_up_forwarded(q, leader, 0);
     if (leader == 0 || q->parked.head == NULL)
         return;
     keel_req_queue_t parked = q->parked;
@@ -1020,7 +822,7 @@ void keel_reqs_leader_known(keel_reqs_t *q, uint64_t leader, int changed)
     q->parked_writes = 0;
     keel_req_t *r;
     while ((r = keel_req_pop(&parked)) != NULL)
-        dispatch(q, r); /* parked again (in order) if it cannot go yet */
+        keel__rq_dispatch(q, r); /* parked again (in order) if it cannot go yet */
 }
 
 void keel_reqs_ready_begin(keel_reqs_t *q)
@@ -1077,9 +879,9 @@ void keel_reqs_snapshot_installed(keel_reqs_t *q, uint64_t index)
     while (q->writes.head && q->writes.head->index <= index) {
         keel_req_t *r = keel_req_pop(&q->writes);
         release_before(q, r, KEEL_ECONNRESET); /* reads: TRYAGAIN */
-        req_answer(q, r, KEEL_ECONNRESET, NULL, 0);
+        keel__rq_req_answer(q, r, KEEL_ECONNRESET, NULL, 0);
         r->done = NULL;
-        req_free(q, r);
+        keel__rq_req_free(q, r);
     }
 }
 
@@ -1092,7 +894,7 @@ int keel_reqs_step(keel_reqs_t *q)
         q->in_ready = (keel_req_queue_t){0};
         keel_req_t *r;
         while ((r = keel_req_pop(&later)) != NULL)
-            dispatch(q, r);
+            keel__rq_dispatch(q, r);
         moved = 1;
     }
     moved |= flush_chains(q);
@@ -1101,18 +903,18 @@ int keel_reqs_step(keel_reqs_t *q)
 
 void keel_reqs_end_pass(keel_reqs_t *q)
 {
-    forward_reads(q);
+    keel__rq_forward_reads(q);
 }
 
 void keel_reqs_tick(keel_reqs_t *q)
 {
     expire_requests(q);
-    prune_fwd_reads(q);
+    keel__rq_prune_fwd_reads(q);
 }
 
 void keel_reqs_park(keel_reqs_t *q, keel_req_t *r)
 {
-    park(q, r);
+    keel__rq_park(q, r);
 }
 
 void keel_reqs_proposed(keel_reqs_t *q, keel_req_t *r, uint64_t index)
