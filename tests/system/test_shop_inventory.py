@@ -133,6 +133,63 @@ def test_idempotency_and_bad_input(make_cluster, procs):
     assert product(port, "a") == {"id": "a", "stock": 10, "reserved": 3, "available": 7}
 
 
+def mget_calls(cl):
+    """MGETs the keel nodes ran (the inventory's second read round: checked rlist entries)."""
+    n = 0
+    for nd in cl.nodes:
+        stats = nd.client().info("commandstats")
+        n += stats.get("cmdstat_mget", {}).get("calls", 0)
+    return n
+
+
+def test_one_read_round_and_entries_of_every_kind(make_cluster, procs):
+    """A reserve reads once (KEEL.MGETV) and commits: the open reservations' quantities and
+    deadlines are in the product's rlist, and confirms and releases are named in its rdone, so
+    no reservation key is read while every entry is fresh. Entries that cannot be trusted (a
+    bare id as written before 7 Dec, a deadline past or too far ahead) are read and pruned or
+    counted by what their key says; a corrupt entry is refused, never guessed at."""
+    cl = make_cluster(1)
+    port = start_inventory(procs, cl, 60000)
+    assert req(port, "POST", "/products/p/restock", {"qty": 100})[0] == 200
+    for i in range(10):
+        assert req(port, "PUT", f"/reservations/a{i}", {"items": [{"product": "p", "qty": 2}]})[0] == 201
+    for i in range(3):
+        assert req(port, "POST", f"/reservations/a{i}/confirm")[0] == 200
+    for i in range(3, 5):
+        assert req(port, "DELETE", f"/reservations/a{i}")[0] == 204
+    # sold units leave the stock, confirmed and released ones leave "reserved" at once
+    assert product(port, "p") == {"id": "p", "stock": 94, "reserved": 10, "available": 84}
+    assert req(port, "PUT", "/reservations/b", {"items": [{"product": "p", "qty": 84}]})[0] == 201
+    st, body = req(port, "PUT", "/reservations/c", {"items": [{"product": "p", "qty": 1}]})
+    assert st == 409 and body["available"] == 0, body
+    assert mget_calls(cl) == 0  # every reserve and product read: one round
+    k = cl.nodes[0].client()
+    rlist = k.get("inv:rlist:p").decode().split()
+    assert len(rlist) == 6 and all("=" in e and "@" in e for e in rlist), rlist  # pruned
+    assert k.get("inv:rdone:p") is None  # cleared by the reserve that pruned its orders
+
+    # entries of every other kind: a bare id (live and dead), a deadline already past with a
+    # live key, a deadline a year ahead with no key (a clock far off: checked, pruned)
+    now_ms = int(time.time() * 1000)
+    k.set("inv:resv:p:old1", "3", px=60000)
+    k.set("inv:resv:p:past", "4", px=60000)
+    extra = ["old1", "old2", f"past=4@{now_ms - 5000}", f"ahead=7@{now_ms + 365 * 86400000}"]
+    k.set("inv:rlist:p", " ".join(rlist + extra))
+    k.execute_command("INCRBY", "inv:stock:p", "7")
+    p = product(port, "p")
+    assert p["reserved"] == 94 + 3 + 4 and p["available"] == 0, p
+    assert mget_calls(cl) == 1
+    assert req(port, "PUT", "/reservations/d", {"items": [{"product": "p", "qty": 1}]})[0] == 409
+    k.delete("inv:resv:p:old1")
+    assert req(port, "PUT", "/reservations/e", {"items": [{"product": "p", "qty": 3}]})[0] == 201
+    left = {e.split("=")[0] for e in k.get("inv:rlist:p").decode().split()}
+    assert "old1" not in left and "old2" not in left and "ahead" not in left and "past" in left
+    k.set("inv:rlist:p", k.get("inv:rlist:p") + b" bad=x@1")
+    st, body = req(port, "PUT", "/reservations/f", {"items": [{"product": "p", "qty": 1}]})
+    assert st == 503 and "corrupt" in body["error"], body
+    assert req(port, "GET", "/products/p")[0] == 503
+
+
 def test_open_loop_load_holds_the_invariants_through_a_leader_kill(make_cluster, procs):
     """keel-shopload at a fixed arrival rate through two instances while keel's leader is
     SIGKILLed: orders whose outcome the client did not see are asked for afterwards, and

@@ -25,7 +25,14 @@
 #define KEEL_LANES 8
 #define RELEASED_TTL_MS 86400000LL
 #define BODY_BYTES_MAX 65536
-#define SLOTS_MAX (3 + 3 * ITEMS_MAX)
+/* inv:rdone:P: orders confirmed or released since P's last reserve (each was in its rlist) */
+#define RDONE_MAX (2 * OPEN_RESERVATIONS_MAX)
+/* An rlist entry's deadline is believed (the entry counted as held without reading its
+ * reservation key) only while it is this far ahead of the reader's clock, and not further
+ * ahead than a reservation's whole life plus this: clock skew between instances */
+#define RLIST_TRUST_SKEW_MS 1000
+/* a reserve: order, sold, released; per item stock, rlist, rdone; per item its checks */
+#define SLOTS_MAX (3 + 4 * ITEMS_MAX)
 
 typedef struct app {
     keel_loop_t *loop;
@@ -73,6 +80,7 @@ struct op {
     char *gv_keys[SLOTS_MAX];
     size_t gv_slot[SLOTS_MAX], gv_n;
     void (*next)(op_t *o);
+    int64_t now_ms; /* the Unix clock an attempt judged its rlist entries by (rlist.c) */
     keel_list_t link;
     keel_ms_t due_ms;
 };
@@ -105,6 +113,22 @@ void txn_send(op_t *o, txn_t *t, void (*then)(op_t *o));
 void key(char *out, size_t cap, const char *kind, const char *a, const char *b);
 const char *items_parse(op_t *o, const json_t *arr);
 int items_load(op_t *o, const slot_t *s);
+
+/* rlist.c: a product's open reservations, in one read (docs/shop.md) */
+enum rentry_cls { RENTRY_DONE, RENTRY_LIVE, RENTRY_CHECK };
+#define RLIST_TOO_MANY (-1)
+#define RLIST_CORRUPT (-2)
+typedef struct rentry {
+    const char *text, *id; /* into the rlist slot's value */
+    size_t len, id_len;
+    int64_t qty, deadline_ms; /* -1 in an entry written before 7 Dec (a bare id) */
+    enum rentry_cls cls;
+} rentry_t;
+/* The entries of list (at most cap), classified against done and now_ms: their count, or
+ * RLIST_TOO_MANY, RLIST_CORRUPT. */
+int rlist_view(const slot_t *list, const slot_t *done, int64_t now_ms, int64_t ttl_ms,
+               rentry_t *out, size_t cap);
+void rlist_queue_checks(op_t *o, const char *product, const rentry_t *e, int n);
 
 /* main.c: an operation's (re)start after a conflict, and the backoff timer */
 void restart(op_t *o);

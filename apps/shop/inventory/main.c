@@ -19,7 +19,8 @@
  *
  * Data in keel server (docs/shop.md has the reasoning):
  *   inv:stock:P         units on hand (not yet sold); reservations are not subtracted
- *   inv:rlist:P         the orders that may hold a reservation of P (stale ids pruned)
+ *   inv:rlist:P         the orders that may hold a reservation of P, "O=qty@deadline_ms"
+ *   inv:rdone:P         the orders of that list confirmed or released since P's last reserve
  *   inv:resv:P:O        O's reserved quantity of P, with PX = the reservation TTL
  *   inv:order:O         O's items (JSON), same PX: O is reserved while it lives
  *   inv:sold:O          O's items once confirmed (no TTL)
@@ -27,10 +28,12 @@
  * available(P) = stock(P) - the sum of P's live reservations. A reservation's expiry is its
  * keys' TTL, applied by keel's leader: nothing has to notice it, so nothing can miss it.
  * Every change is one KEEL.TXN whose watched versions are those of the keys it read
- * (stock and rlist of each product, the order's keys): any concurrent change to them makes it
- * fail as a whole and the operation starts again (at most ATTEMPTS_MAX times, with backoff).
- * So a reserve that saw enough stock commits only if nobody reserved, confirmed or restocked
- * those products in between, and a confirm only if its reservation still lives.
+ * (stock, rlist and rdone of each product, the order's keys): any concurrent change to them
+ * makes it fail as a whole and the operation starts again (at most ATTEMPTS_MAX times, with
+ * backoff). So a reserve that saw enough stock commits only if nobody reserved, confirmed,
+ * released or restocked those products in between, and a confirm only if its reservation
+ * still lives. Each is one read round and the TXN (rlist.c says when a reserve reads a
+ * second time).
  */
 #include "inventory.h"
 
@@ -39,77 +42,47 @@
 #include <string.h>
 
 /* ---- reserve -------------------------------------------------------------------------- */
-/* slots: 0 order, 1 sold, 2 released, then per item: 3+2i stock, 4+2i rlist; then per item
- * with a non-empty rlist, one MGET (slot 3+2n+i). */
+/* slots: 0 order, 1 sold, 2 released, then per item: 3+3i stock, 4+3i rlist, 5+3i rdone; then
+ * per item one MGET of the reservation keys its rlist entries need checked (slot 3+3n+i,
+ * empty when none: usually all of them, so a reserve is one read round and a KEEL.TXN). */
 
-static void reserve_read(op_t *o);
+static rentry_t ents[OPEN_RESERVATIONS_MAX]; /* one product's entries at a time */
 
-static void reserve_queue_state(op_t *o)
+static void order_queue(op_t *o);
+
+static void reserve_queue_state_items(op_t *o)
 {
     char k[KEY_BYTES];
-    key(k, sizeof(k), "order", o->order, NULL);
-    getv(o, k);
-    key(k, sizeof(k), "sold", o->order, NULL);
-    getv(o, k);
-    key(k, sizeof(k), "released", o->order, NULL);
-    getv(o, k);
     for (size_t i = 0; i < o->n_items; i++) {
         key(k, sizeof(k), "stock", o->items[i].product, NULL);
         getv(o, k);
         key(k, sizeof(k), "rlist", o->items[i].product, NULL);
         getv(o, k);
+        key(k, sizeof(k), "rdone", o->items[i].product, NULL);
+        getv(o, k);
     }
 }
 
-/* The ids in an rlist value, at most OPEN_RESERVATIONS_MAX: count, or -1. */
-static int rlist_ids(const slot_t *s, const char **ids, size_t *lens, size_t cap)
+static void reserve_queue_state(op_t *o)
 {
-    size_t n = 0;
-    if (!s->present)
-        return 0;
-    for (const char *p = s->val, *end = s->val + s->len; p < end;) {
-        const char *sp = memchr(p, ' ', (size_t)(end - p));
-        size_t len = sp ? (size_t)(sp - p) : (size_t)(end - p);
-        if (len > 0) {
-            if (n == cap)
-                return -1;
-            ids[n] = p;
-            lens[n++] = len;
-        }
-        p += len + 1;
-    }
-    return (int)n;
+    order_queue(o);
+    reserve_queue_state_items(o);
 }
 
-static void reserve_queue_resv(op_t *o)
+static int item_view(op_t *o, size_t i)
 {
-    static const char *ids[OPEN_RESERVATIONS_MAX];
-    static size_t lens[OPEN_RESERVATIONS_MAX];
+    return rlist_view(&o->slots[4 + 3 * i], &o->slots[5 + 3 * i], o->now_ms, o->app->ttl_ms, ents,
+                      OPEN_RESERVATIONS_MAX);
+}
+
+static void reserve_queue_checks(op_t *o)
+{
     for (size_t i = 0; i < o->n_items; i++) {
-        int n = rlist_ids(&o->slots[4 + 2 * i], ids, lens, OPEN_RESERVATIONS_MAX);
-        size_t at = o->n_slots;
-        if (n <= 0) { /* nothing to read: an empty answer */
+        int n = item_view(o, i);
+        if (n < 0) /* reserve_decide answers it */
             o->n_slots++;
-            continue;
-        }
-        const char **argv = malloc(sizeof(char *) * ((size_t)n + 1));
-        char *keys = malloc((size_t)n * KEY_BYTES);
-        if (argv == NULL || keys == NULL) {
-            free(argv);
-            free(keys);
-            o->slots[o->n_slots++].status = KEEL_ENOMEM;
-            continue;
-        }
-        argv[0] = "MGET";
-        for (int j = 0; j < n; j++) {
-            char *kk = keys + (size_t)j * KEY_BYTES;
-            snprintf(kk, KEY_BYTES, "inv:resv:%s:%.*s", o->items[i].product, (int)lens[j], ids[j]);
-            argv[j + 1] = kk;
-        }
-        read_mget(o, (size_t)n + 1, argv);
-        (void)at;
-        free(argv);
-        free(keys);
+        else
+            rlist_queue_checks(o, o->items[i].product, ents, n);
     }
 }
 
@@ -120,51 +93,68 @@ static void reserved(op_t *o)
                      (json_int_t)o->app->ttl_ms));
 }
 
+/* What of P is held, and P's new rlist (the live entries, then this order's) into *out. */
+static int item_held(op_t *o, size_t i, int64_t *held, char **out)
+{
+    const slot_t *checks = &o->slots[3 + 3 * o->n_items + i];
+    int n = item_view(o, i);
+    if (n < 0)
+        return n;
+    size_t cap = (o->slots[4 + 3 * i].present ? o->slots[4 + 3 * i].len : 0) + ID_BYTES_MAX + 64,
+           len = 0, c = 0;
+    char *rl = malloc(cap);
+    if (rl == NULL)
+        return KEEL_ENOMEM;
+    *held = 0;
+    for (int j = 0; j < n; j++) {
+        const rentry_t *e = &ents[j];
+        int64_t q = e->qty;
+        if (e->cls == RENTRY_DONE)
+            continue; /* confirmed or released: pruned */
+        if (e->cls == RENTRY_CHECK) {
+            if (c >= checks->n) {
+                free(rl);
+                return RLIST_CORRUPT;
+            }
+            if ((q = checks->ints[c++]) < 0)
+                continue; /* expired: pruned */
+        }
+        *held += q;
+        memcpy(rl + len, e->text, e->len);
+        len += e->len;
+        rl[len++] = ' ';
+    }
+    snprintf(rl + len, cap - len, "%s=%lld@%lld", o->order, (long long)o->items[i].qty,
+             (long long)(o->now_ms + o->app->ttl_ms));
+    *out = rl;
+    return 0;
+}
+
 static void reserve_decide(op_t *o)
 {
-    static const char *ids[OPEN_RESERVATIONS_MAX];
-    static size_t lens[OPEN_RESERVATIONS_MAX];
     if (slots_status(o) != 0) {
         answer_error(o, 503, "keel server read failed");
         return;
     }
     app_t *a = o->app;
     size_t n = o->n_items;
-    /* the live reservations of each product, and what is available */
     char *rl[ITEMS_MAX] = {0};
     for (size_t i = 0; i < n; i++) {
-        const slot_t *stock = &o->slots[3 + 2 * i], *list = &o->slots[4 + 2 * i];
-        const slot_t *qtys = &o->slots[3 + 2 * n + i];
-        int m = rlist_ids(list, ids, lens, OPEN_RESERVATIONS_MAX);
+        const slot_t *stock = &o->slots[3 + 3 * i];
         int64_t have = 0, held = 0;
-        if (stock->present && keel_parse_i64((const uint8_t *)stock->val, stock->len, &have) != 0)
-            m = -2;
-        if (m < 0 || (m > 0 && qtys->n != (size_t)m)) {
-            for (size_t j = 0; j < i; j++)
+        int rc = item_held(o, i, &held, &rl[i]);
+        if (rc == 0 && stock->present &&
+            keel_parse_i64((const uint8_t *)stock->val, stock->len, &have) != 0)
+            rc = RLIST_CORRUPT;
+        if (rc != 0) {
+            for (size_t j = 0; j <= i; j++)
                 free(rl[j]);
             answer_error(o, 503,
-                         m == -1 ? "too many open reservations of a product"
-                                 : "corrupt inventory data");
+                         rc == RLIST_TOO_MANY ? "too many open reservations of a product"
+                         : rc == KEEL_ENOMEM  ? "out of memory"
+                                              : "corrupt inventory data");
             return;
         }
-        /* the new list: live ids (not this order: it holds none yet) and this order */
-        size_t cap = (list->present ? list->len : 0) + ID_BYTES_MAX + 2, len = 0;
-        rl[i] = malloc(cap);
-        if (rl[i] == NULL) {
-            for (size_t j = 0; j < i; j++)
-                free(rl[j]);
-            answer_error(o, 503, "out of memory");
-            return;
-        }
-        for (int j = 0; j < m; j++) {
-            if (qtys->ints[j] < 0)
-                continue; /* expired (or released, or confirmed): pruned */
-            held += qtys->ints[j];
-            memcpy(rl[i] + len, ids[j], lens[j]);
-            len += lens[j];
-            rl[i][len++] = ' ';
-        }
-        memcpy(rl[i] + len, o->order, strlen(o->order) + 1);
         if (have - held < o->items[i].qty) {
             for (size_t j = 0; j <= i; j++)
                 free(rl[j]);
@@ -179,7 +169,7 @@ static void reserve_decide(op_t *o)
     }
     txn_t *t = malloc(sizeof(*t));
     char(*keys)[KEY_BYTES] = malloc(sizeof(*keys) * (3 + 4 * n));
-    char qty[ITEMS_MAX][24], px[24], okey[KEY_BYTES];
+    char qty[ITEMS_MAX][24], px[24];
     if (t == NULL || keys == NULL) {
         free(t);
         free(keys);
@@ -189,6 +179,9 @@ static void reserve_decide(op_t *o)
         return;
     }
     snprintf(px, sizeof(px), "%lld", (long long)a->ttl_ms);
+    /* Watched: the order's keys, and each product's stock, rlist and rdone as read. A reserve
+     * or a confirm of the same product in between moves one of them (a confirm both the
+     * stock and the rdone); a release moves the rdone. */
     txn_begin(t);
     key(keys[0], KEY_BYTES, "order", o->order, NULL);
     key(keys[1], KEY_BYTES, "sold", o->order, NULL);
@@ -198,20 +191,23 @@ static void reserve_decide(op_t *o)
     for (size_t i = 0; i < n; i++) {
         key(keys[3 + 4 * i], KEY_BYTES, "stock", o->items[i].product, NULL);
         key(keys[4 + 4 * i], KEY_BYTES, "rlist", o->items[i].product, NULL);
-        txn_watch(t, keys[3 + 4 * i], &o->slots[3 + 2 * i]);
-        txn_watch(t, keys[4 + 4 * i], &o->slots[4 + 2 * i]);
+        key(keys[5 + 4 * i], KEY_BYTES, "rdone", o->items[i].product, NULL);
+        for (size_t k = 0; k < 3; k++)
+            txn_watch(t, keys[3 + 4 * i + k], &o->slots[3 + 3 * i + k]);
     }
     txn_cmds(t);
     for (size_t i = 0; i < n; i++) {
-        key(keys[5 + 4 * i], KEY_BYTES, "resv", o->items[i].product, o->order);
+        key(keys[6 + 4 * i], KEY_BYTES, "resv", o->items[i].product, o->order);
         snprintf(qty[i], sizeof(qty[i]), "%lld", (long long)o->items[i].qty);
         const char *set_list[] = {"SET", keys[4 + 4 * i], rl[i]};
-        const char *set_resv[] = {"SET", keys[5 + 4 * i], qty[i], "PX", px};
+        const char *set_resv[] = {"SET", keys[6 + 4 * i], qty[i], "PX", px};
+        const char *del_done[] = {"DEL", keys[5 + 4 * i]};
         txn_cmd(t, 3, set_list);
         txn_cmd(t, 5, set_resv);
+        if (o->slots[5 + 3 * i].present) /* its orders are pruned from the new list */
+            txn_cmd(t, 2, del_done);
     }
-    snprintf(okey, sizeof(okey), "%s", keys[0]);
-    const char *set_order[] = {"SET", okey, o->items_json, "PX", px};
+    const char *set_order[] = {"SET", keys[0], o->items_json, "PX", px};
     txn_cmd(t, 5, set_order);
     txn_send(o, t, reserved);
     free(t);
@@ -244,7 +240,8 @@ static void reserve_have_state(op_t *o)
         answer_error(o, 409, "this order was released");
         return;
     }
-    batch(o, reserve_queue_resv, reserve_decide);
+    o->now_ms = keel_clock_unix_ms(); /* both stages judge the entries by this one clock */
+    batch(o, reserve_queue_checks, reserve_decide);
 }
 
 static void reserve_read(op_t *o)
@@ -254,7 +251,7 @@ static void reserve_read(op_t *o)
 }
 
 /* ---- confirm and release ------------------------------------------------------------- */
-/* slots: 0 order, 1 sold, 2 released; then per item 3+2i stock, 4+2i resv. */
+/* slots: 0 order, 1 sold, 2 released: one read round, then the KEEL.TXN. */
 
 static void order_queue(op_t *o)
 {
@@ -267,74 +264,9 @@ static void order_queue(op_t *o)
     getv(o, k);
 }
 
-static void items_queue(op_t *o)
-{
-    char k[KEY_BYTES];
-    for (size_t i = 0; i < o->n_items; i++) {
-        key(k, sizeof(k), "stock", o->items[i].product, NULL);
-        getv(o, k);
-        key(k, sizeof(k), "resv", o->items[i].product, o->order);
-        getv(o, k);
-    }
-}
-
 static void confirmed(op_t *o)
 {
     answer(o, 200, json_pack("{s:s, s:s}", "order", o->order, "status", "confirmed"));
-}
-
-static void confirm_commit(op_t *o)
-{
-    if (slots_status(o) != 0) {
-        answer_error(o, 503, "keel server read failed");
-        return;
-    }
-    size_t n = o->n_items;
-    for (size_t i = 0; i < n; i++)
-        if (!o->slots[4 + 2 * i].present) { /* expired between the reads: the next TXN fails */
-            restart(o);
-            return;
-        }
-    txn_t *t = malloc(sizeof(*t));
-    char(*keys)[KEY_BYTES] = malloc(sizeof(*keys) * (2 + 2 * n));
-    if (t == NULL || keys == NULL) {
-        free(t);
-        free(keys);
-        answer_error(o, 503, "out of memory");
-        return;
-    }
-    char qty[ITEMS_MAX][24];
-    txn_begin(t);
-    key(keys[0], KEY_BYTES, "order", o->order, NULL);
-    key(keys[1], KEY_BYTES, "sold", o->order, NULL);
-    txn_watch(t, keys[0], &o->slots[0]);
-    txn_watch(t, keys[1], &o->slots[1]);
-    /* The stock is not watched: DECRBY is blind, and while the reservation lives (watched) its
-     * units are already counted out of what is available, so moving them from the
-     * reservation to the stock changes no other order's view. Watching it made every confirm
-     * fail against any reserve or confirm of the same product (in regions, a third of the
-     * inventory's conflicts). A reserve still watches the stock: it reads the reservations
-     * after the stock, so a confirm in between must fail it. */
-    for (size_t i = 0; i < n; i++) {
-        key(keys[2 + 2 * i], KEY_BYTES, "stock", o->items[i].product, NULL);
-        key(keys[3 + 2 * i], KEY_BYTES, "resv", o->items[i].product, o->order);
-        txn_watch(t, keys[3 + 2 * i], &o->slots[4 + 2 * i]);
-    }
-    txn_cmds(t);
-    for (size_t i = 0; i < n; i++) {
-        snprintf(qty[i], sizeof(qty[i]), "%lld", (long long)o->items[i].qty);
-        const char *dec[] = {"DECRBY", keys[2 + 2 * i], qty[i]};
-        const char *del[] = {"DEL", keys[3 + 2 * i]};
-        txn_cmd(t, 3, dec);
-        txn_cmd(t, 2, del);
-    }
-    const char *del_order[] = {"DEL", keys[0]};
-    const char *set_sold[] = {"SET", keys[1], o->items_json};
-    txn_cmd(t, 2, del_order);
-    txn_cmd(t, 3, set_sold);
-    txn_send(o, t, confirmed);
-    free(t);
-    free(keys);
 }
 
 static void released(op_t *o)
@@ -344,7 +276,19 @@ static void released(op_t *o)
     op_free(o);
 }
 
-static void release_commit(op_t *o)
+/* Ends the order's reservation: a confirm (sell: the stock's DECRBY and inv:sold:O) or a
+ * release (inv:released:O). Watched: inv:order:O and inv:sold:O only. The reservation keys
+ * inv:resv:P:O were written in the same entry as inv:order:O with the same PX, so they
+ * share its deadline to the millisecond (keel judges a key's expiry by the applying entry's
+ * time, the same for every key of an entry), and only this transaction deletes them: while
+ * inv:order:O is unchanged they all live, and a confirm cannot sell a reservation that
+ * expired a moment before. The stock is not watched: DECRBY is blind, and while the
+ * reservation lives its units are already counted out of what is available, so moving them
+ * to the sale changes no other order's view (watching it made every confirm fail against any
+ * reserve or confirm of the same product: in regions, a third of the inventory's conflicts).
+ * Each product's inv:rdone:P gets the order's id, so the next reserve of P knows, without
+ * reading inv:resv:P:O, that this entry of its rlist no longer holds stock. */
+static void end_commit(op_t *o, bool sell)
 {
     if (slots_status(o) != 0) {
         answer_error(o, 503, "keel server read failed");
@@ -352,15 +296,16 @@ static void release_commit(op_t *o)
     }
     size_t n = o->n_items;
     txn_t *t = malloc(sizeof(*t));
-    char(*keys)[KEY_BYTES] = malloc(sizeof(*keys) * (3 + n));
+    char(*keys)[KEY_BYTES] = malloc(sizeof(*keys) * (3 + 3 * n));
     if (t == NULL || keys == NULL) {
         free(t);
         free(keys);
         answer_error(o, 503, "out of memory");
         return;
     }
-    char px[24];
+    char qty[ITEMS_MAX][24], px[24], id[ID_BYTES_MAX + 2];
     snprintf(px, sizeof(px), "%lld", (long long)RELEASED_TTL_MS);
+    snprintf(id, sizeof(id), " %s", o->order);
     txn_begin(t);
     key(keys[0], KEY_BYTES, "order", o->order, NULL);
     key(keys[1], KEY_BYTES, "sold", o->order, NULL);
@@ -369,15 +314,27 @@ static void release_commit(op_t *o)
     txn_watch(t, keys[1], &o->slots[1]);
     txn_cmds(t);
     for (size_t i = 0; i < n; i++) {
-        key(keys[3 + i], KEY_BYTES, "resv", o->items[i].product, o->order);
-        const char *del[] = {"DEL", keys[3 + i]};
+        key(keys[3 + 3 * i], KEY_BYTES, "stock", o->items[i].product, NULL);
+        key(keys[4 + 3 * i], KEY_BYTES, "resv", o->items[i].product, o->order);
+        key(keys[5 + 3 * i], KEY_BYTES, "rdone", o->items[i].product, NULL);
+        snprintf(qty[i], sizeof(qty[i]), "%lld", (long long)o->items[i].qty);
+        const char *dec[] = {"DECRBY", keys[3 + 3 * i], qty[i]};
+        const char *del[] = {"DEL", keys[4 + 3 * i]};
+        const char *done[] = {"APPEND", keys[5 + 3 * i], id};
+        if (sell)
+            txn_cmd(t, 3, dec);
         txn_cmd(t, 2, del);
+        txn_cmd(t, 3, done);
     }
     const char *del_order[] = {"DEL", keys[0]};
+    const char *set_sold[] = {"SET", keys[1], o->items_json};
     const char *set_rel[] = {"SET", keys[2], "1", "PX", px};
     txn_cmd(t, 2, del_order);
-    txn_cmd(t, 5, set_rel);
-    txn_send(o, t, released);
+    if (sell)
+        txn_cmd(t, 3, set_sold);
+    else
+        txn_cmd(t, 5, set_rel);
+    txn_send(o, t, sell ? confirmed : released);
     free(t);
     free(keys);
 }
@@ -418,60 +375,45 @@ static void order_have(op_t *o)
         }
         /* release of nothing: still mark it released (a late reserve is then refused) */
         o->n_items = 0;
-        release_commit(o);
+        end_commit(o, false);
         return;
     }
     if (items_load(o, order) != 0) {
         answer_error(o, 503, "corrupt reservation data");
         return;
     }
-    if (o->kind == RELEASE) {
-        release_commit(o);
-        return;
-    }
-    batch(o, items_queue, confirm_commit);
+    end_commit(o, o->kind == CONFIRM);
 }
 
 /* ---- products -------------------------------------------------------------------------- */
 
+/* The reserve's slots and stages with one item and no order: 3 stock, 4 rlist, 5 rdone,
+ * 6 the entries to check (slots 0-2 stay empty). */
 static void product_queue(op_t *o)
 {
-    char k[KEY_BYTES];
-    key(k, sizeof(k), "stock", o->items[0].product, NULL);
-    getv(o, k);
-    key(k, sizeof(k), "rlist", o->items[0].product, NULL);
-    getv(o, k);
-}
-
-static void product_queue_resv(op_t *o)
-{
-    /* reuse reserve's MGET builder: it reads slot 4 + 2i for the list; put ours there */
-    o->n_slots = 5;
-    o->slots[4] = o->slots[1];
-    o->slots[1] = (slot_t){0};
     o->n_items = 1;
-    reserve_queue_resv(o);
+    o->n_slots = 3;
+    reserve_queue_state_items(o);
 }
 
 static void product_answer(op_t *o)
 {
-    static const char *ids[OPEN_RESERVATIONS_MAX];
-    static size_t lens[OPEN_RESERVATIONS_MAX];
     if (slots_status(o) != 0) {
         answer_error(o, 503, "keel server read failed");
         return;
     }
-    const slot_t *stock = &o->slots[0], *list = &o->slots[4], *q = &o->slots[5];
+    const slot_t *stock = &o->slots[3];
     int64_t have = 0, held = 0;
-    int m = rlist_ids(list, ids, lens, OPEN_RESERVATIONS_MAX);
-    if ((stock->present && keel_parse_i64((const uint8_t *)stock->val, stock->len, &have) != 0) ||
-        m < 0) {
-        answer_error(o, 503, "corrupt inventory data");
+    char *rl = NULL;
+    int rc = item_held(o, 0, &held, &rl);
+    free(rl);
+    if (rc != 0 ||
+        (stock->present && keel_parse_i64((const uint8_t *)stock->val, stock->len, &have) != 0)) {
+        answer_error(o, 503,
+                     rc == RLIST_TOO_MANY ? "too many open reservations of a product"
+                                          : "corrupt inventory data");
         return;
     }
-    for (size_t j = 0; m > 0 && j < q->n; j++)
-        if (q->ints[j] > 0)
-            held += q->ints[j];
     answer(o, 200,
            json_pack("{s:s, s:I, s:I, s:I}", "id", o->items[0].product, "stock", (json_int_t)have,
                      "reserved", (json_int_t)held, "available", (json_int_t)(have - held)));
@@ -483,7 +425,8 @@ static void product_have(op_t *o)
         answer_error(o, 503, "keel server read failed");
         return;
     }
-    batch(o, product_queue_resv, product_answer);
+    o->now_ms = keel_clock_unix_ms();
+    batch(o, reserve_queue_checks, product_answer);
 }
 
 static void on_restock(keel_client_t *cl, void *ctx, int status, const keel_resp_value_t *r)
