@@ -75,10 +75,11 @@ if [ "$REGIONS" -gt 1 ]; then
   for _ in $(seq 50); do grep -q '^ready' "$DIR/netdelay.log" && break; sleep 0.1; done
   grep -q '^ready' "$DIR/netdelay.log" || { cat "$DIR/netdelay.log"; exit 1; }
   REGION_ARGS=(--regions "$spec")
-  # Region 1 is the primary: its node leads (asked again after every restart) and answers
+  # Region 1 is the primary: its node leads (asked again after every restart, and handed
+  # back by the leader whenever it lost the lead otherwise: --preferred-leader) and answers
   # reads from its lease, so the services beside it pay one inter-region round trip per
   # write (the quorum) and none per read.
-  UP_ARGS=(--leader n1 -- --lease-reads 1)
+  UP_ARGS=(--leader n1 -- --lease-reads 1 --preferred-leader n1)
 fi
 
 echo "== the shop: keel up --manifest apps/shop/shop.yaml --dir $DIR ${REGION_ARGS[*]}"

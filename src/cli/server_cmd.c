@@ -93,6 +93,9 @@ static const opt_t opts[] = {
     {"lease-reads", OPT_INT, IN_CFG, OFF(node.raft.lease_reads), "0|1", 0, 1, NULL,
      "1: the leader answers linearizable reads under a lease, without a heartbeat round; "
      "CLOCK DEPENDENT (docs/raft.md). 0: ReadIndex"},
+    {"preferred-leader", OPT_NAME, IN_CFG, OFF(node.preferred_leader), "NAME", NO_RANGE, "none",
+     "member that should lead whenever it can: the leader hands leadership to it once it has "
+     "been a connected, caught-up voter for 3 s (give every node the same; docs/raft.md)"},
     {"request-timeout-ms", OPT_INT, IN_CFG, OFF(node.request_timeout_ms), "MS", 1, 3600000, NULL,
      "a request with no outcome after this gets -TIMEOUT"},
     {"value-bytes-max", OPT_BYTES, IN_CFG, OFF(kv.value_bytes_max), "BYTES", 20,

@@ -471,6 +471,7 @@ static void on_tick(keel_timer_t *t, void *data)
     maybe_sweep(n);
     keel__node_maybe_promote(n);
     keel__node_maybe_update_client_addr(n, now);
+    keel__node_maybe_prefer(n, now);
     keel__node_close_lingering(n);
     keel_reqs_tick(&n->reqs);
     keel__node_poll_snapshot_child(n);
@@ -488,6 +489,9 @@ static void register_metrics(keel_node_t *n)
                                         "Committed entries applied to the state machine.", NULL);
     n->m_leader_changes = keel_metrics_counter(m, "keel_raft_leader_changes_total",
                                                "Times a new leader became known.", NULL);
+    n->m_prefer_transfers = keel_metrics_counter(
+        m, "keel_raft_preferred_leader_transfers_total",
+        "Leadership transfers this node started toward --preferred-leader.", NULL);
     n->m_snapshots = keel_metrics_counter(m, "keel_snapshots_total",
                                           "Snapshots made durable (taken or installed).", NULL);
     n->m_fsync = keel_metrics_histogram(

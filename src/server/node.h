@@ -100,6 +100,13 @@ typedef struct keel_node_conf_result {
 
 /* 0, or KEEL_EPROTO for bytes that are not a result. */
 int keel_node_conf_result_decode(const uint8_t *p, size_t len, keel_node_conf_result_t *out);
+/* --preferred-leader: how long the member must have been fit to lead before the leader
+ * hands over (a node just restarted, or one whose link flaps, is not given the lead at once),
+ * and the least time between two transfers toward it (a preferred member that cannot keep
+ * the lead costs at most one election in this time). */
+#define KEEL_NODE_PREFER_STABLE_MS 3000
+#define KEEL_NODE_PREFER_RETRY_MS 10000
+
 typedef struct keel_node_config {
     uint64_t id;
     keel_node_member_t members[KEEL_RAFT_MEMBERS_MAX];
@@ -107,7 +114,11 @@ typedef struct keel_node_config {
     int join;                               /* members is a directory, not the voters */
     char client_addr[KEEL_NODE_ADDR_BYTES]; /* this node's, written into the directory */
     uint64_t promote_lag_entries_max;       /* learner -> voter once this close */
-    uint64_t cluster_id;                    /* peers with another cluster id are refused */
+    /* A member that should lead whenever it can (--preferred-leader; "" none): the leader
+       hands leadership to it once it has been a connected voter within
+       promote_lag_entries_max of the log for KEEL_NODE_PREFER_STABLE_MS (prefer.c) */
+    char preferred_leader[KEEL_NODE_NAME_BYTES];
+    uint64_t cluster_id; /* peers with another cluster id are refused */
     char data_dir[KEEL_NODE_PATH_BYTES];
     char listen_peer[KEEL_NODE_ADDR_BYTES];
     keel_raft_config_t raft; /* id, voters and seed are filled from the above */

@@ -107,7 +107,10 @@ struct keel_node {
     int members_dirty;
     int evicted; /* a peer said a committed configuration removed us: for good */
     int promote_inflight;
-    int client_addr_inflight;      /* KEEL.CLUSTER UPDATE of our client address */
+    int client_addr_inflight; /* KEEL.CLUSTER UPDATE of our client address */
+    /* --preferred-leader (prefer.c): since when the preferred member has been a connected,
+       caught-up voter while we lead (0: it is not), and the next transfer not before */
+    keel_ms_t prefer_since_ms, prefer_next_ms;
     keel_ms_t client_addr_next_ms; /* not asked again before this */
     uv_tcp_t listener;
     keel_list_t inconns; /* inbound peer connections (inconn_t.link) */
@@ -146,7 +149,7 @@ struct keel_node {
     uint64_t installed_index, installed_term; /* to report durable after the ready */
     /* metrics */
     keel_counter_t *m_snapshots;
-    keel_counter_t *m_applied, *m_leader_changes;
+    keel_counter_t *m_applied, *m_leader_changes, *m_prefer_transfers;
     keel_histogram_t *m_fsync, *m_fdatasync, *m_batch;
 };
 
@@ -186,6 +189,8 @@ void keel__node_conf_change(keel_node_t *n, keel_req_t *r);
 void keel__node_tell_removed(keel_node_t *n, const keel_raft_entry_t *e);
 void keel__node_maybe_promote(keel_node_t *n);
 void keel__node_maybe_update_client_addr(keel_node_t *n, keel_ms_t now);
+/* prefer.c: every tick, hands leadership to --preferred-leader once it is fit to lead. */
+void keel__node_maybe_prefer(keel_node_t *n, keel_ms_t now);
 void keel__node_sync_members(keel_node_t *n);
 void keel__node_snap_dir(const keel_node_t *n, char *out, size_t cap);
 void keel__node_maybe_snapshot(keel_node_t *n);
