@@ -116,6 +116,44 @@ int keel__kvc_create(keel_kv_t *kv, keel__kv_entry_t **link, int dead, const uin
     return 0;
 }
 
+/*
+ * Makes key (absent, expired or of any type) hold obj, a new object of `type` built whole
+ * (owned from here on; bytes: its memory), replacing whatever the key held and its deadline,
+ * or deletes the key when obj is NULL: the store commands' write (ZRANGESTORE and the other
+ * sorted-set stores, SORT ... STORE). 0 and *changed, or KEEL_ENOMEM (nothing changed, obj
+ * still the caller's). Steps no revision (several keys may change in one command).
+ */
+int keel__kvc_store_obj(const call_t *c, const uint8_t *key, size_t len, int type, void *obj,
+                        size_t bytes, int *changed)
+{
+    keel_kv_t *kv = c->w;
+    uint64_t h = keel__kv_hash(kv, key, len);
+    int dead;
+    keel__kv_entry_t **link = NULL;
+    keel__kv_entry_t *old = keel__kvc_wfind(c, key, len, h, &link, &dead);
+    *changed = 0;
+    if (obj == NULL) {
+        if (old) {
+            keel__kv_unlink(kv, link);
+            *changed = 1;
+        }
+        return 0;
+    }
+    keel__kv_entry_t *e = keel__kv_entry_new_obj(key, len, h, type, obj);
+    if (e == NULL)
+        return KEEL_ENOMEM;
+    uint64_t rev = kv->revision + 1;
+    e->create_revision = old ? old->create_revision : rev;
+    keel__kvc_set_version(kv, e, rev);
+    if (old || dead)
+        keel__kv_replace(kv, link, e);
+    else
+        keel__kv_insert(kv, e);
+    kv->bytes += bytes;
+    *changed = 1;
+    return 0;
+}
+
 /* Overwrites the value of the entry at *link. 0 or KEEL_ENOMEM (nothing changed). */
 int keel__kvc_overwrite(keel_kv_t *kv, keel__kv_entry_t **link, const uint8_t *val, size_t val_len,
                         uint64_t rev)
@@ -413,6 +451,11 @@ static const cmd_t COMMANDS[] = {
     {"RPOP", "rpop", -2, W, keel__kvl_pop_syntax, keel__kvl_cmd_rpop, 1, 1, 1,
      "Remove and return the last elements of a list"},
     {"LLEN", "llen", 2, R, NULL, keel__kvl_cmd_llen, 1, 1, 1, "The length of a list"},
+    /* SORT (kv_sort.c) */
+    {"SORT", "sort", -2, W, keel__kvc_sort_syntax, keel__kvc_cmd_sort, 1, 1, 1,
+     "Sort a list's, set's or sorted set's elements, maybe through patterns, maybe STOREd"},
+    {"SORT_RO", "sort_ro", -2, R, keel__kvc_sort_ro_syntax, keel__kvc_cmd_sort_ro, 1, 1, 1,
+     "SORT without STORE, on any node"},
     {"LRANGE", "lrange", 4, R, keel__kvl_range_syntax, keel__kvl_cmd_lrange, 1, 1, 1,
      "A range of a list's elements"},
     {"LINDEX", "lindex", 3, R, NULL, keel__kvl_cmd_lindex, 1, 1, 1,

@@ -154,6 +154,8 @@ int keel__kvc_create(keel_kv_t *kv, keel__kv_entry_t **link, int dead, const uin
                      keel__kv_entry_t **made);
 int keel__kvc_overwrite(keel_kv_t *kv, keel__kv_entry_t **link, const uint8_t *val, size_t val_len,
                         uint64_t rev);
+int keel__kvc_store_obj(const call_t *c, const uint8_t *key, size_t len, int type, void *obj,
+                        size_t bytes, int *changed);
 int keel__kvc_run(const cmd_t *cmd, const call_t *c);
 call_t keel__kvc_inner_call(const call_t *c, size_t from);
 const cmd_t *keel__kvc_find_cmd(const uint8_t *name, size_t len);
@@ -188,6 +190,10 @@ int keel__kvc_cmd_getv(const call_t *c);
 int keel__kvc_cmd_mgetv(const call_t *c);
 int keel__kvc_cas_syntax(const call_t *c);
 int keel__kvc_cmd_cas(const call_t *c);
+int keel__kvc_sort_syntax(const call_t *c);
+int keel__kvc_sort_ro_syntax(const call_t *c);
+int keel__kvc_cmd_sort(const call_t *c);
+int keel__kvc_cmd_sort_ro(const call_t *c);
 int keel__kvc_cmd_ttl(const call_t *c);
 int keel__kvc_cmd_pttl(const call_t *c);
 int keel__kvc_expire_syntax(const call_t *c);

@@ -293,34 +293,14 @@ void keel__zs_touch(const call_t *c, const uint8_t *key, size_t len, size_t byte
 
 int keel__zs_store(const call_t *c, const uint8_t *key, size_t len, keel_zset_t *z, int *changed)
 {
-    keel_kv_t *kv = c->w;
-    uint64_t h = keel__kv_hash(kv, key, len);
-    int dead;
-    keel__kv_entry_t **link = NULL;
-    keel__kv_entry_t *old = keel__kvc_wfind(c, key, len, h, &link, &dead);
-    *changed = 0;
     if (keel_zset_len(z) == 0) {
         keel_zset_free(z);
-        if (old) {
-            keel__kv_unlink(kv, link);
-            *changed = 1;
-        }
-        return 0;
+        return keel__kvc_store_obj(c, key, len, KEEL__KV_TYPE_ZSET, NULL, 0, changed);
     }
-    keel__kv_entry_t *e = keel__kv_entry_new_obj(key, len, h, KEEL__KV_TYPE_ZSET, z);
-    if (e == NULL)
-        return KEEL_ENOMEM;
-    uint64_t rev = kv->revision + 1;
-    e->create_revision = old ? old->create_revision : rev;
-    keel__kvc_set_version(kv, e, rev);
-    if (old || dead)
-        keel__kv_replace(kv, link, e);
-    else
-        keel__kv_insert(kv, e);
-    kv->bytes += keel_zset_bytes(z);
-    mark_repack(c);
-    *changed = 1;
-    return 0;
+    int rc = keel__kvc_store_obj(c, key, len, KEEL__KV_TYPE_ZSET, z, keel_zset_bytes(z), changed);
+    if (rc == 0)
+        mark_repack(c);
+    return rc;
 }
 
 /* Links a new set z (built whole, non-empty) as key argv[i]: 0 or KEEL_ENOMEM. */

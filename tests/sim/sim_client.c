@@ -219,9 +219,9 @@ static void stream_done(void *ctx, int status, const uint8_t *reply, size_t len)
  * keyspace writes (SETRANGE, INCRBYFLOAT, SETBIT, BITOP, COPY and RENAME of the stream, GETEX,
  * MSETNX, GETDEL, SETEX, RENAMENX, BITFIELD), a hash or set write (HSET .. SPOP, SMOVE, the
  * STOREs, COPY and RENAME of them) or a list write (pushes, pops, LMOVE, LINSERT, LREM, LSET,
- * LTRIM, LMPOP, a served KEEL.BPOP and a fence); two in ten, a sorted-set write. Their answers
- * are not checked (no model); the state they make is, through the state hash every node must
- * agree on at every index, snapshots and restarts included.
+ * LTRIM, LMPOP, a served KEEL.BPOP and a fence, SORT ... STORE); two in ten, a sorted-set write.
+ * Their answers are not checked (no model); the state they make is, through the state hash every
+ * node must agree on at every index, snapshots and restarts included.
  */
 void sim__streams_step(world_t *w)
 {
@@ -289,6 +289,10 @@ void sim__streams_step(world_t *w)
         {"KEEL.BPOP", "sim.1", "BLPOP", "l1", "l0", "0", NULL},
         {"KEEL.BPOP", "sim.2", "BLMPOP", "0", "1", "l0", "LEFT", "COUNT", "3", NULL},
         {"KEEL.BPOP", "sim.3", NULL},
+        /* SORT ... STORE (kv_sort.c): a list made from a list, a set or a hash's values */
+        {"SORT", "l1", "ALPHA", "DESC", "STORE", "l2", NULL},
+        {"SORT", "t1", "LIMIT", "1", "3", "STORE", "l0", NULL},
+        {"SORT", "t0", "BY", "nosort", "GET", "h*->a", "STORE", "l2", NULL},
     };
     static const char *const zsets[][10] = {
         /* sorted sets (issue 19) on keys z0..z2: adds, increments, conditional updates,

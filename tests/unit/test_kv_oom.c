@@ -233,6 +233,9 @@ static void failed_allocations_leave_the_state_as_it_was(void)
     apply_under_failures("LSET la 0 Z", "+OK\r\n", &failed);
     apply_under_failures("LREM la 1 b", ":1\r\n", &failed);
     apply_under_failures("LTRIM la 0 5", "+OK\r\n", &failed);
+    /* SORT (kv_sort.c): a stored list, its sort vector and pattern keys under failures */
+    apply_under_failures("SORT la ALPHA STORE ls", ":6\r\n", &failed);
+    apply_under_failures("SORT la BY nosort GET # GET k*->f STORE lz", ":12\r\n", &failed);
     apply_under_failures("LMOVE la lb LEFT RIGHT", "$1\r\nZ\r\n", &failed);
     apply_under_failures("RPOPLPUSH la lb", "$1\r\ne\r\n", &failed);
     apply_under_failures("LMPOP 2 nope la RIGHT COUNT 2",
