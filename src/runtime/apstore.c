@@ -812,14 +812,13 @@ int keel_apstore_compact(keel_apstore_t *s, keel_errmsg_t *msg)
     rc = write_snapshot(s, lsn, &bytes, msg);
     if (rc != 0)
         return rc; /* the snapshot in use and the whole log since it are still in force */
-    uint64_t prev = s->snap_lsn;
     s->snap_lsn = lsn;
     s->log_bytes = bytes;
     s->compactions++;
-    /* The previous snapshot and the log since it stay: the fallback if the new one fails
-     * verification at a restart. What came before them goes, the log first. */
-    if (prev > 0 && (rc = keel_wal_release_before(s->wal, prev, msg)) == 0)
-        rc = keel_snap_prune_below(s->dir, prev, msg);
+    /* What it replaces goes, the log first: a crash in between leaves an older snapshot that a
+     * restart does not load (the new one verifies) or, if it must fall back to it, refuses. */
+    if ((rc = keel_wal_release_before(s->wal, lsn, msg)) == 0)
+        rc = keel_snap_prune_below(s->dir, lsn, msg);
     return rc;
 }
 

@@ -194,11 +194,15 @@ size_t keel_apstore_key_hints(const keel_apstore_t *s, const void *key, size_t k
  *
  * and named after the log position (LSN) it covers: a restart loads the newest snapshot that
  * verifies and replays only the log's records from that LSN on. Everything logged before that
- * LSN is synced first, so a torn tail after a crash lies past it. The previous snapshot and the
- * log since it are kept (the log before it and older snapshots are deleted): a newest snapshot
- * that fails verification at a restart is skipped, and the previous one with the log since it
- * replays to the same state. A restart refuses (KEEL_ECORRUPT) a snapshot whose log was released
- * (both kept snapshots corrupt), rather than serve a state with keys missing.
+ * LSN is synced first, so a torn tail after a crash lies past it. Once it is in place, the log
+ * segments wholly before it and older snapshots are deleted. A crash before the rename leaves a
+ * .tmp file, never loaded (removed at the next open); after it, the new snapshot and the log
+ * from its LSN, with perhaps some of what it replaced still there. A snapshot that fails
+ * verification at a restart is skipped for an older one only while the log that older one needs
+ * is still whole (a crash came before the release); otherwise the open is refused
+ * (KEEL_ECORRUPT, naming the file and the segments), rather than serve a state with keys
+ * missing: as with a corrupt log record, the operator wipes the AP directory and the node comes
+ * back as a new incarnation that its peers refill.
  *
  * It runs on the caller's thread in one go: nothing changes in memory, no merge runs meanwhile,
  * and it costs one pass over the state plus one fsync of a file of about the live state's size

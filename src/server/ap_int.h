@@ -183,6 +183,9 @@ struct ap {
     int clean_inited;
     keel_counter_t *m_dropped;
     keel_gauge_t *m_drop_pending;
+    keel_counter_t *m_compactions;
+    keel_gauge_t *m_log_bytes, *m_compact_ms;
+    keel_ms_t compact_next_ms; /* after a failed compaction: not before this */
 };
 
 /* ap_cmds.c */
