@@ -83,6 +83,10 @@ uint64_t keel__ap_self_id(const ap_t *ap)
 /* 0, or KEEL_ENOTFOUND (no live connection to `to`: it is down), KEEL_EFULL. */
 int keel__ap_send_msg(ap_t *ap, uint64_t to, const keel_apmsg_t *m)
 {
+    /* A state leaving this node may hold a dot this node just issued: the copy that holds it
+       must be durable here first (ap_coord.c, "Group commit of the coordinator's copy"). */
+    if (m->value_len > 0 && ap->held_n > 0 && keel__ap_own_flush(ap) != 0)
+        return KEEL_EIO;
     keel_buf_reset(&ap->msg);
     int rc = keel_apmsg_encode(&ap->msg, m);
     return rc ? rc : keel_node_send_ap(ap->srv->node, to, ap->msg.data, ap->msg.len);
@@ -154,6 +158,8 @@ static void on_tick(keel_timer_t *t, void *data)
     (void)t;
     ap_t *ap = data;
     keel_ms_t now = keel_clock_now_ms();
+    (void)keel__ap_own_flush(ap);    /* normally done at the end of each turn; first: the ops
+                                        walk below must not see a held write freed under it */
     (void)keel__ap_ring_refresh(ap); /* a node that learns it was removed starts to leave */
     uint32_t ae_ms = ap->srv->cfg.ap_antientropy_ms;
     if (ae_ms > 0 && now >= ap->ae_next_ms) {

@@ -272,3 +272,21 @@ def test_a_node_restarted_after_compacting_its_store_serves_every_key(make_clust
         assert get(x, "n", "R", "ONE")[2] == [5]
     for nd in cl.nodes:
         assert metric(nd, "keel_ap_store_log_bytes") < 150 * 400
+
+
+def test_writes_a_node_coordinates_in_one_turn_share_one_fdatasync_of_its_copy(make_cluster):
+    cl = make_cluster(3)
+    c = [nd.client() for nd in cl.nodes]
+    eventually(lambda: ap(c[0], "KEEL.AP.PUT", "warm", "x", "W", "ALL") == 3)
+    time.sleep(0.1)  # the gauge is set on the 20 ms tick
+    before = [metric(nd, "keel_ap_store_fdatasyncs") for nd in cl.nodes]
+    p = c[0].pipeline(transaction=False)  # 50 writes in one send: read in one loop turn or few
+    for i in range(50):
+        p.execute_command("KEEL.AP.PUT", f"g{i}", f"v{i}", "W", "ALL")
+    assert p.execute() == [3] * 50
+    time.sleep(0.1)
+    after = [metric(nd, "keel_ap_store_fdatasyncs") for nd in cl.nodes]
+    # one fdatasync per write of the coordinator's copy before: 50; now one per turn
+    assert after[0] - before[0] <= 10, (before, after)
+    for i in range(50):  # every node holds every write
+        assert all(get(x, f"g{i}", "R", "ONE")[2] == [f"v{i}".encode()] for x in c)
