@@ -91,9 +91,7 @@
 #define AP_HANDOFF_BATCH 256
 #define AP_HANDOFF_ACKS_MAX 256 /* handed-off keys merged before one fdatasync and their ACKs */
 #define AP_WRITE_ACKS_MAX 1024  /* replica writes merged before one fdatasync and their ACKs */
-#define AP_HELD_WRITES_MAX                                                                         \
-    1024 /* writes coordinated here, held for one fdatasync of their copy                          \
-          */
+#define AP_HELD_WRITES_MAX 1024 /* writes coordinated here held for one fdatasync (ap_coord) */
 #define AP_OPS_MAX 4096u
 #define AP_TIMEOUT_MS 1000
 #define AP_TICK_MS 20
