@@ -4,6 +4,7 @@
 
 #include "base/log.h"
 #include "core/kv.h"
+#include "runtime/apstore.h"
 #include "runtime/logsink.h"
 #include "runtime/tcp.h"
 #include "runtime/wal.h"
@@ -126,6 +127,13 @@ static const opt_t opts[] = {
     {"ap-antientropy-ms", OPT_INT, IN_CFG, OFF(ap_antientropy_ms), "MS", 0, 3600000, NULL,
      "AP keyspace: send a Merkle tree to the next peer every this many ms (0: no anti-entropy; "
      "only for tests that must see what handoff and key moves deliver alone)"},
+    {"ap-compact-log-bytes-min", OPT_BYTES, IN_CFG, OFF(ap_compact_log_bytes_min), "BYTES", 0,
+     1024 * GIB, NULL,
+     "AP keyspace: compact the replica store's log (a snapshot of the live state) only once a "
+     "restart would read this much ..."},
+    {"ap-compact-ratio-pct", OPT_INT, IN_CFG, OFF(ap_compact_ratio_pct), "PCT",
+     KEEL_APSTORE_COMPACT_RATIO_PCT_MIN, 100000, NULL,
+     "... and this many percent of the bytes a snapshot of the live state takes"},
     {"wal-zero-ahead-bytes", OPT_BYTES, IN_CFG, OFF(node.wal.zero_ahead_bytes), "BYTES", 0, GIB,
      NULL, "zeros written ahead of the WAL data, so fdatasync skips extent conversion (0: off)"},
     /* the registry's limits (docs/registry.md, "Limits"): the leader proposes its own to

@@ -17,10 +17,11 @@
  *
  * merge() folds a state into the key's, appends the result and fdatasyncs it
  * before returning: only then may the replica acknowledge it, so only then
- * does it count toward a request's W. Replay on open merges every record in
- * log order; since merge is idempotent and each record holds the whole merged
- * state, the last record of a key alone would do, and a record replayed twice
- * changes nothing.
+ * does it count toward a request's W. Replay on open loads the newest snapshot
+ * (see "Compaction" below) and merges every record logged since, in log order;
+ * since merge is idempotent and each record holds the whole merged state, the
+ * last record of a key alone would do, and a record replayed twice changes
+ * nothing.
  *
  * The store also holds its incarnation (record type 2: u64), made once when the store
  * is created, from the wall clock (ms): a node that lost its data directory comes back with a
@@ -48,12 +49,9 @@
  * the budget, so writes that need a stand-in keep room while a large move drains. */
 #define KEEL_APSTORE_MOVE_HINTS_MAX (KEEL_APSTORE_HINTS_MAX / 2)
 /*
- *
- * Not done: compaction (the log grows with every change; a snapshot of the
- * map followed by keel_wal_release_before is the plan). Group commit is the
- * caller's: the _lazy merges log without an fdatasync, keel_apstore_sync()
- * makes all of them durable at once (keel server: one per loop turn for a
- * replica's writes, one per tick for handed-off keys).
+ * Group commit is the caller's: the _lazy merges log without an fdatasync, keel_apstore_sync()
+ * makes all of them durable at once (keel server: one per loop turn for a replica's writes, one
+ * per tick for handed-off keys).
  */
 #define KEEL_APSTORE_KEY_BYTES_MAX 1024u
 #define KEEL_APSTORE_KEYS_MAX (1u << 24)
@@ -183,5 +181,57 @@ int keel_apstore_forget(keel_apstore_t *s, const void *key, size_t key_len, uint
 uint64_t keel_apstore_key_item(const keel_apstore_t *s, const void *key, size_t key_len);
 /* Hints held for key (any home); 0 if none or the key is not held. */
 size_t keel_apstore_key_hints(const keel_apstore_t *s, const void *key, size_t key_len);
+
+/*
+ * Compaction (docs/ap.md, "Compaction of the replica store's log"). The log would grow with every
+ * change; keel_apstore_compact() writes the live state as a snapshot file beside the log
+ * (runtime/snapfile.h: DIR/snap-<lsn>-0.snap, written to a .tmp name, fsync'd, renamed, the
+ * directory fsync'd; CRC32C over the whole file), holding, as records of the same types and
+ * encodings as the log's (each u8 type | u32 bytes | payload):
+ *
+ *   the incarnation (2), the ring moved for (5, if one was recorded), every key's state (1),
+ *   then every hint (3)
+ *
+ * and named after the log position (LSN) it covers: a restart loads the newest snapshot that
+ * verifies and replays only the log's records from that LSN on. Everything logged before that
+ * LSN is synced first, so a torn tail after a crash lies past it. Once it is in place, the log
+ * segments wholly before it and older snapshots are deleted. A crash before the rename leaves a
+ * .tmp file, never loaded (removed at the next open); after it, the new snapshot and the log
+ * from its LSN, with perhaps some of what it replaced still there. A snapshot that fails
+ * verification at a restart is skipped for an older one only while the log that older one needs
+ * is still whole (a crash came before the release); otherwise the open is refused
+ * (KEEL_ECORRUPT, naming the file and the segments), rather than serve a state with keys
+ * missing: as with a corrupt log record, the operator wipes the AP directory and the node comes
+ * back as a new incarnation that its peers refill.
+ *
+ * It runs on the caller's thread in one go: nothing changes in memory, no merge runs meanwhile,
+ * and it costs one pass over the state plus one fsync of a file of about the live state's size
+ * (measured in docs/ap.md). Hint versions start over from the snapshot (as after any restart:
+ * a version matters only within one life).
+ *
+ * Due when the bytes a restart would read (the snapshot in use plus the log records since it)
+ * pass ratio_pct percent of the bytes a snapshot of the live state would take, and at least
+ * log_bytes_min.
+ */
+#define KEEL_APSTORE_COMPACT_LOG_BYTES_MIN_DEFAULT (16u * 1024u * 1024u)
+#define KEEL_APSTORE_COMPACT_RATIO_PCT_DEFAULT 200u
+#define KEEL_APSTORE_COMPACT_RATIO_PCT_MIN 110u /* below, every write could trigger one */
+/* The limits above (the defaults until called); ratio_pct below the minimum is raised to it. */
+void keel_apstore_set_compaction(keel_apstore_t *s, uint64_t log_bytes_min, uint32_t ratio_pct);
+/* 1 if the log passed the limits. */
+int keel_apstore_compact_due(const keel_apstore_t *s);
+/*
+ * Writes the snapshot and releases what it replaces. 0 also when nothing was logged since the
+ * last one. KEEL_EIO (msg says which file): the store goes on with the log it had (nothing was
+ * lost; the caller may retry later), unless the log's sticky failure (as merge) is returned.
+ */
+int keel_apstore_compact(keel_apstore_t *s, keel_errmsg_t *msg);
+/* Bytes a restart reads (the snapshot in use and the log records since), bytes a snapshot of the
+ * live state would take now (an estimate: each key's state as last logged), compactions done. */
+uint64_t keel_apstore_log_bytes(const keel_apstore_t *s);
+uint64_t keel_apstore_live_bytes(const keel_apstore_t *s);
+uint64_t keel_apstore_compactions(const keel_apstore_t *s);
+/* LSN the snapshot in use covers the log up to (0: none, the whole log is replayed). */
+uint64_t keel_apstore_snapshot_lsn(const keel_apstore_t *s);
 
 #endif

@@ -367,6 +367,27 @@ int keel_snap_prune(const char *dir, int keep, keel_errmsg_t *msg)
     return rc;
 }
 
+int keel_snap_prune_below(const char *dir, uint64_t index, keel_errmsg_t *msg)
+{
+    snap_name_t *v;
+    size_t n;
+    int rc = list_snaps(dir, 0, &v, &n, msg);
+    if (rc != 0)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        char path[PATH_BYTES_MAX + 64];
+        if (v[i].index >= index)
+            continue;
+        snap_path(dir, &v[i], path, sizeof(path));
+        if (unlink(path) != 0 && errno != ENOENT) {
+            rc = io_err(msg, "unlink", path);
+            break;
+        }
+    }
+    free(v);
+    return rc;
+}
+
 uint64_t keel_snap_disk_bytes(const char *dir)
 {
     snap_name_t *v;

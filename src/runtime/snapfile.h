@@ -54,6 +54,8 @@ int keel_snap_load(const char *dir, uint64_t index, uint64_t term, keel_snap_t *
 void keel_snap_free(keel_snap_t *snap);
 /* Removes all but the keep newest snapshots. */
 int keel_snap_prune(const char *dir, int keep, keel_errmsg_t *msg);
+/* Removes the snapshots whose index is below index (the caller keeps index and newer ones). */
+int keel_snap_prune_below(const char *dir, uint64_t index, keel_errmsg_t *msg);
 /* Removes the .tmp file a writer of snapshot (index, term) left (a snapshot child that was
    killed: only its own error paths remove it). Absent is fine. */
 void keel_snap_remove_tmp(const char *dir, uint64_t index, uint64_t term);

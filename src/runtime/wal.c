@@ -836,6 +836,11 @@ int keel_wal_release_before(keel_wal_t *w, uint64_t lsn, keel_errmsg_t *msg)
     return 0;
 }
 
+uint64_t keel_wal_first_seq(const keel_wal_t *w)
+{
+    return w->first_seq;
+}
+
 void keel_wal_get_stats(keel_wal_t *w, keel_wal_stats_t *out)
 {
     *out = w->stats;

@@ -146,8 +146,12 @@ void keel_wal_syncer_stop(keel_wal_t *w);
 #define KEEL_WAL_SYNC_TIMES_MAX 64u
 size_t keel_wal_take_sync_times(keel_wal_t *w, uint32_t *us, size_t cap);
 
-/* Deletes whole segments all of whose records lie before lsn (after a snapshot). */
+/* Deletes whole segments all of whose records lie before lsn (after a snapshot): only segments
+   whose seq is below lsn's (lsn >> 32), so the log from lsn on stays whole. */
 int keel_wal_release_before(keel_wal_t *w, uint64_t lsn, keel_errmsg_t *msg);
+/* The oldest segment on disk: 1 until release_before removed one. A log replayed from lsn is
+   whole only if this is at most lsn >> 32 (1 for the whole log). */
+uint64_t keel_wal_first_seq(const keel_wal_t *w);
 
 void keel_wal_get_stats(keel_wal_t *w, keel_wal_stats_t *out);
 /* Total bytes of segment files on disk. */

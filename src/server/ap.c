@@ -83,6 +83,10 @@ uint64_t keel__ap_self_id(const ap_t *ap)
 /* 0, or KEEL_ENOTFOUND (no live connection to `to`: it is down), KEEL_EFULL. */
 int keel__ap_send_msg(ap_t *ap, uint64_t to, const keel_apmsg_t *m)
 {
+    /* A state leaving this node may hold a dot this node just issued: the copy that holds it
+       must be durable here first (ap_coord.c, "Group commit of the coordinator's copy"). */
+    if (m->value_len > 0 && ap->held_n > 0 && keel__ap_own_flush(ap) != 0)
+        return KEEL_EIO;
     keel_buf_reset(&ap->msg);
     int rc = keel_apmsg_encode(&ap->msg, m);
     return rc ? rc : keel_node_send_ap(ap->srv->node, to, ap->msg.data, ap->msg.len);
@@ -115,11 +119,47 @@ int keel__ap_send_write(ap_t *ap, uint64_t to, uint64_t req, const uint8_t *key,
 
 /* ---- the tick ---------------------------------------------------------------------------- */
 
+/*
+ * Compaction of the replica store's log (runtime/apstore.h), on the loop in one go: nothing
+ * changes in memory and no write runs meanwhile; it stalls the loop for one pass over the state
+ * and one fsync (measured in docs/ap.md: 100,000 keys in tens of ms). Lazy replica writes not
+ * synced yet are synced by it, so their ACKs go out at the end of the turn as before. A failure
+ * leaves the old snapshot and log in force; it is retried AP_COMPACT_RETRY_MS later.
+ */
+#define AP_COMPACT_RETRY_MS 60000
+
+static void compact_step(ap_t *ap, keel_ms_t now)
+{
+    keel_gauge_set(ap->m_log_bytes, (int64_t)keel_apstore_log_bytes(ap->store));
+    if (now < ap->compact_next_ms || !keel_apstore_compact_due(ap->store))
+        return;
+    uint64_t before = keel_apstore_log_bytes(ap->store);
+    keel_ms_t t0 = keel_clock_now_ms();
+    keel_errmsg_t msg;
+    int rc = keel_apstore_compact(ap->store, &msg);
+    keel_ms_t took = keel_clock_now_ms() - t0;
+    if (rc != 0) {
+        ap->compact_next_ms = now + AP_COMPACT_RETRY_MS;
+        keel_log_warn("ap: compaction of the replica store failed; the old log stays in force",
+                      KF_STR("error", msg.text));
+        return;
+    }
+    keel_counter_inc(ap->m_compactions);
+    keel_gauge_set(ap->m_compact_ms, (int64_t)took);
+    keel_gauge_set(ap->m_log_bytes, (int64_t)keel_apstore_log_bytes(ap->store));
+    keel_log_info("ap: replica store compacted", KF_INT("log_bytes_before", (int64_t)before),
+                  KF_INT("log_bytes_after", (int64_t)keel_apstore_log_bytes(ap->store)),
+                  KF_INT("keys", (int64_t)keel_apstore_count(ap->store)),
+                  KF_INT("ms", (int64_t)took));
+}
+
 static void on_tick(keel_timer_t *t, void *data)
 {
     (void)t;
     ap_t *ap = data;
     keel_ms_t now = keel_clock_now_ms();
+    (void)keel__ap_own_flush(ap);    /* normally done at the end of each turn; first: the ops
+                                        walk below must not see a held write freed under it */
     (void)keel__ap_ring_refresh(ap); /* a node that learns it was removed starts to leave */
     uint32_t ae_ms = ap->srv->cfg.ap_antientropy_ms;
     if (ae_ms > 0 && now >= ap->ae_next_ms) {
@@ -134,6 +174,7 @@ static void on_tick(keel_timer_t *t, void *data)
     keel__ap_write_acks_flush(ap); /* normally done at the end of each turn (node.h on_pass) */
     keel__ap_move_step(ap);
     keel__ap_clean_step(ap);
+    compact_step(ap, now);
     keel_gauge_set(ap->m_drop_pending, (int64_t)keel__ap_clean_pending(ap));
     keel_gauge_set(ap->m_hints_pending, (int64_t)keel_apstore_hints(ap->store));
     keel_gauge_set(ap->m_move_pending, (int64_t)keel__ap_move_pending(ap));
@@ -257,12 +298,26 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
         "AP copies of keys this node is not a home of, sent to the homes and waiting for "
         "their acknowledgements before they are dropped.",
         NULL);
-    if (!ap->m_dropped || !ap->m_drop_pending || !ap->m_repaired || !ap->m_ae_rounds ||
-        !ap->m_ae_pushed || !ap->m_noquorum || !ap->m_ae_ranges || !ap->m_hints_stored ||
-        !ap->m_hints_delivered || !ap->m_handoffs_sent || !ap->m_hints_pending || !ap->m_reads ||
-        !ap->m_read_siblings || !ap->m_policy_refused || !ap->m_move_keys || !ap->m_move_batches ||
-        !ap->m_move_passes || !ap->m_move_pending || !ap->m_keys || !ap->m_syncs ||
-        !ap->m_leaving || !ap->m_drained || !ap->m_hints_retargeted) {
+    ap->m_compactions = keel_metrics_counter(
+        s->metrics, "keel_ap_compactions_total",
+        "Compactions of this node's AP replica store log (a snapshot of the live state replaces "
+        "the log before it).",
+        NULL);
+    ap->m_log_bytes = keel_metrics_gauge(
+        s->metrics, "keel_ap_store_log_bytes",
+        "Bytes of this node's AP replica store a restart reads: the snapshot in use and the log "
+        "records since.",
+        NULL);
+    ap->m_compact_ms = keel_metrics_gauge(
+        s->metrics, "keel_ap_compaction_last_ms",
+        "How long the last compaction of the AP replica store held the loop (ms).", NULL);
+    if (!ap->m_compactions || !ap->m_log_bytes || !ap->m_compact_ms || !ap->m_dropped ||
+        !ap->m_drop_pending || !ap->m_repaired || !ap->m_ae_rounds || !ap->m_ae_pushed ||
+        !ap->m_noquorum || !ap->m_ae_ranges || !ap->m_hints_stored || !ap->m_hints_delivered ||
+        !ap->m_handoffs_sent || !ap->m_hints_pending || !ap->m_reads || !ap->m_read_siblings ||
+        !ap->m_policy_refused || !ap->m_move_keys || !ap->m_move_batches || !ap->m_move_passes ||
+        !ap->m_move_pending || !ap->m_keys || !ap->m_syncs || !ap->m_leaving || !ap->m_drained ||
+        !ap->m_hints_retargeted) {
         free(ap);
         return KEEL_ENOMEM;
     }
@@ -273,8 +328,11 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
         rc = keel_applace_init(&ap->place, KEEL_APPLACE_NODES_MAX, KEEL_APPLACE_VNODES_DEFAULT);
     if (rc == 0)
         rc = keel_apstore_open(&ap->store, dir, msg);
-    if (rc == 0)
+    if (rc == 0) {
         keel_apstore_observe(ap->store, keel__ap_observe, ap);
+        keel_apstore_set_compaction(ap->store, s->cfg.ap_compact_log_bytes_min,
+                                    s->cfg.ap_compact_ratio_pct);
+    }
     if (rc == 0 && (rc = keel__ap_move_init(ap)) == 0)
         ap->move_inited = 1;
     if (rc == 0 && (rc = keel__ap_clean_init(ap)) == 0)
@@ -287,6 +345,7 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
     if (rc == 0)
         keel_log_info("ap keyspace ready", KF_INT("keys", (int64_t)keel_apstore_count(ap->store)),
                       KF_INT("replayed", (int64_t)keel_apstore_replayed(ap->store)),
+                      KF_INT("log_bytes", (int64_t)keel_apstore_log_bytes(ap->store)),
                       KF_INT("policy_prefixes", (int64_t)ap->policy.n));
     return rc;
 }

@@ -187,7 +187,7 @@ static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
     int rc = cur ? keel_apval_copy(&next, cur) : keel_apval_init(&next, kind);
     if (rc != 0)
         return keel__srv_oom(c);
-    uint64_t actor = keel__ap_self_actor(ap), me = keel__ap_self_id(ap);
+    uint64_t actor = keel__ap_self_actor(ap);
     if (what == W_SADD || what == W_SREM) {
         /* SREM removes the entries this node has observed: an add it has not seen is
            concurrent with the remove, and wins (the OR-set's rule, core/crdt.h) */
@@ -220,8 +220,8 @@ static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
                             what == W_PUT ? (uint32_t)argv[2].len : 0, NULL);
     }
     keel_errmsg_t msg;
-    if (rc == 0)
-        rc = keel_apstore_merge(ap->store, key->ptr, key->len, &next, NULL, &msg);
+    if (rc == 0) /* synced with the turn's other writes before anything is sent (ap_coord.c) */
+        rc = keel_apstore_merge_lazy(ap->store, key->ptr, key->len, &next, NULL, &msg);
     else
         keel_errf(&msg, rc, "%s",
                   rc == KEEL_EFULL    ? "too many siblings or writers: read, then "
@@ -240,8 +240,10 @@ static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
     keel_apval_free(&next);
     ap_op_t *op =
         rc == 0 ? keel__ap_op_new(ap, c, 0, o.level, homes, nh, key->ptr, key->len) : NULL;
-    if (!op) {
+    if (!op) { /* the copy holds a dot issued here: durable before anything sends it */
         keel_buf_free(&val);
+        if (keel_apstore_sync(ap->store, NULL) != 0)
+            ap->own_failed = 1; /* as a failed flush (ap_coord.c) */
         return ap->ops_n >= AP_OPS_MAX
                    ? keel__srv_error(c, "ERR keel: too many AP requests in flight")
                    : keel__srv_oom(c);
@@ -250,32 +252,7 @@ static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
     (void)keel__ap_prefs_now(ap, key->ptr, key->len, homes, op->fallbacks, &op->fallbacks_n);
     keel_buf_free(&op->val);
     op->val = val;
-    uint32_t down = 0;
-    for (int i = 0; i < nh; i++) {
-        op->for_home[op->asked_n] = i;
-        op->asked[op->asked_n++] = homes[i];
-        if (homes[i] == me) {
-            op->answered[op->answered_n++] = me; /* stored durably above */
-            op->covered |= 1u << i;
-            op->stored |= 1u << i;
-        } else {
-            keel_apmsg_t m = {.type = KEEL_APMSG_WRITE,
-                              .req = op->req,
-                              .key = key->ptr,
-                              .key_len = key->len,
-                              .value = op->val.data,
-                              .value_len = op->val.len};
-            if (keel__ap_send_msg(ap, homes[i], &m) == KEEL_ENOTFOUND)
-                down |= 1u << i; /* no live connection: known down, a stand-in now */
-        }
-    }
-    for (int i = 0; i < nh; i++) /* before any acknowledgement, as go_sloppy */
-        if ((down & (1u << i)) && keel__ap_stand_in(ap, op, i))
-            return 0;
-    if (op->slot && keel__ap_homes_stored(op) >= op->need)
-        keel__ap_answer_write(op);
-    if (!op->slot && keel__ap_write_settled(op))
-        keel__ap_op_free(ap, op);
+    keel__ap_write_hold(ap, op); /* sent once its copy here is durable (ap_coord.c) */
     return 0;
 }
 
@@ -319,6 +296,8 @@ static int do_read(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *ar
     opts_t o;
     if (parse_opts(c, argc, argv, 2, nh, "r", &o) != 0)
         return 0;
+    if (keel__ap_own_flush(ap) != 0) /* what this node answers from its copy is durable */
+        return keel__srv_error(c, "ERR keel: this node's AP store failed; restart it");
     ap_op_t *op = keel__ap_op_new(ap, c, 1, o.level, homes, nh, key->ptr, key->len);
     if (!op)
         return ap->ops_n >= AP_OPS_MAX

@@ -52,6 +52,8 @@ void keel__ap_op_free(ap_t *ap, ap_op_t *o)
             break;
         }
     ap->ops_n--;
+    if (o->held)
+        ap->held_n--;
     if (o->slot) {
         keel_resp_write_error(keel_resp_deferred_out(o->slot), "ERR keel: shutting down");
         keel_resp_deferred_done(o->slot, 0);
@@ -227,6 +229,97 @@ void keel__ap_read_got(ap_t *ap, ap_op_t *o, uint64_t from, const keel_apval_t *
         keel__ap_read_repair(ap, o);
         keel__ap_op_free(ap, o);
     }
+}
+
+/* ---- group commit of the coordinator's copy ------------------------------------------- */
+
+/*
+ * A write coordinated here is merged into this node's copy at once (what this node reads or
+ * writes next sees it) but logged without an fdatasync, and held: nothing is sent, and this
+ * node does not count as a home that stored it, until one fdatasync covers the copies of every
+ * write of the loop turn (at its end, node.h on_pass; that sync covers the replica writes of the
+ * turn too, ap_replica.c). AP_HELD_WRITES_MAX held writes flush at once.
+ *
+ * Held, not only unanswered: the state holds a dot this node issued. Had it left before the
+ * copy was durable, a crash would let this node, with the same incarnation, issue that dot
+ * again for another value, and a replica holding both would keep one (docs/ap.md, "Why dots
+ * are safe"). So every state that leaves this node (keel__ap_send_msg with a value) and every
+ * read this node coordinates flush the held writes first, and once a flush failed neither goes
+ * on (the store's failure is sticky: the node must be restarted).
+ */
+void keel__ap_write_hold(ap_t *ap, ap_op_t *o)
+{
+    o->held = 1;
+    if (++ap->held_n >= AP_HELD_WRITES_MAX)
+        (void)keel__ap_own_flush(ap);
+}
+
+/* Sends a write, whose copy here is durable, to its homes (stand-ins for those known down). */
+static void write_start(ap_t *ap, ap_op_t *op)
+{
+    uint64_t me = keel__ap_self_id(ap);
+    uint32_t down = 0;
+    for (int i = 0; i < op->homes_n; i++) {
+        op->for_home[op->asked_n] = i;
+        op->asked[op->asked_n++] = op->homes[i];
+        if (op->homes[i] == me) {
+            op->answered[op->answered_n++] = me; /* stored durably: synced */
+            op->covered |= 1u << i;
+            op->stored |= 1u << i;
+        } else {
+            keel_apmsg_t m = {.type = KEEL_APMSG_WRITE,
+                              .req = op->req,
+                              .key = op->key,
+                              .key_len = op->key_len,
+                              .value = op->val.data,
+                              .value_len = op->val.len};
+            if (keel__ap_send_msg(ap, op->homes[i], &m) == KEEL_ENOTFOUND)
+                down |= 1u << i; /* no live connection: known down, a stand-in now */
+        }
+    }
+    for (int i = 0; i < op->homes_n; i++) /* before any acknowledgement, as go_sloppy */
+        if ((down & (1u << i)) && keel__ap_stand_in(ap, op, i))
+            return;
+    if (op->slot && keel__ap_homes_stored(op) >= op->need)
+        keel__ap_answer_write(op);
+    if (!op->slot && keel__ap_write_settled(op))
+        keel__ap_op_free(ap, op);
+}
+
+int keel__ap_own_flush(ap_t *ap)
+{
+    if (ap->own_failed)
+        return KEEL_EIO;
+    if (ap->held_n == 0)
+        return 0;
+    keel_errmsg_t msg;
+    int rc = keel_apstore_sync(ap->store, &msg);
+    ap->held_n = 0; /* before the sends: keel__ap_send_msg flushes while any write is held */
+    if (rc != 0) {
+        ap->own_failed = 1;
+        keel_log_error("ap: this node's copies of its writes not synced: no AP state leaves "
+                       "it and it answers no AP read until it is restarted",
+                       KF_STR("why", msg.text));
+    }
+    /* write_start frees at most the op it starts (settled at once): the next one stays */
+    for (ap_op_t *o = ap->ops, *next; o; o = next) {
+        next = o->next;
+        if (!o->held)
+            continue;
+        o->held = 0;
+        if (rc == 0) {
+            write_start(ap, o);
+            continue;
+        }
+        if (o->slot) {
+            keel_resp_write_errorf(keel_resp_deferred_out(o->slot), "ERR keel: not stored: %s",
+                                   msg.text);
+            keel_resp_deferred_done(o->slot, 0);
+            o->slot = NULL;
+        }
+        keel__ap_op_free(ap, o);
+    }
+    return rc;
 }
 
 /* ---- sloppy quorum: stand-ins for silent homes ----------------------------------------- */

@@ -91,6 +91,7 @@
 #define AP_HANDOFF_BATCH 256
 #define AP_HANDOFF_ACKS_MAX 256 /* handed-off keys merged before one fdatasync and their ACKs */
 #define AP_WRITE_ACKS_MAX 1024  /* replica writes merged before one fdatasync and their ACKs */
+#define AP_HELD_WRITES_MAX 1024 /* writes coordinated here held for one fdatasync (ap_coord) */
 #define AP_OPS_MAX 4096u
 #define AP_TIMEOUT_MS 1000
 #define AP_TICK_MS 20
@@ -124,6 +125,7 @@ typedef struct ap_op {
     uint8_t *key;
     size_t key_len;
     keel_ms_t deadline_ms;
+    int held; /* writes: its copy here is logged, not synced: nothing sent yet (ap_coord.c) */
 } ap_op_t;
 
 /* Dropping copies of keys this node is no longer a home of (ap_clean.c). */
@@ -183,6 +185,11 @@ struct ap {
     int clean_inited;
     keel_counter_t *m_dropped;
     keel_gauge_t *m_drop_pending;
+    keel_counter_t *m_compactions;
+    keel_gauge_t *m_log_bytes, *m_compact_ms;
+    keel_ms_t compact_next_ms; /* after a failed compaction: not before this */
+    int held_n;                /* writes held for the sync of their copy here (ap_coord.c) */
+    int own_failed;            /* that sync failed: no state leaves, no read is answered */
 };
 
 /* ap_cmds.c */
@@ -222,6 +229,11 @@ void keel__ap_read_got(ap_t *ap, ap_op_t *o, uint64_t from, const keel_apval_t *
 int keel__ap_write_settled(const ap_op_t *o);
 void keel__ap_write_acked(ap_t *ap, ap_op_t *o, uint64_t from);
 int keel__ap_stand_in(ap_t *ap, ap_op_t *o, int i);
+/* A write whose copy here is logged (not synced): held until keel__ap_own_flush. */
+void keel__ap_write_hold(ap_t *ap, ap_op_t *o);
+/* One fdatasync for the copies of every held write, then their sends (0, or the sync's error:
+ * the held writes are answered with it). */
+int keel__ap_own_flush(ap_t *ap);
 int keel__ap_go_sloppy(ap_t *ap, ap_op_t *o);
 
 /* ap_replica.c */

@@ -317,7 +317,7 @@ void keel__ap_handoff_acks_flush(ap_t *ap)
  * before the sync. AP_WRITE_ACKS_MAX waiting ACKs sync at once, mid-turn. The state is in
  * memory at once, so a READ in the same turn may see a write not yet durable here; that write is
  * not acknowledged by this replica until it is, and its coordinator synced its own copy before
- * sending it (ap_cmds.c).
+ * sending it (ap_coord.c, "group commit of the coordinator's copy").
  */
 static void write_ack_queue(ap_t *ap, uint64_t from, uint64_t req)
 {
@@ -340,8 +340,10 @@ void keel__ap_write_acks_flush(ap_t *ap)
 void keel__srv_ap_on_pass(void *data)
 {
     server_t *s = data;
-    if (s->ap)
+    if (s->ap) {
+        (void)keel__ap_own_flush(s->ap); /* its sync covers the replica writes' too */
         keel__ap_write_acks_flush(s->ap);
+    }
 }
 
 void keel__srv_on_peer_ap(void *data, uint64_t from, const uint8_t *p, size_t n)

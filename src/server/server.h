@@ -32,6 +32,10 @@ typedef struct keel_server_config {
     char ap_policy[KEEL_APPOLICY_TEXT_BYTES_MAX + 1];
     /* the AP keyspace's anti-entropy: a tree to the next peer every this many ms (0: off) */
     uint32_t ap_antientropy_ms; /* KEEL_AP_ANTIENTROPY_MS_DEFAULT */
+    /* the AP replica store's compaction (runtime/apstore.h): due once the log a restart reads
+       passes ap_compact_ratio_pct percent of the live state's bytes and ap_compact_log_bytes_min */
+    uint64_t ap_compact_log_bytes_min; /* KEEL_APSTORE_COMPACT_LOG_BYTES_MIN_DEFAULT */
+    uint32_t ap_compact_ratio_pct;     /* KEEL_APSTORE_COMPACT_RATIO_PCT_DEFAULT */
 } keel_server_config_t;
 
 void keel_server_config_default(keel_server_config_t *cfg);
