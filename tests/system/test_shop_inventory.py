@@ -190,6 +190,34 @@ def test_one_read_round_and_entries_of_every_kind(make_cluster, procs):
     assert req(port, "GET", "/products/p")[0] == 503
 
 
+def test_a_full_list_refuses_new_reservations_and_heals_as_they_expire(make_cluster, procs):
+    """OPEN_RESERVATIONS_MAX (10,000) open reservations of a product: one more is refused,
+    nothing written; once they expire the next reserve succeeds and prunes them, PRUNE_WATCH_MAX
+    (256) at a time, each pruned key watched absent in its transaction. A list one entry
+    longer (an earlier version could write that) is still read and pruned, not refused for
+    ever. (Found by review: a reserve that read exactly 10,000 entries wrote 10,001, and from
+    then on every reserve and read of the product answered 503.)"""
+    cl = make_cluster(1)
+    port = start_inventory(procs, cl, 60000)
+    assert req(port, "POST", "/products/p/restock", {"qty": 20000})[0] == 200
+    k = cl.nodes[0].client()
+    pipe = k.pipeline(transaction=False)
+    for i in range(10000):
+        pipe.set(f"inv:resv:p:x{i}", "1", px=4000)
+    pipe.execute()
+    k.set("inv:rlist:p", " ".join(f"x{i}" for i in range(10000)))
+    st, body = req(port, "PUT", "/reservations/a", {"items": [{"product": "p", "qty": 1}]})
+    assert st == 503 and "too many" in body["error"], body
+    assert len(k.get("inv:rlist:p").split()) == 10000 and k.get("inv:order:a") is None
+    time.sleep(4.5)  # every x reservation has expired
+    assert req(port, "PUT", "/reservations/b", {"items": [{"product": "p", "qty": 1}]})[0] == 201
+    assert len(k.get("inv:rlist:p").split()) == 10000 - 256 + 1
+    assert product(port, "p")["reserved"] == 1
+    k.set("inv:rlist:p", " ".join(f"y{i}" for i in range(10001)))  # none of them lives
+    assert req(port, "PUT", "/reservations/c", {"items": [{"product": "p", "qty": 1}]})[0] == 201
+    assert len(k.get("inv:rlist:p").split()) == 10001 - 256 + 1
+
+
 def test_open_loop_load_holds_the_invariants_through_a_leader_kill(make_cluster, procs):
     """keel-shopload at a fixed arrival rate through two instances while keel's leader is
     SIGKILLed: orders whose outcome the client did not see are asked for afterwards, and

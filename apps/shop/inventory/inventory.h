@@ -19,6 +19,12 @@
 #define ID_BYTES_MAX SHOP_ID_BYTES_MAX
 #define QTY_MAX 1000000000LL
 #define OPEN_RESERVATIONS_MAX 10000 /* per product: ids in inv:rlist:P */
+/* Entries read from one rlist: one past the bound, so that a list an earlier version let
+   grow to it plus one is still read (and pruned) rather than refused for ever */
+#define RLIST_READ_MAX (OPEN_RESERVATIONS_MAX + 1)
+/* A reserve prunes at most this many checked entries whose key read nil, each watched at
+   version 0 in its KEEL.TXN (main.c); the others stay in the list, counted as held */
+#define PRUNE_WATCH_MAX 256
 #define ATTEMPTS_MAX 12
 /* keel connections (client/lanes.h): every reserve and confirm reads, then commits a
  * KEEL.TXN, and on one shared connection each read waits for the commit before it */
@@ -87,9 +93,9 @@ struct op {
 
 /* KEEL.TXN nwatch (key ver)* ncmds (argc arg*)* - built as words. */
 typedef struct txn {
-    const char *w[1024];
+    const char *w[2048];
     size_t n;
-    char nums[256][24];
+    char nums[512][24];
     size_t nn;
     size_t nwatch_at, ncmds_at, nwatch, ncmds;
 } txn_t;

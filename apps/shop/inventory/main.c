@@ -46,7 +46,7 @@
  * per item one MGET of the reservation keys its rlist entries need checked (slot 3+3n+i,
  * empty when none: usually all of them, so a reserve is one read round and a KEEL.TXN). */
 
-static rentry_t ents[OPEN_RESERVATIONS_MAX]; /* one product's entries at a time */
+static rentry_t ents[RLIST_READ_MAX]; /* one product's entries at a time */
 
 static void order_queue(op_t *o);
 
@@ -72,7 +72,7 @@ static void reserve_queue_state(op_t *o)
 static int item_view(op_t *o, size_t i)
 {
     return rlist_view(&o->slots[4 + 3 * i], &o->slots[5 + 3 * i], o->now_ms, o->app->ttl_ms, ents,
-                      OPEN_RESERVATIONS_MAX);
+                      RLIST_READ_MAX);
 }
 
 static void reserve_queue_checks(op_t *o)
@@ -93,15 +93,28 @@ static void reserved(op_t *o)
                      (json_int_t)o->app->ttl_ms));
 }
 
-/* What of P is held, and P's new rlist (the live entries, then this order's) into *out. */
-static int item_held(op_t *o, size_t i, int64_t *held, char **out)
+/* The checked entries a reserve prunes, whose keys its KEEL.TXN watches at version 0. */
+typedef struct pruned {
+    char keys[PRUNE_WATCH_MAX][KEY_BYTES];
+    size_t n;
+} pruned_t;
+
+/*
+ * What of P is held, and P's new rlist (the live entries, then this order's) into *out.
+ * A checked entry whose key read nil is pruned only with its key noted in *pr: the reserve's
+ * transaction watches it at version 0, so a key that still lives when the transaction is
+ * applied (the read judged by a node whose clock was ahead) fails it; past PRUNE_WATCH_MAX
+ * it stays, counted as held (its quantity; 0 for a bare id). pr NULL (a product's GET, which
+ * decides nothing): pruned and not held.
+ */
+static int item_held(op_t *o, size_t i, int64_t *held, char **out, pruned_t *pr)
 {
     const slot_t *checks = &o->slots[3 + 3 * o->n_items + i];
     int n = item_view(o, i);
     if (n < 0)
         return n;
     size_t cap = (o->slots[4 + 3 * i].present ? o->slots[4 + 3 * i].len : 0) + ID_BYTES_MAX + 64,
-           len = 0, c = 0;
+           len = 0, c = 0, kept = 0;
     char *rl = malloc(cap);
     if (rl == NULL)
         return KEEL_ENOMEM;
@@ -116,13 +129,26 @@ static int item_held(op_t *o, size_t i, int64_t *held, char **out)
                 free(rl);
                 return RLIST_CORRUPT;
             }
-            if ((q = checks->ints[c++]) < 0)
-                continue; /* expired: pruned */
+            q = checks->ints[c++];
+            if (q < 0 && pr == NULL)
+                continue; /* expired, as far as a product's GET can tell */
+            if (q < 0 && pr->n < PRUNE_WATCH_MAX) { /* expired: pruned, watched */
+                snprintf(pr->keys[pr->n++], KEY_BYTES, "inv:resv:%s:%.*s", o->items[i].product,
+                         (int)e->id_len, e->id);
+                continue;
+            }
+            if (q < 0)
+                q = e->qty > 0 ? e->qty : 0;
         }
         *held += q;
+        kept++;
         memcpy(rl + len, e->text, e->len);
         len += e->len;
         rl[len++] = ' ';
+    }
+    if (kept + 1 > OPEN_RESERVATIONS_MAX) {
+        free(rl);
+        return RLIST_TOO_MANY;
     }
     snprintf(rl + len, cap - len, "%s=%lld@%lld", o->order, (long long)o->items[i].qty,
              (long long)(o->now_ms + o->app->ttl_ms));
@@ -139,10 +165,13 @@ static void reserve_decide(op_t *o)
     app_t *a = o->app;
     size_t n = o->n_items;
     char *rl[ITEMS_MAX] = {0};
+    static pruned_t prune; /* one reserve at a time decides (the loop's thread) */
+    pruned_t *pr = &prune;
+    pr->n = 0;
     for (size_t i = 0; i < n; i++) {
         const slot_t *stock = &o->slots[3 + 3 * i];
         int64_t have = 0, held = 0;
-        int rc = item_held(o, i, &held, &rl[i]);
+        int rc = item_held(o, i, &held, &rl[i], pr);
         if (rc == 0 && stock->present &&
             keel_parse_i64((const uint8_t *)stock->val, stock->len, &have) != 0)
             rc = RLIST_CORRUPT;
@@ -179,9 +208,9 @@ static void reserve_decide(op_t *o)
         return;
     }
     snprintf(px, sizeof(px), "%lld", (long long)a->ttl_ms);
-    /* Watched: the order's keys, and each product's stock, rlist and rdone as read. A reserve
-     * or a confirm of the same product in between moves one of them (a confirm both the
-     * stock and the rdone); a release moves the rdone. */
+    /* Watched: the order's keys, and each product's stock, rlist and rdone as read (a reserve
+     * or a confirm of the same product in between moves one of them, a confirm both the
+     * stock and the rdone, a release the rdone), and the pruned reservations' keys absent. */
     txn_begin(t);
     key(keys[0], KEY_BYTES, "order", o->order, NULL);
     key(keys[1], KEY_BYTES, "sold", o->order, NULL);
@@ -195,6 +224,9 @@ static void reserve_decide(op_t *o)
         for (size_t k = 0; k < 3; k++)
             txn_watch(t, keys[3 + 4 * i + k], &o->slots[3 + 3 * i + k]);
     }
+    static const slot_t absent; /* version 0: the pruned reservations must not live */
+    for (size_t k = 0; k < pr->n; k++)
+        txn_watch(t, pr->keys[k], &absent);
     txn_cmds(t);
     for (size_t i = 0; i < n; i++) {
         key(keys[6 + 4 * i], KEY_BYTES, "resv", o->items[i].product, o->order);
@@ -405,7 +437,7 @@ static void product_answer(op_t *o)
     const slot_t *stock = &o->slots[3];
     int64_t have = 0, held = 0;
     char *rl = NULL;
-    int rc = item_held(o, 0, &held, &rl);
+    int rc = item_held(o, 0, &held, &rl, NULL);
     free(rl);
     if (rc != 0 ||
         (stock->present && keel_parse_i64((const uint8_t *)stock->val, stock->len, &have) != 0)) {

@@ -67,8 +67,9 @@ static int entry_parse(span_t s, rentry_t *e)
     const char *num = eq + 1, *end = s.p + s.len;
     const char *at = memchr(num, '@', (size_t)(end - num));
     if (at == NULL || keel_parse_i64((const uint8_t *)num, (size_t)(at - num), &e->qty) != 0 ||
-        e->qty < 1 ||
-        keel_parse_i64((const uint8_t *)at + 1, (size_t)(end - at - 1), &e->deadline_ms) != 0)
+        e->qty < 1 || e->qty > QTY_MAX ||
+        keel_parse_i64((const uint8_t *)at + 1, (size_t)(end - at - 1), &e->deadline_ms) != 0 ||
+        e->deadline_ms < 0)
         return -1;
     return 0;
 }
@@ -76,8 +77,8 @@ static int entry_parse(span_t s, rentry_t *e)
 int rlist_view(const slot_t *list, const slot_t *done, int64_t now_ms, int64_t ttl_ms,
                rentry_t *out, size_t cap)
 {
-    static span_t entries[OPEN_RESERVATIONS_MAX], dones[RDONE_MAX];
-    int n = split(list, entries, cap < OPEN_RESERVATIONS_MAX ? cap : OPEN_RESERVATIONS_MAX);
+    static span_t entries[RLIST_READ_MAX], dones[RDONE_MAX];
+    int n = split(list, entries, cap < RLIST_READ_MAX ? cap : RLIST_READ_MAX);
     int m = split(done, dones, RDONE_MAX);
     if (n < 0 || m < 0)
         return RLIST_TOO_MANY;
@@ -105,8 +106,8 @@ int rlist_view(const slot_t *list, const slot_t *done, int64_t now_ms, int64_t t
  * empty answer when there are none). */
 void rlist_queue_checks(op_t *o, const char *product, const rentry_t *e, int n)
 {
-    static const char *argv[OPEN_RESERVATIONS_MAX + 1];
-    static char keys[OPEN_RESERVATIONS_MAX][KEY_BYTES];
+    static const char *argv[RLIST_READ_MAX + 1];
+    static char keys[RLIST_READ_MAX][KEY_BYTES];
     size_t k = 0;
     for (int j = 0; j < n; j++) {
         if (e[j].cls != RENTRY_CHECK)

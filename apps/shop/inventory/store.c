@@ -117,7 +117,7 @@ static void on_mget(keel_client_t *cl, void *ctx, int status, const keel_resp_va
             const keel_resp_value_t *e = &r->elems[i];
             int64_t q = -1;
             if (e->type == KEEL_RESP_BULK &&
-                (keel_parse_i64(e->str.ptr, e->str.len, &q) != 0 || q < 0))
+                (keel_parse_i64(e->str.ptr, e->str.len, &q) != 0 || q < 0 || q > QTY_MAX))
                 s->status = KEEL_ECORRUPT;
             s->ints[i] = e->type == KEEL_RESP_BULK ? q : -1;
         }
@@ -263,6 +263,13 @@ static void on_txn(keel_client_t *cl, void *ctx, int status, const keel_resp_val
         restart(o);
         return;
     }
+    /* Applied; a command inside that failed (keel's keys_max, say) did not stop the others:
+     * no success is claimed for a change that is not whole (the caller retries) */
+    for (size_t i = 0; r->type == KEEL_RESP_ARRAY && i < r->elems_len; i++)
+        if (r->elems[i].type == KEEL_RESP_ERROR) {
+            answer_error(o, 503, "keel server refused part of the transaction; retry");
+            return;
+        }
     o->next(o);
 }
 
