@@ -96,7 +96,8 @@ static const opt_t opts[] = {
      "CLOCK DEPENDENT (docs/raft.md). 0: ReadIndex"},
     {"preferred-leader", OPT_NAME, IN_CFG, OFF(node.preferred_leader), "NAME", NO_RANGE, "none",
      "member that should lead whenever it can: the leader hands leadership to it once it has "
-     "been a connected, caught-up voter for 3 s (give every node the same; docs/raft.md)"},
+     "been a connected, answering, caught-up voter for 3 s (give every node the same; "
+     "docs/membership.md)"},
     {"request-timeout-ms", OPT_INT, IN_CFG, OFF(node.request_timeout_ms), "MS", 1, 3600000, NULL,
      "a request with no outcome after this gets -TIMEOUT"},
     {"value-bytes-max", OPT_BYTES, IN_CFG, OFF(kv.value_bytes_max), "BYTES", 20,

@@ -106,6 +106,11 @@ int keel_node_conf_result_decode(const uint8_t *p, size_t len, keel_node_conf_re
  * the lead costs at most one election in this time). */
 #define KEEL_NODE_PREFER_STABLE_MS 3000
 #define KEEL_NODE_PREFER_RETRY_MS 10000
+/* ... doubled after each transfer that left this node the leader, up to this */
+#define KEEL_NODE_PREFER_RETRY_MS_MAX 300000
+/* Fit also means heard from (a whole Raft message) this recently: a stopped or hung process
+   keeps its TCP connection and its match index, not its answers. */
+#define KEEL_NODE_PREFER_HEARD_MS 1000
 
 typedef struct keel_node_config {
     uint64_t id;

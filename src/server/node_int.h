@@ -70,6 +70,7 @@ typedef struct peer {
     keel_buf_t rbuf;               /* outbound: the only frame a peer sends back is REMOVED */
     keel_frame_decoder_t back_dec; /* ... decoded here, PEER_BACK_FRAME_BYTES_MAX at most */
     keel_counter_t *bytes_out, *dropped;
+    keel_ms_t heard_ms; /* when a whole Raft message from this member last arrived */
 } peer_t;
 
 typedef struct inconn {
@@ -110,7 +111,8 @@ struct keel_node {
     int client_addr_inflight; /* KEEL.CLUSTER UPDATE of our client address */
     /* --preferred-leader (prefer.c): since when the preferred member has been a connected,
        caught-up voter while we lead (0: it is not), and the next transfer not before */
-    keel_ms_t prefer_since_ms, prefer_next_ms;
+    keel_ms_t prefer_since_ms, prefer_next_ms, prefer_retry_ms;
+    int prefer_warned;             /* the preferred name is no member: said once */
     keel_ms_t client_addr_next_ms; /* not asked again before this */
     uv_tcp_t listener;
     keel_list_t inconns; /* inbound peer connections (inconn_t.link) */

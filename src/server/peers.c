@@ -405,6 +405,9 @@ static int handle_frame(void *ctx, const keel_frame_t *fr)
         if (rc != 0 || m.from != c->from || m.to != n->cfg.id)
             return KEEL_EPROTO;
         keel__node_lease_clock(n);
+        peer_t *from = keel__node_peer_by_id(n, c->from);
+        if (from) /* a whole Raft message: the member is alive (prefer.c) */
+            from->heard_ms = keel_loop_now_ms(n->loop);
         keel_raft_step(n->raft, &m);
         return 0;
     }
