@@ -49,30 +49,46 @@ static size_t psize(const keel__kc_item_t *it)
 
 static int packed(const keel__kc_t *t)
 {
-    return t->bits == 0;
+    return !t->chained;
+}
+
+static keel__kc_big_t *big(const keel__kc_t *t)
+{
+    assert(t->chained);
+    return keel__kc_big(t);
 }
 
 static size_t bucket_of(const keel__kc_t *t, uint64_t h)
 {
-    return (size_t)(h >> (64 - t->bits));
+    return (size_t)(h >> (64 - big(t)->bits));
 }
 
 static size_t buckets(const keel__kc_t *t)
 {
-    return (size_t)1 << t->bits;
+    return (size_t)1 << big(t)->bits;
 }
 
 static node_t **bucket_array(const keel__kc_t *t)
 {
-    return (node_t **)t->b;
+    return (node_t **)big(t)->b;
+}
+
+/* The allocation of a packed table with room for cap item bytes (never under sizeof, so the
+   padding of the header is always there). */
+static size_t pk_alloc(size_t cap)
+{
+    assert(cap <= KEEL__KC_PACKED_BYTES_MAX);
+    size_t n = KEEL__KC_HEADER_BYTES + cap;
+    return n < sizeof(keel__kc_t) ? sizeof(keel__kc_t) : n;
 }
 
 keel__kc_t *keel__kc_new(uint64_t seed)
 {
-    keel__kc_t *t = malloc(sizeof(*t));
+    keel__kc_t *t = malloc(pk_alloc(0));
     if (t == NULL)
         return NULL;
-    *t = (keel__kc_t){.seed = seed, .bytes = sizeof(*t)}; /* packed, no items yet */
+    memset(t, 0, pk_alloc(0)); /* packed, no items yet */
+    t->seed = seed;
     return t;
 }
 
@@ -88,7 +104,8 @@ void keel__kc_free(keel__kc_t *t)
             n = next;
         }
     }
-    free(t->b);
+    if (!packed(t))
+        free(big(t)->b);
     free(t);
 }
 
@@ -141,17 +158,17 @@ static int cmp(uint64_t h, const uint8_t *f, size_t n, uint64_t ih, const keel__
     return n ? memcmp(f, keel__kc_f(it), n) : 0;
 }
 
-/* ---- packed tables: the items back to back in hash order, in one block -------------------- */
+/* ---- packed tables: the items back to back in hash order, after the header -------------- */
 
 static keel__kc_item_t *pk_first(const keel__kc_t *t)
 {
-    return t->used ? (keel__kc_item_t *)t->b : NULL;
+    return t->used ? (keel__kc_item_t *)(uintptr_t)t->items : NULL;
 }
 
 static keel__kc_item_t *pk_next(const keel__kc_t *t, const keel__kc_item_t *it)
 {
     const uint8_t *p = (const uint8_t *)it + psize(it);
-    return p < (const uint8_t *)t->b + t->used ? (keel__kc_item_t *)(uintptr_t)p : NULL;
+    return p < t->items + t->used ? (keel__kc_item_t *)(uintptr_t)p : NULL;
 }
 
 /* The first item at or after (h, f) in the order, or NULL; *found when it is f itself. */
@@ -180,32 +197,40 @@ static keel__kc_item_t *pk_find(const keel__kc_t *t, const uint8_t *f, size_t n)
 /* Links node item it into a packed table with room reserved for it (keel__kc_reserve). */
 static int pk_put(keel__kc_t *t, keel__kc_item_t *it)
 {
-    int found;
     size_t fl = keel__kc_fl(it), vl = keel__kc_vl(it);
-    keel__kc_item_t *at = pk_locate(t, item_node(it)->hash, keel__kc_f(it), fl, &found);
-    uint8_t *end = (uint8_t *)t->b + t->used;
+    /* a field already here keeps its place (its hash is the same): found by its bytes,
+       without hashing every item as the walk in hash order does */
+    keel__kc_item_t *at = pk_find(t, keel__kc_f(it), fl);
+    int found = at != NULL;
+    if (!found)
+        at = pk_locate(t, item_node(it)->hash, keel__kc_f(it), fl, &found);
+    uint8_t *end = t->items + t->used;
     uint8_t *p = at ? (uint8_t *)at : end;
     size_t old = found ? psize(at) : 0, add = psize(it);
-    assert(t->used - old + add <= t->cap);
+    assert(t->used - old + add <= t->cap &&
+           (size_t)t->pcount + !found <= KEEL__KC_PACKED_ITEMS_MAX);
     memmove(p + add, p + old, (size_t)(end - p) - old);
     p[0] = (uint8_t)fl;
     p[1] = (uint8_t)vl;
     memcpy(p + 2, keel__kc_f(it), fl + vl);
-    t->used = (uint32_t)(t->used - old + add);
-    t->count += !found;
+    t->used = (uint32_t)(t->used - old + add) & 0xFFFu;
+    t->pcount = (uint32_t)(t->pcount + !found) & 0x1Fu;
     keel__kc_item_free(it);
     return !found;
 }
 
 /*
- * Moves a packed table's items into nodes and buckets (everything allocated first: on
- * ENOMEM nothing changed). Walking in hash order appends to each chain in order.
+ * Moves a packed table's items into nodes and buckets, and grows its header to hold a
+ * keel__kc_big_t (everything allocated first: on ENOMEM nothing changed). Walking in hash
+ * order appends to each chain in order. *tp moves.
  */
-static int to_big(keel__kc_t *t, unsigned bits)
+static int to_big(keel__kc_t **tp, unsigned bits)
 {
+    keel__kc_t *t = *tp;
     node_t **nb = calloc((size_t)1 << bits, sizeof(*nb));
     node_t *head = NULL, **tail = &head;
-    size_t bytes = sizeof(*t) + ((size_t)1 << bits) * sizeof(*nb);
+    size_t bytes = sizeof(*t) + sizeof(keel__kc_big_t) + ((size_t)1 << bits) * sizeof(*nb);
+    uint32_t count = t->pcount;
     for (keel__kc_item_t *it = nb ? pk_first(t) : NULL; it; it = pk_next(t, it)) {
         keel__kc_item_t *x = keel__kc_item_new(t, keel__kc_f(it), keel__kc_fl(it), keel__kc_val(it),
                                                keel__kc_vl(it));
@@ -218,7 +243,9 @@ static int to_big(keel__kc_t *t, unsigned bits)
         tail = &(*tail)->next;
         bytes += node_bytes(x);
     }
-    if (nb == NULL) {
+    keel__kc_t *nt = nb ? realloc(t, sizeof(*t) + sizeof(keel__kc_big_t)) : NULL;
+    if (nt == NULL) {
+        free(nb);
         while (head) {
             node_t *next = head->next;
             free(head);
@@ -240,58 +267,65 @@ static int to_big(keel__kc_t *t, unsigned bits)
         last_b = b;
         head = next;
     }
-    free(t->b);
-    t->b = nb;
-    t->bits = (uint8_t)bits;
-    t->used = t->cap = 0;
-    t->bytes = bytes;
+    nt->used = nt->cap = nt->pcount = 0;
+    nt->chained = 1;
+    *keel__kc_big(nt) =
+        (keel__kc_big_t){.b = nb, .bytes = bytes, .count = count, .bits = (uint8_t)bits};
+    *tp = nt;
     return 0;
 }
 
-int keel__kc_reserve(keel__kc_t *t, keel__kc_item_t *const *items, size_t n)
+int keel__kc_reserve(keel__kc_t **tp, keel__kc_item_t *const *items, size_t n)
 {
+    keel__kc_t *t = *tp;
     if (!packed(t))
         return 0;
-    size_t more = 0, add = 0, big = 0;
-    for (size_t i = 0; i < n; i++) {
+    /*
+     * A field already here grows the block by the difference (if any), a new one by its size
+     * and one item. A field named twice counts twice: more than the puts need, never less,
+     * at every step between them. So a value rewritten at its size (HSET of a field to a
+     * same-length value, HINCRBY) needs no realloc, and a full table stays packed.
+     */
+    size_t more = 0, add = 0, over = 0;
+    for (size_t i = 0; i < n && !over; i++) {
         if (items[i] == NULL)
             continue;
-        more++;
-        add += psize(items[i]);
-        big |= keel__kc_fl(items[i]) + keel__kc_vl(items[i]) > KEEL__KC_PACKED_ITEM_BYTES_MAX;
+        size_t fl = keel__kc_fl(items[i]), sz = psize(items[i]);
+        over = fl + keel__kc_vl(items[i]) > KEEL__KC_PACKED_ITEM_BYTES_MAX;
+        const keel__kc_item_t *old = over ? NULL : pk_find(t, keel__kc_f(items[i]), fl);
+        if (old == NULL)
+            more++, add += sz;
+        else if (sz > psize(old))
+            add += sz - psize(old);
     }
-    if (big || t->count + more > KEEL__KC_PACKED_ITEMS_MAX) {
+    if (over || t->pcount + more > KEEL__KC_PACKED_ITEMS_MAX ||
+        t->used + add > KEEL__KC_PACKED_BYTES_MAX) {
         unsigned bits = BITS_MIN;
-        while (((size_t)1 << bits) < t->count + more && bits < BITS_MAX)
+        while (((size_t)1 << bits) < t->pcount + more && bits < BITS_MAX)
             bits++;
-        return to_big(t, bits);
+        return to_big(tp, bits);
     }
     if (t->used + add <= t->cap)
         return 0;
-    uint8_t *b = realloc(t->b, t->used + add);
-    if (b == NULL)
+    /* used + add <= KEEL__KC_PACKED_BYTES_MAX: the 12-bit cap holds it */
+    keel__kc_t *nt = realloc(t, pk_alloc(t->used + add));
+    if (nt == NULL)
         return KEEL_ENOMEM;
-    t->b = b;
-    t->bytes = t->bytes - t->cap + t->used + add;
-    t->cap = (uint32_t)(t->used + add);
+    nt->cap = (uint32_t)(nt->used + add) & 0xFFFu;
+    *tp = nt;
     return 0;
 }
 
-void keel__kc_trim(keel__kc_t *t)
+void keel__kc_trim(keel__kc_t **tp)
 {
+    keel__kc_t *t = *tp;
     if (!packed(t) || t->cap == t->used)
         return;
-    if (t->used == 0) {
-        free(t->b);
-        t->b = NULL;
-    } else {
-        uint8_t *b = realloc(t->b, t->used);
-        if (b == NULL)
-            return; /* the bigger block still holds the items */
-        t->b = b;
-    }
-    t->bytes = t->bytes - t->cap + t->used;
-    t->cap = t->used;
+    keel__kc_t *nt = realloc(t, pk_alloc(t->used));
+    if (nt == NULL)
+        return; /* the bigger block still holds the items */
+    nt->cap = nt->used;
+    *tp = nt;
 }
 
 /* ---- big tables: chained buckets, each chain in order ------------------------------------ */
@@ -340,18 +374,20 @@ static void resize(keel__kc_t *t, unsigned bits)
             n = next;
         }
     }
-    t->bytes = t->bytes - buckets(t) * sizeof(*nb) + ((size_t)1 << bits) * sizeof(*nb);
-    free(t->b);
-    t->b = nb;
-    t->bits = (uint8_t)bits;
+    keel__kc_big_t *g = big(t);
+    g->bytes = g->bytes - buckets(t) * sizeof(*nb) + ((size_t)1 << bits) * sizeof(*nb);
+    free(g->b);
+    g->b = nb;
+    g->bits = (uint8_t)bits;
 }
 
 int keel__kc_put(keel__kc_t *t, keel__kc_item_t *it)
 {
     if (packed(t))
         return pk_put(t, it);
-    if (t->count + 1 > buckets(t) && t->bits < BITS_MAX)
-        resize(t, t->bits + 1u);
+    keel__kc_big_t *g = big(t);
+    if (g->count + 1 > buckets(t) && g->bits < BITS_MAX)
+        resize(t, g->bits + 1u);
     node_t *x = item_node(it);
     int found;
     node_t **l = locate(t, x->hash, keel__kc_f(it), keel__kc_fl(it), &found);
@@ -359,14 +395,14 @@ int keel__kc_put(keel__kc_t *t, keel__kc_item_t *it)
         node_t *old = *l;
         x->next = old->next;
         *l = x;
-        t->bytes = t->bytes - node_bytes(node_item(old)) + node_bytes(it);
+        g->bytes = g->bytes - node_bytes(node_item(old)) + node_bytes(it);
         free(old);
         return 0;
     }
     x->next = *l;
     *l = x;
-    t->count++;
-    t->bytes += node_bytes(it);
+    g->count++;
+    g->bytes += node_bytes(it);
     return 1;
 }
 
@@ -376,11 +412,11 @@ int keel__kc_del(keel__kc_t *t, const uint8_t *f, size_t n)
         keel__kc_item_t *it = pk_find(t, f, n);
         if (it == NULL)
             return 0;
-        uint8_t *p = (uint8_t *)it, *end = (uint8_t *)t->b + t->used;
+        uint8_t *p = (uint8_t *)it, *end = t->items + t->used;
         size_t sz = psize(it);
         memmove(p, p + sz, (size_t)(end - p) - sz); /* items before it stay where they are */
-        t->used = (uint32_t)(t->used - sz);
-        t->count--;
+        t->used = (uint32_t)(t->used - sz) & 0xFFFu;
+        t->pcount = (uint32_t)(t->pcount - 1u) & 0x1Fu;
         return 1;
     }
     int found;
@@ -389,11 +425,12 @@ int keel__kc_del(keel__kc_t *t, const uint8_t *f, size_t n)
         return 0;
     node_t *x = *l;
     *l = x->next;
-    t->count--;
-    t->bytes -= node_bytes(node_item(x));
+    keel__kc_big_t *g = big(t);
+    g->count--;
+    g->bytes -= node_bytes(node_item(x));
     free(x);
-    if (t->bits > BITS_MIN && t->count < buckets(t) / 8)
-        resize(t, t->bits - 1u);
+    if (g->bits > BITS_MIN && g->count < buckets(t) / 8)
+        resize(t, g->bits - 1u);
     return 1;
 }
 
@@ -469,8 +506,8 @@ int keel__kc_write(const keel__kc_t *t, int with_values, keel_kv_sink_fn sink, v
 {
     uint8_t h[BODY_HEADER_BYTES];
     keel_put_u64(h, t->seed);
-    h[8] = t->big;
-    keel_put_u64(h + 9, t->count);
+    h[8] = t->hashtable;
+    keel_put_u64(h + 9, keel__kc_count(t));
     int rc = sink(data, h, sizeof(h));
     for (const keel__kc_item_t *it = keel__kc_first(t); it && rc == 0; it = keel__kc_next(t, it)) {
         uint8_t n[4];
@@ -513,13 +550,13 @@ int keel__kc_load(const uint8_t *p, size_t len, int with_values, keel__kc_t **ou
     keel__kc_t *t = keel__kc_new(keel_get_u64(p));
     if (t == NULL)
         return KEEL_ENOMEM;
-    t->big = p[8];
+    t->hashtable = p[8];
     unsigned bits = BITS_MIN;
     while (((size_t)1 << bits) < count && bits < BITS_MAX)
         bits++;
     /* a table restored packed or big as its size says: which one is invisible (the order,
        cursors and picks are the hash order's either way) */
-    int rc = count > KEEL__KC_PACKED_ITEMS_MAX ? to_big(t, bits) : 0;
+    int rc = count > KEEL__KC_PACKED_ITEMS_MAX ? to_big(&t, bits) : 0;
     size_t pos = BODY_HEADER_BYTES;
     for (uint64_t i = 0; i < count && rc == 0; i++) {
         const uint8_t *f, *v = NULL;
@@ -534,7 +571,7 @@ int keel__kc_load(const uint8_t *p, size_t len, int with_values, keel__kc_t **ou
             break;
         }
         keel__kc_item_t *it = keel__kc_item_new(t, f, fl, v, vl);
-        if (it == NULL || keel__kc_reserve(t, &it, 1) != 0) {
+        if (it == NULL || keel__kc_reserve(&t, &it, 1) != 0) {
             keel__kc_item_free(it);
             rc = KEEL_ENOMEM;
         } else {
@@ -560,7 +597,7 @@ static void obj_free(void *o)
 
 static size_t obj_bytes(const void *o)
 {
-    return ((const keel__kc_t *)o)->bytes;
+    return keel__kc_bytes(o);
 }
 
 static int hash_write(const void *o, keel_kv_sink_fn sink, void *data)
@@ -602,8 +639,9 @@ const keel__kv_type_t keel__kv_type_set = {
 const char *keel__kc_encoding(int type, const keel__kc_t *t)
 {
     if (type == KEEL__KV_TYPE_HASH)
-        return t->big || t->count > KEEL__KC_HASH_LISTPACK_ENTRIES ? "hashtable" : "listpack";
-    return t->big || t->count > KEEL__KC_SET_INTSET_ENTRIES ? "hashtable" : "intset";
+        return t->hashtable || keel__kc_count(t) > KEEL__KC_HASH_LISTPACK_ENTRIES ? "hashtable"
+                                                                                  : "listpack";
+    return t->hashtable || keel__kc_count(t) > KEEL__KC_SET_INTSET_ENTRIES ? "hashtable" : "intset";
 }
 
 /* ---- the command side ---------------------------------------------------------------- */
@@ -668,9 +706,10 @@ void keel__kc_touch(const call_t *c, const uint8_t *key, size_t len, size_t byte
     keel__kv_entry_t *e = keel__kv_find(kv, key, len, keel__kv_hash(kv, key, len), &link);
     assert(e != NULL && (e->type == KEEL__KV_TYPE_HASH || e->type == KEEL__KV_TYPE_SET));
     keel__kc_t *t = keel__kv_obj(e);
-    keel__kc_trim(t);
-    kv->bytes = kv->bytes - bytes_before + t->bytes;
-    if (t->count == 0)
+    keel__kc_trim(&t);
+    keel__kv_set_obj(e, t);
+    kv->bytes = kv->bytes - bytes_before + keel__kc_bytes(t);
+    if (keel__kc_count(t) == 0)
         keel__kv_unlink(kv, link); /* Redis deletes an emptied hash or set */
     else
         keel__kvc_set_version(kv, e, kv->revision + 1);
@@ -754,7 +793,7 @@ int keel__kc_scan_cmd(const call_t *c, int type)
        one reply stays small */
     size_t n = (size_t)count;
     if (keel__kc_encoding(type, t)[0] != 'h')
-        n = t->count, cursor = 0;
+        n = keel__kc_count(t), cursor = 0;
     else if (n > KEEL_KV_SCAN_REPLY_BYTES_MAX / 16)
         n = KEEL_KV_SCAN_REPLY_BYTES_MAX / 16;
     /* counted first, so the header goes before the items */
@@ -791,13 +830,14 @@ static int seen(const keel__kc_item_t **s, unsigned bits, const keel__kc_item_t 
 static int sample_all(const keel__kc_t *t, size_t count, keel_rand_t *r,
                       const keel__kc_item_t **out)
 {
-    const keel__kc_item_t **all = malloc(t->count * sizeof(*all));
+    size_t size = keel__kc_count(t);
+    const keel__kc_item_t **all = malloc(size * sizeof(*all));
     if (all == NULL)
         return KEEL_ENOMEM;
     size_t n = 0;
     for (const keel__kc_item_t *it = keel__kc_first(t); it; it = keel__kc_next(t, it))
         all[n++] = it;
-    assert(n == t->count);
+    assert(n == size);
     for (size_t i = 0; i < count; i++) {
         size_t j = i + (size_t)keel_rand_below(r, n - i);
         const keel__kc_item_t *x = all[i];
@@ -811,19 +851,20 @@ static int sample_all(const keel__kc_t *t, size_t count, keel_rand_t *r,
 
 int keel__kc_sample(const keel__kc_t *t, size_t count, uint64_t seed, const keel__kc_item_t ***out)
 {
-    if (count > t->count)
-        count = t->count;
+    size_t size = keel__kc_count(t);
+    if (count > size)
+        count = size;
     const keel__kc_item_t **res = malloc((count ? count : 1) * sizeof(*res));
     if (res == NULL)
         return KEEL_ENOMEM;
     keel_rand_t r;
     keel_rand_seed(&r, seed);
     int rc = 0;
-    if (count == t->count) {
+    if (count == size) {
         size_t n = 0;
         for (const keel__kc_item_t *it = keel__kc_first(t); it; it = keel__kc_next(t, it))
             res[n++] = it;
-    } else if (count > t->count / 3) {
+    } else if (count > size / 3) {
         rc = sample_all(t, count, &r, res);
     } else {
         /* few of many: random picks, duplicates skipped; a bounded number of tries (picks

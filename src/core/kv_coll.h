@@ -43,18 +43,33 @@
  * Two layouts, invisible to the commands (the order, cursors and picks are the hash order's
  * in both, so replicas that differ in layout still agree):
  *   - packed, while a table has at most KEEL__KC_PACKED_ITEMS_MAX items of at most
- *     KEEL__KC_PACKED_ITEM_BYTES_MAX bytes each: the items back to back in hash order in one
- *     block, their hashes computed again when needed (a few short fields: cheaper than
- *     keeping them). A small hash or set, the common case, costs two allocations (this
- *     header and the block) instead of one per item plus the buckets;
- *   - big: 2^bits chained buckets, each item in its own node that keeps its hash.
+ *     KEEL__KC_PACKED_ITEM_BYTES_MAX bytes each: ONE allocation, a 12-byte header (the seed,
+ *     then the block's used bytes, its room and the count in one 32-bit word) and the items
+ *     back to back in hash order right after it, their hashes computed again when needed (a
+ *     few short fields: cheaper than keeping them). A small hash or set, the common case, is
+ *     one malloc chunk (five 10-byte fields with values: 12 + 60 bytes, an 80-byte chunk),
+ *     where a separate header and block took two (48 + 80, issue 19);
+ *   - big ("chained"): the same header followed by a keel__kc_big_t, and 2^bits chained
+ *     buckets, each item in its own node that keeps its hash.
  * A packed table goes big once it would outgrow the bounds, never back (as Redis's listpack).
  * Adding can need memory in either layout, so every change that adds first calls
  * keel__kc_reserve with its new items (before anything changed: it may fail), and then
  * keel__kc_put never fails.
+ *
+ * A packed table grows and shrinks by realloc, so the table's ADDRESS can change: in
+ * keel__kc_reserve and keel__kc_trim (nowhere else), which take the table's pointer by
+ * reference. A caller whose table sits in a key entry stores the new address back
+ * (keel__kv_set_obj) before anything else reads the entry; keel__kc_touch does it for its
+ * trim. Pointers to items are invalid after either.
  */
 #define KEEL__KC_PACKED_ITEMS_MAX 16u
 #define KEEL__KC_PACKED_ITEM_BYTES_MAX 128u /* field and value bytes of one item */
+/* A packed block's bytes: items of at most 2 + KEEL__KC_PACKED_ITEM_BYTES_MAX bytes; its
+   used bytes and room fit the header's 12-bit fields. */
+#define KEEL__KC_PACKED_BYTES_MAX                                                                  \
+    (KEEL__KC_PACKED_ITEMS_MAX * (2u + KEEL__KC_PACKED_ITEM_BYTES_MAX))
+_Static_assert(KEEL__KC_PACKED_BYTES_MAX < (1u << 12), "a packed block outgrows its header");
+_Static_assert(KEEL__KC_PACKED_ITEMS_MAX < (1u << 5), "a packed count outgrows its header");
 
 /*
  * An item, read through keel__kc_f / _fl / _val / _vl. A packed item is two length bytes and
@@ -91,16 +106,50 @@ static inline size_t keel__kc_vl(const keel__kc_item_t *it)
     return keel__kc_len(it, 1);
 }
 
+/*
+ * The header of both layouts. Only its first KEEL__KC_HEADER_BYTES bytes are allocated for a
+ * packed table with little room (sizeof is 16 with the padding): never copy it whole.
+ */
 typedef struct keel__kc {
-    void *b;       /* big: the buckets; packed: the items (NULL when cap is 0) */
-    uint64_t seed; /* hash seed */
-    size_t bytes;  /* the object's memory: header, buckets or block, items */
-    uint32_t count;
-    uint32_t used, cap; /* packed: bytes of items in b, and b's size */
-    uint8_t bits;       /* big: 2^bits buckets, bucket = hash >> (64 - bits), bits >= 2;
-                           0: packed */
-    uint8_t big;        /* OBJECT ENCODING's sticky "hashtable" (Redis never converts back) */
+    uint64_t seed;          /* hash seed */
+    uint32_t used : 12;     /* packed: bytes of items in items[] */
+    uint32_t cap : 12;      /* packed: items[]'s room (>= used; == used between commands) */
+    uint32_t pcount : 5;    /* packed: items (keel__kc_count for either layout) */
+    uint32_t hashtable : 1; /* OBJECT ENCODING's sticky "hashtable" (Redis never converts
+                               back) */
+    uint32_t chained : 1;   /* big: a keel__kc_big_t follows at sizeof(keel__kc_t) */
+    uint8_t items[];        /* packed: the items */
 } keel__kc_t;
+#define KEEL__KC_HEADER_BYTES offsetof(keel__kc_t, items)
+_Static_assert(offsetof(keel__kc_t, items) == 12, "the packed header grew");
+
+/* A big table's own fields, after its header. */
+typedef struct keel__kc_big {
+    void *b;      /* the buckets */
+    size_t bytes; /* the object's memory: header, this, buckets, nodes */
+    uint32_t count;
+    uint8_t bits; /* 2^bits buckets, bucket = hash >> (64 - bits), bits >= 2 */
+} keel__kc_big_t;
+
+static inline keel__kc_big_t *keel__kc_big(const keel__kc_t *t)
+{
+    return (keel__kc_big_t *)(uintptr_t)((const uint8_t *)t + sizeof(keel__kc_t));
+}
+
+/* The number of items. */
+static inline size_t keel__kc_count(const keel__kc_t *t)
+{
+    return t->chained ? keel__kc_big(t)->count : t->pcount;
+}
+
+/* The object's memory: its allocations' requested sizes. */
+static inline size_t keel__kc_bytes(const keel__kc_t *t)
+{
+    if (t->chained)
+        return keel__kc_big(t)->bytes;
+    size_t n = KEEL__KC_HEADER_BYTES + t->cap;
+    return n < sizeof(keel__kc_t) ? sizeof(keel__kc_t) : n;
+}
 
 static inline const uint8_t *keel__kc_val(const keel__kc_item_t *it)
 {
@@ -118,12 +167,13 @@ keel__kc_item_t *keel__kc_item_new(const keel__kc_t *t, const uint8_t *f, size_t
 void keel__kc_item_free(keel__kc_item_t *it);
 /*
  * Room for the unlinked items[0..n) (NULLs skipped) to be put: the block grown, or the table
- * made big. 0 or KEEL_ENOMEM (t unchanged). Its memory (bytes) may change: take a "before"
- * for accounting first.
+ * made big. 0 or KEEL_ENOMEM (*t unchanged). *t may MOVE (see above). Its memory (bytes) may
+ * change: take a "before" for accounting first.
  */
-int keel__kc_reserve(keel__kc_t *t, keel__kc_item_t *const *items, size_t n);
-/* Gives back a packed block's unused room (after a command's changes). Never fails. */
-void keel__kc_trim(keel__kc_t *t);
+int keel__kc_reserve(keel__kc_t **t, keel__kc_item_t *const *items, size_t n);
+/* Gives back a packed table's unused room (after a command's changes); *t may move. Never
+   fails. */
+void keel__kc_trim(keel__kc_t **t);
 keel__kc_item_t *keel__kc_find(const keel__kc_t *t, const uint8_t *f, size_t n);
 /*
  * Links it (owned from here on; room reserved by keel__kc_reserve), replacing (and freeing)

@@ -25,8 +25,8 @@
 static void note(keel__kc_t *t, size_t fl, size_t vl)
 {
     if (fl > KEEL__KC_HASH_LISTPACK_VALUE_BYTES || vl > KEEL__KC_HASH_LISTPACK_VALUE_BYTES ||
-        t->count > KEEL__KC_HASH_LISTPACK_ENTRIES)
-        t->big = 1;
+        keel__kc_count(t) > KEEL__KC_HASH_LISTPACK_ENTRIES)
+        t->hashtable = 1;
 }
 
 /* Sizes of the fields and values argv[from..] in pairs, and of the key: 0 or REPLIED. */
@@ -58,11 +58,11 @@ static int put_pairs(const call_t *c, size_t from, int nx, int64_t *added)
     if (nx && t && keel__kc_find(t, c->argv[from], c->lens[from]))
         return 0;
     size_t pairs = (c->argc - from) / 2;
-    if (t && pairs > KEEL__KC_ITEMS_MAX - t->count) {
+    if (t && pairs > KEEL__KC_ITEMS_MAX - keel__kc_count(t)) {
         size_t more = 0;
         for (size_t i = 0; i < pairs; i++)
             more += keel__kc_find(t, c->argv[from + 2 * i], c->lens[from + 2 * i]) == NULL;
-        if (more > KEEL__KC_ITEMS_MAX - t->count)
+        if (more > KEEL__KC_ITEMS_MAX - keel__kc_count(t))
             return r_err(c->reply, ERR_KC_FULL);
     }
     if (t == NULL) {
@@ -83,8 +83,8 @@ static int put_pairs(const call_t *c, size_t from, int nx, int64_t *added)
             items = NULL;
         }
     }
-    size_t before = dst->bytes;
-    if (items && keel__kc_reserve(dst, items, pairs) != 0) {
+    size_t before = keel__kc_bytes(dst);
+    if (items && keel__kc_reserve(&dst, items, pairs) != 0) {
         for (size_t i = 0; i < pairs; i++)
             keel__kc_item_free(items[i]);
         free(items);
@@ -95,9 +95,10 @@ static int put_pairs(const call_t *c, size_t from, int nx, int64_t *added)
             keel__kv_type_hash.free(keel__kv_obj(fresh)), free(fresh);
         return KEEL_ENOMEM;
     }
+    keel__kv_set_obj(t ? *link : fresh, dst); /* the table may have moved */
     if (fresh) {
         keel__kc_link(c, link, dead, fresh);
-        before = dst->bytes;
+        before = keel__kc_bytes(dst);
     }
     for (size_t i = 0; i < pairs; i++) {
         note(dst, keel__kc_fl(items[i]), keel__kc_vl(items[i]));
@@ -206,7 +207,7 @@ int keel__kh_cmd_hlen(const call_t *c)
 {
     const keel__kc_t *t;
     if (keel__kc_read(c, 1, T, &t) == 0)
-        r_int(c->reply, t ? (int64_t)t->count : 0);
+        r_int(c->reply, t ? (int64_t)keel__kc_count(t) : 0);
     return 0;
 }
 
@@ -216,7 +217,7 @@ static int walk(const call_t *c, int fields, int values)
     const keel__kc_t *t;
     if (keel__kc_read(c, 1, T, &t) != 0)
         return 0;
-    r_array(c->reply, t ? t->count * (size_t)(fields + values) : 0);
+    r_array(c->reply, t ? keel__kc_count(t) * (size_t)(fields + values) : 0);
     for (const keel__kc_item_t *it = t ? keel__kc_first(t) : NULL; it && !c->reply->failed;
          it = keel__kc_next(t, it)) {
         if (fields)
@@ -252,8 +253,8 @@ int keel__kh_cmd_hdel(const call_t *c)
     if (keel__kc_wlookup(c, c->argv[1], c->lens[1], T, &link, &dead, &t) != 0)
         return 0;
     int64_t n = 0;
-    size_t before = t ? t->bytes : 0;
-    for (size_t i = 2; t && i < c->argc && t->count > 0; i++)
+    size_t before = t ? keel__kc_bytes(t) : 0;
+    for (size_t i = 2; t && i < c->argc && keel__kc_count(t) > 0; i++)
         n += keel__kc_del(t, c->argv[i], c->lens[i]);
     if (n > 0) {
         keel__kc_touch(c, c->argv[1], c->lens[1], before);
@@ -415,7 +416,7 @@ int keel__kc_rand_reply(const call_t *c, int type, int values)
     const keel__kc_item_t **picked = NULL;
     if (keel__kc_sample(t, (size_t)l, seed, &picked) != 0)
         return c->w ? KEEL_ENOMEM : (r_err(c->reply, "OOM keel: no memory for the sample"), 0);
-    size_t n = (uint64_t)l < t->count ? (size_t)l : t->count;
+    size_t n = (uint64_t)l < keel__kc_count(t) ? (size_t)l : keel__kc_count(t);
     r_array(c->reply, n * per);
     for (size_t i = 0; i < n; i++)
         r_item(c->reply, picked[i], values);

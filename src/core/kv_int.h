@@ -113,8 +113,9 @@ extern const keel__kv_type_t keel__kv_type_zset;
    in this build). */
 const keel__kv_type_t *keel__kv_type(int type);
 
-/* Points the entry at another object of its type (one that replaces the old, freed by the
-   caller): a sorted set changing form (zset_pack.c). */
+/* Points the entry at another object of its type: one that replaces the old, freed by the
+   caller (a sorted set changing form, zset_pack.c), or the same one moved by realloc (a
+   packed hash or set growing or shrinking, kv_coll.c). */
 static inline void keel__kv_set_obj(keel__kv_entry_t *e, void *o)
 {
     assert(e->type != KEEL__KV_TYPE_STRING && e->val_len == sizeof(o));

@@ -24,8 +24,8 @@
 static void note(keel__kc_t *t, const uint8_t *m, size_t n)
 {
     int64_t v;
-    if (t->count > KEEL__KC_SET_INTSET_ENTRIES || keel_parse_i64(m, n, &v) != 0)
-        t->big = 1;
+    if (keel__kc_count(t) > KEEL__KC_SET_INTSET_ENTRIES || keel_parse_i64(m, n, &v) != 0)
+        t->hashtable = 1;
 }
 
 /* ---- SADD, SREM -------------------------------------------------------------------------- */
@@ -46,7 +46,7 @@ int keel__ks_cmd_sadd(const call_t *c)
     size_t n = c->argc - 2, more = 0;
     for (size_t i = 2; t && i < c->argc; i++)
         more += keel__kc_find(t, c->argv[i], c->lens[i]) == NULL;
-    if (t && more > KEEL__KC_ITEMS_MAX - t->count)
+    if (t && more > KEEL__KC_ITEMS_MAX - keel__kc_count(t))
         return keel__kvc_done(r_err(c->reply, ERR_KC_FULL));
     if (t && more == 0) {
         r_int(c->reply, 0);
@@ -71,8 +71,8 @@ int keel__ks_cmd_sadd(const call_t *c)
             items = NULL;
         }
     }
-    size_t before = dst->bytes;
-    if (items && keel__kc_reserve(dst, items, n) != 0) {
+    size_t before = keel__kc_bytes(dst);
+    if (items && keel__kc_reserve(&dst, items, n) != 0) {
         for (size_t k = 0; k < n; k++)
             keel__kc_item_free(items[k]);
         free(items);
@@ -83,9 +83,10 @@ int keel__ks_cmd_sadd(const call_t *c)
             keel__kv_type_set.free(keel__kv_obj(fresh)), free(fresh);
         return KEEL_ENOMEM;
     }
+    keel__kv_set_obj(t ? *link : fresh, dst); /* the table may have moved */
     if (fresh) {
         keel__kc_link(c, link, dead, fresh);
-        before = dst->bytes;
+        before = keel__kc_bytes(dst);
     }
     int64_t added = 0;
     for (size_t i = 0; i < n; i++) {
@@ -114,8 +115,8 @@ int keel__ks_cmd_srem(const call_t *c)
     if (keel__kc_wlookup(c, c->argv[1], c->lens[1], T, &link, &dead, &t) != 0)
         return 0;
     int64_t n = 0;
-    size_t before = t ? t->bytes : 0;
-    for (size_t i = 2; t && i < c->argc && t->count > 0; i++)
+    size_t before = t ? keel__kc_bytes(t) : 0;
+    for (size_t i = 2; t && i < c->argc && keel__kc_count(t) > 0; i++)
         n += keel__kc_del(t, c->argv[i], c->lens[i]);
     if (n > 0) {
         keel__kc_touch(c, c->argv[1], c->lens[1], before);
@@ -155,13 +156,13 @@ int keel__ks_cmd_scard(const call_t *c)
 {
     const keel__kc_t *t;
     if (keel__kc_read(c, 1, T, &t) == 0)
-        r_int(c->reply, t ? (int64_t)t->count : 0);
+        r_int(c->reply, t ? (int64_t)keel__kc_count(t) : 0);
     return 0;
 }
 
 static void r_members(reply_t *o, const keel__kc_t *t)
 {
-    r_array(o, t ? t->count : 0);
+    r_array(o, t ? keel__kc_count(t) : 0);
     for (const keel__kc_item_t *it = t ? keel__kc_first(t) : NULL; it && !o->failed;
          it = keel__kc_next(t, it))
         r_bulk(o, keel__kc_f(it), keel__kc_fl(it));
@@ -234,12 +235,12 @@ int keel__ks_cmd_spop(const call_t *c)
     uint64_t seed = keel__kc_random(c, 0x73706f70);
     if (keel__kc_sample(t, (size_t)l, seed, &picked) != 0)
         return KEEL_ENOMEM;
-    size_t n = (uint64_t)l < t->count ? (size_t)l : t->count;
+    size_t n = (uint64_t)l < keel__kc_count(t) ? (size_t)l : keel__kc_count(t);
     if (c->argc == 3)
         r_array(c->reply, n);
     for (size_t i = 0; i < n; i++)
         r_bulk(c->reply, keel__kc_f(picked[i]), keel__kc_fl(picked[i]));
-    size_t before = t->bytes;
+    size_t before = keel__kc_bytes(t);
     /* removing one leaves valid the pointers to items before it (packed) or all (big):
        remove the last first */
     qsort(picked, n, sizeof(*picked), by_address_desc);
@@ -279,7 +280,7 @@ int keel__ks_cmd_smove(const call_t *c)
         return 0;
     }
     int rc = 0;
-    if (d && keel__kc_find(d, m, ml) == NULL && d->count >= KEEL__KC_ITEMS_MAX)
+    if (d && keel__kc_find(d, m, ml) == NULL && keel__kc_count(d) >= KEEL__KC_ITEMS_MAX)
         return keel__kvc_done(r_err(c->reply, ERR_KC_FULL));
     if (d == NULL && (rc = keel__kvc_check_sizes(c, c->lens[2], 0)) == 0 && !ddead)
         rc = keel__kvc_check_room(c, 1);
@@ -288,16 +289,18 @@ int keel__ks_cmd_smove(const call_t *c)
     if (d == NULL && (rc = keel__kc_prepare(c, c->argv[2], c->lens[2], T, &fresh)) != 0)
         return rc;
     keel__kc_t *dst = d ? d : keel__kv_obj(fresh);
-    size_t dbefore = dst->bytes;
+    keel__kv_entry_t *de = d ? *dlink : fresh; /* entries stay put when others go */
+    size_t dbefore = keel__kc_bytes(dst);
     keel__kc_item_t *it = keel__kc_item_new(dst, m, ml, NULL, 0);
-    if (it == NULL || keel__kc_reserve(dst, &it, 1) != 0) {
+    if (it == NULL || keel__kc_reserve(&dst, &it, 1) != 0) {
         keel__kc_item_free(it);
         if (fresh)
             keel__kv_type_set.free(keel__kv_obj(fresh)), free(fresh);
         return KEEL_ENOMEM;
     }
+    keel__kv_set_obj(de, dst); /* the table may have moved */
     /* the member leaves src first (its key may go), then joins dst */
-    size_t sbefore = s->bytes;
+    size_t sbefore = keel__kc_bytes(s);
     keel__kc_del(s, m, ml);
     keel__kc_touch(c, c->argv[1], c->lens[1], sbefore);
     if (fresh) {
@@ -305,7 +308,7 @@ int keel__ks_cmd_smove(const call_t *c)
         uint64_t h = keel__kv_hash(kv, c->argv[2], c->lens[2]);
         keel__kv_find(kv, c->argv[2], c->lens[2], h, &dlink);
         keel__kc_link(c, dlink, ddead, fresh);
-        dbefore = dst->bytes;
+        dbefore = keel__kc_bytes(dst);
     }
     if (keel__kc_find(dst, m, ml)) {
         keel__kc_item_free(it);
@@ -368,7 +371,7 @@ static int compute(const call_t *c, int op, const keel__kc_t **sets, size_t n, s
             keel__kc_free(r);
             return 0;
         }
-        if (sets[i]->count < sets[base]->count)
+        if (keel__kc_count(sets[i]) < keel__kc_count(sets[base]))
             base = i;
     }
     for (size_t i = 0; i < n; i++) {
@@ -376,14 +379,14 @@ static int compute(const call_t *c, int op, const keel__kc_t **sets, size_t n, s
             continue;
         for (const keel__kc_item_t *it = keel__kc_first(sets[i]); it;
              it = keel__kc_next(sets[i], it)) {
-            if (limit && r->count >= limit)
+            if (limit && keel__kc_count(r) >= limit)
                 break;
             if (op != OP_UNION && !keep(op, sets, n, i, it))
                 continue;
             if (op == OP_UNION && keel__kc_find(r, keel__kc_f(it), keel__kc_fl(it)))
                 continue;
             keel__kc_item_t *x = keel__kc_item_new(r, keel__kc_f(it), keel__kc_fl(it), NULL, 0);
-            if (x == NULL || keel__kc_reserve(r, &x, 1) != 0) {
+            if (x == NULL || keel__kc_reserve(&r, &x, 1) != 0) {
                 keel__kc_item_free(x);
                 keel__kc_free(r);
                 return KEEL_ENOMEM;
@@ -395,7 +398,7 @@ static int compute(const call_t *c, int op, const keel__kc_t **sets, size_t n, s
             break;
     }
     note(r, (const uint8_t *)"0", 1);
-    if (r->count == 0) {
+    if (keel__kc_count(r) == 0) {
         keel__kc_free(r);
         return 0;
     }
@@ -485,12 +488,12 @@ static int op_store(const call_t *c, int op)
     }
     uint64_t rev = kv->revision + 1;
     e->create_revision = old ? old->create_revision : rev;
-    size_t count = r->count;
+    size_t count = keel__kc_count(r);
     if (old || dead)
         keel__kv_replace(kv, link, e);
     else
         keel__kv_insert(kv, e);
-    kv->bytes += r->bytes;
+    kv->bytes += keel__kc_bytes(r);
     keel__kvc_set_version(kv, e, rev);
     kv->revision = rev;
     r_int(c->reply, (int64_t)count);
@@ -549,7 +552,7 @@ int keel__ks_cmd_sintercard(const call_t *c)
         for (size_t i = 0; i < (size_t)n; i++) {
             if (sets[i] == NULL)
                 empty = 1;
-            else if (sets[base] == NULL || sets[i]->count < sets[base]->count)
+            else if (sets[base] == NULL || keel__kc_count(sets[i]) < keel__kc_count(sets[base]))
                 base = i;
         }
         for (const keel__kc_item_t *it = empty ? NULL : keel__kc_first(sets[base]); it;

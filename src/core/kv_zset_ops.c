@@ -635,7 +635,7 @@ static int setop_source(const call_t *c, size_t i, const keel_zset_t **z, keel_z
         }
         keel_zset_insert(copy, x); /* a set's members are distinct */
     }
-    assert(keel_zset_len(copy) == t->count);
+    assert(keel_zset_len(copy) == keel__kc_count(t));
     *z = *tmp = copy;
     return 0;
 }

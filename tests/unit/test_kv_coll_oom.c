@@ -112,6 +112,9 @@ static void failed_allocations_leave_hashes_and_sets_as_they_were(void)
         "HSET h a 10 d 4",
         "HSETNX h e 5",
         "HMSET h2 x 1",
+        "HSET h2 x 123456789012 y 2", /* a packed table grows in place or moves */
+        "HSET h2 x 1",                /* and shrinks */
+        "HSET h2 a 1 b 2 c 3 d 4 e 5 f 6 g 7 h 8 i 9 j 10 k 11 l 12 m 13 n 14 o 15", /* 17: big */
         "HINCRBY h n 5",
         "HINCRBYFLOAT h n 0.25",
         "HDEL h a b",
