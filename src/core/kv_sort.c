@@ -355,7 +355,7 @@ static uint64_t length_of(const keel__kv_entry_t *e, const keel_zset_t *z)
     if (e->type == KEEL__KV_TYPE_LIST)
         return ((const klist_t *)keel__kv_obj(e))->len;
     if (e->type == KEEL__KV_TYPE_SET)
-        return ((const keel__kc_t *)keel__kv_obj(e))->count;
+        return keel__kc_count((const keel__kc_t *)keel__kv_obj(e));
     return keel_zset_len(z);
 }
 
