@@ -12,7 +12,7 @@
 . "$(dirname "${BASH_SOURCE[0]}")/../scripts/scratch.sh"
 MODE=$1 KEEL=$2 LABEL=$3 P=$4
 tick=$(getconf CLK_TCK)
-per() { echo "$1*1000000/$tick/$2" | bc -l | cut -c1-5; }
+per() { echo "($1)*1000000/$tick/$2" | bc -l | cut -c1-5; }
 d=$(keel_scratch cpuop)
 if [ "$MODE" = one ]; then
     N=${5:-400000}
