@@ -145,7 +145,7 @@ static void compact_step(ap_t *ap, keel_ms_t now)
         return;
     }
     keel_counter_inc(ap->m_compactions);
-    keel_gauge_set(ap->m_compact_ms, (int64_t)took);
+    keel_histogram_observe(ap->m_compact_seconds, (double)took / 1000.0);
     keel_gauge_set(ap->m_log_bytes, (int64_t)keel_apstore_log_bytes(ap->store));
     keel_log_info("ap: replica store compacted", KF_INT("log_bytes_before", (int64_t)before),
                   KF_INT("log_bytes_after", (int64_t)keel_apstore_log_bytes(ap->store)),
@@ -308,10 +308,10 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
         "Bytes of this node's AP replica store a restart reads: the snapshot in use and the log "
         "records since.",
         NULL);
-    ap->m_compact_ms = keel_metrics_gauge(
-        s->metrics, "keel_ap_compaction_last_ms",
-        "How long the last compaction of the AP replica store held the loop (ms).", NULL);
-    if (!ap->m_compactions || !ap->m_log_bytes || !ap->m_compact_ms || !ap->m_dropped ||
+    ap->m_compact_seconds = keel_metrics_histogram(
+        s->metrics, "keel_ap_compaction_seconds",
+        "How long each compaction of the AP replica store held the loop.", NULL, NULL, 0);
+    if (!ap->m_compactions || !ap->m_log_bytes || !ap->m_compact_seconds || !ap->m_dropped ||
         !ap->m_drop_pending || !ap->m_repaired || !ap->m_ae_rounds || !ap->m_ae_pushed ||
         !ap->m_noquorum || !ap->m_ae_ranges || !ap->m_hints_stored || !ap->m_hints_delivered ||
         !ap->m_handoffs_sent || !ap->m_hints_pending || !ap->m_reads || !ap->m_read_siblings ||

@@ -186,7 +186,8 @@ struct ap {
     keel_counter_t *m_dropped;
     keel_gauge_t *m_drop_pending;
     keel_counter_t *m_compactions;
-    keel_gauge_t *m_log_bytes, *m_compact_ms;
+    keel_gauge_t *m_log_bytes;
+    keel_histogram_t *m_compact_seconds;
     keel_ms_t compact_next_ms; /* after a failed compaction: not before this */
     int held_n;                /* writes held for the sync of their copy here (ap_coord.c) */
     int own_failed;            /* that sync failed: no state leaves, no read is answered */
