@@ -19,14 +19,27 @@ from conftest import binary
 from test_server_cli import free_base_port, pid_alive, port_free, up_dir  # noqa: F401
 
 
-def free_ports(n):
+def free_ports(n, avoid=()):
     import random
     rnd = random.Random()
     for _ in range(200):
         p = rnd.randrange(30000, 60000)
-        if all(port_free(p + i) for i in range(n)):
+        if all(port_free(p + i) and p + i not in avoid for i in range(n)):
             return p
     pytest.skip("no free port range")
+
+
+def used_ports(base, nodes, port=0, n=0):
+    """The ports keel up gives `nodes` nodes at base, and the block port..port+n-1."""
+    return {base + off + i for off in (0, 100, 200) for i in range(nodes)} | set(range(port, port + n))
+
+
+def free_layout(nodes, n):
+    """keel up's base for `nodes` nodes and a block of n service ports apart from every port
+    that base gives the nodes (two random ranges chosen alone once overlapped: keel up then
+    found inventory-0's port taken by a node of its own cluster)."""
+    base = free_base_port(nodes)
+    return base, free_ports(n, avoid=used_ports(base, nodes))
 
 
 def shop_manifest(tmp_path, base, svc_port):
@@ -51,7 +64,7 @@ def shop_manifest(tmp_path, base, svc_port):
 
 
 def up(up_dir, tmp_path):
-    base, port = free_base_port(3), free_ports(60)
+    base, port = free_layout(3, 60)
     man = shop_manifest(tmp_path, base, port)
     r = subprocess.run([binary("keel"), "up", "--manifest", man, "--dir", up_dir, "--detach"],
                        capture_output=True, timeout=120)

@@ -18,7 +18,7 @@ import urllib.request
 from conftest import REPO, binary
 from shopmanifest import core_services
 from test_server_cli import free_base_port, up_dir  # noqa: F401
-from test_shop import free_ports
+from test_shop import free_layout, free_ports, used_ports  # noqa: F401
 
 SECRET = b"keel-shop-demo-hs256-secret-change-me"  # apps/shop/gateway.yaml's demo key
 
@@ -73,8 +73,8 @@ def call(gw, method, path, body=None, headers=None):
 
 
 def test_the_aggregated_order_view_and_its_partial_answer(up_dir, tmp_path):
-    base, port = free_base_port(3), free_ports(30)
-    gw = free_ports(2)
+    base, port = free_layout(3, 30)
+    gw = free_ports(2, avoid=used_ports(base, 3, port, 30))
     man = manifest(tmp_path, base, port, gw)
     r = subprocess.run([binary("keel"), "up", "--manifest", man, "--dir", up_dir, "--detach"],
                        capture_output=True, timeout=180)

@@ -13,13 +13,13 @@ import urllib.request
 
 from conftest import binary
 from test_server_cli import free_base_port, up_dir  # noqa: F401
-from test_shop import free_ports
+from test_shop import free_layout, free_ports, used_ports  # noqa: F401
 
 SLOW_MS = 300
 
 
 def up(up_dir, tmp_path):
-    base, port = free_base_port(1), free_ports(2)
+    base, port = free_layout(1, 2)
     m = tmp_path / "pay.yaml"
     m.write_text(f"""
 cluster:

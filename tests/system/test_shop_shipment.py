@@ -20,7 +20,7 @@ from shopmanifest import core_services
 
 from conftest import binary
 from test_server_cli import free_base_port, up_dir  # noqa: F401
-from test_shop import free_ports
+from test_shop import free_layout, free_ports, used_ports  # noqa: F401
 
 PACK_MS, SHIP_MS = 1000, 1500
 
@@ -70,7 +70,7 @@ def wait_status(port, order, want, within_s=30):
 
 
 def test_one_shipment_per_confirmed_order_with_an_instance_killed(up_dir, tmp_path):
-    base, port = free_base_port(3), free_ports(40)
+    base, port = free_layout(3, 40)
     man = manifest(tmp_path, base, port)
     r = subprocess.run([binary("keel"), "up", "--manifest", man, "--dir", up_dir, "--detach"],
                        capture_output=True, timeout=180)
