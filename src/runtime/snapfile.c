@@ -348,15 +348,18 @@ void keel_snap_free(keel_snap_t *snap)
     snap->data = NULL;
 }
 
-int keel_snap_prune(const char *dir, int keep, keel_errmsg_t *msg)
+/* Deletes the snapshots past the newest `keep` whose index is below `below`. */
+static int prune(const char *dir, size_t keep, uint64_t below, keel_errmsg_t *msg)
 {
     snap_name_t *v;
     size_t n;
     int rc = list_snaps(dir, 0, &v, &n, msg);
     if (rc != 0)
         return rc;
-    for (size_t i = (size_t)(keep > 0 ? keep : 0); i < n; i++) {
+    for (size_t i = keep; i < n; i++) {
         char path[PATH_BYTES_MAX + 64];
+        if (v[i].index >= below)
+            continue;
         snap_path(dir, &v[i], path, sizeof(path));
         if (unlink(path) != 0 && errno != ENOENT) {
             rc = io_err(msg, "unlink", path);
@@ -367,25 +370,14 @@ int keel_snap_prune(const char *dir, int keep, keel_errmsg_t *msg)
     return rc;
 }
 
+int keel_snap_prune(const char *dir, int keep, keel_errmsg_t *msg)
+{
+    return prune(dir, (size_t)(keep > 0 ? keep : 0), UINT64_MAX, msg);
+}
+
 int keel_snap_prune_below(const char *dir, uint64_t index, keel_errmsg_t *msg)
 {
-    snap_name_t *v;
-    size_t n;
-    int rc = list_snaps(dir, 0, &v, &n, msg);
-    if (rc != 0)
-        return rc;
-    for (size_t i = 0; i < n; i++) {
-        char path[PATH_BYTES_MAX + 64];
-        if (v[i].index >= index)
-            continue;
-        snap_path(dir, &v[i], path, sizeof(path));
-        if (unlink(path) != 0 && errno != ENOENT) {
-            rc = io_err(msg, "unlink", path);
-            break;
-        }
-    }
-    free(v);
-    return rc;
+    return prune(dir, 0, index, msg);
 }
 
 uint64_t keel_snap_disk_bytes(const char *dir)

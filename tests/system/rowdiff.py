@@ -78,3 +78,15 @@ def seed_and_count(default_n):
     """The run's seed (KEEL_DIFF_SEED reruns one) and its length (KEEL_DIFF_COMMANDS)."""
     seed = int(os.environ.get("KEEL_DIFF_SEED", random.randrange(1 << 32)))
     return seed, int(os.environ.get("KEEL_DIFF_COMMANDS", default_n))
+
+
+def check_random_through_a_follower(make_cluster, redis_server, run, default_n):
+    """A seeded random run (run(port, seed, n)) on redis-server, then on a 3-node cluster's
+    leader and one follower: the first difference fails the test, naming the seed."""
+    seed, n = seed_and_count(default_n)
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    real = run(redis_server.port, seed, n)
+    for nd in (leader, cl.followers(leader)[0]):
+        d = first_difference(run(nd.client_port, seed, n), real)
+        assert d is None, f"seed {seed} on {nd.name} (KEEL_DIFF_SEED={seed} reruns it): {d}"

@@ -391,10 +391,4 @@ def test_a_random_hash_and_set_sequence_replies_like_redis_on_one_node(make_clus
 
 def test_a_random_hash_and_set_sequence_replies_like_redis_through_a_follower(make_cluster,
                                                                                redis_server):
-    seed, n = seed_and_count(1000)
-    cl = make_cluster(3)
-    leader = cl.wait_leader()
-    real = random_run(redis_server.port, seed, n)
-    for nd in (leader, cl.followers(leader)[0]):
-        d = first_difference(random_run(nd.client_port, seed, n), real)
-        assert d is None, f"seed {seed} on {nd.name} (KEEL_DIFF_SEED={seed} reruns it): {d}"
+    rowdiff.check_random_through_a_follower(make_cluster, redis_server, random_run, 1000)

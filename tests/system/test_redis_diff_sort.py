@@ -11,11 +11,9 @@ out-of-range number (Redis 7.0 reads errno without clearing it, so one out-of-ra
 fails every numeric SORT after it until errno changes: kept to the end of its row).
 """
 
-import random
 
 from keelcluster import make_cluster, redis_server  # noqa: F401 (fixtures)
 import rowdiff
-from rowdiff import first_difference, seed_and_count
 
 BIG = [str((i * 7919) % 1000) + "." + str(i) for i in range(300)]  # many list nodes, unique
 
@@ -152,10 +150,4 @@ def test_sort_replies_like_redis_on_a_leader_and_a_follower(make_cluster, redis_
 
 
 def test_a_random_sort_sequence_replies_like_redis(make_cluster, redis_server):
-    seed, n = seed_and_count(2000)
-    cl = make_cluster(3)
-    leader = cl.wait_leader()
-    real = random_run(redis_server.port, seed, n)
-    for nd in (leader, cl.followers(leader)[0]):
-        d = first_difference(random_run(nd.client_port, seed, n), real)
-        assert d is None, f"seed {seed} on {nd.name} (KEEL_DIFF_SEED={seed} reruns it): {d}"
+    rowdiff.check_random_through_a_follower(make_cluster, redis_server, random_run, 2000)

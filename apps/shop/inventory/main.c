@@ -105,7 +105,7 @@ typedef struct pruned {
  * transaction watches it at version 0, so a key that still lives when the transaction is
  * applied (the read judged by a node whose clock was ahead) fails it; past PRUNE_WATCH_MAX
  * it stays, counted as held (its quantity; 0 for a bare id). pr NULL (a product's GET, which
- * decides nothing): pruned and not held.
+ * decides nothing): pruned and not held. out NULL: only *held (no new list built).
  */
 static int item_held(op_t *o, size_t i, int64_t *held, char **out, pruned_t *pr)
 {
@@ -115,8 +115,8 @@ static int item_held(op_t *o, size_t i, int64_t *held, char **out, pruned_t *pr)
         return n;
     size_t cap = (o->slots[4 + 3 * i].present ? o->slots[4 + 3 * i].len : 0) + ID_BYTES_MAX + 64,
            len = 0, c = 0, kept = 0;
-    char *rl = malloc(cap);
-    if (rl == NULL)
+    char *rl = out ? malloc(cap) : NULL;
+    if (out && rl == NULL)
         return KEEL_ENOMEM;
     *held = 0;
     for (int j = 0; j < n; j++) {
@@ -142,14 +142,18 @@ static int item_held(op_t *o, size_t i, int64_t *held, char **out, pruned_t *pr)
         }
         *held += q;
         kept++;
-        memcpy(rl + len, e->text, e->len);
-        len += e->len;
-        rl[len++] = ' ';
+        if (rl) {
+            memcpy(rl + len, e->text, e->len);
+            len += e->len;
+            rl[len++] = ' ';
+        }
     }
     if (kept + 1 > OPEN_RESERVATIONS_MAX) {
         free(rl);
         return RLIST_TOO_MANY;
     }
+    if (out == NULL)
+        return 0;
     snprintf(rl + len, cap - len, "%s=%lld@%lld", o->order, (long long)o->items[i].qty,
              (long long)(o->now_ms + o->app->ttl_ms));
     *out = rl;
@@ -436,9 +440,7 @@ static void product_answer(op_t *o)
     }
     const slot_t *stock = &o->slots[3];
     int64_t have = 0, held = 0;
-    char *rl = NULL;
-    int rc = item_held(o, 0, &held, &rl, NULL);
-    free(rl);
+    int rc = item_held(o, 0, &held, NULL, NULL);
     if (rc != 0 ||
         (stock->present && keel_parse_i64((const uint8_t *)stock->val, stock->len, &have) != 0)) {
         answer_error(o, 503,
