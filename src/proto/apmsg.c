@@ -5,17 +5,28 @@
 
 #include <string.h>
 
-/* Types whose header has a key: WRITE, READ, HINTED_WRITE, HANDOFF, HANDOFF_ACK. */
+/* Types whose header has a key: WRITE, READ, HINTED_WRITE, HANDOFF, HANDOFF_ACK, FORWARD. */
 static int has_key(uint8_t t)
 {
     return t == KEEL_APMSG_WRITE || t == KEEL_APMSG_READ || t == KEEL_APMSG_HINTED_WRITE ||
-           t == KEEL_APMSG_HANDOFF || t == KEEL_APMSG_HANDOFF_ACK;
+           t == KEEL_APMSG_HANDOFF || t == KEEL_APMSG_HANDOFF_ACK || t == KEEL_APMSG_FORWARD;
 }
 
 /* Types whose value runs to the end after the key. */
 static int keyed_value(uint8_t t)
 {
-    return t == KEEL_APMSG_WRITE || t == KEEL_APMSG_HINTED_WRITE || t == KEEL_APMSG_HANDOFF;
+    return t == KEEL_APMSG_WRITE || t == KEEL_APMSG_HINTED_WRITE || t == KEEL_APMSG_HANDOFF ||
+           t == KEEL_APMSG_FORWARD;
+}
+
+/* A FORWARD_REPLY's value: one byte (the count) for status 0, else an error line. */
+static int reply_value_ok(uint8_t status, const uint8_t *v, size_t n)
+{
+    if (status == 0)
+        return n == 1;
+    if (n == 0 || n > KEEL_APMSG_ERROR_BYTES_MAX)
+        return 0;
+    return memchr(v, '\r', n) == NULL && memchr(v, '\n', n) == NULL;
 }
 
 int keel_apmsg_encode(keel_buf_t *out, const keel_apmsg_t *m)
@@ -40,11 +51,25 @@ int keel_apmsg_encode(keel_buf_t *out, const keel_apmsg_t *m)
         h[9] = m->status;
         hl = 10;
     }
+    if (m->type == KEEL_APMSG_FORWARD &&
+        (m->ctx_len > KEEL_APMSG_CTX_BYTES_MAX || m->what < 1 || m->what > KEEL_APMSG_FWD_MAX ||
+         m->level < 1 || m->level > KEEL_APMSG_LEVEL_MAX))
+        return KEEL_EINVAL;
+    if (m->type == KEEL_APMSG_FORWARD_REPLY && !reply_value_ok(m->status, m->value, m->value_len))
+        return KEEL_EINVAL;
     int rc = keel_buf_append(out, h, hl);
     if (rc == 0 && m->key_len && has_key(m->type))
         rc = keel_buf_append(out, m->key, m->key_len);
+    if (rc == 0 && m->type == KEEL_APMSG_FORWARD) {
+        uint8_t f[4] = {m->what, m->level};
+        keel_put_u16(f + 2, (uint16_t)m->ctx_len);
+        rc = keel_buf_append(out, f, sizeof(f));
+        if (rc == 0 && m->ctx_len)
+            rc = keel_buf_append(out, m->ctx, m->ctx_len);
+    }
     if (rc == 0 && m->value_len &&
-        (keyed_value(m->type) || blob || (m->type == KEEL_APMSG_READ_REPLY && m->status == 1)))
+        (keyed_value(m->type) || blob || (m->type == KEEL_APMSG_READ_REPLY && m->status == 1) ||
+         m->type == KEEL_APMSG_FORWARD_REPLY))
         rc = keel_buf_append(out, m->value, m->value_len);
     return rc;
 }
@@ -64,6 +89,7 @@ int keel_apmsg_decode(const uint8_t *p, size_t n, keel_apmsg_t *m, keel_errmsg_t
     case KEEL_APMSG_HINTED_WRITE:
     case KEEL_APMSG_HANDOFF:
     case KEEL_APMSG_HANDOFF_ACK:
+    case KEEL_APMSG_FORWARD:
         if (m->type == KEEL_APMSG_HINTED_WRITE) {
             m->home = keel_rd_u64(&r);
             if (r.bad)
@@ -78,6 +104,30 @@ int keel_apmsg_decode(const uint8_t *p, size_t n, keel_apmsg_t *m, keel_errmsg_t
         m->key = keel_rd_bytes(&r, m->key_len);
         if (r.bad)
             return keel_errf(msg, KEEL_EPROTO, "ap message: truncated key");
+        if (m->type == KEEL_APMSG_FORWARD) {
+            m->what = keel_rd_u8(&r);
+            m->level = keel_rd_u8(&r);
+            m->ctx_len = keel_rd_u16(&r);
+            if (!r.bad && m->ctx_len > KEEL_APMSG_CTX_BYTES_MAX)
+                return keel_errf(msg, KEEL_ETOOBIG, "ap message: context of %zu bytes (max %u)",
+                                 m->ctx_len, KEEL_APMSG_CTX_BYTES_MAX);
+            m->ctx = keel_rd_bytes(&r, m->ctx_len);
+            if (r.bad)
+                return keel_errf(msg, KEEL_EPROTO, "ap message: truncated forward");
+            if (m->what < 1 || m->what > KEEL_APMSG_FWD_MAX)
+                return keel_errf(msg, KEEL_EPROTO, "ap message: unknown forwarded command %u",
+                                 m->what);
+            if (m->level < 1 || m->level > KEEL_APMSG_LEVEL_MAX)
+                return keel_errf(msg, KEEL_EPROTO, "ap message: W of %u", m->level);
+            if (m->ctx_len == 0)
+                m->ctx = NULL;
+            /* the argument runs to the end; DEL has none, the others one */
+            if ((m->what == KEEL_APMSG_FWD_DEL) != (r.left == 0))
+                return keel_errf(msg, KEEL_EPROTO, "ap message: forwarded %s an argument",
+                                 r.left ? "DEL with" : "write without");
+            m->value = r.left ? r.p : NULL, m->value_len = r.left;
+            return 0;
+        }
         if (keyed_value(m->type)) {
             if (r.left == 0)
                 return keel_errf(msg, KEEL_EPROTO, "ap message: write without a value");
@@ -87,6 +137,7 @@ int keel_apmsg_decode(const uint8_t *p, size_t n, keel_apmsg_t *m, keel_errmsg_t
         break;
     case KEEL_APMSG_ACK:
     case KEEL_APMSG_READ_REPLY:
+    case KEEL_APMSG_FORWARD_REPLY:
         m->status = keel_rd_u8(&r);
         if (r.bad)
             return keel_errf(msg, KEEL_EPROTO, "ap message: truncated status");
@@ -95,6 +146,13 @@ int keel_apmsg_decode(const uint8_t *p, size_t n, keel_apmsg_t *m, keel_errmsg_t
         if (m->type == KEEL_APMSG_READ_REPLY && m->status == 1) {
             if (r.left == 0)
                 return keel_errf(msg, KEEL_EPROTO, "ap message: reply without its value");
+            m->value = r.p, m->value_len = r.left;
+            return 0;
+        }
+        if (m->type == KEEL_APMSG_FORWARD_REPLY) {
+            if (!reply_value_ok(m->status, r.p, r.left))
+                return keel_errf(msg, KEEL_EPROTO, "ap message: a forward's reply of %zu bytes",
+                                 r.left);
             m->value = r.p, m->value_len = r.left;
             return 0;
         }

@@ -28,14 +28,42 @@
  *                                                             to its home (req: the hint's
  *                                                             version)
  *   HANDOFF_ACK u8 9 | u64 req | u16 key_len | key           the home stored it durably
+ *   FORWARD     u8 10 | u64 req | u16 key_len | key | u8 what | u8 level | u16 ctx_len | ctx |
+ *               arg                                           a client's write that a node
+ *                                                             not a home of key hands to a
+ *                                                             home to coordinate (what: the
+ *                                                             command, KEEL_APMSG_FWD_*; level:
+ *                                                             W, 1..9; ctx: a version vector's
+ *                                                             encoding, 0 bytes for none; arg:
+ *                                                             the value, delta or member, to
+ *                                                             the end, none for DEL)
+ *   FORWARD_REPLY u8 11 | u64 req | u8 status | value         the answer: status 0: value is
+ *                                                             one byte, the homes that stored
+ *                                                             it; 1: value is the error line
+ *                                                             (1..KEEL_APMSG_ERROR_BYTES_MAX
+ *                                                             bytes, no CR or LF)
  *
- * value is a core/apval.h encoding, decoded by the receiver; TREE and PULL carry their
+ * value is a core/apval.h encoding, decoded by the receiver (a FORWARD's is the command's
+ * argument, a FORWARD_REPLY's its answer); TREE and PULL carry their
  * bytes in value too (the receiver checks their sizes against its tree). req 0 on a WRITE asks for
  * no ACK (read repair, anti-entropy). decode() is strict: known type, key within
  * KEEL_APMSG_KEY_BYTES_MAX, known status, nothing missing, no trailing bytes (a WRITE's,
  * HINTED_WRITE's or HANDOFF's value runs to the end). Decoded key and value point into the input.
  */
 #define KEEL_APMSG_KEY_BYTES_MAX 1024u
+#define KEEL_APMSG_CTX_BYTES_MAX 1024u  /* a FORWARD's context (vclock.h's encoding is smaller) */
+#define KEEL_APMSG_ERROR_BYTES_MAX 512u /* a FORWARD_REPLY's error line */
+#define KEEL_APMSG_LEVEL_MAX 9u         /* a FORWARD's W */
+
+/* A FORWARD's command. */
+enum {
+    KEEL_APMSG_FWD_PUT = 1,
+    KEEL_APMSG_FWD_DEL,
+    KEEL_APMSG_FWD_INCR,
+    KEEL_APMSG_FWD_SADD,
+    KEEL_APMSG_FWD_SREM,
+    KEEL_APMSG_FWD_MAX = KEEL_APMSG_FWD_SREM
+};
 
 typedef enum keel_apmsg_type {
     KEEL_APMSG_WRITE = 1,
@@ -47,6 +75,8 @@ typedef enum keel_apmsg_type {
     KEEL_APMSG_HINTED_WRITE = 7,
     KEEL_APMSG_HANDOFF = 8,
     KEEL_APMSG_HANDOFF_ACK = 9,
+    KEEL_APMSG_FORWARD = 10,
+    KEEL_APMSG_FORWARD_REPLY = 11,
 } keel_apmsg_type_t;
 
 typedef struct keel_apmsg {
@@ -54,6 +84,10 @@ typedef struct keel_apmsg {
     uint64_t req;
     uint8_t status;
     uint64_t home; /* HINTED_WRITE: the member the write is meant for */
+    uint8_t what;  /* FORWARD: KEEL_APMSG_FWD_* */
+    uint8_t level; /* FORWARD: W */
+    const uint8_t *ctx;
+    size_t ctx_len; /* FORWARD: the context (0: none) */
     const uint8_t *key;
     size_t key_len;
     const uint8_t *value;

@@ -194,13 +194,18 @@ static void on_tick(keel_timer_t *t, void *data)
             continue;
         if (now < o->deadline_ms)
             continue;
-        if (o->slot) {
+        if (keel__ap_op_open(o)) {
             keel_counter_inc(ap->m_noquorum);
-            keel_resp_write_errorf(
-                keel_resp_deferred_out(o->slot), "NOQUORUM %d of %d replicas answered in %d ms",
-                o->is_read ? o->answered_n : keel__ap_homes_stored(o), o->need, AP_TIMEOUT_MS);
-            keel_resp_deferred_done(o->slot, 0);
-            o->slot = NULL;
+            if (o->fwd_to)
+                keel__ap_op_error(ap, o,
+                                  "NOQUORUM no answer in %d ms from %s, the home this write was "
+                                  "forwarded to: it may or may not be stored",
+                                  AP_FORWARD_TIMEOUT_MS,
+                                  keel_node_member_name(ap->srv->node, o->fwd_to));
+            else
+                keel__ap_op_error(ap, o, "NOQUORUM %d of %d replicas answered in %d ms",
+                                  o->is_read ? o->answered_n : keel__ap_homes_stored(o), o->need,
+                                  AP_TIMEOUT_MS);
         }
         if (o->is_read)
             keel__ap_read_repair(ap, o);
@@ -308,15 +313,24 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
         "Bytes of this node's AP replica store a restart reads: the snapshot in use and the log "
         "records since.",
         NULL);
+    ap->m_forwarded = keel_metrics_counter(
+        s->metrics, "keel_ap_writes_forwarded_total",
+        "AP writes this node, not a home of the key, handed to a home to coordinate.", NULL);
+    ap->m_coord_off_home = keel_metrics_counter(
+        s->metrics, "keel_ap_writes_coordinated_off_home_total",
+        "AP writes this node coordinated although not a home of the key, because no home could "
+        "be sent to (its copy then holds its dots and is kept: docs/ap.md).",
+        NULL);
     ap->m_compact_seconds = keel_metrics_histogram(
         s->metrics, "keel_ap_compaction_seconds",
         "How long each compaction of the AP replica store held the loop.", NULL, NULL, 0);
-    if (!ap->m_compactions || !ap->m_log_bytes || !ap->m_compact_seconds || !ap->m_dropped ||
-        !ap->m_drop_pending || !ap->m_repaired || !ap->m_ae_rounds || !ap->m_ae_pushed ||
-        !ap->m_noquorum || !ap->m_ae_ranges || !ap->m_hints_stored || !ap->m_hints_delivered ||
-        !ap->m_handoffs_sent || !ap->m_hints_pending || !ap->m_reads || !ap->m_read_siblings ||
-        !ap->m_policy_refused || !ap->m_move_keys || !ap->m_move_batches || !ap->m_move_passes ||
-        !ap->m_move_pending || !ap->m_keys || !ap->m_syncs || !ap->m_leaving || !ap->m_drained ||
+    if (!ap->m_forwarded || !ap->m_coord_off_home || !ap->m_compactions || !ap->m_log_bytes ||
+        !ap->m_compact_seconds || !ap->m_dropped || !ap->m_drop_pending || !ap->m_repaired ||
+        !ap->m_ae_rounds || !ap->m_ae_pushed || !ap->m_noquorum || !ap->m_ae_ranges ||
+        !ap->m_hints_stored || !ap->m_hints_delivered || !ap->m_handoffs_sent ||
+        !ap->m_hints_pending || !ap->m_reads || !ap->m_read_siblings || !ap->m_policy_refused ||
+        !ap->m_move_keys || !ap->m_move_batches || !ap->m_move_passes || !ap->m_move_pending ||
+        !ap->m_keys || !ap->m_syncs || !ap->m_leaving || !ap->m_drained ||
         !ap->m_hints_retargeted) {
         free(ap);
         return KEEL_ENOMEM;

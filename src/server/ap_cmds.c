@@ -108,8 +108,6 @@ static int key_homes(keel_resp_client_t *c, const keel_resp_arg_t *key, uint64_t
     return nh;
 }
 
-enum { W_PUT, W_DEL, W_INCR, W_SADD, W_SREM };
-
 /* ---- the conflict policy per key prefix (core/appolicy) -------------------------------- */
 
 int keel__ap_policy_allows(const ap_t *ap, const uint8_t *key, size_t len, uint8_t kind,
@@ -136,70 +134,84 @@ static const char *const commands_of[] = {
 /*
  * The kind a command of this name makes or reads under key: the key's policy when a prefix
  * of the table matches it, else the command's own kind (siblings for PUT and DEL, as before
- * the table). 0 once c has its error: the policy's kind does not take this command.
+ * the table). 0 with the error line in err: the policy's kind does not take this command.
  */
-static uint8_t kind_for(keel_resp_client_t *c, const ap_t *ap, const keel_resp_arg_t *key,
-                        const char *cmd, uint8_t own)
+static uint8_t kind_for(const ap_t *ap, const uint8_t *key, size_t len, const char *cmd,
+                        uint8_t own, char *err, size_t errsz)
 {
     int rule;
-    uint8_t kind = keel_appolicy_kind(&ap->policy, key->ptr, key->len, &rule);
+    uint8_t kind = keel_appolicy_kind(&ap->policy, key, len, &rule);
     if (rule < 0)
         return own;
     if (kind == own ||
         (own == KEEL_APVAL_SIBLINGS && kind == KEEL_APVAL_LWW && strcmp(cmd, "KEEL.AP.PUT") == 0))
         return kind;
     const keel_appolicy_rule_t *r = &ap->policy.rule[rule];
-    keel_resp_client_errorf(c,
-                            "WRONGTYPE --ap-policy prefix '%.*s' gives this key the policy %s: "
-                            "%s is refused (%s takes %s)",
-                            (int)r->len, (const char *)r->prefix, keel_appolicy_name(kind), cmd,
-                            keel_appolicy_name(kind), commands_of[kind]);
+    snprintf(err, errsz,
+             "WRONGTYPE --ap-policy prefix '%.*s' gives this key the policy %s: %s is refused "
+             "(%s takes %s)",
+             (int)r->len, (const char *)r->prefix, keel_appolicy_name(kind), cmd,
+             keel_appolicy_name(kind), commands_of[kind]);
     return 0;
 }
 
-static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv, int what)
+static const char *const write_names[] = {
+    [KEEL_APMSG_FWD_PUT] = "KEEL.AP.PUT",   [KEEL_APMSG_FWD_DEL] = "KEEL.AP.DEL",
+    [KEEL_APMSG_FWD_INCR] = "KEEL.AP.INCR", [KEEL_APMSG_FWD_SADD] = "KEEL.AP.SADD",
+    [KEEL_APMSG_FWD_SREM] = "KEEL.AP.SREM",
+};
+
+static uint8_t write_kind(const ap_t *ap, const ap_wreq_t *w, char *err, size_t errsz)
 {
-    ap_t *ap = keel__srv_of(c)->ap;
-    const keel_resp_arg_t *key = &argv[1];
+    return kind_for(ap, w->key, w->key_len, write_names[w->what],
+                    w->what == KEEL_APMSG_FWD_INCR   ? KEEL_APVAL_PNCOUNTER
+                    : w->what == KEEL_APMSG_FWD_SADD ? KEEL_APVAL_ORSET
+                    : w->what == KEEL_APMSG_FWD_SREM ? KEEL_APVAL_ORSET
+                                                     : KEEL_APVAL_SIBLINGS,
+                    err, errsz);
+}
+
+/*
+ * Coordinates a write on this node: its copy here takes the new dot (issued against what
+ * this node has seen, so its actor's history stays contiguous), then the op sends it to the
+ * homes once the copy is durable (ap_coord.c). The answer goes to c's deferred reply, or in a
+ * FORWARD_REPLY to reply_to (a node that forwarded the write here). 0: the op will answer;
+ * else the error line is in err and nothing was answered or stored.
+ */
+int keel__ap_coord_write(ap_t *ap, const ap_wreq_t *w, keel_resp_client_t *c, uint64_t reply_to,
+                         uint64_t reply_req, char *err, size_t errsz)
+{
     uint64_t homes[AP_REPLICAS_MAX];
-    int nh = key_homes(c, key, homes);
+    int nh = homes_of(ap, w->key, w->key_len, homes);
     if (nh <= 0)
-        return 0; /* answered */
-    static const char *const names[] = {"KEEL.AP.PUT", "KEEL.AP.DEL", "KEEL.AP.INCR",
-                                        "KEEL.AP.SADD", "KEEL.AP.SREM"};
-    uint8_t kind = kind_for(c, ap, key, names[what],
-                            what == W_INCR                     ? KEEL_APVAL_PNCOUNTER
-                            : what == W_SADD || what == W_SREM ? KEEL_APVAL_ORSET
-                                                               : KEEL_APVAL_SIBLINGS);
+        return snprintf(err, errsz, "ERR keel: no members known yet"), -1;
+    uint8_t kind = write_kind(ap, w, err, errsz);
     if (kind == 0)
-        return 0; /* answered */
-    opts_t o;
-    if (parse_opts(c, argc, argv, what == W_DEL ? 2 : 3, nh, "w", &o) != 0)
-        return 0;
-    if (what == W_DEL && !o.has_ctx) /* a delete removes what it saw: without CTX, nothing */
-        return keel__srv_error(c, "ERR keel: KEEL.AP.DEL needs the context of a read (CTX)");
-    /* This node's copy: the dot is issued here, against what this node has seen. */
-    const keel_apval_t *cur = keel_apstore_get(ap->store, key->ptr, key->len);
+        return -1;
+    const keel_apval_t *cur = keel_apstore_get(ap->store, w->key, w->key_len);
     if (cur && cur->kind != kind)
-        return keel__srv_error(c,
-                               "WRONGTYPE Operation against a key holding the wrong kind of value");
+        return snprintf(err, errsz,
+                        "WRONGTYPE Operation against a key holding the wrong kind of value"),
+               -1;
+    if (ap->ops_n >= AP_OPS_MAX)
+        return snprintf(err, errsz, "ERR keel: too many AP requests in flight"), -1;
     keel_apval_t next;
     int rc = cur ? keel_apval_copy(&next, cur) : keel_apval_init(&next, kind);
     if (rc != 0)
-        return keel__srv_oom(c);
+        return snprintf(err, errsz, "%s", KEEL_SRV_ERR_OOM), -1;
     uint64_t actor = keel__ap_self_actor(ap);
-    if (what == W_SADD || what == W_SREM) {
+    if (w->what == KEEL_APMSG_FWD_SADD || w->what == KEEL_APMSG_FWD_SREM) {
         /* SREM removes the entries this node has observed: an add it has not seen is
            concurrent with the remove, and wins (the OR-set's rule, core/crdt.h) */
-        if (argv[2].len > KEEL_ORSET_ELEM_BYTES_MAX)
+        if (w->arg_len > KEEL_ORSET_ELEM_BYTES_MAX)
             rc = KEEL_ETOOBIG;
-        else if (what == W_SADD)
-            rc = keel_orset_add(&next.u.set, actor, argv[2].ptr, (uint16_t)argv[2].len);
+        else if (w->what == KEEL_APMSG_FWD_SADD)
+            rc = keel_orset_add(&next.u.set, actor, w->arg, (uint16_t)w->arg_len);
         else
-            (void)keel_orset_remove(&next.u.set, argv[2].ptr, (uint16_t)argv[2].len);
-    } else if (what == W_INCR) {
+            (void)keel_orset_remove(&next.u.set, w->arg, (uint16_t)w->arg_len);
+    } else if (w->what == KEEL_APMSG_FWD_INCR) {
         int64_t d;
-        if (keel_parse_i64(argv[2].ptr, argv[2].len, &d) != 0 || d == 0)
+        if (keel_parse_i64(w->arg, w->arg_len, &d) != 0 || d == 0)
             rc = KEEL_EINVAL;
         else
             rc = keel_pncounter_add(&next.u.pn, actor, d);
@@ -212,16 +224,16 @@ static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
         uint64_t ts = (uint64_t)keel_clock_unix_ms();
         if (ts <= next.u.lww.ts)
             ts = next.u.lww.ts + 1;
-        rc = keel_lww_set(&next.u.lww, ts, actor, argv[2].ptr, (uint32_t)argv[2].len);
+        rc = keel_lww_set(&next.u.lww, ts, actor, w->arg, (uint32_t)w->arg_len);
         rc = rc == 1 ? 0 : rc < 0 ? rc : KEEL_ECONFLICT;
     } else {
-        rc = keel_apobj_put(&next.u.obj, o.has_ctx ? &o.ctx : NULL, actor, what == W_DEL,
-                            what == W_PUT ? argv[2].ptr : NULL,
-                            what == W_PUT ? (uint32_t)argv[2].len : 0, NULL);
+        int put = w->what == KEEL_APMSG_FWD_PUT;
+        rc = keel_apobj_put(&next.u.obj, w->has_ctx ? &w->ctx : NULL, actor, !put,
+                            put ? w->arg : NULL, put ? (uint32_t)w->arg_len : 0, NULL);
     }
     keel_errmsg_t msg;
     if (rc == 0) /* synced with the turn's other writes before anything is sent (ap_coord.c) */
-        rc = keel_apstore_merge_lazy(ap->store, key->ptr, key->len, &next, NULL, &msg);
+        rc = keel_apstore_merge_lazy(ap->store, w->key, w->key_len, &next, NULL, &msg);
     else
         keel_errf(&msg, rc, "%s",
                   rc == KEEL_EFULL    ? "too many siblings or writers: read, then "
@@ -232,53 +244,143 @@ static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
                                                                  : keel_strerror(rc));
     if (rc != 0) {
         keel_apval_free(&next);
-        return keel_resp_client_errorf(c, "ERR keel: %s", msg.text);
+        return snprintf(err, errsz, "ERR keel: %s", msg.text), -1;
     }
     keel_buf_t val; /* the state every replica is sent */
     keel_buf_init(&val, 0);
     rc = keel_apval_encode(&next, &val);
     keel_apval_free(&next);
     ap_op_t *op =
-        rc == 0 ? keel__ap_op_new(ap, c, 0, o.level, homes, nh, key->ptr, key->len) : NULL;
+        rc == 0 ? keel__ap_op_new(ap, c, 0, w->level, homes, nh, w->key, w->key_len) : NULL;
     if (!op) { /* the copy holds a dot issued here: durable before anything sends it */
         keel_buf_free(&val);
         if (keel_apstore_sync(ap->store, NULL) != 0)
             ap->own_failed = 1; /* as a failed flush (ap_coord.c) */
-        return ap->ops_n >= AP_OPS_MAX
-                   ? keel__srv_error(c, "ERR keel: too many AP requests in flight")
-                   : keel__srv_oom(c);
+        return snprintf(err, errsz, "%s", KEEL_SRV_ERR_OOM), -1;
     }
+    op->reply_to = reply_to;
+    op->reply_req = reply_req;
     op->fallbacks_n = 0;
-    (void)keel__ap_prefs_now(ap, key->ptr, key->len, homes, op->fallbacks, &op->fallbacks_n);
+    (void)keel__ap_prefs_now(ap, w->key, w->key_len, homes, op->fallbacks, &op->fallbacks_n);
     keel_buf_free(&op->val);
     op->val = val;
     keel__ap_write_hold(ap, op); /* sent once its copy here is durable (ap_coord.c) */
     return 0;
 }
 
+/*
+ * A write whose key this node is not a home of goes to the first home it has a live
+ * connection to, which coordinates it (Dynamo, section 4.5: the coordinator is one of the
+ * key's top N): only homes issue dots, so a node keeps no copy of a key it is not a home of
+ * for having taken a client's write, and its drop walk can let go of what it holds for
+ * others (ap_clean.c). The answer comes back in a FORWARD_REPLY. 1: sent, the op waits;
+ * 0: no home could be sent to (this node coordinates the write itself); -1: c has its error.
+ */
+static int forward(ap_t *ap, keel_resp_client_t *c, const ap_wreq_t *w, const uint64_t *homes,
+                   int nh)
+{
+    if (ap->ops_n >= AP_OPS_MAX)
+        return keel__srv_error(c, "ERR keel: too many AP requests in flight"), -1;
+    keel_buf_t ctx;
+    keel_buf_init(&ctx, 0);
+    if (w->has_ctx && keel_vv_encode(&w->ctx, &ctx) != 0) {
+        keel_buf_free(&ctx);
+        return keel__srv_oom(c), -1;
+    }
+    keel_apmsg_t m = {.type = KEEL_APMSG_FORWARD,
+                      .req = ap->next_req + 1, /* the req keel__ap_op_new gives the op next */
+                      .key = w->key,
+                      .key_len = w->key_len,
+                      .what = (uint8_t)w->what,
+                      .level = (uint8_t)w->level,
+                      .ctx = ctx.data,
+                      .ctx_len = ctx.len,
+                      .value = w->arg,
+                      .value_len = w->arg_len};
+    int sent = -1;
+    for (int i = 0; i < nh && sent < 0; i++)
+        if (keel__ap_send_msg(ap, homes[i], &m) == 0)
+            sent = i;
+    keel_buf_free(&ctx);
+    if (sent < 0)
+        return 0;
+    ap_op_t *op = keel__ap_op_new(ap, c, 0, w->level, homes, nh, w->key, w->key_len);
+    if (!op) /* the home coordinates it all the same; its answer will find no op */
+        return keel__srv_error(c, "ERR out of memory; the write was forwarded to a home and "
+                                  "may be stored"),
+               -1;
+    op->fwd_to = homes[sent];
+    op->sloppy_done = 1; /* the home stands in for silent homes, not this node */
+    op->deadline_ms = keel_clock_now_ms() + AP_FORWARD_TIMEOUT_MS;
+    keel_counter_inc(ap->m_forwarded);
+    return 1;
+}
+
+static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv, int what)
+{
+    ap_t *ap = keel__srv_of(c)->ap;
+    const keel_resp_arg_t *key = &argv[1];
+    uint64_t homes[AP_REPLICAS_MAX];
+    int nh = key_homes(c, key, homes);
+    if (nh <= 0)
+        return 0; /* answered */
+    ap_wreq_t w = {.what = what,
+                   .key = key->ptr,
+                   .key_len = key->len,
+                   .arg = what == KEEL_APMSG_FWD_DEL ? NULL : argv[2].ptr,
+                   .arg_len = what == KEEL_APMSG_FWD_DEL ? 0 : argv[2].len};
+    char err[KEEL_APMSG_ERROR_BYTES_MAX];
+    if (write_kind(ap, &w, err, sizeof(err)) == 0)
+        return keel__srv_error(c, err);
+    opts_t o;
+    if (parse_opts(c, argc, argv, what == KEEL_APMSG_FWD_DEL ? 2 : 3, nh, "w", &o) != 0)
+        return 0;
+    if (what == KEEL_APMSG_FWD_DEL && !o.has_ctx) /* a delete removes what it saw */
+        return keel__srv_error(c, "ERR keel: KEEL.AP.DEL needs the context of a read (CTX)");
+    w.has_ctx = o.has_ctx;
+    w.ctx = o.ctx;
+    w.level = o.level;
+    uint64_t me = keel__ap_self_id(ap);
+    int home = 0;
+    for (int i = 0; i < nh; i++)
+        home |= homes[i] == me;
+    if (!home) {
+        int rc = forward(ap, c, &w, homes, nh);
+        if (rc != 0)
+            return 0; /* forwarded, or answered */
+        /* No home can be sent to: coordinate here, with stand-ins (the minority side of a
+           partition stays writable). The copy here then holds this node's dots and is kept
+           (ap_clean.c, rule 2). */
+        keel_counter_inc(ap->m_coord_off_home);
+    }
+    if (keel__ap_coord_write(ap, &w, c, 0, 0, err, sizeof(err)) != 0)
+        return keel__srv_error(c, err);
+    return 0;
+}
+
 int keel__srv_cmd_ap_put(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
 {
-    return do_write(c, argc, argv, W_PUT);
+    return do_write(c, argc, argv, KEEL_APMSG_FWD_PUT);
 }
 
 int keel__srv_cmd_ap_del(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
 {
-    return do_write(c, argc, argv, W_DEL);
+    return do_write(c, argc, argv, KEEL_APMSG_FWD_DEL);
 }
 
 int keel__srv_cmd_ap_incr(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
 {
-    return do_write(c, argc, argv, W_INCR);
+    return do_write(c, argc, argv, KEEL_APMSG_FWD_INCR);
 }
 
 int keel__srv_cmd_ap_sadd(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
 {
-    return do_write(c, argc, argv, W_SADD);
+    return do_write(c, argc, argv, KEEL_APMSG_FWD_SADD);
 }
 
 int keel__srv_cmd_ap_srem(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
 {
-    return do_write(c, argc, argv, W_SREM);
+    return do_write(c, argc, argv, KEEL_APMSG_FWD_SREM);
 }
 
 /* A read at R; want_kind: the kind the command reads (0: any, as GET). */
@@ -291,8 +393,10 @@ static int do_read(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *ar
     int nh = key_homes(c, key, homes);
     if (nh <= 0)
         return 0; /* answered */
-    if (want_kind && kind_for(c, ap, key, "KEEL.AP.SMEMBERS", want_kind) == 0)
-        return 0; /* answered */
+    char err[KEEL_APMSG_ERROR_BYTES_MAX];
+    if (want_kind &&
+        kind_for(ap, key->ptr, key->len, "KEEL.AP.SMEMBERS", want_kind, err, sizeof(err)) == 0)
+        return keel__srv_error(c, err);
     opts_t o;
     if (parse_opts(c, argc, argv, 2, nh, "r", &o) != 0)
         return 0;

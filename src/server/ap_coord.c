@@ -8,6 +8,8 @@
 #include "runtime/apstore.h"
 #include "runtime/clock.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,8 +24,9 @@ ap_op_t *keel__ap_op_new(ap_t *ap, keel_resp_client_t *c, int is_read, int need,
     if (!o)
         return NULL;
     o->key = malloc(key_len ? key_len : 1);
-    o->slot = o->key ? keel_resp_client_defer(c) : NULL; /* last: nothing fails after it */
-    if (!o->slot) {
+    /* last: nothing fails after it (no client: coordinated for a node that forwarded it) */
+    o->slot = o->key && c ? keel_resp_client_defer(c) : NULL;
+    if (!o->key || (c && !o->slot)) {
         free(o->key);
         free(o);
         return NULL;
@@ -54,10 +57,8 @@ void keel__ap_op_free(ap_t *ap, ap_op_t *o)
     ap->ops_n--;
     if (o->held)
         ap->held_n--;
-    if (o->slot) {
-        keel_resp_write_error(keel_resp_deferred_out(o->slot), "ERR keel: shutting down");
-        keel_resp_deferred_done(o->slot, 0);
-    }
+    if (keel__ap_op_open(o))
+        keel__ap_op_error(ap, o, "ERR keel: shutting down");
     if (o->acc.kind)
         keel_apval_free(&o->acc);
     keel_buf_free(&o->val);
@@ -181,11 +182,73 @@ static void answer_read(ap_t *ap, ap_op_t *o)
     o->slot = NULL;
 }
 
-void keel__ap_answer_write(ap_op_t *o)
+/* A FORWARD_REPLY to the node that forwarded o: status 0 with the count, or 1 with an error. */
+static void reply_forwarder(ap_t *ap, ap_op_t *o, uint8_t status, const char *text, size_t len)
 {
+    uint8_t count = (uint8_t)keel__ap_homes_stored(o);
+    keel_apmsg_t m = {.type = KEEL_APMSG_FORWARD_REPLY,
+                      .req = o->reply_req,
+                      .status = status,
+                      .value = status ? (const uint8_t *)text : &count,
+                      .value_len = status ? len : 1};
+    (void)keel__ap_send_msg(ap, o->reply_to, &m); /* lost: the forwarder times out */
+    o->reply_to = 0;
+}
+
+void keel__ap_answer_write(ap_t *ap, ap_op_t *o)
+{
+    if (o->reply_to) {
+        reply_forwarder(ap, o, 0, NULL, 0);
+        return;
+    }
     int rc = keel_resp_write_int(keel_resp_deferred_out(o->slot), keel__ap_homes_stored(o));
     keel_resp_deferred_done(o->slot, rc);
     o->slot = NULL;
+}
+
+void keel__ap_op_error(ap_t *ap, ap_op_t *o, const char *fmt, ...)
+{
+    char text[KEEL_APMSG_ERROR_BYTES_MAX];
+    va_list va;
+    va_start(va, fmt);
+    int n = vsnprintf(text, sizeof(text), fmt, va);
+    va_end(va);
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof(text) ? (size_t)n : sizeof(text) - 1;
+    for (size_t i = 0; i < len; i++) /* one line, whatever a message quoted */
+        if (text[i] == '\r' || text[i] == '\n')
+            text[i] = ' ';
+    if (len == 0)
+        len = (size_t)snprintf(text, sizeof(text), "ERR keel: error");
+    if (o->reply_to) {
+        reply_forwarder(ap, o, 1, text, len);
+        return;
+    }
+    if (!o->slot)
+        return;
+    keel_resp_write_error(keel_resp_deferred_out(o->slot), text);
+    keel_resp_deferred_done(o->slot, 0);
+    o->slot = NULL;
+}
+
+/* The answer to a write this node forwarded, from the home it forwarded it to. */
+void keel__ap_forward_replied(ap_t *ap, uint64_t from, const keel_apmsg_t *m)
+{
+    ap_op_t *o = keel__ap_op_find(ap, m->req);
+    if (!o || o->fwd_to != from || !o->slot)
+        return;
+    keel_buf_t *out = keel_resp_deferred_out(o->slot);
+    int rc;
+    if (m->status == 0) {
+        rc = keel_resp_write_int(out, m->value[0]);
+    } else {
+        char text[KEEL_APMSG_ERROR_BYTES_MAX + 1];
+        memcpy(text, m->value, m->value_len); /* decode: 1..KEEL_APMSG_ERROR_BYTES_MAX bytes */
+        text[m->value_len] = 0;
+        rc = keel_resp_write_error(out, text);
+    }
+    keel_resp_deferred_done(o->slot, rc);
+    o->slot = NULL;
+    keel__ap_op_free(ap, o);
 }
 
 void keel__ap_read_repair(ap_t *ap, ap_op_t *o)
@@ -280,9 +343,9 @@ static void write_start(ap_t *ap, ap_op_t *op)
     for (int i = 0; i < op->homes_n; i++) /* before any acknowledgement, as go_sloppy */
         if ((down & (1u << i)) && keel__ap_stand_in(ap, op, i))
             return;
-    if (op->slot && keel__ap_homes_stored(op) >= op->need)
-        keel__ap_answer_write(op);
-    if (!op->slot && keel__ap_write_settled(op))
+    if (keel__ap_op_open(op) && keel__ap_homes_stored(op) >= op->need)
+        keel__ap_answer_write(ap, op);
+    if (!keel__ap_op_open(op) && keel__ap_write_settled(op))
         keel__ap_op_free(ap, op);
 }
 
@@ -311,12 +374,7 @@ int keel__ap_own_flush(ap_t *ap)
             write_start(ap, o);
             continue;
         }
-        if (o->slot) {
-            keel_resp_write_errorf(keel_resp_deferred_out(o->slot), "ERR keel: not stored: %s",
-                                   msg.text);
-            keel_resp_deferred_done(o->slot, 0);
-            o->slot = NULL;
-        }
+        keel__ap_op_error(ap, o, "ERR keel: not stored: %s", msg.text);
         keel__ap_op_free(ap, o);
     }
     return rc;
@@ -341,9 +399,9 @@ void keel__ap_write_acked(ap_t *ap, ap_op_t *o, uint64_t from)
     for (int j = 0; j < o->asked_n; j++)
         if (o->asked[j] == from)
             o->stored |= 1u << o->for_home[j];
-    if (o->slot && keel__ap_homes_stored(o) >= o->need)
-        keel__ap_answer_write(o);
-    if (!o->slot && keel__ap_write_settled(o))
+    if (keel__ap_op_open(o) && keel__ap_homes_stored(o) >= o->need)
+        keel__ap_answer_write(ap, o);
+    if (!keel__ap_op_open(o) && keel__ap_write_settled(o))
         keel__ap_op_free(ap, o);
 }
 
@@ -379,9 +437,9 @@ int keel__ap_stand_in(ap_t *ap, ap_op_t *o, int i)
             keel_counter_inc(ap->m_hints_stored);
             o->answered[o->answered_n++] = f;
             o->stored |= 1u << i;
-            if (o->slot && keel__ap_homes_stored(o) >= o->need)
-                keel__ap_answer_write(o);
-            if (!o->slot && keel__ap_write_settled(o))
+            if (keel__ap_op_open(o) && keel__ap_homes_stored(o) >= o->need)
+                keel__ap_answer_write(ap, o);
+            if (!keel__ap_op_open(o) && keel__ap_write_settled(o))
                 return keel__ap_op_free(ap, o), 1;
             return 0;
         }
@@ -412,10 +470,10 @@ int keel__ap_stand_in(ap_t *ap, ap_op_t *o, int i)
 int keel__ap_go_sloppy(ap_t *ap, ap_op_t *o)
 {
     o->sloppy_done = 1;
-    for (int i = 0; i < o->homes_n && o->slot; i++)
+    for (int i = 0; i < o->homes_n && keel__ap_op_open(o); i++)
         if (keel__ap_stand_in(ap, o, i))
             return 1;
-    if (!o->slot && keel__ap_write_settled(o))
+    if (!keel__ap_op_open(o) && keel__ap_write_settled(o))
         return keel__ap_op_free(ap, o), 1;
     return 0;
 }

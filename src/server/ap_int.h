@@ -21,11 +21,14 @@
  * - Placement: the vnode ring (core/applace) of the members of the configuration in
  *   force; a key's homes are its first AP_REPLICAS_MAX (3) distinct members, or all of
  *   them in a smaller cluster.
- * - A write (PUT, DEL, INCR) on any node: the coordinator applies it to its own copy (it
- *   issues the dot, so its actor's history stays contiguous) and stores it durably
- *   (runtime/apstore: WAL + fdatasync), sends the new state to the other homes (WRITE),
- *   and answers once W homes stored it (itself included if it is one) with how many did,
- *   or after AP_TIMEOUT_MS with -NOQUORUM and the count it reached.
+ * - A write (PUT, DEL, INCR, SADD, SREM) on any node: a node that is not a home of the key
+ *   forwards it (FORWARD) to the first home it has a live connection to, which coordinates
+ *   it and answers in a FORWARD_REPLY (if no home can be sent to, the node coordinates it
+ *   itself). The coordinator applies it to its own copy (it issues the dot, so its actor's
+ *   history stays contiguous) and stores it durably (runtime/apstore: WAL + fdatasync),
+ *   sends the new state to the other homes (WRITE), and answers once W homes stored it
+ *   (itself included if it is one) with how many did, or after AP_TIMEOUT_MS with
+ *   -NOQUORUM and the count it reached.
  * - A read (GET): READ to the homes, the merge of the first R replies is the answer (its
  *   siblings and one context); once every home answered (or at the timeout) each replier
  *   whose state differs gets the merge (read repair).
@@ -94,6 +97,8 @@
 #define AP_HELD_WRITES_MAX 1024 /* writes coordinated here held for one fdatasync (ap_coord) */
 #define AP_OPS_MAX 4096u
 #define AP_TIMEOUT_MS 1000
+/* a forwarded write's answer: the home's own timeout, and room for the way there and back */
+#define AP_FORWARD_TIMEOUT_MS (AP_TIMEOUT_MS + AP_FALLBACK_MS)
 #define AP_TICK_MS 20
 #define AP_CTX_HEX_BYTES_MAX (2u * KEEL_VV_ENCODED_BYTES_MAX)
 #define AP_TREE_NODES (2u << KEEL_APSTORE_MERKLE_DEPTH)
@@ -126,7 +131,27 @@ typedef struct ap_op {
     size_t key_len;
     keel_ms_t deadline_ms;
     int held; /* writes: its copy here is logged, not synced: nothing sent yet (ap_coord.c) */
+    uint64_t fwd_to;              /* a write forwarded to this home, waiting for its answer */
+    uint64_t reply_to, reply_req; /* a write coordinated for a node that forwarded it */
 } ap_op_t;
+
+/* Whether the op still owes an answer (to a client here, or to a forwarding node). */
+static inline int keel__ap_op_open(const ap_op_t *o)
+{
+    return o->slot != NULL || o->reply_to != 0;
+}
+
+/* A client's write as parsed, wherever it came from (a client here, or a FORWARD). */
+typedef struct ap_wreq {
+    int what; /* KEEL_APMSG_FWD_* */
+    const uint8_t *key;
+    size_t key_len;
+    const uint8_t *arg; /* the value, delta or member (none for DEL) */
+    size_t arg_len;
+    int has_ctx;
+    keel_vv_t ctx;
+    int level; /* W */
+} ap_wreq_t;
 
 /* Dropping copies of keys this node is no longer a home of (ap_clean.c). */
 #define AP_CLEAN_REQ_BIT (1ull << 63) /* in a HANDOFF's req: the drop walk's, not a hint's */
@@ -189,13 +214,18 @@ struct ap {
     keel_gauge_t *m_log_bytes;
     keel_histogram_t *m_compact_seconds;
     keel_ms_t compact_next_ms; /* after a failed compaction: not before this */
-    int held_n;                /* writes held for the sync of their copy here (ap_coord.c) */
-    int own_failed;            /* that sync failed: no state leaves, no read is answered */
+    keel_counter_t *m_forwarded, *m_coord_off_home;
+    int held_n;     /* writes held for the sync of their copy here (ap_coord.c) */
+    int own_failed; /* that sync failed: no state leaves, no read is answered */
 };
 
 /* ap_cmds.c */
 /* The actor this node issues dots as (member id and store incarnation). */
 uint64_t keel__ap_self_actor(const ap_t *ap);
+/* Coordinates a write here; the answer goes to c, or to reply_to in a FORWARD_REPLY. 0: the op
+ * will answer; -1: the error line is in err (nothing stored, nothing answered). */
+int keel__ap_coord_write(ap_t *ap, const ap_wreq_t *w, keel_resp_client_t *c, uint64_t reply_to,
+                         uint64_t reply_req, char *err, size_t errsz);
 /* 0 if a state of this kind may be stored under key here, else KEEL_EREJECTED with why. */
 int keel__ap_policy_allows(const ap_t *ap, const uint8_t *key, size_t len, uint8_t kind,
                            keel_errmsg_t *msg);
@@ -219,7 +249,12 @@ ap_op_t *keel__ap_op_find(ap_t *ap, uint64_t req);
 int keel__ap_is_home(const ap_op_t *o, uint64_t id);
 int keel__ap_was_asked(const ap_op_t *o, uint64_t id);
 int keel__ap_answered(const ap_op_t *o, uint64_t id);
-void keel__ap_answer_write(ap_op_t *o);
+void keel__ap_answer_write(ap_t *ap, ap_op_t *o);
+/* Answers the op with an error line (to its client, or to the node that forwarded it). */
+void keel__ap_op_error(ap_t *ap, ap_op_t *o, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A FORWARD_REPLY for one of this node's forwarded writes. */
+void keel__ap_forward_replied(ap_t *ap, uint64_t from, const keel_apmsg_t *m);
 /* The homes whose copy of a write is stored, each once: by the home itself or its stand-in. */
 static inline int keel__ap_homes_stored(const ap_op_t *o)
 {

@@ -8,6 +8,7 @@
 #include "proto/apmsg.h"
 #include "runtime/apstore.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -346,6 +347,45 @@ void keel__srv_ap_on_pass(void *data)
     }
 }
 
+/*
+ * A client's write that a node not a home of the key handed to this one (ap_cmds.c forward):
+ * coordinated here as if a client of this node had sent it, and answered to the sender. Never
+ * forwarded again, whatever this node's ring says (rings differ for a moment while the
+ * membership changes): at worst this node coordinates a key it is not a home of, as when no
+ * home can be reached. A leaver refuses it (what it holds must stop changing, ap_move.c).
+ */
+static void on_forward(ap_t *ap, uint64_t from, const keel_apmsg_t *m)
+{
+    char err[KEEL_APMSG_ERROR_BYTES_MAX];
+    keel_errmsg_t msg;
+    ap_wreq_t w = {.what = m->what,
+                   .key = m->key,
+                   .key_len = m->key_len,
+                   .arg = m->value,
+                   .arg_len = m->value_len,
+                   .has_ctx = m->ctx_len > 0,
+                   .level = m->level};
+    int rc = -1;
+    (void)keel__ap_ring_refresh(ap);
+    if (keel__ap_leaving(ap))
+        snprintf(err, sizeof(err),
+                 "ERR keel: the node this write was forwarded to is leaving the cluster; retry");
+    else if (w.has_ctx && keel_vv_decode_all(m->ctx, m->ctx_len, &w.ctx, &msg) != 0)
+        snprintf(err, sizeof(err), "ERR keel: bad context: %s", msg.text);
+    else if (m->what == KEEL_APMSG_FWD_DEL && !w.has_ctx)
+        snprintf(err, sizeof(err), "ERR keel: KEEL.AP.DEL needs the context of a read (CTX)");
+    else
+        rc = keel__ap_coord_write(ap, &w, NULL, from, m->req, err, sizeof(err));
+    if (rc == 0)
+        return;
+    keel_apmsg_t r = {.type = KEEL_APMSG_FORWARD_REPLY,
+                      .req = m->req,
+                      .status = 1,
+                      .value = (const uint8_t *)err,
+                      .value_len = strlen(err)};
+    (void)keel__ap_send_msg(ap, from, &r);
+}
+
 void keel__srv_on_peer_ap(void *data, uint64_t from, const uint8_t *p, size_t n)
 {
     server_t *s = data;
@@ -426,6 +466,12 @@ void keel__srv_on_peer_ap(void *data, uint64_t from, const uint8_t *p, size_t n)
         keel_buf_free(&val);
         return;
     }
+    case KEEL_APMSG_FORWARD:
+        on_forward(ap, from, &m);
+        return;
+    case KEEL_APMSG_FORWARD_REPLY:
+        keel__ap_forward_replied(ap, from, &m);
+        return;
     case KEEL_APMSG_TREE:
         (void)keel__ap_ring_refresh(ap);
         on_tree(ap, from, &m);

@@ -180,33 +180,113 @@ def test_a_home_and_its_own_stand_in_count_once_toward_w(make_cluster):
     c0 = cl.nodes[0].client()
     all_connected(cl)
     key, homes, fbs = key_with(c0, lambda h, f: True, "hs")
-    coord, other = cl.node(fbs[0]), cl.node(fbs[1])  # the coordinator is the first fallback
-    first = cl.node(homes[0])
-    paused = [cl.node(h) for h in homes] + [other]
+    coord, second = cl.node(homes[0]), cl.node(homes[1])  # the first home coordinates
+    paused = [second, cl.node(homes[2]), cl.node(fbs[1])]
     for nd in paused:  # connections stay open: the writes are sent and go unanswered
         nd.proc.send_signal(signal.SIGSTOP)
     out = {}
 
     def write():
         try:
-            out["r"] = ap(coord.client(), "KEEL.AP.PUT", key, "v", "W", "QUORUM")
+            out["r"] = ap(coord.client(), "KEEL.AP.PUT", key, "v", "W", "ALL")
         except redis.ResponseError as e:
             out["r"] = str(e)
 
     try:
         t = threading.Thread(target=write)
         t.start()
-        # after AP_FALLBACK_MS (300) the coordinator stands in for the first home itself (a
-        # hint), the other fallback (paused) for the second; then the first home answers
+        # after AP_FALLBACK_MS (300) the first fallback stands in for the second home (it
+        # stores the copy: 2 homes of 3), the other fallback (paused) for the third; then the
+        # second home itself answers: still 2 homes
         time.sleep(0.6)
-        first.proc.send_signal(signal.SIGCONT)
+        second.proc.send_signal(signal.SIGCONT)
         t.join(timeout=10)
     finally:
         for nd in paused:
             nd.proc.send_signal(signal.SIGCONT)
-    assert "NOQUORUM 1 of 2 replicas answered" in str(out.get("r")), out
+    assert "NOQUORUM 2 of 3 replicas answered" in str(out.get("r")), out
     # not acknowledged, but stored: it reaches every home
     eventually(lambda: get(c0, key, "R", "ALL")[2] == [b"v"], timeout_s=HANDOFF_BOUND_S)
+
+
+def test_a_write_sent_to_a_node_that_is_not_a_home_is_coordinated_by_a_home(make_cluster):
+    """A node not a home of the key hands a client's write to a home (Dynamo's coordinator is
+    one of the key's top N): only homes issue dots, so no node ends up holding copies of keys
+    it is not a home of for having taken their writes (docs/ap.md, "Forwarding")."""
+    cl = make_cluster(5)
+    c0 = cl.nodes[0].client()
+    all_connected(cl)
+    held0 = {nd.name: metric(nd, "keel_ap_keys") for nd in cl.nodes}
+    fwd0 = sum(metric(nd, "keel_ap_writes_forwarded_total") for nd in cl.nodes)
+    homes_of, n = {}, 0
+    for i in range(12):
+        key, homes, fbs = key_with(c0, lambda h, f: True, f"fw{i}-")
+        homes_of[key] = homes
+        out = cl.node(fbs[i % 2]).client()  # never a home of the key
+        assert ap(out, "KEEL.AP.PUT", key, "v1", "W", "ALL") == 3
+        n += 1
+        # a write with the context of a read supersedes it: no sibling is left
+        _, ctx, vals = get(out, key, "R", "ALL")
+        assert vals == [b"v1"]
+        assert ap(out, "KEEL.AP.PUT", key, "v2", "CTX", ctx, "W", "QUORUM") >= 2
+        n += 1
+        eventually(lambda out=out, key=key: get(out, key, "R", "ALL")[2] == [b"v2"])
+    # a counter and a set through non-homes: every increment once, a removal of what the
+    # coordinating home saw
+    ckey, chomes, cfbs = key_with(c0, lambda h, f: True, "fwc")
+    sk, shomes, sfbs = key_with(c0, lambda h, f: True, "fws")
+    homes_of[ckey], homes_of[sk] = chomes, shomes
+    for j in range(10):
+        assert ap(cl.node(cfbs[j % 2]).client(), "KEEL.AP.INCR", ckey, "3", "W", "ALL") == 3
+        n += 1
+    assert ap(cl.node(sfbs[0]).client(), "KEEL.AP.SADD", sk, "a", "W", "ALL") == 3
+    assert ap(cl.node(sfbs[1]).client(), "KEEL.AP.SADD", sk, "b", "W", "ALL") == 3
+    assert ap(cl.node(sfbs[0]).client(), "KEEL.AP.SREM", sk, "a", "W", "ALL") == 3
+    n += 3
+    for nd in cl.nodes:
+        assert get(nd.client(), ckey, "R", "ALL")[2] == [30]
+        assert get(nd.client(), sk, "R", "ALL")[2] == [b"b"]
+    # the home's own errors come back as they are
+    with pytest.raises(redis.ResponseError, match=r"WRONGTYPE"):
+        ap(cl.node(cfbs[0]).client(), "KEEL.AP.PUT", ckey, "x")
+    with pytest.raises(redis.ResponseError, match=r"increment is not a non-zero integer"):
+        ap(cl.node(cfbs[0]).client(), "KEEL.AP.INCR", ckey, "0")
+    assert sum(metric(nd, "keel_ap_writes_forwarded_total") for nd in cl.nodes) - fwd0 >= n
+    # every node holds exactly the keys it is a home of: none of the forwarded writes left a
+    # copy on the node that took it (a copy a slow home's stand-in took meanwhile is handed to
+    # the home and dropped within a few seconds; a coordinator's would stay for good)
+    def exact():
+        return all(
+            metric(nd, "keel_ap_keys") - held0[nd.name]
+            == sum(1 for h in homes_of.values() if nd.name in h)
+            for nd in cl.nodes
+        )
+
+    eventually(exact, timeout_s=HANDOFF_BOUND_S)
+    assert sum(metric(nd, "keel_ap_writes_coordinated_off_home_total") for nd in cl.nodes) == 0
+
+
+def test_a_node_that_reaches_no_home_coordinates_the_write_itself(make_cluster):
+    """With every home of the key down, the node a client writes to cannot forward: it
+    coordinates the write itself, standing in for a home (the minority side of a partition
+    stays writable), and the homes get the write back by handoff when they return."""
+    cl = make_cluster(5)
+    c0 = cl.nodes[0].client()
+    all_connected(cl)
+    key, homes, fbs = key_with(c0, lambda h, f: True, "fo")
+    for h in homes:
+        cl.node(h).kill()
+    out = cl.node(fbs[0])
+    time.sleep(1.0)  # its connections to the homes are closed: no home can be sent to
+    assert ap(out.client(), "KEEL.AP.PUT", key, "solo", "W", "ONE") == 1
+    assert metric(out, "keel_ap_writes_coordinated_off_home_total") >= 1
+    for h in homes:
+        cl.node(h).start()
+    for h in homes:
+        eventually(
+            lambda h=h: get(cl.node(h).client(), key, "R", "ONE")[2] == [b"solo"],
+            timeout_s=HANDOFF_BOUND_S,
+        )
 
 
 def test_anti_entropy_refills_a_node_that_lost_its_data_in_a_5_node_cluster(make_cluster):
