@@ -86,6 +86,8 @@ if [ -f bench/ap_latency.py ]; then
   KEEL_BUILD="$BUILD" /usr/bin/python3 bench/ap_latency.py || rc=1
   section "AP keyspace: hinted handoff and anti-entropy refill times (5 nodes)"
   KEEL_BUILD="$BUILD" /usr/bin/python3 bench/ap_repair.py || rc=1
+  section "AP keyspace: PUT through a home and through a non-home (forwarded), keys held (5 nodes)"
+  KEEL_BUILD="$BUILD" /usr/bin/python3 bench/ap_forward.py || rc=1
 fi
 if [ -f bench/ap_move.py ]; then
   section "AP keyspace: share of key copies moved on join 3->4, join 4->5, leave 5->4"

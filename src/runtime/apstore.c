@@ -625,6 +625,28 @@ uint64_t keel_apstore_incarnation(const keel_apstore_t *s)
     return s->incarnation;
 }
 
+int keel_apstore_renew_incarnation(keel_apstore_t *s, keel_errmsg_t *msg)
+{
+    int rc = store_failed(s, msg);
+    if (rc != 0)
+        return rc;
+    uint64_t next = (uint64_t)keel_clock_unix_ms() | 1;
+    if (next <= s->incarnation + 1) /* a clock behind the last one: still above it */
+        next = s->incarnation + 2;
+    uint8_t b[8];
+    keel_put_u64(b, next);
+    rc = log_append(s, REC_INCARNATION, b, sizeof(b));
+    if (rc == 0) {
+        s->syncs++;
+        rc = keel_wal_sync(s->wal, msg);
+    } else {
+        keel_errf(msg, rc, "incarnation record not logged");
+    }
+    if (rc == 0) /* only once durable: no dot goes out under an actor a crash could undo */
+        s->incarnation = next;
+    return rc;
+}
+
 uint32_t keel_apstore_moved_ring(const keel_apstore_t *s, uint64_t *ids, uint32_t ids_max)
 {
     uint32_t n = s->ring_n < ids_max ? s->ring_n : ids_max;

@@ -92,6 +92,14 @@ void keel_apstore_each(const keel_apstore_t *s,
                        void *arg);
 /* The store's incarnation (> 0), made when the directory was first used. */
 uint64_t keel_apstore_incarnation(const keel_apstore_t *s);
+/*
+ * A new incarnation, above every earlier one (the wall clock in ms, or the last one + 2 if the
+ * clock is behind it), logged (record type 2 again: replay keeps the last) and synced before it
+ * is in force, with everything logged before it. keel server takes one so that copies holding
+ * dots of its old actor may be dropped: the old actor never issues another (docs/ap.md,
+ * "Dropping the copies ..."). On failure the old one stays.
+ */
+int keel_apstore_renew_incarnation(keel_apstore_t *s, keel_errmsg_t *msg);
 
 /* fn(arg, key, len, old_item, new_item) after each change of a key's state (not at replay). */
 typedef void (*keel_apstore_observer_fn)(void *arg, const uint8_t *key, size_t len,

@@ -316,6 +316,11 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
     ap->m_forwarded = keel_metrics_counter(
         s->metrics, "keel_ap_writes_forwarded_total",
         "AP writes this node, not a home of the key, handed to a home to coordinate.", NULL);
+    ap->m_actor_renewals = keel_metrics_counter(
+        s->metrics, "keel_ap_actor_renewals_total",
+        "New actors (store incarnations) this node took so that copies holding its old one's "
+        "dots may be dropped (--ap-actor-renew-ms).",
+        NULL);
     ap->m_coord_off_home = keel_metrics_counter(
         s->metrics, "keel_ap_writes_coordinated_off_home_total",
         "AP writes this node coordinated although not a home of the key, because no home could "
@@ -324,10 +329,10 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
     ap->m_compact_seconds = keel_metrics_histogram(
         s->metrics, "keel_ap_compaction_seconds",
         "How long each compaction of the AP replica store held the loop.", NULL, NULL, 0);
-    if (!ap->m_forwarded || !ap->m_coord_off_home || !ap->m_compactions || !ap->m_log_bytes ||
-        !ap->m_compact_seconds || !ap->m_dropped || !ap->m_drop_pending || !ap->m_repaired ||
-        !ap->m_ae_rounds || !ap->m_ae_pushed || !ap->m_noquorum || !ap->m_ae_ranges ||
-        !ap->m_hints_stored || !ap->m_hints_delivered || !ap->m_handoffs_sent ||
+    if (!ap->m_forwarded || !ap->m_coord_off_home || !ap->m_actor_renewals || !ap->m_compactions ||
+        !ap->m_log_bytes || !ap->m_compact_seconds || !ap->m_dropped || !ap->m_drop_pending ||
+        !ap->m_repaired || !ap->m_ae_rounds || !ap->m_ae_pushed || !ap->m_noquorum ||
+        !ap->m_ae_ranges || !ap->m_hints_stored || !ap->m_hints_delivered || !ap->m_handoffs_sent ||
         !ap->m_hints_pending || !ap->m_reads || !ap->m_read_siblings || !ap->m_policy_refused ||
         !ap->m_move_keys || !ap->m_move_batches || !ap->m_move_passes || !ap->m_move_pending ||
         !ap->m_keys || !ap->m_syncs || !ap->m_leaving || !ap->m_drained ||

@@ -86,7 +86,27 @@ static void merged_states_survive_a_reopen(void)
     KT_EQ_INT(val, 3);
     KT_CHECK(keel_orset_contains(&keel_apstore_get(s, "s", 1)->u.set, "x", 1));
     KT_CHECK(keel_apstore_get(s, "nope", 4) == NULL);
+    /* a new incarnation (keel server's new actor): above the old one, synced, and kept across
+       a restart and a compaction; the states stay as they were */
+    uint64_t syncs = keel_apstore_syncs(s);
+    KT_EQ_INT(keel_apstore_renew_incarnation(s, &msg), 0);
+    uint64_t life2 = keel_apstore_incarnation(s);
+    KT_CHECK(life2 > life);
+    KT_EQ_U64(keel_apstore_syncs(s), syncs + 1);
+    KT_EQ_INT(keel_apstore_renew_incarnation(s, &msg), 0); /* twice in one ms: still above */
+    KT_CHECK(keel_apstore_incarnation(s) > life2);
+    life2 = keel_apstore_incarnation(s);
     keel_apstore_close(s);
+    KT_EQ_INT(keel_apstore_open(&s, dir, &msg), 0);
+    KT_EQ_U64(keel_apstore_incarnation(s), life2);
+    KT_EQ_U64(keel_apval_digest(keel_apstore_get(s, "k", 1)), dk);
+    KT_EQ_INT(keel_apstore_compact(s, &msg), 0);
+    keel_apstore_close(s);
+    KT_EQ_INT(keel_apstore_open(&s, dir, &msg), 0);
+    KT_EQ_U64(keel_apstore_incarnation(s), life2);
+    KT_EQ_INT(keel_apstore_count(s), 3);
+    keel_apstore_close(s);
+    life = life2;
     /* the directory lost: a new life, so new dots (the clock moved on by then) */
     KT_RMRF(dir);
     KT_TMPDIR(dir, "apstore");
