@@ -5,11 +5,19 @@
 
 #include <string.h>
 
-/* Types whose header has a key: WRITE, READ, HINTED_WRITE, HANDOFF, HANDOFF_ACK, FORWARD. */
+/* Types whose header has a key: WRITE, READ, HINTED_WRITE, HANDOFF, HANDOFF_ACK, FORWARD,
+ * READ_STANDIN. */
 static int has_key(uint8_t t)
 {
     return t == KEEL_APMSG_WRITE || t == KEEL_APMSG_READ || t == KEEL_APMSG_HINTED_WRITE ||
-           t == KEEL_APMSG_HANDOFF || t == KEEL_APMSG_HANDOFF_ACK || t == KEEL_APMSG_FORWARD;
+           t == KEEL_APMSG_HANDOFF || t == KEEL_APMSG_HANDOFF_ACK || t == KEEL_APMSG_FORWARD ||
+           t == KEEL_APMSG_READ_STANDIN;
+}
+
+/* Types whose header names a home after the req. */
+static int has_home(uint8_t t)
+{
+    return t == KEEL_APMSG_HINTED_WRITE || t == KEEL_APMSG_READ_STANDIN;
 }
 
 /* Types whose value runs to the end after the key. */
@@ -41,7 +49,7 @@ int keel_apmsg_encode(keel_buf_t *out, const keel_apmsg_t *m)
     } else if (has_key(m->type)) {
         if (m->key_len > KEEL_APMSG_KEY_BYTES_MAX)
             return KEEL_ETOOBIG;
-        if (m->type == KEEL_APMSG_HINTED_WRITE) {
+        if (has_home(m->type)) {
             keel_put_u64(h + 9, m->home);
             hl = 17;
         }
@@ -90,7 +98,8 @@ int keel_apmsg_decode(const uint8_t *p, size_t n, keel_apmsg_t *m, keel_errmsg_t
     case KEEL_APMSG_HANDOFF:
     case KEEL_APMSG_HANDOFF_ACK:
     case KEEL_APMSG_FORWARD:
-        if (m->type == KEEL_APMSG_HINTED_WRITE) {
+    case KEEL_APMSG_READ_STANDIN:
+        if (has_home(m->type)) {
             m->home = keel_rd_u64(&r);
             if (r.bad)
                 return keel_errf(msg, KEEL_EPROTO, "ap message: truncated hint");

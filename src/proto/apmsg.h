@@ -37,6 +37,11 @@
  *                                                             encoding, 0 bytes for none; arg:
  *                                                             the value, delta or member, to
  *                                                             the end, none for DEL)
+ *   READ_STANDIN u8 12 | u64 req | u64 home | u16 key_len | key
+ *                                                             sloppy read: your copy of key,
+ *                                                             if you hold a hint for home
+ *                                                             (answered by READ_REPLY; no
+ *                                                             answer without such a hint)
  *   FORWARD_REPLY u8 11 | u64 req | u8 status | value         the answer: status 0: value is
  *                                                             one byte, the homes that stored
  *                                                             it; 1: value is the error line
@@ -77,13 +82,14 @@ typedef enum keel_apmsg_type {
     KEEL_APMSG_HANDOFF_ACK = 9,
     KEEL_APMSG_FORWARD = 10,
     KEEL_APMSG_FORWARD_REPLY = 11,
+    KEEL_APMSG_READ_STANDIN = 12,
 } keel_apmsg_type_t;
 
 typedef struct keel_apmsg {
     uint8_t type;
     uint64_t req;
     uint8_t status;
-    uint64_t home; /* HINTED_WRITE: the member the write is meant for */
+    uint64_t home; /* HINTED_WRITE: the member the write is meant for; READ_STANDIN: read for */
     uint8_t what;  /* FORWARD: KEEL_APMSG_FWD_* */
     uint8_t level; /* FORWARD: W */
     const uint8_t *ctx;

@@ -58,6 +58,7 @@
 #define KEEL_APSTORE_MERKLE_DEPTH 10u
 
 typedef struct keel_apstore keel_apstore_t;
+typedef struct keel_apstore_job keel_apstore_job_t;
 
 /* Opens (creating) the store in dir and replays it. KEEL_ECORRUPT / KEEL_EIO: msg says where. */
 int keel_apstore_open(keel_apstore_t **out, const char *dir, keel_errmsg_t *msg);
@@ -212,10 +213,16 @@ size_t keel_apstore_key_hints(const keel_apstore_t *s, const void *key, size_t k
  * missing: as with a corrupt log record, the operator wipes the AP directory and the node comes
  * back as a new incarnation that its peers refill.
  *
- * It runs on the caller's thread in one go: nothing changes in memory, no merge runs meanwhile,
- * and it costs one pass over the state plus one fsync of a file of about the live state's size
- * (measured in docs/ap.md). Hint versions start over from the snapshot (as after any restart:
- * a version matters only within one life).
+ * keel_apstore_compact() runs on the caller's thread in one go: nothing changes in memory, no
+ * merge runs meanwhile, and it costs one pass over the state plus one fsync of a file of about
+ * the live state's size (measured in docs/ap.md). keel_apstore_compact_start() does the pass on
+ * the caller's thread (the records encoded into memory: the state as of the LSN, whatever
+ * changes after) and leaves the file's write, fsync and rename to a thread of its own, so the
+ * caller goes on merging meanwhile (records after the LSN go to the log as usual);
+ * keel_apstore_compact_poll() then puts the snapshot in force and releases what it replaces. The
+ * records go to the thread in chunks of 1 MiB, at most 4 waiting (then the caller waits for the
+ * disk): bounded memory whatever the state's size. Hint versions start over from
+ * the snapshot (as after any restart: a version matters only within one life).
  *
  * Due when the bytes a restart would read (the snapshot in use plus the log records since it)
  * pass ratio_pct percent of the bytes a snapshot of the live state would take, and at least
@@ -234,6 +241,17 @@ int keel_apstore_compact_due(const keel_apstore_t *s);
  * lost; the caller may retry later), unless the log's sticky failure (as merge) is returned.
  */
 int keel_apstore_compact(keel_apstore_t *s, keel_errmsg_t *msg);
+/*
+ * The same with the file written by a thread. 1: started; 0: nothing logged since the last
+ * snapshot; KEEL_EBUSY: one is under way; else the error (nothing started, the store goes on
+ * with its log). Not due while one is under way; close() waits for its thread.
+ */
+int keel_apstore_compact_start(keel_apstore_t *s, keel_errmsg_t *msg);
+/* On the store's thread: 1 once a started compaction's file is written (then *rc: 0, or the
+ * write's error with the old snapshot and log still in force, or the release's), 0 while none
+ * is under way or its file is still being written. */
+int keel_apstore_compact_poll(keel_apstore_t *s, int *rc, keel_errmsg_t *msg);
+int keel_apstore_compacting(const keel_apstore_t *s);
 /* Bytes a restart reads (the snapshot in use and the log records since), bytes a snapshot of the
  * live state would take now (an estimate: each key's state as last logged), compactions done. */
 uint64_t keel_apstore_log_bytes(const keel_apstore_t *s);

@@ -120,37 +120,51 @@ int keel__ap_send_write(ap_t *ap, uint64_t to, uint64_t req, const uint8_t *key,
 /* ---- the tick ---------------------------------------------------------------------------- */
 
 /*
- * Compaction of the replica store's log (runtime/apstore.h), on the loop in one go: nothing
- * changes in memory and no write runs meanwhile; it stalls the loop for one pass over the state
- * and one fsync (measured in docs/ap.md: 100,000 keys in tens of ms). Lazy replica writes not
- * synced yet are synced by it, so their ACKs go out at the end of the turn as before. A failure
- * leaves the old snapshot and log in force; it is retried AP_COMPACT_RETRY_MS later.
+ * Compaction of the replica store's log (runtime/apstore.h): the pass over the state runs on the
+ * loop (the records encoded into memory as of the log's position: nothing changes meanwhile),
+ * the file's write, fsync and rename on a thread of the store's while the loop goes on; a later
+ * tick sees it done and puts it in force. Lazy replica writes not synced yet are synced by the
+ * start, so their ACKs go out at the end of the turn as before. A failure leaves the old
+ * snapshot and log in force; it is retried AP_COMPACT_RETRY_MS later.
  */
 #define AP_COMPACT_RETRY_MS 60000
 
+static void compact_failed(ap_t *ap, keel_ms_t now, const keel_errmsg_t *msg)
+{
+    ap->compact_next_ms = now + AP_COMPACT_RETRY_MS;
+    keel_log_warn("ap: compaction of the replica store failed; the old log stays in force",
+                  KF_STR("error", msg->text));
+}
+
 static void compact_step(ap_t *ap, keel_ms_t now)
 {
+    keel_errmsg_t msg;
+    int rc;
+    if (keel_apstore_compact_poll(ap->store, &rc, &msg)) {
+        if (rc != 0) {
+            compact_failed(ap, now, &msg);
+        } else {
+            keel_counter_inc(ap->m_compactions);
+            keel_log_info("ap: replica store compacted",
+                          KF_INT("log_bytes_before", (int64_t)ap->compact_before),
+                          KF_INT("log_bytes_after", (int64_t)keel_apstore_log_bytes(ap->store)),
+                          KF_INT("keys", (int64_t)keel_apstore_count(ap->store)),
+                          KF_INT("loop_ms", (int64_t)ap->compact_loop_ms),
+                          KF_INT("ms", (int64_t)(now - ap->compact_started_ms)));
+        }
+    }
     keel_gauge_set(ap->m_log_bytes, (int64_t)keel_apstore_log_bytes(ap->store));
     if (now < ap->compact_next_ms || !keel_apstore_compact_due(ap->store))
         return;
-    uint64_t before = keel_apstore_log_bytes(ap->store);
+    ap->compact_before = keel_apstore_log_bytes(ap->store);
     keel_ms_t t0 = keel_clock_now_ms();
-    keel_errmsg_t msg;
-    int rc = keel_apstore_compact(ap->store, &msg);
-    keel_ms_t took = keel_clock_now_ms() - t0;
-    if (rc != 0) {
-        ap->compact_next_ms = now + AP_COMPACT_RETRY_MS;
-        keel_log_warn("ap: compaction of the replica store failed; the old log stays in force",
-                      KF_STR("error", msg.text));
-        return;
-    }
-    keel_counter_inc(ap->m_compactions);
-    keel_histogram_observe(ap->m_compact_seconds, (double)took / 1000.0);
-    keel_gauge_set(ap->m_log_bytes, (int64_t)keel_apstore_log_bytes(ap->store));
-    keel_log_info("ap: replica store compacted", KF_INT("log_bytes_before", (int64_t)before),
-                  KF_INT("log_bytes_after", (int64_t)keel_apstore_log_bytes(ap->store)),
-                  KF_INT("keys", (int64_t)keel_apstore_count(ap->store)),
-                  KF_INT("ms", (int64_t)took));
+    rc = keel_apstore_compact_start(ap->store, &msg);
+    ap->compact_loop_ms = keel_clock_now_ms() - t0;
+    ap->compact_started_ms = t0;
+    if (rc < 0)
+        compact_failed(ap, now, &msg);
+    else if (rc > 0) /* the loop's share: the pass over the state */
+        keel_histogram_observe(ap->m_compact_seconds, (double)ap->compact_loop_ms / 1000.0);
 }
 
 static void on_tick(keel_timer_t *t, void *data)
@@ -192,6 +206,8 @@ static void on_tick(keel_timer_t *t, void *data)
         next = o->next;
         if (!o->is_read && !o->sloppy_done && now >= o->sloppy_ms && keel__ap_go_sloppy(ap, o))
             continue;
+        if (o->is_read && !o->sloppy_done && now >= o->sloppy_ms && o->slot)
+            keel__ap_read_go_sloppy(ap, o); /* never frees o: a stand-in's answer frees nothing */
         if (now < o->deadline_ms)
             continue;
         if (keel__ap_op_open(o)) {
@@ -204,8 +220,8 @@ static void on_tick(keel_timer_t *t, void *data)
                                   keel_node_member_name(ap->srv->node, o->fwd_to));
             else
                 keel__ap_op_error(ap, o, "NOQUORUM %d of %d replicas answered in %d ms",
-                                  o->is_read ? o->answered_n : keel__ap_homes_stored(o), o->need,
-                                  AP_TIMEOUT_MS);
+                                  o->is_read ? keel__ap_read_replies(o) : keel__ap_homes_stored(o),
+                                  o->need, AP_TIMEOUT_MS);
         }
         if (o->is_read)
             keel__ap_read_repair(ap, o);
@@ -328,7 +344,9 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
         NULL);
     ap->m_compact_seconds = keel_metrics_histogram(
         s->metrics, "keel_ap_compaction_seconds",
-        "How long each compaction of the AP replica store held the loop.", NULL, NULL, 0);
+        "How long each compaction of the AP replica store held the loop (its pass over the "
+        "state; the file is written by a thread).",
+        NULL, NULL, 0);
     if (!ap->m_forwarded || !ap->m_coord_off_home || !ap->m_actor_renewals || !ap->m_compactions ||
         !ap->m_log_bytes || !ap->m_compact_seconds || !ap->m_dropped || !ap->m_drop_pending ||
         !ap->m_repaired || !ap->m_ae_rounds || !ap->m_ae_pushed || !ap->m_noquorum ||

@@ -409,11 +409,16 @@ static int do_read(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *ar
                    : keel__srv_oom(c);
     op->want_kind = want_kind;
     uint64_t me = keel__ap_self_id(ap);
+    (void)keel__ap_prefs_now(ap, key->ptr, key->len, homes, op->fallbacks, &op->fallbacks_n);
     keel_apmsg_t m = {
         .type = KEEL_APMSG_READ, .req = op->req, .key = key->ptr, .key_len = key->len};
+    uint32_t down = 0;
     for (int i = 0; i < nh; i++)
-        if (homes[i] != me)
-            keel__ap_send_msg(ap, homes[i], &m);
+        if (homes[i] != me && keel__ap_send_msg(ap, homes[i], &m) == KEEL_ENOTFOUND)
+            down |= 1u << i;     /* known down: a stand-in at once (sloppy read) */
+    for (int i = 0; i < nh; i++) /* a stand-in's answer never frees the op: homes' do */
+        if (down & (1u << i))
+            (void)keel__ap_read_stand_in(ap, op, i);
     if (keel__ap_is_home(op, me)) /* last: it may answer and free the op */
         keel__ap_read_got(ap, op, me, keel_apstore_get(ap->store, key->ptr, key->len));
     return 0;

@@ -95,6 +95,9 @@ int keel__ap_answered(const ap_op_t *o, uint64_t id)
     for (int i = 0; i < o->answered_n; i++)
         if (o->answered[i] == id)
             return 1;
+    for (int i = 0; i < o->standins_answered; i++) /* reads' stand-ins (none for writes) */
+        if (o->answered_standin[i] == id)
+            return 1;
     return 0;
 }
 
@@ -145,7 +148,7 @@ static void answer_read(ap_t *ap, ap_op_t *o)
         /* one value, whatever was written concurrently (the policy's documented loss) */
         const keel_lww_t *l = &o->acc.u.lww;
         rc = keel_resp_write_array_header(out, l->ts ? 3 : 2);
-        rc = rc ?: keel_resp_write_int(out, o->answered_n);
+        rc = rc ?: keel_resp_write_int(out, keel__ap_read_replies(o));
         rc = rc ?: keel_resp_write_bulk(out, "", 0);
         if (l->ts)
             rc = rc ?: keel_resp_write_bulk(out, l->data ? (const char *)l->data : "", l->len);
@@ -153,14 +156,14 @@ static void answer_read(ap_t *ap, ap_op_t *o)
         int64_t v = 0;
         (void)keel_pncounter_value(&o->acc.u.pn, &v);
         rc = keel_resp_write_array_header(out, 3);
-        rc = rc ?: keel_resp_write_int(out, o->answered_n);
+        rc = rc ?: keel_resp_write_int(out, keel__ap_read_replies(o));
         rc = rc ?: keel_resp_write_bulk(out, "", 0);
         rc = rc ?: keel_resp_write_int(out, v);
     } else if (o->acc.kind == KEEL_APVAL_ORSET) {
         size_t n = 0;
         keel_orset_members(&o->acc.u.set, count_member, &n);
         rc = keel_resp_write_array_header(out, 2 + n);
-        rc = rc ?: keel_resp_write_int(out, o->answered_n);
+        rc = rc ?: keel_resp_write_int(out, keel__ap_read_replies(o));
         rc = rc ?: keel_resp_write_bulk(out, "", 0);
         member_out_t mo = {out, rc};
         keel_orset_members(&o->acc.u.set, write_member, &mo);
@@ -170,7 +173,7 @@ static void answer_read(ap_t *ap, ap_op_t *o)
         if (obj)
             hex_of(&obj->vv, &ctx);
         rc = keel_resp_write_array_header(out, 2 + (obj ? keel_apobj_live(obj) : 0));
-        rc = rc ?: keel_resp_write_int(out, o->answered_n);
+        rc = rc ?: keel_resp_write_int(out, keel__ap_read_replies(o));
         rc = rc ?: keel_resp_write_bulk(out, ctx.data ? (const char *)ctx.data : "", ctx.len);
         for (uint32_t i = 0; obj && i < obj->n && rc == 0; i++)
             if (!obj->s[i].tomb)
@@ -266,10 +269,28 @@ void keel__ap_read_repair(ap_t *ap, ap_op_t *o)
     }
 }
 
-/* One more home answered a read with its state (NULL: it has none). */
+/* Home i of a read, or -1: from is neither a home nor a stand-in this read asked. */
+static int read_home_index(const ap_op_t *o, uint64_t from, int *standin)
+{
+    for (int i = 0; i < o->homes_n; i++)
+        if (o->homes[i] == from)
+            return *standin = 0, i;
+    for (int j = 0; j < o->asked_n; j++)
+        if (o->asked[j] == from)
+            return *standin = 1, o->for_home[j];
+    return -1;
+}
+
+/*
+ * One more answer to a read: a home's state (NULL: it has none), or a stand-in's copy of a key
+ * it holds a hint for home i of (sloppy read). Each home counts once toward R, by itself or by
+ * its stand-in; every state that comes is merged into the answer (a stand-in's may hold a write
+ * its home has not got yet). Only homes are read-repaired.
+ */
 void keel__ap_read_got(ap_t *ap, ap_op_t *o, uint64_t from, const keel_apval_t *v)
 {
-    if (keel__ap_answered(o, from) || !keel__ap_is_home(o, from))
+    int standin = 0, i = read_home_index(o, from, &standin);
+    if (i < 0 || keel__ap_answered(o, from))
         return;
     if (v && keel__ap_policy_allows(ap, o->key, o->key_len, v->kind, NULL) != 0) {
         /* a state of a kind this node's table refuses for the key (the tables differ): not
@@ -284,14 +305,62 @@ void keel__ap_read_got(ap_t *ap, ap_op_t *o, uint64_t from, const keel_apval_t *
         else if (keel_apval_merge(&o->acc, v) != 0)
             keel_log_warn("ap: a replica's state does not merge", KF_INT("from", from));
     }
-    o->digest[o->answered_n] = v ? keel_apval_digest(v) : 0;
-    o->answered[o->answered_n++] = from;
-    if (o->slot && o->answered_n >= o->need)
+    o->covered |= 1u << i;
+    if (standin) { /* counted, merged; not repaired (not a home) */
+        o->answered_standin[o->standins_answered++] = from;
+    } else {
+        o->digest[o->answered_n] = v ? keel_apval_digest(v) : 0;
+        o->answered[o->answered_n++] = from;
+    }
+    if (o->slot && keel__ap_read_replies(o) >= o->need)
         answer_read(ap, o);
     if (o->answered_n == o->homes_n) {
         keel__ap_read_repair(ap, o);
         keel__ap_op_free(ap, o);
     }
+}
+
+/*
+ * Sloppy read: home i of a read has not answered (or cannot be sent to): ask the next unused
+ * fallback for its copy, which it answers only if it holds a hint for home i on the key (a
+ * write meant for home i it stood in for and has not handed on yet). Returns 1 if the op was
+ * answered or freed by an answer from this node itself.
+ */
+int keel__ap_read_stand_in(ap_t *ap, ap_op_t *o, int i)
+{
+    if (o->covered & (1u << i))
+        return 0;
+    while (o->fallbacks_used < o->fallbacks_n) {
+        uint64_t f = o->fallbacks[o->fallbacks_used++];
+        if (keel__ap_was_asked(o, f) || o->asked_n >= AP_ASKED_MAX)
+            continue;
+        o->for_home[o->asked_n] = i;
+        o->asked[o->asked_n++] = f;
+        if (f == keel__ap_self_id(ap)) {
+            if (keel_apstore_hint(ap->store, o->homes[i], o->key, o->key_len) == 0)
+                continue; /* no hint for that home here: try the next */
+            keel__ap_read_got(ap, o, f, keel_apstore_get(ap->store, o->key, o->key_len));
+            return !keel__ap_op_open(o);
+        }
+        keel_apmsg_t m = {.type = KEEL_APMSG_READ_STANDIN,
+                          .req = o->req,
+                          .home = o->homes[i],
+                          .key = o->key,
+                          .key_len = o->key_len};
+        if (keel__ap_send_msg(ap, f, &m) == 0)
+            return 0;
+        o->asked_n--; /* down too: the next one */
+    }
+    return 0;
+}
+
+/* The first timeout of a read that has not reached R: every silent home gets a stand-in. */
+void keel__ap_read_go_sloppy(ap_t *ap, ap_op_t *o)
+{
+    o->sloppy_done = 1;
+    for (int i = 0; i < o->homes_n && o->slot; i++)
+        if (!keel__ap_answered(o, o->homes[i]) && keel__ap_read_stand_in(ap, o, i))
+            return;
 }
 
 /* ---- group commit of the coordinator's copy ------------------------------------------- */

@@ -132,6 +132,8 @@ typedef struct ap_op {
     size_t key_len;
     keel_ms_t deadline_ms;
     int held; /* writes: its copy here is logged, not synced: nothing sent yet (ap_coord.c) */
+    uint64_t answered_standin[AP_REPLICAS_MAX]; /* reads: stand-ins that answered */
+    int standins_answered;
     uint64_t fwd_to;              /* a write forwarded to this home, waiting for its answer */
     uint64_t reply_to, reply_req; /* a write coordinated for a node that forwarded it */
 } ap_op_t;
@@ -217,6 +219,8 @@ struct ap {
     keel_gauge_t *m_log_bytes;
     keel_histogram_t *m_compact_seconds;
     keel_ms_t compact_next_ms; /* after a failed compaction: not before this */
+    uint64_t compact_before;   /* the compaction under way: log bytes when it started, */
+    keel_ms_t compact_started_ms, compact_loop_ms; /* when, and the loop's share */
     keel_counter_t *m_forwarded, *m_coord_off_home, *m_actor_renewals;
     int held_n;     /* writes held for the sync of their copy here (ap_coord.c) */
     int own_failed; /* that sync failed: no state leaves, no read is answered */
@@ -264,6 +268,13 @@ static inline int keel__ap_homes_stored(const ap_op_t *o)
     return __builtin_popcount(o->stored);
 }
 void keel__ap_read_repair(ap_t *ap, ap_op_t *o);
+/* The homes a read has heard from, each once: by itself or by a stand-in (what R counts). */
+static inline int keel__ap_read_replies(const ap_op_t *o)
+{
+    return __builtin_popcount(o->covered);
+}
+int keel__ap_read_stand_in(ap_t *ap, ap_op_t *o, int i);
+void keel__ap_read_go_sloppy(ap_t *ap, ap_op_t *o);
 void keel__ap_read_got(ap_t *ap, ap_op_t *o, uint64_t from, const keel_apval_t *v);
 int keel__ap_write_settled(const ap_op_t *o);
 void keel__ap_write_acked(ap_t *ap, ap_op_t *o, uint64_t from);

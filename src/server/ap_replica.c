@@ -455,6 +455,10 @@ void keel__srv_on_peer_ap(void *data, uint64_t from, const uint8_t *p, size_t n)
             keel_log_warn("ap: handed-off hint not logged", KF_STR("why", keel_strerror(rc)));
         return;
     }
+    case KEEL_APMSG_READ_STANDIN: /* only with a hint for that home: else no answer */
+        if (keel_apstore_hint(ap->store, m.home, m.key, m.key_len) == 0)
+            return;
+        /* fall through */
     case KEEL_APMSG_READ: {
         const keel_apval_t *cur = keel_apstore_get(ap->store, m.key, m.key_len);
         keel_buf_t val;

@@ -289,6 +289,29 @@ def test_a_node_that_reaches_no_home_coordinates_the_write_itself(make_cluster):
         )
 
 
+def test_a_read_counts_a_stand_in_that_holds_a_down_homes_write(make_cluster):
+    """Sloppy read: with a home down, its stand-in answers for it, but only for a key it holds
+    a hint for that home of (a write it took in the home's place): R=ALL then reaches 3."""
+    cl = make_cluster(5)
+    c0 = cl.nodes[0].client()
+    all_connected(cl)
+    key, homes, fbs = key_with(c0, lambda h, f: True, "sr")
+    other, _, _ = key_with(c0, lambda h, f: h == homes, "sq")  # same homes, never written
+    coord, down = cl.node(homes[0]), cl.node(homes[2])
+    down.kill()
+    time.sleep(1.0)  # its peers' connections to it are closed
+    assert ap(coord.client(), "KEEL.AP.PUT", key, "v", "W", "ALL") == 3  # a stand-in for it
+    eventually(lambda: sum(metric(cl.node(f), "keel_ap_hints_pending") for f in fbs) == 1)
+    for via in (coord, cl.node(homes[1]), cl.node(fbs[1])):
+        replies, _, vals = get(via.client(), key, "R", "ALL")
+        assert (replies, vals) == (3, [b"v"]), via.name
+    # no stand-in holds anything for the down home on a key it never stood in for
+    with pytest.raises(redis.ResponseError, match=r"NOQUORUM 2 of 3 replicas answered"):
+        get(coord.client(), other, "R", "ALL")
+    down.start()
+    eventually(lambda: get(down.client(), key, "R", "ONE")[2] == [b"v"], timeout_s=HANDOFF_BOUND_S)
+
+
 def test_anti_entropy_refills_a_node_that_lost_its_data_in_a_5_node_cluster(make_cluster):
     cl = make_cluster(5)
     cs = [nd.client() for nd in cl.nodes]
