@@ -36,7 +36,8 @@
  *                                                             W, 1..9; ctx: a version vector's
  *                                                             encoding, 0 bytes for none; arg:
  *                                                             the value, delta or member, to
- *                                                             the end, none for DEL)
+ *                                                             the end, maybe empty; none for
+ *                                                             DEL)
  *   FORWARD_REPLY u8 11 | u64 req | u8 status | value         the answer: status 0: value is
  *                                                             one byte, the homes that stored
  *                                                             it; 1: value is the error line
