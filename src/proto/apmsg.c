@@ -130,10 +130,10 @@ int keel_apmsg_decode(const uint8_t *p, size_t n, keel_apmsg_t *m, keel_errmsg_t
                 return keel_errf(msg, KEEL_EPROTO, "ap message: W of %u", m->level);
             if (m->ctx_len == 0)
                 m->ctx = NULL;
-            /* the argument runs to the end; DEL has none, the others one */
-            if ((m->what == KEEL_APMSG_FWD_DEL) != (r.left == 0))
-                return keel_errf(msg, KEEL_EPROTO, "ap message: forwarded %s an argument",
-                                 r.left ? "DEL with" : "write without");
+            /* the argument runs to the end; DEL has none, the others one, which may be empty
+               (a PUT of "", an SADD of "": the home answers as it would its own client) */
+            if (m->what == KEEL_APMSG_FWD_DEL && r.left != 0)
+                return keel_errf(msg, KEEL_EPROTO, "ap message: forwarded DEL with an argument");
             m->value = r.left ? r.p : NULL, m->value_len = r.left;
             return 0;
         }

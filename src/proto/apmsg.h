@@ -36,7 +36,8 @@
  *                                                             W, 1..9; ctx: a version vector's
  *                                                             encoding, 0 bytes for none; arg:
  *                                                             the value, delta or member, to
- *                                                             the end, none for DEL)
+ *                                                             the end, maybe empty; none for
+ *                                                             DEL)
  *   READ_STANDIN u8 12 | u64 req | u64 home | u16 key_len | key
  *                                                             sloppy read: your copy of key,
  *                                                             if you hold a hint for home

@@ -237,6 +237,11 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
     if (!ap)
         return KEEL_ENOMEM;
     ap->srv = s;
+    /* Request ids start from the wall clock, as the drop walk's sequence numbers (ap_clean.c):
+       an ACK or FORWARD_REPLY a peer sends for a request of this node's earlier run cannot
+       match one of this run's (a restart within a home's AP_TIMEOUT_MS would otherwise reuse
+       ids from 1, and an old reply would answer a new write). */
+    ap->next_req = (uint64_t)keel_clock_unix_ms() << 20;
     keel_buf_init(&ap->msg, 0);
     keel_buf_init(&ap->acks, 0);
     keel_buf_init(&ap->wacks, 0);

@@ -287,8 +287,11 @@ static int forward(ap_t *ap, keel_resp_client_t *c, const ap_wreq_t *w, const ui
         keel_buf_free(&ctx);
         return keel__srv_oom(c), -1;
     }
+    /* The op's req, taken now: if the op cannot be made after the send, the home's answer
+       must not match the next op (keel__ap_op_new takes one of its own, replaced below). */
+    uint64_t req = ++ap->next_req;
     keel_apmsg_t m = {.type = KEEL_APMSG_FORWARD,
-                      .req = ap->next_req + 1, /* the req keel__ap_op_new gives the op next */
+                      .req = req,
                       .key = w->key,
                       .key_len = w->key_len,
                       .what = (uint8_t)w->what,
@@ -309,6 +312,7 @@ static int forward(ap_t *ap, keel_resp_client_t *c, const ap_wreq_t *w, const ui
         return keel__srv_error(c, "ERR out of memory; the write was forwarded to a home and "
                                   "may be stored"),
                -1;
+    op->req = req;
     op->fwd_to = homes[sent];
     op->sloppy_done = 1; /* the home stands in for silent homes, not this node */
     op->deadline_ms = keel_clock_now_ms() + AP_FORWARD_TIMEOUT_MS;

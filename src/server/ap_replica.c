@@ -361,7 +361,9 @@ static void on_forward(ap_t *ap, uint64_t from, const keel_apmsg_t *m)
     ap_wreq_t w = {.what = m->what,
                    .key = m->key,
                    .key_len = m->key_len,
-                   .arg = m->value,
+                   /* an empty argument as a client's: "" (DEL has none) */
+                   .arg =
+                       m->value || m->what == KEEL_APMSG_FWD_DEL ? m->value : (const uint8_t *)"",
                    .arg_len = m->value_len,
                    .has_ctx = m->ctx_len > 0,
                    .level = m->level};

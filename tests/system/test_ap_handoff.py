@@ -266,6 +266,28 @@ def test_a_write_sent_to_a_node_that_is_not_a_home_is_coordinated_by_a_home(make
     assert sum(metric(nd, "keel_ap_writes_coordinated_off_home_total") for nd in cl.nodes) == 0
 
 
+def test_a_forwarded_write_of_an_empty_value_or_member_is_stored_as_a_home_stores_it(make_cluster):
+    """An empty argument is a client's to give (a PUT of "", an SADD of ""): a non-home
+    forwards it like any other, and the home answers it as it would its own client (found in
+    review: the FORWARD decoder took an empty argument for a missing one and dropped the
+    message, and the client got NOQUORUM after 1,300 ms for a write that was never made)."""
+    cl = make_cluster(5)
+    c0 = cl.nodes[0].client()
+    all_connected(cl)
+    pk, _, pfbs = key_with(c0, lambda h, f: True, "fe-put")
+    sk, _, sfbs = key_with(c0, lambda h, f: True, "fe-set")
+    ck, _, cfbs = key_with(c0, lambda h, f: True, "fe-ctr")
+    fwd0 = sum(metric(nd, "keel_ap_writes_forwarded_total") for nd in cl.nodes)
+    assert ap(cl.node(pfbs[0]).client(), "KEEL.AP.PUT", pk, "", "W", "ALL") == 3
+    assert ap(cl.node(sfbs[0]).client(), "KEEL.AP.SADD", sk, "", "W", "ALL") == 3
+    with pytest.raises(redis.ResponseError, match=r"increment is not a non-zero integer"):
+        ap(cl.node(cfbs[0]).client(), "KEEL.AP.INCR", ck, "")
+    assert sum(metric(nd, "keel_ap_writes_forwarded_total") for nd in cl.nodes) - fwd0 == 3
+    for nd in cl.nodes:
+        assert get(nd.client(), pk, "R", "ALL")[2] == [b""]
+        assert get(nd.client(), sk, "R", "ALL")[2] == [b""]
+
+
 def test_a_node_that_reaches_no_home_coordinates_the_write_itself(make_cluster):
     """With every home of the key down, the node a client writes to cannot forward: it
     coordinates the write itself, standing in for a home (the minority side of a partition
