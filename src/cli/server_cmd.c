@@ -128,10 +128,6 @@ static const opt_t opts[] = {
     {"ap-antientropy-ms", OPT_INT, IN_CFG, OFF(ap_antientropy_ms), "MS", 0, 3600000, NULL,
      "AP keyspace: send a Merkle tree to the next peer every this many ms (0: no anti-entropy; "
      "only for tests that must see what handoff and key moves deliver alone)"},
-    {"ap-actor-renew-ms", OPT_INT, IN_CFG, OFF(ap_actor_renew_ms), "MS", 0, 86400000, NULL,
-     "AP keyspace: take a new actor at most this often, so that copies of keys this node is no "
-     "longer a home of that hold its own writes' dots may be dropped (each adds an entry to the "
-     "vectors of keys it writes after; 0: never, such copies are kept)"},
     {"ap-compact-log-bytes-min", OPT_BYTES, IN_CFG, OFF(ap_compact_log_bytes_min), "BYTES", 0,
      1024 * GIB, NULL,
      "AP keyspace: compact the replica store's log (a snapshot of the live state) only once a "

@@ -1,8 +1,9 @@
 /* apstore.c - durable replica store of the AP keyspace (see apstore.h). */
-#include "runtime/apstore.h"
+#include "runtime/apstore_int.h"
 
 #include "base/buf.h"
 #include "base/bytes.h"
+#include "base/hash.h"
 #include "base/map.h"
 #include "core/applace.h"
 #include "runtime/clock.h"
@@ -10,56 +11,8 @@
 #include "runtime/wal.h"
 
 #include <assert.h>
-#include <inttypes.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define REC_STATE 1
-#define REC_INCARNATION 2
-#define REC_HINT 3
-#define REC_HINT_DONE 4
-#define REC_MOVED_RING 5
-#define REC_FORGET 6
-#define HINT_KEY_BYTES_MAX (8 + KEEL_APSTORE_KEY_BYTES_MAX)
-/* A snapshot record: u8 type | u32 payload bytes | payload (apstore.h, "Compaction"). */
-#define SNAP_REC_HEAD_BYTES 5u
-#define SNAP_REC_BYTES(n) (SNAP_REC_HEAD_BYTES + (uint64_t)(n))
-/* The snapshot is encoded into a buffer written out at this size: memory bounded, few writes. */
-#define SNAP_WRITE_BYTES (1u << 20)
-#define MAP_SEED_KEYS 0x6170
-#define MAP_SEED_HINTS 0x6869
-
-typedef struct entry {
-    keel_apval_t v;
-    uint64_t item;      /* Merkle item of the current state */
-    uint32_t hints;     /* hints held for this key (any home): it may not be forgotten */
-    uint32_t rec_bytes; /* its state record in a snapshot (as last logged): live_bytes' part */
-} entry_t;
-
-struct keel_apstore {
-    keel_wal_t *wal;
-    keel_map_t map; /* key -> entry_t * */
-    keel_merkle_t tree;
-    uint64_t replayed, syncs;
-    uint64_t bad_lsn; /* replay: the record that did not decode, + 1 */
-    uint64_t incarnation;
-    keel_map_t hints; /* u64 home | key -> uint64_t * (the hint's version) */
-    uint64_t hint_seq;
-    uint64_t ring[KEEL_APSTORE_RING_IDS_MAX]; /* the ring moved for (REC_MOVED_RING) */
-    uint32_t ring_n;
-    keel_apstore_observer_fn observe;
-    void *observe_arg;
-    char *dir;
-    uint64_t snap_lsn;   /* the snapshot in use covers the log before this LSN (0: none) */
-    uint64_t log_bytes;  /* what a restart reads: that snapshot and the log records since */
-    uint64_t live_bytes; /* snapshot records of the keys' states and of the hints, now */
-    uint64_t compactions;
-    keel_apstore_job_t *job; /* a compaction whose file a thread is writing, or NULL */
-    uint64_t compact_log_bytes_min;
-    uint32_t compact_ratio_pct;
-};
 
 /* Bytes a record of payload n takes in the log (runtime/wal.h: header, type, padding to 8). */
 static uint64_t wal_rec_bytes(size_t n)
@@ -68,7 +21,7 @@ static uint64_t wal_rec_bytes(size_t n)
 }
 
 /* Every record goes through here, so log_bytes counts what a restart reads. */
-static int log_append(keel_apstore_t *s, uint8_t type, const void *p, size_t n)
+int keel__aps_log_append(keel_apstore_t *s, uint8_t type, const void *p, size_t n)
 {
     int rc = keel_wal_append(s->wal, type, p, n, NULL);
     if (rc == 0)
@@ -76,7 +29,38 @@ static int log_append(keel_apstore_t *s, uint8_t type, const void *p, size_t n)
     return rc;
 }
 
-static void job_join_free(keel_apstore_job_t *j); /* compaction's thread (below) */
+/* Empties the set of dropped keys (a new incarnation): 0, or KEEL_ENOMEM (the old set kept). */
+static int dropped_clear(keel_apstore_t *s)
+{
+    if (s->dropped.count == 0)
+        return 0;
+    keel_map_t fresh;
+    int rc = keel_map_init(&fresh, 64, KEEL_APSTORE_DROPPED_MAX, MAP_SEED_DROPPED);
+    if (rc != 0)
+        return rc;
+    s->live_bytes -= SNAP_REC_BYTES(8) * s->dropped.count;
+    keel_map_free(&s->dropped, NULL);
+    s->dropped = fresh;
+    return 0;
+}
+
+/* Adds a dropped key's hash: 0 (added, or there), 1 (the set is full), KEEL_ENOMEM. */
+static int dropped_add(keel_apstore_t *s, const uint8_t h[8])
+{
+    if (keel_map_get(&s->dropped, h, 8))
+        return 0;
+    if (s->dropped.count >= KEEL_APSTORE_DROPPED_MAX)
+        return 1;
+    if (keel_map_put(&s->dropped, h, 8, (void *)1, NULL) < 0)
+        return KEEL_ENOMEM;
+    s->live_bytes += SNAP_REC_BYTES(8);
+    return 0;
+}
+
+static void dropped_key(const void *key, size_t key_len, uint8_t out[8])
+{
+    keel_put_u64(out, keel_hash64(key, key_len, 0x6b65656c64726f70ull));
+}
 
 static void entry_free(void *p)
 {
@@ -205,7 +189,7 @@ static int hint_record(keel_apstore_t *s, uint8_t type, uint64_t home, const voi
     keel_put_u64(r, home);
     keel_put_u16(r + 8, (uint16_t)key_len);
     memcpy(r + 10, key, key_len);
-    return log_append(s, type, r, 10 + key_len);
+    return keel__aps_log_append(s, type, r, 10 + key_len);
 }
 
 static int replay(void *data, uint8_t type, const uint8_t *p, size_t n, uint64_t lsn)
@@ -215,7 +199,14 @@ static int replay(void *data, uint8_t type, const uint8_t *p, size_t n, uint64_t
     if (type == REC_INCARNATION && n == 8) {
         s->incarnation = keel_get_u64(p);
         s->bad_lsn = 0;
-        return 0;
+        return dropped_clear(s); /* the old actor's dots are safe from the new one */
+    }
+    if (type == REC_DROPPED_OWN) {
+        if (n != 8)
+            return KEEL_ECORRUPT;
+        s->bad_lsn = 0;
+        int rc = dropped_add(s, p);
+        return rc == 1 ? KEEL_ECORRUPT : rc; /* more than this build holds: not its store */
     }
     if (type == REC_MOVED_RING) {
         if (n < 1 || p[0] > KEEL_APSTORE_RING_IDS_MAX || n != 1 + 8u * p[0])
@@ -278,10 +269,11 @@ static int replay_log(void *data, uint8_t type, const uint8_t *p, size_t n, uint
  */
 static int presize(keel_apstore_t *s, const keel_snap_t *snap)
 {
-    size_t states = 0, hints = 0, off = 0;
+    size_t states = 0, hints = 0, dropped = 0, off = 0;
     while (off + SNAP_REC_HEAD_BYTES <= snap->data_bytes) {
         states += snap->data[off] == REC_STATE;
         hints += snap->data[off] == REC_HINT;
+        dropped += snap->data[off] == REC_DROPPED_OWN;
         off += SNAP_REC_HEAD_BYTES + keel_get_u32(snap->data + off + 1);
     }
     assert(s->map.count == 0 && s->hints.count == 0);
@@ -293,6 +285,10 @@ static int presize(keel_apstore_t *s, const keel_snap_t *snap)
     if (rc == 0 && hints > 0) {
         keel_map_free(&s->hints, free);
         rc = keel_map_init(&s->hints, hints, KEEL_APSTORE_HINTS_MAX, MAP_SEED_HINTS);
+    }
+    if (rc == 0 && dropped > 0) {
+        keel_map_free(&s->dropped, NULL);
+        rc = keel_map_init(&s->dropped, dropped, KEEL_APSTORE_DROPPED_MAX, MAP_SEED_DROPPED);
     }
     return rc;
 }
@@ -374,9 +370,12 @@ int keel_apstore_open(keel_apstore_t **out, const char *dir, keel_errmsg_t *msg)
     rc = keel_map_init(&s->hints, 16, KEEL_APSTORE_HINTS_MAX, MAP_SEED_HINTS);
     if (rc < 0)
         goto err_after_map;
-    rc = keel_merkle_init(&s->tree, KEEL_APSTORE_MERKLE_DEPTH);
+    rc = keel_map_init(&s->dropped, 64, KEEL_APSTORE_DROPPED_MAX, MAP_SEED_DROPPED);
     if (rc < 0)
         goto err_after_hints;
+    rc = keel_merkle_init(&s->tree, KEEL_APSTORE_MERKLE_DEPTH);
+    if (rc < 0)
+        goto err_after_dropped;
     rc = load_snapshot(s, msg);
     if (rc == 0)
         rc = open_log(s, msg);
@@ -386,7 +385,7 @@ int keel_apstore_open(keel_apstore_t **out, const char *dir, keel_errmsg_t *msg)
         uint8_t b[8];
         s->incarnation = (uint64_t)keel_clock_unix_ms() | 1; /* wall clock: survives reboots */
         keel_put_u64(b, s->incarnation);
-        rc = log_append(s, REC_INCARNATION, b, sizeof(b));
+        rc = keel__aps_log_append(s, REC_INCARNATION, b, sizeof(b));
         if (rc == 0)
             rc = keel_wal_sync(s->wal, msg);
         if (rc != 0) {
@@ -398,6 +397,8 @@ int keel_apstore_open(keel_apstore_t **out, const char *dir, keel_errmsg_t *msg)
     return 0;
 err_after_tree:
     keel_merkle_free(&s->tree);
+err_after_dropped:
+    keel_map_free(&s->dropped, NULL);
 err_after_hints:
     keel_map_free(&s->hints, free);
 err_after_map:
@@ -417,10 +418,11 @@ void keel_apstore_close(keel_apstore_t *s)
         (void)keel_wal_sync(s->wal, NULL);
     if (s->job) { /* its file, if written, is a valid snapshot the next open may load; the log
                      it would have released stays (replay skips what it covers) */
-        job_join_free(s->job);
+        keel__aps_job_join_free(s->job);
     }
     keel_wal_close(s->wal);
     keel_merkle_free(&s->tree);
+    keel_map_free(&s->dropped, NULL);
     keel_map_free(&s->hints, free);
     keel_map_free(&s->map, entry_free);
     free(s->dir);
@@ -429,7 +431,7 @@ void keel_apstore_close(keel_apstore_t *s)
 
 /* The log's sticky failure: once a write or sync failed, the memory may hold a state (merged
  * lazily) that never reached the disk, so nothing may be acknowledged as stored any more. */
-static int store_failed(keel_apstore_t *s, keel_errmsg_t *msg)
+int keel__aps_failed(keel_apstore_t *s, keel_errmsg_t *msg)
 {
     uint64_t gen;
     return keel_wal_durable(s->wal, &gen, msg);
@@ -438,7 +440,7 @@ static int store_failed(keel_apstore_t *s, keel_errmsg_t *msg)
 static int merge_common(keel_apstore_t *s, const void *key, size_t key_len, const keel_apval_t *v,
                         uint64_t home, int lazy, int *changed, keel_errmsg_t *msg)
 {
-    int frc = store_failed(s, msg);
+    int frc = keel__aps_failed(s, msg);
     if (frc != 0)
         return frc;
     if (key_len > KEEL_APSTORE_KEY_BYTES_MAX)
@@ -478,7 +480,7 @@ static int merge_common(keel_apstore_t *s, const void *key, size_t key_len, cons
         if (rc == 0)
             rc = keel_apval_encode(&next, &rec);
         if (rc == 0)
-            rc = log_append(s, REC_STATE, rec.data, rec.len);
+            rc = keel__aps_log_append(s, REC_STATE, rec.data, rec.len);
     }
     if (rc == 0 && new_hint)
         rc = hint_record(s, REC_HINT, home, key, key_len);
@@ -515,7 +517,7 @@ int keel_apstore_merge_lazy(keel_apstore_t *s, const void *key, size_t key_len,
 int keel_apstore_sync(keel_apstore_t *s, keel_errmsg_t *msg)
 {
     if (keel_wal_pending_bytes(s->wal) == 0)
-        return store_failed(s, msg); /* nothing pending is durable only if nothing failed */
+        return keel__aps_failed(s, msg); /* nothing pending is durable only if nothing failed */
     s->syncs++;
     return keel_wal_sync(s->wal, msg);
 }
@@ -637,7 +639,7 @@ uint64_t keel_apstore_incarnation(const keel_apstore_t *s)
 
 int keel_apstore_renew_incarnation(keel_apstore_t *s, keel_errmsg_t *msg)
 {
-    int rc = store_failed(s, msg);
+    int rc = keel__aps_failed(s, msg);
     if (rc != 0)
         return rc;
     uint64_t next = (uint64_t)keel_clock_unix_ms() | 1;
@@ -645,15 +647,17 @@ int keel_apstore_renew_incarnation(keel_apstore_t *s, keel_errmsg_t *msg)
         next = s->incarnation + 2;
     uint8_t b[8];
     keel_put_u64(b, next);
-    rc = log_append(s, REC_INCARNATION, b, sizeof(b));
+    rc = keel__aps_log_append(s, REC_INCARNATION, b, sizeof(b));
     if (rc == 0) {
         s->syncs++;
         rc = keel_wal_sync(s->wal, msg);
     } else {
         keel_errf(msg, rc, "incarnation record not logged");
     }
-    if (rc == 0) /* only once durable: no dot goes out under an actor a crash could undo */
+    if (rc == 0) { /* only once durable: no dot goes out under an actor a crash could undo */
         s->incarnation = next;
+        (void)dropped_clear(s); /* no memory for an empty set: they stay, harmlessly */
+    }
     return rc;
 }
 
@@ -674,7 +678,7 @@ int keel_apstore_set_moved_ring(keel_apstore_t *s, const uint64_t *ids, uint32_t
     r[0] = (uint8_t)n;
     for (uint32_t i = 0; i < n; i++)
         keel_put_u64(r + 1 + 8 * i, ids[i]);
-    int rc = log_append(s, REC_MOVED_RING, r, 1 + 8 * n);
+    int rc = keel__aps_log_append(s, REC_MOVED_RING, r, 1 + 8 * n);
     if (rc == 0) {
         rc = keel_wal_sync(s->wal, msg); /* the hints the move queued are durable with it */
         s->syncs++;
@@ -728,10 +732,10 @@ size_t keel_apstore_key_hints(const keel_apstore_t *s, const void *key, size_t k
     return slot ? ((entry_t *)*slot)->hints : 0;
 }
 
-int keel_apstore_forget(keel_apstore_t *s, const void *key, size_t key_len, uint64_t item,
-                        keel_errmsg_t *msg)
+static int forget_logged(keel_apstore_t *s, const void *key, size_t key_len, uint64_t item, int own,
+                         keel_errmsg_t *msg)
 {
-    int rc = store_failed(s, msg);
+    int rc = keel__aps_failed(s, msg);
     if (rc != 0)
         return rc;
     if (key_len > KEEL_APSTORE_KEY_BYTES_MAX)
@@ -740,11 +744,23 @@ int keel_apstore_forget(keel_apstore_t *s, const void *key, size_t key_len, uint
     entry_t *e = slot ? *slot : NULL;
     if (!e || e->hints > 0 || e->item != item)
         return 0;
+    if (own) { /* the key's hash first: the log never holds the forget without it */
+        uint8_t h[8];
+        dropped_key(key, key_len, h);
+        if (!keel_map_get(&s->dropped, h, 8)) {
+            if (s->dropped.count >= KEEL_APSTORE_DROPPED_MAX)
+                return 0; /* full: kept, until a new incarnation empties the set */
+            if ((rc = keel__aps_log_append(s, REC_DROPPED_OWN, h, 8)) != 0)
+                return keel_errf(msg, rc, "dropped-key record not logged: %s", keel_strerror(rc));
+            if (dropped_add(s, h) != 0)
+                return 0; /* no memory: kept (the logged hash only brings a renewal early) */
+        }
+    }
     uint8_t r[2 + KEEL_APSTORE_KEY_BYTES_MAX + 8];
     keel_put_u16(r, (uint16_t)key_len);
     memcpy(r + 2, key, key_len);
     keel_put_u64(r + 2 + key_len, item);
-    rc = log_append(s, REC_FORGET, r, 10 + key_len);
+    rc = keel__aps_log_append(s, REC_FORGET, r, 10 + key_len);
     if (rc != 0)
         return keel_errf(msg, rc, "forget record not logged: %s", keel_strerror(rc));
     rc = forget(s, key, key_len, item);
@@ -752,371 +768,32 @@ int keel_apstore_forget(keel_apstore_t *s, const void *key, size_t key_len, uint
     return 1;
 }
 
+int keel_apstore_forget(keel_apstore_t *s, const void *key, size_t key_len, uint64_t item,
+                        keel_errmsg_t *msg)
+{
+    return forget_logged(s, key, key_len, item, 0, msg);
+}
+
+int keel_apstore_forget_own(keel_apstore_t *s, const void *key, size_t key_len, uint64_t item,
+                            keel_errmsg_t *msg)
+{
+    return forget_logged(s, key, key_len, item, 1, msg);
+}
+
+int keel_apstore_dropped_own(const keel_apstore_t *s, const void *key, size_t key_len)
+{
+    uint8_t h[8];
+    dropped_key(key, key_len, h);
+    return keel_map_get(&s->dropped, h, 8) != NULL;
+}
+
+size_t keel_apstore_dropped_count(const keel_apstore_t *s)
+{
+    return s->dropped.count;
+}
+
 uint64_t keel_apstore_key_item(const keel_apstore_t *s, const void *key, size_t key_len)
 {
     void **slot = keel_map_get(&s->map, key, key_len);
     return slot ? ((entry_t *)*slot)->item : 0;
-}
-
-/* ---- compaction (apstore.h) ------------------------------------------------------------------ */
-
-typedef struct snap_out {
-    keel_snapw_t *w;         /* written here on the caller's thread, or ... */
-    keel_apstore_job_t *job; /* ... handed to the job's thread (compact_start) */
-    keel_buf_t buf;
-    uint64_t bytes; /* written (or handed on) so far */
-} snap_out_t;
-
-static int job_push(keel_apstore_job_t *j, keel_buf_t *b, keel_errmsg_t *msg);
-
-/* Writes out what o->buf holds (then empty). */
-static int snap_flush(snap_out_t *o, keel_errmsg_t *msg)
-{
-    size_t n = o->buf.len;
-    if (n == 0)
-        return 0;
-    int rc = o->job ? job_push(o->job, &o->buf, msg) /* o->buf: an empty one back */
-                    : keel_snapw_write(o->w, o->buf.data, n, msg);
-    o->bytes += n;
-    keel_buf_reset(&o->buf);
-    return rc;
-}
-
-/* Starts a record in o->buf (its length patched by rec_end) and returns where it starts. */
-static size_t rec_begin(snap_out_t *o, uint8_t type, int *rc)
-{
-    size_t at = o->buf.len;
-    uint8_t head[SNAP_REC_HEAD_BYTES] = {type};
-    if (*rc == 0)
-        *rc = keel_buf_append(&o->buf, head, sizeof(head));
-    return at;
-}
-
-/* Ends the record started at `at` and writes the buffer out once it is large. */
-static void rec_end(snap_out_t *o, size_t at, int *rc, keel_errmsg_t *msg)
-{
-    if (*rc != 0)
-        return;
-    keel_put_u32(o->buf.data + at + 1, (uint32_t)(o->buf.len - at - SNAP_REC_HEAD_BYTES));
-    if (o->buf.len >= SNAP_WRITE_BYTES)
-        *rc = snap_flush(o, msg);
-}
-
-/* The snapshot's records (apstore.h, "Compaction"): what replay needs to rebuild the state. */
-static int snap_records(keel_apstore_t *s, snap_out_t *o, keel_errmsg_t *msg)
-{
-    int rc = 0;
-    uint8_t b[1 + 8 * KEEL_APSTORE_RING_IDS_MAX];
-    size_t at = rec_begin(o, REC_INCARNATION, &rc);
-    keel_put_u64(b, s->incarnation);
-    if (rc == 0)
-        rc = keel_buf_append(&o->buf, b, 8);
-    rec_end(o, at, &rc, msg);
-    if (s->ring_n > 0) {
-        at = rec_begin(o, REC_MOVED_RING, &rc);
-        b[0] = (uint8_t)s->ring_n;
-        for (uint32_t i = 0; i < s->ring_n; i++)
-            keel_put_u64(b + 1 + 8 * i, s->ring[i]);
-        if (rc == 0)
-            rc = keel_buf_append(&o->buf, b, 1 + 8 * s->ring_n);
-        rec_end(o, at, &rc, msg);
-    }
-    size_t pos = 0, kl;
-    const uint8_t *k;
-    void *v;
-    while (rc == 0 && keel_map_next(&s->map, &pos, &k, &kl, &v)) { /* states before hints */
-        at = rec_begin(o, REC_STATE, &rc);
-        keel_put_u16(b, (uint16_t)kl);
-        if (rc == 0 && (rc = keel_buf_append(&o->buf, b, 2)) == 0 &&
-            (rc = keel_buf_append(&o->buf, k, kl)) == 0)
-            rc = keel_apval_encode(&((entry_t *)v)->v, &o->buf);
-        rec_end(o, at, &rc, msg);
-    }
-    pos = 0;
-    while (rc == 0 && keel_map_next(&s->hints, &pos, &k, &kl, &v)) { /* u64 home | u16 | key */
-        at = rec_begin(o, REC_HINT, &rc);
-        memcpy(b, k, 8);
-        keel_put_u16(b + 8, (uint16_t)(kl - 8));
-        if (rc == 0 && (rc = keel_buf_append(&o->buf, b, 10)) == 0)
-            rc = keel_buf_append(&o->buf, k + 8, kl - 8);
-        rec_end(o, at, &rc, msg);
-    }
-    if (rc == 0)
-        rc = snap_flush(o, msg);
-    return rc;
-}
-
-/* Writes the snapshot covering the log before lsn; durable and in place when this returns 0. */
-static int write_snapshot(keel_apstore_t *s, uint64_t lsn, uint64_t *bytes, keel_errmsg_t *msg)
-{
-    snap_out_t o = {0};
-    keel_buf_init(&o.buf, 0);
-    int rc = keel_buf_reserve(&o.buf, SNAP_WRITE_BYTES + 4096u);
-    if (rc == 0)
-        rc = keel_snapw_open(&o.w, s->dir, lsn, 0, msg);
-    if (rc == 0) {
-        rc = snap_records(s, &o, msg);
-        if (rc == 0)
-            rc = keel_snapw_commit(o.w, msg); /* fsync, rename, fsync of the directory */
-        else
-            keel_snapw_abort(o.w); /* the .tmp file is removed */
-    }
-    keel_buf_free(&o.buf);
-    *bytes = KEEL_SNAP_HEADER_BYTES + o.bytes;
-    return rc;
-}
-
-/* The part of a compaction before the snapshot is written: the log synced up to lsn (everything
- * before the snapshot's LSN is durable first: a torn tail after a crash then lies past it, so the
- * log that new records go to after a restart starts past it too). 1: a snapshot is due at *lsn;
- * 0: nothing logged since the last one; else the error. */
-static int compact_prepare(keel_apstore_t *s, uint64_t *lsn, keel_errmsg_t *msg)
-{
-    int rc = store_failed(s, msg);
-    if (rc != 0)
-        return rc;
-    if (s->job)
-        return keel_errf(msg, KEEL_EBUSY, "a compaction is under way");
-    if (keel_wal_pending_bytes(s->wal) > 0) {
-        s->syncs++;
-        if ((rc = keel_wal_sync(s->wal, msg)) != 0)
-            return rc;
-    }
-    *lsn = keel_wal_next_lsn(s->wal);
-    if (*lsn == s->snap_lsn)
-        return 0;
-    assert(*lsn > s->snap_lsn);
-    return 1;
-}
-
-/* The snapshot of lsn, `bytes` long with its header, is durable: it is in force, and what it
- * replaces goes, the log first (a crash in between leaves an older snapshot that a restart does
- * not load, the new one verifying, or, if it must fall back to it, refuses). logged_since: the
- * log bytes appended after lsn (records logged while the file was written by a thread). */
-static int compact_finish(keel_apstore_t *s, uint64_t lsn, uint64_t bytes, uint64_t logged_since,
-                          keel_errmsg_t *msg)
-{
-    s->snap_lsn = lsn;
-    s->log_bytes = bytes + logged_since;
-    s->compactions++;
-    int rc = keel_wal_release_before(s->wal, lsn, msg);
-    if (rc == 0)
-        rc = keel_snap_prune_below(s->dir, lsn, msg);
-    return rc;
-}
-
-int keel_apstore_compact(keel_apstore_t *s, keel_errmsg_t *msg)
-{
-    uint64_t lsn, bytes;
-    int rc = compact_prepare(s, &lsn, msg);
-    if (rc <= 0)
-        return rc;
-    rc = write_snapshot(s, lsn, &bytes, msg);
-    if (rc != 0)
-        return rc; /* the snapshot in use and the whole log since it are still in force */
-    return compact_finish(s, lsn, bytes, 0, msg);
-}
-
-/* ---- compaction with the file written by a thread ------------------------------------------ */
-
-/*
- * The loop encodes the records into chunks of SNAP_WRITE_BYTES and hands each to the job's thread,
- * which writes it to the snapshot's .tmp file while the loop encodes the next; the thread then
- * fsyncs and renames it. At most JOB_CHUNKS chunks wait: past that the loop waits for the disk,
- * so the memory stays bounded whatever the state's size, and the loop's share is the encoding
- * (plus any wait for a disk slower than it), not the write and the fsync.
- */
-#define JOB_CHUNKS 4
-
-struct keel_apstore_job {
-    pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    keel_snapw_t *w;
-    keel_buf_t chunk[JOB_CHUNKS]; /* full ones: [head, head + n) mod JOB_CHUNKS */
-    int head, n;
-    int ended; /* the loop handed its last chunk (or gave up: abort) */
-    int abort; /* the loop failed: the .tmp file is removed, nothing committed */
-    int rc;    /* the thread's: 0, or the write's or commit's error */
-    keel_errmsg_t msg;
-    atomic_int done;
-    uint64_t lsn, log_bytes_at_start, bytes;
-};
-
-static void *job_main(void *arg)
-{
-    keel_apstore_job_t *j = arg;
-    pthread_mutex_lock(&j->mu);
-    for (;;) {
-        while (j->n == 0 && !j->ended)
-            pthread_cond_wait(&j->cv, &j->mu);
-        if (j->n == 0)
-            break;
-        keel_buf_t *c = &j->chunk[j->head];
-        pthread_mutex_unlock(&j->mu); /* the loop fills other slots meanwhile */
-        int rc = j->rc == 0 ? keel_snapw_write(j->w, c->data, c->len, &j->msg) : 0;
-        pthread_mutex_lock(&j->mu);
-        if (j->rc == 0)
-            j->rc = rc;
-        keel_buf_reset(c);
-        j->head = (j->head + 1) % JOB_CHUNKS;
-        j->n--;
-        pthread_cond_broadcast(&j->cv);
-    }
-    int commit = j->rc == 0 && !j->abort;
-    pthread_mutex_unlock(&j->mu);
-    if (commit)
-        j->rc = keel_snapw_commit(j->w, &j->msg); /* fsync, rename, fsync of the directory */
-    else
-        keel_snapw_abort(j->w); /* the .tmp file is removed */
-    j->w = NULL;
-    atomic_store(&j->done, 1);
-    return NULL;
-}
-
-/* The loop hands the full buffer b to the thread and gets an empty one back (waiting while
- * JOB_CHUNKS are queued). The thread's error, if it failed. */
-static int job_push(keel_apstore_job_t *j, keel_buf_t *b, keel_errmsg_t *msg)
-{
-    pthread_mutex_lock(&j->mu);
-    while (j->n == JOB_CHUNKS && j->rc == 0)
-        pthread_cond_wait(&j->cv, &j->mu);
-    int rc = j->rc;
-    if (rc == 0) {
-        keel_buf_t *slot = &j->chunk[(j->head + j->n) % JOB_CHUNKS], empty = *slot;
-        *slot = *b;
-        *b = empty; /* reset by the thread: its capacity is reused */
-        j->n++;
-        pthread_cond_broadcast(&j->cv);
-    } else if (msg) {
-        *msg = j->msg;
-    }
-    pthread_mutex_unlock(&j->mu);
-    return rc;
-}
-
-/* The loop is done with the job: abort (nothing committed) or let the thread commit. */
-static void job_end(keel_apstore_job_t *j, int abort)
-{
-    pthread_mutex_lock(&j->mu);
-    j->ended = 1;
-    j->abort = abort;
-    pthread_cond_broadcast(&j->cv);
-    pthread_mutex_unlock(&j->mu);
-}
-
-static void job_free(keel_apstore_job_t *j)
-{
-    for (int i = 0; i < JOB_CHUNKS; i++)
-        keel_buf_free(&j->chunk[i]);
-    pthread_mutex_destroy(&j->mu);
-    pthread_cond_destroy(&j->cv);
-    free(j);
-}
-
-static void job_join_free(keel_apstore_job_t *j)
-{
-    pthread_join(j->thread, NULL);
-    job_free(j);
-}
-
-int keel_apstore_compact_start(keel_apstore_t *s, keel_errmsg_t *msg)
-{
-    uint64_t lsn;
-    int rc = compact_prepare(s, &lsn, msg);
-    if (rc <= 0)
-        return rc;
-    keel_apstore_job_t *j = calloc(1, sizeof(*j));
-    if (!j)
-        return keel_errf(msg, KEEL_ENOMEM, "no memory for a compaction");
-    pthread_mutex_init(&j->mu, NULL);
-    pthread_cond_init(&j->cv, NULL);
-    for (int i = 0; i < JOB_CHUNKS; i++)
-        keel_buf_init(&j->chunk[i], 0);
-    j->lsn = lsn;
-    j->log_bytes_at_start = s->log_bytes;
-    snap_out_t o = {.job = j};
-    keel_buf_init(&o.buf, 0);
-    rc = keel_buf_reserve(&o.buf, SNAP_WRITE_BYTES + 4096u);
-    if (rc == 0)
-        rc = keel_snapw_open(&j->w, s->dir, lsn, 0, msg);
-    if (rc == 0 && pthread_create(&j->thread, NULL, job_main, j) != 0) {
-        keel_snapw_abort(j->w);
-        rc = keel_errf(msg, KEEL_EIO, "no thread for a compaction");
-    }
-    if (rc != 0) {
-        keel_buf_free(&o.buf);
-        job_free(j);
-        return rc;
-    }
-    rc = snap_records(s, &o, msg); /* the last chunk too */
-    keel_buf_free(&o.buf);
-    j->bytes = o.bytes;
-    job_end(j, rc != 0);
-    if (rc != 0) { /* the thread removes the .tmp file */
-        job_join_free(j);
-        return rc;
-    }
-    s->job = j;
-    return 1;
-}
-
-int keel_apstore_compact_poll(keel_apstore_t *s, int *rc, keel_errmsg_t *msg)
-{
-    keel_apstore_job_t *j = s->job;
-    if (!j || !atomic_load(&j->done))
-        return 0;
-    pthread_join(j->thread, NULL);
-    s->job = NULL;
-    if (j->rc != 0) { /* the snapshot in use and the whole log since it are still in force */
-        *rc = j->rc;
-        *msg = j->msg;
-    } else {
-        *rc = compact_finish(s, j->lsn, KEEL_SNAP_HEADER_BYTES + j->bytes,
-                             s->log_bytes - j->log_bytes_at_start, msg);
-    }
-    job_free(j);
-    return 1;
-}
-
-int keel_apstore_compacting(const keel_apstore_t *s)
-{
-    return s->job != NULL;
-}
-
-void keel_apstore_set_compaction(keel_apstore_t *s, uint64_t log_bytes_min, uint32_t ratio_pct)
-{
-    s->compact_log_bytes_min = log_bytes_min;
-    s->compact_ratio_pct = ratio_pct < KEEL_APSTORE_COMPACT_RATIO_PCT_MIN
-                               ? KEEL_APSTORE_COMPACT_RATIO_PCT_MIN
-                               : ratio_pct;
-}
-
-uint64_t keel_apstore_live_bytes(const keel_apstore_t *s)
-{
-    uint64_t fixed = KEEL_SNAP_HEADER_BYTES + SNAP_REC_BYTES(8); /* header, incarnation */
-    if (s->ring_n > 0)
-        fixed += SNAP_REC_BYTES(1 + 8 * s->ring_n);
-    return fixed + s->live_bytes;
-}
-
-int keel_apstore_compact_due(const keel_apstore_t *s)
-{
-    return !s->job && s->log_bytes >= s->compact_log_bytes_min &&
-           s->log_bytes * 100u > keel_apstore_live_bytes(s) * s->compact_ratio_pct;
-}
-
-uint64_t keel_apstore_log_bytes(const keel_apstore_t *s)
-{
-    return s->log_bytes;
-}
-
-uint64_t keel_apstore_compactions(const keel_apstore_t *s)
-{
-    return s->compactions;
-}
-
-uint64_t keel_apstore_snapshot_lsn(const keel_apstore_t *s)
-{
-    return s->snap_lsn;
 }

@@ -96,9 +96,9 @@ uint64_t keel_apstore_incarnation(const keel_apstore_t *s);
 /*
  * A new incarnation, above every earlier one (the wall clock in ms, or the last one + 2 if the
  * clock is behind it), logged (record type 2 again: replay keeps the last) and synced before it
- * is in force, with everything logged before it. keel server takes one so that copies holding
- * dots of its old actor may be dropped: the old actor never issues another (docs/ap.md,
- * "Dropping the copies ..."). On failure the old one stays.
+ * is in force, with everything logged before it; it empties the set of dropped keys. keel server
+ * takes one before it writes a key it dropped holding its old actor's dots: the old actor never
+ * issues another (docs/ap.md, "Dropping the copies ..."). On failure the old one stays.
  */
 int keel_apstore_renew_incarnation(keel_apstore_t *s, keel_errmsg_t *msg);
 
@@ -186,6 +186,21 @@ size_t keel_apstore_layout(const keel_apstore_t *s);
  * changed, hinted); KEEL_EIO (and the store's sticky failure). */
 int keel_apstore_forget(keel_apstore_t *s, const void *key, size_t key_len, uint64_t item,
                         keel_errmsg_t *msg);
+/*
+ * forget() of a key whose state holds this node's own dots (keel server's drop walk): the key's
+ * 64-bit hash is logged first (record type 7) and kept in a set until the next
+ * keel_apstore_renew_incarnation(), which empties it (replay: an incarnation record empties it,
+ * a snapshot lists it after the incarnation). keel server takes a new incarnation before it
+ * issues a dot for a key in the set (keel_apstore_dropped_own), so the old actor's dots for it
+ * are never issued again, and only then. 0 also when the set is full
+ * (KEEL_APSTORE_DROPPED_MAX): the key is kept.
+ */
+#define KEEL_APSTORE_DROPPED_MAX ((size_t)1 << 22)
+int keel_apstore_forget_own(keel_apstore_t *s, const void *key, size_t key_len, uint64_t item,
+                            keel_errmsg_t *msg);
+/* 1 if a key of this hash was dropped holding this incarnation's dots (a collision: 1 too). */
+int keel_apstore_dropped_own(const keel_apstore_t *s, const void *key, size_t key_len);
+size_t keel_apstore_dropped_count(const keel_apstore_t *s);
 /* The key's Merkle item (keel_apstore_item of its state), 0 if the key is not held. */
 uint64_t keel_apstore_key_item(const keel_apstore_t *s, const void *key, size_t key_len);
 /* Hints held for key (any home); 0 if none or the key is not held. */

@@ -85,7 +85,9 @@ int keel__ap_send_msg(ap_t *ap, uint64_t to, const keel_apmsg_t *m)
 {
     /* A state leaving this node may hold a dot this node just issued: the copy that holds it
        must be durable here first (ap_coord.c, "Group commit of the coordinator's copy"). */
-    if (m->value_len > 0 && ap->held_n > 0 && keel__ap_own_flush(ap) != 0)
+    int state = m->value_len > 0 && m->type != KEEL_APMSG_FORWARD &&
+                m->type != KEEL_APMSG_FORWARD_REPLY; /* those two carry no state, no dot */
+    if (state && ap->held_n > 0 && keel__ap_own_flush(ap) != 0)
         return KEEL_EIO;
     keel_buf_reset(&ap->msg);
     int rc = keel_apmsg_encode(&ap->msg, m);
@@ -201,6 +203,7 @@ static void on_tick(keel_timer_t *t, void *data)
                       KF_INT("keys_here", (int64_t)keel_apstore_count(ap->store)));
     ap->drained_said = drained;
     keel_gauge_set(ap->m_keys, (int64_t)keel_apstore_count(ap->store));
+    keel_gauge_set(ap->m_dropped_own, (int64_t)keel_apstore_dropped_count(ap->store));
     keel_gauge_set(ap->m_syncs, (int64_t)keel_apstore_syncs(ap->store));
     for (ap_op_t *o = ap->ops, *next; o; o = next) {
         next = o->next;
@@ -339,8 +342,13 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
         "AP writes this node, not a home of the key, handed to a home to coordinate.", NULL);
     ap->m_actor_renewals = keel_metrics_counter(
         s->metrics, "keel_ap_actor_renewals_total",
-        "New actors (store incarnations) this node took so that copies holding its old one's "
-        "dots may be dropped (--ap-actor-renew-ms).",
+        "New actors (store incarnations) this node took before writing a key whose copy it had "
+        "dropped while the copy held its old actor's dots (docs/ap.md).",
+        NULL);
+    ap->m_dropped_own = keel_metrics_gauge(
+        s->metrics, "keel_ap_dropped_own_keys",
+        "Keys whose copy this node dropped while it held its own dots, since its last new actor "
+        "(writing one of them takes a new actor first).",
         NULL);
     ap->m_coord_off_home = keel_metrics_counter(
         s->metrics, "keel_ap_writes_coordinated_off_home_total",
@@ -352,13 +360,13 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
         "How long each compaction of the AP replica store held the loop (its pass over the "
         "state; the file is written by a thread).",
         NULL, NULL, 0);
-    if (!ap->m_forwarded || !ap->m_coord_off_home || !ap->m_actor_renewals || !ap->m_compactions ||
-        !ap->m_log_bytes || !ap->m_compact_seconds || !ap->m_dropped || !ap->m_drop_pending ||
-        !ap->m_repaired || !ap->m_ae_rounds || !ap->m_ae_pushed || !ap->m_noquorum ||
-        !ap->m_ae_ranges || !ap->m_hints_stored || !ap->m_hints_delivered || !ap->m_handoffs_sent ||
-        !ap->m_hints_pending || !ap->m_reads || !ap->m_read_siblings || !ap->m_policy_refused ||
-        !ap->m_move_keys || !ap->m_move_batches || !ap->m_move_passes || !ap->m_move_pending ||
-        !ap->m_keys || !ap->m_syncs || !ap->m_leaving || !ap->m_drained ||
+    if (!ap->m_forwarded || !ap->m_coord_off_home || !ap->m_actor_renewals || !ap->m_dropped_own ||
+        !ap->m_compactions || !ap->m_log_bytes || !ap->m_compact_seconds || !ap->m_dropped ||
+        !ap->m_drop_pending || !ap->m_repaired || !ap->m_ae_rounds || !ap->m_ae_pushed ||
+        !ap->m_noquorum || !ap->m_ae_ranges || !ap->m_hints_stored || !ap->m_hints_delivered ||
+        !ap->m_handoffs_sent || !ap->m_hints_pending || !ap->m_reads || !ap->m_read_siblings ||
+        !ap->m_policy_refused || !ap->m_move_keys || !ap->m_move_batches || !ap->m_move_passes ||
+        !ap->m_move_pending || !ap->m_keys || !ap->m_syncs || !ap->m_leaving || !ap->m_drained ||
         !ap->m_hints_retargeted) {
         free(ap);
         return KEEL_ENOMEM;

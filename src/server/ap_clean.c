@@ -20,13 +20,11 @@
  * with nothing in between:
  *
  *   1. this node is not one of K's homes on the ring in force, and is not leaving;
- *   2. K's state holds nothing this node's actor issued (keel_apval_has_actor): the node
- *      issues its next dot or count for K from the state it holds, so with the state gone it
- *      would issue a dot again that the homes have seen (docs/ap.md, "Why dots are safe").
- *      A copy that holds its dots and meets every other rule waits for a new actor: at the
- *      end of a pass that found some, the node takes a new incarnation (logged and synced,
- *      runtime/apstore.h), at most one per --ap-actor-renew-ms, and the next pass drops them
- *      (its old actor issues nothing again; 0: never, such copies are kept);
+ *   2. if K's state holds dots this node's actor issued (keel_apval_has_actor), K's hash is
+ *      logged and kept as it goes (keel_apstore_forget_own): the node issues its next dot for
+ *      K from the state it holds, so with the state gone it would issue a dot again that the
+ *      homes have seen (docs/ap.md, "Why dots are safe"); before it writes a key of such a
+ *      hash again it takes a new actor (ap_cmds.c), which retires the old one's dots;
  *   3. no hint names K here (a stand-in's or a move's: those deliver the copy first);
  *   4. every home of K on the ring in force acknowledged a HANDOFF of this very state D
  *      (HANDOFF_ACK comes after the home's fdatasync of its merge), the homes being the same
@@ -131,6 +129,7 @@ typedef struct visit {
     const uint8_t *drop_key; /* set when the key visited may be dropped now */
     size_t drop_len;
     uint64_t drop_hash;
+    int drop_own; /* its state holds this node's dots (rule 2) */
 } visit_t;
 
 static void visit_key(void *arg, const uint8_t *key, size_t len)
@@ -142,9 +141,8 @@ static void visit_key(void *arg, const uint8_t *key, size_t len)
     int nh = keel__ap_prefs_now(ap, key, len, homes, NULL, NULL), mine = 0;
     for (int i = 0; i < nh; i++)
         mine |= homes[i] == vi->me;
-    int own = v && keel_apval_has_actor(v, vi->actor);
-    if (!v || nh <= 0 || mine || (own && ap->srv->cfg.ap_actor_renew_ms == 0)) {
-        cand_del(ap, key, len); /* rules 1 and 2: kept */
+    if (!v || nh <= 0 || mine) {
+        cand_del(ap, key, len); /* rule 1: kept */
         return;
     }
     if (keel_apstore_key_hints(ap->store, key, len) > 0)
@@ -154,10 +152,9 @@ static void visit_key(void *arg, const uint8_t *key, size_t len)
     cand_t *c = slot ? *slot : NULL;
     if (c && c->hash == d && c->homes_n == nh &&
         memcmp(c->homes, homes, (size_t)nh * sizeof(homes[0])) == 0) {
-        if (c->acked == (1u << nh) - 1 && own) { /* rule 2: after a new actor */
-            ap->cl.own_ready++;
-        } else if (c->acked == (1u << nh) - 1) { /* rule 4; rule 5 is checked by the forget */
+        if (c->acked == (1u << nh) - 1) { /* rule 4; rule 5 is checked by the forget */
             vi->drop_key = key, vi->drop_len = len, vi->drop_hash = d;
+            vi->drop_own = keel_apval_has_actor(v, vi->actor); /* rule 2 */
         } else if (vi->now >= c->sent_ms + AP_CLEAN_RETRY_MS) {
             cand_send(ap, c, key, len, v, vi->now); /* lost, or a home was down */
         }
@@ -191,37 +188,6 @@ void keel__ap_clean_acked(ap_t *ap, uint64_t from, const uint8_t *key, size_t le
             c->acked |= 1u << i;
 }
 
-/*
- * The copies every home holds but this node's actor wrote to (rule 2) may go once that actor
- * issues nothing again: a new incarnation, logged and synced before any dot is issued under it
- * (the writes held for a sync are flushed first, under the old one). Each new actor adds an
- * entry to the vectors of the keys this node writes after it (at most 32 actors per key,
- * KEEL_VV_ACTORS_MAX), hence at most one per --ap-actor-renew-ms.
- */
-static void renew_actor(ap_t *ap, keel_ms_t now)
-{
-    uint64_t old = keel_apstore_incarnation(ap->store);
-    keel_errmsg_t msg;
-    int rc = keel__ap_own_flush(ap);
-    if (rc == 0)
-        rc = keel_apstore_renew_incarnation(ap->store, &msg);
-    else
-        keel_errf(&msg, rc, "this node's writes not synced");
-    ap->cl.renew_ok_ms = now + ap->srv->cfg.ap_actor_renew_ms;
-    if (rc != 0) {
-        keel_log_warn("ap: no new actor; copies holding this node's dots are kept for now",
-                      KF_STR("why", msg.text));
-        return;
-    }
-    keel_counter_inc(ap->m_actor_renewals);
-    keel_log_info("ap: a new actor for this node's writes, so that copies of keys it is no longer "
-                  "a home of that hold its old one may be dropped",
-                  KF_INT("old_incarnation", (int64_t)old),
-                  KF_INT("incarnation", (int64_t)keel_apstore_incarnation(ap->store)),
-                  KF_INT("copies_waiting", (int64_t)ap->cl.own_ready));
-    ap->cl.pass_ms = now; /* the next pass drops them */
-}
-
 static int should_run(ap_t *ap)
 {
     if (ap->mv.active || keel__ap_leaving(ap) || ap->ids_n <= AP_REPLICAS_MAX) {
@@ -244,14 +210,13 @@ void keel__ap_clean_step(ap_t *ap)
             return;
         ap->cl.active = 1;
         ap->cl.pos = 0;
-        ap->cl.own_ready = 0;
         ap->cl.layout = keel_apstore_layout(ap->store);
     }
     if (keel_apstore_layout(ap->store) != ap->cl.layout) { /* the key map grew: start over */
         ap->cl.layout = keel_apstore_layout(ap->store);
         ap->cl.pos = 0;
     }
-    visit_t vi = {ap, keel__ap_self_id(ap), keel__ap_self_actor(ap), now, NULL, 0, 0};
+    visit_t vi = {ap, keel__ap_self_id(ap), keel__ap_self_actor(ap), now, NULL, 0, 0, 0};
     ap->cl.sends = 0;
     int done = 0;
     for (int i = 0; i < AP_CLEAN_SCAN_BATCH && ap->cl.sends < AP_CLEAN_SENDS_MAX && !done; i++) {
@@ -265,7 +230,8 @@ void keel__ap_clean_step(ap_t *ap)
         size_t len = vi.drop_len;
         memcpy(key, vi.drop_key, len);
         keel_errmsg_t msg;
-        int rc = keel_apstore_forget(ap->store, key, len, vi.drop_hash, &msg);
+        int rc = vi.drop_own ? keel_apstore_forget_own(ap->store, key, len, vi.drop_hash, &msg)
+                             : keel_apstore_forget(ap->store, key, len, vi.drop_hash, &msg);
         if (rc == 1) {
             keel_counter_inc(ap->m_dropped);
             cand_del(ap, key, len);
@@ -277,12 +243,4 @@ void keel__ap_clean_step(ap_t *ap)
         return;
     ap->cl.active = 0;
     ap->cl.pass_ms = now + (ap->cl.cand.count > 0 ? AP_CLEAN_RETRY_MS : AP_CLEAN_PERIOD_MS);
-    if (ap->cl.own_ready == 0)
-        return;
-    if (now < ap->cl.renew_ok_ms) { /* not yet: nothing else waiting, no need to walk before */
-        if (ap->cl.cand.count <= ap->cl.own_ready && ap->cl.renew_ok_ms > ap->cl.pass_ms)
-            ap->cl.pass_ms = ap->cl.renew_ok_ms;
-        return;
-    }
-    renew_actor(ap, now);
 }

@@ -1,6 +1,7 @@
 /* ap_cmds.c - the AP keyspace in keel server: the KEEL.AP.* commands. */
 #include "server/ap_int.h"
 
+#include "base/log.h"
 #include "base/num.h"
 #include "core/apval.h"
 #include "proto/apmsg.h"
@@ -172,6 +173,39 @@ static uint8_t write_kind(const ap_t *ap, const ap_wreq_t *w, char *err, size_t 
 }
 
 /*
+ * This node dropped its copy of the key while the copy held its own dots (ap_clean.c, rule 2):
+ * with the state gone, its next dot for the key would be one the homes have seen. So before it
+ * issues one it takes a new actor (a new store incarnation, logged and synced, which retires the
+ * old actor's dots for every key and empties the set of dropped keys): the held writes of the
+ * old actor are synced first. Rare: a node writes a key it dropped only once a membership change
+ * made it a home again, or when no home can be reached.
+ */
+static int renew_actor(ap_t *ap, char *err, size_t errsz)
+{
+    uint64_t old = keel_apstore_incarnation(ap->store);
+    size_t dropped = keel_apstore_dropped_count(ap->store);
+    keel_errmsg_t msg;
+    int rc = keel__ap_own_flush(ap);
+    if (rc == 0)
+        rc = keel_apstore_renew_incarnation(ap->store, &msg);
+    else
+        keel_errf(&msg, rc, "this node's writes not synced");
+    if (rc != 0) {
+        keel_log_warn("ap: no new actor; the write of a dropped key is refused",
+                      KF_STR("why", msg.text));
+        snprintf(err, errsz, "ERR keel: not stored: %s", msg.text);
+        return rc;
+    }
+    keel_counter_inc(ap->m_actor_renewals);
+    keel_log_info("ap: a new actor for this node's writes: it writes a key it dropped holding its "
+                  "old one's dots",
+                  KF_INT("old_incarnation", (int64_t)old),
+                  KF_INT("incarnation", (int64_t)keel_apstore_incarnation(ap->store)),
+                  KF_INT("dropped_keys", (int64_t)dropped));
+    return 0;
+}
+
+/*
  * Coordinates a write on this node: its copy here takes the new dot (issued against what
  * this node has seen, so its actor's history stays contiguous), then the op sends it to the
  * homes once the copy is durable (ap_coord.c). The answer goes to c's deferred reply, or in a
@@ -195,6 +229,8 @@ int keel__ap_coord_write(ap_t *ap, const ap_wreq_t *w, keel_resp_client_t *c, ui
                -1;
     if (ap->ops_n >= AP_OPS_MAX)
         return snprintf(err, errsz, "ERR keel: too many AP requests in flight"), -1;
+    if (keel_apstore_dropped_own(ap->store, w->key, w->key_len) && renew_actor(ap, err, errsz) != 0)
+        return -1;
     keel_apval_t next;
     int rc = cur ? keel_apval_copy(&next, cur) : keel_apval_init(&next, kind);
     if (rc != 0)

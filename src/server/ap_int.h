@@ -68,8 +68,9 @@
  *   store, so a restart resumes.
  * - Dropping copies (ap_clean.c): a copy of a key this node is not a home of, holding none
  *   of its own dots and no hint, is dropped once every home acknowledged (after its
- *   fdatasync) a HANDOFF of that very state and the state has not changed since. Copies
- *   that hold its dots go once it took a new actor (at most one per --ap-actor-renew-ms).
+ *   fdatasync) a HANDOFF of that very state and the state has not changed since. A copy
+ *   that holds its own dots leaves its key's hash behind: a later write of that key here
+ *   takes a new actor first (ap_cmds.c).
  *
  * Messages travel once (node.h keel_node_send_ap): a lost one costs the coordinator its answer
  * (or the handoff a retry), never a wrong one.
@@ -164,8 +165,6 @@ typedef struct ap_clean {
     size_t pos, layout, sends;
     uint64_t seq;
     keel_ms_t step_ms, pass_ms;
-    size_t own_ready;      /* this pass: candidates every home holds that wait for a new actor */
-    keel_ms_t renew_ok_ms; /* the next new actor not before this */
 } ap_clean_t;
 
 /* The move of keys on a ring change (ap_move.c). */
@@ -222,6 +221,7 @@ struct ap {
     uint64_t compact_before;   /* the compaction under way: log bytes when it started, */
     keel_ms_t compact_started_ms, compact_loop_ms; /* when, and the loop's share */
     keel_counter_t *m_forwarded, *m_coord_off_home, *m_actor_renewals;
+    keel_gauge_t *m_dropped_own;
     int held_n;     /* writes held for the sync of their copy here (ap_coord.c) */
     int own_failed; /* that sync failed: no state leaves, no read is answered */
 };

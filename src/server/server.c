@@ -24,7 +24,6 @@ void keel_server_config_default(keel_server_config_t *cfg)
     /* Redis allows 512 MiB; 16 MiB keeps one entry within a 17 MiB WAL segment */
     cfg->kv.value_bytes_max = 16u * 1024u * 1024u;
     cfg->ap_antientropy_ms = KEEL_AP_ANTIENTROPY_MS_DEFAULT;
-    cfg->ap_actor_renew_ms = KEEL_AP_ACTOR_RENEW_MS_DEFAULT;
     cfg->ap_compact_log_bytes_min = KEEL_APSTORE_COMPACT_LOG_BYTES_MIN_DEFAULT;
     cfg->ap_compact_ratio_pct = KEEL_APSTORE_COMPACT_RATIO_PCT_DEFAULT;
 }

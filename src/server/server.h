@@ -18,8 +18,6 @@
  * CLIENT, INFO, COMMAND, KEEL.READS) live here.
  */
 #define KEEL_AP_ANTIENTROPY_MS_DEFAULT 500u
-/* at most one new AP actor per this many ms (docs/ap.md, "Dropping the copies ...") */
-#define KEEL_AP_ACTOR_RENEW_MS_DEFAULT 600000u
 
 typedef struct keel_server_config {
     char name[KEEL_NODE_NAME_BYTES];
@@ -34,9 +32,6 @@ typedef struct keel_server_config {
     char ap_policy[KEEL_APPOLICY_TEXT_BYTES_MAX + 1];
     /* the AP keyspace's anti-entropy: a tree to the next peer every this many ms (0: off) */
     uint32_t ap_antientropy_ms; /* KEEL_AP_ANTIENTROPY_MS_DEFAULT */
-    /* a new AP actor (store incarnation) at most this often, so copies of keys this node is
-       no longer a home of that hold its dots may be dropped (0: never; they are kept) */
-    uint32_t ap_actor_renew_ms; /* KEEL_AP_ACTOR_RENEW_MS_DEFAULT */
     /* the AP replica store's compaction (runtime/apstore.h): due once the log a restart reads
        passes ap_compact_ratio_pct percent of the live state's bytes and ap_compact_log_bytes_min */
     uint64_t ap_compact_log_bytes_min; /* KEEL_APSTORE_COMPACT_LOG_BYTES_MIN_DEFAULT */

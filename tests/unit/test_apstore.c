@@ -386,6 +386,54 @@ static void a_key_is_forgotten_only_unchanged_and_unhinted_and_stays_forgotten(v
     KT_RMRF(dir);
 }
 
+/* A key forgotten holding this node's own dots leaves its hash in a set that survives a reopen
+ * and a compaction, until a new incarnation empties it (keel server takes one before it writes
+ * such a key again). */
+static void a_key_dropped_holding_own_dots_is_remembered_until_a_new_incarnation(void)
+{
+    char dir[256];
+    KT_TMPDIR(dir, "apstore");
+    keel_apstore_t *s;
+    keel_errmsg_t msg;
+    KT_EQ_INT(keel_apstore_open(&s, dir, &msg), 0);
+    keel_apval_t a = sibling(NULL, 1, "a");
+    KT_EQ_INT(keel_apstore_merge(s, "own", 3, &a, NULL, &msg), 0);
+    KT_EQ_INT(keel_apstore_merge(s, "other", 5, &a, NULL, &msg), 0);
+    uint64_t live0 = keel_apstore_live_bytes(s);
+    KT_EQ_INT(keel_apstore_forget_own(s, "own", 3, 12345, &msg), 0); /* a stale hash: kept */
+    KT_EQ_INT(keel_apstore_dropped_count(s), 0);
+    KT_EQ_INT(keel_apstore_forget_own(s, "own", 3, keel_apstore_key_item(s, "own", 3), &msg), 1);
+    KT_EQ_INT(keel_apstore_forget(s, "other", 5, keel_apstore_key_item(s, "other", 5), &msg), 1);
+    KT_CHECK(keel_apstore_dropped_own(s, "own", 3));
+    KT_CHECK(!keel_apstore_dropped_own(s, "other", 5)); /* not its dots: nothing to remember */
+    KT_EQ_INT(keel_apstore_dropped_count(s), 1);
+    KT_CHECK(keel_apstore_live_bytes(s) < live0); /* the states went, one small record came */
+    keel_apstore_close(s);
+    KT_EQ_INT(keel_apstore_open(&s, dir, &msg), 0); /* replayed from the log */
+    KT_CHECK(keel_apstore_dropped_own(s, "own", 3) && keel_apstore_dropped_count(s) == 1);
+    KT_EQ_INT(keel_apstore_merge(s, "x", 1, &a, NULL, &msg), 0);
+    uint64_t live = keel_apstore_live_bytes(s);
+    KT_EQ_INT(keel_apstore_compact(s, &msg), 0);
+    KT_EQ_U64(keel_apstore_log_bytes(s), live); /* the estimate counts its record */
+    keel_apstore_close(s);
+    KT_EQ_INT(keel_apstore_open(&s, dir, &msg), 0); /* from the snapshot */
+    KT_CHECK(keel_apstore_dropped_own(s, "own", 3) && keel_apstore_dropped_count(s) == 1);
+    KT_EQ_U64(keel_apstore_live_bytes(s), live);
+    KT_EQ_INT(keel_apstore_renew_incarnation(s, &msg), 0);
+    KT_CHECK(!keel_apstore_dropped_own(s, "own", 3) && keel_apstore_dropped_count(s) == 0);
+    keel_apstore_close(s);
+    KT_EQ_INT(keel_apstore_open(&s, dir, &msg), 0); /* the incarnation record emptied it */
+    KT_EQ_INT(keel_apstore_dropped_count(s), 0);
+    KT_EQ_INT(keel_apstore_compact(s, &msg), 0);
+    keel_apstore_close(s);
+    KT_EQ_INT(keel_apstore_open(&s, dir, &msg), 0);
+    KT_EQ_INT(keel_apstore_dropped_count(s), 0);
+    KT_EQ_INT(keel_apstore_count(s), 1);
+    keel_apstore_close(s);
+    keel_apval_free(&a);
+    KT_RMRF(dir);
+}
+
 /* A replica's writes of one loop turn share one fdatasync (keel server's group commit): a
  * lazy hinted merge holds its hint at once, syncs nothing, and one sync makes both durable. */
 static void lazy_hinted_merges_share_one_sync(void)
@@ -425,6 +473,7 @@ int main(void)
     KT_RUN(a_lazy_merge_is_durable_after_the_next_sync_or_synced_merge);
     KT_RUN(after_a_failed_sync_nothing_is_acknowledged_as_stored);
     KT_RUN(a_key_is_forgotten_only_unchanged_and_unhinted_and_stays_forgotten);
+    KT_RUN(a_key_dropped_holding_own_dots_is_remembered_until_a_new_incarnation);
     KT_RUN(lazy_hinted_merges_share_one_sync);
     return kt_done();
 }
