@@ -29,19 +29,24 @@ int keel__aps_log_append(keel_apstore_t *s, uint8_t type, const void *p, size_t 
     return rc;
 }
 
-/* Empties the set of dropped keys (a new incarnation): 0, or KEEL_ENOMEM (the old set kept). */
+/* Puts the empty set `fresh` in place of the set of dropped keys (a new incarnation). */
+static void dropped_swap(keel_apstore_t *s, keel_map_t *fresh)
+{
+    s->live_bytes -= SNAP_REC_BYTES(8) * s->dropped.count;
+    keel_map_free(&s->dropped, NULL);
+    s->dropped = *fresh;
+}
+
+/* Empties the set of dropped keys (replay of an incarnation record): 0, or KEEL_ENOMEM. */
 static int dropped_clear(keel_apstore_t *s)
 {
     if (s->dropped.count == 0)
         return 0;
     keel_map_t fresh;
     int rc = keel_map_init(&fresh, 64, KEEL_APSTORE_DROPPED_MAX, MAP_SEED_DROPPED);
-    if (rc != 0)
-        return rc;
-    s->live_bytes -= SNAP_REC_BYTES(8) * s->dropped.count;
-    keel_map_free(&s->dropped, NULL);
-    s->dropped = fresh;
-    return 0;
+    if (rc == 0)
+        dropped_swap(s, &fresh);
+    return rc;
 }
 
 /* Adds a dropped key's hash: 0 (added, or there), 1 (the set is full), KEEL_ENOMEM. */
@@ -642,6 +647,12 @@ int keel_apstore_renew_incarnation(keel_apstore_t *s, keel_errmsg_t *msg)
     int rc = keel__aps_failed(s, msg);
     if (rc != 0)
         return rc;
+    /* The empty set first: once the incarnation is in force the old set must go with it. Kept,
+     * its hashes would look logged under the new one: a drop of such a key would log no hash, and
+     * a replay, which empties the set at the incarnation record, would not know the key. */
+    keel_map_t fresh;
+    if ((rc = keel_map_init(&fresh, 64, KEEL_APSTORE_DROPPED_MAX, MAP_SEED_DROPPED)) != 0)
+        return keel_errf(msg, rc, "no memory for a new incarnation");
     uint64_t next = (uint64_t)keel_clock_unix_ms() | 1;
     if (next <= s->incarnation + 1) /* a clock behind the last one: still above it */
         next = s->incarnation + 2;
@@ -654,11 +665,13 @@ int keel_apstore_renew_incarnation(keel_apstore_t *s, keel_errmsg_t *msg)
     } else {
         keel_errf(msg, rc, "incarnation record not logged");
     }
-    if (rc == 0) { /* only once durable: no dot goes out under an actor a crash could undo */
-        s->incarnation = next;
-        (void)dropped_clear(s); /* no memory for an empty set: they stay, harmlessly */
+    if (rc != 0) {
+        keel_map_free(&fresh, NULL);
+        return rc;
     }
-    return rc;
+    s->incarnation = next; /* only once durable: no dot goes out under an actor a crash undoes */
+    dropped_swap(s, &fresh);
+    return 0;
 }
 
 uint32_t keel_apstore_moved_ring(const keel_apstore_t *s, uint64_t *ids, uint32_t ids_max)

@@ -98,7 +98,8 @@ uint64_t keel_apstore_incarnation(const keel_apstore_t *s);
  * clock is behind it), logged (record type 2 again: replay keeps the last) and synced before it
  * is in force, with everything logged before it; it empties the set of dropped keys. keel server
  * takes one before it writes a key it dropped holding its old actor's dots: the old actor never
- * issues another (docs/ap.md, "Dropping the copies ..."). On failure the old one stays.
+ * issues another (docs/ap.md, "Dropping the copies ..."). On failure (KEEL_ENOMEM for
+ * the empty set included, taken first) the old one stays, and so does the set.
  */
 int keel_apstore_renew_incarnation(keel_apstore_t *s, keel_errmsg_t *msg);
 
@@ -214,7 +215,8 @@ size_t keel_apstore_key_hints(const keel_apstore_t *s, const void *key, size_t k
  * encodings as the log's (each u8 type | u32 bytes | payload):
  *
  *   the incarnation (2), the ring moved for (5, if one was recorded), every key's state (1),
- *   then every hint (3)
+ *   then every hint (3), then every hash of the set of dropped keys (7: after the incarnation,
+ *   whose record empties the set on replay)
  *
  * and named after the log position (LSN) it covers: a restart loads the newest snapshot that
  * verifies and replays only the log's records from that LSN on. Everything logged before that

@@ -32,10 +32,10 @@
  *   5. the state is still D (keel_apstore_forget compares the hash under the same call).
  *
  * A write that reaches K here between the sends and the drop changes the hash (5 fails:
- * the candidate starts over with the new state, and the homes get that too) or, if this
- * node coordinates it, makes the state hold its actor (2: kept for good). A hinted write adds
- * a hint (3). So a drop never loses a state no home holds, and never the only copy: it needs
- * at least one home, and every home, to hold it durably.
+ * the candidate starts over with the new state, and the homes get that too; if this node
+ * coordinated it, the state holds its actor, and rule 2 keeps the key's hash at the drop). A
+ * hinted write adds a hint (3). So a drop never loses a state no home holds, and never the only
+ * copy: it needs at least one home, and every home, to hold it durably.
  *
  * The candidates (key -> hash, the homes, which acknowledged) live in memory: lost in a
  * restart, they are built again by the next pass. The walk: AP_CLEAN_SCAN_BATCH keys or
