@@ -35,12 +35,24 @@ static void dropped_swap(keel_apstore_t *s, keel_map_t *fresh)
     s->live_bytes -= SNAP_REC_BYTES(8) * s->dropped.count;
     keel_map_free(&s->dropped, NULL);
     s->dropped = *fresh;
+    if (s->dropped_all)
+        s->live_bytes -= SNAP_REC_BYTES(1);
+    s->dropped_all = 0;
+}
+
+/* From now until the next incarnation every key counts as dropped: the set could not take one
+ * more (full, or no memory). Costs at most one renewal, never a reissued dot. */
+static void dropped_all_set(keel_apstore_t *s)
+{
+    if (!s->dropped_all)
+        s->live_bytes += SNAP_REC_BYTES(1);
+    s->dropped_all = 1;
 }
 
 /* Empties the set of dropped keys (replay of an incarnation record): 0, or KEEL_ENOMEM. */
 static int dropped_clear(keel_apstore_t *s)
 {
-    if (s->dropped.count == 0)
+    if (s->dropped.count == 0 && !s->dropped_all)
         return 0;
     keel_map_t fresh;
     int rc = keel_map_init(&fresh, 64, KEEL_APSTORE_DROPPED_MAX, MAP_SEED_DROPPED);
@@ -207,11 +219,18 @@ static int replay(void *data, uint8_t type, const uint8_t *p, size_t n, uint64_t
         return dropped_clear(s); /* the old actor's dots are safe from the new one */
     }
     if (type == REC_DROPPED_OWN) {
+        if (n == 1 && p[0] == DROPPED_ALL_MARK) {
+            s->bad_lsn = 0;
+            dropped_all_set(s);
+            return 0;
+        }
         if (n != 8)
             return KEEL_ECORRUPT;
         s->bad_lsn = 0;
         int rc = dropped_add(s, p);
-        return rc == 1 ? KEEL_ECORRUPT : rc; /* more than this build holds: not its store */
+        if (rc == 1) /* more than the set holds (a build with a larger bound): every key */
+            dropped_all_set(s);
+        return rc == 1 ? 0 : rc;
     }
     if (type == REC_MOVED_RING) {
         if (n < 1 || p[0] > KEEL_APSTORE_RING_IDS_MAX || n != 1 + 8u * p[0])
@@ -760,13 +779,13 @@ static int forget_logged(keel_apstore_t *s, const void *key, size_t key_len, uin
     if (own) { /* the key's hash first: the log never holds the forget without it */
         uint8_t h[8];
         dropped_key(key, key_len, h);
-        if (!keel_map_get(&s->dropped, h, 8)) {
-            if (s->dropped.count >= KEEL_APSTORE_DROPPED_MAX)
-                return 0; /* full: kept, until a new incarnation empties the set */
-            if ((rc = keel__aps_log_append(s, REC_DROPPED_OWN, h, 8)) != 0)
+        if (!s->dropped_all && !keel_map_get(&s->dropped, h, 8)) {
+            int full = s->dropped.count >= KEEL_APSTORE_DROPPED_MAX; /* then: every key */
+            uint8_t all = DROPPED_ALL_MARK;
+            if ((rc = keel__aps_log_append(s, REC_DROPPED_OWN, full ? &all : h, full ? 1 : 8)) != 0)
                 return keel_errf(msg, rc, "dropped-key record not logged: %s", keel_strerror(rc));
-            if (dropped_add(s, h) != 0)
-                return 0; /* no memory: kept (the logged hash only brings a renewal early) */
+            if (full || dropped_add(s, h) != 0)
+                dropped_all_set(s); /* full, or no memory: replay adds it or counts every key */
         }
     }
     uint8_t r[2 + KEEL_APSTORE_KEY_BYTES_MAX + 8];
@@ -797,7 +816,7 @@ int keel_apstore_dropped_own(const keel_apstore_t *s, const void *key, size_t ke
 {
     uint8_t h[8];
     dropped_key(key, key_len, h);
-    return keel_map_get(&s->dropped, h, 8) != NULL;
+    return s->dropped_all || keel_map_get(&s->dropped, h, 8) != NULL;
 }
 
 size_t keel_apstore_dropped_count(const keel_apstore_t *s)

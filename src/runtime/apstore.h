@@ -193,8 +193,9 @@ int keel_apstore_forget(keel_apstore_t *s, const void *key, size_t key_len, uint
  * keel_apstore_renew_incarnation(), which empties it (replay: an incarnation record empties it,
  * a snapshot lists it after the incarnation). keel server takes a new incarnation before it
  * issues a dot for a key in the set (keel_apstore_dropped_own), so the old actor's dots for it
- * are never issued again, and only then. 0 also when the set is full
- * (KEEL_APSTORE_DROPPED_MAX): the key is kept.
+ * are never issued again, and only then. A hash the set cannot take (full at
+ * KEEL_APSTORE_DROPPED_MAX, or no memory) makes every key count as dropped until the next
+ * incarnation (a one-byte record of type 7; kept by a snapshot): one renewal early at worst.
  */
 #define KEEL_APSTORE_DROPPED_MAX ((size_t)1 << 22)
 int keel_apstore_forget_own(keel_apstore_t *s, const void *key, size_t key_len, uint64_t item,

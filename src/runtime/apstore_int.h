@@ -19,6 +19,7 @@
 #define REC_FORGET 6
 #define REC_DROPPED_OWN 7 /* u64 hash of a key forgotten while it held this node's dots */
 #define MAP_SEED_DROPPED 0x6470
+#define DROPPED_ALL_MARK 0x2a /* REC_DROPPED_OWN's payload for "every key" (one byte) */
 #define HINT_KEY_BYTES_MAX (8 + KEEL_APSTORE_KEY_BYTES_MAX)
 /* A snapshot record: u8 type | u32 payload bytes | payload (apstore.h, "Compaction"). */
 #define SNAP_REC_HEAD_BYTES 5u
@@ -55,6 +56,8 @@ struct keel_apstore {
     uint64_t compactions;
     keel_apstore_job_t *job; /* a compaction whose file a thread is writing, or NULL */
     keel_map_t dropped; /* hashes (8 bytes) of keys forgotten holding this incarnation's dots */
+    int dropped_all;    /* every key counts as dropped (the set could not take one): REC_DROPPED_OWN
+                           with the one byte DROPPED_ALL_MARK */
     uint64_t compact_log_bytes_min;
     uint32_t compact_ratio_pct;
 };

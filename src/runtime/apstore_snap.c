@@ -104,6 +104,13 @@ static int snap_records(keel_apstore_t *s, snap_out_t *o, keel_errmsg_t *msg)
             rc = keel_buf_append(&o->buf, k, 8);
         rec_end(o, at, &rc, msg);
     }
+    if (rc == 0 && s->dropped_all) {
+        uint8_t all = DROPPED_ALL_MARK;
+        at = rec_begin(o, REC_DROPPED_OWN, &rc);
+        if (rc == 0)
+            rc = keel_buf_append(&o->buf, &all, 1);
+        rec_end(o, at, &rc, msg);
+    }
     if (rc == 0)
         rc = snap_flush(o, msg);
     return rc;
