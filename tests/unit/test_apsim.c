@@ -233,10 +233,16 @@ static int coord_write(sim_t *s, int x, int opi)
     if (rc != 0)
         return FAIL(s, "coordinator %d: write failed: %s", x, keel_strerror(rc));
     touched(s, x, k);
+    /* The homes and fallbacks of this write are those of the ring it was coordinated on, as
+       in keel server (ap_op_t): a ring change under it must not make the coordinator, a home
+       that counted itself, the stand-in for another home too (two homes' copies on one node:
+       found when forwarding made homes coordinate every write, seed 26202). */
+    memcpy(o->prefs, s->prefs[k], sizeof(o->prefs));
+    o->prefs_n = s->ring_n;
     if (is_home(s, k, x))
         o->ackers |= 1u << x, o->home_ackers |= 1u << x, o->covered |= 1u << x, o->held |= 1u << x;
     for (int i = 0; i < NREP; i++) {
-        int h = (int)s->prefs[k][i];
+        int h = (int)o->prefs[i];
         if (h == x)
             continue;
         ev_t *e = ev_new(s, 0, M_REPL);
@@ -256,6 +262,29 @@ static int coord_write(sim_t *s, int x, int opi)
     return 0;
 }
 
+/*
+ * keel server's forwarding (docs/ap.md, "Forwarding"): a node that is not a home of the key
+ * hands the write to the first home it has a live connection to (here: up and not cut off
+ * either way), which coordinates it; with none, it coordinates the write itself. The home's
+ * answer stands for the one the forwarder relays (a lost relay makes the client time out: the
+ * checker then treats an acknowledged write as acknowledged, the stricter reading).
+ */
+static int forward(sim_t *s, int x, int opi)
+{
+    op_t *o = &s->ops[opi];
+    for (int i = 0; i < NREP; i++) {
+        int h = (int)s->prefs[o->key][i];
+        if (!s->node[h].up || s->blocked[x][h] || s->blocked[h][x])
+            continue;
+        o->forwarded = 1;
+        ev_t *e = ev_new(s, 0, M_REQ);
+        e->op = opi;
+        send(s, e, x, h);
+        return 1;
+    }
+    return 0;
+}
+
 /* Sloppy quorum: each home that has not answered gets a stand-in further round the ring. */
 static void coord_fallbacks(sim_t *s, int x, int opi)
 {
@@ -264,14 +293,14 @@ static void coord_fallbacks(sim_t *s, int x, int opi)
         return;
     int k = o->key, next = NREP;
     for (int i = 0; i < NREP; i++) {
-        int h = (int)s->prefs[k][i];
+        int h = (int)o->prefs[i];
         if (o->ackers & (1u << h))
             continue;
-        while (next < (int)s->ring_n && (o->asked & (1u << s->prefs[k][next])))
+        while (next < (int)o->prefs_n && (o->asked & (1u << o->prefs[next])))
             next++;
-        if (next == (int)s->ring_n)
+        if (next == (int)o->prefs_n)
             return;
-        int f = (int)s->prefs[k][next++];
+        int f = (int)o->prefs[next++];
         o->asked |= 1u << f;
         ev_t *e = ev_new(s, 0, M_REPL);
         e->key = k, e->op = opi, e->hint = h;
@@ -558,9 +587,15 @@ static int deliver(sim_t *s, ev_t *e)
     switch (e->type) {
     case M_REQ: {
         op_t *o = &s->ops[e->op];
-        if (o->abandoned)
+        if (o->abandoned || o->coordinated)
+            return 0; /* a duplicate of a forward: keel server's travel once (TCP) */
+        if (o->kind == OP_GET)
+            return coord_read(s, n, e->op);
+        if (!is_home(s, o->key, n) && !o->forwarded && forward(s, n, e->op))
             return 0;
-        return o->kind == OP_GET ? coord_read(s, n, e->op) : coord_write(s, n, e->op);
+        o->coordinated = 1;
+        o->coord = n;
+        return coord_write(s, n, e->op);
     }
     case T_OP1:
         coord_fallbacks(s, n, e->op);

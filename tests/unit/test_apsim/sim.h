@@ -122,8 +122,11 @@ typedef struct op {
     uint64_t digest[NODES];
     keel_apobj_t rd;
     keel_pncounter_t rc;
-    uint32_t prefs[NODES];
+    uint32_t prefs[NODES]; /* writes: the key's preference list when it was coordinated, */
+    uint32_t prefs_n;      /* as keel server's op keeps its homes and fallbacks */
     int wiped_ackers_at_risk;
+    int coordinated; /* writes: a node issued its dot (a forwarded request's copy is ignored) */
+    int forwarded;   /* writes: a non-home sent it to a home (keel server's forward) */
 } op_t;
 
 typedef struct node {
