@@ -173,6 +173,7 @@ static void node_wipe(sim_t *s, int n)
     }
     nd->inc++;
     nd->actor = ((uint64_t)(n + 1) << 16) | (uint64_t)nd->inc; /* a new actor: no reused dots */
+    nd->dropped_own = 0;
     s->wiped_at[n] = s->now + 1;
 }
 
@@ -215,6 +216,14 @@ static int coord_write(sim_t *s, int x, int opi)
     op_t *o = &s->ops[opi];
     node_t *nd = &s->node[x];
     int k = o->key, rc;
+    if ((nd->dropped_own & (1u << k)) && !s->brk_no_renew) {
+        /* it dropped this key while the copy held its dots: a new actor first (keel server:
+           a new store incarnation), or its next dot would be one the homes have seen */
+        nd->inc++;
+        nd->actor = ((uint64_t)(x + 1) << 16) | (uint64_t)nd->inc;
+        nd->dropped_own = 0;
+        s->stat_renewals++;
+    }
     o->actor = nd->actor;
     if (k < SKEYS) {
         keel_vv_t ctx = o->ctx;
@@ -417,9 +426,46 @@ static void client_next(sim_t *s, int c)
 }
 
 /* ---- periodic work: handoff and anti-entropy ----------------------------------------- */
+/*
+ * keel server's drop of a copy of a key this node is not a home of (ap_clean.c): once every
+ * home holds this very state (keel server: each acknowledged a HANDOFF of it after its
+ * fdatasync; here read off the homes, reachable both ways) and no hint names the key here. A
+ * copy that holds this node's own dots leaves the key's bit in dropped_own (coord_write).
+ */
+static void node_drop(sim_t *s, int n)
+{
+    node_t *nd = &s->node[n];
+    for (int k = 0; k < NK; k++) {
+        if (!nd->has[k] || is_home(s, k, n))
+            continue;
+        int hinted = 0, all = 1;
+        for (int h = 0; h < NODES; h++)
+            hinted |= nd->hint_seq[k][h] != 0;
+        uint64_t d = apsim_state_digest(nd, k);
+        for (int i = 0; i < NREP && all; i++) {
+            int h = (int)s->prefs[k][i];
+            all = s->node[h].up && !s->blocked[n][h] && !s->blocked[h][n] && s->node[h].has[k] &&
+                  apsim_state_digest(&s->node[h], k) == d;
+        }
+        if (hinted || !all)
+            continue;
+        int own = k < SKEYS ? keel_vv_get(&nd->obj[k].vv, nd->actor) > 0
+                            : keel_vv_get(&nd->cnt[k].p.c, nd->actor) > 0 ||
+                                  keel_vv_get(&nd->cnt[k].n.c, nd->actor) > 0;
+        if (own)
+            nd->dropped_own |= 1u << k, s->stat_drops_own++;
+        keel_apobj_free(&nd->obj[k]);
+        keel_apobj_init(&nd->obj[k]);
+        keel_pncounter_init(&nd->cnt[k]);
+        nd->has[k] = 0, nd->item[k] = 0;
+        s->stat_drops++;
+    }
+}
+
 static void node_tick(sim_t *s, int n)
 {
     node_t *nd = &s->node[n];
+    node_drop(s, n);
     for (int k = 0; k < NK; k++)
         for (int h = 0; h < NODES; h++)
             if (nd->hint_seq[k][h]) {
@@ -687,6 +733,7 @@ static int run_seed(uint64_t seed, const char *brk, int verbose, char *why, size
     s->brk_counter_replace = brk != NULL && strcmp(brk, "counter-replace") == 0;
     s->brk_no_stream = brk != NULL && strcmp(brk, "no-stream") == 0;
     s->brk_count_answers = brk != NULL && strcmp(brk, "count-answers") == 0;
+    s->brk_no_renew = brk != NULL && strcmp(brk, "no-renew") == 0;
     s->verbose = verbose;
     keel_rand_seed(&s->rnd, seed);
     s->heap = calloc(EVENTS_MAX, sizeof(*s->heap));
@@ -738,16 +785,18 @@ static int run_seed(uint64_t seed, const char *brk, int verbose, char *why, size
     if (rc == 0)
         rc = apsim_check(s);
     if (verbose || rc)
-        fprintf(stderr,
-                "seed %" PRIu64 " (ring change at %" PRIu64 " ms): %d ops, %" PRIu64
-                " acked, %" PRIu64 " failed, %" PRIu64 " read repairs, %" PRIu64
-                " handoffs, %" PRIu64 " keys pushed by anti-entropy, %" PRIu64
-                " siblings read, %" PRIu64
-                " acked ops exempt (W data directories lost); checked %" PRIu64 " writes, %" PRIu64
-                " increments, %" PRIu64 " read-after-write pairs\n",
-                seed, s->ring_changed_at, s->ops_n, s->stat_acked, s->stat_failed, s->stat_repairs,
-                s->stat_handoffs, s->stat_ae_keys, s->stat_siblings, s->stat_exempt,
-                s->stat_writes_checked, s->stat_incrs_checked, s->stat_reads_checked);
+        fprintf(
+            stderr,
+            "seed %" PRIu64 " (ring change at %" PRIu64 " ms): %d ops, %" PRIu64 " acked, %" PRIu64
+            " failed, %" PRIu64 " read repairs, %" PRIu64 " handoffs, %" PRIu64
+            " keys pushed by anti-entropy, %" PRIu64 " siblings read, %" PRIu64
+            " acked ops exempt (W data directories lost); checked %" PRIu64 " writes, %" PRIu64
+            " increments, %" PRIu64 " read-after-write pairs; %" PRIu64 " copies dropped (%" PRIu64
+            " holding the dropper's dots), %" PRIu64 " new actors\n",
+            seed, s->ring_changed_at, s->ops_n, s->stat_acked, s->stat_failed, s->stat_repairs,
+            s->stat_handoffs, s->stat_ae_keys, s->stat_siblings, s->stat_exempt,
+            s->stat_writes_checked, s->stat_incrs_checked, s->stat_reads_checked, s->stat_drops,
+            s->stat_drops_own, s->stat_renewals);
     if (rc)
         snprintf(why, why_len, "%s", s->fail);
     while (s->heap_n)
@@ -782,7 +831,7 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--break") && i + 1 < argc &&
                    (!strcmp(argv[i + 1], "overwrite") || !strcmp(argv[i + 1], "no-hints") ||
                     !strcmp(argv[i + 1], "counter-replace") || !strcmp(argv[i + 1], "no-stream") ||
-                    !strcmp(argv[i + 1], "count-answers"))) {
+                    !strcmp(argv[i + 1], "count-answers") || !strcmp(argv[i + 1], "no-renew"))) {
             brk = argv[++i];
         } else if (!strcmp(argv[i], "--expect-failure")) {
             expect_failure = 1;
@@ -791,7 +840,7 @@ int main(int argc, char **argv)
         } else {
             fprintf(stderr,
                     "usage: %s [--seeds A..B] "
-                    "[--break overwrite|no-hints|counter-replace|no-stream|count-answers] "
+                    "[--break overwrite|no-hints|counter-replace|no-stream|count-answers|no-renew] "
                     "[--expect-failure] [-v]\n",
                     argv[0]);
             return 2;

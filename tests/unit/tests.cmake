@@ -14,7 +14,7 @@ if(TARGET test_apsim)
   set_tests_properties(apsim_seeds_301_10000 PROPERTIES LABELS slow TIMEOUT 600)
   # seed 12914 lost a W=2 write when a home and its own stand-in counted as two (docs/ap.md)
   add_test(NAME apsim_seed_12914 COMMAND test_apsim --seeds 12914..12914)
-  foreach(b overwrite no-hints counter-replace no-stream count-answers)
+  foreach(b overwrite no-hints counter-replace no-stream count-answers no-renew)
     add_test(NAME apsim_checks_bite_${b}
              COMMAND test_apsim --seeds 1..300 --break ${b} --expect-failure)
   endforeach()

@@ -23,8 +23,32 @@ static int acked_and_safe(sim_t *s, const op_t *o)
     return 1;
 }
 
+/* Every dot is issued once (docs/ap.md, "Why dots are safe"): an actor that issued a dot twice
+ * for two writes makes a replica take the second for the first, and the checks below, which
+ * know a write by its dot, cannot tell them apart. A quadratic pass over the writes that
+ * issued one (a run has at most OPS_MAX operations). */
+static int dots_unique(sim_t *s)
+{
+    for (int i = 0; i < s->ops_n; i++) {
+        const op_t *a = &s->ops[i];
+        if ((a->kind != OP_PUT && a->kind != OP_DEL) || !a->dot.counter)
+            continue;
+        for (int j = i + 1; j < s->ops_n; j++) {
+            const op_t *b = &s->ops[j];
+            if ((b->kind == OP_PUT || b->kind == OP_DEL) && b->key == a->key &&
+                b->dot.actor == a->dot.actor && b->dot.counter == a->dot.counter)
+                return FAIL(s,
+                            "ops %d and %d (key %d) were both given dot (%" PRIx64 ",%" PRIu64 ")",
+                            i, j, a->key, a->dot.actor, a->dot.counter);
+        }
+    }
+    return 0;
+}
+
 int apsim_check(sim_t *s)
 {
+    if (dots_unique(s) != 0)
+        return -1;
     /* convergence: the homes of every key hold the same state, and no hint is pending */
     for (int k = 0; k < NK; k++) {
         int h0 = (int)s->prefs[k][0];

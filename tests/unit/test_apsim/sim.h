@@ -138,6 +138,8 @@ typedef struct node {
     uint64_t item[NK];
     keel_merkle_t tree[NODES];
     uint64_t hint_seq[NK][NODES]; /* 0: no hint; else the version of the pending hint */
+    uint32_t dropped_own; /* bit k: dropped while it held this actor's dots (a write of it takes
+                             a new actor first, as keel server's set of dropped keys) */
 } node_t;
 
 typedef struct sim {
@@ -161,6 +163,8 @@ typedef struct sim {
     int client_has_ctx[CLIENTS][NK];
     uint64_t wiped_at[NODES]; /* last wipe time + 1, 0: never */
     int brk_overwrite, brk_no_hints, brk_counter_replace, brk_no_stream, brk_count_answers, verbose;
+    int brk_no_renew;
+    uint64_t stat_drops, stat_drops_own, stat_renewals;
     char fail[512];
     uint64_t stat_writes_checked, stat_incrs_checked, stat_reads_checked, stat_exempt, stat_acked,
         stat_failed, stat_repairs, stat_handoffs, stat_ae_keys, stat_siblings;
