@@ -14,6 +14,8 @@ if(TARGET test_apsim)
   set_tests_properties(apsim_seeds_301_10000 PROPERTIES LABELS slow TIMEOUT 600)
   # seed 12914 lost a W=2 write when a home and its own stand-in counted as two (docs/ap.md)
   add_test(NAME apsim_seed_12914 COMMAND test_apsim --seeds 12914..12914)
+  # seed 26202 made a home coordinator stand in for another home after a join (docs/ap.md)
+  add_test(NAME apsim_seed_26202 COMMAND test_apsim --seeds 26202..26202)
   foreach(b overwrite no-hints counter-replace no-stream count-answers no-renew)
     add_test(NAME apsim_checks_bite_${b}
              COMMAND test_apsim --seeds 1..300 --break ${b} --expect-failure)
