@@ -353,7 +353,8 @@ int keel__srv_ap_start(server_t *s, keel_errmsg_t *msg)
     ap->m_coord_off_home = keel_metrics_counter(
         s->metrics, "keel_ap_writes_coordinated_off_home_total",
         "AP writes this node coordinated although not a home of the key, because no home could "
-        "be sent to (its copy then holds its dots and is kept: docs/ap.md).",
+        "be sent to (its copy then holds its dots: once every home holds it, it is dropped with "
+        "the key's hash kept, docs/ap.md).",
         NULL);
     ap->m_compact_seconds = keel_metrics_histogram(
         s->metrics, "keel_ap_compaction_seconds",

@@ -389,8 +389,8 @@ static int do_write(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *a
         if (rc != 0)
             return 0; /* forwarded, or answered */
         /* No home can be sent to: coordinate here, with stand-ins (the minority side of a
-           partition stays writable). The copy here then holds this node's dots and is kept
-           (ap_clean.c, rule 2). */
+           partition stays writable). The copy here then holds this node's dots: dropped once
+           every home holds it, its key's hash kept (ap_clean.c, rule 2). */
         keel_counter_inc(ap->m_coord_off_home);
     }
     if (keel__ap_coord_write(ap, &w, c, 0, 0, err, sizeof(err)) != 0)

@@ -254,7 +254,8 @@ def test_a_write_sent_to_a_node_that_is_not_a_home_is_coordinated_by_a_home(make
     assert sum(metric(nd, "keel_ap_writes_forwarded_total") for nd in cl.nodes) - fwd0 >= n
     # every node holds exactly the keys it is a home of: none of the forwarded writes left a
     # copy on the node that took it (a copy a slow home's stand-in took meanwhile is handed to
-    # the home and dropped within a few seconds; a coordinator's would stay for good)
+    # the home and dropped within a few seconds; a non-home coordinator's copy would hold its
+    # dots, and before 7 Dec such copies were never dropped)
     def exact():
         return all(
             metric(nd, "keel_ap_keys") - held0[nd.name]
