@@ -231,12 +231,12 @@ size_t keel_apstore_key_hints(const keel_apstore_t *s, const void *key, size_t k
  * missing: as with a corrupt log record, the operator wipes the AP directory and the node comes
  * back as a new incarnation that its peers refill.
  *
- * keel_apstore_compact() runs on the caller's thread in one go: nothing changes in memory, no
- * merge runs meanwhile, and it costs one pass over the state plus one fsync of a file of about
- * the live state's size (measured in docs/ap.md). keel_apstore_compact_start() does the pass on
- * the caller's thread (the records encoded into memory: the state as of the LSN, whatever
- * changes after) and leaves the file's write, fsync and rename to a thread of its own, so the
- * caller goes on merging meanwhile (records after the LSN go to the log as usual);
+ * keel_apstore_compact() does it all before it returns (the same job as below, waited for):
+ * nothing changes in memory meanwhile, and it costs one pass over the state plus one fsync of a
+ * file of about the live state's size (measured in docs/ap.md). keel_apstore_compact_start() does
+ * the pass on the caller's thread (the records encoded into memory: the state as of the LSN,
+ * whatever changes after) and leaves the file's write, fsync and rename to a thread of its own, so
+ * the caller goes on merging meanwhile (records after the LSN go to the log as usual);
  * keel_apstore_compact_poll() then puts the snapshot in force and releases what it replaces. The
  * records go to the thread in chunks of 1 MiB, at most 4 waiting (then the caller waits for the
  * disk): bounded memory whatever the state's size. Hint versions start over from

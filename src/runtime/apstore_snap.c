@@ -17,22 +17,20 @@
 /* ---- compaction (apstore.h) ------------------------------------------------------------------ */
 
 typedef struct snap_out {
-    keel_snapw_t *w;         /* written here on the caller's thread, or ... */
-    keel_apstore_job_t *job; /* ... handed to the job's thread (compact_start) */
+    keel_apstore_job_t *job; /* whose thread writes the chunks (compact_start) */
     keel_buf_t buf;
-    uint64_t bytes; /* written (or handed on) so far */
+    uint64_t bytes; /* handed on so far */
 } snap_out_t;
 
 static int job_push(keel_apstore_job_t *j, keel_buf_t *b, keel_errmsg_t *msg);
 
-/* Writes out what o->buf holds (then empty). */
+/* Hands what o->buf holds to the job's thread (o->buf: an empty one back). */
 static int snap_flush(snap_out_t *o, keel_errmsg_t *msg)
 {
     size_t n = o->buf.len;
     if (n == 0)
         return 0;
-    int rc = o->job ? job_push(o->job, &o->buf, msg) /* o->buf: an empty one back */
-                    : keel_snapw_write(o->w, o->buf.data, n, msg);
+    int rc = job_push(o->job, &o->buf, msg);
     o->bytes += n;
     keel_buf_reset(&o->buf);
     return rc;
@@ -116,26 +114,6 @@ static int snap_records(keel_apstore_t *s, snap_out_t *o, keel_errmsg_t *msg)
     return rc;
 }
 
-/* Writes the snapshot covering the log before lsn; durable and in place when this returns 0. */
-static int write_snapshot(keel_apstore_t *s, uint64_t lsn, uint64_t *bytes, keel_errmsg_t *msg)
-{
-    snap_out_t o = {0};
-    keel_buf_init(&o.buf, 0);
-    int rc = keel_buf_reserve(&o.buf, SNAP_WRITE_BYTES + 4096u);
-    if (rc == 0)
-        rc = keel_snapw_open(&o.w, s->dir, lsn, 0, msg);
-    if (rc == 0) {
-        rc = snap_records(s, &o, msg);
-        if (rc == 0)
-            rc = keel_snapw_commit(o.w, msg); /* fsync, rename, fsync of the directory */
-        else
-            keel_snapw_abort(o.w); /* the .tmp file is removed */
-    }
-    keel_buf_free(&o.buf);
-    *bytes = KEEL_SNAP_HEADER_BYTES + o.bytes;
-    return rc;
-}
-
 /* The part of a compaction before the snapshot is written: the log synced up to lsn (everything
  * before the snapshot's LSN is durable first: a torn tail after a crash then lies past it, so the
  * log that new records go to after a restart starts past it too). 1: a snapshot is due at *lsn;
@@ -173,18 +151,6 @@ static int compact_finish(keel_apstore_t *s, uint64_t lsn, uint64_t bytes, uint6
     if (rc == 0)
         rc = keel_snap_prune_below(s->dir, lsn, msg);
     return rc;
-}
-
-int keel_apstore_compact(keel_apstore_t *s, keel_errmsg_t *msg)
-{
-    uint64_t lsn, bytes;
-    int rc = compact_prepare(s, &lsn, msg);
-    if (rc <= 0)
-        return rc;
-    rc = write_snapshot(s, lsn, &bytes, msg);
-    if (rc != 0)
-        return rc; /* the snapshot in use and the whole log since it are still in force */
-    return compact_finish(s, lsn, bytes, 0, msg);
 }
 
 /* ---- compaction with the file written by a thread ------------------------------------------ */
@@ -292,7 +258,7 @@ void keel__aps_job_join_free(keel_apstore_job_t *j)
 
 int keel_apstore_compact_start(keel_apstore_t *s, keel_errmsg_t *msg)
 {
-    uint64_t lsn;
+    uint64_t lsn = 0;
     int rc = compact_prepare(s, &lsn, msg);
     if (rc <= 0)
         return rc;
@@ -331,22 +297,35 @@ int keel_apstore_compact_start(keel_apstore_t *s, keel_errmsg_t *msg)
     return 1;
 }
 
-int keel_apstore_compact_poll(keel_apstore_t *s, int *rc, keel_errmsg_t *msg)
+/* Waits for the job's thread, then puts its snapshot in force (or returns its error). */
+static int compact_end(keel_apstore_t *s, keel_errmsg_t *msg)
 {
     keel_apstore_job_t *j = s->job;
-    if (!j || !atomic_load(&j->done))
-        return 0;
     pthread_join(j->thread, NULL);
     s->job = NULL;
-    if (j->rc != 0) { /* the snapshot in use and the whole log since it are still in force */
-        *rc = j->rc;
+    int rc = j->rc;
+    if (rc != 0) /* the snapshot in use and the whole log since it are still in force */
         *msg = j->msg;
-    } else {
-        *rc = compact_finish(s, j->lsn, KEEL_SNAP_HEADER_BYTES + j->bytes,
-                             s->log_bytes - j->log_bytes_at_start, msg);
-    }
+    else
+        rc = compact_finish(s, j->lsn, KEEL_SNAP_HEADER_BYTES + j->bytes,
+                            s->log_bytes - j->log_bytes_at_start, msg);
     job_free(j);
+    return rc;
+}
+
+int keel_apstore_compact_poll(keel_apstore_t *s, int *rc, keel_errmsg_t *msg)
+{
+    if (!s->job || !atomic_load(&s->job->done))
+        return 0;
+    *rc = compact_end(s, msg);
     return 1;
+}
+
+/* In one go: the same job, waited for (the caller's thread encodes, the job's writes). */
+int keel_apstore_compact(keel_apstore_t *s, keel_errmsg_t *msg)
+{
+    int rc = keel_apstore_compact_start(s, msg);
+    return rc <= 0 ? rc : compact_end(s, msg);
 }
 
 int keel_apstore_compacting(const keel_apstore_t *s)
