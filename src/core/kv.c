@@ -83,6 +83,7 @@ void keel_kv_free(keel_kv_t *kv)
     sub_free(&kv->leases);
     sub_free(&kv->locks);
     keel__kv_reg_free(kv);
+    keel__kv_staged_free(kv);
     sub_free(&kv->retained);
     free(kv->t[0].buckets);
     kv->t[0] = (keel__kv_table_t){0};
@@ -149,25 +150,64 @@ keel__kv_entry_t *keel__kv_find(const keel_kv_t *kv, const void *key, size_t key
     return NULL;
 }
 
-keel__kv_entry_t *keel__kv_entry_new(const void *key, size_t key_len, uint64_t h, const void *val,
-                                     size_t val_len, size_t val_cap)
+keel__kv_entry_t *keel__kv_entry_init(void *block, size_t key_len, size_t val_cap)
 {
-    assert(val_len <= val_cap && val_cap <= UINT32_MAX && key_len <= UINT32_MAX);
-    keel__kv_entry_t *e = malloc(KEEL__KV_ENTRY_HEADER_BYTES + key_len + val_cap);
-    if (e == NULL)
-        return NULL;
-    (void)h; /* not kept: the table computes it again when it rehashes */
+    assert(val_cap <= UINT32_MAX && key_len <= UINT32_MAX);
+    keel__kv_entry_t *e = block;
     e->next = NULL;
     e->version = e->create_revision = 0;
     e->x = NULL;
     e->type = KEEL__KV_TYPE_STRING;
     e->key_len = (uint32_t)key_len;
-    e->val_len = (uint32_t)val_len;
+    e->val_len = 0;
     e->val_cap = (uint32_t)val_cap;
+    return e;
+}
+
+keel__kv_entry_t *keel__kv_entry_new(const void *key, size_t key_len, uint64_t h, const void *val,
+                                     size_t val_len, size_t val_cap)
+{
+    assert(val_len <= val_cap);
+    (void)h; /* not kept: the table computes it again when it rehashes */
+    void *block = malloc(KEEL__KV_ENTRY_HEADER_BYTES + key_len + val_cap);
+    if (block == NULL)
+        return NULL;
+    keel__kv_entry_t *e = keel__kv_entry_init(block, key_len, val_cap);
+    e->val_len = (uint32_t)val_len;
     memcpy(e->data, key, key_len);
     if (val_len)
         memcpy(e->data + key_len, val, val_len);
     return e;
+}
+
+keel__kv_entry_t *keel__kv_take_adopted(keel_kv_t *kv, const uint8_t *val)
+{
+    keel__kv_entry_t *e = kv->adopt;
+    if (e == NULL || keel__kv_cval(e) != val)
+        return NULL;
+    kv->adopt = NULL;
+    return e;
+}
+
+void keel__kv_entry_move(keel_kv_t *kv, keel__kv_entry_t **link, keel__kv_entry_t *n)
+{
+    keel__kv_entry_t *old = *link;
+    assert(n->key_len == old->key_len && n->x == NULL);
+    if (old->type != KEEL__KV_TYPE_STRING)
+        kv->bytes -= keel__kv_obj_free(old);
+    n->next = old->next;
+    n->version = old->version;
+    n->create_revision = old->create_revision;
+    n->x = old->x;
+    n->type = KEEL__KV_TYPE_STRING;
+    n->val_len = old->val_len; /* what kv->bytes counts until the caller writes the value */
+    if (n->x) {
+        n->x->e = n;
+        if (n->x->expire_ms)
+            kv->heap[n->x->heap_pos] = n;
+    }
+    *link = n;
+    free(old);
 }
 
 keel__kv_entry_t *keel__kv_entry_new_obj(const void *key, size_t key_len, uint64_t h, int type,

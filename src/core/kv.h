@@ -61,6 +61,11 @@
 /* Caps on the change history's config (the defaults are far below). */
 #define KEEL_KV_HISTORY_CHANGES_MAX ((size_t)1 << 30)
 #define KEEL_KV_HISTORY_BYTES_MAX ((size_t)1 << 40)
+/* Large SET values replicated in pieces (kv_staged.c): a piece's bytes, the staged values
+   that may exist at once, and how long one is kept without a piece (entry time). */
+#define KEEL_KV_STAGE_PIECE_BYTES (1024u * 1024u)
+#define KEEL_KV_STAGES_MAX 16u
+#define KEEL_KV_STAGE_IDLE_MS 60000u
 /* keel_kv_next_deadline_ms() when no key has a deadline. */
 #define KEEL_KV_NO_DEADLINE UINT64_MAX
 
@@ -142,11 +147,19 @@ typedef struct keel_kv {
      * again, and entries moved to a dead-letter stream. */
     uint64_t stream_redeliveries, stream_dead_letters;
     struct keel_reg *reg; /* owned, NULL until the first registration (core/registry) */
+    /* large SET values arriving in pieces (kv_staged.c): KEEL_KV_STAGES_MAX slots, owned,
+       NULL until the first */
+    struct keel__kv_staged *staged;
+    size_t staged_n;
+    keel__kv_entry_t *adopt; /* while KEEL.STAGE.SET runs: its value's block, for SET */
 } keel_kv_t;
 
 /* cfg NULL means the defaults; an invalid cfg is KEEL_EINVAL. 0 or KEEL_ENOMEM. */
 int keel_kv_init(keel_kv_t *kv, const keel_kv_config_t *cfg);
 void keel_kv_free(keel_kv_t *kv);
+/* Large values being written in pieces (kv_staged.c): how many, and their bytes. */
+size_t keel_kv_staged_count(const keel_kv_t *kv);
+uint64_t keel_kv_staged_bytes(const keel_kv_t *kv);
 
 uint64_t keel_kv_revision(const keel_kv_t *kv);
 size_t keel_kv_count(const keel_kv_t *kv);

@@ -102,8 +102,10 @@ int keel__kvc_create(keel_kv_t *kv, keel__kv_entry_t **link, int dead, const uin
                      size_t key_len, uint64_t h, const uint8_t *val, size_t val_len, uint64_t rev,
                      keel__kv_entry_t **made)
 {
-    keel__kv_entry_t *e = keel__kv_entry_new(key, key_len, h, val, val_len, val_len);
-    if (e == NULL)
+    keel__kv_entry_t *e = keel__kv_take_adopted(kv, val);
+    if (e != NULL) /* a staged value: its block becomes the entry (kv_staged.c) */
+        e->val_len = (uint32_t)val_len;
+    else if ((e = keel__kv_entry_new(key, key_len, h, val, val_len, val_len)) == NULL)
         return KEEL_ENOMEM;
     e->create_revision = rev;
     keel__kvc_set_version(kv, e, rev);
@@ -158,6 +160,9 @@ int keel__kvc_store_obj(const call_t *c, const uint8_t *key, size_t len, int typ
 int keel__kvc_overwrite(keel_kv_t *kv, keel__kv_entry_t **link, const uint8_t *val, size_t val_len,
                         uint64_t rev)
 {
+    keel__kv_entry_t *adopted = keel__kv_take_adopted(kv, val);
+    if (adopted != NULL) /* a staged value: the entry moves into its block (kv_staged.c) */
+        keel__kv_entry_move(kv, link, adopted);
     int rc = keel__kv_reserve_value(kv, link, val_len, 0);
     if (rc != 0)
         return rc;
@@ -166,7 +171,7 @@ int keel__kvc_overwrite(keel_kv_t *kv, keel__kv_entry_t **link, const uint8_t *v
         kv->bytes -= keel__kv_obj_free(e);
         e->type = KEEL__KV_TYPE_STRING;
     }
-    if (val_len)
+    if (val_len && keel__kv_val(e) != val)
         memcpy(keel__kv_val(e), val, val_len);
     kv->bytes = kv->bytes - e->val_len + val_len;
     e->val_len = (uint32_t)val_len;
@@ -486,6 +491,13 @@ static const cmd_t COMMANDS[] = {
      "LMPOP, or wait for an element"},
     {"KEEL.BPOP", "keel.bpop", -2, W | NN | CMD_HIDDEN, keel__kvl_kbpop_syntax, keel__kvl_cmd_kbpop,
      0, 0, 0, "Internal: a blocking pop a node serves, tagged with its token"},
+    /* a large SET value in pieces (kv_staged.c): the server sends them, no client does */
+    {"KEEL.STAGE", "keel.stage", 6, W | NN | CMD_HIDDEN, keel__kvc_stage_syntax,
+     keel__kvc_cmd_stage, 0, 0, 0, "Internal: one piece of a large SET value"},
+    {"KEEL.STAGE.SET", "keel.stage.set", -3, W | NN | CMD_HIDDEN, keel__kvc_stage_set_syntax,
+     keel__kvc_cmd_stage_set, 1, 1, 1, "Internal: SET a key to a value sent in pieces"},
+    {"KEEL.STAGE.DROP", "keel.stage.drop", 2, W | NN | CMD_HIDDEN, keel__kvc_stage_drop_syntax,
+     keel__kvc_cmd_stage_drop, 0, 0, 0, "Internal: forget a value sent in pieces"},
     /* sorted sets (kv_zset.c, kv_zset_range.c, kv_zset_ops.c; docs/kv.md) */
     {"ZADD", "zadd", -4, W, keel__zs_zadd_syntax, keel__zs_cmd_zadd, 1, 1, 1,
      "Add members with scores to a sorted set, or update their scores"},

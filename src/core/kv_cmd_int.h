@@ -168,6 +168,13 @@ int keel__kvc_put_value(const call_t *c, size_t val_arg, keel__kv_entry_t **link
                         int keep_ttl);
 int keel__kvc_cmd_set(const call_t *c);
 int keel__kvc_cmd_getset(const call_t *c);
+/* kv_staged.c */
+int keel__kvc_stage_syntax(const call_t *c);
+int keel__kvc_cmd_stage(const call_t *c);
+int keel__kvc_stage_set_syntax(const call_t *c);
+int keel__kvc_cmd_stage_set(const call_t *c);
+int keel__kvc_stage_drop_syntax(const call_t *c);
+int keel__kvc_cmd_stage_drop(const call_t *c);
 int keel__kvc_mset_syntax(const call_t *c);
 int keel__kvc_cmd_mset(const call_t *c);
 int keel__kvc_cmd_del(const call_t *c);

@@ -129,6 +129,21 @@ static inline void *keel__kv_obj(const keel__kv_entry_t *e)
     memcpy(&o, e->data + e->key_len, sizeof(o));
     return o;
 }
+/*
+ * An entry built in place (kv_staged.c): a block of KEEL__KV_ENTRY_HEADER_BYTES + key_len +
+ * val_cap bytes whose key is written, its value area filled by the caller; the header set
+ * as keel__kv_entry_new sets it (val_len 0).
+ */
+keel__kv_entry_t *keel__kv_entry_init(void *block, size_t key_len, size_t val_cap);
+/*
+ * A SET may take such an entry instead of copying its value (kv->adopt, kv_staged.c): the
+ * entry whose value area is `val`, taken (kv->adopt cleared), or NULL.
+ */
+keel__kv_entry_t *keel__kv_take_adopted(keel_kv_t *kv, const uint8_t *val);
+/* Moves the live entry at *link into n (same key, kv_staged.c's block): its header, deadline
+   and lease go along, an object it held is freed (it becomes an empty string), the old block
+   is freed. */
+void keel__kv_entry_move(keel_kv_t *kv, keel__kv_entry_t **link, keel__kv_entry_t *n);
 /* Frees a typed entry's object (nothing for a string); returns the object's bytes. */
 size_t keel__kv_obj_free(keel__kv_entry_t *e);
 /* A new entry of a typed key holding obj (owned from here on); NULL on ENOMEM. */
@@ -151,6 +166,12 @@ static inline const uint8_t *keel__kv_cval(const keel__kv_entry_t *e)
 uint64_t keel__kv_hash(const keel_kv_t *kv, const void *key, size_t key_len);
 /* Frees kv->reg, the registry (kv_registry.c). */
 void keel__kv_reg_free(keel_kv_t *kv);
+/* kv_staged.c: the staged values (freed; their snapshot section, kv_snap.c's tag 3). */
+typedef struct keel__kv_staged keel__kv_staged_t;
+void keel__kv_staged_free(keel_kv_t *kv);
+uint64_t keel__kv_staged_snap_bytes(const keel_kv_t *kv);
+int keel__kv_staged_snap_write(const keel_kv_t *kv, keel_kv_sink_fn sink, void *data);
+int keel__kv_staged_snap_load(keel_kv_t *kv, const uint8_t *p, size_t len, keel_errmsg_t *msg);
 /*
  * Finds key. Returns the entry or NULL; *link (if non-NULL) gets the pointer
  * that holds it (valid until the next insert, unlink, value resize or rehash

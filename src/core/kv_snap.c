@@ -27,6 +27,7 @@ static const uint8_t MAGIC[7] = {'K', 'E', 'E', 'L', 'K', 'V', 'S'};
 #define SECTION_HEADER_BYTES 12u   /* version 4: u32 tag | u64 len */
 #define SECTION_REGISTRY 1u        /* core/registry's section, without limits (older writers) */
 #define SECTION_REGISTRY_LIMITS 2u /* the same with its limits first (written now) */
+#define SECTION_STAGED 3u          /* large values arriving in pieces (kv_staged.c) */
 #define STAGE_BYTES 16384u
 
 typedef struct writer {
@@ -171,18 +172,28 @@ static int reg_sink(void *data, const uint8_t *p, size_t n)
 
 /*
  * Version 5: tagged sections after the key records, for state beside the keyspace (the
- * service registry): u32 count (0 or 1) | count x (u32 tag | u64 len | len bytes).
+ * service registry; large values arriving in pieces): u32 count (0..2) | count x (u32 tag |
+ * u64 len | len bytes). A section with nothing in it is not written, so a snapshot with no
+ * staged value reads as it did before they existed.
  */
 static int put_tagged(writer_t *w, const keel_kv_t *kv)
 {
-    uint8_t h[4 + SECTION_HEADER_BYTES];
-    keel_put_u32(h, kv->reg != NULL);
-    if (kv->reg == NULL)
-        return put(w, h, 4);
-    keel_put_u32(h + 4, SECTION_REGISTRY_LIMITS);
-    keel_put_u64(h + 8, keel_reg_snapshot_bytes(kv->reg));
-    int rc = put(w, h, sizeof(h));
-    return rc == 0 ? keel_reg_snapshot_write(kv->reg, reg_sink, w) : rc;
+    uint8_t h[SECTION_HEADER_BYTES];
+    keel_put_u32(h, (kv->reg != NULL) + (kv->staged_n > 0));
+    int rc = put(w, h, 4);
+    if (rc == 0 && kv->reg != NULL) {
+        keel_put_u32(h, SECTION_REGISTRY_LIMITS);
+        keel_put_u64(h + 4, keel_reg_snapshot_bytes(kv->reg));
+        if ((rc = put(w, h, sizeof(h))) == 0)
+            rc = keel_reg_snapshot_write(kv->reg, reg_sink, w);
+    }
+    if (rc == 0 && kv->staged_n > 0) {
+        keel_put_u32(h, SECTION_STAGED);
+        keel_put_u64(h + 4, keel__kv_staged_snap_bytes(kv));
+        if ((rc = put(w, h, sizeof(h))) == 0)
+            rc = keel__kv_staged_snap_write(kv, reg_sink, w);
+    }
+    return rc;
 }
 
 int keel_kv_snapshot_write(const keel_kv_t *kv, keel_kv_sink_fn sink, void *data)
@@ -435,7 +446,26 @@ static int load_sections(keel_kv_t *kv, const uint8_t *data, size_t end, size_t 
     return 0;
 }
 
-/* Version 4's tagged sections at *pos, up to end: each tag at most once, none unknown. */
+/* The registry's section. */
+static int load_registry(keel_kv_t *kv, const uint8_t *p, size_t len, int limits,
+                         keel_errmsg_t *msg)
+{
+    keel_reg_t *reg = malloc(sizeof(*reg));
+    if (reg == NULL || keel_reg_init(reg, NULL) != 0) {
+        free(reg);
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory for the registry");
+    }
+    int rc = keel_reg_snapshot_load(reg, p, len, limits, msg);
+    if (rc != 0) {
+        keel_reg_free(reg);
+        free(reg);
+        return rc;
+    }
+    kv->reg = reg;
+    return 0;
+}
+
+/* Version 5's tagged sections at *pos, up to end: each tag at most once, none unknown. */
 static int load_tagged(keel_kv_t *kv, const uint8_t *data, size_t end, size_t *pos,
                        keel_errmsg_t *msg)
 {
@@ -443,33 +473,32 @@ static int load_tagged(keel_kv_t *kv, const uint8_t *data, size_t end, size_t *p
         return keel_errf(msg, KEEL_EPROTO, "section count truncated");
     uint32_t n = keel_get_u32(data + *pos);
     *pos += 4;
-    if (n > 1)
-        return keel_errf(msg, KEEL_EPROTO, "%u sections (this version knows 1)", n);
-    if (n == 0)
-        return 0;
-    if (end - *pos < SECTION_HEADER_BYTES)
-        return keel_errf(msg, KEEL_EPROTO, "section header truncated");
-    uint32_t tag = keel_get_u32(data + *pos);
-    uint64_t len = keel_get_u64(data + *pos + 4);
-    *pos += SECTION_HEADER_BYTES;
-    if (tag != SECTION_REGISTRY && tag != SECTION_REGISTRY_LIMITS)
-        return keel_errf(msg, KEEL_EPROTO, "unknown section %u", tag);
-    if (len > end - *pos)
-        return keel_errf(msg, KEEL_EPROTO, "section %u runs past the end", tag);
-    keel_reg_t *reg = malloc(sizeof(*reg));
-    if (reg == NULL || keel_reg_init(reg, NULL) != 0) {
-        free(reg);
-        return keel_errf(msg, KEEL_ENOMEM, "out of memory for the registry");
+    if (n > 2)
+        return keel_errf(msg, KEEL_EPROTO, "%u sections (this version knows 2)", n);
+    for (uint32_t i = 0; i < n; i++) {
+        if (end - *pos < SECTION_HEADER_BYTES)
+            return keel_errf(msg, KEEL_EPROTO, "section header truncated");
+        uint32_t tag = keel_get_u32(data + *pos);
+        uint64_t len = keel_get_u64(data + *pos + 4);
+        *pos += SECTION_HEADER_BYTES;
+        if (tag != SECTION_REGISTRY && tag != SECTION_REGISTRY_LIMITS && tag != SECTION_STAGED)
+            return keel_errf(msg, KEEL_EPROTO, "unknown section %u", tag);
+        if (len > end - *pos)
+            return keel_errf(msg, KEEL_EPROTO, "section %u runs past the end", tag);
+        int rc;
+        if (tag == SECTION_STAGED) {
+            if (kv->staged != NULL)
+                return keel_errf(msg, KEEL_EPROTO, "section %u twice", tag);
+            rc = keel__kv_staged_snap_load(kv, data + *pos, (size_t)len, msg);
+        } else {
+            if (kv->reg != NULL)
+                return keel_errf(msg, KEEL_EPROTO, "section %u twice", tag);
+            rc = load_registry(kv, data + *pos, (size_t)len, tag == SECTION_REGISTRY_LIMITS, msg);
+        }
+        if (rc != 0)
+            return rc;
+        *pos += (size_t)len;
     }
-    int rc =
-        keel_reg_snapshot_load(reg, data + *pos, (size_t)len, tag == SECTION_REGISTRY_LIMITS, msg);
-    if (rc != 0) {
-        keel_reg_free(reg);
-        free(reg);
-        return rc;
-    }
-    kv->reg = reg;
-    *pos += (size_t)len;
     return 0;
 }
 
@@ -545,6 +574,7 @@ int keel_kv_snapshot_decode(keel_kv_t *kv_new, const uint8_t *data, size_t len, 
     if (rc != 0) {
         keel__kv_clear_all(kv_new);
         keel__kv_reg_free(kv_new);
+        keel__kv_staged_free(kv_new);
         kv_new->revision = kv_new->applied_index = kv_new->time_ms = 0;
         kv_new->lease_id_last = kv_new->fence_last = 0;
         return rc;

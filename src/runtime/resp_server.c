@@ -256,6 +256,23 @@ void *keel_resp_server_data(const keel_resp_server_t *s)
 
 /* ---- input ------------------------------------------------------------------------ */
 
+int keel_resp_client_take_input(keel_resp_client_t *c, keel_buf_t *out)
+{
+    assert(!c->input_taken && c->cmd_used <= keel_buf_unread(&c->in));
+    keel_buf_t rest;
+    keel_buf_init(&rest, c->in.bytes_max);
+    size_t after = keel_buf_unread(&c->in) - c->cmd_used;
+    if (after > 0 && keel_buf_append(&rest, keel_buf_rptr(&c->in) + c->cmd_used, after) != 0) {
+        keel_buf_free(&rest);
+        return KEEL_ENOMEM;
+    }
+    *out = c->in;
+    out->len = out->rpos + c->cmd_used;
+    c->in = rest;
+    c->input_taken = true;
+    return 0;
+}
+
 static void protocol_error(keel_resp_client_t *c, const keel_errmsg_t *msg)
 {
     c->server->protocol_errors_total++;
@@ -291,12 +308,17 @@ static void process_input(keel_resp_client_t *c)
         int rc = keel_resp_parse_request(&c->parser, keel__resp_unread_ptr(&c->in),
                                          keel_buf_unread(&c->in), &cmd, &used, &msg);
         if (rc == 0) {
+            c->cmd_used = used;
+            c->input_taken = false;
             rc = keel__resp_dispatch(c, &cmd);
             if (rc == KEEL_RESP_HOLD) { /* parsed again when resumed */
                 keel_resp_parser_reset(&c->parser);
                 break;
             }
-            keel_buf_consume(&c->in, used); /* after: argv pointed into it */
+            if (c->input_taken) /* `in` holds only what followed the command */
+                c->input_taken = false;
+            else
+                keel_buf_consume(&c->in, used); /* after: argv pointed into it */
             if (rc != 0) {
                 if (rc == KEEL_ETOOBIG)
                     s->output_limit_closes_total++;

@@ -214,6 +214,14 @@ keel_resp_deferred_t *keel_resp_client_defer(keel_resp_client_t *c);
  * arrives later, e.g. WATCH waiting for a linearizable version. At most one at a time.
  */
 keel_resp_deferred_t *keel_resp_client_defer_barrier(keel_resp_client_t *c);
+/*
+ * Inside a handler: hands the command's own bytes (the input buffer its arguments point
+ * into) to the caller, who frees *out (keel_buf_free) once done with the arguments; they
+ * stay where they are, so the handler's argv stays valid. The client goes on with a new
+ * buffer holding what followed the command. For a command whose arguments must outlive its
+ * handler without a copy (a large SET sent in pieces). 0 or KEEL_ENOMEM (nothing taken).
+ */
+int keel_resp_client_take_input(keel_resp_client_t *c, keel_buf_t *out);
 /* The row of the command being run (inside a handler or before_command), or NULL. */
 const keel_resp_command_t *keel_resp_client_command(const keel_resp_client_t *c);
 /*

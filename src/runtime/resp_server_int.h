@@ -45,6 +45,7 @@ struct keel_resp_client {
     bool resume_input;      /* parse buffered input on the next loop turn */
     bool barrier_open;      /* a barrier slot is not done: input waits for it */
     bool held;              /* before_command held a command: input waits for resume */
+    bool input_taken;       /* the handler took the command's bytes (take_input) */
     /* CLIENT REPLY: replies off; skip the next command's; skip this one's; the command
        being run has its reply dropped (decided when it is dispatched) */
     bool reply_off, reply_skip_next, reply_skip, muting;
@@ -54,6 +55,7 @@ struct keel_resp_client {
     const char *last_cmd; /* the last command's name (CLIENT LIST's cmd=), a table row's */
     keel_resp_parser_t parser;
     keel_buf_t in;   /* unparsed input */
+    size_t cmd_used; /* while a handler runs: its command's bytes at the start of `in` */
     keel_buf_t out;  /* replies ready to send */
     keel_buf_t wbuf; /* bytes of the write in flight */
     uv_write_t wreq;

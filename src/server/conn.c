@@ -165,9 +165,8 @@ void keel__srv_pending_free(pending_reply_t *pr)
     s->pr_pool_len++;
 }
 
-static void on_node_done(void *ctx, int status, const uint8_t *resp, size_t len)
+void keel__srv_pending_answer(pending_reply_t *pr, int status, const uint8_t *resp, size_t len)
 {
-    pending_reply_t *pr = ctx;
     client_state_t *cs = pr->cs;
     assert(cs->inflight > 0 && pr->slot != NULL);
     keel_buf_t *out = keel_resp_deferred_out(pr->slot);
@@ -209,6 +208,11 @@ static void on_node_done(void *ctx, int status, const uint8_t *resp, size_t len)
         release_held(cs);
 }
 
+static void on_node_done(void *ctx, int status, const uint8_t *resp, size_t len)
+{
+    keel__srv_pending_answer(ctx, status, resp, len);
+}
+
 /* KEEL.READS stale: this node's state now, with no ReadIndex round (the server owns it). */
 static int read_stale(server_t *s, size_t argc, const uint8_t *const *argv, const size_t *lens,
                       keel_buf_t *out)
@@ -226,6 +230,10 @@ static void submit(pending_reply_t *pr)
     assert(!cs->closed);
     cs->inflight++;
     cs->kind_write = pr->is_write;
+    if (pr->staged != NULL) {
+        keel__srv_staged_start(pr->staged); /* owned there from now on */
+        return;
+    }
     int argc = (int)pr->argc, rc;
     keel_node_conf_change_t chg;
     if (node == NULL)
@@ -254,9 +262,9 @@ static void release_held(client_state_t *cs)
 {
     assert(!cs->releasing && (cs->held_head == NULL) == (cs->held_tail == NULL));
     cs->releasing = 1;
-    while (cs->inflight == 0 && cs->held_head != NULL) {
+    while (cs->inflight == 0 && cs->held_head != NULL && !cs->staging) {
         int kind = cs->held_head->is_write;
-        while (cs->held_head != NULL && cs->held_head->is_write == kind) {
+        while (cs->held_head != NULL && cs->held_head->is_write == kind && !cs->staging) {
             pending_reply_t *pr = cs->held_head;
             cs->held_head = pr->next;
             if (cs->held_head == NULL)
@@ -276,6 +284,8 @@ static void drop_held(client_state_t *cs)
         cs->held_head = pr->next;
         keel_resp_deferred_done(pr->slot, 0); /* an orphan: nothing is written */
         keel__srv_queued_free(pr->exec_queued);
+        if (pr->staged != NULL)
+            keel__srv_staged_drop(pr->staged);
         keel__srv_pending_free(pr);
     }
     cs->held_tail = NULL;
@@ -489,6 +499,8 @@ int keel__srv_cmd_data(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
     /* Only a read of one key may go through the log behind a write (its reply is bounded by
        one value); a read of many keys (MGET, SCAN) waits for the write instead, so that a
        follower never asks the leader for a reply larger than a peer frame. */
+    if (keel__srv_staged_wanted(s, row, argc, s->lens))
+        return keel__srv_staged_submit(c, s, cs, argc, st);
     int one_key = row->first_key > 0 && row->first_key == row->last_key;
     return keel__srv_submit(c, s, cs, argc,
                             (row->flags & KEEL_RESP_CMD_WRITE) ? RUN_WRITE
@@ -508,7 +520,7 @@ static int writes_ahead(const client_state_t *cs)
 }
 
 static int submit_queued(keel_resp_client_t *c, server_t *s, client_state_t *cs, size_t argc,
-                         int run, cmd_stats_t *st, pending_reply_t *queued)
+                         int run, cmd_stats_t *st, pending_reply_t *queued, staged_set_t *ss)
 {
     /*
      * A linearizable read behind a write of the same connection is sent as a write whose
@@ -539,9 +551,11 @@ static int submit_queued(keel_resp_client_t *c, server_t *s, client_state_t *cs,
                        : keel__srv_reply(1, keel__srv_resp3_shape(argc, s->argv, s->lens), out,
                                          keel_buf_rptr(&s->stale), keel_buf_unread(&s->stale));
     }
-    int go_now = cs->held_head == NULL && (cs->inflight == 0 || cs->kind_write == is_write);
-    /* WATCH needs its keys when the read completes: always a copy */
-    pending_reply_t *pr = keel__srv_pending_new(s, argc, !go_now || watch);
+    int go_now =
+        cs->held_head == NULL && !cs->staging && (cs->inflight == 0 || cs->kind_write == is_write);
+    /* WATCH needs its keys when the read completes: always a copy (a staged SET's point
+       into its own buffer) */
+    pending_reply_t *pr = keel__srv_pending_new(s, argc, (!go_now || watch) && ss == NULL);
     keel_resp_deferred_t *slot = NULL;
     if (pr != NULL)
         slot = watch ? keel_resp_client_defer_barrier(c) : keel_resp_client_defer(c);
@@ -549,9 +563,13 @@ static int submit_queued(keel_resp_client_t *c, server_t *s, client_state_t *cs,
         if (pr != NULL)
             keel__srv_pending_free(pr);
         keel__srv_queued_free(queued);
+        if (ss != NULL)
+            keel__srv_staged_drop(ss);
         return keel__srv_oom(c);
     }
     pr->slot = slot;
+    if (ss != NULL)
+        keel__srv_staged_adopt(ss, pr);
     pr->stats = st;
     pr->cs = cs;
     pr->is_write = is_write;
@@ -589,7 +607,13 @@ static int submit_queued(keel_resp_client_t *c, server_t *s, client_state_t *cs,
 int keel__srv_submit(keel_resp_client_t *c, server_t *s, client_state_t *cs, size_t argc, int run,
                      cmd_stats_t *st)
 {
-    return submit_queued(c, s, cs, argc, run, st, NULL);
+    return submit_queued(c, s, cs, argc, run, st, NULL, NULL);
+}
+
+int keel__srv_submit_staged(keel_resp_client_t *c, server_t *s, client_state_t *cs, size_t argc,
+                            cmd_stats_t *st, staged_set_t *ss)
+{
+    return submit_queued(c, s, cs, argc, RUN_WRITE, st, NULL, ss);
 }
 
 /* EXEC: the KEEL.TXN entry in s->argv, with the queued commands when some are not data
@@ -597,5 +621,5 @@ int keel__srv_submit(keel_resp_client_t *c, server_t *s, client_state_t *cs, siz
 int keel__srv_submit_exec(keel_resp_client_t *c, server_t *s, client_state_t *cs, size_t argc,
                           pending_reply_t *queued)
 {
-    return submit_queued(c, s, cs, argc, RUN_WRITE, NULL, queued);
+    return submit_queued(c, s, cs, argc, RUN_WRITE, NULL, queued, NULL);
 }

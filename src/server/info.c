@@ -93,7 +93,8 @@ static void sec_clients(server_t *s, keel_buf_t *b)
  * used_memory: the bytes glibc's malloc has handed out and not taken back (mallinfo2), the
  * nearest thing to Redis's allocator count (keel does not wrap malloc; the allocator is
  * libc's). used_memory_rss from /proc/self/statm. keel_state_bytes: keel's own count of
- * the data (keys, values, typed objects: what a snapshot costs).
+ * the data (keys, values, typed objects: what a snapshot costs). keel_staged_values and
+ * keel_staged_bytes: large SET values arriving in pieces (core/kv_staged.c), not in the count.
  */
 static void sec_memory(server_t *s, keel_buf_t *b)
 {
@@ -114,8 +115,11 @@ static void sec_memory(server_t *s, keel_buf_t *b)
                     "# Memory\r\nused_memory:%llu\r\nused_memory_human:%s\r\n"
                     "used_memory_rss:%llu\r\nused_memory_rss_human:%s\r\nmaxmemory:0\r\n"
                     "maxmemory_human:0B\r\nmaxmemory_policy:noeviction\r\nmem_allocator:libc\r\n"
-                    "keel_state_bytes:%llu\r\n",
-                    used, uh, rss, rh, (unsigned long long)s->kv.kv.bytes);
+                    "keel_state_bytes:%llu\r\nkeel_staged_values:%zu\r\n"
+                    "keel_staged_bytes:%llu\r\n",
+                    used, uh, rss, rh, (unsigned long long)s->kv.kv.bytes,
+                    keel_kv_staged_count(&s->kv.kv),
+                    (unsigned long long)keel_kv_staged_bytes(&s->kv.kv));
 }
 
 /* Persistence is the WAL (every write fsynced before its answer: Redis's AOF with

@@ -98,6 +98,7 @@ struct server {
     size_t lb_watched; /* of them, pops whose token this node looks for in applied entries */
     int lb_pass_due, lb_retry, lb_in_pass;
     uint64_t lb_nonce, lb_seq; /* tokens: node id, pid, start ms, sequence */
+    uint64_t staged_seq;       /* large SETs sent in pieces (staged.c) */
     keel_counter_t *m_lb_served, *m_lb_lost_race, *m_lb_fences, *m_lb_unknown, *m_lb_given_back;
     struct lb_claim *lb_claims;
     size_t lb_claims_n, lb_claims_cap;
@@ -152,6 +153,8 @@ typedef struct client_state {
     int kind_write;  /* kind of the commands in flight */
     size_t inflight; /* commands submitted to the node, not yet answered */
     int releasing;
+    int staging; /* a large SET is going through the log in pieces (staged.c): the
+                    commands after it wait in the held queue */
     pending_reply_t *held_head, *held_tail;
     int in_multi, multi_dirty; /* MULTI ... EXEC */
     pending_reply_t *queued_head, *queued_tail;
@@ -181,9 +184,11 @@ struct pending_reply {
     int is_write;
     int watch; /* WATCH: on success record the keys' versions, reply +OK */
     int conf;  /* KEEL.CLUSTER ADD/JOIN/REMOVE/UPDATE: argv parsed again when submitted */
-    uint8_t resp3, shape; /* the connection's protocol when it was sent, the reply's shape */
-    int log_read;         /* a read sent through the log (RUN_LOG_READ) */
-    int pooled;           /* no argv copy: goes back to srv->pr_pool */
+    uint8_t resp3, shape;      /* the connection's protocol when it was sent, the reply's shape */
+    int log_read;              /* a read sent through the log (RUN_LOG_READ) */
+    int pooled;                /* no argv copy: goes back to srv->pr_pool */
+    struct staged_set *staged; /* a large SET sent in pieces (staged.c): argv points into
+                                  it, owned until submitted */
     size_t argc;
     const uint8_t **argv; /* the server's scratch, or (held) a copy after this struct */
     size_t *lens;
@@ -203,6 +208,22 @@ enum {
     RUN_READ_HELD = 5, /* a read of many keys: waits behind a write, never through the log */
 };
 
+/* staged.c: a SET of a value this large goes through the log in pieces. */
+#define KEEL_SRV_STAGED_MIN_BYTES (4u * 1024u * 1024u)
+typedef struct staged_set staged_set_t;
+int keel__srv_staged_wanted(const server_t *s, const keel_resp_command_t *row, size_t argc,
+                            const size_t *lens);
+/* The SET in s->argv (its value at least KEEL_SRV_STAGED_MIN_BYTES): takes the client's
+   input buffer, queues the SET in the connection's order; 0 or the client's close. */
+int keel__srv_staged_submit(keel_resp_client_t *c, server_t *s, client_state_t *cs, size_t argc,
+                            cmd_stats_t *st);
+/* Ties the staged SET to its pending reply (whose argv then points into ss). */
+void keel__srv_staged_adopt(staged_set_t *ss, pending_reply_t *pr);
+/* conn.c's submit: sends the pieces (the connection's later commands wait). */
+void keel__srv_staged_start(staged_set_t *ss);
+/* A staged SET never submitted (its client left while it waited): freed. */
+void keel__srv_staged_drop(staged_set_t *ss);
+
 /* conn.c */
 server_t *keel__srv_of(keel_resp_client_t *c);
 client_state_t *keel__srv_state(keel_resp_client_t *c);
@@ -213,6 +234,12 @@ int keel__srv_error(keel_resp_client_t *c, const char *err);
 int keel__srv_simple(keel_resp_client_t *c, const char *text);
 int keel__srv_oom(keel_resp_client_t *c);
 int keel__srv_ensure_argv(server_t *s, size_t argc);
+/* A submitted command's outcome: its reply written to the slot, the connection's next
+   commands released (the node's done callback for every data command). */
+void keel__srv_pending_answer(pending_reply_t *pr, int status, const uint8_t *resp, size_t len);
+/* keel__srv_submit for a staged SET (staged.c): its pending reply points into ss. */
+int keel__srv_submit_staged(keel_resp_client_t *c, server_t *s, client_state_t *cs, size_t argc,
+                            cmd_stats_t *st, staged_set_t *ss);
 pending_reply_t *keel__srv_pending_new(server_t *s, size_t argc, int copy);
 void keel__srv_pending_free(pending_reply_t *pr);
 int keel__srv_submit(keel_resp_client_t *c, server_t *s, client_state_t *cs, size_t argc, int run,

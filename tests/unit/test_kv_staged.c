@@ -1,0 +1,247 @@
+/* test_kv_staged.c - a large SET value in pieces (kv_staged.c): KEEL.STAGE, KEEL.STAGE.SET,
+   KEEL.STAGE.DROP, their limits, the idle sweep and snapshots. */
+#include "test_kv_util.h"
+
+#include <stdio.h>
+
+#define PIECE KEEL_KV_STAGE_PIECE_BYTES
+#define TOTAL (2 * PIECE + PIECE / 2) /* three pieces, the last a half */
+
+static kvt_t t;
+static uint8_t *value; /* TOTAL bytes, different at every offset */
+static uint64_t now = 1000;
+
+static void fresh(void)
+{
+    kvt_free(&t);
+    keel_kv_config_t cfg = keel_kv_config_default();
+    cfg.value_bytes_max = 4 * PIECE;
+    kvt_init(&t, &cfg);
+}
+
+/* Applies argv at entry time `now` (each call a later entry). */
+static const char *apply(int argc, const uint8_t *const *argv, const size_t *lens)
+{
+    keel_buf_reset(&t.entry);
+    keel_buf_reset(&t.reply);
+    if (keel_kv_entry_encode(&t.entry, now, argc, argv, lens) != 0)
+        abort();
+    int rc = keel_kv_apply(&t.kv, ++t.index, keel_buf_rptr(&t.entry), keel_buf_unread(&t.entry),
+                           &t.reply);
+    if (rc != 0 || keel_buf_unread(&t.reply) >= sizeof(t.text))
+        return "(apply failed)";
+    memcpy(t.text, keel_buf_rptr(&t.reply), keel_buf_unread(&t.reply));
+    t.text[keel_buf_unread(&t.reply)] = '\0';
+    return t.text;
+}
+
+/* KEEL.STAGE id key total piece (the piece's bytes from `value`, or `len` bytes). */
+static const char *piece_of(uint64_t id, const char *key, size_t total, uint32_t i, size_t len)
+{
+    char ids[32], tot[32], off[32];
+    snprintf(ids, sizeof(ids), "%llu", (unsigned long long)id);
+    snprintf(tot, sizeof(tot), "%zu", total);
+    snprintf(off, sizeof(off), "%zu", (size_t)i * PIECE);
+    const uint8_t *argv[6] = {(const uint8_t *)"KEEL.STAGE", (const uint8_t *)ids,
+                              (const uint8_t *)key,          (const uint8_t *)tot,
+                              (const uint8_t *)off,          value + (size_t)i * PIECE};
+    size_t lens[6] = {10, strlen(ids), strlen(key), strlen(tot), strlen(off), len};
+    return apply(6, argv, lens);
+}
+
+static const char *piece(uint64_t id, const char *key, uint32_t i)
+{
+    size_t at = (size_t)i * PIECE;
+    return piece_of(id, key, TOTAL, i, TOTAL - at < PIECE ? TOTAL - at : PIECE);
+}
+
+static void all_pieces(uint64_t id, const char *key)
+{
+    for (uint32_t i = 0; i < 3; i++)
+        KT_EQ_STR(piece(id, key, i), "+OK\r\n");
+}
+
+/* The key's value is `value` whole. */
+static void holds_value(const char *key)
+{
+    keel_kv_value_t v;
+    KT_EQ_INT(keel_kv_get(&t.kv, (const uint8_t *)key, strlen(key), &v), 0);
+    KT_EQ_U64(v.len, TOTAL);
+    KT_CHECK(memcmp(v.value, value, TOTAL) == 0);
+}
+
+static void pieces_in_any_order_and_twice_make_the_value(void)
+{
+    fresh();
+    KT_EQ_STR(piece(7, "k", 2), "+OK\r\n");
+    KT_EQ_STR(piece(7, "k", 0), "+OK\r\n");
+    KT_EQ_STR(piece(7, "k", 2), "+OK\r\n"); /* sent again after an unknown outcome */
+    KT_EQ_U64(keel_kv_staged_count(&t.kv), 1);
+    KT_EQ_STR(kvt(&t, "EXISTS k"), ":0\r\n"); /* nothing visible before the SET */
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.STAGE.SET k 7"),
+              "-ERR keel: the large value's pieces did not all arrive (the leader changed or "
+              "the server restarted); retry the SET\r\n");
+    KT_EQ_U64(keel_kv_staged_count(&t.kv), 0); /* refused: gone */
+    KT_EQ_STR(kvt(&t, "EXISTS k"), ":0\r\n");
+    all_pieces(8, "k");
+    KT_EQ_STR(piece(8, "k", 1), "+OK\r\n");
+    uint64_t rev = keel_kv_revision(&t.kv);
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.STAGE.SET k 8"), "+OK\r\n");
+    KT_EQ_U64(keel_kv_revision(&t.kv), rev + 1); /* one change, at the SET */
+    holds_value("k");
+    KT_EQ_U64(keel_kv_staged_count(&t.kv), 0);
+    /* the same bytes as a plain SET would count */
+    KT_EQ_U64(t.kv.bytes, 1 + TOTAL);
+}
+
+static void the_set_takes_its_options(void)
+{
+    fresh();
+    KT_EQ_STR(kvt_at(&t, now, "SET k old EX 100"), "+OK\r\n");
+    all_pieces(1, "k");
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.STAGE.SET k 1 NX"), "$-1\r\n"); /* exists: not set */
+    KT_EQ_STR(kvt(&t, "GET k"), "$3\r\nold\r\n");
+    KT_EQ_U64(keel_kv_staged_count(&t.kv), 0);
+    all_pieces(2, "k");
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.STAGE.SET k 2 XX GET KEEPTTL"), "$3\r\nold\r\n");
+    holds_value("k");
+    KT_EQ_STR(kvt_read_at(&t, now, "PTTL k"), ":100000\r\n"); /* kept */
+    all_pieces(3, "absent");
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.STAGE.SET absent 3 XX"), "$-1\r\n");
+    KT_EQ_STR(kvt(&t, "EXISTS absent"), ":0\r\n");
+    all_pieces(4, "k");
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.STAGE.SET k 4 PX 5000"), "+OK\r\n");
+    KT_EQ_STR(kvt_read_at(&t, now, "PTTL k"), ":5000\r\n");
+    all_pieces(5, "k");
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.STAGE.SET k 5 NX XX"), "-ERR syntax error\r\n");
+    KT_EQ_U64(keel_kv_staged_count(&t.kv), 0); /* consumed, whatever SET answered */
+}
+
+static void it_replaces_other_types_and_expired_keys(void)
+{
+    fresh();
+    KT_EQ_STR(kvt_at(&t, now, "HSET h f v"), ":1\r\n");
+    all_pieces(1, "h");
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.STAGE.SET h 1 GET"),
+              "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n");
+    KT_EQ_STR(kvt(&t, "TYPE h"), "+hash\r\n");
+    all_pieces(2, "h");
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.STAGE.SET h 2"), "+OK\r\n");
+    KT_EQ_STR(kvt(&t, "TYPE h"), "+string\r\n");
+    holds_value("h");
+    KT_EQ_STR(kvt_at(&t, now, "SET d gone PX 10"), "+OK\r\n");
+    now += 100;
+    all_pieces(3, "d");
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.STAGE.SET d 3"), "+OK\r\n");
+    holds_value("d");
+    KT_EQ_STR(kvt_read_at(&t, now, "PTTL d"), ":-1\r\n");
+    KT_EQ_U64(t.kv.bytes, 2 * (1 + TOTAL));
+    /* overwritten by a plain SET and deleted: the adopted block is an ordinary entry */
+    KT_EQ_STR(kvt_at(&t, now, "SET d small"), "+OK\r\n");
+    KT_EQ_STR(kvt_at(&t, now, "APPEND d !"), ":6\r\n");
+    KT_EQ_STR(kvt_at(&t, now, "DEL h d"), ":2\r\n");
+    KT_EQ_U64(t.kv.bytes, 0);
+}
+
+static void pieces_are_checked(void)
+{
+    fresh();
+    KT_EQ_STR(piece_of(1, "k", TOTAL, 0, PIECE - 1),
+              "-ERR keel: a staged piece has the wrong length\r\n");
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.STAGE 1 k 10 3 abc"),
+              "-ERR keel: a staged piece's offset is not a piece's start\r\n");
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.STAGE 1 k 0 0 x"),
+              "-ERR keel: a staged piece's offset is not a piece's start\r\n");
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.STAGE -1 k 3 0 abc"),
+              "-ERR value is not an integer or out of range\r\n");
+    KT_EQ_STR(piece_of(1, "k", 5 * PIECE, 0, PIECE),
+              "-ERR string exceeds maximum allowed size\r\n");
+    KT_EQ_U64(keel_kv_staged_count(&t.kv), 0);
+    KT_EQ_STR(piece(1, "k", 0), "+OK\r\n");
+    KT_EQ_STR(piece(1, "other", 1), "-ERR keel: a staged piece does not match its value\r\n");
+    KT_EQ_STR(piece_of(1, "k", TOTAL + 1, 1, PIECE),
+              "-ERR keel: a staged piece does not match its value\r\n");
+    all_pieces(1, "k");
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.STAGE.SET other 1"),
+              "-ERR keel: the large value's pieces did not all arrive (the leader changed or "
+              "the server restarted); retry the SET\r\n");
+    KT_EQ_STR(kvt(&t, "EXISTS other"), ":0\r\n");
+}
+
+static void at_most_so_many_and_the_idle_are_swept(void)
+{
+    fresh();
+    for (uint64_t id = 1; id <= KEEL_KV_STAGES_MAX; id++)
+        KT_EQ_STR(piece(id, "k", 0), "+OK\r\n");
+    KT_EQ_STR(piece(99, "k", 0),
+              "-ERR keel: too many large values being written at once; retry\r\n");
+    KT_EQ_U64(keel_kv_staged_count(&t.kv), KEEL_KV_STAGES_MAX);
+    KT_EQ_U64(keel_kv_staged_bytes(&t.kv), (uint64_t)KEEL_KV_STAGES_MAX * TOTAL);
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.STAGE.DROP 3"), ":1\r\n");
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.STAGE.DROP 3"), ":0\r\n");
+    now += KEEL_KV_STAGE_IDLE_MS / 2;
+    KT_EQ_STR(piece(1, "k", 1), "+OK\r\n"); /* touched: kept */
+    now += KEEL_KV_STAGE_IDLE_MS / 2 + 1;
+    KT_EQ_STR(piece(50, "k", 0), "+OK\r\n"); /* the sweep drops the 14 left idle */
+    KT_EQ_U64(keel_kv_staged_count(&t.kv), 2);
+    KT_EQ_STR(piece(1, "k", 2), "+OK\r\n");
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.STAGE.SET k 1"), "+OK\r\n");
+    holds_value("k");
+}
+
+static void a_snapshot_carries_a_value_half_sent(void)
+{
+    fresh();
+    KT_EQ_STR(kvt_at(&t, now, "SET k old"), "+OK\r\n");
+    KT_EQ_STR(piece(5, "k", 0), "+OK\r\n");
+    KT_EQ_STR(piece(5, "k", 2), "+OK\r\n");
+    keel_buf_t snap;
+    keel_buf_init(&snap, 0);
+    KT_EQ_INT(keel_kv_snapshot_encode(&t.kv, &snap), 0);
+    keel_kv_config_t cfg = t.kv.cfg;
+    uint64_t index = t.index;
+    kvt_free(&t);
+    kvt_init(&t, &cfg);
+    keel_errmsg_t msg;
+    KT_EQ_INT(keel_kv_snapshot_decode(&t.kv, keel_buf_rptr(&snap), keel_buf_unread(&snap), &msg),
+              0);
+    t.index = index;
+    KT_EQ_U64(keel_kv_staged_count(&t.kv), 1);
+    KT_EQ_STR(piece(5, "k", 1), "+OK\r\n");
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.STAGE.SET k 5 GET"), "$3\r\nold\r\n");
+    holds_value("k");
+    /* a snapshot without staged values reads as before; a damaged section is refused */
+    keel_buf_t again;
+    keel_buf_init(&again, 0);
+    KT_EQ_INT(keel_kv_snapshot_encode(&t.kv, &again), 0);
+    KT_CHECK(keel_buf_unread(&again) < keel_buf_unread(&snap));
+    keel_kv_t other;
+    KT_EQ_INT(keel_kv_init(&other, &cfg), 0);
+    keel_buf_t bad;
+    keel_buf_init(&bad, 0);
+    KT_EQ_INT(keel_buf_append(&bad, keel_buf_rptr(&snap), keel_buf_unread(&snap) - 4 - 100), 0);
+    KT_CHECK(keel_kv_snapshot_decode(&other, keel_buf_rptr(&bad), keel_buf_unread(&bad), &msg) !=
+             0);
+    KT_EQ_U64(keel_kv_staged_count(&other), 0);
+    keel_kv_free(&other);
+    keel_buf_free(&bad);
+    keel_buf_free(&again);
+    keel_buf_free(&snap);
+}
+
+int main(void)
+{
+    value = malloc(TOTAL);
+    for (size_t i = 0; i < TOTAL; i++)
+        value[i] = (uint8_t)(i * 131 + i / 251);
+    kvt_init(&t, NULL);
+    KT_RUN(pieces_in_any_order_and_twice_make_the_value);
+    KT_RUN(the_set_takes_its_options);
+    KT_RUN(it_replaces_other_types_and_expired_keys);
+    KT_RUN(pieces_are_checked);
+    KT_RUN(at_most_so_many_and_the_idle_are_swept);
+    KT_RUN(a_snapshot_carries_a_value_half_sent);
+    kvt_free(&t);
+    free(value);
+    return kt_done();
+}
