@@ -129,6 +129,8 @@ uint64_t sim__state_hash(const node_t *nd)
     }
     if (nd->w->o.streams) /* the stream, its group and PEL: every byte of their replies */
         h = stream_hash(kv, h);
+    /* large values arriving in pieces (--streams sends KEEL.STAGE entries) */
+    h = keel_mix64(h ^ keel_kv_staged_count(kv) ^ (keel_kv_staged_bytes(kv) << 8));
     return h;
 }
 
