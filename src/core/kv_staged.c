@@ -316,9 +316,11 @@ int keel__kv_staged_snap_load(keel_kv_t *kv, const uint8_t *p, size_t len, keel_
         return keel_errf(msg, KEEL_EPROTO, "staged values: section truncated");
     uint32_t n = keel_get_u32(p);
     size_t pos = 4;
-    if (n > KEEL_KV_STAGES_MAX)
-        return keel_errf(msg, KEEL_EPROTO, "staged values: %u (at most %u)", n, KEEL_KV_STAGES_MAX);
-    if (n > 0 && (kv->staged = calloc(KEEL_KV_STAGES_MAX, sizeof(*kv->staged))) == NULL)
+    /* none is never written (the section is left out), and ids are unique: anything else
+       would decode to a state that encodes differently */
+    if (n == 0 || n > KEEL_KV_STAGES_MAX)
+        return keel_errf(msg, KEEL_EPROTO, "staged values: %u (1 to %u)", n, KEEL_KV_STAGES_MAX);
+    if ((kv->staged = calloc(KEEL_KV_STAGES_MAX, sizeof(*kv->staged))) == NULL)
         return keel_errf(msg, KEEL_ENOMEM, "out of memory for staged values");
     for (uint32_t i = 0; i < n; i++) {
         if (len - pos < 28)
@@ -328,6 +330,8 @@ int keel__kv_staged_snap_load(keel_kv_t *kv, const uint8_t *p, size_t len, keel_
                                .touched_ms = keel_get_u64(p + pos + 16)};
         uint32_t key_len = keel_get_u32(p + pos + 24);
         pos += 28;
+        if (find(kv, s.id) != NULL)
+            return keel_errf(msg, KEEL_EPROTO, "staged value %u: id twice", i);
         if (s.total == 0 || s.total > kv->cfg.value_bytes_max || key_len > kv->cfg.key_bytes_max)
             return keel_errf(msg, KEEL_EPROTO, "staged value %u: sizes out of range", i);
         uint32_t pieces = pieces_of(s.total);

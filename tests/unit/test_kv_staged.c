@@ -2,6 +2,9 @@
    KEEL.STAGE.DROP, their limits, the idle sweep and snapshots. */
 #include "test_kv_util.h"
 
+#include "base/bytes.h"
+#include "base/crc32c.h"
+
 #include <stdio.h>
 
 #define PIECE KEEL_KV_STAGE_PIECE_BYTES
@@ -229,6 +232,82 @@ static void a_snapshot_carries_a_value_half_sent(void)
     keel_buf_free(&snap);
 }
 
+/* The snapshot `snap` (its last section the staged values', tag 3) with that section's
+   body replaced by body[0..len); the crc made right again. */
+static void with_staged_body(keel_buf_t *out, const keel_buf_t *snap, const uint8_t *body,
+                             size_t len)
+{
+    const uint8_t *p = keel_buf_rptr(snap);
+    size_t n = keel_buf_unread(snap);
+    uint64_t old = 0;
+    size_t at = 0; /* the section header: u32 tag 3 | u64 len, its body running to the crc */
+    for (size_t i = 0; i + 12 + 4 <= n; i++)
+        if (keel_get_u32(p + i) == 3 && (old = keel_get_u64(p + i + 4)) == n - 4 - (i + 12))
+            at = i;
+    KT_CHECK(at > 0);
+    uint8_t h[12];
+    keel_buf_reset(out);
+    KT_EQ_INT(keel_buf_append(out, p, at), 0);
+    keel_put_u32(h, 3);
+    keel_put_u64(h + 4, len);
+    KT_EQ_INT(keel_buf_append(out, h, sizeof(h)), 0);
+    KT_EQ_INT(keel_buf_append(out, body, len), 0);
+    keel_put_u32(h, keel_crc32c(0, keel_buf_rptr(out), keel_buf_unread(out)));
+    KT_EQ_INT(keel_buf_append(out, h, 4), 0);
+}
+
+/* What the writer never writes is refused: a decoded snapshot encodes to the same bytes
+   (fuzz_kv's property), and one staged id stands for one value. */
+static void a_snapshot_section_the_writer_never_writes_is_refused(void)
+{
+    fresh();
+    KT_EQ_STR(piece(7, "k", 0), "+OK\r\n");
+    keel_buf_t snap, bad, body;
+    keel_buf_init(&snap, 0);
+    keel_buf_init(&bad, 0);
+    keel_buf_init(&body, 0);
+    KT_EQ_INT(keel_kv_snapshot_encode(&t.kv, &snap), 0);
+    keel_kv_config_t cfg = t.kv.cfg;
+    keel_errmsg_t msg;
+    keel_kv_t other;
+    /* the body as written decodes (the helper is right) */
+    const uint8_t *p = keel_buf_rptr(&snap);
+    size_t n = keel_buf_unread(&snap);
+    size_t one = 28 + 1 + 1 + TOTAL; /* id, total, touched, key_len | key | have | value */
+    KT_EQ_INT(keel_buf_append(&body, p + n - 4 - one - 4, 4 + one), 0);
+    KT_EQ_U64(keel_get_u32(keel_buf_rptr(&body)), 1);
+    with_staged_body(&bad, &snap, keel_buf_rptr(&body), keel_buf_unread(&body));
+    KT_EQ_INT(keel_kv_init(&other, &cfg), 0);
+    KT_EQ_INT(keel_kv_snapshot_decode(&other, keel_buf_rptr(&bad), keel_buf_unread(&bad), &msg), 0);
+    KT_EQ_U64(keel_kv_staged_count(&other), 1);
+    keel_kv_free(&other);
+    /* an empty section: never written (a snapshot without staged values has none) */
+    uint8_t zero[4] = {0};
+    with_staged_body(&bad, &snap, zero, 4);
+    KT_EQ_INT(keel_kv_init(&other, &cfg), 0);
+    KT_CHECK(keel_kv_snapshot_decode(&other, keel_buf_rptr(&bad), keel_buf_unread(&bad), &msg) !=
+             0);
+    keel_kv_free(&other);
+    /* the same id twice */
+    keel_buf_t twice;
+    keel_buf_init(&twice, 0);
+    uint8_t two[4];
+    keel_put_u32(two, 2);
+    KT_EQ_INT(keel_buf_append(&twice, two, 4), 0);
+    KT_EQ_INT(keel_buf_append(&twice, keel_buf_rptr(&body) + 4, one), 0);
+    KT_EQ_INT(keel_buf_append(&twice, keel_buf_rptr(&body) + 4, one), 0);
+    with_staged_body(&bad, &snap, keel_buf_rptr(&twice), keel_buf_unread(&twice));
+    KT_EQ_INT(keel_kv_init(&other, &cfg), 0);
+    KT_CHECK(keel_kv_snapshot_decode(&other, keel_buf_rptr(&bad), keel_buf_unread(&bad), &msg) !=
+             0);
+    KT_EQ_U64(keel_kv_staged_count(&other), 0);
+    keel_kv_free(&other);
+    keel_buf_free(&twice);
+    keel_buf_free(&body);
+    keel_buf_free(&bad);
+    keel_buf_free(&snap);
+}
+
 int main(void)
 {
     value = malloc(TOTAL);
@@ -241,6 +320,7 @@ int main(void)
     KT_RUN(pieces_are_checked);
     KT_RUN(at_most_so_many_and_the_idle_are_swept);
     KT_RUN(a_snapshot_carries_a_value_half_sent);
+    KT_RUN(a_snapshot_section_the_writer_never_writes_is_refused);
     kvt_free(&t);
     free(value);
     return kt_done();
