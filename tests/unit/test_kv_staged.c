@@ -308,6 +308,32 @@ static void a_snapshot_section_the_writer_never_writes_is_refused(void)
     keel_buf_free(&snap);
 }
 
+/* The adopted block takes the old entry's place in the deadline index and in its lease's
+   list of keys (KEEPTTL keeps both): the sweep and the revoke find it there. */
+static void the_deadline_and_the_lease_follow_the_entry(void)
+{
+    fresh();
+    KT_EQ_STR(kvt_at(&t, now, "SET a x PX 500"), "+OK\r\n");
+    KT_EQ_STR(kvt_at(&t, now, "SET k old PX 1000"), "+OK\r\n");
+    KT_EQ_STR(kvt_at(&t, now, "SET z x PX 2000"), "+OK\r\n");
+    all_pieces(1, "k");
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.STAGE.SET k 1 KEEPTTL"), "+OK\r\n");
+    holds_value("k");
+    char cmd[64];
+    snprintf(cmd, sizeof(cmd), "KEEL.EXPIRE.SWEEP %llu 10", (unsigned long long)(now + 1500));
+    KT_EQ_STR(kvt_at(&t, now + 1500, cmd), ":2\r\n"); /* a and k, through the index */
+    KT_EQ_STR(kvt(&t, "EXISTS a k z"), ":1\r\n");
+    KT_EQ_U64(t.kv.bytes, 2);
+    now += 2000;
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.LEASE GRANT 100000"), ":1\r\n");
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.SET k old LEASE 1"), "+OK\r\n");
+    all_pieces(2, "k");
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.STAGE.SET k 2 KEEPTTL"), "+OK\r\n");
+    holds_value("k");
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.LEASE REVOKE 1"), ":1\r\n"); /* k went with it */
+    KT_EQ_STR(kvt(&t, "EXISTS k"), ":0\r\n");
+}
+
 int main(void)
 {
     value = malloc(TOTAL);
@@ -320,6 +346,7 @@ int main(void)
     KT_RUN(pieces_are_checked);
     KT_RUN(at_most_so_many_and_the_idle_are_swept);
     KT_RUN(a_snapshot_carries_a_value_half_sent);
+    KT_RUN(the_deadline_and_the_lease_follow_the_entry);
     KT_RUN(a_snapshot_section_the_writer_never_writes_is_refused);
     kvt_free(&t);
     free(value);
