@@ -4,6 +4,7 @@
 
 #include "base/bytes.h"
 #include "base/crc32c.h"
+#include "test_oom.h"
 
 #include <stdio.h>
 
@@ -334,6 +335,54 @@ static void the_deadline_and_the_lease_follow_the_entry(void)
     KT_EQ_STR(kvt(&t, "EXISTS k"), ":0\r\n");
 }
 
+/* keel_kv_apply's promise: KEEL_ENOMEM leaves the state as it was. The idle sweep is a
+   change too, so no allocation may fail after it: every allocation of the command is made to
+   fail in turn, and each time the staged values and the key are as before. */
+static const char *stage_set_k2(void)
+{
+    const uint8_t *argv[5] = {(const uint8_t *)"KEEL.STAGE.SET", (const uint8_t *)"k",
+                              (const uint8_t *)"2", (const uint8_t *)"PX", (const uint8_t *)"5000"};
+    size_t lens[5] = {14, 1, 1, 2, 4};
+    return apply(5, argv, lens);
+}
+
+static void a_failed_allocation_changes_nothing(void)
+{
+    if (!KVT_OOM) {
+        printf("skip a_failed_allocation_changes_nothing (sanitizer build)\n");
+        return;
+    }
+    for (int set = 0; set < 2; set++) { /* a new value's first piece; then the SET */
+        int injected = 1, failed = 0;
+        for (long n = 0; injected; n++) {
+            KT_CHECK(n < 100);
+            fresh();
+            now = 1000;
+            KT_EQ_STR(piece(1, "idle", 0), "+OK\r\n");
+            now += 30000;
+            all_pieces(2, "k");
+            now += 30500; /* 1 is idle past the limit, 2 is not */
+            long f0 = failures;
+            fail_in = n;
+            const char *got = set ? stage_set_k2() : piece(3, "other", 0);
+            fail_in = -1;
+            injected = failures != f0;
+            if (strcmp(got, "(apply failed)") == 0) {
+                KT_CHECK(injected);
+                failed++;
+                KT_EQ_U64(keel_kv_staged_count(&t.kv), 2); /* 1 not swept, 3 not made */
+                KT_EQ_STR(kvt(&t, "EXISTS k"), ":0\r\n");
+                continue;
+            }
+            KT_EQ_STR(got, "+OK\r\n");
+            KT_EQ_U64(keel_kv_staged_count(&t.kv), set ? 0 : 2); /* 1 swept; 2 taken or 3 made */
+            if (set)
+                holds_value("k");
+        }
+        KT_CHECK(failed > 0);
+    }
+}
+
 int main(void)
 {
     value = malloc(TOTAL);
@@ -348,6 +397,7 @@ int main(void)
     KT_RUN(a_snapshot_carries_a_value_half_sent);
     KT_RUN(the_deadline_and_the_lease_follow_the_entry);
     KT_RUN(a_snapshot_section_the_writer_never_writes_is_refused);
+    KT_RUN(a_failed_allocation_changes_nothing);
     kvt_free(&t);
     free(value);
     return kt_done();
