@@ -94,12 +94,17 @@ void keel__kv_staged_free(keel_kv_t *kv)
     kv->staged = NULL;
 }
 
-/* Drops what was left idle (entry time). */
+static int idle(const keel__kv_staged_t *s, uint64_t now)
+{
+    return now > s->touched_ms && now - s->touched_ms > KEEL_KV_STAGE_IDLE_MS;
+}
+
+/* Drops what was left idle (entry time). A change of the state like any other: a command
+   sweeps once nothing can fail any more (KEEL_ENOMEM must leave the state as it was). */
 static void sweep(keel_kv_t *kv, uint64_t now)
 {
     for (size_t i = 0; i < kv->staged_n;) {
-        if (now > kv->staged[i].touched_ms &&
-            now - kv->staged[i].touched_ms > KEEL_KV_STAGE_IDLE_MS)
+        if (idle(&kv->staged[i], now))
             remove_at(kv, i);
         else
             i++;
@@ -112,6 +117,13 @@ static keel__kv_staged_t *find(keel_kv_t *kv, uint64_t id)
         if (kv->staged[i].id == id)
             return &kv->staged[i];
     return NULL;
+}
+
+/* The staged value `id` as the sweep at `now` leaves it: NULL if absent or idle. */
+static keel__kv_staged_t *find_live(keel_kv_t *kv, uint64_t id, uint64_t now)
+{
+    keel__kv_staged_t *s = find(kv, id);
+    return s != NULL && !idle(s, now) ? s : NULL;
 }
 
 size_t keel_kv_staged_count(const keel_kv_t *kv)
@@ -165,21 +177,26 @@ int keel__kvc_cmd_stage(const call_t *c)
     parse_u64(c, 4, &off);
     if ((rc = keel__kvc_check_sizes(c, c->lens[2], (size_t)total)) != 0)
         return rc;
-    sweep(kv, c->now);
-    keel__kv_staged_t *s = find(kv, id);
-    if (s == NULL) {
-        if (kv->staged_n >= KEEL_KV_STAGES_MAX)
-            return r_err(c->reply, "ERR keel: too many large values being written at once; "
-                                   "retry");
+    keel__kv_staged_t n = {0};
+    if (find_live(kv, id, c->now) == NULL) { /* a new value: its memory before any change */
         if (kv->staged == NULL &&
             (kv->staged = calloc(KEEL_KV_STAGES_MAX, sizeof(*kv->staged))) == NULL)
             return KEEL_ENOMEM;
-        keel__kv_staged_t n = {.id = id, .total = total, .missing = pieces_of(total)};
+        n = (keel__kv_staged_t){.id = id, .total = total, .missing = pieces_of(total)};
         n.block = block_new(c->argv[2], c->lens[2], total);
         n.have = calloc(1, (n.missing + 7) / 8);
         if (n.block == NULL || n.have == NULL) {
             staged_free(&n);
             return KEEL_ENOMEM;
+        }
+    }
+    sweep(kv, c->now);
+    keel__kv_staged_t *s = find(kv, id);
+    if (s == NULL) {
+        if (kv->staged_n >= KEEL_KV_STAGES_MAX) {
+            staged_free(&n);
+            return r_err(c->reply, "ERR keel: too many large values being written at once; "
+                                   "retry");
         }
         s = &kv->staged[kv->staged_n++];
         *s = n;
@@ -212,10 +229,10 @@ int keel__kvc_cmd_stage_set(const call_t *c)
     if (rc != 0)
         return rc;
     keel_kv_t *kv = c->w;
-    sweep(kv, c->now);
-    keel__kv_staged_t *s = find(kv, id);
+    keel__kv_staged_t *s = find_live(kv, id, c->now);
     if (s == NULL || s->missing > 0 || !key_is(s, c->argv[1], c->lens[1])) {
-        if (s != NULL)
+        sweep(kv, c->now);
+        if ((s = find(kv, id)) != NULL)
             remove_at(kv, (size_t)(s - kv->staged));
         return r_err(c->reply, "ERR keel: the large value's pieces did not all arrive (the "
                                "leader changed or the server restarted); retry the SET");
@@ -250,8 +267,9 @@ int keel__kvc_cmd_stage_set(const call_t *c)
     free(argv);
     free(lens);
     if (rc == KEEL_ENOMEM && s->block != NULL)
-        return rc; /* nothing changed: the staged value stays for the entry's retry */
+        return rc; /* nothing changed (not even the sweep): the staged value stays */
     remove_at(kv, (size_t)(s - kv->staged));
+    sweep(kv, c->now);
     return rc;
 }
 
@@ -316,9 +334,11 @@ int keel__kv_staged_snap_load(keel_kv_t *kv, const uint8_t *p, size_t len, keel_
         return keel_errf(msg, KEEL_EPROTO, "staged values: section truncated");
     uint32_t n = keel_get_u32(p);
     size_t pos = 4;
-    if (n > KEEL_KV_STAGES_MAX)
-        return keel_errf(msg, KEEL_EPROTO, "staged values: %u (at most %u)", n, KEEL_KV_STAGES_MAX);
-    if (n > 0 && (kv->staged = calloc(KEEL_KV_STAGES_MAX, sizeof(*kv->staged))) == NULL)
+    /* none is never written (the section is left out), and ids are unique: anything else
+       would decode to a state that encodes differently */
+    if (n == 0 || n > KEEL_KV_STAGES_MAX)
+        return keel_errf(msg, KEEL_EPROTO, "staged values: %u (1 to %u)", n, KEEL_KV_STAGES_MAX);
+    if ((kv->staged = calloc(KEEL_KV_STAGES_MAX, sizeof(*kv->staged))) == NULL)
         return keel_errf(msg, KEEL_ENOMEM, "out of memory for staged values");
     for (uint32_t i = 0; i < n; i++) {
         if (len - pos < 28)
@@ -328,6 +348,8 @@ int keel__kv_staged_snap_load(keel_kv_t *kv, const uint8_t *p, size_t len, keel_
                                .touched_ms = keel_get_u64(p + pos + 16)};
         uint32_t key_len = keel_get_u32(p + pos + 24);
         pos += 28;
+        if (find(kv, s.id) != NULL)
+            return keel_errf(msg, KEEL_EPROTO, "staged value %u: id twice", i);
         if (s.total == 0 || s.total > kv->cfg.value_bytes_max || key_len > kv->cfg.key_bytes_max)
             return keel_errf(msg, KEEL_EPROTO, "staged value %u: sizes out of range", i);
         uint32_t pieces = pieces_of(s.total);

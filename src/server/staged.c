@@ -55,6 +55,8 @@ struct staged_set {
     uint32_t resend_n;
     piece_t *ctx; /* one per piece: its done callback's context */
     int retries;
+    int pumping, repump; /* pump is running: a done callback called from inside it (the node
+                            may answer a write before keel_node_write returns) asks again */
     int final_sent;
     int failed; /* giving up: the status to answer (or 0 with `err` holding the reply) */
     int fail_status;
@@ -225,22 +227,34 @@ static void send_final(staged_set_t *ss)
     }
 }
 
-/* Sends what the window allows; the final entry once every piece is applied. */
+/* Sends what the window allows; the final entry once every piece is applied. Not
+   re-entered: keel_node_write may call piece_done before it returns (a removed node, a
+   refusal of the core), whose pump call only asks this one to look again; the SET is
+   answered and freed only here, after the last use of ss. */
 static void pump(staged_set_t *ss)
 {
-    if (!ss->failed && ss->pr->cs->closed)
-        fail(ss, KEEL_ECANCELED, NULL, 0);
-    while (!ss->failed && ss->inflight < STAGED_WINDOW) {
-        uint32_t i;
-        if (ss->resend_n > 0)
-            i = ss->resend[--ss->resend_n];
-        else if (ss->next < ss->pieces)
-            i = ss->next++;
-        else
-            break;
-        if (send_piece(ss, i) != 0)
-            break;
+    if (ss->pumping) {
+        ss->repump = 1;
+        return;
     }
+    ss->pumping = 1;
+    do {
+        ss->repump = 0;
+        if (!ss->failed && ss->pr->cs->closed)
+            fail(ss, KEEL_ECANCELED, NULL, 0);
+        while (!ss->failed && ss->inflight < STAGED_WINDOW) {
+            uint32_t i;
+            if (ss->resend_n > 0)
+                i = ss->resend[--ss->resend_n];
+            else if (ss->next < ss->pieces)
+                i = ss->next++;
+            else
+                break;
+            if (send_piece(ss, i) != 0)
+                break;
+        }
+    } while (ss->repump);
+    ss->pumping = 0;
     if (ss->inflight > 0)
         return;
     if (ss->failed)

@@ -188,3 +188,36 @@ def test_concurrent_large_sets_of_one_key_leave_one_whole(make_cluster):
     assert len(got) == 1 and got.pop() in {digest(b) for b in blobs}
     assert leader.client(socket_timeout=60).strlen("k") in {len(b) for b in blobs}
     wait_no_staged(cl, cl.nodes)
+
+
+def test_a_large_set_on_a_removed_node_is_refused_and_the_node_lives(make_cluster):
+    """A removed node answers every write at once (not a member), from inside the call that
+    proposes it: the staged SET's first piece fails while it is being sent. The SET must
+    answer the refusal once, and the node must go on serving (no use after free)."""
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    gone = cl.followers(leader)[0]
+    assert leader.client(socket_timeout=30).execute_command(
+        "KEEL.CLUSTER", "REMOVE", gone.name) == b"OK"
+    removed_error = b"not a member of the cluster"
+
+    def refuses():
+        c = RespConn(gone.client_port, timeout_s=5)
+        r = c.call("SET", "small", "1")
+        c.close()
+        return removed_error in r
+
+    deadline = time.monotonic() + 20
+    while not refuses():
+        assert time.monotonic() < deadline, gone.log_tail()
+        time.sleep(0.1)
+    c = RespConn(gone.client_port, timeout_s=30)
+    c.send(resp_command("SET", "big", blob("removed", 5 * MIB)) + resp_command("PING"))
+    r = c.reply()
+    assert r.startswith(b"-") and removed_error in r, r
+    assert c.reply() == b"+PONG\r\n"
+    c.close()
+    assert gone.alive()
+    c = RespConn(gone.client_port, timeout_s=5)
+    assert c.call("PING") == b"+PONG\r\n"
+    c.close()

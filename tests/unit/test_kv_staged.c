@@ -2,6 +2,10 @@
    KEEL.STAGE.DROP, their limits, the idle sweep and snapshots. */
 #include "test_kv_util.h"
 
+#include "base/bytes.h"
+#include "base/crc32c.h"
+#include "test_oom.h"
+
 #include <stdio.h>
 
 #define PIECE KEEL_KV_STAGE_PIECE_BYTES
@@ -229,6 +233,156 @@ static void a_snapshot_carries_a_value_half_sent(void)
     keel_buf_free(&snap);
 }
 
+/* The snapshot `snap` (its last section the staged values', tag 3) with that section's
+   body replaced by body[0..len); the crc made right again. */
+static void with_staged_body(keel_buf_t *out, const keel_buf_t *snap, const uint8_t *body,
+                             size_t len)
+{
+    const uint8_t *p = keel_buf_rptr(snap);
+    size_t n = keel_buf_unread(snap);
+    uint64_t old = 0;
+    size_t at = 0; /* the section header: u32 tag 3 | u64 len, its body running to the crc */
+    for (size_t i = 0; i + 12 + 4 <= n; i++)
+        if (keel_get_u32(p + i) == 3 && (old = keel_get_u64(p + i + 4)) == n - 4 - (i + 12))
+            at = i;
+    KT_CHECK(at > 0);
+    uint8_t h[12];
+    keel_buf_reset(out);
+    KT_EQ_INT(keel_buf_append(out, p, at), 0);
+    keel_put_u32(h, 3);
+    keel_put_u64(h + 4, len);
+    KT_EQ_INT(keel_buf_append(out, h, sizeof(h)), 0);
+    KT_EQ_INT(keel_buf_append(out, body, len), 0);
+    keel_put_u32(h, keel_crc32c(0, keel_buf_rptr(out), keel_buf_unread(out)));
+    KT_EQ_INT(keel_buf_append(out, h, 4), 0);
+}
+
+/* What the writer never writes is refused: a decoded snapshot encodes to the same bytes
+   (fuzz_kv's property), and one staged id stands for one value. */
+static void a_snapshot_section_the_writer_never_writes_is_refused(void)
+{
+    fresh();
+    KT_EQ_STR(piece(7, "k", 0), "+OK\r\n");
+    keel_buf_t snap, bad, body;
+    keel_buf_init(&snap, 0);
+    keel_buf_init(&bad, 0);
+    keel_buf_init(&body, 0);
+    KT_EQ_INT(keel_kv_snapshot_encode(&t.kv, &snap), 0);
+    keel_kv_config_t cfg = t.kv.cfg;
+    keel_errmsg_t msg;
+    keel_kv_t other;
+    /* the body as written decodes (the helper is right) */
+    const uint8_t *p = keel_buf_rptr(&snap);
+    size_t n = keel_buf_unread(&snap);
+    size_t one = 28 + 1 + 1 + TOTAL; /* id, total, touched, key_len | key | have | value */
+    KT_EQ_INT(keel_buf_append(&body, p + n - 4 - one - 4, 4 + one), 0);
+    KT_EQ_U64(keel_get_u32(keel_buf_rptr(&body)), 1);
+    with_staged_body(&bad, &snap, keel_buf_rptr(&body), keel_buf_unread(&body));
+    KT_EQ_INT(keel_kv_init(&other, &cfg), 0);
+    KT_EQ_INT(keel_kv_snapshot_decode(&other, keel_buf_rptr(&bad), keel_buf_unread(&bad), &msg), 0);
+    KT_EQ_U64(keel_kv_staged_count(&other), 1);
+    keel_kv_free(&other);
+    /* an empty section: never written (a snapshot without staged values has none) */
+    uint8_t zero[4] = {0};
+    with_staged_body(&bad, &snap, zero, 4);
+    KT_EQ_INT(keel_kv_init(&other, &cfg), 0);
+    KT_CHECK(keel_kv_snapshot_decode(&other, keel_buf_rptr(&bad), keel_buf_unread(&bad), &msg) !=
+             0);
+    keel_kv_free(&other);
+    /* the same id twice */
+    keel_buf_t twice;
+    keel_buf_init(&twice, 0);
+    uint8_t two[4];
+    keel_put_u32(two, 2);
+    KT_EQ_INT(keel_buf_append(&twice, two, 4), 0);
+    KT_EQ_INT(keel_buf_append(&twice, keel_buf_rptr(&body) + 4, one), 0);
+    KT_EQ_INT(keel_buf_append(&twice, keel_buf_rptr(&body) + 4, one), 0);
+    with_staged_body(&bad, &snap, keel_buf_rptr(&twice), keel_buf_unread(&twice));
+    KT_EQ_INT(keel_kv_init(&other, &cfg), 0);
+    KT_CHECK(keel_kv_snapshot_decode(&other, keel_buf_rptr(&bad), keel_buf_unread(&bad), &msg) !=
+             0);
+    KT_EQ_U64(keel_kv_staged_count(&other), 0);
+    keel_kv_free(&other);
+    keel_buf_free(&twice);
+    keel_buf_free(&body);
+    keel_buf_free(&bad);
+    keel_buf_free(&snap);
+}
+
+/* The adopted block takes the old entry's place in the deadline index and in its lease's
+   list of keys (KEEPTTL keeps both): the sweep and the revoke find it there. */
+static void the_deadline_and_the_lease_follow_the_entry(void)
+{
+    fresh();
+    KT_EQ_STR(kvt_at(&t, now, "SET a x PX 500"), "+OK\r\n");
+    KT_EQ_STR(kvt_at(&t, now, "SET k old PX 1000"), "+OK\r\n");
+    KT_EQ_STR(kvt_at(&t, now, "SET z x PX 2000"), "+OK\r\n");
+    all_pieces(1, "k");
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.STAGE.SET k 1 KEEPTTL"), "+OK\r\n");
+    holds_value("k");
+    char cmd[64];
+    snprintf(cmd, sizeof(cmd), "KEEL.EXPIRE.SWEEP %llu 10", (unsigned long long)(now + 1500));
+    KT_EQ_STR(kvt_at(&t, now + 1500, cmd), ":2\r\n"); /* a and k, through the index */
+    KT_EQ_STR(kvt(&t, "EXISTS a k z"), ":1\r\n");
+    KT_EQ_U64(t.kv.bytes, 2);
+    now += 2000;
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.LEASE GRANT 100000"), ":1\r\n");
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.SET k old LEASE 1"), "+OK\r\n");
+    all_pieces(2, "k");
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.STAGE.SET k 2 KEEPTTL"), "+OK\r\n");
+    holds_value("k");
+    KT_EQ_STR(kvt_at(&t, now, "KEEL.LEASE REVOKE 1"), ":1\r\n"); /* k went with it */
+    KT_EQ_STR(kvt(&t, "EXISTS k"), ":0\r\n");
+}
+
+/* keel_kv_apply's promise: KEEL_ENOMEM leaves the state as it was. The idle sweep is a
+   change too, so no allocation may fail after it: every allocation of the command is made to
+   fail in turn, and each time the staged values and the key are as before. */
+static const char *stage_set_k2(void)
+{
+    const uint8_t *argv[5] = {(const uint8_t *)"KEEL.STAGE.SET", (const uint8_t *)"k",
+                              (const uint8_t *)"2", (const uint8_t *)"PX", (const uint8_t *)"5000"};
+    size_t lens[5] = {14, 1, 1, 2, 4};
+    return apply(5, argv, lens);
+}
+
+static void a_failed_allocation_changes_nothing(void)
+{
+    if (!KVT_OOM) {
+        printf("skip a_failed_allocation_changes_nothing (sanitizer build)\n");
+        return;
+    }
+    for (int set = 0; set < 2; set++) { /* a new value's first piece; then the SET */
+        int injected = 1, failed = 0;
+        for (long n = 0; injected; n++) {
+            KT_CHECK(n < 100);
+            fresh();
+            now = 1000;
+            KT_EQ_STR(piece(1, "idle", 0), "+OK\r\n");
+            now += 30000;
+            all_pieces(2, "k");
+            now += 30500; /* 1 is idle past the limit, 2 is not */
+            long f0 = failures;
+            fail_in = n;
+            const char *got = set ? stage_set_k2() : piece(3, "other", 0);
+            fail_in = -1;
+            injected = failures != f0;
+            if (strcmp(got, "(apply failed)") == 0) {
+                KT_CHECK(injected);
+                failed++;
+                KT_EQ_U64(keel_kv_staged_count(&t.kv), 2); /* 1 not swept, 3 not made */
+                KT_EQ_STR(kvt(&t, "EXISTS k"), ":0\r\n");
+                continue;
+            }
+            KT_EQ_STR(got, "+OK\r\n");
+            KT_EQ_U64(keel_kv_staged_count(&t.kv), set ? 0 : 2); /* 1 swept; 2 taken or 3 made */
+            if (set)
+                holds_value("k");
+        }
+        KT_CHECK(failed > 0);
+    }
+}
+
 int main(void)
 {
     value = malloc(TOTAL);
@@ -241,6 +395,9 @@ int main(void)
     KT_RUN(pieces_are_checked);
     KT_RUN(at_most_so_many_and_the_idle_are_swept);
     KT_RUN(a_snapshot_carries_a_value_half_sent);
+    KT_RUN(the_deadline_and_the_lease_follow_the_entry);
+    KT_RUN(a_snapshot_section_the_writer_never_writes_is_refused);
+    KT_RUN(a_failed_allocation_changes_nothing);
     kvt_free(&t);
     free(value);
     return kt_done();
