@@ -685,7 +685,8 @@ static uint64_t top_deadline(const keel_kv_t *kv)
 uint64_t keel_kv_next_deadline_ms(const keel_kv_t *kv)
 {
     uint64_t keys = top_deadline(kv), locks = top_deadline(kv->locks);
-    return keys < locks ? keys : locks;
+    uint64_t next = keys < locks ? keys : locks, staged = keel__kv_staged_next_deadline(kv);
+    return staged < next ? staged : next;
 }
 
 uint64_t keel_kv_next_lease_deadline_ms(const keel_kv_t *kv)

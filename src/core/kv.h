@@ -319,9 +319,10 @@ int keel_kv_read_entry(keel_kv_t *kv, uint64_t now_ms, const uint8_t *entry, siz
                        keel_buf_t *reply);
 
 /*
- * The earliest deadline of any stored key or lock record (swept or not), or
- * KEEL_KV_NO_DEADLINE. O(1). A leader proposes KEEL.EXPIRE.SWEEP once its
- * clock passes it.
+ * The earliest deadline of any stored key or lock record (swept or not), or of a
+ * large SET value left half sent (kv_staged.c: when it falls idle), or
+ * KEEL_KV_NO_DEADLINE. O(1) (plus the at most 16 staged values). A leader proposes
+ * KEEL.EXPIRE.SWEEP once its clock passes it.
  */
 uint64_t keel_kv_next_deadline_ms(const keel_kv_t *kv);
 /* The earliest lease deadline, or KEEL_KV_NO_DEADLINE; O(1). For KEEL.LEASE.SWEEP. */

@@ -218,7 +218,8 @@ uint64_t keel__kvc_sweep_args(const call_t *c, int64_t *max)
  * deadline is <= min(now_ms, the entry's time), earliest deadline first (ties
  * by key bytes: the heap's total order), then, within the same budget,
  * expired lock records (invisible: an expired lock is free anyway), and
- * replies with the number removed. One change (revision + 1) if a key went,
+ * replies with the number removed; also drops the large SET values left half sent and
+ * idle (kv_staged.c), outside the count. One change (revision + 1) if a key went,
  * like a DEL of those keys. Bounded work per entry: O(max_keys log n).
  */
 int keel__kvc_cmd_expire_sweep(const call_t *c)
@@ -244,6 +245,7 @@ int keel__kvc_cmd_expire_sweep(const call_t *c)
     }
     if (keys > 0)
         kv->revision++;
+    keel__kv_staged_sweep(kv, limit); /* large values left half sent (kv_staged.c) */
     r_int(c->reply, n);
     return 0;
 }

@@ -169,6 +169,10 @@ void keel__kv_reg_free(keel_kv_t *kv);
 /* kv_staged.c: the staged values (freed; their snapshot section, kv_snap.c's tag 3). */
 typedef struct keel__kv_staged keel__kv_staged_t;
 void keel__kv_staged_free(keel_kv_t *kv);
+/* When the first staged value falls idle (UINT64_MAX: none), and the drop of those idle at
+   `now` (entry time): KEEL.EXPIRE.SWEEP's share, so that leftovers go without a new piece. */
+uint64_t keel__kv_staged_next_deadline(const keel_kv_t *kv);
+void keel__kv_staged_sweep(keel_kv_t *kv, uint64_t now);
 uint64_t keel__kv_staged_snap_bytes(const keel_kv_t *kv);
 int keel__kv_staged_snap_write(const keel_kv_t *kv, keel_kv_sink_fn sink, void *data);
 int keel__kv_staged_snap_load(keel_kv_t *kv, const uint8_t *p, size_t len, keel_errmsg_t *msg);

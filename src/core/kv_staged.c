@@ -29,8 +29,9 @@
  * Leftovers. A server that loses its client or its leader mid-way sends KEEL.STAGE.DROP;
  * one that crashes cannot. So a staged value untouched for KEEL_KV_STAGE_IDLE_MS of entry
  * time (the leader's clock stamped on the entries, the same on every node) is dropped by
- * the next KEEL.STAGE* entry, and at most KEEL_KV_STAGES_MAX exist at once: past it a new
- * one is refused (its SET answers the error), never an old one evicted.
+ * the next KEEL.STAGE* entry or by the leader's KEEL.EXPIRE.SWEEP, which its deadline
+ * brings (keel_kv_next_deadline_ms counts it), and at most KEEL_KV_STAGES_MAX exist at once: past
+ * it a new one is refused (its SET answers the error), never an old one evicted.
  */
 
 struct keel__kv_staged {
@@ -102,6 +103,22 @@ static int idle(const keel__kv_staged_t *s, uint64_t now)
 /* Drops what was left idle (entry time). A change of the state like any other: a command
    sweeps once nothing can fail any more (KEEL_ENOMEM must leave the state as it was). */
 static void sweep(keel_kv_t *kv, uint64_t now)
+{
+    keel__kv_staged_sweep(kv, now);
+}
+
+uint64_t keel__kv_staged_next_deadline(const keel_kv_t *kv)
+{
+    uint64_t next = UINT64_MAX;
+    for (size_t i = 0; i < kv->staged_n; i++) {
+        uint64_t t = kv->staged[i].touched_ms + KEEL_KV_STAGE_IDLE_MS + 1;
+        if (t < next)
+            next = t;
+    }
+    return next;
+}
+
+void keel__kv_staged_sweep(keel_kv_t *kv, uint64_t now)
 {
     for (size_t i = 0; i < kv->staged_n;) {
         if (idle(&kv->staged[i], now))

@@ -273,6 +273,18 @@ int keel_resp_client_take_input(keel_resp_client_t *c, keel_buf_t *out)
     return 0;
 }
 
+void keel_resp_client_untake_input(keel_resp_client_t *c, keel_buf_t *taken)
+{
+    assert(c->input_taken && taken->len == taken->rpos + c->cmd_used);
+    /* what followed the command is still in place after it: nothing was read meanwhile */
+    assert(taken->len + keel_buf_unread(&c->in) <= taken->cap);
+    taken->len += keel_buf_unread(&c->in);
+    keel_buf_free(&c->in);
+    c->in = *taken;
+    *taken = (keel_buf_t){0};
+    c->input_taken = false;
+}
+
 static void protocol_error(keel_resp_client_t *c, const keel_errmsg_t *msg)
 {
     c->server->protocol_errors_total++;

@@ -222,6 +222,9 @@ keel_resp_deferred_t *keel_resp_client_defer_barrier(keel_resp_client_t *c);
  * handler without a copy (a large SET sent in pieces). 0 or KEEL_ENOMEM (nothing taken).
  */
 int keel_resp_client_take_input(keel_resp_client_t *c, keel_buf_t *out);
+/* Undoes keel_resp_client_take_input in the same handler (the command could not go on): the
+   client's input is as it was, the command's bytes consumed after the handler as usual. */
+void keel_resp_client_untake_input(keel_resp_client_t *c, keel_buf_t *taken);
 /* The row of the command being run (inside a handler or before_command), or NULL. */
 const keel_resp_command_t *keel_resp_client_command(const keel_resp_client_t *c);
 /*

@@ -564,7 +564,7 @@ static int submit_queued(keel_resp_client_t *c, server_t *s, client_state_t *cs,
             keel__srv_pending_free(pr);
         keel__srv_queued_free(queued);
         if (ss != NULL)
-            keel__srv_staged_drop(ss);
+            keel__srv_staged_abandon(c, ss);
         return keel__srv_oom(c);
     }
     pr->slot = slot;

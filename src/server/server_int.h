@@ -223,6 +223,8 @@ void keel__srv_staged_adopt(staged_set_t *ss, pending_reply_t *pr);
 void keel__srv_staged_start(staged_set_t *ss);
 /* A staged SET never submitted (its client left while it waited): freed. */
 void keel__srv_staged_drop(staged_set_t *ss);
+/* A staged SET whose handler could not queue it: the client's input given back, ss freed. */
+void keel__srv_staged_abandon(keel_resp_client_t *c, staged_set_t *ss);
 
 /* conn.c */
 server_t *keel__srv_of(keel_resp_client_t *c);

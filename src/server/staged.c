@@ -66,6 +66,8 @@ struct staged_set {
 static const uint8_t STAGE[] = "KEEL.STAGE";
 static const uint8_t STAGE_SET[] = "KEEL.STAGE.SET";
 static const uint8_t STAGE_DROP[] = "KEEL.STAGE.DROP";
+static const char ERR_PIECES[] = "-ERR keel: the large value's pieces could not be written (the "
+                                 "leader changed or did not answer); not applied, retry\r\n";
 
 int keel__srv_staged_wanted(const server_t *s, const keel_resp_command_t *row, size_t argc,
                             const size_t *lens)
@@ -91,6 +93,14 @@ void keel__srv_staged_drop(staged_set_t *ss)
     staged_free(ss);
 }
 
+void keel__srv_staged_abandon(keel_resp_client_t *c, staged_set_t *ss)
+{
+    assert(ss->pr == NULL);
+    keel_resp_client_untake_input(c, &ss->in); /* the arguments stay valid for the handler's
+                                                  caller (SLOWLOG reads them after it) */
+    staged_free(ss);
+}
+
 static void drop_done(void *ctx, int status, const uint8_t *resp, size_t len)
 {
     (void)ctx, (void)status, (void)resp, (void)len; /* best effort: leftovers are swept */
@@ -105,14 +115,20 @@ static void finish(staged_set_t *ss, int status, const uint8_t *resp, size_t len
     staged_free(ss);
 }
 
+/* Proposes KEEL.STAGE.DROP: what the pieces staged goes now rather than when it falls idle (a
+   no-op if nothing is staged under the id, or its SET applied after all). */
+static void propose_drop(staged_set_t *ss)
+{
+    const uint8_t *argv[2] = {STAGE_DROP, (const uint8_t *)ss->id};
+    size_t lens[2] = {sizeof(STAGE_DROP) - 1, ss->id_len};
+    keel_node_write(ss->s->node, 2, argv, lens, drop_done, NULL);
+}
+
 static void give_up_now(staged_set_t *ss)
 {
     assert(ss->inflight == 0);
-    if (ss->next > 0 || ss->resend_n > 0) { /* some piece may be in the log */
-        const uint8_t *argv[2] = {STAGE_DROP, (const uint8_t *)ss->id};
-        size_t lens[2] = {sizeof(STAGE_DROP) - 1, ss->id_len};
-        keel_node_write(ss->s->node, 2, argv, lens, drop_done, NULL);
-    }
+    if (ss->next > 0 || ss->resend_n > 0) /* some piece may be in the log */
+        propose_drop(ss);
     if (ss->fail_status != 0)
         finish(ss, ss->fail_status, NULL, 0);
     else
@@ -151,7 +167,9 @@ static void piece_done(void *ctx, int status, const uint8_t *resp, size_t len)
     else if (retryable(status) && ss->retries < STAGED_RETRIES) {
         ss->retries++;
         ss->resend[ss->resend_n++] = p->i;
-    } else
+    } else if (retryable(status)) /* the SET itself was never sent: surely not applied */
+        fail(ss, 0, (const uint8_t *)ERR_PIECES, sizeof(ERR_PIECES) - 1);
+    else
         fail(ss, status, NULL, 0);
     pump(ss);
 }
@@ -167,6 +185,8 @@ static void final_done(void *ctx, int status, const uint8_t *resp, size_t len)
         pump(ss);
         return;
     }
+    if (status != 0) /* not applied, or unknown: the staged value goes either way */
+        propose_drop(ss);
     finish(ss, status, resp, len);
 }
 
@@ -223,6 +243,7 @@ static void send_final(staged_set_t *ss)
     free(lens);
     if (rc != 0) {
         ss->inflight--;
+        propose_drop(ss);
         finish(ss, rc, NULL, 0);
     }
 }

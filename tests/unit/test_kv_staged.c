@@ -383,6 +383,33 @@ static void a_failed_allocation_changes_nothing(void)
     }
 }
 
+static void the_expiry_sweep_drops_what_fell_idle(void)
+{
+    fresh();
+    now = 5000;
+    KT_EQ_U64(keel_kv_next_deadline_ms(&t.kv), KEEL_KV_NO_DEADLINE);
+    KT_EQ_STR(piece(1, "a", 0), "+OK\r\n");
+    now += 10;
+    KT_EQ_STR(piece(2, "b", 1), "+OK\r\n");
+    KT_EQ_STR(kvt_at(&t, now, "SET k v PX 100000000"), "+OK\r\n");
+    /* the first to fall idle brings the leader's sweep; no key is due before it */
+    KT_EQ_U64(keel_kv_next_deadline_ms(&t.kv), 5000 + KEEL_KV_STAGE_IDLE_MS + 1);
+    char line[64];
+    uint64_t due = 5000 + KEEL_KV_STAGE_IDLE_MS + 1;
+    snprintf(line, sizeof(line), "KEEL.EXPIRE.SWEEP %llu 100", (unsigned long long)due - 1);
+    KT_EQ_STR(kvt_at(&t, due, line), ":0\r\n"); /* not yet idle by the leader's now */
+    KT_EQ_U64(keel_kv_staged_count(&t.kv), 2);
+    snprintf(line, sizeof(line), "KEEL.EXPIRE.SWEEP %llu 100", (unsigned long long)due);
+    KT_EQ_STR(kvt_at(&t, due, line), ":0\r\n"); /* keys removed: none; the value: gone */
+    KT_EQ_U64(keel_kv_staged_count(&t.kv), 1);
+    KT_EQ_U64(keel_kv_next_deadline_ms(&t.kv), due + 10);
+    snprintf(line, sizeof(line), "KEEL.EXPIRE.SWEEP %llu 100", (unsigned long long)due + 10);
+    KT_EQ_STR(kvt_at(&t, due + 10, line), ":0\r\n");
+    KT_EQ_U64(keel_kv_staged_count(&t.kv), 0);
+    KT_EQ_U64(keel_kv_next_deadline_ms(&t.kv), now + 100000000);
+    now = 1000;
+}
+
 int main(void)
 {
     value = malloc(TOTAL);
@@ -398,6 +425,7 @@ int main(void)
     KT_RUN(the_deadline_and_the_lease_follow_the_entry);
     KT_RUN(a_snapshot_section_the_writer_never_writes_is_refused);
     KT_RUN(a_failed_allocation_changes_nothing);
+    KT_RUN(the_expiry_sweep_drops_what_fell_idle);
     kvt_free(&t);
     free(value);
     return kt_done();

@@ -111,6 +111,55 @@ static int cmd_release(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t
     return keel_resp_write_simple(keel_resp_client_out(c), "OK");
 }
 
+/* TAKE value: takes the command's bytes (keel_resp_client_take_input) and answers value from
+   them 20 ms later, as a large SET sent in pieces does; UNTAKE value gives them back at once. */
+typedef struct taken {
+    uv_timer_t timer;
+    keel_resp_deferred_t *slot;
+    keel_buf_t in;
+    const uint8_t *value;
+    size_t len;
+} taken_t;
+
+static void taken_closed(uv_handle_t *h)
+{
+    taken_t *t = h->data;
+    keel_buf_free(&t->in);
+    free(t);
+}
+
+static void taken_fire(uv_timer_t *timer)
+{
+    taken_t *t = timer->data;
+    int rc = keel_resp_write_bulk(keel_resp_deferred_out(t->slot), t->value, t->len);
+    keel_resp_deferred_done(t->slot, rc);
+    uv_close((uv_handle_t *)&t->timer, taken_closed);
+}
+
+static int cmd_take(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    keel_resp_server_t *s = keel_resp_client_server(c);
+    taken_t *t = calloc(1, sizeof(*t));
+    if (keel_resp_client_take_input(c, &t->in) != 0)
+        abort();
+    t->value = argv[1].ptr;
+    t->len = argv[1].len;
+    t->slot = keel_resp_client_defer(c);
+    uv_timer_init(&s->loop->uv, &t->timer);
+    t->timer.data = t;
+    uv_timer_start(&t->timer, taken_fire, 20, 0);
+    return 0;
+}
+
+static int cmd_untake(keel_resp_client_t *c, size_t argc, const keel_resp_arg_t *argv)
+{
+    keel_buf_t in;
+    if (keel_resp_client_take_input(c, &in) != 0)
+        abort();
+    keel_resp_client_untake_input(c, &in);
+    return keel_resp_write_bulk(keel_resp_client_out(c), argv[1].ptr, argv[1].len);
+}
+
 static int closed_clients;
 
 static void on_client_closed(keel_resp_client_t *c)
@@ -121,7 +170,8 @@ static void on_client_closed(keel_resp_client_t *c)
 static const keel_resp_command_t test_cmds[] = {
     {"BIG", 2, 0, cmd_big, .summary = NULL},           {"defer", 3, 0, cmd_defer, .summary = NULL},
     {"DeferNow", 2, 0, cmd_defernow, .summary = NULL}, {"REPLY", 2, 0, cmd_reply, .summary = NULL},
-    {"RELEASE", 1, 0, cmd_release, .summary = NULL},
+    {"RELEASE", 1, 0, cmd_release, .summary = NULL},   {"TAKE", 2, 0, cmd_take, .summary = NULL},
+    {"UNTAKE", 2, 0, cmd_untake, .summary = NULL},
 };
 
 /* ---- fixture: a server and its loop on a thread ---------------------------------------- */
@@ -406,6 +456,25 @@ static void deferred_replies_keep_request_order(void)
     stop(&f);
 }
 
+static void a_handler_may_take_its_commands_bytes_and_the_rest_goes_on(void)
+{
+    fixture_t f;
+    keel_resp_server_config_t cfg = test_config();
+    start(&f, &cfg);
+    int fd = dial(f.port);
+    /* the taken bytes stay valid after the handler; what followed is parsed from a new buffer */
+    send_str(fd, "*2\r\n$4\r\nTAKE\r\n$5\r\nfirst\r\nPING\r\n*2\r\n$4\r\nTAKE\r\n$3\r\nsec\r\n"
+                 "*2\r\n$6\r\nUNTAKE\r\n$4\r\nback\r\nECHO e\r\n");
+    expect(fd, "$5\r\nfirst\r\n+PONG\r\n$3\r\nsec\r\n$4\r\nback\r\n$1\r\ne\r\n");
+    /* a command split across reads, taken, then one given back, with more behind them */
+    send_str(fd, "*2\r\n$4\r\nTAKE\r\n$6\r\nsp");
+    usleep(20000);
+    send_str(fd, "lit!\r\n*2\r\n$6\r\nUNTAKE\r\n$2\r\nok\r\nPING\r\n");
+    expect(fd, "$6\r\nsplit!\r\n$2\r\nok\r\n+PONG\r\n");
+    close(fd);
+    stop(&f);
+}
+
 static void expect_nothing_for(int fd, int ms)
 {
     struct pollfd p = {.fd = fd, .events = POLLIN};
@@ -660,6 +729,7 @@ int main(void)
     KT_RUN(a_request_sent_one_byte_at_a_time_is_answered_once);
     KT_RUN(a_large_value_crosses_many_reads_and_writes_intact);
     KT_RUN(deferred_replies_keep_request_order);
+    KT_RUN(a_handler_may_take_its_commands_bytes_and_the_rest_goes_on);
     KT_RUN(reply_off_and_skip_drop_replies_decided_per_command);
     KT_RUN(a_held_command_waits_unconsumed_and_runs_when_resumed);
     KT_RUN(backpressure_pauses_a_client_with_too_many_deferred_replies);
