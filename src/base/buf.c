@@ -61,21 +61,14 @@ int keel_buf_reserve(keel_buf_t *b, size_t n)
     return 0;
 }
 
-int keel_buf_append(keel_buf_t *b, const void *p, size_t n)
+int keel__buf_append_slow(keel_buf_t *b, const void *p, size_t n)
 {
-    if (n == 0)
-        return 0;
     int rc = keel_buf_reserve(b, n);
     if (rc != 0)
         return rc;
     memcpy(b->data + b->len, p, n);
     b->len += n;
     return 0;
-}
-
-int keel_buf_append_str(keel_buf_t *b, const char *s)
-{
-    return keel_buf_append(b, s, strlen(s));
 }
 
 int keel_buf_printf(keel_buf_t *b, const char *fmt, ...)

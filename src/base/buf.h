@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /*
  * A keel_buf owns `data[0..cap)`. Bytes `[rpos, len)` are unread; writers
@@ -27,8 +28,23 @@ void keel_buf_init(keel_buf_t *b, size_t bytes_max);
 void keel_buf_free(keel_buf_t *b);
 /* Makes room for n more bytes after len. 0 or KEEL_ENOMEM / KEEL_ETOOBIG. */
 int keel_buf_reserve(keel_buf_t *b, size_t n);
-int keel_buf_append(keel_buf_t *b, const void *p, size_t n);
-int keel_buf_append_str(keel_buf_t *b, const char *s);
+int keel__buf_append_slow(keel_buf_t *b, const void *p, size_t n);
+/* Appends n bytes: 0, or KEEL_ETOOBIG / KEEL_ENOMEM with nothing appended. Inline: the room
+   check is the common case of every reply and header written. */
+static inline int keel_buf_append(keel_buf_t *b, const void *p, size_t n)
+{
+    if (n == 0)
+        return 0;
+    if (b->cap - b->len < n)
+        return keel__buf_append_slow(b, p, n);
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+static inline int keel_buf_append_str(keel_buf_t *b, const char *s)
+{
+    return keel_buf_append(b, s, strlen(s));
+}
 int keel_buf_printf(keel_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int keel_buf_append_u64_dec(keel_buf_t *b, uint64_t v);
 int keel_buf_append_i64_dec(keel_buf_t *b, int64_t v);

@@ -10,6 +10,7 @@
 #include "runtime/logsink.h"
 #include "runtime/loop.h"
 
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -256,6 +257,11 @@ int keel_cli_proxy(int argc, char **argv)
         free(text);
         return 2;
     }
+    /* glibc gives the top of its heap back once 128 KiB of it is free, and takes it again a
+       few requests later: a brk and a page fault for every page, zeroed, each time (about 4%
+       of the proxy's CPU under load). It keeps up to 64 MiB instead. */
+    mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
+    mallopt(M_TOP_PAD, 1024 * 1024);
     keel_loop_t loop;
     if (keel_loop_init(&loop) != 0) {
         fprintf(stderr, "keel proxy: cannot start the event loop\n");

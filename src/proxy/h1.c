@@ -4,12 +4,24 @@
 #include <assert.h>
 #include <string.h>
 
-/* tchar (RFC 9110 §5.6.2): the characters of a token (methods, field names, codings). */
-static bool is_tchar(unsigned char c)
+/* tchar (RFC 9110 §5.6.2): the characters of a token (methods, field names, codings): ALPHA,
+   DIGIT and !#$%&'*+-.^_`|~. A table: every byte of every field name goes through it. */
+#define T1(c) [c] = 1
+static const uint8_t TCHAR[256] = {
+    T1('!'), T1('#'), T1('$'), T1('%'), T1('&'), T1('\''), T1('*'), T1('+'), T1('-'), T1('.'),
+    T1('^'), T1('_'), T1('`'), T1('|'), T1('~'), T1('0'),  T1('1'), T1('2'), T1('3'), T1('4'),
+    T1('5'), T1('6'), T1('7'), T1('8'), T1('9'), T1('A'),  T1('B'), T1('C'), T1('D'), T1('E'),
+    T1('F'), T1('G'), T1('H'), T1('I'), T1('J'), T1('K'),  T1('L'), T1('M'), T1('N'), T1('O'),
+    T1('P'), T1('Q'), T1('R'), T1('S'), T1('T'), T1('U'),  T1('V'), T1('W'), T1('X'), T1('Y'),
+    T1('Z'), T1('a'), T1('b'), T1('c'), T1('d'), T1('e'),  T1('f'), T1('g'), T1('h'), T1('i'),
+    T1('j'), T1('k'), T1('l'), T1('m'), T1('n'), T1('o'),  T1('p'), T1('q'), T1('r'), T1('s'),
+    T1('t'), T1('u'), T1('v'), T1('w'), T1('x'), T1('y'),  T1('z'),
+};
+#undef T1
+
+static inline bool is_tchar(unsigned char c)
 {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return true;
-    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+    return TCHAR[c] != 0;
 }
 
 /* field-vchar / SP / HTAB (obs-text allowed); every other control byte is refused. */
@@ -21,25 +33,6 @@ static bool is_value_char(unsigned char c)
 static unsigned char lower(unsigned char c)
 {
     return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
-}
-
-bool keel_h1_span_is(const char *base, keel_h1_span_t s, const char *lower_name)
-{
-    size_t n = strlen(lower_name);
-    if (s.len != n)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (lower((unsigned char)base[s.off + i]) != (unsigned char)lower_name[i])
-            return false;
-    return true;
-}
-
-int keel_h1_find(const char *base, const keel_h1_head_t *h, const char *lower_name)
-{
-    for (uint32_t i = 0; i < h->fields_count; i++)
-        if (keel_h1_span_is(base, h->fields[i].name, lower_name))
-            return (int)i;
-    return -1;
 }
 
 static bool span_eq_ci(const char *base, keel_h1_span_t a, keel_h1_span_t b)
@@ -54,12 +47,31 @@ static bool span_eq_ci(const char *base, keel_h1_span_t a, keel_h1_span_t b)
 
 bool keel_h1_is_hop_by_hop(const char *base, const keel_h1_head_t *h, keel_h1_span_t name)
 {
-    static const char *const hop[] = {"connection", "keep-alive",    "proxy-connection",
-                                      "te",         "trailer",       "transfer-encoding",
-                                      "upgrade",    "content-length"};
-    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-        if (keel_h1_span_is(base, name, hop[i]))
-            return true;
+    /* by length first: every field of every request and response comes here */
+    bool hop = false;
+    switch (name.len) {
+    case 2:
+        hop = keel_h1_span_is(base, name, "te");
+        break;
+    case 7:
+        hop = keel_h1_span_is(base, name, "trailer") || keel_h1_span_is(base, name, "upgrade");
+        break;
+    case 10:
+        hop =
+            keel_h1_span_is(base, name, "connection") || keel_h1_span_is(base, name, "keep-alive");
+        break;
+    case 14:
+        hop = keel_h1_span_is(base, name, "content-length");
+        break;
+    case 16:
+        hop = keel_h1_span_is(base, name, "proxy-connection");
+        break;
+    case 17:
+        hop = keel_h1_span_is(base, name, "transfer-encoding");
+        break;
+    }
+    if (hop)
+        return true;
     for (uint32_t i = 0; i < h->conn_tokens_count; i++)
         if (span_eq_ci(base, name, h->conn_tokens[i]))
             return true;

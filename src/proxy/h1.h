@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /*
  * Why not proto/http.h: that wrapper collects a whole message (body included)
@@ -104,10 +105,28 @@ int keel_h1_parse_response(const char *buf, size_t n, const keel_h1_limits_t *li
  * start line or head is already too long), or 0 to keep reading. */
 int keel_h1_request_overflow(const char *buf, size_t n, const keel_h1_limits_t *lim);
 
-/* Case-insensitive comparison of a span of base with a NUL-terminated lower-case name. */
-bool keel_h1_span_is(const char *base, keel_h1_span_t s, const char *lower);
-/* Index of the first field called lower (lower-case), or -1. */
-int keel_h1_find(const char *base, const keel_h1_head_t *h, const char *lower);
+/* Case-insensitive comparison of a span of base with a NUL-terminated lower-case name. Inline:
+ * called a dozen times per forwarded field with a literal, whose strlen then folds away. */
+static inline bool keel_h1_span_is(const char *base, keel_h1_span_t s, const char *lower)
+{
+    size_t n = strlen(lower);
+    if (s.len != n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)base[s.off + i];
+        if ((c >= 'A' && c <= 'Z' ? c + 32 : c) != (unsigned char)lower[i])
+            return false;
+    }
+    return true;
+}
+/* Index of the first field called lower (lower-case), or -1. Inline, as keel_h1_span_is. */
+static inline int keel_h1_find(const char *base, const keel_h1_head_t *h, const char *lower)
+{
+    for (uint32_t i = 0; i < h->fields_count; i++)
+        if (keel_h1_span_is(base, h->fields[i].name, lower))
+            return (int)i;
+    return -1;
+}
 /* True for the hop-by-hop fields of RFC 9110 §7.6.1 plus the framing fields the proxy rewrites
  * (Content-Length, Transfer-Encoding) and the fields named in Connection. */
 bool keel_h1_is_hop_by_hop(const char *base, const keel_h1_head_t *h, keel_h1_span_t name);

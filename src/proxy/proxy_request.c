@@ -12,6 +12,19 @@
 
 /* ---- starting an exchange ---------------------------------------------------------------- */
 
+/* "X-Request-Id: " and 32 hex digits (no printf: once per request). */
+static int append_request_id(keel_buf_t *o, uint64_t a, uint64_t b)
+{
+    char line[14 + 32 + 2] = "X-Request-Id: ";
+    for (int i = 0; i < 16; i++) {
+        line[14 + i] = "0123456789abcdef"[(a >> (60 - 4 * i)) & 15];
+        line[30 + i] = "0123456789abcdef"[(b >> (60 - 4 * i)) & 15];
+    }
+    line[46] = '\r';
+    line[47] = '\n';
+    return keel_buf_append(o, line, sizeof(line));
+}
+
 static bool method_is(const char *base, keel_h1_span_t m, const char *name)
 {
     return strlen(name) == m.len && memcmp(base + m.off, name, m.len) == 0;
@@ -37,16 +50,14 @@ bool keel__edit_lists(const keel_proxy_header_edit_t *e, uint32_t n, const char 
     return false;
 }
 
-static const char *const trace_fields[] = {"traceparent", "b3",           "x-b3-traceid",
-                                           "x-b3-spanid", "x-b3-sampled", "x-b3-parentspanid",
-                                           "x-b3-flags"};
-
+/* The trace context's fields (the proxy writes its own): traceparent, B3 single and multi. */
 static bool is_trace_field(const char *base, keel_h1_span_t nm)
 {
-    for (size_t i = 0; i < sizeof(trace_fields) / sizeof(trace_fields[0]); i++)
-        if (keel_h1_span_is(base, nm, trace_fields[i]))
-            return true;
-    return false;
+    return keel_h1_span_is(base, nm, "traceparent") || keel_h1_span_is(base, nm, "b3") ||
+           keel_h1_span_is(base, nm, "x-b3-traceid") || keel_h1_span_is(base, nm, "x-b3-spanid") ||
+           keel_h1_span_is(base, nm, "x-b3-sampled") ||
+           keel_h1_span_is(base, nm, "x-b3-parentspanid") ||
+           keel_h1_span_is(base, nm, "x-b3-flags");
 }
 
 static keel_trace_str_t field_str(const char *base, const keel_h1_head_t *h, const char *name)
@@ -208,19 +219,17 @@ static int build_up_head(keel__dconn_t *d, const char *base, const keel_h1_head_
     if (h->host_field < 0) /* an HTTP/1.0 client: the first host, or the service's name */
         rc |= keel_buf_printf(o, "Host: %s\r\n",
                               x->cl->cfg->service ? x->cl->cfg->service : x->cl->hosts[0].address);
-    if (xff != NULL)
-        rc |= keel_buf_printf(o, "X-Forwarded-For: %.*s, %s\r\n", (int)xff_len, xff, d->peer);
-    else {
-        rc |= keel_buf_append(o, "X-Forwarded-For: ", 17);
-        rc |= keel_buf_append_str(o, d->peer);
-        rc |= keel_buf_append(o, "\r\n", 2);
+    rc |= keel_buf_append(o, "X-Forwarded-For: ", 17);
+    if (xff != NULL) {
+        rc |= keel_buf_append(o, xff, xff_len);
+        rc |= keel_buf_append(o, ", ", 2);
     }
+    rc |= keel_buf_append_str(o, d->peer);
+    rc |= keel_buf_append(o, "\r\n", 2);
     rc |= keel_buf_append_str(o, d->tls ? "X-Forwarded-Proto: https\r\n"
                                         : "X-Forwarded-Proto: http\r\n");
     if (!had_request_id) /* Envoy's rule: a request id passes through, or one is made up */
-        rc |= keel_buf_printf(o, "X-Request-Id: %016llx%016llx\r\n",
-                              (unsigned long long)keel_rand_u64(&d->p->rand),
-                              (unsigned long long)keel_rand_u64(&d->p->rand));
+        rc |= append_request_id(o, keel_rand_u64(&d->p->rand), keel_rand_u64(&d->p->rand));
     /* traceparent (and b3) are added per attempt, each attempt's own span id (u_send) */
     rc |= keel_buf_append_str(o, d->p->via_line);
     for (uint32_t i = 0; i < r->req_add_count; i++)
