@@ -221,3 +221,31 @@ def test_a_large_set_on_a_removed_node_is_refused_and_the_node_lives(make_cluste
     c = RespConn(gone.client_port, timeout_s=5)
     assert c.call("PING") == b"+PONG\r\n"
     c.close()
+
+
+def test_a_large_set_is_seen_by_watchers_and_trackers_as_one_write(make_cluster):
+    """KEEL.WATCH streams the large SET as one put with the whole value (the pieces are not
+    changes); a CLIENT TRACKING connection on another node is told its key changed."""
+    from test_server_watch import Watch
+
+    cl = make_cluster(3)
+    leader = cl.wait_leader()
+    f1, f2 = cl.followers(leader)
+    w = Watch(f1.client_port, "big/", timeout_s=60)
+    assert w.first[0] == b"watching"
+    sub = RespConn(f1.client_port, timeout_s=30)
+    tracker = RespConn(f1.client_port, timeout_s=30)
+    sub_id = int(sub.call("CLIENT", "ID")[1:-2])
+    assert sub.call("SUBSCRIBE", "__redis__:invalidate").startswith(b"*3\r\n")
+    assert tracker.call("CLIENT", "TRACKING", "on", "REDIRECT", str(sub_id)) == b"+OK\r\n"
+    assert tracker.call("GET", "big/k") == b"$-1\r\n"  # now tracked
+    v = blob("watched", 5 * MIB + 3)
+    assert f2.client(socket_timeout=60).set("big/k", v)
+    got = w.next()
+    assert got[0] == b"watch" and len(got[2]) == 1
+    op, key, value = got[2][0]
+    assert (op, key) == (b"put", b"big/k") and digest(value) == digest(v)
+    msg = sub.reply()
+    assert msg == (b"*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n*1\r\n$5\r\nbig/k\r\n")
+    for c in (w, sub, tracker):
+        c.close()
