@@ -156,6 +156,11 @@ static int refuse(char *why, const char *text)
     return KEEL_PROXY_AUTH_INVALID;
 }
 
+keel_proxy_auth_result_t keel_proxy_auth_refuse(char *why, const char *text)
+{
+    return (keel_proxy_auth_result_t)refuse(why, text);
+}
+
 /* "Bearer" (any case) then one or more spaces then the token (RFC 6750 §2.1); NULL otherwise. */
 static const char *bearer(const keel_proxy_auth_value_t *v, size_t *len)
 {
@@ -206,6 +211,19 @@ keel_proxy_auth_result_t keel_proxy_auth_verify(const keel_proxy_jwt_provider_t 
     size_t len = 0;
     const char *token = bearer(&authz[0], &len);
     if (token == NULL)
+        return KEEL_PROXY_AUTH_MISSING;
+    return keel_proxy_auth_verify_token(pv, ks, cache, token, len, now_s, jwt, why);
+}
+
+keel_proxy_auth_result_t keel_proxy_auth_verify_token(const keel_proxy_jwt_provider_t *pv,
+                                                      const keel_jwks_t *ks,
+                                                      keel_proxy_token_cache_t *cache,
+                                                      const char *token, size_t len, int64_t now_s,
+                                                      keel_jwt_t *jwt, char *why)
+{
+    memset(jwt, 0, sizeof(*jwt));
+    why[0] = 0;
+    if (len == 0)
         return KEEL_PROXY_AUTH_MISSING;
     if (cache != NULL) {
         /* the entry is read under the cache's mutex: another worker may replace it */

@@ -89,6 +89,16 @@ keel_proxy_auth_result_t keel_proxy_auth_verify(const keel_proxy_jwt_provider_t 
                                                 const keel_proxy_auth_value_t *authz, size_t n,
                                                 int64_t now_s, keel_jwt_t *jwt, char *why);
 
+/* The same for one token taken from wherever the provider looks (from_headers, from_params,
+   the access_token parameter): len 0 is KEEL_PROXY_AUTH_MISSING. */
+keel_proxy_auth_result_t keel_proxy_auth_verify_token(const keel_proxy_jwt_provider_t *pv,
+                                                      const keel_jwks_t *ks,
+                                                      keel_proxy_token_cache_t *cache,
+                                                      const char *token, size_t len, int64_t now_s,
+                                                      keel_jwt_t *jwt, char *why);
+/* A reason for refusing a request with a token in more than one place. */
+keel_proxy_auth_result_t keel_proxy_auth_refuse(char *why, const char *text);
+
 /* Copies text into out (cap bytes with the NUL) keeping only [A-Za-z0-9 .,:()_-]. */
 void keel_proxy_auth_sanitize(const char *text, char *out, size_t cap);
 

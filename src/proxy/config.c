@@ -716,6 +716,12 @@ void keel_proxy_config_free(keel_proxy_config_t *cfg)
             free(pv->claims_to_headers[k].claim);
             free(pv->claims_to_headers[k].header);
         }
+        for (uint32_t k = 0; k < pv->from_headers_count; k++) {
+            free(pv->from_headers[k].name);
+            free(pv->from_headers[k].value_prefix);
+        }
+        for (uint32_t k = 0; k < pv->from_params_count; k++)
+            free(pv->from_params[k]);
     }
     keel_proxy_sidecar_t *sc = &cfg->sidecar;
     free(sc->service);

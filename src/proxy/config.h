@@ -42,6 +42,7 @@
 #define KEEL_PROXY_JWT_PROVIDERS_MAX 8u
 #define KEEL_PROXY_JWT_AUDIENCES_MAX 8u
 #define KEEL_PROXY_JWT_CLAIM_HEADERS_MAX 8u /* claims_to_headers per provider */
+#define KEEL_PROXY_JWT_FROM_MAX 4u          /* from_headers, and from_params, per provider */
 #define KEEL_PROXY_JWT_SKEW_S_MAX 3600u
 #define KEEL_PROXY_TEMPLATE_PARAMS_MAX 8u /* {name} segments in a path template */
 #define KEEL_PROXY_AGG_PARTS_MAX 8u       /* upstream calls of one aggregate route */
@@ -289,6 +290,12 @@ typedef struct keel_proxy_claim_header {
     char *header; /* lower-case field name */
 } keel_proxy_claim_header_t;
 
+/* Where a token may be (Envoy's JwtHeader): a field, its value after value_prefix. */
+typedef struct keel_proxy_jwt_from_header {
+    char *name;         /* lower case */
+    char *value_prefix; /* NULL or "": the whole value */
+} keel_proxy_jwt_from_header_t;
+
 /*
  * A JWT provider (Envoy's jwt_authn provider): who issues the tokens, for whom, and the keys
  * that verify them. Routes name a provider in their `jwt:` requirement. The keys are not read
@@ -309,6 +316,13 @@ typedef struct keel_proxy_jwt_provider {
     bool forward;          /* Authorization goes upstream; default false (Envoy's) */
     keel_proxy_claim_header_t claims_to_headers[KEEL_PROXY_JWT_CLAIM_HEADERS_MAX];
     uint32_t claims_to_headers_count;
+    /* Where the token is (Envoy's from_headers, from_params). Neither given: Envoy's default
+       places, `Authorization: Bearer <token>` and the query parameter access_token. Given: only
+       those. A request with a token in more than one place is refused. */
+    keel_proxy_jwt_from_header_t from_headers[KEEL_PROXY_JWT_FROM_MAX];
+    uint32_t from_headers_count;
+    char *from_params[KEEL_PROXY_JWT_FROM_MAX];
+    uint32_t from_params_count;
 } keel_proxy_jwt_provider_t;
 
 /* A route's requirement: a valid token of the provider; with required false, a request

@@ -395,6 +395,61 @@ static void pv_claims(ctx_t *c, yaml_node_t *v, void *base)
                         load_claim_header, base);
 }
 
+static void fh_name(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel__cfg_to_field_name(c, v, "name", &((keel_proxy_jwt_from_header_t *)base)->name);
+}
+
+static void fh_prefix(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel__cfg_to_header_value(c, v, "value_prefix",
+                              &((keel_proxy_jwt_from_header_t *)base)->value_prefix);
+}
+
+static void load_from_header(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
+{
+    static const field_t f[] = {
+        {"name", F_FN, 0, 0, 0, fh_name},
+        {"value_prefix", F_FN, 0, 0, 0, fh_prefix},
+    };
+    keel_proxy_jwt_provider_t *pv = arg;
+    keel_proxy_jwt_from_header_t *fh = &pv->from_headers[i];
+    pv->from_headers_count = i + 1;
+    keel__cfg_load_fields(c, item, f, N(f), fh, "from_headers");
+    if (fh->name == NULL) {
+        ERR(c, item, "from_headers: 'name' is required");
+        return;
+    }
+    for (uint32_t k = 0; k < i; k++)
+        if (pv->from_headers[k].name && strcmp(pv->from_headers[k].name, fh->name) == 0)
+            ERR(c, item, "from_headers: '%s' is named twice", fh->name);
+}
+
+static void pv_from_headers(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel__cfg_each_item(c, v, "from_headers", KEEL_PROXY_JWT_FROM_MAX, load_from_header, base);
+}
+
+static void load_from_param(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
+{
+    keel_proxy_jwt_provider_t *pv = arg;
+    pv->from_params_count = i + 1;
+    char **name = &pv->from_params[i];
+    if (!keel__cfg_to_str(c, item, "from_params", false, name))
+        return;
+    size_t len = strlen(*name);
+    bool ok = len > 0 && len < KEEL_PROXY_NAME_BYTES_MAX;
+    for (size_t k = 0; ok && k < len; k++) /* sent as they are in a query: no '&', '=' or '#' */
+        ok = (*name)[k] > ' ' && (*name)[k] < 0x7f && strchr("&=#", (*name)[k]) == NULL;
+    if (!ok)
+        ERR(c, item, "from_params: '%s' is not a query parameter name", *name);
+}
+
+static void pv_from_params(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel__cfg_each_item(c, v, "from_params", KEEL_PROXY_JWT_FROM_MAX, load_from_param, base);
+}
+
 static void load_audience(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
 {
     keel_proxy_jwt_provider_t *pv = arg;
@@ -438,6 +493,8 @@ static const field_t provider_fields[] = {
     {"require_exp", F_BOOL, offsetof(keel_proxy_jwt_provider_t, require_exp), 0, 0, NULL},
     {"forward", F_BOOL, offsetof(keel_proxy_jwt_provider_t, forward), 0, 0, NULL},
     {"claims_to_headers", F_FN, 0, 0, 0, pv_claims},
+    {"from_headers", F_FN, 0, 0, 0, pv_from_headers},
+    {"from_params", F_FN, 0, 0, 0, pv_from_params},
 };
 
 static void load_provider(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)

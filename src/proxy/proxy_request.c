@@ -132,8 +132,12 @@ static bool jwt_drops(const keel_proxy_jwt_provider_t *pv, const char *base, kee
 {
     if (pv == NULL)
         return false;
-    if (!pv->forward && keel_h1_span_is(base, nm, "authorization"))
+    if (!pv->forward && pv->from_headers_count == 0 && pv->from_params_count == 0 &&
+        keel_h1_span_is(base, nm, "authorization"))
         return true;
+    for (uint32_t i = 0; !pv->forward && i < pv->from_headers_count; i++)
+        if (keel_h1_span_is(base, nm, pv->from_headers[i].name))
+            return true;
     for (uint32_t i = 0; i < pv->claims_to_headers_count; i++)
         if (keel_h1_span_is(base, nm, pv->claims_to_headers[i].header))
             return true;
@@ -326,8 +330,66 @@ static void x_local_429(keel__dconn_t *d, keel_ms_t retry_after_ms, uint32_t whi
     keel__x_local(d, 429, "rate-limited", hdrs, NULL, NULL, 0);
 }
 
+/* The tokens found in a request's places: how many, and the first. */
+typedef struct tokens {
+    const char *first;
+    size_t len;
+    uint32_t n;
+} tokens_t;
+
+static void token_add(tokens_t *t, const char *p, size_t len)
+{
+    while (len > 0 && (*p == ' ' || *p == '\t'))
+        p++, len--;
+    while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+        len--;
+    if (len == 0)
+        return;
+    if (t->n++ == 0) {
+        t->first = p;
+        t->len = len;
+    }
+}
+
+/* Every `name=value` of the request target's query (values as they are: a JWT needs no
+   decoding). */
+static void tokens_in_query(tokens_t *t, const char *base, const keel_h1_head_t *h,
+                            const char *name)
+{
+    const char *target = base + h->target.off, *end = target + h->target.len;
+    const char *p = memchr(target, '?', h->target.len);
+    size_t nl = strlen(name);
+    while (p != NULL && ++p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p)), *e = amp ? amp : end;
+        if ((size_t)(e - p) > nl && memcmp(p, name, nl) == 0 && p[nl] == '=')
+            token_add(t, p + nl + 1, (size_t)(e - p) - nl - 1);
+        p = amp;
+    }
+}
+
+/* The places the provider names (from_headers, from_params). */
+static void tokens_in_places(tokens_t *t, const keel_proxy_jwt_provider_t *pv, const char *base,
+                             const keel_h1_head_t *h)
+{
+    for (uint32_t k = 0; k < pv->from_headers_count; k++) {
+        const keel_proxy_jwt_from_header_t *fh = &pv->from_headers[k];
+        size_t pl = fh->value_prefix ? strlen(fh->value_prefix) : 0;
+        for (uint32_t i = 0; i < h->fields_count; i++) {
+            keel_h1_span_t v = h->fields[i].value;
+            if (keel_h1_span_is(base, h->fields[i].name, fh->name) && v.len >= pl &&
+                memcmp(base + v.off, fh->value_prefix ? fh->value_prefix : "", pl) == 0)
+                token_add(t, base + v.off + pl, v.len - pl);
+        }
+    }
+    for (uint32_t k = 0; k < pv->from_params_count; k++)
+        tokens_in_query(t, base, h, pv->from_params[k]);
+}
+
 /* The route's JWT requirement: KEEL_PROXY_AUTH_OK also when none is set or a missing token is
- * allowed (then jwt->claims stays NULL). */
+ * allowed (then jwt->claims stays NULL). The token is where the provider says (from_headers,
+ * from_params), else in Envoy's default places: `Authorization: Bearer`, then the query
+ * parameter access_token. A token in more than one place is refused: an upstream could read
+ * another one than the proxy checked. */
 static keel_proxy_auth_result_t x_authenticate(keel__dconn_t *d, const char *base,
                                                const keel_h1_head_t *h, keel_jwt_t *jwt, char *why)
 {
@@ -335,16 +397,35 @@ static keel_proxy_auth_result_t x_authenticate(keel__dconn_t *d, const char *bas
     memset(jwt, 0, sizeof(*jwt));
     if (!r->jwt.enabled)
         return KEEL_PROXY_AUTH_OK;
-    keel_proxy_auth_value_t authz[2];
-    size_t n = 0;
-    for (uint32_t i = 0; i < h->fields_count && n < 2; i++)
-        if (keel_h1_span_is(base, h->fields[i].name, "authorization"))
-            authz[n++] =
-                (keel_proxy_auth_value_t){base + h->fields[i].value.off, h->fields[i].value.len};
     keel__pgen_t *gen = d->x.gen;
-    keel_proxy_auth_result_t res = keel_proxy_auth_verify(
-        &gen->cfg->jwt_providers[r->jwt.provider], &gen->keys.sets[r->jwt.provider],
-        gen->keys.caches[r->jwt.provider], authz, n, keel_clock_unix_ms() / 1000, jwt, why);
+    const keel_proxy_jwt_provider_t *pv = &gen->cfg->jwt_providers[r->jwt.provider];
+    const keel_jwks_t *ks = &gen->keys.sets[r->jwt.provider];
+    keel_proxy_token_cache_t *cache = gen->keys.caches[r->jwt.provider];
+    int64_t now_s = keel_clock_unix_ms() / 1000;
+    keel_proxy_auth_result_t res;
+    tokens_t t = {0};
+    if (pv->from_headers_count > 0 || pv->from_params_count > 0) {
+        tokens_in_places(&t, pv, base, h);
+        res = t.n > 1
+                  ? keel_proxy_auth_refuse(why, "a token in more than one place")
+                  : keel_proxy_auth_verify_token(pv, ks, cache, t.first, t.len, now_s, jwt, why);
+    } else {
+        keel_proxy_auth_value_t authz[2];
+        size_t n = 0;
+        for (uint32_t i = 0; i < h->fields_count && n < 2; i++)
+            if (keel_h1_span_is(base, h->fields[i].name, "authorization"))
+                authz[n++] = (keel_proxy_auth_value_t){base + h->fields[i].value.off,
+                                                       h->fields[i].value.len};
+        tokens_in_query(&t, base, h, "access_token");
+        if (t.n > 0 && n > 0)
+            res = keel_proxy_auth_refuse(why, "a token in more than one place");
+        else if (t.n > 1)
+            res = keel_proxy_auth_refuse(why, "several access_token parameters");
+        else if (t.n == 1)
+            res = keel_proxy_auth_verify_token(pv, ks, cache, t.first, t.len, now_s, jwt, why);
+        else
+            res = keel_proxy_auth_verify(pv, ks, cache, authz, n, now_s, jwt, why);
+    }
     if (res == KEEL_PROXY_AUTH_MISSING && !r->jwt.required)
         return KEEL_PROXY_AUTH_OK;
     return res;

@@ -219,3 +219,91 @@ def test_check_names_the_line_of_each_jwt_error(tmp_path, up):
                        text=True, timeout=10)
     line = next(i for i, l in enumerate(text.split("\n")) if "jwks_file" in l) + 1
     assert r.returncode == 1 and f"{path}:{line}: jwt provider 'shop': cannot read" in r.stderr
+
+
+def test_the_default_places_are_authorization_and_access_token(gw, up):
+    """Envoy's default places: `Authorization: Bearer`, then the query parameter access_token;
+    a token in both, or two access_tokens, is refused (an upstream could read the other)."""
+    _, port, _, _ = gw
+    t = token()
+    st, _, body = request(port, "GET", f"/echo?x=1&access_token={t}&y=2")
+    assert st == 200 and fields(body)["x-user-id"] == ["alice"]
+    assert 'error_description="a token in more than one place"' in refused(
+        port, f"/echo?access_token={t}", bearer(t)
+    )
+    assert 'error_description="several access_token parameters"' in refused(
+        port, f"/echo?access_token={t}&access_token={t}", {}
+    )
+    assert "error=" in refused(port, "/echo?access_token=abc.def.ghi", {})
+    assert refused(port, "/echo?access_token=", {}) == 'Bearer realm="keel"'  # no token: missing
+
+
+def places_config(up, jwks_path, forward):
+    return f"""
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+clusters:
+  - name: app
+    hosts: [{up.addr}]
+jwt_providers:
+  - name: shop
+    issuer: {ISSUER}
+    audiences: [orders]
+    jwks_file: {jwks_path}
+    forward: {"true" if forward else "false"}
+    from_headers:
+      - {{name: X-Jwt-Assertion}}
+      - {{name: x-auth, value_prefix: "Token "}}
+    from_params: [jwt]
+    claims_to_headers:
+      - {{claim: sub, header: x-user-id}}
+routes:
+  - match: {{prefix: /}}
+    jwt: shop
+    cluster: app
+"""
+
+
+@pytest.mark.parametrize("forward", [False, True])
+def test_a_provider_reads_the_token_only_where_it_says(procs, tmp_path, up, forward):
+    """from_headers (with and without a value_prefix) and from_params replace the default
+    places: Authorization is then not read; the field a token came from is removed upstream
+    unless forward is set; a token in two places is refused."""
+    path = tmp_path / "jwks.json"
+    path.write_text(jwks())
+    _, port, _ = start_proxy(procs, tmp_path, places_config(up, path, forward))
+    t = token()
+    for target, headers in (
+        ("/echo", {"X-Jwt-Assertion": t}),
+        ("/echo", {"X-Auth": "Token " + t}),
+        (f"/echo?jwt={t}", {}),
+    ):
+        st, _, body = request(port, "GET", target, headers)
+        assert st == 200, (target, headers)
+        f = fields(body)
+        assert f["x-user-id"] == ["alice"]
+        for name in headers:
+            assert (name.lower() in f) == forward
+    assert refused(port, "/echo", bearer(t)) == 'Bearer realm="keel"'  # not a place it reads
+    assert refused(port, "/echo", {"X-Auth": "Bearer " + t}) == 'Bearer realm="keel"'  # no prefix
+    assert 'error_description="a token in more than one place"' in refused(
+        port, f"/echo?jwt={t}", {"X-Jwt-Assertion": t}
+    )
+    assert "error=" in refused(port, "/echo", {"X-Jwt-Assertion": t + "x"})
+
+
+def test_check_names_the_line_of_each_token_place_error(tmp_path, up):
+    path = tmp_path / "bad.yaml"
+    text = places_config(up, tmp_path / "jwks.json", False)
+    text = text.replace("{name: X-Jwt-Assertion}", "{value_prefix: x}")
+    text = text.replace("from_params: [jwt]", "from_params: [jwt, 'a=b']")
+    path.write_text(text)
+    r = subprocess.run([binary("keel"), "proxy", "--check", str(path)], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 1
+    lines = text.split("\n")
+    noname = next(i for i, l in enumerate(lines) if "value_prefix: x" in l) + 1
+    param = next(i for i, l in enumerate(lines) if "from_params" in l) + 1
+    assert f"{path}:{noname}: from_headers: 'name' is required" in r.stderr, r.stderr
+    assert f"{path}:{param}: from_params: 'a=b' is not a query parameter name" in r.stderr, r.stderr
