@@ -50,13 +50,15 @@
 #define KEEL_PROXY_AGG_PART_BYTES_CEILING (4u << 20) /* ceiling of part_bytes_max */
 #define KEEL_PROXY_AGG_PATH_BYTES_MAX 2048u          /* a part's path once its template is filled */
 #define KEEL_PROXY_RETRY_BUFFER_BYTES_MAX (16u << 20) /* ceiling of limits.retry_buffer_bytes */
-#define KEEL_PROXY_CORS_ORIGINS_MAX 16u               /* allow_origins per route */
-#define KEEL_PROXY_CORS_HEADERS_MAX 16u       /* allow_headers, and expose_headers, per route */
-#define KEEL_PROXY_CORS_ORIGIN_BYTES_MAX 300u /* "https://" + a DNS name (253) + ":65535" */
-#define KEEL_PROXY_CORS_MAX_AGE_S_MAX 86400u  /* browsers cap it lower (Firefox 24 h) */
-#define KEEL_PROXY_TRACE_BATCH_MAX 1000u      /* ceiling of tracing.batch_max (spans per POST) */
-#define KEEL_PROXY_TRACE_QUEUE_MAX 100000u    /* ceiling of tracing.queue_max (per worker) */
-#define KEEL_PROXY_TRACE_FLUSH_MS_MIN 100u    /* tracing.flush_ms: the housekeeping tick */
+#define KEEL_PROXY_CORS_ORIGINS_MAX 16u /* allow_origins (origins and patterns) per route */
+#define KEEL_PROXY_CORS_HEADERS_MAX 16u /* allow_headers, and expose_headers, per route */
+/* an origin, a pattern, and a request's Origin echoed by a pattern match, NUL included:
+ * "https://" + a DNS name (253) + ":65535" */
+#define KEEL_PROXY_CORS_ORIGIN_BYTES_MAX 300u
+#define KEEL_PROXY_CORS_MAX_AGE_S_MAX 86400u /* browsers cap it lower (Firefox 24 h) */
+#define KEEL_PROXY_TRACE_BATCH_MAX 1000u     /* ceiling of tracing.batch_max (spans per POST) */
+#define KEEL_PROXY_TRACE_QUEUE_MAX 100000u   /* ceiling of tracing.queue_max (per worker) */
+#define KEEL_PROXY_TRACE_FLUSH_MS_MIN 100u   /* tracing.flush_ms: the housekeeping tick */
 #define KEEL_PROXY_TRACE_FLUSH_MS_MAX 60000u
 #define KEEL_PROXY_TRACE_PPM 1000000u /* sample_percent is kept in parts per million */
 
@@ -339,13 +341,36 @@ typedef struct keel_proxy_jwt_req {
  * proxy answers a preflight itself and adds the Access-Control-* fields to the answers of the
  * others. Off (NULL in the route) unless the route has a `cors:` section.
  */
+typedef enum keel_proxy_cors_pattern_kind {
+    KEEL_PROXY_CORS_SUBDOMAIN, /* scheme "://" "*.host" [":port"]: that scheme and port, a host
+                                  under .host (one label or more before it) */
+    KEEL_PROXY_CORS_PREFIX,    /* {prefix: ...}: the origin starts with text */
+    KEEL_PROXY_CORS_SUFFIX,    /* {suffix: ...}: the origin ends with text */
+    KEEL_PROXY_CORS_REGEX,     /* {regex: ...}: POSIX extended, the whole origin, any case */
+} keel_proxy_cors_pattern_kind_t;
+
+/* An allow_origins entry that matches more than one origin (Envoy's allow_origin_string_match).
+ * A match answers with the request's own Origin, checked to be a serialized origin first. */
+typedef struct keel_proxy_cors_pattern {
+    keel_proxy_cors_pattern_kind_t kind;
+    char *text; /* as written, lower-cased (REGEX: as written) */
+    /* SUBDOMAIN: text is scheme, "://", '*', suffix, port; the suffix starts with '.' and port is
+     * "" or ":digits" (the rest of text) */
+    uint32_t scheme_len, suffix_off, suffix_len;
+    regex_t regex; /* REGEX: "^(text)$", compiled with REG_ICASE */
+} keel_proxy_cors_pattern_t;
+
 typedef struct keel_proxy_cors {
     int line;
     char *origins[KEEL_PROXY_CORS_ORIGINS_MAX]; /* serialized origins, "https://shop.example" */
     uint32_t origins_count;
+    /* origins and patterns together: at most KEEL_PROXY_CORS_ORIGINS_MAX */
+    keel_proxy_cors_pattern_t patterns[KEEL_PROXY_CORS_ORIGINS_MAX];
+    uint32_t patterns_count;
     bool any_origin; /* "*" was listed: any origin (never with allow_credentials) */
     char *methods[KEEL_PROXY_METHODS_MAX]; /* upper-case tokens; GET, HEAD, POST always pass */
     uint32_t methods_count;
+    bool any_method; /* "*" was listed: any method (a preflight's answer names the one asked) */
     char *allow_headers[KEEL_PROXY_CORS_HEADERS_MAX]; /* lower-case field names */
     uint32_t allow_headers_count;
     bool any_header;                                   /* "*" was listed: any requested field */

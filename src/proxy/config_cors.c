@@ -1,7 +1,11 @@
-/* config_cors.c - a route's `cors:` section: origins, methods and headers a browser may use
- * across origins, checked with the line of every error. */
+/* config_cors.c - a route's `cors:` section: origins (and origin patterns), methods and headers
+ * a browser may use across origins, checked with the line of every error. */
 #include "proxy/config_int.h"
+#include "proxy/cors.h"
 
+#include <assert.h>
+#include <regex.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,29 +48,201 @@ static const char *origin_problem(const char *o)
     return *end == 0 ? NULL : "has a character not allowed in a host";
 }
 
-static void load_origin(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
+/* Why o (lower-cased) cannot be an allowed origin, or NULL. */
+static const char *origin_why(const char *o)
 {
-    keel_proxy_cors_t *co = arg;
-    char *o = NULL;
-    if (!keel__cfg_to_str(c, item, "allow_origins", true, &o))
-        return;
-    (void)i;
-    if (strcmp(o, "*") == 0) {
-        co->any_origin = true;
-        free(o);
-        return;
-    }
-    const char *why = strlen(o) >= KEEL_PROXY_CORS_ORIGIN_BYTES_MAX ? "is too long"
-                      : strcmp(o, "null") == 0
-                          ? "is what sandboxed and file: documents send (any page can): list "
-                            "real origins"
-                          : origin_problem(o);
+    if (strlen(o) >= KEEL_PROXY_CORS_ORIGIN_BYTES_MAX)
+        return "is too long";
+    if (strcmp(o, "null") == 0)
+        return "is what sandboxed and file: documents send (any page can): list real origins";
+    return origin_problem(o);
+}
+
+/* Adds origin o (malloc'd; taken) to co, or names what is wrong with it. */
+static void add_origin(ctx_t *c, yaml_node_t *item, keel_proxy_cors_t *co, char *o)
+{
+    const char *why = origin_why(o);
     if (why != NULL) {
         ERR(c, item, "allow_origins: '%s' %s", o, why);
         free(o);
         return;
     }
+    assert(co->origins_count + co->patterns_count < KEEL_PROXY_CORS_ORIGINS_MAX);
     co->origins[co->origins_count++] = o;
+}
+
+static void add_pattern(keel_proxy_cors_t *co, const keel_proxy_cors_pattern_t *pt)
+{
+    assert(co->origins_count + co->patterns_count < KEEL_PROXY_CORS_ORIGINS_MAX);
+    co->patterns[co->patterns_count++] = *pt;
+}
+
+#define PATTERN_FORM "(a pattern is scheme://*.host[:port])"
+
+/*
+ * A subdomain pattern, scheme "://" "*.host" [":port"] (lower-cased): why t is not such a pattern,
+ * or NULL with pt's parts set. The '*' stands for one label or more, so the pattern is checked as
+ * the origin it would be with one label in its place; only http and https, the schemes a match may
+ * echo.
+ */
+static const char *subdomain_problem(const char *t, keel_proxy_cors_pattern_t *pt)
+{
+    const char *sep = strstr(t, "://"), *star = strchr(t, '*');
+    assert(star != NULL); /* what makes an entry a pattern */
+    if (strlen(t) >= KEEL_PROXY_CORS_ORIGIN_BYTES_MAX)
+        return "is too long";
+    if (sep == NULL || sep == t || star < sep)
+        return "has no scheme " PATTERN_FORM;
+    if (star != sep + 3 || strchr(star + 1, '*') != NULL)
+        return "has a '*' not at the start of the host " PATTERN_FORM;
+    if (star[1] != '.')
+        return "has a '*' that is not a whole label " PATTERN_FORM;
+    if (star[2] == 0 || star[2] == ':' || star[2] == '/')
+        return "has no host after '*.' " PATTERN_FORM;
+    if (strncmp(t, "http://", 7) != 0 && strncmp(t, "https://", 8) != 0)
+        return "has a scheme other than http or https (the only ones a pattern matches)";
+    char one[KEEL_PROXY_CORS_ORIGIN_BYTES_MAX];
+    size_t n = strlen(t);
+    memcpy(one, t, n + 1);
+    one[star - t] = 'x';
+    if (!keel_proxy_cors_origin_valid(one, n))
+        return strchr(star, '/') != NULL ? "has a path (a pattern ends after the host or port)"
+                                         : "has a bad host or port " PATTERN_FORM;
+    pt->kind = KEEL_PROXY_CORS_SUBDOMAIN;
+    pt->scheme_len = (uint32_t)(sep - t);
+    pt->suffix_off = (uint32_t)(star + 1 - t);
+    pt->suffix_len = (uint32_t)strcspn(star + 1, ":");
+    return NULL;
+}
+
+/* ---- explicit matchers: {exact|prefix|suffix|regex: ...} (Envoy's StringMatcher) ----------- */
+
+typedef struct matcher_load {
+    keel_proxy_cors_t *co;
+    uint32_t given; /* keys seen: exactly one is right */
+} matcher_load_t;
+
+#define MATCHER_ONE "allow_origins: give one of exact, prefix, suffix, regex"
+
+static bool first_key(ctx_t *c, yaml_node_t *v, matcher_load_t *ml)
+{
+    if (++ml->given == 1)
+        return true;
+    ERR(c, v, MATCHER_ONE);
+    return false;
+}
+
+static void mt_exact(ctx_t *c, yaml_node_t *v, void *base)
+{
+    matcher_load_t *ml = base;
+    char *o = NULL;
+    if (first_key(c, v, ml) && keel__cfg_to_str(c, v, "exact", true, &o))
+        add_origin(c, v, ml->co, o);
+}
+
+/* A prefix or suffix: text made of what an origin is made of. */
+static void text_matcher(ctx_t *c, yaml_node_t *v, void *base, keel_proxy_cors_pattern_kind_t kind,
+                         const char *key)
+{
+    matcher_load_t *ml = base;
+    char *t = NULL;
+    if (!first_key(c, v, ml) || !keel__cfg_to_str(c, v, key, true, &t))
+        return;
+    size_t n = strlen(t), ok = strspn(t, "abcdefghijklmnopqrstuvwxyz0123456789-._:/[]");
+    const char *why = n == 0                                  ? "is empty"
+                      : n >= KEEL_PROXY_CORS_ORIGIN_BYTES_MAX ? "is too long"
+                      : ok < n ? "has a character an origin never has"
+                               : NULL;
+    if (why != NULL) {
+        ERR(c, v, "allow_origins: %s '%s' %s", key, t, why);
+        free(t);
+        return;
+    }
+    add_pattern(ml->co, &(keel_proxy_cors_pattern_t){.kind = kind, .text = t});
+}
+
+static void mt_prefix(ctx_t *c, yaml_node_t *v, void *base)
+{
+    text_matcher(c, v, base, KEEL_PROXY_CORS_PREFIX, "prefix");
+}
+
+static void mt_suffix(ctx_t *c, yaml_node_t *v, void *base)
+{
+    text_matcher(c, v, base, KEEL_PROXY_CORS_SUFFIX, "suffix");
+}
+
+/* POSIX extended, as route matching's regex, but anchored at both ends (Envoy's safe_regex
+ * matches the whole origin: an unanchored one would let https://evil.example/?good.example in
+ * through a suffix nobody meant) and in any case, as origins compare. */
+static void mt_regex(ctx_t *c, yaml_node_t *v, void *base)
+{
+    matcher_load_t *ml = base;
+    char *t = NULL;
+    if (!first_key(c, v, ml) || !keel__cfg_to_str(c, v, "regex", false, &t))
+        return;
+    char whole[KEEL_PROXY_CORS_ORIGIN_BYTES_MAX + 4];
+    keel_proxy_cors_pattern_t pt = {.kind = KEEL_PROXY_CORS_REGEX, .text = t};
+    if (t[0] == 0 || strlen(t) >= KEEL_PROXY_CORS_ORIGIN_BYTES_MAX) {
+        ERR(c, v, "allow_origins: regex '%s' is %s", t, t[0] == 0 ? "empty" : "too long");
+        free(t);
+        return;
+    }
+    snprintf(whole, sizeof(whole), "^(%s)$", t);
+    int rc = regcomp(&pt.regex, whole, REG_EXTENDED | REG_NOSUB | REG_ICASE);
+    if (rc != 0) {
+        char why[128];
+        regerror(rc, &pt.regex, why, sizeof(why));
+        ERR(c, v, "allow_origins: regex '%s': %s", t, why);
+        free(t);
+        return;
+    }
+    add_pattern(ml->co, &pt);
+}
+
+static void load_matcher(ctx_t *c, yaml_node_t *item, keel_proxy_cors_t *co)
+{
+    static const field_t f[] = {
+        {"exact", F_FN, 0, 0, 0, mt_exact},
+        {"prefix", F_FN, 0, 0, 0, mt_prefix},
+        {"suffix", F_FN, 0, 0, 0, mt_suffix},
+        {"regex", F_FN, 0, 0, 0, mt_regex},
+    };
+    matcher_load_t ml = {co, 0};
+    keel__cfg_load_fields(c, item, f, N(f), &ml, "allow_origins");
+    if (ml.given == 0)
+        ERR(c, item, MATCHER_ONE);
+}
+
+/* An allow_origins entry: an origin, "*", a subdomain pattern ("*.host" after the scheme), or a
+ * matcher. */
+static void load_origin(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
+{
+    keel_proxy_cors_t *co = arg;
+    char *o = NULL;
+    (void)i;
+    if (item->type == YAML_MAPPING_NODE) {
+        load_matcher(c, item, co);
+        return;
+    }
+    if (!keel__cfg_to_str(c, item, "allow_origins", true, &o))
+        return;
+    if (strcmp(o, "*") == 0) {
+        co->any_origin = true;
+        free(o);
+        return;
+    }
+    if (strchr(o, '*') == NULL) {
+        add_origin(c, item, co, o);
+        return;
+    }
+    keel_proxy_cors_pattern_t pt = {.text = o};
+    const char *why = subdomain_problem(o, &pt);
+    if (why != NULL) {
+        ERR(c, item, "allow_origins: '%s' %s", o, why);
+        free(o);
+        return;
+    }
+    add_pattern(co, &pt);
 }
 
 static void co_origins(ctx_t *c, yaml_node_t *v, void *base)
@@ -81,6 +257,11 @@ static void load_method(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
     (void)i;
     if (!keel__cfg_to_str(c, item, "allow_methods", false, &m))
         return;
+    if (strcmp(m, "*") == 0) { /* Envoy's and the Fetch standard's wildcard */
+        co->any_method = true;
+        free(m);
+        return;
+    }
     bool ok = m[0] != 0 && strlen(m) < KEEL_PROXY_NAME_BYTES_MAX;
     for (const char *p = m; ok && *p; p++)
         ok = (*p >= 'A' && *p <= 'Z') || *p == '-' || *p == '_';
@@ -173,7 +354,7 @@ void keel__cfg_route_cors(ctx_t *c, yaml_node_t *v, void *base)
     co->line = line_of(v);
     co->max_age_s = -1;
     keel__cfg_load_fields(c, v, f, N(f), co, "cors");
-    if (co->origins_count == 0 && !co->any_origin)
+    if (co->origins_count == 0 && co->patterns_count == 0 && !co->any_origin)
         ERR(c, v, "cors: 'allow_origins' needs at least one origin (or \"*\")");
     if (co->any_origin && co->allow_credentials)
         ERR(c, v,
@@ -187,6 +368,11 @@ void keel__cfg_cors_free(keel_proxy_cors_t *co)
         return;
     for (uint32_t k = 0; k < co->origins_count; k++)
         free(co->origins[k]);
+    for (uint32_t k = 0; k < co->patterns_count; k++) {
+        if (co->patterns[k].kind == KEEL_PROXY_CORS_REGEX)
+            regfree(&co->patterns[k].regex);
+        free(co->patterns[k].text);
+    }
     for (uint32_t k = 0; k < co->methods_count; k++)
         free(co->methods[k]);
     for (uint32_t k = 0; k < co->allow_headers_count; k++)

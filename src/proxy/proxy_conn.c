@@ -788,7 +788,7 @@ void keel__x_local(keel__dconn_t *d, int status, const char *reason, const char 
     if (extra_headers != NULL)
         keel_buf_append_str(o, extra_headers);
     if (x->cors) /* the proxy's own answers on a CORS route are readable by allowed origins */
-        keel_proxy_cors_actual(x->route->cfg->cors, x->cors_match, o);
+        keel_proxy_cors_actual(x->route->cfg->cors, &x->cors_match, o);
     if (!keep)
         keel_buf_append_str(o, "Connection: close\r\n");
     keel_buf_append_str(o, "\r\n");

@@ -340,7 +340,7 @@ typedef struct keel__xch {
     int agg_refused;  /* the aggregate could not start: the status to answer (400) */
     bool cors;        /* a CORS route's request other than a preflight: its answer gets
                          keel_proxy_cors_actual()'s fields for cors_match */
-    uint32_t cors_match;
+    keel_proxy_cors_match_t cors_match; /* with a pattern's echo: no allocation per request */
     /* response */
     bool resp_head; /* a response head went to the client */
     int status;

@@ -530,11 +530,11 @@ void keel__x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
             : -1;
     if (r != NULL && r->cors != NULL && pre < 0) {
         x->cors = true;
-        x->cors_match = keel_proxy_cors_origin(r->cors, &view);
+        uint32_t match = keel_proxy_cors_origin(r->cors, &view, &x->cors_match);
         if (keel_h1_find(base, h, "origin") >= 0)
             keel_counter_inc(
-                x->route->m_cors[x->cors_match != KEEL_PROXY_CORS_NONE ? KEEL__CORS_ORIGIN_ALLOWED
-                                                                       : KEEL__CORS_ORIGIN_OTHER]);
+                x->route->m_cors[match != KEEL_PROXY_CORS_NONE ? KEEL__CORS_ORIGIN_ALLOWED
+                                                               : KEEL__CORS_ORIGIN_OTHER]);
     }
     if (pre >= 0)
         r = NULL; /* nothing else is done for it: no token, no limit, no upstream */

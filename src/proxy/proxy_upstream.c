@@ -744,7 +744,7 @@ static void send_resp_head(keel__dconn_t *d, const char *base, const keel_h1_hea
     for (uint32_t i = 0; i < r->resp_add_count; i++)
         keel_buf_printf(o, "%s: %s\r\n", r->resp_add[i].name, r->resp_add[i].value);
     if (x->cors)
-        keel_proxy_cors_actual(r->cors, x->cors_match, o);
+        keel_proxy_cors_actual(r->cors, &x->cors_match, o);
     x->resp_body = h->body;
     x->resp_remaining = h->content_length;
     keel_h1_chunked_init(&x->resp_ck);

@@ -5,7 +5,8 @@ its origin, method or a header is not allowed) and never reaches the upstream, n
 route that requires a JWT (a browser sends no credentials with a preflight). Other requests go
 upstream; an allowed Origin gets Access-Control-Allow-Origin (and -Credentials, -Expose-Headers)
 on the answer, another origin gets none of them. Every answer on a CORS route varies on Origin.
-Outcomes are counted in keel_proxy_cors_total.
+An origin pattern (https://*.shop.example) allows the origins it matches, and the answer
+names the request's own origin. Outcomes are counted in keel_proxy_cors_total.
 """
 
 import json
@@ -16,6 +17,7 @@ import pytest
 from proxyfake import FakeUpstream, connect, read_response, request, start_proxy
 
 SHOP = "https://shop.example"
+SUBS = "https://*.shop.example"  # an origin pattern: any subdomain of shop.example over https
 
 
 def config(up):
@@ -51,6 +53,10 @@ routes:
     jwt: shop
     cluster: app
     cors: {{allow_origins: ["{SHOP}"], allow_headers: [authorization]}}
+  - name: sub
+    match: {{prefix: /sub/}}
+    cluster: app
+    cors: {{allow_origins: ["{SUBS}"], allow_methods: ["*"], allow_credentials: true}}
   - name: plain
     match: {{prefix: /}}
     cluster: app
@@ -240,3 +246,97 @@ def test_check_refuses_a_wildcard_with_credentials_naming_the_line(tmp_path):
     assert r.returncode != 0, out
     assert ":5:" in out or "line 5" in out, out
     assert "allow_credentials: true is refused" in out and "'get' is not an upper-case" in out, out
+
+
+def test_a_subdomain_pattern_answers_the_requests_own_origin(gw, up):
+    port, _ = gw
+    eu = "https://eu.shop.example"
+    st, h, body = preflight(port, "/sub/cart", eu, "PATCH", "content-type")
+    assert st == 403 and one(h, "x-keel-reason") == "refused-headers"  # none listed
+    st, h, body = preflight(port, "/sub/cart", eu, "PATCH")
+    assert st == 204 and body == b"", (st, h)
+    assert one(h, "access-control-allow-origin") == eu  # never the pattern, never "*"
+    assert one(h, "access-control-allow-methods") == "PATCH"  # "*": the method asked
+    assert one(h, "access-control-allow-credentials") == "true"
+    assert one(h, "vary") == "Origin"
+    assert up.count == 0
+    deep = "https://Pay.EU.shop.example"  # deeper, and in capitals: echoed as sent
+    st, h, body = request(port, "GET", "/sub/cart", {"Origin": deep})
+    assert st == 200
+    assert one(h, "access-control-allow-origin") == deep
+    assert one(h, "access-control-allow-credentials") == "true"
+    assert "Origin" in h["vary"]
+    got = {k.lower(): v for k, v in json.loads(body)["headers"]}
+    assert got["origin"] == deep
+    assert up.count == 1
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://shop.example",  # the domain itself: a pattern needs one more label
+        "https://evilshop.example",
+        "http://eu.shop.example",  # another scheme
+        "https://eu.shop.example:8443",  # another port
+        "https://eu.shop.example.evil.net",
+        "https://eu.shop.example/x",  # not a serialized origin
+    ],
+)
+def test_an_origin_the_pattern_does_not_match_gets_no_allow_fields(gw, up, origin):
+    port, _ = gw
+    st, h, _ = preflight(port, "/sub/cart", origin, "GET")
+    assert st == 403 and one(h, "x-keel-reason") == "refused-origin", (st, h)
+    assert not [k for k in h if k.startswith("access-control-")], h
+    st, h, _ = request(port, "GET", "/sub/cart", {"Origin": origin})
+    assert st == 200  # passed through: the browser keeps it from the page
+    assert not [k for k in h if k.startswith("access-control-")], h
+    assert "Origin" in h["vary"]
+    assert up.count == 1
+
+
+def test_an_echoed_origin_does_not_outlive_its_request(gw, up):
+    port, _ = gw
+    eu = "https://eu.shop.example"
+    s = connect(port)
+    try:
+        s.sendall(
+            f"GET /sub/a HTTP/1.1\r\nHost: t\r\nOrigin: {eu}\r\n\r\n"
+            "GET /sub/b HTTP/1.1\r\nHost: t\r\n\r\n"
+            "GET /sub/c HTTP/1.1\r\nHost: t\r\nOrigin: https://evil.example\r\n\r\n".encode()
+        )
+        st, h, _, rest = read_response(s)
+        assert st == 200 and one(h, "access-control-allow-origin") == eu
+        for _ in range(2):
+            st, h, _, rest = read_response(s, rest)
+            assert st == 200 and "access-control-allow-origin" not in h, h
+    finally:
+        s.close()
+    assert up.count == 3
+
+
+def test_check_names_a_bad_origin_pattern_with_its_line(tmp_path):
+    import subprocess
+
+    from conftest import binary
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "listeners: [{name: l, address: 127.0.0.1:0}]\n"
+        "clusters: [{name: a, hosts: [127.0.0.1:9]}]\n"
+        "routes:\n"
+        "  - cluster: a\n"
+        "    cors:\n"
+        "      allow_origins:\n"
+        "        - 'https://*.'\n"
+        "        - '*.shop.example'\n"
+        "        - 'https://eu.*.shop.example'\n"
+    )
+    r = subprocess.run([binary("keel"), "proxy", "--check", str(path)], capture_output=True, text=True, timeout=10)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    for line, text in [
+        (7, "has no host after '*.'"),
+        (8, "has no scheme"),
+        (9, "has a '*' not at the start of the host"),
+    ]:
+        assert any((f":{line}:" in l or f"line {line}" in l) and text in l for l in out.splitlines()), out

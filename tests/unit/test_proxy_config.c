@@ -916,6 +916,47 @@ static void loads_a_list_of_rate_limits_and_refuses_more_than_four(void)
     KT_CHECK(has_error(12, "'requests_per_s' is required"));
 }
 
+/* Origin patterns (docs/proxy.md, "CORS"): what --check says of a bad one, on its line. */
+static void refuses_bad_cors_origin_patterns_naming_their_lines(void)
+{
+    static const char bad[] = "listeners: [{address: 127.0.0.1:1}]\n"                  /* 1 */
+                              "clusters: [{name: a, hosts: [127.0.0.1:2]}]\n"          /* 2 */
+                              "routes:\n"                                              /* 3 */
+                              "  - cluster: a\n"                                       /* 4 */
+                              "    cors:\n"                                            /* 5 */
+                              "      allow_origins:\n"                                 /* 6 */
+                              "        - \"https://*.\"\n"                             /* 7 */
+                              "        - \"*.example.com\"\n"                          /* 8 */
+                              "        - \"https://a.*.example.com\"\n"                /* 9 */
+                              "        - \"https://*example.com\"\n"                   /* 10 */
+                              "        - \"ftp://*.example.com\"\n"                    /* 11 */
+                              "        - \"https://*.example.com/app\"\n"              /* 12 */
+                              "        - \"https://*.example.com:0\"\n"                /* 13 */
+                              "        - {prefix: \"https://a b\"}\n"                  /* 14 */
+                              "        - {regex: \"https://(a\"}\n"                    /* 15 */
+                              "        - {suffix: .a.example, exact: \"https://a\"}\n" /* 16 */
+                              "        - {glob: x}\n"                                  /* 17 */
+                              "      allow_methods: [\"*\", get]\n";                   /* 18 */
+    KT_EQ_INT(parse(bad), KEEL_EINVAL);
+    KT_CHECK(has_error(7, "'https://*.' has no host after '*.'"));
+    KT_CHECK(has_error(8, "'*.example.com' has no scheme"));
+    KT_CHECK(has_error(9, "has a '*' not at the start of the host"));
+    KT_CHECK(has_error(10, "has a '*' that is not a whole label"));
+    KT_CHECK(has_error(11, "has a scheme other than http or https"));
+    KT_CHECK(has_error(12, "has a path"));
+    KT_CHECK(has_error(13, "has a bad host or port"));
+    KT_CHECK(has_error(14, "prefix 'https://a b' has a character an origin never has"));
+    KT_CHECK(has_error(15, "regex 'https://(a'"));
+    KT_CHECK(has_error(16, "give one of exact, prefix, suffix, regex"));
+    KT_CHECK(has_error(17, "unknown key 'glob'"));
+    KT_CHECK(has_error(17, "give one of exact, prefix, suffix, regex"));
+    KT_CHECK(has_error(18, "'get' is not an upper-case method name")); /* "*" itself is taken */
+    if (errs.count != 13) {
+        dump_errors();
+        KT_FAIL("%u errors", errs.count);
+    }
+}
+
 int main(void)
 {
     KT_RUN(loads_every_section_of_a_full_config);
@@ -941,5 +982,6 @@ int main(void)
     KT_RUN(loads_a_rollout_and_refuses_bad_ones_naming_their_lines);
     KT_RUN(loads_tracing_and_names_the_line_of_its_errors);
     KT_RUN(loads_a_list_of_rate_limits_and_refuses_more_than_four);
+    KT_RUN(refuses_bad_cors_origin_patterns_naming_their_lines);
     return kt_done();
 }

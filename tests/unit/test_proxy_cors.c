@@ -241,10 +241,11 @@ static const char *actual(uint32_t r, const char *origin)
 {
     const char *const f[] = {"Origin", origin, NULL};
     keel_proxy_req_view_t q = req("GET", "/", origin ? f : NULL);
-    uint32_t m = keel_proxy_cors_origin(cfg.routes[r].cors, &q);
+    keel_proxy_cors_match_t m;
+    keel_proxy_cors_origin(cfg.routes[r].cors, &q, &m);
     keel_buf_t b;
     keel_buf_init(&b, 4096);
-    KT_EQ_INT(keel_proxy_cors_actual(cfg.routes[r].cors, m, &b), 0);
+    KT_EQ_INT(keel_proxy_cors_actual(cfg.routes[r].cors, &m, &b), 0);
     snprintf(out_text, sizeof(out_text), "%.*s", (int)keel_buf_unread(&b),
              (const char *)keel_buf_rptr(&b));
     keel_buf_free(&b);
@@ -271,6 +272,220 @@ static void adds_allow_origin_to_actual_answers_only_for_allowed_origins(void)
     keel_proxy_config_free(&cfg);
 }
 
+/* ---- origin patterns and "*" in allow_methods ------------------------------------------- */
+
+static const char patterns[] =
+    "listeners: [{name: l, address: 127.0.0.1:8080}]\n"
+    "clusters: [{name: a, hosts: [127.0.0.1:9001]}]\n"
+    "routes:\n"
+    "  - match: {prefix: /sub/}\n"
+    "    cluster: a\n"
+    "    cors: {allow_origins: [\"HTTPS://*.Example.com\"], allow_methods: [\"*\"]}\n"
+    "  - match: {prefix: /port/}\n"
+    "    cluster: a\n"
+    "    cors: {allow_origins: [\"http://*.example.com:8443\"], allow_credentials: true,\n"
+    "           allow_methods: [PUT, \"*\"]}\n"
+    "  - match: {prefix: /}\n"
+    "    cluster: a\n"
+    "    cors:\n"
+    "      allow_origins:\n"
+    "        - {exact: \"https://Exact.test\"}\n"
+    "        - {prefix: \"https://Shop-\"}\n"
+    "        - {suffix: \".shop.test\"}\n"
+    "        - {regex: \"https://(a|b)\\\\.regex\\\\.test\"}\n";
+
+static void loads_origin_patterns_and_a_wildcard_method(void)
+{
+    int rc = parse(patterns);
+    if (rc != 0)
+        dump_errors();
+    KT_EQ_INT(rc, 0);
+    const keel_proxy_cors_t *co = cfg.routes[0].cors;
+    KT_EQ_INT(co->origins_count, 0);
+    KT_EQ_INT(co->patterns_count, 1);
+    KT_EQ_INT(co->patterns[0].kind, KEEL_PROXY_CORS_SUBDOMAIN);
+    KT_EQ_STR(co->patterns[0].text, "https://*.example.com");
+    KT_CHECK(co->any_method && !co->any_origin);
+    co = cfg.routes[2].cors;
+    KT_EQ_INT(co->origins_count, 1);
+    KT_EQ_STR(co->origins[0], "https://exact.test");
+    KT_EQ_INT(co->patterns_count, 3);
+    KT_EQ_INT(co->patterns[0].kind, KEEL_PROXY_CORS_PREFIX);
+    KT_EQ_STR(co->patterns[0].text, "https://shop-");
+    KT_EQ_INT(co->patterns[1].kind, KEEL_PROXY_CORS_SUFFIX);
+    KT_EQ_INT(co->patterns[2].kind, KEEL_PROXY_CORS_REGEX);
+    KT_CHECK(!co->any_method);
+    keel_proxy_config_free(&cfg);
+}
+
+static void tells_a_serialized_origin_from_anything_else(void)
+{
+    static const char *const valid[] = {
+        "https://a.example.com", "HTTP://A.Example.COM:8080", "http://127.0.0.1:1",
+        "https://[::1]:8443",    "https://x_y-z.test",        "https://a:65535",
+    };
+    static const char *const invalid[] = {
+        "",
+        "https://",
+        "ftp://a.example",
+        "https:/a.example",
+        "https://a.example/",
+        "https://a.example/x",
+        "https://a.example?x",
+        "https://a.example ",
+        " https://a.example",
+        "https://a b.example",
+        "https://a\tb.example",
+        "https://a\x01.example",
+        "https://a.example:",
+        "https://a.example:0",
+        "https://a.example:65536",
+        "https://a.example:123456",
+        "https://a.example:8x",
+        "https://.a.example",
+        "https://a..example",
+        "https://a.example.",
+        "https://user@a.example",
+        "https://[::1",
+        "https://[]",
+        "https://a.*.example",
+        "null",
+    };
+    for (size_t i = 0; i < sizeof(valid) / sizeof(valid[0]); i++)
+        if (!keel_proxy_cors_origin_valid(valid[i], strlen(valid[i])))
+            KT_FAIL("'%s' refused", valid[i]);
+    for (size_t i = 0; i < sizeof(invalid) / sizeof(invalid[0]); i++)
+        if (keel_proxy_cors_origin_valid(invalid[i], strlen(invalid[i])))
+            KT_FAIL("'%s' taken", invalid[i]);
+    /* a label over 63 bytes, and an origin of KEEL_PROXY_CORS_ORIGIN_BYTES_MAX bytes */
+    char o[KEEL_PROXY_CORS_ORIGIN_BYTES_MAX + 1];
+    snprintf(o, sizeof(o), "https://%s.example",
+             "a123456789b123456789c123456789d123456789"
+             "e123456789f123456789g1234");
+    KT_CHECK(!keel_proxy_cors_origin_valid(o, strlen(o)));
+    size_t n = (size_t)snprintf(o, sizeof(o), "https://");
+    while (n + 11 <= KEEL_PROXY_CORS_ORIGIN_BYTES_MAX) /* labels of 10 and a dot */
+        n += (size_t)snprintf(o + n, sizeof(o) - n, "abcdefghij.");
+    n += (size_t)snprintf(o + n, sizeof(o) - n, "%.*s", (int)(KEEL_PROXY_CORS_ORIGIN_BYTES_MAX - n),
+                          "abcdefghij");
+    KT_EQ_INT(n, KEEL_PROXY_CORS_ORIGIN_BYTES_MAX);
+    KT_CHECK(!keel_proxy_cors_origin_valid(o, n));    /* at the bound: too long */
+    KT_CHECK(keel_proxy_cors_origin_valid(o, n - 1)); /* one under: taken */
+}
+
+/* What route r answers an actual request from origin with: the echoed origin, or NULL. */
+static const char *allowed_as(uint32_t r, const char *origin)
+{
+    static char got[KEEL_PROXY_CORS_ORIGIN_BYTES_MAX];
+    const char *const f[] = {"Origin", origin, NULL};
+    keel_proxy_req_view_t q = req("GET", "/", f);
+    keel_proxy_cors_match_t m;
+    uint32_t v = keel_proxy_cors_origin(cfg.routes[r].cors, &q, &m);
+    KT_EQ_INT(v, m.match);
+    if (v == KEEL_PROXY_CORS_NONE)
+        return NULL;
+    const char *a = strstr(actual(r, origin), "Access-Control-Allow-Origin: ");
+    KT_CHECK(a != NULL);
+    snprintf(got, sizeof(got), "%.*s", (int)strcspn(a + 29, "\r"), a + 29);
+    return got;
+}
+
+static void matches_origin_patterns_and_echoes_the_request_origin(void)
+{
+    KT_EQ_INT(parse(patterns), 0);
+    static const struct {
+        uint32_t route;
+        const char *origin;
+        bool allowed; /* and echoed as sent */
+    } cases[] = {
+        {0, "https://a.example.com", true},
+        {0, "https://a.b.example.com", true},
+        {0, "https://A.EXAMPLE.com", true}, /* scheme and host in any case */
+        {0, "HTTPS://a.Example.COM", true},
+        {0, "https://example.com", false}, /* one more label at least */
+        {0, "https://.example.com", false},
+        {0, "http://a.example.com", false},       /* another scheme */
+        {0, "https://a.example.com:8443", false}, /* another port */
+        {0, "https://a.example.com:443", false},
+        {0, "https://evilexample.com", false}, /* a suffix, not a subdomain */
+        {0, "https://a.example.com.evil.net", false},
+        {0, "https://a.example.com/", false},
+        {0, "https://a.example.com/x", false},
+        {0, "https://a .example.com", false},
+        {0, "https://a.example.com\t", false},
+        {0, "https://a\x7f.example.com", false},
+        {0, "null", false},
+        {1, "http://x.example.com:8443", true},
+        {1, "http://x.example.com", false},
+        {1, "https://x.example.com:8443", false},
+        {1, "http://x.example.com:84430", false},
+        {1, "http://x.example.com:8443.evil", false},
+        {2, "https://shop-eu.example", true}, /* {prefix} */
+        {2, "https://SHOP-eu.example", true},
+        {2, "https://shop-eu.example/x", false}, /* still a serialized origin */
+        {2, "http://shop-eu.example", false},
+        {2, "https://a.shop.test", true}, /* {suffix} */
+        {2, "http://b.SHOP.test", true},  /* any scheme: only the end is compared */
+        {2, "https://a.shop.test:81", false},
+        {2, "https://a.shop.test.evil", false},
+        {2, "https://b.regex.test", true}, /* {regex}, the whole origin */
+        {2, "https://B.Regex.Test", true},
+        {2, "https://c.regex.test", false},
+        {2, "https://a.regex.test.evil.net", false},
+        {2, "https://x.https://a.regex.test", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *got = allowed_as(cases[i].route, cases[i].origin);
+        if (cases[i].allowed && (got == NULL || strcmp(got, cases[i].origin) != 0))
+            KT_FAIL("route %u, '%s': answered '%s'", cases[i].route, cases[i].origin,
+                    got ? got : "(nothing)");
+        if (!cases[i].allowed && got != NULL)
+            KT_FAIL("route %u, '%s': allowed as '%s'", cases[i].route, cases[i].origin, got);
+    }
+    /* {exact}: the listed origin, byte for byte, as a plain entry */
+    KT_EQ_STR(allowed_as(2, "https://exact.test"), "https://exact.test");
+    KT_CHECK(allowed_as(2, "https://Exact.test") == NULL);
+    /* the fields of an actual answer with credentials: the origin, never "*" */
+    KT_EQ_STR(actual(1, "http://x.example.com:8443"),
+              "Vary: Origin\r\n"
+              "Access-Control-Allow-Origin: http://x.example.com:8443\r\n"
+              "Access-Control-Allow-Credentials: true\r\n");
+    KT_EQ_STR(actual(1, "http://example.com:8443"), "Vary: Origin\r\n");
+    keel_proxy_config_free(&cfg);
+}
+
+static void answers_a_pattern_preflight_with_the_origin_and_the_method_asked(void)
+{
+    KT_EQ_INT(parse(patterns), 0);
+    static const char *const patch[] = {"Origin", "https://Api.example.com",
+                                        "Access-Control-Request-Method", "PATCH", NULL};
+    KT_EQ_INT(preflight(0, req("OPTIONS", "/sub/x", patch)), KEEL_PROXY_CORS_ALLOWED);
+    KT_EQ_STR(out_text, "Vary: Origin\r\n"
+                        "Access-Control-Allow-Origin: https://Api.example.com\r\n"
+                        "Access-Control-Allow-Methods: PATCH\r\n");
+    /* credentials and "*" among the methods: still the method asked, never "*" */
+    static const char *const del[] = {"Origin", "http://a.b.example.com:8443",
+                                      "Access-Control-Request-Method", "DELETE", NULL};
+    KT_EQ_INT(preflight(1, req("OPTIONS", "/port/x", del)), KEEL_PROXY_CORS_ALLOWED);
+    KT_EQ_STR(out_text, "Vary: Origin\r\n"
+                        "Access-Control-Allow-Origin: http://a.b.example.com:8443\r\n"
+                        "Access-Control-Allow-Credentials: true\r\n"
+                        "Access-Control-Allow-Methods: DELETE\r\n");
+    static const char *const evil[] = {"Origin", "https://evilexample.com",
+                                       "Access-Control-Request-Method", "GET", NULL};
+    KT_EQ_INT(preflight(0, req("OPTIONS", "/sub/x", evil)), KEEL_PROXY_CORS_BAD_ORIGIN);
+    KT_EQ_STR(out_text, "Vary: Origin\r\n");
+    /* "*" takes any method, but only a token: the answer echoes it */
+    static const char *const junk[] = {"Origin", "https://a.example.com",
+                                       "Access-Control-Request-Method", "GE T", NULL};
+    KT_EQ_INT(preflight(0, req("OPTIONS", "/sub/x", junk)), KEEL_PROXY_CORS_BAD_METHOD);
+    /* without "*", a method not listed is still refused */
+    static const char *const put[] = {"Origin", "https://exact.test",
+                                      "Access-Control-Request-Method", "PUT", NULL};
+    KT_EQ_INT(preflight(2, req("OPTIONS", "/x", put)), KEEL_PROXY_CORS_BAD_METHOD);
+    keel_proxy_config_free(&cfg);
+}
+
 int main(void)
 {
     KT_RUN(loads_a_cors_section_and_leaves_other_routes_without_one);
@@ -279,5 +494,9 @@ int main(void)
     KT_RUN(answers_an_allowed_preflight_with_the_allow_fields);
     KT_RUN(refuses_a_preflight_for_an_origin_method_or_header_not_allowed);
     KT_RUN(adds_allow_origin_to_actual_answers_only_for_allowed_origins);
+    KT_RUN(loads_origin_patterns_and_a_wildcard_method);
+    KT_RUN(tells_a_serialized_origin_from_anything_else);
+    KT_RUN(matches_origin_patterns_and_echoes_the_request_origin);
+    KT_RUN(answers_a_pattern_preflight_with_the_origin_and_the_method_asked);
     return kt_done();
 }
