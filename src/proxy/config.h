@@ -357,7 +357,7 @@ typedef struct keel_proxy_cors_pattern {
     /* SUBDOMAIN: text is scheme, "://", '*', suffix, port; the suffix starts with '.' and port is
      * "" or ":digits" (the rest of text) */
     uint32_t scheme_len, suffix_off, suffix_len;
-    regex_t regex; /* REGEX: "^(text)$", compiled with REG_ICASE */
+    regex_t regex; /* REGEX: text, compiled with REG_ICASE; a match spans the whole origin */
 } keel_proxy_cors_pattern_t;
 
 typedef struct keel_proxy_cors {

@@ -171,24 +171,24 @@ static void mt_suffix(ctx_t *c, yaml_node_t *v, void *base)
     text_matcher(c, v, base, KEEL_PROXY_CORS_SUFFIX, "suffix");
 }
 
-/* POSIX extended, as route matching's regex, but anchored at both ends (Envoy's safe_regex
- * matches the whole origin: an unanchored one would let https://evil.example/?good.example in
- * through a suffix nobody meant) and in any case, as origins compare. */
+/* POSIX extended, as route matching's regex, matched against the whole origin (Envoy's safe_regex
+ * does: an unanchored one would let https://evil.example/?good.example in through a suffix nobody
+ * meant) and in any case, as origins compare. It is compiled as written and a match must span
+ * the origin (keel_proxy_cors_origin): wrapped in "^(...)$" instead, a stray ')' in it would
+ * close the group and leave the rest unanchored. */
 static void mt_regex(ctx_t *c, yaml_node_t *v, void *base)
 {
     matcher_load_t *ml = base;
     char *t = NULL;
     if (!first_key(c, v, ml) || !keel__cfg_to_str(c, v, "regex", false, &t))
         return;
-    char whole[KEEL_PROXY_CORS_ORIGIN_BYTES_MAX + 4];
     keel_proxy_cors_pattern_t pt = {.kind = KEEL_PROXY_CORS_REGEX, .text = t};
     if (t[0] == 0 || strlen(t) >= KEEL_PROXY_CORS_ORIGIN_BYTES_MAX) {
         ERR(c, v, "allow_origins: regex '%s' is %s", t, t[0] == 0 ? "empty" : "too long");
         free(t);
         return;
     }
-    snprintf(whole, sizeof(whole), "^(%s)$", t);
-    int rc = regcomp(&pt.regex, whole, REG_EXTENDED | REG_NOSUB | REG_ICASE);
+    int rc = regcomp(&pt.regex, t, REG_EXTENDED | REG_ICASE);
     if (rc != 0) {
         char why[128];
         regerror(rc, &pt.regex, why, sizeof(why));

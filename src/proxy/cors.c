@@ -154,7 +154,10 @@ static bool pattern_ok(const keel_proxy_cors_pattern_t *pt, const char *s, size_
         char z[KEEL_PROXY_CORS_ORIGIN_BYTES_MAX]; /* regexec wants a C string */
         memcpy(z, s, n);                          /* n < the bound: parse_origin checked */
         z[n] = 0;
-        return regexec(&pt->regex, z, 0, NULL, 0) == 0;
+        /* the whole origin: POSIX gives the longest match at the leftmost start */
+        regmatch_t whole;
+        return regexec(&pt->regex, z, 1, &whole, 0) == 0 && whole.rm_so == 0 &&
+               (size_t)whole.rm_eo == n;
     }
     }
     return false;

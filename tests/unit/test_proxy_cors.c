@@ -486,6 +486,33 @@ static void answers_a_pattern_preflight_with_the_origin_and_the_method_asked(voi
     keel_proxy_config_free(&cfg);
 }
 
+/* {regex} must match the whole origin however it is written: a stray ')' in it must not close
+ * an anchoring group around it and leave the rest of the origin free. */
+static void matches_a_regex_against_the_whole_origin_only(void)
+{
+    static const char text[] = "listeners: [{name: l, address: 127.0.0.1:8080}]\n"
+                               "clusters: [{name: a, hosts: [127.0.0.1:9001]}]\n"
+                               "routes:\n"
+                               "  - match: {prefix: /}\n"
+                               "    cluster: a\n"
+                               "    cors:\n"
+                               "      allow_origins:\n"
+                               "        - {regex: 'https://a\\.regex\\.test)|y'}\n"
+                               "        - {regex: 'https://b\\.test|https://b\\.test\\.example'}\n";
+    int rc = parse(text);
+    if (rc != 0)
+        dump_errors();
+    KT_EQ_INT(rc, 0);
+    KT_CHECK(allowed_as(0, "https://a.regex.test.evil.net") == NULL);
+    KT_CHECK(allowed_as(0, "https://a.regex.test:1") == NULL);
+    KT_CHECK(allowed_as(0, "https://a.regex.test") == NULL); /* the ')' is a literal */
+    /* the longest alternative that spans the origin counts, not the first that starts it */
+    KT_EQ_STR(allowed_as(0, "https://b.test"), "https://b.test");
+    KT_EQ_STR(allowed_as(0, "https://b.test.example"), "https://b.test.example");
+    KT_CHECK(allowed_as(0, "https://b.test.example.evil") == NULL);
+    keel_proxy_config_free(&cfg);
+}
+
 int main(void)
 {
     KT_RUN(loads_a_cors_section_and_leaves_other_routes_without_one);
@@ -498,5 +525,6 @@ int main(void)
     KT_RUN(tells_a_serialized_origin_from_anything_else);
     KT_RUN(matches_origin_patterns_and_echoes_the_request_origin);
     KT_RUN(answers_a_pattern_preflight_with_the_origin_and_the_method_asked);
+    KT_RUN(matches_a_regex_against_the_whole_origin_only);
     return kt_done();
 }
