@@ -4,10 +4,15 @@ two connections into a byte tunnel (backpressure, half-close, idle timeout); any
 an ordinary response. A route without `upgrades` drops Upgrade and answers a 101 with 502."""
 import json
 import re
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 import urllib.request
+
+import pytest
 
 from proxyfake import TIMEOUT_S, start_proxy
 
@@ -122,10 +127,12 @@ routes:
 """
 
 
-def upgrade(port, path, extra=b"", headers=b""):
+def upgrade(port, path, extra=b"", headers=b"", tls=None):
     """Sends an upgrade request (and extra bytes right after its head); returns the socket, the
-    response head as text and the bytes after it."""
+    response head as text and the bytes after it. tls: a client context (a TLS listener)."""
     s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S)
+    if tls is not None:
+        s = tls.wrap_socket(s, server_hostname="localhost")
     s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: t\r\nConnection: keep-alive, Upgrade"
               b"\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
               + headers + b"\r\n" + extra)
@@ -342,6 +349,43 @@ def test_an_upgrade_request_with_a_body_is_refused(procs, tmp_path):
         s.close()
         s, head, _ = upgrade(port, "/ws/echo", headers=b"Content-Length: 0\r\n")
         assert head.startswith("HTTP/1.1 101"), head
+        s.close()
+    finally:
+        up.close()
+
+
+def openssl(*args):
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command")
+def test_a_tunnel_works_on_a_tls_listener(procs, tmp_path):
+    d = tmp_path
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", f"{d}/ca.key", "-out", f"{d}/ca.pem", "-days", "2", "-subj", "/CN=t ca")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", f"{d}/srv.key", "-out", f"{d}/srv.csr", "-subj", "/CN=localhost")
+    (d / "srv.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", f"{d}/srv.csr", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca.key",
+            "-CAcreateserial", "-out", f"{d}/srv.pem", "-days", "2", "-extfile", f"{d}/srv.ext")
+    up = TunnelUpstream()
+    try:
+        text = config(up).replace(
+            "    address: 127.0.0.1:0\nadmin:",
+            f"    address: 127.0.0.1:0\n    tls: {{cert_file: {d}/srv.pem, key_file: {d}/srv.key}}"
+            "\nadmin:", 1)
+        _, port, _ = start_proxy(procs, tmp_path, text)
+        ctx = ssl.create_default_context(cafile=f"{d}/ca.pem")
+        s, head, rest = upgrade(port, "/ws/echo", extra=b"early", tls=ctx)
+        assert head.startswith("HTTP/1.1 101"), head
+        assert recv_exactly(s, 5, rest) == b"early"
+        msg = b"y" * 300000
+        s.sendall(msg)
+        assert recv_exactly(s, len(msg)) == msg
+        s.close()
+        s, head, rest = upgrade(port, "/ws/close", tls=ctx)
+        assert head.startswith("HTTP/1.1 101"), head
+        assert recv_until_closed(s, rest) == b"bye"
         s.close()
     finally:
         up.close()
