@@ -807,14 +807,15 @@ static void check_hedge(ctx_t *c, const keel_proxy_route_t *r)
 static void load_upgrade(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
 {
     keel_proxy_route_t *r = arg;
-    if (!keel__cfg_to_field_name(c, item, "upgrades", &r->upgrades[i]))
+    bool ok = keel__cfg_to_field_name(c, item, "upgrades", &r->upgrades[i]);
+    r->upgrades_count = i + 1; /* freed with the config even when refused (a copy may be left) */
+    if (!ok)
         return;
-    r->upgrades_count = i + 1;
     if (strlen(r->upgrades[i]) >= KEEL_PROXY_UPGRADE_NAME_BYTES_MAX)
         ERR(c, item, "upgrades: a protocol name is 1..%u bytes",
             KEEL_PROXY_UPGRADE_NAME_BYTES_MAX - 1);
     for (uint32_t k = 0; k < i; k++)
-        if (strcmp(r->upgrades[k], r->upgrades[i]) == 0)
+        if (r->upgrades[k] != NULL && strcmp(r->upgrades[k], r->upgrades[i]) == 0)
             ERR(c, item, "upgrades: '%s' is listed twice", r->upgrades[i]);
 }
 
