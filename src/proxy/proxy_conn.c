@@ -323,8 +323,10 @@ static void x_release(keel__dconn_t *d)
             keel_histogram_observe(x->route->m_duration,
                                    (double)(now_ms(d->p) - x->start_ms) / 1000.0);
     }
-    if (x->canary && x->status > 0) /* the same duration as the route's histogram */
-        keel__rollout_observe(x->route, now_ms(d->p), now_ms(d->p) - x->start_ms, x->status);
+    if (x->canary && x->status > 0) { /* the route histogram's duration; a tunnel's: to its 101 */
+        keel_ms_t end = x->tunnel ? x->tun_start_ms : now_ms(d->p);
+        keel__rollout_observe(x->route, now_ms(d->p), end - x->start_ms, x->status);
+    }
     keel_proxy_replay_release(&x->replay);
     keel__agg_release(d); /* before the generation goes: its clusters are the parts' */
     keel__pgen_t *gen = x->gen;

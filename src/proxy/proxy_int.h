@@ -405,7 +405,8 @@ typedef struct keel__xch {
     bool tunnel;
     bool tun_down_eof, tun_up_eof, tun_up_shut, tun_down_shut;
     uint32_t tun_shut_done;
-    uint64_t tun_up_bytes; /* bytes the client sent through the tunnel */
+    uint64_t tun_up_bytes;  /* bytes the client sent through the tunnel */
+    keel_ms_t tun_start_ms; /* when the 101 was queued to the client (a rollout's latency) */
     /* for the access log (filled only when it is on) */
     uint64_t resp_bytes; /* body bytes queued to the client (tunnel bytes after a 101) */
     uint32_t attempts;

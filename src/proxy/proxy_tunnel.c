@@ -146,7 +146,7 @@ bool keel__tunnel_open(keel__uconn_t *u, const char *base, const keel_h1_head_t 
     x->status = 101;
     x->tunnel = true;
     d->state = KEEL__D_TUNNEL;
-    d->active_ms = now_ms(d->p);
+    d->active_ms = x->tun_start_ms = now_ms(d->p);
     keel_counter_inc(x->route->m_upgrades[KEEL__UPGRADE_SWITCHED]);
     keel_gauge_add(d->p->m_tunnels_open, 1);
     /* the client's bytes after its request head (early data) are in d->in: they go up now */

@@ -389,3 +389,39 @@ def test_a_tunnel_works_on_a_tls_listener(procs, tmp_path):
         s.close()
     finally:
         up.close()
+
+
+def test_a_tunnels_life_is_not_judged_as_a_canarys_latency(procs, tmp_path):
+    """A rollout judges the latency keel_proxy_request_duration_seconds measures, which leaves
+    tunnels out: tunnels to the canary that stay open longer than max_p99_ms must not roll it
+    back (their answer, the 101, came at once)."""
+    up = TunnelUpstream()
+    try:
+        text = config(up).replace(
+            "clusters:\n  - name: app\n    hosts: [%s]" % up.addr,
+            "clusters:\n  - name: app\n    hosts: [%s]\n  - name: canary\n    hosts: [%s]"
+            % (up.addr, up.addr), 1).replace(
+            "    cluster: app\n    upgrades: [WebSocket]",
+            "    weighted_clusters:\n      - {cluster: app, weight: 1}\n"
+            "      - {cluster: canary, weight: 1}\n"
+            "    rollout: {canary: canary, steps: [100], step_ms: 600000, window_ms: 10000, "
+            "min_requests: 3, max_error_percent: 5, max_p99_ms: 100}\n"
+            "    upgrades: [WebSocket]", 1)
+        _, port, admin = start_proxy(procs, tmp_path, text)
+        socks = []
+        for _ in range(4):
+            s, head, _ = upgrade(port, "/ws/echo")
+            assert head.startswith("HTTP/1.1 101"), head
+            socks.append(s)
+        time.sleep(0.3)  # each tunnel lives well past max_p99_ms
+        for s in socks:
+            s.close()
+        assert wait_for(lambda: metric(metrics(admin), "keel_proxy_upgrade_tunnels_active") == 0)
+        time.sleep(0.3)  # a few housekeeping ticks judge the window
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/rollouts", timeout=5) as r:
+            ro = {o["route"]: o for o in json.loads(r.read())["rollouts"]}["ws"]
+        assert ro["state"] == "running", ro
+        m = metrics(admin)
+        assert metric(m, "keel_proxy_rollout_rollbacks_total", '{route="ws",reason="latency"}') == 0
+    finally:
+        up.close()
