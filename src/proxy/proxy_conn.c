@@ -77,8 +77,14 @@ static void on_written(uv_write_t *req, int status)
     wreq_t *w = KEEL_LIST_ENTRY(req, wreq_t, req);
     void *conn = req->handle->data;
     free(w);
-    if (status < 0)
-        return; /* the read side sees the error; closing happens there */
+    if (status < 0) {
+        /* the read side sees the error and closing happens there, except in a tunnel, whose
+         * side may no longer be read (a FIN came, or backpressure): the write ends it */
+        keel__dconn_t *d = *(int *)conn == KEEL__CONN_DOWN ? conn : ((keel__uconn_t *)conn)->d;
+        if (status != UV_ECANCELED && d != NULL && !d->closing && d->state == KEEL__D_TUNNEL)
+            keel__d_close(d);
+        return;
+    }
     if (*(int *)conn == KEEL__CONN_DOWN)
         d_on_drained(conn);
     else

@@ -7,6 +7,7 @@ import re
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -25,6 +26,7 @@ class TunnelUpstream:
     /echo       101, then echoes every byte; a FIN from the proxy is answered with a FIN
     /collect    101, reads until the FIN, then sends b"got N" and closes
     /close      101, sends b"bye" and closes
+    /flood      101, then sends bytes without end (never reads)
     /other      101 switching to another protocol (h2c) than asked
     /status/N   an ordinary answer with status N
     Every request head is kept (`heads`)."""
@@ -80,6 +82,9 @@ class TunnelUpstream:
             if path.endswith("/close"):
                 c.sendall(b"bye")
                 return
+            if path.endswith("/flood"):
+                while True:  # until the proxy closes the connection
+                    c.sendall(b"f" * 65536)
             if path.endswith("/collect"):
                 got = len(rest)
                 while True:
@@ -423,5 +428,23 @@ def test_a_tunnels_life_is_not_judged_as_a_canarys_latency(procs, tmp_path):
         assert ro["state"] == "running", ro
         m = metrics(admin)
         assert metric(m, "keel_proxy_rollout_rollbacks_total", '{route="ws",reason="latency"}') == 0
+    finally:
+        up.close()
+
+
+def test_a_client_reset_that_only_a_write_sees_ends_the_tunnel(procs, tmp_path):
+    """A half-closed client is no longer read, so its reset shows only as a failed write toward
+    it: that ends the tunnel too (not the idle timeout, while the upstream still sends)."""
+    up = TunnelUpstream()
+    try:
+        _, port, admin = start_proxy(procs, tmp_path, config(up, idle_ms=60000))
+        s, head, _ = upgrade(port, "/ws/flood")
+        assert head.startswith("HTTP/1.1 101"), head
+        s.shutdown(socket.SHUT_WR)  # the proxy stops reading the client
+        time.sleep(0.5)  # the flood backs up: writes toward the client are queued in the proxy
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()  # a reset
+        assert wait_for(lambda: metric(metrics(admin), "keel_proxy_upgrade_tunnels_active") == 0,
+                        timeout_s=3.0)
     finally:
         up.close()
