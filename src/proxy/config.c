@@ -677,6 +677,8 @@ void keel_proxy_config_free(keel_proxy_config_t *cfg)
             regfree(&r->path_regex);
         for (uint32_t k = 0; k < r->methods_count; k++)
             free(r->methods[k]);
+        for (uint32_t k = 0; k < r->upgrades_count; k++)
+            free(r->upgrades[k]);
         for (uint32_t k = 0; k < r->headers_count; k++)
             free_field_match(&r->headers[k]);
         for (uint32_t k = 0; k < r->query_count; k++)

@@ -273,6 +273,12 @@ typedef enum keel_proxy_rl_key {
     KEEL_PROXY_RL_CLAIM, /* a claim of the route's verified JWT */
 } keel_proxy_rl_key_t;
 
+/* A route's `upgrades:` (Envoy's upgrade_configs): at most this many protocols, each a token
+ * shorter than KEEL_PROXY_UPGRADE_NAME_BYTES_MAX; a tunnel's idle timeout is at most a day. */
+#define KEEL_PROXY_ROUTE_UPGRADES_MAX 4u
+#define KEEL_PROXY_UPGRADE_NAME_BYTES_MAX 32u
+#define KEEL_PROXY_UPGRADE_IDLE_TIMEOUT_MS_DEFAULT 3600000u
+
 /* A route's rate limits (`rate_limit:` one mapping or a list of them): a request passes only
  * if every one has a token for it. */
 #define KEEL_PROXY_ROUTE_RATE_LIMITS_MAX 4u
@@ -456,6 +462,12 @@ typedef struct keel_proxy_route {
     keel_proxy_cors_t *cors; /* NULL: no CORS */
     keel_proxy_rollout_t rollout;
     keel_proxy_hedge_t hedge;
+    /* HTTP/1.1 upgrades (docs/proxy.md, "Upgrades"): the protocols (tokens, lower-case) a GET
+     * with `Connection: upgrade` may switch to; none: Upgrade is dropped, a 101 is a 502 */
+    char *upgrades[KEEL_PROXY_ROUTE_UPGRADES_MAX];
+    uint32_t upgrades_count;
+    int upgrades_line;
+    keel_ms_t upgrade_idle_timeout_ms; /* a tunnel with no byte either way ends; 3600000 */
 } keel_proxy_route_t;
 
 #define KEEL_PROXY_SIDECAR_TAGS_MAX 16u

@@ -802,6 +802,38 @@ static void check_hedge(ctx_t *c, const keel_proxy_route_t *r)
                        "try, the hedge and any retries share attempts_max)");
 }
 
+/* ---- upgrades ---------------------------------------------------------------------------- */
+
+static void load_upgrade(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
+{
+    keel_proxy_route_t *r = arg;
+    bool ok = keel__cfg_to_field_name(c, item, "upgrades", &r->upgrades[i]);
+    r->upgrades_count = i + 1; /* freed with the config even when refused (a copy may be left) */
+    if (!ok)
+        return;
+    if (strlen(r->upgrades[i]) >= KEEL_PROXY_UPGRADE_NAME_BYTES_MAX)
+        ERR(c, item, "upgrades: a protocol name is 1..%u bytes",
+            KEEL_PROXY_UPGRADE_NAME_BYTES_MAX - 1);
+    for (uint32_t k = 0; k < i; k++)
+        if (r->upgrades[k] != NULL && strcmp(r->upgrades[k], r->upgrades[i]) == 0)
+            ERR(c, item, "upgrades: '%s' is listed twice", r->upgrades[i]);
+}
+
+static void r_upgrades(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_route_t *r = base;
+    r->upgrades_line = line_of(v);
+    keel__cfg_each_item(c, v, "upgrades", KEEL_PROXY_ROUTE_UPGRADES_MAX, load_upgrade, base);
+}
+
+/* With the route loaded: a tunnel goes to one upstream connection, so only forwarding routes
+ * may upgrade. */
+static void check_upgrades(ctx_t *c, const keel_proxy_route_t *r)
+{
+    if (r->upgrades_count > 0 && r->action != KEEL_PROXY_ACTION_FORWARD)
+        keel__cfg_errl(c, r->upgrades_line, "upgrades: needs a cluster or weighted_clusters route");
+}
+
 static const field_t route_fields[] = {
     {"name", F_STR, offsetof(keel_proxy_route_t, name), 0, 0, NULL},
     {"match", F_FN, 0, 0, 0, r_match},
@@ -823,6 +855,9 @@ static const field_t route_fields[] = {
     {"cors", F_FN, 0, 0, 0, keel__cfg_route_cors},
     {"rollout", F_FN, 0, 0, 0, r_rollout},
     {"hedge", F_FN, 0, 0, 0, r_hedge},
+    {"upgrades", F_FN, 0, 0, 0, r_upgrades},
+    {"upgrade_idle_timeout_ms", F_MS, offsetof(keel_proxy_route_t, upgrade_idle_timeout_ms), 1,
+     DAY_MS, NULL},
 };
 
 static void route_default(keel_proxy_route_t *r)
@@ -837,6 +872,7 @@ static void route_default(keel_proxy_route_t *r)
     r->retry.backoff_cap_ms = 250;
     r->retry.budget_pct = 20;
     r->retry.budget_min = 3;
+    r->upgrade_idle_timeout_ms = KEEL_PROXY_UPGRADE_IDLE_TIMEOUT_MS_DEFAULT;
 }
 
 static void load_route(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
@@ -852,6 +888,7 @@ static void load_route(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
     keel__cfg_load_fields(c, item, route_fields, N(route_fields), r, "route");
     check_rollout(c, r, rl);
     check_hedge(c, r);
+    check_upgrades(c, r);
     if (rl->actions != 1)
         ERR(c, item,
             "route%s%s: give exactly one of cluster, weighted_clusters, "

@@ -124,6 +124,16 @@ static int route_init(keel__pgen_t *gen, keel__proute_t *rt, uint32_t idx, keel_
     rt->m_auth_refused =
         keel_metrics_counter(m, "keel_proxy_jwt_refused_total",
                              "Requests answered 401: a missing, malformed or refused JWT.", lab);
+    static const char *const upgrade_outcomes[3] = {"switched", "refused", "failed"};
+    for (int k = 0; r->upgrades_count > 0 && k < 3; k++) {
+        char l2[KEEL_METRICS_LABELS_BYTES_MAX];
+        snprintf(l2, sizeof(l2), "%s,outcome=\"%s\"", lab, upgrade_outcomes[k]);
+        rt->m_upgrades[k] = keel_metrics_counter(
+            m, "keel_proxy_upgrades_total",
+            "Upgrade requests: switched (a tunnel opened), refused by the upstream (another "
+            "status), failed (no upstream answer).",
+            l2);
+    }
     static const char *const cors_outcomes[KEEL__CORS_OUTCOMES] = {
         "preflight",       "refused-origin", "refused-method",
         "refused-headers", "allowed-origin", "other-origin"};
@@ -590,6 +600,8 @@ int keel_proxy_start(keel_loop_t *loop, keel_proxy_config_t *cfg, const char *te
                                             "Client connections accepted.", NULL);
     p->m_conns_open = keel_metrics_gauge(p->metrics, "keel_proxy_connections_active",
                                          "Client connections open.", NULL);
+    p->m_tunnels_open = keel_metrics_gauge(p->metrics, "keel_proxy_upgrade_tunnels_active",
+                                           "Upgraded connections (tunnels) open.", NULL);
     p->m_no_route = keel_metrics_counter(p->metrics, "keel_proxy_no_route_total",
                                          "Requests no route matched (404).", NULL);
     p->m_bad_requests =
@@ -653,6 +665,7 @@ int keel__proxy_worker_init(keel_proxy_t *w, keel_proxy_t *main, keel_loop_t *lo
     w->metrics = main->metrics; /* one registry: /metrics sums over workers by construction */
     w->m_conns_total = main->m_conns_total;
     w->m_conns_open = main->m_conns_open;
+    w->m_tunnels_open = main->m_tunnels_open;
     w->m_no_route = main->m_no_route;
     w->m_bad_requests = main->m_bad_requests;
     w->m_reloads_ok = main->m_reloads_ok;

@@ -77,8 +77,14 @@ static void on_written(uv_write_t *req, int status)
     wreq_t *w = KEEL_LIST_ENTRY(req, wreq_t, req);
     void *conn = req->handle->data;
     free(w);
-    if (status < 0)
-        return; /* the read side sees the error; closing happens there */
+    if (status < 0) {
+        /* the read side sees the error and closing happens there, except in a tunnel, whose
+         * side may no longer be read (a FIN came, or backpressure): the write ends it */
+        keel__dconn_t *d = *(int *)conn == KEEL__CONN_DOWN ? conn : ((keel__uconn_t *)conn)->d;
+        if (status != UV_ECANCELED && d != NULL && !d->closing && d->state == KEEL__D_TUNNEL)
+            keel__d_close(d);
+        return;
+    }
     if (*(int *)conn == KEEL__CONN_DOWN)
         d_on_drained(conn);
     else
@@ -264,6 +270,8 @@ void keel__x_end_other(keel__dconn_t *d, int ok, int status, bool local_failure)
     x->h_try_error = NULL;
 }
 
+#define N_FIELDS(a) (sizeof(a) / sizeof((a)[0]))
+
 /* One JSON line per answered request (docs/proxy.md, "Access log"). */
 static void access_log(keel__dconn_t *d)
 {
@@ -271,13 +279,23 @@ static void access_log(keel__dconn_t *d)
     char trace_id[2 * KEEL_TRACE_ID_BYTES + 1] = "-";
     if (x->cl != NULL) /* forwarded: the trace the upstream saw */
         keel_trace_id_hex(&x->trace, trace_id);
-    keel_log_info("access", KF_STR("trace_id", trace_id), KF_STR("client", d->peer),
-                  KF_STR("method", x->method), KF_STR("target", x->target),
-                  KF_STR("route", x->route ? x->route->cfg->name : "-"),
-                  KF_STR("cluster", x->cl ? x->cl->cfg->name : "-"),
-                  KF_STR("upstream", x->upstream ? x->upstream : "-"), KF_INT("status", x->status),
-                  KF_INT("bytes", x->resp_bytes), KF_INT("attempts", x->attempts),
-                  KF_INT("duration_ms", now_ms(d->p) - x->start_ms));
+    if (keel_log_get_level() > KEEL_LOG_INFO)
+        return;
+    keel_log_field_t f[] = {
+        KF_STR("trace_id", trace_id),
+        KF_STR("client", d->peer),
+        KF_STR("method", x->method),
+        KF_STR("target", x->target),
+        KF_STR("route", x->route ? x->route->cfg->name : "-"),
+        KF_STR("cluster", x->cl ? x->cl->cfg->name : "-"),
+        KF_STR("upstream", x->upstream ? x->upstream : "-"),
+        KF_INT("status", x->status),
+        KF_INT("bytes", x->resp_bytes),
+        KF_INT("attempts", x->attempts),
+        KF_INT("duration_ms", now_ms(d->p) - x->start_ms),
+        KF_INT("bytes_up", x->tun_up_bytes), /* a tunnel's: what the client sent through it */
+    };
+    keel__log(KEEL_LOG_INFO, "access", f, N_FIELDS(f) - (x->tunnel ? 0 : 1));
 }
 
 /* Releases everything the exchange holds (the upstream connection is closed if still
@@ -300,16 +318,21 @@ static void x_release(keel__dconn_t *d)
         keel__cl_unlock(x->cl);
         x->retrying = x->counted = false;
     }
+    keel__tunnel_release(d);
     if (x->status > 0 && d->p->gen->cfg->access_log)
         access_log(d);
     if (x->traced)
         keel__x_record_server_span(d);
     if (x->route != NULL && x->status > 0) {
         keel_counter_inc(x->route->m_class[keel__status_class(x->status)]);
-        keel_histogram_observe(x->route->m_duration, (double)(now_ms(d->p) - x->start_ms) / 1000.0);
+        if (!x->tunnel) /* a tunnel's life is no response time */
+            keel_histogram_observe(x->route->m_duration,
+                                   (double)(now_ms(d->p) - x->start_ms) / 1000.0);
     }
-    if (x->canary && x->status > 0) /* the same duration as the route's histogram */
-        keel__rollout_observe(x->route, now_ms(d->p), now_ms(d->p) - x->start_ms, x->status);
+    if (x->canary && x->status > 0) { /* the route histogram's duration; a tunnel's: to its 101 */
+        keel_ms_t end = x->tunnel ? x->tun_start_ms : now_ms(d->p);
+        keel__rollout_observe(x->route, now_ms(d->p), end - x->start_ms, x->status);
+    }
     keel_proxy_replay_release(&x->replay);
     keel__agg_release(d); /* before the generation goes: its clusters are the parts' */
     keel__pgen_t *gen = x->gen;
@@ -408,7 +431,9 @@ static void d_on_drained(keel__dconn_t *d)
         return;
     }
     /* the client took some response bytes: move more */
-    if (d->x.u != NULL)
+    if (d->state == KEEL__D_TUNNEL)
+        keel__tunnel_pump(d);
+    else if (d->x.u != NULL)
         keel__u_pump_resp_body(d->x.u);
 }
 
@@ -423,6 +448,8 @@ static keel_ms_t d_deadline(keel__dconn_t *d)
         if (keel__conn_pending(&d->tcp, &d->out) > 0)
             return d->active_ms + lim->client_idle_timeout_ms;
         return d->active_ms + 1000;
+    case KEEL__D_TUNNEL: /* no byte either way for the route's idle timeout */
+        return d->active_ms + x->route->cfg->upgrade_idle_timeout_ms;
     case KEEL__D_HEAD:
         if (d->head_start_ms > 0)
             return d->head_start_ms + lim->header_timeout_ms;
@@ -491,6 +518,12 @@ static void d_on_timer(keel_timer_t *t, void *data)
     keel_ms_t now = now_ms(p);
     switch (d->state) {
     case KEEL__D_CLOSING:
+        if (now >= d_deadline(d)) {
+            keel__d_close(d);
+            return;
+        }
+        break;
+    case KEEL__D_TUNNEL:
         if (now >= d_deadline(d)) {
             keel__d_close(d);
             return;
@@ -568,6 +601,10 @@ static void d_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     if (nread < 0) {
         d->eof = true;
+        if (d->state == KEEL__D_TUNNEL) {
+            keel__tunnel_client_eof(d, (int)nread);
+            return;
+        }
         if (d->state == KEEL__D_BUSY && d->x.resp_head && d->x.req_done && nread == UV_EOF) {
             /* a half-closed client still gets its response; stop reading */
             keel__d_update_reading(d);
@@ -626,7 +663,9 @@ void keel__d_update_reading(keel__dconn_t *d)
     keel__xch_t *x = &d->x;
     const keel_proxy_limits_t *lim = &d->p->gen->cfg->limits;
     bool want = true;
-    if (d->state == KEEL__D_BUSY) {
+    if (d->state == KEEL__D_TUNNEL) {
+        want = keel__tunnel_reads_client(d);
+    } else if (d->state == KEEL__D_BUSY) {
         if (!x->req_done)
             want = x->u != NULL && x->u->connected &&
                    keel__conn_pending(&x->u->tcp, &x->u->out) < lim->buffer_bytes_max &&
@@ -681,6 +720,8 @@ static void d_process(keel__dconn_t *d)
     d->processing = false;
     if (!d->closing && d->state == KEEL__D_BUSY)
         keel__d_pump_req_body(d);
+    else if (!d->closing && d->state == KEEL__D_TUNNEL)
+        keel__tunnel_pump(d);
     keel__d_update_reading(d);
 }
 

@@ -100,4 +100,26 @@ void keel__u_on_drained(keel__uconn_t *u);
 /* Moves response body bytes from the upstream's input toward the client. */
 void keel__u_pump_resp_body(keel__uconn_t *u);
 
+/* ---- proxy_tunnel.c ------------------------------------------------------------------------ */
+
+/* On a route with upgrades: the route's protocol a request asks to switch to (a GET with
+ * `Connection: upgrade` and one listed protocol in `Upgrade`), else NULL. */
+const char *keel__upgrade_requested(const keel_proxy_route_t *r, const char *base,
+                                    const keel_h1_head_t *h);
+/* Appends the upgrade fields of the upstream request head (the client's Upgrade value). */
+int keel__upgrade_append_fields(keel_buf_t *o, const char *base, const keel_h1_head_t *h);
+/* The upstream answered 101 (head h, end bytes of u->in): a tunnel opens when it switched to
+ * the protocol asked for (true), else false (the caller answers 502). */
+bool keel__tunnel_open(keel__uconn_t *u, const char *base, const keel_h1_head_t *h, size_t end);
+/* Moves bytes both ways, passes FINs on, and starts or stops reading each side. */
+void keel__tunnel_pump(keel__dconn_t *d);
+/* Whether the tunnel reads from the client / the upstream now (backpressure, FIN). */
+bool keel__tunnel_reads_client(keel__dconn_t *d);
+bool keel__tunnel_reads_upstream(keel__uconn_t *u);
+/* A read from the client / the upstream ended (UV_EOF: a FIN; else an error: the tunnel ends). */
+void keel__tunnel_client_eof(keel__dconn_t *d, int err);
+void keel__tunnel_upstream_eof(keel__uconn_t *u, int err);
+/* From x_release: counts the upgrade request's outcome and a tunnel's end. */
+void keel__tunnel_release(keel__dconn_t *d);
+
 #endif

@@ -169,6 +169,14 @@ struct keel__pcluster {
     keel_ms_t tls_warned_ms; /* the last failure logged (atomic) */
 };
 
+/* Upgrade requests by outcome: the upstream switched (a tunnel), answered with another status
+ * (proxied as a response), or the request got no upstream answer (an error, a local answer). */
+typedef enum keel__upgrade_outcome {
+    KEEL__UPGRADE_SWITCHED,
+    KEEL__UPGRADE_REFUSED,
+    KEEL__UPGRADE_FAILED,
+} keel__upgrade_outcome_t;
+
 #define KEEL__CORS_OUTCOMES 6
 #define KEEL__CORS_ORIGIN_ALLOWED 4 /* m_cors slots after the preflight verdicts */
 #define KEEL__CORS_ORIGIN_OTHER 5
@@ -191,6 +199,8 @@ typedef struct keel__proute {
     keel_retry_t retry;
     keel__prl_t *rl[KEEL_PROXY_ROUTE_RATE_LIMITS_MAX]; /* referenced; cfg->ratelimits_count */
     keel_counter_t *m_requests, *m_rate_limited, *m_auth_refused;
+    /* keel_proxy_upgrades_total by keel__upgrade_outcome_t (a route with upgrades) */
+    keel_counter_t *m_upgrades[3];
     /* keel_proxy_cors_total by outcome (a CORS route's): the four preflight verdicts
      * (keel_proxy_cors_verdict_t), then other requests whose Origin was allowed, and not */
     keel_counter_t *m_cors[KEEL__CORS_OUTCOMES];
@@ -309,6 +319,7 @@ typedef enum keel__dstate {
     KEEL__D_HEAD,    /* waiting for (the rest of) a request head */
     KEEL__D_BUSY,    /* an exchange is in progress */
     KEEL__D_CLOSING, /* closing after the output drains, or closed */
+    KEEL__D_TUNNEL,  /* upgraded (101): bytes pass both ways until both sides end */
 } keel__dstate_t;
 
 /* One request and its response, embedded in the client connection (one at a time). */
@@ -385,8 +396,19 @@ typedef struct keel__xch {
     const char *h_try_error;
     bool is_hedge, h_is_hedge; /* the attempt is the hedge (for keel_proxy_hedge_won_total) */
     keel_ms_t hedge_at_ms;     /* when the first try goes unanswered long enough; 0: no hedge */
+    /* an upgrade (docs/proxy.md, "Upgrades"; proxy_tunnel.c): the route's protocol the client
+     * asked for (NULL: not an upgrade request); once the upstream answered 101, the exchange is
+     * a tunnel until both directions end (tun_*: FIN read from the client / the upstream,
+     * shutdown started toward the upstream / the client, shutdowns completed) */
+    const char *upgrade;
+    bool upgrade_refused; /* the upstream answered it with another status than 101 */
+    bool tunnel;
+    bool tun_down_eof, tun_up_eof, tun_up_shut, tun_down_shut;
+    uint32_t tun_shut_done;
+    uint64_t tun_up_bytes;  /* bytes the client sent through the tunnel */
+    keel_ms_t tun_start_ms; /* when the 101 was queued to the client (a rollout's latency) */
     /* for the access log (filled only when it is on) */
-    uint64_t resp_bytes; /* body bytes queued to the client */
+    uint64_t resp_bytes; /* body bytes queued to the client (tunnel bytes after a 101) */
     uint32_t attempts;
     const char *upstream; /* address of the last host tried */
     char method[KEEL_PROXY_LOG_METHOD_BYTES];
@@ -443,6 +465,7 @@ struct keel_proxy {
     void *done_data;
     keel_counter_t *m_conns_total, *m_no_route, *m_bad_requests, *m_reloads_ok, *m_reloads_failed;
     keel_gauge_t *m_conns_open;
+    keel_gauge_t *m_tunnels_open; /* keel_proxy_upgrade_tunnels_active (worker 0's, shared) */
     char via_line[KEEL_PROXY_NAME_BYTES_MAX + 16];
     /* Parse scratch (one loop thread): a request head is used only inside d_process and a
      * response head only inside u_process, and neither calls the other's parser. */

@@ -240,6 +240,8 @@ static int build_up_head(keel__dconn_t *d, const char *base, const keel_h1_head_
         rc |= keel_buf_printf(o, "%s: %s\r\n", r->req_add[i].name, r->req_add[i].value);
     if (pv != NULL)
         rc |= append_claims(o, pv, jwt);
+    if (x->upgrade != NULL) /* the one hop-by-hop pair that goes on, on a route that allows it */
+        rc |= keel__upgrade_append_fields(o, base, h);
     if (h->body == KEEL_H1_BODY_LENGTH)
         rc |= keel__append_length(o, h->content_length);
     else if (h->body == KEEL_H1_BODY_CHUNKED)
@@ -560,6 +562,7 @@ void keel__x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
         canary = x->route->ro_on && slot == r->rollout.canary;
         if (!tracing)
             trace_begin(d, base, h);
+        x->upgrade = keel__upgrade_requested(r, base, h);
         build = build_up_head(d, base, h, path, path_len, query, query_len, pv, &jwt);
     }
     /* key for hash balancing, computed while the head is at hand */
@@ -616,6 +619,9 @@ void keel__x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
                           NULL, 0);
         else
             keel__agg_start(d);
+    } else if (x->upgrade != NULL && h->body != KEEL_H1_BODY_NONE) {
+        keel_counter_inc(p->m_bad_requests); /* the body's end would be the tunnel's start */
+        keel__x_local(d, 400, "upgrade-with-body", NULL, NULL, NULL, 0);
     } else if (build != 0) {
         keel__x_local(d, 431, NULL, NULL, NULL, NULL, 0);
     } else if (!keel__cl_admit(x->cl)) {
@@ -624,7 +630,9 @@ void keel__x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
         keel__x_local(d, 503, "bulkhead-full", NULL, NULL, NULL, 0);
     } else {
         /* a body that may be retried is kept as it goes upstream, up to the limit */
-        uint64_t keep = r->retry.attempts_max > 1 ? gen->cfg->limits.retry_buffer_bytes : 0;
+        uint64_t keep = r->retry.attempts_max > 1 && x->upgrade == NULL
+                            ? gen->cfg->limits.retry_buffer_bytes
+                            : 0;
         keel_proxy_replay_begin(&x->replay, keep,
                                 h->body == KEEL_H1_BODY_LENGTH    ? h->content_length
                                 : h->body == KEEL_H1_BODY_CHUNKED ? UINT64_MAX

@@ -171,7 +171,8 @@ void keel__x_attempt(keel__dconn_t *d)
      * keel_proxy_hedge_eligible is judged then; a request that can never be hedged sets no
      * timer) */
     const keel_proxy_hedge_t *hg = &x->route->cfg->hedge;
-    x->hedge_at_ms = hg->enabled && x->attempts == 1 && (x->method_kind != 0 || x->idem_key)
+    x->hedge_at_ms = hg->enabled && x->attempts == 1 && x->upgrade == NULL &&
+                             (x->method_kind != 0 || x->idem_key)
                          ? now + hg->delay_ms
                          : 0;
     keel__uconn_t *u = NULL;
@@ -285,6 +286,8 @@ static bool x_try_again(keel__dconn_t *d, keel_retry_failure_t failure, int stat
     const keel_proxy_retry_t *rt = &x->route->cfg->retry;
     if (rt->attempts_max <= 1 || x->resp_head || d->p->stopping)
         return false;
+    if (x->upgrade != NULL && failure != KEEL_RETRY_FAIL_CONNECT)
+        return false; /* an upgrade is retried only when it never reached an upstream */
     keel_proxy_retry_req_t rq = {x->method_kind != 0, x->idem_key, x->replay.sent,
                                  keel_proxy_replay_ok(&x->replay)};
     if (keel_proxy_retry_eligible(rt, &rq, failure, status) != KEEL_PROXY_RETRY_OK)
@@ -366,6 +369,10 @@ void keel__d_pump_req_body(keel__dconn_t *d)
     keel__xch_t *x = &d->x;
     keel__uconn_t *u = x->u;
     const keel_proxy_limits_t *lim = &d->p->gen->cfg->limits;
+    if (d->state == KEEL__D_TUNNEL) { /* the upstream took some bytes (keel__u_on_drained) */
+        keel__tunnel_pump(d);
+        return;
+    }
     if (x->req_done || u == NULL || !u->connected) {
         keel__d_update_reading(d);
         return;
@@ -492,7 +499,9 @@ void keel__u_update_reading(keel__uconn_t *u)
     if (u->closing)
         return;
     bool want = true;
-    if (u->d != NULL) {
+    if (u->d != NULL && u->d->state == KEEL__D_TUNNEL) {
+        want = keel__tunnel_reads_upstream(u);
+    } else if (u->d != NULL) {
         keel__dconn_t *d = u->d;
         want = !d->x.resp_done &&
                keel__conn_pending(&d->tcp, &d->out) < d->p->gen->cfg->limits.buffer_bytes_max &&
@@ -777,6 +786,10 @@ static void u_process(keel__uconn_t *u)
     keel__dconn_t *d = u->d;
     keel__xch_t *x = &d->x;
     keel_proxy_t *p = d->p;
+    if (d->state == KEEL__D_TUNNEL) {
+        keel__tunnel_pump(d);
+        return;
+    }
     while (!x->resp_head) {
         const char *base = (const char *)keel_buf_rptr(&u->in);
         size_t n = keel_buf_unread(&u->in);
@@ -793,6 +806,9 @@ static void u_process(keel__uconn_t *u)
         keel_h1_head_t *h = &p->resp_head;
         int st = keel_h1_parse_response(base, end, &x->gen->resp_lim, x->method_kind == 1, h);
         u->scan = 0;
+        /* a 101 opens a tunnel on an upgrade request that asked for its protocol */
+        if (st == 0 && h->status == 101 && x->upgrade != NULL && keel__tunnel_open(u, base, h, end))
+            return;
         if (st != 0 || h->status == 101) {
             keel_counter_inc(x->cl->m_bad_responses);
             x_schedule_retry_or_fail(d, u, KEEL_RETRY_FAIL_NONE, 502, 502, "upstream-bad-response");
@@ -822,7 +838,7 @@ static void u_process(keel__uconn_t *u)
         if (x->is_hedge)
             keel_counter_inc(x->cl->m_hedge_won);
         x->upstream = x->host != NULL ? x->host->address : x->upstream;
-        if (rt->attempts_max > 1 && keel_proxy_replay_ok(&x->replay) &&
+        if (rt->attempts_max > 1 && x->upgrade == NULL && keel_proxy_replay_ok(&x->replay) &&
             keel_proxy_retry_on(rt, KEEL_RETRY_FAIL_NONE, h->status)) {
             /* a retry discards this response and its connection */
             int status = h->status;
@@ -836,6 +852,7 @@ static void u_process(keel__uconn_t *u)
             x->u = u; /* no retry: this response is the answer after all */
             u->d = d;
         }
+        x->upgrade_refused = x->upgrade != NULL; /* proxied as an ordinary response */
         send_resp_head(d, base, h);
         keel_buf_consume(&u->in, end);
     }
@@ -909,6 +926,10 @@ static void u_on_eof(keel__uconn_t *u, int err)
 {
     keel__dconn_t *d = u->d;
     keel__xch_t *x = &d->x;
+    if (d->state == KEEL__D_TUNNEL) {
+        keel__tunnel_upstream_eof(u, err);
+        return;
+    }
     if (x->resp_head && x->resp_body == KEEL_H1_BODY_CLOSE && err == UV_EOF) {
         x->up_keepalive = false;
         if (x->resp_chunk_out)
