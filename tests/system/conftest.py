@@ -49,15 +49,24 @@ def free_port():
         return s.getsockname()[1]
 
 
+def accepts(port, host="127.0.0.1"):
+    """Whether a listener accepts on host:port. Test ports come from the ephemeral range
+    (free_port), so a connect polling a port nobody listens on yet can pick that same port as
+    its own source and connect to itself (TCP simultaneous open): that is not a listener."""
+    try:
+        with socket.create_connection((host, port), timeout=0.2) as s:
+            return s.getsockname() != s.getpeername()
+    except OSError:
+        return False
+
+
 def wait_port(port, timeout_s=5.0):
     """Waits until something accepts on 127.0.0.1:port."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
+        if accepts(port):
+            return
+        time.sleep(0.02)
     raise TimeoutError(f"nothing listens on port {port} after {timeout_s}s")
 
 

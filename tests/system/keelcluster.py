@@ -25,7 +25,7 @@ import urllib.request
 import pytest
 import redis
 
-from conftest import binary, free_port
+from conftest import accepts, binary, free_port
 
 LEADER_WAIT_S = 10.0
 START_WAIT_S = 10.0
@@ -108,11 +108,9 @@ class Node:
             if not self.alive():
                 self.expect_exit = True  # reported here, not again at teardown
                 raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with socket.create_connection((self.host, self.client_port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.02)
+            if accepts(self.client_port, self.host):
+                return
+            time.sleep(0.02)
         raise TimeoutError(f"{self.name} does not listen after {timeout_s}s:\n{self.log_tail()}")
 
     def alive(self):
@@ -327,14 +325,10 @@ class RedisServer:
         )  # fmt: skip
         log.close()
         deadline = time.monotonic() + START_WAIT_S
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.02)
+        while not accepts(self.port):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.02)
 
     def client(self, **kw):
         kw.setdefault("socket_timeout", 10)

@@ -12,7 +12,7 @@ import time
 import pytest
 import redis
 
-from conftest import binary, free_port, wait_port, wait_until
+from conftest import accepts, binary, free_port, wait_port, wait_until
 
 
 def port_free(p):
@@ -158,12 +158,10 @@ def wait_listening(p, port, log, timeout_s=10):
     deadline = time.monotonic() + timeout_s
     while True:
         assert p.poll() is None, open(log).read()
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            assert time.monotonic() < deadline, open(log).read()
-            time.sleep(0.02)
+        if accepts(port):
+            return
+        assert time.monotonic() < deadline, open(log).read()
+        time.sleep(0.02)
 
 
 def test_server_reads_a_yaml_config_and_flags_override_it(tmp_path):
