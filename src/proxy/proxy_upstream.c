@@ -110,13 +110,16 @@ bool keel__cl_admit(keel__pcluster_t *cl)
 }
 
 /* The attempt's connection to host: an idle pooled one of this worker (1: send the request now)
- * or a new one (0: send it once connected). -1 when no connection can be made. */
+ * or a new one (0: send it once connected). -1 when no connection can be made. An upgrade
+ * always takes a new one: its connection becomes a tunnel and never goes back to the pool, and
+ * an idle one the upstream is closing just then would fail its handshake, which is retried only
+ * after a connect failure. */
 static int attempt_connect(keel__dconn_t *d, keel__phost_t *host, keel__uconn_t **out)
 {
     keel_proxy_t *p = d->p;
     keel__uconn_t *u;
     keel__ppool_t *pool = keel__pool(p, host); /* this worker's */
-    keel_list_t *it = keel_list_first(&pool->idle);
+    keel_list_t *it = d->x.upgrade == NULL ? keel_list_first(&pool->idle) : NULL;
     if (it != NULL) {
         u = KEEL_LIST_ENTRY(it, keel__uconn_t, link);
         keel_list_remove(&u->link);

@@ -28,6 +28,7 @@ class TunnelUpstream:
     /close      101, sends b"bye" and closes
     /flood      101, then sends bytes without end (never reads)
     /other      101 switching to another protocol (h2c) than asked
+    /keep       200 with keep-alive, then the next request on the same connection
     /status/N   an ordinary answer with status N
     Every request head is kept (`heads`)."""
 
@@ -61,14 +62,19 @@ class TunnelUpstream:
         c.settimeout(TIMEOUT_S * 3)
         try:
             buf = b""
-            while b"\r\n\r\n" not in buf:
-                chunk = c.recv(65536)
-                if not chunk:
-                    return
-                buf += chunk
-            head, rest = buf.split(b"\r\n\r\n", 1)
-            self.heads.append(head.decode("latin-1"))
-            path = head.split(b" ")[1].decode()
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                self.heads.append(head.decode("latin-1"))
+                path = head.split(b" ")[1].decode()
+                if not path.endswith("/keep"):
+                    break
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            rest = buf
             if path.startswith("/status/") or path.startswith("/ws/status/"):
                 st = path.rsplit("/", 1)[1]
                 c.sendall(b"HTTP/1.1 %s X\r\nConnection: close\r\nContent-Length: 2\r\n\r\nno"
@@ -446,5 +452,31 @@ def test_a_client_reset_that_only_a_write_sees_ends_the_tunnel(procs, tmp_path):
         s.close()  # a reset
         assert wait_for(lambda: metric(metrics(admin), "keel_proxy_upgrade_tunnels_active") == 0,
                         timeout_s=3.0)
+    finally:
+        up.close()
+
+
+def test_an_upgrade_takes_a_new_upstream_connection_not_an_idle_pooled_one(procs, tmp_path):
+    # The tunnel never goes back to the pool, and an idle connection the upstream closes just
+    # as it is taken would fail the handshake (an upgrade is retried only after a connect
+    # failure): so an upgrade leaves the pool alone.
+    up = TunnelUpstream()
+    try:
+        _, port, _ = start_proxy(procs, tmp_path, config(up))
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S) as c:
+            c.sendall(b"GET /keep HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert recv_exactly(c, 2, b"").endswith(b"ok")
+        assert wait_for(lambda: len(up.conns) == 1)
+        s, head, rest = upgrade(port, "/ws/echo")
+        assert head.startswith("HTTP/1.1 101"), head
+        assert len(up.conns) == 2, "the upgrade went on the pooled connection"
+        s.sendall(b"ping")
+        assert recv_exactly(s, 4, rest) == b"ping"
+        s.close()
+        # the pooled connection is still there for ordinary requests
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S) as c:
+            c.sendall(b"GET /keep HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert recv_exactly(c, 2, b"").endswith(b"ok")
+        assert len(up.conns) == 2
     finally:
         up.close()
