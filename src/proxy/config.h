@@ -384,6 +384,9 @@ typedef struct keel_proxy_cors {
     uint32_t expose_headers_count;
     int64_t max_age_s; /* Access-Control-Max-Age; -1: not sent */
     bool allow_credentials;
+    /* a preflight asking Access-Control-Request-Private-Network: true gets
+     * Access-Control-Allow-Private-Network: true (the Private Network Access draft) */
+    bool allow_private_network;
 } keel_proxy_cors_t;
 
 /*

@@ -341,6 +341,8 @@ void keel__cfg_route_cors(ctx_t *c, yaml_node_t *v, void *base)
         {"expose_headers", F_FN, 0, 0, 0, co_expose_headers},
         {"max_age_s", F_FN, 0, 0, 0, co_max_age},
         {"allow_credentials", F_BOOL, offsetof(keel_proxy_cors_t, allow_credentials), 0, 0, NULL},
+        {"allow_private_network", F_BOOL, offsetof(keel_proxy_cors_t, allow_private_network), 0, 0,
+         NULL},
     };
     keel_proxy_route_t *r = base;
     if (r->cors != NULL) /* a repeated key: keel__cfg_load_fields refuses it before this */

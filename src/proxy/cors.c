@@ -305,7 +305,20 @@ keel_proxy_cors_verdict_t keel_proxy_cors_preflight(const keel_proxy_cors_t *co,
         *rc |= keel_buf_append(out, "\r\n", 2);
     if (co->max_age_s >= 0)
         *rc |= keel_buf_printf(out, "Access-Control-Max-Age: %lld\r\n", (long long)co->max_age_s);
+    /* Private Network Access: the page's browser asks leave to reach a more private address
+     * space than its own; only "true" asks (the draft sends nothing else) */
+    const keel_proxy_header_view_t *pn = field(req, "access-control-request-private-network");
+    if (pn == NULL || pn->value_len != 4 || strncasecmp(pn->value, "true", 4) != 0)
+        return KEEL_PROXY_CORS_ALLOWED;
+    if (!co->allow_private_network)
+        return KEEL_PROXY_CORS_PRIVATE_NETWORK_NOT_ALLOWED;
+    *rc |= keel_buf_append_str(out, "Access-Control-Allow-Private-Network: true\r\n");
     return KEEL_PROXY_CORS_ALLOWED;
+}
+
+bool keel_proxy_cors_verdict_answered(keel_proxy_cors_verdict_t v)
+{
+    return v == KEEL_PROXY_CORS_ALLOWED || v == KEEL_PROXY_CORS_PRIVATE_NETWORK_NOT_ALLOWED;
 }
 
 int keel_proxy_cors_actual(const keel_proxy_cors_t *co, const keel_proxy_cors_match_t *m,
@@ -334,6 +347,8 @@ const char *keel_proxy_cors_verdict_name(keel_proxy_cors_verdict_t v)
         return "refused-method";
     case KEEL_PROXY_CORS_BAD_HEADERS:
         return "refused-headers";
+    case KEEL_PROXY_CORS_PRIVATE_NETWORK_NOT_ALLOWED:
+        return "private-network-not-allowed";
     }
     return "?";
 }

@@ -39,7 +39,14 @@ typedef enum keel_proxy_cors_verdict {
     KEEL_PROXY_CORS_BAD_ORIGIN,  /* no Origin field, or one not allowed */
     KEEL_PROXY_CORS_BAD_METHOD,  /* Access-Control-Request-Method not allowed */
     KEEL_PROXY_CORS_BAD_HEADERS, /* an Access-Control-Request-Headers name not allowed */
+    /* allowed, but it asked Access-Control-Request-Private-Network: true and the route does not
+     * grant it: answered like ALLOWED (a 204) without Access-Control-Allow-Private-Network, as
+     * Envoy does (docs/proxy.md says why it is not a 403) */
+    KEEL_PROXY_CORS_PRIVATE_NETWORK_NOT_ALLOWED,
 } keel_proxy_cors_verdict_t;
+
+/* Whether a preflight with verdict v is answered 204 (with the allow fields), not 403. */
+bool keel_proxy_cors_verdict_answered(keel_proxy_cors_verdict_t v);
 
 /* Whether req is a preflight; *method (may be NULL) gets its Access-Control-Request-Method. */
 bool keel_proxy_cors_is_preflight(const keel_proxy_req_view_t *req, const char **method,
@@ -62,10 +69,13 @@ uint32_t keel_proxy_cors_origin(const keel_proxy_cors_t *co, const keel_proxy_re
  * Judges a preflight and appends the answer's fields ("Name: value\r\n" lines) to out: on
  * ALLOWED Access-Control-Allow-Origin, -Allow-Methods (the listed methods; the requested one
  * when none are listed or "*" is), -Allow-Headers (the requested names, when there are any),
- * -Max-Age and -Allow-Credentials when set; always Vary: Origin. A requested method (a token)
- * passes when listed, when "*" is listed, or when it is GET, HEAD or POST (CORS-safelisted: a
- * browser sends them anyway); each requested header name must be listed (or "*" listed). A
- * buffer error (out full) is returned through *rc (0 when none).
+ * -Max-Age and -Allow-Credentials when set, and -Allow-Private-Network: true when the request
+ * asks it (Access-Control-Request-Private-Network: true, any case; another value asks nothing)
+ * and the policy allows it; always Vary: Origin. Asked of a policy that does not allow it, the
+ * verdict is PRIVATE_NETWORK_NOT_ALLOWED with the same fields, the grant left out. A requested
+ * method (a token) passes when listed, when "*" is listed, or when it is GET, HEAD or POST
+ * (CORS-safelisted: a browser sends them anyway); each requested header name must be listed (or
+ * "*" listed). A buffer error (out full) is returned through *rc (0 when none).
  */
 keel_proxy_cors_verdict_t keel_proxy_cors_preflight(const keel_proxy_cors_t *co,
                                                     const keel_proxy_req_view_t *req,

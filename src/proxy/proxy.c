@@ -134,16 +134,22 @@ static int route_init(keel__pgen_t *gen, keel__proute_t *rt, uint32_t idx, keel_
             "status), failed (no upstream answer).",
             l2);
     }
-    static const char *const cors_outcomes[KEEL__CORS_OUTCOMES] = {
-        "preflight",       "refused-origin", "refused-method",
-        "refused-headers", "allowed-origin", "other-origin"};
+    _Static_assert(KEEL__CORS_ORIGIN_ALLOWED == KEEL_PROXY_CORS_PRIVATE_NETWORK_NOT_ALLOWED + 1,
+                   "m_cors: the preflight verdicts, then the other requests' outcomes");
+    static const char *const cors_outcomes[KEEL__CORS_OUTCOMES] = {"preflight",
+                                                                   "refused-origin",
+                                                                   "refused-method",
+                                                                   "refused-headers",
+                                                                   "private-network-not-allowed",
+                                                                   "allowed-origin",
+                                                                   "other-origin"};
     for (int k = 0; r->cors != NULL && k < KEEL__CORS_OUTCOMES; k++) {
         char l2[KEEL_METRICS_LABELS_BYTES_MAX];
         snprintf(l2, sizeof(l2), "%s,outcome=\"%s\"", lab, cors_outcomes[k]);
         rt->m_cors[k] = keel_metrics_counter(
             m, "keel_proxy_cors_total",
-            "CORS: preflights answered and refused, other requests by whether their Origin is "
-            "allowed.",
+            "CORS: preflights answered (with or without a private network grant asked for) and "
+            "refused, other requests by whether their Origin is allowed.",
             l2);
     }
     for (int k = 0; k < 6; k++) {

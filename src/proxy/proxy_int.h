@@ -177,9 +177,9 @@ typedef enum keel__upgrade_outcome {
     KEEL__UPGRADE_FAILED,
 } keel__upgrade_outcome_t;
 
-#define KEEL__CORS_OUTCOMES 6
-#define KEEL__CORS_ORIGIN_ALLOWED 4 /* m_cors slots after the preflight verdicts */
-#define KEEL__CORS_ORIGIN_OTHER 5
+#define KEEL__CORS_OUTCOMES 7
+#define KEEL__CORS_ORIGIN_ALLOWED 5 /* m_cors slots after the preflight verdicts */
+#define KEEL__CORS_ORIGIN_OTHER 6
 
 /* A route's rate limiter: its buckets, one per key, shared by every worker and by the
  * generations whose route has the same name and rate_limit settings (a reload that leaves them
@@ -201,7 +201,7 @@ typedef struct keel__proute {
     keel_counter_t *m_requests, *m_rate_limited, *m_auth_refused;
     /* keel_proxy_upgrades_total by keel__upgrade_outcome_t (a route with upgrades) */
     keel_counter_t *m_upgrades[3];
-    /* keel_proxy_cors_total by outcome (a CORS route's): the four preflight verdicts
+    /* keel_proxy_cors_total by outcome (a CORS route's): the five preflight verdicts
      * (keel_proxy_cors_verdict_t), then other requests whose Origin was allowed, and not */
     keel_counter_t *m_cors[KEEL__CORS_OUTCOMES];
     keel_counter_t *m_class[6];

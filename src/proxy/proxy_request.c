@@ -591,7 +591,8 @@ void keel__x_begin(keel__dconn_t *d, const char *base, const keel_h1_head_t *h)
         keel__x_local(d, 413, NULL, NULL, NULL, NULL, 0);
     } else if (pre >= 0) {
         keel_buf_t *o = &x->up_head; /* the answer's fields, built while the head was at hand */
-        keel__x_local(d, pre == KEEL_PROXY_CORS_ALLOWED ? 204 : 403,
+        /* a private network grant withheld is still a 204 (docs/proxy.md), its reason said */
+        keel__x_local(d, keel_proxy_cors_verdict_answered(pre) ? 204 : 403,
                       pre == KEEL_PROXY_CORS_ALLOWED ? NULL : keel_proxy_cors_verdict_name(pre),
                       (const char *)keel_buf_rptr(o), NULL, "", 0);
     } else if (r == NULL) {

@@ -6,7 +6,10 @@ route that requires a JWT (a browser sends no credentials with a preflight). Oth
 upstream; an allowed Origin gets Access-Control-Allow-Origin (and -Credentials, -Expose-Headers)
 on the answer, another origin gets none of them. Every answer on a CORS route varies on Origin.
 An origin pattern (https://*.shop.example) allows the origins it matches, and the answer
-names the request's own origin. Outcomes are counted in keel_proxy_cors_total.
+names the request's own origin. A preflight asking Access-Control-Request-Private-Network: true
+gets Access-Control-Allow-Private-Network: true only on a route with allow_private_network; on
+another it is answered without it (as Envoy does), its reason said. Outcomes are counted in
+keel_proxy_cors_total.
 """
 
 import json
@@ -57,6 +60,10 @@ routes:
     match: {{prefix: /sub/}}
     cluster: app
     cors: {{allow_origins: ["{SUBS}"], allow_methods: ["*"], allow_credentials: true}}
+  - name: lan
+    match: {{prefix: /lan/}}
+    cluster: app
+    cors: {{allow_origins: ["{SHOP}"], allow_methods: [PUT], allow_private_network: true}}
   - name: plain
     match: {{prefix: /}}
     cluster: app
@@ -76,10 +83,12 @@ def gw(procs, tmp_path, up):
     return port, admin
 
 
-def preflight(port, target, origin, method, headers=None):
+def preflight(port, target, origin, method, headers=None, private_network=None):
     h = {"Origin": origin, "Access-Control-Request-Method": method}
     if headers:
         h["Access-Control-Request-Headers"] = headers
+    if private_network is not None:
+        h["Access-Control-Request-Private-Network"] = private_network
     return request(port, "OPTIONS", target, h)
 
 
@@ -340,3 +349,72 @@ def test_check_names_a_bad_origin_pattern_with_its_line(tmp_path):
         (9, "has a '*' not at the start of the host"),
     ]:
         assert any((f":{line}:" in l or f"line {line}" in l) and text in l for l in out.splitlines()), out
+
+
+def test_a_private_network_preflight_is_granted_on_a_route_that_allows_it(gw, up):
+    port, _ = gw
+    for asked in ["true", "TRUE"]:
+        st, h, body = preflight(port, "/lan/printer", SHOP, "PUT", private_network=asked)
+        assert st == 204 and body == b"", (st, h)
+        assert one(h, "access-control-allow-private-network") == "true"
+        assert one(h, "access-control-allow-origin") == SHOP
+        assert one(h, "access-control-allow-methods") == "PUT"
+        assert "x-keel-reason" not in h
+    for asked in [None, "false", "yes"]:  # not asked: no grant, as before
+        st, h, _ = preflight(port, "/lan/printer", SHOP, "PUT", private_network=asked)
+        assert st == 204 and "access-control-allow-private-network" not in h, (asked, h)
+        assert one(h, "access-control-allow-origin") == SHOP and "x-keel-reason" not in h
+    # a refused preflight stays refused, asked or not
+    st, h, _ = preflight(port, "/lan/printer", "https://evil.example", "PUT", private_network="true")
+    assert st == 403 and one(h, "x-keel-reason") == "refused-origin"
+    assert not [k for k in h if k.startswith("access-control-")], h
+    assert up.count == 0
+
+
+def test_a_private_network_preflight_on_another_route_gets_no_grant(gw, up):
+    port, admin = gw
+    st, h, body = preflight(port, "/api/o", SHOP, "PUT", private_network="true")
+    # as Envoy: answered, without Access-Control-Allow-Private-Network; the browser decides
+    assert st == 204 and body == b"", (st, h)
+    assert "access-control-allow-private-network" not in h, h
+    assert one(h, "access-control-allow-origin") == SHOP
+    assert one(h, "access-control-allow-methods") == "GET, PUT"
+    assert one(h, "x-keel-reason") == "private-network-not-allowed"
+    assert one(h, "vary") == "Origin"
+    st, h, _ = preflight(port, "/api/o", SHOP, "PUT")  # not asked: as before
+    assert st == 204 and "x-keel-reason" not in h
+    preflight(port, "/lan/x", SHOP, "PUT", private_network="true")
+    assert up.count == 0
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
+        m = r.read().decode()
+    for line in [
+        'keel_proxy_cors_total{route="api",outcome="private-network-not-allowed"} 1',
+        'keel_proxy_cors_total{route="api",outcome="preflight"} 1',
+        'keel_proxy_cors_total{route="lan",outcome="preflight"} 1',
+        'keel_proxy_cors_total{route="lan",outcome="private-network-not-allowed"} 0',
+    ]:
+        assert line in m, (line, [x for x in m.splitlines() if "cors" in x])
+
+
+def test_check_refuses_a_non_boolean_allow_private_network_naming_the_line(tmp_path):
+    import subprocess
+
+    from conftest import binary
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "listeners: [{name: l, address: 127.0.0.1:0}]\n"
+        "clusters: [{name: a, hosts: [127.0.0.1:9]}]\n"
+        "routes:\n"
+        "  - cluster: a\n"
+        "    cors:\n"
+        "      allow_origins: ['https://shop.example']\n"
+        "      allow_private_network: sometimes\n"
+    )
+    r = subprocess.run([binary("keel"), "proxy", "--check", str(path)], capture_output=True, text=True, timeout=10)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert any(
+        (":7:" in l or "line 7" in l) and "allow_private_network: 'sometimes' is not true or false" in l
+        for l in out.splitlines()
+    ), out

@@ -513,6 +513,138 @@ static void matches_a_regex_against_the_whole_origin_only(void)
     keel_proxy_config_free(&cfg);
 }
 
+/* ---- Private Network Access ---------------------------------------------------------------- */
+
+static const char pna[] = "listeners: [{name: l, address: 127.0.0.1:8080}]\n"
+                          "clusters: [{name: a, hosts: [127.0.0.1:9001]}]\n"
+                          "routes:\n"
+                          "  - name: lan\n"
+                          "    match: {prefix: /lan/}\n"
+                          "    cluster: a\n"
+                          "    cors:\n"
+                          "      allow_origins: [\"https://shop.example\"]\n"
+                          "      allow_methods: [PUT]\n"
+                          "      allow_private_network: true\n"
+                          "  - name: off\n"
+                          "    match: {prefix: /off/}\n"
+                          "    cluster: a\n"
+                          "    cors: {allow_origins: [\"https://shop.example\"], "
+                          "allow_methods: [PUT], allow_private_network: false}\n"
+                          "  - name: unset\n"
+                          "    match: {prefix: /}\n"
+                          "    cluster: a\n"
+                          "    cors: {allow_origins: [\"*\"]}\n";
+
+static void loads_allow_private_network_off_by_default(void)
+{
+    int rc = parse(pna);
+    if (rc != 0)
+        dump_errors();
+    KT_EQ_INT(rc, 0);
+    KT_CHECK(cfg.routes[0].cors->allow_private_network);
+    KT_CHECK(!cfg.routes[1].cors->allow_private_network);
+    KT_CHECK(!cfg.routes[2].cors->allow_private_network);
+    keel_proxy_config_free(&cfg);
+    static const char bad[] = "listeners: [{name: l, address: 127.0.0.1:8080}]\n" /* 1 */
+                              "clusters: [{name: a, hosts: [127.0.0.1:9001]}]\n"  /* 2 */
+                              "routes:\n"                                         /* 3 */
+                              "  - cluster: a\n"                                  /* 4 */
+                              "    cors:\n"                                       /* 5 */
+                              "      allow_origins: [\"https://shop.example\"]\n" /* 6 */
+                              "      allow_private_network: maybe\n"              /* 7 */
+                              "  - cluster: a\n"                                  /* 8 */
+                              "    cors:\n"                                       /* 9 */
+                              "      allow_origins: [\"https://shop.example\"]\n" /* 10 */
+                              "      allow_private_network: [true]\n";            /* 11 */
+    KT_EQ_INT(parse(bad), KEEL_EINVAL);
+    KT_CHECK(has_error(7, "allow_private_network: 'maybe' is not true or false"));
+    KT_CHECK(has_error(11, "allow_private_network"));
+    if (errs.count != 2)
+        dump_errors();
+    KT_EQ_INT(errs.count, 2);
+}
+
+static void grants_a_private_network_preflight_only_when_the_route_allows_it(void)
+{
+    KT_EQ_INT(parse(pna), 0);
+    static const char *const ask[] = {"Origin",
+                                      "https://shop.example",
+                                      "Access-Control-Request-Method",
+                                      "PUT",
+                                      "Access-Control-Request-Private-Network",
+                                      "true",
+                                      NULL};
+    static const char *const ask_upper[] = {"Origin",
+                                            "https://shop.example",
+                                            "Access-Control-Request-Method",
+                                            "PUT",
+                                            "access-control-request-private-network",
+                                            "TRUE",
+                                            NULL};
+    static const char *const no_ask[] = {"Origin", "https://shop.example",
+                                         "Access-Control-Request-Method", "PUT", NULL};
+    static const char *const other[] = {"Origin",
+                                        "https://shop.example",
+                                        "Access-Control-Request-Method",
+                                        "PUT",
+                                        "Access-Control-Request-Private-Network",
+                                        "false",
+                                        NULL};
+    static const char *const granted = "Vary: Origin\r\n"
+                                       "Access-Control-Allow-Origin: https://shop.example\r\n"
+                                       "Access-Control-Allow-Methods: PUT\r\n"
+                                       "Access-Control-Allow-Private-Network: true\r\n";
+    static const char *const plain = "Vary: Origin\r\n"
+                                     "Access-Control-Allow-Origin: https://shop.example\r\n"
+                                     "Access-Control-Allow-Methods: PUT\r\n";
+    /* on: the grant, asked in any case; not asked (or asked with another value): none */
+    KT_EQ_INT(preflight(0, req("OPTIONS", "/lan/x", ask)), KEEL_PROXY_CORS_ALLOWED);
+    KT_EQ_STR(out_text, granted);
+    KT_EQ_INT(preflight(0, req("OPTIONS", "/lan/x", ask_upper)), KEEL_PROXY_CORS_ALLOWED);
+    KT_EQ_STR(out_text, granted);
+    KT_EQ_INT(preflight(0, req("OPTIONS", "/lan/x", no_ask)), KEEL_PROXY_CORS_ALLOWED);
+    KT_EQ_STR(out_text, plain);
+    KT_EQ_INT(preflight(0, req("OPTIONS", "/lan/x", other)), KEEL_PROXY_CORS_ALLOWED);
+    KT_EQ_STR(out_text, plain);
+    /* off (said or by default): allowed otherwise, answered without the grant (as Envoy) */
+    static const char *const plain_put = "Vary: Origin\r\n"
+                                         "Access-Control-Allow-Origin: https://shop.example\r\n"
+                                         "Access-Control-Allow-Methods: PUT\r\n";
+    KT_EQ_INT(preflight(1, req("OPTIONS", "/off/x", ask)),
+              KEEL_PROXY_CORS_PRIVATE_NETWORK_NOT_ALLOWED);
+    KT_EQ_STR(out_text, plain_put);
+    static const char *const get[] = {"Origin",
+                                      "https://shop.example",
+                                      "Access-Control-Request-Method",
+                                      "GET",
+                                      "Access-Control-Request-Private-Network",
+                                      "True",
+                                      NULL};
+    KT_EQ_INT(preflight(2, req("OPTIONS", "/x", get)), KEEL_PROXY_CORS_PRIVATE_NETWORK_NOT_ALLOWED);
+    KT_EQ_STR(out_text, "Vary: Origin\r\n"
+                        "Access-Control-Allow-Origin: *\r\n"
+                        "Access-Control-Allow-Methods: GET\r\n");
+    KT_EQ_INT(preflight(1, req("OPTIONS", "/off/x", no_ask)), KEEL_PROXY_CORS_ALLOWED);
+    KT_EQ_STR(out_text, plain_put);
+    KT_EQ_INT(preflight(1, req("OPTIONS", "/off/x", other)), KEEL_PROXY_CORS_ALLOWED);
+    KT_CHECK(keel_proxy_cors_verdict_answered(KEEL_PROXY_CORS_PRIVATE_NETWORK_NOT_ALLOWED));
+    KT_CHECK(keel_proxy_cors_verdict_answered(KEEL_PROXY_CORS_ALLOWED));
+    KT_CHECK(!keel_proxy_cors_verdict_answered(KEEL_PROXY_CORS_BAD_ORIGIN));
+    KT_EQ_STR(keel_proxy_cors_verdict_name(KEEL_PROXY_CORS_PRIVATE_NETWORK_NOT_ALLOWED),
+              "private-network-not-allowed");
+    /* a refusal stays a refusal, asked or not, and grants nothing */
+    static const char *const evil[] = {"Origin",
+                                       "https://evil.example",
+                                       "Access-Control-Request-Method",
+                                       "PUT",
+                                       "Access-Control-Request-Private-Network",
+                                       "true",
+                                       NULL};
+    KT_EQ_INT(preflight(0, req("OPTIONS", "/lan/x", evil)), KEEL_PROXY_CORS_BAD_ORIGIN);
+    KT_EQ_STR(out_text, "Vary: Origin\r\n");
+    keel_proxy_config_free(&cfg);
+}
+
 int main(void)
 {
     KT_RUN(loads_a_cors_section_and_leaves_other_routes_without_one);
@@ -526,5 +658,7 @@ int main(void)
     KT_RUN(matches_origin_patterns_and_echoes_the_request_origin);
     KT_RUN(answers_a_pattern_preflight_with_the_origin_and_the_method_asked);
     KT_RUN(matches_a_regex_against_the_whole_origin_only);
+    KT_RUN(loads_allow_private_network_off_by_default);
+    KT_RUN(grants_a_private_network_preflight_only_when_the_route_allows_it);
     return kt_done();
 }
