@@ -1,6 +1,7 @@
 /* test_proxy_cors.c - a route's `cors:` section (loaded and refused, with lines), route matching
  * of preflights, and the fields of preflight and actual answers (proxy/cors.h). */
 #include "ktest.h"
+#include "proxy_cfg_test.h"
 #include "base/err.h"
 #include "proxy/config.h"
 #include "proxy/cors.h"
@@ -8,28 +9,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-
-static keel_proxy_config_t cfg;
-static keel_proxy_errors_t errs;
-
-static int parse(const char *text)
-{
-    return keel_proxy_config_parse(text, strlen(text), &cfg, &errs);
-}
-
-static int has_error(int line, const char *needle)
-{
-    for (uint32_t i = 0; i < errs.count; i++)
-        if (errs.e[i].line == line && strstr(errs.e[i].text, needle) != NULL)
-            return 1;
-    return 0;
-}
-
-static void dump_errors(void)
-{
-    for (uint32_t i = 0; i < errs.count; i++)
-        fprintf(stderr, "  line %d: %s\n", errs.e[i].line, errs.e[i].text);
-}
 
 static const char good[] =
     "listeners: [{name: l, address: 127.0.0.1:8080}]\n"

@@ -1,6 +1,7 @@
 /* test_proxy_upgrade.c - a route's `upgrades:` and `upgrade_idle_timeout_ms` (loaded and
  * refused, with lines), and which requests ask a route for an upgrade (proxy_tunnel.c). */
 #include "ktest.h"
+#include "proxy_cfg_test.h"
 #include "base/err.h"
 #include "proxy/config.h"
 #include "proxy/h1.h"
@@ -9,28 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static keel_proxy_config_t cfg;
-static keel_proxy_errors_t errs;
-
-static int parse(const char *text)
-{
-    return keel_proxy_config_parse(text, strlen(text), &cfg, &errs);
-}
-
-static int has_error(int line, const char *needle)
-{
-    for (uint32_t i = 0; i < errs.count; i++)
-        if (errs.e[i].line == line && strstr(errs.e[i].text, needle) != NULL)
-            return 1;
-    return 0;
-}
-
-static void dump_errors(void)
-{
-    for (uint32_t i = 0; i < errs.count; i++)
-        fprintf(stderr, "  line %d: %s\n", errs.e[i].line, errs.e[i].text);
-}
 
 static const char good[] = "listeners: [{name: l, address: 127.0.0.1:8080}]\n"
                            "clusters: [{name: a, hosts: [127.0.0.1:9001]}]\n"
