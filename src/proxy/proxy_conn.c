@@ -193,18 +193,13 @@ int keel__status_class(int status)
     return c >= 1 && c <= 5 ? c : 0;
 }
 
-/* Ends the current attempt: breaker, outlier detector, balancer and host counts. ok < 0: the
- * attempt was abandoned (no verdict). */
-void keel__x_end_attempt(keel__dconn_t *d, int ok, int status, bool local_failure)
+/* The current attempt's verdict: its span, breaker and outlier detector records, and status
+ * class. ok < 0: the attempt was abandoned (no verdict). Called with the cluster's lock. */
+static void attempt_verdict(keel__dconn_t *d, int ok, int status, bool local_failure)
 {
     keel__xch_t *x = &d->x;
-    if (x->host == NULL)
-        return;
-    if (x->traced)
-        keel__x_record_client_span(d, ok, status);
     keel__pcluster_t *cl = x->cl;
     keel_ms_t took_ms = now_ms(d->p) - x->try_start_ms;
-    keel__cl_lock(cl); /* shared with the other workers */
     keel_ms_t now = keel__shared_now(&cl->now_max_ms, now_ms(d->p));
     if (x->permit >= 0) {
         keel_breaker_outcome_t o = ok < 0    ? KEEL_BREAKER_IGNORED
@@ -219,15 +214,43 @@ void keel__x_end_attempt(keel__dconn_t *d, int ok, int status, bool local_failur
         else
             keel_outlier_record_status(&cl->outlier, x->host->idx, now, status);
     }
+    if (status > 0)
+        keel_counter_inc(cl->m_class[keel__status_class(status)]);
+}
+
+/* Ends the current attempt: its verdict (unless keel__x_judge_attempt gave it), then the
+ * balancer's and the host's in-flight counts. ok < 0: the attempt was abandoned (no verdict). */
+void keel__x_end_attempt(keel__dconn_t *d, int ok, int status, bool local_failure)
+{
+    keel__xch_t *x = &d->x;
+    if (x->host == NULL)
+        return;
+    if (x->traced && !x->judged)
+        keel__x_record_client_span(d, ok, status);
+    keel__pcluster_t *cl = x->cl;
+    keel__cl_lock(cl); /* shared with the other workers */
+    if (!x->judged)
+        attempt_verdict(d, ok, status, local_failure);
     if (x->balance_started) {
         keel_balance_done(&cl->lb, x->host->idx);
         x->balance_started = false;
     }
     x->host->active--;
     keel__cl_unlock(cl);
-    if (status > 0)
-        keel_counter_inc(cl->m_class[keel__status_class(status)]);
     x->host = NULL;
+    x->judged = false;
+}
+
+void keel__x_judge_attempt(keel__dconn_t *d, int ok, int status)
+{
+    keel__xch_t *x = &d->x;
+    assert(x->host != NULL && !x->judged);
+    if (x->traced)
+        keel__x_record_client_span(d, ok, status);
+    keel__cl_lock(x->cl);
+    attempt_verdict(d, ok, status, false);
+    keel__cl_unlock(x->cl);
+    x->judged = true;
 }
 
 #define SWAP(type, a, b)                                                                           \

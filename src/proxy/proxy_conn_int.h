@@ -35,6 +35,11 @@ int keel__status_class(int status);
 /* Ends the current attempt: breaker, outlier detector, balancer and host counts. ok < 0: the
  * attempt was abandoned (no verdict). */
 void keel__x_end_attempt(keel__dconn_t *d, int ok, int status, bool local_failure);
+/* Gives the current attempt its verdict now (span, breaker, outlier detector, status class) but
+ * keeps it in the balancer's and the host's in-flight counts until keel__x_end_attempt: a
+ * tunnel, whose handshake succeeded and whose connection stays busy (least_conn and p2c then
+ * see it, as Envoy counts upgraded streams). */
+void keel__x_judge_attempt(keel__dconn_t *d, int ok, int status);
 /* Swaps the exchange's attempt with the other one (a hedge's slot, proxy_int.h). */
 void keel__x_swap_tries(keel__xch_t *x);
 /* Ends the other attempt, if there is one: its connection is closed (no head came from it), its

@@ -369,6 +369,8 @@ typedef struct keel__xch {
     bool counted;  /* counted in cl->active_requests */
     bool retrying; /* counted in cl->active_retries */
     bool balance_started;
+    bool
+        judged; /* the attempt's verdict is given, its host still counted (keel__x_judge_attempt) */
     bool canary;             /* sent toward a rollout's canary: the rollout observes its outcome */
     uint64_t key_hash;       /* the balancer's affinity key (hash_on) */
     keel_trace_ctx_t trace;  /* the context sent upstream: with tracing, the current attempt's

@@ -136,7 +136,9 @@ bool keel__tunnel_open(keel__uconn_t *u, const char *base, const keel_h1_head_t 
         return false; /* switched to something else than asked: not ours to pass on */
     x->hedge_at_ms = 0;
     x->upstream = x->host->address;
-    keel__x_end_attempt(d, 1, 101, false); /* the attempt succeeded; the tunnel is no request */
+    /* the attempt succeeded; its host stays counted in flight while the tunnel lives (ended
+       when the exchange is released) */
+    keel__x_judge_attempt(d, 1, 101);
     if (send_101(d, base, h, up) != 0) {
         keel__d_close(d);
         return true;

@@ -165,6 +165,16 @@ def recv_exactly(s, n, rest=b""):
     return buf
 
 
+def recv_until(s, marker, rest=b""):
+    """Reads until marker ends what came (a small answer: its head and body may come apart)."""
+    buf = rest
+    while not buf.endswith(marker):
+        chunk = s.recv(65536)
+        assert chunk, f"closed before {marker!r}: {buf!r}"
+        buf += chunk
+    return buf
+
+
 def recv_until_closed(s, rest=b""):
     buf = rest
     while True:
@@ -465,7 +475,7 @@ def test_an_upgrade_takes_a_new_upstream_connection_not_an_idle_pooled_one(procs
         _, port, _ = start_proxy(procs, tmp_path, config(up))
         with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S) as c:
             c.sendall(b"GET /keep HTTP/1.1\r\nHost: t\r\n\r\n")
-            assert recv_exactly(c, 2, b"").endswith(b"ok")
+            recv_until(c, b"ok")
         assert wait_for(lambda: len(up.conns) == 1)
         s, head, rest = upgrade(port, "/ws/echo")
         assert head.startswith("HTTP/1.1 101"), head
@@ -476,7 +486,49 @@ def test_an_upgrade_takes_a_new_upstream_connection_not_an_idle_pooled_one(procs
         # the pooled connection is still there for ordinary requests
         with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S) as c:
             c.sendall(b"GET /keep HTTP/1.1\r\nHost: t\r\n\r\n")
-            assert recv_exactly(c, 2, b"").endswith(b"ok")
+            recv_until(c, b"ok")
         assert len(up.conns) == 2
     finally:
         up.close()
+
+
+def test_a_tunnel_stays_in_flight_for_least_conn_balancing(procs, tmp_path):
+    # Envoy counts an upgraded stream as an active request until it ends: a host holding a
+    # tunnel is busier than an idle one, and least_conn (and p2c) must see it.
+    a, b = TunnelUpstream(), TunnelUpstream()
+    try:
+        yaml_text = f"""
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+admin:
+  address: 127.0.0.1:0
+clusters:
+  - name: app
+    balance: least_conn
+    hosts: [{a.addr}, {b.addr}]
+routes:
+  - name: ws
+    match: {{prefix: /ws/}}
+    cluster: app
+    upgrades: [websocket]
+  - name: plain
+    match: {{prefix: /}}
+    cluster: app
+"""
+        _, port, _ = start_proxy(procs, tmp_path, yaml_text)
+        s, head, rest = upgrade(port, "/ws/echo")
+        assert head.startswith("HTTP/1.1 101"), head
+        busy, idle = (a, b) if len(a.heads) == 1 else (b, a)
+        assert len(busy.heads) == 1 and len(idle.heads) == 0
+        for _ in range(10):
+            with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S) as c:
+                c.sendall(b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n")
+                recv_until(c, b"no")
+        assert len(idle.heads) == 10 and len(busy.heads) == 1, (len(idle.heads), len(busy.heads))
+        s.sendall(b"ping")
+        assert recv_exactly(s, 4, rest) == b"ping"
+        s.close()
+    finally:
+        a.close()
+        b.close()
