@@ -4,6 +4,7 @@ two connections into a byte tunnel (backpressure, half-close, idle timeout); any
 an ordinary response. A route without `upgrades` drops Upgrade and answers a 101 with 502."""
 import json
 import re
+import select
 import shutil
 import socket
 import ssl
@@ -26,13 +27,17 @@ class TunnelUpstream:
     /echo       101, then echoes every byte; a FIN from the proxy is answered with a FIN
     /collect    101, reads until the FIN, then sends b"got N" and closes
     /close      101, sends b"bye" and closes
+    /greet      101 and b"hi" in one write (one TLS record), then as /echo
     /flood      101, then sends bytes without end (never reads)
     /other      101 switching to another protocol (h2c) than asked
     /keep       200 with keep-alive, then the next request on the same connection
     /status/N   an ordinary answer with status N
-    Every request head is kept (`heads`)."""
+    Every request head is kept (`heads`). tls: a server context, to speak TLS (a TLS cluster):
+    each accepted connection does the handshake first, and an end is a close_notify then a
+    FIN."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
+        self.tls = tls
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -58,9 +63,25 @@ class TunnelUpstream:
             self.conns.append(c)
             threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
+    def _fin(self, c):
+        """The end of what this side sends: a FIN, after a close_notify on TLS (not waiting for
+        the peer's)."""
+        if self.tls is not None:
+            c.setblocking(False)
+            try:
+                c.unwrap()  # sends close_notify; the peer's is not here yet
+            except (ssl.SSLWantReadError, ssl.SSLError, OSError):
+                pass
+            c.setblocking(True)
+        c.shutdown(socket.SHUT_WR)
+
     def _serve(self, c):
         c.settimeout(TIMEOUT_S * 3)
         try:
+            if self.tls is not None:
+                # a FIN without a close_notify first is an error here, not an end
+                c = self.tls.wrap_socket(c, server_side=True, suppress_ragged_eofs=False)
+                self.conns.append(c)
             buf = b""
             while True:
                 while b"\r\n\r\n" not in buf:
@@ -84,9 +105,11 @@ class TunnelUpstream:
             if path.endswith("/other"):
                 c.sendall(SWITCH.replace(b"Upgrade: websocket", b"Upgrade: h2c"))
                 return
-            c.sendall(SWITCH)
+            c.sendall(SWITCH + (b"hi" if path.endswith("/greet") else b""))
             if path.endswith("/close"):
                 c.sendall(b"bye")
+                self._fin(c)
+                time.sleep(0.5)
                 return
             if path.endswith("/flood"):
                 while True:  # until the proxy closes the connection
@@ -99,13 +122,15 @@ class TunnelUpstream:
                         break
                     got += len(chunk)
                 c.sendall(b"got %d" % got)
+                self._fin(c)
+                time.sleep(0.5)
                 return
             if rest:
                 c.sendall(rest)
             while True:  # /echo
                 chunk = c.recv(65536)
                 if not chunk:
-                    c.shutdown(socket.SHUT_WR)
+                    self._fin(c)
                     time.sleep(0.5)
                     return
                 c.sendall(chunk)
@@ -143,7 +168,13 @@ def upgrade(port, path, extra=b"", headers=b"", tls=None):
     response head as text and the bytes after it. tls: a client context (a TLS listener)."""
     s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S)
     if tls is not None:
-        s = tls.wrap_socket(s, server_hostname="localhost")
+        # a FIN without a close_notify first is an error here, not an end
+        s = tls.wrap_socket(s, server_hostname="localhost", suppress_ragged_eofs=False)
+    return upgrade_on(s, path, extra, headers)
+
+
+def upgrade_on(s, path, extra=b"", headers=b""):
+    """upgrade() on a connection already made (s: anything with sendall and recv)."""
     s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: t\r\nConnection: keep-alive, Upgrade"
               b"\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
               + headers + b"\r\n" + extra)
@@ -379,9 +410,9 @@ def openssl(*args):
     subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command")
-def test_a_tunnel_works_on_a_tls_listener(procs, tmp_path):
-    d = tmp_path
+def make_pki(d):
+    """A test CA (ca.pem) and a certificate it signs for localhost and 127.0.0.1 (srv.pem,
+    srv.key) in d."""
     openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
             "-keyout", f"{d}/ca.key", "-out", f"{d}/ca.pem", "-days", "2", "-subj", "/CN=t ca")
     openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
@@ -389,14 +420,126 @@ def test_a_tunnel_works_on_a_tls_listener(procs, tmp_path):
     (d / "srv.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
     openssl("x509", "-req", "-in", f"{d}/srv.csr", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca.key",
             "-CAcreateserial", "-out", f"{d}/srv.pem", "-days", "2", "-extfile", f"{d}/srv.ext")
+
+
+def with_tls_listener(text, d):
+    return text.replace(
+        "    address: 127.0.0.1:0\nadmin:",
+        f"    address: 127.0.0.1:0\n    tls: {{cert_file: {d}/srv.pem, key_file: {d}/srv.key}}"
+        "\nadmin:", 1)
+
+
+def with_tls_cluster(text, up, d):
+    return text.replace(
+        f"    hosts: [{up.addr}]\n",
+        f"    hosts: [{up.addr}]\n    tls: {{ca_file: {d}/ca.pem, server_name: localhost}}\n", 1)
+
+
+def tls_upstream(d):
+    """A TunnelUpstream speaking TLS with d's certificate (a TLS cluster's host)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(f"{d}/srv.pem", f"{d}/srv.key")
+    return TunnelUpstream(tls=strict_eof(ctx))
+
+
+def strict_eof(ctx):
+    """A FIN without a close_notify before it is then an error (SSLEOFError), not an end: what
+    checks that the proxy sends close_notify (Python sets OP_IGNORE_UNEXPECTED_EOF itself)."""
+    ctx.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+    return ctx
+
+
+def tls_echo(s, payload):
+    """Sends payload on a TLS socket while reading its echo, in one thread (an SSLSocket may not
+    be read and written from two threads at once): the echo's bytes."""
+    s.setblocking(False)
+    sent, got = 0, bytearray()
+    while len(got) < len(payload):
+        want_write = sent < len(payload)
+        r, w, _ = select.select([s], [s] if want_write else [], [], TIMEOUT_S)
+        assert r or w, f"stalled after {sent} bytes sent, {len(got)} echoed"
+        if w:
+            try:
+                sent += s.send(payload[sent:sent + 65536])
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                pass
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                break
+            assert chunk, f"closed after {len(got)} bytes echoed"
+            got += chunk
+    s.settimeout(TIMEOUT_S)
+    return bytes(got)
+
+
+class BioTlsClient:
+    """A TLS client over memory BIOs, for a half-close: an SSLSocket's unwrap() reads right after
+    sending its close_notify and fails on the application data the peer may still send."""
+
+    def __init__(self, ctx, port):
+        self.raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S)
+        self.inc, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.outgoing, server_hostname="localhost")
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._feed()
+        self._flush()
+
+    def _flush(self):
+        data = self.outgoing.read()
+        if data:
+            self.raw.sendall(data)
+
+    def _feed(self):
+        data = self.raw.recv(65536)
+        if data:
+            self.inc.write(data)
+        else:
+            self.inc.write_eof()
+
+    def sendall(self, data):
+        view = memoryview(data)
+        while view:
+            view = view[self.obj.write(view):]
+            self._flush()
+
+    def recv(self, n):
+        while True:
+            try:
+                return self.obj.read(n)
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._feed()
+            except ssl.SSLZeroReturnError:  # the peer's close_notify
+                return b""
+
+    def half_close(self):
+        """A close_notify, then a FIN; reading goes on."""
+        try:
+            self.obj.unwrap()
+        except ssl.SSLWantReadError:  # the peer's close_notify is not here yet: nothing read
+            pass
+        self._flush()
+        self.raw.shutdown(socket.SHUT_WR)
+
+    def close(self):
+        self.raw.close()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command")
+def test_a_tunnel_works_on_a_tls_listener(procs, tmp_path):
+    d = tmp_path
+    make_pki(d)
     up = TunnelUpstream()
     try:
-        text = config(up).replace(
-            "    address: 127.0.0.1:0\nadmin:",
-            f"    address: 127.0.0.1:0\n    tls: {{cert_file: {d}/srv.pem, key_file: {d}/srv.key}}"
-            "\nadmin:", 1)
-        _, port, _ = start_proxy(procs, tmp_path, text)
-        ctx = ssl.create_default_context(cafile=f"{d}/ca.pem")
+        _, port, _ = start_proxy(procs, tmp_path, with_tls_listener(config(up), d))
+        ctx = strict_eof(ssl.create_default_context(cafile=f"{d}/ca.pem"))
         s, head, rest = upgrade(port, "/ws/echo", extra=b"early", tls=ctx)
         assert head.startswith("HTTP/1.1 101"), head
         assert recv_exactly(s, 5, rest) == b"early"
@@ -532,3 +675,146 @@ routes:
     finally:
         a.close()
         b.close()
+
+
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command")
+
+
+@needs_openssl
+def test_a_tunnel_toward_a_tls_cluster_passes_the_101_and_echoes_both_ways(procs, tmp_path):
+    make_pki(tmp_path)
+    up = tls_upstream(tmp_path)
+    try:
+        proc, port, admin = start_proxy(procs, tmp_path, with_tls_cluster(config(up), up, tmp_path))
+        s, head, rest = upgrade(port, "/ws/echo", extra=b"early")
+        assert head.startswith("HTTP/1.1 101"), head
+        low = head.lower()
+        assert "\r\nupgrade: websocket" in low and "\r\nconnection: upgrade" in low, head
+        assert "sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=" in low, head
+        assert isinstance(up.conns[-1], ssl.SSLSocket)  # the upstream side spoke TLS
+        sent = up.heads[0].lower()
+        assert "\r\nupgrade: websocket" in sent and "\r\nconnection: upgrade" in sent, sent
+        assert recv_exactly(s, 5, rest) == b"early"
+        for msg in (b"hello", b"x" * 100000, b"again"):
+            s.sendall(msg)
+            assert recv_exactly(s, len(msg)) == msg
+        m = metrics(admin)
+        assert metric(m, "keel_proxy_upgrades_total", '{route="ws",outcome="switched"}') == 1
+        assert metric(m, "keel_proxy_upgrade_tunnels_active") == 1
+        s.close()
+        assert wait_for(lambda: metric(metrics(admin), "keel_proxy_upgrade_tunnels_active") == 0)
+        logs = [json.loads(l) for l in proc.output().splitlines() if '"msg":"access"' in l]
+        assert [(l["status"], l["bytes"], l["bytes_up"]) for l in logs] == [(101, 100015, 100015)]
+        # the 101 and the first tunnel bytes in one TLS record: split where the head ends
+        s, head, rest = upgrade(port, "/ws/greet")
+        assert head.startswith("HTTP/1.1 101"), head
+        assert recv_exactly(s, 2, rest) == b"hi"
+        s.sendall(b"ping")
+        assert recv_exactly(s, 4) == b"ping"
+        s.close()
+    finally:
+        up.close()
+
+
+@needs_openssl
+def test_a_large_transfer_through_a_tls_cluster_to_a_slow_reader_stays_bounded(procs, tmp_path):
+    """8 MiB echoed through TLS toward the upstream: records split by partial writes and reads
+    paused for backpressure must lose and reorder nothing, and memory stays bounded."""
+    make_pki(tmp_path)
+    up = tls_upstream(tmp_path)
+    try:
+        proc, port, _ = start_proxy(procs, tmp_path, with_tls_cluster(config(up), up, tmp_path))
+        s, head, rest = upgrade(port, "/ws/echo")
+        assert head.startswith("HTTP/1.1 101"), head
+        pid = proc.p.pid
+        before = rss_kib(pid)
+        total = 8 << 20
+        payload = bytes(range(251)) * (total // 251 + 1)
+        payload = payload[:total]
+        writer = threading.Thread(target=s.sendall, args=(payload,), daemon=True)
+        writer.start()
+        got = bytearray(rest)
+        peak = before
+        while len(got) < total:
+            time.sleep(0.002)  # a slow reader: the echo backs up through the tunnel
+            chunk = s.recv(16384)
+            assert chunk, f"closed after {len(got)} bytes"
+            got += chunk
+            if len(got) % (256 << 10) < 16384:
+                peak = max(peak, rss_kib(pid))
+        writer.join(TIMEOUT_S)
+        assert bytes(got) == payload
+        peak = max(peak, rss_kib(pid))
+        assert peak - before < 4096, f"VmRSS grew {peak - before} KiB for an 8 MiB echo"
+        s.shutdown(socket.SHUT_WR)  # the echo ends: its close_notify and FIN come back
+        assert recv_until_closed(s) == b""
+        s.close()
+    finally:
+        up.close()
+
+
+@needs_openssl
+def test_a_tls_upstream_closing_ends_the_clients_connection(procs, tmp_path):
+    """The upstream sends bytes, a close_notify and a FIN: the client gets the bytes and a FIN,
+    and the tunnel ends once the client closes too."""
+    make_pki(tmp_path)
+    up = tls_upstream(tmp_path)
+    try:
+        _, port, admin = start_proxy(procs, tmp_path, with_tls_cluster(config(up), up, tmp_path))
+        s, head, rest = upgrade(port, "/ws/close")
+        assert head.startswith("HTTP/1.1 101"), head
+        assert recv_until_closed(s, rest) == b"bye"
+        s.close()
+        assert wait_for(lambda: metric(metrics(admin), "keel_proxy_upgrade_tunnels_active") == 0)
+    finally:
+        up.close()
+
+
+@needs_openssl
+def test_a_client_half_close_reaches_a_tls_upstream_and_its_answer_still_comes(procs, tmp_path):
+    """The client's FIN goes to the upstream as a close_notify and a FIN; the upstream's answer
+    after it (TLS 1.3 lets a side write after the peer's close_notify) still reaches the client."""
+    make_pki(tmp_path)
+    up = tls_upstream(tmp_path)
+    try:
+        _, port, admin = start_proxy(procs, tmp_path, with_tls_cluster(config(up), up, tmp_path))
+        s, head, rest = upgrade(port, "/ws/collect")
+        assert head.startswith("HTTP/1.1 101"), head
+        s.sendall(b"a" * 70000)
+        s.shutdown(socket.SHUT_WR)
+        assert recv_until_closed(s, rest) == b"got 70000"
+        s.close()
+        assert wait_for(lambda: metric(metrics(admin), "keel_proxy_upgrade_tunnels_active") == 0)
+    finally:
+        up.close()
+
+
+@needs_openssl
+def test_a_tunnel_from_a_tls_listener_to_a_tls_cluster(procs, tmp_path):
+    d = tmp_path
+    make_pki(d)
+    up = tls_upstream(d)
+    try:
+        text = with_tls_cluster(with_tls_listener(config(up), d), up, d)
+        _, port, admin = start_proxy(procs, tmp_path, text)
+        ctx = strict_eof(ssl.create_default_context(cafile=f"{d}/ca.pem"))
+        s, head, rest = upgrade(port, "/ws/echo", extra=b"early", tls=ctx)
+        assert head.startswith("HTTP/1.1 101"), head
+        assert recv_exactly(s, 5, rest) == b"early"
+        msg = bytes(range(256)) * 8192  # 2 MiB, sent while its echo is read
+        assert tls_echo(s, msg) == msg
+        s.close()
+        s, head, rest = upgrade(port, "/ws/close", tls=ctx)
+        assert head.startswith("HTTP/1.1 101"), head
+        assert recv_until_closed(s, rest) == b"bye"
+        s.close()
+        s = BioTlsClient(ctx, port)
+        s, head, rest = upgrade_on(s, "/ws/collect")
+        assert head.startswith("HTTP/1.1 101"), head
+        s.sendall(b"b" * 50000)
+        s.half_close()
+        assert recv_until_closed(s, rest) == b"got 50000"
+        s.close()
+        assert wait_for(lambda: metric(metrics(admin), "keel_proxy_upgrade_tunnels_active") == 0)
+    finally:
+        up.close()
