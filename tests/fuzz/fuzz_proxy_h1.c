@@ -1,5 +1,9 @@
-/* fuzz_proxy_h1.c - libFuzzer target: keel proxy's HTTP/1.1 head parser and chunked decoder. */
+/* fuzz_proxy_h1.c - libFuzzer target: keel proxy's HTTP/1.1 head parser and chunked decoder,
+ * and the upgrade check on a parsed request (proxy_tunnel.c). */
+#include "base/buf.h"
+#include "proxy/config.h"
 #include "proxy/h1.h"
+#include "proxy/proxy_conn_int.h"
 
 #include <assert.h>
 #include <stdint.h>
@@ -46,6 +50,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         assert(h.fields[i].name.off + h.fields[i].name.len <= end);
         assert(h.fields[i].value.off + h.fields[i].value.len <= end);
         (void)keel_h1_is_hop_by_hop(buf, &h, h.fields[i].name);
+    }
+    if (!response) { /* a route that passes two protocols: an upgrade's fields go upstream */
+        static char ws[] = "websocket", h2c[] = "h2c";
+        static keel_proxy_route_t r = {.upgrades = {ws, h2c}, .upgrades_count = 2};
+        const char *proto = keel__upgrade_requested(&r, buf, &h);
+        assert(proto == NULL || proto == ws || proto == h2c);
+        if (proto != NULL) {
+            keel_buf_t o;
+            keel_buf_init(&o, 0);
+            if (keel__upgrade_append_fields(&o, buf, &h) == 0) { /* two whole lines */
+                const char *p = (const char *)keel_buf_rptr(&o);
+                size_t len = keel_buf_unread(&o), lines = 0;
+                for (size_t i = 0; i < len; i++) {
+                    assert(p[i] != '\0' && (p[i] != '\r' || (i + 1 < len && p[i + 1] == '\n')));
+                    assert(p[i] != '\n' || (i > 0 && p[i - 1] == '\r'));
+                    lines += p[i] == '\n';
+                }
+                assert(lines == 2 && len >= 2 && p[len - 1] == '\n');
+            }
+            keel_buf_free(&o);
+        }
     }
     keel_h1_chunked_t c;
     keel_h1_chunked_init(&c);
