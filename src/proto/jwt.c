@@ -469,9 +469,33 @@ void keel_jwt_free(keel_jwt_t *t)
     t->claims = NULL;
 }
 
+/* The claim at a dotted path ("realm.tier": claims.realm.tier), each part a key of an object;
+ * NULL when a part is empty or missing, the path is too deep or too long. */
+static const json_t *claim_at_path(const json_t *claims, const char *path)
+{
+    const json_t *v = claims;
+    const char *p = path;
+    for (unsigned depth = 0; v != NULL; depth++) {
+        const char *dot = strchr(p, '.');
+        size_t n = dot ? (size_t)(dot - p) : strlen(p);
+        char key[KEEL_JWT_CLAIM_NAME_BYTES_MAX];
+        if (n == 0 || n >= sizeof(key) || depth >= KEEL_JWT_CLAIM_DEPTH_MAX || !json_is_object(v))
+            return NULL;
+        memcpy(key, p, n);
+        key[n] = '\0';
+        v = json_object_get(v, key);
+        if (dot == NULL)
+            return v;
+        p = dot + 1;
+    }
+    return NULL;
+}
+
 int keel_jwt_claim_text(const keel_jwt_t *t, const char *name, char *buf, size_t cap)
 {
     const json_t *v = t->claims ? json_object_get(t->claims, name) : NULL;
+    if (v == NULL && t->claims != NULL && strchr(name, '.') != NULL)
+        v = claim_at_path(t->claims, name); /* a top-level name with dots is taken first */
     int n;
     if (json_is_string(v))
         n = snprintf(buf, cap, "%s", json_string_value(v));

@@ -82,8 +82,15 @@ int keel_jwt_verify(const keel_jwks_t *ks, const char *token, size_t len,
                     keel_errmsg_t *why);
 void keel_jwt_free(keel_jwt_t *t);
 
+/* A claim name's parts ("a.b.c") at most, and the bytes of one part. */
+#define KEEL_JWT_CLAIM_DEPTH_MAX 8u
+#define KEEL_JWT_CLAIM_NAME_BYTES_MAX 256u
+
 /* A claim as text (a string, an integer or a boolean) into buf: 0, KEEL_ENOTFOUND, or
- * KEEL_ETOOBIG when it does not fit cap (with its NUL). */
+ * KEEL_ETOOBIG when it does not fit cap (with its NUL). `name` is a top-level claim; when there
+ * is none of that name and it has dots, a path into nested objects ("realm.tier": the claim
+ * realm's member tier, as Envoy's claim_to_headers), at most KEEL_JWT_CLAIM_DEPTH_MAX parts. A
+ * top-level claim whose name has dots (`https://example.com/roles`) is found as it is. */
 int keel_jwt_claim_text(const keel_jwt_t *t, const char *name, char *buf, size_t cap);
 
 /* base64url without padding (RFC 4648 section 5): decoded bytes into out (room for

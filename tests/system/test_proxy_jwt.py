@@ -62,6 +62,7 @@ jwt_providers:
     claims_to_headers:
       - {{claim: sub, header: x-user-id}}
       - {{claim: tier, header: x-tier}}
+      - {{claim: realm.team, header: x-team}}
 routes:
   - name: limited
     match: {{prefix: /limited}}
@@ -119,6 +120,20 @@ def test_a_valid_token_passes_and_its_claims_reach_the_upstream(gw, up):
     f = fields(body)
     assert f["x-user-id"] == ["alice"] and f["x-tier"] == ["gold"]
     assert "authorization" not in f  # forward defaults to false, as in Envoy
+
+
+def test_a_nested_claim_reaches_the_upstream_and_can_be_spoofed_by_no_one(gw, up):
+    # claims_to_headers names realm.team: the member team of the object claim realm (Envoy's
+    # nested claims); a claim that is an object, or a missing part, sends nothing
+    _, port, _, _ = gw
+    st, _, body = request(port, "GET", "/echo",
+                          {**bearer(token({"realm": {"team": "ops", "n": 1}})), "x-team": "root"})
+    assert st == 200
+    assert fields(body)["x-team"] == ["ops"]
+    for claims in ({"realm": {"other": 1}}, {"realm": "ops"}, {"realm": {"team": {"x": 1}}}):
+        st, _, body = request(port, "GET", "/echo", {**bearer(token(claims)), "x-team": "root"})
+        assert st == 200
+        assert "x-team" not in fields(body), claims
 
 
 def test_each_bad_token_is_refused_with_its_reason(gw, up):

@@ -138,6 +138,66 @@ static int check(const char *tok, keel_errmsg_t *why)
 
 /* ---- tests ------------------------------------------------------------------------- */
 
+static void nested_claims_are_found_by_a_dotted_path(void)
+{
+    const char *claims = "{\"iss\":\"https://auth.shop\",\"aud\":\"shop-api\",\"sub\":\"c42\","
+                         "\"exp\":1700000600,\"realm\":{\"tier\":\"gold\",\"n\":3,"
+                         "\"deep\":{\"ok\":true,\"list\":[1]}},\"a.b\":\"dotted\","
+                         "\"a\":{\"b\":\"nested\"},\"https://x.test/role\":\"admin\"}";
+    char tok[8192];
+    token(tok, sizeof(tok), "{\"alg\":\"HS256\",\"kid\":\"h1\"}", claims, "HS256", NULL);
+    keel_jwt_t t;
+    keel_errmsg_t why = {{0}};
+    KT_EQ_INT(keel_jwt_verify(&keys, tok, strlen(tok), &RULES, NOW, &t, &why), 0);
+    char v[32];
+    KT_EQ_INT(keel_jwt_claim_text(&t, "realm.tier", v, sizeof(v)), 0);
+    KT_EQ_STR(v, "gold");
+    KT_EQ_INT(keel_jwt_claim_text(&t, "realm.n", v, sizeof(v)), 0);
+    KT_EQ_STR(v, "3");
+    KT_EQ_INT(keel_jwt_claim_text(&t, "realm.deep.ok", v, sizeof(v)), 0);
+    KT_EQ_STR(v, "true");
+    /* a top-level name with dots first, then the path */
+    KT_EQ_INT(keel_jwt_claim_text(&t, "a.b", v, sizeof(v)), 0);
+    KT_EQ_STR(v, "dotted");
+    KT_EQ_INT(keel_jwt_claim_text(&t, "https://x.test/role", v, sizeof(v)), 0);
+    KT_EQ_STR(v, "admin");
+    /* objects, arrays, missing parts, empty parts and paths through non-objects: none */
+    const char *none[] = {"realm",        "realm.deep",  "realm.deep.list",  "realm.nope",
+                          "realm..tier",  ".realm.tier", "realm.tier.",      "sub.x",
+                          "realm.tier.x", "nope.realm",  "realm.deep.list.0"};
+    for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++)
+        KT_EQ_INT(keel_jwt_claim_text(&t, none[i], v, sizeof(v)), KEEL_ENOTFOUND);
+    KT_EQ_INT(keel_jwt_claim_text(&t, "realm.tier", v, 4), KEEL_ETOOBIG);
+    keel_jwt_free(&t);
+    /* KEEL_JWT_CLAIM_DEPTH_MAX parts reach a leaf; one more part is too deep, though the path
+       is there */
+    for (unsigned levels = KEEL_JWT_CLAIM_DEPTH_MAX - 1; levels <= KEEL_JWT_CLAIM_DEPTH_MAX;
+         levels++) {
+        char deep[256] = "", body[512], path[64] = "d";
+        for (unsigned i = 0; i < levels; i++) {
+            strcat(deep, "{\"k\":");
+            strcat(path, ".k");
+        }
+        strcat(deep, "\"leaf\"");
+        for (unsigned i = 0; i < levels; i++)
+            strcat(deep, "}");
+        snprintf(body, sizeof(body),
+                 "{\"iss\":\"https://auth.shop\",\"aud\":\"shop-api\",\"exp\":1700000600,"
+                 "\"d\":%s}",
+                 deep);
+        token(tok, sizeof(tok), "{\"alg\":\"HS256\",\"kid\":\"h1\"}", body, "HS256", NULL);
+        KT_EQ_INT(keel_jwt_verify(&keys, tok, strlen(tok), &RULES, NOW, &t, &why), 0);
+        int rc = keel_jwt_claim_text(&t, path, v, sizeof(v));
+        if (levels + 1 <= KEEL_JWT_CLAIM_DEPTH_MAX) {
+            KT_EQ_INT(rc, 0);
+            KT_EQ_STR(v, "leaf");
+        } else {
+            KT_EQ_INT(rc, KEEL_ENOTFOUND);
+        }
+        keel_jwt_free(&t);
+    }
+}
+
 static void each_algorithm_verifies_and_gives_the_claims(void)
 {
     const char *algs[] = {"HS256", "RS256", "ES256"};
@@ -361,6 +421,7 @@ int main(void)
         abort();
     }
     KT_RUN(each_algorithm_verifies_and_gives_the_claims);
+    KT_RUN(nested_claims_are_found_by_a_dotted_path);
     KT_RUN(refusals_say_why);
     KT_RUN(an_rsa_key_never_verifies_hmac);
     KT_RUN(malformed_tokens_are_refused_not_crashed_on);
