@@ -20,8 +20,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+/* The descriptors a snapshot child closes when close_range(2) is missing: at most this many. */
+#define SNAP_CHILD_FDS_MAX 65536
 
 /* ---- snapshots ------------------------------------------------------------------- */
 
@@ -148,6 +153,31 @@ static int snap_child_sink(void *data, const uint8_t *p, size_t len)
 /* Streams the state into the file (no copy of it in memory: a buffer of the whole state
    cost the child tens of MB of page faults and a second pass, and every millisecond the
    child lives the parent pays copy-on-write faults on the pages it writes). */
+/*
+ * The child's first act: let go of what it inherited and does not need. It keeps the
+ * parent's memory, not its descriptors: the listening sockets above all. Held by a child that
+ * outlives its parent (SIGKILL, a crash), a listener keeps taking connections nobody serves,
+ * and a restarted node cannot bind its ports until the child is done: Redis closes its
+ * listeners in its fork children for the same reason. The child also dies with its parent (a
+ * snapshot nobody will load is wasted work and memory). Only async-signal-safe calls: the
+ * parent has threads.
+ */
+static void snap_child_detach(pid_t parent)
+{
+    (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) /* it died before the line above */
+        _exit(1);
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, 3u, ~0u, 0u) == 0)
+        return;
+#endif
+    long max = sysconf(_SC_OPEN_MAX);
+    if (max < 0 || max > SNAP_CHILD_FDS_MAX)
+        max = SNAP_CHILD_FDS_MAX;
+    for (int fd = 3; fd < (int)max; fd++)
+        (void)close(fd);
+}
+
 static int snap_child_main(keel_node_t *n, uint64_t index, uint64_t term)
 {
     char dir[KEEL_NODE_PATH_BYTES + 8];
@@ -200,14 +230,17 @@ void keel__node_maybe_snapshot(keel_node_t *n)
     if (e == NULL)
         return;
     keel_raft_conf_at(n->raft, applied, &n->snap_job_conf);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         keel_log_warn("snapshot skipped: fork failed", KF_STR("error", strerror(errno)));
         n->snap_index = applied; /* do not retry at every turn */
         return;
     }
-    if (pid == 0)
+    if (pid == 0) {
+        snap_child_detach(parent);
         _exit(snap_child_main(n, applied, e->term)); /* no atexit, no libuv in the child */
+    }
     n->snap_child = pid;
     n->log_bytes_since_snap = 0;
     n->snap_job_index = applied;

@@ -14,6 +14,7 @@ it.
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -420,3 +421,53 @@ def test_a_history_through_random_faults_is_linearizable(make_cluster, tmp_path)
     cl.wait_applied(cl.nodes, leader.status()["commit_index"])
     revs = {nd.status()["revision"] for nd in cl.nodes}
     assert len(revs) == 1, f"nodes disagree after the faults: revisions {revs}"
+
+
+def _children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+def test_a_node_killed_while_its_snapshot_child_writes_frees_its_ports_at_once(make_cluster):
+    # The snapshot child is a fork: it had the parent's listening sockets. Kept open by a child
+    # that outlives a SIGKILLed parent, they took connections nobody served and kept a
+    # restarted node from binding (a test that restarted a node mid-snapshot saw "ready" from
+    # the child's listener, then a refused status call). The child now closes them at once and
+    # dies with its parent.
+    cl = make_cluster(1, "--snapshot-entries", "10", "--snapshot-log-bytes-min", "0")
+    nd = cl.wait_leader()
+    c = nd.client(socket_timeout=60)
+    value = os.urandom(6 << 20)
+    child = None
+    deadline = time.monotonic() + 60
+    r = 0
+    while child is None and time.monotonic() < deadline:
+        for i in range(8):  # about 48 MiB of state, written again and again
+            c.set(f"big{i}", value[r % 7 :] + bytes([r % 256]))
+            kids = _children(nd.proc.pid)
+            if kids:
+                child = kids[0]
+                break
+        r += 1
+    assert child is not None, "no snapshot child seen"
+    nd.kill()  # SIGKILL while the child writes
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", nd.client_port), timeout=2).close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", nd.http_port), timeout=2).close()
+    end = time.monotonic() + 5
+    while os.path.exists(f"/proc/{child}") and time.monotonic() < end:
+        try:
+            with open(f"/proc/{child}/stat") as f:
+                if f.read().split(")")[-1].split()[0] == "Z":
+                    break  # a zombie: gone, waiting to be reaped by init
+        except OSError:
+            break
+        time.sleep(0.01)
+    assert time.monotonic() < end, "the snapshot child outlived its parent"
+    nd.start()  # and the node comes back on the same ports
+    cl.wait_leader()
+    assert nd.client().get("big0") is not None
