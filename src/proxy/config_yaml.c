@@ -1,6 +1,7 @@
 /* config_yaml.c - the config loader's reading of YAML: scalar conversions with their checks,
  * field tables, lists, and errors with their lines. */
 #include "proxy/config_int.h"
+#include "proxy/h1.h"
 
 #include <assert.h>
 #include <stdarg.h>
@@ -195,8 +196,7 @@ bool keel__cfg_to_field_name(ctx_t *c, yaml_node_t *n, const char *key, char **o
     size_t len = strlen(*out);
     bool ok = len > 0 && len < KEEL_PROXY_NAME_BYTES_MAX;
     for (size_t i = 0; ok && i < len; i++)
-        ok =
-            (*out)[i] > ' ' && (*out)[i] < 0x7f && strchr("()<>@,;:\\\"/[]?={}", (*out)[i]) == NULL;
+        ok = keel_h1_is_tchar((unsigned char)(*out)[i]);
     if (!ok)
         ERR(c, n, "%s: '%s' is not a header name", key, *out);
     return ok;

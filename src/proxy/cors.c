@@ -1,5 +1,6 @@
 /* cors.c - a route's CORS policy applied to preflights and to the answers of other requests. */
 #include "proxy/cors.h"
+#include "proxy/h1.h"
 
 #include <assert.h>
 #include <regex.h>
@@ -209,8 +210,7 @@ static int allow_origin(const keel_proxy_cors_t *co, const keel_proxy_cors_match
 
 static bool is_tchar(char ch)
 {
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           (ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
+    return keel_h1_is_tchar((unsigned char)ch);
 }
 
 static bool method_allowed(const keel_proxy_cors_t *co, const char *m, size_t n)

@@ -4,10 +4,9 @@
 #include <assert.h>
 #include <string.h>
 
-/* tchar (RFC 9110 §5.6.2): the characters of a token (methods, field names, codings): ALPHA,
-   DIGIT and !#$%&'*+-.^_`|~. A table: every byte of every field name goes through it. */
+/* keel_h1_tchar (h1.h): a table, since every byte of every field name goes through it. */
 #define T1(c) [c] = 1
-static const uint8_t TCHAR[256] = {
+const uint8_t keel_h1_tchar[256] = {
     T1('!'), T1('#'), T1('$'), T1('%'), T1('&'), T1('\''), T1('*'), T1('+'), T1('-'), T1('.'),
     T1('^'), T1('_'), T1('`'), T1('|'), T1('~'), T1('0'),  T1('1'), T1('2'), T1('3'), T1('4'),
     T1('5'), T1('6'), T1('7'), T1('8'), T1('9'), T1('A'),  T1('B'), T1('C'), T1('D'), T1('E'),
@@ -21,7 +20,7 @@ static const uint8_t TCHAR[256] = {
 
 static inline bool is_tchar(unsigned char c)
 {
-    return TCHAR[c] != 0;
+    return keel_h1_is_tchar(c);
 }
 
 /* field-vchar / SP / HTAB (obs-text allowed); every other control byte is refused. */

@@ -131,6 +131,15 @@ static inline int keel_h1_find(const char *base, const keel_h1_head_t *h, const 
  * (Content-Length, Transfer-Encoding) and the fields named in Connection. */
 bool keel_h1_is_hop_by_hop(const char *base, const keel_h1_head_t *h, keel_h1_span_t name);
 
+/* tchar (RFC 9110 §5.6.2): the characters of a token (methods, field names, codings, protocol
+   names): ALPHA, DIGIT and !#$%&'*+-.^_`|~. One table for the parser and everything that
+   judges or echoes a token. */
+extern const uint8_t keel_h1_tchar[256];
+static inline bool keel_h1_is_tchar(unsigned char c)
+{
+    return keel_h1_tchar[c] != 0;
+}
+
 /*
  * Chunked decoder (RFC 9112 §7.1). Feed any split of the body; each call
  * consumes some input and may return one span of decoded data inside it.

@@ -1,6 +1,7 @@
 /* proxy_tunnel.c - keel proxy's data path for HTTP/1.1 upgrades (WebSocket): the request's
  * upgrade fields, the 101, and then the connection pair as a raw two-way byte tunnel. */
 #include "proxy/proxy_conn_int.h"
+#include "proxy/h1.h"
 
 #include <assert.h>
 #include <stdlib.h>
@@ -45,7 +46,7 @@ static size_t protocol_name_len(const char *s, size_t n)
             name = i;
             continue;
         }
-        if (c <= ' ' || c >= 0x7f || strchr("\"(),:;<=>?@[\\]{}", c) != NULL)
+        if (!keel_h1_is_tchar(c))
             return 0; /* not a tchar: a list, or junk */
     }
     return name;
