@@ -11,6 +11,11 @@
 #   hincrby5  HINCRBY h:<rand> n 1         (adds a sixth field, then increments it)
 #   hset16 / hget16     HSET / HGET w16 f9
 #   hset500 / hget500   HSET / HGET w500 f250
+# and 100,000 sets s:<12 digits> of 5 integers (as bench/memory.sh's setint: inline in keel):
+#   sismember5  SISMEMBER s:<rand> 3       (absent but in one key)
+#   smembers5   SMEMBERS s:<rand>
+#   sadd5       SADD s:<rand> 7            (adds a sixth member once per key, then present)
+#   srem5       SREM s:<rand> 7
 # Prints requests/s and the server's CPU us per request (utime+stime from /proc/PID/stat before
 # and after), with the load average at the start of each test. Fresh data directory, removed.
 # The machine may be shared: alternate the binaries back to back (bench/RESULTS.md).
@@ -36,6 +41,8 @@ def cmd(*a):
 out.write(b"".join(cmd("HSET", "h:%012d" % i,
                        *[x for k in range(1, 6) for x in ("f%d" % k, "v%07d" % (i + k))])
                    for i in range(100000)))
+out.write(b"".join(cmd("SADD", "s:%012d" % i, *[i * 8 + k for k in range(5)])
+                   for i in range(100000)))
 out.write(cmd("HSET", "w16", *[x for k in range(16) for x in ("f%d" % k, "v%07d" % k)]))
 out.write(cmd("HSET", "w500", *[x for k in range(500) for x in ("f%d" % k, "v%07d" % k)]))
 PY
@@ -60,3 +67,7 @@ run hset16 HSET w16 f9 v7654321
 run hget16 HGET w16 f9
 run hset500 HSET w500 f250 v7654321
 run hget500 HGET w500 f250
+run sismember5 SISMEMBER s:__rand_int__ 3
+run smembers5 SMEMBERS s:__rand_int__
+run sadd5 SADD s:__rand_int__ 7
+run srem5 SREM s:__rand_int__ 7

@@ -233,8 +233,8 @@ const keel__kv_type_t *keel__kv_type(int type)
 
 size_t keel__kv_obj_free(keel__kv_entry_t *e)
 {
-    if (e->type == KEEL__KV_TYPE_STRING)
-        return 0;
+    if (e->type == KEEL__KV_TYPE_STRING || keel__kv_inline(e))
+        return 0; /* its value is the entry's own bytes */
     const keel__kv_type_t *t = keel__kv_type(e->type);
     void *o = keel__kv_obj(e);
     size_t n = t->bytes(o);

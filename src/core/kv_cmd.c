@@ -190,8 +190,10 @@ int keel__kvc_run(const cmd_t *cmd, const call_t *c)
 {
     uint64_t before = c->w ? c->w->revision : 0;
     int unpacked = 0;
+    keel__ks_run_t ks = {0, 0, {NULL}};
     call_t in = *c;
     in.zs_unpacked = &unpacked;
+    in.ks = &ks;
     int rc = cmd->fn(&in);
     if (c->w != NULL && c->w->hist.on) {
         assert(c->w->hist.last_rev <= c->w->revision);
@@ -199,6 +201,7 @@ int keel__kvc_run(const cmd_t *cmd, const call_t *c)
     }
     if (unpacked)
         keel__zs_repack(&in);
+    keel__ks_after(&in);
     return rc;
 }
 
@@ -651,7 +654,7 @@ static int check(int argc, const uint8_t *const *argv, const size_t *lens, keel_
 {
     assert(argc >= 1);
     reply_t o = {err_reply, keel_buf_unread(err_reply), 0};
-    call_t c = {NULL, NULL, 0, (size_t)argc, argv, lens, &o, NULL, NULL, NULL};
+    call_t c = {NULL, NULL, 0, (size_t)argc, argv, lens, &o, NULL, NULL, NULL, NULL};
     const cmd_t *cmd = NULL;
     int rc = syntax ? keel__kvc_precheck(&c, KEEL_KV_ARGC_MAX, &cmd)
                     : keel__kvc_precheck_arity(&c, KEEL_KV_ARGC_MAX, &cmd);
@@ -690,7 +693,7 @@ int keel__kv_exec(keel_kv_t *writable, const keel_kv_t *kv, uint64_t now_ms, siz
      * Redis-style int64 deadline arithmetic below cannot overflow. */
     if (now_ms > INT64_MAX)
         now_ms = INT64_MAX;
-    call_t c = {writable, kv, now_ms, argc, argv, lens, &o, NULL, NULL, NULL};
+    call_t c = {writable, kv, now_ms, argc, argv, lens, &o, NULL, NULL, NULL, NULL};
     const cmd_t *cmd = NULL;
     int rc = keel__kvc_precheck(&c, kv->cfg.argc_max, &cmd);
     if (rc == 0) {

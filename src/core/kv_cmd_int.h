@@ -33,7 +33,18 @@ typedef struct call {
        keel__kvc_run packs the sets named in argv back after the handler. NULL: nobody
        packs them back before the next change (still correct, only bigger). */
     int *zs_unpacked;
+    /* What set lookups leave for keel__kvc_run to do after the handler (kv_set_inline.c).
+       NULL: sets unpacked stay tables (correct, only bigger). */
+    struct keel__ks_run *ks;
 } call_t;
+
+/* What a command's set lookups leave for keel__kvc_run (kv_set_inline.c). */
+#define KEEL__KS_RUN_TMP_MAX 4
+typedef struct keel__ks_run {
+    int repack; /* a set was unpacked into its entry, made or shrunk: pack them after */
+    unsigned n; /* a read's tables, built beside their inline entries, freed after */
+    struct keel__kc *tmp[KEEL__KS_RUN_TMP_MAX];
+} keel__ks_run_t;
 
 typedef int (*cmd_fn)(const call_t *c);
 

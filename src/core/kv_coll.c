@@ -328,6 +328,46 @@ void keel__kc_trim(keel__kc_t **tp)
     *tp = nt;
 }
 
+keel__kc_t *keel__kc_packed_of(uint64_t seed, const uint8_t *const *m, const size_t *l, size_t n)
+{
+    assert(n <= KEEL__KC_PACKED_ITEMS_MAX);
+    uint64_t h[KEEL__KC_PACKED_ITEMS_MAX];
+    uint8_t at[KEEL__KC_PACKED_ITEMS_MAX]; /* m's indexes in the table's order */
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        assert(l[i] <= KEEL__KC_PACKED_ITEM_BYTES_MAX);
+        h[i] = keel_hash64(m[i], l[i], seed);
+        bytes += 2 + l[i];
+        size_t k = i; /* insertion by (hash, length, bytes): n <= 16 */
+        for (; k > 0; k--) {
+            size_t j = at[k - 1];
+            int later = h[j] != h[i]   ? h[j] > h[i]
+                        : l[j] != l[i] ? l[j] > l[i]
+                                       : memcmp(m[j], m[i], l[i]) > 0;
+            if (!later)
+                break;
+            at[k] = at[k - 1];
+        }
+        at[k] = (uint8_t)i;
+    }
+    keel__kc_t *t = malloc(pk_alloc(bytes));
+    if (t == NULL)
+        return NULL;
+    memset(t, 0, KEEL__KC_HEADER_BYTES);
+    t->seed = seed;
+    uint8_t *p = t->items;
+    for (size_t k = 0; k < n; k++) {
+        size_t i = at[k];
+        p[0] = (uint8_t)l[i];
+        p[1] = 0;
+        memcpy(p + 2, m[i], l[i]);
+        p += 2 + l[i];
+    }
+    t->used = t->cap = (uint32_t)bytes & 0xFFFu;
+    t->pcount = (uint32_t)n & 0x1Fu;
+    return t;
+}
+
 /* ---- big tables: chained buckets, each chain in order ------------------------------------ */
 
 /* The link where field f is or would go. */
@@ -648,9 +688,20 @@ const char *keel__kc_encoding(int type, const keel__kc_t *t)
 
 int keel__kc_read(const call_t *c, size_t i, int type, const keel__kc_t **t)
 {
-    const keel__kv_entry_t *e = keel__kvc_lookup(c, i);
+    return keel__kc_of(c, keel__kvc_lookup(c, i), type, t);
+}
+
+int keel__kc_of(const call_t *c, const keel__kv_entry_t *e, int type, const keel__kc_t **t)
+{
+    *t = NULL;
     if (e && e->type != type)
         return r_err(c->reply, ERR_WRONGTYPE);
+    if (e && type == KEEL__KV_TYPE_SET) {
+        keel__kc_t *s;
+        int rc = keel__ks_table(c, e, &s);
+        *t = rc == 0 ? s : NULL;
+        return rc;
+    }
     *t = e ? keel__kv_obj(e) : NULL;
     return 0;
 }
@@ -660,8 +711,11 @@ int keel__kc_wlookup(const call_t *c, const uint8_t *key, size_t len, int type,
 {
     uint64_t h = keel__kv_hash(c->w, key, len);
     keel__kv_entry_t *e = keel__kvc_wfind(c, key, len, h, link, dead);
+    *t = NULL;
     if (e && e->type != type)
         return r_err(c->reply, ERR_WRONGTYPE);
+    if (e && type == KEEL__KV_TYPE_SET)
+        return keel__ks_table(c, e, t); /* the entry does not move */
     *t = e ? keel__kv_obj(e) : NULL;
     return 0;
 }
@@ -685,6 +739,8 @@ int keel__kc_prepare(const call_t *c, const uint8_t *key, size_t len, int type,
         keel__kc_free(t);
         return KEEL_ENOMEM;
     }
+    if (type == KEEL__KV_TYPE_SET && c->ks)
+        c->ks->repack = 1; /* a new small set of integers goes inline after the command */
     return 0;
 }
 
@@ -709,6 +765,9 @@ void keel__kc_touch(const call_t *c, const uint8_t *key, size_t len, size_t byte
     keel__kc_trim(&t);
     keel__kv_set_obj(e, t);
     kv->bytes = kv->bytes - bytes_before + keel__kc_bytes(t);
+    if (e->type == KEEL__KV_TYPE_SET && keel__kc_count(t) <= KEEL__KS_INLINE_MAX && !t->hashtable &&
+        c->ks)
+        c->ks->repack = 1; /* small enough to go inline after the command */
     if (keel__kc_count(t) == 0)
         keel__kv_unlink(kv, link); /* Redis deletes an emptied hash or set */
     else
@@ -762,8 +821,9 @@ int keel__kc_scan_cmd(const call_t *c, int type)
     uint64_t cursor = 0;
     keel__kvc_parse_cursor(c->argv[2], c->lens[2], &cursor);
     const keel__kc_t *t;
-    if (keel__kc_read(c, 1, type, &t) != 0)
-        return 0;
+    int rc = keel__kc_read(c, 1, type, &t);
+    if (rc != 0)
+        return keel__kvc_done(rc);
     scan_ctx_t s = {c->reply, NULL, 0, type == KEEL__KV_TYPE_HASH, 0};
     int64_t count = 10;
     for (size_t i = 3; t && i < c->argc; i += 2) {

@@ -174,6 +174,12 @@ int keel__kc_reserve(keel__kc_t **t, keel__kc_item_t *const *items, size_t n);
 /* Gives back a packed table's unused room (after a command's changes); *t may move. Never
    fails. */
 void keel__kc_trim(keel__kc_t **t);
+/*
+ * A packed table of seed holding the n (<= KEEL__KC_PACKED_ITEMS_MAX) distinct fields m[i] of
+ * l[i] (<= KEEL__KC_PACKED_ITEM_BYTES_MAX) bytes each, values empty, built at once (a set's
+ * inline form unpacked, kv_set_inline.c): the same table n puts would make. NULL on ENOMEM.
+ */
+keel__kc_t *keel__kc_packed_of(uint64_t seed, const uint8_t *const *m, const size_t *l, size_t n);
 keel__kc_item_t *keel__kc_find(const keel__kc_t *t, const uint8_t *f, size_t n);
 /*
  * Links it (owned from here on; room reserved by keel__kc_reserve), replacing (and freeing)
@@ -202,8 +208,11 @@ int keel__kc_load(const uint8_t *p, size_t len, int with_values, keel__kc_t **ou
 
 /* ---- the command side, shared by kv_hash.c and kv_set.c -------------------------- */
 
-/* Key argv[i] as a hash or set (type): 0 and *t (NULL when absent), or REPLIED (WRONGTYPE). */
+/* Key argv[i] as a hash or set (type): 0 and *t (NULL when absent), REPLIED (WRONGTYPE), or
+   KEEL_ENOMEM (a set could not be unpacked, keel__ks_table). */
 int keel__kc_read(const call_t *c, size_t i, int type, const keel__kc_t **t);
+/* The same for a key's entry already looked up (NULL: absent). */
+int keel__kc_of(const call_t *c, const keel__kv_entry_t *e, int type, const keel__kc_t **t);
 /* The same for a write; *link and *dead as keel__kvc_wfind. */
 int keel__kc_wlookup(const call_t *c, const uint8_t *key, size_t len, int type,
                      keel__kv_entry_t ***link, int *dead, keel__kc_t **t);
@@ -229,6 +238,34 @@ int keel__kc_scan_syntax(const call_t *c);
  * the size): 0 and *out (min(count, size) pointers, owned, freed with free()), or ENOMEM.
  */
 int keel__kc_sample(const keel__kc_t *t, size_t count, uint64_t seed, const keel__kc_item_t ***out);
+/* ---- a small set of integers inside its key's entry (kv_set_inline.c) ------------------ */
+
+#define KEEL__KS_INLINE_MAX 16u         /* members */
+#define KEEL__KS_INLINE_HEADER_BYTES 9u /* seed, width */
+#define KEEL__KS_INLINE_BYTES_MAX (KEEL__KS_INLINE_HEADER_BYTES + 8u * KEEL__KS_INLINE_MAX)
+_Static_assert(KEEL__KS_INLINE_MAX <= KEEL__KC_PACKED_ITEMS_MAX, "an inline set unpacks packed");
+_Static_assert(KEEL__KS_INLINE_HEADER_BYTES + 2u > sizeof(void *), "inline and pointer collide");
+
+/* Its members, and whether member m is one (canonical integers only can be). */
+size_t keel__ks_inline_count(const keel__kv_entry_t *e);
+int keel__ks_inline_has(const keel__kv_entry_t *e, const uint8_t *m, size_t n);
+/* The inline form of table t into out (KEEL__KS_INLINE_BYTES_MAX bytes): its length, or 0
+   when t is not a small set of integers. */
+size_t keel__ks_inline_of(const keel__kc_t *t, uint8_t *out);
+/* A new table (owned by the caller) holding inline set e's members; NULL on ENOMEM. */
+keel__kc_t *keel__ks_inline_table(const keel__kv_entry_t *e);
+/*
+ * The table of set entry e for a command. An inline set's is built: a read's kept in c->ks
+ * (the entry untouched), else the entry holds it by pointer until keel__ks_after packs it
+ * back. Valid until the command ends. 0 or KEEL_ENOMEM.
+ */
+int keel__ks_table(const call_t *c, const keel__kv_entry_t *e, keel__kc_t **t);
+/* Packs the set entry at *link inline if it is small and of integers (it may move): 1 if it
+   did. Never fails (without room it keeps its table). */
+int keel__ks_pack(keel_kv_t *kv, keel__kv_entry_t **link);
+/* After a command (c->ks set): frees a read's tables, packs back the sets named in argv. */
+void keel__ks_after(const call_t *c);
+
 /* The type rows. */
 extern const keel__kv_type_t keel__kv_type_hash;
 extern const keel__kv_type_t keel__kv_type_set;

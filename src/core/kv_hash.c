@@ -159,8 +159,9 @@ static const keel__kc_item_t *field(const keel__kc_t *t, const call_t *c, size_t
 int keel__kh_cmd_hget(const call_t *c)
 {
     const keel__kc_t *t;
-    if (keel__kc_read(c, 1, T, &t) != 0)
-        return 0;
+    int rc = keel__kc_read(c, 1, T, &t);
+    if (rc != 0)
+        return keel__kvc_done(rc);
     const keel__kc_item_t *it = field(t, c, 2);
     if (it)
         r_bulk(c->reply, keel__kc_val(it), keel__kc_vl(it));
@@ -172,8 +173,9 @@ int keel__kh_cmd_hget(const call_t *c)
 int keel__kh_cmd_hmget(const call_t *c)
 {
     const keel__kc_t *t;
-    if (keel__kc_read(c, 1, T, &t) != 0)
-        return 0;
+    int rc = keel__kc_read(c, 1, T, &t);
+    if (rc != 0)
+        return keel__kvc_done(rc);
     r_array(c->reply, c->argc - 2);
     for (size_t i = 2; i < c->argc; i++) {
         const keel__kc_item_t *it = field(t, c, i);
@@ -188,16 +190,18 @@ int keel__kh_cmd_hmget(const call_t *c)
 int keel__kh_cmd_hexists(const call_t *c)
 {
     const keel__kc_t *t;
-    if (keel__kc_read(c, 1, T, &t) == 0)
+    int rc = keel__kc_read(c, 1, T, &t);
+    if (rc == 0)
         r_int(c->reply, field(t, c, 2) != NULL);
-    return 0;
+    return keel__kvc_done(rc);
 }
 
 int keel__kh_cmd_hstrlen(const call_t *c)
 {
     const keel__kc_t *t;
-    if (keel__kc_read(c, 1, T, &t) != 0)
-        return 0;
+    int rc = keel__kc_read(c, 1, T, &t);
+    if (rc != 0)
+        return keel__kvc_done(rc);
     const keel__kc_item_t *it = field(t, c, 2);
     r_int(c->reply, it ? (int64_t)keel__kc_vl(it) : 0);
     return 0;
@@ -206,17 +210,19 @@ int keel__kh_cmd_hstrlen(const call_t *c)
 int keel__kh_cmd_hlen(const call_t *c)
 {
     const keel__kc_t *t;
-    if (keel__kc_read(c, 1, T, &t) == 0)
+    int rc = keel__kc_read(c, 1, T, &t);
+    if (rc == 0)
         r_int(c->reply, t ? (int64_t)keel__kc_count(t) : 0);
-    return 0;
+    return keel__kvc_done(rc);
 }
 
 /* HGETALL (fields and values), HKEYS (fields), HVALS (values), in hash order. */
 static int walk(const call_t *c, int fields, int values)
 {
     const keel__kc_t *t;
-    if (keel__kc_read(c, 1, T, &t) != 0)
-        return 0;
+    int rc = keel__kc_read(c, 1, T, &t);
+    if (rc != 0)
+        return keel__kvc_done(rc);
     r_array(c->reply, t ? keel__kc_count(t) * (size_t)(fields + values) : 0);
     for (const keel__kc_item_t *it = t ? keel__kc_first(t) : NULL; it && !c->reply->failed;
          it = keel__kc_next(t, it)) {
@@ -250,8 +256,9 @@ int keel__kh_cmd_hdel(const call_t *c)
     keel__kv_entry_t **link = NULL;
     keel__kc_t *t;
     int dead;
-    if (keel__kc_wlookup(c, c->argv[1], c->lens[1], T, &link, &dead, &t) != 0)
-        return 0;
+    int rc = keel__kc_wlookup(c, c->argv[1], c->lens[1], T, &link, &dead, &t);
+    if (rc != 0)
+        return keel__kvc_done(rc);
     int64_t n = 0;
     size_t before = t ? keel__kc_bytes(t) : 0;
     for (size_t i = 2; t && i < c->argc && keel__kc_count(t) > 0; i++)
@@ -302,8 +309,9 @@ int keel__kh_cmd_hincrby(const call_t *c)
     int64_t by = 0, v = 0;
     keel_parse_i64(c->argv[3], c->lens[3], &by);
     const keel__kc_t *t;
-    if (keel__kc_read(c, 1, T, &t) != 0)
-        return 0;
+    int rc = keel__kc_read(c, 1, T, &t);
+    if (rc != 0)
+        return keel__kvc_done(rc);
     const keel__kc_item_t *it = field(t, c, 2);
     if (it && keel_parse_i64(keel__kc_val(it), keel__kc_vl(it), &v) != 0)
         return keel__kvc_done(r_err(c->reply, "ERR hash value is not an integer"));
@@ -312,7 +320,7 @@ int keel__kh_cmd_hincrby(const call_t *c)
     v += by;
     char text[KEEL_DEC_BYTES_MAX];
     size_t n = keel_fmt_i64(text, v);
-    int rc = put_one(c, text, n);
+    rc = put_one(c, text, n);
     if (rc == 0)
         r_int(c->reply, v);
     return keel__kvc_done(rc);
@@ -323,8 +331,9 @@ int keel__kh_cmd_hincrbyfloat(const call_t *c)
     long double by = 0, v = 0;
     keel__kvc_parse_ld(c->argv[3], c->lens[3], &by);
     const keel__kc_t *t;
-    if (keel__kc_read(c, 1, T, &t) != 0)
-        return 0;
+    int rc = keel__kc_read(c, 1, T, &t);
+    if (rc != 0)
+        return keel__kvc_done(rc);
     const keel__kc_item_t *it = field(t, c, 2);
     if (it && keel__kvc_parse_ld(keel__kc_val(it), keel__kc_vl(it), &v) != 0)
         return keel__kvc_done(r_err(c->reply, "ERR hash value is not a float"));
@@ -333,7 +342,7 @@ int keel__kh_cmd_hincrbyfloat(const call_t *c)
         return keel__kvc_done(r_err(c->reply, "ERR increment would produce NaN or Infinity"));
     char text[KEEL__KVC_LD_CHARS_MAX];
     size_t n = keel__kvc_fmt_ld(text, sizeof(text), v);
-    int rc = put_one(c, text, n);
+    rc = put_one(c, text, n);
     if (rc == 0)
         r_bulk(c->reply, (const uint8_t *)text, n);
     return keel__kvc_done(rc);
@@ -383,8 +392,9 @@ static void r_item(reply_t *o, const keel__kc_item_t *it, int values)
 int keel__kc_rand_reply(const call_t *c, int type, int values)
 {
     const keel__kc_t *t;
-    if (keel__kc_read(c, 1, type, &t) != 0)
-        return 0;
+    int rc = keel__kc_read(c, 1, type, &t);
+    if (rc != 0)
+        return keel__kvc_done(rc);
     uint64_t seed = keel__kc_random(c, 0x72616e64);
     if (c->argc == 2) {
         const keel__kc_item_t *it = t ? keel__kc_pick(t, seed) : NULL;

@@ -122,6 +122,13 @@ static inline void keel__kv_set_obj(keel__kv_entry_t *e, void *o)
     memcpy(e->data + e->key_len, &o, sizeof(o));
 }
 
+/* A set held in its entry's value area (kv_set_inline.c): an object's pointer takes exactly
+   8 bytes there, an inline set at least 11. */
+static inline int keel__kv_inline(const keel__kv_entry_t *e)
+{
+    return e->type == KEEL__KV_TYPE_SET && e->val_len != sizeof(void *);
+}
+
 static inline void *keel__kv_obj(const keel__kv_entry_t *e)
 {
     void *o;

@@ -80,8 +80,10 @@ static int put_from(const call_t *c, keel__kv_entry_t *src, keel__kv_entry_t **d
         return KEEL_ENOMEM;
     keel__kv_entry_t *n = NULL;
     size_t obj_bytes = 0;
-    if (src->type == KEEL__KV_TYPE_STRING) {
+    if (src->type == KEEL__KV_TYPE_STRING || keel__kv_inline(src)) { /* the entry's own bytes */
         n = keel__kv_entry_new(dkey, dlen, hd, keel__kv_cval(src), src->val_len, src->val_len);
+        if (n)
+            n->type = src->type;
     } else if (move) {
         n = keel__kv_entry_new_obj(dkey, dlen, hd, src->type, keel__kv_obj(src));
     } else {
@@ -119,6 +121,8 @@ static int put_from(const call_t *c, keel__kv_entry_t *src, keel__kv_entry_t **d
         keel__kv_unlink(kv, slink);
     }
     kv->revision = rev;
+    if (n->type == KEEL__KV_TYPE_SET && c->ks)
+        c->ks->repack = 1; /* a copied table that is a small set of integers goes inline */
     if (n->type == KEEL__KV_TYPE_STREAM)
         keel__xs_reindex(kv, dkey, dlen);
     return 0;
@@ -405,6 +409,8 @@ int keel__kvc_object_syntax(const call_t *c)
 static const char *encoding(const keel__kv_entry_t *e)
 {
     int64_t v;
+    if (keel__kv_inline(e))
+        return "intset"; /* at most KEEL__KS_INLINE_MAX integers */
     if (e->type == KEEL__KV_TYPE_HASH || e->type == KEEL__KV_TYPE_SET)
         return keel__kc_encoding(e->type, keel__kv_obj(e));
     if (e->type == KEEL__KV_TYPE_LIST)

@@ -415,7 +415,7 @@ int keel__kvl_bpop_parse(int argc, const uint8_t *const *argv, const size_t *len
         keel_buf_t scratch;
         keel_buf_init(&scratch, 0);
         reply_t o = {&scratch, 0, 0};
-        call_t c = {NULL, NULL, 0, (size_t)argc, argv, lens, &o, "blmpop", NULL, NULL};
+        call_t c = {NULL, NULL, 0, (size_t)argc, argv, lens, &o, "blmpop", NULL, NULL, NULL};
         mpop_args_t a;
         int rc = mpop_parse(&c, 2, &a);
         keel_buf_free(&scratch);

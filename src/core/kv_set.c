@@ -30,8 +30,28 @@ static void note(keel__kc_t *t, const uint8_t *m, size_t n)
 
 /* ---- SADD, SREM -------------------------------------------------------------------------- */
 
+/*
+ * Whether every member argv[2..] is in (want 1) or none is in (want 0) key argv[1], an inline
+ * set: SADD and SREM that would change nothing answer 0 without unpacking it.
+ */
+static int inline_all(const call_t *c, int want)
+{
+    const keel__kv_entry_t *e = keel__kvc_lookup(c, 1);
+    if (e == NULL || !keel__kv_inline(e) || c->lens[1] > c->kv->cfg.key_bytes_max)
+        return 0;
+    for (size_t i = 2; i < c->argc; i++)
+        if (c->lens[i] > c->kv->cfg.value_bytes_max ||
+            keel__ks_inline_has(e, c->argv[i], c->lens[i]) != want)
+            return 0;
+    return 1;
+}
+
 int keel__ks_cmd_sadd(const call_t *c)
 {
+    if (inline_all(c, 1)) {
+        r_int(c->reply, 0);
+        return 0;
+    }
     keel_kv_t *kv = c->w;
     keel__kv_entry_t **link = NULL, *fresh = NULL;
     keel__kc_t *t;
@@ -109,11 +129,16 @@ int keel__ks_cmd_sadd(const call_t *c)
 
 int keel__ks_cmd_srem(const call_t *c)
 {
+    if (inline_all(c, 0)) {
+        r_int(c->reply, 0);
+        return 0;
+    }
     keel__kv_entry_t **link = NULL;
     keel__kc_t *t;
     int dead;
-    if (keel__kc_wlookup(c, c->argv[1], c->lens[1], T, &link, &dead, &t) != 0)
-        return 0;
+    int rc = keel__kc_wlookup(c, c->argv[1], c->lens[1], T, &link, &dead, &t);
+    if (rc != 0)
+        return keel__kvc_done(rc);
     int64_t n = 0;
     size_t before = t ? keel__kc_bytes(t) : 0;
     for (size_t i = 2; t && i < c->argc && keel__kc_count(t) > 0; i++)
@@ -133,19 +158,50 @@ static int member(const keel__kc_t *t, const call_t *c, size_t i)
     return t && keel__kc_find(t, c->argv[i], c->lens[i]) != NULL;
 }
 
+/*
+ * SISMEMBER, SMISMEMBER and SCARD answer an inline set (kv_set_inline.c) from its entry, a
+ * binary search, without unpacking it: key argv[1]'s entry, and 1 if they did.
+ */
+enum { IN_SISMEMBER, IN_SMISMEMBER, IN_SCARD };
+
+static int in_place(const call_t *c, const keel__kv_entry_t **e, int cmd)
+{
+    *e = keel__kvc_lookup(c, 1);
+    if (*e == NULL || !keel__kv_inline(*e))
+        return 0;
+    if (cmd == IN_SCARD)
+        r_int(c->reply, (int64_t)keel__ks_inline_count(*e));
+    else if (cmd == IN_SISMEMBER)
+        r_int(c->reply, keel__ks_inline_has(*e, c->argv[2], c->lens[2]));
+    else {
+        r_array(c->reply, c->argc - 2);
+        for (size_t i = 2; i < c->argc; i++)
+            r_int(c->reply, keel__ks_inline_has(*e, c->argv[i], c->lens[i]));
+    }
+    return 1;
+}
+
 int keel__ks_cmd_sismember(const call_t *c)
 {
+    const keel__kv_entry_t *e;
+    if (in_place(c, &e, IN_SISMEMBER))
+        return 0;
     const keel__kc_t *t;
-    if (keel__kc_read(c, 1, T, &t) == 0)
+    int rc = keel__kc_of(c, e, T, &t);
+    if (rc == 0)
         r_int(c->reply, member(t, c, 2));
-    return 0;
+    return keel__kvc_done(rc);
 }
 
 int keel__ks_cmd_smismember(const call_t *c)
 {
-    const keel__kc_t *t;
-    if (keel__kc_read(c, 1, T, &t) != 0)
+    const keel__kv_entry_t *e;
+    if (in_place(c, &e, IN_SMISMEMBER))
         return 0;
+    const keel__kc_t *t;
+    int rc = keel__kc_of(c, e, T, &t);
+    if (rc != 0)
+        return keel__kvc_done(rc);
     r_array(c->reply, c->argc - 2);
     for (size_t i = 2; i < c->argc; i++)
         r_int(c->reply, member(t, c, i));
@@ -154,10 +210,14 @@ int keel__ks_cmd_smismember(const call_t *c)
 
 int keel__ks_cmd_scard(const call_t *c)
 {
+    const keel__kv_entry_t *e;
+    if (in_place(c, &e, IN_SCARD))
+        return 0;
     const keel__kc_t *t;
-    if (keel__kc_read(c, 1, T, &t) == 0)
+    int rc = keel__kc_of(c, e, T, &t);
+    if (rc == 0)
         r_int(c->reply, t ? (int64_t)keel__kc_count(t) : 0);
-    return 0;
+    return keel__kvc_done(rc);
 }
 
 static void r_members(reply_t *o, const keel__kc_t *t)
@@ -171,9 +231,10 @@ static void r_members(reply_t *o, const keel__kc_t *t)
 int keel__ks_cmd_smembers(const call_t *c)
 {
     const keel__kc_t *t;
-    if (keel__kc_read(c, 1, T, &t) == 0)
+    int rc = keel__kc_read(c, 1, T, &t);
+    if (rc == 0)
         r_members(c->reply, t);
-    return 0;
+    return keel__kvc_done(rc);
 }
 
 int keel__ks_srandmember_syntax(const call_t *c)
@@ -219,8 +280,9 @@ int keel__ks_cmd_spop(const call_t *c)
     keel__kv_entry_t **link = NULL;
     keel__kc_t *t;
     int dead;
-    if (keel__kc_wlookup(c, c->argv[1], c->lens[1], T, &link, &dead, &t) != 0)
-        return 0;
+    int rc = keel__kc_wlookup(c, c->argv[1], c->lens[1], T, &link, &dead, &t);
+    if (rc != 0)
+        return keel__kvc_done(rc);
     int64_t l = 1;
     if (c->argc == 3)
         keel_parse_i64(c->argv[2], c->lens[2], &l);
@@ -261,14 +323,16 @@ int keel__ks_cmd_smove(const call_t *c)
     keel__kv_entry_t **slink = NULL, **dlink = NULL, *fresh = NULL;
     keel__kc_t *s, *d;
     int sdead, ddead;
-    if (keel__kc_wlookup(c, c->argv[1], c->lens[1], T, &slink, &sdead, &s) != 0)
-        return 0;
+    int rc = keel__kc_wlookup(c, c->argv[1], c->lens[1], T, &slink, &sdead, &s);
+    if (rc != 0)
+        return keel__kvc_done(rc);
     if (s == NULL) {
         r_int(c->reply, 0);
         return 0;
     }
-    if (keel__kc_wlookup(c, c->argv[2], c->lens[2], T, &dlink, &ddead, &d) != 0)
-        return 0;
+    rc = keel__kc_wlookup(c, c->argv[2], c->lens[2], T, &dlink, &ddead, &d);
+    if (rc != 0)
+        return keel__kvc_done(rc);
     const uint8_t *m = c->argv[3];
     size_t ml = c->lens[3];
     if (s == d) {
@@ -279,7 +343,7 @@ int keel__ks_cmd_smove(const call_t *c)
         r_int(c->reply, 0);
         return 0;
     }
-    int rc = 0;
+    rc = 0;
     if (d && keel__kc_find(d, m, ml) == NULL && keel__kc_count(d) >= KEEL__KC_ITEMS_MAX)
         return keel__kvc_done(r_err(c->reply, ERR_KC_FULL));
     if (d == NULL && (rc = keel__kvc_check_sizes(c, c->lens[2], 0)) == 0 && !ddead)
@@ -328,14 +392,16 @@ int keel__ks_cmd_smove(const call_t *c)
 enum { OP_INTER, OP_UNION, OP_DIFF };
 
 /*
- * The sets named by argv[from .. from + n): 0 and sets[] (NULL for an absent key), or
- * REPLIED on the first key of another type (Redis checks them all, in order).
+ * The sets named by argv[from .. from + n): 0 and sets[] (NULL for an absent key), REPLIED on
+ * the first key of another type (Redis checks them all, in order), or KEEL_ENOMEM.
  */
 static int gather(const call_t *c, size_t from, size_t n, const keel__kc_t **sets)
 {
-    for (size_t i = 0; i < n; i++)
-        if (keel__kc_read(c, from + i, T, &sets[i]) != 0)
-            return REPLIED;
+    for (size_t i = 0; i < n; i++) {
+        int rc = keel__kc_read(c, from + i, T, &sets[i]);
+        if (rc != 0)
+            return rc; /* REPLIED, or KEEL_ENOMEM (an inline set not unpacked) */
+    }
     return 0;
 }
 
@@ -496,6 +562,8 @@ static int op_store(const call_t *c, int op)
     kv->bytes += keel__kc_bytes(r);
     keel__kvc_set_version(kv, e, rev);
     kv->revision = rev;
+    if (c->ks)
+        c->ks->repack = 1; /* a small result of integers goes inline after the command */
     r_int(c->reply, (int64_t)count);
     return 0;
 }

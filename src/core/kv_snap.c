@@ -1,5 +1,6 @@
 /* kv_snap.c - KV snapshots: streaming CRC32C-sealed writer and a validating loader. */
 #include "core/kv_int.h"
+#include "core/kv_coll.h"
 
 #include "base/crc32c.h"
 #include "core/registry.h"
@@ -125,8 +126,13 @@ static int put_typed(void *data, const keel__kv_entry_t *e)
     if (e->type == KEEL__KV_TYPE_STRING)
         return 0;
     const keel__kv_type_t *t = keel__kv_type(e->type);
+    /* an inline set is written as its table (kv_set_inline.c): one body format */
+    keel__kc_t *tmp = keel__kv_inline(e) ? keel__ks_inline_table(e) : NULL;
+    if (keel__kv_inline(e) && tmp == NULL)
+        return KEEL_ENOMEM;
+    const void *obj = tmp ? tmp : keel__kv_obj(e);
     uint64_t body = 0;
-    t->snap_write(keel__kv_obj(e), count_sink, &body);
+    t->snap_write(obj, count_sink, &body);
     uint8_t h[TYPED_RECORD_HEADER_BYTES];
     keel_put_u32(h, e->key_len);
     h[4] = e->type;
@@ -138,7 +144,10 @@ static int put_typed(void *data, const keel__kv_entry_t *e)
     int rc = put(data, h, sizeof(h));
     if (rc == 0)
         rc = put(data, keel__kv_key(e), e->key_len);
-    return rc == 0 ? t->snap_write(keel__kv_obj(e), put_sink, data) : rc;
+    if (rc == 0)
+        rc = t->snap_write(obj, put_sink, data);
+    keel__kc_free(tmp);
+    return rc;
 }
 
 static int count_typed(void *data, const keel__kv_entry_t *e)
@@ -338,7 +347,10 @@ static int load_typed(keel_kv_t *kv, const uint8_t *data, size_t end, size_t *po
     if (rc != 0)
         return keel_errf(msg, rc, "typed record at %zu: bad %s body", *pos, t->name);
     keel__kv_xrec_t *r = lease ? keel__kv_xrec_new() : NULL;
-    keel__kv_entry_t *e = keel__kv_entry_new_obj(key, key_len, h, type, obj);
+    uint8_t inl[KEEL__KS_INLINE_BYTES_MAX]; /* a small set of integers rests in its entry */
+    size_t inl_len = type == KEEL__KV_TYPE_SET ? keel__ks_inline_of(obj, inl) : 0;
+    keel__kv_entry_t *e = inl_len ? keel__kv_entry_new(key, key_len, h, inl, inl_len, inl_len)
+                                  : keel__kv_entry_new_obj(key, key_len, h, type, obj);
     if (e == NULL || (lease && r == NULL)) {
         t->free(obj);
         free(e);
@@ -347,8 +359,12 @@ static int load_typed(keel_kv_t *kv, const uint8_t *data, size_t end, size_t *po
     }
     e->version = version;
     e->create_revision = create_revision;
+    if (inl_len) {
+        e->type = (uint8_t)type;
+        t->free(obj);
+    }
     keel__kv_insert(kv, e);
-    kv->bytes += t->bytes(obj);
+    kv->bytes += inl_len ? 0 : t->bytes(obj);
     keel__kv_set_expire(kv, e, expire_ms);
     if (lease)
         keel__kv_attach(e, lease, lease_id, r);

@@ -220,7 +220,8 @@ static int score_of(const uint8_t *p, size_t n, double *out)
 /* The elements of e (a list, set or sorted set) into v, as Redis loads them: for a list or
  * sorted set not sorted, only [start, end] in their own order (reversed for DESC). */
 static uint64_t load(const call_t *c, const keel__kv_entry_t *e, const keel_zset_t *z,
-                     const sort_opts_t *o, int64_t start, int64_t end, sobj_t *v)
+                     const keel__kc_t *set, const sort_opts_t *o, int64_t start, int64_t end,
+                     sobj_t *v)
 {
     uint64_t j = 0;
     int direct = o->dontsort && e->type != KEEL__KV_TYPE_SET;
@@ -239,7 +240,7 @@ static uint64_t load(const call_t *c, const keel__kv_entry_t *e, const keel_zset
                 break;
         }
     } else if (e->type == KEEL__KV_TYPE_SET) {
-        const keel__kc_t *t = keel__kv_obj(e);
+        const keel__kc_t *t = set;
         for (const keel__kc_item_t *it = keel__kc_first(t); it; it = keel__kc_next(t, it))
             v[j++] = (sobj_t){.p = keel__kc_f(it), .n = keel__kc_fl(it)};
     } else if (!direct) {
@@ -348,14 +349,14 @@ static int weigh(sorter_t *s, sobj_t *v, uint64_t n)
     return bad;
 }
 
-static uint64_t length_of(const keel__kv_entry_t *e, const keel_zset_t *z)
+static uint64_t length_of(const keel__kv_entry_t *e, const keel_zset_t *z, const keel__kc_t *set)
 {
     if (e == NULL)
         return 0;
     if (e->type == KEEL__KV_TYPE_LIST)
         return ((const klist_t *)keel__kv_obj(e))->len;
     if (e->type == KEEL__KV_TYPE_SET)
-        return keel__kc_count((const keel__kc_t *)keel__kv_obj(e));
+        return keel__kc_count(set);
     return keel_zset_len(z);
 }
 
@@ -373,12 +374,15 @@ static int sort_cmd(const call_t *c, int readonly)
         rc = r_err(c->reply, ERR_WRONGTYPE);
     if (rc == 0 && e && e->type == KEEL__KV_TYPE_ZSET)
         rc = keel__zs_unpacked(c, e, &z);
+    keel__kc_t *set = NULL; /* a set's table (an inline set's built for the command) */
+    if (rc == 0 && e && e->type == KEEL__KV_TYPE_SET)
+        rc = keel__ks_table(c, e, &set);
     if (rc == 0 && o.dontsort && e && e->type == KEEL__KV_TYPE_SET) {
         o.dontsort = 0; /* a set's own order is its table's: sort it as Redis's STORE does */
         o.alpha = 1;
         o.by = 0;
     }
-    uint64_t len = rc == 0 ? length_of(e, z) : 0;
+    uint64_t len = rc == 0 ? length_of(e, z, set) : 0;
     if (rc == 0 && len > SORT_ELEMENTS_MAX)
         rc = r_err(c->reply, ERR_SORT_TOO_MANY);
     if (rc != 0) {
@@ -402,7 +406,7 @@ static int sort_cmd(const call_t *c, int readonly)
     sobj_t *tmp = o.dontsort ? NULL : calloc(len ? len : 1, sizeof(*tmp));
     if (v == NULL || (!o.dontsort && tmp == NULL))
         rc = KEEL_ENOMEM;
-    uint64_t n = rc == 0 && e ? load(c, e, z, &o, start, end, v) : 0;
+    uint64_t n = rc == 0 && e ? load(c, e, z, set, &o, start, end, v) : 0;
     if (o.dontsort && e && e->type != KEEL__KV_TYPE_SET) { /* loaded [start, end] alone */
         end -= start;
         start = 0;

@@ -850,7 +850,7 @@ int keel_kv_block_ms(int argc, const uint8_t *const *argv, const size_t *lens, i
     keel_buf_t scratch;
     keel_buf_init(&scratch, 4096);
     reply_t o = {&scratch, 0, 0};
-    call_t c = {NULL, NULL, 0, (size_t)argc, argv, lens, &o, NULL, NULL, NULL};
+    call_t c = {NULL, NULL, 0, (size_t)argc, argv, lens, &o, NULL, NULL, NULL, NULL};
     xread_args_t a;
     int group = cmd->fn == keel__xs_cmd_xreadgroup;
     int rc = keel__xs_read_parse(&c, group, &a);
@@ -867,7 +867,7 @@ int keel_kv_xread_resolve(const keel_kv_t *kv, int argc, const uint8_t *const *a
     keel_buf_t scratch;
     keel_buf_init(&scratch, 4096);
     reply_t o = {&scratch, 0, 0};
-    call_t c = {NULL, kv, kv->time_ms, (size_t)argc, argv, lens, &o, NULL, NULL, NULL};
+    call_t c = {NULL, kv, kv->time_ms, (size_t)argc, argv, lens, &o, NULL, NULL, NULL, NULL};
     xread_args_t a;
     int rc = keel__xs_read_parse(&c, 0, &a);
     keel_buf_free(&scratch);

@@ -860,7 +860,7 @@ int keel_kv_xreadgroup_ready(const keel_kv_t *kv, uint64_t now_ms, int argc,
     keel_buf_t scratch;
     keel_buf_init(&scratch, 4096);
     reply_t o = {&scratch, 0, 0};
-    call_t c = {NULL, kv, kv->time_ms, (size_t)argc, argv, lens, &o, NULL, NULL, NULL};
+    call_t c = {NULL, kv, kv->time_ms, (size_t)argc, argv, lens, &o, NULL, NULL, NULL, NULL};
     xread_args_t a;
     int ready = keel__xs_read_parse(&c, 1, &a) != 0;
     for (size_t k = 0; !ready && k < a.nstreams; k++) {

@@ -245,7 +245,7 @@ int keel__zs_bpop_parse(int argc, const uint8_t *const *argv, const size_t *lens
         keel_buf_t scratch;
         keel_buf_init(&scratch, 0);
         reply_t r = {&scratch, 0, 0};
-        call_t c = {NULL, NULL, 0, (size_t)argc, argv, lens, &r, "bzmpop", NULL, NULL};
+        call_t c = {NULL, NULL, 0, (size_t)argc, argv, lens, &r, "bzmpop", NULL, NULL, NULL};
         keel__zs_pop_opts_t o;
         int rc = zmpop_parse(&c, 2, &o);
         keel_buf_free(&scratch);
@@ -621,7 +621,10 @@ static int setop_source(const call_t *c, size_t i, const keel_zset_t **z, keel_z
     }
     if (e->type != KEEL__KV_TYPE_SET)
         return r_err(c->reply, ERR_WRONGTYPE);
-    const keel__kc_t *t = keel__kv_obj(e);
+    keel__kc_t *t;
+    int rc = keel__ks_table(c, e, &t);
+    if (rc != 0)
+        return rc;
     keel_zset_t *copy = keel_zset_new();
     if (copy == NULL)
         return KEEL_ENOMEM;

@@ -1,5 +1,6 @@
 /* fuzz_zset.c - libFuzzer target: the sorted-set commands' option parsers (ZADD, the ZRANGE
-   family, ZUNION/ZINTER/ZDIFF and their STORE forms, ZMPOP, ZSCAN...) and their apply. */
+   family, ZUNION/ZINTER/ZDIFF and their STORE forms, ZMPOP, ZSCAN...) and their apply, with
+   the set commands on the same keys (sets of integers inline, kv_set_inline.c). */
 #include "base/buf.h"
 #include "base/num.h"
 #include "core/kv.h"
@@ -29,7 +30,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
  *  - kv->bytes is exactly the keys' bytes plus their objects' memory;
  *  - keel_kv_bpop_parse accepts only commands keel_kv_check accepts (the server blocks only
  *    valid commands), and the served form it builds for each source passes keel_kv_check.
- * At the end the state survives a snapshot round trip: same replies, same memory.
+ * At the end the state survives a snapshot round trip: same replies, same memory (but where
+ * a set is a table, whose layout a restore may choose otherwise).
  */
 
 static const char *const CMDS[] = {
@@ -75,6 +77,22 @@ static const char *const CMDS[] = {
     "BZPOPMAX",
     "BZMPOP",
     "KEEL.BPOP",
+    /* sets on the same keys: small sets of integers rest inside their entries
+       (kv_set_inline.c), and every form change must keep the replies and kv->bytes */
+    "SADD",
+    "SREM",
+    "SPOP",
+    "SMOVE",
+    "SINTERSTORE",
+    "SUNIONSTORE",
+    "SDIFFSTORE",
+    "SMEMBERS",
+    "SISMEMBER",
+    "SMISMEMBER",
+    "SCARD",
+    "SRANDMEMBER",
+    "SINTER",
+    "SORT",
 };
 static const char *const WORDS[] = {
     "NX",    "XX",         "GT",      "LT",        "CH",    "INCR", "BYSCORE",  "BYLEX", "REV",
@@ -132,12 +150,24 @@ static int sum_bytes(void *data, const keel__kv_entry_t *e)
 {
     size_t *n = data;
     *n += e->key_len + e->val_len;
-    if (e->type != KEEL__KV_TYPE_STRING) {
+    if (e->type != KEEL__KV_TYPE_STRING && !keel__kv_inline(e)) {
         *n += keel__kv_type(e->type)->bytes(keel__kv_obj(e));
         if (e->type == KEEL__KV_TYPE_ZSET)
             check_set((keel__kv_entry_t *)e); /* the kv is the test's own */
     }
     return 0;
+}
+
+static int is_table(void *data, const keel__kv_entry_t *e)
+{
+    (void)data;
+    return e->type == KEEL__KV_TYPE_SET && !keel__kv_inline(e);
+}
+
+/* Whether kv holds a set as a table (not inline). */
+static int any_table(const keel_kv_t *kv)
+{
+    return keel__kv_each(kv, is_table, NULL) != 0;
 }
 
 static void check_state(const keel_kv_t *kv)
@@ -206,6 +236,9 @@ static void same_replies(const keel_kv_t *a, const keel_kv_t *b)
         {"ZSCAN", "z", "0", "COUNT", "100", NULL},
         {"OBJECT", "ENCODING", "z", NULL},
         {"OBJECT", "ENCODING", "y", NULL},
+        {"SMEMBERS", "z", NULL},
+        {"SMEMBERS", "x", NULL},
+        {"OBJECT", "ENCODING", "x", NULL},
     };
     keel_buf_t ra, rb;
     keel_buf_init(&ra, 0);
@@ -281,7 +314,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         assert(keel_kv_snapshot_decode(&back, keel_buf_rptr(&snap), keel_buf_unread(&snap), NULL) ==
                0);
-        assert(back.bytes == kv.bytes);
+        /* a set's table is counted as it is laid out, which a restore may choose otherwise
+           (kv_coll.h: a big table built at once or grown item by item); an inline set is
+           its entry's bytes, the same on both sides */
+        assert(back.bytes == kv.bytes || any_table(&kv));
         check_state(&back);
         same_replies(&kv, &back);
         keel_kv_free(&back);

@@ -135,6 +135,18 @@ static void failed_allocations_leave_hashes_and_sets_as_they_were(void)
         "PEXPIRE s 100000000",
         "SADD s z",
         "HDEL h c d e n",
+        /* small sets of integers, inline in their entries (kv_set_inline.c): unpacked for a
+           write, packed back after, the entry growing or moving with a wider member */
+        "SADD i 1 2 3",
+        "SADD i 70000",
+        "SADD i 5000000000 -7",
+        "SREM i 5000000000 70000",
+        "SMOVE i i2 1",
+        "SINTERSTORE i3 i i",
+        "COPY i i4",
+        "RENAME i4 i5",
+        "SPOP i",
+        "SADD i5 x",
     };
     for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
         apply_under_failures(lines[i]);

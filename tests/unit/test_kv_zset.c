@@ -406,7 +406,7 @@ static void the_pop_serves_a_blocking_wrapper(void)
     keel_buf_t b;
     keel_buf_init(&b, 0);
     reply_t o = {&b, 0, 0};
-    call_t c = {&t->kv, &t->kv, 5000, 4, argv, lens, &o, "bzpopmin", NULL, NULL};
+    call_t c = {&t->kv, &t->kv, 5000, 4, argv, lens, &o, "bzpopmin", NULL, NULL, NULL};
     keel__zs_pop_opts_t opts = {
         .first = 1, .n = 2, .count = 1, .emit_key = 1, .silent_when_empty = 1};
     uint64_t popped = 9, rev = t->kv.revision;
