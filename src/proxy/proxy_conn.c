@@ -1,6 +1,6 @@
 /* proxy_conn.c - keel proxy's data path: client connections, writing, local responses and
  * completing an exchange (starting one: proxy_request.c; aggregate routes: proxy_agg.c;
- * attempts, upstream connections and streaming: proxy_upstream.c). */
+ * attempts and retries: proxy_attempt.c; upstream connections and streaming: proxy_upstream.c). */
 #include "proxy/proxy_conn_int.h"
 
 #include "base/log.h"

@@ -1,8 +1,9 @@
 /* proxy_conn_int.h - keel proxy's data path, shared by its files: proxy_conn.c (client
  * connections, writing, local responses, completing an exchange), proxy_request.c (starting an
- * exchange: routing, auth, rate limit, the upstream head), proxy_agg.c (aggregate routes) and
- * proxy_upstream.c (attempts, retries, upstream connections, streaming both bodies). Not a
- * public header; the design is described at the top of proxy_conn.c. */
+ * exchange: routing, auth, rate limit, the upstream head), proxy_agg.c (aggregate routes),
+ * proxy_attempt.c (attempts, hedges, timeouts, retries) and proxy_upstream.c (upstream
+ * connections, streaming both bodies). Not a public header; the design is described at the top
+ * of proxy_conn.c. */
 #ifndef KEEL_PROXY_PROXY_CONN_INT_H
 #define KEEL_PROXY_PROXY_CONN_INT_H
 
@@ -82,7 +83,7 @@ int keel__agg_prepare(keel__dconn_t *d, const char *base, const keel_h1_head_t *
 /* Sends every part's call. */
 void keel__agg_start(keel__dconn_t *d);
 
-/* ---- proxy_upstream.c ---------------------------------------------------------------------- */
+/* ---- proxy_attempt.c ----------------------------------------------------------------------- */
 
 /* Counts a request in its cluster unless max_requests (the bulkhead) is reached, over every
  * worker. */
@@ -95,6 +96,23 @@ void keel__x_attempt(keel__dconn_t *d);
 void keel__x_hedge(keel__dconn_t *d);
 /* The exchange's try (connect: its connect) passed its deadline. */
 void keel__x_timeout(keel__dconn_t *d, bool connect);
+/* Decides whether the failed attempt is tried again (failure, or a status with
+ * KEEL_RETRY_FAIL_NONE): the route's policy, core/retry and the budget; true when a retry is
+ * scheduled. */
+bool keel__x_try_again(keel__dconn_t *d, keel_retry_failure_t failure, int status);
+/* The attempt on connection `from` (NULL: the exchange's attempt) failed before a response head
+ * reached the client (failure, or a status with KEEL_RETRY_FAIL_NONE): it is retried when the
+ * route's policy and budget allow, else the client gets fail_status with reason. */
+void keel__x_retry_or_fail(keel__dconn_t *d, keel__uconn_t *from, keel_retry_failure_t failure,
+                           int status, int fail_status, const char *reason);
+
+/* ---- proxy_upstream.c ---------------------------------------------------------------------- */
+
+/* A new connection to host, connecting (NULL when none can be made); sends d's request once
+ * connected, when its d is set by then. */
+keel__uconn_t *keel__u_new(keel_proxy_t *p, keel__phost_t *host);
+/* Sends the exchange's request head (and a retry's kept body) on u, connected, then the body. */
+void keel__u_send(keel__uconn_t *u);
 /* Moves request body bytes from the client's input toward the upstream. */
 void keel__d_pump_req_body(keel__dconn_t *d);
 void keel__u_close(keel__uconn_t *u);

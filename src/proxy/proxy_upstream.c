@@ -1,5 +1,6 @@
-/* proxy_upstream.c - keel proxy's data path toward the upstream: attempts and retries,
- * upstream connections, the request body going up and the response streaming back. */
+/* proxy_upstream.c - keel proxy's data path toward the upstream: upstream connections, the
+ * request body going up and the response streaming back (attempts and retries:
+ * proxy_attempt.c). */
 #include "proxy/proxy_conn_int.h"
 
 #include "base/log.h"
@@ -9,361 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ---- attempts ---------------------------------------------------------------------------- */
-
-static void u_on_connect(uv_connect_t *req, int status);
-static void u_send(keel__uconn_t *u);
-static int u_tls_start(keel__uconn_t *u);
-static void u_tls_failed(keel__uconn_t *u, const char *why);
-
-static keel__uconn_t *u_new(keel_proxy_t *p, keel__phost_t *host)
-{
-    keel__uconn_t *u = calloc(1, sizeof(*u));
-    if (u == NULL)
-        return NULL;
-    u->kind = KEEL__CONN_UP;
-    u->p = p;
-    u->host = host;
-    keel_list_init(&u->link);
-    keel_buf_init(&u->in, KEEL_H1_HEAD_BYTES_CEILING + KEEL_PROXY_READ_BYTES * 2);
-    keel__cluster_ref(host->cl); /* until the connection is closed */
-    keel_buf_init(&u->out, 0);
-    uv_tcp_init(&p->loop->uv, &u->tcp);
-    u->tcp.data = u;
-    p->handles_open++;
-    __atomic_add_fetch(&host->conns, 1, __ATOMIC_RELEASE);
-    keel_gauge_add(host->cl->m_conns, 1);
-    u->connect_req.data = u;
-    if (uv_tcp_connect(&u->connect_req, &u->tcp, (const struct sockaddr *)&host->addr,
-                       u_on_connect) != 0) {
-        keel__u_close(u);
-        return NULL;
-    }
-    return u;
-}
-
-static void x_schedule_retry_or_fail(keel__dconn_t *d, keel__uconn_t *from,
-                                     keel_retry_failure_t failure, int status, int fail_status,
-                                     const char *reason);
-
-/* The breaker's permit and the balancer's pick for the exchange's next attempt, away from the
- * hosts it already tried (x->tried_1) while another is available, in one section under the
- * cluster's mutex (the host is counted before it is unlocked, so a registry update cannot reuse
- * its slot). 0 with *idx; KEEL_EREJECTED: the breaker is open; KEEL_EEMPTY: a service cluster
- * the registry left empty; KEEL_ENOTFOUND: no available host. */
-static int attempt_pick(keel__dconn_t *d, uint32_t *idx)
-{
-    keel__xch_t *x = &d->x;
-    keel__pcluster_t *cl = x->cl;
-    keel__cl_lock(cl);
-    keel_ms_t now = keel__shared_now(&cl->now_max_ms, now_ms(d->p));
-    int rc = 0;
-    if (cl->cfg->breaker_enabled) {
-        x->permit = keel_breaker_allow(&cl->breaker, now);
-        if (x->permit < 0)
-            rc = KEEL_EREJECTED;
-    }
-    /* a retry goes to a host not tried yet when there is one, else to another than the last (a
-     * hash policy that maps the key to a host keeps it) */
-    int picked = rc == 0 ? keel_balance_pick_avoiding(&cl->lb, x->key_hash, now, x->tried_1,
-                                                      x->tried_n, KEEL_PROXY_REPICKS_MAX, idx)
-                         : 0;
-    if (rc == 0 && picked != 0) {
-        if (x->permit >= 0)
-            keel_breaker_record(&cl->breaker, now, x->permit, KEEL_BREAKER_IGNORED, 0);
-        x->permit = -1;
-        rc = cl->cfg->service != NULL && cl->live == 0 ? KEEL_EEMPTY : KEEL_ENOTFOUND;
-    }
-    if (rc == 0) {
-        keel_balance_start(&cl->lb, *idx);
-        cl->hosts[*idx].active++;
-    }
-    keel__cl_unlock(cl);
-    return rc;
-}
-
-/* Notes host idx as the one the exchange tried last (each host once, in the order of their
- * latest tries: once all were tried, a retry avoids only the last; attempts_max, at most
- * KEEL_PROXY_ATTEMPTS_MAX, bounds their number). */
-static void note_tried(keel__xch_t *x, uint32_t idx)
-{
-    uint32_t n = 0;
-    for (uint32_t k = 0; k < x->tried_n; k++)
-        if (x->tried_1[k] != idx + 1)
-            x->tried_1[n++] = x->tried_1[k];
-    x->tried_n = n;
-    if (x->tried_n < KEEL_PROXY_ATTEMPTS_MAX)
-        x->tried_1[x->tried_n++] = idx + 1;
-}
-
-/* Counts a request in its cluster unless max_requests (the bulkhead) is reached, over every
- * worker. */
-bool keel__cl_admit(keel__pcluster_t *cl)
-{
-    keel__cl_lock(cl);
-    bool ok = cl->cfg->max_requests == 0 || cl->active_requests < cl->cfg->max_requests;
-    if (ok)
-        cl->active_requests++;
-    keel__cl_unlock(cl);
-    return ok;
-}
-
-/* The attempt's connection to host: an idle pooled one of this worker (1: send the request now)
- * or a new one (0: send it once connected). -1 when no connection can be made. An upgrade
- * always takes a new one: its connection becomes a tunnel and never goes back to the pool, and
- * an idle one the upstream is closing just then would fail its handshake, which is retried only
- * after a connect failure. */
-static int attempt_connect(keel__dconn_t *d, keel__phost_t *host, keel__uconn_t **out)
-{
-    keel_proxy_t *p = d->p;
-    keel__uconn_t *u;
-    keel__ppool_t *pool = keel__pool(p, host); /* this worker's */
-    keel_list_t *it = d->x.upgrade == NULL ? keel_list_first(&pool->idle) : NULL;
-    if (it != NULL) {
-        u = KEEL_LIST_ENTRY(it, keel__uconn_t, link);
-        keel_list_remove(&u->link);
-        __atomic_sub_fetch(&pool->idle_count, 1, __ATOMIC_RELAXED);
-        u->idle = false;
-        u->d = d;
-        *out = u;
-        return 1;
-    }
-    u = u_new(p, host);
-    if (u == NULL)
-        return -1;
-    u->d = d;
-    *out = u;
-    return 0;
-}
-
-void keel__x_attempt(keel__dconn_t *d)
-{
-    keel_proxy_t *p = d->p;
-    keel__xch_t *x = &d->x;
-    keel__pcluster_t *cl = x->cl;
-    keel_ms_t now = now_ms(p);
-    uint32_t idx;
-    int picked = attempt_pick(d, &idx);
-    if (picked == KEEL_EREJECTED) {
-        keel_counter_inc(cl->m_breaker_rejected);
-        keel__x_local(d, 503, "circuit-open", NULL, NULL, NULL, 0);
-        return;
-    }
-    if (picked != 0) {
-        /* a service cluster the registry left empty says so (no instance passes its checks) */
-        keel__x_local(d, 503,
-                      picked == KEEL_EEMPTY ? "no-registered-instance" : "no-healthy-upstream",
-                      NULL, NULL, NULL, 0);
-        return;
-    }
-    keel__phost_t *host = &cl->hosts[idx];
-    note_tried(x, idx);
-    x->balance_started = true;
-    x->host = host;
-    x->try_start_ms = now;
-    x->attempts++;
-    x->upstream = host->address;
-    if (x->traced) { /* this attempt's client span: its id is the parent the upstream sees */
-        keel_trace_child(&x->server, &p->rand, &x->trace);
-        x->try_start_us = keel_clock_unix_us();
-        x->try_error = NULL;
-    }
-    keel_counter_inc(cl->m_attempts);
-    /* the first try of a hedged route: a hedge may follow if it goes unanswered (the rest of
-     * keel_proxy_hedge_eligible is judged then; a request that can never be hedged sets no
-     * timer) */
-    const keel_proxy_hedge_t *hg = &x->route->cfg->hedge;
-    x->hedge_at_ms = hg->enabled && x->attempts == 1 && x->upgrade == NULL &&
-                             (x->method_kind != 0 || x->idem_key)
-                         ? now + hg->delay_ms
-                         : 0;
-    keel__uconn_t *u = NULL;
-    int c = attempt_connect(d, host, &u);
-    if (c < 0) {
-        x_schedule_retry_or_fail(d, NULL, KEEL_RETRY_FAIL_CONNECT, 0, 503, "connect-failed");
-        return;
-    }
-    x->u = u;
-    if (c > 0)
-        u_send(u);
-    else
-        x->connect_deadline_ms = now + cl->cfg->connect_timeout_ms;
-    keel__d_arm(d);
-}
-
-void keel__x_hedge(keel__dconn_t *d)
-{
-    keel_proxy_t *p = d->p;
-    keel__xch_t *x = &d->x;
-    keel__pcluster_t *cl = x->cl;
-    const keel_proxy_route_t *r = x->route->cfg;
-    keel_ms_t now = now_ms(p);
-    x->hedge_at_ms = 0; /* one hedge per request, beside its first try */
-    if (x->host == NULL || x->h_host != NULL || p->stopping)
-        return;
-    keel_proxy_hedge_req_t rq = {
-        x->method_kind != 0, x->idem_key,     x->req_done, keel_proxy_replay_ok(&x->replay),
-        x->resp_head,        x->call.attempt, now,         x->call.deadline_ms};
-    if (keel_proxy_hedge_eligible(&r->hedge, &r->retry, &rq) != KEEL_PROXY_HEDGE_OK)
-        return;
-    /* the other slot takes the hedge: pick a host other than the first try's */
-    uint32_t first = x->host->idx, idx;
-    keel__x_swap_tries(x);
-    x->permit = -1;
-    int picked = attempt_pick(d, &idx);
-    if (picked != 0) { /* breaker open, or no host: the first try goes on alone */
-        keel__x_swap_tries(x);
-        return;
-    }
-    x->host = &cl->hosts[idx];
-    x->balance_started = true;
-    /* a hedge to the same host would only double its load: a keyed policy, or the only host */
-    bool refused = idx == first;
-    if (!refused) { /* the retry budget bounds hedges as it bounds retries */
-        keel__cl_lock(cl);
-        uint64_t others = cl->active_retries - (x->retrying ? 1 : 0);
-        refused = !keel_proxy_retry_budget_allows(&r->retry, cl->active_requests, others);
-        if (!refused && !x->retrying)
-            cl->active_retries++;
-        keel__cl_unlock(cl);
-        if (refused)
-            keel_counter_inc(cl->m_hedge_budget);
-    }
-    if (refused) {
-        keel__x_end_attempt(d, -1, 0, false);
-        keel__x_swap_tries(x);
-        return;
-    }
-    note_tried(x, idx);
-    x->retrying = true;
-    x->call.attempt++; /* the hedge is an attempt: retries after it see attempts_max in full */
-    x->attempts++;
-    x->is_hedge = true;
-    x->try_start_ms = now;
-    if (x->traced) { /* the hedge's own client span, a sibling of the first try's */
-        keel_trace_child(&x->server, &p->rand, &x->trace);
-        x->try_start_us = keel_clock_unix_us();
-    } else {
-        x->trace = x->h_trace; /* the context the first try sent */
-    }
-    x->try_error = NULL;
-    x->try_deadline_ms = r->per_try_timeout_ms > 0 ? now + r->per_try_timeout_ms : KEEL_MS_NEVER;
-    keel_counter_inc(cl->m_attempts);
-    keel_counter_inc(cl->m_hedges);
-    keel__uconn_t *u = NULL;
-    int c = attempt_connect(d, x->host, &u);
-    if (c == 0)
-        x->connect_deadline_ms = now + cl->cfg->connect_timeout_ms;
-    x->u = u;
-    keel__x_swap_tries(x); /* the first try back in place; the hedge is the other attempt */
-    if (c < 0) {
-        x->h_try_error = "connect-failed";
-        keel__x_end_other(d, 0, 0, true);
-    } else if (c > 0) {
-        u_send(u);
-    }
-    keel__d_arm(d);
-}
-
-void keel__x_timeout(keel__dconn_t *d, bool connect)
-{
-    keel__xch_t *x = &d->x;
-    keel_counter_inc(x->cl->m_timeouts);
-    if (now_ms(d->p) >= x->call.deadline_ms) { /* the route's deadline: no more tries */
-        x->try_error = "upstream-timeout";
-        keel__x_end_attempt(d, 0, 0, true);
-        keel__x_local(d, 504, "upstream-timeout", NULL, NULL, NULL, 0);
-        return;
-    }
-    if (connect)
-        x_schedule_retry_or_fail(d, NULL, KEEL_RETRY_FAIL_CONNECT, 0, 503, "connect-timeout");
-    else
-        x_schedule_retry_or_fail(d, NULL, KEEL_RETRY_FAIL_TIMEOUT, 0, 504, "upstream-timeout");
-}
-
-/* Decides whether the failed attempt is tried again; true when a retry is scheduled. */
-static bool x_try_again(keel__dconn_t *d, keel_retry_failure_t failure, int status)
-{
-    keel__xch_t *x = &d->x;
-    const keel_proxy_retry_t *rt = &x->route->cfg->retry;
-    if (rt->attempts_max <= 1 || x->resp_head || d->p->stopping)
-        return false;
-    if (x->upgrade != NULL && failure != KEEL_RETRY_FAIL_CONNECT)
-        return false; /* an upgrade is retried only when it never reached an upstream */
-    keel_proxy_retry_req_t rq = {x->method_kind != 0, x->idem_key, x->replay.sent,
-                                 keel_proxy_replay_ok(&x->replay)};
-    if (keel_proxy_retry_eligible(rt, &rq, failure, status) != KEEL_PROXY_RETRY_OK)
-        return false;
-    /* core/retry judges attempts, the deadline and the backoff; class and idempotency were
-     * decided above (its policy is configured to accept every class we pass it) */
-    keel_retry_outcome_t o = {failure, failure == KEEL_RETRY_FAIL_NONE ? 503 : 0, true};
-    keel_retry_decision_t dec;
-    keel_ms_t now = now_ms(d->p);
-    pthread_mutex_lock(&x->route->mu);
-    keel_retry_next(&x->route->retry, &x->call, now, &o, &d->p->rand, &dec);
-    pthread_mutex_unlock(&x->route->mu);
-    if (dec.verdict != KEEL_RETRY_RETRY)
-        return false;
-    /* retries in flight other than this request's own, over every worker */
-    keel__cl_lock(x->cl);
-    uint64_t others = x->cl->active_retries - (x->retrying ? 1 : 0);
-    bool allowed = keel_proxy_retry_budget_allows(rt, x->cl->active_requests, others);
-    if (allowed && !x->retrying)
-        x->cl->active_retries++;
-    keel__cl_unlock(x->cl);
-    if (!allowed) {
-        keel_counter_inc(x->cl->m_budget_exhausted);
-        return false;
-    }
-    x->retrying = true;
-    keel_counter_inc(x->cl->m_retries);
-    x->retry_at_ms = dec.start_ms > now ? dec.start_ms : now;
-    x->try_deadline_ms =
-        dec.try_timeout_ms < KEEL_MS_NEVER / 2 ? dec.start_ms + dec.try_timeout_ms : KEEL_MS_NEVER;
-    keel__d_arm(d);
-    return true;
-}
-
-/* The attempt on connection `from` (NULL: the exchange's attempt) failed before a response head
- * reached the client. The other attempt of a hedged request just ends; when the exchange's
- * attempt fails while the other is in flight, the other becomes the exchange's attempt (no
- * retry: one is already running). */
-static void x_schedule_retry_or_fail(keel__dconn_t *d, keel__uconn_t *from,
-                                     keel_retry_failure_t failure, int status, int fail_status,
-                                     const char *reason)
-{
-    keel__xch_t *x = &d->x;
-    if (from != NULL && from == x->h_u) {
-        x->h_try_error = reason;
-        keel__x_end_other(d, 0, failure == KEEL_RETRY_FAIL_NONE ? status : 0,
-                          failure != KEEL_RETRY_FAIL_NONE);
-        keel__d_arm(d);
-        return;
-    }
-    x->hedge_at_ms = 0; /* a hedge goes only beside a first try still running */
-    if (x->u != NULL) {
-        keel__uconn_t *u = x->u;
-        x->u = NULL;
-        u->d = NULL;
-        keel__u_close(u);
-    }
-    x->try_error = reason;
-    keel__x_end_attempt(d, 0, failure == KEEL_RETRY_FAIL_NONE ? status : 0,
-                        failure != KEEL_RETRY_FAIL_NONE);
-    if (x->resp_head) {
-        keel__d_close(d);
-        return;
-    }
-    if (x->h_host != NULL) {
-        keel__x_swap_tries(x);
-        keel__d_arm(d);
-        return;
-    }
-    if (x_try_again(d, failure, status))
-        return;
-    keel__x_local(d, fail_status, reason, NULL, NULL, NULL, 0);
-}
 
 /* ---- request body ------------------------------------------------------------------------ */
 
@@ -426,7 +72,7 @@ again:
         }
     }
     if (keel__conn_flush((uv_stream_t *)&u->tcp, &u->out) != 0) {
-        x_schedule_retry_or_fail(d, u, KEEL_RETRY_FAIL_RESET, 0, 502, "upstream-reset");
+        keel__x_retry_or_fail(d, u, KEEL_RETRY_FAIL_RESET, 0, 502, "upstream-reset");
         return;
     }
     /* written at once (no write callback will come) with input left that reading, paused at
@@ -439,6 +85,36 @@ again:
 }
 
 /* ---- upstream connections ---------------------------------------------------------------- */
+
+static void u_on_connect(uv_connect_t *req, int status);
+static int u_tls_start(keel__uconn_t *u);
+static void u_tls_failed(keel__uconn_t *u, const char *why);
+
+keel__uconn_t *keel__u_new(keel_proxy_t *p, keel__phost_t *host)
+{
+    keel__uconn_t *u = calloc(1, sizeof(*u));
+    if (u == NULL)
+        return NULL;
+    u->kind = KEEL__CONN_UP;
+    u->p = p;
+    u->host = host;
+    keel_list_init(&u->link);
+    keel_buf_init(&u->in, KEEL_H1_HEAD_BYTES_CEILING + KEEL_PROXY_READ_BYTES * 2);
+    keel__cluster_ref(host->cl); /* until the connection is closed */
+    keel_buf_init(&u->out, 0);
+    uv_tcp_init(&p->loop->uv, &u->tcp);
+    u->tcp.data = u;
+    p->handles_open++;
+    __atomic_add_fetch(&host->conns, 1, __ATOMIC_RELEASE);
+    keel_gauge_add(host->cl->m_conns, 1);
+    u->connect_req.data = u;
+    if (uv_tcp_connect(&u->connect_req, &u->tcp, (const struct sockaddr *)&host->addr,
+                       u_on_connect) != 0) {
+        keel__u_close(u);
+        return NULL;
+    }
+    return u;
+}
 
 static void u_handle_closed(uv_handle_t *h)
 {
@@ -527,7 +203,7 @@ static void u_on_connect(uv_connect_t *req, int status)
     assert(d != NULL);
     if (status < 0) {
         keel_counter_inc(u->host->cl->m_connect_errors);
-        x_schedule_retry_or_fail(d, u, KEEL_RETRY_FAIL_CONNECT, 0, 503, "connect-failed");
+        keel__x_retry_or_fail(d, u, KEEL_RETRY_FAIL_CONNECT, 0, 503, "connect-failed");
         return;
     }
     uv_tcp_nodelay(&u->tcp, 1);
@@ -537,7 +213,7 @@ static void u_on_connect(uv_connect_t *req, int status)
         return;
     }
     u->connected = true;
-    u_send(u);
+    keel__u_send(u);
     keel__d_arm(d);
 }
 
@@ -562,7 +238,7 @@ static void u_tls_failed(keel__uconn_t *u, const char *why)
                       KF_STR("cluster", cl->cfg->name), KF_STR("upstream", u->host->address),
                       KF_STR("reason", why ? why : reason));
     }
-    x_schedule_retry_or_fail(u->d, u, KEEL_RETRY_FAIL_CONNECT, 0, 503, "upstream-tls-failed");
+    keel__x_retry_or_fail(u->d, u, KEEL_RETRY_FAIL_CONNECT, 0, 503, "upstream-tls-failed");
 }
 
 /* A session the host gave: kept for the next new connection to it, over every worker. */
@@ -648,7 +324,7 @@ static void u_on_read_tls(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             keel_counter_inc(u->host->cl->m_tls_resumed);
         u->connected = true;
         keel__dconn_t *d = u->d;
-        u_send(u);
+        keel__u_send(u);
         if (u->closing || u->d == NULL)
             return;
         keel__d_arm(d);
@@ -665,7 +341,7 @@ static void u_on_read_tls(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
 }
 
-static void u_send(keel__uconn_t *u)
+void keel__u_send(keel__uconn_t *u)
 {
     keel__dconn_t *d = u->d;
     keel__xch_t *x = &d->x;
@@ -697,7 +373,7 @@ static void u_send(keel__uconn_t *u)
     }
     keel_buf_append(&u->out, "\r\n", 2);
     /* a retry: the body bytes the failed attempt sent, again (the rest still streams from the
-     * client); x_try_again allowed it only if they are all kept */
+     * client); keel__x_try_again allowed it only if they are all kept */
     if (x->replay.sent)
         keel_buf_append(&u->out, keel_buf_rptr(&x->replay.buf), keel_buf_unread(&x->replay.buf));
     if (x->expect_continue && !x->replay.sent) {
@@ -712,7 +388,7 @@ static void u_send(keel__uconn_t *u)
     if (x->req_done)
         x->req_sent = true;
     if (keel__conn_flush((uv_stream_t *)&u->tcp, &u->out) != 0) {
-        x_schedule_retry_or_fail(d, u, KEEL_RETRY_FAIL_RESET, 0, 502, "upstream-reset");
+        keel__x_retry_or_fail(d, u, KEEL_RETRY_FAIL_RESET, 0, 502, "upstream-reset");
         return;
     }
     keel__u_update_reading(u);
@@ -801,8 +477,8 @@ static void u_process(keel__uconn_t *u)
             if (n > x->gen->resp_lim.head_bytes_max) {
                 keel_counter_inc(x->cl->m_bad_responses);
                 x->up_keepalive = false;
-                x_schedule_retry_or_fail(d, u, KEEL_RETRY_FAIL_NONE, 502, 502,
-                                         "upstream-headers-too-large");
+                keel__x_retry_or_fail(d, u, KEEL_RETRY_FAIL_NONE, 502, 502,
+                                      "upstream-headers-too-large");
             }
             return;
         }
@@ -814,7 +490,7 @@ static void u_process(keel__uconn_t *u)
             return;
         if (st != 0 || h->status == 101) {
             keel_counter_inc(x->cl->m_bad_responses);
-            x_schedule_retry_or_fail(d, u, KEEL_RETRY_FAIL_NONE, 502, 502, "upstream-bad-response");
+            keel__x_retry_or_fail(d, u, KEEL_RETRY_FAIL_NONE, 502, 502, "upstream-bad-response");
             return;
         }
         if (h->status < 200) { /* 1xx: interim, dropped (we answered 100-continue ourselves) */
@@ -848,7 +524,7 @@ static void u_process(keel__uconn_t *u)
             x->u = NULL;
             u->d = NULL;
             keel__x_end_attempt(d, status >= 500 ? 0 : 1, status, false);
-            if (x_try_again(d, KEEL_RETRY_FAIL_NONE, status)) {
+            if (keel__x_try_again(d, KEEL_RETRY_FAIL_NONE, status)) {
                 keel__u_close(u);
                 return;
             }
@@ -957,5 +633,5 @@ static void u_on_eof(keel__uconn_t *u, int err)
         return;
     }
     keel_counter_inc(x->cl->m_resets);
-    x_schedule_retry_or_fail(d, u, KEEL_RETRY_FAIL_RESET, 0, 502, "upstream-reset");
+    keel__x_retry_or_fail(d, u, KEEL_RETRY_FAIL_RESET, 0, 502, "upstream-reset");
 }
