@@ -6,8 +6,10 @@
 #include "runtime/clock.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 /* The breaker's permit and the balancer's pick for the exchange's next attempt, away from the
  * hosts it already tried (x->tried_1) while another is available, in one section under the
@@ -71,8 +73,27 @@ bool keel__cl_admit(keel__pcluster_t *cl)
     return ok;
 }
 
-/* The attempt's connection to host: an idle pooled one of this worker (1: send the request now)
- * or a new one (0: send it once connected). -1 when no connection can be made. An upgrade
+/* Whether an idle pooled connection still looks open: no FIN, reset or unasked byte waits on its
+ * socket. A peek, not a read; on a TLS connection waiting bytes may be a session ticket, which
+ * its read callback takes, so only a FIN or an error counts there. It catches an upstream's close
+ * that arrived while the loop was busy (the read callback would see it only on the loop's next
+ * turn); it cannot catch one still on its way, nor one the request itself meets: the stale
+ * re-send below is what answers those. One recv per reuse. */
+static bool idle_usable(keel__uconn_t *u)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((const uv_handle_t *)&u->tcp, &fd) != 0)
+        return false;
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+    return n > 0 && u->tls != NULL;
+}
+
+/* The attempt's connection to host: an idle pooled one of this worker that still looks open (1:
+ * send the request now; those that do not are closed), or a new one (0: send it once connected).
+ * -1 when no connection can be made. The idle list holds at most pool.idle_max. An upgrade
  * always takes a new one: its connection becomes a tunnel and never goes back to the pool, and
  * an idle one the upstream is closing just then would fail its handshake, which is retried only
  * after a connect failure. */
@@ -81,9 +102,13 @@ static int attempt_connect(keel__dconn_t *d, keel__phost_t *host, keel__uconn_t 
     keel_proxy_t *p = d->p;
     keel__uconn_t *u;
     keel__ppool_t *pool = keel__pool(p, host); /* this worker's */
-    keel_list_t *it = d->x.upgrade == NULL ? keel_list_first(&pool->idle) : NULL;
-    if (it != NULL) {
+    keel_list_t *it;
+    while (d->x.upgrade == NULL && (it = keel_list_first(&pool->idle)) != NULL) {
         u = KEEL_LIST_ENTRY(it, keel__uconn_t, link);
+        if (!idle_usable(u)) {
+            keel__u_close(u); /* takes it off the idle list */
+            continue;
+        }
         keel_list_remove(&u->link);
         __atomic_sub_fetch(&pool->idle_count, 1, __ATOMIC_RELAXED);
         u->idle = false;
@@ -283,6 +308,52 @@ bool keel__x_try_again(keel__dconn_t *d, keel_retry_failure_t failure, int statu
     x->retry_at_ms = dec.start_ms > now ? dec.start_ms : now;
     x->try_deadline_ms =
         dec.try_timeout_ms < KEEL_MS_NEVER / 2 ? dec.start_ms + dec.try_timeout_ms : KEEL_MS_NEVER;
+    keel__d_arm(d);
+    return true;
+}
+
+/* The request went on a pooled connection, reused, and the upstream closed it (EOF) or reset it
+ * before a byte of an answer came back: most likely the race between the upstream's idle timeout
+ * and our reuse, which no check before sending can close (Go's net/http: "server closed idle
+ * connection"; nginx's and HAProxy's retries on a kept-alive connection). The same attempt goes
+ * once more to the same host on a new connection, when the request may be sent again by the
+ * rules of a retry after a reset (keel_proxy_resend_safe: its body sent so far is all held, and
+ * its method is idempotent or it carries the idempotency key, unless the route's idempotent_only
+ * is off). It is not a retry: retry_on, attempts_max, backoff and the retry budget do not apply,
+ * and the attempt keeps its host, breaker permit, span and deadlines, so the breaker and the
+ * outlier detector judge only how the new connection ends. A new connection is never reused,
+ * so this happens at most once per attempt. Counted in keel_proxy_upstream_stale_retries_total.
+ * true when it was sent again (u is closed); false: the caller's failure path applies. */
+bool keel__x_resend_stale(keel__dconn_t *d, keel__uconn_t *u, int err)
+{
+    keel__xch_t *x = &d->x;
+    assert(u->d == d && (u == x->u || u == x->h_u));
+    if (u->requests < 2 || u->answering || x->resp_head || x->upgrade != NULL ||
+        d->state != KEEL__D_BUSY || d->p->stopping)
+        return false;
+    if (err != UV_EOF && err != UV_ECONNRESET && err != UV_EPIPE)
+        return false;
+    keel_proxy_retry_req_t rq = {x->method_kind != 0, x->idem_key, x->replay.sent,
+                                 keel_proxy_replay_ok(&x->replay)};
+    if (keel_proxy_resend_safe(&x->route->cfg->retry, &rq, KEEL_RETRY_FAIL_RESET) !=
+        KEEL_PROXY_RETRY_OK)
+        return false;
+    bool other = u == x->h_u; /* a hedge's: handled in the exchange's slot, then put back */
+    if (other)
+        keel__x_swap_tries(x);
+    keel__uconn_t *fresh = keel__u_new(d->p, x->host);
+    if (fresh != NULL) {
+        fresh->d = d;
+        x->u = fresh;
+        x->connect_deadline_ms = now_ms(d->p) + x->cl->cfg->connect_timeout_ms;
+        u->d = NULL;
+        keel__u_close(u);
+        keel_counter_inc(x->cl->m_stale_retries);
+    }
+    if (other)
+        keel__x_swap_tries(x);
+    if (fresh == NULL)
+        return false;
     keel__d_arm(d);
     return true;
 }

@@ -579,6 +579,11 @@ static int cluster_setup(keel_proxy_t *p, keel__pcluster_t *cl, keel_errmsg_t *m
                                           "Attempts that timed out.", lab);
     cl->m_bad_responses = keel_metrics_counter(m, "keel_proxy_upstream_bad_responses_total",
                                                "Malformed or oversized upstream responses.", lab);
+    cl->m_stale_retries = keel_metrics_counter(
+        m, "keel_proxy_upstream_stale_retries_total",
+        "Requests sent again on a new connection after the upstream closed the idle pooled one "
+        "they went on (not retries).",
+        lab);
     if (cl->cfg->tls.enabled) /* a cluster that changes this is a new cluster */
         cl->m_tls_failures = keel_metrics_counter(
             m, "keel_proxy_upstream_tls_failures_total",

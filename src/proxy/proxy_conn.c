@@ -47,6 +47,9 @@
  * goes on streaming from the client. A body that outgrew the buffer is not
  * replayed once its bytes went upstream. A retry avoids every host the request
  * already tried while another is available (Envoy's previous_hosts predicate).
+ * A request that met a stale pooled connection (closed or reset before any
+ * answer byte) goes once more on a new connection to the same host, as the same
+ * attempt, when a retry after a reset could send it (keel__x_resend_stale).
  *
  * Hedges (docs/proxy.md, "Hedged requests"): a route's hedge.delay_ms after
  * the first try started without a response head, a second attempt goes to

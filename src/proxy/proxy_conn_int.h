@@ -106,6 +106,13 @@ bool keel__x_try_again(keel__dconn_t *d, keel_retry_failure_t failure, int statu
 void keel__x_retry_or_fail(keel__dconn_t *d, keel__uconn_t *from, keel_retry_failure_t failure,
                            int status, int fail_status, const char *reason);
 
+/* The request on u, a reused pooled connection, met its close (err: UV_EOF, UV_ECONNRESET or
+ * UV_EPIPE) before any byte of an answer: sends it once more on a new connection to the same
+ * host when it may be sent again, as the same attempt (no retry, no failure counted); true when
+ * it did (u is closed), false when the caller's failure path applies (docs/proxy.md, "What
+ * happens to a request", 5). */
+bool keel__x_resend_stale(keel__dconn_t *d, keel__uconn_t *u, int err);
+
 /* ---- proxy_upstream.c ---------------------------------------------------------------------- */
 
 /* A new connection to host, connecting (NULL when none can be made); sends d's request once

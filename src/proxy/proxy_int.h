@@ -158,6 +158,7 @@ struct keel__pcluster {
     keel_counter_t *m_attempts, *m_retries, *m_budget_exhausted, *m_breaker_rejected,
         *m_bulkhead_rejected, *m_ejections, *m_connect_errors, *m_resets, *m_timeouts,
         *m_bad_responses;
+    keel_counter_t *m_stale_retries; /* requests re-sent after a stale pooled connection */
     keel_counter_t *m_class[6];
     keel_gauge_t *m_conns;
     keel_gauge_t *g_breaker, *g_available, *g_active; /* read this cluster at render time */
@@ -258,9 +259,10 @@ struct keel__uconn {
     keel__dconn_t *d; /* the exchange served, NULL when idle */
     keel_buf_t in, out;
     size_t scan;
-    uint32_t requests;
+    uint32_t requests; /* sent on it: more than one when reused from the pool */
     keel_ms_t idle_since_ms;
     bool connected, closing, reading, idle;
+    bool answering; /* a byte of an answer to the request in flight came (its 1xx included) */
 };
 
 /* A client field (or one the proxy adds) sent to every part of an aggregate; offsets into

@@ -71,8 +71,10 @@ again:
             x->req_done = true;
         }
     }
-    if (keel__conn_flush((uv_stream_t *)&u->tcp, &u->out) != 0) {
-        keel__x_retry_or_fail(d, u, KEEL_RETRY_FAIL_RESET, 0, 502, "upstream-reset");
+    int err = keel__conn_flush((uv_stream_t *)&u->tcp, &u->out);
+    if (err != 0) {
+        if (!keel__x_resend_stale(d, u, err))
+            keel__x_retry_or_fail(d, u, KEEL_RETRY_FAIL_RESET, 0, 502, "upstream-reset");
         return;
     }
     /* written at once (no write callback will come) with input left that reading, paused at
@@ -346,6 +348,7 @@ void keel__u_send(keel__uconn_t *u)
     keel__dconn_t *d = u->d;
     keel__xch_t *x = &d->x;
     u->requests++;
+    u->answering = false;
     keel_buf_reset(&u->in);
     u->scan = 0;
     keel_buf_append(&u->out, keel_buf_rptr(&x->up_head), keel_buf_unread(&x->up_head));
@@ -387,8 +390,10 @@ void keel__u_send(keel__uconn_t *u)
     }
     if (x->req_done)
         x->req_sent = true;
-    if (keel__conn_flush((uv_stream_t *)&u->tcp, &u->out) != 0) {
-        keel__x_retry_or_fail(d, u, KEEL_RETRY_FAIL_RESET, 0, 502, "upstream-reset");
+    int err = keel__conn_flush((uv_stream_t *)&u->tcp, &u->out);
+    if (err != 0) { /* a pooled connection the upstream closed: EPIPE or ECONNRESET */
+        if (!keel__x_resend_stale(d, u, err))
+            keel__x_retry_or_fail(d, u, KEEL_RETRY_FAIL_RESET, 0, 502, "upstream-reset");
         return;
     }
     keel__u_update_reading(u);
@@ -465,6 +470,7 @@ static void u_process(keel__uconn_t *u)
     keel__dconn_t *d = u->d;
     keel__xch_t *x = &d->x;
     keel_proxy_t *p = d->p;
+    u->answering = true; /* bytes came (plaintext): no stale re-send from here on */
     if (d->state == KEEL__D_TUNNEL) {
         keel__tunnel_pump(d);
         return;
@@ -632,6 +638,8 @@ static void u_on_eof(keel__uconn_t *u, int err)
         keel__d_close(d);
         return;
     }
+    if (keel__x_resend_stale(d, u, err)) /* a pooled connection the upstream had closed */
+        return;
     keel_counter_inc(x->cl->m_resets);
     keel__x_retry_or_fail(d, u, KEEL_RETRY_FAIL_RESET, 0, 502, "upstream-reset");
 }

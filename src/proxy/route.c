@@ -252,6 +252,13 @@ keel_proxy_retry_why_t keel_proxy_retry_eligible(const keel_proxy_retry_t *rt,
 {
     if (!keel_proxy_retry_on(rt, failure, status))
         return KEEL_PROXY_RETRY_NOT_ON;
+    return keel_proxy_resend_safe(rt, rq, failure);
+}
+
+keel_proxy_retry_why_t keel_proxy_resend_safe(const keel_proxy_retry_t *rt,
+                                              const keel_proxy_retry_req_t *rq,
+                                              keel_retry_failure_t failure)
+{
     if (rq->body_sent && !rq->body_replayable)
         return KEEL_PROXY_RETRY_UNBUFFERED;
     if (failure == KEEL_RETRY_FAIL_CONNECT)

@@ -136,6 +136,13 @@ typedef enum keel_proxy_retry_why {
 
 /* Whether retry_on (and statuses) covers the outcome (failure, or status with FAIL_NONE). */
 bool keel_proxy_retry_on(const keel_proxy_retry_t *rt, keel_retry_failure_t failure, int status);
+/* The rules above but the first: whether the request may be sent again after the failure, by
+ * its body and its idempotency alone (never NOT_ON). keel_proxy_retry_eligible is retry_on and
+ * then this; a request re-sent after a stale pooled connection (docs/proxy.md, "What happens to
+ * a request", 5) is judged by this alone, as after a reset. */
+keel_proxy_retry_why_t keel_proxy_resend_safe(const keel_proxy_retry_t *rt,
+                                              const keel_proxy_retry_req_t *rq,
+                                              keel_retry_failure_t failure);
 keel_proxy_retry_why_t keel_proxy_retry_eligible(const keel_proxy_retry_t *rt,
                                                  const keel_proxy_retry_req_t *rq,
                                                  keel_retry_failure_t failure, int status);

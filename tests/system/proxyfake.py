@@ -17,7 +17,10 @@ by the request path, so one upstream can be well-behaved and hostile in turn:
   /health           200, or 503 while `healthy` is False
 When `die_after_body` is set, every request but /health is read whole and the connection is
 then closed without an answer (an instance that dies mid-request). When `fail_status` is set, every path but /health answers it (only the next `fail_next`
-requests when that is set).
+requests when that is set). When `stale_after` is N > 0, a connection answers N requests with
+keep-alive and then reads the next one whole and closes without an answer and without having
+said `Connection: close` (with a TCP reset when `stale_reset` is set): an idle keep-alive
+connection the upstream closed just as the proxy sent on it (`dropped` counts those requests).
 Every request is counted (`count`, `paths`), every connection too (`connections`).
 """
 
@@ -99,6 +102,9 @@ class FakeUpstream:
         self.fail_next = 0  # with fail_status: only this many requests fail, then all succeed
         self.healthy = True
         self.die_after_body = False
+        self.stale_after = 0
+        self.stale_reset = False
+        self.dropped = 0
         self.bodies = []  # the body of every request, in order
         self.bytes_sent = 0
         self.lock = threading.Lock()
@@ -137,6 +143,7 @@ class FakeUpstream:
     def _serve(self, conn):
         conn.settimeout(TIMEOUT_S * 6)
         buf = b""
+        answered = 0
         try:
             while not self.stopping.is_set():
                 head, rest = read_head(conn, buf)
@@ -149,8 +156,15 @@ class FakeUpstream:
                     self.count += 1
                     self.paths.append(path)
                     self.bodies.append(body)
+                if self.stale_after > 0 and answered >= self.stale_after and path != "/health":
+                    with self.lock:
+                        self.dropped += 1
+                    if self.stale_reset:
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
                 if not self._answer(conn, method, target, path, headers, raw, body):
                     return
+                answered += 1
         except (OSError, ValueError, ConnectionError):
             return
         finally:

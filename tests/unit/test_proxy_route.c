@@ -232,6 +232,30 @@ static void retry_eligibility_follows_method_key_and_body(void)
     KT_EQ_INT(keel_proxy_retry_eligible(&rt, &post, KEEL_RETRY_FAIL_RESET, 0), KEEL_PROXY_RETRY_OK);
 }
 
+/* A request on a stale pooled connection is sent again by the same rules as a retry after a
+ * reset, without retry_on: a route with no retry section (attempts_max 1, nothing in retry_on)
+ * still re-sends a GET. */
+static void a_stale_resend_is_judged_by_body_and_idempotency_alone(void)
+{
+    keel_proxy_retry_t rt = {0};
+    rt.attempts_max = 1;
+    rt.idempotent_only = true;
+    keel_proxy_retry_req_t get = {true, false, false, true};
+    keel_proxy_retry_req_t put_unkept = {true, false, true, false}; /* no copy of its body */
+    keel_proxy_retry_req_t post = {false, false, false, true};      /* even without a body */
+    keel_proxy_retry_req_t post_key = {false, true, true, true};
+    KT_EQ_INT(keel_proxy_retry_eligible(&rt, &get, KEEL_RETRY_FAIL_RESET, 0),
+              KEEL_PROXY_RETRY_NOT_ON);
+    KT_EQ_INT(keel_proxy_resend_safe(&rt, &get, KEEL_RETRY_FAIL_RESET), KEEL_PROXY_RETRY_OK);
+    KT_EQ_INT(keel_proxy_resend_safe(&rt, &put_unkept, KEEL_RETRY_FAIL_RESET),
+              KEEL_PROXY_RETRY_UNBUFFERED);
+    KT_EQ_INT(keel_proxy_resend_safe(&rt, &post, KEEL_RETRY_FAIL_RESET),
+              KEEL_PROXY_RETRY_NOT_IDEMPOTENT);
+    KT_EQ_INT(keel_proxy_resend_safe(&rt, &post_key, KEEL_RETRY_FAIL_RESET), KEEL_PROXY_RETRY_OK);
+    rt.idempotent_only = false; /* the route's own word that any method may go twice */
+    KT_EQ_INT(keel_proxy_resend_safe(&rt, &post, KEEL_RETRY_FAIL_RESET), KEEL_PROXY_RETRY_OK);
+}
+
 /* The replay buffer keeps a body that fits and drops one that does not. */
 /* A hedge (route.h): stricter than a retry (never a non-idempotent request without a key, whatever
  * idempotent_only says), only with the whole body read and held, within attempts_max and the
@@ -351,6 +375,7 @@ int main(void)
     KT_RUN(retry_budget_is_twenty_percent_of_active_with_a_floor_of_three);
     KT_RUN(splits_targets_into_path_and_query);
     KT_RUN(retry_eligibility_follows_method_key_and_body);
+    KT_RUN(a_stale_resend_is_judged_by_body_and_idempotency_alone);
     KT_RUN(hedge_eligibility_follows_method_body_attempts_and_deadline);
     KT_RUN(replay_buffer_keeps_bodies_within_its_limit);
     return kt_done();
