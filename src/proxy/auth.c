@@ -31,33 +31,110 @@ static char *read_jwks(const char *path, size_t *len, keel_errmsg_t *msg)
     return buf;
 }
 
+static void cache_init(keel_proxy_token_cache_t *c, uint64_t seed)
+{
+    pthread_mutex_init(&c->mu, NULL);
+    c->seed = seed;
+}
+
+static void entry_clear(keel_proxy_token_entry_t *e)
+{
+    free(e->token);
+    json_decref(e->claims);
+    memset(e, 0, sizeof(*e));
+}
+
+int keel_proxy_keyset_new(const char *json, size_t len, uint64_t seed, keel_proxy_keyset_t **out,
+                          keel_errmsg_t *msg)
+{
+    *out = NULL;
+    if (len > KEEL_JWKS_BYTES_MAX)
+        return keel_errf(msg, KEEL_ETOOBIG, "the JWKS is larger than %u bytes",
+                         KEEL_JWKS_BYTES_MAX);
+    keel_proxy_keyset_t *ks = calloc(1, sizeof(*ks));
+    if (ks == NULL)
+        return keel_errf(msg, KEEL_ENOMEM, "out of memory");
+    int rc = keel_jwks_parse(&ks->set, json, len, msg);
+    if (rc != 0) {
+        free(ks);
+        return rc;
+    }
+    cache_init(&ks->cache, seed);
+    ks->refs = 1;
+    *out = ks;
+    return 0;
+}
+
+void keel_proxy_keyset_ref(keel_proxy_keyset_t *ks)
+{
+    __atomic_add_fetch(&ks->refs, 1, __ATOMIC_RELAXED);
+}
+
+void keel_proxy_keyset_unref(keel_proxy_keyset_t *ks)
+{
+    if (ks == NULL)
+        return;
+    uint64_t left = __atomic_sub_fetch(&ks->refs, 1, __ATOMIC_ACQ_REL);
+    assert(left != UINT64_MAX);
+    if (left > 0)
+        return;
+    keel_jwks_free(&ks->set);
+    for (uint32_t j = 0; j < KEEL_PROXY_TOKEN_CACHE_ENTRIES; j++)
+        entry_clear(&ks->cache.e[j]);
+    pthread_mutex_destroy(&ks->cache.mu);
+    free(ks);
+}
+
+keel_proxy_keyset_t *keel_proxy_keys_acquire(keel_proxy_keys_t *k, uint32_t i)
+{
+    assert(i < k->count);
+    keel_proxy_keyslot_t *s = &k->slots[i];
+    pthread_mutex_lock(&s->mu);
+    keel_proxy_keyset_t *ks = s->cur;
+    if (ks != NULL) /* under mu: the slot's reference cannot go meanwhile */
+        keel_proxy_keyset_ref(ks);
+    pthread_mutex_unlock(&s->mu);
+    return ks;
+}
+
+void keel_proxy_keys_replace(keel_proxy_keys_t *k, uint32_t i, keel_proxy_keyset_t *ks)
+{
+    assert(i < k->count);
+    keel_proxy_keyslot_t *s = &k->slots[i];
+    pthread_mutex_lock(&s->mu);
+    keel_proxy_keyset_t *old = s->cur;
+    s->cur = ks;
+    pthread_mutex_unlock(&s->mu);
+    keel_proxy_keyset_unref(old); /* outside mu: freeing a set is not a short section */
+}
+
 int keel_proxy_auth_load(const keel_proxy_config_t *cfg, keel_proxy_keys_t *out,
                          keel_proxy_errors_t *errs, uint64_t seed)
 {
     memset(out, 0, sizeof(*out));
     uint32_t errors = errs->count + errs->dropped;
+    if (cfg->jwt_providers_count > 0 &&
+        (out->slots = calloc(cfg->jwt_providers_count, sizeof(*out->slots))) == NULL) {
+        keel_proxy_errors_add(errs, cfg->jwt_providers[0].line, "out of memory");
+        return KEEL_EINVAL;
+    }
     for (uint32_t i = 0; i < cfg->jwt_providers_count; i++) {
         const keel_proxy_jwt_provider_t *pv = &cfg->jwt_providers[i];
         keel_errmsg_t msg = {0};
         char line[KEEL_PROXY_ERROR_BYTES_MAX];
-        int rc;
+        int rc = 0;
+        pthread_mutex_init(&out->slots[i].mu, NULL);
+        out->count = i + 1;
+        uint64_t cseed = seed ^ (0x9e3779b97f4a7c15ull * (i + 1));
         if (pv->jwks_file != NULL) {
             size_t len = 0;
             char *text = read_jwks(pv->jwks_file, &len, &msg);
-            rc = text == NULL ? KEEL_EIO : keel_jwks_parse(&out->sets[i], text, len, &msg);
+            rc = text == NULL ? KEEL_EIO
+                              : keel_proxy_keyset_new(text, len, cseed, &out->slots[i].cur, &msg);
             free(text);
-        } else {
-            rc = keel_jwks_parse(&out->sets[i], pv->jwks, strlen(pv->jwks), &msg);
-        }
-        out->count = i + 1;
-        if (rc == 0 && (out->caches[i] = calloc(1, sizeof(*out->caches[i]))) == NULL) {
-            msg = (keel_errmsg_t){0};
-            rc = keel_errf(&msg, KEEL_ENOMEM, "out of memory");
-        }
-        if (out->caches[i] != NULL) {
-            pthread_mutex_init(&out->caches[i]->mu, NULL);
-            out->caches[i]->seed = seed ^ (0x9e3779b97f4a7c15ull * (i + 1));
-        }
+        } else if (pv->jwks != NULL) {
+            rc = keel_proxy_keyset_new(pv->jwks, strlen(pv->jwks), cseed, &out->slots[i].cur, &msg);
+        } /* else remote_jwks: no keys until the running proxy fetched them */
         if (rc != 0) {
             snprintf(line, sizeof(line), "jwt provider '%.40s': %.140s", pv->name, msg.text);
             keel_proxy_errors_add(errs, pv->jwks_line, line);
@@ -70,26 +147,61 @@ int keel_proxy_auth_load(const keel_proxy_config_t *cfg, keel_proxy_keys_t *out,
     return 0;
 }
 
-static void entry_clear(keel_proxy_token_entry_t *e)
-{
-    free(e->token);
-    json_decref(e->claims);
-    memset(e, 0, sizeof(*e));
-}
-
 void keel_proxy_auth_free(keel_proxy_keys_t *k)
 {
     for (uint32_t i = 0; i < k->count; i++) {
-        keel_jwks_free(&k->sets[i]);
-        if (k->caches[i] != NULL) {
-            for (uint32_t j = 0; j < KEEL_PROXY_TOKEN_CACHE_ENTRIES; j++)
-                entry_clear(&k->caches[i]->e[j]);
-            pthread_mutex_destroy(&k->caches[i]->mu);
-        }
-        free(k->caches[i]);
-        k->caches[i] = NULL;
+        keel_proxy_keyset_unref(k->slots[i].cur);
+        k->slots[i].cur = NULL;
+        pthread_mutex_destroy(&k->slots[i].mu);
     }
+    free(k->slots);
+    k->slots = NULL;
     k->count = 0;
+}
+
+keel_ms_t keel_proxy_jwks_next_ms(const keel_proxy_remote_jwks_t *rj, uint32_t failures,
+                                  uint64_t rnd)
+{
+    if (failures == 0)
+        return rj->cache_duration_ms;
+    keel_ms_t d = rj->retry_backoff_base_ms;
+    for (uint32_t n = 1; n < failures && d < rj->retry_backoff_cap_ms; n++)
+        d *= 2; /* at most 16 doublings of >= 100 ms pass the cap (an hour at most) */
+    d = keel_ms_min(d, keel_ms_min(rj->retry_backoff_cap_ms, rj->cache_duration_ms));
+    keel_ms_t jitter = (keel_ms_t)(rnd % (uint64_t)(d / 2 + 1));
+    assert(d > 0 && d - jitter >= d / 2);
+    return d - jitter;
+}
+
+static int hex(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+int keel_proxy_auth_pct_decode(const char *in, size_t len, char *out, size_t cap, size_t *out_len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = in[i];
+        if (ch == '%') {
+            if (len - i < 3 || hex(in[i + 1]) < 0 || hex(in[i + 2]) < 0)
+                return KEEL_EINVAL;
+            ch = (char)(hex(in[i + 1]) << 4 | hex(in[i + 2]));
+            i += 2;
+        }
+        if (o >= cap)
+            return KEEL_ETOOBIG;
+        out[o++] = ch;
+    }
+    assert(o <= len);
+    *out_len = o;
+    return 0;
 }
 
 /* exp or nbf as whole seconds; def when absent or not a number (a verified token's claims). */
@@ -225,6 +337,8 @@ keel_proxy_auth_result_t keel_proxy_auth_verify_token(const keel_proxy_jwt_provi
     why[0] = 0;
     if (len == 0)
         return KEEL_PROXY_AUTH_MISSING;
+    if (ks == NULL) /* Envoy answers 401 too while its remote JWKS is not fetched */
+        return refuse(why, "no keys: the JWKS is not fetched yet");
     if (cache != NULL) {
         /* the entry is read under the cache's mutex: another worker may replace it */
         pthread_mutex_lock(&cache->mu);

@@ -50,17 +50,74 @@ typedef struct keel_proxy_token_cache {
     uint64_t hits, misses;
 } keel_proxy_token_cache_t;
 
+/*
+ * One JWKS and the cache of the tokens its keys verified, refcounted: a provider's keys in
+ * force (a keyslot) are replaced whole when a remote_jwks refresh brings new ones, while
+ * requests on any worker that took the old set finish with it; the last reference frees it.
+ * The cache goes with the set, so a rotation that drops a key also forgets the tokens it
+ * verified.
+ */
+typedef struct keel_proxy_keyset {
+    uint64_t refs; /* atomic */
+    keel_jwks_t set;
+    keel_proxy_token_cache_t cache;
+} keel_proxy_keyset_t;
+
+/*
+ * A provider's keys in force, shared by every worker: `cur` is read (and a reference taken)
+ * or replaced under `mu`, a section of a few instructions (no parse, no signature check, no
+ * free under it). NULL until a remote_jwks provider's first fetch succeeds: a request with a
+ * token is then refused (Envoy: the JWKS fetch failed, the token cannot be verified).
+ */
+typedef struct keel_proxy_keyslot {
+    pthread_mutex_t mu;
+    keel_proxy_keyset_t *cur; /* a reference, or NULL */
+} keel_proxy_keyslot_t;
+
 typedef struct keel_proxy_keys {
-    keel_jwks_t sets[KEEL_PROXY_JWT_PROVIDERS_MAX]; /* one per cfg->jwt_providers */
-    keel_proxy_token_cache_t *caches[KEEL_PROXY_JWT_PROVIDERS_MAX];
+    keel_proxy_keyslot_t *slots; /* one per cfg->jwt_providers (allocated: the struct moves) */
     uint32_t count;
 } keel_proxy_keys_t;
 
 /* 0 and out filled (free with keel_proxy_auth_free), or KEEL_EINVAL with errs appended to (out
- * holds nothing then). seed seeds the token caches' hash. */
+ * holds nothing then). seed seeds the token caches' hash. A remote_jwks provider's slot is left
+ * empty: the running proxy fetches its keys (proxy_jwks.c). */
 int keel_proxy_auth_load(const keel_proxy_config_t *cfg, keel_proxy_keys_t *out,
                          keel_proxy_errors_t *errs, uint64_t seed);
 void keel_proxy_auth_free(keel_proxy_keys_t *k);
+
+/* A key set parsed from a JWKS document of len bytes (at most KEEL_JWKS_BYTES_MAX), its token
+ * cache seeded with seed, with one reference (the caller's). 0, or KEEL_EINVAL / KEEL_ETOOBIG /
+ * KEEL_ENOMEM with msg. */
+int keel_proxy_keyset_new(const char *json, size_t len, uint64_t seed, keel_proxy_keyset_t **out,
+                          keel_errmsg_t *msg);
+void keel_proxy_keyset_ref(keel_proxy_keyset_t *ks);
+void keel_proxy_keyset_unref(keel_proxy_keyset_t *ks); /* NULL: nothing */
+/* Provider i's keys in force, with a reference for the caller (release with
+ * keel_proxy_keyset_unref), or NULL when it has none yet. */
+keel_proxy_keyset_t *keel_proxy_keys_acquire(keel_proxy_keys_t *k, uint32_t i);
+/* Puts ks (its reference taken over; NULL empties the slot) in force for provider i; the set
+ * it replaces loses the slot's reference (freed once no request holds it). */
+void keel_proxy_keys_replace(keel_proxy_keys_t *k, uint32_t i, keel_proxy_keyset_t *ks);
+
+/*
+ * When to fetch a remote_jwks again: cache_duration_ms after a success (failures 0); after the
+ * n-th failure in a row, d = retry_backoff_base_ms * 2^(n-1), capped at retry_backoff_cap_ms
+ * and at cache_duration_ms (a failure never waits longer than a success would), less up to half
+ * of d from rnd (jitter: proxies restarted together do not fetch in step): within [d/2, d].
+ * Pure.
+ */
+keel_ms_t keel_proxy_jwks_next_ms(const keel_proxy_remote_jwks_t *rj, uint32_t failures,
+                                  uint64_t rnd);
+
+/*
+ * A token taken from a query parameter, percent-decoded (RFC 3986 §2.1: "%" and two hex digits,
+ * either case, are one byte), as Envoy's from_params: '+' stays '+' (RFC 3986 gives it no
+ * meaning in a query; the form encoding's '+' for space is not applied, as Envoy does not), and
+ * a '%' not followed by two hex digits is malformed. out has room for cap bytes. 0 and *out_len;
+ * KEEL_EINVAL malformed; KEEL_ETOOBIG when the decoded token would pass cap. Pure.
+ */
+int keel_proxy_auth_pct_decode(const char *in, size_t len, char *out, size_t cap, size_t *out_len);
 
 typedef enum keel_proxy_auth_result {
     KEEL_PROXY_AUTH_OK,      /* *jwt holds the verified claims (free with keel_jwt_free) */
@@ -82,7 +139,8 @@ typedef struct keel_proxy_auth_value {
     size_t len;
 } keel_proxy_auth_value_t;
 
-/* cache may be NULL (no caching). */
+/* ks NULL: the provider has no keys yet (a remote_jwks not fetched): a token is refused. cache
+ * may be NULL (no caching). */
 keel_proxy_auth_result_t keel_proxy_auth_verify(const keel_proxy_jwt_provider_t *pv,
                                                 const keel_jwks_t *ks,
                                                 keel_proxy_token_cache_t *cache,

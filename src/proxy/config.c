@@ -473,6 +473,23 @@ static void resolve_refs(ctx_t *c, route_load_t *rl)
                 a->parts[k].cluster = (uint32_t)idx;
         }
     }
+    for (uint32_t i = 0; i < c->cfg->jwt_providers_count; i++) {
+        keel_proxy_remote_jwks_t *rj = &c->cfg->jwt_providers[i].remote_jwks;
+        if (!rj->enabled || rj->cluster_name == NULL)
+            continue;
+        int idx = keel_proxy_config_cluster(c->cfg, rj->cluster_name);
+        const char *pn = c->cfg->jwt_providers[i].name ? c->cfg->jwt_providers[i].name : "?";
+        if (idx < 0)
+            keel__cfg_errl(c, rj->line, "jwt provider '%s': remote_jwks: no cluster named '%s'", pn,
+                           rj->cluster_name);
+        else if (c->cfg->clusters[idx].tls.enabled) /* fetched with the plain HTTP client */
+            keel__cfg_errl(c, rj->line,
+                           "jwt provider '%s': remote_jwks: cluster '%s' has tls, which "
+                           "remote_jwks does not speak yet (https is not fetched)",
+                           pn, rj->cluster_name);
+        else
+            rj->cluster = (uint32_t)idx;
+    }
     for (uint32_t i = 0; i < c->cfg->routes_count; i++) {
         keel_proxy_route_t *r = &c->cfg->routes[i];
         if (r->clusters_count == 0)
@@ -714,6 +731,8 @@ void keel_proxy_config_free(keel_proxy_config_t *cfg)
             free(pv->audiences[k]);
         free(pv->jwks_file);
         free(pv->jwks);
+        free(pv->remote_jwks.cluster_name);
+        free(pv->remote_jwks.path);
         for (uint32_t k = 0; k < pv->claims_to_headers_count; k++) {
             free(pv->claims_to_headers[k].claim);
             free(pv->claims_to_headers[k].header);

@@ -44,9 +44,19 @@
 #define KEEL_PROXY_JWT_CLAIM_HEADERS_MAX 8u /* claims_to_headers per provider */
 #define KEEL_PROXY_JWT_FROM_MAX 4u          /* from_headers, and from_params, per provider */
 #define KEEL_PROXY_JWT_SKEW_S_MAX 3600u
-#define KEEL_PROXY_TEMPLATE_PARAMS_MAX 8u /* {name} segments in a path template */
-#define KEEL_PROXY_AGG_PARTS_MAX 8u       /* upstream calls of one aggregate route */
-#define KEEL_PROXY_AGG_FORWARD_MAX 8u     /* client fields an aggregate forwards to its parts */
+/* remote_jwks (Envoy's remote_jwks): the bounds of its settings, and their defaults. */
+#define KEEL_PROXY_JWKS_TIMEOUT_MS_MAX 60000u /* timeout_ms: one fetch, whole */
+#define KEEL_PROXY_JWKS_TIMEOUT_MS_DEFAULT 1000u
+#define KEEL_PROXY_JWKS_CACHE_MS_MIN 1000u       /* cache_duration_ms: a refresh period */
+#define KEEL_PROXY_JWKS_CACHE_MS_DEFAULT 300000u /* Envoy's cache_duration: 5 minutes */
+#define KEEL_PROXY_JWKS_BACKOFF_MS_MIN 100u      /* retry_backoff_base_ms, _cap_ms */
+#define KEEL_PROXY_JWKS_BACKOFF_MS_MAX 3600000u
+#define KEEL_PROXY_JWKS_BACKOFF_BASE_MS_DEFAULT 1000u /* Envoy's failed_refetch_duration */
+#define KEEL_PROXY_JWKS_BACKOFF_CAP_MS_DEFAULT 30000u
+#define KEEL_PROXY_JWKS_PATH_BYTES_MAX 1024u /* remote_jwks.path, NUL included */
+#define KEEL_PROXY_TEMPLATE_PARAMS_MAX 8u    /* {name} segments in a path template */
+#define KEEL_PROXY_AGG_PARTS_MAX 8u          /* upstream calls of one aggregate route */
+#define KEEL_PROXY_AGG_FORWARD_MAX 8u        /* client fields an aggregate forwards to its parts */
 #define KEEL_PROXY_AGG_PART_BYTES_CEILING (4u << 20) /* ceiling of part_bytes_max */
 #define KEEL_PROXY_AGG_PATH_BYTES_MAX 2048u          /* a part's path once its template is filled */
 #define KEEL_PROXY_RETRY_BUFFER_BYTES_MAX (16u << 20) /* ceiling of limits.retry_buffer_bytes */
@@ -305,10 +315,30 @@ typedef struct keel_proxy_jwt_from_header {
 } keel_proxy_jwt_from_header_t;
 
 /*
+ * A provider's keys fetched from a cluster (Envoy's remote_jwks: http_uri {uri, cluster,
+ * timeout}, cache_duration, and async_fetch's failed_refetch_duration as the backoff): GET path
+ * on a host the cluster's balancer picks, when the config loads and every cache_duration_ms;
+ * a failed fetch keeps the keys in force and is tried again after retry_backoff_base_ms,
+ * doubling up to retry_backoff_cap_ms (proxy/auth.h, keel_proxy_jwks_next_ms). Plain HTTP: a
+ * cluster with tls is refused (the proxy's HTTP client does not speak TLS).
+ */
+typedef struct keel_proxy_remote_jwks {
+    bool enabled;
+    int line; /* of `cluster` (of the section until it is read) */
+    char *cluster_name;
+    uint32_t cluster;     /* index into clusters, resolved once every cluster is known */
+    char *path;           /* the request target: "/" then no space, control character or '#' */
+    keel_ms_t timeout_ms; /* default 1000, 1..KEEL_PROXY_JWKS_TIMEOUT_MS_MAX */
+    keel_ms_t cache_duration_ms; /* default 300000 (Envoy's 5 min), at least 1000, a day most */
+    keel_ms_t retry_backoff_base_ms, retry_backoff_cap_ms; /* defaults 1000 and 30000 */
+} keel_proxy_remote_jwks_t;
+
+/*
  * A JWT provider (Envoy's jwt_authn provider): who issues the tokens, for whom, and the keys
  * that verify them. Routes name a provider in their `jwt:` requirement. The keys are not read
  * by the parser (it touches no file): keel_proxy_auth_load() (proxy/auth.h) reads jwks_file,
- * or parses the inline jwks, each time the config is loaded or reloaded.
+ * or parses the inline jwks, each time the config is loaded or reloaded; a remote_jwks is
+ * fetched by the running proxy (proxy_jwks.c), never by the parser or --check.
  */
 typedef struct keel_proxy_jwt_provider {
     char *name;
@@ -316,9 +346,10 @@ typedef struct keel_proxy_jwt_provider {
     char *issuer;                                  /* NULL: any "iss" */
     char *audiences[KEEL_PROXY_JWT_AUDIENCES_MAX]; /* "aud" must hold one of them; none: any */
     uint32_t audiences_count;
-    char *jwks_file;       /* a JWKS document (RFC 7517) read at load and reload */
-    char *jwks;            /* or the document inline */
-    int jwks_line;         /* where jwks_file or jwks is, for errors found when the keys load */
+    char *jwks_file;                      /* a JWKS document (RFC 7517) read at load and reload */
+    char *jwks;                           /* or the document inline */
+    keel_proxy_remote_jwks_t remote_jwks; /* or fetched from a cluster */
+    int jwks_line; /* where jwks_file, jwks or remote_jwks is, for errors found when keys load */
     uint32_t clock_skew_s; /* leeway on exp and nbf; default 60 (Envoy's) */
     bool require_exp;      /* a token without "exp" is refused; default true */
     bool forward;          /* Authorization goes upstream; default false (Envoy's) */

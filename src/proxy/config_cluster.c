@@ -482,12 +482,75 @@ static void pv_jwks(ctx_t *c, yaml_node_t *v, void *base)
     pv->jwks = strdup(s);
 }
 
+static void rj_cluster(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_remote_jwks_t *rj = base;
+    rj->line = line_of(v); /* where an unknown cluster is named */
+    if (keel__cfg_to_str(c, v, "cluster", false, &rj->cluster_name) &&
+        strlen(rj->cluster_name) >= KEEL_PROXY_NAME_BYTES_MAX)
+        ERR(c, v, "cluster name '%s' is too long", rj->cluster_name);
+}
+
+static void rj_path(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_remote_jwks_t *rj = base;
+    if (!keel__cfg_to_str(c, v, "path", false, &rj->path))
+        return;
+    bool ok = rj->path[0] == '/' && strlen(rj->path) < KEEL_PROXY_JWKS_PATH_BYTES_MAX;
+    for (const char *q = rj->path; ok && *q; q++)
+        ok = (unsigned char)*q > ' ' && (unsigned char)*q < 0x7f && *q != '#';
+    if (!ok)
+        ERR(c, v,
+            "path: '%.80s' must start with '/', hold no space, control character or '#', and be "
+            "shorter than %u bytes",
+            rj->path, KEEL_PROXY_JWKS_PATH_BYTES_MAX);
+}
+
+/* remote_jwks: {cluster, path, timeout_ms, cache_duration_ms, retry_backoff_base_ms,
+ * retry_backoff_cap_ms}; the cluster is resolved with the routes' (config.c). */
+static void pv_remote_jwks(ctx_t *c, yaml_node_t *v, void *base)
+{
+    static const field_t f[] = {
+        {"cluster", F_FN, 0, 0, 0, rj_cluster},
+        {"path", F_FN, 0, 0, 0, rj_path},
+        {"timeout_ms", F_MS, offsetof(keel_proxy_remote_jwks_t, timeout_ms), 1,
+         KEEL_PROXY_JWKS_TIMEOUT_MS_MAX, NULL},
+        {"cache_duration_ms", F_MS, offsetof(keel_proxy_remote_jwks_t, cache_duration_ms),
+         KEEL_PROXY_JWKS_CACHE_MS_MIN, DAY_MS, NULL},
+        {"retry_backoff_base_ms", F_MS, offsetof(keel_proxy_remote_jwks_t, retry_backoff_base_ms),
+         KEEL_PROXY_JWKS_BACKOFF_MS_MIN, KEEL_PROXY_JWKS_BACKOFF_MS_MAX, NULL},
+        {"retry_backoff_cap_ms", F_MS, offsetof(keel_proxy_remote_jwks_t, retry_backoff_cap_ms),
+         KEEL_PROXY_JWKS_BACKOFF_MS_MIN, KEEL_PROXY_JWKS_BACKOFF_MS_MAX, NULL},
+    };
+    keel_proxy_jwt_provider_t *pv = base;
+    keel_proxy_remote_jwks_t *rj = &pv->remote_jwks;
+    pv->jwks_line = line_of(v);
+    rj->enabled = true;
+    rj->line = line_of(v);
+    rj->timeout_ms = KEEL_PROXY_JWKS_TIMEOUT_MS_DEFAULT;
+    rj->cache_duration_ms = KEEL_PROXY_JWKS_CACHE_MS_DEFAULT;
+    rj->retry_backoff_base_ms = KEEL_PROXY_JWKS_BACKOFF_BASE_MS_DEFAULT;
+    rj->retry_backoff_cap_ms = KEEL_PROXY_JWKS_BACKOFF_CAP_MS_DEFAULT;
+    if (v->type != YAML_MAPPING_NODE) {
+        ERR(c, v, "remote_jwks: expected a mapping {cluster, path, ...}");
+        return;
+    }
+    keel__cfg_load_fields(c, v, f, N(f), rj, "remote_jwks");
+    if (rj->cluster_name == NULL || rj->path == NULL)
+        ERR(c, v, "remote_jwks: 'cluster' and 'path' are required");
+    if (rj->retry_backoff_cap_ms < rj->retry_backoff_base_ms)
+        ERR(c, v, "remote_jwks: retry_backoff_cap_ms (%llu) is below retry_backoff_base_ms (%llu)",
+            (unsigned long long)rj->retry_backoff_cap_ms,
+            (unsigned long long)rj->retry_backoff_base_ms);
+}
+
 static const field_t provider_fields[] = {
     {"name", F_STR, offsetof(keel_proxy_jwt_provider_t, name), 0, 0, NULL},
     {"issuer", F_STR, offsetof(keel_proxy_jwt_provider_t, issuer), 0, 0, NULL},
     {"audiences", F_FN, 0, 0, 0, pv_audiences},
     {"jwks_file", F_FN, 0, 0, 0, pv_jwks_file},
     {"jwks", F_FN, 0, 0, 0, pv_jwks},
+    {"remote_jwks", F_FN, 0, 0, 0, pv_remote_jwks},
     {"clock_skew_s", F_U32, offsetof(keel_proxy_jwt_provider_t, clock_skew_s), 0,
      KEEL_PROXY_JWT_SKEW_S_MAX, NULL},
     {"require_exp", F_BOOL, offsetof(keel_proxy_jwt_provider_t, require_exp), 0, 0, NULL},
@@ -508,8 +571,9 @@ static void load_provider(ctx_t *c, yaml_node_t *item, uint32_t i, void *arg)
     if (pv->name == NULL || pv->name[0] == 0 || strlen(pv->name) >= KEEL_PROXY_NAME_BYTES_MAX)
         ERR(c, item, "jwt provider: 'name' is required (1..%u bytes)",
             KEEL_PROXY_NAME_BYTES_MAX - 1);
-    if ((pv->jwks_file != NULL) == (pv->jwks != NULL))
-        ERR(c, item, "jwt provider '%s': give one of jwks_file, jwks", pv->name ? pv->name : "?");
+    if ((pv->jwks_file != NULL) + (pv->jwks != NULL) + pv->remote_jwks.enabled != 1)
+        ERR(c, item, "jwt provider '%s': give one of jwks_file, jwks, remote_jwks",
+            pv->name ? pv->name : "?");
     for (uint32_t k = 0; pv->name && k < i; k++)
         if (c->cfg->jwt_providers[k].name && strcmp(c->cfg->jwt_providers[k].name, pv->name) == 0)
             ERR(c, item, "jwt provider '%s' is defined twice", pv->name);

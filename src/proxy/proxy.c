@@ -239,6 +239,7 @@ static void gen_retire(keel__pgen_t *g)
     keel_proxy_t *p = g->p;
     assert(!g->retired && p->wid == 0);
     g->retired = true;
+    keel__jwks_stop(g);
     for (uint32_t c = 0; g->clusters != NULL && c < g->cfg->clusters_count; c++) {
         keel__pcluster_t *cl = g->clusters[c];
         if (cl == NULL || cl->retired || in_current(p, g, cl))
@@ -349,6 +350,8 @@ static int gen_build(keel_proxy_t *p, keel_proxy_config_t *cfg, keel_proxy_keys_
     for (uint32_t r = 0; r < cfg->routes_count; r++)
         if ((rc = route_init(g, &g->routes[r], r, msg)) != 0)
             goto fail;
+    if ((rc = keel__jwks_start(g, msg)) != 0)
+        goto fail;
     gen_tls_commit(g);
     *out = g;
     return 0;
@@ -441,6 +444,10 @@ void keel_proxy_shutdown(keel_proxy_t *p, void (*done)(keel_proxy_t *p, void *da
         p->agg_on = false;
         keel_http_client_close(&p->agg_client, hc_closed, p);
     }
+    if (p->jwks_on) { /* after gen_retire: the fetchers have cancelled their calls */
+        p->jwks_on = false;
+        keel_http_client_close(&p->jwks_cli, hc_closed, p);
+    }
     keel__tracer_close(p); /* after close_all: the last exchanges' spans are queued (dropped) */
     keel__proxy_handle_closed(p);
 }
@@ -481,7 +488,8 @@ static int ensure_health_client(keel_proxy_t *p, const keel_proxy_config_t *cfg,
             p->hc_on = true;
             p->handles_open++;
         }
-    return keel__proxy_ensure_agg_client(p, cfg, msg);
+    int rc = keel__jwks_ensure_client(p, cfg, msg);
+    return rc != 0 ? rc : keel__proxy_ensure_agg_client(p, cfg, msg);
 }
 
 /* The client of aggregate routes' parts, once a config has one (each worker its own), and the

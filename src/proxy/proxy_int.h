@@ -66,7 +66,11 @@
  * access log, KEEL_PROXY_LOG_TARGET_BYTES with its NUL, less the query). */
 #define KEEL_PROXY_TRACE_PATH_BYTES KEEL_PROXY_LOG_TARGET_BYTES
 
+/* A remote_jwks document, as the fetch's body limit: what a jwks_file may hold. */
+#define KEEL_PROXY_REMOTE_JWKS_BYTES_MAX KEEL_JWKS_BYTES_MAX
+
 typedef struct keel__pgen keel__pgen_t;
+typedef struct keel__pjwks keel__pjwks_t;
 typedef struct keel__pcluster keel__pcluster_t;
 typedef struct keel__phost keel__phost_t;
 typedef struct keel__uconn keel__uconn_t;
@@ -233,8 +237,11 @@ struct keel__pgen {
     keel_h1_limits_t req_lim, resp_lim;
     keel__pcluster_t **clusters; /* cfg->clusters_count, each referenced */
     keel__proute_t *routes;
-    keel_proxy_keys_t keys; /* the JWT providers' keys, read when this config was loaded */
-    keel_proxy_tls_t tls;   /* the TLS listeners' contexts (the clusters' went to the clusters) */
+    /* the JWT providers' keys: read when this config was loaded, or, for a remote_jwks, put
+     * in force by its fetcher (worker 0's, proxy_jwks.c; NULL for the others) */
+    keel_proxy_keys_t keys;
+    keel__pjwks_t *jwks[KEEL_PROXY_JWT_PROVIDERS_MAX];
+    keel_proxy_tls_t tls; /* the TLS listeners' contexts (the clusters' went to the clusters) */
     keel_counter_t *m_tls_failed[KEEL_PROXY_LISTENERS_MAX]; /* handshakes failed, per listener */
     uint64_t refs; /* atomic: each worker's p->gen, each exchange */
     bool retired;
@@ -463,6 +470,8 @@ struct keel_proxy {
     bool hc_on;
     keel_http_client_t agg_client; /* aggregate routes' calls to their parts */
     bool agg_on;
+    keel_http_client_t jwks_cli; /* worker 0: remote_jwks fetches */
+    bool jwks_on;
     bool stopping;
     int handles_open;
     void (*done)(keel_proxy_t *p, void *data);
@@ -556,6 +565,14 @@ int keel__rollout_init(keel__pgen_t *gen, keel__proute_t *rt, keel_errmsg_t *msg
 void keel__rollout_sweep(keel_proxy_t *p, keel_ms_t now_ms);
 /* A request sent toward the canary ended with status after latency_ms. */
 void keel__rollout_observe(keel__proute_t *rt, keel_ms_t now_ms, keel_ms_t latency_ms, int status);
+/* proxy_jwks.c (worker 0) */
+/* Starts a fetcher for each remote_jwks provider of g (a first fetch at once); a provider the
+ * generation in force has with the same name, cluster and path lends g its keys meanwhile. */
+int keel__jwks_start(keel__pgen_t *g, keel_errmsg_t *msg);
+/* Stops g's fetchers (a fetch in flight is cancelled); from gen_retire. */
+void keel__jwks_stop(keel__pgen_t *g);
+/* The fetches' HTTP client, once a config has a remote_jwks. */
+int keel__jwks_ensure_client(keel_proxy_t *p, const keel_proxy_config_t *cfg, keel_errmsg_t *msg);
 /* tracer.c */
 /* The export client of a worker once a config has tracing. */
 int keel__tracer_ensure(keel_proxy_t *p, const keel_proxy_config_t *cfg, keel_errmsg_t *msg);

@@ -332,14 +332,16 @@ static void x_local_429(keel__dconn_t *d, keel_ms_t retry_after_ms, uint32_t whi
     keel__x_local(d, 429, "rate-limited", hdrs, NULL, NULL, 0);
 }
 
-/* The tokens found in a request's places: how many, and the first. */
+/* The tokens found in a request's places: how many, and the first (whether it is a query
+ * parameter's value, still percent-encoded). */
 typedef struct tokens {
     const char *first;
     size_t len;
     uint32_t n;
+    bool query;
 } tokens_t;
 
-static void token_add(tokens_t *t, const char *p, size_t len)
+static void token_add(tokens_t *t, const char *p, size_t len, bool query)
 {
     while (len > 0 && (*p == ' ' || *p == '\t'))
         p++, len--;
@@ -350,11 +352,12 @@ static void token_add(tokens_t *t, const char *p, size_t len)
     if (t->n++ == 0) {
         t->first = p;
         t->len = len;
+        t->query = query;
     }
 }
 
-/* Every `name=value` of the request target's query (values as they are: a JWT needs no
-   decoding). */
+/* Every `name=value` of the request target's query (values as they are; the one checked is
+   percent-decoded by token_verify). */
 static void tokens_in_query(tokens_t *t, const char *base, const keel_h1_head_t *h,
                             const char *name)
 {
@@ -364,7 +367,7 @@ static void tokens_in_query(tokens_t *t, const char *base, const keel_h1_head_t 
     while (p != NULL && ++p < end) {
         const char *amp = memchr(p, '&', (size_t)(end - p)), *e = amp ? amp : end;
         if ((size_t)(e - p) > nl && memcmp(p, name, nl) == 0 && p[nl] == '=')
-            token_add(t, p + nl + 1, (size_t)(e - p) - nl - 1);
+            token_add(t, p + nl + 1, (size_t)(e - p) - nl - 1, true);
         p = amp;
     }
 }
@@ -380,11 +383,32 @@ static void tokens_in_places(tokens_t *t, const keel_proxy_jwt_provider_t *pv, c
             keel_h1_span_t v = h->fields[i].value;
             if (keel_h1_span_is(base, h->fields[i].name, fh->name) && v.len >= pl &&
                 memcmp(base + v.off, fh->value_prefix ? fh->value_prefix : "", pl) == 0)
-                token_add(t, base + v.off + pl, v.len - pl);
+                token_add(t, base + v.off + pl, v.len - pl, false);
         }
     }
     for (uint32_t k = 0; k < pv->from_params_count; k++)
         tokens_in_query(t, base, h, pv->from_params[k]);
+}
+
+/* Checks the one token found; a query parameter's is percent-decoded first (RFC 3986 §2.1, as
+ * Envoy's from_params: '+' stays '+'), into a buffer of the longest token keel_jwt_verify
+ * takes: a malformed escape or a longer token is invalid. */
+static keel_proxy_auth_result_t token_verify(const keel_proxy_jwt_provider_t *pv,
+                                             keel_proxy_keyset_t *ks, const tokens_t *t,
+                                             int64_t now_s, keel_jwt_t *jwt, char *why)
+{
+    const keel_jwks_t *set = ks != NULL ? &ks->set : NULL;
+    keel_proxy_token_cache_t *cache = ks != NULL ? &ks->cache : NULL;
+    if (!t->query || memchr(t->first, '%', t->len) == NULL)
+        return keel_proxy_auth_verify_token(pv, set, cache, t->first, t->len, now_s, jwt, why);
+    char tok[KEEL_JWT_TOKEN_BYTES_MAX];
+    size_t len = 0;
+    int rc = keel_proxy_auth_pct_decode(t->first, t->len, tok, sizeof(tok), &len);
+    if (rc == KEEL_ETOOBIG)
+        return keel_proxy_auth_refuse(why, "the token is too long");
+    if (rc != 0)
+        return keel_proxy_auth_refuse(why, "a malformed percent-encoding in the token");
+    return keel_proxy_auth_verify_token(pv, set, cache, tok, len, now_s, jwt, why);
 }
 
 /* The route's JWT requirement: KEEL_PROXY_AUTH_OK also when none is set or a missing token is
@@ -401,16 +425,16 @@ static keel_proxy_auth_result_t x_authenticate(keel__dconn_t *d, const char *bas
         return KEEL_PROXY_AUTH_OK;
     keel__pgen_t *gen = d->x.gen;
     const keel_proxy_jwt_provider_t *pv = &gen->cfg->jwt_providers[r->jwt.provider];
-    const keel_jwks_t *ks = &gen->keys.sets[r->jwt.provider];
-    keel_proxy_token_cache_t *cache = gen->keys.caches[r->jwt.provider];
+    /* the keys in force (a remote_jwks refresh may replace them meanwhile: this request keeps
+     * the set it took), or NULL before a remote_jwks is first fetched */
+    keel_proxy_keyset_t *ks = keel_proxy_keys_acquire(&gen->keys, r->jwt.provider);
     int64_t now_s = keel_clock_unix_ms() / 1000;
     keel_proxy_auth_result_t res;
     tokens_t t = {0};
     if (pv->from_headers_count > 0 || pv->from_params_count > 0) {
         tokens_in_places(&t, pv, base, h);
-        res = t.n > 1
-                  ? keel_proxy_auth_refuse(why, "a token in more than one place")
-                  : keel_proxy_auth_verify_token(pv, ks, cache, t.first, t.len, now_s, jwt, why);
+        res = t.n > 1 ? keel_proxy_auth_refuse(why, "a token in more than one place")
+                      : token_verify(pv, ks, &t, now_s, jwt, why);
     } else {
         keel_proxy_auth_value_t authz[2];
         size_t n = 0;
@@ -424,10 +448,12 @@ static keel_proxy_auth_result_t x_authenticate(keel__dconn_t *d, const char *bas
         else if (t.n > 1)
             res = keel_proxy_auth_refuse(why, "several access_token parameters");
         else if (t.n == 1)
-            res = keel_proxy_auth_verify_token(pv, ks, cache, t.first, t.len, now_s, jwt, why);
+            res = token_verify(pv, ks, &t, now_s, jwt, why);
         else
-            res = keel_proxy_auth_verify(pv, ks, cache, authz, n, now_s, jwt, why);
+            res = keel_proxy_auth_verify(pv, ks != NULL ? &ks->set : NULL,
+                                         ks != NULL ? &ks->cache : NULL, authz, n, now_s, jwt, why);
     }
+    keel_proxy_keyset_unref(ks); /* the claims are jwt's own (a reference of their own) */
     if (res == KEEL_PROXY_AUTH_MISSING && !r->jwt.required)
         return KEEL_PROXY_AUTH_OK;
     return res;

@@ -322,3 +322,27 @@ def test_check_names_the_line_of_each_token_place_error(tmp_path, up):
     param = next(i for i, l in enumerate(lines) if "from_params" in l) + 1
     assert f"{path}:{noname}: from_headers: 'name' is required" in r.stderr, r.stderr
     assert f"{path}:{param}: from_params: 'a=b' is not a query parameter name" in r.stderr, r.stderr
+
+
+def test_a_percent_encoded_token_in_a_query_parameter_is_decoded(procs, tmp_path, gw, up):
+    """A query parameter's token is percent-decoded (RFC 3986 §2.1, as Envoy's from_params):
+    a client whose URL library escapes '.' or '-' is served; a malformed escape is an invalid
+    token; '+' stays '+' (not a space), so a token spelled with it is refused."""
+    _, port, _, _ = gw
+    t = token({"sub": "bob-1"})
+    enc = "".join("%2E" if c == "." else "%2d" if c == "-" else c for c in t)
+    assert "%" in enc
+    st, _, body = request(port, "GET", f"/echo?x=1&access_token={enc}")
+    assert st == 200 and fields(body)["x-user-id"] == ["bob-1"]
+    for bad in (t + "%", t[:20] + "%zz" + t[20:], t + "%4"):
+        assert 'error_description="a malformed percent-encoding in the token"' in refused(
+            port, f"/echo?access_token={bad}", {}
+        ), bad
+    assert "error=" in refused(port, "/echo?access_token=" + t.replace(".", "+", 1), {})
+    # the places a provider names (from_params) too
+    path = tmp_path / "jwks2.json"
+    path.write_text(jwks())
+    _, port2, _ = start_proxy(procs, tmp_path, places_config(up, path, False), name="p2.yaml")
+    st, _, body = request(port2, "GET", f"/echo?jwt={enc}")
+    assert st == 200 and fields(body)["x-user-id"] == ["bob-1"]
+    assert "malformed percent-encoding" in refused(port2, f"/echo?jwt={t}%G1", {})

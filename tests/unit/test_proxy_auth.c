@@ -85,9 +85,9 @@ static keel_proxy_auth_result_t verify(const char *authz, char *why)
 {
     keel_proxy_auth_value_t v = {authz, authz ? strlen(authz) : 0};
     keel_jwt_t jwt;
-    keel_proxy_auth_result_t r = keel_proxy_auth_verify(&cfg.jwt_providers[0], &keys.sets[0],
-                                                        use_cache ? keys.caches[0] : NULL, &v,
-                                                        authz ? 1 : 0, now_s, &jwt, why);
+    keel_proxy_auth_result_t r = keel_proxy_auth_verify(
+        &cfg.jwt_providers[0], &keys.slots[0].cur->set,
+        use_cache ? &keys.slots[0].cur->cache : NULL, &v, authz ? 1 : 0, now_s, &jwt, why);
     if (r == KEEL_PROXY_AUTH_OK)
         keel_jwt_free(&jwt);
     return r;
@@ -138,9 +138,9 @@ static void a_good_token_passes_and_each_refusal_says_why(void)
     /* two Authorization fields: the upstream might read the other one */
     keel_proxy_auth_value_t two[2] = {{"Bearer a.b.c", 12}, {"Bearer a.b.c", 12}};
     keel_jwt_t jwt;
-    KT_EQ_INT(
-        keel_proxy_auth_verify(&cfg.jwt_providers[0], &keys.sets[0], NULL, two, 2, NOW, &jwt, why),
-        KEEL_PROXY_AUTH_INVALID);
+    KT_EQ_INT(keel_proxy_auth_verify(&cfg.jwt_providers[0], &keys.slots[0].cur->set, NULL, two, 2,
+                                     NOW, &jwt, why),
+              KEEL_PROXY_AUTH_INVALID);
     keel_proxy_auth_free(&keys);
     keel_proxy_config_free(&cfg);
 }
@@ -207,7 +207,7 @@ static void a_cached_token_still_expires_and_only_its_exact_bytes_hit(void)
     use_cache = true;
     char t[2048], why[KEEL_PROXY_AUTH_WHY_BYTES_MAX];
     bearer(t, sizeof(t), HS, CLAIMS(",\"nbf\":1699999990"), SECRET);
-    keel_proxy_token_cache_t *c = keys.caches[0];
+    keel_proxy_token_cache_t *c = &keys.slots[0].cur->cache;
     KT_EQ_INT(verify(t, why), KEEL_PROXY_AUTH_OK);
     KT_EQ_INT(verify(t, why), KEEL_PROXY_AUTH_OK);
     KT_EQ_INT(verify(t, why), KEEL_PROXY_AUTH_OK);
@@ -264,8 +264,9 @@ static void *shared_worker_main(void *data)
         keel_proxy_auth_value_t v = {shared_tokens[k], strlen(shared_tokens[k])};
         keel_jwt_t jwt;
         char why[KEEL_PROXY_AUTH_WHY_BYTES_MAX];
-        keel_proxy_auth_result_t r = keel_proxy_auth_verify(&cfg.jwt_providers[0], &keys.sets[0],
-                                                            keys.caches[0], &v, 1, NOW, &jwt, why);
+        keel_proxy_auth_result_t r =
+            keel_proxy_auth_verify(&cfg.jwt_providers[0], &keys.slots[0].cur->set,
+                                   &keys.slots[0].cur->cache, &v, 1, NOW, &jwt, why);
         w->calls++;
         if (r != KEEL_PROXY_AUTH_OK) {
             w->refused++;
@@ -306,7 +307,7 @@ static void the_cache_holds_under_several_workers_at_once(void)
         KT_EQ_U64(ws[t].wrong_claims, 0);
         calls += ws[t].calls;
     }
-    keel_proxy_token_cache_t *c = keys.caches[0];
+    keel_proxy_token_cache_t *c = &keys.slots[0].cur->cache;
     KT_EQ_U64(calls, (uint64_t)SHARED_THREADS * SHARED_CALLS_PER_THREAD);
     KT_EQ_U64(c->hits + c->misses, calls); /* each call counted once: none lost to a race */
     KT_CHECK(c->hits > 0 && c->misses > SHARED_TOKENS); /* both paths ran, slots were replaced */
