@@ -149,13 +149,13 @@ static void fetch(keel_timer_t *t, void *data)
  * the same: a reload keeps them until its own first fetch (no 401s meanwhile). */
 static keel_proxy_keyset_t *keys_in_force(keel_proxy_t *p, const keel_proxy_jwt_provider_t *pv)
 {
-    const keel__pgen_t *old = p->gen;
+    keel__pgen_t *old = p->gen;
     for (uint32_t i = 0; old != NULL && i < old->cfg->jwt_providers_count; i++) {
         const keel_proxy_jwt_provider_t *o = &old->cfg->jwt_providers[i];
         const keel_proxy_remote_jwks_t *a = &o->remote_jwks, *b = &pv->remote_jwks;
         if (strcmp(o->name, pv->name) == 0 && a->enabled &&
             strcmp(a->cluster_name, b->cluster_name) == 0 && strcmp(a->path, b->path) == 0)
-            return keel_proxy_keys_acquire((keel_proxy_keys_t *)&old->keys, i);
+            return keel_proxy_keys_acquire(&old->keys, i);
     }
     return NULL;
 }
