@@ -190,7 +190,9 @@ int keel__kvc_run(const cmd_t *cmd, const call_t *c)
 {
     uint64_t before = c->w ? c->w->revision : 0;
     int unpacked = 0;
-    keel__ks_run_t ks = {0, 0, {NULL}};
+    keel__ks_run_t ks;
+    ks.n = ks.nkeys = 0;
+    ks.all = 0;
     call_t in = *c;
     in.zs_unpacked = &unpacked;
     in.ks = &ks;

@@ -40,10 +40,17 @@ typedef struct call {
 
 /* What a command's set lookups leave for keel__kvc_run (kv_set_inline.c). */
 #define KEEL__KS_RUN_TMP_MAX 4
+#define KEEL__KS_RUN_KEYS_MAX 4
 typedef struct keel__ks_run {
-    int repack; /* a set was unpacked into its entry, made or shrunk: pack them after */
-    unsigned n; /* a read's tables, built beside their inline entries, freed after */
+    unsigned n; /* tables built beside inline entries that the command only reads, freed after */
     struct keel__kc *tmp[KEEL__KS_RUN_TMP_MAX];
+    /* the keys (argv's bytes) of sets the command unpacked into their entries, made, stored,
+       copied or changed: packed after it if small sets of integers; more than fit: `all`
+       (every argv is tried) */
+    unsigned nkeys;
+    int all;
+    const uint8_t *key[KEEL__KS_RUN_KEYS_MAX];
+    size_t len[KEEL__KS_RUN_KEYS_MAX];
 } keel__ks_run_t;
 
 typedef int (*cmd_fn)(const call_t *c);

@@ -698,7 +698,7 @@ int keel__kc_of(const call_t *c, const keel__kv_entry_t *e, int type, const keel
         return r_err(c->reply, ERR_WRONGTYPE);
     if (e && type == KEEL__KV_TYPE_SET) {
         keel__kc_t *s;
-        int rc = keel__ks_table(c, e, &s);
+        int rc = keel__ks_table(c, e, 0, &s);
         *t = rc == 0 ? s : NULL;
         return rc;
     }
@@ -714,8 +714,10 @@ int keel__kc_wlookup(const call_t *c, const uint8_t *key, size_t len, int type,
     *t = NULL;
     if (e && e->type != type)
         return r_err(c->reply, ERR_WRONGTYPE);
-    if (e && type == KEEL__KV_TYPE_SET)
-        return keel__ks_table(c, e, t); /* the entry does not move */
+    if (e && type == KEEL__KV_TYPE_SET) {
+        keel__ks_note(c, key, len);
+        return keel__ks_table(c, e, 1, t); /* the entry does not move */
+    }
     *t = e ? keel__kv_obj(e) : NULL;
     return 0;
 }
@@ -739,8 +741,8 @@ int keel__kc_prepare(const call_t *c, const uint8_t *key, size_t len, int type,
         keel__kc_free(t);
         return KEEL_ENOMEM;
     }
-    if (type == KEEL__KV_TYPE_SET && c->ks)
-        c->ks->repack = 1; /* a new small set of integers goes inline after the command */
+    if (type == KEEL__KV_TYPE_SET)
+        keel__ks_note(c, key, len); /* a new small set of integers goes inline after it */
     return 0;
 }
 
@@ -765,9 +767,8 @@ void keel__kc_touch(const call_t *c, const uint8_t *key, size_t len, size_t byte
     keel__kc_trim(&t);
     keel__kv_set_obj(e, t);
     kv->bytes = kv->bytes - bytes_before + keel__kc_bytes(t);
-    if (e->type == KEEL__KV_TYPE_SET && keel__kc_count(t) <= KEEL__KS_INLINE_MAX && !t->hashtable &&
-        c->ks)
-        c->ks->repack = 1; /* small enough to go inline after the command */
+    if (e->type == KEEL__KV_TYPE_SET && keel__kc_count(t) <= KEEL__KS_INLINE_MAX && !t->hashtable)
+        keel__ks_note(c, key, len); /* small enough to go inline after the command */
     if (keel__kc_count(t) == 0)
         keel__kv_unlink(kv, link); /* Redis deletes an emptied hash or set */
     else

@@ -255,15 +255,19 @@ size_t keel__ks_inline_of(const keel__kc_t *t, uint8_t *out);
 /* A new table (owned by the caller) holding inline set e's members; NULL on ENOMEM. */
 keel__kc_t *keel__ks_inline_table(const keel__kv_entry_t *e);
 /*
- * The table of set entry e for a command. An inline set's is built: a read's kept in c->ks
- * (the entry untouched), else the entry holds it by pointer until keel__ks_after packs it
- * back. Valid until the command ends. 0 or KEEL_ENOMEM.
+ * The table of set entry e for a command. An inline set's is built: one the command only
+ * reads (write 0) is kept in c->ks (the entry untouched) while there is room, else the entry
+ * holds it by pointer until keel__ks_after packs it back (a write's caller notes its key).
+ * Valid until the command ends. 0 or KEEL_ENOMEM.
  */
-int keel__ks_table(const call_t *c, const keel__kv_entry_t *e, keel__kc_t **t);
+int keel__ks_table(const call_t *c, const keel__kv_entry_t *e, int write, keel__kc_t **t);
+/* Key (argv's bytes, valid until the command ends) names a set the command unpacked, made,
+   stored, copied or changed: keel__ks_after packs it if it is a small set of integers. */
+void keel__ks_note(const call_t *c, const uint8_t *key, size_t len);
 /* Packs the set entry at *link inline if it is small and of integers (it may move): 1 if it
    did. Never fails (without room it keeps its table). */
 int keel__ks_pack(keel_kv_t *kv, keel__kv_entry_t **link);
-/* After a command (c->ks set): frees a read's tables, packs back the sets named in argv. */
+/* After a command (c->ks set): frees the tables it read, packs the sets noted. */
 void keel__ks_after(const call_t *c);
 
 /* The type rows. */

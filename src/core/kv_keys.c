@@ -121,8 +121,8 @@ static int put_from(const call_t *c, keel__kv_entry_t *src, keel__kv_entry_t **d
         keel__kv_unlink(kv, slink);
     }
     kv->revision = rev;
-    if (n->type == KEEL__KV_TYPE_SET && c->ks)
-        c->ks->repack = 1; /* a copied table that is a small set of integers goes inline */
+    if (n->type == KEEL__KV_TYPE_SET)
+        keel__ks_note(c, dkey, dlen); /* a copied table of a few integers goes inline */
     if (n->type == KEEL__KV_TYPE_STREAM)
         keel__xs_reindex(kv, dkey, dlen);
     return 0;

@@ -562,8 +562,7 @@ static int op_store(const call_t *c, int op)
     kv->bytes += keel__kc_bytes(r);
     keel__kvc_set_version(kv, e, rev);
     kv->revision = rev;
-    if (c->ks)
-        c->ks->repack = 1; /* a small result of integers goes inline after the command */
+    keel__ks_note(c, key, len); /* a small result of integers goes inline after it */
     r_int(c->reply, (int64_t)count);
     return 0;
 }

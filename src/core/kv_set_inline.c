@@ -23,11 +23,12 @@
  * is a pointer (8 bytes) or this (at least 11), so its length tells which (keel__kv_inline).
  *
  * The commands work on the table: keel__ks_table builds the packed table those members make
- * (keel__kc_packed_of: the same seed, so the same hash order, cursors and picks). A read
- * keeps it beside the entry and keel__kvc_run frees it after the command. A write (or a read
- * of more than KEEL__KS_RUN_TMP_MAX inline sets) points the entry at it, the memory count
- * moving with the form, and keel__kvc_run packs the sets named in argv back after the command
- * (keel__ks_after), as it does a set a write made or shrank to a small one of integers. Nothing a
+ * (keel__kc_packed_of: the same seed, so the same hash order, cursors and picks). A set the
+ * command only reads keeps it beside the entry, and keel__kvc_run frees it after the command.
+ * A set the command changes (or a read past KEEL__KS_RUN_TMP_MAX such tables) points its
+ * entry at it, the memory count moving with the form; its key is noted (keel__ks_note), as
+ * is a set a command made, stored, copied or left small, and keel__kvc_run packs the noted
+ * sets back after the command (keel__ks_after). Nothing a
  * command answers depends on the form, so replicas may hold a set in different forms (one that
  * could not grow its entry for want of memory keeps the table). SISMEMBER, SMISMEMBER and SCARD
  * answer from the inline form itself (a binary search), and a snapshot writes the table's body,
@@ -126,7 +127,7 @@ keel__kc_t *keel__ks_inline_table(const keel__kv_entry_t *e)
     return keel__kc_packed_of(keel_get_u64(keel__kv_cval(e)), m, l, n);
 }
 
-int keel__ks_table(const call_t *c, const keel__kv_entry_t *ce, keel__kc_t **t)
+int keel__ks_table(const call_t *c, const keel__kv_entry_t *ce, int write, keel__kc_t **t)
 {
     assert(ce->type == KEEL__KV_TYPE_SET);
     if (!keel__kv_inline(ce)) {
@@ -137,8 +138,8 @@ int keel__ks_table(const call_t *c, const keel__kv_entry_t *ce, keel__kc_t **t)
     if (n == NULL)
         return KEEL_ENOMEM;
     *t = n;
-    if (c->w == NULL && c->ks && c->ks->n < KEEL__KS_RUN_TMP_MAX) {
-        c->ks->tmp[c->ks->n++] = n; /* a read: the entry stays as it is */
+    if (!write && c->ks && c->ks->n < KEEL__KS_RUN_TMP_MAX) {
+        c->ks->tmp[c->ks->n++] = n; /* only read: the entry stays as it is */
         return 0;
     }
     /* the entry owns its value's form, a read's too: the form changes, not the value */
@@ -147,9 +148,25 @@ int keel__ks_table(const call_t *c, const keel__kv_entry_t *ce, keel__kc_t **t)
     kv->bytes = kv->bytes + sizeof(void *) + keel__kc_bytes(n) - e->val_len;
     e->val_len = sizeof(void *); /* the entry keeps its room (val_cap) for the way back */
     keel__kv_set_obj(e, n);
-    if (c->ks)
-        c->ks->repack = 1;
+    if (!write && c->ks)
+        c->ks->all = 1; /* a read past the room: its key is some argv */
     return 0;
+}
+
+void keel__ks_note(const call_t *c, const uint8_t *key, size_t len)
+{
+    keel__ks_run_t *ks = c->ks;
+    if (ks == NULL || ks->all)
+        return;
+    for (unsigned i = 0; i < ks->nkeys; i++)
+        if (ks->len[i] == len && memcmp(ks->key[i], key, len) == 0)
+            return;
+    if (ks->nkeys == KEEL__KS_RUN_KEYS_MAX) {
+        ks->all = 1;
+        return;
+    }
+    ks->key[ks->nkeys] = key;
+    ks->len[ks->nkeys++] = len;
 }
 
 int keel__ks_pack(keel_kv_t *kv, keel__kv_entry_t **link)
@@ -170,21 +187,26 @@ int keel__ks_pack(keel_kv_t *kv, keel__kv_entry_t **link)
     return 1;
 }
 
+static void pack_key(keel_kv_t *kv, const uint8_t *key, size_t len)
+{
+    keel__kv_entry_t **link = NULL;
+    if (keel__kv_find(kv, key, len, keel__kv_hash(kv, key, len), &link))
+        keel__ks_pack(kv, link);
+}
+
 void keel__ks_after(const call_t *c)
 {
     keel__ks_run_t *ks = c->ks;
     for (unsigned i = 0; i < ks->n; i++)
         keel__kc_free(ks->tmp[i]);
     ks->n = 0;
-    if (!ks->repack)
-        return;
-    ks->repack = 0;
     keel_kv_t *kv = (keel_kv_t *)(uintptr_t)c->kv;
-    for (size_t i = 1; i < c->argc; i++) {
-        keel__kv_entry_t **link = NULL;
-        keel__kv_entry_t *e = keel__kv_find(kv, c->argv[i], c->lens[i],
-                                            keel__kv_hash(kv, c->argv[i], c->lens[i]), &link);
-        if (e)
-            keel__ks_pack(kv, link);
-    }
+    if (ks->all)
+        for (size_t i = 1; i < c->argc; i++)
+            pack_key(kv, c->argv[i], c->lens[i]);
+    else
+        for (unsigned i = 0; i < ks->nkeys; i++)
+            pack_key(kv, ks->key[i], ks->len[i]);
+    ks->nkeys = 0;
+    ks->all = 0;
 }

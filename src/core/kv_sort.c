@@ -376,7 +376,7 @@ static int sort_cmd(const call_t *c, int readonly)
         rc = keel__zs_unpacked(c, e, &z);
     keel__kc_t *set = NULL; /* a set's table (an inline set's built for the command) */
     if (rc == 0 && e && e->type == KEEL__KV_TYPE_SET)
-        rc = keel__ks_table(c, e, &set);
+        rc = keel__ks_table(c, e, 0, &set);
     if (rc == 0 && o.dontsort && e && e->type == KEEL__KV_TYPE_SET) {
         o.dontsort = 0; /* a set's own order is its table's: sort it as Redis's STORE does */
         o.alpha = 1;

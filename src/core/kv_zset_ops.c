@@ -622,7 +622,7 @@ static int setop_source(const call_t *c, size_t i, const keel_zset_t **z, keel_z
     if (e->type != KEEL__KV_TYPE_SET)
         return r_err(c->reply, ERR_WRONGTYPE);
     keel__kc_t *t;
-    int rc = keel__ks_table(c, e, &t);
+    int rc = keel__ks_table(c, e, 0, &t);
     if (rc != 0)
         return rc;
     keel_zset_t *copy = keel_zset_new();
