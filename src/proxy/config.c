@@ -438,6 +438,7 @@ static const field_t top_fields[] = {
     {"workers", F_U32, offsetof(keel_proxy_config_t, workers), 1, KEEL_PROXY_WORKERS_MAX, NULL},
     {"sidecar", F_FN, 0, 0, 0, top_sidecar},
     {"tracing", F_FN, 0, 0, 0, top_tracing},
+    {"cors", F_FN, 0, 0, 0, keel__cfg_top_cors},
 };
 
 /* ---- the whole document ------------------------------------------------------------------ */
@@ -575,6 +576,7 @@ static void load_document(ctx_ext_t *x, route_load_t *rl)
     x->rl = rl;
     keel__cfg_load_fields(c, root, top_fields, N(top_fields), c->cfg, "top level");
     resolve_refs(c, rl);
+    keel__cfg_cors_inherit(c->cfg);
     for (uint32_t i = 0; i < c->cfg->clusters_count; i++) {
         keel_proxy_cluster_t *cl = &c->cfg->clusters[i];
         if (cl->service == NULL)
@@ -721,8 +723,10 @@ void keel_proxy_config_free(keel_proxy_config_t *cfg)
                 free(r->aggregate->forward_headers[k]);
             free(r->aggregate);
         }
-        keel__cfg_cors_free(r->cors);
+        if (!r->cors_inherited)
+            keel__cfg_cors_free(r->cors);
     }
+    keel__cfg_cors_free(cfg->cors);
     for (uint32_t i = 0; i < cfg->jwt_providers_count; i++) {
         keel_proxy_jwt_provider_t *pv = &cfg->jwt_providers[i];
         free(pv->name);

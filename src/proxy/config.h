@@ -376,7 +376,8 @@ typedef struct keel_proxy_jwt_req {
  * A route's CORS policy (docs/proxy.md, "CORS"; the Fetch standard's CORS protocol): which
  * origins may read its responses, and the methods and headers a preflight may ask for. The
  * proxy answers a preflight itself and adds the Access-Control-* fields to the answers of the
- * others. Off (NULL in the route) unless the route has a `cors:` section.
+ * others. Off (NULL in the route) unless the route has a `cors:` section or, without one, the
+ * top level has one (the default every such route inherits; `cors: off` on a route opts out).
  */
 typedef enum keel_proxy_cors_pattern_kind {
     KEEL_PROXY_CORS_SUBDOMAIN, /* scheme "://" "*.host" [":port"]: that scheme and port, a host
@@ -493,7 +494,9 @@ typedef struct keel_proxy_route {
     keel_proxy_ratelimit_t ratelimits[KEEL_PROXY_ROUTE_RATE_LIMITS_MAX];
     uint32_t ratelimits_count;
     keel_proxy_jwt_req_t jwt;
-    keel_proxy_cors_t *cors; /* NULL: no CORS */
+    keel_proxy_cors_t *cors; /* NULL: no CORS; the config's default when cors_inherited */
+    bool cors_inherited;     /* cors is the config's (not the route's to free) */
+    bool cors_off;           /* `cors: off`: no CORS, and no default either */
     keel_proxy_rollout_t rollout;
     keel_proxy_hedge_t hedge;
     /* HTTP/1.1 upgrades (docs/proxy.md, "Upgrades"): the protocols (tokens, lower-case) a GET
@@ -576,6 +579,9 @@ typedef struct keel_proxy_config {
                        * online core, decided when the proxy starts (docs/proxy.md) */
     keel_proxy_sidecar_t sidecar;
     keel_proxy_tracing_t tracing;
+    /* top-level `cors:`: the policy of every route without its own (those routes point here);
+     * NULL: none */
+    keel_proxy_cors_t *cors;
 } keel_proxy_config_t;
 
 /*

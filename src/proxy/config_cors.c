@@ -1,5 +1,6 @@
-/* config_cors.c - a route's `cors:` section: origins (and origin patterns), methods and headers
- * a browser may use across origins, checked with the line of every error. */
+/* config_cors.c - a route's `cors:` section and the top level's (the default of routes without
+ * one): origins (and origin patterns), methods and headers a browser may use across origins,
+ * checked with the line of every error. */
 #include "proxy/config_int.h"
 #include "proxy/cors.h"
 
@@ -332,7 +333,12 @@ static void co_max_age(ctx_t *c, yaml_node_t *v, void *base)
         ((keel_proxy_cors_t *)base)->max_age_s = (int64_t)s;
 }
 
-void keel__cfg_route_cors(ctx_t *c, yaml_node_t *v, void *base)
+/*
+ * A `cors:` section into *out (NULL before), or `cors: off` (a boolean false, as keel__cfg_to_bool
+ * spells it: off, false, no), which sets *off. A route's and the top level's go through here, so
+ * both are checked alike and their errors name the same lines.
+ */
+static void load_cors(ctx_t *c, yaml_node_t *v, keel_proxy_cors_t **out, bool *off)
 {
     static const field_t f[] = {
         {"allow_origins", F_FN, 0, 0, 0, co_origins},
@@ -344,15 +350,20 @@ void keel__cfg_route_cors(ctx_t *c, yaml_node_t *v, void *base)
         {"allow_private_network", F_BOOL, offsetof(keel_proxy_cors_t, allow_private_network), 0, 0,
          NULL},
     };
-    keel_proxy_route_t *r = base;
-    if (r->cors != NULL) /* a repeated key: keel__cfg_load_fields refuses it before this */
+    if (*out != NULL || *off) /* a repeated key: keel__cfg_load_fields refuses it before this */
         return;
-    r->cors = calloc(1, sizeof(*r->cors));
-    if (r->cors == NULL) {
+    if (v->type == YAML_SCALAR_NODE) {
+        bool on = true;
+        if (keel__cfg_to_bool(c, v, "cors", &on) && on)
+            ERR(c, v, "cors: give the policy (allow_origins, ...), or off");
+        *off = !on;
+        return;
+    }
+    keel_proxy_cors_t *co = *out = calloc(1, sizeof(*co));
+    if (co == NULL) {
         ERR(c, v, "out of memory");
         return;
     }
-    keel_proxy_cors_t *co = r->cors;
     co->line = line_of(v);
     co->max_age_s = -1;
     keel__cfg_load_fields(c, v, f, N(f), co, "cors");
@@ -362,6 +373,32 @@ void keel__cfg_route_cors(ctx_t *c, yaml_node_t *v, void *base)
         ERR(c, v,
             "cors: allow_origins \"*\" with allow_credentials: true is refused (the Fetch "
             "standard forbids a wildcard origin on credentialed requests): list the origins");
+}
+
+void keel__cfg_route_cors(ctx_t *c, yaml_node_t *v, void *base)
+{
+    keel_proxy_route_t *r = base;
+    load_cors(c, v, &r->cors, &r->cors_off);
+}
+
+void keel__cfg_top_cors(ctx_t *c, yaml_node_t *v, void *base)
+{
+    bool off = false; /* `cors: off` at the top level: no default, as without the section */
+    load_cors(c, v, &((keel_proxy_config_t *)base)->cors, &off);
+}
+
+/* A route's own section replaces the default whole, as Envoy's route-level policy replaces its
+ * virtual host's: no field-by-field merge. */
+void keel__cfg_cors_inherit(keel_proxy_config_t *cfg)
+{
+    for (uint32_t i = 0; cfg->cors != NULL && i < cfg->routes_count; i++) {
+        keel_proxy_route_t *r = &cfg->routes[i];
+        assert(!r->cors_inherited);
+        if (r->cors == NULL && !r->cors_off) {
+            r->cors = cfg->cors;
+            r->cors_inherited = true;
+        }
+    }
 }
 
 void keel__cfg_cors_free(keel_proxy_cors_t *co)

@@ -144,8 +144,12 @@ void keel__cfg_top_jwt_providers(ctx_t *c, yaml_node_t *v, void *base);
 /* config_route.c: the routes, their cluster names kept in current_rl(c) for config.c to
  * resolve */
 void keel__cfg_top_routes(ctx_t *c, yaml_node_t *v, void *base);
-/* config_cors.c: a route's `cors:` section (the route is base) */
+/* config_cors.c: a route's `cors:` section (the route is base), and the top level's (the
+ * config is base: the default of routes without one), loaded by the same code */
 void keel__cfg_route_cors(ctx_t *c, yaml_node_t *v, void *base);
+void keel__cfg_top_cors(ctx_t *c, yaml_node_t *v, void *base);
+/* Gives the top-level policy to every route with no `cors:` of its own (after all are loaded). */
+void keel__cfg_cors_inherit(keel_proxy_config_t *cfg);
 void keel__cfg_cors_free(keel_proxy_cors_t *cors);
 
 #endif

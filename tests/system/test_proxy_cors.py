@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from proxyfake import FakeUpstream, connect, read_response, request, start_proxy
+from proxyfake import FakeUpstream, connect, read_response, request, start_proxy, with_workers
 
 SHOP = "https://shop.example"
 SUBS = "https://*.shop.example"  # an origin pattern: any subdomain of shop.example over https
@@ -418,3 +418,115 @@ def test_check_refuses_a_non_boolean_allow_private_network_naming_the_line(tmp_p
         (":7:" in l or "line 7" in l) and "allow_private_network: 'sometimes' is not true or false" in l
         for l in out.splitlines()
     ), out
+
+
+# ---- a top-level `cors:`: the default of every route without its own (docs/proxy.md, "CORS") --
+
+
+def defaults_config(up, default_origin=SHOP):
+    return f"""
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+admin:
+  address: 127.0.0.1:0
+clusters:
+  - name: app
+    hosts: [{up.addr}]
+cors:
+  allow_origins: ["{default_origin}"]
+  allow_methods: [GET, PUT]
+  max_age_s: 60
+routes:
+  - name: own
+    match: {{prefix: /own/}}
+    cluster: app
+    cors: {{allow_origins: ["https://other.example"], allow_methods: [DELETE]}}
+  - name: optout
+    match: {{prefix: /optout/}}
+    cluster: app
+    cors: off
+  - name: inherits
+    match: {{prefix: /}}
+    cluster: app
+"""
+
+
+def test_a_route_without_cors_answers_preflights_by_the_top_level_default(procs, tmp_path, up):
+    _, port, admin = start_proxy(procs, tmp_path, defaults_config(up))
+    st, h, body = preflight(port, "/inherited/x", SHOP, "PUT")
+    assert st == 204 and body == b"", (st, h)
+    assert one(h, "access-control-allow-origin") == SHOP
+    assert one(h, "access-control-allow-methods") == "GET, PUT"
+    assert one(h, "access-control-max-age") == "60"
+    assert one(h, "vary") == "Origin"
+    assert up.count == 0
+    st, h, _ = preflight(port, "/inherited/x", "https://other.example", "PUT")
+    assert st == 403 and one(h, "x-keel-reason") == "refused-origin"
+    st, h, _ = request(port, "GET", "/inherited/x", {"Origin": SHOP})
+    assert st == 200, (st, h, up.count)
+    assert one(h, "access-control-allow-origin") == SHOP and "Origin" in h["vary"]
+    assert up.count == 1
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
+        m = r.read().decode()
+    for line in [  # counted under the route's own name
+        'keel_proxy_cors_total{route="inherits",outcome="preflight"} 1',
+        'keel_proxy_cors_total{route="inherits",outcome="refused-origin"} 1',
+        'keel_proxy_cors_total{route="inherits",outcome="allowed-origin"} 1',
+    ]:
+        assert line in m, (line, [x for x in m.splitlines() if "cors" in x])
+    assert 'keel_proxy_cors_total{route="optout"' not in m
+
+
+def test_a_route_with_cors_off_forwards_the_options_as_an_ordinary_request(procs, tmp_path, up):
+    _, port, _ = start_proxy(procs, tmp_path, defaults_config(up))
+    st, h, body = preflight(port, "/optout/x", SHOP, "PUT")
+    assert st == 200 and json.loads(body)["method"] == "OPTIONS", (st, h)
+    assert not [k for k in h if k.startswith("access-control-")], h
+    assert "vary" not in h
+    assert up.count == 1
+
+
+def test_a_route_with_its_own_cors_replaces_the_default_whole(procs, tmp_path, up):
+    _, port, _ = start_proxy(procs, tmp_path, defaults_config(up))
+    st, h, _ = preflight(port, "/own/x", "https://other.example", "DELETE")
+    assert st == 204, (st, h)
+    assert one(h, "access-control-allow-origin") == "https://other.example"
+    assert one(h, "access-control-allow-methods") == "DELETE"
+    assert "access-control-max-age" not in h  # not merged from the default
+    st, h, _ = preflight(port, "/own/x", SHOP, "DELETE")  # the default's origin is not merged in
+    assert st == 403 and one(h, "x-keel-reason") == "refused-origin"
+    assert up.count == 0
+
+
+def test_a_reload_that_changes_the_default_applies_to_the_inheriting_routes(procs, tmp_path, up):
+    from conftest import wait_until
+
+    p, port, _ = start_proxy(procs, tmp_path, defaults_config(up))
+    assert preflight(port, "/x", SHOP, "PUT")[0] == 204
+    (tmp_path / "proxy.yaml").write_text(with_workers(defaults_config(up, "https://new.example")))
+    p.signal(1)
+    p.may_exit = False
+    assert wait_until(lambda: preflight(port, "/x", "https://new.example", "PUT")[0] == 204, timeout_s=3)
+    assert preflight(port, "/x", SHOP, "PUT")[0] == 403
+
+
+def test_check_names_the_line_of_an_error_in_the_top_level_cors(tmp_path):
+    import subprocess
+
+    from conftest import binary
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "listeners: [{name: l, address: 127.0.0.1:0}]\n"
+        "clusters: [{name: a, hosts: [127.0.0.1:9]}]\n"
+        "cors:\n"
+        "  allow_origins: [https://shop.example/]\n"
+        "routes:\n"
+        "  - cluster: a\n"
+    )
+    r = subprocess.run([binary("keel"), "proxy", "--check", str(path)], capture_output=True, text=True, timeout=10)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert ":4:" in out or "line 4" in out, out
+    assert "has a path" in out, out

@@ -1,4 +1,5 @@
-/* test_proxy_cors.c - a route's `cors:` section (loaded and refused, with lines), route matching
+/* test_proxy_cors.c - a route's `cors:` section and the top level's default (loaded and refused,
+ * with lines; inherited, opted out of, replaced), route matching
  * of preflights, and the fields of preflight and actual answers (proxy/cors.h). */
 #include "ktest.h"
 #include "proxy_cfg_test.h"
@@ -624,6 +625,93 @@ static void grants_a_private_network_preflight_only_when_the_route_allows_it(voi
     keel_proxy_config_free(&cfg);
 }
 
+/* A top-level `cors:` is the default of every route without its own (docs/proxy.md, "CORS"). */
+static const char defaults[] = "listeners: [{name: l, address: 127.0.0.1:8080}]\n"
+                               "clusters: [{name: a, hosts: [127.0.0.1:9001]}]\n"
+                               "routes:\n"
+                               "  - name: own\n"
+                               "    match: {prefix: /own/}\n"
+                               "    cluster: a\n"
+                               "    cors: {allow_origins: [\"https://other.example\"]}\n"
+                               "  - name: optout\n"
+                               "    match: {prefix: /optout/}\n"
+                               "    cluster: a\n"
+                               "    cors: off\n"
+                               "  - name: inherits\n"
+                               "    match: {prefix: /}\n"
+                               "    cluster: a\n"
+                               "cors:\n" /* 15: after the routes, as anywhere */
+                               "  allow_origins: [\"https://shop.example\"]\n"
+                               "  allow_methods: [PUT]\n"
+                               "  max_age_s: 60\n";
+
+static void gives_the_top_level_cors_to_routes_without_their_own(void)
+{
+    int rc = parse(defaults);
+    if (rc != 0)
+        dump_errors();
+    KT_EQ_INT(rc, 0);
+    const keel_proxy_cors_t *def = cfg.cors;
+    KT_CHECK(def != NULL);
+    KT_EQ_INT(def->line, 16);
+    KT_EQ_INT(def->max_age_s, 60);
+    KT_CHECK(cfg.routes[2].cors == def && cfg.routes[2].cors_inherited);
+    /* a route's own policy replaces the default whole: nothing of it is merged in */
+    const keel_proxy_cors_t *own = cfg.routes[0].cors;
+    KT_CHECK(own != NULL && own != def && !cfg.routes[0].cors_inherited);
+    KT_EQ_INT(own->origins_count, 1);
+    KT_EQ_STR(own->origins[0], "https://other.example");
+    KT_EQ_INT(own->methods_count, 0);
+    KT_EQ_INT(own->max_age_s, -1);
+    KT_CHECK(cfg.routes[1].cors == NULL && cfg.routes[1].cors_off); /* opted out */
+    /* the inherited policy answers a preflight on the inheriting route */
+    static const char *const put[] = {"Origin", "https://shop.example",
+                                      "Access-Control-Request-Method", "PUT", NULL};
+    KT_EQ_INT(preflight(2, req("OPTIONS", "/x", put)), KEEL_PROXY_CORS_ALLOWED);
+    keel_proxy_config_free(&cfg); /* the default freed once (ASan and valgrind would say) */
+}
+
+static void leaves_routes_without_cors_off_when_there_is_no_default(void)
+{
+    static const char text[] = "listeners: [{name: l, address: 127.0.0.1:8080}]\n"
+                               "clusters: [{name: a, hosts: [127.0.0.1:9001]}]\n"
+                               "cors: off\n"
+                               "routes:\n"
+                               "  - cluster: a\n"
+                               "  - cluster: a\n"
+                               "    cors: no\n";
+    KT_EQ_INT(parse(text), 0);
+    KT_CHECK(cfg.cors == NULL);
+    KT_CHECK(cfg.routes[0].cors == NULL && !cfg.routes[0].cors_inherited);
+    KT_CHECK(cfg.routes[1].cors == NULL && cfg.routes[1].cors_off);
+    keel_proxy_config_free(&cfg);
+}
+
+static void refuses_a_bad_top_level_cors_naming_its_lines_as_a_routes(void)
+{
+    static const char bad[] = "listeners: [{name: l, address: 127.0.0.1:8080}]\n" /* 1 */
+                              "clusters: [{name: a, hosts: [127.0.0.1:9001]}]\n"  /* 2 */
+                              "cors:\n"                                           /* 3 */
+                              "  allow_origins: [https://shop.example/]\n"        /* 4 */
+                              "  allow_methods: [TRACE]\n"                        /* 5 */
+                              "  colour: blue\n"                                  /* 6 */
+                              "routes:\n"                                         /* 7 */
+                              "  - cluster: a\n"                                  /* 8 */
+                              "    cors: on\n"                                    /* 9 */
+                              "  - cluster: a\n"                                  /* 10 */
+                              "    cors: maybe\n";                                /* 11 */
+    KT_EQ_INT(parse(bad), KEEL_EINVAL);
+    KT_CHECK(has_error(4, "has a path"));
+    KT_CHECK(has_error(5, "browsers never send TRACE"));
+    KT_CHECK(has_error(6, "unknown key 'colour'"));
+    KT_CHECK(has_error(4, "'allow_origins' needs at least one origin")); /* all refused */
+    KT_CHECK(has_error(9, "cors: give the policy (allow_origins, ...), or off"));
+    KT_CHECK(has_error(11, "'maybe' is not true or false"));
+    if (errs.count != 6)
+        dump_errors();
+    KT_EQ_INT(errs.count, 6);
+}
+
 int main(void)
 {
     KT_RUN(loads_a_cors_section_and_leaves_other_routes_without_one);
@@ -639,5 +727,8 @@ int main(void)
     KT_RUN(matches_a_regex_against_the_whole_origin_only);
     KT_RUN(loads_allow_private_network_off_by_default);
     KT_RUN(grants_a_private_network_preflight_only_when_the_route_allows_it);
+    KT_RUN(gives_the_top_level_cors_to_routes_without_their_own);
+    KT_RUN(leaves_routes_without_cors_off_when_there_is_no_default);
+    KT_RUN(refuses_a_bad_top_level_cors_naming_its_lines_as_a_routes);
     return kt_done();
 }
