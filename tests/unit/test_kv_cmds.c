@@ -17,7 +17,7 @@ static void upper_of(const char *in, char *out, size_t cap)
 
 static void the_table_is_sorted_and_every_name_is_found_in_any_case(void)
 {
-    char prev[64] = "", up[64], mixed[64];
+    char prev[32] = "", up[32], mixed[64];
     size_t n = keel_kv_commands_count();
     KT_CHECK(n > 100);
     for (size_t i = 0; i < n; i++) {
