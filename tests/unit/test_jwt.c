@@ -1,6 +1,7 @@
 /* test_jwt.c - JWT verification (HS256, RS256, ES256) and JWKS parsing, with keys and
  * tokens made here by OpenSSL: every refusal the proxy's edge relies on. */
 #include "ktest.h"
+#include "test_b64url.h"
 #include "proto/jwt.h"
 
 #include <openssl/bn.h>
@@ -19,26 +20,6 @@ static EVP_PKEY *rsa, *rsa2, *ec;
 static const char SECRET[] = "0123456789abcdef0123456789abcdef-hs256-secret";
 
 /* ---- helpers: base64url, JWKS from keys, tokens ------------------------------------- */
-
-static void b64url(const uint8_t *in, size_t n, char *out)
-{
-    static const char A[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        if (i + 1 < n)
-            v |= (uint32_t)in[i + 1] << 8;
-        if (i + 2 < n)
-            v |= in[i + 2];
-        out[o++] = A[(v >> 18) & 63];
-        out[o++] = A[(v >> 12) & 63];
-        if (i + 1 < n)
-            out[o++] = A[(v >> 6) & 63];
-        if (i + 2 < n)
-            out[o++] = A[v & 63];
-    }
-    out[o] = '\0';
-}
 
 static void bn_b64(EVP_PKEY *k, const char *param, char *out, int pad_to)
 {

@@ -2,6 +2,7 @@
  * line), each refusal with a sanitized reason, Bearer extraction, several audiences, and the
  * token cache (hits, expiry, and its use by several workers at once). */
 #include "ktest.h"
+#include "test_b64url.h"
 #include "proxy/auth.h"
 
 #include <openssl/evp.h>
@@ -14,26 +15,6 @@
 
 #define NOW 1700000000
 static const char SECRET[] = "proxy-auth-test-secret-0123456789abcdef";
-
-static void b64url(const uint8_t *in, size_t n, char *out)
-{
-    static const char A[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        if (i + 1 < n)
-            v |= (uint32_t)in[i + 1] << 8;
-        if (i + 2 < n)
-            v |= in[i + 2];
-        out[o++] = A[(v >> 18) & 63];
-        out[o++] = A[(v >> 12) & 63];
-        if (i + 1 < n)
-            out[o++] = A[(v >> 6) & 63];
-        if (i + 2 < n)
-            out[o++] = A[v & 63];
-    }
-    out[o] = '\0';
-}
 
 /* "Bearer " + an HS256 token of header and payload signed with secret. */
 static void bearer(char *out, size_t cap, const char *header, const char *payload,

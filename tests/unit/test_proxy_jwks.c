@@ -3,6 +3,7 @@
  * hold the old set (and by several workers at once), the refetch backoff, and the
  * percent-decoding of a token taken from a query parameter. */
 #include "ktest.h"
+#include "test_b64url.h"
 #include "proxy/auth.h"
 
 #include <openssl/evp.h>
@@ -14,26 +15,6 @@
 #include <string.h>
 
 #define NOW 1700000000
-
-static void b64url(const uint8_t *in, size_t n, char *out)
-{
-    static const char A[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        if (i + 1 < n)
-            v |= (uint32_t)in[i + 1] << 8;
-        if (i + 2 < n)
-            v |= in[i + 2];
-        out[o++] = A[(v >> 18) & 63];
-        out[o++] = A[(v >> 12) & 63];
-        if (i + 1 < n)
-            out[o++] = A[(v >> 6) & 63];
-        if (i + 2 < n)
-            out[o++] = A[v & 63];
-    }
-    out[o] = '\0';
-}
 
 /* An HS256 token (kid k1) of the claims, signed with secret. */
 static void token(char *out, size_t cap, const char *secret)
