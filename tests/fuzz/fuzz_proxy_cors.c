@@ -8,6 +8,7 @@
 #include "proxy/config.h"
 #include "proxy/cors.h"
 #include "proxy/route.h"
+#include "fuzz_req.h"
 
 #include <assert.h>
 #include <stdint.h>
@@ -68,26 +69,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         loaded = 1;
     }
     (void)keel_proxy_cors_origin_valid((const char *)data, size);
-    const char *p = (const char *)data, *end = p + size;
-    const char *part[2] = {"", ""};
-    size_t len[2] = {0, 0};
-    for (int i = 0; i < 2 && p < end; i++) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        part[i] = p;
-        len[i] = (size_t)((nl ? nl : end) - p);
-        p = nl ? nl + 1 : end;
-    }
-    keel_proxy_header_view_t hv[16];
-    size_t nh = 0;
-    while (p < end && nh < 16) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        const char *le = nl ? nl : end;
-        const char *colon = memchr(p, ':', (size_t)(le - p));
-        if (colon != NULL)
-            hv[nh++] = (keel_proxy_header_view_t){p, (size_t)(colon - p), colon + 1,
-                                                  (size_t)(le - colon - 1)};
-        p = nl ? nl + 1 : end;
-    }
+    const char *part[2];
+    size_t len[2];
+    keel_proxy_header_view_t hv[FUZZ_REQ_HEADERS_MAX];
+    size_t nh;
+    fuzz_req_read(data, size, 2, part, len, hv, &nh);
     keel_proxy_req_view_t v;
     memset(&v, 0, sizeof(v));
     v.method = part[0];
