@@ -168,7 +168,7 @@ static int parse_u64(const call_t *c, size_t i, uint64_t *v)
 /* KEEL.STAGE id key total offset bytes: the arguments alone. */
 int keel__kvc_stage_syntax(const call_t *c)
 {
-    uint64_t id, total, off;
+    uint64_t id = 0, total = 0, off = 0; /* set by parse_u64 once the syntax check passed */
     int rc;
     if ((rc = parse_u64(c, 1, &id)) != 0 || (rc = parse_u64(c, 3, &total)) != 0 ||
         (rc = parse_u64(c, 4, &off)) != 0)
@@ -188,7 +188,7 @@ int keel__kvc_cmd_stage(const call_t *c)
     if (rc != 0)
         return rc;
     keel_kv_t *kv = c->w;
-    uint64_t id, total, off;
+    uint64_t id = 0, total = 0, off = 0; /* set by parse_u64 once the syntax check passed */
     parse_u64(c, 1, &id);
     parse_u64(c, 3, &total);
     parse_u64(c, 4, &off);

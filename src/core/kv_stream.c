@@ -805,7 +805,7 @@ int keel__xs_cmd_xread(const call_t *c)
             r_array(c->reply, served);
         }
         for (size_t k = 0; k < a.nstreams; k++) {
-            const keel_stream_t *s;
+            const keel_stream_t *s = NULL;
             keel__xs_read_lookup(c, a.streams_pos + k, &s);
             if (s == NULL)
                 continue;

@@ -129,7 +129,7 @@ int keel__xs_cmd_xgroup(const call_t *c)
         }
     }
     keel_stream_t *s;
-    keel_stream_group_t *g;
+    keel_stream_group_t *g = NULL;
     int rc = keel__xs_wgroup(c, 2, 3, &s, &g);
     if (rc != 0)
         return keel__kvc_done(rc);
@@ -340,7 +340,7 @@ static uint64_t work_count(const keel_stream_t *s, const keel_stream_group_t *g,
 static keel_stream_consumer_t *priority_consumer(const call_t *c, const xread_args_t *a)
 {
     keel_stream_t *s;
-    keel_stream_group_t *g;
+    keel_stream_group_t *g = NULL;
     keel__xs_wgroup(c, a->streams_pos, a->group_pos, &s, &g);
     return keel_stream_consumer_find(g, c->argv[a->group_pos + 1], c->lens[a->group_pos + 1]);
 }
@@ -359,7 +359,7 @@ static int starving(const call_t *c, const xread_args_t *a)
 static int priority_turn(const call_t *c, const xread_args_t *a)
 {
     keel_stream_t *s;
-    keel_stream_group_t *g;
+    keel_stream_group_t *g = NULL;
     keel__xs_wgroup(c, a->streams_pos, a->group_pos, &s, &g);
     keel_stream_consumer_t *cons = keel_stream_consumer_get(
         s, g, c->argv[a->group_pos + 1], c->lens[a->group_pos + 1], c->now, NULL);
@@ -384,7 +384,7 @@ static size_t plan(const call_t *c, const xread_args_t *a, uint64_t *limit)
     for (size_t j = 0; j < a->nstreams; j++) {
         size_t k = reverse ? a->nstreams - 1 - j : j;
         keel_stream_t *s;
-        keel_stream_group_t *g;
+        keel_stream_group_t *g = NULL;
         keel__xs_wgroup(c, a->streams_pos + k, a->group_pos, &s, &g);
         limit[k] = 0;
         if (!a->priority) {
@@ -408,7 +408,7 @@ int keel__xs_cmd_xreadgroup(const call_t *c)
     size_t ids = a.streams_pos + a.nstreams, gi = a.group_pos, ci = a.group_pos + 1;
     for (size_t k = 0; k < a.nstreams; k++) {
         keel_stream_t *s;
-        keel_stream_group_t *g;
+        keel_stream_group_t *g = NULL;
         size_t i = ids + k;
         if ((rc = keel__xs_wgroup(c, a.streams_pos + k, gi, &s, &g)) != 0)
             return keel__kvc_done(rc);
@@ -446,7 +446,7 @@ int keel__xs_cmd_xreadgroup(const call_t *c)
     r_array(c->reply, served);
     for (size_t k = 0; k < a.nstreams; k++) {
         keel_stream_t *s;
-        keel_stream_group_t *g;
+        keel_stream_group_t *g = NULL;
         keel__xs_wgroup(c, a.streams_pos + k, gi, &s, &g);
         if (limit[k] == 0)
             continue;
@@ -485,7 +485,7 @@ int keel__xs_cmd_xreadgroup(const call_t *c)
 int keel__xs_cmd_xack(const call_t *c)
 {
     keel_stream_t *s;
-    keel_stream_group_t *g;
+    keel_stream_group_t *g = NULL;
     int rc = keel__xs_wgroup(c, 1, 2, &s, &g);
     if (rc != 0)
         return keel__kvc_done(rc);
@@ -658,7 +658,7 @@ static int claim_opt_int(const call_t *c, size_t i, const char *what, int64_t *v
 int keel__xs_cmd_xclaim(const call_t *c)
 {
     keel_stream_t *s;
-    keel_stream_group_t *g;
+    keel_stream_group_t *g = NULL;
     int rc = keel__xs_wgroup(c, 1, 2, &s, &g);
     if (rc != 0)
         return keel__kvc_done(rc);
@@ -785,7 +785,7 @@ int keel__xs_cmd_xautoclaim(const call_t *c)
         }
     }
     keel_stream_t *s;
-    keel_stream_group_t *g;
+    keel_stream_group_t *g = NULL;
     int rc = keel__xs_wgroup(c, 1, 2, &s, &g);
     if (rc != 0)
         return keel__kvc_done(rc);

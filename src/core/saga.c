@@ -397,7 +397,7 @@ static void apply(keel_saga_t *s, const keel_saga_rec_t *r)
 
 int keel_saga_replay(keel_saga_t *s, const uint8_t *rec, size_t len, keel_errmsg_t *msg)
 {
-    keel_saga_rec_t r;
+    keel_saga_rec_t r = {0};
     int rc = keel_saga_rec_decode(rec, len, &r, msg);
     if (rc != 0)
         return rc;

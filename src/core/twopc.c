@@ -281,7 +281,7 @@ static void apply(keel_twopc_coord_t *c, const keel_twopc_rec_t *r)
 int keel_twopc_coord_replay(keel_twopc_coord_t *c, const uint8_t *rec, size_t len,
                             keel_errmsg_t *msg)
 {
-    keel_twopc_rec_t r;
+    keel_twopc_rec_t r = {0};
     int rc = keel_twopc_rec_decode(rec, len, &r, msg);
     if (rc != 0)
         return rc;
@@ -482,7 +482,7 @@ int keel_twopc_coord_resume(keel_twopc_coord_t *c, keel_ms_t now_ms, keel_twopc_
 
 static int on_logged(keel_twopc_coord_t *c, keel_ms_t now_ms, keel_twopc_coord_update_t *u)
 {
-    keel_twopc_rec_t r;
+    keel_twopc_rec_t r = {0};
     int rc = keel_twopc_rec_decode(c->rec_buf, c->rec_len, &r, NULL);
     assert(rc == 0 && illegal(c, &r) == NULL);
     (void)rc;

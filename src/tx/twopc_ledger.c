@@ -68,7 +68,7 @@ static int l_prepare(keel_db_t *db, const char *id, const uint8_t *input, size_t
 {
     keel_ledger_t *l = data;
     char fb[40], fa[40], tb[40], ta[40];
-    int64_t amount, have;
+    int64_t amount, have = 0;
     if (keel_ledger_parse(input, len, fb, fa, tb, ta, &amount) != 0)
         return keel_errf(msg, KEEL_EREJECTED, "ledger: malformed transfer");
     bool from = strcmp(fb, l->bank) == 0;

@@ -176,7 +176,7 @@ static void fake_process(fake_conn_t *c)
         if (cmd.argc == 2) /* DELAY's argument is read with atoi: NUL-terminate it */
             snprintf(copy, sizeof(copy), "%.*s", (int)cmd.argv[1].len,
                      (const char *)cmd.argv[1].ptr);
-        keel_resp_arg_t args[4];
+        keel_resp_arg_t args[4] = {0};
         for (size_t i = 0; i < cmd.argc && i < 4; i++)
             args[i] = cmd.argv[i];
         if (cmd.argc == 2)
