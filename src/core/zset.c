@@ -251,19 +251,11 @@ void keel_zset_node_free(keel_zset_node_t *x)
 
 /* ---- the skiplist (Redis t_zset.c's zslInsert / zslDeleteNode, with spans) ------------ */
 
-static void sl_link(keel_zset_t *z, keel_zset_node_t *x)
+/* Links x after update[i] on each of its levels; rank[i] is update[i]'s rank (the header's
+   is 0). Levels above the set's are taken from the header. */
+static void sl_link_at(keel_zset_t *z, keel_zset_node_t *x, keel_zset_node_t **update,
+                       uint64_t *rank)
 {
-    keel_zset_node_t *update[KEEL_ZSET_LEVEL_MAX] = {0};
-    uint64_t rank[KEEL_ZSET_LEVEL_MAX] = {0};
-    keel_zset_node_t *p = z->header;
-    for (int i = (int)z->level - 1; i >= 0; i--) {
-        rank[i] = i == (int)z->level - 1 ? 0 : rank[i + 1];
-        while (p->lv[i].forward && node_cmp(p->lv[i].forward, x) < 0) {
-            rank[i] += p->lv[i].span;
-            p = p->lv[i].forward;
-        }
-        update[i] = p;
-    }
     if (x->level > z->level) {
         for (uint32_t i = z->level; i < x->level; i++) {
             rank[i] = 0;
@@ -288,15 +280,25 @@ static void sl_link(keel_zset_t *z, keel_zset_node_t *x)
     z->length++;
 }
 
-static void sl_unlink(keel_zset_t *z, keel_zset_node_t *x)
+static void sl_link(keel_zset_t *z, keel_zset_node_t *x)
 {
     keel_zset_node_t *update[KEEL_ZSET_LEVEL_MAX] = {0};
+    uint64_t rank[KEEL_ZSET_LEVEL_MAX] = {0};
     keel_zset_node_t *p = z->header;
     for (int i = (int)z->level - 1; i >= 0; i--) {
-        while (p->lv[i].forward && node_cmp(p->lv[i].forward, x) < 0)
+        rank[i] = i == (int)z->level - 1 ? 0 : rank[i + 1];
+        while (p->lv[i].forward && node_cmp(p->lv[i].forward, x) < 0) {
+            rank[i] += p->lv[i].span;
             p = p->lv[i].forward;
+        }
         update[i] = p;
     }
+    sl_link_at(z, x, update, rank);
+}
+
+/* Unlinks x, whose predecessor on each level i of the set is update[i]. */
+static void sl_unlink_at(keel_zset_t *z, keel_zset_node_t *x, keel_zset_node_t **update)
+{
     assert(update[0]->lv[0].forward == x);
     for (uint32_t i = 0; i < z->level; i++) {
         if (update[i]->lv[i].forward == x) {
@@ -315,6 +317,77 @@ static void sl_unlink(keel_zset_t *z, keel_zset_node_t *x)
         z->level--;
     }
     z->length--;
+}
+
+static void sl_unlink(keel_zset_t *z, keel_zset_node_t *x)
+{
+    keel_zset_node_t *update[KEEL_ZSET_LEVEL_MAX] = {0};
+    keel_zset_node_t *p = z->header;
+    for (int i = (int)z->level - 1; i >= 0; i--) {
+        while (p->lv[i].forward && p->lv[i].forward != x && node_cmp(p->lv[i].forward, x) < 0)
+            p = p->lv[i].forward;
+        update[i] = p;
+    }
+    sl_unlink_at(z, x, update);
+}
+
+/*
+ * Moves x to a new place for score. Redis's zslUpdateScore descends from the header to x,
+ * unlinks it, and descends again to link it: two chains of dependent loads, each step
+ * usually a cache miss. Here the two descents run side by side in the set as it is (x still
+ * in its old place), a step of each in turn, so that the processor waits on the two chains'
+ * misses together; a 100,000-member set spends most of a ZADD in them. The second descent's
+ * predecessors are then translated to the set without x: x itself becomes its own
+ * predecessor on that level, and a node after x has one rank less.
+ */
+static void sl_move(keel_zset_t *z, keel_zset_node_t *x, double score)
+{
+    keel_zset_node_t *uo[KEEL_ZSET_LEVEL_MAX], *un[KEEL_ZSET_LEVEL_MAX];
+    uint64_t ro[KEEL_ZSET_LEVEL_MAX], rn[KEEL_ZSET_LEVEL_MAX];
+    const uint8_t *m = keel_zset_member(x);
+    keel_zset_node_t *a = z->header, *b = z->header;
+    uint64_t ra = 0, rb = 0;
+    uint32_t levels = z->level;
+    for (int i = (int)levels - 1; i >= 0; i--) {
+        int da = 0, db = 0; /* each descent done on this level */
+        while (!da || !db) {
+            if (!da) {
+                keel_zset_node_t *f = a->lv[i].forward;
+                if (f && f != x && node_cmp(f, x) < 0) {
+                    ra += a->lv[i].span;
+                    a = f;
+                } else {
+                    da = 1;
+                }
+            }
+            if (!db) {
+                keel_zset_node_t *f = b->lv[i].forward;
+                if (f &&
+                    keel_zset_cmp(f->score, keel_zset_member(f), f->len, score, m, x->len) < 0) {
+                    rb += b->lv[i].span;
+                    b = f;
+                } else {
+                    db = 1;
+                }
+            }
+        }
+        uo[i] = a;
+        ro[i] = ra;
+        un[i] = b;
+        rn[i] = rb;
+    }
+    uint64_t rx = ro[0] + 1; /* x's own rank */
+    sl_unlink_at(z, x, uo);
+    for (uint32_t i = 0; i < levels; i++) {
+        if (un[i] == x) {
+            un[i] = uo[i];
+            rn[i] = ro[i];
+        } else if (rn[i] > rx) {
+            rn[i]--;
+        }
+    }
+    x->score = score;
+    sl_link_at(z, x, un, rn);
 }
 
 void keel_zset_insert(keel_zset_t *z, keel_zset_node_t *x)
@@ -338,9 +411,7 @@ void keel_zset_rescore(keel_zset_t *z, keel_zset_node_t *x, double score)
         x->score = score;
         return;
     }
-    sl_unlink(z, x);
-    x->score = score;
-    sl_link(z, x);
+    sl_move(z, x, score);
 }
 
 void keel_zset_trim(keel_zset_t *z)

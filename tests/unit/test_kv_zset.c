@@ -4,6 +4,7 @@
 #include "base/rand.h"
 #include "core/kv_zset_int.h"
 #include "core/zset.h"
+#include "core/zset_int.h"
 #include "test_kv_util.h"
 
 #include <math.h>
@@ -122,6 +123,89 @@ static void the_index_agrees_with_a_naive_model_on_random_operations(void)
         expect_like_model(z, md, &r);
         keel_zset_free(z);
         free(md);
+    }
+}
+
+/* Every level's links and spans against the order of level 0: a link's span is the count
+   of nodes it moves over, each node is on every level below its own, and the set's level is
+   its highest node's. */
+static void expect_links_sound(const keel_zset_t *z)
+{
+    uint64_t n = keel_zset_len(z);
+    const keel_zset_node_t **at = calloc(n + 1, sizeof(*at));
+    KT_CHECK(at != NULL);
+    uint32_t top = 1;
+    uint64_t k = 0;
+    for (const keel_zset_node_t *x = keel_zset_first(z); x; x = keel_zset_next(x)) {
+        at[++k] = x; /* by rank, the header 0 */
+        top = x->level > top ? x->level : top;
+    }
+    KT_EQ_U64(k, n);
+    KT_EQ_U64(z->level, top);
+    for (uint32_t i = 0; i < z->level; i++) {
+        uint64_t rank = 0, seen = 0, want = 0;
+        for (uint64_t r = 1; r <= n; r++)
+            want += at[r]->level > i;
+        const keel_zset_node_t *p = z->header;
+        while (p->lv[i].forward) {
+            rank += p->lv[i].span;
+            KT_CHECK(rank <= n && at[rank] == p->lv[i].forward);
+            p = p->lv[i].forward;
+            seen++;
+        }
+        KT_EQ_U64(seen, want);
+        KT_EQ_U64(rank + p->lv[i].span, p == z->header ? p->lv[i].span : n);
+    }
+    free(at);
+}
+
+/* A large set moved about by new scores (most moves far, some near, many ties), with adds
+   and deletes: the side-by-side descents of a move leave the same links as an unlink and a
+   link would. */
+static void moves_in_a_large_set_keep_every_level_sound(void)
+{
+    enum { MEMBERS = 3000 };
+    for (uint64_t seed = 1; seed <= 4; seed++) {
+        KT_SEED(seed);
+        keel_rand_t r;
+        keel_rand_seed(&r, seed);
+        keel_zset_t *z = keel_zset_new();
+        double *score = calloc(MEMBERS, sizeof(*score));
+        KT_CHECK(z && score);
+        char m[16];
+        for (int op = 0; op < 40000; op++) {
+            int i = (int)keel_rand_below(&r, MEMBERS);
+            int n = snprintf(m, sizeof(m), "m%04d", i);
+            double s = (double)keel_rand_range(&r, 0, seed & 1 ? 50 : 100000);
+            keel_zset_node_t *x = keel_zset_find(z, (const uint8_t *)m, (size_t)n);
+            if (x == NULL) {
+                x = keel_zset_node_new((const uint8_t *)m, (size_t)n, s);
+                KT_CHECK(x != NULL);
+                KT_EQ_INT(keel_zset_reserve(z, 1, x->level), 0);
+                keel_zset_insert(z, x);
+            } else if (keel_rand_below(&r, 10) == 0) {
+                keel_zset_delete(z, x);
+                continue;
+            } else {
+                keel_zset_rescore(z, x, s);
+            }
+            score[i] = s;
+            if (op % 4000 == 0)
+                expect_links_sound(z);
+        }
+        expect_links_sound(z);
+        uint64_t rank = 0;
+        for (const keel_zset_node_t *x = keel_zset_first(z), *prev = NULL; x;
+             prev = x, x = keel_zset_next(x), rank++) {
+            KT_CHECK(keel_zset_prev(x) == prev && keel_zset_rank(z, x) == rank);
+            KT_CHECK(prev == NULL || keel_zset_cmp(prev->score, keel_zset_member(prev), prev->len,
+                                                   x->score, keel_zset_member(x), x->len) < 0);
+            const uint8_t *d = keel_zset_member(x) + 1; /* "mDDDD" */
+            int i = (d[0] - '0') * 1000 + (d[1] - '0') * 100 + (d[2] - '0') * 10 + (d[3] - '0');
+            KT_CHECK(x->score == score[i]);
+        }
+        free(score);
+        keel_zset_free(z);
     }
 }
 
@@ -547,6 +631,7 @@ static void plain_sets_are_inputs_with_score_one_and_leave_no_memory_behind(void
 int main(void)
 {
     KT_RUN(the_index_agrees_with_a_naive_model_on_random_operations);
+    KT_RUN(moves_in_a_large_set_keep_every_level_sound);
     KT_RUN(a_scan_returns_every_member_present_throughout_at_least_once);
     KT_RUN(a_set_encodes_and_decodes_exactly_and_bad_bodies_are_refused);
     KT_RUN(a_listpack_mark_on_a_large_set_is_refused);
