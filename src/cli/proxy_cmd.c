@@ -108,8 +108,8 @@ typedef struct reloader {
 
 /* Loads the file unless its text is the one last tried (loaded or refused) and this is the
  * watcher's call (a save may fire several events). A SIGHUP reloads an unchanged text too when
- * the config names JWKS or TLS files: they are read again only by a reload, so rotating keys is a
- * SIGHUP. */
+ * the config names JWKS or TLS files or a remote JWKS: they are read (fetched) again only by a
+ * reload (or, remote, when their cache_duration_ms ends), so rotating keys is a SIGHUP. */
 static void reload(reloader_t *r, bool forced)
 {
     size_t len = 0;
@@ -123,7 +123,7 @@ static void reload(reloader_t *r, bool forced)
         return;
     }
     uint32_t crc = keel_crc32c(0, text, len);
-    if (crc == r->last_crc && !(forced && keel_proxy_reads_key_files(r->p))) {
+    if (crc == r->last_crc && !(forced && keel_proxy_reads_keys_at_load(r->p))) {
         free(text);
         free(errs);
         return;

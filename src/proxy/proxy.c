@@ -716,12 +716,14 @@ int keel_proxy_admin_port(const keel_proxy_t *p)
     return p->admin_on ? p->admin_port : KEEL_ENOTFOUND;
 }
 
-bool keel_proxy_reads_key_files(const keel_proxy_t *p)
+bool keel_proxy_reads_keys_at_load(const keel_proxy_t *p)
 {
     if (p->gen != NULL && keel_proxy_tls_reads_files(p->gen->cfg))
         return true;
-    for (uint32_t i = 0; p->gen != NULL && i < p->gen->cfg->jwt_providers_count; i++)
-        if (p->gen->cfg->jwt_providers[i].jwks_file != NULL)
+    for (uint32_t i = 0; p->gen != NULL && i < p->gen->cfg->jwt_providers_count; i++) {
+        const keel_proxy_jwt_provider_t *pv = &p->gen->cfg->jwt_providers[i];
+        if (pv->jwks_file != NULL || pv->remote_jwks.enabled)
             return true;
+    }
     return false;
 }

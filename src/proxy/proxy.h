@@ -35,9 +35,9 @@ int keel_proxy_start(keel_loop_t *loop, keel_proxy_config_t *cfg, const char *te
  */
 int keel_proxy_reload(keel_proxy_t *p, const char *text, size_t len, keel_proxy_errors_t *errs,
                       keel_errmsg_t *msg);
-/* Whether the config in force names files read at load (JWKS files, TLS certificates, keys and
- * CA files): a reload reads them again. */
-bool keel_proxy_reads_key_files(const keel_proxy_t *p);
+/* Whether the config in force names keys read or fetched at load (JWKS files, remote JWKS,
+ * TLS certificates, keys and CA files): a reload reads or fetches them again. */
+bool keel_proxy_reads_keys_at_load(const keel_proxy_t *p);
 /* The port listener i listens on, or a negative KEEL_E*. */
 int keel_proxy_listener_port(const keel_proxy_t *p, uint32_t i);
 /* The admin listener's port, or KEEL_ENOTFOUND when there is none. */

@@ -5,7 +5,8 @@ The server's document, status and liveness are set by each test; tokens are HS25
 fetch brought: a token signed by the served key passes; before the first fetch succeeds a token
 is refused (401); a rotated key takes over after cache_duration_ms and the old one is then
 refused; a server that fails, serves garbage or is gone leaves the keys in force, counted by
-keel_proxy_jwks_fetches_total; a reload keeps them until its own fetch.
+keel_proxy_jwks_fetches_total; a reload keeps them until its own fetch, and a SIGHUP with the
+file unchanged fetches them again.
 """
 
 import json
@@ -171,6 +172,22 @@ def test_a_failing_or_gone_jwks_server_leaves_the_keys_in_force(procs, tmp_path,
     p.may_exit = False
     assert wait_until(lambda: metric_reloads(admin) >= 1, timeout_s=5)
     assert status(port, token()) == {200}
+
+
+def test_a_sighup_with_the_file_unchanged_fetches_the_keys_again(procs, tmp_path, up,
+                                                                 keys_server):
+    text = config(up, keys_server.port).replace("cache_duration_ms: 1000",
+                                                "cache_duration_ms: 600000")
+    p, port, admin = start_proxy(procs, tmp_path, text)
+    assert wait_until(lambda: status(port, token()) == {200}, timeout_s=5)
+    keys_server.body = jwks(NEW_SECRET, "k1")  # the cache would keep the old key 10 minutes
+    fetches = keys_server.fetches
+    p.signal(1)  # rotating keys is "rotate them at the server, send SIGHUP"
+    p.may_exit = False
+    assert wait_until(lambda: metric_reloads(admin) >= 1, timeout_s=5)
+    assert wait_until(lambda: status(port, token(secret=NEW_SECRET)) == {200}, timeout_s=5)
+    assert keys_server.fetches > fetches
+    assert status(port, token()) == {401}
 
 
 def metric_reloads(admin):
