@@ -58,11 +58,6 @@ static keel__kc_big_t *big(const keel__kc_t *t)
     return keel__kc_big(t);
 }
 
-static size_t bucket_of(const keel__kc_t *t, uint64_t h)
-{
-    return (size_t)(h >> (64 - big(t)->bits));
-}
-
 static size_t buckets(const keel__kc_t *t)
 {
     return (size_t)1 << big(t)->bits;
@@ -71,6 +66,86 @@ static size_t buckets(const keel__kc_t *t)
 static node_t **bucket_array(const keel__kc_t *t)
 {
     return (node_t **)big(t)->b;
+}
+
+/* Whether hash h's chain is still in the old array of a table whose buckets are moving. */
+static int in_old(const keel__kc_big_t *g, uint64_t h)
+{
+    return g->ob != NULL && (h >> (64 - g->obits)) >= g->moved;
+}
+
+/* The head of hash h's chain, in whichever array holds it. */
+static node_t **slot(const keel__kc_t *t, uint64_t h)
+{
+    const keel__kc_big_t *g = big(t);
+    if (in_old(g, h))
+        return &((node_t **)g->ob)[h >> (64 - g->obits)];
+    return &bucket_array(t)[h >> (64 - g->bits)];
+}
+
+/* The first hash of the chain after hash h's, in hash order (crossing from the new array to
+   the old one where the moved range ends): 1 and *next, or 0 when h's chain is the last. */
+static int next_chain(const keel__kc_t *t, uint64_t h, uint64_t *next)
+{
+    const keel__kc_big_t *g = big(t);
+    if (in_old(g, h)) {
+        uint64_t i = h >> (64 - g->obits);
+        if (i + 1 == (uint64_t)1 << g->obits)
+            return 0;
+        *next = (i + 1) << (64 - g->obits);
+        return 1;
+    }
+    uint64_t i = h >> (64 - g->bits);
+    uint64_t end = g->ob != NULL ? g->moved << (64 - g->obits) : 0; /* the moved range's */
+    if (i + 1 == (uint64_t)1 << g->bits) {
+        if (g->ob == NULL)
+            return 0;
+        *next = end; /* a shrink's last new bucket holds part of its range */
+        return 1;
+    }
+    *next = (i + 1) << (64 - g->bits);
+    if (g->ob != NULL && *next > end)
+        *next = end; /* the same: the rest of this bucket's range is in the old array */
+    return 1;
+}
+
+/* Moves the next old bucket's chain into the new array, appending (each lands after every
+   item already in its new chain: those came from the old buckets before it). */
+static void move_one(keel__kc_t *t)
+{
+    keel__kc_big_t *g = big(t);
+    node_t **old = &((node_t **)g->ob)[g->moved];
+    node_t **tail = NULL;
+    size_t tail_b = 0;
+    while (*old) {
+        node_t *n = *old;
+        *old = n->next;
+        n->next = NULL;
+        size_t b = (size_t)(n->hash >> (64 - g->bits));
+        if (tail == NULL || tail_b != b) {
+            tail = &bucket_array(t)[b];
+            while (*tail)
+                tail = &(*tail)->next;
+            tail_b = b;
+        }
+        *tail = n;
+        tail = &n->next;
+    }
+    if (++g->moved == (uint64_t)1 << g->obits) {
+        g->bytes -= ((size_t)1 << g->obits) * sizeof(node_t *);
+        free(g->ob);
+        g->ob = NULL;
+        g->moved = 0;
+    }
+}
+
+/* Old buckets moved per put or delete: a doubling is done before the table is 1/16 fuller. */
+#define MOVE_STEP 16u
+
+static void move_some(keel__kc_t *t)
+{
+    for (unsigned k = 0; k < MOVE_STEP && big(t)->ob != NULL; k++)
+        move_one(t);
 }
 
 /* The allocation of a packed table with room for cap item bytes (never under sizeof, so the
@@ -92,20 +167,31 @@ keel__kc_t *keel__kc_new(uint64_t seed)
     return t;
 }
 
+/* Frees every node of an array of n chains, and the array. */
+static void free_chains(void *array, size_t n)
+{
+    node_t **b = array;
+    for (size_t i = 0; i < n; i++) {
+        node_t *x = b[i];
+        while (x) {
+            node_t *next = x->next;
+            free(x);
+            x = next;
+        }
+    }
+    free(b);
+}
+
 void keel__kc_free(keel__kc_t *t)
 {
     if (t == NULL)
         return;
-    for (size_t i = 0; !packed(t) && i < buckets(t); i++) {
-        node_t *n = bucket_array(t)[i];
-        while (n) {
-            node_t *next = n->next;
-            free(n);
-            n = next;
-        }
+    if (!packed(t)) {
+        keel__kc_big_t *g = big(t);
+        free_chains(g->b, (size_t)1 << g->bits);
+        if (g->ob != NULL)
+            free_chains(g->ob, (size_t)1 << g->obits);
     }
-    if (!packed(t))
-        free(big(t)->b);
     free(t);
 }
 
@@ -373,7 +459,7 @@ keel__kc_t *keel__kc_packed_of(uint64_t seed, const uint8_t *const *m, const siz
 /* The link where field f is or would go. */
 static node_t **locate(const keel__kc_t *t, uint64_t h, const uint8_t *f, size_t n, int *found)
 {
-    node_t **l = &bucket_array(t)[bucket_of(t, h)];
+    node_t **l = slot(t, h);
     int r = 1;
     while (*l && (r = cmp(h, f, n, (*l)->hash, node_item(*l))) > 0)
         l = &(*l)->next;
@@ -390,33 +476,20 @@ keel__kc_item_t *keel__kc_find(const keel__kc_t *t, const uint8_t *f, size_t n)
     return found ? node_item(*l) : NULL;
 }
 
-/* Rebuilds the chains for 2^bits buckets; on ENOMEM keeps the old ones (nothing changes but
-   chain lengths: the order is the same). Walking in hash order keeps chains sorted. */
+/* Starts moving the chains to 2^bits buckets (move_some does it); on ENOMEM, or while a
+   move is under way, nothing changes but chain lengths (the order is the same). */
 static void resize(keel__kc_t *t, unsigned bits)
 {
+    keel__kc_big_t *g = big(t);
+    if (g->ob != NULL)
+        return;
     node_t **nb = calloc((size_t)1 << bits, sizeof(*nb));
     if (nb == NULL)
         return;
-    node_t *tail = NULL;
-    size_t tail_b = 0;
-    for (size_t i = 0; i < buckets(t); i++) {
-        node_t *n = bucket_array(t)[i];
-        while (n) {
-            node_t *next = n->next;
-            size_t nbk = (size_t)(n->hash >> (64 - bits));
-            n->next = NULL;
-            if (tail && tail_b == nbk)
-                tail->next = n;
-            else
-                nb[nbk] = n;
-            tail = n;
-            tail_b = nbk;
-            n = next;
-        }
-    }
-    keel__kc_big_t *g = big(t);
-    g->bytes = g->bytes - buckets(t) * sizeof(*nb) + ((size_t)1 << bits) * sizeof(*nb);
-    free(g->b);
+    g->bytes += ((size_t)1 << bits) * sizeof(*nb);
+    g->ob = g->b;
+    g->obits = g->bits;
+    g->moved = 0;
     g->b = nb;
     g->bits = (uint8_t)bits;
 }
@@ -426,6 +499,7 @@ int keel__kc_put(keel__kc_t *t, keel__kc_item_t *it)
     if (packed(t))
         return pk_put(t, it);
     keel__kc_big_t *g = big(t);
+    move_some(t);
     if (g->count + 1 > buckets(t) && g->bits < BITS_MAX)
         resize(t, g->bits + 1u);
     node_t *x = item_node(it);
@@ -459,6 +533,7 @@ int keel__kc_del(keel__kc_t *t, const uint8_t *f, size_t n)
         t->pcount = (uint32_t)(t->pcount - 1u) & 0x1Fu;
         return 1;
     }
+    move_some(t);
     int found;
     node_t **l = locate(t, keel__kc_hash(t, f, n), f, n, &found);
     if (!found)
@@ -474,13 +549,16 @@ int keel__kc_del(keel__kc_t *t, const uint8_t *f, size_t n)
     return 1;
 }
 
-/* The first item of bucket i or after it; NULL past the end. */
-static const keel__kc_item_t *from_bucket(const keel__kc_t *t, size_t i)
+/* The first node with hash >= h, in hash order; NULL when there is none. */
+static node_t *node_at_or_after(const keel__kc_t *t, uint64_t h)
 {
-    for (; i < buckets(t); i++)
-        if (bucket_array(t)[i])
-            return node_item(bucket_array(t)[i]);
-    return NULL;
+    for (;;) {
+        for (node_t *n = *slot(t, h); n; n = n->next)
+            if (n->hash >= h)
+                return n;
+        if (!next_chain(t, h, &h))
+            return NULL;
+    }
 }
 
 /* The first item with hash >= h, in hash order; NULL when there is none. */
@@ -492,11 +570,8 @@ static const keel__kc_item_t *at_or_after(const keel__kc_t *t, uint64_t h)
                 return it;
         return NULL;
     }
-    size_t i = bucket_of(t, h);
-    for (node_t *n = bucket_array(t)[i]; n; n = n->next)
-        if (n->hash >= h)
-            return node_item(n);
-    return i + 1 < buckets(t) ? from_bucket(t, i + 1) : NULL;
+    node_t *n = node_at_or_after(t, h);
+    return n ? node_item(n) : NULL;
 }
 
 const keel__kc_item_t *keel__kc_pick(const keel__kc_t *t, uint64_t r)
@@ -507,7 +582,7 @@ const keel__kc_item_t *keel__kc_pick(const keel__kc_t *t, uint64_t r)
 
 const keel__kc_item_t *keel__kc_first(const keel__kc_t *t)
 {
-    return packed(t) ? pk_first(t) : from_bucket(t, 0);
+    return packed(t) ? pk_first(t) : at_or_after(t, 0);
 }
 
 const keel__kc_item_t *keel__kc_next(const keel__kc_t *t, const keel__kc_item_t *it)
@@ -517,8 +592,11 @@ const keel__kc_item_t *keel__kc_next(const keel__kc_t *t, const keel__kc_item_t 
     const node_t *n = item_node(it);
     if (n->next)
         return node_item(n->next);
-    size_t i = bucket_of(t, n->hash);
-    return i + 1 < buckets(t) ? from_bucket(t, i + 1) : NULL;
+    uint64_t h;
+    if (!next_chain(t, n->hash, &h))
+        return NULL;
+    node_t *x = node_at_or_after(t, h);
+    return x ? node_item(x) : NULL;
 }
 
 uint64_t keel__kc_scan(const keel__kc_t *t, uint64_t cursor, size_t count,

@@ -123,12 +123,22 @@ typedef struct keel__kc {
 #define KEEL__KC_HEADER_BYTES offsetof(keel__kc_t, items)
 _Static_assert(offsetof(keel__kc_t, items) == 12, "the packed header grew");
 
-/* A big table's own fields, after its header. */
+/*
+ * A big table's own fields, after its header. A resize moves the chains a few buckets per
+ * put or delete (as Redis's dict rehashes), never all at once: doubling a table of 16 million
+ * items at once stalled its node for about 0.6 s. While it moves, `ob` is the old bucket
+ * array of 2^obits buckets, of which the first `moved` are empty (moved to `b`): an item whose
+ * hash's top obits bits are below `moved` is in b, any other in ob. Both arrays cover a range
+ * of hashes each, the new one below, so walking in hash order is still walking buckets.
+ */
 typedef struct keel__kc_big {
     void *b;      /* the buckets */
-    size_t bytes; /* the object's memory: header, this, buckets, nodes */
+    size_t bytes; /* the object's memory: header, this, buckets (both while moving), nodes */
     uint32_t count;
-    uint8_t bits; /* 2^bits buckets, bucket = hash >> (64 - bits), bits >= 2 */
+    uint8_t bits;   /* 2^bits buckets, bucket = hash >> (64 - bits), bits >= 2 */
+    uint8_t obits;  /* while moving: the old array's */
+    void *ob;       /* while moving: the old buckets; NULL otherwise */
+    uint64_t moved; /* while moving: old buckets moved (all below it are empty) */
 } keel__kc_big_t;
 
 static inline keel__kc_big_t *keel__kc_big(const keel__kc_t *t)
