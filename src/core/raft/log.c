@@ -87,6 +87,7 @@ void keel__raft_log_free(keel__raft_log_t *l)
     block_free(l, l->fill);
     free(l->ents);
     free(l->blocks);
+    free(l->confs);
     const keel_raft_mem_t *mem = l->mem;
     memset(l, 0, sizeof(*l));
     l->mem = mem;
@@ -133,6 +134,14 @@ int keel__raft_log_append(keel__raft_log_t *l, uint64_t term, uint32_t type, con
         l->blocks = bv;
         l->cap = cap;
     }
+    if (type == KEEL_RAFT_ENTRY_CONF && l->confs_n == l->confs_cap) {
+        size_t cap = l->confs_cap ? l->confs_cap * 2 : 8;
+        uint64_t *v = realloc(l->confs, cap * sizeof(*v));
+        if (v == NULL)
+            return KEEL_ENOMEM;
+        l->confs = v;
+        l->confs_cap = cap;
+    }
     uint8_t *copy = NULL;
     l->blocks[l->n] = NULL;
     if (len > 0) {
@@ -148,7 +157,32 @@ int keel__raft_log_append(keel__raft_log_t *l, uint64_t term, uint32_t type, con
     e->len = (uint32_t)len;
     e->data = copy;
     l->n++;
+    if (type == KEEL_RAFT_ENTRY_CONF)
+        l->confs[l->confs_n++] = e->index;
     return 0;
+}
+
+/* The newest CONF entry at or before index still in the log, or NULL; *k is its place in
+   confs (for going further back). */
+keel_raft_entry_t *keel__raft_log_conf_at(const keel__raft_log_t *l, uint64_t index, size_t *k)
+{
+    size_t lo = 0, hi = l->confs_n; /* confs[lo..hi) are candidates: the first > index */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (l->confs[mid] <= index)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *k = lo;
+    return lo > 0 ? keel__raft_log_at(l, l->confs[lo - 1]) : NULL;
+}
+
+keel_raft_entry_t *keel__raft_log_conf_before(const keel__raft_log_t *l, size_t *k)
+{
+    assert(*k > 0);
+    (*k)--;
+    return *k > 0 ? keel__raft_log_at(l, l->confs[*k - 1]) : NULL;
 }
 
 /* Drops entries from from_index on (from_index > offset). */
@@ -159,6 +193,8 @@ void keel__raft_log_truncate(keel__raft_log_t *l, uint64_t from_index)
         block_release(l, l->n - 1);
         l->n--;
     }
+    while (l->confs_n > 0 && l->confs[l->confs_n - 1] >= from_index)
+        l->confs_n--;
 }
 
 /*
@@ -196,6 +232,11 @@ void keel__raft_log_compact(keel__raft_log_t *l, uint64_t to_index)
     memmove(l->ents, l->ents + drop, (l->n - drop) * sizeof(*l->ents));
     memmove(l->blocks, l->blocks + drop, (l->n - drop) * sizeof(*l->blocks));
     l->n -= drop;
+    size_t gone = 0;
+    while (gone < l->confs_n && l->confs[gone] <= to_index)
+        gone++;
+    memmove(l->confs, l->confs + gone, (l->confs_n - gone) * sizeof(*l->confs));
+    l->confs_n -= gone;
     shrink(l);
 }
 

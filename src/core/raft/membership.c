@@ -131,11 +131,11 @@ void keel__raft_conf_set(keel_raft_t *r, const keel_raft_conf_t *c, uint64_t ind
 /* The configuration as of `index`: its latest CONF entry at or before it, else the base. */
 void keel__raft_conf_at(const keel_raft_t *r, uint64_t index, keel_raft_conf_t *out)
 {
-    for (uint64_t i = index; i > r->log.offset; i--) {
-        const keel_raft_entry_t *e = keel__raft_log_at(&r->log, i);
-        if (e->type == KEEL_RAFT_ENTRY_CONF && keel__raft_conf_decode(e->data, e->len, out) == 0)
+    size_t k;
+    for (const keel_raft_entry_t *e = keel__raft_log_conf_at(&r->log, index, &k); e != NULL;
+         e = keel__raft_log_conf_before(&r->log, &k))
+        if (keel__raft_conf_decode(e->data, e->len, out) == 0)
             return;
-    }
     *out = r->base_conf;
 }
 
@@ -143,14 +143,14 @@ void keel__raft_conf_at(const keel_raft_t *r, uint64_t index, keel_raft_conf_t *
 void keel__raft_conf_recompute(keel_raft_t *r)
 {
     keel_raft_conf_t c;
-    uint64_t last = keel__raft_log_last(&r->log);
-    for (uint64_t i = last; i > r->log.offset; i--) {
-        const keel_raft_entry_t *e = keel__raft_log_at(&r->log, i);
-        if (e->type == KEEL_RAFT_ENTRY_CONF && keel__raft_conf_decode(e->data, e->len, &c) == 0) {
-            keel__raft_conf_set(r, &c, i);
+    size_t k;
+    for (const keel_raft_entry_t *e =
+             keel__raft_log_conf_at(&r->log, keel__raft_log_last(&r->log), &k);
+         e != NULL; e = keel__raft_log_conf_before(&r->log, &k))
+        if (keel__raft_conf_decode(e->data, e->len, &c) == 0) {
+            keel__raft_conf_set(r, &c, e->index);
             return;
         }
-    }
     keel__raft_conf_set(r, &r->base_conf, 0);
 }
 

@@ -18,6 +18,11 @@ typedef struct keel__raft_log {
     const keel_raft_mem_t *mem;  /* block memory (the config's) */
     size_t n, cap;
     uint64_t offset, offset_term;
+    /* The indexes of the log's CONF entries, ascending: finding the configuration at an
+       index is a binary search, not a walk back over millions of entries (a compaction
+       asks twice, on the loop). */
+    uint64_t *confs;
+    size_t confs_n, confs_cap;
 } keel__raft_log_t;
 
 /* A snapshot owned by the core: ours to send, or one being received in chunks. */
@@ -112,6 +117,10 @@ void keel__raft_log_free(keel__raft_log_t *l);
 uint64_t keel__raft_log_last(const keel__raft_log_t *l);
 uint64_t keel__raft_log_term(const keel__raft_log_t *l, uint64_t index);
 keel_raft_entry_t *keel__raft_log_at(const keel__raft_log_t *l, uint64_t index);
+/* The newest CONF entry at or before index still in the log (NULL: none), then each older
+   one: k is the cursor between the calls. */
+keel_raft_entry_t *keel__raft_log_conf_at(const keel__raft_log_t *l, uint64_t index, size_t *k);
+keel_raft_entry_t *keel__raft_log_conf_before(const keel__raft_log_t *l, size_t *k);
 int keel__raft_log_append(keel__raft_log_t *l, uint64_t term, uint32_t type, const void *data,
                           size_t len);
 void keel__raft_log_truncate(keel__raft_log_t *l, uint64_t from_index);
