@@ -47,7 +47,7 @@ struct keel_wal {
     /* Owner thread: where the next appended record goes. */
     uint64_t next_seq;
     size_t next_off;
-    uint64_t first_seq;  /* oldest segment on disk */
+    uint64_t first_seq;  /* oldest segment not released (older ones are gone, or going) */
     uint64_t submit_gen; /* groups handed over so far */
     group_t groups[3];   /* rotate: pending -> handed -> writing -> pending... */
     group_t *pending;    /* owner: appends land here */
@@ -73,6 +73,17 @@ struct keel_wal {
     int stop;
     int thread_on;
     pthread_t thread;
+    /* Released segments (release_before) are unlinked by the janitor thread while the sync
+       thread runs: dropping a 64 MiB segment's page cache takes about 15 ms, a snapshot
+       releases several, and the owner's loop must not wait for that. Under mu. */
+    pthread_cond_t janitor_cv; /* unlink_to moved, or stop */
+    pthread_t janitor;
+    uint64_t gone_seq;  /* segments below it are unlinked */
+    uint64_t unlink_to; /* segments below it may be */
+    uint64_t failed_to; /* unlink_to when the janitor last failed: it waits for more */
+    int janitor_on;
+    int unlink_failed; /* reported (and cleared) by the next release_before */
+    char unlink_err[KEEL_ERRMSG_BYTES_MAX];
     keel_wal_notify_fn notify;
     void *notify_data;
     keel_wal_stats_t stats; /* owner: appended; the rest is filled from above */
@@ -401,6 +412,54 @@ static void sync_once_locked(keel_wal_t *w)
     pthread_cond_broadcast(&w->done_cv);
 }
 
+/* Unlinks the released segments not yet gone, in order, then syncs the directory. Runs on
+   the janitor thread, or on the owner's when no sync thread runs. */
+static int unlink_released(keel_wal_t *w, keel_errmsg_t *msg)
+{
+    pthread_mutex_lock(&w->mu);
+    uint64_t from = w->gone_seq, to = w->unlink_to;
+    pthread_mutex_unlock(&w->mu);
+    int rc = 0;
+    uint64_t seq = from;
+    for (; seq < to; seq++) {
+        char path[PATH_BYTES_MAX + 32];
+        seg_path(w, seq, path, sizeof(path));
+        if (unlink(path) != 0 && errno != ENOENT) {
+            rc = io_err(msg, "unlink", path);
+            break;
+        }
+    }
+    if (seq > from && w->cfg.sync_enabled && fsync(w->dir_fd) != 0 && rc == 0)
+        rc = io_err(msg, "fsync", w->dir);
+    pthread_mutex_lock(&w->mu);
+    w->gone_seq = seq;
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+static void *janitor_main(void *arg)
+{
+    keel_wal_t *w = arg;
+    pthread_mutex_lock(&w->mu);
+    while (!w->stop) {
+        if (w->gone_seq < w->unlink_to && w->unlink_to != w->failed_to) {
+            pthread_mutex_unlock(&w->mu);
+            keel_errmsg_t m = {{0}};
+            int rc = unlink_released(w, &m);
+            pthread_mutex_lock(&w->mu);
+            if (rc != 0) {
+                w->failed_to = w->unlink_to; /* no retry until the next release */
+                w->unlink_failed = 1;
+                memcpy(w->unlink_err, m.text, sizeof(w->unlink_err));
+            }
+            continue;
+        }
+        pthread_cond_wait(&w->janitor_cv, &w->mu);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
 /* The sync thread: back-to-back syncs while groups are handed over. */
 static void *sync_main(void *arg)
 {
@@ -430,6 +489,14 @@ int keel_wal_syncer_start(keel_wal_t *w, keel_wal_notify_fn notify, void *data, 
     if (prc != 0)
         return keel_errf(msg, KEEL_EIO, "wal: cannot start the sync thread: %s", strerror(prc));
     w->thread_on = 1;
+    prc = pthread_create(&w->janitor, NULL, janitor_main, w);
+    if (prc != 0) {
+        keel_wal_syncer_stop(w);
+        return keel_errf(msg, KEEL_EIO, "wal: cannot start the janitor thread: %s", strerror(prc));
+    }
+    pthread_mutex_lock(&w->mu);
+    w->janitor_on = 1;
+    pthread_mutex_unlock(&w->mu);
     return 0;
 }
 
@@ -440,9 +507,16 @@ void keel_wal_syncer_stop(keel_wal_t *w)
     pthread_mutex_lock(&w->mu);
     w->stop = 1;
     pthread_cond_signal(&w->work_cv);
+    pthread_cond_signal(&w->janitor_cv);
+    int janitor = w->janitor_on;
+    w->janitor_on = 0;
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL);
+    if (janitor)
+        pthread_join(w->janitor, NULL);
     w->thread_on = 0;
+    keel_errmsg_t m;
+    (void)unlink_released(w, &m); /* what the janitor left: best effort, as a crash leaves it */
 }
 
 int keel_wal_durable(keel_wal_t *w, uint64_t *gen, keel_errmsg_t *msg)
@@ -775,6 +849,7 @@ int keel_wal_open(keel_wal_t **out, const char *dir, const keel_wal_config_t *cf
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->work_cv, NULL);
     pthread_cond_init(&w->done_cv, NULL);
+    pthread_cond_init(&w->janitor_cv, NULL);
     if (mkdir_p(dir) != 0) {
         rc = io_err(msg, "mkdir", dir);
         goto fail;
@@ -787,6 +862,7 @@ int keel_wal_open(keel_wal_t **out, const char *dir, const keel_wal_config_t *cf
     rc = recover_all(w, replay, replay_data, msg);
     if (rc != 0)
         goto fail;
+    w->gone_seq = w->unlink_to = w->first_seq;
     *out = w;
     return 0;
 fail:
@@ -808,6 +884,7 @@ void keel_wal_close(keel_wal_t *w)
         keel_buf_free(&w->groups[i].buf);
         free(w->groups[i].chunks);
     }
+    pthread_cond_destroy(&w->janitor_cv);
     pthread_cond_destroy(&w->done_cv);
     pthread_cond_destroy(&w->work_cv);
     pthread_mutex_destroy(&w->mu);
@@ -818,22 +895,22 @@ int keel_wal_release_before(keel_wal_t *w, uint64_t lsn, keel_errmsg_t *msg)
 {
     uint64_t keep_seq = lsn >> 32;
     pthread_mutex_lock(&w->mu);
-    uint64_t written_seq = w->written_seq;
-    pthread_mutex_unlock(&w->mu);
-    if (keep_seq > written_seq)
-        keep_seq = written_seq; /* never the segment the syncing side writes */
-    int removed = 0;
-    while (w->first_seq < keep_seq) {
-        char path[PATH_BYTES_MAX + 32];
-        seg_path(w, w->first_seq, path, sizeof(path));
-        if (unlink(path) != 0 && errno != ENOENT)
-            return io_err(msg, "unlink", path);
-        w->first_seq++;
-        removed = 1;
+    if (keep_seq > w->written_seq)
+        keep_seq = w->written_seq; /* never the segment the syncing side writes */
+    if (keep_seq > w->first_seq) {
+        w->first_seq = keep_seq; /* gone for readers now; unlinked below or by the janitor */
+        w->unlink_to = keep_seq;
+        pthread_cond_signal(&w->janitor_cv);
     }
-    if (removed && w->cfg.sync_enabled && fsync(w->dir_fd) != 0)
-        return io_err(msg, "fsync", w->dir);
-    return 0;
+    int on = w->janitor_on, rc = 0;
+    if (w->unlink_failed) { /* a failure of the janitor's, reported once */
+        rc = keel_errf(msg, KEEL_EIO, "%s", w->unlink_err);
+        w->unlink_failed = 0;
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (rc == 0 && !on)
+        rc = unlink_released(w, msg);
+    return rc;
 }
 
 uint64_t keel_wal_first_seq(const keel_wal_t *w)

@@ -147,7 +147,10 @@ void keel_wal_syncer_stop(keel_wal_t *w);
 size_t keel_wal_take_sync_times(keel_wal_t *w, uint32_t *us, size_t cap);
 
 /* Deletes whole segments all of whose records lie before lsn (after a snapshot): only segments
-   whose seq is below lsn's (lsn >> 32), so the log from lsn on stays whole. */
+   whose seq is below lsn's (lsn >> 32), so the log from lsn on stays whole. While the sync
+   thread runs, a janitor thread unlinks them (and syncs the directory) soon after, so the
+   caller never waits for the file system; an error of its is returned by the next call. A
+   crash before that leaves them on disk, oldest first, as a crash before the call would. */
 int keel_wal_release_before(keel_wal_t *w, uint64_t lsn, keel_errmsg_t *msg);
 /* The oldest segment on disk: 1 until release_before removed one. A log replayed from lsn is
    whole only if this is at most lsn >> 32 (1 for the whole log). */

@@ -145,7 +145,8 @@ struct keel_node {
     uv_work_t snap_load_work;       /* reads the child's file back off the loop */
     int snap_loading;
     int snap_load_rc;
-    uint8_t *snap_sm; /* the loaded state, handed to the core (owned until then) */
+    keel_errmsg_t snap_prune_err; /* the work's prune of older files, when it failed */
+    uint8_t *snap_sm;             /* the loaded state, handed to the core (owned until then) */
     size_t snap_sm_len;
 
     uint64_t installed_index, installed_term; /* to report durable after the ready */

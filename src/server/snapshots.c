@@ -119,7 +119,11 @@ static int snap_parse(const uint8_t *p, size_t len, uint64_t *lsn_floor, keel_ra
 }
 
 /* The snapshot is durable: WAL segments it covers and older snapshot files can go. */
-static void snap_done(keel_node_t *n, uint64_t index)
+/* A snapshot is durable at index: the log it covers is released (the WAL's janitor unlinks
+   its segments) and, with prune, older snapshot files beyond snapshots_keep are deleted here
+   (a snapshot taken here has them deleted by the work that read it back, off the loop:
+   dropping a 100 MB file's page cache takes tens of ms). */
+static void snap_done(keel_node_t *n, uint64_t index, int prune)
 {
     char dir[KEEL_NODE_PATH_BYTES + 8];
     keel_errmsg_t m = {{0}};
@@ -127,7 +131,7 @@ static void snap_done(keel_node_t *n, uint64_t index)
     if (index > n->snap_index)
         n->snap_index = index;
     if (keel_raftlog_release(n->log, n->snap_index, &m) != 0 ||
-        keel_snap_prune(dir, n->cfg.snapshots_keep, &m) != 0)
+        (prune && keel_snap_prune(dir, n->cfg.snapshots_keep, &m) != 0))
         keel_log_warn("cleanup after a snapshot failed", KF_STR("error", m.text));
     if (n->m_snapshots)
         keel_counter_inc(n->m_snapshots);
@@ -257,6 +261,7 @@ void keel__node_maybe_snapshot(keel_node_t *n)
 static void snap_load_work_cb(uv_work_t *w)
 {
     keel_node_t *n = w->data; /* only the job fields and the config: the loop waits */
+    n->snap_prune_err.text[0] = '\0';
     char dir[KEEL_NODE_PATH_BYTES + 8];
     keel__node_snap_dir(n, dir, sizeof(dir));
     keel_snap_t snap;
@@ -277,6 +282,9 @@ static void snap_load_work_cb(uv_work_t *w)
     memmove(snap.data, kv, kv_len); /* the buffer becomes the state bytes alone */
     n->snap_sm = snap.data;
     n->snap_sm_len = kv_len;
+    /* the new file is whole: older ones beyond the kept count can go (a newer snapshot of the
+       leader's installed meanwhile only makes this one older: the newest are kept) */
+    (void)keel_snap_prune(dir, n->cfg.snapshots_keep, &n->snap_prune_err);
 }
 
 static void snap_load_after_cb(uv_work_t *w, int status)
@@ -295,8 +303,10 @@ static void snap_load_after_cb(uv_work_t *w, int status)
         rc = keel_raft_compact_owned(n->raft, n->snap_job_index, kv, n->snap_sm_len);
     else
         free(kv);
+    if (n->snap_prune_err.text[0] != '\0')
+        keel_log_warn("cleanup after a snapshot failed", KF_STR("error", n->snap_prune_err.text));
     if (rc == 0) {
-        snap_done(n, n->snap_job_index);
+        snap_done(n, n->snap_job_index, 0);
         keel_log_info("snapshot taken", KF_INT("index", n->snap_job_index),
                       KF_INT("bytes", n->snap_sm_len),
                       KF_INT("ms", (int64_t)((keel_clock_now_us() - n->snap_started_us) / 1000)));
@@ -363,7 +373,7 @@ void keel__node_install_snapshot(keel_node_t *n, const keel_raft_snapshot_t *sn)
                        KF_STR("error", m.text[0] ? m.text : keel_strerror(rc)));
         abort();
     }
-    snap_done(n, sn->index);
+    snap_done(n, sn->index, 1);
     keel__node_judge_inconns(n);
     n->installed_index = sn->index; /* durable now; reported once the ready is advanced */
     n->installed_term = sn->term;

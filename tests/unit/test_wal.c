@@ -449,6 +449,83 @@ static void the_sync_thread_makes_groups_durable_in_order_while_appends_go_on(vo
     KT_RMRF(dir);
 }
 
+/* The segment files in dir (wal-*.log). */
+static int segment_files(const char *dir)
+{
+    char cmd[160];
+    snprintf(cmd, sizeof(cmd), "ls %s | grep -c '^wal-.*\\.log$'", dir);
+    FILE *f = popen(cmd, "r");
+    int n = -1;
+    if (f == NULL || fscanf(f, "%d", &n) != 1)
+        n = -1;
+    if (f)
+        pclose(f);
+    return n;
+}
+
+/*
+ * While the sync thread runs, release_before only marks segments released (gone for the
+ * WAL's readers at once) and the janitor thread unlinks them; a segment it cannot unlink is
+ * reported by the next release_before, and the WAL goes on.
+ */
+static void released_segments_are_unlinked_by_the_janitor_and_its_failure_is_reported(void)
+{
+    char dir[64];
+    KT_TMPDIR(dir, "wal");
+    keel_wal_config_t cfg = small_cfg();
+    keel_wal_t *w;
+    keel_errmsg_t m;
+    KT_EQ_INT(keel_wal_open(&w, dir, &cfg, NULL, NULL, &m), 0);
+    start_noting(w);
+    uint8_t buf[128];
+    uint64_t lsns[3000], gen;
+    for (int i = 0; i < 3000; i++)
+        KT_EQ_INT(keel_wal_append(w, 2, buf, make_payload(buf, (uint32_t)i, 100), &lsns[i]), 0);
+    KT_EQ_INT(keel_wal_submit(w, &gen), 0);
+    KT_EQ_INT(keel_wal_wait(w, gen, &m), 0);
+    int files = segment_files(dir);
+    KT_CHECK(files >= 6);
+    /* the segment before the one of record 1000 is made a directory: unlink fails on it */
+    uint64_t bad = (lsns[1000] >> 32) - 1;
+    char path[160], inner[200];
+    snprintf(path, sizeof(path), "%s/wal-%016llx.log", dir, (unsigned long long)bad);
+    KT_EQ_INT(unlink(path), 0);
+    KT_EQ_INT(mkdir(path, 0755), 0);
+    snprintf(inner, sizeof(inner), "%s/x", path);
+    FILE *f = fopen(inner, "w");
+    KT_CHECK(f != NULL);
+    fclose(f);
+    KT_EQ_INT(keel_wal_release_before(w, lsns[1000], &m), 0);
+    KT_EQ_U64(keel_wal_first_seq(w), lsns[1000] >> 32); /* at once */
+    int waited = 0;
+    while (segment_files(dir) > files - (int)(bad - 1) && waited++ < 500)
+        usleep(10000); /* the janitor removes the ones before the bad one */
+    KT_EQ_INT(segment_files(dir), files - (int)(bad - 1));
+    int rc = KEEL_OK;
+    for (waited = 0; (rc = keel_wal_release_before(w, lsns[1000], &m)) == 0 && waited < 500;
+         waited++)
+        usleep(10000);
+    KT_EQ_INT(rc, KEEL_EIO);
+    KT_CHECK(strstr(m.text, "unlink") != NULL);
+    KT_EQ_INT(keel_wal_release_before(w, lsns[1000], &m), 0); /* reported once */
+    /* the WAL goes on; with the obstacle gone, the next release takes the rest */
+    snprintf(inner, sizeof(inner), "rm -rf %s", path);
+    KT_EQ_INT(system(inner), 0);
+    KT_EQ_INT(keel_wal_append(w, 2, buf, make_payload(buf, 3000, 100), NULL), 0);
+    KT_EQ_INT(keel_wal_submit(w, &gen), 0);
+    KT_EQ_INT(keel_wal_wait(w, gen, &m), 0);
+    KT_EQ_INT(keel_wal_release_before(w, lsns[2000], &m), 0);
+    keel_wal_syncer_stop(w); /* what the janitor had not done yet, done here */
+    int left = segment_files(dir);
+    keel_wal_close(w);
+    memset(&seen, 0, sizeof(seen));
+    KT_EQ_INT(keel_wal_open(&w, dir, &cfg, collect, &seen, &m), 0);
+    KT_CHECK(left >= 1 && seen.n >= 1001 && seen.ids[0] <= 2000 && seen.ids[0] > 1000);
+    KT_EQ_INT(seen.ids[seen.n - 1], 3000);
+    keel_wal_close(w);
+    KT_RMRF(dir);
+}
+
 /*
  * A failed write stops the syncing side for good: the notify callback sees the
  * failure, durable() and wait() report it with the cause, and no later submit is
@@ -625,6 +702,7 @@ int main(void)
     KT_RUN(releases_segments_behind_a_snapshot_point);
     KT_RUN(survives_sigkill_without_losing_acknowledged_records);
     KT_RUN(the_sync_thread_makes_groups_durable_in_order_while_appends_go_on);
+    KT_RUN(released_segments_are_unlinked_by_the_janitor_and_its_failure_is_reported);
     KT_RUN(a_failed_sync_stops_the_wal_for_good);
     KT_RUN(sync_thread_survives_sigkill_without_losing_acknowledged_records);
     KT_RUN(zero_ahead_leaves_no_unwritten_extent_after_the_data);
