@@ -4,6 +4,7 @@
 #include "core/breaker.h"
 #include "core/bulkhead.h"
 #include "core/hashring.h"
+#include "core/kv_coll.h"
 #include "core/maglev.h"
 #include "core/outlier.h"
 #include "core/ratelimit.h"
@@ -316,14 +317,50 @@ static void bench_breaker_and_limiters(void)
     keel_ratelimit_keyed_free(&kl);
 }
 
+/*
+ * --table-growth N: N puts of distinct fields into one hash table (the table behind a hash or
+ * a set, core/kv_coll.h), each timed alone: the mean, and the slowest with where it came. A
+ * table that resized at once showed its doublings here (bench/RESULTS.md, "A hash of millions
+ * of fields").
+ */
+static int table_growth(uint64_t n)
+{
+    keel__kc_t *t = keel__kc_new(12345);
+    double worst = 0, total = 0;
+    uint64_t worst_at = 0;
+    char f[32];
+    for (uint64_t i = 0; i < n && t != NULL; i++) {
+        int fl = snprintf(f, sizeof(f), "element:%012llu", (unsigned long long)(i * 7919));
+        keel__kc_item_t *it =
+            keel__kc_item_new(t, (const uint8_t *)f, (size_t)fl, (const uint8_t *)"v", 1);
+        double a = now_s();
+        if (it == NULL || keel__kc_reserve(&t, &it, 1) != 0)
+            die("table growth", KEEL_ENOMEM);
+        keel__kc_put(t, it);
+        double d = now_s() - a;
+        total += d;
+        if (d > worst) {
+            worst = d;
+            worst_at = i + 1;
+        }
+    }
+    printf("table_growth puts %llu: mean %.0f ns, slowest %.3f ms (put %llu)\n",
+           (unsigned long long)n, total * 1e9 / (double)n, worst * 1e3,
+           (unsigned long long)worst_at);
+    keel__kc_free(t);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             budget_s = 0.01;
             ops_max = 200000;
+        } else if (strcmp(argv[i], "--table-growth") == 0 && i + 1 < argc) {
+            return table_growth(strtoull(argv[i + 1], NULL, 10));
         } else {
-            fprintf(stderr, "usage: keel-microbench [--quick]\n");
+            fprintf(stderr, "usage: keel-microbench [--quick | --table-growth N]\n");
             return 2;
         }
     }
