@@ -135,6 +135,7 @@ static void on_client_closed(uv_handle_t *h)
     keel_buf_free(&c->in);
     keel_buf_free(&c->out);
     keel_buf_free(&c->wbuf);
+    free(c->peer);
     free(c);
     server_handle_closed(s);
 }
@@ -203,6 +204,18 @@ void keel_resp_client_info(const keel_resp_client_t *c, keel_resp_client_info_t 
     out->out_bytes = keel__resp_output_bytes(c);
     out->pending = c->deferred_open;
     out->last_cmd = c->last_cmd;
+}
+
+const char *keel_resp_client_addr(keel_resp_client_t *c)
+{
+    if (c->peer == NULL && (c->peer = malloc(KEEL_RESP_ADDR_BYTES_MAX)) != NULL) {
+        struct sockaddr_storage ss;
+        int len = sizeof(ss);
+        memset(&ss, 0, sizeof(ss));
+        uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len);
+        addr_text(&ss, c->peer, KEEL_RESP_ADDR_BYTES_MAX);
+    }
+    return c->peer != NULL ? c->peer : "";
 }
 
 keel_resp_client_t *keel_resp_server_next_client(const keel_resp_server_t *s,

@@ -256,6 +256,9 @@ typedef struct keel_resp_client_info {
     const char *last_cmd;      /* the last command's name, or NULL */
 } keel_resp_client_info_t;
 void keel_resp_client_info(const keel_resp_client_t *c, keel_resp_client_info_t *out);
+/* The client's address as info's addr has it, found once and kept: SLOWLOG takes it for
+   every slow command, and under overload that is every command ("" if out of memory). */
+const char *keel_resp_client_addr(keel_resp_client_t *c);
 /* The live clients, newest first: NULL starts, NULL ends. Rejected ones are skipped. */
 keel_resp_client_t *keel_resp_server_next_client(const keel_resp_server_t *s,
                                                  const keel_resp_client_t *after);

@@ -53,6 +53,7 @@ struct keel_resp_client {
     void *data;
     keel_ms_t last_input_ms, created_ms;
     const char *last_cmd; /* the last command's name (CLIENT LIST's cmd=), a table row's */
+    char *peer;           /* keel_resp_client_addr's text, made at its first call (owned) */
     keel_resp_parser_t parser;
     keel_buf_t in;   /* unparsed input */
     size_t cmd_used; /* while a handler runs: its command's bytes at the start of `in` */

@@ -121,9 +121,7 @@ void keel__srv_slowlog_push(server_t *s, keel_resp_client_t *c, const uint8_t *a
     e->duration_us = duration_us;
     e->addr[0] = e->name[0] = '\0';
     if (c != NULL) {
-        keel_resp_client_info_t in;
-        keel_resp_client_info(c, &in);
-        memcpy(e->addr, in.addr, sizeof(e->addr));
+        snprintf(e->addr, sizeof(e->addr), "%s", keel_resp_client_addr(c));
         client_state_t *cs = keel_resp_client_data(c);
         if (cs != NULL)
             memcpy(e->name, cs->name, sizeof(e->name));
