@@ -533,17 +533,17 @@ int keel__kc_del(keel__kc_t *t, const uint8_t *f, size_t n)
         t->pcount = (uint32_t)(t->pcount - 1u) & 0x1Fu;
         return 1;
     }
-    move_some(t);
     int found;
     node_t **l = locate(t, keel__kc_hash(t, f, n), f, n, &found);
     if (!found)
-        return 0;
+        return 0; /* nothing changes, not even a move: callers count no change in memory */
     node_t *x = *l;
     *l = x->next;
     keel__kc_big_t *g = big(t);
     g->count--;
     g->bytes -= node_bytes(node_item(x));
     free(x);
+    move_some(t);
     if (g->bits > BITS_MIN && g->count < buckets(t) / 8)
         resize(t, g->bits - 1u);
     return 1;

@@ -152,7 +152,8 @@ size_t keel_wal_take_sync_times(keel_wal_t *w, uint32_t *us, size_t cap);
    caller never waits for the file system; an error of its is returned by the next call. A
    crash before that leaves them on disk, oldest first, as a crash before the call would. */
 int keel_wal_release_before(keel_wal_t *w, uint64_t lsn, keel_errmsg_t *msg);
-/* The oldest segment on disk: 1 until release_before removed one. A log replayed from lsn is
+/* The oldest segment not released: 1 until release_before released one (released ones are
+   gone or about to be, by the janitor; disk_bytes counts from here). A log replayed from lsn is
    whole only if this is at most lsn >> 32 (1 for the whole log). */
 uint64_t keel_wal_first_seq(const keel_wal_t *w);
 

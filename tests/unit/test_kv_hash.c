@@ -325,6 +325,31 @@ static void limits_are_named_errors(void)
     kvt_free(&a);
 }
 
+/* A delete of a field that is not there changes nothing, not even by moving a resize along:
+   HDEL and SREM answer 0 and count no memory change (the move that ends a resize frees the
+   old bucket array, which would leave the keyspace's count too high for good). */
+static void deleting_absent_fields_leaves_the_memory_count_exact(void)
+{
+    static const char *const adds[] = {"HSET h f%d v", "SADD s m%d"};
+    static const char *const dels[] = {"HDEL h nope%d", "SREM s nope%d"};
+    static const char *const drop[] = {"DEL h", "DEL s"};
+    for (int k = 0; k < 2; k++) {
+        kvt_init(&a, NULL);
+        char line[64];
+        for (int i = 0; i < 33; i++) { /* past 32: the table doubles, and moves */
+            snprintf(line, sizeof(line), adds[k], i);
+            KT_EQ_STR(kvt_at(&a, 1000, line), ":1\r\n");
+        }
+        for (int i = 0; i < 4; i++) {
+            snprintf(line, sizeof(line), dels[k], i);
+            KT_EQ_STR(kvt_at(&a, 1000, line), ":0\r\n");
+        }
+        KT_EQ_STR(kvt_at(&a, 1000, drop[k]), ":1\r\n");
+        KT_EQ_U64(a.kv.bytes, 0);
+        kvt_free(&a);
+    }
+}
+
 int main(void)
 {
     KT_RUN(fields_are_set_read_and_deleted_and_an_empty_hash_is_no_key);
@@ -334,5 +359,6 @@ int main(void)
     KT_RUN(a_scan_sees_every_stable_field_once_across_resizes);
     KT_RUN(a_hash_answers_as_a_model_through_random_writes_in_either_layout);
     KT_RUN(limits_are_named_errors);
+    KT_RUN(deleting_absent_fields_leaves_the_memory_count_exact);
     return kt_done();
 }

@@ -235,8 +235,10 @@ void keel__raft_log_compact(keel__raft_log_t *l, uint64_t to_index)
     size_t gone = 0;
     while (gone < l->confs_n && l->confs[gone] <= to_index)
         gone++;
-    memmove(l->confs, l->confs + gone, (l->confs_n - gone) * sizeof(*l->confs));
-    l->confs_n -= gone;
+    if (gone > 0) { /* confs is NULL in a log that never held a CONF entry */
+        memmove(l->confs, l->confs + gone, (l->confs_n - gone) * sizeof(*l->confs));
+        l->confs_n -= gone;
+    }
     shrink(l);
 }
 
