@@ -8,7 +8,7 @@
 /*
  * The commands are split by family, one file each: kv_strings.c, kv_expire.c,
  * kv_leases.c (leases, locks, KEEL.FENCED), kv_txn.c, kv_scan.c, kv_strings_ext.c, kv_keys.c,
- * kv_bits.c, kv_bitfield.c, kv_hash.c and kv_set.c (on kv_coll.c);
+ * kv_bits.c, kv_bitfield.c, kv_hash.c and kv_set.c (on kv_coll.c and kv_coll_cmd.c);
  * kv_cmd.c holds the table
  * and the one way every command runs. The glob matcher is base/glob.
  */
