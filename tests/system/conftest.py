@@ -181,6 +181,16 @@ def start_testhttpd(procs, *extra):
 
 
 @pytest.fixture
+def up():
+    """The proxy tests' upstream: a fake HTTP server named app (proxyfake.FakeUpstream)."""
+    from proxyfake import FakeUpstream  # proxyfake imports this module: here, not at the top
+
+    u = FakeUpstream("app")
+    yield u
+    u.close()
+
+
+@pytest.fixture
 def testhttpd(procs):
     """A keel-testhttpd with default limits: (proc, port)."""
     return start_testhttpd(procs)

@@ -72,13 +72,6 @@ routes:
 
 
 @pytest.fixture
-def up():
-    u = FakeUpstream("app")
-    yield u
-    u.close()
-
-
-@pytest.fixture
 def proxy(procs, tmp_path, up):
     p, port, admin = start_proxy(procs, tmp_path, config(up))
     return port, admin

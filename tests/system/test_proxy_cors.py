@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from proxyfake import FakeUpstream, connect, read_response, request, start_proxy, with_workers
+from proxyfake import connect, read_response, request, start_proxy, with_workers
 
 SHOP = "https://shop.example"
 SUBS = "https://*.shop.example"  # an origin pattern: any subdomain of shop.example over https
@@ -68,13 +68,6 @@ routes:
     match: {{prefix: /}}
     cluster: app
 """
-
-
-@pytest.fixture
-def up():
-    u = FakeUpstream("app")
-    yield u
-    u.close()
 
 
 @pytest.fixture

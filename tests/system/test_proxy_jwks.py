@@ -19,8 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from conftest import binary, wait_until
-from proxyfake import FakeUpstream, request, start_proxy
-from test_proxy_jwt import ISSUER, SECRET, bearer, jwks, token
+from proxyfake import request, start_proxy
+from test_proxy_jwt import ISSUER, bearer, jwks, token
 
 NEW_SECRET = b"rotated-remote-secret-0123456789abcdef"
 
@@ -59,13 +59,6 @@ class JwksServer:
             self.up = False
             self.httpd.shutdown()
             self.httpd.server_close()
-
-
-@pytest.fixture
-def up():
-    u = FakeUpstream("app")
-    yield u
-    u.close()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from conftest import binary, wait_until
-from proxyfake import FakeUpstream, request, start_proxy
+from proxyfake import request, start_proxy
 
 SECRET = b"system-test-hs256-secret-0123456789"
 ISSUER = "https://auth.shop"
@@ -78,13 +78,6 @@ routes:
     jwt: shop
     cluster: app
 """
-
-
-@pytest.fixture
-def up():
-    u = FakeUpstream("app")
-    yield u
-    u.close()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import warnings
 import pytest
 
 from conftest import binary, wait_until
-from proxyfake import PROXY_WORKERS, FakeUpstream, request, start_proxy
+from proxyfake import PROXY_WORKERS, request, start_proxy
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command")
 
@@ -84,13 +84,6 @@ def fields(body):
     for k, v in json.loads(body)["headers"]:
         out.setdefault(k.lower(), []).append(v)
     return out
-
-
-@pytest.fixture
-def up():
-    u = FakeUpstream("app")
-    yield u
-    u.close()
 
 
 def edge_config(pki, up, cert="srv1"):

@@ -7,7 +7,6 @@ queue counted as drops. Every wait is bounded.
 """
 import json
 import re
-import socket
 import threading
 import time
 import urllib.request
@@ -16,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from conftest import free_port, wait_until
-from proxyfake import FakeUpstream, request, start_proxy
+from proxyfake import request, start_proxy
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
@@ -63,13 +62,6 @@ class Collector:
         self.hold.set()
         self.srv.shutdown()
         self.srv.server_close()
-
-
-@pytest.fixture
-def up():
-    u = FakeUpstream("app")
-    yield u
-    u.close()
 
 
 @pytest.fixture
